@@ -1,0 +1,141 @@
+"""Back propagation over the IR: local derivatives by sympy.diff, chained by name.
+
+For node H with incoming gradient g[b,i] = ∂L/∂H[b,i] (the symbol ``dL_dH``):
+
+    delta_r[b,i]  = g[b,i] · ∂φ/∂r                (one per reduction r)
+    ∂L/∂q[i]     += g[b,i] · ∂φ/∂q                (parameters of the outer formula)
+    ∂L/∂P[i,j]   += delta_r[b,i] · ∂g_r/∂P[i,j]   (parameters inside a reduction)
+    ∂L/∂x[b,j]   += delta_r[b,i] · ∂g_r/∂x[b,j]   (gives dL_dX of the node below)
+
+A contraction r = Σ_j W[i,j]·x[b,j] needs no sympy at all: its two
+derivative rules are the matrix products δᵀ·X and δ·W.
+
+At the output node an element-wise loss ℓ(o, t) is composed with φ before
+differentiating, so that e.g. sigmoid + BCE gives the stable σ(z) − t.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import sympy as sp
+
+from . import ir
+from .primitives import sigmoid, stabilise
+
+INV_BATCH = sp.Symbol("inv_batch", positive=True)
+
+
+@dataclass
+class Term:
+    """``target[index] (+)= expr``, summed over the loop indices not in ``index``."""
+
+    target: str
+    index: tuple[str, ...]
+    expr: sp.Expr
+
+
+@dataclass
+class NodeGrad:
+    """Everything back propagation needs for one node."""
+
+    node: ir.Node
+    upstream: sp.Symbol | None           # dL_dH[b,i]; None when the loss is fused here
+    loss: sp.Expr | None = None          # fused element-wise loss (output node only)
+    outer: list[Term] = field(default_factory=list)      # deltas and outer-parameter grads
+    summands: dict[str, list[Term]] = field(default_factory=dict)  # per reduction name
+
+
+def clean(expr: sp.Expr) -> sp.Expr:
+    """Sympy's Heaviside(0) = 1/2 must not leak: the kink takes derivative 0."""
+    a = sp.Wild("a")
+    expr = expr.replace(sp.Heaviside(a), sp.Piecewise((1, a > 0), (0, True)))
+    expr = expr.replace(lambda e: isinstance(e, sp.Heaviside),
+                        lambda e: sp.Piecewise((1, e.args[0] > 0), (0, True)))
+    expr = expr.replace(sp.DiracDelta(a), sp.S.Zero)
+    return expr
+
+
+def delta_name(node: ir.Node, red: ir.Reduction) -> str:
+    """delta_H1 for a single-reduction node, delta_<reduction> otherwise."""
+    return f"delta_{node.name}" if len(node.reductions) == 1 else f"delta_{red.name}"
+
+
+def grad_name(param: str) -> str:
+    return f"g_{param}"
+
+
+def upstream_name(name: str) -> str:
+    return f"dL_d{name}"
+
+
+def reuse_output(expr: sp.Expr, node: ir.Node) -> sp.Expr:
+    """Write φ(...) as the stored output H[b,i] wherever it appears whole:
+    tanh′ = 1 − H², σ′ = H(1 − H); the backward pass then calls no exp/tanh."""
+    if node.outer.is_Atom or isinstance(node.outer, sp.Add):
+        return expr
+    h = ir.element(node.symbols, node.name, ir.BATCH, ir.OUT)
+    return expr.xreplace({node.outer: h})
+
+
+def simplest(expr: sp.Expr) -> sp.Expr:
+    """σ(−x) = 1 − σ(x), then keep the expanded form if it is shorter
+    (sigmoid + BCE then reads σ(z) − t)."""
+    alt = expr.replace(lambda e: isinstance(e, sigmoid) and e.args[0].could_extract_minus_sign(),
+                       lambda e: 1 - sigmoid(-e.args[0]))
+    alt = sp.factor_terms(sp.expand(alt))
+    return alt if sp.count_ops(alt) < sp.count_ops(expr) else expr
+
+
+def derive_node(node: ir.Node, loss=None, n_out: int = 0) -> NodeGrad:
+    """Local derivatives of one node; ``loss`` given when it is fused here."""
+    syms = node.symbols
+    if loss is not None:
+        t_i = ir.element(syms, "T", ir.BATCH, ir.OUT)
+        value = stabilise(loss.element(node.outer, t_i, n_out))
+        head, upstream, scale = value, None, INV_BATCH
+        grad = NodeGrad(node, None, loss=value)
+    else:
+        upstream = ir.element(syms, upstream_name(node.name), ir.BATCH, ir.OUT)
+        head, scale = node.outer, upstream
+        grad = NodeGrad(node, upstream)
+    params = {p.name: p for p in node.params}
+
+    # Outer formula: deltas of the reductions, parameters indexed by i, the input x[b,i].
+    def local(sym):
+        return reuse_output(simplest(clean(scale * sp.diff(head, sym))), node)
+
+    for red in node.reductions:
+        grad.outer.append(Term(delta_name(node, red), (ir.BATCH, ir.OUT), local(red.symbol)))
+    for sym, acc in list(syms.items()):
+        if sym in head.free_symbols and acc.array in params:
+            grad.outer.append(Term(grad_name(acc.array), acc.index, local(sym)))
+        elif sym in head.free_symbols and acc.array == node.input:
+            grad.outer.append(Term(upstream_name(node.input), acc.index, local(sym)))
+
+    # Reductions: parameters and inputs inside the summands.
+    for red in node.reductions:
+        delta = ir.element(syms, delta_name(node, red), ir.BATCH, ir.OUT)
+        terms = []
+        if red.contraction is None:
+            for sym in sorted(red.summand.free_symbols, key=str):
+                acc = syms[sym]
+                if acc.array in params:
+                    target = grad_name(acc.array)
+                elif acc.array == node.input:
+                    target = upstream_name(node.input)
+                else:
+                    continue
+                d = clean(delta * sp.diff(red.summand, sym))
+                terms.append(Term(target, acc.index, d))
+        grad.summands[red.name] = terms
+    return grad
+
+
+def derive(graph: ir.Graph) -> list[NodeGrad]:
+    """NodeGrads from the output node down to the first."""
+    grads = []
+    for k, node in enumerate(reversed(graph.nodes)):
+        fused = k == 0 and graph.loss.element is not None
+        grads.append(derive_node(node, graph.loss if fused else None, graph.n_out))
+    return grads

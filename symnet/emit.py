@@ -1,0 +1,186 @@
+"""Kernel plan → C99 text.
+
+Two separate jobs, as in sympy's own codegen: ``CPrinter`` turns one scalar
+sympy expression into a C expression (float or double spelling), and the
+Jinja template ``templates/network.c.j2`` owns the shape of the file:
+includes, signatures, loops and their comments.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import jinja2
+import sympy as sp
+from sympy.codegen.ast import float32, float64, real
+from sympy.printing.c import C99CodePrinter
+
+from . import __version__, ir
+from .build import template_dir
+from .lower import Buffer, Loop, MatMul, Plan, SoftmaxXent, Zero
+
+DTYPES = {"float32": "float", "float64": "double"}
+
+
+class CPrinter(C99CodePrinter):
+    """sympy's C99 printer with symnet's spellings.
+
+    Scalar symbols print as the array element they stand for; small integer
+    powers as products; Piecewise as one ternary; sigmoid and softplus as the
+    stable helpers defined in the template.
+    """
+
+    def __init__(self, dtype: str, symbol_map: dict):
+        alias = float32 if dtype == "float32" else float64
+        super().__init__(settings={"type_aliases": {real: alias}})
+        self.symbol_map = symbol_map
+
+    def _print_Symbol(self, expr):
+        if expr in self.symbol_map:
+            return self.symbol_map[expr]
+        return super()._print_Symbol(expr)
+
+    def _print_sigmoid(self, expr):
+        return f"sn_sigmoid({self._print(expr.args[0])})"
+
+    def _print_softplus(self, expr):
+        return f"sn_softplus({self._print(expr.args[0])})"
+
+    def _print_Piecewise(self, expr):
+        out = self._print(expr.args[-1].expr)
+        for e, c in reversed(expr.args[:-1]):
+            out = f"(({self._print(c)}) ? ({self._print(e)}) : ({out}))"
+        return out
+
+    def _print_Pow(self, expr):
+        base, exp = expr.args
+        if exp.is_Integer and 2 <= int(exp) <= 4:
+            b = self.parenthesize(base, sp.printing.precedence.PRECEDENCE["Mul"])
+            return "*".join([b] * int(exp))
+        if exp.is_Integer and -4 <= int(exp) <= -1:
+            return f"1/({self._print(base ** -exp)})" if exp != -1 else \
+                f"1/{self.parenthesize(base, sp.printing.precedence.PRECEDENCE['Pow'])}"
+        return super()._print_Pow(expr)
+
+
+def numeric(expr: sp.Expr) -> sp.Expr:
+    """Evaluate constants (π, √2, e) so the C needs no M_PI-style macros."""
+    consts = {a: sp.Float(a.evalf(20), 17) for a in expr.atoms(sp.NumberSymbol)}
+    expr = expr.xreplace(consts)
+    pows = {a: sp.Float(a.evalf(20), 17) for a in expr.atoms(sp.Pow) if a.is_number}
+    return expr.xreplace(pows)
+
+
+def c_comment(text: str) -> str:
+    """Make any text safe inside /* */ (user text reaches comments only)."""
+    return " ".join(str(text).replace("*/", "* /").replace("/*", "/ *").split())
+
+
+class Emitter:
+    """Prints one plan for one dtype."""
+
+    def __init__(self, plan: Plan, dtype: str):
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
+        self.plan, self.dtype = plan, dtype
+        self.buffers = plan.buffers
+        smap = {s: self.element(a) for s, a in plan.symbols.items()}
+        self.printer = CPrinter(dtype, smap)
+        self.extra_symbols = smap
+
+    # ------------------------------------------------------------- elements
+    def element(self, acc: ir.Access) -> str:
+        if acc.array == "inv_batch":
+            return "inv_batch"
+        buf = self.buffers[acc.array]
+        return f"{buf.name}[{self.flat_index(buf, acc.index)}]"
+
+    @staticmethod
+    def flat_index(buf: Buffer, index: tuple) -> str:
+        if not index:
+            return "0"
+        parts = []
+        for k, ix in enumerate(index):
+            stride = 1
+            for s in buf.shape[k + 1:]:
+                stride *= s
+            parts.append(ix if k == len(index) - 1 else f"{ix} * {stride}")
+        return " + ".join(parts)
+
+    def expr(self, e: sp.Expr) -> str:
+        return self.printer.doprint(numeric(e))
+
+    # ---------------------------------------------------------------- views
+    def loop_view(self, op: Loop) -> dict:
+        exprs = [numeric(s[3]) for s in op.stmts]
+        temps, reduced = sp.cse(exprs, symbols=sp.numbered_symbols("t"), optimizations=None)
+        stmts = []
+        for (target, index, kind, _), rhs in zip(op.stmts, reduced):
+            if target == "loss":
+                stmts.append(("loss", kind, f"(double)({self.printer.doprint(rhs)})"))
+            else:
+                lhs = self.element(ir.Access(target, tuple(index)))
+                stmts.append((lhs, kind, self.printer.doprint(rhs)))
+        return {"indices": op.indices, "comment": c_comment(op.comment),
+                "temps": [(str(s), self.printer.doprint(v)) for s, v in temps],
+                "stmts": stmts}
+
+    def zero_size(self, op: Zero) -> str:
+        buf = self.buffers[op.buffer]
+        if buf.shape[0] == "batch":
+            return f"(size_t)batch * {buf.shape[1]}"
+        size = 1
+        for s in buf.shape:
+            size *= s
+        return str(size)
+
+    def render(self, prefix: str = "SN_PREFIX_") -> str:
+        env = jinja2.Environment(loader=jinja2.FileSystemLoader(template_dir()),
+                                 trim_blocks=True, lstrip_blocks=True,
+                                 keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
+        env.filters["comment"] = c_comment
+        env.tests["matmul"] = lambda op: isinstance(op, MatMul)
+        env.tests["zero"] = lambda op: isinstance(op, Zero)
+        env.tests["softmax_xent"] = lambda op: isinstance(op, SoftmaxXent)
+        tpl = env.get_template("network.c.j2")
+        graph = self.plan.graph
+        return tpl.render(
+            version=__version__, dtype=self.dtype, real=DTYPES[self.dtype],
+            f="f" if self.dtype == "float32" else "", prefix=prefix, plan=self.plan,
+            graph=graph, em=self, describe=describe_graph(graph),
+            params=[b for b in self.buffers.values() if b.kind == "param"],
+            grads=[b for b in self.buffers.values() if b.kind == "grad"],
+            work=[b for b in self.buffers.values() if b.kind == "work"],
+            uses=self.uses())
+
+    def uses(self) -> set:
+        """Helper functions the expressions call (only those are emitted)."""
+        found = set()
+        exprs = []
+        for ops in (self.plan.forward, self.plan.backward, self.plan.loss):
+            exprs += [s[3] for op in ops if isinstance(op, Loop) for s in op.stmts]
+        for e in exprs:
+            for f in e.atoms(sp.Function):
+                found.add(type(f).__name__)
+        return found
+
+
+def describe_graph(graph: ir.Graph) -> list[str]:
+    """One line per layer, for the file header."""
+    lines = [f"input {graph.input_name}: {graph.n_in} features"]
+    for node in graph.nodes:
+        lines.append(f"{node.name} ({node.n_out}) = {node.outer}")
+    lines.append(f"loss: {graph.loss.name}, averaged over the batch")
+    return lines
+
+
+def emit(plan: Plan, dtype: str) -> tuple[str, str]:
+    """Render the plan; returns (C source, symbol prefix).
+
+    The prefix ``symnet_<hash>_`` of every exported function is a hash of the
+    text itself, so two networks never share a symbol, and no symbol can
+    resolve to a libc function of the same name (see DESIGN.md, traps).
+    """
+    text = Emitter(plan, dtype).render()
+    digest = hashlib.sha256(text.encode()).hexdigest()[:10]
+    prefix = f"symnet_{digest}_"
+    return text.replace("SN_PREFIX_", prefix), prefix

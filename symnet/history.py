@@ -1,0 +1,168 @@
+"""What happened during training: the loss per epoch, step sizes, time, and why
+training stopped.
+
+Training a non-convex loss is not guaranteed to converge, so the trainer
+records what it saw (including divergence / NaN) in a ``History`` rather than
+hiding it.
+
+Conventions:
+
+- ``loss``, ``accuracy``, ``val_loss``, ``val_accuracy`` hold one float per
+  epoch (the ``val_*`` and ``accuracy`` lists may stay empty when not measured).
+- ``lr`` holds **every** step size used, one per step, as a float64 numpy
+  array of length ``steps`` (a schedule's ``values(t0, n)`` per epoch,
+  concatenated). ``lr_per_epoch`` is derivable only when the trainer also
+  records ``steps_per_epoch``; ``record_epoch`` does both.
+- ``stopped`` is ``"completed"``, ``"diverged"`` (loss became NaN/inf or blew
+  up), ``"interrupted"`` (KeyboardInterrupt), ``"early_stopping"``, ... .
+
+>>> h = History(method="sd")
+>>> h.record_epoch(1.0, lr=[0.1, 0.1])
+>>> h.record_epoch(0.5, lr=[0.1, 0.05])
+>>> h.epochs, h.steps, h.lr.tolist(), h.final_loss
+(2, 4, [0.1, 0.1, 0.1, 0.05], 0.5)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+import numpy as np
+
+__all__ = ["History"]
+
+
+def _empty() -> np.ndarray:
+    return np.zeros(0, dtype=np.float64)
+
+
+@dataclass(eq=False)
+class History:
+    """Result of ``Model.fit``: per-epoch metrics and run information."""
+
+    loss: List[float] = field(default_factory=list)
+    accuracy: List[float] = field(default_factory=list)
+    val_loss: List[float] = field(default_factory=list)
+    val_accuracy: List[float] = field(default_factory=list)
+    steps: int = 0                       # total parameter updates taken
+    lr: np.ndarray = field(default_factory=_empty)   # one step size per step
+    steps_per_epoch: List[int] = field(default_factory=list)
+    wall_time: float = 0.0               # seconds
+    stopped: str = "completed"
+    method: str = ""
+    epochs: int = 0                      # epochs completed
+
+    # ---- recording -----------------------------------------------------
+    def record_epoch(self, loss: float, *, lr=None, steps: Optional[int] = None,
+                     accuracy: Optional[float] = None,
+                     val_loss: Optional[float] = None,
+                     val_accuracy: Optional[float] = None) -> None:
+        """Append one epoch. ``lr`` is the array of step sizes used by this
+        epoch's steps (or a single float with ``steps`` given); ``steps``
+        defaults to ``len(lr)``."""
+        lr_arr = None if lr is None else np.atleast_1d(np.asarray(lr, dtype=np.float64))
+        if steps is None:
+            steps = 0 if lr_arr is None else lr_arr.size
+        if lr_arr is not None and lr_arr.size == 1 and steps != 1:
+            lr_arr = np.full(steps, lr_arr[0])
+        if lr_arr is not None:
+            self.lr = np.concatenate([np.asarray(self.lr, dtype=np.float64), lr_arr])
+        self.steps += int(steps)
+        self.steps_per_epoch.append(int(steps))
+        self.loss.append(float(loss))
+        for name, v in (("accuracy", accuracy), ("val_loss", val_loss),
+                        ("val_accuracy", val_accuracy)):
+            if v is not None:
+                getattr(self, name).append(float(v))
+        self.epochs += 1
+
+    # ---- summaries -----------------------------------------------------
+    @property
+    def final_loss(self) -> float:
+        """Training loss of the last epoch (nan when there is none)."""
+        return self.loss[-1] if self.loss else math.nan
+
+    @property
+    def diverged(self) -> bool:
+        return self.stopped == "diverged" or any(not math.isfinite(v) for v in self.loss)
+
+    def to_dict(self) -> dict:
+        """Plain, JSON-friendly dict of all fields (``lr`` as a list)."""
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        d["lr"] = np.asarray(self.lr, dtype=np.float64).tolist()
+        return d
+
+    def __str__(self) -> str:
+        lines = [f"History: method={self.method or '?'}, epochs={self.epochs}, "
+                 f"steps={self.steps}, wall time {self.wall_time:.3g} s, "
+                 f"stopped: {self.stopped}"]
+        lr = np.asarray(self.lr, dtype=np.float64)
+        if lr.size:
+            lines.append(f"step size: first {lr[0]:.4g}, last {lr[-1]:.4g}, "
+                         f"min {lr.min():.4g}, max {lr.max():.4g} ({lr.size} steps)")
+        cols = [("loss", self.loss), ("accuracy", self.accuracy),
+                ("val_loss", self.val_loss), ("val_accuracy", self.val_accuracy)]
+        cols = [(n, v) for n, v in cols if len(v)]
+        n = max((len(v) for _, v in cols), default=0)
+        if n:
+            lines.append("  epoch" + "".join(f"{name:>14}" for name, _ in cols))
+            rows = list(range(n)) if n <= 12 else [*range(5), None, *range(n - 5, n)]
+            for i in rows:
+                if i is None:
+                    lines.append("    ...")
+                    continue
+                cells = "".join(f"{v[i]:>14.6g}" if i < len(v) else f"{'':>14}"
+                                for _, v in cols)
+                lines.append(f"  {i + 1:>5}{cells}")
+        return "\n".join(lines)
+
+    # ---- plotting ------------------------------------------------------
+    def plot(self, path=None, ax=None):
+        """Draw training (and validation) loss per epoch; return the figure.
+
+        With ``path`` the figure is saved there through the Agg backend (no
+        display needed); with ``ax`` it draws into that matplotlib Axes. The
+        y axis is logarithmic when the positive losses span more than two
+        decades. Non-finite losses (divergence) are left out of the curves.
+        """
+        try:
+            import matplotlib
+        except ImportError as e:
+            raise ImportError("History.plot needs matplotlib: `pip install matplotlib` "
+                              "or `pip install symnet[plot]`") from e
+        if ax is not None:
+            fig = ax.figure
+        elif path is not None:
+            from matplotlib.figure import Figure
+            from matplotlib.backends.backend_agg import FigureCanvasAgg
+            fig = Figure(figsize=(6, 4))
+            FigureCanvasAgg(fig)
+            ax = fig.add_subplot(1, 1, 1)
+        else:
+            import matplotlib.pyplot as plt
+            fig, ax = plt.subplots(figsize=(6, 4))
+
+        finite = []
+        for name, vals in (("training loss", self.loss), ("validation loss", self.val_loss)):
+            y = np.asarray(vals, dtype=np.float64)
+            if y.size == 0:
+                continue
+            x = np.arange(1, y.size + 1)
+            ok = np.isfinite(y)
+            ax.plot(x[ok], y[ok], marker="." if y.size < 50 else None, label=name)
+            finite.append(y[ok])
+        allv = np.concatenate(finite) if finite else np.zeros(0)
+        if allv.size and (allv > 0).all() and allv.max() / allv.min() > 100.0:
+            ax.set_yscale("log")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("loss")
+        title = f"{self.method} " if self.method else ""
+        ax.set_title(f"{title}training ({self.stopped})")
+        if finite:
+            ax.legend()
+        ax.grid(True, alpha=0.3)
+        if path is not None:
+            fig.savefig(path, dpi=100, bbox_inches="tight")
+        return fig

@@ -1,0 +1,279 @@
+"""A compiled network: parameters, validation, and calls into the kernels.
+
+>>> import numpy as np, symnet as sn
+>>> net = sn.Network(sn.Input(2), sn.Dense(4, "tanh"), sn.Dense(1), loss="mse")
+>>> model = net.compile(dtype="float64", seed=0)
+>>> model.forward(np.zeros((3, 2))).shape
+(3, 1)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import MutableMapping
+
+import numpy as np
+
+from . import build
+
+CHUNK = 8192  # examples per kernel call in forward/loss: bounds the work memory
+
+
+def network_key(description: dict, dtype: str) -> str:
+    """Cache key of a network: its description, dtype, compiler and flags."""
+    text = json.dumps([description, dtype, build.code_fingerprint(), build.compiler(),
+                       build.flags(), build._cpu()], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def _cdef(prefix: str, real: str, input_name: str) -> str:
+    return f"""
+void {prefix}forward(const {real} *params, {real} *work, const {real} *{input_name}, int batch);
+double {prefix}loss(const {real} *params, {real} *work, const {real} *{input_name},
+                    const {real} *T, int batch);
+double {prefix}loss_grad(const {real} *params, {real} *grads, {real} *work,
+                         const {real} *{input_name}, const {real} *T, int batch);
+double {prefix}step({real} *params, {real} *grads, {real} *work, const {real} *{input_name},
+                    const {real} *T, int batch, {real} lr);
+"""
+
+
+def compile_network(net, dtype: str):
+    """(cffi module, meta) for a network, from the cache or freshly built."""
+    key = network_key(net.describe(), dtype)
+    hit = build.lookup(key)
+    if hit is not None:
+        return hit
+    from .emit import DTYPES, emit
+    from .lower import plan as make_plan
+    plan = make_plan(net.graph())
+    source, prefix = emit(plan, dtype)
+    out = plan.buffers[plan.output]
+    meta = {
+        "prefix": prefix, "dtype": dtype, "n_params": plan.n_params,
+        "work_per_row": plan.work_per_row, "n_in": plan.graph.n_in,
+        "n_out": plan.graph.n_out, "input": plan.graph.input_name,
+        "output_offset": out.offset,
+        "params": [{"name": p.name, "shape": list(p.shape), "init": p.init,
+                    "offset": plan.buffers[p.name].offset} for p in plan.graph.params()],
+        "description": net.describe(),
+    }
+    return build.build(key, source, _cdef(prefix, DTYPES[dtype], plan.graph.input_name), meta)
+
+
+class Params(MutableMapping):
+    """Parameters by name (W1, b1, ...): numpy views into one flat array.
+
+    Assigning copies into the existing array after checking the shape, so the
+    compiled kernels always see the new values."""
+
+    def __init__(self, views: dict):
+        self._views = views
+
+    def __getitem__(self, name):
+        return self._views[name]
+
+    def __setitem__(self, name, value):
+        if name not in self._views:
+            raise KeyError(f"no parameter {name!r}; parameters: {', '.join(self._views)}")
+        view = self._views[name]
+        value = np.asarray(value)
+        if value.shape != view.shape:
+            raise ValueError(f"parameter {name} has shape {view.shape}, got {value.shape}")
+        view[...] = value
+
+    def __delitem__(self, name):
+        raise TypeError("parameters cannot be deleted")
+
+    def __iter__(self):
+        return iter(self._views)
+
+    def __len__(self):
+        return len(self._views)
+
+    def __repr__(self):
+        return "Params(" + ", ".join(f"{k}: {v.shape}" for k, v in self._views.items()) + ")"
+
+
+class Model:
+    """A network compiled to C for one dtype, with its parameters."""
+
+    def __init__(self, network, dtype="float32", seed: int = 0):
+        if dtype not in ("float32", "float64") and np.dtype(dtype).name in ("float32",
+                                                                              "float64"):
+            dtype = np.dtype(dtype).name
+        if dtype not in ("float32", "float64"):
+            raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+        self.network = network
+        self.dtype = np.dtype(dtype)
+        mod, meta = compile_network(network, dtype)
+        self._mod, self._meta = mod, meta
+        self._ffi, lib = mod.ffi, mod.lib
+        prefix = meta["prefix"]
+        self._c_forward = getattr(lib, prefix + "forward")
+        self._c_loss = getattr(lib, prefix + "loss")
+        self._c_loss_grad = getattr(lib, prefix + "loss_grad")
+        self._c_step = getattr(lib, prefix + "step")
+        self._ctype = "float *" if dtype == "float32" else "double *"
+        self.n_in, self.n_out = meta["n_in"], meta["n_out"]
+        self.input_name = meta["input"]
+        self._theta = np.zeros(meta["n_params"], self.dtype)
+        self._grad = np.zeros(meta["n_params"], self.dtype)
+        self._p_theta = self._ptr(self._theta)
+        self._p_grad = self._ptr(self._grad)
+        self._work = np.zeros(0, self.dtype)
+        self._p_work = self._ptr(self._work)
+        self._work_rows = 0
+        self._views = {}
+        self._gviews = {}
+        for p in meta["params"]:
+            size = int(np.prod(p["shape"]))
+            sl = slice(p["offset"], p["offset"] + size)
+            self._views[p["name"]] = self._theta[sl].reshape(p["shape"])
+            self._gviews[p["name"]] = self._grad[sl].reshape(p["shape"])
+        self.params = Params(self._views)
+        self.init_params(seed)
+
+    # ---------------------------------------------------------------- basics
+    @property
+    def c_source(self) -> str:
+        """The generated kernel C (plain C99, no Python)."""
+        return self._meta["c_source"]
+
+    @property
+    def so_path(self) -> str:
+        return self._meta["so_path"]
+
+    def init_params(self, seed: int = 0):
+        """Seeded initialisation suited to each activation: Glorot-uniform for
+        tanh/sigmoid/linear-like layers, He-normal for ReLU-like, zero biases."""
+        rng = np.random.default_rng(seed)
+        for p in self._meta["params"]:
+            shape, view = p["shape"], self._views[p["name"]]
+            fan_out = shape[0]
+            fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
+            if p["init"] == "zeros":
+                view[...] = 0
+            elif p["init"] == "ones":
+                view[...] = 1
+            elif p["init"] == "he":
+                view[...] = rng.normal(0.0, np.sqrt(2.0 / fan_in), shape)
+            else:
+                a = np.sqrt(6.0 / (fan_in + fan_out))
+                view[...] = rng.uniform(-a, a, shape)
+
+    def _ptr(self, arr: np.ndarray):
+        return self._ffi.cast(self._ctype, arr.ctypes.data)
+
+    def _ensure_work(self, rows: int):
+        if rows > self._work_rows:
+            self._work = np.zeros(rows * self._meta["work_per_row"], self.dtype)
+            self._p_work = self._ptr(self._work)
+            self._work_rows = rows
+
+    # ----------------------------------------------------------- validation
+    def _matrix(self, A, what: str, width: int, owner: str) -> np.ndarray:
+        """A as a C-contiguous (batch, width) array of this model's dtype."""
+        if (type(A) is np.ndarray and A.dtype == self.dtype and A.ndim == 2
+                and A.shape[1] == width and A.shape[0] > 0 and A.flags.c_contiguous):
+            return A
+        try:
+            arr = np.asarray(A)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{what} cannot be read as a numeric array: {exc}") from None
+        if arr.dtype.kind not in "biuf":
+            raise ValueError(f"{what} must hold real numbers, got dtype {arr.dtype}")
+        if arr.ndim != 2:
+            hint = f"; for one example use {what}[None, :]" if arr.ndim == 1 else ""
+            raise ValueError(f"{what} must be 2-D (batch, {width}) for {owner}, "
+                             f"got shape {arr.shape}{hint}")
+        if arr.shape[1] != width:
+            raise ValueError(f"{what} has {arr.shape[1]} columns but {owner} has {width}: "
+                             f"expected shape (batch, {width}), got {arr.shape}")
+        if arr.shape[0] == 0:
+            raise ValueError(f"{what} is an empty batch (shape {arr.shape}); "
+                             "give at least one example")
+        return np.ascontiguousarray(arr, dtype=self.dtype)
+
+    def _inputs(self, X):
+        return self._matrix(X, "X", self.n_in, f"input layer {self.input_name!r}")
+
+    def _targets(self, T, batch: int):
+        out = self.network.names[-1]
+        T = self._matrix(T, "T", self.n_out, f"output layer {out!r}")
+        if T.shape[0] != batch:
+            raise ValueError(f"T has {T.shape[0]} rows but X has {batch}: one target row "
+                             "per example is needed")
+        return T
+
+    # ---------------------------------------------------------------- kernels
+    def forward(self, X) -> np.ndarray:
+        """The network's output for X of shape (batch, inputs) → (batch, outputs)."""
+        X = self._inputs(X)
+        n = X.shape[0]
+        out = np.empty((n, self.n_out), self.dtype)
+        off = self._meta["output_offset"]
+        for s in range(0, n, CHUNK):
+            Xc = X[s:s + CHUNK]
+            b = Xc.shape[0]
+            self._ensure_work(b)
+            self._c_forward(self._p_theta, self._p_work, self._ptr(Xc), b)
+            out[s:s + b] = self._work[b * off: b * (off + self.n_out)].reshape(b, self.n_out)
+        return out
+
+    __call__ = forward
+
+    def loss(self, X, T) -> float:
+        """Mean over the batch of the per-example loss."""
+        X = self._inputs(X)
+        T = self._targets(T, X.shape[0])
+        n, total = X.shape[0], 0.0
+        for s in range(0, n, CHUNK):
+            b = min(CHUNK, n - s)
+            self._ensure_work(b)
+            total += b * self._c_loss(self._p_theta, self._p_work, self._ptr(X[s:s + b]),
+                                      self._ptr(T[s:s + b]), b)
+        return total / n
+
+    def loss_and_grad(self, X, T):
+        """(loss, grads) with grads a dict of new arrays shaped like params."""
+        X = self._inputs(X)
+        T = self._targets(T, X.shape[0])
+        loss = self._loss_grad(X, T)
+        return loss, {k: v.copy() for k, v in self._gviews.items()}
+
+    def _loss_grad(self, X, T) -> float:
+        n = X.shape[0]
+        if n <= CHUNK:
+            self._ensure_work(n)
+            return self._c_loss_grad(self._p_theta, self._p_grad, self._p_work,
+                                     self._ptr(X), self._ptr(T), n)
+        total, acc = 0.0, np.zeros_like(self._grad, dtype=np.float64)
+        for s in range(0, n, CHUNK):
+            b = min(CHUNK, n - s)
+            self._ensure_work(b)
+            total += b * self._c_loss_grad(self._p_theta, self._p_grad, self._p_work,
+                                           self._ptr(X[s:s + b]), self._ptr(T[s:s + b]), b)
+            acc += (b / n) * self._grad
+        self._grad[...] = acc
+        return total / n
+
+    def step(self, X, T, lr: float = 0.1) -> float:
+        """One steepest-descent update on this batch, in place, in one compiled
+        call: θ ← θ − lr·∂L/∂θ.  Returns the loss before the update."""
+        X = self._inputs(X)
+        T = self._targets(T, X.shape[0])
+        lr = float(lr)
+        n = X.shape[0]
+        if n > CHUNK:
+            loss = self._loss_grad(X, T)
+            self._theta -= self.dtype.type(lr) * self._grad
+            return loss
+        if n > self._work_rows:
+            self._ensure_work(n)
+        return self._c_step(self._p_theta, self._p_grad, self._p_work, self._ptr(X),
+                            self._ptr(T), n, lr)
+
+    def __repr__(self):
+        return f"<symnet.Model {self.network!r} dtype={self.dtype.name}>"

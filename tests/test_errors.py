@@ -1,0 +1,126 @@
+"""Every user-error path of the core raises a clear ValueError before C runs."""
+
+import numpy as np
+import pytest
+
+import symnet as sn
+
+
+@pytest.fixture(scope="module")
+def model():
+    net = sn.Network(sn.Input(3, name="I"), sn.Dense(4, "tanh"), sn.Dense(2, name="O"),
+                     loss="mse")
+    return net.compile(dtype="float64", seed=0)
+
+
+def test_wrong_feature_count_names_input_layer_and_shapes(model):
+    with pytest.raises(ValueError, match=r"input layer 'I'.*expected shape \(batch, 3\), "
+                                         r"got \(5, 4\)"):
+        model.forward(np.zeros((5, 4)))
+
+
+def test_wrong_target_shape(model):
+    with pytest.raises(ValueError, match=r"output layer 'O'.*\(batch, 2\), got \(5, 3\)"):
+        model.loss(np.zeros((5, 3)), np.zeros((5, 3)))
+    with pytest.raises(ValueError, match="T has 4 rows but X has 5"):
+        model.step(np.zeros((5, 3)), np.zeros((4, 2)), lr=0.1)
+
+
+def test_wrong_rank(model):
+    with pytest.raises(ValueError, match=r"must be 2-D.*got shape \(3,\).*X\[None, :\]"):
+        model.forward(np.zeros(3))
+    with pytest.raises(ValueError, match="must be 2-D"):
+        model.loss_and_grad(np.zeros((2, 3)), np.zeros((2, 2, 1)))
+
+
+def test_empty_batch(model):
+    with pytest.raises(ValueError, match="empty batch"):
+        model.forward(np.zeros((0, 3)))
+
+
+def test_non_numeric_arrays_refused(model):
+    with pytest.raises(ValueError, match="real numbers"):
+        model.forward(np.array([["a", "b", "c"]]))
+    with pytest.raises(ValueError, match="real numbers"):
+        model.forward(np.array([[1, None, 3]], dtype=object))
+
+
+def test_params_untouched_by_refused_step(model):
+    before = {k: v.copy() for k, v in model.params.items()}
+    with pytest.raises(ValueError):
+        model.step(np.zeros((2, 3)), np.zeros((2, 5)), lr=1.0)
+    for k in before:
+        np.testing.assert_array_equal(model.params[k], before[k])
+
+
+def test_non_contiguous_fortran_and_integer_inputs_give_right_answer(model):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(6, 3))
+    expected = model.forward(X)
+    np.testing.assert_allclose(model.forward(np.asfortranarray(X)), expected)
+    big = np.zeros((12, 6))
+    big[::2, ::2] = X
+    np.testing.assert_allclose(model.forward(big[::2, ::2]), expected)
+    Xi = np.array([[1, 2, 3], [0, -1, 2]])
+    np.testing.assert_allclose(model.forward(Xi), model.forward(Xi.astype(float)))
+    np.testing.assert_allclose(model.forward([[1, 2, 3]]), model.forward(np.array([[1., 2, 3]])))
+    ro = X.copy()
+    ro.setflags(write=False)
+    np.testing.assert_allclose(model.forward(ro), expected)
+
+
+@pytest.mark.parametrize("name", ["1abc", "a-b", "a b", "int", "for", "while", "x*/y",
+                                  "é", "", "lambda", "work", "symnet_x"])
+def test_bad_names_refused_at_declaration(name):
+    with pytest.raises(ValueError, match="name"):
+        sn.Dense(3, name=name)
+    with pytest.raises(ValueError, match="name"):
+        sn.Input(3, name=name)
+
+
+def test_duplicate_and_colliding_names():
+    with pytest.raises(ValueError, match="two layers are named 'A'"):
+        sn.Network(sn.Input(2), sn.Dense(2, name="A"), sn.Dense(1, name="A"))
+    net = sn.Network(sn.Input(2), sn.Dense(2, name="W2"), sn.Dense(1))
+    with pytest.raises(ValueError, match="collide"):
+        net.graph()
+
+
+def test_unknown_activation_and_loss_list_known_ones():
+    with pytest.raises(ValueError, match="unknown activation 'rleu'.*relu.*tanh"):
+        sn.Dense(3, "rleu")
+    with pytest.raises(ValueError, match="unknown loss 'mae'.*mse.*bce.*softmax_cross_entropy"):
+        sn.Network(sn.Input(2), sn.Dense(1), loss="mae")
+
+
+def test_bad_sizes_and_structure():
+    with pytest.raises(ValueError, match="positive integer"):
+        sn.Input(0)
+    with pytest.raises(ValueError, match="positive integer"):
+        sn.Dense(2.5)
+    with pytest.raises(ValueError, match="starts with an Input"):
+        sn.Network(sn.Dense(2))
+    with pytest.raises(ValueError, match="at least one layer"):
+        sn.Network(sn.Input(2))
+    with pytest.raises(ValueError, match="dtype"):
+        sn.Network(sn.Input(2), sn.Dense(1)).compile(dtype="int8")
+
+
+def test_functional_and_sequential_forms_agree():
+    I = sn.Input(2, name="I")
+    H1 = sn.Dense(8, "tanh", name="H1")(I)
+    O = sn.Dense(1, "sigmoid", name="O")(H1)
+    f = sn.Network(I, O, loss="mse").compile(dtype="float64", seed=5)
+    s = sn.Network(sn.Input(2), sn.Dense(8, "tanh"), sn.Dense(1, "sigmoid"),
+                   loss="mse").compile(dtype="float64", seed=5)
+    X = np.random.default_rng(0).normal(size=(4, 2))
+    np.testing.assert_array_equal(f.forward(X), s.forward(X))
+    assert list(f.params) == ["W1", "b1", "W2", "b2"]
+    assert f.params["W1"].shape == (8, 2)
+
+
+def test_params_assignment_checks_shape(model):
+    with pytest.raises(ValueError, match=r"W1 has shape \(4, 3\), got \(3, 4\)"):
+        model.params["W1"] = np.zeros((3, 4))
+    with pytest.raises(KeyError, match="no parameter 'W9'"):
+        model.params["W9"] = 1
