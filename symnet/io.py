@@ -169,9 +169,8 @@ def _spec(name):
 
 
 # Constructors a sympy expression of activations and losses may use.
-_ALLOWED = """Add Mul Pow Symbol Dummy Integer Rational Float Half One Zero NegativeOne
-exp log sqrt Abs sign tanh sinh cosh sin cos tan atan asinh erf Max Min Piecewise
-ExprCondPair StrictGreaterThan StrictLessThan GreaterThan LessThan Equality Unequality
+_ALLOWED = """Add Mul Pow Symbol Integer Rational Float exp log sqrt Abs sign tanh sinh
+cosh sin cos tan atan asinh erf Max Min Piecewise StrictGreaterThan StrictLessThan GreaterThan LessThan Equality Unequality
 And Or Not Heaviside""".split()
 _NAMES = {"true", "false", "pi", "E", "oo", "zoo", "nan", "I"}
 
@@ -188,7 +187,8 @@ def parse_srepr(text: str):
     if len(text) > MAX_EXPR_CHARS:
         raise ValueError(f"custom expression is longer than {MAX_EXPR_CHARS} characters")
     funcs = {n: getattr(sp, n) for n in _ALLOWED if hasattr(sp, n)}
-    funcs.update(sigmoid=primitives.sigmoid, softplus=primitives.softplus)
+    funcs.update(sigmoid=primitives.sigmoid, softplus=primitives.softplus,
+                 ExprCondPair=sp.functions.elementary.piecewise.ExprCondPair)
     consts = {"true": sp.true, "false": sp.false, "pi": sp.pi, "E": sp.E, "oo": sp.oo,
               "zoo": sp.zoo, "nan": sp.nan, "I": sp.I}
     try:
