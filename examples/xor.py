@@ -18,9 +18,9 @@ def network():
 
 # method -> fit arguments: batch steepest descent, online SGD, minibatch SGD
 RUNS = {
-    "sd": dict(epochs=2000, lr=1.0),
-    "sgd": dict(epochs=1000, lr=0.5),
-    "minibatch": dict(epochs=1000, lr=1.0, batch_size=2),
+    "sd": {"epochs": 2000, "lr": 1.0},
+    "sgd": {"epochs": 1000, "lr": 0.5},
+    "minibatch": {"epochs": 1000, "lr": 1.0, "batch_size": 2},
 }
 
 

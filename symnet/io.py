@@ -36,7 +36,7 @@ import zipfile
 
 import numpy as np
 
-__all__ = ["save", "load", "FORMAT", "VERSION"]
+__all__ = ["FORMAT", "VERSION", "load", "save"]
 
 FORMAT = "symnet-model"
 VERSION = 1
@@ -162,16 +162,19 @@ def network_from_description(desc: dict):
 def _spec(name):
     """A built-in name as is; ``custom:<srepr>`` parsed to a sympy expression."""
     if not isinstance(name, str):
-        raise ValueError(f"expected an activation or loss name, got {name!r}")
+        raise ValueError(f"expected an activation or loss name, got {name!r}")  # noqa: TRY004
     if name.startswith("custom:"):
         return parse_srepr(name[len("custom:"):])
     return name
 
 
 # Constructors a sympy expression of activations and losses may use.
-_ALLOWED = """Add Mul Pow Symbol Integer Rational Float exp log sqrt Abs sign tanh sinh
-cosh sin cos tan atan asinh erf Max Min Piecewise StrictGreaterThan StrictLessThan GreaterThan LessThan Equality Unequality
-And Or Not Heaviside""".split()
+_ALLOWED = (
+    "Add", "Mul", "Pow", "Symbol", "Integer", "Rational", "Float", "exp", "log", "sqrt",
+    "Abs", "sign", "tanh", "sinh", "cosh", "sin", "cos", "tan", "atan", "asinh", "erf",
+    "Max", "Min", "Piecewise", "StrictGreaterThan", "StrictLessThan", "GreaterThan",
+    "LessThan", "Equality", "Unequality", "And", "Or", "Not", "Heaviside",
+)
 _NAMES = {"true", "false", "pi", "E", "oo", "zoo", "nan", "I"}
 
 
@@ -183,6 +186,7 @@ def parse_srepr(text: str):
     2*z
     """
     import sympy as sp
+
     from . import primitives
     if len(text) > MAX_EXPR_CHARS:
         raise ValueError(f"custom expression is longer than {MAX_EXPR_CHARS} characters")
@@ -226,6 +230,6 @@ def parse_srepr(text: str):
         return build(tree)
     except ValueError:
         raise
-    except Exception as exc:  # a constructor refused its (literal) arguments
+    except Exception as exc:  # noqa: BLE001 -- a constructor refused its literal arguments
         raise ValueError(f"custom expression could not be rebuilt: "
                          f"{type(exc).__name__}: {exc}") from None

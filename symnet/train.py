@@ -37,13 +37,14 @@ import sys
 import threading
 import time
 import warnings
+from typing import ClassVar
 
 import numpy as np
 
 from .history import History
 from .schedules import as_schedule
 
-__all__ = ["fit", "sample_indices", "Optimizer", "METHODS", "CALL_FLOPS"]
+__all__ = ["CALL_FLOPS", "METHODS", "Optimizer", "fit", "sample_indices"]
 
 METHODS = ("sd", "sgd", "minibatch")
 CALL_FLOPS = 2e8  # work per compiled call (~0.1 s): how soon Ctrl-C is answered
@@ -92,7 +93,7 @@ class Optimizer:
     The state starts at zero in each ``fit`` call.
     """
 
-    CODES = {"sgd": 0, "momentum": 1, "adam": 2}
+    CODES: ClassVar[dict] = {"sgd": 0, "momentum": 1, "adam": 2}
 
     def __init__(self, model, name="sgd", momentum=None, betas=None, eps=None):
         if name not in self.CODES:

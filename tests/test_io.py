@@ -76,7 +76,7 @@ def test_srepr_reader_rebuilds_expressions_exactly():
 
 
 def test_truncated_file(saved, tmp_path):
-    data = open(saved[1], "rb").read()
+    data = saved[1].read_bytes()
     (tmp_path / "cut.npz").write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError, match="not a readable symnet model file"):
         sn.load(tmp_path / "cut.npz")
@@ -157,7 +157,7 @@ def test_missing_file(tmp_path):
 
 
 def test_failed_write_keeps_the_old_file(saved, tmp_path, monkeypatch):
-    model, path = saved
+    model, _path = saved
     target = tmp_path / "keep.npz"
     model.save(target)
     before = target.read_bytes()

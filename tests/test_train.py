@@ -7,9 +7,9 @@ import sys
 import warnings
 
 import numpy as np
+import numpy_reference as ref
 import pytest
 
-import numpy_reference as ref
 import symnet as sn
 from symnet import datasets, schedules, train
 from symnet.train import sample_indices
@@ -66,9 +66,9 @@ def _assert_params(model, expected, rtol=1e-12):
 # ------------------------------------------------------------ the three rules
 
 @pytest.mark.parametrize("method,args", [
-    ("sd", dict(epochs=3000, lr=2.0)),
-    ("sgd", dict(epochs=1000, lr=0.5)),
-    ("minibatch", dict(epochs=1500, lr=1.0, batch_size=2)),
+    ("sd", {"epochs": 3000, "lr": 2.0}),
+    ("sgd", {"epochs": 1000, "lr": 0.5}),
+    ("minibatch", {"epochs": 1500, "lr": 1.0, "batch_size": 2}),
 ])
 def test_each_method_learns_xor(xor64, method, args):
     X, T = datasets.xor()
@@ -308,8 +308,8 @@ def _numpy_optimizer(params, X, T, steps, name, lr, mu=0.9, b1=0.9, b2=0.999, ep
     return p
 
 
-@pytest.mark.parametrize("name,kw", [("momentum", dict(momentum=0.8)),
-                                     ("adam", dict(betas=(0.8, 0.99), eps=1e-6))])
+@pytest.mark.parametrize("name,kw", [("momentum", {"momentum": 0.8}),
+                                     ("adam", {"betas": (0.8, 0.99), "eps": 1e-6})])
 @pytest.mark.parametrize("method", ["sd", "minibatch"])
 def test_optimizer_steps_equal_numpy(reg64, data, name, kw, method):
     X, T = data
@@ -317,7 +317,7 @@ def test_optimizer_steps_equal_numpy(reg64, data, name, kw, method):
     start = _params(reg64)
     reg64.fit(X, T, method=method, batch_size=len(X), shuffle=False, epochs=2, lr=0.05,
               optimizer=name, progress=False, **kw)
-    args = {"momentum": dict(mu=0.8), "adam": dict(b1=0.8, b2=0.99, eps=1e-6)}[name]
+    args = {"momentum": {"mu": 0.8}, "adam": {"b1": 0.8, "b2": 0.99, "eps": 1e-6}}[name]
     _assert_params(reg64, _numpy_optimizer(start, X, T, 2, name, 0.05, **args), rtol=1e-10)
 
 
@@ -376,17 +376,17 @@ def test_progress_bar_with_tqdm(xor64, capsys):
 # ------------------------------------------------------------ bad arguments
 
 @pytest.mark.parametrize("kw,match", [
-    (dict(method="adagrad"), "method must be one of"),
-    (dict(epochs=0), "epochs must be a positive integer"),
-    (dict(batch_size=2.5), "batch_size must be a positive integer"),
-    (dict(optimizer="rmsprop"), "optimizer must be one of"),
-    (dict(optimizer="adam", momentum=0.9), "momentum= applies to optimizer momentum"),
-    (dict(optimizer="sgd", betas=(0.9, 0.99)), "betas= applies to optimizer adam"),
-    (dict(optimizer="momentum", momentum=1.5), r"momentum must be a number in \[0, 1\)"),
-    (dict(optimizer="adam", betas=(0.9, 1.0)), r"betas\[1\] must be"),
-    (dict(optimizer="adam", eps=0), "eps must be a positive number"),
-    (dict(lr=-1.0), "lr must be"),
-    (dict(validation_data=np.zeros((2, 2))), "validation_data must be a pair"),
+    ({"method": "adagrad"}, "method must be one of"),
+    ({"epochs": 0}, "epochs must be a positive integer"),
+    ({"batch_size": 2.5}, "batch_size must be a positive integer"),
+    ({"optimizer": "rmsprop"}, "optimizer must be one of"),
+    ({"optimizer": "adam", "momentum": 0.9}, "momentum= applies to optimizer momentum"),
+    ({"optimizer": "sgd", "betas": (0.9, 0.99)}, "betas= applies to optimizer adam"),
+    ({"optimizer": "momentum", "momentum": 1.5}, r"momentum must be a number in \[0, 1\)"),
+    ({"optimizer": "adam", "betas": (0.9, 1.0)}, r"betas\[1\] must be"),
+    ({"optimizer": "adam", "eps": 0}, "eps must be a positive number"),
+    ({"lr": -1.0}, "lr must be"),
+    ({"validation_data": np.zeros((2, 2))}, "validation_data must be a pair"),
 ])
 def test_bad_arguments_are_refused(xor64, kw, match):
     X, T = datasets.xor()
