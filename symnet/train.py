@@ -74,7 +74,7 @@ def sample_indices(method: str, n: int, rng: np.random.Generator,
     caller); ``sd``: all examples in order.
 
     >>> sample_indices("minibatch", 5, np.random.default_rng(0)).tolist()
-    [4, 2, 3, 1, 0]
+    [2, 4, 3, 0, 1]
     """
     if method == "sd" or not shuffle:
         return np.arange(n, dtype=np.int64)
