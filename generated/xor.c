@@ -125,13 +125,13 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 }
 
 /* Forward pass; returns the output's address inside work: (batch, 1). */
-void symnet_600aba4356_forward(const real *params, real *work, const real *I, int batch)
+void symnet_13454136cb_forward(const real *params, real *work, const real *I, int batch)
 {
     sn_forward(params, work, I, batch);
 }
 
 /* Loss L = (1/batch) Σ_b L_b, after a forward pass. */
-double symnet_600aba4356_loss(const real *params, real *work, const real *I, const real *T, int batch)
+double symnet_13454136cb_loss(const real *params, real *work, const real *I, const real *T, int batch)
 {
     const real *W1 = params + 0;  /* W1: (8, 2) */
     const real *b1 = params + 16;  /* b1: (8,) */
@@ -167,7 +167,7 @@ double symnet_600aba4356_loss(const real *params, real *work, const real *I, con
 }
 
 /* Loss and every gradient ∂L/∂θ (into grads), by back propagation. */
-double symnet_600aba4356_loss_grad(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
+double symnet_13454136cb_loss_grad(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
 {
     const real *W1 = params + 0;  /* W1: (8, 2) */
     const real *b1 = params + 16;  /* b1: (8,) */
@@ -238,12 +238,87 @@ double symnet_600aba4356_loss_grad(const real *params, real *grads, real *work, 
     return loss / batch;
 }
 
-/* One steepest-descent step on this batch: θ ← θ − lr·∂L/∂θ.  Returns the loss before it. */
-double symnet_600aba4356_step(real *params, real *grads, real *work, const real *I, const real *T, int batch, real lr)
+/* θ[p] ← θ[p] − lr·∂L/∂θ[p] for all 105 parameters (plain gradient descent). */
+static void sn_sgd_update(real *params, const real *grads, real lr)
 {
-    const double loss = symnet_600aba4356_loss_grad(params, grads, work, I, T, batch);
-    /* θ[p] ← θ[p] − lr·∂L/∂θ[p] for all 105 parameters */
     for (size_t p = 0; p < 105; p++)
         params[p] -= lr * grads[p];
+}
+
+/* One steepest-descent step on this batch: θ ← θ − lr·∂L/∂θ.  Returns the loss before it. */
+double symnet_13454136cb_step(real *params, real *grads, real *work, const real *I, const real *T, int batch, real lr)
+{
+    const double loss = symnet_13454136cb_loss_grad(params, grads, work, I, T, batch);
+    sn_sgd_update(params, grads, lr);
     return loss;
+}
+
+/* The parameter update of one step, given the gradients g = ∂L/∂θ.
+ *   optimizer 0, gradient descent:  θ ← θ − η·g
+ *   optimizer 1, momentum μ = hyper[0]:  v ← μ·v + g;  θ ← θ − η·v          (v in s1)
+ *   optimizer 2, Adam (β1, β2, ε) = hyper[1..3], step number t ≥ 1:
+ *       m ← β1·m + (1 − β1)·g;  v ← β2·v + (1 − β2)·g²                      (m in s1, v in s2)
+ *       θ ← θ − η·(m / (1 − β1^t)) / (√(v / (1 − β2^t)) + ε)
+ * The optimizer state s1, s2 (105 numbers each) is owned by the caller. */
+void symnet_13454136cb_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+{
+    if (optimizer == 0) {
+        sn_sgd_update(params, grads, lr);
+    } else if (optimizer == 1) {
+        const real mu = (real)hyper[0];
+        for (size_t p = 0; p < 105; p++) {
+            s1[p] = mu * s1[p] + grads[p];
+            params[p] -= lr * s1[p];
+        }
+    } else {
+        const real b1 = (real)hyper[1], b2 = (real)hyper[2], eps = (real)hyper[3];
+        /* bias corrections, in double: β^t underflows gracefully to 0 */
+        const real c1 = (real)(1.0 - pow(hyper[1], (double)t));
+        const real c2 = (real)(1.0 - pow(hyper[2], (double)t));
+        for (size_t p = 0; p < 105; p++) {
+            const real g = grads[p];
+            s1[p] = b1 * s1[p] + (1 - b1) * g;
+            s2[p] = b2 * s2[p] + (1 - b2) * (g * g);
+            params[p] -= lr * (s1[p] / c1) / (sqrtf(s2[p] / c2) + eps);
+        }
+    }
+}
+
+/* A run of training steps in one call: step s takes the examples
+ * idx[s·batch_size .. min((s+1)·batch_size, n_idx)) of the data set (I, T), gathers
+ * them into Ib, Tb (batch_size rows each), and does loss_grad then update with step
+ * size lr[s] and step number t0 + s + 1, exactly as one call of loss_grad and one
+ * of update from the caller would.  losses[s] receives the batch loss before step s.
+ *
+ * A non-finite loss stops the run before its update: params are restored from prev
+ * (the parameters before the last update, when *have_prev) and the number of
+ * completed steps is returned; otherwise it returns the number of steps.
+ * prev may be NULL (no restoring). */
+long long symnet_13454136cb_train(real *params, real *grads, real *work, real *Ib, real *Tb, real *prev, int *have_prev,
+                           const real *I, const real *T, const long long *idx, long long n_idx, int batch_size,
+                           const double *lr, double *losses, int optimizer, real *s1, real *s2, const double *hyper, long long t0)
+{
+    long long s = 0;
+    for (long long start = 0; start < n_idx; start += batch_size, s++) {
+        const int batch = (int)(n_idx - start < batch_size ? n_idx - start : batch_size);
+        /* Ib[r,:] = I[idx[start + r],:];  Tb[r,:] = T[idx[start + r],:] */
+        for (int r = 0; r < batch; r++) {
+            const size_t n = (size_t)idx[start + r];
+            memcpy(Ib + (size_t)r * 2, I + n * 2, sizeof(real) * 2);
+            memcpy(Tb + (size_t)r * 1, T + n * 1, sizeof(real) * 1);
+        }
+        const double loss = symnet_13454136cb_loss_grad(params, grads, work, Ib, Tb, batch);
+        if (!isfinite(loss)) {
+            if (prev != NULL && *have_prev)
+                memcpy(params, prev, sizeof(real) * 105);
+            return s;
+        }
+        if (prev != NULL) {
+            memcpy(prev, params, sizeof(real) * 105);
+            *have_prev = 1;
+        }
+        symnet_13454136cb_update(params, grads, (real)lr[s], optimizer, s1, s2, hyper, t0 + s + 1);
+        losses[s] = loss;
+    }
+    return s;
 }

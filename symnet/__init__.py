@@ -12,5 +12,9 @@ train it with kernels generated from that derivation.
 __version__ = "0.1.0"
 
 from .dsl import Dense, Input, Layer, Network  # noqa: E402
+from . import datasets, schedules  # noqa: E402
+from .history import History  # noqa: E402
+from .io import load  # noqa: E402
 
-__all__ = ["Dense", "Input", "Layer", "Network", "__version__"]
+__all__ = ["Dense", "Input", "Layer", "Network", "__version__", "History", "datasets",
+           "schedules", "load"]

@@ -36,6 +36,13 @@ double {prefix}loss_grad(const {real} *params, {real} *grads, {real} *work,
                          const {real} *{input_name}, const {real} *T, int batch);
 double {prefix}step({real} *params, {real} *grads, {real} *work, const {real} *{input_name},
                     const {real} *T, int batch, {real} lr);
+void {prefix}update({real} *params, const {real} *grads, {real} lr, int optimizer,
+                    {real} *s1, {real} *s2, const double *hyper, long long t);
+long long {prefix}train({real} *params, {real} *grads, {real} *work, {real} *Ib, {real} *Tb,
+                        {real} *prev, int *have_prev, const {real} *{input_name},
+                        const {real} *T, const long long *idx, long long n_idx, int batch_size,
+                        const double *lr, double *losses, int optimizer, {real} *s1,
+                        {real} *s2, const double *hyper, long long t0);
 """
 
 
@@ -115,6 +122,8 @@ class Model:
         self._c_loss = getattr(lib, prefix + "loss")
         self._c_loss_grad = getattr(lib, prefix + "loss_grad")
         self._c_step = getattr(lib, prefix + "step")
+        self._c_update = getattr(lib, prefix + "update")
+        self._c_train = getattr(lib, prefix + "train")
         self._ctype = "float *" if dtype == "float32" else "double *"
         self.n_in, self.n_out = meta["n_in"], meta["n_out"]
         self.input_name = meta["input"]
@@ -274,6 +283,41 @@ class Model:
             self._ensure_work(n)
         return self._c_step(self._p_theta, self._p_grad, self._p_work, self._ptr(X),
                             self._ptr(T), n, lr)
+
+    # ---------------------------------------------------------------- training
+    def fit(self, X, T, method="minibatch", epochs=10, batch_size=32, lr=0.1, shuffle=True,
+            seed=None, validation_data=None, progress=None, optimizer="sgd", momentum=None,
+            betas=None, eps=None):
+        """Train in place; returns a ``symnet.History``.
+
+        ``method``: ``"sd"`` (one full-batch step per epoch), ``"sgd"`` (N steps per
+        epoch, each on one example drawn at random) or ``"minibatch"`` (each epoch a
+        shuffle cut into batches of ``batch_size``).  ``lr``: a float or a
+        ``symnet.schedules`` schedule of the step number.  ``optimizer``: ``"sgd"``,
+        ``"momentum"`` (``momentum=0.9``) or ``"adam"`` (``betas=(0.9, 0.999)``,
+        ``eps=1e-8``).  The same ``seed`` gives bit-identical parameters.  See
+        ``symnet.train`` for the exact rules, divergence and Ctrl-C handling.
+
+        >>> import symnet as sn
+        >>> X, T = sn.datasets.xor()
+        >>> net = sn.Network(sn.Input(2), sn.Dense(8, "tanh"), sn.Dense(1, "sigmoid"),
+        ...                  loss="bce")
+        >>> hist = net.compile(seed=0).fit(X, T, method="minibatch", batch_size=2,
+        ...                                epochs=5, lr=0.5, seed=0, progress=False)
+        >>> hist.epochs, hist.steps
+        (5, 10)
+        """
+        from .train import fit
+        return fit(self, X, T, method=method, epochs=epochs, batch_size=batch_size, lr=lr,
+                   shuffle=shuffle, seed=seed, validation_data=validation_data,
+                   progress=progress, optimizer=optimizer, momentum=momentum, betas=betas,
+                   eps=eps)
+
+    def save(self, path):
+        """Write parameters and network description to ``path`` (``.npz``, no pickle);
+        ``symnet.load(path)`` gives the model back.  See ``symnet.io``."""
+        from .io import save
+        save(self, path)
 
     def __repr__(self):
         return f"<symnet.Model {self.network!r} dtype={self.dtype.name}>"
