@@ -130,20 +130,21 @@ class Dense(LayerBase):
                 "bias": self.bias, "name": self.name}
 
     def to_node(self, index, name, input_name, n_in):
-        syms: dict = {}
-        W, b = f"W{index}", f"b{index}"
-        w_ij = ir.element(syms, W, ir.OUT, ir.IN)
-        x_j = ir.element(syms, input_name, ir.BATCH, ir.IN)
-        z = ir.element(syms, f"z_{name}", ir.BATCH, ir.OUT)
-        params = [ir.ParamSpec(W, ("out", "in"), (self.units, n_in), self.activation.init)]
-        pre = z
+        """H[b,i] = f(Σ_j W[i,j]·x[b,j] + b[i]): a general ``Layer`` whose one
+        sum is a contraction (a matrix product)."""
+        from .layers import Layer, sum_j
+        f = self.activation.expr
         if self.bias:
-            params.append(ir.ParamSpec(b, ("out",), (self.units,), "zeros", role="bias"))
-            pre = z + ir.element(syms, b, ir.OUT)
-        red = ir.Reduction(f"z_{name}", z, w_ij * x_j, (ir.IN,), contraction=W)
-        return ir.Node(name, index, input_name, n_in, self.units, params, [red],
-                       self.activation.expr(pre), syms, kind="dense",
-                       activation=self.activation)
+            params = {"W": ("out", "in"), "b": ("out",)}
+            formula = lambda x, W, b, i, j: f(sum_j(W[i, j] * x[j]) + b[i])  # noqa: E731
+        else:
+            params = {"W": ("out", "in")}
+            formula = lambda x, W, i, j: f(sum_j(W[i, j] * x[j]))  # noqa: E731
+        layer = Layer(self.units, formula, params, init={"W": self.activation.init},
+                      name=self.name)
+        node = layer.to_node(index, name, input_name, n_in)
+        node.kind, node.activation = "dense", self.activation
+        return node
 
 
 Layer = LayerBase  # the former name of the base class; symnet.Layer is layers.Layer

@@ -175,6 +175,7 @@ class Layer(LayerBase):
         placeholder scalars; check symbols, indices and derivatives."""
         self._places: dict[sp.Symbol, tuple[str, str, tuple[str, ...]]] = {}
         self._reductions: list[_Reduction] = []
+        self._sums: dict = {}
         outer = self._walk(expr)
         outer = stabilise(self._scalarise(outer, {"i"}, "outside any sum"))
         self._outer = outer
@@ -188,7 +189,10 @@ class Layer(LayerBase):
     def _walk(self, e):
         """Replace every Sum by the symbol of a new reduction."""
         if isinstance(e, sp.Sum):
-            return self._reduction(e)
+            # one reduction per distinct sum, however often the formula uses it
+            if e not in self._sums:
+                self._sums[e] = self._reduction(e)
+            return self._sums[e]
         if not e.args or isinstance(e, sp.Indexed):
             return e
         args = [self._walk(a) for a in e.args]
@@ -249,7 +253,7 @@ class Layer(LayerBase):
     def _scalarise(self, e, allowed: set, where: str):
         """Indexed elements → placeholder scalar symbols; refuse anything else."""
         mapping = {}
-        for el in e.atoms(sp.Indexed):
+        for el in sorted(e.atoms(sp.Indexed), key=str):   # sorted: the C must be deterministic
             base = el.base.label.name
             if base == self.input_arg:
                 kind, ndim = "input", 1
@@ -272,6 +276,8 @@ class Layer(LayerBase):
         e = e.xreplace(mapping)
         known = set(self._places) | {r.symbol for r in self._reductions}
         for s in sorted(e.free_symbols - known, key=str):
+            if isinstance(s, sp.IndexedBase):
+                self._fail(f"{s} must be indexed, e.g. {s}[j] or {s}[i]")
             if s in INDEX.values():
                 self._fail(f"index {s} is used as a number in {e}; indices may only "
                            "subscript arrays")
