@@ -276,7 +276,7 @@ class Layer(LayerBase):
         e = e.xreplace(mapping)
         known = set(self._places) | {r.symbol for r in self._reductions}
         for s in sorted(e.free_symbols - known, key=str):
-            if isinstance(s, sp.IndexedBase):
+            if isinstance(s, sp.IndexedBase) or str(s) in (self.input_arg, *self.params):
                 self._fail(f"{s} must be indexed, e.g. {s}[j] or {s}[i]")
             if s in INDEX.values():
                 self._fail(f"index {s} is used as a number in {e}; indices may only "
