@@ -180,3 +180,20 @@ def test_custom_loss_value_and_gradients(name):
     expected = ref(model.forward(X), T).sum(1).mean()    # summed over outputs, batch mean
     assert model.loss(X, T) == pytest.approx(expected, rel=1e-12)
     check(model, X, T, rtol=1e-6)
+
+
+# ------------------------------------------------------------------ examples
+
+def _example(name):
+    import runpy
+    from pathlib import Path
+    return runpy.run_path(str(Path(__file__).parent.parent / "examples" / f"{name}.py"),
+                          run_name="example")
+
+
+def test_rbf_example_separates_the_moons():
+    assert _example("rbf")["main"](epochs=150) >= 0.95
+
+
+def test_gated_example_learns_digits():
+    assert _example("gated")["main"](epochs=15) >= 0.93
