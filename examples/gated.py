@@ -13,12 +13,11 @@ import sympy as sp
 
 import symnet as sn
 from symnet import datasets
-from symnet.primitives import sigmoid
 
 
 def gated(units, name="G"):
     return sn.Layer(units, lambda x, A, B, i, j:
-                    sigmoid(sn.sum_j(A[i, j] * x[j])) * sp.tanh(sn.sum_j(B[i, j] * x[j])),
+                    sn.sigmoid(sn.sum_j(A[i, j] * x[j])) * sp.tanh(sn.sum_j(B[i, j] * x[j])),
                     params={"A": ("out", "in"), "B": ("out", "in")}, name=name)
 
 

@@ -22,7 +22,10 @@ def __getattr__(name):
     if name in _LAZY:
         from . import layers
         return getattr(layers, name)
+    if name in ("sigmoid", "softplus"):
+        from . import primitives
+        return getattr(primitives, name)
     raise AttributeError(f"module 'symnet' has no attribute {name!r}")
 
-__all__ = ["Dense", "Input", "Layer", "Network", "check_gradients", "n_in", "sum_j", "sum_k",
-           "__version__"]
+__all__ = ["Dense", "Input", "Layer", "Network", "check_gradients", "n_in", "sigmoid",
+           "softplus", "sum_j", "sum_k", "__version__"]

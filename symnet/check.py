@@ -9,7 +9,7 @@ pass, this confirms it numerically on your data.
 >>> rng = np.random.default_rng(0)
 >>> err = sn.check_gradients(model, rng.normal(size=(5, 3)), rng.normal(size=(5, 2)),
 ...                          verbose=False)
->>> err < 1e-6
+>>> bool(err < 1e-6)
 True
 """
 
@@ -77,4 +77,4 @@ def check_gradients(model, X, T, eps: float = 1e-6, elements: int = 20, seed: in
             print(f"{name:>10s}  worst relative error {err:.2e}  "
                   f"(flat[{e}]: compiled {an:.6g}, finite difference {fd:.6g})")
         print(f"{'all':>10s}  worst relative error {worst:.2e}")
-    return worst
+    return float(worst)

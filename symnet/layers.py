@@ -9,11 +9,12 @@ input indices.  An RBF layer, h_i = exp(−β_i Σ_j (x_j − C_ij)²):
 ...                params={"C": ("out", "in"), "beta": ("out",)}, init={"beta": "ones"})
 >>> net = sn.Network(sn.Input(2), rbf, sn.Dense(1, "sigmoid"), loss="bce")
 >>> net.param_shapes()
-{'C1': (16, 2), 'beta1': (16,), 'W2': (2, 16)... 
+{'C1': (16, 2), 'beta1': (16,), 'W2': (1, 16), 'b2': (1,)}
 
 The formula is a Python function; its arguments are passed by name: ``x``
 (the input, an IndexedBase), ``i`` (output index), ``j`` and ``k`` (input
-indices) and one IndexedBase per parameter.  Sums are ``sn.sum_j(e)``,
+indices) and one IndexedBase per parameter.  ``sn.sigmoid`` and
+``sn.softplus`` are available next to sympy's functions.  Sums are ``sn.sum_j(e)``,
 ``sn.sum_k(e)`` or ``sympy.Sum(e, (j, 0, n_in - 1))`` with ``sn.n_in``.
 
 ``to_node`` turns the formula into the IR's node form: each Sum becomes a
@@ -134,10 +135,11 @@ class Layer(LayerBase):
             if p not in self.params:
                 self._fail(f"init names {p!r}, which is not a parameter "
                            f"({', '.join(self.params) or 'none'})")
-            if isinstance(scheme, bool) or not (scheme in INITS or isinstance(scheme, (int, float))):
+            number = isinstance(scheme, (int, float)) and not isinstance(scheme, bool)
+            if not (number or scheme in INITS):
                 self._fail(f"init of {p!r} must be one of {', '.join(INITS)} or a number, "
                            f"got {scheme!r}")
-            chosen[p] = float(scheme) if isinstance(scheme, (int, float)) else scheme
+            chosen[p] = float(scheme) if number else scheme
         return chosen
 
     def _call(self, formula) -> sp.Expr:

@@ -16,10 +16,10 @@ the kink (see ``derive.clean``), as ReLU′(0) = 0.
 
 >>> import sympy as sp
 >>> z = sp.Symbol("z", real=True)
->>> check_smooth(sp.floor(z), [z], "activation of layer 'H1'")
+>>> check_smooth(sp.floor(z), [z], "activation of layer 'H1'")  # doctest: +ELLIPSIS
 Traceback (most recent call last):
 ...
-ValueError: activation of layer 'H1': floor(z) has derivative zero almost everywhere ...
+ValueError: activation of layer 'H1': floor(z) has derivative zero almost everywhere, ...
 """
 
 from __future__ import annotations

@@ -197,3 +197,18 @@ def test_rbf_example_separates_the_moons():
 
 def test_gated_example_learns_digits():
     assert _example("gated")["main"](epochs=15) >= 0.93
+
+
+def test_elementwise_layer_without_sums():
+    """h_i = a_i·tanh(x_i) + c_i·x_i: only the outer formula, x[b,i] read directly."""
+    L = sn.Layer(3, lambda x, a, c, i: a[i] * sp.tanh(x[i]) + c[i] * x[i],
+                 params={"a": "out", "c": "out"}, init={"a": 1.0, "c": 0.5}, name="E")
+    net = sn.Network(sn.Input(2), sn.Dense(3, "tanh"), L, sn.Dense(2), loss="mse")
+    model = net.compile(dtype="float64", seed=0)
+    rng = np.random.default_rng(7)
+    X, T = rng.normal(size=(4, 2)), rng.normal(size=(4, 2))
+    p = {k: np.array(v) for k, v in model.params.items()}
+    H1 = np.tanh(X @ p["W1"].T + p["b1"])
+    H2 = p["a2"] * np.tanh(H1) + p["c2"] * H1
+    np.testing.assert_allclose(model.forward(X), H2 @ p["W3"].T + p["b3"], rtol=1e-12)
+    check(model, X, T, rtol=1e-6)
