@@ -162,7 +162,11 @@ class Model:
             shape, view = p["shape"], self._views[p["name"]]
             fan_out = shape[0]
             fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
-            if p["init"] == "zeros":
+            if isinstance(p["init"], (int, float)):
+                view[...] = p["init"]
+            elif p["init"] == "normal":
+                view[...] = rng.normal(0.0, 1.0, shape)
+            elif p["init"] == "zeros":
                 view[...] = 0
             elif p["init"] == "ones":
                 view[...] = 1
