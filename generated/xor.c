@@ -51,7 +51,12 @@ static inline real sn_softplus(real x)
 #define SN_NR 32       /* columns of a register tile: 2 AVX-512 or 4 AVX2 vectors */
 #define SN_KC 256      /* depth of a packed panel of B: SN_KC·SN_NR reals = 32 KiB */
 #define SN_SMALL 4096  /* M·N·K below which plain loops win */
-#define SN_PARALLEL 400000.0  /* M·N·K from which two threads pay for themselves */
+#ifndef SN_PARALLEL  /* set by SYMNET_PARALLEL_MIN */
+#define SN_PARALLEL 3.0e7  /* M·N·K from which two threads pay for themselves: each
+                              parallel region costs a join that a busy machine can
+                              stretch to milliseconds (measured: medium 1.45 ms on one
+                              thread vs 9.5 ms on two under load) */
+#endif
 
 /* C[r,c] (+)= Σ_{k<kc} A(r,k)·P[k,c] for r < SN_MR, c < SN_NR: one register tile. */
 static inline void sn_tile(int kc, const real *restrict A, ptrdiff_t sam, ptrdiff_t sak,
@@ -199,13 +204,13 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 }
 
 /* Forward pass; returns the output's address inside work: (batch, 1). */
-void symnet_1ad1f39c05_forward(const real *params, real *work, const real *I, int batch)
+void symnet_d207493df8_forward(const real *params, real *work, const real *I, int batch)
 {
     sn_forward(params, work, I, batch);
 }
 
 /* Loss L = (1/batch) Σ_b L_b, after a forward pass. */
-double symnet_1ad1f39c05_loss(const real *params, real *work, const real *I, const real *T, int batch)
+double symnet_d207493df8_loss(const real *params, real *work, const real *I, const real *T, int batch)
 {
     const real *W1 = params + 0;  /* W1: (8, 2) */
     const real *b1 = params + 16;  /* b1: (8,) */
@@ -241,7 +246,7 @@ double symnet_1ad1f39c05_loss(const real *params, real *work, const real *I, con
 }
 
 /* Loss and every gradient ∂L/∂θ (into grads), by back propagation. */
-double symnet_1ad1f39c05_loss_grad(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
+double symnet_d207493df8_loss_grad(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
 {
     const real *W1 = params + 0;  /* W1: (8, 2) */
     const real *b1 = params + 16;  /* b1: (8,) */
@@ -313,9 +318,9 @@ double symnet_1ad1f39c05_loss_grad(const real *params, real *grads, real *work, 
 }
 
 /* One steepest-descent step on this batch: θ ← θ − lr·∂L/∂θ.  Returns the loss before it. */
-double symnet_1ad1f39c05_step(real *params, real *grads, real *work, const real *I, const real *T, int batch, real lr)
+double symnet_d207493df8_step(real *params, real *grads, real *work, const real *I, const real *T, int batch, real lr)
 {
-    const double loss = symnet_1ad1f39c05_loss_grad(params, grads, work, I, T, batch);
+    const double loss = symnet_d207493df8_loss_grad(params, grads, work, I, T, batch);
     /* θ[p] ← θ[p] − lr·∂L/∂θ[p] for all 105 parameters */
     for (size_t p = 0; p < 105; p++)
         params[p] -= lr * grads[p];

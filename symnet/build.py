@@ -75,6 +75,9 @@ def flags() -> list[str]:
     f = ["-O3", "-fPIC", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd"]
     if os.environ.get("SYMNET_OPENMP", "1") not in ("0", "false", "no"):
         f.append("-fopenmp")  # threads for large products; SYMNET_OPENMP=0 turns them off
+        par = os.environ.get("SYMNET_PARALLEL_MIN")  # M·N·K from which products use threads
+        if par:
+            f.append(f"-DSN_PARALLEL={float(par)!r}")
     if os.environ.get("SYMNET_PORTABLE", "") not in ("1", "true", "yes"):
         f.append("-march=native")
         if platform.machine() in ("x86_64", "AMD64"):
