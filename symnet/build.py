@@ -23,6 +23,7 @@ import io
 import importlib.util
 import json
 import os
+import platform
 import shlex
 import subprocess
 import sys
@@ -72,8 +73,16 @@ def compiler() -> list[str]:
 def flags() -> list[str]:
     """Optimisation flags; ``SYMNET_PORTABLE=1`` drops -march=native."""
     f = ["-O3", "-fPIC", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd"]
+    if os.environ.get("SYMNET_OPENMP", "1") not in ("0", "false", "no"):
+        f.append("-fopenmp")  # threads for large products; SYMNET_OPENMP=0 turns them off
+        par = os.environ.get("SYMNET_PARALLEL_MIN")  # M·N·K from which products use threads
+        if par:
+            f.append(f"-DSN_PARALLEL={float(par)!r}")
     if os.environ.get("SYMNET_PORTABLE", "") not in ("1", "true", "yes"):
         f.append("-march=native")
+        if platform.machine() in ("x86_64", "AMD64"):
+            # full-width AVX-512 tiles: measured 100 vs 80 GFLOP/s per core (gcc 12, Zen 4)
+            f.append("-mprefer-vector-width=512")
     san = os.environ.get("SYMNET_SANITIZE")
     if san:
         f += [f"-fsanitize={san}", "-fno-omit-frame-pointer", "-g"]
@@ -141,6 +150,14 @@ STATS = {"compiled": 0, "hits": 0}  # in this process, for tests and SYMNET_DEBU
 def _import(name: str, path: Path):
     if name in _loaded:
         return _loaded[name]
+    # OpenMP threads of our kernels wait for the next product by spinning; on a
+    # busy machine libgomp's default (300 000 spins) lets a spinning thread hold
+    # a core another process needs and a step can stall for a whole scheduler
+    # tick (measured: 42 µs products taking 8 ms).  A short spin keeps the fast
+    # hand-off on an idle machine.  Read once, when libgomp loads; a user's own
+    # setting wins.
+    if "GOMP_SPINCOUNT" not in os.environ and "OMP_WAIT_POLICY" not in os.environ:
+        os.environ["GOMP_SPINCOUNT"] = "10000"
     spec = importlib.util.spec_from_file_location(name, path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)

@@ -125,6 +125,8 @@ class Model:
         self._c_update = getattr(lib, prefix + "update")
         self._c_train = getattr(lib, prefix + "train")
         self._ctype = "float *" if dtype == "float32" else "double *"
+        self._carray = "float[]" if dtype == "float32" else "double[]"
+        self._buf = self._ffi.from_buffer
         self.n_in, self.n_out = meta["n_in"], meta["n_out"]
         self.input_name = meta["input"]
         self._theta = np.zeros(meta["n_params"], self.dtype)
@@ -275,6 +277,22 @@ class Model:
     def step(self, X, T, lr: float = 0.1) -> float:
         """One steepest-descent update on this batch, in place, in one compiled
         call: θ ← θ − lr·∂L/∂θ.  Returns the loss before the update."""
+        # Fast path (most calls): C-contiguous arrays of our dtype and shape,
+        # checked with attribute reads only; ffi.from_buffer is the cheapest
+        # pointer (≈0.2 µs, vs ≈1.3 µs through arr.ctypes.data) and refuses a
+        # non-contiguous array, which then takes the full path below.
+        if type(X) is np.ndarray and type(T) is np.ndarray and X.dtype is self.dtype \
+                and T.dtype is self.dtype:
+            xs, n = X.shape, T.shape[0]
+            if len(xs) == 2 and xs[0] == n and xs[1] == self.n_in and 0 < n <= self._work_rows \
+                    and T.shape[1] == self.n_out and T.ndim == 2:
+                try:
+                    px, pt = self._buf(self._carray, X), self._buf(self._carray, T)
+                except BufferError:
+                    pass
+                else:
+                    return self._c_step(self._p_theta, self._p_grad, self._p_work, px, pt, n,
+                                        lr)
         X = self._inputs(X)
         T = self._targets(T, X.shape[0])
         lr = float(lr)
