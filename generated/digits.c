@@ -89,7 +89,7 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 
     /* z_H1[b,i] = Σ_j W1[i,j]·I[b,j] */
     sn_mm_nt(batch, 128, 64, I, W1, z_H1, 0);
-    /* H1[b,i] = Piecewise((b1[i] + z_H1[b,i], b1[i] + z_H1[b,i] > 0), (0, True)) */
+    /* H1[b,i] = (b1[i] + z_H1[b,i] if b1[i] + z_H1[b,i] > 0 else 0) */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 128; i++) {
             const real t0 = b1[i] + z_H1[b * 128 + i];
@@ -97,7 +97,7 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
         }
     /* z_H2[b,i] = Σ_j W2[i,j]·H1[b,j] */
     sn_mm_nt(batch, 64, 128, H1, W2, z_H2, 0);
-    /* H2[b,i] = Piecewise((b2[i] + z_H2[b,i], b2[i] + z_H2[b,i] > 0), (0, True)) */
+    /* H2[b,i] = (b2[i] + z_H2[b,i] if b2[i] + z_H2[b,i] > 0 else 0) */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 64; i++) {
             const real t0 = b2[i] + z_H2[b * 64 + i];
@@ -114,13 +114,13 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 }
 
 /* Forward pass; returns the output's address inside work: (batch, 10). */
-void symnet_4408b6fa91_forward(const real *params, real *work, const real *I, int batch)
+void symnet_236815aaf5_forward(const real *params, real *work, const real *I, int batch)
 {
     sn_forward(params, work, I, batch);
 }
 
 /* Loss L = (1/batch) Σ_b L_b, after a forward pass. */
-double symnet_4408b6fa91_loss(const real *params, real *work, const real *I, const real *T, int batch)
+double symnet_236815aaf5_loss(const real *params, real *work, const real *I, const real *T, int batch)
 {
     const real *W1 = params + 0;  /* W1: (128, 64) */
     const real *b1 = params + 8192;  /* b1: (128,) */
@@ -167,7 +167,7 @@ double symnet_4408b6fa91_loss(const real *params, real *work, const real *I, con
 }
 
 /* Loss and every gradient ∂L/∂θ (into grads), by back propagation. */
-double symnet_4408b6fa91_loss_grad(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
+double symnet_236815aaf5_loss_grad(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
 {
     const real *W1 = params + 0;  /* W1: (128, 64) */
     const real *b1 = params + 8192;  /* b1: (128,) */
@@ -230,7 +230,7 @@ double symnet_4408b6fa91_loss_grad(const real *params, real *grads, real *work, 
     /* dL_dH2[b,j] = Σ_i delta_O[b,i]·W3[i,j] */
     sn_mm_nn(batch, 64, 10, delta_O, W3, dL_dH2, 0);
     memset(g_b2, 0, sizeof(real) * 64);
-    /* delta_H2[b,i] = dL_dH2[b,i]*Piecewise((1, b2[i] + z_H2[b,i] > 0), (0, True)); g_b2[i] += dL_dH2[b,i]*Piecewise((1, b2[i] + z_H2[b,i] > 0), (0, True)) */
+    /* delta_H2[b,i] = dL_dH2[b,i]·(1 if b2[i] + z_H2[b,i] > 0 else 0); g_b2[i] += dL_dH2[b,i]·(1 if b2[i] + z_H2[b,i] > 0 else 0) */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 64; i++) {
             const real t0 = dL_dH2[b * 64 + i]*((b2[i] + z_H2[b * 64 + i] > 0) ? (1) : (0));
@@ -242,7 +242,7 @@ double symnet_4408b6fa91_loss_grad(const real *params, real *grads, real *work, 
     /* dL_dH1[b,j] = Σ_i delta_H2[b,i]·W2[i,j] */
     sn_mm_nn(batch, 128, 64, delta_H2, W2, dL_dH1, 0);
     memset(g_b1, 0, sizeof(real) * 128);
-    /* delta_H1[b,i] = dL_dH1[b,i]*Piecewise((1, b1[i] + z_H1[b,i] > 0), (0, True)); g_b1[i] += dL_dH1[b,i]*Piecewise((1, b1[i] + z_H1[b,i] > 0), (0, True)) */
+    /* delta_H1[b,i] = dL_dH1[b,i]·(1 if b1[i] + z_H1[b,i] > 0 else 0); g_b1[i] += dL_dH1[b,i]·(1 if b1[i] + z_H1[b,i] > 0 else 0) */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 128; i++) {
             const real t0 = dL_dH1[b * 128 + i]*((b1[i] + z_H1[b * 128 + i] > 0) ? (1) : (0));
@@ -256,9 +256,9 @@ double symnet_4408b6fa91_loss_grad(const real *params, real *grads, real *work, 
 }
 
 /* One steepest-descent step on this batch: θ ← θ − lr·∂L/∂θ.  Returns the loss before it. */
-double symnet_4408b6fa91_step(real *params, real *grads, real *work, const real *I, const real *T, int batch, real lr)
+double symnet_236815aaf5_step(real *params, real *grads, real *work, const real *I, const real *T, int batch, real lr)
 {
-    const double loss = symnet_4408b6fa91_loss_grad(params, grads, work, I, T, batch);
+    const double loss = symnet_236815aaf5_loss_grad(params, grads, work, I, T, batch);
     /* θ[p] ← θ[p] − lr·∂L/∂θ[p] for all 17226 parameters */
     for (size_t p = 0; p < 17226; p++)
         params[p] -= lr * grads[p];

@@ -116,7 +116,7 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
         }
     /* z_O[b,i] = Σ_j W3[i,j]·H2[b,j] */
     sn_mm_nt(batch, 1, 8, H2, W3, z_O, 0);
-    /* O[b,i] = sigmoid(b3[i] + z_O[b,i]) */
+    /* O[b,i] = σ(b3[i] + z_O[b,i]) */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 1; i++) {
             O[b * 1 + i] = sn_sigmoid(b3[i] + z_O[b * 1 + i]);
@@ -125,13 +125,13 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 }
 
 /* Forward pass; returns the output's address inside work: (batch, 1). */
-void symnet_600aba4356_forward(const real *params, real *work, const real *I, int batch)
+void symnet_e928d5af30_forward(const real *params, real *work, const real *I, int batch)
 {
     sn_forward(params, work, I, batch);
 }
 
 /* Loss L = (1/batch) Σ_b L_b, after a forward pass. */
-double symnet_600aba4356_loss(const real *params, real *work, const real *I, const real *T, int batch)
+double symnet_e928d5af30_loss(const real *params, real *work, const real *I, const real *T, int batch)
 {
     const real *W1 = params + 0;  /* W1: (8, 2) */
     const real *b1 = params + 16;  /* b1: (8,) */
@@ -156,7 +156,7 @@ double symnet_600aba4356_loss(const real *params, real *work, const real *I, con
     double loss = 0;
     (void)inv_batch;
     sn_forward(params, work, I, batch);
-    /* L += T[b,i]*softplus(-b3[i] - z_O[b,i]) + (1 - T[b,i])*softplus(b3[i] + z_O[b,i]) */
+    /* L += T[b,i]·softplus(-b3[i] - z_O[b,i]) + (1 - T[b,i])·softplus(b3[i] + z_O[b,i]) */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 1; i++) {
             const real t0 = b3[i] + z_O[b * 1 + i];
@@ -167,7 +167,7 @@ double symnet_600aba4356_loss(const real *params, real *work, const real *I, con
 }
 
 /* Loss and every gradient ∂L/∂θ (into grads), by back propagation. */
-double symnet_600aba4356_loss_grad(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
+double symnet_e928d5af30_loss_grad(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
 {
     const real *W1 = params + 0;  /* W1: (8, 2) */
     const real *b1 = params + 16;  /* b1: (8,) */
@@ -199,7 +199,7 @@ double symnet_600aba4356_loss_grad(const real *params, real *grads, real *work, 
     double loss = 0;
     sn_forward(params, work, I, batch);
     memset(g_b3, 0, sizeof(real) * 1);
-    /* L += T[b,i]*softplus(-b3[i] - z_O[b,i]) + (1 - T[b,i])*softplus(b3[i] + z_O[b,i]); delta_O[b,i] = inv_batch*(O[b,i] - T[b,i]); g_b3[i] += inv_batch*(O[b,i] - T[b,i]) */
+    /* L += T[b,i]·softplus(-b3[i] - z_O[b,i]) + (1 - T[b,i])·softplus(b3[i] + z_O[b,i]); delta_O[b,i] = inv_batch·(O[b,i] - T[b,i]); g_b3[i] += inv_batch·(O[b,i] - T[b,i]) */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 1; i++) {
             const real t0 = b3[i] + z_O[b * 1 + i];
@@ -213,7 +213,7 @@ double symnet_600aba4356_loss_grad(const real *params, real *grads, real *work, 
     /* dL_dH2[b,j] = Σ_i delta_O[b,i]·W3[i,j] */
     sn_mm_nn(batch, 8, 1, delta_O, W3, dL_dH2, 0);
     memset(g_b2, 0, sizeof(real) * 8);
-    /* delta_H2[b,i] = dL_dH2[b,i]*(1 - H2[b,i]**2); g_b2[i] += dL_dH2[b,i]*(1 - H2[b,i]**2) */
+    /* delta_H2[b,i] = dL_dH2[b,i]·(1 - H2[b,i]²); g_b2[i] += dL_dH2[b,i]·(1 - H2[b,i]²) */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 8; i++) {
             const real t0 = dL_dH2[b * 8 + i]*(1 - H2[b * 8 + i]*H2[b * 8 + i]);
@@ -225,7 +225,7 @@ double symnet_600aba4356_loss_grad(const real *params, real *grads, real *work, 
     /* dL_dH1[b,j] = Σ_i delta_H2[b,i]·W2[i,j] */
     sn_mm_nn(batch, 8, 8, delta_H2, W2, dL_dH1, 0);
     memset(g_b1, 0, sizeof(real) * 8);
-    /* delta_H1[b,i] = dL_dH1[b,i]*(1 - H1[b,i]**2); g_b1[i] += dL_dH1[b,i]*(1 - H1[b,i]**2) */
+    /* delta_H1[b,i] = dL_dH1[b,i]·(1 - H1[b,i]²); g_b1[i] += dL_dH1[b,i]·(1 - H1[b,i]²) */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 8; i++) {
             const real t0 = dL_dH1[b * 8 + i]*(1 - H1[b * 8 + i]*H1[b * 8 + i]);
@@ -239,9 +239,9 @@ double symnet_600aba4356_loss_grad(const real *params, real *grads, real *work, 
 }
 
 /* One steepest-descent step on this batch: θ ← θ − lr·∂L/∂θ.  Returns the loss before it. */
-double symnet_600aba4356_step(real *params, real *grads, real *work, const real *I, const real *T, int batch, real lr)
+double symnet_e928d5af30_step(real *params, real *grads, real *work, const real *I, const real *T, int batch, real lr)
 {
-    const double loss = symnet_600aba4356_loss_grad(params, grads, work, I, T, batch);
+    const double loss = symnet_e928d5af30_loss_grad(params, grads, work, I, T, batch);
     /* θ[p] ← θ[p] − lr·∂L/∂θ[p] for all 105 parameters */
     for (size_t p = 0; p < 105; p++)
         params[p] -= lr * grads[p];

@@ -64,9 +64,12 @@ def _elements(base: sp.IndexedBase) -> np.ndarray:
 
 
 def _zeros(*shape) -> np.ndarray:
-    out = np.empty(shape, dtype=object)
-    out.fill(sp.S.Zero)
-    return out
+    """An accumulator: None until the first term arrives (no "0 + ..." terms)."""
+    return np.full(shape, None, dtype=object)
+
+
+def _plus(a, b):
+    return b if a is None else a + b
 
 
 class _Run:
@@ -121,7 +124,7 @@ class _Run:
         arr = self.target(target)
         for point in self.loop(node, extra):
             key = tuple(point[k] for k in index)
-            arr[key] = arr[key] + self.at(expr, point)
+            arr[key] = _plus(arr[key], self.at(expr, point))
 
 
 def evaluate(graph: ir.Graph, grads: list[NodeGrad], batch: int) -> dict:
@@ -178,12 +181,15 @@ def _evaluate(graph: ir.Graph, grads: list[NodeGrad], batch: int) -> dict:
             if red.contraction:
                 X, W = env[node.input], env[red.contraction]
                 gW = run.target(grad_name(red.contraction))
-                gW += delta.T.dot(X)
+                gW[...] = np.vectorize(_plus, otypes=[object])(gW, delta.T.dot(X))
                 if not first:
                     up = run.target(upstream_name(node.input))
-                    up += delta.dot(W)
+                    up[...] = np.vectorize(_plus, otypes=[object])(up, delta.dot(W))
                 continue
             for t in g.summands[red.name]:
                 if not (first and t.target == upstream_name(node.input)):
                     run.accumulate(node, t.target, t.index, t.expr, red.over)
+    for name, arr in env.items():   # arrays no rule wrote into (none expected)
+        if isinstance(arr, np.ndarray):
+            arr[np.equal(arr, None)] = sp.S.Zero
     return env

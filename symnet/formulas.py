@@ -13,8 +13,8 @@ appear verbatim in the loop comments of the C.
 >>> f = net.formulas()
 >>> print(f.lines[-1].text)
     g_W1[i,j] = Σ_b delta_O[b,i]·I[b,j]
->>> f.gradient("b1")                       # batch of one: explicit sympy expressions
-[2*(O... - T[0, 0])*(1 - ...)]
+>>> f.gradient("W1", batch=2).shape        # explicit sympy expressions of I, T, W1, b1
+(1, 2)
 """
 
 from __future__ import annotations
@@ -143,8 +143,8 @@ class Formulas:
         self._add("info", "   ".join(shapes))
         self._add("info", "B examples in a batch, one per row b; W is (out, in); "
                           "inv_batch = 1/B.")
-        self._add("info", "Index lines use the names of the generated C and appear "
-                          "there as loop comments.")
+        self._add("info", "Indented lines use the names of the generated C, whose loop "
+                          "comments show the same formulas.")
 
     def _forward(self):
         self._add("heading", _Tex("Forward", r"\text{Forward}"))
@@ -170,13 +170,7 @@ class Formulas:
                 else:
                     rhs = _sum(red.over) + _expr(red.summand)
                 self._add("index", _el(red.name, "b,i") + EQ + rhs)
-            if label is not None:
-                pre = node.reductions[0].symbol + sum(
-                    (s for s, a in node.symbols.items() if a.array in
-                     {p.name for p in node.params if p.role == "bias"}), sp.S.Zero)
-                rhs = _n(label) + _Tex("(", r"\left(") + _expr(pre) + _Tex(")", r"\right)")
-            else:
-                rhs = _expr(node.outer)
+            rhs = _expr(node.outer)
             self._add("index", _el(node.name, "b,i") + EQ + rhs)
         out = self.graph.output.name
         head = _Tex(f"L = 𝓛({out}, T)", r"L = \mathcal{L}\left(%s, T\right)" % latex_name(out))

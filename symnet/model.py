@@ -275,5 +275,11 @@ class Model:
         return self._c_step(self._p_theta, self._p_grad, self._p_work, self._ptr(X),
                             self._ptr(T), n, lr)
 
+    def summary(self, batch_size: int = 32):
+        """Parameters, memory and flops per training step of this model for a
+        batch size (a ``symnet.summary.Summary``; ``print`` it)."""
+        from .summary import summarize
+        return summarize(self.network, batch_size, self.dtype.name)
+
     def __repr__(self):
         return f"<symnet.Model {self.network!r} dtype={self.dtype.name}>"
