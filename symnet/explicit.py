@@ -108,7 +108,7 @@ class _Run:
         if name not in self.env:
             params = {grad_name(p.name): p.shape for p in self.graph.params()}
             shape = params.get(name) or (self.batch, self.width(
-                name[len("dL_d"):] if name.startswith("dL_d") else name))
+                name.removeprefix("dL_d")))
             self.env[name] = _zeros(*shape)
         return self.env[name]
 
@@ -189,7 +189,7 @@ def _evaluate(graph: ir.Graph, grads: list[NodeGrad], batch: int) -> dict:
             for t in g.summands[red.name]:
                 if not (first and t.target == upstream_name(node.input)):
                     run.accumulate(node, t.target, t.index, t.expr, red.over)
-    for name, arr in env.items():   # arrays no rule wrote into (none expected)
+    for arr in env.values():   # elements no rule wrote into (none expected)
         if isinstance(arr, np.ndarray):
             arr[np.equal(arr, None)] = sp.S.Zero
     return env

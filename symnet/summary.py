@@ -96,8 +96,8 @@ class Summary:
         def fmt(cells):
             return "  ".join(c.ljust(w) if k < 3 else c.rjust(w)
                              for k, (c, w) in enumerate(zip(cells, widths))).rstrip()
-        lines = [f"batch size {self.batch_size}, {self.dtype} "
-                 f"({np.dtype(self.dtype).itemsize} bytes per number)", fmt(head)]
+        lines = [(f"batch size {self.batch_size}, {self.dtype} "
+                  f"({np.dtype(self.dtype).itemsize} bytes per number)"), fmt(head)]
         lines += [fmt(r) for r in rows[:-1]]
         lines += ["-" * len(fmt(head)), fmt(rows[-1])]
         lines.append(f"update θ ← θ − lr·g: {self.update_flops:,} flops; "
