@@ -10,6 +10,7 @@ import sympy as sp
 from conftest import targets_for
 
 import symnet as sn
+from symnet import ir
 from symnet.__main__ import c_source
 from symnet.notation import text
 
@@ -72,6 +73,28 @@ def mish(z):
     return z * sp.tanh(sp.log(1 + sp.exp(z)))
 
 
+class RBF(sn.Layer):
+    """A general (non-Dense) layer: h_i = exp(−β_i Σ_j (x_j − C_ij)²)."""
+
+    def __init__(self, units, name=None):
+        self.units, self.name = units, name
+
+    def describe(self):
+        return {"kind": "rbf", "units": self.units, "name": self.name}
+
+    def to_node(self, index, name, input_name, n_in):
+        syms = {}
+        c_ij = ir.element(syms, f"C{index}", ir.OUT, ir.IN)
+        x_j = ir.element(syms, input_name, ir.BATCH, ir.IN)
+        r = ir.element(syms, f"r_{name}", ir.BATCH, ir.OUT)
+        beta = ir.element(syms, f"beta{index}", ir.OUT)
+        params = [ir.ParamSpec(f"C{index}", ("out", "in"), (self.units, n_in), "glorot"),
+                  ir.ParamSpec(f"beta{index}", ("out",), (self.units,), "ones", role="bias")]
+        red = ir.Reduction(f"r_{name}", r, (x_j - c_ij) ** 2, (ir.IN,))
+        return ir.Node(name, index, input_name, n_in, self.units, params, [red],
+                       sp.exp(-beta * r), syms, kind="layer")
+
+
 # Every activation and loss kind at least once, sympy-defined ones included.
 NETWORKS = {
     "notes": notes_network,
@@ -82,6 +105,8 @@ NETWORKS = {
     "custom_loss": lambda: sn.Network(sn.Input(2), sn.Dense(3, "softplus"),
                                       sn.Dense(3, "swish"), sn.Dense(2, "leaky_relu"),
                                       loss=(sp.Symbol("o") - sp.Symbol("t")) ** 4),
+    "general_layer": lambda: sn.Network(sn.Input(2, name="I"), RBF(3, name="H1"),
+                                        sn.Dense(2, "tanh", name="O"), loss="mse"),
 }
 
 
@@ -198,6 +223,17 @@ def test_index_lines_are_the_loop_comments_of_the_c():
                  "delta_H2[b,i] = dL_dH2[b,i]·(1 - H2[b,i]²)",
                  "H1[b,i] = tanh(b1[i] + z_H1[b,i])"):
         assert line in str(f) and f"/* {line}" in src
+
+
+def test_general_layer_shows_its_element_formulas():
+    lines = str(NETWORKS["general_layer"]().formulas()).splitlines()
+    for line in ("  H1 = H1(C1, beta1, I)",
+                 "    r_H1[b,i] = Σ_j (-C1[i,j] + I[b,j])²",
+                 "    H1[b,i] = exp(-beta1[i]·r_H1[b,i])",
+                 "  δ_H1 = ∂L/∂r_H1 = ∂L/∂H1 ⊙ ∂H1/∂r_H1",
+                 "    delta_H1[b,i] = -H1[b,i]·beta1[i]·dL_dH1[b,i]",
+                 "    g_C1[i,j] = Σ_b delta_H1[b,i]·(2·C1[i,j] - 2·I[b,j])"):
+        assert line in lines
 
 
 def test_rule_is_the_element_formula_the_compiler_uses(notes):
