@@ -215,7 +215,7 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 
     /* z_H1[b,i] = Σ_j W1[i,j]·I[b,j] */
     sn_mm_nt(batch, 128, 64, I, W1, z_H1, 0);
-    /* H1[b,i] = Piecewise((b1[i] + z_H1[b,i], b1[i] + z_H1[b,i] > 0), (0, True)) */
+    /* H1[b,i] = (b1[i] + z_H1[b,i] if b1[i] + z_H1[b,i] > 0 else 0) */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 128; i++) {
             const real t0 = b1[i] + z_H1[b * 128 + i];
@@ -223,7 +223,7 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
         }
     /* z_H2[b,i] = Σ_j W2[i,j]·H1[b,j] */
     sn_mm_nt(batch, 64, 128, H1, W2, z_H2, 0);
-    /* H2[b,i] = Piecewise((b2[i] + z_H2[b,i], b2[i] + z_H2[b,i] > 0), (0, True)) */
+    /* H2[b,i] = (b2[i] + z_H2[b,i] if b2[i] + z_H2[b,i] > 0 else 0) */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 64; i++) {
             const real t0 = b2[i] + z_H2[b * 64 + i];
@@ -240,13 +240,13 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 }
 
 /* Forward pass; returns the output's address inside work: (batch, 10). */
-void symnet_48c5231478_forward(const real *params, real *work, const real *I, int batch)
+void symnet_ccf0be0e8c_forward(const real *params, real *work, const real *I, int batch)
 {
     sn_forward(params, work, I, batch);
 }
 
 /* Loss L = (1/batch) Σ_b L_b, after a forward pass. */
-double symnet_48c5231478_loss(const real *params, real *work, const real *I, const real *T, int batch)
+double symnet_ccf0be0e8c_loss(const real *params, real *work, const real *I, const real *T, int batch)
 {
     const real *W1 = params + 0;  /* W1: (128, 64) */
     const real *b1 = params + 8192;  /* b1: (128,) */
@@ -293,7 +293,7 @@ double symnet_48c5231478_loss(const real *params, real *work, const real *I, con
 }
 
 /* Loss and every gradient ∂L/∂θ (into grads), by back propagation. */
-double symnet_48c5231478_loss_grad(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
+double symnet_ccf0be0e8c_loss_grad(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
 {
     const real *W1 = params + 0;  /* W1: (128, 64) */
     const real *b1 = params + 8192;  /* b1: (128,) */
@@ -356,7 +356,7 @@ double symnet_48c5231478_loss_grad(const real *params, real *grads, real *work, 
     /* dL_dH2[b,j] = Σ_i delta_O[b,i]·W3[i,j] */
     sn_mm_nn(batch, 64, 10, delta_O, W3, dL_dH2, 0);
     memset(g_b2, 0, sizeof(real) * 64);
-    /* delta_H2[b,i] = dL_dH2[b,i]*Piecewise((1, b2[i] + z_H2[b,i] > 0), (0, True)); g_b2[i] += dL_dH2[b,i]*Piecewise((1, b2[i] + z_H2[b,i] > 0), (0, True)) */
+    /* delta_H2[b,i] = dL_dH2[b,i]·(1 if b2[i] + z_H2[b,i] > 0 else 0); g_b2[i] += dL_dH2[b,i]·(1 if b2[i] + z_H2[b,i] > 0 else 0) */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 64; i++) {
             const real t0 = dL_dH2[b * 64 + i]*((b2[i] + z_H2[b * 64 + i] > 0) ? (1) : (0));
@@ -368,7 +368,7 @@ double symnet_48c5231478_loss_grad(const real *params, real *grads, real *work, 
     /* dL_dH1[b,j] = Σ_i delta_H2[b,i]·W2[i,j] */
     sn_mm_nn(batch, 128, 64, delta_H2, W2, dL_dH1, 0);
     memset(g_b1, 0, sizeof(real) * 128);
-    /* delta_H1[b,i] = dL_dH1[b,i]*Piecewise((1, b1[i] + z_H1[b,i] > 0), (0, True)); g_b1[i] += dL_dH1[b,i]*Piecewise((1, b1[i] + z_H1[b,i] > 0), (0, True)) */
+    /* delta_H1[b,i] = dL_dH1[b,i]·(1 if b1[i] + z_H1[b,i] > 0 else 0); g_b1[i] += dL_dH1[b,i]·(1 if b1[i] + z_H1[b,i] > 0 else 0) */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 128; i++) {
             const real t0 = dL_dH1[b * 128 + i]*((b1[i] + z_H1[b * 128 + i] > 0) ? (1) : (0));
@@ -390,9 +390,9 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
 }
 
 /* One steepest-descent step on this batch: θ ← θ − lr·∂L/∂θ.  Returns the loss before it. */
-double symnet_48c5231478_step(real *params, real *grads, real *work, const real *I, const real *T, int batch, real lr)
+double symnet_ccf0be0e8c_step(real *params, real *grads, real *work, const real *I, const real *T, int batch, real lr)
 {
-    const double loss = symnet_48c5231478_loss_grad(params, grads, work, I, T, batch);
+    const double loss = symnet_ccf0be0e8c_loss_grad(params, grads, work, I, T, batch);
     sn_sgd_update(params, params, grads, lr);
     return loss;
 }
@@ -429,7 +429,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_48c5231478_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_ccf0be0e8c_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -449,7 +449,7 @@ void symnet_48c5231478_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_48c5231478_train(real *params, real *grads, real *work, real *Ib, real *Tb, real *prev, int *have_prev,
+long long symnet_ccf0be0e8c_train(real *params, real *grads, real *work, real *Ib, real *Tb, real *prev, int *have_prev,
                            const real *I, const real *T, const long long *idx, long long n_idx, int batch_size,
                            const double *lr, double *losses, int optimizer, real *s1, real *s2, const double *hyper, long long t0)
 {
@@ -463,7 +463,7 @@ long long symnet_48c5231478_train(real *params, real *grads, real *work, real *I
             memcpy(Ib + (size_t)r * 64, I + n * 64, sizeof(real) * 64);
             memcpy(Tb + (size_t)r * 10, T + n * 10, sizeof(real) * 10);
         }
-        const double loss = symnet_48c5231478_loss_grad(cur, grads, work, Ib, Tb, batch);
+        const double loss = symnet_ccf0be0e8c_loss_grad(cur, grads, work, Ib, Tb, batch);
         if (!isfinite(loss)) {
             /* both buffers ← θ before the last update (only cur needs it written) */
             if (prev != NULL && *have_prev)

@@ -243,7 +243,7 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
     sn_mm_nt(batch, 64, 64, I, A1, r1_G, 0);
     /* r2_G[b,i] = Σ_j B1[i,j]·I[b,j] */
     sn_mm_nt(batch, 64, 64, I, B1, r2_G, 0);
-    /* G[b,i] = sigmoid(r1_G[b,i])*tanh(r2_G[b,i]) */
+    /* G[b,i] = σ(r1_G[b,i])·tanh(r2_G[b,i]) */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 64; i++) {
             G[b * 64 + i] = sn_sigmoid(r1_G[b * 64 + i])*sn_tanhf(r2_G[b * 64 + i]);
@@ -259,13 +259,13 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 }
 
 /* Forward pass; returns the output's address inside work: (batch, 10). */
-void symnet_d68d943fbb_forward(const real *params, real *work, const real *I, int batch)
+void symnet_9750ad2d51_forward(const real *params, real *work, const real *I, int batch)
 {
     sn_forward(params, work, I, batch);
 }
 
 /* Loss L = (1/batch) Σ_b L_b, after a forward pass. */
-double symnet_d68d943fbb_loss(const real *params, real *work, const real *I, const real *T, int batch)
+double symnet_9750ad2d51_loss(const real *params, real *work, const real *I, const real *T, int batch)
 {
     const real *A1 = params + 0;  /* A1: (64, 64) */
     const real *B1 = params + 4096;  /* B1: (64, 64) */
@@ -308,7 +308,7 @@ double symnet_d68d943fbb_loss(const real *params, real *work, const real *I, con
 }
 
 /* Loss and every gradient ∂L/∂θ (into grads), by back propagation. */
-double symnet_d68d943fbb_loss_grad(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
+double symnet_9750ad2d51_loss_grad(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
 {
     const real *A1 = params + 0;  /* A1: (64, 64) */
     const real *B1 = params + 4096;  /* B1: (64, 64) */
@@ -364,7 +364,7 @@ double symnet_d68d943fbb_loss_grad(const real *params, real *grads, real *work, 
     sn_mm_tn(10, 64, batch, delta_O, G, g_W2, 0);
     /* dL_dG[b,j] = Σ_i delta_O[b,i]·W2[i,j] */
     sn_mm_nn(batch, 64, 10, delta_O, W2, dL_dG, 0);
-    /* delta_r1_G[b,i] = dL_dG[b,i]*(1 - sigmoid(r1_G[b,i]))*sigmoid(r1_G[b,i])*tanh(r2_G[b,i]); delta_r2_G[b,i] = dL_dG[b,i]*(1 - tanh(r2_G[b,i])**2)*sigmoid(r1_G[b,i]) */
+    /* delta_r1_G[b,i] = dL_dG[b,i]·(1 - σ(r1_G[b,i]))·σ(r1_G[b,i])·tanh(r2_G[b,i]); delta_r2_G[b,i] = dL_dG[b,i]·(1 - tanh(r2_G[b,i])²)·σ(r1_G[b,i]) */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 64; i++) {
             const real t0 = sn_sigmoid(r1_G[b * 64 + i]);
@@ -390,9 +390,9 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
 }
 
 /* One steepest-descent step on this batch: θ ← θ − lr·∂L/∂θ.  Returns the loss before it. */
-double symnet_d68d943fbb_step(real *params, real *grads, real *work, const real *I, const real *T, int batch, real lr)
+double symnet_9750ad2d51_step(real *params, real *grads, real *work, const real *I, const real *T, int batch, real lr)
 {
-    const double loss = symnet_d68d943fbb_loss_grad(params, grads, work, I, T, batch);
+    const double loss = symnet_9750ad2d51_loss_grad(params, grads, work, I, T, batch);
     sn_sgd_update(params, params, grads, lr);
     return loss;
 }
@@ -429,7 +429,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_d68d943fbb_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_9750ad2d51_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -449,7 +449,7 @@ void symnet_d68d943fbb_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_d68d943fbb_train(real *params, real *grads, real *work, real *Ib, real *Tb, real *prev, int *have_prev,
+long long symnet_9750ad2d51_train(real *params, real *grads, real *work, real *Ib, real *Tb, real *prev, int *have_prev,
                            const real *I, const real *T, const long long *idx, long long n_idx, int batch_size,
                            const double *lr, double *losses, int optimizer, real *s1, real *s2, const double *hyper, long long t0)
 {
@@ -463,7 +463,7 @@ long long symnet_d68d943fbb_train(real *params, real *grads, real *work, real *I
             memcpy(Ib + (size_t)r * 64, I + n * 64, sizeof(real) * 64);
             memcpy(Tb + (size_t)r * 10, T + n * 10, sizeof(real) * 10);
         }
-        const double loss = symnet_d68d943fbb_loss_grad(cur, grads, work, Ib, Tb, batch);
+        const double loss = symnet_9750ad2d51_loss_grad(cur, grads, work, Ib, Tb, batch);
         if (!isfinite(loss)) {
             /* both buffers ← θ before the last update (only cur needs it written) */
             if (prev != NULL && *have_prev)

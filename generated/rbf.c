@@ -220,20 +220,20 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
     real *delta_O = work + (size_t)batch * 66;  /* ∂L/∂z_O: (batch, 1) */
 
     memset(z_R, 0, sizeof(real) * (size_t)batch * 16);
-    /* z_R[b,i] = Σ_j (-C1[i,j] + I[b,j])**2 */
+    /* z_R[b,i] = Σ_j (-C1[i,j] + I[b,j])² */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 16; i++)
             for (int j = 0; j < 2; j++) {
                 z_R[b * 16 + i] += (-C1[i * 2 + j] + I[b * 2 + j])*(-C1[i * 2 + j] + I[b * 2 + j]);
             }
-    /* R[b,i] = exp(-beta1[i]*z_R[b,i]) */
+    /* R[b,i] = exp(-beta1[i]·z_R[b,i]) */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 16; i++) {
             R[b * 16 + i] = expf(-beta1[i]*z_R[b * 16 + i]);
         }
     /* z_O[b,i] = Σ_j W2[i,j]·R[b,j] */
     sn_mm_nt(batch, 1, 16, R, W2, z_O, 0);
-    /* O[b,i] = sigmoid(b2[i] + z_O[b,i]) */
+    /* O[b,i] = σ(b2[i] + z_O[b,i]) */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 1; i++) {
             O[b * 1 + i] = sn_sigmoid(b2[i] + z_O[b * 1 + i]);
@@ -242,13 +242,13 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 }
 
 /* Forward pass; returns the output's address inside work: (batch, 1). */
-void symnet_c0fe3ee56c_forward(const real *params, real *work, const real *I, int batch)
+void symnet_c23643364a_forward(const real *params, real *work, const real *I, int batch)
 {
     sn_forward(params, work, I, batch);
 }
 
 /* Loss L = (1/batch) Σ_b L_b, after a forward pass. */
-double symnet_c0fe3ee56c_loss(const real *params, real *work, const real *I, const real *T, int batch)
+double symnet_c23643364a_loss(const real *params, real *work, const real *I, const real *T, int batch)
 {
     const real *C1 = params + 0;  /* C1: (16, 2) */
     const real *beta1 = params + 32;  /* beta1: (16,) */
@@ -267,7 +267,7 @@ double symnet_c0fe3ee56c_loss(const real *params, real *work, const real *I, con
     double loss = 0;
     (void)inv_batch;
     sn_forward(params, work, I, batch);
-    /* L += T[b,i]*softplus(-b2[i] - z_O[b,i]) + (1 - T[b,i])*softplus(b2[i] + z_O[b,i]) */
+    /* L += T[b,i]·softplus(-b2[i] - z_O[b,i]) + (1 - T[b,i])·softplus(b2[i] + z_O[b,i]) */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 1; i++) {
             const real t0 = b2[i] + z_O[b * 1 + i];
@@ -278,7 +278,7 @@ double symnet_c0fe3ee56c_loss(const real *params, real *work, const real *I, con
 }
 
 /* Loss and every gradient ∂L/∂θ (into grads), by back propagation. */
-double symnet_c0fe3ee56c_loss_grad(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
+double symnet_c23643364a_loss_grad(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
 {
     const real *C1 = params + 0;  /* C1: (16, 2) */
     const real *beta1 = params + 32;  /* beta1: (16,) */
@@ -302,7 +302,7 @@ double symnet_c0fe3ee56c_loss_grad(const real *params, real *grads, real *work, 
     double loss = 0;
     sn_forward(params, work, I, batch);
     memset(g_b2, 0, sizeof(real) * 1);
-    /* L += T[b,i]*softplus(-b2[i] - z_O[b,i]) + (1 - T[b,i])*softplus(b2[i] + z_O[b,i]); delta_O[b,i] = inv_batch*(O[b,i] - T[b,i]); g_b2[i] += inv_batch*(O[b,i] - T[b,i]) */
+    /* L += T[b,i]·softplus(-b2[i] - z_O[b,i]) + (1 - T[b,i])·softplus(b2[i] + z_O[b,i]); delta_O[b,i] = inv_batch·(O[b,i] - T[b,i]); g_b2[i] += inv_batch·(O[b,i] - T[b,i]) */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 1; i++) {
             const real t0 = b2[i] + z_O[b * 1 + i];
@@ -316,7 +316,7 @@ double symnet_c0fe3ee56c_loss_grad(const real *params, real *grads, real *work, 
     /* dL_dR[b,j] = Σ_i delta_O[b,i]·W2[i,j] */
     sn_mm_nn(batch, 16, 1, delta_O, W2, dL_dR, 0);
     memset(g_beta1, 0, sizeof(real) * 16);
-    /* delta_R[b,i] = -R[b,i]*beta1[i]*dL_dR[b,i]; g_beta1[i] += -R[b,i]*dL_dR[b,i]*z_R[b,i] */
+    /* delta_R[b,i] = -R[b,i]·beta1[i]·dL_dR[b,i]; g_beta1[i] += -R[b,i]·dL_dR[b,i]·z_R[b,i] */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 16; i++) {
             const real t0 = R[b * 16 + i]*dL_dR[b * 16 + i];
@@ -324,7 +324,7 @@ double symnet_c0fe3ee56c_loss_grad(const real *params, real *grads, real *work, 
             g_beta1[i] += -t0*z_R[b * 16 + i];
         }
     memset(g_C1, 0, sizeof(real) * 32);
-    /* g_C1[i,j] += delta_R[b,i]*(2*C1[i,j] - 2*I[b,j]) */
+    /* g_C1[i,j] += delta_R[b,i]·(2·C1[i,j] - 2·I[b,j]) */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 16; i++)
             for (int j = 0; j < 2; j++) {
@@ -343,9 +343,9 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
 }
 
 /* One steepest-descent step on this batch: θ ← θ − lr·∂L/∂θ.  Returns the loss before it. */
-double symnet_c0fe3ee56c_step(real *params, real *grads, real *work, const real *I, const real *T, int batch, real lr)
+double symnet_c23643364a_step(real *params, real *grads, real *work, const real *I, const real *T, int batch, real lr)
 {
-    const double loss = symnet_c0fe3ee56c_loss_grad(params, grads, work, I, T, batch);
+    const double loss = symnet_c23643364a_loss_grad(params, grads, work, I, T, batch);
     sn_sgd_update(params, params, grads, lr);
     return loss;
 }
@@ -382,7 +382,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_c0fe3ee56c_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_c23643364a_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -402,7 +402,7 @@ void symnet_c0fe3ee56c_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_c0fe3ee56c_train(real *params, real *grads, real *work, real *Ib, real *Tb, real *prev, int *have_prev,
+long long symnet_c23643364a_train(real *params, real *grads, real *work, real *Ib, real *Tb, real *prev, int *have_prev,
                            const real *I, const real *T, const long long *idx, long long n_idx, int batch_size,
                            const double *lr, double *losses, int optimizer, real *s1, real *s2, const double *hyper, long long t0)
 {
@@ -416,7 +416,7 @@ long long symnet_c0fe3ee56c_train(real *params, real *grads, real *work, real *I
             memcpy(Ib + (size_t)r * 2, I + n * 2, sizeof(real) * 2);
             memcpy(Tb + (size_t)r * 1, T + n * 1, sizeof(real) * 1);
         }
-        const double loss = symnet_c0fe3ee56c_loss_grad(cur, grads, work, Ib, Tb, batch);
+        const double loss = symnet_c23643364a_loss_grad(cur, grads, work, Ib, Tb, batch);
         if (!isfinite(loss)) {
             /* both buffers ← θ before the last update (only cur needs it written) */
             if (prev != NULL && *have_prev)

@@ -260,13 +260,13 @@ static void sn_forward(const real *params, real *work, const real *x, int batch)
 }
 
 /* Forward pass; returns the output's address inside work: (batch, 1). */
-void symnet_686d9a672e_forward(const real *params, real *work, const real *x, int batch)
+void symnet_7ea030f348_forward(const real *params, real *work, const real *x, int batch)
 {
     sn_forward(params, work, x, batch);
 }
 
 /* Loss L = (1/batch) Σ_b L_b, after a forward pass. */
-double symnet_686d9a672e_loss(const real *params, real *work, const real *x, const real *T, int batch)
+double symnet_7ea030f348_loss(const real *params, real *work, const real *x, const real *T, int batch)
 {
     const real *W1 = params + 0;  /* W1: (32, 1) */
     const real *b1 = params + 32;  /* b1: (32,) */
@@ -291,7 +291,7 @@ double symnet_686d9a672e_loss(const real *params, real *work, const real *x, con
     double loss = 0;
     (void)inv_batch;
     sn_forward(params, work, x, batch);
-    /* L += (-T[b,i] + b3[i] + z_O[b,i])**2 */
+    /* L += (-T[b,i] + b3[i] + z_O[b,i])² */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 1; i++) {
             loss += (double)((-T[b * 1 + i] + b3[i] + z_O[b * 1 + i])*(-T[b * 1 + i] + b3[i] + z_O[b * 1 + i]));
@@ -301,7 +301,7 @@ double symnet_686d9a672e_loss(const real *params, real *work, const real *x, con
 }
 
 /* Loss and every gradient ∂L/∂θ (into grads), by back propagation. */
-double symnet_686d9a672e_loss_grad(const real *params, real *grads, real *work, const real *x, const real *T, int batch)
+double symnet_7ea030f348_loss_grad(const real *params, real *grads, real *work, const real *x, const real *T, int batch)
 {
     const real *W1 = params + 0;  /* W1: (32, 1) */
     const real *b1 = params + 32;  /* b1: (32,) */
@@ -333,7 +333,7 @@ double symnet_686d9a672e_loss_grad(const real *params, real *grads, real *work, 
     double loss = 0;
     sn_forward(params, work, x, batch);
     memset(g_b3, 0, sizeof(real) * 1);
-    /* L += (-T[b,i] + b3[i] + z_O[b,i])**2; delta_O[b,i] = 2*inv_batch*(-T[b,i] + b3[i] + z_O[b,i]); g_b3[i] += 2*inv_batch*(-T[b,i] + b3[i] + z_O[b,i]) */
+    /* L += (-T[b,i] + b3[i] + z_O[b,i])²; delta_O[b,i] = 2·inv_batch·(-T[b,i] + b3[i] + z_O[b,i]); g_b3[i] += 2·inv_batch·(-T[b,i] + b3[i] + z_O[b,i]) */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 1; i++) {
             const real t0 = -T[b * 1 + i] + b3[i] + z_O[b * 1 + i];
@@ -347,7 +347,7 @@ double symnet_686d9a672e_loss_grad(const real *params, real *grads, real *work, 
     /* dL_dH2[b,j] = Σ_i delta_O[b,i]·W3[i,j] */
     sn_mm_nn(batch, 32, 1, delta_O, W3, dL_dH2, 0);
     memset(g_b2, 0, sizeof(real) * 32);
-    /* delta_H2[b,i] = dL_dH2[b,i]*(1 - H2[b,i]**2); g_b2[i] += dL_dH2[b,i]*(1 - H2[b,i]**2) */
+    /* delta_H2[b,i] = dL_dH2[b,i]·(1 - H2[b,i]²); g_b2[i] += dL_dH2[b,i]·(1 - H2[b,i]²) */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 32; i++) {
             const real t0 = dL_dH2[b * 32 + i]*(1 - H2[b * 32 + i]*H2[b * 32 + i]);
@@ -359,7 +359,7 @@ double symnet_686d9a672e_loss_grad(const real *params, real *grads, real *work, 
     /* dL_dH1[b,j] = Σ_i delta_H2[b,i]·W2[i,j] */
     sn_mm_nn(batch, 32, 32, delta_H2, W2, dL_dH1, 0);
     memset(g_b1, 0, sizeof(real) * 32);
-    /* delta_H1[b,i] = dL_dH1[b,i]*(1 - H1[b,i]**2); g_b1[i] += dL_dH1[b,i]*(1 - H1[b,i]**2) */
+    /* delta_H1[b,i] = dL_dH1[b,i]·(1 - H1[b,i]²); g_b1[i] += dL_dH1[b,i]·(1 - H1[b,i]²) */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 32; i++) {
             const real t0 = dL_dH1[b * 32 + i]*(1 - H1[b * 32 + i]*H1[b * 32 + i]);
@@ -381,9 +381,9 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
 }
 
 /* One steepest-descent step on this batch: θ ← θ − lr·∂L/∂θ.  Returns the loss before it. */
-double symnet_686d9a672e_step(real *params, real *grads, real *work, const real *x, const real *T, int batch, real lr)
+double symnet_7ea030f348_step(real *params, real *grads, real *work, const real *x, const real *T, int batch, real lr)
 {
-    const double loss = symnet_686d9a672e_loss_grad(params, grads, work, x, T, batch);
+    const double loss = symnet_7ea030f348_loss_grad(params, grads, work, x, T, batch);
     sn_sgd_update(params, params, grads, lr);
     return loss;
 }
@@ -420,7 +420,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_686d9a672e_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_7ea030f348_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -440,7 +440,7 @@ void symnet_686d9a672e_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_686d9a672e_train(real *params, real *grads, real *work, real *Ib, real *Tb, real *prev, int *have_prev,
+long long symnet_7ea030f348_train(real *params, real *grads, real *work, real *Ib, real *Tb, real *prev, int *have_prev,
                            const real *x, const real *T, const long long *idx, long long n_idx, int batch_size,
                            const double *lr, double *losses, int optimizer, real *s1, real *s2, const double *hyper, long long t0)
 {
@@ -454,7 +454,7 @@ long long symnet_686d9a672e_train(real *params, real *grads, real *work, real *I
             memcpy(Ib + (size_t)r * 1, x + n * 1, sizeof(real) * 1);
             memcpy(Tb + (size_t)r * 1, T + n * 1, sizeof(real) * 1);
         }
-        const double loss = symnet_686d9a672e_loss_grad(cur, grads, work, Ib, Tb, batch);
+        const double loss = symnet_7ea030f348_loss_grad(cur, grads, work, Ib, Tb, batch);
         if (!isfinite(loss)) {
             /* both buffers ← θ before the last update (only cur needs it written) */
             if (prev != NULL && *have_prev)

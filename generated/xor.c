@@ -265,7 +265,7 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
         }
     /* z_O[b,i] = Σ_j W3[i,j]·H2[b,j] */
     sn_mm_nt(batch, 1, 8, H2, W3, z_O, 0);
-    /* O[b,i] = sigmoid(b3[i] + z_O[b,i]) */
+    /* O[b,i] = σ(b3[i] + z_O[b,i]) */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 1; i++) {
             O[b * 1 + i] = sn_sigmoid(b3[i] + z_O[b * 1 + i]);
@@ -274,13 +274,13 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 }
 
 /* Forward pass; returns the output's address inside work: (batch, 1). */
-void symnet_312e3a8a45_forward(const real *params, real *work, const real *I, int batch)
+void symnet_a8059664bc_forward(const real *params, real *work, const real *I, int batch)
 {
     sn_forward(params, work, I, batch);
 }
 
 /* Loss L = (1/batch) Σ_b L_b, after a forward pass. */
-double symnet_312e3a8a45_loss(const real *params, real *work, const real *I, const real *T, int batch)
+double symnet_a8059664bc_loss(const real *params, real *work, const real *I, const real *T, int batch)
 {
     const real *W1 = params + 0;  /* W1: (8, 2) */
     const real *b1 = params + 16;  /* b1: (8,) */
@@ -305,7 +305,7 @@ double symnet_312e3a8a45_loss(const real *params, real *work, const real *I, con
     double loss = 0;
     (void)inv_batch;
     sn_forward(params, work, I, batch);
-    /* L += T[b,i]*softplus(-b3[i] - z_O[b,i]) + (1 - T[b,i])*softplus(b3[i] + z_O[b,i]) */
+    /* L += T[b,i]·softplus(-b3[i] - z_O[b,i]) + (1 - T[b,i])·softplus(b3[i] + z_O[b,i]) */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 1; i++) {
             const real t0 = b3[i] + z_O[b * 1 + i];
@@ -316,7 +316,7 @@ double symnet_312e3a8a45_loss(const real *params, real *work, const real *I, con
 }
 
 /* Loss and every gradient ∂L/∂θ (into grads), by back propagation. */
-double symnet_312e3a8a45_loss_grad(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
+double symnet_a8059664bc_loss_grad(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
 {
     const real *W1 = params + 0;  /* W1: (8, 2) */
     const real *b1 = params + 16;  /* b1: (8,) */
@@ -348,7 +348,7 @@ double symnet_312e3a8a45_loss_grad(const real *params, real *grads, real *work, 
     double loss = 0;
     sn_forward(params, work, I, batch);
     memset(g_b3, 0, sizeof(real) * 1);
-    /* L += T[b,i]*softplus(-b3[i] - z_O[b,i]) + (1 - T[b,i])*softplus(b3[i] + z_O[b,i]); delta_O[b,i] = inv_batch*(O[b,i] - T[b,i]); g_b3[i] += inv_batch*(O[b,i] - T[b,i]) */
+    /* L += T[b,i]·softplus(-b3[i] - z_O[b,i]) + (1 - T[b,i])·softplus(b3[i] + z_O[b,i]); delta_O[b,i] = inv_batch·(O[b,i] - T[b,i]); g_b3[i] += inv_batch·(O[b,i] - T[b,i]) */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 1; i++) {
             const real t0 = b3[i] + z_O[b * 1 + i];
@@ -362,7 +362,7 @@ double symnet_312e3a8a45_loss_grad(const real *params, real *grads, real *work, 
     /* dL_dH2[b,j] = Σ_i delta_O[b,i]·W3[i,j] */
     sn_mm_nn(batch, 8, 1, delta_O, W3, dL_dH2, 0);
     memset(g_b2, 0, sizeof(real) * 8);
-    /* delta_H2[b,i] = dL_dH2[b,i]*(1 - H2[b,i]**2); g_b2[i] += dL_dH2[b,i]*(1 - H2[b,i]**2) */
+    /* delta_H2[b,i] = dL_dH2[b,i]·(1 - H2[b,i]²); g_b2[i] += dL_dH2[b,i]·(1 - H2[b,i]²) */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 8; i++) {
             const real t0 = dL_dH2[b * 8 + i]*(1 - H2[b * 8 + i]*H2[b * 8 + i]);
@@ -374,7 +374,7 @@ double symnet_312e3a8a45_loss_grad(const real *params, real *grads, real *work, 
     /* dL_dH1[b,j] = Σ_i delta_H2[b,i]·W2[i,j] */
     sn_mm_nn(batch, 8, 8, delta_H2, W2, dL_dH1, 0);
     memset(g_b1, 0, sizeof(real) * 8);
-    /* delta_H1[b,i] = dL_dH1[b,i]*(1 - H1[b,i]**2); g_b1[i] += dL_dH1[b,i]*(1 - H1[b,i]**2) */
+    /* delta_H1[b,i] = dL_dH1[b,i]·(1 - H1[b,i]²); g_b1[i] += dL_dH1[b,i]·(1 - H1[b,i]²) */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 8; i++) {
             const real t0 = dL_dH1[b * 8 + i]*(1 - H1[b * 8 + i]*H1[b * 8 + i]);
@@ -396,9 +396,9 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
 }
 
 /* One steepest-descent step on this batch: θ ← θ − lr·∂L/∂θ.  Returns the loss before it. */
-double symnet_312e3a8a45_step(real *params, real *grads, real *work, const real *I, const real *T, int batch, real lr)
+double symnet_a8059664bc_step(real *params, real *grads, real *work, const real *I, const real *T, int batch, real lr)
 {
-    const double loss = symnet_312e3a8a45_loss_grad(params, grads, work, I, T, batch);
+    const double loss = symnet_a8059664bc_loss_grad(params, grads, work, I, T, batch);
     sn_sgd_update(params, params, grads, lr);
     return loss;
 }
@@ -435,7 +435,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_312e3a8a45_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_a8059664bc_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -455,7 +455,7 @@ void symnet_312e3a8a45_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_312e3a8a45_train(real *params, real *grads, real *work, real *Ib, real *Tb, real *prev, int *have_prev,
+long long symnet_a8059664bc_train(real *params, real *grads, real *work, real *Ib, real *Tb, real *prev, int *have_prev,
                            const real *I, const real *T, const long long *idx, long long n_idx, int batch_size,
                            const double *lr, double *losses, int optimizer, real *s1, real *s2, const double *hyper, long long t0)
 {
@@ -469,7 +469,7 @@ long long symnet_312e3a8a45_train(real *params, real *grads, real *work, real *I
             memcpy(Ib + (size_t)r * 2, I + n * 2, sizeof(real) * 2);
             memcpy(Tb + (size_t)r * 1, T + n * 1, sizeof(real) * 1);
         }
-        const double loss = symnet_312e3a8a45_loss_grad(cur, grads, work, Ib, Tb, batch);
+        const double loss = symnet_a8059664bc_loss_grad(cur, grads, work, Ib, Tb, batch);
         if (!isfinite(loss)) {
             /* both buffers ← θ before the last update (only cur needs it written) */
             if (prev != NULL && *have_prev)

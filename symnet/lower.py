@@ -14,6 +14,7 @@ import sympy as sp
 
 from . import ir
 from .derive import NodeGrad, Term, delta_name, derive, grad_name, upstream_name
+from .notation import text  # loop comments read like the derivation (net.formulas())
 
 
 # ------------------------------------------------------------------ operations
@@ -166,10 +167,10 @@ def _forward(graph: ir.Graph) -> list:
                 idx = [(ir.BATCH, "batch"), (ir.OUT, node.n_out)]
                 idx += [(j, node.n_in) for j in red.over]
                 ops.append(Loop(idx, [(red.name, (ir.BATCH, ir.OUT), "+=", red.summand)],
-                                f"{red.name}[b,i] = Σ_{','.join(red.over)} {red.summand}"))
+                                f"{red.name}[b,i] = Σ_{','.join(red.over)} {text(red.summand)}"))
         ops.append(Loop([(ir.BATCH, "batch"), (ir.OUT, node.n_out)],
                         [(node.name, (ir.BATCH, ir.OUT), "=", node.outer)],
-                        f"{node.name}[b,i] = {node.outer}"))
+                        f"{node.name}[b,i] = {text(node.outer)}"))
     return ops
 
 
@@ -187,10 +188,10 @@ def _loss(graph: ir.Graph, by_node: dict, grad: bool) -> list:
         ops += _zeros(terms, out)
         stmts += [(t.target, t.index, _assign(t, (ir.BATCH, ir.OUT)), t.expr)
                   for t in terms]
-    comment = f"L += {g.loss}"
+    comment = f"L += {text(g.loss)}"
     if grad:
         comment += "; " + "; ".join(f"{t.target}[{','.join(t.index)}] "
-                                     f"{_assign(t, (ir.BATCH, ir.OUT))} {t.expr}"
+                                     f"{_assign(t, (ir.BATCH, ir.OUT))} {text(t.expr)}"
                                      for t in terms)
     return ops + [Loop([(ir.BATCH, "batch"), (ir.OUT, out.n_out)], stmts, comment)]
 
@@ -224,7 +225,7 @@ def _backward(graph: ir.Graph, by_node: dict) -> list:
                             [(t.target, t.index, _assign(t, (ir.BATCH, ir.OUT)), t.expr)
                              for t in terms],
                             "; ".join(f"{t.target}[{','.join(t.index)}] "
-                                      f"{_assign(t, (ir.BATCH, ir.OUT))} {t.expr}"
+                                      f"{_assign(t, (ir.BATCH, ir.OUT))} {text(t.expr)}"
                                       for t in terms)))
         else:
             written.update(t.target for t in g.outer)
@@ -253,7 +254,7 @@ def _backward(graph: ir.Graph, by_node: dict) -> list:
                 idx = [(ir.BATCH, "batch"), (ir.OUT, node.n_out)]
                 idx += [(j, node.n_in) for j in red.over]
                 ops.append(Loop(idx, [(t.target, t.index, "+=", t.expr) for t in terms],
-                                "; ".join(f"{t.target}[{','.join(t.index)}] += {t.expr}"
+                                "; ".join(f"{t.target}[{','.join(t.index)}] += {text(t.expr)}"
                                           for t in terms)))
     return ops
 

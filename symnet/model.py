@@ -345,5 +345,11 @@ class Model:
         from .io import save
         save(self, path)
 
+    def summary(self, batch_size: int = 32):
+        """Parameters, memory and flops per training step of this model for a
+        batch size (a ``symnet.summary.Summary``; ``print`` it)."""
+        from .summary import summarize
+        return summarize(self.network, batch_size, self.dtype.name)
+
     def __repr__(self):
         return f"<symnet.Model {self.network!r} dtype={self.dtype.name}>"

@@ -1,0 +1,417 @@
+"""The derivation for people: the chain rule of a network, as text and LaTeX.
+
+``net.formulas()`` lays out, with the network's own names and in the notes'
+notation, the forward definitions, the loss, and back propagation from the
+output down: each chain-rule step (∂L/∂W2 = ∂L/∂H2 · ∂H2/∂W2), its matrix
+form with batch rows (∂L/∂W2 = δ_H2ᵀ·H1) and its index form with the names of
+the generated C (g_W2[i,j] = Σ_b delta_H2[b,i]·H1[b,j]).  The index forms
+are the expressions ``symnet.derive`` produced and the compiler emits; they
+appear verbatim in the loop comments of the C.
+
+>>> import symnet as sn
+>>> net = sn.Network(sn.Input(2, name="I"), sn.Dense(1, "tanh", name="O"), loss="mse")
+>>> f = net.formulas()
+>>> print(f.lines[-1].text)
+    g_W1[i,j] = Σ_b delta_O[b,i]·I[b,j]
+>>> f.gradient("W1", batch=2).shape        # explicit sympy expressions of I, T, W1, b1
+(1, 2)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sympy as sp
+
+from . import ir
+from .derive import INV_BATCH, NodeGrad, clean, delta_name, derive, grad_name, upstream_name
+from .notation import latex, latex_element, latex_name, text
+
+
+@dataclass
+class Line:
+    """One line of the derivation: Unicode ``text`` (indented) and ``latex``
+    (``lhs & = rhs``; None for lines that only the text shows)."""
+
+    kind: str        # "title", "info", "heading", "step" (matrix form), "index"
+    text: str
+    latex: str | None
+
+
+class _Tex:
+    """A phrase written twice, as text and as LaTeX; ``+`` concatenates."""
+
+    def __init__(self, t: str, x: str | None | type = str):
+        self.t, self.x = t, t if x is str else x   # x=None: a text-only phrase
+
+    def __add__(self, other):
+        other = other if isinstance(other, _Tex) else _Tex(other)
+        both = None if self.x is None or other.x is None else self.x + other.x
+        return _Tex(self.t + other.t, both)
+
+
+def _n(name: str) -> _Tex:
+    return _Tex(name, latex_name(name))
+
+
+def _d(a: str, b: str) -> _Tex:
+    return _Tex(f"∂{a}/∂{b}", r"\frac{\partial %s}{\partial %s}" % (latex_name(a),
+                                                                    latex_name(b)))
+
+
+def _delta(name: str) -> _Tex:
+    short = name[len("delta_"):]
+    return _Tex(f"δ_{short}", latex_name(name))
+
+
+def _el(array: str, index: str) -> _Tex:
+    return _Tex(f"{array}[{index}]", latex_element(f"{array}[{index}]"))
+
+
+def _sum(indices) -> _Tex:
+    return _Tex("".join(f"Σ_{k} " for k in indices), "".join(r"\sum_{%s} " % k
+                                                            for k in indices))
+
+
+def _expr(e: sp.Expr) -> _Tex:
+    return _Tex(text(e), latex(e))
+
+
+EQ, DOT, HAD, TR = _Tex(" = "), _Tex("·", r" \cdot "), _Tex(" ⊙ ", r" \odot "), \
+    _Tex("ᵀ", r"^{\top}")
+CHAIN = _Tex(" · ", r" \cdot ")   # the notes' chain-rule product
+Z = sp.Symbol("z", real=True)
+O_, T_ = sp.symbols("o t", real=True)
+
+
+def activation_label(node: ir.Node) -> str | None:
+    """relu, tanh, ... for built-in activations, f_H1 for sympy-defined ones,
+    None for layers that are not Dense."""
+    if node.kind != "dense" or node.activation is None:
+        return None
+    name = node.activation.name
+    return f"f_{node.name}" if name.startswith("custom:") else name
+
+
+class Formulas:
+    """The chain-rule derivation of a network (see the module docstring).
+
+    ``str(f)`` is Unicode text, ``f.latex()`` one ``aligned`` LaTeX block,
+    ``f.lines`` the lines themselves.  ``f.gradient("W2")``, ``f.delta("H1")``
+    and ``f.expression(name)`` give sympy expressions (see ``expression``).
+    """
+
+    def __init__(self, network):
+        self.network = network
+        self.graph = network.graph()
+        self.grads: list[NodeGrad] = derive(self.graph)   # output node first
+        self._explicit: dict[int, dict] = {}
+        self.lines: list[Line] = []
+        self._header()
+        self._forward()
+        self._local()
+        self._backward()
+
+    # ------------------------------------------------------------ building
+    def _add(self, kind: str, phrase: _Tex | str, lhs_rhs=True):
+        phrase = phrase if isinstance(phrase, _Tex) else _Tex(phrase, None)
+        indent = {"title": "", "info": "  ", "heading": "", "step": "  ", "index": "    "}
+        tex = phrase.x
+        if tex is not None and kind in ("step", "index") and " = " in tex:
+            lhs, rhs = tex.split(" = ", 1)
+            tex = f"{lhs} &= {rhs}"
+        elif tex is not None:
+            tex = f"& {tex}"
+        self.lines.append(Line(kind, indent[kind] + phrase.t, tex))
+
+    def _header(self):
+        g = self.graph
+        chain = " → ".join([g.input_name] + [n.name for n in g.nodes])
+        loss = self.network.loss_name
+        loss = "custom" if loss.startswith("custom:") else loss
+        self._add("title", _Tex(f"Network {chain}, loss {loss}",
+                                r"\text{Network } " + r" \rightarrow ".join(
+                                    latex_name(x) for x in [g.input_name]
+                                    + [n.name for n in g.nodes])
+                                + r"\text{, loss %s}" % loss.replace("_", " ")))
+        shapes = [f"{g.input_name}: (B, {g.n_in})"]
+        for node in g.nodes:
+            shapes += [f"{p.name}: {p.shape if len(p.shape) > 1 else f'({p.shape[0]},)'}"
+                       for p in node.params]
+            shapes.append(f"{node.name}: (B, {node.n_out})")
+        shapes.append(f"T: (B, {g.n_out})")
+        self._add("info", "   ".join(shapes))
+        self._add("info", "B examples in a batch, one per row b; W is (out, in); "
+                          "inv_batch = 1/B.")
+        self._add("info", "Indented lines use the names of the generated C, whose loop "
+                          "comments show the same formulas.")
+
+    def _forward(self):
+        self._add("heading", _Tex("Forward", r"\text{Forward}"))
+        for node in self.graph.nodes:
+            label = activation_label(node)
+            if label is not None:
+                red = node.reductions[0]
+                inner = _n(red.contraction) + DOT + _n(node.input)
+                for p in node.params:
+                    if p.role == "bias":
+                        inner = inner + " + " + _n(p.name)
+                self._add("step", _n(node.name) + EQ + _n(label) + _Tex("(", r"\left(")
+                          + inner + _Tex(")", r"\right)"))
+            else:
+                args = ", ".join([p.name for p in node.params] + [node.input])
+                self._add("step", _Tex(f"{node.name} = {node.name}({args})",
+                                       f"{latex_name(node.name)} = {latex_name(node.name)}"
+                                       f"\\left({', '.join(latex_name(a) for a in args.split(', '))}"
+                                       r"\right)"))
+            for red in node.reductions:
+                if red.contraction:
+                    rhs = _sum("j") + _el(red.contraction, "i,j") + DOT + _el(node.input, "b,j")
+                else:
+                    rhs = _sum(red.over) + _expr(red.summand)
+                self._add("index", _el(red.name, "b,i") + EQ + rhs)
+            rhs = _expr(node.outer)
+            self._add("index", _el(node.name, "b,i") + EQ + rhs)
+        out = self.graph.output.name
+        head = _Tex(f"L = 𝓛({out}, T)", r"L = \mathcal{L}\left(%s, T\right)" % latex_name(out))
+        if self.graph.loss.element is None:
+            self._add("step", head + EQ + _Tex(
+                f"inv_batch·Σ_b (logsumexp({out}[b,:])·Σ_k T[b,k] - Σ_k T[b,k]·{out}[b,k])",
+                r"\frac{1}{B} \sum_{b} \left(\log \sum_{k} e^{%s} \sum_{k} T[b,k] - "
+                r"\sum_{k} T[b,k] \cdot %s\right)" % (latex_element(f"{out}[b,k]"),
+                                                      latex_element(f"{out}[b,k]"))))
+            self._add("index", _Tex("= -inv_batch·Σ_b Σ_k T[b,k]·log softmax("
+                                    f"{out}[b,:])_k when each row of T sums to 1", None))
+        else:
+            self._add("step", head + EQ + _Tex("inv_batch·", r"\frac{1}{B} ") + _sum("bi")
+                      + _Tex("ℓ(", r"\ell\left(") + _el(out, "b,i") + ", "
+                      + _el("T", "b,i") + _Tex(")", r"\right)"))
+            self._add("index", _Tex("ℓ(o, t)", r"\ell(o, t)") + EQ + _expr(self._loss_element()))
+
+    def _loss_element(self) -> sp.Expr:
+        return sp.sympify(self.graph.loss.element(O_, T_, self.graph.n_out))
+
+    def _local(self):
+        self._add("heading", _Tex("Local derivatives (sympy.diff)",
+                                  r"\text{Local derivatives}"))
+        seen = set()
+        for node in self.graph.nodes:
+            label = activation_label(node)
+            if label is None or label in seen:
+                continue
+            seen.add(label)
+            f = node.activation.expr(Z)
+            if text(f) != f"{label}(z)":
+                self._add("step", _n(label) + "(z)" + EQ + _expr(f))
+            self._add("step", _Tex(f"{label}′(z)", latex_name(label) + "'(z)") + EQ
+                      + _expr(clean(sp.diff(f, Z))))
+        if self.graph.loss.element is not None:
+            self._add("step", _Tex("∂ℓ/∂o", r"\frac{\partial \ell}{\partial o}") + EQ
+                      + _expr(clean(sp.diff(self._loss_element(), O_))))
+
+    def _backward(self):
+        self._add("heading", _Tex("Backward, from the output down",
+                                  r"\text{Backward, from the output down}"))
+        nodes = self.graph.nodes
+        for grad in self.grads:
+            node = grad.node
+            k = nodes.index(node)
+            above = nodes[k + 1] if k + 1 < len(nodes) else None
+            if above is None:
+                self._output_gradient(grad)
+            self._node(grad, above, first=k == 0)
+
+    def _output_gradient(self, grad: NodeGrad):
+        out = grad.node.name
+        up = upstream_name(out)
+        if self.graph.loss.element is None:
+            self._add("step", _d("L", out) + EQ + _Tex(
+                f"inv_batch·(softmax({out})·Σ_k T[b,k] - T)",
+                r"\frac{1}{B} \left(\mathrm{softmax}(%s) \sum_{k} T[b,k] - T\right)"
+                % latex_name(out)))
+            self._add("index", _Tex(f"{up}[b,k] = inv_batch·(softmax({out}[b,:])_k·Σ_j T[b,j]"
+                                    " - T[b,k])",
+                                    r"%s[b,k] = \frac{1}{B} \left(\mathrm{softmax}(%s[b,:])_k"
+                                    r" \sum_{j} T[b,j] - T[b,k]\right)"
+                                    % (latex_name(up), latex_name(out))))
+            return
+        dl = clean(sp.diff(self._loss_element(), O_))
+        dl = INV_BATCH * dl.xreplace({O_: sp.Symbol(f"{out}[b,i]", real=True),
+                                      T_: sp.Symbol("T[b,i]", real=True)})
+        self._add("step", _d("L", out) + EQ + _Tex("inv_batch·∂ℓ/∂o",
+                                                   r"\frac{1}{B} \frac{\partial \ell}"
+                                                   r"{\partial o}"))
+        self._add("index", _el(up, "b,i") + EQ + _expr(dl)
+                  + _Tex(f"   (not stored: fused into delta_{out} below)",
+                         r" \quad \text{(fused)}"))
+
+    def _node(self, grad: NodeGrad, above: ir.Node | None, first: bool):
+        node, H = grad.node, grad.node.name
+        label = activation_label(node)
+        loop = (ir.BATCH, ir.OUT)
+        deltas = {t.target: t for t in grad.outer if t.target.startswith("delta_")}
+        for red in node.reductions:
+            dn = delta_name(node, red)
+            step = _delta(dn) + EQ + _d("L", red.name) + EQ + _d("L", H) + HAD
+            if label is not None:
+                pre = red.name + "".join(f" + {p.name}" for p in node.params
+                                         if p.role == "bias")
+                act = _n(label) + _Tex("′(", "'\\left(") + _Tex(pre, " + ".join(
+                    latex_name(x) for x in pre.split(" + "))) + _Tex(")", r"\right)")
+                step = step + act
+                if above is not None and activation_label(above) is not None:
+                    step = step + EQ + _Tex("(", r"\left(") + _delta(delta_name(
+                        above, above.reductions[0])) + DOT + _n(
+                        above.reductions[0].contraction) + _Tex(")", r"\right)") + HAD + act
+            else:
+                step = step + _d(H, red.name)
+            if grad.upstream is None:
+                step = step + _Tex("   (loss fused with the output activation)",
+                                   r" \quad \text{(fused)}")
+            self._add("step", step)
+            self._add("index", _el(dn, "b,i") + EQ + _expr(deltas[dn].expr))
+        # Parameters and inputs of the outer formula (biases, mostly).
+        for t in grad.outer:
+            if t.target in deltas or (first and t.target == upstream_name(node.input)):
+                continue
+            name = t.target[len("g_"):] if t.target.startswith("g_") else node.input
+            summed = [x for x in loop if x not in t.index]
+            step = _d("L", name) + EQ + _d("L", H) + CHAIN + _d(H, name)
+            same = [d for d, dt in deltas.items() if dt.expr == t.expr]
+            if same and len(t.index) == 1:
+                step = step + EQ + _Tex("Σ_b ", r"\sum_{b} ") + _delta(same[0])
+            self._add("step", step)
+            self._add("index", _el(t.target, ",".join(t.index)) + EQ + _sum(summed)
+                      + _expr(t.expr))
+        # Parameters and inputs inside the reductions.
+        for red in node.reductions:
+            dn, X = delta_name(node, red), node.input
+            if red.contraction:
+                W = red.contraction
+                self._add("step", _d("L", W) + EQ + _d("L", H) + CHAIN + _d(H, W) + EQ
+                          + _delta(dn) + TR + DOT + _n(X))
+                self._add("index", _el(grad_name(W), "i,j") + EQ + _sum("b") + _el(dn, "b,i")
+                          + DOT + _el(X, "b,j"))
+                if not first:
+                    self._add("step", _d("L", X) + EQ + _d("L", H) + CHAIN + _d(H, X) + EQ
+                              + _delta(dn) + DOT + _n(W))
+                    self._add("index", _el(upstream_name(X), "b,j") + EQ + _sum("i")
+                              + _el(dn, "b,i") + DOT + _el(W, "i,j"))
+                continue
+            for t in grad.summands[red.name]:
+                if first and t.target == upstream_name(X):
+                    continue
+                name = t.target[len("g_"):] if t.target.startswith("g_") else X
+                summed = [x for x in loop + tuple(red.over) if x not in t.index]
+                self._add("step", _d("L", name) + EQ + _d("L", H) + CHAIN + _d(H, name))
+                self._add("index", _el(t.target, ",".join(t.index)) + EQ + _sum(summed)
+                          + _expr(t.expr))
+
+    # ------------------------------------------------------------- showing
+    def __str__(self):
+        out = []
+        for line in self.lines:
+            if line.kind == "heading":
+                out.append("")
+            out.append(line.text)
+        return "\n".join(out)
+
+    def __repr__(self):
+        return f"<symnet.Formulas of {self.network!r}>"
+
+    def latex(self) -> str:
+        """The derivation as one ``aligned`` LaTeX block, a line per step."""
+        body = " \\\\\n".join(line.latex for line in self.lines if line.latex is not None)
+        return "\\begin{aligned}\n" + body + "\n\\end{aligned}"
+
+    def _repr_latex_(self):
+        return "$$\n" + self.latex() + "\n$$"
+
+    # ------------------------------------------------------ sympy objects
+    def arguments(self, batch: int = 1) -> list:
+        """The inputs of ``expression``'s results, in the order to pass to a
+        lambdified function: the input (batch, n_in), the target T and every
+        parameter in ``model.params`` order, as ``sympy.IndexedBase``."""
+        from .explicit import arguments
+        return arguments(self.graph, batch)
+
+    def expression(self, name: str, batch: int = 1):
+        """Any array of the derivation, by its name in the C (``H1``, ``z_H1``,
+        ``delta_H1``, ``dL_dH1``, ``g_W1``) or ``"L"``, written out for a batch
+        of ``batch`` examples: a ``sympy.Array`` of the array's shape whose
+        entries are closed-form expressions in ``arguments(batch)``.  Each
+        entry is the derived rule (the index line) applied to explicit
+        elements, so a lambdified gradient computes what the C computes.
+
+        >>> import sympy, numpy as np, symnet as sn
+        >>> f = sn.Network(sn.Input(2), sn.Dense(1), loss="mse").formulas()
+        >>> g = sympy.lambdify(f.arguments(), f.gradient("b1"))
+        >>> g(np.array([[1.0, 2.0]]), np.array([[0.5]]), np.zeros((1, 2)), np.zeros(1))
+        array([-1.])
+        """
+        from .explicit import evaluate
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+            raise ValueError(f"batch must be a positive integer, got {batch!r}")
+        if batch not in self._explicit:
+            self._explicit[batch] = evaluate(self.graph, self.grads, batch)
+        env = self._explicit[batch]
+        if name not in env:
+            raise ValueError(f"no array {name!r} in the derivation; known: "
+                             f"{', '.join(sorted(env))}")
+        value = env[name]
+        return value if name == "L" else sp.Array(value.tolist())
+
+    def gradient(self, param: str, batch: int = 1):
+        """∂L/∂param (the C's ``g_<param>``) for a batch of ``batch`` examples,
+        shaped like the parameter; see ``expression``."""
+        params = [p.name for p in self.graph.params()]
+        if param not in params:
+            raise ValueError(f"no parameter {param!r}; parameters: {', '.join(params)}")
+        return self.expression(grad_name(param), batch)
+
+    def delta(self, layer: str, batch: int = 1):
+        """δ of a layer: ∂L/∂z, the gradient at its pre-activation sum
+        (the C's ``delta_<layer>``), shape (batch, units); see ``expression``."""
+        names = {delta_name(n, r): n for n in self.graph.nodes for r in n.reductions}
+        name = layer if layer in names else f"delta_{layer}"
+        if name not in names:
+            raise ValueError(f"no delta for {layer!r}; deltas: {', '.join(names)}")
+        return self.expression(name, batch)
+
+    def lambdify(self, name: str, batch: int = 1):
+        """``expression(name, batch)`` as a numpy function of
+        ``(X, T, *model.params.values())`` returning an array of the array's
+        shape.  Same as ``sympy.lambdify(f.arguments(batch), expr, cse=True)``
+        but fast: the expressions nest every layer below, and sympy.lambdify
+        walks them as trees; here ``sympy.cse`` shares the repeats first.
+
+        >>> import numpy as np, symnet as sn
+        >>> f = sn.Network(sn.Input(2), sn.Dense(1), loss="mse").formulas()
+        >>> g = f.lambdify("g_W1")
+        >>> g(np.array([[1.0, 2.0]]), np.array([[0.5]]), np.zeros((1, 2)), np.zeros(1))
+        array([[-1., -2.]])
+        """
+        import numpy as np
+        value = self.expression(name, batch)
+        shape = () if name == "L" else value.shape
+        flat = [value] if name == "L" else list(sp.flatten(value.tolist()))
+        with sp.evaluate(False):   # evaluating would query assumptions on huge sums
+            reps, reduced = sp.cse(flat, order="none")
+        fn = sp.lambdify(self.arguments(batch), reduced, modules="numpy",
+                         cse=lambda exprs: (reps, exprs))
+
+        def evaluate(*arrays):
+            return np.asarray(fn(*arrays), dtype=float).reshape(shape)
+        evaluate.__doc__ = f"{name} for a batch of {batch}: {self.arguments(batch)}"
+        return evaluate
+
+    def rule(self, name: str) -> sp.Expr:
+        """The element formula the compiler emits for ``name`` (e.g.
+        ``delta_H1`` → dL_dH1[b,i]·relu′(z_H1[b,i])), summed over the loop
+        indices it does not carry; symbols stand for array elements."""
+        for grad in self.grads:
+            terms = grad.outer + [t for ts in grad.summands.values() for t in ts]
+            found = [t.expr for t in terms if t.target == name]
+            if found:
+                return sp.Add(*found)
+        raise ValueError(f"no element rule for {name!r}")

@@ -1,0 +1,73 @@
+"""model.summary(): figures worked out by hand for small networks."""
+
+import pytest
+
+import symnet as sn
+from symnet.summary import summarize
+
+
+@pytest.fixture(scope="module")
+def model():
+    net = sn.Network(sn.Input(3), sn.Dense(4, "tanh"), sn.Dense(2, "sigmoid"), loss="bce")
+    return net.compile(dtype="float64")
+
+
+def test_two_layer_network_by_hand(model):
+    s = model.summary(batch_size=5)          # float64: 8 bytes a number
+    H1, O = s.layers
+    # H1: W1 4×3 + b1 4 = 16 numbers; z_H1 and H1 are 5×4 each; backward keeps
+    # dL_dH1 and delta_H1 (5×4 each) beside g_W1, g_b1.
+    assert (H1.name, H1.n_in, H1.n_out, H1.activation) == ("H1", 3, 4, "tanh")
+    assert (H1.params, H1.param_bytes) == (16, 128)
+    assert H1.activation_bytes == 2 * 5 * 4 * 8
+    assert H1.gradient_bytes == (16 + 2 * 5 * 4) * 8
+    assert (H1.flops_forward, H1.flops_backward) == (2 * 5 * 4 * 3, 2 * 5 * 4 * 3)
+    # O: W3 2×4 + b 2 = 10; the loss is fused with the sigmoid: no dL_dO, only delta_O.
+    assert (O.params, O.param_bytes) == (10, 80)
+    assert O.activation_bytes == 2 * 5 * 2 * 8
+    assert O.gradient_bytes == (10 + 5 * 2) * 8
+    assert (O.flops_forward, O.flops_backward) == (2 * 5 * 2 * 4, 2 * 2 * 5 * 2 * 4)
+    assert s.update_flops == 2 * 26
+    assert s.flops_per_step == 120 + 80 + 120 + 160 + 52
+    assert s.total("params") == 26
+    assert s.bytes == 128 + 80 + 320 + 160 + 448 + 160
+
+
+def test_work_memory_is_the_buffer_the_model_allocates(model):
+    s = model.summary(batch_size=7)
+    grads_of_params = s.total("param_bytes")
+    work = s.total("activation_bytes") + s.total("gradient_bytes") - grads_of_params
+    assert work == model._meta["work_per_row"] * 7 * 8
+
+
+def test_softmax_output_keeps_its_upstream_gradient():
+    net = sn.Network(sn.Input(2), sn.Dense(3), loss="softmax_cross_entropy")
+    s = summarize(net, batch_size=4, dtype="float32")
+    (O,) = s.layers
+    assert (O.params, O.activation_bytes) == (9, 2 * 4 * 3 * 4)
+    assert O.gradient_bytes == (9 + 2 * 4 * 3) * 4          # dL_dO and delta_O
+    assert (O.flops_forward, O.flops_backward) == (48, 48)  # no dL_dI at the first layer
+    assert s.flops_per_step == 48 + 48 + 18
+
+
+def test_table_text(model):
+    text = str(model.summary(batch_size=5))
+    lines = text.splitlines()
+    assert lines[0] == "batch size 5, float64 (8 bytes per number)"
+    assert lines[1].split() == ["layer", "in", "→", "out", "activation", "params", "param",
+                                "B", "activ.", "B", "grad", "B", "fwd", "flops", "bwd", "flops"]
+    assert lines[2].split() == ["H1", "3", "→", "4", "tanh", "16", "128", "320", "448",
+                                "120", "120"]
+    assert lines[5].split() == ["total", "26", "208", "480", "608", "200", "280"]
+    assert "flops per training step: 532" in text
+    assert model.summary(5).as_dict()["flops_per_step"] == 532
+
+
+def test_bad_arguments():
+    net = sn.Network(sn.Input(2), sn.Dense(1), loss="mse")
+    with pytest.raises(ValueError, match="batch_size must be a positive integer, got 0"):
+        summarize(net, batch_size=0)
+    with pytest.raises(ValueError, match="dtype must be 'float32' or 'float64', got 'int8'"):
+        summarize(net, dtype="int8")
+    with pytest.raises(ValueError, match="no column 'flops'"):
+        summarize(net).total("flops")
