@@ -37,7 +37,10 @@ class CPrinter(C99CodePrinter):
     def _print_Symbol(self, expr):
         if expr in self.symbol_map:
             return self.symbol_map[expr]
-        return super()._print_Symbol(expr)
+        name = super()._print_Symbol(expr)
+        if not (name.isidentifier() and name.isascii()):  # user text must not become C
+            raise ValueError(f"symbol {expr.name!r} cannot appear in the generated C")
+        return name
 
     def _print_sigmoid(self, expr):
         return f"sn_sigmoid({self._print(expr.args[0])})"

@@ -22,6 +22,8 @@ from typing import Callable
 
 import sympy as sp
 
+from .guards import check_expression
+
 
 class sigmoid(sp.Function):
     """σ(x) = 1 / (1 + e^{−x}), printed as a stable C helper."""
@@ -114,6 +116,7 @@ def activation(spec) -> Activation:
                 f"an activation expression needs exactly one free symbol, "
                 f"got {len(free)} in {spec}")
         sym = free[0]
+        check_expression(spec, "activation")
         return Activation(f"custom:{sp.srepr(spec)}",
                           lambda z, e=spec, s=sym: e.xreplace({s: z}))
     if callable(spec):
@@ -128,6 +131,7 @@ def activation(spec) -> Activation:
             raise ValueError(
                 f"activation function {getattr(spec, '__name__', spec)!r} must return a "
                 f"sympy expression of its one argument, got {e!r}")
+        check_expression(e, "activation")
         name = getattr(spec, "__name__", "custom")
         if name == "<lambda>" or not name.isidentifier():
             name = "custom"
@@ -201,6 +205,7 @@ def loss(spec) -> Loss:
             raise ValueError(f"custom loss has unknown symbols: {e.free_symbols - {o, t}}")
     else:
         raise ValueError(f"loss must be a name or sympy expression, got {spec!r}")
+    check_expression(e, "loss")
     return Loss(f"custom:{sp.srepr(e)}",
                 lambda oo, tt, n, e=e: e.xreplace({o: oo, t: tt}))
 
