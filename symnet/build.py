@@ -29,6 +29,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import stat
 import subprocess
@@ -73,8 +74,12 @@ def cache_dir() -> Path:
 
 def compiler() -> list[str]:
     """The compiler command: ``CC`` if set, else Python's own, else cc."""
-    cc = os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc"
-    return shlex.split(cc)
+    cc = os.environ.get("CC", "").strip() or sysconfig.get_config_var("CC") or "cc"
+    try:
+        return shlex.split(cc)
+    except ValueError as exc:
+        raise BuildError(f"CC={cc!r} cannot be read as a command ({exc}); set CC to a C "
+                         "compiler, e.g. CC=gcc") from None
 
 
 def flags() -> list[str]:
@@ -90,11 +95,29 @@ def flags() -> list[str]:
     return f
 
 
+def _run(cmd: list, timeout: float) -> tuple[int, str]:
+    """(exit status, output) of a command run in its own process group, so
+    that a timeout or Ctrl-C also ends the programs it started (cc1, as, ld);
+    raises OSError if it cannot start, TimeoutExpired after killing it."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        output = proc.communicate(timeout=timeout)[0]
+        return proc.returncode, output
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    finally:
+        proc.wait()
+
+
 @lru_cache(maxsize=8)
 def _compiler_version(cmd: tuple) -> str:
     try:
-        out = subprocess.run([*cmd, "--version"], capture_output=True, text=True, timeout=30)
-        return out.stdout.splitlines()[0] if out.stdout else f"rc={out.returncode}"
+        rc, out = _run([*cmd, "--version"], min(compile_timeout(), 30))
+        return out.splitlines()[0] if out else f"rc={rc}"
     except (OSError, subprocess.SubprocessError) as exc:
         return f"unavailable: {exc}"
 
@@ -206,12 +229,30 @@ def _check_sanitizer_runtime(meta: dict):
 
 
 def _import(name: str, path: Path, meta: dict):
+    """Load the module from a private copy of bytes that passed the checksum:
+    what is loaded is exactly what was checked, and the mapping survives
+    anything later done to the cache file in place (truncating a loaded
+    shared object kills the process with SIGBUS)."""
     if name in _loaded:
         return _loaded[name]
     _check_sanitizer_runtime(meta)
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    data = path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != meta["sha256"]:
+        raise ImportError(f"{path.name} changed after its checksum was verified")
+    try:
+        private = Path(tempfile.mkdtemp(dir=path.parent, prefix=".load-"))
+    except OSError:  # a read-only cache: load the checked file in place
+        private = None
+    try:
+        if private is not None:
+            path = private / path.name
+            path.write_bytes(data)
+        spec = importlib.util.spec_from_file_location(name, path)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+    finally:
+        if private is not None:
+            shutil.rmtree(private, ignore_errors=True)
     _loaded[name] = mod
     return mod
 
@@ -342,8 +383,7 @@ def compile_timeout() -> float:
 
 
 def _run_compiler(cmd: list, c_path: Path, c_source: str):
-    """Run the compiler in its own process group, so a timeout or Ctrl-C
-    also ends the programs it started (cc1, as, ld)."""
+    """Run the compiler; BuildError with its command, output and the C path."""
     def fail(what: str, output: str = ""):
         _atomic_write(c_path, c_source)
         tail = f"\n  compiler output:\n{output.strip()}" if output.strip() else ""
@@ -351,23 +391,17 @@ def _run_compiler(cmd: list, c_path: Path, c_source: str):
 
     timeout = compile_timeout()
     try:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, start_new_session=True)
+        rc, output = _run(cmd, timeout)
     except OSError as exc:
         raise fail(f"could not run the C compiler {cmd[0]!r}: {exc}\nInstall gcc or set CC "
                    "to a C compiler, e.g. CC=gcc.") from exc
-    try:
-        output, _ = proc.communicate(timeout=timeout)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        output, _ = proc.communicate()
-        if isinstance(exc, subprocess.TimeoutExpired):
-            raise fail(f"the C compiler did not finish within {timeout:g} s (killed; "
-                       "SYMNET_CC_TIMEOUT sets the limit)", output) from None
-        raise
-    if proc.returncode != 0:
-        raise fail(f"the C compiler failed (exit {proc.returncode})", output)
+    except subprocess.TimeoutExpired as exc:
+        out = exc.output.decode(errors="replace") if isinstance(exc.output, bytes) \
+            else exc.output or ""
+        raise fail(f"the C compiler did not finish within {timeout:g} s (killed; "
+                   "SYMNET_CC_TIMEOUT sets the limit)", out) from None
+    if rc != 0:
+        raise fail(f"the C compiler failed (exit {rc})", output)
     return output, fail
 
 
@@ -379,6 +413,7 @@ def build(key: str, c_source: str, cdef: str, meta: dict):
     name = f"_symnet_{build_key(c_source, cdef)}"
     so = root / f"{name}{EXT}"
     c_path = root / f"{name}.c"
+    cmd = None
     with _lock(root / f"{name}.lock"):
         try:
             meta = _entry(root, name)  # another process built it while we waited
@@ -415,6 +450,9 @@ def build(key: str, c_source: str, cdef: str, meta: dict):
     try:
         mod = _import(name, so, meta)
     except ImportError as exc:
-        raise BuildError(f"the compiled module {so} could not be loaded: {exc}\n"
+        with contextlib.suppress(OSError):  # compile it afresh next time
+            (root / f"{name}.json").unlink()
+        how = f"\n  command: {shlex.join(cmd)}" if cmd else ""
+        raise BuildError(f"the compiled module {so} could not be loaded: {exc}{how}\n"
                          f"  generated C: {c_path}") from exc
     return mod, meta
