@@ -426,14 +426,16 @@ def build(key: str, c_source: str, cdef: str, meta: dict):
                 (tmp / f"{name}.c").write_text(c_source)
                 ffi = cffi.FFI()
                 ffi.cdef(cdef)
-                ffi.set_source(name, f'#include "{name}.c"\n')
+                # The kernel is its own translation unit: the names of the user's
+                # layers never meet the macros of Python.h, only <math.h>'s.
+                ffi.set_source(name, cdef)
                 wrapper = tmp / f"{name}_cffi.c"
                 with contextlib.redirect_stdout(io.StringIO()):  # cffi says "generating ..."
                     ffi.emit_c_code(str(wrapper))
                 out = tmp / f"{name}{EXT}"
                 inc = sysconfig.get_paths()["include"]
-                cmd = [*compiler(), *flags(), "-shared", f"-I{inc}", f"-I{tmp}", str(wrapper),
-                       "-o", str(out), "-lm"]
+                cmd = [*compiler(), *flags(), "-shared", f"-I{inc}", str(wrapper),
+                       str(tmp / f"{name}.c"), "-o", str(out), "-lm"]
                 output, fail = _run_compiler(cmd, c_path, c_source)
                 if not out.is_file():
                     raise fail("the C compiler reported success but wrote no module", output)

@@ -13,6 +13,7 @@ a C spelling, so no user text ever reaches the C outside a comment.
 from __future__ import annotations
 
 import os
+import re
 
 INT_MAX = 2**31 - 1
 CHUNK = 8192                 # at most this many examples per kernel call
@@ -109,3 +110,37 @@ def check_expression(expr, what: str):
             "with a known derivative and C spelling can be compiled (exp, log, tanh, "
             "sin, sqrt, Abs, Piecewise, ... or symnet's sigmoid and softplus)")
     return expr
+
+
+# ------------------------------------------------------------------- names
+# Identifiers the kernel's translation unit already means something by: the
+# C99 <math.h> functions (with their f and l forms) and macros, <string.h>
+# and <stddef.h> names, the macros gcc predefines, the locals of the template's
+# exported functions, and the names the compiler derives from a layer's
+# (z_H1, delta_H1, dL_dH1, g_W1, CSE temporaries t0, t1, ...).  A layer named
+# like one of them would shadow it and change what the C means.
+_MATH = """acos asin atan atan2 cos sin tan acosh asinh atanh cosh sinh tanh exp exp2 expm1
+frexp ilogb ldexp log log10 log1p log2 logb modf scalbn scalbln cbrt fabs hypot pow sqrt erf
+erfc lgamma tgamma ceil floor nearbyint rint lrint llrint round lround llround trunc fmod
+remainder remquo copysign nan nextafter nexttoward fdim fmax fmin fma""".split()
+C_NAMES = frozenset(
+    _MATH + [f + s for f in _MATH for s in "fl"] + """
+    fpclassify isfinite isinf isnan isnormal signbit isgreater isgreaterequal isless
+    islessequal islessgreater isunordered float_t double_t math_errhandling
+    HUGE_VAL HUGE_VALF HUGE_VALL INFINITY NAN FP_INFINITE FP_NAN FP_NORMAL FP_SUBNORMAL
+    FP_ZERO FP_FAST_FMA FP_FAST_FMAF FP_FAST_FMAL FP_ILOGB0 FP_ILOGBNAN MATH_ERRNO
+    MATH_ERREXCEPT M_E M_LOG2E M_LOG10E M_LN2 M_LN10 M_PI M_PI_2 M_PI_4 M_1_PI M_2_PI
+    M_2_SQRTPI M_SQRT2 M_SQRT1_2 memcpy memmove memset memcmp memchr strlen size_t ptrdiff_t
+    wchar_t NULL offsetof linux unix errno
+    m s g o p st to lse real params grads work
+    """.split())
+_GENERATED = re.compile(r"t\d+|(z_|delta_|dL_d|g_).*|_[A-Z].*")
+
+
+def generated_name(name: str) -> bool:
+    """True for names the kernel's C reserves (see C_NAMES).
+
+    >>> generated_name("exp"), generated_name("delta_H1"), generated_name("hidden")
+    (True, True, False)
+    """
+    return name in C_NAMES or _GENERATED.fullmatch(name) is not None
