@@ -34,49 +34,128 @@ static inline real sn_softplus(real x)
     return (x > 0 ? x : 0) + log1pf(expf(-fabsf(x)));
 }
 
+/* ------------------------------------------------------------------------
+ * Matrix products.  One driver serves the three shapes the plan uses:
+ *     C[m,n] (+)= Σ_k A(m,k)·B(k,n),   A(m,k) = A[m*sam + k*sak],
+ *                                       B(k,n) = B[k*sbk + n*sbn],  C: M×N row-major.
+ * Small products run as plain loops (the sizes are constants here, so the
+ * compiler unrolls them).  Larger ones copy a KC×NR panel of B into
+ * contiguous memory on the stack and run a register-blocked MR×NR tile over
+ * it: MR rows × NR columns of C stay in vector registers while k runs, so
+ * each loaded B vector feeds MR multiply-adds.  Tiles of C are shared out
+ * among OpenMP threads when the product is large enough to pay for them; each
+ * element of C is summed by one thread in a fixed order, so results do not
+ * depend on the number of threads.
+ * ---------------------------------------------------------------------- */
+#define SN_MR 6        /* rows of a register tile: 6×2 AVX-512 accumulators */
+#define SN_NR 32       /* columns of a register tile: 2 AVX-512 or 4 AVX2 vectors */
+#define SN_KC 256      /* depth of a packed panel of B: SN_KC·SN_NR reals = 32 KiB */
+#define SN_SMALL 4096  /* M·N·K below which plain loops win */
+#ifndef SN_PARALLEL  /* set by SYMNET_PARALLEL_MIN */
+#define SN_PARALLEL 3.0e7  /* M·N·K from which two threads pay for themselves: each
+                              parallel region costs a join that a busy machine can
+                              stretch to milliseconds (measured: medium 1.45 ms on one
+                              thread vs 9.5 ms on two under load) */
+#endif
+
+/* C[r,c] (+)= Σ_{k<kc} A(r,k)·P[k,c] for r < SN_MR, c < SN_NR: one register tile. */
+static inline void sn_tile(int kc, const real *restrict A, ptrdiff_t sam, ptrdiff_t sak,
+                           const real *restrict P, real *restrict C, ptrdiff_t ldc, int add)
+{
+    real acc[SN_MR][SN_NR];
+    for (int r = 0; r < SN_MR; r++)
+        for (int c = 0; c < SN_NR; c++) acc[r][c] = 0;
+    for (int k = 0; k < kc; k++) {
+        const real *p = P + (size_t)k * SN_NR;
+        for (int r = 0; r < SN_MR; r++) {
+            const real a = A[r * sam + k * sak];
+            for (int c = 0; c < SN_NR; c++) acc[r][c] += a * p[c];
+        }
+    }
+    for (int r = 0; r < SN_MR; r++)
+        for (int c = 0; c < SN_NR; c++)
+            C[r * ldc + c] = add ? C[r * ldc + c] + acc[r][c] : acc[r][c];
+}
+
+/* C[m,n] (+)= Σ_k A(m,k)·B(k,n) for 0 ≤ m < M, 0 ≤ n < N, 0 ≤ k < K. */
+static void sn_gemm(int M, int N, int K, const real *restrict A, ptrdiff_t sam, ptrdiff_t sak,
+                    const real *restrict B, ptrdiff_t sbk, ptrdiff_t sbn, real *restrict C,
+                    int accumulate)
+{
+    if ((double)M * N * K < SN_SMALL || K == 0) {
+        /* C[m,n] (+)= Σ_k A(m,k)·B(k,n), one element at a time */
+        for (int m = 0; m < M; m++)
+            for (int n = 0; n < N; n++) {
+                real s = accumulate ? C[(size_t)m * N + n] : 0;
+                for (int k = 0; k < K; k++) s += A[m * sam + k * sak] * B[k * sbk + n * sbn];
+                C[(size_t)m * N + n] = s;
+            }
+        return;
+    }
+    /* jobs: column blocks of SN_NR, each split in `parts` row ranges when there
+       are too few column blocks to keep two threads busy */
+    const int nb = (N + SN_NR - 1) / SN_NR;
+    const int parts = nb >= 4 || M < 2 * SN_MR ? 1 : 2;
+    const int rows = (M / parts + SN_MR - 1) / SN_MR * SN_MR;
+    /* dynamic: a thread that the OS runs late takes fewer jobs (results are the same) */
+#pragma omp parallel for schedule(dynamic) if ((double)M * N * K >= SN_PARALLEL)
+    for (int job = 0; job < nb * parts; job++) {
+        real P[SN_KC * SN_NR], Ap[SN_MR * SN_KC], Ct[SN_MR * SN_NR];
+        const int n0 = job / parts * SN_NR, nc = N - n0 < SN_NR ? N - n0 : SN_NR;
+        const int m0 = job % parts * rows, m1 = job % parts == parts - 1 ? M : m0 + rows;
+        for (int k0 = 0; k0 < K; k0 += SN_KC) {
+            const int kc = K - k0 < SN_KC ? K - k0 : SN_KC;
+            const int add = accumulate || k0 > 0;
+            /* P[k,c] = B(k0+k, n0+c), zero past column N (read along B's rows) */
+            if (sbn == 1)
+                for (int k = 0; k < kc; k++)
+                    for (int c = 0; c < SN_NR; c++)
+                        P[k * SN_NR + c] = c < nc ? B[(k0 + k) * sbk + n0 + c] : 0;
+            else
+                for (int c = 0; c < SN_NR; c++)
+                    for (int k = 0; k < kc; k++)
+                        P[k * SN_NR + c] = c < nc ? B[(k0 + k) * sbk + (n0 + c) * sbn] : 0;
+            for (int m = m0; m < m1; m += SN_MR) {
+                const real *a = A + m * sam + k0 * sak;
+                if (m + SN_MR <= m1 && nc == SN_NR) {
+                    sn_tile(kc, a, sam, sak, P, C + (size_t)m * N + n0, N, add);
+                    continue;
+                }
+                /* edge tile: Ap[r,k] = A(m+r, k0+k), zero past row M; C through Ct */
+                const int mr = m1 - m < SN_MR ? m1 - m : SN_MR;
+                for (int r = 0; r < SN_MR; r++)
+                    for (int k = 0; k < kc; k++)
+                        Ap[r * kc + k] = r < mr ? a[r * sam + k * sak] : 0;
+                sn_tile(kc, Ap, kc, 1, P, Ct, SN_NR, 0);
+                for (int r = 0; r < mr; r++)
+                    for (int c = 0; c < nc; c++) {
+                        real *cp = C + (size_t)(m + r) * N + n0 + c;
+                        *cp = add ? *cp + Ct[r * SN_NR + c] : Ct[r * SN_NR + c];
+                    }
+            }
+        }
+    }
+}
+
 /* C[m,n] (+)= Σ_k A[m,k]·B[n,k]     (A: M×K, B: N×K) -- e.g. z = X·Wᵀ */
 static void sn_mm_nt(int M, int N, int K, const real *restrict A,
                      const real *restrict B, real *restrict C, int accumulate)
 {
-    for (int m = 0; m < M; m++)
-        for (int n = 0; n < N; n++) {
-            real s = accumulate ? C[(size_t)m * N + n] : 0;
-#pragma omp simd reduction(+:s)
-            for (int k = 0; k < K; k++)
-                s += A[(size_t)m * K + k] * B[(size_t)n * K + k];
-            C[(size_t)m * N + n] = s;
-        }
+    sn_gemm(M, N, K, A, K, 1, B, 1, K, C, accumulate);
 }
 
 /* C[m,n] (+)= Σ_k A[m,k]·B[k,n]     (A: M×K, B: K×N) -- e.g. ∂L/∂X = δ·W */
 static void sn_mm_nn(int M, int N, int K, const real *restrict A,
                      const real *restrict B, real *restrict C, int accumulate)
 {
-    for (int m = 0; m < M; m++) {
-        real *c = C + (size_t)m * N;
-        if (!accumulate)
-            for (int n = 0; n < N; n++) c[n] = 0;
-        for (int k = 0; k < K; k++) {
-            const real a = A[(size_t)m * K + k];
-            const real *b = B + (size_t)k * N;
-            for (int n = 0; n < N; n++) c[n] += a * b[n];
-        }
-    }
+    sn_gemm(M, N, K, A, K, 1, B, N, 1, C, accumulate);
 }
 
 /* C[m,n] (+)= Σ_k A[k,m]·B[k,n]     (A: K×M, B: K×N) -- e.g. ∂L/∂W = δᵀ·X */
 static void sn_mm_tn(int M, int N, int K, const real *restrict A,
                      const real *restrict B, real *restrict C, int accumulate)
 {
-    if (!accumulate)
-        for (size_t p = 0; p < (size_t)M * N; p++) C[p] = 0;
-    for (int k = 0; k < K; k++)
-        for (int m = 0; m < M; m++) {
-            const real a = A[(size_t)k * M + m];
-            real *c = C + (size_t)m * N;
-            const real *b = B + (size_t)k * N;
-            for (int n = 0; n < N; n++) c[n] += a * b[n];
-        }
+    sn_gemm(M, N, K, A, 1, M, B, N, 1, C, accumulate);
 }
 /* Forward pass: every layer from the input up. */
 static void sn_forward(const real *params, real *work, const real *I, int batch)
@@ -125,13 +204,13 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 }
 
 /* Forward pass; returns the output's address inside work: (batch, 1). */
-void symnet_600aba4356_forward(const real *params, real *work, const real *I, int batch)
+void symnet_c9149498e3_forward(const real *params, real *work, const real *I, int batch)
 {
     sn_forward(params, work, I, batch);
 }
 
 /* Loss L = (1/batch) Σ_b L_b, after a forward pass. */
-double symnet_600aba4356_loss(const real *params, real *work, const real *I, const real *T, int batch)
+double symnet_c9149498e3_loss(const real *params, real *work, const real *I, const real *T, int batch)
 {
     const real *W1 = params + 0;  /* W1: (8, 2) */
     const real *b1 = params + 16;  /* b1: (8,) */
@@ -167,7 +246,7 @@ double symnet_600aba4356_loss(const real *params, real *work, const real *I, con
 }
 
 /* Loss and every gradient ∂L/∂θ (into grads), by back propagation. */
-double symnet_600aba4356_loss_grad(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
+double symnet_c9149498e3_loss_grad(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
 {
     const real *W1 = params + 0;  /* W1: (8, 2) */
     const real *b1 = params + 16;  /* b1: (8,) */
@@ -238,12 +317,87 @@ double symnet_600aba4356_loss_grad(const real *params, real *grads, real *work, 
     return loss / batch;
 }
 
-/* One steepest-descent step on this batch: θ ← θ − lr·∂L/∂θ.  Returns the loss before it. */
-double symnet_600aba4356_step(real *params, real *grads, real *work, const real *I, const real *T, int batch, real lr)
+/* θ[p] ← θ[p] − lr·∂L/∂θ[p] for all 105 parameters (plain gradient descent). */
+static void sn_sgd_update(real *params, const real *grads, real lr)
 {
-    const double loss = symnet_600aba4356_loss_grad(params, grads, work, I, T, batch);
-    /* θ[p] ← θ[p] − lr·∂L/∂θ[p] for all 105 parameters */
     for (size_t p = 0; p < 105; p++)
         params[p] -= lr * grads[p];
+}
+
+/* One steepest-descent step on this batch: θ ← θ − lr·∂L/∂θ.  Returns the loss before it. */
+double symnet_c9149498e3_step(real *params, real *grads, real *work, const real *I, const real *T, int batch, real lr)
+{
+    const double loss = symnet_c9149498e3_loss_grad(params, grads, work, I, T, batch);
+    sn_sgd_update(params, grads, lr);
     return loss;
+}
+
+/* The parameter update of one step, given the gradients g = ∂L/∂θ.
+ *   optimizer 0, gradient descent:  θ ← θ − η·g
+ *   optimizer 1, momentum μ = hyper[0]:  v ← μ·v + g;  θ ← θ − η·v          (v in s1)
+ *   optimizer 2, Adam (β1, β2, ε) = hyper[1..3], step number t ≥ 1:
+ *       m ← β1·m + (1 − β1)·g;  v ← β2·v + (1 − β2)·g²                      (m in s1, v in s2)
+ *       θ ← θ − η·(m / (1 − β1^t)) / (√(v / (1 − β2^t)) + ε)
+ * The optimizer state s1, s2 (105 numbers each) is owned by the caller. */
+void symnet_c9149498e3_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+{
+    if (optimizer == 0) {
+        sn_sgd_update(params, grads, lr);
+    } else if (optimizer == 1) {
+        const real mu = (real)hyper[0];
+        for (size_t p = 0; p < 105; p++) {
+            s1[p] = mu * s1[p] + grads[p];
+            params[p] -= lr * s1[p];
+        }
+    } else {
+        const real b1 = (real)hyper[1], b2 = (real)hyper[2], eps = (real)hyper[3];
+        /* bias corrections, in double: β^t underflows gracefully to 0 */
+        const real c1 = (real)(1.0 - pow(hyper[1], (double)t));
+        const real c2 = (real)(1.0 - pow(hyper[2], (double)t));
+        for (size_t p = 0; p < 105; p++) {
+            const real g = grads[p];
+            s1[p] = b1 * s1[p] + (1 - b1) * g;
+            s2[p] = b2 * s2[p] + (1 - b2) * (g * g);
+            params[p] -= lr * (s1[p] / c1) / (sqrtf(s2[p] / c2) + eps);
+        }
+    }
+}
+
+/* A run of training steps in one call: step s takes the examples
+ * idx[s·batch_size .. min((s+1)·batch_size, n_idx)) of the data set (I, T), gathers
+ * them into Ib, Tb (batch_size rows each), and does loss_grad then update with step
+ * size lr[s] and step number t0 + s + 1, exactly as one call of loss_grad and one
+ * of update from the caller would.  losses[s] receives the batch loss before step s.
+ *
+ * A non-finite loss stops the run before its update: params are restored from prev
+ * (the parameters before the last update, when *have_prev) and the number of
+ * completed steps is returned; otherwise it returns the number of steps.
+ * prev may be NULL (no restoring). */
+long long symnet_c9149498e3_train(real *params, real *grads, real *work, real *Ib, real *Tb, real *prev, int *have_prev,
+                           const real *I, const real *T, const long long *idx, long long n_idx, int batch_size,
+                           const double *lr, double *losses, int optimizer, real *s1, real *s2, const double *hyper, long long t0)
+{
+    long long s = 0;
+    for (long long start = 0; start < n_idx; start += batch_size, s++) {
+        const int batch = (int)(n_idx - start < batch_size ? n_idx - start : batch_size);
+        /* Ib[r,:] = I[idx[start + r],:];  Tb[r,:] = T[idx[start + r],:] */
+        for (int r = 0; r < batch; r++) {
+            const size_t n = (size_t)idx[start + r];
+            memcpy(Ib + (size_t)r * 2, I + n * 2, sizeof(real) * 2);
+            memcpy(Tb + (size_t)r * 1, T + n * 1, sizeof(real) * 1);
+        }
+        const double loss = symnet_c9149498e3_loss_grad(params, grads, work, Ib, Tb, batch);
+        if (!isfinite(loss)) {
+            if (prev != NULL && *have_prev)
+                memcpy(params, prev, sizeof(real) * 105);
+            return s;
+        }
+        if (prev != NULL) {
+            memcpy(prev, params, sizeof(real) * 105);
+            *have_prev = 1;
+        }
+        symnet_c9149498e3_update(params, grads, (real)lr[s], optimizer, s1, s2, hyper, t0 + s + 1);
+        losses[s] = loss;
+    }
+    return s;
 }

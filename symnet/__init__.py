@@ -11,6 +11,26 @@ train it with kernels generated from that derivation.
 
 __version__ = "0.1.0"
 
-from .dsl import Dense, Input, Layer, Network  # noqa: E402
+from .dsl import Dense, Input, Network  # noqa: E402
+from . import datasets, schedules  # noqa: E402
+from .check import check_gradients  # noqa: E402
+from .history import History  # noqa: E402
+from .io import load  # noqa: E402
 
-__all__ = ["Dense", "Input", "Layer", "Network", "__version__"]
+_LAZY = ("Layer", "n_in", "sum_j", "sum_k")
+
+
+def __getattr__(name):
+    # symnet.Layer needs sympy; importing symnet (e.g. to load a cached model) does not.
+    if name in _LAZY:
+        from . import layers
+        return getattr(layers, name)
+    if name in ("sigmoid", "softplus"):
+        from . import primitives
+        return getattr(primitives, name)
+    raise AttributeError(f"module 'symnet' has no attribute {name!r}")
+
+
+__all__ = ["Dense", "History", "Input", "Layer", "Network", "check_gradients", "datasets",
+           "load", "n_in", "schedules", "sigmoid", "softplus", "sum_j", "sum_k",
+           "__version__"]

@@ -103,7 +103,7 @@ def derive_node(node: ir.Node, loss=None, n_out: int = 0) -> NodeGrad:
 
     # Outer formula: deltas of the reductions, parameters indexed by i, the input x[b,i].
     def local(sym):
-        return reuse_output(simplest(clean(scale * sp.diff(head, sym))), node)
+        return reuse_output(stabilise(simplest(clean(scale * sp.diff(head, sym)))), node)
 
     for red in node.reductions:
         grad.outer.append(Term(delta_name(node, red), (ir.BATCH, ir.OUT), local(red.symbol)))
@@ -126,7 +126,7 @@ def derive_node(node: ir.Node, loss=None, n_out: int = 0) -> NodeGrad:
                     target = upstream_name(node.input)
                 else:
                     continue
-                d = clean(delta * sp.diff(red.summand, sym))
+                d = stabilise(clean(delta * sp.diff(red.summand, sym)))
                 terms.append(Term(target, acc.index, d))
         grad.summands[red.name] = terms
     return grad

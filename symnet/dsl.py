@@ -63,8 +63,9 @@ class Input:
         return f"Input({self.n}, name={self.name!r})"
 
 
-class Layer:
-    """Base of all layers.  A layer turns into one IR node (``to_node``).
+class LayerBase:
+    """Base of all layers (``Dense``, the general ``symnet.Layer``).  A layer
+    turns into IR nodes (``to_node``).
 
     Calling a layer on the previous one (``Dense(8)(I)``) returns a copy bound
     to that input; that is the functional form of ``Network``.
@@ -75,21 +76,22 @@ class Layer:
     input = None
 
     def __call__(self, previous):
-        if not isinstance(previous, (Input, Layer)):
+        if not isinstance(previous, (Input, LayerBase)):
             raise ValueError(f"{self!r} can only be called on an Input or a layer, "
                              f"got {previous!r}")
         bound = copy.copy(self)
         bound.input = previous
         return bound
 
-    def to_node(self, index: int, name: str, input_name: str, n_in: int) -> ir.Node:
+    def to_node(self, index: int, name: str, input_name: str, n_in: int):
+        """One IR node, or a list of nodes whose last one is the layer's output."""
         raise NotImplementedError
 
     def describe(self) -> dict:
         raise NotImplementedError
 
 
-class Dense(Layer):
+class Dense(LayerBase):
     """A fully connected layer: H = f(W·x + b), W of shape (units, inputs).
 
     ``activation`` is a name (see ``symnet.primitives.ACTIVATIONS``), a sympy
@@ -99,6 +101,7 @@ class Dense(Layer):
     def __init__(self, units: int, activation="linear", bias: bool = True,
                  name: str | None = None):
         self.units = _check_size(units, "Dense units")
+        self.name = None if name is None else check_name(name, "layer")
         self.activation_spec = activation
         self._activation = None
         if isinstance(activation, str):
@@ -110,14 +113,14 @@ class Dense(Layer):
         else:
             self.activation_name = self.activation.name
         self.bias = bool(bias)
-        self.name = None if name is None else check_name(name, "layer")
 
     @property
     def activation(self):
         """The activation's record (sympy form); resolved on first use."""
         if self._activation is None:
             from .primitives import activation as resolve
-            self._activation = resolve(self.activation_spec)
+            where = f"activation of layer {self.name or f'Dense({self.units})'!r}"
+            self._activation = resolve(self.activation_spec, where)
         return self._activation
 
     def __repr__(self):
@@ -128,20 +131,24 @@ class Dense(Layer):
                 "bias": self.bias, "name": self.name}
 
     def to_node(self, index, name, input_name, n_in):
-        syms: dict = {}
-        W, b = f"W{index}", f"b{index}"
-        w_ij = ir.element(syms, W, ir.OUT, ir.IN)
-        x_j = ir.element(syms, input_name, ir.BATCH, ir.IN)
-        z = ir.element(syms, f"z_{name}", ir.BATCH, ir.OUT)
-        params = [ir.ParamSpec(W, ("out", "in"), (self.units, n_in), self.activation.init)]
-        pre = z
+        """H[b,i] = f(Σ_j W[i,j]·x[b,j] + b[i]): a general ``Layer`` whose one
+        sum is a contraction (a matrix product)."""
+        from .layers import Layer, sum_j
+        f = self.activation.expr
         if self.bias:
-            params.append(ir.ParamSpec(b, ("out",), (self.units,), "zeros", role="bias"))
-            pre = z + ir.element(syms, b, ir.OUT)
-        red = ir.Reduction(f"z_{name}", z, w_ij * x_j, (ir.IN,), contraction=W)
-        return ir.Node(name, index, input_name, n_in, self.units, params, [red],
-                       self.activation.expr(pre), syms, kind="dense",
-                       activation=self.activation)
+            params = {"W": ("out", "in"), "b": ("out",)}
+            formula = lambda x, W, b, i, j: f(sum_j(W[i, j] * x[j]) + b[i])  # noqa: E731
+        else:
+            params = {"W": ("out", "in")}
+            formula = lambda x, W, i, j: f(sum_j(W[i, j] * x[j]))  # noqa: E731
+        layer = Layer(self.units, formula, params, init={"W": self.activation.init},
+                      name=self.name)
+        node = layer.to_node(index, name, input_name, n_in)
+        node.kind, node.activation = "dense", self.activation
+        return node
+
+
+Layer = LayerBase  # the former name of the base class; symnet.Layer is layers.Layer
 
 
 class Network:
@@ -157,10 +164,10 @@ class Network:
         if not layers or not isinstance(layers[0], Input):
             raise ValueError("Network(...) starts with an Input, e.g. "
                              "Network(Input(2), Dense(1), loss='mse')")
-        if len(layers) == 2 and isinstance(layers[1], Layer) and layers[1].input is not None:
+        if len(layers) == 2 and isinstance(layers[1], LayerBase) and layers[1].input is not None:
             chain = []
             node = layers[1]
-            while isinstance(node, Layer):
+            while isinstance(node, LayerBase):
                 chain.append(node)
                 node = node.input
                 if node is None:
@@ -171,7 +178,7 @@ class Network:
         else:
             chain = list(layers[1:])
             for k, layer in enumerate(chain, 1):
-                if not isinstance(layer, Layer):
+                if not isinstance(layer, LayerBase):
                     raise ValueError(f"argument {k + 1} of Network is not a layer: {layer!r}")
         if not chain:
             raise ValueError("a Network needs at least one layer after its Input")
@@ -209,14 +216,19 @@ class Network:
         if self._graph is None:
             nodes, prev, n_in = [], self.input_name, self.input.n
             for k, (layer, name) in enumerate(zip(self.layers, self.names), 1):
-                node = layer.to_node(k, name, prev, n_in)
-                nodes.append(node)
-                prev, n_in = name, node.n_out
+                made = layer.to_node(k, name, prev, n_in)
+                made = made if isinstance(made, list) else [made]
+                nodes.extend(made)
+                prev, n_in = name, made[-1].n_out
             self._graph = ir.Graph(self.input_name, self.input.n, nodes, self.loss)
             names = [p.name for p in self._graph.params()]
-            clash = (set(names) & (set(self.names) | {self.input_name}))
+            clash = (set(names) & ({n.name for n in nodes} | {self.input_name}))
             if clash:
                 raise ValueError(f"layer name(s) {sorted(clash)} collide with parameter names")
+            twice = sorted({p for p in names if names.count(p) > 1})
+            if twice:
+                raise ValueError(f"parameter name(s) {twice} are used by two layers; "
+                                 "rename a parameter")
         return self._graph
 
     def param_shapes(self) -> dict:

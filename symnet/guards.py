@@ -3,8 +3,7 @@
 Sizes: the generated C indexes arrays with ``int``, and a network's
 parameters, gradients and per-example work must fit in memory; both are
 checked from the kernel plan's numbers, before numpy allocates anything.
-Expressions: a custom activation or loss may only use functions that have
-a C spelling, so no user text ever reaches the C outside a comment.
+Names: a layer may not be named like anything the kernel's C already uses.
 
 >>> rows_per_call({"work_per_row": 10, "n_in": 2, "n_out": 1}, 8)
 8192
@@ -88,28 +87,6 @@ def rows_per_call(meta: dict, itemsize: int) -> int:
     widest = max(meta["work_per_row"], meta["n_in"], meta["n_out"], 1)
     by_memory = WORK_BYTES // (max(meta["work_per_row"], 1) * itemsize)
     return max(1, min(CHUNK, INT_MAX // widest, by_memory))
-
-
-# ------------------------------------------------------------- expressions
-
-def check_expression(expr, what: str):
-    """Refuse functions that have no C spelling (sympy's undefined functions,
-    ``sympy.Function("f")``): their names would reach the C as code.
-
-    >>> import sympy
-    >>> z = sympy.Symbol("z")
-    >>> check_expression(sympy.Function("f")(z), "activation")  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    ...
-    ValueError: activation uses the undefined function 'f'; ...
-    """
-    from sympy.core.function import AppliedUndef
-    for f in expr.atoms(AppliedUndef):
-        raise ValueError(
-            f"{what} uses the undefined function {type(f).__name__!r}; only functions "
-            "with a known derivative and C spelling can be compiled (exp, log, tanh, "
-            "sin, sqrt, Abs, Piecewise, ... or symnet's sigmoid and softplus)")
-    return expr
 
 
 # ------------------------------------------------------------------- names

@@ -22,8 +22,6 @@ from typing import Callable
 
 import sympy as sp
 
-from .guards import check_expression
-
 
 class sigmoid(sp.Function):
     """σ(x) = 1 / (1 + e^{−x}), printed as a stable C helper."""
@@ -93,12 +91,14 @@ ACTIVATIONS: dict[str, Activation] = {
 }
 
 
-def activation(spec) -> Activation:
+def activation(spec, where: str = "activation") -> Activation:
     """Resolve an activation given by name, sympy expression or Python function.
 
     A sympy expression must contain exactly one free symbol, which plays z.
     A Python function is called with a sympy symbol and must return an
-    expression of it.
+    expression of it.  Custom activations are rewritten to stable forms
+    (``stabilise``) and refused unless differentiable (``smooth``); ``where``
+    names the layer in those messages.
     """
     if isinstance(spec, Activation):
         return spec
@@ -107,37 +107,38 @@ def activation(spec) -> Activation:
             return ACTIVATIONS[spec]
         except KeyError:
             raise ValueError(
-                f"unknown activation {spec!r}; known: {', '.join(ACTIVATIONS)}, "
+                f"{where}: unknown activation {spec!r}; known: {', '.join(ACTIVATIONS)}, "
                 "or a sympy expression / Python function of one symbol") from None
+    z = sp.Symbol("z", real=True)
     if isinstance(spec, sp.Basic):
         free = sorted(spec.free_symbols, key=str)
         if len(free) != 1:
             raise ValueError(
-                f"an activation expression needs exactly one free symbol, "
-                f"got {len(free)} in {spec}")
-        sym = free[0]
-        check_expression(spec, "activation")
-        return Activation(f"custom:{sp.srepr(spec)}",
-                          lambda z, e=spec, s=sym: e.xreplace({s: z}))
-    if callable(spec):
-        z = sp.Symbol("z", real=True)
+                f"{where}: an activation expression needs exactly one free symbol, "
+                f"got {len(free)} ({', '.join(map(str, free)) or 'none'}) in {spec}")
+        e = spec.xreplace({free[0]: z})
+    elif callable(spec):
+        fname = getattr(spec, "__name__", repr(spec))
         try:
             e = sp.sympify(spec(z))
         except Exception as exc:  # the user's function failed on a symbol
             raise ValueError(
-                f"activation function {getattr(spec, '__name__', spec)!r} could not be "
+                f"{where}: activation function {fname!r} could not be "
                 f"evaluated on a sympy symbol: {exc}") from exc
         if not isinstance(e, sp.Basic) or e.free_symbols - {z}:
+            extra = ", ".join(sorted(map(str, e.free_symbols - {z}))) \
+                if isinstance(e, sp.Basic) else type(e).__name__
             raise ValueError(
-                f"activation function {getattr(spec, '__name__', spec)!r} must return a "
-                f"sympy expression of its one argument, got {e!r}")
-        check_expression(e, "activation")
-        name = getattr(spec, "__name__", "custom")
-        if name == "<lambda>" or not name.isidentifier():
-            name = "custom"
-        return Activation(f"custom:{sp.srepr(e)}", lambda w, e=e: e.xreplace({z: w}),
-                          init="glorot")
-    raise ValueError(f"activation must be a name, sympy expression or function, got {spec!r}")
+                f"{where}: activation function {fname!r} must return a sympy expression "
+                f"of its one argument; found {extra} in {e!r}")
+    else:
+        raise ValueError(f"{where}: activation must be a name, sympy expression or function, "
+                         f"got {spec!r}")
+    from .smooth import check_smooth
+    e = stabilise(e)
+    check_smooth(e, [z], where)
+    return Activation(f"custom:{sp.srepr(e)}", lambda w, e=e: e.xreplace({z: w}),
+                      init="glorot")
 
 
 def activation_label(act: Activation) -> str:
@@ -205,17 +206,82 @@ def loss(spec) -> Loss:
             raise ValueError(f"custom loss has unknown symbols: {e.free_symbols - {o, t}}")
     else:
         raise ValueError(f"loss must be a name or sympy expression, got {spec!r}")
-    check_expression(e, "loss")
+    from .smooth import check_smooth
+    e = stabilise(e)
+    check_smooth(e, [o], "custom loss")
     return Loss(f"custom:{sp.srepr(e)}",
                 lambda oo, tt, n, e=e: e.xreplace({o: oo, t: tt}))
+
+
+def _one_plus_exp(e) -> sp.Expr | None:
+    """``a`` when e is 1 + exp(a), else None."""
+    if isinstance(e, sp.Add) and len(e.args) == 2 and sp.S.One in e.args:
+        other = e.args[0] if e.args[1] == 1 else e.args[1]
+        if isinstance(other, sp.exp):
+            return other.args[0]
+    return None
+
+
+def _sigmoid_power(f):
+    """(c, n) when f is σ(c)**n with n > 0 a number, else None."""
+    if isinstance(f, sigmoid):
+        return f.args[0], sp.S.One
+    if isinstance(f, sp.Pow) and isinstance(f.base, sigmoid) and f.exp.is_positive \
+            and f.exp.is_number:
+        return f.base.args[0], f.exp
+    return None
+
+
+def _merge_exp_sigmoid(mul: sp.Mul) -> sp.Expr:
+    """e^{m·a}·σ(−a)^n = σ(a)^m·σ(−a)^{n−m} for 0 < m ≤ n (more generally the
+    shared part of m and n moves into sigmoids).  The left side is inf·0 in
+    floating point for large a; the right side is finite."""
+    factors = list(mul.args)
+    for k, f in enumerate(factors):
+        sp_pow = _sigmoid_power(f)
+        if sp_pow is None:
+            continue
+        c, n = sp_pow
+        for m_k, g in enumerate(factors):
+            if not isinstance(g, sp.exp):
+                continue
+            m = sp.cancel(g.args[0] / -c)
+            if not (m.is_number and m.is_positive):
+                continue
+            used = sp.Min(m, n)
+            new = sigmoid(-c) ** used * sigmoid(c) ** (n - used) * sp.exp(-(m - used) * c)
+            rest = [h for q, h in enumerate(factors) if q not in (k, m_k)]
+            return _merge_exp_sigmoid_any(sp.Mul(*rest) * new)
+    return mul
+
+
+def _merge_exp_sigmoid_any(e):
+    return _merge_exp_sigmoid(e) if isinstance(e, sp.Mul) else e
 
 
 def stabilise(expr: sp.Expr) -> sp.Expr:
     """Rewrite sub-expressions that overflow in floating point to stable forms.
 
-    log(σ(x)) → −softplus(−x), log(1 − σ(x)) → −softplus(x), and
-    exp(x)/(1 + exp(x)) style ratios are left to the custom functions above.
+    Applied to activations and layer formulas before differentiating, and to
+    every derivative after (``derive.py``):
+
+    - log(1 + e^a) → softplus(a)
+    - (1 + e^a)^(−n) → σ(−a)^n                   (1/(1 + e^−x) → σ(x))
+    - e^{m·a}·(1 + e^a)^(−n) → σ(a)^m·σ(−a)^(n−m)  (e^x/(1 + e^x) → σ(x))
+    - log(σ(a)) → −softplus(−a), log(1 − σ(a)) → −softplus(a)
+
+    >>> x = sp.Symbol("x", real=True)
+    >>> stabilise(sp.diff(sp.log(1 + sp.exp(x)), x))
+    sigmoid(x)
     """
+    expr = sp.sympify(expr)
+    expr = expr.replace(lambda e: isinstance(e, sp.log) and _one_plus_exp(e.args[0]) is not None,
+                        lambda e: softplus(_one_plus_exp(e.args[0])))
+    expr = expr.replace(
+        lambda e: (isinstance(e, sp.Pow) and e.exp.is_number and e.exp.is_negative
+                   and _one_plus_exp(e.base) is not None),
+        lambda e: sigmoid(-_one_plus_exp(e.base)) ** -e.exp)
+    expr = expr.replace(lambda e: isinstance(e, sp.Mul), _merge_exp_sigmoid)
     a = sp.Wild("a")
     expr = expr.replace(sp.log(sigmoid(a)), -softplus(-a))
     expr = expr.replace(sp.log(1 - sigmoid(a)), -softplus(a))

@@ -179,3 +179,18 @@ def test_rows_per_call_keeps_indices_and_memory_bounded():
     rows = guards.rows_per_call({"work_per_row": 3_000_000, "n_in": 1_000_000, "n_out": 1}, 4)
     assert rows * 3_000_000 * 4 <= guards.WORK_BYTES and rows * 3_000_000 <= guards.INT_MAX
     assert guards.rows_per_call({"work_per_row": 10**10, "n_in": 1, "n_out": 1}, 8) == 1
+
+
+@pytest.mark.parametrize("layout", ["fortran", "strided"])
+def test_step_takes_any_layout(model, layout):
+    """The float64 C-order fast path of step must hand other layouts to the
+    full path, not refuse them."""
+    A = np.asfortranarray(X) if layout == "fortran" else np.repeat(X, 2, axis=1)[:, ::2]
+    B = np.asfortranarray(T) if layout == "fortran" else np.repeat(T, 2, axis=1)[:, ::2]
+    saved = {k: v.copy() for k, v in model.params.items()}
+    try:
+        expected = model.loss(X, T)
+        assert model.step(A, B, lr=0.0) == pytest.approx(expected, rel=1e-12)
+    finally:
+        for k, v in saved.items():
+            model.params[k] = v

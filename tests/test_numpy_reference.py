@@ -332,12 +332,13 @@ def test_digits():
     assert D.load_digits()[0][0, 0] == X[0, 0]
 
 
-def test_digits_matches_scikit_learn():
-    sk = pytest.importorskip("sklearn.datasets")
+def test_digits_is_the_known_data_set():
+    """Class counts, pixel total and the first image of the UCI digits test set."""
     X, y = D.load_digits()
-    ref_d = sk.load_digits()
-    np.testing.assert_array_equal(X * 16, ref_d.data)
-    np.testing.assert_array_equal(y, ref_d.target)
+    assert np.bincount(y).tolist() == [178, 182, 177, 183, 181, 182, 181, 179, 174, 180]
+    assert int(round((X * 16).sum())) == 561718
+    assert (X[0, :16] * 16).tolist() == [0, 0, 5, 13, 9, 1, 0, 0, 0, 0, 13, 15, 10, 15, 5, 0]
+    assert y[:5].tolist() == [0, 1, 2, 3, 4]
 
 
 def test_one_hot():
@@ -388,12 +389,12 @@ def test_make_moons():
     assert not np.array_equal(Xa, D.make_moons(200, noise=0.1, seed=8)[0])
 
 
-def test_make_moons_same_geometry_as_scikit_learn():
-    sk = pytest.importorskip("sklearn.datasets")
-    X, y = D.make_moons(60, noise=0.0, shuffle=False)
-    Xs, ys = sk.make_moons(60, noise=0.0, shuffle=False)
-    np.testing.assert_allclose(X, Xs, atol=1e-12)
-    np.testing.assert_array_equal(y, ys)
+def test_make_moons_unshuffled_order():
+    """Without shuffling: the outer moon from angle 0 to π, then the inner one."""
+    X, y = D.make_moons(6, noise=0.0, shuffle=False)
+    np.testing.assert_allclose(X[:3], [[1, 0], [0, 1], [-1, 0]], atol=1e-12)
+    np.testing.assert_allclose(X[3:], [[0, 0.5], [1, -0.5], [2, 0.5]], atol=1e-12)
+    assert y.tolist() == [0, 0, 0, 1, 1, 1]
 
 
 def test_xor_and_regression():

@@ -127,7 +127,9 @@ def flops_per_step(workload: Workload) -> int:
     Each layer does 2*batch*in*out per product: one product forward, two backward
     (weight gradient and input gradient), except that the first layer's input
     gradient is never needed."""
-    per_product = [2 * workload.batch * i * o for i, o in zip(workload.sizes[:-1], workload.sizes[1:])]
+    per_product = [
+        2 * workload.batch * i * o for i, o in zip(workload.sizes[:-1], workload.sizes[1:])
+    ]
     return 3 * sum(per_product) - per_product[0]
 
 
@@ -292,7 +294,7 @@ def make_torch_step(workload: Workload, params, X, T, lr: float):
             torch._foreach_add_(ps, grads, alpha=-lr)
 
     names = workload.param_names()
-    read = lambda: {k: p.detach().numpy().copy() for k, p in zip(names, ps)}  # noqa: E731
+    read = lambda: {k: p.detach().numpy().copy() for k, p in zip(names, ps)}
     return _finish(step, read, "torch")
 
 
@@ -324,7 +326,7 @@ def make_torch_compile_step(workload: Workload, params, X, T, lr: float):
         compiled(ps, Xt, Tt)
 
     names = workload.param_names()
-    read = lambda: {k: p.numpy().copy() for k, p in zip(names, ps)}  # noqa: E731
+    read = lambda: {k: p.numpy().copy() for k, p in zip(names, ps)}
     return _finish(step, read, "torch.compile")
 
 
@@ -363,11 +365,11 @@ def make_jax_step(workload: Workload, params, X, T, lr: float):
     state = [tuple(jnp.array(p) for p in flat)]
 
     def step():
-        state[0], loss = jitted(state[0], Xj, Tj)
+        state[0], _loss = jitted(state[0], Xj, Tj)
         jax.block_until_ready(state[0])
 
     names = workload.param_names()
-    read = lambda: {k: np.array(p) for k, p in zip(names, state[0])}  # noqa: E731
+    read = lambda: {k: np.array(p) for k, p in zip(names, state[0])}
     return _finish(step, read, "jax")
 
 
@@ -411,12 +413,14 @@ def make_pytensor_step(workload: Workload, params, X, T, lr: float, mode: str = 
     try:
         fn = pytensor.function([], [], updates=updates, mode=mode)
     except Exception as exc:
-        raise ReferenceUnavailable(f"pytensor.function failed: {type(exc).__name__}: {exc}") from exc
+        raise ReferenceUnavailable(
+            f"pytensor.function failed: {type(exc).__name__}: {exc}"
+        ) from exc
 
     def step():
         fn()
 
-    read = lambda: {k: s.get_value() for k, s in zip(names, shared)}  # noqa: E731
+    read = lambda: {k: s.get_value() for k, s in zip(names, shared)}
     return _finish(step, read, "pytensor" if mode == "CVM" else f"pytensor.{mode.lower()}")
 
 

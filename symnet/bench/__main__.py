@@ -1,0 +1,173 @@
+"""python -m symnet.bench [--quick] [--workloads tiny,small,medium,large] [--refs ...]
+
+Times one float32 training step (forward + backward + update) of each workload:
+symnet's ``model.step``, a whole epoch in one ``model.fit`` call (per step),
+plain numpy back-propagation, and PyTorch / JAX / PyTensor when they are
+installed.  Then compile time in new processes (cold and cached, and against
+width and depth) and the peak memory of the large workload.
+
+    python -m symnet.bench                 # everything, about 3 minutes
+    python -m symnet.bench --quick         # shorter timings, numpy/torch/jax only
+    python -m symnet.bench --workloads tiny --sections steps
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+
+from . import measure, refs
+
+DEFAULT_REFS = ("numpy", "torch", "jax", "pytensor")
+QUICK_REFS = ("numpy", "torch", "jax")
+SECTIONS = ("steps", "compile", "memory")
+
+
+def _us(v) -> str:
+    return f"{v:10.1f}" if isinstance(v, float) else f"{'n/a':>10}"
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    avx = "AVX-512" if "avx512f" in open("/proc/cpuinfo").read() else "no AVX-512" \
+        if os.path.exists("/proc/cpuinfo") else ""
+    return f"{cpu}, {os.cpu_count()} cores, {avx}"
+
+
+def run_steps(names, ref_names, min_time: float, peak: float):
+    rows = []
+    for name in names:
+        wl = refs.WORKLOADS[name]
+        params = refs.init_params(wl)
+        X, T = measure.data(wl)
+        model = measure.build_model(wl, params)
+        step_us = measure.time_step(model, X, T, min_time)
+        epoch_us = measure.time_epoch(model, wl, min_time)
+        ref_us, skipped = measure.time_references(wl, params, X, T, ref_names, min_time)
+        rows.append((wl, step_us, epoch_us, ref_us, skipped))
+        print_row(wl, step_us, epoch_us, ref_us, peak)
+    return rows
+
+
+def print_header(ref_names):
+    print(f"\n{'workload':<8} {'symnet step':>12} {'epoch/step':>11} "
+          + " ".join(f"{n:>10}" for n in ref_names)
+          + f" {'fastest ref':>14} {'speed-up':>9} {'GFLOP/s':>8} {'% peak':>7}")
+    print(f"{'':<8} {'(µs)':>12} {'(µs)':>11} " + " ".join(f"{'(µs)':>10}" for _ in ref_names))
+    print_header.refs = ref_names
+
+
+def print_row(wl, step_us, epoch_us, ref_us, peak):
+    names = print_header.refs
+    fastest = min(ref_us, key=ref_us.get) if ref_us else None
+    gflops = measure.flops(wl) / step_us / 1e3
+    speed = f"{ref_us[fastest] / step_us:8.2f}x" if fastest else f"{'n/a':>9}"
+    print(f"{wl.name:<8} {step_us:12.1f} {_us(epoch_us)[-10:]:>11} "
+          + " ".join(_us(ref_us.get(n)) for n in names)
+          + f" {fastest or 'none':>14} {speed} {gflops:8.1f} {100 * gflops / peak:6.1f}%",
+          flush=True)
+
+
+def print_notes(rows):
+    for wl, step_us, epoch_us, ref_us, skipped in rows:
+        if isinstance(epoch_us, str):
+            print(f"  {wl.name}: whole-epoch training {epoch_us}")
+        else:
+            print(f"  {wl.name}: whole epoch ({measure.epoch_batches(wl)} batches of "
+                  f"{wl.batch}) {epoch_us:.2f} µs per step = "
+                  f"{1e6 / epoch_us:,.0f} steps/s")
+        for n, why in skipped.items():
+            print(f"  {wl.name}: {n} skipped: {why.splitlines()[0][:100]}")
+
+
+def run_compile(quick: bool):
+    wl = refs.WORKLOADS["medium"]
+    ct = measure.compile_times(wl)
+    print(f"\nCompile, medium {'-'.join(map(str, wl.sizes))} float32, each in a new "
+          "process, from `import symnet` to a loaded model:")
+    for kind in ("cold", "warm"):
+        r = ct[kind]
+        label = "cold (empty cache)" if kind == "cold" else "warm (cache hit)  "
+        print(f"  {label}: {r['total_s']:.3f} s  (import symnet {r['import_s']:.3f} s, "
+              f"compile call {r['compiles'][0]:.3f} s, sympy imported: "
+              f"{r['sympy_imported']})")
+    widths = (32, 256, 1024) if quick else (32, 128, 512, 1024, 2048)
+    depths = (2, 8) if quick else (2, 4, 8, 16)
+    sc = measure.compile_scaling(widths, depths)
+    print("  cold compile call vs width (3 layers):  "
+          + ", ".join(f"{w}: {t:.2f} s" for w, t in sc["width"].items()))
+    print("  cold compile call vs depth (width 64):  "
+          + ", ".join(f"{d}: {t:.2f} s" for d, t in sc["depth"].items()))
+    return ct, sc
+
+
+def run_memory():
+    wl = refs.WORKLOADS["large"]
+    m = measure.peak_memory(wl)
+    mb = 1 / 2**20
+    print(f"\nMemory, large {'-'.join(map(str, wl.sizes))} batch {wl.batch}, new process:")
+    print(f"  peak resident set (VmHWM): {m['maxrss'] * mb:.1f} MiB "
+          f"(before building the model: {m['maxrss_before_model'] * mb:.1f} MiB)")
+    print(f"  model arrays (params + grads + work): {m['model_arrays'] * mb:.1f} MiB; "
+          f"batch data {m['data'] * mb:.1f} MiB")
+    print(f"  Python allocations during 5 steps (tracemalloc peak): "
+          f"{m['per_step_python_alloc']} bytes")
+    return m
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m symnet.bench", description=__doc__.split(
+        "\n\n")[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="short timings, fewer references")
+    ap.add_argument("--workloads", default=",".join(refs.WORKLOADS),
+                    help="comma-separated, from " + ", ".join(refs.WORKLOADS))
+    ap.add_argument("--refs", default=None, help="references to run, from "
+                    + ", ".join(refs.REFERENCES) + " (default: "
+                    + ",".join(DEFAULT_REFS) + "; --quick: " + ",".join(QUICK_REFS) + ")")
+    ap.add_argument("--sections", default=",".join(SECTIONS),
+                    help="comma-separated, from " + ", ".join(SECTIONS))
+    args = ap.parse_args(argv)
+    names = [w for w in args.workloads.split(",") if w]
+    for w in names:
+        if w not in refs.WORKLOADS:
+            ap.error(f"unknown workload {w!r}; choose from {', '.join(refs.WORKLOADS)}")
+    ref_names = args.refs.split(",") if args.refs else list(
+        QUICK_REFS if args.quick else DEFAULT_REFS)
+    for r in ref_names:
+        if r not in refs.REFERENCES:
+            ap.error(f"unknown reference {r!r}; choose from {', '.join(refs.REFERENCES)}")
+    sections = args.sections.split(",")
+    for s in sections:
+        if s not in SECTIONS:
+            ap.error(f"unknown section {s!r}; choose from {', '.join(SECTIONS)}")
+    min_time = 0.05 if args.quick else 0.3
+
+    t0 = time.perf_counter()
+    print(f"symnet benchmark: {machine()}")
+    peak = measure.peak_gflops(min_time)
+    print(f"float32 peak measured now (numpy 1024x1024 matmul): {peak:.1f} GFLOP/s")
+    if "steps" in sections:
+        print_header(ref_names)
+        rows = run_steps(names, ref_names, min_time, peak)
+        print("\nspeed-up = fastest reference / symnet step; GFLOP/s and % peak are "
+              "symnet's step (matrix products only).")
+        print_notes(rows)
+    if "compile" in sections:
+        run_compile(args.quick)
+    if "memory" in sections:
+        run_memory()
+    print(f"\nbenchmark took {time.perf_counter() - t0:.1f} s")
+
+
+if __name__ == "__main__":
+    main()

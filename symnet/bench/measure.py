@@ -1,0 +1,192 @@
+"""What ``python -m symnet.bench`` measures: symnet's step and epoch, the
+references, compile time in fresh processes, and the large workload's memory.
+
+Each function returns plain numbers (microseconds, seconds, bytes) so the
+command line only formats them.  Compile time and memory are measured in new
+Python processes, the way a user meets them.
+
+>>> from symnet.bench import refs
+>>> model = build_model(refs.WORKLOADS["tiny"])
+>>> model.params["W1"].shape
+(8, 2)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from . import refs
+
+LR = 0.01
+ROOT = str(Path(__file__).resolve().parents[2])  # the folder holding the symnet package
+
+
+def network(sizes, activations, loss):
+    """The symnet Network of a layer list, e.g. ((2, 8, 1), ("tanh", "sigmoid"), "mse")."""
+    import symnet as sn
+    layers = [sn.Input(sizes[0])] + [sn.Dense(w, a) for w, a in zip(sizes[1:], activations)]
+    return sn.Network(*layers, loss=loss)
+
+
+def build_model(workload, params=None):
+    """The workload compiled to float32, starting from the references' parameters."""
+    model = network(workload.sizes, workload.activations, workload.loss).compile(
+        dtype="float32")
+    for name, value in (params or refs.init_params(workload)).items():
+        model.params[name] = value
+    return model
+
+
+def epoch_batches(workload) -> int:
+    """Batches in the whole-epoch data set: about 8192 examples, at least 8 batches."""
+    return max(8, 8192 // workload.batch)
+
+
+def time_step(model, X, T, min_time: float) -> float:
+    """Median µs of one ``model.step`` call."""
+    step = model.step
+    return refs.time_call(lambda: step(X, T, LR), min_time=min_time)[0]
+
+
+def time_epoch(model, workload, min_time: float):
+    """Median µs per step of one epoch of ``model.fit`` (minibatch, batch = the
+    workload's), or the reason it cannot be measured."""
+    if not hasattr(model, "fit"):
+        return "unavailable: Model.fit does not exist in this version"
+    n = epoch_batches(workload)
+    X, T = refs.make_data(dataclasses.replace(workload, batch=workload.batch * n), seed=1)
+
+    def epoch():
+        model.fit(X, T, method="minibatch", batch_size=workload.batch, epochs=1, lr=LR,
+                  progress=False)
+    try:
+        return refs.time_call(epoch, min_time=min_time, repeats=5)[0] / n
+    except (TypeError, ValueError) as exc:
+        return f"unavailable: fit failed: {type(exc).__name__}: {exc}"
+
+
+def time_references(workload, params, X, T, names, min_time: float):
+    """(name -> median µs, name -> why skipped) for the reference steps."""
+    with warnings.catch_warnings():  # PyTensor warns at length that it found no BLAS
+        warnings.simplefilter("ignore")
+        steps, skipped = refs.make_reference_steps(workload, params, X, T, LR, names=names)
+    times = {}
+    for name, step in steps.items():
+        times[name] = refs.time_call(step, min_time=min_time)[0]
+    return times, skipped
+
+
+# ------------------------------------------------------------ fresh processes
+
+_COMPILE = """
+import json, sys, time
+t0 = time.perf_counter()
+import symnet as sn
+t_import = time.perf_counter() - t0
+out = {"import_s": t_import, "compiles": []}
+for sizes, acts, loss in json.loads(sys.argv[1]):
+    t = time.perf_counter()
+    layers = [sn.Input(sizes[0])] + [sn.Dense(w, a) for w, a in zip(sizes[1:], acts)]
+    sn.Network(*layers, loss=loss).compile(dtype="float32")
+    out["compiles"].append(time.perf_counter() - t)
+out["total_s"] = time.perf_counter() - t0
+out["sympy_imported"] = "sympy" in sys.modules
+print(json.dumps(out))
+"""
+
+
+def _python(script: str, args: list[str], cache: str) -> dict:
+    env = dict(os.environ, SYMNET_CACHE_DIR=cache,
+               PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, "-c", script, *args], capture_output=True,
+                          text=True, env=env, timeout=600)
+    if proc.returncode != 0:
+        raise RuntimeError(f"benchmark subprocess failed:\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def compile_times(workload) -> dict:
+    """Seconds from ``import symnet`` to a loaded model, each in a new process:
+    cold (empty cache) and warm (the same cache again)."""
+    spec = json.dumps([[workload.sizes, workload.activations, workload.loss]])
+    with tempfile.TemporaryDirectory(prefix="symnet-bench-") as cache:
+        cold = _python(_COMPILE, [spec], cache)
+        warm = _python(_COMPILE, [spec], cache)
+    return {"cold": cold, "warm": warm}
+
+
+def compile_scaling(widths, depths) -> dict:
+    """Cold compile seconds of MLPs of several widths (3 layers) and depths
+    (width 64), in one new process after a warm-up compile (so sympy's import
+    is not counted)."""
+    nets = [[[16, 8, 4], ["tanh", "linear"], "mse"]]  # warm-up
+    nets += [[[w, w, w, 10], ["relu", "relu", "linear"], "softmax_cross_entropy"]
+             for w in widths]
+    nets += [[[64] * (d + 1) + [10], ["relu"] * d + ["linear"], "softmax_cross_entropy"]
+             for d in depths]
+    with tempfile.TemporaryDirectory(prefix="symnet-bench-") as cache:
+        out = _python(_COMPILE, [json.dumps(nets)], cache)
+    t = out["compiles"][1:]
+    return {"width": dict(zip(widths, t[:len(widths)])),
+            "depth": dict(zip(depths, t[len(widths):]))}
+
+
+_MEMORY = """
+import json, resource, sys, tracemalloc
+import numpy as np
+from symnet.bench import refs
+from symnet.bench.measure import build_model, LR
+def peak():
+    # VmHWM: this process's peak resident set; ru_maxrss would include the
+    # parent's size at fork on Linux
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+wl = refs.WORKLOADS[sys.argv[1]]
+X, T = refs.make_data(wl)
+before = peak()
+model = build_model(wl)
+model.step(X, T, LR)
+tracemalloc.start()
+for _ in range(5):
+    model.step(X, T, LR)
+_, traced = tracemalloc.get_traced_memory()
+tracemalloc.stop()
+arrays = model._theta.nbytes + model._grad.nbytes + model._work.nbytes
+print(json.dumps({"maxrss": peak(), "maxrss_before_model": before, "model_arrays": arrays,
+                  "data": X.nbytes + T.nbytes, "per_step_python_alloc": traced}))
+"""
+
+
+def peak_memory(workload) -> dict:
+    """Bytes: the process's peak resident set (VmHWM) with the
+    model built and stepped, the same before building it, the model's own
+    arrays, and Python-level allocations during 5 steps (tracemalloc peak)."""
+    with tempfile.TemporaryDirectory(prefix="symnet-bench-") as cache:
+        return _python(_MEMORY, [workload.name], cache)
+
+
+def peak_gflops(min_time: float) -> float:
+    return refs.measure_peak_gflops(seconds=min_time)
+
+
+def flops(workload) -> int:
+    return refs.flops_per_step(workload)
+
+
+def data(workload):
+    X, T = refs.make_data(workload)
+    return np.ascontiguousarray(X), np.ascontiguousarray(T)

@@ -1,0 +1,235 @@
+"""Saving and loading a trained model, without pickle.
+
+A model file is a ``.npz`` (a zip of ``.npy`` arrays, read with
+``allow_pickle=False``) holding:
+
+- ``format``:       "symnet-model", the format version, the dtype;
+- ``description``:  ``Network.describe()`` as JSON text;
+- ``param/<name>``: one array per parameter (W1, b1, ...);
+- ``checksum``:     sha256 over all of the above.
+
+``load`` rebuilds the Network from the description, compiles it (a cache hit
+when it was compiled before) and copies the parameters in.  Built-in
+activations and losses are stored by name; custom sympy ones by their
+``sympy.srepr`` text, which is read back by a small interpreter that accepts only
+sympy constructors of expressions with literal arguments (never ``eval``).
+
+>>> import os, tempfile, numpy as np, symnet as sn
+>>> net = sn.Network(sn.Input(2), sn.Dense(3, "tanh"), sn.Dense(1), loss="mse")
+>>> model = net.compile(dtype="float64", seed=1)
+>>> path = os.path.join(tempfile.mkdtemp(), "m.npz")
+>>> model.save(path)
+>>> again = sn.load(path)
+>>> X = np.ones((2, 2))
+>>> bool((again.forward(X) == model.forward(X)).all())
+True
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import os
+import tempfile
+import zipfile
+
+import numpy as np
+
+__all__ = ["FORMAT", "VERSION", "load", "save"]
+
+FORMAT = "symnet-model"
+VERSION = 1
+MAX_EXPR_CHARS = 20000   # a custom activation's srepr text, bounded before parsing
+
+
+def _checksum(header: np.ndarray, description: str, params: dict) -> str:
+    h = hashlib.sha256()
+    for part in (*header.tolist(), description):
+        h.update(part.encode())
+        h.update(b"\0")
+    for name in sorted(params):
+        a = np.ascontiguousarray(params[name])
+        h.update(f"{name}:{a.dtype.str}:{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def save(model, path):
+    """Write ``model`` to ``path`` atomically (temporary file, then rename), so a
+    crash never leaves a half-written file."""
+    path = os.fspath(path)
+    header = np.array([FORMAT, str(VERSION), model.dtype.name])
+    description = json.dumps(model.network.describe(), sort_keys=True)
+    params = {name: np.array(v) for name, v in model.params.items()}
+    arrays = {"format": header, "description": np.array(description),
+              "checksum": np.array(_checksum(header, description, params))}
+    arrays.update({f"param/{k}": v for k, v in params.items()})
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".symnet-save-", suffix=".npz")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **arrays)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _read(path) -> dict:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+        raise ValueError(f"{path} is not a readable symnet model file "
+                         f"({type(exc).__name__}: {exc})") from None
+
+
+def load(path, network=None, dtype=None):
+    """The model saved at ``path``: network rebuilt, compiled, parameters restored.
+
+    With ``network`` given, the file must hold that network (same description),
+    else ValueError.  ``dtype`` defaults to the saved one.
+    """
+    data = _read(path)
+    try:
+        header = data["format"]
+        description = str(data["description"][()])
+        checksum = str(data["checksum"][()])
+    except (KeyError, IndexError, TypeError, ValueError):
+        raise ValueError(f"{path} is not a symnet model file (missing format, "
+                         "description or checksum)") from None
+    if header.dtype.kind != "U" or header.shape != (3,) or header[0] != FORMAT:
+        raise ValueError(f"{path} is not a symnet model file")
+    if header[1] != str(VERSION):
+        raise ValueError(f"{path} has model format version {header[1]}; this symnet reads "
+                         f"version {VERSION}")
+    params = {k[len("param/"):]: v for k, v in data.items() if k.startswith("param/")}
+    if _checksum(header, description, params) != checksum:
+        raise ValueError(f"{path} is damaged or was modified: its checksum does not match "
+                         "its contents")
+    try:
+        desc = json.loads(description)
+    except ValueError as exc:
+        raise ValueError(f"{path}: the network description is not JSON: {exc}") from None
+    if network is not None:
+        if json.dumps(network.describe(), sort_keys=True) != description:
+            raise ValueError(f"{path} holds a different network:\n  file:  {description}\n"
+                             f"  given: {json.dumps(network.describe(), sort_keys=True)}")
+    else:
+        network = network_from_description(desc)
+    model = network.compile(dtype=dtype or str(header[2]))
+    expected = network.param_shapes()
+    if set(expected) != set(params):
+        raise ValueError(f"{path}: parameters {sorted(params)} do not match the network's "
+                         f"{sorted(expected)}")
+    for name, shape in expected.items():
+        if tuple(params[name].shape) != tuple(shape) or params[name].dtype.kind != "f":
+            raise ValueError(f"{path}: parameter {name} has shape {params[name].shape} "
+                             f"({params[name].dtype}), the network needs {tuple(shape)}")
+        model.params[name] = params[name]
+    return model
+
+
+# ------------------------------------------------------------ descriptions
+
+def network_from_description(desc: dict):
+    """The Network that ``Network.describe()`` returned ``desc`` for."""
+    from .dsl import Dense, Input, Network
+    try:
+        inp = Input(desc["input"]["n"], name=desc["input"]["name"])
+        layers = []
+        for d in desc["layers"]:
+            if d.get("kind") != "dense":
+                raise ValueError(f"layer kind {d.get('kind')!r} cannot be loaded "
+                                 "(only dense layers)")
+            layers.append(Dense(d["units"], _spec(d["activation"]), bias=d["bias"],
+                                name=d["name"]))
+        net = Network(inp, *layers, loss=_spec(desc["loss"]))
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"malformed network description ({type(exc).__name__}: {exc})") \
+            from None
+    if net.describe() != desc:
+        raise ValueError("the network description does not rebuild to itself")
+    return net
+
+
+def _spec(name):
+    """A built-in name as is; ``custom:<srepr>`` parsed to a sympy expression."""
+    if not isinstance(name, str):
+        raise ValueError(f"expected an activation or loss name, got {name!r}")  # noqa: TRY004
+    if name.startswith("custom:"):
+        return parse_srepr(name[len("custom:"):])
+    return name
+
+
+# Constructors a sympy expression of activations and losses may use.
+_ALLOWED = (
+    "Add", "Mul", "Pow", "Symbol", "Integer", "Rational", "Float", "exp", "log", "sqrt",
+    "Abs", "sign", "tanh", "sinh", "cosh", "sin", "cos", "tan", "atan", "asinh", "erf",
+    "Max", "Min", "Piecewise", "StrictGreaterThan", "StrictLessThan", "GreaterThan",
+    "LessThan", "Equality", "Unequality", "And", "Or", "Not", "Heaviside",
+)
+_NAMES = {"true", "false", "pi", "E", "oo", "zoo", "nan", "I"}
+
+
+def parse_srepr(text: str):
+    """sympy expression from ``sympy.srepr`` text, building only whitelisted sympy
+    classes from literal arguments: a tampered file cannot run code.
+
+    >>> parse_srepr("Mul(Integer(2), Symbol('z', real=True))")
+    2*z
+    """
+    import sympy as sp
+
+    from . import primitives
+    if len(text) > MAX_EXPR_CHARS:
+        raise ValueError(f"custom expression is longer than {MAX_EXPR_CHARS} characters")
+    funcs = {n: getattr(sp, n) for n in _ALLOWED if hasattr(sp, n)}
+    funcs.update(sigmoid=primitives.sigmoid, softplus=primitives.softplus,
+                 ExprCondPair=sp.functions.elementary.piecewise.ExprCondPair)
+    consts = {"true": sp.true, "false": sp.false, "pi": sp.pi, "E": sp.E, "oo": sp.oo,
+              "zoo": sp.zoo, "nan": sp.nan, "I": sp.I}
+    try:
+        tree = ast.parse(text, mode="eval").body
+    except SyntaxError as exc:
+        raise ValueError(f"custom expression is not sympy srepr text: {exc}") from None
+
+    def build(node, depth=0):
+        if depth > 200:
+            raise ValueError("custom expression is nested too deeply")
+        if isinstance(node, ast.Constant) and isinstance(node.value, (str, int, float, bool)):
+            if isinstance(node.value, (int, str)) and len(str(node.value)) > 400:
+                raise ValueError("custom expression has a literal that is too long")
+            return node.value
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+            v = build(node.operand, depth + 1)
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                return -v
+        if isinstance(node, ast.Name) and node.id in _NAMES:
+            return consts[node.id]
+        if isinstance(node, ast.Tuple):
+            return tuple(build(e, depth + 1) for e in node.elts)
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                and node.func.id in funcs):
+            args = [build(a, depth + 1) for a in node.args]
+            kwargs = {k.arg: build(k.value, depth + 1) for k in node.keywords}
+            if None in kwargs:
+                raise ValueError("custom expression uses ** arguments")
+            with sp.evaluate(False):
+                return funcs[node.func.id](*args, **kwargs)
+        raise ValueError(f"custom expression uses {ast.dump(node)[:80]}, which is not an "
+                         "allowed sympy constructor (refused: files must not run code)")
+
+    try:
+        return build(tree)
+    except ValueError:
+        raise
+    except Exception as exc:  # noqa: BLE001 -- a constructor refused its literal arguments
+        raise ValueError(f"custom expression could not be rebuilt: "
+                         f"{type(exc).__name__}: {exc}") from None

@@ -1,0 +1,32 @@
+"""`python -m symnet.bench` runs and prints its table (timings are never asserted)."""
+
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _bench(*args):
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run([sys.executable, "-m", "symnet.bench", *args], capture_output=True,
+                          text=True, env=env, timeout=300, cwd=ROOT)
+
+
+def test_quick_bench_prints_table():
+    proc = _bench("--quick", "--workloads", "tiny", "--refs", "numpy", "--sections", "steps")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "float32 peak measured now" in out
+    header = next(line for line in out.splitlines() if line.startswith("workload"))
+    for column in ("symnet step", "epoch/step", "numpy", "speed-up", "GFLOP/s", "% peak"):
+        assert column in header
+    row = next(line for line in out.splitlines() if line.startswith("tiny "))
+    assert row.split()[-1].endswith("%") and row.split()[-2] != "n/a"
+    assert "tiny: whole" in out
+
+
+def test_bench_rejects_unknown_workload():
+    proc = _bench("--workloads", "huge")
+    assert proc.returncode == 2
+    assert "unknown workload 'huge'" in proc.stderr

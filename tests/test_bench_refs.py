@@ -1,0 +1,219 @@
+"""The benchmark's reference steps compute the right thing, and agree with each other.
+
+The numpy reference is checked against central finite differences of an independent
+float64 forward pass; every optional framework is checked against the numpy reference.
+``torch.compile`` and PyTensor's C backend take 10-30 s to compile on a fresh machine,
+so they run only with ``SYMNET_SLOW_TESTS=1``.
+"""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from symnet.bench import refs
+
+SLOW = os.environ.get("SYMNET_SLOW_TESTS") == "1"
+
+
+# ------------------------------------------------------------------ an independent float64 loss
+
+
+ACTIVATIONS64 = {
+    "linear": lambda z: z,
+    "relu": lambda z: np.maximum(z, 0.0),
+    "tanh": np.tanh,
+    "sigmoid": lambda z: 1.0 / (1.0 + np.exp(-z)),
+}
+
+
+def loss64(workload, params, X, T):
+    """Batch-mean loss in float64, written from the definitions, sharing no code with refs."""
+    h = X.astype(np.float64)
+    for k, act in enumerate(workload.activations, 1):
+        z = h @ params[f"W{k}"].astype(np.float64).T + params[f"b{k}"].astype(np.float64)
+        h = ACTIVATIONS64[act](z)
+    T = T.astype(np.float64)
+    if workload.loss == "mse":
+        return np.mean(np.mean((h - T) ** 2, axis=1))
+    shifted = h - h.max(axis=1, keepdims=True)
+    log_softmax = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    return np.mean(-np.sum(T * log_softmax, axis=1))
+
+
+def finite_difference(workload, params, X, T, name, index, eps=1e-6):
+    p64 = {k: v.astype(np.float64) for k, v in params.items()}
+    p64[name][index] += eps
+    up = loss64(workload, p64, X, T)
+    p64[name][index] -= 2 * eps
+    down = loss64(workload, p64, X, T)
+    return (up - down) / (2 * eps)
+
+
+def one_numpy_step(workload, lr):
+    X, T = refs.make_data(workload)
+    params = refs.init_params(workload)
+    step = refs.make_numpy_step(workload, params, X, T, lr)
+    step()
+    return X, T, params, step.params()
+
+
+# ------------------------------------------------------------------ workloads and data
+
+
+def test_workloads_are_the_documented_ones():
+    assert refs.WORKLOADS["tiny"].sizes == (2, 8, 8, 1)
+    assert refs.WORKLOADS["small"].sizes == (64, 128, 64, 10)
+    assert refs.WORKLOADS["medium"].sizes == (784, 256, 128, 10)
+    assert refs.WORKLOADS["large"].sizes == (1024, 1024, 1024, 10)
+    assert [w.batch for w in refs.WORKLOADS.values()] == [4, 32, 128, 256]
+    assert refs.WORKLOADS["tiny"].activations == ("tanh", "tanh", "sigmoid")
+    assert refs.WORKLOADS["tiny"].loss == "mse"
+    assert refs.WORKLOADS["medium"].activations == ("relu", "relu", "linear")
+    assert refs.WORKLOADS["medium"].loss == "softmax_cross_entropy"
+
+
+@pytest.mark.parametrize("name", list(refs.WORKLOADS))
+def test_data_and_params_shapes(name):
+    wl = refs.WORKLOADS[name]
+    X, T = refs.make_data(wl)
+    assert X.dtype == T.dtype == np.float32
+    assert X.shape == (wl.batch, wl.sizes[0]) and T.shape == (wl.batch, wl.sizes[-1])
+    if wl.loss == "softmax_cross_entropy":
+        assert set(np.unique(T)) <= {0.0, 1.0} and np.all(T.sum(axis=1) == 1)
+    else:
+        assert np.all((T > 0) & (T < 1))
+    params = refs.init_params(wl)
+    assert list(params) == wl.param_names()
+    for k in range(1, wl.n_layers + 1):
+        assert params[f"W{k}"].shape == (wl.sizes[k], wl.sizes[k - 1])
+        assert params[f"b{k}"].shape == (wl.sizes[k],)
+        assert params[f"W{k}"].dtype == params[f"b{k}"].dtype == np.float32
+    assert np.array_equal(refs.make_data(wl, seed=0)[0], X)
+    assert not np.array_equal(refs.make_data(wl, seed=1)[0], X)
+
+
+def test_flops_per_step():
+    # tiny: products 2*4*2*8 = 128, 2*4*8*8 = 512, 2*4*8*1 = 64; 3 each, less layer 1's input grad
+    assert refs.flops_per_step(refs.WORKLOADS["tiny"]) == 3 * (128 + 512 + 64) - 128
+    large = 2 * 256 * (1024 * 1024 + 1024 * 1024 + 1024 * 10)
+    assert refs.flops_per_step(refs.WORKLOADS["large"]) == 3 * large - 2 * 256 * 1024 * 1024
+
+
+# ------------------------------------------------------------------ numpy reference vs finite differences
+
+
+def test_numpy_step_matches_finite_differences_tiny():
+    wl, lr = refs.WORKLOADS["tiny"], 0.5
+    X, T, before, after = one_numpy_step(wl, lr)
+    for name in wl.param_names():
+        grad_step = (before[name].astype(np.float64) - after[name]) / lr
+        grad_fd = np.array(
+            [finite_difference(wl, before, X, T, name, i) for i in np.ndindex(before[name].shape)]
+        ).reshape(before[name].shape)
+        np.testing.assert_allclose(
+            grad_step, grad_fd, rtol=1e-3, atol=1e-4 * np.abs(grad_fd).max(), err_msg=name
+        )
+
+
+def test_numpy_step_matches_finite_differences_small():
+    """17 000 parameters: check a random sample of elements of every parameter."""
+    wl, lr = refs.WORKLOADS["small"], 0.5
+    X, T, before, after = one_numpy_step(wl, lr)
+    rng = np.random.default_rng(3)
+    for name in wl.param_names():
+        grad_step = (before[name].astype(np.float64) - after[name]) / lr
+        flat = rng.choice(before[name].size, size=min(12, before[name].size), replace=False)
+        for i in flat:
+            index = np.unravel_index(i, before[name].shape)
+            fd = finite_difference(wl, before, X, T, name, index)
+            scale = np.abs(grad_step).max()
+            assert abs(grad_step[index] - fd) <= 1e-3 * abs(fd) + 1e-4 * scale, (name, index)
+
+
+def test_numpy_step_is_in_place_and_repeatable():
+    wl = refs.WORKLOADS["small"]
+    X, T = refs.make_data(wl)
+    params = refs.init_params(wl)
+    original = {k: v.copy() for k, v in params.items()}
+    a = refs.make_numpy_step(wl, params, X, T, 0.1)
+    b = refs.make_numpy_step(wl, params, X, T, 0.1)
+    for _ in range(3):
+        a()
+    b()
+    assert all(np.array_equal(params[k], original[k]) for k in params)  # caller's copy untouched
+    assert not np.array_equal(a.params()["W1"], b.params()["W1"])
+    b()
+    b()
+    assert all(np.array_equal(a.params()[k], b.params()[k]) for k in params)
+
+
+# ------------------------------------------------------------------ other frameworks vs numpy
+
+FAST_REFS = ["torch", "jax", "pytensor.numba"]
+SLOW_REFS = ["torch.compile", "pytensor"]
+
+
+@pytest.mark.parametrize("workload", ["tiny", "small"])
+@pytest.mark.parametrize(
+    "name",
+    FAST_REFS
+    + [
+        pytest.param(n, marks=pytest.mark.skipif(not SLOW, reason="SYMNET_SLOW_TESTS=1"))
+        for n in SLOW_REFS
+    ],
+)
+def test_reference_agrees_with_numpy(name, workload):
+    pytest.importorskip(refs.REFERENCES[name][0])
+    wl, lr = refs.WORKLOADS[workload], 0.1
+    X, T = refs.make_data(wl)
+    params = refs.init_params(wl)
+    ours = refs.make_numpy_step(wl, params, X, T, lr)
+    try:
+        theirs = refs.REFERENCES[name][1](wl, params, X, T, lr)
+    except refs.ReferenceUnavailable as exc:
+        pytest.skip(str(exc))
+    assert theirs.reference == name
+    for _ in range(2):  # the second step checks that the update really landed in place
+        ours()
+        theirs()
+    mine, other = ours.params(), theirs.params()
+    for k in wl.param_names():
+        assert other[k].dtype == np.float32 and other[k].shape == params[k].shape
+        update = mine[k] - params[k]
+        err = np.abs((other[k] - params[k]) - update).max()
+        assert err <= 1e-4 * np.abs(update).max() + 1e-7, (k, err, np.abs(update).max())
+
+
+def test_make_reference_steps_reports_what_it_skips():
+    wl = refs.WORKLOADS["tiny"]
+    X, T = refs.make_data(wl)
+    steps, skipped = refs.make_reference_steps(wl, refs.init_params(wl), X, T, 0.1, names=["numpy"])
+    assert list(steps) == ["numpy"] and skipped == {}
+    assert "numpy" in refs.available_references()
+
+
+def test_importing_refs_imports_no_optional_framework():
+    code = (
+        "import sys, symnet.bench.refs; "
+        "print(sorted(m for m in ('torch', 'jax', 'pytensor') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+# ------------------------------------------------------------------ timing helpers
+
+
+def test_time_call_measures_microseconds():
+    calls = []
+    median, per_repeat = refs.time_call(lambda: calls.append(1), min_time=0.01, repeats=3)
+    assert len(per_repeat) == 3 and 0 < median < 1000
+    assert len(calls) > 3
+    assert min(per_repeat) <= median <= max(per_repeat)
+
+
+def test_measure_peak_gflops_is_positive():
+    assert refs.measure_peak_gflops(seconds=0.02, n=128) > 0

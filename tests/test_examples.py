@@ -1,0 +1,37 @@
+"""Each example reaches its stated result (digits with fewer epochs, a lower bar)."""
+
+import runpy
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def _main(name):
+    return runpy.run_path(str(EXAMPLES / f"{name}.py"), run_name="example")["main"]
+
+
+def test_xor_all_three_methods():
+    outputs = _main("xor")(verbose=False)
+    assert set(outputs) == {"sd", "sgd", "minibatch"}
+    for method, out in outputs.items():
+        np.testing.assert_array_equal(out.ravel() > 0.5, [False, True, True, False],
+                                      err_msg=method)
+
+
+def test_moons_accuracy():
+    assert _main("moons")(verbose=False) >= 0.95
+
+
+def test_regression_fits_the_curve():
+    assert _main("regression")(verbose=False) < 0.01
+
+
+def test_digits_accuracy_and_loss_curve(tmp_path):
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "loss.png"
+    acc = _main("digits")(epochs=15, png=str(png), verbose=False)
+    assert acc >= 0.93
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,0 +1,171 @@
+"""model.save / sn.load: round trips, and every way a file can be wrong."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import sympy
+
+import symnet as sn
+from symnet import io
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    net = sn.Network(sn.Input(3, name="I"), sn.Dense(5, "relu", name="A"), sn.Dense(2),
+                     loss="softmax_cross_entropy")
+    model = net.compile(dtype="float32", seed=3)
+    path = tmp_path_factory.mktemp("io") / "model.npz"
+    model.save(path)
+    return model, path
+
+
+def _rewrite(src, dst, change):
+    """Copy a model file with ``change(arrays)`` applied (checksum left as is)."""
+    with np.load(src, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    change(arrays)
+    with open(dst, "wb") as fh:
+        np.savez(fh, **arrays)
+
+
+X = np.random.default_rng(0).normal(size=(7, 3))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_round_trip_predicts_identically(tmp_path, dtype):
+    net = sn.Network(sn.Input(3), sn.Dense(4, "tanh"), sn.Dense(2, "sigmoid"), loss="bce")
+    model = net.compile(dtype=dtype, seed=5)
+    model.fit(X, np.full((7, 2), 0.3), epochs=3, progress=False, seed=0)
+    model.save(tmp_path / "m.npz")
+    loaded = sn.load(tmp_path / "m.npz")
+    assert loaded.dtype == model.dtype
+    assert loaded.network.describe() == net.describe()
+    np.testing.assert_array_equal(loaded.forward(X), model.forward(X))
+    assert os.listdir(tmp_path) == ["m.npz"]          # no temporary file left
+
+
+def test_custom_sympy_activation_round_trips(tmp_path):
+    mish = sn.Dense(4, lambda z: z * sympy.tanh(sympy.log(1 + sympy.exp(z))))
+    net = sn.Network(sn.Input(3), mish, sn.Dense(1), loss="mse")
+    model = net.compile(dtype="float64", seed=2)
+    model.save(tmp_path / "mish.npz")
+    loaded = sn.load(tmp_path / "mish.npz")
+    np.testing.assert_array_equal(loaded.forward(X), model.forward(X))
+
+
+@pytest.mark.parametrize("text", [
+    "__import__('os').system('echo hacked')",
+    "Symbol('z').__class__",
+    "Add(Symbol('z'), open('/etc/passwd'))",
+    "Function('f')(Symbol('z'))",
+    "Add(*[Symbol('z')])",
+    "lambda: 0",
+])
+def test_srepr_reader_refuses_anything_but_sympy_constructors(text):
+    with pytest.raises(ValueError, match="not an allowed sympy constructor|could not be"):
+        io.parse_srepr(text)
+
+
+def test_srepr_reader_rebuilds_expressions_exactly():
+    z = sympy.Symbol("z", real=True)
+    for e in (z * sympy.tanh(sympy.log(1 + sympy.exp(z))), sympy.Float(0.25) * z ** 3 - 1,
+              sympy.Piecewise((z, z > 0), (sympy.exp(z) - 1, True))):
+        assert sympy.srepr(io.parse_srepr(sympy.srepr(e))) == sympy.srepr(e)
+
+
+def test_truncated_file(saved, tmp_path):
+    data = saved[1].read_bytes()
+    (tmp_path / "cut.npz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="not a readable symnet model file"):
+        sn.load(tmp_path / "cut.npz")
+
+
+def test_garbage_file(tmp_path):
+    (tmp_path / "junk.npz").write_bytes(b"this is not a zip file at all" * 10)
+    with pytest.raises(ValueError, match="not a readable symnet model file"):
+        sn.load(tmp_path / "junk.npz")
+
+
+def test_plain_npz_is_not_a_model(tmp_path):
+    np.savez(tmp_path / "other.npz", a=np.zeros(3))
+    with pytest.raises(ValueError, match="missing format"):
+        sn.load(tmp_path / "other.npz")
+
+
+def test_tampered_parameters_fail_the_checksum(saved, tmp_path):
+    def change(a):
+        a["param/W1"] = a["param/W1"] + 1
+    _rewrite(saved[1], tmp_path / "t.npz", change)
+    with pytest.raises(ValueError, match="checksum does not match"):
+        sn.load(tmp_path / "t.npz")
+
+
+def test_tampered_checksum(saved, tmp_path):
+    def change(a):
+        a["checksum"] = np.array("0" * 64)
+    _rewrite(saved[1], tmp_path / "c.npz", change)
+    with pytest.raises(ValueError, match="checksum does not match"):
+        sn.load(tmp_path / "c.npz")
+
+
+def test_other_format_version(saved, tmp_path):
+    def change(a):
+        a["format"] = np.array(["symnet-model", "99", "float32"])
+    _rewrite(saved[1], tmp_path / "v.npz", change)
+    with pytest.raises(ValueError, match="format version 99"):
+        sn.load(tmp_path / "v.npz")
+
+
+def test_consistent_but_unloadable_description(saved, tmp_path):
+    """A description rewritten with a matching checksum is still checked."""
+    def change(a):
+        desc = json.loads(str(a["description"][()]))
+        desc["layers"][0]["kind"] = "conv"
+        a["description"] = np.array(json.dumps(desc, sort_keys=True))
+        params = {k[6:]: v for k, v in a.items() if k.startswith("param/")}
+        a["checksum"] = np.array(io._checksum(a["format"], str(a["description"][()]), params))
+    _rewrite(saved[1], tmp_path / "d.npz", change)
+    with pytest.raises(ValueError, match="layer kind 'conv' cannot be loaded"):
+        sn.load(tmp_path / "d.npz")
+
+
+def test_wrong_parameter_shape_with_matching_checksum(saved, tmp_path):
+    def change(a):
+        a["param/W1"] = np.zeros((2, 2), np.float32)
+        params = {k[6:]: v for k, v in a.items() if k.startswith("param/")}
+        a["checksum"] = np.array(io._checksum(a["format"], str(a["description"][()]), params))
+    _rewrite(saved[1], tmp_path / "s.npz", change)
+    with pytest.raises(ValueError, match="parameter W1 has shape"):
+        sn.load(tmp_path / "s.npz")
+
+
+def test_file_of_another_network(saved):
+    other = sn.Network(sn.Input(3, name="I"), sn.Dense(6, "relu", name="A"), sn.Dense(2),
+                       loss="softmax_cross_entropy")
+    with pytest.raises(ValueError, match="holds a different network"):
+        sn.load(saved[1], network=other)
+    model, path = saved
+    again = sn.load(path, network=model.network)
+    np.testing.assert_array_equal(again.forward(X), model.forward(X))
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        sn.load(tmp_path / "nope.npz")
+
+
+def test_failed_write_keeps_the_old_file(saved, tmp_path, monkeypatch):
+    model, _path = saved
+    target = tmp_path / "keep.npz"
+    model.save(target)
+    before = target.read_bytes()
+
+    def crash(*a, **k):
+        raise OSError("disk full")
+    monkeypatch.setattr(np, "savez", crash)
+    with pytest.raises(OSError, match="disk full"):
+        model.save(target)
+    assert target.read_bytes() == before
+    assert os.listdir(tmp_path) == ["keep.npz"]

@@ -1,0 +1,411 @@
+"""Training: the notes' three update rules against numpy, the compiled epoch against
+stepping from Python, reproducibility, bad data, divergence, Ctrl-C, optimizers."""
+
+import os
+import signal
+import sys
+import warnings
+
+import numpy as np
+import numpy_reference as ref
+import pytest
+
+import symnet as sn
+from symnet import datasets, schedules, train
+from symnet.train import sample_indices
+
+ACTS = ["tanh", "linear"]
+
+
+@pytest.fixture(scope="module")
+def xor64():
+    net = sn.Network(sn.Input(2), sn.Dense(8, "tanh"), sn.Dense(1, "sigmoid"), loss="bce")
+    return net.compile(dtype="float64")
+
+
+@pytest.fixture(scope="module")
+def reg64():
+    """3 → 4 (tanh) → 2 (linear), mse, float64: small enough to check against numpy."""
+    net = sn.Network(sn.Input(3), sn.Dense(4, "tanh"), sn.Dense(2), loss="mse")
+    return net.compile(dtype="float64")
+
+
+@pytest.fixture(scope="module")
+def reg32():
+    net = sn.Network(sn.Input(3), sn.Dense(16, "tanh"), sn.Dense(2), loss="mse")
+    return net.compile(dtype="float32")
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(7)
+    X = rng.normal(size=(10, 3))
+    T = rng.normal(size=(10, 2))
+    return X, T
+
+
+def _params(model):
+    return {k: v.astype(np.float64).copy() for k, v in model.params.items()}
+
+
+def _numpy_steps(params, X, T, batches, lrs):
+    """The notes' rule W ← W − η_t (1/|N(t)|) Σ_{n∈N(t)} ∂L_n/∂W, in numpy."""
+    p = {k: v.copy() for k, v in params.items()}
+    for rows, lr in zip(batches, lrs):
+        _, g = ref.loss_and_grad(p, X[rows], T[rows], ACTS, "mse")
+        for k in p:
+            p[k] -= lr * g[k]
+    return p
+
+
+def _assert_params(model, expected, rtol=1e-12):
+    for k, v in expected.items():
+        np.testing.assert_allclose(model.params[k], v, rtol=rtol, atol=1e-14, err_msg=k)
+
+
+# ------------------------------------------------------------ the three rules
+
+@pytest.mark.parametrize("method,args", [
+    ("sd", {"epochs": 3000, "lr": 2.0}),
+    ("sgd", {"epochs": 1000, "lr": 0.5}),
+    ("minibatch", {"epochs": 1500, "lr": 1.0, "batch_size": 2}),
+])
+def test_each_method_learns_xor(xor64, method, args):
+    X, T = datasets.xor()
+    xor64.init_params(0)
+    hist = xor64.fit(X, T, method=method, seed=0, progress=False, **args)
+    assert hist.stopped == "completed" and hist.method == method
+    out = xor64.forward(X)
+    assert ((out > 0.5) == (T > 0.5)).all(), out.ravel()
+    assert np.abs(out - T).max() < 0.1
+    assert hist.val_accuracy == [] and hist.final_loss < 0.05
+
+
+def test_sgd_epoch_is_the_notes_rule(reg64, data):
+    X, T = data
+    reg64.init_params(3)
+    start = _params(reg64)
+    lr = schedules.RobbinsMonro(0.1, tau=3)
+    hist = reg64.fit(X, T, method="sgd", epochs=1, lr=lr, seed=11, progress=False)
+    idx = sample_indices("sgd", len(X), np.random.default_rng(11))
+    assert hist.steps == len(X) and len(set(idx.tolist())) < len(X)  # with replacement
+    expected = _numpy_steps(start, X, T, [[n] for n in idx], lr.values(0, len(X)))
+    _assert_params(reg64, expected)
+    np.testing.assert_array_equal(hist.lr, lr.values(0, len(X)))
+
+
+def test_minibatch_epoch_is_the_notes_rule_with_a_short_last_batch(reg64, data):
+    X, T = data
+    reg64.init_params(4)
+    start = _params(reg64)
+    hist = reg64.fit(X, T, method="minibatch", batch_size=4, epochs=2, lr=0.3, seed=5,
+                     progress=False)
+    rng = np.random.default_rng(5)
+    batches = []
+    for _ in range(2):
+        perm = sample_indices("minibatch", len(X), rng)
+        assert sorted(perm.tolist()) == list(range(len(X)))   # without replacement
+        batches += [perm[0:4], perm[4:8], perm[8:10]]          # last batch: its own mean
+    assert hist.steps_per_epoch == [3, 3]
+    _assert_params(reg64, _numpy_steps(start, X, T, batches, [0.3] * 6))
+
+
+def test_sd_epoch_is_one_full_batch_step(reg64, data):
+    X, T = data
+    reg64.init_params(5)
+    start = _params(reg64)
+    hist = reg64.fit(X, T, method="sd", epochs=3, lr=0.2, progress=False)
+    assert hist.steps == 3 and hist.steps_per_epoch == [1, 1, 1]
+    _assert_params(reg64, _numpy_steps(start, X, T, [slice(None)] * 3, [0.2] * 3))
+    assert hist.loss[0] == pytest.approx(ref.loss(start, X, T, ACTS, "mse"), rel=1e-12)
+
+
+def test_minibatch_with_batch_n_equals_sd(reg32, data):
+    X, T = data
+    results = []
+    for method, shuffle in (("sd", True), ("minibatch", False), ("minibatch", True)):
+        reg32.init_params(1)
+        reg32.fit(X, T, method=method, batch_size=len(X), epochs=4, lr=0.1, seed=0,
+                  shuffle=shuffle, progress=False)
+        results.append(reg32._theta.copy())
+    np.testing.assert_array_equal(results[0], results[1])   # same order: bit-identical
+    np.testing.assert_allclose(results[0], results[2], rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------ one compiled call per epoch
+
+@pytest.mark.parametrize("method,B", [("minibatch", 3), ("sgd", 1)])
+def test_epoch_in_one_call_equals_stepping_from_python(reg32, data, method, B):
+    X, T = data
+    X32, T32 = X.astype(np.float32), T.astype(np.float32)
+    lr = schedules.Exponential(0.2, gamma=0.9)
+    reg32.init_params(2)
+    reg32.fit(X, T, method=method, batch_size=B, epochs=3, lr=lr, seed=9, progress=False)
+    fitted = reg32._theta.copy()
+    reg32.init_params(2)
+    rng, t = np.random.default_rng(9), 0
+    lr = schedules.as_schedule(lr)
+    for _ in range(3):
+        idx = sample_indices(method, len(X), rng)
+        for s in range(0, len(idx), B):
+            rows = idx[s:s + B]
+            reg32.step(X32[rows], T32[rows], lr=lr(t))
+            t += 1
+    np.testing.assert_array_equal(fitted, reg32._theta)
+
+
+def test_long_epochs_split_into_calls_give_the_same_result(reg32, data, monkeypatch):
+    X, T = data
+    reg32.init_params(2)
+    reg32.fit(X, T, method="minibatch", batch_size=2, epochs=2, lr=0.1, seed=3,
+              progress=False)
+    whole = reg32._theta.copy()
+    monkeypatch.setattr(train, "CALL_FLOPS", 1.0)        # one step per call
+    calls = _count_calls(reg32, monkeypatch)
+    reg32.init_params(2)
+    hist = reg32.fit(X, T, method="minibatch", batch_size=2, epochs=2, lr=0.1, seed=3,
+                     progress=False)
+    assert calls["n"] == 10 and hist.steps == 10
+    np.testing.assert_array_equal(whole, reg32._theta)
+
+
+def _count_calls(model, monkeypatch, after=None):
+    real = model._c_train
+    calls = {"n": 0}
+
+    def counted(*args):
+        done = real(*args)
+        calls["n"] += 1
+        if after is not None:
+            after(calls["n"])
+        return done
+    monkeypatch.setattr(model, "_c_train", counted)
+    return calls
+
+
+@pytest.mark.parametrize("method", ["sd", "sgd", "minibatch"])
+def test_same_seed_gives_bit_identical_parameters(reg32, data, method):
+    X, T = data
+    runs = []
+    for seed in (21, 21, 22):
+        reg32.init_params(0)
+        reg32.fit(X, T, method=method, batch_size=4, epochs=3, lr=0.05, seed=seed,
+                  optimizer="adam", progress=False)
+        runs.append(reg32._theta.copy())
+    np.testing.assert_array_equal(runs[0], runs[1])
+    if method != "sd":
+        assert not np.array_equal(runs[0], runs[2])
+
+
+# ------------------------------------------------------------ nothing lost
+
+@pytest.mark.parametrize("where", ["X", "T", "val_X", "val_T"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_data_is_refused_before_any_step(reg64, data, where, bad):
+    X, T = data[0].copy(), data[1].copy()
+    Xv, Tv = X.copy(), T.copy()
+    {"X": X, "T": T, "val_X": Xv, "val_T": Tv}[where][3, 1] = bad
+    reg64.init_params(0)
+    before = reg64._theta.copy()
+    with pytest.raises(ValueError, match=r"NaN or inf .* row 3"):
+        reg64.fit(X, T, validation_data=(Xv, Tv), epochs=2, progress=False)
+    np.testing.assert_array_equal(before, reg64._theta)
+
+
+@pytest.mark.parametrize("method", ["sd", "sgd", "minibatch"])
+def test_divergence_restores_last_finite_parameters_and_warns(reg64, method):
+    X, T = datasets.make_regression_1d(n=12)
+    X = np.hstack([X, X ** 2, -X])
+    T = np.hstack([T, T])
+    reg64.init_params(0)
+    start = reg64._theta.copy()
+    with pytest.warns(RuntimeWarning, match="diverged"):
+        hist = reg64.fit(X, T, method=method, batch_size=4, epochs=100, lr=1e3, seed=1,
+                         progress=False)
+    assert hist.stopped == "diverged" and hist.diverged
+    fitted = reg64._theta.copy()
+    assert np.isfinite(fitted).all()
+    # replay from Python: step until a loss is not finite, then undo the last update
+    reg64._theta[...] = start
+    rng, B = np.random.default_rng(1), {"sd": 12, "sgd": 1, "minibatch": 4}[method]
+    prev, kept = start.copy(), 0
+    for _ in range(100):
+        idx = sample_indices(method, len(X), rng)
+        for s in range(0, len(idx), B):
+            snapshot = reg64._theta.copy()
+            loss = reg64.step(X[idx[s:s + B]], T[idx[s:s + B]], lr=1e3)
+            if not np.isfinite(loss):
+                reg64._theta[...] = prev
+                kept -= 1
+                break
+            prev, kept = snapshot, kept + 1
+        else:
+            continue
+        break
+    np.testing.assert_array_equal(fitted, reg64._theta)
+    assert hist.steps == kept == len(hist.lr)
+
+
+def test_keyboard_interrupt_drops_only_the_call_in_flight(reg32, data, monkeypatch):
+    X, T = data
+    reg32.init_params(0)
+    reg32.fit(X, T, method="minibatch", batch_size=4, epochs=2, lr=0.1, seed=4,
+              progress=False)
+    two_epochs = reg32._theta.copy()
+
+    def interrupt(n):
+        if n == 3:                       # the third epoch's call ran, then Ctrl-C
+            raise KeyboardInterrupt
+    _count_calls(reg32, monkeypatch, after=interrupt)
+    reg32.init_params(0)
+    hist = reg32.fit(X, T, method="minibatch", batch_size=4, epochs=10, lr=0.1, seed=4,
+                     progress=False)
+    assert hist.stopped == "interrupted" and hist.epochs == 2 and hist.steps == 6
+    np.testing.assert_array_equal(two_epochs, reg32._theta)
+
+
+def test_ctrl_c_signal_stops_after_the_call_and_keeps_it(reg32, data, monkeypatch):
+    X, T = data
+    monkeypatch.setattr(train, "CALL_FLOPS", 1.0)        # one step per call
+
+    def ctrl_c(n):
+        if n == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+    _count_calls(reg32, monkeypatch, after=ctrl_c)
+    handler = signal.getsignal(signal.SIGINT)
+    reg32.init_params(0)
+    hist = reg32.fit(X, T, method="minibatch", batch_size=4, epochs=10, lr=0.1, seed=4,
+                     progress=False)
+    assert signal.getsignal(signal.SIGINT) is handler    # restored
+    assert hist.stopped == "interrupted"
+    assert hist.steps == 2 and hist.steps_per_epoch == [2] and hist.epochs == 1
+    fitted = reg32._theta.copy()
+    # the first two steps of the first epoch, replayed from Python
+    reg32.init_params(0)
+    idx = sample_indices("minibatch", len(X), np.random.default_rng(4))
+    for s in (0, 4):
+        rows = idx[s:s + 4]
+        reg32.step(X[rows].astype(np.float32), T[rows].astype(np.float32), lr=0.1)
+    np.testing.assert_array_equal(fitted, reg32._theta)
+
+
+# ------------------------------------------------------------ optimizers
+
+def _numpy_optimizer(params, X, T, steps, name, lr, mu=0.9, b1=0.9, b2=0.999, eps=1e-8):
+    p = {k: v.copy() for k, v in params.items()}
+    s1 = {k: np.zeros_like(v) for k, v in p.items()}
+    s2 = {k: np.zeros_like(v) for k, v in p.items()}
+    for t in range(1, steps + 1):
+        _, g = ref.loss_and_grad(p, X, T, ACTS, "mse")
+        for k in p:
+            if name == "momentum":
+                s1[k] = mu * s1[k] + g[k]
+                p[k] -= lr * s1[k]
+            else:
+                s1[k] = b1 * s1[k] + (1 - b1) * g[k]
+                s2[k] = b2 * s2[k] + (1 - b2) * g[k] ** 2
+                p[k] -= lr * (s1[k] / (1 - b1 ** t)) / (np.sqrt(s2[k] / (1 - b2 ** t)) + eps)
+    return p
+
+
+@pytest.mark.parametrize("name,kw", [("momentum", {"momentum": 0.8}),
+                                     ("adam", {"betas": (0.8, 0.99), "eps": 1e-6})])
+@pytest.mark.parametrize("method", ["sd", "minibatch"])
+def test_optimizer_steps_equal_numpy(reg64, data, name, kw, method):
+    X, T = data
+    reg64.init_params(6)
+    start = _params(reg64)
+    reg64.fit(X, T, method=method, batch_size=len(X), shuffle=False, epochs=2, lr=0.05,
+              optimizer=name, progress=False, **kw)
+    args = {"momentum": {"mu": 0.8}, "adam": {"b1": 0.8, "b2": 0.99, "eps": 1e-6}}[name]
+    _assert_params(reg64, _numpy_optimizer(start, X, T, 2, name, 0.05, **args), rtol=1e-10)
+
+
+@pytest.mark.parametrize("name,lr", [("sgd", 0.1), ("momentum", 0.05), ("adam", 0.01)])
+def test_optimizers_reduce_the_loss(reg32, data, name, lr):
+    X, T = data
+    reg32.init_params(0)
+    before = reg32.loss(X, T)
+    hist = reg32.fit(X, T, method="minibatch", batch_size=4, epochs=200, lr=lr, seed=0,
+                     optimizer=name, progress=False)
+    assert hist.stopped == "completed"
+    assert reg32.loss(X, T) < 0.5 * before
+
+
+# ------------------------------------------------------------ history, progress
+
+def test_history_records_step_sizes_and_validation(xor64):
+    X, T = datasets.xor()
+    xor64.init_params(0)
+    lr = schedules.RobbinsMonro(1.0, tau=2)
+    hist = xor64.fit(X, T, method="minibatch", batch_size=3, epochs=4, lr=lr, seed=0,
+                     validation_data=(X, T), progress=False)
+    assert hist.steps_per_epoch == [2, 2, 2, 2] and hist.steps == 8
+    np.testing.assert_array_equal(hist.lr, lr.values(0, 8))
+    assert len(hist.val_loss) == len(hist.val_accuracy) == 4
+    assert hist.val_loss[-1] == pytest.approx(xor64.loss(X, T))
+    out = xor64.forward(X)
+    assert hist.val_accuracy[-1] == ((out > 0.5) == (T > 0.5)).mean()
+    assert hist.wall_time > 0
+
+
+def test_softmax_accuracy_is_argmax():
+    O = np.array([[0.1, 2.0], [3.0, 1.0], [0.0, 1.0]])
+    T = np.array([[0, 1], [0, 1], [0, 1]], float)
+    assert train.accuracy("softmax_cross_entropy", O, T) == pytest.approx(2 / 3)
+    assert train.accuracy("mse", O, T) is None
+
+
+def test_progress_without_tqdm_prints_a_line_per_epoch(xor64, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)      # import fails
+    X, T = datasets.xor()
+    xor64.fit(X, T, method="sd", epochs=3, lr=0.1, progress=True)
+    err = capsys.readouterr().err
+    assert err.count("epoch ") == 3 and "loss" in err
+
+
+def test_progress_bar_with_tqdm(xor64, capsys):
+    pytest.importorskip("tqdm")
+    X, T = datasets.xor()
+    xor64.fit(X, T, method="sd", epochs=3, lr=0.1, progress=True)
+    assert "3/3" in capsys.readouterr().err
+    xor64.fit(X, T, method="sd", epochs=3, lr=0.1, progress=False)
+    assert capsys.readouterr().err == ""
+
+
+# ------------------------------------------------------------ bad arguments
+
+@pytest.mark.parametrize("kw,match", [
+    ({"method": "adagrad"}, "method must be one of"),
+    ({"epochs": 0}, "epochs must be a positive integer"),
+    ({"batch_size": 2.5}, "batch_size must be a positive integer"),
+    ({"optimizer": "rmsprop"}, "optimizer must be one of"),
+    ({"optimizer": "adam", "momentum": 0.9}, "momentum= applies to optimizer momentum"),
+    ({"optimizer": "sgd", "betas": (0.9, 0.99)}, "betas= applies to optimizer adam"),
+    ({"optimizer": "momentum", "momentum": 1.5}, r"momentum must be a number in \[0, 1\)"),
+    ({"optimizer": "adam", "betas": (0.9, 1.0)}, r"betas\[1\] must be"),
+    ({"optimizer": "adam", "eps": 0}, "eps must be a positive number"),
+    ({"lr": -1.0}, "lr must be"),
+    ({"validation_data": np.zeros((2, 2))}, "validation_data must be a pair"),
+])
+def test_bad_arguments_are_refused(xor64, kw, match):
+    X, T = datasets.xor()
+    before = xor64._theta.copy()
+    with pytest.raises(ValueError, match=match):
+        xor64.fit(X, T, **kw, progress=False)
+    np.testing.assert_array_equal(before, xor64._theta)
+
+
+def test_bad_shapes_are_refused(xor64):
+    X, T = datasets.xor()
+    with pytest.raises(ValueError, match="T has 3 rows but X has 4"):
+        xor64.fit(X, T[:3], progress=False)
+    with pytest.raises(TypeError, match="step size"):
+        xor64.fit(X, T, lr="fast", progress=False)
+
+
+def test_no_warning_when_training_is_fine(xor64):
+    X, T = datasets.xor()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        xor64.fit(X, T, epochs=5, progress=False)
