@@ -87,3 +87,27 @@ def test_steps_from_threads_equal_the_same_steps_in_series(model):
         np.testing.assert_array_equal(model.params[k], serial[k])
     for k, v in start.items():
         model.params[k] = v
+
+
+def test_fit_in_one_thread_while_others_call_forward(model):
+    """fit's kernels take the same lock: forward calls of growing batches
+    (which reallocate the work buffer) cannot pull it from under a fit call."""
+    X, T = _data(3)
+    start = {k: v.copy() for k, v in model.params.items()}
+
+    def work(k):
+        if k == 0:
+            model.fit(X, T, method="minibatch", batch_size=16, epochs=3, lr=0.01, seed=0,
+                      progress=False)
+        else:
+            for n in range(1, 400, 7):
+                y = model.forward(np.ones((n * k, 16)))
+                assert y.shape == (n * k, 4) and np.isfinite(y).all()
+
+    try:
+        _hammer(work)
+        changed = any(not np.array_equal(model.params[k], v) for k, v in start.items())
+        assert changed, "fit did not train"
+    finally:
+        for k, v in start.items():
+            model.params[k] = v
