@@ -36,6 +36,7 @@ class CPrinter(C99CodePrinter):
         super().__init__(settings={"type_aliases": {real: alias}})
         self.symbol_map = symbol_map
         self.plain_names = plain_names
+        self.dtype = dtype
 
     def _print_Symbol(self, expr):
         if expr in self.symbol_map:
@@ -47,6 +48,11 @@ class CPrinter(C99CodePrinter):
 
     def _print_sigmoid(self, expr):
         return f"sn_sigmoid({self._print(expr.args[0])})"
+
+    def _print_tanh(self, expr):
+        if self.dtype == "float32":  # the template's vectorisable tanh
+            return f"sn_tanhf({self._print(expr.args[0])})"
+        return super()._print_tanh(expr)
 
     def _print_softplus(self, expr):
         return f"sn_softplus({self._print(expr.args[0])})"

@@ -201,7 +201,11 @@ class Model:
                 view[...] = rng.uniform(-a, a, shape)
 
     def _ptr(self, arr: np.ndarray):
-        return self._ffi.cast(self._ctype, arr.ctypes.data)
+        # from_buffer: ~0.2 µs and keeps arr alive; arr.ctypes.data costs ~1.3 µs
+        try:
+            return self._buf(self._carray, arr)
+        except (BufferError, TypeError, ValueError):
+            return self._ffi.cast(self._ctype, arr.ctypes.data)
 
     def _ensure_work(self, rows: int):
         if rows > self._work_rows:

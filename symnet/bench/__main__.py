@@ -53,8 +53,9 @@ def run_steps(names, ref_names, min_time: float, peak: float):
         model = measure.build_model(wl, params)
         step_us = measure.time_step(model, X, T, min_time)
         epoch_us = measure.time_epoch(model, wl, min_time)
+        fit_us = measure.time_fit_overhead(model, wl, min_time)
         ref_us, skipped = measure.time_references(wl, params, X, T, ref_names, min_time)
-        rows.append((wl, step_us, epoch_us, ref_us, skipped))
+        rows.append((wl, step_us, epoch_us, ref_us, skipped, fit_us))
         print_row(wl, step_us, epoch_us, ref_us, peak)
     return rows
 
@@ -79,13 +80,14 @@ def print_row(wl, step_us, epoch_us, ref_us, peak):
 
 
 def print_notes(rows):
-    for wl, step_us, epoch_us, ref_us, skipped in rows:
+    for wl, step_us, epoch_us, ref_us, skipped, fit_us in rows:
         if isinstance(epoch_us, str):
             print(f"  {wl.name}: whole-epoch training {epoch_us}")
         else:
             print(f"  {wl.name}: whole epoch ({measure.epoch_batches(wl)} batches of "
                   f"{wl.batch}) {epoch_us:.2f} µs per step = "
-                  f"{1e6 / epoch_us:,.0f} steps/s")
+                  f"{1e6 / epoch_us:,.0f} steps/s; fixed cost per fit call "
+                  f"{fit_us if isinstance(fit_us, str) else f'{fit_us:.0f} µs'}")
         for n, why in skipped.items():
             print(f"  {wl.name}: {n} skipped: {why.splitlines()[0][:100]}")
 

@@ -47,8 +47,10 @@ def build_model(workload, params=None):
 
 
 def epoch_batches(workload) -> int:
-    """Batches in the whole-epoch data set: about 8192 examples, at least 8 batches."""
-    return max(8, 8192 // workload.batch)
+    """Batches in the whole-epoch data set: about 10⁹ floating-point operations
+    (≥ 7 ms of work, so the fixed cost of a ``fit`` call, ~0.1 ms, is ≤ 1.5% of
+    it), at least 8 and at most 16384 batches."""
+    return int(min(16384, max(8, round(1e9 / refs.flops_per_step(workload)))))
 
 
 def time_step(model, X, T, min_time: float) -> float:
@@ -72,6 +74,22 @@ def time_epoch(model, workload, min_time: float):
         return refs.time_call(epoch, min_time=min_time, repeats=5)[0] / n
     except (TypeError, ValueError) as exc:
         return f"unavailable: fit failed: {type(exc).__name__}: {exc}"
+
+
+def time_fit_overhead(model, workload, min_time: float):
+    """Median µs of a ``model.fit`` call beyond its steps: one epoch of a single
+    batch, less one ``model.step`` on that batch (argument checks, index sampling,
+    History bookkeeping)."""
+    if not hasattr(model, "fit"):
+        return "unavailable"
+    X, T = refs.make_data(workload, seed=1)
+
+    def one_batch():
+        model.fit(X, T, method="minibatch", batch_size=workload.batch, epochs=1, lr=LR,
+                  progress=False)
+    fit_us = refs.time_call(one_batch, min_time=min_time)[0]
+    step_us = time_step(model, np.ascontiguousarray(X), np.ascontiguousarray(T), min_time)
+    return max(0.0, fit_us - step_us)
 
 
 def time_references(workload, params, X, T, names, min_time: float):
