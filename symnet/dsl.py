@@ -15,6 +15,7 @@ import copy
 import keyword
 
 from . import ir
+from .guards import generated_name
 
 # Names the generated C uses itself, or that C reserves.
 C_KEYWORDS = frozenset("""
@@ -39,7 +40,7 @@ def check_name(name, what: str) -> str:
                          "(letters, digits, underscore; not starting with a digit)")
     if name in C_KEYWORDS or keyword.iskeyword(name):
         raise ValueError(f"{what} name {name!r} is a C or Python keyword; choose another")
-    if name in RESERVED or name.startswith(("symnet", "sn_", "__")):
+    if name in RESERVED or name.startswith(("symnet", "sn_", "__")) or generated_name(name):
         raise ValueError(f"{what} name {name!r} is reserved by the generated code; "
                          "choose another")
     return name

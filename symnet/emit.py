@@ -26,19 +26,25 @@ class CPrinter(C99CodePrinter):
 
     Scalar symbols print as the array element they stand for; small integer
     powers as products; Piecewise as one ternary; sigmoid and softplus as the
-    stable helpers defined in the template.
+    stable helpers defined in the template.  With ``plain_names`` a symbol
+    outside the map must print as a C identifier (the emitter's last line of
+    defence: user text never becomes code).
     """
 
-    def __init__(self, dtype: str, symbol_map: dict):
+    def __init__(self, dtype: str, symbol_map: dict, plain_names: bool = False):
         alias = float32 if dtype == "float32" else float64
         super().__init__(settings={"type_aliases": {real: alias}})
         self.symbol_map = symbol_map
+        self.plain_names = plain_names
         self.dtype = dtype
 
     def _print_Symbol(self, expr):
         if expr in self.symbol_map:
             return self.symbol_map[expr]
-        return super()._print_Symbol(expr)
+        name = super()._print_Symbol(expr)
+        if self.plain_names and not (name.isidentifier() and name.isascii()):
+            raise ValueError(f"symbol {expr.name!r} cannot appear in the generated C")
+        return name
 
     def _print_sigmoid(self, expr):
         return f"sn_sigmoid({self._print(expr.args[0])})"
@@ -90,7 +96,7 @@ class Emitter:
         self.plan, self.dtype = plan, dtype
         self.buffers = plan.buffers
         smap = {s: self.element(a) for s, a in plan.symbols.items()}
-        self.printer = CPrinter(dtype, smap)
+        self.printer = CPrinter(dtype, smap, plain_names=True)
         self.extra_symbols = smap
 
     # ------------------------------------------------------------- elements

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from collections.abc import MutableMapping
 
 import numpy as np
 
-from . import build
+from . import build, guards
+from .guards import CHUNK  # noqa: F401  (most examples per kernel call)
 
-CHUNK = 8192  # examples per kernel call in forward/loss: bounds the work memory
+_INF = float("inf")
 
 
 def network_key(description: dict, dtype: str) -> str:
@@ -51,6 +53,7 @@ def compile_network(net, dtype: str):
     key = network_key(net.describe(), dtype)
     hit = build.lookup(key)
     if hit is not None:
+        guards.check_sizes(hit[1])
         return hit
     from .emit import DTYPES, emit
     from .lower import plan as make_plan
@@ -66,6 +69,7 @@ def compile_network(net, dtype: str):
                     "offset": plan.buffers[p.name].offset} for p in plan.graph.params()],
         "description": net.describe(),
     }
+    guards.check_sizes(meta)
     return build.build(key, source, _cdef(prefix, DTYPES[dtype], plan.graph.input_name), meta)
 
 
@@ -73,10 +77,12 @@ class Params(MutableMapping):
     """Parameters by name (W1, b1, ...): numpy views into one flat array.
 
     Assigning copies into the existing array after checking the shape, so the
-    compiled kernels always see the new values."""
+    compiled kernels always see the new values (never halfway through a
+    kernel call of another thread)."""
 
-    def __init__(self, views: dict):
+    def __init__(self, views: dict, lock=None):
         self._views = views
+        self._lock = lock or threading.Lock()
 
     def __getitem__(self, name):
         return self._views[name]
@@ -88,7 +94,8 @@ class Params(MutableMapping):
         value = np.asarray(value)
         if value.shape != view.shape:
             raise ValueError(f"parameter {name} has shape {view.shape}, got {value.shape}")
-        view[...] = value
+        with self._lock:
+            view[...] = value
 
     def __delitem__(self, name):
         raise TypeError("parameters cannot be deleted")
@@ -104,7 +111,13 @@ class Params(MutableMapping):
 
 
 class Model:
-    """A network compiled to C for one dtype, with its parameters."""
+    """A network compiled to C for one dtype, with its parameters.
+
+    Safe to share between threads: every kernel call holds the model's lock
+    (the kernels share the model's work and gradient buffers), so calls from
+    several threads run one after another.  Use one model per thread to run
+    them in parallel.
+    """
 
     def __init__(self, network, dtype="float32", seed: int = 0):
         if dtype not in ("float32", "float64") and np.dtype(dtype).name in ("float32",
@@ -136,6 +149,11 @@ class Model:
         self._work = np.zeros(0, self.dtype)
         self._p_work = self._ptr(self._work)
         self._work_rows = 0
+        self._rows = guards.rows_per_call(meta, self.dtype.itemsize)
+        # cffi releases the GIL inside the kernels, and they all share _work
+        # and _grad: one call at a time.
+        self._lock = threading.Lock()
+        self._acquire, self._release = self._lock.acquire, self._lock.release
         self._views = {}
         self._gviews = {}
         for p in meta["params"]:
@@ -143,7 +161,7 @@ class Model:
             sl = slice(p["offset"], p["offset"] + size)
             self._views[p["name"]] = self._theta[sl].reshape(p["shape"])
             self._gviews[p["name"]] = self._grad[sl].reshape(p["shape"])
-        self.params = Params(self._views)
+        self.params = Params(self._views, self._lock)
         self.init_params(seed)
 
     # ---------------------------------------------------------------- basics
@@ -160,6 +178,10 @@ class Model:
         """Seeded initialisation suited to each activation: Glorot-uniform for
         tanh/sigmoid/linear-like layers, He-normal for ReLU-like, zero biases."""
         rng = np.random.default_rng(seed)
+        with self._lock:
+            self._init_params(rng)
+
+    def _init_params(self, rng):
         for p in self._meta["params"]:
             shape, view = p["shape"], self._views[p["name"]]
             fan_out = shape[0]
@@ -193,10 +215,15 @@ class Model:
 
     # ----------------------------------------------------------- validation
     def _matrix(self, A, what: str, width: int, owner: str) -> np.ndarray:
-        """A as a C-contiguous (batch, width) array of this model's dtype."""
+        """A as a C-contiguous, aligned (batch, width) array of this model's
+        dtype: bool, integer and other float dtypes (either byte order) are
+        converted; anything else is refused with a ValueError."""
         if (type(A) is np.ndarray and A.dtype == self.dtype and A.ndim == 2
-                and A.shape[1] == width and A.shape[0] > 0 and A.flags.c_contiguous):
+                and A.shape[1] == width and A.shape[0] > 0 and A.flags.carray):
             return A
+        if isinstance(A, np.ma.MaskedArray) and np.ma.count_masked(A):
+            raise ValueError(f"{what} is a masked array with {np.ma.count_masked(A)} masked "
+                             f"entries; fill them first, e.g. {what}.filled(0)")
         try:
             arr = np.asarray(A)
         except (ValueError, TypeError) as exc:
@@ -213,7 +240,8 @@ class Model:
         if arr.shape[0] == 0:
             raise ValueError(f"{what} is an empty batch (shape {arr.shape}); "
                              "give at least one example")
-        return np.ascontiguousarray(arr, dtype=self.dtype)
+        # An unaligned pointer is undefined behaviour in the C (vector loads).
+        return np.require(arr, self.dtype, ["C", "A"])
 
     def _inputs(self, X):
         return self._matrix(X, "X", self.n_in, f"input layer {self.input_name!r}")
@@ -233,12 +261,13 @@ class Model:
         n = X.shape[0]
         out = np.empty((n, self.n_out), self.dtype)
         off = self._meta["output_offset"]
-        for s in range(0, n, CHUNK):
-            Xc = X[s:s + CHUNK]
-            b = Xc.shape[0]
-            self._ensure_work(b)
-            self._c_forward(self._p_theta, self._p_work, self._ptr(Xc), b)
-            out[s:s + b] = self._work[b * off: b * (off + self.n_out)].reshape(b, self.n_out)
+        with self._lock:
+            for s in range(0, n, self._rows):
+                Xc = X[s:s + self._rows]
+                b = Xc.shape[0]
+                self._ensure_work(b)
+                self._c_forward(self._p_theta, self._p_work, self._ptr(Xc), b)
+                out[s:s + b] = self._work[b * off: b * (off + self.n_out)].reshape(b, self.n_out)
         return out
 
     __call__ = forward
@@ -247,30 +276,33 @@ class Model:
         """Mean over the batch of the per-example loss."""
         X = self._inputs(X)
         T = self._targets(T, X.shape[0])
-        n, total = X.shape[0], 0.0
-        for s in range(0, n, CHUNK):
-            b = min(CHUNK, n - s)
-            self._ensure_work(b)
-            total += b * self._c_loss(self._p_theta, self._p_work, self._ptr(X[s:s + b]),
-                                      self._ptr(T[s:s + b]), b)
+        n, total, rows = X.shape[0], 0.0, self._rows
+        with self._lock:
+            for s in range(0, n, rows):
+                b = min(rows, n - s)
+                self._ensure_work(b)
+                total += b * self._c_loss(self._p_theta, self._p_work, self._ptr(X[s:s + b]),
+                                          self._ptr(T[s:s + b]), b)
         return total / n
 
     def loss_and_grad(self, X, T):
         """(loss, grads) with grads a dict of new arrays shaped like params."""
         X = self._inputs(X)
         T = self._targets(T, X.shape[0])
-        loss = self._loss_grad(X, T)
-        return loss, {k: v.copy() for k, v in self._gviews.items()}
+        with self._lock:
+            loss = self._loss_grad(X, T)
+            return loss, {k: v.copy() for k, v in self._gviews.items()}
 
     def _loss_grad(self, X, T) -> float:
-        n = X.shape[0]
-        if n <= CHUNK:
+        """Loss, and gradients into _grad; the caller holds the lock."""
+        n, rows = X.shape[0], self._rows
+        if n <= rows:
             self._ensure_work(n)
             return self._c_loss_grad(self._p_theta, self._p_grad, self._p_work,
                                      self._ptr(X), self._ptr(T), n)
         total, acc = 0.0, np.zeros_like(self._grad, dtype=np.float64)
-        for s in range(0, n, CHUNK):
-            b = min(CHUNK, n - s)
+        for s in range(0, n, rows):
+            b = min(rows, n - s)
             self._ensure_work(b)
             total += b * self._c_loss_grad(self._p_theta, self._p_grad, self._p_work,
                                            self._ptr(X[s:s + b]), self._ptr(T[s:s + b]), b)
@@ -285,30 +317,47 @@ class Model:
         # checked with attribute reads only; ffi.from_buffer is the cheapest
         # pointer (≈0.2 µs, vs ≈1.3 µs through arr.ctypes.data) and refuses a
         # non-contiguous array, which then takes the full path below.
+        # Also: a finite float lr, aligned arrays (the C may use aligned vector
+        # loads), and the model's lock around the call (threads share _work).
         if type(X) is np.ndarray and type(T) is np.ndarray and X.dtype is self.dtype \
-                and T.dtype is self.dtype:
-            xs, n = X.shape, T.shape[0]
-            if len(xs) == 2 and xs[0] == n and xs[1] == self.n_in and 0 < n <= self._work_rows \
-                    and T.shape[1] == self.n_out and T.ndim == 2:
+                and T.dtype is self.dtype and type(lr) is float and -_INF < lr < _INF:
+            xs, ts = X.shape, T.shape
+            if len(xs) == 2 and len(ts) == 2 and xs[1] == self.n_in and ts[1] == self.n_out \
+                    and xs[0] == ts[0] and 0 < xs[0] <= self._work_rows \
+                    and X.flags.aligned and T.flags.aligned:
+                n = xs[0]
                 try:
                     px, pt = self._buf(self._carray, X), self._buf(self._carray, T)
-                except BufferError:
+                except (BufferError, ValueError):  # cffi 2 says ValueError: not C-contiguous
                     pass
                 else:
-                    return self._c_step(self._p_theta, self._p_grad, self._p_work, px, pt, n,
-                                        lr)
+                    self._acquire()
+                    try:
+                        return self._c_step(self._p_theta, self._p_grad, self._p_work, px, pt,
+                                            n, lr)
+                    finally:
+                        self._release()
         X = self._inputs(X)
         T = self._targets(T, X.shape[0])
-        lr = float(lr)
+        try:
+            lr = float(lr)
+        except (TypeError, ValueError):
+            raise ValueError(f"lr must be a number, got {lr!r}") from None
+        if not -_INF < lr < _INF:  # one NaN step would make every parameter NaN
+            raise ValueError(f"lr must be finite, got {lr!r}")
         n = X.shape[0]
-        if n > CHUNK:
-            loss = self._loss_grad(X, T)
-            self._theta -= self.dtype.type(lr) * self._grad
-            return loss
-        if n > self._work_rows:
-            self._ensure_work(n)
-        return self._c_step(self._p_theta, self._p_grad, self._p_work, self._ptr(X),
-                            self._ptr(T), n, lr)
+        self._acquire()  # bound methods: ~60 ns less per step than `with self._lock`
+        try:
+            if n > self._rows:
+                loss = self._loss_grad(X, T)
+                self._theta -= self.dtype.type(lr) * self._grad
+                return loss
+            if n > self._work_rows:
+                self._ensure_work(n)
+            return self._c_step(self._p_theta, self._p_grad, self._p_work, self._ptr(X),
+                                self._ptr(T), n, lr)
+        finally:
+            self._release()
 
     # ---------------------------------------------------------------- training
     def fit(self, X, T, method="minibatch", epochs=10, batch_size=32, lr=0.1, shuffle=True,

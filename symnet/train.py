@@ -126,8 +126,9 @@ class Optimizer:
     def apply(self, model, lr: float):
         """One update of model's parameters from the gradients in ``model._grad``."""
         self.t += 1
-        model._c_update(model._p_theta, model._p_grad, float(lr), self.code,
-                        self.p_s1, self.p_s2, self.p_hyper, self.t)
+        with model._lock:  # the model's kernels are one call at a time (see Model)
+            model._c_update(model._p_theta, model._p_grad, float(lr), self.code,
+                            self.p_s1, self.p_s2, self.p_hyper, self.t)
 
 
 # ---------------------------------------------------------------- progress
@@ -222,7 +223,8 @@ class _Run:
         self.parts_before = None                     # len(parts) before it; None: none
         if method != "sd":
             ffi, B = model._ffi, self.B
-            model._ensure_work(B)
+            with model._lock:
+                model._ensure_work(B)
             self.Ib = np.zeros((B, model.n_in), model.dtype)
             self.Tb = np.zeros((B, model.n_out), model.dtype)
             self.losses = np.zeros(0)
@@ -238,7 +240,8 @@ class _Run:
         """One full-batch step; False when the loss was not finite."""
         m = self.model
         lr = float(self.schedule.values(self.t, 1)[0])
-        loss = m._loss_grad(self.X, self.T)
+        with m._lock:
+            loss = m._loss_grad(self.X, self.T)
         if not math.isfinite(loss):
             self._diverged()
             return False
@@ -261,12 +264,13 @@ class _Run:
             s1 = min(n_steps, s0 + self.chunk)
             part = idx[s0 * B: s1 * B]
             self._begin()
-            done = m._c_train(
-                m._p_theta, m._p_grad, m._p_work, self.p_Ib, self.p_Tb, self.p_prev,
-                self.p_have, self.p_X, self.p_T, ffi.cast("long long *", part.ctypes.data),
-                part.size, B, ffi.cast("double *", lrs[s0:].ctypes.data),
-                ffi.cast("double *", losses[s0:].ctypes.data), opt.code, opt.p_s1,
-                opt.p_s2, opt.p_hyper, opt.t)
+            with m._lock:
+                done = m._c_train(
+                    m._p_theta, m._p_grad, m._p_work, self.p_Ib, self.p_Tb, self.p_prev,
+                    self.p_have, self.p_X, self.p_T, ffi.cast("long long *", part.ctypes.data),
+                    part.size, B, ffi.cast("double *", lrs[s0:].ctypes.data),
+                    ffi.cast("double *", losses[s0:].ctypes.data), opt.code, opt.p_s1,
+                    opt.p_s2, opt.p_hyper, opt.t)
             opt.t += done
             sizes = [B] * done
             if done and s0 + done == n_steps and idx.size % B:

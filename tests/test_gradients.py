@@ -110,20 +110,19 @@ def test_relu_derivative_at_zero_is_zero():
 
 
 def test_large_batch_is_chunked_consistently():
-    from symnet import model as model_module
     net = sn.Network(sn.Input(3), sn.Dense(5, "tanh"), sn.Dense(2), loss="mse")
     m = net.compile(dtype="float64")
     rng = np.random.default_rng(0)
     X, T = rng.normal(size=(50, 3)), rng.normal(size=(50, 2))
     L, g = m.loss_and_grad(X, T)
-    old = model_module.CHUNK
-    model_module.CHUNK = 7
+    old = m._rows  # examples per kernel call (symnet.guards.rows_per_call)
+    m._rows = 7
     try:
         L2, g2 = m.loss_and_grad(X, T)
         np.testing.assert_allclose(m.forward(X)[:7], m.forward(X[:7]))
         assert m.loss(X, T) == pytest.approx(L, rel=1e-12)
     finally:
-        model_module.CHUNK = old
+        m._rows = old
     assert L2 == pytest.approx(L, rel=1e-12)
     for k in g:
         np.testing.assert_allclose(g2[k], g[k], rtol=1e-10, atol=1e-14)

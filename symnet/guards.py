@@ -1,0 +1,123 @@
+"""Limits checked before anything is allocated or emitted.
+
+Sizes: the generated C indexes arrays with ``int``, and a network's
+parameters, gradients and per-example work must fit in memory; both are
+checked from the kernel plan's numbers, before numpy allocates anything.
+Names: a layer may not be named like anything the kernel's C already uses.
+
+>>> rows_per_call({"work_per_row": 10, "n_in": 2, "n_out": 1}, 8)
+8192
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+INT_MAX = 2**31 - 1
+CHUNK = 8192                 # at most this many examples per kernel call
+WORK_BYTES = 256 * 2**20     # work memory one call may use, when the batch is split
+
+
+def _gb(n: float) -> str:
+    return f"{n / 1e9:.1f} GB"
+
+
+def memory_bytes() -> int | None:
+    """This process's memory: physical memory, or less where a cgroup or
+    ``ulimit -v`` says so (``SYMNET_MAX_MEMORY`` in bytes overrides)."""
+    if os.environ.get("SYMNET_MAX_MEMORY"):
+        try:
+            return int(float(os.environ["SYMNET_MAX_MEMORY"]))
+        except ValueError:
+            raise ValueError("SYMNET_MAX_MEMORY must be a number of bytes, got "
+                             f"{os.environ['SYMNET_MAX_MEMORY']!r}") from None
+    limits = []
+    try:
+        limits.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        pass
+    try:
+        with open("/sys/fs/cgroup/memory.max") as fh:
+            limits.append(int(fh.read().strip()))
+    except (OSError, ValueError):  # absent, or "max"
+        pass
+    try:
+        import resource
+        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if soft != resource.RLIM_INFINITY:
+            limits.append(soft)
+    except (ImportError, OSError, ValueError):
+        pass
+    return min(limits) if limits else None
+
+
+def check_sizes(meta: dict):
+    """Refuse a network the kernels cannot index or the machine cannot hold.
+
+    ``meta`` is the compiled module's record (n_params, work_per_row, params
+    with shapes, dtype).  Raises ValueError with the estimate.
+    """
+    itemsize = 4 if meta["dtype"] == "float32" else 8
+    n_params, per_row = meta["n_params"], meta["work_per_row"]
+    need = 2 * n_params * itemsize + per_row * itemsize
+    have = memory_bytes()
+    if have is not None and need > have:
+        raise ValueError(
+            f"this network needs about {_gb(need)} of memory for its {n_params:,} parameters "
+            f"and their gradients ({meta['dtype']}, {itemsize} bytes each, plus "
+            f"{per_row:,} numbers of work per example) but this machine has {_gb(have)}; "
+            "use fewer or smaller layers, or float32")
+    for p in meta["params"]:
+        size = 1
+        for s in p["shape"]:
+            size *= s
+        if size > INT_MAX:
+            raise ValueError(
+                f"parameter {p['name']} of shape {tuple(p['shape'])} has {size:,} elements; "
+                f"the generated C indexes one array with int, at most {INT_MAX:,}")
+    if max(per_row, meta["n_in"], meta["n_out"]) > INT_MAX:
+        raise ValueError(f"one example needs {per_row:,} numbers of work; the generated C "
+                         f"indexes with int, at most {INT_MAX:,}")
+
+
+def rows_per_call(meta: dict, itemsize: int) -> int:
+    """How many examples one kernel call may take: few enough that its work
+    memory stays under WORK_BYTES and every batch index fits an int."""
+    widest = max(meta["work_per_row"], meta["n_in"], meta["n_out"], 1)
+    by_memory = WORK_BYTES // (max(meta["work_per_row"], 1) * itemsize)
+    return max(1, min(CHUNK, INT_MAX // widest, by_memory))
+
+
+# ------------------------------------------------------------------- names
+# Identifiers the kernel's translation unit already means something by: the
+# C99 <math.h> functions (with their f and l forms) and macros, <string.h>
+# and <stddef.h> names, the macros gcc predefines, the locals of the template's
+# exported functions, and the names the compiler derives from a layer's
+# (z_H1, delta_H1, dL_dH1, g_W1, CSE temporaries t0, t1, ...).  A layer named
+# like one of them would shadow it and change what the C means.
+_MATH = """acos asin atan atan2 cos sin tan acosh asinh atanh cosh sinh tanh exp exp2 expm1
+frexp ilogb ldexp log log10 log1p log2 logb modf scalbn scalbln cbrt fabs hypot pow sqrt erf
+erfc lgamma tgamma ceil floor nearbyint rint lrint llrint round lround llround trunc fmod
+remainder remquo copysign nan nextafter nexttoward fdim fmax fmin fma""".split()
+C_NAMES = frozenset(
+    _MATH + [f + s for f in _MATH for s in "fl"] + """
+    fpclassify isfinite isinf isnan isnormal signbit isgreater isgreaterequal isless
+    islessequal islessgreater isunordered float_t double_t math_errhandling
+    HUGE_VAL HUGE_VALF HUGE_VALL INFINITY NAN FP_INFINITE FP_NAN FP_NORMAL FP_SUBNORMAL
+    FP_ZERO FP_FAST_FMA FP_FAST_FMAF FP_FAST_FMAL FP_ILOGB0 FP_ILOGBNAN MATH_ERRNO
+    MATH_ERREXCEPT M_E M_LOG2E M_LOG10E M_LN2 M_LN10 M_PI M_PI_2 M_PI_4 M_1_PI M_2_PI
+    M_2_SQRTPI M_SQRT2 M_SQRT1_2 memcpy memmove memset memcmp memchr strlen size_t ptrdiff_t
+    wchar_t NULL offsetof linux unix errno
+    m s g o p st to lse real params grads work
+    """.split())
+_GENERATED = re.compile(r"t\d+|(z_|delta_|dL_d|g_).*|_[A-Z].*")
+
+
+def generated_name(name: str) -> bool:
+    """True for names the kernel's C reserves (see C_NAMES).
+
+    >>> generated_name("exp"), generated_name("delta_H1"), generated_name("hidden")
+    (True, True, False)
+    """
+    return name in C_NAMES or _GENERATED.fullmatch(name) is not None
