@@ -1,6 +1,6 @@
 """Hand-written digits (8×8, bundled with symnet): a 64-128-64-10 ReLU network
-trained by minibatch SGD with a Robbins–Monro step size; prints the test accuracy
-and saves the loss curves to digits_loss.png.
+trained by minibatch SGD with a Robbins–Monro step size; prints the derived
+formulas and the test accuracy, and saves the loss curves to digits_loss.png.
 
     python examples/digits.py
 """
@@ -22,7 +22,9 @@ def main(epochs=60, batch_size=32, seed=0, png="digits_loss.png", verbose=True):
     Ttr, Tte = datasets.one_hot(ytr, 10), datasets.one_hot(yte, 10)
     net = network()
 
-    # --- derived formulas: print net.formulas() here -------------------------------
+    if verbose:
+        print(net.formulas())   # the chain rule sympy derived, with the C's names
+        print()
 
     t0 = time.perf_counter()
     model = net.compile(dtype="float32", seed=seed)
