@@ -149,10 +149,6 @@ def plan(graph: ir.Graph) -> Plan:
     return p
 
 
-def _extent(node: ir.Node, index: str):
-    return {ir.BATCH: "batch", ir.OUT: node.n_out}.get(index, node.n_in)
-
-
 def _forward(graph: ir.Graph) -> list:
     ops = []
     for node in graph.nodes:
