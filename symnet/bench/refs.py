@@ -163,9 +163,15 @@ def _copy_params(workload: Workload, params: dict[str, np.ndarray]) -> list[np.n
     return out
 
 
-def _as_data(X, T) -> tuple[np.ndarray, np.ndarray]:
+def _as_data(workload: Workload, X, T) -> tuple[np.ndarray, np.ndarray]:
     X = np.array(X, dtype=F32, copy=True, order="C")
     T = np.array(T, dtype=F32, copy=True, order="C")
+    n_in, n_out = workload.sizes[0], workload.sizes[-1]
+    if X.ndim != 2 or X.shape[1] != n_in or T.shape != (X.shape[0], n_out):
+        raise ValueError(
+            f"workload {workload.name!r}: X must be (batch, {n_in}) and T (batch, {n_out}); "
+            f"got X {X.shape}, T {T.shape}"
+        )
     return X, T
 
 
@@ -180,7 +186,7 @@ def make_numpy_step(workload: Workload, params, X, T, lr: float):
     gradient comes out already scaled by ``lr``), ``out=`` on every ufunc and
     matrix product, no input gradient for the first layer."""
     _check_workload(workload)
-    X, T = _as_data(X, T)
+    X, T = _as_data(workload, X, T)
     flat = _copy_params(workload, params)
     Ws, bs = flat[0::2], flat[1::2]
     acts = workload.activations
@@ -282,7 +288,7 @@ def make_torch_step(workload: Workload, params, X, T, lr: float):
     import torch
 
     _check_workload(workload)
-    X, T = _as_data(X, T)
+    X, T = _as_data(workload, X, T)
     Xt, Tt = torch.from_numpy(X), torch.from_numpy(T)
     ps = [torch.from_numpy(p).requires_grad_() for p in _copy_params(workload, params)]
     loss_fn = _torch_loss_fn(workload)
@@ -306,7 +312,7 @@ def make_torch_compile_step(workload: Workload, params, X, T, lr: float):
     import torch
 
     _check_workload(workload)
-    X, T = _as_data(X, T)
+    X, T = _as_data(workload, X, T)
     Xt, Tt = torch.from_numpy(X), torch.from_numpy(T)
     ps = [torch.from_numpy(p) for p in _copy_params(workload, params)]
     grad_fn = torch.func.grad(_torch_loss_fn(workload))
@@ -339,7 +345,7 @@ def make_jax_step(workload: Workload, params, X, T, lr: float):
     import jax.numpy as jnp
 
     _check_workload(workload)
-    X, T = _as_data(X, T)
+    X, T = _as_data(workload, X, T)
     act_fns = {"linear": None, "relu": jax.nn.relu, "tanh": jnp.tanh, "sigmoid": jax.nn.sigmoid}
     acts = [act_fns[a] for a in workload.activations]
     lr32 = F32(lr)
@@ -388,7 +394,7 @@ def make_pytensor_step(workload: Workload, params, X, T, lr: float, mode: str = 
     from pytensor.tensor.special import log_softmax
 
     _check_workload(workload)
-    X, T = _as_data(X, T)
+    X, T = _as_data(workload, X, T)
     act_fns = {
         "linear": None,
         "relu": lambda z: pt.maximum(z, 0),
