@@ -17,6 +17,81 @@
 #include <stddef.h>
 #include <string.h>
 
+/*
+ * symnet kernels -- the interface of a network compiled by symnet 0.1.0.
+ *
+ *   input I: 64 features
+ *   G (64) = sigmoid(r1_G[b,i])*tanh(r2_G[b,i])
+ *   O (10) = b2[i] + z_O[b,i]
+ *   loss: softmax_cross_entropy, averaged over the batch
+ *
+ * Numbers are float (float32); arrays are row-major: a batch X holds
+ * X[b,j] at X[b * SYMNET_8A6289DC7F_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_8A6289DC7F_N_PARAMS numbers, in the order of model.params, each row-major:
+ *   A1           offset         0  shape (64, 64)
+ *   B1           offset      4096  shape (64, 64)
+ *   W2           offset      8192  shape (10, 64)
+ *   b2           offset      8832  shape (10,)
+ * Gradients have the same layout.  Every function takes its scratch memory as
+ * `work` (SYMNET_8A6289DC7F_WORK_SIZE(batch) numbers; SYMNET_8A6289DC7F_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_8a6289dc7f_train) and allocates nothing.  Memory for one call of a batch B:
+ *   params 8842 + X B*64 + T or O B*10 + work (B*424 + 8842)
+ *   numbers of 4 bytes; e.g. B = 32: 134,480 bytes (training; forward only: 71,976).
+ */
+#ifndef SYMNET_8A6289DC7F_H
+#define SYMNET_8A6289DC7F_H
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SYMNET_8A6289DC7F_N_INPUTS 64  /* features per example */
+#define SYMNET_8A6289DC7F_N_OUTPUTS 10
+#define SYMNET_8A6289DC7F_N_PARAMS 8842  /* numbers in the flat parameter array */
+#define SYMNET_8A6289DC7F_WORK_PER_EXAMPLE 424
+#define SYMNET_8A6289DC7F_WORK_SIZE(batch) ((batch) * 424 + 8842)  /* numbers of scratch per call */
+#define SYMNET_8A6289DC7F_TRAIN_WORK_SIZE(batch_size) (SYMNET_8A6289DC7F_WORK_SIZE(batch_size) + (batch_size) * 74)
+#define SYMNET_8A6289DC7F_SGD 0       /* optimizer codes of symnet_8a6289dc7f_update and symnet_8a6289dc7f_train */
+#define SYMNET_8A6289DC7F_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_8A6289DC7F_N_PARAMS numbers */
+#define SYMNET_8A6289DC7F_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_8A6289DC7F_N_PARAMS numbers each */
+
+/* O[b,k] (batch × SYMNET_8A6289DC7F_N_OUTPUTS) = the network's output for X (batch × SYMNET_8A6289DC7F_N_INPUTS). */
+void symnet_8a6289dc7f_forward(const float *params, const float *X, int batch, float *O, float *work);
+
+/* The loss of the batch: the mean over its examples of the per-example loss. */
+float symnet_8a6289dc7f_loss(const float *params, const float *X, const float *T, int batch, float *work);
+
+/* The loss, and ∂L/∂θ into grads (SYMNET_8A6289DC7F_N_PARAMS numbers) by back propagation. */
+float symnet_8a6289dc7f_loss_grad(const float *params, const float *X, const float *T, int batch,
+    float *grads, float *work);
+
+/* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
+float symnet_8a6289dc7f_step(float *params, const float *X, const float *T, int batch, float lr,
+    float *work);
+
+/* The update of one step from the gradients: optimizer SYMNET_8A6289DC7F_SGD, SYMNET_8A6289DC7F_MOMENTUM or SYMNET_8A6289DC7F_ADAM
+ * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
+ * hyper[4] = {μ, β1, β2, ε} and the step number t = 1, 2, ... (Adam's corrections). */
+void symnet_8a6289dc7f_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+    float *s2, const double *hyper, long long t);
+
+/* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
+ * batch may be short) of (X, T), step size lr[s] and step number t0 + s + 1, and writes
+ * its loss to losses[s].  Stops before the update of a step whose loss is not finite
+ * and returns the number of steps completed.  prev (SYMNET_8A6289DC7F_N_PARAMS numbers, or NULL)
+ * receives the parameters before the last update, *have_prev says it holds them; a
+ * non-finite loss restores them.  work: SYMNET_8A6289DC7F_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_8a6289dc7f_train(float *params, const float *X, const float *T, const long long *idx,
+    long long n_idx, int batch_size, const double *lr, double *losses,
+    int optimizer, float *s1, float *s2, const double *hyper, long long t0,
+    float *prev, int *have_prev, float *work);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* SYMNET_8A6289DC7F_H */
+
 typedef float real;
 
 /* σ(x) = 1/(1 + e^−x), written so that neither branch overflows. */
@@ -153,6 +228,7 @@ static void sn_gemm(int M, int N, int K, const real *restrict A, ptrdiff_t sam, 
     }
 }
 
+
 /* The wrappers below are inlined at each call, where N and K (and often M) are
  * constants: small products then run as loops the compiler unrolls and
  * vectorises, in the order that reads memory contiguously; the rest go to
@@ -258,14 +334,15 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 
 }
 
-/* Forward pass; returns the output's address inside work: (batch, 10). */
-void symnet_9750ad2d51_forward(const real *params, real *work, const real *I, int batch)
+/* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
+void symnet_8a6289dc7f_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
-    sn_forward(params, work, I, batch);
+    sn_forward(params, work, X, batch);
+    memcpy(O, work + (size_t)batch * 202, sizeof(real) * (size_t)batch * 10);
 }
 
 /* Loss L = (1/batch) Σ_b L_b, after a forward pass. */
-double symnet_9750ad2d51_loss(const real *params, real *work, const real *I, const real *T, int batch)
+static double sn_loss(const real *params, real *work, const real *I, const real *T, int batch)
 {
     const real *A1 = params + 0;  /* A1: (64, 64) */
     const real *B1 = params + 4096;  /* B1: (64, 64) */
@@ -307,8 +384,13 @@ double symnet_9750ad2d51_loss(const real *params, real *work, const real *I, con
     return loss / batch;
 }
 
+real symnet_8a6289dc7f_loss(const real *params, const real *X, const real *T, int batch, real *work)
+{
+    return (real)sn_loss(params, work, X, T, batch);
+}
+
 /* Loss and every gradient ∂L/∂θ (into grads), by back propagation. */
-double symnet_9750ad2d51_loss_grad(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
+static double sn_loss_grad(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
 {
     const real *A1 = params + 0;  /* A1: (64, 64) */
     const real *B1 = params + 4096;  /* B1: (64, 64) */
@@ -381,6 +463,11 @@ double symnet_9750ad2d51_loss_grad(const real *params, real *grads, real *work, 
     return loss / batch;
 }
 
+real symnet_8a6289dc7f_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+{
+    return (real)sn_loss_grad(params, grads, work, X, T, batch);
+}
+
 /* dst[p] = src[p] − lr·∂L/∂θ[p] for all 8842 parameters (plain gradient
  * descent); dst may be src.  Not restrict: in place is the common case. */
 static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr)
@@ -389,12 +476,14 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
         dst[p] = src[p] - lr * grads[p];
 }
 
-/* One steepest-descent step on this batch: θ ← θ − lr·∂L/∂θ.  Returns the loss before it. */
-double symnet_9750ad2d51_step(real *params, real *grads, real *work, const real *I, const real *T, int batch, real lr)
+/* One steepest-descent step on this batch: θ ← θ − lr·∂L/∂θ, the gradients in
+ * work after the batch's rows.  Returns the loss before it. */
+real symnet_8a6289dc7f_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
-    const double loss = symnet_9750ad2d51_loss_grad(params, grads, work, I, T, batch);
+    real *grads = work + (size_t)batch * 424;
+    const double loss = sn_loss_grad(params, grads, work, X, T, batch);
     sn_sgd_update(params, params, grads, lr);
-    return loss;
+    return (real)loss;
 }
 
 /* The parameter update of one step, given the gradients g = ∂L/∂θ.
@@ -429,15 +518,15 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_9750ad2d51_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_8a6289dc7f_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
 
 /* A run of training steps in one call: step s takes the examples
- * idx[s·batch_size .. min((s+1)·batch_size, n_idx)) of the data set (I, T), gathers
- * them into Ib, Tb (batch_size rows each), and does loss_grad then update with step
- * size lr[s] and step number t0 + s + 1, exactly as one call of loss_grad and one
+ * idx[s·batch_size .. min((s+1)·batch_size, n_idx)) of the data set (X, T), gathers
+ * them into Ib, Tb (batch_size rows each, in work), and does loss_grad then update with
+ * step size lr[s] and step number t0 + s + 1, exactly as one call of loss_grad and one
  * of update from the caller would.  losses[s] receives the batch loss before step s.
  *
  * A non-finite loss stops the run before its update: params are restored from prev
@@ -446,24 +535,30 @@ void symnet_9750ad2d51_update(real *params, const real *grads, real lr, int opti
  * prev holds the parameters before the last update (after a restore: the same as
  * params).  prev may be NULL (no restoring).
  *
+ * work: the batch's rows (424 numbers per example), then the
+ * gradients (8842), then Ib and Tb.
+ *
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_9750ad2d51_train(real *params, real *grads, real *work, real *Ib, real *Tb, real *prev, int *have_prev,
-                           const real *I, const real *T, const long long *idx, long long n_idx, int batch_size,
-                           const double *lr, double *losses, int optimizer, real *s1, real *s2, const double *hyper, long long t0)
+long long symnet_8a6289dc7f_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+                           int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
+                           const double *hyper, long long t0, real *prev, int *have_prev, real *work)
 {
+    real *grads = work + (size_t)batch_size * 424;
+    real *Ib = grads + 8842;
+    real *Tb = Ib + (size_t)batch_size * 64;
     real *cur = params, *old = prev != NULL ? prev : params;  /* θ now; θ before the last update */
     long long s = 0;
     for (long long start = 0; start < n_idx; start += batch_size, s++) {
         const int batch = (int)(n_idx - start < batch_size ? n_idx - start : batch_size);
-        /* Ib[r,:] = I[idx[start + r],:];  Tb[r,:] = T[idx[start + r],:] */
+        /* Ib[r,:] = X[idx[start + r],:];  Tb[r,:] = T[idx[start + r],:] */
         for (int r = 0; r < batch; r++) {
             const size_t n = (size_t)idx[start + r];
-            memcpy(Ib + (size_t)r * 64, I + n * 64, sizeof(real) * 64);
+            memcpy(Ib + (size_t)r * 64, X + n * 64, sizeof(real) * 64);
             memcpy(Tb + (size_t)r * 10, T + n * 10, sizeof(real) * 10);
         }
-        const double loss = symnet_9750ad2d51_loss_grad(cur, grads, work, Ib, Tb, batch);
+        const double loss = sn_loss_grad(cur, grads, work, Ib, Tb, batch);
         if (!isfinite(loss)) {
             /* both buffers ← θ before the last update (only cur needs it written) */
             if (prev != NULL && *have_prev)

@@ -145,7 +145,18 @@ class Emitter:
             size *= s
         return str(size)
 
-    def render(self, prefix: str = "SN_PREFIX_") -> str:
+    def render(self, prefix: str = "SN_PREFIX_", macro: str = "SN_MACRO_",
+               header_file: str | None = None, title: str = "symnet kernels",
+               training: bool = True, threads: bool = True, portable: bool = False,
+               trained=None) -> tuple[str, str]:
+        """(C source, header): the header is the contract (sizes, parameter
+        layout, prototypes); the source includes it as ``header_file``, or
+        holds its text when that is None.
+
+        ``training``: also the loss, gradient, update and epoch functions;
+        ``threads``: OpenMP pragmas; ``portable``: plain-loop matrix products
+        (no packing buffers on the stack); ``trained``: the parameter values
+        as C literals, written as ``<prefix>trained_params``."""
         env = jinja2.Environment(loader=jinja2.FileSystemLoader(template_dir()),
                                  trim_blocks=True, lstrip_blocks=True,
                                  keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
@@ -153,16 +164,43 @@ class Emitter:
         env.tests["matmul"] = lambda op: isinstance(op, MatMul)
         env.tests["zero"] = lambda op: isinstance(op, Zero)
         env.tests["softmax_xent"] = lambda op: isinstance(op, SoftmaxXent)
-        tpl = env.get_template("network.c.j2")
         graph = self.plan.graph
-        return tpl.render(
-            version=__version__, dtype=self.dtype, real=DTYPES[self.dtype],
-            f="f" if self.dtype == "float32" else "", prefix=prefix, plan=self.plan,
-            graph=graph, em=self, describe=describe_graph(graph),
+        common = dict(version=__version__, dtype=self.dtype, real=DTYPES[self.dtype],
+                      describe=describe_graph(graph), training=training)
+        header = env.get_template("network.h.j2").render(
+            **common, P=prefix, M=macro, title=title, trained=trained is not None,
+            **self.layout(training))
+        source = env.get_template("network.c.j2").render(
+            **common, f="f" if self.dtype == "float32" else "", prefix=prefix,
+            plan=self.plan, graph=graph, em=self, header=header, header_file=header_file,
+            threads=threads, portable=portable, trained=trained,
+            out_offset=self.buffers[self.plan.output].offset,
             params=[b for b in self.buffers.values() if b.kind == "param"],
             grads=[b for b in self.buffers.values() if b.kind == "grad"],
             work=[b for b in self.buffers.values() if b.kind == "work"],
             uses=self.uses())
+        return source, header
+
+    def layout(self, training: bool) -> dict:
+        """Sizes the header states: parameters, scratch per call, memory of a batch."""
+        plan, graph = self.plan, self.plan.graph
+        itemsize = 4 if self.dtype == "float32" else 8
+        fwd = forward_per_row(plan)
+        if training:
+            work, formula = f"(batch) * {plan.work_per_row} + {plan.n_params}", \
+                f"(B*{plan.work_per_row} + {plan.n_params})"
+        else:
+            work, formula = f"(batch) * {fwd}", f"B*{fwd}"
+
+        def nbytes(per_row, extra, b=32):
+            return (plan.n_params + b * (graph.n_in + graph.n_out + per_row) + extra) * itemsize
+        return dict(n_in=graph.n_in, n_out=graph.n_out, n_params=plan.n_params,
+                    per_row=plan.work_per_row if training else fwd, work_macro=work,
+                    work_formula=formula, itemsize=itemsize,
+                    example_bytes=f"{nbytes(plan.work_per_row, plan.n_params) if training else nbytes(fwd, 0):,}",
+                    example_fwd_bytes=f"{nbytes(fwd, 0):,}",
+                    params=[{"name": b.name, "offset": b.offset, "shape": list(b.shape)}
+                            for b in self.buffers.values() if b.kind == "param"])
 
     def uses(self) -> set:
         """Helper functions the expressions call (only those are emitted)."""
@@ -185,14 +223,47 @@ def describe_graph(graph: ir.Graph) -> list[str]:
     return lines
 
 
-def emit(plan: Plan, dtype: str) -> tuple[str, str]:
-    """Render the plan; returns (C source, symbol prefix).
+def forward_per_row(plan: Plan) -> int:
+    """Work numbers per example the forward pass alone uses: its buffers (the
+    layers and their sums) come first in the work layout."""
+    names = {n.name for n in plan.graph.nodes}
+    names |= {r.name for n in plan.graph.nodes for r in n.reductions}
+    ends = [b.offset + b.shape[1] for b in plan.buffers.values()
+            if b.kind == "work" and b.name in names]
+    return max(ends, default=0)
+
+
+def cdef(header: str) -> str:
+    """The header as cffi's cdef: the same prototypes, without preprocessor
+    lines and the C++ guard (cffi parses declarations, not directives).
+
+    >>> cdef('#define N 2\n#ifdef __cplusplus\nextern "C" {\n#endif\nvoid f(int n);\n')
+    'void f(int n);\n'
+    """
+    out, skip = [], 0
+    for line in header.splitlines(keepends=True):
+        stripped = line.strip()
+        if stripped.startswith("#ifdef __cplusplus"):
+            skip = 1
+        elif skip and stripped.startswith("#endif"):
+            skip = 0
+        elif not skip and not stripped.startswith("#"):
+            out.append(line)
+    return "".join(out).strip() + "\n"
+
+
+def emit(plan: Plan, dtype: str) -> tuple[str, str, str]:
+    """Render the plan for symnet's own use; returns (C source, symbol prefix,
+    header).  The header text is also inside the source.
 
     The prefix ``symnet_<hash>_`` of every exported function is a hash of the
     text itself, so two networks never share a symbol, and no symbol can
     resolve to a libc function of the same name (see DESIGN.md, traps).
     """
-    text = Emitter(plan, dtype).render()
+    text, header = Emitter(plan, dtype).render()
     digest = hashlib.sha256(text.encode()).hexdigest()[:10]
     prefix = f"symnet_{digest}_"
-    return text.replace("SN_PREFIX_", prefix), prefix
+
+    def named(t):
+        return t.replace("SN_PREFIX_", prefix).replace("SN_MACRO_", prefix.upper())
+    return named(text), prefix, named(header)
