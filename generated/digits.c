@@ -28,8 +28,8 @@
  *   loss: softmax_cross_entropy, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_1273723624_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_1273723624_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_A75F5E818F_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_A75F5E818F_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (128, 64)
  *   b1           offset      8192  shape (128,)
  *   W2           offset      8320  shape (64, 128)
@@ -37,55 +37,56 @@
  *   W3           offset     16576  shape (10, 64)
  *   b3           offset     17216  shape (10,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_1273723624_WORK_SIZE(batch) numbers; SYMNET_1273723624_TRAIN_WORK_SIZE(batch_size) for
- * symnet_1273723624_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_A75F5E818F_WORK_SIZE(batch) numbers; SYMNET_A75F5E818F_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_a75f5e818f_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 17226 + X B*64 + T or O B*10 + work (B*808 + 17226)
  *   numbers of 4 bytes; e.g. B = 32: 250,704 bytes (training; forward only: 130,088).
  */
-#ifndef SYMNET_1273723624_H
-#define SYMNET_1273723624_H
+#ifndef SYMNET_A75F5E818F_H
+#define SYMNET_A75F5E818F_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_1273723624_N_INPUTS 64  /* features per example */
-#define SYMNET_1273723624_N_OUTPUTS 10
-#define SYMNET_1273723624_N_PARAMS 17226  /* numbers in the flat parameter array */
-#define SYMNET_1273723624_WORK_PER_EXAMPLE 808
-#define SYMNET_1273723624_WORK_SIZE(batch) ((batch) * 808 + 17226)  /* numbers of scratch per call */
-#define SYMNET_1273723624_TRAIN_WORK_SIZE(batch_size) (SYMNET_1273723624_WORK_SIZE(batch_size) + (batch_size) * 74)
-#define SYMNET_1273723624_SGD 0       /* optimizer codes of symnet_1273723624_update and symnet_1273723624_train */
-#define SYMNET_1273723624_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_1273723624_N_PARAMS numbers */
-#define SYMNET_1273723624_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_1273723624_N_PARAMS numbers each */
+#define SYMNET_A75F5E818F_REAL float  /* the number type of every array (float32) */
+#define SYMNET_A75F5E818F_N_INPUTS 64  /* features per example */
+#define SYMNET_A75F5E818F_N_OUTPUTS 10
+#define SYMNET_A75F5E818F_N_PARAMS 17226  /* numbers in the flat parameter array */
+#define SYMNET_A75F5E818F_WORK_PER_EXAMPLE 808
+#define SYMNET_A75F5E818F_WORK_SIZE(batch) ((batch) * 808 + 17226)  /* numbers of scratch per call */
+#define SYMNET_A75F5E818F_TRAIN_WORK_SIZE(batch_size) (SYMNET_A75F5E818F_WORK_SIZE(batch_size) + (batch_size) * 74)
+#define SYMNET_A75F5E818F_SGD 0       /* optimizer codes of symnet_a75f5e818f_update and symnet_a75f5e818f_train */
+#define SYMNET_A75F5E818F_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_A75F5E818F_N_PARAMS numbers */
+#define SYMNET_A75F5E818F_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_A75F5E818F_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_1273723624_N_OUTPUTS) = the network's output for X (batch × SYMNET_1273723624_N_INPUTS). */
-void symnet_1273723624_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_A75F5E818F_N_OUTPUTS) = the network's output for X (batch × SYMNET_A75F5E818F_N_INPUTS). */
+void symnet_a75f5e818f_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_1273723624_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_a75f5e818f_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_1273723624_N_PARAMS numbers) by back propagation. */
-float symnet_1273723624_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_A75F5E818F_N_PARAMS numbers) by back propagation. */
+float symnet_a75f5e818f_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_1273723624_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_a75f5e818f_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_1273723624_SGD, SYMNET_1273723624_MOMENTUM or SYMNET_1273723624_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_A75F5E818F_SGD, SYMNET_A75F5E818F_MOMENTUM or SYMNET_A75F5E818F_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[4] = {μ, β1, β2, ε} and the step number t = 1, 2, ... (Adam's corrections). */
-void symnet_1273723624_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_a75f5e818f_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
  * batch may be short) of (X, T), step size lr[s] and step number t0 + s + 1, and writes
  * its loss to losses[s].  Stops before the update of a step whose loss is not finite
- * and returns the number of steps completed.  prev (SYMNET_1273723624_N_PARAMS numbers, or NULL)
+ * and returns the number of steps completed.  prev (SYMNET_A75F5E818F_N_PARAMS numbers, or NULL)
  * receives the parameters before the last update, *have_prev says it holds them; a
- * non-finite loss restores them.  work: SYMNET_1273723624_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_1273723624_train(float *params, const float *X, const float *T, const long long *idx,
+ * non-finite loss restores them.  work: SYMNET_A75F5E818F_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_a75f5e818f_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, float *work);
@@ -94,7 +95,7 @@ long long symnet_1273723624_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_1273723624_H */
+#endif /* SYMNET_A75F5E818F_H */
 
 typedef float real;
 
@@ -285,12 +286,6 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
     real *H2 = work + (size_t)batch * 320;  /* layer H2: (batch, 64) */
     real *z_O = work + (size_t)batch * 384;  /* Σ of O: (batch, 10) */
     real *O = work + (size_t)batch * 394;  /* layer O: (batch, 10) */
-    real *dL_dH1 = work + (size_t)batch * 404;  /* ∂L/∂H1: (batch, 128) */
-    real *delta_H1 = work + (size_t)batch * 532;  /* ∂L/∂z_H1: (batch, 128) */
-    real *dL_dH2 = work + (size_t)batch * 660;  /* ∂L/∂H2: (batch, 64) */
-    real *delta_H2 = work + (size_t)batch * 724;  /* ∂L/∂z_H2: (batch, 64) */
-    real *dL_dO = work + (size_t)batch * 788;  /* ∂L/∂O: (batch, 10) */
-    real *delta_O = work + (size_t)batch * 798;  /* ∂L/∂z_O: (batch, 10) */
 
     /* z_H1[b,i] = Σ_j W1[i,j]·I[b,j] */
     sn_mm_nt(batch, 128, 64, I, W1, z_H1, 0);
@@ -319,7 +314,7 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_1273723624_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_a75f5e818f_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 394, sizeof(real) * (size_t)batch * 10);
@@ -328,25 +323,8 @@ void symnet_1273723624_forward(const real *params, const real *X, int batch, rea
 /* Loss L = (1/batch) Σ_b L_b, after a forward pass. */
 static double sn_loss(const real *params, real *work, const real *I, const real *T, int batch)
 {
-    const real *W1 = params + 0;  /* W1: (128, 64) */
-    const real *b1 = params + 8192;  /* b1: (128,) */
-    const real *W2 = params + 8320;  /* W2: (64, 128) */
-    const real *b2 = params + 16512;  /* b2: (64,) */
-    const real *W3 = params + 16576;  /* W3: (10, 64) */
-    const real *b3 = params + 17216;  /* b3: (10,) */
 
-    real *z_H1 = work + (size_t)batch * 0;  /* Σ of H1: (batch, 128) */
-    real *H1 = work + (size_t)batch * 128;  /* layer H1: (batch, 128) */
-    real *z_H2 = work + (size_t)batch * 256;  /* Σ of H2: (batch, 64) */
-    real *H2 = work + (size_t)batch * 320;  /* layer H2: (batch, 64) */
-    real *z_O = work + (size_t)batch * 384;  /* Σ of O: (batch, 10) */
     real *O = work + (size_t)batch * 394;  /* layer O: (batch, 10) */
-    real *dL_dH1 = work + (size_t)batch * 404;  /* ∂L/∂H1: (batch, 128) */
-    real *delta_H1 = work + (size_t)batch * 532;  /* ∂L/∂z_H1: (batch, 128) */
-    real *dL_dH2 = work + (size_t)batch * 660;  /* ∂L/∂H2: (batch, 64) */
-    real *delta_H2 = work + (size_t)batch * 724;  /* ∂L/∂z_H2: (batch, 64) */
-    real *dL_dO = work + (size_t)batch * 788;  /* ∂L/∂O: (batch, 10) */
-    real *delta_O = work + (size_t)batch * 798;  /* ∂L/∂z_O: (batch, 10) */
 
     const real inv_batch = (real)1 / (real)batch;
     double loss = 0;
@@ -372,7 +350,7 @@ static double sn_loss(const real *params, real *work, const real *I, const real 
     return loss / batch;
 }
 
-real symnet_1273723624_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_a75f5e818f_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -380,12 +358,10 @@ real symnet_1273723624_loss(const real *params, const real *X, const real *T, in
 /* Loss and every gradient ∂L/∂θ (into grads), by back propagation. */
 static double sn_loss_grad(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
 {
-    const real *W1 = params + 0;  /* W1: (128, 64) */
     const real *b1 = params + 8192;  /* b1: (128,) */
     const real *W2 = params + 8320;  /* W2: (64, 128) */
     const real *b2 = params + 16512;  /* b2: (64,) */
     const real *W3 = params + 16576;  /* W3: (10, 64) */
-    const real *b3 = params + 17216;  /* b3: (10,) */
 
     real *g_W1 = grads + 0;  /* ∂L/∂W1: (128, 64) */
     real *g_b1 = grads + 8192;  /* ∂L/∂b1: (128,) */
@@ -398,7 +374,6 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     real *H1 = work + (size_t)batch * 128;  /* layer H1: (batch, 128) */
     real *z_H2 = work + (size_t)batch * 256;  /* Σ of H2: (batch, 64) */
     real *H2 = work + (size_t)batch * 320;  /* layer H2: (batch, 64) */
-    real *z_O = work + (size_t)batch * 384;  /* Σ of O: (batch, 10) */
     real *O = work + (size_t)batch * 394;  /* layer O: (batch, 10) */
     real *dL_dH1 = work + (size_t)batch * 404;  /* ∂L/∂H1: (batch, 128) */
     real *delta_H1 = work + (size_t)batch * 532;  /* ∂L/∂z_H1: (batch, 128) */
@@ -466,7 +441,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_1273723624_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_a75f5e818f_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -481,7 +456,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
 
 /* One steepest-descent step on this batch: θ ← θ − lr·∂L/∂θ, the gradients in
  * work after the batch's rows.  Returns the loss before it. */
-real symnet_1273723624_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_a75f5e818f_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 808;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
@@ -521,7 +496,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_1273723624_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_a75f5e818f_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -544,7 +519,7 @@ void symnet_1273723624_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_1273723624_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_a75f5e818f_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, real *work)
 {

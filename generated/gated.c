@@ -26,62 +26,63 @@
  *   loss: softmax_cross_entropy, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_8A6289DC7F_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_8A6289DC7F_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_C9FC11CDB7_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_C9FC11CDB7_N_PARAMS numbers, in the order of model.params, each row-major:
  *   A1           offset         0  shape (64, 64)
  *   B1           offset      4096  shape (64, 64)
  *   W2           offset      8192  shape (10, 64)
  *   b2           offset      8832  shape (10,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_8A6289DC7F_WORK_SIZE(batch) numbers; SYMNET_8A6289DC7F_TRAIN_WORK_SIZE(batch_size) for
- * symnet_8a6289dc7f_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_C9FC11CDB7_WORK_SIZE(batch) numbers; SYMNET_C9FC11CDB7_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_c9fc11cdb7_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 8842 + X B*64 + T or O B*10 + work (B*424 + 8842)
  *   numbers of 4 bytes; e.g. B = 32: 134,480 bytes (training; forward only: 71,976).
  */
-#ifndef SYMNET_8A6289DC7F_H
-#define SYMNET_8A6289DC7F_H
+#ifndef SYMNET_C9FC11CDB7_H
+#define SYMNET_C9FC11CDB7_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_8A6289DC7F_N_INPUTS 64  /* features per example */
-#define SYMNET_8A6289DC7F_N_OUTPUTS 10
-#define SYMNET_8A6289DC7F_N_PARAMS 8842  /* numbers in the flat parameter array */
-#define SYMNET_8A6289DC7F_WORK_PER_EXAMPLE 424
-#define SYMNET_8A6289DC7F_WORK_SIZE(batch) ((batch) * 424 + 8842)  /* numbers of scratch per call */
-#define SYMNET_8A6289DC7F_TRAIN_WORK_SIZE(batch_size) (SYMNET_8A6289DC7F_WORK_SIZE(batch_size) + (batch_size) * 74)
-#define SYMNET_8A6289DC7F_SGD 0       /* optimizer codes of symnet_8a6289dc7f_update and symnet_8a6289dc7f_train */
-#define SYMNET_8A6289DC7F_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_8A6289DC7F_N_PARAMS numbers */
-#define SYMNET_8A6289DC7F_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_8A6289DC7F_N_PARAMS numbers each */
+#define SYMNET_C9FC11CDB7_REAL float  /* the number type of every array (float32) */
+#define SYMNET_C9FC11CDB7_N_INPUTS 64  /* features per example */
+#define SYMNET_C9FC11CDB7_N_OUTPUTS 10
+#define SYMNET_C9FC11CDB7_N_PARAMS 8842  /* numbers in the flat parameter array */
+#define SYMNET_C9FC11CDB7_WORK_PER_EXAMPLE 424
+#define SYMNET_C9FC11CDB7_WORK_SIZE(batch) ((batch) * 424 + 8842)  /* numbers of scratch per call */
+#define SYMNET_C9FC11CDB7_TRAIN_WORK_SIZE(batch_size) (SYMNET_C9FC11CDB7_WORK_SIZE(batch_size) + (batch_size) * 74)
+#define SYMNET_C9FC11CDB7_SGD 0       /* optimizer codes of symnet_c9fc11cdb7_update and symnet_c9fc11cdb7_train */
+#define SYMNET_C9FC11CDB7_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_C9FC11CDB7_N_PARAMS numbers */
+#define SYMNET_C9FC11CDB7_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_C9FC11CDB7_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_8A6289DC7F_N_OUTPUTS) = the network's output for X (batch × SYMNET_8A6289DC7F_N_INPUTS). */
-void symnet_8a6289dc7f_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_C9FC11CDB7_N_OUTPUTS) = the network's output for X (batch × SYMNET_C9FC11CDB7_N_INPUTS). */
+void symnet_c9fc11cdb7_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_8a6289dc7f_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_c9fc11cdb7_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_8A6289DC7F_N_PARAMS numbers) by back propagation. */
-float symnet_8a6289dc7f_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_C9FC11CDB7_N_PARAMS numbers) by back propagation. */
+float symnet_c9fc11cdb7_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_8a6289dc7f_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_c9fc11cdb7_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_8A6289DC7F_SGD, SYMNET_8A6289DC7F_MOMENTUM or SYMNET_8A6289DC7F_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_C9FC11CDB7_SGD, SYMNET_C9FC11CDB7_MOMENTUM or SYMNET_C9FC11CDB7_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[4] = {μ, β1, β2, ε} and the step number t = 1, 2, ... (Adam's corrections). */
-void symnet_8a6289dc7f_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_c9fc11cdb7_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
  * batch may be short) of (X, T), step size lr[s] and step number t0 + s + 1, and writes
  * its loss to losses[s].  Stops before the update of a step whose loss is not finite
- * and returns the number of steps completed.  prev (SYMNET_8A6289DC7F_N_PARAMS numbers, or NULL)
+ * and returns the number of steps completed.  prev (SYMNET_C9FC11CDB7_N_PARAMS numbers, or NULL)
  * receives the parameters before the last update, *have_prev says it holds them; a
- * non-finite loss restores them.  work: SYMNET_8A6289DC7F_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_8a6289dc7f_train(float *params, const float *X, const float *T, const long long *idx,
+ * non-finite loss restores them.  work: SYMNET_C9FC11CDB7_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_c9fc11cdb7_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, float *work);
@@ -90,7 +91,7 @@ long long symnet_8a6289dc7f_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_8A6289DC7F_H */
+#endif /* SYMNET_C9FC11CDB7_H */
 
 typedef float real;
 
@@ -309,11 +310,6 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
     real *G = work + (size_t)batch * 128;  /* layer G: (batch, 64) */
     real *z_O = work + (size_t)batch * 192;  /* Σ of O: (batch, 10) */
     real *O = work + (size_t)batch * 202;  /* layer O: (batch, 10) */
-    real *dL_dG = work + (size_t)batch * 212;  /* ∂L/∂G: (batch, 64) */
-    real *delta_r1_G = work + (size_t)batch * 276;  /* ∂L/∂r1_G: (batch, 64) */
-    real *delta_r2_G = work + (size_t)batch * 340;  /* ∂L/∂r2_G: (batch, 64) */
-    real *dL_dO = work + (size_t)batch * 404;  /* ∂L/∂O: (batch, 10) */
-    real *delta_O = work + (size_t)batch * 414;  /* ∂L/∂z_O: (batch, 10) */
 
     /* r1_G[b,i] = Σ_j A1[i,j]·I[b,j] */
     sn_mm_nt(batch, 64, 64, I, A1, r1_G, 0);
@@ -335,7 +331,7 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_8a6289dc7f_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_c9fc11cdb7_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 202, sizeof(real) * (size_t)batch * 10);
@@ -344,21 +340,8 @@ void symnet_8a6289dc7f_forward(const real *params, const real *X, int batch, rea
 /* Loss L = (1/batch) Σ_b L_b, after a forward pass. */
 static double sn_loss(const real *params, real *work, const real *I, const real *T, int batch)
 {
-    const real *A1 = params + 0;  /* A1: (64, 64) */
-    const real *B1 = params + 4096;  /* B1: (64, 64) */
-    const real *W2 = params + 8192;  /* W2: (10, 64) */
-    const real *b2 = params + 8832;  /* b2: (10,) */
 
-    real *r1_G = work + (size_t)batch * 0;  /* Σ of G: (batch, 64) */
-    real *r2_G = work + (size_t)batch * 64;  /* Σ of G: (batch, 64) */
-    real *G = work + (size_t)batch * 128;  /* layer G: (batch, 64) */
-    real *z_O = work + (size_t)batch * 192;  /* Σ of O: (batch, 10) */
     real *O = work + (size_t)batch * 202;  /* layer O: (batch, 10) */
-    real *dL_dG = work + (size_t)batch * 212;  /* ∂L/∂G: (batch, 64) */
-    real *delta_r1_G = work + (size_t)batch * 276;  /* ∂L/∂r1_G: (batch, 64) */
-    real *delta_r2_G = work + (size_t)batch * 340;  /* ∂L/∂r2_G: (batch, 64) */
-    real *dL_dO = work + (size_t)batch * 404;  /* ∂L/∂O: (batch, 10) */
-    real *delta_O = work + (size_t)batch * 414;  /* ∂L/∂z_O: (batch, 10) */
 
     const real inv_batch = (real)1 / (real)batch;
     double loss = 0;
@@ -384,7 +367,7 @@ static double sn_loss(const real *params, real *work, const real *I, const real 
     return loss / batch;
 }
 
-real symnet_8a6289dc7f_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_c9fc11cdb7_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -392,10 +375,7 @@ real symnet_8a6289dc7f_loss(const real *params, const real *X, const real *T, in
 /* Loss and every gradient ∂L/∂θ (into grads), by back propagation. */
 static double sn_loss_grad(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
 {
-    const real *A1 = params + 0;  /* A1: (64, 64) */
-    const real *B1 = params + 4096;  /* B1: (64, 64) */
     const real *W2 = params + 8192;  /* W2: (10, 64) */
-    const real *b2 = params + 8832;  /* b2: (10,) */
 
     real *g_A1 = grads + 0;  /* ∂L/∂A1: (64, 64) */
     real *g_B1 = grads + 4096;  /* ∂L/∂B1: (64, 64) */
@@ -405,7 +385,6 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     real *r1_G = work + (size_t)batch * 0;  /* Σ of G: (batch, 64) */
     real *r2_G = work + (size_t)batch * 64;  /* Σ of G: (batch, 64) */
     real *G = work + (size_t)batch * 128;  /* layer G: (batch, 64) */
-    real *z_O = work + (size_t)batch * 192;  /* Σ of O: (batch, 10) */
     real *O = work + (size_t)batch * 202;  /* layer O: (batch, 10) */
     real *dL_dG = work + (size_t)batch * 212;  /* ∂L/∂G: (batch, 64) */
     real *delta_r1_G = work + (size_t)batch * 276;  /* ∂L/∂r1_G: (batch, 64) */
@@ -463,7 +442,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_8a6289dc7f_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_c9fc11cdb7_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -478,7 +457,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
 
 /* One steepest-descent step on this batch: θ ← θ − lr·∂L/∂θ, the gradients in
  * work after the batch's rows.  Returns the loss before it. */
-real symnet_8a6289dc7f_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_c9fc11cdb7_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 424;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
@@ -518,7 +497,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_8a6289dc7f_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_c9fc11cdb7_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -541,7 +520,7 @@ void symnet_8a6289dc7f_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_8a6289dc7f_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_c9fc11cdb7_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, real *work)
 {

@@ -26,62 +26,63 @@
  *   loss: bce, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_D0C97279DA_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_D0C97279DA_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_0001242C31_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_0001242C31_N_PARAMS numbers, in the order of model.params, each row-major:
  *   C1           offset         0  shape (16, 2)
  *   beta1        offset        32  shape (16,)
  *   W2           offset        48  shape (1, 16)
  *   b2           offset        64  shape (1,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_D0C97279DA_WORK_SIZE(batch) numbers; SYMNET_D0C97279DA_TRAIN_WORK_SIZE(batch_size) for
- * symnet_d0c97279da_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_0001242C31_WORK_SIZE(batch) numbers; SYMNET_0001242C31_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_0001242c31_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 65 + X B*2 + T or O B*1 + work (B*67 + 65)
  *   numbers of 4 bytes; e.g. B = 32: 9,480 bytes (training; forward only: 4,996).
  */
-#ifndef SYMNET_D0C97279DA_H
-#define SYMNET_D0C97279DA_H
+#ifndef SYMNET_0001242C31_H
+#define SYMNET_0001242C31_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_D0C97279DA_N_INPUTS 2  /* features per example */
-#define SYMNET_D0C97279DA_N_OUTPUTS 1
-#define SYMNET_D0C97279DA_N_PARAMS 65  /* numbers in the flat parameter array */
-#define SYMNET_D0C97279DA_WORK_PER_EXAMPLE 67
-#define SYMNET_D0C97279DA_WORK_SIZE(batch) ((batch) * 67 + 65)  /* numbers of scratch per call */
-#define SYMNET_D0C97279DA_TRAIN_WORK_SIZE(batch_size) (SYMNET_D0C97279DA_WORK_SIZE(batch_size) + (batch_size) * 3)
-#define SYMNET_D0C97279DA_SGD 0       /* optimizer codes of symnet_d0c97279da_update and symnet_d0c97279da_train */
-#define SYMNET_D0C97279DA_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_D0C97279DA_N_PARAMS numbers */
-#define SYMNET_D0C97279DA_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_D0C97279DA_N_PARAMS numbers each */
+#define SYMNET_0001242C31_REAL float  /* the number type of every array (float32) */
+#define SYMNET_0001242C31_N_INPUTS 2  /* features per example */
+#define SYMNET_0001242C31_N_OUTPUTS 1
+#define SYMNET_0001242C31_N_PARAMS 65  /* numbers in the flat parameter array */
+#define SYMNET_0001242C31_WORK_PER_EXAMPLE 67
+#define SYMNET_0001242C31_WORK_SIZE(batch) ((batch) * 67 + 65)  /* numbers of scratch per call */
+#define SYMNET_0001242C31_TRAIN_WORK_SIZE(batch_size) (SYMNET_0001242C31_WORK_SIZE(batch_size) + (batch_size) * 3)
+#define SYMNET_0001242C31_SGD 0       /* optimizer codes of symnet_0001242c31_update and symnet_0001242c31_train */
+#define SYMNET_0001242C31_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_0001242C31_N_PARAMS numbers */
+#define SYMNET_0001242C31_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_0001242C31_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_D0C97279DA_N_OUTPUTS) = the network's output for X (batch × SYMNET_D0C97279DA_N_INPUTS). */
-void symnet_d0c97279da_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_0001242C31_N_OUTPUTS) = the network's output for X (batch × SYMNET_0001242C31_N_INPUTS). */
+void symnet_0001242c31_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_d0c97279da_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_0001242c31_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_D0C97279DA_N_PARAMS numbers) by back propagation. */
-float symnet_d0c97279da_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_0001242C31_N_PARAMS numbers) by back propagation. */
+float symnet_0001242c31_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_d0c97279da_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_0001242c31_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_D0C97279DA_SGD, SYMNET_D0C97279DA_MOMENTUM or SYMNET_D0C97279DA_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_0001242C31_SGD, SYMNET_0001242C31_MOMENTUM or SYMNET_0001242C31_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[4] = {μ, β1, β2, ε} and the step number t = 1, 2, ... (Adam's corrections). */
-void symnet_d0c97279da_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_0001242c31_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
  * batch may be short) of (X, T), step size lr[s] and step number t0 + s + 1, and writes
  * its loss to losses[s].  Stops before the update of a step whose loss is not finite
- * and returns the number of steps completed.  prev (SYMNET_D0C97279DA_N_PARAMS numbers, or NULL)
+ * and returns the number of steps completed.  prev (SYMNET_0001242C31_N_PARAMS numbers, or NULL)
  * receives the parameters before the last update, *have_prev says it holds them; a
- * non-finite loss restores them.  work: SYMNET_D0C97279DA_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_d0c97279da_train(float *params, const float *X, const float *T, const long long *idx,
+ * non-finite loss restores them.  work: SYMNET_0001242C31_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_0001242c31_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, float *work);
@@ -90,7 +91,7 @@ long long symnet_d0c97279da_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_D0C97279DA_H */
+#endif /* SYMNET_0001242C31_H */
 
 typedef float real;
 
@@ -291,9 +292,6 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
     real *R = work + (size_t)batch * 16;  /* layer R: (batch, 16) */
     real *z_O = work + (size_t)batch * 32;  /* Σ of O: (batch, 1) */
     real *O = work + (size_t)batch * 33;  /* layer O: (batch, 1) */
-    real *dL_dR = work + (size_t)batch * 34;  /* ∂L/∂R: (batch, 16) */
-    real *delta_R = work + (size_t)batch * 50;  /* ∂L/∂z_R: (batch, 16) */
-    real *delta_O = work + (size_t)batch * 66;  /* ∂L/∂z_O: (batch, 1) */
 
     memset(z_R, 0, sizeof(real) * (size_t)batch * 16);
     /* z_R[b,i] = Σ_j (-C1[i,j] + I[b,j])² */
@@ -318,7 +316,7 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_d0c97279da_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_0001242c31_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 33, sizeof(real) * (size_t)batch * 1);
@@ -327,18 +325,9 @@ void symnet_d0c97279da_forward(const real *params, const real *X, int batch, rea
 /* Loss L = (1/batch) Σ_b L_b, after a forward pass. */
 static double sn_loss(const real *params, real *work, const real *I, const real *T, int batch)
 {
-    const real *C1 = params + 0;  /* C1: (16, 2) */
-    const real *beta1 = params + 32;  /* beta1: (16,) */
-    const real *W2 = params + 48;  /* W2: (1, 16) */
     const real *b2 = params + 64;  /* b2: (1,) */
 
-    real *z_R = work + (size_t)batch * 0;  /* Σ of R: (batch, 16) */
-    real *R = work + (size_t)batch * 16;  /* layer R: (batch, 16) */
     real *z_O = work + (size_t)batch * 32;  /* Σ of O: (batch, 1) */
-    real *O = work + (size_t)batch * 33;  /* layer O: (batch, 1) */
-    real *dL_dR = work + (size_t)batch * 34;  /* ∂L/∂R: (batch, 16) */
-    real *delta_R = work + (size_t)batch * 50;  /* ∂L/∂z_R: (batch, 16) */
-    real *delta_O = work + (size_t)batch * 66;  /* ∂L/∂z_O: (batch, 1) */
 
     const real inv_batch = (real)1 / (real)batch;
     double loss = 0;
@@ -354,7 +343,7 @@ static double sn_loss(const real *params, real *work, const real *I, const real 
     return loss / batch;
 }
 
-real symnet_d0c97279da_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_0001242c31_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -416,7 +405,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_d0c97279da_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_0001242c31_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -431,7 +420,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
 
 /* One steepest-descent step on this batch: θ ← θ − lr·∂L/∂θ, the gradients in
  * work after the batch's rows.  Returns the loss before it. */
-real symnet_d0c97279da_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_0001242c31_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 67;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
@@ -471,7 +460,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_d0c97279da_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_0001242c31_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -494,7 +483,7 @@ void symnet_d0c97279da_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_d0c97279da_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_0001242c31_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, real *work)
 {

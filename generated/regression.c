@@ -28,8 +28,8 @@
  *   loss: mse, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_CFEA0EFB58_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_CFEA0EFB58_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_76CBFB9812_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_76CBFB9812_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (32, 1)
  *   b1           offset        32  shape (32,)
  *   W2           offset        64  shape (32, 32)
@@ -37,55 +37,56 @@
  *   W3           offset      1120  shape (1, 32)
  *   b3           offset      1152  shape (1,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_CFEA0EFB58_WORK_SIZE(batch) numbers; SYMNET_CFEA0EFB58_TRAIN_WORK_SIZE(batch_size) for
- * symnet_cfea0efb58_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_76CBFB9812_WORK_SIZE(batch) numbers; SYMNET_76CBFB9812_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_76cbfb9812_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 1153 + X B*1 + T or O B*1 + work (B*259 + 1153)
  *   numbers of 4 bytes; e.g. B = 32: 42,632 bytes (training; forward only: 21,508).
  */
-#ifndef SYMNET_CFEA0EFB58_H
-#define SYMNET_CFEA0EFB58_H
+#ifndef SYMNET_76CBFB9812_H
+#define SYMNET_76CBFB9812_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_CFEA0EFB58_N_INPUTS 1  /* features per example */
-#define SYMNET_CFEA0EFB58_N_OUTPUTS 1
-#define SYMNET_CFEA0EFB58_N_PARAMS 1153  /* numbers in the flat parameter array */
-#define SYMNET_CFEA0EFB58_WORK_PER_EXAMPLE 259
-#define SYMNET_CFEA0EFB58_WORK_SIZE(batch) ((batch) * 259 + 1153)  /* numbers of scratch per call */
-#define SYMNET_CFEA0EFB58_TRAIN_WORK_SIZE(batch_size) (SYMNET_CFEA0EFB58_WORK_SIZE(batch_size) + (batch_size) * 2)
-#define SYMNET_CFEA0EFB58_SGD 0       /* optimizer codes of symnet_cfea0efb58_update and symnet_cfea0efb58_train */
-#define SYMNET_CFEA0EFB58_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_CFEA0EFB58_N_PARAMS numbers */
-#define SYMNET_CFEA0EFB58_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_CFEA0EFB58_N_PARAMS numbers each */
+#define SYMNET_76CBFB9812_REAL float  /* the number type of every array (float32) */
+#define SYMNET_76CBFB9812_N_INPUTS 1  /* features per example */
+#define SYMNET_76CBFB9812_N_OUTPUTS 1
+#define SYMNET_76CBFB9812_N_PARAMS 1153  /* numbers in the flat parameter array */
+#define SYMNET_76CBFB9812_WORK_PER_EXAMPLE 259
+#define SYMNET_76CBFB9812_WORK_SIZE(batch) ((batch) * 259 + 1153)  /* numbers of scratch per call */
+#define SYMNET_76CBFB9812_TRAIN_WORK_SIZE(batch_size) (SYMNET_76CBFB9812_WORK_SIZE(batch_size) + (batch_size) * 2)
+#define SYMNET_76CBFB9812_SGD 0       /* optimizer codes of symnet_76cbfb9812_update and symnet_76cbfb9812_train */
+#define SYMNET_76CBFB9812_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_76CBFB9812_N_PARAMS numbers */
+#define SYMNET_76CBFB9812_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_76CBFB9812_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_CFEA0EFB58_N_OUTPUTS) = the network's output for X (batch × SYMNET_CFEA0EFB58_N_INPUTS). */
-void symnet_cfea0efb58_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_76CBFB9812_N_OUTPUTS) = the network's output for X (batch × SYMNET_76CBFB9812_N_INPUTS). */
+void symnet_76cbfb9812_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_cfea0efb58_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_76cbfb9812_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_CFEA0EFB58_N_PARAMS numbers) by back propagation. */
-float symnet_cfea0efb58_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_76CBFB9812_N_PARAMS numbers) by back propagation. */
+float symnet_76cbfb9812_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_cfea0efb58_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_76cbfb9812_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_CFEA0EFB58_SGD, SYMNET_CFEA0EFB58_MOMENTUM or SYMNET_CFEA0EFB58_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_76CBFB9812_SGD, SYMNET_76CBFB9812_MOMENTUM or SYMNET_76CBFB9812_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[4] = {μ, β1, β2, ε} and the step number t = 1, 2, ... (Adam's corrections). */
-void symnet_cfea0efb58_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_76cbfb9812_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
  * batch may be short) of (X, T), step size lr[s] and step number t0 + s + 1, and writes
  * its loss to losses[s].  Stops before the update of a step whose loss is not finite
- * and returns the number of steps completed.  prev (SYMNET_CFEA0EFB58_N_PARAMS numbers, or NULL)
+ * and returns the number of steps completed.  prev (SYMNET_76CBFB9812_N_PARAMS numbers, or NULL)
  * receives the parameters before the last update, *have_prev says it holds them; a
- * non-finite loss restores them.  work: SYMNET_CFEA0EFB58_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_cfea0efb58_train(float *params, const float *X, const float *T, const long long *idx,
+ * non-finite loss restores them.  work: SYMNET_76CBFB9812_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_76cbfb9812_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, float *work);
@@ -94,7 +95,7 @@ long long symnet_cfea0efb58_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_CFEA0EFB58_H */
+#endif /* SYMNET_76CBFB9812_H */
 
 typedef float real;
 
@@ -308,11 +309,6 @@ static void sn_forward(const real *params, real *work, const real *x, int batch)
     real *H2 = work + (size_t)batch * 96;  /* layer H2: (batch, 32) */
     real *z_O = work + (size_t)batch * 128;  /* Σ of O: (batch, 1) */
     real *O = work + (size_t)batch * 129;  /* layer O: (batch, 1) */
-    real *dL_dH1 = work + (size_t)batch * 130;  /* ∂L/∂H1: (batch, 32) */
-    real *delta_H1 = work + (size_t)batch * 162;  /* ∂L/∂z_H1: (batch, 32) */
-    real *dL_dH2 = work + (size_t)batch * 194;  /* ∂L/∂H2: (batch, 32) */
-    real *delta_H2 = work + (size_t)batch * 226;  /* ∂L/∂z_H2: (batch, 32) */
-    real *delta_O = work + (size_t)batch * 258;  /* ∂L/∂z_O: (batch, 1) */
 
     /* z_H1[b,i] = Σ_j W1[i,j]·x[b,j] */
     sn_mm_nt(batch, 32, 1, x, W1, z_H1, 0);
@@ -339,7 +335,7 @@ static void sn_forward(const real *params, real *work, const real *x, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_cfea0efb58_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_76cbfb9812_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 129, sizeof(real) * (size_t)batch * 1);
@@ -348,24 +344,9 @@ void symnet_cfea0efb58_forward(const real *params, const real *X, int batch, rea
 /* Loss L = (1/batch) Σ_b L_b, after a forward pass. */
 static double sn_loss(const real *params, real *work, const real *x, const real *T, int batch)
 {
-    const real *W1 = params + 0;  /* W1: (32, 1) */
-    const real *b1 = params + 32;  /* b1: (32,) */
-    const real *W2 = params + 64;  /* W2: (32, 32) */
-    const real *b2 = params + 1088;  /* b2: (32,) */
-    const real *W3 = params + 1120;  /* W3: (1, 32) */
     const real *b3 = params + 1152;  /* b3: (1,) */
 
-    real *z_H1 = work + (size_t)batch * 0;  /* Σ of H1: (batch, 32) */
-    real *H1 = work + (size_t)batch * 32;  /* layer H1: (batch, 32) */
-    real *z_H2 = work + (size_t)batch * 64;  /* Σ of H2: (batch, 32) */
-    real *H2 = work + (size_t)batch * 96;  /* layer H2: (batch, 32) */
     real *z_O = work + (size_t)batch * 128;  /* Σ of O: (batch, 1) */
-    real *O = work + (size_t)batch * 129;  /* layer O: (batch, 1) */
-    real *dL_dH1 = work + (size_t)batch * 130;  /* ∂L/∂H1: (batch, 32) */
-    real *delta_H1 = work + (size_t)batch * 162;  /* ∂L/∂z_H1: (batch, 32) */
-    real *dL_dH2 = work + (size_t)batch * 194;  /* ∂L/∂H2: (batch, 32) */
-    real *delta_H2 = work + (size_t)batch * 226;  /* ∂L/∂z_H2: (batch, 32) */
-    real *delta_O = work + (size_t)batch * 258;  /* ∂L/∂z_O: (batch, 1) */
 
     const real inv_batch = (real)1 / (real)batch;
     double loss = 0;
@@ -380,7 +361,7 @@ static double sn_loss(const real *params, real *work, const real *x, const real 
     return loss / batch;
 }
 
-real symnet_cfea0efb58_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_76cbfb9812_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -388,10 +369,7 @@ real symnet_cfea0efb58_loss(const real *params, const real *X, const real *T, in
 /* Loss and every gradient ∂L/∂θ (into grads), by back propagation. */
 static double sn_loss_grad(const real *params, real *grads, real *work, const real *x, const real *T, int batch)
 {
-    const real *W1 = params + 0;  /* W1: (32, 1) */
-    const real *b1 = params + 32;  /* b1: (32,) */
     const real *W2 = params + 64;  /* W2: (32, 32) */
-    const real *b2 = params + 1088;  /* b2: (32,) */
     const real *W3 = params + 1120;  /* W3: (1, 32) */
     const real *b3 = params + 1152;  /* b3: (1,) */
 
@@ -402,12 +380,9 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     real *g_W3 = grads + 1120;  /* ∂L/∂W3: (1, 32) */
     real *g_b3 = grads + 1152;  /* ∂L/∂b3: (1,) */
 
-    real *z_H1 = work + (size_t)batch * 0;  /* Σ of H1: (batch, 32) */
     real *H1 = work + (size_t)batch * 32;  /* layer H1: (batch, 32) */
-    real *z_H2 = work + (size_t)batch * 64;  /* Σ of H2: (batch, 32) */
     real *H2 = work + (size_t)batch * 96;  /* layer H2: (batch, 32) */
     real *z_O = work + (size_t)batch * 128;  /* Σ of O: (batch, 1) */
-    real *O = work + (size_t)batch * 129;  /* layer O: (batch, 1) */
     real *dL_dH1 = work + (size_t)batch * 130;  /* ∂L/∂H1: (batch, 32) */
     real *delta_H1 = work + (size_t)batch * 162;  /* ∂L/∂z_H1: (batch, 32) */
     real *dL_dH2 = work + (size_t)batch * 194;  /* ∂L/∂H2: (batch, 32) */
@@ -457,7 +432,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_cfea0efb58_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_76cbfb9812_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -472,7 +447,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
 
 /* One steepest-descent step on this batch: θ ← θ − lr·∂L/∂θ, the gradients in
  * work after the batch's rows.  Returns the loss before it. */
-real symnet_cfea0efb58_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_76cbfb9812_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 259;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
@@ -512,7 +487,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_cfea0efb58_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_76cbfb9812_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -535,7 +510,7 @@ void symnet_cfea0efb58_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_cfea0efb58_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_76cbfb9812_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, real *work)
 {

@@ -28,8 +28,8 @@
  *   loss: bce, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_FDC993C40E_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_FDC993C40E_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_AA02F82665_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_AA02F82665_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (8, 2)
  *   b1           offset        16  shape (8,)
  *   W2           offset        24  shape (8, 8)
@@ -37,55 +37,56 @@
  *   W3           offset        96  shape (1, 8)
  *   b3           offset       104  shape (1,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_FDC993C40E_WORK_SIZE(batch) numbers; SYMNET_FDC993C40E_TRAIN_WORK_SIZE(batch_size) for
- * symnet_fdc993c40e_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_AA02F82665_WORK_SIZE(batch) numbers; SYMNET_AA02F82665_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_aa02f82665_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 105 + X B*2 + T or O B*1 + work (B*67 + 105)
  *   numbers of 4 bytes; e.g. B = 32: 9,800 bytes (training; forward only: 5,156).
  */
-#ifndef SYMNET_FDC993C40E_H
-#define SYMNET_FDC993C40E_H
+#ifndef SYMNET_AA02F82665_H
+#define SYMNET_AA02F82665_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_FDC993C40E_N_INPUTS 2  /* features per example */
-#define SYMNET_FDC993C40E_N_OUTPUTS 1
-#define SYMNET_FDC993C40E_N_PARAMS 105  /* numbers in the flat parameter array */
-#define SYMNET_FDC993C40E_WORK_PER_EXAMPLE 67
-#define SYMNET_FDC993C40E_WORK_SIZE(batch) ((batch) * 67 + 105)  /* numbers of scratch per call */
-#define SYMNET_FDC993C40E_TRAIN_WORK_SIZE(batch_size) (SYMNET_FDC993C40E_WORK_SIZE(batch_size) + (batch_size) * 3)
-#define SYMNET_FDC993C40E_SGD 0       /* optimizer codes of symnet_fdc993c40e_update and symnet_fdc993c40e_train */
-#define SYMNET_FDC993C40E_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_FDC993C40E_N_PARAMS numbers */
-#define SYMNET_FDC993C40E_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_FDC993C40E_N_PARAMS numbers each */
+#define SYMNET_AA02F82665_REAL float  /* the number type of every array (float32) */
+#define SYMNET_AA02F82665_N_INPUTS 2  /* features per example */
+#define SYMNET_AA02F82665_N_OUTPUTS 1
+#define SYMNET_AA02F82665_N_PARAMS 105  /* numbers in the flat parameter array */
+#define SYMNET_AA02F82665_WORK_PER_EXAMPLE 67
+#define SYMNET_AA02F82665_WORK_SIZE(batch) ((batch) * 67 + 105)  /* numbers of scratch per call */
+#define SYMNET_AA02F82665_TRAIN_WORK_SIZE(batch_size) (SYMNET_AA02F82665_WORK_SIZE(batch_size) + (batch_size) * 3)
+#define SYMNET_AA02F82665_SGD 0       /* optimizer codes of symnet_aa02f82665_update and symnet_aa02f82665_train */
+#define SYMNET_AA02F82665_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_AA02F82665_N_PARAMS numbers */
+#define SYMNET_AA02F82665_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_AA02F82665_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_FDC993C40E_N_OUTPUTS) = the network's output for X (batch × SYMNET_FDC993C40E_N_INPUTS). */
-void symnet_fdc993c40e_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_AA02F82665_N_OUTPUTS) = the network's output for X (batch × SYMNET_AA02F82665_N_INPUTS). */
+void symnet_aa02f82665_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_fdc993c40e_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_aa02f82665_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_FDC993C40E_N_PARAMS numbers) by back propagation. */
-float symnet_fdc993c40e_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_AA02F82665_N_PARAMS numbers) by back propagation. */
+float symnet_aa02f82665_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_fdc993c40e_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_aa02f82665_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_FDC993C40E_SGD, SYMNET_FDC993C40E_MOMENTUM or SYMNET_FDC993C40E_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_AA02F82665_SGD, SYMNET_AA02F82665_MOMENTUM or SYMNET_AA02F82665_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[4] = {μ, β1, β2, ε} and the step number t = 1, 2, ... (Adam's corrections). */
-void symnet_fdc993c40e_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_aa02f82665_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
  * batch may be short) of (X, T), step size lr[s] and step number t0 + s + 1, and writes
  * its loss to losses[s].  Stops before the update of a step whose loss is not finite
- * and returns the number of steps completed.  prev (SYMNET_FDC993C40E_N_PARAMS numbers, or NULL)
+ * and returns the number of steps completed.  prev (SYMNET_AA02F82665_N_PARAMS numbers, or NULL)
  * receives the parameters before the last update, *have_prev says it holds them; a
- * non-finite loss restores them.  work: SYMNET_FDC993C40E_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_fdc993c40e_train(float *params, const float *X, const float *T, const long long *idx,
+ * non-finite loss restores them.  work: SYMNET_AA02F82665_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_aa02f82665_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, float *work);
@@ -94,7 +95,7 @@ long long symnet_fdc993c40e_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_FDC993C40E_H */
+#endif /* SYMNET_AA02F82665_H */
 
 typedef float real;
 
@@ -322,11 +323,6 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
     real *H2 = work + (size_t)batch * 24;  /* layer H2: (batch, 8) */
     real *z_O = work + (size_t)batch * 32;  /* Σ of O: (batch, 1) */
     real *O = work + (size_t)batch * 33;  /* layer O: (batch, 1) */
-    real *dL_dH1 = work + (size_t)batch * 34;  /* ∂L/∂H1: (batch, 8) */
-    real *delta_H1 = work + (size_t)batch * 42;  /* ∂L/∂z_H1: (batch, 8) */
-    real *dL_dH2 = work + (size_t)batch * 50;  /* ∂L/∂H2: (batch, 8) */
-    real *delta_H2 = work + (size_t)batch * 58;  /* ∂L/∂z_H2: (batch, 8) */
-    real *delta_O = work + (size_t)batch * 66;  /* ∂L/∂z_O: (batch, 1) */
 
     /* z_H1[b,i] = Σ_j W1[i,j]·I[b,j] */
     sn_mm_nt(batch, 8, 2, I, W1, z_H1, 0);
@@ -353,7 +349,7 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_fdc993c40e_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_aa02f82665_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 33, sizeof(real) * (size_t)batch * 1);
@@ -362,24 +358,9 @@ void symnet_fdc993c40e_forward(const real *params, const real *X, int batch, rea
 /* Loss L = (1/batch) Σ_b L_b, after a forward pass. */
 static double sn_loss(const real *params, real *work, const real *I, const real *T, int batch)
 {
-    const real *W1 = params + 0;  /* W1: (8, 2) */
-    const real *b1 = params + 16;  /* b1: (8,) */
-    const real *W2 = params + 24;  /* W2: (8, 8) */
-    const real *b2 = params + 88;  /* b2: (8,) */
-    const real *W3 = params + 96;  /* W3: (1, 8) */
     const real *b3 = params + 104;  /* b3: (1,) */
 
-    real *z_H1 = work + (size_t)batch * 0;  /* Σ of H1: (batch, 8) */
-    real *H1 = work + (size_t)batch * 8;  /* layer H1: (batch, 8) */
-    real *z_H2 = work + (size_t)batch * 16;  /* Σ of H2: (batch, 8) */
-    real *H2 = work + (size_t)batch * 24;  /* layer H2: (batch, 8) */
     real *z_O = work + (size_t)batch * 32;  /* Σ of O: (batch, 1) */
-    real *O = work + (size_t)batch * 33;  /* layer O: (batch, 1) */
-    real *dL_dH1 = work + (size_t)batch * 34;  /* ∂L/∂H1: (batch, 8) */
-    real *delta_H1 = work + (size_t)batch * 42;  /* ∂L/∂z_H1: (batch, 8) */
-    real *dL_dH2 = work + (size_t)batch * 50;  /* ∂L/∂H2: (batch, 8) */
-    real *delta_H2 = work + (size_t)batch * 58;  /* ∂L/∂z_H2: (batch, 8) */
-    real *delta_O = work + (size_t)batch * 66;  /* ∂L/∂z_O: (batch, 1) */
 
     const real inv_batch = (real)1 / (real)batch;
     double loss = 0;
@@ -395,7 +376,7 @@ static double sn_loss(const real *params, real *work, const real *I, const real 
     return loss / batch;
 }
 
-real symnet_fdc993c40e_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_aa02f82665_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -403,10 +384,7 @@ real symnet_fdc993c40e_loss(const real *params, const real *X, const real *T, in
 /* Loss and every gradient ∂L/∂θ (into grads), by back propagation. */
 static double sn_loss_grad(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
 {
-    const real *W1 = params + 0;  /* W1: (8, 2) */
-    const real *b1 = params + 16;  /* b1: (8,) */
     const real *W2 = params + 24;  /* W2: (8, 8) */
-    const real *b2 = params + 88;  /* b2: (8,) */
     const real *W3 = params + 96;  /* W3: (1, 8) */
     const real *b3 = params + 104;  /* b3: (1,) */
 
@@ -417,9 +395,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     real *g_W3 = grads + 96;  /* ∂L/∂W3: (1, 8) */
     real *g_b3 = grads + 104;  /* ∂L/∂b3: (1,) */
 
-    real *z_H1 = work + (size_t)batch * 0;  /* Σ of H1: (batch, 8) */
     real *H1 = work + (size_t)batch * 8;  /* layer H1: (batch, 8) */
-    real *z_H2 = work + (size_t)batch * 16;  /* Σ of H2: (batch, 8) */
     real *H2 = work + (size_t)batch * 24;  /* layer H2: (batch, 8) */
     real *z_O = work + (size_t)batch * 32;  /* Σ of O: (batch, 1) */
     real *O = work + (size_t)batch * 33;  /* layer O: (batch, 1) */
@@ -472,7 +448,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_fdc993c40e_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_aa02f82665_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -487,7 +463,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
 
 /* One steepest-descent step on this batch: θ ← θ − lr·∂L/∂θ, the gradients in
  * work after the batch's rows.  Returns the loss before it. */
-real symnet_fdc993c40e_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_aa02f82665_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 67;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
@@ -527,7 +503,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_fdc993c40e_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_aa02f82665_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -550,7 +526,7 @@ void symnet_fdc993c40e_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_fdc993c40e_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_aa02f82665_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, real *work)
 {

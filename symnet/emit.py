@@ -148,7 +148,7 @@ class Emitter:
     def render(self, prefix: str = "SN_PREFIX_", macro: str = "SN_MACRO_",
                header_file: str | None = None, title: str = "symnet kernels",
                training: bool = True, threads: bool = True, portable: bool = False,
-               trained=None) -> tuple[str, str]:
+               trained=None, params_note: str | None = None) -> tuple[str, str]:
         """(C source, header): the header is the contract (sizes, parameter
         layout, prototypes); the source includes it as ``header_file``, or
         holds its text when that is None.
@@ -169,6 +169,7 @@ class Emitter:
                       describe=describe_graph(graph), training=training)
         header = env.get_template("network.h.j2").render(
             **common, P=prefix, M=macro, title=title, trained=trained is not None,
+            params_note=params_note,
             **self.layout(training))
         source = env.get_template("network.c.j2").render(
             **common, f="f" if self.dtype == "float32" else "", prefix=prefix,
@@ -201,6 +202,23 @@ class Emitter:
                     example_fwd_bytes=f"{nbytes(fwd, 0):,}",
                     params=[{"name": b.name, "offset": b.offset, "shape": list(b.shape)}
                             for b in self.buffers.values() if b.kind == "param"])
+
+    def used(self, ops: list) -> set:
+        """Names of the arrays a list of operations reads or writes."""
+        names = set()
+        for op in ops:
+            if isinstance(op, MatMul):
+                names |= {op.A, op.B, op.C}
+            elif isinstance(op, Zero):
+                names.add(op.buffer)
+            elif isinstance(op, SoftmaxXent):
+                names |= {op.O, op.T, op.grad}
+            else:
+                for target, _, _, expr in op.stmts:
+                    names.add(target)
+                    names |= {self.plan.symbols[s].array for s in expr.free_symbols
+                              if s in self.plan.symbols}
+        return names
 
     def uses(self) -> set:
         """Helper functions the expressions call (only those are emitted)."""

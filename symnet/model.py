@@ -336,6 +336,17 @@ class Model:
         from .io import save
         save(self, path)
 
+    def export_c(self, directory, name: str = "net", training: bool = True,
+                 threads: bool = False, params_file=None) -> list[str]:
+        """Write ``<name>.h`` and ``<name>.c`` (C99 + <math.h>, no Python) into
+        ``directory``: this model's forward pass and, with ``training``, its
+        loss, gradients, step, update and epoch driver, with the trained values
+        as ``<name>_trained_params``.  Returns the paths.  See ``symnet.export``.
+        """
+        from .export import export_c
+        return export_c(self, directory, name=name, training=training, threads=threads,
+                        params_file=params_file)
+
     def summary(self, batch_size: int = 32):
         """Parameters, memory and flops per training step of this model for a
         batch size (a ``symnet.summary.Summary``; ``print`` it)."""
