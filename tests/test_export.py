@@ -68,7 +68,7 @@ def test_export_compiles_strict_c99(models, tmp_path, name, dtype):
         run([*cc(), *STRICT, "-O2", "-c", str(d / "net.c"), "-o", str(d / "net.o")])
         src = (d / "net.c").read_text() + (d / "net.h").read_text()
         assert "#include <Python.h>" not in src and "malloc" not in src
-        assert "omp" not in src          # no OpenMP unless threads=True
+        assert "#pragma omp" not in src  # no OpenMP unless threads=True
         assert ("net_step" in src) == training
 
 
@@ -242,22 +242,165 @@ def test_exported_c_computes_what_the_model_computes(models, tmp_path, name, dty
     assert not np.array_equal(ref["params"], ref["params0"])   # the steps did move θ
 
 
-@pytest.mark.parametrize("name", ["digits", "gated", "rbf"])
-def test_exported_c_under_other_flags_stays_close(models, tmp_path, name):
-    """Plain -std=c99 -O2 (no FMA contraction, no -march): not the same bits as
-    symnet's -O3 -march=native build, but the same numbers to a few ulp in the
-    forward pass and to rounding in the gradients."""
-    model = models[name, "float64"]
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", ["moons", "digits", "gated", "rbf"])
+def test_exported_c_under_other_flags_stays_close(models, tmp_path, name, dtype):
+    """Plain -std=c99 -O2 (no fused multiply-adds, no -march): not the bits of
+    symnet's own build, but the same numbers to a few ulp of the output's scale
+    (measured: at most 3.2) and to rounding in gradients and steps.  Elementwise
+    ulp are not bounded: an output near 0 that is a sum of larger terms differs
+    by the rounding of the terms (measured up to 1588 ulp for such outputs)."""
+    model = models[name, dtype]
     rng = np.random.default_rng(8)
     X, T = _data(model, rng)
     lr = np.array([0.05, 0.02, 0.01])
     idx = rng.permutation(STEPS * BATCH).astype(np.int64)
     ref = _reference(model, X, T, lr, idx)
     got = _run_harness(model, tmp_path, ["-std=c99", "-O2"], X, T, lr, idx)
-    ulp = np.abs(got["O"] - ref["O"]) / np.spacing(np.abs(ref["O"]))
-    assert ulp.max() <= ULP_FORWARD, f"forward differs by {ulp.max():.1f} ulp"
-    np.testing.assert_allclose(got["grads"], ref["grads"], rtol=1e-9, atol=1e-12)
-    np.testing.assert_allclose(got["params"], ref["params"], rtol=1e-9, atol=1e-12)
+    scale = np.spacing(model.dtype.type(np.abs(ref["O"]).max()))
+    assert np.abs(got["O"] - ref["O"]).max() <= 8 * scale
+    eps = np.finfo(model.dtype).eps
+    for key in ("grads", "params", "params_train"):
+        err = np.abs(got[key] - ref[key]).max() / np.abs(ref[key]).max()
+        assert err <= 64 * eps, f"{key}: relative difference {err:.2e}"
+    assert abs(got["loss_g"][0] - ref["loss_g"]) <= 64 * eps * abs(ref["loss_g"])
 
 
-ULP_FORWARD = 2 ** 12
+# ------------------------------------------------------------ the contract
+
+def _prototypes(text):
+    """The declarations of a header, comments and blank runs removed."""
+    import re
+    code = re.sub(r"/\*.*?\*/", "", cdef(text), flags=re.S)
+    return " ".join(code.split())
+
+
+def test_header_is_the_cdef_symnet_uses(models, tmp_path):
+    """One template: the exported header declares exactly the functions symnet
+    binds in process (with its own prefix), plus the trained values."""
+    model = models["gated", "float32"]
+    model.export_c(tmp_path, name="net")
+    header = (tmp_path / "net.h").read_text()
+    prefix = model._meta["prefix"]
+    inproc = _prototypes(model.c_source.split("typedef float real;")[0])
+    exported = _prototypes(header).replace("net_", prefix)
+    trained = f"extern const float {prefix}trained_params[];"
+    assert trained.replace("[]", "") in exported.replace("[ ]", "")  or "trained_params" in exported
+    exported = " ".join(exported.replace(
+        f"extern const float {prefix}trained_params[NET_N_PARAMS];", "").split())
+    assert exported == inproc
+    for fn in ("forward", "loss", "loss_grad", "step", "update", "train"):
+        assert f" {prefix}{fn}(" in " " + inproc
+
+
+def test_header_states_sizes_layout_and_memory(models, tmp_path):
+    model = models["digits", "float64"]
+    model.export_c(tmp_path, name="digits")
+    h = (tmp_path / "digits.h").read_text()
+    meta = model._meta
+    assert f"#define DIGITS_N_INPUTS {model.n_in} " in h
+    assert f"#define DIGITS_N_OUTPUTS {model.n_out}\n" in h
+    assert f"#define DIGITS_N_PARAMS {model._theta.size} " in h
+    assert "#define DIGITS_REAL double" in h
+    assert f"((batch) * {meta['work_per_row']} + {model._theta.size})" in h
+    assert "extern const double digits_trained_params[DIGITS_N_PARAMS];" in h
+    assert "double digits_step(double *params, const double *X, const double *T, int batch, " \
+           "double lr,\n    double *work);" in h
+    for p in meta["params"]:
+        shape = ", ".join(map(str, p["shape"])) + ("," if len(p["shape"]) == 1 else "")
+        assert f" {p['name']:<12} offset {p['offset']:9d}  shape ({shape})" in h
+    assert "e.g. B = 32:" in h and "bytes" in h
+
+
+def test_inference_only_export_needs_forward_work_only(models, tmp_path):
+    model = models["moons", "float32"]
+    model.export_c(tmp_path, name="net", training=False)
+    h = (tmp_path / "net.h").read_text()
+    assert "net_step" not in h and "net_loss" not in h
+    assert "NET_WORK_SIZE(batch) ((batch) * 66)" in h   # z and H of 16 + 16 + 1 units
+    # exactly that much work, under AddressSanitizer: the same outputs, nothing outside
+    (tmp_path / "main.c").write_text(textwrap.dedent("""
+        #include <stdio.h>
+        #include <stdlib.h>
+        #include "net.h"
+        int main(void) {
+            float X[5 * NET_N_INPUTS], O[5 * NET_N_OUTPUTS];
+            float *work = malloc(sizeof(float) * NET_WORK_SIZE(5));
+            for (int i = 0; i < 5 * NET_N_INPUTS; i++) X[i] = (float)i / 7 - 1;
+            net_forward(net_trained_params, X, 5, O, work);
+            for (int i = 0; i < 5 * NET_N_OUTPUTS; i++) printf("%.9g\\n", O[i]);
+            free(work);
+            return 0;
+        }"""))
+    run([*cc(), "-std=c99", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
+         "-I", str(tmp_path), str(tmp_path / "main.c"), str(tmp_path / "net.c"), "-o",
+         str(tmp_path / "fwd"), "-lm"])
+    out = run([str(tmp_path / "fwd")], env=dict(os.environ, ASAN_OPTIONS="detect_leaks=0"))
+    X = (np.arange(10, dtype=np.float32) / 7 - 1).reshape(5, 2)
+    got = np.array(out.stdout.split(), dtype=np.float32)
+    np.testing.assert_allclose(got, model.forward(X).ravel(), rtol=1e-6, atol=1e-7)
+
+
+def test_cli_export_and_params_file(models, tmp_path):
+    model = models["xor", "float64"]
+    model.save(tmp_path / "m.npz")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    run([sys.executable, "-m", "symnet", "export", str(tmp_path / "m.npz"), "--name", "xor",
+         "--out", str(tmp_path / "out"), "--params-file"], env=env)
+    h = (tmp_path / "out" / "xor.h").read_text()
+    c = (tmp_path / "out" / "xor.c").read_text()
+    assert "trained_params" not in h + c and "xor.params" in h
+    raw = np.fromfile(tmp_path / "out" / "xor.params", dtype="<f8")
+    np.testing.assert_array_equal(raw, model._theta)
+    run([*cc(), *STRICT, "-c", str(tmp_path / "out" / "xor.c"), "-o", str(tmp_path / "x.o")])
+    run([sys.executable, "-m", "symnet", "export", str(tmp_path / "m.npz"),
+         "--out", str(tmp_path / "o2")], env=env)
+    assert "net_trained_params" in (tmp_path / "o2" / "net.c").read_text()
+
+
+@pytest.mark.parametrize("bad", ["", "9net", "net-1", "int", "sn", "sn_x", "nét", None])
+def test_bad_export_name_is_refused(models, tmp_path, bad):
+    with pytest.raises(ValueError, match="export name"):
+        models["xor", "float32"].export_c(tmp_path, name=bad)
+    assert not list(tmp_path.iterdir())
+
+
+def test_non_finite_parameters_are_refused(tmp_path):
+    model = example_network("xor").compile(dtype="float32", seed=0)
+    model.params["b2"] = np.array([0, 0, np.nan, 0, 0, 0, 0, 0])
+    with pytest.raises(ValueError, match="parameter b2 holds NaN or inf"):
+        model.export_c(tmp_path)
+    assert not (tmp_path / "net.c").exists()
+
+
+def test_flags_must_be_booleans(models, tmp_path):
+    with pytest.raises(ValueError, match="training must be True or False"):
+        models["xor", "float32"].export_c(tmp_path, training="no")
+
+
+# ------------------------------------------------- the C training example
+
+def test_readme_example_trains_in_c(tmp_path):
+    """examples/export: prepare, export with the CLI, the README's cc command,
+    then training in C alone reaches a good test accuracy."""
+    spec = importlib.util.spec_from_file_location(
+        "prepare", ROOT / "examples" / "export" / "prepare.py")
+    prepare = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(prepare)
+    prepare.main(out=tmp_path)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    run([sys.executable, "-m", "symnet", "export", str(tmp_path / "model.npz"), "--name", "net",
+         "--out", str(tmp_path)], env=env)
+    readme = (ROOT / "README.md").read_text()
+    cmd = "cc -std=c99 -O2 -o train examples/export/main.c examples/export/net.c -lm"
+    assert cmd in readme
+    shutil.copy(ROOT / "examples" / "export" / "main.c", tmp_path / "main.c")
+    run([*cc(), "-std=c99", "-O2", *STRICT[1:], "-o", str(tmp_path / "train"),
+         str(tmp_path / "main.c"), str(tmp_path / "net.c"), "-lm"])
+    out = run([str(tmp_path / "train"), str(tmp_path / "digits.csv"), "20"]).stdout
+    last = [ln for ln in out.splitlines() if ln.startswith("epoch")][-1]
+    first = [ln for ln in out.splitlines() if ln.startswith("epoch")][0]
+    acc = float(last.split("test accuracy")[1].strip().rstrip("%"))
+    assert acc >= 93.0, out
+    loss = lambda ln: float(ln.split("loss")[1].split()[0])  # noqa: E731
+    assert loss(last) < loss(first) / 5, out
