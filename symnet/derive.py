@@ -22,6 +22,7 @@ import sympy as sp
 
 from . import ir
 from .primitives import sigmoid, stabilise
+from .smooth import clean  # noqa: F401  (re-exported: formulas reads it from here)
 
 INV_BATCH = sp.Symbol("inv_batch", positive=True)
 
@@ -44,13 +45,6 @@ class NodeGrad:
     loss: sp.Expr | None = None          # fused element-wise loss (output node only)
     outer: list[Term] = field(default_factory=list)      # deltas and outer-parameter grads
     summands: dict[str, list[Term]] = field(default_factory=dict)  # per reduction name
-
-
-def clean(expr: sp.Expr) -> sp.Expr:
-    """Sympy's Heaviside(0) = 1/2 must not leak: the kink takes derivative 0."""
-    expr = expr.replace(lambda e: isinstance(e, sp.Heaviside),
-                        lambda e: sp.Piecewise((1, e.args[0] > 0), (0, True)))
-    return expr.replace(lambda e: isinstance(e, sp.DiracDelta), lambda e: sp.S.Zero)
 
 
 def delta_name(node: ir.Node, red: ir.Reduction) -> str:
