@@ -162,9 +162,9 @@ def _data(model, rng):
     return X, T.astype(model.dtype)
 
 
-def _run_harness(model, tmp_path, flags, X, T, lr, idx):
+def _run_harness(model, tmp_path, flags, X, T, lr, idx, threads=False):
     d = tmp_path
-    model.export_c(d, name="net")
+    model.export_c(d, name="net", threads=threads)
     (d / "harness.c").write_text(HARNESS)
     exe = d / "harness"
     run([*cc(), *flags, f"-DSTEPS={STEPS}", f"-DBATCH={BATCH}", "-I", str(d),
@@ -240,6 +240,19 @@ def test_exported_c_computes_what_the_model_computes(models, tmp_path, name, dty
     assert got["done"][0] == STEPS
     np.testing.assert_array_equal(got["params_train"], ref["params_train"])
     assert not np.array_equal(ref["params"], ref["params0"])   # the steps did move θ
+
+
+def test_threads_export_computes_what_the_model_computes(models, tmp_path):
+    """threads=True renders the in-process matrix driver (tiles, OpenMP): the same bits."""
+    model = models["digits", "float32"]
+    rng = np.random.default_rng(9)
+    X, T = _data(model, rng)
+    lr = np.array([0.05, 0.02, 0.01])
+    idx = rng.permutation(STEPS * BATCH).astype(np.int64)
+    ref = _reference(model, X, T, lr, idx)
+    got = _run_harness(model, tmp_path, _native_flags(), X, T, lr, idx, threads=True)
+    for key in ("O", "grads", "params", "params_train"):
+        np.testing.assert_array_equal(got[key], ref[key], err_msg=key)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
