@@ -10,6 +10,7 @@ spelling), and the Jinja templates own the shape of the files:
 from __future__ import annotations
 
 import hashlib
+
 import jinja2
 import sympy as sp
 
@@ -17,6 +18,7 @@ from . import __version__, ir
 from .build import template_dir
 from .cprint import DTYPES, CPrinter, c_comment, numeric  # noqa: F401  (re-exported)
 from .lower import Buffer, Loop, MatMul, Plan, SoftmaxXent, Zero
+
 
 class Emitter:
     """Prints one plan for one dtype."""

@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import symnet as sn
 from symnet import build
 from symnet.emit import cdef
 
