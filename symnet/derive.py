@@ -28,11 +28,17 @@ INV_BATCH = sp.Symbol("inv_batch", positive=True)
 
 @dataclass
 class Term:
-    """``target[index] (+)= expr``, summed over the loop indices not in ``index``."""
+    """``target[index] (+)= expr``, summed over the loop indices not in ``index``.
+
+    An index position may be an ``ir.Affine`` (x[b,k,y+u,x+v]): the term then
+    adds into the element that the access map names (the chain rule's sum over
+    every (output, summed) position that reads it).  ``route`` "argmax": the
+    term goes only to the first largest element of a max reduction's window."""
 
     target: str
-    index: tuple[str, ...]
+    index: tuple
     expr: sp.Expr
+    route: str | None = None
 
 
 @dataclass
@@ -44,6 +50,7 @@ class NodeGrad:
     loss: sp.Expr | None = None          # fused element-wise loss (output node only)
     outer: list[Term] = field(default_factory=list)      # deltas and outer-parameter grads
     summands: dict[str, list[Term]] = field(default_factory=dict)  # per reduction name
+    input_grad: bool = True              # False: nothing below has parameters
 
 
 def clean(expr: sp.Expr) -> sp.Expr:
@@ -71,7 +78,7 @@ def reuse_output(expr: sp.Expr, node: ir.Node) -> sp.Expr:
     tanh′ = 1 − H², σ′ = H(1 − H); the backward pass then calls no exp/tanh."""
     if node.outer.is_Atom or isinstance(node.outer, sp.Add):
         return expr
-    h = ir.element(node.symbols, node.name, ir.BATCH, ir.OUT)
+    h = ir.element(node.symbols, node.name, *node.out_index)
     return expr.xreplace({node.outer: h})
 
 
@@ -88,12 +95,12 @@ def derive_node(node: ir.Node, loss=None, n_out: int = 0) -> NodeGrad:
     """Local derivatives of one node; ``loss`` given when it is fused here."""
     syms = node.symbols
     if loss is not None:
-        t_i = ir.element(syms, "T", ir.BATCH, ir.OUT)
+        t_i = ir.element(syms, "T", *node.out_index)
         value = stabilise(loss.element(node.outer, t_i, n_out))
         head, upstream, scale = value, None, INV_BATCH
         grad = NodeGrad(node, None, loss=value)
     else:
-        upstream = ir.element(syms, upstream_name(node.name), ir.BATCH, ir.OUT)
+        upstream = ir.element(syms, upstream_name(node.name), *node.out_index)
         head, scale = node.outer, upstream
         grad = NodeGrad(node, upstream)
     params = {p.name: p for p in node.params}
@@ -102,8 +109,10 @@ def derive_node(node: ir.Node, loss=None, n_out: int = 0) -> NodeGrad:
     def local(sym):
         return reuse_output(stabilise(simplest(clean(scale * sp.diff(head, sym)))), node)
 
+    if node.kind == "flatten":    # a view: dL_d<flatten> is dL_d<input>, nothing to derive
+        return grad
     for red in node.reductions:
-        grad.outer.append(Term(delta_name(node, red), (ir.BATCH, ir.OUT), local(red.symbol)))
+        grad.outer.append(Term(delta_name(node, red), node.out_index, local(red.symbol)))
     for sym, acc in list(syms.items()):
         if sym in head.free_symbols and acc.array in params:
             grad.outer.append(Term(grad_name(acc.array), acc.index, local(sym)))
@@ -112,9 +121,12 @@ def derive_node(node: ir.Node, loss=None, n_out: int = 0) -> NodeGrad:
 
     # Reductions: parameters and inputs inside the summands.
     for red in node.reductions:
-        delta = ir.element(syms, delta_name(node, red), ir.BATCH, ir.OUT)
+        delta = ir.element(syms, delta_name(node, red), *node.out_index)
         terms = []
-        if red.contraction is None:
+        if red.op == "max":           # ∂max/∂x = 1 at the (first) arg-max, 0 elsewhere
+            acc = syms[red.summand]
+            terms.append(Term(upstream_name(node.input), acc.index, delta, route="argmax"))
+        elif red.contraction is None:
             for sym in sorted(red.summand.free_symbols, key=str):
                 acc = syms[sym]
                 if acc.array in params:
@@ -129,10 +141,30 @@ def derive_node(node: ir.Node, loss=None, n_out: int = 0) -> NodeGrad:
     return grad
 
 
+def needs_input_grad(graph: ir.Graph) -> dict[str, bool]:
+    """Per node: does ∂L/∂(its input) feed any parameter gradient?  False for
+    the first layer (its input is the data) and for a parameter-free layer
+    (pooling, flatten) with nothing trainable below it."""
+    below: dict[str, bool] = {graph.input_name: False}   # parameters at or below a buffer
+    need = {}
+    for node in graph.nodes:
+        need[node.name] = below[node.input]
+        below[node.name] = below[node.input] or bool(node.params)
+    return need
+
+
 def derive(graph: ir.Graph) -> list[NodeGrad]:
-    """NodeGrads from the output node down to the first."""
+    """NodeGrads from the output node down to the first; the terms that carry
+    ∂L/∂(input) of a node that needs none are left out here, once."""
+    need = needs_input_grad(graph)
     grads = []
     for k, node in enumerate(reversed(graph.nodes)):
         fused = k == 0 and graph.loss.element is not None
-        grads.append(derive_node(node, graph.loss if fused else None, graph.n_out))
+        g = derive_node(node, graph.loss if fused else None, graph.n_out)
+        g.input_grad = need[node.name]
+        if not g.input_grad:
+            up = upstream_name(node.input)
+            g.outer = [t for t in g.outer if t.target != up]
+            g.summands = {r: [t for t in ts if t.target != up] for r, ts in g.summands.items()}
+        grads.append(g)
     return grads
