@@ -221,9 +221,9 @@ class Formulas:
                           r"\max_{%s} " % ",".join(n for n, _ in red.space))
             else:
                 op = _sum([n for n, _ in red.space])
+            ranges = ", ".join(f"{n} < {e}" for n, e in red.space)
             self._add("index", _el(red.name, out) + EQ + op + _expr(red.summand)
-                      + _Tex("   (" + ", ".join(f"{n} < {e}" for n, e in red.space) + ")",
-                             None))
+                      + _Tex(f"   ({ranges})", r" \quad (%s)" % ranges))
         self._add("index", _el(node.name, out) + EQ + _expr(node.outer))
 
     def _loss_element(self) -> sp.Expr:
@@ -348,14 +348,14 @@ class Formulas:
                 summed = [n for n, _ in node.reduction_loop(red) if n not in carried]
                 self._add("step", _d("L", name) + EQ + _d("L", H) + CHAIN + _d(H, name))
                 if t.route == "argmax":
-                    self._add("index", _el(t.target, _index(t.index)) + _Tex(" += ", " \\mathrel{+}= ")
+                    self._add("index", _el(t.target, _index(t.index)) + _Tex(" += ", " += ")
                               + _expr(t.expr) + _Tex(
                                   "   at the first (" + ",".join(n for n, _ in red.space)
                                   + ") where "
                                   f"{text(red.summand)} = {red.name}[{out}], for every "
                                   f"{red.name}[{out}]", r" \quad \text{at the arg-max (first on ties)}"))
                     continue
-                op = _Tex(" += ", r" \mathrel{+}= ") if carried - set(t.index) else EQ
+                op = _Tex(" += ", " += ") if carried - set(t.index) else EQ
                 self._add("index", _el(t.target, _index(t.index)) + op + _sum(summed)
                           + _expr(t.expr))
                 if t.gather is not None:

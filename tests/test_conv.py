@@ -258,3 +258,94 @@ def test_forward_keeps_the_input_batch_layout():
     b = model.params["b1"]
     expect = ref_conv2d(X, model.params["W1"], 1, 1) + b[None, :, None, None]
     np.testing.assert_allclose(out, expect, rtol=1e-12)
+
+
+# ------------------------------------------------------------------ bad input
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: sn.Network(sn.Input((1, 3, 3)), sn.Conv2d(2, 5, padding=0), loss="mse"),
+     r"layer 'O' \(Conv2d\(2\)\): the kernel \(5\) is larger than the padded input "
+     r"\(3 \+ 2·0 = 3\)"),
+    (lambda: sn.Conv2d(2, 3, stride=0), r"stride must be an integer ≥ 1, got 0"),
+    (lambda: sn.Network(sn.Input((1, 4, 4)), sn.MaxPool2d(5), loss="mse"),
+     r"kernel \(5\) is larger than the padded input"),
+    (lambda: sn.Network(sn.Input(10), sn.Conv2d(2, 3), loss="mse"),
+     r"needs an input of shape \(channels, height, width\), got \(10,\)"),
+    (lambda: sn.Network(sn.Input((1, 4, 4)), sn.Conv2d(2, 3), sn.Dense(2), loss="mse"),
+     r"layer 'O' takes a vector input but the layer below gives shape \(2, 2, 2\); "
+     r"put sn.Flatten\(\) before it"),
+    (lambda: sn.Network(sn.Input((3, 8)), sn.Conv2d(2, 3), loss="mse"),
+     r"needs an input of shape \(channels, height, width\), got \(3, 8\)"),
+    (lambda: sn.Conv2d(2, 4, padding="same"), r"padding='same' needs stride 1 and an odd"),
+])
+def test_bad_declarations_name_the_layer(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+def _user(shape, formula, params, index="c y"):
+    return sn.Layer(shape, formula, index=sn.indices(index), params=params, name="U")
+
+
+def test_offsets_leaving_the_array_are_refused():
+    c, y, u = sn.indices("c y u")
+    # reads x[c, y + 2] for y up to 4: beyond length 5, and the summand is not zero there
+    lay = _user((2, 5), lambda x, A: sp.Sum(A[c, u] + x[c, y + u], (u, 0, 2)), {"A": (2, 3)})
+    with pytest.raises(ValueError, match=r"layer 'U': x\[c, u \+ y\] reaches positions "
+                                         r"0\.\.6 of a dimension of length 5"):
+        sn.Network(sn.Input((2, 5)), lay, sn.Flatten(), sn.Dense(1), loss="mse").graph()
+    # a parameter read past its shape: channel count that does not match
+    lay = _user((3, 5), lambda x, A: sp.Sum(A[c, u] * x[c, y], (u, 0, 2)), {"A": (2, 3)})
+    with pytest.raises(ValueError, match=r"A\[c, u\] reaches positions 0\.\.2 of a dimension "
+                                         r"of length 2"):
+        sn.Network(sn.Input((3, 5)), lay, sn.Flatten(), sn.Dense(1), loss="mse").graph()
+    lay = _user((2, 5), lambda x: x[c, y, 0], {})
+    with pytest.raises(ValueError, match=r"x\[c, y, 0\] has 3 indices but x has shape \(2, 5\)"):
+        sn.Network(sn.Input((2, 5)), lay, sn.Flatten(), sn.Dense(1), loss="mse").graph()
+
+
+def test_batches_of_the_wrong_shape_are_refused():
+    conv = sn.Network(sn.Input((2, 5, 5), name="I"), sn.Conv2d(2, 3), sn.Flatten(),
+                      sn.Dense(1), loss="mse").compile()
+    with pytest.raises(ValueError, match=r"X must have shape \(batch, 2, 5, 5\) for input "
+                                         r"layer 'I', got shape \(4, 50\)"):
+        conv.forward(np.zeros((4, 50)))
+    with pytest.raises(ValueError, match=r"got shape \(4, 3, 5, 5\)"):   # channels
+        conv.forward(np.zeros((4, 3, 5, 5)))
+    with pytest.raises(ValueError, match=r"for one example use X\[None\]"):
+        conv.forward(np.zeros((2, 5, 5)))
+    dense = sn.Network(sn.Input(25, name="I"), sn.Dense(1), loss="mse").compile()
+    with pytest.raises(ValueError, match=r"X must be 2-D \(batch, 25\).*got shape "
+                                         r"\(4, 1, 5, 5\)"):
+        dense.forward(np.zeros((4, 1, 5, 5)))
+
+
+# ------------------------------------------------------------------ properties
+
+hypothesis = pytest.importorskip("hypothesis")
+st = hypothesis.strategies
+
+
+@hypothesis.settings(max_examples=8, deadline=None, derandomize=True)
+@hypothesis.given(cin=st.integers(1, 3), cout=st.integers(1, 3), h=st.integers(3, 7),
+                  w=st.integers(3, 7), k=st.integers(1, 3), stride=st.integers(1, 3),
+                  pad=st.integers(0, 2), pool=st.booleans())
+def test_random_geometries_match_the_loop_reference(cin, cout, h, w, k, stride, pad, pool):
+    hypothesis.assume(k <= h + 2 * pad and k <= w + 2 * pad)
+    oh, ow = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
+    pool = pool and oh >= 2 and ow >= 2
+    layers = [sn.Conv2d(cout, k, stride=stride, padding=pad, activation="tanh")]
+    layers += [sn.MaxPool2d(2, stride=1)] if pool else []
+    net = sn.Network(sn.Input((cin, h, w)), *layers, sn.Flatten(), sn.Dense(2), loss="mse")
+    model = net.compile(dtype="float64", seed=cin + h)
+    rng = np.random.default_rng(h * w)
+    X, T = rng.normal(size=(2, cin, h, w)), rng.normal(size=(2, 2))
+    d = len(layers) + 2
+    ref = [("conv", model.params["W1"], model.params["b1"], stride, pad, "tanh")]
+    ref += [("maxpool", 2, 1)] if pool else []
+    ref += [("flatten",), ("dense", model.params[f"W{d}"], model.params[f"b{d}"], "linear")]
+    L_ref, g_ref = reference(ref, X, T)
+    L, g = model.loss_and_grad(X, T)
+    assert L == pytest.approx(L_ref, rel=1e-12)
+    np.testing.assert_allclose(g["W1"], g_ref[0][0], rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(g["b1"], g_ref[0][1], rtol=1e-9, atol=1e-12)
