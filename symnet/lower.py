@@ -408,8 +408,13 @@ def _conv_backward(node, red, terms, written) -> list:
     geo, W = red.conv, red.conv["weight"]
     gW, up = grad_name(W), upstream_name(node.input)
     ops = []
-    lines = [f"{t.target}[{_index(t.index)}] += {_sums_of(node, red, t)}{text(t.expr)}"
-             for t in terms]
+    lines = []
+    for t in terms:
+        lines.append(f"{t.target}[{_index(t.index)}] += {_sums_of(node, red, t)}{text(t.expr)}")
+        if t.gather is not None:   # the same sum per element of dX: the flipped kernel
+            idx, expr, sums = t.gather
+            lines[-1] += (f", i.e. {t.target}[{','.join(idx)}] = "
+                          + "".join(f"Σ_{n} " for n in sums) + text(expr))
     dX = up if any(t.target == up for t in terms) else None
     if dX is not None and dX not in written:
         ops.append(Zero(dX, None))
