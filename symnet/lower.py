@@ -351,19 +351,16 @@ def _backward(graph: ir.Graph, by_node: dict) -> list:
             written.update(t.target for t in g.outer)
         for red in node.reductions:
             delta = delta_name(node, red)
+            for prod in g.products.get(red.name, []):   # δᵀ·X and δ·W, as derived
+                if prod.rule == "weight":
+                    ops.append(MatMul("tn", prod.target, delta, node.input, node.n_out,
+                                      node.n_in, "batch", prod.target in written, prod.formula))
+                else:
+                    ops.append(MatMul("nn", prod.target, delta, prod.operand, "batch",
+                                      node.n_in, node.n_out, prod.target in written,
+                                      prod.formula))
+                written.add(prod.target)
             if red.contraction:
-                W = red.contraction
-                gW = grad_name(W)
-                ops.append(MatMul("tn", gW, delta, node.input, node.n_out, node.n_in,
-                                  "batch", gW in written,
-                                  f"{gW}[i,j] = Σ_b {delta}[b,i]·{node.input}[b,j]"))
-                written.add(gW)
-                if g.input_grad:
-                    up = upstream_name(node.input)
-                    ops.append(MatMul("nn", up, delta, W, "batch", node.n_in, node.n_out,
-                                      up in written,
-                                      f"{up}[b,j] = Σ_i {delta}[b,i]·{W}[i,j]"))
-                    written.add(up)
                 continue
             terms = g.summands[red.name]
             if red.conv is not None:

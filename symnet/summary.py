@@ -127,20 +127,23 @@ def summarize(network, batch_size: int = 32, dtype: str = "float32") -> Summary:
     B, size = int(batch_size), np.dtype(dtype).itemsize
     p = make_plan(network.graph())
     work = {b.name: int(np.prod(b.shape[1:])) for b in p.buffers.values() if b.kind == "work"}
-    input_grad = {g.node.name: g.input_grad for g in p.grads}   # derive's hand-off
+    by_node = {g.node.name: g for g in p.grads}    # derive's hand-off: the terms that exist
     rows = []
     for node in p.graph.nodes:
         n_params = sum(int(np.prod(q.shape)) for q in node.params)
         forward = [r.name for r in node.reductions] + [node.name, f"col_{node.name}"]
         backward = [upstream_name(node.name)] + [delta_name(node, r) for r in node.reductions]
-        mm = 0   # flops of one contraction: a matrix product, or a convolution's
+        fwd = bwd = 0   # a contraction and each of its gradient products: same flops
         for r in node.reductions:
+            grad = by_node[node.name]
             if r.contraction:
-                mm += 2 * B * node.n_out * node.n_in
+                mm = 2 * B * node.n_out * node.n_in
+                fwd, bwd = fwd + mm, bwd + mm * len(grad.products[r.name])
             elif r.conv is not None:
                 g = r.conv
-                mm += 2 * B * g["cout"] * int(np.prod(g["out_hw"])) * g["cin"] \
+                mm = 2 * B * g["cout"] * int(np.prod(g["out_hw"])) * g["cin"] \
                     * int(np.prod(g["kernel"]))
+                fwd, bwd = fwd + mm, bwd + mm * len(grad.summands[r.name])
         label = node.activation.name if node.activation is not None else node.kind
         rows.append(LayerCost(
             node.name, node.n_in, node.n_out,
@@ -148,5 +151,5 @@ def summarize(network, batch_size: int = 32, dtype: str = "float32") -> Summary:
             n_params, n_params * size,
             sum(B * work[n] * size for n in forward if n in work),
             n_params * size + sum(B * work[n] * size for n in backward if n in work),
-            mm, mm * (2 if input_grad[node.name] else 1)))
+            fwd, bwd))
     return Summary(rows, B, dtype, 2 * p.n_params)
