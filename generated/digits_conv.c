@@ -224,6 +224,22 @@ SN_INLINE void sn_im2col(const real *restrict X, real *restrict col, int C, int 
             }
 }
 
+/* C[m,n] (+)= Σ_k A[m,k]·B[n,k] as dot products along rows that are both contiguous: the
+ * weight gradient δ[b]·col[b]ᵀ, whose k runs over the output positions.  (Through
+ * sn_gemm, B would be packed column by column with a stride: measured 20% of a
+ * LeNet-5 step.) */
+SN_INLINE void sn_rows_nt(int M, int N, int K, const real *restrict A, const real *restrict B,
+                          real *restrict C, int accumulate)
+{
+    for (int m = 0; m < M; m++)
+        for (int n = 0; n < N; n++) {
+            real s = 0;
+#pragma omp simd reduction(+:s)
+            for (int k = 0; k < K; k++) s += A[(size_t)m * K + k] * B[(size_t)n * K + k];
+            C[(size_t)m * N + n] = accumulate ? C[(size_t)m * N + n] + s : s;
+        }
+}
+
 /* col2im, the adjoint of im2col: dX[k, y·SH + u − PH, x·SW + v − PW] += dcol[(k·KH + u)·KW + v,
  * y·OW + x] for every position inside X (padding positions have no gradient). */
 SN_INLINE void sn_col2im(const real *restrict dcol, real *restrict dX, int C, int H, int W,
@@ -334,13 +350,13 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 }
 
 /* Forward pass; returns the output's address inside work: (batch, 10). */
-void symnet_295bae3f08_forward(const real *params, real *work, const real *I, int batch)
+void symnet_3185d1d6ae_forward(const real *params, real *work, const real *I, int batch)
 {
     sn_forward(params, work, I, batch);
 }
 
 /* Loss L = (1/batch) Σ_b L_b, after a forward pass. */
-double symnet_295bae3f08_loss(const real *params, real *work, const real *I, const real *T, int batch)
+double symnet_3185d1d6ae_loss(const real *params, real *work, const real *I, const real *T, int batch)
 {
     const real *W1 = params + 0;  /* W1: (16, 1, 3, 3) */
     const real *b1 = params + 144;  /* b1: (16,) */
@@ -395,7 +411,7 @@ double symnet_295bae3f08_loss(const real *params, real *work, const real *I, con
 }
 
 /* Loss and every gradient ∂L/∂θ (into grads), by back propagation. */
-double symnet_295bae3f08_loss_grad(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
+double symnet_3185d1d6ae_loss_grad(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
 {
     const real *W1 = params + 0;  /* W1: (16, 1, 3, 3) */
     const real *b1 = params + 144;  /* b1: (16,) */
@@ -469,19 +485,23 @@ double symnet_295bae3f08_loss_grad(const real *params, real *grads, real *work, 
     /* delta_H3[b,c,y,x] = dL_dH3[b,c,y,x]·(1 if b3[c] + z_H3[b,c,y,x] > 0 else 0); g_b3[c] += dL_dH3[b,c,y,x]·(1 if b3[c] + z_H3[b,c,y,x] > 0 else 0) */
     for (int b = 0; b < batch; b++)
         for (int c = 0; c < 32; c++)
-            for (int y = 0; y < 4; y++)
+            for (int y = 0; y < 4; y++) {
+                real acc0 = 0;
+#pragma omp simd reduction(+:acc0)
                 for (int x = 0; x < 4; x++) {
                     const real t0 = dL_dH3[b * 512 + c * 16 + y * 4 + x]*((b3[c] + z_H3[b * 512 + c * 16 + y * 4 + x] > 0) ? (1) : (0));
                     delta_H3[b * 512 + c * 16 + y * 4 + x] = t0;
-                    g_b3[c] += t0;
+                    acc0 += t0;
                 }
+                g_b3[c] += acc0;
+            }
     memset(dL_dH2, 0, sizeof(real) * (size_t)batch * 256);
     /* dL_dH2[b,k,y + u - 1,x + v - 1] += Σ_c W3[c,k,u,v]·delta_H3[b,c,y,x], i.e. dL_dH2[b,k,y′,x′] = Σ_c Σ_u Σ_v W3[c,k,u,v]·delta_H3[b,c,y′ - u + 1,x′ - v + 1]; g_W3[c,k,u,v] += Σ_b Σ_y Σ_x H2[b,k,y + u - 1,x + v - 1]·delta_H3[b,c,y,x]
        as products with the forward im2col: g_W3 (+)= Σ_b delta_H3[b]·col_H3[b]ᵀ; col_H3[b] ← W3ᵀ·delta_H3[b], added back into dL_dH2[b] by col2im */
     for (int b = 0; b < batch; b++) {
         const real *d = delta_H3 + (size_t)b * 512;
         real *col = col_H3 + (size_t)b * 2304;
-        sn_mm_nt(32, 144, 16, d, col, g_W3, b > 0);
+        sn_rows_nt(32, 144, 16, d, col, g_W3, b > 0);
         sn_mm_tn(144, 16, 32, W3, d, col, 0);
         sn_col2im(col, dL_dH2 + (size_t)b * 256, 16, 4, 4, 3, 3, 1, 1, 1, 1, 4, 4);
     }
@@ -498,31 +518,41 @@ double symnet_295bae3f08_loss_grad(const real *params, real *grads, real *work, 
         for (int c = 0; c < 16; c++)
             for (int y = 0; y < 4; y++)
                 for (int x = 0; x < 4; x++) {
-                    const real m = z_H2[b * 256 + c * 16 + y * 4 + x];
-                    int found = 0;
+                    real best = -INFINITY;
+                    int u_at = 0, v_at = 0;
                     for (int u = 0; u < 2; u++)
                         for (int v = 0; v < 2; v++) {
-                            const int hit = !found && H1[b * 1024 + c * 64 + (y*2 + u) * 8 + (x*2 + v)] == m;
-                            dL_dH1[b * 1024 + c * 64 + (y*2 + u) * 8 + (x*2 + v)] += hit ? delta_H2[b * 256 + c * 16 + y * 4 + x] : 0;
-                            found |= hit;
+                            const real e = H1[b * 1024 + c * 64 + (y*2 + u) * 8 + (x*2 + v)];
+                            const int better = e > best;   /* strictly: the first maximum keeps the gradient */
+                            best = better ? e : best;
+                            u_at = better ? u : u_at;
+                            v_at = better ? v : v_at;
                         }
+                    {
+                        const int u = u_at, v = v_at;
+                        dL_dH1[b * 1024 + c * 64 + (y*2 + u) * 8 + (x*2 + v)] += delta_H2[b * 256 + c * 16 + y * 4 + x];
+                    }
                 }
     memset(g_b1, 0, sizeof(real) * 16);
     /* delta_H1[b,c,y,x] = dL_dH1[b,c,y,x]·(1 if b1[c] + z_H1[b,c,y,x] > 0 else 0); g_b1[c] += dL_dH1[b,c,y,x]·(1 if b1[c] + z_H1[b,c,y,x] > 0 else 0) */
     for (int b = 0; b < batch; b++)
         for (int c = 0; c < 16; c++)
-            for (int y = 0; y < 8; y++)
+            for (int y = 0; y < 8; y++) {
+                real acc0 = 0;
+#pragma omp simd reduction(+:acc0)
                 for (int x = 0; x < 8; x++) {
                     const real t0 = dL_dH1[b * 1024 + c * 64 + y * 8 + x]*((b1[c] + z_H1[b * 1024 + c * 64 + y * 8 + x] > 0) ? (1) : (0));
                     delta_H1[b * 1024 + c * 64 + y * 8 + x] = t0;
-                    g_b1[c] += t0;
+                    acc0 += t0;
                 }
+                g_b1[c] += acc0;
+            }
     /* g_W1[c,k,u,v] += Σ_b Σ_y Σ_x I[b,k,y + u - 1,x + v - 1]·delta_H1[b,c,y,x]
        as products with the forward im2col: g_W1 (+)= Σ_b delta_H1[b]·col_H1[b]ᵀ */
     for (int b = 0; b < batch; b++) {
         const real *d = delta_H1 + (size_t)b * 1024;
         real *col = col_H1 + (size_t)b * 576;
-        sn_mm_nt(16, 9, 64, d, col, g_W1, b > 0);
+        sn_rows_nt(16, 9, 64, d, col, g_W1, b > 0);
     }
 
     return loss / batch;
@@ -537,9 +567,9 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
 }
 
 /* One steepest-descent step on this batch: θ ← θ − lr·∂L/∂θ.  Returns the loss before it. */
-double symnet_295bae3f08_step(real *params, real *grads, real *work, const real *I, const real *T, int batch, real lr)
+double symnet_3185d1d6ae_step(real *params, real *grads, real *work, const real *I, const real *T, int batch, real lr)
 {
-    const double loss = symnet_295bae3f08_loss_grad(params, grads, work, I, T, batch);
+    const double loss = symnet_3185d1d6ae_loss_grad(params, grads, work, I, T, batch);
     sn_sgd_update(params, params, grads, lr);
     return loss;
 }
@@ -576,7 +606,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_295bae3f08_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_3185d1d6ae_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -596,7 +626,7 @@ void symnet_295bae3f08_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_295bae3f08_train(real *params, real *grads, real *work, real *Ib, real *Tb, real *prev, int *have_prev,
+long long symnet_3185d1d6ae_train(real *params, real *grads, real *work, real *Ib, real *Tb, real *prev, int *have_prev,
                            const real *I, const real *T, const long long *idx, long long n_idx, int batch_size,
                            const double *lr, double *losses, int optimizer, real *s1, real *s2, const double *hyper, long long t0)
 {
@@ -610,7 +640,7 @@ long long symnet_295bae3f08_train(real *params, real *grads, real *work, real *I
             memcpy(Ib + (size_t)r * 64, I + n * 64, sizeof(real) * 64);
             memcpy(Tb + (size_t)r * 10, T + n * 10, sizeof(real) * 10);
         }
-        const double loss = symnet_295bae3f08_loss_grad(cur, grads, work, Ib, Tb, batch);
+        const double loss = symnet_3185d1d6ae_loss_grad(cur, grads, work, Ib, Tb, batch);
         if (!isfinite(loss)) {
             /* both buffers ← θ before the last update (only cur needs it written) */
             if (prev != NULL && *have_prev)

@@ -41,11 +41,14 @@ class Loop:
     """for each index in ``indices`` (name, extent): the statements, after CSE.
 
     ``stmts`` is a list of (target, index, op, expr) with op "=" or "+=";
-    ``target`` "loss" is the double accumulator of the loss."""
+    ``target`` "loss" is the double accumulator of the loss.  With ``hoist``, a
+    "+=" whose target does not depend on the innermost index sums into a local
+    first (g_b[c] over y, x), so the innermost loop vectorises."""
 
     indices: list[tuple[str, str | int]]
     stmts: list[tuple[str, tuple[str, ...], str, sp.Expr]]
     comment: str
+    hoist: bool = False
 
 
 @dataclass
@@ -287,7 +290,8 @@ def _tensor_forward(node: ir.Node) -> list:
         else:
             ops.append(Zero(red.name, None))
             ops.append(Loop(node.reduction_loop(red),
-                            [(red.name, node.out_index, "+=", red.summand)], comment))
+                            [(red.name, node.out_index, "+=", red.summand)], comment,
+                            hoist=True))
     ops.append(Loop(node.loop(), [(node.name, node.out_index, "=", node.outer)],
                     f"{node.name}[{_index(node.out_index)}] = {text(node.outer)}"))
     return ops
@@ -346,7 +350,8 @@ def _backward(graph: ir.Graph, by_node: dict) -> list:
             ops.append(Loop(node.loop(),
                             [(t.target, t.index, _assign(t, loop), t.expr) for t in terms],
                             "; ".join(f"{t.target}[{_index(t.index)}] "
-                                      f"{_assign(t, loop)} {text(t.expr)}" for t in terms)))
+                                      f"{_assign(t, loop)} {text(t.expr)}" for t in terms),
+                            hoist=len(node.space) > 1))
         else:
             written.update(t.target for t in g.outer)
         for red in node.reductions:
@@ -385,7 +390,8 @@ def _backward(graph: ir.Graph, by_node: dict) -> list:
                 continue
             if terms:
                 ops.append(Loop(node.reduction_loop(red),
-                                [(t.target, t.index, "+=", t.expr) for t in terms], comment))
+                                [(t.target, t.index, "+=", t.expr) for t in terms], comment,
+                                hoist=len(node.space) > 1))
     return ops
 
 
