@@ -231,7 +231,26 @@ SN_INLINE void sn_im2col(const real *restrict X, real *restrict col, int C, int 
 SN_INLINE void sn_rows_nt(int M, int N, int K, const real *restrict A, const real *restrict B,
                           real *restrict C, int accumulate)
 {
-    for (int m = 0; m < M; m++)
+    int m = 0;
+    for (; m + 4 <= M; m += 4)   /* four rows of A share each load of B's row */
+        for (int n = 0; n < N; n++) {
+            const real *a = A + (size_t)m * K, *bn = B + (size_t)n * K;
+            real s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+#pragma omp simd reduction(+:s0,s1,s2,s3)
+            for (int k = 0; k < K; k++) {
+                const real bk = bn[k];
+                s0 += a[k] * bk;
+                s1 += a[K + k] * bk;
+                s2 += a[2 * K + k] * bk;
+                s3 += a[3 * K + k] * bk;
+            }
+            real *c = C + (size_t)m * N + n;
+            c[0] = accumulate ? c[0] + s0 : s0;
+            c[N] = accumulate ? c[N] + s1 : s1;
+            c[2 * N] = accumulate ? c[2 * N] + s2 : s2;
+            c[3 * N] = accumulate ? c[3 * N] + s3 : s3;
+        }
+    for (; m < M; m++)
         for (int n = 0; n < N; n++) {
             real s = 0;
 #pragma omp simd reduction(+:s)
@@ -350,13 +369,13 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 }
 
 /* Forward pass; returns the output's address inside work: (batch, 10). */
-void symnet_3185d1d6ae_forward(const real *params, real *work, const real *I, int batch)
+void symnet_4335bb679f_forward(const real *params, real *work, const real *I, int batch)
 {
     sn_forward(params, work, I, batch);
 }
 
 /* Loss L = (1/batch) Σ_b L_b, after a forward pass. */
-double symnet_3185d1d6ae_loss(const real *params, real *work, const real *I, const real *T, int batch)
+double symnet_4335bb679f_loss(const real *params, real *work, const real *I, const real *T, int batch)
 {
     const real *W1 = params + 0;  /* W1: (16, 1, 3, 3) */
     const real *b1 = params + 144;  /* b1: (16,) */
@@ -411,7 +430,7 @@ double symnet_3185d1d6ae_loss(const real *params, real *work, const real *I, con
 }
 
 /* Loss and every gradient ∂L/∂θ (into grads), by back propagation. */
-double symnet_3185d1d6ae_loss_grad(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
+double symnet_4335bb679f_loss_grad(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
 {
     const real *W1 = params + 0;  /* W1: (16, 1, 3, 3) */
     const real *b1 = params + 144;  /* b1: (16,) */
@@ -567,9 +586,9 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
 }
 
 /* One steepest-descent step on this batch: θ ← θ − lr·∂L/∂θ.  Returns the loss before it. */
-double symnet_3185d1d6ae_step(real *params, real *grads, real *work, const real *I, const real *T, int batch, real lr)
+double symnet_4335bb679f_step(real *params, real *grads, real *work, const real *I, const real *T, int batch, real lr)
 {
-    const double loss = symnet_3185d1d6ae_loss_grad(params, grads, work, I, T, batch);
+    const double loss = symnet_4335bb679f_loss_grad(params, grads, work, I, T, batch);
     sn_sgd_update(params, params, grads, lr);
     return loss;
 }
@@ -606,7 +625,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_3185d1d6ae_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_4335bb679f_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -626,7 +645,7 @@ void symnet_3185d1d6ae_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_3185d1d6ae_train(real *params, real *grads, real *work, real *Ib, real *Tb, real *prev, int *have_prev,
+long long symnet_4335bb679f_train(real *params, real *grads, real *work, real *Ib, real *Tb, real *prev, int *have_prev,
                            const real *I, const real *T, const long long *idx, long long n_idx, int batch_size,
                            const double *lr, double *losses, int optimizer, real *s1, real *s2, const double *hyper, long long t0)
 {
@@ -640,7 +659,7 @@ long long symnet_3185d1d6ae_train(real *params, real *grads, real *work, real *I
             memcpy(Ib + (size_t)r * 64, I + n * 64, sizeof(real) * 64);
             memcpy(Tb + (size_t)r * 10, T + n * 10, sizeof(real) * 10);
         }
-        const double loss = symnet_3185d1d6ae_loss_grad(cur, grads, work, Ib, Tb, batch);
+        const double loss = symnet_4335bb679f_loss_grad(cur, grads, work, Ib, Tb, batch);
         if (!isfinite(loss)) {
             /* both buffers ← θ before the last update (only cur needs it written) */
             if (prev != NULL && *have_prev)
