@@ -35,6 +35,6 @@ def __getattr__(name):
     raise AttributeError(f"module 'symnet' has no attribute {name!r}")
 
 
-__all__ = ["AvgPool2d", "Conv1d", "Conv2d", "Flatten", "MaxPool2d", "indices", "Dense", "History", "Input", "Layer", "Network", "check_gradients", "datasets",
-           "load", "n_in", "schedules", "sigmoid", "softplus", "sum_j", "sum_k",
+__all__ = ["AvgPool2d", "Conv1d", "Conv2d", "Dense", "Flatten", "History", "Input", "Layer",
+           "MaxPool2d", "Network", "check_gradients", "datasets", "indices", "load", "n_in", "schedules", "sigmoid", "softplus", "sum_j", "sum_k",
            "__version__"]

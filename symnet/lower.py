@@ -240,60 +240,45 @@ def _index(index) -> str:
     return ",".join(ir.index_text(x) for x in index)
 
 
-def _conv_comment(node: ir.Node, red: ir.Reduction) -> str:
-    return f"{red.name}[{_index(node.out_index)}] = {_sums(node, red)}{text(red.summand)}"
-
-
 def _sums(node, red) -> str:
-    return "".join(f"Σ_{n} " for n, _ in (red.space or [(j, 0) for j in red.over]))
+    """Σ_j (vectors: Σ_j,k for a double sum) or Σ_k Σ_u Σ_v (tensors)."""
+    if not red.space:
+        return f"Σ_{','.join(red.over)} "
+    return "".join(f"Σ_{n} " for n, _ in red.space)
 
 
 def _forward(graph: ir.Graph) -> list:
+    """Every node's reductions, then its outer formula, over the loops its index
+    spaces give: (b, i) and (b, i, j) for vectors, (b, c, y, x, ...) for tensors."""
     ops = []
     for node in graph.nodes:
-        if node.kind == "flatten":
+        if node.kind == "flatten":       # a view of its input: no loop
             continue
-        if len(node.space) > 1:
-            ops += _tensor_forward(node)
-            continue
+        out = _index(node.out_index)
+        tensor = len(node.space) > 1
         for red in node.reductions:
+            comment = f"{red.name}[{out}] = {_sums(node, red)}{text(red.summand)}"
             if red.contraction:
                 ops.append(MatMul("nt", red.name, node.input, red.contraction, "batch",
                                   node.n_out, node.n_in, False,
                                   f"{red.name}[b,i] = Σ_j {red.contraction}[i,j]·"
                                   f"{node.input}[b,j]"))
+            elif red.conv is not None:
+                ops.append(Conv("forward", node.input, red.conv["weight"], f"col_{node.name}",
+                                red.conv, comment, Z=red.name))
+            elif red.op == "max":
+                ops.append(Fill(red.name, "-INFINITY"))
+                ops.append(Loop(node.reduction_loop(red),
+                                [(red.name, node.out_index, "max", red.summand)],
+                                f"{red.name}[{out}] = max_"
+                                f"{','.join(n for n, _ in red.space)} {text(red.summand)}"))
             else:
-                ops.append(Zero(red.name, f"batch * {node.n_out}"))
-                idx = [(ir.BATCH, "batch"), (ir.OUT, node.n_out)]
-                idx += [(j, node.n_in) for j in red.over]
-                ops.append(Loop(idx, [(red.name, (ir.BATCH, ir.OUT), "+=", red.summand)],
-                                f"{red.name}[b,i] = Σ_{','.join(red.over)} {text(red.summand)}"))
-        ops.append(Loop([(ir.BATCH, "batch"), (ir.OUT, node.n_out)],
-                        [(node.name, (ir.BATCH, ir.OUT), "=", node.outer)],
-                        f"{node.name}[b,i] = {text(node.outer)}"))
-    return ops
-
-
-def _tensor_forward(node: ir.Node) -> list:
-    ops = []
-    for red in node.reductions:
-        comment = _conv_comment(node, red)
-        if red.conv is not None:
-            ops.append(Conv("forward", node.input, red.conv["weight"], f"col_{node.name}",
-                            red.conv, comment, Z=red.name))
-        elif red.op == "max":
-            ops.append(Fill(red.name, "-INFINITY"))
-            ops.append(Loop(node.reduction_loop(red),
-                            [(red.name, node.out_index, "max", red.summand)],
-                            f"{red.name}[{_index(node.out_index)}] = max_"
-                            f"{','.join(n for n, _ in red.space)} {text(red.summand)}"))
-        else:
-            ops.append(Zero(red.name, None))
-            ops.append(Loop(node.reduction_loop(red),
-                            [(red.name, node.out_index, "+=", red.summand)], comment,
-                            hoist=True))
-    ops.append(Loop(node.loop(), [(node.name, node.out_index, "=", node.outer)],
-                    f"{node.name}[{_index(node.out_index)}] = {text(node.outer)}"))
+                ops.append(Zero(red.name, None))
+                ops.append(Loop(node.reduction_loop(red),
+                                [(red.name, node.out_index, "+=", red.summand)], comment,
+                                hoist=tensor))
+        ops.append(Loop(node.loop(), [(node.name, node.out_index, "=", node.outer)],
+                        f"{node.name}[{out}] = {text(node.outer)}"))
     return ops
 
 
