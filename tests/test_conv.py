@@ -319,3 +319,24 @@ def test_batches_of_the_wrong_shape_are_refused():
     with pytest.raises(ValueError, match=r"X must be 2-D \(batch, 25\).*got shape "
                                          r"\(4, 1, 5, 5\)"):
         dense.forward(np.zeros((4, 1, 5, 5)))
+
+
+def test_conv1d_against_pytorch():
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    net = sn.Network(sn.Input((3, 12)), sn.Conv1d(4, 3, stride=2, padding=1, activation="tanh"),
+                     sn.Conv1d(2, 2), sn.Flatten(), sn.Dense(2),
+                     loss="mse")
+    model = net.compile(dtype="float64", seed=6)
+    rng = np.random.default_rng(6)
+    X, T = rng.normal(size=(3, 3, 12)), rng.normal(size=(3, 2))
+    P = {k: torch.tensor(v.copy(), requires_grad=True) for k, v in model.params.items()}
+    h = torch.tanh(F.conv1d(torch.tensor(X), P["W1"], P["b1"], stride=2, padding=1))
+    h = F.conv1d(h, P["W2"], P["b2"]).flatten(1)
+    o = h @ P["W4"].T + P["b4"]
+    loss = ((o - torch.tensor(T)) ** 2).mean()
+    loss.backward()
+    L, g = model.loss_and_grad(X, T)
+    assert L == pytest.approx(loss.item(), rel=1e-10)
+    for k, p in P.items():
+        np.testing.assert_allclose(g[k], p.grad.numpy(), rtol=1e-8, atol=1e-12, err_msg=k)
