@@ -192,7 +192,8 @@ def plan(graph: ir.Graph) -> Plan:
         if name in buffers:
             raise ValueError(f"the name {name!r} is used twice in the generated code; "
                              "rename the layer")
-        buffers[name] = Buffer(name, "alias", ("batch", width), buffers[of].offset, comment,
+        shape = tuple(width) if isinstance(width, tuple) else (width,)
+        buffers[name] = Buffer(name, "alias", ("batch", *shape), buffers[of].offset, comment,
                                alias=of)
 
     fused = graph.loss.element is not None
@@ -207,7 +208,11 @@ def plan(graph: ir.Graph) -> Plan:
                 g = red.conv
                 work(f"col_{node.name}", (g["cin"] * _size(g["kernel"]), _size(g["out_hw"])),
                      f"im2col of {node.input} for {node.name}")
-        work(node.name, _shape(node), f"layer {node.name}")
+        if _identity(node):
+            alias(node.name, node.reductions[0].name, _shape(node),
+                  f"layer {node.name}: {node.reductions[0].name} itself")
+        else:
+            work(node.name, _shape(node), f"layer {node.name}")
     for k, node in enumerate(graph.nodes):
         last = k == len(graph.nodes) - 1
         if node.kind == "flatten":
@@ -220,7 +225,11 @@ def plan(graph: ir.Graph) -> Plan:
         for t in by_node[node.name].outer:
             if t.target.startswith("delta_") and t.target not in buffers:
                 red = next(r for r in node.reductions if delta_name(node, r) == t.target)
-                work(t.target, _shape(node), f"∂L/∂{red.name}")
+                if _identity(node) and t.expr == by_node[node.name].upstream:
+                    alias(t.target, upstream_name(node.name), _shape(node),
+                          f"∂L/∂{red.name}: ∂L/∂{node.name} itself")
+                else:
+                    work(t.target, _shape(node), f"∂L/∂{red.name}")
 
     p = Plan(graph, grads, buffers, n_params, row)
     for node in graph.nodes:
@@ -229,6 +238,13 @@ def plan(graph: ir.Graph) -> Plan:
     p.loss = _loss(graph, by_node, grad=False)
     p.backward = _loss(graph, by_node, grad=True) + _backward(graph, by_node)
     return p
+
+
+def _identity(node: ir.Node) -> bool:
+    """A tensor node whose output is its one reduction (pooling, a linear convolution
+    without bias): the output and the delta share the reduction's buffers."""
+    return (len(node.space) > 1 and len(node.reductions) == 1
+            and node.outer == node.reductions[0].symbol)
 
 
 def _shape(node: ir.Node):
@@ -277,8 +293,9 @@ def _forward(graph: ir.Graph) -> list:
                 ops.append(Loop(node.reduction_loop(red),
                                 [(red.name, node.out_index, "+=", red.summand)], comment,
                                 hoist=tensor))
-        ops.append(Loop(node.loop(), [(node.name, node.out_index, "=", node.outer)],
-                        f"{node.name}[{out}] = {text(node.outer)}"))
+        if not _identity(node):
+            ops.append(Loop(node.loop(), [(node.name, node.out_index, "=", node.outer)],
+                            f"{node.name}[{out}] = {text(node.outer)}"))
     return ops
 
 
@@ -327,16 +344,19 @@ def _backward(graph: ir.Graph, by_node: dict) -> list:
             continue
         loop = tuple(node.out_index)
         if not (k == len(graph.nodes) - 1 and fused):
-            terms = g.outer
+            # a delta that is its upstream gradient itself shares its buffer: no loop
+            terms = [t for t in g.outer if not (_identity(node) and t.expr == g.upstream
+                                                 and t.target.startswith("delta_"))]
             for t in terms:
                 if _assign(t, loop) == "+=" and t.target not in written:
                     ops.append(Zero(t.target, None))
                     written.add(t.target)
-            ops.append(Loop(node.loop(),
-                            [(t.target, t.index, _assign(t, loop), t.expr) for t in terms],
-                            "; ".join(f"{t.target}[{_index(t.index)}] "
-                                      f"{_assign(t, loop)} {text(t.expr)}" for t in terms),
-                            hoist=len(node.space) > 1))
+            if terms:
+                ops.append(Loop(node.loop(),
+                                [(t.target, t.index, _assign(t, loop), t.expr) for t in terms],
+                                "; ".join(f"{t.target}[{_index(t.index)}] "
+                                          f"{_assign(t, loop)} {text(t.expr)}" for t in terms),
+                                hoist=len(node.space) > 1))
         else:
             written.update(t.target for t in g.outer)
         for red in node.reductions:
