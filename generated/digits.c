@@ -28,8 +28,8 @@
  *   loss: softmax_cross_entropy, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_C3FB8C3A88_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_C3FB8C3A88_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_0E28671C5A_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_0E28671C5A_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (128, 64)
  *   b1           offset      8192  shape (128,)
  *   W2           offset      8320  shape (64, 128)
@@ -37,56 +37,56 @@
  *   W3           offset     16576  shape (10, 64)
  *   b3           offset     17216  shape (10,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_C3FB8C3A88_WORK_SIZE(batch) numbers; SYMNET_C3FB8C3A88_TRAIN_WORK_SIZE(batch_size) for
- * symnet_c3fb8c3a88_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_0E28671C5A_WORK_SIZE(batch) numbers; SYMNET_0E28671C5A_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_0e28671c5a_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 17226 + X B*64 + T or O B*10 + work (B*808 + 17226)
  *   numbers of 4 bytes; e.g. B = 32: 250,704 bytes (training; forward only: 130,088).
  */
-#ifndef SYMNET_C3FB8C3A88_H
-#define SYMNET_C3FB8C3A88_H
+#ifndef SYMNET_0E28671C5A_H
+#define SYMNET_0E28671C5A_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_C3FB8C3A88_REAL float  /* the number type of every array (float32) */
-#define SYMNET_C3FB8C3A88_N_INPUTS 64  /* features per example */
-#define SYMNET_C3FB8C3A88_N_OUTPUTS 10
-#define SYMNET_C3FB8C3A88_N_PARAMS 17226  /* numbers in the flat parameter array */
-#define SYMNET_C3FB8C3A88_WORK_PER_EXAMPLE 808
-#define SYMNET_C3FB8C3A88_WORK_SIZE(batch) ((batch) * 808 + 17226)  /* numbers of scratch per call */
-#define SYMNET_C3FB8C3A88_TRAIN_WORK_SIZE(batch_size) (SYMNET_C3FB8C3A88_WORK_SIZE(batch_size) + (batch_size) * 74)
-#define SYMNET_C3FB8C3A88_SGD 0       /* optimizer codes of symnet_c3fb8c3a88_update and symnet_c3fb8c3a88_train */
-#define SYMNET_C3FB8C3A88_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_C3FB8C3A88_N_PARAMS numbers */
-#define SYMNET_C3FB8C3A88_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_C3FB8C3A88_N_PARAMS numbers each */
+#define SYMNET_0E28671C5A_REAL float  /* the number type of every array (float32) */
+#define SYMNET_0E28671C5A_N_INPUTS 64  /* features per example */
+#define SYMNET_0E28671C5A_N_OUTPUTS 10
+#define SYMNET_0E28671C5A_N_PARAMS 17226  /* numbers in the flat parameter array */
+#define SYMNET_0E28671C5A_WORK_PER_EXAMPLE 808
+#define SYMNET_0E28671C5A_WORK_SIZE(batch) ((batch) * 808 + 17226)  /* numbers of scratch per call */
+#define SYMNET_0E28671C5A_TRAIN_WORK_SIZE(batch_size) (SYMNET_0E28671C5A_WORK_SIZE(batch_size) + (batch_size) * 74)
+#define SYMNET_0E28671C5A_SGD 0       /* optimizer codes of symnet_0e28671c5a_update and symnet_0e28671c5a_train */
+#define SYMNET_0E28671C5A_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_0E28671C5A_N_PARAMS numbers */
+#define SYMNET_0E28671C5A_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_0E28671C5A_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_C3FB8C3A88_N_OUTPUTS) = the network's output for X (batch × SYMNET_C3FB8C3A88_N_INPUTS). */
-void symnet_c3fb8c3a88_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_0E28671C5A_N_OUTPUTS) = the network's output for X (batch × SYMNET_0E28671C5A_N_INPUTS). */
+void symnet_0e28671c5a_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_c3fb8c3a88_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_0e28671c5a_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_C3FB8C3A88_N_PARAMS numbers) by back propagation. */
-float symnet_c3fb8c3a88_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_0E28671C5A_N_PARAMS numbers) by back propagation. */
+float symnet_0e28671c5a_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_c3fb8c3a88_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_0e28671c5a_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_C3FB8C3A88_SGD, SYMNET_C3FB8C3A88_MOMENTUM or SYMNET_C3FB8C3A88_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_0E28671C5A_SGD, SYMNET_0E28671C5A_MOMENTUM or SYMNET_0E28671C5A_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[4] = {μ, β1, β2, ε} and the step number t = 1, 2, ... (Adam's corrections). */
-void symnet_c3fb8c3a88_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_0e28671c5a_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
  * batch may be short) of (X, T), step size lr[s] and step number t0 + s + 1, and writes
  * its loss to losses[s].  Stops before the update of a step whose loss is not finite
- * and returns the number of steps completed.  prev (SYMNET_C3FB8C3A88_N_PARAMS numbers, or NULL)
+ * and returns the number of steps completed.  prev (SYMNET_0E28671C5A_N_PARAMS numbers, or NULL)
  * receives the parameters before the last update, *have_prev says it holds them; a
- * non-finite loss restores them.  work: SYMNET_C3FB8C3A88_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_c3fb8c3a88_train(float *params, const float *X, const float *T, const long long *idx,
+ * non-finite loss restores them.  work: SYMNET_0E28671C5A_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_0e28671c5a_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, float *work);
@@ -95,9 +95,10 @@ long long symnet_c3fb8c3a88_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_C3FB8C3A88_H */
+#endif /* SYMNET_0E28671C5A_H */
 
 typedef float real;
+#define SN_SIMD 1  /* reductions marked `omp simd` vectorise (-fopenmp-simd) */
 
 /* ------------------------------------------------------------------------
  * Matrix products.  One driver serves the three shapes the plan uses:
@@ -323,7 +324,7 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_c3fb8c3a88_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_0e28671c5a_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 394, sizeof(real) * (size_t)batch * 10);
@@ -359,7 +360,7 @@ static double sn_loss(const real *params, real *work, const real *I, const real 
     return loss / batch;
 }
 
-real symnet_c3fb8c3a88_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_0e28671c5a_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -450,7 +451,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_c3fb8c3a88_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_0e28671c5a_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -465,7 +466,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
 
 /* One steepest-descent step on this batch: θ ← θ − lr·∂L/∂θ, the gradients in
  * work after the batch's rows.  Returns the loss before it. */
-real symnet_c3fb8c3a88_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_0e28671c5a_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 808;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
@@ -505,7 +506,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_c3fb8c3a88_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_0e28671c5a_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -528,7 +529,7 @@ void symnet_c3fb8c3a88_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_c3fb8c3a88_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_0e28671c5a_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, real *work)
 {

@@ -26,63 +26,63 @@
  *   loss: softmax_cross_entropy, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_19C09FDA62_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_19C09FDA62_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_4D775C34EF_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_4D775C34EF_N_PARAMS numbers, in the order of model.params, each row-major:
  *   A1           offset         0  shape (64, 64)
  *   B1           offset      4096  shape (64, 64)
  *   W2           offset      8192  shape (10, 64)
  *   b2           offset      8832  shape (10,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_19C09FDA62_WORK_SIZE(batch) numbers; SYMNET_19C09FDA62_TRAIN_WORK_SIZE(batch_size) for
- * symnet_19c09fda62_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_4D775C34EF_WORK_SIZE(batch) numbers; SYMNET_4D775C34EF_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_4d775c34ef_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 8842 + X B*64 + T or O B*10 + work (B*424 + 8842)
  *   numbers of 4 bytes; e.g. B = 32: 134,480 bytes (training; forward only: 71,976).
  */
-#ifndef SYMNET_19C09FDA62_H
-#define SYMNET_19C09FDA62_H
+#ifndef SYMNET_4D775C34EF_H
+#define SYMNET_4D775C34EF_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_19C09FDA62_REAL float  /* the number type of every array (float32) */
-#define SYMNET_19C09FDA62_N_INPUTS 64  /* features per example */
-#define SYMNET_19C09FDA62_N_OUTPUTS 10
-#define SYMNET_19C09FDA62_N_PARAMS 8842  /* numbers in the flat parameter array */
-#define SYMNET_19C09FDA62_WORK_PER_EXAMPLE 424
-#define SYMNET_19C09FDA62_WORK_SIZE(batch) ((batch) * 424 + 8842)  /* numbers of scratch per call */
-#define SYMNET_19C09FDA62_TRAIN_WORK_SIZE(batch_size) (SYMNET_19C09FDA62_WORK_SIZE(batch_size) + (batch_size) * 74)
-#define SYMNET_19C09FDA62_SGD 0       /* optimizer codes of symnet_19c09fda62_update and symnet_19c09fda62_train */
-#define SYMNET_19C09FDA62_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_19C09FDA62_N_PARAMS numbers */
-#define SYMNET_19C09FDA62_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_19C09FDA62_N_PARAMS numbers each */
+#define SYMNET_4D775C34EF_REAL float  /* the number type of every array (float32) */
+#define SYMNET_4D775C34EF_N_INPUTS 64  /* features per example */
+#define SYMNET_4D775C34EF_N_OUTPUTS 10
+#define SYMNET_4D775C34EF_N_PARAMS 8842  /* numbers in the flat parameter array */
+#define SYMNET_4D775C34EF_WORK_PER_EXAMPLE 424
+#define SYMNET_4D775C34EF_WORK_SIZE(batch) ((batch) * 424 + 8842)  /* numbers of scratch per call */
+#define SYMNET_4D775C34EF_TRAIN_WORK_SIZE(batch_size) (SYMNET_4D775C34EF_WORK_SIZE(batch_size) + (batch_size) * 74)
+#define SYMNET_4D775C34EF_SGD 0       /* optimizer codes of symnet_4d775c34ef_update and symnet_4d775c34ef_train */
+#define SYMNET_4D775C34EF_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_4D775C34EF_N_PARAMS numbers */
+#define SYMNET_4D775C34EF_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_4D775C34EF_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_19C09FDA62_N_OUTPUTS) = the network's output for X (batch × SYMNET_19C09FDA62_N_INPUTS). */
-void symnet_19c09fda62_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_4D775C34EF_N_OUTPUTS) = the network's output for X (batch × SYMNET_4D775C34EF_N_INPUTS). */
+void symnet_4d775c34ef_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_19c09fda62_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_4d775c34ef_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_19C09FDA62_N_PARAMS numbers) by back propagation. */
-float symnet_19c09fda62_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_4D775C34EF_N_PARAMS numbers) by back propagation. */
+float symnet_4d775c34ef_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_19c09fda62_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_4d775c34ef_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_19C09FDA62_SGD, SYMNET_19C09FDA62_MOMENTUM or SYMNET_19C09FDA62_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_4D775C34EF_SGD, SYMNET_4D775C34EF_MOMENTUM or SYMNET_4D775C34EF_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[4] = {μ, β1, β2, ε} and the step number t = 1, 2, ... (Adam's corrections). */
-void symnet_19c09fda62_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_4d775c34ef_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
  * batch may be short) of (X, T), step size lr[s] and step number t0 + s + 1, and writes
  * its loss to losses[s].  Stops before the update of a step whose loss is not finite
- * and returns the number of steps completed.  prev (SYMNET_19C09FDA62_N_PARAMS numbers, or NULL)
+ * and returns the number of steps completed.  prev (SYMNET_4D775C34EF_N_PARAMS numbers, or NULL)
  * receives the parameters before the last update, *have_prev says it holds them; a
- * non-finite loss restores them.  work: SYMNET_19C09FDA62_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_19c09fda62_train(float *params, const float *X, const float *T, const long long *idx,
+ * non-finite loss restores them.  work: SYMNET_4D775C34EF_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_4d775c34ef_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, float *work);
@@ -91,9 +91,10 @@ long long symnet_19c09fda62_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_19C09FDA62_H */
+#endif /* SYMNET_4D775C34EF_H */
 
 typedef float real;
+#define SN_SIMD 1  /* reductions marked `omp simd` vectorise (-fopenmp-simd) */
 
 /* σ(x) = 1/(1 + e^−x), written so that neither branch overflows. */
 static inline real sn_sigmoid(real x)
@@ -340,7 +341,7 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_19c09fda62_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_4d775c34ef_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 202, sizeof(real) * (size_t)batch * 10);
@@ -376,7 +377,7 @@ static double sn_loss(const real *params, real *work, const real *I, const real 
     return loss / batch;
 }
 
-real symnet_19c09fda62_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_4d775c34ef_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -451,7 +452,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_19c09fda62_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_4d775c34ef_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -466,7 +467,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
 
 /* One steepest-descent step on this batch: θ ← θ − lr·∂L/∂θ, the gradients in
  * work after the batch's rows.  Returns the loss before it. */
-real symnet_19c09fda62_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_4d775c34ef_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 424;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
@@ -506,7 +507,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_19c09fda62_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_4d775c34ef_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -529,7 +530,7 @@ void symnet_19c09fda62_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_19c09fda62_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_4d775c34ef_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, real *work)
 {

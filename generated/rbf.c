@@ -26,63 +26,63 @@
  *   loss: bce, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_A58E4F61AB_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_A58E4F61AB_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_6097062EB5_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_6097062EB5_N_PARAMS numbers, in the order of model.params, each row-major:
  *   C1           offset         0  shape (16, 2)
  *   beta1        offset        32  shape (16,)
  *   W2           offset        48  shape (1, 16)
  *   b2           offset        64  shape (1,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_A58E4F61AB_WORK_SIZE(batch) numbers; SYMNET_A58E4F61AB_TRAIN_WORK_SIZE(batch_size) for
- * symnet_a58e4f61ab_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_6097062EB5_WORK_SIZE(batch) numbers; SYMNET_6097062EB5_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_6097062eb5_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 65 + X B*2 + T or O B*1 + work (B*67 + 65)
  *   numbers of 4 bytes; e.g. B = 32: 9,480 bytes (training; forward only: 4,996).
  */
-#ifndef SYMNET_A58E4F61AB_H
-#define SYMNET_A58E4F61AB_H
+#ifndef SYMNET_6097062EB5_H
+#define SYMNET_6097062EB5_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_A58E4F61AB_REAL float  /* the number type of every array (float32) */
-#define SYMNET_A58E4F61AB_N_INPUTS 2  /* features per example */
-#define SYMNET_A58E4F61AB_N_OUTPUTS 1
-#define SYMNET_A58E4F61AB_N_PARAMS 65  /* numbers in the flat parameter array */
-#define SYMNET_A58E4F61AB_WORK_PER_EXAMPLE 67
-#define SYMNET_A58E4F61AB_WORK_SIZE(batch) ((batch) * 67 + 65)  /* numbers of scratch per call */
-#define SYMNET_A58E4F61AB_TRAIN_WORK_SIZE(batch_size) (SYMNET_A58E4F61AB_WORK_SIZE(batch_size) + (batch_size) * 3)
-#define SYMNET_A58E4F61AB_SGD 0       /* optimizer codes of symnet_a58e4f61ab_update and symnet_a58e4f61ab_train */
-#define SYMNET_A58E4F61AB_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_A58E4F61AB_N_PARAMS numbers */
-#define SYMNET_A58E4F61AB_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_A58E4F61AB_N_PARAMS numbers each */
+#define SYMNET_6097062EB5_REAL float  /* the number type of every array (float32) */
+#define SYMNET_6097062EB5_N_INPUTS 2  /* features per example */
+#define SYMNET_6097062EB5_N_OUTPUTS 1
+#define SYMNET_6097062EB5_N_PARAMS 65  /* numbers in the flat parameter array */
+#define SYMNET_6097062EB5_WORK_PER_EXAMPLE 67
+#define SYMNET_6097062EB5_WORK_SIZE(batch) ((batch) * 67 + 65)  /* numbers of scratch per call */
+#define SYMNET_6097062EB5_TRAIN_WORK_SIZE(batch_size) (SYMNET_6097062EB5_WORK_SIZE(batch_size) + (batch_size) * 3)
+#define SYMNET_6097062EB5_SGD 0       /* optimizer codes of symnet_6097062eb5_update and symnet_6097062eb5_train */
+#define SYMNET_6097062EB5_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_6097062EB5_N_PARAMS numbers */
+#define SYMNET_6097062EB5_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_6097062EB5_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_A58E4F61AB_N_OUTPUTS) = the network's output for X (batch × SYMNET_A58E4F61AB_N_INPUTS). */
-void symnet_a58e4f61ab_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_6097062EB5_N_OUTPUTS) = the network's output for X (batch × SYMNET_6097062EB5_N_INPUTS). */
+void symnet_6097062eb5_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_a58e4f61ab_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_6097062eb5_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_A58E4F61AB_N_PARAMS numbers) by back propagation. */
-float symnet_a58e4f61ab_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_6097062EB5_N_PARAMS numbers) by back propagation. */
+float symnet_6097062eb5_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_a58e4f61ab_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_6097062eb5_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_A58E4F61AB_SGD, SYMNET_A58E4F61AB_MOMENTUM or SYMNET_A58E4F61AB_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_6097062EB5_SGD, SYMNET_6097062EB5_MOMENTUM or SYMNET_6097062EB5_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[4] = {μ, β1, β2, ε} and the step number t = 1, 2, ... (Adam's corrections). */
-void symnet_a58e4f61ab_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_6097062eb5_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
  * batch may be short) of (X, T), step size lr[s] and step number t0 + s + 1, and writes
  * its loss to losses[s].  Stops before the update of a step whose loss is not finite
- * and returns the number of steps completed.  prev (SYMNET_A58E4F61AB_N_PARAMS numbers, or NULL)
+ * and returns the number of steps completed.  prev (SYMNET_6097062EB5_N_PARAMS numbers, or NULL)
  * receives the parameters before the last update, *have_prev says it holds them; a
- * non-finite loss restores them.  work: SYMNET_A58E4F61AB_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_a58e4f61ab_train(float *params, const float *X, const float *T, const long long *idx,
+ * non-finite loss restores them.  work: SYMNET_6097062EB5_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_6097062eb5_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, float *work);
@@ -91,9 +91,10 @@ long long symnet_a58e4f61ab_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_A58E4F61AB_H */
+#endif /* SYMNET_6097062EB5_H */
 
 typedef float real;
+#define SN_SIMD 1  /* reductions marked `omp simd` vectorise (-fopenmp-simd) */
 
 /* σ(x) = 1/(1 + e^−x), written so that neither branch overflows. */
 static inline real sn_sigmoid(real x)
@@ -325,7 +326,7 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_a58e4f61ab_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_6097062eb5_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 33, sizeof(real) * (size_t)batch * 1);
@@ -352,7 +353,7 @@ static double sn_loss(const real *params, real *work, const real *I, const real 
     return loss / batch;
 }
 
-real symnet_a58e4f61ab_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_6097062eb5_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -414,7 +415,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_a58e4f61ab_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_6097062eb5_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -429,7 +430,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
 
 /* One steepest-descent step on this batch: θ ← θ − lr·∂L/∂θ, the gradients in
  * work after the batch's rows.  Returns the loss before it. */
-real symnet_a58e4f61ab_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_6097062eb5_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 67;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
@@ -469,7 +470,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_a58e4f61ab_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_6097062eb5_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -492,7 +493,7 @@ void symnet_a58e4f61ab_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_a58e4f61ab_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_6097062eb5_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, real *work)
 {

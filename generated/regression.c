@@ -28,8 +28,8 @@
  *   loss: mse, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_59B60E03D0_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_59B60E03D0_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_485968C133_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_485968C133_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (32, 1)
  *   b1           offset        32  shape (32,)
  *   W2           offset        64  shape (32, 32)
@@ -37,56 +37,56 @@
  *   W3           offset      1120  shape (1, 32)
  *   b3           offset      1152  shape (1,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_59B60E03D0_WORK_SIZE(batch) numbers; SYMNET_59B60E03D0_TRAIN_WORK_SIZE(batch_size) for
- * symnet_59b60e03d0_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_485968C133_WORK_SIZE(batch) numbers; SYMNET_485968C133_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_485968c133_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 1153 + X B*1 + T or O B*1 + work (B*259 + 1153)
  *   numbers of 4 bytes; e.g. B = 32: 42,632 bytes (training; forward only: 21,508).
  */
-#ifndef SYMNET_59B60E03D0_H
-#define SYMNET_59B60E03D0_H
+#ifndef SYMNET_485968C133_H
+#define SYMNET_485968C133_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_59B60E03D0_REAL float  /* the number type of every array (float32) */
-#define SYMNET_59B60E03D0_N_INPUTS 1  /* features per example */
-#define SYMNET_59B60E03D0_N_OUTPUTS 1
-#define SYMNET_59B60E03D0_N_PARAMS 1153  /* numbers in the flat parameter array */
-#define SYMNET_59B60E03D0_WORK_PER_EXAMPLE 259
-#define SYMNET_59B60E03D0_WORK_SIZE(batch) ((batch) * 259 + 1153)  /* numbers of scratch per call */
-#define SYMNET_59B60E03D0_TRAIN_WORK_SIZE(batch_size) (SYMNET_59B60E03D0_WORK_SIZE(batch_size) + (batch_size) * 2)
-#define SYMNET_59B60E03D0_SGD 0       /* optimizer codes of symnet_59b60e03d0_update and symnet_59b60e03d0_train */
-#define SYMNET_59B60E03D0_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_59B60E03D0_N_PARAMS numbers */
-#define SYMNET_59B60E03D0_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_59B60E03D0_N_PARAMS numbers each */
+#define SYMNET_485968C133_REAL float  /* the number type of every array (float32) */
+#define SYMNET_485968C133_N_INPUTS 1  /* features per example */
+#define SYMNET_485968C133_N_OUTPUTS 1
+#define SYMNET_485968C133_N_PARAMS 1153  /* numbers in the flat parameter array */
+#define SYMNET_485968C133_WORK_PER_EXAMPLE 259
+#define SYMNET_485968C133_WORK_SIZE(batch) ((batch) * 259 + 1153)  /* numbers of scratch per call */
+#define SYMNET_485968C133_TRAIN_WORK_SIZE(batch_size) (SYMNET_485968C133_WORK_SIZE(batch_size) + (batch_size) * 2)
+#define SYMNET_485968C133_SGD 0       /* optimizer codes of symnet_485968c133_update and symnet_485968c133_train */
+#define SYMNET_485968C133_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_485968C133_N_PARAMS numbers */
+#define SYMNET_485968C133_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_485968C133_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_59B60E03D0_N_OUTPUTS) = the network's output for X (batch × SYMNET_59B60E03D0_N_INPUTS). */
-void symnet_59b60e03d0_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_485968C133_N_OUTPUTS) = the network's output for X (batch × SYMNET_485968C133_N_INPUTS). */
+void symnet_485968c133_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_59b60e03d0_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_485968c133_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_59B60E03D0_N_PARAMS numbers) by back propagation. */
-float symnet_59b60e03d0_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_485968C133_N_PARAMS numbers) by back propagation. */
+float symnet_485968c133_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_59b60e03d0_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_485968c133_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_59B60E03D0_SGD, SYMNET_59B60E03D0_MOMENTUM or SYMNET_59B60E03D0_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_485968C133_SGD, SYMNET_485968C133_MOMENTUM or SYMNET_485968C133_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[4] = {μ, β1, β2, ε} and the step number t = 1, 2, ... (Adam's corrections). */
-void symnet_59b60e03d0_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_485968c133_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
  * batch may be short) of (X, T), step size lr[s] and step number t0 + s + 1, and writes
  * its loss to losses[s].  Stops before the update of a step whose loss is not finite
- * and returns the number of steps completed.  prev (SYMNET_59B60E03D0_N_PARAMS numbers, or NULL)
+ * and returns the number of steps completed.  prev (SYMNET_485968C133_N_PARAMS numbers, or NULL)
  * receives the parameters before the last update, *have_prev says it holds them; a
- * non-finite loss restores them.  work: SYMNET_59B60E03D0_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_59b60e03d0_train(float *params, const float *X, const float *T, const long long *idx,
+ * non-finite loss restores them.  work: SYMNET_485968C133_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_485968c133_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, float *work);
@@ -95,9 +95,10 @@ long long symnet_59b60e03d0_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_59B60E03D0_H */
+#endif /* SYMNET_485968C133_H */
 
 typedef float real;
+#define SN_SIMD 1  /* reductions marked `omp simd` vectorise (-fopenmp-simd) */
 
 /* tanh(x) for float as a rational function: x·P(x²)/Q(x²) on |x| ≤ 7.905 (beyond, tanh
  * rounds to ±1), x itself below 4e-4.  No call and no branch, so loops over it
@@ -344,7 +345,7 @@ static void sn_forward(const real *params, real *work, const real *x, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_59b60e03d0_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_485968c133_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 129, sizeof(real) * (size_t)batch * 1);
@@ -370,7 +371,7 @@ static double sn_loss(const real *params, real *work, const real *x, const real 
     return loss / batch;
 }
 
-real symnet_59b60e03d0_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_485968c133_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -441,7 +442,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_59b60e03d0_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_485968c133_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -456,7 +457,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
 
 /* One steepest-descent step on this batch: θ ← θ − lr·∂L/∂θ, the gradients in
  * work after the batch's rows.  Returns the loss before it. */
-real symnet_59b60e03d0_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_485968c133_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 259;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
@@ -496,7 +497,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_59b60e03d0_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_485968c133_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -519,7 +520,7 @@ void symnet_59b60e03d0_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_59b60e03d0_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_485968c133_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, real *work)
 {

@@ -20,7 +20,7 @@ STAGES = [
     ("tensor IR", {"ir"}),
     ("scalar calculus", {"smooth"}),
     ("primitives", {"primitives"}),
-    ("language", {"dsl", "layers"}),
+    ("language", {"dsl", "layers", "tensor", "conv"}),
     ("derivation", {"derive"}),
     ("kernel plan", {"lower"}),
     ("readers of the derivation", {"formulas", "explicit", "summary"}),
@@ -31,7 +31,7 @@ STAGES = [
     ("training", {"train"}),
     ("files", {"io", "export"}),
     ("tools", {"__init__", "__main__", "sanitize", "bench", "bench.__main__",
-               "bench.measure", "bench.refs"}),
+               "bench.measure", "bench.refs", "bench.conv"}),
 ]
 
 # (importer, imported): a call handed to a later stage, and why it is allowed.

@@ -104,6 +104,7 @@ def load(net, dtype: str) -> Runtime:
         "prefix": prefix, "dtype": dtype, "n_params": plan.n_params,
         "work_per_row": plan.work_per_row, "n_in": plan.graph.n_in,
         "n_out": plan.graph.n_out, "input": plan.graph.input_name,
+        "in_shape": list(plan.graph.in_shape), "out_shape": list(plan.graph.output.out_shape),
         "output_offset": out.offset,
         "params": [{"name": p.name, "shape": list(p.shape), "init": p.init,
                     "offset": plan.buffers[p.name].offset} for p in plan.graph.params()],
