@@ -389,7 +389,7 @@ def _backward(graph: ir.Graph, by_node: dict) -> list:
                                 f"{_sums_of(node, red, t)}{text(t.expr)}" for t in terms)
             if red.op == "max":
                 for t in terms:
-                    acc = next(a for s_, a in node.symbols.items() if s_ == red.summand)
+                    acc = node.symbols[red.summand]
                     ops.append(Route(node.loop(), list(red.space), acc,
                                      ir.Access(red.name, node.out_index),
                                      ir.Access(t.target, t.index),
