@@ -44,6 +44,9 @@ class NodeGrad:
     loss: sp.Expr | None = None          # fused element-wise loss (output node only)
     outer: list[Term] = field(default_factory=list)      # deltas and outer-parameter grads
     summands: dict[str, list[Term]] = field(default_factory=dict)  # per reduction name
+    # Concatenate: (source, offset, width, term) -- the term runs over i < width
+    pieces: list = field(default_factory=list)
+    weight: float = 1.0                  # the output's loss weight (fused outputs)
 
 
 def clean(expr: sp.Expr) -> sp.Expr:
@@ -84,14 +87,40 @@ def simplest(expr: sp.Expr) -> sp.Expr:
     return alt if sp.count_ops(alt) < sp.count_ops(expr) else expr
 
 
-def derive_node(node: ir.Node, loss=None, n_out: int = 0) -> NodeGrad:
-    """Local derivatives of one node; ``loss`` given when it is fused here."""
+def concat_grad(node: ir.Node) -> NodeGrad:
+    """Concatenate copies its inputs side by side; its gradient is the same copy
+    backwards: dL_dX_m[b,i] += dL_dH[b, offset_m + i]."""
+    syms = node.symbols
+    upstream = ir.element(syms, upstream_name(node.name), ir.BATCH, ir.OUT)
+    grad = NodeGrad(node, upstream)
+    off = 0
+    for src, width in node.pieces:
+        at = ir.OUT if off == 0 else f"{ir.OUT} + {off}"
+        up = ir.element(syms, upstream_name(node.name), ir.BATCH, at)
+        grad.pieces.append((src, off, width, Term(upstream_name(src), (ir.BATCH, ir.OUT), up)))
+        off += width
+    return grad
+
+
+def target_element(syms: dict, t_offset: int) -> sp.Symbol:
+    """T[b,i] of an output whose targets start at column t_offset of T."""
+    at = ir.OUT if t_offset == 0 else f"{ir.OUT} + {t_offset}"
+    return ir.element(syms, "T", ir.BATCH, at)
+
+
+def derive_node(node: ir.Node, loss=None, n_out: int = 0, weight: float = 1.0,
+                t_offset: int = 0) -> NodeGrad:
+    """Local derivatives of one node; ``loss`` given when it is fused here
+    (with the output's loss ``weight`` and its targets' first column)."""
+    if node.pieces is not None:
+        return concat_grad(node)
     syms = node.symbols
     if loss is not None:
-        t_i = ir.element(syms, "T", ir.BATCH, ir.OUT)
+        t_i = target_element(syms, t_offset)
         value = stabilise(loss.element(node.outer, t_i, n_out))
-        head, upstream, scale = value, None, INV_BATCH
-        grad = NodeGrad(node, None, loss=value)
+        scale = INV_BATCH if weight == 1.0 else sp.Float(weight) * INV_BATCH
+        head, upstream = value, None
+        grad = NodeGrad(node, None, loss=value, weight=weight)
     else:
         upstream = ir.element(syms, upstream_name(node.name), ir.BATCH, ir.OUT)
         head, scale = node.outer, upstream
@@ -107,7 +136,7 @@ def derive_node(node: ir.Node, loss=None, n_out: int = 0) -> NodeGrad:
     for sym, acc in list(syms.items()):
         if sym in head.free_symbols and acc.array in params:
             grad.outer.append(Term(grad_name(acc.array), acc.index, local(sym)))
-        elif sym in head.free_symbols and acc.array == node.input:
+        elif sym in head.free_symbols and acc.array in node.inputs:
             grad.outer.append(Term(upstream_name(node.input), acc.index, local(sym)))
 
     # Reductions: parameters and inputs inside the summands.
@@ -119,8 +148,8 @@ def derive_node(node: ir.Node, loss=None, n_out: int = 0) -> NodeGrad:
                 acc = syms[sym]
                 if acc.array in params:
                     target = grad_name(acc.array)
-                elif acc.array == node.input:
-                    target = upstream_name(node.input)
+                elif acc.array in node.inputs:
+                    target = upstream_name(acc.array)
                 else:
                     continue
                 d = stabilise(clean(delta * sp.diff(red.summand, sym)))
@@ -129,10 +158,19 @@ def derive_node(node: ir.Node, loss=None, n_out: int = 0) -> NodeGrad:
     return grad
 
 
+def fused(graph: ir.Graph, node: ir.Node) -> bool:
+    """True for an output whose element-wise loss is composed into its formula."""
+    return node.name in graph.outputs and graph.losses[node.name].element is not None
+
+
 def derive(graph: ir.Graph) -> list[NodeGrad]:
-    """NodeGrads from the output node down to the first."""
+    """NodeGrads from the last node (in topological order) down to the first."""
     grads = []
-    for k, node in enumerate(reversed(graph.nodes)):
-        fused = k == 0 and graph.loss.element is not None
-        grads.append(derive_node(node, graph.loss if fused else None, graph.n_out))
+    for node in reversed(graph.nodes):
+        if fused(graph, node):
+            grads.append(derive_node(node, graph.losses[node.name], node.n_out,
+                                     graph.weights[node.name],
+                                     graph.target_offset(node.name)))
+        else:
+            grads.append(derive_node(node))
     return grads

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 import sympy as sp
 
 from . import ir
-from .derive import NodeGrad, Term, delta_name, derive, grad_name, upstream_name
+from .derive import (NodeGrad, Term, delta_name, derive, fused as is_fused, grad_name,
+                     upstream_name)
 from .notation import text  # loop comments read like the derivation (net.formulas())
 
 
@@ -63,6 +64,9 @@ class SoftmaxXent:
     T: str
     n: int
     grad: str | None
+    weight: float = 1.0          # the output's loss weight
+    t_offset: int = 0            # first column of this output's targets in T
+    t_stride: int | None = None  # width of T's rows (None: n)
 
 
 @dataclass
@@ -126,14 +130,15 @@ def plan(graph: ir.Graph) -> Plan:
         buffers[name] = _batch(name, width, "work", row, comment)
         row += width
 
-    fused = graph.loss.element is not None
+    if graph.packed:
+        for name, width in graph.inputs:
+            work(name, width, f"input {name}")
     for node in graph.nodes:
         for red in node.reductions:
             work(red.name, node.n_out, f"Σ of {node.name}")
         work(node.name, node.n_out, f"layer {node.name}")
-    for k, node in enumerate(graph.nodes):
-        last = k == len(graph.nodes) - 1
-        if not (last and fused):
+    for node in graph.nodes:
+        if not is_fused(graph, node):
             work(upstream_name(node.name), node.n_out, f"∂L/∂{node.name}")
         for t in by_node[node.name].outer:
             if t.target.startswith("delta_") and t.target not in buffers:
@@ -143,21 +148,55 @@ def plan(graph: ir.Graph) -> Plan:
     p = Plan(graph, grads, buffers, n_params, row)
     for node in graph.nodes:
         p.symbols.update(node.symbols)
-    p.forward = _forward(graph)
-    p.loss = _loss(graph, by_node, grad=False)
-    p.backward = _loss(graph, by_node, grad=True) + _backward(graph, by_node)
+    p.forward = _forward(graph, p.symbols)
+    written: set[str] = set()
+    p.loss = _loss(graph, by_node, grad=False, written=set())
+    p.backward = _loss(graph, by_node, grad=True, written=written) \
+        + _backward(graph, by_node, written)
     return p
 
 
-def _forward(graph: ir.Graph) -> list:
-    ops = []
+def _shifted(index: str, offset: int) -> str:
+    return index if offset == 0 else f"{index} + {offset}"
+
+
+def _unpack(graph: ir.Graph, symbols: dict) -> list:
+    """Several inputs arrive side by side in one array: copy each to its buffer."""
+    ops, off = [], 0
+    for name, width in graph.inputs:
+        src = ir.element(symbols, graph.input_name, ir.BATCH, _shifted(ir.OUT, off))
+        ops.append(Loop([(ir.BATCH, "batch"), (ir.OUT, width)],
+                        [(name, (ir.BATCH, ir.OUT), "=", src)],
+                        f"{name}[b,i] = {graph.input_name}[b,{_shifted('i', off)}]"))
+        off += width
+    return ops
+
+
+def _concat(node: ir.Node, symbols: dict) -> list:
+    """H[b, offset + i] = X_m[b,i] for each input X_m in turn."""
+    ops, off = [], 0
+    for src, width in node.pieces:
+        el = ir.element(symbols, src, ir.BATCH, ir.OUT)
+        ops.append(Loop([(ir.BATCH, "batch"), (ir.OUT, width)],
+                        [(node.name, (ir.BATCH, _shifted(ir.OUT, off)), "=", el)],
+                        f"{node.name}[b,{_shifted('i', off)}] = {src}[b,i]"))
+        off += width
+    return ops
+
+
+def _forward(graph: ir.Graph, symbols: dict) -> list:
+    ops = _unpack(graph, symbols) if graph.packed else []
     for node in graph.nodes:
+        if node.pieces is not None:
+            ops += _concat(node, symbols)
+            continue
         for red in node.reductions:
             if red.contraction:
-                ops.append(MatMul("nt", red.name, node.input, red.contraction, "batch",
-                                  node.n_out, node.n_in, False,
+                x = node.red_input(red)
+                ops.append(MatMul("nt", red.name, x, red.contraction, "batch",
+                                  node.n_out, node.widths[x], False,
                                   f"{red.name}[b,i] = Σ_j {red.contraction}[i,j]·"
-                                  f"{node.input}[b,j]"))
+                                  f"{x}[b,j]"))
             else:
                 ops.append(Zero(red.name, f"batch * {node.n_out}"))
                 idx = [(ir.BATCH, "batch"), (ir.OUT, node.n_out)]
@@ -170,26 +209,41 @@ def _forward(graph: ir.Graph) -> list:
     return ops
 
 
-def _loss(graph: ir.Graph, by_node: dict, grad: bool) -> list:
-    """The loss value, and with ``grad`` the output node's deltas in the same loop."""
-    out = graph.output
-    if graph.loss.element is None:
-        return [SoftmaxXent(out.name, "T", out.n_out,
-                            upstream_name(out.name) if grad else None)]
-    g = by_node[out.name]
-    stmts = [("loss", (), "+=", g.loss)]
+def _loss(graph: ir.Graph, by_node: dict, grad: bool, written: set) -> list:
+    """The loss value, and with ``grad`` each output node's deltas in the same
+    loop; ``written`` collects the buffers written (later passes accumulate)."""
     ops = []
-    terms = [t for t in g.outer if t.target != upstream_name(graph.input_name)]
-    if grad:
-        ops += _zeros(terms, out)
-        stmts += [(t.target, t.index, _assign(t, (ir.BATCH, ir.OUT)), t.expr)
-                  for t in terms]
-    comment = f"L += {text(g.loss)}"
-    if grad:
-        comment += "; " + "; ".join(f"{t.target}[{','.join(t.index)}] "
-                                     f"{_assign(t, (ir.BATCH, ir.OUT))} {text(t.expr)}"
-                                     for t in terms)
-    return ops + [Loop([(ir.BATCH, "batch"), (ir.OUT, out.n_out)], stmts, comment)]
+    for name in graph.outputs:
+        out = graph.node(name)
+        loss, weight = graph.losses[name], graph.weights[name]
+        if loss.element is None:
+            t_off = graph.target_offset(name)
+            ops.append(SoftmaxXent(out.name, "T", out.n_out,
+                                   upstream_name(out.name) if grad else None, weight, t_off,
+                                   None if graph.n_out == out.n_out else graph.n_out))
+            continue
+        g = by_node[out.name]
+        value = g.loss if weight == 1.0 else sp.Float(weight) * g.loss
+        stmts = [("loss", (), "+=", value)]
+        terms = [t for t in g.outer if not _to_input(graph, t)]
+        if grad:
+            ops += _zeros(terms, written)
+            stmts += [(t.target, t.index, _assign(t, (ir.BATCH, ir.OUT)), t.expr)
+                      for t in terms]
+            written.update(t.target for t in terms)
+        comment = f"L += {text(value)}"
+        if grad:
+            comment += "; " + "; ".join(f"{t.target}[{','.join(t.index)}] "
+                                         f"{_assign(t, (ir.BATCH, ir.OUT))} {text(t.expr)}"
+                                         for t in terms)
+        ops.append(Loop([(ir.BATCH, "batch"), (ir.OUT, out.n_out)], stmts, comment))
+    return ops
+
+
+def _to_input(graph: ir.Graph, term: Term) -> bool:
+    """Gradients with respect to the network's inputs are not computed."""
+    return any(term.target == upstream_name(x) for x in
+               [graph.input_name] + [n for n, _ in graph.inputs])
 
 
 def _assign(term: Term, loop: tuple) -> str:
@@ -197,52 +251,57 @@ def _assign(term: Term, loop: tuple) -> str:
         else "+="
 
 
-def _zeros(terms: list[Term], node: ir.Node) -> list:
-    """Zero the buffers the output loop accumulates into (bias gradients)."""
+def _zeros(terms: list[Term], written: set) -> list:
+    """Zero the buffers the output loop accumulates into (bias gradients)
+    unless an earlier loop wrote them already."""
     seen = {t.target for t in terms if _assign(t, (ir.BATCH, ir.OUT)) == "+="}
-    return [Zero(name, None) for name in sorted(seen)]
+    return [Zero(name, None) for name in sorted(seen - written)]
 
 
-def _backward(graph: ir.Graph, by_node: dict) -> list:
+def _backward(graph: ir.Graph, by_node: dict, written: set) -> list:
+    """From the last node down: a buffer read by several nodes receives the
+    first contribution into zeros and the rest with +=, so ∂L/∂H sums over
+    H's consumers and ∂L/∂W over W's uses."""
     ops = []
-    written: set[str] = set()
-    fused = graph.loss.element is not None
-    for k in range(len(graph.nodes) - 1, -1, -1):
-        node = graph.nodes[k]
+    for node in reversed(graph.nodes):
         g = by_node[node.name]
-        first = k == 0
-        if not (k == len(graph.nodes) - 1 and fused):
-            terms = [t for t in g.outer if not (first and t.target == upstream_name(node.input))]
+        if node.pieces is not None:
+            ops += _concat_backward(graph, g, written)
+            continue
+        if not is_fused(graph, node):
+            terms = [t for t in g.outer if not _to_input(graph, t)]
             for t in terms:
                 if _assign(t, (ir.BATCH, ir.OUT)) == "+=" and t.target not in written:
                     ops.append(Zero(t.target, None))
                     written.add(t.target)
-            ops.append(Loop([(ir.BATCH, "batch"), (ir.OUT, node.n_out)],
-                            [(t.target, t.index, _assign(t, (ir.BATCH, ir.OUT)), t.expr)
-                             for t in terms],
-                            "; ".join(f"{t.target}[{','.join(t.index)}] "
-                                      f"{_assign(t, (ir.BATCH, ir.OUT))} {text(t.expr)}"
-                                      for t in terms)))
-        else:
-            written.update(t.target for t in g.outer)
+            if terms:
+                ops.append(Loop([(ir.BATCH, "batch"), (ir.OUT, node.n_out)],
+                                [(t.target, t.index, _assign(t, (ir.BATCH, ir.OUT)), t.expr)
+                                 for t in terms],
+                                "; ".join(f"{t.target}[{','.join(t.index)}] "
+                                          f"{_assign(t, (ir.BATCH, ir.OUT))} {text(t.expr)}"
+                                          for t in terms)))
+                written.update(t.target for t in terms)
         for red in node.reductions:
             delta = delta_name(node, red)
+            X = node.red_input(red)
             if red.contraction:
                 W = red.contraction
                 gW = grad_name(W)
-                ops.append(MatMul("tn", gW, delta, node.input, node.n_out, node.n_in,
+                ops.append(MatMul("tn", gW, delta, X, node.n_out, node.widths[X],
                                   "batch", gW in written,
-                                  f"{gW}[i,j] = Σ_b {delta}[b,i]·{node.input}[b,j]"))
+                                  f"{gW}[i,j] {'+' if gW in written else ''}= "
+                                  f"Σ_b {delta}[b,i]·{X}[b,j]"))
                 written.add(gW)
-                if not first:
-                    up = upstream_name(node.input)
-                    ops.append(MatMul("nn", up, delta, W, "batch", node.n_in, node.n_out,
+                if not graph.is_input(X):
+                    up = upstream_name(X)
+                    ops.append(MatMul("nn", up, delta, W, "batch", node.widths[X], node.n_out,
                                       up in written,
-                                      f"{up}[b,j] = Σ_i {delta}[b,i]·{W}[i,j]"))
+                                      f"{up}[b,j] {'+' if up in written else ''}= "
+                                      f"Σ_i {delta}[b,i]·{W}[i,j]"))
                     written.add(up)
             else:
-                terms = [t for t in g.summands[red.name]
-                         if not (first and t.target == upstream_name(node.input))]
+                terms = [t for t in g.summands[red.name] if not _to_input(graph, t)]
                 for t in terms:
                     if t.target not in written:
                         ops.append(Zero(t.target, None))
@@ -252,5 +311,22 @@ def _backward(graph: ir.Graph, by_node: dict) -> list:
                 ops.append(Loop(idx, [(t.target, t.index, "+=", t.expr) for t in terms],
                                 "; ".join(f"{t.target}[{','.join(t.index)}] += {text(t.expr)}"
                                           for t in terms)))
+    # a parameter no use of which reaches the loss (U of a one-step recurrence)
+    for p in graph.params():
+        if grad_name(p.name) not in written:
+            ops.append(Zero(grad_name(p.name), None, "no path to the loss"))
+            written.add(grad_name(p.name))
     return ops
 
+
+def _concat_backward(graph: ir.Graph, g: NodeGrad, written: set) -> list:
+    ops = []
+    for src, off, width, t in g.pieces:
+        if _to_input(graph, t):
+            continue
+        kind = "+=" if t.target in written else "="
+        ops.append(Loop([(ir.BATCH, "batch"), (ir.OUT, width)],
+                        [(t.target, t.index, kind, t.expr)],
+                        f"{t.target}[b,i] {kind} {text(t.expr)}"))
+        written.add(t.target)
+    return ops
