@@ -12,7 +12,8 @@ train it with kernels generated from that derivation.
 __version__ = "0.1.0"
 
 from .dsl import Dense, Input, Network  # noqa: E402
-from . import datasets, schedules  # noqa: E402
+from .merge import Add, Concatenate, Multiply, Slice  # noqa: E402
+from . import datasets, recurrent, schedules  # noqa: E402
 from .check import check_gradients  # noqa: E402
 from .history import History  # noqa: E402
 from .io import load  # noqa: E402
@@ -31,6 +32,6 @@ def __getattr__(name):
     raise AttributeError(f"module 'symnet' has no attribute {name!r}")
 
 
-__all__ = ["Dense", "History", "Input", "Layer", "Network", "check_gradients", "datasets",
+__all__ = ["Add", "Concatenate", "Dense", "Multiply", "Slice", "recurrent", "History", "Input", "Layer", "Network", "check_gradients", "datasets",
            "load", "n_in", "schedules", "sigmoid", "softplus", "sum_j", "sum_k",
            "__version__"]

@@ -137,7 +137,7 @@ def derive_node(node: ir.Node, loss=None, n_out: int = 0, weight: float = 1.0,
         if sym in head.free_symbols and acc.array in params:
             grad.outer.append(Term(grad_name(acc.array), acc.index, local(sym)))
         elif sym in head.free_symbols and acc.array in node.inputs:
-            grad.outer.append(Term(upstream_name(node.input), acc.index, local(sym)))
+            grad.outer.append(Term(upstream_name(acc.array), acc.index, local(sym)))
 
     # Reductions: parameters and inputs inside the summands.
     for red in node.reductions:

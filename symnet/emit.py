@@ -178,10 +178,22 @@ class Emitter:
 
 def describe_graph(graph: ir.Graph) -> list[str]:
     """One line per layer, for the file header."""
-    lines = [f"input {graph.input_name}: {graph.n_in} features"]
+    if graph.packed:
+        lines = [f"inputs side by side in {graph.input_name} ({graph.n_in} features): "
+                 + ", ".join(f"{n} ({w})" for n, w in graph.inputs)]
+    else:
+        lines = [f"input {graph.input_name}: {graph.n_in} features"]
     for node in graph.nodes:
-        lines.append(f"{node.name} ({node.n_out}) = {node.outer}")
-    lines.append(f"loss: {graph.loss.name}, averaged over the batch")
+        if node.pieces is not None:
+            lines.append(f"{node.name} ({node.n_out}) = [{', '.join(node.inputs)}] side by side")
+        else:
+            lines.append(f"{node.name} ({node.n_out}) = {node.outer}")
+    if len(graph.outputs) == 1:
+        lines.append(f"loss: {graph.loss.name}, averaged over the batch")
+    else:
+        lines.append("loss: " + " + ".join(
+            f"{graph.weights[o]:g}·{graph.losses[o].name}({o})" for o in graph.outputs)
+            + ", each averaged over the batch; targets side by side in T")
     return lines
 
 
