@@ -29,8 +29,8 @@ def sources(app) -> list:
 
 
 def topological(outputs: list) -> list:
-    """Applications reachable from ``outputs``, each after everything it reads
-    (depth first, inputs in order: a chain comes out in its own order).
+    """Applications reachable from ``outputs``, each after everything it reads,
+    in the order they were made (a chain comes out in its own order).
     A cycle raises ValueError naming the layers on it."""
     from .dsl import Input
     order, state, path = [], {}, []
@@ -56,7 +56,9 @@ def topological(outputs: list) -> list:
 
     for out in outputs:
         visit(out)
-    return order
+    # The order the user wrote the applications in is a topological one too, and
+    # the one people expect to read (x_1, h_1, x_2, h_2, ... rather than depth first).
+    return sorted(order, key=lambda a: a.seq)
 
 
 def label(x) -> str:

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import keyword
 
 from . import compose, ir
@@ -27,6 +28,8 @@ typedef union unsigned void volatile while _Bool _Complex _Imaginary
 ACTIVATION_NAMES = ("linear", "relu", "tanh", "sigmoid", "softplus", "leaky_relu", "elu",
                     "gelu", "swish")
 LOSS_NAMES = ("mse", "bce", "softmax_cross_entropy")
+
+_CREATED = itertools.count()   # applications in the order they were made: a topological one
 
 RESERVED = frozenset("""
 b i j k n t T X params grads work batch lr loss real inv_batch acc out idx main
@@ -90,6 +93,7 @@ class LayerBase:
     input = None
     inputs = None        # every input of an application (merges have several)
     origin = None        # the layer object an application was made from
+    seq = 0              # creation number of an application
     n_inputs = 1         # how many inputs the layer takes (None: two or more)
 
     def __call__(self, previous):
@@ -107,6 +111,7 @@ class LayerBase:
         bound = copy.copy(self)
         bound.origin = self.origin if self.origin is not None else self
         bound.input, bound.inputs = given[0], given
+        bound.seq = next(_CREATED)
         return bound
 
     def out_width(self, widths: list[int]) -> int:
@@ -267,8 +272,8 @@ class Network:
             origin = app.origin if app.origin is not None else app
             uses.setdefault(id(origin), []).append(k)
             use = len(uses[id(origin)])
-            if app.name:
-                name = app.name if use == 1 else f"{app.name}_{use}"
+            if app.name and (use == 1 or app.name != origin.name):
+                name = app.name        # first use, or an application named itself (h_2)
             elif id(app) in out_ids:
                 name = "O" if len(out_ids) == 1 else f"O{out_ids.index(id(app)) + 1}"
             else:
