@@ -274,6 +274,8 @@ class Network:
             use = len(uses[id(origin)])
             if app.name and (use == 1 or app.name != origin.name):
                 name = app.name        # first use, or an application named itself (h_2)
+            elif app.name:
+                name = f"{app.name}_{use}"
             elif id(app) in out_ids:
                 name = "O" if len(out_ids) == 1 else f"O{out_ids.index(id(app)) + 1}"
             else:
