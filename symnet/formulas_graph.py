@@ -28,8 +28,11 @@ def _uses(graph: ir.Graph) -> dict:
     """parameter name -> names of the nodes using it."""
     uses: dict = {}
     for node in graph.nodes:
+        read = {r.contraction for r in node.reductions} | {
+            a.array for a in node.symbols.values()}
         for p in node.params:
-            uses.setdefault(p.name, []).append(node.name)
+            if p.name in read:      # (U of a first recurrent step is declared, not read)
+                uses.setdefault(p.name, []).append(node.name)
     return uses
 
 

@@ -280,6 +280,8 @@ def _backward(graph: ir.Graph, by_node: dict, written: set) -> list:
                                  for t in terms],
                                 "; ".join(f"{t.target}[{','.join(t.index)}] "
                                           f"{_assign(t, (ir.BATCH, ir.OUT))} {text(t.expr)}"
+                                          + _from(graph, t.target[4:], node)
+                                          * t.target.startswith("dL_d")
                                           for t in terms)))
                 written.update(t.target for t in terms)
         for red in node.reductions:
@@ -298,7 +300,7 @@ def _backward(graph: ir.Graph, by_node: dict, written: set) -> list:
                     ops.append(MatMul("nn", up, delta, W, "batch", node.widths[X], node.n_out,
                                       up in written,
                                       f"{up}[b,j] {'+' if up in written else ''}= "
-                                      f"Σ_i {delta}[b,i]·{W}[i,j]"))
+                                      f"Σ_i {delta}[b,i]·{W}[i,j]{_from(graph, X, node)}"))
                     written.add(up)
             else:
                 terms = [t for t in g.summands[red.name] if not _to_input(graph, t)]
@@ -319,6 +321,11 @@ def _backward(graph: ir.Graph, by_node: dict, written: set) -> list:
     return ops
 
 
+def _from(graph: ir.Graph, buffer: str, node: ir.Node) -> str:
+    """"  (from H2)" when ∂L/∂buffer sums contributions of several readers."""
+    return f"  (from {node.name})" if len(graph.consumers(buffer)) > 1 else ""
+
+
 def _concat_backward(graph: ir.Graph, g: NodeGrad, written: set) -> list:
     ops = []
     for src, off, width, t in g.pieces:
@@ -327,6 +334,7 @@ def _concat_backward(graph: ir.Graph, g: NodeGrad, written: set) -> list:
         kind = "+=" if t.target in written else "="
         ops.append(Loop([(ir.BATCH, "batch"), (ir.OUT, width)],
                         [(t.target, t.index, kind, t.expr)],
-                        f"{t.target}[b,i] {kind} {text(t.expr)}"))
+                        f"{t.target}[b,i] {kind} {text(t.expr)}"
+                        f"{_from(graph, src, g.node)}"))
         written.add(t.target)
     return ops
