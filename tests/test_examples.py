@@ -35,3 +35,13 @@ def test_digits_accuracy_and_loss_curve(tmp_path):
     acc = _main("digits")(epochs=15, png=str(png), verbose=False)
     assert acc >= 0.93
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_sequence_counts_bits():
+    assert _main("sequence")(epochs=30, verbose=False) >= 0.95
+
+
+def test_two_heads_classify_and_regress():
+    acc, rmse = _main("two_heads")(epochs=100, verbose=False)
+    assert acc >= 0.97
+    assert rmse < 0.1
