@@ -295,13 +295,13 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 }
 
 /* Forward pass; returns the output's address inside work: (batch, 2). */
-void symnet_449905f932_forward(const real *params, real *work, const real *I, int batch)
+void symnet_16423199c0_forward(const real *params, real *work, const real *I, int batch)
 {
     sn_forward(params, work, I, batch);
 }
 
 /* Loss L = (1/batch) Σ_b L_b, after a forward pass. */
-double symnet_449905f932_loss(const real *params, real *work, const real *I, const real *T, int batch)
+double symnet_16423199c0_loss(const real *params, real *work, const real *I, const real *T, int batch)
 {
     const real *W1 = params + 0;  /* W1: (16, 2) */
     const real *b1 = params + 32;  /* b1: (16,) */
@@ -342,14 +342,14 @@ double symnet_449905f932_loss(const real *params, real *work, const real *I, con
     /* L += 0.5·(-T[b,i + 1] + b5[i] + z_radius[b,i])² */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 1; i++) {
-            loss += (double)(0.5F*(-T[b * 2 + i + 1] + b5[i] + z_radius[b * 1 + i])*(-T[b * 2 + i + 1] + b5[i] + z_radius[b * 1 + i]));
+            loss += (double)(0.5F*(-T[b * 2 + (i + 1)] + b5[i] + z_radius[b * 1 + i])*(-T[b * 2 + (i + 1)] + b5[i] + z_radius[b * 1 + i]));
         }
 
     return loss / batch;
 }
 
 /* Loss and every gradient ∂L/∂θ (into grads), by back propagation. */
-double symnet_449905f932_loss_grad(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
+double symnet_16423199c0_loss_grad(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
 {
     const real *W1 = params + 0;  /* W1: (16, 2) */
     const real *b1 = params + 32;  /* b1: (16,) */
@@ -403,7 +403,7 @@ double symnet_449905f932_loss_grad(const real *params, real *grads, real *work, 
     /* L += 0.5·(-T[b,i + 1] + b5[i] + z_radius[b,i])²; delta_radius[b,i] = 1.0·inv_batch·(-T[b,i + 1] + b5[i] + z_radius[b,i]); g_b5[i] += 1.0·inv_batch·(-T[b,i + 1] + b5[i] + z_radius[b,i]) */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 1; i++) {
-            const real t0 = -T[b * 2 + i + 1] + b5[i] + z_radius[b * 1 + i];
+            const real t0 = -T[b * 2 + (i + 1)] + b5[i] + z_radius[b * 1 + i];
             const real t1 = 1.0F*inv_batch*t0;
             loss += (double)(0.5F*t0*t0);
             delta_radius[b * 1 + i] = t1;
@@ -460,9 +460,9 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
 }
 
 /* One steepest-descent step on this batch: θ ← θ − lr·∂L/∂θ.  Returns the loss before it. */
-double symnet_449905f932_step(real *params, real *grads, real *work, const real *I, const real *T, int batch, real lr)
+double symnet_16423199c0_step(real *params, real *grads, real *work, const real *I, const real *T, int batch, real lr)
 {
-    const double loss = symnet_449905f932_loss_grad(params, grads, work, I, T, batch);
+    const double loss = symnet_16423199c0_loss_grad(params, grads, work, I, T, batch);
     sn_sgd_update(params, params, grads, lr);
     return loss;
 }
@@ -499,7 +499,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_449905f932_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_16423199c0_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -519,7 +519,7 @@ void symnet_449905f932_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_449905f932_train(real *params, real *grads, real *work, real *Ib, real *Tb, real *prev, int *have_prev,
+long long symnet_16423199c0_train(real *params, real *grads, real *work, real *Ib, real *Tb, real *prev, int *have_prev,
                            const real *I, const real *T, const long long *idx, long long n_idx, int batch_size,
                            const double *lr, double *losses, int optimizer, real *s1, real *s2, const double *hyper, long long t0)
 {
@@ -533,7 +533,7 @@ long long symnet_449905f932_train(real *params, real *grads, real *work, real *I
             memcpy(Ib + (size_t)r * 2, I + n * 2, sizeof(real) * 2);
             memcpy(Tb + (size_t)r * 2, T + n * 2, sizeof(real) * 2);
         }
-        const double loss = symnet_449905f932_loss_grad(cur, grads, work, Ib, Tb, batch);
+        const double loss = symnet_16423199c0_loss_grad(cur, grads, work, Ib, Tb, batch);
         if (!isfinite(loss)) {
             /* both buffers ← θ before the last update (only cur needs it written) */
             if (prev != NULL && *have_prev)

@@ -13,6 +13,7 @@ __version__ = "0.1.0"
 
 from .dsl import Dense, Input, Network  # noqa: E402
 from .merge import Add, Concatenate, Multiply, Slice  # noqa: E402
+from .conv import AvgPool2d, Conv1d, Conv2d, Flatten, MaxPool2d  # noqa: E402
 from . import datasets, recurrent, schedules  # noqa: E402
 from .check import check_gradients  # noqa: E402
 from .history import History  # noqa: E402
@@ -26,12 +27,17 @@ def __getattr__(name):
     if name in _LAZY:
         from . import layers
         return getattr(layers, name)
+    if name == "indices":
+        from .tensor import indices
+        return indices
     if name in ("sigmoid", "softplus"):
         from . import primitives
         return getattr(primitives, name)
     raise AttributeError(f"module 'symnet' has no attribute {name!r}")
 
 
-__all__ = ["Add", "Concatenate", "Dense", "Multiply", "Slice", "recurrent", "History", "Input", "Layer", "Network", "check_gradients", "datasets",
+__all__ = ["Add", "AvgPool2d", "Concatenate", "Conv1d", "Conv2d", "Dense", "Flatten",
+           "MaxPool2d", "Multiply", "Slice", "indices", "recurrent", "History", "Input", "Layer",
+           "Network", "check_gradients", "datasets",
            "load", "n_in", "schedules", "sigmoid", "softplus", "sum_j", "sum_k",
            "__version__"]

@@ -109,24 +109,37 @@ def check(inputs: list, outputs: list, order: list):
                 raise ValueError(f"layer {label(app)} is not connected to an Input")
 
 
-def width(x, widths: dict) -> int:
-    """Features of an Input or of an application, given those already known."""
+def size(shape: tuple) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n
+
+
+def shape(x, shapes: dict) -> tuple:
+    """One example of an Input or of an application, given those already known."""
     from .dsl import Input
     if isinstance(x, Input):
-        return x.n
-    return widths[id(x)]
+        return x.shape
+    return shapes[id(x)]
 
 
-def widths_of(order: list, names: dict) -> dict:
-    """id(application) -> output width, checking widths at each merge."""
-    widths: dict = {}
+def shapes_of(order: list, names: dict) -> dict:
+    """id(application) -> one example's output shape, checking shapes at each merge."""
+    shapes: dict = {}
     for app in order:
-        ins = [width(s, widths) for s in sources(app)]
+        ins = [shape(s, shapes) for s in sources(app)]
         try:
-            widths[id(app)] = app.out_width(ins)
+            shapes[id(app)] = app.out_shape_of(ins)
         except ValueError as exc:
-            srcs = ", ".join(f"{names.get(id(s), label(s))} ({w})"
+            if len(ins) == 1:
+                raise
+            srcs = ", ".join(f"{names.get(id(s), label(s))} {_text(w)}"
                              for s, w in zip(sources(app), ins))
             raise ValueError(f"layer {names.get(id(app), label(app))!r} with inputs {srcs}: "
                              f"{exc}") from None
-    return widths
+    return shapes
+
+
+def _text(shape: tuple) -> str:
+    return f"({shape[0]})" if len(shape) == 1 else str(shape)

@@ -28,11 +28,17 @@ INV_BATCH = sp.Symbol("inv_batch", positive=True)
 
 @dataclass
 class Term:
-    """``target[index] (+)= expr``, summed over the loop indices not in ``index``."""
+    """``target[index] (+)= expr``, summed over the loop indices not in ``index``.
+
+    An index position may be an ``ir.Affine`` (x[b,k,y+u,x+v]): the term then
+    adds into the element that the access map names (the chain rule's sum over
+    every (output, summed) position that reads it).  ``route`` "argmax": the
+    term goes only to the first largest element of a max reduction's window."""
 
     target: str
-    index: tuple[str, ...]
+    index: tuple
     expr: sp.Expr
+    route: str | None = None
 
 
 @dataclass
@@ -47,6 +53,7 @@ class NodeGrad:
     # Concatenate: (source, offset, width, term) -- the term runs over i < width
     pieces: list = field(default_factory=list)
     weight: float = 1.0                  # the output's loss weight (fused outputs)
+    input_grad: bool = True              # False: nothing below has parameters
 
 
 def clean(expr: sp.Expr) -> sp.Expr:
@@ -74,7 +81,7 @@ def reuse_output(expr: sp.Expr, node: ir.Node) -> sp.Expr:
     tanh′ = 1 − H², σ′ = H(1 − H); the backward pass then calls no exp/tanh."""
     if node.outer.is_Atom or isinstance(node.outer, sp.Add):
         return expr
-    h = ir.element(node.symbols, node.name, ir.BATCH, ir.OUT)
+    h = ir.element(node.symbols, node.name, *node.out_index)
     return expr.xreplace({node.outer: h})
 
 
@@ -91,21 +98,27 @@ def concat_grad(node: ir.Node) -> NodeGrad:
     """Concatenate copies its inputs side by side; its gradient is the same copy
     backwards: dL_dX_m[b,i] += dL_dH[b, offset_m + i]."""
     syms = node.symbols
-    upstream = ir.element(syms, upstream_name(node.name), ir.BATCH, ir.OUT)
+    upstream = ir.element(syms, upstream_name(node.name), *node.out_index)
     grad = NodeGrad(node, upstream)
+    rest = node.out_index[2:]            # (y, x) of a tensor: the same in every piece
     off = 0
     for src, width in node.pieces:
-        at = ir.OUT if off == 0 else f"{ir.OUT} + {off}"
-        up = ir.element(syms, upstream_name(node.name), ir.BATCH, at)
-        grad.pieces.append((src, off, width, Term(upstream_name(src), (ir.BATCH, ir.OUT), up)))
+        up = ir.element(syms, upstream_name(node.name), ir.BATCH, shifted(ir.OUT, off), *rest)
+        grad.pieces.append((src, off, width, Term(upstream_name(src), node.out_index, up)))
         off += width
     return grad
 
 
-def target_element(syms: dict, t_offset: int) -> sp.Symbol:
+def shifted(index: str, offset: int):
+    """index + offset as an IR index position (the name itself for 0)."""
+    return index if offset == 0 else ir.Affine(((index, 1),), offset)
+
+
+def target_element(syms: dict, t_offset: int, node: ir.Node) -> sp.Symbol:
     """T[b,i] of an output whose targets start at column t_offset of T."""
-    at = ir.OUT if t_offset == 0 else f"{ir.OUT} + {t_offset}"
-    return ir.element(syms, "T", ir.BATCH, at)
+    if t_offset == 0:
+        return ir.element(syms, "T", *node.out_index)
+    return ir.element(syms, "T", ir.BATCH, shifted(ir.OUT, t_offset))
 
 
 def derive_node(node: ir.Node, loss=None, n_out: int = 0, weight: float = 1.0,
@@ -116,13 +129,13 @@ def derive_node(node: ir.Node, loss=None, n_out: int = 0, weight: float = 1.0,
         return concat_grad(node)
     syms = node.symbols
     if loss is not None:
-        t_i = target_element(syms, t_offset)
+        t_i = target_element(syms, t_offset, node)
         value = stabilise(loss.element(node.outer, t_i, n_out))
         scale = INV_BATCH if weight == 1.0 else sp.Float(weight) * INV_BATCH
         head, upstream = value, None
         grad = NodeGrad(node, None, loss=value, weight=weight)
     else:
-        upstream = ir.element(syms, upstream_name(node.name), ir.BATCH, ir.OUT)
+        upstream = ir.element(syms, upstream_name(node.name), *node.out_index)
         head, scale = node.outer, upstream
         grad = NodeGrad(node, upstream)
     params = {p.name: p for p in node.params}
@@ -131,8 +144,10 @@ def derive_node(node: ir.Node, loss=None, n_out: int = 0, weight: float = 1.0,
     def local(sym):
         return reuse_output(stabilise(simplest(clean(scale * sp.diff(head, sym)))), node)
 
+    if node.kind == "flatten":    # a view: dL_d<flatten> is dL_d<input>, nothing to derive
+        return grad
     for red in node.reductions:
-        grad.outer.append(Term(delta_name(node, red), (ir.BATCH, ir.OUT), local(red.symbol)))
+        grad.outer.append(Term(delta_name(node, red), node.out_index, local(red.symbol)))
     for sym, acc in list(syms.items()):
         if sym in head.free_symbols and acc.array in params:
             grad.outer.append(Term(grad_name(acc.array), acc.index, local(sym)))
@@ -141,9 +156,12 @@ def derive_node(node: ir.Node, loss=None, n_out: int = 0, weight: float = 1.0,
 
     # Reductions: parameters and inputs inside the summands.
     for red in node.reductions:
-        delta = ir.element(syms, delta_name(node, red), ir.BATCH, ir.OUT)
+        delta = ir.element(syms, delta_name(node, red), *node.out_index)
         terms = []
-        if red.contraction is None:
+        if red.op == "max":           # ∂max/∂x = 1 at the (first) arg-max, 0 elsewhere
+            acc = syms[red.summand]
+            terms.append(Term(upstream_name(node.input), acc.index, delta, route="argmax"))
+        elif red.contraction is None:
             for sym in sorted(red.summand.free_symbols, key=str):
                 acc = syms[sym]
                 if acc.array in params:
@@ -163,14 +181,33 @@ def fused(graph: ir.Graph, node: ir.Node) -> bool:
     return node.name in graph.outputs and graph.losses[node.name].element is not None
 
 
+def needs_input_grad(graph: ir.Graph) -> dict[str, bool]:
+    """Per buffer: are there parameters at or below it?  ∂L/∂(a buffer) is
+    needed only then: not for the data, nor for a parameter-free layer
+    (pooling, flatten, a slice of the input) with nothing trainable below."""
+    below: dict[str, bool] = {graph.input_name: False}
+    below.update({name: False for name, _ in graph.inputs})
+    for node in graph.nodes:
+        below[node.name] = any(below[x] for x in node.inputs) or bool(node.params)
+    return below
+
+
 def derive(graph: ir.Graph) -> list[NodeGrad]:
-    """NodeGrads from the last node (in topological order) down to the first."""
+    """NodeGrads from the last node (in topological order) down to the first;
+    the terms that carry ∂L/∂(an input) that nothing needs are left out here, once."""
+    below = needs_input_grad(graph)
     grads = []
     for node in reversed(graph.nodes):
         if fused(graph, node):
-            grads.append(derive_node(node, graph.losses[node.name], node.n_out,
-                                     graph.weights[node.name],
-                                     graph.target_offset(node.name)))
+            g = derive_node(node, graph.losses[node.name], node.n_out,
+                            graph.weights[node.name], graph.target_offset(node.name))
         else:
-            grads.append(derive_node(node))
+            g = derive_node(node)
+        g.input_grad = any(below[x] for x in node.inputs)
+        drop = {upstream_name(x) for x in node.inputs if not below[x]}
+        g.outer = [t for t in g.outer if t.target not in drop]
+        g.summands = {r: [t for t in ts if t.target not in drop]
+                      for r, ts in g.summands.items()}
+        g.pieces = [p for p in g.pieces if p[3].target not in drop]
+        grads.append(g)
     return grads

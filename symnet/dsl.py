@@ -56,28 +56,25 @@ def _check_size(n, what: str) -> int:
 
 
 class Input:
-    """The network's input: ``n`` features per example, or a shape such as
-    ``(steps, features)`` for a sequence (then X is (batch, steps, features))."""
+    """The network's input: ``n`` features per example, or a tensor shape
+    ``(C, H, W)`` / ``(C, L)`` per example (batches are then (batch, C, H, W))."""
 
     def __init__(self, n, name: str | None = None):
-        if isinstance(n, tuple):
-            if not n:
-                raise ValueError("Input shape must not be empty")
-            for d in n:
-                _check_size(d, "Input shape entry")
-            self.shape = tuple(n)
-            size = 1
-            for d in n:
-                size *= d
-            self.n = size
+        if isinstance(n, (tuple, list)):
+            if not n or len(n) > 4:
+                raise ValueError(f"Input shape must have 1 to 4 dimensions, got {tuple(n)!r}")
+            self.shape = tuple(_check_size(s, "Input shape entry") for s in n)
+            self.n = 1
+            for s in self.shape:
+                self.n *= s
         else:
             self.n = _check_size(n, "Input size")
             self.shape = (self.n,)
         self.name = None if name is None else check_name(name, "Input")
 
     def __repr__(self):
-        size = self.n if len(self.shape) == 1 else self.shape
-        return f"Input({size}, name={self.name!r})"
+        n = self.n if len(self.shape) == 1 else self.shape
+        return f"Input({n}, name={self.name!r})"
 
 
 class LayerBase:
@@ -95,6 +92,17 @@ class LayerBase:
     origin = None        # the layer object an application was made from
     seq = 0              # creation number of an application
     n_inputs = 1         # how many inputs the layer takes (None: two or more)
+    tensor = False      # True: to_node takes the input's shape (a tuple), not its width
+
+    def output_shape(self, in_shape: tuple) -> tuple:
+        """One example of the output, for an input of ``in_shape``; ValueError
+        when the layer cannot take that input."""
+        if len(in_shape) != 1:
+            name = self.name or getattr(self, "_net_name", None) or repr(self)
+            raise ValueError(f"layer {name!r} takes a vector input but "
+                             f"the layer below gives shape {in_shape}; put sn.Flatten() "
+                             "before it")
+        return (self.units,)
 
     def __call__(self, previous):
         many = isinstance(previous, (list, tuple))
@@ -114,17 +122,23 @@ class LayerBase:
         bound.seq = next(_CREATED)
         return bound
 
-    def out_width(self, widths: list[int]) -> int:
-        """Features of the output given the inputs' (ValueError when they do not fit)."""
-        return self.units
+    def out_shape_of(self, in_shapes: list[tuple]) -> tuple:
+        """One example of the output given the inputs' (ValueError when they do not fit)."""
+        return self.output_shape(in_shapes[0])
 
     def to_node(self, index: int, name: str, input_name: str, n_in: int):
         """One IR node, or a list of nodes whose last one is the layer's output."""
         raise NotImplementedError
 
-    def to_nodes(self, index: int, name: str, inputs: list[str], widths: list[int]):
-        """IR node(s) of one application on the buffers ``inputs``."""
-        return self.to_node(index, name, inputs[0], widths[0])
+    def to_nodes(self, index: int, name: str, inputs: list[str], shapes: list[tuple]):
+        """IR node(s) of one application on the buffers ``inputs`` of ``shapes``."""
+        shape = shapes[0]
+        if self.tensor:
+            return self.to_node(index, name, inputs[0], shape)
+        size = 1
+        for s in shape:
+            size *= s
+        return self.to_node(index, name, inputs[0], size)
 
     def describe(self) -> dict:
         raise NotImplementedError
@@ -255,7 +269,10 @@ class Network:
         self.input = inputs[0]
         self.layers = order
         self._name_nodes()
-        self._widths = compose.widths_of(order, dict(zip(map(id, order), self.names)))
+        for app, n in zip(order, self.names):
+            app._net_name = n     # for messages: the name the network gives it
+        self._shapes = compose.shapes_of(order, dict(zip(map(id, order), self.names)))
+        self.shapes = [self._shapes[id(a)] for a in order]
         self._losses(loss, loss_weights)
         self._graph = None
 
@@ -384,8 +401,8 @@ class Network:
         for k, (app, name) in enumerate(zip(self.layers, self.names), 1):
             srcs = compose.sources(app)
             ins = [buffers[id(s)] for s in srcs]
-            widths = [compose.width(s, self._widths) for s in srcs]
-            made = app.to_nodes(self._param_index[k - 1], name, ins, widths)
+            shapes = [compose.shape(s, self._shapes) for s in srcs]
+            made = app.to_nodes(self._param_index[k - 1], name, ins, shapes)
             made = made if isinstance(made, list) else [made]
             for node in made:
                 for p in node.params:
@@ -400,7 +417,8 @@ class Network:
         self._graph = ir.Graph("X" if packed else self.input_name, n_in, nodes,
                                self.losses[0], inputs=ins, outputs=list(self.output_names),
                                losses=dict(zip(self.output_names, self.losses)),
-                               weights=dict(zip(self.output_names, self.loss_weights)))
+                               weights=dict(zip(self.output_names, self.loss_weights)),
+                               in_shape=self.input.shape if len(ins) == 1 else (n_in,))
         names = [p.name for p in self._graph.params()]
         clash = (set(names) & ({n.name for n in nodes} | set(self.input_names)))
         if clash:
@@ -418,12 +436,22 @@ class Network:
     @property
     def n_out(self) -> int:
         """Outputs per example (all outputs together)."""
-        return sum(self._widths[id(o)] for o in self.outputs)
+        return sum(compose.size(self._shapes[id(o)]) for o in self.outputs)
+
+    @property
+    def in_shape(self) -> tuple:
+        return self.input.shape
+
+    @property
+    def out_shape(self) -> tuple:
+        """One example of the (first) output."""
+        return self._shapes[id(self.outputs[0])]
 
     def describe(self) -> dict:
         """A JSON-able description (used for caching and saving)."""
-        if self.is_chain and self.input.shape == (self.input.n,):
-            return {"input": {"n": self.input.n, "name": self.input_name},
+        if self.is_chain:
+            n = self.input.n if len(self.input.shape) == 1 else list(self.input.shape)
+            return {"input": {"n": n, "name": self.input_name},
                     "layers": [dict(layer.describe(), name=name)
                                for layer, name in zip(self.layers, self.names)],
                     "loss": self.loss_name}

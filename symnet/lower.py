@@ -14,7 +14,7 @@ import sympy as sp
 
 from . import ir
 from .derive import (NodeGrad, Term, delta_name, derive, fused as is_fused, grad_name,
-                     upstream_name)
+                     needs_input_grad, shifted, upstream_name)
 from .notation import text  # loop comments read like the derivation (net.formulas())
 
 
@@ -50,6 +50,50 @@ class Loop:
 
 
 @dataclass
+class Conv:
+    """A convolution's three contractions through im2col and matrix products.
+
+    forward:  col[b][(k,u,v),(y,x)] = X[b,k,y·s+u−p,x·s+v−p] (0 outside), then
+              Z[b] = W·col[b];
+    backward: gW (+)= Σ_b delta[b]·col[b]ᵀ; with ``dX``: dcol = Wᵀ·delta[b] and
+              dX[b,k,y·s+u−p,x·s+v−p] += dcol (col2im; dX zeroed before).
+    ``geo`` holds the sizes (see tensor.conv_geometry)."""
+
+    mode: str                    # "forward" or "backward"
+    X: str
+    W: str
+    col: str
+    geo: dict
+    comment: str
+    Z: str | None = None
+    delta: str | None = None
+    gW: str | None = None
+    dX: str | None = None
+    accumulate: bool = False
+
+
+@dataclass
+class Route:
+    """Max pooling's backward: for each output element, target += delta at the
+    first position of the window where the input equals the maximum."""
+
+    loop: list                   # output loop (name, extent)
+    window: list                 # summed indices (name, extent)
+    x: object                    # ir.Access of the input element
+    z: object                    # ir.Access of the max
+    target: object               # ir.Access into the input's gradient
+    delta: object                # ir.Access of the delta
+    comment: str
+
+
+@dataclass
+class Fill:
+    buffer: str
+    value: str
+    comment: str = ""
+
+
+@dataclass
 class Zero:
     buffer: str
     size: str | int
@@ -75,10 +119,16 @@ class Buffer:
     work buffers are (batch, width)."""
 
     name: str
-    kind: str                    # "param", "grad", "work", "input", "target"
-    shape: tuple                 # ("batch", w) for batch arrays
+    kind: str                    # "param", "grad", "work", "input", "target", "alias"
+    shape: tuple                 # ("batch", w) or ("batch", c, h, w) for batch arrays
     offset: int = 0              # in the flat params/grads array, or per-row in work
     comment: str = ""
+    alias: str | None = None     # an "alias" is this buffer under another shape (Flatten)
+
+    @property
+    def row(self) -> str:
+        """One example's shape, as the C comments write it: "10" or "6, 24, 24"."""
+        return ", ".join(str(s) for s in self.shape[1:])
 
 
 @dataclass
@@ -99,7 +149,15 @@ class Plan:
 
 
 def _batch(name, width, kind, offset=0, comment=""):
-    return Buffer(name, kind, ("batch", width), offset, comment)
+    shape = tuple(width) if isinstance(width, tuple) else (width,)
+    return Buffer(name, kind, ("batch", *shape), offset, comment)
+
+
+def _size(shape) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n
 
 
 def plan(graph: ir.Graph) -> Plan:
@@ -118,8 +176,10 @@ def plan(graph: ir.Graph) -> Plan:
         offset += size
     n_params = offset
 
-    buffers[graph.input_name] = _batch(graph.input_name, graph.n_in, "input", 0, "input")
-    buffers["T"] = _batch("T", graph.n_out, "target", 0, "target")
+    in_shape = graph.in_shape if len(graph.in_shape) > 1 else graph.n_in
+    buffers[graph.input_name] = _batch(graph.input_name, in_shape, "input", 0, "input")
+    t_shape = _shape(graph.output) if len(graph.outputs) == 1 else graph.n_out
+    buffers["T"] = _batch("T", t_shape, "target", 0, "target")
     row = 0
 
     def work(name, width, comment):
@@ -128,22 +188,42 @@ def plan(graph: ir.Graph) -> Plan:
             raise ValueError(f"the name {name!r} is used twice in the generated code; "
                              "rename the layer")
         buffers[name] = _batch(name, width, "work", row, comment)
-        row += width
+        row += _size(buffers[name].shape[1:])
+
+    def alias(name, of, width, comment):
+        if name in buffers:
+            raise ValueError(f"the name {name!r} is used twice in the generated code; "
+                             "rename the layer")
+        buffers[name] = Buffer(name, "alias", ("batch", width), buffers[of].offset, comment,
+                               alias=of)
 
     if graph.packed:
         for name, width in graph.inputs:
             work(name, width, f"input {name}")
     for node in graph.nodes:
+        if node.kind == "flatten":
+            alias(node.name, node.input, node.n_out, f"layer {node.name}: {node.input} "
+                  "flattened (the same memory)")
+            continue
         for red in node.reductions:
-            work(red.name, node.n_out, f"Σ of {node.name}")
-        work(node.name, node.n_out, f"layer {node.name}")
+            work(red.name, _shape(node), f"Σ of {node.name}")
+            if red.conv is not None:
+                g = red.conv
+                work(f"col_{node.name}", (g["cin"] * _size(g["kernel"]), _size(g["out_hw"])),
+                     f"im2col of {node.input} for {node.name}")
+        work(node.name, _shape(node), f"layer {node.name}")
     for node in graph.nodes:
+        if node.kind == "flatten":
+            if by_node[node.name].input_grad:
+                alias(upstream_name(node.name), upstream_name(node.input), node.n_out,
+                      f"∂L/∂{node.name}: ∂L/∂{node.input} flattened")
+            continue
         if not is_fused(graph, node):
-            work(upstream_name(node.name), node.n_out, f"∂L/∂{node.name}")
+            work(upstream_name(node.name), _shape(node), f"∂L/∂{node.name}")
         for t in by_node[node.name].outer:
             if t.target.startswith("delta_") and t.target not in buffers:
                 red = next(r for r in node.reductions if delta_name(node, r) == t.target)
-                work(t.target, node.n_out, f"∂L/∂{red.name}")
+                work(t.target, _shape(node), f"∂L/∂{red.name}")
 
     p = Plan(graph, grads, buffers, n_params, row)
     for node in graph.nodes:
@@ -156,39 +236,65 @@ def plan(graph: ir.Graph) -> Plan:
     return p
 
 
-def _shifted(index: str, offset: int) -> str:
-    return index if offset == 0 else f"{index} + {offset}"
-
-
 def _unpack(graph: ir.Graph, symbols: dict) -> list:
     """Several inputs arrive side by side in one array: copy each to its buffer."""
     ops, off = [], 0
     for name, width in graph.inputs:
-        src = ir.element(symbols, graph.input_name, ir.BATCH, _shifted(ir.OUT, off))
+        src = ir.element(symbols, graph.input_name, ir.BATCH, shifted(ir.OUT, off))
         ops.append(Loop([(ir.BATCH, "batch"), (ir.OUT, width)],
                         [(name, (ir.BATCH, ir.OUT), "=", src)],
-                        f"{name}[b,i] = {graph.input_name}[b,{_shifted('i', off)}]"))
+                        f"{name}[b,i] = {graph.input_name}[b,{shifted('i', off)}]"))
         off += width
     return ops
 
 
 def _concat(node: ir.Node, symbols: dict) -> list:
-    """H[b, offset + i] = X_m[b,i] for each input X_m in turn."""
+    """H[b, offset + i] = X_m[b,i] for each input X_m in turn (for tensors: along
+    the channels, which are contiguous in each example)."""
     ops, off = [], 0
+    rest = node.out_index[2:]
     for src, width in node.pieces:
-        el = ir.element(symbols, src, ir.BATCH, ir.OUT)
-        ops.append(Loop([(ir.BATCH, "batch"), (ir.OUT, width)],
-                        [(node.name, (ir.BATCH, _shifted(ir.OUT, off)), "=", el)],
-                        f"{node.name}[b,{_shifted('i', off)}] = {src}[b,i]"))
+        el = ir.element(symbols, src, *node.out_index)
+        at = (ir.BATCH, shifted(ir.OUT, off), *rest)
+        ops.append(Loop(_piece_loop(node, width), [(node.name, at, "=", el)],
+                        f"{node.name}[{_index(at)}] = {src}[{_index(node.out_index)}]"))
         off += width
     return ops
+
+
+def _piece_loop(node: ir.Node, width: int) -> list:
+    """The loop over one input of a Concatenate: its channels (or features), then
+    the rest of the node's space."""
+    return [(ir.BATCH, "batch"), (ir.OUT, width)] + list(node.space[1:])
+
+
+def _shape(node: ir.Node):
+    """A node's buffer shape after the batch: an int for vectors (as before)."""
+    return node.n_out if len(node.space) == 1 else node.out_shape
+
+
+def _index(index) -> str:
+    return ",".join(ir.index_text(x) for x in index)
+
+
+def _conv_comment(node: ir.Node, red: ir.Reduction) -> str:
+    return f"{red.name}[{_index(node.out_index)}] = {_sums(node, red)}{text(red.summand)}"
+
+
+def _sums(node, red) -> str:
+    return "".join(f"Σ_{n} " for n, _ in (red.space or [(j, 0) for j in red.over]))
 
 
 def _forward(graph: ir.Graph, symbols: dict) -> list:
     ops = _unpack(graph, symbols) if graph.packed else []
     for node in graph.nodes:
+        if node.kind == "flatten":
+            continue
         if node.pieces is not None:
             ops += _concat(node, symbols)
+            continue
+        if len(node.space) > 1:
+            ops += _tensor_forward(node)
             continue
         for red in node.reductions:
             if red.contraction:
@@ -209,17 +315,40 @@ def _forward(graph: ir.Graph, symbols: dict) -> list:
     return ops
 
 
+def _tensor_forward(node: ir.Node) -> list:
+    ops = []
+    for red in node.reductions:
+        comment = _conv_comment(node, red)
+        if red.conv is not None:
+            ops.append(Conv("forward", node.input, red.conv["weight"], f"col_{node.name}",
+                            red.conv, comment, Z=red.name))
+        elif red.op == "max":
+            ops.append(Fill(red.name, "-INFINITY"))
+            ops.append(Loop(node.reduction_loop(red),
+                            [(red.name, node.out_index, "max", red.summand)],
+                            f"{red.name}[{_index(node.out_index)}] = max_"
+                            f"{','.join(n for n, _ in red.space)} {text(red.summand)}"))
+        else:
+            ops.append(Zero(red.name, None))
+            ops.append(Loop(node.reduction_loop(red),
+                            [(red.name, node.out_index, "+=", red.summand)], comment))
+    ops.append(Loop(node.loop(), [(node.name, node.out_index, "=", node.outer)],
+                    f"{node.name}[{_index(node.out_index)}] = {text(node.outer)}"))
+    return ops
+
+
 def _loss(graph: ir.Graph, by_node: dict, grad: bool, written: set) -> list:
     """The loss value, and with ``grad`` each output node's deltas in the same
     loop; ``written`` collects the buffers written (later passes accumulate)."""
     ops = []
     for name in graph.outputs:
         out = graph.node(name)
+        loop = tuple(out.out_index)
         loss, weight = graph.losses[name], graph.weights[name]
         if loss.element is None:
-            t_off = graph.target_offset(name)
             ops.append(SoftmaxXent(out.name, "T", out.n_out,
-                                   upstream_name(out.name) if grad else None, weight, t_off,
+                                   upstream_name(out.name) if grad else None, weight,
+                                   graph.target_offset(name),
                                    None if graph.n_out == out.n_out else graph.n_out))
             continue
         g = by_node[out.name]
@@ -227,16 +356,14 @@ def _loss(graph: ir.Graph, by_node: dict, grad: bool, written: set) -> list:
         stmts = [("loss", (), "+=", value)]
         terms = [t for t in g.outer if not _to_input(graph, t)]
         if grad:
-            ops += _zeros(terms, written)
-            stmts += [(t.target, t.index, _assign(t, (ir.BATCH, ir.OUT)), t.expr)
-                      for t in terms]
+            ops += _zeros(terms, out, written)
+            stmts += [(t.target, t.index, _assign(t, loop), t.expr) for t in terms]
             written.update(t.target for t in terms)
         comment = f"L += {text(value)}"
         if grad:
-            comment += "; " + "; ".join(f"{t.target}[{','.join(t.index)}] "
-                                         f"{_assign(t, (ir.BATCH, ir.OUT))} {text(t.expr)}"
-                                         for t in terms)
-        ops.append(Loop([(ir.BATCH, "batch"), (ir.OUT, out.n_out)], stmts, comment))
+            comment += "; " + "; ".join(f"{t.target}[{_index(t.index)}] "
+                                         f"{_assign(t, loop)} {text(t.expr)}" for t in terms)
+        ops.append(Loop(out.loop(), stmts, comment))
     return ops
 
 
@@ -246,73 +373,95 @@ def _to_input(graph: ir.Graph, term: Term) -> bool:
                [graph.input_name] + [n for n, _ in graph.inputs])
 
 
+def _from(graph: ir.Graph, buffer: str, node: ir.Node) -> str:
+    """"  (from H2)" when ∂L/∂buffer sums contributions of several readers."""
+    return f"  (from {node.name})" if len(graph.consumers(buffer)) > 1 else ""
+
+
 def _assign(term: Term, loop: tuple) -> str:
     return "=" if tuple(term.index) == tuple(loop) and term.target.startswith("delta_") \
         else "+="
 
 
-def _zeros(terms: list[Term], written: set) -> list:
+def _zeros(terms: list[Term], node: ir.Node, written: set) -> list:
     """Zero the buffers the output loop accumulates into (bias gradients)
     unless an earlier loop wrote them already."""
-    seen = {t.target for t in terms if _assign(t, (ir.BATCH, ir.OUT)) == "+="}
+    seen = {t.target for t in terms if _assign(t, tuple(node.out_index)) == "+="}
     return [Zero(name, None) for name in sorted(seen - written)]
 
 
 def _backward(graph: ir.Graph, by_node: dict, written: set) -> list:
-    """From the last node down: a buffer read by several nodes receives the
-    first contribution into zeros and the rest with +=, so ∂L/∂H sums over
-    H's consumers and ∂L/∂W over W's uses."""
+    """The derived terms of every node, from the last down, as derive handed
+    them over (a node that needs no input gradient has no such terms).  A
+    buffer read by several nodes receives the first contribution into zeros
+    and the rest with +=, so ∂L/∂H sums over H's readers and ∂L/∂W over W's uses."""
     ops = []
+    below = needs_input_grad(graph)
     for node in reversed(graph.nodes):
         g = by_node[node.name]
+        if node.kind == "flatten":
+            continue
         if node.pieces is not None:
             ops += _concat_backward(graph, g, written)
             continue
+        loop = tuple(node.out_index)
         if not is_fused(graph, node):
             terms = [t for t in g.outer if not _to_input(graph, t)]
             for t in terms:
-                if _assign(t, (ir.BATCH, ir.OUT)) == "+=" and t.target not in written:
+                if _assign(t, loop) == "+=" and t.target not in written:
                     ops.append(Zero(t.target, None))
                     written.add(t.target)
             if terms:
-                ops.append(Loop([(ir.BATCH, "batch"), (ir.OUT, node.n_out)],
-                                [(t.target, t.index, _assign(t, (ir.BATCH, ir.OUT)), t.expr)
-                                 for t in terms],
-                                "; ".join(f"{t.target}[{','.join(t.index)}] "
-                                          f"{_assign(t, (ir.BATCH, ir.OUT))} {text(t.expr)}"
+                ops.append(Loop(node.loop(),
+                                [(t.target, t.index, _assign(t, loop), t.expr) for t in terms],
+                                "; ".join(f"{t.target}[{_index(t.index)}] "
+                                          f"{_assign(t, loop)} {text(t.expr)}"
                                           + _from(graph, t.target[4:], node)
                                           * t.target.startswith("dL_d")
                                           for t in terms)))
                 written.update(t.target for t in terms)
         for red in node.reductions:
             delta = delta_name(node, red)
-            X = node.red_input(red)
             if red.contraction:
-                W = red.contraction
+                W, X = red.contraction, node.red_input(red)
                 gW = grad_name(W)
                 ops.append(MatMul("tn", gW, delta, X, node.n_out, node.widths[X],
                                   "batch", gW in written,
                                   f"{gW}[i,j] {'+' if gW in written else ''}= "
                                   f"Σ_b {delta}[b,i]·{X}[b,j]"))
                 written.add(gW)
-                if not graph.is_input(X):
+                if below[X]:
                     up = upstream_name(X)
                     ops.append(MatMul("nn", up, delta, W, "batch", node.widths[X], node.n_out,
                                       up in written,
                                       f"{up}[b,j] {'+' if up in written else ''}= "
                                       f"Σ_i {delta}[b,i]·{W}[i,j]{_from(graph, X, node)}"))
                     written.add(up)
-            else:
-                terms = [t for t in g.summands[red.name] if not _to_input(graph, t)]
+                continue
+            terms = g.summands[red.name]
+            if red.conv is not None:
+                ops += _conv_backward(node, red, terms, written)
+                continue
+            for t in terms:
+                if t.target not in written:
+                    ops.append(Zero(t.target, None))
+                    written.add(t.target)
+            comment = "; ".join(f"{t.target}[{_index(t.index)}] += "
+                                f"{_sums_of(node, red, t)}{text(t.expr)}" for t in terms)
+            if red.op == "max":
                 for t in terms:
-                    if t.target not in written:
-                        ops.append(Zero(t.target, None))
-                        written.add(t.target)
-                idx = [(ir.BATCH, "batch"), (ir.OUT, node.n_out)]
-                idx += [(j, node.n_in) for j in red.over]
-                ops.append(Loop(idx, [(t.target, t.index, "+=", t.expr) for t in terms],
-                                "; ".join(f"{t.target}[{','.join(t.index)}] += {text(t.expr)}"
-                                          for t in terms)))
+                    acc = next(a for s_, a in node.symbols.items() if s_ == red.summand)
+                    ops.append(Route(node.loop(), list(red.space), acc,
+                                     ir.Access(red.name, node.out_index),
+                                     ir.Access(t.target, t.index),
+                                     ir.Access(delta, node.out_index),
+                                     f"{t.target}[{_index(t.index)}] += {text(t.expr)} at the "
+                                     f"first (u,v) where {text(red.summand)} = "
+                                     f"{red.name}[{_index(node.out_index)}]"))
+                continue
+            if terms:
+                ops.append(Loop(node.reduction_loop(red),
+                                [(t.target, t.index, "+=", t.expr) for t in terms], comment))
     # a parameter no use of which reaches the loss (U of a one-step recurrence)
     for p in graph.params():
         if grad_name(p.name) not in written:
@@ -321,20 +470,41 @@ def _backward(graph: ir.Graph, by_node: dict, written: set) -> list:
     return ops
 
 
-def _from(graph: ir.Graph, buffer: str, node: ir.Node) -> str:
-    """"  (from H2)" when ∂L/∂buffer sums contributions of several readers."""
-    return f"  (from {node.name})" if len(graph.consumers(buffer)) > 1 else ""
-
-
 def _concat_backward(graph: ir.Graph, g: NodeGrad, written: set) -> list:
     ops = []
     for src, off, width, t in g.pieces:
         if _to_input(graph, t):
             continue
         kind = "+=" if t.target in written else "="
-        ops.append(Loop([(ir.BATCH, "batch"), (ir.OUT, width)],
-                        [(t.target, t.index, kind, t.expr)],
-                        f"{t.target}[b,i] {kind} {text(t.expr)}"
+        ops.append(Loop(_piece_loop(g.node, width), [(t.target, t.index, kind, t.expr)],
+                        f"{t.target}[{_index(t.index)}] {kind} {text(t.expr)}"
                         f"{_from(graph, src, g.node)}"))
         written.add(t.target)
+    return ops
+
+
+def _sums_of(node: ir.Node, red: ir.Reduction, t: Term) -> str:
+    """Σ over the loop indices that the target does not carry (Dense: none shown)."""
+    if len(node.space) == 1 and not red.space:
+        return ""
+    carried = set()
+    for ix in t.index:
+        carried.update((ix,) if isinstance(ix, str) else ix.names())
+    return "".join(f"Σ_{n} " for n, _ in node.reduction_loop(red) if n not in carried)
+
+
+def _conv_backward(node, red, terms, written) -> list:
+    """The derived terms of a convolution (gW = Σ δ·x at the mapped position, dX += δ·W
+    at the mapped position) as im2col products; the comments show the index forms."""
+    geo, W = red.conv, red.conv["weight"]
+    gW, up = grad_name(W), upstream_name(node.input)
+    ops = []
+    lines = [f"{t.target}[{_index(t.index)}] += {_sums_of(node, red, t)}{text(t.expr)}"
+             for t in terms]
+    dX = up if any(t.target == up for t in terms) else None
+    if dX is not None and dX not in written:
+        ops.append(Zero(dX, None))
+    ops.append(Conv("backward", node.input, W, f"col_{node.name}", geo, "; ".join(lines),
+                    delta=delta_name(node, red), gW=gW, dX=dX, accumulate=gW in written))
+    written.update({gW} | ({dX} if dX else set()))
     return ops

@@ -65,6 +65,7 @@ def compile_network(net, dtype: str):
         "prefix": prefix, "dtype": dtype, "n_params": plan.n_params,
         "work_per_row": plan.work_per_row, "n_in": plan.graph.n_in,
         "n_out": plan.graph.n_out, "input": plan.graph.input_name,
+        "in_shape": list(plan.graph.in_shape), "out_shape": list(plan.graph.output.out_shape),
         "output_offset": out.offset,
         "inputs": [[name, width] for name, width in g.inputs],
         "outputs": [[o, plan.buffers[o].offset, g.node(o).n_out] for o in g.outputs],
@@ -144,6 +145,8 @@ class Model:
         self._carray = "float[]" if dtype == "float32" else "double[]"
         self._buf = self._ffi.from_buffer
         self.n_in, self.n_out = meta["n_in"], meta["n_out"]
+        self.in_shape = tuple(meta.get("in_shape", (self.n_in,)))
+        self.out_shape = tuple(meta.get("out_shape", (self.n_out,)))
         self.input_name = meta["input"]
         self._theta = np.zeros(meta["n_params"], self.dtype)
         self._grad = np.zeros(meta["n_params"], self.dtype)
@@ -249,32 +252,51 @@ class Model:
     def _inputs(self, X):
         net = self.network
         if len(net.inputs) == 1:
-            shape = net.inputs[0].shape
-            if len(shape) > 1 and type(X) is not list and np.ndim(X) == len(shape) + 1:
-                X = self._sequence(X, "X", shape, net.input_names[0])
+            if len(self.in_shape) > 1:
+                X = self._tensor(X, "X", self.in_shape, f"input layer {self.input_name!r}")
             return self._matrix(X, "X", self.n_in, f"input layer {self.input_name!r}")
         if isinstance(X, np.ndarray) and X.ndim == 2 and X.shape[1] == self.n_in:
             return self._matrix(X, "X", self.n_in, "the inputs side by side")
         parts = self._parts(X, "X", net.input_names, "inputs")
         mats = []
         for name, x, A in zip(net.input_names, net.inputs, parts):
-            if len(x.shape) > 1 and np.ndim(A) == len(x.shape) + 1:
-                A = self._sequence(A, f"X[{name!r}]", x.shape, name)
-            mats.append(self._matrix(A, f"X[{name!r}]", x.n, f"input layer {name!r}"))
+            owner = f"input layer {name!r}"
+            if len(x.shape) > 1:
+                A = self._tensor(A, f"X[{name!r}]", x.shape, owner)
+            mats.append(self._matrix(A, f"X[{name!r}]", x.n, owner))
         self._same_rows(mats, "X", net.input_names)
         return np.require(np.concatenate(mats, axis=1), self.dtype, ["C", "A"])
+
+    def _tensor(self, A, what: str, shape: tuple, owner: str):
+        """A batch of tensors (batch, *shape) as a (batch, prod(shape)) view."""
+        try:
+            arr = A if isinstance(A, np.ndarray) else np.asarray(A)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{what} cannot be read as a numeric array: {exc}") from None
+        want = "(batch, " + ", ".join(str(s) for s in shape) + ")"
+        if arr.ndim != len(shape) + 1 or tuple(arr.shape[1:]) != tuple(shape):
+            hint = f"; for one example use {what}[None]" if arr.shape == tuple(shape) else ""
+            raise ValueError(f"{what} must have shape {want} for {owner}, got shape "
+                             f"{arr.shape}{hint}")
+        return arr.reshape(arr.shape[0], -1)
 
     def _targets(self, T, batch: int):
         net = self.network
         if len(net.outputs) == 1:
             out = net.output_names[0]
+            if len(self.out_shape) > 1:
+                T = self._tensor(T, "T", self.out_shape, f"output layer {out!r}")
             T = self._matrix(T, "T", self.n_out, f"output layer {out!r}")
         elif isinstance(T, np.ndarray) and T.ndim == 2 and T.shape[1] == self.n_out:
             T = self._matrix(T, "T", self.n_out, "the outputs side by side")
         else:
             parts = self._parts(T, "T", net.output_names, "outputs")
-            mats = [self._matrix(A, f"T[{name!r}]", net._widths[id(o)], f"output layer {name!r}")
-                    for name, o, A in zip(net.output_names, net.outputs, parts)]
+            mats = []
+            for name, o, A in zip(net.output_names, net.outputs, parts):
+                shape, owner = net._shapes[id(o)], f"output layer {name!r}"
+                if len(shape) > 1:
+                    A = self._tensor(A, f"T[{name!r}]", shape, owner)
+                mats.append(self._matrix(A, f"T[{name!r}]", int(np.prod(shape)), owner))
             self._same_rows(mats, "T", net.output_names)
             T = np.require(np.concatenate(mats, axis=1), self.dtype, ["C", "A"])
         if T.shape[0] != batch:
@@ -334,6 +356,8 @@ class Model:
                 self._c_forward(self._p_theta, self._p_work, self._ptr(Xc), b)
                 for out, (_, off, w) in zip(res, outs):
                     out[s:s + b] = self._work[b * off: b * (off + w)].reshape(b, w)
+        shapes = [self.network._shapes[id(o)] for o in self.network.outputs]
+        res = [r.reshape((n, *sh)) if len(sh) > 1 else r for r, sh in zip(res, shapes)]
         return res[0] if len(res) == 1 else res
 
     __call__ = forward

@@ -24,7 +24,7 @@ import copy
 
 from . import ir
 from .dsl import _CREATED, ACTIVATION_NAMES, Input, LayerBase, _check_size, check_name
-from .merge import Slice
+from .merge import Slice, sizes
 
 
 class RNNCell(LayerBase):
@@ -58,15 +58,17 @@ class RNNCell(LayerBase):
         return {"kind": "rnn", "units": self.units,
                 "activation": self.activation_name or self.activation.name, "name": self.name}
 
-    def out_width(self, widths):
+    def out_shape_of(self, shapes):
+        widths = sizes(shapes)
         if len(widths) == 2 and widths[1] != self.units:
             raise ValueError(f"the previous state has {widths[1]} features, the cell "
                              f"{self.units}")
         if len(widths) not in (1, 2):
             raise ValueError("a recurrent cell reads x_t, or x_t and h_{t-1}")
-        return self.units
+        return (self.units,)
 
-    def to_nodes(self, index, name, inputs, widths):
+    def to_nodes(self, index, name, inputs, shapes):
+        widths = sizes(shapes)
         syms: dict = {}
         W, U, b = f"W{index}", f"U{index}", f"b{index}"
         params = [ir.ParamSpec(W, ("out", "in"), (self.units, widths[0]),

@@ -460,3 +460,52 @@ def test_c_comments_name_the_contributions():
     assert "dL_dH1[b,j] = Σ_i delta_O2[b,i]·W3[i,j] (from O2)" in src \
         or "dL_dH1[b,j] = Σ_i delta_O1[b,i]·W2[i,j] (from O1)" in src
     assert "dL_dH1[b,j] += Σ_i" in src
+
+
+# ------------------------------------------------- merges of tensors (channels)
+
+def tensor_net():
+    I = sn.Input((2, 5, 5), name="I")
+    a = sn.Conv2d(3, 3, padding=1, activation="tanh", name="a")(I)
+    e = sn.Conv2d(2, 3, padding=1, activation="tanh", name="e")(I)
+    C = sn.Concatenate(name="C")([a, e])                   # channels 3 + 2
+    d = sn.Conv2d(5, 3, padding=1, activation="tanh", name="d")(C)
+    R = sn.Add(name="R")([C, d])                           # a residual over the channels
+    M = sn.Multiply(name="M")([R, d])
+    O = sn.Dense(2, name="O")(sn.Flatten(name="F")(M))
+    return sn.Network(I, O, loss="mse")
+
+
+def tensor_loss(p, X, T):
+    F = torch.nn.functional
+    a = torch.tanh(F.conv2d(X, p["W1"], p["b1"], padding=1))
+    e = torch.tanh(F.conv2d(X, p["W2"], p["b2"], padding=1))
+    C = torch.cat([a, e], 1)
+    d = torch.tanh(F.conv2d(C, p["W4"], p["b4"], padding=1))
+    M = (C + d) * d
+    return mse(dense(M.reshape(M.shape[0], -1), p["W8"], p["b8"]), T)
+
+
+def test_tensor_merges_central_differences(rng):
+    model = tensor_net().compile(dtype="float64", seed=2)
+    assert model.network.shapes[2] == (5, 5, 5)
+    X, T = rng.normal(size=(3, 2, 5, 5)), rng.normal(size=(3, 2))
+    check(model, X, T)
+
+
+@needs_torch
+def test_tensor_merges_pytorch(rng):
+    model = tensor_net().compile(dtype="float64", seed=2)
+    X, T = rng.normal(size=(3, 2, 5, 5)), rng.normal(size=(3, 2))
+    loss, grads = model.loss_and_grad(X, T)
+    want_loss, want = torch_grads(tensor_loss, dict(model.params), X, T)
+    assert loss == pytest.approx(want_loss, rel=1e-12)
+    assert_grads(grads, want)
+
+
+def test_tensor_concatenate_needs_equal_spatial_shapes():
+    I = sn.Input((2, 6, 6), name="I")
+    a = sn.Conv2d(3, 3, name="a")(I)          # (3, 4, 4)
+    e = sn.Conv2d(3, 1, name="e")(I)          # (3, 6, 6)
+    with pytest.raises(ValueError, match=r"layer 'C' with inputs a \(3, 4, 4\), e \(3, 6, 6\)"):
+        sn.Network(I, sn.Dense(1)(sn.Flatten()(sn.Concatenate(name="C")([a, e]))))
