@@ -141,6 +141,8 @@ def load(path, network=None, dtype=None):
 def network_from_description(desc: dict):
     """The Network that ``Network.describe()`` returned ``desc`` for."""
     from .dsl import Dense, Input, Network
+    if isinstance(desc, dict) and "nodes" in desc:
+        return _graph_from_description(desc)
     try:
         inp = Input(desc["input"]["n"], name=desc["input"]["name"])
         layers = []
@@ -151,6 +153,50 @@ def network_from_description(desc: dict):
             layers.append(Dense(d["units"], _spec(d["activation"]), bias=d["bias"],
                                 name=d["name"]))
         net = Network(inp, *layers, loss=_spec(desc["loss"]))
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"malformed network description ({type(exc).__name__}: {exc})") \
+            from None
+    if net.describe() != desc:
+        raise ValueError("the network description does not rebuild to itself")
+    return net
+
+
+def _graph_from_description(desc: dict):
+    """A Network with merges, several inputs/outputs or shared layers (the
+    ``nodes`` form of ``Network.describe()``); nodes with the same ``params_of``
+    are one layer object applied at several places."""
+    from .dsl import Dense, Input, Network
+    from .merge import Add, Concatenate, Multiply, Slice
+    from .recurrent import RNNCell, _apply
+    try:
+        made = {}
+        for d in desc["inputs"]:
+            shape = tuple(d["shape"])
+            made[d["name"]] = Input(shape[0] if len(shape) == 1 else shape, name=d["name"])
+        origins = {}
+        for d in desc["nodes"]:
+            kind, key = d.get("kind"), d["params_of"]
+            if key not in origins:
+                if kind == "dense":
+                    layer = Dense(d["units"], _spec(d["activation"]), bias=d["bias"],
+                                  name=d["name"])
+                elif kind == "rnn":
+                    layer = RNNCell(d["units"], _spec(d["activation"]), name=d["name"])
+                elif kind in ("add", "multiply", "concat"):
+                    layer = {"add": Add, "multiply": Multiply, "concat": Concatenate}[kind](
+                        name=d["name"])
+                elif kind == "slice":
+                    layer = Slice(d["start"], d["units"], name=d["name"])
+                else:
+                    raise ValueError(f"layer kind {kind!r} cannot be loaded from a graph "
+                                     "description (dense, rnn, add, multiply, concat, slice); "
+                                     "pass the network: symnet.load(path, network=net)")
+                origins[key] = layer
+            made[d["name"]] = _apply(origins[key], [made[n] for n in d["inputs"]], d["name"])
+        net = Network([made[d["name"]] for d in desc["inputs"]],
+                      [made[o] for o in desc["outputs"]],
+                      loss=[_spec(x) for x in desc["loss"]],
+                      loss_weights=desc["loss_weights"])
     except (KeyError, TypeError, AttributeError) as exc:
         raise ValueError(f"malformed network description ({type(exc).__name__}: {exc})") \
             from None

@@ -125,13 +125,23 @@ def summarize(network, batch_size: int = 32, dtype: str = "float32") -> Summary:
     B, size = int(batch_size), np.dtype(dtype).itemsize
     p = make_plan(network.graph())
     work = {b.name: b.shape[1] for b in p.buffers.values() if b.kind == "work"}
-    rows = []
+    from .derive import needs_input_grad
+    below = needs_input_grad(p.graph)      # False: no ∂L/∂x is computed for that input
+    rows, counted = [], set()
     for k, node in enumerate(p.graph.nodes):
-        n_params = sum(int(np.prod(q.shape)) for q in node.params)
+        # a layer used at several places: its parameters count once, at the first use
+        own = [q for q in node.params if q.name not in counted]
+        counted.update(q.name for q in node.params)
+        n_params = sum(int(np.prod(q.shape)) for q in own)
         forward = [r.name for r in node.reductions] + [node.name]
         backward = [upstream_name(node.name)] + [delta_name(node, r) for r in node.reductions]
-        mm = 2 * B * node.n_out * node.n_in
-        contractions = sum(1 for r in node.reductions if r.contraction)
+        fwd = bwd = 0
+        for r in node.reductions:
+            if r.contraction:
+                x = node.red_input(r)
+                mm = 2 * B * node.n_out * node.widths.get(x, node.n_in)
+                fwd += mm
+                bwd += 2 * mm if below[x] else mm
         label = node.activation.name if node.activation is not None else node.kind
         rows.append(LayerCost(
             node.name, node.n_in, node.n_out,
@@ -139,5 +149,5 @@ def summarize(network, batch_size: int = 32, dtype: str = "float32") -> Summary:
             n_params, n_params * size,
             sum(B * work[n] * size for n in forward if n in work),
             n_params * size + sum(B * work[n] * size for n in backward if n in work),
-            contractions * mm, contractions * mm * (1 if k == 0 else 2)))
+            fwd, bwd))
     return Summary(rows, B, dtype, 2 * p.n_params)

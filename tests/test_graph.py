@@ -509,3 +509,19 @@ def test_tensor_concatenate_needs_equal_spatial_shapes():
     e = sn.Conv2d(3, 1, name="e")(I)          # (3, 6, 6)
     with pytest.raises(ValueError, match=r"layer 'C' with inputs a \(3, 4, 4\), e \(3, 6, 6\)"):
         sn.Network(I, sn.Dense(1)(sn.Flatten()(sn.Concatenate(name="C")([a, e]))))
+
+
+@pytest.mark.parametrize("case", ["two_input", "two_output", "shared", "rnn"])
+def test_save_and_load_a_graph_network(case, tmp_path, rng):
+    model = _model(case)
+    path = tmp_path / "net.npz"
+    model.save(path)
+    back = sn.load(path)
+    assert back.network.describe() == model.network.describe()
+    assert list(back.params) == list(model.params)
+    Xs, _ = data(rng)[case]
+    X = Xs if len(Xs) > 1 else Xs[0]
+    out, want = back.forward(X), model.forward(X)
+    for a, b in zip(out if isinstance(out, list) else [out],
+                    want if isinstance(want, list) else [want]):
+        np.testing.assert_array_equal(a, b)
