@@ -4,19 +4,19 @@
  *   input S: (8, 1) per example
  *   x_1 (1) = S[b,0,i]
  *   h_1 (16) = tanh(b2[i] + zW_h_1[b,i])
- *   x_2 (1) = S[b,0 + 1,i]
+ *   x_2 (1) = S[b,1,i]
  *   h_2 (16) = tanh(b2[i] + zU_h_2[b,i] + zW_h_2[b,i])
- *   x_3 (1) = S[b,0 + 2,i]
+ *   x_3 (1) = S[b,2,i]
  *   h_3 (16) = tanh(b2[i] + zU_h_3[b,i] + zW_h_3[b,i])
- *   x_4 (1) = S[b,0 + 3,i]
+ *   x_4 (1) = S[b,3,i]
  *   h_4 (16) = tanh(b2[i] + zU_h_4[b,i] + zW_h_4[b,i])
- *   x_5 (1) = S[b,0 + 4,i]
+ *   x_5 (1) = S[b,4,i]
  *   h_5 (16) = tanh(b2[i] + zU_h_5[b,i] + zW_h_5[b,i])
- *   x_6 (1) = S[b,0 + 5,i]
+ *   x_6 (1) = S[b,5,i]
  *   h_6 (16) = tanh(b2[i] + zU_h_6[b,i] + zW_h_6[b,i])
- *   x_7 (1) = S[b,0 + 6,i]
+ *   x_7 (1) = S[b,6,i]
  *   h_7 (16) = tanh(b2[i] + zU_h_7[b,i] + zW_h_7[b,i])
- *   x_8 (1) = S[b,0 + 7,i]
+ *   x_8 (1) = S[b,7,i]
  *   h_8 (16) = tanh(b2[i] + zU_h_8[b,i] + zW_h_8[b,i])
  *   O (1) = b17[i] + z_O[b,i]
  *   loss: mse, averaged over the batch
@@ -317,10 +317,10 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
         for (int i = 0; i < 16; i++) {
             h_1[b * 16 + i] = sn_tanhf(b2[i] + zW_h_1[b * 16 + i]);
         }
-    /* x_2[b,i] = S[b,0 + 1,i] */
+    /* x_2[b,i] = S[b,1,i] */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 1; i++) {
-            x_2[b * 1 + i] = S[b * 8 + (0 + 1) * 1 + i];
+            x_2[b * 1 + i] = S[b * 8 + (1) * 1 + i];
         }
     /* zW_h_2[b,i] = Σ_j W2[i,j]·x_2[b,j] */
     sn_mm_nt(batch, 16, 1, x_2, W2, zW_h_2, 0);
@@ -331,10 +331,10 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
         for (int i = 0; i < 16; i++) {
             h_2[b * 16 + i] = sn_tanhf(b2[i] + zU_h_2[b * 16 + i] + zW_h_2[b * 16 + i]);
         }
-    /* x_3[b,i] = S[b,0 + 2,i] */
+    /* x_3[b,i] = S[b,2,i] */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 1; i++) {
-            x_3[b * 1 + i] = S[b * 8 + (0 + 2) * 1 + i];
+            x_3[b * 1 + i] = S[b * 8 + (2) * 1 + i];
         }
     /* zW_h_3[b,i] = Σ_j W2[i,j]·x_3[b,j] */
     sn_mm_nt(batch, 16, 1, x_3, W2, zW_h_3, 0);
@@ -345,10 +345,10 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
         for (int i = 0; i < 16; i++) {
             h_3[b * 16 + i] = sn_tanhf(b2[i] + zU_h_3[b * 16 + i] + zW_h_3[b * 16 + i]);
         }
-    /* x_4[b,i] = S[b,0 + 3,i] */
+    /* x_4[b,i] = S[b,3,i] */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 1; i++) {
-            x_4[b * 1 + i] = S[b * 8 + (0 + 3) * 1 + i];
+            x_4[b * 1 + i] = S[b * 8 + (3) * 1 + i];
         }
     /* zW_h_4[b,i] = Σ_j W2[i,j]·x_4[b,j] */
     sn_mm_nt(batch, 16, 1, x_4, W2, zW_h_4, 0);
@@ -359,10 +359,10 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
         for (int i = 0; i < 16; i++) {
             h_4[b * 16 + i] = sn_tanhf(b2[i] + zU_h_4[b * 16 + i] + zW_h_4[b * 16 + i]);
         }
-    /* x_5[b,i] = S[b,0 + 4,i] */
+    /* x_5[b,i] = S[b,4,i] */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 1; i++) {
-            x_5[b * 1 + i] = S[b * 8 + (0 + 4) * 1 + i];
+            x_5[b * 1 + i] = S[b * 8 + (4) * 1 + i];
         }
     /* zW_h_5[b,i] = Σ_j W2[i,j]·x_5[b,j] */
     sn_mm_nt(batch, 16, 1, x_5, W2, zW_h_5, 0);
@@ -373,10 +373,10 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
         for (int i = 0; i < 16; i++) {
             h_5[b * 16 + i] = sn_tanhf(b2[i] + zU_h_5[b * 16 + i] + zW_h_5[b * 16 + i]);
         }
-    /* x_6[b,i] = S[b,0 + 5,i] */
+    /* x_6[b,i] = S[b,5,i] */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 1; i++) {
-            x_6[b * 1 + i] = S[b * 8 + (0 + 5) * 1 + i];
+            x_6[b * 1 + i] = S[b * 8 + (5) * 1 + i];
         }
     /* zW_h_6[b,i] = Σ_j W2[i,j]·x_6[b,j] */
     sn_mm_nt(batch, 16, 1, x_6, W2, zW_h_6, 0);
@@ -387,10 +387,10 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
         for (int i = 0; i < 16; i++) {
             h_6[b * 16 + i] = sn_tanhf(b2[i] + zU_h_6[b * 16 + i] + zW_h_6[b * 16 + i]);
         }
-    /* x_7[b,i] = S[b,0 + 6,i] */
+    /* x_7[b,i] = S[b,6,i] */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 1; i++) {
-            x_7[b * 1 + i] = S[b * 8 + (0 + 6) * 1 + i];
+            x_7[b * 1 + i] = S[b * 8 + (6) * 1 + i];
         }
     /* zW_h_7[b,i] = Σ_j W2[i,j]·x_7[b,j] */
     sn_mm_nt(batch, 16, 1, x_7, W2, zW_h_7, 0);
@@ -401,10 +401,10 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
         for (int i = 0; i < 16; i++) {
             h_7[b * 16 + i] = sn_tanhf(b2[i] + zU_h_7[b * 16 + i] + zW_h_7[b * 16 + i]);
         }
-    /* x_8[b,i] = S[b,0 + 7,i] */
+    /* x_8[b,i] = S[b,7,i] */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 1; i++) {
-            x_8[b * 1 + i] = S[b * 8 + (0 + 7) * 1 + i];
+            x_8[b * 1 + i] = S[b * 8 + (7) * 1 + i];
         }
     /* zW_h_8[b,i] = Σ_j W2[i,j]·x_8[b,j] */
     sn_mm_nt(batch, 16, 1, x_8, W2, zW_h_8, 0);
@@ -426,13 +426,13 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
 }
 
 /* Forward pass; returns the output's address inside work: (batch, 1). */
-void symnet_dcb235b036_forward(const real *params, real *work, const real *S, int batch)
+void symnet_9042924fe0_forward(const real *params, real *work, const real *S, int batch)
 {
     sn_forward(params, work, S, batch);
 }
 
 /* Loss L = (1/batch) Σ_b L_b, after a forward pass. */
-double symnet_dcb235b036_loss(const real *params, real *work, const real *S, const real *T, int batch)
+double symnet_9042924fe0_loss(const real *params, real *work, const real *S, const real *T, int batch)
 {
     const real *W2 = params + 0;  /* W2: (16, 1) */
     const real *U2 = params + 16;  /* U2: (16, 16) */
@@ -520,7 +520,7 @@ double symnet_dcb235b036_loss(const real *params, real *work, const real *S, con
 }
 
 /* Loss and every gradient ∂L/∂θ (into grads), by back propagation. */
-double symnet_dcb235b036_loss_grad(const real *params, real *grads, real *work, const real *S, const real *T, int batch)
+double symnet_9042924fe0_loss_grad(const real *params, real *grads, real *work, const real *S, const real *T, int batch)
 {
     const real *W2 = params + 0;  /* W2: (16, 1) */
     const real *U2 = params + 16;  /* U2: (16, 16) */
@@ -738,9 +738,9 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
 }
 
 /* One steepest-descent step on this batch: θ ← θ − lr·∂L/∂θ.  Returns the loss before it. */
-double symnet_dcb235b036_step(real *params, real *grads, real *work, const real *S, const real *T, int batch, real lr)
+double symnet_9042924fe0_step(real *params, real *grads, real *work, const real *S, const real *T, int batch, real lr)
 {
-    const double loss = symnet_dcb235b036_loss_grad(params, grads, work, S, T, batch);
+    const double loss = symnet_9042924fe0_loss_grad(params, grads, work, S, T, batch);
     sn_sgd_update(params, params, grads, lr);
     return loss;
 }
@@ -777,7 +777,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_dcb235b036_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_9042924fe0_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -797,7 +797,7 @@ void symnet_dcb235b036_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_dcb235b036_train(real *params, real *grads, real *work, real *Ib, real *Tb, real *prev, int *have_prev,
+long long symnet_9042924fe0_train(real *params, real *grads, real *work, real *Ib, real *Tb, real *prev, int *have_prev,
                            const real *S, const real *T, const long long *idx, long long n_idx, int batch_size,
                            const double *lr, double *losses, int optimizer, real *s1, real *s2, const double *hyper, long long t0)
 {
@@ -811,7 +811,7 @@ long long symnet_dcb235b036_train(real *params, real *grads, real *work, real *I
             memcpy(Ib + (size_t)r * 8, S + n * 8, sizeof(real) * 8);
             memcpy(Tb + (size_t)r * 1, T + n * 1, sizeof(real) * 1);
         }
-        const double loss = symnet_dcb235b036_loss_grad(cur, grads, work, Ib, Tb, batch);
+        const double loss = symnet_9042924fe0_loss_grad(cur, grads, work, Ib, Tb, batch);
         if (!isfinite(loss)) {
             /* both buffers ← θ before the last update (only cur needs it written) */
             if (prev != NULL && *have_prev)

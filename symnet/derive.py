@@ -39,6 +39,40 @@ class Term:
     index: tuple
     expr: sp.Expr
     route: str | None = None
+    gather: tuple | None = None   # (index, expr, summed): the same sum read per target element
+
+
+def gather_form(term: Term, node: ir.Node, red: ir.Reduction) -> tuple | None:
+    """A scatter term dX[b,k,y+u−1,x+v−1] += δ[b,c,y,x]·W[c,k,u,v] read per element
+    of its target: solve each affine position for its output index (y = y′ − u + 1)
+    and substitute, giving dX[b,k,y′,x′] = Σ_c Σ_u Σ_v δ[b,c,y′−u+1,x′−v+1]·W[c,k,u,v]
+    (the correlation of δ with the flipped kernel; positions outside δ count 0).
+    None when a position is not of the form out·s + summed + const."""
+    outs = {n for n, _ in node.space}
+    solved, index = {}, []
+    for ix in term.index:
+        if isinstance(ix, str):
+            index.append(ix)
+            continue
+        own = [(n, c) for n, c in ix.terms if n in outs]
+        if len(own) != 1:
+            return None
+        (n, c), prime = own[0], own[0][0] + "′"
+        sol = str(ir.Affine(((prime, 1),) + tuple((m, -d) for m, d in ix.terms if m != n),
+                            -ix.const))
+        solved[n] = sol if c == 1 else f"({sol})/{c}"
+        index.append(prime)
+    sub = {}
+    for sym in term.expr.free_symbols:
+        acc = node.symbols.get(sym)
+        if acc is None or not any(isinstance(x, str) and x in solved for x in acc.index):
+            continue
+        idx = [solved[x] if isinstance(x, str) and x in solved else ir.index_text(x)
+               for x in acc.index]
+        sub[sym] = ir.scalar(f"{acc.array}[{','.join(idx)}]")
+    carried = set(index) | {x for x in term.index if isinstance(x, str)}
+    summed = [n for n, _ in node.reduction_loop(red) if n not in carried and n not in solved]
+    return tuple(index), term.expr.xreplace(sub), tuple(summed)
 
 
 @dataclass
@@ -172,6 +206,8 @@ def derive_node(node: ir.Node, loss=None, n_out: int = 0, weight: float = 1.0,
                     continue
                 d = stabilise(clean(delta * sp.diff(red.summand, sym)))
                 terms.append(Term(target, acc.index, d))
+                if any(not isinstance(x, str) for x in acc.index):
+                    terms[-1].gather = gather_form(terms[-1], node, red)
         grad.summands[red.name] = terms
     return grad
 

@@ -95,7 +95,8 @@ class Emitter:
             raise ValueError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
         self.plan, self.dtype = plan, dtype
         self.buffers = plan.buffers
-        smap = {s: self.element(a) for s, a in plan.symbols.items()}
+        smap = {s: self.element(a) for s, a in plan.symbols.items()
+                if a.array in self.buffers or a.array == "inv_batch"}
         self.printer = CPrinter(dtype, smap, plain_names=True)
         self.extra_symbols = smap
 

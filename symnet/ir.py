@@ -40,14 +40,15 @@ class Affine:
     const: int = 0
 
     def __str__(self):
-        out = []
+        text = ""
         for name, c in self.terms:
-            word = name if c == 1 else f"{name}*{c}" if c > 0 else f"{name}*({c})"
-            out.append(word)
-        text = " + ".join(out) or "0"
+            word = name if abs(c) == 1 else f"{name}*{abs(c)}"
+            text += (word if c > 0 else f"-{word}") if not text else \
+                (f" + {word}" if c > 0 else f" - {word}")
         if self.const:
-            text += f" + {self.const}" if self.const > 0 else f" - {-self.const}"
-        return text
+            text += (f" + {self.const}" if self.const > 0 else f" - {-self.const}") if text \
+                else str(self.const)
+        return text or "0"
 
     def at(self, point: dict) -> int:
         return self.const + sum(c * point[n] for n, c in self.terms)

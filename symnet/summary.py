@@ -12,14 +12,16 @@ What is counted, per layer, for a batch of B examples and a dtype of s bytes:
 - ``gradient_bytes``: the parameter gradients g_W, g_b (params · s) plus the
   backward buffers of the layer — dL_dH (absent at an output whose loss is
   fused with its activation) and δ (B·out each) — times s.
-- ``flops_forward`` / ``flops_backward``: the matrix products only, a
+- ``flops_forward`` / ``flops_backward``: the matrix products and convolutions only, a
   multiply-add counted as 2 flops: z = X·Wᵀ costs 2·B·out·in; g_W = δᵀ·X
   costs 2·B·out·in; dL_dX = δ·W costs 2·B·out·in again except at the first
   layer, whose input needs no gradient.  Element-wise work (activations,
   their derivatives, the loss, bias sums) is not counted: its cost depends on
   the function (one tanh is not one flop) and it is O(B·out), small beside
-  the O(B·out·in) products.  Reductions that are not matrix products
-  (general layers) are not counted either.
+  the O(B·out·in) products.  A convolution counts 2·B·out·OH·OW·in·kh·kw per
+  contraction, like the matrix product its im2col form is; its input gradient is
+  left out where derive says no layer below needs it.  Other reductions
+  (general layers, pooling) are not counted.
 - the update θ ← θ − lr·g: 2 flops per parameter, in the total only.
 
 The input X and the targets T are the caller's arrays and are not counted.
@@ -124,24 +126,30 @@ def summarize(network, batch_size: int = 32, dtype: str = "float32") -> Summary:
         raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
     B, size = int(batch_size), np.dtype(dtype).itemsize
     p = make_plan(network.graph())
-    work = {b.name: b.shape[1] for b in p.buffers.values() if b.kind == "work"}
+    work = {b.name: int(np.prod(b.shape[1:])) for b in p.buffers.values() if b.kind == "work"}
     from .derive import needs_input_grad
     below = needs_input_grad(p.graph)      # False: no ∂L/∂x is computed for that input
     rows, counted = [], set()
-    for k, node in enumerate(p.graph.nodes):
+    for node in p.graph.nodes:
         # a layer used at several places: its parameters count once, at the first use
         own = [q for q in node.params if q.name not in counted]
         counted.update(q.name for q in node.params)
         n_params = sum(int(np.prod(q.shape)) for q in own)
-        forward = [r.name for r in node.reductions] + [node.name]
+        forward = [r.name for r in node.reductions] + [node.name, f"col_{node.name}"]
         backward = [upstream_name(node.name)] + [delta_name(node, r) for r in node.reductions]
-        fwd = bwd = 0
+        fwd = bwd = 0   # flops of the contractions: matrix products, convolutions
         for r in node.reductions:
+            x = node.red_input(r)
             if r.contraction:
-                x = node.red_input(r)
                 mm = 2 * B * node.n_out * node.widths.get(x, node.n_in)
-                fwd += mm
-                bwd += 2 * mm if below[x] else mm
+            elif r.conv is not None:
+                g = r.conv
+                mm = 2 * B * g["cout"] * int(np.prod(g["out_hw"])) * g["cin"] \
+                    * int(np.prod(g["kernel"]))
+            else:
+                continue
+            fwd += mm
+            bwd += 2 * mm if below[x] else mm
         label = node.activation.name if node.activation is not None else node.kind
         rows.append(LayerCost(
             node.name, node.n_in, node.n_out,

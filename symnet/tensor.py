@@ -8,7 +8,7 @@ convolution, h[c,y,x] = Σ_u Σ_v K[c,u,v]·x[c,y+u,x+v]:
 
 >>> import sympy as sp, symnet as sn
 >>> c, y, x, u, v = sn.indices("c y x u v")
->>> dw = sn.Layer((2, 4, 4), lambda x, K: sp.Sum(K[c, u, v] * x[c, y + u, x + v],
+>>> dw = sn.Layer((2, 4, 4), lambda X, K: sp.Sum(K[c, u, v] * X[c, y + u, x + v],
 ...                                             (u, 0, 2), (v, 0, 2)),
 ...               index=(c, y, x), params={"K": (2, 3, 3)})
 >>> net = sn.Network(sn.Input((2, 6, 6)), dw, sn.Flatten(), sn.Dense(1), loss="mse")
@@ -78,8 +78,8 @@ class TensorLayer(LayerBase):
 
     ``shape``: the output of one example, e.g. (channels, height, width);
     ``index``: the output's index symbols in the same order (``sn.indices``);
-    ``formula``: a Python function whose arguments are named ``x`` (the input)
-    and the parameter names, returning a sympy expression of one output
+    ``formula``: a Python function whose arguments are named ``x`` or ``X`` (the
+    input; ``X`` where ``x`` is an index) and the parameter names, returning a sympy expression of one output
     element; sums are ``sympy.Sum(e, (u, 0, n - 1), ...)`` with integer ranges.
     ``params`` maps each parameter name to its shape (ints); ``init`` as for
     ``sn.Layer``.  Bad formulas raise ValueError naming the layer.
@@ -110,8 +110,9 @@ class TensorLayer(LayerBase):
         self.index = index
         self.params = {}
         for p, pshape in (params or {}).items():
-            if not isinstance(p, str) or not p.isidentifier() or p == "x":
-                _fail(self.where, f"parameter name {p!r} must be an identifier other than x")
+            if not isinstance(p, str) or not p.isidentifier() or p in ("x", "X"):
+                _fail(self.where, f"parameter name {p!r} must be an identifier other than "
+                      "x and X")
             check_name(f"{p}1", f"{self.where}: parameter")
             pshape = (pshape,) if isinstance(pshape, int) else tuple(pshape)
             if not pshape or not all(isinstance(n, int) and n >= 1 for n in pshape):
@@ -138,6 +139,7 @@ class TensorLayer(LayerBase):
         if not callable(formula):
             _fail(self.where, f"formula must be a Python function, got {formula!r}")
         available = {"x": sp.IndexedBase("x", real=True)}
+        available["X"] = available["x"]     # when x names an index, call the input X
         available.update({p: sp.IndexedBase(p, real=True) for p in self.params})
         wanted = inspect.signature(formula).parameters
         for arg in wanted:
