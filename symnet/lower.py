@@ -305,8 +305,7 @@ def _forward(graph: ir.Graph, symbols: dict) -> list:
                                   f"{x}[b,j]"))
             else:
                 ops.append(Zero(red.name, f"batch * {node.n_out}"))
-                idx = [(ir.BATCH, "batch"), (ir.OUT, node.n_out)]
-                idx += [(j, node.n_in) for j in red.over]
+                idx = node.reduction_loop(red)     # j runs over n_in, or red.space
                 ops.append(Loop(idx, [(red.name, (ir.BATCH, ir.OUT), "+=", red.summand)],
                                 f"{red.name}[b,i] = Σ_{','.join(red.over)} {text(red.summand)}"))
         ops.append(Loop([(ir.BATCH, "batch"), (ir.OUT, node.n_out)],

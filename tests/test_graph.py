@@ -525,3 +525,48 @@ def test_save_and_load_a_graph_network(case, tmp_path, rng):
     for a, b in zip(out if isinstance(out, list) else [out],
                     want if isinstance(want, list) else [want]):
         np.testing.assert_array_equal(a, b)
+
+
+# ------------------------------------------------- sn.Layer of several inputs
+
+def multi_layer_net():
+    import sympy as sp
+    X, H = sn.Input(3, name="X0"), sn.Input(4, name="H0")
+    cell = sn.Layer(4, lambda x, h, W, U, V, b, i, j: sp.tanh(
+        sn.sum_j(W[i, j] * x[j]) + sn.sum_j(U[i, j] * h[j]) + b[i]) + h[i] * sn.sum_j(V[j] * x[j] ** 2),
+        params={"W": ("out", "x"), "U": ("out", "h"), "V": ("x",), "b": ("out",)},
+        init={"V": "normal"}, inputs=("x", "h"), name="cell")
+    C = cell([X, H])
+    return sn.Network([X, H], sn.Dense(2, name="O")(C), loss="mse")
+
+
+def multi_layer_loss(p, X, H, T):
+    xp = _xp(X)
+    C = tanh(dense(X, p["W1"], 0) + dense(H, p["U1"], 0) + p["b1"]) \
+        + H * ((X ** 2) @ p["V1"])[:, None]
+    del xp
+    return mse(dense(C, p["W2"], p["b2"]), T)
+
+
+def test_layer_of_two_inputs_by_name(rng):
+    model = multi_layer_net().compile(dtype="float64", seed=4)
+    assert {k: v.shape for k, v in model.params.items()} == {
+        "W1": (4, 3), "U1": (4, 4), "V1": (3,), "b1": (4,), "W2": (2, 4), "b2": (2,)}
+    X, H, T = rng.normal(size=(5, 3)), rng.normal(size=(5, 4)), rng.normal(size=(5, 2))
+    check(model, [X, H], T)
+    p = {k: v.copy() for k, v in model.params.items()}
+    assert model.loss([X, H], T) == pytest.approx(multi_layer_loss(p, X, H, T), rel=1e-12)
+    if torch is not None:
+        _, grads = model.loss_and_grad({"X0": X, "H0": H}, T)
+        assert_grads(grads, torch_grads(multi_layer_loss, p, X, H, T)[1])
+
+
+def test_layer_of_two_inputs_checks_its_arguments():
+    with pytest.raises(ValueError, match="does not use its input h"):
+        sn.Layer(2, lambda x, h, i, j: x[i], inputs=("x", "h"))
+    cell = sn.Layer(2, lambda x, h, i, j: x[i] + h[i], inputs=("x", "h"))
+    with pytest.raises(ValueError, match="takes 2 input"):
+        cell(sn.Input(2))
+    with pytest.raises(ValueError, match="index i subscripts arrays of lengths 2 and 3"):
+        X, H = sn.Input(2), sn.Input(3)
+        sn.Network([X, H], cell([X, H])).graph()
