@@ -37,12 +37,14 @@ def check_gradients(model, X, T, eps: float = 1e-6, elements: int = 20, seed: in
     |compiled − fd| / max(|compiled|, |fd|, 1e-6·largest gradient), so
     entries that are zero up to rounding do not dominate.  With ``verbose``
     one line per parameter is printed.  Expect ≲ 1e-6 for float64 models and
-    ≲ 1e-3 for float32 ones; much more means a wrong derivative.
+    ≲ 1e-3 for float32 ones; much more means a wrong derivative.  X and T
+    may be lists or dicts for networks of several inputs or outputs.
     """
-    X = np.asarray(X, dtype=np.float64)
-    T = np.asarray(T, dtype=np.float64)
-    _, grads = model.loss_and_grad(X, T)
     ref = _twin(model)
+    # lists or dicts of several inputs / outputs: side by side, as the kernels take them
+    X = ref._inputs(X)
+    T = ref._targets(T, X.shape[0])
+    _, grads = model.loss_and_grad(X, T)
     theta0 = ref._theta.copy()
     floor = 1e-6 * max((float(np.abs(g).max()) for g in grads.values() if g.size), default=1.0)
     floor = max(floor, 1e-12)

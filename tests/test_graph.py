@@ -570,3 +570,14 @@ def test_layer_of_two_inputs_checks_its_arguments():
     with pytest.raises(ValueError, match="index i subscripts arrays of lengths 2 and 3"):
         X, H = sn.Input(2), sn.Input(3)
         sn.Network([X, H], cell([X, H])).graph()
+
+
+def test_check_gradients_takes_lists_and_dicts(rng):
+    model = _model("two_output")
+    X = rng.normal(size=(4, 3))
+    T = {"O1": rng.uniform(0.1, 0.9, (4, 2)), "O2": rng.normal(size=(4, 3))}
+    assert sn.check_gradients(model, X, T, verbose=False) < 1e-6
+    model32 = two_input_net().compile(dtype="float32", seed=0)
+    err = sn.check_gradients(model32, [rng.normal(size=(4, 3)), rng.normal(size=(4, 2))],
+                             np.eye(3)[[0, 1, 2, 0]], verbose=False)
+    assert err < 1e-2
