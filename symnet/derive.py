@@ -87,6 +87,9 @@ class NodeGrad:
     # Concatenate: (source, offset, width, term) -- the term runs over i < width
     pieces: list = field(default_factory=list)
     weight: float = 1.0                  # the output's loss weight (fused outputs)
+    # an output that other layers also read: its terms from ∂L/∂O (those readers),
+    # added to the fused ones once the readers have sent their part back
+    through: list = field(default_factory=list)
     input_grad: bool = True              # False: nothing below has parameters
 
 
@@ -237,6 +240,8 @@ def derive(graph: ir.Graph) -> list[NodeGrad]:
         if fused(graph, node):
             g = derive_node(node, graph.losses[node.name], node.n_out,
                             graph.weights[node.name], graph.target_offset(node.name))
+            if graph.consumers(node.name):
+                g.through = derive_node(node).outer
         else:
             g = derive_node(node)
         g.input_grad = any(below[x] for x in node.inputs)
@@ -245,5 +250,6 @@ def derive(graph: ir.Graph) -> list[NodeGrad]:
         g.summands = {r: [t for t in ts if t.target not in drop]
                       for r, ts in g.summands.items()}
         g.pieces = [p for p in g.pieces if p[3].target not in drop]
+        g.through = [t for t in g.through if t.target not in drop]
         grads.append(g)
     return grads

@@ -309,12 +309,6 @@ class Network:
                 raise ValueError(f"two layers are named {n!r}; names must be unique")
             seen.add(n)
         self.output_names = [self.names[self.layers.index(o)] for o in self.outputs]
-        for o, name in zip(self.outputs, self.output_names):
-            for app, user in zip(self.layers, self.names):
-                if any(s is o for s in compose.sources(app)):
-                    raise ValueError(f"output layer {name!r} also feeds layer {user!r}; "
-                                     "an output must be the end of a path (take the "
-                                     "output through a Dense(…, 'linear') copy if needed)")
 
     def _losses(self, loss, loss_weights):
         outs = self.output_names

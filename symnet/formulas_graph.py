@@ -135,6 +135,8 @@ def backward(f, T, el, expr):
     for node in reversed(g.nodes):
         gr = by_node[node.name]
         readers = [c.name for c in g.consumers(node.name)]
+        if node.name in g.outputs and readers:
+            readers = ["the loss"] + readers
         up = upstream_name(node.name)
         if len(readers) > 1:
             f._add("step", T(f"∂L/∂{node.name} = " + " + ".join(
@@ -147,6 +149,11 @@ def backward(f, T, el, expr):
         if fused(g, node):
             f._add("step", T(f"{node.name} is an output: its loss is fused into its "
                              "formula", None))
+            for t in gr.through:
+                if not _to_input(g, t):
+                    f._add("index", el(t.target, ",".join(ir.index_text(x) for x in t.index))
+                           + " += " + _sum(t, ()) + expr(t.expr)
+                           + T(f"   (from the readers of {node.name})", None))
         if node.pieces is not None:
             for src, off, width, t in gr.pieces:
                 if not g.is_input(src):
@@ -156,7 +163,7 @@ def backward(f, T, el, expr):
         for t in gr.outer:
             if _to_input(g, t):
                 continue
-            f._add("index", el(t.target, ",".join(t.index)) + _op(t) + _sum(t, ()) + expr(t.expr)
+            f._add("index", el(t.target, ",".join(ir.index_text(x) for x in t.index)) + _op(t) + _sum(t, ()) + expr(t.expr)
                    + _from(g, t, node))
         for red in node.reductions:
             d = delta_name(node, red)
@@ -171,7 +178,7 @@ def backward(f, T, el, expr):
                 continue
             for t in gr.summands[red.name]:
                 if not _to_input(g, t):
-                    f._add("index", el(t.target, ",".join(t.index)) + " += "
+                    f._add("index", el(t.target, ",".join(ir.index_text(x) for x in t.index)) + " += "
                            + _sum(t, red.over) + expr(t.expr) + _from(g, t, node))
     shared = {p: u for p, u in _uses(g).items() if len(u) > 1}
     if shared:

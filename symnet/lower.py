@@ -218,7 +218,7 @@ def plan(graph: ir.Graph) -> Plan:
                 alias(upstream_name(node.name), upstream_name(node.input), node.n_out,
                       f"∂L/∂{node.name}: ∂L/∂{node.input} flattened")
             continue
-        if not is_fused(graph, node):
+        if not is_fused(graph, node) or graph.consumers(node.name):
             work(upstream_name(node.name), _shape(node), f"∂L/∂{node.name}")
         for t in by_node[node.name].outer:
             if t.target.startswith("delta_") and t.target not in buffers:
@@ -349,6 +349,8 @@ def _loss(graph: ir.Graph, by_node: dict, grad: bool, written: set) -> list:
                                    upstream_name(out.name) if grad else None, weight,
                                    graph.target_offset(name),
                                    None if graph.n_out == out.n_out else graph.n_out))
+            if grad:      # layers reading this output add their part to dL_dO
+                written.add(upstream_name(out.name))
             continue
         g = by_node[out.name]
         value = g.loss if weight == 1.0 else sp.Float(weight) * g.loss
@@ -404,6 +406,15 @@ def _backward(graph: ir.Graph, by_node: dict, written: set) -> list:
             ops += _concat_backward(graph, g, written)
             continue
         loop = tuple(node.out_index)
+        if g.through:     # an output also read by other layers: their part, on top
+            terms = [t for t in g.through if not _to_input(graph, t)]
+            for t in terms:
+                if t.target not in written:
+                    ops.append(Zero(t.target, None))
+                    written.add(t.target)
+            ops.append(Loop(node.loop(), [(t.target, t.index, "+=", t.expr) for t in terms],
+                            "; ".join(f"{t.target}[{_index(t.index)}] += {text(t.expr)}"
+                                      f"  (from the readers of {node.name})" for t in terms)))
         if not is_fused(graph, node):
             terms = [t for t in g.outer if not _to_input(graph, t)]
             for t in terms:

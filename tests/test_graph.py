@@ -581,3 +581,47 @@ def test_check_gradients_takes_lists_and_dicts(rng):
     err = sn.check_gradients(model32, [rng.normal(size=(4, 3)), rng.normal(size=(4, 2))],
                              np.eye(3)[[0, 1, 2, 0]], verbose=False)
     assert err < 1e-2
+
+
+# --------------------------------------- an output that other layers also read
+
+@pytest.mark.parametrize("first_loss", ["bce", "softmax_cross_entropy", "mse"])
+def test_output_that_feeds_another_layer(first_loss, rng):
+    I = sn.Input(3, name="I")
+    H1 = sn.Dense(4, "tanh", name="H1")(I)
+    O1 = sn.Dense(3, "sigmoid" if first_loss == "bce" else "linear", name="O1")(H1)
+    O2 = sn.Dense(2, "tanh", name="O2")(O1)             # reads the first output
+    net = sn.Network(I, [O1, O2], loss={"O1": first_loss, "O2": "mse"},
+                     loss_weights={"O1": 0.7, "O2": 1.3})
+    model = net.compile(dtype="float64", seed=0)
+    for k, v in model.params.items():
+        model.params[k] = rng.normal(0, 0.6, v.shape)
+    X = rng.normal(size=(5, 3))
+    T1 = np.eye(3)[[0, 1, 2, 1, 0]] if first_loss == "softmax_cross_entropy" else \
+        rng.uniform(0.1, 0.9, (5, 3))
+    T2 = rng.normal(size=(5, 2))
+    check(model, X, [T1, T2])
+    # numpy, by hand
+    p = {k: v.copy() for k, v in model.params.items()}
+    H = np.tanh(dense(X, p["W1"], p["b1"]))
+    z1 = dense(H, p["W2"], p["b2"])
+    O1v = sigmoid(z1) if first_loss == "bce" else z1
+    O2v = np.tanh(dense(O1v, p["W3"], p["b3"]))
+    dz3 = 1.3 * 2 * (O2v - T2) / (5 * 2) * (1 - O2v ** 2)
+    dO1 = dz3 @ p["W3"]                                     # from O2
+    if first_loss == "bce":
+        dz1 = 0.7 * (O1v - T1) / (5 * 3) + dO1 * O1v * (1 - O1v)
+    elif first_loss == "mse":
+        dz1 = 0.7 * 2 * (O1v - T1) / (5 * 3) + dO1
+    else:
+        dz1 = 0.7 * (softmax(O1v) - T1) / 5 + dO1
+    dH = dz1 @ p["W2"]
+    dz0 = dH * (1 - H ** 2)
+    want = {"W1": dz0.T @ X, "b1": dz0.sum(0), "W2": dz1.T @ H, "b2": dz1.sum(0),
+            "W3": dz3.T @ O1v, "b3": dz3.sum(0)}
+    _, grads = model.loss_and_grad(X, [T1, T2])
+    assert_grads(grads, want)
+    text = str(net.formulas())
+    assert "∂L/∂O1 = ∂L/∂O1 (from the loss) + ∂L/∂O1 (from O2)" in text
+    if first_loss != "softmax_cross_entropy":      # fused: δ_O1 gets the readers' part
+        assert "(from the readers of O1)" in text
