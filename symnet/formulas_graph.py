@@ -95,7 +95,7 @@ def forward(f, T, el, expr, n):
             act = f"f_{node.name}" if act.startswith("custom:") else act
             W, U = [r.contraction for r in node.reductions][:1], \
                 [r.contraction for r in node.reductions][1:]
-            b = [p.name for p in node.params if p.role == "bias"][0]
+            b = next(p.name for p in node.params if p.role == "bias")
             inner = f"{W[0]}·{node.inputs[0]}" + (
                 f" + {U[0]}·{node.inputs[1]}" if U else "") + f" + {b}"
             f._add("step", T(f"{node.name} = {act}({inner})"

@@ -10,9 +10,9 @@ installed.  The forward passes below are written once for numpy and torch
 
 import numpy as np
 import pytest
+from gradcheck import check
 
 import symnet as sn
-from gradcheck import check
 
 try:
     import torch
@@ -128,7 +128,7 @@ def two_input_loss(p, A, Bi, T):
 
 
 def two_input_numpy(p, A, Bi, T):
-    HA, HB, G, C, O = two_input_forward(p, A, Bi)
+    HA, HB, _, C, O = two_input_forward(p, A, Bi)
     dO = (softmax(O) * T.sum(1, keepdims=True) - T) / A.shape[0]
     dC = dO @ p["W5"]
     dG = dC[:, :4]
