@@ -412,7 +412,9 @@ class Network:
                                self.losses[0], inputs=ins, outputs=list(self.output_names),
                                losses=dict(zip(self.output_names, self.losses)),
                                weights=dict(zip(self.output_names, self.loss_weights)),
-                               in_shape=self.input.shape if len(ins) == 1 else (n_in,))
+                               in_shape=self.input.shape if len(ins) == 1 else (n_in,),
+                               input_shapes={n: x.shape for n, x in
+                                             zip(self.input_names, self.inputs)})
         names = [p.name for p in self._graph.params()]
         clash = (set(names) & ({n.name for n in nodes} | set(self.input_names)))
         if clash:

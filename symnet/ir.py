@@ -202,6 +202,7 @@ class Graph:
     outputs: list[str] | None = None
     losses: dict | None = None
     weights: dict | None = None
+    input_shapes: dict | None = None     # one example of each input, e.g. (1, 8, 8)
 
     def __post_init__(self):
         if not self.in_shape:

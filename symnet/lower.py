@@ -199,7 +199,8 @@ def plan(graph: ir.Graph) -> Plan:
 
     if graph.packed:
         for name, width in graph.inputs:
-            work(name, width, f"input {name}")
+            shape = (graph.input_shapes or {}).get(name, (width,))
+            work(name, shape if len(shape) > 1 else width, f"input {name}")
     for node in graph.nodes:
         if node.kind == "flatten":
             alias(node.name, node.input, node.n_out, f"layer {node.name}: {node.input} "

@@ -625,3 +625,24 @@ def test_output_that_feeds_another_layer(first_loss, rng):
     assert "∂L/∂O1 = ∂L/∂O1 (from the loss) + ∂L/∂O1 (from O2)" in text
     if first_loss != "softmax_cross_entropy":      # fused: δ_O1 gets the readers' part
         assert "(from the readers of O1)" in text
+
+
+def test_an_image_and_a_vector_as_two_inputs(rng):
+    img, vec = sn.Input((1, 5, 5), name="img"), sn.Input(3, name="vec")
+    a = sn.Flatten(name="F")(sn.Conv2d(2, 3, activation="tanh", name="a")(img))   # 2·3·3
+    h = sn.Dense(4, "tanh", name="h")(vec)
+    O = sn.Dense(2, name="O")(sn.Concatenate(name="C")([a, h]))
+    model = sn.Network([img, vec], O, loss="mse").compile(dtype="float64", seed=0)
+    X = {"img": rng.normal(size=(4, 1, 5, 5)), "vec": rng.normal(size=(4, 3))}
+    T = rng.normal(size=(4, 2))
+    check(model, [X["img"], X["vec"]], T)
+    # the image part alone, through the same weights by numpy
+    p = model.params
+    W, b = p["W1"], p["b1"]
+    conv = np.zeros((4, 2, 3, 3))
+    for y in range(3):
+        for x in range(3):
+            patch = X["img"][:, :, y:y + 3, x:x + 3].reshape(4, -1)
+            conv[:, :, y, x] = patch @ W.reshape(2, -1).T + b
+    C = np.concatenate([np.tanh(conv).reshape(4, -1), np.tanh(dense(X["vec"], p["W3"], p["b3"]))], 1)
+    np.testing.assert_allclose(model.forward(X), dense(C, p["W5"], p["b5"]), rtol=1e-12)
