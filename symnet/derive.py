@@ -8,7 +8,11 @@ For node H with incoming gradient g[b,i] = ∂L/∂H[b,i] (the symbol ``dL_dH``)
     ∂L/∂x[b,j]   += delta_r[b,i] · ∂g_r/∂x[b,j]   (gives dL_dX of the node below)
 
 A contraction r = Σ_j W[i,j]·x[b,j] needs no sympy at all: its two
-derivative rules are the matrix products δᵀ·X and δ·W.
+derivative rules are the matrix products δᵀ·X and δ·W (``Product``).
+
+``derive`` hands over every term once: lower, explicit, formulas and summary
+consume ``NodeGrad`` as it is, including which inputs need no gradient (the
+first layer's, and a parameter-free layer's with nothing trainable below).
 
 At the output node an element-wise loss ℓ(o, t) is composed with φ before
 differentiating, so that e.g. sigmoid + BCE gives the stable σ(z) − t.
@@ -76,6 +80,25 @@ def gather_form(term: Term, node: ir.Node, red: ir.Reduction) -> tuple | None:
 
 
 @dataclass
+class Product:
+    """A contraction's gradient, itself a contraction (a matrix product):
+    rule "weight": g_W[i,j] = Σ_b δ[b,i]·X[b,j]  (δᵀ·X);
+    rule "input":  dL_dX[b,j] = Σ_i δ[b,i]·W[i,j] (δ·W), only where derive says the
+    input needs a gradient."""
+
+    rule: str
+    target: str
+    delta: str
+    operand: str                 # X for "weight", W for "input"
+
+    @property
+    def formula(self) -> str:
+        if self.rule == "weight":
+            return f"{self.target}[i,j] = Σ_b {self.delta}[b,i]·{self.operand}[b,j]"
+        return f"{self.target}[b,j] = Σ_i {self.delta}[b,i]·{self.operand}[i,j]"
+
+
+@dataclass
 class NodeGrad:
     """Everything back propagation needs for one node."""
 
@@ -90,7 +113,15 @@ class NodeGrad:
     # an output that other layers also read: its terms from ∂L/∂O (those readers),
     # added to the fused ones once the readers have sent their part back
     through: list = field(default_factory=list)
+    products: dict[str, list[Product]] = field(default_factory=dict)  # per contraction
     input_grad: bool = True              # False: nothing below has parameters
+
+    def terms(self) -> list:
+        """Every gradient term of the node, in the order back propagation runs them."""
+        out = list(self.outer)
+        for red in self.node.reductions:
+            out += self.products.get(red.name, []) + self.summands.get(red.name, [])
+        return out
 
 
 def clean(expr: sp.Expr) -> sp.Expr:
@@ -251,5 +282,14 @@ def derive(graph: ir.Graph) -> list[NodeGrad]:
                       for r, ts in g.summands.items()}
         g.pieces = [p for p in g.pieces if p[3].target not in drop]
         g.through = [t for t in g.through if t.target not in drop]
+        for red in node.reductions:
+            if red.contraction:
+                X = node.red_input(red)
+                g.products[red.name] = [Product("weight", grad_name(red.contraction),
+                                                delta_name(node, red), X)]
+                if below[X]:
+                    g.products[red.name].append(Product("input", upstream_name(X),
+                                                        delta_name(node, red),
+                                                        red.contraction))
         grads.append(g)
     return grads

@@ -176,7 +176,20 @@ class Emitter:
             else:
                 lhs = self.element(ir.Access(target, tuple(index)))
                 stmts.append((lhs, kind, self.printer.doprint(rhs)))
+        hoisted = []
+        if op.hoist and len(op.indices) > 1:
+            inner = op.indices[-1][0]
+            keep = []
+            for (target, index, kind, _), st in zip(op.stmts, stmts):
+                names = {n for ix in index for n in ((ix,) if isinstance(ix, str)
+                                                     else ix.names())}
+                if kind == "+=" and target != "loss" and inner not in names:
+                    hoisted.append((st[0], f"acc{len(hoisted)}", st[2]))
+                else:
+                    keep.append(st)
+            stmts = keep
         return {"indices": self.bounds(op), "comment": c_comment(op.comment),
+                "hoisted": hoisted,
                 "temps": [(str(s), self.printer.doprint(v)) for s, v in temps],
                 "stmts": stmts}
 

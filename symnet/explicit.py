@@ -222,14 +222,11 @@ def _evaluate(graph: ir.Graph, grads: list[NodeGrad], batch: int) -> dict:
             run.accumulate(node, t.target, t.index, t.expr)
         for red in node.reductions:
             delta = env[delta_name(node, red)]
-            if red.contraction:
-                X, W = env[node.input], env[red.contraction]
-                gW = run.target(grad_name(red.contraction))
-                gW[...] = np.vectorize(_plus, otypes=[object])(gW, delta.T.dot(X))
-                if g.input_grad:
-                    up = run.target(upstream_name(node.input))
-                    up[...] = np.vectorize(_plus, otypes=[object])(up, delta.dot(W))
-                continue
+            for prod in g.products.get(red.name, []):   # δᵀ·X and δ·W, as derived
+                operand = env[prod.operand]
+                value = delta.T.dot(operand) if prod.rule == "weight" else delta.dot(operand)
+                acc = run.target(prod.target)
+                acc[...] = np.vectorize(_plus, otypes=[object])(acc, value)
             for t in g.summands[red.name]:
                 if t.route == "argmax":
                     run.max_pool(node, red, [(t.target, t.index, t.expr)])

@@ -266,7 +266,7 @@ class Formulas:
             above = nodes[k + 1] if k + 1 < len(nodes) else None
             if above is None:
                 self._output_gradient(grad)
-            self._node(grad, above, first=not grad.input_grad)
+            self._node(grad, above)
 
     def _output_gradient(self, grad: NodeGrad):
         out = grad.node.name
@@ -292,7 +292,7 @@ class Formulas:
                   + _Tex(f"   (not stored: fused into delta_{out} below)",
                          r" \quad \text{(fused)}"))
 
-    def _node(self, grad: NodeGrad, above: ir.Node | None, first: bool):
+    def _node(self, grad: NodeGrad, above: ir.Node | None):
         node, H = grad.node, grad.node.name
         if node.kind == "flatten":
             self._add("step", _d("L", node.input) + EQ + _d("L", H)
@@ -338,17 +338,19 @@ class Formulas:
         # Parameters and inputs inside the reductions.
         for red in node.reductions:
             dn, X = delta_name(node, red), node.input
-            if red.contraction:
+            for prod in grad.products.get(red.name, []):   # δᵀ·X and δ·W, as derived
                 W = red.contraction
-                self._add("step", _d("L", W) + EQ + _d("L", H) + CHAIN + _d(H, W) + EQ
-                          + _delta(dn) + TR + DOT + _n(X))
-                self._add("index", _el(grad_name(W), "i,j") + EQ + _sum("b") + _el(dn, "b,i")
-                          + DOT + _el(X, "b,j"))
-                if not first:
+                if prod.rule == "weight":
+                    self._add("step", _d("L", W) + EQ + _d("L", H) + CHAIN + _d(H, W) + EQ
+                              + _delta(dn) + TR + DOT + _n(X))
+                    self._add("index", _el(prod.target, "i,j") + EQ + _sum("b")
+                              + _el(dn, "b,i") + DOT + _el(X, "b,j"))
+                else:
                     self._add("step", _d("L", X) + EQ + _d("L", H) + CHAIN + _d(H, X) + EQ
                               + _delta(dn) + DOT + _n(W))
-                    self._add("index", _el(upstream_name(X), "b,j") + EQ + _sum("i")
+                    self._add("index", _el(prod.target, "b,j") + EQ + _sum("i")
                               + _el(dn, "b,i") + DOT + _el(W, "i,j"))
+            if red.contraction:
                 continue
             for t in grad.summands[red.name]:
                 name = t.target[len("g_"):] if t.target.startswith("g_") else X

@@ -42,11 +42,14 @@ class Loop:
     """for each index in ``indices`` (name, extent): the statements, after CSE.
 
     ``stmts`` is a list of (target, index, op, expr) with op "=" or "+=";
-    ``target`` "loss" is the double accumulator of the loss."""
+    ``target`` "loss" is the double accumulator of the loss.  With ``hoist``, a
+    "+=" whose target does not depend on the innermost index sums into a local
+    first (g_b[c] over y, x), so the innermost loop vectorises."""
 
     indices: list[tuple[str, str | int]]
     stmts: list[tuple[str, tuple[str, ...], str, sp.Expr]]
     comment: str
+    hoist: bool = False
 
 
 @dataclass
@@ -331,7 +334,8 @@ def _tensor_forward(node: ir.Node) -> list:
         else:
             ops.append(Zero(red.name, None))
             ops.append(Loop(node.reduction_loop(red),
-                            [(red.name, node.out_index, "+=", red.summand)], comment))
+                            [(red.name, node.out_index, "+=", red.summand)], comment,
+                            hoist=True))
     ops.append(Loop(node.loop(), [(node.name, node.out_index, "=", node.outer)],
                     f"{node.name}[{_index(node.out_index)}] = {text(node.outer)}"))
     return ops
@@ -429,25 +433,25 @@ def _backward(graph: ir.Graph, by_node: dict, written: set) -> list:
                                           f"{_assign(t, loop)} {text(t.expr)}"
                                           + _from(graph, t.target[4:], node)
                                           * t.target.startswith("dL_d")
-                                          for t in terms)))
+                                          for t in terms),
+                                hoist=len(node.space) > 1))
                 written.update(t.target for t in terms)
         for red in node.reductions:
             delta = delta_name(node, red)
+            for prod in g.products.get(red.name, []):   # δᵀ·X and δ·W, as derived
+                acc = prod.target in written        # a second use / reader: += (summed)
+                formula = prod.formula.replace(" = ", " += " if acc else " = ", 1)
+                if prod.rule == "weight":
+                    X = prod.operand
+                    ops.append(MatMul("tn", prod.target, delta, X, node.n_out,
+                                      node.widths[X], "batch", acc, formula))
+                else:
+                    X = prod.target[len("dL_d"):]
+                    ops.append(MatMul("nn", prod.target, delta, prod.operand, "batch",
+                                      node.widths[X], node.n_out, acc,
+                                      formula + _from(graph, X, node)))
+                written.add(prod.target)
             if red.contraction:
-                W, X = red.contraction, node.red_input(red)
-                gW = grad_name(W)
-                ops.append(MatMul("tn", gW, delta, X, node.n_out, node.widths[X],
-                                  "batch", gW in written,
-                                  f"{gW}[i,j] {'+' if gW in written else ''}= "
-                                  f"Σ_b {delta}[b,i]·{X}[b,j]"))
-                written.add(gW)
-                if below[X]:
-                    up = upstream_name(X)
-                    ops.append(MatMul("nn", up, delta, W, "batch", node.widths[X], node.n_out,
-                                      up in written,
-                                      f"{up}[b,j] {'+' if up in written else ''}= "
-                                      f"Σ_i {delta}[b,i]·{W}[i,j]{_from(graph, X, node)}"))
-                    written.add(up)
                 continue
             terms = g.summands[red.name]
             if red.conv is not None:
@@ -472,7 +476,8 @@ def _backward(graph: ir.Graph, by_node: dict, written: set) -> list:
                 continue
             if terms:
                 ops.append(Loop(node.reduction_loop(red),
-                                [(t.target, t.index, "+=", t.expr) for t in terms], comment))
+                                [(t.target, t.index, "+=", t.expr) for t in terms], comment,
+                                hoist=len(node.space) > 1))
     # a parameter no use of which reaches the loss (U of a one-step recurrence)
     for p in graph.params():
         if grad_name(p.name) not in written:
@@ -510,8 +515,13 @@ def _conv_backward(node, red, terms, written) -> list:
     geo, W = red.conv, red.conv["weight"]
     gW, up = grad_name(W), upstream_name(node.input)
     ops = []
-    lines = [f"{t.target}[{_index(t.index)}] += {_sums_of(node, red, t)}{text(t.expr)}"
-             for t in terms]
+    lines = []
+    for t in terms:
+        lines.append(f"{t.target}[{_index(t.index)}] += {_sums_of(node, red, t)}{text(t.expr)}")
+        if t.gather is not None:   # the same sum per element of dX: the flipped kernel
+            idx, expr, sums = t.gather
+            lines[-1] += (f", i.e. {t.target}[{','.join(idx)}] = "
+                          + "".join(f"Σ_{n} " for n in sums) + text(expr))
     dX = up if any(t.target == up for t in terms) else None
     if dX is not None and dX not in written:
         ops.append(Zero(dX, None))

@@ -45,3 +45,8 @@ def test_two_heads_classify_and_regress():
     acc, rmse = _main("two_heads")(epochs=100, verbose=False)
     assert acc >= 0.97
     assert rmse < 0.1
+
+
+def test_digits_conv_accuracy():
+    """The convolutional network on the bundled digits as 1×8×8 images (README figure)."""
+    assert _main("digits_conv")(png=None, verbose=False) >= 0.985
