@@ -87,6 +87,8 @@ def check(inputs: list, outputs: list, order: list):
     """The checks made when a network is declared (ValueError naming the layers)."""
     from .dsl import Input
     declared = {id(i) for i in inputs}
+    if len(declared) != len(inputs):
+        raise ValueError("the same Input is given twice among the network's inputs")
     reached = set()
     for out in outputs:
         if isinstance(out, Input):

@@ -646,3 +646,9 @@ def test_an_image_and_a_vector_as_two_inputs(rng):
             conv[:, :, y, x] = patch @ W.reshape(2, -1).T + b
     C = np.concatenate([np.tanh(conv).reshape(4, -1), np.tanh(dense(X["vec"], p["W3"], p["b3"]))], 1)
     np.testing.assert_allclose(model.forward(X), dense(C, p["W5"], p["b5"]), rtol=1e-12)
+
+
+def test_the_same_input_twice_is_refused():
+    I = sn.Input(2, name="I")
+    with pytest.raises(ValueError, match="the same Input is given twice"):
+        sn.Network([I, I], sn.Dense(1)(I))
