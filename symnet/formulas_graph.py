@@ -20,7 +20,7 @@ from __future__ import annotations
 import sympy as sp
 
 from . import ir
-from .derive import delta_name, fused, grad_name, upstream_name
+from .derive import delta_name, fused, grad_name, needs_input_grad, upstream_name
 from .notation import latex_name
 
 
@@ -132,6 +132,7 @@ def backward(f, T, el, expr):
     f._add("heading", T("Backward, from the outputs down (each layer after every layer "
                         "that reads it)", r"\text{Backward}"))
     by_node = {gr.node.name: gr for gr in f.grads}
+    below = needs_input_grad(g)
     for node in reversed(g.nodes):
         gr = by_node[node.name]
         readers = [c.name for c in g.consumers(node.name)]
@@ -172,7 +173,7 @@ def backward(f, T, el, expr):
                 W = red.contraction
                 f._add("step", T(f"∂L/∂{W} += δ_{d[6:]}ᵀ·{X}" + _at(g, W, node), None))
                 f._add("index", T(f"{grad_name(W)}[i,j] += Σ_b {d}[b,i]·{X}[b,j]", None))
-                if not g.is_input(X):
+                if below[X]:       # derive leaves out ∂L/∂X where nothing below learns
                     f._add("index", T(f"{upstream_name(X)}[b,j] += Σ_i {d}[b,i]·{W}[i,j]"
                                       f"   (from {node.name})", None))
                 continue
