@@ -127,14 +127,8 @@ def summarize(network, batch_size: int = 32, dtype: str = "float32") -> Summary:
     B, size = int(batch_size), np.dtype(dtype).itemsize
     p = make_plan(network.graph())
     work = {b.name: int(np.prod(b.shape[1:])) for b in p.buffers.values() if b.kind == "work"}
-<<<<<<< HEAD
-    from .derive import needs_input_grad
-    below = needs_input_grad(p.graph)      # False: no ∂L/∂x is computed for that input
-    rows, counted = [], set()
-=======
     by_node = {g.node.name: g for g in p.grads}    # derive's hand-off: the terms that exist
-    rows = []
->>>>>>> conv
+    rows, counted = [], set()
     for node in p.graph.nodes:
         # a layer used at several places: its parameters count once, at the first use
         own = [q for q in node.params if q.name not in counted]
@@ -142,32 +136,17 @@ def summarize(network, batch_size: int = 32, dtype: str = "float32") -> Summary:
         n_params = sum(int(np.prod(q.shape)) for q in own)
         forward = [r.name for r in node.reductions] + [node.name, f"col_{node.name}"]
         backward = [upstream_name(node.name)] + [delta_name(node, r) for r in node.reductions]
-<<<<<<< HEAD
-        fwd = bwd = 0   # flops of the contractions: matrix products, convolutions
-        for r in node.reductions:
-            x = node.red_input(r)
-            if r.contraction:
-                mm = 2 * B * node.n_out * node.widths.get(x, node.n_in)
-=======
         fwd = bwd = 0   # a contraction and each of its gradient products: same flops
+        grad = by_node[node.name]
         for r in node.reductions:
-            grad = by_node[node.name]
             if r.contraction:
-                mm = 2 * B * node.n_out * node.n_in
+                mm = 2 * B * node.n_out * node.widths.get(node.red_input(r), node.n_in)
                 fwd, bwd = fwd + mm, bwd + mm * len(grad.products[r.name])
->>>>>>> conv
             elif r.conv is not None:
                 g = r.conv
                 mm = 2 * B * g["cout"] * int(np.prod(g["out_hw"])) * g["cin"] \
                     * int(np.prod(g["kernel"]))
-<<<<<<< HEAD
-            else:
-                continue
-            fwd += mm
-            bwd += 2 * mm if below[x] else mm
-=======
                 fwd, bwd = fwd + mm, bwd + mm * len(grad.summands[r.name])
->>>>>>> conv
         label = node.activation.name if node.activation is not None else node.kind
         rows.append(LayerCost(
             node.name, node.n_in, node.n_out,
