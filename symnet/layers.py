@@ -331,7 +331,7 @@ class Layer(LayerBase):
         return f"Layer({self.units}, {self.formula_text!r}, name={self.name!r})"
 
     def to_nodes(self, index, name, inputs, shapes):
-        if len(self.input_args) == 1:
+        if len(getattr(self, "input_args", ())) <= 1:   # (subclasses may skip __init__)
             return super().to_nodes(index, name, inputs, shapes)
         from .layers_multi import multi_input_node
         return multi_input_node(self, index, name, inputs, shapes)
