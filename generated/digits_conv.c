@@ -13,7 +13,7 @@
  * X of width n holds X[b,j] at X[b * n + j]; W of shape (out, in) holds
  * W[i,j] at W[i * in + j].  Parameters live in one flat array `params`
  * (9930 numbers), their gradients in `grads` with the same
- * layout, and everything per example in `work` (10088 numbers
+ * layout, and everything per example in `work` (9576 numbers
  * per example of the batch).
  */
 #include <math.h>
@@ -296,21 +296,21 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
     real *col_H1 = work + (size_t)batch * 1024;  /* im2col of I for H1: (batch, 9, 64) */
     real *H1 = work + (size_t)batch * 1600;  /* layer H1: (batch, 16, 8, 8) */
     real *z_H2 = work + (size_t)batch * 2624;  /* Σ of H2: (batch, 16, 4, 4) */
-    real *H2 = work + (size_t)batch * 2880;  /* layer H2: (batch, 16, 4, 4) */
-    real *z_H3 = work + (size_t)batch * 3136;  /* Σ of H3: (batch, 32, 4, 4) */
-    real *col_H3 = work + (size_t)batch * 3648;  /* im2col of H2 for H3: (batch, 144, 16) */
-    real *H3 = work + (size_t)batch * 5952;  /* layer H3: (batch, 32, 4, 4) */
-    real *z_O = work + (size_t)batch * 6464;  /* Σ of O: (batch, 10) */
-    real *O = work + (size_t)batch * 6474;  /* layer O: (batch, 10) */
-    real *dL_dH1 = work + (size_t)batch * 6484;  /* ∂L/∂H1: (batch, 16, 8, 8) */
-    real *delta_H1 = work + (size_t)batch * 7508;  /* ∂L/∂z_H1: (batch, 16, 8, 8) */
-    real *dL_dH2 = work + (size_t)batch * 8532;  /* ∂L/∂H2: (batch, 16, 4, 4) */
-    real *delta_H2 = work + (size_t)batch * 8788;  /* ∂L/∂z_H2: (batch, 16, 4, 4) */
-    real *dL_dH3 = work + (size_t)batch * 9044;  /* ∂L/∂H3: (batch, 32, 4, 4) */
-    real *delta_H3 = work + (size_t)batch * 9556;  /* ∂L/∂z_H3: (batch, 32, 4, 4) */
-    real *dL_dO = work + (size_t)batch * 10068;  /* ∂L/∂O: (batch, 10) */
-    real *delta_O = work + (size_t)batch * 10078;  /* ∂L/∂z_O: (batch, 10) */
+    real *z_H3 = work + (size_t)batch * 2880;  /* Σ of H3: (batch, 32, 4, 4) */
+    real *col_H3 = work + (size_t)batch * 3392;  /* im2col of H2 for H3: (batch, 144, 16) */
+    real *H3 = work + (size_t)batch * 5696;  /* layer H3: (batch, 32, 4, 4) */
+    real *z_O = work + (size_t)batch * 6208;  /* Σ of O: (batch, 10) */
+    real *O = work + (size_t)batch * 6218;  /* layer O: (batch, 10) */
+    real *dL_dH1 = work + (size_t)batch * 6228;  /* ∂L/∂H1: (batch, 16, 8, 8) */
+    real *delta_H1 = work + (size_t)batch * 7252;  /* ∂L/∂z_H1: (batch, 16, 8, 8) */
+    real *dL_dH2 = work + (size_t)batch * 8276;  /* ∂L/∂H2: (batch, 16, 4, 4) */
+    real *dL_dH3 = work + (size_t)batch * 8532;  /* ∂L/∂H3: (batch, 32, 4, 4) */
+    real *delta_H3 = work + (size_t)batch * 9044;  /* ∂L/∂z_H3: (batch, 32, 4, 4) */
+    real *dL_dO = work + (size_t)batch * 9556;  /* ∂L/∂O: (batch, 10) */
+    real *delta_O = work + (size_t)batch * 9566;  /* ∂L/∂z_O: (batch, 10) */
+    real *H2 = z_H2;  /* layer H2: z_H2 itself: (batch, 16, 4, 4) */
     real *H4 = H3;  /* layer H4: H3 flattened (the same memory): (batch, 512) */
+    real *delta_H2 = dL_dH2;  /* ∂L/∂z_H2: ∂L/∂H2 itself: (batch, 16, 4, 4) */
     real *dL_dH4 = dL_dH3;  /* ∂L/∂H4: ∂L/∂H3 flattened: (batch, 512) */
 
     /* z_H1[b,c,y,x] = Σ_k Σ_u Σ_v I[b,k,y + u - 1,x + v - 1]·W1[c,k,u,v]
@@ -337,13 +337,6 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
                         for (int v = 0; v < 2; v++) {
                             z_H2[b * 256 + c * 16 + y * 4 + x] = H1[b * 1024 + c * 64 + (y*2 + u) * 8 + (x*2 + v)] > z_H2[b * 256 + c * 16 + y * 4 + x] ? H1[b * 1024 + c * 64 + (y*2 + u) * 8 + (x*2 + v)] : z_H2[b * 256 + c * 16 + y * 4 + x];
                         }
-    /* H2[b,c,y,x] = z_H2[b,c,y,x] */
-    for (int b = 0; b < batch; b++)
-        for (int c = 0; c < 16; c++)
-            for (int y = 0; y < 4; y++)
-                for (int x = 0; x < 4; x++) {
-                    H2[b * 256 + c * 16 + y * 4 + x] = z_H2[b * 256 + c * 16 + y * 4 + x];
-                }
     /* z_H3[b,c,y,x] = Σ_k Σ_u Σ_v H2[b,k,y + u - 1,x + v - 1]·W3[c,k,u,v]
        as im2col: col_H3[b] holds the input positions each output reads, then z_H3[b] = W3·col_H3[b] */
     for (int b = 0; b < batch; b++) {
@@ -369,13 +362,13 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 }
 
 /* Forward pass; returns the output's address inside work: (batch, 10). */
-void symnet_4335bb679f_forward(const real *params, real *work, const real *I, int batch)
+void symnet_f42ba298ba_forward(const real *params, real *work, const real *I, int batch)
 {
     sn_forward(params, work, I, batch);
 }
 
 /* Loss L = (1/batch) Σ_b L_b, after a forward pass. */
-double symnet_4335bb679f_loss(const real *params, real *work, const real *I, const real *T, int batch)
+double symnet_f42ba298ba_loss(const real *params, real *work, const real *I, const real *T, int batch)
 {
     const real *W1 = params + 0;  /* W1: (16, 1, 3, 3) */
     const real *b1 = params + 144;  /* b1: (16,) */
@@ -388,21 +381,21 @@ double symnet_4335bb679f_loss(const real *params, real *work, const real *I, con
     real *col_H1 = work + (size_t)batch * 1024;  /* im2col of I for H1: (batch, 9, 64) */
     real *H1 = work + (size_t)batch * 1600;  /* layer H1: (batch, 16, 8, 8) */
     real *z_H2 = work + (size_t)batch * 2624;  /* Σ of H2: (batch, 16, 4, 4) */
-    real *H2 = work + (size_t)batch * 2880;  /* layer H2: (batch, 16, 4, 4) */
-    real *z_H3 = work + (size_t)batch * 3136;  /* Σ of H3: (batch, 32, 4, 4) */
-    real *col_H3 = work + (size_t)batch * 3648;  /* im2col of H2 for H3: (batch, 144, 16) */
-    real *H3 = work + (size_t)batch * 5952;  /* layer H3: (batch, 32, 4, 4) */
-    real *z_O = work + (size_t)batch * 6464;  /* Σ of O: (batch, 10) */
-    real *O = work + (size_t)batch * 6474;  /* layer O: (batch, 10) */
-    real *dL_dH1 = work + (size_t)batch * 6484;  /* ∂L/∂H1: (batch, 16, 8, 8) */
-    real *delta_H1 = work + (size_t)batch * 7508;  /* ∂L/∂z_H1: (batch, 16, 8, 8) */
-    real *dL_dH2 = work + (size_t)batch * 8532;  /* ∂L/∂H2: (batch, 16, 4, 4) */
-    real *delta_H2 = work + (size_t)batch * 8788;  /* ∂L/∂z_H2: (batch, 16, 4, 4) */
-    real *dL_dH3 = work + (size_t)batch * 9044;  /* ∂L/∂H3: (batch, 32, 4, 4) */
-    real *delta_H3 = work + (size_t)batch * 9556;  /* ∂L/∂z_H3: (batch, 32, 4, 4) */
-    real *dL_dO = work + (size_t)batch * 10068;  /* ∂L/∂O: (batch, 10) */
-    real *delta_O = work + (size_t)batch * 10078;  /* ∂L/∂z_O: (batch, 10) */
+    real *z_H3 = work + (size_t)batch * 2880;  /* Σ of H3: (batch, 32, 4, 4) */
+    real *col_H3 = work + (size_t)batch * 3392;  /* im2col of H2 for H3: (batch, 144, 16) */
+    real *H3 = work + (size_t)batch * 5696;  /* layer H3: (batch, 32, 4, 4) */
+    real *z_O = work + (size_t)batch * 6208;  /* Σ of O: (batch, 10) */
+    real *O = work + (size_t)batch * 6218;  /* layer O: (batch, 10) */
+    real *dL_dH1 = work + (size_t)batch * 6228;  /* ∂L/∂H1: (batch, 16, 8, 8) */
+    real *delta_H1 = work + (size_t)batch * 7252;  /* ∂L/∂z_H1: (batch, 16, 8, 8) */
+    real *dL_dH2 = work + (size_t)batch * 8276;  /* ∂L/∂H2: (batch, 16, 4, 4) */
+    real *dL_dH3 = work + (size_t)batch * 8532;  /* ∂L/∂H3: (batch, 32, 4, 4) */
+    real *delta_H3 = work + (size_t)batch * 9044;  /* ∂L/∂z_H3: (batch, 32, 4, 4) */
+    real *dL_dO = work + (size_t)batch * 9556;  /* ∂L/∂O: (batch, 10) */
+    real *delta_O = work + (size_t)batch * 9566;  /* ∂L/∂z_O: (batch, 10) */
+    real *H2 = z_H2;  /* layer H2: z_H2 itself: (batch, 16, 4, 4) */
     real *H4 = H3;  /* layer H4: H3 flattened (the same memory): (batch, 512) */
+    real *delta_H2 = dL_dH2;  /* ∂L/∂z_H2: ∂L/∂H2 itself: (batch, 16, 4, 4) */
     real *dL_dH4 = dL_dH3;  /* ∂L/∂H4: ∂L/∂H3 flattened: (batch, 512) */
 
     const real inv_batch = (real)1 / (real)batch;
@@ -430,7 +423,7 @@ double symnet_4335bb679f_loss(const real *params, real *work, const real *I, con
 }
 
 /* Loss and every gradient ∂L/∂θ (into grads), by back propagation. */
-double symnet_4335bb679f_loss_grad(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
+double symnet_f42ba298ba_loss_grad(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
 {
     const real *W1 = params + 0;  /* W1: (16, 1, 3, 3) */
     const real *b1 = params + 144;  /* b1: (16,) */
@@ -450,21 +443,21 @@ double symnet_4335bb679f_loss_grad(const real *params, real *grads, real *work, 
     real *col_H1 = work + (size_t)batch * 1024;  /* im2col of I for H1: (batch, 9, 64) */
     real *H1 = work + (size_t)batch * 1600;  /* layer H1: (batch, 16, 8, 8) */
     real *z_H2 = work + (size_t)batch * 2624;  /* Σ of H2: (batch, 16, 4, 4) */
-    real *H2 = work + (size_t)batch * 2880;  /* layer H2: (batch, 16, 4, 4) */
-    real *z_H3 = work + (size_t)batch * 3136;  /* Σ of H3: (batch, 32, 4, 4) */
-    real *col_H3 = work + (size_t)batch * 3648;  /* im2col of H2 for H3: (batch, 144, 16) */
-    real *H3 = work + (size_t)batch * 5952;  /* layer H3: (batch, 32, 4, 4) */
-    real *z_O = work + (size_t)batch * 6464;  /* Σ of O: (batch, 10) */
-    real *O = work + (size_t)batch * 6474;  /* layer O: (batch, 10) */
-    real *dL_dH1 = work + (size_t)batch * 6484;  /* ∂L/∂H1: (batch, 16, 8, 8) */
-    real *delta_H1 = work + (size_t)batch * 7508;  /* ∂L/∂z_H1: (batch, 16, 8, 8) */
-    real *dL_dH2 = work + (size_t)batch * 8532;  /* ∂L/∂H2: (batch, 16, 4, 4) */
-    real *delta_H2 = work + (size_t)batch * 8788;  /* ∂L/∂z_H2: (batch, 16, 4, 4) */
-    real *dL_dH3 = work + (size_t)batch * 9044;  /* ∂L/∂H3: (batch, 32, 4, 4) */
-    real *delta_H3 = work + (size_t)batch * 9556;  /* ∂L/∂z_H3: (batch, 32, 4, 4) */
-    real *dL_dO = work + (size_t)batch * 10068;  /* ∂L/∂O: (batch, 10) */
-    real *delta_O = work + (size_t)batch * 10078;  /* ∂L/∂z_O: (batch, 10) */
+    real *z_H3 = work + (size_t)batch * 2880;  /* Σ of H3: (batch, 32, 4, 4) */
+    real *col_H3 = work + (size_t)batch * 3392;  /* im2col of H2 for H3: (batch, 144, 16) */
+    real *H3 = work + (size_t)batch * 5696;  /* layer H3: (batch, 32, 4, 4) */
+    real *z_O = work + (size_t)batch * 6208;  /* Σ of O: (batch, 10) */
+    real *O = work + (size_t)batch * 6218;  /* layer O: (batch, 10) */
+    real *dL_dH1 = work + (size_t)batch * 6228;  /* ∂L/∂H1: (batch, 16, 8, 8) */
+    real *delta_H1 = work + (size_t)batch * 7252;  /* ∂L/∂z_H1: (batch, 16, 8, 8) */
+    real *dL_dH2 = work + (size_t)batch * 8276;  /* ∂L/∂H2: (batch, 16, 4, 4) */
+    real *dL_dH3 = work + (size_t)batch * 8532;  /* ∂L/∂H3: (batch, 32, 4, 4) */
+    real *delta_H3 = work + (size_t)batch * 9044;  /* ∂L/∂z_H3: (batch, 32, 4, 4) */
+    real *dL_dO = work + (size_t)batch * 9556;  /* ∂L/∂O: (batch, 10) */
+    real *delta_O = work + (size_t)batch * 9566;  /* ∂L/∂z_O: (batch, 10) */
+    real *H2 = z_H2;  /* layer H2: z_H2 itself: (batch, 16, 4, 4) */
     real *H4 = H3;  /* layer H4: H3 flattened (the same memory): (batch, 512) */
+    real *delta_H2 = dL_dH2;  /* ∂L/∂z_H2: ∂L/∂H2 itself: (batch, 16, 4, 4) */
     real *dL_dH4 = dL_dH3;  /* ∂L/∂H4: ∂L/∂H3 flattened: (batch, 512) */
 
     const real inv_batch = (real)1 / (real)batch;
@@ -524,13 +517,6 @@ double symnet_4335bb679f_loss_grad(const real *params, real *grads, real *work, 
         sn_mm_tn(144, 16, 32, W3, d, col, 0);
         sn_col2im(col, dL_dH2 + (size_t)b * 256, 16, 4, 4, 3, 3, 1, 1, 1, 1, 4, 4);
     }
-    /* delta_H2[b,c,y,x] = dL_dH2[b,c,y,x] */
-    for (int b = 0; b < batch; b++)
-        for (int c = 0; c < 16; c++)
-            for (int y = 0; y < 4; y++)
-                for (int x = 0; x < 4; x++) {
-                    delta_H2[b * 256 + c * 16 + y * 4 + x] = dL_dH2[b * 256 + c * 16 + y * 4 + x];
-                }
     memset(dL_dH1, 0, sizeof(real) * (size_t)batch * 1024);
     /* dL_dH1[b,c,y*2 + u,x*2 + v] += delta_H2[b,c,y,x] at the first (u,v) where H1[b,c,y*2 + u,x*2 + v] = z_H2[b,c,y,x] (first on ties) */
     for (int b = 0; b < batch; b++)
@@ -586,9 +572,9 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
 }
 
 /* One steepest-descent step on this batch: θ ← θ − lr·∂L/∂θ.  Returns the loss before it. */
-double symnet_4335bb679f_step(real *params, real *grads, real *work, const real *I, const real *T, int batch, real lr)
+double symnet_f42ba298ba_step(real *params, real *grads, real *work, const real *I, const real *T, int batch, real lr)
 {
-    const double loss = symnet_4335bb679f_loss_grad(params, grads, work, I, T, batch);
+    const double loss = symnet_f42ba298ba_loss_grad(params, grads, work, I, T, batch);
     sn_sgd_update(params, params, grads, lr);
     return loss;
 }
@@ -625,7 +611,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_4335bb679f_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_f42ba298ba_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -645,7 +631,7 @@ void symnet_4335bb679f_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_4335bb679f_train(real *params, real *grads, real *work, real *Ib, real *Tb, real *prev, int *have_prev,
+long long symnet_f42ba298ba_train(real *params, real *grads, real *work, real *Ib, real *Tb, real *prev, int *have_prev,
                            const real *I, const real *T, const long long *idx, long long n_idx, int batch_size,
                            const double *lr, double *losses, int optimizer, real *s1, real *s2, const double *hyper, long long t0)
 {
@@ -659,7 +645,7 @@ long long symnet_4335bb679f_train(real *params, real *grads, real *work, real *I
             memcpy(Ib + (size_t)r * 64, I + n * 64, sizeof(real) * 64);
             memcpy(Tb + (size_t)r * 10, T + n * 10, sizeof(real) * 10);
         }
-        const double loss = symnet_4335bb679f_loss_grad(cur, grads, work, Ib, Tb, batch);
+        const double loss = symnet_f42ba298ba_loss_grad(cur, grads, work, Ib, Tb, batch);
         if (!isfinite(loss)) {
             /* both buffers ← θ before the last update (only cur needs it written) */
             if (prev != NULL && *have_prev)

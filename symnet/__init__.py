@@ -36,8 +36,8 @@ def __getattr__(name):
     raise AttributeError(f"module 'symnet' has no attribute {name!r}")
 
 
-__all__ = ["Add", "AvgPool2d", "Concatenate", "Conv1d", "Conv2d", "Dense", "Flatten",
-           "MaxPool2d", "Multiply", "Slice", "indices", "recurrent", "History", "Input", "Layer",
-           "Network", "check_gradients", "datasets",
-           "load", "n_in", "schedules", "sigmoid", "softplus", "sum_j", "sum_k",
+__all__ = ["Add", "AvgPool2d", "Concatenate", "Conv1d", "Conv2d", "Dense", "Flatten", "History",
+           "Input", "Layer", "MaxPool2d", "Multiply", "Network", "Slice", "check_gradients",
+           "datasets", "indices", "load", "n_in", "recurrent", "schedules", "sigmoid",
+           "softplus", "sum_j", "sum_k",
            "__version__"]

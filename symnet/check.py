@@ -40,11 +40,15 @@ def check_gradients(model, X, T, eps: float = 1e-6, elements: int = 20, seed: in
     ≲ 1e-3 for float32 ones; much more means a wrong derivative.  X and T
     may be lists or dicts for networks of several inputs or outputs.
     """
-    ref = _twin(model)
-    # lists or dicts of several inputs / outputs: side by side, as the kernels take them
-    X = ref._inputs(X)
-    T = ref._targets(T, X.shape[0])
+    def f64(A):   # lists or dicts (several inputs / outputs) as they are: the model reads them
+        if isinstance(A, dict):
+            return {k: np.asarray(v, dtype=np.float64) for k, v in A.items()}
+        if isinstance(A, (list, tuple)):
+            return [np.asarray(v, dtype=np.float64) for v in A]
+        return np.asarray(A, dtype=np.float64)
+    X, T = f64(X), f64(T)
     _, grads = model.loss_and_grad(X, T)
+    ref = _twin(model)
     theta0 = ref._theta.copy()
     floor = 1e-6 * max((float(np.abs(g).max()) for g in grads.values() if g.size), default=1.0)
     floor = max(floor, 1e-12)

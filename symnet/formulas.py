@@ -359,20 +359,21 @@ class Formulas:
                 summed = [n for n, _ in node.reduction_loop(red) if n not in carried]
                 self._add("step", _d("L", name) + EQ + _d("L", H) + CHAIN + _d(H, name))
                 if t.route == "argmax":
-                    self._add("index", _el(t.target, _index(t.index)) + _Tex(" += ", " += ")
+                    self._add("index", _el(t.target, _index(t.index)) + _Tex(" += ")
                               + _expr(t.expr) + _Tex(
                                   "   at the first (" + ",".join(n for n, _ in red.space)
                                   + ") where "
                                   f"{text(red.summand)} = {red.name}[{out}], for every "
-                                  f"{red.name}[{out}]", r" \quad \text{at the arg-max (first on ties)}"))
+                                  f"{red.name}[{out}]",
+                                  r" \quad \text{at the arg-max (first on ties)}"))
                     continue
                 op = _Tex(" += ", " += ") if carried - set(t.index) else EQ
                 self._add("index", _el(t.target, _index(t.index)) + op + _sum(summed)
                           + _expr(t.expr))
                 if t.gather is not None:
                     idx, expr, sums = t.gather
-                    self._add("index", _Tex("i.e. ", r"\text{i.e. } ") + _el(t.target, ",".join(idx))
-                              + EQ + _sum(sums) + _expr(expr)
+                    self._add("index", _Tex("i.e. ", r"\text{i.e. } ")
+                              + _el(t.target, ",".join(idx)) + EQ + _sum(sums) + _expr(expr)
                               + _Tex("   (correlation with the flipped kernel; terms outside "
                                      f"{delta_name(node, red)} are 0)",
                                      r" \quad \text{(flipped kernel)}"))

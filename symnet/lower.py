@@ -14,7 +14,7 @@ import sympy as sp
 
 from . import ir
 from .derive import (NodeGrad, Term, delta_name, derive, fused as is_fused, grad_name,
-                     needs_input_grad, shifted, upstream_name)
+                     shifted, upstream_name)
 from .notation import text  # loop comments read like the derivation (net.formulas())
 
 
@@ -197,7 +197,8 @@ def plan(graph: ir.Graph) -> Plan:
         if name in buffers:
             raise ValueError(f"the name {name!r} is used twice in the generated code; "
                              "rename the layer")
-        buffers[name] = Buffer(name, "alias", ("batch", width), buffers[of].offset, comment,
+        shape = tuple(width) if isinstance(width, tuple) else (width,)
+        buffers[name] = Buffer(name, "alias", ("batch", *shape), buffers[of].offset, comment,
                                alias=of)
 
     if graph.packed:
@@ -215,7 +216,11 @@ def plan(graph: ir.Graph) -> Plan:
                 g = red.conv
                 work(f"col_{node.name}", (g["cin"] * _size(g["kernel"]), _size(g["out_hw"])),
                      f"im2col of {node.input} for {node.name}")
-        work(node.name, _shape(node), f"layer {node.name}")
+        if _identity(node):
+            alias(node.name, node.reductions[0].name, _shape(node),
+                  f"layer {node.name}: {node.reductions[0].name} itself")
+        else:
+            work(node.name, _shape(node), f"layer {node.name}")
     for node in graph.nodes:
         if node.kind == "flatten":
             if by_node[node.name].input_grad:
@@ -227,7 +232,11 @@ def plan(graph: ir.Graph) -> Plan:
         for t in by_node[node.name].outer:
             if t.target.startswith("delta_") and t.target not in buffers:
                 red = next(r for r in node.reductions if delta_name(node, r) == t.target)
-                work(t.target, _shape(node), f"∂L/∂{red.name}")
+                if _identity(node) and t.expr == by_node[node.name].upstream:
+                    alias(t.target, upstream_name(node.name), _shape(node),
+                          f"∂L/∂{red.name}: ∂L/∂{node.name} itself")
+                else:
+                    work(t.target, _shape(node), f"∂L/∂{red.name}")
 
     p = Plan(graph, grads, buffers, n_params, row)
     for node in graph.nodes:
@@ -272,6 +281,13 @@ def _piece_loop(node: ir.Node, width: int) -> list:
     return [(ir.BATCH, "batch"), (ir.OUT, width)] + list(node.space[1:])
 
 
+def _identity(node: ir.Node) -> bool:
+    """A tensor node whose output is its one reduction (pooling, a linear convolution
+    without bias): the output and the delta share the reduction's buffers."""
+    return (len(node.space) > 1 and len(node.reductions) == 1
+            and node.outer == node.reductions[0].symbol)
+
+
 def _shape(node: ir.Node):
     """A node's buffer shape after the batch: an int for vectors (as before)."""
     return node.n_out if len(node.space) == 1 else node.out_shape
@@ -281,63 +297,51 @@ def _index(index) -> str:
     return ",".join(ir.index_text(x) for x in index)
 
 
-def _conv_comment(node: ir.Node, red: ir.Reduction) -> str:
-    return f"{red.name}[{_index(node.out_index)}] = {_sums(node, red)}{text(red.summand)}"
-
-
 def _sums(node, red) -> str:
-    return "".join(f"Σ_{n} " for n, _ in (red.space or [(j, 0) for j in red.over]))
+    """Σ_j (vectors: Σ_j,k for a double sum) or Σ_k Σ_u Σ_v (tensors)."""
+    if not red.space:
+        return f"Σ_{','.join(red.over)} "
+    return "".join(f"Σ_{n} " for n, _ in red.space)
 
 
 def _forward(graph: ir.Graph, symbols: dict) -> list:
+    """Every node's reductions, then its outer formula, over the loops its index
+    spaces give: (b, i) and (b, i, j) for vectors, (b, c, y, x, ...) for tensors;
+    first the inputs out of their side-by-side array, when there are several."""
     ops = _unpack(graph, symbols) if graph.packed else []
     for node in graph.nodes:
-        if node.kind == "flatten":
+        if node.kind == "flatten":       # a view of its input: no loop
             continue
         if node.pieces is not None:
             ops += _concat(node, symbols)
             continue
-        if len(node.space) > 1:
-            ops += _tensor_forward(node)
-            continue
+        out = _index(node.out_index)
+        tensor = len(node.space) > 1
         for red in node.reductions:
+            comment = f"{red.name}[{out}] = {_sums(node, red)}{text(red.summand)}"
             if red.contraction:
                 x = node.red_input(red)
                 ops.append(MatMul("nt", red.name, x, red.contraction, "batch",
                                   node.n_out, node.widths[x], False,
                                   f"{red.name}[b,i] = Σ_j {red.contraction}[i,j]·"
                                   f"{x}[b,j]"))
+            elif red.conv is not None:
+                ops.append(Conv("forward", node.input, red.conv["weight"], f"col_{node.name}",
+                                red.conv, comment, Z=red.name))
+            elif red.op == "max":
+                ops.append(Fill(red.name, "-INFINITY"))
+                ops.append(Loop(node.reduction_loop(red),
+                                [(red.name, node.out_index, "max", red.summand)],
+                                f"{red.name}[{out}] = max_"
+                                f"{','.join(n for n, _ in red.space)} {text(red.summand)}"))
             else:
-                ops.append(Zero(red.name, f"batch * {node.n_out}"))
-                idx = node.reduction_loop(red)     # j runs over n_in, or red.space
-                ops.append(Loop(idx, [(red.name, (ir.BATCH, ir.OUT), "+=", red.summand)],
-                                f"{red.name}[b,i] = Σ_{','.join(red.over)} {text(red.summand)}"))
-        ops.append(Loop([(ir.BATCH, "batch"), (ir.OUT, node.n_out)],
-                        [(node.name, (ir.BATCH, ir.OUT), "=", node.outer)],
-                        f"{node.name}[b,i] = {text(node.outer)}"))
-    return ops
-
-
-def _tensor_forward(node: ir.Node) -> list:
-    ops = []
-    for red in node.reductions:
-        comment = _conv_comment(node, red)
-        if red.conv is not None:
-            ops.append(Conv("forward", node.input, red.conv["weight"], f"col_{node.name}",
-                            red.conv, comment, Z=red.name))
-        elif red.op == "max":
-            ops.append(Fill(red.name, "-INFINITY"))
-            ops.append(Loop(node.reduction_loop(red),
-                            [(red.name, node.out_index, "max", red.summand)],
-                            f"{red.name}[{_index(node.out_index)}] = max_"
-                            f"{','.join(n for n, _ in red.space)} {text(red.summand)}"))
-        else:
-            ops.append(Zero(red.name, None))
-            ops.append(Loop(node.reduction_loop(red),
-                            [(red.name, node.out_index, "+=", red.summand)], comment,
-                            hoist=True))
-    ops.append(Loop(node.loop(), [(node.name, node.out_index, "=", node.outer)],
-                    f"{node.name}[{_index(node.out_index)}] = {text(node.outer)}"))
+                ops.append(Zero(red.name, None))
+                ops.append(Loop(node.reduction_loop(red),
+                                [(red.name, node.out_index, "+=", red.summand)], comment,
+                                hoist=tensor))
+        if not _identity(node):
+            ops.append(Loop(node.loop(), [(node.name, node.out_index, "=", node.outer)],
+                            f"{node.name}[{out}] = {text(node.outer)}"))
     return ops
 
 
@@ -402,7 +406,6 @@ def _backward(graph: ir.Graph, by_node: dict, written: set) -> list:
     buffer read by several nodes receives the first contribution into zeros
     and the rest with +=, so ∂L/∂H sums over H's readers and ∂L/∂W over W's uses."""
     ops = []
-    below = needs_input_grad(graph)
     for node in reversed(graph.nodes):
         g = by_node[node.name]
         if node.kind == "flatten":
@@ -421,7 +424,10 @@ def _backward(graph: ir.Graph, by_node: dict, written: set) -> list:
                             "; ".join(f"{t.target}[{_index(t.index)}] += {text(t.expr)}"
                                       f"  (from the readers of {node.name})" for t in terms)))
         if not is_fused(graph, node):
-            terms = [t for t in g.outer if not _to_input(graph, t)]
+            # a delta that is its upstream gradient itself shares its buffer: no loop
+            terms = [t for t in g.outer if not _to_input(graph, t)
+                     and not (_identity(node) and t.expr == g.upstream
+                              and t.target.startswith("delta_"))]
             for t in terms:
                 if _assign(t, loop) == "+=" and t.target not in written:
                     ops.append(Zero(t.target, None))

@@ -79,8 +79,9 @@ class TensorLayer(LayerBase):
     ``shape``: the output of one example, e.g. (channels, height, width);
     ``index``: the output's index symbols in the same order (``sn.indices``);
     ``formula``: a Python function whose arguments are named ``x`` or ``X`` (the
-    input; ``X`` where ``x`` is an index) and the parameter names, returning a sympy expression of one output
-    element; sums are ``sympy.Sum(e, (u, 0, n - 1), ...)`` with integer ranges.
+    input; ``X`` where ``x`` is an index) and the parameter names, returning a
+    sympy expression of one output element; sums are
+    ``sympy.Sum(e, (u, 0, n - 1), ...)`` with integer ranges.
     ``params`` maps each parameter name to its shape (ints); ``init`` as for
     ``sn.Layer``.  Bad formulas raise ValueError naming the layer.
     """
