@@ -25,7 +25,7 @@
  * X of width n holds X[b,j] at X[b * n + j]; W of shape (out, in) holds
  * W[i,j] at W[i * in + j].  Parameters live in one flat array `params`
  * (305 numbers), their gradients in `grads` with the same
- * layout, and everything per example in `work` (755 numbers
+ * layout, and everything per example in `work` (643 numbers
  * per example of the batch).
  */
 #include <math.h>
@@ -278,32 +278,32 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
     real *dL_dx_2 = work + (size_t)batch * 411;  /* ∂L/∂x_2: (batch, 1) */
     real *dL_dh_2 = work + (size_t)batch * 412;  /* ∂L/∂h_2: (batch, 16) */
     real *delta_zW_h_2 = work + (size_t)batch * 428;  /* ∂L/∂zW_h_2: (batch, 16) */
-    real *delta_zU_h_2 = work + (size_t)batch * 444;  /* ∂L/∂zU_h_2: (batch, 16) */
-    real *dL_dx_3 = work + (size_t)batch * 460;  /* ∂L/∂x_3: (batch, 1) */
-    real *dL_dh_3 = work + (size_t)batch * 461;  /* ∂L/∂h_3: (batch, 16) */
-    real *delta_zW_h_3 = work + (size_t)batch * 477;  /* ∂L/∂zW_h_3: (batch, 16) */
-    real *delta_zU_h_3 = work + (size_t)batch * 493;  /* ∂L/∂zU_h_3: (batch, 16) */
-    real *dL_dx_4 = work + (size_t)batch * 509;  /* ∂L/∂x_4: (batch, 1) */
-    real *dL_dh_4 = work + (size_t)batch * 510;  /* ∂L/∂h_4: (batch, 16) */
-    real *delta_zW_h_4 = work + (size_t)batch * 526;  /* ∂L/∂zW_h_4: (batch, 16) */
-    real *delta_zU_h_4 = work + (size_t)batch * 542;  /* ∂L/∂zU_h_4: (batch, 16) */
-    real *dL_dx_5 = work + (size_t)batch * 558;  /* ∂L/∂x_5: (batch, 1) */
-    real *dL_dh_5 = work + (size_t)batch * 559;  /* ∂L/∂h_5: (batch, 16) */
-    real *delta_zW_h_5 = work + (size_t)batch * 575;  /* ∂L/∂zW_h_5: (batch, 16) */
-    real *delta_zU_h_5 = work + (size_t)batch * 591;  /* ∂L/∂zU_h_5: (batch, 16) */
-    real *dL_dx_6 = work + (size_t)batch * 607;  /* ∂L/∂x_6: (batch, 1) */
-    real *dL_dh_6 = work + (size_t)batch * 608;  /* ∂L/∂h_6: (batch, 16) */
-    real *delta_zW_h_6 = work + (size_t)batch * 624;  /* ∂L/∂zW_h_6: (batch, 16) */
-    real *delta_zU_h_6 = work + (size_t)batch * 640;  /* ∂L/∂zU_h_6: (batch, 16) */
-    real *dL_dx_7 = work + (size_t)batch * 656;  /* ∂L/∂x_7: (batch, 1) */
-    real *dL_dh_7 = work + (size_t)batch * 657;  /* ∂L/∂h_7: (batch, 16) */
-    real *delta_zW_h_7 = work + (size_t)batch * 673;  /* ∂L/∂zW_h_7: (batch, 16) */
-    real *delta_zU_h_7 = work + (size_t)batch * 689;  /* ∂L/∂zU_h_7: (batch, 16) */
-    real *dL_dx_8 = work + (size_t)batch * 705;  /* ∂L/∂x_8: (batch, 1) */
-    real *dL_dh_8 = work + (size_t)batch * 706;  /* ∂L/∂h_8: (batch, 16) */
-    real *delta_zW_h_8 = work + (size_t)batch * 722;  /* ∂L/∂zW_h_8: (batch, 16) */
-    real *delta_zU_h_8 = work + (size_t)batch * 738;  /* ∂L/∂zU_h_8: (batch, 16) */
-    real *delta_O = work + (size_t)batch * 754;  /* ∂L/∂z_O: (batch, 1) */
+    real *dL_dx_3 = work + (size_t)batch * 444;  /* ∂L/∂x_3: (batch, 1) */
+    real *dL_dh_3 = work + (size_t)batch * 445;  /* ∂L/∂h_3: (batch, 16) */
+    real *delta_zW_h_3 = work + (size_t)batch * 461;  /* ∂L/∂zW_h_3: (batch, 16) */
+    real *dL_dx_4 = work + (size_t)batch * 477;  /* ∂L/∂x_4: (batch, 1) */
+    real *dL_dh_4 = work + (size_t)batch * 478;  /* ∂L/∂h_4: (batch, 16) */
+    real *delta_zW_h_4 = work + (size_t)batch * 494;  /* ∂L/∂zW_h_4: (batch, 16) */
+    real *dL_dx_5 = work + (size_t)batch * 510;  /* ∂L/∂x_5: (batch, 1) */
+    real *dL_dh_5 = work + (size_t)batch * 511;  /* ∂L/∂h_5: (batch, 16) */
+    real *delta_zW_h_5 = work + (size_t)batch * 527;  /* ∂L/∂zW_h_5: (batch, 16) */
+    real *dL_dx_6 = work + (size_t)batch * 543;  /* ∂L/∂x_6: (batch, 1) */
+    real *dL_dh_6 = work + (size_t)batch * 544;  /* ∂L/∂h_6: (batch, 16) */
+    real *delta_zW_h_6 = work + (size_t)batch * 560;  /* ∂L/∂zW_h_6: (batch, 16) */
+    real *dL_dx_7 = work + (size_t)batch * 576;  /* ∂L/∂x_7: (batch, 1) */
+    real *dL_dh_7 = work + (size_t)batch * 577;  /* ∂L/∂h_7: (batch, 16) */
+    real *delta_zW_h_7 = work + (size_t)batch * 593;  /* ∂L/∂zW_h_7: (batch, 16) */
+    real *dL_dx_8 = work + (size_t)batch * 609;  /* ∂L/∂x_8: (batch, 1) */
+    real *dL_dh_8 = work + (size_t)batch * 610;  /* ∂L/∂h_8: (batch, 16) */
+    real *delta_zW_h_8 = work + (size_t)batch * 626;  /* ∂L/∂zW_h_8: (batch, 16) */
+    real *delta_O = work + (size_t)batch * 642;  /* ∂L/∂z_O: (batch, 1) */
+    real *delta_zU_h_2 = delta_zW_h_2;  /* ∂L/∂zU_h_2: the same as delta_zW_h_2: (batch, 16) */
+    real *delta_zU_h_3 = delta_zW_h_3;  /* ∂L/∂zU_h_3: the same as delta_zW_h_3: (batch, 16) */
+    real *delta_zU_h_4 = delta_zW_h_4;  /* ∂L/∂zU_h_4: the same as delta_zW_h_4: (batch, 16) */
+    real *delta_zU_h_5 = delta_zW_h_5;  /* ∂L/∂zU_h_5: the same as delta_zW_h_5: (batch, 16) */
+    real *delta_zU_h_6 = delta_zW_h_6;  /* ∂L/∂zU_h_6: the same as delta_zW_h_6: (batch, 16) */
+    real *delta_zU_h_7 = delta_zW_h_7;  /* ∂L/∂zU_h_7: the same as delta_zW_h_7: (batch, 16) */
+    real *delta_zU_h_8 = delta_zW_h_8;  /* ∂L/∂zU_h_8: the same as delta_zW_h_8: (batch, 16) */
 
     /* x_1[b,i] = S[b,0,i] */
     for (int b = 0; b < batch; b++)
@@ -426,13 +426,13 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
 }
 
 /* Forward pass; returns the output's address inside work: (batch, 1). */
-void symnet_9042924fe0_forward(const real *params, real *work, const real *S, int batch)
+void symnet_e7d9ad7ead_forward(const real *params, real *work, const real *S, int batch)
 {
     sn_forward(params, work, S, batch);
 }
 
 /* Loss L = (1/batch) Σ_b L_b, after a forward pass. */
-double symnet_9042924fe0_loss(const real *params, real *work, const real *S, const real *T, int batch)
+double symnet_e7d9ad7ead_loss(const real *params, real *work, const real *S, const real *T, int batch)
 {
     const real *W2 = params + 0;  /* W2: (16, 1) */
     const real *U2 = params + 16;  /* U2: (16, 16) */
@@ -479,32 +479,32 @@ double symnet_9042924fe0_loss(const real *params, real *work, const real *S, con
     real *dL_dx_2 = work + (size_t)batch * 411;  /* ∂L/∂x_2: (batch, 1) */
     real *dL_dh_2 = work + (size_t)batch * 412;  /* ∂L/∂h_2: (batch, 16) */
     real *delta_zW_h_2 = work + (size_t)batch * 428;  /* ∂L/∂zW_h_2: (batch, 16) */
-    real *delta_zU_h_2 = work + (size_t)batch * 444;  /* ∂L/∂zU_h_2: (batch, 16) */
-    real *dL_dx_3 = work + (size_t)batch * 460;  /* ∂L/∂x_3: (batch, 1) */
-    real *dL_dh_3 = work + (size_t)batch * 461;  /* ∂L/∂h_3: (batch, 16) */
-    real *delta_zW_h_3 = work + (size_t)batch * 477;  /* ∂L/∂zW_h_3: (batch, 16) */
-    real *delta_zU_h_3 = work + (size_t)batch * 493;  /* ∂L/∂zU_h_3: (batch, 16) */
-    real *dL_dx_4 = work + (size_t)batch * 509;  /* ∂L/∂x_4: (batch, 1) */
-    real *dL_dh_4 = work + (size_t)batch * 510;  /* ∂L/∂h_4: (batch, 16) */
-    real *delta_zW_h_4 = work + (size_t)batch * 526;  /* ∂L/∂zW_h_4: (batch, 16) */
-    real *delta_zU_h_4 = work + (size_t)batch * 542;  /* ∂L/∂zU_h_4: (batch, 16) */
-    real *dL_dx_5 = work + (size_t)batch * 558;  /* ∂L/∂x_5: (batch, 1) */
-    real *dL_dh_5 = work + (size_t)batch * 559;  /* ∂L/∂h_5: (batch, 16) */
-    real *delta_zW_h_5 = work + (size_t)batch * 575;  /* ∂L/∂zW_h_5: (batch, 16) */
-    real *delta_zU_h_5 = work + (size_t)batch * 591;  /* ∂L/∂zU_h_5: (batch, 16) */
-    real *dL_dx_6 = work + (size_t)batch * 607;  /* ∂L/∂x_6: (batch, 1) */
-    real *dL_dh_6 = work + (size_t)batch * 608;  /* ∂L/∂h_6: (batch, 16) */
-    real *delta_zW_h_6 = work + (size_t)batch * 624;  /* ∂L/∂zW_h_6: (batch, 16) */
-    real *delta_zU_h_6 = work + (size_t)batch * 640;  /* ∂L/∂zU_h_6: (batch, 16) */
-    real *dL_dx_7 = work + (size_t)batch * 656;  /* ∂L/∂x_7: (batch, 1) */
-    real *dL_dh_7 = work + (size_t)batch * 657;  /* ∂L/∂h_7: (batch, 16) */
-    real *delta_zW_h_7 = work + (size_t)batch * 673;  /* ∂L/∂zW_h_7: (batch, 16) */
-    real *delta_zU_h_7 = work + (size_t)batch * 689;  /* ∂L/∂zU_h_7: (batch, 16) */
-    real *dL_dx_8 = work + (size_t)batch * 705;  /* ∂L/∂x_8: (batch, 1) */
-    real *dL_dh_8 = work + (size_t)batch * 706;  /* ∂L/∂h_8: (batch, 16) */
-    real *delta_zW_h_8 = work + (size_t)batch * 722;  /* ∂L/∂zW_h_8: (batch, 16) */
-    real *delta_zU_h_8 = work + (size_t)batch * 738;  /* ∂L/∂zU_h_8: (batch, 16) */
-    real *delta_O = work + (size_t)batch * 754;  /* ∂L/∂z_O: (batch, 1) */
+    real *dL_dx_3 = work + (size_t)batch * 444;  /* ∂L/∂x_3: (batch, 1) */
+    real *dL_dh_3 = work + (size_t)batch * 445;  /* ∂L/∂h_3: (batch, 16) */
+    real *delta_zW_h_3 = work + (size_t)batch * 461;  /* ∂L/∂zW_h_3: (batch, 16) */
+    real *dL_dx_4 = work + (size_t)batch * 477;  /* ∂L/∂x_4: (batch, 1) */
+    real *dL_dh_4 = work + (size_t)batch * 478;  /* ∂L/∂h_4: (batch, 16) */
+    real *delta_zW_h_4 = work + (size_t)batch * 494;  /* ∂L/∂zW_h_4: (batch, 16) */
+    real *dL_dx_5 = work + (size_t)batch * 510;  /* ∂L/∂x_5: (batch, 1) */
+    real *dL_dh_5 = work + (size_t)batch * 511;  /* ∂L/∂h_5: (batch, 16) */
+    real *delta_zW_h_5 = work + (size_t)batch * 527;  /* ∂L/∂zW_h_5: (batch, 16) */
+    real *dL_dx_6 = work + (size_t)batch * 543;  /* ∂L/∂x_6: (batch, 1) */
+    real *dL_dh_6 = work + (size_t)batch * 544;  /* ∂L/∂h_6: (batch, 16) */
+    real *delta_zW_h_6 = work + (size_t)batch * 560;  /* ∂L/∂zW_h_6: (batch, 16) */
+    real *dL_dx_7 = work + (size_t)batch * 576;  /* ∂L/∂x_7: (batch, 1) */
+    real *dL_dh_7 = work + (size_t)batch * 577;  /* ∂L/∂h_7: (batch, 16) */
+    real *delta_zW_h_7 = work + (size_t)batch * 593;  /* ∂L/∂zW_h_7: (batch, 16) */
+    real *dL_dx_8 = work + (size_t)batch * 609;  /* ∂L/∂x_8: (batch, 1) */
+    real *dL_dh_8 = work + (size_t)batch * 610;  /* ∂L/∂h_8: (batch, 16) */
+    real *delta_zW_h_8 = work + (size_t)batch * 626;  /* ∂L/∂zW_h_8: (batch, 16) */
+    real *delta_O = work + (size_t)batch * 642;  /* ∂L/∂z_O: (batch, 1) */
+    real *delta_zU_h_2 = delta_zW_h_2;  /* ∂L/∂zU_h_2: the same as delta_zW_h_2: (batch, 16) */
+    real *delta_zU_h_3 = delta_zW_h_3;  /* ∂L/∂zU_h_3: the same as delta_zW_h_3: (batch, 16) */
+    real *delta_zU_h_4 = delta_zW_h_4;  /* ∂L/∂zU_h_4: the same as delta_zW_h_4: (batch, 16) */
+    real *delta_zU_h_5 = delta_zW_h_5;  /* ∂L/∂zU_h_5: the same as delta_zW_h_5: (batch, 16) */
+    real *delta_zU_h_6 = delta_zW_h_6;  /* ∂L/∂zU_h_6: the same as delta_zW_h_6: (batch, 16) */
+    real *delta_zU_h_7 = delta_zW_h_7;  /* ∂L/∂zU_h_7: the same as delta_zW_h_7: (batch, 16) */
+    real *delta_zU_h_8 = delta_zW_h_8;  /* ∂L/∂zU_h_8: the same as delta_zW_h_8: (batch, 16) */
 
     const real inv_batch = (real)1 / (real)batch;
     double loss = 0;
@@ -520,7 +520,7 @@ double symnet_9042924fe0_loss(const real *params, real *work, const real *S, con
 }
 
 /* Loss and every gradient ∂L/∂θ (into grads), by back propagation. */
-double symnet_9042924fe0_loss_grad(const real *params, real *grads, real *work, const real *S, const real *T, int batch)
+double symnet_e7d9ad7ead_loss_grad(const real *params, real *grads, real *work, const real *S, const real *T, int batch)
 {
     const real *W2 = params + 0;  /* W2: (16, 1) */
     const real *U2 = params + 16;  /* U2: (16, 16) */
@@ -573,32 +573,32 @@ double symnet_9042924fe0_loss_grad(const real *params, real *grads, real *work, 
     real *dL_dx_2 = work + (size_t)batch * 411;  /* ∂L/∂x_2: (batch, 1) */
     real *dL_dh_2 = work + (size_t)batch * 412;  /* ∂L/∂h_2: (batch, 16) */
     real *delta_zW_h_2 = work + (size_t)batch * 428;  /* ∂L/∂zW_h_2: (batch, 16) */
-    real *delta_zU_h_2 = work + (size_t)batch * 444;  /* ∂L/∂zU_h_2: (batch, 16) */
-    real *dL_dx_3 = work + (size_t)batch * 460;  /* ∂L/∂x_3: (batch, 1) */
-    real *dL_dh_3 = work + (size_t)batch * 461;  /* ∂L/∂h_3: (batch, 16) */
-    real *delta_zW_h_3 = work + (size_t)batch * 477;  /* ∂L/∂zW_h_3: (batch, 16) */
-    real *delta_zU_h_3 = work + (size_t)batch * 493;  /* ∂L/∂zU_h_3: (batch, 16) */
-    real *dL_dx_4 = work + (size_t)batch * 509;  /* ∂L/∂x_4: (batch, 1) */
-    real *dL_dh_4 = work + (size_t)batch * 510;  /* ∂L/∂h_4: (batch, 16) */
-    real *delta_zW_h_4 = work + (size_t)batch * 526;  /* ∂L/∂zW_h_4: (batch, 16) */
-    real *delta_zU_h_4 = work + (size_t)batch * 542;  /* ∂L/∂zU_h_4: (batch, 16) */
-    real *dL_dx_5 = work + (size_t)batch * 558;  /* ∂L/∂x_5: (batch, 1) */
-    real *dL_dh_5 = work + (size_t)batch * 559;  /* ∂L/∂h_5: (batch, 16) */
-    real *delta_zW_h_5 = work + (size_t)batch * 575;  /* ∂L/∂zW_h_5: (batch, 16) */
-    real *delta_zU_h_5 = work + (size_t)batch * 591;  /* ∂L/∂zU_h_5: (batch, 16) */
-    real *dL_dx_6 = work + (size_t)batch * 607;  /* ∂L/∂x_6: (batch, 1) */
-    real *dL_dh_6 = work + (size_t)batch * 608;  /* ∂L/∂h_6: (batch, 16) */
-    real *delta_zW_h_6 = work + (size_t)batch * 624;  /* ∂L/∂zW_h_6: (batch, 16) */
-    real *delta_zU_h_6 = work + (size_t)batch * 640;  /* ∂L/∂zU_h_6: (batch, 16) */
-    real *dL_dx_7 = work + (size_t)batch * 656;  /* ∂L/∂x_7: (batch, 1) */
-    real *dL_dh_7 = work + (size_t)batch * 657;  /* ∂L/∂h_7: (batch, 16) */
-    real *delta_zW_h_7 = work + (size_t)batch * 673;  /* ∂L/∂zW_h_7: (batch, 16) */
-    real *delta_zU_h_7 = work + (size_t)batch * 689;  /* ∂L/∂zU_h_7: (batch, 16) */
-    real *dL_dx_8 = work + (size_t)batch * 705;  /* ∂L/∂x_8: (batch, 1) */
-    real *dL_dh_8 = work + (size_t)batch * 706;  /* ∂L/∂h_8: (batch, 16) */
-    real *delta_zW_h_8 = work + (size_t)batch * 722;  /* ∂L/∂zW_h_8: (batch, 16) */
-    real *delta_zU_h_8 = work + (size_t)batch * 738;  /* ∂L/∂zU_h_8: (batch, 16) */
-    real *delta_O = work + (size_t)batch * 754;  /* ∂L/∂z_O: (batch, 1) */
+    real *dL_dx_3 = work + (size_t)batch * 444;  /* ∂L/∂x_3: (batch, 1) */
+    real *dL_dh_3 = work + (size_t)batch * 445;  /* ∂L/∂h_3: (batch, 16) */
+    real *delta_zW_h_3 = work + (size_t)batch * 461;  /* ∂L/∂zW_h_3: (batch, 16) */
+    real *dL_dx_4 = work + (size_t)batch * 477;  /* ∂L/∂x_4: (batch, 1) */
+    real *dL_dh_4 = work + (size_t)batch * 478;  /* ∂L/∂h_4: (batch, 16) */
+    real *delta_zW_h_4 = work + (size_t)batch * 494;  /* ∂L/∂zW_h_4: (batch, 16) */
+    real *dL_dx_5 = work + (size_t)batch * 510;  /* ∂L/∂x_5: (batch, 1) */
+    real *dL_dh_5 = work + (size_t)batch * 511;  /* ∂L/∂h_5: (batch, 16) */
+    real *delta_zW_h_5 = work + (size_t)batch * 527;  /* ∂L/∂zW_h_5: (batch, 16) */
+    real *dL_dx_6 = work + (size_t)batch * 543;  /* ∂L/∂x_6: (batch, 1) */
+    real *dL_dh_6 = work + (size_t)batch * 544;  /* ∂L/∂h_6: (batch, 16) */
+    real *delta_zW_h_6 = work + (size_t)batch * 560;  /* ∂L/∂zW_h_6: (batch, 16) */
+    real *dL_dx_7 = work + (size_t)batch * 576;  /* ∂L/∂x_7: (batch, 1) */
+    real *dL_dh_7 = work + (size_t)batch * 577;  /* ∂L/∂h_7: (batch, 16) */
+    real *delta_zW_h_7 = work + (size_t)batch * 593;  /* ∂L/∂zW_h_7: (batch, 16) */
+    real *dL_dx_8 = work + (size_t)batch * 609;  /* ∂L/∂x_8: (batch, 1) */
+    real *dL_dh_8 = work + (size_t)batch * 610;  /* ∂L/∂h_8: (batch, 16) */
+    real *delta_zW_h_8 = work + (size_t)batch * 626;  /* ∂L/∂zW_h_8: (batch, 16) */
+    real *delta_O = work + (size_t)batch * 642;  /* ∂L/∂z_O: (batch, 1) */
+    real *delta_zU_h_2 = delta_zW_h_2;  /* ∂L/∂zU_h_2: the same as delta_zW_h_2: (batch, 16) */
+    real *delta_zU_h_3 = delta_zW_h_3;  /* ∂L/∂zU_h_3: the same as delta_zW_h_3: (batch, 16) */
+    real *delta_zU_h_4 = delta_zW_h_4;  /* ∂L/∂zU_h_4: the same as delta_zW_h_4: (batch, 16) */
+    real *delta_zU_h_5 = delta_zW_h_5;  /* ∂L/∂zU_h_5: the same as delta_zW_h_5: (batch, 16) */
+    real *delta_zU_h_6 = delta_zW_h_6;  /* ∂L/∂zU_h_6: the same as delta_zW_h_6: (batch, 16) */
+    real *delta_zU_h_7 = delta_zW_h_7;  /* ∂L/∂zU_h_7: the same as delta_zW_h_7: (batch, 16) */
+    real *delta_zU_h_8 = delta_zW_h_8;  /* ∂L/∂zU_h_8: the same as delta_zW_h_8: (batch, 16) */
 
     const real inv_batch = (real)1 / (real)batch;
     double loss = 0;
@@ -618,12 +618,11 @@ double symnet_9042924fe0_loss_grad(const real *params, real *grads, real *work, 
     /* dL_dh_8[b,j] = Σ_i delta_O[b,i]·W17[i,j] */
     sn_mm_nn(batch, 16, 1, delta_O, W17, dL_dh_8, 0);
     memset(g_b2, 0, sizeof(real) * 16);
-    /* delta_zW_h_8[b,i] = dL_dh_8[b,i]·(1 - h_8[b,i]²); delta_zU_h_8[b,i] = dL_dh_8[b,i]·(1 - h_8[b,i]²); g_b2[i] += dL_dh_8[b,i]·(1 - h_8[b,i]²) */
+    /* delta_zW_h_8[b,i] = dL_dh_8[b,i]·(1 - h_8[b,i]²); g_b2[i] += dL_dh_8[b,i]·(1 - h_8[b,i]²) */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 16; i++) {
             const real t0 = dL_dh_8[b * 16 + i]*(1 - h_8[b * 16 + i]*h_8[b * 16 + i]);
             delta_zW_h_8[b * 16 + i] = t0;
-            delta_zU_h_8[b * 16 + i] = t0;
             g_b2[i] += t0;
         }
     /* g_W2[i,j] = Σ_b delta_zW_h_8[b,i]·x_8[b,j] */
@@ -632,12 +631,11 @@ double symnet_9042924fe0_loss_grad(const real *params, real *grads, real *work, 
     sn_mm_tn(16, 16, batch, delta_zU_h_8, h_7, g_U2, 0);
     /* dL_dh_7[b,j] = Σ_i delta_zU_h_8[b,i]·U2[i,j] */
     sn_mm_nn(batch, 16, 16, delta_zU_h_8, U2, dL_dh_7, 0);
-    /* delta_zW_h_7[b,i] = dL_dh_7[b,i]·(1 - h_7[b,i]²); delta_zU_h_7[b,i] = dL_dh_7[b,i]·(1 - h_7[b,i]²); g_b2[i] += dL_dh_7[b,i]·(1 - h_7[b,i]²) */
+    /* delta_zW_h_7[b,i] = dL_dh_7[b,i]·(1 - h_7[b,i]²); g_b2[i] += dL_dh_7[b,i]·(1 - h_7[b,i]²) */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 16; i++) {
             const real t0 = dL_dh_7[b * 16 + i]*(1 - h_7[b * 16 + i]*h_7[b * 16 + i]);
             delta_zW_h_7[b * 16 + i] = t0;
-            delta_zU_h_7[b * 16 + i] = t0;
             g_b2[i] += t0;
         }
     /* g_W2[i,j] += Σ_b delta_zW_h_7[b,i]·x_7[b,j] */
@@ -646,12 +644,11 @@ double symnet_9042924fe0_loss_grad(const real *params, real *grads, real *work, 
     sn_mm_tn(16, 16, batch, delta_zU_h_7, h_6, g_U2, 1);
     /* dL_dh_6[b,j] = Σ_i delta_zU_h_7[b,i]·U2[i,j] */
     sn_mm_nn(batch, 16, 16, delta_zU_h_7, U2, dL_dh_6, 0);
-    /* delta_zW_h_6[b,i] = dL_dh_6[b,i]·(1 - h_6[b,i]²); delta_zU_h_6[b,i] = dL_dh_6[b,i]·(1 - h_6[b,i]²); g_b2[i] += dL_dh_6[b,i]·(1 - h_6[b,i]²) */
+    /* delta_zW_h_6[b,i] = dL_dh_6[b,i]·(1 - h_6[b,i]²); g_b2[i] += dL_dh_6[b,i]·(1 - h_6[b,i]²) */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 16; i++) {
             const real t0 = dL_dh_6[b * 16 + i]*(1 - h_6[b * 16 + i]*h_6[b * 16 + i]);
             delta_zW_h_6[b * 16 + i] = t0;
-            delta_zU_h_6[b * 16 + i] = t0;
             g_b2[i] += t0;
         }
     /* g_W2[i,j] += Σ_b delta_zW_h_6[b,i]·x_6[b,j] */
@@ -660,12 +657,11 @@ double symnet_9042924fe0_loss_grad(const real *params, real *grads, real *work, 
     sn_mm_tn(16, 16, batch, delta_zU_h_6, h_5, g_U2, 1);
     /* dL_dh_5[b,j] = Σ_i delta_zU_h_6[b,i]·U2[i,j] */
     sn_mm_nn(batch, 16, 16, delta_zU_h_6, U2, dL_dh_5, 0);
-    /* delta_zW_h_5[b,i] = dL_dh_5[b,i]·(1 - h_5[b,i]²); delta_zU_h_5[b,i] = dL_dh_5[b,i]·(1 - h_5[b,i]²); g_b2[i] += dL_dh_5[b,i]·(1 - h_5[b,i]²) */
+    /* delta_zW_h_5[b,i] = dL_dh_5[b,i]·(1 - h_5[b,i]²); g_b2[i] += dL_dh_5[b,i]·(1 - h_5[b,i]²) */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 16; i++) {
             const real t0 = dL_dh_5[b * 16 + i]*(1 - h_5[b * 16 + i]*h_5[b * 16 + i]);
             delta_zW_h_5[b * 16 + i] = t0;
-            delta_zU_h_5[b * 16 + i] = t0;
             g_b2[i] += t0;
         }
     /* g_W2[i,j] += Σ_b delta_zW_h_5[b,i]·x_5[b,j] */
@@ -674,12 +670,11 @@ double symnet_9042924fe0_loss_grad(const real *params, real *grads, real *work, 
     sn_mm_tn(16, 16, batch, delta_zU_h_5, h_4, g_U2, 1);
     /* dL_dh_4[b,j] = Σ_i delta_zU_h_5[b,i]·U2[i,j] */
     sn_mm_nn(batch, 16, 16, delta_zU_h_5, U2, dL_dh_4, 0);
-    /* delta_zW_h_4[b,i] = dL_dh_4[b,i]·(1 - h_4[b,i]²); delta_zU_h_4[b,i] = dL_dh_4[b,i]·(1 - h_4[b,i]²); g_b2[i] += dL_dh_4[b,i]·(1 - h_4[b,i]²) */
+    /* delta_zW_h_4[b,i] = dL_dh_4[b,i]·(1 - h_4[b,i]²); g_b2[i] += dL_dh_4[b,i]·(1 - h_4[b,i]²) */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 16; i++) {
             const real t0 = dL_dh_4[b * 16 + i]*(1 - h_4[b * 16 + i]*h_4[b * 16 + i]);
             delta_zW_h_4[b * 16 + i] = t0;
-            delta_zU_h_4[b * 16 + i] = t0;
             g_b2[i] += t0;
         }
     /* g_W2[i,j] += Σ_b delta_zW_h_4[b,i]·x_4[b,j] */
@@ -688,12 +683,11 @@ double symnet_9042924fe0_loss_grad(const real *params, real *grads, real *work, 
     sn_mm_tn(16, 16, batch, delta_zU_h_4, h_3, g_U2, 1);
     /* dL_dh_3[b,j] = Σ_i delta_zU_h_4[b,i]·U2[i,j] */
     sn_mm_nn(batch, 16, 16, delta_zU_h_4, U2, dL_dh_3, 0);
-    /* delta_zW_h_3[b,i] = dL_dh_3[b,i]·(1 - h_3[b,i]²); delta_zU_h_3[b,i] = dL_dh_3[b,i]·(1 - h_3[b,i]²); g_b2[i] += dL_dh_3[b,i]·(1 - h_3[b,i]²) */
+    /* delta_zW_h_3[b,i] = dL_dh_3[b,i]·(1 - h_3[b,i]²); g_b2[i] += dL_dh_3[b,i]·(1 - h_3[b,i]²) */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 16; i++) {
             const real t0 = dL_dh_3[b * 16 + i]*(1 - h_3[b * 16 + i]*h_3[b * 16 + i]);
             delta_zW_h_3[b * 16 + i] = t0;
-            delta_zU_h_3[b * 16 + i] = t0;
             g_b2[i] += t0;
         }
     /* g_W2[i,j] += Σ_b delta_zW_h_3[b,i]·x_3[b,j] */
@@ -702,12 +696,11 @@ double symnet_9042924fe0_loss_grad(const real *params, real *grads, real *work, 
     sn_mm_tn(16, 16, batch, delta_zU_h_3, h_2, g_U2, 1);
     /* dL_dh_2[b,j] = Σ_i delta_zU_h_3[b,i]·U2[i,j] */
     sn_mm_nn(batch, 16, 16, delta_zU_h_3, U2, dL_dh_2, 0);
-    /* delta_zW_h_2[b,i] = dL_dh_2[b,i]·(1 - h_2[b,i]²); delta_zU_h_2[b,i] = dL_dh_2[b,i]·(1 - h_2[b,i]²); g_b2[i] += dL_dh_2[b,i]·(1 - h_2[b,i]²) */
+    /* delta_zW_h_2[b,i] = dL_dh_2[b,i]·(1 - h_2[b,i]²); g_b2[i] += dL_dh_2[b,i]·(1 - h_2[b,i]²) */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 16; i++) {
             const real t0 = dL_dh_2[b * 16 + i]*(1 - h_2[b * 16 + i]*h_2[b * 16 + i]);
             delta_zW_h_2[b * 16 + i] = t0;
-            delta_zU_h_2[b * 16 + i] = t0;
             g_b2[i] += t0;
         }
     /* g_W2[i,j] += Σ_b delta_zW_h_2[b,i]·x_2[b,j] */
@@ -738,9 +731,9 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
 }
 
 /* One steepest-descent step on this batch: θ ← θ − lr·∂L/∂θ.  Returns the loss before it. */
-double symnet_9042924fe0_step(real *params, real *grads, real *work, const real *S, const real *T, int batch, real lr)
+double symnet_e7d9ad7ead_step(real *params, real *grads, real *work, const real *S, const real *T, int batch, real lr)
 {
-    const double loss = symnet_9042924fe0_loss_grad(params, grads, work, S, T, batch);
+    const double loss = symnet_e7d9ad7ead_loss_grad(params, grads, work, S, T, batch);
     sn_sgd_update(params, params, grads, lr);
     return loss;
 }
@@ -777,7 +770,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_9042924fe0_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_e7d9ad7ead_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -797,7 +790,7 @@ void symnet_9042924fe0_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_9042924fe0_train(real *params, real *grads, real *work, real *Ib, real *Tb, real *prev, int *have_prev,
+long long symnet_e7d9ad7ead_train(real *params, real *grads, real *work, real *Ib, real *Tb, real *prev, int *have_prev,
                            const real *S, const real *T, const long long *idx, long long n_idx, int batch_size,
                            const double *lr, double *losses, int optimizer, real *s1, real *s2, const double *hyper, long long t0)
 {
@@ -811,7 +804,7 @@ long long symnet_9042924fe0_train(real *params, real *grads, real *work, real *I
             memcpy(Ib + (size_t)r * 8, S + n * 8, sizeof(real) * 8);
             memcpy(Tb + (size_t)r * 1, T + n * 1, sizeof(real) * 1);
         }
-        const double loss = symnet_9042924fe0_loss_grad(cur, grads, work, Ib, Tb, batch);
+        const double loss = symnet_e7d9ad7ead_loss_grad(cur, grads, work, Ib, Tb, batch);
         if (!isfinite(loss)) {
             /* both buffers ← θ before the last update (only cur needs it written) */
             if (prev != NULL && *have_prev)

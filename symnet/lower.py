@@ -229,10 +229,14 @@ def plan(graph: ir.Graph) -> Plan:
             continue
         if not is_fused(graph, node) or graph.consumers(node.name):
             work(upstream_name(node.name), _shape(node), f"∂L/∂{node.name}")
+        twins = _twin_deltas(by_node[node.name])
         for t in by_node[node.name].outer:
             if t.target.startswith("delta_") and t.target not in buffers:
                 red = next(r for r in node.reductions if delta_name(node, r) == t.target)
-                if _identity(node) and t.expr == by_node[node.name].upstream:
+                if t.target in twins:
+                    alias(t.target, twins[t.target], _shape(node),
+                          f"∂L/∂{red.name}: the same as {twins[t.target]}")
+                elif _identity(node) and t.expr == by_node[node.name].upstream:
                     alias(t.target, upstream_name(node.name), _shape(node),
                           f"∂L/∂{red.name}: ∂L/∂{node.name} itself")
                 else:
@@ -284,6 +288,17 @@ def _piece_loop(node: ir.Node, width: int) -> list:
     """The loop over one input of a Concatenate: its channels (or features), then
     the rest of the node's space."""
     return [(ir.BATCH, "batch"), (ir.OUT, width)] + list(node.space[1:])
+
+
+def _twin_deltas(g: NodeGrad) -> dict:
+    """delta -> an earlier delta of the node with the same formula (h = f(W·x + U·h' + b)
+    has one δ for both sums): it shares that buffer and is not computed twice."""
+    first, twins = {}, {}
+    for t in g.outer:
+        if t.target.startswith("delta_"):
+            twins.update({t.target: first[t.expr]} if t.expr in first else {})
+            first.setdefault(t.expr, t.target)
+    return twins
 
 
 def _identity(node: ir.Node) -> bool:
@@ -369,7 +384,8 @@ def _loss(graph: ir.Graph, by_node: dict, grad: bool, written: set) -> list:
         g = by_node[out.name]
         value = g.loss if weight == 1.0 else sp.Float(weight) * g.loss
         stmts = [("loss", (), "+=", value)]
-        terms = [t for t in g.outer if not _to_input(graph, t)]
+        twins = _twin_deltas(g)
+        terms = [t for t in g.outer if not _to_input(graph, t) and t.target not in twins]
         if grad:
             ops += _zeros(terms, out, written)
             stmts += [(t.target, t.index, _assign(t, loop), t.expr) for t in terms]
@@ -430,7 +446,8 @@ def _backward(graph: ir.Graph, by_node: dict, written: set) -> list:
                                       f"  (from the readers of {node.name})" for t in terms)))
         if not is_fused(graph, node):
             # a delta that is its upstream gradient itself shares its buffer: no loop
-            terms = [t for t in g.outer if not _to_input(graph, t)
+            twins = _twin_deltas(g)
+            terms = [t for t in g.outer if not _to_input(graph, t) and t.target not in twins
                      and not (_identity(node) and t.expr == g.upstream
                               and t.target.startswith("delta_"))]
             for t in terms:
