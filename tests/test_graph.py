@@ -652,3 +652,11 @@ def test_the_same_input_twice_is_refused():
     I = sn.Input(2, name="I")
     with pytest.raises(ValueError, match="the same Input is given twice"):
         sn.Network([I, I], sn.Dense(1)(I))
+
+
+@pytest.mark.parametrize("module", ["compose", "merge", "recurrent", "layers_multi", "dsl"])
+def test_docstring_examples(module):
+    import doctest
+    import importlib
+    result = doctest.testmod(importlib.import_module(f"symnet.{module}"))
+    assert result.attempted > 0 and result.failed == 0
