@@ -660,3 +660,15 @@ def test_docstring_examples(module):
     import importlib
     result = doctest.testmod(importlib.import_module(f"symnet.{module}"))
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_step_takes_lists_and_dicts_like_the_packed_arrays(rng):
+    a, b = _model("two_input"), _model("two_input")
+    A, B = rng.normal(size=(6, 3)), rng.normal(size=(6, 2))
+    T = np.eye(3)[rng.integers(0, 3, 6)]
+    la = a.step([A, B], T, lr=0.1)
+    lb = b.step({"B": B, "A": A}, T, lr=0.1)
+    assert la == lb
+    for k in a.params:
+        np.testing.assert_array_equal(a.params[k], b.params[k])
+    assert a.loss([A, B], T) < la          # one step downhill
