@@ -672,3 +672,20 @@ def test_step_takes_lists_and_dicts_like_the_packed_arrays(rng):
     for k in a.params:
         np.testing.assert_array_equal(a.params[k], b.params[k])
     assert a.loss([A, B], T) < la          # one step downhill
+
+
+def test_unroll_returning_every_step(rng):
+    S = sn.Input((3, 2), name="S")
+    hs = sn.recurrent.unroll(sn.recurrent.RNNCell(4, "tanh"), 3, return_sequences=True)(S)
+    assert [h.name for h in hs] == ["h_1", "h_2", "h_3"]
+    O = sn.Dense(2, name="O")(sn.Concatenate(name="C")(hs))
+    model = sn.Network(S, O, loss="mse").compile(dtype="float64", seed=0)
+    X, T = rng.normal(size=(5, 3, 2)), rng.normal(size=(5, 2))
+    check(model, X, T)
+    p = model.params
+    h, H = np.zeros((5, 4)), []
+    for t in range(3):
+        h = np.tanh(X[:, t] @ p["W2"].T + h @ p["U2"].T + p["b2"])
+        H.append(h)
+    np.testing.assert_allclose(model.forward(X), dense(np.concatenate(H, 1), p["W7"], p["b7"]),
+                               rtol=1e-12)
