@@ -687,5 +687,5 @@ def test_unroll_returning_every_step(rng):
     for t in range(3):
         h = np.tanh(X[:, t] @ p["W2"].T + h @ p["U2"].T + p["b2"])
         H.append(h)
-    np.testing.assert_allclose(model.forward(X), dense(np.concatenate(H, 1), p["W7"], p["b7"]),
+    np.testing.assert_allclose(model.forward(X), dense(np.concatenate(H, 1), p["W8"], p["b8"]),
                                rtol=1e-12)
