@@ -424,10 +424,6 @@ class Formulas:
         array([-1.])
         """
         from .explicit import evaluate
-        if not self.network.is_chain:
-            raise ValueError("explicit expressions are written out for chains (one input, "
-                             "one output, no merges or shared layers); check this network "
-                             "with symnet.check_gradients instead")
         if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
             raise ValueError(f"batch must be a positive integer, got {batch!r}")
         if batch not in self._explicit:

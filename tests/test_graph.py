@@ -689,3 +689,18 @@ def test_unroll_returning_every_step(rng):
         H.append(h)
     np.testing.assert_allclose(model.forward(X), dense(np.concatenate(H, 1), p["W8"], p["b8"]),
                                rtol=1e-12)
+
+
+@pytest.mark.parametrize("case", ["residual", "two_input", "two_output", "shared", "rnn"])
+def test_explicit_sympy_gradients_equal_the_compiled_ones(case, rng):
+    model = _model(case)
+    f = model.network.formulas()
+    Xs, Ts = data(rng, B=2)[case]
+    X, T = _call(model, Xs, Ts)
+    loss, grads = model.loss_and_grad(X, T)
+    Xp, Tp = model._inputs(X), model._targets(T, 2)       # side by side, as the C takes them
+    args = [Xp.reshape(f.arguments(2)[0].shape), Tp, *model.params.values()]
+    assert float(f.lambdify("L", batch=2)(*args)) == pytest.approx(loss, rel=1e-10)
+    for name, g in grads.items():
+        np.testing.assert_allclose(f.lambdify(f"g_{name}", batch=2)(*args), g, rtol=1e-9,
+                                   atol=1e-12, err_msg=name)
