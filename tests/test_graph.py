@@ -621,7 +621,13 @@ def test_output_that_feeds_another_layer(first_loss, rng):
             "W3": dz3.T @ O1v, "b3": dz3.sum(0)}
     _, grads = model.loss_and_grad(X, [T1, T2])
     assert_grads(grads, want)
-    text = str(net.formulas())
+    f = net.formulas()
+    args = [X[:2], model._targets([T1, T2], 5)[:2], *model.params.values()]
+    _, g2 = model.loss_and_grad(X[:2], [T1[:2], T2[:2]])
+    for name in ("W1", "b2", "W3"):          # the explicit sympy gradients agree too
+        np.testing.assert_allclose(f.lambdify(f"g_{name}", batch=2)(*args), g2[name],
+                                   rtol=1e-9, atol=1e-12, err_msg=name)
+    text = str(f)
     assert "∂L/∂O1 = ∂L/∂O1 (from the loss) + ∂L/∂O1 (from O2)" in text
     if first_loss != "softmax_cross_entropy":      # fused: δ_O1 gets the readers' part
         assert "(from the readers of O1)" in text
