@@ -710,3 +710,11 @@ def test_explicit_sympy_gradients_equal_the_compiled_ones(case, rng):
     for name, g in grads.items():
         np.testing.assert_allclose(f.lambdify(f"g_{name}", batch=2)(*args), g, rtol=1e-9,
                                    atol=1e-12, err_msg=name)
+
+
+def test_save_and_load_a_tensor_graph(tmp_path, rng):
+    model = tensor_net().compile(dtype="float64", seed=2)
+    model.save(tmp_path / "t.npz")
+    back = sn.load(tmp_path / "t.npz")
+    X = rng.normal(size=(2, 2, 5, 5))
+    np.testing.assert_array_equal(back.forward(X), model.forward(X))
