@@ -21,7 +21,8 @@ from symnet import build
 from symnet.emit import cdef
 
 ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = ["xor", "moons", "regression", "digits", "rbf", "gated", "digits_conv"]
+EXAMPLES = ["xor", "moons", "regression", "digits", "rbf", "gated", "digits_conv",
+            "two_heads", "sequence"]
 # (every example that defines network())
 STRICT = ["-std=c99", "-pedantic", "-Wall", "-Wextra", "-Werror"]
 M4 = ["-mcpu=cortex-m4", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"]
@@ -155,11 +156,28 @@ def _data(model, rng):
     X = rng.normal(size=(rows, *model.in_shape)).astype(model.dtype)
     if model.network.loss_name == "softmax_cross_entropy":
         T = np.eye(model.n_out)[rng.integers(0, model.n_out, rows)]
-    elif model.network.loss_name == "bce":
-        T = (rng.random((rows, model.n_out)) > 0.5) * 1.0
-    else:
-        T = rng.normal(size=(rows, model.n_out))
+    else:   # in [0, 1]: targets for bce and mse alike
+        T = rng.random((rows, model.n_out))
     return X, T.astype(model.dtype)
+
+
+def _targets(model, T):
+    """T as the model takes it: one array, or a dict by output for several outputs
+    (the C takes them side by side in one array)."""
+    outs = model._meta.get("outputs") or []
+    if len(outs) <= 1:
+        return T
+    parts, col = {}, 0
+    for name, _, width in outs:
+        parts[name] = T[:, col:col + width]
+        col += width
+    return parts
+
+
+def _flat(out):
+    """model.forward's result as the C's O: outputs side by side in each row."""
+    outs = out if isinstance(out, list) else [out]
+    return np.concatenate([o.reshape(o.shape[0], -1) for o in outs], axis=1).ravel()
 
 
 def _run_harness(model, tmp_path, flags, X, T, lr, idx, threads=False):
@@ -193,21 +211,22 @@ def _reference(model, X, T, lr, idx):
     """What the model computes in process, from the same starting parameters."""
     theta0 = model._theta.copy()
     ref = {"params0": theta0.copy()}
-    Xb, Tb = X[:BATCH], T[:BATCH]
-    ref["O"] = model.forward(Xb).ravel()
+    Xb, Tb = X[:BATCH], _targets(model, T[:BATCH])
+    ref["O"] = _flat(model.forward(Xb))
     ref["loss"] = model.loss(Xb, Tb)
     ref["loss_g"], grads = model.loss_and_grad(Xb, Tb)
     ref["grads"] = np.concatenate([grads[p].ravel() for p in model.params])
     losses = []
     for s in range(STEPS):
         rows = slice(s * BATCH, (s + 1) * BATCH)
-        losses.append(model.step(X[rows], T[rows], lr=float(model.dtype.type(lr[s]))))
+        losses.append(model.step(X[rows], _targets(model, T[rows]),
+                                  lr=float(model.dtype.type(lr[s]))))
     ref["losses"] = np.array(losses)
     ref["params"] = model._theta.copy()
     model._theta[...] = theta0
     for s in range(STEPS):
         rows = idx[s * BATCH:(s + 1) * BATCH]
-        model.step(X[rows], T[rows], lr=float(model.dtype.type(lr[s])))
+        model.step(X[rows], _targets(model, T[rows]), lr=float(model.dtype.type(lr[s])))
     ref["params_train"] = model._theta.copy()
     model._theta[...] = theta0
     return ref

@@ -106,6 +106,9 @@ def load(net, dtype: str) -> Runtime:
         "n_out": plan.graph.n_out, "input": plan.graph.input_name,
         "in_shape": list(plan.graph.in_shape), "out_shape": list(plan.graph.output.out_shape),
         "output_offset": out.offset,
+        "inputs": [[name, width] for name, width in plan.graph.inputs],
+        "outputs": [[o, plan.buffers[o].offset, plan.graph.node(o).n_out]
+                    for o in plan.graph.outputs],
         "params": [{"name": p.name, "shape": list(p.shape), "init": p.init,
                     "offset": plan.buffers[p.name].offset} for p in plan.graph.params()],
         "description": net.describe(),
