@@ -145,7 +145,7 @@ class Emitter:
             size *= s
         return str(size)
 
-    def render(self, prefix: str = "SN_PREFIX_") -> str:
+    def render(self, prefix: str = "SN_PREFIX_", hooks: bool = False) -> str:
         env = jinja2.Environment(loader=jinja2.FileSystemLoader(template_dir()),
                                  trim_blocks=True, lstrip_blocks=True,
                                  keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
@@ -156,7 +156,7 @@ class Emitter:
         tpl = env.get_template("network.c.j2")
         graph = self.plan.graph
         return tpl.render(
-            version=__version__, dtype=self.dtype, real=DTYPES[self.dtype],
+            version=__version__, hooks=hooks, dtype=self.dtype, real=DTYPES[self.dtype],
             f="f" if self.dtype == "float32" else "", prefix=prefix, plan=self.plan,
             graph=graph, em=self, describe=describe_graph(graph),
             params=[b for b in self.buffers.values() if b.kind == "param"],
@@ -185,14 +185,18 @@ def describe_graph(graph: ir.Graph) -> list[str]:
     return lines
 
 
-def emit(plan: Plan, dtype: str) -> tuple[str, str]:
+def emit(plan: Plan, dtype: str, hooks: bool = False) -> tuple[str, str]:
     """Render the plan; returns (C source, symbol prefix).
+
+    ``hooks``: also render ``<prefix>tune`` (the in-process build's BLAS pointer
+    and thread thresholds, active only under ``SN_USE_BLAS``); standalone C
+    leaves it out.
 
     The prefix ``symnet_<hash>_`` of every exported function is a hash of the
     text itself, so two networks never share a symbol, and no symbol can
     resolve to a libc function of the same name (see DESIGN.md, traps).
     """
-    text = Emitter(plan, dtype).render()
+    text = Emitter(plan, dtype).render(hooks=hooks)
     digest = hashlib.sha256(text.encode()).hexdigest()[:10]
     prefix = f"symnet_{digest}_"
     return text.replace("SN_PREFIX_", prefix), prefix
