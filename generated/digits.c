@@ -217,12 +217,6 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
     real *H2 = work + (size_t)batch * 320;  /* layer H2: (batch, 64) */
     real *z_O = work + (size_t)batch * 384;  /* Σ of O: (batch, 10) */
     real *O = work + (size_t)batch * 394;  /* layer O: (batch, 10) */
-    real *dL_dH1 = work + (size_t)batch * 404;  /* ∂L/∂H1: (batch, 128) */
-    real *delta_H1 = work + (size_t)batch * 532;  /* ∂L/∂z_H1: (batch, 128) */
-    real *dL_dH2 = work + (size_t)batch * 660;  /* ∂L/∂H2: (batch, 64) */
-    real *delta_H2 = work + (size_t)batch * 724;  /* ∂L/∂z_H2: (batch, 64) */
-    real *dL_dO = work + (size_t)batch * 788;  /* ∂L/∂O: (batch, 10) */
-    real *delta_O = work + (size_t)batch * 798;  /* ∂L/∂z_O: (batch, 10) */
 
     /* z_H1[b,i] = Σ_j W1[i,j]·I[b,j] */
     sn_mm_nt(batch, 128, 64, I, W1, z_H1, 0);
@@ -251,37 +245,18 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 }
 
 /* Forward pass; returns the output's address inside work: (batch, 10). */
-void symnet_5ca03e4f06_forward(const real *params, real *work, const real *I, int batch)
+void symnet_e66b5def20_forward(const real *params, real *work, const real *I, int batch)
 {
     sn_forward(params, work, I, batch);
 }
 
 /* Loss L = (1/batch) Σ_b L_b, after a forward pass. */
-double symnet_5ca03e4f06_loss(const real *params, real *work, const real *I, const real *T, int batch)
+double symnet_e66b5def20_loss(const real *params, real *work, const real *I, const real *T, int batch)
 {
-    const real *W1 = params + 0;  /* W1: (128, 64) */
-    const real *b1 = params + 8192;  /* b1: (128,) */
-    const real *W2 = params + 8320;  /* W2: (64, 128) */
-    const real *b2 = params + 16512;  /* b2: (64,) */
-    const real *W3 = params + 16576;  /* W3: (10, 64) */
-    const real *b3 = params + 17216;  /* b3: (10,) */
 
-    real *z_H1 = work + (size_t)batch * 0;  /* Σ of H1: (batch, 128) */
-    real *H1 = work + (size_t)batch * 128;  /* layer H1: (batch, 128) */
-    real *z_H2 = work + (size_t)batch * 256;  /* Σ of H2: (batch, 64) */
-    real *H2 = work + (size_t)batch * 320;  /* layer H2: (batch, 64) */
-    real *z_O = work + (size_t)batch * 384;  /* Σ of O: (batch, 10) */
     real *O = work + (size_t)batch * 394;  /* layer O: (batch, 10) */
-    real *dL_dH1 = work + (size_t)batch * 404;  /* ∂L/∂H1: (batch, 128) */
-    real *delta_H1 = work + (size_t)batch * 532;  /* ∂L/∂z_H1: (batch, 128) */
-    real *dL_dH2 = work + (size_t)batch * 660;  /* ∂L/∂H2: (batch, 64) */
-    real *delta_H2 = work + (size_t)batch * 724;  /* ∂L/∂z_H2: (batch, 64) */
-    real *dL_dO = work + (size_t)batch * 788;  /* ∂L/∂O: (batch, 10) */
-    real *delta_O = work + (size_t)batch * 798;  /* ∂L/∂z_O: (batch, 10) */
 
-    const real inv_batch = (real)1 / (real)batch;
     double loss = 0;
-    (void)inv_batch;
     sn_forward(params, work, I, batch);
     /* L_b = logsumexp(O[b,:])·Σ_k T[b,k] − Σ_k T[b,k]·O[b,k]
      */
@@ -304,14 +279,12 @@ double symnet_5ca03e4f06_loss(const real *params, real *work, const real *I, con
 }
 
 /* Loss and every gradient ∂L/∂θ (into grads), by back propagation. */
-double symnet_5ca03e4f06_loss_grad(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
+double symnet_e66b5def20_loss_grad(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
 {
-    const real *W1 = params + 0;  /* W1: (128, 64) */
     const real *b1 = params + 8192;  /* b1: (128,) */
     const real *W2 = params + 8320;  /* W2: (64, 128) */
     const real *b2 = params + 16512;  /* b2: (64,) */
     const real *W3 = params + 16576;  /* W3: (10, 64) */
-    const real *b3 = params + 17216;  /* b3: (10,) */
 
     real *g_W1 = grads + 0;  /* ∂L/∂W1: (128, 64) */
     real *g_b1 = grads + 8192;  /* ∂L/∂b1: (128,) */
@@ -324,7 +297,6 @@ double symnet_5ca03e4f06_loss_grad(const real *params, real *grads, real *work, 
     real *H1 = work + (size_t)batch * 128;  /* layer H1: (batch, 128) */
     real *z_H2 = work + (size_t)batch * 256;  /* Σ of H2: (batch, 64) */
     real *H2 = work + (size_t)batch * 320;  /* layer H2: (batch, 64) */
-    real *z_O = work + (size_t)batch * 384;  /* Σ of O: (batch, 10) */
     real *O = work + (size_t)batch * 394;  /* layer O: (batch, 10) */
     real *dL_dH1 = work + (size_t)batch * 404;  /* ∂L/∂H1: (batch, 128) */
     real *delta_H1 = work + (size_t)batch * 532;  /* ∂L/∂z_H1: (batch, 128) */
@@ -401,9 +373,9 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
 }
 
 /* One steepest-descent step on this batch: θ ← θ − lr·∂L/∂θ.  Returns the loss before it. */
-double symnet_5ca03e4f06_step(real *params, real *grads, real *work, const real *I, const real *T, int batch, real lr)
+double symnet_e66b5def20_step(real *params, real *grads, real *work, const real *I, const real *T, int batch, real lr)
 {
-    const double loss = symnet_5ca03e4f06_loss_grad(params, grads, work, I, T, batch);
+    const double loss = symnet_e66b5def20_loss_grad(params, grads, work, I, T, batch);
     sn_sgd_update(params, params, grads, lr);
     return loss;
 }
@@ -440,7 +412,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_5ca03e4f06_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_e66b5def20_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -460,7 +432,7 @@ void symnet_5ca03e4f06_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_5ca03e4f06_train(real *params, real *grads, real *work, real *Ib, real *Tb, real *prev, int *have_prev,
+long long symnet_e66b5def20_train(real *params, real *grads, real *work, real *Ib, real *Tb, real *prev, int *have_prev,
                            const real *I, const real *T, const long long *idx, long long n_idx, int batch_size,
                            const double *lr, double *losses, int optimizer, real *s1, real *s2, const double *hyper, long long t0)
 {
@@ -474,7 +446,7 @@ long long symnet_5ca03e4f06_train(real *params, real *grads, real *work, real *I
             memcpy(Ib + (size_t)r * 64, I + n * 64, sizeof(real) * 64);
             memcpy(Tb + (size_t)r * 10, T + n * 10, sizeof(real) * 10);
         }
-        const double loss = symnet_5ca03e4f06_loss_grad(cur, grads, work, Ib, Tb, batch);
+        const double loss = symnet_e66b5def20_loss_grad(cur, grads, work, Ib, Tb, batch);
         if (!isfinite(loss)) {
             /* both buffers ← θ before the last update (only cur needs it written) */
             if (prev != NULL && *have_prev)

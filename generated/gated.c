@@ -244,11 +244,6 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
     real *G = work + (size_t)batch * 128;  /* layer G: (batch, 64) */
     real *z_O = work + (size_t)batch * 192;  /* Σ of O: (batch, 10) */
     real *O = work + (size_t)batch * 202;  /* layer O: (batch, 10) */
-    real *dL_dG = work + (size_t)batch * 212;  /* ∂L/∂G: (batch, 64) */
-    real *delta_r1_G = work + (size_t)batch * 276;  /* ∂L/∂r1_G: (batch, 64) */
-    real *delta_r2_G = work + (size_t)batch * 340;  /* ∂L/∂r2_G: (batch, 64) */
-    real *dL_dO = work + (size_t)batch * 404;  /* ∂L/∂O: (batch, 10) */
-    real *delta_O = work + (size_t)batch * 414;  /* ∂L/∂z_O: (batch, 10) */
 
     /* r1_G[b,i] = Σ_j A1[i,j]·I[b,j] */
     sn_mm_nt(batch, 64, 64, I, A1, r1_G, 0);
@@ -270,33 +265,18 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 }
 
 /* Forward pass; returns the output's address inside work: (batch, 10). */
-void symnet_6ebdbc2043_forward(const real *params, real *work, const real *I, int batch)
+void symnet_f2f966950e_forward(const real *params, real *work, const real *I, int batch)
 {
     sn_forward(params, work, I, batch);
 }
 
 /* Loss L = (1/batch) Σ_b L_b, after a forward pass. */
-double symnet_6ebdbc2043_loss(const real *params, real *work, const real *I, const real *T, int batch)
+double symnet_f2f966950e_loss(const real *params, real *work, const real *I, const real *T, int batch)
 {
-    const real *A1 = params + 0;  /* A1: (64, 64) */
-    const real *B1 = params + 4096;  /* B1: (64, 64) */
-    const real *W2 = params + 8192;  /* W2: (10, 64) */
-    const real *b2 = params + 8832;  /* b2: (10,) */
 
-    real *r1_G = work + (size_t)batch * 0;  /* Σ of G: (batch, 64) */
-    real *r2_G = work + (size_t)batch * 64;  /* Σ of G: (batch, 64) */
-    real *G = work + (size_t)batch * 128;  /* layer G: (batch, 64) */
-    real *z_O = work + (size_t)batch * 192;  /* Σ of O: (batch, 10) */
     real *O = work + (size_t)batch * 202;  /* layer O: (batch, 10) */
-    real *dL_dG = work + (size_t)batch * 212;  /* ∂L/∂G: (batch, 64) */
-    real *delta_r1_G = work + (size_t)batch * 276;  /* ∂L/∂r1_G: (batch, 64) */
-    real *delta_r2_G = work + (size_t)batch * 340;  /* ∂L/∂r2_G: (batch, 64) */
-    real *dL_dO = work + (size_t)batch * 404;  /* ∂L/∂O: (batch, 10) */
-    real *delta_O = work + (size_t)batch * 414;  /* ∂L/∂z_O: (batch, 10) */
 
-    const real inv_batch = (real)1 / (real)batch;
     double loss = 0;
-    (void)inv_batch;
     sn_forward(params, work, I, batch);
     /* L_b = logsumexp(O[b,:])·Σ_k T[b,k] − Σ_k T[b,k]·O[b,k]
      */
@@ -319,12 +299,9 @@ double symnet_6ebdbc2043_loss(const real *params, real *work, const real *I, con
 }
 
 /* Loss and every gradient ∂L/∂θ (into grads), by back propagation. */
-double symnet_6ebdbc2043_loss_grad(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
+double symnet_f2f966950e_loss_grad(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
 {
-    const real *A1 = params + 0;  /* A1: (64, 64) */
-    const real *B1 = params + 4096;  /* B1: (64, 64) */
     const real *W2 = params + 8192;  /* W2: (10, 64) */
-    const real *b2 = params + 8832;  /* b2: (10,) */
 
     real *g_A1 = grads + 0;  /* ∂L/∂A1: (64, 64) */
     real *g_B1 = grads + 4096;  /* ∂L/∂B1: (64, 64) */
@@ -334,7 +311,6 @@ double symnet_6ebdbc2043_loss_grad(const real *params, real *grads, real *work, 
     real *r1_G = work + (size_t)batch * 0;  /* Σ of G: (batch, 64) */
     real *r2_G = work + (size_t)batch * 64;  /* Σ of G: (batch, 64) */
     real *G = work + (size_t)batch * 128;  /* layer G: (batch, 64) */
-    real *z_O = work + (size_t)batch * 192;  /* Σ of O: (batch, 10) */
     real *O = work + (size_t)batch * 202;  /* layer O: (batch, 10) */
     real *dL_dG = work + (size_t)batch * 212;  /* ∂L/∂G: (batch, 64) */
     real *delta_r1_G = work + (size_t)batch * 276;  /* ∂L/∂r1_G: (batch, 64) */
@@ -401,9 +377,9 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
 }
 
 /* One steepest-descent step on this batch: θ ← θ − lr·∂L/∂θ.  Returns the loss before it. */
-double symnet_6ebdbc2043_step(real *params, real *grads, real *work, const real *I, const real *T, int batch, real lr)
+double symnet_f2f966950e_step(real *params, real *grads, real *work, const real *I, const real *T, int batch, real lr)
 {
-    const double loss = symnet_6ebdbc2043_loss_grad(params, grads, work, I, T, batch);
+    const double loss = symnet_f2f966950e_loss_grad(params, grads, work, I, T, batch);
     sn_sgd_update(params, params, grads, lr);
     return loss;
 }
@@ -440,7 +416,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_6ebdbc2043_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_f2f966950e_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -460,7 +436,7 @@ void symnet_6ebdbc2043_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_6ebdbc2043_train(real *params, real *grads, real *work, real *Ib, real *Tb, real *prev, int *have_prev,
+long long symnet_f2f966950e_train(real *params, real *grads, real *work, real *Ib, real *Tb, real *prev, int *have_prev,
                            const real *I, const real *T, const long long *idx, long long n_idx, int batch_size,
                            const double *lr, double *losses, int optimizer, real *s1, real *s2, const double *hyper, long long t0)
 {
@@ -474,7 +450,7 @@ long long symnet_6ebdbc2043_train(real *params, real *grads, real *work, real *I
             memcpy(Ib + (size_t)r * 64, I + n * 64, sizeof(real) * 64);
             memcpy(Tb + (size_t)r * 10, T + n * 10, sizeof(real) * 10);
         }
-        const double loss = symnet_6ebdbc2043_loss_grad(cur, grads, work, Ib, Tb, batch);
+        const double loss = symnet_f2f966950e_loss_grad(cur, grads, work, Ib, Tb, batch);
         if (!isfinite(loss)) {
             /* both buffers ← θ before the last update (only cur needs it written) */
             if (prev != NULL && *have_prev)

@@ -254,11 +254,6 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
     real *H2 = work + (size_t)batch * 48;  /* layer H2: (batch, 16) */
     real *z_O = work + (size_t)batch * 64;  /* Σ of O: (batch, 1) */
     real *O = work + (size_t)batch * 65;  /* layer O: (batch, 1) */
-    real *dL_dH1 = work + (size_t)batch * 66;  /* ∂L/∂H1: (batch, 16) */
-    real *delta_H1 = work + (size_t)batch * 82;  /* ∂L/∂z_H1: (batch, 16) */
-    real *dL_dH2 = work + (size_t)batch * 98;  /* ∂L/∂H2: (batch, 16) */
-    real *delta_H2 = work + (size_t)batch * 114;  /* ∂L/∂z_H2: (batch, 16) */
-    real *delta_O = work + (size_t)batch * 130;  /* ∂L/∂z_O: (batch, 1) */
 
     /* z_H1[b,i] = Σ_j W1[i,j]·I[b,j] */
     sn_mm_nt(batch, 16, 2, I, W1, z_H1, 0);
@@ -285,36 +280,19 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 }
 
 /* Forward pass; returns the output's address inside work: (batch, 1). */
-void symnet_c177b10c51_forward(const real *params, real *work, const real *I, int batch)
+void symnet_ba8ce2879b_forward(const real *params, real *work, const real *I, int batch)
 {
     sn_forward(params, work, I, batch);
 }
 
 /* Loss L = (1/batch) Σ_b L_b, after a forward pass. */
-double symnet_c177b10c51_loss(const real *params, real *work, const real *I, const real *T, int batch)
+double symnet_ba8ce2879b_loss(const real *params, real *work, const real *I, const real *T, int batch)
 {
-    const real *W1 = params + 0;  /* W1: (16, 2) */
-    const real *b1 = params + 32;  /* b1: (16,) */
-    const real *W2 = params + 48;  /* W2: (16, 16) */
-    const real *b2 = params + 304;  /* b2: (16,) */
-    const real *W3 = params + 320;  /* W3: (1, 16) */
     const real *b3 = params + 336;  /* b3: (1,) */
 
-    real *z_H1 = work + (size_t)batch * 0;  /* Σ of H1: (batch, 16) */
-    real *H1 = work + (size_t)batch * 16;  /* layer H1: (batch, 16) */
-    real *z_H2 = work + (size_t)batch * 32;  /* Σ of H2: (batch, 16) */
-    real *H2 = work + (size_t)batch * 48;  /* layer H2: (batch, 16) */
     real *z_O = work + (size_t)batch * 64;  /* Σ of O: (batch, 1) */
-    real *O = work + (size_t)batch * 65;  /* layer O: (batch, 1) */
-    real *dL_dH1 = work + (size_t)batch * 66;  /* ∂L/∂H1: (batch, 16) */
-    real *delta_H1 = work + (size_t)batch * 82;  /* ∂L/∂z_H1: (batch, 16) */
-    real *dL_dH2 = work + (size_t)batch * 98;  /* ∂L/∂H2: (batch, 16) */
-    real *delta_H2 = work + (size_t)batch * 114;  /* ∂L/∂z_H2: (batch, 16) */
-    real *delta_O = work + (size_t)batch * 130;  /* ∂L/∂z_O: (batch, 1) */
 
-    const real inv_batch = (real)1 / (real)batch;
     double loss = 0;
-    (void)inv_batch;
     sn_forward(params, work, I, batch);
     /* L += T[b,i]·softplus(-b3[i] - z_O[b,i]) + (1 - T[b,i])·softplus(b3[i] + z_O[b,i]) */
     for (int b = 0; b < batch; b++)
@@ -327,12 +305,9 @@ double symnet_c177b10c51_loss(const real *params, real *work, const real *I, con
 }
 
 /* Loss and every gradient ∂L/∂θ (into grads), by back propagation. */
-double symnet_c177b10c51_loss_grad(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
+double symnet_ba8ce2879b_loss_grad(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
 {
-    const real *W1 = params + 0;  /* W1: (16, 2) */
-    const real *b1 = params + 32;  /* b1: (16,) */
     const real *W2 = params + 48;  /* W2: (16, 16) */
-    const real *b2 = params + 304;  /* b2: (16,) */
     const real *W3 = params + 320;  /* W3: (1, 16) */
     const real *b3 = params + 336;  /* b3: (1,) */
 
@@ -343,9 +318,7 @@ double symnet_c177b10c51_loss_grad(const real *params, real *grads, real *work, 
     real *g_W3 = grads + 320;  /* ∂L/∂W3: (1, 16) */
     real *g_b3 = grads + 336;  /* ∂L/∂b3: (1,) */
 
-    real *z_H1 = work + (size_t)batch * 0;  /* Σ of H1: (batch, 16) */
     real *H1 = work + (size_t)batch * 16;  /* layer H1: (batch, 16) */
-    real *z_H2 = work + (size_t)batch * 32;  /* Σ of H2: (batch, 16) */
     real *H2 = work + (size_t)batch * 48;  /* layer H2: (batch, 16) */
     real *z_O = work + (size_t)batch * 64;  /* Σ of O: (batch, 1) */
     real *O = work + (size_t)batch * 65;  /* layer O: (batch, 1) */
@@ -407,9 +380,9 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
 }
 
 /* One steepest-descent step on this batch: θ ← θ − lr·∂L/∂θ.  Returns the loss before it. */
-double symnet_c177b10c51_step(real *params, real *grads, real *work, const real *I, const real *T, int batch, real lr)
+double symnet_ba8ce2879b_step(real *params, real *grads, real *work, const real *I, const real *T, int batch, real lr)
 {
-    const double loss = symnet_c177b10c51_loss_grad(params, grads, work, I, T, batch);
+    const double loss = symnet_ba8ce2879b_loss_grad(params, grads, work, I, T, batch);
     sn_sgd_update(params, params, grads, lr);
     return loss;
 }
@@ -446,7 +419,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_c177b10c51_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_ba8ce2879b_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -466,7 +439,7 @@ void symnet_c177b10c51_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_c177b10c51_train(real *params, real *grads, real *work, real *Ib, real *Tb, real *prev, int *have_prev,
+long long symnet_ba8ce2879b_train(real *params, real *grads, real *work, real *Ib, real *Tb, real *prev, int *have_prev,
                            const real *I, const real *T, const long long *idx, long long n_idx, int batch_size,
                            const double *lr, double *losses, int optimizer, real *s1, real *s2, const double *hyper, long long t0)
 {
@@ -480,7 +453,7 @@ long long symnet_c177b10c51_train(real *params, real *grads, real *work, real *I
             memcpy(Ib + (size_t)r * 2, I + n * 2, sizeof(real) * 2);
             memcpy(Tb + (size_t)r * 1, T + n * 1, sizeof(real) * 1);
         }
-        const double loss = symnet_c177b10c51_loss_grad(cur, grads, work, Ib, Tb, batch);
+        const double loss = symnet_ba8ce2879b_loss_grad(cur, grads, work, Ib, Tb, batch);
         if (!isfinite(loss)) {
             /* both buffers ← θ before the last update (only cur needs it written) */
             if (prev != NULL && *have_prev)

@@ -226,9 +226,6 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
     real *R = work + (size_t)batch * 16;  /* layer R: (batch, 16) */
     real *z_O = work + (size_t)batch * 32;  /* Σ of O: (batch, 1) */
     real *O = work + (size_t)batch * 33;  /* layer O: (batch, 1) */
-    real *dL_dR = work + (size_t)batch * 34;  /* ∂L/∂R: (batch, 16) */
-    real *delta_R = work + (size_t)batch * 50;  /* ∂L/∂z_R: (batch, 16) */
-    real *delta_O = work + (size_t)batch * 66;  /* ∂L/∂z_O: (batch, 1) */
 
     memset(z_R, 0, sizeof(real) * (size_t)batch * 16);
     /* z_R[b,i] = Σ_j (-C1[i,j] + I[b,j])² */
@@ -253,30 +250,19 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 }
 
 /* Forward pass; returns the output's address inside work: (batch, 1). */
-void symnet_74e4792a59_forward(const real *params, real *work, const real *I, int batch)
+void symnet_68ca59be95_forward(const real *params, real *work, const real *I, int batch)
 {
     sn_forward(params, work, I, batch);
 }
 
 /* Loss L = (1/batch) Σ_b L_b, after a forward pass. */
-double symnet_74e4792a59_loss(const real *params, real *work, const real *I, const real *T, int batch)
+double symnet_68ca59be95_loss(const real *params, real *work, const real *I, const real *T, int batch)
 {
-    const real *C1 = params + 0;  /* C1: (16, 2) */
-    const real *beta1 = params + 32;  /* beta1: (16,) */
-    const real *W2 = params + 48;  /* W2: (1, 16) */
     const real *b2 = params + 64;  /* b2: (1,) */
 
-    real *z_R = work + (size_t)batch * 0;  /* Σ of R: (batch, 16) */
-    real *R = work + (size_t)batch * 16;  /* layer R: (batch, 16) */
     real *z_O = work + (size_t)batch * 32;  /* Σ of O: (batch, 1) */
-    real *O = work + (size_t)batch * 33;  /* layer O: (batch, 1) */
-    real *dL_dR = work + (size_t)batch * 34;  /* ∂L/∂R: (batch, 16) */
-    real *delta_R = work + (size_t)batch * 50;  /* ∂L/∂z_R: (batch, 16) */
-    real *delta_O = work + (size_t)batch * 66;  /* ∂L/∂z_O: (batch, 1) */
 
-    const real inv_batch = (real)1 / (real)batch;
     double loss = 0;
-    (void)inv_batch;
     sn_forward(params, work, I, batch);
     /* L += T[b,i]·softplus(-b2[i] - z_O[b,i]) + (1 - T[b,i])·softplus(b2[i] + z_O[b,i]) */
     for (int b = 0; b < batch; b++)
@@ -289,7 +275,7 @@ double symnet_74e4792a59_loss(const real *params, real *work, const real *I, con
 }
 
 /* Loss and every gradient ∂L/∂θ (into grads), by back propagation. */
-double symnet_74e4792a59_loss_grad(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
+double symnet_68ca59be95_loss_grad(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
 {
     const real *C1 = params + 0;  /* C1: (16, 2) */
     const real *beta1 = params + 32;  /* beta1: (16,) */
@@ -354,9 +340,9 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
 }
 
 /* One steepest-descent step on this batch: θ ← θ − lr·∂L/∂θ.  Returns the loss before it. */
-double symnet_74e4792a59_step(real *params, real *grads, real *work, const real *I, const real *T, int batch, real lr)
+double symnet_68ca59be95_step(real *params, real *grads, real *work, const real *I, const real *T, int batch, real lr)
 {
-    const double loss = symnet_74e4792a59_loss_grad(params, grads, work, I, T, batch);
+    const double loss = symnet_68ca59be95_loss_grad(params, grads, work, I, T, batch);
     sn_sgd_update(params, params, grads, lr);
     return loss;
 }
@@ -393,7 +379,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_74e4792a59_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_68ca59be95_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -413,7 +399,7 @@ void symnet_74e4792a59_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_74e4792a59_train(real *params, real *grads, real *work, real *Ib, real *Tb, real *prev, int *have_prev,
+long long symnet_68ca59be95_train(real *params, real *grads, real *work, real *Ib, real *Tb, real *prev, int *have_prev,
                            const real *I, const real *T, const long long *idx, long long n_idx, int batch_size,
                            const double *lr, double *losses, int optimizer, real *s1, real *s2, const double *hyper, long long t0)
 {
@@ -427,7 +413,7 @@ long long symnet_74e4792a59_train(real *params, real *grads, real *work, real *I
             memcpy(Ib + (size_t)r * 2, I + n * 2, sizeof(real) * 2);
             memcpy(Tb + (size_t)r * 1, T + n * 1, sizeof(real) * 1);
         }
-        const double loss = symnet_74e4792a59_loss_grad(cur, grads, work, Ib, Tb, batch);
+        const double loss = symnet_68ca59be95_loss_grad(cur, grads, work, Ib, Tb, batch);
         if (!isfinite(loss)) {
             /* both buffers ← θ before the last update (only cur needs it written) */
             if (prev != NULL && *have_prev)

@@ -240,11 +240,6 @@ static void sn_forward(const real *params, real *work, const real *x, int batch)
     real *H2 = work + (size_t)batch * 96;  /* layer H2: (batch, 32) */
     real *z_O = work + (size_t)batch * 128;  /* Σ of O: (batch, 1) */
     real *O = work + (size_t)batch * 129;  /* layer O: (batch, 1) */
-    real *dL_dH1 = work + (size_t)batch * 130;  /* ∂L/∂H1: (batch, 32) */
-    real *delta_H1 = work + (size_t)batch * 162;  /* ∂L/∂z_H1: (batch, 32) */
-    real *dL_dH2 = work + (size_t)batch * 194;  /* ∂L/∂H2: (batch, 32) */
-    real *delta_H2 = work + (size_t)batch * 226;  /* ∂L/∂z_H2: (batch, 32) */
-    real *delta_O = work + (size_t)batch * 258;  /* ∂L/∂z_O: (batch, 1) */
 
     /* z_H1[b,i] = Σ_j W1[i,j]·x[b,j] */
     sn_mm_nt(batch, 32, 1, x, W1, z_H1, 0);
@@ -271,36 +266,19 @@ static void sn_forward(const real *params, real *work, const real *x, int batch)
 }
 
 /* Forward pass; returns the output's address inside work: (batch, 1). */
-void symnet_5d72ea20ea_forward(const real *params, real *work, const real *x, int batch)
+void symnet_0fb9aff58b_forward(const real *params, real *work, const real *x, int batch)
 {
     sn_forward(params, work, x, batch);
 }
 
 /* Loss L = (1/batch) Σ_b L_b, after a forward pass. */
-double symnet_5d72ea20ea_loss(const real *params, real *work, const real *x, const real *T, int batch)
+double symnet_0fb9aff58b_loss(const real *params, real *work, const real *x, const real *T, int batch)
 {
-    const real *W1 = params + 0;  /* W1: (32, 1) */
-    const real *b1 = params + 32;  /* b1: (32,) */
-    const real *W2 = params + 64;  /* W2: (32, 32) */
-    const real *b2 = params + 1088;  /* b2: (32,) */
-    const real *W3 = params + 1120;  /* W3: (1, 32) */
     const real *b3 = params + 1152;  /* b3: (1,) */
 
-    real *z_H1 = work + (size_t)batch * 0;  /* Σ of H1: (batch, 32) */
-    real *H1 = work + (size_t)batch * 32;  /* layer H1: (batch, 32) */
-    real *z_H2 = work + (size_t)batch * 64;  /* Σ of H2: (batch, 32) */
-    real *H2 = work + (size_t)batch * 96;  /* layer H2: (batch, 32) */
     real *z_O = work + (size_t)batch * 128;  /* Σ of O: (batch, 1) */
-    real *O = work + (size_t)batch * 129;  /* layer O: (batch, 1) */
-    real *dL_dH1 = work + (size_t)batch * 130;  /* ∂L/∂H1: (batch, 32) */
-    real *delta_H1 = work + (size_t)batch * 162;  /* ∂L/∂z_H1: (batch, 32) */
-    real *dL_dH2 = work + (size_t)batch * 194;  /* ∂L/∂H2: (batch, 32) */
-    real *delta_H2 = work + (size_t)batch * 226;  /* ∂L/∂z_H2: (batch, 32) */
-    real *delta_O = work + (size_t)batch * 258;  /* ∂L/∂z_O: (batch, 1) */
 
-    const real inv_batch = (real)1 / (real)batch;
     double loss = 0;
-    (void)inv_batch;
     sn_forward(params, work, x, batch);
     /* L += (-T[b,i] + b3[i] + z_O[b,i])² */
     for (int b = 0; b < batch; b++)
@@ -312,12 +290,9 @@ double symnet_5d72ea20ea_loss(const real *params, real *work, const real *x, con
 }
 
 /* Loss and every gradient ∂L/∂θ (into grads), by back propagation. */
-double symnet_5d72ea20ea_loss_grad(const real *params, real *grads, real *work, const real *x, const real *T, int batch)
+double symnet_0fb9aff58b_loss_grad(const real *params, real *grads, real *work, const real *x, const real *T, int batch)
 {
-    const real *W1 = params + 0;  /* W1: (32, 1) */
-    const real *b1 = params + 32;  /* b1: (32,) */
     const real *W2 = params + 64;  /* W2: (32, 32) */
-    const real *b2 = params + 1088;  /* b2: (32,) */
     const real *W3 = params + 1120;  /* W3: (1, 32) */
     const real *b3 = params + 1152;  /* b3: (1,) */
 
@@ -328,12 +303,9 @@ double symnet_5d72ea20ea_loss_grad(const real *params, real *grads, real *work, 
     real *g_W3 = grads + 1120;  /* ∂L/∂W3: (1, 32) */
     real *g_b3 = grads + 1152;  /* ∂L/∂b3: (1,) */
 
-    real *z_H1 = work + (size_t)batch * 0;  /* Σ of H1: (batch, 32) */
     real *H1 = work + (size_t)batch * 32;  /* layer H1: (batch, 32) */
-    real *z_H2 = work + (size_t)batch * 64;  /* Σ of H2: (batch, 32) */
     real *H2 = work + (size_t)batch * 96;  /* layer H2: (batch, 32) */
     real *z_O = work + (size_t)batch * 128;  /* Σ of O: (batch, 1) */
-    real *O = work + (size_t)batch * 129;  /* layer O: (batch, 1) */
     real *dL_dH1 = work + (size_t)batch * 130;  /* ∂L/∂H1: (batch, 32) */
     real *delta_H1 = work + (size_t)batch * 162;  /* ∂L/∂z_H1: (batch, 32) */
     real *dL_dH2 = work + (size_t)batch * 194;  /* ∂L/∂H2: (batch, 32) */
@@ -392,9 +364,9 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
 }
 
 /* One steepest-descent step on this batch: θ ← θ − lr·∂L/∂θ.  Returns the loss before it. */
-double symnet_5d72ea20ea_step(real *params, real *grads, real *work, const real *x, const real *T, int batch, real lr)
+double symnet_0fb9aff58b_step(real *params, real *grads, real *work, const real *x, const real *T, int batch, real lr)
 {
-    const double loss = symnet_5d72ea20ea_loss_grad(params, grads, work, x, T, batch);
+    const double loss = symnet_0fb9aff58b_loss_grad(params, grads, work, x, T, batch);
     sn_sgd_update(params, params, grads, lr);
     return loss;
 }
@@ -431,7 +403,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_5d72ea20ea_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_0fb9aff58b_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -451,7 +423,7 @@ void symnet_5d72ea20ea_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_5d72ea20ea_train(real *params, real *grads, real *work, real *Ib, real *Tb, real *prev, int *have_prev,
+long long symnet_0fb9aff58b_train(real *params, real *grads, real *work, real *Ib, real *Tb, real *prev, int *have_prev,
                            const real *x, const real *T, const long long *idx, long long n_idx, int batch_size,
                            const double *lr, double *losses, int optimizer, real *s1, real *s2, const double *hyper, long long t0)
 {
@@ -465,7 +437,7 @@ long long symnet_5d72ea20ea_train(real *params, real *grads, real *work, real *I
             memcpy(Ib + (size_t)r * 1, x + n * 1, sizeof(real) * 1);
             memcpy(Tb + (size_t)r * 1, T + n * 1, sizeof(real) * 1);
         }
-        const double loss = symnet_5d72ea20ea_loss_grad(cur, grads, work, Ib, Tb, batch);
+        const double loss = symnet_0fb9aff58b_loss_grad(cur, grads, work, Ib, Tb, batch);
         if (!isfinite(loss)) {
             /* both buffers ← θ before the last update (only cur needs it written) */
             if (prev != NULL && *have_prev)

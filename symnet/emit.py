@@ -9,6 +9,8 @@ includes, signatures, loops and their comments.
 from __future__ import annotations
 
 import hashlib
+import re
+
 import jinja2
 import sympy as sp
 from sympy.codegen.ast import float32, float64, real
@@ -150,6 +152,7 @@ class Emitter:
                                  trim_blocks=True, lstrip_blocks=True,
                                  keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
         env.filters["comment"] = c_comment
+        env.filters["named_in"] = named_in
         env.tests["matmul"] = lambda op: isinstance(op, MatMul)
         env.tests["zero"] = lambda op: isinstance(op, Zero)
         env.tests["softmax_xent"] = lambda op: isinstance(op, SoftmaxXent)
@@ -174,6 +177,17 @@ class Emitter:
             for f in e.atoms(sp.Function):
                 found.add(type(f).__name__)
         return found
+
+
+def named_in(name: str, code: str) -> bool:
+    """Whether C ``code`` uses the identifier ``name`` (so a function declares
+    only the buffers it uses: no unused variables under -Wall -Wextra).
+
+    >>> named_in("W1", "z[j] += W1[i * 2 + j];"), named_in("W1", "W10[0] = 1;")
+    (True, False)
+    """
+    return re.search(r"(?<![A-Za-z0-9_])" + re.escape(name) + r"(?![A-Za-z0-9_])",
+                     str(code)) is not None
 
 
 def describe_graph(graph: ir.Graph) -> list[str]:
