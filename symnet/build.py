@@ -90,10 +90,9 @@ def flags() -> list[str]:
     f = ["-O3", "-fPIC", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd",
          "-DSN_USE_BLAS"]
     if os.environ.get("SYMNET_OPENMP", "1") not in ("0", "false", "no"):
-        f.append("-fopenmp")  # threads for large products; SYMNET_OPENMP=0 turns them off
-        par = os.environ.get("SYMNET_PARALLEL_MIN")  # M·N·K from which products use threads
-        if par:
-            f.append(f"-DSN_PARALLEL={float(par)!r}")
+        # threads for large products; SYMNET_OPENMP=0 turns them off.  How many: set
+        # when a module loads (symnet/tuning.py; SYMNET_PARALLEL_MIN overrides)
+        f.append("-fopenmp")
     if os.environ.get("SYMNET_PORTABLE", "") not in ("1", "true", "yes"):
         # SYMNET_MARCH=x86-64-v3 checks AVX2 code on an AVX-512 machine
         f.append("-march=" + (os.environ.get("SYMNET_MARCH", "").strip() or "native"))
