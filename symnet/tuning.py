@@ -32,12 +32,13 @@ Environment: ``SYMNET_BLAS=0`` keeps every product on symnet's kernels;
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
-import hashlib
 import importlib.util
 import json
 import math
 import os
+import tempfile
 import time
 from functools import lru_cache
 from pathlib import Path
@@ -121,31 +122,32 @@ def _set_blas_threads(n: int):
 
 
 # ----------------------------------------------------------------- the probe
+_PROBE_CDEF = ("void sn_probe_tune(" + _BLAS_FN.format(real="float") + ", double, double, int);\n"
+               "void sn_probe_gemm(int kind, int M, int N, int K, const float *A,"
+               " const float *B, float *C, int reps);\n"
+               "void sn_probe_join(int threads, int reps);\n")
+
+
+@contextlib.contextmanager
 def _probe():
-    """The probe module (templates/probe.c.j2: the networks' own matrix code and
-    two timing loops), built once like a network."""
+    """The probe (templates/probe.c.j2: the networks' own matrix code and two
+    timing loops) as a plain shared library, opened with cffi's ABI mode: it is
+    needed once per machine, so it lives in a temporary folder for the
+    measurement only and never enters the cache of networks."""
+    import cffi
     import jinja2
-    key = hashlib.sha256(json.dumps(["probe", build.code_fingerprint(), build.compiler(),
-                                     build.flags(), build._cpu()]).encode()).hexdigest()[:24]
-    counts = dict(build.STATS)
-    hit = build.lookup(key)
-    build.STATS.update(counts)
-    if hit is not None:
-        return hit[0]
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(build.template_dir()),
                              trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
     source = env.get_template("probe.c.j2").render(
         version=__version__, real="float", hooks=True, prefix="sn_probe_")
-    cdef = ("void sn_probe_tune(" + _BLAS_FN.format(real="float")
-            + ", double, double, int);\n"
-            "void sn_probe_gemm(int kind, int M, int N, int K, const float *A,"
-            " const float *B, float *C, int reps);\n"
-            "void sn_probe_join(int threads, int reps);\n")
-    counts = dict(build.STATS)  # STATS count networks; the probe is not one
-    try:
-        return build.build(key, source, cdef, {"probe": True})[0]
-    finally:
-        build.STATS.update(counts)
+    with tempfile.TemporaryDirectory(prefix=".probe-", dir=build.writable_cache_dir()) as tmp:
+        c_path, so = Path(tmp) / "probe.c", Path(tmp) / "probe.so"
+        c_path.write_text(source)
+        cmd = [*build.compiler(), *build.flags(), "-shared", str(c_path), "-o", str(so), "-lm"]
+        build._run_compiler([cmd], c_path, source)
+        ffi = cffi.FFI()
+        ffi.cdef(_PROBE_CDEF)
+        yield ffi, ffi.dlopen(str(so))
 
 
 def _seconds(call, reps: int, rounds: int = 5, best: bool = True) -> float:
@@ -169,9 +171,12 @@ SHAPES = [(k, m, n, kk) for (m, n, kk) in
 
 def measure(budget_s: float = 0.5) -> dict:
     """Measure this machine (about a second); see the module docstring."""
+    with _probe() as (ffi, lib):
+        return _measure(ffi, lib, budget_s)
+
+
+def _measure(ffi, lib, budget_s: float) -> dict:
     import numpy as np
-    mod = _probe()
-    ffi, lib = mod.ffi, mod.lib
     nmax = threads_max()
     null = ffi.cast(_BLAS_FN.format(real="float"), 0)
     rng = np.random.default_rng(0)
@@ -230,6 +235,13 @@ def _path() -> Path:
     return build.writable_cache_dir() / f"machine-{build.build_key('machine', __version__)}.json"
 
 
+def _defaults(why: str) -> dict:
+    """Fixed settings where the machine cannot be measured (no working compiler)."""
+    return {"version": __version__, "rate": 0.0, "join_s": 0.0, "threads_max": 2,
+            "thread_min": 3e7, "blas": None, "blas_min": math.inf, "shapes": [],
+            "error": why}
+
+
 @lru_cache(maxsize=4)
 def _machine(path: str) -> dict:
     p = Path(path)
@@ -239,7 +251,11 @@ def _machine(path: str) -> dict:
             return rec
     except (OSError, ValueError):
         pass
-    rec = measure()
+    try:
+        rec = measure()
+    except build.BuildError as exc:  # the network itself was built: keep it usable
+        build._debug(f"the machine could not be measured: {exc}")
+        return _defaults(str(exc).splitlines()[0])
     build._atomic_write(p, build._seal(rec))
     build._debug(f"measured this machine: {json.dumps(rec)}")
     return rec
@@ -253,7 +269,7 @@ def machine() -> dict:
 def settings() -> dict:
     """The thresholds products use now: the measured ones unless overridden."""
     if os.environ.get("SYMNET_SANITIZE"):  # no probe under the sanitizers: fixed defaults
-        rec = {"blas": None, "blas_min": math.inf, "thread_min": 3e7, "threads_max": 2}
+        rec = _defaults("SYMNET_SANITIZE")
     else:
         rec = machine()
     nmax = min(threads_max(), rec.get("threads_max") or threads_max())

@@ -135,7 +135,7 @@ def print_machine():
           f"BLAS: {blas} ({'cached' if took < 0.05 else f'measured now in {took:.2f} s'})")
     for kind, M, N, K, ours, theirs in rec.get("shapes", []):
         if M * N * K >= 1e6:
-            print(f"    {'nt nn tn'.split()[kind]} {M}×{N}×{K}: symnet {ours * 1e6:8.1f} µs, "
+            print(f"    {('nt', 'nn', 'tn')[kind]} {M}×{N}×{K}: symnet {ours * 1e6:8.1f} µs, "
                   f"BLAS {theirs * 1e6:8.1f} µs")
 
 
