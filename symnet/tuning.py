@@ -9,10 +9,12 @@ how much work a thread pays for its join, depends on the machine, so both are
 measured the first time a network is loaded on it:
 
 * ``rate``: multiply-adds per second of one thread on a 128×256×784 product;
-* ``join``: seconds of an empty parallel region with all threads (its fork,
-  join and the wake-up of sleeping threads);
-* ``thread_min = 2·join·rate``: each thread gets at least the work of two joins,
-  so a product on n threads never costs more than on one;
+* ``join``: seconds a product on all threads costs beyond its share of the
+  work (that product on all threads less 1/n of it on one; at least an empty
+  parallel region's fork and join): the wake-up of threads, and on a busy
+  machine the wait for a thread the system runs late;
+* ``thread_min = max(2·join·rate, 10 µs·rate)``: each thread gets at least the
+  work of two joins (and 10 µs), so a product on n threads costs less than on one;
 * ``blas_min``: the M·N·K from which BLAS was faster than our kernels on every
   measured product at least that large (``inf``: never, or no BLAS installed).
 
@@ -186,18 +188,29 @@ def _measure(ffi, lib, budget_s: float) -> dict:
     C = np.zeros(max(m * n for _, m, n, _ in SHAPES), np.float32)
     pa, pb, pc = (ffi.from_buffer("float[]", x) for x in (A, B, C))
 
-    def gemm_s(kind, M, N, K):
+    def gemm_s(kind, M, N, K, best=True):
         mnk = M * N * K
         reps = max(1, int(2e6 / mnk * 4))  # ≈ a millisecond per round or more
-        return _seconds(lambda r: lib.sn_probe_gemm(kind, M, N, K, pa, pb, pc, r), reps)
+        return _seconds(lambda r: lib.sn_probe_gemm(kind, M, N, K, pa, pb, pc, r), reps,
+                        5, best)
 
     lib.sn_probe_tune(null, math.inf, 1e300, 1)
-    shape = (0, 128, 256, 784)
-    rate = shape[1] * shape[2] * shape[3] / gemm_s(*shape)
-    # the median: a join waits for the slowest thread, which a busy machine delays
-    join = _seconds(lambda r: lib.sn_probe_join(nmax, r), 100, 7, best=False) \
-        if nmax > 1 else 0.0
-    thread_min = max(2.0 * join * rate, 1e5)
+    shape = (0, 128, 256, 784)      # the medium network's first product
+    mnk = shape[1] * shape[2] * shape[3]
+    rate = mnk / gemm_s(*shape)
+    join = 0.0
+    if nmax > 1:
+        # What one parallel product costs beyond its share of the work: the same
+        # product on all threads against one (medians: a product waits for its
+        # slowest thread, which a busy machine delays), and never less than an
+        # empty parallel region (fork and join).
+        one = gemm_s(*shape, best=False)
+        lib.sn_probe_tune(null, math.inf, 1.0, nmax)
+        many = gemm_s(*shape, best=False)
+        empty = _seconds(lambda r: lib.sn_probe_join(nmax, r), 100, 5, best=False)
+        join = max(many - one / nmax, empty)
+    # each thread gets the work of two joins, and never less than 10 µs of work
+    thread_min = max(2.0 * join * rate, 1e-5 * rate)
     out = {"version": __version__, "rate": rate, "join_s": join, "threads_max": nmax,
            "thread_min": thread_min, "blas": None, "blas_min": math.inf, "shapes": []}
     found = blas_library()
