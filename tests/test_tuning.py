@@ -102,3 +102,31 @@ def test_machine_is_measured_once_and_cached(tmp_path, monkeypatch):
     assert tuning.machine()["rate"] == 7.0, "a damaged record must be measured again"
     assert build._unseal(files[0])["rate"] == 7.0
     tuning._machine.cache_clear()
+
+
+def test_machine_that_cannot_be_measured_gets_fixed_defaults(tmp_path, monkeypatch):
+    """A probe that does not compile leaves networks usable with the old constants,
+    and nothing is recorded (the next process tries again)."""
+    monkeypatch.setenv("SYMNET_CACHE_DIR", str(tmp_path))
+    tuning._machine.cache_clear()
+
+    def broken():
+        raise build.BuildError("the C compiler failed (exit 1)")
+    monkeypatch.setattr(tuning, "measure", broken)
+    rec = tuning.machine()
+    assert rec["blas"] is None and rec["blas_min"] == math.inf and rec["thread_min"] == 3e7
+    assert "compiler failed" in rec["error"]
+    assert not list(tmp_path.glob("machine-*.json"))
+    tuning._machine.cache_clear()
+
+
+def test_generated_standalone_c_has_no_tuning_hook():
+    """The BLAS hook exists only in the in-process form (rendered with hooks=True)."""
+    import symnet as sn
+    from symnet.emit import emit
+    from symnet.lower import plan
+    net = sn.Network(sn.Input(300), sn.Dense(70, "relu"), sn.Dense(5), loss="mse")
+    standalone, _ = emit(plan(net.graph()), "float32")
+    inproc, prefix = emit(plan(net.graph()), "float32", hooks=True)
+    assert "sn_blas" not in standalone and "SN_USE_BLAS" not in standalone
+    assert f"void {prefix}tune(" in inproc and "sn_blas(101," in inproc
