@@ -276,7 +276,11 @@ def _machine(path: str) -> dict:
 
 def machine() -> dict:
     """This machine's measured figures (cached in the cache directory)."""
-    return dict(_machine(str(_path())))
+    try:
+        path = _path()
+    except (build.BuildError, OSError) as exc:  # no writable cache: a loaded module
+        return _defaults(str(exc).splitlines()[0])  # still runs, on the defaults
+    return dict(_machine(str(path)))
 
 
 def settings() -> dict:
@@ -311,3 +315,24 @@ def apply(module, prefix: str, dtype: str) -> dict:
         _set_blas_threads(s["threads_max"])
     tune(ptr, s["blas_min"] if use_blas else math.inf, s["thread_min"], s["threads_max"])
     return dict(s, blas=s["blas"] if use_blas else None)
+
+
+def main(argv=None) -> int:
+    """``python -m symnet.tuning [--again]``: print this machine's figures; ``--again``
+    measures anew (e.g. when the first measurement ran on a busy machine)."""
+    import argparse
+    ap = argparse.ArgumentParser(prog="python -m symnet.tuning", description=main.__doc__)
+    ap.add_argument("--again", action="store_true", help="measure again and replace the file")
+    args = ap.parse_args(argv)
+    if args.again:
+        with contextlib.suppress(OSError, build.BuildError):
+            _path().unlink()
+        _machine.cache_clear()
+    rec = machine()
+    print(json.dumps({k: v for k, v in rec.items() if k != "shapes"}, indent=1))
+    print("in use now:", json.dumps(settings()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
