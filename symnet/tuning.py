@@ -93,6 +93,11 @@ def blas_library():
     if spec is None or not spec.submodule_search_locations:
         return None
     libdir = Path(list(spec.submodule_search_locations)[0]) / "lib"
+    # OpenBLAS's idle threads spin for 2^28 cycles (~0.1 s) after each call, taking
+    # the cores that symnet's own threaded products run on next; 2^4: they sleep at
+    # once (a wake-up costs microseconds against the milliseconds of a BLAS-sized
+    # product).  Read when the library loads; a user's own setting wins.
+    os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
     for path in sorted(libdir.glob("libscipy_openblas*")):
         if path.suffix in (".so", ".dylib", ".dll") or ".so." in path.name:
             try:
@@ -112,6 +117,16 @@ def blas_pointer(ffi, dtype: str):
     fn = getattr(found[1], _SYMBOLS[dtype])
     real = "float" if dtype == "float32" else "double"
     return ffi.cast(_BLAS_FN.format(real=real), ctypes.cast(fn, ctypes.c_void_p).value)
+
+
+def blas_threads(mnk: float, thread_min: float, nmax: int) -> int:
+    """Threads for the library's products: as many as the cost model gives a
+    product of ``mnk`` multiply-adds (the smallest the library runs).
+
+    >>> blas_threads(1e9, 1e8, 16), blas_threads(1e9, 1e10, 16)
+    (10, 1)
+    """
+    return int(max(1, min(nmax, mnk // thread_min)))
 
 
 def _set_blas_threads(n: int):
@@ -217,7 +232,6 @@ def _measure(ffi, lib, budget_s: float) -> dict:
     if found is None:
         return out
     out["blas"] = found[0]
-    _set_blas_threads(nmax)
     blas = blas_pointer(ffi, "float32")
     # from the largest product down, while BLAS wins (by 5 %) every product of a
     # size: blas_min is the smallest size it won at; smaller ones only favour our
@@ -227,6 +241,9 @@ def _measure(ffi, lib, budget_s: float) -> dict:
     sizes = sorted({(m, n, kk) for _, m, n, kk in SHAPES}, key=lambda s: -s[0] * s[1] * s[2])
     for M, N, K in sizes:
         won = True
+        # the library gets the threads our cost model gives a product this size: on a
+        # busy machine its statically split products stall on a late thread
+        _set_blas_threads(blas_threads(M * N * K, thread_min, nmax))
         for kind in (0, 1, 2):
             lib.sn_probe_tune(null, math.inf, thread_min, nmax)
             ours = gemm_s(kind, M, N, K)
@@ -312,7 +329,8 @@ def apply(module, prefix: str, dtype: str) -> dict:
     ptr = blas_pointer(module.ffi, dtype) if use_blas else module.ffi.NULL
     use_blas = use_blas and ptr != module.ffi.NULL
     if use_blas:
-        _set_blas_threads(s["threads_max"])
+        _set_blas_threads(blas_threads(max(s["blas_min"], 1.0), s["thread_min"],
+                                       s["threads_max"]))
     tune(ptr, s["blas_min"] if use_blas else math.inf, s["thread_min"], s["threads_max"])
     return dict(s, blas=s["blas"] if use_blas else None)
 
