@@ -128,7 +128,8 @@ def print_machine():
     s = tuning.settings()
     blas = "none installed" if not rec["blas"] else (
         f"OpenBLAS from M·N·K ≥ {s['blas_min']:.3g}" if s["blas_min"] < float("inf")
-        else "OpenBLAS installed, slower than symnet's kernels on every measured product")
+        else "OpenBLAS installed, did not win all three product kinds by 5 % at any "
+        "measured size")
     print(f"products: one thread {2 * rec['rate'] / 1e9:.1f} GFLOP/s (128×256×784), "
           f"join of {rec['threads_max']} threads {rec['join_s'] * 1e6:.1f} µs → one more "
           f"thread per {s['thread_min']:.3g} multiply-adds, at most {s['threads_max']}; "
