@@ -93,15 +93,17 @@ def time_fit_overhead(model, workload, min_time: float):
     return max(0.0, fit_us - step_us)
 
 
-def time_references(workload, params, X, T, names, min_time: float):
-    """(name -> median µs, name -> why skipped) for the reference steps."""
+def time_references(workload, params, X, T, names, min_time: float, model=None):
+    """(name -> median µs, name -> why skipped) for the reference steps; with
+    ``model``, its ``step`` too (under the name "symnet"), timed in turns with
+    them so that all meet the same load (``refs.time_calls``)."""
     with warnings.catch_warnings():  # PyTensor warns at length that it found no BLAS
         warnings.simplefilter("ignore")
         steps, skipped = refs.make_reference_steps(workload, params, X, T, LR, names=names)
-    times = {}
-    for name, step in steps.items():
-        times[name] = refs.time_call(step, min_time=min_time)[0]
-    return times, skipped
+    if model is not None:
+        step = model.step
+        steps = {"symnet": lambda: step(X, T, LR), **steps}
+    return refs.time_calls(steps, min_time=min_time), skipped
 
 
 # ------------------------------------------------------------ fresh processes
