@@ -32,11 +32,21 @@ def test_generated_file_has_no_warnings(name, tmp_path):
     assert rc == 0, err
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_in_process_source_has_no_warnings(dtype, tmp_path):
-    net = sn.Network(sn.Input(30), sn.Dense(40, "gelu"), sn.Dense(20, "softplus"),
-                     sn.Dense(3), loss="softmax_cross_entropy")
-    model = net.compile(dtype=dtype)
+def _dense():
+    return sn.Network(sn.Input(30), sn.Dense(40, "gelu"), sn.Dense(20, "softplus"),
+                      sn.Dense(3), loss="softmax_cross_entropy")
+
+
+def _conv():
+    return sn.Network(sn.Input((1, 8, 8)), sn.Conv2d(4, 3, padding=1, activation="relu"),
+                      sn.MaxPool2d(2), sn.Flatten(), sn.Dense(3),
+                      loss="softmax_cross_entropy")
+
+
+@pytest.mark.parametrize("dtype,make", [("float32", _dense), ("float64", _dense),
+                                        ("float32", _conv)])
+def test_in_process_source_has_no_warnings(dtype, make, tmp_path):
+    model = make().compile(dtype=dtype)
     assert "SN_USE_BLAS" in model.c_source  # the tuning hook is there to be checked
     src = tmp_path / "k.c"
     src.write_text(model.c_source)
