@@ -147,7 +147,9 @@ TARGETS = {"tiny": 5.0, "small": 3.0, "medium": 1.5, "large": 1.1}
 
 
 def print_targets(rows, ct):
-    """The issue's targets against this run's figures."""
+    """The targets against this run's figures (of the sections that ran)."""
+    if not rows and not ct:
+        return
     print("\nTargets (this run):")
     for wl, step_us, epoch_us, ref_us, skipped, fit_us in rows or []:
         if wl.name in TARGETS and ref_us:
