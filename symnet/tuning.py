@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import hashlib
 import importlib.util
 import json
 import math
@@ -262,7 +263,11 @@ def _measure(ffi, lib, budget_s: float) -> dict:
 
 # ------------------------------------------------------------------- caching
 def _path() -> Path:
-    return build.writable_cache_dir() / f"machine-{build.build_key('machine', __version__)}.json"
+    # keyed like a network's module but without running the compiler for its
+    # version string (a cache hit must stay cheap: that subprocess costs ~5 ms)
+    key = hashlib.sha256(json.dumps(["machine", __version__, build.compiler(), build.flags(),
+                                     build._cpu()]).encode()).hexdigest()[:20]
+    return build.writable_cache_dir() / f"machine-{key}.json"
 
 
 def _defaults(why: str) -> dict:
