@@ -284,7 +284,7 @@ def named_in(name: str, code: str) -> bool:
     >>> named_in("W1", "z[j] += W1[i * 2 + j];"), named_in("W1", "W10[0] = 1; /* W1 */")
     (True, False)
     """
-    code = _COMMENT.sub(" ", str(code))  # a loop's formula comment is no use
+    code = _COMMENT.sub(" ", str(code))  # a name in a formula comment is no use
     return re.search(r"(?<![A-Za-z0-9_])" + re.escape(name) + r"(?![A-Za-z0-9_])",
                      code) is not None
 
