@@ -32,8 +32,8 @@
  *   loss: softmax_cross_entropy, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_320154B1AD_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_320154B1AD_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_C3B8EF227D_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_C3B8EF227D_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (16, 1, 3, 3)
  *   b1           offset       144  shape (16,)
  *   W3           offset       160  shape (32, 16, 3, 3)
@@ -41,56 +41,56 @@
  *   W5           offset      4800  shape (10, 512)
  *   b5           offset      9920  shape (10,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_320154B1AD_WORK_SIZE(batch) numbers; SYMNET_320154B1AD_TRAIN_WORK_SIZE(batch_size) for
- * symnet_320154b1ad_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_C3B8EF227D_WORK_SIZE(batch) numbers; SYMNET_C3B8EF227D_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_c3b8ef227d_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 9930 + X B*64 + T or O B*10 + work (B*9576 + 9930)
  *   numbers of 4 bytes; e.g. B = 32: 1,314,640 bytes (training; forward only: 846,376).
  */
-#ifndef SYMNET_320154B1AD_H
-#define SYMNET_320154B1AD_H
+#ifndef SYMNET_C3B8EF227D_H
+#define SYMNET_C3B8EF227D_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_320154B1AD_REAL float  /* the number type of every array (float32) */
-#define SYMNET_320154B1AD_N_INPUTS 64  /* features per example */
-#define SYMNET_320154B1AD_N_OUTPUTS 10
-#define SYMNET_320154B1AD_N_PARAMS 9930  /* numbers in the flat parameter array */
-#define SYMNET_320154B1AD_WORK_PER_EXAMPLE 9576
-#define SYMNET_320154B1AD_WORK_SIZE(batch) ((batch) * 9576 + 9930)  /* numbers of scratch per call */
-#define SYMNET_320154B1AD_TRAIN_WORK_SIZE(batch_size) (SYMNET_320154B1AD_WORK_SIZE(batch_size) + (batch_size) * 74)
-#define SYMNET_320154B1AD_SGD 0       /* optimizer codes of symnet_320154b1ad_update and symnet_320154b1ad_train */
-#define SYMNET_320154B1AD_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_320154B1AD_N_PARAMS numbers */
-#define SYMNET_320154B1AD_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_320154B1AD_N_PARAMS numbers each */
+#define SYMNET_C3B8EF227D_REAL float  /* the number type of every array (float32) */
+#define SYMNET_C3B8EF227D_N_INPUTS 64  /* features per example */
+#define SYMNET_C3B8EF227D_N_OUTPUTS 10
+#define SYMNET_C3B8EF227D_N_PARAMS 9930  /* numbers in the flat parameter array */
+#define SYMNET_C3B8EF227D_WORK_PER_EXAMPLE 9576
+#define SYMNET_C3B8EF227D_WORK_SIZE(batch) ((batch) * 9576 + 9930)  /* numbers of scratch per call */
+#define SYMNET_C3B8EF227D_TRAIN_WORK_SIZE(batch_size) (SYMNET_C3B8EF227D_WORK_SIZE(batch_size) + (batch_size) * 74)
+#define SYMNET_C3B8EF227D_SGD 0       /* optimizer codes of symnet_c3b8ef227d_update and symnet_c3b8ef227d_train */
+#define SYMNET_C3B8EF227D_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_C3B8EF227D_N_PARAMS numbers */
+#define SYMNET_C3B8EF227D_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_C3B8EF227D_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_320154B1AD_N_OUTPUTS) = the network's output for X (batch × SYMNET_320154B1AD_N_INPUTS). */
-void symnet_320154b1ad_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_C3B8EF227D_N_OUTPUTS) = the network's output for X (batch × SYMNET_C3B8EF227D_N_INPUTS). */
+void symnet_c3b8ef227d_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_320154b1ad_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_c3b8ef227d_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_320154B1AD_N_PARAMS numbers) by back propagation. */
-float symnet_320154b1ad_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_C3B8EF227D_N_PARAMS numbers) by back propagation. */
+float symnet_c3b8ef227d_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_320154b1ad_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_c3b8ef227d_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_320154B1AD_SGD, SYMNET_320154B1AD_MOMENTUM or SYMNET_320154B1AD_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_C3B8EF227D_SGD, SYMNET_C3B8EF227D_MOMENTUM or SYMNET_C3B8EF227D_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[4] = {μ, β1, β2, ε} and the step number t = 1, 2, ... (Adam's corrections). */
-void symnet_320154b1ad_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_c3b8ef227d_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
  * batch may be short) of (X, T), step size lr[s] and step number t0 + s + 1, and writes
  * its loss to losses[s].  Stops before the update of a step whose loss is not finite
- * and returns the number of steps completed.  prev (SYMNET_320154B1AD_N_PARAMS numbers, or NULL)
+ * and returns the number of steps completed.  prev (SYMNET_C3B8EF227D_N_PARAMS numbers, or NULL)
  * receives the parameters before the last update, *have_prev says it holds them; a
- * non-finite loss restores them.  work: SYMNET_320154B1AD_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_320154b1ad_train(float *params, const float *X, const float *T, const long long *idx,
+ * non-finite loss restores them.  work: SYMNET_C3B8EF227D_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_c3b8ef227d_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, float *work);
@@ -99,7 +99,7 @@ long long symnet_320154b1ad_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_320154B1AD_H */
+#endif /* SYMNET_C3B8EF227D_H */
 
 typedef float real;
 #define SN_SIMD 1  /* reductions marked `omp simd` vectorise (-fopenmp-simd) */
@@ -117,13 +117,19 @@ typedef float real;
  * element of C is summed by one thread in a fixed order, so results do not
  * depend on the number of threads.
  * ---------------------------------------------------------------------- */
+#ifndef SN_MR
 #ifdef __AVX512F__
 #define SN_MR 8        /* rows of a register tile: 8×2 AVX-512 accumulators (3-8% faster than
                           6 rows on Zen 4 for the bench's products) */
+#define SN_NR 32       /* columns of a register tile: 2 AVX-512 vectors */
 #else
-#define SN_MR 6        /* rows of a register tile */
+#define SN_MR 4        /* AVX2 has 16 vector registers: 4×3 accumulators, 3 loads of B and
+                          one broadcast of A fill them exactly.  Measured (x86-64-v3 build,
+                          one thread): 80-112 GFLOP/s vs 70-77 for the 6×32 tile, which
+                          spills (24 accumulators); OpenBLAS (Haswell) 111-120 */
+#define SN_NR 24       /* columns of a register tile: 3 AVX2 vectors */
 #endif
-#define SN_NR 32       /* columns of a register tile: 2 AVX-512 or 4 AVX2 vectors */
+#endif
 #define SN_KC 256      /* depth of a packed panel of B: SN_KC·SN_NR reals = 32 KiB */
 #define SN_SMALL 4096  /* M·N·K below which plain loops win */
 #ifndef SN_PARALLEL  /* set by SYMNET_PARALLEL_MIN */
@@ -132,6 +138,7 @@ typedef float real;
                               stretch to milliseconds (measured: medium 1.45 ms on one
                               thread vs 9.5 ms on two under load) */
 #endif
+#define sn_threads(mnk, jobs) ((mnk) >= SN_PARALLEL ? 2 : 1)
 
 #ifdef FP_FAST_FMAF
 /* a·b + c rounded once, where the machine has a fused multiply-add; written out
@@ -166,22 +173,27 @@ static void sn_gemm(int M, int N, int K, const real *restrict A, ptrdiff_t sam, 
                     const real *restrict B, ptrdiff_t sbk, ptrdiff_t sbn, real *restrict C,
                     int accumulate)
 {
+    if (M <= 0 || N <= 0)
+        return;
     if (K == 0) {
         if (!accumulate) memset(C, 0, sizeof(real) * (size_t)M * N);
         return;
     }
+    const double mnk = (double)M * N * K;
     /* jobs: column blocks of SN_NR, each split in `parts` row ranges when there
-       are too few column blocks to keep two threads busy */
+       are too few column blocks to give each thread two */
     const int nb = (N + SN_NR - 1) / SN_NR;
-    const int threads = (double)M * N * K >= SN_PARALLEL;
-    const int parts = !threads || nb >= 4 || M < 2 * SN_MR ? 1 : 2;
+    const int threads = sn_threads(mnk, nb * ((M + SN_MR - 1) / SN_MR));
+    int parts = threads > 1 && nb < 2 * threads ? (2 * threads + nb - 1) / nb : 1;
+    parts = parts > (M + SN_MR - 1) / SN_MR ? (M + SN_MR - 1) / SN_MR : parts;
     const int rows = (M / parts + SN_MR - 1) / SN_MR * SN_MR;
     /* dynamic: a thread that the OS runs late takes fewer jobs (results are the same) */
-#pragma omp parallel for schedule(dynamic) if (threads)
+#pragma omp parallel for schedule(dynamic) if (threads > 1)
     for (int job = 0; job < nb * parts; job++) {
         real P[SN_KC * SN_NR], Ap[SN_MR * SN_KC], Ct[SN_MR * SN_NR];
         const int n0 = job / parts * SN_NR, nc = N - n0 < SN_NR ? N - n0 : SN_NR;
-        const int m0 = job % parts * rows, m1 = job % parts == parts - 1 ? M : m0 + rows;
+        const int m0 = job % parts * rows;
+        const int m1 = job % parts == parts - 1 || m0 + rows > M ? M : m0 + rows;
         for (int k0 = 0; k0 < K; k0 += SN_KC) {
             const int kc = K - k0 < SN_KC ? K - k0 : SN_KC;
             const int add = accumulate || k0 > 0;
@@ -221,7 +233,10 @@ static void sn_gemm(int M, int N, int K, const real *restrict A, ptrdiff_t sam, 
  * constants: small products then run as loops the compiler unrolls and
  * vectorises, in the order that reads memory contiguously; the rest go to
  * sn_gemm.  Measured on the 2-8-8-1 network's whole-epoch training: ~15% less
- * time per step than calling a generic loop with run-time strides. */
+ * time per step than calling a generic loop with run-time strides.  The test
+ * N·K ≥ SN_SMALL is decided by the compiler, so a layer that can never take the
+ * plain loops (M ≥ 1) does not compile them: compile time then stays flat in
+ * width (16 layers of 64: gcc 1.4 → s of CPU time). */
 #if defined(__GNUC__)
 #define SN_INLINE static inline __attribute__((always_inline))
 #else
@@ -232,7 +247,7 @@ static void sn_gemm(int M, int N, int K, const real *restrict A, ptrdiff_t sam, 
 SN_INLINE void sn_mm_nt(int M, int N, int K, const real *restrict A,
                         const real *restrict B, real *restrict C, int accumulate)
 {
-    if ((double)M * N * K >= SN_SMALL) {
+    if ((double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
         sn_gemm(M, N, K, A, K, 1, B, 1, K, C, accumulate);
         return;
     }
@@ -249,7 +264,7 @@ SN_INLINE void sn_mm_nt(int M, int N, int K, const real *restrict A,
 SN_INLINE void sn_mm_nn(int M, int N, int K, const real *restrict A,
                         const real *restrict B, real *restrict C, int accumulate)
 {
-    if ((double)M * N * K >= SN_SMALL) {
+    if ((double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
         sn_gemm(M, N, K, A, K, 1, B, N, 1, C, accumulate);
         return;
     }
@@ -269,7 +284,7 @@ SN_INLINE void sn_mm_nn(int M, int N, int K, const real *restrict A,
 SN_INLINE void sn_mm_tn(int M, int N, int K, const real *restrict A,
                         const real *restrict B, real *restrict C, int accumulate)
 {
-    if ((double)M * N * K >= SN_SMALL) {
+    if ((double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
         sn_gemm(M, N, K, A, 1, M, B, N, 1, C, accumulate);
         return;
     }
@@ -284,6 +299,7 @@ SN_INLINE void sn_mm_tn(int M, int N, int K, const real *restrict A,
         }
     }
 }
+
 static inline int sn_imax(int a, int b) { return a > b ? a : b; }
 static inline int sn_imin(int a, int b) { return a < b ? a : b; }
 
@@ -449,7 +465,7 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_320154b1ad_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_c3b8ef227d_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 6218, sizeof(real) * (size_t)batch * 10);
@@ -461,9 +477,7 @@ static double sn_loss(const real *params, real *work, const real *I, const real 
 
     real *O = work + (size_t)batch * 6218;  /* layer O: (batch, 10) */
 
-    const real inv_batch = (real)1 / (real)batch;
     double loss = 0;
-    (void)inv_batch;
     sn_forward(params, work, I, batch);
     /* L_b = logsumexp(O[b,:])·Σ_k T[b,k] − Σ_k T[b,k]·O[b,k]
      */
@@ -485,7 +499,7 @@ static double sn_loss(const real *params, real *work, const real *I, const real 
     return loss / batch;
 }
 
-real symnet_320154b1ad_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_c3b8ef227d_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -630,7 +644,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_320154b1ad_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_c3b8ef227d_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -645,7 +659,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
 
 /* One steepest-descent step on this batch: θ ← θ − lr·∂L/∂θ, the gradients in
  * work after the batch's rows.  Returns the loss before it. */
-real symnet_320154b1ad_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_c3b8ef227d_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 9576;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
@@ -685,7 +699,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_320154b1ad_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_c3b8ef227d_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -708,7 +722,7 @@ void symnet_320154b1ad_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_320154b1ad_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_c3b8ef227d_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, real *work)
 {

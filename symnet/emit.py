@@ -10,6 +10,7 @@ spelling), and the Jinja templates own the shape of the files:
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 
 import jinja2
@@ -155,10 +156,16 @@ class Emitter:
             size *= s
         return str(size)
 
+    def needed_in(self, name: str, code: str) -> bool:
+        """Template filter: declare buffer ``name`` in a function whose body is
+        ``code`` (it uses it directly or through an alias): -Wall -Wextra clean."""
+        return _needed_in(self.buffers, name, str(code))
+
     def render(self, prefix: str = "SN_PREFIX_", macro: str = "SN_MACRO_",
                header_file: str | None = None, title: str = "symnet kernels",
                training: bool = True, threads: bool = True, portable: bool = False,
-               trained=None, params_note: str | None = None) -> tuple[str, str]:
+               trained=None, params_note: str | None = None,
+               hooks: bool = False) -> tuple[str, str]:
         """(C source, header): the header is the contract (sizes, parameter
         layout, prototypes); the source includes it as ``header_file``, or
         holds its text when that is None.
@@ -166,11 +173,14 @@ class Emitter:
         ``training``: also the loss, gradient, update and epoch functions;
         ``threads``: OpenMP pragmas; ``portable``: plain-loop matrix products
         (no packing buffers on the stack); ``trained``: the parameter values
-        as C literals, written as ``<prefix>trained_params``."""
+        as C literals, written as ``<prefix>trained_params``; ``hooks``: the
+        in-process build's tuning entry point ``<prefix>tune`` (BLAS, threads)."""
         env = jinja2.Environment(loader=jinja2.FileSystemLoader(template_dir()),
                                  trim_blocks=True, lstrip_blocks=True,
                                  keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
         env.filters["comment"] = c_comment
+        env.filters["named_in"] = named_in
+        env.filters["needed_in"] = self.needed_in
         env.tests["matmul"] = lambda op: isinstance(op, MatMul)
         env.tests["zero"] = lambda op: isinstance(op, Zero)
         env.tests["softmax_xent"] = lambda op: isinstance(op, SoftmaxXent)
@@ -179,7 +189,8 @@ class Emitter:
         env.tests["fill"] = lambda op: isinstance(op, Fill)
         graph = self.plan.graph
         common = dict(version=__version__, dtype=self.dtype, real=DTYPES[self.dtype],
-                      describe=describe_graph(graph), training=training)
+                      describe=describe_graph(graph), training=training,
+                      hooks=hooks)
         header = env.get_template("network.h.j2").render(
             **common, P=prefix, M=macro, title=title, trained=trained is not None,
             params_note=params_note,
@@ -220,20 +231,6 @@ class Emitter:
                     params=[{"name": b.name, "offset": b.offset, "shape": list(b.shape)}
                             for b in self.buffers.values() if b.kind == "param"])
 
-    def needed(self, body: str) -> set:
-        """Names of the arrays a function body names, with the arrays their
-        aliases stand for (a function declares these, no others: no unused
-        variables under -Wall -Wextra)."""
-        code = re.sub(r"/\*.*?\*/", " ", str(body), flags=re.S)  # names in comments don't count
-        names = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", code)) & set(self.buffers)
-        todo = list(names)
-        while todo:
-            buf = self.buffers[todo.pop()]
-            if buf.kind == "alias" and buf.alias not in names:
-                names.add(buf.alias)
-                todo.append(buf.alias)
-        return names
-
     def uses(self) -> set:
         """Helper functions the expressions call (only those are emitted)."""
         found = set()
@@ -244,6 +241,30 @@ class Emitter:
             for f in e.atoms(sp.Function):
                 found.add(type(f).__name__)
         return found
+
+
+def _needed_in(buffers: dict, name: str, code: str) -> bool:
+    """Whether a function whose body is ``code`` needs buffer ``name`` declared:
+    it names it, or names an alias (a buffer under another shape) that is it."""
+    if named_in(name, code):
+        return True
+    return any(b.kind == "alias" and b.alias == name and _needed_in(buffers, b.name, code)
+               for b in buffers.values())
+
+
+def named_in(name: str, code: str) -> bool:
+    """Whether C ``code`` uses the identifier ``name`` (so a function declares
+    only the buffers it uses: no unused variables under -Wall -Wextra).
+
+    >>> named_in("W1", "z[j] += W1[i * 2 + j];"), named_in("W1", "W10[0] = 1; /* W1 */")
+    (True, False)
+    """
+    code = _COMMENT.sub(" ", str(code))  # a name in a formula comment is no use
+    return re.search(r"(?<![A-Za-z0-9_])" + re.escape(name) + r"(?![A-Za-z0-9_])",
+                     code) is not None
+
+
+_COMMENT = re.compile(r"/\*.*?\*/", re.S)
 
 
 def describe_graph(graph: ir.Graph) -> list[str]:
@@ -276,7 +297,7 @@ def forward_per_row(plan: Plan) -> int:
     layers and their sums) come first in the work layout."""
     names = {n.name for n in plan.graph.nodes}
     names |= {r.name for n in plan.graph.nodes for r in n.reductions}
-    ends = [b.offset + b.shape[1] for b in plan.buffers.values()
+    ends = [b.offset + math.prod(b.shape[1:]) for b in plan.buffers.values()
             if b.kind == "work" and b.name in names]
     return max(ends, default=0)
 
@@ -300,15 +321,19 @@ def cdef(header: str) -> str:
     return "".join(out).strip() + "\n"
 
 
-def emit(plan: Plan, dtype: str) -> tuple[str, str, str]:
+def emit(plan: Plan, dtype: str, hooks: bool = False) -> tuple[str, str, str]:
     """Render the plan for symnet's own use; returns (C source, symbol prefix,
     header).  The header text is also inside the source.
+
+    ``hooks``: also render ``<prefix>tune`` (the in-process build's BLAS pointer
+    and thread thresholds, active only under ``SN_USE_BLAS``); standalone C
+    leaves it out.
 
     The prefix ``symnet_<hash>_`` of every exported function is a hash of the
     text itself, so two networks never share a symbol, and no symbol can
     resolve to a libc function of the same name (see DESIGN.md, traps).
     """
-    text, header = Emitter(plan, dtype).render()
+    text, header = Emitter(plan, dtype).render(hooks=hooks)
     digest = hashlib.sha256(text.encode()).hexdigest()[:10]
     prefix = f"symnet_{digest}_"
 

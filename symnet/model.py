@@ -90,6 +90,7 @@ class Model:
         self._carray = rt.carray
         self._buf = rt.from_buffer
         self._ptr = rt.buffer
+        self.tuning = rt.tuning   # where its products run on this machine
         self.n_in, self.n_out = meta["n_in"], meta["n_out"]
         self.in_shape = tuple(meta.get("in_shape", (self.n_in,)))
         self.out_shape = tuple(meta.get("out_shape", (self.n_out,)))

@@ -25,7 +25,7 @@ STAGES = [
     ("derivation", {"derive"}),
     ("kernel plan", {"lower"}),
     ("readers of the derivation", {"formulas", "formulas_graph", "explicit", "summary"}),
-    ("C compiler and cache", {"build"}),   # compiles any C text; knows no stage
+    ("C compiler and cache", {"build", "tuning"}),   # compiles any C text; knows no stage
     ("C text", {"emit"}),
     ("backends", {"backend", "backend.c"}),
     ("model", {"model"}),

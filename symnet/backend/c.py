@@ -61,6 +61,10 @@ class Runtime:
         self.step = getattr(lib, p + "step")
         self.update = getattr(lib, p + "update")
         self.train = getattr(lib, p + "train")
+        # where the products run on this machine (BLAS above a measured size,
+        # threads from a measured cost); once per module, before any call
+        from .. import tuning
+        self.tuning = tuning.apply(module, p, meta["dtype"])
         self.from_buffer = ffi.from_buffer      # for a caller's own fast path
         self.carray = "float[]" if self.dtype == np.float32 else "double[]"
         self._ctype = _POINTERS[self.dtype.name]
@@ -98,7 +102,7 @@ def load(net, dtype: str) -> Runtime:
     from ..emit import cdef, emit
     from ..lower import plan as make_plan
     plan = make_plan(net.graph())
-    source, prefix, header = emit(plan, dtype)
+    source, prefix, header = emit(plan, dtype, hooks=True)
     out = plan.buffers[plan.output]
     meta = {
         "prefix": prefix, "dtype": dtype, "n_params": plan.n_params,
