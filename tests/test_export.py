@@ -51,9 +51,19 @@ def models():
     """One compiled model per example network and dtype, with trained-looking
     (random, seeded) parameters."""
     out = {}
-    for name in EXAMPLES:
-        for dtype in ("float32", "float64"):
-            out[name, dtype] = example_network(name).compile(dtype=dtype, seed=3)
+    # symnet's own kernels for every product (no BLAS above a measured size, which
+    # the export, free of any library but libm, does not have)
+    old = os.environ.get("SYMNET_BLAS")
+    os.environ["SYMNET_BLAS"] = "0"
+    try:
+        for name in EXAMPLES:
+            for dtype in ("float32", "float64"):
+                out[name, dtype] = example_network(name).compile(dtype=dtype, seed=3)
+    finally:
+        if old is None:
+            del os.environ["SYMNET_BLAS"]
+        else:
+            os.environ["SYMNET_BLAS"] = old
     return out
 
 
@@ -320,6 +330,11 @@ def test_header_is_the_cdef_symnet_uses(models, tmp_path):
     exported = _prototypes(header).replace("net_", prefix)
     trained = f"extern const float {prefix}trained_params[NET_N_PARAMS];"
     assert trained in exported and "trained_params" not in inproc
+    # the in-process build alone has the tuning hook (BLAS, threads; symnet.tuning)
+    start = inproc.index(f"void {prefix}tune(")
+    tune = inproc[start:inproc.index(");", start) + 2]
+    assert "tune(" not in exported
+    inproc = " ".join(inproc.replace(tune, "").split())
     assert " ".join(exported.replace(trained, "").split()) == inproc
     for fn in ("forward", "loss", "loss_grad", "step", "update", "train"):
         assert f" {prefix}{fn}(" in " " + inproc
