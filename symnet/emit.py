@@ -197,7 +197,8 @@ class Emitter:
         """Max pooling's backward as names: loops, window, and the four elements."""
         return {"loop": op.loop, "window": op.window, "x": self.element(op.x),
                 "z": self.element(op.z), "target": self.element(op.target),
-                "delta": self.element(op.delta), "comment": c_comment(op.comment)}
+                "delta": self.element(op.delta), "comment": c_comment(op.comment),
+                "overwrite": op.overwrite}
 
     def conv_view(self, op: Conv) -> dict:
         g = op.geo

@@ -86,6 +86,8 @@ class Route:
     target: object               # ir.Access into the input's gradient
     delta: object                # ir.Access of the delta
     comment: str
+    overwrite: bool = False      # target zeroed just before and no two windows share an
+                                 # element: each element is written once, with "=", not "+="
 
 
 @dataclass
@@ -381,6 +383,7 @@ def _backward(graph: ir.Graph, by_node: dict) -> list:
             if red.conv is not None:
                 ops += _conv_backward(node, red, terms, written)
                 continue
+            fresh = {t.target for t in terms if t.target not in written}
             for t in terms:
                 if t.target not in written:
                     ops.append(Zero(t.target, None))
@@ -396,7 +399,9 @@ def _backward(graph: ir.Graph, by_node: dict) -> list:
                                      ir.Access(delta, node.out_index),
                                      f"{t.target}[{_index(t.index)}] += {text(t.expr)} at the "
                                      f"first (u,v) where {text(red.summand)} = "
-                                     f"{red.name}[{_index(node.out_index)}]"))
+                                     f"{red.name}[{_index(node.out_index)}]",
+                                     overwrite=(len(terms) == 1 and t.target in fresh
+                                                and _disjoint(t.index, node, red))))
                 continue
             if terms:
                 ops.append(Loop(node.reduction_loop(red),
@@ -435,3 +440,24 @@ def _conv_backward(node, red, terms, written) -> list:
                     delta=delta_name(node, red), gW=gW, dX=dX, accumulate=gW in written))
     written.update({gW} | ({dX} if dX else set()))
     return ops
+
+
+def _disjoint(index, node: ir.Node, red: ir.Reduction) -> bool:
+    """Whether no two (output, window) points reach the same element of the target
+    ``index``: every window index appears in one position, ``y*s + u`` with the
+    window's extent times |u's coefficient| ≤ |s| (pooling with stride ≥ kernel), and
+    no output index appears in two positions.  A sufficient test, not a necessary one."""
+    extent = dict(red.space)
+    outer, window = [], []
+    for ix in index:
+        terms = ((ix, 1),) if isinstance(ix, str) else ix.terms
+        win = [(n, c) for n, c in terms if n in extent]
+        out = [(n, c) for n, c in terms if n not in extent]
+        if len(win) > 1 or len(out) > 1 or (win and not out):
+            return False
+        if win and (not isinstance(extent[win[0][0]], int)
+                    or extent[win[0][0]] * abs(win[0][1]) > abs(out[0][1])):
+            return False
+        outer += [n for n, _ in out]
+        window += [n for n, _ in win]
+    return len(set(outer)) == len(outer) and sorted(window) == sorted(extent)
