@@ -198,7 +198,11 @@ class Emitter:
         return {"loop": op.loop, "window": op.window, "x": self.element(op.x),
                 "z": self.element(op.z), "target": self.element(op.target),
                 "delta": self.element(op.delta), "comment": c_comment(op.comment),
-                "overwrite": op.overwrite}
+                # rows of at least 8 outputs without overlapping windows: a vectorised
+                # loop along the row (LeNet's 24→12 pool: 250 vs 325-420 µs per step);
+                # shorter rows stay per element (its 8→4 pool: 19 vs 46 µs alone)
+                "rows": op.overwrite and isinstance(op.loop[-1][1], int)
+                and op.loop[-1][1] >= 8}
 
     def conv_view(self, op: Conv) -> dict:
         g = op.geo
