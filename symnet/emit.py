@@ -210,7 +210,7 @@ class Emitter:
         kc, ohw = g["cin"] * KH * KW, OH * OW
         return {"args": f"{g['cin']}, {H}, {W}, {KH}, {KW}, {g['stride'][0]}, "
                         f"{g['stride'][1]}, {g['pad'][0]}, {g['pad'][1]}, {OH}, {OW}",
-                "chw": g["cin"] * H * W, "kc": kc, "ohw": ohw, "cout": g["cout"],
+                "chw": g["cin"] * H * W, "kc": kc, "ohw": ohw, "cout": g["cout"], "ow": OW,
                 "col_row": kc * ohw, "out_row": g["cout"] * ohw,
                 "comment": c_comment(op.comment)}
 
