@@ -58,7 +58,8 @@ class Conv:
 
     forward:  col[b][(k,u,v),(y,x)] = X[b,k,y·s+u−p,x·s+v−p] (0 outside), then
               Z[b] = W·col[b];
-    backward: gW (+)= Σ_b delta[b]·col[b]ᵀ; with ``dX``: dcol = Wᵀ·delta[b] and
+    backward: gW (+)= Σ_b delta[b]·col[b]ᵀ (with ``deltaT``: one product over the batch
+              with the delta transposed); with ``dX``: dcol = Wᵀ·delta[b] and
               dX[b,k,y·s+u−p,x·s+v−p] += dcol (col2im; dX zeroed before).
     ``geo`` holds the sizes (see tensor.conv_geometry)."""
 
@@ -594,7 +595,8 @@ def _gw_transposed(geo: dict) -> bool:
     """Whether the weight gradient Σ_b δ[b]·col[b]ᵀ runs as one register-tiled product
     over the whole batch with δ transposed (positions × channels), rather than as dot
     products along the positions.  Dot products pay a horizontal sum per element of
-    g_W, which few output positions do not amortise.  Measured on LeNet's layers
-    (batch 64): 8×8 outputs, 16 channels: 470 µs as dot products vs (see README) with
-    δ transposed; 24×24 outputs, 6 channels: dot products kept."""
+    g_W, which few output positions do not amortise; the tiles want ≥ 8 channels to
+    fill their rows of vector lanes.  Measured on LeNet's layers (batch 64, one thread):
+    8×8 outputs, 16 channels: 470 µs as dot products, 105 µs as one product (+ ~30 µs
+    to transpose δ); 24×24 outputs, 6 channels: dot products kept (170 µs)."""
     return _size(geo["out_hw"]) < 256 and geo["cout"] >= 8
