@@ -207,7 +207,7 @@ SN_INLINE void sn_mm_tn(int M, int N, int K, const real *restrict A,
 static void sn_forward(const real *params, real *work, const real *I, int batch)
 {
     const real *C1 = params + 0;  /* C1: (16, 2) */
-    const real *beta1 = params + 32;  /* beta1: (16,) */
+    const real *sn_u_beta1 = params + 32;  /* beta1: (16,) */
     const real *W2 = params + 48;  /* W2: (1, 16) */
     const real *b2 = params + 64;  /* b2: (1,) */
 
@@ -229,7 +229,7 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
     /* R[b,i] = exp(-beta1[i]·z_R[b,i]) */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 16; i++) {
-            R[b * 16 + i] = expf(-beta1[i]*z_R[b * 16 + i]);
+            R[b * 16 + i] = expf(-sn_u_beta1[i]*z_R[b * 16 + i]);
         }
     /* z_O[b,i] = Σ_j W2[i,j]·R[b,j] */
     sn_mm_nt(batch, 1, 16, R, W2, z_O, 0);
@@ -242,16 +242,16 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 }
 
 /* Forward pass; returns the output's address inside work: (batch, 1). */
-void symnet_c23643364a_forward(const real *params, real *work, const real *I, int batch)
+void symnet_f3e58d0d5c_forward(const real *params, real *work, const real *I, int batch)
 {
     sn_forward(params, work, I, batch);
 }
 
 /* Loss L = (1/batch) Σ_b L_b, after a forward pass. */
-double symnet_c23643364a_loss(const real *params, real *work, const real *I, const real *T, int batch)
+double symnet_f3e58d0d5c_loss(const real *params, real *work, const real *I, const real *T, int batch)
 {
     const real *C1 = params + 0;  /* C1: (16, 2) */
-    const real *beta1 = params + 32;  /* beta1: (16,) */
+    const real *sn_u_beta1 = params + 32;  /* beta1: (16,) */
     const real *W2 = params + 48;  /* W2: (1, 16) */
     const real *b2 = params + 64;  /* b2: (1,) */
 
@@ -278,10 +278,10 @@ double symnet_c23643364a_loss(const real *params, real *work, const real *I, con
 }
 
 /* Loss and every gradient ∂L/∂θ (into grads), by back propagation. */
-double symnet_c23643364a_loss_grad(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
+double symnet_f3e58d0d5c_loss_grad(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
 {
     const real *C1 = params + 0;  /* C1: (16, 2) */
-    const real *beta1 = params + 32;  /* beta1: (16,) */
+    const real *sn_u_beta1 = params + 32;  /* beta1: (16,) */
     const real *W2 = params + 48;  /* W2: (1, 16) */
     const real *b2 = params + 64;  /* b2: (1,) */
 
@@ -320,7 +320,7 @@ double symnet_c23643364a_loss_grad(const real *params, real *grads, real *work, 
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 16; i++) {
             const real t0 = R[b * 16 + i]*dL_dR[b * 16 + i];
-            delta_R[b * 16 + i] = -beta1[i]*t0;
+            delta_R[b * 16 + i] = -sn_u_beta1[i]*t0;
             g_beta1[i] += -t0*z_R[b * 16 + i];
         }
     memset(g_C1, 0, sizeof(real) * 32);
@@ -334,8 +334,8 @@ double symnet_c23643364a_loss_grad(const real *params, real *grads, real *work, 
     return loss / batch;
 }
 
-/* dst[p] = src[p] − lr·∂L/∂θ[p] for all 65 parameters (plain gradient
- * descent); dst may be src.  Not restrict: in place is the common case. */
+/* dst[p] = src[p] − lr·∂L/∂θ[p] for the 65 trainable parameters (plain
+ * gradient descent); dst may be src.  Not restrict: in place is the common case. */
 static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr)
 {
     for (size_t p = 0; p < 65; p++)
@@ -343,46 +343,68 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
 }
 
 /* One steepest-descent step on this batch: θ ← θ − lr·∂L/∂θ.  Returns the loss before it. */
-double symnet_c23643364a_step(real *params, real *grads, real *work, const real *I, const real *T, int batch, real lr)
+double symnet_f3e58d0d5c_step(real *params, real *grads, real *work, const real *I, const real *T, int batch, real lr)
 {
-    const double loss = symnet_c23643364a_loss_grad(params, grads, work, I, T, batch);
+    const double loss = symnet_f3e58d0d5c_loss_grad(params, grads, work, I, T, batch);
     sn_sgd_update(params, params, grads, lr);
     return loss;
 }
 
 /* The parameter update of one step, given the gradients g = ∂L/∂θ.
+ *   clipping, c = hyper[5] > 0:  g ← g·min(1, c/‖g‖₂), ‖g‖₂ over all parameters
+ *   weight decay λ = hyper[4] (L2):  g ← g + λ·θ for gradient descent and momentum;
+ *       for Adam it is decoupled (AdamW): θ ← θ − η·(Adam's step + λ·θ)
  *   optimizer 0, gradient descent:  θ ← θ − η·g
  *   optimizer 1, momentum μ = hyper[0]:  v ← μ·v + g;  θ ← θ − η·v          (v in s1)
  *   optimizer 2, Adam (β1, β2, ε) = hyper[1..3], step number t ≥ 1:
  *       m ← β1·m + (1 − β1)·g;  v ← β2·v + (1 − β2)·g²                      (m in s1, v in s2)
  *       θ ← θ − η·(m / (1 − β1^t)) / (√(v / (1 − β2^t)) + ε)
+ * Only the 65 trainable parameters change.
  * The optimizer state s1, s2 (65 numbers each) is owned by the caller. */
 static void sn_update(const real *src, real *dst, const real *grads, real lr, int optimizer,
                       real *s1, real *s2, const double *hyper, long long t)
 {
-    if (optimizer == 0) {
+    const real wd = (real)hyper[4];
+    real c = 1;
+    if (hyper[5] > 0) {
+        /* ‖g‖₂ = √(Σ_p g[p]²), summed in double */
+        double ss = 0;
+        for (size_t p = 0; p < 65; p++) ss += (double)grads[p] * grads[p];
+        const double norm = sqrt(ss);
+        if (norm > hyper[5]) c = (real)(hyper[5] / norm);
+    }
+    if (optimizer == 0 && wd == 0 && c == 1) {
         sn_sgd_update(src, dst, grads, lr);
+        return;
+    }
+    if (optimizer == 0) {
+        /* θ ← θ − η·(c·g + λ·θ) */
+        for (size_t p = 0; p < 65; p++)
+            dst[p] = src[p] - lr * (c * grads[p] + wd * src[p]);
     } else if (optimizer == 1) {
         const real mu = (real)hyper[0];
+        /* v ← μ·v + (c·g + λ·θ);  θ ← θ − η·v */
         for (size_t p = 0; p < 65; p++) {
-            s1[p] = mu * s1[p] + grads[p];
+            s1[p] = mu * s1[p] + (c * grads[p] + wd * src[p]);
             dst[p] = src[p] - lr * s1[p];
         }
     } else {
-        const real b1 = (real)hyper[1], b2 = (real)hyper[2], eps = (real)hyper[3];
+        const real beta1 = (real)hyper[1], beta2 = (real)hyper[2], eps = (real)hyper[3];
         /* bias corrections, in double: β^t underflows gracefully to 0 */
         const real c1 = (real)(1.0 - pow(hyper[1], (double)t));
         const real c2 = (real)(1.0 - pow(hyper[2], (double)t));
+        /* m ← β1·m + (1 − β1)·c·g;  v ← β2·v + (1 − β2)·(c·g)²;
+           θ ← θ − η·((m/(1 − β1^t)) / (√(v/(1 − β2^t)) + ε) + λ·θ) */
         for (size_t p = 0; p < 65; p++) {
-            const real g = grads[p];
-            s1[p] = b1 * s1[p] + (1 - b1) * g;
-            s2[p] = b2 * s2[p] + (1 - b2) * (g * g);
-            dst[p] = src[p] - lr * (s1[p] / c1) / (sqrtf(s2[p] / c2) + eps);
+            const real g = c * grads[p];
+            s1[p] = beta1 * s1[p] + (1 - beta1) * g;
+            s2[p] = beta2 * s2[p] + (1 - beta2) * (g * g);
+            dst[p] = src[p] - lr * ((s1[p] / c1) / (sqrtf(s2[p] / c2) + eps) + wd * src[p]);
         }
     }
 }
 
-void symnet_c23643364a_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_f3e58d0d5c_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -402,7 +424,7 @@ void symnet_c23643364a_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_c23643364a_train(real *params, real *grads, real *work, real *Ib, real *Tb, real *prev, int *have_prev,
+long long symnet_f3e58d0d5c_train(real *params, real *grads, real *work, real *Ib, real *Tb, real *prev, int *have_prev,
                            const real *I, const real *T, const long long *idx, long long n_idx, int batch_size,
                            const double *lr, double *losses, int optimizer, real *s1, real *s2, const double *hyper, long long t0)
 {
@@ -416,7 +438,7 @@ long long symnet_c23643364a_train(real *params, real *grads, real *work, real *I
             memcpy(Ib + (size_t)r * 2, I + n * 2, sizeof(real) * 2);
             memcpy(Tb + (size_t)r * 1, T + n * 1, sizeof(real) * 1);
         }
-        const double loss = symnet_c23643364a_loss_grad(cur, grads, work, Ib, Tb, batch);
+        const double loss = symnet_f3e58d0d5c_loss_grad(cur, grads, work, Ib, Tb, batch);
         if (!isfinite(loss)) {
             /* both buffers ← θ before the last update (only cur needs it written) */
             if (prev != NULL && *have_prev)

@@ -12,37 +12,26 @@
 from __future__ import annotations
 
 import copy
-import keyword
-
 from . import ir
-from .guards import generated_name
 
-# Names the generated C uses itself, or that C reserves.
-C_KEYWORDS = frozenset("""
-auto break case char const continue default do double else enum extern float for goto
-if inline int long register restrict return short signed sizeof static struct switch
-typedef union unsigned void volatile while _Bool _Complex _Imaginary
-""".split())
 # Built-in names, known without importing sympy (a cache hit never needs it).
 ACTIVATION_NAMES = ("linear", "relu", "tanh", "sigmoid", "softplus", "leaky_relu", "elu",
                     "gelu", "swish")
 LOSS_NAMES = ("mse", "bce", "softmax_cross_entropy")
-
-RESERVED = frozenset("""
-b i j k n t T X params grads work batch lr loss real inv_batch acc out idx main
-""".split())
+TARGET = "T"     # the targets' name in the derivation and the C
 
 
 def check_name(name, what: str) -> str:
-    """Refuse names that are not plain C identifiers or that collide with ours."""
+    """Refuse names that are not plain ASCII identifiers.  Any identifier is
+    fine otherwise (``out``, ``X``, ``loss``, ``lr``, ``exp``, ``int``): the
+    generated C writes a name that it already uses as ``sn_u_<name>``
+    (``symnet.cnames``).  ``T`` names the targets and is refused."""
     if not isinstance(name, str) or not name.isidentifier() or not name.isascii():
         raise ValueError(f"{what} name {name!r} is not a plain identifier "
-                         "(letters, digits, underscore; not starting with a digit)")
-    if name in C_KEYWORDS or keyword.iskeyword(name):
-        raise ValueError(f"{what} name {name!r} is a C or Python keyword; choose another")
-    if name in RESERVED or name.startswith(("symnet", "sn_", "__")) or generated_name(name):
-        raise ValueError(f"{what} name {name!r} is reserved by the generated code; "
-                         "choose another")
+                         "(ASCII letters, digits, underscore; not starting with a digit)")
+    if name == TARGET:
+        raise ValueError(f"{what} name {name!r} is the name of the targets in the "
+                         "derivation (L = 𝓛(O, T)); choose another")
     return name
 
 

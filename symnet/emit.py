@@ -16,7 +16,8 @@ from sympy.printing.c import C99CodePrinter
 
 from . import __version__, ir
 from .build import template_dir
-from .lower import Buffer, Loop, MatMul, Plan, SoftmaxXent, Zero
+from .cnames import c_name
+from .lower import LOSS, Buffer, Loop, MatMul, Plan, SoftmaxXent, Zero
 
 DTYPES = {"float32": "float", "float64": "double"}
 
@@ -101,10 +102,15 @@ class Emitter:
 
     # ------------------------------------------------------------- elements
     def element(self, acc: ir.Access) -> str:
-        if acc.array == "inv_batch":
+        if acc.array == "inv_batch" and not acc.index:
             return "inv_batch"
         buf = self.buffers[acc.array]
-        return f"{buf.name}[{self.flat_index(buf, acc.index)}]"
+        return f"{self.cname(buf.name)}[{self.flat_index(buf, acc.index)}]"
+
+    def cname(self, name: str) -> str:
+        """The C identifier of a buffer (``symnet.cnames``); the targets are ``T``."""
+        buf = self.buffers.get(name)
+        return "T" if buf is not None and buf.kind == "target" else c_name(name)
 
     @staticmethod
     def flat_index(buf: Buffer, index: tuple) -> str:
@@ -127,7 +133,7 @@ class Emitter:
         temps, reduced = sp.cse(exprs, symbols=sp.numbered_symbols("t"), optimizations=None)
         stmts = []
         for (target, index, kind, _), rhs in zip(op.stmts, reduced):
-            if target == "loss":
+            if target == LOSS:
                 stmts.append(("loss", kind, f"(double)({self.printer.doprint(rhs)})"))
             else:
                 lhs = self.element(ir.Access(target, tuple(index)))
@@ -150,6 +156,7 @@ class Emitter:
                                  trim_blocks=True, lstrip_blocks=True,
                                  keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
         env.filters["comment"] = c_comment
+        env.filters["c"] = self.cname
         env.tests["matmul"] = lambda op: isinstance(op, MatMul)
         env.tests["zero"] = lambda op: isinstance(op, Zero)
         env.tests["softmax_xent"] = lambda op: isinstance(op, SoftmaxXent)
@@ -162,7 +169,21 @@ class Emitter:
             params=[b for b in self.buffers.values() if b.kind == "param"],
             grads=[b for b in self.buffers.values() if b.kind == "grad"],
             work=[b for b in self.buffers.values() if b.kind == "work"],
-            uses=self.uses())
+            uses=self.uses(), variants=self.variants())
+
+    def variants(self) -> list[dict]:
+        """The loss, gradient, step and train functions to emit: for targets given as
+        rows, and for a softmax cross-entropy also for integer class labels."""
+        p, n_out = self.plan, self.plan.graph.n_out
+        out = [{"suffix": "", "width": n_out, "loss": p.loss, "backward": p.backward,
+                "what": "", "train_what": ""}]
+        if p.loss_labels:
+            out.append({"suffix": "_labels", "width": 1, "loss": p.loss_labels,
+                        "backward": p.backward_labels,
+                        "what": "; T[b] is the class label of example b",
+                        "train_what": "\n * The same with integer class labels: T[n] is "
+                                      "the class of example n."})
+        return out
 
     def uses(self) -> set:
         """Helper functions the expressions call (only those are emitted)."""

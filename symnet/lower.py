@@ -17,6 +17,8 @@ from .derive import NodeGrad, Term, delta_name, derive, grad_name, upstream_name
 from .notation import text  # loop comments read like the derivation (net.formulas())
 
 
+LOSS = "<loss>"  # the loss accumulator as a statement target (no layer has this name)
+
 # ------------------------------------------------------------------ operations
 
 @dataclass
@@ -41,7 +43,7 @@ class Loop:
     """for each index in ``indices`` (name, extent): the statements, after CSE.
 
     ``stmts`` is a list of (target, index, op, expr) with op "=" or "+=";
-    ``target`` "loss" is the double accumulator of the loss."""
+    ``target`` LOSS (not a possible layer name) is the double accumulator of the loss."""
 
     indices: list[tuple[str, str | int]]
     stmts: list[tuple[str, tuple[str, ...], str, sp.Expr]]
@@ -63,6 +65,7 @@ class SoftmaxXent:
     T: str
     n: int
     grad: str | None
+    labels: bool = False         # T[b] is the class index of example b (not a row)
 
 
 @dataclass
@@ -87,6 +90,9 @@ class Plan:
     forward: list = field(default_factory=list)
     loss: list = field(default_factory=list)       # after forward: loss value only
     backward: list = field(default_factory=list)   # after forward: loss + gradients
+    loss_labels: list = field(default_factory=list)      # the same with integer class
+    backward_labels: list = field(default_factory=list)  # labels as targets (softmax only)
+    n_trainable: int = 0         # parameters [0, n_trainable) train; the rest are frozen
     symbols: dict = field(default_factory=dict)    # scalar symbol -> ir.Access
 
     @property
@@ -103,16 +109,23 @@ def plan(graph: ir.Graph) -> Plan:
     grads = derive(graph)
     by_node = {g.node.name: g for g in grads}
     buffers: dict[str, Buffer] = {}
-    offset = 0
-    for p in graph.params():
+    offsets, offset, n_trainable = {}, 0, 0
+    # trainable parameters first: the update runs over [0, n_trainable) only
+    for p in sorted(graph.params(), key=lambda p: not getattr(p, "trainable", True)):
+        offsets[p.name] = offset
         size = 1
         for s in p.shape:
             size *= s
-        buffers[p.name] = Buffer(p.name, "param", p.shape, offset, f"{p.role} {p.name}")
-        buffers[grad_name(p.name)] = Buffer(grad_name(p.name), "grad", p.shape, offset,
-                                            f"∂L/∂{p.name}")
         offset += size
+        if getattr(p, "trainable", True):
+            n_trainable = offset
     n_params = offset
+    for p in graph.params():
+        frozen = "" if getattr(p, "trainable", True) else " (frozen)"
+        buffers[p.name] = Buffer(p.name, "param", p.shape, offsets[p.name],
+                                 f"{p.role} {p.name}{frozen}")
+        buffers[grad_name(p.name)] = Buffer(grad_name(p.name), "grad", p.shape,
+                                            offsets[p.name], f"∂L/∂{p.name}{frozen}")
 
     buffers[graph.input_name] = _batch(graph.input_name, graph.n_in, "input", 0, "input")
     buffers["T"] = _batch("T", graph.n_out, "target", 0, "target")
@@ -146,7 +159,40 @@ def plan(graph: ir.Graph) -> Plan:
     p.forward = _forward(graph)
     p.loss = _loss(graph, by_node, grad=False)
     p.backward = _loss(graph, by_node, grad=True) + _backward(graph, by_node)
+    frozen = {grad_name(q.name) for q in graph.params() if not getattr(q, "trainable", True)}
+    if frozen:
+        p.backward = _drop(p.backward, frozen)
+    p.n_trainable = n_trainable
+    if graph.loss.element is None:
+        p.loss_labels = [_labels(op) for op in p.loss]
+        p.backward_labels = [_labels(op) for op in p.backward]
     return p
+
+
+def _drop(ops: list, targets: set) -> list:
+    """The ops without what computes ``targets`` (gradients of frozen parameters)."""
+    kept = []
+    for op in ops:
+        if isinstance(op, MatMul) and op.C in targets or isinstance(op, Zero) and \
+                op.buffer in targets:
+            continue
+        if isinstance(op, Loop):
+            stmts = [st for st in op.stmts if st[0] not in targets]
+            if not stmts:
+                continue
+            if len(stmts) < len(op.stmts):
+                comment = "; ".join(c for c in op.comment.split("; ")
+                                    if not any(c.startswith(t + "[") for t in targets))
+                op = Loop(op.indices, stmts, comment)
+        kept.append(op)
+    return kept
+
+
+def _labels(op):
+    """The op for integer class labels as targets (T[b] = class of example b)."""
+    if isinstance(op, SoftmaxXent):
+        return SoftmaxXent(op.O, op.T, op.n, op.grad, labels=True)
+    return op
 
 
 def _forward(graph: ir.Graph) -> list:
@@ -177,7 +223,7 @@ def _loss(graph: ir.Graph, by_node: dict, grad: bool) -> list:
         return [SoftmaxXent(out.name, "T", out.n_out,
                             upstream_name(out.name) if grad else None)]
     g = by_node[out.name]
-    stmts = [("loss", (), "+=", g.loss)]
+    stmts = [(LOSS, (), "+=", g.loss)]
     ops = []
     terms = [t for t in g.outer if t.target != upstream_name(graph.input_name)]
     if grad:

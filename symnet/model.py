@@ -29,22 +29,26 @@ def network_key(description: dict, dtype: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
-def _cdef(prefix: str, real: str, input_name: str) -> str:
-    return f"""
-void {prefix}forward(const {real} *params, {real} *work, const {real} *{input_name}, int batch);
-double {prefix}loss(const {real} *params, {real} *work, const {real} *{input_name},
+def _cdef(prefix: str, real: str, input_name: str, labels: bool = False) -> str:
+    text = ""
+    for suffix in ("", "_labels") if labels else ("",):
+        text += f"""
+double {prefix}loss{suffix}(const {real} *params, {real} *work, const {real} *X,
                     const {real} *T, int batch);
-double {prefix}loss_grad(const {real} *params, {real} *grads, {real} *work,
-                         const {real} *{input_name}, const {real} *T, int batch);
-double {prefix}step({real} *params, {real} *grads, {real} *work, const {real} *{input_name},
+double {prefix}loss_grad{suffix}(const {real} *params, {real} *grads, {real} *work,
+                         const {real} *X, const {real} *T, int batch);
+double {prefix}step{suffix}({real} *params, {real} *grads, {real} *work, const {real} *X,
                     const {real} *T, int batch, {real} lr);
-void {prefix}update({real} *params, const {real} *grads, {real} lr, int optimizer,
-                    {real} *s1, {real} *s2, const double *hyper, long long t);
-long long {prefix}train({real} *params, {real} *grads, {real} *work, {real} *Ib, {real} *Tb,
-                        {real} *prev, int *have_prev, const {real} *{input_name},
+long long {prefix}train{suffix}({real} *params, {real} *grads, {real} *work, {real} *Ib,
+                        {real} *Tb, {real} *prev, int *have_prev, const {real} *X,
                         const {real} *T, const long long *idx, long long n_idx, int batch_size,
                         const double *lr, double *losses, int optimizer, {real} *s1,
                         {real} *s2, const double *hyper, long long t0);
+"""
+    return text + f"""
+void {prefix}forward(const {real} *params, {real} *work, const {real} *X, int batch);
+void {prefix}update({real} *params, const {real} *grads, {real} lr, int optimizer,
+                    {real} *s1, {real} *s2, const double *hyper, long long t);
 """
 
 
@@ -64,13 +68,15 @@ def compile_network(net, dtype: str):
         "prefix": prefix, "dtype": dtype, "n_params": plan.n_params,
         "work_per_row": plan.work_per_row, "n_in": plan.graph.n_in,
         "n_out": plan.graph.n_out, "input": plan.graph.input_name,
-        "output_offset": out.offset,
+        "output_offset": out.offset, "labels": bool(plan.loss_labels),
+        "n_trainable": plan.n_trainable,
         "params": [{"name": p.name, "shape": list(p.shape), "init": p.init,
                     "offset": plan.buffers[p.name].offset} for p in plan.graph.params()],
         "description": net.describe(),
     }
     guards.check_sizes(meta)
-    return build.build(key, source, _cdef(prefix, DTYPES[dtype], plan.graph.input_name), meta)
+    return build.build(key, source, _cdef(prefix, DTYPES[dtype], plan.graph.input_name,
+                                          bool(plan.loss_labels)), meta)
 
 
 class Params(MutableMapping):
@@ -137,6 +143,9 @@ class Model:
         self._c_step = getattr(lib, prefix + "step")
         self._c_update = getattr(lib, prefix + "update")
         self._c_train = getattr(lib, prefix + "train")
+        if meta.get("labels"):
+            self._c_labels = tuple(getattr(lib, f"{prefix}{k}_labels")
+                                   for k in ("loss", "loss_grad", "step", "train"))
         self._ctype = "float *" if dtype == "float32" else "double *"
         self._carray = "float[]" if dtype == "float32" else "double[]"
         self._buf = self._ffi.from_buffer
@@ -246,13 +255,16 @@ class Model:
     def _inputs(self, X):
         return self._matrix(X, "X", self.n_in, f"input layer {self.input_name!r}")
 
-    def _targets(self, T, batch: int):
-        out = self.network.names[-1]
-        T = self._matrix(T, "T", self.n_out, f"output layer {out!r}")
-        if T.shape[0] != batch:
-            raise ValueError(f"T has {T.shape[0]} rows but X has {batch}: one target row "
-                             "per example is needed")
-        return T
+    def _targets(self, T, batch: int, what: str = "T"):
+        """T as (batch, outputs) rows, or (batch, 1) class labels (``symnet.targets``)."""
+        from .targets import labels_or_rows
+        return labels_or_rows(self, T, batch, what)
+
+    def _kernels(self, T):
+        """(loss, loss_grad, step, train) kernels for targets T: rows or class labels."""
+        if T.shape[1] == self.n_out:
+            return self._c_loss, self._c_loss_grad, self._c_step, self._c_train
+        return self._c_labels
 
     # ---------------------------------------------------------------- kernels
     def forward(self, X) -> np.ndarray:
@@ -277,11 +289,12 @@ class Model:
         X = self._inputs(X)
         T = self._targets(T, X.shape[0])
         n, total, rows = X.shape[0], 0.0, self._rows
+        c_loss = self._kernels(T)[0]
         with self._lock:
             for s in range(0, n, rows):
                 b = min(rows, n - s)
                 self._ensure_work(b)
-                total += b * self._c_loss(self._p_theta, self._p_work, self._ptr(X[s:s + b]),
+                total += b * c_loss(self._p_theta, self._p_work, self._ptr(X[s:s + b]),
                                           self._ptr(T[s:s + b]), b)
         return total / n
 
@@ -296,15 +309,16 @@ class Model:
     def _loss_grad(self, X, T) -> float:
         """Loss, and gradients into _grad; the caller holds the lock."""
         n, rows = X.shape[0], self._rows
+        c_loss_grad = self._kernels(T)[1]
         if n <= rows:
             self._ensure_work(n)
-            return self._c_loss_grad(self._p_theta, self._p_grad, self._p_work,
+            return c_loss_grad(self._p_theta, self._p_grad, self._p_work,
                                      self._ptr(X), self._ptr(T), n)
         total, acc = 0.0, np.zeros_like(self._grad, dtype=np.float64)
         for s in range(0, n, rows):
             b = min(rows, n - s)
             self._ensure_work(b)
-            total += b * self._c_loss_grad(self._p_theta, self._p_grad, self._p_work,
+            total += b * c_loss_grad(self._p_theta, self._p_grad, self._p_work,
                                            self._ptr(X[s:s + b]), self._ptr(T[s:s + b]), b)
             acc += (b / n) * self._grad
         self._grad[...] = acc
@@ -320,7 +334,7 @@ class Model:
         # Also: a finite float lr, aligned arrays (the C may use aligned vector
         # loads), and the model's lock around the call (threads share _work).
         if type(X) is np.ndarray and type(T) is np.ndarray and X.dtype is self.dtype \
-                and T.dtype is self.dtype and type(lr) is float and -_INF < lr < _INF:
+                and T.dtype is self.dtype and type(lr) is float and 0 < lr < _INF:
             xs, ts = X.shape, T.shape
             if len(xs) == 2 and len(ts) == 2 and xs[1] == self.n_in and ts[1] == self.n_out \
                     and xs[0] == ts[0] and 0 < xs[0] <= self._work_rows \
@@ -343,8 +357,10 @@ class Model:
             lr = float(lr)
         except (TypeError, ValueError):
             raise ValueError(f"lr must be a number, got {lr!r}") from None
-        if not -_INF < lr < _INF:  # one NaN step would make every parameter NaN
-            raise ValueError(f"lr must be finite, got {lr!r}")
+        if not 0 < lr < _INF:  # one NaN step would make every parameter NaN
+            raise ValueError(f"lr must be a positive finite number, got {lr!r}"
+                             + (" (a step size ≤ 0 does not descend)"
+                                if lr <= 0 else ""))
         n = X.shape[0]
         self._acquire()  # bound methods: ~60 ns less per step than `with self._lock`
         try:
@@ -354,7 +370,7 @@ class Model:
                 return loss
             if n > self._work_rows:
                 self._ensure_work(n)
-            return self._c_step(self._p_theta, self._p_grad, self._p_work, self._ptr(X),
+            return self._kernels(T)[2](self._p_theta, self._p_grad, self._p_work, self._ptr(X),
                                 self._ptr(T), n, lr)
         finally:
             self._release()
@@ -362,7 +378,8 @@ class Model:
     # ---------------------------------------------------------------- training
     def fit(self, X, T, method="minibatch", epochs=10, batch_size=32, lr=0.1, shuffle=True,
             seed=None, validation_data=None, progress=None, optimizer="sgd", momentum=None,
-            betas=None, eps=None):
+            betas=None, eps=None, weight_decay=0.0, clip_norm=None, early_stopping=None,
+            restore_best=True, validation_split=None, callbacks=None):
         """Train in place; returns a ``symnet.History``.
 
         ``method``: ``"sd"`` (one full-batch step per epoch), ``"sgd"`` (N steps per
@@ -372,6 +389,14 @@ class Model:
         ``"momentum"`` (``momentum=0.9``) or ``"adam"`` (``betas=(0.9, 0.999)``,
         ``eps=1e-8``).  The same ``seed`` gives bit-identical parameters.  See
         ``symnet.train`` for the exact rules, divergence and Ctrl-C handling.
+
+        Inside the compiled step: ``weight_decay`` λ (L2: g + λθ; decoupled for Adam,
+        as AdamW) and ``clip_norm`` c (g·min(1, c/‖g‖₂) before anything else).
+        ``early_stopping=p`` stops after p epochs without a new lowest validation loss
+        (training loss without validation data) and, with ``restore_best``, puts the
+        best epoch's parameters back; ``validation_split=f`` holds out the last
+        fraction f of the rows; ``callbacks``: functions of the History called after
+        each epoch, True stops.  See ``symnet.stopping``.
 
         >>> import symnet as sn
         >>> X, T = sn.datasets.xor()
@@ -386,7 +411,9 @@ class Model:
         return fit(self, X, T, method=method, epochs=epochs, batch_size=batch_size, lr=lr,
                    shuffle=shuffle, seed=seed, validation_data=validation_data,
                    progress=progress, optimizer=optimizer, momentum=momentum, betas=betas,
-                   eps=eps)
+                   eps=eps, weight_decay=weight_decay, clip_norm=clip_norm,
+                   early_stopping=early_stopping, restore_best=restore_best,
+                   validation_split=validation_split, callbacks=callbacks)
 
     def save(self, path):
         """Write parameters and network description to ``path`` (``.npz``, no pickle);

@@ -91,11 +91,16 @@ class Optimizer:
     (0.9, 0.999), ``eps`` default 1e-8): m ← β1 m + (1−β1) g,
     v ← β2 v + (1−β2) g², θ ← θ − η (m/(1−β1^t)) / (√(v/(1−β2^t)) + ε), t = 1, 2, ...
     The state starts at zero in each ``fit`` call.
+
+    ``clip_norm`` c: the gradient is first scaled to ĝ = g·min(1, c/‖g‖₂), ‖g‖₂ over all
+    parameters.  ``weight_decay`` λ: L2, g ← ĝ + λθ for sgd and momentum; decoupled
+    for Adam (AdamW): θ ← θ − η(Adam's step + λθ).
     """
 
     CODES: ClassVar[dict] = {"sgd": 0, "momentum": 1, "adam": 2}
 
-    def __init__(self, model, name="sgd", momentum=None, betas=None, eps=None):
+    def __init__(self, model, name="sgd", momentum=None, betas=None, eps=None,
+                 weight_decay=0.0, clip_norm=None):
         if name not in self.CODES:
             raise ValueError(f"optimizer must be one of {list(self.CODES)}, got {name!r}")
         given = {"momentum": momentum, "betas": betas, "eps": eps}
@@ -114,7 +119,17 @@ class Optimizer:
         if not (isinstance(eps, (int, float)) and eps > 0 and math.isfinite(eps)):
             raise ValueError(f"eps must be a positive number, got {eps!r}")
         self.name, self.code = name, self.CODES[name]
-        self.hyper = np.array([mu, b1, b2, eps], dtype=np.float64)
+        weight_decay = 0.0 if weight_decay is None else weight_decay
+        if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)) \
+                or not (0 <= weight_decay < math.inf):
+            raise ValueError(f"weight_decay must be a number ≥ 0, got {weight_decay!r}")
+        if clip_norm is not None and (isinstance(clip_norm, bool) or not isinstance(
+                clip_norm, (int, float)) or not (0 < clip_norm < math.inf)):
+            raise ValueError(f"clip_norm must be a positive number (or None), got "
+                             f"{clip_norm!r}")
+        # hyper[4]: weight decay λ; hyper[5]: clipping norm (0: none) -- see sn_update in C
+        self.hyper = np.array([mu, b1, b2, eps, weight_decay, clip_norm or 0.0],
+                              dtype=np.float64)
         n = model._theta.size
         self.s1 = np.zeros(n if name != "sgd" else 1, model.dtype)
         self.s2 = np.zeros(n if name == "adam" else 1, model.dtype)
@@ -195,11 +210,17 @@ class _SigintFlag:
 
 # ---------------------------------------------------------------- the loop
 
+def has_accuracy(loss_name: str) -> bool:
+    return loss_name in ("softmax_cross_entropy", "bce")
+
+
 def accuracy(loss_name: str, O: np.ndarray, T: np.ndarray):
-    """Share of correct predictions where it applies: argmax for softmax cross-entropy,
-    O > 0.5 against T > 0.5 per output for bce; None for other losses."""
+    """Share of correct predictions where it applies: argmax for softmax cross-entropy
+    (against the argmax of T's rows, or against class labels), O > 0.5 against T > 0.5
+    per output for bce; None for other losses."""
     if loss_name == "softmax_cross_entropy":
-        return float((O.argmax(axis=1) == T.argmax(axis=1)).mean())
+        y = T[:, 0] if T.shape[1] == 1 and O.shape[1] > 1 else T.argmax(axis=1)
+        return float((O.argmax(axis=1) == y).mean())
     if loss_name == "bce":
         return float(((O > 0.5) == (T > 0.5)).mean())
     return None
@@ -226,7 +247,8 @@ class _Run:
             with model._lock:
                 model._ensure_work(B)
             self.Ib = np.zeros((B, model.n_in), model.dtype)
-            self.Tb = np.zeros((B, model.n_out), model.dtype)
+            self.Tb = np.zeros((B, T.shape[1]), model.dtype)  # rows, or class labels
+            self.c_train = model._kernels(T)[3]
             self.losses = np.zeros(0)
             self.p_X, self.p_T = model._ptr(X), model._ptr(T)
             self.p_Ib, self.p_Tb = model._ptr(self.Ib), model._ptr(self.Tb)
@@ -265,7 +287,7 @@ class _Run:
             part = idx[s0 * B: s1 * B]
             self._begin()
             with m._lock:
-                done = m._c_train(
+                done = self.c_train(
                     m._p_theta, m._p_grad, m._p_work, self.p_Ib, self.p_Tb, self.p_prev,
                     self.p_have, self.p_X, self.p_T, ffi.cast("long long *", part.ctypes.data),
                     part.size, B, ffi.cast("double *", lrs[s0:].ctypes.data),
@@ -338,39 +360,52 @@ class _Run:
         losses, sizes, lrs = (np.concatenate([p[k] for p in parts]) for k in range(3))
         loss = float(np.average(losses, weights=sizes))
         val_loss = val_acc = None
+        name = self.model.network.loss_name
+        # training accuracy of the parameters at the end of the epoch (one forward pass)
+        acc = accuracy(name, self.model.forward(self.X), self.T) if has_accuracy(name) \
+            else None
         if self.val is not None:
             Xv, Tv = self.val
             O = self.model.forward(Xv)
             val_loss = self.model.loss(Xv, Tv)
-            val_acc = accuracy(self.model.network.loss_name, O, Tv)
-        self.hist.record_epoch(loss, lr=lrs, steps=lrs.size, val_loss=val_loss,
+            val_acc = accuracy(name, O, Tv)
+        self.hist.record_epoch(loss, lr=lrs, steps=lrs.size, accuracy=acc, val_loss=val_loss,
                                val_accuracy=val_acc)
 
 
 def fit(model, X, T, method="minibatch", epochs=10, batch_size=32, lr=0.1, shuffle=True,
         seed=None, validation_data=None, progress=None, optimizer="sgd", momentum=None,
-        betas=None, eps=None) -> History:
+        betas=None, eps=None, weight_decay=0.0, clip_norm=None, early_stopping=None,
+        restore_best=True, validation_split=None, callbacks=None) -> History:
     """Train ``model`` in place on (X, T); returns a ``History``.  See ``Model.fit``."""
+    from .stopping import EarlyStopping, check_callbacks, split
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(map(repr, METHODS))}, "
                          f"got {method!r}")
     epochs = _positive_int("epochs", epochs)
     batch_size = _positive_int("batch_size", batch_size)
     schedule = as_schedule(lr)
+    stopper = None if early_stopping is None else EarlyStopping(early_stopping, restore_best)
+    callbacks = check_callbacks(callbacks)
     X = model._inputs(X)
     T = model._targets(T, X.shape[0])
     _finite(X, "X")
     _finite(T, "T")
     val = None
+    if validation_split is not None:
+        if validation_data is not None:
+            raise ValueError("give validation_data or validation_split, not both")
+        X, T, Xv, Tv = split(X, T, validation_split)
+        val = (Xv, Tv)
     if validation_data is not None:
         if not (isinstance(validation_data, (tuple, list)) and len(validation_data) == 2):
             raise ValueError("validation_data must be a pair (X_val, T_val)")
         Xv = model._inputs(validation_data[0])
-        Tv = model._targets(validation_data[1], Xv.shape[0])
+        Tv = model._targets(validation_data[1], Xv.shape[0], "validation T")
         _finite(Xv, "validation X")
         _finite(Tv, "validation T")
         val = (Xv, Tv)
-    opt = Optimizer(model, optimizer, momentum, betas, eps)
+    opt = Optimizer(model, optimizer, momentum, betas, eps, weight_decay, clip_norm)
     hist = History(method=method)
     run = _Run(model, X, T, method, batch_size, schedule, opt, val, hist)
     rng = np.random.default_rng(seed)
@@ -391,6 +426,12 @@ def fit(model, X, T, method="minibatch", epochs=10, batch_size=32, lr=0.1, shuff
                 if flag.raised:
                     hist.stopped = "interrupted"
                     break
+                if stopper is not None and stopper.after_epoch(model, hist):
+                    hist.stopped = "early_stopping"
+                    break
+                if any([bool(cb(hist)) for cb in callbacks]):
+                    hist.stopped = "callback"
+                    break
     except KeyboardInterrupt:
         # Raised outside the graceful path (a second Ctrl-C, or not the main thread):
         # the compiled call in flight is dropped with its steps; all before it are kept.
@@ -398,5 +439,9 @@ def fit(model, X, T, method="minibatch", epochs=10, batch_size=32, lr=0.1, shuff
         run.record()
     finally:
         bar.close()
+        if stopper is not None:
+            hist.best_epoch = stopper.best_epoch or None
+            if hist.stopped != "interrupted":
+                stopper.restore(model)
         hist.wall_time = time.perf_counter() - start
     return hist
