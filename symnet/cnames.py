@@ -5,7 +5,8 @@ Layers, inputs and parameters may be named with any plain ASCII identifier:
 generated C a name stays as it is where it cannot mean anything else there,
 and is otherwise written ``sn_u_<name>``: that happens to every name the
 kernel's translation unit already uses (a C keyword, a <math.h> or
-<string.h> name, any identifier in the template, a CSE temporary ``t<n>``)
+<string.h> name, any identifier in the template, a loop index b, i, j, k, a CSE
+temporary ``t<n>``)
 and to names starting with ``_``, ``sn_`` or ``symnet``.  The rule is
 one-to-one (a mangled name starts with ``sn_u_``, a kept one never starts
 with ``sn_``), so two different names never meet in the C.
@@ -28,7 +29,8 @@ auto break case char const continue default do double else enum extern float for
 if inline int long register restrict return short signed sizeof static struct switch
 typedef union unsigned void volatile while _Bool _Complex _Imaginary
 """.split())
-_TEMP = re.compile(r"t\d+")
+_TEMP = re.compile(r"t\d+")      # sympy.cse temporaries
+_INDICES = frozenset("bijk")      # the loop indices of the emitted loops (symnet.ir)
 
 
 @functools.lru_cache(maxsize=1)
@@ -48,7 +50,7 @@ def template_words() -> frozenset:
 def needs_mangling(name: str) -> bool:
     """True when ``name`` could mean something else in the generated C."""
     return (name in _C_KEYWORDS or name in C_NAMES or keyword.iskeyword(name)
-            or name in template_words() or _TEMP.fullmatch(name) is not None
+            or name in template_words() or name in _INDICES or _TEMP.fullmatch(name) is not None
             or name.startswith(("_", "sn_", "symnet")))
 
 

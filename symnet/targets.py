@@ -61,12 +61,14 @@ def labels_or_rows(model, T, batch: int, what: str = "T"):
         if model.n_out == 1 and arr.dtype.kind in "biuf":
             arr = arr.reshape(-1, 1)
     elif arr.ndim == 2 and arr.shape[1] != model.n_out and arr.dtype.kind in "biuf":
-        raise ValueError(f"{what} has shape {arr.shape} but {owner} has {model.n_out} "
-                         f"output(s) (loss {model.network.loss_name}): {what} must be "
+        raise ValueError(f"{what} has {arr.shape[1]} columns but {owner} has {model.n_out}: "
+                         f"expected shape (batch, {model.n_out}), got {arr.shape}; for this "
+                         f"network (loss {model.network.loss_name}) {what} may be "
                          f"{accepted(model)}")
     elif arr.ndim not in (1, 2) and arr.dtype.kind in "biuf":
-        raise ValueError(f"{what} must be {accepted(model)} for {owner} "
-                         f"(loss {model.network.loss_name}), got shape {arr.shape}")
+        raise ValueError(f"{what} must be 2-D (batch, {model.n_out}) for {owner} "
+                         f"(loss {model.network.loss_name}), got shape {arr.shape}; "
+                         f"{what} may be {accepted(model)}")
     T = model._matrix(arr, what, model.n_out, owner)
     _rows(T, batch, what)
     return T
