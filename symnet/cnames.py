@@ -11,8 +11,8 @@ and to names starting with ``_``, ``sn_`` or ``symnet``.  The rule is
 one-to-one (a mangled name starts with ``sn_u_``, a kept one never starts
 with ``sn_``), so two different names never meet in the C.
 
->>> c_name("H1"), c_name("out"), c_name("exp"), c_name("t3"), c_name("sn_u_x")
-('H1', 'sn_u_out', 'sn_u_exp', 'sn_u_t3', 'sn_u_sn_u_x')
+>>> c_name("H1"), c_name("loss"), c_name("exp"), c_name("t3"), c_name("sn_u_x")
+('H1', 'sn_u_loss', 'sn_u_exp', 'sn_u_t3', 'sn_u_sn_u_x')
 """
 
 from __future__ import annotations

@@ -190,6 +190,23 @@ class Network:
                 raise ValueError(f"two layers are named {n!r}; names must be unique")
             seen.add(n)
         self._graph = None
+        self._check_domain()
+
+    def _check_domain(self):
+        """Refuse a loss whose domain the output layer cannot meet, naming the layer."""
+        last, name = self.layers[-1], self.names[-1]
+        if self.loss_name == "bce" and isinstance(last, Dense) \
+                and last.activation_name != "sigmoid":
+            raise ValueError(
+                f"loss 'bce' needs outputs in (0, 1), but output layer {name!r} has "
+                f"activation {last.activation_name!r}; use Dense({last.units}, 'sigmoid') "
+                "there (sigmoid + bce is fused into the stable σ(z) − t), or "
+                "loss='softmax_cross_entropy' on a linear layer of ≥ 2 outputs")
+        if self.loss_name == "softmax_cross_entropy" and last.units < 2:
+            raise ValueError(
+                f"loss 'softmax_cross_entropy' needs at least 2 outputs (one per class), but "
+                f"output layer {name!r} has {last.units}; for two classes use "
+                f"Dense(1, 'sigmoid') with loss='bce', or Dense(2) with this loss")
 
     @property
     def loss(self):

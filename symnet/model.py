@@ -415,6 +415,39 @@ class Model:
                    early_stopping=early_stopping, restore_best=restore_best,
                    validation_split=validation_split, callbacks=callbacks)
 
+    # ------------------------------------------------------------- using it
+    def predict(self, X, batch_size=None) -> np.ndarray:
+        """Probabilities for a classification head (softmax of the output for
+        ``softmax_cross_entropy``, the sigmoid output for ``bce``), the output
+        otherwise; any number of rows, ``batch_size`` per kernel call.  See
+        ``symnet.predict``."""
+        from .predict import predict
+        return predict(self, X, batch_size)
+
+    def predict_proba(self, X, batch_size=None) -> np.ndarray:
+        """Class probabilities (classification losses only), as ``predict``."""
+        from .predict import predict_proba
+        return predict_proba(self, X, batch_size)
+
+    def predict_classes(self, X, batch_size=None) -> np.ndarray:
+        """Class per example: argmax for ``softmax_cross_entropy`` ((N,) ints),
+        output > 0.5 for ``bce``."""
+        from .predict import predict_classes
+        return predict_classes(self, X, batch_size)
+
+    def evaluate(self, X, T, batch_size=None) -> dict:
+        """``{"loss", "accuracy"}`` for classification, ``{"loss", "mse", "mae"}``
+        otherwise, over all of (X, T) in chunks; no step is taken.
+
+        >>> import numpy as np, symnet as sn
+        >>> m = sn.Network(sn.Input(1), sn.Dense(1), loss="mse").compile(dtype="float64")
+        >>> m.params["W1"] = [[2.0]]
+        >>> m.evaluate(np.array([[1.0], [2.0]]), np.array([2.0, 3.0]))
+        {'loss': 0.5, 'mse': 0.5, 'mae': 0.5}
+        """
+        from .predict import evaluate
+        return evaluate(self, X, T, batch_size)
+
     def save(self, path):
         """Write parameters and network description to ``path`` (``.npz``, no pickle);
         ``symnet.load(path)`` gives the model back.  See ``symnet.io``."""
