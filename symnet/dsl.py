@@ -85,10 +85,20 @@ class Dense(LayerBase):
 
     ``activation`` is a name (see ``symnet.primitives.ACTIVATIONS``), a sympy
     expression of one symbol, or a Python function of one sympy symbol.
+    ``bias=False`` leaves out b (H = f(W·x)).  ``init`` sets W's initialisation:
+    "glorot" (uniform), "he" (normal), "normal" (N(0, 1)), "zeros", or a number;
+    by default the one that suits the activation (He for ReLU-like, else Glorot);
+    biases start at zero.  ``trainable=False`` freezes the layer: no gradient
+    is computed for its parameters and no update changes them.
+
+    >>> Dense(4, "relu", init="he", bias=False, trainable=False)
+    Dense(4, 'relu', name=None, bias=False, init='he', trainable=False)
     """
 
+    INITS = ("glorot", "he", "normal", "zeros")
+
     def __init__(self, units: int, activation="linear", bias: bool = True,
-                 name: str | None = None):
+                 name: str | None = None, init=None, trainable: bool = True):
         self.units = _check_size(units, "Dense units")
         self.name = None if name is None else check_name(name, "layer")
         self.activation_spec = activation
@@ -102,6 +112,12 @@ class Dense(LayerBase):
         else:
             self.activation_name = self.activation.name
         self.bias = bool(bias)
+        number = isinstance(init, (int, float)) and not isinstance(init, bool)
+        if not (init is None or number or init in self.INITS):
+            raise ValueError(f"layer {self.name or f'Dense({units})'!r}: init must be one of "
+                             f"{', '.join(self.INITS)} or a number, got {init!r}")
+        self.init = float(init) if number else init
+        self.trainable = bool(trainable)
 
     @property
     def activation(self):
@@ -113,11 +129,19 @@ class Dense(LayerBase):
         return self._activation
 
     def __repr__(self):
-        return f"Dense({self.units}, {self.activation_name!r}, name={self.name!r})"
+        extra = "" if self.bias else ", bias=False"
+        extra += "" if self.init is None else f", init={self.init!r}"
+        extra += "" if self.trainable else ", trainable=False"
+        return f"Dense({self.units}, {self.activation_name!r}, name={self.name!r}{extra})"
 
     def describe(self) -> dict:
-        return {"kind": "dense", "units": self.units, "activation": self.activation_name,
-                "bias": self.bias, "name": self.name}
+        d = {"kind": "dense", "units": self.units, "activation": self.activation_name,
+             "bias": self.bias, "name": self.name}
+        if self.init is not None:          # only when given: older files stay the same
+            d["init"] = self.init
+        if not self.trainable:
+            d["trainable"] = False
+        return d
 
     def to_node(self, index, name, input_name, n_in):
         """H[b,i] = f(Σ_j W[i,j]·x[b,j] + b[i]): a general ``Layer`` whose one
@@ -130,8 +154,9 @@ class Dense(LayerBase):
         else:
             params = {"W": ("out", "in")}
             formula = lambda x, W, i, j: f(sum_j(W[i, j] * x[j]))  # noqa: E731
-        layer = Layer(self.units, formula, params, init={"W": self.activation.init},
-                      name=self.name)
+        init = self.activation.init if self.init is None else self.init
+        layer = Layer(self.units, formula, params, init={"W": init}, name=self.name,
+                      trainable=self.trainable)
         node = layer.to_node(index, name, input_name, n_in)
         node.kind, node.activation = "dense", self.activation
         return node

@@ -145,11 +145,15 @@ def network_from_description(desc: dict):
         inp = Input(desc["input"]["n"], name=desc["input"]["name"])
         layers = []
         for d in desc["layers"]:
+            if d.get("kind") == "layer":
+                layers.append(_layer(d))
+                continue
             if d.get("kind") != "dense":
                 raise ValueError(f"layer kind {d.get('kind')!r} cannot be loaded "
-                                 "(only dense layers)")
+                                 "(dense layers and symnet.Layer layers)")
             layers.append(Dense(d["units"], _spec(d["activation"]), bias=d["bias"],
-                                name=d["name"]))
+                                name=d["name"], init=d.get("init"),
+                                trainable=d.get("trainable", True)))
         net = Network(inp, *layers, loss=_spec(desc["loss"]))
     except (KeyError, TypeError, AttributeError) as exc:
         raise ValueError(f"malformed network description ({type(exc).__name__}: {exc})") \
@@ -157,6 +161,19 @@ def network_from_description(desc: dict):
     if net.describe() != desc:
         raise ValueError("the network description does not rebuild to itself")
     return net
+
+
+def _layer(d: dict):
+    """A ``symnet.Layer`` from its description: the formula is srepr text, read back
+    by ``parse_srepr`` (whitelisted constructors, never eval)."""
+    from .layers import Layer
+    if not isinstance(d.get("formula"), str):
+        raise ValueError(f"layer {d.get('name')!r}: the formula must be srepr text")
+    formula = parse_srepr(d["formula"], evaluate=True)
+    params = {k: tuple(v) for k, v in d["params"].items() if k != d["linear"]}
+    return Layer(d["units"], formula, params=params,
+                 init=d["init"], linear=d["linear"], name=d["name"],
+                 trainable=d.get("trainable", True))
 
 
 def _spec(name):
@@ -174,13 +191,16 @@ _ALLOWED = (
     "Abs", "sign", "tanh", "sinh", "cosh", "sin", "cos", "tan", "atan", "asinh", "erf",
     "Max", "Min", "Piecewise", "StrictGreaterThan", "StrictLessThan", "GreaterThan",
     "LessThan", "Equality", "Unequality", "And", "Or", "Not", "Heaviside",
+    "Indexed", "IndexedBase", "Sum", "Tuple",     # the index notation of symnet.Layer
 )
 _NAMES = {"true", "false", "pi", "E", "oo", "zoo", "nan", "I"}
 
 
-def parse_srepr(text: str):
+def parse_srepr(text: str, evaluate: bool = False):
     """sympy expression from ``sympy.srepr`` text, building only whitelisted sympy
-    classes from literal arguments: a tampered file cannot run code.
+    classes from literal arguments: a tampered file cannot run code.  With
+    ``evaluate`` the constructors evaluate as usual (the canonical form a formula
+    had when it was written out).
 
     >>> parse_srepr("Mul(Integer(2), Symbol('z', real=True))")
     2*z
@@ -221,7 +241,7 @@ def parse_srepr(text: str):
             kwargs = {k.arg: build(k.value, depth + 1) for k in node.keywords}
             if None in kwargs:
                 raise ValueError("custom expression uses ** arguments")
-            with sp.evaluate(False):
+            with sp.evaluate(evaluate):
                 return funcs[node.func.id](*args, **kwargs)
         raise ValueError(f"custom expression uses {ast.dump(node)[:80]}, which is not an "
                          "allowed sympy constructor (refused: files must not run code)")

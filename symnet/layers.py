@@ -83,13 +83,14 @@ class Layer(LayerBase):
 
     def __init__(self, units: int, formula, params: dict | None = None,
                  init: dict | None = None, linear: str | None = None,
-                 name: str | None = None):
+                 name: str | None = None, trainable: bool = True):
         self.units = _check_size(units, "Layer units")
         self.name = None if name is None else check_name(name, "layer")
         self.where = f"layer {self.name or f'Layer({units})'!r}"
         self.params = self._check_params(params or {}, linear)
         self.init = self._check_init(init or {})
         self.linear = linear
+        self.trainable = bool(trainable)
         self.input_arg = "z" if linear else "x"
         expr = self._call(formula)
         self._analyse(expr)
@@ -143,6 +144,10 @@ class Layer(LayerBase):
         return chosen
 
     def _call(self, formula) -> sp.Expr:
+        if isinstance(formula, sp.Expr):
+            # the formula itself, in the symbols a formula function receives (how
+            # symnet.load rebuilds a layer from its file)
+            return formula
         if not callable(formula):
             self._fail(f"formula must be a Python function of (x, i, j, params...), "
                        f"got {formula!r}")
@@ -290,12 +295,16 @@ class Layer(LayerBase):
 
     # ------------------------------------------------------------ IR
     def describe(self) -> dict:
-        return {"kind": "layer", "units": self.units, "formula": self._key,
-                "params": {p: list(d) for p, d in self.params.items()},
-                "init": self.init, "linear": self.linear, "name": self.name}
+        d = {"kind": "layer", "units": self.units, "formula": self._key,
+             "params": {p: list(d) for p, d in self.params.items()},
+             "init": self.init, "linear": self.linear, "name": self.name}
+        if not self.trainable:
+            d["trainable"] = False
+        return d
 
     def __repr__(self):
-        return f"Layer({self.units}, {self.formula_text!r}, name={self.name!r})"
+        frozen = ", trainable=False" if not self.trainable else ""
+        return f"Layer({self.units}, {self.formula_text!r}, name={self.name!r}{frozen})"
 
     def to_node(self, index, name, input_name, n_inputs):
         if self.linear:
@@ -306,7 +315,8 @@ class Layer(LayerBase):
             red = ir.Reduction(f"z_{zname}", r, ir.element(syms, W, ir.OUT, ir.IN)
                                * ir.element(syms, input_name, ir.BATCH, ir.IN),
                                (ir.IN,), contraction=W)
-            spec = ir.ParamSpec(W, ("out", "in"), (self.units, n_inputs), self.init[self.linear])
+            spec = ir.ParamSpec(W, ("out", "in"), (self.units, n_inputs), self.init[self.linear],
+                                trainable=self.trainable)
             lin = ir.Node(zname, index, input_name, n_inputs, self.units, [spec], [red], r,
                           syms, kind="linear")
             return [lin, self._node(index, name, zname, self.units)]
@@ -335,7 +345,8 @@ class Layer(LayerBase):
                                    f"but the dim {d!r} of {base} has length {extent[d]}")
                 sub[sym] = ir.element(syms, f"{base}{index}", *idx)
         params = [ir.ParamSpec(f"{p}{index}", dims, tuple(extent[d] for d in dims),
-                               self.init[p], role="weight" if len(dims) > 1 else "bias")
+                               self.init[p], role="weight" if len(dims) > 1 else "bias",
+                               trainable=self.trainable)
                   for p, dims in self.params.items() if p != self.linear]
         names = [f"z_{name}"] if len(self._reductions) == 1 else \
             [f"r{m}_{name}" for m in range(1, len(self._reductions) + 1)]
