@@ -285,10 +285,27 @@ class Network:
         from .formulas import Formulas
         return Formulas(self)
 
-    def compile(self, dtype="float32", seed: int = 0, **options):
-        """Derive, emit, build (or load from the cache) → a ``Model``."""
+    def compile(self, dtype="float32", seed: int = 0, init=None):
+        """Derive, emit, build (or load from the cache) → a ``Model``.
+
+        ``seed`` seeds the initial parameters; ``init`` ("glorot", "he", "normal",
+        "zeros", "ones" or a number) overrides the initialisation of every weight
+        matrix (by default each layer's own: its ``init=``, else suited to its
+        activation).
+        """
         from .model import Model
-        return Model(self, dtype=dtype, seed=seed, **options)
+        return Model(self, dtype=dtype, seed=seed, init=init)
+
+    def summary(self, batch_size: int = 32, dtype: str = "float32"):
+        """Parameters, memory and flops per training step, before compiling
+        (``symnet.summary``; ``print`` it).
+
+        >>> net = Network(Input(3), Dense(4, "relu"), Dense(2), loss="mse")
+        >>> net.summary(batch_size=10).total("params")
+        26
+        """
+        from .summary import summarize
+        return summarize(self, batch_size, dtype)
 
     def __repr__(self):
         inner = ", ".join(f"{n}={layer!r}" for n, layer in zip(self.names, self.layers))

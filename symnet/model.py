@@ -79,6 +79,23 @@ def compile_network(net, dtype: str):
                                           bool(plan.loss_labels)), meta)
 
 
+def _check_init(init):
+    number = isinstance(init, (int, float)) and not isinstance(init, bool)
+    if init is None or number or init in ("glorot", "he", "normal", "zeros", "ones"):
+        return float(init) if number else init
+    raise ValueError(f"init must be one of glorot, he, normal, zeros, ones or a number, "
+                     f"got {init!r}")
+
+
+def _rebuild(description: str, dtype: str, params: dict, init):
+    """A Model from its pickled state (see ``Model.__reduce__``)."""
+    from .io import network_from_description
+    model = Model(network_from_description(json.loads(description)), dtype=dtype, init=init)
+    for name, value in params.items():
+        model.params[name] = value
+    return model
+
+
 class Params(MutableMapping):
     """Parameters by name (W1, b1, ...): numpy views into one flat array.
 
@@ -125,7 +142,7 @@ class Model:
     them in parallel.
     """
 
-    def __init__(self, network, dtype="float32", seed: int = 0):
+    def __init__(self, network, dtype="float32", seed: int = 0, init=None):
         if dtype not in ("float32", "float64") and np.dtype(dtype).name in ("float32",
                                                                               "float64"):
             dtype = np.dtype(dtype).name
@@ -171,6 +188,7 @@ class Model:
             self._views[p["name"]] = self._theta[sl].reshape(p["shape"])
             self._gviews[p["name"]] = self._grad[sl].reshape(p["shape"])
         self.params = Params(self._views, self._lock)
+        self._init = _check_init(init)
         self.init_params(seed)
 
     # ---------------------------------------------------------------- basics
@@ -195,15 +213,18 @@ class Model:
             shape, view = p["shape"], self._views[p["name"]]
             fan_out = shape[0]
             fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
-            if isinstance(p["init"], (int, float)):
-                view[...] = p["init"]
-            elif p["init"] == "normal":
+            scheme = p["init"]
+            if self._init is not None and len(shape) > 1:   # compile(init=...): matrices
+                scheme = self._init
+            if isinstance(scheme, (int, float)):
+                view[...] = scheme
+            elif scheme == "normal":
                 view[...] = rng.normal(0.0, 1.0, shape)
-            elif p["init"] == "zeros":
+            elif scheme == "zeros":
                 view[...] = 0
-            elif p["init"] == "ones":
+            elif scheme == "ones":
                 view[...] = 1
-            elif p["init"] == "he":
+            elif scheme == "he":
                 view[...] = rng.normal(0.0, np.sqrt(2.0 / fan_in), shape)
             else:
                 a = np.sqrt(6.0 / (fan_in + fan_out))
@@ -459,6 +480,14 @@ class Model:
         batch size (a ``symnet.summary.Summary``; ``print`` it)."""
         from .summary import summarize
         return summarize(self.network, batch_size, self.dtype.name)
+
+    def __reduce__(self):
+        """Pickling and ``copy.deepcopy``: the network description (the same safe text
+        ``save`` writes) and the parameters; the compiled module is loaded from the
+        cache (or rebuilt) on the other side."""
+        desc = json.dumps(self.network.describe(), sort_keys=True)
+        return _rebuild, (desc, self.dtype.name,
+                          {k: np.array(v) for k, v in self.params.items()}, self._init)
 
     def __repr__(self):
         return f"<symnet.Model {self.network!r} dtype={self.dtype.name}>"

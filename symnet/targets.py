@@ -91,6 +91,6 @@ def _labels(model, y: np.ndarray, batch: int, what: str, owner: str) -> np.ndarr
     if bad.any():
         row = int(np.nonzero(bad)[0][0])
         raise ValueError(f"{what} holds class labels for {owner}, which has {n} classes: "
-                         f"label {y[row]!r} at row {row} is not an integer in 0..{n - 1}")
+                         f"label {y[row].item():g} at row {row} is not an integer in 0..{n - 1}")
     _rows(y.reshape(-1, 1), batch, what)
     return np.ascontiguousarray(y.reshape(-1, 1), dtype=model.dtype)

@@ -426,10 +426,11 @@ def fit(model, X, T, method="minibatch", epochs=10, batch_size=32, lr=0.1, shuff
                 if flag.raised:
                     hist.stopped = "interrupted"
                     break
+                asked = [bool(cb(hist)) for cb in callbacks]     # every callback, every epoch
                 if stopper is not None and stopper.after_epoch(model, hist):
                     hist.stopped = "early_stopping"
                     break
-                if any([bool(cb(hist)) for cb in callbacks]):
+                if any(asked):
                     hist.stopped = "callback"
                     break
     except KeyboardInterrupt:
