@@ -19,6 +19,8 @@ from pathlib import Path
 def load_network(path: str):
     """The Network defined by a Python file (without running its __main__)."""
     from .dsl import Network
+    if not Path(path).exists():
+        raise FileNotFoundError(2, "No such file or directory", path)
     ns = runpy.run_path(path, run_name="symnet_network_file")
     if isinstance(ns.get("net"), Network):
         return ns["net"]
