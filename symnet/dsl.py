@@ -280,10 +280,13 @@ class Network:
                            for layer, name in zip(self.layers, self.names)],
                 "loss": self.loss_name}
 
-    def formulas(self):
-        """The chain-rule derivation of this network, for people."""
+    def formulas(self, optimizer=None, weight_decay=0.0, clip_norm=None):
+        """The chain-rule derivation of this network, for people.  With
+        ``optimizer``, ``weight_decay`` or ``clip_norm`` (as given to ``fit``) it ends
+        with the parameter update and its extra terms."""
         from .formulas import Formulas
-        return Formulas(self)
+        return Formulas(self, optimizer=optimizer, weight_decay=weight_decay,
+                        clip_norm=clip_norm)
 
     def compile(self, dtype="float32", seed: int = 0, init=None):
         """Derive, emit, build (or load from the cache) → a ``Model``.

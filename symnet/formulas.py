@@ -101,7 +101,7 @@ class Formulas:
     and ``f.expression(name)`` give sympy expressions (see ``expression``).
     """
 
-    def __init__(self, network):
+    def __init__(self, network, optimizer=None, weight_decay=0.0, clip_norm=None):
         self.network = network
         self.graph = network.graph()
         self.grads: list[NodeGrad] = derive(self.graph)   # output node first
@@ -111,6 +111,16 @@ class Formulas:
         self._forward()
         self._local()
         self._backward()
+        if optimizer is not None or weight_decay or clip_norm:
+            self._update(optimizer or "sgd", weight_decay, clip_norm)
+
+    def _update(self, optimizer, weight_decay, clip_norm):
+        """The update with its extra terms (clipping, weight decay): ``symnet.update``."""
+        from .update import update_lines
+        params = [p.name for p in self.graph.params() if getattr(p, "trainable", True)]
+        for k, (t, x) in enumerate(update_lines(params, optimizer, weight_decay, clip_norm)):
+            kind = "heading" if k == 0 else "step"
+            self._add(kind, _Tex(t if k == 0 else t[2:], x))
 
     # ------------------------------------------------------------ building
     def _add(self, kind: str, phrase: _Tex | str, lhs_rhs=True):

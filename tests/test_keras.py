@@ -358,3 +358,13 @@ def test_summary_before_compiling():
 def test_bias_false_in_repr():
     assert "bias=False" in repr(sn.Dense(3, bias=False))
     assert "bias" not in repr(sn.Dense(3))
+
+
+def test_derivation_shows_weight_decay_and_clipping_terms():
+    net = sn.Network(sn.Input(2), sn.Dense(3, "tanh"), sn.Dense(1, "sigmoid"), loss="bce")
+    assert "Update" not in str(net.formulas())
+    text = str(net.formulas(weight_decay=0.01, clip_norm=2.0))
+    assert "c = min(1, 2/‖g‖₂)" in text and "θ ← θ − η·(c·g_θ + λ·θ),  λ = 0.01" in text
+    adam = str(net.formulas(optimizer="adam", weight_decay=0.1))
+    assert "+ ε) + λ·θ),  λ = 0.1   (decoupled weight decay, AdamW)" in adam
+    assert r"\lambda\theta" in net.formulas(optimizer="momentum", weight_decay=0.1).latex()
