@@ -259,13 +259,13 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 }
 
 /* Forward pass; returns the output's address inside work: (batch, 10). */
-void symnet_a672eff3f1_forward(const real *params, real *work, const real *I, int batch)
+void symnet_cce3bfd367_forward(const real *params, real *work, const real *I, int batch)
 {
     sn_forward(params, work, I, batch);
 }
 
 /* Loss L = (1/batch) Σ_b L_b, after a forward pass. */
-double symnet_a672eff3f1_loss(const real *params, real *work, const real *I, const real *T, int batch)
+double symnet_cce3bfd367_loss(const real *params, real *work, const real *I, const real *T, int batch)
 {
     const real *A1 = params + 0;  /* A1: (64, 64) */
     const real *B1 = params + 4096;  /* B1: (64, 64) */
@@ -308,7 +308,7 @@ double symnet_a672eff3f1_loss(const real *params, real *work, const real *I, con
 }
 
 /* Loss and every gradient ∂L/∂θ (into grads), by back propagation. */
-double symnet_a672eff3f1_loss_grad(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
+double symnet_cce3bfd367_loss_grad(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
 {
     const real *A1 = params + 0;  /* A1: (64, 64) */
     const real *B1 = params + 4096;  /* B1: (64, 64) */
@@ -382,7 +382,7 @@ double symnet_a672eff3f1_loss_grad(const real *params, real *grads, real *work, 
 }
 
 /* Loss L = (1/batch) Σ_b L_b, after a forward pass; T[b] is the class label of example b. */
-double symnet_a672eff3f1_loss_labels(const real *params, real *work, const real *I, const real *T, int batch)
+double symnet_cce3bfd367_loss_labels(const real *params, real *work, const real *I, const real *T, int batch)
 {
     const real *A1 = params + 0;  /* A1: (64, 64) */
     const real *B1 = params + 4096;  /* B1: (64, 64) */
@@ -421,7 +421,7 @@ double symnet_a672eff3f1_loss_labels(const real *params, real *work, const real 
 }
 
 /* Loss and every gradient ∂L/∂θ (into grads), by back propagation; T[b] is the class label of example b. */
-double symnet_a672eff3f1_loss_grad_labels(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
+double symnet_cce3bfd367_loss_grad_labels(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
 {
     const real *A1 = params + 0;  /* A1: (64, 64) */
     const real *B1 = params + 4096;  /* B1: (64, 64) */
@@ -499,17 +499,17 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
 }
 
 /* One steepest-descent step on this batch: θ ← θ − lr·∂L/∂θ.  Returns the loss before it. */
-double symnet_a672eff3f1_step(real *params, real *grads, real *work, const real *I, const real *T, int batch, real lr)
+double symnet_cce3bfd367_step(real *params, real *grads, real *work, const real *I, const real *T, int batch, real lr)
 {
-    const double loss = symnet_a672eff3f1_loss_grad(params, grads, work, I, T, batch);
+    const double loss = symnet_cce3bfd367_loss_grad(params, grads, work, I, T, batch);
     sn_sgd_update(params, params, grads, lr);
     return loss;
 }
 
 /* One steepest-descent step on this batch; T[b] is the class label of example b: θ ← θ − lr·∂L/∂θ.  Returns the loss before it. */
-double symnet_a672eff3f1_step_labels(real *params, real *grads, real *work, const real *I, const real *T, int batch, real lr)
+double symnet_cce3bfd367_step_labels(real *params, real *grads, real *work, const real *I, const real *T, int batch, real lr)
 {
-    const double loss = symnet_a672eff3f1_loss_grad_labels(params, grads, work, I, T, batch);
+    const double loss = symnet_cce3bfd367_loss_grad_labels(params, grads, work, I, T, batch);
     sn_sgd_update(params, params, grads, lr);
     return loss;
 }
@@ -568,7 +568,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_a672eff3f1_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_cce3bfd367_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -577,7 +577,9 @@ void symnet_a672eff3f1_update(real *params, const real *grads, real lr, int opti
  * idx[s·batch_size .. min((s+1)·batch_size, n_idx)) of the data set (I, T), gathers
  * them into Ib, Tb (batch_size rows each), and does loss_grad then update with step
  * size lr[s] and step number t0 + s + 1, exactly as one call of loss_grad and one
- * of update from the caller would.  losses[s] receives the batch loss before step s.
+ * of update from the caller would.  losses[s] receives the batch loss before step s,
+ * and correct[s] (unless correct is NULL) the number of examples of the batch the
+ * network classified correctly before step s (argmax of the output row = the class of the target).
  *
  * A non-finite loss stops the run before its update: params are restored from prev
  * (the parameters before the last update, when *have_prev) and the number of
@@ -588,9 +590,10 @@ void symnet_a672eff3f1_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_a672eff3f1_train(real *params, real *grads, real *work, real *Ib, real *Tb, real *prev, int *have_prev,
+long long symnet_cce3bfd367_train(real *params, real *grads, real *work, real *Ib, real *Tb, real *prev, int *have_prev,
                            const real *I, const real *T, const long long *idx, long long n_idx, int batch_size,
-                           const double *lr, double *losses, int optimizer, real *s1, real *s2, const double *hyper, long long t0)
+                           const double *lr, double *losses, int optimizer, real *s1, real *s2, const double *hyper, long long t0,
+                           double *correct)
 {
     real *cur = params, *old = prev != NULL ? prev : params;  /* θ now; θ before the last update */
     long long s = 0;
@@ -602,7 +605,7 @@ long long symnet_a672eff3f1_train(real *params, real *grads, real *work, real *I
             memcpy(Ib + (size_t)r * 64, I + n * 64, sizeof(real) * 64);
             memcpy(Tb + (size_t)r * 10, T + n * 10, sizeof(real) * 10);
         }
-        const double loss = symnet_a672eff3f1_loss_grad(cur, grads, work, Ib, Tb, batch);
+        const double loss = symnet_cce3bfd367_loss_grad(cur, grads, work, Ib, Tb, batch);
         if (!isfinite(loss)) {
             /* both buffers ← θ before the last update (only cur needs it written) */
             if (prev != NULL && *have_prev)
@@ -619,6 +622,20 @@ long long symnet_a672eff3f1_train(real *params, real *grads, real *work, real *I
         if (prev != NULL)
             *have_prev = 1;
         losses[s] = loss;
+        if (correct != NULL) {
+            /* argmax of the output row = the class of the target, from the outputs the step's forward pass left in work */
+            const real *o = work + (size_t)batch * 202;
+            double right = 0;
+            for (int r = 0; r < batch; r++) {
+                const real *orow = o + (size_t)r * 10, *trow = Tb + (size_t)r * 10;
+                int best = 0;
+                for (int k = 1; k < 10; k++) best = orow[k] > orow[best] ? k : best;
+                int want = 0;
+                for (int k = 1; k < 10; k++) want = trow[k] > trow[want] ? k : want;
+                right += best == want;
+            }
+            correct[s] = right;
+        }
     }
     if (cur != params) {
         /* an odd number of steps left the new θ in prev: exchange the two */
@@ -635,7 +652,9 @@ long long symnet_a672eff3f1_train(real *params, real *grads, real *work, real *I
  * idx[s·batch_size .. min((s+1)·batch_size, n_idx)) of the data set (I, T), gathers
  * them into Ib, Tb (batch_size rows each), and does loss_grad then update with step
  * size lr[s] and step number t0 + s + 1, exactly as one call of loss_grad and one
- * of update from the caller would.  losses[s] receives the batch loss before step s.
+ * of update from the caller would.  losses[s] receives the batch loss before step s,
+ * and correct[s] (unless correct is NULL) the number of examples of the batch the
+ * network classified correctly before step s (argmax of the output row = the class of the target).
  *
  * A non-finite loss stops the run before its update: params are restored from prev
  * (the parameters before the last update, when *have_prev) and the number of
@@ -647,9 +666,10 @@ long long symnet_a672eff3f1_train(real *params, real *grads, real *work, real *I
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step).
  * The same with integer class labels: T[n] is the class of example n. */
-long long symnet_a672eff3f1_train_labels(real *params, real *grads, real *work, real *Ib, real *Tb, real *prev, int *have_prev,
+long long symnet_cce3bfd367_train_labels(real *params, real *grads, real *work, real *Ib, real *Tb, real *prev, int *have_prev,
                            const real *I, const real *T, const long long *idx, long long n_idx, int batch_size,
-                           const double *lr, double *losses, int optimizer, real *s1, real *s2, const double *hyper, long long t0)
+                           const double *lr, double *losses, int optimizer, real *s1, real *s2, const double *hyper, long long t0,
+                           double *correct)
 {
     real *cur = params, *old = prev != NULL ? prev : params;  /* θ now; θ before the last update */
     long long s = 0;
@@ -661,7 +681,7 @@ long long symnet_a672eff3f1_train_labels(real *params, real *grads, real *work, 
             memcpy(Ib + (size_t)r * 64, I + n * 64, sizeof(real) * 64);
             memcpy(Tb + (size_t)r * 1, T + n * 1, sizeof(real) * 1);
         }
-        const double loss = symnet_a672eff3f1_loss_grad_labels(cur, grads, work, Ib, Tb, batch);
+        const double loss = symnet_cce3bfd367_loss_grad_labels(cur, grads, work, Ib, Tb, batch);
         if (!isfinite(loss)) {
             /* both buffers ← θ before the last update (only cur needs it written) */
             if (prev != NULL && *have_prev)
@@ -678,6 +698,18 @@ long long symnet_a672eff3f1_train_labels(real *params, real *grads, real *work, 
         if (prev != NULL)
             *have_prev = 1;
         losses[s] = loss;
+        if (correct != NULL) {
+            /* argmax of the output row = the class of the target, from the outputs the step's forward pass left in work */
+            const real *o = work + (size_t)batch * 202;
+            double right = 0;
+            for (int r = 0; r < batch; r++) {
+                const real *orow = o + (size_t)r * 10, *trow = Tb + (size_t)r * 1;
+                int best = 0;
+                for (int k = 1; k < 10; k++) best = orow[k] > orow[best] ? k : best;
+                right += best == (int)trow[0];
+            }
+            correct[s] = right;
+        }
     }
     if (cur != params) {
         /* an odd number of steps left the new θ in prev: exchange the two */

@@ -242,13 +242,13 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 }
 
 /* Forward pass; returns the output's address inside work: (batch, 1). */
-void symnet_f3e58d0d5c_forward(const real *params, real *work, const real *I, int batch)
+void symnet_6aac547ef4_forward(const real *params, real *work, const real *I, int batch)
 {
     sn_forward(params, work, I, batch);
 }
 
 /* Loss L = (1/batch) Σ_b L_b, after a forward pass. */
-double symnet_f3e58d0d5c_loss(const real *params, real *work, const real *I, const real *T, int batch)
+double symnet_6aac547ef4_loss(const real *params, real *work, const real *I, const real *T, int batch)
 {
     const real *C1 = params + 0;  /* C1: (16, 2) */
     const real *sn_u_beta1 = params + 32;  /* beta1: (16,) */
@@ -278,7 +278,7 @@ double symnet_f3e58d0d5c_loss(const real *params, real *work, const real *I, con
 }
 
 /* Loss and every gradient ∂L/∂θ (into grads), by back propagation. */
-double symnet_f3e58d0d5c_loss_grad(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
+double symnet_6aac547ef4_loss_grad(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
 {
     const real *C1 = params + 0;  /* C1: (16, 2) */
     const real *sn_u_beta1 = params + 32;  /* beta1: (16,) */
@@ -343,9 +343,9 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
 }
 
 /* One steepest-descent step on this batch: θ ← θ − lr·∂L/∂θ.  Returns the loss before it. */
-double symnet_f3e58d0d5c_step(real *params, real *grads, real *work, const real *I, const real *T, int batch, real lr)
+double symnet_6aac547ef4_step(real *params, real *grads, real *work, const real *I, const real *T, int batch, real lr)
 {
-    const double loss = symnet_f3e58d0d5c_loss_grad(params, grads, work, I, T, batch);
+    const double loss = symnet_6aac547ef4_loss_grad(params, grads, work, I, T, batch);
     sn_sgd_update(params, params, grads, lr);
     return loss;
 }
@@ -404,7 +404,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_f3e58d0d5c_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_6aac547ef4_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -413,7 +413,9 @@ void symnet_f3e58d0d5c_update(real *params, const real *grads, real lr, int opti
  * idx[s·batch_size .. min((s+1)·batch_size, n_idx)) of the data set (I, T), gathers
  * them into Ib, Tb (batch_size rows each), and does loss_grad then update with step
  * size lr[s] and step number t0 + s + 1, exactly as one call of loss_grad and one
- * of update from the caller would.  losses[s] receives the batch loss before step s.
+ * of update from the caller would.  losses[s] receives the batch loss before step s,
+ * and correct[s] (unless correct is NULL) the number of examples of the batch the
+ * network classified correctly before step s (share of the outputs with O > 0.5 exactly where T > 0.5).
  *
  * A non-finite loss stops the run before its update: params are restored from prev
  * (the parameters before the last update, when *have_prev) and the number of
@@ -424,9 +426,10 @@ void symnet_f3e58d0d5c_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_f3e58d0d5c_train(real *params, real *grads, real *work, real *Ib, real *Tb, real *prev, int *have_prev,
+long long symnet_6aac547ef4_train(real *params, real *grads, real *work, real *Ib, real *Tb, real *prev, int *have_prev,
                            const real *I, const real *T, const long long *idx, long long n_idx, int batch_size,
-                           const double *lr, double *losses, int optimizer, real *s1, real *s2, const double *hyper, long long t0)
+                           const double *lr, double *losses, int optimizer, real *s1, real *s2, const double *hyper, long long t0,
+                           double *correct)
 {
     real *cur = params, *old = prev != NULL ? prev : params;  /* θ now; θ before the last update */
     long long s = 0;
@@ -438,7 +441,7 @@ long long symnet_f3e58d0d5c_train(real *params, real *grads, real *work, real *I
             memcpy(Ib + (size_t)r * 2, I + n * 2, sizeof(real) * 2);
             memcpy(Tb + (size_t)r * 1, T + n * 1, sizeof(real) * 1);
         }
-        const double loss = symnet_f3e58d0d5c_loss_grad(cur, grads, work, Ib, Tb, batch);
+        const double loss = symnet_6aac547ef4_loss_grad(cur, grads, work, Ib, Tb, batch);
         if (!isfinite(loss)) {
             /* both buffers ← θ before the last update (only cur needs it written) */
             if (prev != NULL && *have_prev)
@@ -455,6 +458,16 @@ long long symnet_f3e58d0d5c_train(real *params, real *grads, real *work, real *I
         if (prev != NULL)
             *have_prev = 1;
         losses[s] = loss;
+        if (correct != NULL) {
+            /* share of the outputs with O > 0.5 exactly where T > 0.5, from the outputs the step's forward pass left in work */
+            const real *o = work + (size_t)batch * 33;
+            double right = 0;
+            for (int r = 0; r < batch; r++) {
+                for (int k = 0; k < 1; k++)
+                    right += (double)((o[(size_t)r * 1 + k] > (real)0.5) == (Tb[(size_t)r * 1 + k] > (real)0.5)) / 1;
+            }
+            correct[s] = right;
+        }
     }
     if (cur != params) {
         /* an odd number of steps left the new θ in prev: exchange the two */

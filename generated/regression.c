@@ -260,13 +260,13 @@ static void sn_forward(const real *params, real *work, const real *sn_u_x, int b
 }
 
 /* Forward pass; returns the output's address inside work: (batch, 1). */
-void symnet_598475e7f4_forward(const real *params, real *work, const real *sn_u_x, int batch)
+void symnet_e69e933515_forward(const real *params, real *work, const real *sn_u_x, int batch)
 {
     sn_forward(params, work, sn_u_x, batch);
 }
 
 /* Loss L = (1/batch) Σ_b L_b, after a forward pass. */
-double symnet_598475e7f4_loss(const real *params, real *work, const real *sn_u_x, const real *T, int batch)
+double symnet_e69e933515_loss(const real *params, real *work, const real *sn_u_x, const real *T, int batch)
 {
     const real *W1 = params + 0;  /* W1: (32, 1) */
     const real *b1 = params + 32;  /* b1: (32,) */
@@ -301,7 +301,7 @@ double symnet_598475e7f4_loss(const real *params, real *work, const real *sn_u_x
 }
 
 /* Loss and every gradient ∂L/∂θ (into grads), by back propagation. */
-double symnet_598475e7f4_loss_grad(const real *params, real *grads, real *work, const real *sn_u_x, const real *T, int batch)
+double symnet_e69e933515_loss_grad(const real *params, real *grads, real *work, const real *sn_u_x, const real *T, int batch)
 {
     const real *W1 = params + 0;  /* W1: (32, 1) */
     const real *b1 = params + 32;  /* b1: (32,) */
@@ -381,9 +381,9 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
 }
 
 /* One steepest-descent step on this batch: θ ← θ − lr·∂L/∂θ.  Returns the loss before it. */
-double symnet_598475e7f4_step(real *params, real *grads, real *work, const real *sn_u_x, const real *T, int batch, real lr)
+double symnet_e69e933515_step(real *params, real *grads, real *work, const real *sn_u_x, const real *T, int batch, real lr)
 {
-    const double loss = symnet_598475e7f4_loss_grad(params, grads, work, sn_u_x, T, batch);
+    const double loss = symnet_e69e933515_loss_grad(params, grads, work, sn_u_x, T, batch);
     sn_sgd_update(params, params, grads, lr);
     return loss;
 }
@@ -442,7 +442,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_598475e7f4_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_e69e933515_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -451,7 +451,9 @@ void symnet_598475e7f4_update(real *params, const real *grads, real lr, int opti
  * idx[s·batch_size .. min((s+1)·batch_size, n_idx)) of the data set (I, T), gathers
  * them into Ib, Tb (batch_size rows each), and does loss_grad then update with step
  * size lr[s] and step number t0 + s + 1, exactly as one call of loss_grad and one
- * of update from the caller would.  losses[s] receives the batch loss before step s.
+ * of update from the caller would.  losses[s] receives the batch loss before step s,
+ * and correct[s] (unless correct is NULL) the number of examples of the batch the
+ * network classified correctly before step s (this loss has no accuracy).
  *
  * A non-finite loss stops the run before its update: params are restored from prev
  * (the parameters before the last update, when *have_prev) and the number of
@@ -462,9 +464,10 @@ void symnet_598475e7f4_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_598475e7f4_train(real *params, real *grads, real *work, real *Ib, real *Tb, real *prev, int *have_prev,
+long long symnet_e69e933515_train(real *params, real *grads, real *work, real *Ib, real *Tb, real *prev, int *have_prev,
                            const real *sn_u_x, const real *T, const long long *idx, long long n_idx, int batch_size,
-                           const double *lr, double *losses, int optimizer, real *s1, real *s2, const double *hyper, long long t0)
+                           const double *lr, double *losses, int optimizer, real *s1, real *s2, const double *hyper, long long t0,
+                           double *correct)
 {
     real *cur = params, *old = prev != NULL ? prev : params;  /* θ now; θ before the last update */
     long long s = 0;
@@ -476,7 +479,7 @@ long long symnet_598475e7f4_train(real *params, real *grads, real *work, real *I
             memcpy(Ib + (size_t)r * 1, sn_u_x + n * 1, sizeof(real) * 1);
             memcpy(Tb + (size_t)r * 1, T + n * 1, sizeof(real) * 1);
         }
-        const double loss = symnet_598475e7f4_loss_grad(cur, grads, work, Ib, Tb, batch);
+        const double loss = symnet_e69e933515_loss_grad(cur, grads, work, Ib, Tb, batch);
         if (!isfinite(loss)) {
             /* both buffers ← θ before the last update (only cur needs it written) */
             if (prev != NULL && *have_prev)
@@ -493,6 +496,7 @@ long long symnet_598475e7f4_train(real *params, real *grads, real *work, real *I
         if (prev != NULL)
             *have_prev = 1;
         losses[s] = loss;
+        (void)correct;  /* no accuracy for this loss */
     }
     if (cur != params) {
         /* an odd number of steps left the new θ in prev: exchange the two */

@@ -169,7 +169,18 @@ class Emitter:
             params=[b for b in self.buffers.values() if b.kind == "param"],
             grads=[b for b in self.buffers.values() if b.kind == "grad"],
             work=[b for b in self.buffers.values() if b.kind == "work"],
-            uses=self.uses(), variants=self.variants())
+            uses=self.uses(), variants=self.variants(), accuracy=self.accuracy())
+
+    def accuracy(self) -> dict:
+        """How the training loop counts correct examples, where the loss has an accuracy."""
+        loss, out = self.plan.graph.loss.name, self.buffers[self.plan.output]
+        if loss == "softmax_cross_entropy":
+            return {"kind": "argmax", "offset": out.offset,
+                    "text": "argmax of the output row = the class of the target"}
+        if loss == "bce":
+            return {"kind": "threshold", "offset": out.offset,
+                    "text": "share of the outputs with O > 0.5 exactly where T > 0.5"}
+        return {"kind": None, "offset": 0, "text": "this loss has no accuracy"}
 
     def variants(self) -> list[dict]:
         """The loss, gradient, step and train functions to emit: for targets given as

@@ -19,8 +19,9 @@ Conventions:
   returned True).
 - ``best_epoch`` (from 1) is the epoch with the lowest monitored loss when
   ``fit`` had ``early_stopping``; None otherwise.
-- ``accuracy`` is the training accuracy of the parameters at the end of each
-  epoch, for losses that have one (softmax cross-entropy, bce).
+- ``accuracy`` is the training accuracy for losses that have one (softmax
+  cross-entropy, bce): like ``loss``, the mean over the epoch's batches, each
+  measured before its update (``sd``: of the parameters at the end of the epoch).
 
 >>> h = History(method="sd")
 >>> h.record_epoch(1.0, lr=[0.1, 0.1])

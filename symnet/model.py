@@ -43,7 +43,7 @@ long long {prefix}train{suffix}({real} *params, {real} *grads, {real} *work, {re
                         {real} *Tb, {real} *prev, int *have_prev, const {real} *X,
                         const {real} *T, const long long *idx, long long n_idx, int batch_size,
                         const double *lr, double *losses, int optimizer, {real} *s1,
-                        {real} *s2, const double *hyper, long long t0);
+                        {real} *s2, const double *hyper, long long t0, double *correct);
 """
     return text + f"""
 void {prefix}forward(const {real} *params, {real} *work, const {real} *X, int batch);

@@ -239,7 +239,8 @@ class _Run:
         self.t = 0                                   # steps taken in this fit
         self.prev = model._theta.copy()              # θ before the last update
         self.have_prev = np.zeros(1, np.intc)
-        self.parts = []          # this epoch's kept steps: (losses, batch sizes, lrs) per call
+        self.parts = []          # this epoch's kept steps: (losses, batch sizes, lrs,
+        #                          correct examples or NaN) per call
         self.snap = model._theta.copy()              # θ before the call in flight
         self.parts_before = None                     # len(parts) before it; None: none
         if method != "sd":
@@ -281,6 +282,10 @@ class _Run:
         n_steps = -(-idx.size // B)
         lrs = self.schedule.values(self.t, n_steps)
         losses = np.zeros(n_steps)
+        correct = np.full(n_steps, np.nan)        # counted by the C where there is accuracy
+        p_correct = ffi_null = m._ffi.NULL
+        if has_accuracy(m.network.loss_name):
+            p_correct = m._ffi.cast("double *", correct.ctypes.data)
         ffi = m._ffi
         for s0 in range(0, n_steps, self.chunk):
             s1 = min(n_steps, s0 + self.chunk)
@@ -292,12 +297,13 @@ class _Run:
                     self.p_have, self.p_X, self.p_T, ffi.cast("long long *", part.ctypes.data),
                     part.size, B, ffi.cast("double *", lrs[s0:].ctypes.data),
                     ffi.cast("double *", losses[s0:].ctypes.data), opt.code, opt.p_s1,
-                    opt.p_s2, opt.p_hyper, opt.t)
+                    opt.p_s2, opt.p_hyper, opt.t,
+                    p_correct if p_correct == ffi_null else p_correct + s0)
             opt.t += done
             sizes = [B] * done
             if done and s0 + done == n_steps and idx.size % B:
                 sizes[-1] = idx.size % B
-            self._keep(losses[s0:s0 + done], sizes, lrs[s0:s0 + done])
+            self._keep(losses[s0:s0 + done], sizes, lrs[s0:s0 + done], correct[s0:s0 + done])
             self.parts_before = None
             if done < s1 - s0:
                 self._diverged()
@@ -313,10 +319,11 @@ class _Run:
         self.snap[...] = self.model._theta
         self.parts_before = len(self.parts)
 
-    def _keep(self, losses, sizes, lrs):
+    def _keep(self, losses, sizes, lrs, correct=None):
         # one append, so that an interruption keeps the whole call or none of it
+        correct = np.full(len(lrs), np.nan) if correct is None else correct
         self.parts.append((np.array(losses, np.float64), np.array(sizes, np.float64),
-                           np.array(lrs, np.float64)))
+                           np.array(lrs, np.float64), np.array(correct, np.float64)))
         self.t += len(lrs)
 
     def interrupted(self):
@@ -344,8 +351,8 @@ class _Run:
         while self.parts and not self.parts[-1][2].size:
             self.parts.pop()
         if self.parts:
-            losses, sizes, lrs = self.parts.pop()
-            self.parts.append((losses[:-1], sizes[:-1], lrs[:-1]))
+            losses, sizes, lrs, correct = self.parts.pop()
+            self.parts.append((losses[:-1], sizes[:-1], lrs[:-1], correct[:-1]))
         elif self.hist.steps:
             h = self.hist
             h.steps -= 1
@@ -357,13 +364,16 @@ class _Run:
         parts, self.parts = self.parts, []
         if not parts or not sum(p[2].size for p in parts):
             return
-        losses, sizes, lrs = (np.concatenate([p[k] for p in parts]) for k in range(3))
+        losses, sizes, lrs, correct = (np.concatenate([p[k] for p in parts]) for k in range(4))
         loss = float(np.average(losses, weights=sizes))
         val_loss = val_acc = None
         name = self.model.network.loss_name
-        # training accuracy of the parameters at the end of the epoch (one forward pass)
-        acc = accuracy(name, self.model.forward(self.X), self.T) if has_accuracy(name) \
-            else None
+        # training accuracy: for sgd/minibatch counted by the C on each batch before its
+        # update (like the loss); for sd of the parameters at the end of the epoch
+        acc = None
+        if has_accuracy(name):
+            acc = float(correct.sum() / sizes.sum()) if not np.isnan(correct).any() else \
+                accuracy(name, self.model.forward(self.X), self.T)
         if self.val is not None:
             Xv, Tv = self.val
             O = self.model.forward(Xv)

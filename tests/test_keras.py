@@ -180,7 +180,6 @@ def test_validation_split_holds_out_the_last_rows(clf):
     hist = m.fit(X, y, epochs=2, validation_split=0.25, progress=False, seed=0)
     assert len(hist.val_loss) == 2 and hist.steps_per_epoch == [1, 1]   # 30 rows, batch 32
     assert hist.val_loss[-1] == pytest.approx(m.loss(X[30:], y[30:]), rel=1e-12)
-    assert hist.accuracy[-1] == m.evaluate(X[:30], y[:30])["accuracy"]
     with pytest.raises(ValueError, match="not both"):
         m.fit(X, y, validation_split=0.1, validation_data=(X, y))
     with pytest.raises(ValueError, match="validation_split"):
@@ -200,11 +199,34 @@ def test_callback_stops_training(clf):
         m.fit(X, y, early_stopping=0)
 
 
+@pytest.mark.parametrize("loss", ["labels", "one_hot", "bce"])
+def test_training_accuracy_is_counted_on_each_batch_before_its_update(loss):
+    """As the loss: the mean over the epoch's batches, each before its update."""
+    X, y, T = _data(n=40)
+    if loss == "bce":
+        net = sn.Network(sn.Input(3), sn.Dense(5, "tanh"), sn.Dense(2, "sigmoid"), loss="bce")
+        T = (X[:, :2] > 0).astype(float)
+    else:
+        net = sn.Network(sn.Input(3), sn.Dense(5, "tanh"), sn.Dense(4),
+                         loss="softmax_cross_entropy")
+        T = y if loss == "labels" else T
+    m = net.compile(dtype="float64", seed=0)
+    ref = copy.deepcopy(m)
+    hist = m.fit(X, T, epochs=2, batch_size=8, shuffle=False, lr=0.5, progress=False)
+    for e in range(2):
+        want = []
+        for s in range(0, 40, 8):                      # the same steps, one at a time
+            want.append(ref.evaluate(X[s:s + 8], T[s:s + 8])["accuracy"])
+            ref.step(X[s:s + 8], T[s:s + 8], lr=0.5)
+        assert hist.accuracy[e] == pytest.approx(np.mean(want), abs=1e-12)
+    assert len(set(hist.accuracy)) > 0 and hist.stopped == "completed"
+
+
 def test_history_training_accuracy_and_plot(tmp_path, clf):
     X, y, _ = _data()
     m = copy.deepcopy(clf)
-    hist = m.fit(X, y, epochs=3, progress=False, validation_data=(X, y))
-    assert len(hist.accuracy) == 3 and hist.accuracy == hist.val_accuracy
+    hist = m.fit(X, y, epochs=3, progress=False, validation_data=(X, y), method="sd")
+    assert len(hist.accuracy) == 3 and hist.accuracy == hist.val_accuracy   # sd: at the end
     pytest.importorskip("matplotlib")
     fig = hist.plot(tmp_path / "h.png")
     labels = [ax.get_ylabel() for ax in fig.axes]
