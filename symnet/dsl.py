@@ -220,7 +220,9 @@ class Network:
     def _check_domain(self):
         """Refuse a loss whose domain the output layer cannot meet, naming the layer."""
         last, name = self.layers[-1], self.names[-1]
+        # built-in activations only: a custom one may well map into (0, 1)
         if self.loss_name == "bce" and isinstance(last, Dense) \
+                and last.activation_name in ACTIVATION_NAMES \
                 and last.activation_name != "sigmoid":
             raise ValueError(
                 f"loss 'bce' needs outputs in (0, 1), but output layer {name!r} has "

@@ -390,3 +390,10 @@ def test_derivation_shows_weight_decay_and_clipping_terms():
     adam = str(net.formulas(optimizer="adam", weight_decay=0.1))
     assert "+ ε) + λ·θ),  λ = 0.1   (decoupled weight decay, AdamW)" in adam
     assert r"\lambda\theta" in net.formulas(optimizer="momentum", weight_decay=0.1).latex()
+
+
+def test_bce_accepts_a_custom_output_activation():
+    import sympy as sp
+    z = sp.Symbol("z")
+    net = sn.Network(sn.Input(2), sn.Dense(1, 1 / (1 + sp.exp(-z))), loss="bce")
+    assert net.n_out == 1
