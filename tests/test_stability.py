@@ -124,3 +124,27 @@ def test_log_cosh_loss_finite_and_right_at_large_residuals(dtype):
         assert loss == pytest.approx(want_l, rel=rtol, abs=4 * eps), r
         assert g["W1"][0, 0] == pytest.approx(want_g, rel=rtol, abs=4 * eps * abs(X[0, 0])), r
     assert stabilise(sp.log(sp.cosh(o))).has(sp.Abs)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_bce_on_logits_written_out_finite_at_extreme_outputs(dtype):
+    """−t·log(1/(1 + e^−o)) − (1 − t)·log(1 − 1/(1 + e^−o)): σ written with exp, then
+    its log, overflow as written; rewritten to t·softplus(−o) + (1 − t)·softplus(o)."""
+    o, t = sp.symbols("o t")
+    p = 1 / (1 + sp.exp(-o))
+    net = sn.Network(sn.Input(1), sn.Dense(1, bias=False),
+                     loss=-t * sp.log(p) - (1 - t) * sp.log(1 - p))
+    model = net.compile(dtype=dtype)
+    model.params["W1"] = [[1.0]]
+    mpmath.mp.dps = 120
+    rtol = 1e-5 if dtype == "float32" else 1e-12
+    for target in (0.0, 1.0):
+        for z in Z:
+            loss, g = model.loss_and_grad(np.array([[z]]), np.array([[target]]))
+            zz = mpmath.mpf(z)
+            want = float(mpmath.log(1 + mpmath.exp(-zz)) if target else
+                         mpmath.log(1 + mpmath.exp(zz)))
+            want_g = float((1 / (1 + mpmath.exp(-zz)) - target) * zz)
+            assert np.isfinite(loss) and np.isfinite(g["W1"][0, 0]), (z, target)
+            assert loss == pytest.approx(want, rel=rtol, abs=1e-30), (z, target)
+            assert g["W1"][0, 0] == pytest.approx(want_g, rel=rtol, abs=4e-7 * abs(z)), z
