@@ -20,15 +20,15 @@ from __future__ import annotations
 import functools
 import keyword
 import re
+
 from .build import template_dir
 from .guards import C_NAMES
 
 PREFIX = "sn_u_"
-_C_KEYWORDS = frozenset("""
-auto break case char const continue default do double else enum extern float for goto
-if inline int long register restrict return short signed sizeof static struct switch
-typedef union unsigned void volatile while _Bool _Complex _Imaginary
-""".split())
+_C_KEYWORDS = frozenset((
+    "auto break case char const continue default do double else enum extern float for goto "
+    "if inline int long register restrict return short signed sizeof static struct switch "
+    "typedef union unsigned void volatile while _Bool _Complex _Imaginary").split())
 _TEMP = re.compile(r"t\d+")      # sympy.cse temporaries
 _INDICES = frozenset("bijk")      # the loop indices of the emitted loops (symnet.ir)
 
@@ -40,8 +40,8 @@ def template_words() -> frozenset:
     words = set()
     for path in sorted(template_dir().glob("*.j2")):
         text = path.read_text()
-        text = re.sub(r"\{#.*?#\}|\{\{.*?\}\}|\{%.*?%\}", " ", text, flags=re.S)
-        text = re.sub(r"/\*.*?\*/", " ", text, flags=re.S)
+        text = re.sub(r"\{#.*?#\}|\{\{.*?\}\}|\{%.*?%\}", " ", text, flags=re.DOTALL)
+        text = re.sub(r"/\*.*?\*/", " ", text, flags=re.DOTALL)
         text = re.sub(r"//[^\n]*", " ", text)
         words.update(re.findall(r"[A-Za-z_]\w*", text))
     return frozenset(words)

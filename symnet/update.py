@@ -30,7 +30,7 @@ def update_lines(params, optimizer="sgd", weight_decay=0.0, clip_norm=None) -> l
         lines.append((f"  c = min(1, {clip_norm:g}/‖g‖₂)   (clip_norm = {clip_norm:g})",
                       rf"c = \min\left(1, \frac{{{clip_norm:g}}}{{\|g\|_2}}\right)"))
         g, gl = "c·g_θ", r"c\,g_\theta"
-    decay = f" + λ·θ" if lam else ""
+    decay = " + λ·θ" if lam else ""
     decay_l = r" + \lambda\theta" if lam else ""
     note = f",  λ = {lam:g}   (weight decay, L2)" if lam else ""
     if optimizer == "sgd":

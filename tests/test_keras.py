@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 import symnet as sn
-from symnet.predict import softmax
 
 
 @pytest.fixture(scope="module")
