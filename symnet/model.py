@@ -71,7 +71,8 @@ def compile_network(net, dtype: str):
         "output_offset": out.offset, "labels": bool(plan.loss_labels),
         "n_trainable": plan.n_trainable,
         "params": [{"name": p.name, "shape": list(p.shape), "init": p.init,
-                    "offset": plan.buffers[p.name].offset} for p in plan.graph.params()],
+                    "offset": plan.buffers[p.name].offset, "trainable": p.trainable}
+                   for p in plan.graph.params()],
         "description": net.describe(),
     }
     guards.check_sizes(meta)

@@ -396,3 +396,14 @@ def test_bce_accepts_a_custom_output_activation():
     z = sp.Symbol("z")
     net = sn.Network(sn.Input(2), sn.Dense(1, 1 / (1 + sp.exp(-z))), loss="bce")
     assert net.n_out == 1
+
+
+def test_check_gradients_with_a_frozen_layer_in_front():
+    """Frozen parameters sit after the trainable ones in the flat array."""
+    net = sn.Network(sn.Input(3), sn.Dense(4, "tanh", trainable=False), sn.Dense(3, "tanh"),
+                     sn.Dense(2), loss="mse")
+    m = net.compile(dtype="float64", seed=0, init="he")
+    X = np.random.default_rng(0).normal(size=(6, 3))
+    T = np.random.default_rng(1).normal(size=(6, 2))
+    assert sn.check_gradients(m, X, T, verbose=False) < 1e-6
+    assert m._meta["params"][0]["offset"] > m._meta["params"][2]["offset"]
