@@ -105,6 +105,9 @@ class Formulas:
         self.network = network
         self.graph = network.graph()
         self.grads: list[NodeGrad] = derive(self.graph)   # output node first
+        # gradients of frozen parameters (trainable=False) are not computed: not shown
+        self._frozen = {grad_name(p.name) for p in self.graph.params()
+                        if not getattr(p, "trainable", True)}
         self._explicit: dict[int, dict] = {}
         self.lines: list[Line] = []
         self._header()
@@ -282,7 +285,8 @@ class Formulas:
             self._add("index", _el(dn, "b,i") + EQ + _expr(deltas[dn].expr))
         # Parameters and inputs of the outer formula (biases, mostly).
         for t in grad.outer:
-            if t.target in deltas or (first and t.target == upstream_name(node.input)):
+            if t.target in deltas or t.target in self._frozen or (
+                    first and t.target == upstream_name(node.input)):
                 continue
             name = t.target[len("g_"):] if t.target.startswith("g_") else node.input
             summed = [x for x in loop if x not in t.index]
@@ -298,10 +302,11 @@ class Formulas:
             dn, X = delta_name(node, red), node.input
             if red.contraction:
                 W = red.contraction
-                self._add("step", _d("L", W) + EQ + _d("L", H) + CHAIN + _d(H, W) + EQ
-                          + _delta(dn) + TR + DOT + _n(X))
-                self._add("index", _el(grad_name(W), "i,j") + EQ + _sum("b") + _el(dn, "b,i")
-                          + DOT + _el(X, "b,j"))
+                if grad_name(W) not in self._frozen:
+                    self._add("step", _d("L", W) + EQ + _d("L", H) + CHAIN + _d(H, W) + EQ
+                              + _delta(dn) + TR + DOT + _n(X))
+                    self._add("index", _el(grad_name(W), "i,j") + EQ + _sum("b")
+                              + _el(dn, "b,i") + DOT + _el(X, "b,j"))
                 if not first:
                     self._add("step", _d("L", X) + EQ + _d("L", H) + CHAIN + _d(H, X) + EQ
                               + _delta(dn) + DOT + _n(W))
@@ -309,7 +314,7 @@ class Formulas:
                               + _el(dn, "b,i") + DOT + _el(W, "i,j"))
                 continue
             for t in grad.summands[red.name]:
-                if first and t.target == upstream_name(X):
+                if t.target in self._frozen or (first and t.target == upstream_name(X)):
                     continue
                 name = t.target[len("g_"):] if t.target.startswith("g_") else X
                 summed = [x for x in loop + tuple(red.over) if x not in t.index]

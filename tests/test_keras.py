@@ -407,3 +407,14 @@ def test_check_gradients_with_a_frozen_layer_in_front():
     T = np.random.default_rng(1).normal(size=(6, 2))
     assert sn.check_gradients(m, X, T, verbose=False) < 1e-6
     assert m._meta["params"][0]["offset"] > m._meta["params"][2]["offset"]
+
+
+def test_derivation_of_a_frozen_layer_has_no_gradient_lines():
+    net = sn.Network(sn.Input(2), sn.Dense(3, "tanh", trainable=False), sn.Dense(1),
+                     loss="mse")
+    text = str(net.formulas())
+    assert "g_W1" not in text and "g_b1" not in text and "g_W2[i,j]" in text
+    src = net.compile(dtype="float64").c_source
+    for line in text.splitlines():                    # every index line is in the C
+        if line.startswith(("    g_", "    dL_d", "    delta_")) and "(not stored" not in line:
+            assert line.strip() in src, line
