@@ -414,7 +414,4 @@ def test_derivation_of_a_frozen_layer_has_no_gradient_lines():
                      loss="mse")
     text = str(net.formulas())
     assert "g_W1" not in text and "g_b1" not in text and "g_W2[i,j]" in text
-    src = net.compile(dtype="float64").c_source
-    for line in text.splitlines():                    # every index line is in the C
-        if line.startswith(("    g_", "    dL_d", "    delta_")) and "(not stored" not in line:
-            assert line.strip() in src, line
+    assert "∂L/∂W1" not in text and "δ_H1" in text     # H1's delta is still shown
