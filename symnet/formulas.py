@@ -105,9 +105,13 @@ class Formulas:
         self.network = network
         self.graph = network.graph()
         self.grads: list[NodeGrad] = derive(self.graph)   # output node first
-        # gradients of frozen parameters (trainable=False) are not computed: not shown
+        # gradients of frozen parameters (trainable=False) are not computed, nor the
+        # deltas of frozen layers at the bottom (symnet.lower): not shown
+        from .lower import _dead_below
         self._frozen = {grad_name(p.name) for p in self.graph.params()
                         if not getattr(p, "trainable", True)}
+        if self._frozen:
+            self._frozen |= _dead_below(self.graph)
         self._explicit: dict[int, dict] = {}
         self.lines: list[Line] = []
         self._header()
@@ -232,7 +236,8 @@ class Formulas:
             above = nodes[k + 1] if k + 1 < len(nodes) else None
             if above is None:
                 self._output_gradient(grad)
-            self._node(grad, above, first=k == 0)
+            if upstream_name(node.name) not in self._frozen:
+                self._node(grad, above, first=k == 0)
 
     def _output_gradient(self, grad: NodeGrad):
         out = grad.node.name
@@ -307,7 +312,7 @@ class Formulas:
                               + _delta(dn) + TR + DOT + _n(X))
                     self._add("index", _el(grad_name(W), "i,j") + EQ + _sum("b")
                               + _el(dn, "b,i") + DOT + _el(X, "b,j"))
-                if not first:
+                if not first and upstream_name(X) not in self._frozen:
                     self._add("step", _d("L", X) + EQ + _d("L", H) + CHAIN + _d(H, X) + EQ
                               + _delta(dn) + DOT + _n(W))
                     self._add("index", _el(upstream_name(X), "b,j") + EQ + _sum("i")

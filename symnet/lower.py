@@ -161,12 +161,24 @@ def plan(graph: ir.Graph) -> Plan:
     p.backward = _loss(graph, by_node, grad=True) + _backward(graph, by_node)
     frozen = {grad_name(q.name) for q in graph.params() if not getattr(q, "trainable", True)}
     if frozen:
-        p.backward = _drop(p.backward, frozen)
+        p.backward = _drop(p.backward, frozen | _dead_below(graph))
     p.n_trainable = n_trainable
     if graph.loss.element is None:
         p.loss_labels = [_labels(op) for op in p.loss]
         p.backward_labels = [_labels(op) for op in p.backward]
     return p
+
+
+def _dead_below(graph: ir.Graph) -> set:
+    """Backward buffers nothing needs: those of the frozen layers at the bottom of the
+    network (no trainable parameter below them wants their deltas)."""
+    dead = set()
+    for node in graph.nodes:
+        if any(getattr(q, "trainable", True) for q in node.params):
+            break
+        dead.add(upstream_name(node.name))
+        dead.update(delta_name(node, red) for red in node.reductions)
+    return dead
 
 
 def _drop(ops: list, targets: set) -> list:

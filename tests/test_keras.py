@@ -414,4 +414,29 @@ def test_derivation_of_a_frozen_layer_has_no_gradient_lines():
                      loss="mse")
     text = str(net.formulas())
     assert "g_W1" not in text and "g_b1" not in text and "g_W2[i,j]" in text
-    assert "∂L/∂W1" not in text and "δ_H1" in text     # H1's delta is still shown
+    # nothing below the trainable layer needs a delta: H1 is not back-propagated at all
+    assert "∂L/∂W1" not in text and "δ_H1" not in text and "dL_dH1" not in text
+    mid = str(sn.Network(sn.Input(2), sn.Dense(3, "tanh"), sn.Dense(3, "tanh", trainable=False),
+                         sn.Dense(1), loss="mse").formulas())
+    assert "δ_H2" in mid and "g_W2" not in mid and "g_W1[i,j]" in mid
+
+
+def test_frozen_bottom_layers_are_not_back_propagated():
+    """Below the lowest trainable layer nothing needs a delta: none is computed."""
+    net = sn.Network(sn.Input(3), sn.Dense(5, "tanh", trainable=False),
+                     sn.Dense(4, "relu", trainable=False), sn.Dense(2), loss="mse")
+    m = net.compile(dtype="float64", seed=0)
+    code = m.c_source
+    assert "delta_H1[b * 5 + i] =" not in code and "delta_H2[b * 4 + i] =" not in code
+    assert "sn_mm_nn(batch, 4, 2, delta_O, W3, dL_dH2" not in code
+    X = np.random.default_rng(0).normal(size=(9, 3))
+    T = np.random.default_rng(1).normal(size=(9, 2))
+    free = sn.Network(sn.Input(3), sn.Dense(5, "tanh"), sn.Dense(4, "relu"), sn.Dense(2),
+                      loss="mse").compile(dtype="float64")
+    for k in m.params:
+        free.params[k] = m.params[k]
+    (la, ga), (lb, gb) = m.loss_and_grad(X, T), free.loss_and_grad(X, T)
+    assert la == lb
+    np.testing.assert_array_equal(ga["W3"], gb["W3"])
+    np.testing.assert_array_equal(ga["b3"], gb["b3"])
+    assert not ga["W1"].any() and not ga["W2"].any()
