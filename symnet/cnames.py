@@ -6,7 +6,7 @@ generated C a name stays as it is where it cannot mean anything else there,
 and is otherwise written ``sn_u_<name>``: that happens to every name the
 kernel's translation unit already uses (a C keyword, a <math.h> or
 <string.h> name, any identifier in the template, a loop index b, i, j, k, a CSE
-temporary ``t<n>``)
+temporary ``t<n>``, a hoisted sum ``acc<n>``, an arg-max position ``<index>_at``)
 and to names starting with ``_``, ``sn_`` or ``symnet``.  The rule is
 one-to-one (a mangled name starts with ``sn_u_``, a kept one never starts
 with ``sn_``), so two different names never meet in the C.
@@ -29,7 +29,7 @@ _C_KEYWORDS = frozenset((
     "auto break case char const continue default do double else enum extern float for goto "
     "if inline int long register restrict return short signed sizeof static struct switch "
     "typedef union unsigned void volatile while _Bool _Complex _Imaginary").split())
-_TEMP = re.compile(r"t\d+")      # sympy.cse temporaries
+_TEMP = re.compile(r"t\d+|acc\d+|\w+_at")  # cse temporaries, hoisted sums, arg-max positions
 _INDICES = frozenset("bijk")      # the loop indices of the emitted loops (symnet.ir)
 
 

@@ -49,6 +49,8 @@ def _chunk(model, batch_size):
 def outputs(model, X, batch_size=None) -> np.ndarray:
     """The output layer's values for X, ``batch_size`` examples per kernel call."""
     X = model._inputs(X)
+    if len(model.in_shape) > 1:            # the layout forward takes
+        X = X.reshape((-1, *model.in_shape))
     rows = _chunk(model, batch_size)
     if X.shape[0] <= rows:
         return model.forward(X)
@@ -85,16 +87,19 @@ def predict_classes(model, X, batch_size=None) -> np.ndarray:
 
 def evaluate(model, X, T, batch_size=None) -> dict:
     """Loss and accuracy (classification) or loss, MSE and MAE (otherwise)."""
-    from .train import accuracy
+    from .train import _user_layout, accuracy
     X = model._inputs(X)
     T = model._targets(T, X.shape[0])
+    rows_T = T
+    X, T = _user_layout(model, X, T)
     rows = _chunk(model, batch_size)
     n, total, parts = X.shape[0], 0.0, []
     for s in range(0, n, rows):
         Xc, Tc = X[s:s + rows], T[s:s + rows]
         total += Xc.shape[0] * model.loss(Xc, Tc)
         parts.append(model.forward(Xc))
-    O = np.concatenate(parts)
+    O = np.concatenate(parts).reshape(n, -1)
+    T = rows_T
     out = {"loss": total / n}
     loss = model.network.loss_name
     if loss in CLASSIFICATION:

@@ -373,7 +373,8 @@ class _Run:
         acc = None
         if has_accuracy(name):
             acc = float(correct.sum() / sizes.sum()) if not np.isnan(correct).any() else \
-                accuracy(name, self.model.forward(self.X), self.T)
+                accuracy(name, self.model.forward(_user_layout(self.model, self.X, self.T)[0])
+                         .reshape(self.X.shape[0], -1), self.T)
         if self.val is not None:
             Xv, Tv = self.val
             O = self.model.forward(Xv)
@@ -381,6 +382,15 @@ class _Run:
             val_acc = accuracy(name, O, Tv)
         self.hist.record_epoch(loss, lr=lrs, steps=lrs.size, accuracy=acc, val_loss=val_loss,
                                val_accuracy=val_acc)
+
+
+def _user_layout(model, X, T):
+    """Checked (rows) X and T back in the layout the public calls take (tensors)."""
+    if len(model.in_shape) > 1:
+        X = X.reshape((-1, *model.in_shape))
+    if len(model.out_shape) > 1 and T.shape[1] == model.n_out:
+        T = T.reshape((-1, *model.out_shape))
+    return X, T
 
 
 def fit(model, X, T, method="minibatch", epochs=10, batch_size=32, lr=0.1, shuffle=True,
@@ -406,7 +416,7 @@ def fit(model, X, T, method="minibatch", epochs=10, batch_size=32, lr=0.1, shuff
         if validation_data is not None:
             raise ValueError("give validation_data or validation_split, not both")
         X, T, Xv, Tv = split(X, T, validation_split)
-        val = (Xv, Tv)
+        val = _user_layout(model, Xv, Tv)
     if validation_data is not None:
         if not (isinstance(validation_data, (tuple, list)) and len(validation_data) == 2):
             raise ValueError("validation_data must be a pair (X_val, T_val)")
@@ -414,7 +424,7 @@ def fit(model, X, T, method="minibatch", epochs=10, batch_size=32, lr=0.1, shuff
         Tv = model._targets(validation_data[1], Xv.shape[0], "validation T")
         _finite(Xv, "validation X")
         _finite(Tv, "validation T")
-        val = (Xv, Tv)
+        val = _user_layout(model, Xv, Tv)
     opt = Optimizer(model, optimizer, momentum, betas, eps, weight_decay, clip_norm)
     hist = History(method=method)
     run = _Run(model, X, T, method, batch_size, schedule, opt, val, hist)

@@ -440,3 +440,25 @@ def test_frozen_bottom_layers_are_not_back_propagated():
     np.testing.assert_array_equal(ga["W3"], gb["W3"])
     np.testing.assert_array_equal(ga["b3"], gb["b3"])
     assert not ga["W1"].any() and not ga["W2"].any()
+
+
+def test_convolution_network_with_labels_split_early_stopping_and_evaluate():
+    net = sn.Network(sn.Input((1, 6, 6)), sn.Conv2d(2, 3, activation="relu"),
+                     sn.MaxPool2d(2), sn.Flatten(), sn.Dense(3),
+                     loss="softmax_cross_entropy")
+    m = net.compile(dtype="float64", seed=0)
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 1, 6, 6))
+    y = rng.integers(0, 3, 40)
+    for method in ("sd", "minibatch"):
+        hist = m.fit(X, y, method=method, epochs=4, batch_size=8, lr=0.1, progress=False,
+                     validation_split=0.25, early_stopping=2, seed=0)
+        assert len(hist.accuracy) == len(hist.val_accuracy) == hist.epochs
+        assert hist.val_loss[-1] == pytest.approx(m.loss(X[30:], y[30:]), rel=1e-12) \
+            or hist.best_epoch is not None
+    ev = m.evaluate(X, y, batch_size=7)
+    assert ev["accuracy"] == np.mean(m.predict_classes(X) == y)
+    np.testing.assert_allclose(m.predict(X).sum(axis=1), 1, rtol=1e-12)
+    l1, g1 = m.loss_and_grad(X, y)
+    l2, g2 = m.loss_and_grad(X, np.eye(3)[y])
+    assert l1 == l2 and all(np.array_equal(g1[k], g2[k]) for k in g1)

@@ -159,3 +159,19 @@ def test_comment_text_cannot_close_its_comment(text):
     wrapped = f"/* {c_comment(text)} */"
     assert _code_only(wrapped).strip() == ""
     assert "\n" not in wrapped
+
+
+def test_layers_named_like_the_loop_indices_of_a_convolution():
+    """Tensor loops use index names (c, y, x, ...): layers so named are written sn_u_..."""
+    def net(names):
+        return sn.Network(sn.Input((1, 6, 6), name=names[0]),
+                          sn.Conv2d(2, 3, activation="relu", name=names[1]),
+                          sn.MaxPool2d(2, name=names[2]), sn.Flatten(name=names[3]),
+                          sn.Dense(3, name=names[4]), loss="softmax_cross_entropy")
+    a = net(["x", "c", "y", "u", "v"]).compile(dtype="float64", seed=1)
+    b = net(["I", "H1", "H2", "H3", "O"]).compile(dtype="float64", seed=1)
+    X = np.random.default_rng(0).normal(size=(5, 1, 6, 6))
+    y = np.array([0, 1, 2, 1, 0])
+    np.testing.assert_array_equal(a.forward(X), b.forward(X))
+    (la, ga), (lb, gb) = a.loss_and_grad(X, y), b.loss_and_grad(X, y)
+    assert la == lb and all(np.array_equal(ga[k], gb[k]) for k in ga)
