@@ -245,11 +245,8 @@ def plan(graph: ir.Graph) -> Plan:
                 else:
                     work(t.target, _shape(node), f"∂L/∂{red.name}")
 
-    for node in graph.nodes:   # loop indices are C variables too
-        for name, _ in node.space + tuple(x for r in node.reductions for x in r.space):
-            if name in buffers:
-                raise ValueError(f"layer {node.name!r}: the index {name!r} has the name of an "
-                                 "array of the network; rename the index or the layer")
+    # loop indices are C variables too: an array named like one is written sn_u_<name>
+    # in the C (symnet.emit.Emitter.cname), so the two never meet
     p = Plan(graph, grads, buffers, n_params, row)
     for node in graph.nodes:
         p.symbols.update(node.symbols)
