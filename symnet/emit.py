@@ -264,6 +264,8 @@ class Emitter:
     def accuracy(self) -> dict:
         """How the training loop counts correct examples, where the loss has an accuracy."""
         loss, out = self.plan.graph.loss.name, self.buffers[self.plan.output]
+        if len(getattr(self.plan.graph, "outputs", [None])) > 1:
+            loss = None             # several outputs: fit measures no training accuracy
         if loss == "softmax_cross_entropy":
             return {"kind": "argmax", "offset": out.offset,
                     "text": "argmax of the output row = the class of the target"}
@@ -300,16 +302,26 @@ class Emitter:
 
 def describe_graph(graph: ir.Graph) -> list[str]:
     """One line per layer, for the file header."""
-    if len(graph.in_shape) > 1:
+    if graph.packed:
+        lines = [f"inputs side by side in {graph.input_name} ({graph.n_in} features): "
+                 + ", ".join(f"{n} ({w})" for n, w in graph.inputs)]
+    elif len(graph.in_shape) > 1:
         lines = [f"input {graph.input_name}: {graph.in_shape} per example"]
     else:
         lines = [f"input {graph.input_name}: {graph.n_in} features"]
     for node in graph.nodes:
-        if len(node.space) > 1 or node.kind == "flatten":
+        if node.pieces is not None:
+            lines.append(f"{node.name} ({node.n_out}) = [{', '.join(node.inputs)}] side by side")
+        elif len(node.space) > 1 or node.kind == "flatten":
             lines.append(f"{node.name} {node.out_shape} = {node.label or node.outer}")
         else:
             lines.append(f"{node.name} ({node.n_out}) = {node.outer}")
-    lines.append(f"loss: {graph.loss.name}, averaged over the batch")
+    if len(graph.outputs) == 1:
+        lines.append(f"loss: {graph.loss.name}, averaged over the batch")
+    else:
+        lines.append("loss: " + " + ".join(
+            f"{graph.weights[o]:g}·{graph.losses[o].name}({o})" for o in graph.outputs)
+            + ", each averaged over the batch; targets side by side in T")
     return lines
 
 

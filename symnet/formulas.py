@@ -118,10 +118,19 @@ class Formulas:
             self._frozen |= _dead_below(self.graph)
         self._explicit: dict[int, dict] = {}
         self.lines: list[Line] = []
-        self._header()
-        self._forward()
-        self._local()
-        self._backward()
+        if network.is_chain:
+            self._header()
+            self._forward()
+            self._local()
+            self._backward()
+        else:   # merges, several inputs/outputs, shared layers: symnet.formulas_graph
+            import sys
+
+            from . import formulas_graph as fg
+            here = sys.modules[__name__]
+            fg.header(self, _Tex)
+            fg.forward(self, _Tex, _el, _expr, here)
+            fg.backward(self, _Tex, _el, _expr)
         if optimizer is not None or weight_decay or clip_norm:
             self._update(optimizer or "sgd", weight_decay, clip_norm)
 

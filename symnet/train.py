@@ -284,7 +284,7 @@ class _Run:
         losses = np.zeros(n_steps)
         correct = np.full(n_steps, np.nan)        # counted by the C where there is accuracy
         p_correct = ffi_null = m._ffi.NULL
-        if has_accuracy(m.network.loss_name):
+        if has_accuracy(m.network.loss_name) and len(m.network.outputs) == 1:
             p_correct = m._ffi.cast("double *", correct.ctypes.data)
         ffi = m._ffi
         for s0 in range(0, n_steps, self.chunk):
@@ -371,7 +371,7 @@ class _Run:
         # training accuracy: for sgd/minibatch counted by the C on each batch before its
         # update (like the loss); for sd of the parameters at the end of the epoch
         acc = None
-        if has_accuracy(name):
+        if has_accuracy(name) and len(self.model.network.outputs) == 1:
             acc = float(correct.sum() / sizes.sum()) if not np.isnan(correct).any() else \
                 accuracy(name, self.model.forward(_user_layout(self.model, self.X, self.T)[0])
                          .reshape(self.X.shape[0], -1), self.T)
@@ -379,7 +379,8 @@ class _Run:
             Xv, Tv = self.val
             O = self.model.forward(Xv)
             val_loss = self.model.loss(Xv, Tv)
-            val_acc = accuracy(name, O, Tv)
+            if len(self.model.network.outputs) == 1:
+                val_acc = accuracy(name, O, Tv)
         self.hist.record_epoch(loss, lr=lrs, steps=lrs.size, accuracy=acc, val_loss=val_loss,
                                val_accuracy=val_acc)
 
