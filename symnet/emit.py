@@ -9,6 +9,8 @@ includes, signatures, loops and their comments.
 from __future__ import annotations
 
 import hashlib
+import re
+
 import jinja2
 import sympy as sp
 from sympy.codegen.ast import float32, float64, real
@@ -234,12 +236,23 @@ class Emitter:
             size *= s
         return str(size)
 
-    def render(self, prefix: str = "SN_PREFIX_") -> str:
+    def needed_in(self, name: str, code: str) -> bool:
+        """Template filter: declare buffer ``name`` in a function whose body is
+        ``code`` (it uses it directly or through an alias): -Wall -Wextra clean."""
+        code = str(code)
+        if named_in(self.cname(name), code):       # the body names its C identifier
+            return True
+        return any(b.kind == "alias" and b.alias == name and self.needed_in(b.name, code)
+                   for b in self.buffers.values())
+
+    def render(self, prefix: str = "SN_PREFIX_", hooks: bool = False) -> str:
         env = jinja2.Environment(loader=jinja2.FileSystemLoader(template_dir()),
                                  trim_blocks=True, lstrip_blocks=True,
                                  keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
         env.filters["comment"] = c_comment
         env.filters["c"] = self.cname
+        env.filters["named_in"] = named_in
+        env.filters["needed_in"] = self.needed_in
         env.tests["matmul"] = lambda op: isinstance(op, MatMul)
         env.tests["zero"] = lambda op: isinstance(op, Zero)
         env.tests["softmax_xent"] = lambda op: isinstance(op, SoftmaxXent)
@@ -249,7 +262,7 @@ class Emitter:
         tpl = env.get_template("network.c.j2")
         graph = self.plan.graph
         return tpl.render(
-            version=__version__, dtype=self.dtype, real=DTYPES[self.dtype],
+            version=__version__, hooks=hooks, dtype=self.dtype, real=DTYPES[self.dtype],
             f="f" if self.dtype == "float32" else "", prefix=prefix, plan=self.plan,
             graph=graph, em=self, describe=describe_graph(graph),
             params=[b for b in self.buffers.values() if b.kind == "param"],
@@ -300,6 +313,21 @@ class Emitter:
         return found
 
 
+def named_in(name: str, code: str) -> bool:
+    """Whether C ``code`` uses the identifier ``name`` (so a function declares
+    only the buffers it uses: no unused variables under -Wall -Wextra).
+
+    >>> named_in("W1", "z[j] += W1[i * 2 + j];"), named_in("W1", "W10[0] = 1; /* W1 */")
+    (True, False)
+    """
+    code = _COMMENT.sub(" ", str(code))  # a name in a formula comment is no use
+    return re.search(r"(?<![A-Za-z0-9_])" + re.escape(name) + r"(?![A-Za-z0-9_])",
+                     code) is not None
+
+
+_COMMENT = re.compile(r"/\*.*?\*/", re.S)
+
+
 def describe_graph(graph: ir.Graph) -> list[str]:
     """One line per layer, for the file header."""
     if graph.packed:
@@ -325,14 +353,18 @@ def describe_graph(graph: ir.Graph) -> list[str]:
     return lines
 
 
-def emit(plan: Plan, dtype: str) -> tuple[str, str]:
+def emit(plan: Plan, dtype: str, hooks: bool = False) -> tuple[str, str]:
     """Render the plan; returns (C source, symbol prefix).
+
+    ``hooks``: also render ``<prefix>tune`` (the in-process build's BLAS pointer
+    and thread thresholds, active only under ``SN_USE_BLAS``); standalone C
+    leaves it out.
 
     The prefix ``symnet_<hash>_`` of every exported function is a hash of the
     text itself, so two networks never share a symbol, and no symbol can
     resolve to a libc function of the same name (see DESIGN.md, traps).
     """
-    text = Emitter(plan, dtype).render()
+    text = Emitter(plan, dtype).render(hooks=hooks)
     digest = hashlib.sha256(text.encode()).hexdigest()[:10]
     prefix = f"symnet_{digest}_"
     return text.replace("SN_PREFIX_", prefix), prefix

@@ -49,6 +49,9 @@ long long {prefix}train{suffix}({real} *params, {real} *grads, {real} *work, {re
 void {prefix}forward(const {real} *params, {real} *work, const {real} *X, int batch);
 void {prefix}update({real} *params, const {real} *grads, {real} lr, int optimizer,
                     {real} *s1, {real} *s2, const double *hyper, long long t);
+void {prefix}tune(void (*blas)(int, int, int, int, int, int, {real}, const {real} *, int,
+                               const {real} *, int, {real}, {real} *, int),
+                  double blas_min, double thread_min, int threads_max);
 """
 
 
@@ -62,7 +65,7 @@ def compile_network(net, dtype: str):
     from .emit import DTYPES, emit
     from .lower import plan as make_plan
     plan = make_plan(net.graph())
-    source, prefix = emit(plan, dtype)
+    source, prefix = emit(plan, dtype, hooks=True)
     out = plan.buffers[plan.output]
     g = plan.graph
     meta = {
@@ -168,6 +171,10 @@ class Model:
         if meta.get("labels"):
             self._c_labels = tuple(getattr(lib, f"{prefix}{k}_labels")
                                    for k in ("loss", "loss_grad", "step", "train"))
+        # where its products run on this machine (BLAS above a measured size,
+        # threads from a measured cost); once per module, before any call
+        from . import tuning
+        self.tuning = tuning.apply(mod, prefix, dtype)
         self._ctype = "float *" if dtype == "float32" else "double *"
         self._carray = "float[]" if dtype == "float32" else "double[]"
         self._buf = self._ffi.from_buffer
