@@ -369,13 +369,13 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 }
 
 /* Forward pass; returns the output's address inside work: (batch, 10). */
-void symnet_bb93e3ba7f_forward(const real *params, real *work, const real *I, int batch)
+void symnet_087b4bb59b_forward(const real *params, real *work, const real *I, int batch)
 {
     sn_forward(params, work, I, batch);
 }
 
 /* Loss L = (1/batch) Σ_b L_b, after a forward pass. */
-double symnet_bb93e3ba7f_loss(const real *params, real *work, const real *I, const real *T, int batch)
+double symnet_087b4bb59b_loss(const real *params, real *work, const real *I, const real *T, int batch)
 {
 
     real *O = work + (size_t)batch * 6218;  /* layer O: (batch, 10) */
@@ -403,7 +403,7 @@ double symnet_bb93e3ba7f_loss(const real *params, real *work, const real *I, con
 }
 
 /* Loss and every gradient ∂L/∂θ (into grads), by back propagation. */
-double symnet_bb93e3ba7f_loss_grad(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
+double symnet_087b4bb59b_loss_grad(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
 {
     const real *b1 = params + 144;  /* b1: (16,) */
     const real *W3 = params + 160;  /* W3: (32, 16, 3, 3) */
@@ -539,7 +539,7 @@ double symnet_bb93e3ba7f_loss_grad(const real *params, real *grads, real *work, 
 }
 
 /* Loss L = (1/batch) Σ_b L_b, after a forward pass; T[b] is the class label of example b. */
-double symnet_bb93e3ba7f_loss_labels(const real *params, real *work, const real *I, const real *T, int batch)
+double symnet_087b4bb59b_loss_labels(const real *params, real *work, const real *I, const real *T, int batch)
 {
 
     real *O = work + (size_t)batch * 6218;  /* layer O: (batch, 10) */
@@ -563,7 +563,7 @@ double symnet_bb93e3ba7f_loss_labels(const real *params, real *work, const real 
 }
 
 /* Loss and every gradient ∂L/∂θ (into grads), by back propagation; T[b] is the class label of example b. */
-double symnet_bb93e3ba7f_loss_grad_labels(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
+double symnet_087b4bb59b_loss_grad_labels(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
 {
     const real *b1 = params + 144;  /* b1: (16,) */
     const real *W3 = params + 160;  /* W3: (32, 16, 3, 3) */
@@ -703,17 +703,17 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
 }
 
 /* One steepest-descent step on this batch: θ ← θ − lr·∂L/∂θ.  Returns the loss before it. */
-double symnet_bb93e3ba7f_step(real *params, real *grads, real *work, const real *I, const real *T, int batch, real lr)
+double symnet_087b4bb59b_step(real *params, real *grads, real *work, const real *I, const real *T, int batch, real lr)
 {
-    const double loss = symnet_bb93e3ba7f_loss_grad(params, grads, work, I, T, batch);
+    const double loss = symnet_087b4bb59b_loss_grad(params, grads, work, I, T, batch);
     sn_sgd_update(params, params, grads, lr);
     return loss;
 }
 
 /* One steepest-descent step on this batch; T[b] is the class label of example b: θ ← θ − lr·∂L/∂θ.  Returns the loss before it. */
-double symnet_bb93e3ba7f_step_labels(real *params, real *grads, real *work, const real *I, const real *T, int batch, real lr)
+double symnet_087b4bb59b_step_labels(real *params, real *grads, real *work, const real *I, const real *T, int batch, real lr)
 {
-    const double loss = symnet_bb93e3ba7f_loss_grad_labels(params, grads, work, I, T, batch);
+    const double loss = symnet_087b4bb59b_loss_grad_labels(params, grads, work, I, T, batch);
     sn_sgd_update(params, params, grads, lr);
     return loss;
 }
@@ -757,7 +757,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
             dst[p] = src[p] - lr * s1[p];
         }
     } else {
-        const real beta1 = (real)hyper[1], beta2 = (real)hyper[2], eps = (real)hyper[3];
+        const real adam_b1 = (real)hyper[1], adam_b2 = (real)hyper[2], eps = (real)hyper[3];
         /* bias corrections, in double: β^t underflows gracefully to 0 */
         const real c1 = (real)(1.0 - pow(hyper[1], (double)t));
         const real c2 = (real)(1.0 - pow(hyper[2], (double)t));
@@ -765,14 +765,14 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
            θ ← θ − η·((m/(1 − β1^t)) / (√(v/(1 − β2^t)) + ε) + λ·θ) */
         for (size_t p = 0; p < 9930; p++) {
             const real g = c * grads[p];
-            s1[p] = beta1 * s1[p] + (1 - beta1) * g;
-            s2[p] = beta2 * s2[p] + (1 - beta2) * (g * g);
+            s1[p] = adam_b1 * s1[p] + (1 - adam_b1) * g;
+            s2[p] = adam_b2 * s2[p] + (1 - adam_b2) * (g * g);
             dst[p] = src[p] - lr * ((s1[p] / c1) / (sqrtf(s2[p] / c2) + eps) + wd * src[p]);
         }
     }
 }
 
-void symnet_bb93e3ba7f_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_087b4bb59b_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -794,7 +794,7 @@ void symnet_bb93e3ba7f_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_bb93e3ba7f_train(real *params, real *grads, real *work, real *Ib, real *Tb, real *prev, int *have_prev,
+long long symnet_087b4bb59b_train(real *params, real *grads, real *work, real *Ib, real *Tb, real *prev, int *have_prev,
                            const real *I, const real *T, const long long *idx, long long n_idx, int batch_size,
                            const double *lr, double *losses, int optimizer, real *s1, real *s2, const double *hyper, long long t0,
                            double *correct)
@@ -809,7 +809,7 @@ long long symnet_bb93e3ba7f_train(real *params, real *grads, real *work, real *I
             memcpy(Ib + (size_t)r * 64, I + n * 64, sizeof(real) * 64);
             memcpy(Tb + (size_t)r * 10, T + n * 10, sizeof(real) * 10);
         }
-        const double loss = symnet_bb93e3ba7f_loss_grad(cur, grads, work, Ib, Tb, batch);
+        const double loss = symnet_087b4bb59b_loss_grad(cur, grads, work, Ib, Tb, batch);
         if (!isfinite(loss)) {
             /* both buffers ← θ before the last update (only cur needs it written) */
             if (prev != NULL && *have_prev)
@@ -870,7 +870,7 @@ long long symnet_bb93e3ba7f_train(real *params, real *grads, real *work, real *I
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step).
  * The same with integer class labels: T[n] is the class of example n. */
-long long symnet_bb93e3ba7f_train_labels(real *params, real *grads, real *work, real *Ib, real *Tb, real *prev, int *have_prev,
+long long symnet_087b4bb59b_train_labels(real *params, real *grads, real *work, real *Ib, real *Tb, real *prev, int *have_prev,
                            const real *I, const real *T, const long long *idx, long long n_idx, int batch_size,
                            const double *lr, double *losses, int optimizer, real *s1, real *s2, const double *hyper, long long t0,
                            double *correct)
@@ -885,7 +885,7 @@ long long symnet_bb93e3ba7f_train_labels(real *params, real *grads, real *work, 
             memcpy(Ib + (size_t)r * 64, I + n * 64, sizeof(real) * 64);
             memcpy(Tb + (size_t)r * 1, T + n * 1, sizeof(real) * 1);
         }
-        const double loss = symnet_bb93e3ba7f_loss_grad_labels(cur, grads, work, Ib, Tb, batch);
+        const double loss = symnet_087b4bb59b_loss_grad_labels(cur, grads, work, Ib, Tb, batch);
         if (!isfinite(loss)) {
             /* both buffers ← θ before the last update (only cur needs it written) */
             if (prev != NULL && *have_prev)

@@ -223,7 +223,7 @@ SN_INLINE void sn_mm_tn(int M, int N, int K, const real *restrict A,
 static void sn_forward(const real *params, real *work, const real *I, int batch)
 {
     const real *C1 = params + 0;  /* C1: (16, 2) */
-    const real *sn_u_beta1 = params + 32;  /* beta1: (16,) */
+    const real *beta1 = params + 32;  /* beta1: (16,) */
     const real *W2 = params + 48;  /* W2: (1, 16) */
     const real *b2 = params + 64;  /* b2: (1,) */
 
@@ -242,7 +242,7 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
     /* R[b,i] = exp(-beta1[i]·z_R[b,i]) */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 16; i++) {
-            R[b * 16 + i] = expf(-sn_u_beta1[i]*z_R[b * 16 + i]);
+            R[b * 16 + i] = expf(-beta1[i]*z_R[b * 16 + i]);
         }
     /* z_O[b,i] = Σ_j W2[i,j]·R[b,j] */
     sn_mm_nt(batch, 1, 16, R, W2, z_O, 0);
@@ -255,13 +255,13 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 }
 
 /* Forward pass; returns the output's address inside work: (batch, 1). */
-void symnet_5d4cc78ded_forward(const real *params, real *work, const real *I, int batch)
+void symnet_1cf0deeb5f_forward(const real *params, real *work, const real *I, int batch)
 {
     sn_forward(params, work, I, batch);
 }
 
 /* Loss L = (1/batch) Σ_b L_b, after a forward pass. */
-double symnet_5d4cc78ded_loss(const real *params, real *work, const real *I, const real *T, int batch)
+double symnet_1cf0deeb5f_loss(const real *params, real *work, const real *I, const real *T, int batch)
 {
     const real *b2 = params + 64;  /* b2: (1,) */
 
@@ -280,10 +280,10 @@ double symnet_5d4cc78ded_loss(const real *params, real *work, const real *I, con
 }
 
 /* Loss and every gradient ∂L/∂θ (into grads), by back propagation. */
-double symnet_5d4cc78ded_loss_grad(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
+double symnet_1cf0deeb5f_loss_grad(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
 {
     const real *C1 = params + 0;  /* C1: (16, 2) */
-    const real *sn_u_beta1 = params + 32;  /* beta1: (16,) */
+    const real *beta1 = params + 32;  /* beta1: (16,) */
     const real *W2 = params + 48;  /* W2: (1, 16) */
     const real *b2 = params + 64;  /* b2: (1,) */
 
@@ -322,7 +322,7 @@ double symnet_5d4cc78ded_loss_grad(const real *params, real *grads, real *work, 
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 16; i++) {
             const real t0 = R[b * 16 + i]*dL_dR[b * 16 + i];
-            delta_R[b * 16 + i] = -sn_u_beta1[i]*t0;
+            delta_R[b * 16 + i] = -beta1[i]*t0;
             g_beta1[i] += -t0*z_R[b * 16 + i];
         }
     memset(g_C1, 0, sizeof(real) * 32);
@@ -345,9 +345,9 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
 }
 
 /* One steepest-descent step on this batch: θ ← θ − lr·∂L/∂θ.  Returns the loss before it. */
-double symnet_5d4cc78ded_step(real *params, real *grads, real *work, const real *I, const real *T, int batch, real lr)
+double symnet_1cf0deeb5f_step(real *params, real *grads, real *work, const real *I, const real *T, int batch, real lr)
 {
-    const double loss = symnet_5d4cc78ded_loss_grad(params, grads, work, I, T, batch);
+    const double loss = symnet_1cf0deeb5f_loss_grad(params, grads, work, I, T, batch);
     sn_sgd_update(params, params, grads, lr);
     return loss;
 }
@@ -391,7 +391,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
             dst[p] = src[p] - lr * s1[p];
         }
     } else {
-        const real beta1 = (real)hyper[1], beta2 = (real)hyper[2], eps = (real)hyper[3];
+        const real adam_b1 = (real)hyper[1], adam_b2 = (real)hyper[2], eps = (real)hyper[3];
         /* bias corrections, in double: β^t underflows gracefully to 0 */
         const real c1 = (real)(1.0 - pow(hyper[1], (double)t));
         const real c2 = (real)(1.0 - pow(hyper[2], (double)t));
@@ -399,14 +399,14 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
            θ ← θ − η·((m/(1 − β1^t)) / (√(v/(1 − β2^t)) + ε) + λ·θ) */
         for (size_t p = 0; p < 65; p++) {
             const real g = c * grads[p];
-            s1[p] = beta1 * s1[p] + (1 - beta1) * g;
-            s2[p] = beta2 * s2[p] + (1 - beta2) * (g * g);
+            s1[p] = adam_b1 * s1[p] + (1 - adam_b1) * g;
+            s2[p] = adam_b2 * s2[p] + (1 - adam_b2) * (g * g);
             dst[p] = src[p] - lr * ((s1[p] / c1) / (sqrtf(s2[p] / c2) + eps) + wd * src[p]);
         }
     }
 }
 
-void symnet_5d4cc78ded_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_1cf0deeb5f_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -428,7 +428,7 @@ void symnet_5d4cc78ded_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_5d4cc78ded_train(real *params, real *grads, real *work, real *Ib, real *Tb, real *prev, int *have_prev,
+long long symnet_1cf0deeb5f_train(real *params, real *grads, real *work, real *Ib, real *Tb, real *prev, int *have_prev,
                            const real *I, const real *T, const long long *idx, long long n_idx, int batch_size,
                            const double *lr, double *losses, int optimizer, real *s1, real *s2, const double *hyper, long long t0,
                            double *correct)
@@ -443,7 +443,7 @@ long long symnet_5d4cc78ded_train(real *params, real *grads, real *work, real *I
             memcpy(Ib + (size_t)r * 2, I + n * 2, sizeof(real) * 2);
             memcpy(Tb + (size_t)r * 1, T + n * 1, sizeof(real) * 1);
         }
-        const double loss = symnet_5d4cc78ded_loss_grad(cur, grads, work, Ib, Tb, batch);
+        const double loss = symnet_1cf0deeb5f_loss_grad(cur, grads, work, Ib, Tb, batch);
         if (!isfinite(loss)) {
             /* both buffers ← θ before the last update (only cur needs it written) */
             if (prev != NULL && *have_prev)

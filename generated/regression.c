@@ -271,13 +271,13 @@ static void sn_forward(const real *params, real *work, const real *sn_u_x, int b
 }
 
 /* Forward pass; returns the output's address inside work: (batch, 1). */
-void symnet_78fa57b117_forward(const real *params, real *work, const real *sn_u_x, int batch)
+void symnet_f99dc14246_forward(const real *params, real *work, const real *sn_u_x, int batch)
 {
     sn_forward(params, work, sn_u_x, batch);
 }
 
 /* Loss L = (1/batch) Σ_b L_b, after a forward pass. */
-double symnet_78fa57b117_loss(const real *params, real *work, const real *sn_u_x, const real *T, int batch)
+double symnet_f99dc14246_loss(const real *params, real *work, const real *sn_u_x, const real *T, int batch)
 {
     const real *b3 = params + 1152;  /* b3: (1,) */
 
@@ -295,7 +295,7 @@ double symnet_78fa57b117_loss(const real *params, real *work, const real *sn_u_x
 }
 
 /* Loss and every gradient ∂L/∂θ (into grads), by back propagation. */
-double symnet_78fa57b117_loss_grad(const real *params, real *grads, real *work, const real *sn_u_x, const real *T, int batch)
+double symnet_f99dc14246_loss_grad(const real *params, real *grads, real *work, const real *sn_u_x, const real *T, int batch)
 {
     const real *W2 = params + 64;  /* W2: (32, 32) */
     const real *W3 = params + 1120;  /* W3: (1, 32) */
@@ -369,9 +369,9 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
 }
 
 /* One steepest-descent step on this batch: θ ← θ − lr·∂L/∂θ.  Returns the loss before it. */
-double symnet_78fa57b117_step(real *params, real *grads, real *work, const real *sn_u_x, const real *T, int batch, real lr)
+double symnet_f99dc14246_step(real *params, real *grads, real *work, const real *sn_u_x, const real *T, int batch, real lr)
 {
-    const double loss = symnet_78fa57b117_loss_grad(params, grads, work, sn_u_x, T, batch);
+    const double loss = symnet_f99dc14246_loss_grad(params, grads, work, sn_u_x, T, batch);
     sn_sgd_update(params, params, grads, lr);
     return loss;
 }
@@ -415,7 +415,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
             dst[p] = src[p] - lr * s1[p];
         }
     } else {
-        const real beta1 = (real)hyper[1], beta2 = (real)hyper[2], eps = (real)hyper[3];
+        const real adam_b1 = (real)hyper[1], adam_b2 = (real)hyper[2], eps = (real)hyper[3];
         /* bias corrections, in double: β^t underflows gracefully to 0 */
         const real c1 = (real)(1.0 - pow(hyper[1], (double)t));
         const real c2 = (real)(1.0 - pow(hyper[2], (double)t));
@@ -423,14 +423,14 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
            θ ← θ − η·((m/(1 − β1^t)) / (√(v/(1 − β2^t)) + ε) + λ·θ) */
         for (size_t p = 0; p < 1153; p++) {
             const real g = c * grads[p];
-            s1[p] = beta1 * s1[p] + (1 - beta1) * g;
-            s2[p] = beta2 * s2[p] + (1 - beta2) * (g * g);
+            s1[p] = adam_b1 * s1[p] + (1 - adam_b1) * g;
+            s2[p] = adam_b2 * s2[p] + (1 - adam_b2) * (g * g);
             dst[p] = src[p] - lr * ((s1[p] / c1) / (sqrtf(s2[p] / c2) + eps) + wd * src[p]);
         }
     }
 }
 
-void symnet_78fa57b117_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_f99dc14246_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -452,7 +452,7 @@ void symnet_78fa57b117_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_78fa57b117_train(real *params, real *grads, real *work, real *Ib, real *Tb, real *prev, int *have_prev,
+long long symnet_f99dc14246_train(real *params, real *grads, real *work, real *Ib, real *Tb, real *prev, int *have_prev,
                            const real *sn_u_x, const real *T, const long long *idx, long long n_idx, int batch_size,
                            const double *lr, double *losses, int optimizer, real *s1, real *s2, const double *hyper, long long t0,
                            double *correct)
@@ -467,7 +467,7 @@ long long symnet_78fa57b117_train(real *params, real *grads, real *work, real *I
             memcpy(Ib + (size_t)r * 1, sn_u_x + n * 1, sizeof(real) * 1);
             memcpy(Tb + (size_t)r * 1, T + n * 1, sizeof(real) * 1);
         }
-        const double loss = symnet_78fa57b117_loss_grad(cur, grads, work, Ib, Tb, batch);
+        const double loss = symnet_f99dc14246_loss_grad(cur, grads, work, Ib, Tb, batch);
         if (!isfinite(loss)) {
             /* both buffers ← θ before the last update (only cur needs it written) */
             if (prev != NULL && *have_prev)

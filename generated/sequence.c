@@ -410,13 +410,13 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
 }
 
 /* Forward pass; returns the output's address inside work: (batch, 1). */
-void symnet_a8dd7f0320_forward(const real *params, real *work, const real *S, int batch)
+void symnet_efcaeeb421_forward(const real *params, real *work, const real *S, int batch)
 {
     sn_forward(params, work, S, batch);
 }
 
 /* Loss L = (1/batch) Σ_b L_b, after a forward pass. */
-double symnet_a8dd7f0320_loss(const real *params, real *work, const real *S, const real *T, int batch)
+double symnet_efcaeeb421_loss(const real *params, real *work, const real *S, const real *T, int batch)
 {
     const real *b17 = params + 304;  /* b17: (1,) */
 
@@ -434,7 +434,7 @@ double symnet_a8dd7f0320_loss(const real *params, real *work, const real *S, con
 }
 
 /* Loss and every gradient ∂L/∂θ (into grads), by back propagation. */
-double symnet_a8dd7f0320_loss_grad(const real *params, real *grads, real *work, const real *S, const real *T, int batch)
+double symnet_efcaeeb421_loss_grad(const real *params, real *grads, real *work, const real *S, const real *T, int batch)
 {
     const real *U2 = params + 16;  /* U2: (16, 16) */
     const real *W17 = params + 288;  /* W17: (1, 16) */
@@ -619,9 +619,9 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
 }
 
 /* One steepest-descent step on this batch: θ ← θ − lr·∂L/∂θ.  Returns the loss before it. */
-double symnet_a8dd7f0320_step(real *params, real *grads, real *work, const real *S, const real *T, int batch, real lr)
+double symnet_efcaeeb421_step(real *params, real *grads, real *work, const real *S, const real *T, int batch, real lr)
 {
-    const double loss = symnet_a8dd7f0320_loss_grad(params, grads, work, S, T, batch);
+    const double loss = symnet_efcaeeb421_loss_grad(params, grads, work, S, T, batch);
     sn_sgd_update(params, params, grads, lr);
     return loss;
 }
@@ -665,7 +665,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
             dst[p] = src[p] - lr * s1[p];
         }
     } else {
-        const real beta1 = (real)hyper[1], beta2 = (real)hyper[2], eps = (real)hyper[3];
+        const real adam_b1 = (real)hyper[1], adam_b2 = (real)hyper[2], eps = (real)hyper[3];
         /* bias corrections, in double: β^t underflows gracefully to 0 */
         const real c1 = (real)(1.0 - pow(hyper[1], (double)t));
         const real c2 = (real)(1.0 - pow(hyper[2], (double)t));
@@ -673,14 +673,14 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
            θ ← θ − η·((m/(1 − β1^t)) / (√(v/(1 − β2^t)) + ε) + λ·θ) */
         for (size_t p = 0; p < 305; p++) {
             const real g = c * grads[p];
-            s1[p] = beta1 * s1[p] + (1 - beta1) * g;
-            s2[p] = beta2 * s2[p] + (1 - beta2) * (g * g);
+            s1[p] = adam_b1 * s1[p] + (1 - adam_b1) * g;
+            s2[p] = adam_b2 * s2[p] + (1 - adam_b2) * (g * g);
             dst[p] = src[p] - lr * ((s1[p] / c1) / (sqrtf(s2[p] / c2) + eps) + wd * src[p]);
         }
     }
 }
 
-void symnet_a8dd7f0320_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_efcaeeb421_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -702,7 +702,7 @@ void symnet_a8dd7f0320_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_a8dd7f0320_train(real *params, real *grads, real *work, real *Ib, real *Tb, real *prev, int *have_prev,
+long long symnet_efcaeeb421_train(real *params, real *grads, real *work, real *Ib, real *Tb, real *prev, int *have_prev,
                            const real *S, const real *T, const long long *idx, long long n_idx, int batch_size,
                            const double *lr, double *losses, int optimizer, real *s1, real *s2, const double *hyper, long long t0,
                            double *correct)
@@ -717,7 +717,7 @@ long long symnet_a8dd7f0320_train(real *params, real *grads, real *work, real *I
             memcpy(Ib + (size_t)r * 8, S + n * 8, sizeof(real) * 8);
             memcpy(Tb + (size_t)r * 1, T + n * 1, sizeof(real) * 1);
         }
-        const double loss = symnet_a8dd7f0320_loss_grad(cur, grads, work, Ib, Tb, batch);
+        const double loss = symnet_efcaeeb421_loss_grad(cur, grads, work, Ib, Tb, batch);
         if (!isfinite(loss)) {
             /* both buffers ← θ before the last update (only cur needs it written) */
             if (prev != NULL && *have_prev)

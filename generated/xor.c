@@ -285,13 +285,13 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 }
 
 /* Forward pass; returns the output's address inside work: (batch, 1). */
-void symnet_5692a5aabc_forward(const real *params, real *work, const real *I, int batch)
+void symnet_94575f8b2a_forward(const real *params, real *work, const real *I, int batch)
 {
     sn_forward(params, work, I, batch);
 }
 
 /* Loss L = (1/batch) Σ_b L_b, after a forward pass. */
-double symnet_5692a5aabc_loss(const real *params, real *work, const real *I, const real *T, int batch)
+double symnet_94575f8b2a_loss(const real *params, real *work, const real *I, const real *T, int batch)
 {
     const real *b3 = params + 104;  /* b3: (1,) */
 
@@ -310,7 +310,7 @@ double symnet_5692a5aabc_loss(const real *params, real *work, const real *I, con
 }
 
 /* Loss and every gradient ∂L/∂θ (into grads), by back propagation. */
-double symnet_5692a5aabc_loss_grad(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
+double symnet_94575f8b2a_loss_grad(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
 {
     const real *W2 = params + 24;  /* W2: (8, 8) */
     const real *W3 = params + 96;  /* W3: (1, 8) */
@@ -385,9 +385,9 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
 }
 
 /* One steepest-descent step on this batch: θ ← θ − lr·∂L/∂θ.  Returns the loss before it. */
-double symnet_5692a5aabc_step(real *params, real *grads, real *work, const real *I, const real *T, int batch, real lr)
+double symnet_94575f8b2a_step(real *params, real *grads, real *work, const real *I, const real *T, int batch, real lr)
 {
-    const double loss = symnet_5692a5aabc_loss_grad(params, grads, work, I, T, batch);
+    const double loss = symnet_94575f8b2a_loss_grad(params, grads, work, I, T, batch);
     sn_sgd_update(params, params, grads, lr);
     return loss;
 }
@@ -431,7 +431,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
             dst[p] = src[p] - lr * s1[p];
         }
     } else {
-        const real beta1 = (real)hyper[1], beta2 = (real)hyper[2], eps = (real)hyper[3];
+        const real adam_b1 = (real)hyper[1], adam_b2 = (real)hyper[2], eps = (real)hyper[3];
         /* bias corrections, in double: β^t underflows gracefully to 0 */
         const real c1 = (real)(1.0 - pow(hyper[1], (double)t));
         const real c2 = (real)(1.0 - pow(hyper[2], (double)t));
@@ -439,14 +439,14 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
            θ ← θ − η·((m/(1 − β1^t)) / (√(v/(1 − β2^t)) + ε) + λ·θ) */
         for (size_t p = 0; p < 105; p++) {
             const real g = c * grads[p];
-            s1[p] = beta1 * s1[p] + (1 - beta1) * g;
-            s2[p] = beta2 * s2[p] + (1 - beta2) * (g * g);
+            s1[p] = adam_b1 * s1[p] + (1 - adam_b1) * g;
+            s2[p] = adam_b2 * s2[p] + (1 - adam_b2) * (g * g);
             dst[p] = src[p] - lr * ((s1[p] / c1) / (sqrtf(s2[p] / c2) + eps) + wd * src[p]);
         }
     }
 }
 
-void symnet_5692a5aabc_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_94575f8b2a_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -468,7 +468,7 @@ void symnet_5692a5aabc_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_5692a5aabc_train(real *params, real *grads, real *work, real *Ib, real *Tb, real *prev, int *have_prev,
+long long symnet_94575f8b2a_train(real *params, real *grads, real *work, real *Ib, real *Tb, real *prev, int *have_prev,
                            const real *I, const real *T, const long long *idx, long long n_idx, int batch_size,
                            const double *lr, double *losses, int optimizer, real *s1, real *s2, const double *hyper, long long t0,
                            double *correct)
@@ -483,7 +483,7 @@ long long symnet_5692a5aabc_train(real *params, real *grads, real *work, real *I
             memcpy(Ib + (size_t)r * 2, I + n * 2, sizeof(real) * 2);
             memcpy(Tb + (size_t)r * 1, T + n * 1, sizeof(real) * 1);
         }
-        const double loss = symnet_5692a5aabc_loss_grad(cur, grads, work, Ib, Tb, batch);
+        const double loss = symnet_94575f8b2a_loss_grad(cur, grads, work, Ib, Tb, batch);
         if (!isfinite(loss)) {
             /* both buffers ← θ before the last update (only cur needs it written) */
             if (prev != NULL && *have_prev)

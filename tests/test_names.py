@@ -42,7 +42,7 @@ def _chain(names, loss="softmax_cross_entropy"):
 
 ALL = C_KEYWORDS + C_LIBRARY + KERNEL_LOCALS + [d for d in DERIVED if d != "g_W1"] + [
     "out", "X", "loss", "lr", "log", "work", "for", "lambda", "cur", "Ib", "Tb", "y", "beta1",
-    "sn_u_exp", "hyper", "main", "idx"]
+    "sn_u_exp", "hyper", "main", "idx", "adam_b1"]
 
 
 @pytest.mark.parametrize("start", range(0, len(ALL), 5))
