@@ -28,8 +28,8 @@
  *   loss: softmax_cross_entropy, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_1814DFFE8D_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_1814DFFE8D_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_5B0179615C_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_5B0179615C_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (128, 64)
  *   b1           offset      8192  shape (128,)
  *   W2           offset      8320  shape (64, 128)
@@ -37,65 +37,92 @@
  *   W3           offset     16576  shape (10, 64)
  *   b3           offset     17216  shape (10,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_1814DFFE8D_WORK_SIZE(batch) numbers; SYMNET_1814DFFE8D_TRAIN_WORK_SIZE(batch_size) for
- * symnet_1814dffe8d_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_5B0179615C_WORK_SIZE(batch) numbers; SYMNET_5B0179615C_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_5b0179615c_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 17226 + X B*64 + T or O B*10 + work (B*808 + 17226)
  *   numbers of 4 bytes; e.g. B = 32: 250,704 bytes (training; forward only: 130,088).
  */
-#ifndef SYMNET_1814DFFE8D_H
-#define SYMNET_1814DFFE8D_H
+#ifndef SYMNET_5B0179615C_H
+#define SYMNET_5B0179615C_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_1814DFFE8D_REAL float  /* the number type of every array (float32) */
-#define SYMNET_1814DFFE8D_N_INPUTS 64  /* features per example */
-#define SYMNET_1814DFFE8D_N_OUTPUTS 10
-#define SYMNET_1814DFFE8D_N_PARAMS 17226  /* numbers in the flat parameter array */
-#define SYMNET_1814DFFE8D_WORK_PER_EXAMPLE 808
-#define SYMNET_1814DFFE8D_WORK_SIZE(batch) ((batch) * 808 + 17226)  /* numbers of scratch per call */
-#define SYMNET_1814DFFE8D_TRAIN_WORK_SIZE(batch_size) (SYMNET_1814DFFE8D_WORK_SIZE(batch_size) + (batch_size) * 74)
-#define SYMNET_1814DFFE8D_SGD 0       /* optimizer codes of symnet_1814dffe8d_update and symnet_1814dffe8d_train */
-#define SYMNET_1814DFFE8D_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_1814DFFE8D_N_PARAMS numbers */
-#define SYMNET_1814DFFE8D_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_1814DFFE8D_N_PARAMS numbers each */
+#define SYMNET_5B0179615C_REAL float  /* the number type of every array (float32) */
+#define SYMNET_5B0179615C_N_INPUTS 64  /* features per example */
+#define SYMNET_5B0179615C_N_OUTPUTS 10
+#define SYMNET_5B0179615C_N_PARAMS 17226  /* numbers in the flat parameter array */
+#define SYMNET_5B0179615C_WORK_PER_EXAMPLE 808
+#define SYMNET_5B0179615C_WORK_SIZE(batch) ((batch) * 808 + 17226)  /* numbers of scratch per call */
+#define SYMNET_5B0179615C_TRAIN_WORK_SIZE(batch_size) (SYMNET_5B0179615C_WORK_SIZE(batch_size) + (batch_size) * 74)
+#define SYMNET_5B0179615C_SGD 0       /* optimizer codes of symnet_5b0179615c_update and symnet_5b0179615c_train */
+#define SYMNET_5B0179615C_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_5B0179615C_N_PARAMS numbers */
+#define SYMNET_5B0179615C_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_5B0179615C_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_1814DFFE8D_N_OUTPUTS) = the network's output for X (batch × SYMNET_1814DFFE8D_N_INPUTS). */
-void symnet_1814dffe8d_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_5B0179615C_N_OUTPUTS) = the network's output for X (batch × SYMNET_5B0179615C_N_INPUTS). */
+void symnet_5b0179615c_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_1814dffe8d_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_5b0179615c_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_1814DFFE8D_N_PARAMS numbers) by back propagation. */
-float symnet_1814dffe8d_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_5B0179615C_N_PARAMS numbers) by back propagation. */
+float symnet_5b0179615c_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_1814dffe8d_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_5b0179615c_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_1814DFFE8D_SGD, SYMNET_1814DFFE8D_MOMENTUM or SYMNET_1814DFFE8D_ADAM
+/* The loss of the batch: the mean over its examples of the per-example loss; T[b] is the class label of example b. */
+float symnet_5b0179615c_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
+
+/* The loss, and ∂L/∂θ into grads (SYMNET_5B0179615C_N_PARAMS numbers) by back propagation. */
+float symnet_5b0179615c_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
+    float *grads, float *work);
+
+/* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
+float symnet_5b0179615c_step_labels(float *params, const float *X, const float *T, int batch, float lr,
+    float *work);
+
+/* The update of one step from the gradients: optimizer SYMNET_5B0179615C_SGD, SYMNET_5B0179615C_MOMENTUM or SYMNET_5B0179615C_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
- * hyper[4] = {μ, β1, β2, ε} and the step number t = 1, 2, ... (Adam's corrections). */
-void symnet_1814dffe8d_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+ * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
+ * number t = 1, 2, ... (Adam's corrections). */
+void symnet_5b0179615c_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
- * batch may be short) of (X, T), step size lr[s] and step number t0 + s + 1, and writes
- * its loss to losses[s].  Stops before the update of a step whose loss is not finite
- * and returns the number of steps completed.  prev (SYMNET_1814DFFE8D_N_PARAMS numbers, or NULL)
- * receives the parameters before the last update, *have_prev says it holds them; a
- * non-finite loss restores them.  work: SYMNET_1814DFFE8D_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_1814dffe8d_train(float *params, const float *X, const float *T, const long long *idx,
+ * batch may be short) of (X, T), step size lr[s] and step number
+ * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
+ * of examples classified correctly before the step to correct[s].  Stops before the
+ * update of a step whose loss is not finite and returns the number of steps completed.
+ * prev (SYMNET_5B0179615C_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * *have_prev says it holds them; a non-finite loss restores them.
+ * work: SYMNET_5B0179615C_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_5b0179615c_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
-    float *prev, int *have_prev, float *work);
+    float *prev, int *have_prev, double *correct, float *work);
+
+/* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
+ * batch may be short) of (X, T); T[b] is the class label of example b, step size lr[s] and step number
+ * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
+ * of examples classified correctly before the step to correct[s].  Stops before the
+ * update of a step whose loss is not finite and returns the number of steps completed.
+ * prev (SYMNET_5B0179615C_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * *have_prev says it holds them; a non-finite loss restores them.
+ * work: SYMNET_5B0179615C_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_5b0179615c_train_labels(float *params, const float *X, const float *T, const long long *idx,
+    long long n_idx, int batch_size, const double *lr, double *losses,
+    int optimizer, float *s1, float *s2, const double *hyper, long long t0,
+    float *prev, int *have_prev, double *correct, float *work);
 
 #ifdef __cplusplus
 }
 #endif
 
-#endif /* SYMNET_1814DFFE8D_H */
+#endif /* SYMNET_5B0179615C_H */
 
 typedef float real;
 #define SN_SIMD 1  /* reductions marked `omp simd` vectorise (-fopenmp-simd) */
@@ -311,7 +338,7 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
     real *z_H2 = work + (size_t)batch * 256;  /* Σ of H2: (batch, 64) */
     real *H2 = work + (size_t)batch * 320;  /* layer H2: (batch, 64) */
     real *z_O = work + (size_t)batch * 384;  /* Σ of O: (batch, 10) */
-    real *O = work + (size_t)batch * 394;  /* layer O: (batch, 10) */
+    real *sn_u_O = work + (size_t)batch * 394;  /* layer O: (batch, 10) */
 
     /* z_H1[b,i] = Σ_j W1[i,j]·I[b,j] */
     sn_mm_nt(batch, 128, 64, I, W1, z_H1, 0);
@@ -334,13 +361,13 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
     /* O[b,i] = b3[i] + z_O[b,i] */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 10; i++) {
-            O[b * 10 + i] = b3[i] + z_O[b * 10 + i];
+            sn_u_O[b * 10 + i] = b3[i] + z_O[b * 10 + i];
         }
 
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_1814dffe8d_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_5b0179615c_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 394, sizeof(real) * (size_t)batch * 10);
@@ -350,14 +377,14 @@ void symnet_1814dffe8d_forward(const real *params, const real *X, int batch, rea
 static double sn_loss(const real *params, real *work, const real *I, const real *T, int batch)
 {
 
-    real *O = work + (size_t)batch * 394;  /* layer O: (batch, 10) */
+    real *sn_u_O = work + (size_t)batch * 394;  /* layer O: (batch, 10) */
 
     double loss = 0;
     sn_forward(params, work, I, batch);
     /* L_b = logsumexp(O[b,:])·Σ_k T[b,k] − Σ_k T[b,k]·O[b,k]
      */
     for (int b = 0; b < batch; b++) {
-        const real *o = O + (size_t)b * 10;
+        const real *o = sn_u_O + (size_t)b * 10;
         const real *t = T + (size_t)b * 10;
         real m = o[0];
         for (int k = 1; k < 10; k++) m = o[k] > m ? o[k] : m;
@@ -374,7 +401,7 @@ static double sn_loss(const real *params, real *work, const real *I, const real 
     return loss / batch;
 }
 
-real symnet_1814dffe8d_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_5b0179615c_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -398,7 +425,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     real *H1 = work + (size_t)batch * 128;  /* layer H1: (batch, 128) */
     real *z_H2 = work + (size_t)batch * 256;  /* Σ of H2: (batch, 64) */
     real *H2 = work + (size_t)batch * 320;  /* layer H2: (batch, 64) */
-    real *O = work + (size_t)batch * 394;  /* layer O: (batch, 10) */
+    real *sn_u_O = work + (size_t)batch * 394;  /* layer O: (batch, 10) */
     real *dL_dH1 = work + (size_t)batch * 404;  /* ∂L/∂H1: (batch, 128) */
     real *delta_H1 = work + (size_t)batch * 532;  /* ∂L/∂z_H1: (batch, 128) */
     real *dL_dH2 = work + (size_t)batch * 660;  /* ∂L/∂H2: (batch, 64) */
@@ -412,7 +439,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     /* L_b = logsumexp(O[b,:])·Σ_k T[b,k] − Σ_k T[b,k]·O[b,k]
        dL_dO[b,k] = (softmax(O[b,:])_k·Σ_j T[b,j] − T[b,k]) / batch */
     for (int b = 0; b < batch; b++) {
-        const real *o = O + (size_t)b * 10;
+        const real *o = sn_u_O + (size_t)b * 10;
         const real *t = T + (size_t)b * 10;
         real m = o[0];
         for (int k = 1; k < 10; k++) m = o[k] > m ? o[k] : m;
@@ -465,22 +492,138 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_1814dffe8d_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_5b0179615c_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
 
-/* dst[p] = src[p] − lr·∂L/∂θ[p] for all 17226 parameters (plain gradient
- * descent); dst may be src.  Not restrict: in place is the common case. */
+/* Loss L = (1/batch) Σ_b L_b, after a forward pass; T[b] is the class label of example b. */
+static double sn_loss_labels(const real *params, real *work, const real *I, const real *T, int batch)
+{
+
+    real *sn_u_O = work + (size_t)batch * 394;  /* layer O: (batch, 10) */
+
+    double loss = 0;
+    sn_forward(params, work, I, batch);
+    /* L_b = logsumexp(O[b,:]) − O[b,y_b], y_b = (int)T[b] the class label of example b
+     */
+    for (int b = 0; b < batch; b++) {
+        const real *o = sn_u_O + (size_t)b * 10;
+        const int y = (int)T[b];
+        real m = o[0];
+        for (int k = 1; k < 10; k++) m = o[k] > m ? o[k] : m;
+        real s = 0;
+        for (int k = 0; k < 10; k++) s += expf(o[k] - m);
+        const real lse = m + logf(s);
+        loss += (double)(lse - o[y]);
+    }
+
+    return loss / batch;
+}
+
+real symnet_5b0179615c_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
+{
+    return (real)sn_loss_labels(params, work, X, T, batch);
+}
+
+/* Loss and every gradient ∂L/∂θ (into grads), by back propagation; T[b] is the class label of example b. */
+static double sn_loss_grad_labels(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
+{
+    const real *b1 = params + 8192;  /* b1: (128,) */
+    const real *W2 = params + 8320;  /* W2: (64, 128) */
+    const real *b2 = params + 16512;  /* b2: (64,) */
+    const real *W3 = params + 16576;  /* W3: (10, 64) */
+
+    real *g_W1 = grads + 0;  /* ∂L/∂W1: (128, 64) */
+    real *g_b1 = grads + 8192;  /* ∂L/∂b1: (128,) */
+    real *g_W2 = grads + 8320;  /* ∂L/∂W2: (64, 128) */
+    real *g_b2 = grads + 16512;  /* ∂L/∂b2: (64,) */
+    real *g_W3 = grads + 16576;  /* ∂L/∂W3: (10, 64) */
+    real *g_b3 = grads + 17216;  /* ∂L/∂b3: (10,) */
+
+    real *z_H1 = work + (size_t)batch * 0;  /* Σ of H1: (batch, 128) */
+    real *H1 = work + (size_t)batch * 128;  /* layer H1: (batch, 128) */
+    real *z_H2 = work + (size_t)batch * 256;  /* Σ of H2: (batch, 64) */
+    real *H2 = work + (size_t)batch * 320;  /* layer H2: (batch, 64) */
+    real *sn_u_O = work + (size_t)batch * 394;  /* layer O: (batch, 10) */
+    real *dL_dH1 = work + (size_t)batch * 404;  /* ∂L/∂H1: (batch, 128) */
+    real *delta_H1 = work + (size_t)batch * 532;  /* ∂L/∂z_H1: (batch, 128) */
+    real *dL_dH2 = work + (size_t)batch * 660;  /* ∂L/∂H2: (batch, 64) */
+    real *delta_H2 = work + (size_t)batch * 724;  /* ∂L/∂z_H2: (batch, 64) */
+    real *dL_dO = work + (size_t)batch * 788;  /* ∂L/∂O: (batch, 10) */
+    real *delta_O = work + (size_t)batch * 798;  /* ∂L/∂z_O: (batch, 10) */
+
+    const real inv_batch = (real)1 / (real)batch;
+    double loss = 0;
+    sn_forward(params, work, I, batch);
+    /* L_b = logsumexp(O[b,:]) − O[b,y_b], y_b = (int)T[b] the class label of example b
+       dL_dO[b,k] = (softmax(O[b,:])_k − [k = y_b]) / batch */
+    for (int b = 0; b < batch; b++) {
+        const real *o = sn_u_O + (size_t)b * 10;
+        const int y = (int)T[b];
+        real m = o[0];
+        for (int k = 1; k < 10; k++) m = o[k] > m ? o[k] : m;
+        real s = 0;
+        for (int k = 0; k < 10; k++) s += expf(o[k] - m);
+        const real lse = m + logf(s);
+        loss += (double)(lse - o[y]);
+        real *g = dL_dO + (size_t)b * 10;
+        for (int k = 0; k < 10; k++)
+            g[k] = (expf(o[k] - lse) - (real)(k == y)) * inv_batch;
+    }
+    memset(g_b3, 0, sizeof(real) * 10);
+    /* delta_O[b,i] = dL_dO[b,i]; g_b3[i] += dL_dO[b,i] */
+    for (int b = 0; b < batch; b++)
+        for (int i = 0; i < 10; i++) {
+            delta_O[b * 10 + i] = dL_dO[b * 10 + i];
+            g_b3[i] += dL_dO[b * 10 + i];
+        }
+    /* g_W3[i,j] = Σ_b delta_O[b,i]·H2[b,j] */
+    sn_mm_tn(10, 64, batch, delta_O, H2, g_W3, 0);
+    /* dL_dH2[b,j] = Σ_i delta_O[b,i]·W3[i,j] */
+    sn_mm_nn(batch, 64, 10, delta_O, W3, dL_dH2, 0);
+    memset(g_b2, 0, sizeof(real) * 64);
+    /* delta_H2[b,i] = dL_dH2[b,i]·(1 if b2[i] + z_H2[b,i] > 0 else 0); g_b2[i] += dL_dH2[b,i]·(1 if b2[i] + z_H2[b,i] > 0 else 0) */
+    for (int b = 0; b < batch; b++)
+        for (int i = 0; i < 64; i++) {
+            const real t0 = dL_dH2[b * 64 + i]*((b2[i] + z_H2[b * 64 + i] > 0) ? (1) : (0));
+            delta_H2[b * 64 + i] = t0;
+            g_b2[i] += t0;
+        }
+    /* g_W2[i,j] = Σ_b delta_H2[b,i]·H1[b,j] */
+    sn_mm_tn(64, 128, batch, delta_H2, H1, g_W2, 0);
+    /* dL_dH1[b,j] = Σ_i delta_H2[b,i]·W2[i,j] */
+    sn_mm_nn(batch, 128, 64, delta_H2, W2, dL_dH1, 0);
+    memset(g_b1, 0, sizeof(real) * 128);
+    /* delta_H1[b,i] = dL_dH1[b,i]·(1 if b1[i] + z_H1[b,i] > 0 else 0); g_b1[i] += dL_dH1[b,i]·(1 if b1[i] + z_H1[b,i] > 0 else 0) */
+    for (int b = 0; b < batch; b++)
+        for (int i = 0; i < 128; i++) {
+            const real t0 = dL_dH1[b * 128 + i]*((b1[i] + z_H1[b * 128 + i] > 0) ? (1) : (0));
+            delta_H1[b * 128 + i] = t0;
+            g_b1[i] += t0;
+        }
+    /* g_W1[i,j] = Σ_b delta_H1[b,i]·I[b,j] */
+    sn_mm_tn(128, 64, batch, delta_H1, I, g_W1, 0);
+
+    return loss / batch;
+}
+
+real symnet_5b0179615c_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+{
+    return (real)sn_loss_grad_labels(params, grads, work, X, T, batch);
+}
+
+/* dst[p] = src[p] − lr·∂L/∂θ[p] for the 17226 trainable parameters (plain
+ * gradient descent); dst may be src.  Not restrict: in place is the common case. */
 static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr)
 {
     for (size_t p = 0; p < 17226; p++)
         dst[p] = src[p] - lr * grads[p];
 }
 
-/* One steepest-descent step on this batch: θ ← θ − lr·∂L/∂θ, the gradients in
- * work after the batch's rows.  Returns the loss before it. */
-real symnet_1814dffe8d_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+/* One steepest-descent step on this batch: θ ← θ − lr·∂L/∂θ, the gradients
+ * in work after the batch's rows.  Returns the loss before it. */
+real symnet_5b0179615c_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 808;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
@@ -488,48 +631,83 @@ real symnet_1814dffe8d_step(real *params, const real *X, const real *T, int batc
     return (real)loss;
 }
 
+/* One steepest-descent step on this batch; T[b] is the class label of example b: θ ← θ − lr·∂L/∂θ, the gradients
+ * in work after the batch's rows.  Returns the loss before it. */
+real symnet_5b0179615c_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
+{
+    real *grads = work + (size_t)batch * 808;
+    const double loss = sn_loss_grad_labels(params, grads, work, X, T, batch);
+    sn_sgd_update(params, params, grads, lr);
+    return (real)loss;
+}
+
 /* The parameter update of one step, given the gradients g = ∂L/∂θ.
+ *   clipping, c = hyper[5] > 0:  g ← g·min(1, c/‖g‖₂), ‖g‖₂ over all parameters
+ *   weight decay λ = hyper[4] (L2):  g ← g + λ·θ for gradient descent and momentum;
+ *       for Adam it is decoupled (AdamW): θ ← θ − η·(Adam's step + λ·θ)
  *   optimizer 0, gradient descent:  θ ← θ − η·g
  *   optimizer 1, momentum μ = hyper[0]:  v ← μ·v + g;  θ ← θ − η·v          (v in s1)
  *   optimizer 2, Adam (β1, β2, ε) = hyper[1..3], step number t ≥ 1:
  *       m ← β1·m + (1 − β1)·g;  v ← β2·v + (1 − β2)·g²                      (m in s1, v in s2)
  *       θ ← θ − η·(m / (1 − β1^t)) / (√(v / (1 − β2^t)) + ε)
+ * Only the 17226 trainable parameters change.
  * The optimizer state s1, s2 (17226 numbers each) is owned by the caller. */
 static void sn_update(const real *src, real *dst, const real *grads, real lr, int optimizer,
                       real *s1, real *s2, const double *hyper, long long t)
 {
-    if (optimizer == 0) {
+    const real wd = (real)hyper[4];
+    real c = 1;
+    if (hyper[5] > 0) {
+        /* ‖g‖₂ = √(Σ_p g[p]²), summed in double */
+        double ss = 0;
+        for (size_t p = 0; p < 17226; p++) ss += (double)grads[p] * grads[p];
+        const double norm = sqrt(ss);
+        if (norm > hyper[5]) c = (real)(hyper[5] / norm);
+    }
+    if (optimizer == 0 && wd == 0 && c == 1) {
         sn_sgd_update(src, dst, grads, lr);
+        return;
+    }
+    if (optimizer == 0) {
+        /* θ ← θ − η·(c·g + λ·θ) */
+        for (size_t p = 0; p < 17226; p++)
+            dst[p] = src[p] - lr * (c * grads[p] + wd * src[p]);
     } else if (optimizer == 1) {
         const real mu = (real)hyper[0];
+        /* v ← μ·v + (c·g + λ·θ);  θ ← θ − η·v */
         for (size_t p = 0; p < 17226; p++) {
-            s1[p] = mu * s1[p] + grads[p];
+            s1[p] = mu * s1[p] + (c * grads[p] + wd * src[p]);
             dst[p] = src[p] - lr * s1[p];
         }
     } else {
-        const real b1 = (real)hyper[1], b2 = (real)hyper[2], eps = (real)hyper[3];
+        const real adam_b1 = (real)hyper[1], adam_b2 = (real)hyper[2], eps = (real)hyper[3];
         /* bias corrections, in double: β^t underflows gracefully to 0 */
         const real c1 = (real)(1.0 - pow(hyper[1], (double)t));
         const real c2 = (real)(1.0 - pow(hyper[2], (double)t));
+        /* m ← β1·m + (1 − β1)·c·g;  v ← β2·v + (1 − β2)·(c·g)²;
+           θ ← θ − η·((m/(1 − β1^t)) / (√(v/(1 − β2^t)) + ε) + λ·θ) */
         for (size_t p = 0; p < 17226; p++) {
-            const real g = grads[p];
-            s1[p] = b1 * s1[p] + (1 - b1) * g;
-            s2[p] = b2 * s2[p] + (1 - b2) * (g * g);
-            dst[p] = src[p] - lr * (s1[p] / c1) / (sqrtf(s2[p] / c2) + eps);
+            const real g = c * grads[p];
+            s1[p] = adam_b1 * s1[p] + (1 - adam_b1) * g;
+            s2[p] = adam_b2 * s2[p] + (1 - adam_b2) * (g * g);
+            dst[p] = src[p] - lr * ((s1[p] / c1) / (sqrtf(s2[p] / c2) + eps) + wd * src[p]);
         }
     }
 }
 
-void symnet_1814dffe8d_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_5b0179615c_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
+
 
 /* A run of training steps in one call: step s takes the examples
  * idx[s·batch_size .. min((s+1)·batch_size, n_idx)) of the data set (X, T), gathers
  * them into Ib, Tb (batch_size rows each, in work), and does loss_grad then update with
  * step size lr[s] and step number t0 + s + 1, exactly as one call of loss_grad and one
- * of update from the caller would.  losses[s] receives the batch loss before step s.
+ * of update from the caller would.  losses[s] receives the batch loss before step s,
+ * and correct[s] (unless correct is NULL) the number of examples of the batch the
+ * network classified correctly before step s (argmax of the output row = the class of the target).
  *
  * A non-finite loss stops the run before its update: params are restored from prev
  * (the parameters before the last update, when *have_prev) and the number of
@@ -543,9 +721,9 @@ void symnet_1814dffe8d_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_1814dffe8d_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_5b0179615c_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
-                           const double *hyper, long long t0, real *prev, int *have_prev, real *work)
+                           const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
     real *grads = work + (size_t)batch_size * 808;
     real *Ib = grads + 17226;
@@ -577,6 +755,99 @@ long long symnet_1814dffe8d_train(real *params, const real *X, const real *T, co
         if (prev != NULL)
             *have_prev = 1;
         losses[s] = loss;
+        if (correct != NULL) {
+            /* argmax of the output row = the class of the target, from the outputs the step's forward pass left in work */
+            const real *o = work + (size_t)batch * 394;
+            double right = 0;
+            for (int r = 0; r < batch; r++) {
+                const real *orow = o + (size_t)r * 10, *trow = Tb + (size_t)r * 10;
+                int best = 0;
+                for (int k = 1; k < 10; k++) best = orow[k] > orow[best] ? k : best;
+                int want = 0;
+                for (int k = 1; k < 10; k++) want = trow[k] > trow[want] ? k : want;
+                right += best == want;
+            }
+            correct[s] = right;
+        }
+    }
+    if (cur != params) {
+        /* an odd number of steps left the new θ in prev: exchange the two */
+        for (size_t p = 0; p < 17226; p++) {
+            const real v = params[p];
+            params[p] = prev[p];
+            prev[p] = v;
+        }
+    }
+    return s;
+}
+
+/* A run of training steps in one call: step s takes the examples
+ * idx[s·batch_size .. min((s+1)·batch_size, n_idx)) of the data set (X, T), gathers
+ * them into Ib, Tb (batch_size rows each, in work), and does loss_grad then update with
+ * step size lr[s] and step number t0 + s + 1, exactly as one call of loss_grad and one
+ * of update from the caller would.  losses[s] receives the batch loss before step s,
+ * and correct[s] (unless correct is NULL) the number of examples of the batch the
+ * network classified correctly before step s (argmax of the output row = the class of the target).
+ *
+ * A non-finite loss stops the run before its update: params are restored from prev
+ * (the parameters before the last update, when *have_prev) and the number of
+ * completed steps is returned; otherwise it returns the number of steps.  On return
+ * prev holds the parameters before the last update (after a restore: the same as
+ * params).  prev may be NULL (no restoring).
+ *
+ * work: the batch's rows (808 numbers per example), then the
+ * gradients (17226), then Ib and Tb.
+ *
+ * params and prev take turns: each update reads θ from one and writes the new θ
+ * into the other, so the θ before the update is kept without a copy per step
+ * (a copy of all parameters per step cost ~5% of a medium network's step).
+ * The same with integer class labels: T[n] is the class of example n. */
+long long symnet_5b0179615c_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+                           int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
+                           const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
+{
+    real *grads = work + (size_t)batch_size * 808;
+    real *Ib = grads + 17226;
+    real *Tb = Ib + (size_t)batch_size * 64;
+    real *cur = params, *old = prev != NULL ? prev : params;  /* θ now; θ before the last update */
+    long long s = 0;
+    for (long long start = 0; start < n_idx; start += batch_size, s++) {
+        const int batch = (int)(n_idx - start < batch_size ? n_idx - start : batch_size);
+        /* Ib[r,:] = X[idx[start + r],:];  Tb[r,:] = T[idx[start + r],:] */
+        for (int r = 0; r < batch; r++) {
+            const size_t n = (size_t)idx[start + r];
+            memcpy(Ib + (size_t)r * 64, X + n * 64, sizeof(real) * 64);
+            memcpy(Tb + (size_t)r * 1, T + n * 1, sizeof(real) * 1);
+        }
+        const double loss = sn_loss_grad_labels(cur, grads, work, Ib, Tb, batch);
+        if (!isfinite(loss)) {
+            /* both buffers ← θ before the last update (only cur needs it written) */
+            if (prev != NULL && *have_prev)
+                memcpy(cur, old, sizeof(real) * 17226);
+            else if (cur != params)
+                memcpy(params, cur, sizeof(real) * 17226);
+            return s;
+        }
+        /* old ← θ − update(θ) and swap the names: cur is the new θ, old the one before */
+        sn_update(cur, old, grads, (real)lr[s], optimizer, s1, s2, hyper, t0 + s + 1);
+        real *const tmp = cur;
+        cur = old;
+        old = tmp;
+        if (prev != NULL)
+            *have_prev = 1;
+        losses[s] = loss;
+        if (correct != NULL) {
+            /* argmax of the output row = the class of the target, from the outputs the step's forward pass left in work */
+            const real *o = work + (size_t)batch * 394;
+            double right = 0;
+            for (int r = 0; r < batch; r++) {
+                const real *orow = o + (size_t)r * 10, *trow = Tb + (size_t)r * 1;
+                int best = 0;
+                for (int k = 1; k < 10; k++) best = orow[k] > orow[best] ? k : best;
+                right += best == (int)trow[0];
+            }
+            correct[s] = right;
+        }
     }
     if (cur != params) {
         /* an odd number of steps left the new θ in prev: exchange the two */

@@ -32,8 +32,8 @@
  *   loss: softmax_cross_entropy, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_2092730BD3_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_2092730BD3_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_5679970E0F_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_5679970E0F_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (16, 1, 3, 3)
  *   b1           offset       144  shape (16,)
  *   W3           offset       160  shape (32, 16, 3, 3)
@@ -41,65 +41,92 @@
  *   W5           offset      4800  shape (10, 512)
  *   b5           offset      9920  shape (10,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_2092730BD3_WORK_SIZE(batch) numbers; SYMNET_2092730BD3_TRAIN_WORK_SIZE(batch_size) for
- * symnet_2092730bd3_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_5679970E0F_WORK_SIZE(batch) numbers; SYMNET_5679970E0F_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_5679970e0f_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 9930 + X B*64 + T or O B*10 + work (B*11112 + 9930)
  *   numbers of 4 bytes; e.g. B = 32: 1,511,248 bytes (training; forward only: 1,042,984).
  */
-#ifndef SYMNET_2092730BD3_H
-#define SYMNET_2092730BD3_H
+#ifndef SYMNET_5679970E0F_H
+#define SYMNET_5679970E0F_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_2092730BD3_REAL float  /* the number type of every array (float32) */
-#define SYMNET_2092730BD3_N_INPUTS 64  /* features per example */
-#define SYMNET_2092730BD3_N_OUTPUTS 10
-#define SYMNET_2092730BD3_N_PARAMS 9930  /* numbers in the flat parameter array */
-#define SYMNET_2092730BD3_WORK_PER_EXAMPLE 11112
-#define SYMNET_2092730BD3_WORK_SIZE(batch) ((batch) * 11112 + 9930)  /* numbers of scratch per call */
-#define SYMNET_2092730BD3_TRAIN_WORK_SIZE(batch_size) (SYMNET_2092730BD3_WORK_SIZE(batch_size) + (batch_size) * 74)
-#define SYMNET_2092730BD3_SGD 0       /* optimizer codes of symnet_2092730bd3_update and symnet_2092730bd3_train */
-#define SYMNET_2092730BD3_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_2092730BD3_N_PARAMS numbers */
-#define SYMNET_2092730BD3_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_2092730BD3_N_PARAMS numbers each */
+#define SYMNET_5679970E0F_REAL float  /* the number type of every array (float32) */
+#define SYMNET_5679970E0F_N_INPUTS 64  /* features per example */
+#define SYMNET_5679970E0F_N_OUTPUTS 10
+#define SYMNET_5679970E0F_N_PARAMS 9930  /* numbers in the flat parameter array */
+#define SYMNET_5679970E0F_WORK_PER_EXAMPLE 11112
+#define SYMNET_5679970E0F_WORK_SIZE(batch) ((batch) * 11112 + 9930)  /* numbers of scratch per call */
+#define SYMNET_5679970E0F_TRAIN_WORK_SIZE(batch_size) (SYMNET_5679970E0F_WORK_SIZE(batch_size) + (batch_size) * 74)
+#define SYMNET_5679970E0F_SGD 0       /* optimizer codes of symnet_5679970e0f_update and symnet_5679970e0f_train */
+#define SYMNET_5679970E0F_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_5679970E0F_N_PARAMS numbers */
+#define SYMNET_5679970E0F_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_5679970E0F_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_2092730BD3_N_OUTPUTS) = the network's output for X (batch × SYMNET_2092730BD3_N_INPUTS). */
-void symnet_2092730bd3_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_5679970E0F_N_OUTPUTS) = the network's output for X (batch × SYMNET_5679970E0F_N_INPUTS). */
+void symnet_5679970e0f_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_2092730bd3_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_5679970e0f_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_2092730BD3_N_PARAMS numbers) by back propagation. */
-float symnet_2092730bd3_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_5679970E0F_N_PARAMS numbers) by back propagation. */
+float symnet_5679970e0f_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_2092730bd3_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_5679970e0f_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_2092730BD3_SGD, SYMNET_2092730BD3_MOMENTUM or SYMNET_2092730BD3_ADAM
+/* The loss of the batch: the mean over its examples of the per-example loss; T[b] is the class label of example b. */
+float symnet_5679970e0f_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
+
+/* The loss, and ∂L/∂θ into grads (SYMNET_5679970E0F_N_PARAMS numbers) by back propagation. */
+float symnet_5679970e0f_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
+    float *grads, float *work);
+
+/* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
+float symnet_5679970e0f_step_labels(float *params, const float *X, const float *T, int batch, float lr,
+    float *work);
+
+/* The update of one step from the gradients: optimizer SYMNET_5679970E0F_SGD, SYMNET_5679970E0F_MOMENTUM or SYMNET_5679970E0F_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
- * hyper[4] = {μ, β1, β2, ε} and the step number t = 1, 2, ... (Adam's corrections). */
-void symnet_2092730bd3_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+ * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
+ * number t = 1, 2, ... (Adam's corrections). */
+void symnet_5679970e0f_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
- * batch may be short) of (X, T), step size lr[s] and step number t0 + s + 1, and writes
- * its loss to losses[s].  Stops before the update of a step whose loss is not finite
- * and returns the number of steps completed.  prev (SYMNET_2092730BD3_N_PARAMS numbers, or NULL)
- * receives the parameters before the last update, *have_prev says it holds them; a
- * non-finite loss restores them.  work: SYMNET_2092730BD3_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_2092730bd3_train(float *params, const float *X, const float *T, const long long *idx,
+ * batch may be short) of (X, T), step size lr[s] and step number
+ * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
+ * of examples classified correctly before the step to correct[s].  Stops before the
+ * update of a step whose loss is not finite and returns the number of steps completed.
+ * prev (SYMNET_5679970E0F_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * *have_prev says it holds them; a non-finite loss restores them.
+ * work: SYMNET_5679970E0F_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_5679970e0f_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
-    float *prev, int *have_prev, float *work);
+    float *prev, int *have_prev, double *correct, float *work);
+
+/* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
+ * batch may be short) of (X, T); T[b] is the class label of example b, step size lr[s] and step number
+ * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
+ * of examples classified correctly before the step to correct[s].  Stops before the
+ * update of a step whose loss is not finite and returns the number of steps completed.
+ * prev (SYMNET_5679970E0F_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * *have_prev says it holds them; a non-finite loss restores them.
+ * work: SYMNET_5679970E0F_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_5679970e0f_train_labels(float *params, const float *X, const float *T, const long long *idx,
+    long long n_idx, int batch_size, const double *lr, double *losses,
+    int optimizer, float *s1, float *s2, const double *hyper, long long t0,
+    float *prev, int *have_prev, double *correct, float *work);
 
 #ifdef __cplusplus
 }
 #endif
 
-#endif /* SYMNET_2092730BD3_H */
+#endif /* SYMNET_5679970E0F_H */
 
 typedef float real;
 #define SN_SIMD 1  /* reductions marked `omp simd` vectorise (-fopenmp-simd) */
@@ -483,7 +510,7 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
     real *col_H3 = work + (size_t)batch * 4416;  /* im2col of H2 for H3: (batch, 144, 16) */
     real *H3 = work + (size_t)batch * 7232;  /* layer H3: (batch, 32, 4, 4) */
     real *z_O = work + (size_t)batch * 7744;  /* Σ of O: (batch, 10) */
-    real *O = work + (size_t)batch * 7754;  /* layer O: (batch, 10) */
+    real *sn_u_O = work + (size_t)batch * 7754;  /* layer O: (batch, 10) */
     real *H2 = z_H2;  /* layer H2: z_H2 itself: (batch, 16, 4, 4) */
     real *H4 = H3;  /* layer H4: H3 flattened (the same memory): (batch, 512) */
 
@@ -530,13 +557,13 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
     /* O[b,i] = b5[i] + z_O[b,i] */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 10; i++) {
-            O[b * 10 + i] = b5[i] + z_O[b * 10 + i];
+            sn_u_O[b * 10 + i] = b5[i] + z_O[b * 10 + i];
         }
 
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_2092730bd3_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_5679970e0f_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 7754, sizeof(real) * (size_t)batch * 10);
@@ -546,14 +573,14 @@ void symnet_2092730bd3_forward(const real *params, const real *X, int batch, rea
 static double sn_loss(const real *params, real *work, const real *I, const real *T, int batch)
 {
 
-    real *O = work + (size_t)batch * 7754;  /* layer O: (batch, 10) */
+    real *sn_u_O = work + (size_t)batch * 7754;  /* layer O: (batch, 10) */
 
     double loss = 0;
     sn_forward(params, work, I, batch);
     /* L_b = logsumexp(O[b,:])·Σ_k T[b,k] − Σ_k T[b,k]·O[b,k]
      */
     for (int b = 0; b < batch; b++) {
-        const real *o = O + (size_t)b * 10;
+        const real *o = sn_u_O + (size_t)b * 10;
         const real *t = T + (size_t)b * 10;
         real m = o[0];
         for (int k = 1; k < 10; k++) m = o[k] > m ? o[k] : m;
@@ -570,7 +597,7 @@ static double sn_loss(const real *params, real *work, const real *I, const real 
     return loss / batch;
 }
 
-real symnet_2092730bd3_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_5679970e0f_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -598,7 +625,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     real *col_H3 = work + (size_t)batch * 4416;  /* im2col of H2 for H3: (batch, 144, 16) */
     real *dT_H3 = work + (size_t)batch * 6720;  /* the delta of H3 transposed, for the weight gradient: (batch, 16, 32) */
     real *H3 = work + (size_t)batch * 7232;  /* layer H3: (batch, 32, 4, 4) */
-    real *O = work + (size_t)batch * 7754;  /* layer O: (batch, 10) */
+    real *sn_u_O = work + (size_t)batch * 7754;  /* layer O: (batch, 10) */
     real *dL_dH1 = work + (size_t)batch * 7764;  /* ∂L/∂H1: (batch, 16, 8, 8) */
     real *delta_H1 = work + (size_t)batch * 8788;  /* ∂L/∂z_H1: (batch, 16, 8, 8) */
     real *dL_dH2 = work + (size_t)batch * 9812;  /* ∂L/∂H2: (batch, 16, 4, 4) */
@@ -616,7 +643,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     /* L_b = logsumexp(O[b,:])·Σ_k T[b,k] − Σ_k T[b,k]·O[b,k]
        dL_dO[b,k] = (softmax(O[b,:])_k·Σ_j T[b,j] − T[b,k]) / batch */
     for (int b = 0; b < batch; b++) {
-        const real *o = O + (size_t)b * 10;
+        const real *o = sn_u_O + (size_t)b * 10;
         const real *t = T + (size_t)b * 10;
         real m = o[0];
         for (int k = 1; k < 10; k++) m = o[k] > m ? o[k] : m;
@@ -727,22 +754,204 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_2092730bd3_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_5679970e0f_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
 
-/* dst[p] = src[p] − lr·∂L/∂θ[p] for all 9930 parameters (plain gradient
- * descent); dst may be src.  Not restrict: in place is the common case. */
+/* Loss L = (1/batch) Σ_b L_b, after a forward pass; T[b] is the class label of example b. */
+static double sn_loss_labels(const real *params, real *work, const real *I, const real *T, int batch)
+{
+
+    real *sn_u_O = work + (size_t)batch * 7754;  /* layer O: (batch, 10) */
+
+    double loss = 0;
+    sn_forward(params, work, I, batch);
+    /* L_b = logsumexp(O[b,:]) − O[b,y_b], y_b = (int)T[b] the class label of example b
+     */
+    for (int b = 0; b < batch; b++) {
+        const real *o = sn_u_O + (size_t)b * 10;
+        const int y = (int)T[b];
+        real m = o[0];
+        for (int k = 1; k < 10; k++) m = o[k] > m ? o[k] : m;
+        real s = 0;
+        for (int k = 0; k < 10; k++) s += expf(o[k] - m);
+        const real lse = m + logf(s);
+        loss += (double)(lse - o[y]);
+    }
+
+    return loss / batch;
+}
+
+real symnet_5679970e0f_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
+{
+    return (real)sn_loss_labels(params, work, X, T, batch);
+}
+
+/* Loss and every gradient ∂L/∂θ (into grads), by back propagation; T[b] is the class label of example b. */
+static double sn_loss_grad_labels(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
+{
+    const real *b1 = params + 144;  /* b1: (16,) */
+    const real *W3 = params + 160;  /* W3: (32, 16, 3, 3) */
+    const real *b3 = params + 4768;  /* b3: (32,) */
+    const real *W5 = params + 4800;  /* W5: (10, 512) */
+
+    real *g_W1 = grads + 0;  /* ∂L/∂W1: (16, 1, 3, 3) */
+    real *g_b1 = grads + 144;  /* ∂L/∂b1: (16,) */
+    real *g_W3 = grads + 160;  /* ∂L/∂W3: (32, 16, 3, 3) */
+    real *g_b3 = grads + 4768;  /* ∂L/∂b3: (32,) */
+    real *g_W5 = grads + 4800;  /* ∂L/∂W5: (10, 512) */
+    real *g_b5 = grads + 9920;  /* ∂L/∂b5: (10,) */
+
+    real *z_H1 = work + (size_t)batch * 0;  /* Σ of H1: (batch, 16, 8, 8) */
+    real *col_H1 = work + (size_t)batch * 1024;  /* im2col of I for H1: (batch, 9, 64) */
+    real *dT_H1 = work + (size_t)batch * 1600;  /* the delta of H1 transposed, for the weight gradient: (batch, 64, 16) */
+    real *H1 = work + (size_t)batch * 2624;  /* layer H1: (batch, 16, 8, 8) */
+    real *z_H3 = work + (size_t)batch * 3904;  /* Σ of H3: (batch, 32, 4, 4) */
+    real *col_H3 = work + (size_t)batch * 4416;  /* im2col of H2 for H3: (batch, 144, 16) */
+    real *dT_H3 = work + (size_t)batch * 6720;  /* the delta of H3 transposed, for the weight gradient: (batch, 16, 32) */
+    real *H3 = work + (size_t)batch * 7232;  /* layer H3: (batch, 32, 4, 4) */
+    real *sn_u_O = work + (size_t)batch * 7754;  /* layer O: (batch, 10) */
+    real *dL_dH1 = work + (size_t)batch * 7764;  /* ∂L/∂H1: (batch, 16, 8, 8) */
+    real *delta_H1 = work + (size_t)batch * 8788;  /* ∂L/∂z_H1: (batch, 16, 8, 8) */
+    real *dL_dH2 = work + (size_t)batch * 9812;  /* ∂L/∂H2: (batch, 16, 4, 4) */
+    real *dL_dH3 = work + (size_t)batch * 10068;  /* ∂L/∂H3: (batch, 32, 4, 4) */
+    real *delta_H3 = work + (size_t)batch * 10580;  /* ∂L/∂z_H3: (batch, 32, 4, 4) */
+    real *dL_dO = work + (size_t)batch * 11092;  /* ∂L/∂O: (batch, 10) */
+    real *delta_O = work + (size_t)batch * 11102;  /* ∂L/∂z_O: (batch, 10) */
+    real *H4 = H3;  /* layer H4: H3 flattened (the same memory): (batch, 512) */
+    real *delta_H2 = dL_dH2;  /* ∂L/∂z_H2: ∂L/∂H2 itself: (batch, 16, 4, 4) */
+    real *dL_dH4 = dL_dH3;  /* ∂L/∂H4: ∂L/∂H3 flattened: (batch, 512) */
+
+    const real inv_batch = (real)1 / (real)batch;
+    double loss = 0;
+    sn_forward(params, work, I, batch);
+    /* L_b = logsumexp(O[b,:]) − O[b,y_b], y_b = (int)T[b] the class label of example b
+       dL_dO[b,k] = (softmax(O[b,:])_k − [k = y_b]) / batch */
+    for (int b = 0; b < batch; b++) {
+        const real *o = sn_u_O + (size_t)b * 10;
+        const int y = (int)T[b];
+        real m = o[0];
+        for (int k = 1; k < 10; k++) m = o[k] > m ? o[k] : m;
+        real s = 0;
+        for (int k = 0; k < 10; k++) s += expf(o[k] - m);
+        const real lse = m + logf(s);
+        loss += (double)(lse - o[y]);
+        real *g = dL_dO + (size_t)b * 10;
+        for (int k = 0; k < 10; k++)
+            g[k] = (expf(o[k] - lse) - (real)(k == y)) * inv_batch;
+    }
+    memset(g_b5, 0, sizeof(real) * 10);
+    /* delta_O[b,i] = dL_dO[b,i]; g_b5[i] += dL_dO[b,i] */
+    for (int b = 0; b < batch; b++)
+        for (int i = 0; i < 10; i++) {
+            delta_O[b * 10 + i] = dL_dO[b * 10 + i];
+            g_b5[i] += dL_dO[b * 10 + i];
+        }
+    /* g_W5[i,j] = Σ_b delta_O[b,i]·H4[b,j] */
+    sn_mm_tn(10, 512, batch, delta_O, H4, g_W5, 0);
+    /* dL_dH4[b,j] = Σ_i delta_O[b,i]·W5[i,j] */
+    sn_mm_nn(batch, 512, 10, delta_O, W5, dL_dH4, 0);
+    memset(g_b3, 0, sizeof(real) * 32);
+    /* delta_H3[b,c,y,x] = dL_dH3[b,c,y,x]·(1 if b3[c] + z_H3[b,c,y,x] > 0 else 0); g_b3[c] += dL_dH3[b,c,y,x]·(1 if b3[c] + z_H3[b,c,y,x] > 0 else 0) */
+    for (int b = 0; b < batch; b++)
+        for (int c = 0; c < 32; c++)
+            for (int y = 0; y < 4; y++) {
+                real acc0 = 0;
+#ifdef SN_SIMD
+#pragma omp simd reduction(+:acc0)
+#endif
+                for (int x = 0; x < 4; x++) {
+                    const real t0 = dL_dH3[b * 512 + c * 16 + y * 4 + x]*((b3[c] + z_H3[b * 512 + c * 16 + y * 4 + x] > 0) ? (1) : (0));
+                    delta_H3[b * 512 + c * 16 + y * 4 + x] = t0;
+                    acc0 += t0;
+                }
+                g_b3[c] += acc0;
+            }
+    memset(dL_dH2, 0, sizeof(real) * (size_t)batch * 256);
+    /* dL_dH2[b,k,y + u - 1,x + v - 1] += Σ_c W3[c,k,u,v]·delta_H3[b,c,y,x], i.e. dL_dH2[b,k,y′,x′] = Σ_c Σ_u Σ_v W3[c,k,u,v]·delta_H3[b,c,y′ - u + 1,x′ - v + 1]; g_W3[c,k,u,v] += Σ_b Σ_y Σ_x H2[b,k,y + u - 1,x + v - 1]·delta_H3[b,c,y,x]
+       as products with the forward im2col: g_W3 (+)= Σ_b delta_H3[b]·col_H3[b]ᵀ; col_H3[b] ← W3ᵀ·delta_H3[b], added back into dL_dH2[b] by col2im */
+    /* dT_H3[b,p,c] = delta_H3[b,c,p], p = y·4 + x: the delta's rows made contiguous along c */
+    for (int b = 0; b < batch; b++)
+        for (int ch = 0; ch < 32; ch++)
+            for (int p = 0; p < 16; p++)
+                dT_H3[(size_t)b * 512 + p * 32 + ch] = delta_H3[(size_t)b * 512 + ch * 16 + p];
+    /* g_W3[c,q] (+)= Σ_b Σ_p col_H3[b,q,p]·dT_H3[b,p,c], q = (k·KH + u)·KW + v: one product
+       over the whole batch, tiles of g_W3ᵀ in registers, stored transposed */
+    sn_conv_mm_batch(144, 32, batch, 16, col_H3, 2304, 16, 1, dT_H3, 512, g_W3, 1, 144, 0);
+    for (int b = 0; b < batch; b++) {
+        const real *d = delta_H3 + (size_t)b * 512;
+        real *col = col_H3 + (size_t)b * 2304;
+        sn_conv_mm(144, 16, 32, W3, 1, 144, d, col, 0);
+        sn_col2im(col, dL_dH2 + (size_t)b * 256, 16, 4, 4, 3, 3, 1, 1, 1, 1, 4, 4);
+    }
+    memset(dL_dH1, 0, sizeof(real) * (size_t)batch * 1024);
+    /* dL_dH1[b,c,y*2 + u,x*2 + v] += delta_H2[b,c,y,x] at the first (u,v) where H1[b,c,y*2 + u,x*2 + v] = z_H2[b,c,y,x] (first on ties) */
+    for (int b = 0; b < batch; b++)
+        for (int c = 0; c < 16; c++)
+            for (int y = 0; y < 4; y++)
+                for (int x = 0; x < 4; x++) {
+                    real best = -INFINITY;
+                    int u_at = 0, v_at = 0;
+                    for (int u = 0; u < 2; u++)
+                        for (int v = 0; v < 2; v++) {
+                            const real e = H1[b * 1024 + c * 64 + (y*2 + u) * 8 + (x*2 + v)];
+                            const int better = e > best;   /* strictly: the first maximum keeps the gradient */
+                            best = better ? e : best;
+                            u_at = better ? u : u_at;
+                            v_at = better ? v : v_at;
+                        }
+                    {
+                        const int u = u_at, v = v_at;
+                        dL_dH1[b * 1024 + c * 64 + (y*2 + u) * 8 + (x*2 + v)] += delta_H2[b * 256 + c * 16 + y * 4 + x];
+                    }
+                }
+    memset(g_b1, 0, sizeof(real) * 16);
+    /* delta_H1[b,c,y,x] = dL_dH1[b,c,y,x]·(1 if b1[c] + z_H1[b,c,y,x] > 0 else 0); g_b1[c] += dL_dH1[b,c,y,x]·(1 if b1[c] + z_H1[b,c,y,x] > 0 else 0) */
+    for (int b = 0; b < batch; b++)
+        for (int c = 0; c < 16; c++)
+            for (int y = 0; y < 8; y++) {
+                real acc0 = 0;
+#ifdef SN_SIMD
+#pragma omp simd reduction(+:acc0)
+#endif
+                for (int x = 0; x < 8; x++) {
+                    const real t0 = dL_dH1[b * 1024 + c * 64 + y * 8 + x]*((b1[c] + z_H1[b * 1024 + c * 64 + y * 8 + x] > 0) ? (1) : (0));
+                    delta_H1[b * 1024 + c * 64 + y * 8 + x] = t0;
+                    acc0 += t0;
+                }
+                g_b1[c] += acc0;
+            }
+    /* g_W1[c,k,u,v] += Σ_b Σ_y Σ_x I[b,k,y + u - 1,x + v - 1]·delta_H1[b,c,y,x]
+       as products with the forward im2col: g_W1 (+)= Σ_b delta_H1[b]·col_H1[b]ᵀ */
+    /* dT_H1[b,p,c] = delta_H1[b,c,p], p = y·8 + x: the delta's rows made contiguous along c */
+    for (int b = 0; b < batch; b++)
+        for (int ch = 0; ch < 16; ch++)
+            for (int p = 0; p < 64; p++)
+                dT_H1[(size_t)b * 1024 + p * 16 + ch] = delta_H1[(size_t)b * 1024 + ch * 64 + p];
+    /* g_W1[c,q] (+)= Σ_b Σ_p col_H1[b,q,p]·dT_H1[b,p,c], q = (k·KH + u)·KW + v: one product
+       over the whole batch, tiles of g_W1ᵀ in registers, stored transposed */
+    sn_conv_mm_batch(9, 16, batch, 64, col_H1, 576, 64, 1, dT_H1, 1024, g_W1, 1, 9, 0);
+
+    return loss / batch;
+}
+
+real symnet_5679970e0f_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+{
+    return (real)sn_loss_grad_labels(params, grads, work, X, T, batch);
+}
+
+/* dst[p] = src[p] − lr·∂L/∂θ[p] for the 9930 trainable parameters (plain
+ * gradient descent); dst may be src.  Not restrict: in place is the common case. */
 static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr)
 {
     for (size_t p = 0; p < 9930; p++)
         dst[p] = src[p] - lr * grads[p];
 }
 
-/* One steepest-descent step on this batch: θ ← θ − lr·∂L/∂θ, the gradients in
- * work after the batch's rows.  Returns the loss before it. */
-real symnet_2092730bd3_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+/* One steepest-descent step on this batch: θ ← θ − lr·∂L/∂θ, the gradients
+ * in work after the batch's rows.  Returns the loss before it. */
+real symnet_5679970e0f_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 11112;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
@@ -750,48 +959,83 @@ real symnet_2092730bd3_step(real *params, const real *X, const real *T, int batc
     return (real)loss;
 }
 
+/* One steepest-descent step on this batch; T[b] is the class label of example b: θ ← θ − lr·∂L/∂θ, the gradients
+ * in work after the batch's rows.  Returns the loss before it. */
+real symnet_5679970e0f_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
+{
+    real *grads = work + (size_t)batch * 11112;
+    const double loss = sn_loss_grad_labels(params, grads, work, X, T, batch);
+    sn_sgd_update(params, params, grads, lr);
+    return (real)loss;
+}
+
 /* The parameter update of one step, given the gradients g = ∂L/∂θ.
+ *   clipping, c = hyper[5] > 0:  g ← g·min(1, c/‖g‖₂), ‖g‖₂ over all parameters
+ *   weight decay λ = hyper[4] (L2):  g ← g + λ·θ for gradient descent and momentum;
+ *       for Adam it is decoupled (AdamW): θ ← θ − η·(Adam's step + λ·θ)
  *   optimizer 0, gradient descent:  θ ← θ − η·g
  *   optimizer 1, momentum μ = hyper[0]:  v ← μ·v + g;  θ ← θ − η·v          (v in s1)
  *   optimizer 2, Adam (β1, β2, ε) = hyper[1..3], step number t ≥ 1:
  *       m ← β1·m + (1 − β1)·g;  v ← β2·v + (1 − β2)·g²                      (m in s1, v in s2)
  *       θ ← θ − η·(m / (1 − β1^t)) / (√(v / (1 − β2^t)) + ε)
+ * Only the 9930 trainable parameters change.
  * The optimizer state s1, s2 (9930 numbers each) is owned by the caller. */
 static void sn_update(const real *src, real *dst, const real *grads, real lr, int optimizer,
                       real *s1, real *s2, const double *hyper, long long t)
 {
-    if (optimizer == 0) {
+    const real wd = (real)hyper[4];
+    real c = 1;
+    if (hyper[5] > 0) {
+        /* ‖g‖₂ = √(Σ_p g[p]²), summed in double */
+        double ss = 0;
+        for (size_t p = 0; p < 9930; p++) ss += (double)grads[p] * grads[p];
+        const double norm = sqrt(ss);
+        if (norm > hyper[5]) c = (real)(hyper[5] / norm);
+    }
+    if (optimizer == 0 && wd == 0 && c == 1) {
         sn_sgd_update(src, dst, grads, lr);
+        return;
+    }
+    if (optimizer == 0) {
+        /* θ ← θ − η·(c·g + λ·θ) */
+        for (size_t p = 0; p < 9930; p++)
+            dst[p] = src[p] - lr * (c * grads[p] + wd * src[p]);
     } else if (optimizer == 1) {
         const real mu = (real)hyper[0];
+        /* v ← μ·v + (c·g + λ·θ);  θ ← θ − η·v */
         for (size_t p = 0; p < 9930; p++) {
-            s1[p] = mu * s1[p] + grads[p];
+            s1[p] = mu * s1[p] + (c * grads[p] + wd * src[p]);
             dst[p] = src[p] - lr * s1[p];
         }
     } else {
-        const real b1 = (real)hyper[1], b2 = (real)hyper[2], eps = (real)hyper[3];
+        const real adam_b1 = (real)hyper[1], adam_b2 = (real)hyper[2], eps = (real)hyper[3];
         /* bias corrections, in double: β^t underflows gracefully to 0 */
         const real c1 = (real)(1.0 - pow(hyper[1], (double)t));
         const real c2 = (real)(1.0 - pow(hyper[2], (double)t));
+        /* m ← β1·m + (1 − β1)·c·g;  v ← β2·v + (1 − β2)·(c·g)²;
+           θ ← θ − η·((m/(1 − β1^t)) / (√(v/(1 − β2^t)) + ε) + λ·θ) */
         for (size_t p = 0; p < 9930; p++) {
-            const real g = grads[p];
-            s1[p] = b1 * s1[p] + (1 - b1) * g;
-            s2[p] = b2 * s2[p] + (1 - b2) * (g * g);
-            dst[p] = src[p] - lr * (s1[p] / c1) / (sqrtf(s2[p] / c2) + eps);
+            const real g = c * grads[p];
+            s1[p] = adam_b1 * s1[p] + (1 - adam_b1) * g;
+            s2[p] = adam_b2 * s2[p] + (1 - adam_b2) * (g * g);
+            dst[p] = src[p] - lr * ((s1[p] / c1) / (sqrtf(s2[p] / c2) + eps) + wd * src[p]);
         }
     }
 }
 
-void symnet_2092730bd3_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_5679970e0f_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
+
 
 /* A run of training steps in one call: step s takes the examples
  * idx[s·batch_size .. min((s+1)·batch_size, n_idx)) of the data set (X, T), gathers
  * them into Ib, Tb (batch_size rows each, in work), and does loss_grad then update with
  * step size lr[s] and step number t0 + s + 1, exactly as one call of loss_grad and one
- * of update from the caller would.  losses[s] receives the batch loss before step s.
+ * of update from the caller would.  losses[s] receives the batch loss before step s,
+ * and correct[s] (unless correct is NULL) the number of examples of the batch the
+ * network classified correctly before step s (argmax of the output row = the class of the target).
  *
  * A non-finite loss stops the run before its update: params are restored from prev
  * (the parameters before the last update, when *have_prev) and the number of
@@ -805,9 +1049,9 @@ void symnet_2092730bd3_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_2092730bd3_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_5679970e0f_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
-                           const double *hyper, long long t0, real *prev, int *have_prev, real *work)
+                           const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
     real *grads = work + (size_t)batch_size * 11112;
     real *Ib = grads + 9930;
@@ -839,6 +1083,99 @@ long long symnet_2092730bd3_train(real *params, const real *X, const real *T, co
         if (prev != NULL)
             *have_prev = 1;
         losses[s] = loss;
+        if (correct != NULL) {
+            /* argmax of the output row = the class of the target, from the outputs the step's forward pass left in work */
+            const real *o = work + (size_t)batch * 7754;
+            double right = 0;
+            for (int r = 0; r < batch; r++) {
+                const real *orow = o + (size_t)r * 10, *trow = Tb + (size_t)r * 10;
+                int best = 0;
+                for (int k = 1; k < 10; k++) best = orow[k] > orow[best] ? k : best;
+                int want = 0;
+                for (int k = 1; k < 10; k++) want = trow[k] > trow[want] ? k : want;
+                right += best == want;
+            }
+            correct[s] = right;
+        }
+    }
+    if (cur != params) {
+        /* an odd number of steps left the new θ in prev: exchange the two */
+        for (size_t p = 0; p < 9930; p++) {
+            const real v = params[p];
+            params[p] = prev[p];
+            prev[p] = v;
+        }
+    }
+    return s;
+}
+
+/* A run of training steps in one call: step s takes the examples
+ * idx[s·batch_size .. min((s+1)·batch_size, n_idx)) of the data set (X, T), gathers
+ * them into Ib, Tb (batch_size rows each, in work), and does loss_grad then update with
+ * step size lr[s] and step number t0 + s + 1, exactly as one call of loss_grad and one
+ * of update from the caller would.  losses[s] receives the batch loss before step s,
+ * and correct[s] (unless correct is NULL) the number of examples of the batch the
+ * network classified correctly before step s (argmax of the output row = the class of the target).
+ *
+ * A non-finite loss stops the run before its update: params are restored from prev
+ * (the parameters before the last update, when *have_prev) and the number of
+ * completed steps is returned; otherwise it returns the number of steps.  On return
+ * prev holds the parameters before the last update (after a restore: the same as
+ * params).  prev may be NULL (no restoring).
+ *
+ * work: the batch's rows (11112 numbers per example), then the
+ * gradients (9930), then Ib and Tb.
+ *
+ * params and prev take turns: each update reads θ from one and writes the new θ
+ * into the other, so the θ before the update is kept without a copy per step
+ * (a copy of all parameters per step cost ~5% of a medium network's step).
+ * The same with integer class labels: T[n] is the class of example n. */
+long long symnet_5679970e0f_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+                           int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
+                           const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
+{
+    real *grads = work + (size_t)batch_size * 11112;
+    real *Ib = grads + 9930;
+    real *Tb = Ib + (size_t)batch_size * 64;
+    real *cur = params, *old = prev != NULL ? prev : params;  /* θ now; θ before the last update */
+    long long s = 0;
+    for (long long start = 0; start < n_idx; start += batch_size, s++) {
+        const int batch = (int)(n_idx - start < batch_size ? n_idx - start : batch_size);
+        /* Ib[r,:] = X[idx[start + r],:];  Tb[r,:] = T[idx[start + r],:] */
+        for (int r = 0; r < batch; r++) {
+            const size_t n = (size_t)idx[start + r];
+            memcpy(Ib + (size_t)r * 64, X + n * 64, sizeof(real) * 64);
+            memcpy(Tb + (size_t)r * 1, T + n * 1, sizeof(real) * 1);
+        }
+        const double loss = sn_loss_grad_labels(cur, grads, work, Ib, Tb, batch);
+        if (!isfinite(loss)) {
+            /* both buffers ← θ before the last update (only cur needs it written) */
+            if (prev != NULL && *have_prev)
+                memcpy(cur, old, sizeof(real) * 9930);
+            else if (cur != params)
+                memcpy(params, cur, sizeof(real) * 9930);
+            return s;
+        }
+        /* old ← θ − update(θ) and swap the names: cur is the new θ, old the one before */
+        sn_update(cur, old, grads, (real)lr[s], optimizer, s1, s2, hyper, t0 + s + 1);
+        real *const tmp = cur;
+        cur = old;
+        old = tmp;
+        if (prev != NULL)
+            *have_prev = 1;
+        losses[s] = loss;
+        if (correct != NULL) {
+            /* argmax of the output row = the class of the target, from the outputs the step's forward pass left in work */
+            const real *o = work + (size_t)batch * 7754;
+            double right = 0;
+            for (int r = 0; r < batch; r++) {
+                const real *orow = o + (size_t)r * 10, *trow = Tb + (size_t)r * 1;
+                int best = 0;
+                for (int k = 1; k < 10; k++) best = orow[k] > orow[best] ? k : best;
+                right += best == (int)trow[0];
+            }
+            correct[s] = right;
+        }
     }
     if (cur != params) {
         /* an odd number of steps left the new θ in prev: exchange the two */

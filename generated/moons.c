@@ -28,8 +28,8 @@
  *   loss: bce, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_12002D2AE5_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_12002D2AE5_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_39A5762D7D_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_39A5762D7D_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (16, 2)
  *   b1           offset        32  shape (16,)
  *   W2           offset        48  shape (16, 16)
@@ -37,65 +37,68 @@
  *   W3           offset       320  shape (1, 16)
  *   b3           offset       336  shape (1,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_12002D2AE5_WORK_SIZE(batch) numbers; SYMNET_12002D2AE5_TRAIN_WORK_SIZE(batch_size) for
- * symnet_12002d2ae5_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_39A5762D7D_WORK_SIZE(batch) numbers; SYMNET_39A5762D7D_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_39a5762d7d_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 337 + X B*2 + T or O B*1 + work (B*131 + 337)
  *   numbers of 4 bytes; e.g. B = 32: 19,848 bytes (training; forward only: 10,180).
  */
-#ifndef SYMNET_12002D2AE5_H
-#define SYMNET_12002D2AE5_H
+#ifndef SYMNET_39A5762D7D_H
+#define SYMNET_39A5762D7D_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_12002D2AE5_REAL float  /* the number type of every array (float32) */
-#define SYMNET_12002D2AE5_N_INPUTS 2  /* features per example */
-#define SYMNET_12002D2AE5_N_OUTPUTS 1
-#define SYMNET_12002D2AE5_N_PARAMS 337  /* numbers in the flat parameter array */
-#define SYMNET_12002D2AE5_WORK_PER_EXAMPLE 131
-#define SYMNET_12002D2AE5_WORK_SIZE(batch) ((batch) * 131 + 337)  /* numbers of scratch per call */
-#define SYMNET_12002D2AE5_TRAIN_WORK_SIZE(batch_size) (SYMNET_12002D2AE5_WORK_SIZE(batch_size) + (batch_size) * 3)
-#define SYMNET_12002D2AE5_SGD 0       /* optimizer codes of symnet_12002d2ae5_update and symnet_12002d2ae5_train */
-#define SYMNET_12002D2AE5_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_12002D2AE5_N_PARAMS numbers */
-#define SYMNET_12002D2AE5_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_12002D2AE5_N_PARAMS numbers each */
+#define SYMNET_39A5762D7D_REAL float  /* the number type of every array (float32) */
+#define SYMNET_39A5762D7D_N_INPUTS 2  /* features per example */
+#define SYMNET_39A5762D7D_N_OUTPUTS 1
+#define SYMNET_39A5762D7D_N_PARAMS 337  /* numbers in the flat parameter array */
+#define SYMNET_39A5762D7D_WORK_PER_EXAMPLE 131
+#define SYMNET_39A5762D7D_WORK_SIZE(batch) ((batch) * 131 + 337)  /* numbers of scratch per call */
+#define SYMNET_39A5762D7D_TRAIN_WORK_SIZE(batch_size) (SYMNET_39A5762D7D_WORK_SIZE(batch_size) + (batch_size) * 3)
+#define SYMNET_39A5762D7D_SGD 0       /* optimizer codes of symnet_39a5762d7d_update and symnet_39a5762d7d_train */
+#define SYMNET_39A5762D7D_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_39A5762D7D_N_PARAMS numbers */
+#define SYMNET_39A5762D7D_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_39A5762D7D_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_12002D2AE5_N_OUTPUTS) = the network's output for X (batch × SYMNET_12002D2AE5_N_INPUTS). */
-void symnet_12002d2ae5_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_39A5762D7D_N_OUTPUTS) = the network's output for X (batch × SYMNET_39A5762D7D_N_INPUTS). */
+void symnet_39a5762d7d_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_12002d2ae5_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_39a5762d7d_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_12002D2AE5_N_PARAMS numbers) by back propagation. */
-float symnet_12002d2ae5_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_39A5762D7D_N_PARAMS numbers) by back propagation. */
+float symnet_39a5762d7d_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_12002d2ae5_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_39a5762d7d_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_12002D2AE5_SGD, SYMNET_12002D2AE5_MOMENTUM or SYMNET_12002D2AE5_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_39A5762D7D_SGD, SYMNET_39A5762D7D_MOMENTUM or SYMNET_39A5762D7D_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
- * hyper[4] = {μ, β1, β2, ε} and the step number t = 1, 2, ... (Adam's corrections). */
-void symnet_12002d2ae5_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+ * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
+ * number t = 1, 2, ... (Adam's corrections). */
+void symnet_39a5762d7d_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
- * batch may be short) of (X, T), step size lr[s] and step number t0 + s + 1, and writes
- * its loss to losses[s].  Stops before the update of a step whose loss is not finite
- * and returns the number of steps completed.  prev (SYMNET_12002D2AE5_N_PARAMS numbers, or NULL)
- * receives the parameters before the last update, *have_prev says it holds them; a
- * non-finite loss restores them.  work: SYMNET_12002D2AE5_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_12002d2ae5_train(float *params, const float *X, const float *T, const long long *idx,
+ * batch may be short) of (X, T), step size lr[s] and step number
+ * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
+ * of examples classified correctly before the step to correct[s].  Stops before the
+ * update of a step whose loss is not finite and returns the number of steps completed.
+ * prev (SYMNET_39A5762D7D_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * *have_prev says it holds them; a non-finite loss restores them.
+ * work: SYMNET_39A5762D7D_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_39a5762d7d_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
-    float *prev, int *have_prev, float *work);
+    float *prev, int *have_prev, double *correct, float *work);
 
 #ifdef __cplusplus
 }
 #endif
 
-#endif /* SYMNET_12002D2AE5_H */
+#endif /* SYMNET_39A5762D7D_H */
 
 typedef float real;
 #define SN_SIMD 1  /* reductions marked `omp simd` vectorise (-fopenmp-simd) */
@@ -348,7 +351,7 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
     real *z_H2 = work + (size_t)batch * 32;  /* Σ of H2: (batch, 16) */
     real *H2 = work + (size_t)batch * 48;  /* layer H2: (batch, 16) */
     real *z_O = work + (size_t)batch * 64;  /* Σ of O: (batch, 1) */
-    real *O = work + (size_t)batch * 65;  /* layer O: (batch, 1) */
+    real *sn_u_O = work + (size_t)batch * 65;  /* layer O: (batch, 1) */
 
     /* z_H1[b,i] = Σ_j W1[i,j]·I[b,j] */
     sn_mm_nt(batch, 16, 2, I, W1, z_H1, 0);
@@ -369,13 +372,13 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
     /* O[b,i] = σ(b3[i] + z_O[b,i]) */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 1; i++) {
-            O[b * 1 + i] = sn_sigmoid(b3[i] + z_O[b * 1 + i]);
+            sn_u_O[b * 1 + i] = sn_sigmoid(b3[i] + z_O[b * 1 + i]);
         }
 
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_12002d2ae5_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_39a5762d7d_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 65, sizeof(real) * (size_t)batch * 1);
@@ -400,7 +403,7 @@ static double sn_loss(const real *params, real *work, const real *I, const real 
     return loss / batch;
 }
 
-real symnet_12002d2ae5_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_39a5762d7d_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -422,7 +425,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     real *H1 = work + (size_t)batch * 16;  /* layer H1: (batch, 16) */
     real *H2 = work + (size_t)batch * 48;  /* layer H2: (batch, 16) */
     real *z_O = work + (size_t)batch * 64;  /* Σ of O: (batch, 1) */
-    real *O = work + (size_t)batch * 65;  /* layer O: (batch, 1) */
+    real *sn_u_O = work + (size_t)batch * 65;  /* layer O: (batch, 1) */
     real *dL_dH1 = work + (size_t)batch * 66;  /* ∂L/∂H1: (batch, 16) */
     real *delta_H1 = work + (size_t)batch * 82;  /* ∂L/∂z_H1: (batch, 16) */
     real *dL_dH2 = work + (size_t)batch * 98;  /* ∂L/∂H2: (batch, 16) */
@@ -437,7 +440,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 1; i++) {
             const real t0 = b3[i] + z_O[b * 1 + i];
-            const real t1 = inv_batch*(O[b * 1 + i] - T[b * 1 + i]);
+            const real t1 = inv_batch*(sn_u_O[b * 1 + i] - T[b * 1 + i]);
             loss += (double)(T[b * 1 + i]*sn_softplus(-t0) + (1 - T[b * 1 + i])*sn_softplus(t0));
             delta_O[b * 1 + i] = t1;
             g_b3[i] += t1;
@@ -472,22 +475,22 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_12002d2ae5_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_39a5762d7d_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
 
-/* dst[p] = src[p] − lr·∂L/∂θ[p] for all 337 parameters (plain gradient
- * descent); dst may be src.  Not restrict: in place is the common case. */
+/* dst[p] = src[p] − lr·∂L/∂θ[p] for the 337 trainable parameters (plain
+ * gradient descent); dst may be src.  Not restrict: in place is the common case. */
 static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr)
 {
     for (size_t p = 0; p < 337; p++)
         dst[p] = src[p] - lr * grads[p];
 }
 
-/* One steepest-descent step on this batch: θ ← θ − lr·∂L/∂θ, the gradients in
- * work after the batch's rows.  Returns the loss before it. */
-real symnet_12002d2ae5_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+/* One steepest-descent step on this batch: θ ← θ − lr·∂L/∂θ, the gradients
+ * in work after the batch's rows.  Returns the loss before it. */
+real symnet_39a5762d7d_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 131;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
@@ -496,47 +499,72 @@ real symnet_12002d2ae5_step(real *params, const real *X, const real *T, int batc
 }
 
 /* The parameter update of one step, given the gradients g = ∂L/∂θ.
+ *   clipping, c = hyper[5] > 0:  g ← g·min(1, c/‖g‖₂), ‖g‖₂ over all parameters
+ *   weight decay λ = hyper[4] (L2):  g ← g + λ·θ for gradient descent and momentum;
+ *       for Adam it is decoupled (AdamW): θ ← θ − η·(Adam's step + λ·θ)
  *   optimizer 0, gradient descent:  θ ← θ − η·g
  *   optimizer 1, momentum μ = hyper[0]:  v ← μ·v + g;  θ ← θ − η·v          (v in s1)
  *   optimizer 2, Adam (β1, β2, ε) = hyper[1..3], step number t ≥ 1:
  *       m ← β1·m + (1 − β1)·g;  v ← β2·v + (1 − β2)·g²                      (m in s1, v in s2)
  *       θ ← θ − η·(m / (1 − β1^t)) / (√(v / (1 − β2^t)) + ε)
+ * Only the 337 trainable parameters change.
  * The optimizer state s1, s2 (337 numbers each) is owned by the caller. */
 static void sn_update(const real *src, real *dst, const real *grads, real lr, int optimizer,
                       real *s1, real *s2, const double *hyper, long long t)
 {
-    if (optimizer == 0) {
+    const real wd = (real)hyper[4];
+    real c = 1;
+    if (hyper[5] > 0) {
+        /* ‖g‖₂ = √(Σ_p g[p]²), summed in double */
+        double ss = 0;
+        for (size_t p = 0; p < 337; p++) ss += (double)grads[p] * grads[p];
+        const double norm = sqrt(ss);
+        if (norm > hyper[5]) c = (real)(hyper[5] / norm);
+    }
+    if (optimizer == 0 && wd == 0 && c == 1) {
         sn_sgd_update(src, dst, grads, lr);
+        return;
+    }
+    if (optimizer == 0) {
+        /* θ ← θ − η·(c·g + λ·θ) */
+        for (size_t p = 0; p < 337; p++)
+            dst[p] = src[p] - lr * (c * grads[p] + wd * src[p]);
     } else if (optimizer == 1) {
         const real mu = (real)hyper[0];
+        /* v ← μ·v + (c·g + λ·θ);  θ ← θ − η·v */
         for (size_t p = 0; p < 337; p++) {
-            s1[p] = mu * s1[p] + grads[p];
+            s1[p] = mu * s1[p] + (c * grads[p] + wd * src[p]);
             dst[p] = src[p] - lr * s1[p];
         }
     } else {
-        const real b1 = (real)hyper[1], b2 = (real)hyper[2], eps = (real)hyper[3];
+        const real adam_b1 = (real)hyper[1], adam_b2 = (real)hyper[2], eps = (real)hyper[3];
         /* bias corrections, in double: β^t underflows gracefully to 0 */
         const real c1 = (real)(1.0 - pow(hyper[1], (double)t));
         const real c2 = (real)(1.0 - pow(hyper[2], (double)t));
+        /* m ← β1·m + (1 − β1)·c·g;  v ← β2·v + (1 − β2)·(c·g)²;
+           θ ← θ − η·((m/(1 − β1^t)) / (√(v/(1 − β2^t)) + ε) + λ·θ) */
         for (size_t p = 0; p < 337; p++) {
-            const real g = grads[p];
-            s1[p] = b1 * s1[p] + (1 - b1) * g;
-            s2[p] = b2 * s2[p] + (1 - b2) * (g * g);
-            dst[p] = src[p] - lr * (s1[p] / c1) / (sqrtf(s2[p] / c2) + eps);
+            const real g = c * grads[p];
+            s1[p] = adam_b1 * s1[p] + (1 - adam_b1) * g;
+            s2[p] = adam_b2 * s2[p] + (1 - adam_b2) * (g * g);
+            dst[p] = src[p] - lr * ((s1[p] / c1) / (sqrtf(s2[p] / c2) + eps) + wd * src[p]);
         }
     }
 }
 
-void symnet_12002d2ae5_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_39a5762d7d_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
+
 
 /* A run of training steps in one call: step s takes the examples
  * idx[s·batch_size .. min((s+1)·batch_size, n_idx)) of the data set (X, T), gathers
  * them into Ib, Tb (batch_size rows each, in work), and does loss_grad then update with
  * step size lr[s] and step number t0 + s + 1, exactly as one call of loss_grad and one
- * of update from the caller would.  losses[s] receives the batch loss before step s.
+ * of update from the caller would.  losses[s] receives the batch loss before step s,
+ * and correct[s] (unless correct is NULL) the number of examples of the batch the
+ * network classified correctly before step s (share of the outputs with O > 0.5 exactly where T > 0.5).
  *
  * A non-finite loss stops the run before its update: params are restored from prev
  * (the parameters before the last update, when *have_prev) and the number of
@@ -550,9 +578,9 @@ void symnet_12002d2ae5_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_12002d2ae5_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_39a5762d7d_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
-                           const double *hyper, long long t0, real *prev, int *have_prev, real *work)
+                           const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
     real *grads = work + (size_t)batch_size * 131;
     real *Ib = grads + 337;
@@ -584,6 +612,16 @@ long long symnet_12002d2ae5_train(real *params, const real *X, const real *T, co
         if (prev != NULL)
             *have_prev = 1;
         losses[s] = loss;
+        if (correct != NULL) {
+            /* share of the outputs with O > 0.5 exactly where T > 0.5, from the outputs the step's forward pass left in work */
+            const real *o = work + (size_t)batch * 65;
+            double right = 0;
+            for (int r = 0; r < batch; r++) {
+                for (int k = 0; k < 1; k++)
+                    right += (double)((o[(size_t)r * 1 + k] > (real)0.5) == (Tb[(size_t)r * 1 + k] > (real)0.5)) / 1;
+            }
+            correct[s] = right;
+        }
     }
     if (cur != params) {
         /* an odd number of steps left the new θ in prev: exchange the two */

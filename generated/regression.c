@@ -28,8 +28,8 @@
  *   loss: mse, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_CAC31D5908_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_CAC31D5908_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_4B12E3D4FE_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_4B12E3D4FE_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (32, 1)
  *   b1           offset        32  shape (32,)
  *   W2           offset        64  shape (32, 32)
@@ -37,65 +37,68 @@
  *   W3           offset      1120  shape (1, 32)
  *   b3           offset      1152  shape (1,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_CAC31D5908_WORK_SIZE(batch) numbers; SYMNET_CAC31D5908_TRAIN_WORK_SIZE(batch_size) for
- * symnet_cac31d5908_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_4B12E3D4FE_WORK_SIZE(batch) numbers; SYMNET_4B12E3D4FE_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_4b12e3d4fe_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 1153 + X B*1 + T or O B*1 + work (B*259 + 1153)
  *   numbers of 4 bytes; e.g. B = 32: 42,632 bytes (training; forward only: 21,508).
  */
-#ifndef SYMNET_CAC31D5908_H
-#define SYMNET_CAC31D5908_H
+#ifndef SYMNET_4B12E3D4FE_H
+#define SYMNET_4B12E3D4FE_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_CAC31D5908_REAL float  /* the number type of every array (float32) */
-#define SYMNET_CAC31D5908_N_INPUTS 1  /* features per example */
-#define SYMNET_CAC31D5908_N_OUTPUTS 1
-#define SYMNET_CAC31D5908_N_PARAMS 1153  /* numbers in the flat parameter array */
-#define SYMNET_CAC31D5908_WORK_PER_EXAMPLE 259
-#define SYMNET_CAC31D5908_WORK_SIZE(batch) ((batch) * 259 + 1153)  /* numbers of scratch per call */
-#define SYMNET_CAC31D5908_TRAIN_WORK_SIZE(batch_size) (SYMNET_CAC31D5908_WORK_SIZE(batch_size) + (batch_size) * 2)
-#define SYMNET_CAC31D5908_SGD 0       /* optimizer codes of symnet_cac31d5908_update and symnet_cac31d5908_train */
-#define SYMNET_CAC31D5908_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_CAC31D5908_N_PARAMS numbers */
-#define SYMNET_CAC31D5908_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_CAC31D5908_N_PARAMS numbers each */
+#define SYMNET_4B12E3D4FE_REAL float  /* the number type of every array (float32) */
+#define SYMNET_4B12E3D4FE_N_INPUTS 1  /* features per example */
+#define SYMNET_4B12E3D4FE_N_OUTPUTS 1
+#define SYMNET_4B12E3D4FE_N_PARAMS 1153  /* numbers in the flat parameter array */
+#define SYMNET_4B12E3D4FE_WORK_PER_EXAMPLE 259
+#define SYMNET_4B12E3D4FE_WORK_SIZE(batch) ((batch) * 259 + 1153)  /* numbers of scratch per call */
+#define SYMNET_4B12E3D4FE_TRAIN_WORK_SIZE(batch_size) (SYMNET_4B12E3D4FE_WORK_SIZE(batch_size) + (batch_size) * 2)
+#define SYMNET_4B12E3D4FE_SGD 0       /* optimizer codes of symnet_4b12e3d4fe_update and symnet_4b12e3d4fe_train */
+#define SYMNET_4B12E3D4FE_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_4B12E3D4FE_N_PARAMS numbers */
+#define SYMNET_4B12E3D4FE_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_4B12E3D4FE_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_CAC31D5908_N_OUTPUTS) = the network's output for X (batch × SYMNET_CAC31D5908_N_INPUTS). */
-void symnet_cac31d5908_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_4B12E3D4FE_N_OUTPUTS) = the network's output for X (batch × SYMNET_4B12E3D4FE_N_INPUTS). */
+void symnet_4b12e3d4fe_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_cac31d5908_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_4b12e3d4fe_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_CAC31D5908_N_PARAMS numbers) by back propagation. */
-float symnet_cac31d5908_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_4B12E3D4FE_N_PARAMS numbers) by back propagation. */
+float symnet_4b12e3d4fe_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_cac31d5908_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_4b12e3d4fe_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_CAC31D5908_SGD, SYMNET_CAC31D5908_MOMENTUM or SYMNET_CAC31D5908_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_4B12E3D4FE_SGD, SYMNET_4B12E3D4FE_MOMENTUM or SYMNET_4B12E3D4FE_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
- * hyper[4] = {μ, β1, β2, ε} and the step number t = 1, 2, ... (Adam's corrections). */
-void symnet_cac31d5908_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+ * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
+ * number t = 1, 2, ... (Adam's corrections). */
+void symnet_4b12e3d4fe_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
- * batch may be short) of (X, T), step size lr[s] and step number t0 + s + 1, and writes
- * its loss to losses[s].  Stops before the update of a step whose loss is not finite
- * and returns the number of steps completed.  prev (SYMNET_CAC31D5908_N_PARAMS numbers, or NULL)
- * receives the parameters before the last update, *have_prev says it holds them; a
- * non-finite loss restores them.  work: SYMNET_CAC31D5908_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_cac31d5908_train(float *params, const float *X, const float *T, const long long *idx,
+ * batch may be short) of (X, T), step size lr[s] and step number
+ * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
+ * of examples classified correctly before the step to correct[s].  Stops before the
+ * update of a step whose loss is not finite and returns the number of steps completed.
+ * prev (SYMNET_4B12E3D4FE_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * *have_prev says it holds them; a non-finite loss restores them.
+ * work: SYMNET_4B12E3D4FE_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_4b12e3d4fe_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
-    float *prev, int *have_prev, float *work);
+    float *prev, int *have_prev, double *correct, float *work);
 
 #ifdef __cplusplus
 }
 #endif
 
-#endif /* SYMNET_CAC31D5908_H */
+#endif /* SYMNET_4B12E3D4FE_H */
 
 typedef float real;
 #define SN_SIMD 1  /* reductions marked `omp simd` vectorise (-fopenmp-simd) */
@@ -320,7 +323,7 @@ SN_INLINE void sn_mm_tn(int M, int N, int K, const real *restrict A,
 }
 
 /* Forward pass: every layer from the input up. */
-static void sn_forward(const real *params, real *work, const real *x, int batch)
+static void sn_forward(const real *params, real *work, const real *sn_u_x, int batch)
 {
     const real *W1 = params + 0;  /* W1: (32, 1) */
     const real *b1 = params + 32;  /* b1: (32,) */
@@ -334,10 +337,10 @@ static void sn_forward(const real *params, real *work, const real *x, int batch)
     real *z_H2 = work + (size_t)batch * 64;  /* Σ of H2: (batch, 32) */
     real *H2 = work + (size_t)batch * 96;  /* layer H2: (batch, 32) */
     real *z_O = work + (size_t)batch * 128;  /* Σ of O: (batch, 1) */
-    real *O = work + (size_t)batch * 129;  /* layer O: (batch, 1) */
+    real *sn_u_O = work + (size_t)batch * 129;  /* layer O: (batch, 1) */
 
     /* z_H1[b,i] = Σ_j W1[i,j]·x[b,j] */
-    sn_mm_nt(batch, 32, 1, x, W1, z_H1, 0);
+    sn_mm_nt(batch, 32, 1, sn_u_x, W1, z_H1, 0);
     /* H1[b,i] = tanh(b1[i] + z_H1[b,i]) */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 32; i++) {
@@ -355,27 +358,27 @@ static void sn_forward(const real *params, real *work, const real *x, int batch)
     /* O[b,i] = b3[i] + z_O[b,i] */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 1; i++) {
-            O[b * 1 + i] = b3[i] + z_O[b * 1 + i];
+            sn_u_O[b * 1 + i] = b3[i] + z_O[b * 1 + i];
         }
 
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_cac31d5908_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_4b12e3d4fe_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 129, sizeof(real) * (size_t)batch * 1);
 }
 
 /* Loss L = (1/batch) Σ_b L_b, after a forward pass. */
-static double sn_loss(const real *params, real *work, const real *x, const real *T, int batch)
+static double sn_loss(const real *params, real *work, const real *sn_u_x, const real *T, int batch)
 {
     const real *b3 = params + 1152;  /* b3: (1,) */
 
     real *z_O = work + (size_t)batch * 128;  /* Σ of O: (batch, 1) */
 
     double loss = 0;
-    sn_forward(params, work, x, batch);
+    sn_forward(params, work, sn_u_x, batch);
     /* L += (-T[b,i] + b3[i] + z_O[b,i])² */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 1; i++) {
@@ -385,13 +388,13 @@ static double sn_loss(const real *params, real *work, const real *x, const real 
     return loss / batch;
 }
 
-real symnet_cac31d5908_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_4b12e3d4fe_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
 
 /* Loss and every gradient ∂L/∂θ (into grads), by back propagation. */
-static double sn_loss_grad(const real *params, real *grads, real *work, const real *x, const real *T, int batch)
+static double sn_loss_grad(const real *params, real *grads, real *work, const real *sn_u_x, const real *T, int batch)
 {
     const real *W2 = params + 64;  /* W2: (32, 32) */
     const real *W3 = params + 1120;  /* W3: (1, 32) */
@@ -415,7 +418,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
 
     const real inv_batch = (real)1 / (real)batch;
     double loss = 0;
-    sn_forward(params, work, x, batch);
+    sn_forward(params, work, sn_u_x, batch);
     memset(g_b3, 0, sizeof(real) * 1);
     /* L += (-T[b,i] + b3[i] + z_O[b,i])²; delta_O[b,i] = 2·inv_batch·(-T[b,i] + b3[i] + z_O[b,i]); g_b3[i] += 2·inv_batch·(-T[b,i] + b3[i] + z_O[b,i]) */
     for (int b = 0; b < batch; b++)
@@ -451,27 +454,27 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
             g_b1[i] += t0;
         }
     /* g_W1[i,j] = Σ_b delta_H1[b,i]·x[b,j] */
-    sn_mm_tn(32, 1, batch, delta_H1, x, g_W1, 0);
+    sn_mm_tn(32, 1, batch, delta_H1, sn_u_x, g_W1, 0);
 
     return loss / batch;
 }
 
-real symnet_cac31d5908_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_4b12e3d4fe_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
 
-/* dst[p] = src[p] − lr·∂L/∂θ[p] for all 1153 parameters (plain gradient
- * descent); dst may be src.  Not restrict: in place is the common case. */
+/* dst[p] = src[p] − lr·∂L/∂θ[p] for the 1153 trainable parameters (plain
+ * gradient descent); dst may be src.  Not restrict: in place is the common case. */
 static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr)
 {
     for (size_t p = 0; p < 1153; p++)
         dst[p] = src[p] - lr * grads[p];
 }
 
-/* One steepest-descent step on this batch: θ ← θ − lr·∂L/∂θ, the gradients in
- * work after the batch's rows.  Returns the loss before it. */
-real symnet_cac31d5908_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+/* One steepest-descent step on this batch: θ ← θ − lr·∂L/∂θ, the gradients
+ * in work after the batch's rows.  Returns the loss before it. */
+real symnet_4b12e3d4fe_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 259;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
@@ -480,47 +483,72 @@ real symnet_cac31d5908_step(real *params, const real *X, const real *T, int batc
 }
 
 /* The parameter update of one step, given the gradients g = ∂L/∂θ.
+ *   clipping, c = hyper[5] > 0:  g ← g·min(1, c/‖g‖₂), ‖g‖₂ over all parameters
+ *   weight decay λ = hyper[4] (L2):  g ← g + λ·θ for gradient descent and momentum;
+ *       for Adam it is decoupled (AdamW): θ ← θ − η·(Adam's step + λ·θ)
  *   optimizer 0, gradient descent:  θ ← θ − η·g
  *   optimizer 1, momentum μ = hyper[0]:  v ← μ·v + g;  θ ← θ − η·v          (v in s1)
  *   optimizer 2, Adam (β1, β2, ε) = hyper[1..3], step number t ≥ 1:
  *       m ← β1·m + (1 − β1)·g;  v ← β2·v + (1 − β2)·g²                      (m in s1, v in s2)
  *       θ ← θ − η·(m / (1 − β1^t)) / (√(v / (1 − β2^t)) + ε)
+ * Only the 1153 trainable parameters change.
  * The optimizer state s1, s2 (1153 numbers each) is owned by the caller. */
 static void sn_update(const real *src, real *dst, const real *grads, real lr, int optimizer,
                       real *s1, real *s2, const double *hyper, long long t)
 {
-    if (optimizer == 0) {
+    const real wd = (real)hyper[4];
+    real c = 1;
+    if (hyper[5] > 0) {
+        /* ‖g‖₂ = √(Σ_p g[p]²), summed in double */
+        double ss = 0;
+        for (size_t p = 0; p < 1153; p++) ss += (double)grads[p] * grads[p];
+        const double norm = sqrt(ss);
+        if (norm > hyper[5]) c = (real)(hyper[5] / norm);
+    }
+    if (optimizer == 0 && wd == 0 && c == 1) {
         sn_sgd_update(src, dst, grads, lr);
+        return;
+    }
+    if (optimizer == 0) {
+        /* θ ← θ − η·(c·g + λ·θ) */
+        for (size_t p = 0; p < 1153; p++)
+            dst[p] = src[p] - lr * (c * grads[p] + wd * src[p]);
     } else if (optimizer == 1) {
         const real mu = (real)hyper[0];
+        /* v ← μ·v + (c·g + λ·θ);  θ ← θ − η·v */
         for (size_t p = 0; p < 1153; p++) {
-            s1[p] = mu * s1[p] + grads[p];
+            s1[p] = mu * s1[p] + (c * grads[p] + wd * src[p]);
             dst[p] = src[p] - lr * s1[p];
         }
     } else {
-        const real b1 = (real)hyper[1], b2 = (real)hyper[2], eps = (real)hyper[3];
+        const real adam_b1 = (real)hyper[1], adam_b2 = (real)hyper[2], eps = (real)hyper[3];
         /* bias corrections, in double: β^t underflows gracefully to 0 */
         const real c1 = (real)(1.0 - pow(hyper[1], (double)t));
         const real c2 = (real)(1.0 - pow(hyper[2], (double)t));
+        /* m ← β1·m + (1 − β1)·c·g;  v ← β2·v + (1 − β2)·(c·g)²;
+           θ ← θ − η·((m/(1 − β1^t)) / (√(v/(1 − β2^t)) + ε) + λ·θ) */
         for (size_t p = 0; p < 1153; p++) {
-            const real g = grads[p];
-            s1[p] = b1 * s1[p] + (1 - b1) * g;
-            s2[p] = b2 * s2[p] + (1 - b2) * (g * g);
-            dst[p] = src[p] - lr * (s1[p] / c1) / (sqrtf(s2[p] / c2) + eps);
+            const real g = c * grads[p];
+            s1[p] = adam_b1 * s1[p] + (1 - adam_b1) * g;
+            s2[p] = adam_b2 * s2[p] + (1 - adam_b2) * (g * g);
+            dst[p] = src[p] - lr * ((s1[p] / c1) / (sqrtf(s2[p] / c2) + eps) + wd * src[p]);
         }
     }
 }
 
-void symnet_cac31d5908_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_4b12e3d4fe_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
+
 
 /* A run of training steps in one call: step s takes the examples
  * idx[s·batch_size .. min((s+1)·batch_size, n_idx)) of the data set (X, T), gathers
  * them into Ib, Tb (batch_size rows each, in work), and does loss_grad then update with
  * step size lr[s] and step number t0 + s + 1, exactly as one call of loss_grad and one
- * of update from the caller would.  losses[s] receives the batch loss before step s.
+ * of update from the caller would.  losses[s] receives the batch loss before step s,
+ * and correct[s] (unless correct is NULL) the number of examples of the batch the
+ * network classified correctly before step s (this loss has no accuracy).
  *
  * A non-finite loss stops the run before its update: params are restored from prev
  * (the parameters before the last update, when *have_prev) and the number of
@@ -534,9 +562,9 @@ void symnet_cac31d5908_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_cac31d5908_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_4b12e3d4fe_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
-                           const double *hyper, long long t0, real *prev, int *have_prev, real *work)
+                           const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
     real *grads = work + (size_t)batch_size * 259;
     real *Ib = grads + 1153;
@@ -568,6 +596,7 @@ long long symnet_cac31d5908_train(real *params, const real *X, const real *T, co
         if (prev != NULL)
             *have_prev = 1;
         losses[s] = loss;
+        (void)correct;  /* no accuracy for this loss */
     }
     if (cur != params) {
         /* an odd number of steps left the new θ in prev: exchange the two */

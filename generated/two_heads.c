@@ -32,8 +32,8 @@
  *   loss: 1·bce(moon) + 0.5·mse(radius), each averaged over the batch; targets side by side in T
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_BD5A1F53F1_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_BD5A1F53F1_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_69FD42E9D0_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_69FD42E9D0_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (16, 2)
  *   b1           offset        32  shape (16,)
  *   W2           offset        48  shape (16, 16)
@@ -43,65 +43,68 @@
  *   W5           offset       337  shape (1, 16)
  *   b5           offset       353  shape (1,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_BD5A1F53F1_WORK_SIZE(batch) numbers; SYMNET_BD5A1F53F1_TRAIN_WORK_SIZE(batch_size) for
- * symnet_bd5a1f53f1_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_69FD42E9D0_WORK_SIZE(batch) numbers; SYMNET_69FD42E9D0_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_69fd42e9d0_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 354 + X B*2 + T or O B*2 + work (B*166 + 354)
  *   numbers of 4 bytes; e.g. B = 32: 24,592 bytes (training; forward only: 12,680).
  */
-#ifndef SYMNET_BD5A1F53F1_H
-#define SYMNET_BD5A1F53F1_H
+#ifndef SYMNET_69FD42E9D0_H
+#define SYMNET_69FD42E9D0_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_BD5A1F53F1_REAL float  /* the number type of every array (float32) */
-#define SYMNET_BD5A1F53F1_N_INPUTS 2  /* features per example */
-#define SYMNET_BD5A1F53F1_N_OUTPUTS 2
-#define SYMNET_BD5A1F53F1_N_PARAMS 354  /* numbers in the flat parameter array */
-#define SYMNET_BD5A1F53F1_WORK_PER_EXAMPLE 166
-#define SYMNET_BD5A1F53F1_WORK_SIZE(batch) ((batch) * 166 + 354)  /* numbers of scratch per call */
-#define SYMNET_BD5A1F53F1_TRAIN_WORK_SIZE(batch_size) (SYMNET_BD5A1F53F1_WORK_SIZE(batch_size) + (batch_size) * 4)
-#define SYMNET_BD5A1F53F1_SGD 0       /* optimizer codes of symnet_bd5a1f53f1_update and symnet_bd5a1f53f1_train */
-#define SYMNET_BD5A1F53F1_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_BD5A1F53F1_N_PARAMS numbers */
-#define SYMNET_BD5A1F53F1_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_BD5A1F53F1_N_PARAMS numbers each */
+#define SYMNET_69FD42E9D0_REAL float  /* the number type of every array (float32) */
+#define SYMNET_69FD42E9D0_N_INPUTS 2  /* features per example */
+#define SYMNET_69FD42E9D0_N_OUTPUTS 2
+#define SYMNET_69FD42E9D0_N_PARAMS 354  /* numbers in the flat parameter array */
+#define SYMNET_69FD42E9D0_WORK_PER_EXAMPLE 166
+#define SYMNET_69FD42E9D0_WORK_SIZE(batch) ((batch) * 166 + 354)  /* numbers of scratch per call */
+#define SYMNET_69FD42E9D0_TRAIN_WORK_SIZE(batch_size) (SYMNET_69FD42E9D0_WORK_SIZE(batch_size) + (batch_size) * 4)
+#define SYMNET_69FD42E9D0_SGD 0       /* optimizer codes of symnet_69fd42e9d0_update and symnet_69fd42e9d0_train */
+#define SYMNET_69FD42E9D0_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_69FD42E9D0_N_PARAMS numbers */
+#define SYMNET_69FD42E9D0_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_69FD42E9D0_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_BD5A1F53F1_N_OUTPUTS) = the network's output for X (batch × SYMNET_BD5A1F53F1_N_INPUTS). */
-void symnet_bd5a1f53f1_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_69FD42E9D0_N_OUTPUTS) = the network's output for X (batch × SYMNET_69FD42E9D0_N_INPUTS). */
+void symnet_69fd42e9d0_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_bd5a1f53f1_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_69fd42e9d0_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_BD5A1F53F1_N_PARAMS numbers) by back propagation. */
-float symnet_bd5a1f53f1_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_69FD42E9D0_N_PARAMS numbers) by back propagation. */
+float symnet_69fd42e9d0_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_bd5a1f53f1_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_69fd42e9d0_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_BD5A1F53F1_SGD, SYMNET_BD5A1F53F1_MOMENTUM or SYMNET_BD5A1F53F1_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_69FD42E9D0_SGD, SYMNET_69FD42E9D0_MOMENTUM or SYMNET_69FD42E9D0_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
- * hyper[4] = {μ, β1, β2, ε} and the step number t = 1, 2, ... (Adam's corrections). */
-void symnet_bd5a1f53f1_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+ * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
+ * number t = 1, 2, ... (Adam's corrections). */
+void symnet_69fd42e9d0_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
- * batch may be short) of (X, T), step size lr[s] and step number t0 + s + 1, and writes
- * its loss to losses[s].  Stops before the update of a step whose loss is not finite
- * and returns the number of steps completed.  prev (SYMNET_BD5A1F53F1_N_PARAMS numbers, or NULL)
- * receives the parameters before the last update, *have_prev says it holds them; a
- * non-finite loss restores them.  work: SYMNET_BD5A1F53F1_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_bd5a1f53f1_train(float *params, const float *X, const float *T, const long long *idx,
+ * batch may be short) of (X, T), step size lr[s] and step number
+ * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
+ * of examples classified correctly before the step to correct[s].  Stops before the
+ * update of a step whose loss is not finite and returns the number of steps completed.
+ * prev (SYMNET_69FD42E9D0_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * *have_prev says it holds them; a non-finite loss restores them.
+ * work: SYMNET_69FD42E9D0_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_69fd42e9d0_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
-    float *prev, int *have_prev, float *work);
+    float *prev, int *have_prev, double *correct, float *work);
 
 #ifdef __cplusplus
 }
 #endif
 
-#endif /* SYMNET_BD5A1F53F1_H */
+#endif /* SYMNET_69FD42E9D0_H */
 
 typedef float real;
 #define SN_SIMD 1  /* reductions marked `omp simd` vectorise (-fopenmp-simd) */
@@ -399,7 +402,7 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 
 /* O[b,:] = [moon[b,:], radius[b,:]]: the forward pass, its outputs side by
  * side in each row (as the targets T are), copied out of work. */
-void symnet_bd5a1f53f1_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_69fd42e9d0_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     for (int b = 0; b < batch; b++) {
@@ -434,7 +437,7 @@ static double sn_loss(const real *params, real *work, const real *I, const real 
     return loss / batch;
 }
 
-real symnet_bd5a1f53f1_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_69fd42e9d0_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -536,22 +539,22 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_bd5a1f53f1_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_69fd42e9d0_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
 
-/* dst[p] = src[p] − lr·∂L/∂θ[p] for all 354 parameters (plain gradient
- * descent); dst may be src.  Not restrict: in place is the common case. */
+/* dst[p] = src[p] − lr·∂L/∂θ[p] for the 354 trainable parameters (plain
+ * gradient descent); dst may be src.  Not restrict: in place is the common case. */
 static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr)
 {
     for (size_t p = 0; p < 354; p++)
         dst[p] = src[p] - lr * grads[p];
 }
 
-/* One steepest-descent step on this batch: θ ← θ − lr·∂L/∂θ, the gradients in
- * work after the batch's rows.  Returns the loss before it. */
-real symnet_bd5a1f53f1_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+/* One steepest-descent step on this batch: θ ← θ − lr·∂L/∂θ, the gradients
+ * in work after the batch's rows.  Returns the loss before it. */
+real symnet_69fd42e9d0_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 166;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
@@ -560,47 +563,72 @@ real symnet_bd5a1f53f1_step(real *params, const real *X, const real *T, int batc
 }
 
 /* The parameter update of one step, given the gradients g = ∂L/∂θ.
+ *   clipping, c = hyper[5] > 0:  g ← g·min(1, c/‖g‖₂), ‖g‖₂ over all parameters
+ *   weight decay λ = hyper[4] (L2):  g ← g + λ·θ for gradient descent and momentum;
+ *       for Adam it is decoupled (AdamW): θ ← θ − η·(Adam's step + λ·θ)
  *   optimizer 0, gradient descent:  θ ← θ − η·g
  *   optimizer 1, momentum μ = hyper[0]:  v ← μ·v + g;  θ ← θ − η·v          (v in s1)
  *   optimizer 2, Adam (β1, β2, ε) = hyper[1..3], step number t ≥ 1:
  *       m ← β1·m + (1 − β1)·g;  v ← β2·v + (1 − β2)·g²                      (m in s1, v in s2)
  *       θ ← θ − η·(m / (1 − β1^t)) / (√(v / (1 − β2^t)) + ε)
+ * Only the 354 trainable parameters change.
  * The optimizer state s1, s2 (354 numbers each) is owned by the caller. */
 static void sn_update(const real *src, real *dst, const real *grads, real lr, int optimizer,
                       real *s1, real *s2, const double *hyper, long long t)
 {
-    if (optimizer == 0) {
+    const real wd = (real)hyper[4];
+    real c = 1;
+    if (hyper[5] > 0) {
+        /* ‖g‖₂ = √(Σ_p g[p]²), summed in double */
+        double ss = 0;
+        for (size_t p = 0; p < 354; p++) ss += (double)grads[p] * grads[p];
+        const double norm = sqrt(ss);
+        if (norm > hyper[5]) c = (real)(hyper[5] / norm);
+    }
+    if (optimizer == 0 && wd == 0 && c == 1) {
         sn_sgd_update(src, dst, grads, lr);
+        return;
+    }
+    if (optimizer == 0) {
+        /* θ ← θ − η·(c·g + λ·θ) */
+        for (size_t p = 0; p < 354; p++)
+            dst[p] = src[p] - lr * (c * grads[p] + wd * src[p]);
     } else if (optimizer == 1) {
         const real mu = (real)hyper[0];
+        /* v ← μ·v + (c·g + λ·θ);  θ ← θ − η·v */
         for (size_t p = 0; p < 354; p++) {
-            s1[p] = mu * s1[p] + grads[p];
+            s1[p] = mu * s1[p] + (c * grads[p] + wd * src[p]);
             dst[p] = src[p] - lr * s1[p];
         }
     } else {
-        const real b1 = (real)hyper[1], b2 = (real)hyper[2], eps = (real)hyper[3];
+        const real adam_b1 = (real)hyper[1], adam_b2 = (real)hyper[2], eps = (real)hyper[3];
         /* bias corrections, in double: β^t underflows gracefully to 0 */
         const real c1 = (real)(1.0 - pow(hyper[1], (double)t));
         const real c2 = (real)(1.0 - pow(hyper[2], (double)t));
+        /* m ← β1·m + (1 − β1)·c·g;  v ← β2·v + (1 − β2)·(c·g)²;
+           θ ← θ − η·((m/(1 − β1^t)) / (√(v/(1 − β2^t)) + ε) + λ·θ) */
         for (size_t p = 0; p < 354; p++) {
-            const real g = grads[p];
-            s1[p] = b1 * s1[p] + (1 - b1) * g;
-            s2[p] = b2 * s2[p] + (1 - b2) * (g * g);
-            dst[p] = src[p] - lr * (s1[p] / c1) / (sqrtf(s2[p] / c2) + eps);
+            const real g = c * grads[p];
+            s1[p] = adam_b1 * s1[p] + (1 - adam_b1) * g;
+            s2[p] = adam_b2 * s2[p] + (1 - adam_b2) * (g * g);
+            dst[p] = src[p] - lr * ((s1[p] / c1) / (sqrtf(s2[p] / c2) + eps) + wd * src[p]);
         }
     }
 }
 
-void symnet_bd5a1f53f1_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_69fd42e9d0_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
+
 
 /* A run of training steps in one call: step s takes the examples
  * idx[s·batch_size .. min((s+1)·batch_size, n_idx)) of the data set (X, T), gathers
  * them into Ib, Tb (batch_size rows each, in work), and does loss_grad then update with
  * step size lr[s] and step number t0 + s + 1, exactly as one call of loss_grad and one
- * of update from the caller would.  losses[s] receives the batch loss before step s.
+ * of update from the caller would.  losses[s] receives the batch loss before step s,
+ * and correct[s] (unless correct is NULL) the number of examples of the batch the
+ * network classified correctly before step s (this loss has no accuracy).
  *
  * A non-finite loss stops the run before its update: params are restored from prev
  * (the parameters before the last update, when *have_prev) and the number of
@@ -614,9 +642,9 @@ void symnet_bd5a1f53f1_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_bd5a1f53f1_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_69fd42e9d0_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
-                           const double *hyper, long long t0, real *prev, int *have_prev, real *work)
+                           const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
     real *grads = work + (size_t)batch_size * 166;
     real *Ib = grads + 354;
@@ -648,6 +676,7 @@ long long symnet_bd5a1f53f1_train(real *params, const real *X, const real *T, co
         if (prev != NULL)
             *have_prev = 1;
         losses[s] = loss;
+        (void)correct;  /* no accuracy for this loss */
     }
     if (cur != params) {
         /* an odd number of steps left the new θ in prev: exchange the two */

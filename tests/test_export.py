@@ -148,9 +148,9 @@ HARNESS = textwrap.dedent("""
         fwrite(params, sizeof params, 1, out);
         /* the epoch driver from the exported values: batches gathered through idx */
         memcpy(params, net_trained_params, sizeof params);
-        const double hyper[4] = {0, 0, 0, 0};
+        const double hyper[6] = {0, 0, 0, 0, 0, 0};
         long long done = net_train(params, X, T, idx, ROWS, BATCH, lr_d, losses_d, NET_SGD,
-                                   NULL, NULL, hyper, 0, NULL, NULL, work);
+                                   NULL, NULL, hyper, 0, NULL, NULL, NULL, work);
         fwrite(&done, sizeof done, 1, out);
         fwrite(params, sizeof params, 1, out);
         fclose(out);

@@ -16,7 +16,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "symnet"
 # Earliest first.  A module may import modules of its own or an earlier stage.
 STAGES = [
     ("foundations", {"guards", "history", "schedules", "datasets", "notation", "check",
-                     "cprint"}),
+                     "cprint", "targets", "stopping", "update"}),
+    ("C compiler and cache", {"build", "tuning", "cnames"}),   # compiles any C text
     ("tensor IR", {"ir"}),
     ("scalar calculus", {"smooth"}),
     ("primitives", {"primitives"}),
@@ -25,11 +26,10 @@ STAGES = [
     ("derivation", {"derive"}),
     ("kernel plan", {"lower"}),
     ("readers of the derivation", {"formulas", "formulas_graph", "explicit", "summary"}),
-    ("C compiler and cache", {"build", "tuning"}),   # compiles any C text; knows no stage
     ("C text", {"emit"}),
     ("backends", {"backend", "backend.c"}),
     ("model", {"model"}),
-    ("training", {"train"}),
+    ("training", {"train", "predict"}),
     ("files", {"io", "export"}),
     ("tools", {"__init__", "__main__", "sanitize", "bench", "bench.__main__",
                "bench.measure", "bench.refs", "bench.conv"}),
@@ -44,6 +44,8 @@ FACADES = {
     ("model", "io"): "Model.save(): symnet.io.save",
     ("model", "summary"): "Model.summary(): symnet.summary.summarize",
     ("model", "export"): "Model.export_c(): symnet.export.export_c",
+    ("model", "predict"): "Model.predict/evaluate(): symnet.predict",
+    ("dsl", "summary"): "Network.summary(): symnet.summary.summarize",
     # Not a facade: the one cycle left (dsl -> layers -> dsl).  Dense builds its IR
     # node as the general sn.Layer it is a case of, and layers.py takes LayerBase from
     # dsl.py.  The cure is LayerBase and the name checks in a module of their own, to

@@ -179,7 +179,7 @@ int main(int argc, char **argv)
     printf("minibatch SGD, batch %d, eta_t = %g / (1 + t/%g), %d epochs\n", batch, eta0, tau,
            epochs);
 
-    const double hyper[4] = {0, 0, 0, 0};  /* plain SGD: no optimizer constants */
+    const double hyper[6] = {0, 0, 0, 0, 0, 0};  /* plain SGD: no optimizer constants */
     long long t = 0;
     for (int epoch = 1; epoch <= epochs; epoch++) {
         for (long long i = 0; i < n_train; i++)
@@ -188,7 +188,8 @@ int main(int argc, char **argv)
         for (long long s = 0; s < per_epoch; s++)
             lr[s] = eta0 / (1 + (double)(t + s) / tau);   /* Robbins–Monro */
         const long long done = net_train(params, Xs, Ts, idx, n_train, batch, lr, losses,
-                                         NET_SGD, NULL, NULL, hyper, t, NULL, NULL, work);
+                                         NET_SGD, NULL, NULL, hyper, t, NULL, NULL, NULL,
+                                         work);
         if (done < per_epoch) {
             printf("epoch %d: the loss became NaN or inf after %lld steps; stopping\n",
                    epoch, t + done);

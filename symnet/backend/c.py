@@ -61,11 +61,16 @@ class Runtime:
         self.step = getattr(lib, p + "step")
         self.update = getattr(lib, p + "update")
         self.train = getattr(lib, p + "train")
+        # the same four for targets given as class labels (softmax cross-entropy)
+        self.labels = tuple(getattr(lib, f"{p}{k}_labels")
+                            for k in ("loss", "loss_grad", "step", "train")) \
+            if meta.get("labels") else None
         # where the products run on this machine (BLAS above a measured size,
         # threads from a measured cost); once per module, before any call
         from .. import tuning
         self.tuning = tuning.apply(module, p, meta["dtype"])
         self.from_buffer = ffi.from_buffer      # for a caller's own fast path
+        self.null = ffi.NULL
         self.carray = "float[]" if self.dtype == np.float32 else "double[]"
         self._ctype = _POINTERS[self.dtype.name]
         self.n_params, self.n_in, self.n_out = meta["n_params"], meta["n_in"], meta["n_out"]
@@ -109,12 +114,14 @@ def load(net, dtype: str) -> Runtime:
         "work_per_row": plan.work_per_row, "n_in": plan.graph.n_in,
         "n_out": plan.graph.n_out, "input": plan.graph.input_name,
         "in_shape": list(plan.graph.in_shape), "out_shape": list(plan.graph.output.out_shape),
-        "output_offset": out.offset,
+        "output_offset": out.offset, "labels": bool(plan.loss_labels),
+        "n_trainable": plan.n_trainable,
         "inputs": [[name, width] for name, width in plan.graph.inputs],
         "outputs": [[o, plan.buffers[o].offset, plan.graph.node(o).n_out]
                     for o in plan.graph.outputs],
         "params": [{"name": p.name, "shape": list(p.shape), "init": p.init,
-                    "offset": plan.buffers[p.name].offset} for p in plan.graph.params()],
+                    "offset": plan.buffers[p.name].offset, "trainable": p.trainable}
+                   for p in plan.graph.params()],
         "description": net.describe(),
     }
     guards.check_sizes(meta)
