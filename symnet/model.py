@@ -362,7 +362,7 @@ class Model:
     # ---------------------------------------------------------------- training
     def fit(self, X, T, method="minibatch", epochs=10, batch_size=32, lr=0.1, shuffle=True,
             seed=None, validation_data=None, progress=None, optimizer="sgd", momentum=None,
-            betas=None, eps=None):
+            betas=None, eps=None, comm=None):
         """Train in place; returns a ``symnet.History``.
 
         ``method``: ``"sd"`` (one full-batch step per epoch), ``"sgd"`` (N steps per
@@ -372,6 +372,8 @@ class Model:
         ``"momentum"`` (``momentum=0.9``) or ``"adam"`` (``betas=(0.9, 0.999)``,
         ``eps=1e-8``).  The same ``seed`` gives bit-identical parameters.  See
         ``symnet.train`` for the exact rules, divergence and Ctrl-C handling.
+        ``comm``: an mpi4py communicator; each process passes its own part of the
+        data and the step gradient is the mean over all parts (``symnet.distributed``).
 
         >>> import symnet as sn
         >>> X, T = sn.datasets.xor()
@@ -382,6 +384,13 @@ class Model:
         >>> hist.epochs, hist.steps
         (5, 10)
         """
+        if comm is not None:
+            from .distributed import fit as fit_distributed
+            return fit_distributed(self, X, T, comm, method=method, epochs=epochs,
+                                   batch_size=batch_size, lr=lr, shuffle=shuffle, seed=seed,
+                                   validation_data=validation_data, progress=progress,
+                                   optimizer=optimizer, momentum=momentum, betas=betas,
+                                   eps=eps)
         from .train import fit
         return fit(self, X, T, method=method, epochs=epochs, batch_size=batch_size, lr=lr,
                    shuffle=shuffle, seed=seed, validation_data=validation_data,

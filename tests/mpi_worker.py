@@ -1,0 +1,153 @@
+"""Run by tests/test_distributed.py under mpiexec; not a test module itself.
+
+    mpiexec -n P python -m mpi4py tests/mpi_worker.py OUT_DIR [scenario ...]
+    mpiexec -n P python -m mpi4py tests/mpi_worker.py --fail raise|exit
+
+Each process trains on its own part of one small data set (part sizes SIZES[P],
+uneven) and writes, per scenario, its final parameters, its History and any
+error into OUT_DIR/rank{r}.npz and OUT_DIR/rank{r}.json.  Every process starts
+from its own seed, so equal results also show that process 0's parameters
+were broadcast.  ``--fail`` makes process 1 fail in the middle of an epoch
+without catching anything: raising an exception or ending at once.
+"""
+
+import json
+import os
+import signal
+import sys
+
+import numpy as np
+
+import symnet as sn
+from symnet import schedules
+
+SIZES = {1: [23], 2: [14, 9], 3: [10, 8, 5]}
+
+SCENARIOS = {
+    "sd": dict(method="sd", epochs=25, lr=0.5),
+    "sd_adam": dict(method="sd", epochs=20, lr=schedules.RobbinsMonro(0.05, tau=10),
+                    optimizer="adam", validation=True),
+    "minibatch": dict(method="minibatch", batch_size=4, epochs=3, lr=0.3, shuffle=False),
+    "minibatch_seed": dict(method="minibatch", batch_size=3, epochs=2, lr=0.2, seed=7,
+                           optimizer="momentum", momentum=0.8),
+    "sgd": dict(method="sgd", epochs=2, lr=0.1, shuffle=False),
+    "diverge": dict(method="sd", epochs=400, lr=40.0, net="linear"),
+    "interrupt": dict(method="sgd", epochs=3, lr=0.1, shuffle=False, hook=("sigint", 1, 5)),
+    "fail": dict(method="sgd", epochs=3, lr=0.1, shuffle=False, hook=("raise", 1, 3)),
+    "mismatch": dict(method="sd", epochs=2, lr=0.1, hidden={1: 6}),
+    "bad_data": dict(method="sd", epochs=2, lr=0.1, nan_on=1),
+}
+
+
+def data(n=23, seed=0):
+    """The whole data set: X (n, 3), one-hot T (n, 2)."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 3))
+    T = np.eye(2)[(X[:, 0] * X[:, 1] + 0.3 * X[:, 2] > 0).astype(int)]
+    return X, T
+
+
+def validation():
+    return data(n=11, seed=1)
+
+
+def network(kind="tanh", hidden=5):
+    if kind == "linear":
+        return sn.Network(sn.Input(3), sn.Dense(1), loss="mse")
+    return sn.Network(sn.Input(3), sn.Dense(hidden, "tanh"), sn.Dense(2),
+                      loss="softmax_cross_entropy")
+
+
+def targets(kind, T):
+    return T[:, :1] * 3.0 - 1.0 if kind == "linear" else T
+
+
+def part(A, sizes, r):
+    start = sum(sizes[:r])
+    return A[start:start + sizes[r]]
+
+
+def fit_args(spec):
+    keep = ("method", "epochs", "batch_size", "lr", "shuffle", "seed", "optimizer",
+            "momentum")
+    return {k: v for k, v in spec.items() if k in keep}
+
+
+def _hook(model, what, at):
+    """Make the model's batch kernel signal or raise on its ``at``-th call."""
+    real, calls = model._c_loss_grad, [0]
+
+    def hooked(*args):
+        calls[0] += 1
+        if calls[0] == at:
+            if what == "sigint":
+                signal.raise_signal(signal.SIGINT)
+            else:
+                raise RuntimeError(f"boom in call {at}")
+        return real(*args)
+    model._c_loss_grad = hooked
+
+
+def run(comm, name, spec):
+    r, P = comm.Get_rank(), comm.Get_size()
+    sizes = SIZES[P]
+    kind = spec.get("net", "tanh")
+    model = network(kind, spec.get("hidden", {}).get(r, 5)).compile(dtype="float64", seed=r)
+    X, T = data()
+    T = targets(kind, T)
+    Xr, Tr = part(X, sizes, r), part(T, sizes, r)
+    if spec.get("nan_on") == r:
+        Xr = Xr.copy()
+        Xr[2, 1] = np.nan
+    hook = spec.get("hook")
+    if hook and hook[1] == r:
+        _hook(model, hook[0], hook[2])
+    val = validation() if spec.get("validation") else None
+    try:
+        hist = model.fit(Xr, Tr, progress=False, comm=comm, validation_data=val,
+                         **fit_args(spec))
+    except Exception as exc:  # noqa: BLE001  (recorded for the test to check)
+        return model._theta.copy(), None, f"{type(exc).__name__}: {exc}"
+    return model._theta.copy(), hist.to_dict(), None
+
+
+def main(argv):
+    from mpi4py import MPI
+    comm = MPI.COMM_WORLD
+    if argv[0] == "--fail":
+        _hook_fail(comm, argv[1])
+        return
+    out, names = argv[0], argv[1:] or list(SCENARIOS)
+    arrays, info = {}, {}
+    for name in names:
+        theta, hist, error = run(comm, name, SCENARIOS[name])
+        arrays[name] = theta
+        info[name] = {"hist": hist, "error": error}
+    r = comm.Get_rank()
+    np.savez(os.path.join(out, f"rank{r}.npz"), **arrays)
+    with open(os.path.join(out, f"rank{r}.json"), "w") as fh:
+        json.dump(info, fh)
+
+
+def _hook_fail(comm, how):
+    """Process 1 fails in its third step, uncaught; the others go on training."""
+    r = comm.Get_rank()
+    model = network().compile(dtype="float64", seed=0)
+    X, T = data(n=4000)
+    if r == 1:
+        real, calls = model._c_loss_grad, [0]
+
+        def failing(*args):
+            calls[0] += 1
+            if calls[0] == 3:
+                if how == "exit":
+                    os._exit(3)
+                raise RuntimeError("process 1 fails on purpose")
+            return real(*args)
+        model._c_loss_grad = failing
+    model.fit(X, T, method="sgd", epochs=1000, lr=0.01, progress=False, comm=comm)
+    print("finished, which a failing process should have prevented", flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
