@@ -68,7 +68,7 @@ from .schedules import as_schedule
 from .train import (METHODS, Optimizer, _finite, _positive_int, _Progress, _Run,
                     _SigintFlag, accuracy)
 
-__all__ = ["DistributedError", "fit", "steps_per_epoch"]
+__all__ = ["DistributedError", "fit", "mpiexec", "steps_per_epoch"]
 
 # Slots after the gradient sums in the all-reduced buffer.
 _LOSS, _COUNT, _STOP, _HALT, _FAIL = range(5)
@@ -93,6 +93,35 @@ def steps_per_epoch(method: str, sizes, batch_size: int) -> int:
     if method == "sgd":
         return -(-sum(sizes) // len(sizes))
     return max(-(-n // batch_size) for n in sizes)
+
+
+def mpiexec(n: int) -> list:
+    """The command that starts ``n`` processes here: ``mpiexec -n n``, the one beside
+    this Python first (the ``mpich`` wheel puts it there), with Open MPI's
+    ``--oversubscribe`` so that more processes than cores may run.  Raises
+    FileNotFoundError when there is none (``pip install 'symnet[mpi]'``).
+
+    >>> mpiexec(2)[1:3]                                  # doctest: +SKIP
+    ['-n', '2']
+    """
+    import os
+    import shutil
+    import subprocess
+    import sys
+    here = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+    exe = here if os.access(here, os.X_OK) else shutil.which("mpiexec")
+    if exe is None:
+        raise FileNotFoundError("no mpiexec found: pip install 'symnet[mpi]' (mpi4py and "
+                                "the mpich wheel) or install an MPI")
+    cmd = [exe, "-n", str(int(n))]
+    try:
+        version = subprocess.run([exe, "--version"], capture_output=True, text=True,
+                                 timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        version = ""
+    if "Open MPI" in version or "OpenRTE" in version:
+        cmd.append("--oversubscribe")
+    return cmd
 
 
 def _epoch_indices(method: str, n: int, steps: int, batch_size: int, rng, shuffle: bool):
@@ -226,7 +255,7 @@ class _DistRun(_Run):
         texts = self.comm.allgather(None if err is None else _text(err))
         if err is not None:
             raise err
-        bad = [f"process {r} of {len(texts)} failed at step {step}: {e}"
+        bad = [f"process {r} of {len(texts)} failed in step {step + 1} of this fit: {e}"
                for r, e in enumerate(texts) if e is not None]
         raise DistributedError("training stopped because " + "; ".join(bad))
 
