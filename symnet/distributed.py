@@ -98,7 +98,8 @@ def steps_per_epoch(method: str, sizes, batch_size: int) -> int:
 def mpiexec(n: int) -> list:
     """The command that starts ``n`` processes here: ``mpiexec -n n``, the one beside
     this Python first (the ``mpich`` wheel puts it there), with Open MPI's
-    ``--oversubscribe`` so that more processes than cores may run.  Raises
+    ``--oversubscribe`` so that more processes than cores may run (and, as root,
+    ``--allow-run-as-root``; MPICH needs neither).  Raises
     FileNotFoundError when there is none (``pip install 'symnet[mpi]'``).
 
     >>> mpiexec(2)[1:3]                                  # doctest: +SKIP
@@ -121,6 +122,8 @@ def mpiexec(n: int) -> list:
         version = ""
     if "Open MPI" in version or "OpenRTE" in version:
         cmd.append("--oversubscribe")
+        if hasattr(os, "geteuid") and os.geteuid() == 0:
+            cmd.append("--allow-run-as-root")
     return cmd
 
 
