@@ -251,7 +251,8 @@ class _DistRun(_Run):
         count = buf[n + _COUNT]
         if buf[n + _HALT]:
             return math.nan, count, "halt"
-        np.divide(buf[:n], count, out=self.model._grad, casting="same_kind")
+        # ĝ = sums / |N(t)|, times 1/|N(t)| as the kernels take their batch means
+        np.multiply(buf[:n], 1.0 / count, out=self.model._grad, casting="same_kind")
         return buf[n + _LOSS] / count, count, "stop" if buf[n + _STOP] else None
 
     def _failed(self, err, step: int):
