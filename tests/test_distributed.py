@@ -12,6 +12,7 @@ Without mpi4py or mpiexec these tests skip, unless SYMNET_REQUIRE_MPI=1 (set by
 """
 
 import json
+import re
 import math
 import os
 import subprocess
@@ -281,3 +282,22 @@ def test_mpi4py_not_imported_without_comm():
                           env=env, timeout=120, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+def test_example_same_accuracy_as_one_process():
+    """examples/distributed.py on 2 processes: sd + Adam gives the one-process accuracy
+    exactly, minibatch (other batches) within 1.5 points; both ≥ 95 %."""
+    _launcher(2)
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    cmd = _launcher(2) + [sys.executable, "-m", "mpi4py",
+                          os.path.join(ROOT, "examples", "distributed.py")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300,
+                          cwd=ROOT, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if "test accuracy" in line]
+    assert len(rows) == 2, proc.stdout
+    accs = [[float(x) for x in re.findall(r"(\d+\.\d+)%", line)]
+            for line in rows]
+    (sd, sd1), (mb, mb1) = accs
+    assert sd == sd1 and sd >= 95
+    assert abs(mb - mb1) <= 1.5 and min(mb, mb1) >= 95
