@@ -21,7 +21,8 @@ import symnet as sn
 from symnet import datasets, schedules
 
 
-def network():
+def digits_network():
+    """The 64-128-64-10 network of examples/digits.py (its C is generated/digits.c)."""
     return sn.Network(sn.Input(64, name="I"), sn.Dense(128, "relu"), sn.Dense(64, "relu"),
                       sn.Dense(10), loss="softmax_cross_entropy")
 
@@ -50,13 +51,13 @@ def main(comm, sd_epochs=100, mb_epochs=60, seed=0, verbose=True):
               f"{', '.join(str(len(p)) for p in parts)} examples")
     results = []
     for label, args in runs(P, sd_epochs, mb_epochs):
-        model = network().compile(dtype="float32", seed=seed)
+        model = digits_network().compile(dtype="float32", seed=seed)
         hist = model.fit(Xtr[mine], Ttr[mine], progress=False, comm=comm,
                          validation_data=(Xte, Tte), **args)
         if rank != 0:
             continue
         acc = (model.forward(Xte).argmax(axis=1) == yte).mean()
-        alone = network().compile(dtype="float32", seed=seed)
+        alone = digits_network().compile(dtype="float32", seed=seed)
         one = dict(args, batch_size=32) if args["method"] == "minibatch" else args
         alone.fit(Xtr, Ttr, progress=False, **one)
         acc1 = (alone.forward(Xte).argmax(axis=1) == yte).mean()

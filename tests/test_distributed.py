@@ -12,17 +12,17 @@ Without mpi4py or mpiexec these tests skip, unless SYMNET_REQUIRE_MPI=1 (set by
 """
 
 import json
-import re
 import math
 import os
+import re
 import subprocess
 import sys
 import time
 
+import mpi_worker as W
 import numpy as np
 import pytest
 
-import mpi_worker as W
 from symnet.distributed import steps_per_epoch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -33,6 +33,7 @@ TOL = 1e-12
 def _launcher(n):
     try:
         import mpi4py  # noqa: F401
+
         from symnet.distributed import mpiexec
         return mpiexec(n)
     except (ImportError, FileNotFoundError) as exc:

@@ -69,13 +69,13 @@ def worker(names, quick: bool) -> list:
         X, T = np.ascontiguousarray(X), np.ascontiguousarray(T)
         Xr, Tr = np.ascontiguousarray(X[rank::P]), np.ascontiguousarray(T[rank::P])
 
-        def epoch(c=comm):
+        def epoch(c=comm, model=model, Xr=Xr, Tr=Tr, batch=batch):
             model.fit(Xr, Tr, method="minibatch", batch_size=batch, epochs=1, lr=LR,
                       progress=False, comm=c)
         step_us = _timed(comm, epoch, min_time, repeats=3) / steps
         buf = np.zeros(model._theta.size + 5)
         args = (MPI.IN_PLACE, [buf, MPI.DOUBLE], MPI.SUM)
-        reduce_us = _timed(comm, lambda: comm.Allreduce(*args), min_time / 4)
+        reduce_us = _timed(comm, lambda a=args: comm.Allreduce(*a), min_time / 4)
         alone_us = None
         if P == 1:
             alone_us = _timed(comm, lambda: epoch(None), min_time, repeats=3) / steps
