@@ -15,6 +15,7 @@ import json
 import os
 import signal
 import sys
+import warnings
 
 import numpy as np
 
@@ -34,6 +35,7 @@ SCENARIOS = {
     "diverge": dict(method="sd", epochs=400, lr=40.0, net="linear"),
     "interrupt": dict(method="sgd", epochs=3, lr=0.1, shuffle=False, hook=("sigint", 1, 5)),
     "fail": dict(method="sgd", epochs=3, lr=0.1, shuffle=False, hook=("raise", 1, 3)),
+    "drift": dict(method="sd", epochs=3, lr=0.5, hook=("drift", 1, 2)),
     "mismatch": dict(method="sd", epochs=2, lr=0.1, hidden={1: 6}),
     "bad_data": dict(method="sd", epochs=2, lr=0.1, nan_on=1),
 }
@@ -74,7 +76,18 @@ def fit_args(spec):
 
 
 def _hook(model, what, at):
-    """Make the model's batch kernel signal or raise on its ``at``-th call."""
+    """Make the model's batch kernel signal or raise on its ``at``-th call, or
+    (``drift``) its update move one parameter a little on that call."""
+    if what == "drift":
+        update, ups = model._c_update, [0]
+
+        def drifting(*args):
+            update(*args)
+            ups[0] += 1
+            if ups[0] == at:
+                model._theta[0] += 1e-9
+        model._c_update = drifting
+        return
     real, calls = model._c_loss_grad, [0]
 
     def hooked(*args):
@@ -104,11 +117,15 @@ def run(comm, name, spec):
         _hook(model, hook[0], hook[2])
     val = validation() if spec.get("validation") else None
     try:
-        hist = model.fit(Xr, Tr, progress=False, comm=comm, validation_data=val,
-                         **fit_args(spec))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            hist = model.fit(Xr, Tr, progress=False, comm=comm, validation_data=val,
+                             **fit_args(spec))
     except Exception as exc:  # noqa: BLE001  (recorded for the test to check)
         return model._theta.copy(), None, f"{type(exc).__name__}: {exc}"
-    return model._theta.copy(), hist.to_dict(), None
+    out = hist.to_dict()
+    out["warnings"] = [str(w.message) for w in caught]
+    return model._theta.copy(), out, None
 
 
 def main(argv):

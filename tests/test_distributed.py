@@ -220,6 +220,19 @@ def test_ctrl_c_on_one_process_stops_all_after_that_step(runs):
     np.testing.assert_allclose(hist["loss"], ref_losses, rtol=TOL)
 
 
+def test_parameters_that_drift_apart_are_made_equal_with_a_warning(runs):
+    """Process 1's update moves a parameter by 1e-9 in step 2: at the end every
+    process holds process 0's parameters (the digest check) and says so."""
+    res, P = runs
+    thetas = [t for t, _, _ in res["drift"]]
+    for t in thetas[1:]:
+        assert t.tobytes() == thetas[0].tobytes()
+    for _, hist, _ in res["drift"]:
+        assert any("parameters differed after fit" in w for w in hist["warnings"])
+    for _, hist, _ in res["sd"]:
+        assert hist["warnings"] == []
+
+
 def test_failing_process_raises_on_every_process(runs):
     res, P = runs
     errors = [e for _, _, e in res["fail"]]
