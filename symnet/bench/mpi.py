@@ -12,6 +12,9 @@ done by P).  Measured in those processes, as medians:
 - at P = 1 also the same epoch through ``fit`` without ``comm`` (one compiled
   call per ~0.1 s of steps, no Python per step), the one-process baseline.
 
+Each process runs the kernels with OMP_NUM_THREADS = cores / P (threads serve
+the large products only), so P processes never ask for more threads than cores.
+
     python -m symnet.bench --sections mpi [--quick] [--workloads tiny,small]
 """
 
@@ -91,6 +94,8 @@ def measure(names, quick: bool = False, processes=PROCESSES) -> dict:
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     out = {}
     for P in processes:
+        # one core per process: the kernels' threads (large products) share the cores
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // P))
         cmd = mpiexec(P) + [sys.executable, "-m", "mpi4py", "-m", "symnet.bench.mpi",
                             "--workloads", ",".join(names)] + (["--quick"] if quick else [])
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800,
@@ -103,8 +108,10 @@ def measure(names, quick: bool = False, processes=PROCESSES) -> dict:
 
 def report(names, quick: bool = False):
     """Print the section; a missing MPI is reported, not raised."""
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print("\nData-parallel steps over MPI (minibatch, float32; each step's global batch "
-          "is the workload's, split over P processes on this machine):")
+          "is the workload's, split over P processes on this machine; OMP_NUM_THREADS = "
+          f"cores / P; load average {load:.1f} at the start):")
     try:
         import mpi4py  # noqa: F401
         res = measure(names, quick)
