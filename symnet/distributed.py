@@ -65,8 +65,8 @@ import numpy as np
 
 from .history import History
 from .schedules import as_schedule
-from .train import (METHODS, Optimizer, _finite, _positive_int, _Progress, _Run,
-                    _SigintFlag, accuracy)
+from .train import (METHODS, Optimizer, _finite, _positive_int, _Progress, _SigintFlag,
+                    accuracy)
 
 __all__ = ["DistributedError", "fit", "mpiexec", "steps_per_epoch"]
 
@@ -191,22 +191,29 @@ def _compare(sigs, settings):
                                  "process")
 
 
-class _DistRun(_Run):
-    """One distributed fit call: the one-process bookkeeping of ``_Run`` (kept
-    steps, divergence rollback) with each step's gradient all-reduced."""
+class _DistRun:
+    """The state of one distributed fit call: buffers, the steps kept in this
+    epoch, the parameters before the last update (for the divergence rollback)."""
 
     def __init__(self, model, X, T, method, batch_size, schedule, opt, hist, comm, sizes,
                  val, val_on_root):
-        super().__init__(model, X, T, method, batch_size, schedule, opt, None, hist)
         from mpi4py import MPI
-        self.comm, self.rank, self.sizes = comm, comm.Get_rank(), sizes
-        self.bs = 1 if method == "sgd" else batch_size
+        self.model, self.X, self.T, self.method = model, X, T, method
+        self.schedule, self.opt, self.hist, self.comm = schedule, opt, hist, comm
+        self.rank, self.sizes = comm.Get_rank(), sizes
         self.val_local, self.val_on_root = val, val_on_root
+        self.bs = 1 if method == "sgd" else batch_size
+        self.steps = steps_per_epoch(method, sizes, self.bs)
+        self.t = 0                                   # steps kept in this fit
+        self.prev = model._theta.copy()              # θ before the last update
+        self.have_prev = False
         self.n = model._theta.size
         self.buf = np.zeros(self.n + 5, np.float64)
         self._reduce_args = (MPI.IN_PLACE, [self.buf, MPI.DOUBLE], MPI.SUM)
-        self.steps = steps_per_epoch(method, sizes, self.bs)
-        self.N = sum(sizes)
+        if method != "sd":                           # this process's batch, gathered
+            rows = min(self.bs, X.shape[0])
+            self.Ib = np.zeros((rows, X.shape[1]), model.dtype)
+            self.Tb = np.zeros((rows, T.shape[1]), model.dtype)
 
     # -- one step ----------------------------------------------------------
     def _local(self, rows) -> tuple:
@@ -218,11 +225,11 @@ class _DistRun(_Run):
         b = rows.size
         if b == 0:
             return 0, 0.0
-        np.take(self.X, rows, axis=0, out=self.Ib[:b])
-        np.take(self.T, rows, axis=0, out=self.Tb[:b])
+        Ib, Tb = self.Ib[:b], self.Tb[:b]
+        self.X.take(rows, axis=0, out=Ib)
+        self.T.take(rows, axis=0, out=Tb)
         with m._lock:
-            return b, m._c_loss_grad(m._p_theta, m._p_grad, m._p_work, self.p_Ib,
-                                     self.p_Tb, b)
+            return b, m._loss_grad(Ib, Tb)
 
     def _exchange(self, rows, flag, step: int) -> tuple:
         """All-reduce this step: (loss over N(t), |N(t)|, stop); model._grad ← ĝ.
@@ -263,62 +270,80 @@ class _DistRun(_Run):
                for r, e in enumerate(texts) if e is not None]
         raise DistributedError("training stopped because " + "; ".join(bad))
 
-    def _update(self, lr: float):
-        m = self.model
-        self.prev[...] = m._theta
-        self.have_prev[0] = 1
-        self.opt.apply(m, lr)
-
     # -- one epoch ---------------------------------------------------------
     def epoch(self, idx, flag) -> bool:
-        """The agreed steps of one epoch; False when training stops."""
-        steps, bs = self.steps, self.bs
+        """The agreed steps of one epoch, recorded in the History; False when
+        training stops (diverged or interrupted)."""
+        steps, bs, m = self.steps, self.bs, self.model
         lrs = self.schedule.values(self.t, steps)
         losses, sizes = np.zeros(steps), np.zeros(steps)
+        done, ok = 0, True
         for s in range(steps):
             rows = None if idx is None else idx[s * bs:(s + 1) * bs]
             loss, count, stop = self._exchange(rows, flag, self.t + s)
             if stop == "halt":
-                self._keep(losses[:s], sizes[:s], lrs[:s])
-                self.hist.stopped = "interrupted"
-                return False
+                self.hist.stopped, ok = "interrupted", False
+                break
             if not math.isfinite(loss):
-                self._keep(losses[:s], sizes[:s], lrs[:s])
-                self._diverged()
-                return False
-            self._update(lrs[s])
-            losses[s], sizes[s] = loss, count
+                done = self._diverged(done)
+                ok = False
+                break
+            self.prev[...] = m._theta
+            self.have_prev = True
+            self.opt.apply(m, lrs[s])
+            losses[s], sizes[s], done = loss, count, s + 1
             if stop:
-                self._keep(losses[:s + 1], sizes[:s + 1], lrs[:s + 1])
-                self.hist.stopped = "interrupted"
-                return False
-        self._keep(losses, sizes, lrs)
-        return True
+                self.hist.stopped, ok = "interrupted", False
+                break
+        self.t += done
+        self._record(losses[:done], sizes[:done], lrs[:done])
+        return ok
+
+    def _diverged(self, done: int) -> int:
+        """The global loss is not finite: undo the last update, as one process does.
+        Returns the steps of this epoch still kept."""
+        m, h = self.model, self.hist
+        if self.have_prev:
+            m._theta[...] = self.prev
+            self.have_prev = False
+            self.opt.t -= 1
+            if done:
+                done -= 1
+            elif h.steps:                            # the last step of the epoch before
+                self.t -= 1
+                h.steps -= 1
+                h.lr = h.lr[:-1]
+                h.steps_per_epoch[-1] -= 1
+        h.stopped = "diverged"
+        warnings.warn(f"training diverged at step {self.t + done} (the loss became NaN or "
+                      "inf); the parameters are those of the last step with a finite loss. "
+                      "Try a smaller learning rate.", RuntimeWarning, stacklevel=4)
+        return done
 
     # -- History -----------------------------------------------------------
-    def record(self):
-        """Close the epoch; validation computed by process 0 and broadcast."""
-        before = self.hist.epochs
-        super().record()
-        if self.hist.epochs == before or not self.val_on_root:
+    def _record(self, losses, sizes, lrs):
+        """Close the epoch (or the part of it done): the loss over all processes'
+        examples, validation computed by process 0 and broadcast."""
+        if not lrs.size:
             return
-        result = None
-        if self.rank == 0:
-            try:
-                Xv, Tv = self.val_local
-                O = self.model.forward(Xv)
-                result = (self.model.loss(Xv, Tv),
-                          accuracy(self.model.network.loss_name, O, Tv))
-            except Exception as exc:  # noqa: BLE001  (sent to the others, then raised)
-                result = exc
-        result = self.comm.bcast(result if not isinstance(result, Exception)
-                                 else _text(result), root=0)
-        if isinstance(result, str):
-            raise DistributedError(f"validation on process 0 failed: {result}")
-        if result[0] is not None:
-            self.hist.val_loss.append(float(result[0]))
-        if result[1] is not None:
-            self.hist.val_accuracy.append(float(result[1]))
+        loss = float(np.average(losses, weights=sizes))
+        val_loss = val_acc = None
+        if self.val_on_root:
+            result = None
+            if self.rank == 0:
+                try:
+                    Xv, Tv = self.val_local
+                    O = self.model.forward(Xv)
+                    result = (self.model.loss(Xv, Tv),
+                              accuracy(self.model.network.loss_name, O, Tv))
+                except Exception as exc:  # noqa: BLE001  (sent to the others, then raised)
+                    result = _text(exc)
+            result = self.comm.bcast(result, root=0)
+            if isinstance(result, str):
+                raise DistributedError(f"validation on process 0 failed: {result}")
+            val_loss, val_acc = result
+        self.hist.record_epoch(loss, lr=lrs, steps=lrs.size, val_loss=val_loss,
+                               val_accuracy=val_acc)
 
 
 def _prepare(model, X, T, method, epochs, batch_size, lr, validation_data, rank):
@@ -393,7 +418,6 @@ def fit(model, X, T, comm, method="minibatch", epochs=10, batch_size=32, lr=0.1,
                 idx = None if method == "sd" else _epoch_indices(
                     method, Xl.shape[0], run.steps, run.bs, rng, shuffle)
                 ok = run.epoch(idx, flag)
-                run.record()
                 bar.epoch(hist)
                 if not ok:
                     break
