@@ -33,6 +33,8 @@ SCENARIOS = {
                            optimizer="momentum", momentum=0.8),
     "sgd": dict(method="sgd", epochs=2, lr=0.1, shuffle=False),
     "diverge": dict(method="sd", epochs=400, lr=40.0, net="linear"),
+    "diverge_mb": dict(method="minibatch", batch_size=2, epochs=400, lr=9.0, shuffle=False,
+                       net="linear", even=8),
     "interrupt": dict(method="sgd", epochs=3, lr=0.1, shuffle=False, hook=("sigint", 1, 5)),
     "fail": dict(method="sgd", epochs=3, lr=0.1, shuffle=False, hook=("raise", 1, 3)),
     "drift": dict(method="sd", epochs=3, lr=0.5, hook=("drift", 1, 2)),
@@ -103,10 +105,10 @@ def _hook(model, what, at):
 
 def run(comm, name, spec):
     r, P = comm.Get_rank(), comm.Get_size()
-    sizes = SIZES[P]
+    sizes = [spec["even"]] * P if "even" in spec else SIZES[P]
     kind = spec.get("net", "tanh")
     model = network(kind, spec.get("hidden", {}).get(r, 5)).compile(dtype="float64", seed=r)
-    X, T = data()
+    X, T = data(n=sum(sizes))
     T = targets(kind, T)
     Xr, Tr = part(X, sizes, r), part(T, sizes, r)
     if spec.get("nan_on") == r:

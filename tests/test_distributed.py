@@ -210,6 +210,28 @@ def test_divergence_rolls_back_as_in_one_process(runs):
     np.testing.assert_allclose(theta, ref, rtol=1e-9)
 
 
+def test_minibatch_divergence_mid_epoch_as_in_one_process(runs):
+    """Equal parts of 8: the step batches (2 rows from each process) are contiguous
+    blocks of a reordered copy of the data, so one-process fit on that copy with
+    batch 2P takes the same steps, through its compiled epoch loop."""
+    res, P = runs
+    _same_on_all(res["diverge_mb"])
+    theta, hist, _ = res["diverge_mb"][0]
+    spec = W.SCENARIOS["diverge_mb"]
+    X, T = W.data(n=8 * P)
+    T = W.targets("linear", T)
+    order = [r * 8 + s * 2 + j for s in range(4) for r in range(P) for j in range(2)]
+    model = _model("linear")
+    with pytest.warns(RuntimeWarning, match="diverged"):
+        ref_hist = model.fit(X[order], T[order], method="minibatch", batch_size=2 * P,
+                             epochs=spec["epochs"], lr=spec["lr"], shuffle=False,
+                             progress=False)
+    assert hist["stopped"] == ref_hist.stopped == "diverged"
+    assert hist["steps"] == ref_hist.steps and hist["steps"] % 4 != 0   # mid-epoch
+    assert hist["steps_per_epoch"] == ref_hist.steps_per_epoch
+    np.testing.assert_allclose(theta, model._theta, rtol=1e-9)
+
+
 def test_ctrl_c_on_one_process_stops_all_after_that_step(runs):
     res, P = runs
     _same_on_all(res["interrupt"])
