@@ -67,7 +67,7 @@ def worker(names, quick: bool) -> list:
         wl = refs.WORKLOADS[name]
         model = build_model(wl)
         batch = max(1, wl.batch // P)
-        steps = max(8, epoch_batches(wl) // (8 if quick else 1))
+        steps = max(16, epoch_batches(wl) // (8 if quick else 1))
         X, T = refs.make_data(dataclasses.replace(wl, batch=wl.batch * steps), seed=1)
         X, T = np.ascontiguousarray(X), np.ascontiguousarray(T)
         Xr, Tr = np.ascontiguousarray(X[rank::P]), np.ascontiguousarray(T[rank::P])
@@ -75,13 +75,13 @@ def worker(names, quick: bool) -> list:
         def epoch(c=comm, model=model, Xr=Xr, Tr=Tr, batch=batch):
             model.fit(Xr, Tr, method="minibatch", batch_size=batch, epochs=1, lr=LR,
                       progress=False, comm=c)
-        step_us = _timed(comm, epoch, min_time, repeats=3) / steps
+        step_us = _timed(comm, epoch, min_time, repeats=5) / steps
         buf = np.zeros(model._theta.size + 5)
         args = (MPI.IN_PLACE, [buf, MPI.DOUBLE], MPI.SUM)
         reduce_us = _timed(comm, lambda a=args: comm.Allreduce(*a), min_time / 4)
         alone_us = None
         if P == 1:
-            alone_us = _timed(comm, lambda: epoch(None), min_time, repeats=3) / steps
+            alone_us = _timed(comm, lambda: epoch(None), min_time, repeats=5) / steps
         rows.append({"workload": name, "params": int(model._theta.size), "P": P,
                      "batch": batch, "steps": steps, "step_us": step_us,
                      "allreduce_us": reduce_us, "fit_without_comm_us": alone_us})
