@@ -141,20 +141,22 @@ def _text(exc: BaseException) -> str:
 
 
 def _agree(comm, compute):
-    """Run ``compute()`` on every process and gather its result; when it raised
-    on any process, raise on all (the failing ones their own error)."""
+    """Run ``compute()`` (→ this process's value, what it shows the others) on
+    every process; returns (its value, what every process showed).  When it
+    raised anywhere, it raises on every process (a failing one its own error)."""
     try:
-        value, err = compute(), None
+        (value, shown), err = compute(), None
     except Exception as exc:  # noqa: BLE001  (handed on to every process)
-        value, err = None, exc
-    got = comm.allgather((None if err is None else _text(err), value))
+        value = shown = None
+        err = exc
+    got = comm.allgather((None if err is None else _text(err), shown))
     bad = [(r, e) for r, (e, _) in enumerate(got) if e is not None]
     if err is not None:
         raise err
     if bad:
         raise DistributedError("fit stopped before training: " + "; ".join(
             f"process {r} of {len(got)} failed: {e}" for r, e in bad))
-    return [v for _, v in got]
+    return value, [v for _, v in got]
 
 
 def _signature(model) -> dict:
@@ -387,24 +389,18 @@ def fit(model, X, T, comm, method="minibatch", epochs=10, batch_size=32, lr=0.1,
         prepared = _prepare(model, X, T, method, epochs, batch_size, lr, validation_data,
                             rank)
         opt = Optimizer(model, optimizer, momentum, betas, eps)
+        rng = np.random.default_rng(None if seed is None else [seed, rank])
         settings = {"method": method, "epochs": prepared[2], "batch_size": prepared[3],
                     "lr": prepared[4].to_dict(), "shuffle": bool(shuffle),
                     "optimizer": optimizer, "momentum": momentum,
                     "betas": None if betas is None else list(betas), "eps": eps}
-        rng = np.random.default_rng(None if seed is None else [seed, rank])
-        info = {"sig": _signature(model), "settings": settings,
-                "n": prepared[0].shape[0], "val": prepared[5] is not None}
-        return (prepared, opt, rng), info
+        shown = {"sig": _signature(model), "settings": settings,
+                 "n": prepared[0].shape[0], "val": prepared[5] is not None}
+        return (prepared, opt, rng), shown
 
-    local = [None]
-
-    def checked():
-        local[0], info = check()
-        return info
-
-    infos = _agree(comm, checked)
+    mine, infos = _agree(comm, check)
     _compare([i["sig"] for i in infos], [i["settings"] for i in infos])
-    (Xl, Tl, epochs_, batch_size_, schedule, val), opt, rng = local[0]
+    (Xl, Tl, epochs_, batch_size_, schedule, val), opt, rng = mine
     with model._lock:
         comm.Bcast(model._theta, root=0)
     hist = History(method=method)
@@ -424,11 +420,11 @@ def fit(model, X, T, comm, method="minibatch", epochs=10, batch_size=32, lr=0.1,
     finally:
         bar.close()
         hist.wall_time = time.perf_counter() - start
-    _same_end(model, opt, hist, comm)
+    _same_end(model, hist, comm)
     return hist
 
 
-def _same_end(model, opt, hist, comm):
+def _same_end(model, hist, comm):
     """Every process ends with process 0's parameters and wall time.  They are equal
     already (same reduced gradients, same update); a difference, e.g. from
     processes whose compilers round differently, is repaired with a warning."""
