@@ -32,7 +32,8 @@ part sizes gathered then, so every process makes the same collective calls.
 Stopping: a non-finite loss (seen by all, as it is the global loss) rolls back
 as in one process.  Ctrl-C (``mpiexec`` passes it to every process) sets the
 stop flag; the step in flight completes on all processes and training ends
-there with ``stopped="interrupted"``.  An exception in a process's part of a
+there with ``stopped="interrupted"`` (a second Ctrl-C makes ``mpiexec`` abort
+the job).  An exception in a process's part of a
 step sets the failure flag: the others raise ``DistributedError`` naming the
 process and its error, instead of waiting forever.  Launch with
 ``mpiexec -n P python -m mpi4py script.py``, so that an error anywhere else
@@ -72,6 +73,14 @@ __all__ = ["DistributedError", "fit", "mpiexec", "steps_per_epoch"]
 
 # Slots after the gradient sums in the all-reduced buffer.
 _LOSS, _COUNT, _STOP, _HALT, _FAIL = range(5)
+
+
+class _StopFlag(_SigintFlag):
+    """Every Ctrl-C only sets the flag: the processes must leave the step together.
+    (A second Ctrl-C to ``mpiexec`` aborts the whole job: its own rule.)"""
+
+    def _handle(self, signum, frame):
+        self.raised = True
 
 
 class DistributedError(RuntimeError):
@@ -247,7 +256,7 @@ class _DistRun:
             buf[n + _COUNT] = b
             buf[n + _HALT] = 0.0
             buf[n + _FAIL] = 0.0
-        except KeyboardInterrupt:      # a second Ctrl-C: every process drops this step
+        except KeyboardInterrupt:      # (not from our handler): every process drops the step
             buf[:] = 0.0
             buf[n + _HALT] = 1.0
         except Exception as exc:  # noqa: BLE001  (reported to every process, then raised)
@@ -409,7 +418,7 @@ def fit(model, X, T, comm, method="minibatch", epochs=10, batch_size=32, lr=0.1,
     bar = _Progress(progress if rank == 0 else False, epochs_, method)
     start = time.perf_counter()
     try:
-        with _SigintFlag() as flag:
+        with _StopFlag() as flag:
             for _ in range(epochs_):
                 idx = None if method == "sd" else _epoch_indices(
                     method, Xl.shape[0], run.steps, run.bs, rng, shuffle)

@@ -2,13 +2,15 @@
 
     mpiexec -n P python -m mpi4py tests/mpi_worker.py OUT_DIR [scenario ...]
     mpiexec -n P python -m mpi4py tests/mpi_worker.py --fail raise|exit
+    mpiexec -n P python -m mpi4py tests/mpi_worker.py --sigint
 
 Each process trains on its own part of one small data set (part sizes SIZES[P],
 uneven) and writes, per scenario, its final parameters, its History and any
 error into OUT_DIR/rank{r}.npz and OUT_DIR/rank{r}.json.  Every process starts
 from its own seed, so equal results also show that process 0's parameters
 were broadcast.  ``--fail`` makes process 1 fail in the middle of an epoch
-without catching anything: raising an exception or ending at once.
+without catching anything: raising an exception or ending at once; ``--sigint``
+trains until Ctrl-C (SIGINT to mpiexec) stops it.
 """
 
 import json
@@ -136,6 +138,9 @@ def main(argv):
     if argv[0] == "--fail":
         _hook_fail(comm, argv[1])
         return
+    if argv[0] == "--sigint":
+        _until_sigint(comm)
+        return
     out, names = argv[0], argv[1:] or list(SCENARIOS)
     arrays, info = {}, {}
     for name in names:
@@ -166,6 +171,26 @@ def _hook_fail(comm, how):
         model._c_loss_grad = failing
     model.fit(X, T, method="sgd", epochs=1000, lr=0.01, progress=False, comm=comm)
     print("finished, which a failing process should have prevented", flush=True)
+
+
+def _until_sigint(comm):
+    """A long fit (minutes) that Ctrl-C sent to mpiexec must end on every process
+    at the same step; prints each process's result as a JSON line."""
+    model = network().compile(dtype="float64", seed=0)
+    X, T = data(n=4000)
+    r = comm.Get_rank()
+
+    real, calls = model._c_loss_grad, [0]
+
+    def announcing(*args):
+        calls[0] += 1
+        if calls[0] == 50:
+            print(f"started {r}", flush=True)
+        return real(*args)
+    model._c_loss_grad = announcing
+    hist = model.fit(X, T, method="sgd", epochs=10000, lr=0.01, progress=False, comm=comm)
+    print(json.dumps({"rank": r, "stopped": hist.stopped, "steps": hist.steps,
+                      "theta": model._theta.tobytes().hex()[:64]}), flush=True)
 
 
 if __name__ == "__main__":

@@ -337,3 +337,33 @@ def test_example_same_accuracy_as_one_process():
     (sd, sd1), (mb, mb1) = accs
     assert sd == sd1 and sd >= 95
     assert abs(mb - mb1) <= 1.5 and min(mb, mb1) >= 95
+
+
+def test_ctrl_c_to_mpiexec_stops_every_process_at_the_same_step():
+    """SIGINT to mpiexec (what Ctrl-C in its terminal sends) reaches every process;
+    each ends fit at the same step, with the same parameters, stopped="interrupted"."""
+    import signal
+    W.network().compile(dtype="float64")
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    cmd = _launcher(2) + [sys.executable, "-m", "mpi4py", WORKER, "--sigint"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env, cwd=ROOT, stdin=subprocess.DEVNULL)
+    try:
+        seen, deadline = set(), time.monotonic() + 120
+        while len(seen) < 2 and time.monotonic() < deadline:
+            line = proc.stdout.readline()    # mpiexec may join the processes' lines
+            seen.update(re.findall(r"started (\d)", line))
+            if not line:
+                break
+        assert len(seen) == 2, "the processes did not start training"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail("Ctrl-C did not end the run")
+    assert proc.returncode == 0, err
+    results = [json.loads(m) for m in re.findall(r"\{[^{}]*\}", out)]
+    assert sorted(r["rank"] for r in results) == [0, 1]
+    assert all(r["stopped"] == "interrupted" for r in results)
+    assert results[0]["steps"] == results[1]["steps"] > 0
+    assert results[0]["theta"] == results[1]["theta"]
