@@ -12,6 +12,7 @@ train it with kernels generated from that derivation.
 __version__ = "0.1.0"
 
 from .dsl import Dense, Input, Network  # noqa: E402
+from .conv import AvgPool2d, Conv1d, Conv2d, Flatten, MaxPool2d  # noqa: E402
 from . import datasets, schedules  # noqa: E402
 from .check import check_gradients  # noqa: E402
 from .history import History  # noqa: E402
@@ -25,12 +26,15 @@ def __getattr__(name):
     if name in _LAZY:
         from . import layers
         return getattr(layers, name)
+    if name == "indices":
+        from .tensor import indices
+        return indices
     if name in ("sigmoid", "softplus"):
         from . import primitives
         return getattr(primitives, name)
     raise AttributeError(f"module 'symnet' has no attribute {name!r}")
 
 
-__all__ = ["Dense", "History", "Input", "Layer", "Network", "check_gradients", "datasets",
-           "load", "n_in", "schedules", "sigmoid", "softplus", "sum_j", "sum_k",
+__all__ = ["AvgPool2d", "Conv1d", "Conv2d", "Dense", "Flatten", "History", "Input", "Layer",
+           "MaxPool2d", "Network", "check_gradients", "datasets", "indices", "load", "n_in", "schedules", "sigmoid", "softplus", "sum_j", "sum_k",
            "__version__"]

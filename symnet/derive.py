@@ -8,7 +8,11 @@ For node H with incoming gradient g[b,i] = ∂L/∂H[b,i] (the symbol ``dL_dH``)
     ∂L/∂x[b,j]   += delta_r[b,i] · ∂g_r/∂x[b,j]   (gives dL_dX of the node below)
 
 A contraction r = Σ_j W[i,j]·x[b,j] needs no sympy at all: its two
-derivative rules are the matrix products δᵀ·X and δ·W.
+derivative rules are the matrix products δᵀ·X and δ·W (``Product``).
+
+``derive`` hands over every term once: lower, explicit, formulas and summary
+consume ``NodeGrad`` as it is, including which inputs need no gradient (the
+first layer's, and a parameter-free layer's with nothing trainable below).
 
 At the output node an element-wise loss ℓ(o, t) is composed with φ before
 differentiating, so that e.g. sigmoid + BCE gives the stable σ(z) − t.
@@ -28,11 +32,70 @@ INV_BATCH = sp.Symbol("inv_batch", positive=True)
 
 @dataclass
 class Term:
-    """``target[index] (+)= expr``, summed over the loop indices not in ``index``."""
+    """``target[index] (+)= expr``, summed over the loop indices not in ``index``.
+
+    An index position may be an ``ir.Affine`` (x[b,k,y+u,x+v]): the term then
+    adds into the element that the access map names (the chain rule's sum over
+    every (output, summed) position that reads it).  ``route`` "argmax": the
+    term goes only to the first largest element of a max reduction's window."""
 
     target: str
-    index: tuple[str, ...]
+    index: tuple
     expr: sp.Expr
+    route: str | None = None
+    gather: tuple | None = None   # (index, expr, summed): the same sum read per target element
+
+
+def gather_form(term: Term, node: ir.Node, red: ir.Reduction) -> tuple | None:
+    """A scatter term dX[b,k,y+u−1,x+v−1] += δ[b,c,y,x]·W[c,k,u,v] read per element
+    of its target: solve each affine position for its output index (y = y′ − u + 1)
+    and substitute, giving dX[b,k,y′,x′] = Σ_c Σ_u Σ_v δ[b,c,y′−u+1,x′−v+1]·W[c,k,u,v]
+    (the correlation of δ with the flipped kernel; positions outside δ count 0).
+    None when a position is not of the form out·s + summed + const."""
+    outs = {n for n, _ in node.space}
+    solved, index = {}, []
+    for ix in term.index:
+        if isinstance(ix, str):
+            index.append(ix)
+            continue
+        own = [(n, c) for n, c in ix.terms if n in outs]
+        if len(own) != 1:
+            return None
+        (n, c), prime = own[0], own[0][0] + "′"
+        sol = str(ir.Affine(((prime, 1),) + tuple((m, -d) for m, d in ix.terms if m != n),
+                            -ix.const))
+        solved[n] = sol if c == 1 else f"({sol})/{c}"
+        index.append(prime)
+    sub = {}
+    for sym in term.expr.free_symbols:
+        acc = node.symbols.get(sym)
+        if acc is None or not any(isinstance(x, str) and x in solved for x in acc.index):
+            continue
+        idx = [solved[x] if isinstance(x, str) and x in solved else ir.index_text(x)
+               for x in acc.index]
+        sub[sym] = ir.scalar(f"{acc.array}[{','.join(idx)}]")
+    carried = set(index) | {x for x in term.index if isinstance(x, str)}
+    summed = [n for n, _ in node.reduction_loop(red) if n not in carried and n not in solved]
+    return tuple(index), term.expr.xreplace(sub), tuple(summed)
+
+
+@dataclass
+class Product:
+    """A contraction's gradient, itself a contraction (a matrix product):
+    rule "weight": g_W[i,j] = Σ_b δ[b,i]·X[b,j]  (δᵀ·X);
+    rule "input":  dL_dX[b,j] = Σ_i δ[b,i]·W[i,j] (δ·W), only where derive says the
+    input needs a gradient."""
+
+    rule: str
+    target: str
+    delta: str
+    operand: str                 # X for "weight", W for "input"
+
+    @property
+    def formula(self) -> str:
+        if self.rule == "weight":
+            return f"{self.target}[i,j] = Σ_b {self.delta}[b,i]·{self.operand}[b,j]"
+        return f"{self.target}[b,j] = Σ_i {self.delta}[b,i]·{self.operand}[i,j]"
 
 
 @dataclass
@@ -44,6 +107,15 @@ class NodeGrad:
     loss: sp.Expr | None = None          # fused element-wise loss (output node only)
     outer: list[Term] = field(default_factory=list)      # deltas and outer-parameter grads
     summands: dict[str, list[Term]] = field(default_factory=dict)  # per reduction name
+    products: dict[str, list[Product]] = field(default_factory=dict)  # per contraction
+    input_grad: bool = True              # False: nothing below has parameters
+
+    def terms(self) -> list:
+        """Every gradient term of the node, in the order back propagation runs them."""
+        out = list(self.outer)
+        for red in self.node.reductions:
+            out += self.products.get(red.name, []) + self.summands.get(red.name, [])
+        return out
 
 
 def clean(expr: sp.Expr) -> sp.Expr:
@@ -71,7 +143,7 @@ def reuse_output(expr: sp.Expr, node: ir.Node) -> sp.Expr:
     tanh′ = 1 − H², σ′ = H(1 − H); the backward pass then calls no exp/tanh."""
     if node.outer.is_Atom or isinstance(node.outer, sp.Add):
         return expr
-    h = ir.element(node.symbols, node.name, ir.BATCH, ir.OUT)
+    h = ir.element(node.symbols, node.name, *node.out_index)
     return expr.xreplace({node.outer: h})
 
 
@@ -88,12 +160,12 @@ def derive_node(node: ir.Node, loss=None, n_out: int = 0) -> NodeGrad:
     """Local derivatives of one node; ``loss`` given when it is fused here."""
     syms = node.symbols
     if loss is not None:
-        t_i = ir.element(syms, "T", ir.BATCH, ir.OUT)
+        t_i = ir.element(syms, "T", *node.out_index)
         value = stabilise(loss.element(node.outer, t_i, n_out))
         head, upstream, scale = value, None, INV_BATCH
         grad = NodeGrad(node, None, loss=value)
     else:
-        upstream = ir.element(syms, upstream_name(node.name), ir.BATCH, ir.OUT)
+        upstream = ir.element(syms, upstream_name(node.name), *node.out_index)
         head, scale = node.outer, upstream
         grad = NodeGrad(node, upstream)
     params = {p.name: p for p in node.params}
@@ -102,8 +174,10 @@ def derive_node(node: ir.Node, loss=None, n_out: int = 0) -> NodeGrad:
     def local(sym):
         return reuse_output(stabilise(simplest(clean(scale * sp.diff(head, sym)))), node)
 
+    if node.kind == "flatten":    # a view: dL_d<flatten> is dL_d<input>, nothing to derive
+        return grad
     for red in node.reductions:
-        grad.outer.append(Term(delta_name(node, red), (ir.BATCH, ir.OUT), local(red.symbol)))
+        grad.outer.append(Term(delta_name(node, red), node.out_index, local(red.symbol)))
     for sym, acc in list(syms.items()):
         if sym in head.free_symbols and acc.array in params:
             grad.outer.append(Term(grad_name(acc.array), acc.index, local(sym)))
@@ -112,9 +186,12 @@ def derive_node(node: ir.Node, loss=None, n_out: int = 0) -> NodeGrad:
 
     # Reductions: parameters and inputs inside the summands.
     for red in node.reductions:
-        delta = ir.element(syms, delta_name(node, red), ir.BATCH, ir.OUT)
+        delta = ir.element(syms, delta_name(node, red), *node.out_index)
         terms = []
-        if red.contraction is None:
+        if red.op == "max":           # ∂max/∂x = 1 at the (first) arg-max, 0 elsewhere
+            acc = syms[red.summand]
+            terms.append(Term(upstream_name(node.input), acc.index, delta, route="argmax"))
+        elif red.contraction is None:
             for sym in sorted(red.summand.free_symbols, key=str):
                 acc = syms[sym]
                 if acc.array in params:
@@ -125,14 +202,43 @@ def derive_node(node: ir.Node, loss=None, n_out: int = 0) -> NodeGrad:
                     continue
                 d = stabilise(clean(delta * sp.diff(red.summand, sym)))
                 terms.append(Term(target, acc.index, d))
+                if any(not isinstance(x, str) for x in acc.index):
+                    terms[-1].gather = gather_form(terms[-1], node, red)
         grad.summands[red.name] = terms
     return grad
 
 
+def needs_input_grad(graph: ir.Graph) -> dict[str, bool]:
+    """Per node: does ∂L/∂(its input) feed any parameter gradient?  False for
+    the first layer (its input is the data) and for a parameter-free layer
+    (pooling, flatten) with nothing trainable below it."""
+    below: dict[str, bool] = {graph.input_name: False}   # parameters at or below a buffer
+    need = {}
+    for node in graph.nodes:
+        need[node.name] = below[node.input]
+        below[node.name] = below[node.input] or bool(node.params)
+    return need
+
+
 def derive(graph: ir.Graph) -> list[NodeGrad]:
-    """NodeGrads from the output node down to the first."""
+    """NodeGrads from the output node down to the first; the terms that carry
+    ∂L/∂(input) of a node that needs none are left out here, once."""
+    need = needs_input_grad(graph)
     grads = []
     for k, node in enumerate(reversed(graph.nodes)):
         fused = k == 0 and graph.loss.element is not None
-        grads.append(derive_node(node, graph.loss if fused else None, graph.n_out))
+        g = derive_node(node, graph.loss if fused else None, graph.n_out)
+        g.input_grad = need[node.name]
+        up = upstream_name(node.input)
+        for red in node.reductions:
+            if red.contraction:
+                g.products[red.name] = [Product("weight", grad_name(red.contraction),
+                                                delta_name(node, red), node.input),
+                                        Product("input", up, delta_name(node, red),
+                                                red.contraction)]
+        if not g.input_grad:
+            g.outer = [t for t in g.outer if t.target != up]
+            g.summands = {r: [t for t in ts if t.target != up] for r, ts in g.summands.items()}
+            g.products = {r: [t for t in ts if t.target != up] for r, ts in g.products.items()}
+        grads.append(g)
     return grads

@@ -53,14 +53,25 @@ def _check_size(n, what: str) -> int:
 
 
 class Input:
-    """The network's input: ``n`` features per example."""
+    """The network's input: ``n`` features per example, or a tensor shape
+    ``(C, H, W)`` / ``(C, L)`` per example (batches are then (batch, C, H, W))."""
 
-    def __init__(self, n: int, name: str | None = None):
-        self.n = _check_size(n, "Input size")
+    def __init__(self, n, name: str | None = None):
+        if isinstance(n, (tuple, list)):
+            if not n or len(n) > 4:
+                raise ValueError(f"Input shape must have 1 to 4 dimensions, got {tuple(n)!r}")
+            self.shape = tuple(_check_size(s, "Input shape entry") for s in n)
+            self.n = 1
+            for s in self.shape:
+                self.n *= s
+        else:
+            self.n = _check_size(n, "Input size")
+            self.shape = (self.n,)
         self.name = None if name is None else check_name(name, "Input")
 
     def __repr__(self):
-        return f"Input({self.n}, name={self.name!r})"
+        n = self.n if len(self.shape) == 1 else self.shape
+        return f"Input({n}, name={self.name!r})"
 
 
 class LayerBase:
@@ -74,6 +85,17 @@ class LayerBase:
     units: int
     name: str | None
     input = None
+    tensor = False      # True: to_node takes the input's shape (a tuple), not its width
+
+    def output_shape(self, in_shape: tuple) -> tuple:
+        """One example of the output, for an input of ``in_shape``; ValueError
+        when the layer cannot take that input."""
+        if len(in_shape) != 1:
+            name = self.name or getattr(self, "_net_name", None) or repr(self)
+            raise ValueError(f"layer {name!r} takes a vector input but "
+                             f"the layer below gives shape {in_shape}; put sn.Flatten() "
+                             "before it")
+        return (self.units,)
 
     def __call__(self, previous):
         if not isinstance(previous, (Input, LayerBase)):
@@ -200,6 +222,12 @@ class Network:
             if n in seen:
                 raise ValueError(f"two layers are named {n!r}; names must be unique")
             seen.add(n)
+        shape = self.input.shape
+        self.shapes = []
+        for layer, n in zip(chain, self.names):
+            layer._net_name = n     # for messages: the name the network gives it
+            shape = layer.output_shape(shape)
+            self.shapes.append(shape)
         self._graph = None
 
     @property
@@ -214,13 +242,14 @@ class Network:
     def graph(self) -> ir.Graph:
         """The IR of this network (built once)."""
         if self._graph is None:
-            nodes, prev, n_in = [], self.input_name, self.input.n
+            nodes, prev, shape = [], self.input_name, self.input.shape
             for k, (layer, name) in enumerate(zip(self.layers, self.names), 1):
-                made = layer.to_node(k, name, prev, n_in)
+                made = layer.to_node(k, name, prev, shape if layer.tensor else shape[0])
                 made = made if isinstance(made, list) else [made]
                 nodes.extend(made)
-                prev, n_in = name, made[-1].n_out
-            self._graph = ir.Graph(self.input_name, self.input.n, nodes, self.loss)
+                prev, shape = name, made[-1].out_shape
+            self._graph = ir.Graph(self.input_name, self.input.n, nodes, self.loss,
+                                   in_shape=self.input.shape)
             names = [p.name for p in self._graph.params()]
             clash = (set(names) & ({n.name for n in nodes} | {self.input_name}))
             if clash:
@@ -240,11 +269,23 @@ class Network:
 
     @property
     def n_out(self) -> int:
-        return self.layers[-1].units
+        n = 1
+        for s in self.shapes[-1]:
+            n *= s
+        return n
+
+    @property
+    def in_shape(self) -> tuple:
+        return self.input.shape
+
+    @property
+    def out_shape(self) -> tuple:
+        return self.shapes[-1]
 
     def describe(self) -> dict:
         """A JSON-able description (used for caching and saving)."""
-        return {"input": {"n": self.input.n, "name": self.input_name},
+        n = self.input.n if len(self.input.shape) == 1 else list(self.input.shape)
+        return {"input": {"n": n, "name": self.input_name},
                 "layers": [dict(layer.describe(), name=name)
                            for layer, name in zip(self.layers, self.names)],
                 "loss": self.loss_name}

@@ -16,7 +16,7 @@ from sympy.printing.c import C99CodePrinter
 
 from . import __version__, ir
 from .build import template_dir
-from .lower import Buffer, Loop, MatMul, Plan, SoftmaxXent, Zero
+from .lower import Buffer, Conv, Fill, Loop, MatMul, Plan, Route, SoftmaxXent, Zero
 
 DTYPES = {"float32": "float", "float64": "double"}
 
@@ -95,7 +95,8 @@ class Emitter:
             raise ValueError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
         self.plan, self.dtype = plan, dtype
         self.buffers = plan.buffers
-        smap = {s: self.element(a) for s, a in plan.symbols.items()}
+        smap = {s: self.element(a) for s, a in plan.symbols.items()
+                if a.array in self.buffers or a.array == "inv_batch"}
         self.printer = CPrinter(dtype, smap, plain_names=True)
         self.extra_symbols = smap
 
@@ -115,8 +116,47 @@ class Emitter:
             stride = 1
             for s in buf.shape[k + 1:]:
                 stride *= s
+            ix = ix if isinstance(ix, str) else f"({ix})"
             parts.append(ix if k == len(index) - 1 else f"{ix} * {stride}")
         return " + ".join(parts)
+
+    def bounds(self, op: Loop) -> list:
+        """(name, first, stop) per loop index.  An access whose affine position may
+        leave its array (zero padding) clips the range of its innermost index, so
+        the loop body never tests: u runs over [max(0, −(y − 1)), min(3, 8 − (y − 1)))."""
+        extents = {n: e for n, e in op.indices if isinstance(e, int)}
+        lo = {n: ["0"] for n, _ in op.indices}
+        hi = {n: [str(e)] for n, e in op.indices}
+        accesses = []
+        for target, index, _, expr in op.stmts:
+            if target != "loss":
+                accesses.append(ir.Access(target, tuple(index)))
+            accesses += [self.plan.symbols[s] for s in expr.free_symbols
+                         if s in self.plan.symbols]
+        seen = set()
+        for acc in accesses:
+            shape = self.buffers[acc.array].shape if acc.array in self.buffers else ()
+            for ix, n in zip(acc.index, shape):
+                if isinstance(ix, str) or (ix, n) in seen or not isinstance(n, int):
+                    continue
+                seen.add((ix, n))
+                a, b = ix.bounds(extents)
+                if a >= 0 and b <= n - 1:
+                    continue
+                t, c = ix.terms[-1]
+                if c != 1:
+                    raise ValueError(f"the access {acc.array}[{ix}] may leave its array and "
+                                     "its innermost index has a coefficient other than 1")
+                rest = ir.Affine(ix.terms[:-1], ix.const)
+                lo[t].append(f"-({rest})")
+                hi[t].append(f"{n} - ({rest})")
+
+        def fold(parts, fn):
+            out = parts[0]
+            for p in parts[1:]:
+                out = f"{fn}({out}, {p})"
+            return out
+        return [(n, fold(lo[n], "sn_imax"), fold(hi[n], "sn_imin")) for n, _ in op.indices]
 
     def expr(self, e: sp.Expr) -> str:
         return self.printer.doprint(numeric(e))
@@ -129,17 +169,53 @@ class Emitter:
         for (target, index, kind, _), rhs in zip(op.stmts, reduced):
             if target == "loss":
                 stmts.append(("loss", kind, f"(double)({self.printer.doprint(rhs)})"))
+            elif kind == "max":
+                lhs = self.element(ir.Access(target, tuple(index)))
+                r = self.printer.doprint(rhs)
+                stmts.append((lhs, "=", f"{r} > {lhs} ? {r} : {lhs}"))
             else:
                 lhs = self.element(ir.Access(target, tuple(index)))
                 stmts.append((lhs, kind, self.printer.doprint(rhs)))
-        return {"indices": op.indices, "comment": c_comment(op.comment),
+        hoisted = []
+        if op.hoist and len(op.indices) > 1:
+            inner = op.indices[-1][0]
+            keep = []
+            for (target, index, kind, _), st in zip(op.stmts, stmts):
+                names = {n for ix in index for n in ((ix,) if isinstance(ix, str)
+                                                     else ix.names())}
+                if kind == "+=" and target != "loss" and inner not in names:
+                    hoisted.append((st[0], f"acc{len(hoisted)}", st[2]))
+                else:
+                    keep.append(st)
+            stmts = keep
+        return {"indices": self.bounds(op), "comment": c_comment(op.comment),
+                "hoisted": hoisted,
                 "temps": [(str(s), self.printer.doprint(v)) for s, v in temps],
                 "stmts": stmts}
 
-    def zero_size(self, op: Zero) -> str:
+    def route_view(self, op: Route) -> dict:
+        """Max pooling's backward as names: loops, window, and the four elements."""
+        return {"loop": op.loop, "window": op.window, "x": self.element(op.x),
+                "z": self.element(op.z), "target": self.element(op.target),
+                "delta": self.element(op.delta), "comment": c_comment(op.comment)}
+
+    def conv_view(self, op: Conv) -> dict:
+        g = op.geo
+        (H, W), (KH, KW), (OH, OW) = g["in_hw"], g["kernel"], g["out_hw"]
+        kc, ohw = g["cin"] * KH * KW, OH * OW
+        return {"args": f"{g['cin']}, {H}, {W}, {KH}, {KW}, {g['stride'][0]}, "
+                        f"{g['stride'][1]}, {g['pad'][0]}, {g['pad'][1]}, {OH}, {OW}",
+                "chw": g["cin"] * H * W, "kc": kc, "ohw": ohw, "cout": g["cout"],
+                "col_row": kc * ohw, "out_row": g["cout"] * ohw,
+                "comment": c_comment(op.comment)}
+
+    def zero_size(self, op: Zero | Fill) -> str:
         buf = self.buffers[op.buffer]
         if buf.shape[0] == "batch":
-            return f"(size_t)batch * {buf.shape[1]}"
+            size = 1
+            for s in buf.shape[1:]:
+                size *= s
+            return f"(size_t)batch * {size}"
         size = 1
         for s in buf.shape:
             size *= s
@@ -153,6 +229,9 @@ class Emitter:
         env.tests["matmul"] = lambda op: isinstance(op, MatMul)
         env.tests["zero"] = lambda op: isinstance(op, Zero)
         env.tests["softmax_xent"] = lambda op: isinstance(op, SoftmaxXent)
+        env.tests["conv"] = lambda op: isinstance(op, Conv)
+        env.tests["route"] = lambda op: isinstance(op, Route)
+        env.tests["fill"] = lambda op: isinstance(op, Fill)
         tpl = env.get_template("network.c.j2")
         graph = self.plan.graph
         return tpl.render(
@@ -162,6 +241,10 @@ class Emitter:
             params=[b for b in self.buffers.values() if b.kind == "param"],
             grads=[b for b in self.buffers.values() if b.kind == "grad"],
             work=[b for b in self.buffers.values() if b.kind == "work"],
+            aliases=[b for b in self.buffers.values() if b.kind == "alias"],
+            const_alias=lambda b: self.buffers[b.alias].kind == "input",
+            tensors=any(len(n.space) > 1 for n in graph.nodes) or len(graph.in_shape) > 1,
+            convs=any(isinstance(op, Conv) for op in self.plan.forward),
             uses=self.uses())
 
     def uses(self) -> set:
@@ -178,9 +261,15 @@ class Emitter:
 
 def describe_graph(graph: ir.Graph) -> list[str]:
     """One line per layer, for the file header."""
-    lines = [f"input {graph.input_name}: {graph.n_in} features"]
+    if len(graph.in_shape) > 1:
+        lines = [f"input {graph.input_name}: {graph.in_shape} per example"]
+    else:
+        lines = [f"input {graph.input_name}: {graph.n_in} features"]
     for node in graph.nodes:
-        lines.append(f"{node.name} ({node.n_out}) = {node.outer}")
+        if len(node.space) > 1 or node.kind == "flatten":
+            lines.append(f"{node.name} {node.out_shape} = {node.label or node.outer}")
+        else:
+            lines.append(f"{node.name} ({node.n_out}) = {node.outer}")
     lines.append(f"loss: {graph.loss.name}, averaged over the batch")
     return lines
 

@@ -21,8 +21,8 @@ from .primitives import sigmoid, softplus
 
 def arguments(graph: ir.Graph, batch: int) -> list[sp.IndexedBase]:
     """[input, T, W1, b1, ...] as IndexedBase objects with their shapes."""
-    args = [sp.IndexedBase(graph.input_name, shape=(batch, graph.n_in)),
-            sp.IndexedBase("T", shape=(batch, graph.n_out))]
+    args = [sp.IndexedBase(graph.input_name, shape=(batch, *graph.in_shape)),
+            sp.IndexedBase("T", shape=(batch, *graph.output.out_shape))]
     args += [sp.IndexedBase(p.name, shape=tuple(p.shape)) for p in graph.params()]
     return args
 
@@ -72,6 +72,19 @@ def _plus(a, b):
     return b if a is None else a + b
 
 
+def _first_max(window: list) -> list:
+    """Per element of a max window: 1 where it is the first largest, else 0, as a
+    product of steps (e_j > e_i before it, e_j ≥ e_i after it)."""
+    out = []
+    for j, e in enumerate(window):
+        f = sp.S.One
+        for m, other in enumerate(window):
+            if m != j:
+                f = f * sp.Heaviside(e - other, 0 if m < j else 1)
+        out.append(f)
+    return out
+
+
 class _Run:
     """Explicit arrays by name, and the rule that substitutes them."""
 
@@ -80,12 +93,19 @@ class _Run:
         self.env = {a.name: _elements(a) for a in arguments(graph, batch)}
         self.symbols: dict = {}
         self.rules: dict = {}
+        self.shapes: dict = {}
         for node in graph.nodes:
             self.symbols.update(node.symbols)
+            shape = (batch, *node.out_shape)
+            for name in [node.name, upstream_name(node.name)] + [
+                    n for r in node.reductions for n in (r.name, delta_name(node, r))]:
+                self.shapes[name] = shape
+        self.shapes[upstream_name(graph.input_name)] = (batch, *graph.in_shape)
 
     def at(self, expr: sp.Expr, point: dict) -> sp.Expr:
         """expr with every element symbol replaced by the explicit element at
-        ``point`` (index name → value), inv_batch by 1/batch."""
+        ``point`` (index name → value), inv_batch by 1/batch; an element
+        outside its array (zero padding) is 0."""
         if expr not in self.rules:
             self.rules[expr] = step_form(expr)
         expr = self.rules[expr]
@@ -93,38 +113,56 @@ class _Run:
         for sym in expr.free_symbols:
             acc = self.symbols.get(sym)
             if acc is not None:
-                sub[sym] = self.env[acc.array][tuple(point[k] for k in acc.index)]
+                arr = self.env[acc.array]
+                key = tuple(ir.index_at(k, point) for k in acc.index)
+                inside = all(0 <= k < n for k, n in zip(key, arr.shape))
+                sub[sym] = arr[key] if inside else sp.S.Zero
         return expr.xreplace(sub)
-
-    def width(self, name: str) -> int:
-        if name == self.graph.input_name:
-            return self.graph.n_in
-        return next(n.n_out for n in self.graph.nodes if name in (
-            n.name, upstream_name(n.name)) or any(name in (r.name, delta_name(n, r))
-                                                  for r in n.reductions))
 
     def target(self, name: str) -> np.ndarray:
         """The (zeroed on first use) array a rule accumulates into."""
         if name not in self.env:
             params = {grad_name(p.name): p.shape for p in self.graph.params()}
-            shape = params.get(name) or (self.batch, self.width(
-                name.removeprefix("dL_d")))
-            self.env[name] = _zeros(*shape)
+            self.env[name] = _zeros(*(params.get(name) or self.shapes[name]))
         return self.env[name]
 
-    def loop(self, node: ir.Node, extra=()):
-        """Every point of a node's loop: b, i and the reduction indices."""
-        ranges = [(ir.BATCH, self.batch), (ir.OUT, node.n_out)]
-        ranges += [(k, node.n_in) for k in extra]
+    def loop(self, node: ir.Node, extra=None):
+        """Every point of a node's loop: b, the outputs and a reduction's indices."""
+        ranges = node.reduction_loop(extra) if extra is not None else node.loop()
         names = [k for k, _ in ranges]
-        for values in itertools.product(*(range(n) for _, n in ranges)):
+        sizes = [self.batch if n == "batch" else n for _, n in ranges]
+        for values in itertools.product(*(range(n) for n in sizes)):
             yield dict(zip(names, values))
 
-    def accumulate(self, node: ir.Node, target: str, index, expr, extra=()):
+    def accumulate(self, node: ir.Node, target: str, index, expr, extra=None):
         arr = self.target(target)
         for point in self.loop(node, extra):
-            key = tuple(point[k] for k in index)
-            arr[key] = _plus(arr[key], self.at(expr, point))
+            key = tuple(ir.index_at(k, point) for k in index)
+            if all(0 <= k < n for k, n in zip(key, arr.shape)):   # padding: no gradient
+                arr[key] = _plus(arr[key], self.at(expr, point))
+
+    def max_pool(self, node: ir.Node, red: ir.Reduction, route: list | None = None):
+        """z = max over each window; with ``route`` [(target, index, delta expr)]
+        the gradient goes to the first largest element."""
+        acc = self.symbols[red.summand]
+        out = self.target(red.name) if route is None else None
+        for point in self.loop(node):
+            cells = []
+            for w in itertools.product(*(range(n) for _, n in red.space)):
+                p = dict(point, **dict(zip((n for n, _ in red.space), w)))
+                cells.append(p)
+            window = [self.at(red.summand, p) for p in cells]
+            key = tuple(point[k] for k in node.out_index)
+            if route is None:
+                out[key] = sp.Max(*window)
+                continue
+            for (target, index, expr), in [route]:
+                arr = self.target(target)
+                d = self.at(expr, point)
+                for p, f in zip(cells, _first_max(window)):
+                    k = tuple(ir.index_at(x, p) for x in index)
+                    arr[k] = _plus(arr[k], d * f)
+        del acc
 
 
 def evaluate(graph: ir.Graph, grads: list[NodeGrad], batch: int) -> dict:
@@ -142,15 +180,18 @@ def _evaluate(graph: ir.Graph, grads: list[NodeGrad], batch: int) -> dict:
     env = run.env
     for node in graph.nodes:
         X = env[node.input]
+        if node.kind == "flatten":
+            env[node.name] = X.reshape(batch, -1)
+            continue
         for red in node.reductions:
             if red.contraction:
                 W = env[red.contraction]
                 env[red.name] = X.dot(W.T)
+            elif red.op == "max":
+                run.max_pool(node, red)
             else:
-                env[red.name] = _zeros(batch, node.n_out)
-                run.accumulate(node, red.name, (ir.BATCH, ir.OUT), red.summand, red.over)
-        env[node.name] = _zeros(batch, node.n_out)
-        run.accumulate(node, node.name, (ir.BATCH, ir.OUT), node.outer)
+                run.accumulate(node, red.name, node.out_index, red.summand, red)
+        run.accumulate(node, node.name, node.out_index, node.outer)
 
     out, T = graph.output, env["T"]
     O = env[out.name]
@@ -172,23 +213,25 @@ def _evaluate(graph: ir.Graph, grads: list[NodeGrad], batch: int) -> dict:
 
     for k in range(len(graph.nodes) - 1, -1, -1):
         node, g = graph.nodes[k], by_node[graph.nodes[k].name]
-        first = k == 0
+        if node.kind == "flatten":
+            if g.input_grad:
+                env[upstream_name(node.input)] = run.target(upstream_name(node.name)).reshape(
+                    run.shapes[upstream_name(node.input)])
+            continue
         for t in g.outer:
-            if not (first and t.target == upstream_name(node.input)):
-                run.accumulate(node, t.target, t.index, t.expr)
+            run.accumulate(node, t.target, t.index, t.expr)
         for red in node.reductions:
             delta = env[delta_name(node, red)]
-            if red.contraction:
-                X, W = env[node.input], env[red.contraction]
-                gW = run.target(grad_name(red.contraction))
-                gW[...] = np.vectorize(_plus, otypes=[object])(gW, delta.T.dot(X))
-                if not first:
-                    up = run.target(upstream_name(node.input))
-                    up[...] = np.vectorize(_plus, otypes=[object])(up, delta.dot(W))
-                continue
+            for prod in g.products.get(red.name, []):   # δᵀ·X and δ·W, as derived
+                operand = env[prod.operand]
+                value = delta.T.dot(operand) if prod.rule == "weight" else delta.dot(operand)
+                acc = run.target(prod.target)
+                acc[...] = np.vectorize(_plus, otypes=[object])(acc, value)
             for t in g.summands[red.name]:
-                if not (first and t.target == upstream_name(node.input)):
-                    run.accumulate(node, t.target, t.index, t.expr, red.over)
+                if t.route == "argmax":
+                    run.max_pool(node, red, [(t.target, t.index, t.expr)])
+                else:
+                    run.accumulate(node, t.target, t.index, t.expr, red)
     for arr in env.values():   # elements no rule wrote into (none expected)
         if isinstance(arr, np.ndarray):
             arr[np.equal(arr, None)] = sp.S.Zero

@@ -84,6 +84,10 @@ Z = sp.Symbol("z", real=True)
 O_, T_ = sp.symbols("o t", real=True)
 
 
+def _index(index) -> str:
+    return ",".join(ir.index_text(x) for x in index)
+
+
 def activation_label(node: ir.Node) -> str | None:
     """relu, tanh, ... for built-in activations, f_H1 for sympy-defined ones,
     None for layers that are not Dense."""
@@ -134,11 +138,11 @@ class Formulas:
                                     latex_name(x) for x in [g.input_name]
                                     + [n.name for n in g.nodes])
                                 + r"\text{, loss %s}" % loss.replace("_", " ")))
-        shapes = [f"{g.input_name}: (B, {g.n_in})"]
+        shapes = [f"{g.input_name}: (B, {', '.join(map(str, g.in_shape))})"]
         for node in g.nodes:
             shapes += [f"{p.name}: {p.shape if len(p.shape) > 1 else f'({p.shape[0]},)'}"
                        for p in node.params]
-            shapes.append(f"{node.name}: (B, {node.n_out})")
+            shapes.append(f"{node.name}: (B, {', '.join(map(str, node.out_shape))})")
         shapes.append(f"T: (B, {g.n_out})")
         self._add("info", "   ".join(shapes))
         self._add("info", "B examples in a batch, one per row b; W is (out, in); "
@@ -149,6 +153,9 @@ class Formulas:
     def _forward(self):
         self._add("heading", _Tex("Forward", r"\text{Forward}"))
         for node in self.graph.nodes:
+            if len(node.space) > 1 or node.kind == "flatten":
+                self._tensor_forward(node)
+                continue
             label = activation_label(node)
             if label is not None:
                 red = node.reductions[0]
@@ -188,6 +195,37 @@ class Formulas:
                       + _el("T", "b,i") + _Tex(")", r"\right)"))
             self._add("index", _Tex("ℓ(o, t)", r"\ell(o, t)") + EQ + _expr(self._loss_element()))
 
+    def _tensor_forward(self, node: ir.Node):
+        args = ", ".join([p.name for p in node.params] + [node.input])
+        what = f"   ({node.label})" if node.label else ""
+        self._add("step", _Tex(f"{node.name} = {node.name}({args}){what}",
+                               f"{latex_name(node.name)} = {latex_name(node.name)}\\left("
+                               + ", ".join(latex_name(a) for a in args.split(", "))
+                               + r"\right)"))
+        out = ",".join(node.out_index)
+        if node.kind == "flatten":
+            shape = node.in_shape
+            strides = [1] * len(shape)
+            for d in range(len(shape) - 2, -1, -1):
+                strides[d] = strides[d + 1] * shape[d + 1]
+            names = ["c", "y", "x"][-len(shape):] if len(shape) <= 3 else \
+                [f"d{k}" for k in range(len(shape))]
+            flat = " + ".join(f"{n}·{s}" if s > 1 else n for n, s in zip(names, strides))
+            self._add("index", _el(node.name, f"b,{flat}") + EQ
+                      + _el(node.input, "b," + ",".join(names))
+                      + _Tex("   (a view: no copy)", r" \quad \text{(a view)}"))
+            return
+        for red in node.reductions:
+            if red.op == "max":
+                op = _Tex("max_" + ",".join(n for n, _ in red.space) + " ",
+                          r"\max_{%s} " % ",".join(n for n, _ in red.space))
+            else:
+                op = _sum([n for n, _ in red.space])
+            ranges = ", ".join(f"{n} < {e}" for n, e in red.space)
+            self._add("index", _el(red.name, out) + EQ + op + _expr(red.summand)
+                      + _Tex(f"   ({ranges})", r" \quad (%s)" % ranges))
+        self._add("index", _el(node.name, out) + EQ + _expr(node.outer))
+
     def _loss_element(self) -> sp.Expr:
         return sp.sympify(self.graph.loss.element(O_, T_, self.graph.n_out))
 
@@ -219,7 +257,7 @@ class Formulas:
             above = nodes[k + 1] if k + 1 < len(nodes) else None
             if above is None:
                 self._output_gradient(grad)
-            self._node(grad, above, first=k == 0)
+            self._node(grad, above)
 
     def _output_gradient(self, grad: NodeGrad):
         out = grad.node.name
@@ -245,10 +283,15 @@ class Formulas:
                   + _Tex(f"   (not stored: fused into delta_{out} below)",
                          r" \quad \text{(fused)}"))
 
-    def _node(self, grad: NodeGrad, above: ir.Node | None, first: bool):
+    def _node(self, grad: NodeGrad, above: ir.Node | None):
         node, H = grad.node, grad.node.name
+        if node.kind == "flatten":
+            self._add("step", _d("L", node.input) + EQ + _d("L", H)
+                      + _Tex("   (the same numbers: Flatten is a view)", r" \quad \text{(view)}"))
+            return
         label = activation_label(node)
-        loop = (ir.BATCH, ir.OUT)
+        loop = tuple(node.out_index)
+        out = ",".join(loop)
         deltas = {t.target: t for t in grad.outer if t.target.startswith("delta_")}
         for red in node.reductions:
             dn = delta_name(node, red)
@@ -269,43 +312,62 @@ class Formulas:
                 step = step + _Tex("   (loss fused with the output activation)",
                                    r" \quad \text{(fused)}")
             self._add("step", step)
-            self._add("index", _el(dn, "b,i") + EQ + _expr(deltas[dn].expr))
+            self._add("index", _el(dn, out) + EQ + _expr(deltas[dn].expr))
         # Parameters and inputs of the outer formula (biases, mostly).
         for t in grad.outer:
-            if t.target in deltas or (first and t.target == upstream_name(node.input)):
+            if t.target in deltas:
                 continue
             name = t.target[len("g_"):] if t.target.startswith("g_") else node.input
             summed = [x for x in loop if x not in t.index]
             step = _d("L", name) + EQ + _d("L", H) + CHAIN + _d(H, name)
             same = [d for d, dt in deltas.items() if dt.expr == t.expr]
             if same and len(t.index) == 1:
-                step = step + EQ + _Tex("Σ_b ", r"\sum_{b} ") + _delta(same[0])
+                step = step + EQ + _sum(summed) + _delta(same[0])
             self._add("step", step)
-            self._add("index", _el(t.target, ",".join(t.index)) + EQ + _sum(summed)
+            self._add("index", _el(t.target, _index(t.index)) + EQ + _sum(summed)
                       + _expr(t.expr))
         # Parameters and inputs inside the reductions.
         for red in node.reductions:
             dn, X = delta_name(node, red), node.input
-            if red.contraction:
+            for prod in grad.products.get(red.name, []):   # δᵀ·X and δ·W, as derived
                 W = red.contraction
-                self._add("step", _d("L", W) + EQ + _d("L", H) + CHAIN + _d(H, W) + EQ
-                          + _delta(dn) + TR + DOT + _n(X))
-                self._add("index", _el(grad_name(W), "i,j") + EQ + _sum("b") + _el(dn, "b,i")
-                          + DOT + _el(X, "b,j"))
-                if not first:
+                if prod.rule == "weight":
+                    self._add("step", _d("L", W) + EQ + _d("L", H) + CHAIN + _d(H, W) + EQ
+                              + _delta(dn) + TR + DOT + _n(X))
+                    self._add("index", _el(prod.target, "i,j") + EQ + _sum("b")
+                              + _el(dn, "b,i") + DOT + _el(X, "b,j"))
+                else:
                     self._add("step", _d("L", X) + EQ + _d("L", H) + CHAIN + _d(H, X) + EQ
                               + _delta(dn) + DOT + _n(W))
-                    self._add("index", _el(upstream_name(X), "b,j") + EQ + _sum("i")
+                    self._add("index", _el(prod.target, "b,j") + EQ + _sum("i")
                               + _el(dn, "b,i") + DOT + _el(W, "i,j"))
+            if red.contraction:
                 continue
             for t in grad.summands[red.name]:
-                if first and t.target == upstream_name(X):
-                    continue
                 name = t.target[len("g_"):] if t.target.startswith("g_") else X
-                summed = [x for x in loop + tuple(red.over) if x not in t.index]
+                carried = {n for ix in t.index for n in ((ix,) if isinstance(ix, str)
+                                                         else ix.names())}
+                summed = [n for n, _ in node.reduction_loop(red) if n not in carried]
                 self._add("step", _d("L", name) + EQ + _d("L", H) + CHAIN + _d(H, name))
-                self._add("index", _el(t.target, ",".join(t.index)) + EQ + _sum(summed)
+                if t.route == "argmax":
+                    self._add("index", _el(t.target, _index(t.index)) + _Tex(" += ")
+                              + _expr(t.expr) + _Tex(
+                                  "   at the first (" + ",".join(n for n, _ in red.space)
+                                  + ") where "
+                                  f"{text(red.summand)} = {red.name}[{out}], for every "
+                                  f"{red.name}[{out}]",
+                                  r" \quad \text{at the arg-max (first on ties)}"))
+                    continue
+                op = _Tex(" += ", " += ") if carried - set(t.index) else EQ
+                self._add("index", _el(t.target, _index(t.index)) + op + _sum(summed)
                           + _expr(t.expr))
+                if t.gather is not None:
+                    idx, expr, sums = t.gather
+                    self._add("index", _Tex("i.e. ", r"\text{i.e. } ")
+                              + _el(t.target, ",".join(idx)) + EQ + _sum(sums) + _expr(expr)
+                              + _Tex("   (correlation with the flipped kernel; terms outside "
+                                     f"{delta_name(node, red)} are 0)",
+                                     r" \quad \text{(flipped kernel)}"))
 
     # ------------------------------------------------------------- showing
     def __str__(self):

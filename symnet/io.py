@@ -140,16 +140,32 @@ def load(path, network=None, dtype=None):
 
 def network_from_description(desc: dict):
     """The Network that ``Network.describe()`` returned ``desc`` for."""
+    from . import conv
     from .dsl import Dense, Input, Network
     try:
-        inp = Input(desc["input"]["n"], name=desc["input"]["name"])
+        n = desc["input"]["n"]
+        inp = Input(tuple(n) if isinstance(n, list) else n, name=desc["input"]["name"])
         layers = []
         for d in desc["layers"]:
-            if d.get("kind") != "dense":
-                raise ValueError(f"layer kind {d.get('kind')!r} cannot be loaded "
-                                 "(only dense layers)")
-            layers.append(Dense(d["units"], _spec(d["activation"]), bias=d["bias"],
-                                name=d["name"]))
+            kind = d.get("kind")
+            if kind == "dense":
+                layers.append(Dense(d["units"], _spec(d["activation"]), bias=d["bias"],
+                                    name=d["name"]))
+            elif kind in ("conv2d", "conv1d"):
+                cls = conv.Conv2d if kind == "conv2d" else conv.Conv1d
+                layers.append(cls(d["out_channels"], tuple(d["kernel_size"]),
+                                  stride=tuple(d["stride"]), padding=tuple(d["padding"]),
+                                  activation=_spec(d["activation"]), bias=d["bias"],
+                                  name=d["name"]))
+            elif kind in ("maxpool2d", "avgpool2d"):
+                cls = conv.MaxPool2d if kind == "maxpool2d" else conv.AvgPool2d
+                layers.append(cls(tuple(d["kernel_size"]), stride=tuple(d["stride"]),
+                                  name=d["name"]))
+            elif kind == "flatten":
+                layers.append(conv.Flatten(name=d["name"]))
+            else:
+                raise ValueError(f"layer kind {kind!r} cannot be loaded (only dense, "
+                                 "convolution, pooling and flatten layers)")
         net = Network(inp, *layers, loss=_spec(desc["loss"]))
     except (KeyError, TypeError, AttributeError) as exc:
         raise ValueError(f"malformed network description ({type(exc).__name__}: {exc})") \

@@ -26,6 +26,55 @@ BATCH, OUT, IN, IN2 = "b", "i", "j", "k"
 
 
 @dataclass(frozen=True)
+class Affine:
+    """An affine index: Σ coef·index + const, e.g. ``y*2 + u - 1`` for a
+    strided, padded convolution's input row.  A plain index name stays a
+    ``str`` in an ``Access``; only composite positions are ``Affine``.
+
+    >>> a = Affine((("y", 2), ("u", 1)), -1)
+    >>> str(a), a.at({"y": 3, "u": 0})
+    ('y*2 + u - 1', 5)
+    """
+
+    terms: tuple[tuple[str, int], ...]
+    const: int = 0
+
+    def __str__(self):
+        text = ""
+        for name, c in self.terms:
+            word = name if abs(c) == 1 else f"{name}*{abs(c)}"
+            text += (word if c > 0 else f"-{word}") if not text else \
+                (f" + {word}" if c > 0 else f" - {word}")
+        if self.const:
+            text += (f" + {self.const}" if self.const > 0 else f" - {-self.const}") if text \
+                else str(self.const)
+        return text or "0"
+
+    def at(self, point: dict) -> int:
+        return self.const + sum(c * point[n] for n, c in self.terms)
+
+    def names(self) -> tuple[str, ...]:
+        return tuple(n for n, _ in self.terms)
+
+    def bounds(self, extents: dict) -> tuple[int, int]:
+        """Smallest and largest value over the index ranges (0..extent−1)."""
+        lo = hi = self.const
+        for n, c in self.terms:
+            lo += min(0, c * (extents[n] - 1))
+            hi += max(0, c * (extents[n] - 1))
+        return lo, hi
+
+
+def index_text(ix) -> str:
+    """An index position as the C and the derivation write it."""
+    return ix if isinstance(ix, str) else str(ix)
+
+
+def index_at(ix, point: dict) -> int:
+    return point[ix] if isinstance(ix, str) else ix.at(point)
+
+
+@dataclass(frozen=True)
 class Access:
     """What a scalar symbol stands for: ``array[index...]``.
 
@@ -39,10 +88,11 @@ class Access:
 
 @dataclass
 class ParamSpec:
-    """A trainable array of a node, e.g. W1 with dims ("out", "in")."""
+    """A trainable array of a node, e.g. W1 with dims ("out", "in"); a
+    tensor layer's parameters carry their index names as dims."""
 
     name: str
-    dims: tuple[str, ...]        # each "out" or "in"
+    dims: tuple[str, ...]        # each "out" or "in" (or index names)
     shape: tuple[int, ...]
     init: str                    # "glorot", "he", "zeros", "ones"
     role: str = "weight"         # "weight" or "bias", for people
@@ -51,13 +101,23 @@ class ParamSpec:
 @dataclass
 class Reduction:
     """r[b,i] = Σ over ``over`` of ``summand``; ``contraction`` names W when the
-    summand is W[i,j]·x[b,j] (then it lowers to a matrix product)."""
+    summand is W[i,j]·x[b,j] (then it lowers to a matrix product).
+
+    ``space`` gives the summed indices with their extents (a tensor node's
+    reduction space, e.g. (("k", 1), ("u", 5), ("v", 5))); empty means each
+    index of ``over`` runs over the node's inputs.  ``op`` is "sum" or "max"
+    (max pooling); ``conv`` holds a convolution's geometry when the summand
+    is W[c,k,u,v]·x[k, y*s + u − p, x*s + v − p] (it then lowers to im2col
+    and matrix products)."""
 
     name: str
     symbol: sp.Symbol            # stands for name[b,i] inside the outer formula
     summand: sp.Expr
     over: tuple[str, ...] = (IN,)
     contraction: str | None = None
+    space: tuple[tuple[str, int], ...] = ()
+    op: str = "sum"
+    conv: dict | None = None
 
 
 @dataclass
@@ -73,8 +133,35 @@ class Node:
     reductions: list[Reduction]
     outer: sp.Expr
     symbols: dict[sp.Symbol, Access] = field(default_factory=dict)
-    kind: str = "layer"          # "dense" or "layer", for people
+    kind: str = "layer"          # "dense", "layer", "conv", "pool", "flatten", "tensor"
     activation: object = None    # the Activation record of a dense layer
+    space: tuple[tuple[str, int], ...] = ()   # output indices (name, extent) after b
+    in_shape: tuple[int, ...] = ()            # one example of the input
+    label: str = ""              # how the layer reads for people, e.g. "Conv2d(6, 5)"
+
+    def __post_init__(self):
+        if not self.space:
+            self.space = ((OUT, self.n_out),)
+        if not self.in_shape:
+            self.in_shape = (self.n_in,)
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        return tuple(e for _, e in self.space)
+
+    @property
+    def out_index(self) -> tuple[str, ...]:
+        """(b, i) for a vector layer, (b, c, y, x) for an image layer."""
+        return (BATCH,) + tuple(n for n, _ in self.space)
+
+    def loop(self) -> list:
+        """The loop over every output element: b, then the output space."""
+        return [(BATCH, "batch")] + list(self.space)
+
+    def reduction_loop(self, red: Reduction) -> list:
+        """The loop of a reduction: the output loop, then the summed indices."""
+        space = list(red.space) or [(j, self.n_in) for j in red.over]
+        return self.loop() + space
 
     def param(self, name: str) -> ParamSpec:
         return next(p for p in self.params if p.name == name)
@@ -88,6 +175,11 @@ class Graph:
     n_in: int
     nodes: list[Node]
     loss: object                 # a primitives.Loss record
+    in_shape: tuple[int, ...] = ()   # one example of the input; (n_in,) for vectors
+
+    def __post_init__(self):
+        if not self.in_shape:
+            self.in_shape = (self.n_in,)
 
     @property
     def output(self) -> Node:
@@ -107,8 +199,9 @@ def scalar(name: str) -> sp.Symbol:
     return sympy.Symbol(name, real=True)
 
 
-def element(symbols: dict, array: str, *index: str) -> sp.Symbol:
-    """Symbol standing for array[index], registered in ``symbols``."""
-    sym = scalar(f"{array}[{','.join(index)}]")
+def element(symbols: dict, array: str, *index) -> sp.Symbol:
+    """Symbol standing for array[index], registered in ``symbols``; an index
+    position is a name or an ``Affine``."""
+    sym = scalar(f"{array}[{','.join(index_text(x) for x in index)}]")
     symbols[sym] = Access(array, tuple(index))
     return sym

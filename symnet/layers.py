@@ -81,6 +81,12 @@ class Layer(LayerBase):
     a C spelling raise ValueError naming the layer and the culprit.
     """
 
+    def __new__(cls, units=None, *args, **kwargs):
+        if isinstance(units, tuple) and cls is Layer:   # a formula over tensors
+            from .tensor import TensorLayer
+            return TensorLayer(units, *args, **kwargs)
+        return super().__new__(cls)
+
     def __init__(self, units: int, formula, params: dict | None = None,
                  init: dict | None = None, linear: str | None = None,
                  name: str | None = None):

@@ -41,11 +41,58 @@ class Loop:
     """for each index in ``indices`` (name, extent): the statements, after CSE.
 
     ``stmts`` is a list of (target, index, op, expr) with op "=" or "+=";
-    ``target`` "loss" is the double accumulator of the loss."""
+    ``target`` "loss" is the double accumulator of the loss.  With ``hoist``, a
+    "+=" whose target does not depend on the innermost index sums into a local
+    first (g_b[c] over y, x), so the innermost loop vectorises."""
 
     indices: list[tuple[str, str | int]]
     stmts: list[tuple[str, tuple[str, ...], str, sp.Expr]]
     comment: str
+    hoist: bool = False
+
+
+@dataclass
+class Conv:
+    """A convolution's three contractions through im2col and matrix products.
+
+    forward:  col[b][(k,u,v),(y,x)] = X[b,k,y·s+u−p,x·s+v−p] (0 outside), then
+              Z[b] = W·col[b];
+    backward: gW (+)= Σ_b delta[b]·col[b]ᵀ; with ``dX``: dcol = Wᵀ·delta[b] and
+              dX[b,k,y·s+u−p,x·s+v−p] += dcol (col2im; dX zeroed before).
+    ``geo`` holds the sizes (see tensor.conv_geometry)."""
+
+    mode: str                    # "forward" or "backward"
+    X: str
+    W: str
+    col: str
+    geo: dict
+    comment: str
+    Z: str | None = None
+    delta: str | None = None
+    gW: str | None = None
+    dX: str | None = None
+    accumulate: bool = False
+
+
+@dataclass
+class Route:
+    """Max pooling's backward: for each output element, target += delta at the
+    first position of the window where the input equals the maximum."""
+
+    loop: list                   # output loop (name, extent)
+    window: list                 # summed indices (name, extent)
+    x: object                    # ir.Access of the input element
+    z: object                    # ir.Access of the max
+    target: object               # ir.Access into the input's gradient
+    delta: object                # ir.Access of the delta
+    comment: str
+
+
+@dataclass
+class Fill:
+    buffer: str
+    value: str
+    comment: str = ""
 
 
 @dataclass
@@ -71,10 +118,16 @@ class Buffer:
     work buffers are (batch, width)."""
 
     name: str
-    kind: str                    # "param", "grad", "work", "input", "target"
-    shape: tuple                 # ("batch", w) for batch arrays
+    kind: str                    # "param", "grad", "work", "input", "target", "alias"
+    shape: tuple                 # ("batch", w) or ("batch", c, h, w) for batch arrays
     offset: int = 0              # in the flat params/grads array, or per-row in work
     comment: str = ""
+    alias: str | None = None     # an "alias" is this buffer under another shape (Flatten)
+
+    @property
+    def row(self) -> str:
+        """One example's shape, as the C comments write it: "10" or "6, 24, 24"."""
+        return ", ".join(str(s) for s in self.shape[1:])
 
 
 @dataclass
@@ -95,7 +148,15 @@ class Plan:
 
 
 def _batch(name, width, kind, offset=0, comment=""):
-    return Buffer(name, kind, ("batch", width), offset, comment)
+    shape = tuple(width) if isinstance(width, tuple) else (width,)
+    return Buffer(name, kind, ("batch", *shape), offset, comment)
+
+
+def _size(shape) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n
 
 
 def plan(graph: ir.Graph) -> Plan:
@@ -114,8 +175,9 @@ def plan(graph: ir.Graph) -> Plan:
         offset += size
     n_params = offset
 
-    buffers[graph.input_name] = _batch(graph.input_name, graph.n_in, "input", 0, "input")
-    buffers["T"] = _batch("T", graph.n_out, "target", 0, "target")
+    in_shape = graph.in_shape if len(graph.in_shape) > 1 else graph.n_in
+    buffers[graph.input_name] = _batch(graph.input_name, in_shape, "input", 0, "input")
+    buffers["T"] = _batch("T", _shape(graph.output), "target", 0, "target")
     row = 0
 
     def work(name, width, comment):
@@ -124,21 +186,50 @@ def plan(graph: ir.Graph) -> Plan:
             raise ValueError(f"the name {name!r} is used twice in the generated code; "
                              "rename the layer")
         buffers[name] = _batch(name, width, "work", row, comment)
-        row += width
+        row += _size(buffers[name].shape[1:])
+
+    def alias(name, of, width, comment):
+        if name in buffers:
+            raise ValueError(f"the name {name!r} is used twice in the generated code; "
+                             "rename the layer")
+        shape = tuple(width) if isinstance(width, tuple) else (width,)
+        buffers[name] = Buffer(name, "alias", ("batch", *shape), buffers[of].offset, comment,
+                               alias=of)
 
     fused = graph.loss.element is not None
     for node in graph.nodes:
+        if node.kind == "flatten":
+            alias(node.name, node.input, node.n_out, f"layer {node.name}: {node.input} "
+                  "flattened (the same memory)")
+            continue
         for red in node.reductions:
-            work(red.name, node.n_out, f"Σ of {node.name}")
-        work(node.name, node.n_out, f"layer {node.name}")
+            work(red.name, _shape(node), f"Σ of {node.name}")
+            if red.conv is not None:
+                g = red.conv
+                work(f"col_{node.name}", (g["cin"] * _size(g["kernel"]), _size(g["out_hw"])),
+                     f"im2col of {node.input} for {node.name}")
+        if _identity(node):
+            alias(node.name, node.reductions[0].name, _shape(node),
+                  f"layer {node.name}: {node.reductions[0].name} itself")
+        else:
+            work(node.name, _shape(node), f"layer {node.name}")
     for k, node in enumerate(graph.nodes):
         last = k == len(graph.nodes) - 1
+        if node.kind == "flatten":
+            if by_node[node.name].input_grad:
+                alias(upstream_name(node.name), upstream_name(node.input), node.n_out,
+                      f"∂L/∂{node.name}: ∂L/∂{node.input} flattened")
+            continue
         if not (last and fused):
-            work(upstream_name(node.name), node.n_out, f"∂L/∂{node.name}")
+            work(upstream_name(node.name), _shape(node), f"∂L/∂{node.name}")
         for t in by_node[node.name].outer:
             if t.target.startswith("delta_") and t.target not in buffers:
                 red = next(r for r in node.reductions if delta_name(node, r) == t.target)
-                work(t.target, node.n_out, f"∂L/∂{red.name}")
+                if _identity(node) and t.expr == by_node[node.name].upstream:
+                    alias(t.target, upstream_name(node.name), _shape(node),
+                          f"∂L/∂{red.name}: ∂L/∂{node.name} itself")
+                else:
+                    work(t.target, _shape(node), f"∂L/∂{red.name}")
 
     p = Plan(graph, grads, buffers, n_params, row)
     for node in graph.nodes:
@@ -149,30 +240,69 @@ def plan(graph: ir.Graph) -> Plan:
     return p
 
 
+def _identity(node: ir.Node) -> bool:
+    """A tensor node whose output is its one reduction (pooling, a linear convolution
+    without bias): the output and the delta share the reduction's buffers."""
+    return (len(node.space) > 1 and len(node.reductions) == 1
+            and node.outer == node.reductions[0].symbol)
+
+
+def _shape(node: ir.Node):
+    """A node's buffer shape after the batch: an int for vectors (as before)."""
+    return node.n_out if len(node.space) == 1 else node.out_shape
+
+
+def _index(index) -> str:
+    return ",".join(ir.index_text(x) for x in index)
+
+
+def _sums(node, red) -> str:
+    """Σ_j (vectors: Σ_j,k for a double sum) or Σ_k Σ_u Σ_v (tensors)."""
+    if not red.space:
+        return f"Σ_{','.join(red.over)} "
+    return "".join(f"Σ_{n} " for n, _ in red.space)
+
+
 def _forward(graph: ir.Graph) -> list:
+    """Every node's reductions, then its outer formula, over the loops its index
+    spaces give: (b, i) and (b, i, j) for vectors, (b, c, y, x, ...) for tensors."""
     ops = []
     for node in graph.nodes:
+        if node.kind == "flatten":       # a view of its input: no loop
+            continue
+        out = _index(node.out_index)
+        tensor = len(node.space) > 1
         for red in node.reductions:
+            comment = f"{red.name}[{out}] = {_sums(node, red)}{text(red.summand)}"
             if red.contraction:
                 ops.append(MatMul("nt", red.name, node.input, red.contraction, "batch",
                                   node.n_out, node.n_in, False,
                                   f"{red.name}[b,i] = Σ_j {red.contraction}[i,j]·"
                                   f"{node.input}[b,j]"))
+            elif red.conv is not None:
+                ops.append(Conv("forward", node.input, red.conv["weight"], f"col_{node.name}",
+                                red.conv, comment, Z=red.name))
+            elif red.op == "max":
+                ops.append(Fill(red.name, "-INFINITY"))
+                ops.append(Loop(node.reduction_loop(red),
+                                [(red.name, node.out_index, "max", red.summand)],
+                                f"{red.name}[{out}] = max_"
+                                f"{','.join(n for n, _ in red.space)} {text(red.summand)}"))
             else:
-                ops.append(Zero(red.name, f"batch * {node.n_out}"))
-                idx = [(ir.BATCH, "batch"), (ir.OUT, node.n_out)]
-                idx += [(j, node.n_in) for j in red.over]
-                ops.append(Loop(idx, [(red.name, (ir.BATCH, ir.OUT), "+=", red.summand)],
-                                f"{red.name}[b,i] = Σ_{','.join(red.over)} {text(red.summand)}"))
-        ops.append(Loop([(ir.BATCH, "batch"), (ir.OUT, node.n_out)],
-                        [(node.name, (ir.BATCH, ir.OUT), "=", node.outer)],
-                        f"{node.name}[b,i] = {text(node.outer)}"))
+                ops.append(Zero(red.name, None))
+                ops.append(Loop(node.reduction_loop(red),
+                                [(red.name, node.out_index, "+=", red.summand)], comment,
+                                hoist=tensor))
+        if not _identity(node):
+            ops.append(Loop(node.loop(), [(node.name, node.out_index, "=", node.outer)],
+                            f"{node.name}[{out}] = {text(node.outer)}"))
     return ops
 
 
 def _loss(graph: ir.Graph, by_node: dict, grad: bool) -> list:
     """The loss value, and with ``grad`` the output node's deltas in the same loop."""
     out = graph.output
+    loop = tuple(out.out_index)
     if graph.loss.element is None:
         return [SoftmaxXent(out.name, "T", out.n_out,
                             upstream_name(out.name) if grad else None)]
@@ -182,14 +312,12 @@ def _loss(graph: ir.Graph, by_node: dict, grad: bool) -> list:
     terms = [t for t in g.outer if t.target != upstream_name(graph.input_name)]
     if grad:
         ops += _zeros(terms, out)
-        stmts += [(t.target, t.index, _assign(t, (ir.BATCH, ir.OUT)), t.expr)
-                  for t in terms]
+        stmts += [(t.target, t.index, _assign(t, loop), t.expr) for t in terms]
     comment = f"L += {text(g.loss)}"
     if grad:
-        comment += "; " + "; ".join(f"{t.target}[{','.join(t.index)}] "
-                                     f"{_assign(t, (ir.BATCH, ir.OUT))} {text(t.expr)}"
-                                     for t in terms)
-    return ops + [Loop([(ir.BATCH, "batch"), (ir.OUT, out.n_out)], stmts, comment)]
+        comment += "; " + "; ".join(f"{t.target}[{_index(t.index)}] "
+                                     f"{_assign(t, loop)} {text(t.expr)}" for t in terms)
+    return ops + [Loop(out.loop(), stmts, comment)]
 
 
 def _assign(term: Term, loop: tuple) -> str:
@@ -199,58 +327,106 @@ def _assign(term: Term, loop: tuple) -> str:
 
 def _zeros(terms: list[Term], node: ir.Node) -> list:
     """Zero the buffers the output loop accumulates into (bias gradients)."""
-    seen = {t.target for t in terms if _assign(t, (ir.BATCH, ir.OUT)) == "+="}
+    seen = {t.target for t in terms if _assign(t, tuple(node.out_index)) == "+="}
     return [Zero(name, None) for name in sorted(seen)]
 
 
 def _backward(graph: ir.Graph, by_node: dict) -> list:
+    """The derived terms of every node, from the output down, as derive handed
+    them over (a node that needs no input gradient has no such terms)."""
     ops = []
     written: set[str] = set()
     fused = graph.loss.element is not None
     for k in range(len(graph.nodes) - 1, -1, -1):
         node = graph.nodes[k]
         g = by_node[node.name]
-        first = k == 0
+        if node.kind == "flatten":
+            continue
+        loop = tuple(node.out_index)
         if not (k == len(graph.nodes) - 1 and fused):
-            terms = [t for t in g.outer if not (first and t.target == upstream_name(node.input))]
+            # a delta that is its upstream gradient itself shares its buffer: no loop
+            terms = [t for t in g.outer if not (_identity(node) and t.expr == g.upstream
+                                                 and t.target.startswith("delta_"))]
             for t in terms:
-                if _assign(t, (ir.BATCH, ir.OUT)) == "+=" and t.target not in written:
+                if _assign(t, loop) == "+=" and t.target not in written:
                     ops.append(Zero(t.target, None))
                     written.add(t.target)
-            ops.append(Loop([(ir.BATCH, "batch"), (ir.OUT, node.n_out)],
-                            [(t.target, t.index, _assign(t, (ir.BATCH, ir.OUT)), t.expr)
-                             for t in terms],
-                            "; ".join(f"{t.target}[{','.join(t.index)}] "
-                                      f"{_assign(t, (ir.BATCH, ir.OUT))} {text(t.expr)}"
-                                      for t in terms)))
+            if terms:
+                ops.append(Loop(node.loop(),
+                                [(t.target, t.index, _assign(t, loop), t.expr) for t in terms],
+                                "; ".join(f"{t.target}[{_index(t.index)}] "
+                                          f"{_assign(t, loop)} {text(t.expr)}" for t in terms),
+                                hoist=len(node.space) > 1))
         else:
             written.update(t.target for t in g.outer)
         for red in node.reductions:
             delta = delta_name(node, red)
+            for prod in g.products.get(red.name, []):   # δᵀ·X and δ·W, as derived
+                if prod.rule == "weight":
+                    ops.append(MatMul("tn", prod.target, delta, node.input, node.n_out,
+                                      node.n_in, "batch", prod.target in written, prod.formula))
+                else:
+                    ops.append(MatMul("nn", prod.target, delta, prod.operand, "batch",
+                                      node.n_in, node.n_out, prod.target in written,
+                                      prod.formula))
+                written.add(prod.target)
             if red.contraction:
-                W = red.contraction
-                gW = grad_name(W)
-                ops.append(MatMul("tn", gW, delta, node.input, node.n_out, node.n_in,
-                                  "batch", gW in written,
-                                  f"{gW}[i,j] = Σ_b {delta}[b,i]·{node.input}[b,j]"))
-                written.add(gW)
-                if not first:
-                    up = upstream_name(node.input)
-                    ops.append(MatMul("nn", up, delta, W, "batch", node.n_in, node.n_out,
-                                      up in written,
-                                      f"{up}[b,j] = Σ_i {delta}[b,i]·{W}[i,j]"))
-                    written.add(up)
-            else:
-                terms = [t for t in g.summands[red.name]
-                         if not (first and t.target == upstream_name(node.input))]
+                continue
+            terms = g.summands[red.name]
+            if red.conv is not None:
+                ops += _conv_backward(node, red, terms, written)
+                continue
+            for t in terms:
+                if t.target not in written:
+                    ops.append(Zero(t.target, None))
+                    written.add(t.target)
+            comment = "; ".join(f"{t.target}[{_index(t.index)}] += "
+                                f"{_sums_of(node, red, t)}{text(t.expr)}" for t in terms)
+            if red.op == "max":
                 for t in terms:
-                    if t.target not in written:
-                        ops.append(Zero(t.target, None))
-                        written.add(t.target)
-                idx = [(ir.BATCH, "batch"), (ir.OUT, node.n_out)]
-                idx += [(j, node.n_in) for j in red.over]
-                ops.append(Loop(idx, [(t.target, t.index, "+=", t.expr) for t in terms],
-                                "; ".join(f"{t.target}[{','.join(t.index)}] += {text(t.expr)}"
-                                          for t in terms)))
+                    acc = next(a for s_, a in node.symbols.items() if s_ == red.summand)
+                    ops.append(Route(node.loop(), list(red.space), acc,
+                                     ir.Access(red.name, node.out_index),
+                                     ir.Access(t.target, t.index),
+                                     ir.Access(delta, node.out_index),
+                                     f"{t.target}[{_index(t.index)}] += {text(t.expr)} at the "
+                                     f"first (u,v) where {text(red.summand)} = "
+                                     f"{red.name}[{_index(node.out_index)}]"))
+                continue
+            if terms:
+                ops.append(Loop(node.reduction_loop(red),
+                                [(t.target, t.index, "+=", t.expr) for t in terms], comment,
+                                hoist=len(node.space) > 1))
     return ops
 
+
+def _sums_of(node: ir.Node, red: ir.Reduction, t: Term) -> str:
+    """Σ over the loop indices that the target does not carry (Dense: none shown)."""
+    if len(node.space) == 1 and not red.space:
+        return ""
+    carried = set()
+    for ix in t.index:
+        carried.update((ix,) if isinstance(ix, str) else ix.names())
+    return "".join(f"Σ_{n} " for n, _ in node.reduction_loop(red) if n not in carried)
+
+
+def _conv_backward(node, red, terms, written) -> list:
+    """The derived terms of a convolution (gW = Σ δ·x at the mapped position, dX += δ·W
+    at the mapped position) as im2col products; the comments show the index forms."""
+    geo, W = red.conv, red.conv["weight"]
+    gW, up = grad_name(W), upstream_name(node.input)
+    ops = []
+    lines = []
+    for t in terms:
+        lines.append(f"{t.target}[{_index(t.index)}] += {_sums_of(node, red, t)}{text(t.expr)}")
+        if t.gather is not None:   # the same sum per element of dX: the flipped kernel
+            idx, expr, sums = t.gather
+            lines[-1] += (f", i.e. {t.target}[{','.join(idx)}] = "
+                          + "".join(f"Σ_{n} " for n in sums) + text(expr))
+    dX = up if any(t.target == up for t in terms) else None
+    if dX is not None and dX not in written:
+        ops.append(Zero(dX, None))
+    ops.append(Conv("backward", node.input, W, f"col_{node.name}", geo, "; ".join(lines),
+                    delta=delta_name(node, red), gW=gW, dX=dX, accumulate=gW in written))
+    written.update({gW} | ({dX} if dX else set()))
+    return ops

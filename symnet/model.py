@@ -64,6 +64,7 @@ def compile_network(net, dtype: str):
         "prefix": prefix, "dtype": dtype, "n_params": plan.n_params,
         "work_per_row": plan.work_per_row, "n_in": plan.graph.n_in,
         "n_out": plan.graph.n_out, "input": plan.graph.input_name,
+        "in_shape": list(plan.graph.in_shape), "out_shape": list(plan.graph.output.out_shape),
         "output_offset": out.offset,
         "params": [{"name": p.name, "shape": list(p.shape), "init": p.init,
                     "offset": plan.buffers[p.name].offset} for p in plan.graph.params()],
@@ -141,6 +142,8 @@ class Model:
         self._carray = "float[]" if dtype == "float32" else "double[]"
         self._buf = self._ffi.from_buffer
         self.n_in, self.n_out = meta["n_in"], meta["n_out"]
+        self.in_shape = tuple(meta.get("in_shape", (self.n_in,)))
+        self.out_shape = tuple(meta.get("out_shape", (self.n_out,)))
         self.input_name = meta["input"]
         self._theta = np.zeros(meta["n_params"], self.dtype)
         self._grad = np.zeros(meta["n_params"], self.dtype)
@@ -244,10 +247,27 @@ class Model:
         return np.require(arr, self.dtype, ["C", "A"])
 
     def _inputs(self, X):
+        if len(self.in_shape) > 1:
+            X = self._tensor(X, "X", self.in_shape, f"input layer {self.input_name!r}")
         return self._matrix(X, "X", self.n_in, f"input layer {self.input_name!r}")
+
+    def _tensor(self, A, what: str, shape: tuple, owner: str):
+        """A batch of tensors (batch, *shape) as a (batch, prod(shape)) view."""
+        try:
+            arr = A if isinstance(A, np.ndarray) else np.asarray(A)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{what} cannot be read as a numeric array: {exc}") from None
+        want = "(batch, " + ", ".join(str(s) for s in shape) + ")"
+        if arr.ndim != len(shape) + 1 or tuple(arr.shape[1:]) != tuple(shape):
+            hint = f"; for one example use {what}[None]" if arr.shape == tuple(shape) else ""
+            raise ValueError(f"{what} must have shape {want} for {owner}, got shape "
+                             f"{arr.shape}{hint}")
+        return arr.reshape(arr.shape[0], -1)
 
     def _targets(self, T, batch: int):
         out = self.network.names[-1]
+        if len(self.out_shape) > 1:
+            T = self._tensor(T, "T", self.out_shape, f"output layer {out!r}")
         T = self._matrix(T, "T", self.n_out, f"output layer {out!r}")
         if T.shape[0] != batch:
             raise ValueError(f"T has {T.shape[0]} rows but X has {batch}: one target row "
@@ -268,7 +288,7 @@ class Model:
                 self._ensure_work(b)
                 self._c_forward(self._p_theta, self._p_work, self._ptr(Xc), b)
                 out[s:s + b] = self._work[b * off: b * (off + self.n_out)].reshape(b, self.n_out)
-        return out
+        return out.reshape((n, *self.out_shape)) if len(self.out_shape) > 1 else out
 
     __call__ = forward
 

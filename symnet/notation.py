@@ -24,7 +24,7 @@ from sympy.printing.latex import LatexPrinter
 from sympy.printing.str import StrPrinter
 
 _SUPERSCRIPT = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
-_ELEMENT = re.compile(r"^(\w+)\[([\w,]*)\]$")
+_ELEMENT = re.compile(r"^(\w+)\[([^\[\]]*)\]$")
 
 
 def _is_indicator(expr: sp.Piecewise) -> bool:
@@ -93,6 +93,7 @@ def latex_element(name: str) -> str:
     base = latex_name(array)
     if base.startswith(r"\frac"):  # a fraction reads badly with a subscript
         base = r"\left(%s\right)" % base
+    index = index.replace("*", r" \cdot ")
     return f"{base}[{index}]"
 
 

@@ -12,14 +12,16 @@ What is counted, per layer, for a batch of B examples and a dtype of s bytes:
 - ``gradient_bytes``: the parameter gradients g_W, g_b (params · s) plus the
   backward buffers of the layer — dL_dH (absent at an output whose loss is
   fused with its activation) and δ (B·out each) — times s.
-- ``flops_forward`` / ``flops_backward``: the matrix products only, a
+- ``flops_forward`` / ``flops_backward``: the matrix products and convolutions only, a
   multiply-add counted as 2 flops: z = X·Wᵀ costs 2·B·out·in; g_W = δᵀ·X
   costs 2·B·out·in; dL_dX = δ·W costs 2·B·out·in again except at the first
   layer, whose input needs no gradient.  Element-wise work (activations,
   their derivatives, the loss, bias sums) is not counted: its cost depends on
   the function (one tanh is not one flop) and it is O(B·out), small beside
-  the O(B·out·in) products.  Reductions that are not matrix products
-  (general layers) are not counted either.
+  the O(B·out·in) products.  A convolution counts 2·B·out·OH·OW·in·kh·kw per
+  contraction, like the matrix product its im2col form is; its input gradient is
+  left out where derive says no layer below needs it.  Other reductions
+  (general layers, pooling) are not counted.
 - the update θ ← θ − lr·g: 2 flops per parameter, in the total only.
 
 The input X and the targets T are the caller's arrays and are not counted.
@@ -124,14 +126,24 @@ def summarize(network, batch_size: int = 32, dtype: str = "float32") -> Summary:
         raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
     B, size = int(batch_size), np.dtype(dtype).itemsize
     p = make_plan(network.graph())
-    work = {b.name: b.shape[1] for b in p.buffers.values() if b.kind == "work"}
+    work = {b.name: int(np.prod(b.shape[1:])) for b in p.buffers.values() if b.kind == "work"}
+    by_node = {g.node.name: g for g in p.grads}    # derive's hand-off: the terms that exist
     rows = []
-    for k, node in enumerate(p.graph.nodes):
+    for node in p.graph.nodes:
         n_params = sum(int(np.prod(q.shape)) for q in node.params)
-        forward = [r.name for r in node.reductions] + [node.name]
+        forward = [r.name for r in node.reductions] + [node.name, f"col_{node.name}"]
         backward = [upstream_name(node.name)] + [delta_name(node, r) for r in node.reductions]
-        mm = 2 * B * node.n_out * node.n_in
-        contractions = sum(1 for r in node.reductions if r.contraction)
+        fwd = bwd = 0   # a contraction and each of its gradient products: same flops
+        for r in node.reductions:
+            grad = by_node[node.name]
+            if r.contraction:
+                mm = 2 * B * node.n_out * node.n_in
+                fwd, bwd = fwd + mm, bwd + mm * len(grad.products[r.name])
+            elif r.conv is not None:
+                g = r.conv
+                mm = 2 * B * g["cout"] * int(np.prod(g["out_hw"])) * g["cin"] \
+                    * int(np.prod(g["kernel"]))
+                fwd, bwd = fwd + mm, bwd + mm * len(grad.summands[r.name])
         label = node.activation.name if node.activation is not None else node.kind
         rows.append(LayerCost(
             node.name, node.n_in, node.n_out,
@@ -139,5 +151,5 @@ def summarize(network, batch_size: int = 32, dtype: str = "float32") -> Summary:
             n_params, n_params * size,
             sum(B * work[n] * size for n in forward if n in work),
             n_params * size + sum(B * work[n] * size for n in backward if n in work),
-            contractions * mm, contractions * mm * (1 if k == 0 else 2)))
+            fwd, bwd))
     return Summary(rows, B, dtype, 2 * p.n_params)

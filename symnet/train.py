@@ -369,6 +369,10 @@ def fit(model, X, T, method="minibatch", epochs=10, batch_size=32, lr=0.1, shuff
         Tv = model._targets(validation_data[1], Xv.shape[0])
         _finite(Xv, "validation X")
         _finite(Tv, "validation T")
+        if len(model.in_shape) > 1:   # the public calls below take the user's layout
+            Xv = Xv.reshape((-1, *model.in_shape))
+        if len(model.out_shape) > 1:
+            Tv = Tv.reshape((-1, *model.out_shape))
         val = (Xv, Tv)
     opt = Optimizer(model, optimizer, momentum, betas, eps)
     hist = History(method=method)

@@ -35,3 +35,8 @@ def test_digits_accuracy_and_loss_curve(tmp_path):
     acc = _main("digits")(epochs=15, png=str(png), verbose=False)
     assert acc >= 0.93
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_digits_conv_accuracy():
+    """The convolutional network on the bundled digits as 1×8×8 images (README figure)."""
+    assert _main("digits_conv")(png=None, verbose=False) >= 0.985

@@ -1,4 +1,4 @@
-"""python -m symnet.bench [--quick] [--workloads tiny,small,medium,large] [--refs ...]
+"""python -m symnet.bench [--quick] [--workloads tiny,small,medium,large,conv] [--refs ...]
 
 Times one float32 training step (forward + backward + update) of each workload:
 symnet's ``model.step``, a whole epoch in one ``model.fit`` call (per step),
@@ -10,6 +10,7 @@ steps over MPI at 1 and 2 processes (symnet/bench/mpi.py).
     python -m symnet.bench                 # everything, about 3 minutes
     python -m symnet.bench --quick         # shorter timings, numpy/torch/jax only
     python -m symnet.bench --workloads tiny --sections steps
+    python -m symnet.bench --workloads conv --sections steps   # the LeNet-5-like network
     python -m symnet.bench --sections mpi  # data-parallel steps at 1 and 2 processes
 """
 
@@ -20,7 +21,7 @@ import os
 import platform
 import time
 
-from . import measure, refs
+from . import conv, measure, refs
 
 DEFAULT_REFS = ("numpy", "torch", "jax", "pytensor")
 QUICK_REFS = ("numpy", "torch", "jax")
@@ -133,8 +134,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m symnet.bench", description=__doc__.split(
         "\n\n")[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="short timings, fewer references")
-    ap.add_argument("--workloads", default=",".join(refs.WORKLOADS),
-                    help="comma-separated, from " + ", ".join(refs.WORKLOADS))
+    ap.add_argument("--workloads", default=",".join([*refs.WORKLOADS, "conv"]),
+                    help="comma-separated, from " + ", ".join(refs.WORKLOADS) + ", conv")
     ap.add_argument("--refs", default=None, help="references to run, from "
                     + ", ".join(refs.REFERENCES) + " (default: "
                     + ",".join(DEFAULT_REFS) + "; --quick: " + ",".join(QUICK_REFS) + ")")
@@ -143,8 +144,10 @@ def main(argv=None):
     args = ap.parse_args(argv)
     names = [w for w in args.workloads.split(",") if w]
     for w in names:
-        if w not in refs.WORKLOADS:
-            ap.error(f"unknown workload {w!r}; choose from {', '.join(refs.WORKLOADS)}")
+        if w not in refs.WORKLOADS and w != "conv":
+            ap.error(f"unknown workload {w!r}; choose from {', '.join(refs.WORKLOADS)}, conv")
+    with_conv = "conv" in names
+    names = [w for w in names if w != "conv"]
     ref_names = args.refs.split(",") if args.refs else list(
         QUICK_REFS if args.quick else DEFAULT_REFS)
     for r in ref_names:
@@ -160,12 +163,14 @@ def main(argv=None):
     print(f"symnet benchmark: {machine()}")
     peak = measure.peak_gflops(min_time)
     print(f"float32 peak measured now (numpy 1024x1024 matmul): {peak:.1f} GFLOP/s")
-    if "steps" in sections:
+    if "steps" in sections and names:
         print_header(ref_names)
         rows = run_steps(names, ref_names, min_time, peak)
         print("\nspeed-up = fastest reference / symnet step; GFLOP/s and % peak are "
               "symnet's step (matrix products only).")
         print_notes(rows)
+    if "steps" in sections and with_conv:
+        conv.run(min_time, peak, [r for r in ("torch", "jax") if r in ref_names])
     if "compile" in sections:
         run_compile(args.quick)
     if "memory" in sections:

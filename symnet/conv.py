@@ -1,0 +1,247 @@
+"""Convolution, pooling and flattening: tensor layers with their formulas written for you.
+
+Inputs are (channels, height, width) per example (``sn.Input((C, H, W))``,
+batches (batch, C, H, W) as in PyTorch) or (channels, length) for 1-D.
+
+>>> import symnet as sn
+>>> net = sn.Network(sn.Input((1, 8, 8)), sn.Conv2d(4, 3, padding="same", activation="relu"),
+...                  sn.MaxPool2d(2), sn.Flatten(), sn.Dense(10),
+...                  loss="softmax_cross_entropy")
+>>> net.param_shapes()
+{'W1': (4, 1, 3, 3), 'b1': (4,), 'W4': (10, 64), 'b4': (10,)}
+
+``Conv2d`` is the tensor formula h[c,y,x] = f(Σ_k Σ_u Σ_v W[c,k,u,v]·x[k, y·s + u − p,
+x·s + v − p] + b[c]) (see ``symnet.tensor``); sympy derives its gradients like
+any other layer's.  Max pooling passes the gradient to the first largest element
+of each window (the first in row-major order when several are equal).
+"""
+
+from __future__ import annotations
+
+from .dsl import ACTIVATION_NAMES, LayerBase, check_name
+
+_ACT = ACTIVATION_NAMES
+
+
+def _int(v, what, where, low=1):
+    if isinstance(v, bool) or not isinstance(v, int) or v < low:
+        raise ValueError(f"{where}: {what} must be an integer ≥ {low}, got {v!r}")
+    return v
+
+
+def _pair(v, what, where, dims, low=1):
+    if isinstance(v, (tuple, list)):
+        if len(v) != dims:
+            raise ValueError(f"{where}: {what} needs {dims} numbers, got {v!r}")
+        return tuple(_int(a, what, where, low) for a in v)
+    return (_int(v, what, where, low),) * dims
+
+
+class _Spatial(LayerBase):
+    """Shared shape logic of convolutions and pools over ``dims`` spatial axes."""
+
+    tensor = True
+    dims = 2
+
+    def _where(self, in_shape=None):
+        name = self.name or getattr(self, "_net_name", None)
+        return f"layer {name!r} ({self._title()})" if name else f"layer {self._title()!r}"
+
+    def _spatial(self, in_shape, kernel, stride, pad):
+        where = self._where()
+        if len(in_shape) != self.dims + 1:
+            want = "(channels, height, width)" if self.dims == 2 else "(channels, length)"
+            raise ValueError(f"{where}: needs an input of shape {want}, got {in_shape} "
+                             f"from the layer below")
+        out = []
+        for n, k, s, p in zip(in_shape[1:], kernel, stride, pad):
+            if k > n + 2 * p:
+                raise ValueError(f"{where}: the kernel ({k}) is larger than the padded input "
+                                 f"({n} + 2·{p} = {n + 2 * p}); input shape {in_shape}")
+            o = (n + 2 * p - k) // s + 1
+            if o < 1:
+                raise ValueError(f"{where}: stride {s} leaves no output for input {in_shape}")
+            out.append(o)
+        return tuple(out)
+
+
+class Conv2d(_Spatial):
+    """A 2-D convolution (cross-correlation, as in PyTorch):
+    H[b,c,y,x] = f(Σ_k Σ_u Σ_v W[c,k,u,v]·X[b,k,y·s+u−p,x·s+v−p] + b[c]).
+
+    ``padding`` an int or ``"same"`` (stride 1, odd kernel); weights W{k} of shape
+    (out_channels, in_channels, kh, kw), bias b{k} of shape (out_channels,).
+    """
+
+    def __init__(self, out_channels: int, kernel_size, stride=1, padding=0,
+                 activation="linear", bias: bool = True, name: str | None = None):
+        self.name = None if name is None else check_name(name, "layer")
+        where = self._where()
+        self.out_channels = _int(out_channels, "out_channels", where)
+        self.kernel = _pair(kernel_size, "kernel_size", where, self.dims)
+        self.stride = _pair(stride, "stride", where, self.dims)
+        if padding == "same":
+            if any(s != 1 for s in self.stride) or any(k % 2 == 0 for k in self.kernel):
+                raise ValueError(f"{where}: padding='same' needs stride 1 and an odd kernel, "
+                                 f"got stride {stride}, kernel {kernel_size}")
+            self.pad = tuple(k // 2 for k in self.kernel)
+        else:
+            self.pad = _pair(padding, "padding", where, self.dims, low=0)
+        self.padding_spec = padding
+        if isinstance(activation, str) and activation not in _ACT:
+            raise ValueError(f"{where}: unknown activation {activation!r}; known: "
+                             f"{', '.join(_ACT)}, or a sympy expression / Python function")
+        self.activation_spec = activation
+        self.bias = bool(bias)
+
+    def _title(self):
+        return f"{type(self).__name__}({getattr(self, 'out_channels', '?')})"
+
+    def __repr__(self):
+        return (f"{type(self).__name__}({self.out_channels}, {self.kernel}, stride={self.stride}, "
+                f"padding={self.pad}, name={self.name!r})")
+
+    def describe(self) -> dict:
+        act = self.activation_spec
+        if not isinstance(act, str):
+            from .primitives import activation
+            act = activation(act).name
+        return {"kind": type(self).__name__.lower(), "out_channels": self.out_channels,
+                "kernel_size": list(self.kernel), "stride": list(self.stride),
+                "padding": list(self.pad), "activation": act, "bias": self.bias,
+                "name": self.name}
+
+    def output_shape(self, in_shape):
+        return (self.out_channels,) + self._spatial(in_shape, self.kernel, self.stride,
+                                                    self.pad)
+
+    def to_node(self, index, name, input_name, in_shape):
+        import sympy as sp
+
+        from .primitives import activation as resolve
+        from .tensor import TensorLayer, indices
+        out = self.output_shape(in_shape)
+        act = resolve(self.activation_spec, f"activation of {self._where()}")
+        f = act.expr
+        cin = in_shape[0]
+        c, k = indices("c k")
+        pos = tuple(sp.Symbol(n, integer=True) for n in ("y", "x")[2 - self.dims:])
+        red = tuple(sp.Symbol(n, integer=True) for n in ("u", "v")[2 - self.dims:])
+        limits = [(k, 0, cin - 1)] + [(r, 0, n - 1) for r, n in zip(red, self.kernel)]
+        params = {"W": (self.out_channels, cin, *self.kernel)}
+        if self.bias:
+            params["b"] = (self.out_channels,)
+
+        def formula(x, W, b=None):
+            at = [p * s + r - q for p, r, s, q in zip(pos, red, self.stride, self.pad)]
+            z = sp.Sum(W[(c, k, *red)] * x[(k, *at)], *limits)
+            return f(z + b[c]) if b is not None else f(z)
+        if not self.bias:
+            formula = (lambda fn: (lambda x, W: fn(x, W)))(formula)
+        label = (f"{type(self).__name__}({self.out_channels}, {self.kernel}, stride "
+                 f"{self.stride}, padding {self.pad}), {act.name}")
+        layer = TensorLayer(out, formula, (c, *pos), params,
+                            init={"W": act.init}, name=self.name, kind="conv", label=label,
+                            activation=act)
+        layer.where = self._where()
+        return layer.to_node(index, name, input_name, in_shape)
+
+
+class Conv1d(Conv2d):
+    """A 1-D convolution over (channels, length) inputs: H[b,c,x] =
+    f(Σ_k Σ_u W[c,k,u]·X[b,k,x·s+u−p] + b[c]); W{k}: (out, in, kernel)."""
+
+    dims = 1
+
+
+class _Pool(_Spatial):
+    def __init__(self, kernel_size, stride=None, name: str | None = None):
+        self.name = None if name is None else check_name(name, "layer")
+        where = self._where()
+        self.kernel = _pair(kernel_size, "kernel_size", where, self.dims)
+        self.stride = self.kernel if stride is None else _pair(stride, "stride", where,
+                                                                  self.dims)
+
+    def _title(self):
+        return f"{type(self).__name__}({getattr(self, 'kernel', '?')})"
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.kernel}, stride={self.stride}, name={self.name!r})"
+
+    def describe(self) -> dict:
+        return {"kind": type(self).__name__.lower(), "kernel_size": list(self.kernel),
+                "stride": list(self.stride), "name": self.name}
+
+    def output_shape(self, in_shape):
+        return (in_shape[0],) + self._spatial(in_shape, self.kernel, self.stride,
+                                              (0,) * self.dims)
+
+
+class AvgPool2d(_Pool):
+    """H[b,c,y,x] = Σ_u Σ_v X[b,c,y·s+u,x·s+v] / (kh·kw); stride defaults to the kernel."""
+
+    def to_node(self, index, name, input_name, in_shape):
+        import sympy as sp
+
+        from .tensor import TensorLayer, indices
+        out = self.output_shape(in_shape)
+        c, y, x, u, v = indices("c y x u v")
+        (kh, kw), (sh, sw) = self.kernel, self.stride
+        n = kh * kw
+
+        def formula(x_):
+            return sp.Sum(x_[c, y * sh + u, x * sw + v], (u, 0, kh - 1), (v, 0, kw - 1)) / n
+        layer = TensorLayer(out, lambda x: formula(x), (c, y, x), name=self.name, kind="pool",
+                            label=f"AvgPool2d({self.kernel}, stride {self.stride})")
+        layer.where = self._where()
+        return layer.to_node(index, name, input_name, in_shape)
+
+
+class MaxPool2d(_Pool):
+    """H[b,c,y,x] = max_{u,v} X[b,c,y·s+u,x·s+v]; the gradient goes to the first
+    largest element of each window.  Stride defaults to the kernel size."""
+
+    def to_node(self, index, name, input_name, in_shape):
+        from . import ir
+        out = self.output_shape(in_shape)
+        (kh, kw), (sh, sw) = self.kernel, self.stride
+        syms: dict = {}
+        z = ir.element(syms, f"z_{name}", ir.BATCH, "c", "y", "x")
+        xe = ir.element(syms, input_name, ir.BATCH, "c", ir.Affine((("y", sh), ("u", 1))),
+                        ir.Affine((("x", sw), ("v", 1))))
+        red = ir.Reduction(f"z_{name}", z, xe, ("u", "v"), space=(("u", kh), ("v", kw)),
+                           op="max")
+        space = (("c", out[0]), ("y", out[1]), ("x", out[2]))
+        n_in = in_shape[0] * in_shape[1] * in_shape[2]
+        return ir.Node(name, index, input_name, n_in, out[0] * out[1] * out[2], [], [red], z,
+                       syms, kind="pool", space=space, in_shape=tuple(in_shape),
+                       label=f"MaxPool2d({self.kernel}, stride {self.stride})")
+
+
+class Flatten(LayerBase):
+    """(C, H, W) per example → C·H·W features in NCHW order (a view: no copy, no loop)."""
+
+    tensor = True
+
+    def __init__(self, name: str | None = None):
+        self.name = None if name is None else check_name(name, "layer")
+
+    def __repr__(self):
+        return f"Flatten(name={self.name!r})"
+
+    def describe(self) -> dict:
+        return {"kind": "flatten", "name": self.name}
+
+    def output_shape(self, in_shape):
+        n = 1
+        for s in in_shape:
+            n *= s
+        return (n,)
+
+    def to_node(self, index, name, input_name, in_shape):
+        from . import ir
+        n = self.output_shape(in_shape)[0]
+        syms: dict = {}
+        x = ir.element(syms, input_name, ir.BATCH, ir.OUT)
+        return ir.Node(name, index, input_name, n, n, [], [], x, syms, kind="flatten",
+                       in_shape=tuple(in_shape), label="Flatten()")
