@@ -35,6 +35,7 @@ SCENARIOS = {
                            optimizer="momentum", momentum=0.8),
     "sgd": dict(method="sgd", epochs=2, lr=0.1, shuffle=False),
     "diverge": dict(method="sd", epochs=400, lr=40.0, net="linear"),
+    "conv_sd": dict(method="sd", epochs=10, lr=0.3, net="conv"),
     "diverge_mb": dict(method="minibatch", batch_size=2, epochs=400, lr=9.0, shuffle=False,
                        net="linear", even=8),
     "interrupt": dict(method="sgd", epochs=3, lr=0.1, shuffle=False, hook=("sigint", 1, 5)),
@@ -45,9 +46,12 @@ SCENARIOS = {
 }
 
 
-def data(n=23, seed=0):
-    """The whole data set: X (n, 3), one-hot T (n, 2)."""
+def data(n=23, seed=0, kind="tanh"):
+    """The whole data set: X (n, 3) (images (n, 1, 6, 6) for ``conv``), one-hot T (n, 2)."""
     rng = np.random.default_rng(seed)
+    if kind == "conv":
+        X = rng.normal(size=(n, 1, 6, 6))
+        return X, np.eye(2)[(X[:, 0, 1:4, 2].sum(axis=1) > 0).astype(int)]
     X = rng.normal(size=(n, 3))
     T = np.eye(2)[(X[:, 0] * X[:, 1] + 0.3 * X[:, 2] > 0).astype(int)]
     return X, T
@@ -60,6 +64,9 @@ def validation():
 def network(kind="tanh", hidden=5):
     if kind == "linear":
         return sn.Network(sn.Input(3), sn.Dense(1), loss="mse")
+    if kind == "conv":
+        return sn.Network(sn.Input((1, 6, 6)), sn.Conv2d(2, 3, activation="tanh"),
+                          sn.Flatten(), sn.Dense(2), loss="softmax_cross_entropy")
     return sn.Network(sn.Input(3), sn.Dense(hidden, "tanh"), sn.Dense(2),
                       loss="softmax_cross_entropy")
 
@@ -110,7 +117,7 @@ def run(comm, name, spec):
     sizes = [spec["even"]] * P if "even" in spec else SIZES[P]
     kind = spec.get("net", "tanh")
     model = network(kind, spec.get("hidden", {}).get(r, 5)).compile(dtype="float64", seed=r)
-    X, T = data(n=sum(sizes))
+    X, T = data(n=sum(sizes), kind=kind)
     T = targets(kind, T)
     Xr, Tr = part(X, sizes, r), part(T, sizes, r)
     if spec.get("nan_on") == r:

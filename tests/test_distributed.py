@@ -58,6 +58,7 @@ def runs(request, tmp_path_factory):
     P = request.param
     W.network().compile(dtype="float64")  # compiled once here; the processes load it
     W.network("linear").compile(dtype="float64")
+    W.network("conv").compile(dtype="float64")
     out = tmp_path_factory.mktemp(f"mpi{P}")
     proc, _ = _launch(P, [str(out)])
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -73,7 +74,7 @@ def runs(request, tmp_path_factory):
 # ------------------------------------------------------------- one-process references
 
 def _data(kind="tanh"):
-    X, T = W.data()
+    X, T = W.data(kind=kind)
     return X, W.targets(kind, T)
 
 
@@ -152,6 +153,17 @@ def test_sd_equals_one_process_on_concatenated_data(runs):
     np.testing.assert_allclose(theta, ref, rtol=0, atol=TOL)
     np.testing.assert_allclose(hist["loss"], ref_hist.loss, rtol=TOL)
     assert ref_hist.loss[-1] < 0.6 * ref_hist.loss[0]       # it did train
+
+
+def test_sd_convolution_network(runs):
+    """A Conv2d network (image inputs, flattened per example) likewise."""
+    res, P = runs
+    _same_on_all(res["conv_sd"])
+    theta, hist, _ = res["conv_sd"][0]
+    ref, ref_hist = _one_process_fit(W.SCENARIOS["conv_sd"], kind="conv")
+    np.testing.assert_allclose(theta, ref, rtol=0, atol=TOL)
+    np.testing.assert_allclose(hist["loss"], ref_hist.loss, rtol=TOL)
+    assert ref_hist.loss[-1] < ref_hist.loss[0]
 
 
 def test_sd_adam_schedule_and_validation_of_process_0(runs):
