@@ -144,7 +144,6 @@ class _Run:
     def max_pool(self, node: ir.Node, red: ir.Reduction, route: list | None = None):
         """z = max over each window; with ``route`` [(target, index, delta expr)]
         the gradient goes to the first largest element."""
-        acc = self.symbols[red.summand]
         out = self.target(red.name) if route is None else None
         for point in self.loop(node):
             cells = []
@@ -156,13 +155,12 @@ class _Run:
             if route is None:
                 out[key] = sp.Max(*window)
                 continue
-            for (target, index, expr), in [route]:
+            for target, index, expr in route:
                 arr = self.target(target)
                 d = self.at(expr, point)
                 for p, f in zip(cells, _first_max(window)):
                     k = tuple(ir.index_at(x, p) for x in index)
                     arr[k] = _plus(arr[k], d * f)
-        del acc
 
 
 def evaluate(graph: ir.Graph, grads: list[NodeGrad], batch: int) -> dict:

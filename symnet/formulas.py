@@ -235,6 +235,9 @@ class Formulas:
         seen = set()
         for node in self.graph.nodes:
             label = activation_label(node)
+            if label is None and node.kind == "conv" and node.activation is not None:
+                name = node.activation.name     # a convolution's activation, as for Dense
+                label = f"f_{node.name}" if name.startswith("custom:") else name
             if label is None or label in seen:
                 continue
             seen.add(label)

@@ -11,6 +11,16 @@ which stands for one array element (``Access``); the arrays themselves never
 become sympy matrices.  A reduction whose summand is exactly P[i,j]·x[b,j] is
 a contraction and lowers to a matrix product; ``Dense`` is one reduction of
 that kind and φ = f(r + b).
+
+The index ranges are data: a node carries its output index space
+(``Node.space``, e.g. (("c", 6), ("y", 24), ("x", 24)) after b) and each
+reduction its summed space (``Reduction.space``, e.g. (("k", 1), ("u", 5),
+("v", 5))); a vector layer is the space (("i", units),) summed over j.  An
+element's position is a name or an ``Affine`` map of the loop indices
+(I[b, k, y*2 + u - 1, x + v]), so buffers have any rank and a convolution's
+input is read through its map; a position may fall outside its array only
+where the summand is zero (padding), and the loops clip their ranges there.
+``op`` "max" makes a reduction a maximum (pooling).
 """
 
 from __future__ import annotations

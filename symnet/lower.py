@@ -231,6 +231,11 @@ def plan(graph: ir.Graph) -> Plan:
                 else:
                     work(t.target, _shape(node), f"∂L/∂{red.name}")
 
+    for node in graph.nodes:   # loop indices are C variables too
+        for name, _ in node.space + tuple(x for r in node.reductions for x in r.space):
+            if name in buffers:
+                raise ValueError(f"layer {node.name!r}: the index {name!r} has the name of an "
+                                 "array of the network; rename the index or the layer")
     p = Plan(graph, grads, buffers, n_params, row)
     for node in graph.nodes:
         p.symbols.update(node.symbols)
@@ -384,7 +389,7 @@ def _backward(graph: ir.Graph, by_node: dict) -> list:
                                 f"{_sums_of(node, red, t)}{text(t.expr)}" for t in terms)
             if red.op == "max":
                 for t in terms:
-                    acc = next(a for s_, a in node.symbols.items() if s_ == red.summand)
+                    acc = node.symbols[red.summand]
                     ops.append(Route(node.loop(), list(red.space), acc,
                                      ir.Access(red.name, node.out_index),
                                      ir.Access(t.target, t.index),

@@ -59,6 +59,7 @@ class LayerCost:
     gradient_bytes: int
     flops_forward: int
     flops_backward: int
+    shapes: str = ""             # "784 → 3456" for vectors, "(1, 28, 28) → (6, 24, 24)"
 
 
 @dataclass
@@ -90,7 +91,7 @@ class Summary:
     def __str__(self):
         head = ["layer", "in → out", "activation", "params", "param B", "activ. B",
                 "grad B", "fwd flops", "bwd flops"]
-        rows = [[r.name, f"{r.n_in} → {r.n_out}", r.activation]
+        rows = [[r.name, r.shapes or f"{r.n_in} → {r.n_out}", r.activation]
                 + [f"{getattr(r, c):,}" for c in COLUMNS] for r in self.layers]
         rows.append(["total", "", ""] + [f"{self.total(c):,}" for c in COLUMNS])
         widths = [max(len(x[k]) for x in [head] + rows) for k in range(len(head))]
@@ -114,6 +115,13 @@ class Summary:
                 "update_flops": self.update_flops, "flops_per_step": self.flops_per_step,
                 "layers": [{f.name: getattr(r, f.name) for f in fields(r)}
                            for r in self.layers]}
+
+
+def _shapes(node) -> str:
+    if len(node.in_shape) == 1 and len(node.space) == 1:
+        return f"{node.n_in} → {node.n_out}"
+    fmt = lambda s: str(s[0]) if len(s) == 1 else str(tuple(s))  # noqa: E731
+    return f"{fmt(node.in_shape)} → {fmt(node.out_shape)}"
 
 
 def summarize(network, batch_size: int = 32, dtype: str = "float32") -> Summary:
@@ -151,5 +159,5 @@ def summarize(network, batch_size: int = 32, dtype: str = "float32") -> Summary:
             n_params, n_params * size,
             sum(B * work[n] * size for n in forward if n in work),
             n_params * size + sum(B * work[n] * size for n in backward if n in work),
-            fwd, bwd))
+            fwd, bwd, _shapes(node)))
     return Summary(rows, B, dtype, 2 * p.n_params)

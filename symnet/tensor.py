@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import re
 
 import sympy as sp
 
@@ -132,9 +133,10 @@ class TensorLayer(LayerBase):
         self.formula_text = str(self.expr)
 
     def _check_index(self, s):
-        if not s.name.isidentifier() or not s.name.isascii() or s.name in _BAD_INDEX \
-                or s.name.startswith(("sn_", "t")) and s.name[1:].isdigit():
-            _fail(self.where, f"index name {s.name!r} is reserved by the generated code")
+        if not re.fullmatch(r"[a-z][a-z0-9_]{0,7}", s.name) or s.name in _BAD_INDEX \
+                or s.name.startswith("sn_") or re.fullmatch(r"t\d+", s.name):
+            _fail(self.where, f"index name {s.name!r} is not allowed: use up to 8 lowercase "
+                  "letters, digits or _ (not b, n, t0, ..., which the generated code uses)")
 
     def _call(self, formula):
         if not callable(formula):

@@ -340,3 +340,14 @@ def test_conv1d_against_pytorch():
     assert L == pytest.approx(loss.item(), rel=1e-10)
     for k, p in P.items():
         np.testing.assert_allclose(g[k], p.grad.numpy(), rtol=1e-8, atol=1e-12, err_msg=k)
+
+
+def test_index_names_that_the_c_uses_are_refused():
+    b, y = sn.indices("b y")
+    with pytest.raises(ValueError, match=r"index name 'b' is not allowed"):
+        sn.Layer((2, 3), lambda x: x[b, y], index=(b, y))
+    c, y = sn.indices("c y")
+    lay = sn.Layer((2, 3), lambda x: x[c, y] ** 2, index=(c, y))
+    net = sn.Network(sn.Input((2, 3), name="c"), lay, sn.Flatten(), sn.Dense(1), loss="mse")
+    with pytest.raises(ValueError, match=r"the index 'c' has the name of an array"):
+        net.compile()

@@ -10,23 +10,24 @@ hypothesis = pytest.importorskip("hypothesis")
 st = hypothesis.strategies
 
 
-@hypothesis.settings(max_examples=8, deadline=None, derandomize=True)
+@hypothesis.settings(max_examples=10, deadline=None, derandomize=True)
 @hypothesis.given(cin=st.integers(1, 3), cout=st.integers(1, 3), h=st.integers(3, 7),
                   w=st.integers(3, 7), k=st.integers(1, 3), stride=st.integers(1, 3),
-                  pad=st.integers(0, 2), pool=st.booleans())
+                  pad=st.integers(0, 2), pool=st.sampled_from(["", "maxpool", "avgpool"]))
 def test_random_geometries_match_the_loop_reference(cin, cout, h, w, k, stride, pad, pool):
     hypothesis.assume(k <= h + 2 * pad and k <= w + 2 * pad)
     oh, ow = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
-    pool = pool and oh >= 2 and ow >= 2
+    pool = pool if oh >= 2 and ow >= 2 else ""
     layers = [sn.Conv2d(cout, k, stride=stride, padding=pad, activation="tanh")]
-    layers += [sn.MaxPool2d(2, stride=1)] if pool else []
+    layers += [{"maxpool": sn.MaxPool2d, "avgpool": sn.AvgPool2d}[pool](2, stride=1)] \
+        if pool else []
     net = sn.Network(sn.Input((cin, h, w)), *layers, sn.Flatten(), sn.Dense(2), loss="mse")
     model = net.compile(dtype="float64", seed=cin + h)
     rng = np.random.default_rng(h * w)
     X, T = rng.normal(size=(2, cin, h, w)), rng.normal(size=(2, 2))
     d = len(layers) + 2
     ref = [("conv", model.params["W1"], model.params["b1"], stride, pad, "tanh")]
-    ref += [("maxpool", 2, 1)] if pool else []
+    ref += [(pool, 2, 1)] if pool else []
     ref += [("flatten",), ("dense", model.params[f"W{d}"], model.params[f"b{d}"], "linear")]
     L_ref, g_ref = reference(ref, X, T)
     L, g = model.loss_and_grad(X, T)
