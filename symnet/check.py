@@ -37,10 +37,16 @@ def check_gradients(model, X, T, eps: float = 1e-6, elements: int = 20, seed: in
     |compiled − fd| / max(|compiled|, |fd|, 1e-6·largest gradient), so
     entries that are zero up to rounding do not dominate.  With ``verbose``
     one line per parameter is printed.  Expect ≲ 1e-6 for float64 models and
-    ≲ 1e-3 for float32 ones; much more means a wrong derivative.
+    ≲ 1e-3 for float32 ones; much more means a wrong derivative.  X and T
+    may be lists or dicts for networks of several inputs or outputs.
     """
-    X = np.asarray(X, dtype=np.float64)
-    T = np.asarray(T, dtype=np.float64)
+    def f64(A):   # lists or dicts (several inputs / outputs) as they are: the model reads them
+        if isinstance(A, dict):
+            return {k: np.asarray(v, dtype=np.float64) for k, v in A.items()}
+        if isinstance(A, (list, tuple)):
+            return [np.asarray(v, dtype=np.float64) for v in A]
+        return np.asarray(A, dtype=np.float64)
+    X, T = f64(X), f64(T)
     _, grads = model.loss_and_grad(X, T)
     ref = _twin(model)
     theta0 = ref._theta.copy()

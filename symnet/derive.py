@@ -107,6 +107,12 @@ class NodeGrad:
     loss: sp.Expr | None = None          # fused element-wise loss (output node only)
     outer: list[Term] = field(default_factory=list)      # deltas and outer-parameter grads
     summands: dict[str, list[Term]] = field(default_factory=dict)  # per reduction name
+    # Concatenate: (source, offset, width, term) -- the term runs over i < width
+    pieces: list = field(default_factory=list)
+    weight: float = 1.0                  # the output's loss weight (fused outputs)
+    # an output that other layers also read: its terms from ∂L/∂O (those readers),
+    # added to the fused ones once the readers have sent their part back
+    through: list = field(default_factory=list)
     products: dict[str, list[Product]] = field(default_factory=dict)  # per contraction
     input_grad: bool = True              # False: nothing below has parameters
 
@@ -156,14 +162,46 @@ def simplest(expr: sp.Expr) -> sp.Expr:
     return alt if sp.count_ops(alt) < sp.count_ops(expr) else expr
 
 
-def derive_node(node: ir.Node, loss=None, n_out: int = 0) -> NodeGrad:
-    """Local derivatives of one node; ``loss`` given when it is fused here."""
+def concat_grad(node: ir.Node) -> NodeGrad:
+    """Concatenate copies its inputs side by side; its gradient is the same copy
+    backwards: dL_dX_m[b,i] += dL_dH[b, offset_m + i]."""
+    syms = node.symbols
+    upstream = ir.element(syms, upstream_name(node.name), *node.out_index)
+    grad = NodeGrad(node, upstream)
+    rest = node.out_index[2:]            # (y, x) of a tensor: the same in every piece
+    off = 0
+    for src, width in node.pieces:
+        up = ir.element(syms, upstream_name(node.name), ir.BATCH, shifted(ir.OUT, off), *rest)
+        grad.pieces.append((src, off, width, Term(upstream_name(src), node.out_index, up)))
+        off += width
+    return grad
+
+
+def shifted(index: str, offset: int):
+    """index + offset as an IR index position (the name itself for 0)."""
+    return index if offset == 0 else ir.Affine(((index, 1),), offset)
+
+
+def target_element(syms: dict, t_offset: int, node: ir.Node) -> sp.Symbol:
+    """T[b,i] of an output whose targets start at column t_offset of T."""
+    if t_offset == 0:
+        return ir.element(syms, "T", *node.out_index)
+    return ir.element(syms, "T", ir.BATCH, shifted(ir.OUT, t_offset))
+
+
+def derive_node(node: ir.Node, loss=None, n_out: int = 0, weight: float = 1.0,
+                t_offset: int = 0) -> NodeGrad:
+    """Local derivatives of one node; ``loss`` given when it is fused here
+    (with the output's loss ``weight`` and its targets' first column)."""
+    if node.pieces is not None:
+        return concat_grad(node)
     syms = node.symbols
     if loss is not None:
-        t_i = ir.element(syms, "T", *node.out_index)
+        t_i = target_element(syms, t_offset, node)
         value = stabilise(loss.element(node.outer, t_i, n_out))
-        head, upstream, scale = value, None, INV_BATCH
-        grad = NodeGrad(node, None, loss=value)
+        scale = INV_BATCH if weight == 1.0 else sp.Float(weight) * INV_BATCH
+        head, upstream = value, None
+        grad = NodeGrad(node, None, loss=value, weight=weight)
     else:
         upstream = ir.element(syms, upstream_name(node.name), *node.out_index)
         head, scale = node.outer, upstream
@@ -181,8 +219,8 @@ def derive_node(node: ir.Node, loss=None, n_out: int = 0) -> NodeGrad:
     for sym, acc in list(syms.items()):
         if sym in head.free_symbols and acc.array in params:
             grad.outer.append(Term(grad_name(acc.array), acc.index, local(sym)))
-        elif sym in head.free_symbols and acc.array == node.input:
-            grad.outer.append(Term(upstream_name(node.input), acc.index, local(sym)))
+        elif sym in head.free_symbols and acc.array in node.inputs:
+            grad.outer.append(Term(upstream_name(acc.array), acc.index, local(sym)))
 
     # Reductions: parameters and inputs inside the summands.
     for red in node.reductions:
@@ -196,8 +234,8 @@ def derive_node(node: ir.Node, loss=None, n_out: int = 0) -> NodeGrad:
                 acc = syms[sym]
                 if acc.array in params:
                     target = grad_name(acc.array)
-                elif acc.array == node.input:
-                    target = upstream_name(node.input)
+                elif acc.array in node.inputs:
+                    target = upstream_name(acc.array)
                 else:
                     continue
                 d = stabilise(clean(delta * sp.diff(red.summand, sym)))
@@ -208,37 +246,50 @@ def derive_node(node: ir.Node, loss=None, n_out: int = 0) -> NodeGrad:
     return grad
 
 
+def fused(graph: ir.Graph, node: ir.Node) -> bool:
+    """True for an output whose element-wise loss is composed into its formula."""
+    return node.name in graph.outputs and graph.losses[node.name].element is not None
+
+
 def needs_input_grad(graph: ir.Graph) -> dict[str, bool]:
-    """Per node: does ∂L/∂(its input) feed any parameter gradient?  False for
-    the first layer (its input is the data) and for a parameter-free layer
-    (pooling, flatten) with nothing trainable below it."""
-    below: dict[str, bool] = {graph.input_name: False}   # parameters at or below a buffer
-    need = {}
+    """Per buffer: are there parameters at or below it?  ∂L/∂(a buffer) is
+    needed only then: not for the data, nor for a parameter-free layer
+    (pooling, flatten, a slice of the input) with nothing trainable below."""
+    below: dict[str, bool] = {graph.input_name: False}
+    below.update({name: False for name, _ in graph.inputs})
     for node in graph.nodes:
-        need[node.name] = below[node.input]
-        below[node.name] = below[node.input] or bool(node.params)
-    return need
+        below[node.name] = any(below[x] for x in node.inputs) or bool(node.params)
+    return below
 
 
 def derive(graph: ir.Graph) -> list[NodeGrad]:
-    """NodeGrads from the output node down to the first; the terms that carry
-    ∂L/∂(input) of a node that needs none are left out here, once."""
-    need = needs_input_grad(graph)
+    """NodeGrads from the last node (in topological order) down to the first;
+    the terms that carry ∂L/∂(an input) that nothing needs are left out here, once."""
+    below = needs_input_grad(graph)
     grads = []
-    for k, node in enumerate(reversed(graph.nodes)):
-        fused = k == 0 and graph.loss.element is not None
-        g = derive_node(node, graph.loss if fused else None, graph.n_out)
-        g.input_grad = need[node.name]
-        up = upstream_name(node.input)
+    for node in reversed(graph.nodes):
+        if fused(graph, node):
+            g = derive_node(node, graph.losses[node.name], node.n_out,
+                            graph.weights[node.name], graph.target_offset(node.name))
+            if graph.consumers(node.name):
+                g.through = derive_node(node).outer
+        else:
+            g = derive_node(node)
+        g.input_grad = any(below[x] for x in node.inputs)
+        drop = {upstream_name(x) for x in node.inputs if not below[x]}
+        g.outer = [t for t in g.outer if t.target not in drop]
+        g.summands = {r: [t for t in ts if t.target not in drop]
+                      for r, ts in g.summands.items()}
+        g.pieces = [p for p in g.pieces if p[3].target not in drop]
+        g.through = [t for t in g.through if t.target not in drop]
         for red in node.reductions:
             if red.contraction:
+                X = node.red_input(red)
                 g.products[red.name] = [Product("weight", grad_name(red.contraction),
-                                                delta_name(node, red), node.input),
-                                        Product("input", up, delta_name(node, red),
-                                                red.contraction)]
-        if not g.input_grad:
-            g.outer = [t for t in g.outer if t.target != up]
-            g.summands = {r: [t for t in ts if t.target != up] for r, ts in g.summands.items()}
-            g.products = {r: [t for t in ts if t.target != up] for r, ts in g.products.items()}
+                                                delta_name(node, red), X)]
+                if below[X]:
+                    g.products[red.name].append(Product("input", upstream_name(X),
+                                                        delta_name(node, red),
+                                                        red.contraction))
         grads.append(g)
     return grads

@@ -12,9 +12,10 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import keyword
 
-from . import ir
+from . import compose, ir
 from .guards import generated_name
 
 # Names the generated C uses itself, or that C reserves.
@@ -27,6 +28,8 @@ typedef union unsigned void volatile while _Bool _Complex _Imaginary
 ACTIVATION_NAMES = ("linear", "relu", "tanh", "sigmoid", "softplus", "leaky_relu", "elu",
                     "gelu", "swish")
 LOSS_NAMES = ("mse", "bce", "softmax_cross_entropy")
+
+_CREATED = itertools.count()   # applications in the order they were made: a topological one
 
 RESERVED = frozenset("""
 b i j k n t T X params grads work batch lr loss real inv_batch acc out idx main
@@ -85,6 +88,10 @@ class LayerBase:
     units: int
     name: str | None
     input = None
+    inputs = None        # every input of an application (merges have several)
+    origin = None        # the layer object an application was made from
+    seq = 0              # creation number of an application
+    n_inputs = 1         # how many inputs the layer takes (None: two or more)
     tensor = False      # True: to_node takes the input's shape (a tuple), not its width
 
     def output_shape(self, in_shape: tuple) -> tuple:
@@ -98,16 +105,40 @@ class LayerBase:
         return (self.units,)
 
     def __call__(self, previous):
-        if not isinstance(previous, (Input, LayerBase)):
-            raise ValueError(f"{self!r} can only be called on an Input or a layer, "
-                             f"got {previous!r}")
+        many = isinstance(previous, (list, tuple))
+        given = list(previous) if many else [previous]
+        for p in given:
+            if not isinstance(p, (Input, LayerBase)):
+                raise ValueError(f"{self!r} can only be called on an Input or a layer "
+                                 f"(or a list of them), got {p!r}")
+        if self.n_inputs is None and (not many or len(given) < 2):
+            raise ValueError(f"{self!r} merges two or more inputs: call it on a list, "
+                             "e.g. Add()([a, b])")
+        if self.n_inputs is not None and len(given) != self.n_inputs:
+            raise ValueError(f"{self!r} takes {self.n_inputs} input(s), got {len(given)}")
         bound = copy.copy(self)
-        bound.input = previous
+        bound.origin = self.origin if self.origin is not None else self
+        bound.input, bound.inputs = given[0], given
+        bound.seq = next(_CREATED)
         return bound
+
+    def out_shape_of(self, in_shapes: list[tuple]) -> tuple:
+        """One example of the output given the inputs' (ValueError when they do not fit)."""
+        return self.output_shape(in_shapes[0])
 
     def to_node(self, index: int, name: str, input_name: str, n_in: int):
         """One IR node, or a list of nodes whose last one is the layer's output."""
         raise NotImplementedError
+
+    def to_nodes(self, index: int, name: str, inputs: list[str], shapes: list[tuple]):
+        """IR node(s) of one application on the buffers ``inputs`` of ``shapes``."""
+        shape = shapes[0]
+        if self.tensor:
+            return self.to_node(index, name, inputs[0], shape)
+        size = 1
+        for s in shape:
+            size *= s
+        return self.to_node(index, name, inputs[0], size)
 
     def describe(self) -> dict:
         raise NotImplementedError
@@ -178,86 +209,216 @@ class Network:
 
     Sequential: ``Network(Input(784), Dense(256, "relu"), Dense(10), loss=...)``.
     Functional: ``Network(I, O, loss=...)`` where O was built by calling layers
-    on I.  Layers are named H1, H2, ... and the last one O unless named;
-    parameters are W1, b1, W2, b2, ... in layer order.
+    on I; any composition: ``Network([I1, I2], [O1, O2], loss={"O1": "mse",
+    "O2": "bce"}, loss_weights={"O1": 1.0, "O2": 0.5})`` with merges
+    (``Add``, ``Multiply``, ``Concatenate``) and layers applied at several
+    places (one parameter set).  Layers are named H1, H2, ... in topological
+    order and the output O (O1, O2, ... for several) unless named; inputs I
+    (I1, I2, ...); parameters are W1, b1, W2, b2, ... after the node that first
+    uses them.  The loss is the weighted sum of the outputs' losses, each
+    averaged over the batch.
+
+    >>> import symnet as sn
+    >>> I = sn.Input(3, name="I")
+    >>> H = sn.Dense(3, "tanh", name="H")(I)
+    >>> O = sn.Dense(1, name="O")(sn.Add(name="R")([I, H]))
+    >>> sn.Network(I, O, loss="mse").names
+    ['H', 'R', 'O']
     """
 
-    def __init__(self, *layers, loss="mse"):
-        if not layers or not isinstance(layers[0], Input):
+    def __init__(self, *layers, loss="mse", loss_weights=None):
+        if not layers:
             raise ValueError("Network(...) starts with an Input, e.g. "
                              "Network(Input(2), Dense(1), loss='mse')")
-        if len(layers) == 2 and isinstance(layers[1], LayerBase) and layers[1].input is not None:
-            chain = []
-            node = layers[1]
-            while isinstance(node, LayerBase):
-                chain.append(node)
-                node = node.input
-                if node is None:
-                    raise ValueError(f"layer {chain[-1]!r} is not connected to an Input")
-            if node is not layers[0]:
-                raise ValueError("the output layer is not built on the given Input")
-            chain.reverse()
+        first = layers[0]
+        inputs = list(first) if isinstance(first, (list, tuple)) else [first]
+        if not inputs or not all(isinstance(x, Input) for x in inputs):
+            raise ValueError("Network(...) starts with an Input (or a list of Inputs), e.g. "
+                             "Network(Input(2), Dense(1), loss='mse')")
+        outs = layers[1] if len(layers) == 2 else None
+        functional = isinstance(outs, (list, tuple)) or (
+            isinstance(outs, LayerBase) and outs.inputs is not None)
+        if functional:
+            outputs = list(outs) if isinstance(outs, (list, tuple)) else [outs]
+            if not outputs:
+                raise ValueError("Network(inputs, outputs): give at least one output")
+            for o in outputs:
+                if not isinstance(o, (LayerBase, Input)):
+                    raise ValueError(f"outputs must be layers, got {o!r}")
+            if len({id(o) for o in outputs}) != len(outputs):
+                raise ValueError("the same layer is given twice as an output")
         else:
-            chain = list(layers[1:])
-            for k, layer in enumerate(chain, 1):
+            if len(inputs) != 1:
+                raise ValueError("the sequential form takes one Input; for several inputs "
+                                 "use Network([I1, I2], outputs)")
+            prev = inputs[0]
+            for k, layer in enumerate(layers[1:], 1):
                 if not isinstance(layer, LayerBase):
                     raise ValueError(f"argument {k + 1} of Network is not a layer: {layer!r}")
-        if not chain:
-            raise ValueError("a Network needs at least one layer after its Input")
-        self.input = layers[0]
-        self.layers = chain
-        if isinstance(loss, str) and loss not in LOSS_NAMES:
-            raise ValueError(f"unknown loss {loss!r}; known: {', '.join(LOSS_NAMES)}, or a "
-                             "sympy expression of symbols o and t")
-        self.loss_spec = loss
-        self._loss = None
-        self.loss_name = loss if isinstance(loss, str) else self.loss.name
-        self.input_name = self.input.name or "I"
+                if layer.inputs is not None:
+                    raise ValueError(f"argument {k + 1} of Network ({layer!r}) is already "
+                                     "applied to a layer; the sequential form takes layers "
+                                     "not yet called")
+                prev = layer(prev)
+            if prev is inputs[0]:
+                raise ValueError("a Network needs at least one layer after its Input")
+            outputs = [prev]
+        order = compose.topological(outputs)
+        compose.check(inputs, outputs, order)
+        self.inputs, self.outputs = inputs, outputs
+        self.input = inputs[0]
+        self.layers = order
+        self._name_nodes()
+        for app, n in zip(order, self.names):
+            app._net_name = n     # for messages: the name the network gives it
+        self._shapes = compose.shapes_of(order, dict(zip(map(id, order), self.names)))
+        self.shapes = [self._shapes[id(a)] for a in order]
+        self._losses(loss, loss_weights)
+        self._graph = None
+
+    # ------------------------------------------------------------ declaring
+    def _name_nodes(self):
+        ins = self.inputs
+        self.input_names = [x.name or ("I" if len(ins) == 1 else f"I{m}")
+                            for m, x in enumerate(ins, 1)]
+        self.input_name = self.input_names[0]
+        out_ids = [id(o) for o in self.outputs]
+        uses: dict = {}
         self.names = []
-        for k, layer in enumerate(chain, 1):
-            default = "O" if k == len(chain) else f"H{k}"
-            self.names.append(layer.name or default)
-        seen = {self.input_name}
-        for n in self.names:
+        for k, app in enumerate(self.layers, 1):
+            origin = app.origin if app.origin is not None else app
+            uses.setdefault(id(origin), []).append(k)
+            use = len(uses[id(origin)])
+            if app.name and (use == 1 or app.name != origin.name):
+                name = app.name        # first use, or an application named itself (h_2)
+            elif app.name:
+                name = f"{app.name}_{use}"
+            elif id(app) in out_ids:
+                name = "O" if len(out_ids) == 1 else f"O{out_ids.index(id(app)) + 1}"
+            else:
+                name = f"H{k}"
+            self.names.append(name)
+        # index of the first use of each layer object: its parameters' number
+        self._param_index = [uses[id(a.origin if a.origin is not None else a)][0]
+                             for a in self.layers]
+        self.shared = [len(uses[id(a.origin if a.origin is not None else a)]) > 1
+                       for a in self.layers]
+        seen = set()
+        for n in self.input_names + self.names:
             if n in seen:
                 raise ValueError(f"two layers are named {n!r}; names must be unique")
             seen.add(n)
-        shape = self.input.shape
-        self.shapes = []
-        for layer, n in zip(chain, self.names):
-            layer._net_name = n     # for messages: the name the network gives it
-            shape = layer.output_shape(shape)
-            self.shapes.append(shape)
-        self._graph = None
+        self.output_names = [self.names[self.layers.index(o)] for o in self.outputs]
+
+    def _losses(self, loss, loss_weights):
+        outs = self.output_names
+        if isinstance(loss, dict):
+            unknown = sorted(set(loss) - set(outs))
+            missing = [o for o in outs if o not in loss]
+            if unknown or missing:
+                raise ValueError(f"loss names outputs {sorted(loss)}; the outputs are {outs}"
+                                 + (f" (unknown: {unknown})" if unknown else "")
+                                 + (f" (missing: {missing})" if missing else ""))
+            specs = [loss[o] for o in outs]
+        elif isinstance(loss, (list, tuple)):
+            if len(loss) != len(outs):
+                raise ValueError(f"loss lists {len(loss)} losses for {len(outs)} outputs {outs}")
+            specs = list(loss)
+        else:
+            specs = [loss] * len(outs)
+        for o, spec in zip(outs, specs):
+            if isinstance(spec, str) and spec not in LOSS_NAMES:
+                raise ValueError(f"unknown loss {spec!r} for output {o!r}; known: "
+                                 f"{', '.join(LOSS_NAMES)}, or a sympy expression of "
+                                 "symbols o and t")
+        if loss_weights is None:
+            weights = [1.0] * len(outs)
+        elif isinstance(loss_weights, dict):
+            unknown = sorted(set(loss_weights) - set(outs))
+            if unknown:
+                raise ValueError(f"loss_weights names {unknown}, which are not outputs {outs}")
+            weights = [loss_weights.get(o, 1.0) for o in outs]
+        else:
+            weights = list(loss_weights)
+            if len(weights) != len(outs):
+                raise ValueError(f"loss_weights lists {len(weights)} weights for "
+                                 f"{len(outs)} outputs {outs}")
+        for o, w in zip(outs, weights):
+            if isinstance(w, bool) or not isinstance(w, (int, float)) or not w == w \
+                    or w in (float("inf"), float("-inf")):
+                raise ValueError(f"loss weight of output {o!r} must be a finite number, "
+                                 f"got {w!r}")
+        self.loss_specs = specs
+        self.loss_weights = [float(w) for w in weights]
+        self.loss_spec = specs[0]
+        self._loss = None
+        self._loss_records = None
+        self.loss_names = [s if isinstance(s, str) else None for s in specs]
+        if any(n is None for n in self.loss_names):
+            self.loss_names = [r.name for r in self.losses]
+        self.loss_name = self.loss_names[0]
+
+    @property
+    def is_chain(self) -> bool:
+        """One input, one output, each layer reading the one before, none shared:
+        the form the notes write as O(W3, H2(W2, H1(W1, I)))."""
+        if len(self.inputs) != 1 or len(self.outputs) != 1 or any(self.shared):
+            return False
+        prev = self.input
+        for app in self.layers:
+            if len(app.inputs) != 1 or app.inputs[0] is not prev or app.n_inputs != 1:
+                return False
+            prev = app
+        return self.loss_weights == [1.0]
 
     @property
     def loss(self):
-        """The loss record (sympy form); resolved on first use."""
-        if self._loss is None:
+        """The loss record (sympy form) of the first output; resolved on first use."""
+        return self.losses[0]
+
+    @property
+    def losses(self) -> list:
+        """The loss records of the outputs, in order."""
+        if self._loss_records is None:
             from .primitives import loss as resolve_loss
-            self._loss = resolve_loss(self.loss_spec)
-        return self._loss
+            self._loss_records = [resolve_loss(s) for s in self.loss_specs]
+        return self._loss_records
 
     # ------------------------------------------------------------------ views
     def graph(self) -> ir.Graph:
         """The IR of this network (built once)."""
-        if self._graph is None:
-            nodes, prev, shape = [], self.input_name, self.input.shape
-            for k, (layer, name) in enumerate(zip(self.layers, self.names), 1):
-                made = layer.to_node(k, name, prev, shape if layer.tensor else shape[0])
-                made = made if isinstance(made, list) else [made]
-                nodes.extend(made)
-                prev, shape = name, made[-1].out_shape
-            self._graph = ir.Graph(self.input_name, self.input.n, nodes, self.loss,
-                                   in_shape=self.input.shape)
-            names = [p.name for p in self._graph.params()]
-            clash = (set(names) & ({n.name for n in nodes} | {self.input_name}))
-            if clash:
-                raise ValueError(f"layer name(s) {sorted(clash)} collide with parameter names")
-            twice = sorted({p for p in names if names.count(p) > 1})
-            if twice:
-                raise ValueError(f"parameter name(s) {twice} are used by two layers; "
-                                 "rename a parameter")
+        if self._graph is not None:
+            return self._graph
+        packed = not self.is_chain and (len(self.inputs) > 1)
+        buffers = {id(x): n for x, n in zip(self.inputs, self.input_names)}
+        nodes, owner = [], {}
+        for k, (app, name) in enumerate(zip(self.layers, self.names), 1):
+            srcs = compose.sources(app)
+            ins = [buffers[id(s)] for s in srcs]
+            shapes = [compose.shape(s, self._shapes) for s in srcs]
+            made = app.to_nodes(self._param_index[k - 1], name, ins, shapes)
+            made = made if isinstance(made, list) else [made]
+            for node in made:
+                for p in node.params:
+                    first = owner.setdefault(p.name, id(app.origin or app))
+                    if first != id(app.origin or app):
+                        raise ValueError(f"parameter name(s) {[p.name]} are used by two "
+                                         "layers; rename a parameter")
+            nodes.extend(made)
+            buffers[id(app)] = name
+        ins = [(n, x.n) for n, x in zip(self.input_names, self.inputs)]
+        n_in = sum(w for _, w in ins)
+        self._graph = ir.Graph("X" if packed else self.input_name, n_in, nodes,
+                               self.losses[0], inputs=ins, outputs=list(self.output_names),
+                               losses=dict(zip(self.output_names, self.losses)),
+                               weights=dict(zip(self.output_names, self.loss_weights)),
+                               in_shape=self.input.shape if len(ins) == 1 else (n_in,),
+                               input_shapes={n: x.shape for n, x in
+                                             zip(self.input_names, self.inputs)})
+        names = [p.name for p in self._graph.params()]
+        clash = (set(names) & ({n.name for n in nodes} | set(self.input_names)))
+        if clash:
+            raise ValueError(f"layer name(s) {sorted(clash)} collide with parameter names")
         return self._graph
 
     def param_shapes(self) -> dict:
@@ -265,14 +426,13 @@ class Network:
 
     @property
     def n_in(self) -> int:
-        return self.input.n
+        """Features per example (all inputs together)."""
+        return sum(x.n for x in self.inputs)
 
     @property
     def n_out(self) -> int:
-        n = 1
-        for s in self.shapes[-1]:
-            n *= s
-        return n
+        """Outputs per example (all outputs together)."""
+        return sum(compose.size(self._shapes[id(o)]) for o in self.outputs)
 
     @property
     def in_shape(self) -> tuple:
@@ -280,15 +440,27 @@ class Network:
 
     @property
     def out_shape(self) -> tuple:
-        return self.shapes[-1]
+        """One example of the (first) output."""
+        return self._shapes[id(self.outputs[0])]
 
     def describe(self) -> dict:
         """A JSON-able description (used for caching and saving)."""
-        n = self.input.n if len(self.input.shape) == 1 else list(self.input.shape)
-        return {"input": {"n": n, "name": self.input_name},
-                "layers": [dict(layer.describe(), name=name)
-                           for layer, name in zip(self.layers, self.names)],
-                "loss": self.loss_name}
+        if self.is_chain:
+            n = self.input.n if len(self.input.shape) == 1 else list(self.input.shape)
+            return {"input": {"n": n, "name": self.input_name},
+                    "layers": [dict(layer.describe(), name=name)
+                               for layer, name in zip(self.layers, self.names)],
+                    "loss": self.loss_name}
+        ids = {id(x): n for x, n in zip(self.inputs, self.input_names)}
+        ids.update({id(a): n for a, n in zip(self.layers, self.names)})
+        nodes = []
+        for app, name, k in zip(self.layers, self.names, self._param_index):
+            nodes.append(dict(app.describe(), name=name, params_of=k,
+                              inputs=[ids[id(s)] for s in compose.sources(app)]))
+        return {"inputs": [{"shape": list(x.shape), "name": n}
+                           for x, n in zip(self.inputs, self.input_names)],
+                "nodes": nodes, "outputs": self.output_names,
+                "loss": self.loss_names, "loss_weights": self.loss_weights}
 
     def formulas(self):
         """The chain-rule derivation of this network, for people."""
@@ -302,4 +474,6 @@ class Network:
 
     def __repr__(self):
         inner = ", ".join(f"{n}={layer!r}" for n, layer in zip(self.names, self.layers))
-        return f"Network({self.input!r}, {inner}, loss={self.loss_name!r})"
+        ins = self.input if len(self.inputs) == 1 else self.inputs
+        loss = self.loss_name if len(self.outputs) == 1 else self.loss_names
+        return f"Network({ins!r}, {inner}, loss={loss!r})"

@@ -261,16 +261,26 @@ class Emitter:
 
 def describe_graph(graph: ir.Graph) -> list[str]:
     """One line per layer, for the file header."""
-    if len(graph.in_shape) > 1:
+    if graph.packed:
+        lines = [f"inputs side by side in {graph.input_name} ({graph.n_in} features): "
+                 + ", ".join(f"{n} ({w})" for n, w in graph.inputs)]
+    elif len(graph.in_shape) > 1:
         lines = [f"input {graph.input_name}: {graph.in_shape} per example"]
     else:
         lines = [f"input {graph.input_name}: {graph.n_in} features"]
     for node in graph.nodes:
-        if len(node.space) > 1 or node.kind == "flatten":
+        if node.pieces is not None:
+            lines.append(f"{node.name} ({node.n_out}) = [{', '.join(node.inputs)}] side by side")
+        elif len(node.space) > 1 or node.kind == "flatten":
             lines.append(f"{node.name} {node.out_shape} = {node.label or node.outer}")
         else:
             lines.append(f"{node.name} ({node.n_out}) = {node.outer}")
-    lines.append(f"loss: {graph.loss.name}, averaged over the batch")
+    if len(graph.outputs) == 1:
+        lines.append(f"loss: {graph.loss.name}, averaged over the batch")
+    else:
+        lines.append("loss: " + " + ".join(
+            f"{graph.weights[o]:g}·{graph.losses[o].name}({o})" for o in graph.outputs)
+            + ", each averaged over the batch; targets side by side in T")
     return lines
 
 

@@ -22,7 +22,8 @@ from .primitives import sigmoid, softplus
 def arguments(graph: ir.Graph, batch: int) -> list[sp.IndexedBase]:
     """[input, T, W1, b1, ...] as IndexedBase objects with their shapes."""
     args = [sp.IndexedBase(graph.input_name, shape=(batch, *graph.in_shape)),
-            sp.IndexedBase("T", shape=(batch, *graph.output.out_shape))]
+            sp.IndexedBase("T", shape=(batch, *(graph.output.out_shape if len(graph.outputs) == 1
+                                                else (graph.n_out,))))]
     args += [sp.IndexedBase(p.name, shape=tuple(p.shape)) for p in graph.params()]
     return args
 
@@ -101,6 +102,9 @@ class _Run:
                     n for r in node.reductions for n in (r.name, delta_name(node, r))]:
                 self.shapes[name] = shape
         self.shapes[upstream_name(graph.input_name)] = (batch, *graph.in_shape)
+        for name, width in graph.inputs:       # several inputs: each its own array
+            shape = (graph.input_shapes or {}).get(name, (width,))
+            self.shapes[name] = self.shapes[upstream_name(name)] = (batch, *shape)
 
     def at(self, expr: sp.Expr, point: dict) -> sp.Expr:
         """expr with every element symbol replaced by the explicit element at
@@ -176,38 +180,48 @@ def evaluate(graph: ir.Graph, grads: list[NodeGrad], batch: int) -> dict:
 def _evaluate(graph: ir.Graph, grads: list[NodeGrad], batch: int) -> dict:
     run = _Run(graph, batch)
     env = run.env
+    if graph.packed:       # the inputs side by side in one array, as the C takes them
+        off = 0
+        for name, width in graph.inputs:
+            env[name] = env[graph.input_name][:, off:off + width].reshape(run.shapes[name])
+            off += width
     for node in graph.nodes:
         X = env[node.input]
+        if node.pieces is not None:
+            env[node.name] = np.concatenate([env[src] for src, _ in node.pieces], axis=1)
+            continue
         if node.kind == "flatten":
             env[node.name] = X.reshape(batch, -1)
             continue
         for red in node.reductions:
             if red.contraction:
                 W = env[red.contraction]
-                env[red.name] = X.dot(W.T)
+                env[red.name] = env[node.red_input(red)].dot(W.T)
             elif red.op == "max":
                 run.max_pool(node, red)
             else:
                 run.accumulate(node, red.name, node.out_index, red.summand, red)
         run.accumulate(node, node.name, node.out_index, node.outer)
 
-    out, T = graph.output, env["T"]
-    O = env[out.name]
     by_node = {g.node.name: g for g in grads}
-    if graph.loss.element is None:
-        # The fused softmax cross-entropy of the C (templates/network.c.j2).
-        total, dO = sp.S.Zero, _zeros(batch, out.n_out)
-        for b in range(batch):
-            s = sum(sp.exp(o) for o in O[b])
-            st = sum(T[b])
-            total += sp.log(s) * st - sum(t * o for t, o in zip(T[b], O[b]))
-            for k in range(out.n_out):
-                dO[b, k] = (sp.exp(O[b, k]) / s * st - T[b, k]) / batch
-        env[upstream_name(out.name)] = dO
-        env["L"] = total / batch
-    else:
-        g = by_node[out.name]
-        env["L"] = sum(run.at(g.loss, p) for p in run.loop(out)) / batch
+    env["L"] = sp.S.Zero
+    for name in graph.outputs:
+        out, w = graph.node(name), graph.weights[name]
+        O, off = env[out.name], graph.target_offset(name)
+        T = env["T"] if len(graph.outputs) == 1 else env["T"][:, off:off + out.n_out]
+        if graph.losses[name].element is None:
+            # The fused softmax cross-entropy of the C (templates/network.c.j2).
+            total, dO = sp.S.Zero, run.target(upstream_name(out.name))
+            for b in range(batch):
+                s = sum(sp.exp(o) for o in O[b])
+                st = sum(T[b])
+                total += sp.log(s) * st - sum(t * o for t, o in zip(T[b], O[b]))
+                for k in range(out.n_out):
+                    dO[b, k] = _plus(dO[b, k], w * (sp.exp(O[b, k]) / s * st - T[b, k]) / batch)
+            env["L"] += w * total / batch
+        else:
+            g = by_node[out.name]
+            env["L"] += w * sum(run.at(g.loss, p) for p in run.loop(out)) / batch
 
     for k in range(len(graph.nodes) - 1, -1, -1):
         node, g = graph.nodes[k], by_node[graph.nodes[k].name]
@@ -216,7 +230,13 @@ def _evaluate(graph: ir.Graph, grads: list[NodeGrad], batch: int) -> dict:
                 env[upstream_name(node.input)] = run.target(upstream_name(node.name)).reshape(
                     run.shapes[upstream_name(node.input)])
             continue
-        for t in g.outer:
+        if node.pieces is not None:        # Concatenate: the same copy backwards
+            for src, off, width, t in g.pieces:
+                part = run.target(upstream_name(node.name))[:, off:off + width]
+                acc = run.target(t.target)
+                acc[...] = np.vectorize(_plus, otypes=[object])(acc, part)
+            continue
+        for t in g.outer + g.through:
             run.accumulate(node, t.target, t.index, t.expr)
         for red in node.reductions:
             delta = env[delta_name(node, red)]

@@ -111,10 +111,19 @@ class Formulas:
         self.grads: list[NodeGrad] = derive(self.graph)   # output node first
         self._explicit: dict[int, dict] = {}
         self.lines: list[Line] = []
-        self._header()
-        self._forward()
-        self._local()
-        self._backward()
+        if network.is_chain:
+            self._header()
+            self._forward()
+            self._local()
+            self._backward()
+        else:   # merges, several inputs/outputs, shared layers: symnet.formulas_graph
+            import sys
+
+            from . import formulas_graph as fg
+            here = sys.modules[__name__]
+            fg.header(self, _Tex)
+            fg.forward(self, _Tex, _el, _expr, here)
+            fg.backward(self, _Tex, _el, _expr)
 
     # ------------------------------------------------------------ building
     def _add(self, kind: str, phrase: _Tex | str, lhs_rhs=True):

@@ -140,33 +140,85 @@ def load(path, network=None, dtype=None):
 
 def network_from_description(desc: dict):
     """The Network that ``Network.describe()`` returned ``desc`` for."""
-    from . import conv
-    from .dsl import Dense, Input, Network
+    from .dsl import Input, Network
+    if isinstance(desc, dict) and "nodes" in desc:
+        return _graph_from_description(desc)
     try:
         n = desc["input"]["n"]
         inp = Input(tuple(n) if isinstance(n, list) else n, name=desc["input"]["name"])
         layers = []
         for d in desc["layers"]:
-            kind = d.get("kind")
-            if kind == "dense":
-                layers.append(Dense(d["units"], _spec(d["activation"]), bias=d["bias"],
-                                    name=d["name"]))
-            elif kind in ("conv2d", "conv1d"):
-                cls = conv.Conv2d if kind == "conv2d" else conv.Conv1d
-                layers.append(cls(d["out_channels"], tuple(d["kernel_size"]),
-                                  stride=tuple(d["stride"]), padding=tuple(d["padding"]),
-                                  activation=_spec(d["activation"]), bias=d["bias"],
-                                  name=d["name"]))
-            elif kind in ("maxpool2d", "avgpool2d"):
-                cls = conv.MaxPool2d if kind == "maxpool2d" else conv.AvgPool2d
-                layers.append(cls(tuple(d["kernel_size"]), stride=tuple(d["stride"]),
-                                  name=d["name"]))
-            elif kind == "flatten":
-                layers.append(conv.Flatten(name=d["name"]))
-            else:
-                raise ValueError(f"layer kind {kind!r} cannot be loaded (only dense, "
+            layer = _layer(d)
+            if layer is None:
+                raise ValueError(f"layer kind {d.get('kind')!r} cannot be loaded (only dense, "
                                  "convolution, pooling and flatten layers)")
+            layers.append(layer)
         net = Network(inp, *layers, loss=_spec(desc["loss"]))
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"malformed network description ({type(exc).__name__}: {exc})") \
+            from None
+    if net.describe() != desc:
+        raise ValueError("the network description does not rebuild to itself")
+    return net
+
+
+def _layer(d: dict):
+    """The layer object of one described layer (None for kinds not rebuilt here)."""
+    from . import conv
+    from .dsl import Dense
+    kind = d.get("kind")
+    if kind == "dense":
+        return Dense(d["units"], _spec(d["activation"]), bias=d["bias"], name=d["name"])
+    if kind in ("conv2d", "conv1d"):
+        cls = conv.Conv2d if kind == "conv2d" else conv.Conv1d
+        return cls(d["out_channels"], tuple(d["kernel_size"]), stride=tuple(d["stride"]),
+                   padding=tuple(d["padding"]), activation=_spec(d["activation"]),
+                   bias=d["bias"], name=d["name"])
+    if kind in ("maxpool2d", "avgpool2d"):
+        cls = conv.MaxPool2d if kind == "maxpool2d" else conv.AvgPool2d
+        return cls(tuple(d["kernel_size"]), stride=tuple(d["stride"]), name=d["name"])
+    if kind == "flatten":
+        return conv.Flatten(name=d["name"])
+    return None
+
+
+def _graph_from_description(desc: dict):
+    """A Network with merges, several inputs/outputs or shared layers (the
+    ``nodes`` form of ``Network.describe()``); nodes with the same ``params_of``
+    are one layer object applied at several places."""
+    from .dsl import Input, Network
+    from .merge import Add, Concatenate, Multiply, Slice
+    from .recurrent import RNNCell, _apply
+    try:
+        made = {}
+        for d in desc["inputs"]:
+            shape = tuple(d["shape"])
+            made[d["name"]] = Input(shape[0] if len(shape) == 1 else shape, name=d["name"])
+        origins = {}
+        for d in desc["nodes"]:
+            kind, key = d.get("kind"), d["params_of"]
+            if key not in origins:
+                layer = _layer(d)
+                if layer is not None:
+                    pass
+                elif kind == "rnn":
+                    layer = RNNCell(d["units"], _spec(d["activation"]), name=d["name"])
+                elif kind in ("add", "multiply", "concat"):
+                    layer = {"add": Add, "multiply": Multiply, "concat": Concatenate}[kind](
+                        name=d["name"])
+                elif kind == "slice":
+                    layer = Slice(d["start"], d["units"], name=d["name"])
+                else:
+                    raise ValueError(f"layer kind {kind!r} cannot be loaded from a graph "
+                                     "description (dense, convolution, pooling, flatten, rnn, "
+                                     "add, multiply, concat, slice); pass the network: "
+                                     "symnet.load(path, network=net)")
+                origins[key] = layer
+            made[d["name"]] = _apply(origins[key], [made[n] for n in d["inputs"]], d["name"])
+        net = Network([made[d["name"]] for d in desc["inputs"]],
+                      [made[o] for o in desc["outputs"]],
+                      loss=[_spec(x) for x in desc["loss"]],
+                      loss_weights=desc["loss_weights"])
     except (KeyError, TypeError, AttributeError) as exc:
         raise ValueError(f"malformed network description ({type(exc).__name__}: {exc})") \
             from None

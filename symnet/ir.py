@@ -128,6 +128,7 @@ class Reduction:
     space: tuple[tuple[str, int], ...] = ()
     op: str = "sum"
     conv: dict | None = None
+    input: str | None = None     # the buffer contracted with; None: the node's first input
 
 
 @dataclass
@@ -143,17 +144,27 @@ class Node:
     reductions: list[Reduction]
     outer: sp.Expr
     symbols: dict[sp.Symbol, Access] = field(default_factory=dict)
-    kind: str = "layer"          # "dense", "layer", "conv", "pool", "flatten", "tensor"
+    kind: str = "layer"          # "dense", "layer", "conv", "pool", "add", "concat", ...
     activation: object = None    # the Activation record of a dense layer
     space: tuple[tuple[str, int], ...] = ()   # output indices (name, extent) after b
     in_shape: tuple[int, ...] = ()            # one example of the input
     label: str = ""              # how the layer reads for people, e.g. "Conv2d(6, 5)"
+    # Several inputs (merges, recurrent cells): every input buffer and its width;
+    # None means the one input ``input`` of width ``n_in``.
+    inputs: list[str] | None = None
+    widths: dict[str, int] | None = None
+    # Concatenate: (source buffer, width) pieces laid side by side along i.
+    pieces: list[tuple[str, int]] | None = None
 
     def __post_init__(self):
         if not self.space:
             self.space = ((OUT, self.n_out),)
         if not self.in_shape:
             self.in_shape = (self.n_in,)
+        if self.inputs is None:
+            self.inputs = [self.input]
+        if self.widths is None:
+            self.widths = {self.input: self.n_in}
 
     @property
     def out_shape(self) -> tuple[int, ...]:
@@ -176,31 +187,86 @@ class Node:
     def param(self, name: str) -> ParamSpec:
         return next(p for p in self.params if p.name == name)
 
+    def red_input(self, red: Reduction) -> str:
+        """The buffer a reduction reads its x[b,j] from."""
+        return red.input or self.input
+
 
 @dataclass
 class Graph:
-    """The whole network: input, nodes in order, loss."""
+    """The whole network: input, nodes in a topological order, loss.
+
+    With several inputs the C takes them side by side in one array
+    ``input_name`` (n_in = the sum of their widths) and copies each into its
+    own buffer first; with several outputs the targets lie side by side in T
+    the same way.  ``inputs``: (name, width) in declaration order; ``outputs``:
+    output node names; ``losses``/``weights``: per output name.
+    """
 
     input_name: str
     n_in: int
     nodes: list[Node]
-    loss: object                 # a primitives.Loss record
+    loss: object                 # a primitives.Loss record (of the first output)
     in_shape: tuple[int, ...] = ()   # one example of the input; (n_in,) for vectors
+    inputs: list[tuple[str, int]] | None = None
+    outputs: list[str] | None = None
+    losses: dict | None = None
+    weights: dict | None = None
+    input_shapes: dict | None = None     # one example of each input, e.g. (1, 8, 8)
 
     def __post_init__(self):
         if not self.in_shape:
             self.in_shape = (self.n_in,)
+        if self.inputs is None:
+            self.inputs = [(self.input_name, self.n_in)]
+        if self.outputs is None:
+            self.outputs = [self.nodes[-1].name]
+        if self.losses is None:
+            self.losses = {self.outputs[0]: self.loss}
+        if self.weights is None:
+            self.weights = {o: 1.0 for o in self.outputs}
 
     @property
     def output(self) -> Node:
-        return self.nodes[-1]
+        return self.node(self.outputs[0])
 
     @property
     def n_out(self) -> int:
-        return self.nodes[-1].n_out
+        return sum(self.node(o).n_out for o in self.outputs)
+
+    @property
+    def packed(self) -> bool:
+        """True when the inputs are copied out of one side-by-side array."""
+        return self.inputs != [(self.input_name, self.n_in)]
+
+    def node(self, name: str) -> Node:
+        return next(n for n in self.nodes if n.name == name)
+
+    def target_offset(self, output: str) -> int:
+        """Column where an output's targets start in T."""
+        off = 0
+        for o in self.outputs:
+            if o == output:
+                return off
+            off += self.node(o).n_out
+        raise KeyError(output)
+
+    def consumers(self, buffer: str) -> list[Node]:
+        """Nodes reading a buffer, in order."""
+        return [n for n in self.nodes if buffer in n.inputs]
+
+    def is_input(self, buffer: str) -> bool:
+        return buffer == self.input_name or any(buffer == n for n, _ in self.inputs)
 
     def params(self) -> list[ParamSpec]:
-        return [p for node in self.nodes for p in node.params]
+        """Each parameter once (a layer used at several places shares them)."""
+        seen, out = set(), []
+        for node in self.nodes:
+            for p in node.params:
+                if p.name not in seen:
+                    seen.add(p.name)
+                    out.append(p)
+        return out
 
 
 def scalar(name: str) -> sp.Symbol:

@@ -89,14 +89,16 @@ class Layer(LayerBase):
 
     def __init__(self, units: int, formula, params: dict | None = None,
                  init: dict | None = None, linear: str | None = None,
-                 name: str | None = None):
+                 name: str | None = None, inputs: tuple | None = None):
         self.units = _check_size(units, "Layer units")
         self.name = None if name is None else check_name(name, "layer")
         self.where = f"layer {self.name or f'Layer({units})'!r}"
+        self.input_args = self._check_inputs(inputs, linear)
+        self.n_inputs = len(self.input_args)
         self.params = self._check_params(params or {}, linear)
         self.init = self._check_init(init or {})
         self.linear = linear
-        self.input_arg = "z" if linear else "x"
+        self.input_arg = "z" if linear else self.input_args[0]
         expr = self._call(formula)
         self._analyse(expr)
         self.formula_text = str(expr)
@@ -105,6 +107,22 @@ class Layer(LayerBase):
     # ------------------------------------------------------------ checking
     def _fail(self, message: str):
         raise ValueError(f"{self.where}: {message}")
+
+    def _check_inputs(self, inputs, linear) -> tuple:
+        """The formula's input arguments: ("x",), or several names, e.g. ("x", "h")."""
+        if inputs is None:
+            return ("z",) if linear else ("x",)
+        if isinstance(inputs, str) or not isinstance(inputs, (tuple, list)) or not inputs:
+            self._fail(f"inputs must be a tuple of argument names, e.g. ('x', 'h'), "
+                       f"got {inputs!r}")
+        if linear is not None and len(inputs) > 1:
+            self._fail("linear=... takes one input; give several inputs without it")
+        for a in inputs:
+            if not isinstance(a, str) or not a.isidentifier() or a in (*INDEX, "n_in"):
+                self._fail(f"input name {a!r} must be an identifier other than i, j, k, n_in")
+        if len(set(inputs)) != len(inputs):
+            self._fail(f"input names {tuple(inputs)} repeat")
+        return tuple(inputs)
 
     def _check_params(self, params: dict, linear) -> dict:
         if not isinstance(params, dict):
@@ -118,16 +136,18 @@ class Layer(LayerBase):
             names[linear] = ("out", "in")
         out = {}
         for p, dims in names.items():
-            if not isinstance(p, str) or not p.isidentifier() or p in (*INDEX, "x", "z", "n_in"):
+            if not isinstance(p, str) or not p.isidentifier() or p in (
+                    *INDEX, "x", "z", "n_in", *self.input_args):
                 self._fail(f"parameter name {p!r} must be an identifier other than "
-                           "x, z, i, j, k, n_in")
+                           "the inputs, i, j, k, n_in")
             check_name(f"{p}1", f"{self.where}: parameter")
             if isinstance(dims, str):
                 dims = (dims,)
             dims = tuple(dims)
-            if not dims or len(dims) > 3 or any(d not in DIMS for d in dims):
+            allowed = DIMS + (self.input_args if len(self.input_args) > 1 else ())
+            if not dims or len(dims) > 3 or any(d not in allowed for d in dims):
                 self._fail(f"parameter {p!r} has dims {dims!r}; expected 1 to 3 of "
-                           "'out' and 'in', e.g. ('out', 'in')")
+                           f"{', '.join(map(repr, allowed))}, e.g. ('out', 'in')")
             out[p] = dims
         return out
 
@@ -152,7 +172,8 @@ class Layer(LayerBase):
         if not callable(formula):
             self._fail(f"formula must be a Python function of (x, i, j, params...), "
                        f"got {formula!r}")
-        available = {self.input_arg: sp.IndexedBase(self.input_arg, real=True), **INDEX}
+        available = {a: sp.IndexedBase(a, real=True) for a in self.input_args}
+        available.update({self.input_arg: sp.IndexedBase(self.input_arg, real=True), **INDEX})
         for p in self.params:
             if p != self.linear:
                 available[p] = sp.IndexedBase(p, real=True)
@@ -187,9 +208,10 @@ class Layer(LayerBase):
         outer = self._walk(expr)
         outer = stabilise(self._scalarise(outer, {"i"}, "outside any sum"))
         self._outer = outer
-        if not any(kind == "input" for kind, _, _ in self._places.values()):
-            self._fail(f"the formula does not use its input {self.input_arg}; "
-                       f"a layer must depend on {self.input_arg}[j] (or {self.input_arg}[i])")
+        for a in self.input_args:
+            if not any(kind == "input" and base == a for kind, base, _ in self._places.values()):
+                self._fail(f"the formula does not use its input {a}; "
+                           f"a layer must depend on {a}[j] (or {a}[i])")
         for red in self._reductions:
             check_smooth(red.summand, sorted(red.summand.free_symbols, key=str), self.where)
         check_smooth(outer, sorted(outer.free_symbols, key=str), self.where)
@@ -252,8 +274,11 @@ class Layer(LayerBase):
         idx = INDEX[over[0]]
         for w, x in ((a, b), (b, a)):
             p = w.base.label.name
-            if (x.base.label.name == self.input_arg and x.indices == (idx,)
-                    and self.params.get(p) == ("out", "in") and w.indices == (i, idx)
+            xa = x.base.label.name
+            dims = [("out", "in")] if xa == self.input_args[0] else []
+            dims += [("out", xa)] if len(self.input_args) > 1 else []
+            if (xa in self.input_args and x.indices == (idx,)
+                    and self.params.get(p) in dims and w.indices == (i, idx)
                     and p != self.linear):
                 return p
         return None
@@ -263,7 +288,7 @@ class Layer(LayerBase):
         mapping = {}
         for el in sorted(e.atoms(sp.Indexed), key=str):   # sorted: the C must be deterministic
             base = el.base.label.name
-            if base == self.input_arg:
+            if base == self.input_arg or base in self.input_args:
                 kind, ndim = "input", 1
             elif base in self.params and base != self.linear:
                 kind, ndim = "param", len(self.params[base])
@@ -284,7 +309,8 @@ class Layer(LayerBase):
         e = e.xreplace(mapping)
         known = set(self._places) | {r.symbol for r in self._reductions}
         for s in sorted(e.free_symbols - known, key=str):
-            if isinstance(s, sp.IndexedBase) or str(s) in (self.input_arg, *self.params):
+            if isinstance(s, sp.IndexedBase) or str(s) in (self.input_arg, *self.input_args,
+                                                           *self.params):
                 self._fail(f"{s} must be indexed, e.g. {s}[j] or {s}[i]")
             if s in INDEX.values():
                 self._fail(f"index {s} is used as a number in {e}; indices may only "
@@ -298,10 +324,17 @@ class Layer(LayerBase):
     def describe(self) -> dict:
         return {"kind": "layer", "units": self.units, "formula": self._key,
                 "params": {p: list(d) for p, d in self.params.items()},
-                "init": self.init, "linear": self.linear, "name": self.name}
+                "init": self.init, "linear": self.linear, "name": self.name,
+                **({"inputs": list(self.input_args)} if len(self.input_args) > 1 else {})}
 
     def __repr__(self):
         return f"Layer({self.units}, {self.formula_text!r}, name={self.name!r})"
+
+    def to_nodes(self, index, name, inputs, shapes):
+        if len(getattr(self, "input_args", ())) <= 1:   # (subclasses may skip __init__)
+            return super().to_nodes(index, name, inputs, shapes)
+        from .layers_multi import multi_input_node
+        return multi_input_node(self, index, name, inputs, shapes)
 
     def to_node(self, index, name, input_name, n_inputs):
         if self.linear:

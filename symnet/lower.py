@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 import sympy as sp
 
 from . import ir
-from .derive import NodeGrad, Term, delta_name, derive, grad_name, upstream_name
+from .derive import (NodeGrad, Term, delta_name, derive, fused as is_fused, grad_name,
+                     shifted, upstream_name)
 from .notation import text  # loop comments read like the derivation (net.formulas())
 
 
@@ -110,6 +111,9 @@ class SoftmaxXent:
     T: str
     n: int
     grad: str | None
+    weight: float = 1.0          # the output's loss weight
+    t_offset: int = 0            # first column of this output's targets in T
+    t_stride: int | None = None  # width of T's rows (None: n)
 
 
 @dataclass
@@ -177,7 +181,8 @@ def plan(graph: ir.Graph) -> Plan:
 
     in_shape = graph.in_shape if len(graph.in_shape) > 1 else graph.n_in
     buffers[graph.input_name] = _batch(graph.input_name, in_shape, "input", 0, "input")
-    buffers["T"] = _batch("T", _shape(graph.output), "target", 0, "target")
+    t_shape = _shape(graph.output) if len(graph.outputs) == 1 else graph.n_out
+    buffers["T"] = _batch("T", t_shape, "target", 0, "target")
     row = 0
 
     def work(name, width, comment):
@@ -196,7 +201,10 @@ def plan(graph: ir.Graph) -> Plan:
         buffers[name] = Buffer(name, "alias", ("batch", *shape), buffers[of].offset, comment,
                                alias=of)
 
-    fused = graph.loss.element is not None
+    if graph.packed:
+        for name, width in graph.inputs:
+            shape = (graph.input_shapes or {}).get(name, (width,))
+            work(name, shape if len(shape) > 1 else width, f"input {name}")
     for node in graph.nodes:
         if node.kind == "flatten":
             alias(node.name, node.input, node.n_out, f"layer {node.name}: {node.input} "
@@ -213,19 +221,22 @@ def plan(graph: ir.Graph) -> Plan:
                   f"layer {node.name}: {node.reductions[0].name} itself")
         else:
             work(node.name, _shape(node), f"layer {node.name}")
-    for k, node in enumerate(graph.nodes):
-        last = k == len(graph.nodes) - 1
+    for node in graph.nodes:
         if node.kind == "flatten":
             if by_node[node.name].input_grad:
                 alias(upstream_name(node.name), upstream_name(node.input), node.n_out,
                       f"∂L/∂{node.name}: ∂L/∂{node.input} flattened")
             continue
-        if not (last and fused):
+        if not is_fused(graph, node) or graph.consumers(node.name):
             work(upstream_name(node.name), _shape(node), f"∂L/∂{node.name}")
+        twins = _twin_deltas(by_node[node.name])
         for t in by_node[node.name].outer:
             if t.target.startswith("delta_") and t.target not in buffers:
                 red = next(r for r in node.reductions if delta_name(node, r) == t.target)
-                if _identity(node) and t.expr == by_node[node.name].upstream:
+                if t.target in twins:
+                    alias(t.target, twins[t.target], _shape(node),
+                          f"∂L/∂{red.name}: the same as {twins[t.target]}")
+                elif _identity(node) and t.expr == by_node[node.name].upstream:
                     alias(t.target, upstream_name(node.name), _shape(node),
                           f"∂L/∂{red.name}: ∂L/∂{node.name} itself")
                 else:
@@ -239,10 +250,55 @@ def plan(graph: ir.Graph) -> Plan:
     p = Plan(graph, grads, buffers, n_params, row)
     for node in graph.nodes:
         p.symbols.update(node.symbols)
-    p.forward = _forward(graph)
-    p.loss = _loss(graph, by_node, grad=False)
-    p.backward = _loss(graph, by_node, grad=True) + _backward(graph, by_node)
+    p.forward = _forward(graph, p.symbols)
+    written: set[str] = set()
+    p.loss = _loss(graph, by_node, grad=False, written=set())
+    p.backward = _loss(graph, by_node, grad=True, written=written) \
+        + _backward(graph, by_node, written)
     return p
+
+
+def _unpack(graph: ir.Graph, symbols: dict) -> list:
+    """Several inputs arrive side by side in one array: copy each to its buffer."""
+    ops, off = [], 0
+    for name, width in graph.inputs:
+        src = ir.element(symbols, graph.input_name, ir.BATCH, shifted(ir.OUT, off))
+        ops.append(Loop([(ir.BATCH, "batch"), (ir.OUT, width)],
+                        [(name, (ir.BATCH, ir.OUT), "=", src)],
+                        f"{name}[b,i] = {graph.input_name}[b,{shifted('i', off)}]"))
+        off += width
+    return ops
+
+
+def _concat(node: ir.Node, symbols: dict) -> list:
+    """H[b, offset + i] = X_m[b,i] for each input X_m in turn (for tensors: along
+    the channels, which are contiguous in each example)."""
+    ops, off = [], 0
+    rest = node.out_index[2:]
+    for src, width in node.pieces:
+        el = ir.element(symbols, src, *node.out_index)
+        at = (ir.BATCH, shifted(ir.OUT, off), *rest)
+        ops.append(Loop(_piece_loop(node, width), [(node.name, at, "=", el)],
+                        f"{node.name}[{_index(at)}] = {src}[{_index(node.out_index)}]"))
+        off += width
+    return ops
+
+
+def _piece_loop(node: ir.Node, width: int) -> list:
+    """The loop over one input of a Concatenate: its channels (or features), then
+    the rest of the node's space."""
+    return [(ir.BATCH, "batch"), (ir.OUT, width)] + list(node.space[1:])
+
+
+def _twin_deltas(g: NodeGrad) -> dict:
+    """delta -> an earlier delta of the node with the same formula (h = f(W·x + U·h' + b)
+    has one δ for both sums): it shares that buffer and is not computed twice."""
+    first, twins = {}, {}
+    for t in g.outer:
+        if t.target.startswith("delta_"):
+            twins.update({t.target: first[t.expr]} if t.expr in first else {})
+            first.setdefault(t.expr, t.target)
+    return twins
 
 
 def _identity(node: ir.Node) -> bool:
@@ -268,22 +324,27 @@ def _sums(node, red) -> str:
     return "".join(f"Σ_{n} " for n, _ in red.space)
 
 
-def _forward(graph: ir.Graph) -> list:
+def _forward(graph: ir.Graph, symbols: dict) -> list:
     """Every node's reductions, then its outer formula, over the loops its index
-    spaces give: (b, i) and (b, i, j) for vectors, (b, c, y, x, ...) for tensors."""
-    ops = []
+    spaces give: (b, i) and (b, i, j) for vectors, (b, c, y, x, ...) for tensors;
+    first the inputs out of their side-by-side array, when there are several."""
+    ops = _unpack(graph, symbols) if graph.packed else []
     for node in graph.nodes:
         if node.kind == "flatten":       # a view of its input: no loop
+            continue
+        if node.pieces is not None:
+            ops += _concat(node, symbols)
             continue
         out = _index(node.out_index)
         tensor = len(node.space) > 1
         for red in node.reductions:
             comment = f"{red.name}[{out}] = {_sums(node, red)}{text(red.summand)}"
             if red.contraction:
-                ops.append(MatMul("nt", red.name, node.input, red.contraction, "batch",
-                                  node.n_out, node.n_in, False,
+                x = node.red_input(red)
+                ops.append(MatMul("nt", red.name, x, red.contraction, "batch",
+                                  node.n_out, node.widths[x], False,
                                   f"{red.name}[b,i] = Σ_j {red.contraction}[i,j]·"
-                                  f"{node.input}[b,j]"))
+                                  f"{x}[b,j]"))
             elif red.conv is not None:
                 ops.append(Conv("forward", node.input, red.conv["weight"], f"col_{node.name}",
                                 red.conv, comment, Z=red.name))
@@ -304,25 +365,48 @@ def _forward(graph: ir.Graph) -> list:
     return ops
 
 
-def _loss(graph: ir.Graph, by_node: dict, grad: bool) -> list:
-    """The loss value, and with ``grad`` the output node's deltas in the same loop."""
-    out = graph.output
-    loop = tuple(out.out_index)
-    if graph.loss.element is None:
-        return [SoftmaxXent(out.name, "T", out.n_out,
-                            upstream_name(out.name) if grad else None)]
-    g = by_node[out.name]
-    stmts = [("loss", (), "+=", g.loss)]
+def _loss(graph: ir.Graph, by_node: dict, grad: bool, written: set) -> list:
+    """The loss value, and with ``grad`` each output node's deltas in the same
+    loop; ``written`` collects the buffers written (later passes accumulate)."""
     ops = []
-    terms = [t for t in g.outer if t.target != upstream_name(graph.input_name)]
-    if grad:
-        ops += _zeros(terms, out)
-        stmts += [(t.target, t.index, _assign(t, loop), t.expr) for t in terms]
-    comment = f"L += {text(g.loss)}"
-    if grad:
-        comment += "; " + "; ".join(f"{t.target}[{_index(t.index)}] "
-                                     f"{_assign(t, loop)} {text(t.expr)}" for t in terms)
-    return ops + [Loop(out.loop(), stmts, comment)]
+    for name in graph.outputs:
+        out = graph.node(name)
+        loop = tuple(out.out_index)
+        loss, weight = graph.losses[name], graph.weights[name]
+        if loss.element is None:
+            ops.append(SoftmaxXent(out.name, "T", out.n_out,
+                                   upstream_name(out.name) if grad else None, weight,
+                                   graph.target_offset(name),
+                                   None if graph.n_out == out.n_out else graph.n_out))
+            if grad:      # layers reading this output add their part to dL_dO
+                written.add(upstream_name(out.name))
+            continue
+        g = by_node[out.name]
+        value = g.loss if weight == 1.0 else sp.Float(weight) * g.loss
+        stmts = [("loss", (), "+=", value)]
+        twins = _twin_deltas(g)
+        terms = [t for t in g.outer if not _to_input(graph, t) and t.target not in twins]
+        if grad:
+            ops += _zeros(terms, out, written)
+            stmts += [(t.target, t.index, _assign(t, loop), t.expr) for t in terms]
+            written.update(t.target for t in terms)
+        comment = f"L += {text(value)}"
+        if grad:
+            comment += "; " + "; ".join(f"{t.target}[{_index(t.index)}] "
+                                         f"{_assign(t, loop)} {text(t.expr)}" for t in terms)
+        ops.append(Loop(out.loop(), stmts, comment))
+    return ops
+
+
+def _to_input(graph: ir.Graph, term: Term) -> bool:
+    """Gradients with respect to the network's inputs are not computed."""
+    return any(term.target == upstream_name(x) for x in
+               [graph.input_name] + [n for n, _ in graph.inputs])
+
+
+def _from(graph: ir.Graph, buffer: str, node: ir.Node) -> str:
+    """"  (from H2)" when ∂L/∂buffer sums contributions of several readers."""
+    return f"  (from {node.name})" if len(graph.consumers(buffer)) > 1 else ""
 
 
 def _assign(term: Term, loop: tuple) -> str:
@@ -330,28 +414,42 @@ def _assign(term: Term, loop: tuple) -> str:
         else "+="
 
 
-def _zeros(terms: list[Term], node: ir.Node) -> list:
-    """Zero the buffers the output loop accumulates into (bias gradients)."""
+def _zeros(terms: list[Term], node: ir.Node, written: set) -> list:
+    """Zero the buffers the output loop accumulates into (bias gradients)
+    unless an earlier loop wrote them already."""
     seen = {t.target for t in terms if _assign(t, tuple(node.out_index)) == "+="}
-    return [Zero(name, None) for name in sorted(seen)]
+    return [Zero(name, None) for name in sorted(seen - written)]
 
 
-def _backward(graph: ir.Graph, by_node: dict) -> list:
-    """The derived terms of every node, from the output down, as derive handed
-    them over (a node that needs no input gradient has no such terms)."""
+def _backward(graph: ir.Graph, by_node: dict, written: set) -> list:
+    """The derived terms of every node, from the last down, as derive handed
+    them over (a node that needs no input gradient has no such terms).  A
+    buffer read by several nodes receives the first contribution into zeros
+    and the rest with +=, so ∂L/∂H sums over H's readers and ∂L/∂W over W's uses."""
     ops = []
-    written: set[str] = set()
-    fused = graph.loss.element is not None
-    for k in range(len(graph.nodes) - 1, -1, -1):
-        node = graph.nodes[k]
+    for node in reversed(graph.nodes):
         g = by_node[node.name]
         if node.kind == "flatten":
             continue
+        if node.pieces is not None:
+            ops += _concat_backward(graph, g, written)
+            continue
         loop = tuple(node.out_index)
-        if not (k == len(graph.nodes) - 1 and fused):
+        if g.through:     # an output also read by other layers: their part, on top
+            terms = [t for t in g.through if not _to_input(graph, t)]
+            for t in terms:
+                if t.target not in written:
+                    ops.append(Zero(t.target, None))
+                    written.add(t.target)
+            ops.append(Loop(node.loop(), [(t.target, t.index, "+=", t.expr) for t in terms],
+                            "; ".join(f"{t.target}[{_index(t.index)}] += {text(t.expr)}"
+                                      f"  (from the readers of {node.name})" for t in terms)))
+        if not is_fused(graph, node):
             # a delta that is its upstream gradient itself shares its buffer: no loop
-            terms = [t for t in g.outer if not (_identity(node) and t.expr == g.upstream
-                                                 and t.target.startswith("delta_"))]
+            twins = _twin_deltas(g)
+            terms = [t for t in g.outer if not _to_input(graph, t) and t.target not in twins
+                     and not (_identity(node) and t.expr == g.upstream
+                              and t.target.startswith("delta_"))]
             for t in terms:
                 if _assign(t, loop) == "+=" and t.target not in written:
                     ops.append(Zero(t.target, None))
@@ -360,20 +458,26 @@ def _backward(graph: ir.Graph, by_node: dict) -> list:
                 ops.append(Loop(node.loop(),
                                 [(t.target, t.index, _assign(t, loop), t.expr) for t in terms],
                                 "; ".join(f"{t.target}[{_index(t.index)}] "
-                                          f"{_assign(t, loop)} {text(t.expr)}" for t in terms),
+                                          f"{_assign(t, loop)} {text(t.expr)}"
+                                          + _from(graph, t.target[4:], node)
+                                          * t.target.startswith("dL_d")
+                                          for t in terms),
                                 hoist=len(node.space) > 1))
-        else:
-            written.update(t.target for t in g.outer)
+                written.update(t.target for t in terms)
         for red in node.reductions:
             delta = delta_name(node, red)
             for prod in g.products.get(red.name, []):   # δᵀ·X and δ·W, as derived
+                acc = prod.target in written        # a second use / reader: += (summed)
+                formula = prod.formula.replace(" = ", " += " if acc else " = ", 1)
                 if prod.rule == "weight":
-                    ops.append(MatMul("tn", prod.target, delta, node.input, node.n_out,
-                                      node.n_in, "batch", prod.target in written, prod.formula))
+                    X = prod.operand
+                    ops.append(MatMul("tn", prod.target, delta, X, node.n_out,
+                                      node.widths[X], "batch", acc, formula))
                 else:
+                    X = prod.target[len("dL_d"):]
                     ops.append(MatMul("nn", prod.target, delta, prod.operand, "batch",
-                                      node.n_in, node.n_out, prod.target in written,
-                                      prod.formula))
+                                      node.widths[X], node.n_out, acc,
+                                      formula + _from(graph, X, node)))
                 written.add(prod.target)
             if red.contraction:
                 continue
@@ -402,6 +506,24 @@ def _backward(graph: ir.Graph, by_node: dict) -> list:
                 ops.append(Loop(node.reduction_loop(red),
                                 [(t.target, t.index, "+=", t.expr) for t in terms], comment,
                                 hoist=len(node.space) > 1))
+    # a parameter no use of which reaches the loss (U of a one-step recurrence)
+    for p in graph.params():
+        if grad_name(p.name) not in written:
+            ops.append(Zero(grad_name(p.name), None, "no path to the loss"))
+            written.add(grad_name(p.name))
+    return ops
+
+
+def _concat_backward(graph: ir.Graph, g: NodeGrad, written: set) -> list:
+    ops = []
+    for src, off, width, t in g.pieces:
+        if _to_input(graph, t):
+            continue
+        kind = "+=" if t.target in written else "="
+        ops.append(Loop(_piece_loop(g.node, width), [(t.target, t.index, kind, t.expr)],
+                        f"{t.target}[{_index(t.index)}] {kind} {text(t.expr)}"
+                        f"{_from(graph, src, g.node)}"))
+        written.add(t.target)
     return ops
 
 

@@ -60,12 +60,15 @@ def compile_network(net, dtype: str):
     plan = make_plan(net.graph())
     source, prefix = emit(plan, dtype)
     out = plan.buffers[plan.output]
+    g = plan.graph
     meta = {
         "prefix": prefix, "dtype": dtype, "n_params": plan.n_params,
         "work_per_row": plan.work_per_row, "n_in": plan.graph.n_in,
         "n_out": plan.graph.n_out, "input": plan.graph.input_name,
         "in_shape": list(plan.graph.in_shape), "out_shape": list(plan.graph.output.out_shape),
         "output_offset": out.offset,
+        "inputs": [[name, width] for name, width in g.inputs],
+        "outputs": [[o, plan.buffers[o].offset, g.node(o).n_out] for o in g.outputs],
         "params": [{"name": p.name, "shape": list(p.shape), "init": p.init,
                     "offset": plan.buffers[p.name].offset} for p in plan.graph.params()],
         "description": net.describe(),
@@ -247,9 +250,22 @@ class Model:
         return np.require(arr, self.dtype, ["C", "A"])
 
     def _inputs(self, X):
-        if len(self.in_shape) > 1:
-            X = self._tensor(X, "X", self.in_shape, f"input layer {self.input_name!r}")
-        return self._matrix(X, "X", self.n_in, f"input layer {self.input_name!r}")
+        net = self.network
+        if len(net.inputs) == 1:
+            if len(self.in_shape) > 1:
+                X = self._tensor(X, "X", self.in_shape, f"input layer {self.input_name!r}")
+            return self._matrix(X, "X", self.n_in, f"input layer {self.input_name!r}")
+        if isinstance(X, np.ndarray) and X.ndim == 2 and X.shape[1] == self.n_in:
+            return self._matrix(X, "X", self.n_in, "the inputs side by side")
+        parts = self._parts(X, "X", net.input_names, "inputs")
+        mats = []
+        for name, x, A in zip(net.input_names, net.inputs, parts):
+            owner = f"input layer {name!r}"
+            if len(x.shape) > 1:
+                A = self._tensor(A, f"X[{name!r}]", x.shape, owner)
+            mats.append(self._matrix(A, f"X[{name!r}]", x.n, owner))
+        self._same_rows(mats, "X", net.input_names)
+        return np.require(np.concatenate(mats, axis=1), self.dtype, ["C", "A"])
 
     def _tensor(self, A, what: str, shape: tuple, owner: str):
         """A batch of tensors (batch, *shape) as a (batch, prod(shape)) view."""
@@ -265,30 +281,84 @@ class Model:
         return arr.reshape(arr.shape[0], -1)
 
     def _targets(self, T, batch: int):
-        out = self.network.names[-1]
-        if len(self.out_shape) > 1:
-            T = self._tensor(T, "T", self.out_shape, f"output layer {out!r}")
-        T = self._matrix(T, "T", self.n_out, f"output layer {out!r}")
+        net = self.network
+        if len(net.outputs) == 1:
+            out = net.output_names[0]
+            if len(self.out_shape) > 1:
+                T = self._tensor(T, "T", self.out_shape, f"output layer {out!r}")
+            T = self._matrix(T, "T", self.n_out, f"output layer {out!r}")
+        elif isinstance(T, np.ndarray) and T.ndim == 2 and T.shape[1] == self.n_out:
+            T = self._matrix(T, "T", self.n_out, "the outputs side by side")
+        else:
+            parts = self._parts(T, "T", net.output_names, "outputs")
+            mats = []
+            for name, o, A in zip(net.output_names, net.outputs, parts):
+                shape, owner = net._shapes[id(o)], f"output layer {name!r}"
+                if len(shape) > 1:
+                    A = self._tensor(A, f"T[{name!r}]", shape, owner)
+                mats.append(self._matrix(A, f"T[{name!r}]", int(np.prod(shape)), owner))
+            self._same_rows(mats, "T", net.output_names)
+            T = np.require(np.concatenate(mats, axis=1), self.dtype, ["C", "A"])
         if T.shape[0] != batch:
             raise ValueError(f"T has {T.shape[0]} rows but X has {batch}: one target row "
                              "per example is needed")
         return T
 
+    @staticmethod
+    def _parts(A, what: str, names: list, kind: str) -> list:
+        """Arrays given as a list (declaration order) or a dict keyed by layer name."""
+        if isinstance(A, dict):
+            unknown = sorted(set(A) - set(names))
+            missing = [n for n in names if n not in A]
+            if unknown or missing:
+                raise ValueError(f"{what} is keyed by {sorted(A)} but the network's {kind} are "
+                                 f"{names}" + (f"; missing {missing}" if missing else "")
+                                 + (f"; unknown {unknown}" if unknown else ""))
+            return [A[n] for n in names]
+        if isinstance(A, (list, tuple)):
+            if len(A) != len(names):
+                raise ValueError(f"{what} holds {len(A)} arrays but the network has "
+                                 f"{len(names)} {kind} {names}")
+            return list(A)
+        raise ValueError(f"the network has {len(names)} {kind} {names}: give {what} as a list "
+                         f"in that order or a dict keyed by those names, got {type(A).__name__}")
+
+    @staticmethod
+    def _same_rows(mats: list, what: str, names: list):
+        rows = [m.shape[0] for m in mats]
+        if len(set(rows)) != 1:
+            raise ValueError(f"the arrays of {what} have different numbers of rows: "
+                             + ", ".join(f"{n}: {r}" for n, r in zip(names, rows)))
+
+    def _sequence(self, A, what: str, shape: tuple, name: str) -> np.ndarray:
+        """(batch, *shape) → (batch, prod(shape)), row-major as the C reads it."""
+        arr = np.asarray(A)
+        if arr.shape[1:] != shape:
+            raise ValueError(f"{what} must have shape (batch, {', '.join(map(str, shape))}) "
+                             f"for input layer {name!r}, got {arr.shape}")
+        return arr.reshape(arr.shape[0], -1)
+
     # ---------------------------------------------------------------- kernels
-    def forward(self, X) -> np.ndarray:
-        """The network's output for X of shape (batch, inputs) → (batch, outputs)."""
+    def forward(self, X):
+        """The network's output for X of shape (batch, inputs) → (batch, outputs).
+
+        With several inputs X is a list (declaration order) or a dict keyed by
+        input name; with several outputs the result is a list of arrays."""
         X = self._inputs(X)
         n = X.shape[0]
-        out = np.empty((n, self.n_out), self.dtype)
-        off = self._meta["output_offset"]
+        outs = self._meta.get("outputs") or [["O", self._meta["output_offset"], self.n_out]]
+        res = [np.empty((n, w), self.dtype) for _, _, w in outs]
         with self._lock:
             for s in range(0, n, self._rows):
                 Xc = X[s:s + self._rows]
                 b = Xc.shape[0]
                 self._ensure_work(b)
                 self._c_forward(self._p_theta, self._p_work, self._ptr(Xc), b)
-                out[s:s + b] = self._work[b * off: b * (off + self.n_out)].reshape(b, self.n_out)
-        return out.reshape((n, *self.out_shape)) if len(self.out_shape) > 1 else out
+                for out, (_, off, w) in zip(res, outs):
+                    out[s:s + b] = self._work[b * off: b * (off + w)].reshape(b, w)
+        shapes = [self.network._shapes[id(o)] for o in self.network.outputs]
+        res = [r.reshape((n, *sh)) if len(sh) > 1 else r for r, sh in zip(res, shapes)]
+        return res[0] if len(res) == 1 else res
 
     __call__ = forward
 

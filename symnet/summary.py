@@ -136,16 +136,19 @@ def summarize(network, batch_size: int = 32, dtype: str = "float32") -> Summary:
     p = make_plan(network.graph())
     work = {b.name: int(np.prod(b.shape[1:])) for b in p.buffers.values() if b.kind == "work"}
     by_node = {g.node.name: g for g in p.grads}    # derive's hand-off: the terms that exist
-    rows = []
+    rows, counted = [], set()
     for node in p.graph.nodes:
-        n_params = sum(int(np.prod(q.shape)) for q in node.params)
+        # a layer used at several places: its parameters count once, at the first use
+        own = [q for q in node.params if q.name not in counted]
+        counted.update(q.name for q in node.params)
+        n_params = sum(int(np.prod(q.shape)) for q in own)
         forward = [r.name for r in node.reductions] + [node.name, f"col_{node.name}"]
         backward = [upstream_name(node.name)] + [delta_name(node, r) for r in node.reductions]
         fwd = bwd = 0   # a contraction and each of its gradient products: same flops
+        grad = by_node[node.name]
         for r in node.reductions:
-            grad = by_node[node.name]
             if r.contraction:
-                mm = 2 * B * node.n_out * node.n_in
+                mm = 2 * B * node.n_out * node.widths.get(node.red_input(r), node.n_in)
                 fwd, bwd = fwd + mm, bwd + mm * len(grad.products[r.name])
             elif r.conv is not None:
                 g = r.conv

@@ -342,7 +342,8 @@ class _Run:
             Xv, Tv = self.val
             O = self.model.forward(Xv)
             val_loss = self.model.loss(Xv, Tv)
-            val_acc = accuracy(self.model.network.loss_name, O, Tv)
+            if len(self.model.network.outputs) == 1:
+                val_acc = accuracy(self.model.network.loss_name, O, Tv)
         self.hist.record_epoch(loss, lr=lrs, steps=lrs.size, val_loss=val_loss,
                                val_accuracy=val_acc)
 

@@ -37,6 +37,16 @@ def test_digits_accuracy_and_loss_curve(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_sequence_counts_bits():
+    assert _main("sequence")(epochs=30, verbose=False) >= 0.95
+
+
+def test_two_heads_classify_and_regress():
+    acc, rmse = _main("two_heads")(epochs=100, verbose=False)
+    assert acc >= 0.97
+    assert rmse < 0.1
+
+
 def test_digits_conv_accuracy():
     """The convolutional network on the bundled digits as 1×8×8 images (README figure)."""
     assert _main("digits_conv")(png=None, verbose=False) >= 0.985

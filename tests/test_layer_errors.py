@@ -105,9 +105,11 @@ def test_sizes_checked_when_the_layer_meets_its_input():
 
 
 def test_parameter_names_shared_between_layers_refused():
-    a = sn.Layer(2, lambda x, C, i, j: sn.sum_j(C[i, j] * x[j]), params={"C": ("out", "in")})
+    def a():
+        return sn.Layer(2, lambda x, C, i, j: sn.sum_j(C[i, j] * x[j]), params={"C": ("out", "in")})
     b = sn.Layer(2, lambda x, C1, i, j: sn.sum_j(C1[i, j] * x[j]), params={"C1": ("out", "in")})
-    net = sn.Network(sn.Input(2), b, *[a] * 10, loss="mse")    # C1 of layer 1, C of layer 11
+    # ten distinct layers (one object used ten times would share one parameter set)
+    net = sn.Network(sn.Input(2), b, *[a() for _ in range(10)], loss="mse")  # C1 of 1, C of 11
     with pytest.raises(ValueError, match=r"\['C11'\] are used by two layers"):
         net.graph()
 
