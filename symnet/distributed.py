@@ -344,9 +344,11 @@ class _DistRun:
             if self.rank == 0:
                 try:
                     Xv, Tv = self.val_local
-                    O = self.model.forward(Xv)
-                    result = (self.model.loss(Xv, Tv),
-                              accuracy(self.model.network.loss_name, O, Tv))
+                    m = self.model
+                    acc = None
+                    if len(m.network.outputs) == 1:      # as one process's fit
+                        acc = accuracy(m.network.loss_name, m.forward(Xv), Tv)
+                    result = (m.loss(Xv, Tv), acc)
                 except Exception as exc:  # noqa: BLE001  (sent to the others, then raised)
                     result = _text(exc)
             result = self.comm.bcast(result, root=0)
