@@ -36,6 +36,8 @@ SCENARIOS = {
     "sgd": dict(method="sgd", epochs=2, lr=0.1, shuffle=False),
     "diverge": dict(method="sd", epochs=400, lr=40.0, net="linear"),
     "conv_sd": dict(method="sd", epochs=10, lr=0.3, net="conv"),
+    "graph_mb": dict(method="minibatch", batch_size=3, epochs=2, lr=0.2, shuffle=False,
+                     net="graph"),
     "diverge_mb": dict(method="minibatch", batch_size=2, epochs=400, lr=9.0, shuffle=False,
                        net="linear", even=8),
     "interrupt": dict(method="sgd", epochs=3, lr=0.1, shuffle=False, hook=("sigint", 1, 5)),
@@ -49,6 +51,9 @@ SCENARIOS = {
 def data(n=23, seed=0, kind="tanh"):
     """The whole data set: X (n, 3) (images (n, 1, 6, 6) for ``conv``), one-hot T (n, 2)."""
     rng = np.random.default_rng(seed)
+    if kind == "graph":        # two inputs, two outputs: lists of arrays
+        A, B = rng.normal(size=(n, 2)), rng.normal(size=(n, 3))
+        return [A, B], [A[:, :1] * B[:, 1:2], np.eye(2)[(B[:, 0] > 0).astype(int)]]
     if kind == "conv":
         X = rng.normal(size=(n, 1, 6, 6))
         return X, np.eye(2)[(X[:, 0, 1:4, 2].sum(axis=1) > 0).astype(int)]
@@ -64,6 +69,12 @@ def validation():
 def network(kind="tanh", hidden=5):
     if kind == "linear":
         return sn.Network(sn.Input(3), sn.Dense(1), loss="mse")
+    if kind == "graph":
+        XA, XB = sn.Input(2, name="XA"), sn.Input(3, name="XB")
+        H = sn.Dense(hidden, "tanh", name="H")(sn.Concatenate()([XA, XB]))
+        O1, O2 = sn.Dense(1, name="O1")(H), sn.Dense(2, name="O2")(H)
+        return sn.Network([XA, XB], [O1, O2],
+                          loss={"O1": "mse", "O2": "softmax_cross_entropy"})
     if kind == "conv":
         return sn.Network(sn.Input((1, 6, 6)), sn.Conv2d(2, 3, activation="tanh"),
                           sn.Flatten(), sn.Dense(2), loss="softmax_cross_entropy")
@@ -76,6 +87,8 @@ def targets(kind, T):
 
 
 def part(A, sizes, r):
+    if isinstance(A, list):
+        return [part(a, sizes, r) for a in A]
     start = sum(sizes[:r])
     return A[start:start + sizes[r]]
 

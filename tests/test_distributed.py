@@ -59,6 +59,7 @@ def runs(request, tmp_path_factory):
     W.network().compile(dtype="float64")  # compiled once here; the processes load it
     W.network("linear").compile(dtype="float64")
     W.network("conv").compile(dtype="float64")
+    W.network("graph").compile(dtype="float64")
     out = tmp_path_factory.mktemp(f"mpi{P}")
     proc, _ = _launch(P, [str(out)])
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -100,10 +101,15 @@ def _global_batches(P, spec, epoch_perms):
     return batches
 
 
+def _rows(A, rows):
+    return [a[rows] for a in A] if isinstance(A, list) else A[rows]
+
+
 def _reference_loop(P, spec, n_steps=None):
     """Plain loop over the global batches; momentum written out here."""
-    model = _model()
-    X, T = _data()
+    kind = spec.get("net", "tanh")
+    model = _model(kind)
+    X, T = _data(kind)
     sizes = W.SIZES[P]
     rngs = [np.random.default_rng([spec["seed"], r]) for r in range(P)] \
         if spec.get("shuffle", True) else None
@@ -115,7 +121,7 @@ def _reference_loop(P, spec, n_steps=None):
             [np.arange(n) for n in sizes]
         total = count = 0.0
         for rows in _global_batches(P, spec, perms):
-            loss, grads = model.loss_and_grad(X[rows], T[rows])
+            loss, grads = model.loss_and_grad(_rows(X, rows), _rows(T, rows))
             for k in v:
                 v[k] = mu * v[k] + grads[k]
                 model.params[k] = model.params[k] - spec["lr"] * v[k]
@@ -178,7 +184,7 @@ def test_sd_adam_schedule_and_validation_of_process_0(runs):
     assert hist["val_accuracy"] == ref_hist.val_accuracy and len(hist["val_loss"]) == 20
 
 
-@pytest.mark.parametrize("name", ["minibatch", "minibatch_seed", "sgd"])
+@pytest.mark.parametrize("name", ["minibatch", "minibatch_seed", "sgd", "graph_mb"])
 def test_global_batches_equal_one_process_loop(runs, name):
     res, P = runs
     _same_on_all(res[name])
@@ -189,7 +195,7 @@ def test_global_batches_equal_one_process_loop(runs, name):
     assert hist["steps_per_epoch"] == [steps] * spec["epochs"]
     np.testing.assert_allclose(theta, ref, rtol=0, atol=TOL)
     np.testing.assert_allclose(hist["loss"], ref_losses, rtol=TOL)
-    assert not np.allclose(theta, _model()._theta)           # it moved
+    assert not np.allclose(theta, _model(spec.get("net", "tanh"))._theta)   # it moved
 
 
 def test_uneven_parts_are_not_a_mean_of_means(runs):
