@@ -35,13 +35,19 @@ typedef float real;
  * element of C is summed by one thread in a fixed order, so results do not
  * depend on the number of threads.
  * ---------------------------------------------------------------------- */
+#ifndef SN_MR
 #ifdef __AVX512F__
 #define SN_MR 8        /* rows of a register tile: 8×2 AVX-512 accumulators (3-8% faster than
                           6 rows on Zen 4 for the bench's products) */
+#define SN_NR 32       /* columns of a register tile: 2 AVX-512 vectors */
 #else
-#define SN_MR 6        /* rows of a register tile */
+#define SN_MR 4        /* AVX2 has 16 vector registers: 4×3 accumulators, 3 loads of B and
+                          one broadcast of A fill them exactly.  Measured (x86-64-v3 build,
+                          one thread): 80-112 GFLOP/s vs 70-77 for the 6×32 tile, which
+                          spills (24 accumulators); OpenBLAS (Haswell) 111-120 */
+#define SN_NR 24       /* columns of a register tile: 3 AVX2 vectors */
 #endif
-#define SN_NR 32       /* columns of a register tile: 2 AVX-512 or 4 AVX2 vectors */
+#endif
 #define SN_KC 256      /* depth of a packed panel of B: SN_KC·SN_NR reals = 32 KiB */
 #define SN_SMALL 4096  /* M·N·K below which plain loops win */
 #ifndef SN_PARALLEL  /* set by SYMNET_PARALLEL_MIN */
@@ -50,6 +56,7 @@ typedef float real;
                               stretch to milliseconds (measured: medium 1.45 ms on one
                               thread vs 9.5 ms on two under load) */
 #endif
+#define sn_threads(mnk, jobs) ((mnk) >= SN_PARALLEL ? 2 : 1)
 
 /* C[r,c] (+)= Σ_{k<kc} A(r,k)·P[k,c] for r < SN_MR, c < SN_NR: one register tile. */
 static inline void sn_tile(int kc, const real *restrict A, ptrdiff_t sam, ptrdiff_t sak,
@@ -75,22 +82,27 @@ static void sn_gemm(int M, int N, int K, const real *restrict A, ptrdiff_t sam, 
                     const real *restrict B, ptrdiff_t sbk, ptrdiff_t sbn, real *restrict C,
                     int accumulate)
 {
+    if (M <= 0 || N <= 0)
+        return;
     if (K == 0) {
         if (!accumulate) memset(C, 0, sizeof(real) * (size_t)M * N);
         return;
     }
+    const double mnk = (double)M * N * K;
     /* jobs: column blocks of SN_NR, each split in `parts` row ranges when there
-       are too few column blocks to keep two threads busy */
+       are too few column blocks to give each thread two */
     const int nb = (N + SN_NR - 1) / SN_NR;
-    const int threads = (double)M * N * K >= SN_PARALLEL;
-    const int parts = !threads || nb >= 4 || M < 2 * SN_MR ? 1 : 2;
+    const int threads = sn_threads(mnk, nb * ((M + SN_MR - 1) / SN_MR));
+    int parts = threads > 1 && nb < 2 * threads ? (2 * threads + nb - 1) / nb : 1;
+    parts = parts > (M + SN_MR - 1) / SN_MR ? (M + SN_MR - 1) / SN_MR : parts;
     const int rows = (M / parts + SN_MR - 1) / SN_MR * SN_MR;
     /* dynamic: a thread that the OS runs late takes fewer jobs (results are the same) */
-#pragma omp parallel for schedule(dynamic) if (threads)
+#pragma omp parallel for schedule(dynamic) if (threads > 1)
     for (int job = 0; job < nb * parts; job++) {
         real P[SN_KC * SN_NR], Ap[SN_MR * SN_KC], Ct[SN_MR * SN_NR];
         const int n0 = job / parts * SN_NR, nc = N - n0 < SN_NR ? N - n0 : SN_NR;
-        const int m0 = job % parts * rows, m1 = job % parts == parts - 1 ? M : m0 + rows;
+        const int m0 = job % parts * rows;
+        const int m1 = job % parts == parts - 1 || m0 + rows > M ? M : m0 + rows;
         for (int k0 = 0; k0 < K; k0 += SN_KC) {
             const int kc = K - k0 < SN_KC ? K - k0 : SN_KC;
             const int add = accumulate || k0 > 0;
@@ -129,7 +141,10 @@ static void sn_gemm(int M, int N, int K, const real *restrict A, ptrdiff_t sam, 
  * constants: small products then run as loops the compiler unrolls and
  * vectorises, in the order that reads memory contiguously; the rest go to
  * sn_gemm.  Measured on the 2-8-8-1 network's whole-epoch training: ~15% less
- * time per step than calling a generic loop with run-time strides. */
+ * time per step than calling a generic loop with run-time strides.  The test
+ * N·K ≥ SN_SMALL is decided by the compiler, so a layer that can never take the
+ * plain loops (M ≥ 1) does not compile them: compile time then stays flat in
+ * width (16 layers of 64: gcc 1.4 → s of CPU time). */
 #if defined(__GNUC__)
 #define SN_INLINE static inline __attribute__((always_inline))
 #else
@@ -140,7 +155,7 @@ static void sn_gemm(int M, int N, int K, const real *restrict A, ptrdiff_t sam, 
 SN_INLINE void sn_mm_nt(int M, int N, int K, const real *restrict A,
                         const real *restrict B, real *restrict C, int accumulate)
 {
-    if ((double)M * N * K >= SN_SMALL) {
+    if ((double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
         sn_gemm(M, N, K, A, K, 1, B, 1, K, C, accumulate);
         return;
     }
@@ -157,7 +172,7 @@ SN_INLINE void sn_mm_nt(int M, int N, int K, const real *restrict A,
 SN_INLINE void sn_mm_nn(int M, int N, int K, const real *restrict A,
                         const real *restrict B, real *restrict C, int accumulate)
 {
-    if ((double)M * N * K >= SN_SMALL) {
+    if ((double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
         sn_gemm(M, N, K, A, K, 1, B, N, 1, C, accumulate);
         return;
     }
@@ -177,7 +192,7 @@ SN_INLINE void sn_mm_nn(int M, int N, int K, const real *restrict A,
 SN_INLINE void sn_mm_tn(int M, int N, int K, const real *restrict A,
                         const real *restrict B, real *restrict C, int accumulate)
 {
-    if ((double)M * N * K >= SN_SMALL) {
+    if ((double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
         sn_gemm(M, N, K, A, 1, M, B, N, 1, C, accumulate);
         return;
     }
@@ -192,6 +207,7 @@ SN_INLINE void sn_mm_tn(int M, int N, int K, const real *restrict A,
         }
     }
 }
+
 static inline int sn_imax(int a, int b) { return a > b ? a : b; }
 static inline int sn_imin(int a, int b) { return a < b ? a : b; }
 
@@ -301,17 +317,8 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
     real *H3 = work + (size_t)batch * 5696;  /* layer H3: (batch, 32, 4, 4) */
     real *z_O = work + (size_t)batch * 6208;  /* Σ of O: (batch, 10) */
     real *O = work + (size_t)batch * 6218;  /* layer O: (batch, 10) */
-    real *dL_dH1 = work + (size_t)batch * 6228;  /* ∂L/∂H1: (batch, 16, 8, 8) */
-    real *delta_H1 = work + (size_t)batch * 7252;  /* ∂L/∂z_H1: (batch, 16, 8, 8) */
-    real *dL_dH2 = work + (size_t)batch * 8276;  /* ∂L/∂H2: (batch, 16, 4, 4) */
-    real *dL_dH3 = work + (size_t)batch * 8532;  /* ∂L/∂H3: (batch, 32, 4, 4) */
-    real *delta_H3 = work + (size_t)batch * 9044;  /* ∂L/∂z_H3: (batch, 32, 4, 4) */
-    real *dL_dO = work + (size_t)batch * 9556;  /* ∂L/∂O: (batch, 10) */
-    real *delta_O = work + (size_t)batch * 9566;  /* ∂L/∂z_O: (batch, 10) */
     real *H2 = z_H2;  /* layer H2: z_H2 itself: (batch, 16, 4, 4) */
     real *H4 = H3;  /* layer H4: H3 flattened (the same memory): (batch, 512) */
-    real *delta_H2 = dL_dH2;  /* ∂L/∂z_H2: ∂L/∂H2 itself: (batch, 16, 4, 4) */
-    real *dL_dH4 = dL_dH3;  /* ∂L/∂H4: ∂L/∂H3 flattened: (batch, 512) */
 
     /* z_H1[b,c,y,x] = Σ_k Σ_u Σ_v I[b,k,y + u - 1,x + v - 1]·W1[c,k,u,v]
        as im2col: col_H1[b] holds the input positions each output reads, then z_H1[b] = W1·col_H1[b] */
@@ -362,45 +369,18 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 }
 
 /* Forward pass; returns the output's address inside work: (batch, 10). */
-void symnet_f42ba298ba_forward(const real *params, real *work, const real *I, int batch)
+void symnet_b4104f19fb_forward(const real *params, real *work, const real *I, int batch)
 {
     sn_forward(params, work, I, batch);
 }
 
 /* Loss L = (1/batch) Σ_b L_b, after a forward pass. */
-double symnet_f42ba298ba_loss(const real *params, real *work, const real *I, const real *T, int batch)
+double symnet_b4104f19fb_loss(const real *params, real *work, const real *I, const real *T, int batch)
 {
-    const real *W1 = params + 0;  /* W1: (16, 1, 3, 3) */
-    const real *b1 = params + 144;  /* b1: (16,) */
-    const real *W3 = params + 160;  /* W3: (32, 16, 3, 3) */
-    const real *b3 = params + 4768;  /* b3: (32,) */
-    const real *W5 = params + 4800;  /* W5: (10, 512) */
-    const real *b5 = params + 9920;  /* b5: (10,) */
 
-    real *z_H1 = work + (size_t)batch * 0;  /* Σ of H1: (batch, 16, 8, 8) */
-    real *col_H1 = work + (size_t)batch * 1024;  /* im2col of I for H1: (batch, 9, 64) */
-    real *H1 = work + (size_t)batch * 1600;  /* layer H1: (batch, 16, 8, 8) */
-    real *z_H2 = work + (size_t)batch * 2624;  /* Σ of H2: (batch, 16, 4, 4) */
-    real *z_H3 = work + (size_t)batch * 2880;  /* Σ of H3: (batch, 32, 4, 4) */
-    real *col_H3 = work + (size_t)batch * 3392;  /* im2col of H2 for H3: (batch, 144, 16) */
-    real *H3 = work + (size_t)batch * 5696;  /* layer H3: (batch, 32, 4, 4) */
-    real *z_O = work + (size_t)batch * 6208;  /* Σ of O: (batch, 10) */
     real *O = work + (size_t)batch * 6218;  /* layer O: (batch, 10) */
-    real *dL_dH1 = work + (size_t)batch * 6228;  /* ∂L/∂H1: (batch, 16, 8, 8) */
-    real *delta_H1 = work + (size_t)batch * 7252;  /* ∂L/∂z_H1: (batch, 16, 8, 8) */
-    real *dL_dH2 = work + (size_t)batch * 8276;  /* ∂L/∂H2: (batch, 16, 4, 4) */
-    real *dL_dH3 = work + (size_t)batch * 8532;  /* ∂L/∂H3: (batch, 32, 4, 4) */
-    real *delta_H3 = work + (size_t)batch * 9044;  /* ∂L/∂z_H3: (batch, 32, 4, 4) */
-    real *dL_dO = work + (size_t)batch * 9556;  /* ∂L/∂O: (batch, 10) */
-    real *delta_O = work + (size_t)batch * 9566;  /* ∂L/∂z_O: (batch, 10) */
-    real *H2 = z_H2;  /* layer H2: z_H2 itself: (batch, 16, 4, 4) */
-    real *H4 = H3;  /* layer H4: H3 flattened (the same memory): (batch, 512) */
-    real *delta_H2 = dL_dH2;  /* ∂L/∂z_H2: ∂L/∂H2 itself: (batch, 16, 4, 4) */
-    real *dL_dH4 = dL_dH3;  /* ∂L/∂H4: ∂L/∂H3 flattened: (batch, 512) */
 
-    const real inv_batch = (real)1 / (real)batch;
     double loss = 0;
-    (void)inv_batch;
     sn_forward(params, work, I, batch);
     /* L_b = logsumexp(O[b,:])·Σ_k T[b,k] − Σ_k T[b,k]·O[b,k]
      */
@@ -423,14 +403,12 @@ double symnet_f42ba298ba_loss(const real *params, real *work, const real *I, con
 }
 
 /* Loss and every gradient ∂L/∂θ (into grads), by back propagation. */
-double symnet_f42ba298ba_loss_grad(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
+double symnet_b4104f19fb_loss_grad(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
 {
-    const real *W1 = params + 0;  /* W1: (16, 1, 3, 3) */
     const real *b1 = params + 144;  /* b1: (16,) */
     const real *W3 = params + 160;  /* W3: (32, 16, 3, 3) */
     const real *b3 = params + 4768;  /* b3: (32,) */
     const real *W5 = params + 4800;  /* W5: (10, 512) */
-    const real *b5 = params + 9920;  /* b5: (10,) */
 
     real *g_W1 = grads + 0;  /* ∂L/∂W1: (16, 1, 3, 3) */
     real *g_b1 = grads + 144;  /* ∂L/∂b1: (16,) */
@@ -442,11 +420,9 @@ double symnet_f42ba298ba_loss_grad(const real *params, real *grads, real *work, 
     real *z_H1 = work + (size_t)batch * 0;  /* Σ of H1: (batch, 16, 8, 8) */
     real *col_H1 = work + (size_t)batch * 1024;  /* im2col of I for H1: (batch, 9, 64) */
     real *H1 = work + (size_t)batch * 1600;  /* layer H1: (batch, 16, 8, 8) */
-    real *z_H2 = work + (size_t)batch * 2624;  /* Σ of H2: (batch, 16, 4, 4) */
     real *z_H3 = work + (size_t)batch * 2880;  /* Σ of H3: (batch, 32, 4, 4) */
     real *col_H3 = work + (size_t)batch * 3392;  /* im2col of H2 for H3: (batch, 144, 16) */
     real *H3 = work + (size_t)batch * 5696;  /* layer H3: (batch, 32, 4, 4) */
-    real *z_O = work + (size_t)batch * 6208;  /* Σ of O: (batch, 10) */
     real *O = work + (size_t)batch * 6218;  /* layer O: (batch, 10) */
     real *dL_dH1 = work + (size_t)batch * 6228;  /* ∂L/∂H1: (batch, 16, 8, 8) */
     real *delta_H1 = work + (size_t)batch * 7252;  /* ∂L/∂z_H1: (batch, 16, 8, 8) */
@@ -455,7 +431,6 @@ double symnet_f42ba298ba_loss_grad(const real *params, real *grads, real *work, 
     real *delta_H3 = work + (size_t)batch * 9044;  /* ∂L/∂z_H3: (batch, 32, 4, 4) */
     real *dL_dO = work + (size_t)batch * 9556;  /* ∂L/∂O: (batch, 10) */
     real *delta_O = work + (size_t)batch * 9566;  /* ∂L/∂z_O: (batch, 10) */
-    real *H2 = z_H2;  /* layer H2: z_H2 itself: (batch, 16, 4, 4) */
     real *H4 = H3;  /* layer H4: H3 flattened (the same memory): (batch, 512) */
     real *delta_H2 = dL_dH2;  /* ∂L/∂z_H2: ∂L/∂H2 itself: (batch, 16, 4, 4) */
     real *dL_dH4 = dL_dH3;  /* ∂L/∂H4: ∂L/∂H3 flattened: (batch, 512) */
@@ -572,9 +547,9 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
 }
 
 /* One steepest-descent step on this batch: θ ← θ − lr·∂L/∂θ.  Returns the loss before it. */
-double symnet_f42ba298ba_step(real *params, real *grads, real *work, const real *I, const real *T, int batch, real lr)
+double symnet_b4104f19fb_step(real *params, real *grads, real *work, const real *I, const real *T, int batch, real lr)
 {
-    const double loss = symnet_f42ba298ba_loss_grad(params, grads, work, I, T, batch);
+    const double loss = symnet_b4104f19fb_loss_grad(params, grads, work, I, T, batch);
     sn_sgd_update(params, params, grads, lr);
     return loss;
 }
@@ -611,7 +586,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_f42ba298ba_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_b4104f19fb_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -631,7 +606,7 @@ void symnet_f42ba298ba_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_f42ba298ba_train(real *params, real *grads, real *work, real *Ib, real *Tb, real *prev, int *have_prev,
+long long symnet_b4104f19fb_train(real *params, real *grads, real *work, real *Ib, real *Tb, real *prev, int *have_prev,
                            const real *I, const real *T, const long long *idx, long long n_idx, int batch_size,
                            const double *lr, double *losses, int optimizer, real *s1, real *s2, const double *hyper, long long t0)
 {
@@ -645,7 +620,7 @@ long long symnet_f42ba298ba_train(real *params, real *grads, real *work, real *I
             memcpy(Ib + (size_t)r * 64, I + n * 64, sizeof(real) * 64);
             memcpy(Tb + (size_t)r * 10, T + n * 10, sizeof(real) * 10);
         }
-        const double loss = symnet_f42ba298ba_loss_grad(cur, grads, work, Ib, Tb, batch);
+        const double loss = symnet_b4104f19fb_loss_grad(cur, grads, work, Ib, Tb, batch);
         if (!isfinite(loss)) {
             /* both buffers ← θ before the last update (only cur needs it written) */
             if (prev != NULL && *have_prev)

@@ -46,13 +46,19 @@ static inline real sn_softplus(real x)
  * element of C is summed by one thread in a fixed order, so results do not
  * depend on the number of threads.
  * ---------------------------------------------------------------------- */
+#ifndef SN_MR
 #ifdef __AVX512F__
 #define SN_MR 8        /* rows of a register tile: 8×2 AVX-512 accumulators (3-8% faster than
                           6 rows on Zen 4 for the bench's products) */
+#define SN_NR 32       /* columns of a register tile: 2 AVX-512 vectors */
 #else
-#define SN_MR 6        /* rows of a register tile */
+#define SN_MR 4        /* AVX2 has 16 vector registers: 4×3 accumulators, 3 loads of B and
+                          one broadcast of A fill them exactly.  Measured (x86-64-v3 build,
+                          one thread): 80-112 GFLOP/s vs 70-77 for the 6×32 tile, which
+                          spills (24 accumulators); OpenBLAS (Haswell) 111-120 */
+#define SN_NR 24       /* columns of a register tile: 3 AVX2 vectors */
 #endif
-#define SN_NR 32       /* columns of a register tile: 2 AVX-512 or 4 AVX2 vectors */
+#endif
 #define SN_KC 256      /* depth of a packed panel of B: SN_KC·SN_NR reals = 32 KiB */
 #define SN_SMALL 4096  /* M·N·K below which plain loops win */
 #ifndef SN_PARALLEL  /* set by SYMNET_PARALLEL_MIN */
@@ -61,6 +67,7 @@ static inline real sn_softplus(real x)
                               stretch to milliseconds (measured: medium 1.45 ms on one
                               thread vs 9.5 ms on two under load) */
 #endif
+#define sn_threads(mnk, jobs) ((mnk) >= SN_PARALLEL ? 2 : 1)
 
 /* C[r,c] (+)= Σ_{k<kc} A(r,k)·P[k,c] for r < SN_MR, c < SN_NR: one register tile. */
 static inline void sn_tile(int kc, const real *restrict A, ptrdiff_t sam, ptrdiff_t sak,
@@ -86,22 +93,27 @@ static void sn_gemm(int M, int N, int K, const real *restrict A, ptrdiff_t sam, 
                     const real *restrict B, ptrdiff_t sbk, ptrdiff_t sbn, real *restrict C,
                     int accumulate)
 {
+    if (M <= 0 || N <= 0)
+        return;
     if (K == 0) {
         if (!accumulate) memset(C, 0, sizeof(real) * (size_t)M * N);
         return;
     }
+    const double mnk = (double)M * N * K;
     /* jobs: column blocks of SN_NR, each split in `parts` row ranges when there
-       are too few column blocks to keep two threads busy */
+       are too few column blocks to give each thread two */
     const int nb = (N + SN_NR - 1) / SN_NR;
-    const int threads = (double)M * N * K >= SN_PARALLEL;
-    const int parts = !threads || nb >= 4 || M < 2 * SN_MR ? 1 : 2;
+    const int threads = sn_threads(mnk, nb * ((M + SN_MR - 1) / SN_MR));
+    int parts = threads > 1 && nb < 2 * threads ? (2 * threads + nb - 1) / nb : 1;
+    parts = parts > (M + SN_MR - 1) / SN_MR ? (M + SN_MR - 1) / SN_MR : parts;
     const int rows = (M / parts + SN_MR - 1) / SN_MR * SN_MR;
     /* dynamic: a thread that the OS runs late takes fewer jobs (results are the same) */
-#pragma omp parallel for schedule(dynamic) if (threads)
+#pragma omp parallel for schedule(dynamic) if (threads > 1)
     for (int job = 0; job < nb * parts; job++) {
         real P[SN_KC * SN_NR], Ap[SN_MR * SN_KC], Ct[SN_MR * SN_NR];
         const int n0 = job / parts * SN_NR, nc = N - n0 < SN_NR ? N - n0 : SN_NR;
-        const int m0 = job % parts * rows, m1 = job % parts == parts - 1 ? M : m0 + rows;
+        const int m0 = job % parts * rows;
+        const int m1 = job % parts == parts - 1 || m0 + rows > M ? M : m0 + rows;
         for (int k0 = 0; k0 < K; k0 += SN_KC) {
             const int kc = K - k0 < SN_KC ? K - k0 : SN_KC;
             const int add = accumulate || k0 > 0;
@@ -140,7 +152,10 @@ static void sn_gemm(int M, int N, int K, const real *restrict A, ptrdiff_t sam, 
  * constants: small products then run as loops the compiler unrolls and
  * vectorises, in the order that reads memory contiguously; the rest go to
  * sn_gemm.  Measured on the 2-8-8-1 network's whole-epoch training: ~15% less
- * time per step than calling a generic loop with run-time strides. */
+ * time per step than calling a generic loop with run-time strides.  The test
+ * N·K ≥ SN_SMALL is decided by the compiler, so a layer that can never take the
+ * plain loops (M ≥ 1) does not compile them: compile time then stays flat in
+ * width (16 layers of 64: gcc 1.4 → s of CPU time). */
 #if defined(__GNUC__)
 #define SN_INLINE static inline __attribute__((always_inline))
 #else
@@ -151,7 +166,7 @@ static void sn_gemm(int M, int N, int K, const real *restrict A, ptrdiff_t sam, 
 SN_INLINE void sn_mm_nt(int M, int N, int K, const real *restrict A,
                         const real *restrict B, real *restrict C, int accumulate)
 {
-    if ((double)M * N * K >= SN_SMALL) {
+    if ((double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
         sn_gemm(M, N, K, A, K, 1, B, 1, K, C, accumulate);
         return;
     }
@@ -168,7 +183,7 @@ SN_INLINE void sn_mm_nt(int M, int N, int K, const real *restrict A,
 SN_INLINE void sn_mm_nn(int M, int N, int K, const real *restrict A,
                         const real *restrict B, real *restrict C, int accumulate)
 {
-    if ((double)M * N * K >= SN_SMALL) {
+    if ((double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
         sn_gemm(M, N, K, A, K, 1, B, N, 1, C, accumulate);
         return;
     }
@@ -188,7 +203,7 @@ SN_INLINE void sn_mm_nn(int M, int N, int K, const real *restrict A,
 SN_INLINE void sn_mm_tn(int M, int N, int K, const real *restrict A,
                         const real *restrict B, real *restrict C, int accumulate)
 {
-    if ((double)M * N * K >= SN_SMALL) {
+    if ((double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
         sn_gemm(M, N, K, A, 1, M, B, N, 1, C, accumulate);
         return;
     }
@@ -203,6 +218,7 @@ SN_INLINE void sn_mm_tn(int M, int N, int K, const real *restrict A,
         }
     }
 }
+
 /* Forward pass: every layer from the input up. */
 static void sn_forward(const real *params, real *work, const real *I, int batch)
 {
@@ -215,9 +231,6 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
     real *R = work + (size_t)batch * 16;  /* layer R: (batch, 16) */
     real *z_O = work + (size_t)batch * 32;  /* Σ of O: (batch, 1) */
     real *O = work + (size_t)batch * 33;  /* layer O: (batch, 1) */
-    real *dL_dR = work + (size_t)batch * 34;  /* ∂L/∂R: (batch, 16) */
-    real *delta_R = work + (size_t)batch * 50;  /* ∂L/∂z_R: (batch, 16) */
-    real *delta_O = work + (size_t)batch * 66;  /* ∂L/∂z_O: (batch, 1) */
 
     memset(z_R, 0, sizeof(real) * (size_t)batch * 16);
     /* z_R[b,i] = Σ_j (-C1[i,j] + I[b,j])² */
@@ -242,30 +255,19 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 }
 
 /* Forward pass; returns the output's address inside work: (batch, 1). */
-void symnet_c23643364a_forward(const real *params, real *work, const real *I, int batch)
+void symnet_ce8c99f601_forward(const real *params, real *work, const real *I, int batch)
 {
     sn_forward(params, work, I, batch);
 }
 
 /* Loss L = (1/batch) Σ_b L_b, after a forward pass. */
-double symnet_c23643364a_loss(const real *params, real *work, const real *I, const real *T, int batch)
+double symnet_ce8c99f601_loss(const real *params, real *work, const real *I, const real *T, int batch)
 {
-    const real *C1 = params + 0;  /* C1: (16, 2) */
-    const real *beta1 = params + 32;  /* beta1: (16,) */
-    const real *W2 = params + 48;  /* W2: (1, 16) */
     const real *b2 = params + 64;  /* b2: (1,) */
 
-    real *z_R = work + (size_t)batch * 0;  /* Σ of R: (batch, 16) */
-    real *R = work + (size_t)batch * 16;  /* layer R: (batch, 16) */
     real *z_O = work + (size_t)batch * 32;  /* Σ of O: (batch, 1) */
-    real *O = work + (size_t)batch * 33;  /* layer O: (batch, 1) */
-    real *dL_dR = work + (size_t)batch * 34;  /* ∂L/∂R: (batch, 16) */
-    real *delta_R = work + (size_t)batch * 50;  /* ∂L/∂z_R: (batch, 16) */
-    real *delta_O = work + (size_t)batch * 66;  /* ∂L/∂z_O: (batch, 1) */
 
-    const real inv_batch = (real)1 / (real)batch;
     double loss = 0;
-    (void)inv_batch;
     sn_forward(params, work, I, batch);
     /* L += T[b,i]·softplus(-b2[i] - z_O[b,i]) + (1 - T[b,i])·softplus(b2[i] + z_O[b,i]) */
     for (int b = 0; b < batch; b++)
@@ -278,7 +280,7 @@ double symnet_c23643364a_loss(const real *params, real *work, const real *I, con
 }
 
 /* Loss and every gradient ∂L/∂θ (into grads), by back propagation. */
-double symnet_c23643364a_loss_grad(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
+double symnet_ce8c99f601_loss_grad(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
 {
     const real *C1 = params + 0;  /* C1: (16, 2) */
     const real *beta1 = params + 32;  /* beta1: (16,) */
@@ -343,9 +345,9 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
 }
 
 /* One steepest-descent step on this batch: θ ← θ − lr·∂L/∂θ.  Returns the loss before it. */
-double symnet_c23643364a_step(real *params, real *grads, real *work, const real *I, const real *T, int batch, real lr)
+double symnet_ce8c99f601_step(real *params, real *grads, real *work, const real *I, const real *T, int batch, real lr)
 {
-    const double loss = symnet_c23643364a_loss_grad(params, grads, work, I, T, batch);
+    const double loss = symnet_ce8c99f601_loss_grad(params, grads, work, I, T, batch);
     sn_sgd_update(params, params, grads, lr);
     return loss;
 }
@@ -382,7 +384,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_c23643364a_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_ce8c99f601_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -402,7 +404,7 @@ void symnet_c23643364a_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_c23643364a_train(real *params, real *grads, real *work, real *Ib, real *Tb, real *prev, int *have_prev,
+long long symnet_ce8c99f601_train(real *params, real *grads, real *work, real *Ib, real *Tb, real *prev, int *have_prev,
                            const real *I, const real *T, const long long *idx, long long n_idx, int batch_size,
                            const double *lr, double *losses, int optimizer, real *s1, real *s2, const double *hyper, long long t0)
 {
@@ -416,7 +418,7 @@ long long symnet_c23643364a_train(real *params, real *grads, real *work, real *I
             memcpy(Ib + (size_t)r * 2, I + n * 2, sizeof(real) * 2);
             memcpy(Tb + (size_t)r * 1, T + n * 1, sizeof(real) * 1);
         }
-        const double loss = symnet_c23643364a_loss_grad(cur, grads, work, Ib, Tb, batch);
+        const double loss = symnet_ce8c99f601_loss_grad(cur, grads, work, Ib, Tb, batch);
         if (!isfinite(loss)) {
             /* both buffers ← θ before the last update (only cur needs it written) */
             if (prev != NULL && *have_prev)

@@ -70,13 +70,19 @@ static inline float sn_tanhf(float x)
  * element of C is summed by one thread in a fixed order, so results do not
  * depend on the number of threads.
  * ---------------------------------------------------------------------- */
+#ifndef SN_MR
 #ifdef __AVX512F__
 #define SN_MR 8        /* rows of a register tile: 8×2 AVX-512 accumulators (3-8% faster than
                           6 rows on Zen 4 for the bench's products) */
+#define SN_NR 32       /* columns of a register tile: 2 AVX-512 vectors */
 #else
-#define SN_MR 6        /* rows of a register tile */
+#define SN_MR 4        /* AVX2 has 16 vector registers: 4×3 accumulators, 3 loads of B and
+                          one broadcast of A fill them exactly.  Measured (x86-64-v3 build,
+                          one thread): 80-112 GFLOP/s vs 70-77 for the 6×32 tile, which
+                          spills (24 accumulators); OpenBLAS (Haswell) 111-120 */
+#define SN_NR 24       /* columns of a register tile: 3 AVX2 vectors */
 #endif
-#define SN_NR 32       /* columns of a register tile: 2 AVX-512 or 4 AVX2 vectors */
+#endif
 #define SN_KC 256      /* depth of a packed panel of B: SN_KC·SN_NR reals = 32 KiB */
 #define SN_SMALL 4096  /* M·N·K below which plain loops win */
 #ifndef SN_PARALLEL  /* set by SYMNET_PARALLEL_MIN */
@@ -85,6 +91,7 @@ static inline float sn_tanhf(float x)
                               stretch to milliseconds (measured: medium 1.45 ms on one
                               thread vs 9.5 ms on two under load) */
 #endif
+#define sn_threads(mnk, jobs) ((mnk) >= SN_PARALLEL ? 2 : 1)
 
 /* C[r,c] (+)= Σ_{k<kc} A(r,k)·P[k,c] for r < SN_MR, c < SN_NR: one register tile. */
 static inline void sn_tile(int kc, const real *restrict A, ptrdiff_t sam, ptrdiff_t sak,
@@ -110,22 +117,27 @@ static void sn_gemm(int M, int N, int K, const real *restrict A, ptrdiff_t sam, 
                     const real *restrict B, ptrdiff_t sbk, ptrdiff_t sbn, real *restrict C,
                     int accumulate)
 {
+    if (M <= 0 || N <= 0)
+        return;
     if (K == 0) {
         if (!accumulate) memset(C, 0, sizeof(real) * (size_t)M * N);
         return;
     }
+    const double mnk = (double)M * N * K;
     /* jobs: column blocks of SN_NR, each split in `parts` row ranges when there
-       are too few column blocks to keep two threads busy */
+       are too few column blocks to give each thread two */
     const int nb = (N + SN_NR - 1) / SN_NR;
-    const int threads = (double)M * N * K >= SN_PARALLEL;
-    const int parts = !threads || nb >= 4 || M < 2 * SN_MR ? 1 : 2;
+    const int threads = sn_threads(mnk, nb * ((M + SN_MR - 1) / SN_MR));
+    int parts = threads > 1 && nb < 2 * threads ? (2 * threads + nb - 1) / nb : 1;
+    parts = parts > (M + SN_MR - 1) / SN_MR ? (M + SN_MR - 1) / SN_MR : parts;
     const int rows = (M / parts + SN_MR - 1) / SN_MR * SN_MR;
     /* dynamic: a thread that the OS runs late takes fewer jobs (results are the same) */
-#pragma omp parallel for schedule(dynamic) if (threads)
+#pragma omp parallel for schedule(dynamic) if (threads > 1)
     for (int job = 0; job < nb * parts; job++) {
         real P[SN_KC * SN_NR], Ap[SN_MR * SN_KC], Ct[SN_MR * SN_NR];
         const int n0 = job / parts * SN_NR, nc = N - n0 < SN_NR ? N - n0 : SN_NR;
-        const int m0 = job % parts * rows, m1 = job % parts == parts - 1 ? M : m0 + rows;
+        const int m0 = job % parts * rows;
+        const int m1 = job % parts == parts - 1 || m0 + rows > M ? M : m0 + rows;
         for (int k0 = 0; k0 < K; k0 += SN_KC) {
             const int kc = K - k0 < SN_KC ? K - k0 : SN_KC;
             const int add = accumulate || k0 > 0;
@@ -164,7 +176,10 @@ static void sn_gemm(int M, int N, int K, const real *restrict A, ptrdiff_t sam, 
  * constants: small products then run as loops the compiler unrolls and
  * vectorises, in the order that reads memory contiguously; the rest go to
  * sn_gemm.  Measured on the 2-8-8-1 network's whole-epoch training: ~15% less
- * time per step than calling a generic loop with run-time strides. */
+ * time per step than calling a generic loop with run-time strides.  The test
+ * N·K ≥ SN_SMALL is decided by the compiler, so a layer that can never take the
+ * plain loops (M ≥ 1) does not compile them: compile time then stays flat in
+ * width (16 layers of 64: gcc 1.4 → s of CPU time). */
 #if defined(__GNUC__)
 #define SN_INLINE static inline __attribute__((always_inline))
 #else
@@ -175,7 +190,7 @@ static void sn_gemm(int M, int N, int K, const real *restrict A, ptrdiff_t sam, 
 SN_INLINE void sn_mm_nt(int M, int N, int K, const real *restrict A,
                         const real *restrict B, real *restrict C, int accumulate)
 {
-    if ((double)M * N * K >= SN_SMALL) {
+    if ((double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
         sn_gemm(M, N, K, A, K, 1, B, 1, K, C, accumulate);
         return;
     }
@@ -192,7 +207,7 @@ SN_INLINE void sn_mm_nt(int M, int N, int K, const real *restrict A,
 SN_INLINE void sn_mm_nn(int M, int N, int K, const real *restrict A,
                         const real *restrict B, real *restrict C, int accumulate)
 {
-    if ((double)M * N * K >= SN_SMALL) {
+    if ((double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
         sn_gemm(M, N, K, A, K, 1, B, N, 1, C, accumulate);
         return;
     }
@@ -212,7 +227,7 @@ SN_INLINE void sn_mm_nn(int M, int N, int K, const real *restrict A,
 SN_INLINE void sn_mm_tn(int M, int N, int K, const real *restrict A,
                         const real *restrict B, real *restrict C, int accumulate)
 {
-    if ((double)M * N * K >= SN_SMALL) {
+    if ((double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
         sn_gemm(M, N, K, A, 1, M, B, N, 1, C, accumulate);
         return;
     }
@@ -227,6 +242,7 @@ SN_INLINE void sn_mm_tn(int M, int N, int K, const real *restrict A,
         }
     }
 }
+
 static inline int sn_imax(int a, int b) { return a > b ? a : b; }
 static inline int sn_imin(int a, int b) { return a < b ? a : b; }
 
@@ -272,38 +288,6 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
     real *h_8 = work + (size_t)batch * 360;  /* layer h_8: (batch, 16) */
     real *z_O = work + (size_t)batch * 376;  /* Σ of O: (batch, 1) */
     real *O = work + (size_t)batch * 377;  /* layer O: (batch, 1) */
-    real *dL_dx_1 = work + (size_t)batch * 378;  /* ∂L/∂x_1: (batch, 1) */
-    real *dL_dh_1 = work + (size_t)batch * 379;  /* ∂L/∂h_1: (batch, 16) */
-    real *delta_h_1 = work + (size_t)batch * 395;  /* ∂L/∂zW_h_1: (batch, 16) */
-    real *dL_dx_2 = work + (size_t)batch * 411;  /* ∂L/∂x_2: (batch, 1) */
-    real *dL_dh_2 = work + (size_t)batch * 412;  /* ∂L/∂h_2: (batch, 16) */
-    real *delta_zW_h_2 = work + (size_t)batch * 428;  /* ∂L/∂zW_h_2: (batch, 16) */
-    real *dL_dx_3 = work + (size_t)batch * 444;  /* ∂L/∂x_3: (batch, 1) */
-    real *dL_dh_3 = work + (size_t)batch * 445;  /* ∂L/∂h_3: (batch, 16) */
-    real *delta_zW_h_3 = work + (size_t)batch * 461;  /* ∂L/∂zW_h_3: (batch, 16) */
-    real *dL_dx_4 = work + (size_t)batch * 477;  /* ∂L/∂x_4: (batch, 1) */
-    real *dL_dh_4 = work + (size_t)batch * 478;  /* ∂L/∂h_4: (batch, 16) */
-    real *delta_zW_h_4 = work + (size_t)batch * 494;  /* ∂L/∂zW_h_4: (batch, 16) */
-    real *dL_dx_5 = work + (size_t)batch * 510;  /* ∂L/∂x_5: (batch, 1) */
-    real *dL_dh_5 = work + (size_t)batch * 511;  /* ∂L/∂h_5: (batch, 16) */
-    real *delta_zW_h_5 = work + (size_t)batch * 527;  /* ∂L/∂zW_h_5: (batch, 16) */
-    real *dL_dx_6 = work + (size_t)batch * 543;  /* ∂L/∂x_6: (batch, 1) */
-    real *dL_dh_6 = work + (size_t)batch * 544;  /* ∂L/∂h_6: (batch, 16) */
-    real *delta_zW_h_6 = work + (size_t)batch * 560;  /* ∂L/∂zW_h_6: (batch, 16) */
-    real *dL_dx_7 = work + (size_t)batch * 576;  /* ∂L/∂x_7: (batch, 1) */
-    real *dL_dh_7 = work + (size_t)batch * 577;  /* ∂L/∂h_7: (batch, 16) */
-    real *delta_zW_h_7 = work + (size_t)batch * 593;  /* ∂L/∂zW_h_7: (batch, 16) */
-    real *dL_dx_8 = work + (size_t)batch * 609;  /* ∂L/∂x_8: (batch, 1) */
-    real *dL_dh_8 = work + (size_t)batch * 610;  /* ∂L/∂h_8: (batch, 16) */
-    real *delta_zW_h_8 = work + (size_t)batch * 626;  /* ∂L/∂zW_h_8: (batch, 16) */
-    real *delta_O = work + (size_t)batch * 642;  /* ∂L/∂z_O: (batch, 1) */
-    real *delta_zU_h_2 = delta_zW_h_2;  /* ∂L/∂zU_h_2: the same as delta_zW_h_2: (batch, 16) */
-    real *delta_zU_h_3 = delta_zW_h_3;  /* ∂L/∂zU_h_3: the same as delta_zW_h_3: (batch, 16) */
-    real *delta_zU_h_4 = delta_zW_h_4;  /* ∂L/∂zU_h_4: the same as delta_zW_h_4: (batch, 16) */
-    real *delta_zU_h_5 = delta_zW_h_5;  /* ∂L/∂zU_h_5: the same as delta_zW_h_5: (batch, 16) */
-    real *delta_zU_h_6 = delta_zW_h_6;  /* ∂L/∂zU_h_6: the same as delta_zW_h_6: (batch, 16) */
-    real *delta_zU_h_7 = delta_zW_h_7;  /* ∂L/∂zU_h_7: the same as delta_zW_h_7: (batch, 16) */
-    real *delta_zU_h_8 = delta_zW_h_8;  /* ∂L/∂zU_h_8: the same as delta_zW_h_8: (batch, 16) */
 
     /* x_1[b,i] = S[b,0,i] */
     for (int b = 0; b < batch; b++)
@@ -426,89 +410,19 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
 }
 
 /* Forward pass; returns the output's address inside work: (batch, 1). */
-void symnet_e7d9ad7ead_forward(const real *params, real *work, const real *S, int batch)
+void symnet_9bf115748b_forward(const real *params, real *work, const real *S, int batch)
 {
     sn_forward(params, work, S, batch);
 }
 
 /* Loss L = (1/batch) Σ_b L_b, after a forward pass. */
-double symnet_e7d9ad7ead_loss(const real *params, real *work, const real *S, const real *T, int batch)
+double symnet_9bf115748b_loss(const real *params, real *work, const real *S, const real *T, int batch)
 {
-    const real *W2 = params + 0;  /* W2: (16, 1) */
-    const real *U2 = params + 16;  /* U2: (16, 16) */
-    const real *b2 = params + 272;  /* b2: (16,) */
-    const real *W17 = params + 288;  /* W17: (1, 16) */
     const real *b17 = params + 304;  /* b17: (1,) */
 
-    real *x_1 = work + (size_t)batch * 0;  /* layer x_1: (batch, 1) */
-    real *zW_h_1 = work + (size_t)batch * 1;  /* Σ of h_1: (batch, 16) */
-    real *h_1 = work + (size_t)batch * 17;  /* layer h_1: (batch, 16) */
-    real *x_2 = work + (size_t)batch * 33;  /* layer x_2: (batch, 1) */
-    real *zW_h_2 = work + (size_t)batch * 34;  /* Σ of h_2: (batch, 16) */
-    real *zU_h_2 = work + (size_t)batch * 50;  /* Σ of h_2: (batch, 16) */
-    real *h_2 = work + (size_t)batch * 66;  /* layer h_2: (batch, 16) */
-    real *x_3 = work + (size_t)batch * 82;  /* layer x_3: (batch, 1) */
-    real *zW_h_3 = work + (size_t)batch * 83;  /* Σ of h_3: (batch, 16) */
-    real *zU_h_3 = work + (size_t)batch * 99;  /* Σ of h_3: (batch, 16) */
-    real *h_3 = work + (size_t)batch * 115;  /* layer h_3: (batch, 16) */
-    real *x_4 = work + (size_t)batch * 131;  /* layer x_4: (batch, 1) */
-    real *zW_h_4 = work + (size_t)batch * 132;  /* Σ of h_4: (batch, 16) */
-    real *zU_h_4 = work + (size_t)batch * 148;  /* Σ of h_4: (batch, 16) */
-    real *h_4 = work + (size_t)batch * 164;  /* layer h_4: (batch, 16) */
-    real *x_5 = work + (size_t)batch * 180;  /* layer x_5: (batch, 1) */
-    real *zW_h_5 = work + (size_t)batch * 181;  /* Σ of h_5: (batch, 16) */
-    real *zU_h_5 = work + (size_t)batch * 197;  /* Σ of h_5: (batch, 16) */
-    real *h_5 = work + (size_t)batch * 213;  /* layer h_5: (batch, 16) */
-    real *x_6 = work + (size_t)batch * 229;  /* layer x_6: (batch, 1) */
-    real *zW_h_6 = work + (size_t)batch * 230;  /* Σ of h_6: (batch, 16) */
-    real *zU_h_6 = work + (size_t)batch * 246;  /* Σ of h_6: (batch, 16) */
-    real *h_6 = work + (size_t)batch * 262;  /* layer h_6: (batch, 16) */
-    real *x_7 = work + (size_t)batch * 278;  /* layer x_7: (batch, 1) */
-    real *zW_h_7 = work + (size_t)batch * 279;  /* Σ of h_7: (batch, 16) */
-    real *zU_h_7 = work + (size_t)batch * 295;  /* Σ of h_7: (batch, 16) */
-    real *h_7 = work + (size_t)batch * 311;  /* layer h_7: (batch, 16) */
-    real *x_8 = work + (size_t)batch * 327;  /* layer x_8: (batch, 1) */
-    real *zW_h_8 = work + (size_t)batch * 328;  /* Σ of h_8: (batch, 16) */
-    real *zU_h_8 = work + (size_t)batch * 344;  /* Σ of h_8: (batch, 16) */
-    real *h_8 = work + (size_t)batch * 360;  /* layer h_8: (batch, 16) */
     real *z_O = work + (size_t)batch * 376;  /* Σ of O: (batch, 1) */
-    real *O = work + (size_t)batch * 377;  /* layer O: (batch, 1) */
-    real *dL_dx_1 = work + (size_t)batch * 378;  /* ∂L/∂x_1: (batch, 1) */
-    real *dL_dh_1 = work + (size_t)batch * 379;  /* ∂L/∂h_1: (batch, 16) */
-    real *delta_h_1 = work + (size_t)batch * 395;  /* ∂L/∂zW_h_1: (batch, 16) */
-    real *dL_dx_2 = work + (size_t)batch * 411;  /* ∂L/∂x_2: (batch, 1) */
-    real *dL_dh_2 = work + (size_t)batch * 412;  /* ∂L/∂h_2: (batch, 16) */
-    real *delta_zW_h_2 = work + (size_t)batch * 428;  /* ∂L/∂zW_h_2: (batch, 16) */
-    real *dL_dx_3 = work + (size_t)batch * 444;  /* ∂L/∂x_3: (batch, 1) */
-    real *dL_dh_3 = work + (size_t)batch * 445;  /* ∂L/∂h_3: (batch, 16) */
-    real *delta_zW_h_3 = work + (size_t)batch * 461;  /* ∂L/∂zW_h_3: (batch, 16) */
-    real *dL_dx_4 = work + (size_t)batch * 477;  /* ∂L/∂x_4: (batch, 1) */
-    real *dL_dh_4 = work + (size_t)batch * 478;  /* ∂L/∂h_4: (batch, 16) */
-    real *delta_zW_h_4 = work + (size_t)batch * 494;  /* ∂L/∂zW_h_4: (batch, 16) */
-    real *dL_dx_5 = work + (size_t)batch * 510;  /* ∂L/∂x_5: (batch, 1) */
-    real *dL_dh_5 = work + (size_t)batch * 511;  /* ∂L/∂h_5: (batch, 16) */
-    real *delta_zW_h_5 = work + (size_t)batch * 527;  /* ∂L/∂zW_h_5: (batch, 16) */
-    real *dL_dx_6 = work + (size_t)batch * 543;  /* ∂L/∂x_6: (batch, 1) */
-    real *dL_dh_6 = work + (size_t)batch * 544;  /* ∂L/∂h_6: (batch, 16) */
-    real *delta_zW_h_6 = work + (size_t)batch * 560;  /* ∂L/∂zW_h_6: (batch, 16) */
-    real *dL_dx_7 = work + (size_t)batch * 576;  /* ∂L/∂x_7: (batch, 1) */
-    real *dL_dh_7 = work + (size_t)batch * 577;  /* ∂L/∂h_7: (batch, 16) */
-    real *delta_zW_h_7 = work + (size_t)batch * 593;  /* ∂L/∂zW_h_7: (batch, 16) */
-    real *dL_dx_8 = work + (size_t)batch * 609;  /* ∂L/∂x_8: (batch, 1) */
-    real *dL_dh_8 = work + (size_t)batch * 610;  /* ∂L/∂h_8: (batch, 16) */
-    real *delta_zW_h_8 = work + (size_t)batch * 626;  /* ∂L/∂zW_h_8: (batch, 16) */
-    real *delta_O = work + (size_t)batch * 642;  /* ∂L/∂z_O: (batch, 1) */
-    real *delta_zU_h_2 = delta_zW_h_2;  /* ∂L/∂zU_h_2: the same as delta_zW_h_2: (batch, 16) */
-    real *delta_zU_h_3 = delta_zW_h_3;  /* ∂L/∂zU_h_3: the same as delta_zW_h_3: (batch, 16) */
-    real *delta_zU_h_4 = delta_zW_h_4;  /* ∂L/∂zU_h_4: the same as delta_zW_h_4: (batch, 16) */
-    real *delta_zU_h_5 = delta_zW_h_5;  /* ∂L/∂zU_h_5: the same as delta_zW_h_5: (batch, 16) */
-    real *delta_zU_h_6 = delta_zW_h_6;  /* ∂L/∂zU_h_6: the same as delta_zW_h_6: (batch, 16) */
-    real *delta_zU_h_7 = delta_zW_h_7;  /* ∂L/∂zU_h_7: the same as delta_zW_h_7: (batch, 16) */
-    real *delta_zU_h_8 = delta_zW_h_8;  /* ∂L/∂zU_h_8: the same as delta_zW_h_8: (batch, 16) */
 
-    const real inv_batch = (real)1 / (real)batch;
     double loss = 0;
-    (void)inv_batch;
     sn_forward(params, work, S, batch);
     /* L += (-T[b,i] + b17[i] + z_O[b,i])² */
     for (int b = 0; b < batch; b++)
@@ -520,11 +434,9 @@ double symnet_e7d9ad7ead_loss(const real *params, real *work, const real *S, con
 }
 
 /* Loss and every gradient ∂L/∂θ (into grads), by back propagation. */
-double symnet_e7d9ad7ead_loss_grad(const real *params, real *grads, real *work, const real *S, const real *T, int batch)
+double symnet_9bf115748b_loss_grad(const real *params, real *grads, real *work, const real *S, const real *T, int batch)
 {
-    const real *W2 = params + 0;  /* W2: (16, 1) */
     const real *U2 = params + 16;  /* U2: (16, 16) */
-    const real *b2 = params + 272;  /* b2: (16,) */
     const real *W17 = params + 288;  /* W17: (1, 16) */
     const real *b17 = params + 304;  /* b17: (1,) */
 
@@ -535,60 +447,36 @@ double symnet_e7d9ad7ead_loss_grad(const real *params, real *grads, real *work, 
     real *g_b17 = grads + 304;  /* ∂L/∂b17: (1,) */
 
     real *x_1 = work + (size_t)batch * 0;  /* layer x_1: (batch, 1) */
-    real *zW_h_1 = work + (size_t)batch * 1;  /* Σ of h_1: (batch, 16) */
     real *h_1 = work + (size_t)batch * 17;  /* layer h_1: (batch, 16) */
     real *x_2 = work + (size_t)batch * 33;  /* layer x_2: (batch, 1) */
-    real *zW_h_2 = work + (size_t)batch * 34;  /* Σ of h_2: (batch, 16) */
-    real *zU_h_2 = work + (size_t)batch * 50;  /* Σ of h_2: (batch, 16) */
     real *h_2 = work + (size_t)batch * 66;  /* layer h_2: (batch, 16) */
     real *x_3 = work + (size_t)batch * 82;  /* layer x_3: (batch, 1) */
-    real *zW_h_3 = work + (size_t)batch * 83;  /* Σ of h_3: (batch, 16) */
-    real *zU_h_3 = work + (size_t)batch * 99;  /* Σ of h_3: (batch, 16) */
     real *h_3 = work + (size_t)batch * 115;  /* layer h_3: (batch, 16) */
     real *x_4 = work + (size_t)batch * 131;  /* layer x_4: (batch, 1) */
-    real *zW_h_4 = work + (size_t)batch * 132;  /* Σ of h_4: (batch, 16) */
-    real *zU_h_4 = work + (size_t)batch * 148;  /* Σ of h_4: (batch, 16) */
     real *h_4 = work + (size_t)batch * 164;  /* layer h_4: (batch, 16) */
     real *x_5 = work + (size_t)batch * 180;  /* layer x_5: (batch, 1) */
-    real *zW_h_5 = work + (size_t)batch * 181;  /* Σ of h_5: (batch, 16) */
-    real *zU_h_5 = work + (size_t)batch * 197;  /* Σ of h_5: (batch, 16) */
     real *h_5 = work + (size_t)batch * 213;  /* layer h_5: (batch, 16) */
     real *x_6 = work + (size_t)batch * 229;  /* layer x_6: (batch, 1) */
-    real *zW_h_6 = work + (size_t)batch * 230;  /* Σ of h_6: (batch, 16) */
-    real *zU_h_6 = work + (size_t)batch * 246;  /* Σ of h_6: (batch, 16) */
     real *h_6 = work + (size_t)batch * 262;  /* layer h_6: (batch, 16) */
     real *x_7 = work + (size_t)batch * 278;  /* layer x_7: (batch, 1) */
-    real *zW_h_7 = work + (size_t)batch * 279;  /* Σ of h_7: (batch, 16) */
-    real *zU_h_7 = work + (size_t)batch * 295;  /* Σ of h_7: (batch, 16) */
     real *h_7 = work + (size_t)batch * 311;  /* layer h_7: (batch, 16) */
     real *x_8 = work + (size_t)batch * 327;  /* layer x_8: (batch, 1) */
-    real *zW_h_8 = work + (size_t)batch * 328;  /* Σ of h_8: (batch, 16) */
-    real *zU_h_8 = work + (size_t)batch * 344;  /* Σ of h_8: (batch, 16) */
     real *h_8 = work + (size_t)batch * 360;  /* layer h_8: (batch, 16) */
     real *z_O = work + (size_t)batch * 376;  /* Σ of O: (batch, 1) */
-    real *O = work + (size_t)batch * 377;  /* layer O: (batch, 1) */
-    real *dL_dx_1 = work + (size_t)batch * 378;  /* ∂L/∂x_1: (batch, 1) */
     real *dL_dh_1 = work + (size_t)batch * 379;  /* ∂L/∂h_1: (batch, 16) */
     real *delta_h_1 = work + (size_t)batch * 395;  /* ∂L/∂zW_h_1: (batch, 16) */
-    real *dL_dx_2 = work + (size_t)batch * 411;  /* ∂L/∂x_2: (batch, 1) */
     real *dL_dh_2 = work + (size_t)batch * 412;  /* ∂L/∂h_2: (batch, 16) */
     real *delta_zW_h_2 = work + (size_t)batch * 428;  /* ∂L/∂zW_h_2: (batch, 16) */
-    real *dL_dx_3 = work + (size_t)batch * 444;  /* ∂L/∂x_3: (batch, 1) */
     real *dL_dh_3 = work + (size_t)batch * 445;  /* ∂L/∂h_3: (batch, 16) */
     real *delta_zW_h_3 = work + (size_t)batch * 461;  /* ∂L/∂zW_h_3: (batch, 16) */
-    real *dL_dx_4 = work + (size_t)batch * 477;  /* ∂L/∂x_4: (batch, 1) */
     real *dL_dh_4 = work + (size_t)batch * 478;  /* ∂L/∂h_4: (batch, 16) */
     real *delta_zW_h_4 = work + (size_t)batch * 494;  /* ∂L/∂zW_h_4: (batch, 16) */
-    real *dL_dx_5 = work + (size_t)batch * 510;  /* ∂L/∂x_5: (batch, 1) */
     real *dL_dh_5 = work + (size_t)batch * 511;  /* ∂L/∂h_5: (batch, 16) */
     real *delta_zW_h_5 = work + (size_t)batch * 527;  /* ∂L/∂zW_h_5: (batch, 16) */
-    real *dL_dx_6 = work + (size_t)batch * 543;  /* ∂L/∂x_6: (batch, 1) */
     real *dL_dh_6 = work + (size_t)batch * 544;  /* ∂L/∂h_6: (batch, 16) */
     real *delta_zW_h_6 = work + (size_t)batch * 560;  /* ∂L/∂zW_h_6: (batch, 16) */
-    real *dL_dx_7 = work + (size_t)batch * 576;  /* ∂L/∂x_7: (batch, 1) */
     real *dL_dh_7 = work + (size_t)batch * 577;  /* ∂L/∂h_7: (batch, 16) */
     real *delta_zW_h_7 = work + (size_t)batch * 593;  /* ∂L/∂zW_h_7: (batch, 16) */
-    real *dL_dx_8 = work + (size_t)batch * 609;  /* ∂L/∂x_8: (batch, 1) */
     real *dL_dh_8 = work + (size_t)batch * 610;  /* ∂L/∂h_8: (batch, 16) */
     real *delta_zW_h_8 = work + (size_t)batch * 626;  /* ∂L/∂zW_h_8: (batch, 16) */
     real *delta_O = work + (size_t)batch * 642;  /* ∂L/∂z_O: (batch, 1) */
@@ -731,9 +619,9 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
 }
 
 /* One steepest-descent step on this batch: θ ← θ − lr·∂L/∂θ.  Returns the loss before it. */
-double symnet_e7d9ad7ead_step(real *params, real *grads, real *work, const real *S, const real *T, int batch, real lr)
+double symnet_9bf115748b_step(real *params, real *grads, real *work, const real *S, const real *T, int batch, real lr)
 {
-    const double loss = symnet_e7d9ad7ead_loss_grad(params, grads, work, S, T, batch);
+    const double loss = symnet_9bf115748b_loss_grad(params, grads, work, S, T, batch);
     sn_sgd_update(params, params, grads, lr);
     return loss;
 }
@@ -770,7 +658,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_e7d9ad7ead_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_9bf115748b_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -790,7 +678,7 @@ void symnet_e7d9ad7ead_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_e7d9ad7ead_train(real *params, real *grads, real *work, real *Ib, real *Tb, real *prev, int *have_prev,
+long long symnet_9bf115748b_train(real *params, real *grads, real *work, real *Ib, real *Tb, real *prev, int *have_prev,
                            const real *S, const real *T, const long long *idx, long long n_idx, int batch_size,
                            const double *lr, double *losses, int optimizer, real *s1, real *s2, const double *hyper, long long t0)
 {
@@ -804,7 +692,7 @@ long long symnet_e7d9ad7ead_train(real *params, real *grads, real *work, real *I
             memcpy(Ib + (size_t)r * 8, S + n * 8, sizeof(real) * 8);
             memcpy(Tb + (size_t)r * 1, T + n * 1, sizeof(real) * 1);
         }
-        const double loss = symnet_e7d9ad7ead_loss_grad(cur, grads, work, Ib, Tb, batch);
+        const double loss = symnet_9bf115748b_loss_grad(cur, grads, work, Ib, Tb, batch);
         if (!isfinite(loss)) {
             /* both buffers ← θ before the last update (only cur needs it written) */
             if (prev != NULL && *have_prev)

@@ -85,14 +85,17 @@ def compiler() -> list[str]:
 
 def flags() -> list[str]:
     """Optimisation flags; ``SYMNET_PORTABLE=1`` drops -march=native."""
-    f = ["-O3", "-fPIC", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd"]
+    # SN_USE_BLAS: the in-process build's tuning hooks (symnet/tuning.py); the
+    # emitted C without it is the standalone, libm-only form
+    f = ["-O3", "-fPIC", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd",
+         "-DSN_USE_BLAS"]
     if os.environ.get("SYMNET_OPENMP", "1") not in ("0", "false", "no"):
-        f.append("-fopenmp")  # threads for large products; SYMNET_OPENMP=0 turns them off
-        par = os.environ.get("SYMNET_PARALLEL_MIN")  # M·N·K from which products use threads
-        if par:
-            f.append(f"-DSN_PARALLEL={float(par)!r}")
+        # threads for large products; SYMNET_OPENMP=0 turns them off.  How many: set
+        # when a module loads (symnet/tuning.py; SYMNET_PARALLEL_MIN overrides)
+        f.append("-fopenmp")
     if os.environ.get("SYMNET_PORTABLE", "") not in ("1", "true", "yes"):
-        f.append("-march=native")
+        # SYMNET_MARCH=x86-64-v3 checks AVX2 code on an AVX-512 machine
+        f.append("-march=" + (os.environ.get("SYMNET_MARCH", "").strip() or "native"))
         if platform.machine() in ("x86_64", "AMD64"):
             # full-width AVX-512 tiles: measured 100 vs 80 GFLOP/s per core (gcc 12, Zen 4)
             f.append("-mprefer-vector-width=512")

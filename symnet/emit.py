@@ -9,6 +9,8 @@ includes, signatures, loops and their comments.
 from __future__ import annotations
 
 import hashlib
+import re
+
 import jinja2
 import sympy as sp
 from sympy.codegen.ast import float32, float64, real
@@ -221,11 +223,18 @@ class Emitter:
             size *= s
         return str(size)
 
-    def render(self, prefix: str = "SN_PREFIX_") -> str:
+    def needed_in(self, name: str, code: str) -> bool:
+        """Template filter: declare buffer ``name`` in a function whose body is
+        ``code`` (it uses it directly or through an alias): -Wall -Wextra clean."""
+        return _needed_in(self.buffers, name, str(code))
+
+    def render(self, prefix: str = "SN_PREFIX_", hooks: bool = False) -> str:
         env = jinja2.Environment(loader=jinja2.FileSystemLoader(template_dir()),
                                  trim_blocks=True, lstrip_blocks=True,
                                  keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
         env.filters["comment"] = c_comment
+        env.filters["named_in"] = named_in
+        env.filters["needed_in"] = self.needed_in
         env.tests["matmul"] = lambda op: isinstance(op, MatMul)
         env.tests["zero"] = lambda op: isinstance(op, Zero)
         env.tests["softmax_xent"] = lambda op: isinstance(op, SoftmaxXent)
@@ -235,7 +244,7 @@ class Emitter:
         tpl = env.get_template("network.c.j2")
         graph = self.plan.graph
         return tpl.render(
-            version=__version__, dtype=self.dtype, real=DTYPES[self.dtype],
+            version=__version__, hooks=hooks, dtype=self.dtype, real=DTYPES[self.dtype],
             f="f" if self.dtype == "float32" else "", prefix=prefix, plan=self.plan,
             graph=graph, em=self, describe=describe_graph(graph),
             params=[b for b in self.buffers.values() if b.kind == "param"],
@@ -257,6 +266,30 @@ class Emitter:
             for f in e.atoms(sp.Function):
                 found.add(type(f).__name__)
         return found
+
+
+def _needed_in(buffers: dict, name: str, code: str) -> bool:
+    """Whether a function whose body is ``code`` needs buffer ``name`` declared:
+    it names it, or names an alias (a buffer under another shape) that is it."""
+    if named_in(name, code):
+        return True
+    return any(b.kind == "alias" and b.alias == name and _needed_in(buffers, b.name, code)
+               for b in buffers.values())
+
+
+def named_in(name: str, code: str) -> bool:
+    """Whether C ``code`` uses the identifier ``name`` (so a function declares
+    only the buffers it uses: no unused variables under -Wall -Wextra).
+
+    >>> named_in("W1", "z[j] += W1[i * 2 + j];"), named_in("W1", "W10[0] = 1; /* W1 */")
+    (True, False)
+    """
+    code = _COMMENT.sub(" ", str(code))  # a name in a formula comment is no use
+    return re.search(r"(?<![A-Za-z0-9_])" + re.escape(name) + r"(?![A-Za-z0-9_])",
+                     code) is not None
+
+
+_COMMENT = re.compile(r"/\*.*?\*/", re.S)
 
 
 def describe_graph(graph: ir.Graph) -> list[str]:
@@ -284,14 +317,18 @@ def describe_graph(graph: ir.Graph) -> list[str]:
     return lines
 
 
-def emit(plan: Plan, dtype: str) -> tuple[str, str]:
+def emit(plan: Plan, dtype: str, hooks: bool = False) -> tuple[str, str]:
     """Render the plan; returns (C source, symbol prefix).
+
+    ``hooks``: also render ``<prefix>tune`` (the in-process build's BLAS pointer
+    and thread thresholds, active only under ``SN_USE_BLAS``); standalone C
+    leaves it out.
 
     The prefix ``symnet_<hash>_`` of every exported function is a hash of the
     text itself, so two networks never share a symbol, and no symbol can
     resolve to a libc function of the same name (see DESIGN.md, traps).
     """
-    text = Emitter(plan, dtype).render()
+    text = Emitter(plan, dtype).render(hooks=hooks)
     digest = hashlib.sha256(text.encode()).hexdigest()[:10]
     prefix = f"symnet_{digest}_"
     return text.replace("SN_PREFIX_", prefix), prefix

@@ -45,6 +45,9 @@ long long {prefix}train({real} *params, {real} *grads, {real} *work, {real} *Ib,
                         const {real} *T, const long long *idx, long long n_idx, int batch_size,
                         const double *lr, double *losses, int optimizer, {real} *s1,
                         {real} *s2, const double *hyper, long long t0);
+void {prefix}tune(void (*blas)(int, int, int, int, int, int, {real}, const {real} *, int,
+                               const {real} *, int, {real}, {real} *, int),
+                  double blas_min, double thread_min, int threads_max);
 """
 
 
@@ -58,7 +61,7 @@ def compile_network(net, dtype: str):
     from .emit import DTYPES, emit
     from .lower import plan as make_plan
     plan = make_plan(net.graph())
-    source, prefix = emit(plan, dtype)
+    source, prefix = emit(plan, dtype, hooks=True)
     out = plan.buffers[plan.output]
     g = plan.graph
     meta = {
@@ -141,6 +144,10 @@ class Model:
         self._c_step = getattr(lib, prefix + "step")
         self._c_update = getattr(lib, prefix + "update")
         self._c_train = getattr(lib, prefix + "train")
+        # where its products run on this machine (BLAS above a measured size,
+        # threads from a measured cost); once per module, before any call
+        from . import tuning
+        self.tuning = tuning.apply(mod, prefix, dtype)
         self._ctype = "float *" if dtype == "float32" else "double *"
         self._carray = "float[]" if dtype == "float32" else "double[]"
         self._buf = self._ffi.from_buffer

@@ -47,7 +47,11 @@ from .schedules import as_schedule
 __all__ = ["CALL_FLOPS", "METHODS", "Optimizer", "fit", "sample_indices"]
 
 METHODS = ("sd", "sgd", "minibatch")
-CALL_FLOPS = 2e8  # work per compiled call (~0.1 s): how soon Ctrl-C is answered
+# Work per compiled call: how soon Ctrl-C is answered (~0.05 s at 200 GFLOP/s, ~1 s at
+# 10).  Each call also costs a copy of θ (the snapshot that an interruption restores):
+# at 2e8 the medium and large networks made one call, and one copy of θ, per step,
+# which made whole-epoch training slower per step than model.step.
+CALL_FLOPS = 1e10
 
 
 # ---------------------------------------------------------------- checks
@@ -216,10 +220,17 @@ class _Run:
         n = X.shape[0]
         self.B = 1 if method == "sgd" else min(batch_size, n)
         self.t = 0                                   # steps taken in this fit
-        self.prev = model._theta.copy()              # θ before the last update
+        # two θ-sized buffers kept by the model between fit calls (allocating and
+        # first touching them cost ~1 ms per call for the large network); neither
+        # is read before it is written
+        spare = model.__dict__.pop("_fit_spare", None)
+        if spare is None or spare[0].shape != model._theta.shape:
+            spare = (np.empty_like(model._theta), np.empty_like(model._theta))
+        self.spare = spare
+        self.prev = spare[0]                         # θ before the last update
         self.have_prev = np.zeros(1, np.intc)
         self.parts = []          # this epoch's kept steps: (losses, batch sizes, lrs) per call
-        self.snap = model._theta.copy()              # θ before the call in flight
+        self.snap = spare[1]                         # θ before the call in flight
         self.parts_before = None                     # len(parts) before it; None: none
         if method != "sd":
             ffi, B = model._ffi, self.B
@@ -403,5 +414,6 @@ def fit(model, X, T, method="minibatch", epochs=10, batch_size=32, lr=0.1, shuff
         run.record()
     finally:
         bar.close()
+        model._fit_spare = run.spare
         hist.wall_time = time.perf_counter() - start
     return hist

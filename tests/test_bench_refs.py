@@ -217,3 +217,24 @@ def test_time_call_measures_microseconds():
 
 def test_measure_peak_gflops_is_positive():
     assert refs.measure_peak_gflops(seconds=0.02, n=128) > 0
+
+
+def test_time_calls_takes_turns_and_times_each():
+    """Every function is timed in every repeat (in turns), and a call that sleeps
+    3 ms measures longer than one that sleeps none."""
+    import time as _time
+    order = []
+
+    def fast():
+        order.append("f")
+
+    def slow():
+        order.append("s")
+        _time.sleep(0.003)
+    out = refs.time_calls({"fast": fast, "slow": slow}, min_time=0.03, repeats=3)
+    assert set(out) == {"fast", "slow"}
+    assert out["slow"] >= 3000 > out["fast"]
+    # after the warm-ups, the repeats alternate: f...f s...s f...f s...s f...f s...s
+    timed = "".join(order[order.index("s", order.index("s") + 1):])
+    runs = [r for r in timed.replace("fs", "f|s").replace("sf", "s|f").split("|") if r]
+    assert len(runs) >= 6

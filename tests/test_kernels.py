@@ -16,7 +16,8 @@ from gradcheck import check
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # 300 inputs: two panels of depth 256; 70 and 37 units: full and edge column
-# tiles of 32; batch 45: full and edge row tiles of 6; 45·70·300 multiply-adds
+# tiles (32 wide under AVX-512, 24 otherwise); batch 45: full and edge row tiles
+# (8 or 4 rows); 45·70·300 multiply-adds
 # exercises the tiles; two threads are exercised by the determinism test below
 # through OMP_NUM_THREADS (products below the threshold run on one).
 SIZES, ACTS, LOSS, BATCH = (300, 70, 37, 5), ("relu", "tanh", "linear"), \
@@ -90,11 +91,13 @@ def _run(env_extra, dtype, out):
 
 
 def test_same_seed_same_bits_with_one_or_two_threads(tmp_path):
-    par = {"SYMNET_PARALLEL_MIN": "1000"}  # every blocked product on threads
+    # every blocked product on symnet's own kernels, on threads
+    par = {"SYMNET_PARALLEL_MIN": "1000", "SYMNET_BLAS": "0"}
     one = _run({"OMP_NUM_THREADS": "1", **par}, "float32", tmp_path / "a.npy")
     two = _run({"OMP_NUM_THREADS": "2", **par}, "float32", tmp_path / "b.npy")
     again = _run({"OMP_NUM_THREADS": "2", **par}, "float32", tmp_path / "c.npy")
-    assert one == _run({"OMP_NUM_THREADS": "1"}, "float32", tmp_path / "d.npy")
+    assert one == _run({"OMP_NUM_THREADS": "1", "SYMNET_BLAS": "0"}, "float32",
+                       tmp_path / "d.npy")
     assert one == two == again
 
 

@@ -54,10 +54,12 @@ def run_steps(names, ref_names, min_time: float, peak: float):
         params = refs.init_params(wl)
         X, T = measure.data(wl)
         model = measure.build_model(wl, params)
-        step_us = measure.time_step(model, X, T, min_time)
         epoch_us = measure.time_epoch(model, wl, min_time)
         fit_us = measure.time_fit_overhead(model, wl, min_time)
-        ref_us, skipped = measure.time_references(wl, params, X, T, ref_names, min_time)
+        model.params.update(params)  # the references start from the same parameters
+        ref_us, skipped = measure.time_references(wl, params, X, T, ref_names, min_time,
+                                                  model=model)
+        step_us = ref_us.pop("symnet")
         rows.append((wl, step_us, epoch_us, ref_us, skipped, fit_us))
         print_row(wl, step_us, epoch_us, ref_us, peak)
     return rows
@@ -89,7 +91,8 @@ def print_notes(rows):
         else:
             print(f"  {wl.name}: whole epoch ({measure.epoch_batches(wl)} batches of "
                   f"{wl.batch}) {epoch_us:.2f} µs per step = "
-                  f"{1e6 / epoch_us:,.0f} steps/s; fixed cost per fit call "
+                  f"{1e6 / epoch_us:,.0f} steps/s, {epoch_us / step_us:.2f}× the step; "
+                  "fixed cost per fit call "
                   f"{fit_us if isinstance(fit_us, str) else f'{fit_us:.0f} µs'}")
         for n, why in skipped.items():
             print(f"  {wl.name}: {n} skipped: {why.splitlines()[0][:100]}")
@@ -97,15 +100,20 @@ def print_notes(rows):
 
 def run_compile(quick: bool):
     wl = refs.WORKLOADS["medium"]
-    ct = measure.compile_times(wl)
+    ct = measure.compile_times(wl, repeats=1 if quick else 3)
     print(f"\nCompile, medium {'-'.join(map(str, wl.sizes))} float32, each in a new "
-          "process, from `import symnet` to a loaded model:")
+          "process, from `import symnet` to a loaded model (median of "
+          f"{len(ct['cold_all'])}):")
+    m = ct["machine"]
+    print(f"  first network on a new machine (2-4-1, measures the machine once): "
+          f"{m['total_s']:.3f} s")
     for kind in ("cold", "warm"):
         r = ct[kind]
-        label = "cold (empty cache)" if kind == "cold" else "warm (cache hit)  "
+        label = "cold (never compiled)" if kind == "cold" else "warm (cache hit)     "
+        runs = ", ".join(f"{t:.3f}" for t in ct[f"{kind}_all"])
         print(f"  {label}: {r['total_s']:.3f} s  (import symnet {r['import_s']:.3f} s, "
               f"compile call {r['compiles'][0]:.3f} s, sympy imported: "
-              f"{r['sympy_imported']})")
+              f"{r['sympy_imported']}; runs: {runs} s)")
     widths = (32, 256, 1024) if quick else (32, 128, 512, 1024, 2048)
     depths = (2, 8) if quick else (2, 4, 8, 16)
     sc = measure.compile_scaling(widths, depths)
@@ -114,6 +122,54 @@ def run_compile(quick: bool):
     print("  cold compile call vs depth (width 64):  "
           + ", ".join(f"{d}: {t:.2f} s" for d, t in sc["depth"].items()))
     return ct, sc
+
+
+def print_machine():
+    """Where the products run on this machine (symnet/tuning.py), measured once."""
+    from symnet import tuning
+    t0 = time.perf_counter()
+    rec = tuning.machine()
+    took = time.perf_counter() - t0
+    s = tuning.settings()
+    blas = "none installed" if not rec["blas"] else (
+        f"OpenBLAS from M·N·K ≥ {s['blas_min']:.3g}" if s["blas_min"] < float("inf")
+        else "OpenBLAS installed, did not win all three product kinds by 5 % at any "
+        "measured size")
+    print(f"products: one thread {2 * rec['rate'] / 1e9:.1f} GFLOP/s (128×256×784), "
+          f"join of {rec['threads_max']} threads {rec['join_s'] * 1e6:.1f} µs → one more "
+          f"thread per {s['thread_min']:.3g} multiply-adds, at most {s['threads_max']}; "
+          f"BLAS: {blas} ({'cached' if took < 0.05 else f'measured now in {took:.2f} s'})")
+    for kind, M, N, K, ours, theirs in rec.get("shapes", []):
+        if M * N * K >= 1e6:
+            print(f"    {('nt', 'nn', 'tn')[kind]} {M}×{N}×{K}: symnet {ours * 1e6:8.1f} µs, "
+                  f"BLAS {theirs * 1e6:8.1f} µs")
+
+
+TARGETS = {"tiny": 5.0, "small": 3.0, "medium": 1.5, "large": 1.1}
+
+
+def print_targets(rows, ct):
+    """The targets against this run's figures (of the sections that ran)."""
+    if not rows and not ct:
+        return
+    print("\nTargets (this run):")
+    for wl, step_us, epoch_us, ref_us, skipped, fit_us in rows or []:
+        if wl.name in TARGETS and ref_us:
+            fastest = min(ref_us, key=ref_us.get)
+            r = ref_us[fastest] / step_us
+            print(f"  {wl.name:<7} speed-up ≥ {TARGETS[wl.name]}×: {r:5.2f}× vs {fastest:<9}"
+                  f" {'reached' if r >= TARGETS[wl.name] else 'NOT reached'}")
+        if not isinstance(epoch_us, str):
+            print(f"  {wl.name:<7} epoch per step ≤ step: {epoch_us:.1f} vs {step_us:.1f} µs "
+                  f"{'reached' if epoch_us <= step_us else 'NOT reached'}")
+        if not isinstance(fit_us, str):
+            print(f"  {wl.name:<7} fit fixed cost ≤ 200 µs: {fit_us:.0f} µs "
+                  f"{'reached' if fit_us <= 200 else 'NOT reached'}")
+    if ct:
+        cold, warm = ct[0]["cold"]["total_s"], ct[0]["warm"]["total_s"]
+        print(f"  cold compile ≤ 1.0 s: {cold:.3f} s {'reached' if cold <= 1 else 'NOT reached'}"
+              f"; cache hit ≤ 0.15 s: {warm:.3f} s "
+              f"{'reached' if warm <= 0.15 else 'NOT reached'}")
 
 
 def run_memory():
@@ -160,9 +216,15 @@ def main(argv=None):
     min_time = 0.05 if args.quick else 0.3
 
     t0 = time.perf_counter()
-    print(f"symnet benchmark: {machine()}")
+    print(f"symnet benchmark: {machine()}; load average "
+          + " ".join(f"{x:.2f}" for x in os.getloadavg()))
+    print("Every figure is a median (steps: of 7 repeats, each ≥ "
+          f"{min_time / 7 * 1e3:.0f} ms of calls, symnet's step and the references "
+          "timed in turns so that they meet the same load; compile: of 3 new processes).")
     peak = measure.peak_gflops(min_time)
     print(f"float32 peak measured now (numpy 1024x1024 matmul): {peak:.1f} GFLOP/s")
+    print_machine()
+    rows = ct = None
     if "steps" in sections and names:
         print_header(ref_names)
         rows = run_steps(names, ref_names, min_time, peak)
@@ -172,9 +234,10 @@ def main(argv=None):
     if "steps" in sections and with_conv:
         conv.run(min_time, peak, [r for r in ("torch", "jax") if r in ref_names])
     if "compile" in sections:
-        run_compile(args.quick)
+        ct = run_compile(args.quick)
     if "memory" in sections:
         run_memory()
+    print_targets(rows, ct)
     if "mpi" in sections:
         from . import mpi
         mpi.report(names, args.quick)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -92,15 +93,17 @@ def time_fit_overhead(model, workload, min_time: float):
     return max(0.0, fit_us - step_us)
 
 
-def time_references(workload, params, X, T, names, min_time: float):
-    """(name -> median µs, name -> why skipped) for the reference steps."""
+def time_references(workload, params, X, T, names, min_time: float, model=None):
+    """(name -> median µs, name -> why skipped) for the reference steps; with
+    ``model``, its ``step`` too (under the name "symnet"), timed in turns with
+    them so that all meet the same load (``refs.time_calls``)."""
     with warnings.catch_warnings():  # PyTensor warns at length that it found no BLAS
         warnings.simplefilter("ignore")
         steps, skipped = refs.make_reference_steps(workload, params, X, T, LR, names=names)
-    times = {}
-    for name, step in steps.items():
-        times[name] = refs.time_call(step, min_time=min_time)[0]
-    return times, skipped
+    if model is not None:
+        step = model.step
+        steps = {"symnet": lambda: step(X, T, LR), **steps}
+    return refs.time_calls(steps, min_time=min_time), skipped
 
 
 # ------------------------------------------------------------ fresh processes
@@ -118,6 +121,11 @@ for sizes, acts, loss in json.loads(sys.argv[1]):
     out["compiles"].append(time.perf_counter() - t)
 out["total_s"] = time.perf_counter() - t0
 out["sympy_imported"] = "sympy" in sys.modules
+try:
+    from symnet import tuning
+    out["tuning"] = tuning.settings()
+except Exception as exc:  # an older symnet: no tuning
+    out["tuning"] = repr(exc)
 print(json.dumps(out))
 """
 
@@ -132,21 +140,38 @@ def _python(script: str, args: list[str], cache: str) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def compile_times(workload) -> dict:
+def compile_times(workload, repeats: int = 3) -> dict:
     """Seconds from ``import symnet`` to a loaded model, each in a new process:
-    cold (empty cache) and warm (the same cache again)."""
+    ``machine`` (a tiny network compiled first into an empty cache: this also
+    measures the machine once, see symnet/tuning.py), ``cold`` (the workload
+    never compiled before, the machine known) and ``warm`` (the same again: a
+    cache hit).  ``cold`` and ``warm`` are the runs with the median total of
+    ``repeats``, each cold one in a new cache holding only the machine's figures."""
+    tiny = json.dumps([[[2, 4, 1], ["tanh", "linear"], "mse"]])
     spec = json.dumps([[workload.sizes, workload.activations, workload.loss]])
-    with tempfile.TemporaryDirectory(prefix="symnet-bench-") as cache:
-        cold = _python(_COMPILE, [spec], cache)
-        warm = _python(_COMPILE, [spec], cache)
-    return {"cold": cold, "warm": warm}
+    colds, warms = [], []
+    with tempfile.TemporaryDirectory(prefix="symnet-bench-") as first:
+        machine = _python(_COMPILE, [tiny], first)
+        known = [f for f in os.listdir(first) if f.startswith("machine-")]
+        for _ in range(repeats):
+            with tempfile.TemporaryDirectory(prefix="symnet-bench-") as cache:
+                for f in known:
+                    shutil.copy(os.path.join(first, f), cache)
+                colds.append(_python(_COMPILE, [spec], cache))
+                warms.append(_python(_COMPILE, [spec], cache))
+
+    def median(runs):
+        return sorted(runs, key=lambda r: r["total_s"])[len(runs) // 2]
+    return {"machine": machine, "cold": median(colds), "warm": median(warms),
+            "cold_all": [r["total_s"] for r in colds],
+            "warm_all": [r["total_s"] for r in warms]}
 
 
 def compile_scaling(widths, depths) -> dict:
     """Cold compile seconds of MLPs of several widths (3 layers) and depths
     (width 64), in one new process after a warm-up compile (so sympy's import
     is not counted)."""
-    nets = [[[16, 8, 4], ["tanh", "linear"], "mse"]]  # warm-up
+    nets = [[[16, 8, 4], ["tanh", "linear"], "mse"]]  # warm-up (and the machine's figures)
     nets += [[[w, w, w, 10], ["relu", "relu", "linear"], "softmax_cross_entropy"]
              for w in widths]
     nets += [[[64] * (d + 1) + [10], ["relu"] * d + ["linear"], "softmax_cross_entropy"]

@@ -504,6 +504,41 @@ def time_call(fn, min_time: float = 0.2, repeats: int = 7) -> tuple[float, list[
     return statistics.median(per_call), per_call
 
 
+def time_calls(fns: dict, min_time: float = 0.2, repeats: int = 7) -> dict:
+    """Median microseconds per call of each ``fns[name]()``, timed in turns: each
+    repeat runs every function once for about ``min_time/repeats`` seconds, so on a
+    shared machine all of them meet the same moments of load and their ratios mean
+    something.  Warm-up and garbage collector as in ``time_call``.
+
+    >>> sorted(time_calls({"a": lambda: None, "b": lambda: None}, 0.01, 3))
+    ['a', 'b']
+    """
+    per_repeat = min_time / repeats
+    inner = {}
+    for name, fn in fns.items():
+        fn()
+        calls, start = 0, time.perf_counter()
+        while calls < 3 or time.perf_counter() - start < per_repeat:
+            fn()
+            calls += 1
+        inner[name] = max(1, int(per_repeat / ((time.perf_counter() - start) / calls)))
+    out = {name: [] for name in fns}
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for _ in range(repeats):
+            for name, fn in fns.items():
+                n = inner[name]
+                start = time.perf_counter()
+                for _ in range(n):
+                    fn()
+                out[name].append((time.perf_counter() - start) / n * 1e6)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return {name: statistics.median(v) for name, v in out.items()}
+
+
 def measure_peak_gflops(seconds: float = 0.5, n: int = 1024) -> float:
     """float32 GFLOP/s of numpy's matrix product, n x n @ n x n, median of 5 repeats."""
     rng = np.random.default_rng(0)
