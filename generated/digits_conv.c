@@ -13,7 +13,7 @@
  * X of width n holds X[b,j] at X[b * n + j]; W of shape (out, in) holds
  * W[i,j] at W[i * in + j].  Parameters live in one flat array `params`
  * (9930 numbers), their gradients in `grads` with the same
- * layout, and everything per example in `work` (9576 numbers
+ * layout, and everything per example in `work` (11112 numbers
  * per example of the batch).
  */
 #include <math.h>
@@ -240,6 +240,77 @@ SN_INLINE void sn_im2col(const real *restrict X, real *restrict col, int C, int 
             }
 }
 
+/* The convolutions' products C = A·B have one short side (the output channels, 6 or 16
+ * in LeNet) and a long one (the output positions), with every size a constant at the
+ * call.  sn_conv_mm keeps a tile of up to SN_CR rows × SN_CC columns of C in vector
+ * registers while k runs, reading B's rows in place (no packing: a convolution's B is
+ * an im2col buffer or a delta, already contiguous along n), and splits M into tiles of
+ * SN_CR rows plus one of M mod SN_CR, so that the short side costs no padded rows.
+ * (Through sn_gemm, 6 output channels fill 6 of its 8 tile rows, and its partial
+ * tiles sum in memory: measured 577 µs for the first LeNet convolution, batch 64.) */
+#define SN_CR 8    /* rows of a conv tile: 8 × 2 AVX-512 accumulators */
+#define SN_CC 32   /* columns of a conv tile */
+
+/* C(r,c) (+)= Σ_b Σ_k A(b,r,k)·B(b,k)[c] for r < mr, c < nc: one tile, mr ≤ SN_CR and
+ * nc ≤ SN_CC constants after inlining.  A(b,r,k) = A[b·sab + r·sam + k·sak] (read one
+ * number at a time, any strides), B(b,k) = B + b·sbb + k·ldb a row contiguous in c,
+ * C(r,c) = C[r·scm + c·scn] (scn = 1: rows; scm = 1: C stored transposed). */
+SN_INLINE void sn_conv_tile(int mr, int nc, int nb, int K, const real *restrict A,
+                            ptrdiff_t sab, ptrdiff_t sam, ptrdiff_t sak,
+                            const real *restrict B, ptrdiff_t sbb, ptrdiff_t ldb,
+                            real *restrict C, ptrdiff_t scm, ptrdiff_t scn, int accumulate)
+{
+    real acc[SN_CR][SN_CC];
+    for (int r = 0; r < mr; r++)
+        for (int c = 0; c < nc; c++) acc[r][c] = accumulate ? C[r * scm + c * scn] : 0;
+    /* acc[r,c] += A(b,r,k)·B(b,k)[c]: each row of B loaded once feeds mr multiply-adds */
+    for (int b = 0; b < nb; b++)
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC unroll 2   /* not more: a short constant K unrolled whole spills the tile */
+#endif
+        for (int k = 0; k < K; k++) {
+            const real *brow = B + b * sbb + (size_t)k * ldb;
+            const real *a = A + b * sab + k * sak;
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC unroll 8   /* unrolled, the rows stay in registers (else gcc may swap the k and r loops) */
+#endif
+            for (int r = 0; r < mr; r++) {
+                const real ar = a[r * sam];
+#pragma GCC unroll 1   /* vectorised, not unrolled into scalars when nc is a short constant */
+                for (int c = 0; c < nc; c++) acc[r][c] += ar * brow[c];
+            }
+        }
+    for (int r = 0; r < mr; r++)
+        for (int c = 0; c < nc; c++) C[r * scm + c * scn] = acc[r][c];
+}
+
+/* C(m,n) (+)= Σ_b Σ_k A(b,m,k)·B(b,k)[n] over a batch of nb products, with the strides
+ * of sn_conv_tile (B's rows hold N numbers); nb = 1 for one product. */
+SN_INLINE void sn_conv_mm_batch(int M, int N, int nb, int K, const real *restrict A,
+                                ptrdiff_t sab, ptrdiff_t sam, ptrdiff_t sak,
+                                const real *restrict B, ptrdiff_t sbb, real *restrict C,
+                                ptrdiff_t scm, ptrdiff_t scn, int accumulate)
+{
+    for (int n0 = 0; n0 < N; n0 += SN_CC) {
+        const int nc = N - n0 < SN_CC ? N % SN_CC : SN_CC;
+        int m0 = 0;
+        for (; m0 + SN_CR <= M; m0 += SN_CR)
+            sn_conv_tile(SN_CR, nc, nb, K, A + m0 * sam, sab, sam, sak, B + n0, sbb, N,
+                         C + m0 * scm + n0 * scn, scm, scn, accumulate);
+        if (M % SN_CR)
+            sn_conv_tile(M % SN_CR, nc, nb, K, A + m0 * sam, sab, sam, sak, B + n0, sbb, N,
+                         C + m0 * scm + n0 * scn, scm, scn, accumulate);
+    }
+}
+
+/* C[m,n] (+)= Σ_k A(m,k)·B[k,n], A(m,k) = A[m·sam + k·sak], B: K×N and C: M×N row-major. */
+SN_INLINE void sn_conv_mm(int M, int N, int K, const real *restrict A, ptrdiff_t sam,
+                          ptrdiff_t sak, const real *restrict B, real *restrict C,
+                          int accumulate)
+{
+    sn_conv_mm_batch(M, N, 1, K, A, 0, sam, sak, B, 0, C, N, 1, accumulate);
+}
+
 /* C[m,n] (+)= Σ_k A[m,k]·B[n,k] as dot products along rows that are both contiguous: the
  * weight gradient δ[b]·col[b]ᵀ, whose k runs over the output positions.  (Through
  * sn_gemm, B would be packed column by column with a stride: measured 20% of a
@@ -310,13 +381,13 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 
     real *z_H1 = work + (size_t)batch * 0;  /* Σ of H1: (batch, 16, 8, 8) */
     real *col_H1 = work + (size_t)batch * 1024;  /* im2col of I for H1: (batch, 9, 64) */
-    real *H1 = work + (size_t)batch * 1600;  /* layer H1: (batch, 16, 8, 8) */
-    real *z_H2 = work + (size_t)batch * 2624;  /* Σ of H2: (batch, 16, 4, 4) */
-    real *z_H3 = work + (size_t)batch * 2880;  /* Σ of H3: (batch, 32, 4, 4) */
-    real *col_H3 = work + (size_t)batch * 3392;  /* im2col of H2 for H3: (batch, 144, 16) */
-    real *H3 = work + (size_t)batch * 5696;  /* layer H3: (batch, 32, 4, 4) */
-    real *z_O = work + (size_t)batch * 6208;  /* Σ of O: (batch, 10) */
-    real *O = work + (size_t)batch * 6218;  /* layer O: (batch, 10) */
+    real *H1 = work + (size_t)batch * 2624;  /* layer H1: (batch, 16, 8, 8) */
+    real *z_H2 = work + (size_t)batch * 3648;  /* Σ of H2: (batch, 16, 4, 4) */
+    real *z_H3 = work + (size_t)batch * 3904;  /* Σ of H3: (batch, 32, 4, 4) */
+    real *col_H3 = work + (size_t)batch * 4416;  /* im2col of H2 for H3: (batch, 144, 16) */
+    real *H3 = work + (size_t)batch * 7232;  /* layer H3: (batch, 32, 4, 4) */
+    real *z_O = work + (size_t)batch * 7744;  /* Σ of O: (batch, 10) */
+    real *O = work + (size_t)batch * 7754;  /* layer O: (batch, 10) */
     real *H2 = z_H2;  /* layer H2: z_H2 itself: (batch, 16, 4, 4) */
     real *H4 = H3;  /* layer H4: H3 flattened (the same memory): (batch, 512) */
 
@@ -324,7 +395,7 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
        as im2col: col_H1[b] holds the input positions each output reads, then z_H1[b] = W1·col_H1[b] */
     for (int b = 0; b < batch; b++) {
         sn_im2col(I + (size_t)b * 64, col_H1 + (size_t)b * 576, 1, 8, 8, 3, 3, 1, 1, 1, 1, 8, 8);
-        sn_mm_nn(16, 64, 9, W1, col_H1 + (size_t)b * 576, z_H1 + (size_t)b * 1024, 0);
+        sn_conv_mm(16, 64, 9, W1, 9, 1, col_H1 + (size_t)b * 576, z_H1 + (size_t)b * 1024, 0);
     }
     /* H1[b,c,y,x] = (b1[c] + z_H1[b,c,y,x] if b1[c] + z_H1[b,c,y,x] > 0 else 0) */
     for (int b = 0; b < batch; b++)
@@ -348,7 +419,7 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
        as im2col: col_H3[b] holds the input positions each output reads, then z_H3[b] = W3·col_H3[b] */
     for (int b = 0; b < batch; b++) {
         sn_im2col(H2 + (size_t)b * 256, col_H3 + (size_t)b * 2304, 16, 4, 4, 3, 3, 1, 1, 1, 1, 4, 4);
-        sn_mm_nn(32, 16, 144, W3, col_H3 + (size_t)b * 2304, z_H3 + (size_t)b * 512, 0);
+        sn_conv_mm(32, 16, 144, W3, 144, 1, col_H3 + (size_t)b * 2304, z_H3 + (size_t)b * 512, 0);
     }
     /* H3[b,c,y,x] = (b3[c] + z_H3[b,c,y,x] if b3[c] + z_H3[b,c,y,x] > 0 else 0) */
     for (int b = 0; b < batch; b++)
@@ -369,16 +440,16 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 }
 
 /* Forward pass; returns the output's address inside work: (batch, 10). */
-void symnet_b4104f19fb_forward(const real *params, real *work, const real *I, int batch)
+void symnet_5dbfcecf85_forward(const real *params, real *work, const real *I, int batch)
 {
     sn_forward(params, work, I, batch);
 }
 
 /* Loss L = (1/batch) Σ_b L_b, after a forward pass. */
-double symnet_b4104f19fb_loss(const real *params, real *work, const real *I, const real *T, int batch)
+double symnet_5dbfcecf85_loss(const real *params, real *work, const real *I, const real *T, int batch)
 {
 
-    real *O = work + (size_t)batch * 6218;  /* layer O: (batch, 10) */
+    real *O = work + (size_t)batch * 7754;  /* layer O: (batch, 10) */
 
     double loss = 0;
     sn_forward(params, work, I, batch);
@@ -403,7 +474,7 @@ double symnet_b4104f19fb_loss(const real *params, real *work, const real *I, con
 }
 
 /* Loss and every gradient ∂L/∂θ (into grads), by back propagation. */
-double symnet_b4104f19fb_loss_grad(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
+double symnet_5dbfcecf85_loss_grad(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
 {
     const real *b1 = params + 144;  /* b1: (16,) */
     const real *W3 = params + 160;  /* W3: (32, 16, 3, 3) */
@@ -419,18 +490,20 @@ double symnet_b4104f19fb_loss_grad(const real *params, real *grads, real *work, 
 
     real *z_H1 = work + (size_t)batch * 0;  /* Σ of H1: (batch, 16, 8, 8) */
     real *col_H1 = work + (size_t)batch * 1024;  /* im2col of I for H1: (batch, 9, 64) */
-    real *H1 = work + (size_t)batch * 1600;  /* layer H1: (batch, 16, 8, 8) */
-    real *z_H3 = work + (size_t)batch * 2880;  /* Σ of H3: (batch, 32, 4, 4) */
-    real *col_H3 = work + (size_t)batch * 3392;  /* im2col of H2 for H3: (batch, 144, 16) */
-    real *H3 = work + (size_t)batch * 5696;  /* layer H3: (batch, 32, 4, 4) */
-    real *O = work + (size_t)batch * 6218;  /* layer O: (batch, 10) */
-    real *dL_dH1 = work + (size_t)batch * 6228;  /* ∂L/∂H1: (batch, 16, 8, 8) */
-    real *delta_H1 = work + (size_t)batch * 7252;  /* ∂L/∂z_H1: (batch, 16, 8, 8) */
-    real *dL_dH2 = work + (size_t)batch * 8276;  /* ∂L/∂H2: (batch, 16, 4, 4) */
-    real *dL_dH3 = work + (size_t)batch * 8532;  /* ∂L/∂H3: (batch, 32, 4, 4) */
-    real *delta_H3 = work + (size_t)batch * 9044;  /* ∂L/∂z_H3: (batch, 32, 4, 4) */
-    real *dL_dO = work + (size_t)batch * 9556;  /* ∂L/∂O: (batch, 10) */
-    real *delta_O = work + (size_t)batch * 9566;  /* ∂L/∂z_O: (batch, 10) */
+    real *dT_H1 = work + (size_t)batch * 1600;  /* the delta of H1 transposed, for the weight gradient: (batch, 64, 16) */
+    real *H1 = work + (size_t)batch * 2624;  /* layer H1: (batch, 16, 8, 8) */
+    real *z_H3 = work + (size_t)batch * 3904;  /* Σ of H3: (batch, 32, 4, 4) */
+    real *col_H3 = work + (size_t)batch * 4416;  /* im2col of H2 for H3: (batch, 144, 16) */
+    real *dT_H3 = work + (size_t)batch * 6720;  /* the delta of H3 transposed, for the weight gradient: (batch, 16, 32) */
+    real *H3 = work + (size_t)batch * 7232;  /* layer H3: (batch, 32, 4, 4) */
+    real *O = work + (size_t)batch * 7754;  /* layer O: (batch, 10) */
+    real *dL_dH1 = work + (size_t)batch * 7764;  /* ∂L/∂H1: (batch, 16, 8, 8) */
+    real *delta_H1 = work + (size_t)batch * 8788;  /* ∂L/∂z_H1: (batch, 16, 8, 8) */
+    real *dL_dH2 = work + (size_t)batch * 9812;  /* ∂L/∂H2: (batch, 16, 4, 4) */
+    real *dL_dH3 = work + (size_t)batch * 10068;  /* ∂L/∂H3: (batch, 32, 4, 4) */
+    real *delta_H3 = work + (size_t)batch * 10580;  /* ∂L/∂z_H3: (batch, 32, 4, 4) */
+    real *dL_dO = work + (size_t)batch * 11092;  /* ∂L/∂O: (batch, 10) */
+    real *delta_O = work + (size_t)batch * 11102;  /* ∂L/∂z_O: (batch, 10) */
     real *H4 = H3;  /* layer H4: H3 flattened (the same memory): (batch, 512) */
     real *delta_H2 = dL_dH2;  /* ∂L/∂z_H2: ∂L/∂H2 itself: (batch, 16, 4, 4) */
     real *dL_dH4 = dL_dH3;  /* ∂L/∂H4: ∂L/∂H3 flattened: (batch, 512) */
@@ -485,11 +558,18 @@ double symnet_b4104f19fb_loss_grad(const real *params, real *grads, real *work, 
     memset(dL_dH2, 0, sizeof(real) * (size_t)batch * 256);
     /* dL_dH2[b,k,y + u - 1,x + v - 1] += Σ_c W3[c,k,u,v]·delta_H3[b,c,y,x], i.e. dL_dH2[b,k,y′,x′] = Σ_c Σ_u Σ_v W3[c,k,u,v]·delta_H3[b,c,y′ - u + 1,x′ - v + 1]; g_W3[c,k,u,v] += Σ_b Σ_y Σ_x H2[b,k,y + u - 1,x + v - 1]·delta_H3[b,c,y,x]
        as products with the forward im2col: g_W3 (+)= Σ_b delta_H3[b]·col_H3[b]ᵀ; col_H3[b] ← W3ᵀ·delta_H3[b], added back into dL_dH2[b] by col2im */
+    /* dT_H3[b,p,c] = delta_H3[b,c,p], p = y·4 + x: the delta's rows made contiguous along c */
+    for (int b = 0; b < batch; b++)
+        for (int ch = 0; ch < 32; ch++)
+            for (int p = 0; p < 16; p++)
+                dT_H3[(size_t)b * 512 + p * 32 + ch] = delta_H3[(size_t)b * 512 + ch * 16 + p];
+    /* g_W3[c,q] (+)= Σ_b Σ_p col_H3[b,q,p]·dT_H3[b,p,c], q = (k·KH + u)·KW + v: one product
+       over the whole batch, tiles of g_W3ᵀ in registers, stored transposed */
+    sn_conv_mm_batch(144, 32, batch, 16, col_H3, 2304, 16, 1, dT_H3, 512, g_W3, 1, 144, 0);
     for (int b = 0; b < batch; b++) {
         const real *d = delta_H3 + (size_t)b * 512;
         real *col = col_H3 + (size_t)b * 2304;
-        sn_rows_nt(32, 144, 16, d, col, g_W3, b > 0);
-        sn_mm_tn(144, 16, 32, W3, d, col, 0);
+        sn_conv_mm(144, 16, 32, W3, 1, 144, d, col, 0);
         sn_col2im(col, dL_dH2 + (size_t)b * 256, 16, 4, 4, 3, 3, 1, 1, 1, 1, 4, 4);
     }
     memset(dL_dH1, 0, sizeof(real) * (size_t)batch * 1024);
@@ -529,11 +609,14 @@ double symnet_b4104f19fb_loss_grad(const real *params, real *grads, real *work, 
             }
     /* g_W1[c,k,u,v] += Σ_b Σ_y Σ_x I[b,k,y + u - 1,x + v - 1]·delta_H1[b,c,y,x]
        as products with the forward im2col: g_W1 (+)= Σ_b delta_H1[b]·col_H1[b]ᵀ */
-    for (int b = 0; b < batch; b++) {
-        const real *d = delta_H1 + (size_t)b * 1024;
-        real *col = col_H1 + (size_t)b * 576;
-        sn_rows_nt(16, 9, 64, d, col, g_W1, b > 0);
-    }
+    /* dT_H1[b,p,c] = delta_H1[b,c,p], p = y·8 + x: the delta's rows made contiguous along c */
+    for (int b = 0; b < batch; b++)
+        for (int ch = 0; ch < 16; ch++)
+            for (int p = 0; p < 64; p++)
+                dT_H1[(size_t)b * 1024 + p * 16 + ch] = delta_H1[(size_t)b * 1024 + ch * 64 + p];
+    /* g_W1[c,q] (+)= Σ_b Σ_p col_H1[b,q,p]·dT_H1[b,p,c], q = (k·KH + u)·KW + v: one product
+       over the whole batch, tiles of g_W1ᵀ in registers, stored transposed */
+    sn_conv_mm_batch(9, 16, batch, 64, col_H1, 576, 64, 1, dT_H1, 1024, g_W1, 1, 9, 0);
 
     return loss / batch;
 }
@@ -547,9 +630,9 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
 }
 
 /* One steepest-descent step on this batch: θ ← θ − lr·∂L/∂θ.  Returns the loss before it. */
-double symnet_b4104f19fb_step(real *params, real *grads, real *work, const real *I, const real *T, int batch, real lr)
+double symnet_5dbfcecf85_step(real *params, real *grads, real *work, const real *I, const real *T, int batch, real lr)
 {
-    const double loss = symnet_b4104f19fb_loss_grad(params, grads, work, I, T, batch);
+    const double loss = symnet_5dbfcecf85_loss_grad(params, grads, work, I, T, batch);
     sn_sgd_update(params, params, grads, lr);
     return loss;
 }
@@ -586,7 +669,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_b4104f19fb_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_5dbfcecf85_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -606,7 +689,7 @@ void symnet_b4104f19fb_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_b4104f19fb_train(real *params, real *grads, real *work, real *Ib, real *Tb, real *prev, int *have_prev,
+long long symnet_5dbfcecf85_train(real *params, real *grads, real *work, real *Ib, real *Tb, real *prev, int *have_prev,
                            const real *I, const real *T, const long long *idx, long long n_idx, int batch_size,
                            const double *lr, double *losses, int optimizer, real *s1, real *s2, const double *hyper, long long t0)
 {
@@ -620,7 +703,7 @@ long long symnet_b4104f19fb_train(real *params, real *grads, real *work, real *I
             memcpy(Ib + (size_t)r * 64, I + n * 64, sizeof(real) * 64);
             memcpy(Tb + (size_t)r * 10, T + n * 10, sizeof(real) * 10);
         }
-        const double loss = symnet_b4104f19fb_loss_grad(cur, grads, work, Ib, Tb, batch);
+        const double loss = symnet_5dbfcecf85_loss_grad(cur, grads, work, Ib, Tb, batch);
         if (!isfinite(loss)) {
             /* both buffers ← θ before the last update (only cur needs it written) */
             if (prev != NULL && *have_prev)

@@ -199,7 +199,12 @@ class Emitter:
         """Max pooling's backward as names: loops, window, and the four elements."""
         return {"loop": op.loop, "window": op.window, "x": self.element(op.x),
                 "z": self.element(op.z), "target": self.element(op.target),
-                "delta": self.element(op.delta), "comment": c_comment(op.comment)}
+                "delta": self.element(op.delta), "comment": c_comment(op.comment),
+                # rows of at least 8 outputs without overlapping windows: a vectorised
+                # loop along the row (LeNet's 24→12 pool: 250 vs 325-420 µs per step);
+                # shorter rows stay per element (its 8→4 pool: 19 vs 46 µs alone)
+                "rows": op.overwrite and isinstance(op.loop[-1][1], int)
+                and op.loop[-1][1] >= 8}
 
     def conv_view(self, op: Conv) -> dict:
         g = op.geo
@@ -207,7 +212,7 @@ class Emitter:
         kc, ohw = g["cin"] * KH * KW, OH * OW
         return {"args": f"{g['cin']}, {H}, {W}, {KH}, {KW}, {g['stride'][0]}, "
                         f"{g['stride'][1]}, {g['pad'][0]}, {g['pad'][1]}, {OH}, {OW}",
-                "chw": g["cin"] * H * W, "kc": kc, "ohw": ohw, "cout": g["cout"],
+                "chw": g["cin"] * H * W, "kc": kc, "ohw": ohw, "cout": g["cout"], "ow": OW,
                 "col_row": kc * ohw, "out_row": g["cout"] * ohw,
                 "comment": c_comment(op.comment)}
 

@@ -20,6 +20,13 @@ CASES = {
                                                       activation="tanh"),
                                             sn.MaxPool2d(3, stride=2), sn.Flatten(),
                                             sn.Dense(2, "tanh")]),
+    # the convolution kernels' other paths: 10 and 9 output channels (register tiles of 8
+    # rows and a remainder), 18×16 and 9×8 positions (column tiles of 32 and a remainder),
+    # the second convolution's weight gradient with its delta transposed (few positions),
+    # pooling rows of 9 outputs (the vectorised row form) and of 4 (per element)
+    "wide_channels": ((2, 16, 18), [sn.Conv2d(10, 3, padding="same", activation="relu"),
+                                    sn.MaxPool2d(2), sn.Conv2d(9, 3, padding=1, activation="tanh"),
+                                    sn.MaxPool2d(2), sn.Flatten(), sn.Dense(3)]),
     "conv1d": ((3, 11), [sn.Conv1d(4, 3, stride=2, padding=2, activation="tanh"),
                          sn.Conv1d(2, 2, activation="relu"), sn.Flatten(), sn.Dense(2)]),
 }
@@ -351,3 +358,15 @@ def test_index_names_that_the_c_uses_are_refused():
     net = sn.Network(sn.Input((2, 3), name="c"), lay, sn.Flatten(), sn.Dense(1), loss="mse")
     with pytest.raises(ValueError, match=r"the index 'c' has the name of an array"):
         net.compile()
+
+
+@pytest.mark.parametrize("pool, rows", [(sn.MaxPool2d(2), True), (sn.MaxPool2d(3, stride=2), False),
+                                        (sn.MaxPool2d((2, 3), stride=(2, 2)), False)])
+def test_max_pool_backward_writes_once_only_where_windows_do_not_overlap(pool, rows):
+    """The row form assigns each input gradient element once; overlapping windows
+    (kernel 3, stride 2; or width 3, stride 2) must keep accumulating."""
+    net = sn.Network(sn.Input((1, 17, 20)), sn.Conv2d(2, 1), pool, sn.Flatten(), sn.Dense(1),
+                     loss="mse")
+    src = net.compile(dtype="float64").c_source
+    assert ("the windows do not overlap" in src) == rows
+    assert ("const int better = e > best" in src) == (not rows)
