@@ -250,13 +250,13 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 }
 
 /* Forward pass; returns the output's address inside work: (batch, 10). */
-void symnet_c4d1c05d1b_forward(const real *params, real *work, const real *I, int batch)
+void symnet_4b2362fb20_forward(const real *params, real *work, const real *I, int batch)
 {
     sn_forward(params, work, I, batch);
 }
 
 /* Loss L = (1/batch) Σ_b L_b, after a forward pass. */
-double symnet_c4d1c05d1b_loss(const real *params, real *work, const real *I, const real *T, int batch)
+double symnet_4b2362fb20_loss(const real *params, real *work, const real *I, const real *T, int batch)
 {
 
     real *O = work + (size_t)batch * 394;  /* layer O: (batch, 10) */
@@ -284,7 +284,7 @@ double symnet_c4d1c05d1b_loss(const real *params, real *work, const real *I, con
 }
 
 /* Loss and every gradient ∂L/∂θ (into grads), by back propagation. */
-double symnet_c4d1c05d1b_loss_grad(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
+double symnet_4b2362fb20_loss_grad(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
 {
     const real *b1 = params + 8192;  /* b1: (128,) */
     const real *W2 = params + 8320;  /* W2: (64, 128) */
@@ -369,8 +369,114 @@ double symnet_c4d1c05d1b_loss_grad(const real *params, real *grads, real *work, 
     return loss / batch;
 }
 
-/* dst[p] = src[p] − lr·∂L/∂θ[p] for all 17226 parameters (plain gradient
- * descent); dst may be src.  Not restrict: in place is the common case. */
+/* Loss L = (1/batch) Σ_b L_b, after a forward pass; T[b] is the class label of example b. */
+double symnet_4b2362fb20_loss_labels(const real *params, real *work, const real *I, const real *T, int batch)
+{
+
+    real *O = work + (size_t)batch * 394;  /* layer O: (batch, 10) */
+
+    double loss = 0;
+    sn_forward(params, work, I, batch);
+    /* L_b = logsumexp(O[b,:]) − O[b,y_b], y_b = (int)T[b] the class label of example b
+     */
+    for (int b = 0; b < batch; b++) {
+        const real *o = O + (size_t)b * 10;
+        const int y = (int)T[b];
+        real m = o[0];
+        for (int k = 1; k < 10; k++) m = o[k] > m ? o[k] : m;
+        real s = 0;
+        for (int k = 0; k < 10; k++) s += expf(o[k] - m);
+        const real lse = m + logf(s);
+        loss += (double)(lse - o[y]);
+    }
+
+    return loss / batch;
+}
+
+/* Loss and every gradient ∂L/∂θ (into grads), by back propagation; T[b] is the class label of example b. */
+double symnet_4b2362fb20_loss_grad_labels(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
+{
+    const real *b1 = params + 8192;  /* b1: (128,) */
+    const real *W2 = params + 8320;  /* W2: (64, 128) */
+    const real *b2 = params + 16512;  /* b2: (64,) */
+    const real *W3 = params + 16576;  /* W3: (10, 64) */
+
+    real *g_W1 = grads + 0;  /* ∂L/∂W1: (128, 64) */
+    real *g_b1 = grads + 8192;  /* ∂L/∂b1: (128,) */
+    real *g_W2 = grads + 8320;  /* ∂L/∂W2: (64, 128) */
+    real *g_b2 = grads + 16512;  /* ∂L/∂b2: (64,) */
+    real *g_W3 = grads + 16576;  /* ∂L/∂W3: (10, 64) */
+    real *g_b3 = grads + 17216;  /* ∂L/∂b3: (10,) */
+
+    real *z_H1 = work + (size_t)batch * 0;  /* Σ of H1: (batch, 128) */
+    real *H1 = work + (size_t)batch * 128;  /* layer H1: (batch, 128) */
+    real *z_H2 = work + (size_t)batch * 256;  /* Σ of H2: (batch, 64) */
+    real *H2 = work + (size_t)batch * 320;  /* layer H2: (batch, 64) */
+    real *O = work + (size_t)batch * 394;  /* layer O: (batch, 10) */
+    real *dL_dH1 = work + (size_t)batch * 404;  /* ∂L/∂H1: (batch, 128) */
+    real *delta_H1 = work + (size_t)batch * 532;  /* ∂L/∂z_H1: (batch, 128) */
+    real *dL_dH2 = work + (size_t)batch * 660;  /* ∂L/∂H2: (batch, 64) */
+    real *delta_H2 = work + (size_t)batch * 724;  /* ∂L/∂z_H2: (batch, 64) */
+    real *dL_dO = work + (size_t)batch * 788;  /* ∂L/∂O: (batch, 10) */
+    real *delta_O = work + (size_t)batch * 798;  /* ∂L/∂z_O: (batch, 10) */
+
+    const real inv_batch = (real)1 / (real)batch;
+    double loss = 0;
+    sn_forward(params, work, I, batch);
+    /* L_b = logsumexp(O[b,:]) − O[b,y_b], y_b = (int)T[b] the class label of example b
+       dL_dO[b,k] = (softmax(O[b,:])_k − [k = y_b]) / batch */
+    for (int b = 0; b < batch; b++) {
+        const real *o = O + (size_t)b * 10;
+        const int y = (int)T[b];
+        real m = o[0];
+        for (int k = 1; k < 10; k++) m = o[k] > m ? o[k] : m;
+        real s = 0;
+        for (int k = 0; k < 10; k++) s += expf(o[k] - m);
+        const real lse = m + logf(s);
+        loss += (double)(lse - o[y]);
+        real *g = dL_dO + (size_t)b * 10;
+        for (int k = 0; k < 10; k++)
+            g[k] = (expf(o[k] - lse) - (real)(k == y)) * inv_batch;
+    }
+    memset(g_b3, 0, sizeof(real) * 10);
+    /* delta_O[b,i] = dL_dO[b,i]; g_b3[i] += dL_dO[b,i] */
+    for (int b = 0; b < batch; b++)
+        for (int i = 0; i < 10; i++) {
+            delta_O[b * 10 + i] = dL_dO[b * 10 + i];
+            g_b3[i] += dL_dO[b * 10 + i];
+        }
+    /* g_W3[i,j] = Σ_b delta_O[b,i]·H2[b,j] */
+    sn_mm_tn(10, 64, batch, delta_O, H2, g_W3, 0);
+    /* dL_dH2[b,j] = Σ_i delta_O[b,i]·W3[i,j] */
+    sn_mm_nn(batch, 64, 10, delta_O, W3, dL_dH2, 0);
+    memset(g_b2, 0, sizeof(real) * 64);
+    /* delta_H2[b,i] = dL_dH2[b,i]·(1 if b2[i] + z_H2[b,i] > 0 else 0); g_b2[i] += dL_dH2[b,i]·(1 if b2[i] + z_H2[b,i] > 0 else 0) */
+    for (int b = 0; b < batch; b++)
+        for (int i = 0; i < 64; i++) {
+            const real t0 = dL_dH2[b * 64 + i]*((b2[i] + z_H2[b * 64 + i] > 0) ? (1) : (0));
+            delta_H2[b * 64 + i] = t0;
+            g_b2[i] += t0;
+        }
+    /* g_W2[i,j] = Σ_b delta_H2[b,i]·H1[b,j] */
+    sn_mm_tn(64, 128, batch, delta_H2, H1, g_W2, 0);
+    /* dL_dH1[b,j] = Σ_i delta_H2[b,i]·W2[i,j] */
+    sn_mm_nn(batch, 128, 64, delta_H2, W2, dL_dH1, 0);
+    memset(g_b1, 0, sizeof(real) * 128);
+    /* delta_H1[b,i] = dL_dH1[b,i]·(1 if b1[i] + z_H1[b,i] > 0 else 0); g_b1[i] += dL_dH1[b,i]·(1 if b1[i] + z_H1[b,i] > 0 else 0) */
+    for (int b = 0; b < batch; b++)
+        for (int i = 0; i < 128; i++) {
+            const real t0 = dL_dH1[b * 128 + i]*((b1[i] + z_H1[b * 128 + i] > 0) ? (1) : (0));
+            delta_H1[b * 128 + i] = t0;
+            g_b1[i] += t0;
+        }
+    /* g_W1[i,j] = Σ_b delta_H1[b,i]·I[b,j] */
+    sn_mm_tn(128, 64, batch, delta_H1, I, g_W1, 0);
+
+    return loss / batch;
+}
+
+/* dst[p] = src[p] − lr·∂L/∂θ[p] for the 17226 trainable parameters (plain
+ * gradient descent); dst may be src.  Not restrict: in place is the common case. */
 static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr)
 {
     for (size_t p = 0; p < 17226; p++)
@@ -378,46 +484,76 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
 }
 
 /* One steepest-descent step on this batch: θ ← θ − lr·∂L/∂θ.  Returns the loss before it. */
-double symnet_c4d1c05d1b_step(real *params, real *grads, real *work, const real *I, const real *T, int batch, real lr)
+double symnet_4b2362fb20_step(real *params, real *grads, real *work, const real *I, const real *T, int batch, real lr)
 {
-    const double loss = symnet_c4d1c05d1b_loss_grad(params, grads, work, I, T, batch);
+    const double loss = symnet_4b2362fb20_loss_grad(params, grads, work, I, T, batch);
+    sn_sgd_update(params, params, grads, lr);
+    return loss;
+}
+
+/* One steepest-descent step on this batch; T[b] is the class label of example b: θ ← θ − lr·∂L/∂θ.  Returns the loss before it. */
+double symnet_4b2362fb20_step_labels(real *params, real *grads, real *work, const real *I, const real *T, int batch, real lr)
+{
+    const double loss = symnet_4b2362fb20_loss_grad_labels(params, grads, work, I, T, batch);
     sn_sgd_update(params, params, grads, lr);
     return loss;
 }
 
 /* The parameter update of one step, given the gradients g = ∂L/∂θ.
+ *   clipping, c = hyper[5] > 0:  g ← g·min(1, c/‖g‖₂), ‖g‖₂ over all parameters
+ *   weight decay λ = hyper[4] (L2):  g ← g + λ·θ for gradient descent and momentum;
+ *       for Adam it is decoupled (AdamW): θ ← θ − η·(Adam's step + λ·θ)
  *   optimizer 0, gradient descent:  θ ← θ − η·g
  *   optimizer 1, momentum μ = hyper[0]:  v ← μ·v + g;  θ ← θ − η·v          (v in s1)
  *   optimizer 2, Adam (β1, β2, ε) = hyper[1..3], step number t ≥ 1:
  *       m ← β1·m + (1 − β1)·g;  v ← β2·v + (1 − β2)·g²                      (m in s1, v in s2)
  *       θ ← θ − η·(m / (1 − β1^t)) / (√(v / (1 − β2^t)) + ε)
+ * Only the 17226 trainable parameters change.
  * The optimizer state s1, s2 (17226 numbers each) is owned by the caller. */
 static void sn_update(const real *src, real *dst, const real *grads, real lr, int optimizer,
                       real *s1, real *s2, const double *hyper, long long t)
 {
-    if (optimizer == 0) {
+    const real wd = (real)hyper[4];
+    real c = 1;
+    if (hyper[5] > 0) {
+        /* ‖g‖₂ = √(Σ_p g[p]²), summed in double */
+        double ss = 0;
+        for (size_t p = 0; p < 17226; p++) ss += (double)grads[p] * grads[p];
+        const double norm = sqrt(ss);
+        if (norm > hyper[5]) c = (real)(hyper[5] / norm);
+    }
+    if (optimizer == 0 && wd == 0 && c == 1) {
         sn_sgd_update(src, dst, grads, lr);
+        return;
+    }
+    if (optimizer == 0) {
+        /* θ ← θ − η·(c·g + λ·θ) */
+        for (size_t p = 0; p < 17226; p++)
+            dst[p] = src[p] - lr * (c * grads[p] + wd * src[p]);
     } else if (optimizer == 1) {
         const real mu = (real)hyper[0];
+        /* v ← μ·v + (c·g + λ·θ);  θ ← θ − η·v */
         for (size_t p = 0; p < 17226; p++) {
-            s1[p] = mu * s1[p] + grads[p];
+            s1[p] = mu * s1[p] + (c * grads[p] + wd * src[p]);
             dst[p] = src[p] - lr * s1[p];
         }
     } else {
-        const real b1 = (real)hyper[1], b2 = (real)hyper[2], eps = (real)hyper[3];
+        const real adam_b1 = (real)hyper[1], adam_b2 = (real)hyper[2], eps = (real)hyper[3];
         /* bias corrections, in double: β^t underflows gracefully to 0 */
         const real c1 = (real)(1.0 - pow(hyper[1], (double)t));
         const real c2 = (real)(1.0 - pow(hyper[2], (double)t));
+        /* m ← β1·m + (1 − β1)·c·g;  v ← β2·v + (1 − β2)·(c·g)²;
+           θ ← θ − η·((m/(1 − β1^t)) / (√(v/(1 − β2^t)) + ε) + λ·θ) */
         for (size_t p = 0; p < 17226; p++) {
-            const real g = grads[p];
-            s1[p] = b1 * s1[p] + (1 - b1) * g;
-            s2[p] = b2 * s2[p] + (1 - b2) * (g * g);
-            dst[p] = src[p] - lr * (s1[p] / c1) / (sqrtf(s2[p] / c2) + eps);
+            const real g = c * grads[p];
+            s1[p] = adam_b1 * s1[p] + (1 - adam_b1) * g;
+            s2[p] = adam_b2 * s2[p] + (1 - adam_b2) * (g * g);
+            dst[p] = src[p] - lr * ((s1[p] / c1) / (sqrtf(s2[p] / c2) + eps) + wd * src[p]);
         }
     }
 }
 
-void symnet_c4d1c05d1b_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_4b2362fb20_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -426,7 +562,9 @@ void symnet_c4d1c05d1b_update(real *params, const real *grads, real lr, int opti
  * idx[s·batch_size .. min((s+1)·batch_size, n_idx)) of the data set (I, T), gathers
  * them into Ib, Tb (batch_size rows each), and does loss_grad then update with step
  * size lr[s] and step number t0 + s + 1, exactly as one call of loss_grad and one
- * of update from the caller would.  losses[s] receives the batch loss before step s.
+ * of update from the caller would.  losses[s] receives the batch loss before step s,
+ * and correct[s] (unless correct is NULL) the number of examples of the batch the
+ * network classified correctly before step s (argmax of the output row = the class of the target).
  *
  * A non-finite loss stops the run before its update: params are restored from prev
  * (the parameters before the last update, when *have_prev) and the number of
@@ -437,9 +575,10 @@ void symnet_c4d1c05d1b_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_c4d1c05d1b_train(real *params, real *grads, real *work, real *Ib, real *Tb, real *prev, int *have_prev,
+long long symnet_4b2362fb20_train(real *params, real *grads, real *work, real *Ib, real *Tb, real *prev, int *have_prev,
                            const real *I, const real *T, const long long *idx, long long n_idx, int batch_size,
-                           const double *lr, double *losses, int optimizer, real *s1, real *s2, const double *hyper, long long t0)
+                           const double *lr, double *losses, int optimizer, real *s1, real *s2, const double *hyper, long long t0,
+                           double *correct)
 {
     real *cur = params, *old = prev != NULL ? prev : params;  /* θ now; θ before the last update */
     long long s = 0;
@@ -451,7 +590,7 @@ long long symnet_c4d1c05d1b_train(real *params, real *grads, real *work, real *I
             memcpy(Ib + (size_t)r * 64, I + n * 64, sizeof(real) * 64);
             memcpy(Tb + (size_t)r * 10, T + n * 10, sizeof(real) * 10);
         }
-        const double loss = symnet_c4d1c05d1b_loss_grad(cur, grads, work, Ib, Tb, batch);
+        const double loss = symnet_4b2362fb20_loss_grad(cur, grads, work, Ib, Tb, batch);
         if (!isfinite(loss)) {
             /* both buffers ← θ before the last update (only cur needs it written) */
             if (prev != NULL && *have_prev)
@@ -468,6 +607,94 @@ long long symnet_c4d1c05d1b_train(real *params, real *grads, real *work, real *I
         if (prev != NULL)
             *have_prev = 1;
         losses[s] = loss;
+        if (correct != NULL) {
+            /* argmax of the output row = the class of the target, from the outputs the step's forward pass left in work */
+            const real *o = work + (size_t)batch * 394;
+            double right = 0;
+            for (int r = 0; r < batch; r++) {
+                const real *orow = o + (size_t)r * 10, *trow = Tb + (size_t)r * 10;
+                int best = 0;
+                for (int k = 1; k < 10; k++) best = orow[k] > orow[best] ? k : best;
+                int want = 0;
+                for (int k = 1; k < 10; k++) want = trow[k] > trow[want] ? k : want;
+                right += best == want;
+            }
+            correct[s] = right;
+        }
+    }
+    if (cur != params) {
+        /* an odd number of steps left the new θ in prev: exchange the two */
+        for (size_t p = 0; p < 17226; p++) {
+            const real v = params[p];
+            params[p] = prev[p];
+            prev[p] = v;
+        }
+    }
+    return s;
+}
+
+/* A run of training steps in one call: step s takes the examples
+ * idx[s·batch_size .. min((s+1)·batch_size, n_idx)) of the data set (I, T), gathers
+ * them into Ib, Tb (batch_size rows each), and does loss_grad then update with step
+ * size lr[s] and step number t0 + s + 1, exactly as one call of loss_grad and one
+ * of update from the caller would.  losses[s] receives the batch loss before step s,
+ * and correct[s] (unless correct is NULL) the number of examples of the batch the
+ * network classified correctly before step s (argmax of the output row = the class of the target).
+ *
+ * A non-finite loss stops the run before its update: params are restored from prev
+ * (the parameters before the last update, when *have_prev) and the number of
+ * completed steps is returned; otherwise it returns the number of steps.  On return
+ * prev holds the parameters before the last update (after a restore: the same as
+ * params).  prev may be NULL (no restoring).
+ *
+ * params and prev take turns: each update reads θ from one and writes the new θ
+ * into the other, so the θ before the update is kept without a copy per step
+ * (a copy of all parameters per step cost ~5% of a medium network's step).
+ * The same with integer class labels: T[n] is the class of example n. */
+long long symnet_4b2362fb20_train_labels(real *params, real *grads, real *work, real *Ib, real *Tb, real *prev, int *have_prev,
+                           const real *I, const real *T, const long long *idx, long long n_idx, int batch_size,
+                           const double *lr, double *losses, int optimizer, real *s1, real *s2, const double *hyper, long long t0,
+                           double *correct)
+{
+    real *cur = params, *old = prev != NULL ? prev : params;  /* θ now; θ before the last update */
+    long long s = 0;
+    for (long long start = 0; start < n_idx; start += batch_size, s++) {
+        const int batch = (int)(n_idx - start < batch_size ? n_idx - start : batch_size);
+        /* Ib[r,:] = I[idx[start + r],:];  Tb[r,:] = T[idx[start + r],:] */
+        for (int r = 0; r < batch; r++) {
+            const size_t n = (size_t)idx[start + r];
+            memcpy(Ib + (size_t)r * 64, I + n * 64, sizeof(real) * 64);
+            memcpy(Tb + (size_t)r * 1, T + n * 1, sizeof(real) * 1);
+        }
+        const double loss = symnet_4b2362fb20_loss_grad_labels(cur, grads, work, Ib, Tb, batch);
+        if (!isfinite(loss)) {
+            /* both buffers ← θ before the last update (only cur needs it written) */
+            if (prev != NULL && *have_prev)
+                memcpy(cur, old, sizeof(real) * 17226);
+            else if (cur != params)
+                memcpy(params, cur, sizeof(real) * 17226);
+            return s;
+        }
+        /* old ← θ − update(θ) and swap the names: cur is the new θ, old the one before */
+        sn_update(cur, old, grads, (real)lr[s], optimizer, s1, s2, hyper, t0 + s + 1);
+        real *const tmp = cur;
+        cur = old;
+        old = tmp;
+        if (prev != NULL)
+            *have_prev = 1;
+        losses[s] = loss;
+        if (correct != NULL) {
+            /* argmax of the output row = the class of the target, from the outputs the step's forward pass left in work */
+            const real *o = work + (size_t)batch * 394;
+            double right = 0;
+            for (int r = 0; r < batch; r++) {
+                const real *orow = o + (size_t)r * 10, *trow = Tb + (size_t)r * 1;
+                int best = 0;
+                for (int k = 1; k < 10; k++) best = orow[k] > orow[best] ? k : best;
+                right += best == (int)trow[0];
+            }
+            correct[s] = right;
+        }
     }
     if (cur != params) {
         /* an odd number of steps left the new θ in prev: exchange the two */

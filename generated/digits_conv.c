@@ -440,13 +440,13 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 }
 
 /* Forward pass; returns the output's address inside work: (batch, 10). */
-void symnet_5dbfcecf85_forward(const real *params, real *work, const real *I, int batch)
+void symnet_c8b8ff5fa3_forward(const real *params, real *work, const real *I, int batch)
 {
     sn_forward(params, work, I, batch);
 }
 
 /* Loss L = (1/batch) Σ_b L_b, after a forward pass. */
-double symnet_5dbfcecf85_loss(const real *params, real *work, const real *I, const real *T, int batch)
+double symnet_c8b8ff5fa3_loss(const real *params, real *work, const real *I, const real *T, int batch)
 {
 
     real *O = work + (size_t)batch * 7754;  /* layer O: (batch, 10) */
@@ -474,7 +474,7 @@ double symnet_5dbfcecf85_loss(const real *params, real *work, const real *I, con
 }
 
 /* Loss and every gradient ∂L/∂θ (into grads), by back propagation. */
-double symnet_5dbfcecf85_loss_grad(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
+double symnet_c8b8ff5fa3_loss_grad(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
 {
     const real *b1 = params + 144;  /* b1: (16,) */
     const real *W3 = params + 160;  /* W3: (32, 16, 3, 3) */
@@ -621,8 +621,176 @@ double symnet_5dbfcecf85_loss_grad(const real *params, real *grads, real *work, 
     return loss / batch;
 }
 
-/* dst[p] = src[p] − lr·∂L/∂θ[p] for all 9930 parameters (plain gradient
- * descent); dst may be src.  Not restrict: in place is the common case. */
+/* Loss L = (1/batch) Σ_b L_b, after a forward pass; T[b] is the class label of example b. */
+double symnet_c8b8ff5fa3_loss_labels(const real *params, real *work, const real *I, const real *T, int batch)
+{
+
+    real *O = work + (size_t)batch * 7754;  /* layer O: (batch, 10) */
+
+    double loss = 0;
+    sn_forward(params, work, I, batch);
+    /* L_b = logsumexp(O[b,:]) − O[b,y_b], y_b = (int)T[b] the class label of example b
+     */
+    for (int b = 0; b < batch; b++) {
+        const real *o = O + (size_t)b * 10;
+        const int y = (int)T[b];
+        real m = o[0];
+        for (int k = 1; k < 10; k++) m = o[k] > m ? o[k] : m;
+        real s = 0;
+        for (int k = 0; k < 10; k++) s += expf(o[k] - m);
+        const real lse = m + logf(s);
+        loss += (double)(lse - o[y]);
+    }
+
+    return loss / batch;
+}
+
+/* Loss and every gradient ∂L/∂θ (into grads), by back propagation; T[b] is the class label of example b. */
+double symnet_c8b8ff5fa3_loss_grad_labels(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
+{
+    const real *b1 = params + 144;  /* b1: (16,) */
+    const real *W3 = params + 160;  /* W3: (32, 16, 3, 3) */
+    const real *b3 = params + 4768;  /* b3: (32,) */
+    const real *W5 = params + 4800;  /* W5: (10, 512) */
+
+    real *g_W1 = grads + 0;  /* ∂L/∂W1: (16, 1, 3, 3) */
+    real *g_b1 = grads + 144;  /* ∂L/∂b1: (16,) */
+    real *g_W3 = grads + 160;  /* ∂L/∂W3: (32, 16, 3, 3) */
+    real *g_b3 = grads + 4768;  /* ∂L/∂b3: (32,) */
+    real *g_W5 = grads + 4800;  /* ∂L/∂W5: (10, 512) */
+    real *g_b5 = grads + 9920;  /* ∂L/∂b5: (10,) */
+
+    real *z_H1 = work + (size_t)batch * 0;  /* Σ of H1: (batch, 16, 8, 8) */
+    real *col_H1 = work + (size_t)batch * 1024;  /* im2col of I for H1: (batch, 9, 64) */
+    real *dT_H1 = work + (size_t)batch * 1600;  /* the delta of H1 transposed, for the weight gradient: (batch, 64, 16) */
+    real *H1 = work + (size_t)batch * 2624;  /* layer H1: (batch, 16, 8, 8) */
+    real *z_H3 = work + (size_t)batch * 3904;  /* Σ of H3: (batch, 32, 4, 4) */
+    real *col_H3 = work + (size_t)batch * 4416;  /* im2col of H2 for H3: (batch, 144, 16) */
+    real *dT_H3 = work + (size_t)batch * 6720;  /* the delta of H3 transposed, for the weight gradient: (batch, 16, 32) */
+    real *H3 = work + (size_t)batch * 7232;  /* layer H3: (batch, 32, 4, 4) */
+    real *O = work + (size_t)batch * 7754;  /* layer O: (batch, 10) */
+    real *dL_dH1 = work + (size_t)batch * 7764;  /* ∂L/∂H1: (batch, 16, 8, 8) */
+    real *delta_H1 = work + (size_t)batch * 8788;  /* ∂L/∂z_H1: (batch, 16, 8, 8) */
+    real *dL_dH2 = work + (size_t)batch * 9812;  /* ∂L/∂H2: (batch, 16, 4, 4) */
+    real *dL_dH3 = work + (size_t)batch * 10068;  /* ∂L/∂H3: (batch, 32, 4, 4) */
+    real *delta_H3 = work + (size_t)batch * 10580;  /* ∂L/∂z_H3: (batch, 32, 4, 4) */
+    real *dL_dO = work + (size_t)batch * 11092;  /* ∂L/∂O: (batch, 10) */
+    real *delta_O = work + (size_t)batch * 11102;  /* ∂L/∂z_O: (batch, 10) */
+    real *H4 = H3;  /* layer H4: H3 flattened (the same memory): (batch, 512) */
+    real *delta_H2 = dL_dH2;  /* ∂L/∂z_H2: ∂L/∂H2 itself: (batch, 16, 4, 4) */
+    real *dL_dH4 = dL_dH3;  /* ∂L/∂H4: ∂L/∂H3 flattened: (batch, 512) */
+
+    const real inv_batch = (real)1 / (real)batch;
+    double loss = 0;
+    sn_forward(params, work, I, batch);
+    /* L_b = logsumexp(O[b,:]) − O[b,y_b], y_b = (int)T[b] the class label of example b
+       dL_dO[b,k] = (softmax(O[b,:])_k − [k = y_b]) / batch */
+    for (int b = 0; b < batch; b++) {
+        const real *o = O + (size_t)b * 10;
+        const int y = (int)T[b];
+        real m = o[0];
+        for (int k = 1; k < 10; k++) m = o[k] > m ? o[k] : m;
+        real s = 0;
+        for (int k = 0; k < 10; k++) s += expf(o[k] - m);
+        const real lse = m + logf(s);
+        loss += (double)(lse - o[y]);
+        real *g = dL_dO + (size_t)b * 10;
+        for (int k = 0; k < 10; k++)
+            g[k] = (expf(o[k] - lse) - (real)(k == y)) * inv_batch;
+    }
+    memset(g_b5, 0, sizeof(real) * 10);
+    /* delta_O[b,i] = dL_dO[b,i]; g_b5[i] += dL_dO[b,i] */
+    for (int b = 0; b < batch; b++)
+        for (int i = 0; i < 10; i++) {
+            delta_O[b * 10 + i] = dL_dO[b * 10 + i];
+            g_b5[i] += dL_dO[b * 10 + i];
+        }
+    /* g_W5[i,j] = Σ_b delta_O[b,i]·H4[b,j] */
+    sn_mm_tn(10, 512, batch, delta_O, H4, g_W5, 0);
+    /* dL_dH4[b,j] = Σ_i delta_O[b,i]·W5[i,j] */
+    sn_mm_nn(batch, 512, 10, delta_O, W5, dL_dH4, 0);
+    memset(g_b3, 0, sizeof(real) * 32);
+    /* delta_H3[b,c,y,x] = dL_dH3[b,c,y,x]·(1 if b3[c] + z_H3[b,c,y,x] > 0 else 0); g_b3[c] += dL_dH3[b,c,y,x]·(1 if b3[c] + z_H3[b,c,y,x] > 0 else 0) */
+    for (int b = 0; b < batch; b++)
+        for (int c = 0; c < 32; c++)
+            for (int y = 0; y < 4; y++) {
+                real acc0 = 0;
+#pragma omp simd reduction(+:acc0)
+                for (int x = 0; x < 4; x++) {
+                    const real t0 = dL_dH3[b * 512 + c * 16 + y * 4 + x]*((b3[c] + z_H3[b * 512 + c * 16 + y * 4 + x] > 0) ? (1) : (0));
+                    delta_H3[b * 512 + c * 16 + y * 4 + x] = t0;
+                    acc0 += t0;
+                }
+                g_b3[c] += acc0;
+            }
+    memset(dL_dH2, 0, sizeof(real) * (size_t)batch * 256);
+    /* dL_dH2[b,k,y + u - 1,x + v - 1] += Σ_c W3[c,k,u,v]·delta_H3[b,c,y,x], i.e. dL_dH2[b,k,y′,x′] = Σ_c Σ_u Σ_v W3[c,k,u,v]·delta_H3[b,c,y′ - u + 1,x′ - v + 1]; g_W3[c,k,u,v] += Σ_b Σ_y Σ_x H2[b,k,y + u - 1,x + v - 1]·delta_H3[b,c,y,x]
+       as products with the forward im2col: g_W3 (+)= Σ_b delta_H3[b]·col_H3[b]ᵀ; col_H3[b] ← W3ᵀ·delta_H3[b], added back into dL_dH2[b] by col2im */
+    /* dT_H3[b,p,c] = delta_H3[b,c,p], p = y·4 + x: the delta's rows made contiguous along c */
+    for (int b = 0; b < batch; b++)
+        for (int ch = 0; ch < 32; ch++)
+            for (int p = 0; p < 16; p++)
+                dT_H3[(size_t)b * 512 + p * 32 + ch] = delta_H3[(size_t)b * 512 + ch * 16 + p];
+    /* g_W3[c,q] (+)= Σ_b Σ_p col_H3[b,q,p]·dT_H3[b,p,c], q = (k·KH + u)·KW + v: one product
+       over the whole batch, tiles of g_W3ᵀ in registers, stored transposed */
+    sn_conv_mm_batch(144, 32, batch, 16, col_H3, 2304, 16, 1, dT_H3, 512, g_W3, 1, 144, 0);
+    for (int b = 0; b < batch; b++) {
+        const real *d = delta_H3 + (size_t)b * 512;
+        real *col = col_H3 + (size_t)b * 2304;
+        sn_conv_mm(144, 16, 32, W3, 1, 144, d, col, 0);
+        sn_col2im(col, dL_dH2 + (size_t)b * 256, 16, 4, 4, 3, 3, 1, 1, 1, 1, 4, 4);
+    }
+    memset(dL_dH1, 0, sizeof(real) * (size_t)batch * 1024);
+    /* dL_dH1[b,c,y*2 + u,x*2 + v] += delta_H2[b,c,y,x] at the first (u,v) where H1[b,c,y*2 + u,x*2 + v] = z_H2[b,c,y,x] (first on ties) */
+    for (int b = 0; b < batch; b++)
+        for (int c = 0; c < 16; c++)
+            for (int y = 0; y < 4; y++)
+                for (int x = 0; x < 4; x++) {
+                    real best = -INFINITY;
+                    int u_at = 0, v_at = 0;
+                    for (int u = 0; u < 2; u++)
+                        for (int v = 0; v < 2; v++) {
+                            const real e = H1[b * 1024 + c * 64 + (y*2 + u) * 8 + (x*2 + v)];
+                            const int better = e > best;   /* strictly: the first maximum keeps the gradient */
+                            best = better ? e : best;
+                            u_at = better ? u : u_at;
+                            v_at = better ? v : v_at;
+                        }
+                    {
+                        const int u = u_at, v = v_at;
+                        dL_dH1[b * 1024 + c * 64 + (y*2 + u) * 8 + (x*2 + v)] += delta_H2[b * 256 + c * 16 + y * 4 + x];
+                    }
+                }
+    memset(g_b1, 0, sizeof(real) * 16);
+    /* delta_H1[b,c,y,x] = dL_dH1[b,c,y,x]·(1 if b1[c] + z_H1[b,c,y,x] > 0 else 0); g_b1[c] += dL_dH1[b,c,y,x]·(1 if b1[c] + z_H1[b,c,y,x] > 0 else 0) */
+    for (int b = 0; b < batch; b++)
+        for (int c = 0; c < 16; c++)
+            for (int y = 0; y < 8; y++) {
+                real acc0 = 0;
+#pragma omp simd reduction(+:acc0)
+                for (int x = 0; x < 8; x++) {
+                    const real t0 = dL_dH1[b * 1024 + c * 64 + y * 8 + x]*((b1[c] + z_H1[b * 1024 + c * 64 + y * 8 + x] > 0) ? (1) : (0));
+                    delta_H1[b * 1024 + c * 64 + y * 8 + x] = t0;
+                    acc0 += t0;
+                }
+                g_b1[c] += acc0;
+            }
+    /* g_W1[c,k,u,v] += Σ_b Σ_y Σ_x I[b,k,y + u - 1,x + v - 1]·delta_H1[b,c,y,x]
+       as products with the forward im2col: g_W1 (+)= Σ_b delta_H1[b]·col_H1[b]ᵀ */
+    /* dT_H1[b,p,c] = delta_H1[b,c,p], p = y·8 + x: the delta's rows made contiguous along c */
+    for (int b = 0; b < batch; b++)
+        for (int ch = 0; ch < 16; ch++)
+            for (int p = 0; p < 64; p++)
+                dT_H1[(size_t)b * 1024 + p * 16 + ch] = delta_H1[(size_t)b * 1024 + ch * 64 + p];
+    /* g_W1[c,q] (+)= Σ_b Σ_p col_H1[b,q,p]·dT_H1[b,p,c], q = (k·KH + u)·KW + v: one product
+       over the whole batch, tiles of g_W1ᵀ in registers, stored transposed */
+    sn_conv_mm_batch(9, 16, batch, 64, col_H1, 576, 64, 1, dT_H1, 1024, g_W1, 1, 9, 0);
+
+    return loss / batch;
+}
+
+/* dst[p] = src[p] − lr·∂L/∂θ[p] for the 9930 trainable parameters (plain
+ * gradient descent); dst may be src.  Not restrict: in place is the common case. */
 static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr)
 {
     for (size_t p = 0; p < 9930; p++)
@@ -630,46 +798,76 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
 }
 
 /* One steepest-descent step on this batch: θ ← θ − lr·∂L/∂θ.  Returns the loss before it. */
-double symnet_5dbfcecf85_step(real *params, real *grads, real *work, const real *I, const real *T, int batch, real lr)
+double symnet_c8b8ff5fa3_step(real *params, real *grads, real *work, const real *I, const real *T, int batch, real lr)
 {
-    const double loss = symnet_5dbfcecf85_loss_grad(params, grads, work, I, T, batch);
+    const double loss = symnet_c8b8ff5fa3_loss_grad(params, grads, work, I, T, batch);
+    sn_sgd_update(params, params, grads, lr);
+    return loss;
+}
+
+/* One steepest-descent step on this batch; T[b] is the class label of example b: θ ← θ − lr·∂L/∂θ.  Returns the loss before it. */
+double symnet_c8b8ff5fa3_step_labels(real *params, real *grads, real *work, const real *I, const real *T, int batch, real lr)
+{
+    const double loss = symnet_c8b8ff5fa3_loss_grad_labels(params, grads, work, I, T, batch);
     sn_sgd_update(params, params, grads, lr);
     return loss;
 }
 
 /* The parameter update of one step, given the gradients g = ∂L/∂θ.
+ *   clipping, c = hyper[5] > 0:  g ← g·min(1, c/‖g‖₂), ‖g‖₂ over all parameters
+ *   weight decay λ = hyper[4] (L2):  g ← g + λ·θ for gradient descent and momentum;
+ *       for Adam it is decoupled (AdamW): θ ← θ − η·(Adam's step + λ·θ)
  *   optimizer 0, gradient descent:  θ ← θ − η·g
  *   optimizer 1, momentum μ = hyper[0]:  v ← μ·v + g;  θ ← θ − η·v          (v in s1)
  *   optimizer 2, Adam (β1, β2, ε) = hyper[1..3], step number t ≥ 1:
  *       m ← β1·m + (1 − β1)·g;  v ← β2·v + (1 − β2)·g²                      (m in s1, v in s2)
  *       θ ← θ − η·(m / (1 − β1^t)) / (√(v / (1 − β2^t)) + ε)
+ * Only the 9930 trainable parameters change.
  * The optimizer state s1, s2 (9930 numbers each) is owned by the caller. */
 static void sn_update(const real *src, real *dst, const real *grads, real lr, int optimizer,
                       real *s1, real *s2, const double *hyper, long long t)
 {
-    if (optimizer == 0) {
+    const real wd = (real)hyper[4];
+    real c = 1;
+    if (hyper[5] > 0) {
+        /* ‖g‖₂ = √(Σ_p g[p]²), summed in double */
+        double ss = 0;
+        for (size_t p = 0; p < 9930; p++) ss += (double)grads[p] * grads[p];
+        const double norm = sqrt(ss);
+        if (norm > hyper[5]) c = (real)(hyper[5] / norm);
+    }
+    if (optimizer == 0 && wd == 0 && c == 1) {
         sn_sgd_update(src, dst, grads, lr);
+        return;
+    }
+    if (optimizer == 0) {
+        /* θ ← θ − η·(c·g + λ·θ) */
+        for (size_t p = 0; p < 9930; p++)
+            dst[p] = src[p] - lr * (c * grads[p] + wd * src[p]);
     } else if (optimizer == 1) {
         const real mu = (real)hyper[0];
+        /* v ← μ·v + (c·g + λ·θ);  θ ← θ − η·v */
         for (size_t p = 0; p < 9930; p++) {
-            s1[p] = mu * s1[p] + grads[p];
+            s1[p] = mu * s1[p] + (c * grads[p] + wd * src[p]);
             dst[p] = src[p] - lr * s1[p];
         }
     } else {
-        const real b1 = (real)hyper[1], b2 = (real)hyper[2], eps = (real)hyper[3];
+        const real adam_b1 = (real)hyper[1], adam_b2 = (real)hyper[2], eps = (real)hyper[3];
         /* bias corrections, in double: β^t underflows gracefully to 0 */
         const real c1 = (real)(1.0 - pow(hyper[1], (double)t));
         const real c2 = (real)(1.0 - pow(hyper[2], (double)t));
+        /* m ← β1·m + (1 − β1)·c·g;  v ← β2·v + (1 − β2)·(c·g)²;
+           θ ← θ − η·((m/(1 − β1^t)) / (√(v/(1 − β2^t)) + ε) + λ·θ) */
         for (size_t p = 0; p < 9930; p++) {
-            const real g = grads[p];
-            s1[p] = b1 * s1[p] + (1 - b1) * g;
-            s2[p] = b2 * s2[p] + (1 - b2) * (g * g);
-            dst[p] = src[p] - lr * (s1[p] / c1) / (sqrtf(s2[p] / c2) + eps);
+            const real g = c * grads[p];
+            s1[p] = adam_b1 * s1[p] + (1 - adam_b1) * g;
+            s2[p] = adam_b2 * s2[p] + (1 - adam_b2) * (g * g);
+            dst[p] = src[p] - lr * ((s1[p] / c1) / (sqrtf(s2[p] / c2) + eps) + wd * src[p]);
         }
     }
 }
 
-void symnet_5dbfcecf85_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_c8b8ff5fa3_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -678,7 +876,9 @@ void symnet_5dbfcecf85_update(real *params, const real *grads, real lr, int opti
  * idx[s·batch_size .. min((s+1)·batch_size, n_idx)) of the data set (I, T), gathers
  * them into Ib, Tb (batch_size rows each), and does loss_grad then update with step
  * size lr[s] and step number t0 + s + 1, exactly as one call of loss_grad and one
- * of update from the caller would.  losses[s] receives the batch loss before step s.
+ * of update from the caller would.  losses[s] receives the batch loss before step s,
+ * and correct[s] (unless correct is NULL) the number of examples of the batch the
+ * network classified correctly before step s (argmax of the output row = the class of the target).
  *
  * A non-finite loss stops the run before its update: params are restored from prev
  * (the parameters before the last update, when *have_prev) and the number of
@@ -689,9 +889,10 @@ void symnet_5dbfcecf85_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_5dbfcecf85_train(real *params, real *grads, real *work, real *Ib, real *Tb, real *prev, int *have_prev,
+long long symnet_c8b8ff5fa3_train(real *params, real *grads, real *work, real *Ib, real *Tb, real *prev, int *have_prev,
                            const real *I, const real *T, const long long *idx, long long n_idx, int batch_size,
-                           const double *lr, double *losses, int optimizer, real *s1, real *s2, const double *hyper, long long t0)
+                           const double *lr, double *losses, int optimizer, real *s1, real *s2, const double *hyper, long long t0,
+                           double *correct)
 {
     real *cur = params, *old = prev != NULL ? prev : params;  /* θ now; θ before the last update */
     long long s = 0;
@@ -703,7 +904,7 @@ long long symnet_5dbfcecf85_train(real *params, real *grads, real *work, real *I
             memcpy(Ib + (size_t)r * 64, I + n * 64, sizeof(real) * 64);
             memcpy(Tb + (size_t)r * 10, T + n * 10, sizeof(real) * 10);
         }
-        const double loss = symnet_5dbfcecf85_loss_grad(cur, grads, work, Ib, Tb, batch);
+        const double loss = symnet_c8b8ff5fa3_loss_grad(cur, grads, work, Ib, Tb, batch);
         if (!isfinite(loss)) {
             /* both buffers ← θ before the last update (only cur needs it written) */
             if (prev != NULL && *have_prev)
@@ -720,6 +921,94 @@ long long symnet_5dbfcecf85_train(real *params, real *grads, real *work, real *I
         if (prev != NULL)
             *have_prev = 1;
         losses[s] = loss;
+        if (correct != NULL) {
+            /* argmax of the output row = the class of the target, from the outputs the step's forward pass left in work */
+            const real *o = work + (size_t)batch * 7754;
+            double right = 0;
+            for (int r = 0; r < batch; r++) {
+                const real *orow = o + (size_t)r * 10, *trow = Tb + (size_t)r * 10;
+                int best = 0;
+                for (int k = 1; k < 10; k++) best = orow[k] > orow[best] ? k : best;
+                int want = 0;
+                for (int k = 1; k < 10; k++) want = trow[k] > trow[want] ? k : want;
+                right += best == want;
+            }
+            correct[s] = right;
+        }
+    }
+    if (cur != params) {
+        /* an odd number of steps left the new θ in prev: exchange the two */
+        for (size_t p = 0; p < 9930; p++) {
+            const real v = params[p];
+            params[p] = prev[p];
+            prev[p] = v;
+        }
+    }
+    return s;
+}
+
+/* A run of training steps in one call: step s takes the examples
+ * idx[s·batch_size .. min((s+1)·batch_size, n_idx)) of the data set (I, T), gathers
+ * them into Ib, Tb (batch_size rows each), and does loss_grad then update with step
+ * size lr[s] and step number t0 + s + 1, exactly as one call of loss_grad and one
+ * of update from the caller would.  losses[s] receives the batch loss before step s,
+ * and correct[s] (unless correct is NULL) the number of examples of the batch the
+ * network classified correctly before step s (argmax of the output row = the class of the target).
+ *
+ * A non-finite loss stops the run before its update: params are restored from prev
+ * (the parameters before the last update, when *have_prev) and the number of
+ * completed steps is returned; otherwise it returns the number of steps.  On return
+ * prev holds the parameters before the last update (after a restore: the same as
+ * params).  prev may be NULL (no restoring).
+ *
+ * params and prev take turns: each update reads θ from one and writes the new θ
+ * into the other, so the θ before the update is kept without a copy per step
+ * (a copy of all parameters per step cost ~5% of a medium network's step).
+ * The same with integer class labels: T[n] is the class of example n. */
+long long symnet_c8b8ff5fa3_train_labels(real *params, real *grads, real *work, real *Ib, real *Tb, real *prev, int *have_prev,
+                           const real *I, const real *T, const long long *idx, long long n_idx, int batch_size,
+                           const double *lr, double *losses, int optimizer, real *s1, real *s2, const double *hyper, long long t0,
+                           double *correct)
+{
+    real *cur = params, *old = prev != NULL ? prev : params;  /* θ now; θ before the last update */
+    long long s = 0;
+    for (long long start = 0; start < n_idx; start += batch_size, s++) {
+        const int batch = (int)(n_idx - start < batch_size ? n_idx - start : batch_size);
+        /* Ib[r,:] = I[idx[start + r],:];  Tb[r,:] = T[idx[start + r],:] */
+        for (int r = 0; r < batch; r++) {
+            const size_t n = (size_t)idx[start + r];
+            memcpy(Ib + (size_t)r * 64, I + n * 64, sizeof(real) * 64);
+            memcpy(Tb + (size_t)r * 1, T + n * 1, sizeof(real) * 1);
+        }
+        const double loss = symnet_c8b8ff5fa3_loss_grad_labels(cur, grads, work, Ib, Tb, batch);
+        if (!isfinite(loss)) {
+            /* both buffers ← θ before the last update (only cur needs it written) */
+            if (prev != NULL && *have_prev)
+                memcpy(cur, old, sizeof(real) * 9930);
+            else if (cur != params)
+                memcpy(params, cur, sizeof(real) * 9930);
+            return s;
+        }
+        /* old ← θ − update(θ) and swap the names: cur is the new θ, old the one before */
+        sn_update(cur, old, grads, (real)lr[s], optimizer, s1, s2, hyper, t0 + s + 1);
+        real *const tmp = cur;
+        cur = old;
+        old = tmp;
+        if (prev != NULL)
+            *have_prev = 1;
+        losses[s] = loss;
+        if (correct != NULL) {
+            /* argmax of the output row = the class of the target, from the outputs the step's forward pass left in work */
+            const real *o = work + (size_t)batch * 7754;
+            double right = 0;
+            for (int r = 0; r < batch; r++) {
+                const real *orow = o + (size_t)r * 10, *trow = Tb + (size_t)r * 1;
+                int best = 0;
+                for (int k = 1; k < 10; k++) best = orow[k] > orow[best] ? k : best;
+                right += best == (int)trow[0];
+            }
+            correct[s] = right;
+        }
     }
     if (cur != params) {
         /* an odd number of steps left the new θ in prev: exchange the two */

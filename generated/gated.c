@@ -270,13 +270,13 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 }
 
 /* Forward pass; returns the output's address inside work: (batch, 10). */
-void symnet_9ee884e1d6_forward(const real *params, real *work, const real *I, int batch)
+void symnet_91823752fd_forward(const real *params, real *work, const real *I, int batch)
 {
     sn_forward(params, work, I, batch);
 }
 
 /* Loss L = (1/batch) Σ_b L_b, after a forward pass. */
-double symnet_9ee884e1d6_loss(const real *params, real *work, const real *I, const real *T, int batch)
+double symnet_91823752fd_loss(const real *params, real *work, const real *I, const real *T, int batch)
 {
 
     real *O = work + (size_t)batch * 202;  /* layer O: (batch, 10) */
@@ -304,7 +304,7 @@ double symnet_9ee884e1d6_loss(const real *params, real *work, const real *I, con
 }
 
 /* Loss and every gradient ∂L/∂θ (into grads), by back propagation. */
-double symnet_9ee884e1d6_loss_grad(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
+double symnet_91823752fd_loss_grad(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
 {
     const real *W2 = params + 8192;  /* W2: (10, 64) */
 
@@ -373,8 +373,98 @@ double symnet_9ee884e1d6_loss_grad(const real *params, real *grads, real *work, 
     return loss / batch;
 }
 
-/* dst[p] = src[p] − lr·∂L/∂θ[p] for all 8842 parameters (plain gradient
- * descent); dst may be src.  Not restrict: in place is the common case. */
+/* Loss L = (1/batch) Σ_b L_b, after a forward pass; T[b] is the class label of example b. */
+double symnet_91823752fd_loss_labels(const real *params, real *work, const real *I, const real *T, int batch)
+{
+
+    real *O = work + (size_t)batch * 202;  /* layer O: (batch, 10) */
+
+    double loss = 0;
+    sn_forward(params, work, I, batch);
+    /* L_b = logsumexp(O[b,:]) − O[b,y_b], y_b = (int)T[b] the class label of example b
+     */
+    for (int b = 0; b < batch; b++) {
+        const real *o = O + (size_t)b * 10;
+        const int y = (int)T[b];
+        real m = o[0];
+        for (int k = 1; k < 10; k++) m = o[k] > m ? o[k] : m;
+        real s = 0;
+        for (int k = 0; k < 10; k++) s += expf(o[k] - m);
+        const real lse = m + logf(s);
+        loss += (double)(lse - o[y]);
+    }
+
+    return loss / batch;
+}
+
+/* Loss and every gradient ∂L/∂θ (into grads), by back propagation; T[b] is the class label of example b. */
+double symnet_91823752fd_loss_grad_labels(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
+{
+    const real *W2 = params + 8192;  /* W2: (10, 64) */
+
+    real *g_A1 = grads + 0;  /* ∂L/∂A1: (64, 64) */
+    real *g_B1 = grads + 4096;  /* ∂L/∂B1: (64, 64) */
+    real *g_W2 = grads + 8192;  /* ∂L/∂W2: (10, 64) */
+    real *g_b2 = grads + 8832;  /* ∂L/∂b2: (10,) */
+
+    real *r1_G = work + (size_t)batch * 0;  /* Σ of G: (batch, 64) */
+    real *r2_G = work + (size_t)batch * 64;  /* Σ of G: (batch, 64) */
+    real *G = work + (size_t)batch * 128;  /* layer G: (batch, 64) */
+    real *O = work + (size_t)batch * 202;  /* layer O: (batch, 10) */
+    real *dL_dG = work + (size_t)batch * 212;  /* ∂L/∂G: (batch, 64) */
+    real *delta_r1_G = work + (size_t)batch * 276;  /* ∂L/∂r1_G: (batch, 64) */
+    real *delta_r2_G = work + (size_t)batch * 340;  /* ∂L/∂r2_G: (batch, 64) */
+    real *dL_dO = work + (size_t)batch * 404;  /* ∂L/∂O: (batch, 10) */
+    real *delta_O = work + (size_t)batch * 414;  /* ∂L/∂z_O: (batch, 10) */
+
+    const real inv_batch = (real)1 / (real)batch;
+    double loss = 0;
+    sn_forward(params, work, I, batch);
+    /* L_b = logsumexp(O[b,:]) − O[b,y_b], y_b = (int)T[b] the class label of example b
+       dL_dO[b,k] = (softmax(O[b,:])_k − [k = y_b]) / batch */
+    for (int b = 0; b < batch; b++) {
+        const real *o = O + (size_t)b * 10;
+        const int y = (int)T[b];
+        real m = o[0];
+        for (int k = 1; k < 10; k++) m = o[k] > m ? o[k] : m;
+        real s = 0;
+        for (int k = 0; k < 10; k++) s += expf(o[k] - m);
+        const real lse = m + logf(s);
+        loss += (double)(lse - o[y]);
+        real *g = dL_dO + (size_t)b * 10;
+        for (int k = 0; k < 10; k++)
+            g[k] = (expf(o[k] - lse) - (real)(k == y)) * inv_batch;
+    }
+    memset(g_b2, 0, sizeof(real) * 10);
+    /* delta_O[b,i] = dL_dO[b,i]; g_b2[i] += dL_dO[b,i] */
+    for (int b = 0; b < batch; b++)
+        for (int i = 0; i < 10; i++) {
+            delta_O[b * 10 + i] = dL_dO[b * 10 + i];
+            g_b2[i] += dL_dO[b * 10 + i];
+        }
+    /* g_W2[i,j] = Σ_b delta_O[b,i]·G[b,j] */
+    sn_mm_tn(10, 64, batch, delta_O, G, g_W2, 0);
+    /* dL_dG[b,j] = Σ_i delta_O[b,i]·W2[i,j] */
+    sn_mm_nn(batch, 64, 10, delta_O, W2, dL_dG, 0);
+    /* delta_r1_G[b,i] = dL_dG[b,i]·(1 - σ(r1_G[b,i]))·σ(r1_G[b,i])·tanh(r2_G[b,i]); delta_r2_G[b,i] = dL_dG[b,i]·(1 - tanh(r2_G[b,i])²)·σ(r1_G[b,i]) */
+    for (int b = 0; b < batch; b++)
+        for (int i = 0; i < 64; i++) {
+            const real t0 = sn_sigmoid(r1_G[b * 64 + i]);
+            const real t1 = sn_tanhf(r2_G[b * 64 + i]);
+            const real t2 = dL_dG[b * 64 + i]*t0;
+            delta_r1_G[b * 64 + i] = t1*t2*(1 - t0);
+            delta_r2_G[b * 64 + i] = t2*(1 - t1*t1);
+        }
+    /* g_A1[i,j] = Σ_b delta_r1_G[b,i]·I[b,j] */
+    sn_mm_tn(64, 64, batch, delta_r1_G, I, g_A1, 0);
+    /* g_B1[i,j] = Σ_b delta_r2_G[b,i]·I[b,j] */
+    sn_mm_tn(64, 64, batch, delta_r2_G, I, g_B1, 0);
+
+    return loss / batch;
+}
+
+/* dst[p] = src[p] − lr·∂L/∂θ[p] for the 8842 trainable parameters (plain
+ * gradient descent); dst may be src.  Not restrict: in place is the common case. */
 static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr)
 {
     for (size_t p = 0; p < 8842; p++)
@@ -382,46 +472,76 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
 }
 
 /* One steepest-descent step on this batch: θ ← θ − lr·∂L/∂θ.  Returns the loss before it. */
-double symnet_9ee884e1d6_step(real *params, real *grads, real *work, const real *I, const real *T, int batch, real lr)
+double symnet_91823752fd_step(real *params, real *grads, real *work, const real *I, const real *T, int batch, real lr)
 {
-    const double loss = symnet_9ee884e1d6_loss_grad(params, grads, work, I, T, batch);
+    const double loss = symnet_91823752fd_loss_grad(params, grads, work, I, T, batch);
+    sn_sgd_update(params, params, grads, lr);
+    return loss;
+}
+
+/* One steepest-descent step on this batch; T[b] is the class label of example b: θ ← θ − lr·∂L/∂θ.  Returns the loss before it. */
+double symnet_91823752fd_step_labels(real *params, real *grads, real *work, const real *I, const real *T, int batch, real lr)
+{
+    const double loss = symnet_91823752fd_loss_grad_labels(params, grads, work, I, T, batch);
     sn_sgd_update(params, params, grads, lr);
     return loss;
 }
 
 /* The parameter update of one step, given the gradients g = ∂L/∂θ.
+ *   clipping, c = hyper[5] > 0:  g ← g·min(1, c/‖g‖₂), ‖g‖₂ over all parameters
+ *   weight decay λ = hyper[4] (L2):  g ← g + λ·θ for gradient descent and momentum;
+ *       for Adam it is decoupled (AdamW): θ ← θ − η·(Adam's step + λ·θ)
  *   optimizer 0, gradient descent:  θ ← θ − η·g
  *   optimizer 1, momentum μ = hyper[0]:  v ← μ·v + g;  θ ← θ − η·v          (v in s1)
  *   optimizer 2, Adam (β1, β2, ε) = hyper[1..3], step number t ≥ 1:
  *       m ← β1·m + (1 − β1)·g;  v ← β2·v + (1 − β2)·g²                      (m in s1, v in s2)
  *       θ ← θ − η·(m / (1 − β1^t)) / (√(v / (1 − β2^t)) + ε)
+ * Only the 8842 trainable parameters change.
  * The optimizer state s1, s2 (8842 numbers each) is owned by the caller. */
 static void sn_update(const real *src, real *dst, const real *grads, real lr, int optimizer,
                       real *s1, real *s2, const double *hyper, long long t)
 {
-    if (optimizer == 0) {
+    const real wd = (real)hyper[4];
+    real c = 1;
+    if (hyper[5] > 0) {
+        /* ‖g‖₂ = √(Σ_p g[p]²), summed in double */
+        double ss = 0;
+        for (size_t p = 0; p < 8842; p++) ss += (double)grads[p] * grads[p];
+        const double norm = sqrt(ss);
+        if (norm > hyper[5]) c = (real)(hyper[5] / norm);
+    }
+    if (optimizer == 0 && wd == 0 && c == 1) {
         sn_sgd_update(src, dst, grads, lr);
+        return;
+    }
+    if (optimizer == 0) {
+        /* θ ← θ − η·(c·g + λ·θ) */
+        for (size_t p = 0; p < 8842; p++)
+            dst[p] = src[p] - lr * (c * grads[p] + wd * src[p]);
     } else if (optimizer == 1) {
         const real mu = (real)hyper[0];
+        /* v ← μ·v + (c·g + λ·θ);  θ ← θ − η·v */
         for (size_t p = 0; p < 8842; p++) {
-            s1[p] = mu * s1[p] + grads[p];
+            s1[p] = mu * s1[p] + (c * grads[p] + wd * src[p]);
             dst[p] = src[p] - lr * s1[p];
         }
     } else {
-        const real b1 = (real)hyper[1], b2 = (real)hyper[2], eps = (real)hyper[3];
+        const real adam_b1 = (real)hyper[1], adam_b2 = (real)hyper[2], eps = (real)hyper[3];
         /* bias corrections, in double: β^t underflows gracefully to 0 */
         const real c1 = (real)(1.0 - pow(hyper[1], (double)t));
         const real c2 = (real)(1.0 - pow(hyper[2], (double)t));
+        /* m ← β1·m + (1 − β1)·c·g;  v ← β2·v + (1 − β2)·(c·g)²;
+           θ ← θ − η·((m/(1 − β1^t)) / (√(v/(1 − β2^t)) + ε) + λ·θ) */
         for (size_t p = 0; p < 8842; p++) {
-            const real g = grads[p];
-            s1[p] = b1 * s1[p] + (1 - b1) * g;
-            s2[p] = b2 * s2[p] + (1 - b2) * (g * g);
-            dst[p] = src[p] - lr * (s1[p] / c1) / (sqrtf(s2[p] / c2) + eps);
+            const real g = c * grads[p];
+            s1[p] = adam_b1 * s1[p] + (1 - adam_b1) * g;
+            s2[p] = adam_b2 * s2[p] + (1 - adam_b2) * (g * g);
+            dst[p] = src[p] - lr * ((s1[p] / c1) / (sqrtf(s2[p] / c2) + eps) + wd * src[p]);
         }
     }
 }
 
-void symnet_9ee884e1d6_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_91823752fd_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -430,7 +550,9 @@ void symnet_9ee884e1d6_update(real *params, const real *grads, real lr, int opti
  * idx[s·batch_size .. min((s+1)·batch_size, n_idx)) of the data set (I, T), gathers
  * them into Ib, Tb (batch_size rows each), and does loss_grad then update with step
  * size lr[s] and step number t0 + s + 1, exactly as one call of loss_grad and one
- * of update from the caller would.  losses[s] receives the batch loss before step s.
+ * of update from the caller would.  losses[s] receives the batch loss before step s,
+ * and correct[s] (unless correct is NULL) the number of examples of the batch the
+ * network classified correctly before step s (argmax of the output row = the class of the target).
  *
  * A non-finite loss stops the run before its update: params are restored from prev
  * (the parameters before the last update, when *have_prev) and the number of
@@ -441,9 +563,10 @@ void symnet_9ee884e1d6_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_9ee884e1d6_train(real *params, real *grads, real *work, real *Ib, real *Tb, real *prev, int *have_prev,
+long long symnet_91823752fd_train(real *params, real *grads, real *work, real *Ib, real *Tb, real *prev, int *have_prev,
                            const real *I, const real *T, const long long *idx, long long n_idx, int batch_size,
-                           const double *lr, double *losses, int optimizer, real *s1, real *s2, const double *hyper, long long t0)
+                           const double *lr, double *losses, int optimizer, real *s1, real *s2, const double *hyper, long long t0,
+                           double *correct)
 {
     real *cur = params, *old = prev != NULL ? prev : params;  /* θ now; θ before the last update */
     long long s = 0;
@@ -455,7 +578,7 @@ long long symnet_9ee884e1d6_train(real *params, real *grads, real *work, real *I
             memcpy(Ib + (size_t)r * 64, I + n * 64, sizeof(real) * 64);
             memcpy(Tb + (size_t)r * 10, T + n * 10, sizeof(real) * 10);
         }
-        const double loss = symnet_9ee884e1d6_loss_grad(cur, grads, work, Ib, Tb, batch);
+        const double loss = symnet_91823752fd_loss_grad(cur, grads, work, Ib, Tb, batch);
         if (!isfinite(loss)) {
             /* both buffers ← θ before the last update (only cur needs it written) */
             if (prev != NULL && *have_prev)
@@ -472,6 +595,94 @@ long long symnet_9ee884e1d6_train(real *params, real *grads, real *work, real *I
         if (prev != NULL)
             *have_prev = 1;
         losses[s] = loss;
+        if (correct != NULL) {
+            /* argmax of the output row = the class of the target, from the outputs the step's forward pass left in work */
+            const real *o = work + (size_t)batch * 202;
+            double right = 0;
+            for (int r = 0; r < batch; r++) {
+                const real *orow = o + (size_t)r * 10, *trow = Tb + (size_t)r * 10;
+                int best = 0;
+                for (int k = 1; k < 10; k++) best = orow[k] > orow[best] ? k : best;
+                int want = 0;
+                for (int k = 1; k < 10; k++) want = trow[k] > trow[want] ? k : want;
+                right += best == want;
+            }
+            correct[s] = right;
+        }
+    }
+    if (cur != params) {
+        /* an odd number of steps left the new θ in prev: exchange the two */
+        for (size_t p = 0; p < 8842; p++) {
+            const real v = params[p];
+            params[p] = prev[p];
+            prev[p] = v;
+        }
+    }
+    return s;
+}
+
+/* A run of training steps in one call: step s takes the examples
+ * idx[s·batch_size .. min((s+1)·batch_size, n_idx)) of the data set (I, T), gathers
+ * them into Ib, Tb (batch_size rows each), and does loss_grad then update with step
+ * size lr[s] and step number t0 + s + 1, exactly as one call of loss_grad and one
+ * of update from the caller would.  losses[s] receives the batch loss before step s,
+ * and correct[s] (unless correct is NULL) the number of examples of the batch the
+ * network classified correctly before step s (argmax of the output row = the class of the target).
+ *
+ * A non-finite loss stops the run before its update: params are restored from prev
+ * (the parameters before the last update, when *have_prev) and the number of
+ * completed steps is returned; otherwise it returns the number of steps.  On return
+ * prev holds the parameters before the last update (after a restore: the same as
+ * params).  prev may be NULL (no restoring).
+ *
+ * params and prev take turns: each update reads θ from one and writes the new θ
+ * into the other, so the θ before the update is kept without a copy per step
+ * (a copy of all parameters per step cost ~5% of a medium network's step).
+ * The same with integer class labels: T[n] is the class of example n. */
+long long symnet_91823752fd_train_labels(real *params, real *grads, real *work, real *Ib, real *Tb, real *prev, int *have_prev,
+                           const real *I, const real *T, const long long *idx, long long n_idx, int batch_size,
+                           const double *lr, double *losses, int optimizer, real *s1, real *s2, const double *hyper, long long t0,
+                           double *correct)
+{
+    real *cur = params, *old = prev != NULL ? prev : params;  /* θ now; θ before the last update */
+    long long s = 0;
+    for (long long start = 0; start < n_idx; start += batch_size, s++) {
+        const int batch = (int)(n_idx - start < batch_size ? n_idx - start : batch_size);
+        /* Ib[r,:] = I[idx[start + r],:];  Tb[r,:] = T[idx[start + r],:] */
+        for (int r = 0; r < batch; r++) {
+            const size_t n = (size_t)idx[start + r];
+            memcpy(Ib + (size_t)r * 64, I + n * 64, sizeof(real) * 64);
+            memcpy(Tb + (size_t)r * 1, T + n * 1, sizeof(real) * 1);
+        }
+        const double loss = symnet_91823752fd_loss_grad_labels(cur, grads, work, Ib, Tb, batch);
+        if (!isfinite(loss)) {
+            /* both buffers ← θ before the last update (only cur needs it written) */
+            if (prev != NULL && *have_prev)
+                memcpy(cur, old, sizeof(real) * 8842);
+            else if (cur != params)
+                memcpy(params, cur, sizeof(real) * 8842);
+            return s;
+        }
+        /* old ← θ − update(θ) and swap the names: cur is the new θ, old the one before */
+        sn_update(cur, old, grads, (real)lr[s], optimizer, s1, s2, hyper, t0 + s + 1);
+        real *const tmp = cur;
+        cur = old;
+        old = tmp;
+        if (prev != NULL)
+            *have_prev = 1;
+        losses[s] = loss;
+        if (correct != NULL) {
+            /* argmax of the output row = the class of the target, from the outputs the step's forward pass left in work */
+            const real *o = work + (size_t)batch * 202;
+            double right = 0;
+            for (int r = 0; r < batch; r++) {
+                const real *orow = o + (size_t)r * 10, *trow = Tb + (size_t)r * 1;
+                int best = 0;
+                for (int k = 1; k < 10; k++) best = orow[k] > orow[best] ? k : best;
+                right += best == (int)trow[0];
+            }
+            correct[s] = right;
+        }
     }
     if (cur != params) {
         /* an odd number of steps left the new θ in prev: exchange the two */

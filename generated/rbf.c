@@ -255,13 +255,13 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 }
 
 /* Forward pass; returns the output's address inside work: (batch, 1). */
-void symnet_ce8c99f601_forward(const real *params, real *work, const real *I, int batch)
+void symnet_1cf0deeb5f_forward(const real *params, real *work, const real *I, int batch)
 {
     sn_forward(params, work, I, batch);
 }
 
 /* Loss L = (1/batch) Σ_b L_b, after a forward pass. */
-double symnet_ce8c99f601_loss(const real *params, real *work, const real *I, const real *T, int batch)
+double symnet_1cf0deeb5f_loss(const real *params, real *work, const real *I, const real *T, int batch)
 {
     const real *b2 = params + 64;  /* b2: (1,) */
 
@@ -280,7 +280,7 @@ double symnet_ce8c99f601_loss(const real *params, real *work, const real *I, con
 }
 
 /* Loss and every gradient ∂L/∂θ (into grads), by back propagation. */
-double symnet_ce8c99f601_loss_grad(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
+double symnet_1cf0deeb5f_loss_grad(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
 {
     const real *C1 = params + 0;  /* C1: (16, 2) */
     const real *beta1 = params + 32;  /* beta1: (16,) */
@@ -336,8 +336,8 @@ double symnet_ce8c99f601_loss_grad(const real *params, real *grads, real *work, 
     return loss / batch;
 }
 
-/* dst[p] = src[p] − lr·∂L/∂θ[p] for all 65 parameters (plain gradient
- * descent); dst may be src.  Not restrict: in place is the common case. */
+/* dst[p] = src[p] − lr·∂L/∂θ[p] for the 65 trainable parameters (plain
+ * gradient descent); dst may be src.  Not restrict: in place is the common case. */
 static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr)
 {
     for (size_t p = 0; p < 65; p++)
@@ -345,46 +345,68 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
 }
 
 /* One steepest-descent step on this batch: θ ← θ − lr·∂L/∂θ.  Returns the loss before it. */
-double symnet_ce8c99f601_step(real *params, real *grads, real *work, const real *I, const real *T, int batch, real lr)
+double symnet_1cf0deeb5f_step(real *params, real *grads, real *work, const real *I, const real *T, int batch, real lr)
 {
-    const double loss = symnet_ce8c99f601_loss_grad(params, grads, work, I, T, batch);
+    const double loss = symnet_1cf0deeb5f_loss_grad(params, grads, work, I, T, batch);
     sn_sgd_update(params, params, grads, lr);
     return loss;
 }
 
 /* The parameter update of one step, given the gradients g = ∂L/∂θ.
+ *   clipping, c = hyper[5] > 0:  g ← g·min(1, c/‖g‖₂), ‖g‖₂ over all parameters
+ *   weight decay λ = hyper[4] (L2):  g ← g + λ·θ for gradient descent and momentum;
+ *       for Adam it is decoupled (AdamW): θ ← θ − η·(Adam's step + λ·θ)
  *   optimizer 0, gradient descent:  θ ← θ − η·g
  *   optimizer 1, momentum μ = hyper[0]:  v ← μ·v + g;  θ ← θ − η·v          (v in s1)
  *   optimizer 2, Adam (β1, β2, ε) = hyper[1..3], step number t ≥ 1:
  *       m ← β1·m + (1 − β1)·g;  v ← β2·v + (1 − β2)·g²                      (m in s1, v in s2)
  *       θ ← θ − η·(m / (1 − β1^t)) / (√(v / (1 − β2^t)) + ε)
+ * Only the 65 trainable parameters change.
  * The optimizer state s1, s2 (65 numbers each) is owned by the caller. */
 static void sn_update(const real *src, real *dst, const real *grads, real lr, int optimizer,
                       real *s1, real *s2, const double *hyper, long long t)
 {
-    if (optimizer == 0) {
+    const real wd = (real)hyper[4];
+    real c = 1;
+    if (hyper[5] > 0) {
+        /* ‖g‖₂ = √(Σ_p g[p]²), summed in double */
+        double ss = 0;
+        for (size_t p = 0; p < 65; p++) ss += (double)grads[p] * grads[p];
+        const double norm = sqrt(ss);
+        if (norm > hyper[5]) c = (real)(hyper[5] / norm);
+    }
+    if (optimizer == 0 && wd == 0 && c == 1) {
         sn_sgd_update(src, dst, grads, lr);
+        return;
+    }
+    if (optimizer == 0) {
+        /* θ ← θ − η·(c·g + λ·θ) */
+        for (size_t p = 0; p < 65; p++)
+            dst[p] = src[p] - lr * (c * grads[p] + wd * src[p]);
     } else if (optimizer == 1) {
         const real mu = (real)hyper[0];
+        /* v ← μ·v + (c·g + λ·θ);  θ ← θ − η·v */
         for (size_t p = 0; p < 65; p++) {
-            s1[p] = mu * s1[p] + grads[p];
+            s1[p] = mu * s1[p] + (c * grads[p] + wd * src[p]);
             dst[p] = src[p] - lr * s1[p];
         }
     } else {
-        const real b1 = (real)hyper[1], b2 = (real)hyper[2], eps = (real)hyper[3];
+        const real adam_b1 = (real)hyper[1], adam_b2 = (real)hyper[2], eps = (real)hyper[3];
         /* bias corrections, in double: β^t underflows gracefully to 0 */
         const real c1 = (real)(1.0 - pow(hyper[1], (double)t));
         const real c2 = (real)(1.0 - pow(hyper[2], (double)t));
+        /* m ← β1·m + (1 − β1)·c·g;  v ← β2·v + (1 − β2)·(c·g)²;
+           θ ← θ − η·((m/(1 − β1^t)) / (√(v/(1 − β2^t)) + ε) + λ·θ) */
         for (size_t p = 0; p < 65; p++) {
-            const real g = grads[p];
-            s1[p] = b1 * s1[p] + (1 - b1) * g;
-            s2[p] = b2 * s2[p] + (1 - b2) * (g * g);
-            dst[p] = src[p] - lr * (s1[p] / c1) / (sqrtf(s2[p] / c2) + eps);
+            const real g = c * grads[p];
+            s1[p] = adam_b1 * s1[p] + (1 - adam_b1) * g;
+            s2[p] = adam_b2 * s2[p] + (1 - adam_b2) * (g * g);
+            dst[p] = src[p] - lr * ((s1[p] / c1) / (sqrtf(s2[p] / c2) + eps) + wd * src[p]);
         }
     }
 }
 
-void symnet_ce8c99f601_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_1cf0deeb5f_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -393,7 +415,9 @@ void symnet_ce8c99f601_update(real *params, const real *grads, real lr, int opti
  * idx[s·batch_size .. min((s+1)·batch_size, n_idx)) of the data set (I, T), gathers
  * them into Ib, Tb (batch_size rows each), and does loss_grad then update with step
  * size lr[s] and step number t0 + s + 1, exactly as one call of loss_grad and one
- * of update from the caller would.  losses[s] receives the batch loss before step s.
+ * of update from the caller would.  losses[s] receives the batch loss before step s,
+ * and correct[s] (unless correct is NULL) the number of examples of the batch the
+ * network classified correctly before step s (share of the outputs with O > 0.5 exactly where T > 0.5).
  *
  * A non-finite loss stops the run before its update: params are restored from prev
  * (the parameters before the last update, when *have_prev) and the number of
@@ -404,9 +428,10 @@ void symnet_ce8c99f601_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_ce8c99f601_train(real *params, real *grads, real *work, real *Ib, real *Tb, real *prev, int *have_prev,
+long long symnet_1cf0deeb5f_train(real *params, real *grads, real *work, real *Ib, real *Tb, real *prev, int *have_prev,
                            const real *I, const real *T, const long long *idx, long long n_idx, int batch_size,
-                           const double *lr, double *losses, int optimizer, real *s1, real *s2, const double *hyper, long long t0)
+                           const double *lr, double *losses, int optimizer, real *s1, real *s2, const double *hyper, long long t0,
+                           double *correct)
 {
     real *cur = params, *old = prev != NULL ? prev : params;  /* θ now; θ before the last update */
     long long s = 0;
@@ -418,7 +443,7 @@ long long symnet_ce8c99f601_train(real *params, real *grads, real *work, real *I
             memcpy(Ib + (size_t)r * 2, I + n * 2, sizeof(real) * 2);
             memcpy(Tb + (size_t)r * 1, T + n * 1, sizeof(real) * 1);
         }
-        const double loss = symnet_ce8c99f601_loss_grad(cur, grads, work, Ib, Tb, batch);
+        const double loss = symnet_1cf0deeb5f_loss_grad(cur, grads, work, Ib, Tb, batch);
         if (!isfinite(loss)) {
             /* both buffers ← θ before the last update (only cur needs it written) */
             if (prev != NULL && *have_prev)
@@ -435,6 +460,16 @@ long long symnet_ce8c99f601_train(real *params, real *grads, real *work, real *I
         if (prev != NULL)
             *have_prev = 1;
         losses[s] = loss;
+        if (correct != NULL) {
+            /* share of the outputs with O > 0.5 exactly where T > 0.5, from the outputs the step's forward pass left in work */
+            const real *o = work + (size_t)batch * 33;
+            double right = 0;
+            for (int r = 0; r < batch; r++) {
+                for (int k = 0; k < 1; k++)
+                    right += (double)((o[(size_t)r * 1 + k] > (real)0.5) == (Tb[(size_t)r * 1 + k] > (real)0.5)) / 1;
+            }
+            correct[s] = right;
+        }
     }
     if (cur != params) {
         /* an odd number of steps left the new θ in prev: exchange the two */

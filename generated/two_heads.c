@@ -304,13 +304,13 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 }
 
 /* Forward pass; returns the output's address inside work: (batch, 2). */
-void symnet_e9b8e3a568_forward(const real *params, real *work, const real *I, int batch)
+void symnet_ee296b55b3_forward(const real *params, real *work, const real *I, int batch)
 {
     sn_forward(params, work, I, batch);
 }
 
 /* Loss L = (1/batch) Σ_b L_b, after a forward pass. */
-double symnet_e9b8e3a568_loss(const real *params, real *work, const real *I, const real *T, int batch)
+double symnet_ee296b55b3_loss(const real *params, real *work, const real *I, const real *T, int batch)
 {
     const real *b4 = params + 336;  /* b4: (1,) */
     const real *b5 = params + 353;  /* b5: (1,) */
@@ -336,7 +336,7 @@ double symnet_e9b8e3a568_loss(const real *params, real *work, const real *I, con
 }
 
 /* Loss and every gradient ∂L/∂θ (into grads), by back propagation. */
-double symnet_e9b8e3a568_loss_grad(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
+double symnet_ee296b55b3_loss_grad(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
 {
     const real *W2 = params + 48;  /* W2: (16, 16) */
     const real *W4 = params + 320;  /* W4: (1, 16) */
@@ -432,8 +432,8 @@ double symnet_e9b8e3a568_loss_grad(const real *params, real *grads, real *work, 
     return loss / batch;
 }
 
-/* dst[p] = src[p] − lr·∂L/∂θ[p] for all 354 parameters (plain gradient
- * descent); dst may be src.  Not restrict: in place is the common case. */
+/* dst[p] = src[p] − lr·∂L/∂θ[p] for the 354 trainable parameters (plain
+ * gradient descent); dst may be src.  Not restrict: in place is the common case. */
 static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr)
 {
     for (size_t p = 0; p < 354; p++)
@@ -441,46 +441,68 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
 }
 
 /* One steepest-descent step on this batch: θ ← θ − lr·∂L/∂θ.  Returns the loss before it. */
-double symnet_e9b8e3a568_step(real *params, real *grads, real *work, const real *I, const real *T, int batch, real lr)
+double symnet_ee296b55b3_step(real *params, real *grads, real *work, const real *I, const real *T, int batch, real lr)
 {
-    const double loss = symnet_e9b8e3a568_loss_grad(params, grads, work, I, T, batch);
+    const double loss = symnet_ee296b55b3_loss_grad(params, grads, work, I, T, batch);
     sn_sgd_update(params, params, grads, lr);
     return loss;
 }
 
 /* The parameter update of one step, given the gradients g = ∂L/∂θ.
+ *   clipping, c = hyper[5] > 0:  g ← g·min(1, c/‖g‖₂), ‖g‖₂ over all parameters
+ *   weight decay λ = hyper[4] (L2):  g ← g + λ·θ for gradient descent and momentum;
+ *       for Adam it is decoupled (AdamW): θ ← θ − η·(Adam's step + λ·θ)
  *   optimizer 0, gradient descent:  θ ← θ − η·g
  *   optimizer 1, momentum μ = hyper[0]:  v ← μ·v + g;  θ ← θ − η·v          (v in s1)
  *   optimizer 2, Adam (β1, β2, ε) = hyper[1..3], step number t ≥ 1:
  *       m ← β1·m + (1 − β1)·g;  v ← β2·v + (1 − β2)·g²                      (m in s1, v in s2)
  *       θ ← θ − η·(m / (1 − β1^t)) / (√(v / (1 − β2^t)) + ε)
+ * Only the 354 trainable parameters change.
  * The optimizer state s1, s2 (354 numbers each) is owned by the caller. */
 static void sn_update(const real *src, real *dst, const real *grads, real lr, int optimizer,
                       real *s1, real *s2, const double *hyper, long long t)
 {
-    if (optimizer == 0) {
+    const real wd = (real)hyper[4];
+    real c = 1;
+    if (hyper[5] > 0) {
+        /* ‖g‖₂ = √(Σ_p g[p]²), summed in double */
+        double ss = 0;
+        for (size_t p = 0; p < 354; p++) ss += (double)grads[p] * grads[p];
+        const double norm = sqrt(ss);
+        if (norm > hyper[5]) c = (real)(hyper[5] / norm);
+    }
+    if (optimizer == 0 && wd == 0 && c == 1) {
         sn_sgd_update(src, dst, grads, lr);
+        return;
+    }
+    if (optimizer == 0) {
+        /* θ ← θ − η·(c·g + λ·θ) */
+        for (size_t p = 0; p < 354; p++)
+            dst[p] = src[p] - lr * (c * grads[p] + wd * src[p]);
     } else if (optimizer == 1) {
         const real mu = (real)hyper[0];
+        /* v ← μ·v + (c·g + λ·θ);  θ ← θ − η·v */
         for (size_t p = 0; p < 354; p++) {
-            s1[p] = mu * s1[p] + grads[p];
+            s1[p] = mu * s1[p] + (c * grads[p] + wd * src[p]);
             dst[p] = src[p] - lr * s1[p];
         }
     } else {
-        const real b1 = (real)hyper[1], b2 = (real)hyper[2], eps = (real)hyper[3];
+        const real adam_b1 = (real)hyper[1], adam_b2 = (real)hyper[2], eps = (real)hyper[3];
         /* bias corrections, in double: β^t underflows gracefully to 0 */
         const real c1 = (real)(1.0 - pow(hyper[1], (double)t));
         const real c2 = (real)(1.0 - pow(hyper[2], (double)t));
+        /* m ← β1·m + (1 − β1)·c·g;  v ← β2·v + (1 − β2)·(c·g)²;
+           θ ← θ − η·((m/(1 − β1^t)) / (√(v/(1 − β2^t)) + ε) + λ·θ) */
         for (size_t p = 0; p < 354; p++) {
-            const real g = grads[p];
-            s1[p] = b1 * s1[p] + (1 - b1) * g;
-            s2[p] = b2 * s2[p] + (1 - b2) * (g * g);
-            dst[p] = src[p] - lr * (s1[p] / c1) / (sqrtf(s2[p] / c2) + eps);
+            const real g = c * grads[p];
+            s1[p] = adam_b1 * s1[p] + (1 - adam_b1) * g;
+            s2[p] = adam_b2 * s2[p] + (1 - adam_b2) * (g * g);
+            dst[p] = src[p] - lr * ((s1[p] / c1) / (sqrtf(s2[p] / c2) + eps) + wd * src[p]);
         }
     }
 }
 
-void symnet_e9b8e3a568_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_ee296b55b3_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -489,7 +511,9 @@ void symnet_e9b8e3a568_update(real *params, const real *grads, real lr, int opti
  * idx[s·batch_size .. min((s+1)·batch_size, n_idx)) of the data set (I, T), gathers
  * them into Ib, Tb (batch_size rows each), and does loss_grad then update with step
  * size lr[s] and step number t0 + s + 1, exactly as one call of loss_grad and one
- * of update from the caller would.  losses[s] receives the batch loss before step s.
+ * of update from the caller would.  losses[s] receives the batch loss before step s,
+ * and correct[s] (unless correct is NULL) the number of examples of the batch the
+ * network classified correctly before step s (this loss has no accuracy).
  *
  * A non-finite loss stops the run before its update: params are restored from prev
  * (the parameters before the last update, when *have_prev) and the number of
@@ -500,9 +524,10 @@ void symnet_e9b8e3a568_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_e9b8e3a568_train(real *params, real *grads, real *work, real *Ib, real *Tb, real *prev, int *have_prev,
+long long symnet_ee296b55b3_train(real *params, real *grads, real *work, real *Ib, real *Tb, real *prev, int *have_prev,
                            const real *I, const real *T, const long long *idx, long long n_idx, int batch_size,
-                           const double *lr, double *losses, int optimizer, real *s1, real *s2, const double *hyper, long long t0)
+                           const double *lr, double *losses, int optimizer, real *s1, real *s2, const double *hyper, long long t0,
+                           double *correct)
 {
     real *cur = params, *old = prev != NULL ? prev : params;  /* θ now; θ before the last update */
     long long s = 0;
@@ -514,7 +539,7 @@ long long symnet_e9b8e3a568_train(real *params, real *grads, real *work, real *I
             memcpy(Ib + (size_t)r * 2, I + n * 2, sizeof(real) * 2);
             memcpy(Tb + (size_t)r * 2, T + n * 2, sizeof(real) * 2);
         }
-        const double loss = symnet_e9b8e3a568_loss_grad(cur, grads, work, Ib, Tb, batch);
+        const double loss = symnet_ee296b55b3_loss_grad(cur, grads, work, Ib, Tb, batch);
         if (!isfinite(loss)) {
             /* both buffers ← θ before the last update (only cur needs it written) */
             if (prev != NULL && *have_prev)
@@ -531,6 +556,7 @@ long long symnet_e9b8e3a568_train(real *params, real *grads, real *work, real *I
         if (prev != NULL)
             *have_prev = 1;
         losses[s] = loss;
+        (void)correct;  /* no accuracy for this loss */
     }
     if (cur != params) {
         /* an odd number of steps left the new θ in prev: exchange the two */

@@ -19,6 +19,8 @@ from pathlib import Path
 def load_network(path: str):
     """The Network defined by a Python file (without running its __main__)."""
     from .dsl import Network
+    if not Path(path).exists():
+        raise FileNotFoundError(2, "No such file or directory", path)
     ns = runpy.run_path(path, run_name="symnet_network_file")
     if isinstance(ns.get("net"), Network):
         return ns["net"]
@@ -68,6 +70,29 @@ def generate(check: bool = False) -> int:
 
 
 def main(argv=None) -> int:
+    """The command line; errors a user makes are one line on stderr (exit 2), and
+    a closed pipe (``... | head``) ends it quietly."""
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # the reader went away: stop quietly; point stdout at devnull so that
+        # Python's flush at exit does not complain again
+        import os
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return 0
+    except FileNotFoundError as exc:
+        print(f"python -m symnet: error: no such file: {exc.filename}", file=sys.stderr)
+        return 2
+    except IsADirectoryError as exc:
+        print(f"python -m symnet: error: {exc.filename} is a directory, not a Python file",
+              file=sys.stderr)
+        return 2
+
+
+def _main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m symnet", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)

@@ -31,7 +31,7 @@ def check_gradients(model, X, T, eps: float = 1e-6, elements: int = 20, seed: in
                     verbose: bool = True) -> float:
     """Worst relative error between the model's gradients and central differences.
 
-    Each parameter is checked on up to ``elements`` randomly chosen entries:
+    Each trainable parameter is checked on up to ``elements`` randomly chosen entries:
     (L(θ + ε·e) − L(θ − ε·e)) / 2ε, computed in float64 (a float64 twin of a
     float32 model, with the same parameters).  The error of one entry is
     |compiled − fd| / max(|compiled|, |fd|, 1e-6·largest gradient), so
@@ -54,10 +54,12 @@ def check_gradients(model, X, T, eps: float = 1e-6, elements: int = 20, seed: in
     floor = max(floor, 1e-12)
     rng = np.random.default_rng(seed)
     worst, report = 0.0, []
-    offset = 0
     try:
-        for name, g in grads.items():
-            g = np.asarray(g, dtype=np.float64).ravel()
+        for p in model._meta["params"]:
+            if not p.get("trainable", True):
+                continue                   # frozen: no gradient is computed for it
+            name, offset = p["name"], p["offset"]
+            g = np.asarray(grads[name], dtype=np.float64).ravel()
             picks = rng.choice(g.size, min(g.size, elements), replace=False)
             err_p, where = 0.0, None
             for e in picks:
@@ -73,7 +75,6 @@ def check_gradients(model, X, T, eps: float = 1e-6, elements: int = 20, seed: in
                     err = np.inf
                 if err >= err_p:
                     err_p, where = err, (int(e), float(g[e]), float(fd))
-            offset += g.size
             worst = max(worst, err_p)
             report.append((name, err_p, where))
     finally:

@@ -66,6 +66,7 @@ import numpy as np
 
 from .history import History
 from .schedules import as_schedule
+from .stopping import EarlyStopping, check_callbacks
 from .train import (METHODS, Optimizer, _finite, _positive_int, _Progress, _SigintFlag,
                     accuracy)
 
@@ -384,7 +385,9 @@ def _prepare(model, X, T, method, epochs, batch_size, lr, validation_data, rank)
 
 def fit(model, X, T, comm, method="minibatch", epochs=10, batch_size=32, lr=0.1,
         shuffle=True, seed=None, validation_data=None, progress=None, optimizer="sgd",
-        momentum=None, betas=None, eps=None) -> History:
+        momentum=None, betas=None, eps=None, weight_decay=0.0, clip_norm=None,
+        early_stopping=None, restore_best=True, validation_split=None,
+        callbacks=None) -> History:
     """Train ``model`` in place on this process's part (X, T) of the data set,
     together with the other processes of ``comm``; returns the History (the same
     on every process).  See the module docstring and ``Model.fit``."""
@@ -397,21 +400,28 @@ def fit(model, X, T, comm, method="minibatch", epochs=10, batch_size=32, lr=0.1,
     rank = comm.Get_rank()
 
     def check():
+        if validation_split is not None:
+            raise ValueError("validation_split is not available with comm: give "
+                             "validation_data on process 0")
         prepared = _prepare(model, X, T, method, epochs, batch_size, lr, validation_data,
                             rank)
-        opt = Optimizer(model, optimizer, momentum, betas, eps)
+        opt = Optimizer(model, optimizer, momentum, betas, eps, weight_decay, clip_norm)
+        stopper = None if early_stopping is None else EarlyStopping(early_stopping,
+                                                                    restore_best)
         rng = np.random.default_rng(None if seed is None else [seed, rank])
         settings = {"method": method, "epochs": prepared[2], "batch_size": prepared[3],
                     "lr": prepared[4].to_dict(), "shuffle": bool(shuffle),
                     "optimizer": optimizer, "momentum": momentum,
-                    "betas": None if betas is None else list(betas), "eps": eps}
+                    "betas": None if betas is None else list(betas), "eps": eps,
+                    "weight_decay": weight_decay, "clip_norm": clip_norm,
+                    "early_stopping": early_stopping, "restore_best": bool(restore_best)}
         shown = {"sig": _signature(model), "settings": settings,
                  "n": prepared[0].shape[0], "val": prepared[5] is not None}
-        return (prepared, opt, rng), shown
+        return (prepared, opt, rng, stopper, check_callbacks(callbacks)), shown
 
     mine, infos = _agree(comm, check)
     _compare([i["sig"] for i in infos], [i["settings"] for i in infos])
-    (Xl, Tl, epochs_, batch_size_, schedule, val), opt, rng = mine
+    (Xl, Tl, epochs_, batch_size_, schedule, val), opt, rng, stopper, cbs = mine
     with model._lock:
         comm.Bcast(model._theta, root=0)
     hist = History(method=method)
@@ -428,11 +438,28 @@ def fit(model, X, T, comm, method="minibatch", epochs=10, batch_size=32, lr=0.1,
                 bar.epoch(hist)
                 if not ok:
                     break
+                # every callback on every process; any one asking stops them all
+                asked = [bool(cb(hist)) for cb in cbs]
+                if stopper is not None and stopper.after_epoch(model, hist):
+                    hist.stopped = "early_stopping"      # the same History everywhere
+                    break
+                if comm.allreduce(int(any(asked)), op=_max()):
+                    hist.stopped = "callback"
+                    break
     finally:
         bar.close()
+        if stopper is not None:
+            hist.best_epoch = stopper.best_epoch or None
+            if hist.stopped != "interrupted":
+                stopper.restore(model)
         hist.wall_time = time.perf_counter() - start
     _same_end(model, hist, comm)
     return hist
+
+
+def _max():
+    from mpi4py import MPI
+    return MPI.MAX
 
 
 def _same_end(model, hist, comm):

@@ -13,39 +13,29 @@ from __future__ import annotations
 
 import copy
 import itertools
-import keyword
 
 from . import compose, ir
-from .guards import generated_name
 
-# Names the generated C uses itself, or that C reserves.
-C_KEYWORDS = frozenset("""
-auto break case char const continue default do double else enum extern float for goto
-if inline int long register restrict return short signed sizeof static struct switch
-typedef union unsigned void volatile while _Bool _Complex _Imaginary
-""".split())
 # Built-in names, known without importing sympy (a cache hit never needs it).
 ACTIVATION_NAMES = ("linear", "relu", "tanh", "sigmoid", "softplus", "leaky_relu", "elu",
                     "gelu", "swish")
 LOSS_NAMES = ("mse", "bce", "softmax_cross_entropy")
+TARGET = "T"     # the targets' name in the derivation and the C
 
 _CREATED = itertools.count()   # applications in the order they were made: a topological one
 
-RESERVED = frozenset("""
-b i j k n t T X params grads work batch lr loss real inv_batch acc out idx main
-""".split())
-
 
 def check_name(name, what: str) -> str:
-    """Refuse names that are not plain C identifiers or that collide with ours."""
+    """Refuse names that are not plain ASCII identifiers.  Any identifier is
+    fine otherwise (``out``, ``X``, ``loss``, ``lr``, ``exp``, ``int``): the
+    generated C writes a name that it already uses as ``sn_u_<name>``
+    (``symnet.cnames``).  ``T`` names the targets and is refused."""
     if not isinstance(name, str) or not name.isidentifier() or not name.isascii():
         raise ValueError(f"{what} name {name!r} is not a plain identifier "
-                         "(letters, digits, underscore; not starting with a digit)")
-    if name in C_KEYWORDS or keyword.iskeyword(name):
-        raise ValueError(f"{what} name {name!r} is a C or Python keyword; choose another")
-    if name in RESERVED or name.startswith(("symnet", "sn_", "__")) or generated_name(name):
-        raise ValueError(f"{what} name {name!r} is reserved by the generated code; "
-                         "choose another")
+                         "(ASCII letters, digits, underscore; not starting with a digit)")
+    if name == TARGET:
+        raise ValueError(f"{what} name {name!r} is the name of the targets in the "
+                         "derivation (L = 𝓛(O, T)); choose another")
     return name
 
 
@@ -149,10 +139,20 @@ class Dense(LayerBase):
 
     ``activation`` is a name (see ``symnet.primitives.ACTIVATIONS``), a sympy
     expression of one symbol, or a Python function of one sympy symbol.
+    ``bias=False`` leaves out b (H = f(W·x)).  ``init`` sets W's initialisation:
+    "glorot" (uniform), "he" (normal), "normal" (N(0, 1)), "zeros", or a number;
+    by default the one that suits the activation (He for ReLU-like, else Glorot);
+    biases start at zero.  ``trainable=False`` freezes the layer: no gradient
+    is computed for its parameters and no update changes them.
+
+    >>> Dense(4, "relu", init="he", bias=False, trainable=False)
+    Dense(4, 'relu', name=None, bias=False, init='he', trainable=False)
     """
 
+    INITS = ("glorot", "he", "normal", "zeros")
+
     def __init__(self, units: int, activation="linear", bias: bool = True,
-                 name: str | None = None):
+                 name: str | None = None, init=None, trainable: bool = True):
         self.units = _check_size(units, "Dense units")
         self.name = None if name is None else check_name(name, "layer")
         self.activation_spec = activation
@@ -166,6 +166,12 @@ class Dense(LayerBase):
         else:
             self.activation_name = self.activation.name
         self.bias = bool(bias)
+        number = isinstance(init, (int, float)) and not isinstance(init, bool)
+        if not (init is None or number or init in self.INITS):
+            raise ValueError(f"layer {self.name or f'Dense({units})'!r}: init must be one of "
+                             f"{', '.join(self.INITS)} or a number, got {init!r}")
+        self.init = float(init) if number else init
+        self.trainable = bool(trainable)
 
     @property
     def activation(self):
@@ -177,11 +183,19 @@ class Dense(LayerBase):
         return self._activation
 
     def __repr__(self):
-        return f"Dense({self.units}, {self.activation_name!r}, name={self.name!r})"
+        extra = "" if self.bias else ", bias=False"
+        extra += "" if self.init is None else f", init={self.init!r}"
+        extra += "" if self.trainable else ", trainable=False"
+        return f"Dense({self.units}, {self.activation_name!r}, name={self.name!r}{extra})"
 
     def describe(self) -> dict:
-        return {"kind": "dense", "units": self.units, "activation": self.activation_name,
-                "bias": self.bias, "name": self.name}
+        d = {"kind": "dense", "units": self.units, "activation": self.activation_name,
+             "bias": self.bias, "name": self.name}
+        if self.init is not None:          # only when given: older files stay the same
+            d["init"] = self.init
+        if not self.trainable:
+            d["trainable"] = False
+        return d
 
     def to_node(self, index, name, input_name, n_in):
         """H[b,i] = f(Σ_j W[i,j]·x[b,j] + b[i]): a general ``Layer`` whose one
@@ -194,8 +208,9 @@ class Dense(LayerBase):
         else:
             params = {"W": ("out", "in")}
             formula = lambda x, W, i, j: f(sum_j(W[i, j] * x[j]))  # noqa: E731
-        layer = Layer(self.units, formula, params, init={"W": self.activation.init},
-                      name=self.name)
+        init = self.activation.init if self.init is None else self.init
+        layer = Layer(self.units, formula, params, init={"W": init}, name=self.name,
+                      trainable=self.trainable)
         node = layer.to_node(index, name, input_name, n_in)
         node.kind, node.activation = "dense", self.activation
         return node
@@ -275,6 +290,7 @@ class Network:
         self.shapes = [self._shapes[id(a)] for a in order]
         self._losses(loss, loss_weights)
         self._graph = None
+        self._check_domain()
 
     # ------------------------------------------------------------ declaring
     def _name_nodes(self):
@@ -371,6 +387,26 @@ class Network:
             prev = app
         return self.loss_weights == [1.0]
 
+    def _check_domain(self):
+        """Refuse a loss whose domain an output layer cannot meet, naming the layer."""
+        for out, name, loss in zip(self.outputs, self.output_names, self.loss_names):
+            layer = getattr(out, "layer", out)
+            # built-in activations only: a custom one may well map into (0, 1)
+            if loss == "bce" and isinstance(layer, Dense) \
+                    and layer.activation_name in ACTIVATION_NAMES \
+                    and layer.activation_name != "sigmoid":
+                raise ValueError(
+                    f"loss 'bce' needs outputs in (0, 1), but output layer {name!r} has "
+                    f"activation {layer.activation_name!r}; use Dense({layer.units}, "
+                    "'sigmoid') there (sigmoid + bce is fused into the stable σ(z) − t), or "
+                    "loss='softmax_cross_entropy' on a linear layer of ≥ 2 outputs")
+            units = getattr(layer, "units", None)
+            if loss == "softmax_cross_entropy" and isinstance(units, int) and units < 2:
+                raise ValueError(
+                    f"loss 'softmax_cross_entropy' needs at least 2 outputs (one per class), "
+                    f"but output layer {name!r} has {units}; for two classes use "
+                    f"Dense(1, 'sigmoid') with loss='bce', or Dense(2) with this loss")
+
     @property
     def loss(self):
         """The loss record (sympy form) of the first output; resolved on first use."""
@@ -462,15 +498,35 @@ class Network:
                 "nodes": nodes, "outputs": self.output_names,
                 "loss": self.loss_names, "loss_weights": self.loss_weights}
 
-    def formulas(self):
-        """The chain-rule derivation of this network, for people."""
+    def formulas(self, optimizer=None, weight_decay=0.0, clip_norm=None):
+        """The chain-rule derivation of this network, for people.  With
+        ``optimizer``, ``weight_decay`` or ``clip_norm`` (as given to ``fit``) it ends
+        with the parameter update and its extra terms."""
         from .formulas import Formulas
-        return Formulas(self)
+        return Formulas(self, optimizer=optimizer, weight_decay=weight_decay,
+                        clip_norm=clip_norm)
 
-    def compile(self, dtype="float32", seed: int = 0, **options):
-        """Derive, emit, build (or load from the cache) → a ``Model``."""
+    def compile(self, dtype="float32", seed: int = 0, init=None):
+        """Derive, emit, build (or load from the cache) → a ``Model``.
+
+        ``seed`` seeds the initial parameters; ``init`` ("glorot", "he", "normal",
+        "zeros", "ones" or a number) overrides the initialisation of every weight
+        matrix (by default each layer's own: its ``init=``, else suited to its
+        activation).
+        """
         from .model import Model
-        return Model(self, dtype=dtype, seed=seed, **options)
+        return Model(self, dtype=dtype, seed=seed, init=init)
+
+    def summary(self, batch_size: int = 32, dtype: str = "float32"):
+        """Parameters, memory and flops per training step, before compiling
+        (``symnet.summary``; ``print`` it).
+
+        >>> net = Network(Input(3), Dense(4, "relu"), Dense(2), loss="mse")
+        >>> net.summary(batch_size=10).total("params")
+        26
+        """
+        from .summary import summarize
+        return summarize(self, batch_size, dtype)
 
     def __repr__(self):
         inner = ", ".join(f"{n}={layer!r}" for n, layer in zip(self.names, self.layers))

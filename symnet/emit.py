@@ -18,7 +18,8 @@ from sympy.printing.c import C99CodePrinter
 
 from . import __version__, ir
 from .build import template_dir
-from .lower import Buffer, Conv, Fill, Loop, MatMul, Plan, Route, SoftmaxXent, Zero
+from .cnames import PREFIX, c_name
+from .lower import LOSS, Buffer, Conv, Fill, Loop, MatMul, Plan, Route, SoftmaxXent, Zero
 
 DTYPES = {"float32": "float", "float64": "double"}
 
@@ -97,6 +98,11 @@ class Emitter:
             raise ValueError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
         self.plan, self.dtype = plan, dtype
         self.buffers = plan.buffers
+        # loop indices of this network's loops (tensor layers name their own): a
+        # buffer of the same name would be shadowed by the loop variable
+        self.indices = {name for node in plan.graph.nodes
+                        for name, _ in [*node.loop(), *(x for red in node.reductions
+                                                        for x in node.reduction_loop(red))]}
         smap = {s: self.element(a) for s, a in plan.symbols.items()
                 if a.array in self.buffers or a.array == "inv_batch"}
         self.printer = CPrinter(dtype, smap, plain_names=True)
@@ -104,10 +110,17 @@ class Emitter:
 
     # ------------------------------------------------------------- elements
     def element(self, acc: ir.Access) -> str:
-        if acc.array == "inv_batch":
+        if acc.array == "inv_batch" and not acc.index:
             return "inv_batch"
         buf = self.buffers[acc.array]
-        return f"{buf.name}[{self.flat_index(buf, acc.index)}]"
+        return f"{self.cname(buf.name)}[{self.flat_index(buf, acc.index)}]"
+
+    def cname(self, name: str) -> str:
+        """The C identifier of a buffer (``symnet.cnames``); the targets are ``T``."""
+        buf = self.buffers.get(name)
+        if buf is not None and buf.kind == "target":
+            return "T"
+        return PREFIX + name if name in self.indices else c_name(name)
 
     @staticmethod
     def flat_index(buf: Buffer, index: tuple) -> str:
@@ -131,7 +144,7 @@ class Emitter:
         hi = {n: [str(e)] for n, e in op.indices}
         accesses = []
         for target, index, _, expr in op.stmts:
-            if target != "loss":
+            if target != LOSS:
                 accesses.append(ir.Access(target, tuple(index)))
             accesses += [self.plan.symbols[s] for s in expr.free_symbols
                          if s in self.plan.symbols]
@@ -169,7 +182,7 @@ class Emitter:
         temps, reduced = sp.cse(exprs, symbols=sp.numbered_symbols("t"), optimizations=None)
         stmts = []
         for (target, index, kind, _), rhs in zip(op.stmts, reduced):
-            if target == "loss":
+            if target == LOSS:
                 stmts.append(("loss", kind, f"(double)({self.printer.doprint(rhs)})"))
             elif kind == "max":
                 lhs = self.element(ir.Access(target, tuple(index)))
@@ -185,7 +198,7 @@ class Emitter:
             for (target, index, kind, _), st in zip(op.stmts, stmts):
                 names = {n for ix in index for n in ((ix,) if isinstance(ix, str)
                                                      else ix.names())}
-                if kind == "+=" and target != "loss" and inner not in names:
+                if kind == "+=" and target != LOSS and inner not in names:
                     hoisted.append((st[0], f"acc{len(hoisted)}", st[2]))
                 else:
                     keep.append(st)
@@ -231,13 +244,18 @@ class Emitter:
     def needed_in(self, name: str, code: str) -> bool:
         """Template filter: declare buffer ``name`` in a function whose body is
         ``code`` (it uses it directly or through an alias): -Wall -Wextra clean."""
-        return _needed_in(self.buffers, name, str(code))
+        code = str(code)
+        if named_in(self.cname(name), code):       # the body names its C identifier
+            return True
+        return any(b.kind == "alias" and b.alias == name and self.needed_in(b.name, code)
+                   for b in self.buffers.values())
 
     def render(self, prefix: str = "SN_PREFIX_", hooks: bool = False) -> str:
         env = jinja2.Environment(loader=jinja2.FileSystemLoader(template_dir()),
                                  trim_blocks=True, lstrip_blocks=True,
                                  keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
         env.filters["comment"] = c_comment
+        env.filters["c"] = self.cname
         env.filters["named_in"] = named_in
         env.filters["needed_in"] = self.needed_in
         env.tests["matmul"] = lambda op: isinstance(op, MatMul)
@@ -259,7 +277,34 @@ class Emitter:
             const_alias=lambda b: self.buffers[b.alias].kind == "input",
             tensors=any(len(n.space) > 1 for n in graph.nodes) or len(graph.in_shape) > 1,
             convs=any(isinstance(op, Conv) for op in self.plan.forward),
-            uses=self.uses())
+            uses=self.uses(), variants=self.variants(), accuracy=self.accuracy())
+
+    def accuracy(self) -> dict:
+        """How the training loop counts correct examples, where the loss has an accuracy."""
+        loss, out = self.plan.graph.loss.name, self.buffers[self.plan.output]
+        if len(getattr(self.plan.graph, "outputs", [None])) > 1:
+            loss = None             # several outputs: fit measures no training accuracy
+        if loss == "softmax_cross_entropy":
+            return {"kind": "argmax", "offset": out.offset,
+                    "text": "argmax of the output row = the class of the target"}
+        if loss == "bce":
+            return {"kind": "threshold", "offset": out.offset,
+                    "text": "share of the outputs with O > 0.5 exactly where T > 0.5"}
+        return {"kind": None, "offset": 0, "text": "this loss has no accuracy"}
+
+    def variants(self) -> list[dict]:
+        """The loss, gradient, step and train functions to emit: for targets given as
+        rows, and for a softmax cross-entropy also for integer class labels."""
+        p, n_out = self.plan, self.plan.graph.n_out
+        out = [{"suffix": "", "width": n_out, "loss": p.loss, "backward": p.backward,
+                "what": "", "train_what": ""}]
+        if p.loss_labels:
+            out.append({"suffix": "_labels", "width": 1, "loss": p.loss_labels,
+                        "backward": p.backward_labels,
+                        "what": "; T[b] is the class label of example b",
+                        "train_what": "\n * The same with integer class labels: T[n] is "
+                                      "the class of example n."})
+        return out
 
     def uses(self) -> set:
         """Helper functions the expressions call (only those are emitted)."""
@@ -271,15 +316,6 @@ class Emitter:
             for f in e.atoms(sp.Function):
                 found.add(type(f).__name__)
         return found
-
-
-def _needed_in(buffers: dict, name: str, code: str) -> bool:
-    """Whether a function whose body is ``code`` needs buffer ``name`` declared:
-    it names it, or names an alias (a buffer under another shape) that is it."""
-    if named_in(name, code):
-        return True
-    return any(b.kind == "alias" and b.alias == name and _needed_in(buffers, b.name, code)
-               for b in buffers.values())
 
 
 def named_in(name: str, code: str) -> bool:

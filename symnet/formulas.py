@@ -105,10 +105,17 @@ class Formulas:
     and ``f.expression(name)`` give sympy expressions (see ``expression``).
     """
 
-    def __init__(self, network):
+    def __init__(self, network, optimizer=None, weight_decay=0.0, clip_norm=None):
         self.network = network
         self.graph = network.graph()
         self.grads: list[NodeGrad] = derive(self.graph)   # output node first
+        # gradients of frozen parameters (trainable=False) are not computed, nor the
+        # deltas of frozen layers at the bottom (symnet.lower): not shown
+        from .lower import _dead_below
+        self._frozen = {grad_name(p.name) for p in self.graph.params()
+                        if not getattr(p, "trainable", True)}
+        if self._frozen:
+            self._frozen |= _dead_below(self.graph)
         self._explicit: dict[int, dict] = {}
         self.lines: list[Line] = []
         if network.is_chain:
@@ -124,6 +131,16 @@ class Formulas:
             fg.header(self, _Tex)
             fg.forward(self, _Tex, _el, _expr, here)
             fg.backward(self, _Tex, _el, _expr)
+        if optimizer is not None or weight_decay or clip_norm:
+            self._update(optimizer or "sgd", weight_decay, clip_norm)
+
+    def _update(self, optimizer, weight_decay, clip_norm):
+        """The update with its extra terms (clipping, weight decay): ``symnet.update``."""
+        from .update import update_lines
+        params = [p.name for p in self.graph.params() if getattr(p, "trainable", True)]
+        for k, (t, x) in enumerate(update_lines(params, optimizer, weight_decay, clip_norm)):
+            kind = "heading" if k == 0 else "step"
+            self._add(kind, _Tex(t if k == 0 else t[2:], x))
 
     # ------------------------------------------------------------ building
     def _add(self, kind: str, phrase: _Tex | str, lhs_rhs=True):
@@ -269,7 +286,8 @@ class Formulas:
             above = nodes[k + 1] if k + 1 < len(nodes) else None
             if above is None:
                 self._output_gradient(grad)
-            self._node(grad, above)
+            if upstream_name(node.name) not in self._frozen:   # frozen at the bottom
+                self._node(grad, above)
 
     def _output_gradient(self, grad: NodeGrad):
         out = grad.node.name
@@ -327,7 +345,7 @@ class Formulas:
             self._add("index", _el(dn, out) + EQ + _expr(deltas[dn].expr))
         # Parameters and inputs of the outer formula (biases, mostly).
         for t in grad.outer:
-            if t.target in deltas:
+            if t.target in deltas or t.target in self._frozen:
                 continue
             name = t.target[len("g_"):] if t.target.startswith("g_") else node.input
             summed = [x for x in loop if x not in t.index]
@@ -343,6 +361,8 @@ class Formulas:
             dn, X = delta_name(node, red), node.input
             for prod in grad.products.get(red.name, []):   # δᵀ·X and δ·W, as derived
                 W = red.contraction
+                if prod.target in self._frozen:
+                    continue
                 if prod.rule == "weight":
                     self._add("step", _d("L", W) + EQ + _d("L", H) + CHAIN + _d(H, W) + EQ
                               + _delta(dn) + TR + DOT + _n(X))
@@ -356,6 +376,8 @@ class Formulas:
             if red.contraction:
                 continue
             for t in grad.summands[red.name]:
+                if t.target in self._frozen:
+                    continue
                 name = t.target[len("g_"):] if t.target.startswith("g_") else X
                 carried = {n for ix in t.index for n in ((ix,) if isinstance(ix, str)
                                                          else ix.names())}

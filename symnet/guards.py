@@ -3,7 +3,7 @@
 Sizes: the generated C indexes arrays with ``int``, and a network's
 parameters, gradients and per-example work must fit in memory; both are
 checked from the kernel plan's numbers, before numpy allocates anything.
-Names: a layer may not be named like anything the kernel's C already uses.
+Names: what the kernel's C already uses (``C_NAMES``; see ``symnet.cnames``).
 
 >>> rows_per_call({"work_per_row": 10, "n_in": 2, "n_out": 1}, 8)
 8192
@@ -12,7 +12,6 @@ Names: a layer may not be named like anything the kernel's C already uses.
 from __future__ import annotations
 
 import os
-import re
 
 INT_MAX = 2**31 - 1
 CHUNK = 8192                 # at most this many examples per kernel call
@@ -95,7 +94,7 @@ def rows_per_call(meta: dict, itemsize: int) -> int:
 # and <stddef.h> names, the macros gcc predefines, the locals of the template's
 # exported functions, and the names the compiler derives from a layer's
 # (z_H1, delta_H1, dL_dH1, g_W1, CSE temporaries t0, t1, ...).  A layer named
-# like one of them would shadow it and change what the C means.
+# like one of them is written sn_u_<name> in the C (symnet.cnames).
 _MATH = """acos asin atan atan2 cos sin tan acosh asinh atanh cosh sinh tanh exp exp2 expm1
 frexp ilogb ldexp log log10 log1p log2 logb modf scalbn scalbln cbrt fabs hypot pow sqrt erf
 erfc lgamma tgamma ceil floor nearbyint rint lrint llrint round lround llround trunc fmod
@@ -111,13 +110,3 @@ C_NAMES = frozenset(
     wchar_t NULL offsetof linux unix errno
     m s g o p st to lse real params grads work
     """.split())
-_GENERATED = re.compile(r"t\d+|(z_|delta_|dL_d|g_).*|_[A-Z].*")
-
-
-def generated_name(name: str) -> bool:
-    """True for names the kernel's C reserves (see C_NAMES).
-
-    >>> generated_name("exp"), generated_name("delta_H1"), generated_name("hidden")
-    (True, True, False)
-    """
-    return name in C_NAMES or _GENERATED.fullmatch(name) is not None

@@ -14,7 +14,14 @@ Conventions:
   concatenated). ``lr_per_epoch`` is derivable only when the trainer also
   records ``steps_per_epoch``; ``record_epoch`` does both.
 - ``stopped`` is ``"completed"``, ``"diverged"`` (loss became NaN/inf or blew
-  up), ``"interrupted"`` (KeyboardInterrupt), ``"early_stopping"``, ... .
+  up), ``"interrupted"`` (KeyboardInterrupt), ``"early_stopping"`` (no new best
+  monitored loss for ``early_stopping`` epochs), ``"callback"`` (a callback
+  returned True).
+- ``best_epoch`` (from 1) is the epoch with the lowest monitored loss when
+  ``fit`` had ``early_stopping``; None otherwise.
+- ``accuracy`` is the training accuracy for losses that have one (softmax
+  cross-entropy, bce): like ``loss``, the mean over the epoch's batches, each
+  measured before its update (``sd``: of the parameters at the end of the epoch).
 
 >>> h = History(method="sd")
 >>> h.record_epoch(1.0, lr=[0.1, 0.1])
@@ -53,6 +60,7 @@ class History:
     stopped: str = "completed"
     method: str = ""
     epochs: int = 0                      # epochs completed
+    best_epoch: Optional[int] = None     # with early stopping: the best epoch, from 1
 
     # ---- recording -----------------------------------------------------
     def record_epoch(self, loss: float, *, lr=None, steps: Optional[int] = None,
@@ -120,12 +128,14 @@ class History:
 
     # ---- plotting ------------------------------------------------------
     def plot(self, path=None, ax=None):
-        """Draw training (and validation) loss per epoch; return the figure.
+        """Draw the loss per epoch (training and validation), the accuracy when
+        measured, and the step size per step; return the figure.
 
         With ``path`` the figure is saved there through the Agg backend (no
-        display needed); with ``ax`` it draws into that matplotlib Axes. The
-        y axis is logarithmic when the positive losses span more than two
-        decades. Non-finite losses (divergence) are left out of the curves.
+        display needed).  With ``ax`` only the loss is drawn, into that
+        matplotlib Axes.  The loss axis is logarithmic when the positive losses
+        span more than two decades, the step-size axis when the step sizes do.
+        Non-finite losses (divergence) are left out of the curves.
         """
         try:
             import matplotlib
@@ -133,17 +143,29 @@ class History:
             raise ImportError("History.plot needs matplotlib: `pip install matplotlib` "
                               "or `pip install symnet[plot]`") from e
         if ax is not None:
-            fig = ax.figure
-        elif path is not None:
+            self._plot_loss(ax)
+            return ax.figure
+        panels = 2 + bool(self.accuracy or self.val_accuracy)
+        size = (6, 2.6 * panels)
+        if path is not None:
             from matplotlib.figure import Figure
             from matplotlib.backends.backend_agg import FigureCanvasAgg
-            fig = Figure(figsize=(6, 4))
+            fig = Figure(figsize=size)
             FigureCanvasAgg(fig)
-            ax = fig.add_subplot(1, 1, 1)
+            axes = [fig.add_subplot(panels, 1, k + 1) for k in range(panels)]
         else:
             import matplotlib.pyplot as plt
-            fig, ax = plt.subplots(figsize=(6, 4))
+            fig, axes = plt.subplots(panels, 1, figsize=size)
+        self._plot_loss(axes[0])
+        if panels == 3:
+            self._plot_accuracy(axes[1])
+        self._plot_lr(axes[-1])
+        fig.tight_layout()
+        if path is not None:
+            fig.savefig(path, dpi=100, bbox_inches="tight")
+        return fig
 
+    def _plot_loss(self, ax):
         finite = []
         for name, vals in (("training loss", self.loss), ("validation loss", self.val_loss)):
             y = np.asarray(vals, dtype=np.float64)
@@ -156,6 +178,8 @@ class History:
         allv = np.concatenate(finite) if finite else np.zeros(0)
         if allv.size and (allv > 0).all() and allv.max() / allv.min() > 100.0:
             ax.set_yscale("log")
+        if self.best_epoch:
+            ax.axvline(self.best_epoch, color="gray", linestyle=":", label="best epoch")
         ax.set_xlabel("epoch")
         ax.set_ylabel("loss")
         title = f"{self.method} " if self.method else ""
@@ -163,6 +187,25 @@ class History:
         if finite:
             ax.legend()
         ax.grid(True, alpha=0.3)
-        if path is not None:
-            fig.savefig(path, dpi=100, bbox_inches="tight")
-        return fig
+
+    def _plot_accuracy(self, ax):
+        for name, vals in (("training accuracy", self.accuracy),
+                           ("validation accuracy", self.val_accuracy)):
+            y = np.asarray(vals, dtype=np.float64)
+            if y.size:
+                ax.plot(np.arange(1, y.size + 1), y, marker="." if y.size < 50 else None,
+                        label=name)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("accuracy")
+        ax.legend()
+        ax.grid(True, alpha=0.3)
+
+    def _plot_lr(self, ax):
+        lr = np.asarray(self.lr, dtype=np.float64)
+        if lr.size:
+            ax.plot(np.arange(lr.size), lr)
+            if (lr > 0).all() and lr.max() / lr.min() > 100.0:
+                ax.set_yscale("log")
+        ax.set_xlabel("step t")
+        ax.set_ylabel("step size η_t")
+        ax.grid(True, alpha=0.3)

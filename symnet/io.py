@@ -151,7 +151,7 @@ def network_from_description(desc: dict):
             layer = _layer(d)
             if layer is None:
                 raise ValueError(f"layer kind {d.get('kind')!r} cannot be loaded (only dense, "
-                                 "convolution, pooling and flatten layers)")
+                                 "symnet.Layer, convolution, pooling and flatten layers)")
             layers.append(layer)
         net = Network(inp, *layers, loss=_spec(desc["loss"]))
     except (KeyError, TypeError, AttributeError) as exc:
@@ -167,8 +167,11 @@ def _layer(d: dict):
     from . import conv
     from .dsl import Dense
     kind = d.get("kind")
+    if kind == "layer":
+        return _formula_layer(d)
     if kind == "dense":
-        return Dense(d["units"], _spec(d["activation"]), bias=d["bias"], name=d["name"])
+        return Dense(d["units"], _spec(d["activation"]), bias=d["bias"], name=d["name"],
+                     init=d.get("init"), trainable=d.get("trainable", True))
     if kind in ("conv2d", "conv1d"):
         cls = conv.Conv2d if kind == "conv2d" else conv.Conv1d
         return cls(d["out_channels"], tuple(d["kernel_size"]), stride=tuple(d["stride"]),
@@ -227,6 +230,20 @@ def _graph_from_description(desc: dict):
     return net
 
 
+def _formula_layer(d: dict):
+    """A ``symnet.Layer`` from its description: the formula is srepr text, read back
+    by ``parse_srepr`` (whitelisted constructors, never eval)."""
+    from .layers import Layer
+    if not isinstance(d.get("formula"), str):
+        raise ValueError(f"layer {d.get('name')!r}: the formula must be srepr text")
+    formula = parse_srepr(d["formula"], evaluate=True)
+    params = {k: tuple(v) for k, v in d["params"].items() if k != d["linear"]}
+    extra = {"inputs": tuple(d["inputs"])} if d.get("inputs") else {}
+    return Layer(d["units"], formula, params=params,
+                 init=d["init"], linear=d["linear"], name=d["name"],
+                 trainable=d.get("trainable", True), **extra)
+
+
 def _spec(name):
     """A built-in name as is; ``custom:<srepr>`` parsed to a sympy expression."""
     if not isinstance(name, str):
@@ -242,13 +259,16 @@ _ALLOWED = (
     "Abs", "sign", "tanh", "sinh", "cosh", "sin", "cos", "tan", "atan", "asinh", "erf",
     "Max", "Min", "Piecewise", "StrictGreaterThan", "StrictLessThan", "GreaterThan",
     "LessThan", "Equality", "Unequality", "And", "Or", "Not", "Heaviside",
+    "Indexed", "IndexedBase", "Sum", "Tuple",     # the index notation of symnet.Layer
 )
 _NAMES = {"true", "false", "pi", "E", "oo", "zoo", "nan", "I"}
 
 
-def parse_srepr(text: str):
+def parse_srepr(text: str, evaluate: bool = False):
     """sympy expression from ``sympy.srepr`` text, building only whitelisted sympy
-    classes from literal arguments: a tampered file cannot run code.
+    classes from literal arguments: a tampered file cannot run code.  With
+    ``evaluate`` the constructors evaluate as usual (the canonical form a formula
+    had when it was written out).
 
     >>> parse_srepr("Mul(Integer(2), Symbol('z', real=True))")
     2*z
@@ -289,7 +309,7 @@ def parse_srepr(text: str):
             kwargs = {k.arg: build(k.value, depth + 1) for k in node.keywords}
             if None in kwargs:
                 raise ValueError("custom expression uses ** arguments")
-            with sp.evaluate(False):
+            with sp.evaluate(evaluate):
                 return funcs[node.func.id](*args, **kwargs)
         raise ValueError(f"custom expression uses {ast.dump(node)[:80]}, which is not an "
                          "allowed sympy constructor (refused: files must not run code)")

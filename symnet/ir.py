@@ -106,6 +106,7 @@ class ParamSpec:
     shape: tuple[int, ...]
     init: str                    # "glorot", "he", "zeros", "ones"
     role: str = "weight"         # "weight" or "bias", for people
+    trainable: bool = True       # False: no gradient computed, never updated
 
 
 @dataclass

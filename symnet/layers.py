@@ -89,7 +89,8 @@ class Layer(LayerBase):
 
     def __init__(self, units: int, formula, params: dict | None = None,
                  init: dict | None = None, linear: str | None = None,
-                 name: str | None = None, inputs: tuple | None = None):
+                 name: str | None = None, inputs: tuple | None = None,
+                 trainable: bool = True):
         self.units = _check_size(units, "Layer units")
         self.name = None if name is None else check_name(name, "layer")
         self.where = f"layer {self.name or f'Layer({units})'!r}"
@@ -98,6 +99,7 @@ class Layer(LayerBase):
         self.params = self._check_params(params or {}, linear)
         self.init = self._check_init(init or {})
         self.linear = linear
+        self.trainable = bool(trainable)
         self.input_arg = "z" if linear else self.input_args[0]
         expr = self._call(formula)
         self._analyse(expr)
@@ -169,6 +171,10 @@ class Layer(LayerBase):
         return chosen
 
     def _call(self, formula) -> sp.Expr:
+        if isinstance(formula, sp.Expr):
+            # the formula itself, in the symbols a formula function receives (how
+            # symnet.load rebuilds a layer from its file)
+            return formula
         if not callable(formula):
             self._fail(f"formula must be a Python function of (x, i, j, params...), "
                        f"got {formula!r}")
@@ -322,13 +328,17 @@ class Layer(LayerBase):
 
     # ------------------------------------------------------------ IR
     def describe(self) -> dict:
-        return {"kind": "layer", "units": self.units, "formula": self._key,
-                "params": {p: list(d) for p, d in self.params.items()},
-                "init": self.init, "linear": self.linear, "name": self.name,
-                **({"inputs": list(self.input_args)} if len(self.input_args) > 1 else {})}
+        d = {"kind": "layer", "units": self.units, "formula": self._key,
+             "params": {p: list(d) for p, d in self.params.items()},
+             "init": self.init, "linear": self.linear, "name": self.name,
+             **({"inputs": list(self.input_args)} if len(self.input_args) > 1 else {})}
+        if not self.trainable:
+            d["trainable"] = False
+        return d
 
     def __repr__(self):
-        return f"Layer({self.units}, {self.formula_text!r}, name={self.name!r})"
+        frozen = ", trainable=False" if not self.trainable else ""
+        return f"Layer({self.units}, {self.formula_text!r}, name={self.name!r}{frozen})"
 
     def to_nodes(self, index, name, inputs, shapes):
         if len(getattr(self, "input_args", ())) <= 1:   # (subclasses may skip __init__)
@@ -345,7 +355,8 @@ class Layer(LayerBase):
             red = ir.Reduction(f"z_{zname}", r, ir.element(syms, W, ir.OUT, ir.IN)
                                * ir.element(syms, input_name, ir.BATCH, ir.IN),
                                (ir.IN,), contraction=W)
-            spec = ir.ParamSpec(W, ("out", "in"), (self.units, n_inputs), self.init[self.linear])
+            spec = ir.ParamSpec(W, ("out", "in"), (self.units, n_inputs), self.init[self.linear],
+                                trainable=self.trainable)
             lin = ir.Node(zname, index, input_name, n_inputs, self.units, [spec], [red], r,
                           syms, kind="linear")
             return [lin, self._node(index, name, zname, self.units)]
@@ -374,7 +385,8 @@ class Layer(LayerBase):
                                    f"but the dim {d!r} of {base} has length {extent[d]}")
                 sub[sym] = ir.element(syms, f"{base}{index}", *idx)
         params = [ir.ParamSpec(f"{p}{index}", dims, tuple(extent[d] for d in dims),
-                               self.init[p], role="weight" if len(dims) > 1 else "bias")
+                               self.init[p], role="weight" if len(dims) > 1 else "bias",
+                               trainable=self.trainable)
                   for p, dims in self.params.items() if p != self.linear]
         names = [f"z_{name}"] if len(self._reductions) == 1 else \
             [f"r{m}_{name}" for m in range(1, len(self._reductions) + 1)]

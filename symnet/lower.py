@@ -8,6 +8,7 @@ emitter prints them.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import sympy as sp
@@ -17,6 +18,8 @@ from .derive import (NodeGrad, Term, delta_name, derive, fused as is_fused, grad
                      shifted, upstream_name)
 from .notation import text  # loop comments read like the derivation (net.formulas())
 
+
+LOSS = "<loss>"  # the loss accumulator as a statement target (no layer has this name)
 
 # ------------------------------------------------------------------ operations
 
@@ -42,9 +45,9 @@ class Loop:
     """for each index in ``indices`` (name, extent): the statements, after CSE.
 
     ``stmts`` is a list of (target, index, op, expr) with op "=" or "+=";
-    ``target`` "loss" is the double accumulator of the loss.  With ``hoist``, a
-    "+=" whose target does not depend on the innermost index sums into a local
-    first (g_b[c] over y, x), so the innermost loop vectorises."""
+    ``target`` LOSS (not a possible layer name) is the double accumulator of the
+    loss.  With ``hoist``, a "+=" whose target does not depend on the innermost index
+    sums into a local first (g_b[c] over y, x), so the innermost loop vectorises."""
 
     indices: list[tuple[str, str | int]]
     stmts: list[tuple[str, tuple[str, ...], str, sp.Expr]]
@@ -118,6 +121,7 @@ class SoftmaxXent:
     weight: float = 1.0          # the output's loss weight
     t_offset: int = 0            # first column of this output's targets in T
     t_stride: int | None = None  # width of T's rows (None: n)
+    labels: bool = False         # T[b] is the class index of example b (not a row)
 
 
 @dataclass
@@ -148,6 +152,9 @@ class Plan:
     forward: list = field(default_factory=list)
     loss: list = field(default_factory=list)       # after forward: loss value only
     backward: list = field(default_factory=list)   # after forward: loss + gradients
+    loss_labels: list = field(default_factory=list)      # the same with integer class
+    backward_labels: list = field(default_factory=list)  # labels as targets (softmax only)
+    n_trainable: int = 0         # parameters [0, n_trainable) train; the rest are frozen
     symbols: dict = field(default_factory=dict)    # scalar symbol -> ir.Access
 
     @property
@@ -172,16 +179,23 @@ def plan(graph: ir.Graph) -> Plan:
     grads = derive(graph)
     by_node = {g.node.name: g for g in grads}
     buffers: dict[str, Buffer] = {}
-    offset = 0
-    for p in graph.params():
+    offsets, offset, n_trainable = {}, 0, 0
+    # trainable parameters first: the update runs over [0, n_trainable) only
+    for p in sorted(graph.params(), key=lambda p: not getattr(p, "trainable", True)):
+        offsets[p.name] = offset
         size = 1
         for s in p.shape:
             size *= s
-        buffers[p.name] = Buffer(p.name, "param", p.shape, offset, f"{p.role} {p.name}")
-        buffers[grad_name(p.name)] = Buffer(grad_name(p.name), "grad", p.shape, offset,
-                                            f"∂L/∂{p.name}")
         offset += size
+        if getattr(p, "trainable", True):
+            n_trainable = offset
     n_params = offset
+    for p in graph.params():
+        frozen = "" if getattr(p, "trainable", True) else " (frozen)"
+        buffers[p.name] = Buffer(p.name, "param", p.shape, offsets[p.name],
+                                 f"{p.role} {p.name}{frozen}")
+        buffers[grad_name(p.name)] = Buffer(grad_name(p.name), "grad", p.shape,
+                                            offsets[p.name], f"∂L/∂{p.name}{frozen}")
 
     in_shape = graph.in_shape if len(graph.in_shape) > 1 else graph.n_in
     buffers[graph.input_name] = _batch(graph.input_name, in_shape, "input", 0, "input")
@@ -249,11 +263,8 @@ def plan(graph: ir.Graph) -> Plan:
                 else:
                     work(t.target, _shape(node), f"∂L/∂{red.name}")
 
-    for node in graph.nodes:   # loop indices are C variables too
-        for name, _ in node.space + tuple(x for r in node.reductions for x in r.space):
-            if name in buffers:
-                raise ValueError(f"layer {node.name!r}: the index {name!r} has the name of an "
-                                 "array of the network; rename the index or the layer")
+    # loop indices are C variables too: an array named like one is written sn_u_<name>
+    # in the C (symnet.emit.Emitter.cname), so the two never meet
     p = Plan(graph, grads, buffers, n_params, row)
     for node in graph.nodes:
         p.symbols.update(node.symbols)
@@ -262,7 +273,54 @@ def plan(graph: ir.Graph) -> Plan:
     p.loss = _loss(graph, by_node, grad=False, written=set())
     p.backward = _loss(graph, by_node, grad=True, written=written) \
         + _backward(graph, by_node, written)
+    frozen = {grad_name(q.name) for q in graph.params() if not getattr(q, "trainable", True)}
+    if frozen:
+        p.backward = _drop(p.backward, frozen | _dead_below(graph))
+    p.n_trainable = n_trainable
+    if len(graph.outputs) == 1 and graph.losses[graph.outputs[0]].element is None:
+        p.loss_labels = [_labels(op) for op in p.loss]
+        p.backward_labels = [_labels(op) for op in p.backward]
     return p
+
+
+def _dead_below(graph: ir.Graph) -> set:
+    """Backward buffers nothing needs: those of the frozen layers at the bottom of the
+    network (no trainable parameter below them wants their deltas)."""
+    dead = set()
+    for node in graph.nodes:
+        # a node without parameters (pooling, flatten) ends it: its backward has
+        # other forms (routes, aliases) that are left as they are
+        if not node.params or any(getattr(q, "trainable", True) for q in node.params):
+            break
+        dead.add(upstream_name(node.name))
+        dead.update(delta_name(node, red) for red in node.reductions)
+    return dead
+
+
+def _drop(ops: list, targets: set) -> list:
+    """The ops without what computes ``targets`` (gradients of frozen parameters)."""
+    kept = []
+    for op in ops:
+        if isinstance(op, MatMul) and op.C in targets or isinstance(op, Zero) and \
+                op.buffer in targets:
+            continue
+        if isinstance(op, Loop):
+            stmts = [st for st in op.stmts if st[0] not in targets]
+            if not stmts:
+                continue
+            if len(stmts) < len(op.stmts):
+                comment = "; ".join(c for c in op.comment.split("; ")
+                                    if not any(c.startswith(t + "[") for t in targets))
+                op = dataclasses.replace(op, stmts=stmts, comment=comment)
+        kept.append(op)
+    return kept
+
+
+def _labels(op):
+    """The op for integer class labels as targets (T[b] = class of example b)."""
+    if isinstance(op, SoftmaxXent):
+        return dataclasses.replace(op, labels=True)
+    return op
 
 
 def _unpack(graph: ir.Graph, symbols: dict) -> list:
@@ -390,7 +448,7 @@ def _loss(graph: ir.Graph, by_node: dict, grad: bool, written: set) -> list:
             continue
         g = by_node[out.name]
         value = g.loss if weight == 1.0 else sp.Float(weight) * g.loss
-        stmts = [("loss", (), "+=", value)]
+        stmts = [(LOSS, (), "+=", value)]
         twins = _twin_deltas(g)
         terms = [t for t in g.outer if not _to_input(graph, t) and t.target not in twins]
         if grad:

@@ -29,22 +29,26 @@ def network_key(description: dict, dtype: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
-def _cdef(prefix: str, real: str, input_name: str) -> str:
-    return f"""
-void {prefix}forward(const {real} *params, {real} *work, const {real} *{input_name}, int batch);
-double {prefix}loss(const {real} *params, {real} *work, const {real} *{input_name},
+def _cdef(prefix: str, real: str, input_name: str, labels: bool = False) -> str:
+    text = ""
+    for suffix in ("", "_labels") if labels else ("",):
+        text += f"""
+double {prefix}loss{suffix}(const {real} *params, {real} *work, const {real} *X,
                     const {real} *T, int batch);
-double {prefix}loss_grad(const {real} *params, {real} *grads, {real} *work,
-                         const {real} *{input_name}, const {real} *T, int batch);
-double {prefix}step({real} *params, {real} *grads, {real} *work, const {real} *{input_name},
+double {prefix}loss_grad{suffix}(const {real} *params, {real} *grads, {real} *work,
+                         const {real} *X, const {real} *T, int batch);
+double {prefix}step{suffix}({real} *params, {real} *grads, {real} *work, const {real} *X,
                     const {real} *T, int batch, {real} lr);
-void {prefix}update({real} *params, const {real} *grads, {real} lr, int optimizer,
-                    {real} *s1, {real} *s2, const double *hyper, long long t);
-long long {prefix}train({real} *params, {real} *grads, {real} *work, {real} *Ib, {real} *Tb,
-                        {real} *prev, int *have_prev, const {real} *{input_name},
+long long {prefix}train{suffix}({real} *params, {real} *grads, {real} *work, {real} *Ib,
+                        {real} *Tb, {real} *prev, int *have_prev, const {real} *X,
                         const {real} *T, const long long *idx, long long n_idx, int batch_size,
                         const double *lr, double *losses, int optimizer, {real} *s1,
-                        {real} *s2, const double *hyper, long long t0);
+                        {real} *s2, const double *hyper, long long t0, double *correct);
+"""
+    return text + f"""
+void {prefix}forward(const {real} *params, {real} *work, const {real} *X, int batch);
+void {prefix}update({real} *params, const {real} *grads, {real} lr, int optimizer,
+                    {real} *s1, {real} *s2, const double *hyper, long long t);
 void {prefix}tune(void (*blas)(int, int, int, int, int, int, {real}, const {real} *, int,
                                const {real} *, int, {real}, {real} *, int),
                   double blas_min, double thread_min, int threads_max);
@@ -69,15 +73,35 @@ def compile_network(net, dtype: str):
         "work_per_row": plan.work_per_row, "n_in": plan.graph.n_in,
         "n_out": plan.graph.n_out, "input": plan.graph.input_name,
         "in_shape": list(plan.graph.in_shape), "out_shape": list(plan.graph.output.out_shape),
-        "output_offset": out.offset,
+        "output_offset": out.offset, "labels": bool(plan.loss_labels),
+        "n_trainable": plan.n_trainable,
         "inputs": [[name, width] for name, width in g.inputs],
         "outputs": [[o, plan.buffers[o].offset, g.node(o).n_out] for o in g.outputs],
         "params": [{"name": p.name, "shape": list(p.shape), "init": p.init,
-                    "offset": plan.buffers[p.name].offset} for p in plan.graph.params()],
+                    "offset": plan.buffers[p.name].offset, "trainable": p.trainable}
+                   for p in plan.graph.params()],
         "description": net.describe(),
     }
     guards.check_sizes(meta)
-    return build.build(key, source, _cdef(prefix, DTYPES[dtype], plan.graph.input_name), meta)
+    return build.build(key, source, _cdef(prefix, DTYPES[dtype], plan.graph.input_name,
+                                          bool(plan.loss_labels)), meta)
+
+
+def _check_init(init):
+    number = isinstance(init, (int, float)) and not isinstance(init, bool)
+    if init is None or number or init in ("glorot", "he", "normal", "zeros", "ones"):
+        return float(init) if number else init
+    raise ValueError(f"init must be one of glorot, he, normal, zeros, ones or a number, "
+                     f"got {init!r}")
+
+
+def _rebuild(description: str, dtype: str, params: dict, init):
+    """A Model from its pickled state (see ``Model.__reduce__``)."""
+    from .io import network_from_description
+    model = Model(network_from_description(json.loads(description)), dtype=dtype, init=init)
+    for name, value in params.items():
+        model.params[name] = value
+    return model
 
 
 class Params(MutableMapping):
@@ -126,7 +150,7 @@ class Model:
     them in parallel.
     """
 
-    def __init__(self, network, dtype="float32", seed: int = 0):
+    def __init__(self, network, dtype="float32", seed: int = 0, init=None):
         if dtype not in ("float32", "float64") and np.dtype(dtype).name in ("float32",
                                                                               "float64"):
             dtype = np.dtype(dtype).name
@@ -144,6 +168,9 @@ class Model:
         self._c_step = getattr(lib, prefix + "step")
         self._c_update = getattr(lib, prefix + "update")
         self._c_train = getattr(lib, prefix + "train")
+        if meta.get("labels"):
+            self._c_labels = tuple(getattr(lib, f"{prefix}{k}_labels")
+                                   for k in ("loss", "loss_grad", "step", "train"))
         # where its products run on this machine (BLAS above a measured size,
         # threads from a measured cost); once per module, before any call
         from . import tuning
@@ -175,6 +202,7 @@ class Model:
             self._views[p["name"]] = self._theta[sl].reshape(p["shape"])
             self._gviews[p["name"]] = self._grad[sl].reshape(p["shape"])
         self.params = Params(self._views, self._lock)
+        self._init = _check_init(init)
         self.init_params(seed)
 
     # ---------------------------------------------------------------- basics
@@ -199,15 +227,18 @@ class Model:
             shape, view = p["shape"], self._views[p["name"]]
             fan_out = shape[0]
             fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
-            if isinstance(p["init"], (int, float)):
-                view[...] = p["init"]
-            elif p["init"] == "normal":
+            scheme = p["init"]
+            if self._init is not None and len(shape) > 1:   # compile(init=...): matrices
+                scheme = self._init
+            if isinstance(scheme, (int, float)):
+                view[...] = scheme
+            elif scheme == "normal":
                 view[...] = rng.normal(0.0, 1.0, shape)
-            elif p["init"] == "zeros":
+            elif scheme == "zeros":
                 view[...] = 0
-            elif p["init"] == "ones":
+            elif scheme == "ones":
                 view[...] = 1
-            elif p["init"] == "he":
+            elif scheme == "he":
                 view[...] = rng.normal(0.0, np.sqrt(2.0 / fan_in), shape)
             else:
                 a = np.sqrt(6.0 / (fan_in + fan_out))
@@ -287,13 +318,16 @@ class Model:
                              f"{arr.shape}{hint}")
         return arr.reshape(arr.shape[0], -1)
 
-    def _targets(self, T, batch: int):
+    def _targets(self, T, batch: int, what: str = "T"):
+        """T as (batch, outputs) rows, or (batch, 1) class labels (``symnet.targets``);
+        with several outputs a list or dict of arrays, joined side by side."""
         net = self.network
         if len(net.outputs) == 1:
-            out = net.output_names[0]
             if len(self.out_shape) > 1:
-                T = self._tensor(T, "T", self.out_shape, f"output layer {out!r}")
-            T = self._matrix(T, "T", self.n_out, f"output layer {out!r}")
+                out = net.output_names[0]
+                T = self._tensor(T, what, self.out_shape, f"output layer {out!r}")
+            from .targets import labels_or_rows
+            return labels_or_rows(self, T, batch, what)
         elif isinstance(T, np.ndarray) and T.ndim == 2 and T.shape[1] == self.n_out:
             T = self._matrix(T, "T", self.n_out, "the outputs side by side")
         else:
@@ -310,6 +344,12 @@ class Model:
             raise ValueError(f"T has {T.shape[0]} rows but X has {batch}: one target row "
                              "per example is needed")
         return T
+
+    def _kernels(self, T):
+        """(loss, loss_grad, step, train) kernels for targets T: rows or class labels."""
+        if T.shape[1] == self.n_out:
+            return self._c_loss, self._c_loss_grad, self._c_step, self._c_train
+        return self._c_labels
 
     @staticmethod
     def _parts(A, what: str, names: list, kind: str) -> list:
@@ -374,11 +414,12 @@ class Model:
         X = self._inputs(X)
         T = self._targets(T, X.shape[0])
         n, total, rows = X.shape[0], 0.0, self._rows
+        c_loss = self._kernels(T)[0]
         with self._lock:
             for s in range(0, n, rows):
                 b = min(rows, n - s)
                 self._ensure_work(b)
-                total += b * self._c_loss(self._p_theta, self._p_work, self._ptr(X[s:s + b]),
+                total += b * c_loss(self._p_theta, self._p_work, self._ptr(X[s:s + b]),
                                           self._ptr(T[s:s + b]), b)
         return total / n
 
@@ -393,15 +434,16 @@ class Model:
     def _loss_grad(self, X, T) -> float:
         """Loss, and gradients into _grad; the caller holds the lock."""
         n, rows = X.shape[0], self._rows
+        c_loss_grad = self._kernels(T)[1]
         if n <= rows:
             self._ensure_work(n)
-            return self._c_loss_grad(self._p_theta, self._p_grad, self._p_work,
+            return c_loss_grad(self._p_theta, self._p_grad, self._p_work,
                                      self._ptr(X), self._ptr(T), n)
         total, acc = 0.0, np.zeros_like(self._grad, dtype=np.float64)
         for s in range(0, n, rows):
             b = min(rows, n - s)
             self._ensure_work(b)
-            total += b * self._c_loss_grad(self._p_theta, self._p_grad, self._p_work,
+            total += b * c_loss_grad(self._p_theta, self._p_grad, self._p_work,
                                            self._ptr(X[s:s + b]), self._ptr(T[s:s + b]), b)
             acc += (b / n) * self._grad
         self._grad[...] = acc
@@ -417,7 +459,7 @@ class Model:
         # Also: a finite float lr, aligned arrays (the C may use aligned vector
         # loads), and the model's lock around the call (threads share _work).
         if type(X) is np.ndarray and type(T) is np.ndarray and X.dtype is self.dtype \
-                and T.dtype is self.dtype and type(lr) is float and -_INF < lr < _INF:
+                and T.dtype is self.dtype and type(lr) is float and 0 < lr < _INF:
             xs, ts = X.shape, T.shape
             if len(xs) == 2 and len(ts) == 2 and xs[1] == self.n_in and ts[1] == self.n_out \
                     and xs[0] == ts[0] and 0 < xs[0] <= self._work_rows \
@@ -440,8 +482,10 @@ class Model:
             lr = float(lr)
         except (TypeError, ValueError):
             raise ValueError(f"lr must be a number, got {lr!r}") from None
-        if not -_INF < lr < _INF:  # one NaN step would make every parameter NaN
-            raise ValueError(f"lr must be finite, got {lr!r}")
+        if not 0 < lr < _INF:  # one NaN step would make every parameter NaN
+            raise ValueError(f"lr must be a positive finite number, got {lr!r}"
+                             + (" (a step size ≤ 0 does not descend)"
+                                if lr <= 0 else ""))
         n = X.shape[0]
         self._acquire()  # bound methods: ~60 ns less per step than `with self._lock`
         try:
@@ -451,7 +495,7 @@ class Model:
                 return loss
             if n > self._work_rows:
                 self._ensure_work(n)
-            return self._c_step(self._p_theta, self._p_grad, self._p_work, self._ptr(X),
+            return self._kernels(T)[2](self._p_theta, self._p_grad, self._p_work, self._ptr(X),
                                 self._ptr(T), n, lr)
         finally:
             self._release()
@@ -459,7 +503,8 @@ class Model:
     # ---------------------------------------------------------------- training
     def fit(self, X, T, method="minibatch", epochs=10, batch_size=32, lr=0.1, shuffle=True,
             seed=None, validation_data=None, progress=None, optimizer="sgd", momentum=None,
-            betas=None, eps=None, comm=None):
+            betas=None, eps=None, weight_decay=0.0, clip_norm=None, early_stopping=None,
+            restore_best=True, validation_split=None, callbacks=None, comm=None):
         """Train in place; returns a ``symnet.History``.
 
         ``method``: ``"sd"`` (one full-batch step per epoch), ``"sgd"`` (N steps per
@@ -471,6 +516,14 @@ class Model:
         ``symnet.train`` for the exact rules, divergence and Ctrl-C handling.
         ``comm``: an mpi4py communicator; each process passes its own part of the
         data and the step gradient is the mean over all parts (``symnet.distributed``).
+
+        Inside the compiled step: ``weight_decay`` λ (L2: g + λθ; decoupled for Adam,
+        as AdamW) and ``clip_norm`` c (g·min(1, c/‖g‖₂) before anything else).
+        ``early_stopping=p`` stops after p epochs without a new lowest validation loss
+        (training loss without validation data) and, with ``restore_best``, puts the
+        best epoch's parameters back; ``validation_split=f`` holds out the last
+        fraction f of the rows; ``callbacks``: functions of the History called after
+        each epoch, True stops.  See ``symnet.stopping``.
 
         >>> import symnet as sn
         >>> X, T = sn.datasets.xor()
@@ -487,12 +540,49 @@ class Model:
                                    batch_size=batch_size, lr=lr, shuffle=shuffle, seed=seed,
                                    validation_data=validation_data, progress=progress,
                                    optimizer=optimizer, momentum=momentum, betas=betas,
-                                   eps=eps)
+                                   eps=eps, weight_decay=weight_decay, clip_norm=clip_norm,
+                                   early_stopping=early_stopping, restore_best=restore_best,
+                                   validation_split=validation_split, callbacks=callbacks)
         from .train import fit
         return fit(self, X, T, method=method, epochs=epochs, batch_size=batch_size, lr=lr,
                    shuffle=shuffle, seed=seed, validation_data=validation_data,
                    progress=progress, optimizer=optimizer, momentum=momentum, betas=betas,
-                   eps=eps)
+                   eps=eps, weight_decay=weight_decay, clip_norm=clip_norm,
+                   early_stopping=early_stopping, restore_best=restore_best,
+                   validation_split=validation_split, callbacks=callbacks)
+
+    # ------------------------------------------------------------- using it
+    def predict(self, X, batch_size=None) -> np.ndarray:
+        """Probabilities for a classification head (softmax of the output for
+        ``softmax_cross_entropy``, the sigmoid output for ``bce``), the output
+        otherwise; any number of rows, ``batch_size`` per kernel call.  See
+        ``symnet.predict``."""
+        from .predict import predict
+        return predict(self, X, batch_size)
+
+    def predict_proba(self, X, batch_size=None) -> np.ndarray:
+        """Class probabilities (classification losses only), as ``predict``."""
+        from .predict import predict_proba
+        return predict_proba(self, X, batch_size)
+
+    def predict_classes(self, X, batch_size=None) -> np.ndarray:
+        """Class per example: argmax for ``softmax_cross_entropy`` ((N,) ints),
+        output > 0.5 for ``bce``."""
+        from .predict import predict_classes
+        return predict_classes(self, X, batch_size)
+
+    def evaluate(self, X, T, batch_size=None) -> dict:
+        """``{"loss", "accuracy"}`` for classification, ``{"loss", "mse", "mae"}``
+        otherwise, over all of (X, T) in chunks; no step is taken.
+
+        >>> import numpy as np, symnet as sn
+        >>> m = sn.Network(sn.Input(1), sn.Dense(1), loss="mse").compile(dtype="float64")
+        >>> m.params["W1"] = [[2.0]]
+        >>> m.evaluate(np.array([[1.0], [2.0]]), np.array([2.0, 3.0]))
+        {'loss': 0.5, 'mse': 0.5, 'mae': 0.5}
+        """
+        from .predict import evaluate
+        return evaluate(self, X, T, batch_size)
 
     def save(self, path):
         """Write parameters and network description to ``path`` (``.npz``, no pickle);
@@ -505,6 +595,14 @@ class Model:
         batch size (a ``symnet.summary.Summary``; ``print`` it)."""
         from .summary import summarize
         return summarize(self.network, batch_size, self.dtype.name)
+
+    def __reduce__(self):
+        """Pickling and ``copy.deepcopy``: the network description (the same safe text
+        ``save`` writes) and the parameters; the compiled module is loaded from the
+        cache (or rebuilt) on the other side."""
+        desc = json.dumps(self.network.describe(), sort_keys=True)
+        return _rebuild, (desc, self.dtype.name,
+                          {k: np.array(v) for k, v in self.params.items()}, self._init)
 
     def __repr__(self):
         return f"<symnet.Model {self.network!r} dtype={self.dtype.name}>"

@@ -259,6 +259,30 @@ def _merge_exp_sigmoid_any(e):
     return _merge_exp_sigmoid(e) if isinstance(e, sp.Mul) else e
 
 
+def _stable_log_cosh(expr: sp.Expr) -> sp.Expr:
+    """log(cosh(a)) = |a| + log(1 + e^{−2|a|}) − log 2; sinh(a)/cosh(a) = tanh(a)."""
+    expr = expr.replace(
+        lambda e: isinstance(e, sp.log) and isinstance(e.args[0], sp.cosh),
+        lambda e: (sp.Abs(e.args[0].args[0]) + softplus(-2 * sp.Abs(e.args[0].args[0]))
+                   - sp.log(2)))
+    return expr.replace(
+        lambda e: (isinstance(e, sp.Mul) and any(isinstance(f, sp.sinh) for f in e.args)
+                   and any(isinstance(f, sp.Pow) and f.exp == -1 and isinstance(f.base, sp.cosh)
+                           for f in e.args)),
+        _sinh_over_cosh)
+
+
+def _sinh_over_cosh(mul: sp.Mul) -> sp.Expr:
+    factors = list(mul.args)
+    for f in factors:
+        if isinstance(f, sp.sinh):
+            den = sp.Pow(sp.cosh(f.args[0]), -1)
+            if den in factors:
+                rest = [g for g in factors if g is not f and g != den]
+                return sp.Mul(*rest) * sp.tanh(f.args[0])
+    return mul
+
+
 def stabilise(expr: sp.Expr) -> sp.Expr:
     """Rewrite sub-expressions that overflow in floating point to stable forms.
 
@@ -269,12 +293,18 @@ def stabilise(expr: sp.Expr) -> sp.Expr:
     - (1 + e^a)^(−n) → σ(−a)^n                   (1/(1 + e^−x) → σ(x))
     - e^{m·a}·(1 + e^a)^(−n) → σ(a)^m·σ(−a)^(n−m)  (e^x/(1 + e^x) → σ(x))
     - log(σ(a)) → −softplus(−a), log(1 − σ(a)) → −softplus(a)
+    - log(cosh(a)) → |a| + softplus(−2|a|) − log 2   (log-cosh loss: cosh overflows
+      at |a| ≈ 89 in float32, the right side never does)
+    - sinh(a)/cosh(a) → tanh(a)
 
     >>> x = sp.Symbol("x", real=True)
     >>> stabilise(sp.diff(sp.log(1 + sp.exp(x)), x))
     sigmoid(x)
+    >>> stabilise(sp.log(sp.cosh(x)))
+    Abs(x) + softplus(-2*Abs(x)) - log(2)
     """
     expr = sp.sympify(expr)
+    expr = _stable_log_cosh(expr)
     expr = expr.replace(lambda e: isinstance(e, sp.log) and _one_plus_exp(e.args[0]) is not None,
                         lambda e: softplus(_one_plus_exp(e.args[0])))
     expr = expr.replace(

@@ -95,11 +95,16 @@ class Optimizer:
     (0.9, 0.999), ``eps`` default 1e-8): m ← β1 m + (1−β1) g,
     v ← β2 v + (1−β2) g², θ ← θ − η (m/(1−β1^t)) / (√(v/(1−β2^t)) + ε), t = 1, 2, ...
     The state starts at zero in each ``fit`` call.
+
+    ``clip_norm`` c: the gradient is first scaled to ĝ = g·min(1, c/‖g‖₂), ‖g‖₂ over all
+    parameters.  ``weight_decay`` λ: L2, g ← ĝ + λθ for sgd and momentum; decoupled
+    for Adam (AdamW): θ ← θ − η(Adam's step + λθ).
     """
 
     CODES: ClassVar[dict] = {"sgd": 0, "momentum": 1, "adam": 2}
 
-    def __init__(self, model, name="sgd", momentum=None, betas=None, eps=None):
+    def __init__(self, model, name="sgd", momentum=None, betas=None, eps=None,
+                 weight_decay=0.0, clip_norm=None):
         if name not in self.CODES:
             raise ValueError(f"optimizer must be one of {list(self.CODES)}, got {name!r}")
         given = {"momentum": momentum, "betas": betas, "eps": eps}
@@ -118,7 +123,17 @@ class Optimizer:
         if not (isinstance(eps, (int, float)) and eps > 0 and math.isfinite(eps)):
             raise ValueError(f"eps must be a positive number, got {eps!r}")
         self.name, self.code = name, self.CODES[name]
-        self.hyper = np.array([mu, b1, b2, eps], dtype=np.float64)
+        weight_decay = 0.0 if weight_decay is None else weight_decay
+        if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)) \
+                or not (0 <= weight_decay < math.inf):
+            raise ValueError(f"weight_decay must be a number ≥ 0, got {weight_decay!r}")
+        if clip_norm is not None and (isinstance(clip_norm, bool) or not isinstance(
+                clip_norm, (int, float)) or not (0 < clip_norm < math.inf)):
+            raise ValueError(f"clip_norm must be a positive number (or None), got "
+                             f"{clip_norm!r}")
+        # hyper[4]: weight decay λ; hyper[5]: clipping norm (0: none) -- see sn_update in C
+        self.hyper = np.array([mu, b1, b2, eps, weight_decay, clip_norm or 0.0],
+                              dtype=np.float64)
         n = model._theta.size
         self.s1 = np.zeros(n if name != "sgd" else 1, model.dtype)
         self.s2 = np.zeros(n if name == "adam" else 1, model.dtype)
@@ -199,11 +214,17 @@ class _SigintFlag:
 
 # ---------------------------------------------------------------- the loop
 
+def has_accuracy(loss_name: str) -> bool:
+    return loss_name in ("softmax_cross_entropy", "bce")
+
+
 def accuracy(loss_name: str, O: np.ndarray, T: np.ndarray):
-    """Share of correct predictions where it applies: argmax for softmax cross-entropy,
-    O > 0.5 against T > 0.5 per output for bce; None for other losses."""
+    """Share of correct predictions where it applies: argmax for softmax cross-entropy
+    (against the argmax of T's rows, or against class labels), O > 0.5 against T > 0.5
+    per output for bce; None for other losses."""
     if loss_name == "softmax_cross_entropy":
-        return float((O.argmax(axis=1) == T.argmax(axis=1)).mean())
+        y = T[:, 0] if T.shape[1] == 1 and O.shape[1] > 1 else T.argmax(axis=1)
+        return float((O.argmax(axis=1) == y).mean())
     if loss_name == "bce":
         return float(((O > 0.5) == (T > 0.5)).mean())
     return None
@@ -229,7 +250,8 @@ class _Run:
         self.spare = spare
         self.prev = spare[0]                         # θ before the last update
         self.have_prev = np.zeros(1, np.intc)
-        self.parts = []          # this epoch's kept steps: (losses, batch sizes, lrs) per call
+        self.parts = []          # this epoch's kept steps: (losses, batch sizes, lrs,
+        #                          correct examples or NaN) per call
         self.snap = spare[1]                         # θ before the call in flight
         self.parts_before = None                     # len(parts) before it; None: none
         if method != "sd":
@@ -237,7 +259,8 @@ class _Run:
             with model._lock:
                 model._ensure_work(B)
             self.Ib = np.zeros((B, model.n_in), model.dtype)
-            self.Tb = np.zeros((B, model.n_out), model.dtype)
+            self.Tb = np.zeros((B, T.shape[1]), model.dtype)  # rows, or class labels
+            self.c_train = model._kernels(T)[3]
             self.losses = np.zeros(0)
             self.p_X, self.p_T = model._ptr(X), model._ptr(T)
             self.p_Ib, self.p_Tb = model._ptr(self.Ib), model._ptr(self.Tb)
@@ -270,23 +293,28 @@ class _Run:
         n_steps = -(-idx.size // B)
         lrs = self.schedule.values(self.t, n_steps)
         losses = np.zeros(n_steps)
+        correct = np.full(n_steps, np.nan)        # counted by the C where there is accuracy
+        p_correct = ffi_null = m._ffi.NULL
+        if has_accuracy(m.network.loss_name) and len(m.network.outputs) == 1:
+            p_correct = m._ffi.cast("double *", correct.ctypes.data)
         ffi = m._ffi
         for s0 in range(0, n_steps, self.chunk):
             s1 = min(n_steps, s0 + self.chunk)
             part = idx[s0 * B: s1 * B]
             self._begin()
             with m._lock:
-                done = m._c_train(
+                done = self.c_train(
                     m._p_theta, m._p_grad, m._p_work, self.p_Ib, self.p_Tb, self.p_prev,
                     self.p_have, self.p_X, self.p_T, ffi.cast("long long *", part.ctypes.data),
                     part.size, B, ffi.cast("double *", lrs[s0:].ctypes.data),
                     ffi.cast("double *", losses[s0:].ctypes.data), opt.code, opt.p_s1,
-                    opt.p_s2, opt.p_hyper, opt.t)
+                    opt.p_s2, opt.p_hyper, opt.t,
+                    p_correct if p_correct == ffi_null else p_correct + s0)
             opt.t += done
             sizes = [B] * done
             if done and s0 + done == n_steps and idx.size % B:
                 sizes[-1] = idx.size % B
-            self._keep(losses[s0:s0 + done], sizes, lrs[s0:s0 + done])
+            self._keep(losses[s0:s0 + done], sizes, lrs[s0:s0 + done], correct[s0:s0 + done])
             self.parts_before = None
             if done < s1 - s0:
                 self._diverged()
@@ -302,10 +330,11 @@ class _Run:
         self.snap[...] = self.model._theta
         self.parts_before = len(self.parts)
 
-    def _keep(self, losses, sizes, lrs):
+    def _keep(self, losses, sizes, lrs, correct=None):
         # one append, so that an interruption keeps the whole call or none of it
+        correct = np.full(len(lrs), np.nan) if correct is None else correct
         self.parts.append((np.array(losses, np.float64), np.array(sizes, np.float64),
-                           np.array(lrs, np.float64)))
+                           np.array(lrs, np.float64), np.array(correct, np.float64)))
         self.t += len(lrs)
 
     def interrupted(self):
@@ -333,8 +362,8 @@ class _Run:
         while self.parts and not self.parts[-1][2].size:
             self.parts.pop()
         if self.parts:
-            losses, sizes, lrs = self.parts.pop()
-            self.parts.append((losses[:-1], sizes[:-1], lrs[:-1]))
+            losses, sizes, lrs, correct = self.parts.pop()
+            self.parts.append((losses[:-1], sizes[:-1], lrs[:-1], correct[:-1]))
         elif self.hist.steps:
             h = self.hist
             h.steps -= 1
@@ -346,47 +375,69 @@ class _Run:
         parts, self.parts = self.parts, []
         if not parts or not sum(p[2].size for p in parts):
             return
-        losses, sizes, lrs = (np.concatenate([p[k] for p in parts]) for k in range(3))
+        losses, sizes, lrs, correct = (np.concatenate([p[k] for p in parts]) for k in range(4))
         loss = float(np.average(losses, weights=sizes))
         val_loss = val_acc = None
+        name = self.model.network.loss_name
+        # training accuracy: for sgd/minibatch counted by the C on each batch before its
+        # update (like the loss); for sd of the parameters at the end of the epoch
+        acc = None
+        if has_accuracy(name) and len(self.model.network.outputs) == 1:
+            acc = float(correct.sum() / sizes.sum()) if not np.isnan(correct).any() else \
+                accuracy(name, self.model.forward(_user_layout(self.model, self.X, self.T)[0])
+                         .reshape(self.X.shape[0], -1), self.T)
         if self.val is not None:
             Xv, Tv = self.val
             O = self.model.forward(Xv)
             val_loss = self.model.loss(Xv, Tv)
             if len(self.model.network.outputs) == 1:
-                val_acc = accuracy(self.model.network.loss_name, O, Tv)
-        self.hist.record_epoch(loss, lr=lrs, steps=lrs.size, val_loss=val_loss,
+                val_acc = accuracy(name, O, Tv)
+        self.hist.record_epoch(loss, lr=lrs, steps=lrs.size, accuracy=acc, val_loss=val_loss,
                                val_accuracy=val_acc)
+
+
+def _user_layout(model, X, T):
+    """Checked (rows) X and T back in the layout the public calls take (tensors)."""
+    if len(model.in_shape) > 1:
+        X = X.reshape((-1, *model.in_shape))
+    if len(model.out_shape) > 1 and T.shape[1] == model.n_out:
+        T = T.reshape((-1, *model.out_shape))
+    return X, T
 
 
 def fit(model, X, T, method="minibatch", epochs=10, batch_size=32, lr=0.1, shuffle=True,
         seed=None, validation_data=None, progress=None, optimizer="sgd", momentum=None,
-        betas=None, eps=None) -> History:
+        betas=None, eps=None, weight_decay=0.0, clip_norm=None, early_stopping=None,
+        restore_best=True, validation_split=None, callbacks=None) -> History:
     """Train ``model`` in place on (X, T); returns a ``History``.  See ``Model.fit``."""
+    from .stopping import EarlyStopping, check_callbacks, split
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(map(repr, METHODS))}, "
                          f"got {method!r}")
     epochs = _positive_int("epochs", epochs)
     batch_size = _positive_int("batch_size", batch_size)
     schedule = as_schedule(lr)
+    stopper = None if early_stopping is None else EarlyStopping(early_stopping, restore_best)
+    callbacks = check_callbacks(callbacks)
     X = model._inputs(X)
     T = model._targets(T, X.shape[0])
     _finite(X, "X")
     _finite(T, "T")
     val = None
+    if validation_split is not None:
+        if validation_data is not None:
+            raise ValueError("give validation_data or validation_split, not both")
+        X, T, Xv, Tv = split(X, T, validation_split)
+        val = _user_layout(model, Xv, Tv)
     if validation_data is not None:
         if not (isinstance(validation_data, (tuple, list)) and len(validation_data) == 2):
             raise ValueError("validation_data must be a pair (X_val, T_val)")
         Xv = model._inputs(validation_data[0])
-        Tv = model._targets(validation_data[1], Xv.shape[0])
+        Tv = model._targets(validation_data[1], Xv.shape[0], "validation T")
         _finite(Xv, "validation X")
         _finite(Tv, "validation T")
-        if len(model.in_shape) > 1:   # the public calls below take the user's layout
-            Xv = Xv.reshape((-1, *model.in_shape))
-        if len(model.out_shape) > 1:
-            Tv = Tv.reshape((-1, *model.out_shape))
-        val = (Xv, Tv)
-    opt = Optimizer(model, optimizer, momentum, betas, eps)
+        val = _user_layout(model, Xv, Tv)
+    opt = Optimizer(model, optimizer, momentum, betas, eps, weight_decay, clip_norm)
     hist = History(method=method)
     run = _Run(model, X, T, method, batch_size, schedule, opt, val, hist)
     rng = np.random.default_rng(seed)
@@ -407,6 +458,13 @@ def fit(model, X, T, method="minibatch", epochs=10, batch_size=32, lr=0.1, shuff
                 if flag.raised:
                     hist.stopped = "interrupted"
                     break
+                asked = [bool(cb(hist)) for cb in callbacks]     # every callback, every epoch
+                if stopper is not None and stopper.after_epoch(model, hist):
+                    hist.stopped = "early_stopping"
+                    break
+                if any(asked):
+                    hist.stopped = "callback"
+                    break
     except KeyboardInterrupt:
         # Raised outside the graceful path (a second Ctrl-C, or not the main thread):
         # the compiled call in flight is dropped with its steps; all before it are kept.
@@ -414,6 +472,10 @@ def fit(model, X, T, method="minibatch", epochs=10, batch_size=32, lr=0.1, shuff
         run.record()
     finally:
         bar.close()
+        if stopper is not None:
+            hist.best_epoch = stopper.best_epoch or None
+            if hist.stopped != "interrupted":
+                stopper.restore(model)
         model._fit_spare = run.spare
         hist.wall_time = time.perf_counter() - start
     return hist

@@ -5,6 +5,12 @@ import tempfile
 
 import numpy as np
 import pytest
+from hypothesis import settings
+
+# Property tests draw the same examples on every run (CI included): a failure
+# is then reproducible, never a matter of which examples one run happened to draw.
+settings.register_profile("symnet", derandomize=True, database=None)
+settings.load_profile("symnet")
 
 _CACHE = tempfile.mkdtemp(prefix="symnet-test-cache-")
 os.environ.setdefault("SYMNET_CACHE_DIR", _CACHE)

@@ -107,7 +107,7 @@ def fuzz(X, T, lr, which):
         assert loss == ref or (np.isnan(loss) and np.isnan(ref))
     lg = _call(m.loss_and_grad, X, T)
     assert (lg is not None) == ok_t
-    finite_lr = isinstance(lr, float) and np.isfinite(lr)
+    finite_lr = isinstance(lr, float) and np.isfinite(lr) and lr > 0   # step refuses lr ≤ 0
     stepped = _call(m.step, X, T, lr)
     assert (stepped is not None) == (ok_t and finite_lr)
     if stepped is None:

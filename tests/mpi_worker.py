@@ -35,6 +35,8 @@ SCENARIOS = {
                            optimizer="momentum", momentum=0.8),
     "sgd": dict(method="sgd", epochs=2, lr=0.1, shuffle=False),
     "diverge": dict(method="sd", epochs=400, lr=40.0, net="linear"),
+    "early": dict(method="sd", epochs=300, lr=2.0, weight_decay=1e-3, clip_norm=1.0,
+                  early_stopping=3, validation=True),
     "conv_sd": dict(method="sd", epochs=10, lr=0.3, net="conv"),
     "graph_mb": dict(method="minibatch", batch_size=3, epochs=2, lr=0.2, shuffle=False,
                      net="graph"),
@@ -95,7 +97,7 @@ def part(A, sizes, r):
 
 def fit_args(spec):
     keep = ("method", "epochs", "batch_size", "lr", "shuffle", "seed", "optimizer",
-            "momentum")
+            "momentum", "weight_decay", "clip_norm", "early_stopping")
     return {k: v for k, v in spec.items() if k in keep}
 
 

@@ -353,11 +353,23 @@ def test_index_names_that_the_c_uses_are_refused():
     b, y = sn.indices("b y")
     with pytest.raises(ValueError, match=r"index name 'b' is not allowed"):
         sn.Layer((2, 3), lambda x: x[b, y], index=(b, y))
-    c, y = sn.indices("c y")
-    lay = sn.Layer((2, 3), lambda x: x[c, y] ** 2, index=(c, y))
-    net = sn.Network(sn.Input((2, 3), name="c"), lay, sn.Flatten(), sn.Dense(1), loss="mse")
-    with pytest.raises(ValueError, match=r"the index 'c' has the name of an array"):
-        net.compile()
+
+
+def test_an_array_named_like_a_loop_index_computes_like_any_other_name():
+    """The input named c beside the index c: the array is written sn_u_c in the C."""
+    def build(name):
+        c, y = sn.indices("c y")
+        lay = sn.Layer((2, 3), lambda x: x[c, y] ** 2, index=(c, y))
+        return sn.Network(sn.Input((2, 3), name=name), lay, sn.Flatten(), sn.Dense(1),
+                          loss="mse")
+    a = build("c").compile(dtype="float64", seed=0)
+    b = build("I").compile(dtype="float64", seed=0)
+    assert "sn_u_c" in a.c_source
+    X = np.random.default_rng(0).normal(size=(4, 2, 3))
+    T = np.ones((4, 1))
+    np.testing.assert_array_equal(a.forward(X), b.forward(X))
+    (la, ga), (lb, gb) = a.loss_and_grad(X, T), b.loss_and_grad(X, T)
+    assert la == lb and all(np.array_equal(ga[k], gb[k]) for k in ga)
 
 
 @pytest.mark.parametrize("pool, rows", [(sn.MaxPool2d(2), True), (sn.MaxPool2d(3, stride=2), False),

@@ -161,6 +161,16 @@ def test_sd_equals_one_process_on_concatenated_data(runs):
     assert ref_hist.loss[-1] < 0.6 * ref_hist.loss[0]       # it did train
 
 
+def test_early_stopping_weight_decay_and_clipping_as_in_one_process(runs):
+    res, P = runs
+    _same_on_all(res["early"])
+    theta, hist, _ = res["early"][0]
+    ref, ref_hist = _one_process_fit(W.SCENARIOS["early"], validation_data=W.validation())
+    assert hist["stopped"] == ref_hist.stopped == "early_stopping"
+    assert hist["best_epoch"] == ref_hist.best_epoch and hist["epochs"] == ref_hist.epochs
+    np.testing.assert_allclose(theta, ref, rtol=0, atol=TOL)
+
+
 def test_sd_convolution_network(runs):
     """A Conv2d network (image inputs, flattened per example) likewise."""
     res, P = runs

@@ -69,8 +69,7 @@ def test_non_contiguous_fortran_and_integer_inputs_give_right_answer(model):
     np.testing.assert_allclose(model.forward(ro), expected)
 
 
-@pytest.mark.parametrize("name", ["1abc", "a-b", "a b", "int", "for", "while", "x*/y",
-                                  "é", "", "lambda", "work", "symnet_x"])
+@pytest.mark.parametrize("name", ["1abc", "a-b", "a b", "x*/y", "é", "", "T"])
 def test_bad_names_refused_at_declaration(name):
     with pytest.raises(ValueError, match="name"):
         sn.Dense(3, name=name)

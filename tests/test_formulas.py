@@ -276,3 +276,21 @@ def test_command_line_prints_the_derivation_and_the_c():
     assert tex.returncode == 0 and tex.stdout.startswith(r"\begin{aligned}")
     c = _cli("c", "examples/xor.py")
     assert c.returncode == 0 and "g_W1[i,j] = Σ_b delta_H1[b,i]·I[b,j]" in c.stdout
+
+
+def test_command_line_missing_file_is_one_line():
+    out = _cli("formulas", "no/such/file.py")
+    assert out.returncode == 2
+    assert out.stderr.strip() == "python -m symnet: error: no such file: no/such/file.py"
+
+
+def test_command_line_closed_pipe_exits_quietly():
+    proc = subprocess.Popen([sys.executable, "-m", "symnet", "c", "examples/digits.py"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            cwd=sn.__path__[0] + "/..")
+    proc.stdout.readline()          # like `| head -1`: read a little, then go away
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    proc.stderr.close()
+    assert proc.wait(timeout=120) == 0
+    assert "Traceback" not in err and "BrokenPipe" not in err, err

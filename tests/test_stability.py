@@ -21,6 +21,7 @@ NAIVE = {
     "mish": lambda z: z * sp.tanh(sp.log(1 + E(z))),
     "log_sigmoid": lambda z: sp.log(1 / (1 + E(-z))),
     "swish": lambda z: z / (1 + E(-z)),
+    "tanh_ratio": lambda z: sp.sinh(z) / sp.cosh(z),
 }
 
 
@@ -95,3 +96,55 @@ def test_rewrites():
     assert stabilise(sp.log(1 - sigmoid(x))) == -softplus(x)
     assert stabilise(sp.diff(sp.log(1 + sp.exp(x)), x)) == sigmoid(x)
     assert not stabilise(sp.exp(2 * x) / (1 + sp.exp(x)) ** 3).has(sp.exp)
+
+
+R = np.array([-1e4, -1e3, -100.0, -89.0, -30.0, -2.0, -0.5, 0.0, 1e-3, 0.5, 2.0, 30.0, 89.0,
+              100.0, 1e3, 1e4])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_log_cosh_loss_finite_and_right_at_large_residuals(dtype):
+    """ℓ = log(cosh(o − t)) overflows as written (cosh(100) = inf in float32); it is
+    rewritten to |a| + softplus(−2|a|) − log 2, with derivative tanh(a)."""
+    o, t = sp.symbols("o t")
+    net = sn.Network(sn.Input(1), sn.Dense(1, bias=False), loss=sp.log(sp.cosh(o - t)))
+    model = net.compile(dtype=dtype)
+    model.params["W1"] = [[1.0]]
+    mpmath.mp.dps = 120
+    eps = float(np.finfo(dtype).eps)
+    rtol = 2e-6 if dtype == "float32" else 1e-13
+    for r in R:
+        X, T = np.array([[r + 3.0]]), np.array([[3.0]])   # residual o − t = r
+        rr = mpmath.mpf(float(X[0, 0])) - 3
+        loss, g = model.loss_and_grad(X, T)
+        want_l = float(mpmath.log(mpmath.cosh(rr)))
+        want_g = float(mpmath.tanh(rr) * mpmath.mpf(float(X[0, 0])))   # ∂ℓ/∂W = tanh(a)·x
+        assert np.isfinite(loss) and np.isfinite(g["W1"][0, 0]), r
+        # right to a few ulps of 1 near 0 (the rewrite subtracts log 2), relative beyond
+        assert loss == pytest.approx(want_l, rel=rtol, abs=4 * eps), r
+        assert g["W1"][0, 0] == pytest.approx(want_g, rel=rtol, abs=4 * eps * abs(X[0, 0])), r
+    assert stabilise(sp.log(sp.cosh(o))).has(sp.Abs)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_bce_on_logits_written_out_finite_at_extreme_outputs(dtype):
+    """−t·log(1/(1 + e^−o)) − (1 − t)·log(1 − 1/(1 + e^−o)): σ written with exp, then
+    its log, overflow as written; rewritten to t·softplus(−o) + (1 − t)·softplus(o)."""
+    o, t = sp.symbols("o t")
+    p = 1 / (1 + sp.exp(-o))
+    net = sn.Network(sn.Input(1), sn.Dense(1, bias=False),
+                     loss=-t * sp.log(p) - (1 - t) * sp.log(1 - p))
+    model = net.compile(dtype=dtype)
+    model.params["W1"] = [[1.0]]
+    mpmath.mp.dps = 120
+    rtol = 1e-5 if dtype == "float32" else 1e-12
+    for target in (0.0, 1.0):
+        for z in Z:
+            loss, g = model.loss_and_grad(np.array([[z]]), np.array([[target]]))
+            zz = mpmath.mpf(z)
+            want = float(mpmath.log(1 + mpmath.exp(-zz)) if target else
+                         mpmath.log(1 + mpmath.exp(zz)))
+            want_g = float((1 / (1 + mpmath.exp(-zz)) - target) * zz)
+            assert np.isfinite(loss) and np.isfinite(g["W1"][0, 0]), (z, target)
+            assert loss == pytest.approx(want, rel=rtol, abs=1e-30), (z, target)
+            assert g["W1"][0, 0] == pytest.approx(want_g, rel=rtol, abs=4e-7 * abs(z)), z

@@ -1,0 +1,96 @@
+"""Targets in the forms users have them.
+
+- rows ``(N, outputs)`` (one-hot rows or probabilities for a softmax
+  cross-entropy, values for the other losses) — the general form;
+- ``(N,)`` for a network with one output (scikit-learn's ``y``);
+- integer class labels ``(N,)`` (or ``(N, 1)``) in ``0 .. outputs − 1`` for a
+  softmax cross-entropy: these stay labels all the way into the compiled loss
+  (``<prefix>loss_labels`` and friends read T[b] as the class of example b),
+  no one-hot matrix is made.
+
+Labels reach the kernels as an ``(N, 1)`` array of the model's dtype (class
+indices are exact in float32 up to 2²⁴); a softmax cross-entropy needs at
+least two outputs, so width 1 always means labels there.
+
+>>> import numpy as np, symnet as sn
+>>> net = sn.Network(sn.Input(2), sn.Dense(3), loss="softmax_cross_entropy")
+>>> model = net.compile(dtype="float64")
+>>> model._targets(np.array([2, 0]), 2).ravel().tolist()
+[2.0, 0.0]
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+MAX_LABEL = 2**24  # class indices exact in float32
+
+
+def is_labels(model, T: np.ndarray) -> bool:
+    """True when the checked targets T are class labels (width 1, softmax)."""
+    return T.shape[1] == 1 and model.n_out != 1 and model._meta.get("labels", False)
+
+
+def accepted(model) -> str:
+    """The target shapes this model takes, for error messages."""
+    n = model.n_out
+    if model._meta.get("labels", False):
+        return (f"(N, {n}) rows (one-hot or probabilities) or integer class labels (N,) "
+                f"in 0..{n - 1}")
+    if n == 1:
+        return "(N, 1) or (N,)"
+    return f"(N, {n})"
+
+
+def labels_or_rows(model, T, batch: int, what: str = "T"):
+    """T as a C-contiguous (batch, outputs) array of the model's dtype, or as
+    (batch, 1) class labels for a softmax cross-entropy; ValueError naming the
+    output layer and the shapes that fit otherwise."""
+    out = model.network.names[-1]
+    owner = f"output layer {out!r}"
+    if isinstance(T, np.ma.MaskedArray) and np.ma.count_masked(T):
+        return model._matrix(T, what, model.n_out, owner)       # its message
+    try:
+        arr = np.asarray(T)
+    except (ValueError, TypeError):
+        return model._matrix(T, what, model.n_out, owner)       # its message
+    labels_ok = model._meta.get("labels", False)
+    if arr.ndim == 1 or (labels_ok and arr.ndim == 2 and arr.shape[1] == 1):
+        if labels_ok:
+            return _labels(model, arr.reshape(-1), batch, what, owner)
+        if model.n_out == 1 and arr.dtype.kind in "biuf":
+            arr = arr.reshape(-1, 1)
+    elif arr.ndim == 2 and arr.shape[1] != model.n_out and arr.dtype.kind in "biuf":
+        raise ValueError(f"{what} has {arr.shape[1]} columns but {owner} has {model.n_out}: "
+                         f"expected shape (batch, {model.n_out}), got {arr.shape}; for this "
+                         f"network (loss {model.network.loss_name}) {what} may be "
+                         f"{accepted(model)}")
+    elif arr.ndim not in (1, 2) and arr.dtype.kind in "biuf":
+        raise ValueError(f"{what} must be 2-D (batch, {model.n_out}) for {owner} "
+                         f"(loss {model.network.loss_name}), got shape {arr.shape}; "
+                         f"{what} may be {accepted(model)}")
+    T = model._matrix(arr, what, model.n_out, owner)
+    _rows(T, batch, what)
+    return T
+
+
+def _rows(T, batch, what):
+    if T.shape[0] != batch:
+        raise ValueError(f"{what} has {T.shape[0]} rows but X has {batch}: one target per "
+                         "example is needed")
+
+
+def _labels(model, y: np.ndarray, batch: int, what: str, owner: str) -> np.ndarray:
+    n = model.n_out
+    if y.dtype.kind not in "iuf" or y.size == 0:
+        raise ValueError(f"{what} of shape {y.shape} must be integer class labels in "
+                         f"0..{n - 1} for {owner} (softmax cross-entropy), or (N, {n}) rows; "
+                         f"got dtype {y.dtype}" + (", empty" if y.size == 0 else ""))
+    bad = ~np.isfinite(y) | (y != np.round(y)) | (y < 0) | (y >= n) if y.dtype.kind == "f" \
+        else (y < 0) | (y >= n)
+    if bad.any():
+        row = int(np.nonzero(bad)[0][0])
+        raise ValueError(f"{what} holds class labels for {owner}, which has {n} classes: "
+                         f"label {y[row].item():g} at row {row} is not an integer in 0..{n - 1}")
+    _rows(y.reshape(-1, 1), batch, what)
+    return np.ascontiguousarray(y.reshape(-1, 1), dtype=model.dtype)
