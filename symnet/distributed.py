@@ -41,8 +41,10 @@ process and its error, instead of waiting forever.  Launch with
 
 The History is the same on every process: the loss over all data, validation
 (``validation_data`` of process 0; the others' is ignored) computed by process 0
-and broadcast, and process 0's wall time.  mpi4py is imported only when a
-communicator is given.
+and broadcast, and process 0's wall time (no training accuracy).  Weight decay,
+clipping and early stopping act as in one process; callbacks run on every
+process, and any one returning True stops all; ``validation_split`` is refused.
+mpi4py is imported only when a communicator is given.
 
 >>> import symnet as sn
 >>> from mpi4py import MPI                               # doctest: +SKIP
@@ -344,11 +346,12 @@ class _DistRun:
             result = None
             if self.rank == 0:
                 try:
-                    Xv, Tv = self.val_local
+                    Xv, Tv, rows = self.val_local       # the public calls take X as given
                     m = self.model
                     acc = None
                     if len(m.network.outputs) == 1:      # as one process's fit
-                        acc = accuracy(m.network.loss_name, m.forward(Xv), Tv)
+                        O = m.forward(Xv).reshape(rows.shape[0], -1)
+                        acc = accuracy(m.network.loss_name, O, rows)
                     result = (m.loss(Xv, Tv), acc)
                 except Exception as exc:  # noqa: BLE001  (sent to the others, then raised)
                     result = _text(exc)
@@ -379,7 +382,7 @@ def _prepare(model, X, T, method, epochs, batch_size, lr, validation_data, rank)
         Tv = model._targets(validation_data[1], Xv.shape[0])
         _finite(Xv, "validation X")
         _finite(Tv, "validation T")
-        val = (Xv, Tv)
+        val = (validation_data[0], validation_data[1], Tv)   # as given, and T as rows
     return X, T, epochs, batch_size, schedule, val
 
 

@@ -37,7 +37,7 @@ SCENARIOS = {
     "diverge": dict(method="sd", epochs=400, lr=40.0, net="linear"),
     "early": dict(method="sd", epochs=300, lr=2.0, weight_decay=1e-3, clip_norm=1.0,
                   early_stopping=3, validation=True),
-    "conv_sd": dict(method="sd", epochs=10, lr=0.3, net="conv"),
+    "conv_sd": dict(method="sd", epochs=10, lr=0.3, net="conv", validation=True),
     "graph_mb": dict(method="minibatch", batch_size=3, epochs=2, lr=0.2, shuffle=False,
                      net="graph"),
     "diverge_mb": dict(method="minibatch", batch_size=2, epochs=400, lr=9.0, shuffle=False,
@@ -64,8 +64,8 @@ def data(n=23, seed=0, kind="tanh"):
     return X, T
 
 
-def validation():
-    return data(n=11, seed=1)
+def validation(kind="tanh"):
+    return data(n=11, seed=1, kind=kind)
 
 
 def network(kind="tanh", hidden=5):
@@ -141,7 +141,7 @@ def run(comm, name, spec):
     hook = spec.get("hook")
     if hook and hook[1] == r:
         _hook(model, hook[0], hook[2])
-    val = validation() if spec.get("validation") else None
+    val = validation(kind) if spec.get("validation") else None
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")

@@ -176,7 +176,10 @@ def test_sd_convolution_network(runs):
     res, P = runs
     _same_on_all(res["conv_sd"])
     theta, hist, _ = res["conv_sd"][0]
-    ref, ref_hist = _one_process_fit(W.SCENARIOS["conv_sd"], kind="conv")
+    ref, ref_hist = _one_process_fit(W.SCENARIOS["conv_sd"], kind="conv",
+                                     validation_data=W.validation("conv"))
+    np.testing.assert_allclose(hist["val_loss"], ref_hist.val_loss, rtol=TOL)
+    assert hist["val_accuracy"] == ref_hist.val_accuracy and len(hist["val_loss"]) == 10
     np.testing.assert_allclose(theta, ref, rtol=0, atol=TOL)
     np.testing.assert_allclose(hist["loss"], ref_hist.loss, rtol=TOL)
     assert ref_hist.loss[-1] < ref_hist.loss[0]
