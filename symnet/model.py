@@ -438,7 +438,7 @@ class Model:
     def fit(self, X, T, method="minibatch", epochs=10, batch_size=32, lr=0.1, shuffle=True,
             seed=None, validation_data=None, progress=None, optimizer="sgd", momentum=None,
             betas=None, eps=None, weight_decay=0.0, clip_norm=None, early_stopping=None,
-            restore_best=True, validation_split=None, callbacks=None):
+            restore_best=True, validation_split=None, callbacks=None, comm=None):
         """Train in place; returns a ``symnet.History``.
 
         ``method``: ``"sd"`` (one full-batch step per epoch), ``"sgd"`` (N steps per
@@ -448,6 +448,8 @@ class Model:
         ``"momentum"`` (``momentum=0.9``) or ``"adam"`` (``betas=(0.9, 0.999)``,
         ``eps=1e-8``).  The same ``seed`` gives bit-identical parameters.  See
         ``symnet.train`` for the exact rules, divergence and Ctrl-C handling.
+        ``comm``: an mpi4py communicator; each process passes its own part of the
+        data and the step gradient is the mean over all parts (``symnet.distributed``).
 
         Inside the compiled step: ``weight_decay`` λ (L2: g + λθ; decoupled for Adam,
         as AdamW) and ``clip_norm`` c (g·min(1, c/‖g‖₂) before anything else).
@@ -466,6 +468,15 @@ class Model:
         >>> hist.epochs, hist.steps
         (5, 10)
         """
+        if comm is not None:
+            from .distributed import fit as fit_distributed
+            return fit_distributed(self, X, T, comm, method=method, epochs=epochs,
+                                   batch_size=batch_size, lr=lr, shuffle=shuffle, seed=seed,
+                                   validation_data=validation_data, progress=progress,
+                                   optimizer=optimizer, momentum=momentum, betas=betas,
+                                   eps=eps, weight_decay=weight_decay, clip_norm=clip_norm,
+                                   early_stopping=early_stopping, restore_best=restore_best,
+                                   validation_split=validation_split, callbacks=callbacks)
         from .train import fit
         return fit(self, X, T, method=method, epochs=epochs, batch_size=batch_size, lr=lr,
                    shuffle=shuffle, seed=seed, validation_data=validation_data,

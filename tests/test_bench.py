@@ -30,3 +30,23 @@ def test_bench_rejects_unknown_workload():
     proc = _bench("--workloads", "huge")
     assert proc.returncode == 2
     assert "unknown workload 'huge'" in proc.stderr
+
+
+def test_mpi_section_prints_one_and_two_processes():
+    """The data-parallel section (tests/test_distributed.py says when MPI must be there)."""
+    import pytest
+    try:
+        import mpi4py  # noqa: F401
+        from symnet.distributed import mpiexec
+        mpiexec(1)
+    except (ImportError, FileNotFoundError) as exc:
+        if os.environ.get("SYMNET_REQUIRE_MPI") == "1":
+            pytest.fail(f"MPI required but unavailable: {exc}")
+        pytest.skip(f"no MPI here: {exc}")
+    proc = _bench("--quick", "--workloads", "tiny", "--sections", "mpi")
+    assert proc.returncode == 0, proc.stderr
+    rows = [line.split() for line in proc.stdout.splitlines()
+            if line.strip().startswith("tiny ")]
+    assert [r[2] for r in rows] == ["1", "2"]                      # P
+    for r in rows:
+        assert float(r[4]) > 0 and float(r[5]) > 0 and r[6].endswith("%")

@@ -4,12 +4,14 @@ Times one float32 training step (forward + backward + update) of each workload:
 symnet's ``model.step``, a whole epoch in one ``model.fit`` call (per step),
 plain numpy back-propagation, and PyTorch / JAX / PyTensor when they are
 installed.  Then compile time in new processes (cold and cached, and against
-width and depth) and the peak memory of the large workload.
+width and depth), the peak memory of the large workload, and data-parallel
+steps over MPI at 1 and 2 processes (symnet/bench/mpi.py).
 
     python -m symnet.bench                 # everything, about 3 minutes
     python -m symnet.bench --quick         # shorter timings, numpy/torch/jax only
     python -m symnet.bench --workloads tiny --sections steps
     python -m symnet.bench --workloads conv --sections steps   # the LeNet-5-like network
+    python -m symnet.bench --sections mpi  # data-parallel steps at 1 and 2 processes
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from . import conv, measure, refs
 
 DEFAULT_REFS = ("numpy", "torch", "jax", "pytensor")
 QUICK_REFS = ("numpy", "torch", "jax")
-SECTIONS = ("steps", "compile", "memory")
+SECTIONS = ("steps", "compile", "memory", "mpi")
 
 
 def _us(v) -> str:
@@ -236,6 +238,9 @@ def main(argv=None):
     if "memory" in sections:
         run_memory()
     print_targets(rows, ct)
+    if "mpi" in sections:
+        from . import mpi
+        mpi.report(names, args.quick)
     print(f"\nbenchmark took {time.perf_counter() - t0:.1f} s")
 
 
