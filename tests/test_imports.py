@@ -29,10 +29,10 @@ STAGES = [
     ("C text", {"emit"}),
     ("backends", {"backend", "backend.c"}),
     ("model", {"model"}),
-    ("training", {"train", "predict"}),
+    ("training", {"train", "predict", "distributed"}),
     ("files", {"io", "export"}),
     ("tools", {"__init__", "__main__", "sanitize", "bench", "bench.__main__",
-               "bench.measure", "bench.refs", "bench.conv"}),
+               "bench.measure", "bench.refs", "bench.conv", "bench.mpi"}),
 ]
 
 # (importer, imported): a call handed to a later stage, and why it is allowed; and the
@@ -45,6 +45,7 @@ FACADES = {
     ("model", "summary"): "Model.summary(): symnet.summary.summarize",
     ("model", "export"): "Model.export_c(): symnet.export.export_c",
     ("model", "predict"): "Model.predict/evaluate(): symnet.predict",
+    ("model", "distributed"): "Model.fit(comm=...): symnet.distributed.fit",
     ("dsl", "summary"): "Network.summary(): symnet.summary.summarize",
     # Not a facade: the one cycle left (dsl -> layers -> dsl).  Dense builds its IR
     # node as the general sn.Layer it is a case of, and layers.py takes LayerBase from
