@@ -18,7 +18,114 @@
 #include <stddef.h>
 #include <string.h>
 
+/*
+ * symnet kernels -- the interface of a network compiled by symnet 0.1.0.
+ *
+ *   input I: 64 features
+ *   H1 (128) = Piecewise((b1[i] + z_H1[b,i], b1[i] + z_H1[b,i] > 0), (0, True))
+ *   H2 (64) = Piecewise((b2[i] + z_H2[b,i], b2[i] + z_H2[b,i] > 0), (0, True))
+ *   O (10) = b3[i] + z_O[b,i]
+ *   loss: softmax_cross_entropy, averaged over the batch
+ *
+ * Numbers are float (float32); arrays are row-major: a batch X holds
+ * X[b,j] at X[b * SYMNET_5B0179615C_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_5B0179615C_N_PARAMS numbers, in the order of model.params, each row-major:
+ *   W1           offset         0  shape (128, 64)
+ *   b1           offset      8192  shape (128,)
+ *   W2           offset      8320  shape (64, 128)
+ *   b2           offset     16512  shape (64,)
+ *   W3           offset     16576  shape (10, 64)
+ *   b3           offset     17216  shape (10,)
+ * Gradients have the same layout.  Every function takes its scratch memory as
+ * `work` (SYMNET_5B0179615C_WORK_SIZE(batch) numbers; SYMNET_5B0179615C_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_5b0179615c_train) and allocates nothing.  Memory for one call of a batch B:
+ *   params 17226 + X B*64 + T or O B*10 + work (B*808 + 17226)
+ *   numbers of 4 bytes; e.g. B = 32: 250,704 bytes (training; forward only: 130,088).
+ */
+#ifndef SYMNET_5B0179615C_H
+#define SYMNET_5B0179615C_H
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SYMNET_5B0179615C_REAL float  /* the number type of every array (float32) */
+#define SYMNET_5B0179615C_N_INPUTS 64  /* features per example */
+#define SYMNET_5B0179615C_N_OUTPUTS 10
+#define SYMNET_5B0179615C_N_PARAMS 17226  /* numbers in the flat parameter array */
+#define SYMNET_5B0179615C_WORK_PER_EXAMPLE 808
+#define SYMNET_5B0179615C_WORK_SIZE(batch) ((batch) * 808 + 17226)  /* numbers of scratch per call */
+#define SYMNET_5B0179615C_TRAIN_WORK_SIZE(batch_size) (SYMNET_5B0179615C_WORK_SIZE(batch_size) + (batch_size) * 74)
+#define SYMNET_5B0179615C_SGD 0       /* optimizer codes of symnet_5b0179615c_update and symnet_5b0179615c_train */
+#define SYMNET_5B0179615C_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_5B0179615C_N_PARAMS numbers */
+#define SYMNET_5B0179615C_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_5B0179615C_N_PARAMS numbers each */
+
+/* O[b,k] (batch × SYMNET_5B0179615C_N_OUTPUTS) = the network's output for X (batch × SYMNET_5B0179615C_N_INPUTS). */
+void symnet_5b0179615c_forward(const float *params, const float *X, int batch, float *O, float *work);
+
+/* The loss of the batch: the mean over its examples of the per-example loss. */
+float symnet_5b0179615c_loss(const float *params, const float *X, const float *T, int batch, float *work);
+
+/* The loss, and ∂L/∂θ into grads (SYMNET_5B0179615C_N_PARAMS numbers) by back propagation. */
+float symnet_5b0179615c_loss_grad(const float *params, const float *X, const float *T, int batch,
+    float *grads, float *work);
+
+/* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
+float symnet_5b0179615c_step(float *params, const float *X, const float *T, int batch, float lr,
+    float *work);
+
+/* The loss of the batch: the mean over its examples of the per-example loss; T[b] is the class label of example b. */
+float symnet_5b0179615c_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
+
+/* The loss, and ∂L/∂θ into grads (SYMNET_5B0179615C_N_PARAMS numbers) by back propagation. */
+float symnet_5b0179615c_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
+    float *grads, float *work);
+
+/* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
+float symnet_5b0179615c_step_labels(float *params, const float *X, const float *T, int batch, float lr,
+    float *work);
+
+/* The update of one step from the gradients: optimizer SYMNET_5B0179615C_SGD, SYMNET_5B0179615C_MOMENTUM or SYMNET_5B0179615C_ADAM
+ * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
+ * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
+ * number t = 1, 2, ... (Adam's corrections). */
+void symnet_5b0179615c_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+    float *s2, const double *hyper, long long t);
+
+/* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
+ * batch may be short) of (X, T), step size lr[s] and step number
+ * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
+ * of examples classified correctly before the step to correct[s].  Stops before the
+ * update of a step whose loss is not finite and returns the number of steps completed.
+ * prev (SYMNET_5B0179615C_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * *have_prev says it holds them; a non-finite loss restores them.
+ * work: SYMNET_5B0179615C_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_5b0179615c_train(float *params, const float *X, const float *T, const long long *idx,
+    long long n_idx, int batch_size, const double *lr, double *losses,
+    int optimizer, float *s1, float *s2, const double *hyper, long long t0,
+    float *prev, int *have_prev, double *correct, float *work);
+
+/* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
+ * batch may be short) of (X, T); T[b] is the class label of example b, step size lr[s] and step number
+ * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
+ * of examples classified correctly before the step to correct[s].  Stops before the
+ * update of a step whose loss is not finite and returns the number of steps completed.
+ * prev (SYMNET_5B0179615C_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * *have_prev says it holds them; a non-finite loss restores them.
+ * work: SYMNET_5B0179615C_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_5b0179615c_train_labels(float *params, const float *X, const float *T, const long long *idx,
+    long long n_idx, int batch_size, const double *lr, double *losses,
+    int optimizer, float *s1, float *s2, const double *hyper, long long t0,
+    float *prev, int *have_prev, double *correct, float *work);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* SYMNET_5B0179615C_H */
+
 typedef float real;
+#define SN_SIMD 1  /* reductions marked `omp simd` vectorise (-fopenmp-simd) */
 
 /* ------------------------------------------------------------------------
  * Matrix products.  One driver serves the three shapes the plan uses:
@@ -55,6 +162,15 @@ typedef float real;
                               thread vs 9.5 ms on two under load) */
 #endif
 #define sn_threads(mnk, jobs) ((mnk) >= SN_PARALLEL ? 2 : 1)
+
+#ifdef FP_FAST_FMAF
+/* a·b + c rounded once, where the machine has a fused multiply-add; written out
+   so that a compiler cannot turn a loop of them into products and a separate sum
+   (the export's matrix loops then give the bits of the tiled driver's) */
+#define SN_MADD(a, b, c) fmaf(a, b, c)
+#else
+#define SN_MADD(a, b, c) ((c) + (a) * (b))
+#endif
 
 /* C[r,c] (+)= Σ_{k<kc} A(r,k)·P[k,c] for r < SN_MR, c < SN_NR: one register tile. */
 static inline void sn_tile(int kc, const real *restrict A, ptrdiff_t sam, ptrdiff_t sak,
@@ -135,6 +251,7 @@ static void sn_gemm(int M, int N, int K, const real *restrict A, ptrdiff_t sam, 
     }
 }
 
+
 /* The wrappers below are inlined at each call, where N and K (and often M) are
  * constants: small products then run as loops the compiler unrolls and
  * vectorises, in the order that reads memory contiguously; the rest go to
@@ -161,7 +278,7 @@ SN_INLINE void sn_mm_nt(int M, int N, int K, const real *restrict A,
     for (int m = 0; m < M; m++)
         for (int n = 0; n < N; n++) {
             real s = accumulate ? C[(size_t)m * N + n] : 0;
-            for (int k = 0; k < K; k++) s += A[(size_t)m * K + k] * B[(size_t)n * K + k];
+            for (int k = 0; k < K; k++) s = SN_MADD(A[(size_t)m * K + k], B[(size_t)n * K + k], s);
             C[(size_t)m * N + n] = s;
         }
 }
@@ -181,7 +298,7 @@ SN_INLINE void sn_mm_nn(int M, int N, int K, const real *restrict A,
             for (int n = 0; n < N; n++) c[n] = 0;
         for (int k = 0; k < K; k++) {
             const real a = A[(size_t)m * K + k];
-            for (int n = 0; n < N; n++) c[n] += a * B[(size_t)k * N + n];
+            for (int n = 0; n < N; n++) c[n] = SN_MADD(a, B[(size_t)k * N + n], c[n]);
         }
     }
 }
@@ -201,7 +318,7 @@ SN_INLINE void sn_mm_tn(int M, int N, int K, const real *restrict A,
             for (int n = 0; n < N; n++) c[n] = 0;
         for (int k = 0; k < K; k++) {
             const real a = A[(size_t)k * M + m];
-            for (int n = 0; n < N; n++) c[n] += a * B[(size_t)k * N + n];
+            for (int n = 0; n < N; n++) c[n] = SN_MADD(a, B[(size_t)k * N + n], c[n]);
         }
     }
 }
@@ -221,7 +338,7 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
     real *z_H2 = work + (size_t)batch * 256;  /* Σ of H2: (batch, 64) */
     real *H2 = work + (size_t)batch * 320;  /* layer H2: (batch, 64) */
     real *z_O = work + (size_t)batch * 384;  /* Σ of O: (batch, 10) */
-    real *O = work + (size_t)batch * 394;  /* layer O: (batch, 10) */
+    real *sn_u_O = work + (size_t)batch * 394;  /* layer O: (batch, 10) */
 
     /* z_H1[b,i] = Σ_j W1[i,j]·I[b,j] */
     sn_mm_nt(batch, 128, 64, I, W1, z_H1, 0);
@@ -244,29 +361,30 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
     /* O[b,i] = b3[i] + z_O[b,i] */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 10; i++) {
-            O[b * 10 + i] = b3[i] + z_O[b * 10 + i];
+            sn_u_O[b * 10 + i] = b3[i] + z_O[b * 10 + i];
         }
 
 }
 
-/* Forward pass; returns the output's address inside work: (batch, 10). */
-void symnet_4b2362fb20_forward(const real *params, real *work, const real *I, int batch)
+/* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
+void symnet_5b0179615c_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
-    sn_forward(params, work, I, batch);
+    sn_forward(params, work, X, batch);
+    memcpy(O, work + (size_t)batch * 394, sizeof(real) * (size_t)batch * 10);
 }
 
 /* Loss L = (1/batch) Σ_b L_b, after a forward pass. */
-double symnet_4b2362fb20_loss(const real *params, real *work, const real *I, const real *T, int batch)
+static double sn_loss(const real *params, real *work, const real *I, const real *T, int batch)
 {
 
-    real *O = work + (size_t)batch * 394;  /* layer O: (batch, 10) */
+    real *sn_u_O = work + (size_t)batch * 394;  /* layer O: (batch, 10) */
 
     double loss = 0;
     sn_forward(params, work, I, batch);
     /* L_b = logsumexp(O[b,:])·Σ_k T[b,k] − Σ_k T[b,k]·O[b,k]
      */
     for (int b = 0; b < batch; b++) {
-        const real *o = O + (size_t)b * 10;
+        const real *o = sn_u_O + (size_t)b * 10;
         const real *t = T + (size_t)b * 10;
         real m = o[0];
         for (int k = 1; k < 10; k++) m = o[k] > m ? o[k] : m;
@@ -283,8 +401,13 @@ double symnet_4b2362fb20_loss(const real *params, real *work, const real *I, con
     return loss / batch;
 }
 
+real symnet_5b0179615c_loss(const real *params, const real *X, const real *T, int batch, real *work)
+{
+    return (real)sn_loss(params, work, X, T, batch);
+}
+
 /* Loss and every gradient ∂L/∂θ (into grads), by back propagation. */
-double symnet_4b2362fb20_loss_grad(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
+static double sn_loss_grad(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
 {
     const real *b1 = params + 8192;  /* b1: (128,) */
     const real *W2 = params + 8320;  /* W2: (64, 128) */
@@ -302,7 +425,7 @@ double symnet_4b2362fb20_loss_grad(const real *params, real *grads, real *work, 
     real *H1 = work + (size_t)batch * 128;  /* layer H1: (batch, 128) */
     real *z_H2 = work + (size_t)batch * 256;  /* Σ of H2: (batch, 64) */
     real *H2 = work + (size_t)batch * 320;  /* layer H2: (batch, 64) */
-    real *O = work + (size_t)batch * 394;  /* layer O: (batch, 10) */
+    real *sn_u_O = work + (size_t)batch * 394;  /* layer O: (batch, 10) */
     real *dL_dH1 = work + (size_t)batch * 404;  /* ∂L/∂H1: (batch, 128) */
     real *delta_H1 = work + (size_t)batch * 532;  /* ∂L/∂z_H1: (batch, 128) */
     real *dL_dH2 = work + (size_t)batch * 660;  /* ∂L/∂H2: (batch, 64) */
@@ -316,7 +439,7 @@ double symnet_4b2362fb20_loss_grad(const real *params, real *grads, real *work, 
     /* L_b = logsumexp(O[b,:])·Σ_k T[b,k] − Σ_k T[b,k]·O[b,k]
        dL_dO[b,k] = (softmax(O[b,:])_k·Σ_j T[b,j] − T[b,k]) / batch */
     for (int b = 0; b < batch; b++) {
-        const real *o = O + (size_t)b * 10;
+        const real *o = sn_u_O + (size_t)b * 10;
         const real *t = T + (size_t)b * 10;
         real m = o[0];
         for (int k = 1; k < 10; k++) m = o[k] > m ? o[k] : m;
@@ -369,18 +492,23 @@ double symnet_4b2362fb20_loss_grad(const real *params, real *grads, real *work, 
     return loss / batch;
 }
 
+real symnet_5b0179615c_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+{
+    return (real)sn_loss_grad(params, grads, work, X, T, batch);
+}
+
 /* Loss L = (1/batch) Σ_b L_b, after a forward pass; T[b] is the class label of example b. */
-double symnet_4b2362fb20_loss_labels(const real *params, real *work, const real *I, const real *T, int batch)
+static double sn_loss_labels(const real *params, real *work, const real *I, const real *T, int batch)
 {
 
-    real *O = work + (size_t)batch * 394;  /* layer O: (batch, 10) */
+    real *sn_u_O = work + (size_t)batch * 394;  /* layer O: (batch, 10) */
 
     double loss = 0;
     sn_forward(params, work, I, batch);
     /* L_b = logsumexp(O[b,:]) − O[b,y_b], y_b = (int)T[b] the class label of example b
      */
     for (int b = 0; b < batch; b++) {
-        const real *o = O + (size_t)b * 10;
+        const real *o = sn_u_O + (size_t)b * 10;
         const int y = (int)T[b];
         real m = o[0];
         for (int k = 1; k < 10; k++) m = o[k] > m ? o[k] : m;
@@ -393,8 +521,13 @@ double symnet_4b2362fb20_loss_labels(const real *params, real *work, const real 
     return loss / batch;
 }
 
+real symnet_5b0179615c_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
+{
+    return (real)sn_loss_labels(params, work, X, T, batch);
+}
+
 /* Loss and every gradient ∂L/∂θ (into grads), by back propagation; T[b] is the class label of example b. */
-double symnet_4b2362fb20_loss_grad_labels(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
+static double sn_loss_grad_labels(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
 {
     const real *b1 = params + 8192;  /* b1: (128,) */
     const real *W2 = params + 8320;  /* W2: (64, 128) */
@@ -412,7 +545,7 @@ double symnet_4b2362fb20_loss_grad_labels(const real *params, real *grads, real 
     real *H1 = work + (size_t)batch * 128;  /* layer H1: (batch, 128) */
     real *z_H2 = work + (size_t)batch * 256;  /* Σ of H2: (batch, 64) */
     real *H2 = work + (size_t)batch * 320;  /* layer H2: (batch, 64) */
-    real *O = work + (size_t)batch * 394;  /* layer O: (batch, 10) */
+    real *sn_u_O = work + (size_t)batch * 394;  /* layer O: (batch, 10) */
     real *dL_dH1 = work + (size_t)batch * 404;  /* ∂L/∂H1: (batch, 128) */
     real *delta_H1 = work + (size_t)batch * 532;  /* ∂L/∂z_H1: (batch, 128) */
     real *dL_dH2 = work + (size_t)batch * 660;  /* ∂L/∂H2: (batch, 64) */
@@ -426,7 +559,7 @@ double symnet_4b2362fb20_loss_grad_labels(const real *params, real *grads, real 
     /* L_b = logsumexp(O[b,:]) − O[b,y_b], y_b = (int)T[b] the class label of example b
        dL_dO[b,k] = (softmax(O[b,:])_k − [k = y_b]) / batch */
     for (int b = 0; b < batch; b++) {
-        const real *o = O + (size_t)b * 10;
+        const real *o = sn_u_O + (size_t)b * 10;
         const int y = (int)T[b];
         real m = o[0];
         for (int k = 1; k < 10; k++) m = o[k] > m ? o[k] : m;
@@ -475,6 +608,11 @@ double symnet_4b2362fb20_loss_grad_labels(const real *params, real *grads, real 
     return loss / batch;
 }
 
+real symnet_5b0179615c_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+{
+    return (real)sn_loss_grad_labels(params, grads, work, X, T, batch);
+}
+
 /* dst[p] = src[p] − lr·∂L/∂θ[p] for the 17226 trainable parameters (plain
  * gradient descent); dst may be src.  Not restrict: in place is the common case. */
 static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr)
@@ -483,20 +621,24 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
         dst[p] = src[p] - lr * grads[p];
 }
 
-/* One steepest-descent step on this batch: θ ← θ − lr·∂L/∂θ.  Returns the loss before it. */
-double symnet_4b2362fb20_step(real *params, real *grads, real *work, const real *I, const real *T, int batch, real lr)
+/* One steepest-descent step on this batch: θ ← θ − lr·∂L/∂θ, the gradients
+ * in work after the batch's rows.  Returns the loss before it. */
+real symnet_5b0179615c_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
-    const double loss = symnet_4b2362fb20_loss_grad(params, grads, work, I, T, batch);
+    real *grads = work + (size_t)batch * 808;
+    const double loss = sn_loss_grad(params, grads, work, X, T, batch);
     sn_sgd_update(params, params, grads, lr);
-    return loss;
+    return (real)loss;
 }
 
-/* One steepest-descent step on this batch; T[b] is the class label of example b: θ ← θ − lr·∂L/∂θ.  Returns the loss before it. */
-double symnet_4b2362fb20_step_labels(real *params, real *grads, real *work, const real *I, const real *T, int batch, real lr)
+/* One steepest-descent step on this batch; T[b] is the class label of example b: θ ← θ − lr·∂L/∂θ, the gradients
+ * in work after the batch's rows.  Returns the loss before it. */
+real symnet_5b0179615c_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
-    const double loss = symnet_4b2362fb20_loss_grad_labels(params, grads, work, I, T, batch);
+    real *grads = work + (size_t)batch * 808;
+    const double loss = sn_loss_grad_labels(params, grads, work, X, T, batch);
     sn_sgd_update(params, params, grads, lr);
-    return loss;
+    return (real)loss;
 }
 
 /* The parameter update of one step, given the gradients g = ∂L/∂θ.
@@ -553,15 +695,16 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_4b2362fb20_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_5b0179615c_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
 
+
 /* A run of training steps in one call: step s takes the examples
- * idx[s·batch_size .. min((s+1)·batch_size, n_idx)) of the data set (I, T), gathers
- * them into Ib, Tb (batch_size rows each), and does loss_grad then update with step
- * size lr[s] and step number t0 + s + 1, exactly as one call of loss_grad and one
+ * idx[s·batch_size .. min((s+1)·batch_size, n_idx)) of the data set (X, T), gathers
+ * them into Ib, Tb (batch_size rows each, in work), and does loss_grad then update with
+ * step size lr[s] and step number t0 + s + 1, exactly as one call of loss_grad and one
  * of update from the caller would.  losses[s] receives the batch loss before step s,
  * and correct[s] (unless correct is NULL) the number of examples of the batch the
  * network classified correctly before step s (argmax of the output row = the class of the target).
@@ -572,25 +715,30 @@ void symnet_4b2362fb20_update(real *params, const real *grads, real lr, int opti
  * prev holds the parameters before the last update (after a restore: the same as
  * params).  prev may be NULL (no restoring).
  *
+ * work: the batch's rows (808 numbers per example), then the
+ * gradients (17226), then Ib and Tb.
+ *
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_4b2362fb20_train(real *params, real *grads, real *work, real *Ib, real *Tb, real *prev, int *have_prev,
-                           const real *I, const real *T, const long long *idx, long long n_idx, int batch_size,
-                           const double *lr, double *losses, int optimizer, real *s1, real *s2, const double *hyper, long long t0,
-                           double *correct)
+long long symnet_5b0179615c_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+                           int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
+                           const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
+    real *grads = work + (size_t)batch_size * 808;
+    real *Ib = grads + 17226;
+    real *Tb = Ib + (size_t)batch_size * 64;
     real *cur = params, *old = prev != NULL ? prev : params;  /* θ now; θ before the last update */
     long long s = 0;
     for (long long start = 0; start < n_idx; start += batch_size, s++) {
         const int batch = (int)(n_idx - start < batch_size ? n_idx - start : batch_size);
-        /* Ib[r,:] = I[idx[start + r],:];  Tb[r,:] = T[idx[start + r],:] */
+        /* Ib[r,:] = X[idx[start + r],:];  Tb[r,:] = T[idx[start + r],:] */
         for (int r = 0; r < batch; r++) {
             const size_t n = (size_t)idx[start + r];
-            memcpy(Ib + (size_t)r * 64, I + n * 64, sizeof(real) * 64);
+            memcpy(Ib + (size_t)r * 64, X + n * 64, sizeof(real) * 64);
             memcpy(Tb + (size_t)r * 10, T + n * 10, sizeof(real) * 10);
         }
-        const double loss = symnet_4b2362fb20_loss_grad(cur, grads, work, Ib, Tb, batch);
+        const double loss = sn_loss_grad(cur, grads, work, Ib, Tb, batch);
         if (!isfinite(loss)) {
             /* both buffers ← θ before the last update (only cur needs it written) */
             if (prev != NULL && *have_prev)
@@ -634,9 +782,9 @@ long long symnet_4b2362fb20_train(real *params, real *grads, real *work, real *I
 }
 
 /* A run of training steps in one call: step s takes the examples
- * idx[s·batch_size .. min((s+1)·batch_size, n_idx)) of the data set (I, T), gathers
- * them into Ib, Tb (batch_size rows each), and does loss_grad then update with step
- * size lr[s] and step number t0 + s + 1, exactly as one call of loss_grad and one
+ * idx[s·batch_size .. min((s+1)·batch_size, n_idx)) of the data set (X, T), gathers
+ * them into Ib, Tb (batch_size rows each, in work), and does loss_grad then update with
+ * step size lr[s] and step number t0 + s + 1, exactly as one call of loss_grad and one
  * of update from the caller would.  losses[s] receives the batch loss before step s,
  * and correct[s] (unless correct is NULL) the number of examples of the batch the
  * network classified correctly before step s (argmax of the output row = the class of the target).
@@ -647,26 +795,31 @@ long long symnet_4b2362fb20_train(real *params, real *grads, real *work, real *I
  * prev holds the parameters before the last update (after a restore: the same as
  * params).  prev may be NULL (no restoring).
  *
+ * work: the batch's rows (808 numbers per example), then the
+ * gradients (17226), then Ib and Tb.
+ *
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step).
  * The same with integer class labels: T[n] is the class of example n. */
-long long symnet_4b2362fb20_train_labels(real *params, real *grads, real *work, real *Ib, real *Tb, real *prev, int *have_prev,
-                           const real *I, const real *T, const long long *idx, long long n_idx, int batch_size,
-                           const double *lr, double *losses, int optimizer, real *s1, real *s2, const double *hyper, long long t0,
-                           double *correct)
+long long symnet_5b0179615c_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+                           int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
+                           const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
+    real *grads = work + (size_t)batch_size * 808;
+    real *Ib = grads + 17226;
+    real *Tb = Ib + (size_t)batch_size * 64;
     real *cur = params, *old = prev != NULL ? prev : params;  /* θ now; θ before the last update */
     long long s = 0;
     for (long long start = 0; start < n_idx; start += batch_size, s++) {
         const int batch = (int)(n_idx - start < batch_size ? n_idx - start : batch_size);
-        /* Ib[r,:] = I[idx[start + r],:];  Tb[r,:] = T[idx[start + r],:] */
+        /* Ib[r,:] = X[idx[start + r],:];  Tb[r,:] = T[idx[start + r],:] */
         for (int r = 0; r < batch; r++) {
             const size_t n = (size_t)idx[start + r];
-            memcpy(Ib + (size_t)r * 64, I + n * 64, sizeof(real) * 64);
+            memcpy(Ib + (size_t)r * 64, X + n * 64, sizeof(real) * 64);
             memcpy(Tb + (size_t)r * 1, T + n * 1, sizeof(real) * 1);
         }
-        const double loss = symnet_4b2362fb20_loss_grad_labels(cur, grads, work, Ib, Tb, batch);
+        const double loss = sn_loss_grad_labels(cur, grads, work, Ib, Tb, batch);
         if (!isfinite(loss)) {
             /* both buffers ← θ before the last update (only cur needs it written) */
             if (prev != NULL && *have_prev)

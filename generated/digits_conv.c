@@ -20,7 +20,116 @@
 #include <stddef.h>
 #include <string.h>
 
+/*
+ * symnet kernels -- the interface of a network compiled by symnet 0.1.0.
+ *
+ *   input I: (1, 8, 8) per example
+ *   H1 (16, 8, 8) = Conv2d(16, (3, 3), stride (1, 1), padding (1, 1)), relu
+ *   H2 (16, 4, 4) = MaxPool2d((2, 2), stride (2, 2))
+ *   H3 (32, 4, 4) = Conv2d(32, (3, 3), stride (1, 1), padding (1, 1)), relu
+ *   H4 (512,) = Flatten()
+ *   O (10) = b5[i] + z_O[b,i]
+ *   loss: softmax_cross_entropy, averaged over the batch
+ *
+ * Numbers are float (float32); arrays are row-major: a batch X holds
+ * X[b,j] at X[b * SYMNET_5679970E0F_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_5679970E0F_N_PARAMS numbers, in the order of model.params, each row-major:
+ *   W1           offset         0  shape (16, 1, 3, 3)
+ *   b1           offset       144  shape (16,)
+ *   W3           offset       160  shape (32, 16, 3, 3)
+ *   b3           offset      4768  shape (32,)
+ *   W5           offset      4800  shape (10, 512)
+ *   b5           offset      9920  shape (10,)
+ * Gradients have the same layout.  Every function takes its scratch memory as
+ * `work` (SYMNET_5679970E0F_WORK_SIZE(batch) numbers; SYMNET_5679970E0F_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_5679970e0f_train) and allocates nothing.  Memory for one call of a batch B:
+ *   params 9930 + X B*64 + T or O B*10 + work (B*11112 + 9930)
+ *   numbers of 4 bytes; e.g. B = 32: 1,511,248 bytes (training; forward only: 1,042,984).
+ */
+#ifndef SYMNET_5679970E0F_H
+#define SYMNET_5679970E0F_H
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SYMNET_5679970E0F_REAL float  /* the number type of every array (float32) */
+#define SYMNET_5679970E0F_N_INPUTS 64  /* features per example */
+#define SYMNET_5679970E0F_N_OUTPUTS 10
+#define SYMNET_5679970E0F_N_PARAMS 9930  /* numbers in the flat parameter array */
+#define SYMNET_5679970E0F_WORK_PER_EXAMPLE 11112
+#define SYMNET_5679970E0F_WORK_SIZE(batch) ((batch) * 11112 + 9930)  /* numbers of scratch per call */
+#define SYMNET_5679970E0F_TRAIN_WORK_SIZE(batch_size) (SYMNET_5679970E0F_WORK_SIZE(batch_size) + (batch_size) * 74)
+#define SYMNET_5679970E0F_SGD 0       /* optimizer codes of symnet_5679970e0f_update and symnet_5679970e0f_train */
+#define SYMNET_5679970E0F_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_5679970E0F_N_PARAMS numbers */
+#define SYMNET_5679970E0F_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_5679970E0F_N_PARAMS numbers each */
+
+/* O[b,k] (batch × SYMNET_5679970E0F_N_OUTPUTS) = the network's output for X (batch × SYMNET_5679970E0F_N_INPUTS). */
+void symnet_5679970e0f_forward(const float *params, const float *X, int batch, float *O, float *work);
+
+/* The loss of the batch: the mean over its examples of the per-example loss. */
+float symnet_5679970e0f_loss(const float *params, const float *X, const float *T, int batch, float *work);
+
+/* The loss, and ∂L/∂θ into grads (SYMNET_5679970E0F_N_PARAMS numbers) by back propagation. */
+float symnet_5679970e0f_loss_grad(const float *params, const float *X, const float *T, int batch,
+    float *grads, float *work);
+
+/* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
+float symnet_5679970e0f_step(float *params, const float *X, const float *T, int batch, float lr,
+    float *work);
+
+/* The loss of the batch: the mean over its examples of the per-example loss; T[b] is the class label of example b. */
+float symnet_5679970e0f_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
+
+/* The loss, and ∂L/∂θ into grads (SYMNET_5679970E0F_N_PARAMS numbers) by back propagation. */
+float symnet_5679970e0f_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
+    float *grads, float *work);
+
+/* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
+float symnet_5679970e0f_step_labels(float *params, const float *X, const float *T, int batch, float lr,
+    float *work);
+
+/* The update of one step from the gradients: optimizer SYMNET_5679970E0F_SGD, SYMNET_5679970E0F_MOMENTUM or SYMNET_5679970E0F_ADAM
+ * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
+ * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
+ * number t = 1, 2, ... (Adam's corrections). */
+void symnet_5679970e0f_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+    float *s2, const double *hyper, long long t);
+
+/* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
+ * batch may be short) of (X, T), step size lr[s] and step number
+ * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
+ * of examples classified correctly before the step to correct[s].  Stops before the
+ * update of a step whose loss is not finite and returns the number of steps completed.
+ * prev (SYMNET_5679970E0F_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * *have_prev says it holds them; a non-finite loss restores them.
+ * work: SYMNET_5679970E0F_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_5679970e0f_train(float *params, const float *X, const float *T, const long long *idx,
+    long long n_idx, int batch_size, const double *lr, double *losses,
+    int optimizer, float *s1, float *s2, const double *hyper, long long t0,
+    float *prev, int *have_prev, double *correct, float *work);
+
+/* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
+ * batch may be short) of (X, T); T[b] is the class label of example b, step size lr[s] and step number
+ * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
+ * of examples classified correctly before the step to correct[s].  Stops before the
+ * update of a step whose loss is not finite and returns the number of steps completed.
+ * prev (SYMNET_5679970E0F_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * *have_prev says it holds them; a non-finite loss restores them.
+ * work: SYMNET_5679970E0F_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_5679970e0f_train_labels(float *params, const float *X, const float *T, const long long *idx,
+    long long n_idx, int batch_size, const double *lr, double *losses,
+    int optimizer, float *s1, float *s2, const double *hyper, long long t0,
+    float *prev, int *have_prev, double *correct, float *work);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* SYMNET_5679970E0F_H */
+
 typedef float real;
+#define SN_SIMD 1  /* reductions marked `omp simd` vectorise (-fopenmp-simd) */
 
 /* ------------------------------------------------------------------------
  * Matrix products.  One driver serves the three shapes the plan uses:
@@ -57,6 +166,15 @@ typedef float real;
                               thread vs 9.5 ms on two under load) */
 #endif
 #define sn_threads(mnk, jobs) ((mnk) >= SN_PARALLEL ? 2 : 1)
+
+#ifdef FP_FAST_FMAF
+/* a·b + c rounded once, where the machine has a fused multiply-add; written out
+   so that a compiler cannot turn a loop of them into products and a separate sum
+   (the export's matrix loops then give the bits of the tiled driver's) */
+#define SN_MADD(a, b, c) fmaf(a, b, c)
+#else
+#define SN_MADD(a, b, c) ((c) + (a) * (b))
+#endif
 
 /* C[r,c] (+)= Σ_{k<kc} A(r,k)·P[k,c] for r < SN_MR, c < SN_NR: one register tile. */
 static inline void sn_tile(int kc, const real *restrict A, ptrdiff_t sam, ptrdiff_t sak,
@@ -137,6 +255,7 @@ static void sn_gemm(int M, int N, int K, const real *restrict A, ptrdiff_t sam, 
     }
 }
 
+
 /* The wrappers below are inlined at each call, where N and K (and often M) are
  * constants: small products then run as loops the compiler unrolls and
  * vectorises, in the order that reads memory contiguously; the rest go to
@@ -163,7 +282,7 @@ SN_INLINE void sn_mm_nt(int M, int N, int K, const real *restrict A,
     for (int m = 0; m < M; m++)
         for (int n = 0; n < N; n++) {
             real s = accumulate ? C[(size_t)m * N + n] : 0;
-            for (int k = 0; k < K; k++) s += A[(size_t)m * K + k] * B[(size_t)n * K + k];
+            for (int k = 0; k < K; k++) s = SN_MADD(A[(size_t)m * K + k], B[(size_t)n * K + k], s);
             C[(size_t)m * N + n] = s;
         }
 }
@@ -183,7 +302,7 @@ SN_INLINE void sn_mm_nn(int M, int N, int K, const real *restrict A,
             for (int n = 0; n < N; n++) c[n] = 0;
         for (int k = 0; k < K; k++) {
             const real a = A[(size_t)m * K + k];
-            for (int n = 0; n < N; n++) c[n] += a * B[(size_t)k * N + n];
+            for (int n = 0; n < N; n++) c[n] = SN_MADD(a, B[(size_t)k * N + n], c[n]);
         }
     }
 }
@@ -203,7 +322,7 @@ SN_INLINE void sn_mm_tn(int M, int N, int K, const real *restrict A,
             for (int n = 0; n < N; n++) c[n] = 0;
         for (int k = 0; k < K; k++) {
             const real a = A[(size_t)k * M + m];
-            for (int n = 0; n < N; n++) c[n] += a * B[(size_t)k * N + n];
+            for (int n = 0; n < N; n++) c[n] = SN_MADD(a, B[(size_t)k * N + n], c[n]);
         }
     }
 }
@@ -323,7 +442,9 @@ SN_INLINE void sn_rows_nt(int M, int N, int K, const real *restrict A, const rea
         for (int n = 0; n < N; n++) {
             const real *a = A + (size_t)m * K, *bn = B + (size_t)n * K;
             real s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+#ifdef SN_SIMD
 #pragma omp simd reduction(+:s0,s1,s2,s3)
+#endif
             for (int k = 0; k < K; k++) {
                 const real bk = bn[k];
                 s0 += a[k] * bk;
@@ -340,7 +461,9 @@ SN_INLINE void sn_rows_nt(int M, int N, int K, const real *restrict A, const rea
     for (; m < M; m++)
         for (int n = 0; n < N; n++) {
             real s = 0;
+#ifdef SN_SIMD
 #pragma omp simd reduction(+:s)
+#endif
             for (int k = 0; k < K; k++) s += A[(size_t)m * K + k] * B[(size_t)n * K + k];
             C[(size_t)m * N + n] = accumulate ? C[(size_t)m * N + n] + s : s;
         }
@@ -387,7 +510,7 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
     real *col_H3 = work + (size_t)batch * 4416;  /* im2col of H2 for H3: (batch, 144, 16) */
     real *H3 = work + (size_t)batch * 7232;  /* layer H3: (batch, 32, 4, 4) */
     real *z_O = work + (size_t)batch * 7744;  /* Σ of O: (batch, 10) */
-    real *O = work + (size_t)batch * 7754;  /* layer O: (batch, 10) */
+    real *sn_u_O = work + (size_t)batch * 7754;  /* layer O: (batch, 10) */
     real *H2 = z_H2;  /* layer H2: z_H2 itself: (batch, 16, 4, 4) */
     real *H4 = H3;  /* layer H4: H3 flattened (the same memory): (batch, 512) */
 
@@ -434,29 +557,30 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
     /* O[b,i] = b5[i] + z_O[b,i] */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 10; i++) {
-            O[b * 10 + i] = b5[i] + z_O[b * 10 + i];
+            sn_u_O[b * 10 + i] = b5[i] + z_O[b * 10 + i];
         }
 
 }
 
-/* Forward pass; returns the output's address inside work: (batch, 10). */
-void symnet_c8b8ff5fa3_forward(const real *params, real *work, const real *I, int batch)
+/* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
+void symnet_5679970e0f_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
-    sn_forward(params, work, I, batch);
+    sn_forward(params, work, X, batch);
+    memcpy(O, work + (size_t)batch * 7754, sizeof(real) * (size_t)batch * 10);
 }
 
 /* Loss L = (1/batch) Σ_b L_b, after a forward pass. */
-double symnet_c8b8ff5fa3_loss(const real *params, real *work, const real *I, const real *T, int batch)
+static double sn_loss(const real *params, real *work, const real *I, const real *T, int batch)
 {
 
-    real *O = work + (size_t)batch * 7754;  /* layer O: (batch, 10) */
+    real *sn_u_O = work + (size_t)batch * 7754;  /* layer O: (batch, 10) */
 
     double loss = 0;
     sn_forward(params, work, I, batch);
     /* L_b = logsumexp(O[b,:])·Σ_k T[b,k] − Σ_k T[b,k]·O[b,k]
      */
     for (int b = 0; b < batch; b++) {
-        const real *o = O + (size_t)b * 10;
+        const real *o = sn_u_O + (size_t)b * 10;
         const real *t = T + (size_t)b * 10;
         real m = o[0];
         for (int k = 1; k < 10; k++) m = o[k] > m ? o[k] : m;
@@ -473,8 +597,13 @@ double symnet_c8b8ff5fa3_loss(const real *params, real *work, const real *I, con
     return loss / batch;
 }
 
+real symnet_5679970e0f_loss(const real *params, const real *X, const real *T, int batch, real *work)
+{
+    return (real)sn_loss(params, work, X, T, batch);
+}
+
 /* Loss and every gradient ∂L/∂θ (into grads), by back propagation. */
-double symnet_c8b8ff5fa3_loss_grad(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
+static double sn_loss_grad(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
 {
     const real *b1 = params + 144;  /* b1: (16,) */
     const real *W3 = params + 160;  /* W3: (32, 16, 3, 3) */
@@ -496,7 +625,7 @@ double symnet_c8b8ff5fa3_loss_grad(const real *params, real *grads, real *work, 
     real *col_H3 = work + (size_t)batch * 4416;  /* im2col of H2 for H3: (batch, 144, 16) */
     real *dT_H3 = work + (size_t)batch * 6720;  /* the delta of H3 transposed, for the weight gradient: (batch, 16, 32) */
     real *H3 = work + (size_t)batch * 7232;  /* layer H3: (batch, 32, 4, 4) */
-    real *O = work + (size_t)batch * 7754;  /* layer O: (batch, 10) */
+    real *sn_u_O = work + (size_t)batch * 7754;  /* layer O: (batch, 10) */
     real *dL_dH1 = work + (size_t)batch * 7764;  /* ∂L/∂H1: (batch, 16, 8, 8) */
     real *delta_H1 = work + (size_t)batch * 8788;  /* ∂L/∂z_H1: (batch, 16, 8, 8) */
     real *dL_dH2 = work + (size_t)batch * 9812;  /* ∂L/∂H2: (batch, 16, 4, 4) */
@@ -514,7 +643,7 @@ double symnet_c8b8ff5fa3_loss_grad(const real *params, real *grads, real *work, 
     /* L_b = logsumexp(O[b,:])·Σ_k T[b,k] − Σ_k T[b,k]·O[b,k]
        dL_dO[b,k] = (softmax(O[b,:])_k·Σ_j T[b,j] − T[b,k]) / batch */
     for (int b = 0; b < batch; b++) {
-        const real *o = O + (size_t)b * 10;
+        const real *o = sn_u_O + (size_t)b * 10;
         const real *t = T + (size_t)b * 10;
         real m = o[0];
         for (int k = 1; k < 10; k++) m = o[k] > m ? o[k] : m;
@@ -547,7 +676,9 @@ double symnet_c8b8ff5fa3_loss_grad(const real *params, real *grads, real *work, 
         for (int c = 0; c < 32; c++)
             for (int y = 0; y < 4; y++) {
                 real acc0 = 0;
+#ifdef SN_SIMD
 #pragma omp simd reduction(+:acc0)
+#endif
                 for (int x = 0; x < 4; x++) {
                     const real t0 = dL_dH3[b * 512 + c * 16 + y * 4 + x]*((b3[c] + z_H3[b * 512 + c * 16 + y * 4 + x] > 0) ? (1) : (0));
                     delta_H3[b * 512 + c * 16 + y * 4 + x] = t0;
@@ -599,7 +730,9 @@ double symnet_c8b8ff5fa3_loss_grad(const real *params, real *grads, real *work, 
         for (int c = 0; c < 16; c++)
             for (int y = 0; y < 8; y++) {
                 real acc0 = 0;
+#ifdef SN_SIMD
 #pragma omp simd reduction(+:acc0)
+#endif
                 for (int x = 0; x < 8; x++) {
                     const real t0 = dL_dH1[b * 1024 + c * 64 + y * 8 + x]*((b1[c] + z_H1[b * 1024 + c * 64 + y * 8 + x] > 0) ? (1) : (0));
                     delta_H1[b * 1024 + c * 64 + y * 8 + x] = t0;
@@ -621,18 +754,23 @@ double symnet_c8b8ff5fa3_loss_grad(const real *params, real *grads, real *work, 
     return loss / batch;
 }
 
+real symnet_5679970e0f_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+{
+    return (real)sn_loss_grad(params, grads, work, X, T, batch);
+}
+
 /* Loss L = (1/batch) Σ_b L_b, after a forward pass; T[b] is the class label of example b. */
-double symnet_c8b8ff5fa3_loss_labels(const real *params, real *work, const real *I, const real *T, int batch)
+static double sn_loss_labels(const real *params, real *work, const real *I, const real *T, int batch)
 {
 
-    real *O = work + (size_t)batch * 7754;  /* layer O: (batch, 10) */
+    real *sn_u_O = work + (size_t)batch * 7754;  /* layer O: (batch, 10) */
 
     double loss = 0;
     sn_forward(params, work, I, batch);
     /* L_b = logsumexp(O[b,:]) − O[b,y_b], y_b = (int)T[b] the class label of example b
      */
     for (int b = 0; b < batch; b++) {
-        const real *o = O + (size_t)b * 10;
+        const real *o = sn_u_O + (size_t)b * 10;
         const int y = (int)T[b];
         real m = o[0];
         for (int k = 1; k < 10; k++) m = o[k] > m ? o[k] : m;
@@ -645,8 +783,13 @@ double symnet_c8b8ff5fa3_loss_labels(const real *params, real *work, const real 
     return loss / batch;
 }
 
+real symnet_5679970e0f_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
+{
+    return (real)sn_loss_labels(params, work, X, T, batch);
+}
+
 /* Loss and every gradient ∂L/∂θ (into grads), by back propagation; T[b] is the class label of example b. */
-double symnet_c8b8ff5fa3_loss_grad_labels(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
+static double sn_loss_grad_labels(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
 {
     const real *b1 = params + 144;  /* b1: (16,) */
     const real *W3 = params + 160;  /* W3: (32, 16, 3, 3) */
@@ -668,7 +811,7 @@ double symnet_c8b8ff5fa3_loss_grad_labels(const real *params, real *grads, real 
     real *col_H3 = work + (size_t)batch * 4416;  /* im2col of H2 for H3: (batch, 144, 16) */
     real *dT_H3 = work + (size_t)batch * 6720;  /* the delta of H3 transposed, for the weight gradient: (batch, 16, 32) */
     real *H3 = work + (size_t)batch * 7232;  /* layer H3: (batch, 32, 4, 4) */
-    real *O = work + (size_t)batch * 7754;  /* layer O: (batch, 10) */
+    real *sn_u_O = work + (size_t)batch * 7754;  /* layer O: (batch, 10) */
     real *dL_dH1 = work + (size_t)batch * 7764;  /* ∂L/∂H1: (batch, 16, 8, 8) */
     real *delta_H1 = work + (size_t)batch * 8788;  /* ∂L/∂z_H1: (batch, 16, 8, 8) */
     real *dL_dH2 = work + (size_t)batch * 9812;  /* ∂L/∂H2: (batch, 16, 4, 4) */
@@ -686,7 +829,7 @@ double symnet_c8b8ff5fa3_loss_grad_labels(const real *params, real *grads, real 
     /* L_b = logsumexp(O[b,:]) − O[b,y_b], y_b = (int)T[b] the class label of example b
        dL_dO[b,k] = (softmax(O[b,:])_k − [k = y_b]) / batch */
     for (int b = 0; b < batch; b++) {
-        const real *o = O + (size_t)b * 10;
+        const real *o = sn_u_O + (size_t)b * 10;
         const int y = (int)T[b];
         real m = o[0];
         for (int k = 1; k < 10; k++) m = o[k] > m ? o[k] : m;
@@ -715,7 +858,9 @@ double symnet_c8b8ff5fa3_loss_grad_labels(const real *params, real *grads, real 
         for (int c = 0; c < 32; c++)
             for (int y = 0; y < 4; y++) {
                 real acc0 = 0;
+#ifdef SN_SIMD
 #pragma omp simd reduction(+:acc0)
+#endif
                 for (int x = 0; x < 4; x++) {
                     const real t0 = dL_dH3[b * 512 + c * 16 + y * 4 + x]*((b3[c] + z_H3[b * 512 + c * 16 + y * 4 + x] > 0) ? (1) : (0));
                     delta_H3[b * 512 + c * 16 + y * 4 + x] = t0;
@@ -767,7 +912,9 @@ double symnet_c8b8ff5fa3_loss_grad_labels(const real *params, real *grads, real 
         for (int c = 0; c < 16; c++)
             for (int y = 0; y < 8; y++) {
                 real acc0 = 0;
+#ifdef SN_SIMD
 #pragma omp simd reduction(+:acc0)
+#endif
                 for (int x = 0; x < 8; x++) {
                     const real t0 = dL_dH1[b * 1024 + c * 64 + y * 8 + x]*((b1[c] + z_H1[b * 1024 + c * 64 + y * 8 + x] > 0) ? (1) : (0));
                     delta_H1[b * 1024 + c * 64 + y * 8 + x] = t0;
@@ -789,6 +936,11 @@ double symnet_c8b8ff5fa3_loss_grad_labels(const real *params, real *grads, real 
     return loss / batch;
 }
 
+real symnet_5679970e0f_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+{
+    return (real)sn_loss_grad_labels(params, grads, work, X, T, batch);
+}
+
 /* dst[p] = src[p] − lr·∂L/∂θ[p] for the 9930 trainable parameters (plain
  * gradient descent); dst may be src.  Not restrict: in place is the common case. */
 static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr)
@@ -797,20 +949,24 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
         dst[p] = src[p] - lr * grads[p];
 }
 
-/* One steepest-descent step on this batch: θ ← θ − lr·∂L/∂θ.  Returns the loss before it. */
-double symnet_c8b8ff5fa3_step(real *params, real *grads, real *work, const real *I, const real *T, int batch, real lr)
+/* One steepest-descent step on this batch: θ ← θ − lr·∂L/∂θ, the gradients
+ * in work after the batch's rows.  Returns the loss before it. */
+real symnet_5679970e0f_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
-    const double loss = symnet_c8b8ff5fa3_loss_grad(params, grads, work, I, T, batch);
+    real *grads = work + (size_t)batch * 11112;
+    const double loss = sn_loss_grad(params, grads, work, X, T, batch);
     sn_sgd_update(params, params, grads, lr);
-    return loss;
+    return (real)loss;
 }
 
-/* One steepest-descent step on this batch; T[b] is the class label of example b: θ ← θ − lr·∂L/∂θ.  Returns the loss before it. */
-double symnet_c8b8ff5fa3_step_labels(real *params, real *grads, real *work, const real *I, const real *T, int batch, real lr)
+/* One steepest-descent step on this batch; T[b] is the class label of example b: θ ← θ − lr·∂L/∂θ, the gradients
+ * in work after the batch's rows.  Returns the loss before it. */
+real symnet_5679970e0f_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
-    const double loss = symnet_c8b8ff5fa3_loss_grad_labels(params, grads, work, I, T, batch);
+    real *grads = work + (size_t)batch * 11112;
+    const double loss = sn_loss_grad_labels(params, grads, work, X, T, batch);
     sn_sgd_update(params, params, grads, lr);
-    return loss;
+    return (real)loss;
 }
 
 /* The parameter update of one step, given the gradients g = ∂L/∂θ.
@@ -867,15 +1023,16 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_c8b8ff5fa3_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_5679970e0f_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
 
+
 /* A run of training steps in one call: step s takes the examples
- * idx[s·batch_size .. min((s+1)·batch_size, n_idx)) of the data set (I, T), gathers
- * them into Ib, Tb (batch_size rows each), and does loss_grad then update with step
- * size lr[s] and step number t0 + s + 1, exactly as one call of loss_grad and one
+ * idx[s·batch_size .. min((s+1)·batch_size, n_idx)) of the data set (X, T), gathers
+ * them into Ib, Tb (batch_size rows each, in work), and does loss_grad then update with
+ * step size lr[s] and step number t0 + s + 1, exactly as one call of loss_grad and one
  * of update from the caller would.  losses[s] receives the batch loss before step s,
  * and correct[s] (unless correct is NULL) the number of examples of the batch the
  * network classified correctly before step s (argmax of the output row = the class of the target).
@@ -886,25 +1043,30 @@ void symnet_c8b8ff5fa3_update(real *params, const real *grads, real lr, int opti
  * prev holds the parameters before the last update (after a restore: the same as
  * params).  prev may be NULL (no restoring).
  *
+ * work: the batch's rows (11112 numbers per example), then the
+ * gradients (9930), then Ib and Tb.
+ *
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_c8b8ff5fa3_train(real *params, real *grads, real *work, real *Ib, real *Tb, real *prev, int *have_prev,
-                           const real *I, const real *T, const long long *idx, long long n_idx, int batch_size,
-                           const double *lr, double *losses, int optimizer, real *s1, real *s2, const double *hyper, long long t0,
-                           double *correct)
+long long symnet_5679970e0f_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+                           int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
+                           const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
+    real *grads = work + (size_t)batch_size * 11112;
+    real *Ib = grads + 9930;
+    real *Tb = Ib + (size_t)batch_size * 64;
     real *cur = params, *old = prev != NULL ? prev : params;  /* θ now; θ before the last update */
     long long s = 0;
     for (long long start = 0; start < n_idx; start += batch_size, s++) {
         const int batch = (int)(n_idx - start < batch_size ? n_idx - start : batch_size);
-        /* Ib[r,:] = I[idx[start + r],:];  Tb[r,:] = T[idx[start + r],:] */
+        /* Ib[r,:] = X[idx[start + r],:];  Tb[r,:] = T[idx[start + r],:] */
         for (int r = 0; r < batch; r++) {
             const size_t n = (size_t)idx[start + r];
-            memcpy(Ib + (size_t)r * 64, I + n * 64, sizeof(real) * 64);
+            memcpy(Ib + (size_t)r * 64, X + n * 64, sizeof(real) * 64);
             memcpy(Tb + (size_t)r * 10, T + n * 10, sizeof(real) * 10);
         }
-        const double loss = symnet_c8b8ff5fa3_loss_grad(cur, grads, work, Ib, Tb, batch);
+        const double loss = sn_loss_grad(cur, grads, work, Ib, Tb, batch);
         if (!isfinite(loss)) {
             /* both buffers ← θ before the last update (only cur needs it written) */
             if (prev != NULL && *have_prev)
@@ -948,9 +1110,9 @@ long long symnet_c8b8ff5fa3_train(real *params, real *grads, real *work, real *I
 }
 
 /* A run of training steps in one call: step s takes the examples
- * idx[s·batch_size .. min((s+1)·batch_size, n_idx)) of the data set (I, T), gathers
- * them into Ib, Tb (batch_size rows each), and does loss_grad then update with step
- * size lr[s] and step number t0 + s + 1, exactly as one call of loss_grad and one
+ * idx[s·batch_size .. min((s+1)·batch_size, n_idx)) of the data set (X, T), gathers
+ * them into Ib, Tb (batch_size rows each, in work), and does loss_grad then update with
+ * step size lr[s] and step number t0 + s + 1, exactly as one call of loss_grad and one
  * of update from the caller would.  losses[s] receives the batch loss before step s,
  * and correct[s] (unless correct is NULL) the number of examples of the batch the
  * network classified correctly before step s (argmax of the output row = the class of the target).
@@ -961,26 +1123,31 @@ long long symnet_c8b8ff5fa3_train(real *params, real *grads, real *work, real *I
  * prev holds the parameters before the last update (after a restore: the same as
  * params).  prev may be NULL (no restoring).
  *
+ * work: the batch's rows (11112 numbers per example), then the
+ * gradients (9930), then Ib and Tb.
+ *
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step).
  * The same with integer class labels: T[n] is the class of example n. */
-long long symnet_c8b8ff5fa3_train_labels(real *params, real *grads, real *work, real *Ib, real *Tb, real *prev, int *have_prev,
-                           const real *I, const real *T, const long long *idx, long long n_idx, int batch_size,
-                           const double *lr, double *losses, int optimizer, real *s1, real *s2, const double *hyper, long long t0,
-                           double *correct)
+long long symnet_5679970e0f_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+                           int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
+                           const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
+    real *grads = work + (size_t)batch_size * 11112;
+    real *Ib = grads + 9930;
+    real *Tb = Ib + (size_t)batch_size * 64;
     real *cur = params, *old = prev != NULL ? prev : params;  /* θ now; θ before the last update */
     long long s = 0;
     for (long long start = 0; start < n_idx; start += batch_size, s++) {
         const int batch = (int)(n_idx - start < batch_size ? n_idx - start : batch_size);
-        /* Ib[r,:] = I[idx[start + r],:];  Tb[r,:] = T[idx[start + r],:] */
+        /* Ib[r,:] = X[idx[start + r],:];  Tb[r,:] = T[idx[start + r],:] */
         for (int r = 0; r < batch; r++) {
             const size_t n = (size_t)idx[start + r];
-            memcpy(Ib + (size_t)r * 64, I + n * 64, sizeof(real) * 64);
+            memcpy(Ib + (size_t)r * 64, X + n * 64, sizeof(real) * 64);
             memcpy(Tb + (size_t)r * 1, T + n * 1, sizeof(real) * 1);
         }
-        const double loss = symnet_c8b8ff5fa3_loss_grad_labels(cur, grads, work, Ib, Tb, batch);
+        const double loss = sn_loss_grad_labels(cur, grads, work, Ib, Tb, batch);
         if (!isfinite(loss)) {
             /* both buffers ← θ before the last update (only cur needs it written) */
             if (prev != NULL && *have_prev)

@@ -17,7 +17,111 @@
 #include <stddef.h>
 #include <string.h>
 
+/*
+ * symnet kernels -- the interface of a network compiled by symnet 0.1.0.
+ *
+ *   input I: 64 features
+ *   G (64) = sigmoid(r1_G[b,i])*tanh(r2_G[b,i])
+ *   O (10) = b2[i] + z_O[b,i]
+ *   loss: softmax_cross_entropy, averaged over the batch
+ *
+ * Numbers are float (float32); arrays are row-major: a batch X holds
+ * X[b,j] at X[b * SYMNET_A26AE00838_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_A26AE00838_N_PARAMS numbers, in the order of model.params, each row-major:
+ *   A1           offset         0  shape (64, 64)
+ *   B1           offset      4096  shape (64, 64)
+ *   W2           offset      8192  shape (10, 64)
+ *   b2           offset      8832  shape (10,)
+ * Gradients have the same layout.  Every function takes its scratch memory as
+ * `work` (SYMNET_A26AE00838_WORK_SIZE(batch) numbers; SYMNET_A26AE00838_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_a26ae00838_train) and allocates nothing.  Memory for one call of a batch B:
+ *   params 8842 + X B*64 + T or O B*10 + work (B*424 + 8842)
+ *   numbers of 4 bytes; e.g. B = 32: 134,480 bytes (training; forward only: 71,976).
+ */
+#ifndef SYMNET_A26AE00838_H
+#define SYMNET_A26AE00838_H
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SYMNET_A26AE00838_REAL float  /* the number type of every array (float32) */
+#define SYMNET_A26AE00838_N_INPUTS 64  /* features per example */
+#define SYMNET_A26AE00838_N_OUTPUTS 10
+#define SYMNET_A26AE00838_N_PARAMS 8842  /* numbers in the flat parameter array */
+#define SYMNET_A26AE00838_WORK_PER_EXAMPLE 424
+#define SYMNET_A26AE00838_WORK_SIZE(batch) ((batch) * 424 + 8842)  /* numbers of scratch per call */
+#define SYMNET_A26AE00838_TRAIN_WORK_SIZE(batch_size) (SYMNET_A26AE00838_WORK_SIZE(batch_size) + (batch_size) * 74)
+#define SYMNET_A26AE00838_SGD 0       /* optimizer codes of symnet_a26ae00838_update and symnet_a26ae00838_train */
+#define SYMNET_A26AE00838_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_A26AE00838_N_PARAMS numbers */
+#define SYMNET_A26AE00838_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_A26AE00838_N_PARAMS numbers each */
+
+/* O[b,k] (batch × SYMNET_A26AE00838_N_OUTPUTS) = the network's output for X (batch × SYMNET_A26AE00838_N_INPUTS). */
+void symnet_a26ae00838_forward(const float *params, const float *X, int batch, float *O, float *work);
+
+/* The loss of the batch: the mean over its examples of the per-example loss. */
+float symnet_a26ae00838_loss(const float *params, const float *X, const float *T, int batch, float *work);
+
+/* The loss, and ∂L/∂θ into grads (SYMNET_A26AE00838_N_PARAMS numbers) by back propagation. */
+float symnet_a26ae00838_loss_grad(const float *params, const float *X, const float *T, int batch,
+    float *grads, float *work);
+
+/* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
+float symnet_a26ae00838_step(float *params, const float *X, const float *T, int batch, float lr,
+    float *work);
+
+/* The loss of the batch: the mean over its examples of the per-example loss; T[b] is the class label of example b. */
+float symnet_a26ae00838_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
+
+/* The loss, and ∂L/∂θ into grads (SYMNET_A26AE00838_N_PARAMS numbers) by back propagation. */
+float symnet_a26ae00838_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
+    float *grads, float *work);
+
+/* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
+float symnet_a26ae00838_step_labels(float *params, const float *X, const float *T, int batch, float lr,
+    float *work);
+
+/* The update of one step from the gradients: optimizer SYMNET_A26AE00838_SGD, SYMNET_A26AE00838_MOMENTUM or SYMNET_A26AE00838_ADAM
+ * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
+ * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
+ * number t = 1, 2, ... (Adam's corrections). */
+void symnet_a26ae00838_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+    float *s2, const double *hyper, long long t);
+
+/* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
+ * batch may be short) of (X, T), step size lr[s] and step number
+ * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
+ * of examples classified correctly before the step to correct[s].  Stops before the
+ * update of a step whose loss is not finite and returns the number of steps completed.
+ * prev (SYMNET_A26AE00838_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * *have_prev says it holds them; a non-finite loss restores them.
+ * work: SYMNET_A26AE00838_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_a26ae00838_train(float *params, const float *X, const float *T, const long long *idx,
+    long long n_idx, int batch_size, const double *lr, double *losses,
+    int optimizer, float *s1, float *s2, const double *hyper, long long t0,
+    float *prev, int *have_prev, double *correct, float *work);
+
+/* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
+ * batch may be short) of (X, T); T[b] is the class label of example b, step size lr[s] and step number
+ * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
+ * of examples classified correctly before the step to correct[s].  Stops before the
+ * update of a step whose loss is not finite and returns the number of steps completed.
+ * prev (SYMNET_A26AE00838_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * *have_prev says it holds them; a non-finite loss restores them.
+ * work: SYMNET_A26AE00838_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_a26ae00838_train_labels(float *params, const float *X, const float *T, const long long *idx,
+    long long n_idx, int batch_size, const double *lr, double *losses,
+    int optimizer, float *s1, float *s2, const double *hyper, long long t0,
+    float *prev, int *have_prev, double *correct, float *work);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* SYMNET_A26AE00838_H */
+
 typedef float real;
+#define SN_SIMD 1  /* reductions marked `omp simd` vectorise (-fopenmp-simd) */
 
 /* σ(x) = 1/(1 + e^−x), written so that neither branch overflows. */
 static inline real sn_sigmoid(real x)
@@ -85,6 +189,15 @@ static inline float sn_tanhf(float x)
                               thread vs 9.5 ms on two under load) */
 #endif
 #define sn_threads(mnk, jobs) ((mnk) >= SN_PARALLEL ? 2 : 1)
+
+#ifdef FP_FAST_FMAF
+/* a·b + c rounded once, where the machine has a fused multiply-add; written out
+   so that a compiler cannot turn a loop of them into products and a separate sum
+   (the export's matrix loops then give the bits of the tiled driver's) */
+#define SN_MADD(a, b, c) fmaf(a, b, c)
+#else
+#define SN_MADD(a, b, c) ((c) + (a) * (b))
+#endif
 
 /* C[r,c] (+)= Σ_{k<kc} A(r,k)·P[k,c] for r < SN_MR, c < SN_NR: one register tile. */
 static inline void sn_tile(int kc, const real *restrict A, ptrdiff_t sam, ptrdiff_t sak,
@@ -165,6 +278,7 @@ static void sn_gemm(int M, int N, int K, const real *restrict A, ptrdiff_t sam, 
     }
 }
 
+
 /* The wrappers below are inlined at each call, where N and K (and often M) are
  * constants: small products then run as loops the compiler unrolls and
  * vectorises, in the order that reads memory contiguously; the rest go to
@@ -191,7 +305,7 @@ SN_INLINE void sn_mm_nt(int M, int N, int K, const real *restrict A,
     for (int m = 0; m < M; m++)
         for (int n = 0; n < N; n++) {
             real s = accumulate ? C[(size_t)m * N + n] : 0;
-            for (int k = 0; k < K; k++) s += A[(size_t)m * K + k] * B[(size_t)n * K + k];
+            for (int k = 0; k < K; k++) s = SN_MADD(A[(size_t)m * K + k], B[(size_t)n * K + k], s);
             C[(size_t)m * N + n] = s;
         }
 }
@@ -211,7 +325,7 @@ SN_INLINE void sn_mm_nn(int M, int N, int K, const real *restrict A,
             for (int n = 0; n < N; n++) c[n] = 0;
         for (int k = 0; k < K; k++) {
             const real a = A[(size_t)m * K + k];
-            for (int n = 0; n < N; n++) c[n] += a * B[(size_t)k * N + n];
+            for (int n = 0; n < N; n++) c[n] = SN_MADD(a, B[(size_t)k * N + n], c[n]);
         }
     }
 }
@@ -231,7 +345,7 @@ SN_INLINE void sn_mm_tn(int M, int N, int K, const real *restrict A,
             for (int n = 0; n < N; n++) c[n] = 0;
         for (int k = 0; k < K; k++) {
             const real a = A[(size_t)k * M + m];
-            for (int n = 0; n < N; n++) c[n] += a * B[(size_t)k * N + n];
+            for (int n = 0; n < N; n++) c[n] = SN_MADD(a, B[(size_t)k * N + n], c[n]);
         }
     }
 }
@@ -248,7 +362,7 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
     real *r2_G = work + (size_t)batch * 64;  /* Σ of G: (batch, 64) */
     real *G = work + (size_t)batch * 128;  /* layer G: (batch, 64) */
     real *z_O = work + (size_t)batch * 192;  /* Σ of O: (batch, 10) */
-    real *O = work + (size_t)batch * 202;  /* layer O: (batch, 10) */
+    real *sn_u_O = work + (size_t)batch * 202;  /* layer O: (batch, 10) */
 
     /* r1_G[b,i] = Σ_j A1[i,j]·I[b,j] */
     sn_mm_nt(batch, 64, 64, I, A1, r1_G, 0);
@@ -264,29 +378,30 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
     /* O[b,i] = b2[i] + z_O[b,i] */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 10; i++) {
-            O[b * 10 + i] = b2[i] + z_O[b * 10 + i];
+            sn_u_O[b * 10 + i] = b2[i] + z_O[b * 10 + i];
         }
 
 }
 
-/* Forward pass; returns the output's address inside work: (batch, 10). */
-void symnet_91823752fd_forward(const real *params, real *work, const real *I, int batch)
+/* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
+void symnet_a26ae00838_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
-    sn_forward(params, work, I, batch);
+    sn_forward(params, work, X, batch);
+    memcpy(O, work + (size_t)batch * 202, sizeof(real) * (size_t)batch * 10);
 }
 
 /* Loss L = (1/batch) Σ_b L_b, after a forward pass. */
-double symnet_91823752fd_loss(const real *params, real *work, const real *I, const real *T, int batch)
+static double sn_loss(const real *params, real *work, const real *I, const real *T, int batch)
 {
 
-    real *O = work + (size_t)batch * 202;  /* layer O: (batch, 10) */
+    real *sn_u_O = work + (size_t)batch * 202;  /* layer O: (batch, 10) */
 
     double loss = 0;
     sn_forward(params, work, I, batch);
     /* L_b = logsumexp(O[b,:])·Σ_k T[b,k] − Σ_k T[b,k]·O[b,k]
      */
     for (int b = 0; b < batch; b++) {
-        const real *o = O + (size_t)b * 10;
+        const real *o = sn_u_O + (size_t)b * 10;
         const real *t = T + (size_t)b * 10;
         real m = o[0];
         for (int k = 1; k < 10; k++) m = o[k] > m ? o[k] : m;
@@ -303,8 +418,13 @@ double symnet_91823752fd_loss(const real *params, real *work, const real *I, con
     return loss / batch;
 }
 
+real symnet_a26ae00838_loss(const real *params, const real *X, const real *T, int batch, real *work)
+{
+    return (real)sn_loss(params, work, X, T, batch);
+}
+
 /* Loss and every gradient ∂L/∂θ (into grads), by back propagation. */
-double symnet_91823752fd_loss_grad(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
+static double sn_loss_grad(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
 {
     const real *W2 = params + 8192;  /* W2: (10, 64) */
 
@@ -316,7 +436,7 @@ double symnet_91823752fd_loss_grad(const real *params, real *grads, real *work, 
     real *r1_G = work + (size_t)batch * 0;  /* Σ of G: (batch, 64) */
     real *r2_G = work + (size_t)batch * 64;  /* Σ of G: (batch, 64) */
     real *G = work + (size_t)batch * 128;  /* layer G: (batch, 64) */
-    real *O = work + (size_t)batch * 202;  /* layer O: (batch, 10) */
+    real *sn_u_O = work + (size_t)batch * 202;  /* layer O: (batch, 10) */
     real *dL_dG = work + (size_t)batch * 212;  /* ∂L/∂G: (batch, 64) */
     real *delta_r1_G = work + (size_t)batch * 276;  /* ∂L/∂r1_G: (batch, 64) */
     real *delta_r2_G = work + (size_t)batch * 340;  /* ∂L/∂r2_G: (batch, 64) */
@@ -329,7 +449,7 @@ double symnet_91823752fd_loss_grad(const real *params, real *grads, real *work, 
     /* L_b = logsumexp(O[b,:])·Σ_k T[b,k] − Σ_k T[b,k]·O[b,k]
        dL_dO[b,k] = (softmax(O[b,:])_k·Σ_j T[b,j] − T[b,k]) / batch */
     for (int b = 0; b < batch; b++) {
-        const real *o = O + (size_t)b * 10;
+        const real *o = sn_u_O + (size_t)b * 10;
         const real *t = T + (size_t)b * 10;
         real m = o[0];
         for (int k = 1; k < 10; k++) m = o[k] > m ? o[k] : m;
@@ -373,18 +493,23 @@ double symnet_91823752fd_loss_grad(const real *params, real *grads, real *work, 
     return loss / batch;
 }
 
+real symnet_a26ae00838_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+{
+    return (real)sn_loss_grad(params, grads, work, X, T, batch);
+}
+
 /* Loss L = (1/batch) Σ_b L_b, after a forward pass; T[b] is the class label of example b. */
-double symnet_91823752fd_loss_labels(const real *params, real *work, const real *I, const real *T, int batch)
+static double sn_loss_labels(const real *params, real *work, const real *I, const real *T, int batch)
 {
 
-    real *O = work + (size_t)batch * 202;  /* layer O: (batch, 10) */
+    real *sn_u_O = work + (size_t)batch * 202;  /* layer O: (batch, 10) */
 
     double loss = 0;
     sn_forward(params, work, I, batch);
     /* L_b = logsumexp(O[b,:]) − O[b,y_b], y_b = (int)T[b] the class label of example b
      */
     for (int b = 0; b < batch; b++) {
-        const real *o = O + (size_t)b * 10;
+        const real *o = sn_u_O + (size_t)b * 10;
         const int y = (int)T[b];
         real m = o[0];
         for (int k = 1; k < 10; k++) m = o[k] > m ? o[k] : m;
@@ -397,8 +522,13 @@ double symnet_91823752fd_loss_labels(const real *params, real *work, const real 
     return loss / batch;
 }
 
+real symnet_a26ae00838_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
+{
+    return (real)sn_loss_labels(params, work, X, T, batch);
+}
+
 /* Loss and every gradient ∂L/∂θ (into grads), by back propagation; T[b] is the class label of example b. */
-double symnet_91823752fd_loss_grad_labels(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
+static double sn_loss_grad_labels(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
 {
     const real *W2 = params + 8192;  /* W2: (10, 64) */
 
@@ -410,7 +540,7 @@ double symnet_91823752fd_loss_grad_labels(const real *params, real *grads, real 
     real *r1_G = work + (size_t)batch * 0;  /* Σ of G: (batch, 64) */
     real *r2_G = work + (size_t)batch * 64;  /* Σ of G: (batch, 64) */
     real *G = work + (size_t)batch * 128;  /* layer G: (batch, 64) */
-    real *O = work + (size_t)batch * 202;  /* layer O: (batch, 10) */
+    real *sn_u_O = work + (size_t)batch * 202;  /* layer O: (batch, 10) */
     real *dL_dG = work + (size_t)batch * 212;  /* ∂L/∂G: (batch, 64) */
     real *delta_r1_G = work + (size_t)batch * 276;  /* ∂L/∂r1_G: (batch, 64) */
     real *delta_r2_G = work + (size_t)batch * 340;  /* ∂L/∂r2_G: (batch, 64) */
@@ -423,7 +553,7 @@ double symnet_91823752fd_loss_grad_labels(const real *params, real *grads, real 
     /* L_b = logsumexp(O[b,:]) − O[b,y_b], y_b = (int)T[b] the class label of example b
        dL_dO[b,k] = (softmax(O[b,:])_k − [k = y_b]) / batch */
     for (int b = 0; b < batch; b++) {
-        const real *o = O + (size_t)b * 10;
+        const real *o = sn_u_O + (size_t)b * 10;
         const int y = (int)T[b];
         real m = o[0];
         for (int k = 1; k < 10; k++) m = o[k] > m ? o[k] : m;
@@ -463,6 +593,11 @@ double symnet_91823752fd_loss_grad_labels(const real *params, real *grads, real 
     return loss / batch;
 }
 
+real symnet_a26ae00838_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+{
+    return (real)sn_loss_grad_labels(params, grads, work, X, T, batch);
+}
+
 /* dst[p] = src[p] − lr·∂L/∂θ[p] for the 8842 trainable parameters (plain
  * gradient descent); dst may be src.  Not restrict: in place is the common case. */
 static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr)
@@ -471,20 +606,24 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
         dst[p] = src[p] - lr * grads[p];
 }
 
-/* One steepest-descent step on this batch: θ ← θ − lr·∂L/∂θ.  Returns the loss before it. */
-double symnet_91823752fd_step(real *params, real *grads, real *work, const real *I, const real *T, int batch, real lr)
+/* One steepest-descent step on this batch: θ ← θ − lr·∂L/∂θ, the gradients
+ * in work after the batch's rows.  Returns the loss before it. */
+real symnet_a26ae00838_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
-    const double loss = symnet_91823752fd_loss_grad(params, grads, work, I, T, batch);
+    real *grads = work + (size_t)batch * 424;
+    const double loss = sn_loss_grad(params, grads, work, X, T, batch);
     sn_sgd_update(params, params, grads, lr);
-    return loss;
+    return (real)loss;
 }
 
-/* One steepest-descent step on this batch; T[b] is the class label of example b: θ ← θ − lr·∂L/∂θ.  Returns the loss before it. */
-double symnet_91823752fd_step_labels(real *params, real *grads, real *work, const real *I, const real *T, int batch, real lr)
+/* One steepest-descent step on this batch; T[b] is the class label of example b: θ ← θ − lr·∂L/∂θ, the gradients
+ * in work after the batch's rows.  Returns the loss before it. */
+real symnet_a26ae00838_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
-    const double loss = symnet_91823752fd_loss_grad_labels(params, grads, work, I, T, batch);
+    real *grads = work + (size_t)batch * 424;
+    const double loss = sn_loss_grad_labels(params, grads, work, X, T, batch);
     sn_sgd_update(params, params, grads, lr);
-    return loss;
+    return (real)loss;
 }
 
 /* The parameter update of one step, given the gradients g = ∂L/∂θ.
@@ -541,15 +680,16 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_91823752fd_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_a26ae00838_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
 
+
 /* A run of training steps in one call: step s takes the examples
- * idx[s·batch_size .. min((s+1)·batch_size, n_idx)) of the data set (I, T), gathers
- * them into Ib, Tb (batch_size rows each), and does loss_grad then update with step
- * size lr[s] and step number t0 + s + 1, exactly as one call of loss_grad and one
+ * idx[s·batch_size .. min((s+1)·batch_size, n_idx)) of the data set (X, T), gathers
+ * them into Ib, Tb (batch_size rows each, in work), and does loss_grad then update with
+ * step size lr[s] and step number t0 + s + 1, exactly as one call of loss_grad and one
  * of update from the caller would.  losses[s] receives the batch loss before step s,
  * and correct[s] (unless correct is NULL) the number of examples of the batch the
  * network classified correctly before step s (argmax of the output row = the class of the target).
@@ -560,25 +700,30 @@ void symnet_91823752fd_update(real *params, const real *grads, real lr, int opti
  * prev holds the parameters before the last update (after a restore: the same as
  * params).  prev may be NULL (no restoring).
  *
+ * work: the batch's rows (424 numbers per example), then the
+ * gradients (8842), then Ib and Tb.
+ *
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_91823752fd_train(real *params, real *grads, real *work, real *Ib, real *Tb, real *prev, int *have_prev,
-                           const real *I, const real *T, const long long *idx, long long n_idx, int batch_size,
-                           const double *lr, double *losses, int optimizer, real *s1, real *s2, const double *hyper, long long t0,
-                           double *correct)
+long long symnet_a26ae00838_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+                           int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
+                           const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
+    real *grads = work + (size_t)batch_size * 424;
+    real *Ib = grads + 8842;
+    real *Tb = Ib + (size_t)batch_size * 64;
     real *cur = params, *old = prev != NULL ? prev : params;  /* θ now; θ before the last update */
     long long s = 0;
     for (long long start = 0; start < n_idx; start += batch_size, s++) {
         const int batch = (int)(n_idx - start < batch_size ? n_idx - start : batch_size);
-        /* Ib[r,:] = I[idx[start + r],:];  Tb[r,:] = T[idx[start + r],:] */
+        /* Ib[r,:] = X[idx[start + r],:];  Tb[r,:] = T[idx[start + r],:] */
         for (int r = 0; r < batch; r++) {
             const size_t n = (size_t)idx[start + r];
-            memcpy(Ib + (size_t)r * 64, I + n * 64, sizeof(real) * 64);
+            memcpy(Ib + (size_t)r * 64, X + n * 64, sizeof(real) * 64);
             memcpy(Tb + (size_t)r * 10, T + n * 10, sizeof(real) * 10);
         }
-        const double loss = symnet_91823752fd_loss_grad(cur, grads, work, Ib, Tb, batch);
+        const double loss = sn_loss_grad(cur, grads, work, Ib, Tb, batch);
         if (!isfinite(loss)) {
             /* both buffers ← θ before the last update (only cur needs it written) */
             if (prev != NULL && *have_prev)
@@ -622,9 +767,9 @@ long long symnet_91823752fd_train(real *params, real *grads, real *work, real *I
 }
 
 /* A run of training steps in one call: step s takes the examples
- * idx[s·batch_size .. min((s+1)·batch_size, n_idx)) of the data set (I, T), gathers
- * them into Ib, Tb (batch_size rows each), and does loss_grad then update with step
- * size lr[s] and step number t0 + s + 1, exactly as one call of loss_grad and one
+ * idx[s·batch_size .. min((s+1)·batch_size, n_idx)) of the data set (X, T), gathers
+ * them into Ib, Tb (batch_size rows each, in work), and does loss_grad then update with
+ * step size lr[s] and step number t0 + s + 1, exactly as one call of loss_grad and one
  * of update from the caller would.  losses[s] receives the batch loss before step s,
  * and correct[s] (unless correct is NULL) the number of examples of the batch the
  * network classified correctly before step s (argmax of the output row = the class of the target).
@@ -635,26 +780,31 @@ long long symnet_91823752fd_train(real *params, real *grads, real *work, real *I
  * prev holds the parameters before the last update (after a restore: the same as
  * params).  prev may be NULL (no restoring).
  *
+ * work: the batch's rows (424 numbers per example), then the
+ * gradients (8842), then Ib and Tb.
+ *
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step).
  * The same with integer class labels: T[n] is the class of example n. */
-long long symnet_91823752fd_train_labels(real *params, real *grads, real *work, real *Ib, real *Tb, real *prev, int *have_prev,
-                           const real *I, const real *T, const long long *idx, long long n_idx, int batch_size,
-                           const double *lr, double *losses, int optimizer, real *s1, real *s2, const double *hyper, long long t0,
-                           double *correct)
+long long symnet_a26ae00838_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+                           int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
+                           const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
+    real *grads = work + (size_t)batch_size * 424;
+    real *Ib = grads + 8842;
+    real *Tb = Ib + (size_t)batch_size * 64;
     real *cur = params, *old = prev != NULL ? prev : params;  /* θ now; θ before the last update */
     long long s = 0;
     for (long long start = 0; start < n_idx; start += batch_size, s++) {
         const int batch = (int)(n_idx - start < batch_size ? n_idx - start : batch_size);
-        /* Ib[r,:] = I[idx[start + r],:];  Tb[r,:] = T[idx[start + r],:] */
+        /* Ib[r,:] = X[idx[start + r],:];  Tb[r,:] = T[idx[start + r],:] */
         for (int r = 0; r < batch; r++) {
             const size_t n = (size_t)idx[start + r];
-            memcpy(Ib + (size_t)r * 64, I + n * 64, sizeof(real) * 64);
+            memcpy(Ib + (size_t)r * 64, X + n * 64, sizeof(real) * 64);
             memcpy(Tb + (size_t)r * 1, T + n * 1, sizeof(real) * 1);
         }
-        const double loss = symnet_91823752fd_loss_grad_labels(cur, grads, work, Ib, Tb, batch);
+        const double loss = sn_loss_grad_labels(cur, grads, work, Ib, Tb, batch);
         if (!isfinite(loss)) {
             /* both buffers ← θ before the last update (only cur needs it written) */
             if (prev != NULL && *have_prev)

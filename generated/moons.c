@@ -18,7 +18,90 @@
 #include <stddef.h>
 #include <string.h>
 
+/*
+ * symnet kernels -- the interface of a network compiled by symnet 0.1.0.
+ *
+ *   input I: 2 features
+ *   H1 (16) = tanh(b1[i] + z_H1[b,i])
+ *   H2 (16) = tanh(b2[i] + z_H2[b,i])
+ *   O (1) = sigmoid(b3[i] + z_O[b,i])
+ *   loss: bce, averaged over the batch
+ *
+ * Numbers are float (float32); arrays are row-major: a batch X holds
+ * X[b,j] at X[b * SYMNET_39A5762D7D_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_39A5762D7D_N_PARAMS numbers, in the order of model.params, each row-major:
+ *   W1           offset         0  shape (16, 2)
+ *   b1           offset        32  shape (16,)
+ *   W2           offset        48  shape (16, 16)
+ *   b2           offset       304  shape (16,)
+ *   W3           offset       320  shape (1, 16)
+ *   b3           offset       336  shape (1,)
+ * Gradients have the same layout.  Every function takes its scratch memory as
+ * `work` (SYMNET_39A5762D7D_WORK_SIZE(batch) numbers; SYMNET_39A5762D7D_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_39a5762d7d_train) and allocates nothing.  Memory for one call of a batch B:
+ *   params 337 + X B*2 + T or O B*1 + work (B*131 + 337)
+ *   numbers of 4 bytes; e.g. B = 32: 19,848 bytes (training; forward only: 10,180).
+ */
+#ifndef SYMNET_39A5762D7D_H
+#define SYMNET_39A5762D7D_H
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SYMNET_39A5762D7D_REAL float  /* the number type of every array (float32) */
+#define SYMNET_39A5762D7D_N_INPUTS 2  /* features per example */
+#define SYMNET_39A5762D7D_N_OUTPUTS 1
+#define SYMNET_39A5762D7D_N_PARAMS 337  /* numbers in the flat parameter array */
+#define SYMNET_39A5762D7D_WORK_PER_EXAMPLE 131
+#define SYMNET_39A5762D7D_WORK_SIZE(batch) ((batch) * 131 + 337)  /* numbers of scratch per call */
+#define SYMNET_39A5762D7D_TRAIN_WORK_SIZE(batch_size) (SYMNET_39A5762D7D_WORK_SIZE(batch_size) + (batch_size) * 3)
+#define SYMNET_39A5762D7D_SGD 0       /* optimizer codes of symnet_39a5762d7d_update and symnet_39a5762d7d_train */
+#define SYMNET_39A5762D7D_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_39A5762D7D_N_PARAMS numbers */
+#define SYMNET_39A5762D7D_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_39A5762D7D_N_PARAMS numbers each */
+
+/* O[b,k] (batch × SYMNET_39A5762D7D_N_OUTPUTS) = the network's output for X (batch × SYMNET_39A5762D7D_N_INPUTS). */
+void symnet_39a5762d7d_forward(const float *params, const float *X, int batch, float *O, float *work);
+
+/* The loss of the batch: the mean over its examples of the per-example loss. */
+float symnet_39a5762d7d_loss(const float *params, const float *X, const float *T, int batch, float *work);
+
+/* The loss, and ∂L/∂θ into grads (SYMNET_39A5762D7D_N_PARAMS numbers) by back propagation. */
+float symnet_39a5762d7d_loss_grad(const float *params, const float *X, const float *T, int batch,
+    float *grads, float *work);
+
+/* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
+float symnet_39a5762d7d_step(float *params, const float *X, const float *T, int batch, float lr,
+    float *work);
+
+/* The update of one step from the gradients: optimizer SYMNET_39A5762D7D_SGD, SYMNET_39A5762D7D_MOMENTUM or SYMNET_39A5762D7D_ADAM
+ * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
+ * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
+ * number t = 1, 2, ... (Adam's corrections). */
+void symnet_39a5762d7d_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+    float *s2, const double *hyper, long long t);
+
+/* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
+ * batch may be short) of (X, T), step size lr[s] and step number
+ * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
+ * of examples classified correctly before the step to correct[s].  Stops before the
+ * update of a step whose loss is not finite and returns the number of steps completed.
+ * prev (SYMNET_39A5762D7D_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * *have_prev says it holds them; a non-finite loss restores them.
+ * work: SYMNET_39A5762D7D_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_39a5762d7d_train(float *params, const float *X, const float *T, const long long *idx,
+    long long n_idx, int batch_size, const double *lr, double *losses,
+    int optimizer, float *s1, float *s2, const double *hyper, long long t0,
+    float *prev, int *have_prev, double *correct, float *work);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* SYMNET_39A5762D7D_H */
+
 typedef float real;
+#define SN_SIMD 1  /* reductions marked `omp simd` vectorise (-fopenmp-simd) */
 
 /* σ(x) = 1/(1 + e^−x), written so that neither branch overflows. */
 static inline real sn_sigmoid(real x)
@@ -92,6 +175,15 @@ static inline real sn_softplus(real x)
                               thread vs 9.5 ms on two under load) */
 #endif
 #define sn_threads(mnk, jobs) ((mnk) >= SN_PARALLEL ? 2 : 1)
+
+#ifdef FP_FAST_FMAF
+/* a·b + c rounded once, where the machine has a fused multiply-add; written out
+   so that a compiler cannot turn a loop of them into products and a separate sum
+   (the export's matrix loops then give the bits of the tiled driver's) */
+#define SN_MADD(a, b, c) fmaf(a, b, c)
+#else
+#define SN_MADD(a, b, c) ((c) + (a) * (b))
+#endif
 
 /* C[r,c] (+)= Σ_{k<kc} A(r,k)·P[k,c] for r < SN_MR, c < SN_NR: one register tile. */
 static inline void sn_tile(int kc, const real *restrict A, ptrdiff_t sam, ptrdiff_t sak,
@@ -172,6 +264,7 @@ static void sn_gemm(int M, int N, int K, const real *restrict A, ptrdiff_t sam, 
     }
 }
 
+
 /* The wrappers below are inlined at each call, where N and K (and often M) are
  * constants: small products then run as loops the compiler unrolls and
  * vectorises, in the order that reads memory contiguously; the rest go to
@@ -198,7 +291,7 @@ SN_INLINE void sn_mm_nt(int M, int N, int K, const real *restrict A,
     for (int m = 0; m < M; m++)
         for (int n = 0; n < N; n++) {
             real s = accumulate ? C[(size_t)m * N + n] : 0;
-            for (int k = 0; k < K; k++) s += A[(size_t)m * K + k] * B[(size_t)n * K + k];
+            for (int k = 0; k < K; k++) s = SN_MADD(A[(size_t)m * K + k], B[(size_t)n * K + k], s);
             C[(size_t)m * N + n] = s;
         }
 }
@@ -218,7 +311,7 @@ SN_INLINE void sn_mm_nn(int M, int N, int K, const real *restrict A,
             for (int n = 0; n < N; n++) c[n] = 0;
         for (int k = 0; k < K; k++) {
             const real a = A[(size_t)m * K + k];
-            for (int n = 0; n < N; n++) c[n] += a * B[(size_t)k * N + n];
+            for (int n = 0; n < N; n++) c[n] = SN_MADD(a, B[(size_t)k * N + n], c[n]);
         }
     }
 }
@@ -238,7 +331,7 @@ SN_INLINE void sn_mm_tn(int M, int N, int K, const real *restrict A,
             for (int n = 0; n < N; n++) c[n] = 0;
         for (int k = 0; k < K; k++) {
             const real a = A[(size_t)k * M + m];
-            for (int n = 0; n < N; n++) c[n] += a * B[(size_t)k * N + n];
+            for (int n = 0; n < N; n++) c[n] = SN_MADD(a, B[(size_t)k * N + n], c[n]);
         }
     }
 }
@@ -258,7 +351,7 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
     real *z_H2 = work + (size_t)batch * 32;  /* Σ of H2: (batch, 16) */
     real *H2 = work + (size_t)batch * 48;  /* layer H2: (batch, 16) */
     real *z_O = work + (size_t)batch * 64;  /* Σ of O: (batch, 1) */
-    real *O = work + (size_t)batch * 65;  /* layer O: (batch, 1) */
+    real *sn_u_O = work + (size_t)batch * 65;  /* layer O: (batch, 1) */
 
     /* z_H1[b,i] = Σ_j W1[i,j]·I[b,j] */
     sn_mm_nt(batch, 16, 2, I, W1, z_H1, 0);
@@ -279,19 +372,20 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
     /* O[b,i] = σ(b3[i] + z_O[b,i]) */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 1; i++) {
-            O[b * 1 + i] = sn_sigmoid(b3[i] + z_O[b * 1 + i]);
+            sn_u_O[b * 1 + i] = sn_sigmoid(b3[i] + z_O[b * 1 + i]);
         }
 
 }
 
-/* Forward pass; returns the output's address inside work: (batch, 1). */
-void symnet_f8faba166e_forward(const real *params, real *work, const real *I, int batch)
+/* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
+void symnet_39a5762d7d_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
-    sn_forward(params, work, I, batch);
+    sn_forward(params, work, X, batch);
+    memcpy(O, work + (size_t)batch * 65, sizeof(real) * (size_t)batch * 1);
 }
 
 /* Loss L = (1/batch) Σ_b L_b, after a forward pass. */
-double symnet_f8faba166e_loss(const real *params, real *work, const real *I, const real *T, int batch)
+static double sn_loss(const real *params, real *work, const real *I, const real *T, int batch)
 {
     const real *b3 = params + 336;  /* b3: (1,) */
 
@@ -309,8 +403,13 @@ double symnet_f8faba166e_loss(const real *params, real *work, const real *I, con
     return loss / batch;
 }
 
+real symnet_39a5762d7d_loss(const real *params, const real *X, const real *T, int batch, real *work)
+{
+    return (real)sn_loss(params, work, X, T, batch);
+}
+
 /* Loss and every gradient ∂L/∂θ (into grads), by back propagation. */
-double symnet_f8faba166e_loss_grad(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
+static double sn_loss_grad(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
 {
     const real *W2 = params + 48;  /* W2: (16, 16) */
     const real *W3 = params + 320;  /* W3: (1, 16) */
@@ -326,7 +425,7 @@ double symnet_f8faba166e_loss_grad(const real *params, real *grads, real *work, 
     real *H1 = work + (size_t)batch * 16;  /* layer H1: (batch, 16) */
     real *H2 = work + (size_t)batch * 48;  /* layer H2: (batch, 16) */
     real *z_O = work + (size_t)batch * 64;  /* Σ of O: (batch, 1) */
-    real *O = work + (size_t)batch * 65;  /* layer O: (batch, 1) */
+    real *sn_u_O = work + (size_t)batch * 65;  /* layer O: (batch, 1) */
     real *dL_dH1 = work + (size_t)batch * 66;  /* ∂L/∂H1: (batch, 16) */
     real *delta_H1 = work + (size_t)batch * 82;  /* ∂L/∂z_H1: (batch, 16) */
     real *dL_dH2 = work + (size_t)batch * 98;  /* ∂L/∂H2: (batch, 16) */
@@ -341,7 +440,7 @@ double symnet_f8faba166e_loss_grad(const real *params, real *grads, real *work, 
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 1; i++) {
             const real t0 = b3[i] + z_O[b * 1 + i];
-            const real t1 = inv_batch*(O[b * 1 + i] - T[b * 1 + i]);
+            const real t1 = inv_batch*(sn_u_O[b * 1 + i] - T[b * 1 + i]);
             loss += (double)(T[b * 1 + i]*sn_softplus(-t0) + (1 - T[b * 1 + i])*sn_softplus(t0));
             delta_O[b * 1 + i] = t1;
             g_b3[i] += t1;
@@ -376,6 +475,11 @@ double symnet_f8faba166e_loss_grad(const real *params, real *grads, real *work, 
     return loss / batch;
 }
 
+real symnet_39a5762d7d_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+{
+    return (real)sn_loss_grad(params, grads, work, X, T, batch);
+}
+
 /* dst[p] = src[p] − lr·∂L/∂θ[p] for the 337 trainable parameters (plain
  * gradient descent); dst may be src.  Not restrict: in place is the common case. */
 static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr)
@@ -384,12 +488,14 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
         dst[p] = src[p] - lr * grads[p];
 }
 
-/* One steepest-descent step on this batch: θ ← θ − lr·∂L/∂θ.  Returns the loss before it. */
-double symnet_f8faba166e_step(real *params, real *grads, real *work, const real *I, const real *T, int batch, real lr)
+/* One steepest-descent step on this batch: θ ← θ − lr·∂L/∂θ, the gradients
+ * in work after the batch's rows.  Returns the loss before it. */
+real symnet_39a5762d7d_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
-    const double loss = symnet_f8faba166e_loss_grad(params, grads, work, I, T, batch);
+    real *grads = work + (size_t)batch * 131;
+    const double loss = sn_loss_grad(params, grads, work, X, T, batch);
     sn_sgd_update(params, params, grads, lr);
-    return loss;
+    return (real)loss;
 }
 
 /* The parameter update of one step, given the gradients g = ∂L/∂θ.
@@ -446,15 +552,16 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_f8faba166e_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_39a5762d7d_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
 
+
 /* A run of training steps in one call: step s takes the examples
- * idx[s·batch_size .. min((s+1)·batch_size, n_idx)) of the data set (I, T), gathers
- * them into Ib, Tb (batch_size rows each), and does loss_grad then update with step
- * size lr[s] and step number t0 + s + 1, exactly as one call of loss_grad and one
+ * idx[s·batch_size .. min((s+1)·batch_size, n_idx)) of the data set (X, T), gathers
+ * them into Ib, Tb (batch_size rows each, in work), and does loss_grad then update with
+ * step size lr[s] and step number t0 + s + 1, exactly as one call of loss_grad and one
  * of update from the caller would.  losses[s] receives the batch loss before step s,
  * and correct[s] (unless correct is NULL) the number of examples of the batch the
  * network classified correctly before step s (share of the outputs with O > 0.5 exactly where T > 0.5).
@@ -465,25 +572,30 @@ void symnet_f8faba166e_update(real *params, const real *grads, real lr, int opti
  * prev holds the parameters before the last update (after a restore: the same as
  * params).  prev may be NULL (no restoring).
  *
+ * work: the batch's rows (131 numbers per example), then the
+ * gradients (337), then Ib and Tb.
+ *
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_f8faba166e_train(real *params, real *grads, real *work, real *Ib, real *Tb, real *prev, int *have_prev,
-                           const real *I, const real *T, const long long *idx, long long n_idx, int batch_size,
-                           const double *lr, double *losses, int optimizer, real *s1, real *s2, const double *hyper, long long t0,
-                           double *correct)
+long long symnet_39a5762d7d_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+                           int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
+                           const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
+    real *grads = work + (size_t)batch_size * 131;
+    real *Ib = grads + 337;
+    real *Tb = Ib + (size_t)batch_size * 2;
     real *cur = params, *old = prev != NULL ? prev : params;  /* θ now; θ before the last update */
     long long s = 0;
     for (long long start = 0; start < n_idx; start += batch_size, s++) {
         const int batch = (int)(n_idx - start < batch_size ? n_idx - start : batch_size);
-        /* Ib[r,:] = I[idx[start + r],:];  Tb[r,:] = T[idx[start + r],:] */
+        /* Ib[r,:] = X[idx[start + r],:];  Tb[r,:] = T[idx[start + r],:] */
         for (int r = 0; r < batch; r++) {
             const size_t n = (size_t)idx[start + r];
-            memcpy(Ib + (size_t)r * 2, I + n * 2, sizeof(real) * 2);
+            memcpy(Ib + (size_t)r * 2, X + n * 2, sizeof(real) * 2);
             memcpy(Tb + (size_t)r * 1, T + n * 1, sizeof(real) * 1);
         }
-        const double loss = symnet_f8faba166e_loss_grad(cur, grads, work, Ib, Tb, batch);
+        const double loss = sn_loss_grad(cur, grads, work, Ib, Tb, batch);
         if (!isfinite(loss)) {
             /* both buffers ← θ before the last update (only cur needs it written) */
             if (prev != NULL && *have_prev)

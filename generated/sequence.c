@@ -32,7 +32,103 @@
 #include <stddef.h>
 #include <string.h>
 
+/*
+ * symnet kernels -- the interface of a network compiled by symnet 0.1.0.
+ *
+ *   input S: (8, 1) per example
+ *   x_1 (1) = S[b,0,i]
+ *   h_1 (16) = tanh(b2[i] + zW_h_1[b,i])
+ *   x_2 (1) = S[b,1,i]
+ *   h_2 (16) = tanh(b2[i] + zU_h_2[b,i] + zW_h_2[b,i])
+ *   x_3 (1) = S[b,2,i]
+ *   h_3 (16) = tanh(b2[i] + zU_h_3[b,i] + zW_h_3[b,i])
+ *   x_4 (1) = S[b,3,i]
+ *   h_4 (16) = tanh(b2[i] + zU_h_4[b,i] + zW_h_4[b,i])
+ *   x_5 (1) = S[b,4,i]
+ *   h_5 (16) = tanh(b2[i] + zU_h_5[b,i] + zW_h_5[b,i])
+ *   x_6 (1) = S[b,5,i]
+ *   h_6 (16) = tanh(b2[i] + zU_h_6[b,i] + zW_h_6[b,i])
+ *   x_7 (1) = S[b,6,i]
+ *   h_7 (16) = tanh(b2[i] + zU_h_7[b,i] + zW_h_7[b,i])
+ *   x_8 (1) = S[b,7,i]
+ *   h_8 (16) = tanh(b2[i] + zU_h_8[b,i] + zW_h_8[b,i])
+ *   O (1) = b17[i] + z_O[b,i]
+ *   loss: mse, averaged over the batch
+ *
+ * Numbers are float (float32); arrays are row-major: a batch X holds
+ * X[b,j] at X[b * SYMNET_7FF280D5AD_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_7FF280D5AD_N_PARAMS numbers, in the order of model.params, each row-major:
+ *   W2           offset         0  shape (16, 1)
+ *   U2           offset        16  shape (16, 16)
+ *   b2           offset       272  shape (16,)
+ *   W17          offset       288  shape (1, 16)
+ *   b17          offset       304  shape (1,)
+ * Gradients have the same layout.  Every function takes its scratch memory as
+ * `work` (SYMNET_7FF280D5AD_WORK_SIZE(batch) numbers; SYMNET_7FF280D5AD_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_7ff280d5ad_train) and allocates nothing.  Memory for one call of a batch B:
+ *   params 305 + X B*8 + T or O B*1 + work (B*643 + 305)
+ *   numbers of 4 bytes; e.g. B = 32: 85,896 bytes (training; forward only: 50,756).
+ */
+#ifndef SYMNET_7FF280D5AD_H
+#define SYMNET_7FF280D5AD_H
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SYMNET_7FF280D5AD_REAL float  /* the number type of every array (float32) */
+#define SYMNET_7FF280D5AD_N_INPUTS 8  /* features per example */
+#define SYMNET_7FF280D5AD_N_OUTPUTS 1
+#define SYMNET_7FF280D5AD_N_PARAMS 305  /* numbers in the flat parameter array */
+#define SYMNET_7FF280D5AD_WORK_PER_EXAMPLE 643
+#define SYMNET_7FF280D5AD_WORK_SIZE(batch) ((batch) * 643 + 305)  /* numbers of scratch per call */
+#define SYMNET_7FF280D5AD_TRAIN_WORK_SIZE(batch_size) (SYMNET_7FF280D5AD_WORK_SIZE(batch_size) + (batch_size) * 9)
+#define SYMNET_7FF280D5AD_SGD 0       /* optimizer codes of symnet_7ff280d5ad_update and symnet_7ff280d5ad_train */
+#define SYMNET_7FF280D5AD_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_7FF280D5AD_N_PARAMS numbers */
+#define SYMNET_7FF280D5AD_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_7FF280D5AD_N_PARAMS numbers each */
+
+/* O[b,k] (batch × SYMNET_7FF280D5AD_N_OUTPUTS) = the network's output for X (batch × SYMNET_7FF280D5AD_N_INPUTS). */
+void symnet_7ff280d5ad_forward(const float *params, const float *X, int batch, float *O, float *work);
+
+/* The loss of the batch: the mean over its examples of the per-example loss. */
+float symnet_7ff280d5ad_loss(const float *params, const float *X, const float *T, int batch, float *work);
+
+/* The loss, and ∂L/∂θ into grads (SYMNET_7FF280D5AD_N_PARAMS numbers) by back propagation. */
+float symnet_7ff280d5ad_loss_grad(const float *params, const float *X, const float *T, int batch,
+    float *grads, float *work);
+
+/* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
+float symnet_7ff280d5ad_step(float *params, const float *X, const float *T, int batch, float lr,
+    float *work);
+
+/* The update of one step from the gradients: optimizer SYMNET_7FF280D5AD_SGD, SYMNET_7FF280D5AD_MOMENTUM or SYMNET_7FF280D5AD_ADAM
+ * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
+ * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
+ * number t = 1, 2, ... (Adam's corrections). */
+void symnet_7ff280d5ad_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+    float *s2, const double *hyper, long long t);
+
+/* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
+ * batch may be short) of (X, T), step size lr[s] and step number
+ * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
+ * of examples classified correctly before the step to correct[s].  Stops before the
+ * update of a step whose loss is not finite and returns the number of steps completed.
+ * prev (SYMNET_7FF280D5AD_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * *have_prev says it holds them; a non-finite loss restores them.
+ * work: SYMNET_7FF280D5AD_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_7ff280d5ad_train(float *params, const float *X, const float *T, const long long *idx,
+    long long n_idx, int batch_size, const double *lr, double *losses,
+    int optimizer, float *s1, float *s2, const double *hyper, long long t0,
+    float *prev, int *have_prev, double *correct, float *work);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* SYMNET_7FF280D5AD_H */
+
 typedef float real;
+#define SN_SIMD 1  /* reductions marked `omp simd` vectorise (-fopenmp-simd) */
 
 /* tanh(x) for float as a rational function: x·P(x²)/Q(x²) on |x| ≤ 7.905 (beyond, tanh
  * rounds to ±1), x itself below 4e-4.  No call and no branch, so loops over it
@@ -92,6 +188,15 @@ static inline float sn_tanhf(float x)
                               thread vs 9.5 ms on two under load) */
 #endif
 #define sn_threads(mnk, jobs) ((mnk) >= SN_PARALLEL ? 2 : 1)
+
+#ifdef FP_FAST_FMAF
+/* a·b + c rounded once, where the machine has a fused multiply-add; written out
+   so that a compiler cannot turn a loop of them into products and a separate sum
+   (the export's matrix loops then give the bits of the tiled driver's) */
+#define SN_MADD(a, b, c) fmaf(a, b, c)
+#else
+#define SN_MADD(a, b, c) ((c) + (a) * (b))
+#endif
 
 /* C[r,c] (+)= Σ_{k<kc} A(r,k)·P[k,c] for r < SN_MR, c < SN_NR: one register tile. */
 static inline void sn_tile(int kc, const real *restrict A, ptrdiff_t sam, ptrdiff_t sak,
@@ -172,6 +277,7 @@ static void sn_gemm(int M, int N, int K, const real *restrict A, ptrdiff_t sam, 
     }
 }
 
+
 /* The wrappers below are inlined at each call, where N and K (and often M) are
  * constants: small products then run as loops the compiler unrolls and
  * vectorises, in the order that reads memory contiguously; the rest go to
@@ -198,7 +304,7 @@ SN_INLINE void sn_mm_nt(int M, int N, int K, const real *restrict A,
     for (int m = 0; m < M; m++)
         for (int n = 0; n < N; n++) {
             real s = accumulate ? C[(size_t)m * N + n] : 0;
-            for (int k = 0; k < K; k++) s += A[(size_t)m * K + k] * B[(size_t)n * K + k];
+            for (int k = 0; k < K; k++) s = SN_MADD(A[(size_t)m * K + k], B[(size_t)n * K + k], s);
             C[(size_t)m * N + n] = s;
         }
 }
@@ -218,7 +324,7 @@ SN_INLINE void sn_mm_nn(int M, int N, int K, const real *restrict A,
             for (int n = 0; n < N; n++) c[n] = 0;
         for (int k = 0; k < K; k++) {
             const real a = A[(size_t)m * K + k];
-            for (int n = 0; n < N; n++) c[n] += a * B[(size_t)k * N + n];
+            for (int n = 0; n < N; n++) c[n] = SN_MADD(a, B[(size_t)k * N + n], c[n]);
         }
     }
 }
@@ -238,7 +344,7 @@ SN_INLINE void sn_mm_tn(int M, int N, int K, const real *restrict A,
             for (int n = 0; n < N; n++) c[n] = 0;
         for (int k = 0; k < K; k++) {
             const real a = A[(size_t)k * M + m];
-            for (int n = 0; n < N; n++) c[n] += a * B[(size_t)k * N + n];
+            for (int n = 0; n < N; n++) c[n] = SN_MADD(a, B[(size_t)k * N + n], c[n]);
         }
     }
 }
@@ -287,7 +393,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
     real *zU_h_8 = work + (size_t)batch * 344;  /* Σ of h_8: (batch, 16) */
     real *h_8 = work + (size_t)batch * 360;  /* layer h_8: (batch, 16) */
     real *z_O = work + (size_t)batch * 376;  /* Σ of O: (batch, 1) */
-    real *O = work + (size_t)batch * 377;  /* layer O: (batch, 1) */
+    real *sn_u_O = work + (size_t)batch * 377;  /* layer O: (batch, 1) */
 
     /* x_1[b,i] = S[b,0,i] */
     for (int b = 0; b < batch; b++)
@@ -404,19 +510,20 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
     /* O[b,i] = b17[i] + z_O[b,i] */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 1; i++) {
-            O[b * 1 + i] = b17[i] + z_O[b * 1 + i];
+            sn_u_O[b * 1 + i] = b17[i] + z_O[b * 1 + i];
         }
 
 }
 
-/* Forward pass; returns the output's address inside work: (batch, 1). */
-void symnet_efcaeeb421_forward(const real *params, real *work, const real *S, int batch)
+/* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
+void symnet_7ff280d5ad_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
-    sn_forward(params, work, S, batch);
+    sn_forward(params, work, X, batch);
+    memcpy(O, work + (size_t)batch * 377, sizeof(real) * (size_t)batch * 1);
 }
 
 /* Loss L = (1/batch) Σ_b L_b, after a forward pass. */
-double symnet_efcaeeb421_loss(const real *params, real *work, const real *S, const real *T, int batch)
+static double sn_loss(const real *params, real *work, const real *S, const real *T, int batch)
 {
     const real *b17 = params + 304;  /* b17: (1,) */
 
@@ -433,8 +540,13 @@ double symnet_efcaeeb421_loss(const real *params, real *work, const real *S, con
     return loss / batch;
 }
 
+real symnet_7ff280d5ad_loss(const real *params, const real *X, const real *T, int batch, real *work)
+{
+    return (real)sn_loss(params, work, X, T, batch);
+}
+
 /* Loss and every gradient ∂L/∂θ (into grads), by back propagation. */
-double symnet_efcaeeb421_loss_grad(const real *params, real *grads, real *work, const real *S, const real *T, int batch)
+static double sn_loss_grad(const real *params, real *grads, real *work, const real *S, const real *T, int batch)
 {
     const real *U2 = params + 16;  /* U2: (16, 16) */
     const real *W17 = params + 288;  /* W17: (1, 16) */
@@ -610,6 +722,11 @@ double symnet_efcaeeb421_loss_grad(const real *params, real *grads, real *work, 
     return loss / batch;
 }
 
+real symnet_7ff280d5ad_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+{
+    return (real)sn_loss_grad(params, grads, work, X, T, batch);
+}
+
 /* dst[p] = src[p] − lr·∂L/∂θ[p] for the 305 trainable parameters (plain
  * gradient descent); dst may be src.  Not restrict: in place is the common case. */
 static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr)
@@ -618,12 +735,14 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
         dst[p] = src[p] - lr * grads[p];
 }
 
-/* One steepest-descent step on this batch: θ ← θ − lr·∂L/∂θ.  Returns the loss before it. */
-double symnet_efcaeeb421_step(real *params, real *grads, real *work, const real *S, const real *T, int batch, real lr)
+/* One steepest-descent step on this batch: θ ← θ − lr·∂L/∂θ, the gradients
+ * in work after the batch's rows.  Returns the loss before it. */
+real symnet_7ff280d5ad_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
-    const double loss = symnet_efcaeeb421_loss_grad(params, grads, work, S, T, batch);
+    real *grads = work + (size_t)batch * 643;
+    const double loss = sn_loss_grad(params, grads, work, X, T, batch);
     sn_sgd_update(params, params, grads, lr);
-    return loss;
+    return (real)loss;
 }
 
 /* The parameter update of one step, given the gradients g = ∂L/∂θ.
@@ -680,15 +799,16 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_efcaeeb421_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_7ff280d5ad_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
 
+
 /* A run of training steps in one call: step s takes the examples
- * idx[s·batch_size .. min((s+1)·batch_size, n_idx)) of the data set (I, T), gathers
- * them into Ib, Tb (batch_size rows each), and does loss_grad then update with step
- * size lr[s] and step number t0 + s + 1, exactly as one call of loss_grad and one
+ * idx[s·batch_size .. min((s+1)·batch_size, n_idx)) of the data set (X, T), gathers
+ * them into Ib, Tb (batch_size rows each, in work), and does loss_grad then update with
+ * step size lr[s] and step number t0 + s + 1, exactly as one call of loss_grad and one
  * of update from the caller would.  losses[s] receives the batch loss before step s,
  * and correct[s] (unless correct is NULL) the number of examples of the batch the
  * network classified correctly before step s (this loss has no accuracy).
@@ -699,25 +819,30 @@ void symnet_efcaeeb421_update(real *params, const real *grads, real lr, int opti
  * prev holds the parameters before the last update (after a restore: the same as
  * params).  prev may be NULL (no restoring).
  *
+ * work: the batch's rows (643 numbers per example), then the
+ * gradients (305), then Ib and Tb.
+ *
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_efcaeeb421_train(real *params, real *grads, real *work, real *Ib, real *Tb, real *prev, int *have_prev,
-                           const real *S, const real *T, const long long *idx, long long n_idx, int batch_size,
-                           const double *lr, double *losses, int optimizer, real *s1, real *s2, const double *hyper, long long t0,
-                           double *correct)
+long long symnet_7ff280d5ad_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+                           int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
+                           const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
+    real *grads = work + (size_t)batch_size * 643;
+    real *Ib = grads + 305;
+    real *Tb = Ib + (size_t)batch_size * 8;
     real *cur = params, *old = prev != NULL ? prev : params;  /* θ now; θ before the last update */
     long long s = 0;
     for (long long start = 0; start < n_idx; start += batch_size, s++) {
         const int batch = (int)(n_idx - start < batch_size ? n_idx - start : batch_size);
-        /* Ib[r,:] = S[idx[start + r],:];  Tb[r,:] = T[idx[start + r],:] */
+        /* Ib[r,:] = X[idx[start + r],:];  Tb[r,:] = T[idx[start + r],:] */
         for (int r = 0; r < batch; r++) {
             const size_t n = (size_t)idx[start + r];
-            memcpy(Ib + (size_t)r * 8, S + n * 8, sizeof(real) * 8);
+            memcpy(Ib + (size_t)r * 8, X + n * 8, sizeof(real) * 8);
             memcpy(Tb + (size_t)r * 1, T + n * 1, sizeof(real) * 1);
         }
-        const double loss = symnet_efcaeeb421_loss_grad(cur, grads, work, Ib, Tb, batch);
+        const double loss = sn_loss_grad(cur, grads, work, Ib, Tb, batch);
         if (!isfinite(loss)) {
             /* both buffers ← θ before the last update (only cur needs it written) */
             if (prev != NULL && *have_prev)

@@ -3,6 +3,9 @@
     python -m symnet formulas FILE.py [--latex]   the chain-rule derivation
     python -m symnet c FILE.py [--dtype float64]  the generated C
     python -m symnet generate [--check]           regenerate generated/ from examples/
+    python -m symnet export MODEL.npz --name net --out DIR [--params-file [PATH]]
+                         [--inference-only] [--threads]
+                                                  standalone C: DIR/net.h + DIR/net.c
 
 FILE.py defines a network: a module-level ``net``, or a function ``network()``
 returning one, or any module-level ``symnet.Network``.
@@ -40,6 +43,23 @@ def c_source(net, dtype: str = "float32") -> str:
     from .emit import emit
     from .lower import plan
     return emit(plan(net.graph()), dtype)[0]
+
+
+def export(args) -> int:
+    """Write the standalone C of a saved model (see ``symnet.export``)."""
+    from .io import load
+    model = load(args.model)
+    params_file = args.params_file
+    if params_file is True:
+        params_file = f"{args.name}.params"
+    try:
+        paths = model.export_c(args.out, name=args.name, training=not args.inference_only,
+                               threads=args.threads, params_file=params_file)
+    except ValueError as exc:
+        raise SystemExit(f"symnet export: {exc}") from None
+    for p in paths:
+        print(f"wrote {p}")
+    return 0
 
 
 def repo_root() -> Path:
@@ -104,9 +124,22 @@ def _main(argv=None) -> int:
     c.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     g = sub.add_parser("generate", help="regenerate generated/ from examples/")
     g.add_argument("--check", action="store_true", help="only report stale files")
+    e = sub.add_parser("export", help="write a saved model as standalone C (net.h, net.c)")
+    e.add_argument("model", help="a model saved by model.save (.npz)")
+    e.add_argument("--name", default="net", help="prefix of every C name (default: net)")
+    e.add_argument("--out", default=".", help="directory to write into (default: .)")
+    e.add_argument("--params-file", nargs="?", const=True, default=None, metavar="PATH",
+                   help="trained values as raw little-endian binary (default NAME.params "
+                        "in --out) instead of an initializer in NAME.c")
+    e.add_argument("--inference-only", action="store_true",
+                   help="only NAME_forward (no loss, gradients or training)")
+    e.add_argument("--threads", action="store_true",
+                   help="OpenMP threads for large products (compile with -fopenmp)")
     args = ap.parse_args(argv)
     if args.cmd == "generate":
         return generate(args.check)
+    if args.cmd == "export":
+        return export(args)
     net = load_network(args.file)
     if args.cmd == "c":
         sys.stdout.write(c_source(net, args.dtype))

@@ -26,6 +26,7 @@ import sympy as sp
 
 from . import ir
 from .primitives import sigmoid, stabilise
+from .smooth import clean  # noqa: F401  (re-exported: formulas reads it from here)
 
 INV_BATCH = sp.Symbol("inv_batch", positive=True)
 
@@ -122,13 +123,6 @@ class NodeGrad:
         for red in self.node.reductions:
             out += self.products.get(red.name, []) + self.summands.get(red.name, [])
         return out
-
-
-def clean(expr: sp.Expr) -> sp.Expr:
-    """Sympy's Heaviside(0) = 1/2 must not leak: the kink takes derivative 0."""
-    expr = expr.replace(lambda e: isinstance(e, sp.Heaviside),
-                        lambda e: sp.Piecewise((1, e.args[0] > 0), (0, True)))
-    return expr.replace(lambda e: isinstance(e, sp.DiracDelta), lambda e: sp.S.Zero)
 
 
 def delta_name(node: ir.Node, red: ir.Reduction) -> str:

@@ -1,93 +1,26 @@
 """Kernel plan → C99 text.
 
-Two separate jobs, as in sympy's own codegen: ``CPrinter`` turns one scalar
-sympy expression into a C expression (float or double spelling), and the
-Jinja template ``templates/network.c.j2`` owns the shape of the file:
-includes, signatures, loops and their comments.
+Two separate jobs, as in sympy's own codegen: ``CPrinter`` (``symnet.cprint``)
+turns one scalar sympy expression into a C expression (float or double
+spelling), and the Jinja templates own the shape of the files:
+``templates/network.h.j2`` the contract (sizes, layout, prototypes),
+``templates/network.c.j2`` includes, loops and their comments.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 
 import jinja2
 import sympy as sp
-from sympy.codegen.ast import float32, float64, real
-from sympy.printing.c import C99CodePrinter
 
 from . import __version__, ir
 from .build import template_dir
 from .cnames import PREFIX, c_name
+from .cprint import DTYPES, CPrinter, c_comment, numeric  # noqa: F401  (re-exported)
 from .lower import LOSS, Buffer, Conv, Fill, Loop, MatMul, Plan, Route, SoftmaxXent, Zero
-
-DTYPES = {"float32": "float", "float64": "double"}
-
-
-class CPrinter(C99CodePrinter):
-    """sympy's C99 printer with symnet's spellings.
-
-    Scalar symbols print as the array element they stand for; small integer
-    powers as products; Piecewise as one ternary; sigmoid and softplus as the
-    stable helpers defined in the template.  With ``plain_names`` a symbol
-    outside the map must print as a C identifier (the emitter's last line of
-    defence: user text never becomes code).
-    """
-
-    def __init__(self, dtype: str, symbol_map: dict, plain_names: bool = False):
-        alias = float32 if dtype == "float32" else float64
-        super().__init__(settings={"type_aliases": {real: alias}})
-        self.symbol_map = symbol_map
-        self.plain_names = plain_names
-        self.dtype = dtype
-
-    def _print_Symbol(self, expr):
-        if expr in self.symbol_map:
-            return self.symbol_map[expr]
-        name = super()._print_Symbol(expr)
-        if self.plain_names and not (name.isidentifier() and name.isascii()):
-            raise ValueError(f"symbol {expr.name!r} cannot appear in the generated C")
-        return name
-
-    def _print_sigmoid(self, expr):
-        return f"sn_sigmoid({self._print(expr.args[0])})"
-
-    def _print_tanh(self, expr):
-        if self.dtype == "float32":  # the template's vectorisable tanh
-            return f"sn_tanhf({self._print(expr.args[0])})"
-        return super()._print_tanh(expr)
-
-    def _print_softplus(self, expr):
-        return f"sn_softplus({self._print(expr.args[0])})"
-
-    def _print_Piecewise(self, expr):
-        out = self._print(expr.args[-1].expr)
-        for e, c in reversed(expr.args[:-1]):
-            out = f"(({self._print(c)}) ? ({self._print(e)}) : ({out}))"
-        return out
-
-    def _print_Pow(self, expr):
-        base, exp = expr.args
-        if exp.is_Integer and 2 <= int(exp) <= 4:
-            b = self.parenthesize(base, sp.printing.precedence.PRECEDENCE["Mul"])
-            return "*".join([b] * int(exp))
-        if exp.is_Integer and -4 <= int(exp) <= -1:
-            return f"1/({self._print(base ** -exp)})" if exp != -1 else \
-                f"1/{self.parenthesize(base, sp.printing.precedence.PRECEDENCE['Pow'])}"
-        return super()._print_Pow(expr)
-
-
-def numeric(expr: sp.Expr) -> sp.Expr:
-    """Evaluate constants (π, √2, e) so the C needs no M_PI-style macros."""
-    consts = {a: sp.Float(a.evalf(20), 17) for a in expr.atoms(sp.NumberSymbol)}
-    expr = expr.xreplace(consts)
-    pows = {a: sp.Float(a.evalf(20), 17) for a in expr.atoms(sp.Pow) if a.is_number}
-    return expr.xreplace(pows)
-
-
-def c_comment(text: str) -> str:
-    """Make any text safe inside /* */ (user text reaches comments only)."""
-    return " ".join(str(text).replace("*/", "* /").replace("/*", "/ *").split())
 
 
 class Emitter:
@@ -250,7 +183,20 @@ class Emitter:
         return any(b.kind == "alias" and b.alias == name and self.needed_in(b.name, code)
                    for b in self.buffers.values())
 
-    def render(self, prefix: str = "SN_PREFIX_", hooks: bool = False) -> str:
+    def render(self, prefix: str = "SN_PREFIX_", macro: str = "SN_MACRO_",
+               header_file: str | None = None, title: str = "symnet kernels",
+               training: bool = True, threads: bool = True, portable: bool = False,
+               trained=None, params_note: str | None = None,
+               hooks: bool = False) -> tuple[str, str]:
+        """(C source, header): the header is the contract (sizes, parameter
+        layout, prototypes); the source includes it as ``header_file``, or
+        holds its text when that is None.
+
+        ``training``: also the loss, gradient, update and epoch functions;
+        ``threads``: OpenMP pragmas; ``portable``: plain-loop matrix products
+        (no packing buffers on the stack); ``trained``: the parameter values
+        as C literals, written as ``<prefix>trained_params``; ``hooks``: the
+        in-process build's tuning entry point ``<prefix>tune`` (BLAS, threads)."""
         env = jinja2.Environment(loader=jinja2.FileSystemLoader(template_dir()),
                                  trim_blocks=True, lstrip_blocks=True,
                                  keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
@@ -264,12 +210,19 @@ class Emitter:
         env.tests["conv"] = lambda op: isinstance(op, Conv)
         env.tests["route"] = lambda op: isinstance(op, Route)
         env.tests["fill"] = lambda op: isinstance(op, Fill)
-        tpl = env.get_template("network.c.j2")
         graph = self.plan.graph
-        return tpl.render(
-            version=__version__, hooks=hooks, dtype=self.dtype, real=DTYPES[self.dtype],
-            f="f" if self.dtype == "float32" else "", prefix=prefix, plan=self.plan,
-            graph=graph, em=self, describe=describe_graph(graph),
+        common = dict(version=__version__, dtype=self.dtype, real=DTYPES[self.dtype],
+                      describe=describe_graph(graph), training=training,
+                      hooks=hooks)
+        header = env.get_template("network.h.j2").render(
+            **common, P=prefix, M=macro, title=title, trained=trained is not None,
+            params_note=params_note, variants=self.variants(),
+            **self.layout(training))
+        source = env.get_template("network.c.j2").render(
+            **common, f="f" if self.dtype == "float32" else "", prefix=prefix,
+            plan=self.plan, graph=graph, em=self, header=header, header_file=header_file,
+            threads=threads, portable=portable, trained=trained,
+            out_offset=self.buffers[self.plan.output].offset,
             params=[b for b in self.buffers.values() if b.kind == "param"],
             grads=[b for b in self.buffers.values() if b.kind == "grad"],
             work=[b for b in self.buffers.values() if b.kind == "work"],
@@ -278,6 +231,28 @@ class Emitter:
             tensors=any(len(n.space) > 1 for n in graph.nodes) or len(graph.in_shape) > 1,
             convs=any(isinstance(op, Conv) for op in self.plan.forward),
             uses=self.uses(), variants=self.variants(), accuracy=self.accuracy())
+        return source, header
+
+    def layout(self, training: bool) -> dict:
+        """Sizes the header states: parameters, scratch per call, memory of a batch."""
+        plan, graph = self.plan, self.plan.graph
+        itemsize = 4 if self.dtype == "float32" else 8
+        fwd = forward_per_row(plan)
+        if training:
+            work, formula = f"(batch) * {plan.work_per_row} + {plan.n_params}", \
+                f"(B*{plan.work_per_row} + {plan.n_params})"
+        else:
+            work, formula = f"(batch) * {fwd}", f"B*{fwd}"
+
+        def nbytes(per_row, extra, b=32):
+            return (plan.n_params + b * (graph.n_in + graph.n_out + per_row) + extra) * itemsize
+        return dict(n_in=graph.n_in, n_out=graph.n_out, n_params=plan.n_params,
+                    per_row=plan.work_per_row if training else fwd, work_macro=work,
+                    work_formula=formula, itemsize=itemsize,
+                    example_bytes=f"{nbytes(plan.work_per_row, plan.n_params) if training else nbytes(fwd, 0):,}",
+                    example_fwd_bytes=f"{nbytes(fwd, 0):,}",
+                    params=[{"name": b.name, "offset": b.offset, "shape": list(b.shape)}
+                            for b in self.buffers.values() if b.kind == "param"])
 
     def accuracy(self) -> dict:
         """How the training loop counts correct examples, where the loss has an accuracy."""
@@ -358,8 +333,38 @@ def describe_graph(graph: ir.Graph) -> list[str]:
     return lines
 
 
-def emit(plan: Plan, dtype: str, hooks: bool = False) -> tuple[str, str]:
-    """Render the plan; returns (C source, symbol prefix).
+def forward_per_row(plan: Plan) -> int:
+    """Work numbers per example the forward pass alone uses: its buffers (the
+    layers and their sums) come first in the work layout."""
+    names = {n.name for n in plan.graph.nodes}
+    names |= {r.name for n in plan.graph.nodes for r in n.reductions}
+    ends = [b.offset + math.prod(b.shape[1:]) for b in plan.buffers.values()
+            if b.kind == "work" and b.name in names]
+    return max(ends, default=0)
+
+
+def cdef(header: str) -> str:
+    """The header as cffi's cdef: the same prototypes, without preprocessor
+    lines and the C++ guard (cffi parses declarations, not directives).
+
+    >>> cdef('#define N 2\n#ifdef __cplusplus\nextern "C" {\n#endif\nvoid f(int n);\n')
+    'void f(int n);\n'
+    """
+    out, skip = [], 0
+    for line in header.splitlines(keepends=True):
+        stripped = line.strip()
+        if stripped.startswith("#ifdef __cplusplus"):
+            skip = 1
+        elif skip and stripped.startswith("#endif"):
+            skip = 0
+        elif not skip and not stripped.startswith("#"):
+            out.append(line)
+    return "".join(out).strip() + "\n"
+
+
+def emit(plan: Plan, dtype: str, hooks: bool = False) -> tuple[str, str, str]:
+    """Render the plan for symnet's own use; returns (C source, symbol prefix,
+    header).  The header text is also inside the source.
 
     ``hooks``: also render ``<prefix>tune`` (the in-process build's BLAS pointer
     and thread thresholds, active only under ``SN_USE_BLAS``); standalone C
@@ -369,7 +374,10 @@ def emit(plan: Plan, dtype: str, hooks: bool = False) -> tuple[str, str]:
     text itself, so two networks never share a symbol, and no symbol can
     resolve to a libc function of the same name (see DESIGN.md, traps).
     """
-    text = Emitter(plan, dtype).render(hooks=hooks)
+    text, header = Emitter(plan, dtype).render(hooks=hooks)
     digest = hashlib.sha256(text.encode()).hexdigest()[:10]
     prefix = f"symnet_{digest}_"
-    return text.replace("SN_PREFIX_", prefix), prefix
+
+    def named(t):
+        return t.replace("SN_PREFIX_", prefix).replace("SN_MACRO_", prefix.upper())
+    return named(text), prefix, named(header)

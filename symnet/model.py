@@ -9,82 +9,23 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 from collections.abc import MutableMapping
 
 import numpy as np
 
-from . import build, guards
+from . import guards
+from .backend import c as backend_c
+from .backend.c import network_key  # noqa: F401  (the cache key, for tools and tests)
 from .guards import CHUNK  # noqa: F401  (most examples per kernel call)
 
 _INF = float("inf")
 
 
-def network_key(description: dict, dtype: str) -> str:
-    """Cache key of a network: its description, dtype, compiler and flags."""
-    text = json.dumps([description, dtype, build.code_fingerprint(), build.compiler(),
-                       build.flags(), build._cpu()], sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:24]
-
-
-def _cdef(prefix: str, real: str, input_name: str, labels: bool = False) -> str:
-    text = ""
-    for suffix in ("", "_labels") if labels else ("",):
-        text += f"""
-double {prefix}loss{suffix}(const {real} *params, {real} *work, const {real} *X,
-                    const {real} *T, int batch);
-double {prefix}loss_grad{suffix}(const {real} *params, {real} *grads, {real} *work,
-                         const {real} *X, const {real} *T, int batch);
-double {prefix}step{suffix}({real} *params, {real} *grads, {real} *work, const {real} *X,
-                    const {real} *T, int batch, {real} lr);
-long long {prefix}train{suffix}({real} *params, {real} *grads, {real} *work, {real} *Ib,
-                        {real} *Tb, {real} *prev, int *have_prev, const {real} *X,
-                        const {real} *T, const long long *idx, long long n_idx, int batch_size,
-                        const double *lr, double *losses, int optimizer, {real} *s1,
-                        {real} *s2, const double *hyper, long long t0, double *correct);
-"""
-    return text + f"""
-void {prefix}forward(const {real} *params, {real} *work, const {real} *X, int batch);
-void {prefix}update({real} *params, const {real} *grads, {real} lr, int optimizer,
-                    {real} *s1, {real} *s2, const double *hyper, long long t);
-void {prefix}tune(void (*blas)(int, int, int, int, int, int, {real}, const {real} *, int,
-                               const {real} *, int, {real}, {real} *, int),
-                  double blas_min, double thread_min, int threads_max);
-"""
-
-
 def compile_network(net, dtype: str):
-    """(cffi module, meta) for a network, from the cache or freshly built."""
-    key = network_key(net.describe(), dtype)
-    hit = build.lookup(key)
-    if hit is not None:
-        guards.check_sizes(hit[1])
-        return hit
-    from .emit import DTYPES, emit
-    from .lower import plan as make_plan
-    plan = make_plan(net.graph())
-    source, prefix = emit(plan, dtype, hooks=True)
-    out = plan.buffers[plan.output]
-    g = plan.graph
-    meta = {
-        "prefix": prefix, "dtype": dtype, "n_params": plan.n_params,
-        "work_per_row": plan.work_per_row, "n_in": plan.graph.n_in,
-        "n_out": plan.graph.n_out, "input": plan.graph.input_name,
-        "in_shape": list(plan.graph.in_shape), "out_shape": list(plan.graph.output.out_shape),
-        "output_offset": out.offset, "labels": bool(plan.loss_labels),
-        "n_trainable": plan.n_trainable,
-        "inputs": [[name, width] for name, width in g.inputs],
-        "outputs": [[o, plan.buffers[o].offset, g.node(o).n_out] for o in g.outputs],
-        "params": [{"name": p.name, "shape": list(p.shape), "init": p.init,
-                    "offset": plan.buffers[p.name].offset, "trainable": p.trainable}
-                   for p in plan.graph.params()],
-        "description": net.describe(),
-    }
-    guards.check_sizes(meta)
-    return build.build(key, source, _cdef(prefix, DTYPES[dtype], plan.graph.input_name,
-                                          bool(plan.loss_labels)), meta)
+    """The C backend's runtime for a network (see ``symnet.backend.c.load``)."""
+    return backend_c.load(net, dtype)
 
 
 def _check_init(init):
@@ -158,26 +99,18 @@ class Model:
             raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
         self.network = network
         self.dtype = np.dtype(dtype)
-        mod, meta = compile_network(network, dtype)
-        self._mod, self._meta = mod, meta
-        self._ffi, lib = mod.ffi, mod.lib
-        prefix = meta["prefix"]
-        self._c_forward = getattr(lib, prefix + "forward")
-        self._c_loss = getattr(lib, prefix + "loss")
-        self._c_loss_grad = getattr(lib, prefix + "loss_grad")
-        self._c_step = getattr(lib, prefix + "step")
-        self._c_update = getattr(lib, prefix + "update")
-        self._c_train = getattr(lib, prefix + "train")
-        if meta.get("labels"):
-            self._c_labels = tuple(getattr(lib, f"{prefix}{k}_labels")
-                                   for k in ("loss", "loss_grad", "step", "train"))
-        # where its products run on this machine (BLAS above a measured size,
-        # threads from a measured cost); once per module, before any call
-        from . import tuning
-        self.tuning = tuning.apply(mod, prefix, dtype)
-        self._ctype = "float *" if dtype == "float32" else "double *"
-        self._carray = "float[]" if dtype == "float32" else "double[]"
-        self._buf = self._ffi.from_buffer
+        # Everything compiled comes from the backend's runtime; its functions
+        # are bound here once, so a call costs what the C call costs.
+        rt = self._rt = compile_network(network, dtype)
+        meta = self._meta = rt.meta
+        self._c_forward, self._c_loss, self._c_loss_grad = rt.forward, rt.loss, rt.loss_grad
+        self._c_step, self._c_update, self._c_train = rt.step, rt.update, rt.train
+        self._carray = rt.carray
+        self._buf = rt.from_buffer
+        self._ptr = rt.buffer
+        self.tuning = rt.tuning   # where its products run on this machine
+        if meta.get("labels"):   # loss, loss_grad, step and train for class labels
+            self._c_labels = rt.labels
         self.n_in, self.n_out = meta["n_in"], meta["n_out"]
         self.in_shape = tuple(meta.get("in_shape", (self.n_in,)))
         self.out_shape = tuple(meta.get("out_shape", (self.n_out,)))
@@ -244,16 +177,11 @@ class Model:
                 a = np.sqrt(6.0 / (fan_in + fan_out))
                 view[...] = rng.uniform(-a, a, shape)
 
-    def _ptr(self, arr: np.ndarray):
-        # from_buffer: ~0.2 µs and keeps arr alive; arr.ctypes.data costs ~1.3 µs
-        try:
-            return self._buf(self._carray, arr)
-        except (BufferError, TypeError, ValueError):
-            return self._ffi.cast(self._ctype, arr.ctypes.data)
-
     def _ensure_work(self, rows: int):
+        """Scratch for calls on up to ``rows`` examples (the gradients of
+        ``step`` included)."""
         if rows > self._work_rows:
-            self._work = np.zeros(rows * self._meta["work_per_row"], self.dtype)
+            self._work = np.zeros(self._rt.work_size(rows), self.dtype)
             self._p_work = self._ptr(self._work)
             self._work_rows = rows
 
@@ -397,12 +325,19 @@ class Model:
         res = [np.empty((n, w), self.dtype) for _, _, w in outs]
         with self._lock:
             for s in range(0, n, self._rows):
-                Xc = X[s:s + self._rows]
-                b = Xc.shape[0]
+                b = min(self._rows, n - s)
                 self._ensure_work(b)
-                self._c_forward(self._p_theta, self._p_work, self._ptr(Xc), b)
-                for out, (_, off, w) in zip(res, outs):
-                    out[s:s + b] = self._work[b * off: b * (off + w)].reshape(b, w)
+                if len(outs) == 1:  # the C copies the output out of work
+                    self._c_forward(self._p_theta, self._ptr(X[s:s + b]), b,
+                                    self._ptr(res[0][s:s + b]), self._p_work)
+                    continue
+                both = np.empty((b, self.n_out), self.dtype)   # the outputs side by side
+                self._c_forward(self._p_theta, self._ptr(X[s:s + b]), b, self._ptr(both),
+                                self._p_work)
+                col = 0
+                for out, (_, _, w) in zip(res, outs):
+                    out[s:s + b] = both[:, col:col + w]
+                    col += w
         shapes = [self.network._shapes[id(o)] for o in self.network.outputs]
         res = [r.reshape((n, *sh)) if len(sh) > 1 else r for r, sh in zip(res, shapes)]
         return res[0] if len(res) == 1 else res
@@ -419,8 +354,8 @@ class Model:
             for s in range(0, n, rows):
                 b = min(rows, n - s)
                 self._ensure_work(b)
-                total += b * c_loss(self._p_theta, self._p_work, self._ptr(X[s:s + b]),
-                                          self._ptr(T[s:s + b]), b)
+                total += b * c_loss(self._p_theta, self._ptr(X[s:s + b]),
+                                          self._ptr(T[s:s + b]), b, self._p_work)
         return total / n
 
     def loss_and_grad(self, X, T):
@@ -437,14 +372,14 @@ class Model:
         c_loss_grad = self._kernels(T)[1]
         if n <= rows:
             self._ensure_work(n)
-            return c_loss_grad(self._p_theta, self._p_grad, self._p_work,
-                                     self._ptr(X), self._ptr(T), n)
+            return c_loss_grad(self._p_theta, self._ptr(X), self._ptr(T), n,
+                                     self._p_grad, self._p_work)
         total, acc = 0.0, np.zeros_like(self._grad, dtype=np.float64)
         for s in range(0, n, rows):
             b = min(rows, n - s)
             self._ensure_work(b)
-            total += b * c_loss_grad(self._p_theta, self._p_grad, self._p_work,
-                                           self._ptr(X[s:s + b]), self._ptr(T[s:s + b]), b)
+            total += b * c_loss_grad(self._p_theta, self._ptr(X[s:s + b]),
+                                           self._ptr(T[s:s + b]), b, self._p_grad, self._p_work)
             acc += (b / n) * self._grad
         self._grad[...] = acc
         return total / n
@@ -472,8 +407,7 @@ class Model:
                 else:
                     self._acquire()
                     try:
-                        return self._c_step(self._p_theta, self._p_grad, self._p_work, px, pt,
-                                            n, lr)
+                        return self._c_step(self._p_theta, px, pt, n, lr, self._p_work)
                     finally:
                         self._release()
         X = self._inputs(X)
@@ -495,8 +429,8 @@ class Model:
                 return loss
             if n > self._work_rows:
                 self._ensure_work(n)
-            return self._kernels(T)[2](self._p_theta, self._p_grad, self._p_work, self._ptr(X),
-                                self._ptr(T), n, lr)
+            return self._kernels(T)[2](self._p_theta, self._ptr(X), self._ptr(T), n, lr,
+                                       self._p_work)
         finally:
             self._release()
 
@@ -589,6 +523,17 @@ class Model:
         ``symnet.load(path)`` gives the model back.  See ``symnet.io``."""
         from .io import save
         save(self, path)
+
+    def export_c(self, directory, name: str = "net", training: bool = True,
+                 threads: bool = False, params_file=None) -> list[str]:
+        """Write ``<name>.h`` and ``<name>.c`` (C99 + <math.h>, no Python) into
+        ``directory``: this model's forward pass and, with ``training``, its
+        loss, gradients, step, update and epoch driver, with the trained values
+        as ``<name>_trained_params``.  Returns the paths.  See ``symnet.export``.
+        """
+        from .export import export_c
+        return export_c(self, directory, name=name, training=training, threads=threads,
+                        params_file=params_file)
 
     def summary(self, batch_size: int = 32):
         """Parameters, memory and flops per training step of this model for a

@@ -12,7 +12,7 @@ deep inside code generation:
   fine, its derivative ``polygamma`` is not).
 
 Kinks are allowed: |x|, Max, Min and Piecewise have derivative 0 exactly at
-the kink (see ``derive.clean``), as ReLU′(0) = 0.
+the kink (see ``clean``), as ReLU′(0) = 0.
 
 >>> import sympy as sp
 >>> z = sp.Symbol("z", real=True)
@@ -31,10 +31,17 @@ PIECEWISE_CONSTANT = (sp.functions.elementary.integers.RoundFunction, sp.sign, s
                       sp.Heaviside, sp.DiracDelta, sp.KroneckerDelta)
 
 
+def clean(expr: sp.Expr) -> sp.Expr:
+    """Sympy's Heaviside(0) = 1/2 must not leak: the kink takes derivative 0."""
+    expr = expr.replace(lambda e: isinstance(e, sp.Heaviside),
+                        lambda e: sp.Piecewise((1, e.args[0] > 0), (0, True)))
+    return expr.replace(lambda e: isinstance(e, sp.DiracDelta), lambda e: sp.S.Zero)
+
+
 def _printable(expr: sp.Expr, what: str, where: str) -> None:
     from sympy.printing.codeprinter import PrintMethodNotImplementedError
 
-    from .emit import CPrinter, numeric
+    from .cprint import CPrinter, numeric
     try:
         CPrinter("float64", {}).doprint(numeric(expr))
     except PrintMethodNotImplementedError as exc:
@@ -46,8 +53,6 @@ def _printable(expr: sp.Expr, what: str, where: str) -> None:
 def check_smooth(expr: sp.Expr, variables, where: str) -> None:
     """Raise ValueError unless ``expr`` is differentiable in each variable
     with a derivative sympy can give and C can spell."""
-    from .derive import clean
-
     for f in sp.preorder_traversal(expr):
         if isinstance(f, PIECEWISE_CONSTANT):
             if f.free_symbols & set(variables):

@@ -138,9 +138,9 @@ class Optimizer:
         self.s1 = np.zeros(n if name != "sgd" else 1, model.dtype)
         self.s2 = np.zeros(n if name == "adam" else 1, model.dtype)
         self.t = 0                                   # steps taken, for Adam's corrections
-        ffi = model._ffi
-        self.p_s1, self.p_s2 = model._ptr(self.s1), model._ptr(self.s2)
-        self.p_hyper = ffi.cast("double *", self.hyper.ctypes.data)
+        rt = model._rt
+        self.p_s1, self.p_s2 = rt.buffer(self.s1), rt.buffer(self.s2)
+        self.p_hyper = rt.pointer(self.hyper)
 
     def apply(self, model, lr: float):
         """One update of model's parameters from the gradients in ``model._grad``."""
@@ -255,17 +255,18 @@ class _Run:
         self.snap = spare[1]                         # θ before the call in flight
         self.parts_before = None                     # len(parts) before it; None: none
         if method != "sd":
-            ffi, B = model._ffi, self.B
-            with model._lock:
-                model._ensure_work(B)
-            self.Ib = np.zeros((B, model.n_in), model.dtype)
-            self.Tb = np.zeros((B, T.shape[1]), model.dtype)  # rows, or class labels
-            self.c_train = model._kernels(T)[3]
-            self.losses = np.zeros(0)
-            self.p_X, self.p_T = model._ptr(X), model._ptr(T)
-            self.p_Ib, self.p_Tb = model._ptr(self.Ib), model._ptr(self.Tb)
-            self.p_prev = model._ptr(self.prev)
-            self.p_have = ffi.cast("int *", self.have_prev.ctypes.data)
+            rt, B = model._rt, self.B
+            # the epoch driver's own scratch: rows, gradients and the gathered batch
+            # (kept by the model between fit calls, as the θ buffers are)
+            work = model.__dict__.get("_fit_work")
+            if work is None or work.size < rt.train_work_size(B):
+                work = np.zeros(rt.train_work_size(B), model.dtype)
+            model._fit_work = self.work = work
+            self.p_work = rt.buffer(self.work)
+            self.p_X, self.p_T = rt.buffer(X), rt.buffer(T)
+            self.p_prev = rt.buffer(self.prev)
+            self.p_have = rt.pointer(self.have_prev)
+            self.c_train = model._kernels(T)[3]   # rows, or class labels
             per_step = 6.0 * max(model._theta.size, 1) * B
             self.chunk = max(1, int(CALL_FLOPS // per_step))
 
@@ -293,23 +294,19 @@ class _Run:
         n_steps = -(-idx.size // B)
         lrs = self.schedule.values(self.t, n_steps)
         losses = np.zeros(n_steps)
+        rt = m._rt
         correct = np.full(n_steps, np.nan)        # counted by the C where there is accuracy
-        p_correct = ffi_null = m._ffi.NULL
-        if has_accuracy(m.network.loss_name) and len(m.network.outputs) == 1:
-            p_correct = m._ffi.cast("double *", correct.ctypes.data)
-        ffi = m._ffi
+        count = has_accuracy(m.network.loss_name) and len(m.network.outputs) == 1
         for s0 in range(0, n_steps, self.chunk):
             s1 = min(n_steps, s0 + self.chunk)
             part = idx[s0 * B: s1 * B]
             self._begin()
             with m._lock:
                 done = self.c_train(
-                    m._p_theta, m._p_grad, m._p_work, self.p_Ib, self.p_Tb, self.p_prev,
-                    self.p_have, self.p_X, self.p_T, ffi.cast("long long *", part.ctypes.data),
-                    part.size, B, ffi.cast("double *", lrs[s0:].ctypes.data),
-                    ffi.cast("double *", losses[s0:].ctypes.data), opt.code, opt.p_s1,
-                    opt.p_s2, opt.p_hyper, opt.t,
-                    p_correct if p_correct == ffi_null else p_correct + s0)
+                    m._p_theta, self.p_X, self.p_T, rt.pointer(part), part.size, B,
+                    rt.pointer(lrs[s0:]), rt.pointer(losses[s0:]), opt.code, opt.p_s1,
+                    opt.p_s2, opt.p_hyper, opt.t, self.p_prev, self.p_have,
+                    rt.pointer(correct[s0:]) if count else rt.null, self.p_work)
             opt.t += done
             sizes = [B] * done
             if done and s0 + done == n_steps and idx.size % B:

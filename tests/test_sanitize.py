@@ -28,7 +28,8 @@ RUN = textwrap.dedent("""
     print("clean run done", flush=True)
     if sys.argv[1] == "overflow":       # a work buffer for 1 example, used for 40
         work = np.zeros(m._meta["work_per_row"], m.dtype)
-        m._c_forward(m._p_theta, m._ptr(work), m._ptr(m._inputs(X)), 40)
+        out = np.zeros((40, 2), m.dtype)
+        m._c_forward(m._p_theta, m._ptr(m._inputs(X)), 40, m._ptr(out), m._ptr(work))
         print("overflow not caught", flush=True)
 """)
 
