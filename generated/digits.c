@@ -28,8 +28,8 @@
  *   loss: softmax_cross_entropy, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_5B0179615C_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_5B0179615C_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_9B2FCB885F_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_9B2FCB885F_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (128, 64)
  *   b1           offset      8192  shape (128,)
  *   W2           offset      8320  shape (64, 128)
@@ -37,59 +37,59 @@
  *   W3           offset     16576  shape (10, 64)
  *   b3           offset     17216  shape (10,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_5B0179615C_WORK_SIZE(batch) numbers; SYMNET_5B0179615C_TRAIN_WORK_SIZE(batch_size) for
- * symnet_5b0179615c_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_9B2FCB885F_WORK_SIZE(batch) numbers; SYMNET_9B2FCB885F_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_9b2fcb885f_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 17226 + X B*64 + T or O B*10 + work (B*808 + 17226)
  *   numbers of 4 bytes; e.g. B = 32: 250,704 bytes (training; forward only: 130,088).
  */
-#ifndef SYMNET_5B0179615C_H
-#define SYMNET_5B0179615C_H
+#ifndef SYMNET_9B2FCB885F_H
+#define SYMNET_9B2FCB885F_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_5B0179615C_REAL float  /* the number type of every array (float32) */
-#define SYMNET_5B0179615C_N_INPUTS 64  /* features per example */
-#define SYMNET_5B0179615C_N_OUTPUTS 10
-#define SYMNET_5B0179615C_N_PARAMS 17226  /* numbers in the flat parameter array */
-#define SYMNET_5B0179615C_WORK_PER_EXAMPLE 808
-#define SYMNET_5B0179615C_WORK_SIZE(batch) ((batch) * 808 + 17226)  /* numbers of scratch per call */
-#define SYMNET_5B0179615C_TRAIN_WORK_SIZE(batch_size) (SYMNET_5B0179615C_WORK_SIZE(batch_size) + (batch_size) * 74)
-#define SYMNET_5B0179615C_SGD 0       /* optimizer codes of symnet_5b0179615c_update and symnet_5b0179615c_train */
-#define SYMNET_5B0179615C_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_5B0179615C_N_PARAMS numbers */
-#define SYMNET_5B0179615C_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_5B0179615C_N_PARAMS numbers each */
+#define SYMNET_9B2FCB885F_REAL float  /* the number type of every array (float32) */
+#define SYMNET_9B2FCB885F_N_INPUTS 64  /* features per example */
+#define SYMNET_9B2FCB885F_N_OUTPUTS 10
+#define SYMNET_9B2FCB885F_N_PARAMS 17226  /* numbers in the flat parameter array */
+#define SYMNET_9B2FCB885F_WORK_PER_EXAMPLE 808
+#define SYMNET_9B2FCB885F_WORK_SIZE(batch) ((batch) * 808 + 17226)  /* numbers of scratch per call */
+#define SYMNET_9B2FCB885F_TRAIN_WORK_SIZE(batch_size) (SYMNET_9B2FCB885F_WORK_SIZE(batch_size) + (batch_size) * 74)
+#define SYMNET_9B2FCB885F_SGD 0       /* optimizer codes of symnet_9b2fcb885f_update and symnet_9b2fcb885f_train */
+#define SYMNET_9B2FCB885F_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_9B2FCB885F_N_PARAMS numbers */
+#define SYMNET_9B2FCB885F_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_9B2FCB885F_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_5B0179615C_N_OUTPUTS) = the network's output for X (batch × SYMNET_5B0179615C_N_INPUTS). */
-void symnet_5b0179615c_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_9B2FCB885F_N_OUTPUTS) = the network's output for X (batch × SYMNET_9B2FCB885F_N_INPUTS). */
+void symnet_9b2fcb885f_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_5b0179615c_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_9b2fcb885f_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_5B0179615C_N_PARAMS numbers) by back propagation. */
-float symnet_5b0179615c_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_9B2FCB885F_N_PARAMS numbers) by back propagation. */
+float symnet_9b2fcb885f_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_5b0179615c_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_9b2fcb885f_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss; T[b] is the class label of example b. */
-float symnet_5b0179615c_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_9b2fcb885f_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_5B0179615C_N_PARAMS numbers) by back propagation. */
-float symnet_5b0179615c_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_9B2FCB885F_N_PARAMS numbers) by back propagation. */
+float symnet_9b2fcb885f_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_5b0179615c_step_labels(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_9b2fcb885f_step_labels(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_5B0179615C_SGD, SYMNET_5B0179615C_MOMENTUM or SYMNET_5B0179615C_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_9B2FCB885F_SGD, SYMNET_9B2FCB885F_MOMENTUM or SYMNET_9B2FCB885F_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_5b0179615c_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_9b2fcb885f_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -97,10 +97,10 @@ void symnet_5b0179615c_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_5B0179615C_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_9B2FCB885F_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_5B0179615C_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_5b0179615c_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_9B2FCB885F_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_9b2fcb885f_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -110,10 +110,10 @@ long long symnet_5b0179615c_train(float *params, const float *X, const float *T,
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_5B0179615C_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_9B2FCB885F_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_5B0179615C_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_5b0179615c_train_labels(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_9B2FCB885F_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_9b2fcb885f_train_labels(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -122,10 +122,13 @@ long long symnet_5b0179615c_train_labels(float *params, const float *X, const fl
 }
 #endif
 
-#endif /* SYMNET_5B0179615C_H */
+#endif /* SYMNET_9B2FCB885F_H */
 
 typedef float real;
-#define SN_SIMD 1  /* reductions marked `omp simd` vectorise (-fopenmp-simd) */
+#if defined(_OPENMP) && !defined(SN_SIMD)
+#define SN_SIMD 1  /* built with OpenMP: the reductions marked `omp simd` vectorise
+                      (symnet's own build passes -fopenmp-simd -DSN_SIMD) */
+#endif
 
 /* ------------------------------------------------------------------------
  * Matrix products.  One driver serves the three shapes the plan uses:
@@ -211,7 +214,9 @@ static void sn_gemm(int M, int N, int K, const real *restrict A, ptrdiff_t sam, 
     parts = parts > (M + SN_MR - 1) / SN_MR ? (M + SN_MR - 1) / SN_MR : parts;
     const int rows = (M / parts + SN_MR - 1) / SN_MR * SN_MR;
     /* dynamic: a thread that the OS runs late takes fewer jobs (results are the same) */
+#ifdef _OPENMP
 #pragma omp parallel for schedule(dynamic) if (threads > 1)
+#endif
     for (int job = 0; job < nb * parts; job++) {
         real P[SN_KC * SN_NR], Ap[SN_MR * SN_KC], Ct[SN_MR * SN_NR];
         const int n0 = job / parts * SN_NR, nc = N - n0 < SN_NR ? N - n0 : SN_NR;
@@ -367,7 +372,7 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_5b0179615c_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_9b2fcb885f_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 394, sizeof(real) * (size_t)batch * 10);
@@ -401,7 +406,7 @@ static double sn_loss(const real *params, real *work, const real *I, const real 
     return loss / batch;
 }
 
-real symnet_5b0179615c_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_9b2fcb885f_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -492,7 +497,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_5b0179615c_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_9b2fcb885f_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -521,7 +526,7 @@ static double sn_loss_labels(const real *params, real *work, const real *I, cons
     return loss / batch;
 }
 
-real symnet_5b0179615c_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_9b2fcb885f_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss_labels(params, work, X, T, batch);
 }
@@ -608,7 +613,7 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
     return loss / batch;
 }
 
-real symnet_5b0179615c_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_9b2fcb885f_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad_labels(params, grads, work, X, T, batch);
 }
@@ -623,7 +628,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
 
 /* One steepest-descent step on this batch: θ ← θ − lr·∂L/∂θ, the gradients
  * in work after the batch's rows.  Returns the loss before it. */
-real symnet_5b0179615c_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_9b2fcb885f_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 808;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
@@ -633,7 +638,7 @@ real symnet_5b0179615c_step(real *params, const real *X, const real *T, int batc
 
 /* One steepest-descent step on this batch; T[b] is the class label of example b: θ ← θ − lr·∂L/∂θ, the gradients
  * in work after the batch's rows.  Returns the loss before it. */
-real symnet_5b0179615c_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_9b2fcb885f_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 808;
     const double loss = sn_loss_grad_labels(params, grads, work, X, T, batch);
@@ -695,7 +700,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_5b0179615c_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_9b2fcb885f_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -721,7 +726,7 @@ void symnet_5b0179615c_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_5b0179615c_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_9b2fcb885f_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
@@ -802,7 +807,7 @@ long long symnet_5b0179615c_train(real *params, const real *X, const real *T, co
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step).
  * The same with integer class labels: T[n] is the class of example n. */
-long long symnet_5b0179615c_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_9b2fcb885f_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

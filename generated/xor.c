@@ -28,8 +28,8 @@
  *   loss: bce, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_1AA5C108D1_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_1AA5C108D1_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_9D7092020C_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_9D7092020C_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (8, 2)
  *   b1           offset        16  shape (8,)
  *   W2           offset        24  shape (8, 8)
@@ -37,48 +37,48 @@
  *   W3           offset        96  shape (1, 8)
  *   b3           offset       104  shape (1,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_1AA5C108D1_WORK_SIZE(batch) numbers; SYMNET_1AA5C108D1_TRAIN_WORK_SIZE(batch_size) for
- * symnet_1aa5c108d1_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_9D7092020C_WORK_SIZE(batch) numbers; SYMNET_9D7092020C_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_9d7092020c_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 105 + X B*2 + T or O B*1 + work (B*67 + 105)
  *   numbers of 4 bytes; e.g. B = 32: 9,800 bytes (training; forward only: 5,156).
  */
-#ifndef SYMNET_1AA5C108D1_H
-#define SYMNET_1AA5C108D1_H
+#ifndef SYMNET_9D7092020C_H
+#define SYMNET_9D7092020C_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_1AA5C108D1_REAL float  /* the number type of every array (float32) */
-#define SYMNET_1AA5C108D1_N_INPUTS 2  /* features per example */
-#define SYMNET_1AA5C108D1_N_OUTPUTS 1
-#define SYMNET_1AA5C108D1_N_PARAMS 105  /* numbers in the flat parameter array */
-#define SYMNET_1AA5C108D1_WORK_PER_EXAMPLE 67
-#define SYMNET_1AA5C108D1_WORK_SIZE(batch) ((batch) * 67 + 105)  /* numbers of scratch per call */
-#define SYMNET_1AA5C108D1_TRAIN_WORK_SIZE(batch_size) (SYMNET_1AA5C108D1_WORK_SIZE(batch_size) + (batch_size) * 3)
-#define SYMNET_1AA5C108D1_SGD 0       /* optimizer codes of symnet_1aa5c108d1_update and symnet_1aa5c108d1_train */
-#define SYMNET_1AA5C108D1_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_1AA5C108D1_N_PARAMS numbers */
-#define SYMNET_1AA5C108D1_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_1AA5C108D1_N_PARAMS numbers each */
+#define SYMNET_9D7092020C_REAL float  /* the number type of every array (float32) */
+#define SYMNET_9D7092020C_N_INPUTS 2  /* features per example */
+#define SYMNET_9D7092020C_N_OUTPUTS 1
+#define SYMNET_9D7092020C_N_PARAMS 105  /* numbers in the flat parameter array */
+#define SYMNET_9D7092020C_WORK_PER_EXAMPLE 67
+#define SYMNET_9D7092020C_WORK_SIZE(batch) ((batch) * 67 + 105)  /* numbers of scratch per call */
+#define SYMNET_9D7092020C_TRAIN_WORK_SIZE(batch_size) (SYMNET_9D7092020C_WORK_SIZE(batch_size) + (batch_size) * 3)
+#define SYMNET_9D7092020C_SGD 0       /* optimizer codes of symnet_9d7092020c_update and symnet_9d7092020c_train */
+#define SYMNET_9D7092020C_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_9D7092020C_N_PARAMS numbers */
+#define SYMNET_9D7092020C_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_9D7092020C_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_1AA5C108D1_N_OUTPUTS) = the network's output for X (batch × SYMNET_1AA5C108D1_N_INPUTS). */
-void symnet_1aa5c108d1_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_9D7092020C_N_OUTPUTS) = the network's output for X (batch × SYMNET_9D7092020C_N_INPUTS). */
+void symnet_9d7092020c_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_1aa5c108d1_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_9d7092020c_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_1AA5C108D1_N_PARAMS numbers) by back propagation. */
-float symnet_1aa5c108d1_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_9D7092020C_N_PARAMS numbers) by back propagation. */
+float symnet_9d7092020c_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_1aa5c108d1_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_9d7092020c_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_1AA5C108D1_SGD, SYMNET_1AA5C108D1_MOMENTUM or SYMNET_1AA5C108D1_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_9D7092020C_SGD, SYMNET_9D7092020C_MOMENTUM or SYMNET_9D7092020C_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_1aa5c108d1_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_9d7092020c_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -86,10 +86,10 @@ void symnet_1aa5c108d1_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_1AA5C108D1_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_9D7092020C_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_1AA5C108D1_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_1aa5c108d1_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_9D7092020C_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_9d7092020c_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -98,10 +98,13 @@ long long symnet_1aa5c108d1_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_1AA5C108D1_H */
+#endif /* SYMNET_9D7092020C_H */
 
 typedef float real;
-#define SN_SIMD 1  /* reductions marked `omp simd` vectorise (-fopenmp-simd) */
+#if defined(_OPENMP) && !defined(SN_SIMD)
+#define SN_SIMD 1  /* built with OpenMP: the reductions marked `omp simd` vectorise
+                      (symnet's own build passes -fopenmp-simd -DSN_SIMD) */
+#endif
 
 /* σ(x) = 1/(1 + e^−x), written so that neither branch overflows. */
 static inline real sn_sigmoid(real x)
@@ -224,7 +227,9 @@ static void sn_gemm(int M, int N, int K, const real *restrict A, ptrdiff_t sam, 
     parts = parts > (M + SN_MR - 1) / SN_MR ? (M + SN_MR - 1) / SN_MR : parts;
     const int rows = (M / parts + SN_MR - 1) / SN_MR * SN_MR;
     /* dynamic: a thread that the OS runs late takes fewer jobs (results are the same) */
+#ifdef _OPENMP
 #pragma omp parallel for schedule(dynamic) if (threads > 1)
+#endif
     for (int job = 0; job < nb * parts; job++) {
         real P[SN_KC * SN_NR], Ap[SN_MR * SN_KC], Ct[SN_MR * SN_NR];
         const int n0 = job / parts * SN_NR, nc = N - n0 < SN_NR ? N - n0 : SN_NR;
@@ -378,7 +383,7 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_1aa5c108d1_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_9d7092020c_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 33, sizeof(real) * (size_t)batch * 1);
@@ -403,7 +408,7 @@ static double sn_loss(const real *params, real *work, const real *I, const real 
     return loss / batch;
 }
 
-real symnet_1aa5c108d1_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_9d7092020c_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -475,7 +480,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_1aa5c108d1_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_9d7092020c_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -490,7 +495,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
 
 /* One steepest-descent step on this batch: θ ← θ − lr·∂L/∂θ, the gradients
  * in work after the batch's rows.  Returns the loss before it. */
-real symnet_1aa5c108d1_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_9d7092020c_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 67;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
@@ -552,7 +557,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_1aa5c108d1_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_9d7092020c_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -578,7 +583,7 @@ void symnet_1aa5c108d1_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_1aa5c108d1_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_9d7092020c_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

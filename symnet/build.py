@@ -88,7 +88,7 @@ def flags() -> list[str]:
     # SN_USE_BLAS: the in-process build's tuning hooks (symnet/tuning.py); the
     # emitted C without it is the standalone, libm-only form
     f = ["-O3", "-fPIC", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd",
-         "-DSN_USE_BLAS"]
+         "-DSN_SIMD", "-DSN_USE_BLAS"]
     if os.environ.get("SYMNET_OPENMP", "1") not in ("0", "false", "no"):
         # threads for large products; SYMNET_OPENMP=0 turns them off.  How many: set
         # when a module loads (symnet/tuning.py; SYMNET_PARALLEL_MIN overrides)
