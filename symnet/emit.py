@@ -110,7 +110,9 @@ class Emitter:
         return self.printer.doprint(numeric(e))
 
     # ---------------------------------------------------------------- views
-    def loop_view(self, op: Loop) -> dict:
+    def loop_view(self, op: Loop, rows: bool = False) -> dict:
+        """A loop's statements, temporaries and bounds; with ``rows`` its batch
+        index runs over one thread's examples sn_lo ≤ b < sn_hi (see lower.Rows)."""
         exprs = [numeric(s[3]) for s in op.stmts]
         temps, reduced = sp.cse(exprs, symbols=sp.numbered_symbols("t"), optimizations=None)
         stmts = []
@@ -136,7 +138,10 @@ class Emitter:
                 else:
                     keep.append(st)
             stmts = keep
-        return {"indices": self.bounds(op), "comment": c_comment(op.comment),
+        indices = self.bounds(op)
+        if rows:
+            indices[0] = (indices[0][0], "sn_lo", "sn_hi")
+        return {"indices": indices, "comment": c_comment(op.comment),
                 "hoisted": hoisted,
                 "temps": [(str(s), self.printer.doprint(v)) for s, v in temps],
                 "stmts": stmts}
@@ -173,6 +178,10 @@ class Emitter:
         for s in buf.shape:
             size *= s
         return str(size)
+
+    def row_size(self, name: str) -> int:
+        """Numbers per example of a batch buffer."""
+        return math.prod(self.buffers[name].shape[1:])
 
     def needed_in(self, name: str, code: str) -> bool:
         """Template filter: declare buffer ``name`` in a function whose body is
@@ -272,10 +281,10 @@ class Emitter:
         rows, and for a softmax cross-entropy also for integer class labels."""
         p, n_out = self.plan, self.plan.graph.n_out
         out = [{"suffix": "", "width": n_out, "loss": p.loss, "backward": p.backward,
-                "what": "", "train_what": ""}]
+                "rows": p.rows_backward, "what": "", "train_what": ""}]
         if p.loss_labels:
             out.append({"suffix": "_labels", "width": 1, "loss": p.loss_labels,
-                        "backward": p.backward_labels,
+                        "backward": p.backward_labels, "rows": p.rows_backward_labels,
                         "what": "; T[b] is the class label of example b",
                         "train_what": "\n * The same with integer class labels: T[n] is "
                                       "the class of example n."})

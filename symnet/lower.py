@@ -125,6 +125,24 @@ class SoftmaxXent:
 
 
 @dataclass
+class Rows:
+    """A pass whose every op works on each example alone, run by each of several
+    threads on its own range of examples sn_lo ≤ b < sn_hi.  ``grads`` (name, offset,
+    size) are sums over the examples: each thread sums its range into its own
+    ``size`` numbers of partial sums, added in the order of the threads after the
+    join (the same bits for the same number of threads).  ``after``: the ops that
+    run once, after the threads (the weight gradients Σ_b δ[b]ᵀ·x[b] of the dense
+    layers, products sn_gemm shares out itself).  ``cost``: the work of one example
+    in multiply-adds of the tiled products, for the number of threads."""
+
+    ops: list
+    cost: float
+    grads: list = field(default_factory=list)
+    size: int = 0
+    after: list = field(default_factory=list)
+
+
+@dataclass
 class Buffer:
     """A named array: parameters (and their gradients) have fixed shapes,
     work buffers are (batch, width)."""
@@ -156,6 +174,10 @@ class Plan:
     backward_labels: list = field(default_factory=list)  # labels as targets (softmax only)
     n_trainable: int = 0         # parameters [0, n_trainable) train; the rest are frozen
     symbols: dict = field(default_factory=dict)    # scalar symbol -> ir.Access
+    rows_forward: Rows | None = None         # the passes split by examples among threads
+    rows_backward: Rows | None = None        # (tensor networks; see _split)
+    rows_backward_labels: Rows | None = None
+    part_offset: int = 0         # per-row offset in work of the threads' partial gradients
 
     @property
     def output(self) -> str:
@@ -280,6 +302,7 @@ def plan(graph: ir.Graph) -> Plan:
     if len(graph.outputs) == 1 and graph.losses[graph.outputs[0]].element is None:
         p.loss_labels = [_labels(op) for op in p.loss]
         p.backward_labels = [_labels(op) for op in p.backward]
+    _split(p)
     return p
 
 
@@ -658,3 +681,145 @@ def _gw_transposed(geo: dict) -> bool:
     8×8 outputs, 16 channels: 470 µs as dot products, 105 µs as one product (+ ~30 µs
     to transpose δ); 24×24 outputs, 6 channels: dot products kept (170 µs)."""
     return _size(geo["out_hw"]) < 256 and geo["cout"] >= 8
+
+
+# ------------------------------------------------------------ examples among threads
+#: what an element of a loop (an activation, a pooling window's element, a copy) and a
+#: convolution's multiply-add (im2col and short-sided tiles) cost in multiply-adds of
+#: the tiled products, for the thread count: measured on LeNet's step (one thread,
+#: AVX-512): 68 ps per element of a ReLU, 29 ps per multiply-add of the first
+#: convolution with its im2col, against 10 ps per multiply-add of sn_gemm
+ELEMENT_COST, CONV_COST = 8.0, 2.0
+
+
+def _split(p: Plan) -> None:
+    """Networks with tensor layers run their forward pass and their loss-and-gradient
+    pass with the examples shared out among threads (``Rows``): one join per pass,
+    where a convolution's many small products would each be too short to share.
+    Vector networks keep their ops as they are (their products thread themselves)."""
+    if not any(len(b.shape) > 2 for b in p.buffers.values() if b.kind in ("work", "input")):
+        return
+    fwd = _rows(p, p.forward, backward=False)
+    if fwd is None:
+        return
+    p.rows_forward = fwd
+    for attr in ("backward", "backward_labels"):
+        r = _rows(p, getattr(p, attr), backward=True) if getattr(p, attr) else None
+        if r is not None:
+            r.cost += fwd.cost     # the threads run the forward pass of their examples too
+        setattr(p, "rows_" + attr, r)
+    sizes = [r.size for r in (p.rows_backward, p.rows_backward_labels) if r is not None]
+    if sizes:
+        p.part_offset = p.work_per_row
+        p.work_per_row += max(sizes)
+
+
+def _root(buffers: dict, name: str) -> str:
+    while buffers[name].kind == "alias":
+        name = buffers[name].alias
+    return name
+
+
+def _writes(op) -> set:
+    if isinstance(op, Loop):
+        return {t for t, *_ in op.stmts if t != LOSS}
+    if isinstance(op, MatMul):
+        return {op.C}
+    if isinstance(op, Conv):
+        return {x for x in (op.Z, op.col, op.dX, op.deltaT, op.gW if op.mode == "backward"
+                            else None) if x}
+    if isinstance(op, Route):
+        return {op.target.array}
+    if isinstance(op, (Zero, Fill)):
+        return {op.buffer}
+    if isinstance(op, SoftmaxXent):
+        return {op.grad} if op.grad else set()
+    return set()
+
+
+def _rows(p: Plan, ops: list, backward: bool) -> Rows | None:
+    """The pass as a Rows, or None when some op is not one example's alone."""
+    B = p.buffers
+
+    def per_row(name):
+        return name in B and B[name].shape[:1] == ("batch",)
+    grads = []
+    for op in ops:
+        if isinstance(op, Loop):
+            if not op.indices or tuple(op.indices[0]) != (ir.BATCH, "batch"):
+                return None
+            for target, index, _, expr in op.stmts:
+                if target != LOSS and B[target].kind == "grad":
+                    grads.append(target)
+                elif target != LOSS and not (per_row(target) and index[:1] == (ir.BATCH,)):
+                    return None
+                for sym in expr.free_symbols:
+                    acc = p.symbols.get(sym)
+                    if acc is not None and per_row(acc.array) and acc.index[:1] != (ir.BATCH,):
+                        return None
+        elif isinstance(op, MatMul):
+            if not (op.M == "batch" and op.kind in ("nt", "nn")
+                    or backward and op.kind == "tn" and op.K == "batch"):
+                return None
+        elif isinstance(op, Conv):
+            grads += [op.gW] if op.mode == "backward" else []
+        elif isinstance(op, Route):
+            if tuple(op.loop[0]) != (ir.BATCH, "batch"):
+                return None
+        elif isinstance(op, (Zero, Fill)):
+            if not (per_row(op.buffer) or backward and B[op.buffer].kind == "grad"):
+                return None
+        elif not isinstance(op, SoftmaxXent):
+            return None
+    grads = list(dict.fromkeys(grads))
+    inside, after = [], []
+    for op in ops:
+        if isinstance(op, MatMul) and op.kind == "tn":
+            after.append(op)
+        elif isinstance(op, Zero) and not per_row(op.buffer):
+            if op.buffer not in grads:      # the partial sums start at zero themselves
+                after.append(op)
+        else:
+            inside.append(op)
+    # the ops moved after the threads read what the threads leave: nothing after them
+    # in the pass may write it, and they may not write what the threads sum
+    for k, op in enumerate(ops):
+        if op in after:
+            later = set().union(*(_writes(o) for o in ops[k + 1:] if o in inside), set())
+            reads = {op.A, op.B} if isinstance(op, MatMul) else set()
+            if {_root(B, x) for x in reads} & {_root(B, x) for x in later} \
+                    or _writes(op) & set(grads):
+                return None
+    out, offset = Rows(inside, sum(_cost(p, op) for op in inside), after=after), 0
+    for g in grads:
+        size = _size(B[g].shape)
+        out.grads.append((g, offset, size))
+        offset += size
+    out.size = offset
+    return out
+
+
+def _extent(loop) -> int:
+    n = 1
+    for _, e in loop:
+        n *= e if isinstance(e, int) else 1
+    return n
+
+
+def _cost(p: Plan, op) -> float:
+    """One example's work in multiply-adds of the tiled products (see ELEMENT_COST)."""
+    if isinstance(op, MatMul):
+        return float(_extent([(None, op.N), (None, op.K)]))
+    if isinstance(op, Conv):
+        g = op.geo
+        kc, ohw = g["cin"] * _size(g["kernel"]), _size(g["out_hw"])
+        products = 1 if op.mode == "forward" else 1 + (op.dX is not None)
+        copies = op.mode == "forward" or op.dX is not None
+        return CONV_COST * products * g["cout"] * kc * ohw + ELEMENT_COST * copies * kc * ohw
+    if isinstance(op, Loop):
+        return ELEMENT_COST * _extent(op.indices[1:]) * len(op.stmts)
+    if isinstance(op, Route):
+        return ELEMENT_COST * _extent(op.loop[1:]) * _extent(op.window)
+    if isinstance(op, SoftmaxXent):
+        return ELEMENT_COST * 4 * op.n
+    return ELEMENT_COST * _size(p.buffers[op.buffer].shape[1:]) / 8   # memset, fill
