@@ -126,20 +126,20 @@ class SoftmaxXent:
 
 @dataclass
 class Rows:
-    """A pass whose every op works on each example alone, run by each of several
-    threads on its own range of examples sn_lo ≤ b < sn_hi.  ``grads`` (name, offset,
-    size) are sums over the examples: each thread sums its range into its own
-    ``size`` numbers of partial sums, added in the order of the threads after the
-    join (the same bits for the same number of threads).  ``after``: the ops that
-    run once, after the threads (the weight gradients Σ_b δ[b]ᵀ·x[b] of the dense
-    layers, products sn_gemm shares out itself).  ``cost``: the work of one example
-    in multiply-adds of the tiled products, for the number of threads."""
+    """A run of ops each of which works on every example alone (the layers of a
+    tensor network between its matrix products), run on the batch in chunks of
+    examples sn_lo ≤ b < sn_hi that threads take in turn.  ``grads`` (name, offset,
+    size, kind) are sums over the examples: each chunk sums into its own ``size``
+    numbers of partial sums, which are then added up in the order of the chunks and
+    stored ("=") or added ("+=") into the gradient.  ``cost``: the work of one
+    example in multiply-adds of the tiled products, for the number of threads;
+    ``index`` numbers the runs of a plan (their C functions sn_rows_<index>)."""
 
     ops: list
     cost: float
     grads: list = field(default_factory=list)
     size: int = 0
-    after: list = field(default_factory=list)
+    index: int = 0
 
 
 @dataclass
@@ -174,10 +174,13 @@ class Plan:
     backward_labels: list = field(default_factory=list)  # labels as targets (softmax only)
     n_trainable: int = 0         # parameters [0, n_trainable) train; the rest are frozen
     symbols: dict = field(default_factory=dict)    # scalar symbol -> ir.Access
-    rows_forward: Rows | None = None         # the passes split by examples among threads
-    rows_backward: Rows | None = None        # (tensor networks; see _split)
-    rows_backward_labels: Rows | None = None
-    part_offset: int = 0         # per-row offset in work of the threads' partial gradients
+    # the passes with their runs of per-example ops gathered into Rows (tensor
+    # networks; see _split), or None: the passes as they are
+    split_forward: list | None = None
+    split_backward: list | None = None
+    split_backward_labels: list | None = None
+    regions: list = field(default_factory=list)    # every Rows of the three
+    part_offset: int = 0         # per-row offset in work of the chunks' partial gradients
 
     @property
     def output(self) -> str:
@@ -684,40 +687,113 @@ def _gw_transposed(geo: dict) -> bool:
 
 
 # ------------------------------------------------------------ examples among threads
-#: what an element of a loop (an activation, a pooling window's element, a copy) and a
-#: convolution's multiply-add (im2col and short-sided tiles) cost in multiply-adds of
-#: the tiled products, for the thread count: measured on LeNet's step (one thread,
-#: AVX-512): 68 ps per element of a ReLU, 29 ps per multiply-add of the first
-#: convolution with its im2col, against 10 ps per multiply-add of sn_gemm
-ELEMENT_COST, CONV_COST = 8.0, 2.0
+#: what an element of a loop (an activation, a pooling window's element, an im2col copy)
+#: and a convolution's multiply-add cost in multiply-adds of the tiled products, for the
+#: thread count.  Measured on LeNet's step (one thread, AVX-512): 68 ps per element of
+#: a ReLU; 160 µs for the first convolution (5.5 M multiply-adds, 0.9 M copies) and
+#: 122 µs for the second (9.8 M, 0.6 M); sn_gemm: 10 ps per multiply-add
+ELEMENT_COST, CONV_COST = 8.0, 1.0
 
 
 def _split(p: Plan) -> None:
-    """Networks with tensor layers run their forward pass and their loss-and-gradient
-    pass with the examples shared out among threads (``Rows``): one join per pass,
-    where a convolution's many small products would each be too short to share.
-    Vector networks keep their ops as they are (their products thread themselves)."""
+    """Gather the runs of per-example ops of a tensor network's passes into Rows: a
+    convolution's products, its activation and pooling then run one chunk of
+    examples at a time (cache-hot), and the chunks on several threads: one join per
+    run, where each of the small products would be too short to share.  Matrix
+    products stay outside (sn_gemm shares them out itself; in chunks of a few rows
+    each would pack its weights again).  Vector networks keep their passes as they are."""
     if not any(len(b.shape) > 2 for b in p.buffers.values() if b.kind in ("work", "input")):
         return
-    fwd = _rows(p, p.forward, backward=False)
-    if fwd is None:
-        return
-    p.rows_forward = fwd
-    for attr in ("backward", "backward_labels"):
-        r = _rows(p, getattr(p, attr), backward=True) if getattr(p, attr) else None
-        if r is not None:
-            r.cost += fwd.cost     # the threads run the forward pass of their examples too
-        setattr(p, "rows_" + attr, r)
-    sizes = [r.size for r in (p.rows_backward, p.rows_backward_labels) if r is not None]
-    if sizes:
+    p.split_forward = _runs(p, p.forward)
+    p.split_backward = _runs(p, p.backward)
+    if p.backward_labels:
+        p.split_backward_labels = [op if isinstance(op, Rows) else _labels(op)
+                                   for op in p.split_backward]
+    p.regions = [op for ops in (p.split_forward, p.split_backward) for op in ops
+                 if isinstance(op, Rows)]
+    for k, r in enumerate(p.regions):
+        r.index = k + 1
+    size = max((r.size for r in p.regions), default=0)
+    if size:
         p.part_offset = p.work_per_row
-        p.work_per_row += max(sizes)
+        p.work_per_row += size
 
 
-def _root(buffers: dict, name: str) -> str:
-    while buffers[name].kind == "alias":
-        name = buffers[name].alias
-    return name
+def _per_row(p: Plan, name: str) -> bool:
+    return name in p.buffers and p.buffers[name].shape[:1] == ("batch",)
+
+
+def _row_op(p: Plan, op) -> bool:
+    """Whether op computes each example from that example alone (sums over the
+    examples allowed only into gradients)."""
+    B = p.buffers
+    if isinstance(op, (Conv, Route)):
+        loop = op.loop if isinstance(op, Route) else [(ir.BATCH, "batch")]
+        return tuple(loop[0]) == (ir.BATCH, "batch")
+    if isinstance(op, (Zero, Fill)):
+        return _per_row(p, op.buffer)
+    if not isinstance(op, Loop) or not op.indices or \
+            tuple(op.indices[0]) != (ir.BATCH, "batch"):
+        return False
+    for target, index, _, expr in op.stmts:
+        if target == LOSS or not (B[target].kind == "grad" or _per_row(p, target)
+                                  and tuple(index[:1]) == (ir.BATCH,)):
+            return False
+        for sym in expr.free_symbols:
+            acc = p.symbols.get(sym)
+            if acc is not None and _per_row(p, acc.array) and \
+                    tuple(acc.index[:1]) != (ir.BATCH,):
+                return False
+    return True
+
+
+def _heavy(op) -> bool:
+    """A tensor layer's op: worth a run of its own (a vector layer's activation is not)."""
+    return isinstance(op, (Conv, Route)) or isinstance(op, Loop) and len(op.indices) > 2
+
+
+def _summed(p: Plan, op) -> list:
+    """The gradients op sums over the examples."""
+    if isinstance(op, Conv):
+        return [op.gW] if op.mode == "backward" else []
+    if isinstance(op, Loop):
+        return [t for t, *_ in op.stmts if t != LOSS and p.buffers[t].kind == "grad"]
+    return []
+
+
+def _runs(p: Plan, ops: list) -> list:
+    """The ops with each run of per-example ops that holds a tensor layer's op as one
+    Rows.  A gradient's zeroing inside a run becomes the zero start of its partial
+    sums; a gradient written before the run gets the run's sum added ("+=")."""
+    out, run, written = [], [], set()
+
+    def close():
+        if any(_heavy(op) for op in run):
+            grads = list(dict.fromkeys(g for op in run for g in _summed(p, op)))
+            zeroed = {op.buffer for op in run if isinstance(op, Zero) and op.buffer in grads}
+            r = Rows([op for op in run if not (isinstance(op, Zero) and op.buffer in grads)],
+                     sum(_cost(p, op) for op in run))
+            for g in grads:
+                size = _size(p.buffers[g].shape)
+                kind = "+=" if g in written and g not in zeroed else "="
+                r.grads.append((g, r.size, size, kind))
+                r.size += size
+            out.append(r)
+        else:
+            out.extend(run)
+        for op in run:
+            written.update(_summed(p, op) + ([op.buffer] if isinstance(op, Zero) else []))
+        run.clear()
+
+    for op in ops:
+        if _row_op(p, op) or isinstance(op, Zero) and p.buffers[op.buffer].kind == "grad":
+            run.append(op)
+            continue
+        close()
+        out.append(op)
+        written.update(_writes(op))
+    close()
+    return out
 
 
 def _writes(op) -> set:
@@ -725,78 +801,9 @@ def _writes(op) -> set:
         return {t for t, *_ in op.stmts if t != LOSS}
     if isinstance(op, MatMul):
         return {op.C}
-    if isinstance(op, Conv):
-        return {x for x in (op.Z, op.col, op.dX, op.deltaT, op.gW if op.mode == "backward"
-                            else None) if x}
-    if isinstance(op, Route):
-        return {op.target.array}
     if isinstance(op, (Zero, Fill)):
         return {op.buffer}
-    if isinstance(op, SoftmaxXent):
-        return {op.grad} if op.grad else set()
     return set()
-
-
-def _rows(p: Plan, ops: list, backward: bool) -> Rows | None:
-    """The pass as a Rows, or None when some op is not one example's alone."""
-    B = p.buffers
-
-    def per_row(name):
-        return name in B and B[name].shape[:1] == ("batch",)
-    grads = []
-    for op in ops:
-        if isinstance(op, Loop):
-            if not op.indices or tuple(op.indices[0]) != (ir.BATCH, "batch"):
-                return None
-            for target, index, _, expr in op.stmts:
-                if target != LOSS and B[target].kind == "grad":
-                    grads.append(target)
-                elif target != LOSS and not (per_row(target) and index[:1] == (ir.BATCH,)):
-                    return None
-                for sym in expr.free_symbols:
-                    acc = p.symbols.get(sym)
-                    if acc is not None and per_row(acc.array) and acc.index[:1] != (ir.BATCH,):
-                        return None
-        elif isinstance(op, MatMul):
-            if not (op.M == "batch" and op.kind in ("nt", "nn")
-                    or backward and op.kind == "tn" and op.K == "batch"):
-                return None
-        elif isinstance(op, Conv):
-            grads += [op.gW] if op.mode == "backward" else []
-        elif isinstance(op, Route):
-            if tuple(op.loop[0]) != (ir.BATCH, "batch"):
-                return None
-        elif isinstance(op, (Zero, Fill)):
-            if not (per_row(op.buffer) or backward and B[op.buffer].kind == "grad"):
-                return None
-        elif not isinstance(op, SoftmaxXent):
-            return None
-    grads = list(dict.fromkeys(grads))
-    inside, after = [], []
-    for op in ops:
-        if isinstance(op, MatMul) and op.kind == "tn":
-            after.append(op)
-        elif isinstance(op, Zero) and not per_row(op.buffer):
-            if op.buffer not in grads:      # the partial sums start at zero themselves
-                after.append(op)
-        else:
-            inside.append(op)
-    # the ops moved after the threads read what the threads leave: nothing after them
-    # in the pass may write it, and they may not write what the threads sum
-    for k, op in enumerate(ops):
-        if op in after:
-            later = set().union(*(_writes(o) for o in ops[k + 1:] if o in inside), set())
-            reads = {op.A, op.B} if isinstance(op, MatMul) else set()
-            if {_root(B, x) for x in reads} & {_root(B, x) for x in later} \
-                    or _writes(op) & set(grads):
-                return None
-    out, offset = Rows(inside, sum(_cost(p, op) for op in inside), after=after), 0
-    for g in grads:
-        size = _size(B[g].shape)
-        out.grads.append((g, offset, size))
-        offset += size
-    out.size = offset
-    return out
 
 
 def _extent(loop) -> int:
@@ -808,8 +815,6 @@ def _extent(loop) -> int:
 
 def _cost(p: Plan, op) -> float:
     """One example's work in multiply-adds of the tiled products (see ELEMENT_COST)."""
-    if isinstance(op, MatMul):
-        return float(_extent([(None, op.N), (None, op.K)]))
     if isinstance(op, Conv):
         g = op.geo
         kc, ohw = g["cin"] * _size(g["kernel"]), _size(g["out_hw"])
@@ -820,6 +825,6 @@ def _cost(p: Plan, op) -> float:
         return ELEMENT_COST * _extent(op.indices[1:]) * len(op.stmts)
     if isinstance(op, Route):
         return ELEMENT_COST * _extent(op.loop[1:]) * _extent(op.window)
-    if isinstance(op, SoftmaxXent):
-        return ELEMENT_COST * 4 * op.n
-    return ELEMENT_COST * _size(p.buffers[op.buffer].shape[1:]) / 8   # memset, fill
+    if _per_row(p, op.buffer):
+        return ELEMENT_COST * _size(p.buffers[op.buffer].shape[1:]) / 8   # memset, fill
+    return 0.0
