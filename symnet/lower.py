@@ -140,6 +140,7 @@ class Rows:
     grads: list = field(default_factory=list)
     size: int = 0
     index: int = 0
+    backward: bool = False       # a run of the backward pass (not emitted without training)
 
 
 @dataclass
@@ -713,6 +714,7 @@ def _split(p: Plan) -> None:
                  if isinstance(op, Rows)]
     for k, r in enumerate(p.regions):
         r.index = k + 1
+        r.backward = all(r is not op for op in p.split_forward)
     size = max((r.size for r in p.regions), default=0)
     if size:
         p.part_offset = p.work_per_row
