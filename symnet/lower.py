@@ -712,6 +712,9 @@ def _split(p: Plan) -> None:
                                    for op in p.split_backward]
     p.regions = [op for ops in (p.split_forward, p.split_backward) for op in ops
                  if isinstance(op, Rows)]
+    if not p.regions:      # no tensor layer's op (a sequence's steps): the passes as they are
+        p.split_forward = p.split_backward = p.split_backward_labels = None
+        return
     for k, r in enumerate(p.regions):
         r.index = k + 1
         r.backward = all(r is not op for op in p.split_forward)
