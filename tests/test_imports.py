@@ -194,3 +194,11 @@ def test_the_public_names_are_the_user_facing_classes():
     net = sn.Network(sn.Input(2), sn.Dense(1), loss="mse")
     assert all(callable(getattr(net, m)) for m in ("compile", "formulas", "summary"))
     assert type(net.compile(dtype="float64")) is model.Model
+
+
+@pytest.mark.parametrize("module", ["base", "notation", "io", "api.network", "api.model"])
+def test_docstring_examples_of_the_moved_pieces(module):
+    import doctest
+    import importlib
+    result = doctest.testmod(importlib.import_module(f"symnet.{module}"))
+    assert result.attempted > 0 and result.failed == 0
