@@ -314,14 +314,6 @@ class Model:
             raise ValueError(f"the arrays of {what} have different numbers of rows: "
                              + ", ".join(f"{n}: {r}" for n, r in zip(names, rows)))
 
-    def _sequence(self, A, what: str, shape: tuple, name: str) -> np.ndarray:
-        """(batch, *shape) → (batch, prod(shape)), row-major as the C reads it."""
-        arr = np.asarray(A)
-        if arr.shape[1:] != shape:
-            raise ValueError(f"{what} must have shape (batch, {', '.join(map(str, shape))}) "
-                             f"for input layer {name!r}, got {arr.shape}")
-        return arr.reshape(arr.shape[0], -1)
-
     # ---------------------------------------------------------------- kernels
     def forward(self, X):
         """The network's output for X of shape (batch, inputs) → (batch, outputs).

@@ -202,3 +202,14 @@ def test_docstring_examples_of_the_moved_pieces(module):
     import importlib
     result = doctest.testmod(importlib.import_module(f"symnet.{module}"))
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_every_package_is_installed():
+    """pyproject.toml lists the packages explicitly: a new folder of modules must be
+    among them, or an installed symnet lacks it."""
+    import re
+    text = (PACKAGE.parent / "pyproject.toml").read_text()
+    listed = set(ast.literal_eval(re.search(r"^packages = (\[.*?\])", text, re.M).group(1)))
+    found = {".".join(("symnet", *p.parent.relative_to(PACKAGE).parts))
+             for p in PACKAGE.rglob("__init__.py")}
+    assert found <= listed, f"add to [tool.setuptools] packages: {sorted(found - listed)}"
