@@ -32,8 +32,8 @@
  *   loss: softmax_cross_entropy, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_E2CAC0DDE3_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_E2CAC0DDE3_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_DA4146EBB8_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_DA4146EBB8_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (16, 1, 3, 3)
  *   b1           offset       144  shape (16,)
  *   W3           offset       160  shape (32, 16, 3, 3)
@@ -41,59 +41,59 @@
  *   W5           offset      4800  shape (10, 512)
  *   b5           offset      9920  shape (10,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_E2CAC0DDE3_WORK_SIZE(batch) numbers; SYMNET_E2CAC0DDE3_TRAIN_WORK_SIZE(batch_size) for
- * symnet_e2cac0dde3_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_DA4146EBB8_WORK_SIZE(batch) numbers; SYMNET_DA4146EBB8_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_da4146ebb8_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 9930 + X B*64 + T or O B*10 + work (B*15912 + 9930)
  *   numbers of 4 bytes; e.g. B = 32: 2,125,648 bytes (training; forward only: 1,042,984).
  */
-#ifndef SYMNET_E2CAC0DDE3_H
-#define SYMNET_E2CAC0DDE3_H
+#ifndef SYMNET_DA4146EBB8_H
+#define SYMNET_DA4146EBB8_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_E2CAC0DDE3_REAL float  /* the number type of every array (float32) */
-#define SYMNET_E2CAC0DDE3_N_INPUTS 64  /* features per example */
-#define SYMNET_E2CAC0DDE3_N_OUTPUTS 10
-#define SYMNET_E2CAC0DDE3_N_PARAMS 9930  /* numbers in the flat parameter array */
-#define SYMNET_E2CAC0DDE3_WORK_PER_EXAMPLE 15912
-#define SYMNET_E2CAC0DDE3_WORK_SIZE(batch) ((batch) * 15912 + 9930)  /* numbers of scratch per call */
-#define SYMNET_E2CAC0DDE3_TRAIN_WORK_SIZE(batch_size) (SYMNET_E2CAC0DDE3_WORK_SIZE(batch_size) + (batch_size) * 74)
-#define SYMNET_E2CAC0DDE3_SGD 0       /* optimizer codes of symnet_e2cac0dde3_update and symnet_e2cac0dde3_train */
-#define SYMNET_E2CAC0DDE3_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_E2CAC0DDE3_N_PARAMS numbers */
-#define SYMNET_E2CAC0DDE3_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_E2CAC0DDE3_N_PARAMS numbers each */
+#define SYMNET_DA4146EBB8_REAL float  /* the number type of every array (float32) */
+#define SYMNET_DA4146EBB8_N_INPUTS 64  /* features per example */
+#define SYMNET_DA4146EBB8_N_OUTPUTS 10
+#define SYMNET_DA4146EBB8_N_PARAMS 9930  /* numbers in the flat parameter array */
+#define SYMNET_DA4146EBB8_WORK_PER_EXAMPLE 15912
+#define SYMNET_DA4146EBB8_WORK_SIZE(batch) ((batch) * 15912 + 9930)  /* numbers of scratch per call */
+#define SYMNET_DA4146EBB8_TRAIN_WORK_SIZE(batch_size) (SYMNET_DA4146EBB8_WORK_SIZE(batch_size) + (batch_size) * 74)
+#define SYMNET_DA4146EBB8_SGD 0       /* optimizer codes of symnet_da4146ebb8_update and symnet_da4146ebb8_train */
+#define SYMNET_DA4146EBB8_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_DA4146EBB8_N_PARAMS numbers */
+#define SYMNET_DA4146EBB8_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_DA4146EBB8_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_E2CAC0DDE3_N_OUTPUTS) = the network's output for X (batch × SYMNET_E2CAC0DDE3_N_INPUTS). */
-void symnet_e2cac0dde3_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_DA4146EBB8_N_OUTPUTS) = the network's output for X (batch × SYMNET_DA4146EBB8_N_INPUTS). */
+void symnet_da4146ebb8_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_e2cac0dde3_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_da4146ebb8_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_E2CAC0DDE3_N_PARAMS numbers) by back propagation. */
-float symnet_e2cac0dde3_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_DA4146EBB8_N_PARAMS numbers) by back propagation. */
+float symnet_da4146ebb8_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_e2cac0dde3_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_da4146ebb8_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss; T[b] is the class label of example b. */
-float symnet_e2cac0dde3_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_da4146ebb8_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_E2CAC0DDE3_N_PARAMS numbers) by back propagation. */
-float symnet_e2cac0dde3_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_DA4146EBB8_N_PARAMS numbers) by back propagation. */
+float symnet_da4146ebb8_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_e2cac0dde3_step_labels(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_da4146ebb8_step_labels(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_E2CAC0DDE3_SGD, SYMNET_E2CAC0DDE3_MOMENTUM or SYMNET_E2CAC0DDE3_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_DA4146EBB8_SGD, SYMNET_DA4146EBB8_MOMENTUM or SYMNET_DA4146EBB8_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_e2cac0dde3_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_da4146ebb8_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -101,10 +101,10 @@ void symnet_e2cac0dde3_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_E2CAC0DDE3_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_DA4146EBB8_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_E2CAC0DDE3_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_e2cac0dde3_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_DA4146EBB8_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_da4146ebb8_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -114,10 +114,10 @@ long long symnet_e2cac0dde3_train(float *params, const float *X, const float *T,
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_E2CAC0DDE3_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_DA4146EBB8_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_E2CAC0DDE3_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_e2cac0dde3_train_labels(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_DA4146EBB8_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_da4146ebb8_train_labels(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -126,7 +126,7 @@ long long symnet_e2cac0dde3_train_labels(float *params, const float *X, const fl
 }
 #endif
 
-#endif /* SYMNET_E2CAC0DDE3_H */
+#endif /* SYMNET_DA4146EBB8_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -350,51 +350,60 @@ static inline int sn_share(int batch, int c, int n) { return (int)((long long)ba
 #include <omp.h>
 
 /* Whether the runs take threads (sn_on), decided on the time of the whole loss-and-
- * gradient pass per example: [0] without threads, [1] with (recent figures).  On a busy
- * machine the threads' join can wait for a thread the system runs late, and a thread
- * that wakes takes a core another program then takes back from the pass (milliseconds,
- * more than the threads save): the pass then goes without threads and tries the other
- * choice again after SN_RETRY passes, twice as many after each retry that lost (at most
- * SN_RETRY_MAX).  Which it takes never changes the result (the chunks' sums are added
- * in their order). */
+ * gradient pass per example: sn_took[0] without threads, [1] with.  On a busy machine the
+ * threads' join can wait for a thread the system runs late, and a thread that wakes
+ * takes a core another program then takes back from the pass (milliseconds, more than
+ * the threads save).  After a pass that warms the caches, three passes without threads
+ * and three with give each choice its median; then the pass keeps the faster (its figure
+ * an average of its last two passes) and tries the other for three passes again after
+ * SN_RETRY passes, twice as many after each such trial that lost (at most SN_RETRY_MAX).
+ * Which it takes never changes the result (the chunks' sums are added in their order). */
 #define SN_RETRY 16
-#define SN_RETRY_MAX 1024
+#define SN_RETRY_MAX 64
 static int sn_on = 1;
-static double sn_took[2];
+static double sn_took[2], sn_trial[3];
 static unsigned long sn_passes, sn_retry, sn_gap;
 
-/* Threads for this pass or not: the first pass warms the caches, the next two measure
- * both choices, then the faster, and the other one again at sn_retry. */
+static double sn_median3(const double *t)
+{
+    const double lo = t[0] < t[1] ? t[0] : t[1], hi = t[0] < t[1] ? t[1] : t[0];
+    return t[2] < lo ? lo : t[2] > hi ? hi : t[2];
+}
+
+/* Threads for this pass or not. */
 static int sn_choose(void)
 {
     const unsigned long r = sn_passes++;
-    if (r < 2)
+    if (r < 4)
         return 0;
-    if (r == 2) {
-        sn_gap = SN_RETRY;
-        sn_retry = r + SN_RETRY;
+    if (r < 7)
         return 1;
-    }
     const int threads = sn_took[1] <= sn_took[0];
-    return (r >= sn_retry) != threads;
+    return (r >= sn_retry) != threads;   /* the other choice during a trial */
 }
 
-/* Record the pass's time: an average of the last two for the choice it keeps, the time
- * itself for a retry of the other one (its older figure is stale). */
+/* Record the pass's time (seconds per example). */
 static void sn_took_now(int threads, double seconds)
 {
     const unsigned long r = sn_passes - 1;
-    if (r < 1)
+    if (r == 0)
         return;
-    double *t = &sn_took[threads];
-    if (r < 3 || r < sn_retry) {
-        *t = *t == 0 ? seconds : 0.5 * *t + 0.5 * seconds;
+    if (r >= 7 && r < sn_retry) {            /* the choice kept */
+        sn_took[threads] = 0.5 * sn_took[threads] + 0.5 * seconds;
         return;
     }
-    *t = seconds;
-    const int won = threads == (sn_took[1] <= sn_took[0]);
-    sn_gap = won ? SN_RETRY : sn_gap < SN_RETRY_MAX ? 2 * sn_gap : SN_RETRY_MAX;
-    sn_retry = r + sn_gap;
+    const unsigned long first = r < 7 ? (r < 4 ? 1 : 4) : sn_retry;
+    sn_trial[r - first] = seconds;
+    if (r - first < 2)
+        return;
+    sn_took[threads] = sn_median3(sn_trial);   /* the end of a trial */
+    if (r < 7) {
+        sn_gap = SN_RETRY;
+    } else {
+        const int won = threads == (sn_took[1] <= sn_took[0]);
+        sn_gap = won ? SN_RETRY : sn_gap < SN_RETRY_MAX ? 2 * sn_gap : SN_RETRY_MAX;
+    }
+    sn_retry = r + 1 + sn_gap;
 }
 #endif
 
@@ -767,7 +776,7 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_e2cac0dde3_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_da4146ebb8_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 7754, sizeof(real) * (size_t)batch * 10);
@@ -801,7 +810,7 @@ static double sn_loss(const real *params, real *work, const real *I, const real 
     return loss / batch;
 }
 
-real symnet_e2cac0dde3_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_da4146ebb8_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -892,7 +901,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_e2cac0dde3_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_da4146ebb8_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -921,7 +930,7 @@ static double sn_loss_labels(const real *params, real *work, const real *I, cons
     return loss / batch;
 }
 
-real symnet_e2cac0dde3_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_da4146ebb8_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss_labels(params, work, X, T, batch);
 }
@@ -1008,7 +1017,7 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
     return loss / batch;
 }
 
-real symnet_e2cac0dde3_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_da4146ebb8_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad_labels(params, grads, work, X, T, batch);
 }
@@ -1023,7 +1032,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
 
 /* One steepest-descent step on this batch: θ ← θ − lr·∂L/∂θ, the gradients
  * in work after the batch's rows.  Returns the loss before it. */
-real symnet_e2cac0dde3_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_da4146ebb8_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 15912;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
@@ -1033,7 +1042,7 @@ real symnet_e2cac0dde3_step(real *params, const real *X, const real *T, int batc
 
 /* One steepest-descent step on this batch; T[b] is the class label of example b: θ ← θ − lr·∂L/∂θ, the gradients
  * in work after the batch's rows.  Returns the loss before it. */
-real symnet_e2cac0dde3_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_da4146ebb8_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 15912;
     const double loss = sn_loss_grad_labels(params, grads, work, X, T, batch);
@@ -1095,7 +1104,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_e2cac0dde3_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_da4146ebb8_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -1121,7 +1130,7 @@ void symnet_e2cac0dde3_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_e2cac0dde3_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_da4146ebb8_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
@@ -1202,7 +1211,7 @@ long long symnet_e2cac0dde3_train(real *params, const real *X, const real *T, co
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step).
  * The same with integer class labels: T[n] is the class of example n. */
-long long symnet_e2cac0dde3_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_da4146ebb8_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
