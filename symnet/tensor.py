@@ -229,6 +229,13 @@ class _Analysis:
             if not (lo == 0 and hi.is_Integer and int(hi) >= 0):
                 _fail(self.where, f"the sum over {idx} must run from 0 to an integer, "
                       f"got {lo}..{hi}")
+            if int(hi) >= 2 ** 31 - 1:
+                _fail(self.where, f"the sum over {idx} runs to {hi}, beyond a C int")
+            used = {a for el in body.atoms(sp.Indexed) for ix in el.indices
+                    for a in ix.free_symbols}
+            if idx not in used:
+                _fail(self.where, f"the sum index {idx} subscripts no array in {body}; "
+                      f"a sum must run over an index of x or of a parameter")
             space[idx] = int(hi) + 1
         if body.has(sp.Sum):
             _fail(self.where, f"a sum inside a summand must be the whole summand; found {s}")
