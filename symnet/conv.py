@@ -32,7 +32,8 @@ def _int(v, what, where, low=1):
 def _pair(v, what, where, dims, low=1):
     if isinstance(v, (tuple, list)):
         if len(v) != dims:
-            raise ValueError(f"{where}: {what} needs {dims} numbers, got {v!r}")
+            raise ValueError(f"{where}: {what} needs {dims} number{'s' if dims > 1 else ''}"
+                             f", got {v!r}")
         return tuple(_int(a, what, where, low) for a in v)
     return (_int(v, what, where, low),) * dims
 
@@ -181,18 +182,24 @@ class AvgPool2d(_Pool):
     """H[b,c,y,x] = Σ_u Σ_v X[b,c,y·s+u,x·s+v] / (kh·kw); stride defaults to the kernel."""
 
     def to_node(self, index, name, input_name, in_shape):
+        import math
+
         import sympy as sp
 
         from .tensor import TensorLayer, indices
         out = self.output_shape(in_shape)
-        c, y, x, u, v = indices("c y x u v")
-        (kh, kw), (sh, sw) = self.kernel, self.stride
-        n = kh * kw
+        c = indices("c")
+        pos = indices(" ".join(("y", "x")[2 - self.dims:]))
+        win = indices(" ".join(("u", "v")[2 - self.dims:]))
+        pos, win = (pos, win) if self.dims > 1 else ((pos,), (win,))
+        n = math.prod(self.kernel)
+        limits = [(w, 0, k - 1) for w, k in zip(win, self.kernel)]
 
-        def formula(x_):
-            return sp.Sum(x_[c, y * sh + u, x * sw + v], (u, 0, kh - 1), (v, 0, kw - 1)) / n
-        layer = TensorLayer(out, lambda x: formula(x), (c, y, x), name=self.name, kind="pool",
-                            label=f"AvgPool2d({self.kernel}, stride {self.stride})")
+        def formula(x):
+            return sp.Sum(x[(c, *(p * s + w for p, w, s in zip(pos, win, self.stride)))],
+                          *limits) / n
+        layer = TensorLayer(out, formula, (c, *pos), name=self.name, kind="pool",
+                            label=f"{type(self).__name__}({self.kernel}, stride {self.stride})")
         layer.where = self._where()
         return layer.to_node(index, name, input_name, in_shape)
 
@@ -202,20 +209,36 @@ class MaxPool2d(_Pool):
     largest element of each window.  Stride defaults to the kernel size."""
 
     def to_node(self, index, name, input_name, in_shape):
+        import math
+
         from . import ir
         out = self.output_shape(in_shape)
-        (kh, kw), (sh, sw) = self.kernel, self.stride
+        pos, win = ("y", "x")[2 - self.dims:], ("u", "v")[2 - self.dims:]
         syms: dict = {}
-        z = ir.element(syms, f"z_{name}", ir.BATCH, "c", "y", "x")
-        xe = ir.element(syms, input_name, ir.BATCH, "c", ir.Affine((("y", sh), ("u", 1))),
-                        ir.Affine((("x", sw), ("v", 1))))
-        red = ir.Reduction(f"z_{name}", z, xe, ("u", "v"), space=(("u", kh), ("v", kw)),
+        z = ir.element(syms, f"z_{name}", ir.BATCH, "c", *pos)
+        xe = ir.element(syms, input_name, ir.BATCH, "c",
+                        *(ir.Affine(((p, s), (w, 1))) for p, w, s in zip(pos, win, self.stride)))
+        red = ir.Reduction(f"z_{name}", z, xe, win, space=tuple(zip(win, self.kernel)),
                            op="max")
-        space = (("c", out[0]), ("y", out[1]), ("x", out[2]))
-        n_in = in_shape[0] * in_shape[1] * in_shape[2]
-        return ir.Node(name, index, input_name, n_in, out[0] * out[1] * out[2], [], [red], z,
-                       syms, kind="pool", space=space, in_shape=tuple(in_shape),
-                       label=f"MaxPool2d({self.kernel}, stride {self.stride})")
+        space = tuple(zip(("c", *pos), out))
+        return ir.Node(name, index, input_name, math.prod(in_shape), math.prod(out), [], [red],
+                       z, syms, kind="pool", space=space, in_shape=tuple(in_shape),
+                       label=f"{type(self).__name__}({self.kernel}, stride {self.stride})")
+
+
+class AvgPool1d(AvgPool2d):
+    """Average pooling over (channels, length) inputs: H[b,c,x] = Σ_v X[b,c,x·s+v] / k;
+    stride defaults to the kernel size (PyTorch's AvgPool1d)."""
+
+    dims = 1
+
+
+class MaxPool1d(MaxPool2d):
+    """Max pooling over (channels, length) inputs: H[b,c,x] = max_v X[b,c,x·s+v]; the
+    gradient goes to the first largest element of each window.  Stride defaults to the
+    kernel size (PyTorch's MaxPool1d)."""
+
+    dims = 1
 
 
 class Flatten(LayerBase):

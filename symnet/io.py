@@ -179,8 +179,9 @@ def _layer(d: dict):
         return cls(d["out_channels"], tuple(d["kernel_size"]), stride=tuple(d["stride"]),
                    padding=tuple(d["padding"]), activation=_spec(d["activation"]),
                    bias=d["bias"], name=d["name"])
-    if kind in ("maxpool2d", "avgpool2d"):
-        cls = conv.MaxPool2d if kind == "maxpool2d" else conv.AvgPool2d
+    if kind in ("maxpool2d", "avgpool2d", "maxpool1d", "avgpool1d"):
+        cls = {"maxpool2d": conv.MaxPool2d, "avgpool2d": conv.AvgPool2d,
+               "maxpool1d": conv.MaxPool1d, "avgpool1d": conv.AvgPool1d}[kind]
         return cls(tuple(d["kernel_size"]), stride=tuple(d["stride"]), name=d["name"])
     if kind == "flatten":
         return conv.Flatten(name=d["name"])

@@ -9,7 +9,9 @@ element of its window in row-major order.
 A network is a list of layer tuples:
     ("conv", W, b, stride, pad, act)   W: (co, ci, kh, kw) or (co, ci, k) for 1-D;
                                        stride, pad: a number or one per axis
-    ("maxpool", k, stride) / ("avgpool", k, stride)   k, stride: a number or (h, w)
+    ("maxpool", k, stride[, pad]) / ("avgpool", k, stride[, pad])
+                                       k, stride, pad: a number or (h, w); on a
+                                       (B, C, L) batch, numbers (1-D pooling)
     ("flatten",)
     ("dense", W, b, act)
 """
@@ -72,37 +74,55 @@ def conv2d_backward(X, W, stride, pad, D):
     return dX, dW
 
 
-def pool(X, k, stride, kind):
+def pool(X, k, stride, kind, pad=0):
+    """Max or average over each window of a (B, C, H, W) or (B, C, L) batch; ``pad``
+    elements on each side count as −∞ for the maximum and as zeros in the average
+    (which divides by the whole window: PyTorch's count_include_pad=True)."""
+    if X.ndim == 3:   # 1-D: height 1
+        return pool(X[:, :, None, :], (1, _first(k)), (1, _first(stride)), kind,
+                    (0, _first(pad)))[:, :, 0, :]
     B, C, H, W = X.shape
-    (kh, kw), (sh, sw) = _two(k), _two(stride)
-    OH, OW = (H - kh) // sh + 1, (W - kw) // sw + 1
+    (kh, kw), (sh, sw), (ph, pw) = _two(k), _two(stride), _two(pad)
+    OH, OW = (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1
     Z = np.zeros((B, C, OH, OW))
     for b in range(B):
         for c in range(C):
             for y in range(OH):
                 for x in range(OW):
-                    win = X[b, c, y * sh:y * sh + kh, x * sw:x * sw + kw]
-                    Z[b, c, y, x] = win.max() if kind == "maxpool" else win.mean()
+                    best, total = -np.inf, 0.0
+                    for u in range(kh):
+                        for v in range(kw):
+                            iy, ix = y * sh + u - ph, x * sw + v - pw
+                            if 0 <= iy < H and 0 <= ix < W:
+                                best = max(best, X[b, c, iy, ix])
+                                total += X[b, c, iy, ix]
+                    Z[b, c, y, x] = best if kind == "maxpool" else total / (kh * kw)
     return Z
 
 
-def pool_backward(X, k, stride, kind, D):
+def pool_backward(X, k, stride, kind, D, pad=0):
+    if X.ndim == 3:
+        return pool_backward(X[:, :, None, :], (1, _first(k)), (1, _first(stride)), kind,
+                             D[:, :, None, :], (0, _first(pad)))[:, :, 0, :]
     dX = np.zeros_like(X)
-    (kh, kw), (sh, sw) = _two(k), _two(stride)
-    for b in range(X.shape[0]):
-        for c in range(X.shape[1]):
+    B, C, H, W = X.shape
+    (kh, kw), (sh, sw), (ph, pw) = _two(k), _two(stride), _two(pad)
+    for b in range(B):
+        for c in range(C):
             for y in range(D.shape[2]):
                 for x in range(D.shape[3]):
-                    y0, x0 = y * sh, x * sw
-                    if kind == "avgpool":
-                        dX[b, c, y0:y0 + kh, x0:x0 + kw] += D[b, c, y, x] / (kh * kw)
-                        continue
                     best, at = -np.inf, None
                     for u in range(kh):
                         for v in range(kw):
-                            if X[b, c, y0 + u, x0 + v] > best:   # strict: first on ties
-                                best, at = X[b, c, y0 + u, x0 + v], (y0 + u, x0 + v)
-                    dX[b, c, at[0], at[1]] += D[b, c, y, x]
+                            iy, ix = y * sh + u - ph, x * sw + v - pw
+                            if not (0 <= iy < H and 0 <= ix < W):
+                                continue   # padding: no gradient
+                            if kind == "avgpool":
+                                dX[b, c, iy, ix] += D[b, c, y, x] / (kh * kw)
+                            elif X[b, c, iy, ix] > best:   # strict: first on ties
+                                best, at = X[b, c, iy, ix], (iy, ix)
+                    if kind == "maxpool":
+                        dX[b, c, at[0], at[1]] += D[b, c, y, x]
     return dX
 
 
@@ -141,7 +161,7 @@ def loss_and_grad(net, X, T, loss="mse"):
             H = ACT[layer[5]][0](Z)
         elif layer[0] in ("maxpool", "avgpool"):
             cache.append(None)
-            H = pool(H, layer[1], layer[2], layer[0])
+            H = pool(H, layer[1], layer[2], layer[0], *layer[3:])
         elif layer[0] == "flatten":
             cache.append(H.shape)
             H = H.reshape(H.shape[0], -1)
@@ -178,5 +198,5 @@ def loss_and_grad(net, X, T, loss="mse"):
         elif layer[0] == "flatten":
             G = G.reshape(cache[n])
         else:
-            G = pool_backward(Hin, layer[1], layer[2], layer[0], G)
+            G = pool_backward(Hin, layer[1], layer[2], layer[0], G, *layer[3:])
     return L, grads

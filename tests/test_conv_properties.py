@@ -34,3 +34,33 @@ def test_random_geometries_match_the_loop_reference(cin, cout, h, w, k, stride, 
     assert L == pytest.approx(L_ref, rel=1e-12)
     np.testing.assert_allclose(g["W1"], g_ref[0][0], rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(g["b1"], g_ref[0][1], rtol=1e-9, atol=1e-12)
+
+
+@hypothesis.settings(max_examples=12, deadline=None, derandomize=True)
+@hypothesis.given(cin=st.integers(1, 3), length=st.integers(2, 14), k=st.integers(1, 4),
+                  stride=st.one_of(st.none(), st.integers(1, 4)),
+                  kind=st.sampled_from(["maxpool", "avgpool"]), conv_first=st.booleans())
+def test_random_1d_pools_match_the_loop_reference(cin, length, k, stride, kind, conv_first):
+    """MaxPool1d / AvgPool1d over random lengths, kernels and strides (None: the kernel),
+    after a convolution (parameters below) or straight on the input."""
+    n = length - 1 if conv_first else length     # the pool's input length
+    hypothesis.assume(k <= n)
+    pool = {"maxpool": sn.MaxPool1d, "avgpool": sn.AvgPool1d}[kind](k, stride=stride)
+    first = [sn.Conv1d(2, 2, activation="tanh")] if conv_first else []
+    net = sn.Network(sn.Input((cin, length)), *first, pool, sn.Flatten(), sn.Dense(2),
+                     loss="mse")
+    model = net.compile(dtype="float64", seed=cin + length)
+    rng = np.random.default_rng(length * k)
+    X, T = rng.normal(size=(2, cin, length)), rng.normal(size=(2, 2))
+    d = len(first) + 3
+    ref = [("conv", model.params["W1"], model.params["b1"], 1, 0, "tanh")] if conv_first \
+        else []
+    ref += [(kind, k, k if stride is None else stride), ("flatten",),
+            ("dense", model.params[f"W{d}"], model.params[f"b{d}"], "linear")]
+    L_ref, g_ref = reference(ref, X, T)
+    L, g = model.loss_and_grad(X, T)
+    assert L == pytest.approx(L_ref, rel=1e-12)
+    np.testing.assert_allclose(g[f"W{d}"], g_ref[-1][0], rtol=1e-9, atol=1e-12)
+    if conv_first:
+        np.testing.assert_allclose(g["W1"], g_ref[0][0], rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(g["b1"], g_ref[0][1], rtol=1e-9, atol=1e-12)
