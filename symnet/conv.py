@@ -156,30 +156,46 @@ class Conv1d(Conv2d):
 
 
 class _Pool(_Spatial):
-    def __init__(self, kernel_size, stride=None, name: str | None = None):
+    def __init__(self, kernel_size, stride=None, padding=0, name: str | None = None):
         self.name = None if name is None else check_name(name, "layer")
         where = self._where()
         self.kernel = _pair(kernel_size, "kernel_size", where, self.dims)
         self.stride = self.kernel if stride is None else _pair(stride, "stride", where,
                                                                   self.dims)
+        where = self._where()     # with the kernel known
+        self.pad = _pair(padding, "padding", where, self.dims, low=0)
+        for p, k in zip(self.pad, self.kernel):
+            if p > k // 2:   # PyTorch's rule: every window keeps an element of the input
+                raise ValueError(f"{where}: padding {p} must be at most half the kernel "
+                                 f"size ({k} // 2 = {k // 2}), got padding={padding!r}")
 
     def _title(self):
         return f"{type(self).__name__}({getattr(self, 'kernel', '?')})"
 
+    def _label(self):
+        pad = f", padding {self.pad}" if any(self.pad) else ""
+        return f"{type(self).__name__}({self.kernel}, stride {self.stride}{pad})"
+
     def __repr__(self):
-        return f"{type(self).__name__}({self.kernel}, stride={self.stride}, name={self.name!r})"
+        pad = f", padding={self.pad}" if any(self.pad) else ""
+        return (f"{type(self).__name__}({self.kernel}, stride={self.stride}{pad}, "
+                f"name={self.name!r})")
 
     def describe(self) -> dict:
-        return {"kind": type(self).__name__.lower(), "kernel_size": list(self.kernel),
-                "stride": list(self.stride), "name": self.name}
+        d = {"kind": type(self).__name__.lower(), "kernel_size": list(self.kernel),
+             "stride": list(self.stride), "name": self.name}
+        if any(self.pad):      # absent when 0: files saved before padding existed still load
+            d["padding"] = list(self.pad)
+        return d
 
     def output_shape(self, in_shape):
-        return (in_shape[0],) + self._spatial(in_shape, self.kernel, self.stride,
-                                              (0,) * self.dims)
+        return (in_shape[0],) + self._spatial(in_shape, self.kernel, self.stride, self.pad)
 
 
 class AvgPool2d(_Pool):
-    """H[b,c,y,x] = Σ_u Σ_v X[b,c,y·s+u,x·s+v] / (kh·kw); stride defaults to the kernel."""
+    """H[b,c,y,x] = Σ_u Σ_v X[b,c,y·s+u−p,x·s+v−p] / (kh·kw); stride defaults to the
+    kernel; ``padding`` (≤ kernel // 2) adds zeros that count in the average (PyTorch's
+    count_include_pad=True)."""
 
     def to_node(self, index, name, input_name, in_shape):
         import math
@@ -196,17 +212,18 @@ class AvgPool2d(_Pool):
         limits = [(w, 0, k - 1) for w, k in zip(win, self.kernel)]
 
         def formula(x):
-            return sp.Sum(x[(c, *(p * s + w for p, w, s in zip(pos, win, self.stride)))],
-                          *limits) / n
+            at = (p * s + w - q for p, w, s, q in zip(pos, win, self.stride, self.pad))
+            return sp.Sum(x[(c, *at)], *limits) / n
         layer = TensorLayer(out, formula, (c, *pos), name=self.name, kind="pool",
-                            label=f"{type(self).__name__}({self.kernel}, stride {self.stride})")
+                            label=self._label())
         layer.where = self._where()
         return layer.to_node(index, name, input_name, in_shape)
 
 
 class MaxPool2d(_Pool):
-    """H[b,c,y,x] = max_{u,v} X[b,c,y·s+u,x·s+v]; the gradient goes to the first
-    largest element of each window.  Stride defaults to the kernel size."""
+    """H[b,c,y,x] = max_{u,v} X[b,c,y·s+u−p,x·s+v−p]; the gradient goes to the first
+    largest element of each window.  Stride defaults to the kernel size; ``padding``
+    (≤ kernel // 2) adds −∞ at the borders (no window is all padding)."""
 
     def to_node(self, index, name, input_name, in_shape):
         import math
@@ -217,13 +234,14 @@ class MaxPool2d(_Pool):
         syms: dict = {}
         z = ir.element(syms, f"z_{name}", ir.BATCH, "c", *pos)
         xe = ir.element(syms, input_name, ir.BATCH, "c",
-                        *(ir.Affine(((p, s), (w, 1))) for p, w, s in zip(pos, win, self.stride)))
+                        *(ir.Affine(((p, s), (w, 1)), -q)
+                          for p, w, s, q in zip(pos, win, self.stride, self.pad)))
         red = ir.Reduction(f"z_{name}", z, xe, win, space=tuple(zip(win, self.kernel)),
                            op="max")
         space = tuple(zip(("c", *pos), out))
         return ir.Node(name, index, input_name, math.prod(in_shape), math.prod(out), [], [red],
                        z, syms, kind="pool", space=space, in_shape=tuple(in_shape),
-                       label=f"{type(self).__name__}({self.kernel}, stride {self.stride})")
+                       label=self._label())
 
 
 class AvgPool1d(AvgPool2d):

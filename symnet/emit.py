@@ -142,14 +142,18 @@ class Emitter:
                 "stmts": stmts}
 
     def route_view(self, op: Route) -> dict:
-        """Max pooling's backward as names: loops, window, and the four elements."""
-        return {"loop": op.loop, "window": op.window, "x": self.element(op.x),
+        """Max pooling's backward as names: loops, window, and the four elements;
+        ``clip``: the window's (name, first, stop), clipped where padding leaves X."""
+        probe = Loop(op.loop + op.window, [(op.x.array, op.x.index, "=", sp.S.Zero)], "")
+        clip = self.bounds(probe)[len(op.loop):]
+        padded = any(lo != "0" or hi != str(n) for (_, lo, hi), (_, n) in zip(clip, op.window))
+        return {"loop": op.loop, "window": op.window, "clip": clip, "x": self.element(op.x),
                 "z": self.element(op.z), "target": self.element(op.target),
                 "delta": self.element(op.delta), "comment": c_comment(op.comment),
                 # rows of at least 8 outputs without overlapping windows: a vectorised
                 # loop along the row (LeNet's 24→12 pool: 250 vs 325-420 µs per step);
                 # shorter rows stay per element (its 8→4 pool: 19 vs 46 µs alone)
-                "rows": op.overwrite and isinstance(op.loop[-1][1], int)
+                "rows": op.overwrite and not padded and isinstance(op.loop[-1][1], int)
                 and op.loop[-1][1] >= 8}
 
     def conv_view(self, op: Conv) -> dict:

@@ -182,7 +182,9 @@ def _layer(d: dict):
     if kind in ("maxpool2d", "avgpool2d", "maxpool1d", "avgpool1d"):
         cls = {"maxpool2d": conv.MaxPool2d, "avgpool2d": conv.AvgPool2d,
                "maxpool1d": conv.MaxPool1d, "avgpool1d": conv.AvgPool1d}[kind]
-        return cls(tuple(d["kernel_size"]), stride=tuple(d["stride"]), name=d["name"])
+        return cls(tuple(d["kernel_size"]), stride=tuple(d["stride"]),
+                   padding=tuple(d.get("padding", (0,) * len(d["kernel_size"]))),
+                   name=d["name"])
     if kind == "flatten":
         return conv.Flatten(name=d["name"])
     return None
