@@ -48,17 +48,22 @@ class _Spatial(LayerBase):
         name = self.name or getattr(self, "_net_name", None)
         return f"layer {name!r} ({self._title()})" if name else f"layer {self._title()!r}"
 
-    def _spatial(self, in_shape, kernel, stride, pad):
+    def _spatial(self, in_shape, kernel, stride, pad, dilation=None):
         where = self._where()
         if len(in_shape) != self.dims + 1:
             want = "(channels, height, width)" if self.dims == 2 else "(channels, length)"
             raise ValueError(f"{where}: needs an input of shape {want}, got {in_shape} "
                              f"from the layer below")
         out = []
-        for n, k, s, p in zip(in_shape[1:], kernel, stride, pad):
-            if k > n + 2 * p:
+        for n, k, s, p, d in zip(in_shape[1:], kernel, stride, pad, dilation or kernel):
+            span = k
+            if dilation is not None:   # a dilated kernel spans d·(k − 1) + 1 positions
+                span = d * (k - 1) + 1
+                k = k if d == 1 else f"{k} dilated by {d}: {span}"
+            if span > n + 2 * p:
                 raise ValueError(f"{where}: the kernel ({k}) is larger than the padded input "
                                  f"({n} + 2·{p} = {n + 2 * p}); input shape {in_shape}")
+            k = span
             o = (n + 2 * p - k) // s + 1
             if o < 1:
                 raise ValueError(f"{where}: stride {s} leaves no output for input {in_shape}")
@@ -68,24 +73,28 @@ class _Spatial(LayerBase):
 
 class Conv2d(_Spatial):
     """A 2-D convolution (cross-correlation, as in PyTorch):
-    H[b,c,y,x] = f(Σ_k Σ_u Σ_v W[c,k,u,v]·X[b,k,y·s+u−p,x·s+v−p] + b[c]).
+    H[b,c,y,x] = f(Σ_k Σ_u Σ_v W[c,k,u,v]·X[b,k,y·s+u·d−p,x·s+v·d−p] + b[c]).
 
-    ``padding`` an int or ``"same"`` (stride 1, odd kernel); weights W{k} of shape
+    ``padding`` an int or ``"same"`` (stride 1, odd kernel); ``dilation`` d spaces the
+    kernel's taps d apart (PyTorch's dilation); weights W{k} of shape
     (out_channels, in_channels, kh, kw), bias b{k} of shape (out_channels,).
     """
 
     def __init__(self, out_channels: int, kernel_size, stride=1, padding=0,
-                 activation="linear", bias: bool = True, name: str | None = None):
+                 activation="linear", bias: bool = True, name: str | None = None,
+                 dilation=1):
         self.name = None if name is None else check_name(name, "layer")
         where = self._where()
         self.out_channels = _int(out_channels, "out_channels", where)
+        where = self._where()
         self.kernel = _pair(kernel_size, "kernel_size", where, self.dims)
         self.stride = _pair(stride, "stride", where, self.dims)
+        self.dilation = _pair(dilation, "dilation", where, self.dims)
         if padding == "same":
             if any(s != 1 for s in self.stride) or any(k % 2 == 0 for k in self.kernel):
                 raise ValueError(f"{where}: padding='same' needs stride 1 and an odd kernel, "
                                  f"got stride {stride}, kernel {kernel_size}")
-            self.pad = tuple(k // 2 for k in self.kernel)
+            self.pad = tuple(d * (k // 2) for k, d in zip(self.kernel, self.dilation))
         else:
             self.pad = _pair(padding, "padding", where, self.dims, low=0)
         self.padding_spec = padding
@@ -99,22 +108,26 @@ class Conv2d(_Spatial):
         return f"{type(self).__name__}({getattr(self, 'out_channels', '?')})"
 
     def __repr__(self):
+        dil = f", dilation={self.dilation}" if any(d != 1 for d in self.dilation) else ""
         return (f"{type(self).__name__}({self.out_channels}, {self.kernel}, stride={self.stride}, "
-                f"padding={self.pad}, name={self.name!r})")
+                f"padding={self.pad}{dil}, name={self.name!r})")
 
     def describe(self) -> dict:
         act = self.activation_spec
         if not isinstance(act, str):
             from .primitives import activation
             act = activation(act).name
-        return {"kind": type(self).__name__.lower(), "out_channels": self.out_channels,
+        d = {"kind": type(self).__name__.lower(), "out_channels": self.out_channels,
                 "kernel_size": list(self.kernel), "stride": list(self.stride),
                 "padding": list(self.pad), "activation": act, "bias": self.bias,
                 "name": self.name}
+        if any(k != 1 for k in self.dilation):   # absent when 1: older files still load
+            d["dilation"] = list(self.dilation)
+        return d
 
     def output_shape(self, in_shape):
         return (self.out_channels,) + self._spatial(in_shape, self.kernel, self.stride,
-                                                    self.pad)
+                                                    self.pad, self.dilation)
 
     def to_node(self, index, name, input_name, in_shape):
         import sympy as sp
@@ -134,13 +147,15 @@ class Conv2d(_Spatial):
             params["b"] = (self.out_channels,)
 
         def formula(x, W, b=None):
-            at = [p * s + r - q for p, r, s, q in zip(pos, red, self.stride, self.pad)]
+            at = [p * s + r * d - q
+                  for p, r, s, q, d in zip(pos, red, self.stride, self.pad, self.dilation)]
             z = sp.Sum(W[(c, k, *red)] * x[(k, *at)], *limits)
             return f(z + b[c]) if b is not None else f(z)
         if not self.bias:
             formula = (lambda fn: (lambda x, W: fn(x, W)))(formula)
+        dil = f", dilation {self.dilation}" if any(d != 1 for d in self.dilation) else ""
         label = (f"{type(self).__name__}({self.out_channels}, {self.kernel}, stride "
-                 f"{self.stride}, padding {self.pad}), {act.name}")
+                 f"{self.stride}, padding {self.pad}{dil}), {act.name}")
         layer = TensorLayer(out, formula, (c, *pos), params,
                             init={"W": act.init}, name=self.name, kind="conv", label=label,
                             activation=act)

@@ -92,12 +92,18 @@ class Emitter:
                 if a >= 0 and b <= n - 1:
                     continue
                 t, c = ix.terms[-1]
-                if c != 1:
+                if c < 1:
                     raise ValueError(f"the access {acc.array}[{ix}] may leave its array and "
-                                     "its innermost index has a coefficient other than 1")
+                                     "its innermost index has a coefficient below 1")
                 rest = ir.Affine(ix.terms[:-1], ix.const)
-                lo[t].append(f"-({rest})")
-                hi[t].append(f"{n} - ({rest})")
+                if c == 1:
+                    lo[t].append(f"-({rest})")
+                    hi[t].append(f"{n} - ({rest})")
+                else:   # rest + c·t ∈ [0, n): t ≥ ⌈−rest/c⌉, t < ⌊(n − 1 − rest)/c⌋ + 1;
+                    # C's division truncates, which is the floor wherever the range is
+                    # not empty (a negative numerator gives a bound ≤ 0 either way)
+                    lo[t].append(f"(-({rest}) + {c - 1}) / {c}")
+                    hi[t].append(f"({n - 1 + c} - ({rest})) / {c}")
 
         def fold(parts, fn):
             out = parts[0]

@@ -178,7 +178,8 @@ def _layer(d: dict):
         cls = conv.Conv2d if kind == "conv2d" else conv.Conv1d
         return cls(d["out_channels"], tuple(d["kernel_size"]), stride=tuple(d["stride"]),
                    padding=tuple(d["padding"]), activation=_spec(d["activation"]),
-                   bias=d["bias"], name=d["name"])
+                   bias=d["bias"], name=d["name"],
+                   dilation=tuple(d.get("dilation", (1,) * len(d["kernel_size"]))))
     if kind in ("maxpool2d", "avgpool2d", "maxpool1d", "avgpool1d"):
         cls = {"maxpool2d": conv.MaxPool2d, "avgpool2d": conv.AvgPool2d,
                "maxpool1d": conv.MaxPool1d, "avgpool1d": conv.AvgPool1d}[kind]

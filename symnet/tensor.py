@@ -294,10 +294,10 @@ class _Analysis:
         if sp.expand(e.subs(el, 0)) != 0:
             _fail(self.where, f"{where}; it may leave the input only where the summand is "
                   "then zero (zero padding), which this summand is not")
-        if isinstance(a, str) or a.terms[-1][1] != 1 or a.terms[-1][0] not in \
+        if isinstance(a, str) or a.terms[-1][1] < 1 or a.terms[-1][0] not in \
                 {s.name for s in summed}:   # terms run in loop order: the last is innermost
-            _fail(self.where, f"{where}; padding needs a summed index with coefficient 1 "
-                  "last in the position, e.g. y*2 + u - 1")
+            _fail(self.where, f"{where}; padding needs a summed index with a positive "
+                  "coefficient last in the position, e.g. y*2 + u - 1 or y + 2*u - 2")
 
 
 def conv_geometry(body, layer, out: dict, space: dict, in_shape) -> dict | None:

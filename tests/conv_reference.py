@@ -7,8 +7,9 @@ code shared with symnet.  Max pooling passes the gradient to the first largest
 element of its window in row-major order.
 
 A network is a list of layer tuples:
-    ("conv", W, b, stride, pad, act)   W: (co, ci, kh, kw) or (co, ci, k) for 1-D;
-                                       stride, pad: a number or one per axis
+    ("conv", W, b, stride, pad, act[, dilation])
+                                       W: (co, ci, kh, kw) or (co, ci, k) for 1-D;
+                                       stride, pad, dilation: a number or one per axis
     ("maxpool", k, stride[, pad]) / ("avgpool", k, stride[, pad])
                                        k, stride, pad: a number or (h, w); on a
                                        (B, C, L) batch, numbers (1-D pooling)
@@ -31,13 +32,14 @@ def _two(v):
     return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
 
 
-def conv2d(X, W, stride, pad):
-    """Z[b,c,y,x] = Σ_k Σ_u Σ_v W[c,k,u,v]·X[b,k,y·sh+u−ph,x·sw+v−pw] (0 outside X);
-    stride and pad: a number or (height, width)."""
+def conv2d(X, W, stride, pad, dilation=1):
+    """Z[b,c,y,x] = Σ_k Σ_u Σ_v W[c,k,u,v]·X[b,k,y·sh+u·dh−ph,x·sw+v·dw−pw] (0 outside X);
+    stride, pad and dilation: a number or (height, width)."""
     B, C, H, Wd = X.shape
     co, ci, kh, kw = W.shape
-    (sh, sw), (ph, pw) = _two(stride), _two(pad)
-    OH, OW = (H + 2 * ph - kh) // sh + 1, (Wd + 2 * pw - kw) // sw + 1
+    (sh, sw), (ph, pw), (dh, dw) = _two(stride), _two(pad), _two(dilation)
+    OH = (H + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    OW = (Wd + 2 * pw - dw * (kw - 1) - 1) // sw + 1
     Z = np.zeros((B, co, OH, OW))
     for b in range(B):
         for c in range(co):
@@ -47,18 +49,18 @@ def conv2d(X, W, stride, pad):
                     for k in range(ci):
                         for u in range(kh):
                             for v in range(kw):
-                                iy, ix = y * sh + u - ph, x * sw + v - pw
+                                iy, ix = y * sh + u * dh - ph, x * sw + v * dw - pw
                                 if 0 <= iy < H and 0 <= ix < Wd:
                                     s += W[c, k, u, v] * X[b, k, iy, ix]
                     Z[b, c, y, x] = s
     return Z
 
 
-def conv2d_backward(X, W, stride, pad, D):
+def conv2d_backward(X, W, stride, pad, D, dilation=1):
     """(dX, dW) for Z = conv2d(X, W) and D = ∂L/∂Z."""
     B, C, H, Wd = X.shape
     co, ci, kh, kw = W.shape
-    (sh, sw), (ph, pw) = _two(stride), _two(pad)
+    (sh, sw), (ph, pw), (dh, dw) = _two(stride), _two(pad), _two(dilation)
     dX, dW = np.zeros_like(X), np.zeros_like(W)
     for b in range(B):
         for c in range(co):
@@ -67,7 +69,7 @@ def conv2d_backward(X, W, stride, pad, D):
                     for k in range(ci):
                         for u in range(kh):
                             for v in range(kw):
-                                iy, ix = y * sh + u - ph, x * sw + v - pw
+                                iy, ix = y * sh + u * dh - ph, x * sw + v * dw - pw
                                 if 0 <= iy < H and 0 <= ix < Wd:
                                     dW[c, k, u, v] += D[b, c, y, x] * X[b, k, iy, ix]
                                     dX[b, k, iy, ix] += D[b, c, y, x] * W[c, k, u, v]
@@ -135,11 +137,13 @@ def _as2d(layer, X):
 
 
 def _axes(layer):
-    """stride and pad per axis; a 1-D conv has height 1, stride 1, no padding there."""
+    """stride, pad and dilation per axis; a 1-D conv has height 1, stride 1, no padding
+    and no dilation there."""
     s, p = layer[3], layer[4]
+    d = layer[6] if len(layer) > 6 else 1
     if layer[1].ndim == 3:
-        return (1, _first(s)), (0, _first(p))
-    return s, p
+        return (1, _first(s)), (0, _first(p)), (1, _first(d))
+    return s, p, d
 
 
 def _first(v):
@@ -190,7 +194,8 @@ def loss_and_grad(net, X, T, loss="mse"):
             D = G * ACT[layer[5]][1](cache[n])
             W, Hin2 = _as2d(layer, Hin)
             D2 = D[:, :, None, :] if layer[1].ndim == 3 else D
-            dX, dW = conv2d_backward(Hin2, W, *_axes(layer), D2)
+            s, p, d = _axes(layer)
+            dX, dW = conv2d_backward(Hin2, W, s, p, D2, d)
             if layer[1].ndim == 3:
                 dX, dW = dX[:, :, 0, :], dW[:, :, 0, :]
             grads[n] = (dW, D.sum(axis=tuple(k for k in range(D.ndim) if k != 1)))

@@ -94,3 +94,30 @@ def test_random_2d_padded_pools_match_the_loop_reference(h, w, kh, kw, sh, sw, p
     assert L == pytest.approx(L_ref, rel=1e-12)
     for name, want in (("W1", g_ref[0][0]), ("b1", g_ref[0][1]), ("W4", g_ref[3][0])):
         np.testing.assert_allclose(g[name], want, rtol=1e-9, atol=1e-12, err_msg=name)
+
+
+@hypothesis.settings(max_examples=12, deadline=None, derandomize=True)
+@hypothesis.given(dims=st.sampled_from([1, 2]), cin=st.integers(1, 2), n=st.integers(3, 9),
+                  k=st.integers(1, 3), stride=st.integers(1, 3), pad=st.integers(0, 3),
+                  dil=st.integers(1, 3))
+def test_random_dilated_convolutions_match_the_loop_reference(dims, cin, n, k, stride, pad,
+                                                              dil):
+    """Conv1d / Conv2d with random dilation, stride and padding (the padded range clipped
+    with a coefficient other than 1 on the kernel index)."""
+    span = dil * (k - 1) + 1
+    hypothesis.assume(span <= n + 2 * pad)
+    shape = (cin, n) if dims == 1 else (cin, n, n - 1 if span <= n - 1 + 2 * pad else n)
+    cls = sn.Conv1d if dims == 1 else sn.Conv2d
+    net = sn.Network(sn.Input(shape), cls(2, k, stride=stride, padding=pad, dilation=dil,
+                                          activation="tanh"),
+                     sn.Flatten(), sn.Dense(2), loss="mse")
+    model = net.compile(dtype="float64", seed=n + k)
+    rng = np.random.default_rng(n * dil + pad)
+    X, T = rng.normal(size=(2, *shape)), rng.normal(size=(2, 2))
+    ref = [("conv", model.params["W1"], model.params["b1"], stride, pad, "tanh", dil),
+           ("flatten",), ("dense", model.params["W3"], model.params["b3"], "linear")]
+    L_ref, g_ref = reference(ref, X, T)
+    L, g = model.loss_and_grad(X, T)
+    assert L == pytest.approx(L_ref, rel=1e-12)
+    np.testing.assert_allclose(g["W1"], g_ref[0][0], rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(g["b1"], g_ref[0][1], rtol=1e-9, atol=1e-12)
