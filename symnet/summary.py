@@ -155,10 +155,6 @@ def summarize(network, batch_size: int = 32, dtype: str = "float32") -> Summary:
                 mm = 2 * B * g["cout"] * int(np.prod(g["out_hw"])) * g["cin"] \
                     * int(np.prod(g["kernel"]))
                 fwd, bwd = fwd + mm, bwd + mm * len(grad.summands[r.name])
-            elif node.kind == "conv":   # a dilated convolution: direct loops, same count
-                W = node.params[0].shape
-                mm = 2 * B * int(np.prod(node.out_shape)) * int(np.prod(W[1:]))
-                fwd, bwd = fwd + mm, bwd + mm * len(grad.summands[r.name])
         label = node.activation.name if node.activation is not None else node.kind
         rows.append(LayerCost(
             node.name, node.n_in, node.n_out,

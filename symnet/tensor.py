@@ -301,7 +301,7 @@ class _Analysis:
 
 
 def conv_geometry(body, layer, out: dict, space: dict, in_shape) -> dict | None:
-    """The convolution's sizes when ``body`` is exactly W[c,k,u(,v)]·x[k, y*s + u − p, ...]
+    """The convolution's sizes when ``body`` is exactly W[c,k,u(,v)]·x[k, y*s + u*d − p, ...]
     over outputs (c, y(, x)) and sums (k, u(, v)); None otherwise."""
     if not isinstance(body, sp.Mul) or len(body.args) != 2 or len(out) not in (2, 3):
         return None
@@ -315,21 +315,22 @@ def conv_geometry(body, layer, out: dict, space: dict, in_shape) -> dict | None:
         return None
     if x.indices[0] != r[0] or len(in_shape) != len(o):
         return None
-    stride, pad = [], []
+    stride, pad, dilation = [], [], []
     for d in range(1, len(o)):
         ix = sp.expand(x.indices[d])
-        s = ix.coeff(o[d])
-        p = -(ix - s * o[d] - r[d])
-        if not (s.is_Integer and s >= 1 and p.is_Integer and ix.coeff(r[d]) == 1):
+        s, dil = ix.coeff(o[d]), ix.coeff(r[d])
+        p = -(ix - s * o[d] - dil * r[d])
+        if not (s.is_Integer and s >= 1 and p.is_Integer and dil.is_Integer and dil >= 1):
             return None
         stride.append(int(s))
         pad.append(int(p))
+        dilation.append(int(dil))
     spatial_in = list(in_shape[1:])
     kernel = [space[r[d]] for d in range(1, len(r))]
     spatial_out = [out[o[d]] for d in range(1, len(o))]
     if len(spatial_in) == 1:   # Conv1d: a 2-D convolution of height 1
         spatial_in, kernel, spatial_out = [1] + spatial_in, [1] + kernel, [1] + spatial_out
-        stride, pad = [1] + stride, [0] + pad
+        stride, pad, dilation = [1] + stride, [0] + pad, [1] + dilation
     return {"weight": w.base.label.name, "cin": in_shape[0], "cout": out[o[0]],
             "in_hw": spatial_in, "kernel": kernel, "out_hw": spatial_out,
-            "stride": stride, "pad": pad}
+            "stride": stride, "pad": pad, "dilation": dilation}
