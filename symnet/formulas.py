@@ -234,7 +234,8 @@ class Formulas:
             strides = [1] * len(shape)
             for d in range(len(shape) - 2, -1, -1):
                 strides[d] = strides[d + 1] * shape[d + 1]
-            names = ["c", "y", "x"][-len(shape):] if len(shape) <= 3 else \
+            names = {1: ["x"], 2: ["c", "x"], 3: ["c", "y", "x"]}[len(shape)] \
+                if len(shape) <= 3 else \
                 [f"d{k}" for k in range(len(shape))]
             flat = " + ".join(f"{n}·{s}" if s > 1 else n for n, s in zip(names, strides))
             self._add("index", _el(node.name, f"b,{flat}") + EQ

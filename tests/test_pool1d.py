@@ -219,3 +219,9 @@ def test_float32_agrees_and_training_reduces_the_loss():
         m.fit(Xb, Tb, method=method, epochs=15, batch_size=8, lr=0.05, seed=0,
               progress=False)
         assert m.loss(Xb, Tb) < 0.9 * before, method
+
+
+def test_flatten_of_a_sequence_names_channel_and_position():
+    net = sn.Network(sn.Input((3, 8), name="I"), sn.MaxPool1d(2, name="P"),
+                     sn.Flatten(name="F"), sn.Dense(1), loss="mse")
+    assert "F[b,c·4 + x] = P[b,c,x]   (a view: no copy)" in str(net.formulas())
