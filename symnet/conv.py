@@ -260,16 +260,28 @@ class MaxPool2d(_Pool):
 
 
 class AvgPool1d(AvgPool2d):
-    """Average pooling over (channels, length) inputs: H[b,c,x] = Σ_v X[b,c,x·s+v] / k;
-    stride defaults to the kernel size (PyTorch's AvgPool1d)."""
+    """Average pooling over (channels, length) inputs: H[b,c,x] = Σ_v X[b,c,x·s+v−p] / k;
+    stride defaults to the kernel size; ``padding`` zeros count in the average
+    (PyTorch's AvgPool1d).
+
+    >>> AvgPool1d(4, stride=3, padding=2).output_shape((2, 10))   # (10 + 4 − 4) // 3 + 1
+    (2, 4)
+    """
 
     dims = 1
 
 
 class MaxPool1d(MaxPool2d):
-    """Max pooling over (channels, length) inputs: H[b,c,x] = max_v X[b,c,x·s+v]; the
+    """Max pooling over (channels, length) inputs: H[b,c,x] = max_v X[b,c,x·s+v−p]; the
     gradient goes to the first largest element of each window.  Stride defaults to the
-    kernel size (PyTorch's MaxPool1d)."""
+    kernel size; ``padding`` is −∞ (PyTorch's MaxPool1d).
+
+    >>> import symnet as sn
+    >>> net = sn.Network(sn.Input((3, 16)), sn.Conv1d(4, 3, dilation=2), sn.MaxPool1d(2),
+    ...                  sn.Flatten(), sn.Dense(1), loss="mse")
+    >>> net.layers[1].output_shape((4, 12)), net.param_shapes()["W1"]
+    ((4, 6), (4, 3, 3))
+    """
 
     dims = 1
 

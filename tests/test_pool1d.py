@@ -225,3 +225,11 @@ def test_flatten_of_a_sequence_names_channel_and_position():
     net = sn.Network(sn.Input((3, 8), name="I"), sn.MaxPool1d(2, name="P"),
                      sn.Flatten(name="F"), sn.Dense(1), loss="mse")
     assert "F[b,c·4 + x] = P[b,c,x]   (a view: no copy)" in str(net.formulas())
+
+
+@pytest.mark.parametrize("module", ["conv", "io"])
+def test_docstring_examples(module):
+    import doctest
+    import importlib
+    result = doctest.testmod(importlib.import_module(f"symnet.{module}"))
+    assert result.attempted > 0 and result.failed == 0
