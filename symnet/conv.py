@@ -55,16 +55,14 @@ class _Spatial(LayerBase):
             raise ValueError(f"{where}: needs an input of shape {want}, got {in_shape} "
                              f"from the layer below")
         out = []
-        for n, k, s, p, d in zip(in_shape[1:], kernel, stride, pad, dilation or kernel):
-            span = k
-            if dilation is not None:   # a dilated kernel spans d·(k − 1) + 1 positions
-                span = d * (k - 1) + 1
-                k = k if d == 1 else f"{k} dilated by {d}: {span}"
+        for n, k, s, p, d in zip(in_shape[1:], kernel, stride, pad,
+                                 dilation or (1,) * self.dims):
+            span = d * (k - 1) + 1     # the positions a (dilated) kernel covers
             if span > n + 2 * p:
-                raise ValueError(f"{where}: the kernel ({k}) is larger than the padded input "
-                                 f"({n} + 2·{p} = {n + 2 * p}); input shape {in_shape}")
-            k = span
-            o = (n + 2 * p - k) // s + 1
+                size = k if d == 1 else f"{k} dilated by {d}: {span}"
+                raise ValueError(f"{where}: the kernel ({size}) is larger than the padded "
+                                 f"input ({n} + 2·{p} = {n + 2 * p}); input shape {in_shape}")
+            o = (n + 2 * p - span) // s + 1
             if o < 1:
                 raise ValueError(f"{where}: stride {s} leaves no output for input {in_shape}")
             out.append(o)
@@ -118,9 +116,9 @@ class Conv2d(_Spatial):
             from .primitives import activation
             act = activation(act).name
         d = {"kind": type(self).__name__.lower(), "out_channels": self.out_channels,
-                "kernel_size": list(self.kernel), "stride": list(self.stride),
-                "padding": list(self.pad), "activation": act, "bias": self.bias,
-                "name": self.name}
+             "kernel_size": list(self.kernel), "stride": list(self.stride),
+             "padding": list(self.pad), "activation": act, "bias": self.bias,
+             "name": self.name}
         if any(k != 1 for k in self.dilation):   # absent when 1: older files still load
             d["dilation"] = list(self.dilation)
         return d

@@ -102,16 +102,16 @@ def test_against_pytorch(dims):
                          sn.Conv2d(3, (2, 3), padding=(1, 2), dilation=(2, 3)),
                          sn.Flatten(), sn.Dense(5), loss="softmax_cross_entropy")
         shape, conv = (2, 12, 11), F.conv2d
-        a = dict(stride=2, padding=2, dilation=2)
-        c = dict(padding=(1, 2), dilation=(2, 3))
+        a = {"stride": 2, "padding": 2, "dilation": 2}
+        c = {"padding": (1, 2), "dilation": (2, 3)}
     else:
         net = sn.Network(sn.Input((2, 19)),
                          sn.Conv1d(4, 3, stride=2, padding=2, dilation=2, activation="relu"),
                          sn.Conv1d(3, 2, padding=3, dilation=3),
                          sn.Flatten(), sn.Dense(5), loss="softmax_cross_entropy")
         shape, conv = (2, 19), F.conv1d
-        a = dict(stride=2, padding=2, dilation=2)
-        c = dict(padding=3, dilation=3)
+        a = {"stride": 2, "padding": 2, "dilation": 2}
+        c = {"padding": 3, "dilation": 3}
     model = net.compile(dtype="float64", seed=9)
     rng = np.random.default_rng(9)
     X, T = rng.normal(size=(4, *shape)), np.eye(5)[rng.integers(0, 5, 4)]
@@ -190,7 +190,7 @@ def test_float32_agrees_and_training_reduces_the_loss():
         np.testing.assert_allclose(g32[k], g64[k], rtol=2e-3, atol=1e-5, err_msg=k)
     # the finite-difference check of a float32 model, on a smooth network (tanh, linear:
     # no ReLU or max kinks for the differences to step across)
-    net_s, m_s, X_s, T_s = _build("same", dtype="float32")
+    _, m_s, X_s, T_s = _build("same", dtype="float32")
     assert sn.check_gradients(m_s, X_s, T_s, verbose=False) < 1e-3
     rng = np.random.default_rng(0)
     Xb = rng.normal(size=(24, 2, 10, 11)).astype(np.float32)

@@ -110,22 +110,22 @@ def test_against_pytorch(dims):
                          sn.AvgPool2d((2, 3), stride=(2, 1), padding=(1, 1)), sn.Flatten(),
                          sn.Dense(4), loss="softmax_cross_entropy")
         shape, conv = (2, 9, 8), F.conv2d
-        mx = lambda h: F.max_pool2d(h, 3, stride=2, padding=1)              # noqa: E731
-        av = lambda h: F.avg_pool2d(h, (2, 3), stride=(2, 1), padding=(1, 1))  # noqa: E731
+        mx = (F.max_pool2d, {"kernel_size": 3, "stride": 2, "padding": 1})
+        av = (F.avg_pool2d, {"kernel_size": (2, 3), "stride": (2, 1), "padding": (1, 1)})
     else:
         net = sn.Network(sn.Input((2, 15)), sn.Conv1d(3, 2, activation="relu"),
                          sn.MaxPool1d(3, stride=2, padding=1), sn.Conv1d(2, 1),
                          sn.AvgPool1d(4, stride=3, padding=2), sn.Flatten(),
                          sn.Dense(4), loss="softmax_cross_entropy")
         shape, conv = (2, 15), F.conv1d
-        mx = lambda h: F.max_pool1d(h, 3, stride=2, padding=1)              # noqa: E731
-        av = lambda h: F.avg_pool1d(h, 4, stride=3, padding=2)              # noqa: E731
+        mx = (F.max_pool1d, {"kernel_size": 3, "stride": 2, "padding": 1})
+        av = (F.avg_pool1d, {"kernel_size": 4, "stride": 3, "padding": 2})
     model = net.compile(dtype="float64", seed=8)
     rng = np.random.default_rng(8)
     X, T = rng.normal(size=(4, *shape)), np.eye(4)[rng.integers(0, 4, 4)]
     P = {k: torch.tensor(v.copy(), requires_grad=True) for k, v in model.params.items()}
-    h = mx(F.relu(conv(torch.tensor(X), P["W1"], P["b1"])))
-    h = av(conv(h, P["W3"], P["b3"])).flatten(1)
+    h = mx[0](F.relu(conv(torch.tensor(X), P["W1"], P["b1"])), **mx[1])
+    h = av[0](conv(h, P["W3"], P["b3"]), **av[1]).flatten(1)
     o = h @ P["W6"].T + P["b6"]
     loss = F.cross_entropy(o, torch.tensor(T.argmax(1)))
     loss.backward()
