@@ -11,13 +11,14 @@ train it with kernels generated from that derivation.
 
 __version__ = "0.1.0"
 
-from .dsl import Dense, Input, Network  # noqa: E402
+from .base import Input  # noqa: E402
+from .dsl import Dense  # noqa: E402
+from .api.network import Network, load  # noqa: E402
 from .merge import Add, Concatenate, Multiply, Slice  # noqa: E402
 from .conv import AvgPool1d, AvgPool2d, Conv1d, Conv2d, Flatten, MaxPool1d, MaxPool2d  # noqa: E402
 from . import datasets, recurrent, schedules  # noqa: E402
 from .check import check_gradients  # noqa: E402
 from .history import History  # noqa: E402
-from .io import load  # noqa: E402
 
 _LAZY = ("Layer", "n_in", "sum_j", "sum_k")
 

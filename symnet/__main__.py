@@ -21,7 +21,7 @@ from pathlib import Path
 
 def load_network(path: str):
     """The Network defined by a Python file (without running its __main__)."""
-    from .dsl import Network
+    from .api.network import Network
     if not Path(path).exists():
         raise FileNotFoundError(2, "No such file or directory", path)
     ns = runpy.run_path(path, run_name="symnet_network_file")
@@ -47,7 +47,7 @@ def c_source(net, dtype: str = "float32") -> str:
 
 def export(args) -> int:
     """Write the standalone C of a saved model (see ``symnet.export``)."""
-    from .io import load
+    from .api.network import load
     model = load(args.model)
     params_file = args.params_file
     if params_file is True:

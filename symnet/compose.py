@@ -22,6 +22,8 @@ names are taken from the first application (W3, b3 for the third node).
 
 from __future__ import annotations
 
+from .base import Input
+
 
 def sources(app) -> list:
     """The Inputs and applications an application reads, in order."""
@@ -32,7 +34,6 @@ def topological(outputs: list) -> list:
     """Applications reachable from ``outputs``, each after everything it reads,
     in the order they were made (a chain comes out in its own order).
     A cycle raises ValueError naming the layers on it."""
-    from .dsl import Input
     order, state, path = [], {}, []
 
     def visit(app):
@@ -69,7 +70,6 @@ def label(x) -> str:
 
 def ancestors(app) -> list:
     """The Inputs an application depends on (each once, first seen first)."""
-    from .dsl import Input
     found, seen, stack = [], set(), [app]
     while stack:
         x = stack.pop()
@@ -85,7 +85,6 @@ def ancestors(app) -> list:
 
 def check(inputs: list, outputs: list, order: list):
     """The checks made when a network is declared (ValueError naming the layers)."""
-    from .dsl import Input
     declared = {id(i) for i in inputs}
     if len(declared) != len(inputs):
         raise ValueError("the same Input is given twice among the network's inputs")
@@ -120,7 +119,6 @@ def size(shape: tuple) -> int:
 
 def shape(x, shapes: dict) -> tuple:
     """One example of an Input or of an application, given those already known."""
-    from .dsl import Input
     if isinstance(x, Input):
         return x.shape
     return shapes[id(x)]

@@ -18,7 +18,7 @@ of each window (the first in row-major order when several are equal).
 
 from __future__ import annotations
 
-from .dsl import ACTIVATION_NAMES, LayerBase, check_name
+from .base import ACTIVATION_NAMES, LayerBase, check_name
 
 _ACT = ACTIVATION_NAMES
 

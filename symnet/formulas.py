@@ -25,7 +25,11 @@ import sympy as sp
 
 from . import ir
 from .derive import INV_BATCH, NodeGrad, clean, delta_name, derive, grad_name, upstream_name
-from .notation import latex, latex_element, latex_name, text
+from .notation import Phrase as _Tex
+from .notation import latex_element, latex_name, text
+from .notation import phrase_element as _el
+from .notation import phrase_expr as _expr
+from .notation import phrase_sum as _sum
 
 
 @dataclass
@@ -36,18 +40,6 @@ class Line:
     kind: str        # "title", "info", "heading", "step" (matrix form), "index"
     text: str
     latex: str | None
-
-
-class _Tex:
-    """A phrase written twice, as text and as LaTeX; ``+`` concatenates."""
-
-    def __init__(self, t: str, x: str | None | type = str):
-        self.t, self.x = t, t if x is str else x   # x=None: a text-only phrase
-
-    def __add__(self, other):
-        other = other if isinstance(other, _Tex) else _Tex(other)
-        both = None if self.x is None or other.x is None else self.x + other.x
-        return _Tex(self.t + other.t, both)
 
 
 def _n(name: str) -> _Tex:
@@ -62,19 +54,6 @@ def _d(a: str, b: str) -> _Tex:
 def _delta(name: str) -> _Tex:
     short = name[len("delta_"):]
     return _Tex(f"δ_{short}", latex_name(name))
-
-
-def _el(array: str, index: str) -> _Tex:
-    return _Tex(f"{array}[{index}]", latex_element(f"{array}[{index}]"))
-
-
-def _sum(indices) -> _Tex:
-    return _Tex("".join(f"Σ_{k} " for k in indices), "".join(r"\sum_{%s} " % k
-                                                            for k in indices))
-
-
-def _expr(e: sp.Expr) -> _Tex:
-    return _Tex(text(e), latex(e))
 
 
 EQ, DOT, HAD, TR = _Tex(" = "), _Tex("·", r" \cdot "), _Tex(" ⊙ ", r" \odot "), \
@@ -124,13 +103,10 @@ class Formulas:
             self._local()
             self._backward()
         else:   # merges, several inputs/outputs, shared layers: symnet.formulas_graph
-            import sys
-
             from . import formulas_graph as fg
-            here = sys.modules[__name__]
-            fg.header(self, _Tex)
-            fg.forward(self, _Tex, _el, _expr, here)
-            fg.backward(self, _Tex, _el, _expr)
+            fg.header(self)
+            fg.forward(self)
+            fg.backward(self)
         if optimizer is not None or weight_decay or clip_norm:
             self._update(optimizer or "sgd", weight_decay, clip_norm)
 

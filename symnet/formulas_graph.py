@@ -21,7 +21,14 @@ import sympy as sp
 
 from . import ir
 from .derive import delta_name, fused, grad_name, needs_input_grad, upstream_name
-from .notation import latex_name
+
+# T, el, expr: the short names of the derivation's phrases (symnet.notation)
+from .notation import Phrase as T
+from .notation import latex_name, phrase_sum
+from .notation import phrase_element as el
+from .notation import phrase_expr as expr
+
+_O, _T = sp.symbols("o t", real=True)   # a loss element ℓ(o, t)
 
 
 def _uses(graph: ir.Graph) -> dict:
@@ -36,7 +43,7 @@ def _uses(graph: ir.Graph) -> dict:
     return uses
 
 
-def header(f, T):
+def header(f):
     g, net = f.graph, f.network
     ins = ", ".join(n for n, _ in g.inputs)
     outs = ", ".join(g.outputs)
@@ -70,7 +77,7 @@ def header(f, T):
     del net
 
 
-def forward(f, T, el, expr, n):
+def forward(f):
     g = f.graph
     f._add("heading", T("Forward", r"\text{Forward}"))
     for node in g.nodes:
@@ -120,14 +127,14 @@ def forward(f, T, el, expr, n):
             f._add("step", T(f"L_{o} = {pre}inv_batch·Σ_b (logsumexp({o}[b,:])·Σ_k T[b,k] - "
                              f"Σ_k T[b,k]·{o}[b,k])   (T: the columns of {o})", None))
         else:
-            ell = sp.sympify(loss.element(n.O_, n.T_, g.node(o).n_out))
+            ell = sp.sympify(loss.element(_O, _T, g.node(o).n_out))
             f._add("step", T(f"L_{o} = {pre}inv_batch·Σ_b Σ_i ℓ({o}[b,i], T[b,i]),   "
                              f"ℓ(o, t) = ", None) + expr(ell))
     if len(g.outputs) > 1:
         f._add("step", T("L = " + " + ".join(f"L_{o}" for o in g.outputs), None))
 
 
-def backward(f, T, el, expr):
+def backward(f):
     g = f.graph
     f._add("heading", T("Backward, from the outputs down (each layer after every layer "
                         "that reads it)", r"\text{Backward}"))
@@ -202,14 +209,12 @@ def _op(t) -> str:
 
 
 def _sum(t, over):
-    from .formulas import _sum as sums
-    return sums([x for x in (ir.BATCH, ir.OUT, *over) if x not in t.index])
+    return phrase_sum([x for x in (ir.BATCH, ir.OUT, *over) if x not in t.index])
 
 
 def _from(g: ir.Graph, t, node):
-    from .formulas import _Tex
     if t.target.startswith("dL_d"):
-        return _Tex(f"   (from {node.name})", r" \quad \text{(from %s)}" % node.name.replace(
+        return T(f"   (from {node.name})", r" \quad \text{(from %s)}" % node.name.replace(
             "_", r"\_"))
     return ""
 

@@ -1,4 +1,4 @@
-"""Saving and loading a trained model, without pickle.
+"""Model files and network descriptions, without pickle.
 
 A model file is a ``.npz`` (a zip of ``.npy`` arrays, read with
 ``allow_pickle=False``) holding:
@@ -8,11 +8,13 @@ A model file is a ``.npz`` (a zip of ``.npy`` arrays, read with
 - ``param/<name>``: one array per parameter (W1, b1, ...);
 - ``checksum``:     sha256 over all of the above.
 
-``load`` rebuilds the Network from the description, compiles it (a cache hit
-when it was compiled before) and copies the parameters in.  Built-in
-activations and losses are stored by name; custom sympy ones by their
-``sympy.srepr`` text, which is read back by a small interpreter that accepts only
-sympy constructors of expressions with literal arguments (never ``eval``).
+``read`` checks a file and rebuilds the Network from its description
+(``network_from_description``); ``symnet.load`` (``symnet.api.network``)
+then compiles it (a cache hit when it was compiled before) and copies the
+parameters in.  Built-in activations and losses are stored by name; custom
+sympy ones by their ``sympy.srepr`` text, which is read back by a small
+interpreter that accepts only sympy constructors of expressions with literal
+arguments (never ``eval``).
 
 >>> import os, tempfile, numpy as np, symnet as sn
 >>> net = sn.Network(sn.Input(2), sn.Dense(3, "tanh"), sn.Dense(1), loss="mse")
@@ -36,7 +38,7 @@ import zipfile
 
 import numpy as np
 
-__all__ = ["FORMAT", "VERSION", "load", "save"]
+__all__ = ["FORMAT", "VERSION", "network_from_description", "read", "save"]
 
 FORMAT = "symnet-model"
 VERSION = 1
@@ -90,11 +92,13 @@ def _read(path) -> dict:
                          f"({type(exc).__name__}: {exc})") from None
 
 
-def load(path, network=None, dtype=None):
-    """The model saved at ``path``: network rebuilt, compiled, parameters restored.
+def read(path, network=None, cls=None):
+    """``(network, dtype, params)`` saved at ``path``: the network rebuilt as a
+    ``cls`` (``symnet.dsl.Network`` by default), the saved dtype's name, the
+    parameters by name, each checked against the network's shapes.
 
     With ``network`` given, the file must hold that network (same description),
-    else ValueError.  ``dtype`` defaults to the saved one.
+    else ValueError.  ``symnet.load`` compiles the result.
     """
     data = _read(path)
     try:
@@ -122,8 +126,7 @@ def load(path, network=None, dtype=None):
             raise ValueError(f"{path} holds a different network:\n  file:  {description}\n"
                              f"  given: {json.dumps(network.describe(), sort_keys=True)}")
     else:
-        network = network_from_description(desc)
-    model = network.compile(dtype=dtype or str(header[2]))
+        network = network_from_description(desc, cls)
     expected = network.param_shapes()
     if set(expected) != set(params):
         raise ValueError(f"{path}: parameters {sorted(params)} do not match the network's "
@@ -132,17 +135,19 @@ def load(path, network=None, dtype=None):
         if tuple(params[name].shape) != tuple(shape) or params[name].dtype.kind != "f":
             raise ValueError(f"{path}: parameter {name} has shape {params[name].shape} "
                              f"({params[name].dtype}), the network needs {tuple(shape)}")
-        model.params[name] = params[name]
-    return model
+    return network, str(header[2]), params
 
 
 # ------------------------------------------------------------ descriptions
 
-def network_from_description(desc: dict):
-    """The Network that ``Network.describe()`` returned ``desc`` for."""
-    from .dsl import Input, Network
+def network_from_description(desc: dict, cls=None):
+    """The Network that ``Network.describe()`` returned ``desc`` for, as a ``cls``
+    (a subclass of ``symnet.dsl.Network``; that class itself by default)."""
+    from .base import Input
+    from .dsl import Network
+    cls = cls or Network
     if isinstance(desc, dict) and "nodes" in desc:
-        return _graph_from_description(desc)
+        return _graph_from_description(desc, cls)
     try:
         n = desc["input"]["n"]
         inp = Input(tuple(n) if isinstance(n, list) else n, name=desc["input"]["name"])
@@ -153,7 +158,7 @@ def network_from_description(desc: dict):
                 raise ValueError(f"layer kind {d.get('kind')!r} cannot be loaded (only dense, "
                                  "symnet.Layer, convolution, pooling and flatten layers)")
             layers.append(layer)
-        net = Network(inp, *layers, loss=_spec(desc["loss"]))
+        net = cls(inp, *layers, loss=_spec(desc["loss"]))
     except (KeyError, TypeError, AttributeError) as exc:
         raise ValueError(f"malformed network description ({type(exc).__name__}: {exc})") \
             from None
@@ -191,11 +196,11 @@ def _layer(d: dict):
     return None
 
 
-def _graph_from_description(desc: dict):
+def _graph_from_description(desc: dict, cls):
     """A Network with merges, several inputs/outputs or shared layers (the
     ``nodes`` form of ``Network.describe()``); nodes with the same ``params_of``
-    are one layer object applied at several places."""
-    from .dsl import Input, Network
+    are one layer object applied at several places; built as a ``cls``."""
+    from .base import Input
     from .merge import Add, Concatenate, Multiply, Slice
     from .recurrent import RNNCell, _apply
     try:
@@ -224,7 +229,7 @@ def _graph_from_description(desc: dict):
                                      "symnet.load(path, network=net)")
                 origins[key] = layer
             made[d["name"]] = _apply(origins[key], [made[n] for n in d["inputs"]], d["name"])
-        net = Network([made[d["name"]] for d in desc["inputs"]],
+        net = cls([made[d["name"]] for d in desc["inputs"]],
                       [made[o] for o in desc["outputs"]],
                       loss=[_spec(x) for x in desc["loss"]],
                       loss_weights=desc["loss_weights"])

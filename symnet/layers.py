@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import sympy as sp
 
 from . import ir
-from .dsl import LayerBase, _check_size, check_name
+from .base import LayerBase, _check_size, check_name
 from .primitives import stabilise
 from .smooth import check_smooth
 

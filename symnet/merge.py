@@ -18,7 +18,7 @@ whose gradient is the same copy backwards (Concatenate).
 from __future__ import annotations
 
 from . import ir
-from .dsl import LayerBase, check_name
+from .base import LayerBase, check_name
 
 
 def sizes(shapes) -> list[int]:

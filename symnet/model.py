@@ -1,5 +1,11 @@
 """A compiled network: parameters, validation, and calls into the kernels.
 
+This is the model's core, what training and prediction drive: the backend's
+runtime, the parameters, forward / loss / gradients / step.  The ``Model``
+that ``net.compile()`` returns (``symnet.api.model``) adds the calls that
+hand the model to later stages: ``fit``, ``predict``, ``evaluate``, ``save``,
+``export_c``, ``summary``.
+
 >>> import numpy as np, symnet as sn
 >>> net = sn.Network(sn.Input(2), sn.Dense(4, "tanh"), sn.Dense(1), loss="mse")
 >>> model = net.compile(dtype="float64", seed=0)
@@ -19,6 +25,7 @@ from . import guards
 from .backend import c as backend_c
 from .backend.c import network_key  # noqa: F401  (the cache key, for tools and tests)
 from .guards import CHUNK  # noqa: F401  (most examples per kernel call)
+from .io import network_from_description
 
 _INF = float("inf")
 
@@ -36,10 +43,11 @@ def _check_init(init):
                      f"got {init!r}")
 
 
-def _rebuild(description: str, dtype: str, params: dict, init):
-    """A Model from its pickled state (see ``Model.__reduce__``)."""
-    from .io import network_from_description
-    model = Model(network_from_description(json.loads(description)), dtype=dtype, init=init)
+def _rebuild(cls, network_cls, description: str, dtype: str, params: dict, init):
+    """A ``cls`` model of a ``network_cls`` network from its pickled state (see
+    ``Model.__reduce__``)."""
+    network = network_from_description(json.loads(description), network_cls)
+    model = cls(network, dtype=dtype, init=init)
     for name, value in params.items():
         model.params[name] = value
     return model
@@ -83,7 +91,8 @@ class Params(MutableMapping):
 
 
 class Model:
-    """A network compiled to C for one dtype, with its parameters.
+    """A network compiled to C for one dtype, with its parameters (the core;
+    ``symnet.api.model.Model`` is the one users hold).
 
     Safe to share between threads: every kernel call holds the model's lock
     (the kernels share the model's work and gradient buffers), so calls from
@@ -305,14 +314,6 @@ class Model:
             raise ValueError(f"the arrays of {what} have different numbers of rows: "
                              + ", ".join(f"{n}: {r}" for n, r in zip(names, rows)))
 
-    def _sequence(self, A, what: str, shape: tuple, name: str) -> np.ndarray:
-        """(batch, *shape) → (batch, prod(shape)), row-major as the C reads it."""
-        arr = np.asarray(A)
-        if arr.shape[1:] != shape:
-            raise ValueError(f"{what} must have shape (batch, {', '.join(map(str, shape))}) "
-                             f"for input layer {name!r}, got {arr.shape}")
-        return arr.reshape(arr.shape[0], -1)
-
     # ---------------------------------------------------------------- kernels
     def forward(self, X):
         """The network's output for X of shape (batch, inputs) → (batch, outputs).
@@ -434,119 +435,12 @@ class Model:
         finally:
             self._release()
 
-    # ---------------------------------------------------------------- training
-    def fit(self, X, T, method="minibatch", epochs=10, batch_size=32, lr=0.1, shuffle=True,
-            seed=None, validation_data=None, progress=None, optimizer="sgd", momentum=None,
-            betas=None, eps=None, weight_decay=0.0, clip_norm=None, early_stopping=None,
-            restore_best=True, validation_split=None, callbacks=None, comm=None):
-        """Train in place; returns a ``symnet.History``.
-
-        ``method``: ``"sd"`` (one full-batch step per epoch), ``"sgd"`` (N steps per
-        epoch, each on one example drawn at random) or ``"minibatch"`` (each epoch a
-        shuffle cut into batches of ``batch_size``).  ``lr``: a float or a
-        ``symnet.schedules`` schedule of the step number.  ``optimizer``: ``"sgd"``,
-        ``"momentum"`` (``momentum=0.9``) or ``"adam"`` (``betas=(0.9, 0.999)``,
-        ``eps=1e-8``).  The same ``seed`` gives bit-identical parameters.  See
-        ``symnet.train`` for the exact rules, divergence and Ctrl-C handling.
-        ``comm``: an mpi4py communicator; each process passes its own part of the
-        data and the step gradient is the mean over all parts (``symnet.distributed``).
-
-        Inside the compiled step: ``weight_decay`` λ (L2: g + λθ; decoupled for Adam,
-        as AdamW) and ``clip_norm`` c (g·min(1, c/‖g‖₂) before anything else).
-        ``early_stopping=p`` stops after p epochs without a new lowest validation loss
-        (training loss without validation data) and, with ``restore_best``, puts the
-        best epoch's parameters back; ``validation_split=f`` holds out the last
-        fraction f of the rows; ``callbacks``: functions of the History called after
-        each epoch, True stops.  See ``symnet.stopping``.
-
-        >>> import symnet as sn
-        >>> X, T = sn.datasets.xor()
-        >>> net = sn.Network(sn.Input(2), sn.Dense(8, "tanh"), sn.Dense(1, "sigmoid"),
-        ...                  loss="bce")
-        >>> hist = net.compile(seed=0).fit(X, T, method="minibatch", batch_size=2,
-        ...                                epochs=5, lr=0.5, seed=0, progress=False)
-        >>> hist.epochs, hist.steps
-        (5, 10)
-        """
-        if comm is not None:
-            from .distributed import fit as fit_distributed
-            return fit_distributed(self, X, T, comm, method=method, epochs=epochs,
-                                   batch_size=batch_size, lr=lr, shuffle=shuffle, seed=seed,
-                                   validation_data=validation_data, progress=progress,
-                                   optimizer=optimizer, momentum=momentum, betas=betas,
-                                   eps=eps, weight_decay=weight_decay, clip_norm=clip_norm,
-                                   early_stopping=early_stopping, restore_best=restore_best,
-                                   validation_split=validation_split, callbacks=callbacks)
-        from .train import fit
-        return fit(self, X, T, method=method, epochs=epochs, batch_size=batch_size, lr=lr,
-                   shuffle=shuffle, seed=seed, validation_data=validation_data,
-                   progress=progress, optimizer=optimizer, momentum=momentum, betas=betas,
-                   eps=eps, weight_decay=weight_decay, clip_norm=clip_norm,
-                   early_stopping=early_stopping, restore_best=restore_best,
-                   validation_split=validation_split, callbacks=callbacks)
-
-    # ------------------------------------------------------------- using it
-    def predict(self, X, batch_size=None) -> np.ndarray:
-        """Probabilities for a classification head (softmax of the output for
-        ``softmax_cross_entropy``, the sigmoid output for ``bce``), the output
-        otherwise; any number of rows, ``batch_size`` per kernel call.  See
-        ``symnet.predict``."""
-        from .predict import predict
-        return predict(self, X, batch_size)
-
-    def predict_proba(self, X, batch_size=None) -> np.ndarray:
-        """Class probabilities (classification losses only), as ``predict``."""
-        from .predict import predict_proba
-        return predict_proba(self, X, batch_size)
-
-    def predict_classes(self, X, batch_size=None) -> np.ndarray:
-        """Class per example: argmax for ``softmax_cross_entropy`` ((N,) ints),
-        output > 0.5 for ``bce``."""
-        from .predict import predict_classes
-        return predict_classes(self, X, batch_size)
-
-    def evaluate(self, X, T, batch_size=None) -> dict:
-        """``{"loss", "accuracy"}`` for classification, ``{"loss", "mse", "mae"}``
-        otherwise, over all of (X, T) in chunks; no step is taken.
-
-        >>> import numpy as np, symnet as sn
-        >>> m = sn.Network(sn.Input(1), sn.Dense(1), loss="mse").compile(dtype="float64")
-        >>> m.params["W1"] = [[2.0]]
-        >>> m.evaluate(np.array([[1.0], [2.0]]), np.array([2.0, 3.0]))
-        {'loss': 0.5, 'mse': 0.5, 'mae': 0.5}
-        """
-        from .predict import evaluate
-        return evaluate(self, X, T, batch_size)
-
-    def save(self, path):
-        """Write parameters and network description to ``path`` (``.npz``, no pickle);
-        ``symnet.load(path)`` gives the model back.  See ``symnet.io``."""
-        from .io import save
-        save(self, path)
-
-    def export_c(self, directory, name: str = "net", training: bool = True,
-                 threads: bool = False, params_file=None) -> list[str]:
-        """Write ``<name>.h`` and ``<name>.c`` (C99 + <math.h>, no Python) into
-        ``directory``: this model's forward pass and, with ``training``, its
-        loss, gradients, step, update and epoch driver, with the trained values
-        as ``<name>_trained_params``.  Returns the paths.  See ``symnet.export``.
-        """
-        from .export import export_c
-        return export_c(self, directory, name=name, training=training, threads=threads,
-                        params_file=params_file)
-
-    def summary(self, batch_size: int = 32):
-        """Parameters, memory and flops per training step of this model for a
-        batch size (a ``symnet.summary.Summary``; ``print`` it)."""
-        from .summary import summarize
-        return summarize(self.network, batch_size, self.dtype.name)
-
     def __reduce__(self):
         """Pickling and ``copy.deepcopy``: the network description (the same safe text
         ``save`` writes) and the parameters; the compiled module is loaded from the
         cache (or rebuilt) on the other side."""
         desc = json.dumps(self.network.describe(), sort_keys=True)
-        return _rebuild, (desc, self.dtype.name,
+        return _rebuild, (type(self), type(self.network), desc, self.dtype.name,
                           {k: np.array(v) for k, v in self.params.items()}, self._init)
 
     def __repr__(self):

@@ -123,3 +123,34 @@ class TexPrinter(LatexPrinter):
 def latex(expr) -> str:
     """One scalar formula as LaTeX (renders with matplotlib's mathtext)."""
     return TexPrinter().doprint(sp.sympify(expr))
+
+
+# ------------------------------------------------ phrases of the derivation
+# (symnet.formulas and symnet.formulas_graph write their lines with these)
+
+class Phrase:
+    """A phrase written twice, as text and as LaTeX; ``+`` concatenates."""
+
+    def __init__(self, t: str, x: str | None | type = str):
+        self.t, self.x = t, t if x is str else x   # x=None: a text-only phrase
+
+    def __add__(self, other):
+        other = other if isinstance(other, Phrase) else Phrase(other)
+        both = None if self.x is None or other.x is None else self.x + other.x
+        return Phrase(self.t + other.t, both)
+
+
+def phrase_element(array: str, index: str) -> Phrase:
+    """``array[index]``, e.g. ``W1[i,j]``."""
+    return Phrase(f"{array}[{index}]", latex_element(f"{array}[{index}]"))
+
+
+def phrase_sum(indices) -> Phrase:
+    """Σ over each of ``indices``, in order."""
+    return Phrase("".join(f"Σ_{k} " for k in indices),
+                  "".join(r"\sum_{%s} " % k for k in indices))
+
+
+def phrase_expr(e: sp.Expr) -> Phrase:
+    """An expression in both notations."""
+    return Phrase(text(e), latex(e))

@@ -23,7 +23,7 @@ from __future__ import annotations
 import copy
 
 from . import ir
-from .dsl import _CREATED, ACTIVATION_NAMES, Input, LayerBase, _check_size, check_name
+from .base import _CREATED, ACTIVATION_NAMES, Input, LayerBase, _check_size, check_name
 from .merge import Slice, sizes
 
 

@@ -32,7 +32,7 @@ import re
 import sympy as sp
 
 from . import ir
-from .dsl import LayerBase, check_name
+from .base import LayerBase, check_name
 from .primitives import stabilise
 from .smooth import check_smooth
 

@@ -1,12 +1,14 @@
-"""The pipeline is the file tree: symnet's modules import only earlier stages,
-and no import cycle exists.  Every ``import`` in symnet/ counts, at module level
-or inside a function, except the few facade methods listed in FACADES, which
-hand the user's call to a later stage (``net.compile()`` is the whole pipeline).
+"""The pipeline is the file tree: symnet's modules import only modules of their
+own or an earlier stage, and no import cycle exists.  Every ``import`` in
+symnet/ counts, at module level or inside a function: there are no exceptions.
+The user's ``Network`` and ``Model``, whose methods run the later stages
+(``net.compile()`` is the whole pipeline), are put together in the last stage,
+``symnet.api``.
 
-A new module must be given its stage here; an import of a later stage (or a
-new facade) fails this test until the table says why."""
+A new module must be given its stage here."""
 
 import ast
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -21,151 +23,193 @@ STAGES = [
     ("tensor IR", {"ir"}),
     ("scalar calculus", {"smooth"}),
     ("primitives", {"primitives"}),
-    ("language", {"dsl", "layers", "layers_multi", "tensor", "conv", "compose", "merge",
-                  "recurrent"}),
+    ("language: inputs, layer base, checks", {"base"}),
+    ("language: layers", {"layers", "layers_multi", "tensor", "conv", "merge", "recurrent"}),
+    ("language: composition", {"compose"}),
+    ("language: Dense, the network declaration", {"dsl"}),
+    ("descriptions and model files", {"io"}),
     ("derivation", {"derive"}),
     ("kernel plan", {"lower"}),
     ("readers of the derivation", {"formulas", "formulas_graph", "explicit", "summary"}),
     ("C text", {"emit"}),
     ("backends", {"backend", "backend.c"}),
-    ("model", {"model"}),
-    ("training", {"train", "predict", "distributed"}),
-    ("files", {"io", "export"}),
+    ("compiled model core", {"model"}),
+    ("training and prediction", {"train", "predict", "distributed"}),
+    ("standalone C export", {"export"}),
+    ("the user's model", {"api", "api.model"}),
+    ("the user's network", {"api.network"}),
     ("tools", {"__init__", "__main__", "sanitize", "bench", "bench.__main__",
                "bench.measure", "bench.refs", "bench.conv", "bench.mpi"}),
 ]
 
-# (importer, imported): a call handed to a later stage, and why it is allowed; and the
-# known cycles left, each with the edge that closes it.
-FACADES = {
-    ("dsl", "model"): "Network.compile(): the whole pipeline, for the user",
-    ("dsl", "formulas"): "Network.formulas(): the derivation, for the user",
-    ("model", "train"): "Model.fit(): symnet.train.fit",
-    ("model", "io"): "Model.save(): symnet.io.save",
-    ("model", "summary"): "Model.summary(): symnet.summary.summarize",
-    ("model", "export"): "Model.export_c(): symnet.export.export_c",
-    ("model", "predict"): "Model.predict/evaluate(): symnet.predict",
-    ("model", "distributed"): "Model.fit(comm=...): symnet.distributed.fit",
-    ("dsl", "summary"): "Network.summary(): symnet.summary.summarize",
-    # Not a facade: the one cycle left (dsl -> layers -> dsl).  Dense builds its IR
-    # node as the general sn.Layer it is a case of, and layers.py takes LayerBase from
-    # dsl.py.  The cure is LayerBase and the name checks in a module of their own, to
-    # be done once the DSL changes of the tensor and graph work have landed.
-    ("dsl", "layers"): "Dense.to_node: a Dense layer is a general sn.Layer",
-    # Two more cycles of the same kind came with the general graphs, each closed by a
-    # lazy import inside a function: compose.py takes Input from dsl.py (which imports
-    # compose), formulas_graph.py takes two helpers from formulas.py (which hands graph
-    # networks to it).  Cure: the shared pieces in the earlier module of each pair.
-    ("compose", "dsl"): "compose's functions build Input nodes (dsl imports compose)",
-    ("formulas_graph", "formulas"): "formulas_graph reuses formulas' sum and TeX helpers",
-}
 
-
-def _module_name(path: Path) -> str:
-    rel = path.relative_to(PACKAGE).with_suffix("")
-    parts = list(rel.parts)
+def _module_name(package: Path, path: Path) -> str:
+    parts = list(path.relative_to(package).with_suffix("").parts)
     if parts[-1] == "__init__" and len(parts) > 1:
         parts = parts[:-1]
     return ".".join(parts)
 
 
-def _exists(name: str) -> bool:
-    p = PACKAGE.joinpath(*name.split("."))
-    return p.with_suffix(".py").is_file() or (p / "__init__.py").is_file()
+def imports(package: Path = PACKAGE) -> dict[str, set[str]]:
+    """module → the modules of ``package`` it imports (anywhere in its code)."""
+    root = package.name
 
+    def exists(name: str) -> bool:
+        p = package.joinpath(*name.split("."))
+        return p.with_suffix(".py").is_file() or (p / "__init__.py").is_file()
 
-def _package_of(path: Path) -> list[str]:
-    rel = path.relative_to(PACKAGE)
-    return list(rel.parts[:-1])
-
-
-def imports() -> dict[str, set[str]]:
-    """module → the symnet modules it imports (anywhere in its code)."""
     graph = {}
-    for path in sorted(PACKAGE.rglob("*.py")):
-        name = _module_name(path)
+    for path in sorted(package.rglob("*.py")):
+        name = _module_name(package, path)
+        here = list(path.relative_to(package).parts[:-1])     # the module's package
         found = set()
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             targets = []
             if isinstance(node, ast.ImportFrom):
+                mod = node.module or ""
                 if node.level:
-                    base = _package_of(path)[:len(_package_of(path)) - node.level + 1]
+                    base = here[:len(here) - node.level + 1]
+                elif mod == root or mod.startswith(root + "."):
+                    base, mod = [], mod[len(root):].lstrip(".")
                 else:
-                    if not (node.module or "").startswith("symnet"):
-                        continue
-                    base = []
-                mod = (node.module or "")
-                if not node.level:
-                    mod = mod[len("symnet"):].lstrip(".")
+                    continue
                 prefix = ".".join([*base, *([mod] if mod else [])])
                 for alias in node.names:
                     sub = f"{prefix}.{alias.name}" if prefix else alias.name
-                    if _exists(sub):
+                    if exists(sub):
                         targets.append(sub)
                     elif prefix:
                         targets.append(prefix)
                     # else: `from . import __version__`, a name of the package root
             elif isinstance(node, ast.Import):
                 for alias in node.names:
-                    if alias.name.startswith("symnet."):
-                        targets.append(alias.name[len("symnet."):])
+                    if alias.name.startswith(root + "."):
+                        targets.append(alias.name[len(root) + 1:])
             found.update(t for t in targets if t != name)
         graph[name] = found
     return graph
 
 
-def _stage() -> dict[str, int]:
-    return {m: k for k, (_, mods) in enumerate(STAGES) for m in mods}
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan)."""
+    index, low, stack, on, out = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def later_imports(graph: dict[str, set[str]], stages=STAGES) -> list[str]:
+    """Every import of a module of a later stage, as a sentence."""
+    stage = {m: k for k, (_, mods) in enumerate(stages) for m in mods}
+    return sorted(f"{mod} ({stages[stage[mod]][0]}) imports {dep} ({stages[stage[dep]][0]})"
+                  for mod, deps in graph.items() for dep in deps if stage[dep] > stage[mod])
 
 
 def test_every_module_has_a_stage():
-    stage = _stage()
-    missing = sorted(set(imports()) - set(stage))
+    stage = {m for _, mods in STAGES for m in mods}
+    missing = sorted(set(imports()) - stage)
     assert not missing, f"give these modules a stage in tests/test_imports.py: {missing}"
-    gone = sorted(set(stage) - set(imports()))
+    gone = sorted(stage - set(imports()))
     assert not gone, f"no such modules (remove them from STAGES): {gone}"
 
 
 def test_no_stage_imports_a_later_one():
-    stage = _stage()
-    bad = []
-    for mod, deps in imports().items():
-        for dep in deps:
-            if stage[dep] > stage[mod] and (mod, dep) not in FACADES:
-                bad.append(f"{mod} ({STAGES[stage[mod]][0]}) imports {dep} "
-                           f"({STAGES[stage[dep]][0]})")
-    assert not bad, "imports of a later stage:\n" + "\n".join(sorted(bad))
-
-
-def test_facades_are_still_needed():
-    graph = imports()
-    stale = [edge for edge in FACADES if edge[1] not in graph.get(edge[0], ())]
-    assert not stale, f"these facade imports are gone; remove them from FACADES: {stale}"
+    bad = later_imports(imports())
+    assert not bad, "imports of a later stage:\n" + "\n".join(bad)
 
 
 def test_no_import_cycles():
-    graph = {m: {d for d in deps if (m, d) not in FACADES} for m, deps in imports().items()}
-    state, stack, cycles = {}, [], []
-
-    def visit(m):
-        state[m] = "open"
-        stack.append(m)
-        for d in sorted(graph.get(m, ())):
-            if state.get(d) == "open":
-                cycles.append(" -> ".join(stack[stack.index(d):] + [d]))
-            elif d not in state:
-                visit(d)
-        stack.pop()
-        state[m] = "done"
-
-    for m in sorted(graph):
-        if m not in state:
-            visit(m)
-    assert not cycles, "import cycles:\n" + "\n".join(cycles)
+    found = cycles(imports())
+    assert not found, "import cycles:\n" + "\n".join(" <-> ".join(c) for c in found)
 
 
 @pytest.mark.parametrize("edge", [("derive", "smooth"), ("smooth", "cprint"),
-                                  ("emit", "lower"), ("model", "backend.c")])
+                                  ("emit", "lower"), ("model", "backend.c"),
+                                  ("api.network", "formulas"), ("backend.c", "emit"),
+                                  ("bench.mpi", "distributed")])
 def test_the_reader_sees_real_edges(edge):
-    """The parser finds imports (so an empty graph cannot pass the tests above)."""
+    """The parser finds imports, at module level and inside functions, relative
+    and absolute (so an empty graph cannot pass the tests above)."""
     assert edge[1] in imports()[edge[0]]
+
+
+def _package(tmp_path, files: dict) -> Path:
+    pkg = tmp_path / "pkg"
+    for name, text in files.items():
+        path = pkg / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+    return pkg
+
+
+def test_the_checks_fail_on_a_cycle_through_a_function_level_import(tmp_path):
+    pkg = _package(tmp_path, {
+        "__init__.py": "",
+        "a.py": "from . import b\n",
+        "b.py": "def f():\n    from .sub import c\n    return c\n",
+        "sub/__init__.py": "",
+        "sub/c.py": "import pkg.a\nfrom ..b import f\n",
+        "d.py": "from pkg import a\n",
+    })
+    graph = imports(pkg)
+    assert graph == {"__init__": set(), "a": {"b"}, "b": {"sub.c"}, "sub": set(),
+                     "sub.c": {"a", "b"}, "d": {"a"}}
+    assert cycles(graph) == [["a", "b", "sub.c"]]
+    stages = [("one", {"__init__", "sub", "sub.c"}), ("two", {"a", "b", "d"})]
+    assert later_imports(graph, stages) == ["sub.c (one) imports a (two)",
+                                            "sub.c (one) imports b (two)"]
+    del graph["b"]                           # no cycle once b is gone
+    assert cycles(graph) == []
+
+
+def test_the_public_names_are_the_user_facing_classes():
+    """``sn.Network`` builds the network whose methods run the later stages, and
+    ``compile`` and ``sn.load`` give the Model with fit/save/export_c."""
+    import symnet as sn
+    from symnet.api import model, network
+    assert sn.Network is network.Network and sn.load is network.load
+    net = sn.Network(sn.Input(2), sn.Dense(1), loss="mse")
+    assert all(callable(getattr(net, m)) for m in ("compile", "formulas", "summary"))
+    assert type(net.compile(dtype="float64")) is model.Model
+
+
+@pytest.mark.parametrize("module", ["base", "notation", "io", "api.network", "api.model"])
+def test_docstring_examples_of_the_moved_pieces(module):
+    import doctest
+    import importlib
+    result = doctest.testmod(importlib.import_module(f"symnet.{module}"))
+    assert result.attempted > 0 and result.failed == 0
+
+
+def test_every_package_is_installed():
+    """pyproject.toml lists the packages explicitly: a new folder of modules must be
+    among them, or an installed symnet lacks it."""
+    import re
+    text = (PACKAGE.parent / "pyproject.toml").read_text()
+    listed = set(ast.literal_eval(re.search(r"^packages = (\[.*?\])", text, re.M).group(1)))
+    found = {".".join(("symnet", *p.parent.relative_to(PACKAGE).parts))
+             for p in PACKAGE.rglob("__init__.py")}
+    assert found <= listed, f"add to [tool.setuptools] packages: {sorted(found - listed)}"

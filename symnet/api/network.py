@@ -1,0 +1,67 @@
+"""The Network the user declares (``symnet.Network``), and ``symnet.load``.
+
+The declaration itself (layers, checks, names, the IR, ``describe``) is
+``symnet.dsl.Network``; this subclass adds the calls that run the later
+stages on it: ``formulas()`` (``symnet.formulas``), ``summary()``
+(``symnet.summary``) and ``compile()`` (the whole pipeline, to a
+``symnet.api.model.Model``).  Each imports its stage when called: importing
+symnet imports neither sympy nor the compiler.
+
+>>> import symnet as sn
+>>> net = sn.Network(sn.Input(3), sn.Dense(4, "relu"), sn.Dense(2), loss="mse")
+>>> isinstance(net, Network), net.summary(batch_size=10).total("params")
+(True, 26)
+"""
+
+from __future__ import annotations
+
+from .. import dsl, io
+
+
+class Network(dsl.Network):
+    __doc__ = dsl.Network.__doc__
+
+    def formulas(self, optimizer=None, weight_decay=0.0, clip_norm=None):
+        """The chain-rule derivation of this network, for people.  With
+        ``optimizer``, ``weight_decay`` or ``clip_norm`` (as given to ``fit``) it ends
+        with the parameter update and its extra terms."""
+        from ..formulas import Formulas
+        return Formulas(self, optimizer=optimizer, weight_decay=weight_decay,
+                        clip_norm=clip_norm)
+
+    def compile(self, dtype="float32", seed: int = 0, init=None):
+        """Derive, emit, build (or load from the cache) → a ``Model``.
+
+        ``seed`` seeds the initial parameters; ``init`` ("glorot", "he", "normal",
+        "zeros", "ones" or a number) overrides the initialisation of every weight
+        matrix (by default each layer's own: its ``init=``, else suited to its
+        activation).
+        """
+        from .model import Model
+        return Model(self, dtype=dtype, seed=seed, init=init)
+
+    def summary(self, batch_size: int = 32, dtype: str = "float32"):
+        """Parameters, memory and flops per training step, before compiling
+        (``symnet.summary``; ``print`` it).
+
+        >>> import symnet as sn
+        >>> net = sn.Network(sn.Input(3), sn.Dense(4, "relu"), sn.Dense(2), loss="mse")
+        >>> net.summary(batch_size=10).total("params")
+        26
+        """
+        from ..summary import summarize
+        return summarize(self, batch_size, dtype)
+
+
+def load(path, network=None, dtype=None):
+    """The model saved at ``path`` (``model.save``): network rebuilt, compiled,
+    parameters restored (``symnet.io`` reads and checks the file).
+
+    With ``network`` given, the file must hold that network (same description),
+    else ValueError.  ``dtype`` defaults to the saved one.
+    """
+    network, saved, params = io.read(path, network, cls=Network)
+    model = network.compile(dtype=dtype or saved)
+    for name, value in params.items():
+        model.params[name] = value
+    return model
