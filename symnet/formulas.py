@@ -76,6 +76,15 @@ def activation_label(node: ir.Node) -> str | None:
     return f"f_{node.name}" if name.startswith("custom:") else name
 
 
+def _leaves(node, red) -> bool:
+    """Whether a reduction's summand reads outside its input (padding)."""
+    acc = node.symbols[red.summand]
+    extents = {**dict(node.space), **dict(red.space)}
+    return any(not isinstance(ix, str) and (ix.bounds(extents)[0] < 0
+                                            or ix.bounds(extents)[1] > n - 1)
+               for ix, n in zip(acc.index[1:], node.in_shape))
+
+
 class Formulas:
     """The chain-rule derivation of a network (see the module docstring).
 
@@ -224,9 +233,12 @@ class Formulas:
                           r"\max_{%s} " % ",".join(n for n, _ in red.space))
             else:
                 op = _sum([n for n, _ in red.space])
-            ranges = ", ".join(f"{n} < {e}" for n, e in red.space)
+            ranges = tex = ", ".join(f"{n} < {e}" for n, e in red.space)
+            if red.op == "max" and _leaves(node, red):   # a padded max pool
+                ranges += f"; −∞ outside {node.input}"
+                tex += r"; -\infty \text{ outside } %s" % latex_name(node.input)
             self._add("index", _el(red.name, out) + EQ + op + _expr(red.summand)
-                      + _Tex(f"   ({ranges})", r" \quad (%s)" % ranges))
+                      + _Tex(f"   ({ranges})", r" \quad (%s)" % tex))
         self._add("index", _el(node.name, out) + EQ + _expr(node.outer))
 
     def _loss_element(self) -> sp.Expr:

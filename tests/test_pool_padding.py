@@ -187,4 +187,8 @@ def test_summary_and_formulas_show_the_padding():
     assert s.layers[1].shapes == "(3, 6, 5) → (3, 3, 3)"
     text = str(net.formulas())
     assert "MaxPool2d((3, 3), stride (2, 2), padding (1, 1))" in text
-    assert "z_H2[b,c,y,x] = max_u,v H1[b,c,y*2 + u - 1,x*2 + v - 1]" in text
+    assert "z_H2[b,c,y,x] = max_u,v H1[b,c,y*2 + u - 1,x*2 + v - 1]   (u < 3, v < 3; " \
+        "−∞ outside H1)" in text
+    assert r"-\infty \text{ outside } H" in net.formulas().latex()
+    plain = sn.Network(sn.Input((2, 7, 6)), sn.MaxPool2d(3, stride=2), loss="mse")
+    assert "max_u,v I[b,c,y*2 + u,x*2 + v]   (u < 3, v < 3)\n" in str(plain.formulas())
