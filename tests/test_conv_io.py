@@ -84,6 +84,19 @@ def test_tensor_networks_round_trip_and_train_on(tmp_path, name, dtype):
     assert loaded.loss(X, T) < L0
 
 
+def test_pickle_and_deepcopy_of_tensor_networks():
+    """Both go through the same description as the model files."""
+    import copy
+    import pickle
+    net = NETS["conv_mix"]()
+    model = net.compile(dtype="float64", seed=1)
+    _perturb(model, 1)
+    X, _ = _data(net)
+    for other in (pickle.loads(pickle.dumps(model)), copy.deepcopy(model)):
+        assert other.network.describe() == net.describe()
+        np.testing.assert_array_equal(other.forward(X), model.forward(X))
+
+
 def test_loaded_tensor_layer_equals_the_numpy_formula(tmp_path):
     """The loaded network computes the formula itself (not only what the saved one did)."""
     net = NETS["padded_1d"]()
