@@ -32,8 +32,8 @@
  *   loss: softmax_cross_entropy, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_DA4146EBB8_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_DA4146EBB8_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_4D1BCAB3A6_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_4D1BCAB3A6_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (16, 1, 3, 3)
  *   b1           offset       144  shape (16,)
  *   W3           offset       160  shape (32, 16, 3, 3)
@@ -41,59 +41,59 @@
  *   W5           offset      4800  shape (10, 512)
  *   b5           offset      9920  shape (10,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_DA4146EBB8_WORK_SIZE(batch) numbers; SYMNET_DA4146EBB8_TRAIN_WORK_SIZE(batch_size) for
- * symnet_da4146ebb8_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_4D1BCAB3A6_WORK_SIZE(batch) numbers; SYMNET_4D1BCAB3A6_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_4d1bcab3a6_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 9930 + X B*64 + T or O B*10 + work (B*15912 + 9930)
  *   numbers of 4 bytes; e.g. B = 32: 2,125,648 bytes (training; forward only: 1,042,984).
  */
-#ifndef SYMNET_DA4146EBB8_H
-#define SYMNET_DA4146EBB8_H
+#ifndef SYMNET_4D1BCAB3A6_H
+#define SYMNET_4D1BCAB3A6_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_DA4146EBB8_REAL float  /* the number type of every array (float32) */
-#define SYMNET_DA4146EBB8_N_INPUTS 64  /* features per example */
-#define SYMNET_DA4146EBB8_N_OUTPUTS 10
-#define SYMNET_DA4146EBB8_N_PARAMS 9930  /* numbers in the flat parameter array */
-#define SYMNET_DA4146EBB8_WORK_PER_EXAMPLE 15912
-#define SYMNET_DA4146EBB8_WORK_SIZE(batch) ((batch) * 15912 + 9930)  /* numbers of scratch per call */
-#define SYMNET_DA4146EBB8_TRAIN_WORK_SIZE(batch_size) (SYMNET_DA4146EBB8_WORK_SIZE(batch_size) + (batch_size) * 74)
-#define SYMNET_DA4146EBB8_SGD 0       /* optimizer codes of symnet_da4146ebb8_update and symnet_da4146ebb8_train */
-#define SYMNET_DA4146EBB8_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_DA4146EBB8_N_PARAMS numbers */
-#define SYMNET_DA4146EBB8_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_DA4146EBB8_N_PARAMS numbers each */
+#define SYMNET_4D1BCAB3A6_REAL float  /* the number type of every array (float32) */
+#define SYMNET_4D1BCAB3A6_N_INPUTS 64  /* features per example */
+#define SYMNET_4D1BCAB3A6_N_OUTPUTS 10
+#define SYMNET_4D1BCAB3A6_N_PARAMS 9930  /* numbers in the flat parameter array */
+#define SYMNET_4D1BCAB3A6_WORK_PER_EXAMPLE 15912
+#define SYMNET_4D1BCAB3A6_WORK_SIZE(batch) ((batch) * 15912 + 9930)  /* numbers of scratch per call */
+#define SYMNET_4D1BCAB3A6_TRAIN_WORK_SIZE(batch_size) (SYMNET_4D1BCAB3A6_WORK_SIZE(batch_size) + (batch_size) * 74)
+#define SYMNET_4D1BCAB3A6_SGD 0       /* optimizer codes of symnet_4d1bcab3a6_update and symnet_4d1bcab3a6_train */
+#define SYMNET_4D1BCAB3A6_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_4D1BCAB3A6_N_PARAMS numbers */
+#define SYMNET_4D1BCAB3A6_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_4D1BCAB3A6_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_DA4146EBB8_N_OUTPUTS) = the network's output for X (batch × SYMNET_DA4146EBB8_N_INPUTS). */
-void symnet_da4146ebb8_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_4D1BCAB3A6_N_OUTPUTS) = the network's output for X (batch × SYMNET_4D1BCAB3A6_N_INPUTS). */
+void symnet_4d1bcab3a6_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_da4146ebb8_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_4d1bcab3a6_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_DA4146EBB8_N_PARAMS numbers) by back propagation. */
-float symnet_da4146ebb8_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_4D1BCAB3A6_N_PARAMS numbers) by back propagation. */
+float symnet_4d1bcab3a6_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_da4146ebb8_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_4d1bcab3a6_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss; T[b] is the class label of example b. */
-float symnet_da4146ebb8_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_4d1bcab3a6_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_DA4146EBB8_N_PARAMS numbers) by back propagation. */
-float symnet_da4146ebb8_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_4D1BCAB3A6_N_PARAMS numbers) by back propagation. */
+float symnet_4d1bcab3a6_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_da4146ebb8_step_labels(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_4d1bcab3a6_step_labels(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_DA4146EBB8_SGD, SYMNET_DA4146EBB8_MOMENTUM or SYMNET_DA4146EBB8_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_4D1BCAB3A6_SGD, SYMNET_4D1BCAB3A6_MOMENTUM or SYMNET_4D1BCAB3A6_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_da4146ebb8_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_4d1bcab3a6_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -101,10 +101,10 @@ void symnet_da4146ebb8_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_DA4146EBB8_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_4D1BCAB3A6_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_DA4146EBB8_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_da4146ebb8_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_4D1BCAB3A6_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_4d1bcab3a6_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -114,10 +114,10 @@ long long symnet_da4146ebb8_train(float *params, const float *X, const float *T,
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_DA4146EBB8_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_4D1BCAB3A6_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_DA4146EBB8_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_da4146ebb8_train_labels(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_4D1BCAB3A6_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_4d1bcab3a6_train_labels(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -126,7 +126,7 @@ long long symnet_da4146ebb8_train_labels(float *params, const float *X, const fl
 }
 #endif
 
-#endif /* SYMNET_DA4146EBB8_H */
+#endif /* SYMNET_4D1BCAB3A6_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -410,22 +410,25 @@ static void sn_took_now(int threads, double seconds)
 static inline int sn_imax(int a, int b) { return a > b ? a : b; }
 static inline int sn_imin(int a, int b) { return a < b ? a : b; }
 
-/* im2col: col[(k·KH + u)·KW + v, y·OW + x] = X[k, y·SH + u − PH, x·SW + v − PW], and 0
- * where that position is outside X (the zero padding).  The x range that stays inside
- * is computed once per (k, u, v), so the inner loops copy without a test. */
+/* im2col: col[(k·KH + u)·KW + v, y·OW + x] = X[k, y·SH + u·DH − PH, x·SW + v·DW − PW],
+ * and 0 where that position is outside X (the zero padding; DH, DW: the dilation).  The
+ * x range that stays inside is computed once per (k, u, v), so the inner loops copy
+ * without a test. */
 SN_INLINE void sn_im2col(const real *restrict X, real *restrict col, int C, int H, int W,
-                         int KH, int KW, int SH, int SW, int PH, int PW, int OH, int OW)
+                         int KH, int KW, int SH, int SW, int PH, int PW, int DH, int DW,
+                         int OH, int OW)
 {
     for (int k = 0; k < C; k++)
         for (int u = 0; u < KH; u++)
             for (int v = 0; v < KW; v++) {
                 real *row = col + (size_t)((k * KH + u) * KW + v) * OH * OW;
-                /* x·SW + v − PW ∈ [0, W) ⇔ x ∈ [x0, x1) */
-                const int x0 = sn_imin(OW, PW - v > 0 ? (PW - v + SW - 1) / SW : 0);
-                const int x1 = W - 1 + PW - v < 0 ? x0
-                             : sn_imax(x0, sn_imin(OW, (W - 1 + PW - v) / SW + 1));
+                const int du = u * DH, dv = v * DW;
+                /* x·SW + dv − PW ∈ [0, W) ⇔ x ∈ [x0, x1) */
+                const int x0 = sn_imin(OW, PW - dv > 0 ? (PW - dv + SW - 1) / SW : 0);
+                const int x1 = W - 1 + PW - dv < 0 ? x0
+                             : sn_imax(x0, sn_imin(OW, (W - 1 + PW - dv) / SW + 1));
                 for (int y = 0; y < OH; y++) {
-                    const int iy = y * SH + u - PH;
+                    const int iy = y * SH + du - PH;
                     real *r = row + (size_t)y * OW;
                     if (iy < 0 || iy >= H) {   /* a whole row of padding */
                         for (int x = 0; x < OW; x++) r[x] = 0;
@@ -433,7 +436,7 @@ SN_INLINE void sn_im2col(const real *restrict X, real *restrict col, int C, int 
                     }
                     const real *xr = X + ((size_t)k * H + iy) * W;
                     for (int x = 0; x < x0; x++) r[x] = 0;
-                    for (int x = x0; x < x1; x++) r[x] = xr[x * SW + v - PW];
+                    for (int x = x0; x < x1; x++) r[x] = xr[x * SW + dv - PW];
                     for (int x = x1; x < OW; x++) r[x] = 0;
                 }
             }
@@ -549,25 +552,28 @@ SN_INLINE void sn_rows_nt(int M, int N, int K, const real *restrict A, const rea
         }
 }
 
-/* col2im, the adjoint of im2col: dX[k, y·SH + u − PH, x·SW + v − PW] += dcol[(k·KH + u)·KW + v,
- * y·OW + x] for every position inside X (padding positions have no gradient). */
+/* col2im, the adjoint of im2col: dX[k, y·SH + u·DH − PH, x·SW + v·DW − PW] +=
+ * dcol[(k·KH + u)·KW + v, y·OW + x] for every position inside X (padding positions have
+ * no gradient). */
 SN_INLINE void sn_col2im(const real *restrict dcol, real *restrict dX, int C, int H, int W,
-                         int KH, int KW, int SH, int SW, int PH, int PW, int OH, int OW)
+                         int KH, int KW, int SH, int SW, int PH, int PW, int DH, int DW,
+                         int OH, int OW)
 {
     for (int k = 0; k < C; k++)
         for (int u = 0; u < KH; u++)
             for (int v = 0; v < KW; v++) {
                 const real *row = dcol + (size_t)((k * KH + u) * KW + v) * OH * OW;
-                const int x0 = sn_imin(OW, PW - v > 0 ? (PW - v + SW - 1) / SW : 0);
-                const int x1 = W - 1 + PW - v < 0 ? x0
-                             : sn_imax(x0, sn_imin(OW, (W - 1 + PW - v) / SW + 1));
-                const int y0 = sn_imin(OH, PH - u > 0 ? (PH - u + SH - 1) / SH : 0);
-                const int y1 = H - 1 + PH - u < 0 ? y0
-                             : sn_imax(y0, sn_imin(OH, (H - 1 + PH - u) / SH + 1));
+                const int du = u * DH, dv = v * DW;
+                const int x0 = sn_imin(OW, PW - dv > 0 ? (PW - dv + SW - 1) / SW : 0);
+                const int x1 = W - 1 + PW - dv < 0 ? x0
+                             : sn_imax(x0, sn_imin(OW, (W - 1 + PW - dv) / SW + 1));
+                const int y0 = sn_imin(OH, PH - du > 0 ? (PH - du + SH - 1) / SH : 0);
+                const int y1 = H - 1 + PH - du < 0 ? y0
+                             : sn_imax(y0, sn_imin(OH, (H - 1 + PH - du) / SH + 1));
                 for (int y = y0; y < y1; y++) {
-                    real *xr = dX + ((size_t)k * H + y * SH + u - PH) * W;
+                    real *xr = dX + ((size_t)k * H + y * SH + du - PH) * W;
                     const real *r = row + (size_t)y * OW;
-                    for (int x = x0; x < x1; x++) xr[x * SW + v - PW] += r[x];
+                    for (int x = x0; x < x1; x++) xr[x * SW + dv - PW] += r[x];
                 }
             }
 }
@@ -593,7 +599,7 @@ static void sn_rows_1(const real *params, real *work, const real *I, int batch, 
     /* z_H1[b,c,y,x] = Σ_k Σ_u Σ_v I[b,k,y + u - 1,x + v - 1]·W1[c,k,u,v]
        as im2col: col_H1[b] holds the input positions each output reads, then z_H1[b] = W1·col_H1[b] */
     for (int b = sn_lo; b < sn_hi; b++) {
-        sn_im2col(I + (size_t)b * 64, col_H1 + (size_t)b * 576, 1, 8, 8, 3, 3, 1, 1, 1, 1, 8, 8);
+        sn_im2col(I + (size_t)b * 64, col_H1 + (size_t)b * 576, 1, 8, 8, 3, 3, 1, 1, 1, 1, 1, 1, 8, 8);
         sn_conv_mm(16, 64, 9, W1, 9, 1, col_H1 + (size_t)b * 576, z_H1 + (size_t)b * 1024, 0);
     }
     /* H1[b,c,y,x] = (b1[c] + z_H1[b,c,y,x] if b1[c] + z_H1[b,c,y,x] > 0 else 0) */
@@ -617,7 +623,7 @@ static void sn_rows_1(const real *params, real *work, const real *I, int batch, 
     /* z_H3[b,c,y,x] = Σ_k Σ_u Σ_v H2[b,k,y + u - 1,x + v - 1]·W3[c,k,u,v]
        as im2col: col_H3[b] holds the input positions each output reads, then z_H3[b] = W3·col_H3[b] */
     for (int b = sn_lo; b < sn_hi; b++) {
-        sn_im2col(H2 + (size_t)b * 256, col_H3 + (size_t)b * 2304, 16, 4, 4, 3, 3, 1, 1, 1, 1, 4, 4);
+        sn_im2col(H2 + (size_t)b * 256, col_H3 + (size_t)b * 2304, 16, 4, 4, 3, 3, 1, 1, 1, 1, 1, 1, 4, 4);
         sn_conv_mm(32, 16, 144, W3, 144, 1, col_H3 + (size_t)b * 2304, z_H3 + (size_t)b * 512, 0);
     }
     /* H3[b,c,y,x] = (b3[c] + z_H3[b,c,y,x] if b3[c] + z_H3[b,c,y,x] > 0 else 0) */
@@ -690,7 +696,7 @@ static void sn_rows_2(const real *params, real *work, const real *I, int batch, 
         const real *d = delta_H3 + (size_t)b * 512;
         real *col = col_H3 + (size_t)b * 2304;
         sn_conv_mm(144, 16, 32, W3, 1, 144, d, col, 0);
-        sn_col2im(col, dL_dH2 + (size_t)b * 256, 16, 4, 4, 3, 3, 1, 1, 1, 1, 4, 4);
+        sn_col2im(col, dL_dH2 + (size_t)b * 256, 16, 4, 4, 3, 3, 1, 1, 1, 1, 1, 1, 4, 4);
     }
     memset(dL_dH1 + (size_t)sn_lo * 1024, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 1024);
     /* dL_dH1[b,c,y*2 + u,x*2 + v] += delta_H2[b,c,y,x] at the first (u,v) where H1[b,c,y*2 + u,x*2 + v] = z_H2[b,c,y,x] (first on ties) */
@@ -776,7 +782,7 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_da4146ebb8_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_4d1bcab3a6_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 7754, sizeof(real) * (size_t)batch * 10);
@@ -810,7 +816,7 @@ static double sn_loss(const real *params, real *work, const real *I, const real 
     return loss / batch;
 }
 
-real symnet_da4146ebb8_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_4d1bcab3a6_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -901,7 +907,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_da4146ebb8_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_4d1bcab3a6_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -930,7 +936,7 @@ static double sn_loss_labels(const real *params, real *work, const real *I, cons
     return loss / batch;
 }
 
-real symnet_da4146ebb8_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_4d1bcab3a6_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss_labels(params, work, X, T, batch);
 }
@@ -1017,7 +1023,7 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
     return loss / batch;
 }
 
-real symnet_da4146ebb8_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_4d1bcab3a6_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad_labels(params, grads, work, X, T, batch);
 }
@@ -1032,7 +1038,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
 
 /* One steepest-descent step on this batch: θ ← θ − lr·∂L/∂θ, the gradients
  * in work after the batch's rows.  Returns the loss before it. */
-real symnet_da4146ebb8_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_4d1bcab3a6_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 15912;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
@@ -1042,7 +1048,7 @@ real symnet_da4146ebb8_step(real *params, const real *X, const real *T, int batc
 
 /* One steepest-descent step on this batch; T[b] is the class label of example b: θ ← θ − lr·∂L/∂θ, the gradients
  * in work after the batch's rows.  Returns the loss before it. */
-real symnet_da4146ebb8_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_4d1bcab3a6_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 15912;
     const double loss = sn_loss_grad_labels(params, grads, work, X, T, batch);
@@ -1104,7 +1110,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_da4146ebb8_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_4d1bcab3a6_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -1130,7 +1136,7 @@ void symnet_da4146ebb8_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_da4146ebb8_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_4d1bcab3a6_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
@@ -1211,7 +1217,7 @@ long long symnet_da4146ebb8_train(real *params, const real *X, const real *T, co
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step).
  * The same with integer class labels: T[n] is the class of example n. */
-long long symnet_da4146ebb8_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_4d1bcab3a6_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

@@ -15,7 +15,7 @@ from .base import Input  # noqa: E402
 from .dsl import Dense  # noqa: E402
 from .api.network import Network, load  # noqa: E402
 from .merge import Add, Concatenate, Multiply, Slice  # noqa: E402
-from .conv import AvgPool2d, Conv1d, Conv2d, Flatten, MaxPool2d  # noqa: E402
+from .conv import AvgPool1d, AvgPool2d, Conv1d, Conv2d, Flatten, MaxPool1d, MaxPool2d  # noqa: E402
 from . import datasets, recurrent, schedules  # noqa: E402
 from .check import check_gradients  # noqa: E402
 from .history import History  # noqa: E402
@@ -37,8 +37,8 @@ def __getattr__(name):
     raise AttributeError(f"module 'symnet' has no attribute {name!r}")
 
 
-__all__ = ["Add", "AvgPool2d", "Concatenate", "Conv1d", "Conv2d", "Dense", "Flatten", "History",
-           "Input", "Layer", "MaxPool2d", "Multiply", "Network", "Slice", "check_gradients",
-           "datasets", "indices", "load", "n_in", "recurrent", "schedules", "sigmoid",
-           "softplus", "sum_j", "sum_k",
+__all__ = ["Add", "AvgPool1d", "AvgPool2d", "Concatenate", "Conv1d", "Conv2d", "Dense",
+           "Flatten", "History", "Input", "Layer", "MaxPool1d", "MaxPool2d", "Multiply",
+           "Network", "Slice", "check_gradients", "datasets", "indices", "load", "n_in",
+           "recurrent", "schedules", "sigmoid", "softplus", "sum_j", "sum_k",
            "__version__"]

@@ -32,7 +32,8 @@ def _int(v, what, where, low=1):
 def _pair(v, what, where, dims, low=1):
     if isinstance(v, (tuple, list)):
         if len(v) != dims:
-            raise ValueError(f"{where}: {what} needs {dims} numbers, got {v!r}")
+            raise ValueError(f"{where}: {what} needs {dims} number{'s' if dims > 1 else ''}"
+                             f", got {v!r}")
         return tuple(_int(a, what, where, low) for a in v)
     return (_int(v, what, where, low),) * dims
 
@@ -47,18 +48,21 @@ class _Spatial(LayerBase):
         name = self.name or getattr(self, "_net_name", None)
         return f"layer {name!r} ({self._title()})" if name else f"layer {self._title()!r}"
 
-    def _spatial(self, in_shape, kernel, stride, pad):
+    def _spatial(self, in_shape, kernel, stride, pad, dilation=None):
         where = self._where()
         if len(in_shape) != self.dims + 1:
             want = "(channels, height, width)" if self.dims == 2 else "(channels, length)"
             raise ValueError(f"{where}: needs an input of shape {want}, got {in_shape} "
                              f"from the layer below")
         out = []
-        for n, k, s, p in zip(in_shape[1:], kernel, stride, pad):
-            if k > n + 2 * p:
-                raise ValueError(f"{where}: the kernel ({k}) is larger than the padded input "
-                                 f"({n} + 2·{p} = {n + 2 * p}); input shape {in_shape}")
-            o = (n + 2 * p - k) // s + 1
+        for n, k, s, p, d in zip(in_shape[1:], kernel, stride, pad,
+                                 dilation or (1,) * self.dims):
+            span = d * (k - 1) + 1     # the positions a (dilated) kernel covers
+            if span > n + 2 * p:
+                size = k if d == 1 else f"{k} dilated by {d}: {span}"
+                raise ValueError(f"{where}: the kernel ({size}) is larger than the padded "
+                                 f"input ({n} + 2·{p} = {n + 2 * p}); input shape {in_shape}")
+            o = (n + 2 * p - span) // s + 1
             if o < 1:
                 raise ValueError(f"{where}: stride {s} leaves no output for input {in_shape}")
             out.append(o)
@@ -67,24 +71,28 @@ class _Spatial(LayerBase):
 
 class Conv2d(_Spatial):
     """A 2-D convolution (cross-correlation, as in PyTorch):
-    H[b,c,y,x] = f(Σ_k Σ_u Σ_v W[c,k,u,v]·X[b,k,y·s+u−p,x·s+v−p] + b[c]).
+    H[b,c,y,x] = f(Σ_k Σ_u Σ_v W[c,k,u,v]·X[b,k,y·s+u·d−p,x·s+v·d−p] + b[c]).
 
-    ``padding`` an int or ``"same"`` (stride 1, odd kernel); weights W{k} of shape
+    ``padding`` an int or ``"same"`` (stride 1, odd kernel); ``dilation`` d spaces the
+    kernel's taps d apart (PyTorch's dilation); weights W{k} of shape
     (out_channels, in_channels, kh, kw), bias b{k} of shape (out_channels,).
     """
 
     def __init__(self, out_channels: int, kernel_size, stride=1, padding=0,
-                 activation="linear", bias: bool = True, name: str | None = None):
+                 activation="linear", bias: bool = True, name: str | None = None,
+                 dilation=1):
         self.name = None if name is None else check_name(name, "layer")
         where = self._where()
         self.out_channels = _int(out_channels, "out_channels", where)
+        where = self._where()
         self.kernel = _pair(kernel_size, "kernel_size", where, self.dims)
         self.stride = _pair(stride, "stride", where, self.dims)
+        self.dilation = _pair(dilation, "dilation", where, self.dims)
         if padding == "same":
             if any(s != 1 for s in self.stride) or any(k % 2 == 0 for k in self.kernel):
                 raise ValueError(f"{where}: padding='same' needs stride 1 and an odd kernel, "
                                  f"got stride {stride}, kernel {kernel_size}")
-            self.pad = tuple(k // 2 for k in self.kernel)
+            self.pad = tuple(d * (k // 2) for k, d in zip(self.kernel, self.dilation))
         else:
             self.pad = _pair(padding, "padding", where, self.dims, low=0)
         self.padding_spec = padding
@@ -98,22 +106,26 @@ class Conv2d(_Spatial):
         return f"{type(self).__name__}({getattr(self, 'out_channels', '?')})"
 
     def __repr__(self):
+        dil = f", dilation={self.dilation}" if any(d != 1 for d in self.dilation) else ""
         return (f"{type(self).__name__}({self.out_channels}, {self.kernel}, stride={self.stride}, "
-                f"padding={self.pad}, name={self.name!r})")
+                f"padding={self.pad}{dil}, name={self.name!r})")
 
     def describe(self) -> dict:
         act = self.activation_spec
         if not isinstance(act, str):
             from .primitives import activation
             act = activation(act).name
-        return {"kind": type(self).__name__.lower(), "out_channels": self.out_channels,
-                "kernel_size": list(self.kernel), "stride": list(self.stride),
-                "padding": list(self.pad), "activation": act, "bias": self.bias,
-                "name": self.name}
+        d = {"kind": type(self).__name__.lower(), "out_channels": self.out_channels,
+             "kernel_size": list(self.kernel), "stride": list(self.stride),
+             "padding": list(self.pad), "activation": act, "bias": self.bias,
+             "name": self.name}
+        if any(k != 1 for k in self.dilation):   # absent when 1: older files still load
+            d["dilation"] = list(self.dilation)
+        return d
 
     def output_shape(self, in_shape):
         return (self.out_channels,) + self._spatial(in_shape, self.kernel, self.stride,
-                                                    self.pad)
+                                                    self.pad, self.dilation)
 
     def to_node(self, index, name, input_name, in_shape):
         import sympy as sp
@@ -133,13 +145,15 @@ class Conv2d(_Spatial):
             params["b"] = (self.out_channels,)
 
         def formula(x, W, b=None):
-            at = [p * s + r - q for p, r, s, q in zip(pos, red, self.stride, self.pad)]
+            at = [p * s + r * d - q
+                  for p, r, s, q, d in zip(pos, red, self.stride, self.pad, self.dilation)]
             z = sp.Sum(W[(c, k, *red)] * x[(k, *at)], *limits)
             return f(z + b[c]) if b is not None else f(z)
         if not self.bias:
             formula = (lambda fn: (lambda x, W: fn(x, W)))(formula)
+        dil = f", dilation {self.dilation}" if any(d != 1 for d in self.dilation) else ""
         label = (f"{type(self).__name__}({self.out_channels}, {self.kernel}, stride "
-                 f"{self.stride}, padding {self.pad}), {act.name}")
+                 f"{self.stride}, padding {self.pad}{dil}), {act.name}")
         layer = TensorLayer(out, formula, (c, *pos), params,
                             init={"W": act.init}, name=self.name, kind="conv", label=label,
                             activation=act)
@@ -155,67 +169,119 @@ class Conv1d(Conv2d):
 
 
 class _Pool(_Spatial):
-    def __init__(self, kernel_size, stride=None, name: str | None = None):
+    def __init__(self, kernel_size, stride=None, padding=0, name: str | None = None):
         self.name = None if name is None else check_name(name, "layer")
         where = self._where()
         self.kernel = _pair(kernel_size, "kernel_size", where, self.dims)
         self.stride = self.kernel if stride is None else _pair(stride, "stride", where,
                                                                   self.dims)
+        where = self._where()     # with the kernel known
+        self.pad = _pair(padding, "padding", where, self.dims, low=0)
+        for p, k in zip(self.pad, self.kernel):
+            if p > k // 2:   # PyTorch's rule: every window keeps an element of the input
+                raise ValueError(f"{where}: padding {p} must be at most half the kernel "
+                                 f"size ({k} // 2 = {k // 2}), got padding={padding!r}")
 
     def _title(self):
         return f"{type(self).__name__}({getattr(self, 'kernel', '?')})"
 
+    def _label(self):
+        pad = f", padding {self.pad}" if any(self.pad) else ""
+        return f"{type(self).__name__}({self.kernel}, stride {self.stride}{pad})"
+
     def __repr__(self):
-        return f"{type(self).__name__}({self.kernel}, stride={self.stride}, name={self.name!r})"
+        pad = f", padding={self.pad}" if any(self.pad) else ""
+        return (f"{type(self).__name__}({self.kernel}, stride={self.stride}{pad}, "
+                f"name={self.name!r})")
 
     def describe(self) -> dict:
-        return {"kind": type(self).__name__.lower(), "kernel_size": list(self.kernel),
-                "stride": list(self.stride), "name": self.name}
+        d = {"kind": type(self).__name__.lower(), "kernel_size": list(self.kernel),
+             "stride": list(self.stride), "name": self.name}
+        if any(self.pad):      # absent when 0: files saved before padding existed still load
+            d["padding"] = list(self.pad)
+        return d
 
     def output_shape(self, in_shape):
-        return (in_shape[0],) + self._spatial(in_shape, self.kernel, self.stride,
-                                              (0,) * self.dims)
+        return (in_shape[0],) + self._spatial(in_shape, self.kernel, self.stride, self.pad)
 
 
 class AvgPool2d(_Pool):
-    """H[b,c,y,x] = Σ_u Σ_v X[b,c,y·s+u,x·s+v] / (kh·kw); stride defaults to the kernel."""
+    """H[b,c,y,x] = Σ_u Σ_v X[b,c,y·s+u−p,x·s+v−p] / (kh·kw); stride defaults to the
+    kernel; ``padding`` (≤ kernel // 2) adds zeros that count in the average (PyTorch's
+    count_include_pad=True)."""
 
     def to_node(self, index, name, input_name, in_shape):
+        import math
+
         import sympy as sp
 
         from .tensor import TensorLayer, indices
         out = self.output_shape(in_shape)
-        c, y, x, u, v = indices("c y x u v")
-        (kh, kw), (sh, sw) = self.kernel, self.stride
-        n = kh * kw
+        c = indices("c")
+        pos = indices(" ".join(("y", "x")[2 - self.dims:]))
+        win = indices(" ".join(("u", "v")[2 - self.dims:]))
+        pos, win = (pos, win) if self.dims > 1 else ((pos,), (win,))
+        n = math.prod(self.kernel)
+        limits = [(w, 0, k - 1) for w, k in zip(win, self.kernel)]
 
-        def formula(x_):
-            return sp.Sum(x_[c, y * sh + u, x * sw + v], (u, 0, kh - 1), (v, 0, kw - 1)) / n
-        layer = TensorLayer(out, lambda x: formula(x), (c, y, x), name=self.name, kind="pool",
-                            label=f"AvgPool2d({self.kernel}, stride {self.stride})")
+        def formula(x):
+            at = (p * s + w - q for p, w, s, q in zip(pos, win, self.stride, self.pad))
+            return sp.Sum(x[(c, *at)], *limits) / n
+        layer = TensorLayer(out, formula, (c, *pos), name=self.name, kind="pool",
+                            label=self._label())
         layer.where = self._where()
         return layer.to_node(index, name, input_name, in_shape)
 
 
 class MaxPool2d(_Pool):
-    """H[b,c,y,x] = max_{u,v} X[b,c,y·s+u,x·s+v]; the gradient goes to the first
-    largest element of each window.  Stride defaults to the kernel size."""
+    """H[b,c,y,x] = max_{u,v} X[b,c,y·s+u−p,x·s+v−p]; the gradient goes to the first
+    largest element of each window.  Stride defaults to the kernel size; ``padding``
+    (≤ kernel // 2) adds −∞ at the borders (no window is all padding)."""
 
     def to_node(self, index, name, input_name, in_shape):
+        import math
+
         from . import ir
         out = self.output_shape(in_shape)
-        (kh, kw), (sh, sw) = self.kernel, self.stride
+        pos, win = ("y", "x")[2 - self.dims:], ("u", "v")[2 - self.dims:]
         syms: dict = {}
-        z = ir.element(syms, f"z_{name}", ir.BATCH, "c", "y", "x")
-        xe = ir.element(syms, input_name, ir.BATCH, "c", ir.Affine((("y", sh), ("u", 1))),
-                        ir.Affine((("x", sw), ("v", 1))))
-        red = ir.Reduction(f"z_{name}", z, xe, ("u", "v"), space=(("u", kh), ("v", kw)),
+        z = ir.element(syms, f"z_{name}", ir.BATCH, "c", *pos)
+        xe = ir.element(syms, input_name, ir.BATCH, "c",
+                        *(ir.Affine(((p, s), (w, 1)), -q)
+                          for p, w, s, q in zip(pos, win, self.stride, self.pad)))
+        red = ir.Reduction(f"z_{name}", z, xe, win, space=tuple(zip(win, self.kernel)),
                            op="max")
-        space = (("c", out[0]), ("y", out[1]), ("x", out[2]))
-        n_in = in_shape[0] * in_shape[1] * in_shape[2]
-        return ir.Node(name, index, input_name, n_in, out[0] * out[1] * out[2], [], [red], z,
-                       syms, kind="pool", space=space, in_shape=tuple(in_shape),
-                       label=f"MaxPool2d({self.kernel}, stride {self.stride})")
+        space = tuple(zip(("c", *pos), out))
+        return ir.Node(name, index, input_name, math.prod(in_shape), math.prod(out), [], [red],
+                       z, syms, kind="pool", space=space, in_shape=tuple(in_shape),
+                       label=self._label())
+
+
+class AvgPool1d(AvgPool2d):
+    """Average pooling over (channels, length) inputs: H[b,c,x] = Σ_v X[b,c,x·s+v−p] / k;
+    stride defaults to the kernel size; ``padding`` zeros count in the average
+    (PyTorch's AvgPool1d).
+
+    >>> AvgPool1d(4, stride=3, padding=2).output_shape((2, 10))   # (10 + 4 − 4) // 3 + 1
+    (2, 4)
+    """
+
+    dims = 1
+
+
+class MaxPool1d(MaxPool2d):
+    """Max pooling over (channels, length) inputs: H[b,c,x] = max_v X[b,c,x·s+v−p]; the
+    gradient goes to the first largest element of each window.  Stride defaults to the
+    kernel size; ``padding`` is −∞ (PyTorch's MaxPool1d).
+
+    >>> import symnet as sn
+    >>> net = sn.Network(sn.Input((3, 16)), sn.Conv1d(4, 3, dilation=2), sn.MaxPool1d(2),
+    ...                  sn.Flatten(), sn.Dense(1), loss="mse")
+    >>> net.layers[1].output_shape((4, 12)), net.param_shapes()["W1"]
+    ((4, 6), (4, 3, 3))
+    """
+
+    dims = 1
 
 
 class Flatten(LayerBase):

@@ -92,12 +92,18 @@ class Emitter:
                 if a >= 0 and b <= n - 1:
                     continue
                 t, c = ix.terms[-1]
-                if c != 1:
+                if c < 1:
                     raise ValueError(f"the access {acc.array}[{ix}] may leave its array and "
-                                     "its innermost index has a coefficient other than 1")
+                                     "its innermost index has a coefficient below 1")
                 rest = ir.Affine(ix.terms[:-1], ix.const)
-                lo[t].append(f"-({rest})")
-                hi[t].append(f"{n} - ({rest})")
+                if c == 1:
+                    lo[t].append(f"-({rest})")
+                    hi[t].append(f"{n} - ({rest})")
+                else:   # rest + c·t ∈ [0, n): t ≥ ⌈−rest/c⌉, t < ⌊(n − 1 − rest)/c⌋ + 1;
+                    # C's division truncates, which is the floor wherever the range is
+                    # not empty (a negative numerator gives a bound ≤ 0 either way)
+                    lo[t].append(f"(-({rest}) + {c - 1}) / {c}")
+                    hi[t].append(f"({n - 1 + c} - ({rest})) / {c}")
 
         def fold(parts, fn):
             out = parts[0]
@@ -147,14 +153,18 @@ class Emitter:
                 "stmts": stmts}
 
     def route_view(self, op: Route) -> dict:
-        """Max pooling's backward as names: loops, window, and the four elements."""
-        return {"loop": op.loop, "window": op.window, "x": self.element(op.x),
+        """Max pooling's backward as names: loops, window, and the four elements;
+        ``clip``: the window's (name, first, stop), clipped where padding leaves X."""
+        probe = Loop(op.loop + op.window, [(op.x.array, op.x.index, "=", sp.S.Zero)], "")
+        clip = self.bounds(probe)[len(op.loop):]
+        padded = any(lo != "0" or hi != str(n) for (_, lo, hi), (_, n) in zip(clip, op.window))
+        return {"loop": op.loop, "window": op.window, "clip": clip, "x": self.element(op.x),
                 "z": self.element(op.z), "target": self.element(op.target),
                 "delta": self.element(op.delta), "comment": c_comment(op.comment),
                 # rows of at least 8 outputs without overlapping windows: a vectorised
                 # loop along the row (LeNet's 24→12 pool: 250 vs 325-420 µs per step);
                 # shorter rows stay per element (its 8→4 pool: 19 vs 46 µs alone)
-                "rows": op.overwrite and isinstance(op.loop[-1][1], int)
+                "rows": op.overwrite and not padded and isinstance(op.loop[-1][1], int)
                 and op.loop[-1][1] >= 8}
 
     def conv_view(self, op: Conv) -> dict:
@@ -162,7 +172,8 @@ class Emitter:
         (H, W), (KH, KW), (OH, OW) = g["in_hw"], g["kernel"], g["out_hw"]
         kc, ohw = g["cin"] * KH * KW, OH * OW
         return {"args": f"{g['cin']}, {H}, {W}, {KH}, {KW}, {g['stride'][0]}, "
-                        f"{g['stride'][1]}, {g['pad'][0]}, {g['pad'][1]}, {OH}, {OW}",
+                        f"{g['stride'][1]}, {g['pad'][0]}, {g['pad'][1]}, "
+                        f"{g['dilation'][0]}, {g['dilation'][1]}, {OH}, {OW}",
                 "chw": g["cin"] * H * W, "kc": kc, "ohw": ohw, "cout": g["cout"], "ow": OW,
                 "col_row": kc * ohw, "out_row": g["cout"] * ohw,
                 "comment": c_comment(op.comment)}

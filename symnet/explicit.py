@@ -151,9 +151,13 @@ class _Run:
         out = self.target(red.name) if route is None else None
         for point in self.loop(node):
             cells = []
+            acc = self.symbols[red.summand]
+            shape = self.env[acc.array].shape
             for w in itertools.product(*(range(n) for _, n in red.space)):
                 p = dict(point, **dict(zip((n for n, _ in red.space), w)))
-                cells.append(p)
+                key = (ir.index_at(k, p) for k in acc.index)
+                if all(0 <= k < n for k, n in zip(key, shape)):   # padding: −∞, never max
+                    cells.append(p)
             window = [self.at(red.summand, p) for p in cells]
             key = tuple(point[k] for k in node.out_index)
             if route is None:

@@ -76,6 +76,15 @@ def activation_label(node: ir.Node) -> str | None:
     return f"f_{node.name}" if name.startswith("custom:") else name
 
 
+def _leaves(node, red) -> bool:
+    """Whether a reduction's summand reads outside its input (padding)."""
+    acc = node.symbols[red.summand]
+    extents = {**dict(node.space), **dict(red.space)}
+    return any(not isinstance(ix, str) and (ix.bounds(extents)[0] < 0
+                                            or ix.bounds(extents)[1] > n - 1)
+               for ix, n in zip(acc.index[1:], node.in_shape))
+
+
 class Formulas:
     """The chain-rule derivation of a network (see the module docstring).
 
@@ -210,7 +219,8 @@ class Formulas:
             strides = [1] * len(shape)
             for d in range(len(shape) - 2, -1, -1):
                 strides[d] = strides[d + 1] * shape[d + 1]
-            names = ["c", "y", "x"][-len(shape):] if len(shape) <= 3 else \
+            names = {1: ["x"], 2: ["c", "x"], 3: ["c", "y", "x"]}[len(shape)] \
+                if len(shape) <= 3 else \
                 [f"d{k}" for k in range(len(shape))]
             flat = " + ".join(f"{n}·{s}" if s > 1 else n for n, s in zip(names, strides))
             self._add("index", _el(node.name, f"b,{flat}") + EQ
@@ -223,9 +233,12 @@ class Formulas:
                           r"\max_{%s} " % ",".join(n for n, _ in red.space))
             else:
                 op = _sum([n for n, _ in red.space])
-            ranges = ", ".join(f"{n} < {e}" for n, e in red.space)
+            ranges = tex = ", ".join(f"{n} < {e}" for n, e in red.space)
+            if red.op == "max" and _leaves(node, red):   # a padded max pool
+                ranges += f"; −∞ outside {node.input}"
+                tex += r"; -\infty \text{ outside } %s" % latex_name(node.input)
             self._add("index", _el(red.name, out) + EQ + op + _expr(red.summand)
-                      + _Tex(f"   ({ranges})", r" \quad (%s)" % ranges))
+                      + _Tex(f"   ({ranges})", r" \quad (%s)" % tex))
         self._add("index", _el(node.name, out) + EQ + _expr(node.outer))
 
     def _loss_element(self) -> sp.Expr:

@@ -174,6 +174,8 @@ def _layer(d: dict):
     kind = d.get("kind")
     if kind == "layer":
         return _formula_layer(d)
+    if kind == "tensor":
+        return _tensor_layer(d)
     if kind == "dense":
         return Dense(d["units"], _spec(d["activation"]), bias=d["bias"], name=d["name"],
                      init=d.get("init"), trainable=d.get("trainable", True))
@@ -181,10 +183,14 @@ def _layer(d: dict):
         cls = conv.Conv2d if kind == "conv2d" else conv.Conv1d
         return cls(d["out_channels"], tuple(d["kernel_size"]), stride=tuple(d["stride"]),
                    padding=tuple(d["padding"]), activation=_spec(d["activation"]),
-                   bias=d["bias"], name=d["name"])
-    if kind in ("maxpool2d", "avgpool2d"):
-        cls = conv.MaxPool2d if kind == "maxpool2d" else conv.AvgPool2d
-        return cls(tuple(d["kernel_size"]), stride=tuple(d["stride"]), name=d["name"])
+                   bias=d["bias"], name=d["name"],
+                   dilation=tuple(d.get("dilation", (1,) * len(d["kernel_size"]))))
+    if kind in ("maxpool2d", "avgpool2d", "maxpool1d", "avgpool1d"):
+        cls = {"maxpool2d": conv.MaxPool2d, "avgpool2d": conv.AvgPool2d,
+               "maxpool1d": conv.MaxPool1d, "avgpool1d": conv.AvgPool1d}[kind]
+        return cls(tuple(d["kernel_size"]), stride=tuple(d["stride"]),
+                   padding=tuple(d.get("padding", (0,) * len(d["kernel_size"]))),
+                   name=d["name"])
     if kind == "flatten":
         return conv.Flatten(name=d["name"])
     return None
@@ -247,6 +253,26 @@ def _formula_layer(d: dict):
     return Layer(d["units"], formula, params=params,
                  init=d["init"], linear=d["linear"], name=d["name"],
                  trainable=d.get("trainable", True), **extra)
+
+
+def _tensor_layer(d: dict):
+    """A tensor ``symnet.Layer`` from its description: the element formula as srepr
+    text (sums, indexed arrays and their affine positions), read back by
+    ``parse_srepr``; the output indices by name (integer symbols, as
+    ``symnet.indices`` makes them)."""
+    import sympy as sp
+
+    from .tensor import TensorLayer
+    if not isinstance(d.get("formula"), str):
+        raise ValueError(f"layer {d.get('name')!r}: the formula must be srepr text")
+    expr = parse_srepr(d["formula"], evaluate=True)
+    if not all(isinstance(n, str) for n in d["index"]):
+        raise ValueError(f"layer {d.get('name')!r}: index names must be strings, "
+                         f"got {d['index']!r}")
+    index = tuple(sp.Symbol(n, integer=True) for n in d["index"])
+    return TensorLayer(tuple(d["shape"]), lambda: expr, index,
+                       params={k: tuple(v) for k, v in d["params"].items()},
+                       init=d["init"], name=d["name"])
 
 
 def _spec(name):

@@ -229,6 +229,13 @@ class _Analysis:
             if not (lo == 0 and hi.is_Integer and int(hi) >= 0):
                 _fail(self.where, f"the sum over {idx} must run from 0 to an integer, "
                       f"got {lo}..{hi}")
+            if int(hi) >= 2 ** 31 - 1:
+                _fail(self.where, f"the sum over {idx} runs to {hi}, beyond a C int")
+            used = {a for el in body.atoms(sp.Indexed) for ix in el.indices
+                    for a in ix.free_symbols}
+            if idx not in used:
+                _fail(self.where, f"the sum index {idx} subscripts no array in {body}; "
+                      f"a sum must run over an index of x or of a parameter")
             space[idx] = int(hi) + 1
         if body.has(sp.Sum):
             _fail(self.where, f"a sum inside a summand must be the whole summand; found {s}")
@@ -287,14 +294,14 @@ class _Analysis:
         if sp.expand(e.subs(el, 0)) != 0:
             _fail(self.where, f"{where}; it may leave the input only where the summand is "
                   "then zero (zero padding), which this summand is not")
-        if isinstance(a, str) or a.terms[-1][1] != 1 or a.terms[-1][0] not in \
+        if isinstance(a, str) or a.terms[-1][1] < 1 or a.terms[-1][0] not in \
                 {s.name for s in summed}:   # terms run in loop order: the last is innermost
-            _fail(self.where, f"{where}; padding needs a summed index with coefficient 1 "
-                  "last in the position, e.g. y*2 + u - 1")
+            _fail(self.where, f"{where}; padding needs a summed index with a positive "
+                  "coefficient last in the position, e.g. y*2 + u - 1 or y + 2*u - 2")
 
 
 def conv_geometry(body, layer, out: dict, space: dict, in_shape) -> dict | None:
-    """The convolution's sizes when ``body`` is exactly W[c,k,u(,v)]·x[k, y*s + u − p, ...]
+    """The convolution's sizes when ``body`` is exactly W[c,k,u(,v)]·x[k, y*s + u*d − p, ...]
     over outputs (c, y(, x)) and sums (k, u(, v)); None otherwise."""
     if not isinstance(body, sp.Mul) or len(body.args) != 2 or len(out) not in (2, 3):
         return None
@@ -308,21 +315,22 @@ def conv_geometry(body, layer, out: dict, space: dict, in_shape) -> dict | None:
         return None
     if x.indices[0] != r[0] or len(in_shape) != len(o):
         return None
-    stride, pad = [], []
+    stride, pad, dilation = [], [], []
     for d in range(1, len(o)):
         ix = sp.expand(x.indices[d])
-        s = ix.coeff(o[d])
-        p = -(ix - s * o[d] - r[d])
-        if not (s.is_Integer and s >= 1 and p.is_Integer and ix.coeff(r[d]) == 1):
+        s, dil = ix.coeff(o[d]), ix.coeff(r[d])
+        p = -(ix - s * o[d] - dil * r[d])
+        if not (s.is_Integer and s >= 1 and p.is_Integer and dil.is_Integer and dil >= 1):
             return None
         stride.append(int(s))
         pad.append(int(p))
+        dilation.append(int(dil))
     spatial_in = list(in_shape[1:])
     kernel = [space[r[d]] for d in range(1, len(r))]
     spatial_out = [out[o[d]] for d in range(1, len(o))]
     if len(spatial_in) == 1:   # Conv1d: a 2-D convolution of height 1
         spatial_in, kernel, spatial_out = [1] + spatial_in, [1] + kernel, [1] + spatial_out
-        stride, pad = [1] + stride, [0] + pad
+        stride, pad, dilation = [1] + stride, [0] + pad, [1] + dilation
     return {"weight": w.base.label.name, "cin": in_shape[0], "cout": out[o[0]],
             "in_hw": spatial_in, "kernel": kernel, "out_hw": spatial_out,
-            "stride": stride, "pad": pad}
+            "stride": stride, "pad": pad, "dilation": dilation}

@@ -7,9 +7,12 @@ code shared with symnet.  Max pooling passes the gradient to the first largest
 element of its window in row-major order.
 
 A network is a list of layer tuples:
-    ("conv", W, b, stride, pad, act)   W: (co, ci, kh, kw) or (co, ci, k) for 1-D;
-                                       stride, pad: a number or one per axis
-    ("maxpool", k, stride) / ("avgpool", k, stride)   k, stride: a number or (h, w)
+    ("conv", W, b, stride, pad, act[, dilation])
+                                       W: (co, ci, kh, kw) or (co, ci, k) for 1-D;
+                                       stride, pad, dilation: a number or one per axis
+    ("maxpool", k, stride[, pad]) / ("avgpool", k, stride[, pad])
+                                       k, stride, pad: a number or (h, w); on a
+                                       (B, C, L) batch, numbers (1-D pooling)
     ("flatten",)
     ("dense", W, b, act)
 """
@@ -29,13 +32,14 @@ def _two(v):
     return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
 
 
-def conv2d(X, W, stride, pad):
-    """Z[b,c,y,x] = Σ_k Σ_u Σ_v W[c,k,u,v]·X[b,k,y·sh+u−ph,x·sw+v−pw] (0 outside X);
-    stride and pad: a number or (height, width)."""
+def conv2d(X, W, stride, pad, dilation=1):
+    """Z[b,c,y,x] = Σ_k Σ_u Σ_v W[c,k,u,v]·X[b,k,y·sh+u·dh−ph,x·sw+v·dw−pw] (0 outside X);
+    stride, pad and dilation: a number or (height, width)."""
     B, C, H, Wd = X.shape
     co, ci, kh, kw = W.shape
-    (sh, sw), (ph, pw) = _two(stride), _two(pad)
-    OH, OW = (H + 2 * ph - kh) // sh + 1, (Wd + 2 * pw - kw) // sw + 1
+    (sh, sw), (ph, pw), (dh, dw) = _two(stride), _two(pad), _two(dilation)
+    OH = (H + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    OW = (Wd + 2 * pw - dw * (kw - 1) - 1) // sw + 1
     Z = np.zeros((B, co, OH, OW))
     for b in range(B):
         for c in range(co):
@@ -45,18 +49,18 @@ def conv2d(X, W, stride, pad):
                     for k in range(ci):
                         for u in range(kh):
                             for v in range(kw):
-                                iy, ix = y * sh + u - ph, x * sw + v - pw
+                                iy, ix = y * sh + u * dh - ph, x * sw + v * dw - pw
                                 if 0 <= iy < H and 0 <= ix < Wd:
                                     s += W[c, k, u, v] * X[b, k, iy, ix]
                     Z[b, c, y, x] = s
     return Z
 
 
-def conv2d_backward(X, W, stride, pad, D):
+def conv2d_backward(X, W, stride, pad, D, dilation=1):
     """(dX, dW) for Z = conv2d(X, W) and D = ∂L/∂Z."""
     B, C, H, Wd = X.shape
     co, ci, kh, kw = W.shape
-    (sh, sw), (ph, pw) = _two(stride), _two(pad)
+    (sh, sw), (ph, pw), (dh, dw) = _two(stride), _two(pad), _two(dilation)
     dX, dW = np.zeros_like(X), np.zeros_like(W)
     for b in range(B):
         for c in range(co):
@@ -65,44 +69,62 @@ def conv2d_backward(X, W, stride, pad, D):
                     for k in range(ci):
                         for u in range(kh):
                             for v in range(kw):
-                                iy, ix = y * sh + u - ph, x * sw + v - pw
+                                iy, ix = y * sh + u * dh - ph, x * sw + v * dw - pw
                                 if 0 <= iy < H and 0 <= ix < Wd:
                                     dW[c, k, u, v] += D[b, c, y, x] * X[b, k, iy, ix]
                                     dX[b, k, iy, ix] += D[b, c, y, x] * W[c, k, u, v]
     return dX, dW
 
 
-def pool(X, k, stride, kind):
+def pool(X, k, stride, kind, pad=0):
+    """Max or average over each window of a (B, C, H, W) or (B, C, L) batch; ``pad``
+    elements on each side count as −∞ for the maximum and as zeros in the average
+    (which divides by the whole window: PyTorch's count_include_pad=True)."""
+    if X.ndim == 3:   # 1-D: height 1
+        return pool(X[:, :, None, :], (1, _first(k)), (1, _first(stride)), kind,
+                    (0, _first(pad)))[:, :, 0, :]
     B, C, H, W = X.shape
-    (kh, kw), (sh, sw) = _two(k), _two(stride)
-    OH, OW = (H - kh) // sh + 1, (W - kw) // sw + 1
+    (kh, kw), (sh, sw), (ph, pw) = _two(k), _two(stride), _two(pad)
+    OH, OW = (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1
     Z = np.zeros((B, C, OH, OW))
     for b in range(B):
         for c in range(C):
             for y in range(OH):
                 for x in range(OW):
-                    win = X[b, c, y * sh:y * sh + kh, x * sw:x * sw + kw]
-                    Z[b, c, y, x] = win.max() if kind == "maxpool" else win.mean()
+                    best, total = -np.inf, 0.0
+                    for u in range(kh):
+                        for v in range(kw):
+                            iy, ix = y * sh + u - ph, x * sw + v - pw
+                            if 0 <= iy < H and 0 <= ix < W:
+                                best = max(best, X[b, c, iy, ix])
+                                total += X[b, c, iy, ix]
+                    Z[b, c, y, x] = best if kind == "maxpool" else total / (kh * kw)
     return Z
 
 
-def pool_backward(X, k, stride, kind, D):
+def pool_backward(X, k, stride, kind, D, pad=0):
+    if X.ndim == 3:
+        return pool_backward(X[:, :, None, :], (1, _first(k)), (1, _first(stride)), kind,
+                             D[:, :, None, :], (0, _first(pad)))[:, :, 0, :]
     dX = np.zeros_like(X)
-    (kh, kw), (sh, sw) = _two(k), _two(stride)
-    for b in range(X.shape[0]):
-        for c in range(X.shape[1]):
+    B, C, H, W = X.shape
+    (kh, kw), (sh, sw), (ph, pw) = _two(k), _two(stride), _two(pad)
+    for b in range(B):
+        for c in range(C):
             for y in range(D.shape[2]):
                 for x in range(D.shape[3]):
-                    y0, x0 = y * sh, x * sw
-                    if kind == "avgpool":
-                        dX[b, c, y0:y0 + kh, x0:x0 + kw] += D[b, c, y, x] / (kh * kw)
-                        continue
                     best, at = -np.inf, None
                     for u in range(kh):
                         for v in range(kw):
-                            if X[b, c, y0 + u, x0 + v] > best:   # strict: first on ties
-                                best, at = X[b, c, y0 + u, x0 + v], (y0 + u, x0 + v)
-                    dX[b, c, at[0], at[1]] += D[b, c, y, x]
+                            iy, ix = y * sh + u - ph, x * sw + v - pw
+                            if not (0 <= iy < H and 0 <= ix < W):
+                                continue   # padding: no gradient
+                            if kind == "avgpool":
+                                dX[b, c, iy, ix] += D[b, c, y, x] / (kh * kw)
+                            elif X[b, c, iy, ix] > best:   # strict: first on ties
+                                best, at = X[b, c, iy, ix], (iy, ix)
+                    if kind == "maxpool":
+                        dX[b, c, at[0], at[1]] += D[b, c, y, x]
     return dX
 
 
@@ -115,11 +137,13 @@ def _as2d(layer, X):
 
 
 def _axes(layer):
-    """stride and pad per axis; a 1-D conv has height 1, stride 1, no padding there."""
+    """stride, pad and dilation per axis; a 1-D conv has height 1, stride 1, no padding
+    and no dilation there."""
     s, p = layer[3], layer[4]
+    d = layer[6] if len(layer) > 6 else 1
     if layer[1].ndim == 3:
-        return (1, _first(s)), (0, _first(p))
-    return s, p
+        return (1, _first(s)), (0, _first(p)), (1, _first(d))
+    return s, p, d
 
 
 def _first(v):
@@ -141,7 +165,7 @@ def loss_and_grad(net, X, T, loss="mse"):
             H = ACT[layer[5]][0](Z)
         elif layer[0] in ("maxpool", "avgpool"):
             cache.append(None)
-            H = pool(H, layer[1], layer[2], layer[0])
+            H = pool(H, layer[1], layer[2], layer[0], *layer[3:])
         elif layer[0] == "flatten":
             cache.append(H.shape)
             H = H.reshape(H.shape[0], -1)
@@ -170,7 +194,8 @@ def loss_and_grad(net, X, T, loss="mse"):
             D = G * ACT[layer[5]][1](cache[n])
             W, Hin2 = _as2d(layer, Hin)
             D2 = D[:, :, None, :] if layer[1].ndim == 3 else D
-            dX, dW = conv2d_backward(Hin2, W, *_axes(layer), D2)
+            s, p, d = _axes(layer)
+            dX, dW = conv2d_backward(Hin2, W, s, p, D2, d)
             if layer[1].ndim == 3:
                 dX, dW = dX[:, :, 0, :], dW[:, :, 0, :]
             grads[n] = (dW, D.sum(axis=tuple(k for k in range(D.ndim) if k != 1)))
@@ -178,5 +203,5 @@ def loss_and_grad(net, X, T, loss="mse"):
         elif layer[0] == "flatten":
             G = G.reshape(cache[n])
         else:
-            G = pool_backward(Hin, layer[1], layer[2], layer[0], G)
+            G = pool_backward(Hin, layer[1], layer[2], layer[0], G, *layer[3:])
     return L, grads

@@ -312,6 +312,16 @@ def test_offsets_leaving_the_array_are_refused():
         sn.Network(sn.Input((2, 5)), lay, sn.Flatten(), sn.Dense(1), loss="mse").graph()
 
 
+def test_sums_that_subscript_nothing_or_overflow_the_c_are_refused():
+    c, y, u = sn.indices("c y u")
+    lay = _user((2, 5), lambda x: sp.Sum(x[c, y], (u, 0, 2)), {})
+    with pytest.raises(ValueError, match=r"layer 'U': the sum index u subscripts no array"):
+        sn.Network(sn.Input((2, 5)), lay, sn.Flatten(), sn.Dense(1), loss="mse").graph()
+    lay = _user((2, 5), lambda x: sp.Sum(x[c, y + u], (u, 0, 2 ** 31)), {})
+    with pytest.raises(ValueError, match=r"the sum over u runs to 2147483648, beyond a C int"):
+        sn.Network(sn.Input((2, 5)), lay, sn.Flatten(), sn.Dense(1), loss="mse").graph()
+
+
 def test_batches_of_the_wrong_shape_are_refused():
     conv = sn.Network(sn.Input((2, 5, 5), name="I"), sn.Conv2d(2, 3), sn.Flatten(),
                       sn.Dense(1), loss="mse").compile()
