@@ -13,7 +13,7 @@
  * X of width n holds X[b,j] at X[b * n + j]; W of shape (out, in) holds
  * W[i,j] at W[i * in + j].  Parameters live in one flat array `params`
  * (9930 numbers), their gradients in `grads` with the same
- * layout, and everything per example in `work` (11112 numbers
+ * layout, and everything per example in `work` (15912 numbers
  * per example of the batch).
  */
 #include <math.h>
@@ -32,8 +32,8 @@
  *   loss: softmax_cross_entropy, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_BED3A8D86B_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_BED3A8D86B_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_4D1BCAB3A6_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_4D1BCAB3A6_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (16, 1, 3, 3)
  *   b1           offset       144  shape (16,)
  *   W3           offset       160  shape (32, 16, 3, 3)
@@ -41,59 +41,59 @@
  *   W5           offset      4800  shape (10, 512)
  *   b5           offset      9920  shape (10,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_BED3A8D86B_WORK_SIZE(batch) numbers; SYMNET_BED3A8D86B_TRAIN_WORK_SIZE(batch_size) for
- * symnet_bed3a8d86b_train) and allocates nothing.  Memory for one call of a batch B:
- *   params 9930 + X B*64 + T or O B*10 + work (B*11112 + 9930)
- *   numbers of 4 bytes; e.g. B = 32: 1,511,248 bytes (training; forward only: 1,042,984).
+ * `work` (SYMNET_4D1BCAB3A6_WORK_SIZE(batch) numbers; SYMNET_4D1BCAB3A6_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_4d1bcab3a6_train) and allocates nothing.  Memory for one call of a batch B:
+ *   params 9930 + X B*64 + T or O B*10 + work (B*15912 + 9930)
+ *   numbers of 4 bytes; e.g. B = 32: 2,125,648 bytes (training; forward only: 1,042,984).
  */
-#ifndef SYMNET_BED3A8D86B_H
-#define SYMNET_BED3A8D86B_H
+#ifndef SYMNET_4D1BCAB3A6_H
+#define SYMNET_4D1BCAB3A6_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_BED3A8D86B_REAL float  /* the number type of every array (float32) */
-#define SYMNET_BED3A8D86B_N_INPUTS 64  /* features per example */
-#define SYMNET_BED3A8D86B_N_OUTPUTS 10
-#define SYMNET_BED3A8D86B_N_PARAMS 9930  /* numbers in the flat parameter array */
-#define SYMNET_BED3A8D86B_WORK_PER_EXAMPLE 11112
-#define SYMNET_BED3A8D86B_WORK_SIZE(batch) ((batch) * 11112 + 9930)  /* numbers of scratch per call */
-#define SYMNET_BED3A8D86B_TRAIN_WORK_SIZE(batch_size) (SYMNET_BED3A8D86B_WORK_SIZE(batch_size) + (batch_size) * 74)
-#define SYMNET_BED3A8D86B_SGD 0       /* optimizer codes of symnet_bed3a8d86b_update and symnet_bed3a8d86b_train */
-#define SYMNET_BED3A8D86B_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_BED3A8D86B_N_PARAMS numbers */
-#define SYMNET_BED3A8D86B_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_BED3A8D86B_N_PARAMS numbers each */
+#define SYMNET_4D1BCAB3A6_REAL float  /* the number type of every array (float32) */
+#define SYMNET_4D1BCAB3A6_N_INPUTS 64  /* features per example */
+#define SYMNET_4D1BCAB3A6_N_OUTPUTS 10
+#define SYMNET_4D1BCAB3A6_N_PARAMS 9930  /* numbers in the flat parameter array */
+#define SYMNET_4D1BCAB3A6_WORK_PER_EXAMPLE 15912
+#define SYMNET_4D1BCAB3A6_WORK_SIZE(batch) ((batch) * 15912 + 9930)  /* numbers of scratch per call */
+#define SYMNET_4D1BCAB3A6_TRAIN_WORK_SIZE(batch_size) (SYMNET_4D1BCAB3A6_WORK_SIZE(batch_size) + (batch_size) * 74)
+#define SYMNET_4D1BCAB3A6_SGD 0       /* optimizer codes of symnet_4d1bcab3a6_update and symnet_4d1bcab3a6_train */
+#define SYMNET_4D1BCAB3A6_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_4D1BCAB3A6_N_PARAMS numbers */
+#define SYMNET_4D1BCAB3A6_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_4D1BCAB3A6_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_BED3A8D86B_N_OUTPUTS) = the network's output for X (batch × SYMNET_BED3A8D86B_N_INPUTS). */
-void symnet_bed3a8d86b_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_4D1BCAB3A6_N_OUTPUTS) = the network's output for X (batch × SYMNET_4D1BCAB3A6_N_INPUTS). */
+void symnet_4d1bcab3a6_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_bed3a8d86b_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_4d1bcab3a6_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_BED3A8D86B_N_PARAMS numbers) by back propagation. */
-float symnet_bed3a8d86b_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_4D1BCAB3A6_N_PARAMS numbers) by back propagation. */
+float symnet_4d1bcab3a6_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_bed3a8d86b_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_4d1bcab3a6_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss; T[b] is the class label of example b. */
-float symnet_bed3a8d86b_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_4d1bcab3a6_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_BED3A8D86B_N_PARAMS numbers) by back propagation. */
-float symnet_bed3a8d86b_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_4D1BCAB3A6_N_PARAMS numbers) by back propagation. */
+float symnet_4d1bcab3a6_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_bed3a8d86b_step_labels(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_4d1bcab3a6_step_labels(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_BED3A8D86B_SGD, SYMNET_BED3A8D86B_MOMENTUM or SYMNET_BED3A8D86B_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_4D1BCAB3A6_SGD, SYMNET_4D1BCAB3A6_MOMENTUM or SYMNET_4D1BCAB3A6_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_bed3a8d86b_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_4d1bcab3a6_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -101,10 +101,10 @@ void symnet_bed3a8d86b_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_BED3A8D86B_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_4D1BCAB3A6_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_BED3A8D86B_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_bed3a8d86b_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_4D1BCAB3A6_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_4d1bcab3a6_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -114,10 +114,10 @@ long long symnet_bed3a8d86b_train(float *params, const float *X, const float *T,
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_BED3A8D86B_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_4D1BCAB3A6_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_BED3A8D86B_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_bed3a8d86b_train_labels(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_4D1BCAB3A6_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_4d1bcab3a6_train_labels(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -126,7 +126,7 @@ long long symnet_bed3a8d86b_train_labels(float *params, const float *X, const fl
 }
 #endif
 
-#endif /* SYMNET_BED3A8D86B_H */
+#endif /* SYMNET_4D1BCAB3A6_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -332,6 +332,81 @@ SN_INLINE void sn_mm_tn(int M, int N, int K, const real *restrict A,
     }
 }
 
+/* The passes of this network run the batch in chunks of about SN_CHUNK examples (every
+ * layer of an example depends on that example alone), which threads take in turn: a
+ * thread the system runs late takes fewer.  The sums over the batch (the loss, ∂L/∂θ)
+ * are kept per chunk and added up in the order of the chunks, so the result does not
+ * depend on the number of threads.  Chunk c of n holds the examples
+ * sn_share(batch, c, n) ≤ b < sn_share(batch, c + 1, n). */
+#define SN_CHUNK 8
+#define SN_CHUNKS_MAX 64
+static inline int sn_chunks(int batch)
+{
+    const int n = (batch + SN_CHUNK - 1) / SN_CHUNK;
+    return n < SN_CHUNKS_MAX ? n : SN_CHUNKS_MAX;
+}
+static inline int sn_share(int batch, int c, int n) { return (int)((long long)batch * c / n); }
+#ifdef _OPENMP
+#include <omp.h>
+
+/* Whether the runs take threads (sn_on), decided on the time of the whole loss-and-
+ * gradient pass per example: sn_took[0] without threads, [1] with.  On a busy machine the
+ * threads' join can wait for a thread the system runs late, and a thread that wakes
+ * takes a core another program then takes back from the pass (milliseconds, more than
+ * the threads save).  After a pass that warms the caches, three passes without threads
+ * and three with give each choice its median; then the pass keeps the faster (its figure
+ * an average of its last two passes) and tries the other for three passes again after
+ * SN_RETRY passes, twice as many after each such trial that lost (at most SN_RETRY_MAX).
+ * Which it takes never changes the result (the chunks' sums are added in their order). */
+#define SN_RETRY 16
+#define SN_RETRY_MAX 64
+static int sn_on = 1;
+static double sn_took[2], sn_trial[3];
+static unsigned long sn_passes, sn_retry, sn_gap;
+
+static double sn_median3(const double *t)
+{
+    const double lo = t[0] < t[1] ? t[0] : t[1], hi = t[0] < t[1] ? t[1] : t[0];
+    return t[2] < lo ? lo : t[2] > hi ? hi : t[2];
+}
+
+/* Threads for this pass or not. */
+static int sn_choose(void)
+{
+    const unsigned long r = sn_passes++;
+    if (r < 4)
+        return 0;
+    if (r < 7)
+        return 1;
+    const int threads = sn_took[1] <= sn_took[0];
+    return (r >= sn_retry) != threads;   /* the other choice during a trial */
+}
+
+/* Record the pass's time (seconds per example). */
+static void sn_took_now(int threads, double seconds)
+{
+    const unsigned long r = sn_passes - 1;
+    if (r == 0)
+        return;
+    if (r >= 7 && r < sn_retry) {            /* the choice kept */
+        sn_took[threads] = 0.5 * sn_took[threads] + 0.5 * seconds;
+        return;
+    }
+    const unsigned long first = r < 7 ? (r < 4 ? 1 : 4) : sn_retry;
+    sn_trial[r - first] = seconds;
+    if (r - first < 2)
+        return;
+    sn_took[threads] = sn_median3(sn_trial);   /* the end of a trial */
+    if (r < 7) {
+        sn_gap = SN_RETRY;
+    } else {
+        const int won = threads == (sn_took[1] <= sn_took[0]);
+        sn_gap = won ? SN_RETRY : sn_gap < SN_RETRY_MAX ? 2 * sn_gap : SN_RETRY_MAX;
+    }
+    sn_retry = r + 1 + sn_gap;
+}
+#endif
+
 static inline int sn_imax(int a, int b) { return a > b ? a : b; }
 static inline int sn_imin(int a, int b) { return a < b ? a : b; }
 
@@ -503,15 +578,14 @@ SN_INLINE void sn_col2im(const real *restrict dcol, real *restrict dX, int C, in
             }
 }
 
-/* Forward pass: every layer from the input up. */
-static void sn_forward(const real *params, real *work, const real *I, int batch)
+/* The examples sn_lo ≤ b < sn_hi of the batch through the layers' ops that take each
+ * example alone: z_H1, H1, z_H2, z_H3, H3. */
+static void sn_rows_1(const real *params, real *work, const real *I, int batch, int sn_lo, int sn_hi)
 {
     const real *W1 = params + 0;  /* W1: (16, 1, 3, 3) */
     const real *b1 = params + 144;  /* b1: (16,) */
     const real *W3 = params + 160;  /* W3: (32, 16, 3, 3) */
     const real *b3 = params + 4768;  /* b3: (32,) */
-    const real *W5 = params + 4800;  /* W5: (10, 512) */
-    const real *b5 = params + 9920;  /* b5: (10,) */
 
     real *z_H1 = work + (size_t)batch * 0;  /* Σ of H1: (batch, 16, 8, 8) */
     real *col_H1 = work + (size_t)batch * 1024;  /* im2col of I for H1: (batch, 9, 64) */
@@ -520,28 +594,25 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
     real *z_H3 = work + (size_t)batch * 3904;  /* Σ of H3: (batch, 32, 4, 4) */
     real *col_H3 = work + (size_t)batch * 4416;  /* im2col of H2 for H3: (batch, 144, 16) */
     real *H3 = work + (size_t)batch * 7232;  /* layer H3: (batch, 32, 4, 4) */
-    real *z_O = work + (size_t)batch * 7744;  /* Σ of O: (batch, 10) */
-    real *sn_u_O = work + (size_t)batch * 7754;  /* layer O: (batch, 10) */
     real *H2 = z_H2;  /* layer H2: z_H2 itself: (batch, 16, 4, 4) */
-    real *H4 = H3;  /* layer H4: H3 flattened (the same memory): (batch, 512) */
 
     /* z_H1[b,c,y,x] = Σ_k Σ_u Σ_v I[b,k,y + u - 1,x + v - 1]·W1[c,k,u,v]
        as im2col: col_H1[b] holds the input positions each output reads, then z_H1[b] = W1·col_H1[b] */
-    for (int b = 0; b < batch; b++) {
+    for (int b = sn_lo; b < sn_hi; b++) {
         sn_im2col(I + (size_t)b * 64, col_H1 + (size_t)b * 576, 1, 8, 8, 3, 3, 1, 1, 1, 1, 1, 1, 8, 8);
         sn_conv_mm(16, 64, 9, W1, 9, 1, col_H1 + (size_t)b * 576, z_H1 + (size_t)b * 1024, 0);
     }
     /* H1[b,c,y,x] = (b1[c] + z_H1[b,c,y,x] if b1[c] + z_H1[b,c,y,x] > 0 else 0) */
-    for (int b = 0; b < batch; b++)
+    for (int b = sn_lo; b < sn_hi; b++)
         for (int c = 0; c < 16; c++)
             for (int y = 0; y < 8; y++)
                 for (int x = 0; x < 8; x++) {
                     const real t0 = b1[c] + z_H1[b * 1024 + c * 64 + y * 8 + x];
                     H1[b * 1024 + c * 64 + y * 8 + x] = ((t0 > 0) ? (t0) : (0));
                 }
-    for (size_t q = 0; q < (size_t)batch * 256; q++) z_H2[q] = -INFINITY;
+    for (size_t q = (size_t)sn_lo * 256; q < (size_t)sn_hi * 256; q++) z_H2[q] = -INFINITY;
     /* z_H2[b,c,y,x] = max_u,v H1[b,c,y*2 + u,x*2 + v] */
-    for (int b = 0; b < batch; b++)
+    for (int b = sn_lo; b < sn_hi; b++)
         for (int c = 0; c < 16; c++)
             for (int y = 0; y < 4; y++)
                 for (int x = 0; x < 4; x++)
@@ -551,18 +622,155 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
                         }
     /* z_H3[b,c,y,x] = Σ_k Σ_u Σ_v H2[b,k,y + u - 1,x + v - 1]·W3[c,k,u,v]
        as im2col: col_H3[b] holds the input positions each output reads, then z_H3[b] = W3·col_H3[b] */
-    for (int b = 0; b < batch; b++) {
+    for (int b = sn_lo; b < sn_hi; b++) {
         sn_im2col(H2 + (size_t)b * 256, col_H3 + (size_t)b * 2304, 16, 4, 4, 3, 3, 1, 1, 1, 1, 1, 1, 4, 4);
         sn_conv_mm(32, 16, 144, W3, 144, 1, col_H3 + (size_t)b * 2304, z_H3 + (size_t)b * 512, 0);
     }
     /* H3[b,c,y,x] = (b3[c] + z_H3[b,c,y,x] if b3[c] + z_H3[b,c,y,x] > 0 else 0) */
-    for (int b = 0; b < batch; b++)
+    for (int b = sn_lo; b < sn_hi; b++)
         for (int c = 0; c < 32; c++)
             for (int y = 0; y < 4; y++)
                 for (int x = 0; x < 4; x++) {
                     const real t0 = b3[c] + z_H3[b * 512 + c * 16 + y * 4 + x];
                     H3[b * 512 + c * 16 + y * 4 + x] = ((t0 > 0) ? (t0) : (0));
                 }
+
+}
+
+/* The examples sn_lo ≤ b < sn_hi of the batch through the layers' ops that take each
+ * example alone: delta_H3, g_b3, dL_dH2, g_W3, dL_dH1, delta_H1, g_b1, g_W1; the sums over these examples go to
+ * sn_part (4800 numbers). */
+static void sn_rows_2(const real *params, real *work, const real *I, int batch, int sn_lo, int sn_hi, real *sn_part)
+{
+    const real *b1 = params + 144;  /* b1: (16,) */
+    const real *W3 = params + 160;  /* W3: (32, 16, 3, 3) */
+    const real *b3 = params + 4768;  /* b3: (32,) */
+
+    real *g_b3 = sn_part + 0;  /* this chunk's part of ∂L/∂b3: (32,) */
+    real *g_W3 = sn_part + 32;  /* this chunk's part of ∂L/∂W3: (32, 16, 3, 3) */
+    real *g_b1 = sn_part + 4640;  /* this chunk's part of ∂L/∂b1: (16,) */
+    real *g_W1 = sn_part + 4656;  /* this chunk's part of ∂L/∂W1: (16, 1, 3, 3) */
+    real *z_H1 = work + (size_t)batch * 0;  /* Σ of H1: (batch, 16, 8, 8) */
+    real *col_H1 = work + (size_t)batch * 1024;  /* im2col of I for H1: (batch, 9, 64) */
+    real *dT_H1 = work + (size_t)batch * 1600;  /* the delta of H1 transposed, for the weight gradient: (batch, 64, 16) */
+    real *H1 = work + (size_t)batch * 2624;  /* layer H1: (batch, 16, 8, 8) */
+    real *z_H3 = work + (size_t)batch * 3904;  /* Σ of H3: (batch, 32, 4, 4) */
+    real *col_H3 = work + (size_t)batch * 4416;  /* im2col of H2 for H3: (batch, 144, 16) */
+    real *dT_H3 = work + (size_t)batch * 6720;  /* the delta of H3 transposed, for the weight gradient: (batch, 16, 32) */
+    real *dL_dH1 = work + (size_t)batch * 7764;  /* ∂L/∂H1: (batch, 16, 8, 8) */
+    real *delta_H1 = work + (size_t)batch * 8788;  /* ∂L/∂z_H1: (batch, 16, 8, 8) */
+    real *dL_dH2 = work + (size_t)batch * 9812;  /* ∂L/∂H2: (batch, 16, 4, 4) */
+    real *dL_dH3 = work + (size_t)batch * 10068;  /* ∂L/∂H3: (batch, 32, 4, 4) */
+    real *delta_H3 = work + (size_t)batch * 10580;  /* ∂L/∂z_H3: (batch, 32, 4, 4) */
+    real *delta_H2 = dL_dH2;  /* ∂L/∂z_H2: ∂L/∂H2 itself: (batch, 16, 4, 4) */
+
+    (void)I;
+    memset(sn_part, 0, sizeof(real) * 4800);
+    /* delta_H3[b,c,y,x] = dL_dH3[b,c,y,x]·(1 if b3[c] + z_H3[b,c,y,x] > 0 else 0); g_b3[c] += dL_dH3[b,c,y,x]·(1 if b3[c] + z_H3[b,c,y,x] > 0 else 0) */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int c = 0; c < 32; c++)
+            for (int y = 0; y < 4; y++) {
+                real acc0 = 0;
+#ifdef SN_SIMD
+#pragma omp simd reduction(+:acc0)
+#endif
+                for (int x = 0; x < 4; x++) {
+                    const real t0 = dL_dH3[b * 512 + c * 16 + y * 4 + x]*((b3[c] + z_H3[b * 512 + c * 16 + y * 4 + x] > 0) ? (1) : (0));
+                    delta_H3[b * 512 + c * 16 + y * 4 + x] = t0;
+                    acc0 += t0;
+                }
+                g_b3[c] += acc0;
+            }
+    memset(dL_dH2 + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
+    /* dL_dH2[b,k,y + u - 1,x + v - 1] += Σ_c W3[c,k,u,v]·delta_H3[b,c,y,x], i.e. dL_dH2[b,k,y′,x′] = Σ_c Σ_u Σ_v W3[c,k,u,v]·delta_H3[b,c,y′ - u + 1,x′ - v + 1]; g_W3[c,k,u,v] += Σ_b Σ_y Σ_x H2[b,k,y + u - 1,x + v - 1]·delta_H3[b,c,y,x]
+       as products with the forward im2col: g_W3 (+)= Σ_b delta_H3[b]·col_H3[b]ᵀ; col_H3[b] ← W3ᵀ·delta_H3[b], added back into dL_dH2[b] by col2im */
+    /* dT_H3[b,p,c] = delta_H3[b,c,p], p = y·4 + x: the delta's rows made contiguous along c */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int ch = 0; ch < 32; ch++)
+            for (int p = 0; p < 16; p++)
+                dT_H3[(size_t)b * 512 + p * 32 + ch] = delta_H3[(size_t)b * 512 + ch * 16 + p];
+    /* g_W3[c,q] (+)= Σ_b Σ_p col_H3[b,q,p]·dT_H3[b,p,c], q = (k·KH + u)·KW + v: one product
+       over the whole batch, tiles of g_W3ᵀ in registers, stored transposed */
+    sn_conv_mm_batch(144, 32, sn_hi - sn_lo, 16, col_H3 + (size_t)sn_lo * 2304, 2304, 16, 1, dT_H3 + (size_t)sn_lo * 512, 512, g_W3, 1, 144, 0);
+    for (int b = sn_lo; b < sn_hi; b++) {
+        const real *d = delta_H3 + (size_t)b * 512;
+        real *col = col_H3 + (size_t)b * 2304;
+        sn_conv_mm(144, 16, 32, W3, 1, 144, d, col, 0);
+        sn_col2im(col, dL_dH2 + (size_t)b * 256, 16, 4, 4, 3, 3, 1, 1, 1, 1, 1, 1, 4, 4);
+    }
+    memset(dL_dH1 + (size_t)sn_lo * 1024, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 1024);
+    /* dL_dH1[b,c,y*2 + u,x*2 + v] += delta_H2[b,c,y,x] at the first (u,v) where H1[b,c,y*2 + u,x*2 + v] = z_H2[b,c,y,x] (first on ties) */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int c = 0; c < 16; c++)
+            for (int y = 0; y < 4; y++)
+                for (int x = 0; x < 4; x++) {
+                    real best = -INFINITY;
+                    int u_at = 0, v_at = 0;
+                    for (int u = 0; u < 2; u++)
+                        for (int v = 0; v < 2; v++) {
+                            const real e = H1[b * 1024 + c * 64 + (y*2 + u) * 8 + (x*2 + v)];
+                            const int better = e > best;   /* strictly: the first maximum keeps the gradient */
+                            best = better ? e : best;
+                            u_at = better ? u : u_at;
+                            v_at = better ? v : v_at;
+                        }
+                    {
+                        const int u = u_at, v = v_at;
+                        dL_dH1[b * 1024 + c * 64 + (y*2 + u) * 8 + (x*2 + v)] += delta_H2[b * 256 + c * 16 + y * 4 + x];
+                    }
+                }
+    /* delta_H1[b,c,y,x] = dL_dH1[b,c,y,x]·(1 if b1[c] + z_H1[b,c,y,x] > 0 else 0); g_b1[c] += dL_dH1[b,c,y,x]·(1 if b1[c] + z_H1[b,c,y,x] > 0 else 0) */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int c = 0; c < 16; c++)
+            for (int y = 0; y < 8; y++) {
+                real acc0 = 0;
+#ifdef SN_SIMD
+#pragma omp simd reduction(+:acc0)
+#endif
+                for (int x = 0; x < 8; x++) {
+                    const real t0 = dL_dH1[b * 1024 + c * 64 + y * 8 + x]*((b1[c] + z_H1[b * 1024 + c * 64 + y * 8 + x] > 0) ? (1) : (0));
+                    delta_H1[b * 1024 + c * 64 + y * 8 + x] = t0;
+                    acc0 += t0;
+                }
+                g_b1[c] += acc0;
+            }
+    /* g_W1[c,k,u,v] += Σ_b Σ_y Σ_x I[b,k,y + u - 1,x + v - 1]·delta_H1[b,c,y,x]
+       as products with the forward im2col: g_W1 (+)= Σ_b delta_H1[b]·col_H1[b]ᵀ */
+    /* dT_H1[b,p,c] = delta_H1[b,c,p], p = y·8 + x: the delta's rows made contiguous along c */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int ch = 0; ch < 16; ch++)
+            for (int p = 0; p < 64; p++)
+                dT_H1[(size_t)b * 1024 + p * 16 + ch] = delta_H1[(size_t)b * 1024 + ch * 64 + p];
+    /* g_W1[c,q] (+)= Σ_b Σ_p col_H1[b,q,p]·dT_H1[b,p,c], q = (k·KH + u)·KW + v: one product
+       over the whole batch, tiles of g_W1ᵀ in registers, stored transposed */
+    sn_conv_mm_batch(9, 16, sn_hi - sn_lo, 64, col_H1 + (size_t)sn_lo * 576, 576, 64, 1, dT_H1 + (size_t)sn_lo * 1024, 1024, g_W1, 1, 9, 0);
+
+}
+
+/* Forward pass: every layer from the input up. */
+static void sn_forward(const real *params, real *work, const real *I, int batch)
+{
+    const real *W5 = params + 4800;  /* W5: (10, 512) */
+    const real *b5 = params + 9920;  /* b5: (10,) */
+
+    real *H3 = work + (size_t)batch * 7232;  /* layer H3: (batch, 32, 4, 4) */
+    real *z_O = work + (size_t)batch * 7744;  /* Σ of O: (batch, 10) */
+    real *sn_u_O = work + (size_t)batch * 7754;  /* layer O: (batch, 10) */
+    real *H4 = H3;  /* layer H4: H3 flattened (the same memory): (batch, 512) */
+
+    /* z_H1, H1, z_H2, z_H3, H3: the batch in chunks of examples through sn_rows_1, the chunks
+       on as many threads as pay for their join: n threads cost work/n + one join, so each
+       thread gets at least a join's work, half of what one product asks (sn_threads counts
+       two joins); the work, about 126720 multiply-adds per example */
+    {
+        const int sn_n = sn_chunks(batch);
+#ifdef _OPENMP
+        const int sn_used = sn_on ? sn_threads(2.0 * 126720 * batch, sn_n) : 1;
+#pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
+#endif
+        for (int sn_c = 0; sn_c < sn_n; sn_c++)
+            sn_rows_1(params, work, I, batch, sn_share(batch, sn_c, sn_n), sn_share(batch, sn_c + 1, sn_n));
+    }
     /* z_O[b,i] = Σ_j W5[i,j]·H4[b,j] */
     sn_mm_nt(batch, 10, 512, H4, W5, z_O, 0);
     /* O[b,i] = b5[i] + z_O[b,i] */
@@ -574,7 +782,7 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_bed3a8d86b_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_4d1bcab3a6_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 7754, sizeof(real) * (size_t)batch * 10);
@@ -608,7 +816,7 @@ static double sn_loss(const real *params, real *work, const real *I, const real 
     return loss / batch;
 }
 
-real symnet_bed3a8d86b_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_4d1bcab3a6_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -616,9 +824,6 @@ real symnet_bed3a8d86b_loss(const real *params, const real *X, const real *T, in
 /* Loss and every gradient ∂L/∂θ (into grads), by back propagation. */
 static double sn_loss_grad(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
 {
-    const real *b1 = params + 144;  /* b1: (16,) */
-    const real *W3 = params + 160;  /* W3: (32, 16, 3, 3) */
-    const real *b3 = params + 4768;  /* b3: (32,) */
     const real *W5 = params + 4800;  /* W5: (10, 512) */
 
     real *g_W1 = grads + 0;  /* ∂L/∂W1: (16, 1, 3, 3) */
@@ -628,28 +833,20 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     real *g_W5 = grads + 4800;  /* ∂L/∂W5: (10, 512) */
     real *g_b5 = grads + 9920;  /* ∂L/∂b5: (10,) */
 
-    real *z_H1 = work + (size_t)batch * 0;  /* Σ of H1: (batch, 16, 8, 8) */
-    real *col_H1 = work + (size_t)batch * 1024;  /* im2col of I for H1: (batch, 9, 64) */
-    real *dT_H1 = work + (size_t)batch * 1600;  /* the delta of H1 transposed, for the weight gradient: (batch, 64, 16) */
-    real *H1 = work + (size_t)batch * 2624;  /* layer H1: (batch, 16, 8, 8) */
-    real *z_H3 = work + (size_t)batch * 3904;  /* Σ of H3: (batch, 32, 4, 4) */
-    real *col_H3 = work + (size_t)batch * 4416;  /* im2col of H2 for H3: (batch, 144, 16) */
-    real *dT_H3 = work + (size_t)batch * 6720;  /* the delta of H3 transposed, for the weight gradient: (batch, 16, 32) */
     real *H3 = work + (size_t)batch * 7232;  /* layer H3: (batch, 32, 4, 4) */
     real *sn_u_O = work + (size_t)batch * 7754;  /* layer O: (batch, 10) */
-    real *dL_dH1 = work + (size_t)batch * 7764;  /* ∂L/∂H1: (batch, 16, 8, 8) */
-    real *delta_H1 = work + (size_t)batch * 8788;  /* ∂L/∂z_H1: (batch, 16, 8, 8) */
-    real *dL_dH2 = work + (size_t)batch * 9812;  /* ∂L/∂H2: (batch, 16, 4, 4) */
     real *dL_dH3 = work + (size_t)batch * 10068;  /* ∂L/∂H3: (batch, 32, 4, 4) */
-    real *delta_H3 = work + (size_t)batch * 10580;  /* ∂L/∂z_H3: (batch, 32, 4, 4) */
     real *dL_dO = work + (size_t)batch * 11092;  /* ∂L/∂O: (batch, 10) */
     real *delta_O = work + (size_t)batch * 11102;  /* ∂L/∂z_O: (batch, 10) */
     real *H4 = H3;  /* layer H4: H3 flattened (the same memory): (batch, 512) */
-    real *delta_H2 = dL_dH2;  /* ∂L/∂z_H2: ∂L/∂H2 itself: (batch, 16, 4, 4) */
     real *dL_dH4 = dL_dH3;  /* ∂L/∂H4: ∂L/∂H3 flattened: (batch, 512) */
 
     const real inv_batch = (real)1 / (real)batch;
     double loss = 0;
+#ifdef _OPENMP
+    const int sn_on_now = sn_on = sn_choose();
+    const double sn_start = omp_get_wtime();
+#endif
     sn_forward(params, work, I, batch);
     /* L_b = logsumexp(O[b,:])·Σ_k T[b,k] − Σ_k T[b,k]·O[b,k]
        dL_dO[b,k] = (softmax(O[b,:])_k·Σ_j T[b,j] − T[b,k]) / batch */
@@ -681,91 +878,36 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     sn_mm_tn(10, 512, batch, delta_O, H4, g_W5, 0);
     /* dL_dH4[b,j] = Σ_i delta_O[b,i]·W5[i,j] */
     sn_mm_nn(batch, 512, 10, delta_O, W5, dL_dH4, 0);
-    memset(g_b3, 0, sizeof(real) * 32);
-    /* delta_H3[b,c,y,x] = dL_dH3[b,c,y,x]·(1 if b3[c] + z_H3[b,c,y,x] > 0 else 0); g_b3[c] += dL_dH3[b,c,y,x]·(1 if b3[c] + z_H3[b,c,y,x] > 0 else 0) */
-    for (int b = 0; b < batch; b++)
-        for (int c = 0; c < 32; c++)
-            for (int y = 0; y < 4; y++) {
-                real acc0 = 0;
-#ifdef SN_SIMD
-#pragma omp simd reduction(+:acc0)
+    /* delta_H3, g_b3, dL_dH2, g_W3, dL_dH1, delta_H1, g_b1, g_W1: the batch in chunks of examples through sn_rows_2, the chunks
+       on as many threads as pay for their join: n threads cost work/n + one join, so each
+       thread gets at least a join's work, half of what one product asks (sn_threads counts
+       two joins); the work, about 209152 multiply-adds per example */
+    {
+        const int sn_n = sn_chunks(batch);
+        real *sn_part = work + (size_t)batch * 11112;  /* 4800 partial sums per chunk */
+#ifdef _OPENMP
+        const int sn_used = sn_on ? sn_threads(2.0 * 209152 * batch, sn_n) : 1;
+#pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
 #endif
-                for (int x = 0; x < 4; x++) {
-                    const real t0 = dL_dH3[b * 512 + c * 16 + y * 4 + x]*((b3[c] + z_H3[b * 512 + c * 16 + y * 4 + x] > 0) ? (1) : (0));
-                    delta_H3[b * 512 + c * 16 + y * 4 + x] = t0;
-                    acc0 += t0;
-                }
-                g_b3[c] += acc0;
-            }
-    memset(dL_dH2, 0, sizeof(real) * (size_t)batch * 256);
-    /* dL_dH2[b,k,y + u - 1,x + v - 1] += Σ_c W3[c,k,u,v]·delta_H3[b,c,y,x], i.e. dL_dH2[b,k,y′,x′] = Σ_c Σ_u Σ_v W3[c,k,u,v]·delta_H3[b,c,y′ - u + 1,x′ - v + 1]; g_W3[c,k,u,v] += Σ_b Σ_y Σ_x H2[b,k,y + u - 1,x + v - 1]·delta_H3[b,c,y,x]
-       as products with the forward im2col: g_W3 (+)= Σ_b delta_H3[b]·col_H3[b]ᵀ; col_H3[b] ← W3ᵀ·delta_H3[b], added back into dL_dH2[b] by col2im */
-    /* dT_H3[b,p,c] = delta_H3[b,c,p], p = y·4 + x: the delta's rows made contiguous along c */
-    for (int b = 0; b < batch; b++)
-        for (int ch = 0; ch < 32; ch++)
-            for (int p = 0; p < 16; p++)
-                dT_H3[(size_t)b * 512 + p * 32 + ch] = delta_H3[(size_t)b * 512 + ch * 16 + p];
-    /* g_W3[c,q] (+)= Σ_b Σ_p col_H3[b,q,p]·dT_H3[b,p,c], q = (k·KH + u)·KW + v: one product
-       over the whole batch, tiles of g_W3ᵀ in registers, stored transposed */
-    sn_conv_mm_batch(144, 32, batch, 16, col_H3, 2304, 16, 1, dT_H3, 512, g_W3, 1, 144, 0);
-    for (int b = 0; b < batch; b++) {
-        const real *d = delta_H3 + (size_t)b * 512;
-        real *col = col_H3 + (size_t)b * 2304;
-        sn_conv_mm(144, 16, 32, W3, 1, 144, d, col, 0);
-        sn_col2im(col, dL_dH2 + (size_t)b * 256, 16, 4, 4, 3, 3, 1, 1, 1, 1, 1, 1, 4, 4);
+        for (int sn_c = 0; sn_c < sn_n; sn_c++)
+            sn_rows_2(params, work, I, batch, sn_share(batch, sn_c, sn_n), sn_share(batch, sn_c + 1, sn_n), sn_part + (size_t)sn_c * 4800);
+        /* the chunks' partial sums added up in their order (the same for any number of threads) */
+        for (int sn_c = 1; sn_c < sn_n; sn_c++)
+            for (int q = 0; q < 4800; q++)
+                sn_part[q] += sn_part[(size_t)sn_c * 4800 + q];
+        memcpy(g_b3, sn_part + 0, sizeof(real) * 32);
+        memcpy(g_W3, sn_part + 32, sizeof(real) * 4608);
+        memcpy(g_b1, sn_part + 4640, sizeof(real) * 16);
+        memcpy(g_W1, sn_part + 4656, sizeof(real) * 144);
     }
-    memset(dL_dH1, 0, sizeof(real) * (size_t)batch * 1024);
-    /* dL_dH1[b,c,y*2 + u,x*2 + v] += delta_H2[b,c,y,x] at the first (u,v) where H1[b,c,y*2 + u,x*2 + v] = z_H2[b,c,y,x] (first on ties) */
-    for (int b = 0; b < batch; b++)
-        for (int c = 0; c < 16; c++)
-            for (int y = 0; y < 4; y++)
-                for (int x = 0; x < 4; x++) {
-                    real best = -INFINITY;
-                    int u_at = 0, v_at = 0;
-                    for (int u = 0; u < 2; u++)
-                        for (int v = 0; v < 2; v++) {
-                            const real e = H1[b * 1024 + c * 64 + (y*2 + u) * 8 + (x*2 + v)];
-                            const int better = e > best;   /* strictly: the first maximum keeps the gradient */
-                            best = better ? e : best;
-                            u_at = better ? u : u_at;
-                            v_at = better ? v : v_at;
-                        }
-                    {
-                        const int u = u_at, v = v_at;
-                        dL_dH1[b * 1024 + c * 64 + (y*2 + u) * 8 + (x*2 + v)] += delta_H2[b * 256 + c * 16 + y * 4 + x];
-                    }
-                }
-    memset(g_b1, 0, sizeof(real) * 16);
-    /* delta_H1[b,c,y,x] = dL_dH1[b,c,y,x]·(1 if b1[c] + z_H1[b,c,y,x] > 0 else 0); g_b1[c] += dL_dH1[b,c,y,x]·(1 if b1[c] + z_H1[b,c,y,x] > 0 else 0) */
-    for (int b = 0; b < batch; b++)
-        for (int c = 0; c < 16; c++)
-            for (int y = 0; y < 8; y++) {
-                real acc0 = 0;
-#ifdef SN_SIMD
-#pragma omp simd reduction(+:acc0)
-#endif
-                for (int x = 0; x < 8; x++) {
-                    const real t0 = dL_dH1[b * 1024 + c * 64 + y * 8 + x]*((b1[c] + z_H1[b * 1024 + c * 64 + y * 8 + x] > 0) ? (1) : (0));
-                    delta_H1[b * 1024 + c * 64 + y * 8 + x] = t0;
-                    acc0 += t0;
-                }
-                g_b1[c] += acc0;
-            }
-    /* g_W1[c,k,u,v] += Σ_b Σ_y Σ_x I[b,k,y + u - 1,x + v - 1]·delta_H1[b,c,y,x]
-       as products with the forward im2col: g_W1 (+)= Σ_b delta_H1[b]·col_H1[b]ᵀ */
-    /* dT_H1[b,p,c] = delta_H1[b,c,p], p = y·8 + x: the delta's rows made contiguous along c */
-    for (int b = 0; b < batch; b++)
-        for (int ch = 0; ch < 16; ch++)
-            for (int p = 0; p < 64; p++)
-                dT_H1[(size_t)b * 1024 + p * 16 + ch] = delta_H1[(size_t)b * 1024 + ch * 64 + p];
-    /* g_W1[c,q] (+)= Σ_b Σ_p col_H1[b,q,p]·dT_H1[b,p,c], q = (k·KH + u)·KW + v: one product
-       over the whole batch, tiles of g_W1ᵀ in registers, stored transposed */
-    sn_conv_mm_batch(9, 16, batch, 64, col_H1, 576, 64, 1, dT_H1, 1024, g_W1, 1, 9, 0);
 
+#ifdef _OPENMP
+    sn_took_now(sn_on_now, (omp_get_wtime() - sn_start) / batch);
+#endif
     return loss / batch;
 }
 
-real symnet_bed3a8d86b_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_4d1bcab3a6_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -794,7 +936,7 @@ static double sn_loss_labels(const real *params, real *work, const real *I, cons
     return loss / batch;
 }
 
-real symnet_bed3a8d86b_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_4d1bcab3a6_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss_labels(params, work, X, T, batch);
 }
@@ -802,9 +944,6 @@ real symnet_bed3a8d86b_loss_labels(const real *params, const real *X, const real
 /* Loss and every gradient ∂L/∂θ (into grads), by back propagation; T[b] is the class label of example b. */
 static double sn_loss_grad_labels(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
 {
-    const real *b1 = params + 144;  /* b1: (16,) */
-    const real *W3 = params + 160;  /* W3: (32, 16, 3, 3) */
-    const real *b3 = params + 4768;  /* b3: (32,) */
     const real *W5 = params + 4800;  /* W5: (10, 512) */
 
     real *g_W1 = grads + 0;  /* ∂L/∂W1: (16, 1, 3, 3) */
@@ -814,28 +953,20 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
     real *g_W5 = grads + 4800;  /* ∂L/∂W5: (10, 512) */
     real *g_b5 = grads + 9920;  /* ∂L/∂b5: (10,) */
 
-    real *z_H1 = work + (size_t)batch * 0;  /* Σ of H1: (batch, 16, 8, 8) */
-    real *col_H1 = work + (size_t)batch * 1024;  /* im2col of I for H1: (batch, 9, 64) */
-    real *dT_H1 = work + (size_t)batch * 1600;  /* the delta of H1 transposed, for the weight gradient: (batch, 64, 16) */
-    real *H1 = work + (size_t)batch * 2624;  /* layer H1: (batch, 16, 8, 8) */
-    real *z_H3 = work + (size_t)batch * 3904;  /* Σ of H3: (batch, 32, 4, 4) */
-    real *col_H3 = work + (size_t)batch * 4416;  /* im2col of H2 for H3: (batch, 144, 16) */
-    real *dT_H3 = work + (size_t)batch * 6720;  /* the delta of H3 transposed, for the weight gradient: (batch, 16, 32) */
     real *H3 = work + (size_t)batch * 7232;  /* layer H3: (batch, 32, 4, 4) */
     real *sn_u_O = work + (size_t)batch * 7754;  /* layer O: (batch, 10) */
-    real *dL_dH1 = work + (size_t)batch * 7764;  /* ∂L/∂H1: (batch, 16, 8, 8) */
-    real *delta_H1 = work + (size_t)batch * 8788;  /* ∂L/∂z_H1: (batch, 16, 8, 8) */
-    real *dL_dH2 = work + (size_t)batch * 9812;  /* ∂L/∂H2: (batch, 16, 4, 4) */
     real *dL_dH3 = work + (size_t)batch * 10068;  /* ∂L/∂H3: (batch, 32, 4, 4) */
-    real *delta_H3 = work + (size_t)batch * 10580;  /* ∂L/∂z_H3: (batch, 32, 4, 4) */
     real *dL_dO = work + (size_t)batch * 11092;  /* ∂L/∂O: (batch, 10) */
     real *delta_O = work + (size_t)batch * 11102;  /* ∂L/∂z_O: (batch, 10) */
     real *H4 = H3;  /* layer H4: H3 flattened (the same memory): (batch, 512) */
-    real *delta_H2 = dL_dH2;  /* ∂L/∂z_H2: ∂L/∂H2 itself: (batch, 16, 4, 4) */
     real *dL_dH4 = dL_dH3;  /* ∂L/∂H4: ∂L/∂H3 flattened: (batch, 512) */
 
     const real inv_batch = (real)1 / (real)batch;
     double loss = 0;
+#ifdef _OPENMP
+    const int sn_on_now = sn_on = sn_choose();
+    const double sn_start = omp_get_wtime();
+#endif
     sn_forward(params, work, I, batch);
     /* L_b = logsumexp(O[b,:]) − O[b,y_b], y_b = (int)T[b] the class label of example b
        dL_dO[b,k] = (softmax(O[b,:])_k − [k = y_b]) / batch */
@@ -863,91 +994,36 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
     sn_mm_tn(10, 512, batch, delta_O, H4, g_W5, 0);
     /* dL_dH4[b,j] = Σ_i delta_O[b,i]·W5[i,j] */
     sn_mm_nn(batch, 512, 10, delta_O, W5, dL_dH4, 0);
-    memset(g_b3, 0, sizeof(real) * 32);
-    /* delta_H3[b,c,y,x] = dL_dH3[b,c,y,x]·(1 if b3[c] + z_H3[b,c,y,x] > 0 else 0); g_b3[c] += dL_dH3[b,c,y,x]·(1 if b3[c] + z_H3[b,c,y,x] > 0 else 0) */
-    for (int b = 0; b < batch; b++)
-        for (int c = 0; c < 32; c++)
-            for (int y = 0; y < 4; y++) {
-                real acc0 = 0;
-#ifdef SN_SIMD
-#pragma omp simd reduction(+:acc0)
+    /* delta_H3, g_b3, dL_dH2, g_W3, dL_dH1, delta_H1, g_b1, g_W1: the batch in chunks of examples through sn_rows_2, the chunks
+       on as many threads as pay for their join: n threads cost work/n + one join, so each
+       thread gets at least a join's work, half of what one product asks (sn_threads counts
+       two joins); the work, about 209152 multiply-adds per example */
+    {
+        const int sn_n = sn_chunks(batch);
+        real *sn_part = work + (size_t)batch * 11112;  /* 4800 partial sums per chunk */
+#ifdef _OPENMP
+        const int sn_used = sn_on ? sn_threads(2.0 * 209152 * batch, sn_n) : 1;
+#pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
 #endif
-                for (int x = 0; x < 4; x++) {
-                    const real t0 = dL_dH3[b * 512 + c * 16 + y * 4 + x]*((b3[c] + z_H3[b * 512 + c * 16 + y * 4 + x] > 0) ? (1) : (0));
-                    delta_H3[b * 512 + c * 16 + y * 4 + x] = t0;
-                    acc0 += t0;
-                }
-                g_b3[c] += acc0;
-            }
-    memset(dL_dH2, 0, sizeof(real) * (size_t)batch * 256);
-    /* dL_dH2[b,k,y + u - 1,x + v - 1] += Σ_c W3[c,k,u,v]·delta_H3[b,c,y,x], i.e. dL_dH2[b,k,y′,x′] = Σ_c Σ_u Σ_v W3[c,k,u,v]·delta_H3[b,c,y′ - u + 1,x′ - v + 1]; g_W3[c,k,u,v] += Σ_b Σ_y Σ_x H2[b,k,y + u - 1,x + v - 1]·delta_H3[b,c,y,x]
-       as products with the forward im2col: g_W3 (+)= Σ_b delta_H3[b]·col_H3[b]ᵀ; col_H3[b] ← W3ᵀ·delta_H3[b], added back into dL_dH2[b] by col2im */
-    /* dT_H3[b,p,c] = delta_H3[b,c,p], p = y·4 + x: the delta's rows made contiguous along c */
-    for (int b = 0; b < batch; b++)
-        for (int ch = 0; ch < 32; ch++)
-            for (int p = 0; p < 16; p++)
-                dT_H3[(size_t)b * 512 + p * 32 + ch] = delta_H3[(size_t)b * 512 + ch * 16 + p];
-    /* g_W3[c,q] (+)= Σ_b Σ_p col_H3[b,q,p]·dT_H3[b,p,c], q = (k·KH + u)·KW + v: one product
-       over the whole batch, tiles of g_W3ᵀ in registers, stored transposed */
-    sn_conv_mm_batch(144, 32, batch, 16, col_H3, 2304, 16, 1, dT_H3, 512, g_W3, 1, 144, 0);
-    for (int b = 0; b < batch; b++) {
-        const real *d = delta_H3 + (size_t)b * 512;
-        real *col = col_H3 + (size_t)b * 2304;
-        sn_conv_mm(144, 16, 32, W3, 1, 144, d, col, 0);
-        sn_col2im(col, dL_dH2 + (size_t)b * 256, 16, 4, 4, 3, 3, 1, 1, 1, 1, 1, 1, 4, 4);
+        for (int sn_c = 0; sn_c < sn_n; sn_c++)
+            sn_rows_2(params, work, I, batch, sn_share(batch, sn_c, sn_n), sn_share(batch, sn_c + 1, sn_n), sn_part + (size_t)sn_c * 4800);
+        /* the chunks' partial sums added up in their order (the same for any number of threads) */
+        for (int sn_c = 1; sn_c < sn_n; sn_c++)
+            for (int q = 0; q < 4800; q++)
+                sn_part[q] += sn_part[(size_t)sn_c * 4800 + q];
+        memcpy(g_b3, sn_part + 0, sizeof(real) * 32);
+        memcpy(g_W3, sn_part + 32, sizeof(real) * 4608);
+        memcpy(g_b1, sn_part + 4640, sizeof(real) * 16);
+        memcpy(g_W1, sn_part + 4656, sizeof(real) * 144);
     }
-    memset(dL_dH1, 0, sizeof(real) * (size_t)batch * 1024);
-    /* dL_dH1[b,c,y*2 + u,x*2 + v] += delta_H2[b,c,y,x] at the first (u,v) where H1[b,c,y*2 + u,x*2 + v] = z_H2[b,c,y,x] (first on ties) */
-    for (int b = 0; b < batch; b++)
-        for (int c = 0; c < 16; c++)
-            for (int y = 0; y < 4; y++)
-                for (int x = 0; x < 4; x++) {
-                    real best = -INFINITY;
-                    int u_at = 0, v_at = 0;
-                    for (int u = 0; u < 2; u++)
-                        for (int v = 0; v < 2; v++) {
-                            const real e = H1[b * 1024 + c * 64 + (y*2 + u) * 8 + (x*2 + v)];
-                            const int better = e > best;   /* strictly: the first maximum keeps the gradient */
-                            best = better ? e : best;
-                            u_at = better ? u : u_at;
-                            v_at = better ? v : v_at;
-                        }
-                    {
-                        const int u = u_at, v = v_at;
-                        dL_dH1[b * 1024 + c * 64 + (y*2 + u) * 8 + (x*2 + v)] += delta_H2[b * 256 + c * 16 + y * 4 + x];
-                    }
-                }
-    memset(g_b1, 0, sizeof(real) * 16);
-    /* delta_H1[b,c,y,x] = dL_dH1[b,c,y,x]·(1 if b1[c] + z_H1[b,c,y,x] > 0 else 0); g_b1[c] += dL_dH1[b,c,y,x]·(1 if b1[c] + z_H1[b,c,y,x] > 0 else 0) */
-    for (int b = 0; b < batch; b++)
-        for (int c = 0; c < 16; c++)
-            for (int y = 0; y < 8; y++) {
-                real acc0 = 0;
-#ifdef SN_SIMD
-#pragma omp simd reduction(+:acc0)
-#endif
-                for (int x = 0; x < 8; x++) {
-                    const real t0 = dL_dH1[b * 1024 + c * 64 + y * 8 + x]*((b1[c] + z_H1[b * 1024 + c * 64 + y * 8 + x] > 0) ? (1) : (0));
-                    delta_H1[b * 1024 + c * 64 + y * 8 + x] = t0;
-                    acc0 += t0;
-                }
-                g_b1[c] += acc0;
-            }
-    /* g_W1[c,k,u,v] += Σ_b Σ_y Σ_x I[b,k,y + u - 1,x + v - 1]·delta_H1[b,c,y,x]
-       as products with the forward im2col: g_W1 (+)= Σ_b delta_H1[b]·col_H1[b]ᵀ */
-    /* dT_H1[b,p,c] = delta_H1[b,c,p], p = y·8 + x: the delta's rows made contiguous along c */
-    for (int b = 0; b < batch; b++)
-        for (int ch = 0; ch < 16; ch++)
-            for (int p = 0; p < 64; p++)
-                dT_H1[(size_t)b * 1024 + p * 16 + ch] = delta_H1[(size_t)b * 1024 + ch * 64 + p];
-    /* g_W1[c,q] (+)= Σ_b Σ_p col_H1[b,q,p]·dT_H1[b,p,c], q = (k·KH + u)·KW + v: one product
-       over the whole batch, tiles of g_W1ᵀ in registers, stored transposed */
-    sn_conv_mm_batch(9, 16, batch, 64, col_H1, 576, 64, 1, dT_H1, 1024, g_W1, 1, 9, 0);
 
+#ifdef _OPENMP
+    sn_took_now(sn_on_now, (omp_get_wtime() - sn_start) / batch);
+#endif
     return loss / batch;
 }
 
-real symnet_bed3a8d86b_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_4d1bcab3a6_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad_labels(params, grads, work, X, T, batch);
 }
@@ -962,9 +1038,9 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
 
 /* One steepest-descent step on this batch: θ ← θ − lr·∂L/∂θ, the gradients
  * in work after the batch's rows.  Returns the loss before it. */
-real symnet_bed3a8d86b_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_4d1bcab3a6_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
-    real *grads = work + (size_t)batch * 11112;
+    real *grads = work + (size_t)batch * 15912;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
     sn_sgd_update(params, params, grads, lr);
     return (real)loss;
@@ -972,9 +1048,9 @@ real symnet_bed3a8d86b_step(real *params, const real *X, const real *T, int batc
 
 /* One steepest-descent step on this batch; T[b] is the class label of example b: θ ← θ − lr·∂L/∂θ, the gradients
  * in work after the batch's rows.  Returns the loss before it. */
-real symnet_bed3a8d86b_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_4d1bcab3a6_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
-    real *grads = work + (size_t)batch * 11112;
+    real *grads = work + (size_t)batch * 15912;
     const double loss = sn_loss_grad_labels(params, grads, work, X, T, batch);
     sn_sgd_update(params, params, grads, lr);
     return (real)loss;
@@ -1034,7 +1110,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_bed3a8d86b_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_4d1bcab3a6_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -1054,17 +1130,17 @@ void symnet_bed3a8d86b_update(real *params, const real *grads, real lr, int opti
  * prev holds the parameters before the last update (after a restore: the same as
  * params).  prev may be NULL (no restoring).
  *
- * work: the batch's rows (11112 numbers per example), then the
+ * work: the batch's rows (15912 numbers per example), then the
  * gradients (9930), then Ib and Tb.
  *
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_bed3a8d86b_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_4d1bcab3a6_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
-    real *grads = work + (size_t)batch_size * 11112;
+    real *grads = work + (size_t)batch_size * 15912;
     real *Ib = grads + 9930;
     real *Tb = Ib + (size_t)batch_size * 64;
     real *cur = params, *old = prev != NULL ? prev : params;  /* θ now; θ before the last update */
@@ -1134,18 +1210,18 @@ long long symnet_bed3a8d86b_train(real *params, const real *X, const real *T, co
  * prev holds the parameters before the last update (after a restore: the same as
  * params).  prev may be NULL (no restoring).
  *
- * work: the batch's rows (11112 numbers per example), then the
+ * work: the batch's rows (15912 numbers per example), then the
  * gradients (9930), then Ib and Tb.
  *
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step).
  * The same with integer class labels: T[n] is the class of example n. */
-long long symnet_bed3a8d86b_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_4d1bcab3a6_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
-    real *grads = work + (size_t)batch_size * 11112;
+    real *grads = work + (size_t)batch_size * 15912;
     real *Ib = grads + 9930;
     real *Tb = Ib + (size_t)batch_size * 64;
     real *cur = params, *old = prev != NULL ? prev : params;  /* θ now; θ before the last update */

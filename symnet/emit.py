@@ -20,7 +20,7 @@ from . import __version__, ir
 from .build import template_dir
 from .cnames import PREFIX, c_name
 from .cprint import DTYPES, CPrinter, c_comment, numeric  # noqa: F401  (re-exported)
-from .lower import LOSS, Buffer, Conv, Fill, Loop, MatMul, Plan, Route, SoftmaxXent, Zero
+from .lower import LOSS, Buffer, Conv, Fill, Loop, MatMul, Plan, Route, Rows, SoftmaxXent, Zero
 
 
 class Emitter:
@@ -116,7 +116,9 @@ class Emitter:
         return self.printer.doprint(numeric(e))
 
     # ---------------------------------------------------------------- views
-    def loop_view(self, op: Loop) -> dict:
+    def loop_view(self, op: Loop, rows: bool = False) -> dict:
+        """A loop's statements, temporaries and bounds; with ``rows`` its batch
+        index runs over one thread's examples sn_lo ≤ b < sn_hi (see lower.Rows)."""
         exprs = [numeric(s[3]) for s in op.stmts]
         temps, reduced = sp.cse(exprs, symbols=sp.numbered_symbols("t"), optimizations=None)
         stmts = []
@@ -142,7 +144,10 @@ class Emitter:
                 else:
                     keep.append(st)
             stmts = keep
-        return {"indices": self.bounds(op), "comment": c_comment(op.comment),
+        indices = self.bounds(op)
+        if rows:
+            indices[0] = (indices[0][0], "sn_lo", "sn_hi")
+        return {"indices": indices, "comment": c_comment(op.comment),
                 "hoisted": hoisted,
                 "temps": [(str(s), self.printer.doprint(v)) for s, v in temps],
                 "stmts": stmts}
@@ -185,6 +190,22 @@ class Emitter:
             size *= s
         return str(size)
 
+    def rows_what(self, r: Rows) -> str:
+        """What a run of per-example ops computes, for its comments: "z_H1, H1, z_H2"."""
+        out = []
+        for op in r.ops:
+            if isinstance(op, Conv):
+                out += [op.Z] if op.mode == "forward" else [x for x in (op.dX, op.gW) if x]
+            elif isinstance(op, Loop):
+                out += [t for t, *_ in op.stmts]
+            elif isinstance(op, Route):
+                out.append(op.target.array)
+        return ", ".join(dict.fromkeys(out))
+
+    def row_size(self, name: str) -> int:
+        """Numbers per example of a batch buffer."""
+        return math.prod(self.buffers[name].shape[1:])
+
     def needed_in(self, name: str, code: str) -> bool:
         """Template filter: declare buffer ``name`` in a function whose body is
         ``code`` (it uses it directly or through an alias): -Wall -Wextra clean."""
@@ -221,6 +242,7 @@ class Emitter:
         env.tests["conv"] = lambda op: isinstance(op, Conv)
         env.tests["route"] = lambda op: isinstance(op, Route)
         env.tests["fill"] = lambda op: isinstance(op, Fill)
+        env.tests["rows"] = lambda op: isinstance(op, Rows)
         graph = self.plan.graph
         common = dict(version=__version__, dtype=self.dtype, real=DTYPES[self.dtype],
                       describe=describe_graph(graph), training=training,
@@ -283,10 +305,10 @@ class Emitter:
         rows, and for a softmax cross-entropy also for integer class labels."""
         p, n_out = self.plan, self.plan.graph.n_out
         out = [{"suffix": "", "width": n_out, "loss": p.loss, "backward": p.backward,
-                "what": "", "train_what": ""}]
+                "split": p.split_backward, "what": "", "train_what": ""}]
         if p.loss_labels:
             out.append({"suffix": "_labels", "width": 1, "loss": p.loss_labels,
-                        "backward": p.backward_labels,
+                        "backward": p.backward_labels, "split": p.split_backward_labels,
                         "what": "; T[b] is the class label of example b",
                         "train_what": "\n * The same with integer class labels: T[n] is "
                                       "the class of example n."})
