@@ -171,7 +171,7 @@ class Emitter:
 
     def fused_view(self, op: Route) -> dict:
         """A max pooling's backward fused with the loop that reads its target (see
-        lower._fuse_routes), per window element in row-major order: its input element
+        symnet.fuse.fuse_routes), per window element in row-major order: its input element
         (``x``, compared with the maximum) and the loop's statements at that element,
         where the target's value is ``sn_routed`` (δ at the first maximum, else 0)."""
         loop = op.then

@@ -14,135 +14,11 @@ from dataclasses import dataclass, field
 import sympy as sp
 
 from . import ir
-from .derive import (NodeGrad, Term, delta_name, derive, fused as is_fused, grad_name,
-                     shifted, upstream_name)
+from .derive import NodeGrad, Term, delta_name, derive, grad_name, shifted, upstream_name
+from .derive import fused as is_fused
+from .fuse import fuse_routes
 from .notation import text  # loop comments read like the derivation (net.formulas())
-
-
-LOSS = "<loss>"  # the loss accumulator as a statement target (no layer has this name)
-
-# ------------------------------------------------------------------ operations
-
-@dataclass
-class MatMul:
-    """C (+)= op(A)·op(B).  kind "nt": C[m,n] = Σ_k A[m,k]·B[n,k];
-    "nn": C[m,n] = Σ_k A[m,k]·B[k,n]; "tn": C[m,n] = Σ_k A[k,m]·B[k,n]."""
-
-    kind: str
-    C: str
-    A: str
-    B: str
-    M: str | int
-    N: str | int
-    K: str | int
-    accumulate: bool
-    comment: str
-    epilogue: object = None
-
-
-@dataclass
-class Loop:
-    """for each index in ``indices`` (name, extent): the statements, after CSE.
-
-    ``stmts`` is a list of (target, index, op, expr) with op "=" or "+=";
-    ``target`` LOSS (not a possible layer name) is the double accumulator of the
-    loss.  With ``hoist``, a "+=" whose target does not depend on the innermost index
-    sums into a local first (g_b[c] over y, x), so the innermost loop vectorises."""
-
-    indices: list[tuple[str, str | int]]
-    stmts: list[tuple[str, tuple[str, ...], str, sp.Expr]]
-    comment: str
-    hoist: bool = False
-
-
-@dataclass
-class Conv:
-    """A convolution's three contractions through im2col and matrix products.
-
-    forward:  col[b][(k,u,v),(y,x)] = X[b,k,y·s+u−p,x·s+v−p] (0 outside), then
-              Z[b] = W·col[b];
-    backward: gW (+)= Σ_b delta[b]·col[b]ᵀ (with ``deltaT``: one product over the batch
-              with the delta transposed); with ``dX``: dcol = Wᵀ·delta[b] and
-              dX[b,k,y·s+u−p,x·s+v−p] += dcol (col2im; dX zeroed before).
-    ``geo`` holds the sizes (see tensor.conv_geometry)."""
-
-    mode: str                    # "forward" or "backward"
-    X: str
-    W: str
-    col: str
-    geo: dict
-    comment: str
-    Z: str | None = None
-    delta: str | None = None
-    gW: str | None = None
-    dX: str | None = None
-    accumulate: bool = False
-    deltaT: str | None = None    # gW through delta transposed (few output positions)
-
-
-@dataclass
-class Route:
-    """Max pooling's backward: for each output element, target += delta at the
-    first position of the window where the input equals the maximum."""
-
-    loop: list                   # output loop (name, extent)
-    window: list                 # summed indices (name, extent)
-    x: object                    # ir.Access of the input element
-    z: object                    # ir.Access of the max
-    target: object               # ir.Access into the input's gradient
-    delta: object                # ir.Access of the delta
-    comment: str
-    overwrite: bool = False      # target zeroed just before and no two windows share an
-                                 # element: each element is written once, with "=", not "+="
-    then: object = None          # the Loop that reads the target next, element by element,
-                                 # fused in (see _fuse_routes): the target is never stored
-
-
-@dataclass
-class Fill:
-    buffer: str
-    value: str
-    comment: str = ""
-
-
-@dataclass
-class Zero:
-    buffer: str
-    size: str | int
-    comment: str = ""
-
-
-@dataclass
-class SoftmaxXent:
-    """Softmax cross-entropy of O against T, and dL_dO when ``grad``."""
-
-    O: str
-    T: str
-    n: int
-    grad: str | None
-    weight: float = 1.0          # the output's loss weight
-    t_offset: int = 0            # first column of this output's targets in T
-    t_stride: int | None = None  # width of T's rows (None: n)
-    labels: bool = False         # T[b] is the class index of example b (not a row)
-
-
-@dataclass
-class Rows:
-    """A run of ops each of which works on every example alone (the layers of a
-    tensor network between its matrix products), run on the batch in chunks of
-    examples sn_lo ≤ b < sn_hi that threads take in turn.  ``grads`` (name, offset,
-    size, kind) are sums over the examples: each chunk sums into its own ``size``
-    numbers of partial sums, which are then added up in the order of the chunks and
-    stored ("=") or added ("+=") into the gradient.  ``cost``: the work of one
-    example in multiply-adds of the tiled products, for the number of threads;
-    ``index`` numbers the runs of a plan (their C functions sn_rows_<index>)."""
-
-    ops: list
-    cost: float
-    grads: list = field(default_factory=list)
-    size: int = 0
-    index: int = 0
-    backward: bool = False       # a run of the backward pass (not emitted without training)
+from .ops import LOSS, Conv, Fill, Loop, MatMul, Route, Rows, SoftmaxXent, Zero
 
 
 @dataclass
@@ -304,7 +180,7 @@ def plan(graph: ir.Graph) -> Plan:
     frozen = {grad_name(q.name) for q in graph.params() if not getattr(q, "trainable", True)}
     if frozen:
         p.backward = _drop(p.backward, frozen | _dead_below(graph))
-    p.backward = _fuse_routes(p, p.backward)
+    p.backward = fuse_routes(p, p.backward)
     p.n_trainable = n_trainable
     if len(graph.outputs) == 1 and graph.losses[graph.outputs[0]].element is None:
         p.loss_labels = [_labels(op) for op in p.loss]
@@ -689,110 +565,6 @@ def _gw_transposed(geo: dict) -> bool:
     to transpose δ); 24×24 outputs, 6 channels: dot products kept (170 µs)."""
     return _size(geo["out_hw"]) < 256 and geo["cout"] >= 8
 
-
-
-# --------------------------------------------------- max pooling fused with what follows
-def _fuse_routes(p: Plan, ops: list) -> list:
-    """A max pooling's backward whose windows tile its input exactly (stride = kernel,
-    no padding, nothing left over) routes δ to one element per window and 0 to the
-    rest; when the next op is a loop over that input's gradient element by element
-    (the activation's derivative: delta_H1 = dL_dH1·relu′(z_H1), g_b1 += …) and nothing
-    later reads the gradient, the two run as one pass: each window's elements take
-    their routed value straight into the loop's formulas, so ∂L/∂H is neither zeroed
-    nor stored nor read back.  The derivation keeps both steps; only the C fuses them."""
-    out, dropped, k = [], set(), 0
-    while k < len(ops):
-        op, j = ops[k], k + 1
-        while j < len(ops) and isinstance(ops[j], Zero) and isinstance(op, Route) \
-                and ops[j].buffer not in _reads(p, op):
-            j += 1                       # a zeroing between them (g_b1 before its sums)
-        nxt = ops[j] if j < len(ops) else None
-        if isinstance(op, Route) and isinstance(nxt, Loop) and _tiles(p, op) \
-                and _fusable(p, op, nxt, ops[j + 1:]):
-            out += ops[k + 1:j] + [dataclasses.replace(op, then=nxt)]
-            dropped.add(op.target.array)
-            k = j + 1
-            continue
-        out.append(op)
-        k += 1
-    return [op for op in out if not (isinstance(op, Zero) and op.buffer in dropped)]
-
-
-def _tiles(p: Plan, r: Route) -> bool:
-    """Whether r's windows tile its target: each position a loop index or
-    out·s + w with the window w's extent s, the target's extent out's extent × s."""
-    if not r.overwrite or r.x.index != r.target.index or len(r.loop) < 2:
-        return False
-    shape = p.buffers[r.target.array].shape
-    loop, window = dict(r.loop), dict(r.window)
-    if len(shape) != len(r.target.index):
-        return False
-    used = []
-    for ix, n in zip(r.target.index, shape):
-        if isinstance(ix, str):
-            if loop.get(ix) != n:
-                return False
-            used.append(ix)
-            continue
-        terms = dict(ix.terms)
-        outs = [t for t in terms if t in loop]
-        wins = [t for t in terms if t in window]
-        if ix.const or len(terms) != 2 or len(outs) != 1 or len(wins) != 1:
-            return False
-        o, w = outs[0], wins[0]
-        if terms[w] != 1 or terms[o] != window[w] or not isinstance(loop[o], int) \
-                or loop[o] * window[w] != n:
-            return False
-        used += [o, w]
-    return sorted(used) == sorted([*loop, *window])
-
-
-def _fusable(p: Plan, r: Route, loop: Loop, rest: list) -> bool:
-    """Whether ``loop`` reads r's target only at its own element, writes its "="
-    targets at that element and sums its "+=" targets (gradients) over indices the
-    route's outer loops carry, and whether no later op reads the target."""
-    target = r.target.array
-    names = tuple(n for n, _ in loop.indices)
-    shape = p.buffers[target].shape
-    if len(names) != len(shape) or any(e != n for (_, e), n in zip(loop.indices, shape)):
-        return False
-    same = {n for n, ix in zip(names, r.target.index) if n == ix and n != r.loop[-1][0]}
-    for tgt, index, kind, expr in loop.stmts:
-        if tgt == LOSS or tgt == target:
-            return False
-        if kind == "=" and tuple(index) != names:
-            return False
-        if kind == "+=" and not (p.buffers[tgt].kind == "grad"
-                                 and all(isinstance(i, str) and i in same for i in index)):
-            return False
-        if kind not in ("=", "+="):
-            return False
-        for sym in expr.free_symbols:
-            acc = p.symbols.get(sym)
-            if acc is not None and acc.array == target and tuple(acc.index) != names:
-                return False
-    views = {target} | {b.name for b in p.buffers.values()
-                        if b.kind == "alias" and b.alias == target}
-    return all(not (_reads(p, op) & views) for op in rest)
-
-
-def _reads(p: Plan, op) -> set:
-    """The buffers op reads (every buffer, for an op this does not know)."""
-    if isinstance(op, Loop):
-        return {p.symbols[s].array for _, _, _, e in op.stmts for s in e.free_symbols
-                if s in p.symbols} | {t for t, _, kind, _ in op.stmts if kind != "="}
-    if isinstance(op, MatMul):
-        return {op.A, op.B} | ({op.C} if op.accumulate else set())
-    if isinstance(op, Conv):
-        return {x for x in (op.X, op.W, op.col, op.delta, op.Z, op.dX, op.gW) if x}
-    if isinstance(op, Route):
-        return {op.x.array, op.z.array, op.delta.array, op.target.array} \
-            | (_reads(p, op.then) if op.then is not None else set())
-    if isinstance(op, SoftmaxXent):
-        return {op.O, op.T}
-    if isinstance(op, (Zero, Fill)):
-        return set()
-    return set(p.buffers)
 
 
 # ------------------------------------------------------------ examples among threads

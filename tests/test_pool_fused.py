@@ -5,9 +5,9 @@ row-major order) and windows where the activation's derivative is 0."""
 
 import numpy as np
 import pytest
+from conv_reference import loss_and_grad as reference
 
 import symnet as sn
-from conv_reference import loss_and_grad as reference
 from symnet.__main__ import c_source
 
 FUSED = "fused with: "
