@@ -7,60 +7,36 @@ import sympy as sp
 import symnet as sn
 from conv_reference import loss_and_grad as reference
 from conv_reference import conv2d as ref_conv2d
+from conv_cases import assert_matches_loop_reference, build
 from gradcheck import check
 
-# Each case: input shape, layers (symnet), and how to read them for the reference.
+# Each case: input shape and a function giving the layers (tests/conv_cases.py builds it).
 CASES = {
-    "conv_stride2_pad1": ((2, 7, 6), [sn.Conv2d(3, 3, stride=2, padding=1, activation="tanh"),
-                                      sn.Flatten(), sn.Dense(2)]),
-    "conv_pool_conv": ((2, 8, 8), [sn.Conv2d(3, 3, padding="same", activation="relu"),
-                                   sn.MaxPool2d(2), sn.Conv2d(2, 2, activation="tanh"),
-                                   sn.AvgPool2d(3, stride=1), sn.Flatten(), sn.Dense(3)]),
-    "rect_kernel_pool_stride": ((1, 6, 9), [sn.Conv2d(2, (2, 3), stride=(1, 2), padding=(1, 0),
-                                                      activation="tanh"),
-                                            sn.MaxPool2d(3, stride=2), sn.Flatten(),
-                                            sn.Dense(2, "tanh")]),
+    "conv_stride2_pad1": ((2, 7, 6), lambda: [
+        sn.Conv2d(3, 3, stride=2, padding=1, activation="tanh"), sn.Flatten(), sn.Dense(2)]),
+    "conv_pool_conv": ((2, 8, 8), lambda: [
+        sn.Conv2d(3, 3, padding="same", activation="relu"), sn.MaxPool2d(2),
+        sn.Conv2d(2, 2, activation="tanh"), sn.AvgPool2d(3, stride=1), sn.Flatten(),
+        sn.Dense(3)]),
+    "rect_kernel_pool_stride": ((1, 6, 9), lambda: [
+        sn.Conv2d(2, (2, 3), stride=(1, 2), padding=(1, 0), activation="tanh"),
+        sn.MaxPool2d(3, stride=2), sn.Flatten(), sn.Dense(2, "tanh")]),
     # the convolution kernels' other paths: 10 and 9 output channels (register tiles of 8
     # rows and a remainder), 18×16 and 9×8 positions (column tiles of 32 and a remainder),
     # the second convolution's weight gradient with its delta transposed (few positions),
     # pooling rows of 9 outputs (the vectorised row form) and of 4 (per element)
-    "wide_channels": ((2, 16, 18), [sn.Conv2d(10, 3, padding="same", activation="relu"),
-                                    sn.MaxPool2d(2), sn.Conv2d(9, 3, padding=1, activation="tanh"),
-                                    sn.MaxPool2d(2), sn.Flatten(), sn.Dense(3)]),
-    "conv1d": ((3, 11), [sn.Conv1d(4, 3, stride=2, padding=2, activation="tanh"),
-                         sn.Conv1d(2, 2, activation="relu"), sn.Flatten(), sn.Dense(2)]),
+    "wide_channels": ((2, 16, 18), lambda: [
+        sn.Conv2d(10, 3, padding="same", activation="relu"), sn.MaxPool2d(2),
+        sn.Conv2d(9, 3, padding=1, activation="tanh"), sn.MaxPool2d(2), sn.Flatten(),
+        sn.Dense(3)]),
+    "conv1d": ((3, 11), lambda: [
+        sn.Conv1d(4, 3, stride=2, padding=2, activation="tanh"),
+        sn.Conv1d(2, 2, activation="relu"), sn.Flatten(), sn.Dense(2)]),
 }
 
 
-def _reference_net(net, model):
-    out = []
-    for k, layer in enumerate(net.layers, 1):
-        p = model.params
-        if isinstance(layer, sn.Conv2d):   # Conv1d too
-            out.append(("conv", p[f"W{k}"], p[f"b{k}"], layer.stride, layer.pad,
-                        layer.activation_spec))
-        elif isinstance(layer, sn.MaxPool2d):
-            out.append(("maxpool", layer.kernel, layer.stride))
-        elif isinstance(layer, sn.AvgPool2d):
-            out.append(("avgpool", layer.kernel, layer.stride))
-        elif isinstance(layer, sn.Flatten):
-            out.append(("flatten",))
-        else:
-            out.append(("dense", p[f"W{k}"], p[f"b{k}"], layer.activation_name))
-    return out
-
-
-def _build(name, dtype="float64", loss="mse", seed=0):
-    shape, layers = CASES[name]
-    net = sn.Network(sn.Input(shape), *layers, loss=loss)
-    model = net.compile(dtype=dtype, seed=seed)
-    rng = np.random.default_rng(seed)
-    for k in model.params:   # biases non-zero too
-        model.params[k] = rng.normal(0, 0.5, model.params[k].shape)
-    X = rng.normal(size=(3, *shape))
-    T = rng.normal(size=(3, net.n_out)) if loss == "mse" else \
-        np.eye(net.n_out)[rng.integers(0, net.n_out, 3)]
-    return net, model, X, T
+def _build(name, **kw):
+    return build(CASES[name], **kw)
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -71,16 +47,7 @@ def test_gradients_match_central_differences(name):
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_loss_and_gradients_match_the_loop_reference(name):
-    net, model, X, T = _build(name, loss="softmax_cross_entropy")
-    ref = _reference_net(net, model)
-    L_ref, g_ref = reference(ref, X, T, loss="softmax_cross_entropy")
-    L, g = model.loss_and_grad(X, T)
-    assert L == pytest.approx(L_ref, rel=1e-12)
-    for k, pair in enumerate(g_ref, 1):
-        if pair is None:
-            continue
-        np.testing.assert_allclose(g[f"W{k}"], pair[0], rtol=1e-9, atol=1e-12, err_msg=f"W{k}")
-        np.testing.assert_allclose(g[f"b{k}"], pair[1], rtol=1e-9, atol=1e-12, err_msg=f"b{k}")
+    assert_matches_loop_reference(*_build(name, loss="softmax_cross_entropy"))
 
 
 def test_rectangular_conv_matches_per_axis_loops():

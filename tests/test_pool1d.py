@@ -7,6 +7,7 @@ import pytest
 
 import symnet as sn
 from conv_reference import loss_and_grad as reference
+from conv_cases import assert_matches_loop_reference, build
 from gradcheck import check
 
 CASES = {
@@ -27,34 +28,8 @@ CASES = {
 }
 
 
-def _reference_net(net, model):
-    out = []
-    for k, layer in enumerate(net.layers, 1):
-        p = model.params
-        if isinstance(layer, sn.Conv1d):
-            out.append(("conv", p[f"W{k}"], p[f"b{k}"], layer.stride[0], layer.pad[0],
-                        layer.activation_spec))
-        elif isinstance(layer, (sn.MaxPool1d, sn.AvgPool1d)):
-            kind = "maxpool" if isinstance(layer, sn.MaxPool1d) else "avgpool"
-            out.append((kind, layer.kernel[0], layer.stride[0]))
-        elif isinstance(layer, sn.Flatten):
-            out.append(("flatten",))
-        else:
-            out.append(("dense", p[f"W{k}"], p[f"b{k}"], layer.activation_name))
-    return out
-
-
-def _build(name, dtype="float64", loss="mse", seed=0):
-    shape, layers = CASES[name]
-    net = sn.Network(sn.Input(shape), *layers(), loss=loss)
-    model = net.compile(dtype=dtype, seed=seed)
-    rng = np.random.default_rng(seed)
-    for k in model.params:
-        model.params[k] = rng.normal(0, 0.5, model.params[k].shape)
-    X = rng.normal(size=(3, *shape))
-    T = rng.normal(size=(3, net.n_out)) if loss == "mse" else \
-        np.eye(net.n_out)[rng.integers(0, net.n_out, 3)]
-    return net, model, X, T
+def _build(name, **kw):
+    return build(CASES[name], **kw)
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -65,16 +40,7 @@ def test_gradients_match_central_differences(name):
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_loss_and_gradients_match_the_loop_reference(name):
-    net, model, X, T = _build(name, loss="softmax_cross_entropy")
-    L_ref, g_ref = reference(_reference_net(net, model), X, T, loss="softmax_cross_entropy")
-    L, g = model.loss_and_grad(X, T)
-    assert L == pytest.approx(L_ref, rel=1e-12)
-    assert sum(pair is not None for pair in g_ref) >= 2
-    for k, pair in enumerate(g_ref, 1):
-        if pair is None:
-            continue
-        np.testing.assert_allclose(g[f"W{k}"], pair[0], rtol=1e-9, atol=1e-12, err_msg=f"W{k}")
-        np.testing.assert_allclose(g[f"b{k}"], pair[1], rtol=1e-9, atol=1e-12, err_msg=f"b{k}")
+    assert_matches_loop_reference(*_build(name, loss="softmax_cross_entropy"))
 
 
 def test_forward_equals_numpy_windows():
