@@ -5,7 +5,7 @@ row-major order) and windows where the activation's derivative is 0."""
 
 import numpy as np
 import pytest
-from conv_reference import loss_and_grad as reference
+from conv_cases import assert_matches_loop_reference, build, reference_net
 
 import symnet as sn
 from symnet.__main__ import c_source
@@ -39,30 +39,11 @@ CASES = {
 }
 
 
-def _reference_net(net, model):
-    out = []
-    for k, layer in enumerate(net.layers, 1):
-        p = model.params
-        one = isinstance(layer, (sn.Conv1d, sn.MaxPool1d))
-        pick = (lambda t: t[0]) if one else (lambda t: t)
-        if isinstance(layer, sn.Conv2d):
-            out.append(("conv", p[f"W{k}"], p[f"b{k}"], pick(layer.stride), pick(layer.pad),
-                        layer.activation_spec))
-        elif isinstance(layer, sn.MaxPool2d):
-            out.append(("maxpool", pick(layer.kernel), pick(layer.stride), pick(layer.pad)))
-        elif isinstance(layer, sn.Flatten):
-            out.append(("flatten",))
-        else:
-            out.append(("dense", p[f"W{k}"], p[f"b{k}"], layer.activation_name))
-    return out
-
-
 def _build(name, seed=0):
     """Parameters and inputs of few distinct values (halves): exact ties in the windows,
     whole windows at ReLU's 0."""
     shape, layers, fused = CASES[name]
-    net = sn.Network(sn.Input(shape), *layers(), loss="softmax_cross_entropy")
-    model = net.compile(dtype="float64", seed=seed)
+    net, model, _, _ = build((shape, layers), loss="softmax_cross_entropy", seed=seed)
     rng = np.random.default_rng(seed)
     for k in model.params:
         model.params[k] = rng.integers(-2, 3, model.params[k].shape) * 0.5
@@ -83,21 +64,14 @@ def test_fused_exactly_where_the_windows_tile_the_input(name):
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_gradients_with_ties_match_the_loop_reference(name):
     net, model, X, T, _ = _build(name)
-    L_ref, g_ref = reference(_reference_net(net, model), X, T, loss="softmax_cross_entropy")
-    L, g = model.loss_and_grad(X, T)
-    assert L == pytest.approx(L_ref, rel=1e-12)
-    for k, pair in enumerate(g_ref, 1):
-        if pair is None:
-            continue
-        np.testing.assert_allclose(g[f"W{k}"], pair[0], rtol=1e-9, atol=1e-12, err_msg=f"W{k}")
-        np.testing.assert_allclose(g[f"b{k}"], pair[1], rtol=1e-9, atol=1e-12, err_msg=f"b{k}")
+    assert_matches_loop_reference(net, model, X, T)
 
 
 def test_the_inputs_have_ties_and_dead_windows():
     """The cases above do test ties: some window holds its maximum twice, and some
     window's maximum is ReLU's 0 (its routed element gets ReLU′ = 0)."""
     net, model, X, _, _ = _build("relu_2x2")
-    ref = _reference_net(net, model)
+    ref = reference_net(net, model)
     from conv_reference import ACT, conv2d
     Z = conv2d(X, ref[0][1], 1, 1) + ref[0][2][None, :, None, None]
     H = ACT["relu"][0](Z)
