@@ -32,8 +32,8 @@
  *   loss: softmax_cross_entropy, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_4D1BCAB3A6_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_4D1BCAB3A6_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_D66AC1BB5E_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_D66AC1BB5E_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (16, 1, 3, 3)
  *   b1           offset       144  shape (16,)
  *   W3           offset       160  shape (32, 16, 3, 3)
@@ -41,59 +41,59 @@
  *   W5           offset      4800  shape (10, 512)
  *   b5           offset      9920  shape (10,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_4D1BCAB3A6_WORK_SIZE(batch) numbers; SYMNET_4D1BCAB3A6_TRAIN_WORK_SIZE(batch_size) for
- * symnet_4d1bcab3a6_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_D66AC1BB5E_WORK_SIZE(batch) numbers; SYMNET_D66AC1BB5E_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_d66ac1bb5e_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 9930 + X B*64 + T or O B*10 + work (B*15912 + 9930)
  *   numbers of 4 bytes; e.g. B = 32: 2,125,648 bytes (training; forward only: 1,042,984).
  */
-#ifndef SYMNET_4D1BCAB3A6_H
-#define SYMNET_4D1BCAB3A6_H
+#ifndef SYMNET_D66AC1BB5E_H
+#define SYMNET_D66AC1BB5E_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_4D1BCAB3A6_REAL float  /* the number type of every array (float32) */
-#define SYMNET_4D1BCAB3A6_N_INPUTS 64  /* features per example */
-#define SYMNET_4D1BCAB3A6_N_OUTPUTS 10
-#define SYMNET_4D1BCAB3A6_N_PARAMS 9930  /* numbers in the flat parameter array */
-#define SYMNET_4D1BCAB3A6_WORK_PER_EXAMPLE 15912
-#define SYMNET_4D1BCAB3A6_WORK_SIZE(batch) ((batch) * 15912 + 9930)  /* numbers of scratch per call */
-#define SYMNET_4D1BCAB3A6_TRAIN_WORK_SIZE(batch_size) (SYMNET_4D1BCAB3A6_WORK_SIZE(batch_size) + (batch_size) * 74)
-#define SYMNET_4D1BCAB3A6_SGD 0       /* optimizer codes of symnet_4d1bcab3a6_update and symnet_4d1bcab3a6_train */
-#define SYMNET_4D1BCAB3A6_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_4D1BCAB3A6_N_PARAMS numbers */
-#define SYMNET_4D1BCAB3A6_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_4D1BCAB3A6_N_PARAMS numbers each */
+#define SYMNET_D66AC1BB5E_REAL float  /* the number type of every array (float32) */
+#define SYMNET_D66AC1BB5E_N_INPUTS 64  /* features per example */
+#define SYMNET_D66AC1BB5E_N_OUTPUTS 10
+#define SYMNET_D66AC1BB5E_N_PARAMS 9930  /* numbers in the flat parameter array */
+#define SYMNET_D66AC1BB5E_WORK_PER_EXAMPLE 15912
+#define SYMNET_D66AC1BB5E_WORK_SIZE(batch) ((batch) * 15912 + 9930)  /* numbers of scratch per call */
+#define SYMNET_D66AC1BB5E_TRAIN_WORK_SIZE(batch_size) (SYMNET_D66AC1BB5E_WORK_SIZE(batch_size) + (batch_size) * 74)
+#define SYMNET_D66AC1BB5E_SGD 0       /* optimizer codes of symnet_d66ac1bb5e_update and symnet_d66ac1bb5e_train */
+#define SYMNET_D66AC1BB5E_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_D66AC1BB5E_N_PARAMS numbers */
+#define SYMNET_D66AC1BB5E_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_D66AC1BB5E_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_4D1BCAB3A6_N_OUTPUTS) = the network's output for X (batch × SYMNET_4D1BCAB3A6_N_INPUTS). */
-void symnet_4d1bcab3a6_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_D66AC1BB5E_N_OUTPUTS) = the network's output for X (batch × SYMNET_D66AC1BB5E_N_INPUTS). */
+void symnet_d66ac1bb5e_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_4d1bcab3a6_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_d66ac1bb5e_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_4D1BCAB3A6_N_PARAMS numbers) by back propagation. */
-float symnet_4d1bcab3a6_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_D66AC1BB5E_N_PARAMS numbers) by back propagation. */
+float symnet_d66ac1bb5e_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_4d1bcab3a6_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_d66ac1bb5e_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss; T[b] is the class label of example b. */
-float symnet_4d1bcab3a6_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_d66ac1bb5e_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_4D1BCAB3A6_N_PARAMS numbers) by back propagation. */
-float symnet_4d1bcab3a6_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_D66AC1BB5E_N_PARAMS numbers) by back propagation. */
+float symnet_d66ac1bb5e_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_4d1bcab3a6_step_labels(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_d66ac1bb5e_step_labels(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_4D1BCAB3A6_SGD, SYMNET_4D1BCAB3A6_MOMENTUM or SYMNET_4D1BCAB3A6_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_D66AC1BB5E_SGD, SYMNET_D66AC1BB5E_MOMENTUM or SYMNET_D66AC1BB5E_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_4d1bcab3a6_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_d66ac1bb5e_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -101,10 +101,10 @@ void symnet_4d1bcab3a6_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_4D1BCAB3A6_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_D66AC1BB5E_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_4D1BCAB3A6_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_4d1bcab3a6_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_D66AC1BB5E_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_d66ac1bb5e_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -114,10 +114,10 @@ long long symnet_4d1bcab3a6_train(float *params, const float *X, const float *T,
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_4D1BCAB3A6_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_D66AC1BB5E_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_4D1BCAB3A6_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_4d1bcab3a6_train_labels(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_D66AC1BB5E_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_d66ac1bb5e_train_labels(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -126,7 +126,7 @@ long long symnet_4d1bcab3a6_train_labels(float *params, const float *X, const fl
 }
 #endif
 
-#endif /* SYMNET_4D1BCAB3A6_H */
+#endif /* SYMNET_D66AC1BB5E_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -638,7 +638,7 @@ static void sn_rows_1(const real *params, real *work, const real *I, int batch, 
 }
 
 /* The examples sn_lo ≤ b < sn_hi of the batch through the layers' ops that take each
- * example alone: delta_H3, g_b3, dL_dH2, g_W3, dL_dH1, delta_H1, g_b1, g_W1; the sums over these examples go to
+ * example alone: delta_H3, g_b3, dL_dH2, g_W3, delta_H1, g_b1, g_W1; the sums over these examples go to
  * sn_part (4800 numbers). */
 static void sn_rows_2(const real *params, real *work, const real *I, int batch, int sn_lo, int sn_hi, real *sn_part)
 {
@@ -654,10 +654,10 @@ static void sn_rows_2(const real *params, real *work, const real *I, int batch, 
     real *col_H1 = work + (size_t)batch * 1024;  /* im2col of I for H1: (batch, 9, 64) */
     real *dT_H1 = work + (size_t)batch * 1600;  /* the delta of H1 transposed, for the weight gradient: (batch, 64, 16) */
     real *H1 = work + (size_t)batch * 2624;  /* layer H1: (batch, 16, 8, 8) */
+    real *z_H2 = work + (size_t)batch * 3648;  /* Σ of H2: (batch, 16, 4, 4) */
     real *z_H3 = work + (size_t)batch * 3904;  /* Σ of H3: (batch, 32, 4, 4) */
     real *col_H3 = work + (size_t)batch * 4416;  /* im2col of H2 for H3: (batch, 144, 16) */
     real *dT_H3 = work + (size_t)batch * 6720;  /* the delta of H3 transposed, for the weight gradient: (batch, 16, 32) */
-    real *dL_dH1 = work + (size_t)batch * 7764;  /* ∂L/∂H1: (batch, 16, 8, 8) */
     real *delta_H1 = work + (size_t)batch * 8788;  /* ∂L/∂z_H1: (batch, 16, 8, 8) */
     real *dL_dH2 = work + (size_t)batch * 9812;  /* ∂L/∂H2: (batch, 16, 4, 4) */
     real *dL_dH3 = work + (size_t)batch * 10068;  /* ∂L/∂H3: (batch, 32, 4, 4) */
@@ -698,39 +698,51 @@ static void sn_rows_2(const real *params, real *work, const real *I, int batch, 
         sn_conv_mm(144, 16, 32, W3, 1, 144, d, col, 0);
         sn_col2im(col, dL_dH2 + (size_t)b * 256, 16, 4, 4, 3, 3, 1, 1, 1, 1, 1, 1, 4, 4);
     }
-    memset(dL_dH1 + (size_t)sn_lo * 1024, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 1024);
-    /* dL_dH1[b,c,y*2 + u,x*2 + v] += delta_H2[b,c,y,x] at the first (u,v) where H1[b,c,y*2 + u,x*2 + v] = z_H2[b,c,y,x] (first on ties) */
+    /* dL_dH1[b,c,y*2 + u,x*2 + v] += delta_H2[b,c,y,x] at the first (u,v) where H1[b,c,y*2 + u,x*2 + v] = z_H2[b,c,y,x] (first on ties),
+       fused with: delta_H1[b,c,y,x] = dL_dH1[b,c,y,x]·(1 if b1[c] + z_H1[b,c,y,x] > 0 else 0); g_b1[c] += dL_dH1[b,c,y,x]·(1 if b1[c] + z_H1[b,c,y,x] > 0 else 0)
+       as: per window, its elements in row-major order: the first equal to the maximum the
+       forward pass kept takes the delta, every other one 0 (sn_routed), which goes straight
+       into the formulas after it (the windows tile dL_dH1: it is never stored) */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int c = 0; c < 16; c++)
-            for (int y = 0; y < 4; y++)
-                for (int x = 0; x < 4; x++) {
-                    real best = -INFINITY;
-                    int u_at = 0, v_at = 0;
-                    for (int u = 0; u < 2; u++)
-                        for (int v = 0; v < 2; v++) {
-                            const real e = H1[b * 1024 + c * 64 + (y*2 + u) * 8 + (x*2 + v)];
-                            const int better = e > best;   /* strictly: the first maximum keeps the gradient */
-                            best = better ? e : best;
-                            u_at = better ? u : u_at;
-                            v_at = better ? v : v_at;
-                        }
-                    {
-                        const int u = u_at, v = v_at;
-                        dL_dH1[b * 1024 + c * 64 + (y*2 + u) * 8 + (x*2 + v)] += delta_H2[b * 256 + c * 16 + y * 4 + x];
-                    }
-                }
-    /* delta_H1[b,c,y,x] = dL_dH1[b,c,y,x]·(1 if b1[c] + z_H1[b,c,y,x] > 0 else 0); g_b1[c] += dL_dH1[b,c,y,x]·(1 if b1[c] + z_H1[b,c,y,x] > 0 else 0) */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int c = 0; c < 16; c++)
-            for (int y = 0; y < 8; y++) {
+            for (int y = 0; y < 4; y++) {
                 real acc0 = 0;
 #ifdef SN_SIMD
-#pragma omp simd reduction(+:acc0)
+#pragma omp simd simdlen(4) reduction(+:acc0)
 #endif
-                for (int x = 0; x < 8; x++) {
-                    const real t0 = dL_dH1[b * 1024 + c * 64 + y * 8 + x]*((b1[c] + z_H1[b * 1024 + c * 64 + y * 8 + x] > 0) ? (1) : (0));
-                    delta_H1[b * 1024 + c * 64 + y * 8 + x] = t0;
-                    acc0 += t0;
+                for (int x = 0; x < 4; x++) {
+                    const real sn_max = z_H2[b * 256 + c * 16 + y * 4 + x], sn_delta = delta_H2[b * 256 + c * 16 + y * 4 + x];
+                    const int sn_hit0 = H1[b * 1024 + c * 64 + (y*2) * 8 + (x*2)] == sn_max;
+                    int sn_seen = sn_hit0;
+                    const int sn_hit1 = !sn_seen & (H1[b * 1024 + c * 64 + (y*2) * 8 + (x*2 + 1)] == sn_max);
+                    sn_seen |= sn_hit1;
+                    const int sn_hit2 = !sn_seen & (H1[b * 1024 + c * 64 + (y*2 + 1) * 8 + (x*2)] == sn_max);
+                    sn_seen |= sn_hit2;
+                    const int sn_hit3 = !sn_seen & (H1[b * 1024 + c * 64 + (y*2 + 1) * 8 + (x*2 + 1)] == sn_max);
+                    {
+                        const real sn_routed = sn_hit0 ? sn_delta : 0;
+                        const real t0 = sn_routed*((b1[c] + z_H1[b * 1024 + c * 64 + (y*2) * 8 + (x*2)] > 0) ? (1) : (0));
+                        delta_H1[b * 1024 + c * 64 + (y*2) * 8 + (x*2)] = t0;
+                        acc0 += t0;
+                    }
+                    {
+                        const real sn_routed = sn_hit1 ? sn_delta : 0;
+                        const real t0 = sn_routed*((b1[c] + z_H1[b * 1024 + c * 64 + (y*2) * 8 + (x*2 + 1)] > 0) ? (1) : (0));
+                        delta_H1[b * 1024 + c * 64 + (y*2) * 8 + (x*2 + 1)] = t0;
+                        acc0 += t0;
+                    }
+                    {
+                        const real sn_routed = sn_hit2 ? sn_delta : 0;
+                        const real t0 = sn_routed*((b1[c] + z_H1[b * 1024 + c * 64 + (y*2 + 1) * 8 + (x*2)] > 0) ? (1) : (0));
+                        delta_H1[b * 1024 + c * 64 + (y*2 + 1) * 8 + (x*2)] = t0;
+                        acc0 += t0;
+                    }
+                    {
+                        const real sn_routed = sn_hit3 ? sn_delta : 0;
+                        const real t0 = sn_routed*((b1[c] + z_H1[b * 1024 + c * 64 + (y*2 + 1) * 8 + (x*2 + 1)] > 0) ? (1) : (0));
+                        delta_H1[b * 1024 + c * 64 + (y*2 + 1) * 8 + (x*2 + 1)] = t0;
+                        acc0 += t0;
+                    }
                 }
                 g_b1[c] += acc0;
             }
@@ -782,7 +794,7 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_4d1bcab3a6_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_d66ac1bb5e_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 7754, sizeof(real) * (size_t)batch * 10);
@@ -816,7 +828,7 @@ static double sn_loss(const real *params, real *work, const real *I, const real 
     return loss / batch;
 }
 
-real symnet_4d1bcab3a6_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_d66ac1bb5e_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -878,15 +890,15 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     sn_mm_tn(10, 512, batch, delta_O, H4, g_W5, 0);
     /* dL_dH4[b,j] = Σ_i delta_O[b,i]·W5[i,j] */
     sn_mm_nn(batch, 512, 10, delta_O, W5, dL_dH4, 0);
-    /* delta_H3, g_b3, dL_dH2, g_W3, dL_dH1, delta_H1, g_b1, g_W1: the batch in chunks of examples through sn_rows_2, the chunks
+    /* delta_H3, g_b3, dL_dH2, g_W3, delta_H1, g_b1, g_W1: the batch in chunks of examples through sn_rows_2, the chunks
        on as many threads as pay for their join: n threads cost work/n + one join, so each
        thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 209152 multiply-adds per example */
+       two joins); the work, about 208128 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
         real *sn_part = work + (size_t)batch * 11112;  /* 4800 partial sums per chunk */
 #ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 209152 * batch, sn_n) : 1;
+        const int sn_used = sn_on ? sn_threads(2.0 * 208128 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
 #endif
         for (int sn_c = 0; sn_c < sn_n; sn_c++)
@@ -907,7 +919,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_4d1bcab3a6_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_d66ac1bb5e_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -936,7 +948,7 @@ static double sn_loss_labels(const real *params, real *work, const real *I, cons
     return loss / batch;
 }
 
-real symnet_4d1bcab3a6_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_d66ac1bb5e_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss_labels(params, work, X, T, batch);
 }
@@ -994,15 +1006,15 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
     sn_mm_tn(10, 512, batch, delta_O, H4, g_W5, 0);
     /* dL_dH4[b,j] = Σ_i delta_O[b,i]·W5[i,j] */
     sn_mm_nn(batch, 512, 10, delta_O, W5, dL_dH4, 0);
-    /* delta_H3, g_b3, dL_dH2, g_W3, dL_dH1, delta_H1, g_b1, g_W1: the batch in chunks of examples through sn_rows_2, the chunks
+    /* delta_H3, g_b3, dL_dH2, g_W3, delta_H1, g_b1, g_W1: the batch in chunks of examples through sn_rows_2, the chunks
        on as many threads as pay for their join: n threads cost work/n + one join, so each
        thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 209152 multiply-adds per example */
+       two joins); the work, about 208128 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
         real *sn_part = work + (size_t)batch * 11112;  /* 4800 partial sums per chunk */
 #ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 209152 * batch, sn_n) : 1;
+        const int sn_used = sn_on ? sn_threads(2.0 * 208128 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
 #endif
         for (int sn_c = 0; sn_c < sn_n; sn_c++)
@@ -1023,7 +1035,7 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
     return loss / batch;
 }
 
-real symnet_4d1bcab3a6_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_d66ac1bb5e_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad_labels(params, grads, work, X, T, batch);
 }
@@ -1038,7 +1050,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
 
 /* One steepest-descent step on this batch: θ ← θ − lr·∂L/∂θ, the gradients
  * in work after the batch's rows.  Returns the loss before it. */
-real symnet_4d1bcab3a6_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_d66ac1bb5e_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 15912;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
@@ -1048,7 +1060,7 @@ real symnet_4d1bcab3a6_step(real *params, const real *X, const real *T, int batc
 
 /* One steepest-descent step on this batch; T[b] is the class label of example b: θ ← θ − lr·∂L/∂θ, the gradients
  * in work after the batch's rows.  Returns the loss before it. */
-real symnet_4d1bcab3a6_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_d66ac1bb5e_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 15912;
     const double loss = sn_loss_grad_labels(params, grads, work, X, T, batch);
@@ -1110,7 +1122,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_4d1bcab3a6_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_d66ac1bb5e_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -1136,7 +1148,7 @@ void symnet_4d1bcab3a6_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_4d1bcab3a6_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_d66ac1bb5e_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
@@ -1217,7 +1229,7 @@ long long symnet_4d1bcab3a6_train(real *params, const real *X, const real *T, co
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step).
  * The same with integer class labels: T[n] is the class of example n. */
-long long symnet_4d1bcab3a6_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_d66ac1bb5e_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

@@ -10,6 +10,7 @@ spelling), and the Jinja templates own the shape of the files:
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 import re
 
@@ -165,7 +166,57 @@ class Emitter:
                 # loop along the row (LeNet's 24→12 pool: 250 vs 325-420 µs per step);
                 # shorter rows stay per element (its 8→4 pool: 19 vs 46 µs alone)
                 "rows": op.overwrite and not padded and isinstance(op.loop[-1][1], int)
-                and op.loop[-1][1] >= 8}
+                and op.loop[-1][1] >= 8,
+                "fused": self.fused_view(op) if op.then is not None else None}
+
+    def fused_view(self, op: Route) -> dict:
+        """A max pooling's backward fused with the loop that reads its target (see
+        symnet.fuse.fuse_routes), per window element in row-major order: its input element
+        (``x``, compared with the maximum) and the loop's statements at that element,
+        where the target's value is ``sn_routed`` (δ at the first maximum, else 0)."""
+        loop = op.then
+        names = [n for n, _ in loop.indices]
+        exprs = [numeric(st[3]) for st in loop.stmts]
+        routed = sp.Symbol("sn_routed")
+        points, sums = [], {}
+        for at in itertools.product(*(range(n) for _, n in op.window)):
+            fix = dict(zip((n for n, _ in op.window), at))
+            place = {n: _subst(ix, fix) for n, ix in zip(names, op.target.index)}
+            smap = {}
+            for e in exprs:
+                for sym in e.free_symbols:
+                    acc = self.plan.symbols.get(sym)
+                    if acc is None or acc.array == op.target.array or sym in smap:
+                        continue
+                    smap[sym] = self.element(ir.Access(
+                        acc.array, tuple(_subst(ix, place) for ix in acc.index)))
+            printer = CPrinter(self.dtype, smap, plain_names=True)
+            mine = [e.xreplace({s: routed for s in e.free_symbols
+                                if s in self.plan.symbols
+                                and self.plan.symbols[s].array == op.target.array})
+                    for e in exprs]
+            temps, reduced = sp.cse(mine, symbols=sp.numbered_symbols("t"),
+                                    optimizations=None)
+            stmts = []
+            for (target, index, kind, _), rhs in zip(loop.stmts, reduced):
+                lhs = self.element(ir.Access(target, tuple(_subst(ix, place) for ix in index)))
+                if kind == "+=":
+                    acc = sums.setdefault(lhs, f"acc{len(sums)}")
+                    stmts.append((acc, "+=", printer.doprint(rhs)))
+                else:
+                    stmts.append((lhs, kind, printer.doprint(rhs)))
+            points.append({"x": self.element(ir.Access(
+                               op.x.array, tuple(_subst(ix, fix) for ix in op.x.index))),
+                           "temps": [(str(t), printer.doprint(v)) for t, v in temps],
+                           "stmts": stmts})
+        # the widest of 16/8/4 lanes (8/4 in float64) that divides the pooled row: no
+        # remainder loop (LeNet's 12-output rows: 50 µs with 4 lanes, 70 µs left to gcc,
+        # which takes 16 and runs them in its 8- and 4-lane remainders; batch 64, one thread)
+        n = op.loop[-1][1]
+        lanes = next((w for w in ((16, 8, 4) if self.dtype == "float32" else (8, 4))
+                      if isinstance(n, int) and n % w == 0), None)
+        return {"points": points, "sums": list(sums.items()), "simdlen": lanes,
+                "comment": c_comment(loop.comment)}
 
     def conv_view(self, op: Conv) -> dict:
         g = op.geo
@@ -198,6 +249,8 @@ class Emitter:
                 out += [op.Z] if op.mode == "forward" else [x for x in (op.dX, op.gW) if x]
             elif isinstance(op, Loop):
                 out += [t for t, *_ in op.stmts]
+            elif isinstance(op, Route) and op.then is not None:
+                out += [t for t, *_ in op.then.stmts]
             elif isinstance(op, Route):
                 out.append(op.target.array)
         return ", ".join(dict.fromkeys(out))
@@ -320,6 +373,8 @@ class Emitter:
         exprs = []
         for ops in (self.plan.forward, self.plan.backward, self.plan.loss):
             exprs += [s[3] for op in ops if isinstance(op, Loop) for s in op.stmts]
+            exprs += [s[3] for op in ops if isinstance(op, Route) and op.then is not None
+                      for s in op.then.stmts]
         for e in exprs:
             for f in e.atoms(sp.Function):
                 found.add(type(f).__name__)
@@ -414,3 +469,23 @@ def emit(plan: Plan, dtype: str, hooks: bool = False) -> tuple[str, str, str]:
     def named(t):
         return t.replace("SN_PREFIX_", prefix).replace("SN_MACRO_", prefix.upper())
     return named(text), prefix, named(header)
+
+
+def _subst(ix, values: dict):
+    """Index position ``ix`` with names replaced: by a number, a name or an affine
+    position (``_subst("y", {"y": Affine((("y", 2),), 1)})`` is y*2 + 1)."""
+    terms = ((ix, 1),) if isinstance(ix, str) else ix.terms
+    const = 0 if isinstance(ix, str) else ix.const
+    out: dict = {}
+    for name, c in terms:
+        v = values.get(name, name)
+        if isinstance(v, int):
+            const += c * v
+            continue
+        for n2, c2 in (((v, 1),) if isinstance(v, str) else v.terms):
+            out[n2] = out.get(n2, 0) + c * c2
+        const += 0 if isinstance(v, str) else c * v.const
+    kept = tuple((n, c) for n, c in out.items() if c)
+    if not const and len(kept) == 1 and kept[0][1] == 1:
+        return kept[0][0]
+    return ir.Affine(kept, const)

@@ -29,7 +29,7 @@ STAGES = [
     ("language: Dense, the network declaration", {"dsl"}),
     ("descriptions and model files", {"io"}),
     ("derivation", {"derive"}),
-    ("kernel plan", {"lower"}),
+    ("kernel plan", {"ops", "fuse", "lower"}),
     ("readers of the derivation", {"formulas", "formulas_graph", "explicit", "summary"}),
     ("C text", {"emit"}),
     ("backends", {"backend", "backend.c"}),
