@@ -7,6 +7,7 @@ import pytest
 
 import symnet as sn
 from conv_reference import loss_and_grad as reference
+from gradcheck import check
 
 
 def build(case, dtype="float64", loss="mse", seed=0):
@@ -56,3 +57,21 @@ def assert_matches_loop_reference(net, model, X, T):
             continue
         np.testing.assert_allclose(g[f"W{k}"], pair[0], rtol=1e-9, atol=1e-12, err_msg=f"W{k}")
         np.testing.assert_allclose(g[f"b{k}"], pair[1], rtol=1e-9, atol=1e-12, err_msg=f"b{k}")
+
+
+def case_tests(cases):
+    """The two tests every conv test file runs over its CASES: gradients against float64
+    central differences, loss and gradients against the loop reference.  A file binds
+    them to its own test names (``test_a, test_b = case_tests(CASES)``)."""
+
+    @pytest.mark.parametrize("name", sorted(cases))
+    def test_gradients_match_central_differences(name):
+        _, model, X, T = build(cases[name])
+        check(model, X, T)
+
+    @pytest.mark.parametrize("name", sorted(cases))
+    def test_loss_and_gradients_match_the_loop_reference(name):
+        assert_matches_loop_reference(*build(cases[name], loss="softmax_cross_entropy"))
+
+    return test_gradients_match_central_differences, \
+        test_loss_and_gradients_match_the_loop_reference

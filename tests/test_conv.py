@@ -7,7 +7,7 @@ import sympy as sp
 import symnet as sn
 from conv_reference import loss_and_grad as reference
 from conv_reference import conv2d as ref_conv2d
-from conv_cases import assert_matches_loop_reference, build
+from conv_cases import build, case_tests
 from gradcheck import check
 
 # Each case: input shape and a function giving the layers (tests/conv_cases.py builds it).
@@ -39,15 +39,9 @@ def _build(name, **kw):
     return build(CASES[name], **kw)
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
-def test_gradients_match_central_differences(name):
-    _, model, X, T = _build(name)
-    check(model, X, T)
-
-
-@pytest.mark.parametrize("name", sorted(CASES))
-def test_loss_and_gradients_match_the_loop_reference(name):
-    assert_matches_loop_reference(*_build(name, loss="softmax_cross_entropy"))
+# every case against float64 central differences and against the loop reference
+test_gradients_match_central_differences, test_loss_and_gradients_match_the_loop_reference = \
+    case_tests(CASES)
 
 
 def test_rectangular_conv_matches_per_axis_loops():

@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 
 import symnet as sn
-from conv_cases import assert_matches_loop_reference, build
-from gradcheck import check
+from conv_cases import build, case_tests
 
 CASES = {
     "max2d_k3_s2_p1": ((2, 7, 6), lambda: [
@@ -35,15 +34,9 @@ def _build(name, **kw):
     return build(CASES[name], **kw)
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
-def test_gradients_match_central_differences(name):
-    _, model, X, T = _build(name)
-    check(model, X, T)
-
-
-@pytest.mark.parametrize("name", sorted(CASES))
-def test_loss_and_gradients_match_the_loop_reference(name):
-    assert_matches_loop_reference(*_build(name, loss="softmax_cross_entropy"))
+# every case against float64 central differences and against the loop reference
+test_gradients_match_central_differences, test_loss_and_gradients_match_the_loop_reference = \
+    case_tests(CASES)
 
 
 def test_max_pads_with_minus_infinity_and_avg_counts_the_zeros():
