@@ -75,3 +75,17 @@ def case_tests(cases):
 
     return test_gradients_match_central_differences, \
         test_loss_and_gradients_match_the_loop_reference
+
+
+def assert_matches_torch(model, X, T, P, o):
+    """Softmax cross-entropy loss and gradients equal PyTorch's: ``o`` is PyTorch's output
+    computed from the tensors ``P`` (one per parameter of ``model``, requires_grad)."""
+    import torch
+    import torch.nn.functional as F
+
+    loss = F.cross_entropy(o, torch.tensor(T.argmax(1)))
+    loss.backward()
+    L, g = model.loss_and_grad(X, T)
+    assert L == pytest.approx(loss.item(), rel=1e-10)
+    for k, p in P.items():
+        np.testing.assert_allclose(g[k], p.grad.numpy(), rtol=1e-8, atol=1e-12, err_msg=k)

@@ -7,7 +7,7 @@ import sympy as sp
 import symnet as sn
 from conv_reference import loss_and_grad as reference
 from conv_reference import conv2d as ref_conv2d
-from conv_cases import build, case_tests
+from conv_cases import assert_matches_torch, build, case_tests
 from gradcheck import check
 
 # Each case: input shape and a function giving the layers (tests/conv_cases.py builds it).
@@ -165,12 +165,7 @@ def test_against_pytorch():
     h = torch.tanh(F.conv2d(h, P["W3"], P["b3"], padding=1))
     h = F.avg_pool2d(h, 2).flatten(1)
     o = h @ P["W6"].T + P["b6"]
-    loss = F.cross_entropy(o, torch.tensor(T.argmax(1)))
-    loss.backward()
-    L, g = model.loss_and_grad(X, T)
-    assert L == pytest.approx(loss.item(), rel=1e-10)
-    for k, p in P.items():
-        np.testing.assert_allclose(g[k], p.grad.numpy(), rtol=1e-8, atol=1e-12, err_msg=k)
+    assert_matches_torch(model, X, T, P, o)
 
 
 def test_float32_agrees_with_float64_and_training_reduces_the_loss():

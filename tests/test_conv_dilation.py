@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import symnet as sn
-from conv_cases import build, case_tests
+from conv_cases import assert_matches_torch, build, case_tests
 
 CASES = {
     "d2_pad2": ((2, 9, 8), lambda: [
@@ -78,12 +78,7 @@ def test_against_pytorch(dims):
     h = F.relu(conv(torch.tensor(X), P["W1"], P["b1"], **a))
     h = conv(h, P["W2"], P["b2"], **c).flatten(1)
     o = h @ P["W4"].T + P["b4"]
-    loss = F.cross_entropy(o, torch.tensor(T.argmax(1)))
-    loss.backward()
-    L, g = model.loss_and_grad(X, T)
-    assert L == pytest.approx(loss.item(), rel=1e-10)
-    for k, p in P.items():
-        np.testing.assert_allclose(g[k], p.grad.numpy(), rtol=1e-8, atol=1e-12, err_msg=k)
+    assert_matches_torch(model, X, T, P, o)
 
 
 @pytest.mark.parametrize("make, message", [
