@@ -67,10 +67,9 @@ import warnings
 import numpy as np
 
 from .history import History
-from .schedules import as_schedule
 from .stopping import EarlyStopping, check_callbacks
-from .train import (METHODS, Optimizer, _finite, _positive_int, _Progress, _SigintFlag,
-                    accuracy)
+from .train import (Optimizer, _Progress, _SigintFlag, accuracy, checked_arguments,
+                    checked_validation)
 
 __all__ = ["DistributedError", "fit", "mpiexec", "steps_per_epoch"]
 
@@ -364,24 +363,11 @@ class _DistRun:
 
 
 def _prepare(model, X, T, method, epochs, batch_size, lr, validation_data, rank):
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(map(repr, METHODS))}, "
-                         f"got {method!r}")
-    epochs = _positive_int("epochs", epochs)
-    batch_size = _positive_int("batch_size", batch_size)
-    schedule = as_schedule(lr)
-    X = model._inputs(X)
-    T = model._targets(T, X.shape[0])
-    _finite(X, "X")
-    _finite(T, "T")
+    X, T, epochs, batch_size, schedule = checked_arguments(model, X, T, method, epochs,
+                                                           batch_size, lr)
     val = None
     if validation_data is not None and rank == 0:
-        if not (isinstance(validation_data, (tuple, list)) and len(validation_data) == 2):
-            raise ValueError("validation_data must be a pair (X_val, T_val)")
-        Xv = model._inputs(validation_data[0])
-        Tv = model._targets(validation_data[1], Xv.shape[0])
-        _finite(Xv, "validation X")
-        _finite(Tv, "validation T")
+        Tv = checked_validation(model, validation_data)[1]
         val = (validation_data[0], validation_data[1], Tv)   # as given, and T as rows
     return X, T, epochs, batch_size, schedule, val
 

@@ -143,28 +143,32 @@ def read(path, network=None, cls=None):
 def network_from_description(desc: dict, cls=None):
     """The Network that ``Network.describe()`` returned ``desc`` for, as a ``cls``
     (a subclass of ``symnet.dsl.Network``; that class itself by default)."""
-    from .base import Input
     from .dsl import Network
-    cls = cls or Network
-    if isinstance(desc, dict) and "nodes" in desc:
-        return _graph_from_description(desc, cls)
+    graph = isinstance(desc, dict) and "nodes" in desc
     try:
-        n = desc["input"]["n"]
-        inp = Input(tuple(n) if isinstance(n, list) else n, name=desc["input"]["name"])
-        layers = []
-        for d in desc["layers"]:
-            layer = _layer(d)
-            if layer is None:
-                raise ValueError(f"layer kind {d.get('kind')!r} cannot be loaded (only dense, "
-                                 "symnet.Layer, convolution, pooling and flatten layers)")
-            layers.append(layer)
-        net = cls(inp, *layers, loss=_spec(desc["loss"]))
+        net = (_graph_from_description if graph else _chain_from_description)(
+            desc, cls or Network)
     except (KeyError, TypeError, AttributeError) as exc:
         raise ValueError(f"malformed network description ({type(exc).__name__}: {exc})") \
             from None
     if net.describe() != desc:
         raise ValueError("the network description does not rebuild to itself")
     return net
+
+
+def _chain_from_description(desc: dict, cls):
+    """A Network of one input and a chain of layers, built as a ``cls``."""
+    from .base import Input
+    n = desc["input"]["n"]
+    inp = Input(tuple(n) if isinstance(n, list) else n, name=desc["input"]["name"])
+    layers = []
+    for d in desc["layers"]:
+        layer = _layer(d)
+        if layer is None:
+            raise ValueError(f"layer kind {d.get('kind')!r} cannot be loaded (only dense, "
+                             "symnet.Layer, convolution, pooling and flatten layers)")
+        layers.append(layer)
+    return cls(inp, *layers, loss=_spec(desc["loss"]))
 
 
 def _layer(d: dict):
@@ -203,42 +207,35 @@ def _graph_from_description(desc: dict, cls):
     from .base import Input
     from .merge import Add, Concatenate, Multiply, Slice
     from .recurrent import RNNCell, _apply
-    try:
-        made = {}
-        for d in desc["inputs"]:
-            shape = tuple(d["shape"])
-            made[d["name"]] = Input(shape[0] if len(shape) == 1 else shape, name=d["name"])
-        origins = {}
-        for d in desc["nodes"]:
-            kind, key = d.get("kind"), d["params_of"]
-            if key not in origins:
-                layer = _layer(d)
-                if layer is not None:
-                    pass
-                elif kind == "rnn":
-                    layer = RNNCell(d["units"], _spec(d["activation"]), name=d["name"])
-                elif kind in ("add", "multiply", "concat"):
-                    layer = {"add": Add, "multiply": Multiply, "concat": Concatenate}[kind](
-                        name=d["name"])
-                elif kind == "slice":
-                    layer = Slice(d["start"], d["units"], name=d["name"])
-                else:
-                    raise ValueError(f"layer kind {kind!r} cannot be loaded from a graph "
-                                     "description (dense, convolution, pooling, flatten, rnn, "
-                                     "add, multiply, concat, slice); pass the network: "
-                                     "symnet.load(path, network=net)")
-                origins[key] = layer
-            made[d["name"]] = _apply(origins[key], [made[n] for n in d["inputs"]], d["name"])
-        net = cls([made[d["name"]] for d in desc["inputs"]],
-                      [made[o] for o in desc["outputs"]],
-                      loss=[_spec(x) for x in desc["loss"]],
-                      loss_weights=desc["loss_weights"])
-    except (KeyError, TypeError, AttributeError) as exc:
-        raise ValueError(f"malformed network description ({type(exc).__name__}: {exc})") \
-            from None
-    if net.describe() != desc:
-        raise ValueError("the network description does not rebuild to itself")
-    return net
+    made = {}
+    for d in desc["inputs"]:
+        shape = tuple(d["shape"])
+        made[d["name"]] = Input(shape[0] if len(shape) == 1 else shape, name=d["name"])
+    origins = {}
+    for d in desc["nodes"]:
+        kind, key = d.get("kind"), d["params_of"]
+        if key not in origins:
+            layer = _layer(d)
+            if layer is not None:
+                pass
+            elif kind == "rnn":
+                layer = RNNCell(d["units"], _spec(d["activation"]), name=d["name"])
+            elif kind in ("add", "multiply", "concat"):
+                layer = {"add": Add, "multiply": Multiply, "concat": Concatenate}[kind](
+                    name=d["name"])
+            elif kind == "slice":
+                layer = Slice(d["start"], d["units"], name=d["name"])
+            else:
+                raise ValueError(f"layer kind {kind!r} cannot be loaded from a graph "
+                                 "description (dense, convolution, pooling, flatten, rnn, "
+                                 "add, multiply, concat, slice); pass the network: "
+                                 "symnet.load(path, network=net)")
+            origins[key] = layer
+        made[d["name"]] = _apply(origins[key], [made[n] for n in d["inputs"]], d["name"])
+    return cls([made[d["name"]] for d in desc["inputs"]],
+               [made[o] for o in desc["outputs"]],
+               loss=[_spec(x) for x in desc["loss"]],
+               loss_weights=desc["loss_weights"])
 
 
 def _formula_layer(d: dict):

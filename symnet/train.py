@@ -402,24 +402,42 @@ def _user_layout(model, X, T):
     return X, T
 
 
+def checked_arguments(model, X, T, method, epochs, batch_size, lr):
+    """fit's arguments checked (ValueError saying which and why): X and T as the
+    model's rows, epochs and batch_size as ints, lr as a schedule."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(map(repr, METHODS))}, "
+                         f"got {method!r}")
+    epochs = _positive_int("epochs", epochs)
+    batch_size = _positive_int("batch_size", batch_size)
+    X = model._inputs(X)
+    T = model._targets(T, X.shape[0])
+    _finite(X, "X")
+    _finite(T, "T")
+    return X, T, epochs, batch_size, as_schedule(lr)
+
+
+def checked_validation(model, validation_data):
+    """(X_val as the model's rows, T_val as rows) from fit's ``validation_data``."""
+    if not (isinstance(validation_data, (tuple, list)) and len(validation_data) == 2):
+        raise ValueError("validation_data must be a pair (X_val, T_val)")
+    Xv = model._inputs(validation_data[0])
+    Tv = model._targets(validation_data[1], Xv.shape[0], "validation T")
+    _finite(Xv, "validation X")
+    _finite(Tv, "validation T")
+    return Xv, Tv
+
+
 def fit(model, X, T, method="minibatch", epochs=10, batch_size=32, lr=0.1, shuffle=True,
         seed=None, validation_data=None, progress=None, optimizer="sgd", momentum=None,
         betas=None, eps=None, weight_decay=0.0, clip_norm=None, early_stopping=None,
         restore_best=True, validation_split=None, callbacks=None) -> History:
     """Train ``model`` in place on (X, T); returns a ``History``.  See ``Model.fit``."""
     from .stopping import EarlyStopping, check_callbacks, split
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(map(repr, METHODS))}, "
-                         f"got {method!r}")
-    epochs = _positive_int("epochs", epochs)
-    batch_size = _positive_int("batch_size", batch_size)
-    schedule = as_schedule(lr)
+    X, T, epochs, batch_size, schedule = checked_arguments(model, X, T, method, epochs,
+                                                           batch_size, lr)
     stopper = None if early_stopping is None else EarlyStopping(early_stopping, restore_best)
     callbacks = check_callbacks(callbacks)
-    X = model._inputs(X)
-    T = model._targets(T, X.shape[0])
-    _finite(X, "X")
-    _finite(T, "T")
     val = None
     if validation_split is not None:
         if validation_data is not None:
@@ -427,13 +445,7 @@ def fit(model, X, T, method="minibatch", epochs=10, batch_size=32, lr=0.1, shuff
         X, T, Xv, Tv = split(X, T, validation_split)
         val = _user_layout(model, Xv, Tv)
     if validation_data is not None:
-        if not (isinstance(validation_data, (tuple, list)) and len(validation_data) == 2):
-            raise ValueError("validation_data must be a pair (X_val, T_val)")
-        Xv = model._inputs(validation_data[0])
-        Tv = model._targets(validation_data[1], Xv.shape[0], "validation T")
-        _finite(Xv, "validation X")
-        _finite(Tv, "validation T")
-        val = _user_layout(model, Xv, Tv)
+        val = _user_layout(model, *checked_validation(model, validation_data))
     opt = Optimizer(model, optimizer, momentum, betas, eps, weight_decay, clip_norm)
     hist = History(method=method)
     run = _Run(model, X, T, method, batch_size, schedule, opt, val, hist)
