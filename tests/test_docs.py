@@ -204,7 +204,8 @@ def test_the_rendered_formula_is_the_derivation(tmp_path):
     figures = runpy.run_path(str(ROOT / "docs" / "make_figures.py"), run_name="docs_test")
     lines = figures["formula_lines"](figures["small_network"]())
     assert len(lines) == 16           # 8 steps: chain rule and index form each
-    assert lines[0] == r"$\frac{\partial L}{\partial O} = \frac{1}{B} \frac{\partial \ell}{\partial o}$"
+    assert lines[0] == (r"$\frac{\partial L}{\partial O} = "
+                        r"\frac{1}{B} \frac{\partial \ell}{\partial o}$")
     assert all(line.startswith("$") and "&" not in line and not line.endswith(r"\\$")
                for line in lines)
     figures["draw_formulas"](lines, tmp_path / "formula.png")
