@@ -64,14 +64,14 @@ def blocks(text: str, page: Path = Path("<page>")) -> list[Block]:
         k += 1
         before = next((lines[j].strip() for j in range(start - 1, -1, -1) if lines[j].strip()),
                       "")
-        text = textwrap.dedent("\n".join(body)) + "\n"
+        text = "\n".join(body) + "\n"
         if before == OUTPUT:
             if not found or found[-1].expect is not None:
                 raise ValueError(f"{page}:{start + 1}: an {OUTPUT} block must follow "
                                  "a python block")
-            found[-1].expect = text
+            found[-1].expect = text          # as printed: leading spaces count
         elif lang == "python":
-            found.append(Block(page, start + 1, text, before != NO_RUN))
+            found.append(Block(page, start + 1, textwrap.dedent(text), before != NO_RUN))
     return found
 
 
@@ -172,12 +172,15 @@ def test_a_broken_block_fails(tmp_path):
 
 
 def test_shown_output_is_compared(tmp_path):
-    page = "```python\nprint('a')\nprint('b ')\n```\n<!-- output -->\n```text\na\nb\n```\n"
+    page = ("```python\nprint('  a')\nprint('  b ')\n```\n<!-- output -->\n"
+            "```text\n  a\n  b\n```\n")
     bs = blocks(page)
-    assert len(bs) == 1 and bs[0].expect == "a\nb\n"
+    assert len(bs) == 1 and bs[0].expect == "  a\n  b\n"
     run_page(bs, tmp_path)
     with pytest.raises(AssertionError, match="prints something other"):
-        run_page(blocks(page.replace("print('b ')", "print('c')")), tmp_path)
+        run_page(blocks(page.replace("print('  b ')", "print('  c')")), tmp_path)
+    with pytest.raises(AssertionError, match="prints something other"):   # indentation counts
+        run_page(blocks(page.replace("print('  b ')", "print('b')")), tmp_path)
     with pytest.raises(ValueError, match="must follow"):
         blocks("<!-- output -->\n```text\na\n```\n")
 
