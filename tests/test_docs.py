@@ -213,3 +213,16 @@ def test_the_rendered_formula_is_the_derivation(tmp_path):
                for line in lines)
     figures["draw_formulas"](lines, tmp_path / "formula.png")
     assert (tmp_path / "formula.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_doctest_examples_become_code_blocks_in_the_api_reference():
+    """docs/_ext/doctest_fences.py (a griffe extension of the mkdocs build)."""
+    pytest.importorskip("griffe")
+    import runpy
+    ext = runpy.run_path(str(ROOT / "docs" / "_ext" / "doctest_fences.py"))
+    doc = ("Text.\n>>> x = 1\n>>> x\n1\n\nMore.\n```python\n>>> kept\n```\n"
+           "    >>> indented\n    2\n")
+    assert ext["fence_doctests"](doc).splitlines() == [
+        "Text.", "", "```pycon", ">>> x = 1", ">>> x", "1", "```", "", "More.",
+        "```python", ">>> kept", "```", "",
+        "    ```pycon", "    >>> indented", "    2", "    ```"]
