@@ -28,13 +28,13 @@ if "SYMNET_CACHE_DIR" not in os.environ:
 
 
 def pytest_configure(config):
-    """With several xdist workers, measure the machine (symnet/tuning.py) once here,
+    """With several xdist workers, measure the machine (symnet/backend/c/tuning.py) once here,
     before they start: on a machine still quiet, and not once per worker."""
     if hasattr(config, "workerinput") or not getattr(config.option, "numprocesses", None):
         return
     if os.environ.get("SYMNET_SANITIZE"):
         return
-    from symnet import tuning
+    from symnet.backend.c import tuning
     tuning.machine()
 
 

@@ -1,4 +1,4 @@
-"""Where products run (symnet/tuning.py): the BLAS path gives the numpy
+"""Where products run (symnet/backend/c/tuning.py): the BLAS path gives the numpy
 reference's gradients, the machine's figures are measured once and cached,
 and the environment's switches are obeyed."""
 
