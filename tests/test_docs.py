@@ -226,3 +226,23 @@ def test_doctest_examples_become_code_blocks_in_the_api_reference():
         "Text.", "", "```pycon", ">>> x = 1", ">>> x", "1", "```", "", "More.",
         "```python", ">>> kept", "```", "",
         "    ```pycon", "    >>> indented", "    2", "    ```"]
+
+
+def test_every_page_is_in_the_site_navigation():
+    """mkdocs.yml's nav lists exactly the pages of docs/ (the build checks this too,
+    with MkDocs installed; this test runs without it)."""
+    nav = re.findall(r"^\s*- [^:\n]+:\s*(\S+\.md)\s*$", (ROOT / "mkdocs.yml").read_text(),
+                     re.M)
+    pages = sorted(str(p.relative_to(ROOT / "docs")) for p in (ROOT / "docs").rglob("*.md"))
+    assert sorted(nav) == pages
+
+
+def test_the_readme_links_resolve():
+    """README.md is not part of the site, so its links to docs/ and its pictures are
+    checked here."""
+    text = (ROOT / "README.md").read_text()
+    targets = re.findall(r"\]\(([^)\s]+)\)", text)
+    local = [t.split("#")[0] for t in targets if "://" not in t and not t.startswith("#")]
+    assert "docs/index.md" in local and any(t.endswith(".png") for t in local)
+    missing = [t for t in local if not (ROOT / t).is_file()]
+    assert not missing, f"README.md links to missing files: {missing}"
