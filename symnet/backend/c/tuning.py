@@ -536,20 +536,219 @@ def settings() -> dict:
             "threads_max": nmax}
 
 
-def apply(module, prefix: str, dtype: str) -> dict:
-    """Give a loaded network module its products' settings; returns them."""
-    tune = getattr(module.lib, prefix + "tune", None)
-    if tune is None:
+# ------------------------------------------------------------------ the planner
+#: how much a load may time: "off" nothing (the machine's thresholds alone); "fast"
+#: (the default) each product of the network not yet in the wisdom, ours against the
+#: BLAS at two batches, on the probe that measuring the machine compiled anyway, within
+#: FAST_BUDGET_S (the rest at a later load); "full" every product at four batches,
+#: and the register tiles of TILES on the network's products (a probe compiled each)
+TUNE = ("off", "fast", "full")
+FAST_BUDGET_S = 0.15
+#: M·N·K (at the largest batch timed) below which a product is not planned
+PLAN_MIN = 2e5
+BATCHES = {"fast": (32, 256), "full": (16, 64, 256, 1024)}
+#: register tiles (rows × columns of C in registers) the "full" planner compiles and
+#: times: AVX2's 16 vector registers hold 4×3 or 6×2 accumulators of 8 floats (3×4
+#: spills), AVX-512's 32 hold 8×2, 6×4 or 12×2 of 16
+TILES = [(4, 24), (6, 16), (3, 32), (8, 32), (6, 32), (12, 16)]
+
+
+def check_tune(tune) -> str:
+    if tune not in TUNE:
+        raise ValueError(f"tune must be one of {', '.join(map(repr, TUNE))}, got {tune!r}")
+    return tune
+
+
+@lru_cache(maxsize=1)
+def cpu_model() -> str:
+    """The CPU's model name, family and model (wisdom is kept per CPU model)."""
+    found = {}
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                k, _, v = line.partition(":")
+                k = k.strip()
+                if k in ("model name", "cpu family", "model") and k not in found:
+                    found[k] = v.strip()
+                if len(found) == 3:
+                    break
+    except OSError:
+        pass
+    import platform
+    return " / ".join(found.get(k, "?") for k in ("model name", "cpu family", "model")) \
+        if found else platform.processor() or platform.machine()
+
+
+def _wisdom_path() -> Path:
+    key = hashlib.sha256(json.dumps(["wisdom", __version__, build.compiler(), build.flags(),
+                                     build._cpu(), cpu_model(), threads_max()]).encode())
+    return build.writable_cache_dir() / f"wisdom-{key.hexdigest()[:20]}.json"
+
+
+def _read_wisdom(p: Path) -> dict:
+    try:
+        rec = build._unseal(p)
+        if rec.get("version") == __version__:
+            return rec
+    except (OSError, ValueError):
+        pass
+    return {"version": __version__, "cpu": cpu_model(), "compiler": build.compiler(),
+            "flags": build.flags(), "products": {}, "tiles": {}}
+
+
+def _shape_key(shape) -> str:
+    return ":".join(map(str, shape))
+
+
+def _sizes(shape, batch: int) -> tuple:
+    kind, *mnk = shape
+    return (kind, *[batch if d == 0 else d for d in mnk])
+
+
+def decide(timings: dict) -> float:
+    """M·N·K from which the BLAS runs a product, from {batch: [ours_s, blas_s, mnk]}:
+    the smallest timed size from which the BLAS won (by 5 %) at every larger one
+    too; inf when it lost at the largest.
+
+    >>> decide({"32": [1.0, 2.0, 100], "256": [8.0, 5.0, 800]})
+    800
+    >>> decide({"32": [1.0, 0.5, 100], "256": [8.0, 9.0, 800]})
+    inf
+    """
+    out = math.inf
+    for _, (ours, theirs, mnk) in sorted(timings.items(), key=lambda kv: -kv[1][2]):
+        if not theirs < 0.95 * ours:
+            break
+        out = mnk
+    return out
+
+
+def _time_products(lib, ffi, shapes, batches, s, budget_s, rounds):
+    """{shape key: {batch: [ours_s, blas_s, mnk]}} of the shapes timed within the budget."""
+    import numpy as np
+    null = ffi.cast(_BLAS_FN.format(real="float"), 0)
+    blas = blas_pointer(ffi, "float32")
+    out, t_end = {}, time.perf_counter() + budget_s
+    for shape in shapes:
+        if time.perf_counter() > t_end:
+            break
+        rec = {}
+        for b in batches:
+            kind, M, N, K = _sizes(shape, b)
+            a = np.ones(max(M * K, 1), np.float32)
+            bb = np.ones(max(N * K, 1), np.float32)
+            c = np.zeros(max(M * N, 1), np.float32)
+            pa, pb, pc = (ffi.from_buffer("float[]", x) for x in (a, bb, c))
+            mnk = M * N * K
+            reps = max(1, int(8e6 / mnk))
+            lib.sn_probe_tune(null, math.inf, s["thread_min"], s["threads_max"])
+            ours = _seconds(lambda r: lib.sn_probe_gemm(kind, M, N, K, pa, pb, pc, r), reps,
+                            rounds)
+            _set_blas_threads(blas_threads(mnk, s["thread_min"], s["threads_max"]))
+            lib.sn_probe_tune(blas, 0.0, s["thread_min"], s["threads_max"])
+            theirs = _seconds(lambda r: lib.sn_probe_gemm(kind, M, N, K, pa, pb, pc, r), reps,
+                              rounds)
+            rec[str(b)] = [ours, theirs, mnk]
+        out[_shape_key(shape)] = rec
+    return out
+
+
+def plan(products, tune: str = "fast", s: dict | None = None) -> dict:
+    """The planner: for each product of a network ([kind, M, N, K], 0 for the batch),
+    the M·N·K from which it runs on the BLAS, from the wisdom of this CPU model,
+    compiler and flags (``wisdom-<key>.json`` in the cache), timing what it lacks as
+    ``tune`` allows; ``{shape key: mnk_min}`` (inf: symnet's kernels at every size)."""
+    check_tune(tune)
+    s = s or settings()
+    shapes = [tuple(p) for p in products or []]
+    if tune == "off" or not shapes or s["blas"] is None or \
+            _env_float("SYMNET_BLAS_MIN") is not None:
+        return {}
+    try:
+        path = _wisdom_path()
+    except (build.BuildError, OSError):
+        return {}
+    wisdom = _read_wisdom(path)
+    batches = BATCHES["full" if tune == "full" else "fast"]
+    known = wisdom["products"]
+    # products too small for the BLAS ever to win (the machine's sweep starts lower)
+    # keep the machine's threshold, untimed
+    shapes = [sh for sh in shapes if math.prod(_sizes(sh, max(batches))[1:]) >= PLAN_MIN]
+    todo = [sh for sh in dict.fromkeys(shapes)
+            if not all(str(b) in known.get(_shape_key(sh), {}) for b in batches)]
+    if todo:
+        rec = machine()
+        so = _path().with_suffix(".so")
+        try:
+            ffi, lib = _open_probe(so, rec.get("probe_sha256") or "none")
+        except (OSError, ValueError):     # no probe (a record from elsewhere): nothing timed
+            ffi = lib = None
+        if lib is not None:
+            with Watch() as w:
+                timed = _time_products(lib, ffi, todo, batches, s,
+                                       math.inf if tune == "full" else FAST_BUDGET_S,
+                                       5 if tune == "full" else 3)
+            for key, t in timed.items():
+                known[key] = dict(known.get(key, {}), **t)
+            if timed and not w.disturbed:     # timings under load are used, not kept
+                with build._lock(path.with_suffix(".lock")):
+                    on_disk = _read_wisdom(path)
+                    for key, t in timed.items():
+                        on_disk["products"][key] = dict(on_disk["products"].get(key, {}), **t)
+                    build._atomic_write(path, build._seal(on_disk))
+            build._debug(f"planned {len(timed)} products ({'disturbed' if w.disturbed else 'quiet'}"
+                         f"): {json.dumps(timed)}")
+    return {_shape_key(sh): decide(known[_shape_key(sh)]) for sh in shapes
+            if _shape_key(sh) in known}
+
+
+def apply(module, prefix: str, dtype: str, products=None, tune: str = "fast") -> dict:
+    """Give a loaded network module its products' settings; returns them, with
+    ``plan``: the planner's choice per product (``"kind M×N×K": "blas from <mnk>"``
+    or ``"symnet"``; M, N or K ``b``: the batch)."""
+    fn = getattr(module.lib, prefix + "tune", None)
+    if fn is None:
         return {}
     s = settings()
-    use_blas = s["blas"] is not None and s["blas_min"] < math.inf
+    chosen = plan(products, tune, s) if s["blas"] is not None else {}
+    use_blas = s["blas"] is not None and (s["blas_min"] < math.inf or
+                                           any(v < math.inf for v in chosen.values()))
     ptr = blas_pointer(module.ffi, dtype) if use_blas else module.ffi.NULL
     use_blas = use_blas and ptr != module.ffi.NULL
     if use_blas:
-        _set_blas_threads(blas_threads(max(s["blas_min"], 1.0), s["thread_min"],
-                                       s["threads_max"]))
-    tune(ptr, s["blas_min"] if use_blas else math.inf, s["thread_min"], s["threads_max"])
-    return dict(s, blas=s["blas"] if use_blas else None)
+        least = min([s["blas_min"], *chosen.values()])
+        _set_blas_threads(blas_threads(max(least, 1.0), s["thread_min"], s["threads_max"]))
+    fn(ptr, s["blas_min"] if use_blas else math.inf, s["thread_min"], s["threads_max"])
+    set_plan = getattr(module.lib, prefix + "plan", None)
+    if set_plan is not None and use_blas and chosen:
+        keys = list(chosen)[:64]
+        shapes = module.ffi.new("int[]", [int(x) for k in keys for x in k.split(":")])
+        mins = module.ffi.new("double[]", [min(chosen[k], 1e300) for k in keys])
+        set_plan(len(keys), shapes, mins)
+    names = ("nt", "nn", "tn")
+    readable = {}
+    for k, v in chosen.items():
+        kind, *mnk = map(int, k.split(":"))
+        label = f"{names[kind]} " + "×".join("b" if d == 0 else str(d) for d in mnk)
+        readable[label] = "symnet" if v == math.inf or not use_blas else f"blas from {v:.3g}"
+    return dict(s, blas=s["blas"] if use_blas else None, tune=tune, plan=readable)
+
+
+def products_of(plan_) -> list:
+    """[kind, M, N, K] of a kernel plan's matrix products (0: the batch), each once;
+    products with another symbolic size are left to the machine's thresholds."""
+    from ...plan.ops import MatMul
+    out = []
+    ops = [*plan_.forward, *plan_.backward, *getattr(plan_, "loss", [])]
+    for op in ops:
+        if not isinstance(op, MatMul):
+            continue
+        dims = [0 if d == "batch" else d for d in (op.M, op.N, op.K)]
+        if all(isinstance(d, int) for d in dims) and dims.count(0) <= 1:
+            entry = [("nt", "nn", "tn").index(op.kind), *dims]
+            if entry not in out:
+                out.append(entry)
+    return out
 
 
 def main(argv=None) -> int:
