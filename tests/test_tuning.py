@@ -320,3 +320,58 @@ def test_compile_rejects_unknown_tune():
     net = sn.Network(sn.Input(2), sn.Dense(1), loss="mse")
     with pytest.raises(ValueError, match="tune must be one of"):
         net.compile(tune="always")
+
+
+def _full_net():
+    import symnet as sn
+    return sn.Network(sn.Input(96), sn.Dense(160, "tanh"), sn.Dense(5), loss="mse")
+
+
+def test_full_tune_compiles_the_tile_timed_fastest(tmp_path, monkeypatch):
+    """tune="full" builds its own module with the register tile the timings chose (here
+    given: the second candidate of this machine's instruction set); outputs and
+    gradients are those of the default tile's module."""
+    monkeypatch.setenv("SYMNET_CACHE_DIR", str(tmp_path))
+    kind = tuning.isa()
+    if kind is None:
+        pytest.skip("no vector instruction set with tiles to choose among")
+    want = tuning.TILES[kind][1]
+    monkeypatch.setattr(tuning, "_time_tiles", lambda tiles, shapes, s: {
+        **{":".join(map(str, sh)): {f"{mr}x{nr}": 1.0 if (mr, nr) == want else 2.0
+                                    for mr, nr in tiles} for sh in shapes},
+        "disturbed": False})
+    X = np.random.default_rng(1).normal(size=(64, 96))
+    T = np.random.default_rng(2).normal(size=(64, 5))
+    off = _full_net().compile(dtype="float64", tune="off")
+    full = _full_net().compile(dtype="float64", tune="full")
+    assert full.tuning["tile"] == f"{want[0]}x{want[1]}" and off.tuning["tile"] == "default"
+    assert full.c_source.startswith(f"#define SN_MR {want[0]}\n#define SN_NR {want[1]}\n")
+    np.testing.assert_allclose(full.forward(X), off.forward(X), rtol=1e-12, atol=1e-12)
+    (L1, g1), (L2, g2) = full.loss_and_grad(X, T), off.loss_and_grad(X, T)
+    assert abs(L1 - L2) <= 1e-12 * abs(L2)
+    for k in g1:
+        np.testing.assert_allclose(g1[k], g2[k], rtol=1e-10, atol=1e-12)
+    (wisdom,) = tmp_path.glob("wisdom-*.json")
+    assert build._unseal(wisdom)["tiles"]
+    tuning._machine.cache_clear()
+
+
+@pytest.mark.slow
+def test_full_tune_times_real_tiles(tmp_path, monkeypatch):
+    """Unpatched: every candidate tile compiles, is timed and recorded, and the model
+    built with the winner computes what the default one does."""
+    monkeypatch.setenv("SYMNET_CACHE_DIR", str(tmp_path))
+    kind = tuning.isa()
+    if kind is None:
+        pytest.skip("no vector instruction set with tiles to choose among")
+    X = np.random.default_rng(1).normal(size=(64, 96)).astype(np.float32)
+    full = _full_net().compile(dtype="float32", tune="full")
+    off = _full_net().compile(dtype="float32", tune="off")
+    np.testing.assert_allclose(full.forward(X), off.forward(X), rtol=1e-5, atol=1e-5)
+    # kept only when timed on a quiet machine (the products' timings of "full" too)
+    tiles = {k: v for w in tmp_path.glob("wisdom-*.json")
+             for k, v in build._unseal(w)["tiles"].items()}
+    if tiles:
+        assert all(set(t) == {f"{mr}x{nr}" for mr, nr in tuning.TILES[kind]}
+                   for t in tiles.values())
+    tuning._machine.cache_clear()

@@ -71,6 +71,9 @@ class Runtime:
         # threads from a measured cost); once per module, before any call
         from . import tuning
         self.tuning = tuning.apply(module, p, meta["dtype"], meta.get("products"), tune)
+        if self.tuning:     # the register tile compiled in (tune="full" may choose one)
+            self.tuning["tile"] = "x".join(map(str, meta["tile"])) if meta.get("tile") \
+                else "default"
         self.from_buffer = ffi.from_buffer      # for a caller's own fast path
         self.null = ffi.NULL
         self.carray = "float[]" if self.dtype == np.float32 else "double[]"
@@ -105,6 +108,8 @@ def load(net, dtype: str, tune: str = "fast") -> Runtime:
     from . import tuning
     tuning.check_tune(tune)
     key = network_key(net.describe(), dtype)
+    if tune == "full":      # its own module: the planner may choose its register tile
+        key = hashlib.sha256(f"{key} tune=full".encode()).hexdigest()[:24]
     hit = build.lookup(key)
     if hit is not None:
         guards.check_sizes(hit[1])
@@ -113,6 +118,10 @@ def load(net, dtype: str, tune: str = "fast") -> Runtime:
     from ...plan.lower import plan as make_plan
     plan = make_plan(net.graph())
     source, prefix, header = emit(plan, dtype, hooks=True)
+    products = tuning.products_of(plan)
+    tile = tuning.choose_tile(products) if tune == "full" else None
+    if tile is not None:    # the register tile timed fastest here (templates/gemm.c.j2)
+        source = f"#define SN_MR {tile[0]}\n#define SN_NR {tile[1]}\n" + source
     out = plan.buffers[plan.output]
     meta = {
         "prefix": prefix, "dtype": dtype, "n_params": plan.n_params,
@@ -128,7 +137,8 @@ def load(net, dtype: str, tune: str = "fast") -> Runtime:
                     "offset": plan.buffers[p.name].offset, "trainable": p.trainable}
                    for p in plan.graph.params()],
         "description": net.describe(),
-        "products": tuning.products_of(plan),     # what the planner times
+        "products": products,     # what the planner times
+        "tile": list(tile) if tile else None,
     }
     guards.check_sizes(meta)
     return Runtime(*build.build(key, source, cdef(header), meta), tune)

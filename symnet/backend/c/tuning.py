@@ -550,7 +550,10 @@ BATCHES = {"fast": (32, 256), "full": (16, 64, 256, 1024)}
 #: register tiles (rows × columns of C in registers) the "full" planner compiles and
 #: times: AVX2's 16 vector registers hold 4×3 or 6×2 accumulators of 8 floats (3×4
 #: spills), AVX-512's 32 hold 8×2, 6×4 or 12×2 of 16
-TILES = [(4, 24), (6, 16), (3, 32), (8, 32), (6, 32), (12, 16)]
+TILES = {"avx512": [(8, 32), (4, 64), (12, 16), (6, 32)],
+         "avx2": [(4, 24), (3, 32), (2, 48), (6, 16)]}
+#: the tile gemm.c.j2 uses when none is chosen, by instruction set
+DEFAULT_TILE = {"avx512": (8, 32), "avx2": (4, 24)}
 
 
 def check_tune(tune) -> str:
@@ -700,6 +703,96 @@ def plan(products, tune: str = "fast", s: dict | None = None) -> dict:
                          f"): {json.dumps(timed)}")
     return {_shape_key(sh): decide(known[_shape_key(sh)]) for sh in shapes
             if _shape_key(sh) in known}
+
+
+def isa() -> str | None:
+    """The vector instruction set the build's flags give gemm.c.j2's tiles: "avx512",
+    "avx2", or None (no tiles to choose among)."""
+    f = build.flags()
+    march = next((x.split("=", 1)[1] for x in f if x.startswith("-march=")), None)
+    try:
+        with open("/proc/cpuinfo") as fh:
+            flags = next((line for line in fh if line.startswith("flags")), "").split()
+    except OSError:
+        flags = []
+    if march is None:
+        return None
+    if march == "native":
+        return "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else None
+    if march in ("x86-64-v4",) or "avx512" in march:
+        return "avx512"
+    return "avx2" if march in ("x86-64-v3", "haswell", "znver1", "znver2", "znver3") else None
+
+
+def choose_tile(products, s: dict | None = None):
+    """The register tile (rows, columns) for a network's products on this machine: each
+    candidate of TILES compiled into the probe and timed on the products at batch 256
+    (symnet's kernels, the machine's threads), the least total time winning; cached in
+    the wisdom per shape and tile.  None: the default tile (or nothing to choose)."""
+    kind = isa()
+    shapes = [tuple(p) for p in products or []]
+    shapes = [sh for sh in dict.fromkeys(shapes) if math.prod(_sizes(sh, 256)[1:]) >= PLAN_MIN]
+    if kind is None or not shapes:
+        return None
+    s = s or settings()
+    path = _wisdom_path()
+    wisdom = _read_wisdom(path)
+    names = [f"{mr}x{nr}" for mr, nr in TILES[kind]]
+    known = wisdom["tiles"]
+    todo = [t for t in TILES[kind] if any(f"{t[0]}x{t[1]}" not in known.get(_shape_key(sh), {})
+                                          for sh in shapes)]
+    if todo:
+        timed = _time_tiles(todo, shapes, s)
+        disturbed = timed.pop("disturbed", False)
+        for key, t in timed.items():
+            known[key] = dict(known.get(key, {}), **t)
+        if timed and not disturbed:       # timings under load are used, not kept
+            with build._lock(path.with_suffix(".lock")):
+                on_disk = _read_wisdom(path)
+                for key, t in timed.items():
+                    on_disk["tiles"][key] = dict(on_disk["tiles"].get(key, {}), **t)
+                build._atomic_write(path, build._seal(on_disk))
+    totals = {n: sum(known.get(_shape_key(sh), {}).get(n, math.inf) for sh in shapes)
+              for n in names}
+    best = min(totals, key=totals.get)
+    build._debug(f"register tiles: {json.dumps(totals)}")
+    tile = tuple(map(int, best.split("x")))
+    return None if tile == DEFAULT_TILE[kind] or totals[best] == math.inf else tile
+
+
+def _time_tiles(tiles, shapes, s) -> dict:
+    """{shape key: {"MRxNR": seconds at batch 256}}, and "disturbed"."""
+    import numpy as np
+    root = build.writable_cache_dir()
+    out = {}
+    with tempfile.TemporaryDirectory(prefix=".tiles-", dir=root) as tmp:
+        import jinja2
+        env = jinja2.Environment(loader=jinja2.FileSystemLoader(build.template_dir()),
+                                 trim_blocks=True, lstrip_blocks=True,
+                                 keep_trailing_newline=True)
+        source = env.get_template("probe.c.j2").render(
+            version=__version__, real="float", hooks=True, prefix="sn_probe_")
+        c_path = Path(tmp) / "probe.c"
+        c_path.write_text(source)
+        cmds = [[*build.compiler(), *build.flags(), f"-DSN_MR={mr}", f"-DSN_NR={nr}",
+                 "-shared", str(c_path), "-o", str(Path(tmp) / f"{mr}x{nr}.so"), "-lm"]
+                for mr, nr in tiles]
+        build._run_compiler(cmds, c_path, source)
+        with Watch() as w:
+            for mr, nr in tiles:
+                ffi, lib = _open_probe(Path(tmp) / f"{mr}x{nr}.so")
+                null = ffi.cast(_BLAS_FN.format(real="float"), 0)
+                lib.sn_probe_tune(null, math.inf, s["thread_min"], s["threads_max"])
+                for sh in shapes:
+                    kind, M, N, K = _sizes(sh, 256)
+                    arrays = [np.ones(max(n, 1), np.float32) for n in (M * K, N * K, M * N)]
+                    pa, pb, pc = (ffi.from_buffer("float[]", x) for x in arrays)
+                    reps = max(1, int(8e6 / (M * N * K)))
+                    t = _seconds(lambda r: lib.sn_probe_gemm(kind, M, N, K, pa, pb, pc, r),
+                                 reps, 5)
+                    out.setdefault(_shape_key(sh), {})[f"{mr}x{nr}"] = t
+    out["disturbed"] = w.disturbed
+    return out
 
 
 def apply(module, prefix: str, dtype: str, products=None, tune: str = "fast") -> dict:
