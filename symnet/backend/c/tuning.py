@@ -691,16 +691,18 @@ def plan(products, tune: str = "fast", s: dict | None = None) -> dict:
                 timed = _time_products(lib, ffi, todo, batches, s,
                                        math.inf if tune == "full" else FAST_BUDGET_S,
                                        5 if tune == "full" else 3)
+            if w.disturbed:       # timings under load are neither kept nor used
+                timed = {}
             for key, t in timed.items():
                 known[key] = dict(known.get(key, {}), **t)
-            if timed and not w.disturbed:     # timings under load are used, not kept
+            if timed:
                 with build._lock(path.with_suffix(".lock")):
                     on_disk = _read_wisdom(path)
                     for key, t in timed.items():
                         on_disk["products"][key] = dict(on_disk["products"].get(key, {}), **t)
                     build._atomic_write(path, build._seal(on_disk))
-            build._debug(f"planned {len(timed)} products ({'disturbed' if w.disturbed else 'quiet'}"
-                         f"): {json.dumps(timed)}")
+            build._debug(f"planned {len(timed)} products"
+                         f"{' (under load: not used)' if w.disturbed else ''}: {json.dumps(timed)}")
     return {_shape_key(sh): decide(known[_shape_key(sh)]) for sh in shapes
             if _shape_key(sh) in known}
 
@@ -743,10 +745,11 @@ def choose_tile(products, s: dict | None = None):
                                           for sh in shapes)]
     if todo:
         timed = _time_tiles(todo, shapes, s)
-        disturbed = timed.pop("disturbed", False)
+        if timed.pop("disturbed", False):   # timings under load: neither kept nor used
+            timed = {}
         for key, t in timed.items():
             known[key] = dict(known.get(key, {}), **t)
-        if timed and not disturbed:       # timings under load are used, not kept
+        if timed:
             with build._lock(path.with_suffix(".lock")):
                 on_disk = _read_wisdom(path)
                 for key, t in timed.items():
