@@ -279,14 +279,14 @@ RATE_SHAPE = (0, 128, 256, 784)
 
 
 class _Arrays:
-    """Operands big enough for every product the probe times."""
+    """Operands big enough for every product the probe times (``small``: for
+    RATE_SHAPE only); the values do not change the time of a product."""
 
-    def __init__(self, ffi):
+    def __init__(self, ffi, small: bool = False):
         import numpy as np
-        rng = np.random.default_rng(0)
-        big = 2 * 1024 * 1024
-        self.keep = [rng.standard_normal(big).astype(np.float32) for _ in range(2)] + \
-            [np.zeros(1024 * 1024, np.float32)]
+        _, m, n, k = RATE_SHAPE if small else (0, 1024, 1024, 2048)
+        self.keep = [np.full(m * k, 0.5, np.float32), np.full(n * k, 0.25, np.float32),
+                     np.zeros(m * n, np.float32)]
         self.a, self.b, self.c = (ffi.from_buffer("float[]", x) for x in self.keep)
 
 
@@ -309,7 +309,7 @@ def _rate_and_join(ffi, lib, arrays, nmax: int, rounds: int = 5) -> tuple[float,
         one = gemm_s(False)
         lib.sn_probe_tune(null, math.inf, 1.0, nmax)
         many = gemm_s(False)
-        empty = _seconds(lambda r: lib.sn_probe_join(nmax, r), 100, rounds, best=False)
+        empty = _seconds(lambda r: lib.sn_probe_join(nmax, r), 20, rounds, best=False)
         join = max(many - one / nmax, empty)
         lib.sn_probe_tune(null, math.inf, 1e300, 1)
     return rate, join
@@ -401,18 +401,33 @@ def _measure(ffi, lib, budget_s: float) -> dict:
 
 # ---------------------------------------------------- checking a stored record
 def quick_check(rec: dict, ffi, lib) -> dict:
-    """This machine's rate and join now, measured cheaply (a few milliseconds: three
-    rounds of the rate product on one thread and on all), and whether the stored
-    figures are implausible against them: the machine now clearly faster than
-    recorded (rate 25 % higher, or a join both 4× and 0.2 ms shorter).  A check
-    taken under load only makes the machine look slower, so it never condemns a
-    record that was measured on a quiet machine."""
-    arrays = _Arrays(ffi)
+    """This machine's rate and join now, measured cheaply (a few milliseconds: the least
+    of three rounds of the rate product on one thread, and when the record's join could
+    be 0.2 ms too long, on all threads and of empty parallel regions), and whether the
+    stored figures are implausible against them: the machine now clearly faster than
+    recorded (rate 25 % higher, or a join both 4× and 0.2 ms shorter).  A check taken
+    under load only makes the machine look slower, so it never condemns a record that
+    was measured on a quiet machine."""
+    arrays = _Arrays(ffi, small=True)
     nmax = min(threads_max(), rec.get("threads_max") or 1)
+    null = ffi.cast(_BLAS_FN.format(real="float"), 0)
+    kind, M, N, K = RATE_SHAPE
+
+    def gemm_s():
+        return _seconds(lambda r: lib.sn_probe_gemm(kind, M, N, K, arrays.a, arrays.b,
+                                                    arrays.c, r), 1, 3)
     with Watch() as w:
-        rate, join = _rate_and_join(ffi, lib, arrays, nmax, rounds=3)
+        lib.sn_probe_tune(null, math.inf, 1e300, 1)
+        one = gemm_s()
+        rate, join = M * N * K / one, None
+        if nmax > 1 and rec["join_s"] > 2e-4:
+            lib.sn_probe_tune(null, math.inf, 1.0, nmax)
+            many = gemm_s()
+            lib.sn_probe_tune(null, math.inf, 1e300, 1)
+            empty = _seconds(lambda r: lib.sn_probe_join(nmax, r), 5, 3)
+            join = max(many - one / nmax, empty)
     faster = rate > 1.25 * rec["rate"]
-    shorter = nmax > 1 and join < rec["join_s"] / 4 and join < rec["join_s"] - 2e-4
+    shorter = join is not None and join < rec["join_s"] / 4 and join < rec["join_s"] - 2e-4
     return {"rate": rate, "join_s": join, "others": w.others,
             "implausible": bool(faster or shorter)}
 
@@ -462,7 +477,8 @@ def _merge(old: dict | None, new: dict) -> dict:
 def _read(p: Path):
     try:
         rec = build._unseal(p)
-        if rec.get("version") == __version__ and "rate" in rec:
+        # a record without the load check's fields predates it: measured again
+        if rec.get("version") == __version__ and "rate" in rec and "measured_at" in rec:
             return rec
     except (OSError, ValueError):
         pass
