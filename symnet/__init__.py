@@ -15,6 +15,7 @@ from .base import Input  # noqa: E402
 from .dsl import Dense  # noqa: E402
 from .api.network import Network, load  # noqa: E402
 from .merge import Add, Concatenate, Multiply, Slice  # noqa: E402
+from .norm import LayerNorm, RMSNorm, Softmax  # noqa: E402
 from .conv import AvgPool1d, AvgPool2d, Conv1d, Conv2d, Flatten, MaxPool1d, MaxPool2d  # noqa: E402
 from . import datasets, recurrent, schedules  # noqa: E402
 from .check import check_gradients  # noqa: E402
@@ -38,7 +39,7 @@ def __getattr__(name):
 
 
 __all__ = ["Add", "AvgPool1d", "AvgPool2d", "Concatenate", "Conv1d", "Conv2d", "Dense",
-           "Flatten", "History", "Input", "Layer", "MaxPool1d", "MaxPool2d", "Multiply",
-           "Network", "Slice", "check_gradients", "datasets", "indices", "load", "n_in",
+           "Flatten", "History", "Input", "Layer", "LayerNorm", "MaxPool1d", "MaxPool2d", "Multiply",
+           "Network", "RMSNorm", "Slice", "Softmax", "check_gradients", "datasets", "indices", "load", "n_in",
            "recurrent", "schedules", "sigmoid", "softplus", "sum_j", "sum_k",
            "__version__"]
