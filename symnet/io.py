@@ -206,7 +206,7 @@ def _graph_from_description(desc: dict, cls):
     are one layer object applied at several places; built as a ``cls``."""
     from .base import Input
     from .merge import Add, Concatenate, Multiply, Slice
-    from .recurrent import RNNCell, _apply
+    from .recurrent import GRUCell, LSTMCell, RNNCell, Steps, _apply
     made = {}
     for d in desc["inputs"]:
         shape = tuple(d["shape"])
@@ -220,6 +220,10 @@ def _graph_from_description(desc: dict, cls):
                 pass
             elif kind == "rnn":
                 layer = RNNCell(d["units"], _spec(d["activation"]), name=d["name"])
+            elif kind in ("gru", "lstm"):
+                layer = (GRUCell if kind == "gru" else LSTMCell)(d["units"], name=d["name"])
+            elif kind == "steps":
+                layer = Steps(name=d["name"])
             elif kind in ("add", "multiply", "concat"):
                 layer = {"add": Add, "multiply": Multiply, "concat": Concatenate}[kind](
                     name=d["name"])
@@ -227,7 +231,7 @@ def _graph_from_description(desc: dict, cls):
                 layer = Slice(d["start"], d["units"], name=d["name"])
             else:
                 raise ValueError(f"layer kind {kind!r} cannot be loaded from a graph "
-                                 "description (dense, convolution, pooling, flatten, rnn, "
+                                 "description (dense, convolution, pooling, flatten, rnn, gru, lstm, steps, "
                                  "add, multiply, concat, slice); pass the network: "
                                  "symnet.load(path, network=net)")
             origins[key] = layer
