@@ -18,6 +18,8 @@ from .lang.merge import Add, Concatenate, Multiply, Slice  # noqa: E402
 from .lang.conv import AvgPool1d, AvgPool2d, Conv1d, Conv2d, Flatten, MaxPool1d, MaxPool2d  # noqa: E402
 from . import datasets  # noqa: E402
 from .lang import recurrent  # noqa: E402
+from .lang.recurrent import GRU, LSTM  # noqa: E402
+from .lang.attention import MultiHeadAttention, Pointwise, PositionalEmbedding  # noqa: E402
 from .runtime import schedules  # noqa: E402
 from .runtime.check import check_gradients  # noqa: E402
 from .runtime.history import History  # noqa: E402
@@ -43,7 +45,8 @@ def __getattr__(name):
 
 
 __all__ = ["Add", "AvgPool1d", "AvgPool2d", "BuildError", "Concatenate", "Conv1d", "Conv2d", "Dense",
-           "Flatten", "History", "Input", "Layer", "MaxPool1d", "MaxPool2d", "Multiply",
+           "Flatten", "GRU", "History", "Input", "LSTM", "MultiHeadAttention",
+           "Pointwise", "PositionalEmbedding", "Layer", "MaxPool1d", "MaxPool2d", "Multiply",
            "Network", "Slice", "check_gradients", "datasets", "indices", "load", "n_in",
            "recurrent", "schedules", "sigmoid", "softplus", "sum_j", "sum_k",
            "__version__"]

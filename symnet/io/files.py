@@ -197,6 +197,14 @@ def _layer(d: dict):
                    name=d["name"])
     if kind == "flatten":
         return conv.Flatten(name=d["name"])
+    if kind in ("attention", "pointwise", "positional"):
+        from ..lang import attention
+        if kind == "attention":
+            return attention.MultiHeadAttention(d["heads"], causal=d["causal"],
+                                                name=d["name"])
+        if kind == "pointwise":
+            return attention.Pointwise(d["units"], d["activation"], name=d["name"])
+        return attention.PositionalEmbedding(name=d["name"])
     return None
 
 

@@ -62,6 +62,23 @@ class CPrinter(C99CodePrinter):
             out = f"(({self._print(c)}) ? ({self._print(e)}) : ({out}))"
         return out
 
+    def _print_Mul(self, expr):
+        # a small power in a denominator prints as a product (above): keep that product
+        # in parentheses, x/(z*z), never x/z*z
+        num, den = [], []
+        for f in expr.args:
+            if f.is_Pow and f.exp.is_Integer and -4 <= int(f.exp) <= -2:
+                den.append(f.base ** -f.exp)
+            else:
+                num.append(f)
+        if not den:
+            return super()._print_Mul(expr)
+        top = sp.Mul(*num)
+        if top.could_extract_minus_sign():
+            return "-" + self._print(-expr)
+        prec = sp.printing.precedence.PRECEDENCE["Mul"]
+        return f"{self.parenthesize(top, prec)}/({self._print(sp.Mul(*den))})"
+
     def _print_Pow(self, expr):
         base, exp = expr.args
         if exp.is_Integer and 2 <= int(exp) <= 4:
