@@ -173,7 +173,7 @@ def _chain_from_description(desc: dict, cls):
 
 def _layer(d: dict):
     """The layer object of one described layer (None for kinds not rebuilt here)."""
-    from ..lang import conv
+    from ..lang import conv, norm
     from ..lang.dsl import Dense
     kind = d.get("kind")
     if kind == "layer":
@@ -205,6 +205,11 @@ def _layer(d: dict):
         if kind == "pointwise":
             return attention.Pointwise(d["units"], d["activation"], name=d["name"])
         return attention.PositionalEmbedding(name=d["name"])
+    if kind in ("layernorm", "rmsnorm"):
+        cls = norm.LayerNorm if kind == "layernorm" else norm.RMSNorm
+        return cls(eps=d["eps"], bias=d.get("bias", True), name=d["name"])
+    if kind == "softmax":
+        return norm.Softmax(name=d["name"])
     return None
 
 

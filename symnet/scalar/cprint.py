@@ -63,21 +63,17 @@ class CPrinter(C99CodePrinter):
         return out
 
     def _print_Mul(self, expr):
-        # a small power in a denominator prints as a product (above): keep that product
-        # in parentheses, x/(z*z), never x/z*z
-        num, den = [], []
-        for f in expr.args:
-            if f.is_Pow and f.exp.is_Integer and -4 <= int(f.exp) <= -2:
-                den.append(f.base ** -f.exp)
-            else:
-                num.append(f)
-        if not den:
-            return super()._print_Mul(expr)
-        top = sp.Mul(*num)
-        if top.could_extract_minus_sign():
-            return "-" + self._print(-expr)
-        prec = sp.printing.precedence.PRECEDENCE["Mul"]
-        return f"{self.parenthesize(top, prec)}/({self._print(sp.Mul(*den))})"
+        # sympy prints a·z⁻² as a/<z²>, unparenthesised since a power binds tighter than
+        # /; but z² prints here as the product z*z, and a/z*z is a, not a/z²: divide by
+        # the product in parentheses.
+        factors = sp.Mul.make_args(expr)
+        dens = [f for f in factors if f.is_Pow and f.exp.is_Rational and f.exp.is_negative]
+        if len(dens) == 1 and dens[0].exp.is_Integer and -4 <= int(dens[0].exp) <= -2:
+            num = sp.Mul(*[f for f in factors if f is not dens[0]])
+            prec = sp.printing.precedence.PRECEDENCE["Mul"]
+            return (f"{self.parenthesize(num, prec, strict=True)}/"
+                    f"({self._print(dens[0].base ** -dens[0].exp)})")
+        return super()._print_Mul(expr)
 
     def _print_Pow(self, expr):
         base, exp = expr.args
