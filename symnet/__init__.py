@@ -20,7 +20,8 @@ from .lang.conv import AvgPool1d, AvgPool2d, Conv1d, Conv2d, Flatten, MaxPool1d,
 from . import datasets  # noqa: E402
 from .lang import recurrent  # noqa: E402
 from .lang.recurrent import GRU, LSTM  # noqa: E402
-from .lang.attention import MultiHeadAttention, Pointwise, PositionalEmbedding  # noqa: E402
+from .lang.attention import (MultiHeadAttention, Pointwise, PositionalEmbedding,  # noqa: E402
+                             TransformerBlock)
 from .runtime import schedules  # noqa: E402
 from .runtime.check import check_gradients  # noqa: E402
 from .runtime.history import History  # noqa: E402
@@ -48,7 +49,7 @@ def __getattr__(name):
 __all__ = ["Add", "AvgPool1d", "AvgPool2d", "BuildError", "Concatenate", "Conv1d", "Conv2d", "Dense",
            "Flatten", "GRU", "History", "Input", "LSTM", "Layer", "LayerNorm", "MaxPool1d",
            "MaxPool2d", "MultiHeadAttention", "Multiply", "Network", "Pointwise",
-           "PositionalEmbedding", "RMSNorm", "Slice", "Softmax", "check_gradients",
+           "PositionalEmbedding", "RMSNorm", "Slice", "Softmax", "TransformerBlock", "check_gradients",
            "datasets", "indices", "load", "n_in",
            "recurrent", "schedules", "sigmoid", "softplus", "sum_j", "sum_k",
            "__version__"]

@@ -71,12 +71,14 @@ def linear_node(name: str, index: int, src: str, steps: int, width: int, units: 
 
 class Pointwise(LayerBase):
     """A Dense layer at every position of a (steps, features) sequence: PyTorch's
-    ``nn.Linear`` on the last axis.  W (units, features), b (units,)."""
+    ``nn.Linear`` on the last axis.  W (units, features), b (units,); ``units=None``:
+    as many as the input has features."""
+
 
     tensor = True
 
-    def __init__(self, units: int, activation="linear", name: str | None = None):
-        self.units = _check_size(units, "Pointwise units")
+    def __init__(self, units: int | None, activation="linear", name: str | None = None):
+        self.units = None if units is None else _check_size(units, "Pointwise units")
         self.name = None if name is None else check_name(name, "layer")
         if activation not in ACTIVATION_NAMES:
             raise ValueError(f"Pointwise: unknown activation {activation!r}; known: "
@@ -91,14 +93,15 @@ class Pointwise(LayerBase):
                 "name": self.name}
 
     def output_shape(self, in_shape):
-        steps, _ = _sequence(self, [in_shape])
-        return (steps, self.units)
+        steps, width = _sequence(self, [in_shape])
+        return (steps, self.units or width)
 
     def to_node(self, index, name, input_name, in_shape):
         from ..scalar.primitives import activation
         act = activation(self.activation_name, f"activation of {_where(self)}")
         steps, width = in_shape
-        return linear_node(name, index, input_name, steps, width, self.units, f"W{index}",
+        return linear_node(name, index, input_name, steps, width, self.units or width,
+                           f"W{index}",
                            f"b{index}", None if act.name == "linear" else act,
                            kind="pointwise")
 
@@ -220,3 +223,70 @@ class MultiHeadAttention(LayerBase):
                     widths={Pn: H * steps * steps, Y: steps * 3 * D})
         out = linear_node(name, index, An, steps, D, D, Wo, co, kind="attention")
         return [qkv, scores, Z, P, A, out]
+
+
+def _width(x) -> int | None:
+    """The features of a sequence from the layers that made it (None: not known)."""
+    from .base import Input
+    from .merge import Add
+    from .norm import _LastAxis
+    while True:
+        if isinstance(x, Input):
+            return x.shape[-1]
+        if isinstance(x, Pointwise) and x.units is not None:
+            return x.units
+        if isinstance(x, (MultiHeadAttention, PositionalEmbedding, _LastAxis, Add,
+                          Pointwise)) and x.inputs:
+            x = x.inputs[0]
+            continue
+        seq = getattr(x, "seq_shape", None)
+        return seq[-1] if seq else None
+
+
+class TransformerBlock(LayerBase):
+    """A pre-norm transformer block over a (steps, features) sequence, PyTorch's
+    ``nn.TransformerEncoderLayer(D, heads, ff, dropout=0, batch_first=True,
+    norm_first=True)``:
+
+        R = X + MultiHeadAttention(LayerNorm(X))
+        H = R + Pointwise(D)(f(Pointwise(ff)(LayerNorm(R))))
+
+    Called on a sequence it applies these layers (named ``<name>_norm1``,
+    ``<name>_att``, ``<name>_res1``, ``<name>_norm2``, ``<name>_ff1``, ``<name>_ff2``
+    and ``<name>`` when named) and returns the last; each has its own parameters.
+    PyTorch's norm1, self_attn, norm2, linear1, linear2 are, in order, the
+    LayerNorms' gamma/beta, the attention's W, c, Wo, co and the two Pointwise
+    layers' W, b."""
+
+    def __init__(self, heads: int, ff: int, activation="relu", causal: bool = False,
+                 eps: float = 1e-5, width: int | None = None, name: str | None = None):
+        self.name = None if name is None else check_name(name, "layer")
+        self.width = None if width is None else _check_size(width, "TransformerBlock width")
+        self.heads = _check_size(heads, f"{_where(self)} heads")
+        self.ff = _check_size(ff, f"{_where(self)} ff")
+        self.activation, self.causal, self.eps = activation, bool(causal), eps
+        Pointwise(ff, activation)             # refuses an unknown activation here
+
+    def __repr__(self):
+        return (f"TransformerBlock({self.heads}, {self.ff}, {self.activation!r}, "
+                f"causal={self.causal}, name={self.name!r})")
+
+    def __call__(self, previous):
+        from .merge import Add
+        from .norm import LayerNorm
+
+        def named(part):
+            return None if self.name is None else f"{self.name}_{part}"
+        x = previous
+        width = self.width or _width(x)
+        if width is None:
+            raise ValueError(f"{_where(self)}: the width of its input {x!r} is not known "
+                             "before the network is built; give it: "
+                             "TransformerBlock(heads, ff, width=D)")
+        a = MultiHeadAttention(self.heads, self.causal, name=named("att"))(
+            LayerNorm(self.eps, name=named("norm1"))(x))
+        r = Add(name=named("res1"))([x, a])
+        m = Pointwise(self.ff, self.activation, name=named("ff1"))(
+            LayerNorm(self.eps, name=named("norm2"))(r))
+        m = Pointwise(width, name=named("ff2"))(m)
+        return Add(name=self.name)([r, m])
