@@ -19,6 +19,9 @@ from .lang.norm import LayerNorm, RMSNorm, Softmax  # noqa: E402
 from .lang.conv import AvgPool1d, AvgPool2d, Conv1d, Conv2d, Flatten, MaxPool1d, MaxPool2d  # noqa: E402
 from . import datasets  # noqa: E402
 from .lang import recurrent  # noqa: E402
+from .lang.recurrent import GRU, LSTM  # noqa: E402
+from .lang.attention import (MultiHeadAttention, Pointwise, PositionalEmbedding,  # noqa: E402
+                             TransformerBlock)
 from .runtime import schedules  # noqa: E402
 from .runtime.check import check_gradients  # noqa: E402
 from .runtime.history import History  # noqa: E402
@@ -44,8 +47,9 @@ def __getattr__(name):
 
 
 __all__ = ["Add", "AvgPool1d", "AvgPool2d", "BuildError", "Concatenate", "Conv1d", "Conv2d", "Dense",
-           "Flatten", "History", "Input", "Layer", "LayerNorm", "MaxPool1d", "MaxPool2d",
-           "Multiply", "Network", "RMSNorm", "Slice", "Softmax", "check_gradients", "datasets",
-           "indices", "load", "n_in",
+           "Flatten", "GRU", "History", "Input", "LSTM", "Layer", "LayerNorm", "MaxPool1d",
+           "MaxPool2d", "MultiHeadAttention", "Multiply", "Network", "Pointwise",
+           "PositionalEmbedding", "RMSNorm", "Slice", "Softmax", "TransformerBlock", "check_gradients",
+           "datasets", "indices", "load", "n_in",
            "recurrent", "schedules", "sigmoid", "softplus", "sum_j", "sum_k",
            "__version__"]
