@@ -1,5 +1,5 @@
 """Input derivatives (input_grad, jacobian, hessian) and parameter-space
-Hessian-vector products, from the compiled jets (symnet.second_order).
+Hessian-vector products, from the compiled jets (symnet.runtime.second_order).
 
 Each is checked against central differences of the lower-order compiled
 quantity (float64), against an independent numpy computation for dense chains,
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import symnet as sn
-from symnet import second_order
+from symnet.runtime import second_order
 
 ACTS = ["tanh", "softplus", "sigmoid"]
 

@@ -109,29 +109,29 @@ class Model(core.Model):
 
     # ------------------------------------------------ input derivatives, H·v
     def input_grad(self, X, T) -> np.ndarray:
-        """∂L/∂X of the mean loss, shape of X (compiled jets; ``symnet.second_order``)."""
-        from ..second_order import input_grad
+        """∂L/∂X of the mean loss, shape of X (compiled jets; ``symnet.runtime.second_order``)."""
+        from ..runtime.second_order import input_grad
         return input_grad(self, X, T)
 
     def jacobian(self, X) -> np.ndarray:
         """∂O/∂X per example, (batch, n_out, n_in), from compiled forward jets."""
-        from ..second_order import jacobian
+        from ..runtime.second_order import jacobian
         return jacobian(self, X)
 
     def hessian(self, X) -> np.ndarray:
         """∂²O/∂X² per example of a one-output network, (batch, n_in, n_in)."""
-        from ..second_order import hessian
+        from ..runtime.second_order import hessian
         return hessian(self, X)
 
     def hessian_vector(self, X, T, v) -> dict:
         """H·v, H the exact Hessian of the mean loss in the parameters, v a dict like
         ``params`` (R-operator of the compiled gradient, never finite differences)."""
-        from ..second_order import hessian_vector
+        from ..runtime.second_order import hessian_vector
         return hessian_vector(self, X, T, v)
 
     def gauss_newton_vector(self, X, T, v) -> dict:
         """G·v with G = Jᵀ H_L J the Gauss–Newton matrix of the mean loss."""
-        from ..second_order import hessian_vector
+        from ..runtime.second_order import hessian_vector
         return hessian_vector(self, X, T, v, gauss_newton=True)
 
     def save(self, path):

@@ -21,8 +21,8 @@ the same way (``tangent``): that is the R-operator, R{∇L} = H·v exactly.
 Dropping the tangents of the primal values inside the reverse part (keeping
 the loss's own second derivative) gives the Gauss–Newton product Jᵀ H_L J v.
 
-``emit`` prints a program as plain C99 (one loop per operation, its formula in
-a comment); ``JetKernels`` builds and calls it through cffi.
+``symnet.backend.c.jets`` prints a program as plain C99 (one loop per operation,
+its formula in a comment); ``symnet.runtime.second_order`` builds and calls it.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import sympy as sp
 
-from . import ir
+from ..ir import nodes as ir
 
 # --------------------------------------------------------------- multi-indices
 
@@ -376,196 +376,6 @@ def tangent(prog: Program, ops: list, active: set, gauss_newton_from: int | None
                             reduce=op.reduce))
             live.update(o for o, _ in op.outs)
     return out
-
-
-# ------------------------------------------------------------------------ C
-
-PRELUDE = r"""
-#include <math.h>
-#include <string.h>
-typedef {real} real;
-static inline real sn_sigmoid(real x)
-{{
-    if (x >= 0) return 1 / (1 + exp{f}(-x));
-    const real e = exp{f}(x);
-    return e / (1 + e);
-}}
-static inline real sn_softplus(real x)
-{{
-    return (x > 0 ? x : 0) + log1p{f}(exp{f}(-fabs{f}(x)));
-}}
-"""
-
-
-class _Printer:
-    def __init__(self, dtype):
-        from .cprint import CPrinter
-        self.dtype = dtype
-        self.cls = CPrinter
-
-    def expr(self, e, mapping):
-        from .cprint import numeric
-        p = self.cls("float64" if self.dtype == "float64" else "float64", mapping)
-        text = p.doprint(numeric(e))
-        if self.dtype == "float32":
-            for fn in ("exp", "log", "tanh", "sqrt", "sin", "cos", "fabs", "pow", "log1p",
-                       "cosh", "sinh"):
-                text = text.replace(f"{fn}(", f"{fn}f(")
-        return text
-
-
-def _ref(prog: Program, name: str, ctx: dict) -> str:
-    """C text of the start of a var's storage."""
-    if name in ctx:
-        return ctx[name]
-    v = prog.vars.get(name)
-    if v is not None and v.kind == "param":
-        return f"(theta + {v.offset})"
-    if name.startswith("bar_"):
-        base = prog.vars.get(name[4:])
-        if base is not None and base.kind == "param":
-            return f"(grad + {base.offset})"
-        if base is not None and base.kind == "X":
-            return "gx_row"
-    if name.startswith("t_"):
-        rest = name[2:]
-        base = prog.vars.get(rest)
-        if base is not None and base.kind == "param":
-            return f"(vec + {base.offset})"
-        if rest.startswith("bar_"):
-            b2 = prog.vars.get(rest[4:])
-            if b2 is not None and b2.kind == "param":
-                return f"(hv + {b2.offset})"
-    v = prog.vars.get(name)
-    if v is not None and v.kind == "X":
-        return "x_row"
-    if v is not None and v.kind == "T":
-        return "t_row"
-    if v is not None and v.kind == "loss":
-        return "loss"
-    if name == "bar_L":
-        return "v_bar_loss"
-    return name
-
-
-def _cid(name: str) -> str:
-    return "v_" + name
-
-
-def emit_function(prog: Program, ops: list, fname: str, dtype: str, outputs=None) -> str:
-    """One C function running ``ops`` on every example of a batch.
-
-    Signature: (theta, X, T, n, scale, loss, grad, gx, vec, hv, out).  ``outputs``:
-    [(var, offset, count)] copied per example into out (row after row)."""
-    pr = _Printer(dtype)
-    names = set()
-    for op in ops:
-        if isinstance(op, Lin):
-            names |= {op.out, op.W, op.x}
-        elif isinstance(op, LinT):
-            names |= {op.out, op.W, op.y}
-        elif isinstance(op, Outer):
-            names |= {op.G, op.y, op.x}
-        else:
-            names |= {o for o, _ in op.outs} | {a[1] for a in op.args}
-    ctx = {}
-    decl, zero = [], []
-    sizes = {}
-    for nm in sorted(names):
-        ref = _ref(prog, nm, {})
-        if ref != nm:
-            ctx[nm] = ref
-            continue
-        base = nm
-        while base.startswith(("bar_", "t_")):
-            base = base[4:] if base.startswith("bar_") else base[2:]
-        v = prog.vars[base]
-        sizes[nm] = v.size
-        ctx[nm] = _cid(nm)
-        if v.kind == "seed" and nm == base:
-            decl.append(f"        real {_cid(nm)}[{v.size}];")
-            decl.append(f"        memset({_cid(nm)}, 0, sizeof {_cid(nm)}); "
-                        f"{_cid(nm)}[{v.seed}] = 1;")
-        else:
-            decl.append(f"        real {_cid(nm)}[{v.size}];")
-            if nm.startswith(("bar_", "t_")) or v.kind == "loss":
-                zero.append(f"        memset({_cid(nm)}, 0, sizeof {_cid(nm)});")
-    body = []
-    for op in ops:
-        body.extend(_emit_op(prog, op, ctx, pr))
-    n_in = prog.vars[next(v.name for v in prog.vars.values() if v.kind == "X")].size
-    n_t = next((v.size for v in prog.vars.values() if v.kind == "T"), 0)
-    copy = []
-    if outputs:
-        width = sum(c for _, _, c in outputs)
-        pos = 0
-        for var, off, cnt in outputs:
-            copy.append(f"        for (long i = 0; i < {cnt}; ++i) "
-                        f"out[b * {width} + {pos} + i] = {ctx[var]}[{off} + i];")
-            pos += cnt
-    lines = [f"void {fname}(const real *theta, const real *X, const real *T, long n, "
-             "real scale, real *loss, real *grad, real *gx, const real *vec, real *hv, "
-             "real *out)", "{",
-             "    (void)T; (void)scale; (void)loss; (void)grad; (void)gx; (void)vec; "
-             "(void)hv; (void)out;",
-             "    for (long b = 0; b < n; ++b) {",
-             f"        const real *x_row = X + b * {n_in};",
-             f"        const real *t_row = T ? T + b * {max(n_t, 1)} : 0; (void)t_row;",
-             f"        real *gx_row = gx ? gx + b * {n_in} : 0; (void)gx_row;",
-             *decl, *zero,
-             "        real v_bar_loss[1] = {scale};",
-             *body, *copy, "    }", "}", ""]
-    return "\n".join(lines)
-
-
-def _emit_op(prog, op, ctx, pr) -> list:
-    from .cprint import c_comment
-    c = []
-    if isinstance(op, Lin):
-        c.append(f"        /* {c_comment(op.note or f'{op.out} = {op.W}·{op.x}')} */")
-        W, x, o = ctx[op.W], ctx[op.x], ctx[op.out]
-        c.append(f"        for (long i = 0; i < {op.n_out}; ++i) {{")
-        c.append(f"            real s = {o + '[i]' if op.acc else '0'};")
-        c.append(f"            for (long j = 0; j < {op.n_in}; ++j) s += {W}[i * {op.n_in} + j]"
-                 f" * {x}[j];")
-        c.append(f"            {o}[i] = s;")
-        c.append("        }")
-    elif isinstance(op, LinT):
-        c.append(f"        /* {c_comment(op.note or f'{op.out} += {op.W}ᵀ·{op.y}')} */")
-        W, y, o = ctx[op.W], ctx[op.y], ctx[op.out]
-        c.append(f"        for (long i = 0; i < {op.n_out}; ++i)")
-        c.append(f"            for (long j = 0; j < {op.n_in}; ++j) {o}[j] += "
-                 f"{W}[i * {op.n_in} + j] * {y}[i];")
-    elif isinstance(op, Outer):
-        c.append(f"        /* {c_comment(op.note or f'{op.G} += {op.y} ⊗ {op.x}')} */")
-        G, y, x = ctx[op.G], ctx[op.y], ctx[op.x]
-        c.append(f"        for (long i = 0; i < {op.n_out}; ++i)")
-        c.append(f"            for (long j = 0; j < {op.n_in}; ++j) {G}[i * {op.n_in} + j] "
-                 f"+= {y}[i] * {x}[j];")
-    else:
-        mapping = {}
-        for sym, var, off, bc in op.args:
-            ref = ctx.get(var, _ref(prog, var, ctx))
-            mapping[sym] = f"{ref}[{off}]" if bc or op.n == 1 else \
-                (f"{ref}[{off} + i]" if off else f"{ref}[i]")
-        if op.note:
-            c.append(f"        /* {c_comment(op.note)} */")
-        repl, reduced = sp.cse(op.exprs, symbols=sp.numbered_symbols("c"))
-        c.append(f"        for (long i = 0; i < {op.n}; ++i) {{")
-        local = dict(mapping)
-        for s, e in repl:
-            local[s] = str(s)
-            c.append(f"            const real {s} = {pr.expr(e, local)};")
-        for (o, off), e in zip(op.outs, reduced):
-            ref = ctx[o]
-            if op.reduce:
-                dst = f"{ref}[{off}]"
-                c.append(f"            {dst} += {pr.expr(e, local)};")
-            else:
-                dst = f"{ref}[{off} + i]" if off else f"{ref}[i]"
-                c.append(f"            {dst} {'+=' if op.acc else '='} {pr.expr(e, local)};")
-        c.append("        }")
-    return c
 
 
 # ------------------------------------------------------------------ the loss

@@ -1,8 +1,8 @@
 """Compiled input derivatives and Hessian-vector products of a model.
 
 ``Kernels(model, kind)`` turns the model's IR into a jet program
-(``symnet.jets``), prints it as C, builds it with the model's compiler and
-flags (``symnet.build``, cached like every kernel) and calls it on the model's
+(``symnet.derive.jets``), prints it as C, builds it with the model's compiler and
+flags (``symnet.backend.c.build``, cached like every kernel) and calls it on the model's
 own parameter array, so the values always follow training.
 
 - ``"jacobian"``: forward jets of order 1 for every input column → (batch, n_out, n_in);
@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import jets
+from ..backend.c import jets as jets_c
+from ..derive import jets
 
 
 def _ffi_dtype(dtype) -> str:
@@ -29,9 +30,9 @@ SIGNATURE = ("void {name}(const real *theta, const real *X, const real *T, long 
 
 def build_program_module(functions: list, dtype: str, tag: str):
     """Compile [(name, C text)] into one module → (lib, ffi)."""
-    from . import build
+    from ..backend.c import build
     real = _ffi_dtype(dtype)
-    src = jets.PRELUDE.format(real=real, f="f" if real == "float" else "")
+    src = jets_c.PRELUDE.format(real=real, f="f" if real == "float" else "")
     src += "\n".join(text for _, text in functions)
     cdef = "\n".join(SIGNATURE.format(name=name).replace("real", real) for name, _ in functions)
     key = build.build_key("jets", tag, src, cdef)
@@ -75,7 +76,7 @@ class Kernels:
                         self.layout.append((out, a, pos, node.n_out))
                         pos += node.n_out
             self.width = pos
-            functions.append(("sn_jets", jets.emit_function(prog, prog.ops, "sn_jets", dtype,
+            functions.append(("sn_jets", jets_c.emit_function(prog, prog.ops, "sn_jets", dtype,
                                                              outputs)))
         else:
             try:
@@ -86,15 +87,15 @@ class Kernels:
             prog.ops = fwd
             active = {p["name"] for p in params if p.get("trainable", True)}
             rev = jets.reverse(prog, active | {graph.input_name})
-            functions.append(("sn_grad_x", jets.emit_function(prog, fwd + rev, "sn_grad_x",
+            functions.append(("sn_grad_x", jets_c.emit_function(prog, fwd + rev, "sn_grad_x",
                                                                dtype)))
             rev_p = jets.reverse(prog, active)
-            functions.append(("sn_grad", jets.emit_function(prog, fwd + rev_p, "sn_grad",
+            functions.append(("sn_grad", jets_c.emit_function(prog, fwd + rev_p, "sn_grad",
                                                              dtype)))
             hv = jets.tangent(prog, fwd + rev_p, active)
-            functions.append(("sn_hvp", jets.emit_function(prog, hv, "sn_hvp", dtype)))
+            functions.append(("sn_hvp", jets_c.emit_function(prog, hv, "sn_hvp", dtype)))
             gn = jets.tangent(prog, fwd + rev_p, active, gauss_newton_from=len(fwd))
-            functions.append(("sn_gnvp", jets.emit_function(prog, gn, "sn_gnvp", dtype)))
+            functions.append(("sn_gnvp", jets_c.emit_function(prog, gn, "sn_gnvp", dtype)))
         tag = f"{kind}:{model._meta.get('key', '')}:{id(graph)}"
         self.lib, self.ffi, self.c_source = build_program_module(functions, dtype, tag)
 
