@@ -30,6 +30,9 @@ def __getattr__(name):
     if name in _LAZY:
         from .lang import layers
         return getattr(layers, name)
+    if name in ("coords", "d", "target"):   # loss terms with input derivatives
+        from .lang import pinn
+        return getattr(pinn, name)
     if name == "indices":
         from .lang.tensor import indices
         return indices
@@ -42,8 +45,8 @@ def __getattr__(name):
     raise AttributeError(f"module 'symnet' has no attribute {name!r}")
 
 
-__all__ = ["Add", "AvgPool1d", "AvgPool2d", "BuildError", "Concatenate", "Conv1d", "Conv2d", "Dense",
-           "Flatten", "History", "Input", "Layer", "MaxPool1d", "MaxPool2d", "Multiply",
+__all__ = ["Add", "AvgPool1d", "AvgPool2d", "BuildError", "Concatenate", "Conv1d", "Conv2d",
+           "Dense", "Flatten", "coords", "d", "target", "History", "Input", "Layer", "MaxPool1d", "MaxPool2d", "Multiply",
            "Network", "Slice", "check_gradients", "datasets", "indices", "load", "n_in",
            "recurrent", "schedules", "sigmoid", "softplus", "sum_j", "sum_k",
            "__version__"]

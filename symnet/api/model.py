@@ -24,7 +24,7 @@ class Model(core.Model):
     ``loss_and_grad``, ``step``) and their thread safety."""
 
     # ---------------------------------------------------------------- training
-    def fit(self, X, T, method="minibatch", epochs=10, batch_size=32, lr=0.1, shuffle=True,
+    def fit(self, X, T=None, method="minibatch", epochs=10, batch_size=32, lr=0.1, shuffle=True,
             seed=None, validation_data=None, progress=None, optimizer="sgd", momentum=None,
             betas=None, eps=None, weight_decay=0.0, clip_norm=None, early_stopping=None,
             restore_best=True, validation_split=None, callbacks=None, comm=None):
@@ -57,6 +57,22 @@ class Model(core.Model):
         >>> hist.epochs, hist.steps
         (5, 10)
         """
+        if getattr(self.network, "terms", None) or method in ("lbfgs", "newton_cg"):
+            # loss terms (sn.d, PDE residuals), L-BFGS and Newton-CG: symnet.runtime.pinn
+            from ..runtime.pinn import fit as fit_terms
+            data = X if getattr(self.network, "terms", None) else (X, T)
+            if T is not None and getattr(self.network, "terms", None):
+                raise ValueError("this network has loss terms: give fit one dict of each "
+                                 "term's data, e.g. fit({'pde': X, 'data': (X_b, T_b)})")
+            return fit_terms(self, data, method=method, epochs=epochs, lr=lr,
+                             optimizer=optimizer, betas=betas, eps=eps, momentum=momentum,
+                             progress=progress, callbacks=callbacks, batch_size=batch_size,
+                             shuffle=shuffle, seed=seed, validation_data=validation_data,
+                             weight_decay=weight_decay, clip_norm=clip_norm,
+                             early_stopping=early_stopping, restore_best=restore_best,
+                             validation_split=validation_split, comm=comm)
+        if T is None:
+            raise ValueError("fit(X, T): the targets T are missing")
         if comm is not None:
             from ..runtime.distributed import fit as fit_distributed
             return fit_distributed(self, X, T, comm, method=method, epochs=epochs,

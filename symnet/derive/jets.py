@@ -380,15 +380,17 @@ def tangent(prog: Program, ops: list, active: set, gauss_newton_from: int | None
 
 # ------------------------------------------------------------------ the loss
 
-def data_loss_ops(prog: Program, graph: ir.Graph, jets: dict, where: str = "loss") -> list:
-    """Σ over outputs of w_o · Σ_k ℓ_o(O[k], T[k]) for one example, as one summing op."""
+def data_loss_ops(prog: Program, graph: ir.Graph, jets: dict, where: str = "loss",
+                  record=None) -> list:
+    """Σ over outputs of w_o · Σ_k ℓ_o(O[k], T[k]) for one example, as one summing op
+    per output (``record``: one loss for every output, weight 1)."""
     tname = prog.var("T", graph.n_out, kind="T")
     prog.var("L", 1, kind="loss")
     exprs, args = [], []
     o_sym, t_sym = _sym("o"), _sym("t")
     ops = []
     for out in graph.outputs:
-        rec, w = graph.losses[out], graph.weights[out]
+        rec, w = (graph.losses[out], graph.weights[out]) if record is None else (record, 1)
         node = graph.node(out)
         if rec.element is None:
             raise Unsupported(f"{where}: loss {rec.name!r} of output {out!r} couples the "
@@ -403,3 +405,24 @@ def data_loss_ops(prog: Program, graph: ir.Graph, jets: dict, where: str = "loss
                         note=f"loss += {e} summed over the units of {out}"))
     del exprs, args
     return ops
+
+
+def term_ops(prog: Program, graph: ir.Graph, jets: dict, expr, symbols: dict) -> list:
+    """One loss term per example, ``expr`` of symbols standing for output units,
+    their input derivatives, targets and input columns: ``symbols`` maps each to
+    (buffer, α, unit) for a jet entry, ("X", None, column) or ("T", None, column)."""
+    tname = prog.var("T", graph.n_out, kind="T")
+    prog.var("L", 1, kind="loss")
+    args, zero = [], {}
+    for sym, (buf, alpha, unit) in symbols.items():
+        if buf == "X":
+            args.append((sym, graph.input_name, unit, True))
+        elif buf == "T":
+            args.append((sym, tname, unit, True))
+        elif alpha in jets[buf]:
+            args.append((sym, jets[buf][alpha], unit, True))
+        else:
+            zero[sym] = sp.S.Zero          # that derivative is identically zero
+    e = sp.sympify(expr).xreplace(zero)
+    return [Elem([("L", 0)], [e], [a for a in args if a[0] in e.free_symbols], 1, acc=True,
+                 reduce=True, note=f"loss term: {e}")]

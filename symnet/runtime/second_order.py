@@ -100,23 +100,26 @@ class Kernels:
         self.lib, self.ffi, self.c_source = build_program_module(functions, dtype, tag)
 
     # -------------------------------------------------------------- calls
-    def _p(self, a):
-        if a is None:
-            return self.ffi.NULL
-        return self.ffi.cast(f"{_ffi_dtype(a.dtype)} *", self.ffi.from_buffer(a))
-
     def call(self, name, X, T=None, scale=1.0, want_gx=False, vec=None, out=None):
-        m = self.model
-        n = X.shape[0]
-        loss = np.zeros(1, m.dtype)
-        grad = np.zeros_like(m._theta)
-        gx = np.zeros_like(X) if want_gx else None
-        hv = np.zeros_like(m._theta) if vec is not None else None
-        with m._lock:
-            getattr(self.lib, name)(self._p(m._theta), self._p(X), self._p(T), n, scale,
-                                    self._p(loss), self._p(grad), self._p(gx), self._p(vec),
-                                    self._p(hv), self._p(out))
-        return loss[0], grad, gx, hv
+        return call_kernel(self.lib, self.ffi, name, self.model, X, T, scale, want_gx, vec, out)
+
+
+def call_kernel(lib, ffi, name, model, X, T=None, scale=1.0, want_gx=False, vec=None,
+                out=None):
+    """Run one compiled jet function on the model's parameters → (Σ loss, grad, gx, hv)."""
+    def ptr(a):
+        if a is None:
+            return ffi.NULL
+        return ffi.cast(f"{_ffi_dtype(a.dtype)} *", ffi.from_buffer(a))
+    m = model
+    loss = np.zeros(1, m.dtype)
+    grad = np.zeros_like(m._theta)
+    gx = np.zeros_like(X) if want_gx else None
+    hv = np.zeros_like(m._theta) if vec is not None else None
+    with m._lock:
+        getattr(lib, name)(ptr(m._theta), ptr(X), ptr(T), X.shape[0], scale, ptr(loss),
+                           ptr(grad), ptr(gx), ptr(vec), ptr(hv), ptr(out))
+    return loss[0], grad, gx, hv
 
 
 # ------------------------------------------------------------------ the calls
