@@ -137,11 +137,11 @@ class LayerBase:
     # In a loss term (symnet.lang.pinn) an applied layer stands for its output:
     # u * sn.d(u, x), O[k] for one unit of a wider output.
     def _sympy_(self):
-        from .pinn import layer_sympy
+        from .symbols import layer_sympy
         return layer_sympy(self)
 
     def __getitem__(self, k):
-        from .pinn import value
+        from .symbols import value
         if self.inputs is None:
             raise TypeError(f"{self!r} is not applied yet; O[k] is unit k of an output")
         return value(self, k)

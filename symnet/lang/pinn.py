@@ -20,44 +20,7 @@ from dataclasses import dataclass
 import sympy as sp
 
 from .base import Input, LayerBase, check_name
-
-
-class _Tagged(sp.Symbol):
-    """A symbol that stands for something of the network (an input column, an
-    output unit, a derivative, a target); two with the same name but different
-    owners differ."""
-
-    def __new__(cls, name, owner, unit=0, alpha=()):
-        obj = sp.Symbol.__xnew__(cls, name, real=True)
-        obj.owner, obj.unit, obj.alpha = owner, unit, tuple(alpha)
-        return obj
-
-    def __getnewargs__(self):
-        return (self.name, self.owner, self.unit, self.alpha)
-
-    def _hashable_content(self):
-        return super()._hashable_content() + (id(self.owner), self.unit,
-                                              tuple(id(a) for a in self.alpha))
-
-
-class Coordinate(_Tagged):
-    """Column ``unit`` of an Input, as a symbol."""
-
-
-class Value(_Tagged):
-    """Unit ``unit`` of a layer's output, as a symbol."""
-
-
-class Deriv(_Tagged):
-    """∂^|α| O[unit] / ∂x_α (α: Coordinates)."""
-
-
-class Target(_Tagged):
-    """The target of output unit ``unit``."""
-
-
-def _label(layer) -> str:
-    return getattr(layer, "name", None) or "O"
+from .symbols import Coordinate, Deriv, Target, Value, _Tagged, value
 
 
 def coords(I: Input, names=None) -> tuple:
@@ -78,20 +41,6 @@ def coords(I: Input, names=None) -> tuple:
         check_name(n, "coordinate")
     out = tuple(Coordinate(n, I, k) for k, n in enumerate(names))
     return out if len(out) > 1 else out[0]
-
-
-def value(layer, unit=None) -> Value:
-    """The symbol of a layer's output (``O`` for one unit, ``O[k]`` otherwise)."""
-    units = getattr(layer, "units", None)
-    if unit is None:
-        if units != 1:
-            raise ValueError(f"layer {_label(layer)!r} has {units} units: pick one with "
-                             f"{_label(layer)}[k] (k < {units}) before using it in a loss")
-        return Value(_label(layer), layer, 0)
-    if isinstance(unit, bool) or not isinstance(unit, int) or not 0 <= unit < (units or 0):
-        raise ValueError(f"layer {_label(layer)!r}: unit {unit!r} out of range "
-                         f"(it has {units} units)")
-    return Value(f"{_label(layer)}{unit}", layer, unit)
 
 
 def _as_value(O) -> Value:
@@ -206,8 +155,3 @@ def _check_term(net, name, expr):
         if isinstance(s, (Value, Deriv, Target)) and id(s.owner) not in layers:
             raise ValueError(f"loss term {name!r}: {s.name!r} is the output of "
                              f"{s.owner!r}, which is not part of this network")
-
-
-def layer_sympy(layer):
-    """``sympify(layer)``: its one-unit output as a symbol."""
-    return _as_value(layer)
