@@ -144,6 +144,19 @@ class Program:
     vars: dict = field(default_factory=dict)
     ops: list = field(default_factory=list)
     n_coords: int = 0
+    known: dict = field(default_factory=dict)   # function call -> (symbol, var) computing it
+
+    def reuse(self, e, args: list):
+        """``e`` with the calls computed already read from their vectors; ``args``
+        gains those vectors (same position i)."""
+        hits = {c: self.known[c] for c in e.atoms(sp.Function) if c in self.known}
+        if not hits:
+            return e
+        have = {a[0] for a in args}
+        for c, (s, v) in hits.items():
+            if s not in have:
+                args.append((s, v, 0, False))
+        return e.xreplace({c: s for c, (s, _) in hits.items()})
 
     def var(self, name, size, **kw) -> str:
         if name not in self.vars:
@@ -251,6 +264,24 @@ def _node_jets(prog: Program, node: ir.Node, jets: dict, alphas, offsets) -> dic
         f: (lambda a, f=f: syms.get((f, a))) for f in functions}, alphas, prog.n_coords)
     arg_list = [(s, functions[f][a], 0, False) for (f, a), s in syms.items()]
     arg_list += [(sym, arr, 0, False) for sym, (arr, _) in args_of.items()]
+    # each function call of the formulas (tanh(b + z), σ(b + z), ...) once, into its own
+    # vector; the jets, their reverse and tangent then read it (their derivatives are
+    # written in it: tanh' = 1 − tanh², σ' = σ(1 − σ))
+    calls = set()
+    for e in outs_formulas.values():
+        calls |= {c for c in e.atoms(sp.Function) if c.free_symbols
+                  and not any(isinstance(q, sp.Function) for a in c.args
+                              for q in sp.preorder_traversal(a))}
+    for k, c in enumerate(sorted(calls, key=str)):
+        v = prog.var(f"{name}_f{k}", n)
+        s = _sym(v)
+        used = c.free_symbols
+        prog.ops.append(Elem([(v, 0)], [c], [x for x in arg_list if x[0] in used], n,
+                             note=f"{v} = {c}"))
+        prog.known[c] = (s, v)
+        arg_list.append((s, v, 0, False))
+    outs_formulas = {a: e.xreplace({c: prog.known[c][0] for c in calls})
+                     for a, e in outs_formulas.items()}
     outs, exprs = [], []
     for a in alphas:
         e = outs_formulas[a]
@@ -309,8 +340,12 @@ def reverse(prog: Program, active_in: set, stop: int | None = None) -> list:
                         sp.S.Zero)
                 if e == 0:
                     continue
+                extra = []
+                if not op.reduce:
+                    e = prog.reuse(e, extra)
                 args = [a for a in op.args if a[0] in e.free_symbols] + \
-                    [ob for ob in obar if ob[0] in e.free_symbols]
+                    [ob for ob in obar if ob[0] in e.free_symbols] + \
+                    [a for a in extra if a[0] not in {b[0] for b in op.args}]
                 out.append(Elem([(bar(var), off)], [e], args, op.n, acc=True,
                                 reduce=bc and not op.reduce,
                                 note=f"{bar(var)} += ∂({', '.join(o for o, _ in op.outs)})"
@@ -365,11 +400,15 @@ def tangent(prog: Program, ops: list, active: set, gauss_newton_from: int | None
                 continue
             exprs, argsets = [], []
             tsyms = {a[0]: _sym(f"t_{a[0].name}") for a in use}
+            extra = []
             for ex in op.exprs:
                 e = sum((sp.diff(ex, a[0]) * tsyms[a[0]] for a in use), sp.S.Zero)
+                if not op.reduce and op.n > 1:
+                    e = prog.reuse(e, extra)
                 exprs.append(e)
             targs = [(tsyms[a[0]], f"t_{a[1]}", a[2], a[3]) for a in use]
-            allargs = op.args + targs
+            allargs = op.args + targs + [a for a in extra
+                                         if a[0] not in {b[0] for b in op.args}]
             used = set().union(*(e.free_symbols for e in exprs))
             out.append(Elem([(f"t_{o}", off) for o, off in op.outs], exprs,
                             [a for a in allargs if a[0] in used], op.n, acc=op.acc,

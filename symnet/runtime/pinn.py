@@ -83,15 +83,28 @@ class TermKernels:
             functions.append((f"sn_{term.name}_grad",
                               jets_c.emit_function(prog, fwd + rev, f"sn_{term.name}_grad",
                                                    dtype)))
-            functions.append((f"sn_{term.name}_hvp",
-                              jets_c.emit_function(prog, jets.tangent(prog, fwd + rev, active),
-                                                   f"sn_{term.name}_hvp", dtype)))
+        self.active = active
         self.lib, self.ffi, self.c_source = build_program_module(
-            functions, model.dtype.name, f"terms:{id(graph)}")
+            functions, model.dtype.name, "terms")
+        self.hv = None      # the H·v functions, built when first asked for
+
+    def _build_hv(self):
+        from ..backend.c import jets as jets_c
+        functions = []
+        for name, (prog, fwd, rev) in self.programs.items():
+            fname = f"sn_{name}_hvp"
+            functions.append((fname, jets_c.emit_function(
+                prog, jets.tangent(prog, fwd + rev, self.active), fname,
+                self.model.dtype.name)))
+        self.hv = build_program_module(functions, self.model.dtype.name, "terms-hv")
 
     def term(self, name, X, T, scale, vec=None):
-        fname = f"sn_{name}_hvp" if vec is not None else f"sn_{name}_grad"
-        return call_kernel(self.lib, self.ffi, fname, self.model, X, T, scale, vec=vec)
+        if vec is None:
+            return call_kernel(self.lib, self.ffi, f"sn_{name}_grad", self.model, X, T, scale)
+        if self.hv is None:
+            self._build_hv()
+        lib, ffi, _ = self.hv
+        return call_kernel(lib, ffi, f"sn_{name}_hvp", self.model, X, T, scale, vec=vec)
 
 
 def term_kernels(model) -> TermKernels:

@@ -96,7 +96,7 @@ class Kernels:
             functions.append(("sn_hvp", jets_c.emit_function(prog, hv, "sn_hvp", dtype)))
             gn = jets.tangent(prog, fwd + rev_p, active, gauss_newton_from=len(fwd))
             functions.append(("sn_gnvp", jets_c.emit_function(prog, gn, "sn_gnvp", dtype)))
-        tag = f"{kind}:{model._meta.get('key', '')}:{id(graph)}"
+        tag = kind
         self.lib, self.ffi, self.c_source = build_program_module(functions, dtype, tag)
 
     # -------------------------------------------------------------- calls

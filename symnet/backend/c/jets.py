@@ -13,6 +13,14 @@ PRELUDE = r"""
 #include <math.h>
 #include <string.h>
 typedef {real} real;
+#ifdef SN_SIMD   /* -fopenmp-simd: vectorise the loops (reductions in lanes) */
+#undef SN_SIMD
+#define SN_SIMD _Pragma("omp simd")
+#define SN_SIMD_SUM _Pragma("omp simd reduction(+:s)")
+#else
+#define SN_SIMD
+#define SN_SIMD_SUM
+#endif
 static inline real sn_sigmoid(real x)
 {{
     if (x >= 0) return 1 / (1 + exp{f}(-x));
@@ -132,9 +140,10 @@ def emit_function(prog: Program, ops: list, fname: str, dtype: str, outputs=None
             copy.append(f"        for (long i = 0; i < {cnt}; ++i) "
                         f"out[b * {width} + {pos} + i] = {ctx[var]}[{off} + i];")
             pos += cnt
-    lines = [f"void {fname}(const real *theta, const real *X, const real *T, long n, "
-             "real scale, real *loss, real *grad, real *gx, const real *vec, real *hv, "
-             "real *out)", "{",
+    lines = [f"void {fname}(const real *restrict theta, const real *restrict X, "
+             "const real *restrict T, long n, real scale, real *restrict loss, "
+             "real *restrict grad, real *restrict gx, const real *restrict vec, "
+             "real *restrict hv, real *restrict out)", "{",
              "    (void)T; (void)scale; (void)loss; (void)grad; (void)gx; (void)vec; "
              "(void)hv; (void)out;",
              "    for (long b = 0; b < n; ++b) {",
@@ -155,6 +164,7 @@ def _emit_op(prog, op, ctx, pr) -> list:
         W, x, o = ctx[op.W], ctx[op.x], ctx[op.out]
         c.append(f"        for (long i = 0; i < {op.n_out}; ++i) {{")
         c.append(f"            real s = {o + '[i]' if op.acc else '0'};")
+        c.append("            SN_SIMD_SUM")
         c.append(f"            for (long j = 0; j < {op.n_in}; ++j) s += {W}[i * {op.n_in} + j]"
                  f" * {x}[j];")
         c.append(f"            {o}[i] = s;")
@@ -180,6 +190,8 @@ def _emit_op(prog, op, ctx, pr) -> list:
         if op.note:
             c.append(f"        /* {c_comment(op.note)} */")
         repl, reduced = sp.cse(op.exprs, symbols=sp.numbered_symbols("c"))
+        if op.n > 1 and not op.reduce:
+            c.append("        SN_SIMD")
         c.append(f"        for (long i = 0; i < {op.n}; ++i) {{")
         local = dict(mapping)
         for s, e in repl:
