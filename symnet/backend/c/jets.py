@@ -11,7 +11,11 @@ from ...derive.jets import Lin, LinT, Outer, Program
 
 PRELUDE = r"""
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 typedef {real} real;
 #ifdef SN_SIMD   /* -fopenmp-simd: vectorise the loops (reductions in lanes) */
 #undef SN_SIMD
@@ -140,19 +144,56 @@ def emit_function(prog: Program, ops: list, fname: str, dtype: str, outputs=None
             copy.append(f"        for (long i = 0; i < {cnt}; ++i) "
                         f"out[b * {width} + {pos} + i] = {ctx[var]}[{off} + i];")
             pos += cnt
+    n_params = max((v.offset + v.size for v in prog.vars.values() if v.kind == "param"),
+                   default=0)
     lines = [f"void {fname}(const real *restrict theta, const real *restrict X, "
-             "const real *restrict T, long n, real scale, real *restrict loss, "
-             "real *restrict grad, real *restrict gx, const real *restrict vec, "
-             "real *restrict hv, real *restrict out)", "{",
-             "    (void)T; (void)scale; (void)loss; (void)grad; (void)gx; (void)vec; "
-             "(void)hv; (void)out;",
+             "const real *restrict T, long n, real scale, real *restrict loss_out, "
+             "real *restrict grad_out, real *restrict gx, const real *restrict vec, "
+             "real *restrict hv_out, real *restrict out)", "{",
+             "    (void)T; (void)scale; (void)gx; (void)vec; (void)out;",
+             "    /* The examples are shared among threads (static, in order); each thread",
+             "     * sums its loss, gradient and H·v apart, and the sums are added in thread",
+             "     * order: the same result for the same number of threads. */",
+             f"    const long np = {n_params};",
+             "    int nt = 1;",
+             "#ifdef _OPENMP",
+             "    if (n >= 64) nt = omp_get_max_threads();",
+             "#endif",
+             "    real *part = 0;",
+             "    if (nt > 1) {",
+             "        part = calloc((size_t)nt * (size_t)(2 * np + 1), sizeof(real));",
+             "        if (!part) nt = 1;",
+             "    }",
+             "#pragma omp parallel num_threads(nt) if (nt > 1)",
+             "    {",
+             "        int tid = 0;",
+             "#ifdef _OPENMP",
+             "        tid = omp_get_thread_num();",
+             "#endif",
+             "        real *mine = part ? part + (size_t)tid * (size_t)(2 * np + 1) : 0;",
+             "        real *restrict loss = mine ? mine : loss_out;",
+             "        real *restrict grad = mine && grad_out ? mine + 1 : grad_out;",
+             "        real *restrict hv = mine && hv_out ? mine + 1 + np : hv_out;",
+             "        (void)loss; (void)grad; (void)hv;",
+             "#pragma omp for schedule(static)",
              "    for (long b = 0; b < n; ++b) {",
              f"        const real *x_row = X + b * {n_in};",
              f"        const real *t_row = T ? T + b * {max(n_t, 1)} : 0; (void)t_row;",
              f"        real *gx_row = gx ? gx + b * {n_in} : 0; (void)gx_row;",
              *decl, *zero,
              "        real v_bar_loss[1] = {scale};",
-             *body, *copy, "    }", "}", ""]
+             *body, *copy, "    }",
+             "    }",
+             "    if (part) {",
+             "        for (int t = 0; t < nt; ++t) {",
+             "            const real *p = part + (size_t)t * (size_t)(2 * np + 1);",
+             "            if (loss_out) loss_out[0] += p[0];",
+             "            if (grad_out) for (long k = 0; k < np; ++k) grad_out[k] += p[1 + k];",
+             "            if (hv_out) for (long k = 0; k < np; ++k) hv_out[k] += p[1 + np + k];",
+             "        }",
+             "        free(part);",
+             "    }",
+             "}", ""]
     return "\n".join(lines)
 
 
