@@ -1,4 +1,4 @@
-"""python -m symnet.bench [--quick] [--workloads tiny,small,medium,large,conv] [--refs ...]
+"""python -m symnet.bench [--quick] [--workloads tiny,small,medium,large,conv,pinn] [--refs ...]
 
 Times one float32 training step (forward + backward + update) of each workload:
 symnet's ``model.step``, a whole epoch in one ``model.fit`` call (per step),
@@ -12,6 +12,7 @@ steps over MPI at 1 and 2 processes (symnet/bench/mpi.py).
     python -m symnet.bench --workloads tiny --sections steps
     python -m symnet.bench --workloads conv --sections steps   # the LeNet-5-like network
     python -m symnet.bench --sections mpi  # data-parallel steps at 1 and 2 processes
+    python -m symnet.bench --workloads pinn   # a Burgers PINN's Adam step; compile vs order
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import os
 import platform
 import time
 
-from . import conv
+from . import conv, pinn
 
 from . import measure
 
@@ -195,7 +196,7 @@ def main(argv=None):
         "\n\n")[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="short timings, fewer references")
     ap.add_argument("--workloads", default=",".join([*refs.WORKLOADS, "conv"]),
-                    help="comma-separated, from " + ", ".join(refs.WORKLOADS) + ", conv")
+                    help="comma-separated, from " + ", ".join(refs.WORKLOADS) + ", conv, pinn")
     ap.add_argument("--refs", default=None, help="references to run, from "
                     + ", ".join(refs.REFERENCES) + " (default: "
                     + ",".join(DEFAULT_REFS) + "; --quick: " + ",".join(QUICK_REFS) + ")")
@@ -204,10 +205,17 @@ def main(argv=None):
     args = ap.parse_args(argv)
     names = [w for w in args.workloads.split(",") if w]
     for w in names:
-        if w not in refs.WORKLOADS and w != "conv":
-            ap.error(f"unknown workload {w!r}; choose from {', '.join(refs.WORKLOADS)}, conv")
+        if w not in refs.WORKLOADS and w not in ("conv", "pinn"):
+            ap.error(f"unknown workload {w!r}; choose from {', '.join(refs.WORKLOADS)}, "
+                     "conv, pinn")
     with_conv = "conv" in names
-    names = [w for w in names if w != "conv"]
+    with_pinn = "pinn" in names
+    names = [w for w in names if w not in ("conv", "pinn")]
+    if with_pinn and names == [] and not with_conv:
+        t0 = time.perf_counter()
+        pinn.run(args.quick)       # the PINN workload alone: its own steps and compile times
+        print(f"\nbenchmark took {time.perf_counter() - t0:.1f} s")
+        return
     ref_names = args.refs.split(",") if args.refs else list(
         QUICK_REFS if args.quick else DEFAULT_REFS)
     for r in ref_names:
@@ -237,6 +245,8 @@ def main(argv=None):
         print_notes(rows)
     if "steps" in sections and with_conv:
         conv.run(min_time, peak, [r for r in ("torch", "jax") if r in ref_names])
+    if "steps" in sections and with_pinn:
+        pinn.run(args.quick)
     if "compile" in sections:
         ct = run_compile(args.quick)
     if "memory" in sections:
