@@ -20,6 +20,8 @@ import itertools
 # Built-in names, known without importing sympy (a cache hit never needs it).
 ACTIVATION_NAMES = ("linear", "relu", "tanh", "sigmoid", "softplus", "leaky_relu", "elu",
                     "gelu", "swish")
+# Activations over a whole layer (vector-valued): Dense(n, "softmax") is Dense then Softmax.
+VECTOR_ACTIVATIONS = ("softmax",)
 LOSS_NAMES = ("mse", "bce", "softmax_cross_entropy")
 TARGET = "T"     # the targets' name in the derivation and the C
 
