@@ -16,6 +16,7 @@ from .lang.dsl import Dense  # noqa: E402
 from .api.network import Network, load  # noqa: E402
 from .lang.merge import Add, Concatenate, Multiply, Slice  # noqa: E402
 from .lang.norm import LayerNorm, RMSNorm, Softmax  # noqa: E402
+from .lang.dropout import Dropout  # noqa: E402
 from .lang.conv import AvgPool1d, AvgPool2d, Conv1d, Conv2d, Flatten, MaxPool1d, MaxPool2d  # noqa: E402
 from . import datasets  # noqa: E402
 from .lang import recurrent  # noqa: E402
@@ -43,9 +44,8 @@ def __getattr__(name):
     raise AttributeError(f"module 'symnet' has no attribute {name!r}")
 
 
-__all__ = ["Add", "AvgPool1d", "AvgPool2d", "BuildError", "Concatenate", "Conv1d", "Conv2d", "Dense",
-           "Flatten", "History", "Input", "Layer", "LayerNorm", "MaxPool1d", "MaxPool2d",
-           "Multiply", "Network", "RMSNorm", "Slice", "Softmax", "check_gradients", "datasets",
-           "indices", "load", "n_in",
-           "recurrent", "schedules", "sigmoid", "softplus", "sum_j", "sum_k",
-           "__version__"]
+__all__ = ["Add", "AvgPool1d", "AvgPool2d", "BuildError", "Concatenate", "Conv1d", "Conv2d",
+           "Dense", "Dropout", "Flatten", "History", "Input", "Layer", "LayerNorm", "MaxPool1d",
+           "MaxPool2d", "Multiply", "Network", "RMSNorm", "Slice", "Softmax", "check_gradients",
+           "datasets", "indices", "load", "n_in", "recurrent", "schedules", "sigmoid", "softplus",
+           "sum_j", "sum_k", "__version__"]

@@ -202,6 +202,9 @@ def _layer(d: dict):
         return cls(eps=d["eps"], bias=d.get("bias", True), name=d["name"])
     if kind == "softmax":
         return norm.Softmax(name=d["name"])
+    if kind == "dropout":
+        from ..lang.dropout import Dropout
+        return Dropout(d["p"], name=d["name"])
     return None
 
 
