@@ -150,6 +150,7 @@ def summarize(network, batch_size: int = 32, dtype: str = "float32") -> Summary:
         for r in node.reductions:
             if r.contraction:
                 mm = 2 * B * node.n_out * node.widths.get(node.red_input(r), node.n_in)
+                mm //= max(r.rows, 1)          # per position of a sequence: rows·N·K
                 fwd, bwd = fwd + mm, bwd + mm * len(grad.products[r.name])
             elif r.conv is not None:
                 g = r.conv
