@@ -145,6 +145,7 @@ class Model:
             self._gviews[p["name"]] = self._grad[sl].reshape(p["shape"])
         self.params = Params(self._views, self._lock)
         self._rngs = self._dropout_states()
+        self._embeddings = self._embedding_inputs()
         self._init = _check_init(init)
         self.init_params(seed)
 
@@ -257,6 +258,26 @@ class Model:
         return np.require(arr, self.dtype, ["C", "A"])
 
     def _inputs(self, X):
+        X = self._inputs_as_rows(X)
+        for layer, offset, width, name in self._embeddings:
+            layer.check_indices(X[:, offset:offset + width], f"X[{name!r}]")
+        return X
+
+    def _embedding_inputs(self) -> list:
+        """(Embedding, first column in X, width, input name) for each Embedding on an Input."""
+        from ..lang.embedding import Embedding
+        net, out = self.network, []
+        starts, col = {}, 0
+        for x, name in zip(net.inputs, net.input_names):
+            starts[id(x)] = (col, x.n, name)
+            col += x.n
+        for app in net.layers:
+            if isinstance(app.origin if app.origin is not None else app, Embedding) \
+                    and id(app.input) in starts:
+                out.append((app, *starts[id(app.input)]))
+        return out
+
+    def _inputs_as_rows(self, X):
         net = self.network
         if len(net.inputs) == 1:
             if len(self.in_shape) > 1:
@@ -434,7 +455,7 @@ class Model:
         # loads), and the model's lock around the call (threads share _work).
         if self._rngs:
             return self._dropout_step(X, T, lr)
-        if type(X) is np.ndarray and type(T) is np.ndarray and X.dtype is self.dtype \
+        if type(X) is np.ndarray and not self._embeddings and type(T) is np.ndarray and X.dtype is self.dtype \
                 and T.dtype is self.dtype and type(lr) is float and 0 < lr < _INF:
             xs, ts = X.shape, T.shape
             if len(xs) == 2 and len(ts) == 2 and xs[1] == self.n_in and ts[1] == self.n_out \
