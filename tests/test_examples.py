@@ -54,3 +54,13 @@ def test_two_heads_classify_and_regress():
 def test_digits_conv_accuracy():
     """The convolutional network on the bundled digits as 1×8×8 images (README figure)."""
     assert _main("digits_conv")(png=None, verbose=False) >= 0.985
+
+
+@pytest.mark.slow
+def test_gru_names_the_first_symbol():
+    assert _main("gru")(verbose=False) >= 0.95
+
+
+@pytest.mark.slow
+def test_transformer_reverses_digit_strings():
+    assert _main("transformer")(verbose=False) >= 0.95
