@@ -34,6 +34,9 @@ def __getattr__(name):
     if name in _LAZY:
         from .lang import layers
         return getattr(layers, name)
+    if name in ("coords", "d", "target"):   # loss terms with input derivatives
+        from .lang import pinn
+        return getattr(pinn, name)
     if name == "indices":
         from .lang.tensor import indices
         return indices
@@ -46,10 +49,10 @@ def __getattr__(name):
     raise AttributeError(f"module 'symnet' has no attribute {name!r}")
 
 
-__all__ = ["Add", "AvgPool1d", "AvgPool2d", "BuildError", "Concatenate", "Conv1d", "Conv2d", "Dense",
-           "Flatten", "GRU", "History", "Input", "LSTM", "Layer", "LayerNorm", "MaxPool1d",
-           "MaxPool2d", "MultiHeadAttention", "Multiply", "Network", "Pointwise",
-           "PositionalEmbedding", "RMSNorm", "Slice", "Softmax", "TransformerBlock", "check_gradients",
-           "datasets", "indices", "load", "n_in",
+__all__ = ["Add", "AvgPool1d", "AvgPool2d", "BuildError", "Concatenate", "Conv1d", "Conv2d",
+           "Dense", "Flatten", "GRU", "History", "Input", "LSTM", "Layer", "LayerNorm",
+           "MaxPool1d", "MaxPool2d", "MultiHeadAttention", "Multiply", "Network", "Pointwise",
+           "PositionalEmbedding", "RMSNorm", "Slice", "Softmax", "TransformerBlock",
+           "check_gradients", "coords", "d", "datasets", "indices", "load", "n_in", "target",
            "recurrent", "schedules", "sigmoid", "softplus", "sum_j", "sum_k",
            "__version__"]

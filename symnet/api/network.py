@@ -31,16 +31,21 @@ class Network(dsl.Network):
         return Formulas(self, optimizer=optimizer, weight_decay=weight_decay,
                         clip_norm=clip_norm)
 
-    def compile(self, dtype="float32", seed: int = 0, init=None):
+    def compile(self, dtype="float32", seed: int = 0, init=None, tune="fast"):
         """Derive, emit, build (or load from the cache) → a ``Model``.
 
         ``seed`` seeds the initial parameters; ``init`` ("glorot", "he", "normal",
         "zeros", "ones" or a number) overrides the initialisation of every weight
         matrix (by default each layer's own: its ``init=``, else suited to its
         activation).
+        ``tune`` says how much the planner may time to choose
+        where each matrix product runs on this machine (symnet's kernels or the BLAS):
+        "off" nothing, "fast" (default) what is not yet known, within ~0.15 s, "full"
+        more sizes (seconds, once); the choices are cached per CPU model, compiler and
+        product shape, and ``model.tuning["plan"]`` shows them.
         """
         from .model import Model
-        return Model(self, dtype=dtype, seed=seed, init=init)
+        return Model(self, dtype=dtype, seed=seed, init=init, tune=tune)
 
     def summary(self, batch_size: int = 32, dtype: str = "float32"):
         """Parameters, memory and flops per training step, before compiling

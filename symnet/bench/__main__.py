@@ -53,7 +53,8 @@ def machine() -> str:
 
 
 def run_steps(names, ref_names, min_time: float, peak: float):
-    rows = []
+    rows, plans = [], []
+    run_steps.plans = plans
     for name in names:
         wl = refs.WORKLOADS[name]
         params = refs.init_params(wl)
@@ -67,6 +68,7 @@ def run_steps(names, ref_names, min_time: float, peak: float):
         step_us = ref_us.pop("symnet")
         rows.append((wl, step_us, epoch_us, ref_us, skipped, fit_us))
         print_row(wl, step_us, epoch_us, ref_us, peak)
+        plans.append((wl.name, model))
     return rows
 
 
@@ -130,7 +132,7 @@ def run_compile(quick: bool):
 
 
 def print_machine():
-    """Where the products run on this machine (symnet/tuning.py), measured once."""
+    """Where the products run on this machine (symnet/backend/c/tuning.py), measured once."""
     from symnet.backend.c import tuning
     t0 = time.perf_counter()
     rec = tuning.machine()
@@ -143,7 +145,9 @@ def print_machine():
     print(f"products: one thread {2 * rec['rate'] / 1e9:.1f} GFLOP/s (128×256×784), "
           f"join of {rec['threads_max']} threads {rec['join_s'] * 1e6:.1f} µs → one more "
           f"thread per {s['thread_min']:.3g} multiply-adds, at most {s['threads_max']}; "
-          f"BLAS: {blas} ({'cached' if took < 0.05 else f'measured now in {took:.2f} s'})")
+          f"BLAS: {blas} ({'cached' if took < 0.05 else f'measured now in {took:.2f} s'}"
+          + (f"; measured under load: other programs kept {rec.get('others', 0):.2f} cores "
+             "busy, measured again later" if rec.get("disturbed") else "") + ")")
     for kind, M, N, K, ours, theirs in rec.get("shapes", []):
         if M * N * K >= 1e6:
             print(f"    {('nt', 'nn', 'tn')[kind]} {M}×{N}×{K}: symnet {ours * 1e6:8.1f} µs, "
@@ -195,6 +199,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m symnet.bench", description=__doc__.split(
         "\n\n")[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="short timings, fewer references")
+    ap.add_argument("--tune", default="fast", choices=("off", "fast", "full"),
+                    help="how much the planner may time (compile(tune=...)); default fast")
     ap.add_argument("--workloads", default=",".join([*refs.WORKLOADS, "conv"]),
                     help="comma-separated, from " + ", ".join(refs.WORKLOADS) + ", conv, "
                     + ", ".join(seq.WORKLOADS))
@@ -223,6 +229,7 @@ def main(argv=None):
             ap.error(f"unknown section {s!r}; choose from {', '.join(SECTIONS)}")
     min_time = 0.05 if args.quick else 0.3
 
+    measure.TUNE = args.tune
     t0 = time.perf_counter()
     print(f"symnet benchmark: {machine()}; load average "
           + " ".join(f"{x:.2f}" for x in os.getloadavg()))
@@ -239,6 +246,9 @@ def main(argv=None):
         print("\nspeed-up = fastest reference / symnet step; GFLOP/s and % peak are "
               "symnet's step (matrix products only).")
         print_notes(rows)
+        print("\nwhere the products run (the planner's choices, compile(tune=...)):")
+        for name, model in run_steps.plans:
+            conv.print_plan(name, model)
     if "steps" in sections and with_conv:
         conv.run(min_time, peak, [r for r in ("torch", "jax") if r in ref_names])
     if "steps" in sections:

@@ -120,6 +120,13 @@ class Dense(LayerBase):
         return [z, soft.to_node(index, name, z.name, (self.units,))]
 
 
+def _may_name_terms(loss, outputs) -> bool:
+    """Cheap test (no sympy import) for a loss that may be a dict of terms."""
+    if isinstance(loss, dict):
+        return any(k not in outputs or not isinstance(v, str) for k, v in loss.items())
+    return type(loss).__module__.startswith("sympy")
+
+
 Layer = LayerBase  # the former name of the base class; symnet.Layer is layers.Layer
 
 
@@ -192,6 +199,12 @@ class Network:
             app._net_name = n     # for messages: the name the network gives it
         self._shapes = compose.shapes_of(order, dict(zip(map(id, order), self.names)))
         self.shapes = [self._shapes[id(a)] for a in order]
+        self.terms = None      # loss terms with input derivatives (symnet.lang.pinn)
+        if _may_name_terms(loss, self.output_names):
+            from .pinn import is_term_loss, terms_of
+            if is_term_loss(loss, self.output_names):
+                self.terms = terms_of(self, loss, loss_weights)
+                loss, loss_weights = "mse", None     # the outputs' own kernels
         self._losses(loss, loss_weights)
         self._graph = None
         self._check_domain()

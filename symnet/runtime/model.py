@@ -30,9 +30,9 @@ from ..io.files import network_from_description
 _INF = float("inf")
 
 
-def compile_network(net, dtype: str):
+def compile_network(net, dtype: str, tune: str = "fast"):
     """The C backend's runtime for a network (see ``symnet.backend.c.runtime.load``)."""
-    return backend_c.load(net, dtype)
+    return backend_c.load(net, dtype, tune)
 
 
 def _check_init(init):
@@ -100,7 +100,7 @@ class Model:
     them in parallel.
     """
 
-    def __init__(self, network, dtype="float32", seed: int = 0, init=None):
+    def __init__(self, network, dtype="float32", seed: int = 0, init=None, tune="fast"):
         if dtype not in ("float32", "float64") and np.dtype(dtype).name in ("float32",
                                                                               "float64"):
             dtype = np.dtype(dtype).name
@@ -110,7 +110,7 @@ class Model:
         self.dtype = np.dtype(dtype)
         # Everything compiled comes from the backend's runtime; its functions
         # are bound here once, so a call costs what the C call costs.
-        rt = self._rt = compile_network(network, dtype)
+        rt = self._rt = compile_network(network, dtype, tune)
         meta = self._meta = rt.meta
         self._c_forward, self._c_loss, self._c_loss_grad = rt.forward, rt.loss, rt.loss_grad
         self._c_step, self._c_update, self._c_train = rt.step, rt.update, rt.train

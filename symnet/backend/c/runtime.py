@@ -51,7 +51,7 @@ class Runtime:
     buffers from ``buffer`` (this dtype) or ``pointer`` (int64, intc, float64).
     """
 
-    def __init__(self, module, meta: dict):
+    def __init__(self, module, meta: dict, tune: str = "fast"):
         self.meta = meta
         self.dtype = np.dtype(meta["dtype"])
         lib, ffi = module.lib, module.ffi
@@ -70,7 +70,10 @@ class Runtime:
         # where the products run on this machine (BLAS above a measured size,
         # threads from a measured cost); once per module, before any call
         from . import tuning
-        self.tuning = tuning.apply(module, p, meta["dtype"])
+        self.tuning = tuning.apply(module, p, meta["dtype"], meta.get("products"), tune)
+        if self.tuning:     # the register tile compiled in (tune="full" may choose one)
+            self.tuning["tile"] = "x".join(map(str, meta["tile"])) if meta.get("tile") \
+                else "default"
         self.from_buffer = ffi.from_buffer      # for a caller's own fast path
         self.null = ffi.NULL
         self.carray = "float[]" if self.dtype == np.float32 else "double[]"
@@ -99,17 +102,26 @@ class Runtime:
         return self.work_size(batch_size) + batch_size * (self.n_in + self.n_out)
 
 
-def load(net, dtype: str) -> Runtime:
-    """The runtime of a network, from the cache or freshly rendered and built."""
+def load(net, dtype: str, tune: str = "fast") -> Runtime:
+    """The runtime of a network, from the cache or freshly rendered and built;
+    ``tune``: how much the planner may time (``tuning.TUNE``)."""
+    from . import tuning
+    tuning.check_tune(tune)
     key = network_key(net.describe(), dtype)
+    if tune == "full":      # its own module: the planner may choose its register tile
+        key = hashlib.sha256(f"{key} tune=full".encode()).hexdigest()[:24]
     hit = build.lookup(key)
     if hit is not None:
         guards.check_sizes(hit[1])
-        return Runtime(*hit)
+        return Runtime(*hit, tune)
     from .emit import cdef, emit
     from ...plan.lower import plan as make_plan
     plan = make_plan(net.graph())
     source, prefix, header = emit(plan, dtype, hooks=True)
+    products = tuning.products_of(plan)
+    tile = tuning.choose_tile(products) if tune == "full" else None
+    if tile is not None:    # the register tile timed fastest here (templates/gemm.c.j2)
+        source = f"#define SN_MR {tile[0]}\n#define SN_NR {tile[1]}\n" + source
     out = plan.buffers[plan.output]
     meta = {
         "prefix": prefix, "dtype": dtype, "n_params": plan.n_params,
@@ -125,6 +137,8 @@ def load(net, dtype: str) -> Runtime:
                     "offset": plan.buffers[p.name].offset, "trainable": p.trainable}
                    for p in plan.graph.params()],
         "description": net.describe(),
+        "products": products,     # what the planner times
+        "tile": list(tile) if tile else None,
     }
     guards.check_sizes(meta)
-    return Runtime(*build.build(key, source, cdef(header), meta))
+    return Runtime(*build.build(key, source, cdef(header), meta), tune)
