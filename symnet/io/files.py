@@ -160,7 +160,8 @@ def _chain_from_description(desc: dict, cls):
     """A Network of one input and a chain of layers, built as a ``cls``."""
     from ..lang.base import Input
     n = desc["input"]["n"]
-    inp = Input(tuple(n) if isinstance(n, list) else n, name=desc["input"]["name"])
+    inp = Input(tuple(n) if isinstance(n, list) else n, name=desc["input"]["name"],
+                dtype=desc["input"].get("dtype", "float"))
     layers = []
     for d in desc["layers"]:
         layer = _layer(d)
@@ -210,6 +211,12 @@ def _layer(d: dict):
         return cls(eps=d["eps"], bias=d.get("bias", True), name=d["name"])
     if kind == "softmax":
         return norm.Softmax(name=d["name"])
+    if kind == "embedding":
+        from ..lang.embedding import Embedding
+        return Embedding(d["num"], d["dim"], name=d["name"])
+    if kind == "dropout":
+        from ..lang.dropout import Dropout
+        return Dropout(d["p"], name=d["name"])
     return None
 
 
@@ -223,7 +230,8 @@ def _graph_from_description(desc: dict, cls):
     made = {}
     for d in desc["inputs"]:
         shape = tuple(d["shape"])
-        made[d["name"]] = Input(shape[0] if len(shape) == 1 else shape, name=d["name"])
+        made[d["name"]] = Input(shape[0] if len(shape) == 1 else shape, name=d["name"],
+                                dtype=d.get("dtype", "float"))
     origins = {}
     for d in desc["nodes"]:
         kind, key = d.get("kind"), d["params_of"]

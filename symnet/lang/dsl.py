@@ -400,7 +400,8 @@ class Network:
         """A JSON-able description (used for caching and saving)."""
         if self.is_chain:
             n = self.input.n if len(self.input.shape) == 1 else list(self.input.shape)
-            return {"input": {"n": n, "name": self.input_name},
+            return {"input": {"n": n, "name": self.input_name,
+                              **({"dtype": "int"} if self.input.dtype == "int" else {})},
                     "layers": [dict(layer.describe(), name=name)
                                for layer, name in zip(self.layers, self.names)],
                     "loss": self.loss_name}
@@ -410,7 +411,8 @@ class Network:
         for app, name, k in zip(self.layers, self.names, self._param_index):
             nodes.append(dict(app.describe(), name=name, params_of=k,
                               inputs=[ids[id(s)] for s in compose.sources(app)]))
-        return {"inputs": [{"shape": list(x.shape), "name": n}
+        return {"inputs": [{"shape": list(x.shape), "name": n,
+                            **({"dtype": "int"} if x.dtype == "int" else {})}
                            for x, n in zip(self.inputs, self.input_names)],
                 "nodes": nodes, "outputs": self.output_names,
                 "loss": self.loss_names, "loss_weights": self.loss_weights}

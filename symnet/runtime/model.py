@@ -144,6 +144,8 @@ class Model:
             self._views[p["name"]] = self._theta[sl].reshape(p["shape"])
             self._gviews[p["name"]] = self._grad[sl].reshape(p["shape"])
         self.params = Params(self._views, self._lock)
+        self._rngs = self._dropout_states()
+        self._embeddings = self._embedding_inputs()
         self._init = _check_init(init)
         self.init_params(seed)
 
@@ -163,6 +165,37 @@ class Model:
         rng = np.random.default_rng(seed)
         with self._lock:
             self._init_params(rng)
+            self.dropout_seed(seed)
+
+    # ---------------------------------------------------------------- dropout
+    def _dropout_states(self) -> list:
+        """The (seed, step, training) arrays rng{k} of the network's Dropout layers."""
+        from ..lang.dropout import Dropout
+        net, out = self.network, {}
+        for app, k in zip(net.layers, getattr(net, "_param_index", ())):
+            if isinstance(app.origin if app.origin is not None else app, Dropout):
+                out[f"rng{k}"] = self._views[f"rng{k}"]
+        return list(out.values())
+
+    def dropout_seed(self, seed: int, step: int = 0):
+        """Start Dropout's masks afresh: those of ``seed`` (an int), from training step
+        ``step``; ``fit(seed=...)`` calls it.  No effect without Dropout layers."""
+        from ..lang.dropout import SEED, SEED_RANGE, STEP
+        for v in self._rngs:
+            v[SEED] = int(seed) % SEED_RANGE
+            v[STEP] = int(step) % SEED_RANGE
+
+    def _train_mode(self, training: bool):
+        """Dropout draws its masks (training) or is the identity (evaluation)."""
+        from ..lang.dropout import TRAINING
+        for v in self._rngs:
+            v[TRAINING] = 1.0 if training else 0.0
+
+    def _advance(self, steps: int):
+        """The next ``steps`` updates were taken: the masks move on."""
+        from ..lang.dropout import SEED_RANGE, STEP
+        for v in self._rngs:
+            v[STEP] = (int(v[STEP]) + steps) % SEED_RANGE
 
     def _init_params(self, rng):
         for p in self._meta["params"]:
@@ -225,6 +258,26 @@ class Model:
         return np.require(arr, self.dtype, ["C", "A"])
 
     def _inputs(self, X):
+        X = self._inputs_as_rows(X)
+        for layer, offset, width, name in self._embeddings:
+            layer.check_indices(X[:, offset:offset + width], f"X[{name!r}]")
+        return X
+
+    def _embedding_inputs(self) -> list:
+        """(Embedding, first column in X, width, input name) for each Embedding on an Input."""
+        from ..lang.embedding import Embedding
+        net, out = self.network, []
+        starts, col = {}, 0
+        for x, name in zip(net.inputs, net.input_names):
+            starts[id(x)] = (col, x.n, name)
+            col += x.n
+        for app in net.layers:
+            if isinstance(app.origin if app.origin is not None else app, Embedding) \
+                    and id(app.input) in starts:
+                out.append((app, *starts[id(app.input)]))
+        return out
+
+    def _inputs_as_rows(self, X):
         net = self.network
         if len(net.inputs) == 1:
             if len(self.in_shape) > 1:
@@ -322,6 +375,8 @@ class Model:
         input name; with several outputs the result is a list of arrays."""
         X = self._inputs(X)
         n = X.shape[0]
+        if self._rngs:
+            self._train_mode(False)
         outs = self._meta.get("outputs") or [["O", self._meta["output_offset"], self.n_out]]
         res = [np.empty((n, w), self.dtype) for _, _, w in outs]
         with self._lock:
@@ -350,6 +405,8 @@ class Model:
         X = self._inputs(X)
         T = self._targets(T, X.shape[0])
         n, total, rows = X.shape[0], 0.0, self._rows
+        if self._rngs:
+            self._train_mode(not getattr(self, "_evaluating", False))
         c_loss = self._kernels(T)[0]
         with self._lock:
             for s in range(0, n, rows):
@@ -370,6 +427,8 @@ class Model:
     def _loss_grad(self, X, T) -> float:
         """Loss, and gradients into _grad; the caller holds the lock."""
         n, rows = X.shape[0], self._rows
+        if self._rngs:
+            self._train_mode(True)
         c_loss_grad = self._kernels(T)[1]
         if n <= rows:
             self._ensure_work(n)
@@ -394,7 +453,9 @@ class Model:
         # non-contiguous array, which then takes the full path below.
         # Also: a finite float lr, aligned arrays (the C may use aligned vector
         # loads), and the model's lock around the call (threads share _work).
-        if type(X) is np.ndarray and type(T) is np.ndarray and X.dtype is self.dtype \
+        if self._rngs:
+            return self._dropout_step(X, T, lr)
+        if type(X) is np.ndarray and not self._embeddings and type(T) is np.ndarray and X.dtype is self.dtype \
                 and T.dtype is self.dtype and type(lr) is float and 0 < lr < _INF:
             xs, ts = X.shape, T.shape
             if len(xs) == 2 and len(ts) == 2 and xs[1] == self.n_in and ts[1] == self.n_out \
@@ -434,6 +495,17 @@ class Model:
                                        self._p_work)
         finally:
             self._release()
+
+    def _dropout_step(self, X, T, lr) -> float:
+        """``step`` of a network with Dropout: masks of training, then the next step's."""
+        self._train_mode(True)
+        rngs, self._rngs = self._rngs, []
+        try:
+            loss = self.step(X, T, lr)
+        finally:
+            self._rngs = rngs
+        self._advance(1)
+        return loss
 
     def __reduce__(self):
         """Pickling and ``copy.deepcopy``: the network description (the same safe text

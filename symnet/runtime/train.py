@@ -269,6 +269,8 @@ class _Run:
             self.c_train = model._kernels(T)[3]   # rows, or class labels
             per_step = 6.0 * max(model._theta.size, 1) * B
             self.chunk = max(1, int(CALL_FLOPS // per_step))
+            if model._rngs:     # Dropout: each step's masks are set before its call
+                self.chunk = 1
 
     # -- one epoch ---------------------------------------------------------
     def sd_epoch(self) -> bool:
@@ -284,6 +286,7 @@ class _Run:
         self.prev[...] = m._theta
         self.have_prev[0] = 1
         self.opt.apply(m, lr)
+        m._advance(1)
         self._keep([loss], [self.X.shape[0]], [lr])
         self.parts_before = None
         return True
@@ -301,6 +304,8 @@ class _Run:
             s1 = min(n_steps, s0 + self.chunk)
             part = idx[s0 * B: s1 * B]
             self._begin()
+            if m._rngs:
+                m._train_mode(True)
             with m._lock:
                 done = self.c_train(
                     m._p_theta, self.p_X, self.p_T, rt.pointer(part), part.size, B,
@@ -308,6 +313,7 @@ class _Run:
                     opt.p_s2, opt.p_hyper, opt.t, self.p_prev, self.p_have,
                     rt.pointer(correct[s0:]) if count else rt.null, self.p_work)
             opt.t += done
+            m._advance(done)
             sizes = [B] * done
             if done and s0 + done == n_steps and idx.size % B:
                 sizes[-1] = idx.size % B
@@ -450,6 +456,8 @@ def fit(model, X, T, method="minibatch", epochs=10, batch_size=32, lr=0.1, shuff
     hist = History(method=method)
     run = _Run(model, X, T, method, batch_size, schedule, opt, val, hist)
     rng = np.random.default_rng(seed)
+    if seed is not None:
+        model.dropout_seed(seed)     # the same seed: the same Dropout masks
     bar = _Progress(progress, epochs, method)
     start = time.perf_counter()
     try:
