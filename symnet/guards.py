@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
+
 INT_MAX = 2**31 - 1
 CHUNK = 8192                 # at most this many examples per kernel call
 WORK_BYTES = 256 * 2**20     # work memory one call may use, when the batch is split
@@ -95,6 +97,20 @@ def rows_per_call(meta: dict, itemsize: int) -> int:
 # exported functions, and the names the compiler derives from a layer's
 # (z_H1, delta_H1, dL_dH1, g_W1, CSE temporaries t0, t1, ...).  A layer named
 # like one of them is written sn_u_<name> in the C (symnet.cnames).
+def finite(A, what: str, after: str = "clean the data before training (nothing was changed)"):
+    """ValueError unless every number of the 2-D array A is finite: which rows are not.
+
+    >>> finite(np.array([[1.0, 2.0], [float("nan"), 0.0]]), "X", "nothing was changed")
+    Traceback (most recent call last):
+    ...
+    ValueError: X holds NaN or inf in 1 row(s), first at row 1: nothing was changed
+    """
+    if not np.isfinite(A).all():
+        rows = np.nonzero(~np.isfinite(A).reshape(A.shape[0], -1).all(axis=1))[0]
+        raise ValueError(f"{what} holds NaN or inf in {rows.size} row(s), first at row "
+                         f"{rows[0]}: {after}")
+
+
 _MATH = """acos asin atan atan2 cos sin tan acosh asinh atanh cosh sinh tanh exp exp2 expm1
 frexp ilogb ldexp log log10 log1p log2 logb modf scalbn scalbln cbrt fabs hypot pow sqrt erf
 erfc lgamma tgamma ceil floor nearbyint rint lrint llrint round lround llround trunc fmod

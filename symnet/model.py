@@ -16,7 +16,9 @@ hand the model to later stages: ``fit``, ``predict``, ``evaluate``, ``save``,
 from __future__ import annotations
 
 import json
+import math
 import threading
+import warnings
 from collections.abc import MutableMapping
 
 import numpy as np
@@ -282,6 +284,14 @@ class Model:
                              "per example is needed")
         return T
 
+    def _finite_data(self, X, T, after: str):
+        """(X, T) as checked rows, with ValueError for NaN or inf in either."""
+        X = self._inputs(X)
+        guards.finite(X, "X", after)
+        T = self._targets(T, X.shape[0])
+        guards.finite(T, "T", after)
+        return X, T
+
     def _kernels(self, T):
         """(loss, loss_grad, step, train) kernels for targets T: rows or class labels."""
         if T.shape[1] == self.n_out:
@@ -346,9 +356,9 @@ class Model:
     __call__ = forward
 
     def loss(self, X, T) -> float:
-        """Mean over the batch of the per-example loss."""
-        X = self._inputs(X)
-        T = self._targets(T, X.shape[0])
+        """Mean over the batch of the per-example loss.  NaN or inf in X or T is
+        refused (ValueError naming the first such row)."""
+        X, T = self._finite_data(X, T, "no loss is computed from it")
         n, total, rows = X.shape[0], 0.0, self._rows
         c_loss = self._kernels(T)[0]
         with self._lock:
@@ -360,9 +370,9 @@ class Model:
         return total / n
 
     def loss_and_grad(self, X, T):
-        """(loss, grads) with grads a dict of new arrays shaped like params."""
-        X = self._inputs(X)
-        T = self._targets(T, X.shape[0])
+        """(loss, grads) with grads a dict of new arrays shaped like params.  NaN or
+        inf in X or T is refused, as by ``loss``."""
+        X, T = self._finite_data(X, T, "no loss is computed from it")
         with self._lock:
             loss = self._loss_grad(X, T)
             return loss, {k: v.copy() for k, v in self._gviews.items()}
@@ -387,7 +397,11 @@ class Model:
 
     def step(self, X, T, lr: float = 0.1) -> float:
         """One steepest-descent update on this batch, in place, in one compiled
-        call: θ ← θ − lr·∂L/∂θ.  Returns the loss before the update."""
+        call: θ ← θ − lr·∂L/∂θ.  Returns the loss before the update.
+
+        When the loss or a gradient is NaN or inf the step is not taken and the
+        parameters stay as they were: NaN or inf in X or T raises ValueError (as
+        ``fit`` does); an overflow from finite data warns and returns NaN."""
         # Fast path (most calls): C-contiguous arrays of our dtype and shape,
         # checked with attribute reads only; ffi.from_buffer is the cheapest
         # pointer (≈0.2 µs, vs ≈1.3 µs through arr.ctypes.data) and refuses a
@@ -408,9 +422,12 @@ class Model:
                 else:
                     self._acquire()
                     try:
-                        return self._c_step(self._p_theta, px, pt, n, lr, self._p_work)
+                        loss = self._c_step(self._p_theta, px, pt, n, lr, self._p_work)
                     finally:
                         self._release()
+                    if loss - loss == 0.0:  # finite: the step was taken
+                        return loss
+                    return self._not_taken(X, T)
         X = self._inputs(X)
         T = self._targets(T, X.shape[0])
         try:
@@ -426,14 +443,33 @@ class Model:
         try:
             if n > self._rows:
                 loss = self._loss_grad(X, T)
-                self._theta -= self.dtype.type(lr) * self._grad
-                return loss
-            if n > self._work_rows:
-                self._ensure_work(n)
-            return self._kernels(T)[2](self._p_theta, self._ptr(X), self._ptr(T), n, lr,
-                                       self._p_work)
+                if math.isfinite(loss) and np.isfinite(self._grad).all():
+                    self._theta -= self.dtype.type(lr) * self._grad
+                else:
+                    loss = math.nan
+            else:
+                if n > self._work_rows:
+                    self._ensure_work(n)
+                loss = self._kernels(T)[2](self._p_theta, self._ptr(X), self._ptr(T), n, lr,
+                                           self._p_work)
         finally:
             self._release()
+        return loss if math.isfinite(loss) else self._not_taken(X, T)
+
+    def _not_taken(self, X, T) -> float:
+        """After a step the C refused (a NaN or inf loss or gradient; the parameters
+        are unchanged): ValueError when the data holds NaN or inf, else a warning and
+        NaN (the network overflowed: too large a step size or inputs)."""
+        after = "the step was not taken (the parameters are unchanged)"
+        rows = isinstance(X, np.ndarray) and X.ndim == 2 and X.shape[1] == self.n_in
+        X = X if rows else self._inputs(X)     # rows already checked, or as given
+        guards.finite(X, "X", after)
+        rows = isinstance(T, np.ndarray) and T.ndim == 2 and T.shape[1] == self.n_out
+        guards.finite(T if rows else self._targets(T, X.shape[0]), "T", after)
+        warnings.warn("the step was not taken: the loss or a gradient is NaN or inf for "
+                      "this batch (an overflow: try a smaller learning rate or scale the "
+                      "inputs); the parameters are unchanged", RuntimeWarning, stacklevel=3)
+        return math.nan
 
     def __reduce__(self):
         """Pickling and ``copy.deepcopy``: the network description (the same safe text

@@ -41,6 +41,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from . import guards
 from .history import History
 from .schedules import as_schedule
 
@@ -63,10 +64,7 @@ def _positive_int(name: str, value) -> int:
 
 
 def _finite(A: np.ndarray, what: str):
-    if not np.isfinite(A).all():
-        rows = np.nonzero(~np.isfinite(A).all(axis=1))[0]
-        raise ValueError(f"{what} holds NaN or inf in {rows.size} row(s), first at row "
-                         f"{rows[0]}: clean the data before training (nothing was changed)")
+    guards.finite(A, what)
 
 
 def sample_indices(method: str, n: int, rng: np.random.Generator,
