@@ -45,13 +45,17 @@ def _check_init(init):
                      f"got {init!r}")
 
 
-def _rebuild(cls, network_cls, description: str, dtype: str, params: dict, init):
+def _rebuild(cls, network_cls, description: str, dtype: str, params: dict, init,
+             optimizer=None):
     """A ``cls`` model of a ``network_cls`` network from its pickled state (see
     ``Model.__reduce__``)."""
     network = network_from_description(json.loads(description), network_cls)
     model = cls(network, dtype=dtype, init=init)
     for name, value in params.items():
         model.params[name] = value
+    if optimizer is not None:
+        from .optimizer import from_arrays
+        model._optimizer = from_arrays(model, optimizer, "the pickled model")
     return model
 
 
@@ -146,6 +150,7 @@ class Model:
             self._views[p["name"]] = self._theta[sl].reshape(p["shape"])
             self._gviews[p["name"]] = self._grad[sl].reshape(p["shape"])
         self.params = Params(self._views, self._lock)
+        self._optimizer = None     # the optimizer's state (symnet.optimizer), once used
         self._init = _check_init(init)
         self.init_params(seed)
 
@@ -161,10 +166,25 @@ class Model:
 
     def init_params(self, seed: int = 0):
         """Seeded initialisation suited to each activation: Glorot-uniform for
-        tanh/sigmoid/linear-like layers, He-normal for ReLU-like, zero biases."""
+        tanh/sigmoid/linear-like layers, He-normal for ReLU-like, zero biases.
+        The optimizer's state starts afresh too (``reset_optimizer``)."""
         rng = np.random.default_rng(seed)
         with self._lock:
             self._init_params(rng)
+            self._optimizer = None
+
+    @property
+    def optimizer(self):
+        """The optimizer's state that ``step(..., optimizer=...)`` and ``fit`` continue
+        (a ``symnet.optimizer.Optimizer``: ``name``, step count ``t``, moments ``s1``,
+        ``s2``), or None before any."""
+        return self._optimizer
+
+    def reset_optimizer(self):
+        """Forget the optimizer's state (momentum, Adam's moments and step count): the
+        next ``step(..., optimizer=...)`` or ``fit`` starts afresh."""
+        with self._lock:
+            self._optimizer = None
 
     def _init_params(self, rng):
         for p in self._meta["params"]:
@@ -395,9 +415,16 @@ class Model:
         self._grad[...] = acc
         return total / n
 
-    def step(self, X, T, lr: float = 0.1) -> float:
+    def step(self, X, T, lr: float = 0.1, optimizer=None, momentum=None, betas=None,
+             eps=None, weight_decay=None, clip_norm=None) -> float:
         """One steepest-descent update on this batch, in place, in one compiled
         call: θ ← θ − lr·∂L/∂θ.  Returns the loss before the update.
+
+        With ``optimizer`` (``"sgd"``, ``"momentum"``, ``"adam"``; ``momentum``,
+        ``betas``, ``eps``, ``weight_decay``, ``clip_norm`` as for ``fit``) the update
+        is that optimizer's, with its state kept in the model from call to call
+        (``model.optimizer``; saved with the model; ``model.reset_optimizer()``
+        starts afresh): a loop of such steps is what ``fit`` does.
 
         When the loss or a gradient is NaN or inf the step is not taken and the
         parameters stay as they were: NaN or inf in X or T raises ValueError (as
@@ -408,6 +435,10 @@ class Model:
         # non-contiguous array, which then takes the full path below.
         # Also: a finite float lr, aligned arrays (the C may use aligned vector
         # loads), and the model's lock around the call (threads share _work).
+        if optimizer is not None or momentum is not None or betas is not None \
+                or eps is not None or weight_decay is not None or clip_norm is not None:
+            return self._step_optimizer(X, T, lr, optimizer or "sgd", momentum, betas, eps,
+                                        weight_decay, clip_norm)
         if type(X) is np.ndarray and type(T) is np.ndarray and X.dtype is self.dtype \
                 and T.dtype is self.dtype and type(lr) is float and 0 < lr < _INF:
             xs, ts = X.shape, T.shape
@@ -430,14 +461,7 @@ class Model:
                     return self._not_taken(X, T)
         X = self._inputs(X)
         T = self._targets(T, X.shape[0])
-        try:
-            lr = float(lr)
-        except (TypeError, ValueError):
-            raise ValueError(f"lr must be a number, got {lr!r}") from None
-        if not 0 < lr < _INF:  # one NaN step would make every parameter NaN
-            raise ValueError(f"lr must be a positive finite number, got {lr!r}"
-                             + (" (a step size ≤ 0 does not descend)"
-                                if lr <= 0 else ""))
+        lr = self._lr(lr)
         n = X.shape[0]
         self._acquire()  # bound methods: ~60 ns less per step than `with self._lock`
         try:
@@ -452,6 +476,39 @@ class Model:
                     self._ensure_work(n)
                 loss = self._kernels(T)[2](self._p_theta, self._ptr(X), self._ptr(T), n, lr,
                                            self._p_work)
+        finally:
+            self._release()
+        return loss if math.isfinite(loss) else self._not_taken(X, T)
+
+    @staticmethod
+    def _lr(lr) -> float:
+        try:
+            lr = float(lr)
+        except (TypeError, ValueError):
+            raise ValueError(f"lr must be a number, got {lr!r}") from None
+        if not 0 < lr < _INF:  # one NaN step would make every parameter NaN
+            raise ValueError(f"lr must be a positive finite number, got {lr!r}"
+                             + (" (a step size ≤ 0 does not descend)"
+                                if lr <= 0 else ""))
+        return lr
+
+    def _step_optimizer(self, X, T, lr, name, momentum, betas, eps, weight_decay,
+                        clip_norm) -> float:
+        """``step`` with an optimizer: gradients, then the optimizer's compiled update
+        with the model's optimizer state (``symnet.optimizer``)."""
+        from .optimizer import for_model
+        X = self._inputs(X)
+        T = self._targets(T, X.shape[0])
+        lr = self._lr(lr)
+        opt = for_model(self, name, momentum, betas, eps,
+                        0.0 if weight_decay is None else weight_decay, clip_norm)
+        self._acquire()
+        try:
+            loss = self._loss_grad(X, T)
+            if math.isfinite(loss) and np.isfinite(self._grad).all():
+                opt.apply_locked(self, lr)
+            else:
+                loss = math.nan
         finally:
             self._release()
         return loss if math.isfinite(loss) else self._not_taken(X, T)
@@ -476,8 +533,9 @@ class Model:
         ``save`` writes) and the parameters; the compiled module is loaded from the
         cache (or rebuilt) on the other side."""
         desc = json.dumps(self.network.describe(), sort_keys=True)
+        opt = None if self._optimizer is None else self._optimizer.arrays()
         return _rebuild, (type(self), type(self.network), desc, self.dtype.name,
-                          {k: np.array(v) for k, v in self.params.items()}, self._init)
+                          {k: np.array(v) for k, v in self.params.items()}, self._init, opt)
 
     def __repr__(self):
         return f"<symnet.Model {self.network!r} dtype={self.dtype.name}>"

@@ -45,6 +45,7 @@ def _fit3(model, start, name):
     kw, lr = CASES[name]
     for k, v in start.items():
         model.params[k] = v
+    model.reset_optimizer()
     hist = model.fit(X, T, method="sd", epochs=3, lr=lr, progress=False, **kw)
     assert hist.steps == 3
     return {k: v.copy() for k, v in model.params.items()}

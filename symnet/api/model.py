@@ -27,7 +27,8 @@ class Model(core.Model):
     def fit(self, X, T, method="minibatch", epochs=10, batch_size=32, lr=0.1, shuffle=True,
             seed=None, validation_data=None, progress=None, optimizer="sgd", momentum=None,
             betas=None, eps=None, weight_decay=0.0, clip_norm=None, early_stopping=None,
-            restore_best=True, validation_split=None, callbacks=None, comm=None):
+            restore_best=True, validation_split=None, callbacks=None, comm=None,
+            reset_optimizer=False):
         """Train in place; returns a ``symnet.History``.
 
         ``method``: ``"sd"`` (one full-batch step per epoch), ``"sgd"`` (N steps per
@@ -35,7 +36,11 @@ class Model(core.Model):
         shuffle cut into batches of ``batch_size``).  ``lr``: a float or a
         ``symnet.schedules`` schedule of the step number.  ``optimizer``: ``"sgd"``,
         ``"momentum"`` (``momentum=0.9``) or ``"adam"`` (``betas=(0.9, 0.999)``,
-        ``eps=1e-8``).  The same ``seed`` gives bit-identical parameters.  See
+        ``eps=1e-8``); its state (momentum, Adam's moments and step count) is kept by
+        the model, so a second ``fit`` (or ``step(..., optimizer=...)``) continues
+        it; ``reset_optimizer=True`` starts afresh (as ``model.reset_optimizer()``
+        does; with ``comm`` every call starts afresh).  The same ``seed`` gives
+        bit-identical parameters.  See
         ``symnet.train`` for the exact rules, divergence and Ctrl-C handling.
         ``comm``: an mpi4py communicator; each process passes its own part of the
         data and the step gradient is the mean over all parts (``symnet.distributed``).
@@ -57,6 +62,8 @@ class Model(core.Model):
         >>> hist.epochs, hist.steps
         (5, 10)
         """
+        if reset_optimizer:
+            self.reset_optimizer()
         if comm is not None:
             from ..distributed import fit as fit_distributed
             return fit_distributed(self, X, T, comm, method=method, epochs=epochs,

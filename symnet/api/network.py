@@ -58,10 +58,14 @@ def load(path, network=None, dtype=None):
     parameters restored (``symnet.io`` reads and checks the file).
 
     With ``network`` given, the file must hold that network (same description),
-    else ValueError.  ``dtype`` defaults to the saved one.
+    else ValueError.  ``dtype`` defaults to the saved one.  The optimizer's state,
+    when the file has one, is restored too (``model.optimizer``).
     """
-    network, saved, params = io.read(path, network, cls=Network)
+    network, saved, params, state = io.read(path, network, cls=Network, optimizer=True)
     model = network.compile(dtype=dtype or saved)
     for name, value in params.items():
         model.params[name] = value
+    if state:
+        from ..optimizer import from_arrays
+        model._optimizer = from_arrays(model, state, str(path))
     return model
