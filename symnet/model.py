@@ -216,6 +216,28 @@ class Model:
             self._p_work = self._ptr(self._work)
             self._work_rows = rows
 
+    def params_of(self, layer: str) -> Params:
+        """The parameters of the layer named ``layer``, by their short names (W, b,
+        U, ...): views into the model's parameters, assignable like ``params``.
+
+        >>> import symnet as sn
+        >>> net = sn.Network(sn.Input((1, 6, 6)), sn.Conv2d(2, 3, name="conv1"),
+        ...                  sn.MaxPool2d(2), sn.Flatten(), sn.Dense(1, name="out"),
+        ...                  loss="mse")
+        >>> model = net.compile(dtype="float64")
+        >>> model.params_of("out")
+        Params(W: (1, 8), b: (1,))
+        >>> model.params_of("out")["W"] is not None and "W4" in model.params
+        True
+        """
+        layers = self.network.layer_params()
+        if layer not in layers:
+            named = [n for n, p in layers.items() if p]
+            raise ValueError(f"the network has no layer {layer!r}; its layers with "
+                             f"parameters: {', '.join(named) or 'none'}")
+        return Params({short: self._views[name] for short, name in layers[layer].items()},
+                      self._lock)
+
     # ----------------------------------------------------------- validation
     def _matrix(self, A, what: str, width: int, owner: str) -> np.ndarray:
         """A as a C-contiguous, aligned (batch, width) array of this model's
