@@ -131,8 +131,9 @@ class Model(core.Model):
         return export_c(self, directory, name=name, training=training, threads=threads,
                         params_file=params_file)
 
-    def summary(self, batch_size: int = 32):
+    def summary(self, batch_size: int = 32, print_fn=print):
         """Parameters, memory and flops per training step of this model for a
-        batch size (a ``symnet.summary.Summary``; ``print`` it)."""
+        batch size: printed with ``print_fn`` (as Keras does; None: not printed) and
+        returned (a ``symnet.summary.Summary``; ``str()`` of it is the table)."""
         from ..summary import summarize
-        return summarize(self.network, batch_size, self.dtype.name)
+        return summarize(self.network, batch_size, self.dtype.name).show(print_fn)

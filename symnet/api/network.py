@@ -9,7 +9,7 @@ symnet imports neither sympy nor the compiler.
 
 >>> import symnet as sn
 >>> net = sn.Network(sn.Input(3), sn.Dense(4, "relu"), sn.Dense(2), loss="mse")
->>> isinstance(net, Network), net.summary(batch_size=10).total("params")
+>>> isinstance(net, Network), net.summary(batch_size=10, print_fn=None).total("params")
 (True, 26)
 """
 
@@ -40,17 +40,18 @@ class Network(dsl.Network):
         from .model import Model
         return Model(self, dtype=dtype, seed=seed, init=init)
 
-    def summary(self, batch_size: int = 32, dtype: str = "float32"):
+    def summary(self, batch_size: int = 32, dtype: str = "float32", print_fn=print):
         """Parameters, memory and flops per training step, before compiling
-        (``symnet.summary``; ``print`` it).
+        (``symnet.summary``): printed with ``print_fn`` (as Keras does; None: not
+        printed), and returned (a ``Summary``; ``str()`` of it is the table).
 
         >>> import symnet as sn
         >>> net = sn.Network(sn.Input(3), sn.Dense(4, "relu"), sn.Dense(2), loss="mse")
-        >>> net.summary(batch_size=10).total("params")
+        >>> net.summary(batch_size=10, print_fn=None).total("params")
         26
         """
         from ..summary import summarize
-        return summarize(self, batch_size, dtype)
+        return summarize(self, batch_size, dtype).show(print_fn)
 
 
 def load(path, network=None, dtype=None):
