@@ -111,6 +111,22 @@ def finite(A, what: str, after: str = "clean the data before training (nothing w
                          f"{rows[0]}: {after}")
 
 
+def file_mode() -> int:
+    """The mode a new file of this process gets from ``open``: 0o666 less the umask
+    (files written through a temporary file, which ``tempfile`` makes 0o600, are
+    given it before they are renamed into place)."""
+    try:
+        with open("/proc/self/status") as fh:      # Linux: read without changing it
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)       # elsewhere: read it by setting it, and put it back
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 _MATH = """acos asin atan atan2 cos sin tan acosh asinh atanh cosh sinh tanh exp exp2 expm1
 frexp ilogb ldexp log log10 log1p log2 logb modf scalbn scalbln cbrt fabs hypot pow sqrt erf
 erfc lgamma tgamma ceil floor nearbyint rint lrint llrint round lround llround trunc fmod

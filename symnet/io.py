@@ -40,6 +40,8 @@ import zipfile
 
 import numpy as np
 
+from .guards import file_mode
+
 __all__ = ["FORMAT", "VERSION", "network_from_description", "read", "save"]
 
 FORMAT = "symnet-model"
@@ -61,7 +63,8 @@ def _checksum(header: np.ndarray, description: str, params: dict) -> str:
 
 def save(model, path):
     """Write ``model`` to ``path`` atomically (temporary file, then rename), so a
-    crash never leaves a half-written file."""
+    crash never leaves a half-written file; the file gets the mode the umask gives
+    new files (0644 with umask 022)."""
     path = os.fspath(path)
     header = np.array([FORMAT, str(VERSION), model.dtype.name])
     description = json.dumps(model.network.describe(), sort_keys=True)
@@ -74,6 +77,7 @@ def save(model, path):
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".symnet-save-", suffix=".npz")
     try:
+        os.fchmod(fd, file_mode())            # as open() would make it, not 0600
         with os.fdopen(fd, "wb") as fh:
             np.savez(fh, **arrays)
             fh.flush()
