@@ -32,7 +32,7 @@ def load_network(path: str):
     if not Path(path).exists():
         raise FileNotFoundError(2, "No such file or directory", path)
     if Path(path).is_file() and (Path(path).suffix == ".npz" or _is_zip(path)):
-        from . import io
+        from .io import files as io
         try:
             return io.read(path, cls=Network)[0]
         except ValueError as exc:
@@ -62,13 +62,13 @@ def _is_zip(path) -> bool:
 
 def c_source(net, dtype: str = "float32") -> str:
     """The kernel C of a network, emitted without compiling it."""
-    from .emit import emit
-    from .lower import plan
+    from .backend.c.emit import emit
+    from .plan.lower import plan
     return emit(plan(net.graph()), dtype)[0]
 
 
 def export(args) -> int:
-    """Write the standalone C of a saved model (see ``symnet.export``)."""
+    """Write the standalone C of a saved model (see ``symnet.backend.c.export``)."""
     from .api.network import load
     model = load(args.model)
     params_file = args.params_file
@@ -176,7 +176,7 @@ def _main(argv=None) -> int:
     if args.cmd == "c":
         sys.stdout.write(c_source(net, args.dtype))
     elif args.cmd == "summary":
-        from .summary import summarize
+        from .read.summary import summarize
         if args.batch_size < 1:
             ap.error(f"--batch-size must be a positive integer, got {args.batch_size}")
         print(summarize(net, args.batch_size, args.dtype))

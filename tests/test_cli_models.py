@@ -6,7 +6,7 @@ import pytest
 
 import symnet as sn
 from symnet.__main__ import c_source, main
-from symnet.summary import Summary, summarize
+from symnet.read.summary import Summary, summarize
 
 
 def _net():

@@ -1,4 +1,4 @@
-"""Data-parallel fit over MPI (symnet.distributed), checked against one process.
+"""Data-parallel fit over MPI (symnet.runtime.distributed), checked against one process.
 
 Each P in (2, 3) launches ``mpiexec -n P python -m mpi4py tests/mpi_worker.py``
 once: every process trains the worker's scenarios on its uneven part of one
@@ -23,7 +23,7 @@ import mpi_worker as W
 import numpy as np
 import pytest
 
-from symnet.distributed import steps_per_epoch
+from symnet.runtime.distributed import steps_per_epoch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(ROOT, "tests", "mpi_worker.py")
@@ -34,7 +34,7 @@ def _launcher(n):
     try:
         import mpi4py  # noqa: F401
 
-        from symnet.distributed import mpiexec
+        from symnet.runtime.distributed import mpiexec
         return mpiexec(n)
     except (ImportError, FileNotFoundError) as exc:
         if os.environ.get("SYMNET_REQUIRE_MPI") == "1":
@@ -351,6 +351,7 @@ def test_mpi4py_not_imported_without_comm():
     assert proc.stdout.strip() == "[]"
 
 
+@pytest.mark.slow
 def test_example_same_accuracy_as_one_process():
     """examples/distributed.py on 2 processes: sd + Adam gives the one-process accuracy
     exactly, minibatch (other batches) within 1.5 points; both ≥ 95 %."""
@@ -370,6 +371,7 @@ def test_example_same_accuracy_as_one_process():
     assert abs(mb - mb1) <= 1.5 and min(mb, mb1) >= 95
 
 
+@pytest.mark.slow
 def test_ctrl_c_to_mpiexec_stops_every_process_at_the_same_step():
     """SIGINT to mpiexec (what Ctrl-C in its terminal sends) reaches every process;
     each ends fit at the same step, with the same parameters, stopped="interrupted"."""

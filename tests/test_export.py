@@ -1,4 +1,4 @@
-"""The standalone C export (symnet.export): it compiles strictly, for a desktop and
+"""The standalone C export (symnet.backend.c.export): it compiles strictly, for a desktop and
 for a Cortex-M4, and a C program built from it computes what the model computes:
 the same outputs, loss, gradients, and parameters after N steps (bit for bit
 under the compiler flags symnet itself uses, close under others).
@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from symnet import build
-from symnet.emit import cdef
+from symnet.backend.c import build
+from symnet.backend.c.emit import cdef
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ["xor", "moons", "regression", "digits", "rbf", "gated", "digits_conv",
@@ -330,11 +330,14 @@ def test_header_is_the_cdef_symnet_uses(models, tmp_path):
     exported = _prototypes(header).replace("net_", prefix)
     trained = f"extern const float {prefix}trained_params[NET_N_PARAMS];"
     assert trained in exported and "trained_params" not in inproc
-    # the in-process build alone has the tuning hook (BLAS, threads; symnet.tuning)
+    # the in-process build alone has the tuning hooks (BLAS, threads, the planner's
+    # choices; symnet.backend.c.tuning)
     start = inproc.index(f"void {prefix}tune(")
     tune = inproc[start:inproc.index(");", start) + 2]
-    assert "tune(" not in exported
-    inproc = " ".join(inproc.replace(tune, "").split())
+    start = inproc.index(f"void {prefix}plan(")
+    planned = inproc[start:inproc.index(");", start) + 2]
+    assert "tune(" not in exported and "plan(" not in exported
+    inproc = " ".join(inproc.replace(tune, "").replace(planned, "").split())
     assert " ".join(exported.replace(trained, "").split()) == inproc
     for fn in ("forward", "loss", "loss_grad", "step", "update", "train"):
         assert f" {prefix}{fn}(" in " " + inproc
@@ -428,7 +431,7 @@ def test_flags_must_be_booleans(models, tmp_path):
 # ------------------------------------------------- the C training example
 
 def test_readme_example_trains_in_c(tmp_path):
-    """examples/export: prepare, export with the CLI, the README's cc command,
+    """examples/export: prepare, export with the CLI, the cc command of docs/export.md,
     then training in C alone reaches a good test accuracy."""
     spec = importlib.util.spec_from_file_location(
         "prepare", ROOT / "examples" / "export" / "prepare.py")
@@ -438,9 +441,10 @@ def test_readme_example_trains_in_c(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     run([sys.executable, "-m", "symnet", "export", str(tmp_path / "model.npz"), "--name", "net",
          "--out", str(tmp_path)], env=env)
-    readme = (ROOT / "README.md").read_text()
-    cmd = "cc -std=c99 -O2 -o train examples/export/main.c examples/export/net.c -lm"
-    assert cmd in readme
+    page = (ROOT / "docs" / "export.md").read_text()
+    cmd = ("cc -std=c99 -O2 -o examples/export/train examples/export/main.c "
+           "examples/export/net.c -lm")      # the binary lands beside the git-ignored files
+    assert cmd in page
     shutil.copy(ROOT / "examples" / "export" / "main.c", tmp_path / "main.c")
     run([*cc(), "-std=c99", "-O2", *STRICT[1:], "-o", str(tmp_path / "train"),
          str(tmp_path / "main.c"), str(tmp_path / "net.c"), "-lm"])

@@ -160,7 +160,7 @@ def test_files_without_state_load_with_none(tmp_path):
 
 
 def test_a_damaged_state_is_refused(tmp_path):
-    from symnet import io
+    from symnet.io import files as io
     m = _model()
     m.step(X, T, 0.05, optimizer="adam")
     m.optimizer.s2 = np.zeros(3)        # not the model's size

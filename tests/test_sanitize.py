@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 import symnet as sn
-from symnet import build, sanitize
-from symnet.model import network_key
+from symnet.backend.c import build, sanitize
+from symnet.runtime.model import network_key
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,7 +34,7 @@ RUN = textwrap.dedent("""
 """)
 
 CANARY = textwrap.dedent("""
-    import symnet.build as b
+    import symnet.backend.c.build as b
     mod, _ = b.build("canary" + "0" * 18, "int symnet_canary_add(int x) { return x + 1; }\\n",
                      "int symnet_canary_add(int x);", {"dtype": "none"})
     print(mod.lib.symnet_canary_add(2**31 - 2), flush=True)
@@ -53,6 +53,7 @@ def _sanitized(tmp_path, *args):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.slow
 def test_clean_network_runs_without_report_and_overflow_is_caught(tmp_path, dtype):
     ok = _sanitized(tmp_path, RUN, "clean", dtype)
     assert ok.returncode == 0 and "Sanitizer" not in ok.stderr, ok.stderr
@@ -62,6 +63,7 @@ def test_clean_network_runs_without_report_and_overflow_is_caught(tmp_path, dtyp
     assert "AddressSanitizer: heap-buffer-overflow" in bad.stderr, bad.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_undefined_behaviour_is_fatal(tmp_path):
     out = _sanitized(tmp_path, CANARY)
     assert out.stdout.split() == [str(2**31 - 1)], out.stdout

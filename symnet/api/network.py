@@ -1,9 +1,9 @@
 """The Network the user declares (``symnet.Network``), and ``symnet.load``.
 
 The declaration itself (layers, checks, names, the IR, ``describe``) is
-``symnet.dsl.Network``; this subclass adds the calls that run the later
-stages on it: ``formulas()`` (``symnet.formulas``), ``summary()``
-(``symnet.summary``) and ``compile()`` (the whole pipeline, to a
+``symnet.lang.dsl.Network``; this subclass adds the calls that run the later
+stages on it: ``formulas()`` (``symnet.read.formulas``), ``summary()``
+(``symnet.read.summary``) and ``compile()`` (the whole pipeline, to a
 ``symnet.api.model.Model``).  Each imports its stage when called: importing
 symnet imports neither sympy nor the compiler.
 
@@ -15,7 +15,9 @@ symnet imports neither sympy nor the compiler.
 
 from __future__ import annotations
 
-from .. import dsl, io
+from ..lang import dsl
+
+from ..io import files as io
 
 
 class Network(dsl.Network):
@@ -25,24 +27,29 @@ class Network(dsl.Network):
         """The chain-rule derivation of this network, for people.  With
         ``optimizer``, ``weight_decay`` or ``clip_norm`` (as given to ``fit``) it ends
         with the parameter update and its extra terms."""
-        from ..formulas import Formulas
+        from ..read.formulas import Formulas
         return Formulas(self, optimizer=optimizer, weight_decay=weight_decay,
                         clip_norm=clip_norm)
 
-    def compile(self, dtype="float32", seed: int = 0, init=None):
+    def compile(self, dtype="float32", seed: int = 0, init=None, tune="fast"):
         """Derive, emit, build (or load from the cache) → a ``Model``.
 
         ``seed`` seeds the initial parameters; ``init`` ("glorot", "he", "normal",
         "zeros", "ones" or a number) overrides the initialisation of every weight
         matrix (by default each layer's own: its ``init=``, else suited to its
         activation).
+        ``tune`` says how much the planner may time to choose
+        where each matrix product runs on this machine (symnet's kernels or the BLAS):
+        "off" nothing, "fast" (default) what is not yet known, within ~0.15 s, "full"
+        more sizes (seconds, once); the choices are cached per CPU model, compiler and
+        product shape, and ``model.tuning["plan"]`` shows them.
         """
         from .model import Model
-        return Model(self, dtype=dtype, seed=seed, init=init)
+        return Model(self, dtype=dtype, seed=seed, init=init, tune=tune)
 
     def summary(self, batch_size: int = 32, dtype: str = "float32", print_fn=print):
         """Parameters, memory and flops per training step, before compiling
-        (``symnet.summary``): printed with ``print_fn`` (as Keras does; None: not
+        (``symnet.read.summary``): printed with ``print_fn`` (as Keras does; None: not
         printed), and returned (a ``Summary``; ``str()`` of it is the table).
 
         >>> import symnet as sn
@@ -50,13 +57,26 @@ class Network(dsl.Network):
         >>> net.summary(batch_size=10, print_fn=None).total("params")
         26
         """
-        from ..summary import summarize
+        from ..read.summary import summarize
         return summarize(self, batch_size, dtype).show(print_fn)
+
+    def plot(self, path=None, ax=None):
+        """Draw the network's graph with matplotlib and return the figure: a box per
+        input and layer (name, kind, one example's shape; the outputs with their
+        losses), an arrow from each box to the layers that read it.
+
+        With ``path`` the figure is saved there (PNG, SVG, PDF: by the suffix) through
+        the Agg backend, no display needed; with ``ax`` it is drawn into that
+        matplotlib Axes.  matplotlib is an optional dependency
+        (``pip install symnet[plot]``); without it this raises ImportError.
+        """
+        from ..read.plot import draw
+        return draw(self, path=path, ax=ax)
 
 
 def load(path, network=None, dtype=None):
     """The model saved at ``path`` (``model.save``): network rebuilt, compiled,
-    parameters restored (``symnet.io`` reads and checks the file).
+    parameters restored (``symnet.io.files`` reads and checks the file).
 
     With ``network`` given, the file must hold that network (same description),
     else ValueError.  ``dtype`` defaults to the saved one.  The optimizer's state,
@@ -67,6 +87,6 @@ def load(path, network=None, dtype=None):
     for name, value in params.items():
         model.params[name] = value
     if state:
-        from ..optimizer import from_arrays
+        from ..runtime.optimizer import from_arrays
         model._optimizer = from_arrays(model, state, str(path))
     return model

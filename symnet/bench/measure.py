@@ -38,10 +38,14 @@ def network(sizes, activations, loss):
     return sn.Network(*layers, loss=loss)
 
 
+#: how much the planner may time (``compile(tune=...)``), set by ``--tune``
+TUNE = "fast"
+
+
 def build_model(workload, params=None):
     """The workload compiled to float32, starting from the references' parameters."""
     model = network(workload.sizes, workload.activations, workload.loss).compile(
-        dtype="float32")
+        dtype="float32", tune=TUNE)
     for name, value in (params or refs.init_params(workload)).items():
         model.params[name] = value
     return model
@@ -122,7 +126,7 @@ for sizes, acts, loss in json.loads(sys.argv[1]):
 out["total_s"] = time.perf_counter() - t0
 out["sympy_imported"] = "sympy" in sys.modules
 try:
-    from symnet import tuning
+    from symnet.backend.c import tuning
     out["tuning"] = tuning.settings()
 except Exception as exc:  # an older symnet: no tuning
     out["tuning"] = repr(exc)

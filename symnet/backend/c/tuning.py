@@ -1,0 +1,884 @@
+"""What this machine's matrix products should run on, measured once and cached.
+
+A compiled network's products run either on its own register-blocked kernels
+(``templates/gemm.c.j2``, on up to ``threads_max`` OpenMP threads) or, above a
+size, on an optimised BLAS installed from PyPI (``scipy-openblas32``, the
+OpenBLAS that NumPy and SciPy ship; ``pip install symnet[blas]``), which
+follows the machine's instruction set and core count.  Which one wins, and from
+how much work a thread pays for its join, depends on the machine, so both are
+measured the first time a network is loaded on it:
+
+* ``rate``: multiply-adds per second of one thread on a 128×256×784 product;
+* ``join``: seconds a product on all threads costs beyond its share of the
+  work (that product on all threads less 1/n of it on one; at least an empty
+  parallel region's fork and join): the wake-up of threads, and on a busy
+  machine the wait for a thread the system runs late;
+* ``thread_min = max(2·join·rate, 10 µs·rate)``: each thread gets at least the
+  work of two joins (and 10 µs), so a product on n threads costs less than on one;
+* ``blas_min``: the M·N·K from which BLAS was faster than our kernels on every
+  measured product at least that large (``inf``: never, or no BLAS installed).
+
+The figures go to ``<cache>/machine-<key>.json`` (key: compiler, flags, CPU),
+so the measurement (about a second) happens once per machine and compiler
+settings.  A machine busy with other programs would make those figures wrong
+for good (a join stretched to milliseconds keeps every product on one thread),
+so they are guarded against load:
+
+* rates are the least time over repeats; the CPU time of the rest of the
+  machine during the measurement (``/proc/stat`` less this process) marks it
+  ``disturbed`` when others kept more than a quarter of a core busy
+  (:class:`Watch`); up to ``ATTEMPTS`` tries, keeping the best figures;
+* a disturbed record is stored as such and measured again by a process that
+  loads it ``RETRY_S`` later (doubling per disturbed try), keeping the best
+  figures of all tries;
+* the compiled probe stays beside the record (``machine-<key>.so``), and each
+  process checks the record cheaply when it first loads a network (a few
+  milliseconds: :func:`quick_check`); a record the machine now clearly beats
+  is measured again.  The exported C (``standalone``) never sees any of this: the hooks
+exist only in the in-process build (``SN_USE_BLAS``).
+
+Environment: ``SYMNET_BLAS=0`` keeps every product on symnet's kernels;
+``SYMNET_BLAS_MIN`` / ``SYMNET_PARALLEL_MIN`` override the two thresholds (M·N·K);
+``OMP_NUM_THREADS`` (or ``SYMNET_OPENMP=0``: one) caps the threads.
+
+>>> t = machine()
+>>> sorted(t)[:3]
+['blas', 'blas_min', 'join_s']
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import hashlib
+import importlib.util
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from functools import lru_cache
+from pathlib import Path
+
+from ...version import __version__
+
+from . import build
+
+#: cblas symbol names by dtype in scipy-openblas32
+_SYMBOLS = {"float32": "scipy_cblas_sgemm", "float64": "scipy_cblas_dgemm"}
+_BLAS_FN = ("void (*)(int, int, int, int, int, int, {real}, const {real} *, int, "
+            "const {real} *, int, {real}, {real} *, int)")
+
+
+def _env_float(name: str):
+    v = os.environ.get(name)
+    if not v:
+        return None
+    try:
+        return float(v)
+    except ValueError:
+        raise ValueError(f"{name} must be a number (multiply-adds), got {v!r}") from None
+
+
+def threads_max() -> int:
+    """Threads a product may use: the cores this process may run on, capped by
+    OMP_NUM_THREADS; 1 with SYMNET_OPENMP=0."""
+    if os.environ.get("SYMNET_OPENMP", "1") in ("0", "false", "no"):
+        return 1
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    omp = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    if omp.isdigit() and int(omp) > 0:
+        n = min(n, int(omp))
+    return max(1, n)
+
+
+# ------------------------------------------------------------------ the BLAS
+@lru_cache(maxsize=1)
+def blas_library():
+    """(path, ctypes.CDLL) of scipy-openblas32, or None when it is not installed,
+    cannot be loaded, or SYMNET_BLAS=0.  Found without importing the package
+    (its import reads package metadata: ~20 ms)."""
+    if os.environ.get("SYMNET_BLAS", "1") in ("0", "false", "no"):
+        return None
+    try:
+        spec = importlib.util.find_spec("scipy_openblas32")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    libdir = Path(list(spec.submodule_search_locations)[0]) / "lib"
+    # OpenBLAS's idle threads spin for 2^28 cycles (~0.1 s) after each call, taking
+    # the cores that symnet's own threaded products run on next; 2^4: they sleep at
+    # once (a wake-up costs microseconds against the milliseconds of a BLAS-sized
+    # product).  Read when the library loads; a user's own setting wins.
+    os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+    for path in sorted(libdir.glob("libscipy_openblas*")):
+        if path.suffix in (".so", ".dylib", ".dll") or ".so." in path.name:
+            try:
+                lib = ctypes.CDLL(str(path))
+                getattr(lib, _SYMBOLS["float32"])
+            except (OSError, AttributeError):
+                continue
+            return str(path), lib
+    return None
+
+
+def blas_pointer(ffi, dtype: str):
+    """The library's ?gemm as a cffi function pointer for a module's tune(), or NULL."""
+    found = blas_library()
+    if found is None:
+        return ffi.NULL
+    fn = getattr(found[1], _SYMBOLS[dtype])
+    real = "float" if dtype == "float32" else "double"
+    return ffi.cast(_BLAS_FN.format(real=real), ctypes.cast(fn, ctypes.c_void_p).value)
+
+
+def blas_threads(mnk: float, thread_min: float, nmax: int) -> int:
+    """Threads for the library's products: as many as the cost model gives a
+    product of ``mnk`` multiply-adds (the smallest the library runs).
+
+    >>> blas_threads(1e9, 1e8, 16), blas_threads(1e9, 1e10, 16)
+    (10, 1)
+    """
+    return int(max(1, min(nmax, mnk // thread_min)))
+
+
+def _set_blas_threads(n: int):
+    found = blas_library()
+    if found is not None:
+        try:
+            found[1].scipy_openblas_set_num_threads(ctypes.c_int(n))
+        except AttributeError:
+            pass
+
+
+# ----------------------------------------------------------------- the probe
+_PROBE_CDEF = ("void sn_probe_tune(" + _BLAS_FN.format(real="float") + ", double, double, int);\n"
+               "void sn_probe_gemm(int kind, int M, int N, int K, const float *A,"
+               " const float *B, float *C, int reps);\n"
+               "void sn_probe_join(int threads, int reps);\n")
+
+
+def _build_probe(so: Path):
+    """Compile the probe (templates/probe.c.j2: the networks' own matrix code and
+    two timing loops) as a plain shared library at ``so``: beside the machine's
+    record, for the cheap check of the record when a later process loads it."""
+    import jinja2
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(build.template_dir()),
+                             trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+    source = env.get_template("probe.c.j2").render(
+        version=__version__, real="float", hooks=True, prefix="sn_probe_")
+    with tempfile.TemporaryDirectory(prefix=".probe-", dir=so.parent) as tmp:
+        c_path, out = Path(tmp) / "probe.c", Path(tmp) / "probe.so"
+        c_path.write_text(source)
+        cmd = [*build.compiler(), *build.flags(), "-shared", str(c_path), "-o", str(out), "-lm"]
+        build._run_compiler([cmd], c_path, source)
+        os.replace(out, so)
+
+
+def _open_probe(so: Path, sha: str | None = None):
+    """(ffi, lib) of a compiled probe, opened with cffi's ABI mode from a private
+    copy (checked against ``sha`` when given: ValueError if it differs)."""
+    import cffi
+    data = so.read_bytes()
+    if sha is not None and hashlib.sha256(data).hexdigest() != sha:
+        raise ValueError(f"{so.name} fails its checksum")
+    build.gomp_environment()
+    ffi = cffi.FFI()
+    ffi.cdef(_PROBE_CDEF)
+    fd, tmp = tempfile.mkstemp(dir=so.parent, prefix=".load-", suffix=".so")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        lib = ffi.dlopen(tmp)      # mapped: the file's name may go at once
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+    return ffi, lib
+
+
+@contextlib.contextmanager
+def _probe(keep: Path | None = None):
+    """The probe compiled into a temporary folder (and copied to ``keep``)."""
+    with tempfile.TemporaryDirectory(prefix=".probe-", dir=build.writable_cache_dir()) as tmp:
+        so = Path(tmp) / "probe.so"
+        _build_probe(so)
+        if keep is not None:
+            shutil.copyfile(so, Path(tmp) / "keep.so")
+            os.replace(Path(tmp) / "keep.so", keep)
+        yield _open_probe(so)
+
+
+def _seconds(call, reps: int, rounds: int = 5, best: bool = True) -> float:
+    """Seconds of one of `reps` calls: the least (``best``: the product's own
+    speed, which other programs on the machine only ever slow down) or the
+    median over `rounds` rounds."""
+    out = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        call(reps)
+        out.append((time.perf_counter() - t0) / reps)
+    return min(out) if best else sorted(out)[len(out) // 2]
+
+
+# ------------------------------------------------------------------ the load
+def _machine_busy_s():
+    """Seconds of CPU time the whole machine has spent so far (all programs, and
+    time the hypervisor gave to others: "steal"), from /proc/stat; None elsewhere."""
+    try:
+        with open("/proc/stat") as fh:
+            f = fh.readline().split()
+        user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, f[1:9])
+        return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
+
+
+class Watch:
+    """Whether a measurement ran on a quiet machine: over its wall time, the CPU time
+    of this process and of everything else on the machine.
+
+    ``others``: cores other programs kept busy on average (from /proc/stat, whose
+    10 ms ticks blur a few hundredths); ``disturbed``: they kept more than
+    ``OTHERS_MAX`` of a core busy, so this process's threads were (or may have been)
+    descheduled: a thread join then measures the wait for a thread the system runs
+    late, not the machine."""
+
+    OTHERS_MAX = 0.25
+
+    def __enter__(self):
+        self.wall, self.cpu, self.busy = time.perf_counter(), time.process_time(), \
+            _machine_busy_s()
+        return self
+
+    def __exit__(self, *exc):
+        self.wall = time.perf_counter() - self.wall
+        self.cpu = time.process_time() - self.cpu
+        busy = _machine_busy_s()
+        self.others = None if busy is None or self.busy is None else \
+            max(0.0, (busy - self.busy - self.cpu) / max(self.wall, 1e-9))
+        return False
+
+    @property
+    def disturbed(self) -> bool:
+        return self.others is not None and self.others > self.OTHERS_MAX
+
+
+#: products timed for the BLAS threshold: (kind, M, N, K); kind 0 = A·Bᵀ, 1 = A·B,
+#: 2 = Aᵀ·B, as a network's forward, input-gradient and weight-gradient products
+SHAPES = [(k, m, n, kk) for (m, n, kk) in
+          [(32, 64, 64), (32, 128, 64), (64, 128, 128), (128, 128, 256), (128, 256, 784),
+           (256, 256, 256), (256, 1024, 1024)] for k in (0, 1, 2)]
+
+#: the product that rate and join are measured on: the medium network's first one
+RATE_SHAPE = (0, 128, 256, 784)
+
+
+class _Arrays:
+    """Operands big enough for every product the probe times (``small``: for
+    RATE_SHAPE only); the values do not change the time of a product."""
+
+    def __init__(self, ffi, small: bool = False):
+        import numpy as np
+        _, m, n, k = RATE_SHAPE if small else (0, 1024, 1024, 2048)
+        self.keep = [np.full(m * k, 0.5, np.float32), np.full(n * k, 0.25, np.float32),
+                     np.zeros(m * n, np.float32)]
+        self.a, self.b, self.c = (ffi.from_buffer("float[]", x) for x in self.keep)
+
+
+def _rate_and_join(ffi, lib, arrays, nmax: int, rounds: int = 5) -> tuple[float, float]:
+    """(multiply-adds per second of one thread, seconds of a join) on RATE_SHAPE."""
+    null = ffi.cast(_BLAS_FN.format(real="float"), 0)
+
+    def gemm_s(best):
+        kind, M, N, K = RATE_SHAPE
+        return _seconds(lambda r: lib.sn_probe_gemm(kind, M, N, K, arrays.a, arrays.b,
+                                                    arrays.c, r), 1, rounds, best)
+    lib.sn_probe_tune(null, math.inf, 1e300, 1)
+    rate = RATE_SHAPE[1] * RATE_SHAPE[2] * RATE_SHAPE[3] / gemm_s(True)
+    join = 0.0
+    if nmax > 1:
+        # What one parallel product costs beyond its share of the work: the same
+        # product on all threads against one (medians: a product waits for its
+        # slowest thread, which a busy machine delays), and never less than an
+        # empty parallel region (fork and join).
+        one = gemm_s(False)
+        lib.sn_probe_tune(null, math.inf, 1.0, nmax)
+        many = gemm_s(False)
+        empty = _seconds(lambda r: lib.sn_probe_join(nmax, r), 20, rounds, best=False)
+        join = max(many - one / nmax, empty)
+        lib.sn_probe_tune(null, math.inf, 1e300, 1)
+    return rate, join
+
+
+def _thread_min(rate: float, join: float) -> float:
+    # each thread gets the work of two joins, and never less than 10 µs of work
+    return max(2.0 * join * rate, 1e-5 * rate)
+
+
+def measure(budget_s: float = 0.5, keep: Path | None = None) -> dict:
+    """Measure this machine (about a second); see the module docstring.  ``keep``:
+    where to leave the compiled probe for later checks of the record."""
+    with _probe(keep) as (ffi, lib):
+        rec = _measure(ffi, lib, budget_s)
+    if keep is not None:
+        rec["probe_sha256"] = hashlib.sha256(keep.read_bytes()).hexdigest()
+    return rec
+
+
+#: attempts at a quiet measurement of rate and join before one taken under load is kept
+ATTEMPTS = 3
+
+
+def _measure(ffi, lib, budget_s: float) -> dict:
+    nmax = threads_max()
+    arrays = _Arrays(ffi)
+    null = ffi.cast(_BLAS_FN.format(real="float"), 0)
+
+    def gemm_s(kind, M, N, K):
+        reps = max(1, int(2e6 / (M * N * K) * 4))  # ≈ a millisecond per round or more
+        return _seconds(lambda r: lib.sn_probe_gemm(kind, M, N, K, arrays.a, arrays.b,
+                                                    arrays.c, r), reps)
+
+    # rate and join: the least of a few attempts, each watched for load; the first
+    # one on a quiet machine ends them (under load the best of all is kept, and the
+    # record says it was disturbed, so that a later process measures again)
+    rate, join, others, disturbed = 0.0, math.inf, 0.0, True
+    for attempt in range(ATTEMPTS):
+        if attempt:
+            time.sleep(0.1 * attempt)
+        with Watch() as w:
+            r, j = _rate_and_join(ffi, lib, arrays, nmax)
+        rate, join = max(rate, r), min(join, j)
+        others = w.others if w.others is not None else 0.0
+        if not w.disturbed:
+            rate, join, disturbed = r, j, False
+            break
+    out = {"version": __version__, "rate": rate, "join_s": join, "threads_max": nmax,
+           "thread_min": _thread_min(rate, join), "blas": None, "blas_min": math.inf,
+           "shapes": [], "disturbed": disturbed, "others": round(others, 3),
+           "measured_at": time.time(), "attempts": 1}
+    found = blas_library()
+    if found is None:
+        return out
+    out["blas"] = found[0]
+    blas = blas_pointer(ffi, "float32")
+    # from the largest product down, while BLAS wins (by 5 %) every product of a
+    # size: blas_min is the smallest size it won at; smaller ones only favour our
+    # kernels further (no packing, no threads to wake), so the sweep stops there
+    t_end = time.perf_counter() + budget_s
+    blas_min = math.inf
+    sizes = sorted({(m, n, kk) for _, m, n, kk in SHAPES}, key=lambda s: -s[0] * s[1] * s[2])
+    thread_min = out["thread_min"]
+    with Watch() as w:
+        for M, N, K in sizes:
+            won = True
+            # the library gets the threads our cost model gives a product this size: on
+            # a busy machine its statically split products stall on a late thread
+            _set_blas_threads(blas_threads(M * N * K, thread_min, nmax))
+            for kind in (0, 1, 2):
+                lib.sn_probe_tune(null, math.inf, thread_min, nmax)
+                ours = gemm_s(kind, M, N, K)
+                lib.sn_probe_tune(blas, 0.0, thread_min, nmax)
+                theirs = gemm_s(kind, M, N, K)
+                out["shapes"].append([kind, M, N, K, ours, theirs])
+                won = won and theirs < 0.95 * ours
+            if not won:
+                break
+            blas_min = M * N * K
+            if time.perf_counter() > t_end:
+                break
+    out["blas_min"] = blas_min
+    if w.disturbed:
+        out["disturbed"] = True
+        out["others"] = round(max(out["others"], w.others), 3)
+    return out
+
+
+# ---------------------------------------------------- checking a stored record
+def quick_check(rec: dict, ffi, lib) -> dict:
+    """This machine's rate and join now, measured cheaply (a few milliseconds: the least
+    of three rounds of the rate product on one thread, and when the record's join could
+    be 0.2 ms too long, on all threads and of empty parallel regions), and whether the
+    stored figures are implausible against them: the machine now clearly faster than
+    recorded (rate 25 % higher, or a join both 4× and 0.2 ms shorter).  A check taken
+    under load only makes the machine look slower, so it never condemns a record that
+    was measured on a quiet machine."""
+    arrays = _Arrays(ffi, small=True)
+    nmax = min(threads_max(), rec.get("threads_max") or 1)
+    null = ffi.cast(_BLAS_FN.format(real="float"), 0)
+    kind, M, N, K = RATE_SHAPE
+
+    def gemm_s():
+        return _seconds(lambda r: lib.sn_probe_gemm(kind, M, N, K, arrays.a, arrays.b,
+                                                    arrays.c, r), 1, 3)
+    with Watch() as w:
+        lib.sn_probe_tune(null, math.inf, 1e300, 1)
+        one = gemm_s()
+        rate, join = M * N * K / one, None
+        if nmax > 1 and rec["join_s"] > 2e-4:
+            lib.sn_probe_tune(null, math.inf, 1.0, nmax)
+            many = gemm_s()
+            lib.sn_probe_tune(null, math.inf, 1e300, 1)
+            empty = _seconds(lambda r: lib.sn_probe_join(nmax, r), 5, 3)
+            join = max(many - one / nmax, empty)
+    faster = rate > 1.25 * rec["rate"]
+    shorter = join is not None and join < rec["join_s"] / 4 and join < rec["join_s"] - 2e-4
+    return {"rate": rate, "join_s": join, "others": w.others,
+            "implausible": bool(faster or shorter)}
+
+
+# ------------------------------------------------------------------- caching
+def _path() -> Path:
+    # keyed like a network's module but without running the compiler for its
+    # version string (a cache hit must stay cheap: that subprocess costs ~5 ms)
+    key = hashlib.sha256(json.dumps(["machine", __version__, build.compiler(), build.flags(),
+                                     build._cpu()]).encode()).hexdigest()[:20]
+    return build.writable_cache_dir() / f"machine-{key}.json"
+
+
+def _defaults(why: str) -> dict:
+    """Fixed settings where the machine cannot be measured (no working compiler)."""
+    return {"version": __version__, "rate": 0.0, "join_s": 0.0, "threads_max": 2,
+            "thread_min": 3e7, "blas": None, "blas_min": math.inf, "shapes": [],
+            "error": why}
+
+
+#: seconds after a measurement taken under load before a process measures again; it
+#: doubles with each further disturbed attempt (at most a day), while the record holds
+#: the best figures of all attempts (load only ever slows a measurement down)
+RETRY_S = 30.0
+
+
+def _due(rec: dict) -> bool:
+    """Whether a disturbed record should be measured again now."""
+    if not rec.get("disturbed"):
+        return False
+    wait = min(86400.0, RETRY_S * 2 ** (rec.get("attempts", 1) - 1))
+    return time.time() - rec.get("measured_at", 0.0) >= wait
+
+
+def _merge(old: dict | None, new: dict) -> dict:
+    """A new measurement against the stored one: a quiet one replaces it; one under
+    load keeps the better figure of each (the machine's own speed is at least the
+    best ever seen) and counts the attempt."""
+    if not new.get("disturbed") or old is None:
+        return new
+    rate, join = max(old["rate"], new["rate"]), min(old["join_s"], new["join_s"])
+    attempts = old.get("attempts", 1) + 1 if old.get("disturbed") else 1
+    return dict(new, rate=rate, join_s=join, thread_min=_thread_min(rate, join),
+                attempts=attempts)
+
+
+def _read(p: Path):
+    try:
+        rec = build._unseal(p)
+        # a record without the load check's fields predates it: measured again
+        if rec.get("version") == __version__ and "rate" in rec and "measured_at" in rec:
+            return rec
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def _checked(rec: dict, p: Path) -> bool:
+    """Whether a stored record passes the cheap check (True when it cannot be checked:
+    no probe beside it)."""
+    so = p.with_suffix(".so")
+    if not rec.get("probe_sha256") or not so.exists():
+        return True
+    try:
+        ffi, lib = _open_probe(so, rec["probe_sha256"])
+    except (OSError, ValueError) as exc:
+        build._debug(f"the machine's probe cannot be used ({exc})")
+        return True
+    check = quick_check(rec, ffi, lib)
+    build._debug(f"checked the machine's record: {json.dumps(check)}")
+    return not check["implausible"]
+
+
+@lru_cache(maxsize=4)
+def _machine(path: str) -> dict:
+    p = Path(path)
+    rec = _read(p)
+    if rec is not None and not _due(rec) and _checked(rec, p):
+        return rec
+    # one process measures at a time (the others would only disturb it); whoever
+    # waited reads what it stored
+    with build._lock(p.with_suffix(".lock")):
+        again = _read(p)
+        if again is not None and again != rec and not _due(again):
+            return again
+        try:
+            new = measure(keep=p.with_suffix(".so"))
+        except build.BuildError as exc:  # the network itself was built: keep it usable
+            build._debug(f"the machine could not be measured: {exc}")
+            return _defaults(str(exc).splitlines()[0])
+        new = _merge(rec, new)
+        build._atomic_write(p, build._seal(new))
+    build._debug(f"measured this machine: {json.dumps(new)}")
+    return new
+
+
+def machine() -> dict:
+    """This machine's measured figures (cached in the cache directory)."""
+    try:
+        path = _path()
+    except (build.BuildError, OSError) as exc:  # no writable cache: a loaded module
+        return _defaults(str(exc).splitlines()[0])  # still runs, on the defaults
+    return dict(_machine(str(path)))
+
+
+def settings() -> dict:
+    """The thresholds products use now: the measured ones unless overridden."""
+    if os.environ.get("SYMNET_SANITIZE"):  # no probe under the sanitizers: fixed defaults
+        rec = _defaults("SYMNET_SANITIZE")
+    else:
+        rec = machine()
+    nmax = min(threads_max(), rec.get("threads_max") or threads_max())
+    blas_min = _env_float("SYMNET_BLAS_MIN")
+    thread_min = _env_float("SYMNET_PARALLEL_MIN")
+    blas = rec["blas"]
+    if os.environ.get("SYMNET_BLAS", "1") in ("0", "false", "no"):
+        blas = None
+    elif blas_min is not None and blas is None and blas_library() is not None:
+        blas = blas_library()[0]
+    return {"blas": blas, "blas_min": rec["blas_min"] if blas_min is None else blas_min,
+            "thread_min": rec["thread_min"] if thread_min is None else thread_min,
+            "threads_max": nmax}
+
+
+# ------------------------------------------------------------------ the planner
+#: how much a load may time: "off" nothing (the machine's thresholds alone); "fast"
+#: (the default) each product of the network not yet in the wisdom, ours against the
+#: BLAS at two batches, on the probe that measuring the machine compiled anyway, within
+#: FAST_BUDGET_S (the rest at a later load); "full" every product at four batches,
+#: and the register tiles of TILES on the network's products (a probe compiled each)
+TUNE = ("off", "fast", "full")
+FAST_BUDGET_S = 0.15
+#: M·N·K (at the largest batch timed) below which a product is not planned
+PLAN_MIN = 2e5
+BATCHES = {"fast": (32, 256), "full": (16, 64, 256, 1024)}
+#: register tiles (rows × columns of C in registers) the "full" planner compiles and
+#: times: AVX2's 16 vector registers hold 4×3 or 6×2 accumulators of 8 floats (3×4
+#: spills), AVX-512's 32 hold 8×2, 6×4 or 12×2 of 16
+TILES = {"avx512": [(8, 32), (4, 64), (12, 16), (6, 32)],
+         "avx2": [(4, 24), (3, 32), (2, 48), (6, 16)]}
+#: the tile gemm.c.j2 uses when none is chosen, by instruction set
+DEFAULT_TILE = {"avx512": (8, 32), "avx2": (4, 24)}
+
+
+def check_tune(tune) -> str:
+    if tune not in TUNE:
+        raise ValueError(f"tune must be one of {', '.join(map(repr, TUNE))}, got {tune!r}")
+    return tune
+
+
+@lru_cache(maxsize=1)
+def cpu_model() -> str:
+    """The CPU's model name, family and model (wisdom is kept per CPU model)."""
+    found = {}
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                k, _, v = line.partition(":")
+                k = k.strip()
+                if k in ("model name", "cpu family", "model") and k not in found:
+                    found[k] = v.strip()
+                if len(found) == 3:
+                    break
+    except OSError:
+        pass
+    import platform
+    return " / ".join(found.get(k, "?") for k in ("model name", "cpu family", "model")) \
+        if found else platform.processor() or platform.machine()
+
+
+def _wisdom_path() -> Path:
+    key = hashlib.sha256(json.dumps(["wisdom", __version__, build.compiler(), build.flags(),
+                                     build._cpu(), cpu_model(), threads_max()]).encode())
+    return build.writable_cache_dir() / f"wisdom-{key.hexdigest()[:20]}.json"
+
+
+def _read_wisdom(p: Path) -> dict:
+    try:
+        rec = build._unseal(p)
+        if rec.get("version") == __version__:
+            return rec
+    except (OSError, ValueError):
+        pass
+    return {"version": __version__, "cpu": cpu_model(), "compiler": build.compiler(),
+            "flags": build.flags(), "products": {}, "tiles": {}}
+
+
+def _shape_key(shape) -> str:
+    return ":".join(map(str, shape))
+
+
+def _sizes(shape, batch: int) -> tuple:
+    kind, *mnk = shape
+    return (kind, *[batch if d == 0 else d for d in mnk])
+
+
+def decide(timings: dict) -> float:
+    """M·N·K from which the BLAS runs a product, from {batch: [ours_s, blas_s, mnk]}:
+    the smallest timed size from which the BLAS won (by 5 %) at every larger one
+    too; inf when it lost at the largest.
+
+    >>> decide({"32": [1.0, 2.0, 100], "256": [8.0, 5.0, 800]})
+    800
+    >>> decide({"32": [1.0, 0.5, 100], "256": [8.0, 9.0, 800]})
+    inf
+    """
+    out = math.inf
+    for _, (ours, theirs, mnk) in sorted(timings.items(), key=lambda kv: -kv[1][2]):
+        if not theirs < 0.95 * ours:
+            break
+        out = mnk
+    return out
+
+
+def _time_products(lib, ffi, shapes, batches, s, budget_s, rounds):
+    """{shape key: {batch: [ours_s, blas_s, mnk]}} of the shapes timed within the budget."""
+    import numpy as np
+    null = ffi.cast(_BLAS_FN.format(real="float"), 0)
+    blas = blas_pointer(ffi, "float32")
+    out, t_end = {}, time.perf_counter() + budget_s
+    for shape in shapes:
+        if time.perf_counter() > t_end:
+            break
+        rec = {}
+        for b in batches:
+            kind, M, N, K = _sizes(shape, b)
+            a = np.ones(max(M * K, 1), np.float32)
+            bb = np.ones(max(N * K, 1), np.float32)
+            c = np.zeros(max(M * N, 1), np.float32)
+            pa, pb, pc = (ffi.from_buffer("float[]", x) for x in (a, bb, c))
+            mnk = M * N * K
+            reps = max(1, int(8e6 / mnk))
+            lib.sn_probe_tune(null, math.inf, s["thread_min"], s["threads_max"])
+            ours = _seconds(lambda r: lib.sn_probe_gemm(kind, M, N, K, pa, pb, pc, r), reps,
+                            rounds)
+            _set_blas_threads(blas_threads(mnk, s["thread_min"], s["threads_max"]))
+            lib.sn_probe_tune(blas, 0.0, s["thread_min"], s["threads_max"])
+            theirs = _seconds(lambda r: lib.sn_probe_gemm(kind, M, N, K, pa, pb, pc, r), reps,
+                              rounds)
+            rec[str(b)] = [ours, theirs, mnk]
+        out[_shape_key(shape)] = rec
+    return out
+
+
+def plan(products, tune: str = "fast", s: dict | None = None) -> dict:
+    """The planner: for each product of a network ([kind, M, N, K], 0 for the batch),
+    the M·N·K from which it runs on the BLAS, from the wisdom of this CPU model,
+    compiler and flags (``wisdom-<key>.json`` in the cache), timing what it lacks as
+    ``tune`` allows; ``{shape key: mnk_min}`` (inf: symnet's kernels at every size)."""
+    check_tune(tune)
+    s = s or settings()
+    shapes = [tuple(p) for p in products or []]
+    if tune == "off" or not shapes or s["blas"] is None or \
+            _env_float("SYMNET_BLAS_MIN") is not None:
+        return {}
+    try:
+        path = _wisdom_path()
+    except (build.BuildError, OSError):
+        return {}
+    wisdom = _read_wisdom(path)
+    batches = BATCHES["full" if tune == "full" else "fast"]
+    known = wisdom["products"]
+    # products too small for the BLAS ever to win (the machine's sweep starts lower)
+    # keep the machine's threshold, untimed
+    shapes = [sh for sh in shapes if math.prod(_sizes(sh, max(batches))[1:]) >= PLAN_MIN]
+    todo = [sh for sh in dict.fromkeys(shapes)
+            if not all(str(b) in known.get(_shape_key(sh), {}) for b in batches)]
+    if todo:
+        rec = machine()
+        so = _path().with_suffix(".so")
+        try:
+            ffi, lib = _open_probe(so, rec.get("probe_sha256") or "none")
+        except (OSError, ValueError):     # no probe (a record from elsewhere): nothing timed
+            ffi = lib = None
+        if lib is not None:
+            with Watch() as w:
+                timed = _time_products(lib, ffi, todo, batches, s,
+                                       math.inf if tune == "full" else FAST_BUDGET_S,
+                                       5 if tune == "full" else 3)
+            if w.disturbed:       # timings under load are neither kept nor used
+                timed = {}
+            for key, t in timed.items():
+                known[key] = dict(known.get(key, {}), **t)
+            if timed:
+                with build._lock(path.with_suffix(".lock")):
+                    on_disk = _read_wisdom(path)
+                    for key, t in timed.items():
+                        on_disk["products"][key] = dict(on_disk["products"].get(key, {}), **t)
+                    build._atomic_write(path, build._seal(on_disk))
+            build._debug(f"planned {len(timed)} products"
+                         f"{' (under load: not used)' if w.disturbed else ''}: {json.dumps(timed)}")
+    return {_shape_key(sh): decide(known[_shape_key(sh)]) for sh in shapes
+            if _shape_key(sh) in known}
+
+
+def isa() -> str | None:
+    """The vector instruction set the build's flags give gemm.c.j2's tiles: "avx512",
+    "avx2", or None (no tiles to choose among)."""
+    f = build.flags()
+    march = next((x.split("=", 1)[1] for x in f if x.startswith("-march=")), None)
+    try:
+        with open("/proc/cpuinfo") as fh:
+            flags = next((line for line in fh if line.startswith("flags")), "").split()
+    except OSError:
+        flags = []
+    if march is None:
+        return None
+    if march == "native":
+        return "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else None
+    if march in ("x86-64-v4",) or "avx512" in march:
+        return "avx512"
+    return "avx2" if march in ("x86-64-v3", "haswell", "znver1", "znver2", "znver3") else None
+
+
+def choose_tile(products, s: dict | None = None):
+    """The register tile (rows, columns) for a network's products on this machine: each
+    candidate of TILES compiled into the probe and timed on the products at batch 256
+    (symnet's kernels, the machine's threads), the least total time winning; cached in
+    the wisdom per shape and tile.  None: the default tile (or nothing to choose)."""
+    kind = isa()
+    shapes = [tuple(p) for p in products or []]
+    shapes = [sh for sh in dict.fromkeys(shapes) if math.prod(_sizes(sh, 256)[1:]) >= PLAN_MIN]
+    if kind is None or not shapes:
+        return None
+    s = s or settings()
+    path = _wisdom_path()
+    wisdom = _read_wisdom(path)
+    names = [f"{mr}x{nr}" for mr, nr in TILES[kind]]
+    known = wisdom["tiles"]
+    todo = [t for t in TILES[kind] if any(f"{t[0]}x{t[1]}" not in known.get(_shape_key(sh), {})
+                                          for sh in shapes)]
+    if todo:
+        timed = _time_tiles(todo, shapes, s)
+        if timed.pop("disturbed", False):   # timings under load: neither kept nor used
+            timed = {}
+        for key, t in timed.items():
+            known[key] = dict(known.get(key, {}), **t)
+        if timed:
+            with build._lock(path.with_suffix(".lock")):
+                on_disk = _read_wisdom(path)
+                for key, t in timed.items():
+                    on_disk["tiles"][key] = dict(on_disk["tiles"].get(key, {}), **t)
+                build._atomic_write(path, build._seal(on_disk))
+    totals = {n: sum(known.get(_shape_key(sh), {}).get(n, math.inf) for sh in shapes)
+              for n in names}
+    best = min(totals, key=totals.get)
+    build._debug(f"register tiles: {json.dumps(totals)}")
+    tile = tuple(map(int, best.split("x")))
+    return None if tile == DEFAULT_TILE[kind] or totals[best] == math.inf else tile
+
+
+def _time_tiles(tiles, shapes, s) -> dict:
+    """{shape key: {"MRxNR": seconds at batch 256}}, and "disturbed"."""
+    import numpy as np
+    root = build.writable_cache_dir()
+    out = {}
+    with tempfile.TemporaryDirectory(prefix=".tiles-", dir=root) as tmp:
+        import jinja2
+        env = jinja2.Environment(loader=jinja2.FileSystemLoader(build.template_dir()),
+                                 trim_blocks=True, lstrip_blocks=True,
+                                 keep_trailing_newline=True)
+        source = env.get_template("probe.c.j2").render(
+            version=__version__, real="float", hooks=True, prefix="sn_probe_")
+        c_path = Path(tmp) / "probe.c"
+        c_path.write_text(source)
+        cmds = [[*build.compiler(), *build.flags(), f"-DSN_MR={mr}", f"-DSN_NR={nr}",
+                 "-shared", str(c_path), "-o", str(Path(tmp) / f"{mr}x{nr}.so"), "-lm"]
+                for mr, nr in tiles]
+        build._run_compiler(cmds, c_path, source)
+        with Watch() as w:
+            for mr, nr in tiles:
+                ffi, lib = _open_probe(Path(tmp) / f"{mr}x{nr}.so")
+                null = ffi.cast(_BLAS_FN.format(real="float"), 0)
+                lib.sn_probe_tune(null, math.inf, s["thread_min"], s["threads_max"])
+                for sh in shapes:
+                    kind, M, N, K = _sizes(sh, 256)
+                    arrays = [np.ones(max(n, 1), np.float32) for n in (M * K, N * K, M * N)]
+                    pa, pb, pc = (ffi.from_buffer("float[]", x) for x in arrays)
+                    reps = max(1, int(8e6 / (M * N * K)))
+                    t = _seconds(lambda r: lib.sn_probe_gemm(kind, M, N, K, pa, pb, pc, r),
+                                 reps, 5)
+                    out.setdefault(_shape_key(sh), {})[f"{mr}x{nr}"] = t
+    out["disturbed"] = w.disturbed
+    return out
+
+
+def apply(module, prefix: str, dtype: str, products=None, tune: str = "fast") -> dict:
+    """Give a loaded network module its products' settings; returns them, with
+    ``plan``: the planner's choice per product (``"kind M×N×K": "blas from <mnk>"``
+    or ``"symnet"``; M, N or K ``b``: the batch)."""
+    fn = getattr(module.lib, prefix + "tune", None)
+    if fn is None:
+        return {}
+    s = settings()
+    chosen = plan(products, tune, s) if s["blas"] is not None else {}
+    use_blas = s["blas"] is not None and (s["blas_min"] < math.inf or
+                                           any(v < math.inf for v in chosen.values()))
+    ptr = blas_pointer(module.ffi, dtype) if use_blas else module.ffi.NULL
+    use_blas = use_blas and ptr != module.ffi.NULL
+    if use_blas:
+        least = min([s["blas_min"], *chosen.values()])
+        _set_blas_threads(blas_threads(max(least, 1.0), s["thread_min"], s["threads_max"]))
+    fn(ptr, s["blas_min"] if use_blas else math.inf, s["thread_min"], s["threads_max"])
+    set_plan = getattr(module.lib, prefix + "plan", None)
+    if set_plan is not None and use_blas and chosen:
+        keys = list(chosen)[:64]
+        shapes = module.ffi.new("int[]", [int(x) for k in keys for x in k.split(":")])
+        mins = module.ffi.new("double[]", [min(chosen[k], 1e300) for k in keys])
+        set_plan(len(keys), shapes, mins)
+    names = ("nt", "nn", "tn")
+    readable = {}
+    for k, v in chosen.items():
+        kind, *mnk = map(int, k.split(":"))
+        label = f"{names[kind]} " + "×".join("b" if d == 0 else str(d) for d in mnk)
+        readable[label] = "symnet" if v == math.inf or not use_blas else f"blas from {v:.3g}"
+    return dict(s, blas=s["blas"] if use_blas else None, tune=tune, plan=readable)
+
+
+def products_of(plan_) -> list:
+    """[kind, M, N, K] of a kernel plan's matrix products (0: the batch), each once;
+    products with another symbolic size are left to the machine's thresholds."""
+    from ...plan.ops import MatMul
+    out = []
+    ops = [*plan_.forward, *plan_.backward, *getattr(plan_, "loss", [])]
+    for op in ops:
+        if not isinstance(op, MatMul):
+            continue
+        dims = [0 if d == "batch" else d for d in (op.M, op.N, op.K)]
+        if all(isinstance(d, int) for d in dims) and dims.count(0) <= 1:
+            entry = [("nt", "nn", "tn").index(op.kind), *dims]
+            if entry not in out:
+                out.append(entry)
+    return out
+
+
+def main(argv=None) -> int:
+    """``python -m symnet.backend.c.tuning [--again]``: print this machine's figures; ``--again``
+    measures anew (e.g. when the first measurement ran on a busy machine)."""
+    import argparse
+    ap = argparse.ArgumentParser(prog="python -m symnet.backend.c.tuning", description=main.__doc__)
+    ap.add_argument("--again", action="store_true", help="measure again and replace the file")
+    args = ap.parse_args(argv)
+    if args.again:
+        with contextlib.suppress(OSError, build.BuildError):
+            _path().unlink()
+        _machine.cache_clear()
+    rec = machine()
+    print(json.dumps({k: v for k, v in rec.items() if k != "shapes"}, indent=1))
+    print("in use now:", json.dumps(settings()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,115 @@
+"""Using a trained model: predictions, classes, and evaluation on a data set.
+
+All of it runs the compiled forward or loss kernels in chunks (any number of
+examples, ``batch_size`` of them per kernel call), never a training step:
+the parameters do not change.
+
+- ``predict(X)``: probabilities for a classification head — softmax of the
+  output for ``softmax_cross_entropy`` (whose output layer gives the logits),
+  the output itself for ``bce`` (a sigmoid layer) — and the output otherwise.
+- ``predict_proba(X)``: the same, for classification losses only.
+- ``predict_classes(X)``: argmax for ``softmax_cross_entropy`` → (N,) ints;
+  output > 0.5 for ``bce`` → (N,) ints for one output, (N, outputs) for several.
+- ``evaluate(X, T)``: ``{"loss": ..., "accuracy": ...}`` for classification,
+  ``{"loss", "mse", "mae"}`` otherwise; T in any form ``fit`` takes.
+
+>>> import numpy as np, symnet as sn
+>>> net = sn.Network(sn.Input(2), sn.Dense(3), loss="softmax_cross_entropy")
+>>> model = net.compile(dtype="float64")
+>>> P = model.predict(np.zeros((4, 2)))
+>>> P.shape, bool(np.allclose(P.sum(axis=1), 1))
+((4, 3), True)
+>>> sorted(model.evaluate(np.zeros((4, 2)), np.array([0, 1, 2, 0])))
+['accuracy', 'loss']
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+CLASSIFICATION = ("softmax_cross_entropy", "bce")
+
+
+def softmax(Z: np.ndarray) -> np.ndarray:
+    """Row-wise softmax, stable for large logits."""
+    Z = Z - Z.max(axis=1, keepdims=True)
+    E = np.exp(Z)
+    return E / E.sum(axis=1, keepdims=True)
+
+
+def _chunk(model, batch_size):
+    if batch_size is None:
+        return model._rows
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
+            or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    return int(batch_size)
+
+
+def outputs(model, X, batch_size=None) -> np.ndarray:
+    """The output layer's values for X, ``batch_size`` examples per kernel call."""
+    X = model._inputs(X)
+    if len(model.in_shape) > 1:            # the layout forward takes
+        X = X.reshape((-1, *model.in_shape))
+    rows = _chunk(model, batch_size)
+    if X.shape[0] <= rows:
+        return model.forward(X)
+    return np.concatenate([model.forward(X[s:s + rows]) for s in range(0, X.shape[0], rows)])
+
+
+def predict(model, X, batch_size=None) -> np.ndarray:
+    O = outputs(model, X, batch_size)
+    return softmax(O) if model.network.loss_name == "softmax_cross_entropy" else O
+
+
+def predict_proba(model, X, batch_size=None) -> np.ndarray:
+    loss = model.network.loss_name
+    if loss not in CLASSIFICATION:
+        raise ValueError(f"predict_proba needs a classification loss (softmax_cross_entropy "
+                         f"or bce); this network's loss is {loss}: use predict")
+    return predict(model, X, batch_size)
+
+
+def classes_of(loss: str, O: np.ndarray) -> np.ndarray:
+    if loss == "softmax_cross_entropy":
+        return O.argmax(axis=1)
+    if loss == "bce":
+        C = (O > 0.5).astype(np.int64)
+        return C[:, 0] if C.shape[1] == 1 else C
+    raise ValueError(f"predict_classes needs a classification loss (softmax_cross_entropy "
+                     f"or bce); this network's loss is {loss}: use predict")
+
+
+def predict_classes(model, X, batch_size=None) -> np.ndarray:
+    classes_of(model.network.loss_name, np.zeros((1, model.n_out)))   # the loss check first
+    return classes_of(model.network.loss_name, outputs(model, X, batch_size))
+
+
+def evaluate(model, X, T, batch_size=None) -> dict:
+    """Loss and accuracy (classification) or loss, MSE and MAE (otherwise)."""
+    from .train import _user_layout, accuracy
+    X = model._inputs(X)
+    T = model._targets(T, X.shape[0])
+    rows_T = T
+    X, T = _user_layout(model, X, T)
+    rows = _chunk(model, batch_size)
+    n, total, parts = X.shape[0], 0.0, []
+    model._evaluating = True         # Dropout is the identity here
+    try:
+        for s in range(0, n, rows):
+            Xc, Tc = X[s:s + rows], T[s:s + rows]
+            total += Xc.shape[0] * model.loss(Xc, Tc)
+            parts.append(model.forward(Xc))
+    finally:
+        model._evaluating = False
+    O = np.concatenate(parts).reshape(n, -1)
+    T = rows_T
+    out = {"loss": total / n}
+    loss = model.network.loss_name
+    if loss in CLASSIFICATION:
+        out["accuracy"] = accuracy(loss, O, T)
+    else:
+        err = O.astype(np.float64) - T
+        out["mse"] = float(np.mean(err ** 2))
+        out["mae"] = float(np.mean(np.abs(err)))
+    return out
