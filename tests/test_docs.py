@@ -246,3 +246,12 @@ def test_the_readme_links_resolve():
     assert "docs/index.md" in local and any(t.endswith(".png") for t in local)
     missing = [t for t in local if not (ROOT / t).is_file()]
     assert not missing, f"README.md links to missing files: {missing}"
+
+
+def test_the_api_reference_covers_the_public_names():
+    """Every name in symnet.__all__ has an entry (``::: path``) in docs/api.md."""
+    import symnet
+    entries = re.findall(r"^::: (\S+)", (ROOT / "docs" / "api.md").read_text(), re.M)
+    documented = {e.rsplit(".", 1)[-1] for e in entries}
+    missing = sorted(set(symnet.__all__) - documented - {"__version__"})
+    assert not missing, f"docs/api.md has no entry for: {missing}"
