@@ -282,6 +282,7 @@ def test_planner_keeps_its_wisdom_and_times_only_what_it_lacks(tmp_path, monkeyp
                                                   b * sh[2] * sh[3]] for b in batches}
                 for sh in shapes}
     monkeypatch.setattr(tuning, "_time_products", fake_time)
+    monkeypatch.setattr(tuning.Watch, "disturbed", property(lambda self: False))
     monkeypatch.setattr(tuning, "_open_probe", lambda so, sha: ("ffi", "lib"))
     monkeypatch.setattr(tuning, "machine", lambda: {"probe_sha256": "x"})
     got = tuning.plan([[0, 0, 512, 512], [0, 0, 10, 640]], "fast", s)

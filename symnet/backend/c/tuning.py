@@ -320,9 +320,14 @@ def _thread_min(rate: float, join: float) -> float:
     return max(2.0 * join * rate, 1e-5 * rate)
 
 
-def measure(budget_s: float = 0.5, keep: Path | None = None) -> dict:
+def measure(budget_s: float = 0.5, keep: Path | None = None, sha: str | None = None) -> dict:
     """Measure this machine (about a second); see the module docstring.  ``keep``:
-    where to leave the compiled probe for later checks of the record."""
+    where to leave the compiled probe for later checks of the record; a probe already
+    there whose checksum is ``sha`` (a measurement again) is used as it is."""
+    if keep is not None and sha is not None and keep.exists():
+        with contextlib.suppress(OSError, ValueError):
+            ffi, lib = _open_probe(keep, sha)
+            return dict(_measure(ffi, lib, budget_s), probe_sha256=sha)
     with _probe(keep) as (ffi, lib):
         rec = _measure(ffi, lib, budget_s)
     if keep is not None:
@@ -514,7 +519,7 @@ def _machine(path: str) -> dict:
         if again is not None and again != rec and not _due(again):
             return again
         try:
-            new = measure(keep=p.with_suffix(".so"))
+            new = measure(keep=p.with_suffix(".so"), sha=(rec or {}).get("probe_sha256"))
         except build.BuildError as exc:  # the network itself was built: keep it usable
             build._debug(f"the machine could not be measured: {exc}")
             return _defaults(str(exc).splitlines()[0])
