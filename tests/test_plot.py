@@ -86,3 +86,13 @@ def test_without_matplotlib_the_error_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     with pytest.raises(ImportError, match=r"pip install symnet\[plot\]"):
         residual().plot()
+
+
+def test_a_recurrence_is_drawn_as_a_ladder():
+    """Each step's slice of the sequence sits just above the step that reads it."""
+    S = sn.Input((3, 1), name="S")
+    h = sn.recurrent.unroll(sn.recurrent.RNNCell(4, "tanh"), steps=3)(S)
+    g = layout(sn.Network(S, sn.Dense(1, name="O")(h), loss="mse"))
+    rows = {n.name: n.row for n in g.nodes}
+    assert rows == {"S": 0, "x_1": 1, "h_1": 2, "x_2": 2, "h_2": 3, "x_3": 3, "h_3": 4, "O": 5}
+    assert all(n.shared for n in g.nodes if n.name.startswith("h_"))

@@ -24,7 +24,7 @@ class Model(core.Model):
     ``loss_and_grad``, ``step``) and their thread safety."""
 
     # ---------------------------------------------------------------- training
-    def fit(self, X, T, method="minibatch", epochs=10, batch_size=32, lr=0.1, shuffle=True,
+    def fit(self, X, T=None, method="minibatch", epochs=10, batch_size=32, lr=0.1, shuffle=True,
             seed=None, validation_data=None, progress=None, optimizer="sgd", momentum=None,
             betas=None, eps=None, weight_decay=0.0, clip_norm=None, early_stopping=None,
             restore_best=True, validation_split=None, callbacks=None, comm=None):
@@ -57,6 +57,22 @@ class Model(core.Model):
         >>> hist.epochs, hist.steps
         (5, 10)
         """
+        if getattr(self.network, "terms", None) or method in ("lbfgs", "newton_cg"):
+            # loss terms (sn.d, PDE residuals), L-BFGS and Newton-CG: symnet.runtime.pinn
+            from ..runtime.pinn import fit as fit_terms
+            data = X if getattr(self.network, "terms", None) else (X, T)
+            if T is not None and getattr(self.network, "terms", None):
+                raise ValueError("this network has loss terms: give fit one dict of each "
+                                 "term's data, e.g. fit({'pde': X, 'data': (X_b, T_b)})")
+            return fit_terms(self, data, method=method, epochs=epochs, lr=lr,
+                             optimizer=optimizer, betas=betas, eps=eps, momentum=momentum,
+                             progress=progress, callbacks=callbacks, batch_size=batch_size,
+                             shuffle=shuffle, seed=seed, validation_data=validation_data,
+                             weight_decay=weight_decay, clip_norm=clip_norm,
+                             early_stopping=early_stopping, restore_best=restore_best,
+                             validation_split=validation_split, comm=comm)
+        if T is None:
+            raise ValueError("fit(X, T): the targets T are missing")
         if comm is not None:
             from ..runtime.distributed import fit as fit_distributed
             return fit_distributed(self, X, T, comm, method=method, epochs=epochs,
@@ -106,6 +122,33 @@ class Model(core.Model):
         """
         from ..runtime.predict import evaluate
         return evaluate(self, X, T, batch_size)
+
+    # ------------------------------------------------ input derivatives, H·v
+    def input_grad(self, X, T) -> np.ndarray:
+        """∂L/∂X of the mean loss, shape of X (compiled jets; ``symnet.runtime.second_order``)."""
+        from ..runtime.second_order import input_grad
+        return input_grad(self, X, T)
+
+    def jacobian(self, X) -> np.ndarray:
+        """∂O/∂X per example, (batch, n_out, n_in), from compiled forward jets."""
+        from ..runtime.second_order import jacobian
+        return jacobian(self, X)
+
+    def hessian(self, X) -> np.ndarray:
+        """∂²O/∂X² per example of a one-output network, (batch, n_in, n_in)."""
+        from ..runtime.second_order import hessian
+        return hessian(self, X)
+
+    def hessian_vector(self, X, T, v) -> dict:
+        """H·v, H the exact Hessian of the mean loss in the parameters, v a dict like
+        ``params`` (R-operator of the compiled gradient, never finite differences)."""
+        from ..runtime.second_order import hessian_vector
+        return hessian_vector(self, X, T, v)
+
+    def gauss_newton_vector(self, X, T, v) -> dict:
+        """G·v with G = Jᵀ H_L J the Gauss–Newton matrix of the mean loss."""
+        from ..runtime.second_order import hessian_vector
+        return hessian_vector(self, X, T, v, gauss_newton=True)
 
     def save(self, path):
         """Write parameters and network description to ``path`` (``.npz``, no pickle);

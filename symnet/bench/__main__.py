@@ -1,4 +1,4 @@
-"""python -m symnet.bench [--quick] [--workloads tiny,small,medium,large,conv] [--refs ...]
+"""python -m symnet.bench [--quick] [--workloads tiny,small,medium,large,conv,transformer,gru] [--refs ...]
 
 Times one float32 training step (forward + backward + update) of each workload:
 symnet's ``model.step``, a whole epoch in one ``model.fit`` call (per step),
@@ -11,6 +11,7 @@ steps over MPI at 1 and 2 processes (symnet/bench/mpi.py).
     python -m symnet.bench --quick         # shorter timings, numpy/torch/jax only
     python -m symnet.bench --workloads tiny --sections steps
     python -m symnet.bench --workloads conv --sections steps   # the LeNet-5-like network
+    python -m symnet.bench --workloads transformer,gru --sections steps   # sequences
     python -m symnet.bench --sections mpi  # data-parallel steps at 1 and 2 processes
 """
 
@@ -21,7 +22,7 @@ import os
 import platform
 import time
 
-from . import conv
+from . import conv, seq
 
 from . import measure
 
@@ -201,7 +202,8 @@ def main(argv=None):
     ap.add_argument("--tune", default="fast", choices=("off", "fast", "full"),
                     help="how much the planner may time (compile(tune=...)); default fast")
     ap.add_argument("--workloads", default=",".join([*refs.WORKLOADS, "conv"]),
-                    help="comma-separated, from " + ", ".join(refs.WORKLOADS) + ", conv")
+                    help="comma-separated, from " + ", ".join(refs.WORKLOADS) + ", conv, "
+                    + ", ".join(seq.WORKLOADS))
     ap.add_argument("--refs", default=None, help="references to run, from "
                     + ", ".join(refs.REFERENCES) + " (default: "
                     + ",".join(DEFAULT_REFS) + "; --quick: " + ",".join(QUICK_REFS) + ")")
@@ -210,10 +212,12 @@ def main(argv=None):
     args = ap.parse_args(argv)
     names = [w for w in args.workloads.split(",") if w]
     for w in names:
-        if w not in refs.WORKLOADS and w != "conv":
-            ap.error(f"unknown workload {w!r}; choose from {', '.join(refs.WORKLOADS)}, conv")
+        if w not in refs.WORKLOADS and w != "conv" and w not in seq.WORKLOADS:
+            ap.error(f"unknown workload {w!r}; choose from {', '.join(refs.WORKLOADS)}, conv, "
+                     + ", ".join(seq.WORKLOADS))
     with_conv = "conv" in names
-    names = [w for w in names if w != "conv"]
+    sequences = [w for w in names if w in seq.WORKLOADS]
+    names = [w for w in names if w != "conv" and w not in seq.WORKLOADS]
     ref_names = args.refs.split(",") if args.refs else list(
         QUICK_REFS if args.quick else DEFAULT_REFS)
     for r in ref_names:
@@ -247,6 +251,9 @@ def main(argv=None):
             conv.print_plan(name, model)
     if "steps" in sections and with_conv:
         conv.run(min_time, peak, [r for r in ("torch", "jax") if r in ref_names])
+    if "steps" in sections:
+        for w in sequences:
+            seq.run(w, min_time, [r for r in ref_names if r in ("torch", "jax")])
     if "compile" in sections:
         ct = run_compile(args.quick)
     if "memory" in sections:

@@ -173,7 +173,7 @@ def _chain_from_description(desc: dict, cls):
 
 def _layer(d: dict):
     """The layer object of one described layer (None for kinds not rebuilt here)."""
-    from ..lang import conv
+    from ..lang import conv, norm
     from ..lang.dsl import Dense
     kind = d.get("kind")
     if kind == "layer":
@@ -197,6 +197,19 @@ def _layer(d: dict):
                    name=d["name"])
     if kind == "flatten":
         return conv.Flatten(name=d["name"])
+    if kind in ("attention", "pointwise", "positional"):
+        from ..lang import attention
+        if kind == "attention":
+            return attention.MultiHeadAttention(d["heads"], causal=d["causal"],
+                                                name=d["name"])
+        if kind == "pointwise":
+            return attention.Pointwise(d["units"], d["activation"], name=d["name"])
+        return attention.PositionalEmbedding(name=d["name"])
+    if kind in ("layernorm", "rmsnorm"):
+        cls = norm.LayerNorm if kind == "layernorm" else norm.RMSNorm
+        return cls(eps=d["eps"], bias=d.get("bias", True), name=d["name"])
+    if kind == "softmax":
+        return norm.Softmax(name=d["name"])
     return None
 
 
@@ -206,7 +219,7 @@ def _graph_from_description(desc: dict, cls):
     are one layer object applied at several places; built as a ``cls``."""
     from ..lang.base import Input
     from ..lang.merge import Add, Concatenate, Multiply, Slice
-    from ..lang.recurrent import RNNCell, _apply
+    from ..lang.recurrent import GRUCell, LSTMCell, RNNCell, Steps, _apply
     made = {}
     for d in desc["inputs"]:
         shape = tuple(d["shape"])
@@ -220,6 +233,10 @@ def _graph_from_description(desc: dict, cls):
                 pass
             elif kind == "rnn":
                 layer = RNNCell(d["units"], _spec(d["activation"]), name=d["name"])
+            elif kind in ("gru", "lstm"):
+                layer = (GRUCell if kind == "gru" else LSTMCell)(d["units"], name=d["name"])
+            elif kind == "steps":
+                layer = Steps(name=d["name"])
             elif kind in ("add", "multiply", "concat"):
                 layer = {"add": Add, "multiply": Multiply, "concat": Concatenate}[kind](
                     name=d["name"])
@@ -227,7 +244,7 @@ def _graph_from_description(desc: dict, cls):
                 layer = Slice(d["start"], d["units"], name=d["name"])
             else:
                 raise ValueError(f"layer kind {kind!r} cannot be loaded from a graph "
-                                 "description (dense, convolution, pooling, flatten, rnn, "
+                                 "description (dense, convolution, pooling, flatten, rnn, gru, lstm, steps, "
                                  "add, multiply, concat, slice); pass the network: "
                                  "symnet.load(path, network=net)")
             origins[key] = layer

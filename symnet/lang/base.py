@@ -20,6 +20,8 @@ import itertools
 # Built-in names, known without importing sympy (a cache hit never needs it).
 ACTIVATION_NAMES = ("linear", "relu", "tanh", "sigmoid", "softplus", "leaky_relu", "elu",
                     "gelu", "swish")
+# Activations over a whole layer (vector-valued): Dense(n, "softmax") is Dense then Softmax.
+VECTOR_ACTIVATIONS = ("softmax",)
 LOSS_NAMES = ("mse", "bce", "softmax_cross_entropy")
 TARGET = "T"     # the targets' name in the derivation and the C
 
@@ -133,3 +135,30 @@ class LayerBase:
 
     def describe(self) -> dict:
         raise NotImplementedError
+
+    # In a loss term (symnet.lang.pinn) an applied layer stands for its output:
+    # u * sn.d(u, x), O[k] for one unit of a wider output.
+    def _sympy_(self):
+        from .symbols import layer_sympy
+        return layer_sympy(self)
+
+    def __getitem__(self, k):
+        from .symbols import value
+        if self.inputs is None:
+            raise TypeError(f"{self!r} is not applied yet; O[k] is unit k of an output")
+        return value(self, k)
+
+    def _expr(self):
+        import sympy
+        return sympy.sympify(self)
+
+    def __add__(self, o): return self._expr() + o  # noqa: E704
+    def __radd__(self, o): return o + self._expr()  # noqa: E704
+    def __sub__(self, o): return self._expr() - o  # noqa: E704
+    def __rsub__(self, o): return o - self._expr()  # noqa: E704
+    def __mul__(self, o): return self._expr() * o  # noqa: E704
+    def __rmul__(self, o): return o * self._expr()  # noqa: E704
+    def __truediv__(self, o): return self._expr() / o  # noqa: E704
+    def __rtruediv__(self, o): return o / self._expr()  # noqa: E704
+    def __pow__(self, o): return self._expr() ** o  # noqa: E704
+    def __neg__(self): return -self._expr()  # noqa: E704

@@ -16,14 +16,17 @@ from __future__ import annotations
 from . import compose
 
 from ..ir import nodes as ir
-from .base import ACTIVATION_NAMES, LOSS_NAMES, Input, LayerBase, _check_size, check_name
+from .base import (ACTIVATION_NAMES, LOSS_NAMES, VECTOR_ACTIVATIONS, Input, LayerBase,
+                   _check_size, check_name)
 
 
 class Dense(LayerBase):
     """A fully connected layer: H = f(W·x + b), W of shape (units, inputs).
 
     ``activation`` is a name (see ``symnet.scalar.primitives.ACTIVATIONS``), a sympy
-    expression of one symbol, or a Python function of one sympy symbol.
+    expression of one symbol, or a Python function of one sympy symbol; or
+    "softmax", which couples the outputs: H = softmax(W·x + b), two IR nodes
+    (``<name>_z`` = W·x + b, then ``symnet.lang.norm.Softmax`` on it; its Jacobian derived).
     ``bias=False`` leaves out b (H = f(W·x)).  ``init`` sets W's initialisation:
     "glorot" (uniform), "he" (normal), "normal" (N(0, 1)), "zeros", or a number;
     by default the one that suits the activation (He for ReLU-like, else Glorot);
@@ -43,9 +46,10 @@ class Dense(LayerBase):
         self.activation_spec = activation
         self._activation = None
         if isinstance(activation, str):
-            if activation not in ACTIVATION_NAMES:
+            if activation not in ACTIVATION_NAMES + VECTOR_ACTIVATIONS:
+                known = ", ".join(ACTIVATION_NAMES + VECTOR_ACTIVATIONS)
                 raise ValueError(
-                    f"unknown activation {activation!r}; known: {', '.join(ACTIVATION_NAMES)}, "
+                    f"unknown activation {activation!r}; known: {known}, "
                     "or a sympy expression / Python function of one symbol")
             self.activation_name = activation
         else:
@@ -63,6 +67,9 @@ class Dense(LayerBase):
         """The activation's record (sympy form); resolved on first use."""
         if self._activation is None:
             from ..scalar.primitives import activation as resolve
+            if self.activation_spec in VECTOR_ACTIVATIONS:   # the linear part's activation
+                self._activation = resolve("linear")
+                return self._activation
             where = f"activation of layer {self.name or f'Dense({self.units})'!r}"
             self._activation = resolve(self.activation_spec, where)
         return self._activation
@@ -86,6 +93,8 @@ class Dense(LayerBase):
         """H[b,i] = f(Σ_j W[i,j]·x[b,j] + b[i]): a general ``Layer`` whose one
         sum is a contraction (a matrix product)."""
         from .layers import Layer, sum_j
+        if self.activation_name == "softmax":
+            return self._softmax_nodes(index, name, input_name, n_in)
         f = self.activation.expr
         if self.bias:
             params = {"W": ("out", "in"), "b": ("out",)}
@@ -99,6 +108,23 @@ class Dense(LayerBase):
         node = layer.to_node(index, name, input_name, n_in)
         node.kind, node.activation = "dense", self.activation
         return node
+
+    def _softmax_nodes(self, index, name, input_name, n_in):
+        """z = W·x + b (a linear Dense node ``<name>_z``), then H = softmax(z)."""
+        from .norm import Softmax
+        linear = Dense(self.units, "linear", self.bias, init=self.init,
+                       trainable=self.trainable)
+        z = linear.to_node(index, f"{name}_z", input_name, n_in)
+        soft = Softmax(name=self.name)
+        soft._net_name = name
+        return [z, soft.to_node(index, name, z.name, (self.units,))]
+
+
+def _may_name_terms(loss, outputs) -> bool:
+    """Cheap test (no sympy import) for a loss that may be a dict of terms."""
+    if isinstance(loss, dict):
+        return any(k not in outputs or not isinstance(v, str) for k, v in loss.items())
+    return type(loss).__module__.startswith("sympy")
 
 
 Layer = LayerBase  # the former name of the base class; symnet.Layer is layers.Layer
@@ -173,6 +199,12 @@ class Network:
             app._net_name = n     # for messages: the name the network gives it
         self._shapes = compose.shapes_of(order, dict(zip(map(id, order), self.names)))
         self.shapes = [self._shapes[id(a)] for a in order]
+        self.terms = None      # loss terms with input derivatives (symnet.lang.pinn)
+        if _may_name_terms(loss, self.output_names):
+            from .pinn import is_term_loss, terms_of
+            if is_term_loss(loss, self.output_names):
+                self.terms = terms_of(self, loss, loss_weights)
+                loss, loss_weights = "mse", None     # the outputs' own kernels
         self._losses(loss, loss_weights)
         self._graph = None
         self._check_domain()

@@ -62,6 +62,19 @@ class CPrinter(C99CodePrinter):
             out = f"(({self._print(c)}) ? ({self._print(e)}) : ({out}))"
         return out
 
+    def _print_Mul(self, expr):
+        # sympy prints a·z⁻² as a/<z²>, unparenthesised since a power binds tighter than
+        # /; but z² prints here as the product z*z, and a/z*z is a, not a/z²: divide by
+        # the product in parentheses.
+        factors = sp.Mul.make_args(expr)
+        dens = [f for f in factors if f.is_Pow and f.exp.is_Rational and f.exp.is_negative]
+        if len(dens) == 1 and dens[0].exp.is_Integer and -4 <= int(dens[0].exp) <= -2:
+            num = sp.Mul(*[f for f in factors if f is not dens[0]])
+            prec = sp.printing.precedence.PRECEDENCE["Mul"]
+            return (f"{self.parenthesize(num, prec, strict=True)}/"
+                    f"({self._print(dens[0].base ** -dens[0].exp)})")
+        return super()._print_Mul(expr)
+
     def _print_Pow(self, expr):
         base, exp = expr.args
         if exp.is_Integer and 2 <= int(exp) <= 4:
