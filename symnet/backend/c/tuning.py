@@ -34,8 +34,15 @@ so they are guarded against load:
 * the compiled probe stays beside the record (``machine-<key>.so``), and each
   process checks the record cheaply when it first loads a network (a few
   milliseconds: :func:`quick_check`); a record the machine now clearly beats
-  is measured again.  The exported C (``standalone``) never sees any of this: the hooks
-exist only in the in-process build (``SN_USE_BLAS``).
+  is measured again.
+
+On top of these thresholds, a planner (:func:`plan`, ``compile(tune=...)``) times
+each product of a network, symnet's kernels against the BLAS, and with
+``tune="full"`` the register tiles of ``TILES``, keeping the choices per CPU
+model, compiler, flags and product shape in ``<cache>/wisdom-<key>.json``.
+
+The exported C (``standalone``) never sees any of this: the hooks exist only in
+the in-process build (``SN_USE_BLAS``).
 
 Environment: ``SYMNET_BLAS=0`` keeps every product on symnet's kernels;
 ``SYMNET_BLAS_MIN`` / ``SYMNET_PARALLEL_MIN`` override the two thresholds (M·N·K);
