@@ -283,6 +283,7 @@ def test_planner_keeps_its_wisdom_and_times_only_what_it_lacks(tmp_path, monkeyp
                 for sh in shapes}
     monkeypatch.setattr(tuning, "_time_products", fake_time)
     monkeypatch.setattr(tuning.Watch, "disturbed", property(lambda self: False))
+    monkeypatch.setattr(tuning, "_PLAN_PAUSE", [0.0])
     monkeypatch.setattr(tuning, "_open_probe", lambda so, sha: ("ffi", "lib"))
     monkeypatch.setattr(tuning, "machine", lambda: {"probe_sha256": "x"})
     got = tuning.plan([[0, 0, 512, 512], [0, 0, 10, 640]], "fast", s)
@@ -314,9 +315,14 @@ def test_timings_under_load_are_neither_used_nor_kept(tmp_path, monkeypatch):
     monkeypatch.setattr(tuning, "_open_probe", lambda so, sha: ("ffi", "lib"))
     monkeypatch.setattr(tuning, "machine", lambda: {"probe_sha256": "x"})
     monkeypatch.setattr(tuning.Watch, "disturbed", property(lambda self: True))
+    monkeypatch.setattr(tuning, "_PLAN_PAUSE", [0.0])
     assert tuning.plan([[0, 0, 800, 8]], "fast", s) == {}
     assert not list(tmp_path.glob("wisdom-*.json"))
+    # the process then waits RETRY_S before timing again
+    assert tuning._PLAN_PAUSE[0] > time.monotonic() + tuning.RETRY_S / 2
     monkeypatch.setattr(tuning.Watch, "disturbed", property(lambda self: False))
+    assert tuning.plan([[0, 0, 800, 8]], "fast", s) == {}
+    tuning._PLAN_PAUSE[0] = 0.0
     assert tuning.plan([[0, 0, 800, 8]], "fast", s) == {"0:0:800:8": 32}
     assert list(tmp_path.glob("wisdom-*.json"))
 

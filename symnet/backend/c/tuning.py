@@ -684,6 +684,10 @@ def _time_products(lib, ffi, shapes, batches, s, budget_s, rounds):
     return out
 
 
+#: monotonic time before which this process times no product (after timings under load)
+_PLAN_PAUSE = [0.0]
+
+
 def plan(products, tune: str = "fast", s: dict | None = None) -> dict:
     """The planner: for each product of a network ([kind, M, N, K], 0 for the batch),
     the M·N·K from which it runs on the BLAS, from the wisdom of this CPU model,
@@ -707,7 +711,7 @@ def plan(products, tune: str = "fast", s: dict | None = None) -> dict:
     shapes = [sh for sh in shapes if math.prod(_sizes(sh, max(batches))[1:]) >= PLAN_MIN]
     todo = [sh for sh in dict.fromkeys(shapes)
             if not all(str(b) in known.get(_shape_key(sh), {}) for b in batches)]
-    if todo:
+    if todo and time.monotonic() >= _PLAN_PAUSE[0]:
         rec = machine()
         so = _path().with_suffix(".so")
         try:
@@ -719,8 +723,9 @@ def plan(products, tune: str = "fast", s: dict | None = None) -> dict:
                 timed = _time_products(lib, ffi, todo, batches, s,
                                        math.inf if tune == "full" else FAST_BUDGET_S,
                                        5 if tune == "full" else 3)
-            if w.disturbed:       # timings under load are neither kept nor used
-                timed = {}
+            if w.disturbed:       # timings under load are neither kept nor used,
+                timed = {}        # and this process waits before timing again
+                _PLAN_PAUSE[0] = time.monotonic() + RETRY_S
             for key, t in timed.items():
                 known[key] = dict(known.get(key, {}), **t)
             if timed:
