@@ -40,7 +40,7 @@ def _grads(env_extra, dtype, out):
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.skipif(not HAVE_BLAS, reason="scipy-openblas32 (extra 'blas') not installed")
+@pytest.mark.skipif(not HAVE_BLAS, reason="scipy-openblas32 (a dependency) not installed")
 @pytest.mark.parametrize("dtype,rtol", [("float64", 1e-9), ("float32", 2e-4)])
 def test_products_on_blas_match_numpy_reference(tmp_path, dtype, rtol):
     """SYMNET_BLAS_MIN=0 sends every blocked product (nt, nn and tn) to OpenBLAS."""

@@ -3,7 +3,7 @@
 A compiled network's products run either on its own register-blocked kernels
 (``templates/gemm.c.j2``, on up to ``threads_max`` OpenMP threads) or, above a
 size, on an optimised BLAS installed from PyPI (``scipy-openblas32``, the
-OpenBLAS that NumPy and SciPy ship; ``pip install symnet[blas]``), which
+OpenBLAS that NumPy and SciPy ship, a dependency of symnet), which
 follows the machine's instruction set and core count.  Which one wins, and from
 how much work a thread pays for its join, depends on the machine, so both are
 measured the first time a network is loaded on it:
