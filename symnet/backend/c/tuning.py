@@ -233,6 +233,14 @@ def _seconds(call, reps: int, rounds: int = 5, best: bool = True) -> float:
 
 
 # ------------------------------------------------------------------ the load
+@lru_cache(maxsize=1)
+def _clock_ticks() -> float:
+    try:
+        return float(os.sysconf("SC_CLK_TCK"))
+    except (ValueError, OSError, AttributeError):
+        return 100.0
+
+
 def _machine_busy_s():
     """Seconds of CPU time the whole machine has spent so far (all programs, and
     time the hypervisor gave to others: "steal"), from /proc/stat; None elsewhere."""
@@ -240,7 +248,7 @@ def _machine_busy_s():
         with open("/proc/stat") as fh:
             f = fh.readline().split()
         user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, f[1:9])
-        return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+        return (user + nice + system + irq + softirq + steal) / _clock_ticks()
     except (OSError, ValueError, IndexError, AttributeError):
         return None
 
@@ -272,7 +280,10 @@ class Watch:
 
     @property
     def disturbed(self) -> bool:
-        return self.others is not None and self.others > self.OTHERS_MAX
+        # /proc/stat counts whole ticks: two of them over a short wall time are no load
+        tick = 1.0 / _clock_ticks()
+        return self.others is not None and \
+            self.others > self.OTHERS_MAX + 2 * tick / max(self.wall, 1e-9)
 
 
 #: products timed for the BLAS threshold: (kind, M, N, K); kind 0 = A·Bᵀ, 1 = A·B,
