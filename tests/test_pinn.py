@@ -178,3 +178,22 @@ def test_errors(data):
         m.fit(data, method="minibatch", epochs=1)
     with pytest.raises(ValueError, match="does not take batch_size"):
         m.fit(data, method="sd", batch_size=8, epochs=1)
+
+
+def test_formulas_show_the_jets_and_the_chain_rule():
+    """The derivation of a two-layer net: u_xx through tanh'' (the second layer's z_xx
+    is W2·H_xx), and ∂L/∂W through the jets; text and LaTeX."""
+    tx = sn.Input(2, name="tx")
+    u = sn.Dense(1, name="u")(sn.Dense(3, "tanh", name="H")(sn.Dense(3, "tanh", name="G")(tx)))
+    t, x = sn.coords(tx, "t x")
+    net = sn.Network(tx, u, loss={"pde": (sn.d(u, t) - sn.d(u, x, x)) ** 2})
+    f = net.formulas()
+    text = str(f)
+    assert "G_xx[i] = 2·G_f0[i]·z_G_x[i]²·(G_f0[i]² - 1)" in text
+    assert "z_H_xx = W2·G_xx" in text
+    # tanh''(z)·z_x² + tanh'(z)·z_xx with tanh' = 1 − tanh², tanh'' = −2·tanh·tanh'
+    assert "H_xx[i] = (H_f0[i]² - 1)·(2·H_f0[i]·z_H_x[i]² - z_H_xx[i])" in text
+    assert "∂L/∂W2 += ∂L/∂z_H_xx ⊗ G_xx" in text
+    assert "L += (u_t[0] - u_xx[0])²" in text
+    tex = f.latex()
+    assert tex.count(r"\begin{align*}") == 1 and r"\tanh" in tex

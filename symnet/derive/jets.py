@@ -465,3 +465,45 @@ def term_ops(prog: Program, graph: ir.Graph, jets: dict, expr, symbols: dict) ->
     e = sp.sympify(expr).xreplace(zero)
     return [Elem([("L", 0)], [e], [a for a in args if a[0] in e.free_symbols], 1, acc=True,
                  reduce=True, note=f"loss term: {e}")]
+
+
+# ------------------------------------------------------------ loss terms
+
+def _symbols(net, term) -> tuple:
+    """(multi-indices the term needs, {symbol: (buffer, α, unit)})."""
+    from ..lang.symbols import Coordinate, Deriv, Target, Value
+    graph = net.graph()
+    name_of = {id(a): n for a, n in zip(net.layers, net.names)}
+    alphas, table = set(), {}
+    for s in term.expr.atoms(Coordinate, Deriv, Target, Value):
+        if isinstance(s, Coordinate):
+            table[s] = ("X", None, s.unit)
+        elif isinstance(s, Target):
+            out = name_of[id(s.owner)]
+            if out not in graph.outputs:
+                raise ValueError(f"loss term {term.name!r}: sn.target of {out!r}, which is "
+                                 f"not an output of the network ({graph.outputs})")
+            table[s] = ("T", None, graph.target_offset(out) + s.unit)
+        else:
+            alpha = tuple(sorted(c.unit for c in s.alpha)) if isinstance(s, Deriv) else ()
+            alphas.add(alpha)
+            table[s] = (name_of[id(s.owner)], alpha, s.unit)
+    return sorted(alphas), table
+
+
+def term_program(net, term, params) -> Program:
+    """The program of one loss term (``symnet.lang.pinn.Term``) of a network: the
+    forward jets it needs, then the term summed into L."""
+    from ..scalar.primitives import loss as loss_record
+    graph = net.graph()
+    where = f"loss term {term.name!r}"
+    if term.expr is None:
+        prog, jet = forward_program(graph, params, [()], where)
+        ops = data_loss_ops(prog, graph, jet, where, loss_record(term.loss))
+    else:
+        alphas, table = _symbols(net, term)
+        prog, jet = forward_program(graph, params, alphas, where)
+        ops = term_ops(prog, graph, jet, term.expr, table)
+    prog.ops = prog.ops + ops
+    prog.jets = jet
+    return prog
