@@ -188,3 +188,101 @@ def test_50_sgd_steps_follow_pytorch(causal, rng):
     for name, t in pairs.items():
         np.testing.assert_allclose(model.params[name], t.detach().numpy(), rtol=1e-9,
                                    atol=1e-12, err_msg=name)
+
+
+# ------------------------------------------------------------------ TransformerBlock
+def block_network():
+    S = sn.Input((L, D), name="S")
+    x = sn.TransformerBlock(HEADS, 8, name="B1")(S)
+    x = sn.TransformerBlock(HEADS, 8, causal=True, name="B2")(x)
+    return sn.Network(S, sn.Dense(2, name="O")(sn.Flatten(name="F")(x)), loss="mse")
+
+
+def layer_norm(x, g, b, eps=1e-5):
+    c = x - x.mean(-1, keepdims=True)
+    return c / np.sqrt((c ** 2).mean(-1, keepdims=True) + eps) * g + b
+
+
+def block_ref(x, p, names, block, causal):
+    k = {part: names.index(f"{block}_{part}") + 1 for part in
+         ("norm1", "att", "norm2", "ff1", "ff2")}
+    a = mha_ref(layer_norm(x, p[f"gamma{k['norm1']}"], p[f"beta{k['norm1']}"]),
+                p[f"W{k['att']}"], p[f"c{k['att']}"], p[f"Wo{k['att']}"], p[f"co{k['att']}"],
+                HEADS, causal)
+    r = x + a
+    h = layer_norm(r, p[f"gamma{k['norm2']}"], p[f"beta{k['norm2']}"])
+    h = np.maximum(h @ p[f"W{k['ff1']}"].T + p[f"b{k['ff1']}"], 0)
+    return r + h @ p[f"W{k['ff2']}"].T + p[f"b{k['ff2']}"]
+
+
+def test_transformer_blocks_equal_numpy_and_central_differences(rng, tmp_path):
+    net = block_network()
+    model = net.compile(dtype="float64", seed=0)
+    randomise(model, rng)
+    X, T = data(rng)
+    p = model.params
+    h = block_ref(block_ref(X, p, net.names, "B1", False), p, net.names, "B2", True)
+    W = f"W{net.names.index('O') + 1}"
+    np.testing.assert_allclose(model.forward(X),
+                               h.reshape(len(X), -1) @ p[W].T + p["b" + W[1:]], rtol=1e-11)
+    check(model, X, T)
+    model.save(tmp_path / "m.npz")
+    np.testing.assert_array_equal(sn.load(tmp_path / "m.npz").forward(X), model.forward(X))
+
+
+def test_transformer_block_equals_pytorch():
+    torch = pytest.importorskip("torch")
+    torch.set_default_dtype(torch.float64)
+    from symnet.bench.seq import block_indices
+    rng = np.random.default_rng(3)
+    net = block_network()
+    model = net.compile(dtype="float64", seed=0)
+    randomise(model, rng)
+    p = model.params
+    layers = []
+    for block in ("B1", "B2"):
+        k = block_indices(net.names, block)
+        blk = torch.nn.TransformerEncoderLayer(D, HEADS, 8, dropout=0.0, batch_first=True,
+                                               norm_first=True)
+        pairs = {f"gamma{k['norm1']}": blk.norm1.weight, f"beta{k['norm1']}": blk.norm1.bias,
+                 f"W{k['att']}": blk.self_attn.in_proj_weight,
+                 f"c{k['att']}": blk.self_attn.in_proj_bias,
+                 f"Wo{k['att']}": blk.self_attn.out_proj.weight,
+                 f"co{k['att']}": blk.self_attn.out_proj.bias,
+                 f"gamma{k['norm2']}": blk.norm2.weight, f"beta{k['norm2']}": blk.norm2.bias,
+                 f"W{k['ff1']}": blk.linear1.weight, f"b{k['ff1']}": blk.linear1.bias,
+                 f"W{k['ff2']}": blk.linear2.weight, f"b{k['ff2']}": blk.linear2.bias}
+        layers.append((blk, pairs))
+    lin = torch.nn.Linear(L * D, 2)
+    W = f"W{net.names.index('O') + 1}"
+    head = {W: lin.weight, "b" + W[1:]: lin.bias}
+    every = {**layers[0][1], **layers[1][1], **head}
+    with torch.no_grad():
+        for k, t in every.items():
+            t.copy_(torch.from_numpy(p[k]))
+    mask = torch.triu(torch.ones(L, L, dtype=torch.bool), 1)
+
+    def forward(X):
+        h = layers[0][0](torch.from_numpy(X))
+        h = layers[1][0](h, src_mask=mask)
+        return lin(h.reshape(len(X), -1))
+    X, T = data(rng)
+    o = forward(X)
+    np.testing.assert_allclose(model.forward(X), o.detach().numpy(), rtol=1e-10, atol=1e-14)
+    loss = torch.nn.functional.mse_loss(o, torch.from_numpy(T))
+    loss.backward()
+    value, g = model.loss_and_grad(X, T)
+    assert value == pytest.approx(loss.item(), rel=1e-10)
+    for name, t in every.items():
+        ref = t.grad.numpy()
+        np.testing.assert_allclose(g[name], ref, rtol=1e-10, atol=1e-10 * np.abs(ref).max(),
+                                   err_msg=name)
+    opt = torch.optim.SGD(list(every.values()), lr=0.05)
+    for _ in range(50):
+        opt.zero_grad()
+        torch.nn.functional.mse_loss(forward(X), torch.from_numpy(T)).backward()
+        opt.step()
+        model.step(X, T, lr=0.05)
+    for name, t in every.items():
+        np.testing.assert_allclose(model.params[name], t.detach().numpy(), rtol=1e-9,
+                                   atol=1e-12, err_msg=name)

@@ -78,3 +78,13 @@ def test_burgers_exact_solution_and_quick_run(tmp_path):
     png = tmp_path / "b.png"
     err = ns["main"](["--quick", "--adam", "50", "--lbfgs", "50", "--picture", str(png)])
     assert err < 1.0 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_gru_names_the_first_symbol():
+    assert _main("gru")(verbose=False) >= 0.95
+
+
+@pytest.mark.slow
+def test_transformer_reverses_digit_strings():
+    assert _main("transformer")(verbose=False) >= 0.95
