@@ -197,3 +197,23 @@ def test_formulas_show_the_jets_and_the_chain_rule():
     assert "L += (u_t[0] - u_xx[0])²" in text
     tex = f.latex()
     assert tex.count(r"\begin{align*}") == 1 and r"\tanh" in tex
+
+
+@pytest.mark.parametrize("method", ["sd", "lbfgs", "newton_cg"])
+def test_ctrl_c_keeps_finite_parameters(method, data):
+    """A KeyboardInterrupt inside training (raised here from a callback) ends fit with
+    stopped == "interrupted" and parameters of a completed step (L-BFGS/Newton-CG: the
+    best seen), whose loss is the one recorded."""
+    m = burgers(3).compile(dtype="float64", seed=4)
+    calls = []
+
+    def interrupt(hist):
+        calls.append(len(hist.loss))
+        if len(hist.loss) == 3:
+            raise KeyboardInterrupt
+    kw = {"optimizer": "adam", "lr": 1e-2} if method == "sd" else {}
+    h = m.fit(data, method=method, epochs=20, callbacks=[interrupt], **kw)
+    assert h.stopped == "interrupted" and len(h.loss) == 3
+    obj = pinn.Objective(m, data)
+    L, _ = obj.loss_grad()
+    assert np.isfinite(L) and L <= h.loss[0] * (1 + 1e-12)

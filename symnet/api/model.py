@@ -33,7 +33,12 @@ class Model(core.Model):
 
         ``method``: ``"sd"`` (one full-batch step per epoch), ``"sgd"`` (N steps per
         epoch, each on one example drawn at random) or ``"minibatch"`` (each epoch a
-        shuffle cut into batches of ``batch_size``).  ``lr``: a float or a
+        shuffle cut into batches of ``batch_size``); ``"lbfgs"`` (SciPy's L-BFGS-B on
+        the compiled loss and gradient) or ``"newton_cg"`` (SciPy's Newton-CG with the
+        exact compiled H·v), ``epochs`` their iterations.  A network with loss terms
+        (``sn.d``) takes one dict of each term's data, ``fit({"pde": X, "data": (X_b,
+        T_b)}, method="sd", optimizer="adam", ...)``, and methods sd, lbfgs and
+        newton_cg; its History has ``terms`` (see ``symnet.runtime.pinn``).  ``lr``: a float or a
         ``symnet.runtime.schedules`` schedule of the step number.  ``optimizer``: ``"sgd"``,
         ``"momentum"`` (``momentum=0.9``) or ``"adam"`` (``betas=(0.9, 0.999)``,
         ``eps=1e-8``); its state (momentum, Adam's moments and step count) is kept by
