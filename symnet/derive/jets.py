@@ -169,7 +169,7 @@ def _sym(name: str) -> sp.Symbol:
 
 
 class Unsupported(NotImplementedError):
-    pass
+    """A layer or loss whose input derivatives are not derived (the message names it)."""
 
 
 def forward_program(graph: ir.Graph, params: list, alphas, what: str = "this") -> tuple:
@@ -304,7 +304,7 @@ def bar(name: str) -> str:
     return f"bar_{name}"
 
 
-def reverse(prog: Program, active_in: set, stop: int | None = None) -> list:
+def reverse(prog: Program, active_in: set) -> list:
     """Adjoint ops of prog.ops (the loss op last, with ē of its scalar given):
     the chain rule, op by op, last to first.  Adjoints exist for vars in
     ``active_in`` (the trainable parameters and, for ∂L/∂X, the input)."""
@@ -425,7 +425,6 @@ def data_loss_ops(prog: Program, graph: ir.Graph, jets: dict, where: str = "loss
     per output (``record``: one loss for every output, weight 1)."""
     tname = prog.var("T", graph.n_out, kind="T")
     prog.var("L", 1, kind="loss")
-    exprs, args = [], []
     o_sym, t_sym = _sym("o"), _sym("t")
     ops = []
     for out in graph.outputs:
@@ -442,7 +441,6 @@ def data_loss_ops(prog: Program, graph: ir.Graph, jets: dict, where: str = "loss
                          (t_sym, tname, graph.target_offset(out), False)],
                         node.n_out, acc=True, reduce=True,
                         note=f"loss += {e} summed over the units of {out}"))
-    del exprs, args
     return ops
 
 
