@@ -217,3 +217,23 @@ def test_ctrl_c_keeps_finite_parameters(method, data):
     obj = pinn.Objective(m, data)
     L, _ = obj.loss_grad()
     assert np.isfinite(L) and L <= h.loss[0] * (1 + 1e-12)
+
+
+def test_model_calls_for_term_networks(model, data):
+    """model.loss_terms and model.hessian_vector(data, v) use the terms; the calls of
+    the outputs' own loss refuse, naming the terms."""
+    obj = pinn.Objective(model, data)
+    L, _ = obj.loss_grad()
+    got = model.loss_terms(data)
+    assert got["loss"] == L and got["pde"] == obj.last_terms["pde"]
+    rng = np.random.default_rng(8)
+    v = {k: rng.normal(size=p.shape) for k, p in model.params.items()}
+    from symnet.runtime.second_order import as_dict, flat_vector
+    want = as_dict(model, obj.hessp(flat_vector(model, v)))
+    Hv = model.hessian_vector(data, v)
+    for k in v:
+        np.testing.assert_array_equal(Hv[k], want[k])
+    with pytest.raises(ValueError, match="loss is its terms"):
+        model.input_grad(data["pde"], np.zeros((7, 1)))
+    with pytest.raises(ValueError, match="loss is its terms"):
+        model.gauss_newton_vector(data["pde"], np.zeros((7, 1)), v)

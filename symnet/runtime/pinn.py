@@ -170,6 +170,23 @@ class Objective:
         return out
 
 
+def loss_terms(model, data) -> dict:
+    """{term: mean over its points, ..., "loss": the weighted sum} (compiled)."""
+    if not getattr(model.network, "terms", None):
+        raise ValueError("model.loss_terms is for networks with loss terms (sn.d); use "
+                         "model.loss(X, T) or model.evaluate(X, T)")
+    obj = Objective(model, data)
+    total, _ = obj.loss_grad()
+    return dict(obj.last_terms, loss=total)
+
+
+def terms_hessian_vector(model, data, v) -> dict:
+    """H·v of the weighted loss terms (exact: the R-operator of the compiled pass)."""
+    from .second_order import as_dict
+    obj = Objective(model, data)
+    return as_dict(model, obj.hessp(flat_vector(model, v)))
+
+
 def _lr_at(lr, step):
     if callable(getattr(lr, "values", None)):
         return float(lr.values(step, 1)[0])
