@@ -6,6 +6,8 @@ A model file is a ``.npz`` (a zip of ``.npy`` arrays, read with
 - ``format``:       "symnet-model", the format version, the dtype;
 - ``description``:  ``Network.describe()`` as JSON text;
 - ``param/<name>``: one array per parameter (W1, b1, ...);
+- ``optimizer/config``, ``optimizer/s1``, ``optimizer/s2``: the optimizer's state
+  (``symnet.optimizer``), when the model has one;
 - ``checksum``:     sha256 over all of the above.
 
 ``read`` checks a file and rebuilds the Network from its description
@@ -38,6 +40,8 @@ import zipfile
 
 import numpy as np
 
+from ..guards import file_mode
+
 __all__ = ["FORMAT", "VERSION", "network_from_description", "read", "save"]
 
 FORMAT = "symnet-model"
@@ -59,17 +63,21 @@ def _checksum(header: np.ndarray, description: str, params: dict) -> str:
 
 def save(model, path):
     """Write ``model`` to ``path`` atomically (temporary file, then rename), so a
-    crash never leaves a half-written file."""
+    crash never leaves a half-written file; the file gets the mode the umask gives
+    new files (0644 with umask 022)."""
     path = os.fspath(path)
     header = np.array([FORMAT, str(VERSION), model.dtype.name])
     description = json.dumps(model.network.describe(), sort_keys=True)
     params = {name: np.array(v) for name, v in model.params.items()}
+    state = {} if model.optimizer is None else model.optimizer.arrays()
     arrays = {"format": header, "description": np.array(description),
-              "checksum": np.array(_checksum(header, description, params))}
+              "checksum": np.array(_checksum(header, description, {**params, **state}))}
     arrays.update({f"param/{k}": v for k, v in params.items()})
+    arrays.update(state)
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".symnet-save-", suffix=".npz")
     try:
+        os.fchmod(fd, file_mode())            # as open() would make it, not 0600
         with os.fdopen(fd, "wb") as fh:
             np.savez(fh, **arrays)
             fh.flush()
@@ -92,10 +100,12 @@ def _read(path) -> dict:
                          f"({type(exc).__name__}: {exc})") from None
 
 
-def read(path, network=None, cls=None):
+def read(path, network=None, cls=None, optimizer=False):
     """``(network, dtype, params)`` saved at ``path``: the network rebuilt as a
     ``cls`` (``symnet.lang.dsl.Network`` by default), the saved dtype's name, the
-    parameters by name, each checked against the network's shapes.
+    parameters by name, each checked against the network's shapes.  With
+    ``optimizer``, a fourth item: the optimizer state's arrays (``{}`` when the
+    file has none; ``symnet.runtime.optimizer.from_arrays`` checks them).
 
     With ``network`` given, the file must hold that network (same description),
     else ValueError.  ``symnet.load`` compiles the result.
@@ -114,7 +124,8 @@ def read(path, network=None, cls=None):
         raise ValueError(f"{path} has model format version {header[1]}; this symnet reads "
                          f"version {VERSION}")
     params = {k[len("param/"):]: v for k, v in data.items() if k.startswith("param/")}
-    if _checksum(header, description, params) != checksum:
+    state = {k: v for k, v in data.items() if k.startswith("optimizer/")}
+    if _checksum(header, description, {**params, **state}) != checksum:
         raise ValueError(f"{path} is damaged or was modified: its checksum does not match "
                          "its contents")
     try:
@@ -135,7 +146,7 @@ def read(path, network=None, cls=None):
         if tuple(params[name].shape) != tuple(shape) or params[name].dtype.kind != "f":
             raise ValueError(f"{path}: parameter {name} has shape {params[name].shape} "
                              f"({params[name].dtype}), the network needs {tuple(shape)}")
-    return network, str(header[2]), params
+    return (network, str(header[2]), params) + ((state,) if optimizer else ())
 
 
 # ------------------------------------------------------------ descriptions
