@@ -10,12 +10,16 @@ tensor formulas (d = D / heads, h a head, e a feature of a head):
 
     Y[b,t,i]      = Σ_j W[i,j]·X[b,t,j] + c[i]          (i < 3D: queries, keys, values)
     S[b,h,t,u]    = (1/√d) Σ_e Y[b,t,h·d+e]·Y[b,u,D+h·d+e]
-    Z[b,h,t]      = Σ_u m(t,u)·exp(S[b,h,t,u])
-    P[b,h,t,u]    = m(t,u)·exp(S[b,h,t,u]) / Z[b,h,t]     (softmax over the keys u)
-    A[b,t,h,e]    = Σ_u P[b,h,t,u]·Y[b,u,2D+h·d+e]
+    E[b,h,t,u]    = m(t,u)·exp(S[b,h,t,u])
+    Z[b,h,t]      = Σ_u E[b,h,t,u]
+    P[b,h,t,u]    = E[b,h,t,u] / Z[b,h,t]                 (softmax over the keys u)
+    V[b,h,e,u]    = Y[b,u,2D+h·d+e]                       (the values, keys innermost)
+    A[b,t,h,e]    = Σ_u P[b,h,t,u]·V[b,h,e,u]
     O[b,t,i]      = Σ_j Wo[i,j]·A[b,t,j] + co[i]
 
-with the mask m(t,u) = 1, or [u ≤ t] when ``causal``.  sympy derives every
+with the mask m(t,u) = 1, or [u ≤ t] when ``causal``.  Each exponential is
+computed once (E), and its derivative is E itself; V is a copy of the values
+laid out so that the sum over u reads memory in order.  sympy derives every
 gradient from these element formulas (the softmax's Jacobian included); the
 C has a loop per formula.  W, c, Wo, co are PyTorch's in_proj_weight,
 in_proj_bias, out_proj.weight and out_proj.bias.
@@ -191,38 +195,50 @@ class MultiHeadAttention(LayerBase):
                          r * sp.Float(1 / math.sqrt(d), 17), syms, kind="scores",
                          space=((HEAD, H), (POS, steps), (KEY, steps)),
                          in_shape=(steps, 3 * D))
-        # Z[b,h,t] = Σ_u m(t,u)·exp(S[b,h,t,u])
+        # E[b,h,t,u] = m(t,u)·exp(S[b,h,t,u]): each exponential once
+        syms = {}
+        En = f"{name}_e"
+        E = ir.Node(En, index, S, H * steps * steps, H * steps * steps, [], [],
+                    mask * sp.exp(ir.element(syms, S, ir.BATCH, HEAD, POS, KEY)), syms,
+                    kind="exp", space=((HEAD, H), (POS, steps), (KEY, steps)),
+                    in_shape=(H, steps, steps))
+        # Z[b,h,t] = Σ_u E[b,h,t,u]
         syms = {}
         Zn = f"{name}_z"
         r = ir.element(syms, f"z_{Zn}", ir.BATCH, HEAD, POS)
-        s_el = ir.element(syms, S, ir.BATCH, HEAD, POS, KEY)
-        red = ir.Reduction(f"z_{Zn}", r, mask * sp.exp(s_el), (KEY,), space=((KEY, steps),))
-        Z = ir.Node(Zn, index, S, H * steps * steps, H * steps, [], [red], r, syms,
+        red = ir.Reduction(f"z_{Zn}", r, ir.element(syms, En, ir.BATCH, HEAD, POS, KEY),
+                           (KEY,), space=((KEY, steps),))
+        Z = ir.Node(Zn, index, En, H * steps * steps, H * steps, [], [red], r, syms,
                     kind="softmax_sum", space=((HEAD, H), (POS, steps)),
                     in_shape=(H, steps, steps))
-        # P[b,h,t,u] = m(t,u)·exp(S[b,h,t,u]) / Z[b,h,t]
+        # P[b,h,t,u] = E[b,h,t,u] / Z[b,h,t]: the softmax over the keys u
         syms = {}
         Pn = f"{name}_p"
-        s_el = ir.element(syms, S, ir.BATCH, HEAD, POS, KEY)
-        z_el = ir.element(syms, Zn, ir.BATCH, HEAD, POS)
-        P = ir.Node(Pn, index, S, H * steps * steps, H * steps * steps, [], [],
-                    mask * sp.exp(s_el) / z_el, syms, kind="softmax",
+        P = ir.Node(Pn, index, En, H * steps * steps, H * steps * steps, [], [],
+                    ir.element(syms, En, ir.BATCH, HEAD, POS, KEY)
+                    / ir.element(syms, Zn, ir.BATCH, HEAD, POS), syms, kind="softmax",
                     space=((HEAD, H), (POS, steps), (KEY, steps)), in_shape=(H, steps, steps),
-                    inputs=[S, Zn], widths={S: H * steps * steps, Zn: H * steps})
-        # A[b,t,h,e] = Σ_u P[b,h,t,u]·Y[b,u,2D+h·d+e]
+                    inputs=[En, Zn], widths={En: H * steps * steps, Zn: H * steps})
+        # V[b,h,e,u] = Y[b,u,2D+h·d+e]: the values with the keys innermost
+        syms = {}
+        Vn = f"{name}_v"
+        v_at, _ = y(KEY, 2 * D)
+        V = ir.Node(Vn, index, Y, steps * 3 * D, steps * D, [], [],
+                    ir.element(syms, Y, ir.BATCH, KEY, v_at), syms, kind="values",
+                    space=((HEAD, H), (FEAT, d), (KEY, steps)), in_shape=(steps, 3 * D))
+        # A[b,t,h,e] = Σ_u P[b,h,t,u]·V[b,h,e,u]
         syms = {}
         An = f"{name}_a"
         r = ir.element(syms, f"z_{An}", ir.BATCH, POS, HEAD, FEAT)
-        v_at, _ = y(KEY, 2 * D)
         summand = ir.element(syms, Pn, ir.BATCH, HEAD, POS, KEY) * \
-            ir.element(syms, Y, ir.BATCH, KEY, v_at)
+            ir.element(syms, Vn, ir.BATCH, HEAD, FEAT, KEY)
         red = ir.Reduction(f"z_{An}", r, summand, (KEY,), space=((KEY, steps),))
         A = ir.Node(An, index, Pn, H * steps * steps, steps * D, [], [red], r, syms,
                     kind="attend", space=((POS, steps), (HEAD, H), (FEAT, d)),
-                    in_shape=(H, steps, steps), inputs=[Pn, Y],
-                    widths={Pn: H * steps * steps, Y: steps * 3 * D})
+                    in_shape=(H, steps, steps), inputs=[Pn, Vn],
+                    widths={Pn: H * steps * steps, Vn: steps * D})
         out = linear_node(name, index, An, steps, D, D, Wo, co, kind="attention")
-        return [qkv, scores, Z, P, A, out]
+        return [qkv, scores, E, Z, P, V, A, out]
 
 
 def _width(x) -> int | None:
