@@ -286,3 +286,16 @@ def test_transformer_block_equals_pytorch():
     for name, t in every.items():
         np.testing.assert_allclose(model.params[name], t.detach().numpy(), rtol=1e-9,
                                    atol=1e-12, err_msg=name)
+
+
+def test_large_scores_do_not_overflow(rng):
+    """Scores far beyond exp's float32 range (≈ 88): the row maximum is subtracted first."""
+    model = network(True).compile(dtype="float32", seed=0)
+    randomise(model, rng)
+    model.params["W1"] = model.params["W1"] * 40
+    X, T = data(rng)
+    out = model.forward(X.astype(np.float32))
+    assert np.isfinite(out).all()
+    np.testing.assert_allclose(out, reference(model, X, True), rtol=2e-3, atol=2e-3)
+    value, g = model.loss_and_grad(X.astype(np.float32), T.astype(np.float32))
+    assert np.isfinite(value) and all(np.isfinite(v).all() for v in g.values())
