@@ -16,6 +16,8 @@ from .lang.dsl import Dense  # noqa: E402
 from .api.network import Network, load  # noqa: E402
 from .lang.merge import Add, Concatenate, Multiply, Slice  # noqa: E402
 from .lang.norm import LayerNorm, RMSNorm, Softmax  # noqa: E402
+from .lang.dropout import Dropout  # noqa: E402
+from .lang.embedding import Embedding  # noqa: E402
 from .lang.conv import AvgPool1d, AvgPool2d, Conv1d, Conv2d, Flatten, MaxPool1d, MaxPool2d  # noqa: E402
 from . import datasets  # noqa: E402
 from .lang import recurrent  # noqa: E402
@@ -50,9 +52,9 @@ def __getattr__(name):
 
 
 __all__ = ["Add", "AvgPool1d", "AvgPool2d", "BuildError", "Concatenate", "Conv1d", "Conv2d",
-           "Dense", "Flatten", "GRU", "History", "Input", "LSTM", "Layer", "LayerNorm",
-           "MaxPool1d", "MaxPool2d", "MultiHeadAttention", "Multiply", "Network", "Pointwise",
-           "PositionalEmbedding", "RMSNorm", "Slice", "Softmax", "TransformerBlock",
+           "Dense", "Dropout", "Embedding", "Flatten", "GRU", "History", "Input", "LSTM", "Layer",
+           "LayerNorm", "MaxPool1d", "MaxPool2d", "MultiHeadAttention", "Multiply", "Network",
+           "Pointwise", "PositionalEmbedding", "RMSNorm", "Slice", "Softmax", "TransformerBlock",
            "check_gradients", "coords", "d", "datasets", "indices", "load", "n_in", "target",
            "recurrent", "schedules", "sigmoid", "softplus", "sum_j", "sum_k",
            "__version__"]

@@ -246,3 +246,23 @@ def test_the_readme_links_resolve():
     assert "docs/index.md" in local and any(t.endswith(".png") for t in local)
     missing = [t for t in local if not (ROOT / t).is_file()]
     assert not missing, f"README.md links to missing files: {missing}"
+
+
+def test_the_api_reference_covers_the_public_names():
+    """Every name in symnet.__all__ has an entry (``::: path``) in docs/api.md."""
+    import symnet
+    entries = re.findall(r"^::: (\S+)", (ROOT / "docs" / "api.md").read_text(), re.M)
+    documented = {e.rsplit(".", 1)[-1] for e in entries}
+    missing = sorted(set(symnet.__all__) - documented - {"__version__"})
+    assert not missing, f"docs/api.md has no entry for: {missing}"
+
+
+def test_the_module_map_names_every_module():
+    """docs/design.md's module map names every module of the package (a new module
+    gets a line there, in the folder of its stage)."""
+    text = (ROOT / "docs" / "design.md").read_text()
+    text = text[text.index("## Module map"):]
+    text = text[:text.index("\n```\n")]
+    missing = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "symnet").rglob("*.py")
+                     if not p.name.startswith("__") and p.name not in text)
+    assert not missing, f"docs/design.md's module map does not name: {missing}"

@@ -27,7 +27,8 @@ class Model(core.Model):
     def fit(self, X, T=None, method="minibatch", epochs=10, batch_size=32, lr=0.1, shuffle=True,
             seed=None, validation_data=None, progress=None, optimizer="sgd", momentum=None,
             betas=None, eps=None, weight_decay=0.0, clip_norm=None, early_stopping=None,
-            restore_best=True, validation_split=None, callbacks=None, comm=None):
+            restore_best=True, validation_split=None, callbacks=None, comm=None,
+            reset_optimizer=False):
         """Train in place; returns a ``symnet.History``.
 
         ``method``: ``"sd"`` (one full-batch step per epoch), ``"sgd"`` (N steps per
@@ -35,7 +36,11 @@ class Model(core.Model):
         shuffle cut into batches of ``batch_size``).  ``lr``: a float or a
         ``symnet.runtime.schedules`` schedule of the step number.  ``optimizer``: ``"sgd"``,
         ``"momentum"`` (``momentum=0.9``) or ``"adam"`` (``betas=(0.9, 0.999)``,
-        ``eps=1e-8``).  The same ``seed`` gives bit-identical parameters.  See
+        ``eps=1e-8``); its state (momentum, Adam's moments and step count) is kept by
+        the model, so a second ``fit`` (or ``step(..., optimizer=...)``) continues
+        it; ``reset_optimizer=True`` starts afresh (as ``model.reset_optimizer()``
+        does; with ``comm`` every call starts afresh).  The same ``seed`` gives
+        bit-identical parameters.  See
         ``symnet.runtime.train`` for the exact rules, divergence and Ctrl-C handling.
         ``comm``: an mpi4py communicator; each process passes its own part of the
         data and the step gradient is the mean over all parts (``symnet.runtime.distributed``).
@@ -57,6 +62,8 @@ class Model(core.Model):
         >>> hist.epochs, hist.steps
         (5, 10)
         """
+        if reset_optimizer:
+            self.reset_optimizer()
         if getattr(self.network, "terms", None) or method in ("lbfgs", "newton_cg"):
             # loss terms (sn.d, PDE residuals), L-BFGS and Newton-CG: symnet.runtime.pinn
             from ..runtime.pinn import fit as fit_terms
@@ -167,8 +174,9 @@ class Model(core.Model):
         return export_c(self, directory, name=name, training=training, threads=threads,
                         params_file=params_file)
 
-    def summary(self, batch_size: int = 32):
+    def summary(self, batch_size: int = 32, print_fn=print):
         """Parameters, memory and flops per training step of this model for a
-        batch size (a ``symnet.read.summary.Summary``; ``print`` it)."""
+        batch size: printed with ``print_fn`` (as Keras does; None: not printed) and
+        returned (a ``symnet.read.summary.Summary``; ``str()`` of it is the table)."""
         from ..read.summary import summarize
-        return summarize(self.network, batch_size, self.dtype.name)
+        return summarize(self.network, batch_size, self.dtype.name).show(print_fn)

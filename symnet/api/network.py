@@ -9,7 +9,7 @@ symnet imports neither sympy nor the compiler.
 
 >>> import symnet as sn
 >>> net = sn.Network(sn.Input(3), sn.Dense(4, "relu"), sn.Dense(2), loss="mse")
->>> isinstance(net, Network), net.summary(batch_size=10).total("params")
+>>> isinstance(net, Network), net.summary(batch_size=10, print_fn=None).total("params")
 (True, 26)
 """
 
@@ -47,17 +47,18 @@ class Network(dsl.Network):
         from .model import Model
         return Model(self, dtype=dtype, seed=seed, init=init, tune=tune)
 
-    def summary(self, batch_size: int = 32, dtype: str = "float32"):
+    def summary(self, batch_size: int = 32, dtype: str = "float32", print_fn=print):
         """Parameters, memory and flops per training step, before compiling
-        (``symnet.read.summary``; ``print`` it).
+        (``symnet.read.summary``): printed with ``print_fn`` (as Keras does; None: not
+        printed), and returned (a ``Summary``; ``str()`` of it is the table).
 
         >>> import symnet as sn
         >>> net = sn.Network(sn.Input(3), sn.Dense(4, "relu"), sn.Dense(2), loss="mse")
-        >>> net.summary(batch_size=10).total("params")
+        >>> net.summary(batch_size=10, print_fn=None).total("params")
         26
         """
         from ..read.summary import summarize
-        return summarize(self, batch_size, dtype)
+        return summarize(self, batch_size, dtype).show(print_fn)
 
     def plot(self, path=None, ax=None):
         """Draw the network's graph with matplotlib and return the figure: a box per
@@ -78,10 +79,14 @@ def load(path, network=None, dtype=None):
     parameters restored (``symnet.io.files`` reads and checks the file).
 
     With ``network`` given, the file must hold that network (same description),
-    else ValueError.  ``dtype`` defaults to the saved one.
+    else ValueError.  ``dtype`` defaults to the saved one.  The optimizer's state,
+    when the file has one, is restored too (``model.optimizer``).
     """
-    network, saved, params = io.read(path, network, cls=Network)
+    network, saved, params, state = io.read(path, network, cls=Network, optimizer=True)
     model = network.compile(dtype=dtype or saved)
     for name, value in params.items():
         model.params[name] = value
+    if state:
+        from ..runtime.optimizer import from_arrays
+        model._optimizer = from_arrays(model, state, str(path))
     return model

@@ -1,4 +1,5 @@
-"""python -m symnet.bench [--quick] [--workloads tiny,small,medium,large,conv,transformer,gru] [--refs ...]
+"""python -m symnet.bench [--quick] [--workloads tiny,small,medium,large,conv,transformer,gru,
+    pinn] [--refs ...]
 
 Times one float32 training step (forward + backward + update) of each workload:
 symnet's ``model.step``, a whole epoch in one ``model.fit`` call (per step),
@@ -13,6 +14,7 @@ steps over MPI at 1 and 2 processes (symnet/bench/mpi.py).
     python -m symnet.bench --workloads conv --sections steps   # the LeNet-5-like network
     python -m symnet.bench --workloads transformer,gru --sections steps   # sequences
     python -m symnet.bench --sections mpi  # data-parallel steps at 1 and 2 processes
+    python -m symnet.bench --workloads pinn   # a Burgers PINN's Adam step; compile vs order
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import os
 import platform
 import time
 
-from . import conv, seq
+from . import conv, pinn, seq
 
 from . import measure
 
@@ -203,7 +205,7 @@ def main(argv=None):
                     help="how much the planner may time (compile(tune=...)); default fast")
     ap.add_argument("--workloads", default=",".join([*refs.WORKLOADS, "conv"]),
                     help="comma-separated, from " + ", ".join(refs.WORKLOADS) + ", conv, "
-                    + ", ".join(seq.WORKLOADS))
+                    + ", ".join(seq.WORKLOADS) + ", pinn")
     ap.add_argument("--refs", default=None, help="references to run, from "
                     + ", ".join(refs.REFERENCES) + " (default: "
                     + ",".join(DEFAULT_REFS) + "; --quick: " + ",".join(QUICK_REFS) + ")")
@@ -212,12 +214,18 @@ def main(argv=None):
     args = ap.parse_args(argv)
     names = [w for w in args.workloads.split(",") if w]
     for w in names:
-        if w not in refs.WORKLOADS and w != "conv" and w not in seq.WORKLOADS:
+        if w not in refs.WORKLOADS and w not in ("conv", "pinn") and w not in seq.WORKLOADS:
             ap.error(f"unknown workload {w!r}; choose from {', '.join(refs.WORKLOADS)}, conv, "
-                     + ", ".join(seq.WORKLOADS))
+                     + ", ".join(seq.WORKLOADS) + ", pinn")
     with_conv = "conv" in names
+    with_pinn = "pinn" in names
     sequences = [w for w in names if w in seq.WORKLOADS]
-    names = [w for w in names if w != "conv" and w not in seq.WORKLOADS]
+    names = [w for w in names if w not in ("conv", "pinn") and w not in seq.WORKLOADS]
+    if with_pinn and not names and not with_conv and not sequences:
+        t0 = time.perf_counter()
+        pinn.run(args.quick)       # the PINN workload alone: its own steps and compile times
+        print(f"\nbenchmark took {time.perf_counter() - t0:.1f} s")
+        return
     ref_names = args.refs.split(",") if args.refs else list(
         QUICK_REFS if args.quick else DEFAULT_REFS)
     for r in ref_names:
@@ -254,6 +262,8 @@ def main(argv=None):
     if "steps" in sections:
         for w in sequences:
             seq.run(w, min_time, [r for r in ref_names if r in ("torch", "jax")])
+    if "steps" in sections and with_pinn:
+        pinn.run(args.quick)
     if "compile" in sections:
         ct = run_compile(args.quick)
     if "memory" in sections:

@@ -125,7 +125,7 @@ def run(min_time: float, peak: float, ref_names=("torch", "jax")) -> dict:
     model = network().compile(dtype="float32", tune=TUNE)
     for k, v in params.items():
         model.params[k] = v
-    flops = model.summary(BATCH).flops_per_step
+    flops = model.summary(BATCH, print_fn=None).flops_per_step
     # correctness first: one step from the same parameters, compared with each reference
     model.step(X, T, LR)
     after = {k: np.array(v) for k, v in model.params.items()}

@@ -50,9 +50,16 @@ def _check_size(n, what: str) -> int:
 
 class Input:
     """The network's input: ``n`` features per example, or a tensor shape
-    ``(C, H, W)`` / ``(C, L)`` per example (batches are then (batch, C, H, W))."""
+    ``(C, H, W)`` / ``(C, L)`` per example (batches are then (batch, C, H, W)).
+    ``dtype="int"``: integer indices (token ids) for ``sn.Embedding``; they are passed
+    as numbers of the model's dtype, checked to be whole and in range."""
 
-    def __init__(self, n, name: str | None = None):
+    DTYPES = ("float", "int")
+
+    def __init__(self, n, name: str | None = None, dtype: str = "float"):
+        if dtype not in self.DTYPES:
+            raise ValueError(f"Input dtype must be 'float' or 'int', got {dtype!r}")
+        self.dtype = dtype
         if isinstance(n, (tuple, list)):
             if not n or len(n) > 4:
                 raise ValueError(f"Input shape must have 1 to 4 dimensions, got {tuple(n)!r}")
@@ -67,7 +74,8 @@ class Input:
 
     def __repr__(self):
         n = self.n if len(self.shape) == 1 else self.shape
-        return f"Input({n}, name={self.name!r})"
+        extra = ", dtype='int'" if self.dtype == "int" else ""
+        return f"Input({n}, name={self.name!r}{extra})"
 
 
 class LayerBase:

@@ -345,6 +345,7 @@ class Network:
         packed = not self.is_chain and (len(self.inputs) > 1)
         buffers = {id(x): n for x, n in zip(self.inputs, self.input_names)}
         nodes, owner = [], {}
+        self._layer_params = {}      # layer name -> {name without its number: parameter}
         for k, (app, name) in enumerate(zip(self.layers, self.names), 1):
             srcs = compose.sources(app)
             ins = [buffers[id(s)] for s in srcs]
@@ -359,9 +360,14 @@ class Network:
                                          "layers; rename a parameter")
             nodes.extend(made)
             buffers[id(app)] = name
+            number = str(self._param_index[k - 1])
+            self._layer_params[name] = {
+                p.name[:-len(number)] if p.name.endswith(number) else p.name: p.name
+                for node in made for p in node.params}
         ins = [(n, x.n) for n, x in zip(self.input_names, self.inputs)]
         n_in = sum(w for _, w in ins)
-        self._graph = ir.Graph("X" if packed else self.input_name, n_in, nodes,
+        self._graph = ir.Graph(self._packed_name(nodes) if packed else self.input_name,
+                               n_in, nodes,
                                self.losses[0], inputs=ins, outputs=list(self.output_names),
                                losses=dict(zip(self.output_names, self.losses)),
                                weights=dict(zip(self.output_names, self.loss_weights)),
@@ -374,8 +380,34 @@ class Network:
             raise ValueError(f"layer name(s) {sorted(clash)} collide with parameter names")
         return self._graph
 
+    def _packed_name(self, nodes) -> str:
+        """The C name of the inputs side by side (several inputs): X, unless an input,
+        a layer or a parameter is called so (then X_packed, X_packed2, ...)."""
+        taken = set(self.input_names) | set(self.names) | {n.name for n in nodes} \
+            | {p.name for n in nodes for p in n.params}
+        name, k = "X", 1
+        while name in taken:
+            name, k = "X_packed" + (str(k) if k > 1 else ""), k + 1
+        return name
+
     def param_shapes(self) -> dict:
         return {p.name: p.shape for p in self.graph().params()}
+
+    def layer_params(self) -> dict:
+        """``{layer name: {short name: parameter name}}`` in the order of the layers,
+        every layer included (pooling, merges, ... with ``{}``): the short name is
+        the parameter's name without the layer's number (W, b, U, ...).  Parameter
+        names are numbered by the layer's position, so the numbers skip the layers
+        without parameters (W1, W3, ...); here the layers are named instead.
+
+        >>> import symnet as sn
+        >>> net = sn.Network(sn.Input((1, 6, 6)), sn.Conv2d(2, 3, name="conv1"),
+        ...                  sn.MaxPool2d(2), sn.Flatten(), sn.Dense(1, name="out"), loss="mse")
+        >>> net.layer_params()
+        {'conv1': {'W': 'W1', 'b': 'b1'}, 'H2': {}, 'H3': {}, 'out': {'W': 'W4', 'b': 'b4'}}
+        """
+        self.graph()
+        return {name: dict(self._layer_params[name]) for name in self.names}
 
     @property
     def n_in(self) -> int:
@@ -400,7 +432,8 @@ class Network:
         """A JSON-able description (used for caching and saving)."""
         if self.is_chain:
             n = self.input.n if len(self.input.shape) == 1 else list(self.input.shape)
-            return {"input": {"n": n, "name": self.input_name},
+            return {"input": {"n": n, "name": self.input_name,
+                              **({"dtype": "int"} if self.input.dtype == "int" else {})},
                     "layers": [dict(layer.describe(), name=name)
                                for layer, name in zip(self.layers, self.names)],
                     "loss": self.loss_name}
@@ -410,7 +443,8 @@ class Network:
         for app, name, k in zip(self.layers, self.names, self._param_index):
             nodes.append(dict(app.describe(), name=name, params_of=k,
                               inputs=[ids[id(s)] for s in compose.sources(app)]))
-        return {"inputs": [{"shape": list(x.shape), "name": n}
+        return {"inputs": [{"shape": list(x.shape), "name": n,
+                            **({"dtype": "int"} if x.dtype == "int" else {})}
                            for x, n in zip(self.inputs, self.input_names)],
                 "nodes": nodes, "outputs": self.output_names,
                 "loss": self.loss_names, "loss_weights": self.loss_weights}

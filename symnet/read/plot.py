@@ -48,6 +48,8 @@ class Graph:
 def _activation(app) -> str:
     spec = getattr(app, "activation_spec", None)    # a name, or the user's own formula
     if spec is None:
+        spec = getattr(app, "activation_name", None)
+    if spec is None:
         return ""
     name = spec if isinstance(spec, str) else "custom"
     return "" if name == "linear" else name

@@ -65,9 +65,10 @@ class LayerCost:
     shapes: str = ""             # "784 → 3456" for vectors, "(1, 28, 28) → (6, 24, 24)"
 
 
-@dataclass
+@dataclass(repr=False)
 class Summary:
-    """The table: ``layers`` (LayerCost rows) and totals; ``str()`` prints it."""
+    """The table: ``layers`` (LayerCost rows) and totals; ``str()`` is the table
+    (``net.summary()`` prints it), ``repr()`` one line of totals."""
 
     layers: list[LayerCost]
     batch_size: int
@@ -113,6 +114,17 @@ class Summary:
         lines.append(f"memory: {self.bytes:,} bytes of parameters, activations and "
                      "gradients (inputs and targets not counted)")
         return "\n".join(lines)
+
+    def show(self, print_fn=print) -> Summary:
+        """Print the table with ``print_fn`` (None: nothing); returns self."""
+        if print_fn is not None:
+            print_fn(str(self))
+        return self
+
+    def __repr__(self):
+        return (f"Summary(batch_size={self.batch_size}, dtype={self.dtype!r}, "
+                f"params={self.total('params')}, flops_per_step={self.flops_per_step}, "
+                f"bytes={self.bytes})")
 
     def as_dict(self) -> dict:
         return {"batch_size": self.batch_size, "dtype": self.dtype,

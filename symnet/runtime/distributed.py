@@ -389,6 +389,10 @@ def fit(model, X, T, comm, method="minibatch", epochs=10, batch_size=32, lr=0.1,
     rank = comm.Get_rank()
 
     def check():
+        if getattr(model, "_rngs", None):
+            raise ValueError("Dropout layers are not available with comm yet (their masks "
+                             "would repeat across processes and steps); train without comm, "
+                             "or leave Dropout out")
         if validation_split is not None:
             raise ValueError("validation_split is not available with comm: give "
                              "validation_data on process 0")

@@ -16,7 +16,9 @@ hand the model to later stages: ``fit``, ``predict``, ``evaluate``, ``save``,
 from __future__ import annotations
 
 import json
+import math
 import threading
+import warnings
 from collections.abc import MutableMapping
 
 import numpy as np
@@ -43,13 +45,17 @@ def _check_init(init):
                      f"got {init!r}")
 
 
-def _rebuild(cls, network_cls, description: str, dtype: str, params: dict, init):
+def _rebuild(cls, network_cls, description: str, dtype: str, params: dict, init,
+             optimizer=None):
     """A ``cls`` model of a ``network_cls`` network from its pickled state (see
     ``Model.__reduce__``)."""
     network = network_from_description(json.loads(description), network_cls)
     model = cls(network, dtype=dtype, init=init)
     for name, value in params.items():
         model.params[name] = value
+    if optimizer is not None:
+        from .optimizer import from_arrays
+        model._optimizer = from_arrays(model, optimizer, "the pickled model")
     return model
 
 
@@ -144,6 +150,9 @@ class Model:
             self._views[p["name"]] = self._theta[sl].reshape(p["shape"])
             self._gviews[p["name"]] = self._grad[sl].reshape(p["shape"])
         self.params = Params(self._views, self._lock)
+        self._optimizer = None     # the optimizer's state (symnet.runtime.optimizer), once used
+        self._rngs = self._dropout_states()
+        self._embeddings = self._embedding_inputs()
         self._init = _check_init(init)
         self.init_params(seed)
 
@@ -159,10 +168,56 @@ class Model:
 
     def init_params(self, seed: int = 0):
         """Seeded initialisation suited to each activation: Glorot-uniform for
-        tanh/sigmoid/linear-like layers, He-normal for ReLU-like, zero biases."""
+        tanh/sigmoid/linear-like layers, He-normal for ReLU-like, zero biases.
+        The optimizer's state starts afresh too (``reset_optimizer``)."""
         rng = np.random.default_rng(seed)
         with self._lock:
             self._init_params(rng)
+            self._optimizer = None
+            self.dropout_seed(seed)
+
+    @property
+    def optimizer(self):
+        """The optimizer's state that ``step(..., optimizer=...)`` and ``fit`` continue
+        (a ``symnet.runtime.optimizer.Optimizer``: ``name``, step count ``t``, moments ``s1``,
+        ``s2``), or None before any."""
+        return self._optimizer
+
+    def reset_optimizer(self):
+        """Forget the optimizer's state (momentum, Adam's moments and step count): the
+        next ``step(..., optimizer=...)`` or ``fit`` starts afresh."""
+        with self._lock:
+            self._optimizer = None
+
+    # ---------------------------------------------------------------- dropout
+    def _dropout_states(self) -> list:
+        """The (seed, step, training) arrays rng{k} of the network's Dropout layers."""
+        from ..lang.dropout import Dropout
+        net, out = self.network, {}
+        for app, k in zip(net.layers, getattr(net, "_param_index", ())):
+            if isinstance(app.origin if app.origin is not None else app, Dropout):
+                out[f"rng{k}"] = self._views[f"rng{k}"]
+        return list(out.values())
+
+    def dropout_seed(self, seed: int, step: int = 0):
+        """Start Dropout's masks afresh: those of ``seed`` (an int), from training step
+        ``step``; ``fit(seed=...)`` calls it.  No effect without Dropout layers."""
+        from ..lang.dropout import SEED, SEED_RANGE, STEP
+        for v in self._rngs:
+            v[SEED] = int(seed) % SEED_RANGE
+            v[STEP] = int(step) % SEED_RANGE
+
+    def _train_mode(self, training: bool):
+        """Dropout draws its masks (training) or is the identity (evaluation)."""
+        from ..lang.dropout import TRAINING
+        for v in self._rngs:
+            v[TRAINING] = 1.0 if training else 0.0
+
+    def _advance(self, steps: int):
+        """The next ``steps`` updates were taken: the masks move on."""
+        from ..lang.dropout import SEED_RANGE, STEP
+        for v in self._rngs:
+            v[STEP] = (int(v[STEP]) + steps) % SEED_RANGE
 
     def _init_params(self, rng):
         for p in self._meta["params"]:
@@ -193,6 +248,28 @@ class Model:
             self._work = np.zeros(self._rt.work_size(rows), self.dtype)
             self._p_work = self._ptr(self._work)
             self._work_rows = rows
+
+    def params_of(self, layer: str) -> Params:
+        """The parameters of the layer named ``layer``, by their short names (W, b,
+        U, ...): views into the model's parameters, assignable like ``params``.
+
+        >>> import symnet as sn
+        >>> net = sn.Network(sn.Input((1, 6, 6)), sn.Conv2d(2, 3, name="conv1"),
+        ...                  sn.MaxPool2d(2), sn.Flatten(), sn.Dense(1, name="out"),
+        ...                  loss="mse")
+        >>> model = net.compile(dtype="float64")
+        >>> model.params_of("out")
+        Params(W: (1, 8), b: (1,))
+        >>> model.params_of("out")["W"] is not None and "W4" in model.params
+        True
+        """
+        layers = self.network.layer_params()
+        if layer not in layers:
+            named = [n for n, p in layers.items() if p]
+            raise ValueError(f"the network has no layer {layer!r}; its layers with "
+                             f"parameters: {', '.join(named) or 'none'}")
+        return Params({short: self._views[name] for short, name in layers[layer].items()},
+                      self._lock)
 
     # ----------------------------------------------------------- validation
     def _matrix(self, A, what: str, width: int, owner: str) -> np.ndarray:
@@ -225,6 +302,26 @@ class Model:
         return np.require(arr, self.dtype, ["C", "A"])
 
     def _inputs(self, X):
+        X = self._inputs_as_rows(X)
+        for layer, offset, width, name in self._embeddings:
+            layer.check_indices(X[:, offset:offset + width], f"X[{name!r}]")
+        return X
+
+    def _embedding_inputs(self) -> list:
+        """(Embedding, first column in X, width, input name) for each Embedding on an Input."""
+        from ..lang.embedding import Embedding
+        net, out = self.network, []
+        starts, col = {}, 0
+        for x, name in zip(net.inputs, net.input_names):
+            starts[id(x)] = (col, x.n, name)
+            col += x.n
+        for app in net.layers:
+            if isinstance(app.origin if app.origin is not None else app, Embedding) \
+                    and id(app.input) in starts:
+                out.append((app, *starts[id(app.input)]))
+        return out
+
+    def _inputs_as_rows(self, X):
         net = self.network
         if len(net.inputs) == 1:
             if len(self.in_shape) > 1:
@@ -282,6 +379,14 @@ class Model:
                              "per example is needed")
         return T
 
+    def _finite_data(self, X, T, after: str):
+        """(X, T) as checked rows, with ValueError for NaN or inf in either."""
+        X = self._inputs(X)
+        guards.finite(X, "X", after)
+        T = self._targets(T, X.shape[0])
+        guards.finite(T, "T", after)
+        return X, T
+
     def _kernels(self, T):
         """(loss, loss_grad, step, train) kernels for targets T: rows or class labels."""
         if T.shape[1] == self.n_out:
@@ -322,6 +427,8 @@ class Model:
         input name; with several outputs the result is a list of arrays."""
         X = self._inputs(X)
         n = X.shape[0]
+        if self._rngs:
+            self._train_mode(False)
         outs = self._meta.get("outputs") or [["O", self._meta["output_offset"], self.n_out]]
         res = [np.empty((n, w), self.dtype) for _, _, w in outs]
         with self._lock:
@@ -346,10 +453,12 @@ class Model:
     __call__ = forward
 
     def loss(self, X, T) -> float:
-        """Mean over the batch of the per-example loss."""
-        X = self._inputs(X)
-        T = self._targets(T, X.shape[0])
+        """Mean over the batch of the per-example loss.  NaN or inf in X or T is
+        refused (ValueError naming the first such row)."""
+        X, T = self._finite_data(X, T, "no loss is computed from it")
         n, total, rows = X.shape[0], 0.0, self._rows
+        if self._rngs:
+            self._train_mode(not getattr(self, "_evaluating", False))
         c_loss = self._kernels(T)[0]
         with self._lock:
             for s in range(0, n, rows):
@@ -360,9 +469,9 @@ class Model:
         return total / n
 
     def loss_and_grad(self, X, T):
-        """(loss, grads) with grads a dict of new arrays shaped like params."""
-        X = self._inputs(X)
-        T = self._targets(T, X.shape[0])
+        """(loss, grads) with grads a dict of new arrays shaped like params.  NaN or
+        inf in X or T is refused, as by ``loss``."""
+        X, T = self._finite_data(X, T, "no loss is computed from it")
         with self._lock:
             loss = self._loss_grad(X, T)
             return loss, {k: v.copy() for k, v in self._gviews.items()}
@@ -370,6 +479,8 @@ class Model:
     def _loss_grad(self, X, T) -> float:
         """Loss, and gradients into _grad; the caller holds the lock."""
         n, rows = X.shape[0], self._rows
+        if self._rngs:
+            self._train_mode(True)
         c_loss_grad = self._kernels(T)[1]
         if n <= rows:
             self._ensure_work(n)
@@ -385,16 +496,33 @@ class Model:
         self._grad[...] = acc
         return total / n
 
-    def step(self, X, T, lr: float = 0.1) -> float:
+    def step(self, X, T, lr: float = 0.1, optimizer=None, momentum=None, betas=None,
+             eps=None, weight_decay=None, clip_norm=None) -> float:
         """One steepest-descent update on this batch, in place, in one compiled
-        call: θ ← θ − lr·∂L/∂θ.  Returns the loss before the update."""
+        call: θ ← θ − lr·∂L/∂θ.  Returns the loss before the update.
+
+        With ``optimizer`` (``"sgd"``, ``"momentum"``, ``"adam"``; ``momentum``,
+        ``betas``, ``eps``, ``weight_decay``, ``clip_norm`` as for ``fit``) the update
+        is that optimizer's, with its state kept in the model from call to call
+        (``model.optimizer``; saved with the model; ``model.reset_optimizer()``
+        starts afresh): a loop of such steps is what ``fit`` does.
+
+        When the loss or a gradient is NaN or inf the step is not taken and the
+        parameters stay as they were: NaN or inf in X or T raises ValueError (as
+        ``fit`` does); an overflow from finite data warns and returns NaN."""
         # Fast path (most calls): C-contiguous arrays of our dtype and shape,
         # checked with attribute reads only; ffi.from_buffer is the cheapest
         # pointer (≈0.2 µs, vs ≈1.3 µs through arr.ctypes.data) and refuses a
         # non-contiguous array, which then takes the full path below.
         # Also: a finite float lr, aligned arrays (the C may use aligned vector
         # loads), and the model's lock around the call (threads share _work).
-        if type(X) is np.ndarray and type(T) is np.ndarray and X.dtype is self.dtype \
+        if optimizer is not None or momentum is not None or betas is not None \
+                or eps is not None or weight_decay is not None or clip_norm is not None:
+            return self._step_optimizer(X, T, lr, optimizer or "sgd", momentum, betas, eps,
+                                        weight_decay, clip_norm)
+        if self._rngs:
+            return self._dropout_step(X, T, lr)
+        if type(X) is np.ndarray and not self._embeddings and type(T) is np.ndarray and X.dtype is self.dtype \
                 and T.dtype is self.dtype and type(lr) is float and 0 < lr < _INF:
             xs, ts = X.shape, T.shape
             if len(xs) == 2 and len(ts) == 2 and xs[1] == self.n_in and ts[1] == self.n_out \
@@ -408,11 +536,35 @@ class Model:
                 else:
                     self._acquire()
                     try:
-                        return self._c_step(self._p_theta, px, pt, n, lr, self._p_work)
+                        loss = self._c_step(self._p_theta, px, pt, n, lr, self._p_work)
                     finally:
                         self._release()
+                    if loss - loss == 0.0:  # finite: the step was taken
+                        return loss
+                    return self._not_taken(X, T)
         X = self._inputs(X)
         T = self._targets(T, X.shape[0])
+        lr = self._lr(lr)
+        n = X.shape[0]
+        self._acquire()  # bound methods: ~60 ns less per step than `with self._lock`
+        try:
+            if n > self._rows:
+                loss = self._loss_grad(X, T)
+                if math.isfinite(loss) and np.isfinite(self._grad).all():
+                    self._theta -= self.dtype.type(lr) * self._grad
+                else:
+                    loss = math.nan
+            else:
+                if n > self._work_rows:
+                    self._ensure_work(n)
+                loss = self._kernels(T)[2](self._p_theta, self._ptr(X), self._ptr(T), n, lr,
+                                           self._p_work)
+        finally:
+            self._release()
+        return loss if math.isfinite(loss) else self._not_taken(X, T)
+
+    @staticmethod
+    def _lr(lr) -> float:
         try:
             lr = float(lr)
         except (TypeError, ValueError):
@@ -421,27 +573,67 @@ class Model:
             raise ValueError(f"lr must be a positive finite number, got {lr!r}"
                              + (" (a step size ≤ 0 does not descend)"
                                 if lr <= 0 else ""))
-        n = X.shape[0]
-        self._acquire()  # bound methods: ~60 ns less per step than `with self._lock`
+        return lr
+
+    def _step_optimizer(self, X, T, lr, name, momentum, betas, eps, weight_decay,
+                        clip_norm) -> float:
+        """``step`` with an optimizer: gradients, then the optimizer's compiled update
+        with the model's optimizer state (``symnet.runtime.optimizer``)."""
+        from .optimizer import for_model
+        X = self._inputs(X)
+        T = self._targets(T, X.shape[0])
+        lr = self._lr(lr)
+        opt = for_model(self, name, momentum, betas, eps,
+                        0.0 if weight_decay is None else weight_decay, clip_norm)
+        self._acquire()
         try:
-            if n > self._rows:
-                loss = self._loss_grad(X, T)
-                self._theta -= self.dtype.type(lr) * self._grad
-                return loss
-            if n > self._work_rows:
-                self._ensure_work(n)
-            return self._kernels(T)[2](self._p_theta, self._ptr(X), self._ptr(T), n, lr,
-                                       self._p_work)
+            loss = self._loss_grad(X, T)
+            if math.isfinite(loss) and np.isfinite(self._grad).all():
+                opt.apply_locked(self, lr)
+            else:
+                loss = math.nan
         finally:
             self._release()
+        if not math.isfinite(loss):
+            return self._not_taken(X, T)
+        if self._rngs:
+            self._advance(1)          # Dropout: the next step's masks
+        return loss
+
+    def _not_taken(self, X, T) -> float:
+        """After a step the C refused (a NaN or inf loss or gradient; the parameters
+        are unchanged): ValueError when the data holds NaN or inf, else a warning and
+        NaN (the network overflowed: too large a step size or inputs)."""
+        after = "the step was not taken (the parameters are unchanged)"
+        rows = isinstance(X, np.ndarray) and X.ndim == 2 and X.shape[1] == self.n_in
+        X = X if rows else self._inputs(X)     # rows already checked, or as given
+        guards.finite(X, "X", after)
+        rows = isinstance(T, np.ndarray) and T.ndim == 2 and T.shape[1] == self.n_out
+        guards.finite(T if rows else self._targets(T, X.shape[0]), "T", after)
+        warnings.warn("the step was not taken: the loss or a gradient is NaN or inf for "
+                      "this batch (an overflow: try a smaller learning rate or scale the "
+                      "inputs); the parameters are unchanged", RuntimeWarning, stacklevel=3)
+        return math.nan
+
+    def _dropout_step(self, X, T, lr) -> float:
+        """``step`` of a network with Dropout: masks of training, then the next step's."""
+        self._train_mode(True)
+        rngs, self._rngs = self._rngs, []
+        try:
+            loss = self.step(X, T, lr)
+        finally:
+            self._rngs = rngs
+        self._advance(1)
+        return loss
 
     def __reduce__(self):
         """Pickling and ``copy.deepcopy``: the network description (the same safe text
         ``save`` writes) and the parameters; the compiled module is loaded from the
         cache (or rebuilt) on the other side."""
         desc = json.dumps(self.network.describe(), sort_keys=True)
+        opt = None if self._optimizer is None else self._optimizer.arrays()
         return _rebuild, (type(self), type(self.network), desc, self.dtype.name,
-                          {k: np.array(v) for k, v in self.params.items()}, self._init)
+                          {k: np.array(v) for k, v in self.params.items()}, self._init, opt)
 
     def __repr__(self):
         return f"<symnet.Model {self.network!r} dtype={self.dtype.name}>"

@@ -10,7 +10,9 @@ The three update rules of the notes, with ĝ the gradient of the mean loss:
 
 η_t is a float or a ``symnet.runtime.schedules`` object, t counting steps from 0 in each
 ``fit`` call.  ``optimizer`` replaces the plain update by momentum
-(v ← μv + ĝ, W ← W − η v) or Adam; both run inside the compiled step.
+(v ← μv + ĝ, W ← W − η v) or Adam; both run inside the compiled step.  Their state
+is the model's (``symnet.runtime.optimizer``): a second ``fit`` continues it, unless
+``reset_optimizer=True`` (or ``model.reset_optimizer()`` before) starts afresh.
 
 For sgd and minibatch a whole epoch is one compiled call (``<prefix>train``): the
 seeded example indices go in, the C gathers each batch and steps, no Python runs
@@ -37,11 +39,13 @@ import sys
 import threading
 import time
 import warnings
-from typing import ClassVar
 
 import numpy as np
 
+from .. import guards
 from .history import History
+from .optimizer import Optimizer
+from .optimizer import for_model as optimizer_for
 from .schedules import as_schedule
 
 __all__ = ["CALL_FLOPS", "METHODS", "Optimizer", "fit", "sample_indices"]
@@ -63,10 +67,7 @@ def _positive_int(name: str, value) -> int:
 
 
 def _finite(A: np.ndarray, what: str):
-    if not np.isfinite(A).all():
-        rows = np.nonzero(~np.isfinite(A).all(axis=1))[0]
-        raise ValueError(f"{what} holds NaN or inf in {rows.size} row(s), first at row "
-                         f"{rows[0]}: clean the data before training (nothing was changed)")
+    guards.finite(A, what)
 
 
 def sample_indices(method: str, n: int, rng: np.random.Generator,
@@ -85,69 +86,6 @@ def sample_indices(method: str, n: int, rng: np.random.Generator,
     if method == "sgd":
         return rng.integers(0, n, size=n, dtype=np.int64)
     return rng.permutation(n).astype(np.int64)
-
-
-class Optimizer:
-    """The update rule applied to each step's gradient g, with its state.
-
-    ``"sgd"``: θ ← θ − η g.  ``"momentum"`` (μ = ``momentum``, default 0.9):
-    v ← μ v + g, θ ← θ − η v.  ``"adam"`` (``betas`` = (β1, β2), default
-    (0.9, 0.999), ``eps`` default 1e-8): m ← β1 m + (1−β1) g,
-    v ← β2 v + (1−β2) g², θ ← θ − η (m/(1−β1^t)) / (√(v/(1−β2^t)) + ε), t = 1, 2, ...
-    The state starts at zero in each ``fit`` call.
-
-    ``clip_norm`` c: the gradient is first scaled to ĝ = g·min(1, c/‖g‖₂), ‖g‖₂ over all
-    parameters.  ``weight_decay`` λ: L2, g ← ĝ + λθ for sgd and momentum; decoupled
-    for Adam (AdamW): θ ← θ − η(Adam's step + λθ).
-    """
-
-    CODES: ClassVar[dict] = {"sgd": 0, "momentum": 1, "adam": 2}
-
-    def __init__(self, model, name="sgd", momentum=None, betas=None, eps=None,
-                 weight_decay=0.0, clip_norm=None):
-        if name not in self.CODES:
-            raise ValueError(f"optimizer must be one of {list(self.CODES)}, got {name!r}")
-        given = {"momentum": momentum, "betas": betas, "eps": eps}
-        allowed = {"sgd": (), "momentum": ("momentum",), "adam": ("betas", "eps")}[name]
-        for key, value in given.items():
-            if value is not None and key not in allowed:
-                raise ValueError(f"{key}= applies to optimizer "
-                                 f"{'momentum' if key == 'momentum' else 'adam'}, "
-                                 f"not {name!r}")
-        mu = 0.9 if momentum is None else momentum
-        b1, b2 = (0.9, 0.999) if betas is None else tuple(betas)
-        eps = 1e-8 if eps is None else eps
-        for what, v in (("momentum", mu), ("betas[0]", b1), ("betas[1]", b2)):
-            if not (isinstance(v, (int, float)) and 0 <= v < 1):
-                raise ValueError(f"{what} must be a number in [0, 1), got {v!r}")
-        if not (isinstance(eps, (int, float)) and eps > 0 and math.isfinite(eps)):
-            raise ValueError(f"eps must be a positive number, got {eps!r}")
-        self.name, self.code = name, self.CODES[name]
-        weight_decay = 0.0 if weight_decay is None else weight_decay
-        if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)) \
-                or not (0 <= weight_decay < math.inf):
-            raise ValueError(f"weight_decay must be a number ≥ 0, got {weight_decay!r}")
-        if clip_norm is not None and (isinstance(clip_norm, bool) or not isinstance(
-                clip_norm, (int, float)) or not (0 < clip_norm < math.inf)):
-            raise ValueError(f"clip_norm must be a positive number (or None), got "
-                             f"{clip_norm!r}")
-        # hyper[4]: weight decay λ; hyper[5]: clipping norm (0: none) -- see sn_update in C
-        self.hyper = np.array([mu, b1, b2, eps, weight_decay, clip_norm or 0.0],
-                              dtype=np.float64)
-        n = model._theta.size
-        self.s1 = np.zeros(n if name != "sgd" else 1, model.dtype)
-        self.s2 = np.zeros(n if name == "adam" else 1, model.dtype)
-        self.t = 0                                   # steps taken, for Adam's corrections
-        rt = model._rt
-        self.p_s1, self.p_s2 = rt.buffer(self.s1), rt.buffer(self.s2)
-        self.p_hyper = rt.pointer(self.hyper)
-
-    def apply(self, model, lr: float):
-        """One update of model's parameters from the gradients in ``model._grad``."""
-        self.t += 1
-        with model._lock:  # the model's kernels are one call at a time (see Model)
-            model._c_update(model._p_theta, model._p_grad, float(lr), self.code,
-                            self.p_s1, self.p_s2, self.p_hyper, self.t)
 
 
 # ---------------------------------------------------------------- progress
@@ -269,6 +207,8 @@ class _Run:
             self.c_train = model._kernels(T)[3]   # rows, or class labels
             per_step = 6.0 * max(model._theta.size, 1) * B
             self.chunk = max(1, int(CALL_FLOPS // per_step))
+            if model._rngs:     # Dropout: each step's masks are set before its call
+                self.chunk = 1
 
     # -- one epoch ---------------------------------------------------------
     def sd_epoch(self) -> bool:
@@ -284,6 +224,7 @@ class _Run:
         self.prev[...] = m._theta
         self.have_prev[0] = 1
         self.opt.apply(m, lr)
+        m._advance(1)
         self._keep([loss], [self.X.shape[0]], [lr])
         self.parts_before = None
         return True
@@ -301,6 +242,8 @@ class _Run:
             s1 = min(n_steps, s0 + self.chunk)
             part = idx[s0 * B: s1 * B]
             self._begin()
+            if m._rngs:
+                m._train_mode(True)
             with m._lock:
                 done = self.c_train(
                     m._p_theta, self.p_X, self.p_T, rt.pointer(part), part.size, B,
@@ -308,6 +251,7 @@ class _Run:
                     opt.p_s2, opt.p_hyper, opt.t, self.p_prev, self.p_have,
                     rt.pointer(correct[s0:]) if count else rt.null, self.p_work)
             opt.t += done
+            m._advance(done)
             sizes = [B] * done
             if done and s0 + done == n_steps and idx.size % B:
                 sizes[-1] = idx.size % B
@@ -431,7 +375,8 @@ def checked_validation(model, validation_data):
 def fit(model, X, T, method="minibatch", epochs=10, batch_size=32, lr=0.1, shuffle=True,
         seed=None, validation_data=None, progress=None, optimizer="sgd", momentum=None,
         betas=None, eps=None, weight_decay=0.0, clip_norm=None, early_stopping=None,
-        restore_best=True, validation_split=None, callbacks=None) -> History:
+        restore_best=True, validation_split=None, callbacks=None,
+        reset_optimizer=False) -> History:
     """Train ``model`` in place on (X, T); returns a ``History``.  See ``Model.fit``."""
     from .stopping import EarlyStopping, check_callbacks, split
     X, T, epochs, batch_size, schedule = checked_arguments(model, X, T, method, epochs,
@@ -446,10 +391,13 @@ def fit(model, X, T, method="minibatch", epochs=10, batch_size=32, lr=0.1, shuff
         val = _user_layout(model, Xv, Tv)
     if validation_data is not None:
         val = _user_layout(model, *checked_validation(model, validation_data))
-    opt = Optimizer(model, optimizer, momentum, betas, eps, weight_decay, clip_norm)
+    opt = optimizer_for(model, optimizer, momentum, betas, eps, weight_decay, clip_norm,
+                        fresh=reset_optimizer)
     hist = History(method=method)
     run = _Run(model, X, T, method, batch_size, schedule, opt, val, hist)
     rng = np.random.default_rng(seed)
+    if seed is not None:
+        model.dropout_seed(seed)     # the same seed: the same Dropout masks
     bar = _Progress(progress, epochs, method)
     start = time.perf_counter()
     try:

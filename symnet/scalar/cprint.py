@@ -56,6 +56,11 @@ class CPrinter(C99CodePrinter):
     def _print_softplus(self, expr):
         return f"sn_softplus({self._print(expr.args[0])})"
 
+    def _print_dropout_mask(self, expr):
+        seed, step, training, b, e, p = expr.args
+        return (f"sn_dropout({self._print(seed)}, {self._print(step)}, {self._print(training)}, "
+                f"(long)({self._print(b)}), (long)({self._print(e)}), {self._print(p)})")
+
     def _print_Piecewise(self, expr):
         out = self._print(expr.args[-1].expr)
         for e, c in reversed(expr.args[:-1]):
