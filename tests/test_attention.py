@@ -286,3 +286,30 @@ def test_transformer_block_equals_pytorch():
     for name, t in every.items():
         np.testing.assert_allclose(model.params[name], t.detach().numpy(), rtol=1e-9,
                                    atol=1e-12, err_msg=name)
+
+
+def test_large_scores_do_not_overflow(rng):
+    """Scores far beyond exp's float32 range (≈ 88): the row maximum is subtracted first."""
+    model = network(True).compile(dtype="float32", seed=0)
+    randomise(model, rng)
+    model.params["W1"] = model.params["W1"] * 40
+    X, T = data(rng)
+    out = model.forward(X.astype(np.float32))
+    assert np.isfinite(out).all()
+    np.testing.assert_allclose(out, reference(model, X, True), rtol=2e-3, atol=2e-3)
+    value, g = model.loss_and_grad(X.astype(np.float32), T.astype(np.float32))
+    assert np.isfinite(value) and all(np.isfinite(v).all() for v in g.values())
+
+
+def test_summary_counts_the_products():
+    """Projections: 2·B·steps·out·in; scores and weighted sum: 2·B·heads·steps²·d each."""
+    S = sn.Input((L, D), name="S")
+    net = sn.Network(S, sn.Flatten(name="F")(sn.MultiHeadAttention(HEADS, name="A")(S)),
+                     loss="mse")
+    B, d = 4, D // HEADS
+    rows = {r.name: r for r in net.compile(dtype="float32").summary(B).layers}
+    assert rows["A_qkv"].flops_forward == 2 * B * L * 3 * D * D
+    assert rows["A"].flops_forward == 2 * B * L * D * D
+    assert rows["A_s"].flops_forward == rows["A_a"].flops_forward == 2 * B * HEADS * L * L * d
+    assert rows["A_s"].flops_backward == 2 * rows["A_s"].flops_forward
+    assert rows["A_qkv"].params == 3 * D * D + 3 * D

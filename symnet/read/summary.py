@@ -20,7 +20,10 @@ What is counted, per layer, for a batch of B examples and a dtype of s bytes:
   the function (one tanh is not one flop) and it is O(B·out), small beside
   the O(B·out·in) products.  A convolution counts 2·B·out·OH·OW·in·kh·kw per
   contraction, like the matrix product its im2col form is; its input gradient is
-  left out where derive says no layer below needs it.  Other reductions
+  left out where derive says no layer below needs it.  A contraction over a
+  sequence's last axis (``Pointwise``, attention's projections) counts
+  2·B·steps·out·in; attention's scores and weighted sum count 2·B per term of
+  their sums, once forward and once per gradient term.  Other reductions
   (general layers, pooling) are not counted.
 - the update θ ← θ − lr·g: 2 flops per parameter, in the total only.
 
@@ -165,6 +168,9 @@ def summarize(network, batch_size: int = 32, dtype: str = "float32") -> Summary:
                 mm = 2 * B * node.n_out * node.widths.get(node.red_input(r), node.n_in)
                 mm //= max(r.rows, 1)          # per position of a sequence: rows·N·K
                 fwd, bwd = fwd + mm, bwd + mm * len(grad.products[r.name])
+            elif node.kind in ("scores", "attend"):   # attention's two batched products
+                mm = 2 * B * int(np.prod([e for _, e in node.reduction_loop(r)[1:]]))
+                fwd, bwd = fwd + mm, bwd + mm * len(grad.summands[r.name])
             elif r.conv is not None:
                 g = r.conv
                 mm = 2 * B * g["cout"] * int(np.prod(g["out_hw"])) * g["cin"] \

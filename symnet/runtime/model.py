@@ -590,7 +590,7 @@ class Model:
                         loss = self._c_step(self._p_theta, px, pt, n, lr, self._p_work)
                     finally:
                         self._release()
-                    if loss - loss == 0.0:  # finite: the step was taken
+                    if loss == loss:  # not NaN: the step was taken (the C refuses with NaN)
                         return loss
                     return self._not_taken(X, T)
         X = self._inputs(X)
