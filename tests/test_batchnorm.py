@@ -169,3 +169,10 @@ def test_a_batch_of_one_in_training_is_refused_naming_the_layer():
         sn.BatchNorm2d(momentum=0)
     with pytest.raises(ValueError, match=r"takes inputs of 3 axes"):
         sn.Network(sn.Input(4), sn.BatchNorm2d(), loss="mse")
+
+
+def test_summary_counts_the_sums_over_the_batch():
+    rows = {r.name: r for r in _net("2d").compile().summary(batch_size=4).layers}
+    # Σ over 4 examples × 9 positions, for each of the 4·2·3·3 outputs, 2 flops a term
+    assert rows["N_c"].flops_forward == rows["N"].flops_forward == 2 * 4 * 18 * 4 * 9
+    assert rows["N"].params == 2 * 2 + 2 * 2 + 1        # γ, β, mean, var, mode

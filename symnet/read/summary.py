@@ -109,7 +109,8 @@ class Summary:
         lines += ["-" * len(fmt(head)), fmt(rows[-1])]
         lines.append(f"update θ ← θ − lr·g: {self.update_flops:,} flops; "
                      f"flops per training step: {self.flops_per_step:,} "
-                     "(matrix products and the sums of norm and softmax layers, multiply-add = 2; "
+                     "(matrix products and the sums of norm, softmax, batchnorm and "
+                     "embedding layers, multiply-add = 2; "
                      "other element-wise work not counted)")
         lines.append(f"memory: {self.bytes:,} bytes of parameters, activations and "
                      "gradients (inputs and targets not counted)")
@@ -175,8 +176,10 @@ def summarize(network, batch_size: int = 32, dtype: str = "float32") -> Summary:
                 mm = 2 * B * g["cout"] * int(np.prod(g["out_hw"])) * g["cin"] \
                     * int(np.prod(g["kernel"]))
                 fwd, bwd = fwd + mm, bwd + mm * len(grad.summands[r.name])
-            elif node.kind in ("norm", "softmax"):     # Σ_e over the last axis per element
-                terms = 2 * B * node.n_out * int(np.prod([e for _, e in r.space]))
+            elif node.kind in ("norm", "softmax", "batchnorm", "embedding"):
+                # Σ over the last axis, the batch or the table, for every output element
+                terms = 2 * B * node.n_out * int(np.prod([B if e == "batch" else e
+                                                          for _, e in r.space]))
                 fwd, bwd = fwd + terms, bwd + terms * len(grad.summands[r.name])
         label = node.activation.name if node.activation is not None else node.kind
         rows.append(LayerCost(

@@ -24,7 +24,8 @@ import numpy as np
 
 from ..derive import jets
 from .history import History
-from .second_order import Kernels, build_program_module, call_kernel, flat_vector  # noqa
+from ..backend.c.jets import build_program_module, call_kernel
+from .second_order import flat_vector
 
 METHODS = ("sd", "lbfgs", "newton_cg")
 
