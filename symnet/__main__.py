@@ -40,9 +40,9 @@ def load_network(path: str):
 
 def c_source(net, dtype: str = "float32") -> str:
     """The kernel C of a network, emitted without compiling it."""
-    from .emit import emit
+    from .backend.c import render
     from .lower import plan
-    return emit(plan(net.graph()), dtype)[0]
+    return render(plan(net.graph()), dtype)[0]
 
 
 def export(args) -> int:

@@ -174,7 +174,7 @@ def _signature(model) -> dict:
     """What must match across processes: dtype, network and parameter shapes."""
     return {"dtype": model.dtype.name,
             "network": json.dumps(model.network.describe(), sort_keys=True, default=str),
-            "params": [(p["name"], list(p["shape"])) for p in model._meta["params"]]}
+            "params": [(p["name"], list(p["shape"])) for p in model.meta["params"]]}
 
 
 def _compare(sigs, settings):
@@ -218,9 +218,9 @@ class _DistRun:
         self.bs = 1 if method == "sgd" else batch_size
         self.steps = steps_per_epoch(method, sizes, self.bs)
         self.t = 0                                   # steps kept in this fit
-        self.prev = model._theta.copy()              # θ before the last update
+        self.prev = model.theta.copy()               # θ before the last update
         self.have_prev = False
-        self.n = model._theta.size
+        self.n = model.theta.size
         self.buf = np.zeros(self.n + 5, np.float64)
         self._reduce_args = (MPI.IN_PLACE, [self.buf, MPI.DOUBLE], MPI.SUM)
         if method != "sd":                           # this process's batch, gathered
@@ -230,28 +230,28 @@ class _DistRun:
 
     # -- one step ----------------------------------------------------------
     def _local(self, rows) -> tuple:
-        """(examples, loss mean) of this process's batch; gradients into model._grad."""
+        """(examples, loss mean) of this process's batch; gradients into model.grad."""
         m = self.model
         if self.method == "sd":
-            with m._lock:
-                return self.X.shape[0], m._loss_grad(self.X, self.T)
+            with m.lock:
+                return self.X.shape[0], m.loss_grad_rows(self.X, self.T)
         b = rows.size
         if b == 0:
             return 0, 0.0
         Ib, Tb = self.Ib[:b], self.Tb[:b]
         self.X.take(rows, axis=0, out=Ib)
         self.T.take(rows, axis=0, out=Tb)
-        with m._lock:
-            return b, m._loss_grad(Ib, Tb)
+        with m.lock:
+            return b, m.loss_grad_rows(Ib, Tb)
 
     def _exchange(self, rows, flag, step: int) -> tuple:
-        """All-reduce this step: (loss over N(t), |N(t)|, stop); model._grad ← ĝ.
+        """All-reduce this step: (loss over N(t), |N(t)|, stop); model.grad ← ĝ.
         Raises when a process failed."""
         buf, n, err = self.buf, self.n, None
         try:
             b, loss = self._local(rows)
             if b:
-                np.multiply(self.model._grad, b, out=buf[:n])
+                np.multiply(self.model.grad, b, out=buf[:n])
                 buf[n + _LOSS] = loss * b
             else:
                 buf[:n + 1] = 0.0
@@ -272,7 +272,7 @@ class _DistRun:
         if buf[n + _HALT]:
             return math.nan, count, "halt"
         # ĝ = sums / |N(t)|, times 1/|N(t)| as the kernels take their batch means
-        np.multiply(buf[:n], 1.0 / count, out=self.model._grad, casting="same_kind")
+        np.multiply(buf[:n], 1.0 / count, out=self.model.grad, casting="same_kind")
         return buf[n + _LOSS] / count, count, "stop" if buf[n + _STOP] else None
 
     def _failed(self, err, step: int):
@@ -301,7 +301,7 @@ class _DistRun:
                 done = self._diverged(done)
                 ok = False
                 break
-            self.prev[...] = m._theta
+            self.prev[...] = m.theta
             self.have_prev = True
             self.opt.apply(m, lrs[s])
             losses[s], sizes[s], done = loss, count, s + 1
@@ -317,7 +317,7 @@ class _DistRun:
         Returns the steps of this epoch still kept."""
         m, h = self.model, self.hist
         if self.have_prev:
-            m._theta[...] = self.prev
+            m.theta[...] = self.prev
             self.have_prev = False
             self.opt.t -= 1
             if done:
@@ -411,8 +411,8 @@ def fit(model, X, T, comm, method="minibatch", epochs=10, batch_size=32, lr=0.1,
     mine, infos = _agree(comm, check)
     _compare([i["sig"] for i in infos], [i["settings"] for i in infos])
     (Xl, Tl, epochs_, batch_size_, schedule, val), opt, rng, stopper, cbs = mine
-    with model._lock:
-        comm.Bcast(model._theta, root=0)
+    with model.lock:
+        comm.Bcast(model.theta, root=0)
     hist = History(method=method)
     run = _DistRun(model, Xl, Tl, method, batch_size_, schedule, opt, hist, comm,
                    [i["n"] for i in infos], val, infos[0]["val"])
@@ -455,12 +455,12 @@ def _same_end(model, hist, comm):
     """Every process ends with process 0's parameters and wall time.  They are equal
     already (same reduced gradients, same update); a difference, e.g. from
     processes whose compilers round differently, is repaired with a warning."""
-    digest = hashlib.sha256(model._theta.tobytes()).hexdigest()
+    digest = hashlib.sha256(model.theta.tobytes()).hexdigest()
     got = comm.allgather((digest, hist.wall_time))
     hist.wall_time = got[0][1]
     if any(d != got[0][0] for d, _ in got):
-        with model._lock:
-            comm.Bcast(model._theta, root=0)
+        with model.lock:
+            comm.Bcast(model.theta, root=0)
         warnings.warn("the processes' parameters differed after fit (compiled kernels "
                       "that round differently?); all now hold process 0's",
                       RuntimeWarning, stacklevel=3)

@@ -452,7 +452,7 @@ def cdef(header: str) -> str:
 
 def emit(plan: Plan, dtype: str, hooks: bool = False) -> tuple[str, str, str]:
     """Render the plan for symnet's own use; returns (C source, symbol prefix,
-    header).  The header text is also inside the source.
+    header) (``symnet.backend.c.render`` is the route callers take).  The header text is also inside the source.
 
     ``hooks``: also render ``<prefix>tune`` (the in-process build's BLAS pointer
     and thread thresholds, active only under ``SN_USE_BLAS``); standalone C

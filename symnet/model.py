@@ -1,7 +1,11 @@
 """A compiled network: parameters, validation, and calls into the kernels.
 
 This is the model's core, what training and prediction drive: the backend's
-runtime, the parameters, forward / loss / gradients / step.  The ``Model``
+runtime (``symnet.backend``: calls in NumPy arrays), the parameters, forward /
+loss / gradients / step.  Other modules use its public fields only: ``runtime``,
+``theta`` and ``grad`` (the flat θ and ∂L/∂θ the parameters are views of),
+``meta``, ``lock``, ``rows_per_call`` and the checks ``as_inputs``,
+``as_targets``, ``as_matrix``.  The ``Model``
 that ``net.compile()`` returns (``symnet.api.model``) adds the calls that
 hand the model to later stages: ``fit``, ``predict``, ``evaluate``, ``save``,
 ``export_c``, ``summary``.
@@ -22,7 +26,7 @@ from collections.abc import MutableMapping
 import numpy as np
 
 from . import guards
-from .backend import c as backend_c
+from .backend import load as load_backend
 from .backend.c import network_key  # noqa: F401  (the cache key, for tools and tests)
 from .guards import CHUNK  # noqa: F401  (most examples per kernel call)
 from .io import network_from_description
@@ -30,9 +34,9 @@ from .io import network_from_description
 _INF = float("inf")
 
 
-def compile_network(net, dtype: str):
-    """The C backend's runtime for a network (see ``symnet.backend.c.load``)."""
-    return backend_c.load(net, dtype)
+def compile_network(net, dtype: str, backend: str = "c"):
+    """The backend's runtime for a network (see ``symnet.backend.load``)."""
+    return load_backend(backend)(net, dtype)
 
 
 def _check_init(init):
@@ -43,11 +47,12 @@ def _check_init(init):
                      f"got {init!r}")
 
 
-def _rebuild(cls, network_cls, description: str, dtype: str, params: dict, init):
+def _rebuild(cls, network_cls, description: str, dtype: str, params: dict, init,
+             backend: str = "c"):
     """A ``cls`` model of a ``network_cls`` network from its pickled state (see
     ``Model.__reduce__``)."""
     network = network_from_description(json.loads(description), network_cls)
-    model = cls(network, dtype=dtype, init=init)
+    model = cls(network, dtype=dtype, init=init, backend=backend)
     for name, value in params.items():
         model.params[name] = value
     return model
@@ -100,7 +105,7 @@ class Model:
     them in parallel.
     """
 
-    def __init__(self, network, dtype="float32", seed: int = 0, init=None):
+    def __init__(self, network, dtype="float32", seed: int = 0, init=None, backend="c"):
         if dtype not in ("float32", "float64") and np.dtype(dtype).name in ("float32",
                                                                               "float64"):
             dtype = np.dtype(dtype).name
@@ -108,64 +113,64 @@ class Model:
             raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
         self.network = network
         self.dtype = np.dtype(dtype)
-        # Everything compiled comes from the backend's runtime; its functions
-        # are bound here once, so a call costs what the C call costs.
-        rt = self._rt = compile_network(network, dtype)
-        meta = self._meta = rt.meta
-        self._c_forward, self._c_loss, self._c_loss_grad = rt.forward, rt.loss, rt.loss_grad
-        self._c_step, self._c_update, self._c_train = rt.step, rt.update, rt.train
-        self._carray = rt.carray
-        self._buf = rt.from_buffer
-        self._ptr = rt.buffer
-        self.tuning = rt.tuning   # where its products run on this machine
-        if meta.get("labels"):   # loss, loss_grad, step and train for class labels
-            self._c_labels = rt.labels
+        # Everything compiled comes from the backend's runtime: calls in arrays, the
+        # flat parameters and gradients its own.
+        rt = self.runtime = compile_network(network, dtype, backend)
+        self.backend = rt.backend
+        self.meta = meta = rt.meta
+        self.tuning = rt.tuning   # where its products run on this machine (C)
+        self._rt_step = rt.step   # bound once: the fast path of step
         self.n_in, self.n_out = meta["n_in"], meta["n_out"]
         self.in_shape = tuple(meta.get("in_shape", (self.n_in,)))
         self.out_shape = tuple(meta.get("out_shape", (self.n_out,)))
         self.input_name = meta["input"]
-        self._theta = np.zeros(meta["n_params"], self.dtype)
-        self._grad = np.zeros(meta["n_params"], self.dtype)
-        self._p_theta = self._ptr(self._theta)
-        self._p_grad = self._ptr(self._grad)
-        self._work = np.zeros(0, self.dtype)
-        self._p_work = self._ptr(self._work)
-        self._work_rows = 0
-        self._rows = guards.rows_per_call(meta, self.dtype.itemsize)
-        # cffi releases the GIL inside the kernels, and they all share _work
-        # and _grad: one call at a time.
-        self._lock = threading.Lock()
-        self._acquire, self._release = self._lock.acquire, self._lock.release
+        self.theta, self.grad = rt.params, rt.grads
+        self._theta, self._grad, self._meta = self.theta, self.grad, meta  # older spellings
+        self.rows_per_call = guards.rows_per_call(meta, self.dtype.itemsize)
+        self.fit_spare = None     # two θ-sized buffers fit keeps between calls
+        # the runtime's calls share its work and gradient buffers (and cffi
+        # releases the GIL inside the kernels): one call at a time.
+        self.lock = threading.Lock()
+        self._acquire, self._release = self.lock.acquire, self.lock.release
         self._views = {}
         self._gviews = {}
         for p in meta["params"]:
             size = int(np.prod(p["shape"]))
             sl = slice(p["offset"], p["offset"] + size)
-            self._views[p["name"]] = self._theta[sl].reshape(p["shape"])
-            self._gviews[p["name"]] = self._grad[sl].reshape(p["shape"])
-        self.params = Params(self._views, self._lock)
+            self._views[p["name"]] = self.theta[sl].reshape(p["shape"])
+            self._gviews[p["name"]] = self.grad[sl].reshape(p["shape"])
+        self.params = Params(self._views, self.lock)
         self._init = _check_init(init)
         self.init_params(seed)
 
     # ---------------------------------------------------------------- basics
     @property
     def c_source(self) -> str:
-        """The generated kernel C (plain C99, no Python)."""
-        return self._meta["c_source"]
+        """The generated kernel C (plain C99, no Python); with the numpy backend,
+        the C the C backend would compile."""
+        if "c_source" not in self.meta:
+            from .backend.c import render
+            from .emit import name_prefix
+            self.meta["c_source"] = name_prefix(*render(self.runtime.plan,
+                                                        self.dtype.name, hooks=True))[0]
+        return self.meta["c_source"]
 
     @property
     def so_path(self) -> str:
-        return self._meta["so_path"]
+        if "so_path" not in self.meta:
+            raise AttributeError(f"a model of the {self.backend} backend has no shared "
+                                 "library; compile(backend='c') builds one")
+        return self.meta["so_path"]
 
     def init_params(self, seed: int = 0):
         """Seeded initialisation suited to each activation: Glorot-uniform for
         tanh/sigmoid/linear-like layers, He-normal for ReLU-like, zero biases."""
         rng = np.random.default_rng(seed)
-        with self._lock:
+        with self.lock:
             self._init_params(rng)
 
     def _init_params(self, rng):
-        for p in self._meta["params"]:
+        for p in self.meta["params"]:
             shape, view = p["shape"], self._views[p["name"]]
             fan_out = shape[0]
             fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
@@ -186,16 +191,8 @@ class Model:
                 a = np.sqrt(6.0 / (fan_in + fan_out))
                 view[...] = rng.uniform(-a, a, shape)
 
-    def _ensure_work(self, rows: int):
-        """Scratch for calls on up to ``rows`` examples (the gradients of
-        ``step`` included)."""
-        if rows > self._work_rows:
-            self._work = np.zeros(self._rt.work_size(rows), self.dtype)
-            self._p_work = self._ptr(self._work)
-            self._work_rows = rows
-
     # ----------------------------------------------------------- validation
-    def _matrix(self, A, what: str, width: int, owner: str) -> np.ndarray:
+    def as_matrix(self, A, what: str, width: int, owner: str) -> np.ndarray:
         """A as a C-contiguous, aligned (batch, width) array of this model's
         dtype: bool, integer and other float dtypes (either byte order) are
         converted; anything else is refused with a ValueError."""
@@ -224,21 +221,23 @@ class Model:
         # An unaligned pointer is undefined behaviour in the C (vector loads).
         return np.require(arr, self.dtype, ["C", "A"])
 
-    def _inputs(self, X):
+    def as_inputs(self, X):
+        """X checked and as this model's (batch, n_in) rows (ValueError naming the
+        input layer and the shapes that fit otherwise)."""
         net = self.network
         if len(net.inputs) == 1:
             if len(self.in_shape) > 1:
                 X = self._tensor(X, "X", self.in_shape, f"input layer {self.input_name!r}")
-            return self._matrix(X, "X", self.n_in, f"input layer {self.input_name!r}")
+            return self.as_matrix(X, "X", self.n_in, f"input layer {self.input_name!r}")
         if isinstance(X, np.ndarray) and X.ndim == 2 and X.shape[1] == self.n_in:
-            return self._matrix(X, "X", self.n_in, "the inputs side by side")
+            return self.as_matrix(X, "X", self.n_in, "the inputs side by side")
         parts = self._parts(X, "X", net.input_names, "inputs")
         mats = []
         for name, x, A in zip(net.input_names, net.inputs, parts):
             owner = f"input layer {name!r}"
             if len(x.shape) > 1:
                 A = self._tensor(A, f"X[{name!r}]", x.shape, owner)
-            mats.append(self._matrix(A, f"X[{name!r}]", x.n, owner))
+            mats.append(self.as_matrix(A, f"X[{name!r}]", x.n, owner))
         self._same_rows(mats, "X", net.input_names)
         return np.require(np.concatenate(mats, axis=1), self.dtype, ["C", "A"])
 
@@ -255,8 +254,8 @@ class Model:
                              f"{arr.shape}{hint}")
         return arr.reshape(arr.shape[0], -1)
 
-    def _targets(self, T, batch: int, what: str = "T"):
-        """T as (batch, outputs) rows, or (batch, 1) class labels (``symnet.targets``);
+    def as_targets(self, T, batch: int, what: str = "T"):
+        """T checked and as (batch, outputs) rows, or (batch, 1) class labels (``symnet.targets``);
         with several outputs a list or dict of arrays, joined side by side."""
         net = self.network
         if len(net.outputs) == 1:
@@ -266,7 +265,7 @@ class Model:
             from .targets import labels_or_rows
             return labels_or_rows(self, T, batch, what)
         elif isinstance(T, np.ndarray) and T.ndim == 2 and T.shape[1] == self.n_out:
-            T = self._matrix(T, "T", self.n_out, "the outputs side by side")
+            T = self.as_matrix(T, "T", self.n_out, "the outputs side by side")
         else:
             parts = self._parts(T, "T", net.output_names, "outputs")
             mats = []
@@ -274,19 +273,13 @@ class Model:
                 shape, owner = net._shapes[id(o)], f"output layer {name!r}"
                 if len(shape) > 1:
                     A = self._tensor(A, f"T[{name!r}]", shape, owner)
-                mats.append(self._matrix(A, f"T[{name!r}]", int(np.prod(shape)), owner))
+                mats.append(self.as_matrix(A, f"T[{name!r}]", int(np.prod(shape)), owner))
             self._same_rows(mats, "T", net.output_names)
             T = np.require(np.concatenate(mats, axis=1), self.dtype, ["C", "A"])
         if T.shape[0] != batch:
             raise ValueError(f"T has {T.shape[0]} rows but X has {batch}: one target row "
                              "per example is needed")
         return T
-
-    def _kernels(self, T):
-        """(loss, loss_grad, step, train) kernels for targets T: rows or class labels."""
-        if T.shape[1] == self.n_out:
-            return self._c_loss, self._c_loss_grad, self._c_step, self._c_train
-        return self._c_labels
 
     @staticmethod
     def _parts(A, what: str, names: list, kind: str) -> list:
@@ -320,99 +313,82 @@ class Model:
 
         With several inputs X is a list (declaration order) or a dict keyed by
         input name; with several outputs the result is a list of arrays."""
-        X = self._inputs(X)
-        n = X.shape[0]
-        outs = self._meta.get("outputs") or [["O", self._meta["output_offset"], self.n_out]]
-        res = [np.empty((n, w), self.dtype) for _, _, w in outs]
-        with self._lock:
-            for s in range(0, n, self._rows):
-                b = min(self._rows, n - s)
-                self._ensure_work(b)
-                if len(outs) == 1:  # the C copies the output out of work
-                    self._c_forward(self._p_theta, self._ptr(X[s:s + b]), b,
-                                    self._ptr(res[0][s:s + b]), self._p_work)
-                    continue
-                both = np.empty((b, self.n_out), self.dtype)   # the outputs side by side
-                self._c_forward(self._p_theta, self._ptr(X[s:s + b]), b, self._ptr(both),
-                                self._p_work)
-                col = 0
-                for out, (_, _, w) in zip(res, outs):
-                    out[s:s + b] = both[:, col:col + w]
-                    col += w
+        X = self.as_inputs(X)
+        n, rt, rows = X.shape[0], self.runtime, self.rows_per_call
+        both = np.empty((n, self.n_out), self.dtype)    # the outputs side by side
+        with self.lock:
+            for s in range(0, n, rows):
+                rt.forward(X[s:s + rows], both[s:s + rows])
+        outs = self.meta.get("outputs") or [["O", self.meta["output_offset"], self.n_out]]
         shapes = [self.network._shapes[id(o)] for o in self.network.outputs]
-        res = [r.reshape((n, *sh)) if len(sh) > 1 else r for r, sh in zip(res, shapes)]
-        return res[0] if len(res) == 1 else res
+        if len(outs) == 1:
+            return both.reshape((n, *shapes[0])) if len(shapes[0]) > 1 else both
+        res, col = [], 0
+        for (_, _, w), sh in zip(outs, shapes):
+            part = np.ascontiguousarray(both[:, col:col + w])
+            res.append(part.reshape((n, *sh)) if len(sh) > 1 else part)
+            col += w
+        return res
 
     __call__ = forward
 
     def loss(self, X, T) -> float:
         """Mean over the batch of the per-example loss."""
-        X = self._inputs(X)
-        T = self._targets(T, X.shape[0])
-        n, total, rows = X.shape[0], 0.0, self._rows
-        c_loss = self._kernels(T)[0]
-        with self._lock:
+        X = self.as_inputs(X)
+        T = self.as_targets(T, X.shape[0])
+        n, total, rows, rt = X.shape[0], 0.0, self.rows_per_call, self.runtime
+        with self.lock:
             for s in range(0, n, rows):
                 b = min(rows, n - s)
-                self._ensure_work(b)
-                total += b * c_loss(self._p_theta, self._ptr(X[s:s + b]),
-                                          self._ptr(T[s:s + b]), b, self._p_work)
+                total += b * rt.loss(X[s:s + b], T[s:s + b])
         return total / n
 
     def loss_and_grad(self, X, T):
         """(loss, grads) with grads a dict of new arrays shaped like params."""
-        X = self._inputs(X)
-        T = self._targets(T, X.shape[0])
-        with self._lock:
-            loss = self._loss_grad(X, T)
+        X = self.as_inputs(X)
+        T = self.as_targets(T, X.shape[0])
+        with self.lock:
+            loss = self.loss_grad_rows(X, T)
             return loss, {k: v.copy() for k, v in self._gviews.items()}
 
-    def _loss_grad(self, X, T) -> float:
-        """Loss, and gradients into _grad; the caller holds the lock."""
-        n, rows = X.shape[0], self._rows
-        c_loss_grad = self._kernels(T)[1]
+    def loss_grad_rows(self, X, T) -> float:
+        """The loss of checked rows (``as_inputs``, ``as_targets``), their mean
+        gradients into ``grad``, in calls of at most ``rows_per_call`` examples; the
+        caller holds ``lock``."""
+        n, rows, rt = X.shape[0], self.rows_per_call, self.runtime
         if n <= rows:
-            self._ensure_work(n)
-            return c_loss_grad(self._p_theta, self._ptr(X), self._ptr(T), n,
-                                     self._p_grad, self._p_work)
-        total, acc = 0.0, np.zeros_like(self._grad, dtype=np.float64)
+            return rt.loss_grad(X, T)
+        total, acc = 0.0, np.zeros_like(self.grad, dtype=np.float64)
         for s in range(0, n, rows):
             b = min(rows, n - s)
-            self._ensure_work(b)
-            total += b * c_loss_grad(self._p_theta, self._ptr(X[s:s + b]),
-                                           self._ptr(T[s:s + b]), b, self._p_grad, self._p_work)
-            acc += (b / n) * self._grad
-        self._grad[...] = acc
+            total += b * rt.loss_grad(X[s:s + b], T[s:s + b])
+            acc += (b / n) * self.grad
+        self.grad[...] = acc
         return total / n
 
     def step(self, X, T, lr: float = 0.1) -> float:
         """One steepest-descent update on this batch, in place, in one compiled
         call: θ ← θ − lr·∂L/∂θ.  Returns the loss before the update."""
-        # Fast path (most calls): C-contiguous arrays of our dtype and shape,
-        # checked with attribute reads only; ffi.from_buffer is the cheapest
-        # pointer (≈0.2 µs, vs ≈1.3 µs through arr.ctypes.data) and refuses a
-        # non-contiguous array, which then takes the full path below.
+        # Fast path (most calls): arrays of our dtype and shape, checked with
+        # attribute reads only; the runtime refuses a non-contiguous array
+        # (BufferError, ValueError), which then takes the full path below.
         # Also: a finite float lr, aligned arrays (the C may use aligned vector
-        # loads), and the model's lock around the call (threads share _work).
+        # loads), and the model's lock around the call (the runtime's work is shared).
         if type(X) is np.ndarray and type(T) is np.ndarray and X.dtype is self.dtype \
                 and T.dtype is self.dtype and type(lr) is float and 0 < lr < _INF:
             xs, ts = X.shape, T.shape
             if len(xs) == 2 and len(ts) == 2 and xs[1] == self.n_in and ts[1] == self.n_out \
-                    and xs[0] == ts[0] and 0 < xs[0] <= self._work_rows \
+                    and xs[0] == ts[0] and 0 < xs[0] <= self.rows_per_call \
                     and X.flags.aligned and T.flags.aligned:
-                n = xs[0]
+                self._acquire()
                 try:
-                    px, pt = self._buf(self._carray, X), self._buf(self._carray, T)
-                except (BufferError, ValueError):  # cffi 2 says ValueError: not C-contiguous
+                    return self._rt_step(X, T, lr)
+                except (BufferError, ValueError):  # not C-contiguous: the full path
                     pass
-                else:
-                    self._acquire()
-                    try:
-                        return self._c_step(self._p_theta, px, pt, n, lr, self._p_work)
-                    finally:
-                        self._release()
-        X = self._inputs(X)
-        T = self._targets(T, X.shape[0])
+                finally:
+                    self._release()
+        X = self.as_inputs(X)
+        T = self.as_targets(T, X.shape[0])
         try:
             lr = float(lr)
         except (TypeError, ValueError):
@@ -421,17 +397,13 @@ class Model:
             raise ValueError(f"lr must be a positive finite number, got {lr!r}"
                              + (" (a step size ≤ 0 does not descend)"
                                 if lr <= 0 else ""))
-        n = X.shape[0]
-        self._acquire()  # bound methods: ~60 ns less per step than `with self._lock`
+        self._acquire()  # bound methods: ~60 ns less per step than `with self.lock`
         try:
-            if n > self._rows:
-                loss = self._loss_grad(X, T)
-                self._theta -= self.dtype.type(lr) * self._grad
+            if X.shape[0] > self.rows_per_call:
+                loss = self.loss_grad_rows(X, T)
+                self.theta -= self.dtype.type(lr) * self.grad
                 return loss
-            if n > self._work_rows:
-                self._ensure_work(n)
-            return self._kernels(T)[2](self._p_theta, self._ptr(X), self._ptr(T), n, lr,
-                                       self._p_work)
+            return self.runtime.step(X, T, lr)
         finally:
             self._release()
 
@@ -441,7 +413,9 @@ class Model:
         cache (or rebuilt) on the other side."""
         desc = json.dumps(self.network.describe(), sort_keys=True)
         return _rebuild, (type(self), type(self.network), desc, self.dtype.name,
-                          {k: np.array(v) for k, v in self.params.items()}, self._init)
+                          {k: np.array(v) for k, v in self.params.items()}, self._init,
+                          self.backend)
 
     def __repr__(self):
-        return f"<symnet.Model {self.network!r} dtype={self.dtype.name}>"
+        extra = "" if self.backend == "c" else f" backend={self.backend}"
+        return f"<symnet.Model {self.network!r} dtype={self.dtype.name}{extra}>"

@@ -134,20 +134,16 @@ class Optimizer:
         # hyper[4]: weight decay λ; hyper[5]: clipping norm (0: none) -- see sn_update in C
         self.hyper = np.array([mu, b1, b2, eps, weight_decay, clip_norm or 0.0],
                               dtype=np.float64)
-        n = model._theta.size
+        n = model.theta.size
         self.s1 = np.zeros(n if name != "sgd" else 1, model.dtype)
         self.s2 = np.zeros(n if name == "adam" else 1, model.dtype)
         self.t = 0                                   # steps taken, for Adam's corrections
-        rt = model._rt
-        self.p_s1, self.p_s2 = rt.buffer(self.s1), rt.buffer(self.s2)
-        self.p_hyper = rt.pointer(self.hyper)
 
     def apply(self, model, lr: float):
-        """One update of model's parameters from the gradients in ``model._grad``."""
+        """One update of model's parameters from the gradients in ``model.grad``."""
         self.t += 1
-        with model._lock:  # the model's kernels are one call at a time (see Model)
-            model._c_update(model._p_theta, model._p_grad, float(lr), self.code,
-                            self.p_s1, self.p_s2, self.p_hyper, self.t)
+        with model.lock:  # the model's runtime is one call at a time (see Model)
+            model.runtime.update(float(lr), self.code, self.s1, self.s2, self.hyper, self.t)
 
 
 # ---------------------------------------------------------------- progress
@@ -244,9 +240,9 @@ class _Run:
         # two θ-sized buffers kept by the model between fit calls (allocating and
         # first touching them cost ~1 ms per call for the large network); neither
         # is read before it is written
-        spare = model.__dict__.pop("_fit_spare", None)
-        if spare is None or spare[0].shape != model._theta.shape:
-            spare = (np.empty_like(model._theta), np.empty_like(model._theta))
+        spare, model.fit_spare = model.fit_spare, None
+        if spare is None or spare[0].shape != model.theta.shape:
+            spare = (np.empty_like(model.theta), np.empty_like(model.theta))
         self.spare = spare
         self.prev = spare[0]                         # θ before the last update
         self.have_prev = np.zeros(1, np.intc)
@@ -255,19 +251,7 @@ class _Run:
         self.snap = spare[1]                         # θ before the call in flight
         self.parts_before = None                     # len(parts) before it; None: none
         if method != "sd":
-            rt, B = model._rt, self.B
-            # the epoch driver's own scratch: rows, gradients and the gathered batch
-            # (kept by the model between fit calls, as the θ buffers are)
-            work = model.__dict__.get("_fit_work")
-            if work is None or work.size < rt.train_work_size(B):
-                work = np.zeros(rt.train_work_size(B), model.dtype)
-            model._fit_work = self.work = work
-            self.p_work = rt.buffer(self.work)
-            self.p_X, self.p_T = rt.buffer(X), rt.buffer(T)
-            self.p_prev = rt.buffer(self.prev)
-            self.p_have = rt.pointer(self.have_prev)
-            self.c_train = model._kernels(T)[3]   # rows, or class labels
-            per_step = 6.0 * max(model._theta.size, 1) * B
+            per_step = 6.0 * max(model.theta.size, 1) * self.B
             self.chunk = max(1, int(CALL_FLOPS // per_step))
 
     # -- one epoch ---------------------------------------------------------
@@ -275,13 +259,13 @@ class _Run:
         """One full-batch step; False when the loss was not finite."""
         m = self.model
         lr = float(self.schedule.values(self.t, 1)[0])
-        with m._lock:
-            loss = m._loss_grad(self.X, self.T)
+        with m.lock:
+            loss = m.loss_grad_rows(self.X, self.T)
         if not math.isfinite(loss):
             self._diverged()
             return False
         self._begin()
-        self.prev[...] = m._theta
+        self.prev[...] = m.theta
         self.have_prev[0] = 1
         self.opt.apply(m, lr)
         self._keep([loss], [self.X.shape[0]], [lr])
@@ -294,19 +278,17 @@ class _Run:
         n_steps = -(-idx.size // B)
         lrs = self.schedule.values(self.t, n_steps)
         losses = np.zeros(n_steps)
-        rt = m._rt
+        rt = m.runtime
         correct = np.full(n_steps, np.nan)        # counted by the C where there is accuracy
         count = has_accuracy(m.network.loss_name) and len(m.network.outputs) == 1
         for s0 in range(0, n_steps, self.chunk):
             s1 = min(n_steps, s0 + self.chunk)
             part = idx[s0 * B: s1 * B]
             self._begin()
-            with m._lock:
-                done = self.c_train(
-                    m._p_theta, self.p_X, self.p_T, rt.pointer(part), part.size, B,
-                    rt.pointer(lrs[s0:]), rt.pointer(losses[s0:]), opt.code, opt.p_s1,
-                    opt.p_s2, opt.p_hyper, opt.t, self.p_prev, self.p_have,
-                    rt.pointer(correct[s0:]) if count else rt.null, self.p_work)
+            with m.lock:
+                done = rt.train_epoch(self.X, self.T, part, B, lrs[s0:], losses[s0:],
+                                      opt.code, opt.s1, opt.s2, opt.hyper, opt.t, self.prev,
+                                      self.have_prev, correct[s0:] if count else None)
             opt.t += done
             sizes = [B] * done
             if done and s0 + done == n_steps and idx.size % B:
@@ -324,7 +306,7 @@ class _Run:
     # -- bookkeeping -------------------------------------------------------
     def _begin(self):
         """Before a call that changes θ: remember θ and how much was kept so far."""
-        self.snap[...] = self.model._theta
+        self.snap[...] = self.model.theta
         self.parts_before = len(self.parts)
 
     def _keep(self, losses, sizes, lrs, correct=None):
@@ -337,7 +319,7 @@ class _Run:
     def interrupted(self):
         """A KeyboardInterrupt came through: drop the call in flight unless it was kept."""
         if self.parts_before is not None and len(self.parts) == self.parts_before:
-            self.model._theta[...] = self.snap
+            self.model.theta[...] = self.snap
             self.opt.t = self.t
         self.parts_before = None
         self.hist.stopped = "interrupted"
@@ -346,7 +328,7 @@ class _Run:
         """The loss became non-finite: the update before it was undone (θ ← prev)."""
         m = self.model
         if self.have_prev[0]:
-            m._theta[...] = self.prev
+            m.theta[...] = self.prev
             self._drop_last_step()
         self.hist.stopped = "diverged"
         warnings.warn(f"training diverged at step {self.t} (the loss became NaN or inf); "
@@ -410,8 +392,8 @@ def checked_arguments(model, X, T, method, epochs, batch_size, lr):
                          f"got {method!r}")
     epochs = _positive_int("epochs", epochs)
     batch_size = _positive_int("batch_size", batch_size)
-    X = model._inputs(X)
-    T = model._targets(T, X.shape[0])
+    X = model.as_inputs(X)
+    T = model.as_targets(T, X.shape[0])
     _finite(X, "X")
     _finite(T, "T")
     return X, T, epochs, batch_size, as_schedule(lr)
@@ -421,8 +403,8 @@ def checked_validation(model, validation_data):
     """(X_val as the model's rows, T_val as rows) from fit's ``validation_data``."""
     if not (isinstance(validation_data, (tuple, list)) and len(validation_data) == 2):
         raise ValueError("validation_data must be a pair (X_val, T_val)")
-    Xv = model._inputs(validation_data[0])
-    Tv = model._targets(validation_data[1], Xv.shape[0], "validation T")
+    Xv = model.as_inputs(validation_data[0])
+    Tv = model.as_targets(validation_data[1], Xv.shape[0], "validation T")
     _finite(Xv, "validation X")
     _finite(Tv, "validation T")
     return Xv, Tv
@@ -485,6 +467,6 @@ def fit(model, X, T, method="minibatch", epochs=10, batch_size=32, lr=0.1, shuff
             hist.best_epoch = stopper.best_epoch or None
             if hist.stopped != "interrupted":
                 stopper.restore(model)
-        model._fit_spare = run.spare
+        model.fit_spare = run.spare
         hist.wall_time = time.perf_counter() - start
     return hist

@@ -29,16 +29,17 @@ class Network(dsl.Network):
         return Formulas(self, optimizer=optimizer, weight_decay=weight_decay,
                         clip_norm=clip_norm)
 
-    def compile(self, dtype="float32", seed: int = 0, init=None):
+    def compile(self, dtype="float32", seed: int = 0, init=None, backend="c"):
         """Derive, emit, build (or load from the cache) → a ``Model``.
 
         ``seed`` seeds the initial parameters; ``init`` ("glorot", "he", "normal",
         "zeros", "ones" or a number) overrides the initialisation of every weight
         matrix (by default each layer's own: its ``init=``, else suited to its
-        activation).
+        activation).  ``backend``: ``"c"`` (compiled C) or ``"numpy"`` (the same
+        plan run with NumPy, no compiler needed; slower), see ``symnet.backend``.
         """
         from .model import Model
-        return Model(self, dtype=dtype, seed=seed, init=init)
+        return Model(self, dtype=dtype, seed=seed, init=init, backend=backend)
 
     def summary(self, batch_size: int = 32, dtype: str = "float32"):
         """Parameters, memory and flops per training step, before compiling

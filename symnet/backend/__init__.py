@@ -1,13 +1,37 @@
-"""Backends: a kernel plan in, a runtime out.
+"""Backends: a network's kernel plan in, a runtime out; a runtime's calls take and
+return NumPy arrays.
 
-The plan (``symnet.lower``) says nothing about C.  A backend renders it,
-builds what it rendered and returns a runtime: an object with the compiled
-functions ``forward``, ``loss``, ``loss_grad``, ``step``, ``update`` and
-``train`` (the whole-epoch driver), called with opaque buffers the runtime
-makes from numpy arrays (``runtime.buffer``).  ``Model`` and ``symnet.train``
-talk to nothing else.
+A backend is a module with ``load(network, dtype) -> Runtime``; it plans the
+network (``symnet.lower``) unless it has the result cached.  A ``Runtime`` has
 
-- ``symnet.backend.c``: the in-process backend (C99 compiled with cffi,
-  cached by content); its function signatures are those of the exported
-  header (``templates/network.h.j2``, see ``symnet.export``).
+- ``meta``: sizes and layout (``symnet.backend.common.plan_meta``), ``dtype``,
+  ``n_params``, ``n_in``, ``n_out``, ``backend`` (its name), ``tuning``;
+- ``params``, ``grads``: its flat θ and ∂L/∂θ (the model's parameters are views);
+- ``forward(X, out=None) -> O``, ``loss(X, T)``, ``loss_grad(X, T)`` (gradients into
+  ``grads``), ``step(X, T, lr)``, ``update(lr, optimizer, s1, s2, hyper, t)`` and
+  ``train_epoch(X, T, idx, batch_size, lrs, losses, optimizer, s1, s2, hyper, t0,
+  prev, have_prev, correct)``: X and T C-contiguous (batch, width) arrays of the
+  dtype, T of width 1 holding class labels where the loss takes them.
+
+``Model`` (``symnet.model``), training (``symnet.train``) and distributed training
+use nothing else; pointers, cffi and C names stay inside ``symnet.backend.c``.
+
+- ``"c"`` (``symnet.backend.c``): C99 compiled with cffi, cached by content; its
+  function signatures are those of the exported header (``symnet.export``).
+- ``"numpy"`` (``symnet.backend.numpy``): the same plan run with NumPy; needs no
+  compiler.
 """
+
+from __future__ import annotations
+
+import importlib
+
+BACKENDS = ("c", "numpy")
+
+
+def load(name: str):
+    """The ``load`` function of backend ``name``."""
+    if name not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, "
+                         f"got {name!r}")
+    return importlib.import_module(f"{__name__}.{name}").load

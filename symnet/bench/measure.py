@@ -208,7 +208,8 @@ for _ in range(5):
     model.step(X, T, LR)
 _, traced = tracemalloc.get_traced_memory()
 tracemalloc.stop()
-arrays = model._theta.nbytes + model._grad.nbytes + model._work.nbytes
+arrays = model.theta.nbytes + model.grad.nbytes \
+    + model.runtime.work_size(model.runtime.work_rows) * model.dtype.itemsize
 print(json.dumps({"maxrss": peak(), "maxrss_before_model": before, "model_arrays": arrays,
                   "data": X.nbytes + T.nbytes, "per_step_python_alloc": traced}))
 """
