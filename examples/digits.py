@@ -10,7 +10,8 @@ cross-entropy reads them directly).
 import time
 
 import symnet as sn
-from symnet import datasets, schedules
+from symnet import datasets
+from symnet.runtime import schedules
 
 
 def network():

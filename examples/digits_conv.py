@@ -9,7 +9,8 @@ digits_conv_loss.png.
 import time
 
 import symnet as sn
-from symnet import datasets, schedules
+from symnet import datasets
+from symnet.runtime import schedules
 
 
 def network():

@@ -18,7 +18,8 @@ import sys
 import numpy as np
 
 import symnet as sn
-from symnet import datasets, schedules
+from symnet import datasets
+from symnet.runtime import schedules
 
 
 def digits_network():

@@ -9,16 +9,18 @@ train it with kernels generated from that derivation.
 1
 """
 
-__version__ = "0.1.0"
+from .version import __version__  # noqa: E402,F401
 
-from .base import Input  # noqa: E402
-from .dsl import Dense  # noqa: E402
+from .lang.base import Input  # noqa: E402
+from .lang.dsl import Dense  # noqa: E402
 from .api.network import Network, load  # noqa: E402
-from .merge import Add, Concatenate, Multiply, Slice  # noqa: E402
-from .conv import AvgPool1d, AvgPool2d, Conv1d, Conv2d, Flatten, MaxPool1d, MaxPool2d  # noqa: E402
-from . import datasets, recurrent, schedules  # noqa: E402
-from .check import check_gradients  # noqa: E402
-from .history import History  # noqa: E402
+from .lang.merge import Add, Concatenate, Multiply, Slice  # noqa: E402
+from .lang.conv import AvgPool1d, AvgPool2d, Conv1d, Conv2d, Flatten, MaxPool1d, MaxPool2d  # noqa: E402
+from . import datasets  # noqa: E402
+from .lang import recurrent  # noqa: E402
+from .runtime import schedules  # noqa: E402
+from .runtime.check import check_gradients  # noqa: E402
+from .runtime.history import History  # noqa: E402
 
 _LAZY = ("Layer", "n_in", "sum_j", "sum_k")
 
@@ -26,18 +28,21 @@ _LAZY = ("Layer", "n_in", "sum_j", "sum_k")
 def __getattr__(name):
     # symnet.Layer needs sympy; importing symnet (e.g. to load a cached model) does not.
     if name in _LAZY:
-        from . import layers
+        from .lang import layers
         return getattr(layers, name)
     if name == "indices":
-        from .tensor import indices
+        from .lang.tensor import indices
         return indices
+    if name == "BuildError":               # the compiler failed: command, message, .c path
+        from .backend.c.build import BuildError
+        return BuildError
     if name in ("sigmoid", "softplus"):
-        from . import primitives
+        from .scalar import primitives
         return getattr(primitives, name)
     raise AttributeError(f"module 'symnet' has no attribute {name!r}")
 
 
-__all__ = ["Add", "AvgPool1d", "AvgPool2d", "Concatenate", "Conv1d", "Conv2d", "Dense",
+__all__ = ["Add", "AvgPool1d", "AvgPool2d", "BuildError", "Concatenate", "Conv1d", "Conv2d", "Dense",
            "Flatten", "History", "Input", "Layer", "MaxPool1d", "MaxPool2d", "Multiply",
            "Network", "Slice", "check_gradients", "datasets", "indices", "load", "n_in",
            "recurrent", "schedules", "sigmoid", "softplus", "sum_j", "sum_k",

@@ -40,13 +40,13 @@ def load_network(path: str):
 
 def c_source(net, dtype: str = "float32") -> str:
     """The kernel C of a network, emitted without compiling it."""
-    from .backend.c import render
-    from .lower import plan
+    from .backend.c.runtime import render
+    from .plan.lower import plan
     return render(plan(net.graph()), dtype)[0]
 
 
 def export(args) -> int:
-    """Write the standalone C of a saved model (see ``symnet.export``)."""
+    """Write the standalone C of a saved model (see ``symnet.backend.c.export``)."""
     from .api.network import load
     model = load(args.model)
     params_file = args.params_file

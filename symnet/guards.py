@@ -3,7 +3,7 @@
 Sizes: the generated C indexes arrays with ``int``, and a network's
 parameters, gradients and per-example work must fit in memory; both are
 checked from the kernel plan's numbers, before numpy allocates anything.
-Names: what the kernel's C already uses (``C_NAMES``; see ``symnet.cnames``).
+Names: what the kernel's C already uses (``C_NAMES``; see ``symnet.backend.c.cnames``).
 
 >>> rows_per_call({"work_per_row": 10, "n_in": 2, "n_out": 1}, 8)
 8192
@@ -94,7 +94,7 @@ def rows_per_call(meta: dict, itemsize: int) -> int:
 # and <stddef.h> names, the macros gcc predefines, the locals of the template's
 # exported functions, and the names the compiler derives from a layer's
 # (z_H1, delta_H1, dL_dH1, g_W1, CSE temporaries t0, t1, ...).  A layer named
-# like one of them is written sn_u_<name> in the C (symnet.cnames).
+# like one of them is written sn_u_<name> in the C (symnet.backend.c.cnames).
 _MATH = """acos asin atan atan2 cos sin tan acosh asinh atanh cosh sinh tanh exp exp2 expm1
 frexp ilogb ldexp log log10 log1p log2 logb modf scalbn scalbln cbrt fabs hypot pow sqrt erf
 erfc lgamma tgamma ceil floor nearbyint rint lrint llrint round lround llround trunc fmod

@@ -22,7 +22,7 @@ import warnings
 import numpy as np
 
 import symnet as sn
-from symnet import schedules
+from symnet.runtime import schedules
 
 SIZES = {1: [23], 2: [14, 9], 3: [10, 8, 5]}
 

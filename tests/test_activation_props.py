@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import symnet as sn
-from symnet.primitives import sigmoid, softplus
+from symnet.scalar.primitives import sigmoid, softplus
 
 # Each maps a sub-expression u to a function of it, defined (and smooth) for all real u.
 UNARY = {

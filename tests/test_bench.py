@@ -37,7 +37,7 @@ def test_mpi_section_prints_one_and_two_processes():
     import pytest
     try:
         import mpi4py  # noqa: F401
-        from symnet.distributed import mpiexec
+        from symnet.runtime.distributed import mpiexec
         mpiexec(1)
     except (ImportError, FileNotFoundError) as exc:
         if os.environ.get("SYMNET_REQUIRE_MPI") == "1":

@@ -8,10 +8,10 @@ import textwrap
 import pytest
 
 import symnet as sn
-from symnet import build
+from symnet.backend.c import build
 
 SCRIPT = textwrap.dedent("""
-    import numpy as np, symnet as sn, symnet.build as b, sys
+    import numpy as np, symnet as sn, symnet.backend.c.build as b, sys
     net = sn.Network(sn.Input(3), sn.Dense(5, "relu"), sn.Dense(2), loss="mse")
     m = net.compile(dtype="float32")
     print(b.STATS["compiled"], b.STATS["hits"], "sympy" in sys.modules)

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 import symnet as sn
-from symnet import build
+from symnet.backend.c import build
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,7 +33,7 @@ SCRIPT = textwrap.dedent("""
         loaded.append(hashlib.sha256(open(path, "rb").read()).hexdigest())
         return _spec(name, path, *a, **k)
     importlib.util.spec_from_file_location = spy
-    import numpy as np, symnet as sn, symnet.build as b
+    import numpy as np, symnet as sn, symnet.backend.c.build as b
     net = sn.Network(sn.Input(3), sn.Dense(5, "tanh"), sn.Dense(2), loss="mse")
     m = net.compile(dtype="float64", seed=3)
     X = np.linspace(-1, 1, 12).reshape(4, 3)

@@ -8,7 +8,7 @@ import pytest
 import sympy as sp
 
 import symnet as sn
-from symnet import io
+from symnet.io import files as io
 
 c, y, x, u, v = sn.indices("c y x u v")
 

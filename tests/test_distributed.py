@@ -1,4 +1,4 @@
-"""Data-parallel fit over MPI (symnet.distributed), checked against one process.
+"""Data-parallel fit over MPI (symnet.runtime.distributed), checked against one process.
 
 Each P in (2, 3) launches ``mpiexec -n P python -m mpi4py tests/mpi_worker.py``
 once: every process trains the worker's scenarios on its uneven part of one
@@ -23,7 +23,7 @@ import mpi_worker as W
 import numpy as np
 import pytest
 
-from symnet.distributed import steps_per_epoch
+from symnet.runtime.distributed import steps_per_epoch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(ROOT, "tests", "mpi_worker.py")
@@ -34,7 +34,7 @@ def _launcher(n):
     try:
         import mpi4py  # noqa: F401
 
-        from symnet.distributed import mpiexec
+        from symnet.runtime.distributed import mpiexec
         return mpiexec(n)
     except (ImportError, FileNotFoundError) as exc:
         if os.environ.get("SYMNET_REQUIRE_MPI") == "1":

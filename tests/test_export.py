@@ -1,4 +1,4 @@
-"""The standalone C export (symnet.export): it compiles strictly, for a desktop and
+"""The standalone C export (symnet.backend.c.export): it compiles strictly, for a desktop and
 for a Cortex-M4, and a C program built from it computes what the model computes:
 the same outputs, loss, gradients, and parameters after N steps (bit for bit
 under the compiler flags symnet itself uses, close under others).
@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from symnet import build
-from symnet.emit import cdef
+from symnet.backend.c import build
+from symnet.backend.c.emit import cdef
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ["xor", "moons", "regression", "digits", "rbf", "gated", "digits_conv",
@@ -330,7 +330,7 @@ def test_header_is_the_cdef_symnet_uses(models, tmp_path):
     exported = _prototypes(header).replace("net_", prefix)
     trained = f"extern const float {prefix}trained_params[NET_N_PARAMS];"
     assert trained in exported and "trained_params" not in inproc
-    # the in-process build alone has the tuning hook (BLAS, threads; symnet.tuning)
+    # the in-process build alone has the tuning hook (BLAS, threads; symnet.backend.c.tuning)
     start = inproc.index(f"void {prefix}tune(")
     tune = inproc[start:inproc.index(");", start) + 2]
     assert "tune(" not in exported

@@ -10,9 +10,9 @@ import sympy as sp
 from conftest import targets_for
 
 import symnet as sn
-from symnet import ir
+from symnet.ir import nodes as ir
 from symnet.__main__ import c_source
-from symnet.notation import text
+from symnet.scalar.notation import text
 
 
 def notes_network():

@@ -10,7 +10,7 @@ from gradcheck import check
 
 import numpy_reference as ref
 import symnet as sn
-from symnet.primitives import ACTIVATIONS
+from symnet.scalar.primitives import ACTIVATIONS
 
 LOSSES = ["mse", "bce", "softmax_cross_entropy"]
 

@@ -9,7 +9,7 @@ import pytest
 import sympy
 
 import symnet as sn
-from symnet import io
+from symnet.io import files as io
 
 
 @pytest.fixture(scope="module")

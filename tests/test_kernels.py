@@ -118,7 +118,7 @@ def test_portable_build_gradients(tmp_path):
 
 
 def test_portable_flags_differ():
-    from symnet import build
+    from symnet.backend.c import build
     old = os.environ.get("SYMNET_PORTABLE")
     try:
         os.environ["SYMNET_PORTABLE"] = "1"

@@ -7,7 +7,7 @@ import sympy as sp
 from gradcheck import check
 
 import symnet as sn
-from symnet.primitives import sigmoid
+from symnet.scalar.primitives import sigmoid
 
 
 def np_sigmoid(z):
@@ -107,7 +107,7 @@ def test_layer_as_first_and_output_layer(name):
 
 def test_contractions_become_matrix_products():
     net = sn.Network(sn.Input(3), gated(4), quadratic(2), loss="mse")
-    plan_ops = __import__("symnet.lower", fromlist=["plan"]).plan(net.graph()).forward
+    plan_ops = __import__("symnet.plan.lower", fromlist=["plan"]).plan(net.graph()).forward
     kinds = [type(op).__name__ for op in plan_ops]
     # gated: two contractions; quadratic: one contraction (W) + one double-sum loop (Q)
     assert kinds.count("MatMul") == 3

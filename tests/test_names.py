@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import symnet as sn
-from symnet.emit import CPrinter, c_comment
+from symnet.backend.c.emit import CPrinter, c_comment
 
 HOSTILE = ["a*/b", "/*", "*/", "x\n#define y", "a\x00", "W1 ", " ", "", "a.b", "a-b", "a;b",
            "ǅ", "é", 123, b"bytes", 1.5]

@@ -1,5 +1,5 @@
 """Tests of the independent numpy reference back-propagation and of the
-stand-alone helper modules symnet.schedules, symnet.history, symnet.datasets."""
+stand-alone helper modules symnet.runtime.schedules, symnet.runtime.history, symnet.datasets."""
 
 import importlib
 import importlib.util
@@ -29,8 +29,8 @@ def _load(name, path):
 
 
 ref = _load("numpy_reference", os.path.join(HERE, "numpy_reference.py"))
-schedules = _load("symnet.schedules", os.path.join(ROOT, "symnet", "schedules.py"))
-history = _load("symnet.history", os.path.join(ROOT, "symnet", "history.py"))
+schedules = _load("symnet.runtime.schedules", os.path.join(ROOT, "symnet", "schedules.py"))
+history = _load("symnet.runtime.history", os.path.join(ROOT, "symnet", "history.py"))
 datasets = _load("symnet.datasets", os.path.join(ROOT, "symnet", "datasets.py"))
 
 

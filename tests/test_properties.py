@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import symnet as sn
-from symnet.primitives import ACTIVATIONS
+from symnet.scalar.primitives import ACTIVATIONS
 
 _z = sp.Symbol("z")
 CUSTOM = {"cubic": _z ** 3 / 3 + _z, "sine": sp.sin(_z),

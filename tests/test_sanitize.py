@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 import symnet as sn
-from symnet import build, sanitize
-from symnet.model import network_key
+from symnet.backend.c import build, sanitize
+from symnet.runtime.model import network_key
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -36,7 +36,7 @@ RUN = textwrap.dedent("""
 """)
 
 CANARY = textwrap.dedent("""
-    import symnet.build as b
+    import symnet.backend.c.build as b
     mod, _ = b.build("canary" + "0" * 18, "int symnet_canary_add(int x) { return x + 1; }\\n",
                      "int symnet_canary_add(int x);", {"dtype": "none"})
     print(mod.lib.symnet_canary_add(2**31 - 2), flush=True)

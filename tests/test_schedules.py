@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from symnet import schedules as S
+from symnet.runtime import schedules as S
 
 
 @pytest.mark.parametrize("sched,t,value", [

@@ -8,7 +8,7 @@ import pytest
 import sympy as sp
 
 import symnet as sn
-from symnet.primitives import stabilise
+from symnet.scalar.primitives import stabilise
 
 Z = np.array([-1e4, -1e3, -100.0, -89.0, -30.0, -1.0, 0.0, 0.5, 1.0, 30.0, 89.0, 100.0,
               1e3, 1e4])
@@ -87,7 +87,7 @@ def test_custom_logistic_loss_finite_at_extreme_outputs(dtype):
 
 def test_rewrites():
     x = sp.Symbol("x", real=True)
-    from symnet.primitives import sigmoid, softplus
+    from symnet.scalar.primitives import sigmoid, softplus
     assert stabilise(sp.log(1 + sp.exp(x))) == softplus(x)
     assert stabilise(1 / (1 + sp.exp(-x))) == sigmoid(x)
     assert stabilise(sp.exp(x) / (1 + sp.exp(x))) == sigmoid(x)

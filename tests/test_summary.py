@@ -3,7 +3,7 @@
 import pytest
 
 import symnet as sn
-from symnet.summary import summarize
+from symnet.read.summary import summarize
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,9 @@ import numpy_reference as ref
 import pytest
 
 import symnet as sn
-from symnet import datasets, schedules, train
-from symnet.train import sample_indices
+from symnet import datasets
+from symnet.runtime import schedules, train
+from symnet.runtime.train import sample_indices
 
 ACTS = ["tanh", "linear"]
 

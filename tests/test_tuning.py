@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import numpy_reference as ref
-from symnet import build, tuning
+from symnet.backend.c import build, tuning
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HAVE_BLAS = importlib.util.find_spec("scipy_openblas32") is not None
@@ -123,8 +123,8 @@ def test_machine_that_cannot_be_measured_gets_fixed_defaults(tmp_path, monkeypat
 def test_generated_standalone_c_has_no_tuning_hook():
     """The BLAS hook exists only in the in-process form (rendered with hooks=True)."""
     import symnet as sn
-    from symnet.emit import emit
-    from symnet.lower import plan
+    from symnet.backend.c.emit import emit
+    from symnet.plan.lower import plan
     net = sn.Network(sn.Input(300), sn.Dense(70, "relu"), sn.Dense(5), loss="mse")
     standalone = emit(plan(net.graph()), "float32")[0]
     inproc, prefix = emit(plan(net.graph()), "float32", hooks=True)[:2]

@@ -1,8 +1,8 @@
-"""The Model that ``net.compile()`` returns: the compiled core (``symnet.model``)
-with the calls that hand it to the later stages: ``fit`` (``symnet.train``,
-``symnet.distributed``), ``predict`` and ``evaluate`` (``symnet.predict``),
-``save`` (``symnet.io``), ``export_c`` (``symnet.export``), ``summary``
-(``symnet.summary``).  Each is imported when first called, so loading a cached
+"""The Model that ``net.compile()`` returns: the compiled core (``symnet.runtime.model``)
+with the calls that hand it to the later stages: ``fit`` (``symnet.runtime.train``,
+``symnet.runtime.distributed``), ``predict`` and ``evaluate`` (``symnet.runtime.predict``),
+``save`` (``symnet.io.files``), ``export_c`` (``symnet.backend.c.export``), ``summary``
+(``symnet.read.summary``).  Each is imported when first called, so loading a cached
 model imports none of them (nor sympy).
 
 >>> import numpy as np, symnet as sn
@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import model as core
+from ..runtime import model as core
 
 
 class Model(core.Model):
     """A network compiled to C for one dtype, with its parameters; see
-    ``symnet.model.Model`` for the kernels' calls (``forward``, ``loss``,
+    ``symnet.runtime.model.Model`` for the kernels' calls (``forward``, ``loss``,
     ``loss_and_grad``, ``step``) and their thread safety."""
 
     # ---------------------------------------------------------------- training
@@ -33,12 +33,12 @@ class Model(core.Model):
         ``method``: ``"sd"`` (one full-batch step per epoch), ``"sgd"`` (N steps per
         epoch, each on one example drawn at random) or ``"minibatch"`` (each epoch a
         shuffle cut into batches of ``batch_size``).  ``lr``: a float or a
-        ``symnet.schedules`` schedule of the step number.  ``optimizer``: ``"sgd"``,
+        ``symnet.runtime.schedules`` schedule of the step number.  ``optimizer``: ``"sgd"``,
         ``"momentum"`` (``momentum=0.9``) or ``"adam"`` (``betas=(0.9, 0.999)``,
         ``eps=1e-8``).  The same ``seed`` gives bit-identical parameters.  See
-        ``symnet.train`` for the exact rules, divergence and Ctrl-C handling.
+        ``symnet.runtime.train`` for the exact rules, divergence and Ctrl-C handling.
         ``comm``: an mpi4py communicator; each process passes its own part of the
-        data and the step gradient is the mean over all parts (``symnet.distributed``).
+        data and the step gradient is the mean over all parts (``symnet.runtime.distributed``).
 
         Inside the compiled step: ``weight_decay`` λ (L2: g + λθ; decoupled for Adam,
         as AdamW) and ``clip_norm`` c (g·min(1, c/‖g‖₂) before anything else).
@@ -46,7 +46,7 @@ class Model(core.Model):
         (training loss without validation data) and, with ``restore_best``, puts the
         best epoch's parameters back; ``validation_split=f`` holds out the last
         fraction f of the rows; ``callbacks``: functions of the History called after
-        each epoch, True stops.  See ``symnet.stopping``.
+        each epoch, True stops.  See ``symnet.runtime.stopping``.
 
         >>> import symnet as sn
         >>> X, T = sn.datasets.xor()
@@ -58,7 +58,7 @@ class Model(core.Model):
         (5, 10)
         """
         if comm is not None:
-            from ..distributed import fit as fit_distributed
+            from ..runtime.distributed import fit as fit_distributed
             return fit_distributed(self, X, T, comm, method=method, epochs=epochs,
                                    batch_size=batch_size, lr=lr, shuffle=shuffle, seed=seed,
                                    validation_data=validation_data, progress=progress,
@@ -66,7 +66,7 @@ class Model(core.Model):
                                    eps=eps, weight_decay=weight_decay, clip_norm=clip_norm,
                                    early_stopping=early_stopping, restore_best=restore_best,
                                    validation_split=validation_split, callbacks=callbacks)
-        from ..train import fit
+        from ..runtime.train import fit
         return fit(self, X, T, method=method, epochs=epochs, batch_size=batch_size, lr=lr,
                    shuffle=shuffle, seed=seed, validation_data=validation_data,
                    progress=progress, optimizer=optimizer, momentum=momentum, betas=betas,
@@ -79,19 +79,19 @@ class Model(core.Model):
         """Probabilities for a classification head (softmax of the output for
         ``softmax_cross_entropy``, the sigmoid output for ``bce``), the output
         otherwise; any number of rows, ``batch_size`` per kernel call.  See
-        ``symnet.predict``."""
-        from ..predict import predict
+        ``symnet.runtime.predict``."""
+        from ..runtime.predict import predict
         return predict(self, X, batch_size)
 
     def predict_proba(self, X, batch_size=None) -> np.ndarray:
         """Class probabilities (classification losses only), as ``predict``."""
-        from ..predict import predict_proba
+        from ..runtime.predict import predict_proba
         return predict_proba(self, X, batch_size)
 
     def predict_classes(self, X, batch_size=None) -> np.ndarray:
         """Class per example: argmax for ``softmax_cross_entropy`` ((N,) ints),
         output > 0.5 for ``bce``."""
-        from ..predict import predict_classes
+        from ..runtime.predict import predict_classes
         return predict_classes(self, X, batch_size)
 
     def evaluate(self, X, T, batch_size=None) -> dict:
@@ -104,13 +104,13 @@ class Model(core.Model):
         >>> m.evaluate(np.array([[1.0], [2.0]]), np.array([2.0, 3.0]))
         {'loss': 0.5, 'mse': 0.5, 'mae': 0.5}
         """
-        from ..predict import evaluate
+        from ..runtime.predict import evaluate
         return evaluate(self, X, T, batch_size)
 
     def save(self, path):
         """Write parameters and network description to ``path`` (``.npz``, no pickle);
-        ``symnet.load(path)`` gives the model back.  See ``symnet.io``."""
-        from ..io import save
+        ``symnet.load(path)`` gives the model back.  See ``symnet.io.files``."""
+        from ..io.files import save
         save(self, path)
 
     def export_c(self, directory, name: str = "net", training: bool = True,
@@ -118,14 +118,14 @@ class Model(core.Model):
         """Write ``<name>.h`` and ``<name>.c`` (C99 + <math.h>, no Python) into
         ``directory``: this model's forward pass and, with ``training``, its
         loss, gradients, step, update and epoch driver, with the trained values
-        as ``<name>_trained_params``.  Returns the paths.  See ``symnet.export``.
+        as ``<name>_trained_params``.  Returns the paths.  See ``symnet.backend.c.export``.
         """
-        from ..export import export_c
+        from ..backend.c.export import export_c
         return export_c(self, directory, name=name, training=training, threads=threads,
                         params_file=params_file)
 
     def summary(self, batch_size: int = 32):
         """Parameters, memory and flops per training step of this model for a
-        batch size (a ``symnet.summary.Summary``; ``print`` it)."""
-        from ..summary import summarize
+        batch size (a ``symnet.read.summary.Summary``; ``print`` it)."""
+        from ..read.summary import summarize
         return summarize(self.network, batch_size, self.dtype.name)

@@ -1,9 +1,9 @@
 """The Network the user declares (``symnet.Network``), and ``symnet.load``.
 
 The declaration itself (layers, checks, names, the IR, ``describe``) is
-``symnet.dsl.Network``; this subclass adds the calls that run the later
-stages on it: ``formulas()`` (``symnet.formulas``), ``summary()``
-(``symnet.summary``) and ``compile()`` (the whole pipeline, to a
+``symnet.lang.dsl.Network``; this subclass adds the calls that run the later
+stages on it: ``formulas()`` (``symnet.read.formulas``), ``summary()``
+(``symnet.read.summary``) and ``compile()`` (the whole pipeline, to a
 ``symnet.api.model.Model``).  Each imports its stage when called: importing
 symnet imports neither sympy nor the compiler.
 
@@ -15,7 +15,9 @@ symnet imports neither sympy nor the compiler.
 
 from __future__ import annotations
 
-from .. import dsl, io
+from ..lang import dsl
+
+from ..io import files as io
 
 
 class Network(dsl.Network):
@@ -25,7 +27,7 @@ class Network(dsl.Network):
         """The chain-rule derivation of this network, for people.  With
         ``optimizer``, ``weight_decay`` or ``clip_norm`` (as given to ``fit``) it ends
         with the parameter update and its extra terms."""
-        from ..formulas import Formulas
+        from ..read.formulas import Formulas
         return Formulas(self, optimizer=optimizer, weight_decay=weight_decay,
                         clip_norm=clip_norm)
 
@@ -43,26 +45,27 @@ class Network(dsl.Network):
 
     def summary(self, batch_size: int = 32, dtype: str = "float32"):
         """Parameters, memory and flops per training step, before compiling
-        (``symnet.summary``; ``print`` it).
+        (``symnet.read.summary``; ``print`` it).
 
         >>> import symnet as sn
         >>> net = sn.Network(sn.Input(3), sn.Dense(4, "relu"), sn.Dense(2), loss="mse")
         >>> net.summary(batch_size=10).total("params")
         26
         """
-        from ..summary import summarize
+        from ..read.summary import summarize
         return summarize(self, batch_size, dtype)
 
 
-def load(path, network=None, dtype=None):
+def load(path, network=None, dtype=None, backend="c"):
     """The model saved at ``path`` (``model.save``): network rebuilt, compiled,
-    parameters restored (``symnet.io`` reads and checks the file).
+    parameters restored (``symnet.io.files`` reads and checks the file).
 
     With ``network`` given, the file must hold that network (same description),
-    else ValueError.  ``dtype`` defaults to the saved one.
+    else ValueError.  ``dtype`` defaults to the saved one; ``backend`` as in
+    ``Network.compile``.
     """
     network, saved, params = io.read(path, network, cls=Network)
-    model = network.compile(dtype=dtype or saved)
+    model = network.compile(dtype=dtype or saved, backend=backend)
     for name, value in params.items():
         model.params[name] = value
     return model

@@ -21,7 +21,11 @@ import os
 import platform
 import time
 
-from . import conv, measure, refs
+from . import conv
+
+from . import measure
+
+from . import refs
 
 DEFAULT_REFS = ("numpy", "torch", "jax", "pytensor")
 QUICK_REFS = ("numpy", "torch", "jax")
@@ -126,7 +130,7 @@ def run_compile(quick: bool):
 
 def print_machine():
     """Where the products run on this machine (symnet/tuning.py), measured once."""
-    from symnet import tuning
+    from symnet.backend.c import tuning
     t0 = time.perf_counter()
     rec = tuning.machine()
     took = time.perf_counter() - t0

@@ -122,7 +122,7 @@ for sizes, acts, loss in json.loads(sys.argv[1]):
 out["total_s"] = time.perf_counter() - t0
 out["sympy_imported"] = "sympy" in sys.modules
 try:
-    from symnet import tuning
+    from symnet.backend.c import tuning
     out["tuning"] = tuning.settings()
 except Exception as exc:  # an older symnet: no tuning
     out["tuning"] = repr(exc)

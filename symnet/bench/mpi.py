@@ -90,7 +90,7 @@ def worker(names, quick: bool) -> list:
 
 def measure(names, quick: bool = False, processes=PROCESSES) -> dict:
     """{P: rows} measured in new MPI jobs; raises RuntimeError when one fails."""
-    from ..distributed import mpiexec
+    from ..runtime.distributed import mpiexec
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     out = {}
     for P in processes:

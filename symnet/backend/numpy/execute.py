@@ -1,7 +1,7 @@
 """A kernel plan executed with NumPy, op by op: the plan's readable executable form.
 
-Every op of ``symnet.lower`` has one NumPy reading here, the same formulas the C
-prints (``symnet.emit``), evaluated over whole index grids:
+Every op of ``symnet.plan.lower`` has one NumPy reading here, the same formulas the C
+prints (``symnet.backend.c.emit``), evaluated over whole index grids:
 
 - ``Loop``: each statement's right-hand side is evaluated at every point of the
   loop's index space where all its accesses fall inside their arrays (the C clips
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...lower import LOSS, Conv, Fill, Loop, MatMul, Route, Rows, SoftmaxXent, Zero
+from ...plan.ops import LOSS, Conv, Fill, Loop, MatMul, Route, Rows, SoftmaxXent, Zero
 
 
 def _functions() -> dict:
@@ -43,7 +43,7 @@ class Compiled:
     def __init__(self, plan, dtype):
         import sympy as sp
 
-        from ...cprint import numeric
+        from ...scalar.cprint import numeric
         self.plan, self.dtype = plan, np.dtype(dtype)
         self.buffers = plan.buffers
         self.symbols = plan.symbols
@@ -141,8 +141,10 @@ class Compiled:
             fn, args = self._fns[id(st)]
             values = []
             for sym in args:
-                acc = self.symbols[sym]
-                if acc.array == "inv_batch":
+                acc = self.symbols.get(sym)
+                if acc is None and sym.name != "inv_batch":  # pragma: no cover
+                    raise ValueError(f"symbol {sym} of {target} is no array element")
+                if acc is None or acc.array == "inv_batch":
                     values.append(self.dtype.type(1) / self.dtype.type(batch))
                     continue
                 values.append(env[acc.array][self._at(acc.index, point)])

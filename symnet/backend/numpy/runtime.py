@@ -29,6 +29,14 @@ class Runtime:
         self.grads = np.zeros(self.n_params, self.dtype)
         self.work_rows = 0
 
+    @property
+    def c_source(self) -> str:
+        """The C the C backend compiles for this plan (rendered when asked)."""
+        if "c_source" not in self.meta:
+            from ..c.runtime import render
+            self.meta["c_source"] = render(self.plan, self.meta["dtype"], hooks=True)[0]
+        return self.meta["c_source"]
+
     def work_size(self, batch: int) -> int:
         return work_size(self.meta, batch)
 
@@ -173,6 +181,6 @@ def _update(src, dst, grads, lr, optimizer, s1, s2, hyper, t, n):
 
 def load(net, dtype: str) -> Runtime:
     """The runtime of a network: derived and planned (no cache: nothing is built)."""
-    from ...lower import plan as make_plan
+    from ...plan.lower import plan as make_plan
     plan = make_plan(net.graph())
     return Runtime(plan, plan_meta(plan, net.describe(), dtype))

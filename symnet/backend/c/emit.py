@@ -1,0 +1,493 @@
+"""Kernel plan → C99 text.
+
+Two separate jobs, as in sympy's own codegen: ``CPrinter`` (``symnet.scalar.cprint``)
+turns one scalar sympy expression into a C expression (float or double
+spelling), and the Jinja templates own the shape of the files:
+``templates/network.h.j2`` the contract (sizes, layout, prototypes),
+``templates/network.c.j2`` includes, loops and their comments.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import math
+import re
+
+import jinja2
+import sympy as sp
+
+from ...version import __version__
+
+from ...ir import nodes as ir
+from .build import template_dir
+from .cnames import PREFIX, c_name
+from ...scalar.cprint import DTYPES, CPrinter, c_comment, numeric  # noqa: F401  (re-exported)
+from ...plan.lower import LOSS, Buffer, Conv, Fill, Loop, MatMul, Plan, Route, Rows, SoftmaxXent, Zero
+
+
+class Emitter:
+    """Prints one plan for one dtype."""
+
+    def __init__(self, plan: Plan, dtype: str):
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
+        self.plan, self.dtype = plan, dtype
+        self.buffers = plan.buffers
+        # loop indices of this network's loops (tensor layers name their own): a
+        # buffer of the same name would be shadowed by the loop variable
+        self.indices = {name for node in plan.graph.nodes
+                        for name, _ in [*node.loop(), *(x for red in node.reductions
+                                                        for x in node.reduction_loop(red))]}
+        smap = {s: self.element(a) for s, a in plan.symbols.items()
+                if a.array in self.buffers or a.array == "inv_batch"}
+        self.printer = CPrinter(dtype, smap, plain_names=True)
+        self.extra_symbols = smap
+
+    # ------------------------------------------------------------- elements
+    def element(self, acc: ir.Access) -> str:
+        if acc.array == "inv_batch" and not acc.index:
+            return "inv_batch"
+        buf = self.buffers[acc.array]
+        return f"{self.cname(buf.name)}[{self.flat_index(buf, acc.index)}]"
+
+    def cname(self, name: str) -> str:
+        """The C identifier of a buffer (``symnet.backend.c.cnames``); the targets are ``T``."""
+        buf = self.buffers.get(name)
+        if buf is not None and buf.kind == "target":
+            return "T"
+        return PREFIX + name if name in self.indices else c_name(name)
+
+    @staticmethod
+    def flat_index(buf: Buffer, index: tuple) -> str:
+        if not index:
+            return "0"
+        parts = []
+        for k, ix in enumerate(index):
+            stride = 1
+            for s in buf.shape[k + 1:]:
+                stride *= s
+            ix = ix if isinstance(ix, str) else f"({ix})"
+            parts.append(ix if k == len(index) - 1 else f"{ix} * {stride}")
+        return " + ".join(parts)
+
+    def bounds(self, op: Loop) -> list:
+        """(name, first, stop) per loop index.  An access whose affine position may
+        leave its array (zero padding) clips the range of its innermost index, so
+        the loop body never tests: u runs over [max(0, −(y − 1)), min(3, 8 − (y − 1)))."""
+        extents = {n: e for n, e in op.indices if isinstance(e, int)}
+        lo = {n: ["0"] for n, _ in op.indices}
+        hi = {n: [str(e)] for n, e in op.indices}
+        accesses = []
+        for target, index, _, expr in op.stmts:
+            if target != LOSS:
+                accesses.append(ir.Access(target, tuple(index)))
+            accesses += [self.plan.symbols[s] for s in expr.free_symbols
+                         if s in self.plan.symbols]
+        seen = set()
+        for acc in accesses:
+            shape = self.buffers[acc.array].shape if acc.array in self.buffers else ()
+            for ix, n in zip(acc.index, shape):
+                if isinstance(ix, str) or (ix, n) in seen or not isinstance(n, int):
+                    continue
+                seen.add((ix, n))
+                a, b = ix.bounds(extents)
+                if a >= 0 and b <= n - 1:
+                    continue
+                t, c = ix.terms[-1]
+                if c < 1:
+                    raise ValueError(f"the access {acc.array}[{ix}] may leave its array and "
+                                     "its innermost index has a coefficient below 1")
+                rest = ir.Affine(ix.terms[:-1], ix.const)
+                if c == 1:
+                    lo[t].append(f"-({rest})")
+                    hi[t].append(f"{n} - ({rest})")
+                else:   # rest + c·t ∈ [0, n): t ≥ ⌈−rest/c⌉, t < ⌊(n − 1 − rest)/c⌋ + 1;
+                    # C's division truncates, which is the floor wherever the range is
+                    # not empty (a negative numerator gives a bound ≤ 0 either way)
+                    lo[t].append(f"(-({rest}) + {c - 1}) / {c}")
+                    hi[t].append(f"({n - 1 + c} - ({rest})) / {c}")
+
+        def fold(parts, fn):
+            out = parts[0]
+            for p in parts[1:]:
+                out = f"{fn}({out}, {p})"
+            return out
+        return [(n, fold(lo[n], "sn_imax"), fold(hi[n], "sn_imin")) for n, _ in op.indices]
+
+    def expr(self, e: sp.Expr) -> str:
+        return self.printer.doprint(numeric(e))
+
+    # ---------------------------------------------------------------- views
+    def loop_view(self, op: Loop, rows: bool = False) -> dict:
+        """A loop's statements, temporaries and bounds; with ``rows`` its batch
+        index runs over one thread's examples sn_lo ≤ b < sn_hi (see lower.Rows)."""
+        exprs = [numeric(s[3]) for s in op.stmts]
+        temps, reduced = sp.cse(exprs, symbols=sp.numbered_symbols("t"), optimizations=None)
+        stmts = []
+        for (target, index, kind, _), rhs in zip(op.stmts, reduced):
+            if target == LOSS:
+                stmts.append(("loss", kind, f"(double)({self.printer.doprint(rhs)})"))
+            elif kind == "max":
+                lhs = self.element(ir.Access(target, tuple(index)))
+                r = self.printer.doprint(rhs)
+                stmts.append((lhs, "=", f"{r} > {lhs} ? {r} : {lhs}"))
+            else:
+                lhs = self.element(ir.Access(target, tuple(index)))
+                stmts.append((lhs, kind, self.printer.doprint(rhs)))
+        hoisted = []
+        if op.hoist and len(op.indices) > 1:
+            inner = op.indices[-1][0]
+            keep = []
+            for (target, index, kind, _), st in zip(op.stmts, stmts):
+                names = {n for ix in index for n in ((ix,) if isinstance(ix, str)
+                                                     else ix.names())}
+                if kind == "+=" and target != LOSS and inner not in names:
+                    hoisted.append((st[0], f"acc{len(hoisted)}", st[2]))
+                else:
+                    keep.append(st)
+            stmts = keep
+        indices = self.bounds(op)
+        if rows:
+            indices[0] = (indices[0][0], "sn_lo", "sn_hi")
+        return {"indices": indices, "comment": c_comment(op.comment),
+                "hoisted": hoisted,
+                "temps": [(str(s), self.printer.doprint(v)) for s, v in temps],
+                "stmts": stmts}
+
+    def route_view(self, op: Route) -> dict:
+        """Max pooling's backward as names: loops, window, and the four elements;
+        ``clip``: the window's (name, first, stop), clipped where padding leaves X."""
+        probe = Loop(op.loop + op.window, [(op.x.array, op.x.index, "=", sp.S.Zero)], "")
+        clip = self.bounds(probe)[len(op.loop):]
+        padded = any(lo != "0" or hi != str(n) for (_, lo, hi), (_, n) in zip(clip, op.window))
+        return {"loop": op.loop, "window": op.window, "clip": clip, "x": self.element(op.x),
+                "z": self.element(op.z), "target": self.element(op.target),
+                "delta": self.element(op.delta), "comment": c_comment(op.comment),
+                # rows of at least 8 outputs without overlapping windows: a vectorised
+                # loop along the row (LeNet's 24→12 pool: 250 vs 325-420 µs per step);
+                # shorter rows stay per element (its 8→4 pool: 19 vs 46 µs alone)
+                "rows": op.overwrite and not padded and isinstance(op.loop[-1][1], int)
+                and op.loop[-1][1] >= 8,
+                "fused": self.fused_view(op) if op.then is not None else None}
+
+    def fused_view(self, op: Route) -> dict:
+        """A max pooling's backward fused with the loop that reads its target (see
+        symnet.plan.fuse.fuse_routes), per window element in row-major order: its input element
+        (``x``, compared with the maximum) and the loop's statements at that element,
+        where the target's value is ``sn_routed`` (δ at the first maximum, else 0)."""
+        loop = op.then
+        names = [n for n, _ in loop.indices]
+        exprs = [numeric(st[3]) for st in loop.stmts]
+        routed = sp.Symbol("sn_routed")
+        points, sums = [], {}
+        for at in itertools.product(*(range(n) for _, n in op.window)):
+            fix = dict(zip((n for n, _ in op.window), at))
+            place = {n: _subst(ix, fix) for n, ix in zip(names, op.target.index)}
+            smap = {}
+            for e in exprs:
+                for sym in e.free_symbols:
+                    acc = self.plan.symbols.get(sym)
+                    if acc is None or acc.array == op.target.array or sym in smap:
+                        continue
+                    smap[sym] = self.element(ir.Access(
+                        acc.array, tuple(_subst(ix, place) for ix in acc.index)))
+            printer = CPrinter(self.dtype, smap, plain_names=True)
+            mine = [e.xreplace({s: routed for s in e.free_symbols
+                                if s in self.plan.symbols
+                                and self.plan.symbols[s].array == op.target.array})
+                    for e in exprs]
+            temps, reduced = sp.cse(mine, symbols=sp.numbered_symbols("t"),
+                                    optimizations=None)
+            stmts = []
+            for (target, index, kind, _), rhs in zip(loop.stmts, reduced):
+                lhs = self.element(ir.Access(target, tuple(_subst(ix, place) for ix in index)))
+                if kind == "+=":
+                    acc = sums.setdefault(lhs, f"acc{len(sums)}")
+                    stmts.append((acc, "+=", printer.doprint(rhs)))
+                else:
+                    stmts.append((lhs, kind, printer.doprint(rhs)))
+            points.append({"x": self.element(ir.Access(
+                               op.x.array, tuple(_subst(ix, fix) for ix in op.x.index))),
+                           "temps": [(str(t), printer.doprint(v)) for t, v in temps],
+                           "stmts": stmts})
+        # the widest of 16/8/4 lanes (8/4 in float64) that divides the pooled row: no
+        # remainder loop (LeNet's 12-output rows: 50 µs with 4 lanes, 70 µs left to gcc,
+        # which takes 16 and runs them in its 8- and 4-lane remainders; batch 64, one thread)
+        n = op.loop[-1][1]
+        lanes = next((w for w in ((16, 8, 4) if self.dtype == "float32" else (8, 4))
+                      if isinstance(n, int) and n % w == 0), None)
+        return {"points": points, "sums": list(sums.items()), "simdlen": lanes,
+                "comment": c_comment(loop.comment)}
+
+    def conv_view(self, op: Conv) -> dict:
+        g = op.geo
+        (H, W), (KH, KW), (OH, OW) = g["in_hw"], g["kernel"], g["out_hw"]
+        kc, ohw = g["cin"] * KH * KW, OH * OW
+        return {"args": f"{g['cin']}, {H}, {W}, {KH}, {KW}, {g['stride'][0]}, "
+                        f"{g['stride'][1]}, {g['pad'][0]}, {g['pad'][1]}, "
+                        f"{g['dilation'][0]}, {g['dilation'][1]}, {OH}, {OW}",
+                "chw": g["cin"] * H * W, "kc": kc, "ohw": ohw, "cout": g["cout"], "ow": OW,
+                "col_row": kc * ohw, "out_row": g["cout"] * ohw,
+                "comment": c_comment(op.comment)}
+
+    def zero_size(self, op: Zero | Fill) -> str:
+        buf = self.buffers[op.buffer]
+        if buf.shape[0] == "batch":
+            size = 1
+            for s in buf.shape[1:]:
+                size *= s
+            return f"(size_t)batch * {size}"
+        size = 1
+        for s in buf.shape:
+            size *= s
+        return str(size)
+
+    def rows_what(self, r: Rows) -> str:
+        """What a run of per-example ops computes, for its comments: "z_H1, H1, z_H2"."""
+        out = []
+        for op in r.ops:
+            if isinstance(op, Conv):
+                out += [op.Z] if op.mode == "forward" else [x for x in (op.dX, op.gW) if x]
+            elif isinstance(op, Loop):
+                out += [t for t, *_ in op.stmts]
+            elif isinstance(op, Route) and op.then is not None:
+                out += [t for t, *_ in op.then.stmts]
+            elif isinstance(op, Route):
+                out.append(op.target.array)
+        return ", ".join(dict.fromkeys(out))
+
+    def row_size(self, name: str) -> int:
+        """Numbers per example of a batch buffer."""
+        return math.prod(self.buffers[name].shape[1:])
+
+    def needed_in(self, name: str, code: str) -> bool:
+        """Template filter: declare buffer ``name`` in a function whose body is
+        ``code`` (it uses it directly or through an alias): -Wall -Wextra clean."""
+        code = str(code)
+        if named_in(self.cname(name), code):       # the body names its C identifier
+            return True
+        return any(b.kind == "alias" and b.alias == name and self.needed_in(b.name, code)
+                   for b in self.buffers.values())
+
+    def render(self, prefix: str = "SN_PREFIX_", macro: str = "SN_MACRO_",
+               header_file: str | None = None, title: str = "symnet kernels",
+               training: bool = True, threads: bool = True, portable: bool = False,
+               trained=None, params_note: str | None = None,
+               hooks: bool = False) -> tuple[str, str]:
+        """(C source, header): the header is the contract (sizes, parameter
+        layout, prototypes); the source includes it as ``header_file``, or
+        holds its text when that is None.
+
+        ``training``: also the loss, gradient, update and epoch functions;
+        ``threads``: OpenMP pragmas; ``portable``: plain-loop matrix products
+        (no packing buffers on the stack); ``trained``: the parameter values
+        as C literals, written as ``<prefix>trained_params``; ``hooks``: the
+        in-process build's tuning entry point ``<prefix>tune`` (BLAS, threads)."""
+        env = jinja2.Environment(loader=jinja2.FileSystemLoader(template_dir()),
+                                 trim_blocks=True, lstrip_blocks=True,
+                                 keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
+        env.filters["comment"] = c_comment
+        env.filters["c"] = self.cname
+        env.filters["named_in"] = named_in
+        env.filters["needed_in"] = self.needed_in
+        env.tests["matmul"] = lambda op: isinstance(op, MatMul)
+        env.tests["zero"] = lambda op: isinstance(op, Zero)
+        env.tests["softmax_xent"] = lambda op: isinstance(op, SoftmaxXent)
+        env.tests["conv"] = lambda op: isinstance(op, Conv)
+        env.tests["route"] = lambda op: isinstance(op, Route)
+        env.tests["fill"] = lambda op: isinstance(op, Fill)
+        env.tests["rows"] = lambda op: isinstance(op, Rows)
+        graph = self.plan.graph
+        common = dict(version=__version__, dtype=self.dtype, real=DTYPES[self.dtype],
+                      describe=describe_graph(graph), training=training,
+                      hooks=hooks)
+        header = env.get_template("network.h.j2").render(
+            **common, P=prefix, M=macro, title=title, trained=trained is not None,
+            params_note=params_note, variants=self.variants(),
+            **self.layout(training))
+        source = env.get_template("network.c.j2").render(
+            **common, f="f" if self.dtype == "float32" else "", prefix=prefix,
+            plan=self.plan, graph=graph, em=self, header=header, header_file=header_file,
+            threads=threads, portable=portable, trained=trained,
+            out_offset=self.buffers[self.plan.output].offset,
+            params=[b for b in self.buffers.values() if b.kind == "param"],
+            grads=[b for b in self.buffers.values() if b.kind == "grad"],
+            work=[b for b in self.buffers.values() if b.kind == "work"],
+            aliases=[b for b in self.buffers.values() if b.kind == "alias"],
+            const_alias=lambda b: self.buffers[b.alias].kind == "input",
+            tensors=any(len(n.space) > 1 for n in graph.nodes) or len(graph.in_shape) > 1,
+            convs=any(isinstance(op, Conv) for op in self.plan.forward),
+            uses=self.uses(), variants=self.variants(), accuracy=self.accuracy())
+        return source, header
+
+    def layout(self, training: bool) -> dict:
+        """Sizes the header states: parameters, scratch per call, memory of a batch."""
+        plan, graph = self.plan, self.plan.graph
+        itemsize = 4 if self.dtype == "float32" else 8
+        fwd = forward_per_row(plan)
+        if training:
+            work, formula = f"(batch) * {plan.work_per_row} + {plan.n_params}", \
+                f"(B*{plan.work_per_row} + {plan.n_params})"
+        else:
+            work, formula = f"(batch) * {fwd}", f"B*{fwd}"
+
+        def nbytes(per_row, extra, b=32):
+            return (plan.n_params + b * (graph.n_in + graph.n_out + per_row) + extra) * itemsize
+        return dict(n_in=graph.n_in, n_out=graph.n_out, n_params=plan.n_params,
+                    per_row=plan.work_per_row if training else fwd, work_macro=work,
+                    work_formula=formula, itemsize=itemsize,
+                    example_bytes=f"{nbytes(plan.work_per_row, plan.n_params) if training else nbytes(fwd, 0):,}",
+                    example_fwd_bytes=f"{nbytes(fwd, 0):,}",
+                    params=[{"name": b.name, "offset": b.offset, "shape": list(b.shape)}
+                            for b in self.buffers.values() if b.kind == "param"])
+
+    def accuracy(self) -> dict:
+        """How the training loop counts correct examples, where the loss has an accuracy."""
+        loss, out = self.plan.graph.loss.name, self.buffers[self.plan.output]
+        if len(getattr(self.plan.graph, "outputs", [None])) > 1:
+            loss = None             # several outputs: fit measures no training accuracy
+        if loss == "softmax_cross_entropy":
+            return {"kind": "argmax", "offset": out.offset,
+                    "text": "argmax of the output row = the class of the target"}
+        if loss == "bce":
+            return {"kind": "threshold", "offset": out.offset,
+                    "text": "share of the outputs with O > 0.5 exactly where T > 0.5"}
+        return {"kind": None, "offset": 0, "text": "this loss has no accuracy"}
+
+    def variants(self) -> list[dict]:
+        """The loss, gradient, step and train functions to emit: for targets given as
+        rows, and for a softmax cross-entropy also for integer class labels."""
+        p, n_out = self.plan, self.plan.graph.n_out
+        out = [{"suffix": "", "width": n_out, "loss": p.loss, "backward": p.backward,
+                "split": p.split_backward, "what": "", "train_what": ""}]
+        if p.loss_labels:
+            out.append({"suffix": "_labels", "width": 1, "loss": p.loss_labels,
+                        "backward": p.backward_labels, "split": p.split_backward_labels,
+                        "what": "; T[b] is the class label of example b",
+                        "train_what": "\n * The same with integer class labels: T[n] is "
+                                      "the class of example n."})
+        return out
+
+    def uses(self) -> set:
+        """Helper functions the expressions call (only those are emitted)."""
+        found = set()
+        exprs = []
+        for ops in (self.plan.forward, self.plan.backward, self.plan.loss):
+            exprs += [s[3] for op in ops if isinstance(op, Loop) for s in op.stmts]
+            exprs += [s[3] for op in ops if isinstance(op, Route) and op.then is not None
+                      for s in op.then.stmts]
+        for e in exprs:
+            for f in e.atoms(sp.Function):
+                found.add(type(f).__name__)
+        return found
+
+
+def named_in(name: str, code: str) -> bool:
+    """Whether C ``code`` uses the identifier ``name`` (so a function declares
+    only the buffers it uses: no unused variables under -Wall -Wextra).
+
+    >>> named_in("W1", "z[j] += W1[i * 2 + j];"), named_in("W1", "W10[0] = 1; /* W1 */")
+    (True, False)
+    """
+    code = _COMMENT.sub(" ", str(code))  # a name in a formula comment is no use
+    return re.search(r"(?<![A-Za-z0-9_])" + re.escape(name) + r"(?![A-Za-z0-9_])",
+                     code) is not None
+
+
+_COMMENT = re.compile(r"/\*.*?\*/", re.S)
+
+
+def describe_graph(graph: ir.Graph) -> list[str]:
+    """One line per layer, for the file header."""
+    if graph.packed:
+        lines = [f"inputs side by side in {graph.input_name} ({graph.n_in} features): "
+                 + ", ".join(f"{n} ({w})" for n, w in graph.inputs)]
+    elif len(graph.in_shape) > 1:
+        lines = [f"input {graph.input_name}: {graph.in_shape} per example"]
+    else:
+        lines = [f"input {graph.input_name}: {graph.n_in} features"]
+    for node in graph.nodes:
+        if node.pieces is not None:
+            lines.append(f"{node.name} ({node.n_out}) = [{', '.join(node.inputs)}] side by side")
+        elif len(node.space) > 1 or node.kind == "flatten":
+            lines.append(f"{node.name} {node.out_shape} = {node.label or node.outer}")
+        else:
+            lines.append(f"{node.name} ({node.n_out}) = {node.outer}")
+    if len(graph.outputs) == 1:
+        lines.append(f"loss: {graph.loss.name}, averaged over the batch")
+    else:
+        lines.append("loss: " + " + ".join(
+            f"{graph.weights[o]:g}·{graph.losses[o].name}({o})" for o in graph.outputs)
+            + ", each averaged over the batch; targets side by side in T")
+    return lines
+
+
+def forward_per_row(plan: Plan) -> int:
+    """Work numbers per example the forward pass alone uses: its buffers (the
+    layers and their sums) come first in the work layout."""
+    names = {n.name for n in plan.graph.nodes}
+    names |= {r.name for n in plan.graph.nodes for r in n.reductions}
+    ends = [b.offset + math.prod(b.shape[1:]) for b in plan.buffers.values()
+            if b.kind == "work" and b.name in names]
+    return max(ends, default=0)
+
+
+def cdef(header: str) -> str:
+    """The header as cffi's cdef: the same prototypes, without preprocessor
+    lines and the C++ guard (cffi parses declarations, not directives).
+
+    >>> cdef('#define N 2\n#ifdef __cplusplus\nextern "C" {\n#endif\nvoid f(int n);\n')
+    'void f(int n);\n'
+    """
+    out, skip = [], 0
+    for line in header.splitlines(keepends=True):
+        stripped = line.strip()
+        if stripped.startswith("#ifdef __cplusplus"):
+            skip = 1
+        elif skip and stripped.startswith("#endif"):
+            skip = 0
+        elif not skip and not stripped.startswith("#"):
+            out.append(line)
+    return "".join(out).strip() + "\n"
+
+
+def emit(plan: Plan, dtype: str, hooks: bool = False) -> tuple[str, str, str]:
+    """Render the plan for symnet's own use; returns (C source, symbol prefix,
+    header) (``symnet.backend.c.render`` is the route callers take).  The header text is also inside the source.
+
+    ``hooks``: also render ``<prefix>tune`` (the in-process build's BLAS pointer
+    and thread thresholds, active only under ``SN_USE_BLAS``); standalone C
+    leaves it out.
+
+    The prefix ``symnet_<hash>_`` of every exported function is a hash of the
+    text itself, so two networks never share a symbol, and no symbol can
+    resolve to a libc function of the same name (see DESIGN.md, traps).
+    """
+    text, header = Emitter(plan, dtype).render(hooks=hooks)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:10]
+    prefix = f"symnet_{digest}_"
+
+    def named(t):
+        return t.replace("SN_PREFIX_", prefix).replace("SN_MACRO_", prefix.upper())
+    return named(text), prefix, named(header)
+
+
+def _subst(ix, values: dict):
+    """Index position ``ix`` with names replaced: by a number, a name or an affine
+    position (``_subst("y", {"y": Affine((("y", 2),), 1)})`` is y*2 + 1)."""
+    terms = ((ix, 1),) if isinstance(ix, str) else ix.terms
+    const = 0 if isinstance(ix, str) else ix.const
+    out: dict = {}
+    for name, c in terms:
+        v = values.get(name, name)
+        if isinstance(v, int):
+            const += c * v
+            continue
+        for n2, c2 in (((v, 1),) if isinstance(v, str) else v.terms):
+            out[n2] = out.get(n2, 0) + c * c2
+        const += 0 if isinstance(v, str) else c * v.const
+    kept = tuple((n, c) for n, c in out.items() if c)
+    if not const and len(kept) == 1 and kept[0][1] == 1:
+        return kept[0][0]
+    return ir.Affine(kept, const)

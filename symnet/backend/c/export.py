@@ -1,0 +1,126 @@
+"""Standalone C: a model as ``<name>.h`` + ``<name>.c``, for machines without Python.
+
+The C is the model's own kernel plan rendered by the same templates symnet
+compiles in process, with three differences: the functions are named
+``<name>_forward``, ``<name>_loss_grad``, ... (macros ``<NAME>_N_PARAMS``, ...);
+matrix products are plain loops (no packing buffers on the stack, no
+threads) unless ``threads=True``; and the trained parameter values are the
+initializer of ``<name>_trained_params`` (or, with ``params_file``, a raw
+little-endian binary beside the C).  No function allocates memory: every one
+takes its scratch as ``work`` (``<NAME>_WORK_SIZE(batch)`` numbers).  The
+header is the contract, and its text is also what symnet hands cffi as the
+cdef of its in-process kernels.
+
+>>> import os, tempfile, symnet as sn
+>>> net = sn.Network(sn.Input(2), sn.Dense(4, "tanh"), sn.Dense(1, "sigmoid"), loss="bce")
+>>> model = net.compile(seed=0)
+>>> out = tempfile.mkdtemp()
+>>> [os.path.basename(p) for p in model.export_c(out, name="xor")]
+['xor.h', 'xor.c']
+>>> "float xor_step(float *params" in open(os.path.join(out, "xor.h")).read()
+True
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["export_c", "literals"]
+
+_KEYWORDS = frozenset("""auto break case char const continue default do double else enum extern
+float for goto if inline int long register restrict return short signed sizeof static struct
+switch typedef union unsigned void volatile while _Bool _Complex _Imaginary""".split())
+
+
+def _check_name(name) -> str:
+    if not (isinstance(name, str) and re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", name)
+            and name.isascii()):
+        raise ValueError(f"export name must be a C identifier of ASCII letters, digits and "
+                         f"'_' starting with a letter (it prefixes every function), "
+                         f"got {name!r}")
+    if name in _KEYWORDS or name == "sn" or name.startswith("sn_"):
+        raise ValueError(f"export name {name!r} is reserved (a C keyword, or the sn_ prefix "
+                         "of the file's own helpers); choose another, e.g. 'net'")
+    return name
+
+
+def literals(values: np.ndarray) -> list[str]:
+    """C literals that read back as exactly these values (the shortest such
+    decimal; an ``f`` suffix for float32).
+
+    >>> literals(np.array([0.1, -2.0, 0.0], np.float32))
+    ['1.e-01f', '-2.e+00f', '0.e+00f']
+    """
+    suffix = "f" if values.dtype == np.float32 else ""
+    return [np.format_float_scientific(v, unique=True, trim=".") + suffix for v in values]
+
+
+def _write(path: Path, data: bytes):
+    """Write atomically (temporary file, then rename): never a half-written file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def export_c(model, directory, name: str = "net", training: bool = True,
+             threads: bool = False, params_file=None) -> list[str]:
+    """Write ``<name>.h`` and ``<name>.c`` for ``model`` into ``directory``
+    (created if missing); returns the paths written.
+
+    ``training``: also the loss, gradient, step, update and whole-epoch
+    functions (else forward only, with the smaller forward-only work size);
+    ``threads``: OpenMP for large products (compile with -fopenmp);
+    ``params_file``: a path (relative to ``directory``) where the trained
+    values go as raw little-endian numbers instead of the C initializer.
+    """
+    from ...plan.lower import plan as make_plan
+    from .runtime import render
+    name = _check_name(name)
+    for flag, value in (("training", training), ("threads", threads)):
+        if not isinstance(value, bool):
+            raise ValueError(f"{flag} must be True or False, got {value!r}")
+    with model.lock:
+        theta = model.theta.copy()
+    bad = ~np.isfinite(theta)
+    if bad.any():
+        where = int(np.nonzero(bad)[0][0])
+        owner = next(p["name"] for p in model.meta["params"]
+                     if p["offset"] <= where < p["offset"] + int(np.prod(p["shape"])))
+        raise ValueError(f"parameter {owner} holds NaN or inf ({int(bad.sum())} values in "
+                         "all); a C file cannot be exported from it: retrain or reset it")
+    plan = make_plan(model.network.graph())
+    if plan.n_params != theta.size:
+        raise ValueError(f"the model has {theta.size} parameters but its network plans "
+                         f"{plan.n_params}")  # a network changed after compiling
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    note = None
+    if params_file is not None:
+        bin_path = directory / params_file
+        note = (f"{bin_path.name}: the trained values, {theta.size} little-endian "
+                f"{'float32' if theta.dtype == np.float32 else 'float64'} numbers, no header")
+    source, header, _ = render(
+        plan, model.dtype.name, prefix=f"{name}_", macro=f"{name.upper()}_", header_file=f"{name}.h",
+        title=f"{name}.h", training=training, threads=threads, portable=not threads,
+        trained=None if params_file is not None else literals(theta), params_note=note)
+    written = []
+    if params_file is not None:
+        _write(bin_path, theta.astype(theta.dtype.newbyteorder("<")).tobytes())
+    for fname, text in ((f"{name}.h", header), (f"{name}.c", source)):
+        _write(directory / fname, text.encode())
+        written.append(str(directory / fname))
+    if params_file is not None:
+        written.append(str(bin_path))
+    return written

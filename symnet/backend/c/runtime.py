@@ -1,0 +1,217 @@
+"""The in-process C backend: kernel plan → C99 → cffi module → ``Runtime``.
+
+The header rendered for the plan (``templates/network.h.j2``) is both the
+cffi cdef here and the ``<name>.h`` of an export (``symnet.backend.c.export``), so the
+functions symnet calls are exactly the ones a C program would.  ``render`` is
+the one route from a network to its C text: this backend, ``export_c`` and the
+command line all take it.
+
+The runtime's calls take and return NumPy arrays (see ``symnet.backend``); the
+pointers cffi makes of them never leave this module.
+
+>>> import numpy as np, symnet as sn
+>>> from symnet.backend.c import runtime as c
+>>> net = sn.Network(sn.Input(2), sn.Dense(3, "tanh"), sn.Dense(1), loss="mse")
+>>> rt = c.load(net, "float64")
+>>> rt.forward(np.ones((4, 2))).ravel().tolist()     # θ = 0
+[0.0, 0.0, 0.0, 0.0]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from types import SimpleNamespace
+
+import numpy as np
+
+from ... import guards
+from ..common import plan_meta, train_work_size, work_size
+from . import build
+
+_POINTERS = {"float32": "float *", "float64": "double *", "int64": "long long *",
+             "intc": "int *", "int32": "int *"}
+
+
+def network_key(description: dict, dtype: str) -> str:
+    """Cache key of a network: its description, dtype, compiler and flags."""
+    text = json.dumps([description, dtype, build.code_fingerprint(), build.compiler(),
+                       build.flags(), build._cpu()], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def render(plan, dtype: str, **options) -> tuple[str, str, str]:
+    """(C source, header, symbol prefix) of a plan: the one route from a plan to C,
+    taken by this backend, ``export_c`` and the command line.  Without ``prefix``
+    the in-process naming ``symnet_<hash of the text>_`` (``symnet.backend.c.emit.emit``);
+    otherwise ``symnet.backend.c.emit.Emitter.render`` with these options (``prefix``,
+    ``training``, ``threads``, ``trained``, ...)."""
+    from .emit import Emitter, emit
+    if "prefix" not in options:
+        source, prefix, header = emit(plan, dtype, **options)
+        return source, header, prefix
+    source, header = Emitter(plan, dtype).render(**options)
+    return source, header, options["prefix"]
+
+
+class Runtime:
+    """One network compiled to C for one dtype, with its own parameters.
+
+    ``params`` and ``grads`` are the flat θ and ∂L/∂θ (``meta["params"]`` gives
+    each parameter's offset and shape).  ``X`` and ``T`` are C-contiguous,
+    aligned (batch, width) arrays of ``dtype``, at most ``guards.rows_per_call``
+    rows; T of width 1 for a network of several outputs and a loss that takes
+    class labels holds labels.  Not safe for two threads at once (the calls
+    share the work buffer): ``Model`` holds its lock around every call.
+
+    ``kernels`` holds the C functions themselves (signatures as in the header,
+    ``meta["header"]``), for tools and tests that call the C directly with
+    ``buffer``/``pointer``.
+    """
+
+    backend = "c"
+
+    def __init__(self, module, meta: dict):
+        self.meta = meta
+        self.dtype = np.dtype(meta["dtype"])
+        lib, ffi = module.lib, module.ffi
+        self._ffi = ffi
+        p = meta["prefix"]
+        k = self.kernels = SimpleNamespace(**{name: getattr(lib, p + name) for name in (
+            "forward", "loss", "loss_grad", "step", "update", "train")})
+        # the same four for targets given as class labels (softmax cross-entropy)
+        k.labels = tuple(getattr(lib, f"{p}{n}_labels")
+                         for n in ("loss", "loss_grad", "step", "train")) \
+            if meta.get("labels") else None
+        self._rows_fns = (k.loss, k.loss_grad, k.step, k.train)
+        # where the products run on this machine (BLAS above a measured size,
+        # threads from a measured cost); once per module, before any call
+        from . import tuning
+        self.tuning = tuning.apply(module, p, meta["dtype"])
+        self._buf = ffi.from_buffer
+        self._carray = "float[]" if self.dtype == np.float32 else "double[]"
+        self._ctype = _POINTERS[self.dtype.name]
+        self.n_params, self.n_in, self.n_out = meta["n_params"], meta["n_in"], meta["n_out"]
+        self.params = np.zeros(self.n_params, self.dtype)
+        self.grads = np.zeros(self.n_params, self.dtype)
+        self._p_params, self._p_grads = self.buffer(self.params), self.buffer(self.grads)
+        self.work_rows = 0
+        self._work = np.zeros(0, self.dtype)
+        self._p_work = self.buffer(self._work)
+        self._train_work = np.zeros(0, self.dtype)
+
+    @property
+    def c_source(self) -> str:
+        """The C compiled into this runtime."""
+        return self.meta["c_source"]
+
+    # ------------------------------------------------------------ pointers
+    def buffer(self, arr: np.ndarray):
+        """A buffer of this dtype for the C (keeps ``arr`` alive); ~0.2 µs."""
+        try:
+            return self._buf(self._carray, arr)
+        except (BufferError, TypeError, ValueError):
+            return self._ffi.cast(self._ctype, arr.ctypes.data)
+
+    def pointer(self, arr: np.ndarray):
+        """A pointer to any contiguous int64/intc/float array; the caller keeps
+        ``arr`` alive while the C runs."""
+        return self._ffi.cast(_POINTERS[arr.dtype.name], arr.ctypes.data)
+
+    def work_size(self, batch: int) -> int:
+        """Numbers of scratch for a call on ``batch`` examples (WORK_SIZE)."""
+        return work_size(self.meta, batch)
+
+    def train_work_size(self, batch_size: int) -> int:
+        """Numbers of scratch for ``train`` (TRAIN_WORK_SIZE)."""
+        return train_work_size(self.meta, batch_size)
+
+    def reserve(self, rows: int):
+        """Scratch for calls on up to ``rows`` examples (the gradients of ``step``
+        included)."""
+        if rows > self.work_rows:
+            self._work = np.zeros(self.work_size(rows), self.dtype)
+            self._p_work = self.buffer(self._work)
+            self.work_rows = rows
+
+    def _fns(self, T):
+        """(loss, loss_grad, step, train) for targets T: rows or class labels."""
+        return self._rows_fns if T.shape[1] == self.n_out else self.kernels.labels
+
+    # --------------------------------------------------------------- calls
+    def forward(self, X, out=None) -> np.ndarray:
+        """The outputs (batch, n_out), side by side for several, into ``out``."""
+        n = X.shape[0]
+        if out is None:
+            out = np.empty((n, self.n_out), self.dtype)
+        self.reserve(n)
+        self.kernels.forward(self._p_params, self.buffer(X), n, self.buffer(out),
+                             self._p_work)
+        return out
+
+    def loss(self, X, T) -> float:
+        """The batch's mean loss."""
+        n = X.shape[0]
+        self.reserve(n)
+        return self._fns(T)[0](self._p_params, self.buffer(X), self.buffer(T), n,
+                               self._p_work)
+
+    def loss_grad(self, X, T) -> float:
+        """The batch's mean loss; its gradients into ``grads``."""
+        n = X.shape[0]
+        self.reserve(n)
+        return self._fns(T)[1](self._p_params, self.buffer(X), self.buffer(T), n,
+                               self._p_grads, self._p_work)
+
+    def step(self, X, T, lr: float) -> float:
+        """θ ← θ − lr·∂L/∂θ on this batch; the loss before.  Raises BufferError or
+        ValueError, having done nothing, for an array that is not C-contiguous."""
+        n = X.shape[0]
+        if n > self.work_rows:
+            self.reserve(n)
+        buf, carray = self._buf, self._carray
+        px, pt = buf(carray, X), buf(carray, T)
+        if T.shape[1] == self.n_out:
+            return self.kernels.step(self._p_params, px, pt, n, lr, self._p_work)
+        return self.kernels.labels[2](self._p_params, px, pt, n, lr, self._p_work)
+
+    def update(self, lr: float, optimizer: int, s1, s2, hyper, t: int):
+        """θ updated from ``grads`` by the optimizer (see ``symnet.runtime.train.Optimizer``;
+        its state s1, s2 and float64 hyper-parameters)."""
+        self.kernels.update(self._p_params, self._p_grads, float(lr), optimizer,
+                            self.buffer(s1), self.buffer(s2), self.pointer(hyper), t)
+
+    def train_epoch(self, X, T, idx, batch_size: int, lrs, losses, optimizer: int, s1, s2,
+                    hyper, t0: int, prev, have_prev, correct=None) -> int:
+        """Steps on the batches idx[s·batch_size ...] of (X, T) with step sizes lrs[s]:
+        losses[s] the loss before step s, correct[s] the examples classified right
+        (unless None); prev ← θ before the last update, have_prev[0] = 1 once there
+        is one.  A non-finite loss stops before its update, θ restored from prev:
+        returns the steps done."""
+        need = self.train_work_size(batch_size)
+        if self._train_work.size < need:
+            self._train_work = np.zeros(need, self.dtype)
+        ptr = self.pointer
+        return self._fns(T)[3](
+            self._p_params, self.buffer(X), self.buffer(T), ptr(idx), idx.size, batch_size,
+            ptr(lrs), ptr(losses), optimizer, self.buffer(s1), self.buffer(s2), ptr(hyper),
+            t0, self.buffer(prev), ptr(have_prev),
+            ptr(correct) if correct is not None else self._ffi.NULL,
+            self.buffer(self._train_work))
+
+
+def load(net, dtype: str) -> Runtime:
+    """The runtime of a network, from the cache or freshly rendered and built.  The
+    cache key is the network's description, so a hit neither derives nor plans."""
+    key = network_key(net.describe(), dtype)
+    hit = build.lookup(key)
+    if hit is not None:
+        guards.check_sizes(hit[1])
+        return Runtime(*hit)
+    from ...plan.lower import plan as make_plan
+    from .emit import cdef
+    plan = make_plan(net.graph())
+    source, header, prefix = render(plan, dtype, hooks=True)
+    meta = dict(plan_meta(plan, net.describe(), dtype), prefix=prefix)
+    guards.check_sizes(meta)
+    return Runtime(*build.build(key, source, cdef(header), meta))

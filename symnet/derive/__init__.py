@@ -1,0 +1,1 @@
+"""Every derivative, once: local derivatives by sympy, chained by named deltas."""

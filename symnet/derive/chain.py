@@ -1,0 +1,289 @@
+"""Back propagation over the IR: local derivatives by sympy.diff, chained by name.
+
+For node H with incoming gradient g[b,i] = ∂L/∂H[b,i] (the symbol ``dL_dH``):
+
+    delta_r[b,i]  = g[b,i] · ∂φ/∂r                (one per reduction r)
+    ∂L/∂q[i]     += g[b,i] · ∂φ/∂q                (parameters of the outer formula)
+    ∂L/∂P[i,j]   += delta_r[b,i] · ∂g_r/∂P[i,j]   (parameters inside a reduction)
+    ∂L/∂x[b,j]   += delta_r[b,i] · ∂g_r/∂x[b,j]   (gives dL_dX of the node below)
+
+A contraction r = Σ_j W[i,j]·x[b,j] needs no sympy at all: its two
+derivative rules are the matrix products δᵀ·X and δ·W (``Product``).
+
+``derive`` hands over every term once: lower, explicit, formulas and summary
+consume ``NodeGrad`` as it is, including which inputs need no gradient (the
+first layer's, and a parameter-free layer's with nothing trainable below).
+
+At the output node an element-wise loss ℓ(o, t) is composed with φ before
+differentiating, so that e.g. sigmoid + BCE gives the stable σ(z) − t.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import sympy as sp
+
+from ..ir import nodes as ir
+from ..scalar.primitives import sigmoid, stabilise
+from ..scalar.smooth import clean  # noqa: F401  (re-exported: formulas reads it from here)
+
+INV_BATCH = sp.Symbol("inv_batch", positive=True)
+
+
+@dataclass
+class Term:
+    """``target[index] (+)= expr``, summed over the loop indices not in ``index``.
+
+    An index position may be an ``ir.Affine`` (x[b,k,y+u,x+v]): the term then
+    adds into the element that the access map names (the chain rule's sum over
+    every (output, summed) position that reads it).  ``route`` "argmax": the
+    term goes only to the first largest element of a max reduction's window."""
+
+    target: str
+    index: tuple
+    expr: sp.Expr
+    route: str | None = None
+    gather: tuple | None = None   # (index, expr, summed): the same sum read per target element
+
+
+def gather_form(term: Term, node: ir.Node, red: ir.Reduction) -> tuple | None:
+    """A scatter term dX[b,k,y+u−1,x+v−1] += δ[b,c,y,x]·W[c,k,u,v] read per element
+    of its target: solve each affine position for its output index (y = y′ − u + 1)
+    and substitute, giving dX[b,k,y′,x′] = Σ_c Σ_u Σ_v δ[b,c,y′−u+1,x′−v+1]·W[c,k,u,v]
+    (the correlation of δ with the flipped kernel; positions outside δ count 0).
+    None when a position is not of the form out·s + summed + const."""
+    outs = {n for n, _ in node.space}
+    solved, index = {}, []
+    for ix in term.index:
+        if isinstance(ix, str):
+            index.append(ix)
+            continue
+        own = [(n, c) for n, c in ix.terms if n in outs]
+        if len(own) != 1:
+            return None
+        (n, c), prime = own[0], own[0][0] + "′"
+        sol = str(ir.Affine(((prime, 1),) + tuple((m, -d) for m, d in ix.terms if m != n),
+                            -ix.const))
+        solved[n] = sol if c == 1 else f"({sol})/{c}"
+        index.append(prime)
+    sub = {}
+    for sym in term.expr.free_symbols:
+        acc = node.symbols.get(sym)
+        if acc is None or not any(isinstance(x, str) and x in solved for x in acc.index):
+            continue
+        idx = [solved[x] if isinstance(x, str) and x in solved else ir.index_text(x)
+               for x in acc.index]
+        sub[sym] = ir.scalar(f"{acc.array}[{','.join(idx)}]")
+    carried = set(index) | {x for x in term.index if isinstance(x, str)}
+    summed = [n for n, _ in node.reduction_loop(red) if n not in carried and n not in solved]
+    return tuple(index), term.expr.xreplace(sub), tuple(summed)
+
+
+@dataclass
+class Product:
+    """A contraction's gradient, itself a contraction (a matrix product):
+    rule "weight": g_W[i,j] = Σ_b δ[b,i]·X[b,j]  (δᵀ·X);
+    rule "input":  dL_dX[b,j] = Σ_i δ[b,i]·W[i,j] (δ·W), only where derive says the
+    input needs a gradient."""
+
+    rule: str
+    target: str
+    delta: str
+    operand: str                 # X for "weight", W for "input"
+
+    @property
+    def formula(self) -> str:
+        if self.rule == "weight":
+            return f"{self.target}[i,j] = Σ_b {self.delta}[b,i]·{self.operand}[b,j]"
+        return f"{self.target}[b,j] = Σ_i {self.delta}[b,i]·{self.operand}[i,j]"
+
+
+@dataclass
+class NodeGrad:
+    """Everything back propagation needs for one node."""
+
+    node: ir.Node
+    upstream: sp.Symbol | None           # dL_dH[b,i]; None when the loss is fused here
+    loss: sp.Expr | None = None          # fused element-wise loss (output node only)
+    outer: list[Term] = field(default_factory=list)      # deltas and outer-parameter grads
+    summands: dict[str, list[Term]] = field(default_factory=dict)  # per reduction name
+    # Concatenate: (source, offset, width, term) -- the term runs over i < width
+    pieces: list = field(default_factory=list)
+    weight: float = 1.0                  # the output's loss weight (fused outputs)
+    # an output that other layers also read: its terms from ∂L/∂O (those readers),
+    # added to the fused ones once the readers have sent their part back
+    through: list = field(default_factory=list)
+    products: dict[str, list[Product]] = field(default_factory=dict)  # per contraction
+    input_grad: bool = True              # False: nothing below has parameters
+
+    def terms(self) -> list:
+        """Every gradient term of the node, in the order back propagation runs them."""
+        out = list(self.outer)
+        for red in self.node.reductions:
+            out += self.products.get(red.name, []) + self.summands.get(red.name, [])
+        return out
+
+
+def delta_name(node: ir.Node, red: ir.Reduction) -> str:
+    """delta_H1 for a single-reduction node, delta_<reduction> otherwise."""
+    return f"delta_{node.name}" if len(node.reductions) == 1 else f"delta_{red.name}"
+
+
+def grad_name(param: str) -> str:
+    return f"g_{param}"
+
+
+def upstream_name(name: str) -> str:
+    return f"dL_d{name}"
+
+
+def reuse_output(expr: sp.Expr, node: ir.Node) -> sp.Expr:
+    """Write φ(...) as the stored output H[b,i] wherever it appears whole:
+    tanh′ = 1 − H², σ′ = H(1 − H); the backward pass then calls no exp/tanh."""
+    if node.outer.is_Atom or isinstance(node.outer, sp.Add):
+        return expr
+    h = ir.element(node.symbols, node.name, *node.out_index)
+    return expr.xreplace({node.outer: h})
+
+
+def simplest(expr: sp.Expr) -> sp.Expr:
+    """σ(−x) = 1 − σ(x), then keep the expanded form if it is shorter
+    (sigmoid + BCE then reads σ(z) − t)."""
+    alt = expr.replace(lambda e: isinstance(e, sigmoid) and e.args[0].could_extract_minus_sign(),
+                       lambda e: 1 - sigmoid(-e.args[0]))
+    alt = sp.factor_terms(sp.expand(alt))
+    return alt if sp.count_ops(alt) < sp.count_ops(expr) else expr
+
+
+def concat_grad(node: ir.Node) -> NodeGrad:
+    """Concatenate copies its inputs side by side; its gradient is the same copy
+    backwards: dL_dX_m[b,i] += dL_dH[b, offset_m + i]."""
+    syms = node.symbols
+    upstream = ir.element(syms, upstream_name(node.name), *node.out_index)
+    grad = NodeGrad(node, upstream)
+    rest = node.out_index[2:]            # (y, x) of a tensor: the same in every piece
+    off = 0
+    for src, width in node.pieces:
+        up = ir.element(syms, upstream_name(node.name), ir.BATCH, shifted(ir.OUT, off), *rest)
+        grad.pieces.append((src, off, width, Term(upstream_name(src), node.out_index, up)))
+        off += width
+    return grad
+
+
+def shifted(index: str, offset: int):
+    """index + offset as an IR index position (the name itself for 0)."""
+    return index if offset == 0 else ir.Affine(((index, 1),), offset)
+
+
+def target_element(syms: dict, t_offset: int, node: ir.Node) -> sp.Symbol:
+    """T[b,i] of an output whose targets start at column t_offset of T."""
+    if t_offset == 0:
+        return ir.element(syms, "T", *node.out_index)
+    return ir.element(syms, "T", ir.BATCH, shifted(ir.OUT, t_offset))
+
+
+def derive_node(node: ir.Node, loss=None, n_out: int = 0, weight: float = 1.0,
+                t_offset: int = 0) -> NodeGrad:
+    """Local derivatives of one node; ``loss`` given when it is fused here
+    (with the output's loss ``weight`` and its targets' first column)."""
+    if node.pieces is not None:
+        return concat_grad(node)
+    syms = node.symbols
+    if loss is not None:
+        t_i = target_element(syms, t_offset, node)
+        value = stabilise(loss.element(node.outer, t_i, n_out))
+        scale = INV_BATCH if weight == 1.0 else sp.Float(weight) * INV_BATCH
+        head, upstream = value, None
+        grad = NodeGrad(node, None, loss=value, weight=weight)
+    else:
+        upstream = ir.element(syms, upstream_name(node.name), *node.out_index)
+        head, scale = node.outer, upstream
+        grad = NodeGrad(node, upstream)
+    params = {p.name: p for p in node.params}
+
+    # Outer formula: deltas of the reductions, parameters indexed by i, the input x[b,i].
+    def local(sym):
+        return reuse_output(stabilise(simplest(clean(scale * sp.diff(head, sym)))), node)
+
+    if node.kind == "flatten":    # a view: dL_d<flatten> is dL_d<input>, nothing to derive
+        return grad
+    for red in node.reductions:
+        grad.outer.append(Term(delta_name(node, red), node.out_index, local(red.symbol)))
+    for sym, acc in list(syms.items()):
+        if sym in head.free_symbols and acc.array in params:
+            grad.outer.append(Term(grad_name(acc.array), acc.index, local(sym)))
+        elif sym in head.free_symbols and acc.array in node.inputs:
+            grad.outer.append(Term(upstream_name(acc.array), acc.index, local(sym)))
+
+    # Reductions: parameters and inputs inside the summands.
+    for red in node.reductions:
+        delta = ir.element(syms, delta_name(node, red), *node.out_index)
+        terms = []
+        if red.op == "max":           # ∂max/∂x = 1 at the (first) arg-max, 0 elsewhere
+            acc = syms[red.summand]
+            terms.append(Term(upstream_name(node.input), acc.index, delta, route="argmax"))
+        elif red.contraction is None:
+            for sym in sorted(red.summand.free_symbols, key=str):
+                acc = syms[sym]
+                if acc.array in params:
+                    target = grad_name(acc.array)
+                elif acc.array in node.inputs:
+                    target = upstream_name(acc.array)
+                else:
+                    continue
+                d = stabilise(clean(delta * sp.diff(red.summand, sym)))
+                terms.append(Term(target, acc.index, d))
+                if any(not isinstance(x, str) for x in acc.index):
+                    terms[-1].gather = gather_form(terms[-1], node, red)
+        grad.summands[red.name] = terms
+    return grad
+
+
+def fused(graph: ir.Graph, node: ir.Node) -> bool:
+    """True for an output whose element-wise loss is composed into its formula."""
+    return node.name in graph.outputs and graph.losses[node.name].element is not None
+
+
+def needs_input_grad(graph: ir.Graph) -> dict[str, bool]:
+    """Per buffer: are there parameters at or below it?  ∂L/∂(a buffer) is
+    needed only then: not for the data, nor for a parameter-free layer
+    (pooling, flatten, a slice of the input) with nothing trainable below."""
+    below: dict[str, bool] = {graph.input_name: False}
+    below.update({name: False for name, _ in graph.inputs})
+    for node in graph.nodes:
+        below[node.name] = any(below[x] for x in node.inputs) or bool(node.params)
+    return below
+
+
+def derive(graph: ir.Graph) -> list[NodeGrad]:
+    """NodeGrads from the last node (in topological order) down to the first;
+    the terms that carry ∂L/∂(an input) that nothing needs are left out here, once."""
+    below = needs_input_grad(graph)
+    grads = []
+    for node in reversed(graph.nodes):
+        if fused(graph, node):
+            g = derive_node(node, graph.losses[node.name], node.n_out,
+                            graph.weights[node.name], graph.target_offset(node.name))
+            if graph.consumers(node.name):
+                g.through = derive_node(node).outer
+        else:
+            g = derive_node(node)
+        g.input_grad = any(below[x] for x in node.inputs)
+        drop = {upstream_name(x) for x in node.inputs if not below[x]}
+        g.outer = [t for t in g.outer if t.target not in drop]
+        g.summands = {r: [t for t in ts if t.target not in drop]
+                      for r, ts in g.summands.items()}
+        g.pieces = [p for p in g.pieces if p[3].target not in drop]
+        g.through = [t for t in g.through if t.target not in drop]
+        for red in node.reductions:
+            if red.contraction:
+                X = node.red_input(red)
+                g.products[red.name] = [Product("weight", grad_name(red.contraction),
+                                                delta_name(node, red), X)]
+                if below[X]:
+                    g.products[red.name].append(Product("input", upstream_name(X),
+                                                        delta_name(node, red),
+                                                        red.contraction))
+        grads.append(g)
+    return grads

@@ -1,0 +1,1 @@
+"""Descriptions <-> networks, and model files (.npz, no pickle)."""

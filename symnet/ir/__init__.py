@@ -1,0 +1,1 @@
+"""The tensor IR: nodes with named index spaces and affine index maps."""

@@ -1,0 +1,135 @@
+"""The language's first pieces: Input, the base of every layer, and the checks
+of names and sizes that all layers share.
+
+Every layer module (``layers``, ``tensor``, ``conv``, ``merge``, ``recurrent``)
+and the graph walk (``compose``) build on this module; ``dsl`` puts Dense and
+Network on top of them.  Nothing here imports sympy.
+
+>>> I = Input((1, 8, 8), name="I")
+>>> I.n, I.shape
+(64, (1, 8, 8))
+>>> check_name("H1", "layer")
+'H1'
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+
+# Built-in names, known without importing sympy (a cache hit never needs it).
+ACTIVATION_NAMES = ("linear", "relu", "tanh", "sigmoid", "softplus", "leaky_relu", "elu",
+                    "gelu", "swish")
+LOSS_NAMES = ("mse", "bce", "softmax_cross_entropy")
+TARGET = "T"     # the targets' name in the derivation and the C
+
+_CREATED = itertools.count()   # applications in the order they were made: a topological one
+
+
+def check_name(name, what: str) -> str:
+    """Refuse names that are not plain ASCII identifiers.  Any identifier is
+    fine otherwise (``out``, ``X``, ``loss``, ``lr``, ``exp``, ``int``): the
+    generated C writes a name that it already uses as ``sn_u_<name>``
+    (``symnet.backend.c.cnames``).  ``T`` names the targets and is refused."""
+    if not isinstance(name, str) or not name.isidentifier() or not name.isascii():
+        raise ValueError(f"{what} name {name!r} is not a plain identifier "
+                         "(ASCII letters, digits, underscore; not starting with a digit)")
+    if name == TARGET:
+        raise ValueError(f"{what} name {name!r} is the name of the targets in the "
+                         "derivation (L = 𝓛(O, T)); choose another")
+    return name
+
+
+def _check_size(n, what: str) -> int:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"{what} must be a positive integer, got {n!r}")
+    return n
+
+
+class Input:
+    """The network's input: ``n`` features per example, or a tensor shape
+    ``(C, H, W)`` / ``(C, L)`` per example (batches are then (batch, C, H, W))."""
+
+    def __init__(self, n, name: str | None = None):
+        if isinstance(n, (tuple, list)):
+            if not n or len(n) > 4:
+                raise ValueError(f"Input shape must have 1 to 4 dimensions, got {tuple(n)!r}")
+            self.shape = tuple(_check_size(s, "Input shape entry") for s in n)
+            self.n = 1
+            for s in self.shape:
+                self.n *= s
+        else:
+            self.n = _check_size(n, "Input size")
+            self.shape = (self.n,)
+        self.name = None if name is None else check_name(name, "Input")
+
+    def __repr__(self):
+        n = self.n if len(self.shape) == 1 else self.shape
+        return f"Input({n}, name={self.name!r})"
+
+
+class LayerBase:
+    """Base of all layers (``Dense``, the general ``symnet.Layer``).  A layer
+    turns into IR nodes (``to_node``).
+
+    Calling a layer on the previous one (``Dense(8)(I)``) returns a copy bound
+    to that input; that is the functional form of ``Network``.
+    """
+
+    units: int
+    name: str | None
+    input = None
+    inputs = None        # every input of an application (merges have several)
+    origin = None        # the layer object an application was made from
+    seq = 0              # creation number of an application
+    n_inputs = 1         # how many inputs the layer takes (None: two or more)
+    tensor = False      # True: to_node takes the input's shape (a tuple), not its width
+
+    def output_shape(self, in_shape: tuple) -> tuple:
+        """One example of the output, for an input of ``in_shape``; ValueError
+        when the layer cannot take that input."""
+        if len(in_shape) != 1:
+            name = self.name or getattr(self, "_net_name", None) or repr(self)
+            raise ValueError(f"layer {name!r} takes a vector input but "
+                             f"the layer below gives shape {in_shape}; put sn.Flatten() "
+                             "before it")
+        return (self.units,)
+
+    def __call__(self, previous):
+        many = isinstance(previous, (list, tuple))
+        given = list(previous) if many else [previous]
+        for p in given:
+            if not isinstance(p, (Input, LayerBase)):
+                raise ValueError(f"{self!r} can only be called on an Input or a layer "
+                                 f"(or a list of them), got {p!r}")
+        if self.n_inputs is None and (not many or len(given) < 2):
+            raise ValueError(f"{self!r} merges two or more inputs: call it on a list, "
+                             "e.g. Add()([a, b])")
+        if self.n_inputs is not None and len(given) != self.n_inputs:
+            raise ValueError(f"{self!r} takes {self.n_inputs} input(s), got {len(given)}")
+        bound = copy.copy(self)
+        bound.origin = self.origin if self.origin is not None else self
+        bound.input, bound.inputs = given[0], given
+        bound.seq = next(_CREATED)
+        return bound
+
+    def out_shape_of(self, in_shapes: list[tuple]) -> tuple:
+        """One example of the output given the inputs' (ValueError when they do not fit)."""
+        return self.output_shape(in_shapes[0])
+
+    def to_node(self, index: int, name: str, input_name: str, n_in: int):
+        """One IR node, or a list of nodes whose last one is the layer's output."""
+        raise NotImplementedError
+
+    def to_nodes(self, index: int, name: str, inputs: list[str], shapes: list[tuple]):
+        """IR node(s) of one application on the buffers ``inputs`` of ``shapes``."""
+        shape = shapes[0]
+        if self.tensor:
+            return self.to_node(index, name, inputs[0], shape)
+        size = 1
+        for s in shape:
+            size *= s
+        return self.to_node(index, name, inputs[0], size)
+
+    def describe(self) -> dict:
+        raise NotImplementedError

@@ -1,0 +1,1 @@
+"""The neutral kernel plan: buffers, operations, fusion, order. No ISA, no C."""

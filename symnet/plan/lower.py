@@ -1,0 +1,719 @@
+"""IR + derivatives → kernel plan: an ordered list of printable operations.
+
+The plan decides buffers (where every array lives), which reductions become
+matrix products, which buffers are zeroed before accumulating, and the order
+of the forward, loss and backward passes.  It holds sympy expressions; the
+emitter prints them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import sympy as sp
+
+from ..ir import nodes as ir
+from ..derive.chain import NodeGrad, Term, delta_name, derive, grad_name, shifted, upstream_name
+from ..derive.chain import fused as is_fused
+from .fuse import fuse_routes
+from ..scalar.notation import text  # loop comments read like the derivation (net.formulas())
+from .ops import LOSS, Conv, Fill, Loop, MatMul, Route, Rows, SoftmaxXent, Zero
+
+
+@dataclass
+class Buffer:
+    """A named array: parameters (and their gradients) have fixed shapes,
+    work buffers are (batch, width)."""
+
+    name: str
+    kind: str                    # "param", "grad", "work", "input", "target", "alias"
+    shape: tuple                 # ("batch", w) or ("batch", c, h, w) for batch arrays
+    offset: int = 0              # in the flat params/grads array, or per-row in work
+    comment: str = ""
+    alias: str | None = None     # an "alias" is this buffer under another shape (Flatten)
+
+    @property
+    def row(self) -> str:
+        """One example's shape, as the C comments write it: "10" or "6, 24, 24"."""
+        return ", ".join(str(s) for s in self.shape[1:])
+
+
+@dataclass
+class Plan:
+    graph: ir.Graph
+    grads: list[NodeGrad]
+    buffers: dict[str, Buffer]
+    n_params: int
+    work_per_row: int            # work floats per example of the batch
+    forward: list = field(default_factory=list)
+    loss: list = field(default_factory=list)       # after forward: loss value only
+    backward: list = field(default_factory=list)   # after forward: loss + gradients
+    loss_labels: list = field(default_factory=list)      # the same with integer class
+    backward_labels: list = field(default_factory=list)  # labels as targets (softmax only)
+    n_trainable: int = 0         # parameters [0, n_trainable) train; the rest are frozen
+    symbols: dict = field(default_factory=dict)    # scalar symbol -> ir.Access
+    # the passes with their runs of per-example ops gathered into Rows (tensor
+    # networks; see _split), or None: the passes as they are
+    split_forward: list | None = None
+    split_backward: list | None = None
+    split_backward_labels: list | None = None
+    regions: list = field(default_factory=list)    # every Rows of the three
+    part_offset: int = 0         # per-row offset in work of the chunks' partial gradients
+
+    @property
+    def output(self) -> str:
+        return self.graph.output.name
+
+
+def _batch(name, width, kind, offset=0, comment=""):
+    shape = tuple(width) if isinstance(width, tuple) else (width,)
+    return Buffer(name, kind, ("batch", *shape), offset, comment)
+
+
+def _size(shape) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n
+
+
+def plan(graph: ir.Graph) -> Plan:
+    """Lay out buffers and order the operations of the three passes."""
+    grads = derive(graph)
+    by_node = {g.node.name: g for g in grads}
+    buffers: dict[str, Buffer] = {}
+    offsets, offset, n_trainable = {}, 0, 0
+    # trainable parameters first: the update runs over [0, n_trainable) only
+    for p in sorted(graph.params(), key=lambda p: not getattr(p, "trainable", True)):
+        offsets[p.name] = offset
+        size = 1
+        for s in p.shape:
+            size *= s
+        offset += size
+        if getattr(p, "trainable", True):
+            n_trainable = offset
+    n_params = offset
+    for p in graph.params():
+        frozen = "" if getattr(p, "trainable", True) else " (frozen)"
+        buffers[p.name] = Buffer(p.name, "param", p.shape, offsets[p.name],
+                                 f"{p.role} {p.name}{frozen}")
+        buffers[grad_name(p.name)] = Buffer(grad_name(p.name), "grad", p.shape,
+                                            offsets[p.name], f"∂L/∂{p.name}{frozen}")
+
+    in_shape = graph.in_shape if len(graph.in_shape) > 1 else graph.n_in
+    buffers[graph.input_name] = _batch(graph.input_name, in_shape, "input", 0, "input")
+    t_shape = _shape(graph.output) if len(graph.outputs) == 1 else graph.n_out
+    buffers["T"] = _batch("T", t_shape, "target", 0, "target")
+    row = 0
+
+    def work(name, width, comment):
+        nonlocal row
+        if name in buffers:
+            raise ValueError(f"the name {name!r} is used twice in the generated code; "
+                             "rename the layer")
+        buffers[name] = _batch(name, width, "work", row, comment)
+        row += _size(buffers[name].shape[1:])
+
+    def alias(name, of, width, comment):
+        if name in buffers:
+            raise ValueError(f"the name {name!r} is used twice in the generated code; "
+                             "rename the layer")
+        shape = tuple(width) if isinstance(width, tuple) else (width,)
+        buffers[name] = Buffer(name, "alias", ("batch", *shape), buffers[of].offset, comment,
+                               alias=of)
+
+    if graph.packed:
+        for name, width in graph.inputs:
+            shape = (graph.input_shapes or {}).get(name, (width,))
+            work(name, shape if len(shape) > 1 else width, f"input {name}")
+    for node in graph.nodes:
+        if node.kind == "flatten":
+            alias(node.name, node.input, node.n_out, f"layer {node.name}: {node.input} "
+                  "flattened (the same memory)")
+            continue
+        for red in node.reductions:
+            work(red.name, _shape(node), f"Σ of {node.name}")
+            if red.conv is not None:
+                g = red.conv
+                work(f"col_{node.name}", (g["cin"] * _size(g["kernel"]), _size(g["out_hw"])),
+                     f"im2col of {node.input} for {node.name}")
+                if _gw_transposed(g):
+                    work(f"dT_{node.name}", (_size(g["out_hw"]), g["cout"]),
+                         f"the delta of {node.name} transposed, for the weight gradient")
+        if _identity(node):
+            alias(node.name, node.reductions[0].name, _shape(node),
+                  f"layer {node.name}: {node.reductions[0].name} itself")
+        else:
+            work(node.name, _shape(node), f"layer {node.name}")
+    for node in graph.nodes:
+        if node.kind == "flatten":
+            if by_node[node.name].input_grad:
+                alias(upstream_name(node.name), upstream_name(node.input), node.n_out,
+                      f"∂L/∂{node.name}: ∂L/∂{node.input} flattened")
+            continue
+        if not is_fused(graph, node) or graph.consumers(node.name):
+            work(upstream_name(node.name), _shape(node), f"∂L/∂{node.name}")
+        twins = _twin_deltas(by_node[node.name])
+        for t in by_node[node.name].outer:
+            if t.target.startswith("delta_") and t.target not in buffers:
+                red = next(r for r in node.reductions if delta_name(node, r) == t.target)
+                if t.target in twins:
+                    alias(t.target, twins[t.target], _shape(node),
+                          f"∂L/∂{red.name}: the same as {twins[t.target]}")
+                elif _identity(node) and t.expr == by_node[node.name].upstream:
+                    alias(t.target, upstream_name(node.name), _shape(node),
+                          f"∂L/∂{red.name}: ∂L/∂{node.name} itself")
+                else:
+                    work(t.target, _shape(node), f"∂L/∂{red.name}")
+
+    # loop indices are C variables too: an array named like one is written sn_u_<name>
+    # in the C (symnet.backend.c.emit.Emitter.cname), so the two never meet
+    p = Plan(graph, grads, buffers, n_params, row)
+    for node in graph.nodes:
+        p.symbols.update(node.symbols)
+    p.forward = _forward(graph, p.symbols)
+    written: set[str] = set()
+    p.loss = _loss(graph, by_node, grad=False, written=set())
+    p.backward = _loss(graph, by_node, grad=True, written=written) \
+        + _backward(graph, by_node, written)
+    frozen = {grad_name(q.name) for q in graph.params() if not getattr(q, "trainable", True)}
+    if frozen:
+        p.backward = _drop(p.backward, frozen | _dead_below(graph))
+    p.backward = fuse_routes(p, p.backward)
+    p.n_trainable = n_trainable
+    if len(graph.outputs) == 1 and graph.losses[graph.outputs[0]].element is None:
+        p.loss_labels = [_labels(op) for op in p.loss]
+        p.backward_labels = [_labels(op) for op in p.backward]
+    _split(p)
+    return p
+
+
+def _dead_below(graph: ir.Graph) -> set:
+    """Backward buffers nothing needs: those of the frozen layers at the bottom of the
+    network (no trainable parameter below them wants their deltas)."""
+    dead = set()
+    for node in graph.nodes:
+        # a node without parameters (pooling, flatten) ends it: its backward has
+        # other forms (routes, aliases) that are left as they are
+        if not node.params or any(getattr(q, "trainable", True) for q in node.params):
+            break
+        dead.add(upstream_name(node.name))
+        dead.update(delta_name(node, red) for red in node.reductions)
+    return dead
+
+
+def _drop(ops: list, targets: set) -> list:
+    """The ops without what computes ``targets`` (gradients of frozen parameters)."""
+    kept = []
+    for op in ops:
+        if isinstance(op, MatMul) and op.C in targets or isinstance(op, Zero) and \
+                op.buffer in targets:
+            continue
+        if isinstance(op, Loop):
+            stmts = [st for st in op.stmts if st[0] not in targets]
+            if not stmts:
+                continue
+            if len(stmts) < len(op.stmts):
+                comment = "; ".join(c for c in op.comment.split("; ")
+                                    if not any(c.startswith(t + "[") for t in targets))
+                op = dataclasses.replace(op, stmts=stmts, comment=comment)
+        kept.append(op)
+    return kept
+
+
+def _labels(op):
+    """The op for integer class labels as targets (T[b] = class of example b)."""
+    if isinstance(op, SoftmaxXent):
+        return dataclasses.replace(op, labels=True)
+    return op
+
+
+def _unpack(graph: ir.Graph, symbols: dict) -> list:
+    """Several inputs arrive side by side in one array: copy each to its buffer."""
+    ops, off = [], 0
+    for name, width in graph.inputs:
+        src = ir.element(symbols, graph.input_name, ir.BATCH, shifted(ir.OUT, off))
+        ops.append(Loop([(ir.BATCH, "batch"), (ir.OUT, width)],
+                        [(name, (ir.BATCH, ir.OUT), "=", src)],
+                        f"{name}[b,i] = {graph.input_name}[b,{shifted('i', off)}]"))
+        off += width
+    return ops
+
+
+def _concat(node: ir.Node, symbols: dict) -> list:
+    """H[b, offset + i] = X_m[b,i] for each input X_m in turn (for tensors: along
+    the channels, which are contiguous in each example)."""
+    ops, off = [], 0
+    rest = node.out_index[2:]
+    for src, width in node.pieces:
+        el = ir.element(symbols, src, *node.out_index)
+        at = (ir.BATCH, shifted(ir.OUT, off), *rest)
+        ops.append(Loop(_piece_loop(node, width), [(node.name, at, "=", el)],
+                        f"{node.name}[{_index(at)}] = {src}[{_index(node.out_index)}]"))
+        off += width
+    return ops
+
+
+def _piece_loop(node: ir.Node, width: int) -> list:
+    """The loop over one input of a Concatenate: its channels (or features), then
+    the rest of the node's space."""
+    return [(ir.BATCH, "batch"), (ir.OUT, width)] + list(node.space[1:])
+
+
+def _twin_deltas(g: NodeGrad) -> dict:
+    """delta -> an earlier delta of the node with the same formula (h = f(W·x + U·h' + b)
+    has one δ for both sums): it shares that buffer and is not computed twice."""
+    first, twins = {}, {}
+    for t in g.outer:
+        if t.target.startswith("delta_"):
+            twins.update({t.target: first[t.expr]} if t.expr in first else {})
+            first.setdefault(t.expr, t.target)
+    return twins
+
+
+def _identity(node: ir.Node) -> bool:
+    """A tensor node whose output is its one reduction (pooling, a linear convolution
+    without bias): the output and the delta share the reduction's buffers."""
+    return (len(node.space) > 1 and len(node.reductions) == 1
+            and node.outer == node.reductions[0].symbol)
+
+
+def _shape(node: ir.Node):
+    """A node's buffer shape after the batch: an int for vectors (as before)."""
+    return node.n_out if len(node.space) == 1 else node.out_shape
+
+
+def _index(index) -> str:
+    return ",".join(ir.index_text(x) for x in index)
+
+
+def _sums(node, red) -> str:
+    """Σ_j (vectors: Σ_j,k for a double sum) or Σ_k Σ_u Σ_v (tensors)."""
+    if not red.space:
+        return f"Σ_{','.join(red.over)} "
+    return "".join(f"Σ_{n} " for n, _ in red.space)
+
+
+def _forward(graph: ir.Graph, symbols: dict) -> list:
+    """Every node's reductions, then its outer formula, over the loops its index
+    spaces give: (b, i) and (b, i, j) for vectors, (b, c, y, x, ...) for tensors;
+    first the inputs out of their side-by-side array, when there are several."""
+    ops = _unpack(graph, symbols) if graph.packed else []
+    for node in graph.nodes:
+        if node.kind == "flatten":       # a view of its input: no loop
+            continue
+        if node.pieces is not None:
+            ops += _concat(node, symbols)
+            continue
+        out = _index(node.out_index)
+        tensor = len(node.space) > 1
+        for red in node.reductions:
+            comment = f"{red.name}[{out}] = {_sums(node, red)}{text(red.summand)}"
+            if red.contraction:
+                x = node.red_input(red)
+                ops.append(MatMul("nt", red.name, x, red.contraction, "batch",
+                                  node.n_out, node.widths[x], False,
+                                  f"{red.name}[b,i] = Σ_j {red.contraction}[i,j]·"
+                                  f"{x}[b,j]"))
+            elif red.conv is not None:
+                ops.append(Conv("forward", node.input, red.conv["weight"], f"col_{node.name}",
+                                red.conv, comment, Z=red.name))
+            elif red.op == "max":
+                ops.append(Fill(red.name, "-INFINITY"))
+                ops.append(Loop(node.reduction_loop(red),
+                                [(red.name, node.out_index, "max", red.summand)],
+                                f"{red.name}[{out}] = max_"
+                                f"{','.join(n for n, _ in red.space)} {text(red.summand)}"))
+            else:
+                ops.append(Zero(red.name, None))
+                ops.append(Loop(node.reduction_loop(red),
+                                [(red.name, node.out_index, "+=", red.summand)], comment,
+                                hoist=tensor))
+        if not _identity(node):
+            ops.append(Loop(node.loop(), [(node.name, node.out_index, "=", node.outer)],
+                            f"{node.name}[{out}] = {text(node.outer)}"))
+    return ops
+
+
+def _loss(graph: ir.Graph, by_node: dict, grad: bool, written: set) -> list:
+    """The loss value, and with ``grad`` each output node's deltas in the same
+    loop; ``written`` collects the buffers written (later passes accumulate)."""
+    ops = []
+    for name in graph.outputs:
+        out = graph.node(name)
+        loop = tuple(out.out_index)
+        loss, weight = graph.losses[name], graph.weights[name]
+        if loss.element is None:
+            ops.append(SoftmaxXent(out.name, "T", out.n_out,
+                                   upstream_name(out.name) if grad else None, weight,
+                                   graph.target_offset(name),
+                                   None if graph.n_out == out.n_out else graph.n_out))
+            if grad:      # layers reading this output add their part to dL_dO
+                written.add(upstream_name(out.name))
+            continue
+        g = by_node[out.name]
+        value = g.loss if weight == 1.0 else sp.Float(weight) * g.loss
+        stmts = [(LOSS, (), "+=", value)]
+        twins = _twin_deltas(g)
+        terms = [t for t in g.outer if not _to_input(graph, t) and t.target not in twins]
+        if grad:
+            ops += _zeros(terms, out, written)
+            stmts += [(t.target, t.index, _assign(t, loop), t.expr) for t in terms]
+            written.update(t.target for t in terms)
+        comment = f"L += {text(value)}"
+        if grad:
+            comment += "; " + "; ".join(f"{t.target}[{_index(t.index)}] "
+                                         f"{_assign(t, loop)} {text(t.expr)}" for t in terms)
+        ops.append(Loop(out.loop(), stmts, comment))
+    return ops
+
+
+def _to_input(graph: ir.Graph, term: Term) -> bool:
+    """Gradients with respect to the network's inputs are not computed."""
+    return any(term.target == upstream_name(x) for x in
+               [graph.input_name] + [n for n, _ in graph.inputs])
+
+
+def _from(graph: ir.Graph, buffer: str, node: ir.Node) -> str:
+    """"  (from H2)" when ∂L/∂buffer sums contributions of several readers."""
+    return f"  (from {node.name})" if len(graph.consumers(buffer)) > 1 else ""
+
+
+def _assign(term: Term, loop: tuple) -> str:
+    return "=" if tuple(term.index) == tuple(loop) and term.target.startswith("delta_") \
+        else "+="
+
+
+def _zeros(terms: list[Term], node: ir.Node, written: set) -> list:
+    """Zero the buffers the output loop accumulates into (bias gradients)
+    unless an earlier loop wrote them already."""
+    seen = {t.target for t in terms if _assign(t, tuple(node.out_index)) == "+="}
+    return [Zero(name, None) for name in sorted(seen - written)]
+
+
+def _backward(graph: ir.Graph, by_node: dict, written: set) -> list:
+    """The derived terms of every node, from the last down, as derive handed
+    them over (a node that needs no input gradient has no such terms).  A
+    buffer read by several nodes receives the first contribution into zeros
+    and the rest with +=, so ∂L/∂H sums over H's readers and ∂L/∂W over W's uses."""
+    ops = []
+    for node in reversed(graph.nodes):
+        g = by_node[node.name]
+        if node.kind == "flatten":
+            continue
+        if node.pieces is not None:
+            ops += _concat_backward(graph, g, written)
+            continue
+        loop = tuple(node.out_index)
+        if g.through:     # an output also read by other layers: their part, on top
+            terms = [t for t in g.through if not _to_input(graph, t)]
+            for t in terms:
+                if t.target not in written:
+                    ops.append(Zero(t.target, None))
+                    written.add(t.target)
+            ops.append(Loop(node.loop(), [(t.target, t.index, "+=", t.expr) for t in terms],
+                            "; ".join(f"{t.target}[{_index(t.index)}] += {text(t.expr)}"
+                                      f"  (from the readers of {node.name})" for t in terms)))
+        if not is_fused(graph, node):
+            # a delta that is its upstream gradient itself shares its buffer: no loop
+            twins = _twin_deltas(g)
+            terms = [t for t in g.outer if not _to_input(graph, t) and t.target not in twins
+                     and not (_identity(node) and t.expr == g.upstream
+                              and t.target.startswith("delta_"))]
+            for t in terms:
+                if _assign(t, loop) == "+=" and t.target not in written:
+                    ops.append(Zero(t.target, None))
+                    written.add(t.target)
+            if terms:
+                ops.append(Loop(node.loop(),
+                                [(t.target, t.index, _assign(t, loop), t.expr) for t in terms],
+                                "; ".join(f"{t.target}[{_index(t.index)}] "
+                                          f"{_assign(t, loop)} {text(t.expr)}"
+                                          + _from(graph, t.target[4:], node)
+                                          * t.target.startswith("dL_d")
+                                          for t in terms),
+                                hoist=len(node.space) > 1))
+                written.update(t.target for t in terms)
+        for red in node.reductions:
+            delta = delta_name(node, red)
+            for prod in g.products.get(red.name, []):   # δᵀ·X and δ·W, as derived
+                acc = prod.target in written        # a second use / reader: += (summed)
+                formula = prod.formula.replace(" = ", " += " if acc else " = ", 1)
+                if prod.rule == "weight":
+                    X = prod.operand
+                    ops.append(MatMul("tn", prod.target, delta, X, node.n_out,
+                                      node.widths[X], "batch", acc, formula))
+                else:
+                    X = prod.target[len("dL_d"):]
+                    ops.append(MatMul("nn", prod.target, delta, prod.operand, "batch",
+                                      node.widths[X], node.n_out, acc,
+                                      formula + _from(graph, X, node)))
+                written.add(prod.target)
+            if red.contraction:
+                continue
+            terms = g.summands[red.name]
+            if red.conv is not None:
+                ops += _conv_backward(node, red, terms, written)
+                continue
+            fresh = {t.target for t in terms if t.target not in written}
+            for t in terms:
+                if t.target not in written:
+                    ops.append(Zero(t.target, None))
+                    written.add(t.target)
+            comment = "; ".join(f"{t.target}[{_index(t.index)}] += "
+                                f"{_sums_of(node, red, t)}{text(t.expr)}" for t in terms)
+            if red.op == "max":
+                for t in terms:
+                    acc = node.symbols[red.summand]
+                    ops.append(Route(node.loop(), list(red.space), acc,
+                                     ir.Access(red.name, node.out_index),
+                                     ir.Access(t.target, t.index),
+                                     ir.Access(delta, node.out_index),
+                                     f"{t.target}[{_index(t.index)}] += {text(t.expr)} at the "
+                                     f"first (u,v) where {text(red.summand)} = "
+                                     f"{red.name}[{_index(node.out_index)}]",
+                                     overwrite=(len(terms) == 1 and t.target in fresh
+                                                and _disjoint(t.index, node, red))))
+                continue
+            if terms:
+                ops.append(Loop(node.reduction_loop(red),
+                                [(t.target, t.index, "+=", t.expr) for t in terms], comment,
+                                hoist=len(node.space) > 1))
+    # a parameter no use of which reaches the loss (U of a one-step recurrence)
+    for p in graph.params():
+        if grad_name(p.name) not in written:
+            ops.append(Zero(grad_name(p.name), None, "no path to the loss"))
+            written.add(grad_name(p.name))
+    return ops
+
+
+def _concat_backward(graph: ir.Graph, g: NodeGrad, written: set) -> list:
+    ops = []
+    for src, off, width, t in g.pieces:
+        if _to_input(graph, t):
+            continue
+        kind = "+=" if t.target in written else "="
+        ops.append(Loop(_piece_loop(g.node, width), [(t.target, t.index, kind, t.expr)],
+                        f"{t.target}[{_index(t.index)}] {kind} {text(t.expr)}"
+                        f"{_from(graph, src, g.node)}"))
+        written.add(t.target)
+    return ops
+
+
+def _sums_of(node: ir.Node, red: ir.Reduction, t: Term) -> str:
+    """Σ over the loop indices that the target does not carry (Dense: none shown)."""
+    if len(node.space) == 1 and not red.space:
+        return ""
+    carried = set()
+    for ix in t.index:
+        carried.update((ix,) if isinstance(ix, str) else ix.names())
+    return "".join(f"Σ_{n} " for n, _ in node.reduction_loop(red) if n not in carried)
+
+
+def _conv_backward(node, red, terms, written) -> list:
+    """The derived terms of a convolution (gW = Σ δ·x at the mapped position, dX += δ·W
+    at the mapped position) as im2col products; the comments show the index forms."""
+    geo, W = red.conv, red.conv["weight"]
+    gW, up = grad_name(W), upstream_name(node.input)
+    ops = []
+    lines = []
+    for t in terms:
+        lines.append(f"{t.target}[{_index(t.index)}] += {_sums_of(node, red, t)}{text(t.expr)}")
+        if t.gather is not None:   # the same sum per element of dX: the flipped kernel
+            idx, expr, sums = t.gather
+            lines[-1] += (f", i.e. {t.target}[{','.join(idx)}] = "
+                          + "".join(f"Σ_{n} " for n in sums) + text(expr))
+    dX = up if any(t.target == up for t in terms) else None
+    if dX is not None and dX not in written:
+        ops.append(Zero(dX, None))
+    ops.append(Conv("backward", node.input, W, f"col_{node.name}", geo, "; ".join(lines),
+                    delta=delta_name(node, red), gW=gW, dX=dX, accumulate=gW in written,
+                    deltaT=f"dT_{node.name}" if _gw_transposed(geo) else None))
+    written.update({gW} | ({dX} if dX else set()))
+    return ops
+
+
+def _disjoint(index, node: ir.Node, red: ir.Reduction) -> bool:
+    """Whether no two (output, window) points reach the same element of the target
+    ``index``: every window index appears in one position, ``y*s + u`` with the
+    window's extent times |u's coefficient| ≤ |s| (pooling with stride ≥ kernel), and
+    no output index appears in two positions.  A sufficient test, not a necessary one."""
+    extent = dict(red.space)
+    outer, window = [], []
+    for ix in index:
+        terms = ((ix, 1),) if isinstance(ix, str) else ix.terms
+        win = [(n, c) for n, c in terms if n in extent]
+        out = [(n, c) for n, c in terms if n not in extent]
+        if len(win) > 1 or len(out) > 1 or (win and not out):
+            return False
+        if win and (not isinstance(extent[win[0][0]], int)
+                    or extent[win[0][0]] * abs(win[0][1]) > abs(out[0][1])):
+            return False
+        outer += [n for n, _ in out]
+        window += [n for n, _ in win]
+    return len(set(outer)) == len(outer) and sorted(window) == sorted(extent)
+
+
+def _gw_transposed(geo: dict) -> bool:
+    """Whether the weight gradient Σ_b δ[b]·col[b]ᵀ runs as one register-tiled product
+    over the whole batch with δ transposed (positions × channels), rather than as dot
+    products along the positions.  Dot products pay a horizontal sum per element of
+    g_W, which few output positions do not amortise; the tiles want ≥ 8 channels to
+    fill their rows of vector lanes.  Measured on LeNet's layers (batch 64, one thread):
+    8×8 outputs, 16 channels: 470 µs as dot products, 105 µs as one product (+ ~30 µs
+    to transpose δ); 24×24 outputs, 6 channels: dot products kept (170 µs)."""
+    return _size(geo["out_hw"]) < 256 and geo["cout"] >= 8
+
+
+
+# ------------------------------------------------------------ examples among threads
+#: what an element of a loop (an activation, a pooling window's element, an im2col copy)
+#: and a convolution's multiply-add cost in multiply-adds of the tiled products, for the
+#: thread count.  Measured on LeNet's step (one thread, AVX-512): 68 ps per element of
+#: a ReLU; 160 µs for the first convolution (5.5 M multiply-adds, 0.9 M copies) and
+#: 122 µs for the second (9.8 M, 0.6 M); sn_gemm: 10 ps per multiply-add
+ELEMENT_COST, CONV_COST = 8.0, 1.0
+
+
+def _split(p: Plan) -> None:
+    """Gather the runs of per-example ops of a tensor network's passes into Rows: a
+    convolution's products, its activation and pooling then run one chunk of
+    examples at a time (cache-hot), and the chunks on several threads: one join per
+    run, where each of the small products would be too short to share.  Matrix
+    products stay outside (sn_gemm shares them out itself; in chunks of a few rows
+    each would pack its weights again).  Vector networks keep their passes as they are."""
+    if not any(len(b.shape) > 2 for b in p.buffers.values() if b.kind in ("work", "input")):
+        return
+    p.split_forward = _runs(p, p.forward)
+    p.split_backward = _runs(p, p.backward)
+    if p.backward_labels:
+        p.split_backward_labels = [op if isinstance(op, Rows) else _labels(op)
+                                   for op in p.split_backward]
+    p.regions = [op for ops in (p.split_forward, p.split_backward) for op in ops
+                 if isinstance(op, Rows)]
+    if not p.regions:      # no tensor layer's op (a sequence's steps): the passes as they are
+        p.split_forward = p.split_backward = p.split_backward_labels = None
+        return
+    for k, r in enumerate(p.regions):
+        r.index = k + 1
+        r.backward = all(r is not op for op in p.split_forward)
+    size = max((r.size for r in p.regions), default=0)
+    if size:
+        p.part_offset = p.work_per_row
+        p.work_per_row += size
+
+
+def _per_row(p: Plan, name: str) -> bool:
+    return name in p.buffers and p.buffers[name].shape[:1] == ("batch",)
+
+
+def _row_op(p: Plan, op) -> bool:
+    """Whether op computes each example from that example alone (sums over the
+    examples allowed only into gradients)."""
+    B = p.buffers
+    if isinstance(op, (Conv, Route)):
+        loop = op.loop if isinstance(op, Route) else [(ir.BATCH, "batch")]
+        return tuple(loop[0]) == (ir.BATCH, "batch") and \
+            (getattr(op, "then", None) is None or _row_op(p, op.then))
+    if isinstance(op, (Zero, Fill)):
+        return _per_row(p, op.buffer)
+    if not isinstance(op, Loop) or not op.indices or \
+            tuple(op.indices[0]) != (ir.BATCH, "batch"):
+        return False
+    for target, index, _, expr in op.stmts:
+        if target == LOSS or not (B[target].kind == "grad" or _per_row(p, target)
+                                  and tuple(index[:1]) == (ir.BATCH,)):
+            return False
+        for sym in expr.free_symbols:
+            acc = p.symbols.get(sym)
+            if acc is not None and _per_row(p, acc.array) and \
+                    tuple(acc.index[:1]) != (ir.BATCH,):
+                return False
+    return True
+
+
+def _heavy(op) -> bool:
+    """A tensor layer's op: worth a run of its own (a vector layer's activation is not)."""
+    return isinstance(op, (Conv, Route)) or isinstance(op, Loop) and len(op.indices) > 2
+
+
+def _summed(p: Plan, op) -> list:
+    """The gradients op sums over the examples."""
+    if isinstance(op, Conv):
+        return [op.gW] if op.mode == "backward" else []
+    if isinstance(op, Loop):
+        return [t for t, *_ in op.stmts if t != LOSS and p.buffers[t].kind == "grad"]
+    if isinstance(op, Route) and op.then is not None:
+        return _summed(p, op.then)
+    return []
+
+
+def _runs(p: Plan, ops: list) -> list:
+    """The ops with each run of per-example ops that holds a tensor layer's op as one
+    Rows.  A gradient's zeroing inside a run becomes the zero start of its partial
+    sums; a gradient written before the run gets the run's sum added ("+=")."""
+    out, run, written = [], [], set()
+
+    def close():
+        if any(_heavy(op) for op in run):
+            grads = list(dict.fromkeys(g for op in run for g in _summed(p, op)))
+            zeroed = {op.buffer for op in run if isinstance(op, Zero) and op.buffer in grads}
+            r = Rows([op for op in run if not (isinstance(op, Zero) and op.buffer in grads)],
+                     sum(_cost(p, op) for op in run))
+            for g in grads:
+                size = _size(p.buffers[g].shape)
+                kind = "+=" if g in written and g not in zeroed else "="
+                r.grads.append((g, r.size, size, kind))
+                r.size += size
+            out.append(r)
+        else:
+            out.extend(run)
+        for op in run:
+            written.update(_summed(p, op) + ([op.buffer] if isinstance(op, Zero) else []))
+        run.clear()
+
+    for op in ops:
+        if _row_op(p, op) or isinstance(op, Zero) and p.buffers[op.buffer].kind == "grad":
+            run.append(op)
+            continue
+        close()
+        out.append(op)
+        written.update(_writes(op))
+    close()
+    return out
+
+
+def _writes(op) -> set:
+    if isinstance(op, Loop):
+        return {t for t, *_ in op.stmts if t != LOSS}
+    if isinstance(op, MatMul):
+        return {op.C}
+    if isinstance(op, (Zero, Fill)):
+        return {op.buffer}
+    return set()
+
+
+def _extent(loop) -> int:
+    n = 1
+    for _, e in loop:
+        n *= e if isinstance(e, int) else 1
+    return n
+
+
+def _cost(p: Plan, op) -> float:
+    """One example's work in multiply-adds of the tiled products (see ELEMENT_COST)."""
+    if isinstance(op, Conv):
+        g = op.geo
+        kc, ohw = g["cin"] * _size(g["kernel"]), _size(g["out_hw"])
+        products = 1 if op.mode == "forward" else 1 + (op.dX is not None)
+        copies = op.mode == "forward" or op.dX is not None
+        return CONV_COST * products * g["cout"] * kc * ohw + ELEMENT_COST * copies * kc * ohw
+    if isinstance(op, Loop):
+        return ELEMENT_COST * _extent(op.indices[1:]) * len(op.stmts)
+    if isinstance(op, Route):
+        return ELEMENT_COST * _extent(op.loop[1:]) * _extent(op.window) \
+            + (_cost(p, op.then) if op.then is not None else 0.0)
+    if _per_row(p, op.buffer):
+        return ELEMENT_COST * _size(p.buffers[op.buffer].shape[1:]) / 8   # memset, fill
+    return 0.0

@@ -1,0 +1,133 @@
+"""The operations of a kernel plan (symnet.plan.lower): printable steps over named buffers,
+each holding sympy expressions or buffer names that the emitter prints."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import sympy as sp
+
+LOSS = "<loss>"  # the loss accumulator as a statement target (no layer has this name)
+
+# ------------------------------------------------------------------ operations
+
+@dataclass
+class MatMul:
+    """C (+)= op(A)·op(B).  kind "nt": C[m,n] = Σ_k A[m,k]·B[n,k];
+    "nn": C[m,n] = Σ_k A[m,k]·B[k,n]; "tn": C[m,n] = Σ_k A[k,m]·B[k,n]."""
+
+    kind: str
+    C: str
+    A: str
+    B: str
+    M: str | int
+    N: str | int
+    K: str | int
+    accumulate: bool
+    comment: str
+    epilogue: object = None
+
+
+@dataclass
+class Loop:
+    """for each index in ``indices`` (name, extent): the statements, after CSE.
+
+    ``stmts`` is a list of (target, index, op, expr) with op "=" or "+=";
+    ``target`` LOSS (not a possible layer name) is the double accumulator of the
+    loss.  With ``hoist``, a "+=" whose target does not depend on the innermost index
+    sums into a local first (g_b[c] over y, x), so the innermost loop vectorises."""
+
+    indices: list[tuple[str, str | int]]
+    stmts: list[tuple[str, tuple[str, ...], str, sp.Expr]]
+    comment: str
+    hoist: bool = False
+
+
+@dataclass
+class Conv:
+    """A convolution's three contractions through im2col and matrix products.
+
+    forward:  col[b][(k,u,v),(y,x)] = X[b,k,y·s+u−p,x·s+v−p] (0 outside), then
+              Z[b] = W·col[b];
+    backward: gW (+)= Σ_b delta[b]·col[b]ᵀ (with ``deltaT``: one product over the batch
+              with the delta transposed); with ``dX``: dcol = Wᵀ·delta[b] and
+              dX[b,k,y·s+u−p,x·s+v−p] += dcol (col2im; dX zeroed before).
+    ``geo`` holds the sizes (see tensor.conv_geometry)."""
+
+    mode: str                    # "forward" or "backward"
+    X: str
+    W: str
+    col: str
+    geo: dict
+    comment: str
+    Z: str | None = None
+    delta: str | None = None
+    gW: str | None = None
+    dX: str | None = None
+    accumulate: bool = False
+    deltaT: str | None = None    # gW through delta transposed (few output positions)
+
+
+@dataclass
+class Route:
+    """Max pooling's backward: for each output element, target += delta at the
+    first position of the window where the input equals the maximum."""
+
+    loop: list                   # output loop (name, extent)
+    window: list                 # summed indices (name, extent)
+    x: object                    # ir.Access of the input element
+    z: object                    # ir.Access of the max
+    target: object               # ir.Access into the input's gradient
+    delta: object                # ir.Access of the delta
+    comment: str
+    overwrite: bool = False      # target zeroed just before and no two windows share an
+                                 # element: each element is written once, with "=", not "+="
+    then: object = None          # the Loop that reads the target next, element by element,
+                                 # fused in (see symnet.plan.fuse): the target is never stored
+
+
+@dataclass
+class Fill:
+    buffer: str
+    value: str
+    comment: str = ""
+
+
+@dataclass
+class Zero:
+    buffer: str
+    size: str | int
+    comment: str = ""
+
+
+@dataclass
+class SoftmaxXent:
+    """Softmax cross-entropy of O against T, and dL_dO when ``grad``."""
+
+    O: str
+    T: str
+    n: int
+    grad: str | None
+    weight: float = 1.0          # the output's loss weight
+    t_offset: int = 0            # first column of this output's targets in T
+    t_stride: int | None = None  # width of T's rows (None: n)
+    labels: bool = False         # T[b] is the class index of example b (not a row)
+
+
+@dataclass
+class Rows:
+    """A run of ops each of which works on every example alone (the layers of a
+    tensor network between its matrix products), run on the batch in chunks of
+    examples sn_lo ≤ b < sn_hi that threads take in turn.  ``grads`` (name, offset,
+    size, kind) are sums over the examples: each chunk sums into its own ``size``
+    numbers of partial sums, which are then added up in the order of the chunks and
+    stored ("=") or added ("+=") into the gradient.  ``cost``: the work of one
+    example in multiply-adds of the tiled products, for the number of threads;
+    ``index`` numbers the runs of a plan (their C functions sn_rows_<index>)."""
+
+    ops: list
+    cost: float
+    grads: list = field(default_factory=list)
+    size: int = 0
+    index: int = 0
+    backward: bool = False       # a run of the backward pass (not emitted without training)

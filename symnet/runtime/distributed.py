@@ -1,0 +1,385 @@
+"""Data-parallel training over MPI: ``Model.fit(X, T, ..., comm=MPI.COMM_WORLD)``.
+
+Each process of the communicator holds its own part (X_r, T_r) of the data set
+and the same compiled network.  A step's gradient is the notes' exact mean over
+the step's examples N(t), which are spread over the processes:
+
+    ĝ = (1/|N(t)|) Σ_r Σ_{n ∈ N_r(t)} ∂L_n/∂W
+
+Each process computes its local sum (the kernels' batch mean times the local
+batch size), then one in-place ``Allreduce`` adds, in a single float64 buffer,
+[gradient sums, loss sum, example count, stop flag, halt flag, failure flag]
+over the processes; every process divides by the global count and applies the
+same compiled update, so the parameters stay bit-identical without being sent.
+Uneven parts give the one-process result on the concatenated data (to
+rounding), not a mean of means.
+
+- ``sd``: one step per epoch over the union of all parts.
+- ``minibatch``: N(t) is the union of every process's batch of ``batch_size``;
+  an epoch has max_r ⌈n_r / batch_size⌉ steps, a process whose part is used up
+  adds nothing to the remaining steps, so each example is used once per epoch.
+- ``sgd``: one example per process per step, drawn with replacement from the
+  process's part (in order 0, 1, ... wrapping round when not ``shuffle``);
+  ⌈N / P⌉ steps per epoch for N examples on P processes.
+
+Process r shuffles with ``numpy.random.default_rng([seed, r])``.  At the start
+every process checks its arguments and data, and they compare what they found
+(one ``allgather``): a network, dtype or setting that differs from process 0's,
+or bad data on any process, raises the error on every process.  Then process 0's
+parameters are broadcast.  The number of steps in an epoch follows from the
+part sizes gathered then, so every process makes the same collective calls.
+
+Stopping: a non-finite loss (seen by all, as it is the global loss) rolls back
+as in one process.  Ctrl-C (``mpiexec`` passes it to every process) sets the
+stop flag; the step in flight completes on all processes and training ends
+there with ``stopped="interrupted"`` (a second Ctrl-C makes ``mpiexec`` abort
+the job).  An exception in a process's part of a
+step sets the failure flag: the others raise ``DistributedError`` naming the
+process and its error, instead of waiting forever.  Launch with
+``mpiexec -n P python -m mpi4py script.py``, so that an error anywhere else
+(outside ``fit``) aborts the whole job too.
+
+The History is the same on every process: the loss over all data, validation
+(``validation_data`` of process 0; the others' is ignored) computed by process 0
+and broadcast, and process 0's wall time (no training accuracy).  Weight decay,
+clipping and early stopping act as in one process; callbacks run on every
+process, and any one returning True stops all; ``validation_split`` is refused.
+mpi4py is imported only when a communicator is given.
+
+>>> import symnet as sn
+>>> from mpi4py import MPI                               # doctest: +SKIP
+>>> X, T = sn.datasets.xor()
+>>> net = sn.Network(sn.Input(2), sn.Dense(8, "tanh"), sn.Dense(1, "sigmoid"), loss="bce")
+>>> model = net.compile(dtype="float64", seed=0)
+>>> r, P = MPI.COMM_WORLD.rank, MPI.COMM_WORLD.size    # doctest: +SKIP
+>>> hist = model.fit(X[r::P], T[r::P], method="sd", epochs=3000, lr=2.0,
+...                  progress=False, comm=MPI.COMM_WORLD)   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import warnings
+
+import numpy as np
+
+from .history import History
+from .stopping import EarlyStopping, check_callbacks
+from .progress import SigintFlag
+from .train import Optimizer, accuracy, checked_arguments, checked_validation
+from .train import fit as train_fit
+
+__all__ = ["MPI", "DistributedError", "fit", "mpiexec", "steps_per_epoch"]
+
+# Slots after the gradient sums in the all-reduced buffer.
+_LOSS, _COUNT, _STOP, _HALT, _FAIL = range(5)
+
+
+class _StopFlag(SigintFlag):
+    """Every Ctrl-C only sets the flag: the processes must leave the step together.
+    (A second Ctrl-C to ``mpiexec`` aborts the whole job: its own rule.)"""
+
+    def _handle(self, signum, frame):
+        self.raised = True
+
+
+class DistributedError(RuntimeError):
+    """Another process of the communicator failed, so this one stopped too.
+
+    The message names the process(es) and their error; the failing process
+    raises its own exception.  Fix that process's cause (often its part of the
+    data, or a different network) and run again."""
+
+
+def steps_per_epoch(method: str, sizes, batch_size: int) -> int:
+    """Steps of one epoch when the processes hold parts of ``sizes`` examples.
+
+    >>> steps_per_epoch("minibatch", [5, 3], 2), steps_per_epoch("sgd", [5, 3], 1)
+    (3, 4)
+    """
+    if method == "sd":
+        return 1
+    if method == "sgd":
+        return -(-sum(sizes) // len(sizes))
+    return max(-(-n // batch_size) for n in sizes)
+
+
+def mpiexec(n: int) -> list:
+    """The command that starts ``n`` processes here: ``mpiexec -n n``, the one beside
+    this Python first (the ``mpich`` wheel puts it there), with Open MPI's
+    ``--oversubscribe`` so that more processes than cores may run (and, as root,
+    ``--allow-run-as-root``; MPICH needs neither).  Raises
+    FileNotFoundError when there is none (``pip install 'symnet[mpi]'``).
+
+    >>> mpiexec(2)[1:3]                                  # doctest: +SKIP
+    ['-n', '2']
+    """
+    import os
+    import shutil
+    import subprocess
+    import sys
+    here = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+    exe = here if os.access(here, os.X_OK) else shutil.which("mpiexec")
+    if exe is None:
+        raise FileNotFoundError("no mpiexec found: pip install 'symnet[mpi]' (mpi4py and "
+                                "the mpich wheel) or install an MPI")
+    cmd = [exe, "-n", str(int(n))]
+    try:
+        version = subprocess.run([exe, "--version"], capture_output=True, text=True,
+                                 timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        version = ""
+    if "Open MPI" in version or "OpenRTE" in version:
+        cmd.append("--oversubscribe")
+        if hasattr(os, "geteuid") and os.geteuid() == 0:
+            cmd.append("--allow-run-as-root")
+    return cmd
+
+
+def _epoch_indices(method: str, n: int, steps: int, batch_size: int, rng, shuffle: bool):
+    """This process's example indices for one epoch (int64, in order of use)."""
+    if method == "sgd":
+        if shuffle:
+            return rng.integers(0, n, size=steps, dtype=np.int64)
+        return np.arange(steps, dtype=np.int64) % n
+    return (rng.permutation(n) if shuffle else np.arange(n)).astype(np.int64)
+
+
+def _text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _agree(comm, compute):
+    """Run ``compute()`` (→ this process's value, what it shows the others) on
+    every process; returns (its value, what every process showed).  When it
+    raised anywhere, it raises on every process (a failing one its own error)."""
+    try:
+        (value, shown), err = compute(), None
+    except Exception as exc:  # noqa: BLE001  (handed on to every process)
+        value = shown = None
+        err = exc
+    got = comm.allgather((None if err is None else _text(err), shown))
+    bad = [(r, e) for r, (e, _) in enumerate(got) if e is not None]
+    if err is not None:
+        raise err
+    if bad:
+        raise DistributedError("fit stopped before training: " + "; ".join(
+            f"process {r} of {len(got)} failed: {e}" for r, e in bad))
+    return value, [v for _, v in got]
+
+
+def _signature(model) -> dict:
+    """What must match across processes: dtype, network and parameter shapes."""
+    return {"dtype": model.dtype.name,
+            "network": json.dumps(model.network.describe(), sort_keys=True, default=str),
+            "params": [(p["name"], list(p["shape"])) for p in model.meta["params"]]}
+
+
+def _compare(sigs, settings):
+    """ValueError (the same on every process) when a process differs from process 0."""
+    for r in range(1, len(sigs)):
+        a, b = sigs[0], sigs[r]
+        if a["dtype"] != b["dtype"]:
+            raise ValueError(f"process {r}'s model has dtype {b['dtype']} but process 0's "
+                             f"has {a['dtype']}: compile the same network with the same "
+                             "dtype on every process")
+        if a["params"] != b["params"]:
+            pa = {n: tuple(shape) for n, shape in a["params"]}
+            pb = {n: tuple(shape) for n, shape in b["params"]}
+            diff = next((f"parameter {n} has shape {pa[n]} on process 0 but "
+                         f"{pb[n] if n in pb else 'is missing'} on process {r}"
+                         for n in pa if pa[n] != pb.get(n)),
+                        f"process {r} has parameters {sorted(pb)}, process 0 {sorted(pa)}")
+            raise ValueError(f"the processes' networks differ: {diff}")
+        if a["network"] != b["network"]:
+            raise ValueError(f"process {r}'s network differs from process 0's (same "
+                             "parameter shapes, other layers or loss): build the same "
+                             "network on every process")
+        for key, v0 in settings[0].items():
+            if settings[r][key] != v0:
+                raise ValueError(f"fit argument {key} is {settings[r][key]!r} on process "
+                                 f"{r} but {v0!r} on process 0: pass the same on every "
+                                 "process")
+
+
+class MPI:
+    """The exchange over an MPI communicator (see ``symnet.runtime.train.fit``): each
+    step's gradient sums, loss sum, example count and the stop, halt and failure
+    flags in one float64 Allreduce; every step from Python (no whole-epoch runtime
+    calls); no training accuracy; validation by process 0, broadcast."""
+
+    whole_epochs = False
+    accuracy = False
+    local_stop = False     # Ctrl-C is exchanged with the next step, never seen alone
+
+    def __init__(self, comm):
+        from mpi4py import MPI as _mpi
+        self.comm, self.rank = comm, comm.Get_rank()
+        self._mpi = _mpi
+
+    def prepare(self, model, X, T, method, epochs, batch_size, lr, seed, shuffle,
+                validation_data, validation_split, optimizer, early_stopping, restore_best,
+                callbacks):
+        """Every process checks its arguments and data; they compare what they found
+        (ValueError or DistributedError on every process); process 0's θ goes to all."""
+        comm, rank = self.comm, self.rank
+        name, momentum, betas, eps, weight_decay, clip_norm = optimizer
+
+        def check():
+            if validation_split is not None:
+                raise ValueError("validation_split is not available with comm: give "
+                                 "validation_data on process 0")
+            Xc, Tc, epochs_, batch_size_, schedule = checked_arguments(
+                model, X, T, method, epochs, batch_size, lr)
+            val = None
+            if validation_data is not None and rank == 0:
+                Tv = checked_validation(model, validation_data)[1]
+                val = (validation_data[0], validation_data[1], Tv)   # as given; T as rows
+            opt = Optimizer(model, *optimizer)
+            stopper = None if early_stopping is None else EarlyStopping(early_stopping,
+                                                                        restore_best)
+            rng = np.random.default_rng(None if seed is None else [seed, rank])
+            settings = {"method": method, "epochs": epochs_, "batch_size": batch_size_,
+                        "lr": schedule.to_dict(), "shuffle": bool(shuffle),
+                        "optimizer": name, "momentum": momentum,
+                        "betas": None if betas is None else list(betas), "eps": eps,
+                        "weight_decay": weight_decay, "clip_norm": clip_norm,
+                        "early_stopping": early_stopping, "restore_best": bool(restore_best)}
+            shown = {"sig": _signature(model), "settings": settings, "n": Xc.shape[0],
+                     "val": val is not None}
+            return (Xc, Tc, epochs_, batch_size_, schedule, val, opt, stopper,
+                    check_callbacks(callbacks), rng), shown
+
+        mine, infos = _agree(comm, check)
+        _compare([i["sig"] for i in infos], [i["settings"] for i in infos])
+        self.sizes = [i["n"] for i in infos]
+        self.val_on_root = infos[0]["val"]
+        with model.lock:
+            comm.Bcast(model.theta, root=0)
+        self.n = model.theta.size
+        self.buf = np.zeros(self.n + 5, np.float64)
+        self._reduce_args = (self._mpi.IN_PLACE, [self.buf, self._mpi.DOUBLE], self._mpi.SUM)
+        return mine
+
+    @staticmethod
+    def batch_rows(method, batch_size, n):
+        return 1 if method == "sgd" else batch_size
+
+    def steps(self, method, n, rows):
+        return steps_per_epoch(method, self.sizes, rows)
+
+    @staticmethod
+    def indices(method, n, steps, rows, rng, shuffle):
+        return None if method == "sd" else _epoch_indices(method, n, steps, rows, rng,
+                                                          shuffle)
+
+    @staticmethod
+    def flag():
+        return _StopFlag()
+
+    def step(self, run, rows, flag) -> tuple:
+        """All-reduce this step: (loss over N(t), |N(t)|, stop); model.grad ← ĝ.
+        Raises when a process failed."""
+        buf, n, err = self.buf, self.n, None
+        try:
+            b, loss = run.local(rows)
+            if b:
+                np.multiply(run.model.grad, b, out=buf[:n])
+                buf[n + _LOSS] = loss * b
+            else:
+                buf[:n + 1] = 0.0
+            buf[n + _COUNT] = b
+            buf[n + _HALT] = 0.0
+            buf[n + _FAIL] = 0.0
+        except KeyboardInterrupt:      # (not from our handler): every process drops the step
+            buf[:] = 0.0
+            buf[n + _HALT] = 1.0
+        except Exception as exc:  # noqa: BLE001  (reported to every process, then raised)
+            buf[:] = 0.0
+            buf[n + _FAIL], err = 1.0, exc
+        buf[n + _STOP] = float(flag.raised)
+        self.comm.Allreduce(*self._reduce_args)
+        if buf[n + _FAIL]:
+            self._failed(err, run.t)
+        count = buf[n + _COUNT]
+        if buf[n + _HALT]:
+            return math.nan, count, "halt"
+        # ĝ = sums / |N(t)|, times 1/|N(t)| as the kernels take their batch means
+        np.multiply(buf[:n], 1.0 / count, out=run.model.grad, casting="same_kind")
+        return buf[n + _LOSS] / count, count, "stop" if buf[n + _STOP] else None
+
+    def _failed(self, err, step: int):
+        texts = self.comm.allgather(None if err is None else _text(err))
+        if err is not None:
+            raise err
+        bad = [f"process {r} of {len(texts)} failed in step {step + 1} of this fit: {e}"
+               for r, e in enumerate(texts) if e is not None]
+        raise DistributedError("training stopped because " + "; ".join(bad))
+
+    def validate(self, run):
+        """Validation computed by process 0 and broadcast: (loss, accuracy)."""
+        if not self.val_on_root:
+            return None, None
+        result = None
+        if self.rank == 0:
+            try:
+                Xv, Tv, rows = run.val               # the public calls take X as given
+                m = run.model
+                acc = None
+                if len(m.network.outputs) == 1:      # as one process's fit
+                    O = m.forward(Xv).reshape(rows.shape[0], -1)
+                    acc = accuracy(m.network.loss_name, O, rows)
+                result = (m.loss(Xv, Tv), acc)
+            except Exception as exc:  # noqa: BLE001  (sent to the others, then raised)
+                result = _text(exc)
+        result = self.comm.bcast(result, root=0)
+        if isinstance(result, str):
+            raise DistributedError(f"validation on process 0 failed: {result}")
+        return result
+
+    def any(self, asked: bool) -> bool:
+        """Whether any process asked (callbacks): every process gets the same answer."""
+        return bool(self.comm.allreduce(int(asked), op=self._mpi.MAX))
+
+    def finish(self, model, hist):
+        _same_end(model, hist, self.comm)
+
+
+def fit(model, X, T, comm, method="minibatch", epochs=10, batch_size=32, lr=0.1,
+        shuffle=True, seed=None, validation_data=None, progress=None, optimizer="sgd",
+        momentum=None, betas=None, eps=None, weight_decay=0.0, clip_norm=None,
+        early_stopping=None, restore_best=True, validation_split=None,
+        callbacks=None) -> History:
+    """Train ``model`` in place on this process's part (X, T) of the data set,
+    together with the other processes of ``comm``; returns the History (the same
+    on every process).  See the module docstring and ``Model.fit``."""
+    if not all(hasattr(comm, a) for a in ("Allreduce", "allgather", "Bcast", "Get_rank")):
+        raise ValueError(f"comm must be an mpi4py communicator such as MPI.COMM_WORLD, "
+                         f"got {type(comm).__name__}")
+    if comm.Is_inter():
+        raise ValueError("comm is an intercommunicator; give an intracommunicator such as "
+                         "MPI.COMM_WORLD")
+    return train_fit(model, X, T, method=method, epochs=epochs, batch_size=batch_size, lr=lr,
+                     shuffle=shuffle, seed=seed, validation_data=validation_data,
+                     progress=progress, optimizer=optimizer, momentum=momentum, betas=betas,
+                     eps=eps, weight_decay=weight_decay, clip_norm=clip_norm,
+                     early_stopping=early_stopping, restore_best=restore_best,
+                     validation_split=validation_split, callbacks=callbacks,
+                     exchange=MPI(comm))
+
+
+def _same_end(model, hist, comm):
+    """Every process ends with process 0's parameters and wall time.  They are equal
+    already (same reduced gradients, same update); a difference, e.g. from
+    processes whose compilers round differently, is repaired with a warning."""
+    digest = hashlib.sha256(model.theta.tobytes()).hexdigest()
+    got = comm.allgather((digest, hist.wall_time))
+    hist.wall_time = got[0][1]
+    if any(d != got[0][0] for d, _ in got):
+        with model.lock:
+            comm.Bcast(model.theta, root=0)
+        warnings.warn("the processes' parameters differed after fit (compiled kernels "
+                      "that round differently?); all now hold process 0's",
+                      RuntimeWarning, stacklevel=3)

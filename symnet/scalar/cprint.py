@@ -1,0 +1,86 @@
+"""Scalar sympy expressions → C99 expressions: symnet's spellings.
+
+One job, as sympy's own ``printing/c.py``: a right-hand side in, C text out
+(float or double spelling).  The emitter (``symnet.backend.c.emit``) prints the plan's
+expressions with it; ``symnet.scalar.smooth`` uses it, when a formula is declared,
+to refuse one that has no C spelling.
+
+>>> import sympy as sp
+>>> z = sp.Symbol("z")
+>>> CPrinter("float32", {}).doprint(z ** 2 + sp.exp(z))
+'z*z + expf(z)'
+"""
+
+from __future__ import annotations
+
+import sympy as sp
+from sympy.codegen.ast import float32, float64, real
+from sympy.printing.c import C99CodePrinter
+
+DTYPES = {"float32": "float", "float64": "double"}
+
+
+class CPrinter(C99CodePrinter):
+    """sympy's C99 printer with symnet's spellings.
+
+    Scalar symbols print as the array element they stand for; small integer
+    powers as products; Piecewise as one ternary; sigmoid and softplus as the
+    stable helpers defined in the template.  With ``plain_names`` a symbol
+    outside the map must print as a C identifier (the emitter's last line of
+    defence: user text never becomes code).
+    """
+
+    def __init__(self, dtype: str, symbol_map: dict, plain_names: bool = False):
+        alias = float32 if dtype == "float32" else float64
+        super().__init__(settings={"type_aliases": {real: alias}})
+        self.symbol_map = symbol_map
+        self.plain_names = plain_names
+        self.dtype = dtype
+
+    def _print_Symbol(self, expr):
+        if expr in self.symbol_map:
+            return self.symbol_map[expr]
+        name = super()._print_Symbol(expr)
+        if self.plain_names and not (name.isidentifier() and name.isascii()):
+            raise ValueError(f"symbol {expr.name!r} cannot appear in the generated C")
+        return name
+
+    def _print_sigmoid(self, expr):
+        return f"sn_sigmoid({self._print(expr.args[0])})"
+
+    def _print_tanh(self, expr):
+        if self.dtype == "float32":  # the template's vectorisable tanh
+            return f"sn_tanhf({self._print(expr.args[0])})"
+        return super()._print_tanh(expr)
+
+    def _print_softplus(self, expr):
+        return f"sn_softplus({self._print(expr.args[0])})"
+
+    def _print_Piecewise(self, expr):
+        out = self._print(expr.args[-1].expr)
+        for e, c in reversed(expr.args[:-1]):
+            out = f"(({self._print(c)}) ? ({self._print(e)}) : ({out}))"
+        return out
+
+    def _print_Pow(self, expr):
+        base, exp = expr.args
+        if exp.is_Integer and 2 <= int(exp) <= 4:
+            b = self.parenthesize(base, sp.printing.precedence.PRECEDENCE["Mul"])
+            return "*".join([b] * int(exp))
+        if exp.is_Integer and -4 <= int(exp) <= -1:
+            return f"1/({self._print(base ** -exp)})" if exp != -1 else \
+                f"1/{self.parenthesize(base, sp.printing.precedence.PRECEDENCE['Pow'])}"
+        return super()._print_Pow(expr)
+
+
+def numeric(expr: sp.Expr) -> sp.Expr:
+    """Evaluate constants (π, √2, e) so the C needs no M_PI-style macros."""
+    consts = {a: sp.Float(a.evalf(20), 17) for a in expr.atoms(sp.NumberSymbol)}
+    expr = expr.xreplace(consts)
+    pows = {a: sp.Float(a.evalf(20), 17) for a in expr.atoms(sp.Pow) if a.is_number}
+    return expr.xreplace(pows)
+
+
+def c_comment(text: str) -> str:
+    """Make any text safe inside /* */ (user text reaches comments only)."""
+    return " ".join(str(text).replace("*/", "* /").replace("/*", "/ *").split())
