@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -13,6 +15,7 @@ def _bench(*args):
                           text=True, env=env, timeout=300, cwd=ROOT)
 
 
+@pytest.mark.slow
 def test_quick_bench_prints_table():
     proc = _bench("--quick", "--workloads", "tiny", "--refs", "numpy", "--sections", "steps")
     assert proc.returncode == 0, proc.stderr
@@ -32,9 +35,9 @@ def test_bench_rejects_unknown_workload():
     assert "unknown workload 'huge'" in proc.stderr
 
 
+@pytest.mark.slow
 def test_mpi_section_prints_one_and_two_processes():
     """The data-parallel section (tests/test_distributed.py says when MPI must be there)."""
-    import pytest
     try:
         import mpi4py  # noqa: F401
         from symnet.runtime.distributed import mpiexec

@@ -351,6 +351,7 @@ def test_mpi4py_not_imported_without_comm():
     assert proc.stdout.strip() == "[]"
 
 
+@pytest.mark.slow
 def test_example_same_accuracy_as_one_process():
     """examples/distributed.py on 2 processes: sd + Adam gives the one-process accuracy
     exactly, minibatch (other batches) within 1.5 points; both ≥ 95 %."""
@@ -370,6 +371,7 @@ def test_example_same_accuracy_as_one_process():
     assert abs(mb - mb1) <= 1.5 and min(mb, mb1) >= 95
 
 
+@pytest.mark.slow
 def test_ctrl_c_to_mpiexec_stops_every_process_at_the_same_step():
     """SIGINT to mpiexec (what Ctrl-C in its terminal sends) reaches every process;
     each ends fit at the same step, with the same parameters, stopped="interrupted"."""

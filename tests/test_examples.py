@@ -29,6 +29,7 @@ def test_regression_fits_the_curve():
     assert _main("regression")(verbose=False) < 0.01
 
 
+@pytest.mark.slow
 def test_digits_accuracy_and_loss_curve(tmp_path):
     pytest.importorskip("matplotlib")
     png = tmp_path / "loss.png"
@@ -37,16 +38,19 @@ def test_digits_accuracy_and_loss_curve(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_sequence_counts_bits():
     assert _main("sequence")(epochs=30, verbose=False) >= 0.95
 
 
+@pytest.mark.slow
 def test_two_heads_classify_and_regress():
     acc, rmse = _main("two_heads")(epochs=100, verbose=False)
     assert acc >= 0.97
     assert rmse < 0.1
 
 
+@pytest.mark.slow
 def test_digits_conv_accuracy():
     """The convolutional network on the bundled digits as 1×8×8 images (README figure)."""
     assert _main("digits_conv")(png=None, verbose=False) >= 0.985

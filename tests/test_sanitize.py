@@ -55,6 +55,7 @@ def _sanitized(tmp_path, *args):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.slow
 def test_clean_network_runs_without_report_and_overflow_is_caught(tmp_path, dtype):
     ok = _sanitized(tmp_path, RUN, "clean", dtype)
     assert ok.returncode == 0 and "Sanitizer" not in ok.stderr, ok.stderr
@@ -64,6 +65,7 @@ def test_clean_network_runs_without_report_and_overflow_is_caught(tmp_path, dtyp
     assert "AddressSanitizer: heap-buffer-overflow" in bad.stderr, bad.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_undefined_behaviour_is_fatal(tmp_path):
     out = _sanitized(tmp_path, CANARY)
     assert out.stdout.split() == [str(2**31 - 1)], out.stdout

@@ -55,6 +55,19 @@ class Network(dsl.Network):
         from ..read.summary import summarize
         return summarize(self, batch_size, dtype)
 
+    def plot(self, path=None, ax=None):
+        """Draw the network's graph with matplotlib and return the figure: a box per
+        input and layer (name, kind, one example's shape; the outputs with their
+        losses), an arrow from each box to the layers that read it.
+
+        With ``path`` the figure is saved there (PNG, SVG, PDF: by the suffix) through
+        the Agg backend, no display needed; with ``ax`` it is drawn into that
+        matplotlib Axes.  matplotlib is an optional dependency
+        (``pip install symnet[plot]``); without it this raises ImportError.
+        """
+        from ..read.plot import draw
+        return draw(self, path=path, ax=ax)
+
 
 def load(path, network=None, dtype=None, backend="c"):
     """The model saved at ``path`` (``model.save``): network rebuilt, compiled,

@@ -257,6 +257,12 @@ def _check_sanitizer_runtime(meta: dict):
             "python ...\n(or see .ci/sanitize); unset SYMNET_SANITIZE for a normal build.")
 
 
+def gomp_environment():
+    """How OpenMP threads wait, set before libgomp loads (a user's own setting wins)."""
+    if "GOMP_SPINCOUNT" not in os.environ and "OMP_WAIT_POLICY" not in os.environ:
+        os.environ["GOMP_SPINCOUNT"] = "10000"
+
+
 def _import(name: str, path: Path, meta: dict):
     """Load the module from a private copy of bytes that passed the checksum:
     what is loaded is exactly what was checked, and the mapping survives
@@ -270,8 +276,7 @@ def _import(name: str, path: Path, meta: dict):
     # tick (measured: 42 µs products taking 8 ms).  A short spin keeps the fast
     # hand-off on an idle machine.  Read once, when libgomp loads; a user's own
     # setting wins.
-    if "GOMP_SPINCOUNT" not in os.environ and "OMP_WAIT_POLICY" not in os.environ:
-        os.environ["GOMP_SPINCOUNT"] = "10000"
+    gomp_environment()
     _check_sanitizer_runtime(meta)
     data = path.read_bytes()
     if hashlib.sha256(data).hexdigest() != meta["sha256"]:
