@@ -182,3 +182,39 @@ def test_numpy_backend_needs_no_compiler(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     assert "trained (4, 1)" in out.stdout
     assert not cache.exists() or not any(cache.rglob("*.so"))
+
+
+def test_distributed_fit_on_the_numpy_backend_equals_the_c_one(tmp_path):
+    """Two MPI processes train the same network on each backend: the same History
+    and parameters (float64, 1e-12)."""
+    pytest.importorskip("mpi4py")
+    from symnet.runtime.distributed import mpiexec
+    try:
+        launcher = mpiexec(2)
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
+    script = tmp_path / "both.py"
+    script.write_text(textwrap.dedent("""
+        import numpy as np, symnet as sn
+        from mpi4py import MPI
+        comm = MPI.COMM_WORLD
+        r, P = comm.rank, comm.size
+        X, y = sn.datasets.make_moons(60, seed=0)
+        T = y.reshape(-1, 1).astype(float)
+        net = sn.Network(sn.Input(2), sn.Dense(6, "tanh"), sn.Dense(1, "sigmoid"), loss="bce")
+        out = []
+        for backend in ("c", "numpy"):
+            m = net.compile(dtype="float64", seed=0, backend=backend)
+            h = m.fit(X[r::P], T[r::P], method="minibatch", batch_size=5, epochs=3, lr=0.5,
+                      seed=1, progress=False, optimizer="momentum", comm=comm)
+            out.append((np.array(h.loss), m.theta.copy()))
+        (lc, tc), (ln, tn) = out
+        assert np.allclose(ln, lc, rtol=1e-12, atol=0), (ln, lc)
+        assert np.allclose(tn, tc, rtol=1e-12, atol=1e-14), np.abs(tn - tc).max()
+        print("same", r, flush=True)
+    """))
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    out = subprocess.run(launcher + [sys.executable, "-m", "mpi4py", str(script)], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    assert "same 0" in out.stdout and "same 1" in out.stdout

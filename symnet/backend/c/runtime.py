@@ -84,6 +84,8 @@ class Runtime:
                          for n in ("loss", "loss_grad", "step", "train")) \
             if meta.get("labels") else None
         self._rows_fns = (k.loss, k.loss_grad, k.step, k.train)
+        self._c_step = k.step                     # bound once: step is the hot call
+        self._c_step_labels = k.labels[2] if k.labels else None
         # where the products run on this machine (BLAS above a measured size,
         # threads from a measured cost); once per module, before any call
         from . import tuning
@@ -170,10 +172,8 @@ class Runtime:
         if n > self.work_rows:
             self.reserve(n)
         buf, carray = self._buf, self._carray
-        px, pt = buf(carray, X), buf(carray, T)
-        if T.shape[1] == self.n_out:
-            return self.kernels.step(self._p_params, px, pt, n, lr, self._p_work)
-        return self.kernels.labels[2](self._p_params, px, pt, n, lr, self._p_work)
+        return (self._c_step if T.shape[1] == self.n_out else self._c_step_labels)(
+            self._p_params, buf(carray, X), buf(carray, T), n, lr, self._p_work)
 
     def update(self, lr: float, optimizer: int, s1, s2, hyper, t: int):
         """θ updated from ``grads`` by the optimizer (see ``symnet.runtime.train.Optimizer``;
