@@ -4,7 +4,8 @@
   ``examples/digits.py`` (``History.plot``);
 - ``formula.png``: the backward pass of a small network, each line rendered from
   the LaTeX of ``net.formulas().latex()`` by matplotlib's mathtext;
-- ``residual_graph.png``, ``two_heads_graph.png``: network graphs (``Network.plot``).
+- ``residual_graph.png``, ``two_heads_graph.png``, ``digits_conv_graph.png``: network
+  graphs (``Network.plot``).
 
     PYTHONPATH=. python docs/make_figures.py
 
@@ -72,7 +73,10 @@ def main(out=HERE / "img"):
     residual_network().plot(out / "residual_graph.png")
     two_heads = runpy.run_path(str(ROOT / "examples" / "two_heads.py"), run_name="figures")
     two_heads["network"]().plot(out / "two_heads_graph.png")
-    for name in ("digits_loss", "formula", "residual_graph", "two_heads_graph"):
+    conv = runpy.run_path(str(ROOT / "examples" / "digits_conv.py"), run_name="figures")
+    conv["network"]().plot(out / "digits_conv_graph.png")
+    for name in ("digits_loss", "formula", "residual_graph", "two_heads_graph",
+                 "digits_conv_graph"):
         print(out / f"{name}.png")
 
 

@@ -32,7 +32,7 @@ def main(epochs=40, batch_size=32, seed=0, png="digits_conv_loss.png", verbose=T
     model = net.compile(dtype="float32", seed=seed)
     compile_s = time.perf_counter() - t0
     if verbose:
-        print(model.summary(batch_size))
+        model.summary(batch_size)
     lr = schedules.RobbinsMonro(0.05, tau=2000)
     hist = model.fit(Xtr, Ttr, method="minibatch", batch_size=batch_size, epochs=epochs,
                      lr=lr, seed=seed, optimizer="momentum", momentum=0.9,

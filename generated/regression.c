@@ -28,8 +28,8 @@
  *   loss: mse, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_D4F2A8DE3D_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_D4F2A8DE3D_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_CCEFB9C024_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_CCEFB9C024_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (32, 1)
  *   b1           offset        32  shape (32,)
  *   W2           offset        64  shape (32, 32)
@@ -37,48 +37,48 @@
  *   W3           offset      1120  shape (1, 32)
  *   b3           offset      1152  shape (1,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_D4F2A8DE3D_WORK_SIZE(batch) numbers; SYMNET_D4F2A8DE3D_TRAIN_WORK_SIZE(batch_size) for
- * symnet_d4f2a8de3d_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_CCEFB9C024_WORK_SIZE(batch) numbers; SYMNET_CCEFB9C024_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_ccefb9c024_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 1153 + X B*1 + T or O B*1 + work (B*259 + 1153)
  *   numbers of 4 bytes; e.g. B = 32: 42,632 bytes (training; forward only: 21,508).
  */
-#ifndef SYMNET_D4F2A8DE3D_H
-#define SYMNET_D4F2A8DE3D_H
+#ifndef SYMNET_CCEFB9C024_H
+#define SYMNET_CCEFB9C024_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_D4F2A8DE3D_REAL float  /* the number type of every array (float32) */
-#define SYMNET_D4F2A8DE3D_N_INPUTS 1  /* features per example */
-#define SYMNET_D4F2A8DE3D_N_OUTPUTS 1
-#define SYMNET_D4F2A8DE3D_N_PARAMS 1153  /* numbers in the flat parameter array */
-#define SYMNET_D4F2A8DE3D_WORK_PER_EXAMPLE 259
-#define SYMNET_D4F2A8DE3D_WORK_SIZE(batch) ((batch) * 259 + 1153)  /* numbers of scratch per call */
-#define SYMNET_D4F2A8DE3D_TRAIN_WORK_SIZE(batch_size) (SYMNET_D4F2A8DE3D_WORK_SIZE(batch_size) + (batch_size) * 2)
-#define SYMNET_D4F2A8DE3D_SGD 0       /* optimizer codes of symnet_d4f2a8de3d_update and symnet_d4f2a8de3d_train */
-#define SYMNET_D4F2A8DE3D_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_D4F2A8DE3D_N_PARAMS numbers */
-#define SYMNET_D4F2A8DE3D_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_D4F2A8DE3D_N_PARAMS numbers each */
+#define SYMNET_CCEFB9C024_REAL float  /* the number type of every array (float32) */
+#define SYMNET_CCEFB9C024_N_INPUTS 1  /* features per example */
+#define SYMNET_CCEFB9C024_N_OUTPUTS 1
+#define SYMNET_CCEFB9C024_N_PARAMS 1153  /* numbers in the flat parameter array */
+#define SYMNET_CCEFB9C024_WORK_PER_EXAMPLE 259
+#define SYMNET_CCEFB9C024_WORK_SIZE(batch) ((batch) * 259 + 1153)  /* numbers of scratch per call */
+#define SYMNET_CCEFB9C024_TRAIN_WORK_SIZE(batch_size) (SYMNET_CCEFB9C024_WORK_SIZE(batch_size) + (batch_size) * 2)
+#define SYMNET_CCEFB9C024_SGD 0       /* optimizer codes of symnet_ccefb9c024_update and symnet_ccefb9c024_train */
+#define SYMNET_CCEFB9C024_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_CCEFB9C024_N_PARAMS numbers */
+#define SYMNET_CCEFB9C024_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_CCEFB9C024_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_D4F2A8DE3D_N_OUTPUTS) = the network's output for X (batch × SYMNET_D4F2A8DE3D_N_INPUTS). */
-void symnet_d4f2a8de3d_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_CCEFB9C024_N_OUTPUTS) = the network's output for X (batch × SYMNET_CCEFB9C024_N_INPUTS). */
+void symnet_ccefb9c024_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_d4f2a8de3d_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_ccefb9c024_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_D4F2A8DE3D_N_PARAMS numbers) by back propagation. */
-float symnet_d4f2a8de3d_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_CCEFB9C024_N_PARAMS numbers) by back propagation. */
+float symnet_ccefb9c024_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_d4f2a8de3d_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_ccefb9c024_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_D4F2A8DE3D_SGD, SYMNET_D4F2A8DE3D_MOMENTUM or SYMNET_D4F2A8DE3D_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_CCEFB9C024_SGD, SYMNET_CCEFB9C024_MOMENTUM or SYMNET_CCEFB9C024_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_d4f2a8de3d_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_ccefb9c024_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -86,10 +86,10 @@ void symnet_d4f2a8de3d_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_D4F2A8DE3D_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_CCEFB9C024_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_D4F2A8DE3D_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_d4f2a8de3d_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_CCEFB9C024_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_ccefb9c024_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -98,7 +98,7 @@ long long symnet_d4f2a8de3d_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_D4F2A8DE3D_H */
+#endif /* SYMNET_CCEFB9C024_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -369,7 +369,7 @@ static void sn_forward(const real *params, real *work, const real *sn_u_x, int b
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_d4f2a8de3d_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_ccefb9c024_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 129, sizeof(real) * (size_t)batch * 1);
@@ -393,7 +393,7 @@ static double sn_loss(const real *params, real *work, const real *sn_u_x, const 
     return loss / batch;
 }
 
-real symnet_d4f2a8de3d_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_ccefb9c024_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -464,13 +464,23 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_d4f2a8de3d_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_ccefb9c024_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
 
 /* dst[p] = src[p] − lr·∂L/∂θ[p] for the 1153 trainable parameters (plain
  * gradient descent); dst may be src.  Not restrict: in place is the common case. */
+/* 1 when every gradient g[p] is finite: g − g is 0 for a finite number and NaN for
+ * NaN or ±inf (an OR of comparisons, which the compiler vectorizes) */
+static int sn_all_finite(const real *grads)
+{
+    int bad = 0;
+    for (size_t p = 0; p < 1153; p++)
+        bad |= !(grads[p] - grads[p] == 0);
+    return !bad;
+}
+
 static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr)
 {
     for (size_t p = 0; p < 1153; p++)
@@ -478,11 +488,15 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
 }
 
 /* One steepest-descent step on this batch: θ ← θ − lr·∂L/∂θ, the gradients
- * in work after the batch's rows.  Returns the loss before it. */
-real symnet_d4f2a8de3d_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+ * in work after the batch's rows.  Returns the loss before it; when the loss or a
+ * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
+ * params are unchanged and NaN is returned. */
+real symnet_ccefb9c024_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 259;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
+    if (!isfinite(loss) || !sn_all_finite(grads))
+        return (real)NAN;
     sn_sgd_update(params, params, grads, lr);
     return (real)loss;
 }
@@ -526,22 +540,29 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
             dst[p] = src[p] - lr * s1[p];
         }
     } else {
+        /* Every constant formed in double from the hyper-parameters, then rounded once
+           to real: 1 − β formed in float32 would be off by up to 1.3e-5 (relative) for
+           β2 = 0.999, an error in every second moment. */
         const real adam_b1 = (real)hyper[1], adam_b2 = (real)hyper[2], eps = (real)hyper[3];
-        /* bias corrections, in double: β^t underflows gracefully to 0 */
-        const real c1 = (real)(1.0 - pow(hyper[1], (double)t));
-        const real c2 = (real)(1.0 - pow(hyper[2], (double)t));
+        const real one_b1 = (real)(1.0 - hyper[1]), one_b2 = (real)(1.0 - hyper[2]);
+        /* bias corrections 1 − β^t (β^t underflows gracefully to 0), the step
+           η/(1 − β1^t), √(1 − β2^t), and 1 − η·λ, the decoupled weight decay */
+        const double c1 = 1.0 - pow(hyper[1], (double)t), c2 = 1.0 - pow(hyper[2], (double)t);
+        const real step = (real)((double)lr / c1), root_c2 = (real)sqrt(c2);
+        const real keep = (real)(1.0 - (double)lr * hyper[4]);
         /* m ← β1·m + (1 − β1)·c·g;  v ← β2·v + (1 − β2)·(c·g)²;
-           θ ← θ − η·((m/(1 − β1^t)) / (√(v/(1 − β2^t)) + ε) + λ·θ) */
+           θ ← θ·(1 − η·λ) − (η/(1 − β1^t))·m / (√v/√(1 − β2^t) + ε)
+             = θ − η·((m/(1 − β1^t)) / (√(v/(1 − β2^t)) + ε) + λ·θ) */
         for (size_t p = 0; p < 1153; p++) {
             const real g = c * grads[p];
-            s1[p] = adam_b1 * s1[p] + (1 - adam_b1) * g;
-            s2[p] = adam_b2 * s2[p] + (1 - adam_b2) * (g * g);
-            dst[p] = src[p] - lr * ((s1[p] / c1) / (sqrtf(s2[p] / c2) + eps) + wd * src[p]);
+            s1[p] = adam_b1 * s1[p] + one_b1 * g;
+            s2[p] = adam_b2 * s2[p] + one_b2 * (g * g);
+            dst[p] = src[p] * keep - step * s1[p] / (sqrtf(s2[p]) / root_c2 + eps);
         }
     }
 }
 
-void symnet_d4f2a8de3d_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_ccefb9c024_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -567,7 +588,7 @@ void symnet_d4f2a8de3d_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_d4f2a8de3d_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_ccefb9c024_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

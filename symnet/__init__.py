@@ -15,9 +15,15 @@ from .lang.base import Input  # noqa: E402
 from .lang.dsl import Dense  # noqa: E402
 from .api.network import Network, load  # noqa: E402
 from .lang.merge import Add, Concatenate, Multiply, Slice  # noqa: E402
+from .lang.norm import LayerNorm, RMSNorm, Softmax  # noqa: E402
+from .lang.dropout import Dropout  # noqa: E402
+from .lang.embedding import Embedding  # noqa: E402
 from .lang.conv import AvgPool1d, AvgPool2d, Conv1d, Conv2d, Flatten, MaxPool1d, MaxPool2d  # noqa: E402
 from . import datasets  # noqa: E402
 from .lang import recurrent  # noqa: E402
+from .lang.recurrent import GRU, LSTM  # noqa: E402
+from .lang.attention import (MultiHeadAttention, Pointwise, PositionalEmbedding,  # noqa: E402
+                             TransformerBlock)
 from .runtime import schedules  # noqa: E402
 from .runtime.check import check_gradients  # noqa: E402
 from .runtime.history import History  # noqa: E402
@@ -30,6 +36,9 @@ def __getattr__(name):
     if name in _LAZY:
         from .lang import layers
         return getattr(layers, name)
+    if name in ("coords", "d", "target"):   # loss terms with input derivatives
+        from .lang import pinn
+        return getattr(pinn, name)
     if name == "indices":
         from .lang.tensor import indices
         return indices
@@ -42,8 +51,10 @@ def __getattr__(name):
     raise AttributeError(f"module 'symnet' has no attribute {name!r}")
 
 
-__all__ = ["Add", "AvgPool1d", "AvgPool2d", "BuildError", "Concatenate", "Conv1d", "Conv2d", "Dense",
-           "Flatten", "History", "Input", "Layer", "MaxPool1d", "MaxPool2d", "Multiply",
-           "Network", "Slice", "check_gradients", "datasets", "indices", "load", "n_in",
+__all__ = ["Add", "AvgPool1d", "AvgPool2d", "BuildError", "Concatenate", "Conv1d", "Conv2d",
+           "Dense", "Dropout", "Embedding", "Flatten", "GRU", "History", "Input", "LSTM", "Layer",
+           "LayerNorm", "MaxPool1d", "MaxPool2d", "MultiHeadAttention", "Multiply", "Network",
+           "Pointwise", "PositionalEmbedding", "RMSNorm", "Slice", "Softmax", "TransformerBlock",
+           "check_gradients", "coords", "d", "datasets", "indices", "load", "n_in", "target",
            "recurrent", "schedules", "sigmoid", "softplus", "sum_j", "sum_k",
            "__version__"]

@@ -1,14 +1,20 @@
 """Command line: look at what symnet derives and emits.
 
-    python -m symnet formulas FILE.py [--latex]   the chain-rule derivation
-    python -m symnet c FILE.py [--dtype float64]  the generated C
+    python -m symnet formulas FILE [--latex]      the chain-rule derivation
+    python -m symnet c FILE [--dtype float64]     the generated C
+    python -m symnet summary FILE [--batch-size 32] [--dtype float64]
+                                                  parameters, memory and flops per step
     python -m symnet generate [--check]           regenerate generated/ from examples/
     python -m symnet export MODEL.npz --name net --out DIR [--params-file [PATH]]
                          [--inference-only] [--threads]
                                                   standalone C: DIR/net.h + DIR/net.c
 
-FILE.py defines a network: a module-level ``net``, or a function ``network()``
-returning one, or any module-level ``symnet.Network``.
+FILE is a model saved by ``model.save`` (``.npz``: its network is read, nothing is
+run or compiled), or a Python file that defines a network: a module-level ``net``,
+or a function ``network()`` returning one, or any module-level ``symnet.Network``.
+A Python file is run as a module to find it: its ``if __name__ == "__main__":``
+block is not run, but everything at module level is (training included), so keep
+training under that guard, or define ``network()``.
 """
 
 from __future__ import annotations
@@ -20,10 +26,17 @@ from pathlib import Path
 
 
 def load_network(path: str):
-    """The Network defined by a Python file (without running its __main__)."""
+    """The Network of a saved model (``.npz``, read without compiling) or defined by
+    a Python file (run without its __main__)."""
     from .api.network import Network
     if not Path(path).exists():
         raise FileNotFoundError(2, "No such file or directory", path)
+    if Path(path).is_file() and (Path(path).suffix == ".npz" or _is_zip(path)):
+        from .io import files as io
+        try:
+            return io.read(path, cls=Network)[0]
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
     ns = runpy.run_path(path, run_name="symnet_network_file")
     if isinstance(ns.get("net"), Network):
         return ns["net"]
@@ -36,6 +49,15 @@ def load_network(path: str):
         return found[0]
     raise SystemExit(f"{path}: define `net = symnet.Network(...)` or `def network(): ...` "
                      f"(found {len(found)} Network objects)")
+
+
+class UsageError(Exception):
+    """A mistake in what the user gave: one line on stderr, exit status 2."""
+
+
+def _is_zip(path) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(4) == b"PK\x03\x04"
 
 
 def c_source(net, dtype: str = "float32") -> str:
@@ -106,6 +128,9 @@ def main(argv=None) -> int:
     except FileNotFoundError as exc:
         print(f"python -m symnet: error: no such file: {exc.filename}", file=sys.stderr)
         return 2
+    except UsageError as exc:
+        print(f"python -m symnet: error: {exc}", file=sys.stderr)
+        return 2
     except IsADirectoryError as exc:
         print(f"python -m symnet: error: {exc.filename} is a directory, not a Python file",
               file=sys.stderr)
@@ -116,12 +141,19 @@ def _main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m symnet", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
+    what = ("a model saved by model.save (.npz), or a Python file defining a network "
+            "(run as a module: its `if __name__ == '__main__':` block is not run, the "
+            "rest is, training at module level included)")
     f = sub.add_parser("formulas", help="print the chain-rule derivation of a network")
-    f.add_argument("file")
+    f.add_argument("file", help=what)
     f.add_argument("--latex", action="store_true")
     c = sub.add_parser("c", help="print the generated C of a network")
-    c.add_argument("file")
+    c.add_argument("file", help=what)
     c.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    s = sub.add_parser("summary", help="print parameters, memory and flops per step")
+    s.add_argument("file", help=what)
+    s.add_argument("--batch-size", type=int, default=32, help="examples per step (default 32)")
+    s.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     g = sub.add_parser("generate", help="regenerate generated/ from examples/")
     g.add_argument("--check", action="store_true", help="only report stale files")
     e = sub.add_parser("export", help="write a saved model as standalone C (net.h, net.c)")
@@ -143,6 +175,11 @@ def _main(argv=None) -> int:
     net = load_network(args.file)
     if args.cmd == "c":
         sys.stdout.write(c_source(net, args.dtype))
+    elif args.cmd == "summary":
+        from .read.summary import summarize
+        if args.batch_size < 1:
+            ap.error(f"--batch-size must be a positive integer, got {args.batch_size}")
+        print(summarize(net, args.batch_size, args.dtype))
     else:
         formulas = net.formulas()
         print(formulas.latex() if args.latex else formulas)

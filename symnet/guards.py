@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
+
 INT_MAX = 2**31 - 1
 CHUNK = 8192                 # at most this many examples per kernel call
 WORK_BYTES = 256 * 2**20     # work memory one call may use, when the batch is split
@@ -86,6 +88,36 @@ def rows_per_call(meta: dict, itemsize: int) -> int:
     widest = max(meta["work_per_row"], meta["n_in"], meta["n_out"], 1)
     by_memory = WORK_BYTES // (max(meta["work_per_row"], 1) * itemsize)
     return max(1, min(CHUNK, INT_MAX // widest, by_memory))
+
+
+def finite(A, what: str, after: str = "clean the data before training (nothing was changed)"):
+    """ValueError unless every number of the 2-D array A is finite: which rows are not.
+
+    >>> finite(np.array([[1.0, 2.0], [float("nan"), 0.0]]), "X", "nothing was changed")
+    Traceback (most recent call last):
+    ...
+    ValueError: X holds NaN or inf in 1 row(s), first at row 1: nothing was changed
+    """
+    if not np.isfinite(A).all():
+        rows = np.nonzero(~np.isfinite(A).reshape(A.shape[0], -1).all(axis=1))[0]
+        raise ValueError(f"{what} holds NaN or inf in {rows.size} row(s), first at row "
+                         f"{rows[0]}: {after}")
+
+
+def file_mode() -> int:
+    """The mode a new file of this process gets from ``open``: 0o666 less the umask
+    (files written through a temporary file, which ``tempfile`` makes 0o600, are
+    given it before they are renamed into place)."""
+    try:
+        with open("/proc/self/status") as fh:      # Linux: read without changing it
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)       # elsewhere: read it by setting it, and put it back
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 # ------------------------------------------------------------------- names

@@ -37,7 +37,9 @@ def check(model, X, T, rtol=1e-6, eps=1e-6, directions=3, elements=12, seed=0):
     # extrapolation weighs D(ε/2) by 4/3, giving about 4e-15·|L|/ε in all.
     noise = 4e-15 * max(abs(loss), 1.0) / eps
     theta0 = model._theta.copy()
-    names = list(model.params)
+    # in the order of θ (frozen parameters, e.g. Dropout's state, lie at its end)
+    base = model._theta.ctypes.data
+    names = sorted(model.params, key=lambda k: model.params[k].ctypes.data - base)
     flat_g = np.concatenate([grads[k].ravel() for k in names])
     try:
         for _ in range(directions):

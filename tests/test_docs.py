@@ -64,14 +64,14 @@ def blocks(text: str, page: Path = Path("<page>")) -> list[Block]:
         k += 1
         before = next((lines[j].strip() for j in range(start - 1, -1, -1) if lines[j].strip()),
                       "")
-        text = textwrap.dedent("\n".join(body)) + "\n"
+        text = "\n".join(body) + "\n"
         if before == OUTPUT:
             if not found or found[-1].expect is not None:
                 raise ValueError(f"{page}:{start + 1}: an {OUTPUT} block must follow "
                                  "a python block")
-            found[-1].expect = text
+            found[-1].expect = text          # as printed: leading spaces count
         elif lang == "python":
-            found.append(Block(page, start + 1, text, before != NO_RUN))
+            found.append(Block(page, start + 1, textwrap.dedent(text), before != NO_RUN))
     return found
 
 
@@ -172,12 +172,15 @@ def test_a_broken_block_fails(tmp_path):
 
 
 def test_shown_output_is_compared(tmp_path):
-    page = "```python\nprint('a')\nprint('b ')\n```\n<!-- output -->\n```text\na\nb\n```\n"
+    page = ("```python\nprint('  a')\nprint('  b ')\n```\n<!-- output -->\n"
+            "```text\n  a\n  b\n```\n")
     bs = blocks(page)
-    assert len(bs) == 1 and bs[0].expect == "a\nb\n"
+    assert len(bs) == 1 and bs[0].expect == "  a\n  b\n"
     run_page(bs, tmp_path)
     with pytest.raises(AssertionError, match="prints something other"):
-        run_page(blocks(page.replace("print('b ')", "print('c')")), tmp_path)
+        run_page(blocks(page.replace("print('  b ')", "print('  c')")), tmp_path)
+    with pytest.raises(AssertionError, match="prints something other"):   # indentation counts
+        run_page(blocks(page.replace("print('  b ')", "print('b')")), tmp_path)
     with pytest.raises(ValueError, match="must follow"):
         blocks("<!-- output -->\n```text\na\n```\n")
 
@@ -210,3 +213,56 @@ def test_the_rendered_formula_is_the_derivation(tmp_path):
                for line in lines)
     figures["draw_formulas"](lines, tmp_path / "formula.png")
     assert (tmp_path / "formula.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_doctest_examples_become_code_blocks_in_the_api_reference():
+    """docs/_ext/doctest_fences.py (a griffe extension of the mkdocs build)."""
+    pytest.importorskip("griffe")
+    import runpy
+    ext = runpy.run_path(str(ROOT / "docs" / "_ext" / "doctest_fences.py"))
+    doc = ("Text.\n>>> x = 1\n>>> x\n1\n\nMore.\n```python\n>>> kept\n```\n"
+           "    >>> indented\n    2\n")
+    assert ext["fence_doctests"](doc).splitlines() == [
+        "Text.", "", "```pycon", ">>> x = 1", ">>> x", "1", "```", "", "More.",
+        "```python", ">>> kept", "```", "",
+        "    ```pycon", "    >>> indented", "    2", "    ```"]
+
+
+def test_every_page_is_in_the_site_navigation():
+    """mkdocs.yml's nav lists exactly the pages of docs/ (the build checks this too,
+    with MkDocs installed; this test runs without it)."""
+    nav = re.findall(r"^\s*- [^:\n]+:\s*(\S+\.md)\s*$", (ROOT / "mkdocs.yml").read_text(),
+                     re.M)
+    pages = sorted(str(p.relative_to(ROOT / "docs")) for p in (ROOT / "docs").rglob("*.md"))
+    assert sorted(nav) == pages
+
+
+def test_the_readme_links_resolve():
+    """README.md is not part of the site, so its links to docs/ and its pictures are
+    checked here."""
+    text = (ROOT / "README.md").read_text()
+    targets = re.findall(r"\]\(([^)\s]+)\)", text)
+    local = [t.split("#")[0] for t in targets if "://" not in t and not t.startswith("#")]
+    assert "docs/index.md" in local and any(t.endswith(".png") for t in local)
+    missing = [t for t in local if not (ROOT / t).is_file()]
+    assert not missing, f"README.md links to missing files: {missing}"
+
+
+def test_the_api_reference_covers_the_public_names():
+    """Every name in symnet.__all__ has an entry (``::: path``) in docs/api.md."""
+    import symnet
+    entries = re.findall(r"^::: (\S+)", (ROOT / "docs" / "api.md").read_text(), re.M)
+    documented = {e.rsplit(".", 1)[-1] for e in entries}
+    missing = sorted(set(symnet.__all__) - documented - {"__version__"})
+    assert not missing, f"docs/api.md has no entry for: {missing}"
+
+
+def test_the_module_map_names_every_module():
+    """docs/design.md's module map names every module of the package (a new module
+    gets a line there, in the folder of its stage)."""
+    text = (ROOT / "docs" / "design.md").read_text()
+    text = text[text.index("## Module map"):]
+    text = text[:text.index("\n```\n")]
+    missing = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "symnet").rglob("*.py")
+                     if not p.name.startswith("__") and p.name not in text)
+    assert not missing, f"docs/design.md's module map does not name: {missing}"

@@ -54,3 +54,37 @@ def test_two_heads_classify_and_regress():
 def test_digits_conv_accuracy():
     """The convolutional network on the bundled digits as 1×8×8 images (README figure)."""
     assert _main("digits_conv")(png=None, verbose=False) >= 0.985
+
+
+def test_poisson_pinn_error():
+    """The Poisson PINN with a short run (the full one prints its error)."""
+    assert _main("poisson")(["--adam", "200", "--lbfgs", "300", "--points", "500"]) < 0.05
+
+
+def test_burgers_exact_solution_and_quick_run(tmp_path):
+    """Cole–Hopf by Gauss–Hermite against a fine trapezoid rule in η; the quick
+    run trains and writes its picture (the full run is the README figure)."""
+    ns = runpy.run_path(str(EXAMPLES / "burgers.py"), run_name="example")
+    t, x = np.array([0.25, 0.5, 1.0]), np.array([0.3, -0.5, 0.01])
+    nu = ns["NU"]
+    for tt, xx, got in zip(t, x, ns["exact"](t, x)):
+        eta = np.linspace(-3, 3, 200001)
+        y = xx - eta
+        lf = -np.cos(np.pi * y) / (2 * np.pi * nu)
+        f = np.exp(lf - lf.max() - eta ** 2 / (4 * nu * tt))
+        want = -np.sum(np.sin(np.pi * y) * f) / np.sum(f)
+        assert got == pytest.approx(want, rel=1e-8)
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "b.png"
+    err = ns["main"](["--quick", "--adam", "50", "--lbfgs", "50", "--picture", str(png)])
+    assert err < 1.0 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_gru_names_the_first_symbol():
+    assert _main("gru")(verbose=False) >= 0.95
+
+
+@pytest.mark.slow
+def test_transformer_reverses_digit_strings():
+    assert _main("transformer")(verbose=False) >= 0.95

@@ -330,11 +330,14 @@ def test_header_is_the_cdef_symnet_uses(models, tmp_path):
     exported = _prototypes(header).replace("net_", prefix)
     trained = f"extern const float {prefix}trained_params[NET_N_PARAMS];"
     assert trained in exported and "trained_params" not in inproc
-    # the in-process build alone has the tuning hook (BLAS, threads; symnet.backend.c.tuning)
+    # the in-process build alone has the tuning hooks (BLAS, threads, the planner's
+    # choices; symnet.backend.c.tuning)
     start = inproc.index(f"void {prefix}tune(")
     tune = inproc[start:inproc.index(");", start) + 2]
-    assert "tune(" not in exported
-    inproc = " ".join(inproc.replace(tune, "").split())
+    start = inproc.index(f"void {prefix}plan(")
+    planned = inproc[start:inproc.index(");", start) + 2]
+    assert "tune(" not in exported and "plan(" not in exported
+    inproc = " ".join(inproc.replace(tune, "").replace(planned, "").split())
     assert " ".join(exported.replace(trained, "").split()) == inproc
     for fn in ("forward", "loss", "loss_grad", "step", "update", "train"):
         assert f" {prefix}{fn}(" in " " + inproc

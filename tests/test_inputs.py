@@ -108,14 +108,16 @@ def test_unaligned_array_gives_the_right_answer(model):
 
 
 def test_nan_and_inf_propagate_row_by_row(model):
-    """forward/loss follow IEEE arithmetic: a non-finite input affects only
-    its own row's output; nothing crashes."""
+    """forward follows IEEE arithmetic: a non-finite input affects only its own
+    row's output; nothing crashes.  loss refuses such data (tests/test_nonfinite.py)."""
     A = np.vstack([X, [[np.nan, 0, 0]], [[np.inf, -np.inf, 0]]])
     Y = model.forward(A)
     np.testing.assert_array_equal(Y[:2], model.forward(X))
     assert np.isnan(Y[2]).all()
-    assert np.isnan(model.loss(A[:3], np.vstack([T, [[0, 0]]])))
-    assert np.isnan(model.loss(X, [[np.nan, 0], [0, 0]]))
+    with pytest.raises(ValueError, match="X holds NaN or inf in 1 row"):
+        model.loss(A[:3], np.vstack([T, [[0, 0]]]))
+    with pytest.raises(ValueError, match="T holds NaN or inf in 1 row"):
+        model.loss(X, [[np.nan, 0], [0, 0]])
 
 
 @pytest.mark.parametrize("lr", ["fast", None, [0.1, 0.2], float("nan"), float("inf"), -np.inf])

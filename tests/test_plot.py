@@ -86,3 +86,28 @@ def test_without_matplotlib_the_error_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     with pytest.raises(ImportError, match=r"pip install symnet\[plot\]"):
         residual().plot()
+
+
+def test_a_recurrence_is_drawn_as_a_ladder():
+    """Each step's slice of the sequence sits just above the step that reads it."""
+    S = sn.Input((3, 1), name="S")
+    h = sn.recurrent.unroll(sn.recurrent.RNNCell(4, "tanh"), steps=3)(S)
+    g = layout(sn.Network(S, sn.Dense(1, name="O")(h), loss="mse"))
+    rows = {n.name: n.row for n in g.nodes}
+    assert rows == {"S": 0, "x_1": 1, "h_1": 2, "x_2": 2, "h_2": 3, "x_3": 3, "h_3": 4, "O": 5}
+    assert all(n.shared for n in g.nodes if n.name.startswith("h_"))
+
+
+def test_a_transformer_block_shows_its_layers():
+    S = sn.Input((6, 8), name="S")
+    h = sn.TransformerBlock(2, 16, name="blk")(S)
+    g = layout(sn.Network(S, sn.Dense(1, name="O")(sn.Flatten(name="F")(h)), loss="mse"))
+    assert [(n.name, n.kind, n.shape) for n in g.nodes] == [
+        ("S", "Input", (6, 8)), ("blk_norm1", "LayerNorm", (6, 8)),
+        ("blk_att", "MultiHeadAttention", (6, 8)), ("blk_res1", "Add", (6, 8)),
+        ("blk_norm2", "LayerNorm", (6, 8)), ("blk_ff1", "Pointwise relu", (6, 16)),
+        ("blk_ff2", "Pointwise", (6, 8)), ("blk", "Add", (6, 8)), ("F", "Flatten", (48,)),
+        ("O", "Dense", (1,))]
+    names = [n.name for n in g.nodes]
+    edges = {(names[a], names[b]) for a, b in g.edges}
+    assert ("S", "blk_res1") in edges and ("blk_res1", "blk") in edges   # the two residuals

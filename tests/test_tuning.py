@@ -212,3 +212,171 @@ def test_watch_counts_other_programs():
         spinners[0].kill()
         spinners[0].wait()
     assert w.others is not None and w.others > 0.5 and w.disturbed
+
+
+# ------------------------------------------------------------------ the planner
+def _counting_blas(calls):
+    """A cblas_sgemm (row-major) in numpy that records each call's sizes."""
+    import ctypes
+    fp = ctypes.POINTER(ctypes.c_float)
+    proto = ctypes.CFUNCTYPE(None, *[ctypes.c_int] * 6, ctypes.c_float, fp, ctypes.c_int, fp,
+                             ctypes.c_int, ctypes.c_float, fp, ctypes.c_int)
+
+    def gemm(order, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc):
+        calls.append((ta, tb, M, N, K))
+        a = np.ctypeslib.as_array(A, ((K, lda) if ta == 112 else (M, lda)))
+        b = np.ctypeslib.as_array(B, ((N, ldb) if tb == 112 else (K, ldb)))
+        c = np.ctypeslib.as_array(C, (M, ldc))
+        a = a[:, :M].T if ta == 112 else a[:, :K]
+        b = b[:, :K].T if tb == 112 else b[:, :N]
+        c[:, :N] = alpha * (a @ b) + (beta * c[:, :N] if beta else 0)
+    return proto(gemm)
+
+
+def test_planned_product_runs_on_the_blas_and_others_do_not(tmp_path, monkeypatch):
+    """The planner's choice reaches the C: the one product planned for the BLAS (the
+    first layer's forward product, any batch) calls it, with its sizes; the others,
+    and every product with tune="off", stay on symnet's kernels; outputs agree."""
+    import ctypes
+
+    import symnet as sn
+    monkeypatch.setenv("SYMNET_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("SYMNET_BLAS_MIN", "inf")
+    tuning._machine.cache_clear()
+    tuning.machine()             # measured before the BLAS is replaced
+    calls = []
+    fake = _counting_blas(calls)
+
+    def pointer(ffi, dtype):
+        address = ctypes.cast(fake, ctypes.c_void_p).value
+        return ffi.cast(tuning._BLAS_FN.format(real="float"), address)
+    monkeypatch.setattr(tuning, "blas_pointer", pointer)
+    monkeypatch.setattr(tuning, "plan", lambda products, tune="fast", s=None: {} if tune == "off"
+                        else {":".join(map(str, p)): (0.0 if p == [0, 0, 128, 64] else math.inf)
+                              for p in products})
+    net = sn.Network(sn.Input(64), sn.Dense(128, "relu"), sn.Dense(10), loss="mse")
+    X = np.random.default_rng(0).normal(size=(32, 64)).astype(np.float32)
+    off = net.compile(dtype="float32", tune="off")
+    assert [0, 0, 128, 64] in off._meta["products"]
+    want = off.forward(X)
+    assert calls == [] and off.tuning["plan"] == {}
+    planned = net.compile(dtype="float32", tune="fast")
+    assert planned.tuning["plan"]["nt b×128×64"] == "blas from 0"
+    assert planned.tuning["plan"]["nt b×10×128"] == "symnet"
+    got = planned.forward(X)
+    assert calls == [(111, 112, 32, 128, 64)]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    tuning._machine.cache_clear()
+
+
+def test_planner_keeps_its_wisdom_and_times_only_what_it_lacks(tmp_path, monkeypatch):
+    monkeypatch.setenv("SYMNET_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("SYMNET_BLAS_MIN", raising=False)
+    s = {"blas": "lib", "blas_min": math.inf, "thread_min": 1e6, "threads_max": 2}
+    timed = []
+
+    def fake_time(lib, ffi, shapes, batches, s, budget, rounds):
+        timed.extend(shapes)
+        # the BLAS wins the big product at both batches, loses the small one at 32
+        return {":".join(map(str, sh)): {str(b): [1.0, 0.5 if sh[2] > 100 or b > 32 else 2.0,
+                                                  b * sh[2] * sh[3]] for b in batches}
+                for sh in shapes}
+    monkeypatch.setattr(tuning, "_time_products", fake_time)
+    monkeypatch.setattr(tuning, "_open_probe", lambda so, sha: ("ffi", "lib"))
+    monkeypatch.setattr(tuning, "machine", lambda: {"probe_sha256": "x"})
+    got = tuning.plan([[0, 0, 512, 512], [0, 0, 10, 640]], "fast", s)
+    assert got == {"0:0:512:512": 32 * 512 * 512, "0:0:10:640": 256 * 10 * 640}
+    assert timed == [(0, 0, 512, 512), (0, 0, 10, 640)]
+    (wisdom,) = tmp_path.glob("wisdom-*.json")
+    assert set(build._unseal(wisdom)["products"]) == set(got)
+    timed.clear()
+    # another network sharing one product: only the new one is timed
+    again = tuning.plan([[0, 0, 512, 512], [1, 0, 640, 10], [1, 0, 8, 8]], "fast", s)
+    assert timed == [(1, 0, 640, 10)] and again["0:0:512:512"] == got["0:0:512:512"]
+    # "full" wants more batches: timed anew; "off" times nothing and plans nothing
+    timed.clear()
+    tuning.plan([[0, 0, 512, 512]], "full", s)
+    assert timed == [(0, 0, 512, 512)]
+    timed.clear()
+    assert tuning.plan([[0, 0, 1, 1]], "off", s) == {} and timed == []
+    with pytest.raises(ValueError,
+                       match="tune must be one of 'off', 'fast', 'full', got 'fastest'"):
+        tuning.plan([[0, 0, 1, 1]], "fastest", s)
+
+
+def test_timings_under_load_are_neither_used_nor_kept(tmp_path, monkeypatch):
+    monkeypatch.setenv("SYMNET_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("SYMNET_BLAS_MIN", raising=False)
+    s = {"blas": "lib", "blas_min": math.inf, "thread_min": 1e6, "threads_max": 2}
+    monkeypatch.setattr(tuning, "_time_products", lambda lib, ffi, shapes, batches, *a: {
+        ":".join(map(str, sh)): {str(b): [1.0, 0.5, b] for b in batches} for sh in shapes})
+    monkeypatch.setattr(tuning, "_open_probe", lambda so, sha: ("ffi", "lib"))
+    monkeypatch.setattr(tuning, "machine", lambda: {"probe_sha256": "x"})
+    monkeypatch.setattr(tuning.Watch, "disturbed", property(lambda self: True))
+    assert tuning.plan([[0, 0, 800, 8]], "fast", s) == {}
+    assert not list(tmp_path.glob("wisdom-*.json"))
+    monkeypatch.setattr(tuning.Watch, "disturbed", property(lambda self: False))
+    assert tuning.plan([[0, 0, 800, 8]], "fast", s) == {"0:0:800:8": 32}
+    assert list(tmp_path.glob("wisdom-*.json"))
+
+
+def test_compile_rejects_unknown_tune():
+    import symnet as sn
+    net = sn.Network(sn.Input(2), sn.Dense(1), loss="mse")
+    with pytest.raises(ValueError, match="tune must be one of"):
+        net.compile(tune="always")
+
+
+def _full_net():
+    import symnet as sn
+    return sn.Network(sn.Input(96), sn.Dense(160, "tanh"), sn.Dense(5), loss="mse")
+
+
+def test_full_tune_compiles_the_tile_timed_fastest(tmp_path, monkeypatch):
+    """tune="full" builds its own module with the register tile the timings chose (here
+    given: the second candidate of this machine's instruction set); outputs and
+    gradients are those of the default tile's module."""
+    monkeypatch.setenv("SYMNET_CACHE_DIR", str(tmp_path))
+    kind = tuning.isa()
+    if kind is None:
+        pytest.skip("no vector instruction set with tiles to choose among")
+    want = tuning.TILES[kind][1]
+    monkeypatch.setattr(tuning, "_time_tiles", lambda tiles, shapes, s: {
+        **{":".join(map(str, sh)): {f"{mr}x{nr}": 1.0 if (mr, nr) == want else 2.0
+                                    for mr, nr in tiles} for sh in shapes},
+        "disturbed": False})
+    X = np.random.default_rng(1).normal(size=(64, 96))
+    T = np.random.default_rng(2).normal(size=(64, 5))
+    off = _full_net().compile(dtype="float64", tune="off")
+    full = _full_net().compile(dtype="float64", tune="full")
+    assert full.tuning["tile"] == f"{want[0]}x{want[1]}" and off.tuning["tile"] == "default"
+    assert full.c_source.startswith(f"#define SN_MR {want[0]}\n#define SN_NR {want[1]}\n")
+    np.testing.assert_allclose(full.forward(X), off.forward(X), rtol=1e-12, atol=1e-12)
+    (L1, g1), (L2, g2) = full.loss_and_grad(X, T), off.loss_and_grad(X, T)
+    assert abs(L1 - L2) <= 1e-12 * abs(L2)
+    for k in g1:
+        np.testing.assert_allclose(g1[k], g2[k], rtol=1e-10, atol=1e-12)
+    (wisdom,) = tmp_path.glob("wisdom-*.json")
+    assert build._unseal(wisdom)["tiles"]
+    tuning._machine.cache_clear()
+
+
+@pytest.mark.slow
+def test_full_tune_times_real_tiles(tmp_path, monkeypatch):
+    """Unpatched: every candidate tile compiles, is timed and recorded, and the model
+    built with the winner computes what the default one does."""
+    monkeypatch.setenv("SYMNET_CACHE_DIR", str(tmp_path))
+    kind = tuning.isa()
+    if kind is None:
+        pytest.skip("no vector instruction set with tiles to choose among")
+    X = np.random.default_rng(1).normal(size=(64, 96)).astype(np.float32)
+    full = _full_net().compile(dtype="float32", tune="full")
+    off = _full_net().compile(dtype="float32", tune="off")
+    np.testing.assert_allclose(full.forward(X), off.forward(X), rtol=1e-5, atol=1e-5)
+    # kept only when timed on a quiet machine (the products' timings of "full" too)
+    tiles = {k: v for w in tmp_path.glob("wisdom-*.json")
+             for k, v in build._unseal(w)["tiles"].items()}
+    if tiles:
+        assert all(set(t) == {f"{mr}x{nr}" for mr, nr in tuning.TILES[kind]}
+                   for t in tiles.values())
+    tuning._machine.cache_clear()

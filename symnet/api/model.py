@@ -24,10 +24,11 @@ class Model(core.Model):
     ``loss_and_grad``, ``step``) and their thread safety."""
 
     # ---------------------------------------------------------------- training
-    def fit(self, X, T, method="minibatch", epochs=10, batch_size=32, lr=0.1, shuffle=True,
+    def fit(self, X, T=None, method="minibatch", epochs=10, batch_size=32, lr=0.1, shuffle=True,
             seed=None, validation_data=None, progress=None, optimizer="sgd", momentum=None,
             betas=None, eps=None, weight_decay=0.0, clip_norm=None, early_stopping=None,
-            restore_best=True, validation_split=None, callbacks=None, comm=None):
+            restore_best=True, validation_split=None, callbacks=None, comm=None,
+            reset_optimizer=False):
         """Train in place; returns a ``symnet.History``.
 
         ``method``: ``"sd"`` (one full-batch step per epoch), ``"sgd"`` (N steps per
@@ -35,7 +36,11 @@ class Model(core.Model):
         shuffle cut into batches of ``batch_size``).  ``lr``: a float or a
         ``symnet.runtime.schedules`` schedule of the step number.  ``optimizer``: ``"sgd"``,
         ``"momentum"`` (``momentum=0.9``) or ``"adam"`` (``betas=(0.9, 0.999)``,
-        ``eps=1e-8``).  The same ``seed`` gives bit-identical parameters.  See
+        ``eps=1e-8``); its state (momentum, Adam's moments and step count) is kept by
+        the model, so a second ``fit`` (or ``step(..., optimizer=...)``) continues
+        it; ``reset_optimizer=True`` starts afresh (as ``model.reset_optimizer()``
+        does; with ``comm`` every call starts afresh).  The same ``seed`` gives
+        bit-identical parameters.  See
         ``symnet.runtime.train`` for the exact rules, divergence and Ctrl-C handling.
         ``comm``: an mpi4py communicator; each process passes its own part of the
         data and the step gradient is the mean over all parts (``symnet.runtime.distributed``).
@@ -57,6 +62,24 @@ class Model(core.Model):
         >>> hist.epochs, hist.steps
         (5, 10)
         """
+        if reset_optimizer:
+            self.reset_optimizer()
+        if getattr(self.network, "terms", None) or method in ("lbfgs", "newton_cg"):
+            # loss terms (sn.d, PDE residuals), L-BFGS and Newton-CG: symnet.runtime.pinn
+            from ..runtime.pinn import fit as fit_terms
+            data = X if getattr(self.network, "terms", None) else (X, T)
+            if T is not None and getattr(self.network, "terms", None):
+                raise ValueError("this network has loss terms: give fit one dict of each "
+                                 "term's data, e.g. fit({'pde': X, 'data': (X_b, T_b)})")
+            return fit_terms(self, data, method=method, epochs=epochs, lr=lr,
+                             optimizer=optimizer, betas=betas, eps=eps, momentum=momentum,
+                             progress=progress, callbacks=callbacks, batch_size=batch_size,
+                             shuffle=shuffle, seed=seed, validation_data=validation_data,
+                             weight_decay=weight_decay, clip_norm=clip_norm,
+                             early_stopping=early_stopping, restore_best=restore_best,
+                             validation_split=validation_split, comm=comm)
+        if T is None:
+            raise ValueError("fit(X, T): the targets T are missing")
         if comm is not None:
             from ..runtime.distributed import fit as fit_distributed
             return fit_distributed(self, X, T, comm, method=method, epochs=epochs,
@@ -107,6 +130,33 @@ class Model(core.Model):
         from ..runtime.predict import evaluate
         return evaluate(self, X, T, batch_size)
 
+    # ------------------------------------------------ input derivatives, H·v
+    def input_grad(self, X, T) -> np.ndarray:
+        """∂L/∂X of the mean loss, shape of X (compiled jets; ``symnet.runtime.second_order``)."""
+        from ..runtime.second_order import input_grad
+        return input_grad(self, X, T)
+
+    def jacobian(self, X) -> np.ndarray:
+        """∂O/∂X per example, (batch, n_out, n_in), from compiled forward jets."""
+        from ..runtime.second_order import jacobian
+        return jacobian(self, X)
+
+    def hessian(self, X) -> np.ndarray:
+        """∂²O/∂X² per example of a one-output network, (batch, n_in, n_in)."""
+        from ..runtime.second_order import hessian
+        return hessian(self, X)
+
+    def hessian_vector(self, X, T, v) -> dict:
+        """H·v, H the exact Hessian of the mean loss in the parameters, v a dict like
+        ``params`` (R-operator of the compiled gradient, never finite differences)."""
+        from ..runtime.second_order import hessian_vector
+        return hessian_vector(self, X, T, v)
+
+    def gauss_newton_vector(self, X, T, v) -> dict:
+        """G·v with G = Jᵀ H_L J the Gauss–Newton matrix of the mean loss."""
+        from ..runtime.second_order import hessian_vector
+        return hessian_vector(self, X, T, v, gauss_newton=True)
+
     def save(self, path):
         """Write parameters and network description to ``path`` (``.npz``, no pickle);
         ``symnet.load(path)`` gives the model back.  See ``symnet.io.files``."""
@@ -124,8 +174,9 @@ class Model(core.Model):
         return export_c(self, directory, name=name, training=training, threads=threads,
                         params_file=params_file)
 
-    def summary(self, batch_size: int = 32):
+    def summary(self, batch_size: int = 32, print_fn=print):
         """Parameters, memory and flops per training step of this model for a
-        batch size (a ``symnet.read.summary.Summary``; ``print`` it)."""
+        batch size: printed with ``print_fn`` (as Keras does; None: not printed) and
+        returned (a ``symnet.read.summary.Summary``; ``str()`` of it is the table)."""
         from ..read.summary import summarize
-        return summarize(self.network, batch_size, self.dtype.name)
+        return summarize(self.network, batch_size, self.dtype.name).show(print_fn)

@@ -9,7 +9,7 @@ symnet imports neither sympy nor the compiler.
 
 >>> import symnet as sn
 >>> net = sn.Network(sn.Input(3), sn.Dense(4, "relu"), sn.Dense(2), loss="mse")
->>> isinstance(net, Network), net.summary(batch_size=10).total("params")
+>>> isinstance(net, Network), net.summary(batch_size=10, print_fn=None).total("params")
 (True, 26)
 """
 
@@ -31,29 +31,36 @@ class Network(dsl.Network):
         return Formulas(self, optimizer=optimizer, weight_decay=weight_decay,
                         clip_norm=clip_norm)
 
-    def compile(self, dtype="float32", seed: int = 0, init=None, backend="c"):
+    def compile(self, dtype="float32", seed: int = 0, init=None, tune="fast", backend="c"):
         """Derive, emit, build (or load from the cache) → a ``Model``.
 
         ``seed`` seeds the initial parameters; ``init`` ("glorot", "he", "normal",
         "zeros", "ones" or a number) overrides the initialisation of every weight
         matrix (by default each layer's own: its ``init=``, else suited to its
-        activation).  ``backend``: ``"c"`` (compiled C) or ``"numpy"`` (the same
-        plan run with NumPy, no compiler needed; slower), see ``symnet.backend``.
+        activation).
+        ``tune`` says how much the planner may time to choose
+        where each matrix product runs on this machine (symnet's kernels or the BLAS):
+        "off" nothing, "fast" (default) what is not yet known, within ~0.15 s, "full"
+        more sizes (seconds, once); the choices are cached per CPU model, compiler and
+        product shape, and ``model.tuning["plan"]`` shows them (the C backend).
+        ``backend``: ``"c"`` (compiled C) or ``"numpy"`` (the same plan run with NumPy,
+        no compiler needed; slower), see ``symnet.backend``.
         """
         from .model import Model
-        return Model(self, dtype=dtype, seed=seed, init=init, backend=backend)
+        return Model(self, dtype=dtype, seed=seed, init=init, tune=tune, backend=backend)
 
-    def summary(self, batch_size: int = 32, dtype: str = "float32"):
+    def summary(self, batch_size: int = 32, dtype: str = "float32", print_fn=print):
         """Parameters, memory and flops per training step, before compiling
-        (``symnet.read.summary``; ``print`` it).
+        (``symnet.read.summary``): printed with ``print_fn`` (as Keras does; None: not
+        printed), and returned (a ``Summary``; ``str()`` of it is the table).
 
         >>> import symnet as sn
         >>> net = sn.Network(sn.Input(3), sn.Dense(4, "relu"), sn.Dense(2), loss="mse")
-        >>> net.summary(batch_size=10).total("params")
+        >>> net.summary(batch_size=10, print_fn=None).total("params")
         26
         """
         from ..read.summary import summarize
-        return summarize(self, batch_size, dtype)
+        return summarize(self, batch_size, dtype).show(print_fn)
 
     def plot(self, path=None, ax=None):
         """Draw the network's graph with matplotlib and return the figure: a box per
@@ -75,10 +82,14 @@ def load(path, network=None, dtype=None, backend="c"):
 
     With ``network`` given, the file must hold that network (same description),
     else ValueError.  ``dtype`` defaults to the saved one; ``backend`` as in
-    ``Network.compile``.
+    ``Network.compile``.  The optimizer's state, when the file has one, is restored
+    too (``model.optimizer``).
     """
-    network, saved, params = io.read(path, network, cls=Network)
+    network, saved, params, state = io.read(path, network, cls=Network, optimizer=True)
     model = network.compile(dtype=dtype or saved, backend=backend)
     for name, value in params.items():
         model.params[name] = value
+    if state:
+        from ..runtime.optimizer import from_arrays
+        model.optimizer = from_arrays(model, state, str(path))
     return model

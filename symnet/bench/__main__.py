@@ -1,4 +1,5 @@
-"""python -m symnet.bench [--quick] [--workloads tiny,small,medium,large,conv] [--refs ...]
+"""python -m symnet.bench [--quick] [--workloads tiny,small,medium,large,conv,transformer,gru,
+    pinn] [--refs ...]
 
 Times one float32 training step (forward + backward + update) of each workload:
 symnet's ``model.step``, a whole epoch in one ``model.fit`` call (per step),
@@ -11,7 +12,9 @@ steps over MPI at 1 and 2 processes (symnet/bench/mpi.py).
     python -m symnet.bench --quick         # shorter timings, numpy/torch/jax only
     python -m symnet.bench --workloads tiny --sections steps
     python -m symnet.bench --workloads conv --sections steps   # the LeNet-5-like network
+    python -m symnet.bench --workloads transformer,gru --sections steps   # sequences
     python -m symnet.bench --sections mpi  # data-parallel steps at 1 and 2 processes
+    python -m symnet.bench --workloads pinn   # a Burgers PINN's Adam step; compile vs order
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import os
 import platform
 import time
 
-from . import conv
+from . import conv, pinn, seq
 
 from . import measure
 
@@ -52,7 +55,8 @@ def machine() -> str:
 
 
 def run_steps(names, ref_names, min_time: float, peak: float):
-    rows = []
+    rows, plans = [], []
+    run_steps.plans = plans
     for name in names:
         wl = refs.WORKLOADS[name]
         params = refs.init_params(wl)
@@ -66,6 +70,7 @@ def run_steps(names, ref_names, min_time: float, peak: float):
         step_us = ref_us.pop("symnet")
         rows.append((wl, step_us, epoch_us, ref_us, skipped, fit_us))
         print_row(wl, step_us, epoch_us, ref_us, peak)
+        plans.append((wl.name, model))
     return rows
 
 
@@ -129,7 +134,7 @@ def run_compile(quick: bool):
 
 
 def print_machine():
-    """Where the products run on this machine (symnet/tuning.py), measured once."""
+    """Where the products run on this machine (symnet/backend/c/tuning.py), measured once."""
     from symnet.backend.c import tuning
     t0 = time.perf_counter()
     rec = tuning.machine()
@@ -142,7 +147,9 @@ def print_machine():
     print(f"products: one thread {2 * rec['rate'] / 1e9:.1f} GFLOP/s (128×256×784), "
           f"join of {rec['threads_max']} threads {rec['join_s'] * 1e6:.1f} µs → one more "
           f"thread per {s['thread_min']:.3g} multiply-adds, at most {s['threads_max']}; "
-          f"BLAS: {blas} ({'cached' if took < 0.05 else f'measured now in {took:.2f} s'})")
+          f"BLAS: {blas} ({'cached' if took < 0.05 else f'measured now in {took:.2f} s'}"
+          + (f"; measured under load: other programs kept {rec.get('others', 0):.2f} cores "
+             "busy, measured again later" if rec.get("disturbed") else "") + ")")
     for kind, M, N, K, ours, theirs in rec.get("shapes", []):
         if M * N * K >= 1e6:
             print(f"    {('nt', 'nn', 'tn')[kind]} {M}×{N}×{K}: symnet {ours * 1e6:8.1f} µs, "
@@ -194,8 +201,11 @@ def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m symnet.bench", description=__doc__.split(
         "\n\n")[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="short timings, fewer references")
+    ap.add_argument("--tune", default="fast", choices=("off", "fast", "full"),
+                    help="how much the planner may time (compile(tune=...)); default fast")
     ap.add_argument("--workloads", default=",".join([*refs.WORKLOADS, "conv"]),
-                    help="comma-separated, from " + ", ".join(refs.WORKLOADS) + ", conv")
+                    help="comma-separated, from " + ", ".join(refs.WORKLOADS) + ", conv, "
+                    + ", ".join(seq.WORKLOADS) + ", pinn")
     ap.add_argument("--refs", default=None, help="references to run, from "
                     + ", ".join(refs.REFERENCES) + " (default: "
                     + ",".join(DEFAULT_REFS) + "; --quick: " + ",".join(QUICK_REFS) + ")")
@@ -204,10 +214,18 @@ def main(argv=None):
     args = ap.parse_args(argv)
     names = [w for w in args.workloads.split(",") if w]
     for w in names:
-        if w not in refs.WORKLOADS and w != "conv":
-            ap.error(f"unknown workload {w!r}; choose from {', '.join(refs.WORKLOADS)}, conv")
+        if w not in refs.WORKLOADS and w not in ("conv", "pinn") and w not in seq.WORKLOADS:
+            ap.error(f"unknown workload {w!r}; choose from {', '.join(refs.WORKLOADS)}, conv, "
+                     + ", ".join(seq.WORKLOADS) + ", pinn")
     with_conv = "conv" in names
-    names = [w for w in names if w != "conv"]
+    with_pinn = "pinn" in names
+    sequences = [w for w in names if w in seq.WORKLOADS]
+    names = [w for w in names if w not in ("conv", "pinn") and w not in seq.WORKLOADS]
+    if with_pinn and not names and not with_conv and not sequences:
+        t0 = time.perf_counter()
+        pinn.run(args.quick)       # the PINN workload alone: its own steps and compile times
+        print(f"\nbenchmark took {time.perf_counter() - t0:.1f} s")
+        return
     ref_names = args.refs.split(",") if args.refs else list(
         QUICK_REFS if args.quick else DEFAULT_REFS)
     for r in ref_names:
@@ -219,6 +237,7 @@ def main(argv=None):
             ap.error(f"unknown section {s!r}; choose from {', '.join(SECTIONS)}")
     min_time = 0.05 if args.quick else 0.3
 
+    measure.TUNE = args.tune
     t0 = time.perf_counter()
     print(f"symnet benchmark: {machine()}; load average "
           + " ".join(f"{x:.2f}" for x in os.getloadavg()))
@@ -235,8 +254,16 @@ def main(argv=None):
         print("\nspeed-up = fastest reference / symnet step; GFLOP/s and % peak are "
               "symnet's step (matrix products only).")
         print_notes(rows)
+        print("\nwhere the products run (the planner's choices, compile(tune=...)):")
+        for name, model in run_steps.plans:
+            conv.print_plan(name, model)
     if "steps" in sections and with_conv:
         conv.run(min_time, peak, [r for r in ("torch", "jax") if r in ref_names])
+    if "steps" in sections:
+        for w in sequences:
+            seq.run(w, min_time, [r for r in ref_names if r in ("torch", "jax")])
+    if "steps" in sections and with_pinn:
+        pinn.run(args.quick)
     if "compile" in sections:
         ct = run_compile(args.quick)
     if "memory" in sections:

@@ -109,14 +109,23 @@ def make_jax_step(params, X, T):
 REFERENCES = {"torch": make_torch_step, "jax": make_jax_step}
 
 
+def print_plan(name: str, model):
+    """What the planner chose for a compiled model's products (model.tuning)."""
+    t = model.tuning
+    plan = "; ".join(f"{k} → {v}" for k, v in t.get("plan", {}).items()) or \
+        "no product timed (machine thresholds)"
+    print(f"  {name}: tune={t.get('tune')}, tile {t.get('tile')}: {plan}")
+
+
 def run(min_time: float, peak: float, ref_names=("torch", "jax")) -> dict:
     """Time one step of each, print a table row and a check that one step of
     each gives the same parameters; returns the figures."""
     params, (X, T) = init_params(), make_data()
-    model = network().compile(dtype="float32")
+    from .measure import TUNE
+    model = network().compile(dtype="float32", tune=TUNE)
     for k, v in params.items():
         model.params[k] = v
-    flops = model.summary(BATCH).flops_per_step
+    flops = model.summary(BATCH, print_fn=None).flops_per_step
     # correctness first: one step from the same parameters, compared with each reference
     model.step(X, T, LR)
     after = {k: np.array(v) for k, v in model.params.items()}
@@ -147,4 +156,5 @@ def run(min_time: float, peak: float, ref_names=("torch", "jax")) -> dict:
               "(max relative)")
     for name, why in skipped.items():
         print(f"  {name}: skipped, {why}")
+    print_plan("conv", model)
     return {"symnet_us": us, "refs_us": times, "agree": agree, "gflops": gflops}

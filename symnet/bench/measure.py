@@ -38,10 +38,14 @@ def network(sizes, activations, loss):
     return sn.Network(*layers, loss=loss)
 
 
+#: how much the planner may time (``compile(tune=...)``), set by ``--tune``
+TUNE = "fast"
+
+
 def build_model(workload, params=None):
     """The workload compiled to float32, starting from the references' parameters."""
     model = network(workload.sizes, workload.activations, workload.loss).compile(
-        dtype="float32")
+        dtype="float32", tune=TUNE)
     for name, value in (params or refs.init_params(workload)).items():
         model.params[name] = value
     return model

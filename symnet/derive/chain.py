@@ -227,7 +227,9 @@ def derive_node(node: ir.Node, loss=None, n_out: int = 0, weight: float = 1.0,
             terms.append(Term(upstream_name(node.input), acc.index, delta, route="argmax"))
         elif red.contraction is None:
             for sym in sorted(red.summand.free_symbols, key=str):
-                acc = syms[sym]
+                acc = syms.get(sym)          # None: a loop index (a causal mask's)
+                if acc is None:
+                    continue
                 if acc.array in params:
                     target = grad_name(acc.array)
                 elif acc.array in node.inputs:

@@ -6,6 +6,8 @@ A model file is a ``.npz`` (a zip of ``.npy`` arrays, read with
 - ``format``:       "symnet-model", the format version, the dtype;
 - ``description``:  ``Network.describe()`` as JSON text;
 - ``param/<name>``: one array per parameter (W1, b1, ...);
+- ``optimizer/config``, ``optimizer/s1``, ``optimizer/s2``: the optimizer's state
+  (``symnet.optimizer``), when the model has one;
 - ``checksum``:     sha256 over all of the above.
 
 ``read`` checks a file and rebuilds the Network from its description
@@ -38,6 +40,8 @@ import zipfile
 
 import numpy as np
 
+from ..guards import file_mode
+
 __all__ = ["FORMAT", "VERSION", "network_from_description", "read", "save"]
 
 FORMAT = "symnet-model"
@@ -59,17 +63,21 @@ def _checksum(header: np.ndarray, description: str, params: dict) -> str:
 
 def save(model, path):
     """Write ``model`` to ``path`` atomically (temporary file, then rename), so a
-    crash never leaves a half-written file."""
+    crash never leaves a half-written file; the file gets the mode the umask gives
+    new files (0644 with umask 022)."""
     path = os.fspath(path)
     header = np.array([FORMAT, str(VERSION), model.dtype.name])
     description = json.dumps(model.network.describe(), sort_keys=True)
     params = {name: np.array(v) for name, v in model.params.items()}
+    state = {} if model.optimizer is None else model.optimizer.arrays()
     arrays = {"format": header, "description": np.array(description),
-              "checksum": np.array(_checksum(header, description, params))}
+              "checksum": np.array(_checksum(header, description, {**params, **state}))}
     arrays.update({f"param/{k}": v for k, v in params.items()})
+    arrays.update(state)
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".symnet-save-", suffix=".npz")
     try:
+        os.fchmod(fd, file_mode())            # as open() would make it, not 0600
         with os.fdopen(fd, "wb") as fh:
             np.savez(fh, **arrays)
             fh.flush()
@@ -92,10 +100,12 @@ def _read(path) -> dict:
                          f"({type(exc).__name__}: {exc})") from None
 
 
-def read(path, network=None, cls=None):
+def read(path, network=None, cls=None, optimizer=False):
     """``(network, dtype, params)`` saved at ``path``: the network rebuilt as a
     ``cls`` (``symnet.lang.dsl.Network`` by default), the saved dtype's name, the
-    parameters by name, each checked against the network's shapes.
+    parameters by name, each checked against the network's shapes.  With
+    ``optimizer``, a fourth item: the optimizer state's arrays (``{}`` when the
+    file has none; ``symnet.runtime.optimizer.from_arrays`` checks them).
 
     With ``network`` given, the file must hold that network (same description),
     else ValueError.  ``symnet.load`` compiles the result.
@@ -114,7 +124,8 @@ def read(path, network=None, cls=None):
         raise ValueError(f"{path} has model format version {header[1]}; this symnet reads "
                          f"version {VERSION}")
     params = {k[len("param/"):]: v for k, v in data.items() if k.startswith("param/")}
-    if _checksum(header, description, params) != checksum:
+    state = {k: v for k, v in data.items() if k.startswith("optimizer/")}
+    if _checksum(header, description, {**params, **state}) != checksum:
         raise ValueError(f"{path} is damaged or was modified: its checksum does not match "
                          "its contents")
     try:
@@ -135,7 +146,7 @@ def read(path, network=None, cls=None):
         if tuple(params[name].shape) != tuple(shape) or params[name].dtype.kind != "f":
             raise ValueError(f"{path}: parameter {name} has shape {params[name].shape} "
                              f"({params[name].dtype}), the network needs {tuple(shape)}")
-    return network, str(header[2]), params
+    return (network, str(header[2]), params) + ((state,) if optimizer else ())
 
 
 # ------------------------------------------------------------ descriptions
@@ -160,7 +171,8 @@ def _chain_from_description(desc: dict, cls):
     """A Network of one input and a chain of layers, built as a ``cls``."""
     from ..lang.base import Input
     n = desc["input"]["n"]
-    inp = Input(tuple(n) if isinstance(n, list) else n, name=desc["input"]["name"])
+    inp = Input(tuple(n) if isinstance(n, list) else n, name=desc["input"]["name"],
+                dtype=desc["input"].get("dtype", "float"))
     layers = []
     for d in desc["layers"]:
         layer = _layer(d)
@@ -173,7 +185,7 @@ def _chain_from_description(desc: dict, cls):
 
 def _layer(d: dict):
     """The layer object of one described layer (None for kinds not rebuilt here)."""
-    from ..lang import conv
+    from ..lang import conv, norm
     from ..lang.dsl import Dense
     kind = d.get("kind")
     if kind == "layer":
@@ -197,6 +209,25 @@ def _layer(d: dict):
                    name=d["name"])
     if kind == "flatten":
         return conv.Flatten(name=d["name"])
+    if kind in ("attention", "pointwise", "positional"):
+        from ..lang import attention
+        if kind == "attention":
+            return attention.MultiHeadAttention(d["heads"], causal=d["causal"],
+                                                name=d["name"])
+        if kind == "pointwise":
+            return attention.Pointwise(d["units"], d["activation"], name=d["name"])
+        return attention.PositionalEmbedding(name=d["name"])
+    if kind in ("layernorm", "rmsnorm"):
+        cls = norm.LayerNorm if kind == "layernorm" else norm.RMSNorm
+        return cls(eps=d["eps"], bias=d.get("bias", True), name=d["name"])
+    if kind == "softmax":
+        return norm.Softmax(name=d["name"])
+    if kind == "embedding":
+        from ..lang.embedding import Embedding
+        return Embedding(d["num"], d["dim"], name=d["name"])
+    if kind == "dropout":
+        from ..lang.dropout import Dropout
+        return Dropout(d["p"], name=d["name"])
     return None
 
 
@@ -206,11 +237,12 @@ def _graph_from_description(desc: dict, cls):
     are one layer object applied at several places; built as a ``cls``."""
     from ..lang.base import Input
     from ..lang.merge import Add, Concatenate, Multiply, Slice
-    from ..lang.recurrent import RNNCell, _apply
+    from ..lang.recurrent import GRUCell, LSTMCell, RNNCell, Steps, _apply
     made = {}
     for d in desc["inputs"]:
         shape = tuple(d["shape"])
-        made[d["name"]] = Input(shape[0] if len(shape) == 1 else shape, name=d["name"])
+        made[d["name"]] = Input(shape[0] if len(shape) == 1 else shape, name=d["name"],
+                                dtype=d.get("dtype", "float"))
     origins = {}
     for d in desc["nodes"]:
         kind, key = d.get("kind"), d["params_of"]
@@ -220,6 +252,10 @@ def _graph_from_description(desc: dict, cls):
                 pass
             elif kind == "rnn":
                 layer = RNNCell(d["units"], _spec(d["activation"]), name=d["name"])
+            elif kind in ("gru", "lstm"):
+                layer = (GRUCell if kind == "gru" else LSTMCell)(d["units"], name=d["name"])
+            elif kind == "steps":
+                layer = Steps(name=d["name"])
             elif kind in ("add", "multiply", "concat"):
                 layer = {"add": Add, "multiply": Multiply, "concat": Concatenate}[kind](
                     name=d["name"])
@@ -227,7 +263,7 @@ def _graph_from_description(desc: dict, cls):
                 layer = Slice(d["start"], d["units"], name=d["name"])
             else:
                 raise ValueError(f"layer kind {kind!r} cannot be loaded from a graph "
-                                 "description (dense, convolution, pooling, flatten, rnn, "
+                                 "description (dense, convolution, pooling, flatten, rnn, gru, lstm, steps, "
                                  "add, multiply, concat, slice); pass the network: "
                                  "symnet.load(path, network=net)")
             origins[key] = layer

@@ -119,7 +119,9 @@ class Reduction:
     index of ``over`` runs over the node's inputs.  ``op`` is "sum" or "max"
     (max pooling); ``conv`` holds a convolution's geometry when the summand
     is W[c,k,u,v]·x[k, y*s + u − p, x*s + v − p] (it then lowers to im2col
-    and matrix products)."""
+    and matrix products).  ``rows`` > 0: the contraction is over the last axis of
+    a (rows, features) input, the same W at every row (PyTorch's Linear on a
+    sequence)."""
 
     name: str
     symbol: sp.Symbol            # stands for name[b,i] inside the outer formula
@@ -130,6 +132,9 @@ class Reduction:
     op: str = "sum"
     conv: dict | None = None
     input: str | None = None     # the buffer contracted with; None: the node's first input
+    # a contraction over the last axis of a sequence: r[b,t,i] = Σ_j W[i,j]·x[b,t,j] for
+    # each of ``rows`` positions t (one matrix product of batch·rows rows); 0: a vector's
+    rows: int = 0
 
 
 @dataclass

@@ -20,6 +20,8 @@ import itertools
 # Built-in names, known without importing sympy (a cache hit never needs it).
 ACTIVATION_NAMES = ("linear", "relu", "tanh", "sigmoid", "softplus", "leaky_relu", "elu",
                     "gelu", "swish")
+# Activations over a whole layer (vector-valued): Dense(n, "softmax") is Dense then Softmax.
+VECTOR_ACTIVATIONS = ("softmax",)
 LOSS_NAMES = ("mse", "bce", "softmax_cross_entropy")
 TARGET = "T"     # the targets' name in the derivation and the C
 
@@ -48,9 +50,16 @@ def _check_size(n, what: str) -> int:
 
 class Input:
     """The network's input: ``n`` features per example, or a tensor shape
-    ``(C, H, W)`` / ``(C, L)`` per example (batches are then (batch, C, H, W))."""
+    ``(C, H, W)`` / ``(C, L)`` per example (batches are then (batch, C, H, W)).
+    ``dtype="int"``: integer indices (token ids) for ``sn.Embedding``; they are passed
+    as numbers of the model's dtype, checked to be whole and in range."""
 
-    def __init__(self, n, name: str | None = None):
+    DTYPES = ("float", "int")
+
+    def __init__(self, n, name: str | None = None, dtype: str = "float"):
+        if dtype not in self.DTYPES:
+            raise ValueError(f"Input dtype must be 'float' or 'int', got {dtype!r}")
+        self.dtype = dtype
         if isinstance(n, (tuple, list)):
             if not n or len(n) > 4:
                 raise ValueError(f"Input shape must have 1 to 4 dimensions, got {tuple(n)!r}")
@@ -65,7 +74,8 @@ class Input:
 
     def __repr__(self):
         n = self.n if len(self.shape) == 1 else self.shape
-        return f"Input({n}, name={self.name!r})"
+        extra = ", dtype='int'" if self.dtype == "int" else ""
+        return f"Input({n}, name={self.name!r}{extra})"
 
 
 class LayerBase:
@@ -133,3 +143,30 @@ class LayerBase:
 
     def describe(self) -> dict:
         raise NotImplementedError
+
+    # In a loss term (symnet.lang.pinn) an applied layer stands for its output:
+    # u * sn.d(u, x), O[k] for one unit of a wider output.
+    def _sympy_(self):
+        from .symbols import layer_sympy
+        return layer_sympy(self)
+
+    def __getitem__(self, k):
+        from .symbols import value
+        if self.inputs is None:
+            raise TypeError(f"{self!r} is not applied yet; O[k] is unit k of an output")
+        return value(self, k)
+
+    def _expr(self):
+        import sympy
+        return sympy.sympify(self)
+
+    def __add__(self, o): return self._expr() + o  # noqa: E704
+    def __radd__(self, o): return o + self._expr()  # noqa: E704
+    def __sub__(self, o): return self._expr() - o  # noqa: E704
+    def __rsub__(self, o): return o - self._expr()  # noqa: E704
+    def __mul__(self, o): return self._expr() * o  # noqa: E704
+    def __rmul__(self, o): return o * self._expr()  # noqa: E704
+    def __truediv__(self, o): return self._expr() / o  # noqa: E704
+    def __rtruediv__(self, o): return o / self._expr()  # noqa: E704
+    def __pow__(self, o): return self._expr() ** o  # noqa: E704
+    def __neg__(self): return -self._expr()  # noqa: E704

@@ -16,14 +16,17 @@ from __future__ import annotations
 from . import compose
 
 from ..ir import nodes as ir
-from .base import ACTIVATION_NAMES, LOSS_NAMES, Input, LayerBase, _check_size, check_name
+from .base import (ACTIVATION_NAMES, LOSS_NAMES, VECTOR_ACTIVATIONS, Input, LayerBase,
+                   _check_size, check_name)
 
 
 class Dense(LayerBase):
     """A fully connected layer: H = f(W·x + b), W of shape (units, inputs).
 
     ``activation`` is a name (see ``symnet.scalar.primitives.ACTIVATIONS``), a sympy
-    expression of one symbol, or a Python function of one sympy symbol.
+    expression of one symbol, or a Python function of one sympy symbol; or
+    "softmax", which couples the outputs: H = softmax(W·x + b), two IR nodes
+    (``<name>_z`` = W·x + b, then ``symnet.lang.norm.Softmax`` on it; its Jacobian derived).
     ``bias=False`` leaves out b (H = f(W·x)).  ``init`` sets W's initialisation:
     "glorot" (uniform), "he" (normal), "normal" (N(0, 1)), "zeros", or a number;
     by default the one that suits the activation (He for ReLU-like, else Glorot);
@@ -43,9 +46,10 @@ class Dense(LayerBase):
         self.activation_spec = activation
         self._activation = None
         if isinstance(activation, str):
-            if activation not in ACTIVATION_NAMES:
+            if activation not in ACTIVATION_NAMES + VECTOR_ACTIVATIONS:
+                known = ", ".join(ACTIVATION_NAMES + VECTOR_ACTIVATIONS)
                 raise ValueError(
-                    f"unknown activation {activation!r}; known: {', '.join(ACTIVATION_NAMES)}, "
+                    f"unknown activation {activation!r}; known: {known}, "
                     "or a sympy expression / Python function of one symbol")
             self.activation_name = activation
         else:
@@ -63,6 +67,9 @@ class Dense(LayerBase):
         """The activation's record (sympy form); resolved on first use."""
         if self._activation is None:
             from ..scalar.primitives import activation as resolve
+            if self.activation_spec in VECTOR_ACTIVATIONS:   # the linear part's activation
+                self._activation = resolve("linear")
+                return self._activation
             where = f"activation of layer {self.name or f'Dense({self.units})'!r}"
             self._activation = resolve(self.activation_spec, where)
         return self._activation
@@ -86,6 +93,8 @@ class Dense(LayerBase):
         """H[b,i] = f(Σ_j W[i,j]·x[b,j] + b[i]): a general ``Layer`` whose one
         sum is a contraction (a matrix product)."""
         from .layers import Layer, sum_j
+        if self.activation_name == "softmax":
+            return self._softmax_nodes(index, name, input_name, n_in)
         f = self.activation.expr
         if self.bias:
             params = {"W": ("out", "in"), "b": ("out",)}
@@ -99,6 +108,23 @@ class Dense(LayerBase):
         node = layer.to_node(index, name, input_name, n_in)
         node.kind, node.activation = "dense", self.activation
         return node
+
+    def _softmax_nodes(self, index, name, input_name, n_in):
+        """z = W·x + b (a linear Dense node ``<name>_z``), then H = softmax(z)."""
+        from .norm import Softmax
+        linear = Dense(self.units, "linear", self.bias, init=self.init,
+                       trainable=self.trainable)
+        z = linear.to_node(index, f"{name}_z", input_name, n_in)
+        soft = Softmax(name=self.name)
+        soft._net_name = name
+        return [z, soft.to_node(index, name, z.name, (self.units,))]
+
+
+def _may_name_terms(loss, outputs) -> bool:
+    """Cheap test (no sympy import) for a loss that may be a dict of terms."""
+    if isinstance(loss, dict):
+        return any(k not in outputs or not isinstance(v, str) for k, v in loss.items())
+    return type(loss).__module__.startswith("sympy")
 
 
 Layer = LayerBase  # the former name of the base class; symnet.Layer is layers.Layer
@@ -173,6 +199,12 @@ class Network:
             app._net_name = n     # for messages: the name the network gives it
         self._shapes = compose.shapes_of(order, dict(zip(map(id, order), self.names)))
         self.shapes = [self._shapes[id(a)] for a in order]
+        self.terms = None      # loss terms with input derivatives (symnet.lang.pinn)
+        if _may_name_terms(loss, self.output_names):
+            from .pinn import is_term_loss, terms_of
+            if is_term_loss(loss, self.output_names):
+                self.terms = terms_of(self, loss, loss_weights)
+                loss, loss_weights = "mse", None     # the outputs' own kernels
         self._losses(loss, loss_weights)
         self._graph = None
         self._check_domain()
@@ -313,6 +345,7 @@ class Network:
         packed = not self.is_chain and (len(self.inputs) > 1)
         buffers = {id(x): n for x, n in zip(self.inputs, self.input_names)}
         nodes, owner = [], {}
+        self._layer_params = {}      # layer name -> {name without its number: parameter}
         for k, (app, name) in enumerate(zip(self.layers, self.names), 1):
             srcs = compose.sources(app)
             ins = [buffers[id(s)] for s in srcs]
@@ -327,9 +360,14 @@ class Network:
                                          "layers; rename a parameter")
             nodes.extend(made)
             buffers[id(app)] = name
+            number = str(self._param_index[k - 1])
+            self._layer_params[name] = {
+                p.name[:-len(number)] if p.name.endswith(number) else p.name: p.name
+                for node in made for p in node.params}
         ins = [(n, x.n) for n, x in zip(self.input_names, self.inputs)]
         n_in = sum(w for _, w in ins)
-        self._graph = ir.Graph("X" if packed else self.input_name, n_in, nodes,
+        self._graph = ir.Graph(self._packed_name(nodes) if packed else self.input_name,
+                               n_in, nodes,
                                self.losses[0], inputs=ins, outputs=list(self.output_names),
                                losses=dict(zip(self.output_names, self.losses)),
                                weights=dict(zip(self.output_names, self.loss_weights)),
@@ -342,8 +380,34 @@ class Network:
             raise ValueError(f"layer name(s) {sorted(clash)} collide with parameter names")
         return self._graph
 
+    def _packed_name(self, nodes) -> str:
+        """The C name of the inputs side by side (several inputs): X, unless an input,
+        a layer or a parameter is called so (then X_packed, X_packed2, ...)."""
+        taken = set(self.input_names) | set(self.names) | {n.name for n in nodes} \
+            | {p.name for n in nodes for p in n.params}
+        name, k = "X", 1
+        while name in taken:
+            name, k = "X_packed" + (str(k) if k > 1 else ""), k + 1
+        return name
+
     def param_shapes(self) -> dict:
         return {p.name: p.shape for p in self.graph().params()}
+
+    def layer_params(self) -> dict:
+        """``{layer name: {short name: parameter name}}`` in the order of the layers,
+        every layer included (pooling, merges, ... with ``{}``): the short name is
+        the parameter's name without the layer's number (W, b, U, ...).  Parameter
+        names are numbered by the layer's position, so the numbers skip the layers
+        without parameters (W1, W3, ...); here the layers are named instead.
+
+        >>> import symnet as sn
+        >>> net = sn.Network(sn.Input((1, 6, 6)), sn.Conv2d(2, 3, name="conv1"),
+        ...                  sn.MaxPool2d(2), sn.Flatten(), sn.Dense(1, name="out"), loss="mse")
+        >>> net.layer_params()
+        {'conv1': {'W': 'W1', 'b': 'b1'}, 'H2': {}, 'H3': {}, 'out': {'W': 'W4', 'b': 'b4'}}
+        """
+        self.graph()
+        return {name: dict(self._layer_params[name]) for name in self.names}
 
     @property
     def n_in(self) -> int:
@@ -368,7 +432,8 @@ class Network:
         """A JSON-able description (used for caching and saving)."""
         if self.is_chain:
             n = self.input.n if len(self.input.shape) == 1 else list(self.input.shape)
-            return {"input": {"n": n, "name": self.input_name},
+            return {"input": {"n": n, "name": self.input_name,
+                              **({"dtype": "int"} if self.input.dtype == "int" else {})},
                     "layers": [dict(layer.describe(), name=name)
                                for layer, name in zip(self.layers, self.names)],
                     "loss": self.loss_name}
@@ -378,7 +443,8 @@ class Network:
         for app, name, k in zip(self.layers, self.names, self._param_index):
             nodes.append(dict(app.describe(), name=name, params_of=k,
                               inputs=[ids[id(s)] for s in compose.sources(app)]))
-        return {"inputs": [{"shape": list(x.shape), "name": n}
+        return {"inputs": [{"shape": list(x.shape), "name": n,
+                            **({"dtype": "int"} if x.dtype == "int" else {})}
                            for x, n in zip(self.inputs, self.input_names)],
                 "nodes": nodes, "outputs": self.output_names,
                 "loss": self.loss_names, "loss_weights": self.loss_weights}

@@ -24,7 +24,7 @@ import copy
 
 from ..ir import nodes as ir
 from .base import _CREATED, ACTIVATION_NAMES, Input, LayerBase, _check_size, check_name
-from .merge import Slice, sizes
+from .merge import Concatenate, Slice, sizes
 
 
 class RNNCell(LayerBase):
@@ -101,8 +101,8 @@ def unroll(cell: RNNCell, steps: int, return_sequences: bool = False):
     steps·features outputs) giving h_T, or [h_1, ..., h_T] with
     ``return_sequences``.  The nodes are named x_1.. (the steps' inputs) and
     h_1.. after the cell's name."""
-    if not isinstance(cell, RNNCell):
-        raise ValueError(f"unroll needs an RNNCell, got {cell!r}")
+    if not isinstance(cell, (RNNCell, _GatedCell)):
+        raise ValueError(f"unroll needs an RNNCell, GRUCell or LSTMCell, got {cell!r}")
     steps = _check_size(steps, "steps")
 
     def run(seq):
@@ -126,3 +126,267 @@ def unroll(cell: RNNCell, steps: int, return_sequences: bool = False):
             hs.append(h)
         return hs if return_sequences else h
     return run
+
+
+# ---------------------------------------------------------------- gated cells
+def _linear(node: str, index: int, src: str, width: int, rows: int, W: str, b: str):
+    """The node G[b,i] = Σ_j W[i,j]·src[b,j] + b[i] (i < rows): one matrix product."""
+    syms: dict = {}
+    rname = f"z_{node}"
+    r = ir.element(syms, rname, ir.BATCH, ir.OUT)
+    summand = ir.element(syms, W, ir.OUT, ir.IN) * ir.element(syms, src, ir.BATCH, ir.IN)
+    red = ir.Reduction(rname, r, summand, (ir.IN,), contraction=W, input=src)
+    params = [ir.ParamSpec(W, ("out", "in"), (rows, width), "glorot"),
+              ir.ParamSpec(b, ("out",), (rows,), "zeros", role="bias")]
+    return ir.Node(node, index, src, width, rows, params, [red],
+                   r + ir.element(syms, b, ir.OUT), syms, kind="linear")
+
+
+def _at(syms: dict, buf: str, offset: int):
+    """buf[b, i + offset] as an element symbol."""
+    at = ir.OUT if offset == 0 else ir.Affine(((ir.OUT, 1),), offset)
+    return ir.element(syms, buf, ir.BATCH, at)
+
+
+def _bias_at(syms: dict, b: str, offset: int):
+    at = ir.OUT if offset == 0 else ir.Affine(((ir.OUT, 1),), offset)
+    return ir.element(syms, b, at)
+
+
+class _GatedCell(LayerBase):
+    """What GRUCell and LSTMCell share: the gates' two matrix products
+    G_x = W·x_t + b (``W`` = PyTorch's weight_ih, ``b`` = bias_ih) and
+    G_h = U·h_{t−1} + c (``U`` = weight_hh, ``c`` = bias_hh), gates stacked
+    along the rows in PyTorch's order; then an element-wise formula per unit."""
+
+    n_inputs = None
+    gates: tuple = ()
+    kind = ""
+
+    def __init__(self, units: int, name: str = "h"):
+        what = type(self).__name__
+        self.units = _check_size(units, f"{what} units")
+        self.name = check_name(name, "layer")
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.units}, name={self.name!r})"
+
+    def describe(self) -> dict:
+        return {"kind": self.kind, "units": self.units, "name": self.name}
+
+    def out_shape_of(self, shapes):
+        widths = sizes(shapes)
+        if len(widths) not in (1, 2):
+            raise ValueError(f"{type(self).__name__} {self.name!r} reads x_t, or x_t and "
+                             "h_{t-1}")
+        if len(widths) == 2 and widths[1] != self.units:
+            raise ValueError(f"{type(self).__name__} {self.name!r}: the previous state has "
+                             f"{widths[1]} features, the cell {self.units}")
+        return (self.units,)
+
+    def param_names(self, index: int) -> dict:
+        return {"W": f"W{index}", "U": f"U{index}", "b": f"b{index}", "c": f"c{index}"}
+
+    def _products(self, index, name, inputs, widths):
+        """The gate nodes: [G_x] or [G_x, G_h], and the symbols' names."""
+        P = self.param_names(index)
+        rows = len(self.gates) * self.units
+        made = [_linear(f"{name}_gx", index, inputs[0], widths[0], rows, P["W"], P["b"])]
+        if len(inputs) == 2:
+            made.append(_linear(f"{name}_gh", index, inputs[1], self.units, rows, P["U"],
+                                P["c"]))
+        return made, P
+
+    def _gate(self, syms, made, P, g: int, split: bool = False):
+        """Pre-activation of gate g (its rows g·H .. g·H + H − 1): x part, h part."""
+        off = g * self.units
+        gx = _at(syms, made[0].name, off)
+        gh = _at(syms, made[1].name, off) if len(made) == 2 else _bias_at(syms, P["c"], off)
+        return (gx, gh) if split else gx + gh
+
+    def _shared_params(self, P, widths):
+        rows = len(self.gates) * self.units
+        return [ir.ParamSpec(P["U"], ("out", "in"), (rows, self.units), "glorot"),
+                ir.ParamSpec(P["c"], ("out",), (rows,), "zeros", role="bias")]
+
+
+class GRUCell(_GatedCell):
+    """One step of a gated recurrent unit, as PyTorch's ``nn.GRUCell`` (gate order
+    r, z, n):
+
+        r = σ(W_r·x + b_r + U_r·h + c_r)        z = σ(W_z·x + b_z + U_z·h + c_z)
+        n = tanh(W_n·x + b_n + r ⊙ (U_n·h + c_n))
+        h′ = (1 − z) ⊙ n + z ⊙ h
+
+    W (3H, D) = weight_ih, U (3H, H) = weight_hh, b (3H,) = bias_ih,
+    c (3H,) = bias_hh.  Applied on [x_t] it is the first step (h_0 = 0)."""
+
+    gates = ("r", "z", "n")
+    kind = "gru"
+
+    def to_nodes(self, index, name, inputs, shapes):
+        import sympy as sp
+
+        from ..scalar.primitives import sigmoid
+        widths = sizes(shapes)
+        made, P = self._products(index, name, inputs, widths)
+        syms: dict = {}
+        r = sigmoid(self._gate(syms, made, P, 0))
+        z = sigmoid(self._gate(syms, made, P, 1))
+        nx, nh = self._gate(syms, made, P, 2, split=True)
+        n = sp.tanh(nx + r * nh)
+        outer = (1 - z) * n
+        if len(inputs) == 2:
+            outer = outer + z * _at(syms, inputs[1], 0)
+        params = [] if len(inputs) == 2 else self._shared_params(P, widths)[1:]
+        ins = [m.name for m in made] + list(inputs[1:])
+        out = ir.Node(name, index, made[0].name, made[0].n_out, self.units, params, [], outer,
+                      syms, kind="gru", inputs=ins,
+                      widths={m: (self.units if m in inputs else made[0].n_out)
+                              for m in ins})
+        return made + [out]
+
+
+class LSTMCell(_GatedCell):
+    """One step of a long short-term memory cell, as PyTorch's ``nn.LSTMCell``
+    (gate order i, f, g, o):
+
+        i = σ(W_i·x + b_i + U_i·h + c_i)     f = σ(W_f·x + b_f + U_f·h + c_f)
+        g = tanh(W_g·x + b_g + U_g·h + c_g)  o = σ(W_o·x + b_o + U_o·h + c_o)
+        C′ = f ⊙ C + i ⊙ g                   h′ = o ⊙ tanh(C′)
+
+    W (4H, D) = weight_ih, U (4H, H) = weight_hh, b (4H,) = bias_ih,
+    c (4H,) = bias_hh.  Applied on [x_t] it is the first step (h_0 = C_0 = 0); on
+    [x_t, h_{t−1}] (an LSTMCell application) it also reads that step's memory
+    C_{t−1}, the buffer ``<name of h_{t−1}>_c``."""
+
+    gates = ("i", "f", "g", "o")
+    kind = "lstm"
+
+    def __call__(self, previous):
+        bound = super().__call__(previous)
+        if len(bound.inputs) == 2:
+            prev = bound.inputs[1]
+            if not isinstance(getattr(prev, "origin", None) or prev, LSTMCell):
+                raise ValueError(f"LSTMCell {self.name!r}: the previous state must be an "
+                                 f"LSTMCell's output (it carries the memory C), got {prev!r}")
+        return bound
+
+    def to_nodes(self, index, name, inputs, shapes):
+        import sympy as sp
+
+        from ..scalar.primitives import sigmoid
+        widths = sizes(shapes)
+        made, P = self._products(index, name, inputs, widths)
+        rows = made[0].n_out
+        syms: dict = {}
+        i = sigmoid(self._gate(syms, made, P, 0))
+        g = sp.tanh(self._gate(syms, made, P, 2))
+        memory = i * g
+        if len(inputs) == 2:
+            f = sigmoid(self._gate(syms, made, P, 1))
+            memory = f * _at(syms, f"{inputs[1]}_c", 0) + memory
+        params = [] if len(inputs) == 2 else self._shared_params(P, widths)[1:]
+        ins = [m.name for m in made] + ([f"{inputs[1]}_c"] if len(inputs) == 2 else [])
+        width = {m: rows for m in ins}
+        width.update({f"{x}_c": self.units for x in inputs[1:]})
+        cname = f"{name}_c"
+        cell = ir.Node(cname, index, made[0].name, rows, self.units, params, [], memory, syms,
+                       kind="lstm_memory", inputs=ins, widths=width)
+        syms2: dict = {}
+        o = sigmoid(self._gate(syms2, made, P, 3))
+        outer = o * sp.tanh(_at(syms2, cname, 0))
+        ins2 = [m.name for m in made] + [cname]
+        out = ir.Node(name, index, made[0].name, rows, self.units, list(params), [], outer,
+                      syms2, kind="lstm", inputs=ins2,
+                      widths={**{m.name: rows for m in made}, cname: self.units})
+        return made + [cell, out]
+
+
+class Steps(Concatenate):
+    """H[b,t,:] = h_t[b,:]: the states of every step as one (steps, units) sequence
+    (what ``return_sequences`` gives), laid out as PyTorch's batch_first output."""
+
+    kind = "steps"
+
+    def out_shape_of(self, shapes):
+        widths = sizes(shapes)
+        if len(set(widths)) != 1:
+            raise ValueError(f"Steps needs states of one width, got {widths}")
+        return (len(shapes), widths[0])
+
+    @property
+    def seq_shape(self):
+        """(steps, units) of an application."""
+        return (len(self.inputs), self.inputs[0].units)
+
+    @property
+    def units(self):
+        return self.seq_shape[0] * self.seq_shape[1]
+
+    def to_nodes(self, index, name, inputs, shapes):
+        widths = sizes(shapes)
+        node = super().to_nodes(index, name, inputs, [(1, w) for w in widths])
+        node.widths = dict(zip(inputs, widths))
+        return node
+
+
+class _Sequence(LayerBase):
+    """A recurrent layer over a (steps, features) sequence, PyTorch's batch_first
+    layout: called on it, it unrolls its cell over the steps and gives the last
+    state h_T (units,) or, with ``return_sequences``, every state (steps, units)."""
+
+    cell_class = None
+
+    def __init__(self, units: int, return_sequences: bool = False, name: str | None = None):
+        self.cell = self.cell_class(units, name=name or "h")
+        self.units, self.name = self.cell.units, name
+        self.return_sequences = bool(return_sequences)
+
+    def __repr__(self):
+        return (f"{type(self).__name__}({self.units}, return_sequences="
+                f"{self.return_sequences}, name={self.name!r})")
+
+    def __call__(self, previous):
+        if isinstance(previous, (list, tuple)):
+            raise ValueError(f"{self!r} reads one sequence, got a list of {len(previous)}")
+        if isinstance(previous, Input):
+            shape = previous.shape
+        elif isinstance(previous, LayerBase) and previous.inputs is not None:
+            shape = getattr(previous, "seq_shape", None)
+            if shape is None:
+                raise ValueError(f"{type(self).__name__} {self.name!r} reads a (steps, "
+                                 f"features) sequence: an Input((steps, features)) or a "
+                                 f"sequence layer's output, got {previous!r}")
+        else:
+            raise ValueError(f"{type(self).__name__} {self.name!r} is called on an Input or "
+                             f"a layer, got {previous!r}")
+        if len(shape) != 2:
+            raise ValueError(f"{type(self).__name__} {self.name!r} reads a (steps, features) "
+                             f"sequence, got shape {shape}")
+        cell, depth = self.cell, getattr(previous, "seq_depth", 0) + 1
+        if self.name is None and depth > 1:      # a stack: h, h2, h3, ... unless named
+            cell = copy.copy(cell)
+            cell.name = f"h{depth}"
+        out = unroll(cell, shape[0], return_sequences=self.return_sequences)(previous)
+        if not self.return_sequences:
+            return out
+        out = Steps(name=f"{cell.name}_seq")(out)
+        out.seq_depth = depth
+        return out
+
+
+class GRU(_Sequence):
+    """``GRUCell`` over a (steps, features) sequence (PyTorch's ``nn.GRU`` with
+    batch_first=True, one layer): weight_ih_l0 = W, weight_hh_l0 = U,
+    bias_ih_l0 = b, bias_hh_l0 = c of the cell."""
+
+    cell_class = GRUCell
+
+
+class LSTM(_Sequence):
+    """``LSTMCell`` over a (steps, features) sequence (PyTorch's ``nn.LSTM`` with
+    batch_first=True, one layer): weight_ih_l0 = W, weight_hh_l0 = U,
+    bias_ih_l0 = b, bias_hh_l0 = c of the cell."""
+
+    cell_class = LSTMCell

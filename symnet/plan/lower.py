@@ -259,6 +259,14 @@ def _sums(node, red) -> str:
     return "".join(f"Σ_{n} " for n, _ in red.space)
 
 
+def _mnk(node: ir.Node, red: ir.Reduction, x: str) -> tuple:
+    """The matrix product of a contraction: rows (examples, or examples × positions),
+    outputs and inputs of one row."""
+    if not red.rows:
+        return "batch", node.n_out, node.widths[x]
+    return f"batch * {red.rows}", node.n_out // red.rows, node.widths[x] // red.rows
+
+
 def _forward(graph: ir.Graph, symbols: dict) -> list:
     """Every node's reductions, then its outer formula, over the loops its index
     spaces give: (b, i) and (b, i, j) for vectors, (b, c, y, x, ...) for tensors;
@@ -276,10 +284,12 @@ def _forward(graph: ir.Graph, symbols: dict) -> list:
             comment = f"{red.name}[{out}] = {_sums(node, red)}{text(red.summand)}"
             if red.contraction:
                 x = node.red_input(red)
-                ops.append(MatMul("nt", red.name, x, red.contraction, "batch",
-                                  node.n_out, node.widths[x], False,
-                                  f"{red.name}[b,i] = Σ_j {red.contraction}[i,j]·"
-                                  f"{x}[b,j]"))
+                M, N, K = _mnk(node, red, x)
+                ops.append(MatMul("nt", red.name, x, red.contraction, M, N, K, False,
+                                  f"{red.name}[b,{'t,' if red.rows else ''}i] = Σ_j "
+                                  f"{red.contraction}[i,j]·{x}[b,{'t,' if red.rows else ''}j]"
+                                  + (f" for each of the {red.rows} positions t"
+                                     if red.rows else "")))
             elif red.conv is not None:
                 ops.append(Conv("forward", node.input, red.conv["weight"], f"col_{node.name}",
                                 red.conv, comment, Z=red.name))
@@ -406,12 +416,12 @@ def _backward(graph: ir.Graph, by_node: dict, written: set) -> list:
                 formula = prod.formula.replace(" = ", " += " if acc else " = ", 1)
                 if prod.rule == "weight":
                     X = prod.operand
-                    ops.append(MatMul("tn", prod.target, delta, X, node.n_out,
-                                      node.widths[X], "batch", acc, formula))
+                    M, N, K = _mnk(node, red, X)
+                    ops.append(MatMul("tn", prod.target, delta, X, N, K, M, acc, formula))
                 else:
                     X = prod.target[len("dL_d"):]
-                    ops.append(MatMul("nn", prod.target, delta, prod.operand, "batch",
-                                      node.widths[X], node.n_out, acc,
+                    M, N, K = _mnk(node, red, X)
+                    ops.append(MatMul("nn", prod.target, delta, prod.operand, M, K, N, acc,
                                       formula + _from(graph, X, node)))
                 written.add(prod.target)
             if red.contraction:

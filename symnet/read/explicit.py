@@ -121,6 +121,8 @@ class _Run:
                 key = tuple(ir.index_at(k, point) for k in acc.index)
                 inside = all(0 <= k < n for k, n in zip(key, arr.shape))
                 sub[sym] = arr[key] if inside else sp.S.Zero
+            elif sym.name in point:     # a loop index in the formula (a causal mask)
+                sub[sym] = sp.Integer(point[sym.name])
         return expr.xreplace(sub)
 
     def target(self, name: str) -> np.ndarray:
@@ -200,7 +202,10 @@ def _evaluate(graph: ir.Graph, grads: list[NodeGrad], batch: int) -> dict:
         for red in node.reductions:
             if red.contraction:
                 W = env[red.contraction]
-                env[red.name] = env[node.red_input(red)].dot(W.T)
+                x = env[node.red_input(red)]
+                if red.rows:        # the same W at every position of a sequence
+                    x = x.reshape(batch * red.rows, -1)
+                env[red.name] = x.dot(W.T).reshape((batch,) + node.out_shape)
             elif red.op == "max":
                 run.max_pool(node, red)
             else:
@@ -245,9 +250,14 @@ def _evaluate(graph: ir.Graph, grads: list[NodeGrad], batch: int) -> dict:
         for red in node.reductions:
             delta = env[delta_name(node, red)]
             for prod in g.products.get(red.name, []):   # δᵀ·X and δ·W, as derived
-                operand = env[prod.operand]
-                value = delta.T.dot(operand) if prod.rule == "weight" else delta.dot(operand)
+                operand, d = env[prod.operand], delta
                 acc = run.target(prod.target)
+                if red.rows:        # a sequence's positions are rows of the product too
+                    d = delta.reshape(-1, delta.shape[-1])
+                    if prod.rule == "weight":
+                        operand = operand.reshape(-1, operand.shape[-1])
+                value = d.T.dot(operand) if prod.rule == "weight" else d.dot(operand)
+                value = value.reshape(acc.shape)
                 acc[...] = np.vectorize(_plus, otypes=[object])(acc, value)
             for t in g.summands[red.name]:
                 if t.route == "argmax":

@@ -3,8 +3,9 @@ from each box to the layers that read it, inputs at the top and the outputs (wit
 their losses) at the bottom.  ``symnet.Network.plot`` calls ``draw``.
 
 The placement is computed without matplotlib (``layout``): a node's row is the
-length of the longest path from an input to it, and the nodes of a row are spread
-evenly, in the order the network lists them.
+length of the longest path from an input to it, moved down to just above its first
+reader where all its readers sit further down; the nodes of a row are spread evenly,
+in the order the network lists them.
 
 >>> import symnet as sn
 >>> I = sn.Input(4, name="I")
@@ -47,6 +48,8 @@ class Graph:
 def _activation(app) -> str:
     spec = getattr(app, "activation_spec", None)    # a name, or the user's own formula
     if spec is None:
+        spec = getattr(app, "activation_name", None)
+    if spec is None:
         return ""
     name = spec if isinstance(spec, str) else "custom"
     return "" if name == "linear" else name
@@ -83,6 +86,14 @@ def layout(net) -> Graph:
             node.output = net.loss_names[outputs[id(app)]]
         graph.edges.extend((s, index[id(app)]) for s in dict.fromkeys(srcs))
         graph.nodes.append(node)
+    # A layer whose readers all sit further down moves down to just above the first
+    # of them (a recurrence's slices next to their steps, not all in row 1).
+    readers: dict = {}
+    for a, b in graph.edges:
+        readers.setdefault(a, []).append(b)
+    for k in range(len(graph.nodes) - 1, len(net.inputs) - 1, -1):
+        if k in readers:
+            graph.nodes[k].row = min(graph.nodes[r].row for r in readers[k]) - 1
     rows: dict = {}
     for node in graph.nodes:
         rows.setdefault(node.row, []).append(node)
@@ -120,11 +131,15 @@ def draw(net, path=None, ax=None):
         return node.column * 2.6, -node.row * 1.0
 
     for a, b in graph.edges:
-        ax.annotate("", xy=xy(graph.nodes[b]), xytext=xy(graph.nodes[a]),
+        src, dst = graph.nodes[a], graph.nodes[b]
+        rad, span = 0.0, dst.row - src.row
+        if span > 1:           # past the rows between: bow outwards, the longer the more
+            rad = 0.2 + 0.1 * span
+            if dst.column > src.column:
+                rad = -rad
+        ax.annotate("", xy=xy(dst), xytext=xy(src),
                     arrowprops=dict(arrowstyle="-|>", color="0.35", shrinkA=17, shrinkB=17,
-                                    connectionstyle="arc3,rad=0.0" if
-                                    graph.nodes[b].row - graph.nodes[a].row == 1
-                                    else "arc3,rad=0.35"))
+                                    connectionstyle=f"arc3,rad={rad}"))
     for node in graph.nodes:
         if node.kind == "Input":
             color = "#dbe9f6"

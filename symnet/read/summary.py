@@ -62,9 +62,10 @@ class LayerCost:
     shapes: str = ""             # "784 → 3456" for vectors, "(1, 28, 28) → (6, 24, 24)"
 
 
-@dataclass
+@dataclass(repr=False)
 class Summary:
-    """The table: ``layers`` (LayerCost rows) and totals; ``str()`` prints it."""
+    """The table: ``layers`` (LayerCost rows) and totals; ``str()`` is the table
+    (``net.summary()`` prints it), ``repr()`` one line of totals."""
 
     layers: list[LayerCost]
     batch_size: int
@@ -105,10 +106,22 @@ class Summary:
         lines += ["-" * len(fmt(head)), fmt(rows[-1])]
         lines.append(f"update θ ← θ − lr·g: {self.update_flops:,} flops; "
                      f"flops per training step: {self.flops_per_step:,} "
-                     "(matrix products, multiply-add = 2; element-wise work not counted)")
+                     "(matrix products and the sums of norm and softmax layers, multiply-add = 2; "
+                     "other element-wise work not counted)")
         lines.append(f"memory: {self.bytes:,} bytes of parameters, activations and "
                      "gradients (inputs and targets not counted)")
         return "\n".join(lines)
+
+    def show(self, print_fn=print) -> Summary:
+        """Print the table with ``print_fn`` (None: nothing); returns self."""
+        if print_fn is not None:
+            print_fn(str(self))
+        return self
+
+    def __repr__(self):
+        return (f"Summary(batch_size={self.batch_size}, dtype={self.dtype!r}, "
+                f"params={self.total('params')}, flops_per_step={self.flops_per_step}, "
+                f"bytes={self.bytes})")
 
     def as_dict(self) -> dict:
         return {"batch_size": self.batch_size, "dtype": self.dtype,
@@ -149,12 +162,16 @@ def summarize(network, batch_size: int = 32, dtype: str = "float32") -> Summary:
         for r in node.reductions:
             if r.contraction:
                 mm = 2 * B * node.n_out * node.widths.get(node.red_input(r), node.n_in)
+                mm //= max(r.rows, 1)          # per position of a sequence: rows·N·K
                 fwd, bwd = fwd + mm, bwd + mm * len(grad.products[r.name])
             elif r.conv is not None:
                 g = r.conv
                 mm = 2 * B * g["cout"] * int(np.prod(g["out_hw"])) * g["cin"] \
                     * int(np.prod(g["kernel"]))
                 fwd, bwd = fwd + mm, bwd + mm * len(grad.summands[r.name])
+            elif node.kind in ("norm", "softmax"):     # Σ_e over the last axis per element
+                terms = 2 * B * node.n_out * int(np.prod([e for _, e in r.space]))
+                fwd, bwd = fwd + terms, bwd + terms * len(grad.summands[r.name])
         label = node.activation.name if node.activation is not None else node.kind
         rows.append(LayerCost(
             node.name, node.n_in, node.n_out,

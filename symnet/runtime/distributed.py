@@ -221,13 +221,17 @@ class MPI:
 
     def prepare(self, model, X, T, method, epochs, batch_size, lr, seed, shuffle,
                 validation_data, validation_split, optimizer, early_stopping, restore_best,
-                callbacks):
+                callbacks, reset_optimizer=False):
         """Every process checks its arguments and data; they compare what they found
         (ValueError or DistributedError on every process); process 0's θ goes to all."""
         comm, rank = self.comm, self.rank
         name, momentum, betas, eps, weight_decay, clip_norm = optimizer
 
         def check():
+            if model.has_dropout:
+                raise ValueError("Dropout layers are not available with comm yet (their "
+                                 "masks would repeat across processes and steps); train "
+                                 "without comm, or leave Dropout out")
             if validation_split is not None:
                 raise ValueError("validation_split is not available with comm: give "
                                  "validation_data on process 0")

@@ -2,10 +2,10 @@
 
 This is the model's core, what training and prediction drive: the backend's
 runtime (``symnet.backend``: calls in NumPy arrays), the parameters, forward /
-loss / gradients / step.  Other modules use its public fields only: ``runtime``,
+loss / gradients / step.  Other modules use its public fields: ``runtime``,
 ``theta`` and ``grad`` (the flat θ and ∂L/∂θ the parameters are views of),
-``meta``, ``lock``, ``rows_per_call`` and the checks ``as_inputs``,
-``as_targets``, ``as_matrix``.  The ``Model``
+``meta``, ``lock``, ``rows_per_call``, ``loss_grad_rows`` and the checks
+``as_inputs``, ``as_targets``, ``as_matrix``.  The ``Model``
 that ``net.compile()`` returns (``symnet.api.model``) adds the calls that
 hand the model to later stages: ``fit``, ``predict``, ``evaluate``, ``save``,
 ``export_c``, ``summary``.
@@ -20,7 +20,9 @@ hand the model to later stages: ``fit``, ``predict``, ``evaluate``, ``save``,
 from __future__ import annotations
 
 import json
+import math
 import threading
+import warnings
 from collections.abc import MutableMapping
 
 import numpy as np
@@ -34,9 +36,9 @@ from ..io.files import network_from_description
 _INF = float("inf")
 
 
-def compile_network(net, dtype: str, backend: str = "c"):
+def compile_network(net, dtype: str, tune: str = "fast", backend: str = "c"):
     """The backend's runtime for a network (see ``symnet.backend.load``)."""
-    return load_backend(backend)(net, dtype)
+    return load_backend(backend)(net, dtype, tune)
 
 
 def _check_init(init):
@@ -48,13 +50,16 @@ def _check_init(init):
 
 
 def _rebuild(cls, network_cls, description: str, dtype: str, params: dict, init,
-             backend: str = "c"):
+             optimizer=None, backend: str = "c"):
     """A ``cls`` model of a ``network_cls`` network from its pickled state (see
     ``Model.__reduce__``)."""
     network = network_from_description(json.loads(description), network_cls)
     model = cls(network, dtype=dtype, init=init, backend=backend)
     for name, value in params.items():
         model.params[name] = value
+    if optimizer is not None:
+        from .optimizer import from_arrays
+        model._optimizer = from_arrays(model, optimizer, "the pickled model")
     return model
 
 
@@ -105,7 +110,8 @@ class Model:
     them in parallel.
     """
 
-    def __init__(self, network, dtype="float32", seed: int = 0, init=None, backend="c"):
+    def __init__(self, network, dtype="float32", seed: int = 0, init=None, tune="fast",
+                 backend="c"):
         if dtype not in ("float32", "float64") and np.dtype(dtype).name in ("float32",
                                                                               "float64"):
             dtype = np.dtype(dtype).name
@@ -115,7 +121,7 @@ class Model:
         self.dtype = np.dtype(dtype)
         # Everything compiled comes from the backend's runtime: calls in arrays, the
         # flat parameters and gradients its own.
-        rt = self.runtime = compile_network(network, dtype, backend)
+        rt = self.runtime = compile_network(network, dtype, tune, backend)
         self.backend = rt.backend
         self.meta = meta = rt.meta
         self.tuning = rt.tuning   # where its products run on this machine (C)
@@ -125,21 +131,27 @@ class Model:
         self.out_shape = tuple(meta.get("out_shape", (self.n_out,)))
         self.input_name = meta["input"]
         self.theta, self.grad = rt.params, rt.grads
-        self._theta, self._grad, self._meta = self.theta, self.grad, meta  # older spellings
         self.rows_per_call = guards.rows_per_call(meta, self.dtype.itemsize)
         self.fit_spare = None     # two θ-sized buffers fit keeps between calls
         # the runtime's calls share its work and gradient buffers (and the C
-        # releases the GIL inside the kernels): one call at a time.
+        # backend releases the GIL inside them): one call at a time.
         self.lock = threading.Lock()
         self._acquire, self._release = self.lock.acquire, self.lock.release
+        # the names the model's own methods and the modules written before the
+        # public ones use (runtime/pinn.py, second_order.py, optimizer.py)
+        self._rt, self._meta, self._lock = rt, meta, self.lock
+        self._theta, self._grad, self._rows = self.theta, self.grad, self.rows_per_call
         self._views = {}
         self._gviews = {}
         for p in meta["params"]:
             size = int(np.prod(p["shape"]))
             sl = slice(p["offset"], p["offset"] + size)
-            self._views[p["name"]] = self.theta[sl].reshape(p["shape"])
-            self._gviews[p["name"]] = self.grad[sl].reshape(p["shape"])
+            self._views[p["name"]] = self._theta[sl].reshape(p["shape"])
+            self._gviews[p["name"]] = self._grad[sl].reshape(p["shape"])
         self.params = Params(self._views, self.lock)
+        self._optimizer = None     # the optimizer's state (symnet.runtime.optimizer), once used
+        self._rngs = self._dropout_states()
+        self._embeddings = self._embedding_inputs()
         self._init = _check_init(init)
         self.init_params(seed)
 
@@ -159,13 +171,63 @@ class Model:
 
     def init_params(self, seed: int = 0):
         """Seeded initialisation suited to each activation: Glorot-uniform for
-        tanh/sigmoid/linear-like layers, He-normal for ReLU-like, zero biases."""
+        tanh/sigmoid/linear-like layers, He-normal for ReLU-like, zero biases.
+        The optimizer's state starts afresh too (``reset_optimizer``)."""
         rng = np.random.default_rng(seed)
-        with self.lock:
+        with self._lock:
             self._init_params(rng)
+            self._optimizer = None
+            self.dropout_seed(seed)
+
+    @property
+    def optimizer(self):
+        """The optimizer's state that ``step(..., optimizer=...)`` and ``fit`` continue
+        (a ``symnet.runtime.optimizer.Optimizer``: ``name``, step count ``t``, moments ``s1``,
+        ``s2``), or None before any."""
+        return self._optimizer
+
+    @optimizer.setter
+    def optimizer(self, opt):
+        self._optimizer = opt
+
+    def reset_optimizer(self):
+        """Forget the optimizer's state (momentum, Adam's moments and step count): the
+        next ``step(..., optimizer=...)`` or ``fit`` starts afresh."""
+        with self._lock:
+            self._optimizer = None
+
+    # ---------------------------------------------------------------- dropout
+    def _dropout_states(self) -> list:
+        """The (seed, step, training) arrays rng{k} of the network's Dropout layers."""
+        from ..lang.dropout import Dropout
+        net, out = self.network, {}
+        for app, k in zip(net.layers, getattr(net, "_param_index", ())):
+            if isinstance(app.origin if app.origin is not None else app, Dropout):
+                out[f"rng{k}"] = self._views[f"rng{k}"]
+        return list(out.values())
+
+    def dropout_seed(self, seed: int, step: int = 0):
+        """Start Dropout's masks afresh: those of ``seed`` (an int), from training step
+        ``step``; ``fit(seed=...)`` calls it.  No effect without Dropout layers."""
+        from ..lang.dropout import SEED, SEED_RANGE, STEP
+        for v in self._rngs:
+            v[SEED] = int(seed) % SEED_RANGE
+            v[STEP] = int(step) % SEED_RANGE
+
+    def _train_mode(self, training: bool):
+        """Dropout draws its masks (training) or is the identity (evaluation)."""
+        from ..lang.dropout import TRAINING
+        for v in self._rngs:
+            v[TRAINING] = 1.0 if training else 0.0
+
+    def _advance(self, steps: int):
+        """The next ``steps`` updates were taken: the masks move on."""
+        from ..lang.dropout import SEED_RANGE, STEP
+        for v in self._rngs:
+            v[STEP] = (int(v[STEP]) + steps) % SEED_RANGE
 
     def _init_params(self, rng):
-        for p in self.meta["params"]:
+        for p in self._meta["params"]:
             shape, view = p["shape"], self._views[p["name"]]
             fan_out = shape[0]
             fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
@@ -186,8 +248,30 @@ class Model:
                 a = np.sqrt(6.0 / (fan_in + fan_out))
                 view[...] = rng.uniform(-a, a, shape)
 
+    def params_of(self, layer: str) -> Params:
+        """The parameters of the layer named ``layer``, by their short names (W, b,
+        U, ...): views into the model's parameters, assignable like ``params``.
+
+        >>> import symnet as sn
+        >>> net = sn.Network(sn.Input((1, 6, 6)), sn.Conv2d(2, 3, name="conv1"),
+        ...                  sn.MaxPool2d(2), sn.Flatten(), sn.Dense(1, name="out"),
+        ...                  loss="mse")
+        >>> model = net.compile(dtype="float64")
+        >>> model.params_of("out")
+        Params(W: (1, 8), b: (1,))
+        >>> model.params_of("out")["W"] is not None and "W4" in model.params
+        True
+        """
+        layers = self.network.layer_params()
+        if layer not in layers:
+            named = [n for n, p in layers.items() if p]
+            raise ValueError(f"the network has no layer {layer!r}; its layers with "
+                             f"parameters: {', '.join(named) or 'none'}")
+        return Params({short: self._views[name] for short, name in layers[layer].items()},
+                      self._lock)
+
     # ----------------------------------------------------------- validation
-    def as_matrix(self, A, what: str, width: int, owner: str) -> np.ndarray:
+    def _matrix(self, A, what: str, width: int, owner: str) -> np.ndarray:
         """A as a C-contiguous, aligned (batch, width) array of this model's
         dtype: bool, integer and other float dtypes (either byte order) are
         converted; anything else is refused with a ValueError."""
@@ -216,23 +300,41 @@ class Model:
         # An unaligned pointer is undefined behaviour in the C (vector loads).
         return np.require(arr, self.dtype, ["C", "A"])
 
-    def as_inputs(self, X):
-        """X checked and as this model's (batch, n_in) rows (ValueError naming the
-        input layer and the shapes that fit otherwise)."""
+    def _inputs(self, X):
+        X = self._inputs_as_rows(X)
+        for layer, offset, width, name in self._embeddings:
+            layer.check_indices(X[:, offset:offset + width], f"X[{name!r}]")
+        return X
+
+    def _embedding_inputs(self) -> list:
+        """(Embedding, first column in X, width, input name) for each Embedding on an Input."""
+        from ..lang.embedding import Embedding
+        net, out = self.network, []
+        starts, col = {}, 0
+        for x, name in zip(net.inputs, net.input_names):
+            starts[id(x)] = (col, x.n, name)
+            col += x.n
+        for app in net.layers:
+            if isinstance(app.origin if app.origin is not None else app, Embedding) \
+                    and id(app.input) in starts:
+                out.append((app, *starts[id(app.input)]))
+        return out
+
+    def _inputs_as_rows(self, X):
         net = self.network
         if len(net.inputs) == 1:
             if len(self.in_shape) > 1:
                 X = self._tensor(X, "X", self.in_shape, f"input layer {self.input_name!r}")
-            return self.as_matrix(X, "X", self.n_in, f"input layer {self.input_name!r}")
+            return self._matrix(X, "X", self.n_in, f"input layer {self.input_name!r}")
         if isinstance(X, np.ndarray) and X.ndim == 2 and X.shape[1] == self.n_in:
-            return self.as_matrix(X, "X", self.n_in, "the inputs side by side")
+            return self._matrix(X, "X", self.n_in, "the inputs side by side")
         parts = self._parts(X, "X", net.input_names, "inputs")
         mats = []
         for name, x, A in zip(net.input_names, net.inputs, parts):
             owner = f"input layer {name!r}"
             if len(x.shape) > 1:
                 A = self._tensor(A, f"X[{name!r}]", x.shape, owner)
-            mats.append(self.as_matrix(A, f"X[{name!r}]", x.n, owner))
+            mats.append(self._matrix(A, f"X[{name!r}]", x.n, owner))
         self._same_rows(mats, "X", net.input_names)
         return np.require(np.concatenate(mats, axis=1), self.dtype, ["C", "A"])
 
@@ -249,9 +351,8 @@ class Model:
                              f"{arr.shape}{hint}")
         return arr.reshape(arr.shape[0], -1)
 
-    def as_targets(self, T, batch: int, what: str = "T"):
-        """T checked and as (batch, outputs) rows, or (batch, 1) class labels
-        (``symnet.runtime.targets``);
+    def _targets(self, T, batch: int, what: str = "T"):
+        """T as (batch, outputs) rows, or (batch, 1) class labels (``symnet.runtime.targets``);
         with several outputs a list or dict of arrays, joined side by side."""
         net = self.network
         if len(net.outputs) == 1:
@@ -261,7 +362,7 @@ class Model:
             from .targets import labels_or_rows
             return labels_or_rows(self, T, batch, what)
         elif isinstance(T, np.ndarray) and T.ndim == 2 and T.shape[1] == self.n_out:
-            T = self.as_matrix(T, "T", self.n_out, "the outputs side by side")
+            T = self._matrix(T, "T", self.n_out, "the outputs side by side")
         else:
             parts = self._parts(T, "T", net.output_names, "outputs")
             mats = []
@@ -269,13 +370,21 @@ class Model:
                 shape, owner = net._shapes[id(o)], f"output layer {name!r}"
                 if len(shape) > 1:
                     A = self._tensor(A, f"T[{name!r}]", shape, owner)
-                mats.append(self.as_matrix(A, f"T[{name!r}]", int(np.prod(shape)), owner))
+                mats.append(self._matrix(A, f"T[{name!r}]", int(np.prod(shape)), owner))
             self._same_rows(mats, "T", net.output_names)
             T = np.require(np.concatenate(mats, axis=1), self.dtype, ["C", "A"])
         if T.shape[0] != batch:
             raise ValueError(f"T has {T.shape[0]} rows but X has {batch}: one target row "
                              "per example is needed")
         return T
+
+    def _finite_data(self, X, T, after: str):
+        """(X, T) as checked rows, with ValueError for NaN or inf in either."""
+        X = self._inputs(X)
+        guards.finite(X, "X", after)
+        T = self._targets(T, X.shape[0])
+        guards.finite(T, "T", after)
+        return X, T
 
     @staticmethod
     def _parts(A, what: str, names: list, kind: str) -> list:
@@ -309,8 +418,10 @@ class Model:
 
         With several inputs X is a list (declaration order) or a dict keyed by
         input name; with several outputs the result is a list of arrays."""
-        X = self.as_inputs(X)
+        X = self._inputs(X)
         n, rt, rows = X.shape[0], self.runtime, self.rows_per_call
+        if self._rngs:
+            self._train_mode(False)
         both = np.empty((n, self.n_out), self.dtype)    # the outputs side by side
         with self.lock:
             for s in range(0, n, rows):
@@ -329,10 +440,13 @@ class Model:
     __call__ = forward
 
     def loss(self, X, T) -> float:
-        """Mean over the batch of the per-example loss."""
-        X = self.as_inputs(X)
-        T = self.as_targets(T, X.shape[0])
-        n, total, rows, rt = X.shape[0], 0.0, self.rows_per_call, self.runtime
+        """Mean over the batch of the per-example loss.  NaN or inf in X or T is
+        refused (ValueError naming the first such row)."""
+        X, T = self._finite_data(X, T, "no loss is computed from it")
+        n, total, rows = X.shape[0], 0.0, self._rows
+        if self._rngs:
+            self._train_mode(not getattr(self, "_evaluating", False))
+        rt = self.runtime
         with self.lock:
             for s in range(0, n, rows):
                 b = min(rows, n - s)
@@ -340,11 +454,11 @@ class Model:
         return total / n
 
     def loss_and_grad(self, X, T):
-        """(loss, grads) with grads a dict of new arrays shaped like params."""
-        X = self.as_inputs(X)
-        T = self.as_targets(T, X.shape[0])
-        with self.lock:
-            loss = self.loss_grad_rows(X, T)
+        """(loss, grads) with grads a dict of new arrays shaped like params.  NaN or
+        inf in X or T is refused, as by ``loss``."""
+        X, T = self._finite_data(X, T, "no loss is computed from it")
+        with self._lock:
+            loss = self._loss_grad(X, T)
             return loss, {k: v.copy() for k, v in self._gviews.items()}
 
     def loss_grad_rows(self, X, T) -> float:
@@ -352,6 +466,8 @@ class Model:
         gradients into ``grad``, in calls of at most ``rows_per_call`` examples; the
         caller holds ``lock``."""
         n, rows, rt = X.shape[0], self.rows_per_call, self.runtime
+        if self._rngs:
+            self._train_mode(True)
         if n <= rows:
             return rt.loss_grad(X, T)
         total, acc = 0.0, np.zeros_like(self.grad, dtype=np.float64)
@@ -362,29 +478,71 @@ class Model:
         self.grad[...] = acc
         return total / n
 
-    def step(self, X, T, lr: float = 0.1) -> float:
+    _loss_grad = loss_grad_rows
+
+    def step(self, X, T, lr: float = 0.1, optimizer=None, momentum=None, betas=None,
+             eps=None, weight_decay=None, clip_norm=None) -> float:
         """One steepest-descent update on this batch, in place, in one compiled
-        call: θ ← θ − lr·∂L/∂θ.  Returns the loss before the update."""
+        call: θ ← θ − lr·∂L/∂θ.  Returns the loss before the update.
+
+        With ``optimizer`` (``"sgd"``, ``"momentum"``, ``"adam"``; ``momentum``,
+        ``betas``, ``eps``, ``weight_decay``, ``clip_norm`` as for ``fit``) the update
+        is that optimizer's, with its state kept in the model from call to call
+        (``model.optimizer``; saved with the model; ``model.reset_optimizer()``
+        starts afresh): a loop of such steps is what ``fit`` does.
+
+        When the loss or a gradient is NaN or inf the step is not taken and the
+        parameters stay as they were: NaN or inf in X or T raises ValueError (as
+        ``fit`` does); an overflow from finite data warns and returns NaN."""
         # Fast path (most calls): arrays of our dtype and shape, checked with
         # attribute reads only; the runtime refuses a non-contiguous array
         # (BufferError, ValueError), which then takes the full path below.
         # Also: a finite float lr, aligned arrays (the C may use aligned vector
         # loads), and the model's lock around the call (the runtime's work is shared).
+        if optimizer is not None or momentum is not None or betas is not None \
+                or eps is not None or weight_decay is not None or clip_norm is not None:
+            return self._step_optimizer(X, T, lr, optimizer or "sgd", momentum, betas, eps,
+                                        weight_decay, clip_norm)
+        if self._rngs:
+            return self._dropout_step(X, T, lr)
         if type(X) is np.ndarray and type(T) is np.ndarray and X.dtype is self.dtype \
-                and T.dtype is self.dtype and type(lr) is float and 0 < lr < _INF:
+                and T.dtype is self.dtype and type(lr) is float and 0 < lr < _INF \
+                and not self._embeddings:
             xs, ts = X.shape, T.shape
             if len(xs) == 2 and len(ts) == 2 and xs[1] == self.n_in and ts[1] == self.n_out \
                     and xs[0] == ts[0] and 0 < xs[0] <= self.rows_per_call \
                     and X.flags.aligned and T.flags.aligned:
+                loss = None
                 self._acquire()
                 try:
-                    return self._rt_step(X, T, lr)
+                    loss = self._rt_step(X, T, lr)
                 except (BufferError, ValueError):  # not C-contiguous: the full path
                     pass
                 finally:
                     self._release()
-        X = self.as_inputs(X)
-        T = self.as_targets(T, X.shape[0])
+                if loss is not None:
+                    if loss - loss == 0.0:  # finite: the step was taken
+                        return loss
+                    return self._not_taken(X, T)
+        X = self._inputs(X)
+        T = self._targets(T, X.shape[0])
+        lr = self._lr(lr)
+        self._acquire()  # bound methods: ~60 ns less per step than `with self.lock`
+        try:
+            if X.shape[0] > self.rows_per_call:
+                loss = self.loss_grad_rows(X, T)
+                if math.isfinite(loss) and np.isfinite(self.grad).all():
+                    self.theta -= self.dtype.type(lr) * self.grad
+                else:
+                    loss = math.nan
+            else:
+                loss = self.runtime.step(X, T, lr)
+        finally:
+            self._release()
+        return loss if math.isfinite(loss) else self._not_taken(X, T)
+
+    @staticmethod
+    def _lr(lr) -> float:
         try:
             lr = float(lr)
         except (TypeError, ValueError):
@@ -393,25 +551,82 @@ class Model:
             raise ValueError(f"lr must be a positive finite number, got {lr!r}"
                              + (" (a step size ≤ 0 does not descend)"
                                 if lr <= 0 else ""))
-        self._acquire()  # bound methods: ~60 ns less per step than `with self.lock`
+        return lr
+
+    def _step_optimizer(self, X, T, lr, name, momentum, betas, eps, weight_decay,
+                        clip_norm) -> float:
+        """``step`` with an optimizer: gradients, then the optimizer's compiled update
+        with the model's optimizer state (``symnet.runtime.optimizer``)."""
+        from .optimizer import for_model
+        X = self._inputs(X)
+        T = self._targets(T, X.shape[0])
+        lr = self._lr(lr)
+        opt = for_model(self, name, momentum, betas, eps,
+                        0.0 if weight_decay is None else weight_decay, clip_norm)
+        self._acquire()
         try:
-            if X.shape[0] > self.rows_per_call:
-                loss = self.loss_grad_rows(X, T)
-                self.theta -= self.dtype.type(lr) * self.grad
-                return loss
-            return self.runtime.step(X, T, lr)
+            loss = self._loss_grad(X, T)
+            if math.isfinite(loss) and np.isfinite(self._grad).all():
+                opt.apply_locked(self, lr)
+            else:
+                loss = math.nan
         finally:
             self._release()
+        if not math.isfinite(loss):
+            return self._not_taken(X, T)
+        if self._rngs:
+            self._advance(1)          # Dropout: the next step's masks
+        return loss
+
+    def _not_taken(self, X, T) -> float:
+        """After a step the C refused (a NaN or inf loss or gradient; the parameters
+        are unchanged): ValueError when the data holds NaN or inf, else a warning and
+        NaN (the network overflowed: too large a step size or inputs)."""
+        after = "the step was not taken (the parameters are unchanged)"
+        rows = isinstance(X, np.ndarray) and X.ndim == 2 and X.shape[1] == self.n_in
+        X = X if rows else self._inputs(X)     # rows already checked, or as given
+        guards.finite(X, "X", after)
+        rows = isinstance(T, np.ndarray) and T.ndim == 2 and T.shape[1] == self.n_out
+        guards.finite(T if rows else self._targets(T, X.shape[0]), "T", after)
+        warnings.warn("the step was not taken: the loss or a gradient is NaN or inf for "
+                      "this batch (an overflow: try a smaller learning rate or scale the "
+                      "inputs); the parameters are unchanged", RuntimeWarning, stacklevel=3)
+        return math.nan
+
+    def _dropout_step(self, X, T, lr) -> float:
+        """``step`` of a network with Dropout: masks of training, then the next step's."""
+        self._train_mode(True)
+        rngs, self._rngs = self._rngs, []
+        try:
+            loss = self.step(X, T, lr)
+        finally:
+            self._rngs = rngs
+        self._advance(1)
+        return loss
 
     def __reduce__(self):
         """Pickling and ``copy.deepcopy``: the network description (the same safe text
         ``save`` writes) and the parameters; the compiled module is loaded from the
         cache (or rebuilt) on the other side."""
         desc = json.dumps(self.network.describe(), sort_keys=True)
+        opt = None if self._optimizer is None else self._optimizer.arrays()
         return _rebuild, (type(self), type(self.network), desc, self.dtype.name,
-                          {k: np.array(v) for k, v in self.params.items()}, self._init,
+                          {k: np.array(v) for k, v in self.params.items()}, self._init, opt,
                           self.backend)
 
     def __repr__(self):
         extra = "" if self.backend == "c" else f" backend={self.backend}"
         return f"<symnet.Model {self.network!r} dtype={self.dtype.name}{extra}>"
+
+    # the public names of the checks and of Dropout's mode, for the modules that
+    # drive the model
+    set_training = _train_mode
+    advance_masks = _advance
+
+    @property
+    def has_dropout(self) -> bool:
+        return bool(self._rngs)
+
+    as_inputs = _inputs
+    as_targets = _targets
+    as_matrix = _matrix

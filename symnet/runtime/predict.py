@@ -94,10 +94,14 @@ def evaluate(model, X, T, batch_size=None) -> dict:
     X, T = _user_layout(model, X, T)
     rows = _chunk(model, batch_size)
     n, total, parts = X.shape[0], 0.0, []
-    for s in range(0, n, rows):
-        Xc, Tc = X[s:s + rows], T[s:s + rows]
-        total += Xc.shape[0] * model.loss(Xc, Tc)
-        parts.append(model.forward(Xc))
+    model._evaluating = True         # Dropout is the identity here
+    try:
+        for s in range(0, n, rows):
+            Xc, Tc = X[s:s + rows], T[s:s + rows]
+            total += Xc.shape[0] * model.loss(Xc, Tc)
+            parts.append(model.forward(Xc))
+    finally:
+        model._evaluating = False
     O = np.concatenate(parts).reshape(n, -1)
     T = rows_T
     out = {"loss": total / n}

@@ -10,7 +10,9 @@ The three update rules of the notes, with ĝ the gradient of the mean loss:
 
 η_t is a float or a ``symnet.runtime.schedules`` object, t counting steps from 0 in each
 ``fit`` call.  ``optimizer`` replaces the plain update by momentum
-(v ← μv + ĝ, W ← W − η v) or Adam; both run inside the compiled step.
+(v ← μv + ĝ, W ← W − η v) or Adam; both run inside the compiled step.  Their state
+is the model's (``symnet.runtime.optimizer``): a second ``fit`` continues it, unless
+``reset_optimizer=True`` (or ``model.reset_optimizer()`` before) starts afresh.
 
 For sgd and minibatch a whole epoch is one compiled call (``<prefix>train``): the
 seeded example indices go in, the C gathers each batch and steps, no Python runs
@@ -34,11 +36,13 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from typing import ClassVar
 
 import numpy as np
 
+from .. import guards
 from .history import History
+from .optimizer import Optimizer  # noqa: F401  (its earlier place; distributed imports it)
+from .optimizer import for_model as optimizer_for
 from .progress import Progress as _Progress
 from .progress import SigintFlag
 from .schedules import as_schedule
@@ -62,10 +66,7 @@ def _positive_int(name: str, value) -> int:
 
 
 def _finite(A: np.ndarray, what: str):
-    if not np.isfinite(A).all():
-        rows = np.nonzero(~np.isfinite(A).all(axis=1))[0]
-        raise ValueError(f"{what} holds NaN or inf in {rows.size} row(s), first at row "
-                         f"{rows[0]}: clean the data before training (nothing was changed)")
+    guards.finite(A, what)
 
 
 def sample_indices(method: str, n: int, rng: np.random.Generator,
@@ -86,63 +87,6 @@ def sample_indices(method: str, n: int, rng: np.random.Generator,
     return rng.permutation(n).astype(np.int64)
 
 
-class Optimizer:
-    """The update rule applied to each step's gradient g, with its state.
-
-    ``"sgd"``: θ ← θ − η g.  ``"momentum"`` (μ = ``momentum``, default 0.9):
-    v ← μ v + g, θ ← θ − η v.  ``"adam"`` (``betas`` = (β1, β2), default
-    (0.9, 0.999), ``eps`` default 1e-8): m ← β1 m + (1−β1) g,
-    v ← β2 v + (1−β2) g², θ ← θ − η (m/(1−β1^t)) / (√(v/(1−β2^t)) + ε), t = 1, 2, ...
-    The state starts at zero in each ``fit`` call.
-
-    ``clip_norm`` c: the gradient is first scaled to ĝ = g·min(1, c/‖g‖₂), ‖g‖₂ over all
-    parameters.  ``weight_decay`` λ: L2, g ← ĝ + λθ for sgd and momentum; decoupled
-    for Adam (AdamW): θ ← θ − η(Adam's step + λθ).
-    """
-
-    CODES: ClassVar[dict] = {"sgd": 0, "momentum": 1, "adam": 2}
-
-    def __init__(self, model, name="sgd", momentum=None, betas=None, eps=None,
-                 weight_decay=0.0, clip_norm=None):
-        if name not in self.CODES:
-            raise ValueError(f"optimizer must be one of {list(self.CODES)}, got {name!r}")
-        given = {"momentum": momentum, "betas": betas, "eps": eps}
-        allowed = {"sgd": (), "momentum": ("momentum",), "adam": ("betas", "eps")}[name]
-        for key, value in given.items():
-            if value is not None and key not in allowed:
-                raise ValueError(f"{key}= applies to optimizer "
-                                 f"{'momentum' if key == 'momentum' else 'adam'}, "
-                                 f"not {name!r}")
-        mu = 0.9 if momentum is None else momentum
-        b1, b2 = (0.9, 0.999) if betas is None else tuple(betas)
-        eps = 1e-8 if eps is None else eps
-        for what, v in (("momentum", mu), ("betas[0]", b1), ("betas[1]", b2)):
-            if not (isinstance(v, (int, float)) and 0 <= v < 1):
-                raise ValueError(f"{what} must be a number in [0, 1), got {v!r}")
-        if not (isinstance(eps, (int, float)) and eps > 0 and math.isfinite(eps)):
-            raise ValueError(f"eps must be a positive number, got {eps!r}")
-        self.name, self.code = name, self.CODES[name]
-        weight_decay = 0.0 if weight_decay is None else weight_decay
-        if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)) \
-                or not (0 <= weight_decay < math.inf):
-            raise ValueError(f"weight_decay must be a number ≥ 0, got {weight_decay!r}")
-        if clip_norm is not None and (isinstance(clip_norm, bool) or not isinstance(
-                clip_norm, (int, float)) or not (0 < clip_norm < math.inf)):
-            raise ValueError(f"clip_norm must be a positive number (or None), got "
-                             f"{clip_norm!r}")
-        # hyper[4]: weight decay λ; hyper[5]: clipping norm (0: none) -- see sn_update in C
-        self.hyper = np.array([mu, b1, b2, eps, weight_decay, clip_norm or 0.0],
-                              dtype=np.float64)
-        n = model.theta.size
-        self.s1 = np.zeros(n if name != "sgd" else 1, model.dtype)
-        self.s2 = np.zeros(n if name == "adam" else 1, model.dtype)
-        self.t = 0                                   # steps taken, for Adam's corrections
-
-    def apply(self, model, lr: float):
-        """One update of model's parameters from the gradients in ``model.grad``."""
-        self.t += 1
-        with model.lock:  # the model's runtime is one call at a time (see Model)
-            model.runtime.update(float(lr), self.code, self.s1, self.s2, self.hyper, self.t)
 
 
 # ---------------------------------------------------------------- the loop
@@ -177,12 +121,13 @@ class Local:
 
     def prepare(self, model, X, T, method, epochs, batch_size, lr, seed, shuffle,
                 validation_data, validation_split, optimizer, early_stopping, restore_best,
-                callbacks):
+                callbacks, reset_optimizer=False):
         """fit's arguments checked: (X, T, epochs, batch_size, schedule, val, opt,
         stopper, callbacks, rng); ``optimizer`` the Optimizer's arguments (``shuffle``
         is checked by the exchanges that compare settings)."""
         return _prepare(model, X, T, method, epochs, batch_size, lr, seed, validation_data,
-                        validation_split, optimizer, early_stopping, restore_best, callbacks)
+                        validation_split, optimizer, early_stopping, restore_best, callbacks,
+                        reset_optimizer)
 
     @staticmethod
     def batch_rows(method, batch_size, n):
@@ -262,6 +207,8 @@ class _Run:
                 rows = min(self.B, n)
                 self.Ib = np.zeros((rows, X.shape[1]), model.dtype)
                 self.Tb = np.zeros((rows, T.shape[1]), model.dtype)
+            if model.has_dropout:   # Dropout: each step's masks are set before its call
+                self.chunk = 1
 
     # -- one epoch ---------------------------------------------------------
     def epoch(self, idx, flag) -> bool:
@@ -305,6 +252,7 @@ class _Run:
             self.prev[...] = m.theta
             self.have_prev[0] = 1
             self.opt.apply(m, lr)
+            m.advance_masks(1)
             self._keep([loss], [count], [lr])
             self.parts_before = None
             if stop:
@@ -325,11 +273,14 @@ class _Run:
             s1 = min(n_steps, s0 + self.chunk)
             part = idx[s0 * B: s1 * B]
             self._begin()
+            if m.has_dropout:
+                m.set_training(True)
             with m.lock:
                 done = rt.train_epoch(self.X, self.T, part, B, lrs[s0:], losses[s0:],
                                       opt.code, opt.s1, opt.s2, opt.hyper, opt.t, self.prev,
                                       self.have_prev, correct[s0:] if count else None)
             opt.t += done
+            m.advance_masks(done)
             sizes = [B] * done
             if done and s0 + done == n_steps and idx.size % B:
                 sizes[-1] = idx.size % B
@@ -446,7 +397,8 @@ def checked_validation(model, validation_data):
 
 
 def _prepare(model, X, T, method, epochs, batch_size, lr, seed, validation_data,
-             validation_split, optimizer, early_stopping, restore_best, callbacks):
+             validation_split, optimizer, early_stopping, restore_best, callbacks,
+             reset_optimizer=False):
     """One process's fit arguments checked (see ``Local.prepare``)."""
     from .stopping import EarlyStopping, check_callbacks, split
     X, T, epochs, batch_size, schedule = checked_arguments(model, X, T, method, epochs,
@@ -461,7 +413,9 @@ def _prepare(model, X, T, method, epochs, batch_size, lr, seed, validation_data,
         val = _user_layout(model, Xv, Tv)
     if validation_data is not None:
         val = _user_layout(model, *checked_validation(model, validation_data))
-    opt = Optimizer(model, *optimizer)
+    opt = optimizer_for(model, *optimizer, fresh=reset_optimizer)
+    if seed is not None:
+        model.dropout_seed(seed)     # the same seed: the same Dropout masks
     return X, T, epochs, batch_size, schedule, val, opt, stopper, callbacks, \
         np.random.default_rng(seed)
 
@@ -469,7 +423,8 @@ def _prepare(model, X, T, method, epochs, batch_size, lr, seed, validation_data,
 def fit(model, X, T, method="minibatch", epochs=10, batch_size=32, lr=0.1, shuffle=True,
         seed=None, validation_data=None, progress=None, optimizer="sgd", momentum=None,
         betas=None, eps=None, weight_decay=0.0, clip_norm=None, early_stopping=None,
-        restore_best=True, validation_split=None, callbacks=None, exchange=None) -> History:
+        restore_best=True, validation_split=None, callbacks=None, reset_optimizer=False,
+        exchange=None) -> History:
     """Train ``model`` in place on (X, T); returns a ``History``.  See ``Model.fit``.
 
     ``exchange``: how a step's gradients, loss and example counts, and the stop
@@ -479,7 +434,7 @@ def fit(model, X, T, method="minibatch", epochs=10, batch_size=32, lr=0.1, shuff
     X, T, epochs, batch_size, schedule, val, opt, stopper, callbacks, rng = exchange.prepare(
         model, X, T, method, epochs, batch_size, lr, seed, shuffle, validation_data,
         validation_split, (optimizer, momentum, betas, eps, weight_decay, clip_norm),
-        early_stopping, restore_best, callbacks)
+        early_stopping, restore_best, callbacks, reset_optimizer)
     hist = History(method=method)
     run = _Run(model, X, T, method, batch_size, schedule, opt, val, hist, exchange)
     bar = _Progress(progress if exchange.rank == 0 else False, epochs, method)

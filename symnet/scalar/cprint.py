@@ -56,11 +56,29 @@ class CPrinter(C99CodePrinter):
     def _print_softplus(self, expr):
         return f"sn_softplus({self._print(expr.args[0])})"
 
+    def _print_dropout_mask(self, expr):
+        seed, step, training, b, e, p = expr.args
+        return (f"sn_dropout({self._print(seed)}, {self._print(step)}, {self._print(training)}, "
+                f"(long)({self._print(b)}), (long)({self._print(e)}), {self._print(p)})")
+
     def _print_Piecewise(self, expr):
         out = self._print(expr.args[-1].expr)
         for e, c in reversed(expr.args[:-1]):
             out = f"(({self._print(c)}) ? ({self._print(e)}) : ({out}))"
         return out
+
+    def _print_Mul(self, expr):
+        # sympy prints a·z⁻² as a/<z²>, unparenthesised since a power binds tighter than
+        # /; but z² prints here as the product z*z, and a/z*z is a, not a/z²: divide by
+        # the product in parentheses.
+        factors = sp.Mul.make_args(expr)
+        dens = [f for f in factors if f.is_Pow and f.exp.is_Rational and f.exp.is_negative]
+        if len(dens) == 1 and dens[0].exp.is_Integer and -4 <= int(dens[0].exp) <= -2:
+            num = sp.Mul(*[f for f in factors if f is not dens[0]])
+            prec = sp.printing.precedence.PRECEDENCE["Mul"]
+            return (f"{self.parenthesize(num, prec, strict=True)}/"
+                    f"({self._print(dens[0].base ** -dens[0].exp)})")
+        return super()._print_Mul(expr)
 
     def _print_Pow(self, expr):
         base, exp = expr.args

@@ -50,6 +50,20 @@ class softplus(sp.Function):
         return r"\operatorname{softplus}\left(%s\right)" % printer._print(self.args[0])
 
 
+class dropout_mask(sp.Function):
+    """Dropout's multiplier of one element: 1/(1 − p) where the element is kept, 0 where
+    it is dropped, 1 outside training.  Arguments (seed, step, training, b, e, p): the
+    keep decision is a function of (seed, step, example b, element e) alone (Philox4x32-10
+    in the C, ``sn_dropout``), so it is the same for any thread count and chunking.
+    It does not depend on the layer's input: its derivative is 0."""
+
+    def fdiff(self, argindex=1):
+        return sp.S.Zero
+
+    def _latex(self, printer):
+        return r"m_{%s}" % ",".join(printer._print(a) for a in self.args[3:5])
+
+
 # ---------------------------------------------------------------- activations
 
 @dataclass(frozen=True)

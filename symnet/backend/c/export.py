@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ...guards import file_mode
+
 __all__ = ["export_c", "literals"]
 
 _KEYWORDS = frozenset("""auto break case char const continue default do double else enum extern
@@ -62,9 +64,11 @@ def literals(values: np.ndarray) -> list[str]:
 
 
 def _write(path: Path, data: bytes):
-    """Write atomically (temporary file, then rename): never a half-written file."""
+    """Write atomically (temporary file, then rename): never a half-written file; the
+    file gets the mode the umask gives new files (0644 with umask 022)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, file_mode())            # as open() would make it, not 0600
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
         os.replace(tmp, path)
@@ -92,6 +96,8 @@ def export_c(model, directory, name: str = "net", training: bool = True,
         if not isinstance(value, bool):
             raise ValueError(f"{flag} must be True or False, got {value!r}")
     with model.lock:
+        if model.has_dropout:                 # evaluation mode: Dropout is the identity
+            model.set_training(False)
         theta = model.theta.copy()
     bad = ~np.isfinite(theta)
     if bad.any():

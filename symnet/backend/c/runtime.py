@@ -71,7 +71,7 @@ class Runtime:
 
     backend = "c"
 
-    def __init__(self, module, meta: dict):
+    def __init__(self, module, meta: dict, tune: str = "fast"):
         self.meta = meta
         self.dtype = np.dtype(meta["dtype"])
         lib, ffi = module.lib, module.ffi
@@ -89,7 +89,10 @@ class Runtime:
         # where the products run on this machine (BLAS above a measured size,
         # threads from a measured cost); once per module, before any call
         from . import tuning
-        self.tuning = tuning.apply(module, p, meta["dtype"])
+        self.tuning = tuning.apply(module, p, meta["dtype"], meta.get("products"), tune)
+        if self.tuning:     # the register tile compiled in (tune="full" may choose one)
+            self.tuning["tile"] = "x".join(map(str, meta["tile"])) if meta.get("tile") \
+                else "default"
         self._buf = ffi.from_buffer
         self._carray = "float[]" if self.dtype == np.float32 else "double[]"
         self._ctype = _POINTERS[self.dtype.name]
@@ -200,18 +203,29 @@ class Runtime:
             self.buffer(self._train_work))
 
 
-def load(net, dtype: str) -> Runtime:
-    """The runtime of a network, from the cache or freshly rendered and built.  The
-    cache key is the network's description, so a hit neither derives nor plans."""
+def load(net, dtype: str, tune: str = "fast") -> Runtime:
+    """The runtime of a network, from the cache or freshly rendered and built; the
+    cache key is the network's description, so a hit neither derives nor plans.
+    ``tune``: how much the planner may time (``tuning.TUNE``)."""
+    from . import tuning
+    tuning.check_tune(tune)
     key = network_key(net.describe(), dtype)
+    if tune == "full":      # its own module: the planner may choose its register tile
+        key = hashlib.sha256(f"{key} tune=full".encode()).hexdigest()[:24]
     hit = build.lookup(key)
     if hit is not None:
         guards.check_sizes(hit[1])
-        return Runtime(*hit)
+        return Runtime(*hit, tune)
     from ...plan.lower import plan as make_plan
     from .emit import cdef
     plan = make_plan(net.graph())
     source, header, prefix = render(plan, dtype, hooks=True)
-    meta = dict(plan_meta(plan, net.describe(), dtype), prefix=prefix)
+    products = tuning.products_of(plan)
+    tile = tuning.choose_tile(products) if tune == "full" else None
+    if tile is not None:    # the register tile timed fastest here (templates/gemm.c.j2)
+        source = f"#define SN_MR {tile[0]}\n#define SN_NR {tile[1]}\n" + source
+    meta = dict(plan_meta(plan, net.describe(), dtype), prefix=prefix,
+                products=products,           # what the planner times
+                tile=list(tile) if tile else None)
     guards.check_sizes(meta)
-    return Runtime(*build.build(key, source, cdef(header), meta))
+    return Runtime(*build.build(key, source, cdef(header), meta), tune)

@@ -279,14 +279,14 @@ RATE_SHAPE = (0, 128, 256, 784)
 
 
 class _Arrays:
-    """Operands big enough for every product the probe times."""
+    """Operands big enough for every product the probe times (``small``: for
+    RATE_SHAPE only); the values do not change the time of a product."""
 
-    def __init__(self, ffi):
+    def __init__(self, ffi, small: bool = False):
         import numpy as np
-        rng = np.random.default_rng(0)
-        big = 2 * 1024 * 1024
-        self.keep = [rng.standard_normal(big).astype(np.float32) for _ in range(2)] + \
-            [np.zeros(1024 * 1024, np.float32)]
+        _, m, n, k = RATE_SHAPE if small else (0, 1024, 1024, 2048)
+        self.keep = [np.full(m * k, 0.5, np.float32), np.full(n * k, 0.25, np.float32),
+                     np.zeros(m * n, np.float32)]
         self.a, self.b, self.c = (ffi.from_buffer("float[]", x) for x in self.keep)
 
 
@@ -309,7 +309,7 @@ def _rate_and_join(ffi, lib, arrays, nmax: int, rounds: int = 5) -> tuple[float,
         one = gemm_s(False)
         lib.sn_probe_tune(null, math.inf, 1.0, nmax)
         many = gemm_s(False)
-        empty = _seconds(lambda r: lib.sn_probe_join(nmax, r), 100, rounds, best=False)
+        empty = _seconds(lambda r: lib.sn_probe_join(nmax, r), 20, rounds, best=False)
         join = max(many - one / nmax, empty)
         lib.sn_probe_tune(null, math.inf, 1e300, 1)
     return rate, join
@@ -401,18 +401,33 @@ def _measure(ffi, lib, budget_s: float) -> dict:
 
 # ---------------------------------------------------- checking a stored record
 def quick_check(rec: dict, ffi, lib) -> dict:
-    """This machine's rate and join now, measured cheaply (a few milliseconds: three
-    rounds of the rate product on one thread and on all), and whether the stored
-    figures are implausible against them: the machine now clearly faster than
-    recorded (rate 25 % higher, or a join both 4× and 0.2 ms shorter).  A check
-    taken under load only makes the machine look slower, so it never condemns a
-    record that was measured on a quiet machine."""
-    arrays = _Arrays(ffi)
+    """This machine's rate and join now, measured cheaply (a few milliseconds: the least
+    of three rounds of the rate product on one thread, and when the record's join could
+    be 0.2 ms too long, on all threads and of empty parallel regions), and whether the
+    stored figures are implausible against them: the machine now clearly faster than
+    recorded (rate 25 % higher, or a join both 4× and 0.2 ms shorter).  A check taken
+    under load only makes the machine look slower, so it never condemns a record that
+    was measured on a quiet machine."""
+    arrays = _Arrays(ffi, small=True)
     nmax = min(threads_max(), rec.get("threads_max") or 1)
+    null = ffi.cast(_BLAS_FN.format(real="float"), 0)
+    kind, M, N, K = RATE_SHAPE
+
+    def gemm_s():
+        return _seconds(lambda r: lib.sn_probe_gemm(kind, M, N, K, arrays.a, arrays.b,
+                                                    arrays.c, r), 1, 3)
     with Watch() as w:
-        rate, join = _rate_and_join(ffi, lib, arrays, nmax, rounds=3)
+        lib.sn_probe_tune(null, math.inf, 1e300, 1)
+        one = gemm_s()
+        rate, join = M * N * K / one, None
+        if nmax > 1 and rec["join_s"] > 2e-4:
+            lib.sn_probe_tune(null, math.inf, 1.0, nmax)
+            many = gemm_s()
+            lib.sn_probe_tune(null, math.inf, 1e300, 1)
+            empty = _seconds(lambda r: lib.sn_probe_join(nmax, r), 5, 3)
+            join = max(many - one / nmax, empty)
     faster = rate > 1.25 * rec["rate"]
-    shorter = nmax > 1 and join < rec["join_s"] / 4 and join < rec["join_s"] - 2e-4
+    shorter = join is not None and join < rec["join_s"] / 4 and join < rec["join_s"] - 2e-4
     return {"rate": rate, "join_s": join, "others": w.others,
             "implausible": bool(faster or shorter)}
 
@@ -462,7 +477,8 @@ def _merge(old: dict | None, new: dict) -> dict:
 def _read(p: Path):
     try:
         rec = build._unseal(p)
-        if rec.get("version") == __version__ and "rate" in rec:
+        # a record without the load check's fields predates it: measured again
+        if rec.get("version") == __version__ and "rate" in rec and "measured_at" in rec:
             return rec
     except (OSError, ValueError):
         pass
@@ -536,20 +552,315 @@ def settings() -> dict:
             "threads_max": nmax}
 
 
-def apply(module, prefix: str, dtype: str) -> dict:
-    """Give a loaded network module its products' settings; returns them."""
-    tune = getattr(module.lib, prefix + "tune", None)
-    if tune is None:
+# ------------------------------------------------------------------ the planner
+#: how much a load may time: "off" nothing (the machine's thresholds alone); "fast"
+#: (the default) each product of the network not yet in the wisdom, ours against the
+#: BLAS at two batches, on the probe that measuring the machine compiled anyway, within
+#: FAST_BUDGET_S (the rest at a later load); "full" every product at four batches,
+#: and the register tiles of TILES on the network's products (a probe compiled each)
+TUNE = ("off", "fast", "full")
+FAST_BUDGET_S = 0.15
+#: M·N·K (at the largest batch timed) below which a product is not planned
+PLAN_MIN = 2e5
+BATCHES = {"fast": (32, 256), "full": (16, 64, 256, 1024)}
+#: register tiles (rows × columns of C in registers) the "full" planner compiles and
+#: times: AVX2's 16 vector registers hold 4×3 or 6×2 accumulators of 8 floats (3×4
+#: spills), AVX-512's 32 hold 8×2, 6×4 or 12×2 of 16
+TILES = {"avx512": [(8, 32), (4, 64), (12, 16), (6, 32)],
+         "avx2": [(4, 24), (3, 32), (2, 48), (6, 16)]}
+#: the tile gemm.c.j2 uses when none is chosen, by instruction set
+DEFAULT_TILE = {"avx512": (8, 32), "avx2": (4, 24)}
+
+
+def check_tune(tune) -> str:
+    if tune not in TUNE:
+        raise ValueError(f"tune must be one of {', '.join(map(repr, TUNE))}, got {tune!r}")
+    return tune
+
+
+@lru_cache(maxsize=1)
+def cpu_model() -> str:
+    """The CPU's model name, family and model (wisdom is kept per CPU model)."""
+    found = {}
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                k, _, v = line.partition(":")
+                k = k.strip()
+                if k in ("model name", "cpu family", "model") and k not in found:
+                    found[k] = v.strip()
+                if len(found) == 3:
+                    break
+    except OSError:
+        pass
+    import platform
+    return " / ".join(found.get(k, "?") for k in ("model name", "cpu family", "model")) \
+        if found else platform.processor() or platform.machine()
+
+
+def _wisdom_path() -> Path:
+    key = hashlib.sha256(json.dumps(["wisdom", __version__, build.compiler(), build.flags(),
+                                     build._cpu(), cpu_model(), threads_max()]).encode())
+    return build.writable_cache_dir() / f"wisdom-{key.hexdigest()[:20]}.json"
+
+
+def _read_wisdom(p: Path) -> dict:
+    try:
+        rec = build._unseal(p)
+        if rec.get("version") == __version__:
+            return rec
+    except (OSError, ValueError):
+        pass
+    return {"version": __version__, "cpu": cpu_model(), "compiler": build.compiler(),
+            "flags": build.flags(), "products": {}, "tiles": {}}
+
+
+def _shape_key(shape) -> str:
+    return ":".join(map(str, shape))
+
+
+def _sizes(shape, batch: int) -> tuple:
+    kind, *mnk = shape
+    return (kind, *[batch if d == 0 else d for d in mnk])
+
+
+def decide(timings: dict) -> float:
+    """M·N·K from which the BLAS runs a product, from {batch: [ours_s, blas_s, mnk]}:
+    the smallest timed size from which the BLAS won (by 5 %) at every larger one
+    too; inf when it lost at the largest.
+
+    >>> decide({"32": [1.0, 2.0, 100], "256": [8.0, 5.0, 800]})
+    800
+    >>> decide({"32": [1.0, 0.5, 100], "256": [8.0, 9.0, 800]})
+    inf
+    """
+    out = math.inf
+    for _, (ours, theirs, mnk) in sorted(timings.items(), key=lambda kv: -kv[1][2]):
+        if not theirs < 0.95 * ours:
+            break
+        out = mnk
+    return out
+
+
+def _time_products(lib, ffi, shapes, batches, s, budget_s, rounds):
+    """{shape key: {batch: [ours_s, blas_s, mnk]}} of the shapes timed within the budget."""
+    import numpy as np
+    null = ffi.cast(_BLAS_FN.format(real="float"), 0)
+    blas = blas_pointer(ffi, "float32")
+    out, t_end = {}, time.perf_counter() + budget_s
+    for shape in shapes:
+        if time.perf_counter() > t_end:
+            break
+        rec = {}
+        for b in batches:
+            kind, M, N, K = _sizes(shape, b)
+            a = np.ones(max(M * K, 1), np.float32)
+            bb = np.ones(max(N * K, 1), np.float32)
+            c = np.zeros(max(M * N, 1), np.float32)
+            pa, pb, pc = (ffi.from_buffer("float[]", x) for x in (a, bb, c))
+            mnk = M * N * K
+            reps = max(1, int(8e6 / mnk))
+            lib.sn_probe_tune(null, math.inf, s["thread_min"], s["threads_max"])
+            ours = _seconds(lambda r: lib.sn_probe_gemm(kind, M, N, K, pa, pb, pc, r), reps,
+                            rounds)
+            _set_blas_threads(blas_threads(mnk, s["thread_min"], s["threads_max"]))
+            lib.sn_probe_tune(blas, 0.0, s["thread_min"], s["threads_max"])
+            theirs = _seconds(lambda r: lib.sn_probe_gemm(kind, M, N, K, pa, pb, pc, r), reps,
+                              rounds)
+            rec[str(b)] = [ours, theirs, mnk]
+        out[_shape_key(shape)] = rec
+    return out
+
+
+def plan(products, tune: str = "fast", s: dict | None = None) -> dict:
+    """The planner: for each product of a network ([kind, M, N, K], 0 for the batch),
+    the M·N·K from which it runs on the BLAS, from the wisdom of this CPU model,
+    compiler and flags (``wisdom-<key>.json`` in the cache), timing what it lacks as
+    ``tune`` allows; ``{shape key: mnk_min}`` (inf: symnet's kernels at every size)."""
+    check_tune(tune)
+    s = s or settings()
+    shapes = [tuple(p) for p in products or []]
+    if tune == "off" or not shapes or s["blas"] is None or \
+            _env_float("SYMNET_BLAS_MIN") is not None:
+        return {}
+    try:
+        path = _wisdom_path()
+    except (build.BuildError, OSError):
+        return {}
+    wisdom = _read_wisdom(path)
+    batches = BATCHES["full" if tune == "full" else "fast"]
+    known = wisdom["products"]
+    # products too small for the BLAS ever to win (the machine's sweep starts lower)
+    # keep the machine's threshold, untimed
+    shapes = [sh for sh in shapes if math.prod(_sizes(sh, max(batches))[1:]) >= PLAN_MIN]
+    todo = [sh for sh in dict.fromkeys(shapes)
+            if not all(str(b) in known.get(_shape_key(sh), {}) for b in batches)]
+    if todo:
+        rec = machine()
+        so = _path().with_suffix(".so")
+        try:
+            ffi, lib = _open_probe(so, rec.get("probe_sha256") or "none")
+        except (OSError, ValueError):     # no probe (a record from elsewhere): nothing timed
+            ffi = lib = None
+        if lib is not None:
+            with Watch() as w:
+                timed = _time_products(lib, ffi, todo, batches, s,
+                                       math.inf if tune == "full" else FAST_BUDGET_S,
+                                       5 if tune == "full" else 3)
+            if w.disturbed:       # timings under load are neither kept nor used
+                timed = {}
+            for key, t in timed.items():
+                known[key] = dict(known.get(key, {}), **t)
+            if timed:
+                with build._lock(path.with_suffix(".lock")):
+                    on_disk = _read_wisdom(path)
+                    for key, t in timed.items():
+                        on_disk["products"][key] = dict(on_disk["products"].get(key, {}), **t)
+                    build._atomic_write(path, build._seal(on_disk))
+            build._debug(f"planned {len(timed)} products"
+                         f"{' (under load: not used)' if w.disturbed else ''}: {json.dumps(timed)}")
+    return {_shape_key(sh): decide(known[_shape_key(sh)]) for sh in shapes
+            if _shape_key(sh) in known}
+
+
+def isa() -> str | None:
+    """The vector instruction set the build's flags give gemm.c.j2's tiles: "avx512",
+    "avx2", or None (no tiles to choose among)."""
+    f = build.flags()
+    march = next((x.split("=", 1)[1] for x in f if x.startswith("-march=")), None)
+    try:
+        with open("/proc/cpuinfo") as fh:
+            flags = next((line for line in fh if line.startswith("flags")), "").split()
+    except OSError:
+        flags = []
+    if march is None:
+        return None
+    if march == "native":
+        return "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else None
+    if march in ("x86-64-v4",) or "avx512" in march:
+        return "avx512"
+    return "avx2" if march in ("x86-64-v3", "haswell", "znver1", "znver2", "znver3") else None
+
+
+def choose_tile(products, s: dict | None = None):
+    """The register tile (rows, columns) for a network's products on this machine: each
+    candidate of TILES compiled into the probe and timed on the products at batch 256
+    (symnet's kernels, the machine's threads), the least total time winning; cached in
+    the wisdom per shape and tile.  None: the default tile (or nothing to choose)."""
+    kind = isa()
+    shapes = [tuple(p) for p in products or []]
+    shapes = [sh for sh in dict.fromkeys(shapes) if math.prod(_sizes(sh, 256)[1:]) >= PLAN_MIN]
+    if kind is None or not shapes:
+        return None
+    s = s or settings()
+    path = _wisdom_path()
+    wisdom = _read_wisdom(path)
+    names = [f"{mr}x{nr}" for mr, nr in TILES[kind]]
+    known = wisdom["tiles"]
+    todo = [t for t in TILES[kind] if any(f"{t[0]}x{t[1]}" not in known.get(_shape_key(sh), {})
+                                          for sh in shapes)]
+    if todo:
+        timed = _time_tiles(todo, shapes, s)
+        if timed.pop("disturbed", False):   # timings under load: neither kept nor used
+            timed = {}
+        for key, t in timed.items():
+            known[key] = dict(known.get(key, {}), **t)
+        if timed:
+            with build._lock(path.with_suffix(".lock")):
+                on_disk = _read_wisdom(path)
+                for key, t in timed.items():
+                    on_disk["tiles"][key] = dict(on_disk["tiles"].get(key, {}), **t)
+                build._atomic_write(path, build._seal(on_disk))
+    totals = {n: sum(known.get(_shape_key(sh), {}).get(n, math.inf) for sh in shapes)
+              for n in names}
+    best = min(totals, key=totals.get)
+    build._debug(f"register tiles: {json.dumps(totals)}")
+    tile = tuple(map(int, best.split("x")))
+    return None if tile == DEFAULT_TILE[kind] or totals[best] == math.inf else tile
+
+
+def _time_tiles(tiles, shapes, s) -> dict:
+    """{shape key: {"MRxNR": seconds at batch 256}}, and "disturbed"."""
+    import numpy as np
+    root = build.writable_cache_dir()
+    out = {}
+    with tempfile.TemporaryDirectory(prefix=".tiles-", dir=root) as tmp:
+        import jinja2
+        env = jinja2.Environment(loader=jinja2.FileSystemLoader(build.template_dir()),
+                                 trim_blocks=True, lstrip_blocks=True,
+                                 keep_trailing_newline=True)
+        source = env.get_template("probe.c.j2").render(
+            version=__version__, real="float", hooks=True, prefix="sn_probe_")
+        c_path = Path(tmp) / "probe.c"
+        c_path.write_text(source)
+        cmds = [[*build.compiler(), *build.flags(), f"-DSN_MR={mr}", f"-DSN_NR={nr}",
+                 "-shared", str(c_path), "-o", str(Path(tmp) / f"{mr}x{nr}.so"), "-lm"]
+                for mr, nr in tiles]
+        build._run_compiler(cmds, c_path, source)
+        with Watch() as w:
+            for mr, nr in tiles:
+                ffi, lib = _open_probe(Path(tmp) / f"{mr}x{nr}.so")
+                null = ffi.cast(_BLAS_FN.format(real="float"), 0)
+                lib.sn_probe_tune(null, math.inf, s["thread_min"], s["threads_max"])
+                for sh in shapes:
+                    kind, M, N, K = _sizes(sh, 256)
+                    arrays = [np.ones(max(n, 1), np.float32) for n in (M * K, N * K, M * N)]
+                    pa, pb, pc = (ffi.from_buffer("float[]", x) for x in arrays)
+                    reps = max(1, int(8e6 / (M * N * K)))
+                    t = _seconds(lambda r: lib.sn_probe_gemm(kind, M, N, K, pa, pb, pc, r),
+                                 reps, 5)
+                    out.setdefault(_shape_key(sh), {})[f"{mr}x{nr}"] = t
+    out["disturbed"] = w.disturbed
+    return out
+
+
+def apply(module, prefix: str, dtype: str, products=None, tune: str = "fast") -> dict:
+    """Give a loaded network module its products' settings; returns them, with
+    ``plan``: the planner's choice per product (``"kind M×N×K": "blas from <mnk>"``
+    or ``"symnet"``; M, N or K ``b``: the batch)."""
+    fn = getattr(module.lib, prefix + "tune", None)
+    if fn is None:
         return {}
     s = settings()
-    use_blas = s["blas"] is not None and s["blas_min"] < math.inf
+    chosen = plan(products, tune, s) if s["blas"] is not None else {}
+    use_blas = s["blas"] is not None and (s["blas_min"] < math.inf or
+                                           any(v < math.inf for v in chosen.values()))
     ptr = blas_pointer(module.ffi, dtype) if use_blas else module.ffi.NULL
     use_blas = use_blas and ptr != module.ffi.NULL
     if use_blas:
-        _set_blas_threads(blas_threads(max(s["blas_min"], 1.0), s["thread_min"],
-                                       s["threads_max"]))
-    tune(ptr, s["blas_min"] if use_blas else math.inf, s["thread_min"], s["threads_max"])
-    return dict(s, blas=s["blas"] if use_blas else None)
+        least = min([s["blas_min"], *chosen.values()])
+        _set_blas_threads(blas_threads(max(least, 1.0), s["thread_min"], s["threads_max"]))
+    fn(ptr, s["blas_min"] if use_blas else math.inf, s["thread_min"], s["threads_max"])
+    set_plan = getattr(module.lib, prefix + "plan", None)
+    if set_plan is not None and use_blas and chosen:
+        keys = list(chosen)[:64]
+        shapes = module.ffi.new("int[]", [int(x) for k in keys for x in k.split(":")])
+        mins = module.ffi.new("double[]", [min(chosen[k], 1e300) for k in keys])
+        set_plan(len(keys), shapes, mins)
+    names = ("nt", "nn", "tn")
+    readable = {}
+    for k, v in chosen.items():
+        kind, *mnk = map(int, k.split(":"))
+        label = f"{names[kind]} " + "×".join("b" if d == 0 else str(d) for d in mnk)
+        readable[label] = "symnet" if v == math.inf or not use_blas else f"blas from {v:.3g}"
+    return dict(s, blas=s["blas"] if use_blas else None, tune=tune, plan=readable)
+
+
+def products_of(plan_) -> list:
+    """[kind, M, N, K] of a kernel plan's matrix products (0: the batch), each once;
+    products with another symbolic size are left to the machine's thresholds."""
+    from ...plan.ops import MatMul
+    out = []
+    ops = [*plan_.forward, *plan_.backward, *getattr(plan_, "loss", [])]
+    for op in ops:
+        if not isinstance(op, MatMul):
+            continue
+        dims = [0 if d == "batch" else d for d in (op.M, op.N, op.K)]
+        if all(isinstance(d, int) for d in dims) and dims.count(0) <= 1:
+            entry = [("nt", "nn", "tn").index(op.kind), *dims]
+            if entry not in out:
+                out.append(entry)
+    return out
 
 
 def main(argv=None) -> int:

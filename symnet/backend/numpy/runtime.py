@@ -109,6 +109,8 @@ class Runtime:
     def step(self, X, T, lr: float) -> float:
         grads = np.zeros(self.n_params, self.dtype)
         loss = self._loss_grad(self.params, grads, X, T)[0]
+        if not (math.isfinite(loss) and np.isfinite(grads[:self.n_trainable]).all()):
+            return math.nan                  # as the C: the step is not taken
         _update(self.params, self.params, grads, self.dtype.type(lr), 0, None, None,
                 np.zeros(6), 0, self.n_trainable)
         return float(self.dtype.type(loss))
@@ -179,8 +181,9 @@ def _update(src, dst, grads, lr, optimizer, s1, s2, hyper, t, n):
         dst[:n] = th - lr * ((s1[:n] / c1) / (np.sqrt(s2[:n] / c2) + eps) + wd * th)
 
 
-def load(net, dtype: str) -> Runtime:
-    """The runtime of a network: derived and planned (no cache: nothing is built)."""
+def load(net, dtype: str, tune: str = "fast") -> Runtime:
+    """The runtime of a network: derived and planned (no cache: nothing is built;
+    ``tune`` is the C backend's and has no meaning here)."""
     from ...plan.lower import plan as make_plan
     plan = make_plan(net.graph())
     return Runtime(plan, plan_meta(plan, net.describe(), dtype))

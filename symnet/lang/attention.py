@@ -1,0 +1,292 @@
+"""Layers over sequences (batch, steps, features), PyTorch's batch_first layout.
+
+``Pointwise(units, activation)`` is a Dense layer applied at every position
+(PyTorch's ``nn.Linear`` on the last axis): H[b,t,i] = f(Σ_j W[i,j]·X[b,t,j] + b[i]),
+one matrix product of batch·steps rows.
+
+``MultiHeadAttention(heads, causal=False)`` is self-attention as PyTorch's
+``nn.MultiheadAttention(D, heads, batch_first=True)`` computes it, written as
+tensor formulas (d = D / heads, h a head, e a feature of a head):
+
+    Y[b,t,i]      = Σ_j W[i,j]·X[b,t,j] + c[i]          (i < 3D: queries, keys, values)
+    S[b,h,t,u]    = (1/√d) Σ_e Y[b,t,h·d+e]·Y[b,u,D+h·d+e]
+    Z[b,h,t]      = Σ_u m(t,u)·exp(S[b,h,t,u])
+    P[b,h,t,u]    = m(t,u)·exp(S[b,h,t,u]) / Z[b,h,t]     (softmax over the keys u)
+    A[b,t,h,e]    = Σ_u P[b,h,t,u]·Y[b,u,2D+h·d+e]
+    O[b,t,i]      = Σ_j Wo[i,j]·A[b,t,j] + co[i]
+
+with the mask m(t,u) = 1, or [u ≤ t] when ``causal``.  sympy derives every
+gradient from these element formulas (the softmax's Jacobian included); the
+C has a loop per formula.  W, c, Wo, co are PyTorch's in_proj_weight,
+in_proj_bias, out_proj.weight and out_proj.bias.
+
+>>> import symnet as sn
+>>> S = sn.Input((6, 8), name="S")
+>>> A = sn.MultiHeadAttention(2, name="A")(S)
+>>> sn.Network(S, sn.Dense(1, name="O")(sn.Flatten()(A)), loss="mse").param_shapes()["W1"]
+(24, 8)
+"""
+
+from __future__ import annotations
+
+import math
+
+from ..ir import nodes as ir
+from .base import ACTIVATION_NAMES, LayerBase, _check_size, check_name
+
+POS, HEAD, KEY, FEAT = "tq", "hd", "tk", "e"      # loop names: position, head, key, head feature
+
+
+def _where(layer) -> str:
+    name = layer.name or getattr(layer, "_net_name", None)
+    return f"{type(layer).__name__} {name!r}" if name else f"{type(layer).__name__}"
+
+
+def _sequence(layer, shapes) -> tuple:
+    if len(shapes) != 1 or len(shapes[0]) != 2:
+        raise ValueError(f"{_where(layer)} reads one (steps, features) sequence, got "
+                         f"shape{'s' if len(shapes) > 1 else ''} "
+                         f"{', '.join(map(str, shapes))}")
+    return shapes[0]
+
+
+def linear_node(name: str, index: int, src: str, steps: int, width: int, units: int,
+                W: str, b: str, activation=None, kind: str = "linear") -> ir.Node:
+    """H[b,t,i] = f(Σ_j W[i,j]·src[b,t,j] + b[i]) at every position t: one matrix product."""
+    syms: dict = {}
+    rname = f"z_{name}"
+    r = ir.element(syms, rname, ir.BATCH, POS, ir.OUT)
+    summand = ir.element(syms, W, ir.OUT, ir.IN) * ir.element(syms, src, ir.BATCH, POS, ir.IN)
+    red = ir.Reduction(rname, r, summand, (ir.IN,), contraction=W, input=src, rows=steps,
+                       space=((ir.IN, width),))
+    init = activation.init if activation is not None else "glorot"
+    params = [ir.ParamSpec(W, ("out", "in"), (units, width), init),
+              ir.ParamSpec(b, ("out",), (units,), "zeros", role="bias")]
+    pre = r + ir.element(syms, b, ir.OUT)
+    outer = activation.expr(pre) if activation is not None else pre
+    return ir.Node(name, index, src, steps * width, steps * units, params, [red], outer, syms,
+                   kind=kind, activation=activation, space=((POS, steps), (ir.OUT, units)),
+                   in_shape=(steps, width))
+
+
+class Pointwise(LayerBase):
+    """A Dense layer at every position of a (steps, features) sequence: PyTorch's
+    ``nn.Linear`` on the last axis.  W (units, features), b (units,); ``units=None``:
+    as many as the input has features."""
+
+
+    tensor = True
+
+    def __init__(self, units: int | None, activation="linear", name: str | None = None):
+        self.units = None if units is None else _check_size(units, "Pointwise units")
+        self.name = None if name is None else check_name(name, "layer")
+        if activation not in ACTIVATION_NAMES:
+            raise ValueError(f"Pointwise: unknown activation {activation!r}; known: "
+                             f"{', '.join(ACTIVATION_NAMES)}")
+        self.activation_name = activation
+
+    def __repr__(self):
+        return f"Pointwise({self.units}, {self.activation_name!r}, name={self.name!r})"
+
+    def describe(self) -> dict:
+        return {"kind": "pointwise", "units": self.units, "activation": self.activation_name,
+                "name": self.name}
+
+    def output_shape(self, in_shape):
+        steps, width = _sequence(self, [in_shape])
+        return (steps, self.units or width)
+
+    def to_node(self, index, name, input_name, in_shape):
+        from ..scalar.primitives import activation
+        act = activation(self.activation_name, f"activation of {_where(self)}")
+        steps, width = in_shape
+        return linear_node(name, index, input_name, steps, width, self.units or width,
+                           f"W{index}",
+                           f"b{index}", None if act.name == "linear" else act,
+                           kind="pointwise")
+
+
+class PositionalEmbedding(LayerBase):
+    """H[b,t,i] = X[b,t,i] + P[t,i]: a learned embedding of each position (P of
+    shape (steps, features), initialised to zero), added to a sequence."""
+
+    tensor = True
+
+    def __init__(self, name: str | None = None):
+        self.name = None if name is None else check_name(name, "layer")
+
+    def __repr__(self):
+        return f"PositionalEmbedding(name={self.name!r})"
+
+    def describe(self) -> dict:
+        return {"kind": "positional", "name": self.name}
+
+    def output_shape(self, in_shape):
+        return _sequence(self, [in_shape])
+
+    def to_node(self, index, name, input_name, in_shape):
+        steps, width = in_shape
+        syms: dict = {}
+        P = f"P{index}"
+        outer = ir.element(syms, input_name, ir.BATCH, POS, ir.OUT) + \
+            ir.element(syms, P, POS, ir.OUT)
+        return ir.Node(name, index, input_name, steps * width, steps * width,
+                       [ir.ParamSpec(P, ("steps", "features"), (steps, width), "zeros",
+                                     role="bias")], [], outer, syms, kind="positional",
+                       space=((POS, steps), (ir.OUT, width)), in_shape=(steps, width))
+
+
+class MultiHeadAttention(LayerBase):
+    """Self-attention over a (steps, features) sequence with ``heads`` heads (see the
+    module docstring for its formulas); the output has the input's shape.
+    ``causal``: each position attends to itself and the positions before it only.
+    Parameters as PyTorch's ``nn.MultiheadAttention``: W (3D, D) = in_proj_weight,
+    c (3D,) = in_proj_bias, Wo (D, D) = out_proj.weight, co (D,) = out_proj.bias."""
+
+    tensor = True
+
+    def __init__(self, heads: int, causal: bool = False, name: str | None = None):
+        self.name = None if name is None else check_name(name, "layer")
+        self.heads = _check_size(heads, f"{_where(self)} heads")
+        self.causal = bool(causal)
+
+    def __repr__(self):
+        return f"MultiHeadAttention({self.heads}, causal={self.causal}, name={self.name!r})"
+
+    def describe(self) -> dict:
+        return {"kind": "attention", "heads": self.heads, "causal": self.causal,
+                "name": self.name}
+
+    def output_shape(self, in_shape):
+        steps, width = _sequence(self, [in_shape])
+        if width % self.heads:
+            raise ValueError(f"{_where(self)}: {self.heads} heads do not divide the width "
+                             f"{width} of its input (expected a width that is a multiple of "
+                             f"{self.heads}, e.g. {self.heads * max(1, width // self.heads)})")
+        return (steps, width)
+
+    def to_node(self, index, name, input_name, in_shape):
+        import sympy as sp
+        steps, D = self.output_shape(in_shape)
+        H, d = self.heads, D // self.heads
+        W, c, Wo, co = f"W{index}", f"c{index}", f"Wo{index}", f"co{index}"
+        qkv = linear_node(f"{name}_qkv", index, input_name, steps, D, 3 * D, W, c)
+        Y = qkv.name
+        t, u = (sp.Symbol(n, integer=True) for n in (POS, KEY))
+        mask = sp.Piecewise((1, u <= t), (0, True)) if self.causal else sp.S.One
+
+        def y(pos, offset):
+            return ir.Affine(((HEAD, d), (FEAT, 1)), offset), pos
+
+        # S[b,h,t,u] = (1/√d) Σ_e Y[b,t,h·d+e]·Y[b,u,D+h·d+e]
+        syms: dict = {}
+        S = f"{name}_s"
+        r = ir.element(syms, f"z_{S}", ir.BATCH, HEAD, POS, KEY)
+        q_at, _ = y(POS, 0)
+        k_at, _ = y(KEY, D)
+        summand = ir.element(syms, Y, ir.BATCH, POS, q_at) * \
+            ir.element(syms, Y, ir.BATCH, KEY, k_at)
+        red = ir.Reduction(f"z_{S}", r, summand, (FEAT,), space=((FEAT, d),))
+        scores = ir.Node(S, index, Y, steps * 3 * D, H * steps * steps, [], [red],
+                         r * sp.Float(1 / math.sqrt(d), 17), syms, kind="scores",
+                         space=((HEAD, H), (POS, steps), (KEY, steps)),
+                         in_shape=(steps, 3 * D))
+        # Z[b,h,t] = Σ_u m(t,u)·exp(S[b,h,t,u])
+        syms = {}
+        Zn = f"{name}_z"
+        r = ir.element(syms, f"z_{Zn}", ir.BATCH, HEAD, POS)
+        s_el = ir.element(syms, S, ir.BATCH, HEAD, POS, KEY)
+        red = ir.Reduction(f"z_{Zn}", r, mask * sp.exp(s_el), (KEY,), space=((KEY, steps),))
+        Z = ir.Node(Zn, index, S, H * steps * steps, H * steps, [], [red], r, syms,
+                    kind="softmax_sum", space=((HEAD, H), (POS, steps)),
+                    in_shape=(H, steps, steps))
+        # P[b,h,t,u] = m(t,u)·exp(S[b,h,t,u]) / Z[b,h,t]
+        syms = {}
+        Pn = f"{name}_p"
+        s_el = ir.element(syms, S, ir.BATCH, HEAD, POS, KEY)
+        z_el = ir.element(syms, Zn, ir.BATCH, HEAD, POS)
+        P = ir.Node(Pn, index, S, H * steps * steps, H * steps * steps, [], [],
+                    mask * sp.exp(s_el) / z_el, syms, kind="softmax",
+                    space=((HEAD, H), (POS, steps), (KEY, steps)), in_shape=(H, steps, steps),
+                    inputs=[S, Zn], widths={S: H * steps * steps, Zn: H * steps})
+        # A[b,t,h,e] = Σ_u P[b,h,t,u]·Y[b,u,2D+h·d+e]
+        syms = {}
+        An = f"{name}_a"
+        r = ir.element(syms, f"z_{An}", ir.BATCH, POS, HEAD, FEAT)
+        v_at, _ = y(KEY, 2 * D)
+        summand = ir.element(syms, Pn, ir.BATCH, HEAD, POS, KEY) * \
+            ir.element(syms, Y, ir.BATCH, KEY, v_at)
+        red = ir.Reduction(f"z_{An}", r, summand, (KEY,), space=((KEY, steps),))
+        A = ir.Node(An, index, Pn, H * steps * steps, steps * D, [], [red], r, syms,
+                    kind="attend", space=((POS, steps), (HEAD, H), (FEAT, d)),
+                    in_shape=(H, steps, steps), inputs=[Pn, Y],
+                    widths={Pn: H * steps * steps, Y: steps * 3 * D})
+        out = linear_node(name, index, An, steps, D, D, Wo, co, kind="attention")
+        return [qkv, scores, Z, P, A, out]
+
+
+def _width(x) -> int | None:
+    """The features of a sequence from the layers that made it (None: not known)."""
+    from .base import Input
+    from .merge import Add
+    from .norm import _LastAxis
+    while True:
+        if isinstance(x, Input):
+            return x.shape[-1]
+        if isinstance(x, Pointwise) and x.units is not None:
+            return x.units
+        if isinstance(x, (MultiHeadAttention, PositionalEmbedding, _LastAxis, Add,
+                          Pointwise)) and x.inputs:
+            x = x.inputs[0]
+            continue
+        seq = getattr(x, "seq_shape", None)
+        return seq[-1] if seq else None
+
+
+class TransformerBlock(LayerBase):
+    """A pre-norm transformer block over a (steps, features) sequence, PyTorch's
+    ``nn.TransformerEncoderLayer(D, heads, ff, dropout=0, batch_first=True,
+    norm_first=True)``:
+
+        R = X + MultiHeadAttention(LayerNorm(X))
+        H = R + Pointwise(D)(f(Pointwise(ff)(LayerNorm(R))))
+
+    Called on a sequence it applies these layers (named ``<name>_norm1``,
+    ``<name>_att``, ``<name>_res1``, ``<name>_norm2``, ``<name>_ff1``, ``<name>_ff2``
+    and ``<name>`` when named) and returns the last; each has its own parameters.
+    PyTorch's norm1, self_attn, norm2, linear1, linear2 are, in order, the
+    LayerNorms' gamma/beta, the attention's W, c, Wo, co and the two Pointwise
+    layers' W, b."""
+
+    def __init__(self, heads: int, ff: int, activation="relu", causal: bool = False,
+                 eps: float = 1e-5, width: int | None = None, name: str | None = None):
+        self.name = None if name is None else check_name(name, "layer")
+        self.width = None if width is None else _check_size(width, "TransformerBlock width")
+        self.heads = _check_size(heads, f"{_where(self)} heads")
+        self.ff = _check_size(ff, f"{_where(self)} ff")
+        self.activation, self.causal, self.eps = activation, bool(causal), eps
+        Pointwise(ff, activation)             # refuses an unknown activation here
+
+    def __repr__(self):
+        return (f"TransformerBlock({self.heads}, {self.ff}, {self.activation!r}, "
+                f"causal={self.causal}, name={self.name!r})")
+
+    def __call__(self, previous):
+        from .merge import Add
+        from .norm import LayerNorm
+
+        def named(part):
+            return None if self.name is None else f"{self.name}_{part}"
+        x = previous
+        width = self.width or _width(x)
+        if width is None:
+            raise ValueError(f"{_where(self)}: the width of its input {x!r} is not known "
+                             "before the network is built; give it: "
+                             "TransformerBlock(heads, ff, width=D)")
+        a = MultiHeadAttention(self.heads, self.causal, name=named("att"))(
+            LayerNorm(self.eps, name=named("norm1"))(x))
+        r = Add(name=named("res1"))([x, a])
+        m = Pointwise(self.ff, self.activation, name=named("ff1"))(
+            LayerNorm(self.eps, name=named("norm2"))(r))
+        m = Pointwise(width, name=named("ff2"))(m)
+        return Add(name=self.name)([r, m])

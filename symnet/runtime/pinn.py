@@ -1,0 +1,342 @@
+"""Training with loss terms (PDE residuals and data) and the second-order methods.
+
+A network declared with loss terms (``symnet.lang.pinn``) gets, per term, one
+compiled function that runs the forward jets the term needs, the term, and the
+reverse of all of it (∂L/∂θ) in one pass over its own data; its tangent along
+v (the R-operator) gives H·v.  ``fit`` sums the terms, each the mean over its
+data times its weight, and takes a step:
+
+- ``method="sd"``: one full-batch step per epoch with ``optimizer`` "sgd",
+  "momentum" or "adam";
+- ``method="lbfgs"``: SciPy's L-BFGS-B on the compiled loss and gradient
+  (``epochs`` = its iterations);
+- ``method="newton_cg"``: SciPy's Newton-CG with the exact compiled H·v.
+
+L-BFGS and Newton-CG also train ordinary networks (targets (X, T)).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+
+from ..derive import jets
+from .history import History
+from .second_order import Kernels, build_program_module, call_kernel, flat_vector  # noqa
+
+METHODS = ("sd", "lbfgs", "newton_cg")
+
+
+def _symbols(net, term) -> tuple:
+    """(multi-indices the term needs, {symbol: (buffer, α, unit)})."""
+    from ..lang.pinn import Coordinate, Deriv, Target, Value
+    graph = net.graph()
+    name_of = {id(a): n for a, n in zip(net.layers, net.names)}
+    alphas, table = set(), {}
+    for s in term.expr.atoms(Coordinate, Deriv, Target, Value):
+        if isinstance(s, Coordinate):
+            table[s] = ("X", None, s.unit)
+        elif isinstance(s, Target):
+            out = name_of[id(s.owner)]
+            if out not in graph.outputs:
+                raise ValueError(f"loss term {term.name!r}: sn.target of {out!r}, which is "
+                                 f"not an output of the network ({graph.outputs})")
+            table[s] = ("T", None, graph.target_offset(out) + s.unit)
+        else:
+            alpha = tuple(sorted(c.unit for c in s.alpha)) if isinstance(s, Deriv) else ()
+            alphas.add(alpha)
+            table[s] = (name_of[id(s.owner)], alpha, s.unit)
+    return sorted(alphas), table
+
+
+class TermKernels:
+    """The compiled functions of every loss term of a model's network."""
+
+    def __init__(self, model):
+        net, self.model = model.network, model
+        graph = net.graph()
+        params = model._meta["params"]
+        active = {p["name"] for p in params if p.get("trainable", True)}
+        functions, self.terms = [], net.terms
+        self.programs = {}
+        for term in net.terms:
+            where = f"loss term {term.name!r}"
+            try:
+                if term.expr is None:
+                    from ..scalar.primitives import loss as loss_record
+                    prog, jet = jets.forward_program(graph, params, [()], where)
+                    ops = jets.data_loss_ops(prog, graph, jet, where, loss_record(term.loss))
+                else:
+                    alphas, table = _symbols(net, term)
+                    prog, jet = jets.forward_program(graph, params, alphas, where)
+                    ops = jets.term_ops(prog, graph, jet, term.expr, table)
+            except jets.Unsupported as exc:
+                raise NotImplementedError(str(exc)) from None
+            fwd = prog.ops + ops
+            prog.ops = fwd
+            rev = jets.reverse(prog, active)
+            self.programs[term.name] = (prog, fwd, rev)
+            from ..backend.c import jets as jets_c
+            dtype = model.dtype.name
+            functions.append((f"sn_{term.name}_grad",
+                              jets_c.emit_function(prog, fwd + rev, f"sn_{term.name}_grad",
+                                                   dtype)))
+        self.active = active
+        self.lib, self.ffi, self.c_source = build_program_module(
+            functions, model.dtype.name, "terms")
+        self.hv = None      # the H·v functions, built when first asked for
+
+    def _build_hv(self):
+        from ..backend.c import jets as jets_c
+        functions = []
+        for name, (prog, fwd, rev) in self.programs.items():
+            fname = f"sn_{name}_hvp"
+            functions.append((fname, jets_c.emit_function(
+                prog, jets.tangent(prog, fwd + rev, self.active), fname,
+                self.model.dtype.name)))
+        self.hv = build_program_module(functions, self.model.dtype.name, "terms-hv")
+
+    def term(self, name, X, T, scale, vec=None):
+        if vec is None:
+            return call_kernel(self.lib, self.ffi, f"sn_{name}_grad", self.model, X, T, scale)
+        if self.hv is None:
+            self._build_hv()
+        lib, ffi, _ = self.hv
+        return call_kernel(lib, ffi, f"sn_{name}_hvp", self.model, X, T, scale, vec=vec)
+
+
+def term_kernels(model) -> TermKernels:
+    if "_term_kernels" not in model.__dict__:
+        model.__dict__["_term_kernels"] = TermKernels(model)
+    return model.__dict__["_term_kernels"]
+
+
+# ------------------------------------------------------------------- the data
+
+def term_data(model, data) -> dict:
+    """{term: (X, T or None)} checked against the network's terms."""
+    net = model.network
+    names = [t.name for t in net.terms]
+    if not isinstance(data, dict):
+        raise ValueError(f"this network has loss terms {names}: give fit a dict of their "
+                         "data, e.g. fit({" + ", ".join(
+                             f"{n!r}: {'(X, T)' if t.has_targets else 'X'}"
+                             for n, t in zip(names, net.terms)) + "}, ...)")
+    missing = [n for n in names if n not in data]
+    unknown = sorted(set(data) - set(names))
+    if missing or unknown:
+        raise ValueError(f"fit's data names {sorted(data)} but the loss terms are {names}"
+                         + (f"; no data for term(s) {missing}" if missing else "")
+                         + (f"; unknown {unknown}" if unknown else ""))
+    out = {}
+    for t in net.terms:
+        d = data[t.name]
+        if t.has_targets:
+            if not (isinstance(d, (tuple, list)) and len(d) == 2):
+                raise ValueError(f"loss term {t.name!r} has targets: give its data as "
+                                 f"(X, T), got {type(d).__name__}")
+            X = model._matrix(d[0], f"X of term {t.name!r}", model.n_in, "the input")
+            T = model._matrix(d[1], f"T of term {t.name!r}", model.n_out, "the outputs") \
+                if np.ndim(d[1]) == 2 else \
+                model._matrix(np.reshape(d[1], (-1, 1)), f"T of term {t.name!r}",
+                              model.n_out, "the outputs")
+            if T.shape[0] != X.shape[0]:
+                raise ValueError(f"loss term {t.name!r}: T has {T.shape[0]} rows but X has "
+                                 f"{X.shape[0]}")
+        else:
+            if isinstance(d, (tuple, list)) and len(d) == 2 and np.ndim(d[0]) == 2:
+                raise ValueError(f"loss term {t.name!r} has no targets: give its inputs X "
+                                 "only")
+            X, T = model._matrix(d, f"X of term {t.name!r}", model.n_in, "the input"), None
+        out[t.name] = (X, T)
+    return out
+
+
+class Objective:
+    """The weighted loss, its gradient and H·v on flat parameter vectors."""
+
+    def __init__(self, model, data):
+        self.model = model
+        self.terms = {}
+        if getattr(model.network, "terms", None):
+            self.kernels = term_kernels(model)
+            for t, (X, T) in term_data(model, data).items():
+                w = next(x.weight for x in model.network.terms if x.name == t)
+                self.terms[t] = (X, T, w)
+        else:
+            self.kernels = None
+            X, T = data
+            X = model._inputs(X)
+            self.terms["loss"] = (X, model._targets(T, X.shape[0]), 1.0)
+        self.last_terms = {}
+
+    def loss_grad(self) -> tuple:
+        m = self.model
+        if self.kernels is None:
+            X, T, _ = self.terms["loss"]
+            L = m._loss_grad(X, T)
+            g = m._grad.copy()
+            self.last_terms = {"loss": float(L)}
+            return float(L), g
+        total, grad = 0.0, np.zeros_like(m._theta)
+        for t, (X, T, w) in self.terms.items():
+            n = X.shape[0]
+            L, g, _, _ = self.kernels.term(t, X, T, w / n)
+            self.last_terms[t] = float(L) / n
+            total += w * float(L) / n
+            grad += g
+        return total, grad
+
+    def hessp(self, v) -> np.ndarray:
+        m = self.model
+        vec = np.ascontiguousarray(v, dtype=m.dtype)
+        if self.kernels is None:
+            from .second_order import _kernels
+            X, T, _ = self.terms["loss"]
+            return _kernels(m, "grad").call("sn_hvp", X, T, 1.0 / X.shape[0], vec=vec)[3]
+        out = np.zeros_like(m._theta)
+        for t, (X, T, w) in self.terms.items():
+            out += self.kernels.term(t, X, T, w / X.shape[0], vec=vec)[3]
+        return out
+
+
+def _lr_at(lr, step):
+    if callable(getattr(lr, "values", None)):
+        return float(lr.values(step, 1)[0])
+    if callable(lr):
+        return float(lr(step))
+    return float(lr)
+
+
+def fit(model, data, method="sd", epochs=10, lr=0.1, optimizer="sgd", betas=None,
+        eps=None, momentum=None, progress=None, callbacks=None, tol=None, **unused):
+    """Train on loss terms, or by L-BFGS / Newton-CG; returns a History whose
+    ``terms`` holds each term's loss per epoch."""
+    if method not in METHODS:
+        raise ValueError(f"method {method!r} is not available here: with loss terms or for "
+                         f"second-order training, method is one of {', '.join(METHODS)}")
+    defaults = {"batch_size": 32, "shuffle": True, "restore_best": True, "weight_decay": 0.0}
+    given = sorted(k for k, v in unused.items()
+                   if v is not None and not (k in defaults and v == defaults[k]))
+    if given:
+        raise ValueError(f"fit(method={method!r}) does not take {', '.join(given)} here")
+    if method != "sd":
+        bad = [k for k, v in (("optimizer", optimizer if optimizer != "sgd" else None),
+                              ("betas", betas), ("eps", eps), ("momentum", momentum),
+                              ("lr", None if lr in (None, 0.1) else lr)) if v is not None]
+        if bad:
+            raise ValueError(f"fit(method={method!r}) chooses its own steps (SciPy's line "
+                             f"search): the options {', '.join(bad)} do not apply")
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
+    obj = Objective(model, data)
+    hist = History(method=method)
+    hist.terms = {t: [] for t in obj.terms}
+    t0 = time.perf_counter()
+    if method == "sd":
+        _fit_sd(model, obj, hist, epochs, lr, optimizer, betas, eps, momentum, callbacks)
+    else:
+        _fit_scipy(model, obj, hist, epochs, method, callbacks, tol)
+    hist.wall_time = time.perf_counter() - t0
+    del progress
+    return hist
+
+
+def _record(hist, obj, loss, lr=None, steps=1):
+    hist.record_epoch(loss, lr=lr if lr is not None else [math.nan] * steps, steps=steps)
+    for t, v in obj.last_terms.items():
+        hist.terms[t].append(v)
+
+
+def _fit_sd(model, obj, hist, epochs, lr, optimizer, betas, eps, momentum, callbacks):
+    if optimizer not in ("sgd", "momentum", "adam"):
+        raise ValueError(f"optimizer must be 'sgd', 'momentum' or 'adam', got {optimizer!r}")
+    b1, b2 = betas or (0.9, 0.999)
+    eps = 1e-8 if eps is None else eps
+    mu = 0.9 if momentum is None else momentum
+    theta = model._theta
+    m = np.zeros(theta.shape, np.float64)
+    v = np.zeros(theta.shape, np.float64)
+    try:
+        for step in range(1, epochs + 1):
+            loss, g = obj.loss_grad()
+            if not math.isfinite(loss):
+                hist.stopped = "diverged"
+                break
+            eta = _lr_at(lr, step - 1)
+            g = g.astype(np.float64)
+            if optimizer == "adam":
+                m *= b1
+                m += (1 - b1) * g
+                v *= b2
+                v += (1 - b2) * g * g
+                upd = eta * (m / (1 - b1 ** step)) / (np.sqrt(v / (1 - b2 ** step)) + eps)
+            elif optimizer == "momentum":
+                m *= mu
+                m += g
+                upd = eta * m
+            else:
+                upd = eta * g
+            with model._lock:
+                theta -= upd.astype(theta.dtype)
+            _record(hist, obj, loss, lr=[eta])
+            if callbacks and any(cb(hist) for cb in callbacks):
+                hist.stopped = "callback"
+                break
+    except KeyboardInterrupt:
+        hist.stopped = "interrupted"
+
+
+def _fit_scipy(model, obj, hist, epochs, method, callbacks, tol):
+    try:
+        from scipy.optimize import minimize
+    except ImportError:   # pragma: no cover - scipy is a dependency
+        raise ImportError(f"fit(method={method!r}) needs SciPy: pip install scipy") from None
+    theta = model._theta
+    x0 = theta.astype(np.float64)
+    state = {"best": (math.inf, x0.copy())}
+
+    def put(x):
+        with model._lock:
+            theta[...] = x.astype(theta.dtype)
+
+    def fun(x):
+        put(x)
+        loss, g = obj.loss_grad()
+        if loss < state["best"][0]:
+            state["best"] = (loss, x.copy())
+        return loss, g.astype(np.float64)
+
+    def hessp(x, p):
+        put(x)
+        return obj.hessp(p).astype(np.float64)
+
+    class Stop(Exception):
+        pass
+
+    def callback(xk, *args):
+        loss, _ = fun(xk)
+        _record(hist, obj, loss)
+        if callbacks and any(cb(hist) for cb in callbacks):
+            hist.stopped = "callback"
+            raise Stop
+
+    opts = {"maxiter": epochs}
+    try:
+        if method == "lbfgs":
+            res = minimize(fun, x0, jac=True, method="L-BFGS-B", callback=callback, tol=tol,
+                           options=dict(opts, maxfun=epochs * 4, maxcor=50,
+                                        ftol=1.0 * np.finfo(float).eps,
+                                        gtol=1e-12))
+        else:
+            res = minimize(fun, x0, jac=True, hessp=hessp, method="Newton-CG",
+                           callback=callback, tol=tol, options=opts)
+        put(res.x)
+        hist.message = str(res.message)
+    except Stop:
+        put(state["best"][1])
+    except KeyboardInterrupt:
+        hist.stopped = "interrupted"
+        put(state["best"][1])

@@ -1,0 +1,236 @@
+"""Compiled input derivatives and Hessian-vector products of a model.
+
+``Kernels(model, kind)`` turns the model's IR into a jet program
+(``symnet.derive.jets``), prints it as C, builds it with the model's compiler and
+flags (``symnet.backend.c.build``, cached like every kernel) and calls it on the model's
+own parameter array, so the values always follow training.
+
+- ``"jacobian"``: forward jets of order 1 for every input column → (batch, n_out, n_in);
+- ``"hessian"``: order 2 for every pair of columns (one-output networks);
+- ``"grad"``: the loss, ∂L/∂θ and ∂L/∂X in one pass; with it the exact Hessian of
+  the mean loss times v (the tangent of that pass along v, R-operator) and the
+  Gauss–Newton product.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..backend.c import jets as jets_c
+from ..derive import jets
+
+
+def _ffi_dtype(dtype) -> str:
+    return "double" if np.dtype(dtype) == np.float64 else "float"
+
+
+SIGNATURE = ("void {name}(const real *theta, const real *X, const real *T, long n, real scale, "
+             "real *loss, real *grad, real *gx, const real *vec, real *hv, real *out);")
+
+
+def build_program_module(functions: list, dtype: str, tag: str):
+    """Compile [(name, C text)] into one module → (lib, ffi)."""
+    from ..backend.c import build
+    real = _ffi_dtype(dtype)
+    src = jets_c.PRELUDE.format(real=real, f="f" if real == "float" else "")
+    src += "\n".join(text for _, text in functions)
+    cdef = "\n".join(SIGNATURE.format(name=name).replace("real", real) for name, _ in functions)
+    key = build.build_key("jets", tag, src, cdef)
+    hit = build.lookup(key)
+    mod, meta = hit if hit else build.build(key, src, cdef, {"kind": "jets", "tag": tag})
+    return mod.lib, mod.ffi, src
+
+
+class Kernels:
+    """The compiled jets of one model for one purpose (see the module text)."""
+
+    def __init__(self, model, kind: str, alphas=None):
+        self.model, self.kind = model, kind
+        graph = model.network.graph()
+        params = model._meta["params"]
+        dtype = model.dtype.name
+        what = {"jacobian": "model.jacobian", "hessian": "model.hessian",
+                "grad": "model.input_grad"}.get(kind, kind)
+        n_in = graph.n_in
+        if kind == "jacobian":
+            alphas = [(c,) for c in range(n_in)]
+        elif kind == "hessian":
+            alphas = [(c, d) for c in range(n_in) for d in range(c, n_in)]
+        else:
+            alphas = [()]
+        try:
+            prog, jet = jets.forward_program(graph, params, alphas, what)
+        except jets.Unsupported as exc:
+            raise NotImplementedError(str(exc)) from None
+        self.program, self.jets = prog, jet
+        functions = []
+        if kind in ("jacobian", "hessian"):
+            self.layout = []     # (output, alpha, offset in the row, count)
+            outputs = []
+            pos = 0
+            for out in graph.outputs:
+                node = graph.node(out)
+                for a in jets.closure(alphas):
+                    if len(a) == (1 if kind == "jacobian" else 2) and a in jet[out]:
+                        outputs.append((jet[out][a], 0, node.n_out))
+                        self.layout.append((out, a, pos, node.n_out))
+                        pos += node.n_out
+            self.width = pos
+            functions.append(("sn_jets", jets_c.emit_function(prog, prog.ops, "sn_jets", dtype,
+                                                             outputs)))
+        else:
+            try:
+                loss_ops = jets.data_loss_ops(prog, graph, jet, what)
+            except jets.Unsupported as exc:
+                raise NotImplementedError(str(exc)) from None
+            fwd = prog.ops + loss_ops
+            prog.ops = fwd
+            active = {p["name"] for p in params if p.get("trainable", True)}
+            rev = jets.reverse(prog, active | {graph.input_name})
+            functions.append(("sn_grad_x", jets_c.emit_function(prog, fwd + rev, "sn_grad_x",
+                                                               dtype)))
+            rev_p = jets.reverse(prog, active)
+            functions.append(("sn_grad", jets_c.emit_function(prog, fwd + rev_p, "sn_grad",
+                                                             dtype)))
+            hv = jets.tangent(prog, fwd + rev_p, active)
+            functions.append(("sn_hvp", jets_c.emit_function(prog, hv, "sn_hvp", dtype)))
+            gn = jets.tangent(prog, fwd + rev_p, active, gauss_newton_from=len(fwd))
+            functions.append(("sn_gnvp", jets_c.emit_function(prog, gn, "sn_gnvp", dtype)))
+        tag = kind
+        self.lib, self.ffi, self.c_source = build_program_module(functions, dtype, tag)
+
+    # -------------------------------------------------------------- calls
+    def call(self, name, X, T=None, scale=1.0, want_gx=False, vec=None, out=None):
+        return call_kernel(self.lib, self.ffi, name, self.model, X, T, scale, want_gx, vec, out)
+
+
+def call_kernel(lib, ffi, name, model, X, T=None, scale=1.0, want_gx=False, vec=None,
+                out=None):
+    """Run one compiled jet function on the model's parameters → (Σ loss, grad, gx, hv)."""
+    def ptr(a):
+        if a is None:
+            return ffi.NULL
+        return ffi.cast(f"{_ffi_dtype(a.dtype)} *", ffi.from_buffer(a))
+    m = model
+    loss = np.zeros(1, m.dtype)
+    grad = np.zeros_like(m._theta)
+    gx = np.zeros_like(X) if want_gx else None
+    hv = np.zeros_like(m._theta) if vec is not None else None
+    with m._lock:
+        getattr(lib, name)(ptr(m._theta), ptr(X), ptr(T), X.shape[0], scale, ptr(loss),
+                           ptr(grad), ptr(gx), ptr(vec), ptr(hv), ptr(out))
+    return loss[0], grad, gx, hv
+
+
+# ------------------------------------------------------------------ the calls
+
+def _kernels(model, kind: str) -> Kernels:
+    cache = model.__dict__.setdefault("_jet_kernels", {})
+    if kind not in cache:
+        cache[kind] = Kernels(model, kind)
+    return cache[kind]
+
+
+def _vector_input(model, X, what: str):
+    if len(model.network.inputs) != 1 or len(model.in_shape) != 1:
+        raise NotImplementedError(
+            f"{what}: input derivatives are derived for networks with one vector input; "
+            f"this one has inputs {model.network.input_names} of shape {model.in_shape}")
+    return model._inputs(X)
+
+
+def input_grad(model, X, T) -> np.ndarray:
+    """∂L/∂X of the mean loss L, shape of X (one row per example)."""
+    X = _vector_input(model, X, "model.input_grad")
+    T = _targets(model, T, X.shape[0])
+    k = _kernels(model, "grad")
+    _, _, gx, _ = k.call("sn_grad_x", X, T, scale=1.0 / X.shape[0], want_gx=True)
+    return gx
+
+
+def _targets(model, T, n):
+    T = model._targets(T, n)
+    if T.shape[1] != model.n_out:
+        raise ValueError(f"T must be (batch, {model.n_out}) rows of targets here, "
+                         f"got shape {T.shape}")
+    return T
+
+
+def loss_and_grad(model, X, T):
+    """(mean loss, ∂L/∂θ as a flat array) from the jet kernels (the same values as
+    ``model.loss_and_grad``; used by the tests as a cross-check)."""
+    X = _vector_input(model, X, "loss_and_grad")
+    T = _targets(model, T, X.shape[0])
+    loss, grad, _, _ = _kernels(model, "grad").call("sn_grad", X, T, scale=1.0 / X.shape[0])
+    return loss / X.shape[0], grad
+
+
+def jacobian(model, X) -> np.ndarray:
+    """∂O/∂X per example: (batch, n_out, n_in) (outputs side by side)."""
+    X = _vector_input(model, X, "model.jacobian")
+    k = _kernels(model, "jacobian")
+    n = X.shape[0]
+    raw = np.zeros((n, max(k.width, 1)), model.dtype)
+    if k.width:
+        k.call("sn_jets", X, out=raw)
+    J = np.zeros((n, model.n_out, model.n_in), model.dtype)
+    graph = model.network.graph()
+    for out, a, pos, cnt in k.layout:
+        off = graph.target_offset(out)
+        J[:, off:off + cnt, a[0]] = raw[:, pos:pos + cnt]
+    return J
+
+
+def hessian(model, X) -> np.ndarray:
+    """∂²O/∂X² per example for a one-output network: (batch, n_in, n_in)."""
+    if model.n_out != 1:
+        raise ValueError(f"model.hessian is for networks with one output; this one has "
+                         f"{model.n_out} (use model.jacobian, or a network per output)")
+    X = _vector_input(model, X, "model.hessian")
+    k = _kernels(model, "hessian")
+    n = X.shape[0]
+    raw = np.zeros((n, max(k.width, 1)), model.dtype)
+    if k.width:
+        k.call("sn_jets", X, out=raw)
+    H = np.zeros((n, model.n_in, model.n_in), model.dtype)
+    for _, (c, d), pos, _ in k.layout:
+        H[:, c, d] = H[:, d, c] = raw[:, pos]
+    return H
+
+
+def flat_vector(model, v, what="v") -> np.ndarray:
+    """A dict like ``params`` (missing names: zero) as one array aligned with θ."""
+    if not isinstance(v, dict):
+        raise ValueError(f"{what} must be a dict like model.params (name -> array), "
+                         f"got {type(v).__name__}")
+    unknown = sorted(set(v) - set(model.params))
+    if unknown:
+        raise ValueError(f"{what} names {unknown}, which are not parameters "
+                         f"({', '.join(model.params)})")
+    flat = np.zeros_like(model._theta)
+    for p in model._meta["params"]:
+        if p["name"] in v:
+            a = np.asarray(v[p["name"]], dtype=model.dtype)
+            if a.shape != tuple(p["shape"]):
+                raise ValueError(f"{what}[{p['name']!r}] has shape {a.shape}, the parameter "
+                                 f"has {tuple(p['shape'])}")
+            flat[p["offset"]:p["offset"] + a.size] = a.ravel()
+    return flat
+
+
+def as_dict(model, flat) -> dict:
+    return {p["name"]: flat[p["offset"]:p["offset"] + int(np.prod(p["shape"]))]
+            .reshape(p["shape"]).copy() for p in model._meta["params"]}
+
+
+def hessian_vector(model, X, T, v, gauss_newton: bool = False) -> dict:
+    """H·v with H the Hessian of the mean loss in the parameters (exact: the
+    R-operator of the compiled gradient), or the Gauss–Newton Jᵀ·H_L·J·v."""
+    what = "model.gauss_newton_vector" if gauss_newton else "model.hessian_vector"
+    X = _vector_input(model, X, what)
+    T = _targets(model, T, X.shape[0])
+    vec = flat_vector(model, v)
+    k = _kernels(model, "grad")
+    _, _, _, hv = k.call("sn_gnvp" if gauss_newton else "sn_hvp", X, T,
+                         scale=1.0 / X.shape[0], vec=vec)
+    return as_dict(model, hv)

@@ -1,0 +1,88 @@
+"""The command line on saved models (formulas, c, summary of a .npz), its help, and
+``summary()`` printing as Keras's does while returning the table."""
+
+import numpy as np
+import pytest
+
+import symnet as sn
+from symnet.__main__ import c_source, main
+from symnet.read.summary import Summary, summarize
+
+
+def _net():
+    return sn.Network(sn.Input((1, 8, 8), name="I"), sn.Conv2d(2, 3, name="conv1"),
+                      sn.MaxPool2d(2), sn.Flatten(), sn.Dense(3, name="O"), loss="mse")
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cli") / "conv.npz"
+    _net().compile(dtype="float64").save(path)
+    return str(path)
+
+
+def _run(capsys, *argv):
+    rc = main(list(argv))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_formulas_of_a_saved_model(capsys, saved):
+    rc, out, err = _run(capsys, "formulas", saved)
+    assert rc == 0 and err == ""
+    assert out == str(_net().formulas()) + "\n"
+    rc, out, _ = _run(capsys, "formulas", saved, "--latex")
+    assert rc == 0 and out == _net().formulas().latex() + "\n"
+
+
+def test_c_of_a_saved_model(capsys, saved):
+    rc, out, _ = _run(capsys, "c", saved, "--dtype", "float64")
+    assert rc == 0 and out == c_source(_net(), "float64")
+
+
+def test_summary_of_a_saved_model_and_of_a_python_file(capsys, saved, tmp_path):
+    rc, out, _ = _run(capsys, "summary", saved, "--batch-size", "4")
+    assert rc == 0 and out == str(summarize(_net(), 4, "float32")) + "\n"
+    script = tmp_path / "net.py"
+    script.write_text("import symnet as sn\n"
+                      "net = sn.Network(sn.Input(3), sn.Dense(4, 'relu'), sn.Dense(2), "
+                      "loss='mse')\n")
+    rc, out, _ = _run(capsys, "summary", str(script), "--dtype", "float64")
+    assert rc == 0 and "float64" in out and "total" in out
+    assert out.splitlines()[-3].split()[1] == "26"          # the params column's total
+
+
+def test_a_file_that_is_no_model_is_one_line(capsys, tmp_path):
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a zip")
+    rc, out, err = _run(capsys, "formulas", str(bad))
+    assert rc == 2 and out == ""
+    assert err.startswith("python -m symnet: error: ") and "not a readable symnet model" in err
+    assert len(err.strip().splitlines()) == 1
+    np.savez(tmp_path / "other.npz", a=np.zeros(2))
+    rc, _, err = _run(capsys, "summary", str(tmp_path / "other.npz"))
+    assert rc == 2 and "not a symnet model file" in err
+
+
+def test_help_says_what_running_a_python_file_does(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "summary FILE" in out and ".npz" in out
+    assert '__name__ == "__main__"' in out and "training included" in out
+
+
+def test_summary_prints_and_returns(capsys):
+    net = sn.Network(sn.Input(3), sn.Dense(4, "relu"), sn.Dense(2), loss="mse")
+    s = net.summary(batch_size=10)
+    printed = capsys.readouterr().out
+    assert isinstance(s, Summary) and printed == str(s) + "\n"
+    assert s.total("params") == 26 and "params=26" in repr(s)
+    assert net.summary(batch_size=10, print_fn=None).total("params") == 26
+    assert capsys.readouterr().out == ""
+    lines = []
+    net.summary(print_fn=lines.append)
+    assert lines == [str(summarize(net, 32, "float32"))]
+    m = net.compile(dtype="float64")
+    s = m.summary(batch_size=10)
+    assert capsys.readouterr().out == str(s) + "\n" and "float64" in str(s)

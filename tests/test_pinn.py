@@ -1,0 +1,180 @@
+"""Loss terms with input derivatives (sn.coords, sn.d, sn.target), their compiled
+gradient and H·v, and fit with sd/adam, L-BFGS and Newton-CG.
+
+The term's value is checked against the residual assembled from model.forward,
+model.jacobian and model.hessian (tested on their own in
+test_input_derivatives.py), the gradient against central differences of the
+compiled loss, H·v against central differences of the compiled gradient, and
+against torch.autograd when torch is installed."""
+
+import numpy as np
+import pytest
+import sympy
+
+import symnet as sn
+from symnet.runtime import pinn
+
+NU = 0.01 / sympy.pi
+
+
+def burgers(width=6):
+    tx = sn.Input(2, name="tx")
+    h = sn.Dense(width, "tanh")(tx)
+    h = sn.Dense(width, "softplus")(h)
+    u = sn.Dense(1, name="u")(h)
+    t, x = sn.coords(tx, "t x")
+    pde = sn.d(u, t) + u * sn.d(u, x) - NU * sn.d(u, x, x)
+    return sn.Network(tx, u, loss={"pde": pde**2, "data": "mse"},
+                      loss_weights={"pde": 1.0, "data": 2.0})
+
+
+@pytest.fixture(scope="module")
+def model():
+    m = burgers().compile(dtype="float64", seed=0)
+    rng = np.random.default_rng(1)
+    for k in m.params:
+        m.params[k] = rng.normal(0, 0.6, m.params[k].shape)
+    return m
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(0)
+    return {"pde": rng.uniform(-1, 1, (7, 2)),
+            "data": (rng.uniform(-1, 1, (3, 2)), rng.normal(size=(3, 1)))}
+
+
+def test_terms_equal_the_residual_from_jacobian_and_hessian(model, data):
+    obj = pinn.Objective(model, data)
+    L, _ = obj.loss_grad()
+    Xc = data["pde"]
+    o = model.forward(Xc)[:, 0]
+    J, H = model.jacobian(Xc)[:, 0], model.hessian(Xc)
+    r = J[:, 0] + o * J[:, 1] - float(NU) * H[:, 1, 1]
+    Xb, Tb = data["data"]
+    want_data = np.mean((model.forward(Xb) - Tb) ** 2)
+    assert obj.last_terms["pde"] == pytest.approx(np.mean(r ** 2), rel=1e-12)
+    assert obj.last_terms["data"] == pytest.approx(want_data, rel=1e-12)
+    assert L == pytest.approx(np.mean(r ** 2) + 2.0 * want_data, rel=1e-12)
+
+
+def test_gradient_and_hessian_vector_central_differences(model, data):
+    obj = pinn.Objective(model, data)
+    th = model._theta.copy()
+    _, g = obj.loss_grad()
+    eps, num = 1e-6, np.zeros_like(th)
+    for k in range(th.size):
+        model._theta[:] = th
+        model._theta[k] += eps
+        lp, _ = obj.loss_grad()
+        model._theta[:] = th
+        model._theta[k] -= eps
+        lm, _ = obj.loss_grad()
+        num[k] = (lp - lm) / (2 * eps)
+    model._theta[:] = th
+    np.testing.assert_allclose(g, num, rtol=1e-6, atol=1e-7)
+    v = np.random.default_rng(2).normal(size=th.shape)
+    hv = obj.hessp(v)
+    model._theta[:] = th + 1e-5 * v
+    _, gp = obj.loss_grad()
+    model._theta[:] = th - 1e-5 * v
+    _, gm = obj.loss_grad()
+    model._theta[:] = th
+    np.testing.assert_allclose(hv, (gp - gm) / 2e-5, rtol=1e-6, atol=1e-7)
+
+
+def test_against_torch_autograd(model, data):
+    torch = pytest.importorskip("torch")
+    p = {k: torch.tensor(np.array(v), requires_grad=True) for k, v in model.params.items()}
+    Xc = torch.tensor(data["pde"], requires_grad=True)
+    Xb, Tb = (torch.tensor(a) for a in data["data"])
+
+    def u(X):
+        h = torch.tanh(X @ p["W1"].T + p["b1"])
+        h = torch.nn.functional.softplus(h @ p["W2"].T + p["b2"])
+        return h @ p["W3"].T + p["b3"]
+
+    out = u(Xc)
+    du = torch.autograd.grad(out.sum(), Xc, create_graph=True)[0]
+    dxx = torch.autograd.grad(du[:, 1].sum(), Xc, create_graph=True)[0][:, 1]
+    r = du[:, 0] + out[:, 0] * du[:, 1] - float(NU) * dxx
+    L = (r ** 2).mean() + 2.0 * ((u(Xb) - Tb) ** 2).mean()
+    grads = torch.autograd.grad(L, list(p.values()), create_graph=True)
+    obj = pinn.Objective(model, data)
+    got_L, g = obj.loss_grad()
+    assert got_L == pytest.approx(L.item(), rel=1e-12)
+    from symnet.runtime.second_order import as_dict
+    gd = as_dict(model, g)
+    for k, gt in zip(p, grads):
+        np.testing.assert_allclose(gd[k], gt.detach().numpy(), rtol=1e-10, atol=1e-12)
+    v = {k: np.random.default_rng(5).normal(size=a.shape) for k, a in model.params.items()}
+    dot = sum((gt * torch.tensor(v[k])).sum() for k, gt in zip(p, grads))
+    hv_t = torch.autograd.grad(dot, list(p.values()))
+    from symnet.runtime.second_order import flat_vector
+    hv = as_dict(model, obj.hessp(flat_vector(model, v)))
+    for k, h in zip(p, hv_t):
+        np.testing.assert_allclose(hv[k], h.numpy(), rtol=1e-10, atol=1e-11)
+
+
+def test_fit_reduces_each_method(data):
+    m = burgers(4).compile(dtype="float64", seed=3)
+    h = m.fit(data, method="sd", optimizer="adam", lr=1e-2, epochs=40)
+    assert h.loss[-1] < 0.5 * h.loss[0]
+    assert set(h.terms) == {"pde", "data"} and len(h.terms["pde"]) == 40
+    h2 = m.fit(data, method="lbfgs", epochs=30)
+    assert h2.loss[-1] < 0.5 * h.loss[-1] and h2.method == "lbfgs"
+    h3 = m.fit(data, method="newton_cg", epochs=10)
+    assert h3.loss[-1] <= h2.loss[-1]
+
+
+def test_lbfgs_and_newton_cg_on_an_ordinary_network():
+    X, T = sn.datasets.xor()
+    m = sn.Network(sn.Input(2), sn.Dense(4, "tanh"), sn.Dense(1, "sigmoid"),
+                   loss="bce").compile(dtype="float64", seed=0)
+    L0 = m.loss(X, T)
+    h = m.fit(X, T, method="lbfgs", epochs=50)
+    assert h.loss[-1] < 0.1 * L0 and m.loss(X, T) == pytest.approx(h.loss[-1], rel=1e-6)
+    m2 = sn.Network(sn.Input(2), sn.Dense(4, "tanh"), sn.Dense(1, "sigmoid"),
+                    loss="bce").compile(dtype="float64", seed=0)
+    h = m2.fit(X, T, method="newton_cg", epochs=30)
+    assert h.loss[-1] < 0.1 * L0
+
+
+def test_multi_unit_output_with_index():
+    I = sn.Input(2, name="I")
+    O = sn.Dense(2, name="O")(sn.Dense(5, "tanh")(I))
+    a, b = sn.coords(I)
+    net = sn.Network(I, O, loss={"grad": (sn.d(O[1], a) - sn.target(O[1])) ** 2})
+    m = net.compile(dtype="float64", seed=1)
+    rng = np.random.default_rng(0)
+    X, T = rng.normal(size=(4, 2)), rng.normal(size=(4, 2))
+    obj = pinn.Objective(m, {"grad": (X, T)})
+    obj.loss_grad()
+    want = np.mean((m.jacobian(X)[:, 1, 0] - T[:, 1]) ** 2)
+    assert obj.last_terms["grad"] == pytest.approx(want, rel=1e-12)
+
+
+def test_errors(data):
+    I = sn.Input(2, name="I")
+    O = sn.Dense(2, name="O")(sn.Dense(3, "tanh")(I))
+    a, b = sn.coords(I)
+    with pytest.raises(ValueError, match="has 2 units"):
+        sn.d(O, a)
+    other = sn.coords(sn.Input(2, name="J"))
+    with pytest.raises(ValueError, match="not an input of this network"):
+        sn.Network(I, O, loss={"pde": sn.d(O[0], other[0]) ** 2})
+    with pytest.raises(ValueError, match="not a coordinate"):
+        sn.d(O[0], 3)
+    m = burgers(3).compile(dtype="float64")
+    with pytest.raises(ValueError, match=r"no data for term\(s\) \['data'\]"):
+        m.fit({"pde": data["pde"]}, method="sd", optimizer="adam", lr=1e-3, epochs=1)
+    with pytest.raises(ValueError, match="has targets"):
+        m.fit({"pde": data["pde"], "data": data["pde"]}, method="sd", epochs=1)
+    with pytest.raises(ValueError, match="do not apply"):
+        m.fit(data, method="lbfgs", optimizer="adam", epochs=1)
+    with pytest.raises(ValueError, match="do not apply"):
+        m.fit(data, method="lbfgs", lr=0.01, epochs=1)
+    with pytest.raises(ValueError, match="not available"):
+        m.fit(data, method="minibatch", epochs=1)
+    with pytest.raises(ValueError, match="does not take batch_size"):
+        m.fit(data, method="sd", batch_size=8, epochs=1)
