@@ -660,7 +660,8 @@ def test_the_same_input_twice_is_refused():
         sn.Network([I, I], sn.Dense(1)(I))
 
 
-@pytest.mark.parametrize("module", ["compose", "merge", "recurrent", "layers_multi", "dsl"])
+@pytest.mark.parametrize("module", ["lang.compose", "lang.merge", "lang.recurrent",
+                                    "lang.layers_multi", "lang.dsl"])
 def test_docstring_examples(module):
     import doctest
     import importlib

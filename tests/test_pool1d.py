@@ -181,7 +181,7 @@ def test_flatten_of_a_sequence_names_channel_and_position():
     assert "F[b,c·4 + x] = P[b,c,x]   (a view: no copy)" in str(net.formulas())
 
 
-@pytest.mark.parametrize("module", ["conv", "io"])
+@pytest.mark.parametrize("module", ["lang.conv", "io.files"])
 def test_docstring_examples(module):
     import doctest
     import importlib

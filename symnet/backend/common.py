@@ -30,6 +30,10 @@ def plan_meta(plan, description: dict, dtype: str) -> dict:
                     "offset": plan.buffers[p.name].offset, "trainable": p.trainable}
                    for p in graph.params()],
         "description": description,
+        # where the batch sums of BatchNorm lie in work (per row; the model reads them)
+        "work_offsets": {b.name: b.offset for b in plan.buffers.values() if b.kind == "work"
+                         and any(n.kind == "batchnorm" and b.name.startswith(f"z_{n.name}")
+                                 for n in graph.nodes)},
     }
 
 

@@ -232,6 +232,11 @@ class MPI:
                 raise ValueError("Dropout layers are not available with comm yet (their "
                                  "masks would repeat across processes and steps); train "
                                  "without comm, or leave Dropout out")
+            if model.stateful:
+                raise ValueError("BatchNorm layers are not available with comm yet (each "
+                                 "process would normalise by its own batch and no running "
+                                 "statistics would be kept); train without comm, or use "
+                                 "LayerNorm")
             if validation_split is not None:
                 raise ValueError("validation_split is not available with comm: give "
                                  "validation_data on process 0")

@@ -137,8 +137,8 @@ class Model:
         # backend releases the GIL inside them): one call at a time.
         self.lock = threading.Lock()
         self._acquire, self._release = self.lock.acquire, self.lock.release
-        # the names the model's own methods and the modules written before the
-        # public ones use (runtime/pinn.py, second_order.py, optimizer.py)
+        # the names the model's own methods and modules written before the public
+        # ones use
         self._rt, self._meta, self._lock = rt, meta, self.lock
         self._theta, self._grad, self._rows = self.theta, self.grad, self.rows_per_call
         self._views = {}
@@ -151,6 +151,8 @@ class Model:
         self.params = Params(self._views, self.lock)
         self._optimizer = None     # the optimizer's state (symnet.runtime.optimizer), once used
         self._rngs = self._dropout_states()
+        self._bns = self._batchnorms()
+        self._stateful = bool(self._rngs or self._bns)   # a layer with a training mode
         self._embeddings = self._embedding_inputs()
         self._init = _check_init(init)
         self.init_params(seed)
@@ -215,10 +217,55 @@ class Model:
             v[STEP] = int(step) % SEED_RANGE
 
     def _train_mode(self, training: bool):
-        """Dropout draws its masks (training) or is the identity (evaluation)."""
+        """Dropout draws its masks (training) or is the identity (evaluation); BatchNorm
+        uses the batch's statistics (training) or the running ones (evaluation)."""
         from ..lang.dropout import TRAINING
         for v in self._rngs:
             v[TRAINING] = 1.0 if training else 0.0
+        for bn in self._bns:
+            bn["mode"][0] = 1.0 if training else 0.0
+
+    # ---------------------------------------------------------------- batchnorm
+    def _batchnorms(self) -> list:
+        """Per BatchNorm layer: its node name, running statistics, momentum and sizes."""
+        from ..lang.batchnorm import _BatchNorm
+        net, out = self.network, []
+        for app, name, k, shape in zip(net.layers, getattr(net, "names", ()),
+                                       getattr(net, "_param_index", ()),
+                                       getattr(net, "shapes", ())):
+            layer = app.origin if app.origin is not None else app
+            if isinstance(layer, _BatchNorm):
+                out.append({"layer": app, "name": name, "momentum": layer.momentum,
+                            "C": shape[0], "S": int(np.prod(shape[1:])),
+                            "mean": self._views[f"mean{k}"], "var": self._views[f"var{k}"],
+                            "mode": self._views[f"mode{k}"]})
+        return out
+
+    def _check_batch(self, rows: int):
+        """A batch whose channels hold one value each has no variance: refused."""
+        for bn in self._bns:
+            if rows * bn["S"] < 2:
+                raise ValueError(f"layer {bn['name']!r} ({type(bn['layer']).__name__}): a "
+                                 f"batch of {rows} example(s) has one value per channel in "
+                                 "training, and no variance; use batches of 2 or more "
+                                 "(evaluation, forward and predict take any batch)")
+
+    def _after_steps(self, work: np.ndarray, rows: int, steps: int):
+        """``steps`` updates were taken (the last on ``rows`` examples, whose forward pass
+        is in ``work``): Dropout's masks move on; BatchNorm's running statistics take the
+        last step's batch statistics (from its sums Σ_b Σ_s x and Σ_b Σ_s c² in work)."""
+        self._advance(steps)
+        offsets = self._meta.get("work_offsets", {})
+        for bn in self._bns:
+            if not steps:
+                continue
+            n, m, C, S = rows * bn["S"], bn["momentum"], bn["C"], bn["S"]
+            at = rows * offsets[f"z_{bn['name']}_c"] + np.arange(C) * S
+            sq = rows * offsets[f"z_{bn['name']}"] + np.arange(C) * S
+            mu = work[at].astype(np.float64) / n
+            var = work[sq].astype(np.float64) / max(n - 1, 1)     # unbiased, as PyTorch's
+            bn["mean"][...] = (1 - m) * bn["mean"] + m * mu
+            bn["var"][...] = (1 - m) * bn["var"] + m * var
 
     def _advance(self, steps: int):
         """The next ``steps`` updates were taken: the masks move on."""
@@ -420,7 +467,7 @@ class Model:
         input name; with several outputs the result is a list of arrays."""
         X = self._inputs(X)
         n, rt, rows = X.shape[0], self.runtime, self.rows_per_call
-        if self._rngs:
+        if self._stateful:
             self._train_mode(False)
         both = np.empty((n, self.n_out), self.dtype)    # the outputs side by side
         with self.lock:
@@ -444,8 +491,11 @@ class Model:
         refused (ValueError naming the first such row)."""
         X, T = self._finite_data(X, T, "no loss is computed from it")
         n, total, rows = X.shape[0], 0.0, self._rows
-        if self._rngs:
-            self._train_mode(not getattr(self, "_evaluating", False))
+        if self._stateful:
+            training = not getattr(self, "_evaluating", False)
+            self._train_mode(training)
+            if training:
+                self._check_batch(min(n, rows))
         rt = self.runtime
         with self.lock:
             for s in range(0, n, rows):
@@ -466,8 +516,9 @@ class Model:
         gradients into ``grad``, in calls of at most ``rows_per_call`` examples; the
         caller holds ``lock``."""
         n, rows, rt = X.shape[0], self.rows_per_call, self.runtime
-        if self._rngs:
+        if self._stateful:
             self._train_mode(True)
+            self._check_batch(min(n, rows))
         if n <= rows:
             return rt.loss_grad(X, T)
         total, acc = 0.0, np.zeros_like(self.grad, dtype=np.float64)
@@ -503,8 +554,8 @@ class Model:
                 or eps is not None or weight_decay is not None or clip_norm is not None:
             return self._step_optimizer(X, T, lr, optimizer or "sgd", momentum, betas, eps,
                                         weight_decay, clip_norm)
-        if self._rngs:
-            return self._dropout_step(X, T, lr)
+        if self._stateful:
+            return self._stateful_step(X, T, lr)
         if type(X) is np.ndarray and type(T) is np.ndarray and X.dtype is self.dtype \
                 and T.dtype is self.dtype and type(lr) is float and 0 < lr < _INF \
                 and not self._embeddings:
@@ -521,7 +572,7 @@ class Model:
                 finally:
                     self._release()
                 if loss is not None:
-                    if loss - loss == 0.0:  # finite: the step was taken
+                    if loss == loss:  # not NaN: the step was taken (the C refuses with NaN)
                         return loss
                     return self._not_taken(X, T)
         X = self._inputs(X)
@@ -574,8 +625,8 @@ class Model:
             self._release()
         if not math.isfinite(loss):
             return self._not_taken(X, T)
-        if self._rngs:
-            self._advance(1)          # Dropout: the next step's masks
+        if self._stateful:     # Dropout: the next step's masks; BatchNorm: running statistics
+            self._after_steps(self.runtime.work, min(X.shape[0], self._rows), 1)
         return loss
 
     def _not_taken(self, X, T) -> float:
@@ -593,15 +644,18 @@ class Model:
                       "inputs); the parameters are unchanged", RuntimeWarning, stacklevel=3)
         return math.nan
 
-    def _dropout_step(self, X, T, lr) -> float:
-        """``step`` of a network with Dropout: masks of training, then the next step's."""
+    def _stateful_step(self, X, T, lr) -> float:
+        """``step`` of a network with Dropout or BatchNorm: training mode, the step, then
+        the next step's masks and the running statistics of this one."""
+        n = self._inputs(X).shape[0]      # checked here, taken as given by step
+        self._check_batch(n)
         self._train_mode(True)
-        rngs, self._rngs = self._rngs, []
+        self._stateful = False
         try:
             loss = self.step(X, T, lr)
         finally:
-            self._rngs = rngs
-        self._advance(1)
+            self._stateful = True
+        self._after_steps(self.runtime.work, min(n, self._rows), 1)
         return loss
 
     def __reduce__(self):
@@ -618,14 +672,21 @@ class Model:
         extra = "" if self.backend == "c" else f" backend={self.backend}"
         return f"<symnet.Model {self.network!r} dtype={self.dtype.name}{extra}>"
 
-    # the public names of the checks and of Dropout's mode, for the modules that
-    # drive the model
+    # the public names of the checks and of the layers with a training mode, for the
+    # modules that drive the model
     set_training = _train_mode
     advance_masks = _advance
+    after_steps = _after_steps
+    check_batch = _check_batch
 
     @property
     def has_dropout(self) -> bool:
         return bool(self._rngs)
+
+    @property
+    def stateful(self) -> bool:
+        """A layer with a training mode (Dropout, BatchNorm)."""
+        return self._stateful
 
     as_inputs = _inputs
     as_targets = _targets

@@ -207,7 +207,7 @@ class _Run:
                 rows = min(self.B, n)
                 self.Ib = np.zeros((rows, X.shape[1]), model.dtype)
                 self.Tb = np.zeros((rows, T.shape[1]), model.dtype)
-            if model.has_dropout:   # Dropout: each step's masks are set before its call
+            if model.stateful:   # Dropout, BatchNorm: their state is set between steps
                 self.chunk = 1
 
     # -- one epoch ---------------------------------------------------------
@@ -252,7 +252,7 @@ class _Run:
             self.prev[...] = m.theta
             self.have_prev[0] = 1
             self.opt.apply(m, lr)
-            m.advance_masks(1)
+            m.after_steps(m.runtime.work, int(count), 1)   # Dropout's masks, BatchNorm
             self._keep([loss], [count], [lr])
             self.parts_before = None
             if stop:
@@ -273,14 +273,17 @@ class _Run:
             s1 = min(n_steps, s0 + self.chunk)
             part = idx[s0 * B: s1 * B]
             self._begin()
-            if m.has_dropout:
+            if m.stateful:
                 m.set_training(True)
+                m.check_batch(min(B, part.size))
+                if part.size % B:
+                    m.check_batch(part.size % B)
             with m.lock:
                 done = rt.train_epoch(self.X, self.T, part, B, lrs[s0:], losses[s0:],
                                       opt.code, opt.s1, opt.s2, opt.hyper, opt.t, self.prev,
                                       self.have_prev, correct[s0:] if count else None)
             opt.t += done
-            m.advance_masks(done)
+            m.after_steps(rt.train_work, min(B, part.size), done)
             sizes = [B] * done
             if done and s0 + done == n_steps and idx.size % B:
                 sizes[-1] = idx.size % B

@@ -96,8 +96,8 @@ def export_c(model, directory, name: str = "net", training: bool = True,
         if not isinstance(value, bool):
             raise ValueError(f"{flag} must be True or False, got {value!r}")
     with model.lock:
-        if model.has_dropout:                 # evaluation mode: Dropout is the identity
-            model.set_training(False)
+        if model.stateful:      # evaluation mode: Dropout is the identity, BatchNorm uses
+            model.set_training(False)          # its running statistics
         theta = model.theta.copy()
     bad = ~np.isfinite(theta)
     if bad.any():

@@ -110,6 +110,17 @@ class Runtime:
         """The C compiled into this runtime."""
         return self.meta["c_source"]
 
+    @property
+    def work(self) -> np.ndarray:
+        """The scratch of the last call (per-row buffers at batch·offset, as the header
+        lays them out): BatchNorm's batch sums are read from it."""
+        return self._work
+
+    @property
+    def train_work(self) -> np.ndarray:
+        """The scratch of the last ``train_epoch`` call (its rows first, as ``work``)."""
+        return self._train_work
+
     # ------------------------------------------------------------ pointers
     def buffer(self, arr: np.ndarray):
         """A buffer of this dtype for the C (keeps ``arr`` alive); ~0.2 µs."""

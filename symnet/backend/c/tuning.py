@@ -3,7 +3,7 @@
 A compiled network's products run either on its own register-blocked kernels
 (``templates/gemm.c.j2``, on up to ``threads_max`` OpenMP threads) or, above a
 size, on an optimised BLAS installed from PyPI (``scipy-openblas32``, the
-OpenBLAS that NumPy and SciPy ship; ``pip install symnet[blas]``), which
+OpenBLAS that NumPy and SciPy ship, a dependency of symnet), which
 follows the machine's instruction set and core count.  Which one wins, and from
 how much work a thread pays for its join, depends on the machine, so both are
 measured the first time a network is loaded on it:
@@ -34,8 +34,15 @@ so they are guarded against load:
 * the compiled probe stays beside the record (``machine-<key>.so``), and each
   process checks the record cheaply when it first loads a network (a few
   milliseconds: :func:`quick_check`); a record the machine now clearly beats
-  is measured again.  The exported C (``standalone``) never sees any of this: the hooks
-exist only in the in-process build (``SN_USE_BLAS``).
+  is measured again.
+
+On top of these thresholds, a planner (:func:`plan`, ``compile(tune=...)``) times
+each product of a network, symnet's kernels against the BLAS, and with
+``tune="full"`` the register tiles of ``TILES``, keeping the choices per CPU
+model, compiler, flags and product shape in ``<cache>/wisdom-<key>.json``.
+
+The exported C (``standalone``) never sees any of this: the hooks exist only in
+the in-process build (``SN_USE_BLAS``).
 
 Environment: ``SYMNET_BLAS=0`` keeps every product on symnet's kernels;
 ``SYMNET_BLAS_MIN`` / ``SYMNET_PARALLEL_MIN`` override the two thresholds (M·N·K);
@@ -226,6 +233,14 @@ def _seconds(call, reps: int, rounds: int = 5, best: bool = True) -> float:
 
 
 # ------------------------------------------------------------------ the load
+@lru_cache(maxsize=1)
+def _clock_ticks() -> float:
+    try:
+        return float(os.sysconf("SC_CLK_TCK"))
+    except (ValueError, OSError, AttributeError):
+        return 100.0
+
+
 def _machine_busy_s():
     """Seconds of CPU time the whole machine has spent so far (all programs, and
     time the hypervisor gave to others: "steal"), from /proc/stat; None elsewhere."""
@@ -233,7 +248,7 @@ def _machine_busy_s():
         with open("/proc/stat") as fh:
             f = fh.readline().split()
         user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, f[1:9])
-        return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+        return (user + nice + system + irq + softirq + steal) / _clock_ticks()
     except (OSError, ValueError, IndexError, AttributeError):
         return None
 
@@ -265,7 +280,10 @@ class Watch:
 
     @property
     def disturbed(self) -> bool:
-        return self.others is not None and self.others > self.OTHERS_MAX
+        # /proc/stat counts whole ticks: two of them over a short wall time are no load
+        tick = 1.0 / _clock_ticks()
+        return self.others is not None and \
+            self.others > self.OTHERS_MAX + 2 * tick / max(self.wall, 1e-9)
 
 
 #: products timed for the BLAS threshold: (kind, M, N, K); kind 0 = A·Bᵀ, 1 = A·B,
@@ -320,9 +338,14 @@ def _thread_min(rate: float, join: float) -> float:
     return max(2.0 * join * rate, 1e-5 * rate)
 
 
-def measure(budget_s: float = 0.5, keep: Path | None = None) -> dict:
+def measure(budget_s: float = 0.5, keep: Path | None = None, sha: str | None = None) -> dict:
     """Measure this machine (about a second); see the module docstring.  ``keep``:
-    where to leave the compiled probe for later checks of the record."""
+    where to leave the compiled probe for later checks of the record; a probe already
+    there whose checksum is ``sha`` (a measurement again) is used as it is."""
+    if keep is not None and sha is not None and keep.exists():
+        with contextlib.suppress(OSError, ValueError):
+            ffi, lib = _open_probe(keep, sha)
+            return dict(_measure(ffi, lib, budget_s), probe_sha256=sha)
     with _probe(keep) as (ffi, lib):
         rec = _measure(ffi, lib, budget_s)
     if keep is not None:
@@ -514,7 +537,7 @@ def _machine(path: str) -> dict:
         if again is not None and again != rec and not _due(again):
             return again
         try:
-            new = measure(keep=p.with_suffix(".so"))
+            new = measure(keep=p.with_suffix(".so"), sha=(rec or {}).get("probe_sha256"))
         except build.BuildError as exc:  # the network itself was built: keep it usable
             build._debug(f"the machine could not be measured: {exc}")
             return _defaults(str(exc).splitlines()[0])
@@ -564,10 +587,10 @@ FAST_BUDGET_S = 0.15
 PLAN_MIN = 2e5
 BATCHES = {"fast": (32, 256), "full": (16, 64, 256, 1024)}
 #: register tiles (rows × columns of C in registers) the "full" planner compiles and
-#: times: AVX2's 16 vector registers hold 4×3 or 6×2 accumulators of 8 floats (3×4
-#: spills), AVX-512's 32 hold 8×2, 6×4 or 12×2 of 16
+#: times: AVX2's 16 vector registers hold 4×3, 3×4 or 2×6 accumulators of 8 floats,
+#: AVX-512's 32 hold 8×2, 4×4, 12×1 or 6×2 of 16
 TILES = {"avx512": [(8, 32), (4, 64), (12, 16), (6, 32)],
-         "avx2": [(4, 24), (3, 32), (2, 48), (6, 16)]}
+         "avx2": [(4, 24), (3, 32), (2, 48)]}     # 6×16: 100× slower (gcc 12, Zen 3)
 #: the tile gemm.c.j2 uses when none is chosen, by instruction set
 DEFAULT_TILE = {"avx512": (8, 32), "avx2": (4, 24)}
 
@@ -672,6 +695,10 @@ def _time_products(lib, ffi, shapes, batches, s, budget_s, rounds):
     return out
 
 
+#: monotonic time before which this process times no product (after timings under load)
+_PLAN_PAUSE = [0.0]
+
+
 def plan(products, tune: str = "fast", s: dict | None = None) -> dict:
     """The planner: for each product of a network ([kind, M, N, K], 0 for the batch),
     the M·N·K from which it runs on the BLAS, from the wisdom of this CPU model,
@@ -695,7 +722,7 @@ def plan(products, tune: str = "fast", s: dict | None = None) -> dict:
     shapes = [sh for sh in shapes if math.prod(_sizes(sh, max(batches))[1:]) >= PLAN_MIN]
     todo = [sh for sh in dict.fromkeys(shapes)
             if not all(str(b) in known.get(_shape_key(sh), {}) for b in batches)]
-    if todo:
+    if todo and time.monotonic() >= _PLAN_PAUSE[0]:
         rec = machine()
         so = _path().with_suffix(".so")
         try:
@@ -707,8 +734,9 @@ def plan(products, tune: str = "fast", s: dict | None = None) -> dict:
                 timed = _time_products(lib, ffi, todo, batches, s,
                                        math.inf if tune == "full" else FAST_BUDGET_S,
                                        5 if tune == "full" else 3)
-            if w.disturbed:       # timings under load are neither kept nor used
-                timed = {}
+            if w.disturbed:       # timings under load are neither kept nor used,
+                timed = {}        # and this process waits before timing again
+                _PLAN_PAUSE[0] = time.monotonic() + RETRY_S
             for key, t in timed.items():
                 known[key] = dict(known.get(key, {}), **t)
             if timed:

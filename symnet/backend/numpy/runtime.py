@@ -28,6 +28,7 @@ class Runtime:
         self.params = np.zeros(self.n_params, self.dtype)
         self.grads = np.zeros(self.n_params, self.dtype)
         self.work_rows = 0
+        self.work = np.zeros(0, self.dtype)       # the scratch of the last call
 
     @property
     def c_source(self) -> str:
@@ -48,6 +49,9 @@ class Runtime:
         """name → array for every buffer of the plan: views of θ and ∂L/∂θ, X, T,
         fresh work arrays, aliases as reshaped views."""
         env = {}
+        # the work buffers as views of one flat array laid out as the C's (each at
+        # batch·offset): BatchNorm's batch sums are read from it after a step
+        work = self.work = np.zeros(work_size(self.meta, batch), self.dtype)
         for name, buf in self.plan.buffers.items():
             if buf.kind in ("param", "grad"):
                 flat = params if buf.kind == "param" else grads
@@ -62,7 +66,9 @@ class Runtime:
                     env[name] = T.reshape(batch, *buf.shape[1:]) \
                         if T.shape[1] == self.n_out else T
             elif buf.kind == "work":
-                env[name] = np.zeros((batch, *buf.shape[1:]), self.dtype)
+                size = batch * math.prod(buf.shape[1:])
+                env[name] = work[batch * buf.offset:batch * buf.offset + size].reshape(
+                    batch, *buf.shape[1:])
         for name, buf in self.plan.buffers.items():
             if buf.kind == "alias":
                 env[name] = env[buf.alias].reshape(batch, *buf.shape[1:])
@@ -118,6 +124,10 @@ class Runtime:
     def update(self, lr: float, optimizer: int, s1, s2, hyper, t: int):
         _update(self.params, self.params, self.grads, self.dtype.type(lr), optimizer, s1, s2,
                 hyper, t, self.n_trainable)
+
+    @property
+    def train_work(self) -> np.ndarray:
+        return self.work
 
     def train_epoch(self, X, T, idx, batch_size: int, lrs, losses, optimizer: int, s1, s2,
                     hyper, t0: int, prev, have_prev, correct=None) -> int:
