@@ -43,6 +43,9 @@ NETWORKS = {
     "frozen_first_layer": _seq(4, lambda: [sn.Dense(5, "softplus", trainable=False),
                                            sn.Dense(3, "elu"), sn.Dense(2, "sigmoid")],
                                loss="bce"),
+    "batchnorm_layernorm_dropout": _seq(5, lambda: [
+        sn.Dense(6, "tanh"), sn.BatchNorm1d(), sn.Dense(6, "relu"), sn.LayerNorm(),
+        sn.Dropout(0.3), sn.Dense(2)]),
     "swish_gelu_softmax": _seq(3, lambda: [sn.Dense(6, "swish"), sn.Dense(5, "gelu"),
                                            sn.Dense(4)], loss="softmax_cross_entropy"),
     "conv_stride2_pad1": _seq((2, 7, 6), lambda: [

@@ -34,7 +34,26 @@ def _functions() -> dict:
     def softplus(x):
         x = np.asarray(x)
         return np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
-    return {"sigmoid": sigmoid, "softplus": softplus}
+    def dropout_mask(seed, step, training, b, e, p):
+        """The C's sn_dropout: Philox4x32-10 with counter (e, b, step, 0), key (seed, 0);
+        kept where the first output's top 24 bits as a number in [0, 1) are ≥ p."""
+        seed, step, training, b, e, p = np.broadcast_arrays(
+            *(np.asarray(v) for v in (seed, step, training, b, e, p)))
+        m32 = np.uint64(0xFFFFFFFF)
+        c0, c1 = e.astype(np.uint64) & m32, b.astype(np.uint64) & m32
+        c2 = (step + 0.5).astype(np.uint64) & m32
+        c3 = np.zeros_like(c0)
+        k0, k1 = (seed + 0.5).astype(np.uint64) & m32, np.zeros_like(c0)
+        for _ in range(10):
+            p0, p1 = np.uint64(0xD2511F53) * c0, np.uint64(0xCD9E8D57) * c2
+            h0, l0, h1, l1 = p0 >> np.uint64(32), p0 & m32, p1 >> np.uint64(32), p1 & m32
+            c0, c1, c2, c3 = h1 ^ c1 ^ k0, l1, h0 ^ c3 ^ k1, l0
+            k0, k1 = (k0 + np.uint64(0x9E3779B9)) & m32, (k1 + np.uint64(0xBB67AE85)) & m32
+        real = np.result_type(p)
+        u = (c0 >> np.uint64(8)).astype(real) * real.type(1.0 / 16777216.0)
+        mask = np.where(u >= p, 1 / (1 - p), 0)
+        return np.where(training > 0.5, mask, 1)
+    return {"sigmoid": sigmoid, "softplus": softplus, "dropout_mask": dropout_mask}
 
 
 class Compiled:
@@ -142,6 +161,9 @@ class Compiled:
             values = []
             for sym in args:
                 acc = self.symbols.get(sym)
+                if acc is None and sym.name in point:      # a loop index as a number
+                    values.append(point[sym.name])
+                    continue
                 if acc is None and sym.name != "inv_batch":  # pragma: no cover
                     raise ValueError(f"symbol {sym} of {target} is no array element")
                 if acc is None or acc.array == "inv_batch":
