@@ -8,8 +8,11 @@
  *   B1_norm1 (8, 32) = LayerNorm(eps=1e-05)
  *   B1_att_qkv (8, 96) = c4[i] + z_B1_att_qkv[b,tq,i]
  *   B1_att_s (4, 8, 8) = 0.35355339059327373*z_B1_att_s[b,hd,tq,tk]
+ *   B1_att_m (4, 8) = z_B1_att_m[b,hd,tq]
+ *   B1_att_e (4, 8, 8) = exp(-B1_att_m[b,hd,tq] + B1_att_s[b,hd,tq,tk])
  *   B1_att_z (4, 8) = z_B1_att_z[b,hd,tq]
- *   B1_att_p (4, 8, 8) = exp(B1_att_s[b,hd,tq,tk])/B1_att_z[b,hd,tq]
+ *   B1_att_p (4, 8, 8) = B1_att_e[b,hd,tq,tk]/B1_att_z[b,hd,tq]
+ *   B1_att_v (4, 8, 8) = B1_att_qkv[b,tk,hd*8 + e + 64]
  *   B1_att_a (8, 4, 8) = z_B1_att_a[b,tq,hd,e]
  *   B1_att (8, 32) = co4[i] + z_B1_att[b,tq,i]
  *   B1_res1 (8, 32) = B1_att[b,i,x] + pos[b,i,x]
@@ -22,8 +25,11 @@
  *   B2_norm1 (8, 32) = LayerNorm(eps=1e-05)
  *   B2_att_qkv (8, 96) = c11[i] + z_B2_att_qkv[b,tq,i]
  *   B2_att_s (4, 8, 8) = 0.35355339059327373*z_B2_att_s[b,hd,tq,tk]
+ *   B2_att_m (4, 8) = z_B2_att_m[b,hd,tq]
+ *   B2_att_e (4, 8, 8) = exp(-B2_att_m[b,hd,tq] + B2_att_s[b,hd,tq,tk])
  *   B2_att_z (4, 8) = z_B2_att_z[b,hd,tq]
- *   B2_att_p (4, 8, 8) = exp(B2_att_s[b,hd,tq,tk])/B2_att_z[b,hd,tq]
+ *   B2_att_p (4, 8, 8) = B2_att_e[b,hd,tq,tk]/B2_att_z[b,hd,tq]
+ *   B2_att_v (4, 8, 8) = B2_att_qkv[b,tk,hd*8 + e + 64]
  *   B2_att_a (8, 4, 8) = z_B2_att_a[b,tq,hd,e]
  *   B2_att (8, 32) = co11[i] + z_B2_att[b,tq,i]
  *   B2_res1 (8, 32) = B1[b,i,x] + B2_att[b,i,x]
@@ -39,7 +45,7 @@
  * X of width n holds X[b,j] at X[b * n + j]; W of shape (out, in) holds
  * W[i,j] at W[i * in + j].  Parameters live in one flat array `params`
  * (18026 numbers), their gradients in `grads` with the same
- * layout, and everything per example in `work` (30928 numbers
+ * layout, and everything per example in `work` (33104 numbers
  * per example of the batch).
  */
 #include <math.h>
@@ -56,8 +62,11 @@
  *   B1_norm1 (8, 32) = LayerNorm(eps=1e-05)
  *   B1_att_qkv (8, 96) = c4[i] + z_B1_att_qkv[b,tq,i]
  *   B1_att_s (4, 8, 8) = 0.35355339059327373*z_B1_att_s[b,hd,tq,tk]
+ *   B1_att_m (4, 8) = z_B1_att_m[b,hd,tq]
+ *   B1_att_e (4, 8, 8) = exp(-B1_att_m[b,hd,tq] + B1_att_s[b,hd,tq,tk])
  *   B1_att_z (4, 8) = z_B1_att_z[b,hd,tq]
- *   B1_att_p (4, 8, 8) = exp(B1_att_s[b,hd,tq,tk])/B1_att_z[b,hd,tq]
+ *   B1_att_p (4, 8, 8) = B1_att_e[b,hd,tq,tk]/B1_att_z[b,hd,tq]
+ *   B1_att_v (4, 8, 8) = B1_att_qkv[b,tk,hd*8 + e + 64]
  *   B1_att_a (8, 4, 8) = z_B1_att_a[b,tq,hd,e]
  *   B1_att (8, 32) = co4[i] + z_B1_att[b,tq,i]
  *   B1_res1 (8, 32) = B1_att[b,i,x] + pos[b,i,x]
@@ -70,8 +79,11 @@
  *   B2_norm1 (8, 32) = LayerNorm(eps=1e-05)
  *   B2_att_qkv (8, 96) = c11[i] + z_B2_att_qkv[b,tq,i]
  *   B2_att_s (4, 8, 8) = 0.35355339059327373*z_B2_att_s[b,hd,tq,tk]
+ *   B2_att_m (4, 8) = z_B2_att_m[b,hd,tq]
+ *   B2_att_e (4, 8, 8) = exp(-B2_att_m[b,hd,tq] + B2_att_s[b,hd,tq,tk])
  *   B2_att_z (4, 8) = z_B2_att_z[b,hd,tq]
- *   B2_att_p (4, 8, 8) = exp(B2_att_s[b,hd,tq,tk])/B2_att_z[b,hd,tq]
+ *   B2_att_p (4, 8, 8) = B2_att_e[b,hd,tq,tk]/B2_att_z[b,hd,tq]
+ *   B2_att_v (4, 8, 8) = B2_att_qkv[b,tk,hd*8 + e + 64]
  *   B2_att_a (8, 4, 8) = z_B2_att_a[b,tq,hd,e]
  *   B2_att (8, 32) = co11[i] + z_B2_att[b,tq,i]
  *   B2_res1 (8, 32) = B1[b,i,x] + B2_att[b,i,x]
@@ -84,8 +96,8 @@
  *   loss: bce, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_FA7FC8B686_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_FA7FC8B686_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_99224B38D6_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_99224B38D6_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (32, 10)
  *   b1           offset       320  shape (32,)
  *   P2           offset       352  shape (8, 32)
@@ -116,48 +128,48 @@
  *   W17          offset     17696  shape (10, 32)
  *   b17          offset     18016  shape (10,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_FA7FC8B686_WORK_SIZE(batch) numbers; SYMNET_FA7FC8B686_TRAIN_WORK_SIZE(batch_size) for
- * symnet_fa7fc8b686_train) and allocates nothing.  Memory for one call of a batch B:
- *   params 18026 + X B*80 + T or O B*80 + work (B*30928 + 18026)
- *   numbers of 4 bytes; e.g. B = 32: 4,123,472 bytes (training; forward only: 2,054,568).
+ * `work` (SYMNET_99224B38D6_WORK_SIZE(batch) numbers; SYMNET_99224B38D6_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_99224b38d6_train) and allocates nothing.  Memory for one call of a batch B:
+ *   params 18026 + X B*80 + T or O B*80 + work (B*33104 + 18026)
+ *   numbers of 4 bytes; e.g. B = 32: 4,402,000 bytes (training; forward only: 2,193,832).
  */
-#ifndef SYMNET_FA7FC8B686_H
-#define SYMNET_FA7FC8B686_H
+#ifndef SYMNET_99224B38D6_H
+#define SYMNET_99224B38D6_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_FA7FC8B686_REAL float  /* the number type of every array (float32) */
-#define SYMNET_FA7FC8B686_N_INPUTS 80  /* features per example */
-#define SYMNET_FA7FC8B686_N_OUTPUTS 80
-#define SYMNET_FA7FC8B686_N_PARAMS 18026  /* numbers in the flat parameter array */
-#define SYMNET_FA7FC8B686_WORK_PER_EXAMPLE 30928
-#define SYMNET_FA7FC8B686_WORK_SIZE(batch) ((batch) * 30928 + 18026)  /* numbers of scratch per call */
-#define SYMNET_FA7FC8B686_TRAIN_WORK_SIZE(batch_size) (SYMNET_FA7FC8B686_WORK_SIZE(batch_size) + (batch_size) * 160)
-#define SYMNET_FA7FC8B686_SGD 0       /* optimizer codes of symnet_fa7fc8b686_update and symnet_fa7fc8b686_train */
-#define SYMNET_FA7FC8B686_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_FA7FC8B686_N_PARAMS numbers */
-#define SYMNET_FA7FC8B686_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_FA7FC8B686_N_PARAMS numbers each */
+#define SYMNET_99224B38D6_REAL float  /* the number type of every array (float32) */
+#define SYMNET_99224B38D6_N_INPUTS 80  /* features per example */
+#define SYMNET_99224B38D6_N_OUTPUTS 80
+#define SYMNET_99224B38D6_N_PARAMS 18026  /* numbers in the flat parameter array */
+#define SYMNET_99224B38D6_WORK_PER_EXAMPLE 33104
+#define SYMNET_99224B38D6_WORK_SIZE(batch) ((batch) * 33104 + 18026)  /* numbers of scratch per call */
+#define SYMNET_99224B38D6_TRAIN_WORK_SIZE(batch_size) (SYMNET_99224B38D6_WORK_SIZE(batch_size) + (batch_size) * 160)
+#define SYMNET_99224B38D6_SGD 0       /* optimizer codes of symnet_99224b38d6_update and symnet_99224b38d6_train */
+#define SYMNET_99224B38D6_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_99224B38D6_N_PARAMS numbers */
+#define SYMNET_99224B38D6_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_99224B38D6_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_FA7FC8B686_N_OUTPUTS) = the network's output for X (batch × SYMNET_FA7FC8B686_N_INPUTS). */
-void symnet_fa7fc8b686_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_99224B38D6_N_OUTPUTS) = the network's output for X (batch × SYMNET_99224B38D6_N_INPUTS). */
+void symnet_99224b38d6_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_fa7fc8b686_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_99224b38d6_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_FA7FC8B686_N_PARAMS numbers) by back propagation. */
-float symnet_fa7fc8b686_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_99224B38D6_N_PARAMS numbers) by back propagation. */
+float symnet_99224b38d6_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_fa7fc8b686_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_99224b38d6_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_FA7FC8B686_SGD, SYMNET_FA7FC8B686_MOMENTUM or SYMNET_FA7FC8B686_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_99224B38D6_SGD, SYMNET_99224B38D6_MOMENTUM or SYMNET_99224B38D6_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_fa7fc8b686_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_99224b38d6_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -165,10 +177,10 @@ void symnet_fa7fc8b686_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_FA7FC8B686_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_99224B38D6_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_FA7FC8B686_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_fa7fc8b686_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_99224B38D6_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_99224b38d6_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -177,7 +189,7 @@ long long symnet_fa7fc8b686_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_FA7FC8B686_H */
+#endif /* SYMNET_99224B38D6_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -549,7 +561,7 @@ static void sn_rows_1(const real *params, real *work, const real *S, int batch, 
 }
 
 /* The examples sn_lo ≤ b < sn_hi of the batch through the layers' ops that take each
- * example alone: B1_att_qkv, z_B1_att_s, B1_att_s, z_B1_att_z, B1_att_p, z_B1_att_a. */
+ * example alone: B1_att_qkv, z_B1_att_s, B1_att_s, z_B1_att_m, B1_att_e, z_B1_att_z, B1_att_p, B1_att_v, z_B1_att_a. */
 static void sn_rows_2(const real *params, real *work, const real *S, int batch, int sn_lo, int sn_hi)
 {
     const real *c4 = params + 3744;  /* c4: (96,) */
@@ -558,9 +570,13 @@ static void sn_rows_2(const real *params, real *work, const real *S, int batch, 
     real *B1_att_qkv = work + (size_t)batch * 2560;  /* layer B1_att_qkv: (batch, 8, 96) */
     real *z_B1_att_s = work + (size_t)batch * 3328;  /* Σ of B1_att_s: (batch, 4, 8, 8) */
     real *B1_att_s = work + (size_t)batch * 3584;  /* layer B1_att_s: (batch, 4, 8, 8) */
-    real *z_B1_att_z = work + (size_t)batch * 3840;  /* Σ of B1_att_z: (batch, 4, 8) */
-    real *B1_att_p = work + (size_t)batch * 3872;  /* layer B1_att_p: (batch, 4, 8, 8) */
-    real *z_B1_att_a = work + (size_t)batch * 4128;  /* Σ of B1_att_a: (batch, 8, 4, 8) */
+    real *z_B1_att_m = work + (size_t)batch * 3840;  /* Σ of B1_att_m: (batch, 4, 8) */
+    real *B1_att_e = work + (size_t)batch * 3872;  /* layer B1_att_e: (batch, 4, 8, 8) */
+    real *z_B1_att_z = work + (size_t)batch * 4128;  /* Σ of B1_att_z: (batch, 4, 8) */
+    real *B1_att_p = work + (size_t)batch * 4160;  /* layer B1_att_p: (batch, 4, 8, 8) */
+    real *B1_att_v = work + (size_t)batch * 4416;  /* layer B1_att_v: (batch, 4, 8, 8) */
+    real *z_B1_att_a = work + (size_t)batch * 4672;  /* Σ of B1_att_a: (batch, 8, 4, 8) */
+    real *B1_att_m = z_B1_att_m;  /* layer B1_att_m: z_B1_att_m itself: (batch, 4, 8) */
     real *B1_att_z = z_B1_att_z;  /* layer B1_att_z: z_B1_att_z itself: (batch, 4, 8) */
 
     (void)S;
@@ -592,8 +608,23 @@ static void sn_rows_2(const real *params, real *work, const real *S, int batch, 
                 for (int tk = 0; tk < 8; tk++) {
                     B1_att_s[b * 256 + hd * 64 + tq * 8 + tk] = 0.353553391F*z_B1_att_s[b * 256 + hd * 64 + tq * 8 + tk];
                 }
+    for (size_t q = (size_t)sn_lo * 32; q < (size_t)sn_hi * 32; q++) z_B1_att_m[q] = -INFINITY;
+    /* z_B1_att_m[b,hd,tq] = max_tk B1_att_s[b,hd,tq,tk] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int hd = 0; hd < 4; hd++)
+            for (int tq = 0; tq < 8; tq++)
+                for (int tk = 0; tk < 8; tk++) {
+                    z_B1_att_m[b * 32 + hd * 8 + tq] = B1_att_s[b * 256 + hd * 64 + tq * 8 + tk] > z_B1_att_m[b * 32 + hd * 8 + tq] ? B1_att_s[b * 256 + hd * 64 + tq * 8 + tk] : z_B1_att_m[b * 32 + hd * 8 + tq];
+                }
+    /* B1_att_e[b,hd,tq,tk] = exp(-B1_att_m[b,hd,tq] + B1_att_s[b,hd,tq,tk]) */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int hd = 0; hd < 4; hd++)
+            for (int tq = 0; tq < 8; tq++)
+                for (int tk = 0; tk < 8; tk++) {
+                    B1_att_e[b * 256 + hd * 64 + tq * 8 + tk] = expf(-B1_att_m[b * 32 + hd * 8 + tq] + B1_att_s[b * 256 + hd * 64 + tq * 8 + tk]);
+                }
     memset(z_B1_att_z + (size_t)sn_lo * 32, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 32);
-    /* z_B1_att_z[b,hd,tq] = Σ_tk exp(B1_att_s[b,hd,tq,tk]) */
+    /* z_B1_att_z[b,hd,tq] = Σ_tk B1_att_e[b,hd,tq,tk] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++)
             for (int tq = 0; tq < 8; tq++) {
@@ -602,19 +633,26 @@ static void sn_rows_2(const real *params, real *work, const real *S, int batch, 
 #pragma omp simd reduction(+:acc0)
 #endif
                 for (int tk = 0; tk < 8; tk++) {
-                    acc0 += expf(B1_att_s[b * 256 + hd * 64 + tq * 8 + tk]);
+                    acc0 += B1_att_e[b * 256 + hd * 64 + tq * 8 + tk];
                 }
                 z_B1_att_z[b * 32 + hd * 8 + tq] += acc0;
             }
-    /* B1_att_p[b,hd,tq,tk] = exp(B1_att_s[b,hd,tq,tk])/B1_att_z[b,hd,tq] */
+    /* B1_att_p[b,hd,tq,tk] = B1_att_e[b,hd,tq,tk]/B1_att_z[b,hd,tq] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++)
             for (int tq = 0; tq < 8; tq++)
                 for (int tk = 0; tk < 8; tk++) {
-                    B1_att_p[b * 256 + hd * 64 + tq * 8 + tk] = expf(B1_att_s[b * 256 + hd * 64 + tq * 8 + tk])/B1_att_z[b * 32 + hd * 8 + tq];
+                    B1_att_p[b * 256 + hd * 64 + tq * 8 + tk] = B1_att_e[b * 256 + hd * 64 + tq * 8 + tk]/B1_att_z[b * 32 + hd * 8 + tq];
+                }
+    /* B1_att_v[b,hd,e,tk] = B1_att_qkv[b,tk,hd*8 + e + 64] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int hd = 0; hd < 4; hd++)
+            for (int e = 0; e < 8; e++)
+                for (int tk = 0; tk < 8; tk++) {
+                    B1_att_v[b * 256 + hd * 64 + e * 8 + tk] = B1_att_qkv[b * 768 + tk * 96 + (hd*8 + e + 64)];
                 }
     memset(z_B1_att_a + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
-    /* z_B1_att_a[b,tq,hd,e] = Σ_tk B1_att_p[b,hd,tq,tk]·B1_att_qkv[b,tk,hd·8 + e + 64] */
+    /* z_B1_att_a[b,tq,hd,e] = Σ_tk B1_att_p[b,hd,tq,tk]·B1_att_v[b,hd,e,tk] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int tq = 0; tq < 8; tq++)
             for (int hd = 0; hd < 4; hd++)
@@ -624,7 +662,7 @@ static void sn_rows_2(const real *params, real *work, const real *S, int batch, 
 #pragma omp simd reduction(+:acc0)
 #endif
                     for (int tk = 0; tk < 8; tk++) {
-                        acc0 += B1_att_p[b * 256 + hd * 64 + tq * 8 + tk]*B1_att_qkv[b * 768 + tk * 96 + (hd*8 + e + 64)];
+                        acc0 += B1_att_p[b * 256 + hd * 64 + tq * 8 + tk]*B1_att_v[b * 256 + hd * 64 + e * 8 + tk];
                     }
                     z_B1_att_a[b * 256 + tq * 32 + hd * 8 + e] += acc0;
                 }
@@ -640,13 +678,13 @@ static void sn_rows_3(const real *params, real *work, const real *S, int batch, 
     const real *beta6 = params + 4928;  /* beta6: (32,) */
 
     real *pos = work + (size_t)batch * 512;  /* layer pos: (batch, 8, 32) */
-    real *z_B1_att = work + (size_t)batch * 4384;  /* Σ of B1_att: (batch, 8, 32) */
-    real *B1_att = work + (size_t)batch * 4640;  /* layer B1_att: (batch, 8, 32) */
-    real *B1_res1 = work + (size_t)batch * 4896;  /* layer B1_res1: (batch, 8, 32) */
-    real *z_B1_norm2_c = work + (size_t)batch * 5152;  /* Σ of B1_norm2_c: (batch, 8, 32) */
-    real *B1_norm2_c = work + (size_t)batch * 5408;  /* layer B1_norm2_c: (batch, 8, 32) */
-    real *z_B1_norm2 = work + (size_t)batch * 5664;  /* Σ of B1_norm2: (batch, 8, 32) */
-    real *B1_norm2 = work + (size_t)batch * 5920;  /* layer B1_norm2: (batch, 8, 32) */
+    real *z_B1_att = work + (size_t)batch * 4928;  /* Σ of B1_att: (batch, 8, 32) */
+    real *B1_att = work + (size_t)batch * 5184;  /* layer B1_att: (batch, 8, 32) */
+    real *B1_res1 = work + (size_t)batch * 5440;  /* layer B1_res1: (batch, 8, 32) */
+    real *z_B1_norm2_c = work + (size_t)batch * 5696;  /* Σ of B1_norm2_c: (batch, 8, 32) */
+    real *B1_norm2_c = work + (size_t)batch * 5952;  /* layer B1_norm2_c: (batch, 8, 32) */
+    real *z_B1_norm2 = work + (size_t)batch * 6208;  /* Σ of B1_norm2: (batch, 8, 32) */
+    real *B1_norm2 = work + (size_t)batch * 6464;  /* layer B1_norm2: (batch, 8, 32) */
 
     (void)S;
     /* B1_att[b,tq,i] = co4[i] + z_B1_att[b,tq,i] */
@@ -710,8 +748,8 @@ static void sn_rows_4(const real *params, real *work, const real *S, int batch, 
 {
     const real *b7 = params + 7008;  /* b7: (64,) */
 
-    real *z_B1_ff1 = work + (size_t)batch * 6176;  /* Σ of B1_ff1: (batch, 8, 64) */
-    real *B1_ff1 = work + (size_t)batch * 6688;  /* layer B1_ff1: (batch, 8, 64) */
+    real *z_B1_ff1 = work + (size_t)batch * 6720;  /* Σ of B1_ff1: (batch, 8, 64) */
+    real *B1_ff1 = work + (size_t)batch * 7232;  /* layer B1_ff1: (batch, 8, 64) */
 
     (void)S;
     /* B1_ff1[b,tq,i] = (b7[i] + z_B1_ff1[b,tq,i] if b7[i] + z_B1_ff1[b,tq,i] > 0 else 0) */
@@ -732,14 +770,14 @@ static void sn_rows_5(const real *params, real *work, const real *S, int batch, 
     const real *gamma10 = params + 9152;  /* gamma10: (32,) */
     const real *beta10 = params + 9184;  /* beta10: (32,) */
 
-    real *B1_res1 = work + (size_t)batch * 4896;  /* layer B1_res1: (batch, 8, 32) */
-    real *z_B1_ff2 = work + (size_t)batch * 7200;  /* Σ of B1_ff2: (batch, 8, 32) */
-    real *B1_ff2 = work + (size_t)batch * 7456;  /* layer B1_ff2: (batch, 8, 32) */
-    real *B1 = work + (size_t)batch * 7712;  /* layer B1: (batch, 8, 32) */
-    real *z_B2_norm1_c = work + (size_t)batch * 7968;  /* Σ of B2_norm1_c: (batch, 8, 32) */
-    real *B2_norm1_c = work + (size_t)batch * 8224;  /* layer B2_norm1_c: (batch, 8, 32) */
-    real *z_B2_norm1 = work + (size_t)batch * 8480;  /* Σ of B2_norm1: (batch, 8, 32) */
-    real *B2_norm1 = work + (size_t)batch * 8736;  /* layer B2_norm1: (batch, 8, 32) */
+    real *B1_res1 = work + (size_t)batch * 5440;  /* layer B1_res1: (batch, 8, 32) */
+    real *z_B1_ff2 = work + (size_t)batch * 7744;  /* Σ of B1_ff2: (batch, 8, 32) */
+    real *B1_ff2 = work + (size_t)batch * 8000;  /* layer B1_ff2: (batch, 8, 32) */
+    real *B1 = work + (size_t)batch * 8256;  /* layer B1: (batch, 8, 32) */
+    real *z_B2_norm1_c = work + (size_t)batch * 8512;  /* Σ of B2_norm1_c: (batch, 8, 32) */
+    real *B2_norm1_c = work + (size_t)batch * 8768;  /* layer B2_norm1_c: (batch, 8, 32) */
+    real *z_B2_norm1 = work + (size_t)batch * 9024;  /* Σ of B2_norm1: (batch, 8, 32) */
+    real *B2_norm1 = work + (size_t)batch * 9280;  /* layer B2_norm1: (batch, 8, 32) */
 
     (void)S;
     /* B1_ff2[b,tq,i] = b8[i] + z_B1_ff2[b,tq,i] */
@@ -798,18 +836,22 @@ static void sn_rows_5(const real *params, real *work, const real *S, int batch, 
 }
 
 /* The examples sn_lo ≤ b < sn_hi of the batch through the layers' ops that take each
- * example alone: B2_att_qkv, z_B2_att_s, B2_att_s, z_B2_att_z, B2_att_p, z_B2_att_a. */
+ * example alone: B2_att_qkv, z_B2_att_s, B2_att_s, z_B2_att_m, B2_att_e, z_B2_att_z, B2_att_p, B2_att_v, z_B2_att_a. */
 static void sn_rows_6(const real *params, real *work, const real *S, int batch, int sn_lo, int sn_hi)
 {
     const real *c11 = params + 12288;  /* c11: (96,) */
 
-    real *z_B2_att_qkv = work + (size_t)batch * 8992;  /* Σ of B2_att_qkv: (batch, 8, 96) */
-    real *B2_att_qkv = work + (size_t)batch * 9760;  /* layer B2_att_qkv: (batch, 8, 96) */
-    real *z_B2_att_s = work + (size_t)batch * 10528;  /* Σ of B2_att_s: (batch, 4, 8, 8) */
-    real *B2_att_s = work + (size_t)batch * 10784;  /* layer B2_att_s: (batch, 4, 8, 8) */
-    real *z_B2_att_z = work + (size_t)batch * 11040;  /* Σ of B2_att_z: (batch, 4, 8) */
-    real *B2_att_p = work + (size_t)batch * 11072;  /* layer B2_att_p: (batch, 4, 8, 8) */
-    real *z_B2_att_a = work + (size_t)batch * 11328;  /* Σ of B2_att_a: (batch, 8, 4, 8) */
+    real *z_B2_att_qkv = work + (size_t)batch * 9536;  /* Σ of B2_att_qkv: (batch, 8, 96) */
+    real *B2_att_qkv = work + (size_t)batch * 10304;  /* layer B2_att_qkv: (batch, 8, 96) */
+    real *z_B2_att_s = work + (size_t)batch * 11072;  /* Σ of B2_att_s: (batch, 4, 8, 8) */
+    real *B2_att_s = work + (size_t)batch * 11328;  /* layer B2_att_s: (batch, 4, 8, 8) */
+    real *z_B2_att_m = work + (size_t)batch * 11584;  /* Σ of B2_att_m: (batch, 4, 8) */
+    real *B2_att_e = work + (size_t)batch * 11616;  /* layer B2_att_e: (batch, 4, 8, 8) */
+    real *z_B2_att_z = work + (size_t)batch * 11872;  /* Σ of B2_att_z: (batch, 4, 8) */
+    real *B2_att_p = work + (size_t)batch * 11904;  /* layer B2_att_p: (batch, 4, 8, 8) */
+    real *B2_att_v = work + (size_t)batch * 12160;  /* layer B2_att_v: (batch, 4, 8, 8) */
+    real *z_B2_att_a = work + (size_t)batch * 12416;  /* Σ of B2_att_a: (batch, 8, 4, 8) */
+    real *B2_att_m = z_B2_att_m;  /* layer B2_att_m: z_B2_att_m itself: (batch, 4, 8) */
     real *B2_att_z = z_B2_att_z;  /* layer B2_att_z: z_B2_att_z itself: (batch, 4, 8) */
 
     (void)S;
@@ -841,8 +883,23 @@ static void sn_rows_6(const real *params, real *work, const real *S, int batch, 
                 for (int tk = 0; tk < 8; tk++) {
                     B2_att_s[b * 256 + hd * 64 + tq * 8 + tk] = 0.353553391F*z_B2_att_s[b * 256 + hd * 64 + tq * 8 + tk];
                 }
+    for (size_t q = (size_t)sn_lo * 32; q < (size_t)sn_hi * 32; q++) z_B2_att_m[q] = -INFINITY;
+    /* z_B2_att_m[b,hd,tq] = max_tk B2_att_s[b,hd,tq,tk] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int hd = 0; hd < 4; hd++)
+            for (int tq = 0; tq < 8; tq++)
+                for (int tk = 0; tk < 8; tk++) {
+                    z_B2_att_m[b * 32 + hd * 8 + tq] = B2_att_s[b * 256 + hd * 64 + tq * 8 + tk] > z_B2_att_m[b * 32 + hd * 8 + tq] ? B2_att_s[b * 256 + hd * 64 + tq * 8 + tk] : z_B2_att_m[b * 32 + hd * 8 + tq];
+                }
+    /* B2_att_e[b,hd,tq,tk] = exp(-B2_att_m[b,hd,tq] + B2_att_s[b,hd,tq,tk]) */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int hd = 0; hd < 4; hd++)
+            for (int tq = 0; tq < 8; tq++)
+                for (int tk = 0; tk < 8; tk++) {
+                    B2_att_e[b * 256 + hd * 64 + tq * 8 + tk] = expf(-B2_att_m[b * 32 + hd * 8 + tq] + B2_att_s[b * 256 + hd * 64 + tq * 8 + tk]);
+                }
     memset(z_B2_att_z + (size_t)sn_lo * 32, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 32);
-    /* z_B2_att_z[b,hd,tq] = Σ_tk exp(B2_att_s[b,hd,tq,tk]) */
+    /* z_B2_att_z[b,hd,tq] = Σ_tk B2_att_e[b,hd,tq,tk] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++)
             for (int tq = 0; tq < 8; tq++) {
@@ -851,19 +908,26 @@ static void sn_rows_6(const real *params, real *work, const real *S, int batch, 
 #pragma omp simd reduction(+:acc0)
 #endif
                 for (int tk = 0; tk < 8; tk++) {
-                    acc0 += expf(B2_att_s[b * 256 + hd * 64 + tq * 8 + tk]);
+                    acc0 += B2_att_e[b * 256 + hd * 64 + tq * 8 + tk];
                 }
                 z_B2_att_z[b * 32 + hd * 8 + tq] += acc0;
             }
-    /* B2_att_p[b,hd,tq,tk] = exp(B2_att_s[b,hd,tq,tk])/B2_att_z[b,hd,tq] */
+    /* B2_att_p[b,hd,tq,tk] = B2_att_e[b,hd,tq,tk]/B2_att_z[b,hd,tq] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++)
             for (int tq = 0; tq < 8; tq++)
                 for (int tk = 0; tk < 8; tk++) {
-                    B2_att_p[b * 256 + hd * 64 + tq * 8 + tk] = expf(B2_att_s[b * 256 + hd * 64 + tq * 8 + tk])/B2_att_z[b * 32 + hd * 8 + tq];
+                    B2_att_p[b * 256 + hd * 64 + tq * 8 + tk] = B2_att_e[b * 256 + hd * 64 + tq * 8 + tk]/B2_att_z[b * 32 + hd * 8 + tq];
+                }
+    /* B2_att_v[b,hd,e,tk] = B2_att_qkv[b,tk,hd*8 + e + 64] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int hd = 0; hd < 4; hd++)
+            for (int e = 0; e < 8; e++)
+                for (int tk = 0; tk < 8; tk++) {
+                    B2_att_v[b * 256 + hd * 64 + e * 8 + tk] = B2_att_qkv[b * 768 + tk * 96 + (hd*8 + e + 64)];
                 }
     memset(z_B2_att_a + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
-    /* z_B2_att_a[b,tq,hd,e] = Σ_tk B2_att_p[b,hd,tq,tk]·B2_att_qkv[b,tk,hd·8 + e + 64] */
+    /* z_B2_att_a[b,tq,hd,e] = Σ_tk B2_att_p[b,hd,tq,tk]·B2_att_v[b,hd,e,tk] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int tq = 0; tq < 8; tq++)
             for (int hd = 0; hd < 4; hd++)
@@ -873,7 +937,7 @@ static void sn_rows_6(const real *params, real *work, const real *S, int batch, 
 #pragma omp simd reduction(+:acc0)
 #endif
                     for (int tk = 0; tk < 8; tk++) {
-                        acc0 += B2_att_p[b * 256 + hd * 64 + tq * 8 + tk]*B2_att_qkv[b * 768 + tk * 96 + (hd*8 + e + 64)];
+                        acc0 += B2_att_p[b * 256 + hd * 64 + tq * 8 + tk]*B2_att_v[b * 256 + hd * 64 + e * 8 + tk];
                     }
                     z_B2_att_a[b * 256 + tq * 32 + hd * 8 + e] += acc0;
                 }
@@ -888,14 +952,14 @@ static void sn_rows_7(const real *params, real *work, const real *S, int batch, 
     const real *gamma13 = params + 13440;  /* gamma13: (32,) */
     const real *beta13 = params + 13472;  /* beta13: (32,) */
 
-    real *B1 = work + (size_t)batch * 7712;  /* layer B1: (batch, 8, 32) */
-    real *z_B2_att = work + (size_t)batch * 11584;  /* Σ of B2_att: (batch, 8, 32) */
-    real *B2_att = work + (size_t)batch * 11840;  /* layer B2_att: (batch, 8, 32) */
-    real *B2_res1 = work + (size_t)batch * 12096;  /* layer B2_res1: (batch, 8, 32) */
-    real *z_B2_norm2_c = work + (size_t)batch * 12352;  /* Σ of B2_norm2_c: (batch, 8, 32) */
-    real *B2_norm2_c = work + (size_t)batch * 12608;  /* layer B2_norm2_c: (batch, 8, 32) */
-    real *z_B2_norm2 = work + (size_t)batch * 12864;  /* Σ of B2_norm2: (batch, 8, 32) */
-    real *B2_norm2 = work + (size_t)batch * 13120;  /* layer B2_norm2: (batch, 8, 32) */
+    real *B1 = work + (size_t)batch * 8256;  /* layer B1: (batch, 8, 32) */
+    real *z_B2_att = work + (size_t)batch * 12672;  /* Σ of B2_att: (batch, 8, 32) */
+    real *B2_att = work + (size_t)batch * 12928;  /* layer B2_att: (batch, 8, 32) */
+    real *B2_res1 = work + (size_t)batch * 13184;  /* layer B2_res1: (batch, 8, 32) */
+    real *z_B2_norm2_c = work + (size_t)batch * 13440;  /* Σ of B2_norm2_c: (batch, 8, 32) */
+    real *B2_norm2_c = work + (size_t)batch * 13696;  /* layer B2_norm2_c: (batch, 8, 32) */
+    real *z_B2_norm2 = work + (size_t)batch * 13952;  /* Σ of B2_norm2: (batch, 8, 32) */
+    real *B2_norm2 = work + (size_t)batch * 14208;  /* layer B2_norm2: (batch, 8, 32) */
 
     (void)S;
     /* B2_att[b,tq,i] = co11[i] + z_B2_att[b,tq,i] */
@@ -959,8 +1023,8 @@ static void sn_rows_8(const real *params, real *work, const real *S, int batch, 
 {
     const real *b14 = params + 15552;  /* b14: (64,) */
 
-    real *z_B2_ff1 = work + (size_t)batch * 13376;  /* Σ of B2_ff1: (batch, 8, 64) */
-    real *B2_ff1 = work + (size_t)batch * 13888;  /* layer B2_ff1: (batch, 8, 64) */
+    real *z_B2_ff1 = work + (size_t)batch * 14464;  /* Σ of B2_ff1: (batch, 8, 64) */
+    real *B2_ff1 = work + (size_t)batch * 14976;  /* layer B2_ff1: (batch, 8, 64) */
 
     (void)S;
     /* B2_ff1[b,tq,i] = (b14[i] + z_B2_ff1[b,tq,i] if b14[i] + z_B2_ff1[b,tq,i] > 0 else 0) */
@@ -979,10 +1043,10 @@ static void sn_rows_9(const real *params, real *work, const real *S, int batch, 
 {
     const real *b15 = params + 17664;  /* b15: (32,) */
 
-    real *B2_res1 = work + (size_t)batch * 12096;  /* layer B2_res1: (batch, 8, 32) */
-    real *z_B2_ff2 = work + (size_t)batch * 14400;  /* Σ of B2_ff2: (batch, 8, 32) */
-    real *B2_ff2 = work + (size_t)batch * 14656;  /* layer B2_ff2: (batch, 8, 32) */
-    real *B2 = work + (size_t)batch * 14912;  /* layer B2: (batch, 8, 32) */
+    real *B2_res1 = work + (size_t)batch * 13184;  /* layer B2_res1: (batch, 8, 32) */
+    real *z_B2_ff2 = work + (size_t)batch * 15488;  /* Σ of B2_ff2: (batch, 8, 32) */
+    real *B2_ff2 = work + (size_t)batch * 15744;  /* layer B2_ff2: (batch, 8, 32) */
+    real *B2 = work + (size_t)batch * 16000;  /* layer B2: (batch, 8, 32) */
 
     (void)S;
     /* B2_ff2[b,tq,i] = b15[i] + z_B2_ff2[b,tq,i] */
@@ -1006,8 +1070,8 @@ static void sn_rows_10(const real *params, real *work, const real *S, int batch,
 {
     const real *b17 = params + 18016;  /* b17: (10,) */
 
-    real *z_O = work + (size_t)batch * 15168;  /* Σ of O: (batch, 8, 10) */
-    real *sn_u_O = work + (size_t)batch * 15248;  /* layer O: (batch, 8, 10) */
+    real *z_O = work + (size_t)batch * 16256;  /* Σ of O: (batch, 8, 10) */
+    real *sn_u_O = work + (size_t)batch * 16336;  /* layer O: (batch, 8, 10) */
 
     (void)S;
     /* O[b,tq,i] = σ(b17[i] + z_O[b,tq,i]) */
@@ -1026,10 +1090,10 @@ static void sn_rows_11(const real *params, real *work, const real *S, int batch,
 {
 
     real *g_b15 = sn_part + 0;  /* this chunk's part of ∂L/∂b15: (32,) */
-    real *dL_dB2_res1 = work + (size_t)batch * 27424;  /* ∂L/∂B2_res1: (batch, 8, 32) */
-    real *dL_dB2_ff2 = work + (size_t)batch * 29728;  /* ∂L/∂B2_ff2: (batch, 8, 32) */
-    real *delta_B2_ff2 = work + (size_t)batch * 29984;  /* ∂L/∂z_B2_ff2: (batch, 8, 32) */
-    real *dL_dB2 = work + (size_t)batch * 30240;  /* ∂L/∂B2: (batch, 8, 32) */
+    real *dL_dB2_res1 = work + (size_t)batch * 29600;  /* ∂L/∂B2_res1: (batch, 8, 32) */
+    real *dL_dB2_ff2 = work + (size_t)batch * 31904;  /* ∂L/∂B2_ff2: (batch, 8, 32) */
+    real *delta_B2_ff2 = work + (size_t)batch * 32160;  /* ∂L/∂z_B2_ff2: (batch, 8, 32) */
+    real *dL_dB2 = work + (size_t)batch * 32416;  /* ∂L/∂B2: (batch, 8, 32) */
 
     (void)params;
     (void)S;
@@ -1061,9 +1125,9 @@ static void sn_rows_12(const real *params, real *work, const real *S, int batch,
     const real *b14 = params + 15552;  /* b14: (64,) */
 
     real *g_b14 = sn_part + 0;  /* this chunk's part of ∂L/∂b14: (64,) */
-    real *z_B2_ff1 = work + (size_t)batch * 13376;  /* Σ of B2_ff1: (batch, 8, 64) */
-    real *dL_dB2_ff1 = work + (size_t)batch * 28704;  /* ∂L/∂B2_ff1: (batch, 8, 64) */
-    real *delta_B2_ff1 = work + (size_t)batch * 29216;  /* ∂L/∂z_B2_ff1: (batch, 8, 64) */
+    real *z_B2_ff1 = work + (size_t)batch * 14464;  /* Σ of B2_ff1: (batch, 8, 64) */
+    real *dL_dB2_ff1 = work + (size_t)batch * 30880;  /* ∂L/∂B2_ff1: (batch, 8, 64) */
+    real *delta_B2_ff1 = work + (size_t)batch * 31392;  /* ∂L/∂z_B2_ff1: (batch, 8, 64) */
 
     (void)S;
     memset(sn_part, 0, sizeof(real) * 64);
@@ -1088,16 +1152,16 @@ static void sn_rows_13(const real *params, real *work, const real *S, int batch,
     real *g_beta13 = sn_part + 0;  /* this chunk's part of ∂L/∂beta13: (32,) */
     real *g_gamma13 = sn_part + 32;  /* this chunk's part of ∂L/∂gamma13: (32,) */
     real *g_co11 = sn_part + 64;  /* this chunk's part of ∂L/∂co11: (32,) */
-    real *B2_norm2_c = work + (size_t)batch * 12608;  /* layer B2_norm2_c: (batch, 8, 32) */
-    real *z_B2_norm2 = work + (size_t)batch * 12864;  /* Σ of B2_norm2: (batch, 8, 32) */
-    real *dL_dB1 = work + (size_t)batch * 23040;  /* ∂L/∂B1: (batch, 8, 32) */
-    real *dL_dB2_att = work + (size_t)batch * 26912;  /* ∂L/∂B2_att: (batch, 8, 32) */
-    real *delta_B2_att = work + (size_t)batch * 27168;  /* ∂L/∂z_B2_att: (batch, 8, 32) */
-    real *dL_dB2_res1 = work + (size_t)batch * 27424;  /* ∂L/∂B2_res1: (batch, 8, 32) */
-    real *dL_dB2_norm2_c = work + (size_t)batch * 27680;  /* ∂L/∂B2_norm2_c: (batch, 8, 32) */
-    real *delta_B2_norm2_c = work + (size_t)batch * 27936;  /* ∂L/∂z_B2_norm2_c: (batch, 8, 32) */
-    real *dL_dB2_norm2 = work + (size_t)batch * 28192;  /* ∂L/∂B2_norm2: (batch, 8, 32) */
-    real *delta_B2_norm2 = work + (size_t)batch * 28448;  /* ∂L/∂z_B2_norm2: (batch, 8, 32) */
+    real *B2_norm2_c = work + (size_t)batch * 13696;  /* layer B2_norm2_c: (batch, 8, 32) */
+    real *z_B2_norm2 = work + (size_t)batch * 13952;  /* Σ of B2_norm2: (batch, 8, 32) */
+    real *dL_dB1 = work + (size_t)batch * 24672;  /* ∂L/∂B1: (batch, 8, 32) */
+    real *dL_dB2_att = work + (size_t)batch * 29088;  /* ∂L/∂B2_att: (batch, 8, 32) */
+    real *delta_B2_att = work + (size_t)batch * 29344;  /* ∂L/∂z_B2_att: (batch, 8, 32) */
+    real *dL_dB2_res1 = work + (size_t)batch * 29600;  /* ∂L/∂B2_res1: (batch, 8, 32) */
+    real *dL_dB2_norm2_c = work + (size_t)batch * 29856;  /* ∂L/∂B2_norm2_c: (batch, 8, 32) */
+    real *delta_B2_norm2_c = work + (size_t)batch * 30112;  /* ∂L/∂z_B2_norm2_c: (batch, 8, 32) */
+    real *dL_dB2_norm2 = work + (size_t)batch * 30368;  /* ∂L/∂B2_norm2: (batch, 8, 32) */
+    real *delta_B2_norm2 = work + (size_t)batch * 30624;  /* ∂L/∂z_B2_norm2: (batch, 8, 32) */
 
     (void)S;
     memset(sn_part, 0, sizeof(real) * 96);
@@ -1154,24 +1218,30 @@ static void sn_rows_13(const real *params, real *work, const real *S, int batch,
 }
 
 /* The examples sn_lo ≤ b < sn_hi of the batch through the layers' ops that take each
- * example alone: dL_dB2_att_p, dL_dB2_att_qkv, dL_dB2_att_s, dL_dB2_att_z, delta_B2_att_s, delta_B2_att_qkv, g_c11; the sums over these examples go to
+ * example alone: dL_dB2_att_p, dL_dB2_att_v, dL_dB2_att_qkv, dL_dB2_att_e, dL_dB2_att_z, dL_dB2_att_s, dL_dB2_att_m, delta_B2_att_s, delta_B2_att_qkv, g_c11; the sums over these examples go to
  * sn_part (96 numbers). */
 static void sn_rows_14(const real *params, real *work, const real *S, int batch, int sn_lo, int sn_hi, real *sn_part)
 {
 
     real *g_c11 = sn_part + 0;  /* this chunk's part of ∂L/∂c11: (96,) */
-    real *B2_att_qkv = work + (size_t)batch * 9760;  /* layer B2_att_qkv: (batch, 8, 96) */
-    real *B2_att_s = work + (size_t)batch * 10784;  /* layer B2_att_s: (batch, 4, 8, 8) */
-    real *z_B2_att_z = work + (size_t)batch * 11040;  /* Σ of B2_att_z: (batch, 4, 8) */
-    real *B2_att_p = work + (size_t)batch * 11072;  /* layer B2_att_p: (batch, 4, 8, 8) */
-    real *dL_dB2_att_qkv = work + (size_t)batch * 24320;  /* ∂L/∂B2_att_qkv: (batch, 8, 96) */
-    real *delta_B2_att_qkv = work + (size_t)batch * 25088;  /* ∂L/∂z_B2_att_qkv: (batch, 8, 96) */
-    real *dL_dB2_att_s = work + (size_t)batch * 25856;  /* ∂L/∂B2_att_s: (batch, 4, 8, 8) */
-    real *delta_B2_att_s = work + (size_t)batch * 26112;  /* ∂L/∂z_B2_att_s: (batch, 4, 8, 8) */
-    real *dL_dB2_att_z = work + (size_t)batch * 26368;  /* ∂L/∂B2_att_z: (batch, 4, 8) */
-    real *dL_dB2_att_p = work + (size_t)batch * 26400;  /* ∂L/∂B2_att_p: (batch, 4, 8, 8) */
-    real *dL_dB2_att_a = work + (size_t)batch * 26656;  /* ∂L/∂B2_att_a: (batch, 8, 4, 8) */
+    real *B2_att_qkv = work + (size_t)batch * 10304;  /* layer B2_att_qkv: (batch, 8, 96) */
+    real *B2_att_s = work + (size_t)batch * 11328;  /* layer B2_att_s: (batch, 4, 8, 8) */
+    real *B2_att_e = work + (size_t)batch * 11616;  /* layer B2_att_e: (batch, 4, 8, 8) */
+    real *z_B2_att_z = work + (size_t)batch * 11872;  /* Σ of B2_att_z: (batch, 4, 8) */
+    real *B2_att_p = work + (size_t)batch * 11904;  /* layer B2_att_p: (batch, 4, 8, 8) */
+    real *B2_att_v = work + (size_t)batch * 12160;  /* layer B2_att_v: (batch, 4, 8, 8) */
+    real *dL_dB2_att_qkv = work + (size_t)batch * 25952;  /* ∂L/∂B2_att_qkv: (batch, 8, 96) */
+    real *delta_B2_att_qkv = work + (size_t)batch * 26720;  /* ∂L/∂z_B2_att_qkv: (batch, 8, 96) */
+    real *dL_dB2_att_s = work + (size_t)batch * 27488;  /* ∂L/∂B2_att_s: (batch, 4, 8, 8) */
+    real *delta_B2_att_s = work + (size_t)batch * 27744;  /* ∂L/∂z_B2_att_s: (batch, 4, 8, 8) */
+    real *dL_dB2_att_m = work + (size_t)batch * 28000;  /* ∂L/∂B2_att_m: (batch, 4, 8) */
+    real *dL_dB2_att_e = work + (size_t)batch * 28032;  /* ∂L/∂B2_att_e: (batch, 4, 8, 8) */
+    real *dL_dB2_att_z = work + (size_t)batch * 28288;  /* ∂L/∂B2_att_z: (batch, 4, 8) */
+    real *dL_dB2_att_p = work + (size_t)batch * 28320;  /* ∂L/∂B2_att_p: (batch, 4, 8, 8) */
+    real *dL_dB2_att_v = work + (size_t)batch * 28576;  /* ∂L/∂B2_att_v: (batch, 4, 8, 8) */
+    real *dL_dB2_att_a = work + (size_t)batch * 28832;  /* ∂L/∂B2_att_a: (batch, 8, 4, 8) */
     real *B2_att_z = z_B2_att_z;  /* layer B2_att_z: z_B2_att_z itself: (batch, 4, 8) */
+    real *delta_B2_att_m = dL_dB2_att_m;  /* ∂L/∂z_B2_att_m: ∂L/∂B2_att_m itself: (batch, 4, 8) */
     real *delta_B2_att_z = dL_dB2_att_z;  /* ∂L/∂z_B2_att_z: ∂L/∂B2_att_z itself: (batch, 4, 8) */
     real *delta_B2_att_a = dL_dB2_att_a;  /* ∂L/∂z_B2_att_a: ∂L/∂B2_att_a itself: (batch, 8, 4, 8) */
 
@@ -1179,19 +1249,27 @@ static void sn_rows_14(const real *params, real *work, const real *S, int batch,
     (void)S;
     memset(sn_part, 0, sizeof(real) * 96);
     memset(dL_dB2_att_p + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
-    memset(dL_dB2_att_qkv + (size_t)sn_lo * 768, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 768);
-    /* dL_dB2_att_p[b,hd,tq,tk] += Σ_e B2_att_qkv[b,tk,hd·8 + e + 64]·delta_B2_att_a[b,tq,hd,e]; dL_dB2_att_qkv[b,tk,hd*8 + e + 64] += Σ_tq B2_att_p[b,hd,tq,tk]·delta_B2_att_a[b,tq,hd,e] */
+    memset(dL_dB2_att_v + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
+    /* dL_dB2_att_p[b,hd,tq,tk] += Σ_e B2_att_v[b,hd,e,tk]·delta_B2_att_a[b,tq,hd,e]; dL_dB2_att_v[b,hd,e,tk] += Σ_tq B2_att_p[b,hd,tq,tk]·delta_B2_att_a[b,tq,hd,e] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int tq = 0; tq < 8; tq++)
             for (int hd = 0; hd < 4; hd++)
                 for (int e = 0; e < 8; e++)
                     for (int tk = 0; tk < 8; tk++) {
-                        dL_dB2_att_p[b * 256 + hd * 64 + tq * 8 + tk] += B2_att_qkv[b * 768 + tk * 96 + (hd*8 + e + 64)]*delta_B2_att_a[b * 256 + tq * 32 + hd * 8 + e];
-                        dL_dB2_att_qkv[b * 768 + tk * 96 + (hd*8 + e + 64)] += B2_att_p[b * 256 + hd * 64 + tq * 8 + tk]*delta_B2_att_a[b * 256 + tq * 32 + hd * 8 + e];
+                        dL_dB2_att_p[b * 256 + hd * 64 + tq * 8 + tk] += B2_att_v[b * 256 + hd * 64 + e * 8 + tk]*delta_B2_att_a[b * 256 + tq * 32 + hd * 8 + e];
+                        dL_dB2_att_v[b * 256 + hd * 64 + e * 8 + tk] += B2_att_p[b * 256 + hd * 64 + tq * 8 + tk]*delta_B2_att_a[b * 256 + tq * 32 + hd * 8 + e];
                     }
-    memset(dL_dB2_att_s + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
+    memset(dL_dB2_att_qkv + (size_t)sn_lo * 768, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 768);
+    /* dL_dB2_att_qkv[b,tk,hd*8 + e + 64] += dL_dB2_att_v[b,hd,e,tk] (from B2_att_v) */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int hd = 0; hd < 4; hd++)
+            for (int e = 0; e < 8; e++)
+                for (int tk = 0; tk < 8; tk++) {
+                    dL_dB2_att_qkv[b * 768 + tk * 96 + (hd*8 + e + 64)] += dL_dB2_att_v[b * 256 + hd * 64 + e * 8 + tk];
+                }
+    memset(dL_dB2_att_e + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
     memset(dL_dB2_att_z + (size_t)sn_lo * 32, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 32);
-    /* dL_dB2_att_s[b,hd,tq,tk] += dL_dB2_att_p[b,hd,tq,tk]·exp(B2_att_s[b,hd,tq,tk])/B2_att_z[b,hd,tq] (from B2_att_p); dL_dB2_att_z[b,hd,tq] += -dL_dB2_att_p[b,hd,tq,tk]·exp(B2_att_s[b,hd,tq,tk])/B2_att_z[b,hd,tq]² */
+    /* dL_dB2_att_e[b,hd,tq,tk] += dL_dB2_att_p[b,hd,tq,tk]/B2_att_z[b,hd,tq] (from B2_att_p); dL_dB2_att_z[b,hd,tq] += -B2_att_e[b,hd,tq,tk]·dL_dB2_att_p[b,hd,tq,tk]/B2_att_z[b,hd,tq]² */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++)
             for (int tq = 0; tq < 8; tq++) {
@@ -1200,19 +1278,52 @@ static void sn_rows_14(const real *params, real *work, const real *S, int batch,
 #pragma omp simd reduction(+:acc0)
 #endif
                 for (int tk = 0; tk < 8; tk++) {
-                    const real t0 = dL_dB2_att_p[b * 256 + hd * 64 + tq * 8 + tk]*expf(B2_att_s[b * 256 + hd * 64 + tq * 8 + tk]);
-                    dL_dB2_att_s[b * 256 + hd * 64 + tq * 8 + tk] += t0/B2_att_z[b * 32 + hd * 8 + tq];
-                    acc0 += (-t0)/(B2_att_z[b * 32 + hd * 8 + tq]*B2_att_z[b * 32 + hd * 8 + tq]);
+                    dL_dB2_att_e[b * 256 + hd * 64 + tq * 8 + tk] += dL_dB2_att_p[b * 256 + hd * 64 + tq * 8 + tk]/B2_att_z[b * 32 + hd * 8 + tq];
+                    acc0 += (-B2_att_e[b * 256 + hd * 64 + tq * 8 + tk]*dL_dB2_att_p[b * 256 + hd * 64 + tq * 8 + tk])/(B2_att_z[b * 32 + hd * 8 + tq]*B2_att_z[b * 32 + hd * 8 + tq]);
                 }
                 dL_dB2_att_z[b * 32 + hd * 8 + tq] += acc0;
             }
-    /* dL_dB2_att_s[b,hd,tq,tk] += delta_B2_att_z[b,hd,tq]·exp(B2_att_s[b,hd,tq,tk]) */
+    /* dL_dB2_att_e[b,hd,tq,tk] += delta_B2_att_z[b,hd,tq] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++)
             for (int tq = 0; tq < 8; tq++)
                 for (int tk = 0; tk < 8; tk++) {
-                    dL_dB2_att_s[b * 256 + hd * 64 + tq * 8 + tk] += delta_B2_att_z[b * 32 + hd * 8 + tq]*expf(B2_att_s[b * 256 + hd * 64 + tq * 8 + tk]);
+                    dL_dB2_att_e[b * 256 + hd * 64 + tq * 8 + tk] += delta_B2_att_z[b * 32 + hd * 8 + tq];
                 }
+    memset(dL_dB2_att_s + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
+    memset(dL_dB2_att_m + (size_t)sn_lo * 32, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 32);
+    /* dL_dB2_att_s[b,hd,tq,tk] += B2_att_e[b,hd,tq,tk]·dL_dB2_att_e[b,hd,tq,tk] (from B2_att_e); dL_dB2_att_m[b,hd,tq] += -B2_att_e[b,hd,tq,tk]·dL_dB2_att_e[b,hd,tq,tk] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int hd = 0; hd < 4; hd++)
+            for (int tq = 0; tq < 8; tq++) {
+                real acc0 = 0;
+#ifdef SN_SIMD
+#pragma omp simd reduction(+:acc0)
+#endif
+                for (int tk = 0; tk < 8; tk++) {
+                    const real t0 = B2_att_e[b * 256 + hd * 64 + tq * 8 + tk]*dL_dB2_att_e[b * 256 + hd * 64 + tq * 8 + tk];
+                    dL_dB2_att_s[b * 256 + hd * 64 + tq * 8 + tk] += t0;
+                    acc0 += -t0;
+                }
+                dL_dB2_att_m[b * 32 + hd * 8 + tq] += acc0;
+            }
+    /* dL_dB2_att_s[b,hd,tq,tk] += delta_B2_att_m[b,hd,tq] at the first (u,v) where B2_att_s[b,hd,tq,tk] = z_B2_att_m[b,hd,tq] (first on ties) */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int hd = 0; hd < 4; hd++)
+            for (int tq = 0; tq < 8; tq++) {
+                real best = -INFINITY;
+                int tk_at = 0;
+                for (int tk = 0; tk < 8; tk++) {
+                    const real e = B2_att_s[b * 256 + hd * 64 + tq * 8 + tk];
+                    const int better = e > best;   /* strictly: the first maximum keeps the gradient */
+                    best = better ? e : best;
+                    tk_at = better ? tk : tk_at;
+                }
+                {
+                    const int tk = tk_at;
+                    dL_dB2_att_s[b * 256 + hd * 64 + tq * 8 + tk] += delta_B2_att_m[b * 32 + hd * 8 + tq];
+                }
+            }
     /* delta_B2_att_s[b,hd,tq,tk] = 0.35355339059327373·dL_dB2_att_s[b,hd,tq,tk] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++)
@@ -1249,16 +1360,16 @@ static void sn_rows_15(const real *params, real *work, const real *S, int batch,
     real *g_beta10 = sn_part + 0;  /* this chunk's part of ∂L/∂beta10: (32,) */
     real *g_gamma10 = sn_part + 32;  /* this chunk's part of ∂L/∂gamma10: (32,) */
     real *g_b8 = sn_part + 64;  /* this chunk's part of ∂L/∂b8: (32,) */
-    real *B2_norm1_c = work + (size_t)batch * 8224;  /* layer B2_norm1_c: (batch, 8, 32) */
-    real *z_B2_norm1 = work + (size_t)batch * 8480;  /* Σ of B2_norm1: (batch, 8, 32) */
-    real *dL_dB1_res1 = work + (size_t)batch * 20224;  /* ∂L/∂B1_res1: (batch, 8, 32) */
-    real *dL_dB1_ff2 = work + (size_t)batch * 22528;  /* ∂L/∂B1_ff2: (batch, 8, 32) */
-    real *delta_B1_ff2 = work + (size_t)batch * 22784;  /* ∂L/∂z_B1_ff2: (batch, 8, 32) */
-    real *dL_dB1 = work + (size_t)batch * 23040;  /* ∂L/∂B1: (batch, 8, 32) */
-    real *dL_dB2_norm1_c = work + (size_t)batch * 23296;  /* ∂L/∂B2_norm1_c: (batch, 8, 32) */
-    real *delta_B2_norm1_c = work + (size_t)batch * 23552;  /* ∂L/∂z_B2_norm1_c: (batch, 8, 32) */
-    real *dL_dB2_norm1 = work + (size_t)batch * 23808;  /* ∂L/∂B2_norm1: (batch, 8, 32) */
-    real *delta_B2_norm1 = work + (size_t)batch * 24064;  /* ∂L/∂z_B2_norm1: (batch, 8, 32) */
+    real *B2_norm1_c = work + (size_t)batch * 8768;  /* layer B2_norm1_c: (batch, 8, 32) */
+    real *z_B2_norm1 = work + (size_t)batch * 9024;  /* Σ of B2_norm1: (batch, 8, 32) */
+    real *dL_dB1_res1 = work + (size_t)batch * 21856;  /* ∂L/∂B1_res1: (batch, 8, 32) */
+    real *dL_dB1_ff2 = work + (size_t)batch * 24160;  /* ∂L/∂B1_ff2: (batch, 8, 32) */
+    real *delta_B1_ff2 = work + (size_t)batch * 24416;  /* ∂L/∂z_B1_ff2: (batch, 8, 32) */
+    real *dL_dB1 = work + (size_t)batch * 24672;  /* ∂L/∂B1: (batch, 8, 32) */
+    real *dL_dB2_norm1_c = work + (size_t)batch * 24928;  /* ∂L/∂B2_norm1_c: (batch, 8, 32) */
+    real *delta_B2_norm1_c = work + (size_t)batch * 25184;  /* ∂L/∂z_B2_norm1_c: (batch, 8, 32) */
+    real *dL_dB2_norm1 = work + (size_t)batch * 25440;  /* ∂L/∂B2_norm1: (batch, 8, 32) */
+    real *delta_B2_norm1 = work + (size_t)batch * 25696;  /* ∂L/∂z_B2_norm1: (batch, 8, 32) */
 
     (void)S;
     memset(sn_part, 0, sizeof(real) * 96);
@@ -1322,9 +1433,9 @@ static void sn_rows_16(const real *params, real *work, const real *S, int batch,
     const real *b7 = params + 7008;  /* b7: (64,) */
 
     real *g_b7 = sn_part + 0;  /* this chunk's part of ∂L/∂b7: (64,) */
-    real *z_B1_ff1 = work + (size_t)batch * 6176;  /* Σ of B1_ff1: (batch, 8, 64) */
-    real *dL_dB1_ff1 = work + (size_t)batch * 21504;  /* ∂L/∂B1_ff1: (batch, 8, 64) */
-    real *delta_B1_ff1 = work + (size_t)batch * 22016;  /* ∂L/∂z_B1_ff1: (batch, 8, 64) */
+    real *z_B1_ff1 = work + (size_t)batch * 6720;  /* Σ of B1_ff1: (batch, 8, 64) */
+    real *dL_dB1_ff1 = work + (size_t)batch * 23136;  /* ∂L/∂B1_ff1: (batch, 8, 64) */
+    real *delta_B1_ff1 = work + (size_t)batch * 23648;  /* ∂L/∂z_B1_ff1: (batch, 8, 64) */
 
     (void)S;
     memset(sn_part, 0, sizeof(real) * 64);
@@ -1349,16 +1460,16 @@ static void sn_rows_17(const real *params, real *work, const real *S, int batch,
     real *g_beta6 = sn_part + 0;  /* this chunk's part of ∂L/∂beta6: (32,) */
     real *g_gamma6 = sn_part + 32;  /* this chunk's part of ∂L/∂gamma6: (32,) */
     real *g_co4 = sn_part + 64;  /* this chunk's part of ∂L/∂co4: (32,) */
-    real *B1_norm2_c = work + (size_t)batch * 5408;  /* layer B1_norm2_c: (batch, 8, 32) */
-    real *z_B1_norm2 = work + (size_t)batch * 5664;  /* Σ of B1_norm2: (batch, 8, 32) */
-    real *dL_dpos = work + (size_t)batch * 15840;  /* ∂L/∂pos: (batch, 8, 32) */
-    real *dL_dB1_att = work + (size_t)batch * 19712;  /* ∂L/∂B1_att: (batch, 8, 32) */
-    real *delta_B1_att = work + (size_t)batch * 19968;  /* ∂L/∂z_B1_att: (batch, 8, 32) */
-    real *dL_dB1_res1 = work + (size_t)batch * 20224;  /* ∂L/∂B1_res1: (batch, 8, 32) */
-    real *dL_dB1_norm2_c = work + (size_t)batch * 20480;  /* ∂L/∂B1_norm2_c: (batch, 8, 32) */
-    real *delta_B1_norm2_c = work + (size_t)batch * 20736;  /* ∂L/∂z_B1_norm2_c: (batch, 8, 32) */
-    real *dL_dB1_norm2 = work + (size_t)batch * 20992;  /* ∂L/∂B1_norm2: (batch, 8, 32) */
-    real *delta_B1_norm2 = work + (size_t)batch * 21248;  /* ∂L/∂z_B1_norm2: (batch, 8, 32) */
+    real *B1_norm2_c = work + (size_t)batch * 5952;  /* layer B1_norm2_c: (batch, 8, 32) */
+    real *z_B1_norm2 = work + (size_t)batch * 6208;  /* Σ of B1_norm2: (batch, 8, 32) */
+    real *dL_dpos = work + (size_t)batch * 16928;  /* ∂L/∂pos: (batch, 8, 32) */
+    real *dL_dB1_att = work + (size_t)batch * 21344;  /* ∂L/∂B1_att: (batch, 8, 32) */
+    real *delta_B1_att = work + (size_t)batch * 21600;  /* ∂L/∂z_B1_att: (batch, 8, 32) */
+    real *dL_dB1_res1 = work + (size_t)batch * 21856;  /* ∂L/∂B1_res1: (batch, 8, 32) */
+    real *dL_dB1_norm2_c = work + (size_t)batch * 22112;  /* ∂L/∂B1_norm2_c: (batch, 8, 32) */
+    real *delta_B1_norm2_c = work + (size_t)batch * 22368;  /* ∂L/∂z_B1_norm2_c: (batch, 8, 32) */
+    real *dL_dB1_norm2 = work + (size_t)batch * 22624;  /* ∂L/∂B1_norm2: (batch, 8, 32) */
+    real *delta_B1_norm2 = work + (size_t)batch * 22880;  /* ∂L/∂z_B1_norm2: (batch, 8, 32) */
 
     (void)S;
     memset(sn_part, 0, sizeof(real) * 96);
@@ -1415,7 +1526,7 @@ static void sn_rows_17(const real *params, real *work, const real *S, int batch,
 }
 
 /* The examples sn_lo ≤ b < sn_hi of the batch through the layers' ops that take each
- * example alone: dL_dB1_att_p, dL_dB1_att_qkv, dL_dB1_att_s, dL_dB1_att_z, delta_B1_att_s, delta_B1_att_qkv, g_c4; the sums over these examples go to
+ * example alone: dL_dB1_att_p, dL_dB1_att_v, dL_dB1_att_qkv, dL_dB1_att_e, dL_dB1_att_z, dL_dB1_att_s, dL_dB1_att_m, delta_B1_att_s, delta_B1_att_qkv, g_c4; the sums over these examples go to
  * sn_part (96 numbers). */
 static void sn_rows_18(const real *params, real *work, const real *S, int batch, int sn_lo, int sn_hi, real *sn_part)
 {
@@ -1423,16 +1534,22 @@ static void sn_rows_18(const real *params, real *work, const real *S, int batch,
     real *g_c4 = sn_part + 0;  /* this chunk's part of ∂L/∂c4: (96,) */
     real *B1_att_qkv = work + (size_t)batch * 2560;  /* layer B1_att_qkv: (batch, 8, 96) */
     real *B1_att_s = work + (size_t)batch * 3584;  /* layer B1_att_s: (batch, 4, 8, 8) */
-    real *z_B1_att_z = work + (size_t)batch * 3840;  /* Σ of B1_att_z: (batch, 4, 8) */
-    real *B1_att_p = work + (size_t)batch * 3872;  /* layer B1_att_p: (batch, 4, 8, 8) */
-    real *dL_dB1_att_qkv = work + (size_t)batch * 17120;  /* ∂L/∂B1_att_qkv: (batch, 8, 96) */
-    real *delta_B1_att_qkv = work + (size_t)batch * 17888;  /* ∂L/∂z_B1_att_qkv: (batch, 8, 96) */
-    real *dL_dB1_att_s = work + (size_t)batch * 18656;  /* ∂L/∂B1_att_s: (batch, 4, 8, 8) */
-    real *delta_B1_att_s = work + (size_t)batch * 18912;  /* ∂L/∂z_B1_att_s: (batch, 4, 8, 8) */
-    real *dL_dB1_att_z = work + (size_t)batch * 19168;  /* ∂L/∂B1_att_z: (batch, 4, 8) */
-    real *dL_dB1_att_p = work + (size_t)batch * 19200;  /* ∂L/∂B1_att_p: (batch, 4, 8, 8) */
-    real *dL_dB1_att_a = work + (size_t)batch * 19456;  /* ∂L/∂B1_att_a: (batch, 8, 4, 8) */
+    real *B1_att_e = work + (size_t)batch * 3872;  /* layer B1_att_e: (batch, 4, 8, 8) */
+    real *z_B1_att_z = work + (size_t)batch * 4128;  /* Σ of B1_att_z: (batch, 4, 8) */
+    real *B1_att_p = work + (size_t)batch * 4160;  /* layer B1_att_p: (batch, 4, 8, 8) */
+    real *B1_att_v = work + (size_t)batch * 4416;  /* layer B1_att_v: (batch, 4, 8, 8) */
+    real *dL_dB1_att_qkv = work + (size_t)batch * 18208;  /* ∂L/∂B1_att_qkv: (batch, 8, 96) */
+    real *delta_B1_att_qkv = work + (size_t)batch * 18976;  /* ∂L/∂z_B1_att_qkv: (batch, 8, 96) */
+    real *dL_dB1_att_s = work + (size_t)batch * 19744;  /* ∂L/∂B1_att_s: (batch, 4, 8, 8) */
+    real *delta_B1_att_s = work + (size_t)batch * 20000;  /* ∂L/∂z_B1_att_s: (batch, 4, 8, 8) */
+    real *dL_dB1_att_m = work + (size_t)batch * 20256;  /* ∂L/∂B1_att_m: (batch, 4, 8) */
+    real *dL_dB1_att_e = work + (size_t)batch * 20288;  /* ∂L/∂B1_att_e: (batch, 4, 8, 8) */
+    real *dL_dB1_att_z = work + (size_t)batch * 20544;  /* ∂L/∂B1_att_z: (batch, 4, 8) */
+    real *dL_dB1_att_p = work + (size_t)batch * 20576;  /* ∂L/∂B1_att_p: (batch, 4, 8, 8) */
+    real *dL_dB1_att_v = work + (size_t)batch * 20832;  /* ∂L/∂B1_att_v: (batch, 4, 8, 8) */
+    real *dL_dB1_att_a = work + (size_t)batch * 21088;  /* ∂L/∂B1_att_a: (batch, 8, 4, 8) */
     real *B1_att_z = z_B1_att_z;  /* layer B1_att_z: z_B1_att_z itself: (batch, 4, 8) */
+    real *delta_B1_att_m = dL_dB1_att_m;  /* ∂L/∂z_B1_att_m: ∂L/∂B1_att_m itself: (batch, 4, 8) */
     real *delta_B1_att_z = dL_dB1_att_z;  /* ∂L/∂z_B1_att_z: ∂L/∂B1_att_z itself: (batch, 4, 8) */
     real *delta_B1_att_a = dL_dB1_att_a;  /* ∂L/∂z_B1_att_a: ∂L/∂B1_att_a itself: (batch, 8, 4, 8) */
 
@@ -1440,19 +1557,27 @@ static void sn_rows_18(const real *params, real *work, const real *S, int batch,
     (void)S;
     memset(sn_part, 0, sizeof(real) * 96);
     memset(dL_dB1_att_p + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
-    memset(dL_dB1_att_qkv + (size_t)sn_lo * 768, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 768);
-    /* dL_dB1_att_p[b,hd,tq,tk] += Σ_e B1_att_qkv[b,tk,hd·8 + e + 64]·delta_B1_att_a[b,tq,hd,e]; dL_dB1_att_qkv[b,tk,hd*8 + e + 64] += Σ_tq B1_att_p[b,hd,tq,tk]·delta_B1_att_a[b,tq,hd,e] */
+    memset(dL_dB1_att_v + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
+    /* dL_dB1_att_p[b,hd,tq,tk] += Σ_e B1_att_v[b,hd,e,tk]·delta_B1_att_a[b,tq,hd,e]; dL_dB1_att_v[b,hd,e,tk] += Σ_tq B1_att_p[b,hd,tq,tk]·delta_B1_att_a[b,tq,hd,e] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int tq = 0; tq < 8; tq++)
             for (int hd = 0; hd < 4; hd++)
                 for (int e = 0; e < 8; e++)
                     for (int tk = 0; tk < 8; tk++) {
-                        dL_dB1_att_p[b * 256 + hd * 64 + tq * 8 + tk] += B1_att_qkv[b * 768 + tk * 96 + (hd*8 + e + 64)]*delta_B1_att_a[b * 256 + tq * 32 + hd * 8 + e];
-                        dL_dB1_att_qkv[b * 768 + tk * 96 + (hd*8 + e + 64)] += B1_att_p[b * 256 + hd * 64 + tq * 8 + tk]*delta_B1_att_a[b * 256 + tq * 32 + hd * 8 + e];
+                        dL_dB1_att_p[b * 256 + hd * 64 + tq * 8 + tk] += B1_att_v[b * 256 + hd * 64 + e * 8 + tk]*delta_B1_att_a[b * 256 + tq * 32 + hd * 8 + e];
+                        dL_dB1_att_v[b * 256 + hd * 64 + e * 8 + tk] += B1_att_p[b * 256 + hd * 64 + tq * 8 + tk]*delta_B1_att_a[b * 256 + tq * 32 + hd * 8 + e];
                     }
-    memset(dL_dB1_att_s + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
+    memset(dL_dB1_att_qkv + (size_t)sn_lo * 768, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 768);
+    /* dL_dB1_att_qkv[b,tk,hd*8 + e + 64] += dL_dB1_att_v[b,hd,e,tk] (from B1_att_v) */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int hd = 0; hd < 4; hd++)
+            for (int e = 0; e < 8; e++)
+                for (int tk = 0; tk < 8; tk++) {
+                    dL_dB1_att_qkv[b * 768 + tk * 96 + (hd*8 + e + 64)] += dL_dB1_att_v[b * 256 + hd * 64 + e * 8 + tk];
+                }
+    memset(dL_dB1_att_e + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
     memset(dL_dB1_att_z + (size_t)sn_lo * 32, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 32);
-    /* dL_dB1_att_s[b,hd,tq,tk] += dL_dB1_att_p[b,hd,tq,tk]·exp(B1_att_s[b,hd,tq,tk])/B1_att_z[b,hd,tq] (from B1_att_p); dL_dB1_att_z[b,hd,tq] += -dL_dB1_att_p[b,hd,tq,tk]·exp(B1_att_s[b,hd,tq,tk])/B1_att_z[b,hd,tq]² */
+    /* dL_dB1_att_e[b,hd,tq,tk] += dL_dB1_att_p[b,hd,tq,tk]/B1_att_z[b,hd,tq] (from B1_att_p); dL_dB1_att_z[b,hd,tq] += -B1_att_e[b,hd,tq,tk]·dL_dB1_att_p[b,hd,tq,tk]/B1_att_z[b,hd,tq]² */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++)
             for (int tq = 0; tq < 8; tq++) {
@@ -1461,19 +1586,52 @@ static void sn_rows_18(const real *params, real *work, const real *S, int batch,
 #pragma omp simd reduction(+:acc0)
 #endif
                 for (int tk = 0; tk < 8; tk++) {
-                    const real t0 = dL_dB1_att_p[b * 256 + hd * 64 + tq * 8 + tk]*expf(B1_att_s[b * 256 + hd * 64 + tq * 8 + tk]);
-                    dL_dB1_att_s[b * 256 + hd * 64 + tq * 8 + tk] += t0/B1_att_z[b * 32 + hd * 8 + tq];
-                    acc0 += (-t0)/(B1_att_z[b * 32 + hd * 8 + tq]*B1_att_z[b * 32 + hd * 8 + tq]);
+                    dL_dB1_att_e[b * 256 + hd * 64 + tq * 8 + tk] += dL_dB1_att_p[b * 256 + hd * 64 + tq * 8 + tk]/B1_att_z[b * 32 + hd * 8 + tq];
+                    acc0 += (-B1_att_e[b * 256 + hd * 64 + tq * 8 + tk]*dL_dB1_att_p[b * 256 + hd * 64 + tq * 8 + tk])/(B1_att_z[b * 32 + hd * 8 + tq]*B1_att_z[b * 32 + hd * 8 + tq]);
                 }
                 dL_dB1_att_z[b * 32 + hd * 8 + tq] += acc0;
             }
-    /* dL_dB1_att_s[b,hd,tq,tk] += delta_B1_att_z[b,hd,tq]·exp(B1_att_s[b,hd,tq,tk]) */
+    /* dL_dB1_att_e[b,hd,tq,tk] += delta_B1_att_z[b,hd,tq] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++)
             for (int tq = 0; tq < 8; tq++)
                 for (int tk = 0; tk < 8; tk++) {
-                    dL_dB1_att_s[b * 256 + hd * 64 + tq * 8 + tk] += delta_B1_att_z[b * 32 + hd * 8 + tq]*expf(B1_att_s[b * 256 + hd * 64 + tq * 8 + tk]);
+                    dL_dB1_att_e[b * 256 + hd * 64 + tq * 8 + tk] += delta_B1_att_z[b * 32 + hd * 8 + tq];
                 }
+    memset(dL_dB1_att_s + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
+    memset(dL_dB1_att_m + (size_t)sn_lo * 32, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 32);
+    /* dL_dB1_att_s[b,hd,tq,tk] += B1_att_e[b,hd,tq,tk]·dL_dB1_att_e[b,hd,tq,tk] (from B1_att_e); dL_dB1_att_m[b,hd,tq] += -B1_att_e[b,hd,tq,tk]·dL_dB1_att_e[b,hd,tq,tk] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int hd = 0; hd < 4; hd++)
+            for (int tq = 0; tq < 8; tq++) {
+                real acc0 = 0;
+#ifdef SN_SIMD
+#pragma omp simd reduction(+:acc0)
+#endif
+                for (int tk = 0; tk < 8; tk++) {
+                    const real t0 = B1_att_e[b * 256 + hd * 64 + tq * 8 + tk]*dL_dB1_att_e[b * 256 + hd * 64 + tq * 8 + tk];
+                    dL_dB1_att_s[b * 256 + hd * 64 + tq * 8 + tk] += t0;
+                    acc0 += -t0;
+                }
+                dL_dB1_att_m[b * 32 + hd * 8 + tq] += acc0;
+            }
+    /* dL_dB1_att_s[b,hd,tq,tk] += delta_B1_att_m[b,hd,tq] at the first (u,v) where B1_att_s[b,hd,tq,tk] = z_B1_att_m[b,hd,tq] (first on ties) */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int hd = 0; hd < 4; hd++)
+            for (int tq = 0; tq < 8; tq++) {
+                real best = -INFINITY;
+                int tk_at = 0;
+                for (int tk = 0; tk < 8; tk++) {
+                    const real e = B1_att_s[b * 256 + hd * 64 + tq * 8 + tk];
+                    const int better = e > best;   /* strictly: the first maximum keeps the gradient */
+                    best = better ? e : best;
+                    tk_at = better ? tk : tk_at;
+                }
+                {
+                    const int tk = tk_at;
+                    dL_dB1_att_s[b * 256 + hd * 64 + tq * 8 + tk] += delta_B1_att_m[b * 32 + hd * 8 + tq];
+                }
+            }
     /* delta_B1_att_s[b,hd,tq,tk] = 0.35355339059327373·dL_dB1_att_s[b,hd,tq,tk] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++)
@@ -1513,13 +1671,13 @@ static void sn_rows_19(const real *params, real *work, const real *S, int batch,
     real *g_b1 = sn_part + 320;  /* this chunk's part of ∂L/∂b1: (32,) */
     real *B1_norm1_c = work + (size_t)batch * 1024;  /* layer B1_norm1_c: (batch, 8, 32) */
     real *z_B1_norm1 = work + (size_t)batch * 1280;  /* Σ of B1_norm1: (batch, 8, 32) */
-    real *dL_dembed = work + (size_t)batch * 15328;  /* ∂L/∂embed: (batch, 8, 32) */
-    real *delta_embed = work + (size_t)batch * 15584;  /* ∂L/∂z_embed: (batch, 8, 32) */
-    real *dL_dpos = work + (size_t)batch * 15840;  /* ∂L/∂pos: (batch, 8, 32) */
-    real *dL_dB1_norm1_c = work + (size_t)batch * 16096;  /* ∂L/∂B1_norm1_c: (batch, 8, 32) */
-    real *delta_B1_norm1_c = work + (size_t)batch * 16352;  /* ∂L/∂z_B1_norm1_c: (batch, 8, 32) */
-    real *dL_dB1_norm1 = work + (size_t)batch * 16608;  /* ∂L/∂B1_norm1: (batch, 8, 32) */
-    real *delta_B1_norm1 = work + (size_t)batch * 16864;  /* ∂L/∂z_B1_norm1: (batch, 8, 32) */
+    real *dL_dembed = work + (size_t)batch * 16416;  /* ∂L/∂embed: (batch, 8, 32) */
+    real *delta_embed = work + (size_t)batch * 16672;  /* ∂L/∂z_embed: (batch, 8, 32) */
+    real *dL_dpos = work + (size_t)batch * 16928;  /* ∂L/∂pos: (batch, 8, 32) */
+    real *dL_dB1_norm1_c = work + (size_t)batch * 17184;  /* ∂L/∂B1_norm1_c: (batch, 8, 32) */
+    real *delta_B1_norm1_c = work + (size_t)batch * 17440;  /* ∂L/∂z_B1_norm1_c: (batch, 8, 32) */
+    real *dL_dB1_norm1 = work + (size_t)batch * 17696;  /* ∂L/∂B1_norm1: (batch, 8, 32) */
+    real *delta_B1_norm1 = work + (size_t)batch * 17952;  /* ∂L/∂z_B1_norm1: (batch, 8, 32) */
 
     (void)S;
     memset(sn_part, 0, sizeof(real) * 352);
@@ -1591,22 +1749,22 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
     real *z_embed = work + (size_t)batch * 0;  /* Σ of embed: (batch, 8, 32) */
     real *B1_norm1 = work + (size_t)batch * 1536;  /* layer B1_norm1: (batch, 8, 32) */
     real *z_B1_att_qkv = work + (size_t)batch * 1792;  /* Σ of B1_att_qkv: (batch, 8, 96) */
-    real *z_B1_att_a = work + (size_t)batch * 4128;  /* Σ of B1_att_a: (batch, 8, 4, 8) */
-    real *z_B1_att = work + (size_t)batch * 4384;  /* Σ of B1_att: (batch, 8, 32) */
-    real *B1_norm2 = work + (size_t)batch * 5920;  /* layer B1_norm2: (batch, 8, 32) */
-    real *z_B1_ff1 = work + (size_t)batch * 6176;  /* Σ of B1_ff1: (batch, 8, 64) */
-    real *B1_ff1 = work + (size_t)batch * 6688;  /* layer B1_ff1: (batch, 8, 64) */
-    real *z_B1_ff2 = work + (size_t)batch * 7200;  /* Σ of B1_ff2: (batch, 8, 32) */
-    real *B2_norm1 = work + (size_t)batch * 8736;  /* layer B2_norm1: (batch, 8, 32) */
-    real *z_B2_att_qkv = work + (size_t)batch * 8992;  /* Σ of B2_att_qkv: (batch, 8, 96) */
-    real *z_B2_att_a = work + (size_t)batch * 11328;  /* Σ of B2_att_a: (batch, 8, 4, 8) */
-    real *z_B2_att = work + (size_t)batch * 11584;  /* Σ of B2_att: (batch, 8, 32) */
-    real *B2_norm2 = work + (size_t)batch * 13120;  /* layer B2_norm2: (batch, 8, 32) */
-    real *z_B2_ff1 = work + (size_t)batch * 13376;  /* Σ of B2_ff1: (batch, 8, 64) */
-    real *B2_ff1 = work + (size_t)batch * 13888;  /* layer B2_ff1: (batch, 8, 64) */
-    real *z_B2_ff2 = work + (size_t)batch * 14400;  /* Σ of B2_ff2: (batch, 8, 32) */
-    real *B2 = work + (size_t)batch * 14912;  /* layer B2: (batch, 8, 32) */
-    real *z_O = work + (size_t)batch * 15168;  /* Σ of O: (batch, 8, 10) */
+    real *z_B1_att_a = work + (size_t)batch * 4672;  /* Σ of B1_att_a: (batch, 8, 4, 8) */
+    real *z_B1_att = work + (size_t)batch * 4928;  /* Σ of B1_att: (batch, 8, 32) */
+    real *B1_norm2 = work + (size_t)batch * 6464;  /* layer B1_norm2: (batch, 8, 32) */
+    real *z_B1_ff1 = work + (size_t)batch * 6720;  /* Σ of B1_ff1: (batch, 8, 64) */
+    real *B1_ff1 = work + (size_t)batch * 7232;  /* layer B1_ff1: (batch, 8, 64) */
+    real *z_B1_ff2 = work + (size_t)batch * 7744;  /* Σ of B1_ff2: (batch, 8, 32) */
+    real *B2_norm1 = work + (size_t)batch * 9280;  /* layer B2_norm1: (batch, 8, 32) */
+    real *z_B2_att_qkv = work + (size_t)batch * 9536;  /* Σ of B2_att_qkv: (batch, 8, 96) */
+    real *z_B2_att_a = work + (size_t)batch * 12416;  /* Σ of B2_att_a: (batch, 8, 4, 8) */
+    real *z_B2_att = work + (size_t)batch * 12672;  /* Σ of B2_att: (batch, 8, 32) */
+    real *B2_norm2 = work + (size_t)batch * 14208;  /* layer B2_norm2: (batch, 8, 32) */
+    real *z_B2_ff1 = work + (size_t)batch * 14464;  /* Σ of B2_ff1: (batch, 8, 64) */
+    real *B2_ff1 = work + (size_t)batch * 14976;  /* layer B2_ff1: (batch, 8, 64) */
+    real *z_B2_ff2 = work + (size_t)batch * 15488;  /* Σ of B2_ff2: (batch, 8, 32) */
+    real *B2 = work + (size_t)batch * 16000;  /* layer B2: (batch, 8, 32) */
+    real *z_O = work + (size_t)batch * 16256;  /* Σ of O: (batch, 8, 10) */
     real *B1_att_a = z_B1_att_a;  /* layer B1_att_a: z_B1_att_a itself: (batch, 8, 4, 8) */
     real *B2_att_a = z_B2_att_a;  /* layer B2_att_a: z_B2_att_a itself: (batch, 8, 4, 8) */
 
@@ -1627,14 +1785,14 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
     }
     /* z_B1_att_qkv[b,t,i] = Σ_j W4[i,j]·B1_norm1[b,t,j] for each of the 8 positions t */
     sn_mm_nt(batch * 8, 96, 32, B1_norm1, W4, z_B1_att_qkv, 0);
-    /* B1_att_qkv, z_B1_att_s, B1_att_s, z_B1_att_z, B1_att_p, z_B1_att_a: the batch in chunks of examples through sn_rows_2, the chunks
+    /* B1_att_qkv, z_B1_att_s, B1_att_s, z_B1_att_m, B1_att_e, z_B1_att_z, B1_att_p, B1_att_v, z_B1_att_a: the batch in chunks of examples through sn_rows_2, the chunks
        on as many threads as pay for their join: n threads cost work/n + one join, so each
        thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 45600 multiply-adds per example */
+       two joins); the work, about 51776 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
 #ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 45600 * batch, sn_n) : 1;
+        const int sn_used = sn_on ? sn_threads(2.0 * 51776 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
 #endif
         for (int sn_c = 0; sn_c < sn_n; sn_c++)
@@ -1687,14 +1845,14 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
     }
     /* z_B2_att_qkv[b,t,i] = Σ_j W11[i,j]·B2_norm1[b,t,j] for each of the 8 positions t */
     sn_mm_nt(batch * 8, 96, 32, B2_norm1, W11, z_B2_att_qkv, 0);
-    /* B2_att_qkv, z_B2_att_s, B2_att_s, z_B2_att_z, B2_att_p, z_B2_att_a: the batch in chunks of examples through sn_rows_6, the chunks
+    /* B2_att_qkv, z_B2_att_s, B2_att_s, z_B2_att_m, B2_att_e, z_B2_att_z, B2_att_p, B2_att_v, z_B2_att_a: the batch in chunks of examples through sn_rows_6, the chunks
        on as many threads as pay for their join: n threads cost work/n + one join, so each
        thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 45600 multiply-adds per example */
+       two joins); the work, about 51776 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
 #ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 45600 * batch, sn_n) : 1;
+        const int sn_used = sn_on ? sn_threads(2.0 * 51776 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
 #endif
         for (int sn_c = 0; sn_c < sn_n; sn_c++)
@@ -1764,10 +1922,10 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_fa7fc8b686_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_99224b38d6_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
-    memcpy(O, work + (size_t)batch * 15248, sizeof(real) * (size_t)batch * 80);
+    memcpy(O, work + (size_t)batch * 16336, sizeof(real) * (size_t)batch * 80);
 }
 
 /* Loss L = (1/batch) Σ_b L_b, after a forward pass. */
@@ -1775,7 +1933,7 @@ static double sn_loss(const real *params, real *work, const real *S, const real 
 {
     const real *b17 = params + 18016;  /* b17: (10,) */
 
-    real *z_O = work + (size_t)batch * 15168;  /* Σ of O: (batch, 8, 10) */
+    real *z_O = work + (size_t)batch * 16256;  /* Σ of O: (batch, 8, 10) */
 
     double loss = 0;
     sn_forward(params, work, S, batch);
@@ -1790,7 +1948,7 @@ static double sn_loss(const real *params, real *work, const real *S, const real 
     return loss / batch;
 }
 
-real symnet_fa7fc8b686_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_99224b38d6_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -1840,35 +1998,35 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     real *g_b17 = grads + 18016;  /* ∂L/∂b17: (10,) */
 
     real *B1_norm1 = work + (size_t)batch * 1536;  /* layer B1_norm1: (batch, 8, 32) */
-    real *z_B1_att_a = work + (size_t)batch * 4128;  /* Σ of B1_att_a: (batch, 8, 4, 8) */
-    real *B1_norm2 = work + (size_t)batch * 5920;  /* layer B1_norm2: (batch, 8, 32) */
-    real *B1_ff1 = work + (size_t)batch * 6688;  /* layer B1_ff1: (batch, 8, 64) */
-    real *B2_norm1 = work + (size_t)batch * 8736;  /* layer B2_norm1: (batch, 8, 32) */
-    real *z_B2_att_a = work + (size_t)batch * 11328;  /* Σ of B2_att_a: (batch, 8, 4, 8) */
-    real *B2_norm2 = work + (size_t)batch * 13120;  /* layer B2_norm2: (batch, 8, 32) */
-    real *B2_ff1 = work + (size_t)batch * 13888;  /* layer B2_ff1: (batch, 8, 64) */
-    real *B2 = work + (size_t)batch * 14912;  /* layer B2: (batch, 8, 32) */
-    real *z_O = work + (size_t)batch * 15168;  /* Σ of O: (batch, 8, 10) */
-    real *sn_u_O = work + (size_t)batch * 15248;  /* layer O: (batch, 8, 10) */
-    real *delta_embed = work + (size_t)batch * 15584;  /* ∂L/∂z_embed: (batch, 8, 32) */
-    real *dL_dB1_norm1 = work + (size_t)batch * 16608;  /* ∂L/∂B1_norm1: (batch, 8, 32) */
-    real *delta_B1_att_qkv = work + (size_t)batch * 17888;  /* ∂L/∂z_B1_att_qkv: (batch, 8, 96) */
-    real *dL_dB1_att_a = work + (size_t)batch * 19456;  /* ∂L/∂B1_att_a: (batch, 8, 4, 8) */
-    real *delta_B1_att = work + (size_t)batch * 19968;  /* ∂L/∂z_B1_att: (batch, 8, 32) */
-    real *dL_dB1_norm2 = work + (size_t)batch * 20992;  /* ∂L/∂B1_norm2: (batch, 8, 32) */
-    real *dL_dB1_ff1 = work + (size_t)batch * 21504;  /* ∂L/∂B1_ff1: (batch, 8, 64) */
-    real *delta_B1_ff1 = work + (size_t)batch * 22016;  /* ∂L/∂z_B1_ff1: (batch, 8, 64) */
-    real *delta_B1_ff2 = work + (size_t)batch * 22784;  /* ∂L/∂z_B1_ff2: (batch, 8, 32) */
-    real *dL_dB2_norm1 = work + (size_t)batch * 23808;  /* ∂L/∂B2_norm1: (batch, 8, 32) */
-    real *delta_B2_att_qkv = work + (size_t)batch * 25088;  /* ∂L/∂z_B2_att_qkv: (batch, 8, 96) */
-    real *dL_dB2_att_a = work + (size_t)batch * 26656;  /* ∂L/∂B2_att_a: (batch, 8, 4, 8) */
-    real *delta_B2_att = work + (size_t)batch * 27168;  /* ∂L/∂z_B2_att: (batch, 8, 32) */
-    real *dL_dB2_norm2 = work + (size_t)batch * 28192;  /* ∂L/∂B2_norm2: (batch, 8, 32) */
-    real *dL_dB2_ff1 = work + (size_t)batch * 28704;  /* ∂L/∂B2_ff1: (batch, 8, 64) */
-    real *delta_B2_ff1 = work + (size_t)batch * 29216;  /* ∂L/∂z_B2_ff1: (batch, 8, 64) */
-    real *delta_B2_ff2 = work + (size_t)batch * 29984;  /* ∂L/∂z_B2_ff2: (batch, 8, 32) */
-    real *dL_dB2 = work + (size_t)batch * 30240;  /* ∂L/∂B2: (batch, 8, 32) */
-    real *delta_O = work + (size_t)batch * 30496;  /* ∂L/∂z_O: (batch, 8, 10) */
+    real *z_B1_att_a = work + (size_t)batch * 4672;  /* Σ of B1_att_a: (batch, 8, 4, 8) */
+    real *B1_norm2 = work + (size_t)batch * 6464;  /* layer B1_norm2: (batch, 8, 32) */
+    real *B1_ff1 = work + (size_t)batch * 7232;  /* layer B1_ff1: (batch, 8, 64) */
+    real *B2_norm1 = work + (size_t)batch * 9280;  /* layer B2_norm1: (batch, 8, 32) */
+    real *z_B2_att_a = work + (size_t)batch * 12416;  /* Σ of B2_att_a: (batch, 8, 4, 8) */
+    real *B2_norm2 = work + (size_t)batch * 14208;  /* layer B2_norm2: (batch, 8, 32) */
+    real *B2_ff1 = work + (size_t)batch * 14976;  /* layer B2_ff1: (batch, 8, 64) */
+    real *B2 = work + (size_t)batch * 16000;  /* layer B2: (batch, 8, 32) */
+    real *z_O = work + (size_t)batch * 16256;  /* Σ of O: (batch, 8, 10) */
+    real *sn_u_O = work + (size_t)batch * 16336;  /* layer O: (batch, 8, 10) */
+    real *delta_embed = work + (size_t)batch * 16672;  /* ∂L/∂z_embed: (batch, 8, 32) */
+    real *dL_dB1_norm1 = work + (size_t)batch * 17696;  /* ∂L/∂B1_norm1: (batch, 8, 32) */
+    real *delta_B1_att_qkv = work + (size_t)batch * 18976;  /* ∂L/∂z_B1_att_qkv: (batch, 8, 96) */
+    real *dL_dB1_att_a = work + (size_t)batch * 21088;  /* ∂L/∂B1_att_a: (batch, 8, 4, 8) */
+    real *delta_B1_att = work + (size_t)batch * 21600;  /* ∂L/∂z_B1_att: (batch, 8, 32) */
+    real *dL_dB1_norm2 = work + (size_t)batch * 22624;  /* ∂L/∂B1_norm2: (batch, 8, 32) */
+    real *dL_dB1_ff1 = work + (size_t)batch * 23136;  /* ∂L/∂B1_ff1: (batch, 8, 64) */
+    real *delta_B1_ff1 = work + (size_t)batch * 23648;  /* ∂L/∂z_B1_ff1: (batch, 8, 64) */
+    real *delta_B1_ff2 = work + (size_t)batch * 24416;  /* ∂L/∂z_B1_ff2: (batch, 8, 32) */
+    real *dL_dB2_norm1 = work + (size_t)batch * 25440;  /* ∂L/∂B2_norm1: (batch, 8, 32) */
+    real *delta_B2_att_qkv = work + (size_t)batch * 26720;  /* ∂L/∂z_B2_att_qkv: (batch, 8, 96) */
+    real *dL_dB2_att_a = work + (size_t)batch * 28832;  /* ∂L/∂B2_att_a: (batch, 8, 4, 8) */
+    real *delta_B2_att = work + (size_t)batch * 29344;  /* ∂L/∂z_B2_att: (batch, 8, 32) */
+    real *dL_dB2_norm2 = work + (size_t)batch * 30368;  /* ∂L/∂B2_norm2: (batch, 8, 32) */
+    real *dL_dB2_ff1 = work + (size_t)batch * 30880;  /* ∂L/∂B2_ff1: (batch, 8, 64) */
+    real *delta_B2_ff1 = work + (size_t)batch * 31392;  /* ∂L/∂z_B2_ff1: (batch, 8, 64) */
+    real *delta_B2_ff2 = work + (size_t)batch * 32160;  /* ∂L/∂z_B2_ff2: (batch, 8, 32) */
+    real *dL_dB2 = work + (size_t)batch * 32416;  /* ∂L/∂B2: (batch, 8, 32) */
+    real *delta_O = work + (size_t)batch * 32672;  /* ∂L/∂z_O: (batch, 8, 10) */
     real *B1_att_a = z_B1_att_a;  /* layer B1_att_a: z_B1_att_a itself: (batch, 8, 4, 8) */
     real *B2_att_a = z_B2_att_a;  /* layer B2_att_a: z_B2_att_a itself: (batch, 8, 4, 8) */
 
@@ -1900,7 +2058,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
        two joins); the work, about 8704 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
-        real *sn_part = work + (size_t)batch * 30576;  /* 32 partial sums per chunk */
+        real *sn_part = work + (size_t)batch * 32752;  /* 32 partial sums per chunk */
 #ifdef _OPENMP
         const int sn_used = sn_on ? sn_threads(2.0 * 8704 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
@@ -1923,7 +2081,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
        two joins); the work, about 8192 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
-        real *sn_part = work + (size_t)batch * 30576;  /* 64 partial sums per chunk */
+        real *sn_part = work + (size_t)batch * 32752;  /* 64 partial sums per chunk */
 #ifdef _OPENMP
         const int sn_used = sn_on ? sn_threads(2.0 * 8192 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
@@ -1946,7 +2104,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
        two joins); the work, about 152320 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
-        real *sn_part = work + (size_t)batch * 30576;  /* 96 partial sums per chunk */
+        real *sn_part = work + (size_t)batch * 32752;  /* 96 partial sums per chunk */
 #ifdef _OPENMP
         const int sn_used = sn_on ? sn_threads(2.0 * 152320 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
@@ -1965,15 +2123,15 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     sn_mm_tn(32, 32, batch * 8, delta_B2_att, B2_att_a, g_Wo11, 0);
     /* dL_dB2_att_a[b,j] = Σ_i delta_B2_att[b,i]·Wo11[i,j] */
     sn_mm_nn(batch * 8, 32, 32, delta_B2_att, Wo11, dL_dB2_att_a, 0);
-    /* dL_dB2_att_p, dL_dB2_att_qkv, dL_dB2_att_s, dL_dB2_att_z, delta_B2_att_s, delta_B2_att_qkv, g_c11: the batch in chunks of examples through sn_rows_14, the chunks
+    /* dL_dB2_att_p, dL_dB2_att_v, dL_dB2_att_qkv, dL_dB2_att_e, dL_dB2_att_z, dL_dB2_att_s, dL_dB2_att_m, delta_B2_att_s, delta_B2_att_qkv, g_c11: the batch in chunks of examples through sn_rows_14, the chunks
        on as many threads as pay for their join: n threads cost work/n + one join, so each
        thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 87328 multiply-adds per example */
+       two joins); the work, about 96064 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
-        real *sn_part = work + (size_t)batch * 30576;  /* 96 partial sums per chunk */
+        real *sn_part = work + (size_t)batch * 32752;  /* 96 partial sums per chunk */
 #ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 87328 * batch, sn_n) : 1;
+        const int sn_used = sn_on ? sn_threads(2.0 * 96064 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
 #endif
         for (int sn_c = 0; sn_c < sn_n; sn_c++)
@@ -1994,7 +2152,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
        two joins); the work, about 152320 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
-        real *sn_part = work + (size_t)batch * 30576;  /* 96 partial sums per chunk */
+        real *sn_part = work + (size_t)batch * 32752;  /* 96 partial sums per chunk */
 #ifdef _OPENMP
         const int sn_used = sn_on ? sn_threads(2.0 * 152320 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
@@ -2019,7 +2177,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
        two joins); the work, about 8192 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
-        real *sn_part = work + (size_t)batch * 30576;  /* 64 partial sums per chunk */
+        real *sn_part = work + (size_t)batch * 32752;  /* 64 partial sums per chunk */
 #ifdef _OPENMP
         const int sn_used = sn_on ? sn_threads(2.0 * 8192 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
@@ -2042,7 +2200,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
        two joins); the work, about 152320 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
-        real *sn_part = work + (size_t)batch * 30576;  /* 96 partial sums per chunk */
+        real *sn_part = work + (size_t)batch * 32752;  /* 96 partial sums per chunk */
 #ifdef _OPENMP
         const int sn_used = sn_on ? sn_threads(2.0 * 152320 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
@@ -2061,15 +2219,15 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     sn_mm_tn(32, 32, batch * 8, delta_B1_att, B1_att_a, g_Wo4, 0);
     /* dL_dB1_att_a[b,j] = Σ_i delta_B1_att[b,i]·Wo4[i,j] */
     sn_mm_nn(batch * 8, 32, 32, delta_B1_att, Wo4, dL_dB1_att_a, 0);
-    /* dL_dB1_att_p, dL_dB1_att_qkv, dL_dB1_att_s, dL_dB1_att_z, delta_B1_att_s, delta_B1_att_qkv, g_c4: the batch in chunks of examples through sn_rows_18, the chunks
+    /* dL_dB1_att_p, dL_dB1_att_v, dL_dB1_att_qkv, dL_dB1_att_e, dL_dB1_att_z, dL_dB1_att_s, dL_dB1_att_m, delta_B1_att_s, delta_B1_att_qkv, g_c4: the batch in chunks of examples through sn_rows_18, the chunks
        on as many threads as pay for their join: n threads cost work/n + one join, so each
        thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 87328 multiply-adds per example */
+       two joins); the work, about 96064 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
-        real *sn_part = work + (size_t)batch * 30576;  /* 96 partial sums per chunk */
+        real *sn_part = work + (size_t)batch * 32752;  /* 96 partial sums per chunk */
 #ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 87328 * batch, sn_n) : 1;
+        const int sn_used = sn_on ? sn_threads(2.0 * 96064 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
 #endif
         for (int sn_c = 0; sn_c < sn_n; sn_c++)
@@ -2090,7 +2248,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
        two joins); the work, about 152064 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
-        real *sn_part = work + (size_t)batch * 30576;  /* 352 partial sums per chunk */
+        real *sn_part = work + (size_t)batch * 32752;  /* 352 partial sums per chunk */
 #ifdef _OPENMP
         const int sn_used = sn_on ? sn_threads(2.0 * 152064 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
@@ -2115,7 +2273,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_fa7fc8b686_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_99224b38d6_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -2142,9 +2300,9 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_fa7fc8b686_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_99224b38d6_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
-    real *grads = work + (size_t)batch * 30928;
+    real *grads = work + (size_t)batch * 33104;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
     if (!isfinite(loss) || !sn_all_finite(grads))
         return (real)NAN;
@@ -2213,7 +2371,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_fa7fc8b686_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_99224b38d6_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -2233,17 +2391,17 @@ void symnet_fa7fc8b686_update(real *params, const real *grads, real lr, int opti
  * prev holds the parameters before the last update (after a restore: the same as
  * params).  prev may be NULL (no restoring).
  *
- * work: the batch's rows (30928 numbers per example), then the
+ * work: the batch's rows (33104 numbers per example), then the
  * gradients (18026), then Ib and Tb.
  *
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_fa7fc8b686_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_99224b38d6_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
-    real *grads = work + (size_t)batch_size * 30928;
+    real *grads = work + (size_t)batch_size * 33104;
     real *Ib = grads + 18026;
     real *Tb = Ib + (size_t)batch_size * 80;
     real *cur = params, *old = prev != NULL ? prev : params;  /* θ now; θ before the last update */
@@ -2275,7 +2433,7 @@ long long symnet_fa7fc8b686_train(real *params, const real *X, const real *T, co
         losses[s] = loss;
         if (correct != NULL) {
             /* share of the outputs with O > 0.5 exactly where T > 0.5, from the outputs the step's forward pass left in work */
-            const real *o = work + (size_t)batch * 15248;
+            const real *o = work + (size_t)batch * 16336;
             double right = 0;
             for (int r = 0; r < batch; r++) {
                 for (int k = 0; k < 80; k++)

@@ -17,6 +17,7 @@ from .api.network import Network, load  # noqa: E402
 from .lang.merge import Add, Concatenate, Multiply, Slice  # noqa: E402
 from .lang.norm import LayerNorm, RMSNorm, Softmax  # noqa: E402
 from .lang.dropout import Dropout  # noqa: E402
+from .lang.batchnorm import BatchNorm1d, BatchNorm2d  # noqa: E402
 from .lang.embedding import Embedding  # noqa: E402
 from .lang.conv import AvgPool1d, AvgPool2d, Conv1d, Conv2d, Flatten, MaxPool1d, MaxPool2d  # noqa: E402
 from . import datasets  # noqa: E402
@@ -51,7 +52,8 @@ def __getattr__(name):
     raise AttributeError(f"module 'symnet' has no attribute {name!r}")
 
 
-__all__ = ["Add", "AvgPool1d", "AvgPool2d", "BuildError", "Concatenate", "Conv1d", "Conv2d",
+__all__ = ["Add", "AvgPool1d", "AvgPool2d", "BatchNorm1d", "BatchNorm2d",
+           "BuildError", "Concatenate", "Conv1d", "Conv2d",
            "Dense", "Dropout", "Embedding", "Flatten", "GRU", "History", "Input", "LSTM", "Layer",
            "LayerNorm", "MaxPool1d", "MaxPool2d", "MultiHeadAttention", "Multiply", "Network",
            "Pointwise", "PositionalEmbedding", "RMSNorm", "Slice", "Softmax", "TransformerBlock",

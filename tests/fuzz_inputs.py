@@ -100,6 +100,9 @@ def fuzz(X, T, lr, which):
     assert (y is not None) == ok_x, (X, y)
     if ok_x:
         np.testing.assert_array_equal(y, m.forward(canonical(X, m.dtype)))
+    # loss, loss_and_grad and step refuse NaN or inf (in the model's dtype) with ValueError
+    ok_t = ok_t and bool(np.isfinite(canonical(X, m.dtype)).all()
+                         and np.isfinite(canonical(T, m.dtype)).all())
     loss = _call(m.loss, X, T)
     assert (loss is not None) == ok_t
     if ok_t:

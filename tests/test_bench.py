@@ -53,3 +53,18 @@ def test_mpi_section_prints_one_and_two_processes():
     assert [r[2] for r in rows] == ["1", "2"]                      # P
     for r in rows:
         assert float(r[4]) > 0 and float(r[5]) > 0 and r[6].endswith("%")
+
+
+def test_pinn_workload_pieces():
+    """The PINN workload's parts, small: the symnet step trains the Burgers network, and
+    the compile time of a 3-layer order-1 network is measured in a new process."""
+    import numpy as np
+    from symnet.bench import pinn
+    net = pinn.network(layers=3, order=4)
+    assert sorted(t.name for t in net.terms) == ["data", "pde"]
+    model = net.compile(dtype="float64")
+    X_f, X_u, T_u = pinn._data()
+    h = model.fit({"pde": X_f[:200], "data": (X_u, T_u)}, method="sd", optimizer="adam",
+                  lr=1e-2, epochs=5)
+    assert np.isfinite(h.loss).all() and h.loss[-1] < h.loss[0]
+    assert pinn.compile_time(3, 1) > 0

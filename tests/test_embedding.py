@@ -161,3 +161,9 @@ def test_embedding_needs_an_integer_input():
         sn.Network(sn.Input(L), sn.Embedding(NUM, DIM), sn.Flatten(), sn.Dense(1), loss="mse")
     with pytest.raises(ValueError, match="Input dtype must be 'float' or 'int', got 'long'"):
         sn.Input(3, dtype="long")
+
+
+def test_summary_counts_the_table_sums():
+    rows = {r.name: r for r in _net(norm=False).compile().summary(batch_size=3).layers}
+    assert rows["E"].flops_forward == 2 * 3 * L * DIM * NUM     # Σ_v for every output
+    assert rows["E"].flops_backward == 2 * 3 * L * DIM * NUM    # g_W: the same terms

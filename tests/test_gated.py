@@ -231,5 +231,6 @@ def test_50_sgd_steps_follow_pytorch(kind, rng):
         opt.step()
         model.step(X, T, lr=0.1)
     for name, t in pairs.items():
+        assert np.isfinite(t.detach().numpy()).all(), name
         np.testing.assert_allclose(model.params[name], t.detach().numpy(), rtol=1e-9,
                                    atol=1e-12, err_msg=name)

@@ -178,3 +178,62 @@ def test_errors(data):
         m.fit(data, method="minibatch", epochs=1)
     with pytest.raises(ValueError, match="does not take batch_size"):
         m.fit(data, method="sd", batch_size=8, epochs=1)
+
+
+def test_formulas_show_the_jets_and_the_chain_rule():
+    """The derivation of a two-layer net: u_xx through tanh'' (the second layer's z_xx
+    is W2·H_xx), and ∂L/∂W through the jets; text and LaTeX."""
+    tx = sn.Input(2, name="tx")
+    u = sn.Dense(1, name="u")(sn.Dense(3, "tanh", name="H")(sn.Dense(3, "tanh", name="G")(tx)))
+    t, x = sn.coords(tx, "t x")
+    net = sn.Network(tx, u, loss={"pde": (sn.d(u, t) - sn.d(u, x, x)) ** 2})
+    f = net.formulas()
+    text = str(f)
+    assert "G_xx[i] = 2·G_f0[i]·z_G_x[i]²·(G_f0[i]² - 1)" in text
+    assert "z_H_xx = W2·G_xx" in text
+    # tanh''(z)·z_x² + tanh'(z)·z_xx with tanh' = 1 − tanh², tanh'' = −2·tanh·tanh'
+    assert "H_xx[i] = (H_f0[i]² - 1)·(2·H_f0[i]·z_H_x[i]² - z_H_xx[i])" in text
+    assert "∂L/∂W2 += ∂L/∂z_H_xx ⊗ G_xx" in text
+    assert "L += (u_t[0] - u_xx[0])²" in text
+    tex = f.latex()
+    assert tex.count(r"\begin{align*}") == 1 and r"\tanh" in tex
+
+
+@pytest.mark.parametrize("method", ["sd", "lbfgs", "newton_cg"])
+def test_ctrl_c_keeps_finite_parameters(method, data):
+    """A KeyboardInterrupt inside training (raised here from a callback) ends fit with
+    stopped == "interrupted" and parameters of a completed step (L-BFGS/Newton-CG: the
+    best seen), whose loss is the one recorded."""
+    m = burgers(3).compile(dtype="float64", seed=4)
+    calls = []
+
+    def interrupt(hist):
+        calls.append(len(hist.loss))
+        if len(hist.loss) == 3:
+            raise KeyboardInterrupt
+    kw = {"optimizer": "adam", "lr": 1e-2} if method == "sd" else {}
+    h = m.fit(data, method=method, epochs=20, callbacks=[interrupt], **kw)
+    assert h.stopped == "interrupted" and len(h.loss) == 3
+    obj = pinn.Objective(m, data)
+    L, _ = obj.loss_grad()
+    assert np.isfinite(L) and L <= h.loss[0] * (1 + 1e-12)
+
+
+def test_model_calls_for_term_networks(model, data):
+    """model.loss_terms and model.hessian_vector(data, v) use the terms; the calls of
+    the outputs' own loss refuse, naming the terms."""
+    obj = pinn.Objective(model, data)
+    L, _ = obj.loss_grad()
+    got = model.loss_terms(data)
+    assert got["loss"] == L and got["pde"] == obj.last_terms["pde"]
+    rng = np.random.default_rng(8)
+    v = {k: rng.normal(size=p.shape) for k, p in model.params.items()}
+    from symnet.runtime.second_order import as_dict, flat_vector
+    want = as_dict(model, obj.hessp(flat_vector(model, v)))
+    Hv = model.hessian_vector(data, v)
+    for k in v:
+        np.testing.assert_array_equal(Hv[k], want[k])
+    with pytest.raises(ValueError, match="loss is its terms"):
+        model.input_grad(data["pde"], np.zeros((7, 1)))
+    with pytest.raises(ValueError, match="loss is its terms"):
+        model.gauss_newton_vector(data["pde"], np.zeros((7, 1)), v)

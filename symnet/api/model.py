@@ -33,7 +33,12 @@ class Model(core.Model):
 
         ``method``: ``"sd"`` (one full-batch step per epoch), ``"sgd"`` (N steps per
         epoch, each on one example drawn at random) or ``"minibatch"`` (each epoch a
-        shuffle cut into batches of ``batch_size``).  ``lr``: a float or a
+        shuffle cut into batches of ``batch_size``); ``"lbfgs"`` (SciPy's L-BFGS-B on
+        the compiled loss and gradient) or ``"newton_cg"`` (SciPy's Newton-CG with the
+        exact compiled H·v), ``epochs`` their iterations.  A network with loss terms
+        (``sn.d``) takes one dict of each term's data, ``fit({"pde": X, "data": (X_b,
+        T_b)}, method="sd", optimizer="adam", ...)``, and methods sd, lbfgs and
+        newton_cg; its History has ``terms`` (see ``symnet.runtime.pinn``).  ``lr``: a float or a
         ``symnet.runtime.schedules`` schedule of the step number.  ``optimizer``: ``"sgd"``,
         ``"momentum"`` (``momentum=0.9``) or ``"adam"`` (``betas=(0.9, 0.999)``,
         ``eps=1e-8``); its state (momentum, Adam's moments and step count) is kept by
@@ -133,6 +138,7 @@ class Model(core.Model):
     # ------------------------------------------------ input derivatives, H·v
     def input_grad(self, X, T) -> np.ndarray:
         """∂L/∂X of the mean loss, shape of X (compiled jets; ``symnet.runtime.second_order``)."""
+        self._no_terms("input_grad")
         from ..runtime.second_order import input_grad
         return input_grad(self, X, T)
 
@@ -146,16 +152,33 @@ class Model(core.Model):
         from ..runtime.second_order import hessian
         return hessian(self, X)
 
-    def hessian_vector(self, X, T, v) -> dict:
+    def hessian_vector(self, X, T, v=None) -> dict:
         """H·v, H the exact Hessian of the mean loss in the parameters, v a dict like
-        ``params`` (R-operator of the compiled gradient, never finite differences)."""
+        ``params`` (R-operator of the compiled gradient, never finite differences).
+        For a network with loss terms: ``hessian_vector(data, v)``, data as in ``fit``."""
+        if getattr(self.network, "terms", None):
+            from ..runtime.pinn import terms_hessian_vector
+            return terms_hessian_vector(self, X, T if v is None else v)
         from ..runtime.second_order import hessian_vector
         return hessian_vector(self, X, T, v)
 
     def gauss_newton_vector(self, X, T, v) -> dict:
         """G·v with G = Jᵀ H_L J the Gauss–Newton matrix of the mean loss."""
+        self._no_terms("gauss_newton_vector")
         from ..runtime.second_order import hessian_vector
         return hessian_vector(self, X, T, v, gauss_newton=True)
+
+    def loss_terms(self, data) -> dict:
+        """For a network with loss terms: each term (mean over its points) and the
+        weighted total ``"loss"``, for data as in ``fit``."""
+        from ..runtime.pinn import loss_terms
+        return loss_terms(self, data)
+
+    def _no_terms(self, what):
+        if getattr(self.network, "terms", None):
+            raise ValueError(f"model.{what}: this network's loss is its terms "
+                             f"{[t.name for t in self.network.terms]}; use "
+                             "model.loss_terms(data) and model.hessian_vector(data, v)")
 
     def save(self, path):
         """Write parameters and network description to ``path`` (``.npz``, no pickle);

@@ -27,6 +27,9 @@ class Network(dsl.Network):
         """The chain-rule derivation of this network, for people.  With
         ``optimizer``, ``weight_decay`` or ``clip_norm`` (as given to ``fit``) it ends
         with the parameter update and its extra terms."""
+        if getattr(self, "terms", None):        # loss terms: jets, then the chain rule
+            from ..read.terms import TermFormulas
+            return TermFormulas(self)
         from ..read.formulas import Formulas
         return Formulas(self, optimizer=optimizer, weight_decay=weight_decay,
                         clip_norm=clip_norm)

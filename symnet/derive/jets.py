@@ -169,7 +169,7 @@ def _sym(name: str) -> sp.Symbol:
 
 
 class Unsupported(NotImplementedError):
-    pass
+    """A layer or loss whose input derivatives are not derived (the message names it)."""
 
 
 def forward_program(graph: ir.Graph, params: list, alphas, what: str = "this") -> tuple:
@@ -304,7 +304,7 @@ def bar(name: str) -> str:
     return f"bar_{name}"
 
 
-def reverse(prog: Program, active_in: set, stop: int | None = None) -> list:
+def reverse(prog: Program, active_in: set) -> list:
     """Adjoint ops of prog.ops (the loss op last, with ē of its scalar given):
     the chain rule, op by op, last to first.  Adjoints exist for vars in
     ``active_in`` (the trainable parameters and, for ∂L/∂X, the input)."""
@@ -425,7 +425,6 @@ def data_loss_ops(prog: Program, graph: ir.Graph, jets: dict, where: str = "loss
     per output (``record``: one loss for every output, weight 1)."""
     tname = prog.var("T", graph.n_out, kind="T")
     prog.var("L", 1, kind="loss")
-    exprs, args = [], []
     o_sym, t_sym = _sym("o"), _sym("t")
     ops = []
     for out in graph.outputs:
@@ -442,7 +441,6 @@ def data_loss_ops(prog: Program, graph: ir.Graph, jets: dict, where: str = "loss
                          (t_sym, tname, graph.target_offset(out), False)],
                         node.n_out, acc=True, reduce=True,
                         note=f"loss += {e} summed over the units of {out}"))
-    del exprs, args
     return ops
 
 
@@ -465,3 +463,45 @@ def term_ops(prog: Program, graph: ir.Graph, jets: dict, expr, symbols: dict) ->
     e = sp.sympify(expr).xreplace(zero)
     return [Elem([("L", 0)], [e], [a for a in args if a[0] in e.free_symbols], 1, acc=True,
                  reduce=True, note=f"loss term: {e}")]
+
+
+# ------------------------------------------------------------ loss terms
+
+def _symbols(net, term) -> tuple:
+    """(multi-indices the term needs, {symbol: (buffer, α, unit)})."""
+    from ..lang.symbols import Coordinate, Deriv, Target, Value
+    graph = net.graph()
+    name_of = {id(a): n for a, n in zip(net.layers, net.names)}
+    alphas, table = set(), {}
+    for s in term.expr.atoms(Coordinate, Deriv, Target, Value):
+        if isinstance(s, Coordinate):
+            table[s] = ("X", None, s.unit)
+        elif isinstance(s, Target):
+            out = name_of[id(s.owner)]
+            if out not in graph.outputs:
+                raise ValueError(f"loss term {term.name!r}: sn.target of {out!r}, which is "
+                                 f"not an output of the network ({graph.outputs})")
+            table[s] = ("T", None, graph.target_offset(out) + s.unit)
+        else:
+            alpha = tuple(sorted(c.unit for c in s.alpha)) if isinstance(s, Deriv) else ()
+            alphas.add(alpha)
+            table[s] = (name_of[id(s.owner)], alpha, s.unit)
+    return sorted(alphas), table
+
+
+def term_program(net, term, params) -> Program:
+    """The program of one loss term (``symnet.lang.pinn.Term``) of a network: the
+    forward jets it needs, then the term summed into L."""
+    from ..scalar.primitives import loss as loss_record
+    graph = net.graph()
+    where = f"loss term {term.name!r}"
+    if term.expr is None:
+        prog, jet = forward_program(graph, params, [()], where)
+        ops = data_loss_ops(prog, graph, jet, where, loss_record(term.loss))
+    else:
+        alphas, table = _symbols(net, term)
+        prog, jet = forward_program(graph, params, alphas, where)
+        ops = term_ops(prog, graph, jet, term.expr, table)
+    prog.ops = prog.ops + ops
+    prog.jets = jet
+    return prog

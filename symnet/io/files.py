@@ -222,6 +222,10 @@ def _layer(d: dict):
         return cls(eps=d["eps"], bias=d.get("bias", True), name=d["name"])
     if kind == "softmax":
         return norm.Softmax(name=d["name"])
+    if kind in ("batchnorm1d", "batchnorm2d"):
+        from ..lang import batchnorm
+        cls = batchnorm.BatchNorm1d if kind == "batchnorm1d" else batchnorm.BatchNorm2d
+        return cls(eps=d["eps"], momentum=d["momentum"], name=d["name"])
     if kind == "embedding":
         from ..lang.embedding import Embedding
         return Embedding(d["num"], d["dim"], name=d["name"])

@@ -9,13 +9,20 @@ one matrix product of batch·steps rows.
 tensor formulas (d = D / heads, h a head, e a feature of a head):
 
     Y[b,t,i]      = Σ_j W[i,j]·X[b,t,j] + c[i]          (i < 3D: queries, keys, values)
-    S[b,h,t,u]    = (1/√d) Σ_e Y[b,t,h·d+e]·Y[b,u,D+h·d+e]
-    Z[b,h,t]      = Σ_u m(t,u)·exp(S[b,h,t,u])
-    P[b,h,t,u]    = m(t,u)·exp(S[b,h,t,u]) / Z[b,h,t]     (softmax over the keys u)
-    A[b,t,h,e]    = Σ_u P[b,h,t,u]·Y[b,u,2D+h·d+e]
+    S[b,h,t,u]    = (1/√d) Σ_e Y[b,t,h·d+e]·Y[b,u,D+h·d+e]    (−∞ where masked)
+    M[b,h,t]      = max_u S[b,h,t,u]
+    E[b,h,t,u]    = exp(S[b,h,t,u] − M[b,h,t])
+    Z[b,h,t]      = Σ_u E[b,h,t,u]
+    P[b,h,t,u]    = E[b,h,t,u] / Z[b,h,t]                 (softmax over the keys u)
+    V[b,h,e,u]    = Y[b,u,2D+h·d+e]                       (the values, keys innermost)
+    A[b,t,h,e]    = Σ_u P[b,h,t,u]·V[b,h,e,u]
     O[b,t,i]      = Σ_j Wo[i,j]·A[b,t,j] + co[i]
 
-with the mask m(t,u) = 1, or [u ≤ t] when ``causal``.  sympy derives every
+where S is masked (−∞, so P = 0) at the keys u > t when ``causal``.
+Subtracting the row's maximum M changes nothing in P but keeps every
+exponential ≤ 1 (its derivative, zero in exact arithmetic, is derived like the
+rest); each exponential is computed once (E), and its derivative is E itself;
+V is a copy of the values laid out so that the sum over u reads memory in order.  sympy derives every
 gradient from these element formulas (the softmax's Jacobian included); the
 C has a loop per formula.  W, c, Wo, co are PyTorch's in_proj_weight,
 in_proj_bias, out_proj.weight and out_proj.bias.
@@ -173,7 +180,6 @@ class MultiHeadAttention(LayerBase):
         qkv = linear_node(f"{name}_qkv", index, input_name, steps, D, 3 * D, W, c)
         Y = qkv.name
         t, u = (sp.Symbol(n, integer=True) for n in (POS, KEY))
-        mask = sp.Piecewise((1, u <= t), (0, True)) if self.causal else sp.S.One
 
         def y(pos, offset):
             return ir.Affine(((HEAD, d), (FEAT, 1)), offset), pos
@@ -187,42 +193,67 @@ class MultiHeadAttention(LayerBase):
         summand = ir.element(syms, Y, ir.BATCH, POS, q_at) * \
             ir.element(syms, Y, ir.BATCH, KEY, k_at)
         red = ir.Reduction(f"z_{S}", r, summand, (FEAT,), space=((FEAT, d),))
+        scaled = r * sp.Float(1 / math.sqrt(d), 17)
+        if self.causal:            # a later key scores −∞: its exponential is 0
+            scaled = sp.Piecewise((scaled, u <= t), (-sp.oo, True))
         scores = ir.Node(S, index, Y, steps * 3 * D, H * steps * steps, [], [red],
-                         r * sp.Float(1 / math.sqrt(d), 17), syms, kind="scores",
+                         scaled, syms, kind="scores",
                          space=((HEAD, H), (POS, steps), (KEY, steps)),
                          in_shape=(steps, 3 * D))
-        # Z[b,h,t] = Σ_u m(t,u)·exp(S[b,h,t,u])
+        # M[b,h,t] = max_u S[b,h,t,u]: no exponential overflows
+        syms = {}
+        Mn = f"{name}_m"
+        r = ir.element(syms, f"z_{Mn}", ir.BATCH, HEAD, POS)
+        red = ir.Reduction(f"z_{Mn}", r, ir.element(syms, S, ir.BATCH, HEAD, POS, KEY),
+                           (KEY,), space=((KEY, steps),), op="max")
+        M = ir.Node(Mn, index, S, H * steps * steps, H * steps, [], [red], r, syms,
+                    kind="max", space=((HEAD, H), (POS, steps)), in_shape=(H, steps, steps))
+        # E[b,h,t,u] = exp(S[b,h,t,u] − M[b,h,t]): each exponential once
+        syms = {}
+        En = f"{name}_e"
+        E = ir.Node(En, index, S, H * steps * steps, H * steps * steps, [], [],
+                    sp.exp(ir.element(syms, S, ir.BATCH, HEAD, POS, KEY)
+                           - ir.element(syms, Mn, ir.BATCH, HEAD, POS)), syms,
+                    kind="exp", space=((HEAD, H), (POS, steps), (KEY, steps)),
+                    in_shape=(H, steps, steps), inputs=[S, Mn],
+                    widths={S: H * steps * steps, Mn: H * steps})
+        # Z[b,h,t] = Σ_u E[b,h,t,u]
         syms = {}
         Zn = f"{name}_z"
         r = ir.element(syms, f"z_{Zn}", ir.BATCH, HEAD, POS)
-        s_el = ir.element(syms, S, ir.BATCH, HEAD, POS, KEY)
-        red = ir.Reduction(f"z_{Zn}", r, mask * sp.exp(s_el), (KEY,), space=((KEY, steps),))
-        Z = ir.Node(Zn, index, S, H * steps * steps, H * steps, [], [red], r, syms,
+        red = ir.Reduction(f"z_{Zn}", r, ir.element(syms, En, ir.BATCH, HEAD, POS, KEY),
+                           (KEY,), space=((KEY, steps),))
+        Z = ir.Node(Zn, index, En, H * steps * steps, H * steps, [], [red], r, syms,
                     kind="softmax_sum", space=((HEAD, H), (POS, steps)),
                     in_shape=(H, steps, steps))
-        # P[b,h,t,u] = m(t,u)·exp(S[b,h,t,u]) / Z[b,h,t]
+        # P[b,h,t,u] = E[b,h,t,u] / Z[b,h,t]: the softmax over the keys u
         syms = {}
         Pn = f"{name}_p"
-        s_el = ir.element(syms, S, ir.BATCH, HEAD, POS, KEY)
-        z_el = ir.element(syms, Zn, ir.BATCH, HEAD, POS)
-        P = ir.Node(Pn, index, S, H * steps * steps, H * steps * steps, [], [],
-                    mask * sp.exp(s_el) / z_el, syms, kind="softmax",
+        P = ir.Node(Pn, index, En, H * steps * steps, H * steps * steps, [], [],
+                    ir.element(syms, En, ir.BATCH, HEAD, POS, KEY)
+                    / ir.element(syms, Zn, ir.BATCH, HEAD, POS), syms, kind="softmax",
                     space=((HEAD, H), (POS, steps), (KEY, steps)), in_shape=(H, steps, steps),
-                    inputs=[S, Zn], widths={S: H * steps * steps, Zn: H * steps})
-        # A[b,t,h,e] = Σ_u P[b,h,t,u]·Y[b,u,2D+h·d+e]
+                    inputs=[En, Zn], widths={En: H * steps * steps, Zn: H * steps})
+        # V[b,h,e,u] = Y[b,u,2D+h·d+e]: the values with the keys innermost
+        syms = {}
+        Vn = f"{name}_v"
+        v_at, _ = y(KEY, 2 * D)
+        V = ir.Node(Vn, index, Y, steps * 3 * D, steps * D, [], [],
+                    ir.element(syms, Y, ir.BATCH, KEY, v_at), syms, kind="values",
+                    space=((HEAD, H), (FEAT, d), (KEY, steps)), in_shape=(steps, 3 * D))
+        # A[b,t,h,e] = Σ_u P[b,h,t,u]·V[b,h,e,u]
         syms = {}
         An = f"{name}_a"
         r = ir.element(syms, f"z_{An}", ir.BATCH, POS, HEAD, FEAT)
-        v_at, _ = y(KEY, 2 * D)
         summand = ir.element(syms, Pn, ir.BATCH, HEAD, POS, KEY) * \
-            ir.element(syms, Y, ir.BATCH, KEY, v_at)
+            ir.element(syms, Vn, ir.BATCH, HEAD, FEAT, KEY)
         red = ir.Reduction(f"z_{An}", r, summand, (KEY,), space=((KEY, steps),))
         A = ir.Node(An, index, Pn, H * steps * steps, steps * D, [], [red], r, syms,
                     kind="attend", space=((POS, steps), (HEAD, H), (FEAT, d)),
-                    in_shape=(H, steps, steps), inputs=[Pn, Y],
-                    widths={Pn: H * steps * steps, Y: steps * 3 * D})
+                    in_shape=(H, steps, steps), inputs=[Pn, Vn],
+                    widths={Pn: H * steps * steps, Vn: steps * D})
         out = linear_node(name, index, An, steps, D, D, Wo, co, kind="attention")
-        return [qkv, scores, Z, P, A, out]
+        return [qkv, scores, M, E, Z, P, V, A, out]
 
 
 def _width(x) -> int | None:

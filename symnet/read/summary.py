@@ -20,7 +20,10 @@ What is counted, per layer, for a batch of B examples and a dtype of s bytes:
   the function (one tanh is not one flop) and it is O(B·out), small beside
   the O(B·out·in) products.  A convolution counts 2·B·out·OH·OW·in·kh·kw per
   contraction, like the matrix product its im2col form is; its input gradient is
-  left out where derive says no layer below needs it.  Other reductions
+  left out where derive says no layer below needs it.  A contraction over a
+  sequence's last axis (``Pointwise``, attention's projections) counts
+  2·B·steps·out·in; attention's scores and weighted sum count 2·B per term of
+  their sums, once forward and once per gradient term.  Other reductions
   (general layers, pooling) are not counted.
 - the update θ ← θ − lr·g: 2 flops per parameter, in the total only.
 
@@ -106,7 +109,8 @@ class Summary:
         lines += ["-" * len(fmt(head)), fmt(rows[-1])]
         lines.append(f"update θ ← θ − lr·g: {self.update_flops:,} flops; "
                      f"flops per training step: {self.flops_per_step:,} "
-                     "(matrix products and the sums of norm and softmax layers, multiply-add = 2; "
+                     "(matrix products and the sums of norm, softmax, batchnorm and "
+                     "embedding layers, multiply-add = 2; "
                      "other element-wise work not counted)")
         lines.append(f"memory: {self.bytes:,} bytes of parameters, activations and "
                      "gradients (inputs and targets not counted)")
@@ -164,13 +168,18 @@ def summarize(network, batch_size: int = 32, dtype: str = "float32") -> Summary:
                 mm = 2 * B * node.n_out * node.widths.get(node.red_input(r), node.n_in)
                 mm //= max(r.rows, 1)          # per position of a sequence: rows·N·K
                 fwd, bwd = fwd + mm, bwd + mm * len(grad.products[r.name])
+            elif node.kind in ("scores", "attend"):   # attention's two batched products
+                mm = 2 * B * int(np.prod([e for _, e in node.reduction_loop(r)[1:]]))
+                fwd, bwd = fwd + mm, bwd + mm * len(grad.summands[r.name])
             elif r.conv is not None:
                 g = r.conv
                 mm = 2 * B * g["cout"] * int(np.prod(g["out_hw"])) * g["cin"] \
                     * int(np.prod(g["kernel"]))
                 fwd, bwd = fwd + mm, bwd + mm * len(grad.summands[r.name])
-            elif node.kind in ("norm", "softmax"):     # Σ_e over the last axis per element
-                terms = 2 * B * node.n_out * int(np.prod([e for _, e in r.space]))
+            elif node.kind in ("norm", "softmax", "batchnorm", "embedding"):
+                # Σ over the last axis, the batch or the table, for every output element
+                terms = 2 * B * node.n_out * int(np.prod([B if e == "batch" else e
+                                                          for _, e in r.space]))
                 fwd, bwd = fwd + terms, bwd + terms * len(grad.summands[r.name])
         label = node.activation.name if node.activation is not None else node.kind
         rows.append(LayerCost(

@@ -393,6 +393,10 @@ def fit(model, X, T, comm, method="minibatch", epochs=10, batch_size=32, lr=0.1,
             raise ValueError("Dropout layers are not available with comm yet (their masks "
                              "would repeat across processes and steps); train without comm, "
                              "or leave Dropout out")
+        if getattr(model, "_bns", None):
+            raise ValueError("BatchNorm layers are not available with comm yet (each process "
+                             "would normalise by its own batch and no running statistics "
+                             "would be kept); train without comm, or use LayerNorm")
         if validation_split is not None:
             raise ValueError("validation_split is not available with comm: give "
                              "validation_data on process 0")

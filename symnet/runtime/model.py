@@ -152,6 +152,8 @@ class Model:
         self.params = Params(self._views, self._lock)
         self._optimizer = None     # the optimizer's state (symnet.runtime.optimizer), once used
         self._rngs = self._dropout_states()
+        self._bns = self._batchnorms()
+        self._stateful = bool(self._rngs or self._bns)   # a layer with a training mode
         self._embeddings = self._embedding_inputs()
         self._init = _check_init(init)
         self.init_params(seed)
@@ -208,10 +210,55 @@ class Model:
             v[STEP] = int(step) % SEED_RANGE
 
     def _train_mode(self, training: bool):
-        """Dropout draws its masks (training) or is the identity (evaluation)."""
+        """Dropout draws its masks (training) or is the identity (evaluation); BatchNorm
+        uses the batch's statistics (training) or the running ones (evaluation)."""
         from ..lang.dropout import TRAINING
         for v in self._rngs:
             v[TRAINING] = 1.0 if training else 0.0
+        for bn in self._bns:
+            bn["mode"][0] = 1.0 if training else 0.0
+
+    # ---------------------------------------------------------------- batchnorm
+    def _batchnorms(self) -> list:
+        """Per BatchNorm layer: its node name, running statistics, momentum and sizes."""
+        from ..lang.batchnorm import _BatchNorm
+        net, out = self.network, []
+        for app, name, k, shape in zip(net.layers, getattr(net, "names", ()),
+                                       getattr(net, "_param_index", ()),
+                                       getattr(net, "shapes", ())):
+            layer = app.origin if app.origin is not None else app
+            if isinstance(layer, _BatchNorm):
+                out.append({"layer": app, "name": name, "momentum": layer.momentum,
+                            "C": shape[0], "S": int(np.prod(shape[1:])),
+                            "mean": self._views[f"mean{k}"], "var": self._views[f"var{k}"],
+                            "mode": self._views[f"mode{k}"]})
+        return out
+
+    def _check_batch(self, rows: int):
+        """A batch whose channels hold one value each has no variance: refused."""
+        for bn in self._bns:
+            if rows * bn["S"] < 2:
+                raise ValueError(f"layer {bn['name']!r} ({type(bn['layer']).__name__}): a "
+                                 f"batch of {rows} example(s) has one value per channel in "
+                                 "training, and no variance; use batches of 2 or more "
+                                 "(evaluation, forward and predict take any batch)")
+
+    def _after_steps(self, work: np.ndarray, rows: int, steps: int):
+        """``steps`` updates were taken (the last on ``rows`` examples, whose forward pass
+        is in ``work``): Dropout's masks move on; BatchNorm's running statistics take the
+        last step's batch statistics (from its sums Σ_b Σ_s x and Σ_b Σ_s c² in work)."""
+        self._advance(steps)
+        offsets = self._meta.get("work_offsets", {})
+        for bn in self._bns:
+            if not steps:
+                continue
+            n, m, C, S = rows * bn["S"], bn["momentum"], bn["C"], bn["S"]
+            at = rows * offsets[f"z_{bn['name']}_c"] + np.arange(C) * S
+            sq = rows * offsets[f"z_{bn['name']}"] + np.arange(C) * S
+            mu = work[at].astype(np.float64) / n
+            var = work[sq].astype(np.float64) / max(n - 1, 1)     # unbiased, as PyTorch's
+            bn["mean"][...] = (1 - m) * bn["mean"] + m * mu
+            bn["var"][...] = (1 - m) * bn["var"] + m * var
 
     def _advance(self, steps: int):
         """The next ``steps`` updates were taken: the masks move on."""
@@ -427,7 +474,7 @@ class Model:
         input name; with several outputs the result is a list of arrays."""
         X = self._inputs(X)
         n = X.shape[0]
-        if self._rngs:
+        if self._stateful:
             self._train_mode(False)
         outs = self._meta.get("outputs") or [["O", self._meta["output_offset"], self.n_out]]
         res = [np.empty((n, w), self.dtype) for _, _, w in outs]
@@ -457,8 +504,11 @@ class Model:
         refused (ValueError naming the first such row)."""
         X, T = self._finite_data(X, T, "no loss is computed from it")
         n, total, rows = X.shape[0], 0.0, self._rows
-        if self._rngs:
-            self._train_mode(not getattr(self, "_evaluating", False))
+        if self._stateful:
+            training = not getattr(self, "_evaluating", False)
+            self._train_mode(training)
+            if training:
+                self._check_batch(min(n, rows))
         c_loss = self._kernels(T)[0]
         with self._lock:
             for s in range(0, n, rows):
@@ -479,8 +529,9 @@ class Model:
     def _loss_grad(self, X, T) -> float:
         """Loss, and gradients into _grad; the caller holds the lock."""
         n, rows = X.shape[0], self._rows
-        if self._rngs:
+        if self._stateful:
             self._train_mode(True)
+            self._check_batch(min(n, rows))
         c_loss_grad = self._kernels(T)[1]
         if n <= rows:
             self._ensure_work(n)
@@ -520,8 +571,8 @@ class Model:
                 or eps is not None or weight_decay is not None or clip_norm is not None:
             return self._step_optimizer(X, T, lr, optimizer or "sgd", momentum, betas, eps,
                                         weight_decay, clip_norm)
-        if self._rngs:
-            return self._dropout_step(X, T, lr)
+        if self._stateful:
+            return self._stateful_step(X, T, lr)
         if type(X) is np.ndarray and not self._embeddings and type(T) is np.ndarray and X.dtype is self.dtype \
                 and T.dtype is self.dtype and type(lr) is float and 0 < lr < _INF:
             xs, ts = X.shape, T.shape
@@ -539,7 +590,7 @@ class Model:
                         loss = self._c_step(self._p_theta, px, pt, n, lr, self._p_work)
                     finally:
                         self._release()
-                    if loss - loss == 0.0:  # finite: the step was taken
+                    if loss == loss:  # not NaN: the step was taken (the C refuses with NaN)
                         return loss
                     return self._not_taken(X, T)
         X = self._inputs(X)
@@ -596,8 +647,8 @@ class Model:
             self._release()
         if not math.isfinite(loss):
             return self._not_taken(X, T)
-        if self._rngs:
-            self._advance(1)          # Dropout: the next step's masks
+        if self._stateful:     # Dropout: the next step's masks; BatchNorm: running statistics
+            self._after_steps(self._work, min(X.shape[0], self._rows), 1)
         return loss
 
     def _not_taken(self, X, T) -> float:
@@ -615,15 +666,18 @@ class Model:
                       "inputs); the parameters are unchanged", RuntimeWarning, stacklevel=3)
         return math.nan
 
-    def _dropout_step(self, X, T, lr) -> float:
-        """``step`` of a network with Dropout: masks of training, then the next step's."""
+    def _stateful_step(self, X, T, lr) -> float:
+        """``step`` of a network with Dropout or BatchNorm: training mode, the step, then
+        the next step's masks and the running statistics of this one."""
+        n = self._inputs(X).shape[0]      # checked here, taken as given by step
+        self._check_batch(n)
         self._train_mode(True)
-        rngs, self._rngs = self._rngs, []
+        self._stateful = False
         try:
             loss = self.step(X, T, lr)
         finally:
-            self._rngs = rngs
-        self._advance(1)
+            self._stateful = True
+        self._after_steps(self._work, min(n, self._rows), 1)
         return loss
 
     def __reduce__(self):

@@ -24,31 +24,10 @@ import numpy as np
 
 from ..derive import jets
 from .history import History
-from .second_order import Kernels, build_program_module, call_kernel, flat_vector  # noqa
+from ..backend.c.jets import build_program_module, call_kernel
+from .second_order import flat_vector
 
 METHODS = ("sd", "lbfgs", "newton_cg")
-
-
-def _symbols(net, term) -> tuple:
-    """(multi-indices the term needs, {symbol: (buffer, α, unit)})."""
-    from ..lang.pinn import Coordinate, Deriv, Target, Value
-    graph = net.graph()
-    name_of = {id(a): n for a, n in zip(net.layers, net.names)}
-    alphas, table = set(), {}
-    for s in term.expr.atoms(Coordinate, Deriv, Target, Value):
-        if isinstance(s, Coordinate):
-            table[s] = ("X", None, s.unit)
-        elif isinstance(s, Target):
-            out = name_of[id(s.owner)]
-            if out not in graph.outputs:
-                raise ValueError(f"loss term {term.name!r}: sn.target of {out!r}, which is "
-                                 f"not an output of the network ({graph.outputs})")
-            table[s] = ("T", None, graph.target_offset(out) + s.unit)
-        else:
-            alpha = tuple(sorted(c.unit for c in s.alpha)) if isinstance(s, Deriv) else ()
-            alphas.add(alpha)
-            table[s] = (name_of[id(s.owner)], alpha, s.unit)
-    return sorted(alphas), table
 
 
 class TermKernels:
@@ -56,26 +35,16 @@ class TermKernels:
 
     def __init__(self, model):
         net, self.model = model.network, model
-        graph = net.graph()
         params = model._meta["params"]
         active = {p["name"] for p in params if p.get("trainable", True)}
         functions, self.terms = [], net.terms
         self.programs = {}
         for term in net.terms:
-            where = f"loss term {term.name!r}"
             try:
-                if term.expr is None:
-                    from ..scalar.primitives import loss as loss_record
-                    prog, jet = jets.forward_program(graph, params, [()], where)
-                    ops = jets.data_loss_ops(prog, graph, jet, where, loss_record(term.loss))
-                else:
-                    alphas, table = _symbols(net, term)
-                    prog, jet = jets.forward_program(graph, params, alphas, where)
-                    ops = jets.term_ops(prog, graph, jet, term.expr, table)
+                prog = jets.term_program(net, term, params)
             except jets.Unsupported as exc:
                 raise NotImplementedError(str(exc)) from None
-            fwd = prog.ops + ops
-            prog.ops = fwd
+            fwd = prog.ops
             rev = jets.reverse(prog, active)
             self.programs[term.name] = (prog, fwd, rev)
             from ..backend.c import jets as jets_c
@@ -200,6 +169,23 @@ class Objective:
         for t, (X, T, w) in self.terms.items():
             out += self.kernels.term(t, X, T, w / X.shape[0], vec=vec)[3]
         return out
+
+
+def loss_terms(model, data) -> dict:
+    """{term: mean over its points, ..., "loss": the weighted sum} (compiled)."""
+    if not getattr(model.network, "terms", None):
+        raise ValueError("model.loss_terms is for networks with loss terms (sn.d); use "
+                         "model.loss(X, T) or model.evaluate(X, T)")
+    obj = Objective(model, data)
+    total, _ = obj.loss_grad()
+    return dict(obj.last_terms, loss=total)
+
+
+def terms_hessian_vector(model, data, v) -> dict:
+    """H·v of the weighted loss terms (exact: the R-operator of the compiled pass)."""
+    from .second_order import as_dict
+    obj = Objective(model, data)
+    return as_dict(model, obj.hessp(flat_vector(model, v)))
 
 
 def _lr_at(lr, step):

@@ -17,28 +17,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend.c import jets as jets_c
+from ..backend.c.jets import build_program_module, call_kernel
 from ..derive import jets
-
-
-def _ffi_dtype(dtype) -> str:
-    return "double" if np.dtype(dtype) == np.float64 else "float"
-
-
-SIGNATURE = ("void {name}(const real *theta, const real *X, const real *T, long n, real scale, "
-             "real *loss, real *grad, real *gx, const real *vec, real *hv, real *out);")
-
-
-def build_program_module(functions: list, dtype: str, tag: str):
-    """Compile [(name, C text)] into one module → (lib, ffi)."""
-    from ..backend.c import build
-    real = _ffi_dtype(dtype)
-    src = jets_c.PRELUDE.format(real=real, f="f" if real == "float" else "")
-    src += "\n".join(text for _, text in functions)
-    cdef = "\n".join(SIGNATURE.format(name=name).replace("real", real) for name, _ in functions)
-    key = build.build_key("jets", tag, src, cdef)
-    hit = build.lookup(key)
-    mod, meta = hit if hit else build.build(key, src, cdef, {"kind": "jets", "tag": tag})
-    return mod.lib, mod.ffi, src
 
 
 class Kernels:
@@ -102,24 +82,6 @@ class Kernels:
     # -------------------------------------------------------------- calls
     def call(self, name, X, T=None, scale=1.0, want_gx=False, vec=None, out=None):
         return call_kernel(self.lib, self.ffi, name, self.model, X, T, scale, want_gx, vec, out)
-
-
-def call_kernel(lib, ffi, name, model, X, T=None, scale=1.0, want_gx=False, vec=None,
-                out=None):
-    """Run one compiled jet function on the model's parameters → (Σ loss, grad, gx, hv)."""
-    def ptr(a):
-        if a is None:
-            return ffi.NULL
-        return ffi.cast(f"{_ffi_dtype(a.dtype)} *", ffi.from_buffer(a))
-    m = model
-    loss = np.zeros(1, m.dtype)
-    grad = np.zeros_like(m._theta)
-    gx = np.zeros_like(X) if want_gx else None
-    hv = np.zeros_like(m._theta) if vec is not None else None
-    with m._lock:
-        getattr(lib, name)(ptr(m._theta), ptr(X), ptr(T), X.shape[0], scale, ptr(loss),
-                           ptr(grad), ptr(gx), ptr(vec), ptr(hv), ptr(out))
-    return loss[0], grad, gx, hv
 
 
 # ------------------------------------------------------------------ the calls

@@ -207,7 +207,7 @@ class _Run:
             self.c_train = model._kernels(T)[3]   # rows, or class labels
             per_step = 6.0 * max(model._theta.size, 1) * B
             self.chunk = max(1, int(CALL_FLOPS // per_step))
-            if model._rngs:     # Dropout: each step's masks are set before its call
+            if model._stateful:  # Dropout, BatchNorm: their state is set between steps
                 self.chunk = 1
 
     # -- one epoch ---------------------------------------------------------
@@ -224,7 +224,7 @@ class _Run:
         self.prev[...] = m._theta
         self.have_prev[0] = 1
         self.opt.apply(m, lr)
-        m._advance(1)
+        m._after_steps(m._work, self.X.shape[0], 1)
         self._keep([loss], [self.X.shape[0]], [lr])
         self.parts_before = None
         return True
@@ -242,8 +242,11 @@ class _Run:
             s1 = min(n_steps, s0 + self.chunk)
             part = idx[s0 * B: s1 * B]
             self._begin()
-            if m._rngs:
+            if m._stateful:
                 m._train_mode(True)
+                m._check_batch(min(B, part.size))
+                if part.size % B:
+                    m._check_batch(part.size % B)
             with m._lock:
                 done = self.c_train(
                     m._p_theta, self.p_X, self.p_T, rt.pointer(part), part.size, B,
@@ -251,7 +254,7 @@ class _Run:
                     opt.p_s2, opt.p_hyper, opt.t, self.p_prev, self.p_have,
                     rt.pointer(correct[s0:]) if count else rt.null, self.p_work)
             opt.t += done
-            m._advance(done)
+            m._after_steps(self.work, min(B, part.size), done)
             sizes = [B] * done
             if done and s0 + done == n_steps and idx.size % B:
                 sizes[-1] = idx.size % B

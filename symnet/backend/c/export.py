@@ -96,7 +96,8 @@ def export_c(model, directory, name: str = "net", training: bool = True,
         if not isinstance(value, bool):
             raise ValueError(f"{flag} must be True or False, got {value!r}")
     with model._lock:
-        if getattr(model, "_rngs", None):     # evaluation mode: Dropout is the identity
+        if getattr(model, "_stateful", False):   # evaluation mode: Dropout is the identity,
+            # BatchNorm uses its running statistics
             model._train_mode(False)
         theta = model._theta.copy()
     bad = ~np.isfinite(theta)

@@ -137,6 +137,10 @@ def load(net, dtype: str, tune: str = "fast") -> Runtime:
                     "offset": plan.buffers[p.name].offset, "trainable": p.trainable}
                    for p in plan.graph.params()],
         "description": net.describe(),
+        # where the batch sums of BatchNorm lie in work (per row; the model reads them)
+        "work_offsets": {b.name: b.offset for b in plan.buffers.values() if b.kind == "work"
+                         and any(n.kind == "batchnorm" and b.name == f"z_{n.name}"
+                                 for n in plan.graph.nodes)},
         "products": products,     # what the planner times
         "tile": list(tile) if tile else None,
     }

@@ -1,0 +1,178 @@
+"""BatchNorm1d and BatchNorm2d: batch statistics in training, running statistics in
+evaluation.  Forward, loss and gradients against PyTorch in training mode (float64,
+1e-10), 50 SGD steps from copied weights with the running statistics, evaluation against
+PyTorch's eval mode; a numpy reference and central differences; save/load, export_c
+(evaluation), summary; a batch of one refused naming the layer."""
+
+import numpy as np
+import pytest
+
+import symnet as sn
+import gradcheck
+
+CASES = {   # input shape, the layer below, BatchNorm
+    "1d": ((5,), lambda: sn.Dense(4, "tanh"), sn.BatchNorm1d),
+    "1d-seq": ((3, 4), lambda: sn.Conv1d(3, 1, activation="tanh"), sn.BatchNorm1d),
+    "2d": ((2, 3, 3), lambda: sn.Conv2d(2, 1, activation="tanh"), sn.BatchNorm2d),
+}
+
+
+def _net(case):
+    shape, below, bn = CASES[case]
+    return sn.Network(sn.Input(shape), below(), bn(name="N"), sn.Flatten(), sn.Dense(3),
+                      loss="softmax_cross_entropy")
+
+
+def _setup(case, dtype="float64", seed=0, batch=6):
+    model = _net(case).compile(dtype=dtype, seed=seed)
+    rng = np.random.default_rng(seed)
+    for k, v in model.params.items():
+        if not k.startswith(("mean", "var", "mode")):
+            v[...] = rng.normal(size=v.shape) * 0.5 + (1.0 if k.startswith("gamma") else 0.0)
+    X = rng.normal(size=(batch, *CASES[case][0])) * 2 + 0.5
+    T = np.eye(3)[rng.integers(0, 3, batch)]
+    return model, X.astype(dtype), T.astype(dtype)
+
+
+def _torch_forward(case, P, X, running, training):
+    import torch
+    import torch.nn.functional as F
+    X = torch.tensor(X)
+    h = {"1d": lambda: F.linear(X, P["W1"], P["b1"]),
+         "1d-seq": lambda: F.conv1d(X, P["W1"], P["b1"]),
+         "2d": lambda: F.conv2d(X, P["W1"], P["b1"])}[case]()
+    h = F.batch_norm(torch.tanh(h), running[0], running[1], P["gamma2"], P["beta2"],
+                     training=training, momentum=0.1, eps=1e-5)
+    return F.linear(h.reshape(h.shape[0], -1), P["W4"], P["b4"])
+
+
+def _torch_params(model):
+    import torch
+    return {k: torch.tensor(v.copy(), requires_grad=True) for k, v in model.params.items()
+            if not k.startswith(("mean", "var", "mode"))}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_training_forward_loss_and_gradients_equal_pytorch(case):
+    torch = pytest.importorskip("torch")
+    model, X, T = _setup(case)
+    P = _torch_params(model)
+    C = model.params["gamma2"].size
+    running = [torch.zeros(C, dtype=torch.float64), torch.ones(C, dtype=torch.float64)]
+    o = _torch_forward(case, P, X, running, True)
+    loss = torch.nn.functional.cross_entropy(o, torch.tensor(T.argmax(1)))
+    loss.backward()
+    L, g = model.loss_and_grad(X, T)
+    assert L == pytest.approx(loss.item(), rel=1e-10)
+    for k, p in P.items():
+        np.testing.assert_allclose(g[k], p.grad.numpy(), rtol=1e-10,
+                                   atol=1e-12 * np.abs(p.grad.numpy()).max(), err_msg=k)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_fifty_sgd_steps_and_the_running_statistics_stay_with_pytorch(case):
+    torch = pytest.importorskip("torch")
+    model, X, T = _setup(case, seed=1)
+    P = _torch_params(model)
+    C = model.params["gamma2"].size
+    running = [torch.zeros(C, dtype=torch.float64), torch.ones(C, dtype=torch.float64)]
+    rng = np.random.default_rng(2)
+    for _ in range(50):
+        rows = rng.permutation(len(X))[:4]          # batches that differ: the stats move
+        model.step(X[rows], T[rows], lr=0.1)
+        for p in P.values():
+            p.grad = None
+        o = _torch_forward(case, P, X[rows], running, True)
+        torch.nn.functional.cross_entropy(o, torch.tensor(T[rows].argmax(1))).backward()
+        with torch.no_grad():
+            for p in P.values():
+                p -= 0.1 * p.grad
+    for k, p in P.items():
+        np.testing.assert_allclose(model.params[k], p.detach().numpy(), rtol=0, atol=1e-9,
+                                   err_msg=k)
+    np.testing.assert_allclose(model.params["mean2"], running[0].numpy(), rtol=0, atol=1e-9)
+    np.testing.assert_allclose(model.params["var2"], running[1].numpy(), rtol=0, atol=1e-9)
+    # evaluation: the running statistics, as PyTorch's eval mode
+    with torch.no_grad():
+        want = _torch_forward(case, P, X, running, False).numpy()
+    np.testing.assert_allclose(model.forward(X), want, rtol=1e-10, atol=1e-12)
+    assert model.evaluate(X, T)["loss"] == pytest.approx(
+        torch.nn.functional.cross_entropy(torch.tensor(want), torch.tensor(T.argmax(1))).item(),
+        rel=1e-10)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_gradients_equal_central_differences(case):
+    model, X, T = _setup(case, seed=3)
+    gradcheck.check(model, X, T)
+
+
+def test_training_equals_the_numpy_batch_statistics():
+    model, X, T = _setup("2d", seed=4, batch=5)
+    W1, b1 = model.params["W1"], model.params["b1"]
+    H = np.tanh(np.einsum("ck,bkyx->bcyx", W1[:, :, 0, 0], X) + b1[None, :, None, None])
+    mu = H.mean(axis=(0, 2, 3), keepdims=True)
+    var = H.var(axis=(0, 2, 3), keepdims=True)
+    N = (H - mu) / np.sqrt(var + 1e-5) * model.params["gamma2"][None, :, None, None] \
+        + model.params["beta2"][None, :, None, None]
+    O = N.reshape(5, -1) @ model.params["W4"].T + model.params["b4"]
+    S = np.exp(O - O.max(1, keepdims=True))
+    S /= S.sum(1, keepdims=True)
+    assert model.loss(X, T) == pytest.approx(-np.mean(np.log((S * T).sum(1))), rel=1e-12)
+    model.step(X, T, lr=0.0 + 1e-300)         # one step: the running statistics move
+    n = 5 * 9
+    np.testing.assert_allclose(model.params["mean2"], 0.1 * mu.ravel(), rtol=1e-12)
+    np.testing.assert_allclose(model.params["var2"], 0.9 + 0.1 * var.ravel() * n / (n - 1),
+                               rtol=1e-12)
+
+
+def test_fit_keeps_running_statistics_and_float32_trains():
+    model, X, T = _setup("1d", dtype="float32", seed=5, batch=40)
+    before = model.evaluate(X, T)["loss"]
+    model.fit(X, T, method="minibatch", batch_size=8, epochs=20, lr=0.2, seed=0,
+              progress=False)
+    assert model.evaluate(X, T)["loss"] < before
+    assert not np.allclose(model.params["mean2"], 0)       # the statistics were kept
+    assert model.params["mode2"][0] == 0                    # evaluate left evaluation mode
+
+
+def test_save_load_and_export_in_evaluation_mode(tmp_path):
+    import test_export as te
+    model, X, T = _setup("1d-seq", seed=6)
+    for _ in range(3):
+        model.step(X, T, lr=0.1)
+    model.save(tmp_path / "m.npz")
+    back = sn.load(tmp_path / "m.npz")
+    assert back.network.describe() == model.network.describe()
+    for k in ("mean2", "var2"):
+        np.testing.assert_array_equal(back.params[k], model.params[k])
+    np.testing.assert_array_equal(back.forward(X), model.forward(X))
+    rng = np.random.default_rng(6)
+    Xe, Te = te._data(model, rng)
+    lr, idx = np.array([0.05, 0.02, 0.01]), rng.permutation(len(Xe)).astype(np.int64)
+    want = te._reference(model, Xe, Te, lr, idx)
+    got = te._run_harness(model, tmp_path, te._native_flags(), Xe, Te, lr, idx)
+    np.testing.assert_array_equal(got["O"], want["O"])      # forward: evaluation mode
+
+
+def test_a_batch_of_one_in_training_is_refused_naming_the_layer():
+    model, X, T = _setup("1d", seed=7)
+    match = r"layer 'N' \(BatchNorm1d\): a batch of 1 example\(s\) has one value per channel"
+    for call in (lambda: model.loss_and_grad(X[:1], T[:1]), lambda: model.loss(X[:1], T[:1]),
+                 lambda: model.step(X[:1], T[:1], lr=0.1),
+                 lambda: model.fit(X, T, method="sgd", epochs=1, progress=False),
+                 lambda: model.fit(X[:5], T[:5], batch_size=4, epochs=1, progress=False)):
+        with pytest.raises(ValueError, match=match):
+            call()
+    assert model.forward(X[:1]).shape == (1, 3)        # evaluation takes one example
+    with pytest.raises(ValueError, match=r"momentum must be a number in \(0, 1\]"):
+        sn.BatchNorm2d(momentum=0)
+    with pytest.raises(ValueError, match=r"takes inputs of 3 axes"):
+        sn.Network(sn.Input(4), sn.BatchNorm2d(), loss="mse")
+
+
+def test_summary_counts_the_sums_over_the_batch():
+    rows = {r.name: r for r in _net("2d").compile().summary(batch_size=4).layers}
+    # Σ over 4 examples × 9 positions, for each of the 4·2·3·3 outputs, 2 flops a term
+    assert rows["N_c"].flops_forward == rows["N"].flops_forward == 2 * 4 * 18 * 4 * 9
+    assert rows["N"].params == 2 * 2 + 2 * 2 + 1        # γ, β, mean, var, mode
