@@ -238,3 +238,38 @@ def test_time_calls_takes_turns_and_times_each():
     timed = "".join(order[order.index("s", order.index("s") + 1):])
     runs = [r for r in timed.replace("fs", "f|s").replace("sf", "s|f").split("|") if r]
     assert len(runs) >= 6
+
+
+def _tiny_sequences(monkeypatch):
+    """symnet.bench.seq shrunk to a tiny size (the step functions read these globals)."""
+    from symnet.bench import seq
+    for k, v in dict(T_STEPS=4, T_WIDTH=8, T_HEADS=2, T_FF=16, T_BATCH=3,
+                     G_STEPS=3, G_IN=2, G_HIDDEN=4, G_BATCH=5).items():
+        monkeypatch.setattr(seq, k, v)
+    monkeypatch.setattr(seq, "WORKLOADS", {
+        "transformer": (seq.transformer_network, (4, 8), 3, seq._transformer_torch, ""),
+        "gru": (seq.gru_network, (3, 2), 5, seq._gru_torch, "")})
+    return seq
+
+
+@pytest.mark.parametrize("workload", ["gru", "transformer"])
+def test_jax_sequence_step_agrees_with_symnet(workload, monkeypatch):
+    """One jitted JAX SGD step from the same parameters moves them as symnet's step does."""
+    pytest.importorskip("jax")
+    seq = _tiny_sequences(monkeypatch)
+    make_net, shape, batch, _, _ = seq.WORKLOADS[workload]
+    X, T = seq._data(shape, batch)
+    model = make_net().compile(dtype="float32")
+    params = seq._init(model)
+    model.params.update(params)
+    model.step(X, T, seq.LR)
+    step = seq.reference_step(workload, "jax", params, X, T)
+    step()
+    got = step.params()
+    assert set(got) == set(params)
+    for k in params:
+        ours = np.asarray(model.params[k]) - params[k]
+        theirs = got[k] - params[k]
+        scale = np.abs(ours).max()
+        assert scale > 0, k
+        np.testing.assert_allclose(theirs, ours, rtol=0, atol=1e-4 * scale, err_msg=k)
