@@ -62,9 +62,9 @@ def _is_zip(path) -> bool:
 
 def c_source(net, dtype: str = "float32") -> str:
     """The kernel C of a network, emitted without compiling it."""
-    from .backend.c.emit import emit
+    from .backend.c.runtime import render
     from .plan.lower import plan
-    return emit(plan(net.graph()), dtype)[0]
+    return render(plan(net.graph()), dtype)[0]
 
 
 def export(args) -> int:

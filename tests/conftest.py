@@ -50,3 +50,39 @@ def targets_for(loss: str, rng, batch: int, n_out: int) -> np.ndarray:
     if loss == "bce":
         return rng.uniform(0.05, 0.95, (batch, n_out))
     return rng.normal(size=(batch, n_out))
+
+
+# ------------------------------------------------ where the test time goes
+# SYMNET_TEST_CPU=N prints the N tests that took the most CPU time (this process's
+# and the C compiler's, which wall-clock durations on a busy machine do not show)
+# and how many networks each compiled.
+_CPU_TOP = int(os.environ.get("SYMNET_TEST_CPU", "0") or 0)
+_cpu_rows: list = []
+
+
+if _CPU_TOP:
+    import resource
+    import time
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_protocol(item, nextitem):
+        from symnet.backend.c import build
+
+        def now():
+            ch = resource.getrusage(resource.RUSAGE_CHILDREN)
+            return time.process_time(), ch.ru_utime + ch.ru_stime, build.STATS["compiled"]
+        before = now()
+        yield
+        after = now()
+        _cpu_rows.append((after[0] - before[0], after[1] - before[1], after[2] - before[2],
+                          item.nodeid))
+
+    def pytest_terminal_summary(terminalreporter):
+        own = sum(r[0] for r in _cpu_rows)
+        cc = sum(r[1] for r in _cpu_rows)
+        n = sum(r[2] for r in _cpu_rows)
+        terminalreporter.write_line(f"CPU time: {own:.1f} s in Python, {cc:.1f} s in the C "
+                                    f"compiler, {n} networks compiled, {len(_cpu_rows)} tests")
+        for py, c, k, nodeid in sorted(_cpu_rows, key=lambda r: -(r[0] + r[1]))[:_CPU_TOP]:
+            terminalreporter.write_line(f"{py + c:7.2f} s  (python {py:6.2f}, cc {c:6.2f}, "
+                                        f"{k:3d} compiled)  {nodeid}")

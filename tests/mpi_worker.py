@@ -105,16 +105,16 @@ def _hook(model, what, at):
     """Make the model's batch kernel signal or raise on its ``at``-th call, or
     (``drift``) its update move one parameter a little on that call."""
     if what == "drift":
-        update, ups = model._c_update, [0]
+        update, ups = model.runtime.update, [0]
 
         def drifting(*args):
             update(*args)
             ups[0] += 1
             if ups[0] == at:
                 model._theta[0] += 1e-9
-        model._c_update = drifting
+        model.runtime.update = drifting
         return
-    real, calls = model._c_loss_grad, [0]
+    real, calls = model.runtime.loss_grad, [0]
 
     def hooked(*args):
         calls[0] += 1
@@ -124,7 +124,7 @@ def _hook(model, what, at):
             else:
                 raise RuntimeError(f"boom in call {at}")
         return real(*args)
-    model._c_loss_grad = hooked
+    model.runtime.loss_grad = hooked
 
 
 def run(comm, name, spec):
@@ -181,7 +181,7 @@ def _hook_fail(comm, how):
     model = network().compile(dtype="float64", seed=0)
     X, T = data(n=4000)
     if r == 1:
-        real, calls = model._c_loss_grad, [0]
+        real, calls = model.runtime.loss_grad, [0]
 
         def failing(*args):
             calls[0] += 1
@@ -190,7 +190,7 @@ def _hook_fail(comm, how):
                     os._exit(3)
                 raise RuntimeError("process 1 fails on purpose")
             return real(*args)
-        model._c_loss_grad = failing
+        model.runtime.loss_grad = failing
     model.fit(X, T, method="sgd", epochs=1000, lr=0.01, progress=False, comm=comm)
     print("finished, which a failing process should have prevented", flush=True)
 
@@ -202,14 +202,14 @@ def _until_sigint(comm):
     X, T = data(n=4000)
     r = comm.Get_rank()
 
-    real, calls = model._c_loss_grad, [0]
+    real, calls = model.runtime.loss_grad, [0]
 
     def announcing(*args):
         calls[0] += 1
         if calls[0] == 50:
             print(f"started {r}", flush=True)
         return real(*args)
-    model._c_loss_grad = announcing
+    model.runtime.loss_grad = announcing
     hist = model.fit(X, T, method="sgd", epochs=10000, lr=0.01, progress=False, comm=comm)
     print(json.dumps({"rank": r, "stopped": hist.stopped, "steps": hist.steps,
                       "theta": model._theta.tobytes().hex()[:64]}), flush=True)

@@ -115,14 +115,14 @@ def test_large_batch_is_chunked_consistently():
     rng = np.random.default_rng(0)
     X, T = rng.normal(size=(50, 3)), rng.normal(size=(50, 2))
     L, g = m.loss_and_grad(X, T)
-    old = m._rows  # examples per kernel call (symnet.guards.rows_per_call)
-    m._rows = 7
+    old = m.rows_per_call  # examples per kernel call (symnet.guards.rows_per_call)
+    m.rows_per_call = 7
     try:
         L2, g2 = m.loss_and_grad(X, T)
         np.testing.assert_allclose(m.forward(X)[:7], m.forward(X[:7]))
         assert m.loss(X, T) == pytest.approx(L, rel=1e-12)
     finally:
-        m._rows = old
+        m.rows_per_call = old
     assert L2 == pytest.approx(L, rel=1e-12)
     for k in g:
         np.testing.assert_allclose(g2[k], g[k], rtol=1e-10, atol=1e-14)

@@ -622,7 +622,7 @@ def test_output_that_feeds_another_layer(first_loss, rng):
     _, grads = model.loss_and_grad(X, [T1, T2])
     assert_grads(grads, want)
     f = net.formulas()
-    args = [X[:2], model._targets([T1, T2], 5)[:2], *model.params.values()]
+    args = [X[:2], model.as_targets([T1, T2], 5)[:2], *model.params.values()]
     _, g2 = model.loss_and_grad(X[:2], [T1[:2], T2[:2]])
     for name in ("W1", "b2", "W3"):          # the explicit sympy gradients agree too
         np.testing.assert_allclose(f.lambdify(f"g_{name}", batch=2)(*args), g2[name],
@@ -705,7 +705,7 @@ def test_explicit_sympy_gradients_equal_the_compiled_ones(case, rng):
     Xs, Ts = data(rng, B=2)[case]
     X, T = _call(model, Xs, Ts)
     loss, grads = model.loss_and_grad(X, T)
-    Xp, Tp = model._inputs(X), model._targets(T, 2)       # side by side, as the C takes them
+    Xp, Tp = model.as_inputs(X), model.as_targets(T, 2)       # side by side, as the C takes them
     args = [Xp.reshape(f.arguments(2)[0].shape), Tp, *model.params.values()]
     assert float(f.lambdify("L", batch=2)(*args)) == pytest.approx(loss, rel=1e-10)
     for name, g in grads.items():

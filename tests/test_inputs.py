@@ -96,7 +96,7 @@ def test_unaligned_array_gives_the_right_answer(model):
     A = np.frombuffer(buf.data, dtype=np.float64, count=X.size, offset=1).reshape(X.shape)
     A[...] = X
     assert not A.flags.aligned and A.flags.c_contiguous
-    assert model._inputs(A).ctypes.data % 8 == 0
+    assert model.as_inputs(A).ctypes.data % 8 == 0
     _same_as_float64(model, A)
     before = {k: v.copy() for k, v in model.params.items()}
     _, g = model.loss_and_grad(X, T)
@@ -134,7 +134,7 @@ def test_split_batches_equal_one_call(model, monkeypatch):
     and step split it into calls; the numbers are those of one call."""
     monkeypatch.setattr(guards, "WORK_BYTES", 3 * 8 * model._meta["work_per_row"])  # 3 rows
     split = _net().compile(dtype="float64", seed=0)
-    assert split._rows == 3
+    assert split.rows_per_call == 3
     rng = np.random.default_rng(2)
     A, B = rng.normal(size=(10, 3)), rng.normal(size=(10, 2))
     np.testing.assert_allclose(split.forward(A), model.forward(A), rtol=1e-14)

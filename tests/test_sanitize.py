@@ -29,7 +29,9 @@ RUN = textwrap.dedent("""
     if sys.argv[1] == "overflow":       # a work buffer for 1 example, used for 40
         work = np.zeros(m._meta["work_per_row"], m.dtype)
         out = np.zeros((40, 2), m.dtype)
-        m._c_forward(m._p_theta, m._ptr(m._inputs(X)), 40, m._ptr(out), m._ptr(work))
+        rt = m.runtime
+        rt.kernels.forward(rt.buffer(m.theta), rt.buffer(m.as_inputs(X)), 40, rt.buffer(out),
+                           rt.buffer(work))
         print("overflow not caught", flush=True)
 """)
 

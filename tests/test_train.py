@@ -171,7 +171,7 @@ def test_long_epochs_split_into_calls_give_the_same_result(reg32, data, monkeypa
 
 
 def _count_calls(model, monkeypatch, after=None):
-    real = model._c_train
+    real = model.runtime.train_epoch
     calls = {"n": 0}
 
     def counted(*args):
@@ -180,7 +180,7 @@ def _count_calls(model, monkeypatch, after=None):
         if after is not None:
             after(calls["n"])
         return done
-    monkeypatch.setattr(model, "_c_train", counted)
+    monkeypatch.setattr(model.runtime, "train_epoch", counted)
     return calls
 
 

@@ -326,7 +326,13 @@ def test_timings_under_load_are_neither_used_nor_kept(tmp_path, monkeypatch):
     assert tuning._PLAN_PAUSE[0] > time.monotonic() + tuning.RETRY_S / 2
     monkeypatch.setattr(tuning.Watch, "disturbed", property(lambda self: False))
     assert tuning.plan([[0, 0, 800, 8]], "fast", s) == {}
+    # and so does a new process (no pause of its own) while the cache holds the pause
     tuning._PLAN_PAUSE[0] = 0.0
+    (pause,) = tmp_path.glob("wisdom-*.pause")
+    assert float(pause.read_text()) > time.time() + tuning.RETRY_S / 2
+    assert tuning.plan([[0, 0, 800, 8]], "fast", s) == {}
+    assert not list(tmp_path.glob("wisdom-*.json"))
+    pause.write_text(repr(time.time() - 1))         # the pause over
     assert tuning.plan([[0, 0, 800, 8]], "fast", s) == {"0:0:800:8": 32}
     assert list(tmp_path.glob("wisdom-*.json"))
 

@@ -34,7 +34,7 @@ class Network(dsl.Network):
         return Formulas(self, optimizer=optimizer, weight_decay=weight_decay,
                         clip_norm=clip_norm)
 
-    def compile(self, dtype="float32", seed: int = 0, init=None, tune="fast"):
+    def compile(self, dtype="float32", seed: int = 0, init=None, tune="fast", backend="c"):
         """Derive, emit, build (or load from the cache) → a ``Model``.
 
         ``seed`` seeds the initial parameters; ``init`` ("glorot", "he", "normal",
@@ -45,10 +45,12 @@ class Network(dsl.Network):
         where each matrix product runs on this machine (symnet's kernels or the BLAS):
         "off" nothing, "fast" (default) what is not yet known, within ~0.15 s, "full"
         more sizes (seconds, once); the choices are cached per CPU model, compiler and
-        product shape, and ``model.tuning["plan"]`` shows them.
+        product shape, and ``model.tuning["plan"]`` shows them (the C backend).
+        ``backend``: ``"c"`` (compiled C) or ``"numpy"`` (the same plan run with NumPy,
+        no compiler needed; slower), see ``symnet.backend``.
         """
         from .model import Model
-        return Model(self, dtype=dtype, seed=seed, init=init, tune=tune)
+        return Model(self, dtype=dtype, seed=seed, init=init, tune=tune, backend=backend)
 
     def summary(self, batch_size: int = 32, dtype: str = "float32", print_fn=print):
         """Parameters, memory and flops per training step, before compiling
@@ -77,19 +79,20 @@ class Network(dsl.Network):
         return draw(self, path=path, ax=ax)
 
 
-def load(path, network=None, dtype=None):
+def load(path, network=None, dtype=None, backend="c"):
     """The model saved at ``path`` (``model.save``): network rebuilt, compiled,
     parameters restored (``symnet.io.files`` reads and checks the file).
 
     With ``network`` given, the file must hold that network (same description),
-    else ValueError.  ``dtype`` defaults to the saved one.  The optimizer's state,
-    when the file has one, is restored too (``model.optimizer``).
+    else ValueError.  ``dtype`` defaults to the saved one; ``backend`` as in
+    ``Network.compile``.  The optimizer's state, when the file has one, is restored
+    too (``model.optimizer``).
     """
     network, saved, params, state = io.read(path, network, cls=Network, optimizer=True)
-    model = network.compile(dtype=dtype or saved)
+    model = network.compile(dtype=dtype or saved, backend=backend)
     for name, value in params.items():
         model.params[name] = value
     if state:
         from ..runtime.optimizer import from_arrays
-        model._optimizer = from_arrays(model, state, str(path))
+        model.optimizer = from_arrays(model, state, str(path))
     return model

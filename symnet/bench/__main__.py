@@ -123,6 +123,9 @@ def run_compile(quick: bool):
         print(f"  {label}: {r['total_s']:.3f} s  (import symnet {r['import_s']:.3f} s, "
               f"compile call {r['compiles'][0]:.3f} s, sympy imported: "
               f"{r['sympy_imported']}; runs: {runs} s)")
+        if "cpu_s" in r:
+            print(f"  {' ' * len(label)}  CPU time {r['cpu_s']:.3f} s in Python, "
+                  f"{r['cc_cpu_s']:.3f} s in the C compiler")
     widths = (32, 256, 1024) if quick else (32, 128, 512, 1024, 2048)
     depths = (2, 8) if quick else (2, 4, 8, 16)
     sc = measure.compile_scaling(widths, depths)

@@ -113,8 +113,8 @@ def time_references(workload, params, X, T, names, min_time: float, model=None):
 # ------------------------------------------------------------ fresh processes
 
 _COMPILE = """
-import json, sys, time
-t0 = time.perf_counter()
+import json, resource, sys, time
+t0, c0 = time.perf_counter(), time.process_time()
 import symnet as sn
 t_import = time.perf_counter() - t0
 out = {"import_s": t_import, "compiles": []}
@@ -124,6 +124,10 @@ for sizes, acts, loss in json.loads(sys.argv[1]):
     sn.Network(*layers, loss=loss).compile(dtype="float32")
     out["compiles"].append(time.perf_counter() - t)
 out["total_s"] = time.perf_counter() - t0
+# process CPU time, which a busy machine inflates far less than the wall time
+ch = resource.getrusage(resource.RUSAGE_CHILDREN)
+out["cpu_s"] = time.process_time() - c0
+out["cc_cpu_s"] = ch.ru_utime + ch.ru_stime     # the C compiler's
 out["sympy_imported"] = "sympy" in sys.modules
 try:
     from symnet.backend.c import tuning
@@ -150,7 +154,9 @@ def compile_times(workload, repeats: int = 3) -> dict:
     measures the machine once, see symnet/tuning.py), ``cold`` (the workload
     never compiled before, the machine known) and ``warm`` (the same again: a
     cache hit).  ``cold`` and ``warm`` are the runs with the median total of
-    ``repeats``, each cold one in a new cache holding only the machine's figures."""
+    ``repeats``, each cold one in a new cache holding only what the first network
+    left that is not a network: the machine's figures and the templates' compiled
+    code (``jinja/``, symnet/backend/c/emit.py)."""
     tiny = json.dumps([[[2, 4, 1], ["tanh", "linear"], "mse"]])
     spec = json.dumps([[workload.sizes, workload.activations, workload.loss]])
     colds, warms = [], []
@@ -161,6 +167,8 @@ def compile_times(workload, repeats: int = 3) -> dict:
             with tempfile.TemporaryDirectory(prefix="symnet-bench-") as cache:
                 for f in known:
                     shutil.copy(os.path.join(first, f), cache)
+                if os.path.isdir(os.path.join(first, "jinja")):   # the templates' code
+                    shutil.copytree(os.path.join(first, "jinja"), os.path.join(cache, "jinja"))
                 colds.append(_python(_COMPILE, [spec], cache))
                 warms.append(_python(_COMPILE, [spec], cache))
 
@@ -212,7 +220,8 @@ for _ in range(5):
     model.step(X, T, LR)
 _, traced = tracemalloc.get_traced_memory()
 tracemalloc.stop()
-arrays = model._theta.nbytes + model._grad.nbytes + model._work.nbytes
+arrays = model.theta.nbytes + model.grad.nbytes \
+    + model.runtime.work_size(model.runtime.work_rows) * model.dtype.itemsize
 print(json.dumps({"maxrss": peak(), "maxrss_before_model": before, "model_arrays": arrays,
                   "data": X.nbytes + T.nbytes, "per_step_python_alloc": traced}))
 """

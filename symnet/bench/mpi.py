@@ -76,13 +76,13 @@ def worker(names, quick: bool) -> list:
             model.fit(Xr, Tr, method="minibatch", batch_size=batch, epochs=1, lr=LR,
                       progress=False, comm=c)
         step_us = _timed(comm, epoch, min_time, repeats=5) / steps
-        buf = np.zeros(model._theta.size + 5)
+        buf = np.zeros(model.theta.size + 5)
         args = (MPI.IN_PLACE, [buf, MPI.DOUBLE], MPI.SUM)
         reduce_us = _timed(comm, lambda a=args: comm.Allreduce(*a), min_time / 4)
         alone_us = None
         if P == 1:
             alone_us = _timed(comm, lambda: epoch(None), min_time, repeats=5) / steps
-        rows.append({"workload": name, "params": int(model._theta.size), "P": P,
+        rows.append({"workload": name, "params": int(model.theta.size), "P": P,
                      "batch": batch, "steps": steps, "step_us": step_us,
                      "allreduce_us": reduce_us, "fit_without_comm_us": alone_us})
     return rows

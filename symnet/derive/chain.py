@@ -11,8 +11,10 @@ A contraction r = Σ_j W[i,j]·x[b,j] needs no sympy at all: its two
 derivative rules are the matrix products δᵀ·X and δ·W (``Product``).
 
 ``derive`` hands over every term once: lower, explicit, formulas and summary
-consume ``NodeGrad`` as it is, including which inputs need no gradient (the
-first layer's, and a parameter-free layer's with nothing trainable below).
+consume ``NodeGrad`` as it is.  It also decides which terms are not computed at
+all: the gradients of frozen parameters (``trainable=False``), ∂L/∂(a buffer)
+with nothing trainable at or below it (the data, a parameter-free or frozen layer
+at the bottom), and a delta that no remaining term reads.
 
 At the output node an element-wise loss ℓ(o, t) is composed with φ before
 differentiating, so that e.g. sigmoid + BCE gives the stable σ(z) − t.
@@ -248,20 +250,33 @@ def fused(graph: ir.Graph, node: ir.Node) -> bool:
 
 
 def needs_input_grad(graph: ir.Graph) -> dict[str, bool]:
-    """Per buffer: are there parameters at or below it?  ∂L/∂(a buffer) is
-    needed only then: not for the data, nor for a parameter-free layer
-    (pooling, flatten, a slice of the input) with nothing trainable below."""
+    """Per buffer: are there trainable parameters at or below it?  ∂L/∂(a buffer)
+    is needed only then: not for the data, nor for a parameter-free layer
+    (pooling, flatten, a slice of the input) or a frozen one with nothing
+    trainable below."""
     below: dict[str, bool] = {graph.input_name: False}
     below.update({name: False for name, _ in graph.inputs})
     for node in graph.nodes:
-        below[node.name] = any(below[x] for x in node.inputs) or bool(node.params)
+        below[node.name] = any(below[x] for x in node.inputs) or \
+            any(getattr(p, "trainable", True) for p in node.params)
     return below
+
+
+def _read_deltas(g: NodeGrad) -> set:
+    """The deltas of a node that its reduction terms read (by symbol or product)."""
+    names = {p.delta for ps in g.products.values() for p in ps}
+    for ts in g.summands.values():
+        for t in ts:
+            names |= {str(s).split("[")[0] for s in t.expr.free_symbols}
+    return names
 
 
 def derive(graph: ir.Graph) -> list[NodeGrad]:
     """NodeGrads from the last node (in topological order) down to the first;
-    the terms that carry ∂L/∂(an input) that nothing needs are left out here, once."""
+    the terms nothing needs are left out here, once: ∂L/∂(an input) that nothing
+    trainable lies below, the gradients of frozen parameters, unread deltas."""
     below = needs_input_grad(graph)
+    frozen = {grad_name(p.name) for p in graph.params() if not getattr(p, "trainable", True)}
     grads = []
     for node in reversed(graph.nodes):
         if fused(graph, node):
@@ -272,7 +287,7 @@ def derive(graph: ir.Graph) -> list[NodeGrad]:
         else:
             g = derive_node(node)
         g.input_grad = any(below[x] for x in node.inputs)
-        drop = {upstream_name(x) for x in node.inputs if not below[x]}
+        drop = {upstream_name(x) for x in node.inputs if not below[x]} | frozen
         g.outer = [t for t in g.outer if t.target not in drop]
         g.summands = {r: [t for t in ts if t.target not in drop]
                       for r, ts in g.summands.items()}
@@ -281,11 +296,14 @@ def derive(graph: ir.Graph) -> list[NodeGrad]:
         for red in node.reductions:
             if red.contraction:
                 X = node.red_input(red)
-                g.products[red.name] = [Product("weight", grad_name(red.contraction),
-                                                delta_name(node, red), X)]
-                if below[X]:
-                    g.products[red.name].append(Product("input", upstream_name(X),
-                                                        delta_name(node, red),
-                                                        red.contraction))
+                g.products[red.name] = [Product(rule, target, delta_name(node, red), operand)
+                                        for rule, target, operand in (
+                                            ("weight", grad_name(red.contraction), X),
+                                            ("input", upstream_name(X), red.contraction))
+                                        if target not in drop]
+        if frozen:     # a frozen layer's deltas only where a term below reads them
+            read = _read_deltas(g)
+            g.outer = [t for t in g.outer if not t.target.startswith("delta_")
+                       or t.target in read]
         grads.append(g)
     return grads

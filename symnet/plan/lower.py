@@ -177,9 +177,6 @@ def plan(graph: ir.Graph) -> Plan:
     p.loss = _loss(graph, by_node, grad=False, written=set())
     p.backward = _loss(graph, by_node, grad=True, written=written) \
         + _backward(graph, by_node, written)
-    frozen = {grad_name(q.name) for q in graph.params() if not getattr(q, "trainable", True)}
-    if frozen:
-        p.backward = _drop(p.backward, frozen | _dead_below(graph))
     p.backward = fuse_routes(p, p.backward)
     p.n_trainable = n_trainable
     if len(graph.outputs) == 1 and graph.losses[graph.outputs[0]].element is None:
@@ -187,39 +184,6 @@ def plan(graph: ir.Graph) -> Plan:
         p.backward_labels = [_labels(op) for op in p.backward]
     _split(p)
     return p
-
-
-def _dead_below(graph: ir.Graph) -> set:
-    """Backward buffers nothing needs: those of the frozen layers at the bottom of the
-    network (no trainable parameter below them wants their deltas)."""
-    dead = set()
-    for node in graph.nodes:
-        # a node without parameters (pooling, flatten) ends it: its backward has
-        # other forms (routes, aliases) that are left as they are
-        if not node.params or any(getattr(q, "trainable", True) for q in node.params):
-            break
-        dead.add(upstream_name(node.name))
-        dead.update(delta_name(node, red) for red in node.reductions)
-    return dead
-
-
-def _drop(ops: list, targets: set) -> list:
-    """The ops without what computes ``targets`` (gradients of frozen parameters)."""
-    kept = []
-    for op in ops:
-        if isinstance(op, MatMul) and op.C in targets or isinstance(op, Zero) and \
-                op.buffer in targets:
-            continue
-        if isinstance(op, Loop):
-            stmts = [st for st in op.stmts if st[0] not in targets]
-            if not stmts:
-                continue
-            if len(stmts) < len(op.stmts):
-                comment = "; ".join(c for c in op.comment.split("; ")
-                                    if not any(c.startswith(t + "[") for t in targets))
-                op = dataclasses.replace(op, stmts=stmts, comment=comment)
-        kept.append(op)
-    return kept
 
 
 def _labels(op):
@@ -492,7 +456,7 @@ def _backward(graph: ir.Graph, by_node: dict, written: set) -> list:
                                 hoist=len(node.space) > 1))
     # a parameter no use of which reaches the loss (U of a one-step recurrence)
     for p in graph.params():
-        if grad_name(p.name) not in written:
+        if grad_name(p.name) not in written and getattr(p, "trainable", True):
             ops.append(Zero(grad_name(p.name), None, "no path to the loss"))
             written.add(grad_name(p.name))
     return ops

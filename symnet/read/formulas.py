@@ -24,7 +24,8 @@ from dataclasses import dataclass
 import sympy as sp
 
 from ..ir import nodes as ir
-from ..derive.chain import INV_BATCH, NodeGrad, clean, delta_name, derive, grad_name, upstream_name
+from ..derive.chain import (INV_BATCH, NodeGrad, clean, delta_name, derive, grad_name,
+                            needs_input_grad, upstream_name)
 from ..scalar.notation import Phrase as _Tex
 from ..scalar.notation import latex_element, latex_name, text
 from ..scalar.notation import phrase_element as _el
@@ -97,13 +98,13 @@ class Formulas:
         self.network = network
         self.graph = network.graph()
         self.grads: list[NodeGrad] = derive(self.graph)   # output node first
-        # gradients of frozen parameters (trainable=False) are not computed, nor the
-        # deltas of frozen layers at the bottom (symnet.plan.lower): not shown
-        from ..plan.lower import _dead_below
+        # gradients of frozen parameters (trainable=False) are not computed, nor
+        # anything of the frozen layers at the bottom (derive decides): not shown
         self._frozen = {grad_name(p.name) for p in self.graph.params()
                         if not getattr(p, "trainable", True)}
         if self._frozen:
-            self._frozen |= _dead_below(self.graph)
+            self._frozen |= {upstream_name(n) for n, needed in
+                             needs_input_grad(self.graph).items() if not needed}
         self._explicit: dict[int, dict] = {}
         self.lines: list[Line] = []
         if network.is_chain:

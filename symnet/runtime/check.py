@@ -22,8 +22,8 @@ def _twin(model):
     """The same network and parameters in float64 (finite differences need it)."""
     if model.dtype == np.float64:
         return model
-    twin = model.network.compile(dtype="float64")
-    twin._theta[...] = model._theta
+    twin = model.network.compile(dtype="float64", backend=model.backend)
+    twin.theta[...] = model.theta
     return twin
 
 
@@ -49,13 +49,13 @@ def check_gradients(model, X, T, eps: float = 1e-6, elements: int = 20, seed: in
     X, T = f64(X), f64(T)
     _, grads = model.loss_and_grad(X, T)
     ref = _twin(model)
-    theta0 = ref._theta.copy()
+    theta0 = ref.theta.copy()
     floor = 1e-6 * max((float(np.abs(g).max()) for g in grads.values() if g.size), default=1.0)
     floor = max(floor, 1e-12)
     rng = np.random.default_rng(seed)
     worst, report = 0.0, []
     try:
-        for p in model._meta["params"]:
+        for p in model.meta["params"]:
             if not p.get("trainable", True):
                 continue                   # frozen: no gradient is computed for it
             name, offset = p["name"], p["offset"]
@@ -65,9 +65,9 @@ def check_gradients(model, X, T, eps: float = 1e-6, elements: int = 20, seed: in
             for e in picks:
                 d = np.zeros_like(theta0)
                 d[offset + e] = eps
-                ref._theta[...] = theta0 + d
+                ref.theta[...] = theta0 + d
                 lp = ref.loss(X, T)
-                ref._theta[...] = theta0 - d
+                ref.theta[...] = theta0 - d
                 lm = ref.loss(X, T)
                 fd = (lp - lm) / (2 * eps)
                 err = abs(g[e] - fd) / max(abs(g[e]), abs(fd), floor)
@@ -78,7 +78,7 @@ def check_gradients(model, X, T, eps: float = 1e-6, elements: int = 20, seed: in
             worst = max(worst, err_p)
             report.append((name, err_p, where))
     finally:
-        ref._theta[...] = theta0
+        ref.theta[...] = theta0
     if verbose:
         for name, err, (e, an, fd) in report:
             print(f"{name:>10s}  worst relative error {err:.2e}  "

@@ -61,23 +61,23 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import time
 import warnings
 
 import numpy as np
 
 from .history import History
 from .stopping import EarlyStopping, check_callbacks
-from .train import (Optimizer, _Progress, _SigintFlag, accuracy, checked_arguments,
-                    checked_validation)
+from .progress import SigintFlag
+from .train import Optimizer, accuracy, checked_arguments, checked_validation
+from .train import fit as train_fit
 
-__all__ = ["DistributedError", "fit", "mpiexec", "steps_per_epoch"]
+__all__ = ["MPI", "DistributedError", "fit", "mpiexec", "steps_per_epoch"]
 
 # Slots after the gradient sums in the all-reduced buffer.
 _LOSS, _COUNT, _STOP, _HALT, _FAIL = range(5)
 
 
-class _StopFlag(_SigintFlag):
+class _StopFlag(SigintFlag):
     """Every Ctrl-C only sets the flag: the processes must leave the step together.
     (A second Ctrl-C to ``mpiexec`` aborts the whole job: its own rule.)"""
 
@@ -174,7 +174,7 @@ def _signature(model) -> dict:
     """What must match across processes: dtype, network and parameter shapes."""
     return {"dtype": model.dtype.name,
             "network": json.dumps(model.network.describe(), sort_keys=True, default=str),
-            "params": [(p["name"], list(p["shape"])) for p in model._meta["params"]]}
+            "params": [(p["name"], list(p["shape"])) for p in model.meta["params"]]}
 
 
 def _compare(sigs, settings):
@@ -204,54 +204,98 @@ def _compare(sigs, settings):
                                  "process")
 
 
-class _DistRun:
-    """The state of one distributed fit call: buffers, the steps kept in this
-    epoch, the parameters before the last update (for the divergence rollback)."""
+class MPI:
+    """The exchange over an MPI communicator (see ``symnet.runtime.train.fit``): each
+    step's gradient sums, loss sum, example count and the stop, halt and failure
+    flags in one float64 Allreduce; every step from Python (no whole-epoch runtime
+    calls); no training accuracy; validation by process 0, broadcast."""
 
-    def __init__(self, model, X, T, method, batch_size, schedule, opt, hist, comm, sizes,
-                 val, val_on_root):
-        from mpi4py import MPI
-        self.model, self.X, self.T, self.method = model, X, T, method
-        self.schedule, self.opt, self.hist, self.comm = schedule, opt, hist, comm
-        self.rank, self.sizes = comm.Get_rank(), sizes
-        self.val_local, self.val_on_root = val, val_on_root
-        self.bs = 1 if method == "sgd" else batch_size
-        self.steps = steps_per_epoch(method, sizes, self.bs)
-        self.t = 0                                   # steps kept in this fit
-        self.prev = model._theta.copy()              # θ before the last update
-        self.have_prev = False
-        self.n = model._theta.size
+    whole_epochs = False
+    accuracy = False
+    local_stop = False     # Ctrl-C is exchanged with the next step, never seen alone
+
+    def __init__(self, comm):
+        from mpi4py import MPI as _mpi
+        self.comm, self.rank = comm, comm.Get_rank()
+        self._mpi = _mpi
+
+    def prepare(self, model, X, T, method, epochs, batch_size, lr, seed, shuffle,
+                validation_data, validation_split, optimizer, early_stopping, restore_best,
+                callbacks, reset_optimizer=False):
+        """Every process checks its arguments and data; they compare what they found
+        (ValueError or DistributedError on every process); process 0's θ goes to all."""
+        comm, rank = self.comm, self.rank
+        name, momentum, betas, eps, weight_decay, clip_norm = optimizer
+
+        def check():
+            if model.has_dropout:
+                raise ValueError("Dropout layers are not available with comm yet (their "
+                                 "masks would repeat across processes and steps); train "
+                                 "without comm, or leave Dropout out")
+            if model.stateful:
+                raise ValueError("BatchNorm layers are not available with comm yet (each "
+                                 "process would normalise by its own batch and no running "
+                                 "statistics would be kept); train without comm, or use "
+                                 "LayerNorm")
+            if validation_split is not None:
+                raise ValueError("validation_split is not available with comm: give "
+                                 "validation_data on process 0")
+            Xc, Tc, epochs_, batch_size_, schedule = checked_arguments(
+                model, X, T, method, epochs, batch_size, lr)
+            val = None
+            if validation_data is not None and rank == 0:
+                Tv = checked_validation(model, validation_data)[1]
+                val = (validation_data[0], validation_data[1], Tv)   # as given; T as rows
+            opt = Optimizer(model, *optimizer)
+            stopper = None if early_stopping is None else EarlyStopping(early_stopping,
+                                                                        restore_best)
+            rng = np.random.default_rng(None if seed is None else [seed, rank])
+            settings = {"method": method, "epochs": epochs_, "batch_size": batch_size_,
+                        "lr": schedule.to_dict(), "shuffle": bool(shuffle),
+                        "optimizer": name, "momentum": momentum,
+                        "betas": None if betas is None else list(betas), "eps": eps,
+                        "weight_decay": weight_decay, "clip_norm": clip_norm,
+                        "early_stopping": early_stopping, "restore_best": bool(restore_best)}
+            shown = {"sig": _signature(model), "settings": settings, "n": Xc.shape[0],
+                     "val": val is not None}
+            return (Xc, Tc, epochs_, batch_size_, schedule, val, opt, stopper,
+                    check_callbacks(callbacks), rng), shown
+
+        mine, infos = _agree(comm, check)
+        _compare([i["sig"] for i in infos], [i["settings"] for i in infos])
+        self.sizes = [i["n"] for i in infos]
+        self.val_on_root = infos[0]["val"]
+        with model.lock:
+            comm.Bcast(model.theta, root=0)
+        self.n = model.theta.size
         self.buf = np.zeros(self.n + 5, np.float64)
-        self._reduce_args = (MPI.IN_PLACE, [self.buf, MPI.DOUBLE], MPI.SUM)
-        if method != "sd":                           # this process's batch, gathered
-            rows = min(self.bs, X.shape[0])
-            self.Ib = np.zeros((rows, X.shape[1]), model.dtype)
-            self.Tb = np.zeros((rows, T.shape[1]), model.dtype)
+        self._reduce_args = (self._mpi.IN_PLACE, [self.buf, self._mpi.DOUBLE], self._mpi.SUM)
+        return mine
 
-    # -- one step ----------------------------------------------------------
-    def _local(self, rows) -> tuple:
-        """(examples, loss mean) of this process's batch; gradients into model._grad."""
-        m = self.model
-        if self.method == "sd":
-            with m._lock:
-                return self.X.shape[0], m._loss_grad(self.X, self.T)
-        b = rows.size
-        if b == 0:
-            return 0, 0.0
-        Ib, Tb = self.Ib[:b], self.Tb[:b]
-        self.X.take(rows, axis=0, out=Ib)
-        self.T.take(rows, axis=0, out=Tb)
-        with m._lock:
-            return b, m._loss_grad(Ib, Tb)
+    @staticmethod
+    def batch_rows(method, batch_size, n):
+        return 1 if method == "sgd" else batch_size
 
-    def _exchange(self, rows, flag, step: int) -> tuple:
-        """All-reduce this step: (loss over N(t), |N(t)|, stop); model._grad ← ĝ.
+    def steps(self, method, n, rows):
+        return steps_per_epoch(method, self.sizes, rows)
+
+    @staticmethod
+    def indices(method, n, steps, rows, rng, shuffle):
+        return None if method == "sd" else _epoch_indices(method, n, steps, rows, rng,
+                                                          shuffle)
+
+    @staticmethod
+    def flag():
+        return _StopFlag()
+
+    def step(self, run, rows, flag) -> tuple:
+        """All-reduce this step: (loss over N(t), |N(t)|, stop); model.grad ← ĝ.
         Raises when a process failed."""
         buf, n, err = self.buf, self.n, None
         try:
-            b, loss = self._local(rows)
+            b, loss = run.local(rows)
             if b:
-                np.multiply(self.model._grad, b, out=buf[:n])
+                np.multiply(run.model.grad, b, out=buf[:n])
                 buf[n + _LOSS] = loss * b
             else:
                 buf[:n + 1] = 0.0
@@ -267,12 +311,12 @@ class _DistRun:
         buf[n + _STOP] = float(flag.raised)
         self.comm.Allreduce(*self._reduce_args)
         if buf[n + _FAIL]:
-            self._failed(err, step)
+            self._failed(err, run.t)
         count = buf[n + _COUNT]
         if buf[n + _HALT]:
             return math.nan, count, "halt"
         # ĝ = sums / |N(t)|, times 1/|N(t)| as the kernels take their batch means
-        np.multiply(buf[:n], 1.0 / count, out=self.model._grad, casting="same_kind")
+        np.multiply(buf[:n], 1.0 / count, out=run.model.grad, casting="same_kind")
         return buf[n + _LOSS] / count, count, "stop" if buf[n + _STOP] else None
 
     def _failed(self, err, step: int):
@@ -283,93 +327,33 @@ class _DistRun:
                for r, e in enumerate(texts) if e is not None]
         raise DistributedError("training stopped because " + "; ".join(bad))
 
-    # -- one epoch ---------------------------------------------------------
-    def epoch(self, idx, flag) -> bool:
-        """The agreed steps of one epoch, recorded in the History; False when
-        training stops (diverged or interrupted)."""
-        steps, bs, m = self.steps, self.bs, self.model
-        lrs = self.schedule.values(self.t, steps)
-        losses, sizes = np.zeros(steps), np.zeros(steps)
-        done, ok = 0, True
-        for s in range(steps):
-            rows = None if idx is None else idx[s * bs:(s + 1) * bs]
-            loss, count, stop = self._exchange(rows, flag, self.t + s)
-            if stop == "halt":
-                self.hist.stopped, ok = "interrupted", False
-                break
-            if not math.isfinite(loss):
-                done = self._diverged(done)
-                ok = False
-                break
-            self.prev[...] = m._theta
-            self.have_prev = True
-            self.opt.apply(m, lrs[s])
-            losses[s], sizes[s], done = loss, count, s + 1
-            if stop:
-                self.hist.stopped, ok = "interrupted", False
-                break
-        self.t += done
-        self._record(losses[:done], sizes[:done], lrs[:done])
-        return ok
+    def validate(self, run):
+        """Validation computed by process 0 and broadcast: (loss, accuracy)."""
+        if not self.val_on_root:
+            return None, None
+        result = None
+        if self.rank == 0:
+            try:
+                Xv, Tv, rows = run.val               # the public calls take X as given
+                m = run.model
+                acc = None
+                if len(m.network.outputs) == 1:      # as one process's fit
+                    O = m.forward(Xv).reshape(rows.shape[0], -1)
+                    acc = accuracy(m.network.loss_name, O, rows)
+                result = (m.loss(Xv, Tv), acc)
+            except Exception as exc:  # noqa: BLE001  (sent to the others, then raised)
+                result = _text(exc)
+        result = self.comm.bcast(result, root=0)
+        if isinstance(result, str):
+            raise DistributedError(f"validation on process 0 failed: {result}")
+        return result
 
-    def _diverged(self, done: int) -> int:
-        """The global loss is not finite: undo the last update, as one process does.
-        Returns the steps of this epoch still kept."""
-        m, h = self.model, self.hist
-        if self.have_prev:
-            m._theta[...] = self.prev
-            self.have_prev = False
-            self.opt.t -= 1
-            if done:
-                done -= 1
-            elif h.steps:                            # the last step of the epoch before
-                self.t -= 1
-                h.steps -= 1
-                h.lr = h.lr[:-1]
-                h.steps_per_epoch[-1] -= 1
-        h.stopped = "diverged"
-        warnings.warn(f"training diverged at step {self.t + done} (the loss became NaN or "
-                      "inf); the parameters are those of the last step with a finite loss. "
-                      "Try a smaller learning rate.", RuntimeWarning, stacklevel=4)
-        return done
+    def any(self, asked: bool) -> bool:
+        """Whether any process asked (callbacks): every process gets the same answer."""
+        return bool(self.comm.allreduce(int(asked), op=self._mpi.MAX))
 
-    # -- History -----------------------------------------------------------
-    def _record(self, losses, sizes, lrs):
-        """Close the epoch (or the part of it done): the loss over all processes'
-        examples, validation computed by process 0 and broadcast."""
-        if not lrs.size:
-            return
-        loss = float(np.average(losses, weights=sizes))
-        val_loss = val_acc = None
-        if self.val_on_root:
-            result = None
-            if self.rank == 0:
-                try:
-                    Xv, Tv, rows = self.val_local       # the public calls take X as given
-                    m = self.model
-                    acc = None
-                    if len(m.network.outputs) == 1:      # as one process's fit
-                        O = m.forward(Xv).reshape(rows.shape[0], -1)
-                        acc = accuracy(m.network.loss_name, O, rows)
-                    result = (m.loss(Xv, Tv), acc)
-                except Exception as exc:  # noqa: BLE001  (sent to the others, then raised)
-                    result = _text(exc)
-            result = self.comm.bcast(result, root=0)
-            if isinstance(result, str):
-                raise DistributedError(f"validation on process 0 failed: {result}")
-            val_loss, val_acc = result
-        self.hist.record_epoch(loss, lr=lrs, steps=lrs.size, val_loss=val_loss,
-                               val_accuracy=val_acc)
-
-
-def _prepare(model, X, T, method, epochs, batch_size, lr, validation_data, rank):
-    X, T, epochs, batch_size, schedule = checked_arguments(model, X, T, method, epochs,
-                                                           batch_size, lr)
-    val = None
-    if validation_data is not None and rank == 0:
-        Tv = checked_validation(model, validation_data)[1]
-        val = (validation_data[0], validation_data[1], Tv)   # as given, and T as rows
-    return X, T, epochs, batch_size, schedule, val
+    def finish(self, model, hist):
+        _same_end(model, hist, self.comm)
 
 
 def fit(model, X, T, comm, method="minibatch", epochs=10, batch_size=32, lr=0.1,
@@ -386,89 +370,25 @@ def fit(model, X, T, comm, method="minibatch", epochs=10, batch_size=32, lr=0.1,
     if comm.Is_inter():
         raise ValueError("comm is an intercommunicator; give an intracommunicator such as "
                          "MPI.COMM_WORLD")
-    rank = comm.Get_rank()
-
-    def check():
-        if getattr(model, "_rngs", None):
-            raise ValueError("Dropout layers are not available with comm yet (their masks "
-                             "would repeat across processes and steps); train without comm, "
-                             "or leave Dropout out")
-        if getattr(model, "_bns", None):
-            raise ValueError("BatchNorm layers are not available with comm yet (each process "
-                             "would normalise by its own batch and no running statistics "
-                             "would be kept); train without comm, or use LayerNorm")
-        if validation_split is not None:
-            raise ValueError("validation_split is not available with comm: give "
-                             "validation_data on process 0")
-        prepared = _prepare(model, X, T, method, epochs, batch_size, lr, validation_data,
-                            rank)
-        opt = Optimizer(model, optimizer, momentum, betas, eps, weight_decay, clip_norm)
-        stopper = None if early_stopping is None else EarlyStopping(early_stopping,
-                                                                    restore_best)
-        rng = np.random.default_rng(None if seed is None else [seed, rank])
-        settings = {"method": method, "epochs": prepared[2], "batch_size": prepared[3],
-                    "lr": prepared[4].to_dict(), "shuffle": bool(shuffle),
-                    "optimizer": optimizer, "momentum": momentum,
-                    "betas": None if betas is None else list(betas), "eps": eps,
-                    "weight_decay": weight_decay, "clip_norm": clip_norm,
-                    "early_stopping": early_stopping, "restore_best": bool(restore_best)}
-        shown = {"sig": _signature(model), "settings": settings,
-                 "n": prepared[0].shape[0], "val": prepared[5] is not None}
-        return (prepared, opt, rng, stopper, check_callbacks(callbacks)), shown
-
-    mine, infos = _agree(comm, check)
-    _compare([i["sig"] for i in infos], [i["settings"] for i in infos])
-    (Xl, Tl, epochs_, batch_size_, schedule, val), opt, rng, stopper, cbs = mine
-    with model._lock:
-        comm.Bcast(model._theta, root=0)
-    hist = History(method=method)
-    run = _DistRun(model, Xl, Tl, method, batch_size_, schedule, opt, hist, comm,
-                   [i["n"] for i in infos], val, infos[0]["val"])
-    bar = _Progress(progress if rank == 0 else False, epochs_, method)
-    start = time.perf_counter()
-    try:
-        with _StopFlag() as flag:
-            for _ in range(epochs_):
-                idx = None if method == "sd" else _epoch_indices(
-                    method, Xl.shape[0], run.steps, run.bs, rng, shuffle)
-                ok = run.epoch(idx, flag)
-                bar.epoch(hist)
-                if not ok:
-                    break
-                # every callback on every process; any one asking stops them all
-                asked = [bool(cb(hist)) for cb in cbs]
-                if stopper is not None and stopper.after_epoch(model, hist):
-                    hist.stopped = "early_stopping"      # the same History everywhere
-                    break
-                if comm.allreduce(int(any(asked)), op=_max()):
-                    hist.stopped = "callback"
-                    break
-    finally:
-        bar.close()
-        if stopper is not None:
-            hist.best_epoch = stopper.best_epoch or None
-            if hist.stopped != "interrupted":
-                stopper.restore(model)
-        hist.wall_time = time.perf_counter() - start
-    _same_end(model, hist, comm)
-    return hist
-
-
-def _max():
-    from mpi4py import MPI
-    return MPI.MAX
+    return train_fit(model, X, T, method=method, epochs=epochs, batch_size=batch_size, lr=lr,
+                     shuffle=shuffle, seed=seed, validation_data=validation_data,
+                     progress=progress, optimizer=optimizer, momentum=momentum, betas=betas,
+                     eps=eps, weight_decay=weight_decay, clip_norm=clip_norm,
+                     early_stopping=early_stopping, restore_best=restore_best,
+                     validation_split=validation_split, callbacks=callbacks,
+                     exchange=MPI(comm))
 
 
 def _same_end(model, hist, comm):
     """Every process ends with process 0's parameters and wall time.  They are equal
     already (same reduced gradients, same update); a difference, e.g. from
     processes whose compilers round differently, is repaired with a warning."""
-    digest = hashlib.sha256(model._theta.tobytes()).hexdigest()
+    digest = hashlib.sha256(model.theta.tobytes()).hexdigest()
     got = comm.allgather((digest, hist.wall_time))
     hist.wall_time = got[0][1]
     if any(d != got[0][0] for d, _ in got):
-        with model._lock:
-            comm.Bcast(model._theta, root=0)
+        with model.lock:
+            comm.Bcast(model.theta, root=0)
         warnings.warn("the processes' parameters differed after fit (compiled kernels "
                       "that round differently?); all now hold process 0's",
                       RuntimeWarning, stacklevel=3)

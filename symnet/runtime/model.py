@@ -1,7 +1,11 @@
 """A compiled network: parameters, validation, and calls into the kernels.
 
 This is the model's core, what training and prediction drive: the backend's
-runtime, the parameters, forward / loss / gradients / step.  The ``Model``
+runtime (``symnet.backend``: calls in NumPy arrays), the parameters, forward /
+loss / gradients / step.  Other modules use its public fields: ``runtime``,
+``theta`` and ``grad`` (the flat θ and ∂L/∂θ the parameters are views of),
+``meta``, ``lock``, ``rows_per_call``, ``loss_grad_rows`` and the checks
+``as_inputs``, ``as_targets``, ``as_matrix``.  The ``Model``
 that ``net.compile()`` returns (``symnet.api.model``) adds the calls that
 hand the model to later stages: ``fit``, ``predict``, ``evaluate``, ``save``,
 ``export_c``, ``summary``.
@@ -24,7 +28,7 @@ from collections.abc import MutableMapping
 import numpy as np
 
 from .. import guards
-from ..backend.c import runtime as backend_c
+from ..backend import load as load_backend
 from ..backend.c.runtime import network_key  # noqa: F401  (the cache key, for tools and tests)
 from ..guards import CHUNK  # noqa: F401  (most examples per kernel call)
 from ..io.files import network_from_description
@@ -32,9 +36,9 @@ from ..io.files import network_from_description
 _INF = float("inf")
 
 
-def compile_network(net, dtype: str, tune: str = "fast"):
-    """The C backend's runtime for a network (see ``symnet.backend.c.runtime.load``)."""
-    return backend_c.load(net, dtype, tune)
+def compile_network(net, dtype: str, tune: str = "fast", backend: str = "c"):
+    """The backend's runtime for a network (see ``symnet.backend.load``)."""
+    return load_backend(backend)(net, dtype, tune)
 
 
 def _check_init(init):
@@ -46,11 +50,11 @@ def _check_init(init):
 
 
 def _rebuild(cls, network_cls, description: str, dtype: str, params: dict, init,
-             optimizer=None):
+             optimizer=None, backend: str = "c"):
     """A ``cls`` model of a ``network_cls`` network from its pickled state (see
     ``Model.__reduce__``)."""
     network = network_from_description(json.loads(description), network_cls)
-    model = cls(network, dtype=dtype, init=init)
+    model = cls(network, dtype=dtype, init=init, backend=backend)
     for name, value in params.items():
         model.params[name] = value
     if optimizer is not None:
@@ -106,7 +110,8 @@ class Model:
     them in parallel.
     """
 
-    def __init__(self, network, dtype="float32", seed: int = 0, init=None, tune="fast"):
+    def __init__(self, network, dtype="float32", seed: int = 0, init=None, tune="fast",
+                 backend="c"):
         if dtype not in ("float32", "float64") and np.dtype(dtype).name in ("float32",
                                                                               "float64"):
             dtype = np.dtype(dtype).name
@@ -114,34 +119,28 @@ class Model:
             raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
         self.network = network
         self.dtype = np.dtype(dtype)
-        # Everything compiled comes from the backend's runtime; its functions
-        # are bound here once, so a call costs what the C call costs.
-        rt = self._rt = compile_network(network, dtype, tune)
-        meta = self._meta = rt.meta
-        self._c_forward, self._c_loss, self._c_loss_grad = rt.forward, rt.loss, rt.loss_grad
-        self._c_step, self._c_update, self._c_train = rt.step, rt.update, rt.train
-        self._carray = rt.carray
-        self._buf = rt.from_buffer
-        self._ptr = rt.buffer
-        self.tuning = rt.tuning   # where its products run on this machine
-        if meta.get("labels"):   # loss, loss_grad, step and train for class labels
-            self._c_labels = rt.labels
+        # Everything compiled comes from the backend's runtime: calls in arrays, the
+        # flat parameters and gradients its own.
+        rt = self.runtime = compile_network(network, dtype, tune, backend)
+        self.backend = rt.backend
+        self.meta = meta = rt.meta
+        self.tuning = rt.tuning   # where its products run on this machine (C)
+        self._rt_step = rt.step   # bound once: the fast path of step
         self.n_in, self.n_out = meta["n_in"], meta["n_out"]
         self.in_shape = tuple(meta.get("in_shape", (self.n_in,)))
         self.out_shape = tuple(meta.get("out_shape", (self.n_out,)))
         self.input_name = meta["input"]
-        self._theta = np.zeros(meta["n_params"], self.dtype)
-        self._grad = np.zeros(meta["n_params"], self.dtype)
-        self._p_theta = self._ptr(self._theta)
-        self._p_grad = self._ptr(self._grad)
-        self._work = np.zeros(0, self.dtype)
-        self._p_work = self._ptr(self._work)
-        self._work_rows = 0
-        self._rows = guards.rows_per_call(meta, self.dtype.itemsize)
-        # cffi releases the GIL inside the kernels, and they all share _work
-        # and _grad: one call at a time.
-        self._lock = threading.Lock()
-        self._acquire, self._release = self._lock.acquire, self._lock.release
+        self.theta, self.grad = rt.params, rt.grads
+        self.rows_per_call = guards.rows_per_call(meta, self.dtype.itemsize)
+        self.fit_spare = None     # two θ-sized buffers fit keeps between calls
+        # the runtime's calls share its work and gradient buffers (and the C
+        # backend releases the GIL inside them): one call at a time.
+        self.lock = threading.Lock()
+        self._acquire, self._release = self.lock.acquire, self.lock.release
+        # the names the model's own methods and modules written before the public
+        # ones use
+        self._rt, self._meta, self._lock = rt, meta, self.lock
+        self._theta, self._grad, self._rows = self.theta, self.grad, self.rows_per_call
         self._views = {}
         self._gviews = {}
         for p in meta["params"]:
@@ -149,7 +148,7 @@ class Model:
             sl = slice(p["offset"], p["offset"] + size)
             self._views[p["name"]] = self._theta[sl].reshape(p["shape"])
             self._gviews[p["name"]] = self._grad[sl].reshape(p["shape"])
-        self.params = Params(self._views, self._lock)
+        self.params = Params(self._views, self.lock)
         self._optimizer = None     # the optimizer's state (symnet.runtime.optimizer), once used
         self._rngs = self._dropout_states()
         self._bns = self._batchnorms()
@@ -161,12 +160,16 @@ class Model:
     # ---------------------------------------------------------------- basics
     @property
     def c_source(self) -> str:
-        """The generated kernel C (plain C99, no Python)."""
-        return self._meta["c_source"]
+        """The generated kernel C (plain C99, no Python); with the numpy backend,
+        the C the C backend would compile."""
+        return self.runtime.c_source
 
     @property
     def so_path(self) -> str:
-        return self._meta["so_path"]
+        if "so_path" not in self.meta:
+            raise AttributeError(f"a model of the {self.backend} backend has no shared "
+                                 "library; compile(backend='c') builds one")
+        return self.meta["so_path"]
 
     def init_params(self, seed: int = 0):
         """Seeded initialisation suited to each activation: Glorot-uniform for
@@ -184,6 +187,10 @@ class Model:
         (a ``symnet.runtime.optimizer.Optimizer``: ``name``, step count ``t``, moments ``s1``,
         ``s2``), or None before any."""
         return self._optimizer
+
+    @optimizer.setter
+    def optimizer(self, opt):
+        self._optimizer = opt
 
     def reset_optimizer(self):
         """Forget the optimizer's state (momentum, Adam's moments and step count): the
@@ -287,14 +294,6 @@ class Model:
             else:
                 a = np.sqrt(6.0 / (fan_in + fan_out))
                 view[...] = rng.uniform(-a, a, shape)
-
-    def _ensure_work(self, rows: int):
-        """Scratch for calls on up to ``rows`` examples (the gradients of
-        ``step`` included)."""
-        if rows > self._work_rows:
-            self._work = np.zeros(self._rt.work_size(rows), self.dtype)
-            self._p_work = self._ptr(self._work)
-            self._work_rows = rows
 
     def params_of(self, layer: str) -> Params:
         """The parameters of the layer named ``layer``, by their short names (W, b,
@@ -434,12 +433,6 @@ class Model:
         guards.finite(T, "T", after)
         return X, T
 
-    def _kernels(self, T):
-        """(loss, loss_grad, step, train) kernels for targets T: rows or class labels."""
-        if T.shape[1] == self.n_out:
-            return self._c_loss, self._c_loss_grad, self._c_step, self._c_train
-        return self._c_labels
-
     @staticmethod
     def _parts(A, what: str, names: list, kind: str) -> list:
         """Arrays given as a list (declaration order) or a dict keyed by layer name."""
@@ -473,29 +466,23 @@ class Model:
         With several inputs X is a list (declaration order) or a dict keyed by
         input name; with several outputs the result is a list of arrays."""
         X = self._inputs(X)
-        n = X.shape[0]
+        n, rt, rows = X.shape[0], self.runtime, self.rows_per_call
         if self._stateful:
             self._train_mode(False)
-        outs = self._meta.get("outputs") or [["O", self._meta["output_offset"], self.n_out]]
-        res = [np.empty((n, w), self.dtype) for _, _, w in outs]
-        with self._lock:
-            for s in range(0, n, self._rows):
-                b = min(self._rows, n - s)
-                self._ensure_work(b)
-                if len(outs) == 1:  # the C copies the output out of work
-                    self._c_forward(self._p_theta, self._ptr(X[s:s + b]), b,
-                                    self._ptr(res[0][s:s + b]), self._p_work)
-                    continue
-                both = np.empty((b, self.n_out), self.dtype)   # the outputs side by side
-                self._c_forward(self._p_theta, self._ptr(X[s:s + b]), b, self._ptr(both),
-                                self._p_work)
-                col = 0
-                for out, (_, _, w) in zip(res, outs):
-                    out[s:s + b] = both[:, col:col + w]
-                    col += w
+        both = np.empty((n, self.n_out), self.dtype)    # the outputs side by side
+        with self.lock:
+            for s in range(0, n, rows):
+                rt.forward(X[s:s + rows], both[s:s + rows])
+        outs = self.meta.get("outputs") or [["O", self.meta["output_offset"], self.n_out]]
         shapes = [self.network._shapes[id(o)] for o in self.network.outputs]
-        res = [r.reshape((n, *sh)) if len(sh) > 1 else r for r, sh in zip(res, shapes)]
-        return res[0] if len(res) == 1 else res
+        if len(outs) == 1:
+            return both.reshape((n, *shapes[0])) if len(shapes[0]) > 1 else both
+        res, col = [], 0
+        for (_, _, w), sh in zip(outs, shapes):
+            part = np.ascontiguousarray(both[:, col:col + w])
+            res.append(part.reshape((n, *sh)) if len(sh) > 1 else part)
+            col += w
+        return res
 
     __call__ = forward
 
@@ -509,13 +496,11 @@ class Model:
             self._train_mode(training)
             if training:
                 self._check_batch(min(n, rows))
-        c_loss = self._kernels(T)[0]
-        with self._lock:
+        rt = self.runtime
+        with self.lock:
             for s in range(0, n, rows):
                 b = min(rows, n - s)
-                self._ensure_work(b)
-                total += b * c_loss(self._p_theta, self._ptr(X[s:s + b]),
-                                          self._ptr(T[s:s + b]), b, self._p_work)
+                total += b * rt.loss(X[s:s + b], T[s:s + b])
         return total / n
 
     def loss_and_grad(self, X, T):
@@ -526,26 +511,25 @@ class Model:
             loss = self._loss_grad(X, T)
             return loss, {k: v.copy() for k, v in self._gviews.items()}
 
-    def _loss_grad(self, X, T) -> float:
-        """Loss, and gradients into _grad; the caller holds the lock."""
-        n, rows = X.shape[0], self._rows
+    def loss_grad_rows(self, X, T) -> float:
+        """The loss of checked rows (``as_inputs``, ``as_targets``), their mean
+        gradients into ``grad``, in calls of at most ``rows_per_call`` examples; the
+        caller holds ``lock``."""
+        n, rows, rt = X.shape[0], self.rows_per_call, self.runtime
         if self._stateful:
             self._train_mode(True)
             self._check_batch(min(n, rows))
-        c_loss_grad = self._kernels(T)[1]
         if n <= rows:
-            self._ensure_work(n)
-            return c_loss_grad(self._p_theta, self._ptr(X), self._ptr(T), n,
-                                     self._p_grad, self._p_work)
-        total, acc = 0.0, np.zeros_like(self._grad, dtype=np.float64)
+            return rt.loss_grad(X, T)
+        total, acc = 0.0, np.zeros_like(self.grad, dtype=np.float64)
         for s in range(0, n, rows):
             b = min(rows, n - s)
-            self._ensure_work(b)
-            total += b * c_loss_grad(self._p_theta, self._ptr(X[s:s + b]),
-                                           self._ptr(T[s:s + b]), b, self._p_grad, self._p_work)
-            acc += (b / n) * self._grad
-        self._grad[...] = acc
+            total += b * rt.loss_grad(X[s:s + b], T[s:s + b])
+            acc += (b / n) * self.grad
+        self.grad[...] = acc
         return total / n
+
+    _loss_grad = loss_grad_rows
 
     def step(self, X, T, lr: float = 0.1, optimizer=None, momentum=None, betas=None,
              eps=None, weight_decay=None, clip_norm=None) -> float:
@@ -561,55 +545,49 @@ class Model:
         When the loss or a gradient is NaN or inf the step is not taken and the
         parameters stay as they were: NaN or inf in X or T raises ValueError (as
         ``fit`` does); an overflow from finite data warns and returns NaN."""
-        # Fast path (most calls): C-contiguous arrays of our dtype and shape,
-        # checked with attribute reads only; ffi.from_buffer is the cheapest
-        # pointer (≈0.2 µs, vs ≈1.3 µs through arr.ctypes.data) and refuses a
-        # non-contiguous array, which then takes the full path below.
+        # Fast path (most calls): arrays of our dtype and shape, checked with
+        # attribute reads only; the runtime refuses a non-contiguous array
+        # (BufferError, ValueError), which then takes the full path below.
         # Also: a finite float lr, aligned arrays (the C may use aligned vector
-        # loads), and the model's lock around the call (threads share _work).
+        # loads), and the model's lock around the call (the runtime's work is shared).
         if optimizer is not None or momentum is not None or betas is not None \
                 or eps is not None or weight_decay is not None or clip_norm is not None:
             return self._step_optimizer(X, T, lr, optimizer or "sgd", momentum, betas, eps,
                                         weight_decay, clip_norm)
         if self._stateful:
             return self._stateful_step(X, T, lr)
-        if type(X) is np.ndarray and not self._embeddings and type(T) is np.ndarray and X.dtype is self.dtype \
-                and T.dtype is self.dtype and type(lr) is float and 0 < lr < _INF:
+        if type(X) is np.ndarray and type(T) is np.ndarray and X.dtype is self.dtype \
+                and T.dtype is self.dtype and type(lr) is float and 0 < lr < _INF \
+                and not self._embeddings:
             xs, ts = X.shape, T.shape
             if len(xs) == 2 and len(ts) == 2 and xs[1] == self.n_in and ts[1] == self.n_out \
-                    and xs[0] == ts[0] and 0 < xs[0] <= self._work_rows \
+                    and xs[0] == ts[0] and 0 < xs[0] <= self.rows_per_call \
                     and X.flags.aligned and T.flags.aligned:
-                n = xs[0]
+                loss = None
+                self._acquire()
                 try:
-                    px, pt = self._buf(self._carray, X), self._buf(self._carray, T)
-                except (BufferError, ValueError):  # cffi 2 says ValueError: not C-contiguous
+                    loss = self._rt_step(X, T, lr)
+                except (BufferError, ValueError):  # not C-contiguous: the full path
                     pass
-                else:
-                    self._acquire()
-                    try:
-                        loss = self._c_step(self._p_theta, px, pt, n, lr, self._p_work)
-                    finally:
-                        self._release()
+                finally:
+                    self._release()
+                if loss is not None:
                     if loss == loss:  # not NaN: the step was taken (the C refuses with NaN)
                         return loss
                     return self._not_taken(X, T)
         X = self._inputs(X)
         T = self._targets(T, X.shape[0])
         lr = self._lr(lr)
-        n = X.shape[0]
-        self._acquire()  # bound methods: ~60 ns less per step than `with self._lock`
+        self._acquire()  # bound methods: ~60 ns less per step than `with self.lock`
         try:
-            if n > self._rows:
-                loss = self._loss_grad(X, T)
-                if math.isfinite(loss) and np.isfinite(self._grad).all():
-                    self._theta -= self.dtype.type(lr) * self._grad
+            if X.shape[0] > self.rows_per_call:
+                loss = self.loss_grad_rows(X, T)
+                if math.isfinite(loss) and np.isfinite(self.grad).all():
+                    self.theta -= self.dtype.type(lr) * self.grad
                 else:
                     loss = math.nan
             else:
-                if n > self._work_rows:
-                    self._ensure_work(n)
-                loss = self._kernels(T)[2](self._p_theta, self._ptr(X), self._ptr(T), n, lr,
-                                           self._p_work)
+                loss = self.runtime.step(X, T, lr)
         finally:
             self._release()
         return loss if math.isfinite(loss) else self._not_taken(X, T)
@@ -648,7 +626,7 @@ class Model:
         if not math.isfinite(loss):
             return self._not_taken(X, T)
         if self._stateful:     # Dropout: the next step's masks; BatchNorm: running statistics
-            self._after_steps(self._work, min(X.shape[0], self._rows), 1)
+            self._after_steps(self.runtime.work, min(X.shape[0], self._rows), 1)
         return loss
 
     def _not_taken(self, X, T) -> float:
@@ -677,7 +655,7 @@ class Model:
             loss = self.step(X, T, lr)
         finally:
             self._stateful = True
-        self._after_steps(self._work, min(n, self._rows), 1)
+        self._after_steps(self.runtime.work, min(n, self._rows), 1)
         return loss
 
     def __reduce__(self):
@@ -687,7 +665,29 @@ class Model:
         desc = json.dumps(self.network.describe(), sort_keys=True)
         opt = None if self._optimizer is None else self._optimizer.arrays()
         return _rebuild, (type(self), type(self.network), desc, self.dtype.name,
-                          {k: np.array(v) for k, v in self.params.items()}, self._init, opt)
+                          {k: np.array(v) for k, v in self.params.items()}, self._init, opt,
+                          self.backend)
 
     def __repr__(self):
-        return f"<symnet.Model {self.network!r} dtype={self.dtype.name}>"
+        extra = "" if self.backend == "c" else f" backend={self.backend}"
+        return f"<symnet.Model {self.network!r} dtype={self.dtype.name}{extra}>"
+
+    # the public names of the checks and of the layers with a training mode, for the
+    # modules that drive the model
+    set_training = _train_mode
+    advance_masks = _advance
+    after_steps = _after_steps
+    check_batch = _check_batch
+
+    @property
+    def has_dropout(self) -> bool:
+        return bool(self._rngs)
+
+    @property
+    def stateful(self) -> bool:
+        """A layer with a training mode (Dropout, BatchNorm)."""
+        return self._stateful
+
+    as_inputs = _inputs
+    as_targets = _targets
+    as_matrix = _matrix

@@ -87,13 +87,10 @@ class Optimizer:
         self.hyper = _hyper(name, momentum, betas, eps, weight_decay, clip_norm)
         self.name, self.code = name, self.CODES[name]
         self.settings = (name, momentum, betas, eps, weight_decay, clip_norm)
-        n = model._theta.size
+        n = model.theta.size
         self.s1 = np.zeros(n if name != "sgd" else 1, model.dtype)
         self.s2 = np.zeros(n if name == "adam" else 1, model.dtype)
         self.t = 0                                   # steps taken, for Adam's corrections
-        rt = model._rt
-        self.p_s1, self.p_s2 = rt.buffer(self.s1), rt.buffer(self.s2)
-        self.p_hyper = rt.pointer(self.hyper)
 
     def configure(self, name, momentum=None, betas=None, eps=None, weight_decay=0.0,
                   clip_norm=None):
@@ -102,15 +99,14 @@ class Optimizer:
         self.settings = (name, momentum, betas, eps, weight_decay, clip_norm)
 
     def apply(self, model, lr: float):
-        """One update of model's parameters from the gradients in ``model._grad``."""
-        with model._lock:  # the model's kernels are one call at a time (see Model)
+        """One update of model's parameters from the gradients in ``model.grad``."""
+        with model.lock:  # the model's runtime is one call at a time (see Model)
             self.apply_locked(model, lr)
 
     def apply_locked(self, model, lr: float):
         """``apply`` for a caller that holds the model's lock."""
         self.t += 1
-        model._c_update(model._p_theta, model._p_grad, float(lr), self.code,
-                        self.p_s1, self.p_s2, self.p_hyper, self.t)
+        model.runtime.update(float(lr), self.code, self.s1, self.s2, self.hyper, self.t)
 
     # ---------------------------------------------------------------- files
     def arrays(self) -> dict:
@@ -128,14 +124,14 @@ def for_model(model, name="sgd", momentum=None, betas=None, eps=None, weight_dec
     """The model's optimizer for these settings: the one it keeps when it is the same
     optimizer (hyper-parameters updated), else a new one (state at zero), which the
     model then keeps."""
-    opt = model._optimizer
+    opt = model.optimizer
     settings = (name, momentum, betas, eps, weight_decay, clip_norm)
     if opt is not None and not fresh and opt.name == name:
         if opt.settings != settings:
             opt.configure(*settings)
         return opt
     opt = Optimizer(model, *settings)
-    model._optimizer = opt
+    model.optimizer = opt
     return opt
 
 

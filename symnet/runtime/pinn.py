@@ -35,7 +35,7 @@ class TermKernels:
 
     def __init__(self, model):
         net, self.model = model.network, model
-        params = model._meta["params"]
+        params = model.meta["params"]
         active = {p["name"] for p in params if p.get("trainable", True)}
         functions, self.terms = [], net.terms
         self.programs = {}
@@ -106,10 +106,10 @@ def term_data(model, data) -> dict:
             if not (isinstance(d, (tuple, list)) and len(d) == 2):
                 raise ValueError(f"loss term {t.name!r} has targets: give its data as "
                                  f"(X, T), got {type(d).__name__}")
-            X = model._matrix(d[0], f"X of term {t.name!r}", model.n_in, "the input")
-            T = model._matrix(d[1], f"T of term {t.name!r}", model.n_out, "the outputs") \
+            X = model.as_matrix(d[0], f"X of term {t.name!r}", model.n_in, "the input")
+            T = model.as_matrix(d[1], f"T of term {t.name!r}", model.n_out, "the outputs") \
                 if np.ndim(d[1]) == 2 else \
-                model._matrix(np.reshape(d[1], (-1, 1)), f"T of term {t.name!r}",
+                model.as_matrix(np.reshape(d[1], (-1, 1)), f"T of term {t.name!r}",
                               model.n_out, "the outputs")
             if T.shape[0] != X.shape[0]:
                 raise ValueError(f"loss term {t.name!r}: T has {T.shape[0]} rows but X has "
@@ -118,7 +118,7 @@ def term_data(model, data) -> dict:
             if isinstance(d, (tuple, list)) and len(d) == 2 and np.ndim(d[0]) == 2:
                 raise ValueError(f"loss term {t.name!r} has no targets: give its inputs X "
                                  "only")
-            X, T = model._matrix(d, f"X of term {t.name!r}", model.n_in, "the input"), None
+            X, T = model.as_matrix(d, f"X of term {t.name!r}", model.n_in, "the input"), None
         out[t.name] = (X, T)
     return out
 
@@ -137,19 +137,19 @@ class Objective:
         else:
             self.kernels = None
             X, T = data
-            X = model._inputs(X)
-            self.terms["loss"] = (X, model._targets(T, X.shape[0]), 1.0)
+            X = model.as_inputs(X)
+            self.terms["loss"] = (X, model.as_targets(T, X.shape[0]), 1.0)
         self.last_terms = {}
 
     def loss_grad(self) -> tuple:
         m = self.model
         if self.kernels is None:
             X, T, _ = self.terms["loss"]
-            L = m._loss_grad(X, T)
-            g = m._grad.copy()
+            L = m.loss_grad_rows(X, T)
+            g = m.grad.copy()
             self.last_terms = {"loss": float(L)}
             return float(L), g
-        total, grad = 0.0, np.zeros_like(m._theta)
+        total, grad = 0.0, np.zeros_like(m.theta)
         for t, (X, T, w) in self.terms.items():
             n = X.shape[0]
             L, g, _, _ = self.kernels.term(t, X, T, w / n)
@@ -165,7 +165,7 @@ class Objective:
             from .second_order import _kernels
             X, T, _ = self.terms["loss"]
             return _kernels(m, "grad").call("sn_hvp", X, T, 1.0 / X.shape[0], vec=vec)[3]
-        out = np.zeros_like(m._theta)
+        out = np.zeros_like(m.theta)
         for t, (X, T, w) in self.terms.items():
             out += self.kernels.term(t, X, T, w / X.shape[0], vec=vec)[3]
         return out
@@ -242,7 +242,7 @@ def _fit_sd(model, obj, hist, epochs, lr, optimizer, betas, eps, momentum, callb
     b1, b2 = betas or (0.9, 0.999)
     eps = 1e-8 if eps is None else eps
     mu = 0.9 if momentum is None else momentum
-    theta = model._theta
+    theta = model.theta
     m = np.zeros(theta.shape, np.float64)
     v = np.zeros(theta.shape, np.float64)
     try:
@@ -265,7 +265,7 @@ def _fit_sd(model, obj, hist, epochs, lr, optimizer, betas, eps, momentum, callb
                 upd = eta * m
             else:
                 upd = eta * g
-            with model._lock:
+            with model.lock:
                 theta -= upd.astype(theta.dtype)
             _record(hist, obj, loss, lr=[eta])
             if callbacks and any(cb(hist) for cb in callbacks):
@@ -280,12 +280,12 @@ def _fit_scipy(model, obj, hist, epochs, method, callbacks, tol):
         from scipy.optimize import minimize
     except ImportError:   # pragma: no cover - scipy is a dependency
         raise ImportError(f"fit(method={method!r}) needs SciPy: pip install scipy") from None
-    theta = model._theta
+    theta = model.theta
     x0 = theta.astype(np.float64)
     state = {"best": (math.inf, x0.copy())}
 
     def put(x):
-        with model._lock:
+        with model.lock:
             theta[...] = x.astype(theta.dtype)
 
     def fun(x):

@@ -39,7 +39,7 @@ def softmax(Z: np.ndarray) -> np.ndarray:
 
 def _chunk(model, batch_size):
     if batch_size is None:
-        return model._rows
+        return model.rows_per_call
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
             or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -48,7 +48,7 @@ def _chunk(model, batch_size):
 
 def outputs(model, X, batch_size=None) -> np.ndarray:
     """The output layer's values for X, ``batch_size`` examples per kernel call."""
-    X = model._inputs(X)
+    X = model.as_inputs(X)
     if len(model.in_shape) > 1:            # the layout forward takes
         X = X.reshape((-1, *model.in_shape))
     rows = _chunk(model, batch_size)
@@ -88,8 +88,8 @@ def predict_classes(model, X, batch_size=None) -> np.ndarray:
 def evaluate(model, X, T, batch_size=None) -> dict:
     """Loss and accuracy (classification) or loss, MSE and MAE (otherwise)."""
     from .train import _user_layout, accuracy
-    X = model._inputs(X)
-    T = model._targets(T, X.shape[0])
+    X = model.as_inputs(X)
+    T = model.as_targets(T, X.shape[0])
     rows_T = T
     X, T = _user_layout(model, X, T)
     rows = _chunk(model, batch_size)

@@ -27,7 +27,7 @@ class Kernels:
     def __init__(self, model, kind: str, alphas=None):
         self.model, self.kind = model, kind
         graph = model.network.graph()
-        params = model._meta["params"]
+        params = model.meta["params"]
         dtype = model.dtype.name
         what = {"jacobian": "model.jacobian", "hessian": "model.hessian",
                 "grad": "model.input_grad"}.get(kind, kind)
@@ -98,7 +98,7 @@ def _vector_input(model, X, what: str):
         raise NotImplementedError(
             f"{what}: input derivatives are derived for networks with one vector input; "
             f"this one has inputs {model.network.input_names} of shape {model.in_shape}")
-    return model._inputs(X)
+    return model.as_inputs(X)
 
 
 def input_grad(model, X, T) -> np.ndarray:
@@ -111,7 +111,7 @@ def input_grad(model, X, T) -> np.ndarray:
 
 
 def _targets(model, T, n):
-    T = model._targets(T, n)
+    T = model.as_targets(T, n)
     if T.shape[1] != model.n_out:
         raise ValueError(f"T must be (batch, {model.n_out}) rows of targets here, "
                          f"got shape {T.shape}")
@@ -169,8 +169,8 @@ def flat_vector(model, v, what="v") -> np.ndarray:
     if unknown:
         raise ValueError(f"{what} names {unknown}, which are not parameters "
                          f"({', '.join(model.params)})")
-    flat = np.zeros_like(model._theta)
-    for p in model._meta["params"]:
+    flat = np.zeros_like(model.theta)
+    for p in model.meta["params"]:
         if p["name"] in v:
             a = np.asarray(v[p["name"]], dtype=model.dtype)
             if a.shape != tuple(p["shape"]):
@@ -182,7 +182,7 @@ def flat_vector(model, v, what="v") -> np.ndarray:
 
 def as_dict(model, flat) -> dict:
     return {p["name"]: flat[p["offset"]:p["offset"] + int(np.prod(p["shape"]))]
-            .reshape(p["shape"]).copy() for p in model._meta["params"]}
+            .reshape(p["shape"]).copy() for p in model.meta["params"]}
 
 
 def hessian_vector(model, X, T, v, gauss_newton: bool = False) -> dict:

@@ -46,7 +46,7 @@ class EarlyStopping:
         if math.isfinite(value) and value < self.best:
             self.best, self.best_epoch, self.wait = value, hist.epochs, 0
             if self.restore_best and model is not None:
-                self.theta = model._theta.copy()
+                self.theta = model.theta.copy()
             return False
         self.wait += 1
         return self.wait >= self.patience
@@ -54,8 +54,8 @@ class EarlyStopping:
     def restore(self, model):
         """Put the best epoch's parameters back (when asked and when there was one)."""
         if self.restore_best and self.theta is not None:
-            with model._lock:
-                model._theta[...] = self.theta
+            with model.lock:
+                model.theta[...] = self.theta
 
 
 def check_callbacks(callbacks) -> list:

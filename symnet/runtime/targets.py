@@ -15,7 +15,7 @@ least two outputs, so width 1 always means labels there.
 >>> import numpy as np, symnet as sn
 >>> net = sn.Network(sn.Input(2), sn.Dense(3), loss="softmax_cross_entropy")
 >>> model = net.compile(dtype="float64")
->>> model._targets(np.array([2, 0]), 2).ravel().tolist()
+>>> model.as_targets(np.array([2, 0]), 2).ravel().tolist()
 [2.0, 0.0]
 """
 
@@ -28,13 +28,13 @@ MAX_LABEL = 2**24  # class indices exact in float32
 
 def is_labels(model, T: np.ndarray) -> bool:
     """True when the checked targets T are class labels (width 1, softmax)."""
-    return T.shape[1] == 1 and model.n_out != 1 and model._meta.get("labels", False)
+    return T.shape[1] == 1 and model.n_out != 1 and model.meta.get("labels", False)
 
 
 def accepted(model) -> str:
     """The target shapes this model takes, for error messages."""
     n = model.n_out
-    if model._meta.get("labels", False):
+    if model.meta.get("labels", False):
         return (f"(N, {n}) rows (one-hot or probabilities) or integer class labels (N,) "
                 f"in 0..{n - 1}")
     if n == 1:
@@ -49,12 +49,12 @@ def labels_or_rows(model, T, batch: int, what: str = "T"):
     out = model.network.names[-1]
     owner = f"output layer {out!r}"
     if isinstance(T, np.ma.MaskedArray) and np.ma.count_masked(T):
-        return model._matrix(T, what, model.n_out, owner)       # its message
+        return model.as_matrix(T, what, model.n_out, owner)       # its message
     try:
         arr = np.asarray(T)
     except (ValueError, TypeError):
-        return model._matrix(T, what, model.n_out, owner)       # its message
-    labels_ok = model._meta.get("labels", False)
+        return model.as_matrix(T, what, model.n_out, owner)       # its message
+    labels_ok = model.meta.get("labels", False)
     if arr.ndim == 1 or (labels_ok and arr.ndim == 2 and arr.shape[1] == 1):
         if labels_ok:
             return _labels(model, arr.reshape(-1), batch, what, owner)
@@ -69,7 +69,7 @@ def labels_or_rows(model, T, batch: int, what: str = "T"):
         raise ValueError(f"{what} must be 2-D (batch, {model.n_out}) for {owner} "
                          f"(loss {model.network.loss_name}), got shape {arr.shape}; "
                          f"{what} may be {accepted(model)}")
-    T = model._matrix(arr, what, model.n_out, owner)
+    T = model.as_matrix(arr, what, model.n_out, owner)
     _rows(T, batch, what)
     return T
 

@@ -34,9 +34,6 @@ the call in flight, keeping every completed step, and the History says
 from __future__ import annotations
 
 import math
-import signal
-import sys
-import threading
 import time
 import warnings
 
@@ -44,8 +41,10 @@ import numpy as np
 
 from .. import guards
 from .history import History
-from .optimizer import Optimizer
+from .optimizer import Optimizer  # noqa: F401  (its earlier place; distributed imports it)
 from .optimizer import for_model as optimizer_for
+from .progress import Progress as _Progress
+from .progress import SigintFlag
 from .schedules import as_schedule
 
 __all__ = ["CALL_FLOPS", "METHODS", "Optimizer", "fit", "sample_indices"]
@@ -88,66 +87,6 @@ def sample_indices(method: str, n: int, rng: np.random.Generator,
     return rng.permutation(n).astype(np.int64)
 
 
-# ---------------------------------------------------------------- progress
-
-class _Progress:
-    """A tqdm bar over epochs; a plain line per epoch without tqdm."""
-
-    def __init__(self, enabled, epochs: int, method: str):
-        if enabled is None:
-            enabled = sys.stderr is not None and sys.stderr.isatty()
-        self.enabled, self.bar = bool(enabled), None
-        if self.enabled:
-            try:
-                from tqdm.auto import tqdm
-                self.bar = tqdm(total=epochs, desc=f"fit {method}", unit="epoch", leave=True)
-            except ImportError:
-                pass
-
-    def epoch(self, hist: History):
-        if not self.enabled:
-            return
-        info = {"loss": f"{hist.final_loss:.4g}"}
-        if hist.val_loss:
-            info["val_loss"] = f"{hist.val_loss[-1]:.4g}"
-        if hist.val_accuracy:
-            info["val_acc"] = f"{hist.val_accuracy[-1]:.2%}"
-        if self.bar is not None:
-            self.bar.set_postfix(info)
-            self.bar.update(1)
-        else:
-            print(f"epoch {hist.epochs}: " + ", ".join(f"{k} {v}" for k, v in info.items()),
-                  file=sys.stderr, flush=True)
-
-    def close(self):
-        if self.bar is not None:
-            self.bar.close()
-
-
-class _SigintFlag:
-    """While active (main thread only), Ctrl-C sets ``raised`` instead of raising, so
-    training stops between compiled calls with nothing half done.  A second Ctrl-C
-    raises KeyboardInterrupt as usual."""
-
-    def __init__(self):
-        self.raised, self.old = False, None
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            try:
-                self.old = signal.signal(signal.SIGINT, self._handle)
-            except (ValueError, OSError):
-                self.old = None
-        return self
-
-    def _handle(self, signum, frame):
-        if self.raised:
-            raise KeyboardInterrupt
-        self.raised = True
-
-    def __exit__(self, *exc):
-        if self.old is not None:
-            signal.signal(signal.SIGINT, self.old)
 
 
 # ---------------------------------------------------------------- the loop
@@ -168,23 +107,92 @@ def accuracy(loss_name: str, O: np.ndarray, T: np.ndarray):
     return None
 
 
-class _Run:
-    """The state of one fit call: data, buffers, optimizer, and the bookkeeping that
-    keeps the parameters and the History in step."""
+class Local:
+    """The exchange of one process: its gradients, loss and example counts are
+    the step's own, Ctrl-C is seen between compiled calls, and a whole sgd or
+    minibatch epoch runs inside the runtime (``train_epoch``).  ``symnet.runtime.
+    distributed.MPI`` is the other exchange: sums over the processes of a
+    communicator."""
 
-    def __init__(self, model, X, T, method, batch_size, schedule, opt, val, hist):
+    rank = 0
+    whole_epochs = True    # sgd/minibatch epochs as runtime calls, not step by step
+    accuracy = True        # the History has the training accuracy
+    local_stop = True      # Ctrl-C ends fit after the epoch in flight (not exchanged)
+
+    def prepare(self, model, X, T, method, epochs, batch_size, lr, seed, shuffle,
+                validation_data, validation_split, optimizer, early_stopping, restore_best,
+                callbacks, reset_optimizer=False):
+        """fit's arguments checked: (X, T, epochs, batch_size, schedule, val, opt,
+        stopper, callbacks, rng); ``optimizer`` the Optimizer's arguments (``shuffle``
+        is checked by the exchanges that compare settings)."""
+        return _prepare(model, X, T, method, epochs, batch_size, lr, seed, validation_data,
+                        validation_split, optimizer, early_stopping, restore_best, callbacks,
+                        reset_optimizer)
+
+    @staticmethod
+    def batch_rows(method, batch_size, n):
+        return 1 if method == "sgd" else min(batch_size, n)
+
+    @staticmethod
+    def steps(method, n, rows):
+        return 1 if method == "sd" else n if method == "sgd" else -(-n // rows)
+
+    @staticmethod
+    def indices(method, n, steps, rows, rng, shuffle):
+        return None if method == "sd" else sample_indices(method, n, rng, shuffle)
+
+    @staticmethod
+    def flag():
+        return SigintFlag()
+
+    @staticmethod
+    def step(run, rows, flag) -> tuple:
+        """(loss, examples, stop) of a step: this process's own; gradients in model.grad."""
+        count, loss = run.local(rows)
+        return loss, count, None
+
+    @staticmethod
+    def validate(run):
+        """(validation loss, accuracy) of the parameters now; (None, None) without
+        validation data."""
+        if run.val is None:
+            return None, None
+        m, (Xv, Tv) = run.model, run.val
+        O = m.forward(Xv)
+        val_acc = accuracy(m.network.loss_name, O, Tv) if len(m.network.outputs) == 1 \
+            else None
+        return m.loss(Xv, Tv), val_acc
+
+    @staticmethod
+    def any(asked: bool) -> bool:
+        return asked
+
+    @staticmethod
+    def finish(model, hist):
+        pass
+
+
+class _Run:
+    """The state of one fit call and its one epoch runner: data, buffers, optimizer,
+    and the bookkeeping that keeps the parameters and the History in step.  An
+    epoch is whole-epoch runtime calls (``_calls``), or steps each of which the
+    exchange completes (``_steps``: sd, and every step over MPI)."""
+
+    def __init__(self, model, X, T, method, batch_size, schedule, opt, val, hist, exchange):
         self.model, self.X, self.T = model, X, T
         self.method, self.schedule, self.opt, self.val, self.hist = \
             method, schedule, opt, val, hist
+        self.exchange = exchange
         n = X.shape[0]
-        self.B = 1 if method == "sgd" else min(batch_size, n)
+        self.B = exchange.batch_rows(method, batch_size, n)
+        self.n_steps = exchange.steps(method, n, self.B)  # of a step-by-step epoch
         self.t = 0                                   # steps taken in this fit
         # two θ-sized buffers kept by the model between fit calls (allocating and
         # first touching them cost ~1 ms per call for the large network); neither
         # is read before it is written
-        spare = model.__dict__.pop("_fit_spare", None)
-        if spare is None or spare[0].shape != model._theta.shape:
-            spare = (np.empty_like(model._theta), np.empty_like(model._theta))
+        spare, model.fit_spare = model.fit_spare, None
+        if spare is None or spare[0].shape != model.theta.shape:
+            spare = (np.empty_like(model.theta), np.empty_like(model.theta))
         self.spare = spare
         self.prev = spare[0]                         # θ before the last update
         self.have_prev = np.zeros(1, np.intc)
@@ -193,68 +201,89 @@ class _Run:
         self.snap = spare[1]                         # θ before the call in flight
         self.parts_before = None                     # len(parts) before it; None: none
         if method != "sd":
-            rt, B = model._rt, self.B
-            # the epoch driver's own scratch: rows, gradients and the gathered batch
-            # (kept by the model between fit calls, as the θ buffers are)
-            work = model.__dict__.get("_fit_work")
-            if work is None or work.size < rt.train_work_size(B):
-                work = np.zeros(rt.train_work_size(B), model.dtype)
-            model._fit_work = self.work = work
-            self.p_work = rt.buffer(self.work)
-            self.p_X, self.p_T = rt.buffer(X), rt.buffer(T)
-            self.p_prev = rt.buffer(self.prev)
-            self.p_have = rt.pointer(self.have_prev)
-            self.c_train = model._kernels(T)[3]   # rows, or class labels
-            per_step = 6.0 * max(model._theta.size, 1) * B
+            per_step = 6.0 * max(model.theta.size, 1) * self.B
             self.chunk = max(1, int(CALL_FLOPS // per_step))
-            if model._stateful:  # Dropout, BatchNorm: their state is set between steps
+            if not exchange.whole_epochs:            # the batch of a step, gathered
+                rows = min(self.B, n)
+                self.Ib = np.zeros((rows, X.shape[1]), model.dtype)
+                self.Tb = np.zeros((rows, T.shape[1]), model.dtype)
+            if model.stateful:   # Dropout, BatchNorm: their state is set between steps
                 self.chunk = 1
 
     # -- one epoch ---------------------------------------------------------
-    def sd_epoch(self) -> bool:
-        """One full-batch step; False when the loss was not finite."""
+    def epoch(self, idx, flag) -> bool:
+        """One epoch on the example indices ``idx`` (None: all, for sd); False when
+        training stops (diverged or interrupted)."""
+        if self.method != "sd" and self.exchange.whole_epochs:
+            return self._calls(idx, flag)
+        return self._steps(idx, flag)
+
+    def local(self, rows) -> tuple:
+        """(examples, loss mean) of this process's batch ``rows`` (None: all of its
+        examples); gradients into model.grad."""
         m = self.model
-        lr = float(self.schedule.values(self.t, 1)[0])
-        with m._lock:
-            loss = m._loss_grad(self.X, self.T)
-        if not math.isfinite(loss):
-            self._diverged()
-            return False
-        self._begin()
-        self.prev[...] = m._theta
-        self.have_prev[0] = 1
-        self.opt.apply(m, lr)
-        m._after_steps(m._work, self.X.shape[0], 1)
-        self._keep([loss], [self.X.shape[0]], [lr])
-        self.parts_before = None
+        if rows is None:
+            with m.lock:
+                return self.X.shape[0], m.loss_grad_rows(self.X, self.T)
+        b = rows.size
+        if b == 0:
+            return 0, 0.0
+        Ib, Tb = self.Ib[:b], self.Tb[:b]
+        self.X.take(rows, axis=0, out=Ib)
+        self.T.take(rows, axis=0, out=Tb)
+        with m.lock:
+            return b, m.loss_grad_rows(Ib, Tb)
+
+    def _steps(self, idx, flag) -> bool:
+        """Each step: the exchange's loss and gradients, then the update."""
+        m, B = self.model, self.B
+        lrs = self.schedule.values(self.t, self.n_steps)
+        for s in range(self.n_steps):
+            rows = None if idx is None else idx[s * B:(s + 1) * B]
+            loss, count, stop = self.exchange.step(self, rows, flag)
+            if stop == "halt":
+                self.hist.stopped = "interrupted"
+                return False
+            if not math.isfinite(loss):
+                self._diverged()
+                return False
+            lr = float(lrs[s])
+            self._begin()
+            self.prev[...] = m.theta
+            self.have_prev[0] = 1
+            self.opt.apply(m, lr)
+            m.after_steps(m.runtime.work, int(count), 1)   # Dropout's masks, BatchNorm
+            self._keep([loss], [count], [lr])
+            self.parts_before = None
+            if stop:
+                self.hist.stopped = "interrupted"
+                return False
         return True
 
-    def sgd_epoch(self, idx: np.ndarray, flag: _SigintFlag) -> bool:
-        """The steps of one epoch in calls of ``self.chunk`` steps; False when stopped."""
+    def _calls(self, idx: np.ndarray, flag: SigintFlag) -> bool:
+        """The steps of one epoch in runtime calls of ``self.chunk`` steps."""
         m, B, opt = self.model, self.B, self.opt
         n_steps = -(-idx.size // B)
         lrs = self.schedule.values(self.t, n_steps)
         losses = np.zeros(n_steps)
-        rt = m._rt
-        correct = np.full(n_steps, np.nan)        # counted by the C where there is accuracy
+        rt = m.runtime
+        correct = np.full(n_steps, np.nan)        # counted by the runtime where it applies
         count = has_accuracy(m.network.loss_name) and len(m.network.outputs) == 1
         for s0 in range(0, n_steps, self.chunk):
             s1 = min(n_steps, s0 + self.chunk)
             part = idx[s0 * B: s1 * B]
             self._begin()
-            if m._stateful:
-                m._train_mode(True)
-                m._check_batch(min(B, part.size))
+            if m.stateful:
+                m.set_training(True)
+                m.check_batch(min(B, part.size))
                 if part.size % B:
-                    m._check_batch(part.size % B)
-            with m._lock:
-                done = self.c_train(
-                    m._p_theta, self.p_X, self.p_T, rt.pointer(part), part.size, B,
-                    rt.pointer(lrs[s0:]), rt.pointer(losses[s0:]), opt.code, opt.p_s1,
-                    opt.p_s2, opt.p_hyper, opt.t, self.p_prev, self.p_have,
-                    rt.pointer(correct[s0:]) if count else rt.null, self.p_work)
+                    m.check_batch(part.size % B)
+            with m.lock:
+                done = rt.train_epoch(self.X, self.T, part, B, lrs[s0:], losses[s0:],
+                                      opt.code, opt.s1, opt.s2, opt.hyper, opt.t, self.prev,
+                                      self.have_prev, correct[s0:] if count else None)
             opt.t += done
-            m._after_steps(self.work, min(B, part.size), done)
+            m.after_steps(rt.train_work, min(B, part.size), done)
             sizes = [B] * done
             if done and s0 + done == n_steps and idx.size % B:
                 sizes[-1] = idx.size % B
@@ -271,7 +300,7 @@ class _Run:
     # -- bookkeeping -------------------------------------------------------
     def _begin(self):
         """Before a call that changes θ: remember θ and how much was kept so far."""
-        self.snap[...] = self.model._theta
+        self.snap[...] = self.model.theta
         self.parts_before = len(self.parts)
 
     def _keep(self, losses, sizes, lrs, correct=None):
@@ -284,7 +313,7 @@ class _Run:
     def interrupted(self):
         """A KeyboardInterrupt came through: drop the call in flight unless it was kept."""
         if self.parts_before is not None and len(self.parts) == self.parts_before:
-            self.model._theta[...] = self.snap
+            self.model.theta[...] = self.snap
             self.opt.t = self.t
         self.parts_before = None
         self.hist.stopped = "interrupted"
@@ -293,7 +322,7 @@ class _Run:
         """The loss became non-finite: the update before it was undone (θ ← prev)."""
         m = self.model
         if self.have_prev[0]:
-            m._theta[...] = self.prev
+            m.theta[...] = self.prev
             self._drop_last_step()
         self.hist.stopped = "diverged"
         warnings.warn(f"training diverged at step {self.t} (the loss became NaN or inf); "
@@ -321,21 +350,16 @@ class _Run:
             return
         losses, sizes, lrs, correct = (np.concatenate([p[k] for p in parts]) for k in range(4))
         loss = float(np.average(losses, weights=sizes))
-        val_loss = val_acc = None
         name = self.model.network.loss_name
         # training accuracy: for sgd/minibatch counted by the C on each batch before its
         # update (like the loss); for sd of the parameters at the end of the epoch
         acc = None
-        if has_accuracy(name) and len(self.model.network.outputs) == 1:
+        if self.exchange.accuracy and has_accuracy(name) and \
+                len(self.model.network.outputs) == 1:
             acc = float(correct.sum() / sizes.sum()) if not np.isnan(correct).any() else \
                 accuracy(name, self.model.forward(_user_layout(self.model, self.X, self.T)[0])
                          .reshape(self.X.shape[0], -1), self.T)
-        if self.val is not None:
-            Xv, Tv = self.val
-            O = self.model.forward(Xv)
-            val_loss = self.model.loss(Xv, Tv)
-            if len(self.model.network.outputs) == 1:
-                val_acc = accuracy(name, O, Tv)
+        val_loss, val_acc = self.exchange.validate(self)
         self.hist.record_epoch(loss, lr=lrs, steps=lrs.size, accuracy=acc, val_loss=val_loss,
                                val_accuracy=val_acc)
 
@@ -357,8 +381,8 @@ def checked_arguments(model, X, T, method, epochs, batch_size, lr):
                          f"got {method!r}")
     epochs = _positive_int("epochs", epochs)
     batch_size = _positive_int("batch_size", batch_size)
-    X = model._inputs(X)
-    T = model._targets(T, X.shape[0])
+    X = model.as_inputs(X)
+    T = model.as_targets(T, X.shape[0])
     _finite(X, "X")
     _finite(T, "T")
     return X, T, epochs, batch_size, as_schedule(lr)
@@ -368,19 +392,17 @@ def checked_validation(model, validation_data):
     """(X_val as the model's rows, T_val as rows) from fit's ``validation_data``."""
     if not (isinstance(validation_data, (tuple, list)) and len(validation_data) == 2):
         raise ValueError("validation_data must be a pair (X_val, T_val)")
-    Xv = model._inputs(validation_data[0])
-    Tv = model._targets(validation_data[1], Xv.shape[0], "validation T")
+    Xv = model.as_inputs(validation_data[0])
+    Tv = model.as_targets(validation_data[1], Xv.shape[0], "validation T")
     _finite(Xv, "validation X")
     _finite(Tv, "validation T")
     return Xv, Tv
 
 
-def fit(model, X, T, method="minibatch", epochs=10, batch_size=32, lr=0.1, shuffle=True,
-        seed=None, validation_data=None, progress=None, optimizer="sgd", momentum=None,
-        betas=None, eps=None, weight_decay=0.0, clip_norm=None, early_stopping=None,
-        restore_best=True, validation_split=None, callbacks=None,
-        reset_optimizer=False) -> History:
-    """Train ``model`` in place on (X, T); returns a ``History``.  See ``Model.fit``."""
+def _prepare(model, X, T, method, epochs, batch_size, lr, seed, validation_data,
+             validation_split, optimizer, early_stopping, restore_best, callbacks,
+             reset_optimizer=False):
+    """One process's fit arguments checked (see ``Local.prepare``)."""
     from .stopping import EarlyStopping, check_callbacks, split
     X, T, epochs, batch_size, schedule = checked_arguments(model, X, T, method, epochs,
                                                            batch_size, lr)
@@ -394,35 +416,49 @@ def fit(model, X, T, method="minibatch", epochs=10, batch_size=32, lr=0.1, shuff
         val = _user_layout(model, Xv, Tv)
     if validation_data is not None:
         val = _user_layout(model, *checked_validation(model, validation_data))
-    opt = optimizer_for(model, optimizer, momentum, betas, eps, weight_decay, clip_norm,
-                        fresh=reset_optimizer)
-    hist = History(method=method)
-    run = _Run(model, X, T, method, batch_size, schedule, opt, val, hist)
-    rng = np.random.default_rng(seed)
+    opt = optimizer_for(model, *optimizer, fresh=reset_optimizer)
     if seed is not None:
         model.dropout_seed(seed)     # the same seed: the same Dropout masks
-    bar = _Progress(progress, epochs, method)
+    return X, T, epochs, batch_size, schedule, val, opt, stopper, callbacks, \
+        np.random.default_rng(seed)
+
+
+def fit(model, X, T, method="minibatch", epochs=10, batch_size=32, lr=0.1, shuffle=True,
+        seed=None, validation_data=None, progress=None, optimizer="sgd", momentum=None,
+        betas=None, eps=None, weight_decay=0.0, clip_norm=None, early_stopping=None,
+        restore_best=True, validation_split=None, callbacks=None, reset_optimizer=False,
+        exchange=None) -> History:
+    """Train ``model`` in place on (X, T); returns a ``History``.  See ``Model.fit``.
+
+    ``exchange``: how a step's gradients, loss and example counts, and the stop
+    flags, are combined: ``Local()`` (the default, one process) or
+    ``symnet.runtime.distributed.MPI(comm)``."""
+    exchange = Local() if exchange is None else exchange
+    X, T, epochs, batch_size, schedule, val, opt, stopper, callbacks, rng = exchange.prepare(
+        model, X, T, method, epochs, batch_size, lr, seed, shuffle, validation_data,
+        validation_split, (optimizer, momentum, betas, eps, weight_decay, clip_norm),
+        early_stopping, restore_best, callbacks, reset_optimizer)
+    hist = History(method=method)
+    run = _Run(model, X, T, method, batch_size, schedule, opt, val, hist, exchange)
+    bar = _Progress(progress if exchange.rank == 0 else False, epochs, method)
     start = time.perf_counter()
     try:
-        with _SigintFlag() as flag:
+        with exchange.flag() as flag:
             for _ in range(epochs):
-                if method == "sd":
-                    ok = run.sd_epoch()
-                else:
-                    idx = sample_indices(method, X.shape[0], rng, shuffle)
-                    ok = run.sgd_epoch(idx, flag)
+                idx = exchange.indices(method, X.shape[0], run.n_steps, run.B, rng, shuffle)
+                ok = run.epoch(idx, flag)
                 run.record()
                 bar.epoch(hist)
                 if not ok:
                     break
-                if flag.raised:
+                if flag.raised and exchange.local_stop:
                     hist.stopped = "interrupted"
                     break
                 asked = [bool(cb(hist)) for cb in callbacks]     # every callback, every epoch
                 if stopper is not None and stopper.after_epoch(model, hist):
-                    hist.stopped = "early_stopping"
+                    hist.stopped = "early_stopping"           # the same History everywhere
                     break
-                if any(asked):
+                if exchange.any(any(asked)):                  # any process's callback
                     hist.stopped = "callback"
                     break
     except KeyboardInterrupt:
@@ -436,6 +472,7 @@ def fit(model, X, T, method="minibatch", epochs=10, batch_size=32, lr=0.1, shuff
             hist.best_epoch = stopper.best_epoch or None
             if hist.stopped != "interrupted":
                 stopper.restore(model)
-        model._fit_spare = run.spare
+        model.fit_spare = run.spare
         hist.wall_time = time.perf_counter() - start
+    exchange.finish(model, hist)
     return hist

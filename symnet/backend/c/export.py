@@ -89,21 +89,20 @@ def export_c(model, directory, name: str = "net", training: bool = True,
     ``params_file``: a path (relative to ``directory``) where the trained
     values go as raw little-endian numbers instead of the C initializer.
     """
-    from .emit import Emitter
     from ...plan.lower import plan as make_plan
+    from .runtime import render
     name = _check_name(name)
     for flag, value in (("training", training), ("threads", threads)):
         if not isinstance(value, bool):
             raise ValueError(f"{flag} must be True or False, got {value!r}")
-    with model._lock:
-        if getattr(model, "_stateful", False):   # evaluation mode: Dropout is the identity,
-            # BatchNorm uses its running statistics
-            model._train_mode(False)
-        theta = model._theta.copy()
+    with model.lock:
+        if model.stateful:      # evaluation mode: Dropout is the identity, BatchNorm uses
+            model.set_training(False)          # its running statistics
+        theta = model.theta.copy()
     bad = ~np.isfinite(theta)
     if bad.any():
         where = int(np.nonzero(bad)[0][0])
-        owner = next(p["name"] for p in model._meta["params"]
+        owner = next(p["name"] for p in model.meta["params"]
                      if p["offset"] <= where < p["offset"] + int(np.prod(p["shape"])))
         raise ValueError(f"parameter {owner} holds NaN or inf ({int(bad.sum())} values in "
                          "all); a C file cannot be exported from it: retrain or reset it")
@@ -118,8 +117,8 @@ def export_c(model, directory, name: str = "net", training: bool = True,
         bin_path = directory / params_file
         note = (f"{bin_path.name}: the trained values, {theta.size} little-endian "
                 f"{'float32' if theta.dtype == np.float32 else 'float64'} numbers, no header")
-    source, header = Emitter(plan, model.dtype.name).render(
-        prefix=f"{name}_", macro=f"{name.upper()}_", header_file=f"{name}.h",
+    source, header, _ = render(
+        plan, model.dtype.name, prefix=f"{name}_", macro=f"{name.upper()}_", header_file=f"{name}.h",
         title=f"{name}.h", training=training, threads=threads, portable=not threads,
         trained=None if params_file is not None else literals(theta), params_note=note)
     written = []

@@ -283,10 +283,10 @@ def call_kernel(lib, ffi, name, model, X, T=None, scale=1.0, want_gx=False, vec=
         return ffi.cast(f"{_ffi_dtype(a.dtype)} *", ffi.from_buffer(a))
     m = model
     loss = np.zeros(1, m.dtype)
-    grad = np.zeros_like(m._theta)
+    grad = np.zeros_like(m.theta)
     gx = np.zeros_like(X) if want_gx else None
-    hv = np.zeros_like(m._theta) if vec is not None else None
-    with m._lock:
-        getattr(lib, name)(ptr(m._theta), ptr(X), ptr(T), X.shape[0], scale, ptr(loss),
+    hv = np.zeros_like(m.theta) if vec is not None else None
+    with m.lock:
+        getattr(lib, name)(ptr(m.theta), ptr(X), ptr(T), X.shape[0], scale, ptr(loss),
                            ptr(grad), ptr(gx), ptr(vec), ptr(hv), ptr(out))
     return loss[0], grad, gx, hv

@@ -2,16 +2,18 @@
 
 The header rendered for the plan (``templates/network.h.j2``) is both the
 cffi cdef here and the ``<name>.h`` of an export (``symnet.backend.c.export``), so the
-functions symnet calls are exactly the ones a C program would.
+functions symnet calls are exactly the ones a C program would.  ``render`` is
+the one route from a network to its C text: this backend, ``export_c`` and the
+command line all take it.
+
+The runtime's calls take and return NumPy arrays (see ``symnet.backend``); the
+pointers cffi makes of them never leave this module.
 
 >>> import numpy as np, symnet as sn
 >>> from symnet.backend.c import runtime as c
 >>> net = sn.Network(sn.Input(2), sn.Dense(3, "tanh"), sn.Dense(1), loss="mse")
 >>> rt = c.load(net, "float64")
->>> params, X = np.zeros(rt.n_params), np.ones((4, 2))
->>> O, work = np.empty((4, 1)), np.zeros(rt.work_size(4))
->>> rt.forward(rt.buffer(params), rt.buffer(X), 4, rt.buffer(O), rt.buffer(work))
->>> O.ravel().tolist()
+>>> rt.forward(np.ones((4, 2))).ravel().tolist()     # θ = 0
 [0.0, 0.0, 0.0, 0.0]
 """
 
@@ -19,12 +21,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+from types import SimpleNamespace
 
 import numpy as np
 
-from . import build
-
 from ... import guards
+from ..common import plan_meta, train_work_size, work_size
+from . import build
 
 _POINTERS = {"float32": "float *", "float64": "double *", "int64": "long long *",
              "intc": "int *", "int32": "int *"}
@@ -37,19 +40,36 @@ def network_key(description: dict, dtype: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
-class Runtime:
-    """The compiled functions of one network and dtype (signatures as in the
-    header, ``meta["header"]``), and the buffers they take.
+def render(plan, dtype: str, **options) -> tuple[str, str, str]:
+    """(C source, header, symbol prefix) of a plan: the one route from a plan to C,
+    taken by this backend, ``export_c`` and the command line.  Without ``prefix``
+    the in-process naming ``symnet_<hash of the text>_`` (``symnet.backend.c.emit.emit``);
+    otherwise ``symnet.backend.c.emit.Emitter.render`` with these options (``prefix``,
+    ``training``, ``threads``, ``trained``, ...)."""
+    from .emit import Emitter, emit
+    if "prefix" not in options:
+        source, prefix, header = emit(plan, dtype, **options)
+        return source, header, prefix
+    source, header = Emitter(plan, dtype).render(**options)
+    return source, header, options["prefix"]
 
-    ``forward(params, X, batch, O, work)``, ``loss(params, X, T, batch, work)``,
-    ``loss_grad(params, X, T, batch, grads, work)``,
-    ``step(params, X, T, batch, lr, work)``,
-    ``update(params, grads, lr, optimizer, s1, s2, hyper, t)`` and
-    ``train(params, X, T, idx, n_idx, batch_size, lr, losses, optimizer, s1, s2,
-    hyper, t0, prev, have_prev, work)`` are the C functions themselves (no
-    Python between the caller and the C: ≈0.17 µs a call); their arrays are
-    buffers from ``buffer`` (this dtype) or ``pointer`` (int64, intc, float64).
+
+class Runtime:
+    """One network compiled to C for one dtype, with its own parameters.
+
+    ``params`` and ``grads`` are the flat θ and ∂L/∂θ (``meta["params"]`` gives
+    each parameter's offset and shape).  ``X`` and ``T`` are C-contiguous,
+    aligned (batch, width) arrays of ``dtype``, at most ``guards.rows_per_call``
+    rows; T of width 1 for a network of several outputs and a loss that takes
+    class labels holds labels.  Not safe for two threads at once (the calls
+    share the work buffer): ``Model`` holds its lock around every call.
+
+    ``kernels`` holds the C functions themselves (signatures as in the header,
+    ``meta["header"]``), for tools and tests that call the C directly with
+    ``buffer``/``pointer``.
     """
+
+    backend = "c"
 
     def __init__(self, module, meta: dict, tune: str = "fast"):
         self.meta = meta
@@ -57,16 +77,15 @@ class Runtime:
         lib, ffi = module.lib, module.ffi
         self._ffi = ffi
         p = meta["prefix"]
-        self.forward = getattr(lib, p + "forward")
-        self.loss = getattr(lib, p + "loss")
-        self.loss_grad = getattr(lib, p + "loss_grad")
-        self.step = getattr(lib, p + "step")
-        self.update = getattr(lib, p + "update")
-        self.train = getattr(lib, p + "train")
+        k = self.kernels = SimpleNamespace(**{name: getattr(lib, p + name) for name in (
+            "forward", "loss", "loss_grad", "step", "update", "train")})
         # the same four for targets given as class labels (softmax cross-entropy)
-        self.labels = tuple(getattr(lib, f"{p}{k}_labels")
-                            for k in ("loss", "loss_grad", "step", "train")) \
+        k.labels = tuple(getattr(lib, f"{p}{n}_labels")
+                         for n in ("loss", "loss_grad", "step", "train")) \
             if meta.get("labels") else None
+        self._rows_fns = (k.loss, k.loss_grad, k.step, k.train)
+        self._c_step = k.step                     # bound once: step is the hot call
+        self._c_step_labels = k.labels[2] if k.labels else None
         # where the products run on this machine (BLAS above a measured size,
         # threads from a measured cost); once per module, before any call
         from . import tuning
@@ -74,17 +93,39 @@ class Runtime:
         if self.tuning:     # the register tile compiled in (tune="full" may choose one)
             self.tuning["tile"] = "x".join(map(str, meta["tile"])) if meta.get("tile") \
                 else "default"
-        self.from_buffer = ffi.from_buffer      # for a caller's own fast path
-        self.null = ffi.NULL
-        self.carray = "float[]" if self.dtype == np.float32 else "double[]"
+        self._buf = ffi.from_buffer
+        self._carray = "float[]" if self.dtype == np.float32 else "double[]"
         self._ctype = _POINTERS[self.dtype.name]
         self.n_params, self.n_in, self.n_out = meta["n_params"], meta["n_in"], meta["n_out"]
-        self.work_per_row = meta["work_per_row"]
+        self.params = np.zeros(self.n_params, self.dtype)
+        self.grads = np.zeros(self.n_params, self.dtype)
+        self._p_params, self._p_grads = self.buffer(self.params), self.buffer(self.grads)
+        self.work_rows = 0
+        self._work = np.zeros(0, self.dtype)
+        self._p_work = self.buffer(self._work)
+        self._train_work = np.zeros(0, self.dtype)
 
+    @property
+    def c_source(self) -> str:
+        """The C compiled into this runtime."""
+        return self.meta["c_source"]
+
+    @property
+    def work(self) -> np.ndarray:
+        """The scratch of the last call (per-row buffers at batch·offset, as the header
+        lays them out): BatchNorm's batch sums are read from it."""
+        return self._work
+
+    @property
+    def train_work(self) -> np.ndarray:
+        """The scratch of the last ``train_epoch`` call (its rows first, as ``work``)."""
+        return self._train_work
+
+    # ------------------------------------------------------------ pointers
     def buffer(self, arr: np.ndarray):
         """A buffer of this dtype for the C (keeps ``arr`` alive); ~0.2 µs."""
         try:
-            return self.from_buffer(self.carray, arr)
+            return self._buf(self._carray, arr)
         except (BufferError, TypeError, ValueError):
             return self._ffi.cast(self._ctype, arr.ctypes.data)
 
@@ -95,15 +136,87 @@ class Runtime:
 
     def work_size(self, batch: int) -> int:
         """Numbers of scratch for a call on ``batch`` examples (WORK_SIZE)."""
-        return batch * self.work_per_row + self.n_params
+        return work_size(self.meta, batch)
 
     def train_work_size(self, batch_size: int) -> int:
         """Numbers of scratch for ``train`` (TRAIN_WORK_SIZE)."""
-        return self.work_size(batch_size) + batch_size * (self.n_in + self.n_out)
+        return train_work_size(self.meta, batch_size)
+
+    def reserve(self, rows: int):
+        """Scratch for calls on up to ``rows`` examples (the gradients of ``step``
+        included)."""
+        if rows > self.work_rows:
+            self._work = np.zeros(self.work_size(rows), self.dtype)
+            self._p_work = self.buffer(self._work)
+            self.work_rows = rows
+
+    def _fns(self, T):
+        """(loss, loss_grad, step, train) for targets T: rows or class labels."""
+        return self._rows_fns if T.shape[1] == self.n_out else self.kernels.labels
+
+    # --------------------------------------------------------------- calls
+    def forward(self, X, out=None) -> np.ndarray:
+        """The outputs (batch, n_out), side by side for several, into ``out``."""
+        n = X.shape[0]
+        if out is None:
+            out = np.empty((n, self.n_out), self.dtype)
+        self.reserve(n)
+        self.kernels.forward(self._p_params, self.buffer(X), n, self.buffer(out),
+                             self._p_work)
+        return out
+
+    def loss(self, X, T) -> float:
+        """The batch's mean loss."""
+        n = X.shape[0]
+        self.reserve(n)
+        return self._fns(T)[0](self._p_params, self.buffer(X), self.buffer(T), n,
+                               self._p_work)
+
+    def loss_grad(self, X, T) -> float:
+        """The batch's mean loss; its gradients into ``grads``."""
+        n = X.shape[0]
+        self.reserve(n)
+        return self._fns(T)[1](self._p_params, self.buffer(X), self.buffer(T), n,
+                               self._p_grads, self._p_work)
+
+    def step(self, X, T, lr: float) -> float:
+        """θ ← θ − lr·∂L/∂θ on this batch; the loss before.  Raises BufferError or
+        ValueError, having done nothing, for an array that is not C-contiguous."""
+        n = X.shape[0]
+        if n > self.work_rows:
+            self.reserve(n)
+        buf, carray = self._buf, self._carray
+        return (self._c_step if T.shape[1] == self.n_out else self._c_step_labels)(
+            self._p_params, buf(carray, X), buf(carray, T), n, lr, self._p_work)
+
+    def update(self, lr: float, optimizer: int, s1, s2, hyper, t: int):
+        """θ updated from ``grads`` by the optimizer (see ``symnet.runtime.train.Optimizer``;
+        its state s1, s2 and float64 hyper-parameters)."""
+        self.kernels.update(self._p_params, self._p_grads, float(lr), optimizer,
+                            self.buffer(s1), self.buffer(s2), self.pointer(hyper), t)
+
+    def train_epoch(self, X, T, idx, batch_size: int, lrs, losses, optimizer: int, s1, s2,
+                    hyper, t0: int, prev, have_prev, correct=None) -> int:
+        """Steps on the batches idx[s·batch_size ...] of (X, T) with step sizes lrs[s]:
+        losses[s] the loss before step s, correct[s] the examples classified right
+        (unless None); prev ← θ before the last update, have_prev[0] = 1 once there
+        is one.  A non-finite loss stops before its update, θ restored from prev:
+        returns the steps done."""
+        need = self.train_work_size(batch_size)
+        if self._train_work.size < need:
+            self._train_work = np.zeros(need, self.dtype)
+        ptr = self.pointer
+        return self._fns(T)[3](
+            self._p_params, self.buffer(X), self.buffer(T), ptr(idx), idx.size, batch_size,
+            ptr(lrs), ptr(losses), optimizer, self.buffer(s1), self.buffer(s2), ptr(hyper),
+            t0, self.buffer(prev), ptr(have_prev),
+            ptr(correct) if correct is not None else self._ffi.NULL,
+            self.buffer(self._train_work))
 
 
 def load(net, dtype: str, tune: str = "fast") -> Runtime:
-    """The runtime of a network, from the cache or freshly rendered and built;
+    """The runtime of a network, from the cache or freshly rendered and built; the
+    cache key is the network's description, so a hit neither derives nor plans.
     ``tune``: how much the planner may time (``tuning.TUNE``)."""
     from . import tuning
     tuning.check_tune(tune)
@@ -114,35 +227,16 @@ def load(net, dtype: str, tune: str = "fast") -> Runtime:
     if hit is not None:
         guards.check_sizes(hit[1])
         return Runtime(*hit, tune)
-    from .emit import cdef, emit
     from ...plan.lower import plan as make_plan
+    from .emit import cdef
     plan = make_plan(net.graph())
-    source, prefix, header = emit(plan, dtype, hooks=True)
+    source, header, prefix = render(plan, dtype, hooks=True)
     products = tuning.products_of(plan)
     tile = tuning.choose_tile(products) if tune == "full" else None
     if tile is not None:    # the register tile timed fastest here (templates/gemm.c.j2)
         source = f"#define SN_MR {tile[0]}\n#define SN_NR {tile[1]}\n" + source
-    out = plan.buffers[plan.output]
-    meta = {
-        "prefix": prefix, "dtype": dtype, "n_params": plan.n_params,
-        "work_per_row": plan.work_per_row, "n_in": plan.graph.n_in,
-        "n_out": plan.graph.n_out, "input": plan.graph.input_name,
-        "in_shape": list(plan.graph.in_shape), "out_shape": list(plan.graph.output.out_shape),
-        "output_offset": out.offset, "labels": bool(plan.loss_labels),
-        "n_trainable": plan.n_trainable,
-        "inputs": [[name, width] for name, width in plan.graph.inputs],
-        "outputs": [[o, plan.buffers[o].offset, plan.graph.node(o).n_out]
-                    for o in plan.graph.outputs],
-        "params": [{"name": p.name, "shape": list(p.shape), "init": p.init,
-                    "offset": plan.buffers[p.name].offset, "trainable": p.trainable}
-                   for p in plan.graph.params()],
-        "description": net.describe(),
-        # where the batch sums of BatchNorm lie in work (per row; the model reads them)
-        "work_offsets": {b.name: b.offset for b in plan.buffers.values() if b.kind == "work"
-                         and any(n.kind == "batchnorm" and b.name == f"z_{n.name}"
-                                 for n in plan.graph.nodes)},
-        "products": products,     # what the planner times
-        "tile": list(tile) if tile else None,
-    }
+    meta = dict(plan_meta(plan, net.describe(), dtype), prefix=prefix,
+                products=products,           # what the planner times
+                tile=list(tile) if tile else None)
     guards.check_sizes(meta)
     return Runtime(*build.build(key, source, cdef(header), meta), tune)

@@ -699,6 +699,26 @@ def _time_products(lib, ffi, shapes, batches, s, budget_s, rounds):
 _PLAN_PAUSE = [0.0]
 
 
+def _pause_path(wisdom: Path) -> Path:
+    return wisdom.with_suffix(".pause")
+
+
+def _paused(wisdom: Path) -> bool:
+    """Whether a process recently timed products under load: then the processes that
+    start after it (each a cache hit that would spend up to FAST_BUDGET_S on timings
+    it then throws away, while the load lasts) time nothing until the pause ends."""
+    try:
+        until = float(_pause_path(wisdom).read_text())
+    except (OSError, ValueError):
+        return False
+    return time.time() < until
+
+
+def _pause(wisdom: Path, seconds: float):
+    with contextlib.suppress(OSError):
+        build._atomic_write(_pause_path(wisdom), repr(time.time() + seconds))
+
+
 def plan(products, tune: str = "fast", s: dict | None = None) -> dict:
     """The planner: for each product of a network ([kind, M, N, K], 0 for the batch),
     the M·N·K from which it runs on the BLAS, from the wisdom of this CPU model,
@@ -722,7 +742,7 @@ def plan(products, tune: str = "fast", s: dict | None = None) -> dict:
     shapes = [sh for sh in shapes if math.prod(_sizes(sh, max(batches))[1:]) >= PLAN_MIN]
     todo = [sh for sh in dict.fromkeys(shapes)
             if not all(str(b) in known.get(_shape_key(sh), {}) for b in batches)]
-    if todo and time.monotonic() >= _PLAN_PAUSE[0]:
+    if todo and time.monotonic() >= _PLAN_PAUSE[0] and not _paused(path):
         rec = machine()
         so = _path().with_suffix(".so")
         try:
@@ -735,8 +755,9 @@ def plan(products, tune: str = "fast", s: dict | None = None) -> dict:
                                        math.inf if tune == "full" else FAST_BUDGET_S,
                                        5 if tune == "full" else 3)
             if w.disturbed:       # timings under load are neither kept nor used,
-                timed = {}        # and this process waits before timing again
-                _PLAN_PAUSE[0] = time.monotonic() + RETRY_S
+                timed = {}        # and this process (and the next ones) wait before
+                _PLAN_PAUSE[0] = time.monotonic() + RETRY_S     # timing again
+                _pause(path, RETRY_S)
             for key, t in timed.items():
                 known[key] = dict(known.get(key, {}), **t)
             if timed:

@@ -1,0 +1,87 @@
+"""derive decides the gradients once: change one of its rules and the C the backends
+run, the text of net.formulas() and the explicit sympy/numpy form all change together,
+because each reads derive's terms (symnet.derive.chain.NodeGrad) and none re-derives.
+Frozen layers and "no input gradient needed" are decided there too."""
+
+import numpy as np
+import pytest
+
+import symnet as sn
+from symnet.derive import chain
+
+
+def _net():
+    return sn.Network(sn.Input(3, name="I"), sn.Dense(4, "tanh", name="H"),
+                      sn.Dense(2, "sigmoid", name="O"), loss="mse")
+
+
+def _views(net):
+    """(C source, formulas text, explicit ∂L/∂b1 at a point, numpy-backend ∂L/∂b1)."""
+    model = net.compile(dtype="float64", seed=0, backend="numpy")
+    rng = np.random.default_rng(0)
+    X, T = rng.normal(size=(2, 3)), rng.random((2, 2))
+    f = net.formulas()
+    g = f.lambdify("g_b1", batch=2)
+    explicit = np.asarray(g(X, T, *(model.params[p] for p in model.params)), float)
+    return model.c_source, str(f), explicit, model.loss_and_grad(X, T)[1]["b1"]
+
+
+def test_a_changed_rule_reaches_the_c_the_formulas_and_the_explicit_form(monkeypatch):
+    before = _views(_net())
+    # the rule that writes φ(...) as the stored output (tanh′ = 1 − H²): turned off,
+    # the derivative reads 1 − tanh(z)² instead, the same value
+    monkeypatch.setattr(chain, "reuse_output", lambda expr, node: expr)
+    plain = _views(_net())
+    assert plain[0] != before[0] and plain[1] != before[1]
+    np.testing.assert_allclose(plain[2], before[2], rtol=1e-12)
+    np.testing.assert_allclose(plain[3], before[3], rtol=1e-12)
+    # a rule that changes the value: every local derivative of an outer formula doubled
+    simplest = chain.simplest
+    monkeypatch.setattr(chain, "simplest", lambda expr: 2 * simplest(expr))
+    doubled = _views(_net())
+    assert doubled[0] != plain[0] and doubled[1] != plain[1]
+    # δ_O doubles, and δ_H = 2·(δ_O·W2)·tanh′: ∂L/∂b1 is four times as large, in the
+    # explicit form and in what the backend computes alike
+    np.testing.assert_allclose(doubled[2], 4 * before[2], rtol=1e-12)
+    np.testing.assert_allclose(doubled[3], 4 * before[3], rtol=1e-12)
+    np.testing.assert_allclose(doubled[2], doubled[3], rtol=1e-12)
+
+
+def _frozen_bottom():
+    return sn.Network(sn.Input(3, name="I"), sn.Dense(4, "tanh", name="A", trainable=False),
+                      sn.Dense(4, "relu", name="B", trainable=False),
+                      sn.Dense(2, name="O"), loss="mse")
+
+
+def test_frozen_layers_are_decided_in_derive():
+    """No term of derive computes a frozen parameter's gradient, nor the deltas of the
+    frozen layers at the bottom (nothing trainable below them wants them)."""
+    graph = _frozen_bottom().graph()
+    targets = {t.target for g in chain.derive(graph) for t in g.terms()}
+    assert {"g_W3", "g_b3", "delta_O"} <= targets
+    assert not targets & {"g_W1", "g_b1", "g_W2", "g_b2", "dL_dA", "dL_dB", "delta_A",
+                          "delta_B", "dL_dI"}
+
+
+def test_a_frozen_middle_layer_still_passes_its_delta_down():
+    net = sn.Network(sn.Input(3, name="I"), sn.Dense(4, "tanh", name="A"),
+                     sn.Dense(4, "relu", name="B", trainable=False),
+                     sn.Dense(2, name="O"), loss="mse")
+    targets = {t.target for g in chain.derive(net.graph()) for t in g.terms()}
+    assert {"g_W1", "g_b1", "dL_dA", "delta_B"} <= targets
+    assert not targets & {"g_W2", "g_b2"}
+    model = net.compile(dtype="float64", seed=0)
+    X, T = np.ones((2, 3)), np.zeros((2, 2))
+    _, grads = model.loss_and_grad(X, T)
+    assert np.any(grads["W1"] != 0) and not np.any(grads["W2"])
+
+
+@pytest.mark.parametrize("backend", ["c", "numpy"])
+def test_frozen_bottom_trains_the_top_only(backend):
+    model = _frozen_bottom().compile(dtype="float64", seed=0, backend=backend)
+    before = {k: v.copy() for k, v in model.params.items()}
+    X = np.random.default_rng(0).normal(size=(5, 3))
+    model.step(X, np.ones((5, 2)), lr=0.1)
+    for k in ("W1", "b1", "W2", "b2"):
+        np.testing.assert_array_equal(model.params[k], before[k])
+    assert np.any(model.params["W3"] != before["W3"])
