@@ -238,3 +238,67 @@ def test_time_calls_takes_turns_and_times_each():
     timed = "".join(order[order.index("s", order.index("s") + 1):])
     runs = [r for r in timed.replace("fs", "f|s").replace("sf", "s|f").split("|") if r]
     assert len(runs) >= 6
+
+
+def _tiny_sequences(monkeypatch):
+    """symnet.bench.seq shrunk to a tiny size (the step functions read these globals)."""
+    from symnet.bench import seq
+    for k, v in dict(T_STEPS=4, T_WIDTH=8, T_HEADS=2, T_FF=16, T_BATCH=3,
+                     G_STEPS=3, G_IN=2, G_HIDDEN=4, G_BATCH=5).items():
+        monkeypatch.setattr(seq, k, v)
+    monkeypatch.setattr(seq, "WORKLOADS", {
+        "transformer": (seq.transformer_network, (4, 8), 3, seq._transformer_torch, ""),
+        "gru": (seq.gru_network, (3, 2), 5, seq._gru_torch, "")})
+    return seq
+
+
+@pytest.mark.parametrize("workload", ["gru", "transformer"])
+def test_jax_sequence_step_agrees_with_symnet(workload, monkeypatch):
+    """One jitted JAX SGD step from the same parameters moves them as symnet's step does."""
+    pytest.importorskip("jax")
+    seq = _tiny_sequences(monkeypatch)
+    make_net, shape, batch, _, _ = seq.WORKLOADS[workload]
+    X, T = seq._data(shape, batch)
+    model = make_net().compile(dtype="float32")
+    params = seq._init(model)
+    model.params.update(params)
+    model.step(X, T, seq.LR)
+    step = seq.reference_step(workload, "jax", params, X, T)
+    step()
+    got = step.params()
+    assert set(got) == set(params)
+    for k in params:
+        ours = np.asarray(model.params[k]) - params[k]
+        theirs = got[k] - params[k]
+        scale = np.abs(ours).max()
+        assert scale > 0, k
+        np.testing.assert_allclose(theirs, ours, rtol=0, atol=1e-4 * scale, err_msg=k)
+
+
+@pytest.mark.parametrize("ref", ["jax", "torch"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_pinn_reference_agrees_with_symnet(ref, dtype):
+    """From the same parameters, the reference PINN loss (nested derivatives in the loss),
+    its gradient and one Adam step equal symnet's compiled ones (3 layers, 40 + 8 points)."""
+    pytest.importorskip(ref)
+    from symnet.bench import pinn
+    data = pinn._data(0, 40, 8)
+    ours = pinn.symnet_step(dtype, layers=3, data=data)
+    theirs = pinn.REFERENCES[ref](dtype, ours.params(), data)
+    a = pinn.agreement(ours, theirs)
+    tol = {"float32": 1e-4, "float64": 1e-10}[dtype]
+    assert a["loss"] < tol and a["grad"] < tol, a
+    assert a["step"] < (1e-3 if dtype == "float32" else 1e-8), a
+
+
+def test_pinn_jax_float64_leaves_float32_alone():
+    """The float64 JAX PINN step does not switch JAX to 64 bits for the rest of the process."""
+    jax = pytest.importorskip("jax")
+    from symnet.bench import pinn
+    data = pinn._data(0, 20, 4)
+    params = pinn.symnet_step("float64", layers=3, data=data).params()
+    pinn.jax_step("float64", params, data)()
+    assert jax.numpy.asarray(1.0).dtype == np.float32
+    step = pinn.jax_step("float32", params, data)
+    step()
+    assert all(v.dtype == np.float32 for v in step.params().values())

@@ -226,7 +226,8 @@ def main(argv=None):
     names = [w for w in names if w not in ("conv", "pinn") and w not in seq.WORKLOADS]
     if with_pinn and not names and not with_conv and not sequences:
         t0 = time.perf_counter()
-        pinn.run(args.quick)       # the PINN workload alone: its own steps and compile times
+        pinn_refs = [r for r in (args.refs or "torch,jax").split(",") if r in pinn.REFERENCES]
+        pinn.run(args.quick, pinn_refs)    # the PINN workload alone: steps and compile times
         print(f"\nbenchmark took {time.perf_counter() - t0:.1f} s")
         return
     ref_names = args.refs.split(",") if args.refs else list(
@@ -266,7 +267,8 @@ def main(argv=None):
         for w in sequences:
             seq.run(w, min_time, [r for r in ref_names if r in ("torch", "jax")])
     if "steps" in sections and with_pinn:
-        pinn.run(args.quick)
+        pinn.run(args.quick, [r for r in ref_names if r in pinn.REFERENCES],
+                 compile_times="compile" in sections)
     if "compile" in sections:
         ct = run_compile(args.quick)
     if "memory" in sections:

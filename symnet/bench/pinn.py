@@ -21,10 +21,10 @@ N_F, N_U, WIDTH = 10_000, 100, 20
 NU = 0.01 / np.pi
 
 
-def _data(seed=0):
+def _data(seed=0, n_f=N_F, n_u=N_U):
     rng = np.random.default_rng(seed)
-    X_f = np.stack([rng.random(N_F), rng.uniform(-1, 1, N_F)], 1)
-    X_u = np.stack([rng.random(N_U), rng.uniform(-1, 1, N_U)], 1)
+    X_f = np.stack([rng.random(n_f), rng.uniform(-1, 1, n_f)], 1)
+    X_u = np.stack([rng.random(n_u), rng.uniform(-1, 1, n_u)], 1)
     return X_f, X_u, -np.sin(np.pi * X_u[:, 1:2])
 
 
@@ -46,97 +46,188 @@ def network(layers=9, order=2):
     return sn.Network(tx, u, loss={"pde": pde**2, "data": "mse"})
 
 
-def _symnet_step(dtype):
-    model = network().compile(dtype=dtype, seed=0)
-    X_f, X_u, T_u = _data()
+def _layer_names(params) -> list:
+    """[(W, b), ...] in the order of the network (W1, b1, W2, ...)."""
+    n = sorted(int(k[1:]) for k in params if k.startswith("W"))
+    return [(f"W{i}", f"b{i}") for i in n]
+
+
+def symnet_step(dtype, layers=9, data=None):
+    """symnet's Adam step (``fit(epochs=1)``) with ``.model`` and ``.loss_grad()``:
+    (loss, {name: gradient}) at the current parameters."""
+    from symnet.runtime.pinn import Objective
+    from symnet.runtime.second_order import as_dict
+    model = network(layers).compile(dtype=dtype, seed=0)
+    X_f, X_u, T_u = data if data is not None else _data()
     data = {"pde": X_f, "data": (X_u, T_u)}
-    model.fit(data, method="sd", optimizer="adam", lr=1e-3, epochs=1)   # builds the terms
-    return lambda: model.fit(data, method="sd", optimizer="adam", lr=1e-3, epochs=1)
-
-
-def _torch_step(dtype):
-    import torch
-    dt = getattr(torch, dtype)
-    torch.manual_seed(0)
-    sizes = [2] + [WIDTH] * 8
-    mods = []
-    for a, b in zip(sizes[:-1], sizes[1:]):
-        mods += [torch.nn.Linear(a, b), torch.nn.Tanh()]
-    net = torch.nn.Sequential(*mods, torch.nn.Linear(WIDTH, 1)).to(dt)
-    opt = torch.optim.Adam(net.parameters(), 1e-3)
-    X_f, X_u, T_u = (torch.tensor(a, dtype=dt) for a in _data())
 
     def step():
+        model.fit(data, method="sd", optimizer="adam", lr=1e-3, epochs=1)
+
+    def loss_grad():
+        L, g = Objective(model, data).loss_grad()
+        return L, as_dict(model, g)
+    step.model, step.loss_grad = model, loss_grad
+    step.params = lambda: {k: np.array(v) for k, v in model.params.items()}
+    return step
+
+
+def torch_step(dtype, params, data=None):
+    """PyTorch's step from a copy of ``params``: ``autograd.grad(create_graph=True)``
+    for u_t, u_x and u_xx, backward, ``torch.optim.Adam``."""
+    import torch
+    dt = getattr(torch, dtype)
+    names = _layer_names(params)
+    lins = [torch.nn.Linear(params[W].shape[1], params[W].shape[0]).to(dt) for W, _ in names]
+    with torch.no_grad():
+        for lin, (W, b) in zip(lins, names):
+            lin.weight.copy_(torch.tensor(params[W]))
+            lin.bias.copy_(torch.tensor(params[b]))
+    mods = []
+    for lin in lins[:-1]:
+        mods += [lin, torch.nn.Tanh()]
+    net = torch.nn.Sequential(*mods, lins[-1])
+    opt = torch.optim.Adam(net.parameters(), 1e-3)
+    X_f, X_u, T_u = (torch.tensor(a, dtype=dt) for a in (data if data is not None else _data()))
+
+    def loss():
         X = X_f.clone().requires_grad_(True)
         u = net(X)
         g = torch.autograd.grad(u.sum(), X, create_graph=True)[0]
         u_xx = torch.autograd.grad(g[:, 1].sum(), X, create_graph=True)[0][:, 1]
         r = g[:, 0] + u[:, 0] * g[:, 1] - NU * u_xx
-        loss = (r ** 2).mean() + ((net(X_u) - T_u) ** 2).mean()
+        return (r ** 2).mean() + ((net(X_u) - T_u) ** 2).mean()
+
+    def step():
+        L = loss()
         opt.zero_grad()
-        loss.backward()
+        L.backward()
         opt.step()
+
+    def loss_grad():
+        L = loss()
+        opt.zero_grad()
+        L.backward()
+        out = {}
+        for lin, (W, b) in zip(lins, names):
+            out[W], out[b] = lin.weight.grad.numpy().copy(), lin.bias.grad.numpy().copy()
+        opt.zero_grad()
+        return float(L.detach()), out
+
+    def params_now():
+        out = {}
+        for lin, (W, b) in zip(lins, names):
+            out[W], out[b] = (lin.weight.detach().numpy().copy(),
+                              lin.bias.detach().numpy().copy())
+        return out
+    step.loss_grad, step.params = loss_grad, params_now
     return step
 
 
-def _jax_step(dtype):
+def jax_step(dtype, params, data=None):
+    """JAX's step from a copy of ``params``: ``jax.jit`` of the loss with nested
+    ``jax.grad`` for u_t, u_x, u_xx, ``jax.grad`` of it, and the same Adam update.
+    float64 runs inside ``jax.enable_x64(True)`` (and float32 inside
+    ``enable_x64(False)``), so neither changes JAX's setting for the other or for
+    the rest of the process."""
     import jax
     import jax.numpy as jnp
-    if dtype == "float64":
-        jax.config.update("jax_enable_x64", True)
-    rng = np.random.default_rng(0)
-    sizes = [2] + [WIDTH] * 8 + [1]
-    params = [(jnp.asarray(rng.normal(0, 0.3, (b, a)), dtype), jnp.zeros(b, dtype))
-              for a, b in zip(sizes[:-1], sizes[1:])]
-    X_f, X_u, T_u = (jnp.asarray(a, dtype) for a in _data())
+    x64 = dtype == "float64"
+    names = _layer_names(params)
+    with jax.enable_x64(x64):
+        p0 = {k: jnp.asarray(params[k], dtype) for pair in names for k in pair}
+        X_f, X_u, T_u = (jnp.asarray(a, dtype) for a in (data if data is not None else _data()))
 
-    def u(p, x):
-        h = x
-        for W, b in p[:-1]:
-            h = jnp.tanh(W @ h + b)
-        return (p[-1][0] @ h + p[-1][1])[0]
+        def u(p, x):
+            h = x
+            for W, b in names[:-1]:
+                h = jnp.tanh(p[W] @ h + p[b])
+            W, b = names[-1]
+            return (p[W] @ h + p[b])[0]
 
-    def residual(p, x):
-        ux = jax.grad(u, argnums=1)
-        uxx = jax.grad(lambda p, x: ux(p, x)[1], argnums=1)(p, x)[1]
-        g = ux(p, x)
-        return g[0] + u(p, x) * g[1] - NU * uxx
+        def residual(p, x):
+            ux = jax.grad(u, argnums=1)
+            uxx = jax.grad(lambda p, x: ux(p, x)[1], argnums=1)(p, x)[1]
+            g = ux(p, x)
+            return g[0] + u(p, x) * g[1] - NU * uxx
 
-    def loss(p):
-        r = jax.vmap(lambda x: residual(p, x))(X_f)
-        d = jax.vmap(lambda x: u(p, x))(X_u) - T_u[:, 0]
-        return jnp.mean(r ** 2) + jnp.mean(d ** 2)
+        def loss(p):
+            r = jax.vmap(lambda x: residual(p, x))(X_f)
+            d = jax.vmap(lambda x: u(p, x))(X_u) - T_u[:, 0]
+            return jnp.mean(r ** 2) + jnp.mean(d ** 2)
 
-    @jax.jit
-    def step(p, m, v, k):
-        g = jax.grad(loss)(p)
-        m = jax.tree_util.tree_map(lambda m, g: 0.9 * m + 0.1 * g, m, g)
-        v = jax.tree_util.tree_map(lambda v, g: 0.999 * v + 0.001 * g * g, v, g)
-        p = jax.tree_util.tree_map(
-            lambda p, m, v: p - 1e-3 * (m / (1 - 0.9 ** k)) / (jnp.sqrt(v / (1 - 0.999 ** k))
-                                                                 + 1e-8), p, m, v)
-        return p, m, v
-    state = [params, jax.tree_util.tree_map(jnp.zeros_like, params),
-             jax.tree_util.tree_map(jnp.zeros_like, params), 1]
+        @jax.jit
+        def train(p, m, v, k):
+            g = jax.grad(loss)(p)
+            m = {n: 0.9 * m[n] + 0.1 * g[n] for n in p}
+            v = {n: 0.999 * v[n] + 0.001 * g[n] * g[n] for n in p}
+            p = {n: p[n] - 1e-3 * (m[n] / (1 - 0.9 ** k))
+                 / (jnp.sqrt(v[n] / (1 - 0.999 ** k)) + 1e-8) for n in p}
+            return p, m, v
+        value_and_grad = jax.jit(jax.value_and_grad(loss))
+        zeros = {n: jnp.zeros_like(a) for n, a in p0.items()}
+    state = {}
 
-    def run():
-        p, m, v = step(state[0], state[1], state[2], state[3])
-        jax.block_until_ready(p)
-        state[:] = [p, m, v, state[3] + 1]
-    run()
-    return run
+    def reset():
+        state.update(p=p0, m=zeros, v=zeros, k=1)
+
+    def step():
+        with jax.enable_x64(x64):
+            p, m, v = train(state["p"], state["m"], state["v"], jnp.asarray(state["k"], dtype))
+            jax.block_until_ready(p)
+        state.update(p=p, m=m, v=v, k=state["k"] + 1)
+
+    def loss_grad():
+        with jax.enable_x64(x64):
+            L, g = value_and_grad(state["p"])
+            return float(L), {k: np.asarray(a) for k, a in g.items()}
+    reset()
+    step()      # compile outside the timing
+    reset()
+    step.loss_grad, step.reset = loss_grad, reset
+    step.params = lambda: {k: np.asarray(a) for k, a in state["p"].items()}
+    return step
 
 
-def time_steps(dtypes=("float32", "float64"), repeats=5):
-    """{dtype: {name: median seconds per step}}, the contestants timed in turns."""
-    out = {}
+REFERENCES = {"torch": torch_step, "jax": jax_step}
+
+
+def _rel(a: dict, b: dict) -> float:
+    """Max over the names of max |a − b| / max |b|."""
+    return max(float(np.abs(a[k] - b[k]).max() / (np.abs(b[k]).max() + 1e-300)) for k in b)
+
+
+def agreement(ours, theirs) -> dict:
+    """How a reference agrees with symnet from the same parameters: the loss and its
+    gradient there (relative), and the parameter change of one Adam step (relative
+    to the largest change: Adam's first step is ≈ lr·sign(gradient))."""
+    p0 = ours.params()
+    L0, g0 = ours.loss_grad()
+    L1, g1 = theirs.loss_grad()
+    ours()
+    theirs()
+    d0 = {k: v - p0[k] for k, v in ours.params().items()}
+    d1 = {k: v - p0[k] for k, v in theirs.params().items()}
+    ours.model.params.update(p0)
+    return {"loss": abs(L1 - L0) / abs(L0), "grad": _rel(g1, g0), "step": _rel(d1, d0)}
+
+
+def time_steps(dtypes=("float32", "float64"), repeats=5, ref_names=("torch", "jax")):
+    """({dtype: {name: median seconds per step}}, {dtype: {ref: agreement}},
+    {ref: why skipped}); the contestants timed in turns after one step of each from
+    the same parameters has been compared with symnet's."""
+    out, agree, skipped = {}, {}, {}
     for dtype in dtypes:
-        fns = {"symnet": _symnet_step(dtype)}
-        for name, make in (("torch", _torch_step), ("jax", _jax_step)):
+        ours = symnet_step(dtype)
+        params = ours.params()
+        fns, agree[dtype] = {"symnet": ours}, {}
+        for name in ref_names:
             try:
-                fns[name] = make(dtype)
-            except ImportError:
-                pass
+                fns[name] = REFERENCES[name](dtype, params)
+            except ImportError as exc:
+                skipped[name] = f"not installed ({exc.name})"
+                continue
+            agree[dtype][name] = agreement(ours, fns[name])
         for f in fns.values():
             f()
         times = {k: [] for k in fns}
@@ -146,7 +237,7 @@ def time_steps(dtypes=("float32", "float64"), repeats=5):
                 f()
                 times[k].append(time.perf_counter() - t0)
         out[dtype] = {k: statistics.median(v) for k, v in times.items()}
-    return out
+    return out, agree, skipped
 
 
 _COMPILE = """
@@ -175,15 +266,22 @@ def compile_time(layers, order) -> float:
         return float(res.stdout.strip().splitlines()[-1])
 
 
-def run(quick: bool = False):
+def run(quick: bool = False, ref_names=("torch", "jax"), compile_times: bool = True):
     print("\nPINN (Burgers, 2-20x8-1 tanh, 10,000 + 100 points): one Adam step, median "
           "seconds of alternating runs")
-    steps = time_steps(repeats=3 if quick else 7)
+    steps, agree, skipped = time_steps(repeats=3 if quick else 7, ref_names=ref_names)
     for dtype, row in steps.items():
         best = min((v for k, v in row.items() if k != "symnet"), default=None)
         text = "  ".join(f"{k} {v * 1e3:9.1f} ms" for k, v in row.items())
         ratio = f"  speed-up over the fastest peer {best / row['symnet']:.2f}x" if best else ""
         print(f"  {dtype}: {text}{ratio}")
+        for ref, a in agree[dtype].items():
+            print(f"    {ref} from the same parameters: loss agrees to {a['loss']:.1e}, "
+                  f"gradient to {a['grad']:.1e}, one Adam step to {a['step']:.1e} (relative)")
+    for ref, why in skipped.items():
+        print(f"  {ref}: skipped, {why}")
+    if not compile_times:
+        return steps
     grid = [(3, 1), (3, 2)] if quick else [(9, 1), (9, 2), (9, 4), (3, 2), (6, 2)]
     print("compile time with the loss terms (new process, empty cache):")
     for layers, order in grid:

@@ -5,8 +5,10 @@ feed-forward 256, relu) → Flatten → Dense(10), softmax cross-entropy, batch 
 ``gru``: (40, 8) sequences → GRU(64) → Dense(10) on the last state, softmax
 cross-entropy, batch 100.  symnet's ``model.step`` against PyTorch eager
 (``nn.TransformerEncoderLayer(norm_first=True, dropout=0)`` and ``nn.GRU``, both
-batch_first) on the same parameters and data, timed in turns; one step of each
-from the same parameters is compared first.
+batch_first) and JAX (``jax.jit`` of the whole step: loss, ``jax.grad``, the same
+update) on the same parameters and data, timed in turns; one step of each from the
+same parameters is compared first.  JAX and PyTorch are optional: a reference that
+is not installed is skipped with a note.
 """
 
 from __future__ import annotations
@@ -153,6 +155,98 @@ def _gru_torch(params, X, T):
     return step
 
 
+def _jax_step(loss_fn, params, X, T):
+    """One jitted SGD step of ``loss_fn(P, X, T)`` on a dict of float32 parameters named
+    as symnet's, started from a copy of ``params``; ``step.params()`` reads them back."""
+    import jax
+    import jax.numpy as jnp
+
+    @jax.jit
+    def train(P, X, T):
+        g = jax.grad(loss_fn)(P, X, T)
+        return {k: P[k] - LR * g[k] for k in P}
+    start = {k: jnp.asarray(v, jnp.float32) for k, v in params.items()}
+    state = {"P": start}
+    Xj, Tj = jnp.asarray(X, jnp.float32), jnp.asarray(T, jnp.float32)
+
+    def step():
+        state["P"] = train(state["P"], Xj, Tj)
+        jax.block_until_ready(state["P"])
+    step()   # compile outside the timing
+    state["P"] = start
+    step.params = lambda: {k: np.asarray(v) for k, v in state["P"].items()}
+    return step
+
+
+def _cross_entropy(logits, T):
+    import jax
+    return -(T * jax.nn.log_softmax(logits)).sum(axis=1).mean()
+
+
+def _transformer_jax(params, X, T):
+    import jax
+    import jax.numpy as jnp
+    names = transformer_network().names
+    blocks = [block_indices(names, b) for b in ("B1", "B2")]
+    Wh, bh = _last_dense(params)
+    dh = T_WIDTH // T_HEADS
+
+    def norm(x, g, b):
+        m = x.mean(-1, keepdims=True)
+        v = ((x - m) ** 2).mean(-1, keepdims=True)
+        return (x - m) / jnp.sqrt(v + 1e-5) * g + b
+
+    def attention(x, W, c, Wo, co):
+        B, L, _ = x.shape
+        q, k, v = (a.reshape(B, L, T_HEADS, dh).transpose(0, 2, 1, 3)
+                   for a in jnp.split(x @ W.T + c, 3, axis=-1))
+        a = jax.nn.softmax(q @ k.transpose(0, 1, 3, 2) / np.sqrt(dh), axis=-1)
+        return (a @ v).transpose(0, 2, 1, 3).reshape(B, L, T_WIDTH) @ Wo.T + co
+
+    def loss_fn(P, X, T):
+        h = X
+        for k in blocks:
+            a, n1, n2, f1, f2 = k["att"], k["norm1"], k["norm2"], k["ff1"], k["ff2"]
+            h = h + attention(norm(h, P[f"gamma{n1}"], P[f"beta{n1}"]), P[f"W{a}"],
+                              P[f"c{a}"], P[f"Wo{a}"], P[f"co{a}"])
+            f = jax.nn.relu(norm(h, P[f"gamma{n2}"], P[f"beta{n2}"]) @ P[f"W{f1}"].T
+                            + P[f"b{f1}"])
+            h = h + f @ P[f"W{f2}"].T + P[f"b{f2}"]
+        return _cross_entropy(h.reshape(h.shape[0], -1) @ P[Wh].T + P[bh], T)
+    return _jax_step(loss_fn, params, X, T)
+
+
+def _gru_jax(params, X, T):
+    import jax
+    import jax.numpy as jnp
+    k = next(n for n in params if n.startswith("U"))[1:]
+    Wh, bh = _last_dense(params)
+
+    def loss_fn(P, X, T):
+        W, U, b, c = P[f"W{k}"], P[f"U{k}"], P[f"b{k}"], P[f"c{k}"]
+
+        def cell(h, x):       # PyTorch's gate order: reset, update, new
+            gi, gh = x @ W.T + b, h @ U.T + c
+            ir, iz, i_n = jnp.split(gi, 3, axis=-1)
+            hr, hz, hn = jnp.split(gh, 3, axis=-1)
+            r, z = jax.nn.sigmoid(ir + hr), jax.nn.sigmoid(iz + hz)
+            return (1 - z) * jnp.tanh(i_n + r * hn) + z * h, None
+        h0 = jnp.zeros((X.shape[0], G_HIDDEN), X.dtype)
+        h, _ = jax.lax.scan(cell, h0, X.transpose(1, 0, 2))
+        return _cross_entropy(h @ P[Wh].T + P[bh], T)
+    return _jax_step(loss_fn, params, X, T)
+
+
+JAX_STEPS = {"transformer": _transformer_jax, "gru": _gru_jax}
+
+
+def reference_step(name: str, ref: str, params, X, T):
+    """The ``ref`` ("torch" or "jax") SGD step of workload ``name`` from ``params``
+    (raises ImportError when the framework is not installed)."""
+    make = WORKLOADS[name][3] if ref == "torch" else JAX_STEPS[name]
+    return make(params, X, T)
+
+
 WORKLOADS = {
     "transformer": (transformer_network, (T_STEPS, T_WIDTH), T_BATCH, _transformer_torch,
                     f"2 pre-norm transformer blocks, d={T_WIDTH}, {T_HEADS} heads, "
@@ -166,7 +260,7 @@ WORKLOADS = {
 def run(name: str, min_time: float, ref_names=("torch",)) -> dict:
     """Time one float32 SGD step of workload ``name`` against the references (in turns),
     after checking that one step of each from the same parameters agrees."""
-    make_net, shape, batch, make_torch, what = WORKLOADS[name]
+    make_net, shape, batch, _, what = WORKLOADS[name]
     X, T = _data(shape, batch)
     model = make_net().compile(dtype="float32")
     params = _init(model)
@@ -176,11 +270,11 @@ def run(name: str, min_time: float, ref_names=("torch",)) -> dict:
     model.params.update(params)
     fns, agree, skipped = {"symnet": lambda: model.step(X, T, LR)}, {}, {}
     for ref in ref_names:
-        if ref != "torch":
+        if ref not in ("torch", "jax"):
             skipped[ref] = "not written for this workload"
             continue
         try:
-            step = make_torch(params, X, T)
+            step = reference_step(name, ref, params, X, T)
         except ImportError as exc:
             skipped[ref] = f"not installed ({exc.name})"
             continue
@@ -194,7 +288,8 @@ def run(name: str, min_time: float, ref_names=("torch",)) -> dict:
     print(f"\n{name}: {what}, float32, softmax cross-entropy, SGD")
     print(f"  symnet step {us:10.1f} µs")
     for ref, t in times.items():
-        print(f"  {ref:<6} step {t:10.1f} µs   symnet is {t / us:.2f}x faster (goal ≥ 2x); "
+        goal = {"torch": " (goal ≥ 2x)", "jax": " (goal ≥ 1x)" if name == "transformer" else ""}
+        print(f"  {ref:<6} step {t:10.1f} µs   symnet is {t / us:.2f}x faster{goal[ref]}; "
               f"one step's parameters agree to {agree[ref]:.1e} (max relative)")
     for ref, why in skipped.items():
         print(f"  {ref}: skipped, {why}")
