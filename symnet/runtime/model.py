@@ -680,6 +680,16 @@ class Model:
     check_batch = _check_batch
 
     @property
+    def dropout_states(self) -> list:
+        """The (seed, step, training) arrays of the Dropout layers (views into theta)."""
+        return self._rngs
+
+    @property
+    def batchnorms(self) -> list:
+        """Per BatchNorm layer: name, layer, momentum, C, S and views mean, var, mode."""
+        return self._bns
+
+    @property
     def has_dropout(self) -> bool:
         return bool(self._rngs)
 

@@ -168,6 +168,11 @@ class Local:
         return asked
 
     @staticmethod
+    def after_step(model, count):
+        """After each update of ``_steps``: Dropout's masks, BatchNorm's statistics."""
+        model.after_steps(model.runtime.work, int(count), 1)
+
+    @staticmethod
     def finish(model, hist):
         pass
 
@@ -252,7 +257,7 @@ class _Run:
             self.prev[...] = m.theta
             self.have_prev[0] = 1
             self.opt.apply(m, lr)
-            m.after_steps(m.runtime.work, int(count), 1)   # Dropout's masks, BatchNorm
+            self.exchange.after_step(m, count)   # Dropout's masks, BatchNorm
             self._keep([loss], [count], [lr])
             self.parts_before = None
             if stop:
