@@ -198,3 +198,15 @@ def test_a_training_batch_larger_than_one_call_is_refused_naming_the_layer(monke
     model.loss_and_grad(X[:4], T[:4])                     # one call's batch: taken
     # fit's minibatch runs a whole batch in one runtime call: exact, so allowed
     model.fit(X, T, method="minibatch", batch_size=6, epochs=1, progress=False)
+
+
+def test_validation_loss_is_evaluation_mode_and_takes_any_size(monkeypatch):
+    """fit's validation loss uses the running statistics (as evaluate), so validation
+    data larger than one compiled call is no training batch and is taken."""
+    from symnet import guards
+    monkeypatch.setattr(guards, "CHUNK", 4)
+    model, X, T = _setup("1d", seed=3, batch=8)
+    Xv, Tv = X[:6] * 0.5, T[:6]
+    hist = model.fit(X, T, method="minibatch", batch_size=4, epochs=2, lr=0.1,
+                     validation_data=(Xv, Tv), progress=False, shuffle=False)
+    assert hist.val_loss[-1] == model.evaluate(Xv, Tv)["loss"]

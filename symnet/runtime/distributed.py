@@ -78,7 +78,8 @@ import numpy as np
 from .history import History
 from .stopping import EarlyStopping, check_callbacks
 from .progress import SigintFlag
-from .train import Optimizer, accuracy, checked_arguments, checked_validation
+from .train import Optimizer, accuracy, checked_arguments, checked_validation, \
+    evaluation_loss
 from .train import fit as train_fit
 
 __all__ = ["MPI", "DistributedError", "fit", "mpiexec", "steps_per_epoch"]
@@ -373,7 +374,7 @@ class MPI:
                 if len(m.network.outputs) == 1:      # as one process's fit
                     O = m.forward(Xv).reshape(rows.shape[0], -1)
                     acc = accuracy(m.network.loss_name, O, rows)
-                result = (m.loss(Xv, Tv), acc)
+                result = (evaluation_loss(m, Xv, Tv), acc)
             except Exception as exc:  # noqa: BLE001  (sent to the others, then raised)
                 result = _text(exc)
         result = self.comm.bcast(result, root=0)

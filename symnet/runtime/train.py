@@ -107,6 +107,16 @@ def accuracy(loss_name: str, O: np.ndarray, T: np.ndarray):
     return None
 
 
+def evaluation_loss(model, X, T) -> float:
+    """The loss in evaluation mode (as ``evaluate``): Dropout the identity, BatchNorm's
+    running statistics; for validation."""
+    model._evaluating = True
+    try:
+        return model.loss(X, T)
+    finally:
+        model._evaluating = False
+
+
 class Local:
     """The exchange of one process: its gradients, loss and example counts are
     the step's own, Ctrl-C is seen between compiled calls, and a whole sgd or
@@ -161,7 +171,7 @@ class Local:
         O = m.forward(Xv)
         val_acc = accuracy(m.network.loss_name, O, Tv) if len(m.network.outputs) == 1 \
             else None
-        return m.loss(Xv, Tv), val_acc
+        return evaluation_loss(m, Xv, Tv), val_acc
 
     @staticmethod
     def any(asked: bool) -> bool:
