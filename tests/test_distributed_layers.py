@@ -138,3 +138,14 @@ def test_batchnorm_last_batch_of_one_refused_before_training(two):
     assert "layer 'N' (BatchNorm1d)" in r1["error"] and "9 examples" in r1["error"]
     assert "last batch of one example (batch_size 4)" in r1["error"]
     assert "fit stopped before training: process 1 of 2 failed" in r0["error"]
+
+
+@pytest.mark.parametrize("name", ["bn", "bn_sd"])
+def test_batchnorm_at_three_processes_against_the_plain_loop(tmp_path, name):
+    ranks = _run(3, tmp_path / "a")[name]
+    assert all(r["error"] is None for r in ranks), [r["error"] for r in ranks]
+    assert all(np.array_equal(ranks[0]["theta"], r["theta"]) for r in ranks)
+    ref = _reference_bn(3, W.STATEFUL[name])
+    for k, v in ref.params.items():
+        if k != "mode2":
+            np.testing.assert_allclose(ranks[0]["params"][k], v, rtol=0, atol=TOL, err_msg=k)
