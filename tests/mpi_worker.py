@@ -3,6 +3,7 @@
     mpiexec -n P python -m mpi4py tests/mpi_worker.py OUT_DIR [scenario ...]
     mpiexec -n P python -m mpi4py tests/mpi_worker.py --fail raise|exit
     mpiexec -n P python -m mpi4py tests/mpi_worker.py --sigint
+    mpiexec -n P python -m mpi4py tests/mpi_worker.py --stateful OUT_DIR
 
 Each process trains on its own part of one small data set (part sizes SIZES[P],
 uneven) and writes, per scenario, its final parameters, its History and any
@@ -163,6 +164,9 @@ def main(argv):
     if argv[0] == "--sigint":
         _until_sigint(comm)
         return
+    if argv[0] == "--stateful":
+        _stateful(comm, argv[1])
+        return
     out, names = argv[0], argv[1:] or list(SCENARIOS)
     arrays, info = {}, {}
     for name in names:
@@ -213,6 +217,55 @@ def _until_sigint(comm):
     hist = model.fit(X, T, method="sgd", epochs=10000, lr=0.01, progress=False, comm=comm)
     print(json.dumps({"rank": r, "stopped": hist.stopped, "steps": hist.steps,
                       "theta": model._theta.tobytes().hex()[:64]}), flush=True)
+
+
+STATEFUL = {
+    "dropout": dict(method="minibatch", batch_size=4, epochs=2, lr=0.3, shuffle=False,
+                    seed=5),
+    "bn": dict(method="minibatch", batch_size=5, epochs=2, lr=0.3, shuffle=False, seed=3),
+    "bn_one_left": dict(method="minibatch", batch_size=4, epochs=1, lr=0.3),
+    "bn_sd": dict(method="sd", epochs=3, lr=0.3),
+    "bn_sgd": dict(method="sgd", epochs=1, lr=0.3),
+}
+
+
+def stateful_network(kind):
+    """A network with Dropout or BatchNorm (named ``N``)."""
+    layer = sn.Dropout(0.5) if kind == "dropout" else sn.BatchNorm1d(name="N")
+    return sn.Network(sn.Input(3), sn.Dense(4, "tanh"), layer, sn.Dense(2),
+                      loss="softmax_cross_entropy")
+
+
+def _stateful(comm, out):
+    """Dropout and BatchNorm over MPI.  Dropout: every process trains on the same 8
+    examples (so equal local losses would mean equal masks) and records the local
+    loss of its first step; BatchNorm: the uneven parts of SIZES[P]."""
+    r, P = comm.Get_rank(), comm.Get_size()
+    arrays, info = {}, {}
+    for name, spec in STATEFUL.items():
+        kind = "dropout" if name == "dropout" else "bn"
+        model = stateful_network(kind).compile(dtype="float64", seed=r)
+        X, T = data(n=sum(SIZES[P]))
+        Xr, Tr = (X[:8], T[:8]) if kind == "dropout" else \
+            (part(X, SIZES[P], r), part(T, SIZES[P], r))
+        real, first = model.runtime.loss_grad, []
+
+        def recording(*args, real=real, first=first):
+            loss = real(*args)
+            first.append(loss)
+            return loss
+        model.runtime.loss_grad = recording
+        error = None
+        try:
+            model.fit(Xr, Tr, progress=False, comm=comm, **fit_args(spec))
+        except Exception as exc:  # noqa: BLE001  (recorded for the test to check)
+            error = f"{type(exc).__name__}: {exc}"
+        arrays[name] = model._theta.copy()
+        info[name] = {"error": error, "first_loss": first[0] if first else None,
+                      "params": {k: np.asarray(v).tolist() for k, v in model.params.items()}}
+    np.savez(os.path.join(out, f"rank{r}.npz"), **arrays)
+    with open(os.path.join(out, f"rank{r}.json"), "w") as fh:
+        json.dump(info, fh)
 
 
 if __name__ == "__main__":

@@ -176,3 +176,37 @@ def test_summary_counts_the_sums_over_the_batch():
     # Σ over 4 examples × 9 positions, for each of the 4·2·3·3 outputs, 2 flops a term
     assert rows["N_c"].flops_forward == rows["N"].flops_forward == 2 * 4 * 18 * 4 * 9
     assert rows["N"].params == 2 * 2 + 2 * 2 + 1        # γ, β, mean, var, mode
+
+
+def test_a_training_batch_larger_than_one_call_is_refused_naming_the_layer(monkeypatch):
+    """Its statistics would be those of the call's parts: refused, not approximated."""
+    from symnet import guards
+    monkeypatch.setattr(guards, "CHUNK", 4)           # 4 rows per compiled call
+    model, X, T = _setup("1d", seed=7)
+    assert model.rows_per_call == 4 and X.shape[0] == 6
+    before = {k: np.array(v) for k, v in model.params.items() if not k.startswith("mode")}
+    match = (r"layer 'N' \(BatchNorm1d\): a training batch of 6 examples is more than one "
+             r"compiled call takes \(4 rows")
+    for call in (lambda: model.loss_and_grad(X, T), lambda: model.loss(X, T),
+                 lambda: model.step(X, T, lr=0.1),
+                 lambda: model.fit(X, T, method="sd", epochs=1, progress=False)):
+        with pytest.raises(ValueError, match=match):
+            call()
+    for k, v in before.items():                          # nothing was changed
+        np.testing.assert_array_equal(model.params[k], v, err_msg=k)
+    assert model.forward(X).shape == (6, 3)              # evaluation: any batch
+    model.loss_and_grad(X[:4], T[:4])                     # one call's batch: taken
+    # fit's minibatch runs a whole batch in one runtime call: exact, so allowed
+    model.fit(X, T, method="minibatch", batch_size=6, epochs=1, progress=False)
+
+
+def test_validation_loss_is_evaluation_mode_and_takes_any_size(monkeypatch):
+    """fit's validation loss uses the running statistics (as evaluate), so validation
+    data larger than one compiled call is no training batch and is taken."""
+    from symnet import guards
+    monkeypatch.setattr(guards, "CHUNK", 4)
+    model, X, T = _setup("1d", seed=3, batch=8)
+    Xv, Tv = X[:6] * 0.5, T[:6]
+    hist = model.fit(X, T, method="minibatch", batch_size=4, epochs=2, lr=0.1,
+                     validation_data=(Xv, Tv), progress=False, shuffle=False)
+    assert hist.val_loss[-1] == model.evaluate(Xv, Tv)["loss"]

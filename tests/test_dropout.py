@@ -189,9 +189,16 @@ def test_p_outside_zero_to_one_is_refused_naming_the_layer(p):
         sn.Dropout(p, name="drop")
 
 
-def test_training_over_mpi_refuses_dropout_with_a_clear_error():
+def test_training_over_mpi_of_one_process_equals_plain_fit():
+    """Process 0 keeps the seed (the others mix their rank in: tests/
+    test_distributed_layers.py), so one process draws plain fit's masks."""
     MPI = pytest.importorskip("mpi4py.MPI")
-    model = _seq_net().compile(dtype="float64")
-    X, T = np.zeros((4, 2, 9)), np.eye(3)[[0, 1, 2, 0]]
-    with pytest.raises(ValueError, match="Dropout layers are not available with comm"):
-        model.fit(X, T, comm=MPI.COMM_WORLD, epochs=1, progress=False)
+    X, T = np.random.default_rng(0).normal(size=(6, 2, 9)), np.eye(3)[[0, 1, 2, 0, 1, 2]]
+    args = dict(epochs=2, batch_size=3, lr=0.2, shuffle=False, seed=4, progress=False)
+    a = _seq_net().compile(dtype="float64", seed=1)
+    a.fit(X, T, comm=MPI.COMM_WORLD, **args)
+    b = _seq_net().compile(dtype="float64", seed=1)
+    b.fit(X, T, **args)
+    np.testing.assert_allclose(a.theta, b.theta, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(a.params["rng2"][:2], [4, 4])     # seed 4, 4 steps
+    assert not np.allclose(a.theta, _seq_net().compile(dtype="float64", seed=1).theta)

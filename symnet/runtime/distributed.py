@@ -46,6 +46,16 @@ clipping and early stopping act as in one process; callbacks run on every
 process, and any one returning True stops all; ``validation_split`` is refused.
 mpi4py is imported only when a communicator is given.
 
+Dropout: process r draws its masks with the key seed + r·_MIX (mod 2²⁴) while fit
+runs (process 0 keeps the seed), so the processes' masks differ and repeat for the
+same seed and number of processes; every process holds the seed again after fit.
+BatchNorm: each process normalises by its own batch's statistics (per-process, as
+the gradient formula says; no synchronised statistics yet); after each step one
+more Allreduce combines the batches' counts and sums exactly, and the running
+statistics move toward the global batch's mean and unbiased variance on every
+process alike.  ``sgd``, a last batch of one example and a process's batch larger
+than one compiled call are refused before training, naming the layer.
+
 >>> import symnet as sn
 >>> from mpi4py import MPI                               # doctest: +SKIP
 >>> X, T = sn.datasets.xor()
@@ -68,7 +78,8 @@ import numpy as np
 from .history import History
 from .stopping import EarlyStopping, check_callbacks
 from .progress import SigintFlag
-from .train import Optimizer, accuracy, checked_arguments, checked_validation
+from .train import Optimizer, accuracy, checked_arguments, checked_validation, \
+    evaluation_loss
 from .train import fit as train_fit
 
 __all__ = ["MPI", "DistributedError", "fit", "mpiexec", "steps_per_epoch"]
@@ -228,20 +239,13 @@ class MPI:
         name, momentum, betas, eps, weight_decay, clip_norm = optimizer
 
         def check():
-            if model.has_dropout:
-                raise ValueError("Dropout layers are not available with comm yet (their "
-                                 "masks would repeat across processes and steps); train "
-                                 "without comm, or leave Dropout out")
-            if model.stateful:
-                raise ValueError("BatchNorm layers are not available with comm yet (each "
-                                 "process would normalise by its own batch and no running "
-                                 "statistics would be kept); train without comm, or use "
-                                 "LayerNorm")
             if validation_split is not None:
                 raise ValueError("validation_split is not available with comm: give "
                                  "validation_data on process 0")
             Xc, Tc, epochs_, batch_size_, schedule = checked_arguments(
                 model, X, T, method, epochs, batch_size, lr)
+            if model.stateful:
+                _check_stateful(model, method, batch_size_, Xc.shape[0])
             val = None
             if validation_data is not None and rank == 0:
                 Tv = checked_validation(model, validation_data)[1]
@@ -267,6 +271,9 @@ class MPI:
         self.val_on_root = infos[0]["val"]
         with model.lock:
             comm.Bcast(model.theta, root=0)
+            if seed is not None:
+                model.dropout_seed(seed)     # the same seed: the same masks, run after run
+            self._mix(model, self.rank)      # and each process its own
         self.n = model.theta.size
         self.buf = np.zeros(self.n + 5, np.float64)
         self._reduce_args = (self._mpi.IN_PLACE, [self.buf, self._mpi.DOUBLE], self._mpi.SUM)
@@ -288,12 +295,39 @@ class MPI:
     def flag():
         return _StopFlag()
 
+    mixed = 0   # the rank mixed into Dropout's seed while fit runs
+
+    def _mix(self, model, rank: int):
+        """Dropout's seed of process ``rank``: seed + rank·MIX (mod 2²⁴), so that the
+        processes draw different masks for the same example positions; ``_mix(model,
+        -rank)`` restores the seed every process shares."""
+        from ..lang.dropout import SEED, SEED_RANGE
+        for v in model.dropout_states:
+            v[SEED] = (int(v[SEED]) + rank * _MIX) % SEED_RANGE
+        self.mixed += rank
+
+    def unmix(self, model):
+        if self.mixed:
+            with model.lock:
+                self._mix(model, -self.mixed)
+
+    def after_step(self, model, count):
+        """After each update: Dropout's masks move on; BatchNorm's running statistics
+        take the statistics of the global batch N(t) (one Allreduce of each process's
+        example count, shifted sums and centred sums of squares per channel), so that
+        they stay the same on every process."""
+        model.advance_masks(1)
+        if model.batchnorms:
+            _running_statistics(model, self.comm, self._mpi, self.b)
+
     def step(self, run, rows, flag) -> tuple:
         """All-reduce this step: (loss over N(t), |N(t)|, stop); model.grad ← ĝ.
         Raises when a process failed."""
         buf, n, err = self.buf, self.n, None
+        self.b = 0
         try:
             b, loss = run.local(rows)
+            self.b = b
             if b:
                 np.multiply(run.model.grad, b, out=buf[:n])
                 buf[n + _LOSS] = loss * b
@@ -340,7 +374,7 @@ class MPI:
                 if len(m.network.outputs) == 1:      # as one process's fit
                     O = m.forward(Xv).reshape(rows.shape[0], -1)
                     acc = accuracy(m.network.loss_name, O, rows)
-                result = (m.loss(Xv, Tv), acc)
+                result = (evaluation_loss(m, Xv, Tv), acc)
             except Exception as exc:  # noqa: BLE001  (sent to the others, then raised)
                 result = _text(exc)
         result = self.comm.bcast(result, root=0)
@@ -353,6 +387,7 @@ class MPI:
         return bool(self.comm.allreduce(int(asked), op=self._mpi.MAX))
 
     def finish(self, model, hist):
+        self.unmix(model)
         _same_end(model, hist, self.comm)
 
 
@@ -370,13 +405,85 @@ def fit(model, X, T, comm, method="minibatch", epochs=10, batch_size=32, lr=0.1,
     if comm.Is_inter():
         raise ValueError("comm is an intercommunicator; give an intracommunicator such as "
                          "MPI.COMM_WORLD")
-    return train_fit(model, X, T, method=method, epochs=epochs, batch_size=batch_size, lr=lr,
-                     shuffle=shuffle, seed=seed, validation_data=validation_data,
-                     progress=progress, optimizer=optimizer, momentum=momentum, betas=betas,
-                     eps=eps, weight_decay=weight_decay, clip_norm=clip_norm,
-                     early_stopping=early_stopping, restore_best=restore_best,
-                     validation_split=validation_split, callbacks=callbacks,
-                     exchange=MPI(comm))
+    exchange = MPI(comm)
+    try:
+        return train_fit(model, X, T, method=method, epochs=epochs, batch_size=batch_size,
+                         lr=lr, shuffle=shuffle, seed=seed, validation_data=validation_data,
+                         progress=progress, optimizer=optimizer, momentum=momentum,
+                         betas=betas, eps=eps, weight_decay=weight_decay,
+                         clip_norm=clip_norm, early_stopping=early_stopping,
+                         restore_best=restore_best, validation_split=validation_split,
+                         callbacks=callbacks, exchange=exchange)
+    finally:
+        exchange.unmix(model)     # the shared Dropout seed again, also after an error
+
+
+# Added to Dropout's seed per process rank (odd, about 0.618·2²⁴: ranks spread apart).
+_MIX = 10368889
+
+
+def _check_stateful(model, method, batch_size, n):
+    """BatchNorm's statistics are those of one compiled call's batch: a process's
+    batch (all of its part for sd) must fit in one call, and hold 2 values or more
+    per channel (sgd's one example does not)."""
+    for bn in model.batchnorms:
+        where = f"layer {bn['name']!r} ({type(bn['layer']).__name__})"
+        if method == "sgd" and bn["S"] < 2:
+            raise ValueError(f"{where}: method 'sgd' gives each process a batch of one "
+                             "example, which has no variance in training; use "
+                             "'minibatch' with batch_size ≥ 2")
+        last = n if method == "sd" else n % batch_size if method == "minibatch" else 0
+        if last == 1 and bn["S"] < 2:
+            raise ValueError(f"{where}: this process's {n} examples leave a last batch of "
+                             f"one example{'' if method == 'sd' else f' (batch_size {batch_size})'}"
+                             ", which has no variance in training; change batch_size or "
+                             "the size of this process's part")
+        if method == "sd" and n > model.rows_per_call:
+            raise ValueError(f"{where}: method 'sd' makes this process's {n} examples one "
+                             f"batch, more than one compiled call takes "
+                             f"({model.rows_per_call} rows), so the batch statistics would "
+                             "be those of its parts; use 'minibatch' with batch_size ≤ "
+                             f"{model.rows_per_call}")
+        if method == "minibatch" and min(batch_size, n) > model.rows_per_call:
+            raise ValueError(f"{where}: batch_size {batch_size} is more than one compiled "
+                             f"call takes ({model.rows_per_call} rows), so the batch "
+                             "statistics would be those of its parts; use batch_size ≤ "
+                             f"{model.rows_per_call}")
+
+
+def _running_statistics(model, comm, mpi, b: int):
+    """mean ← (1 − m)·mean + m·μ, var ← (1 − m)·var + m·σ²·N/(N − 1) with μ, σ² of
+    the union of the processes' batches (N values per channel in all); process r
+    gives n_r, Σ(x − mean) and Σ(x − μ_r)² + n_r·(μ_r − mean)², from which
+    Σ_r gives the global sums about the current running mean."""
+    offsets = model.meta.get("work_offsets", {})
+    work = model.runtime.work
+    bns = model.batchnorms
+    parts = []
+    for bn in bns:
+        C, S = bn["C"], bn["S"]
+        n = b * S
+        part = np.zeros(1 + 2 * C)
+        if n:
+            at = b * offsets[f"z_{bn['name']}_c"] + np.arange(C) * S
+            sq = b * offsets[f"z_{bn['name']}"] + np.arange(C) * S
+            d = work[at].astype(np.float64) / n - bn["mean"]     # μ_r − mean
+            part[0] = n
+            part[1:1 + C] = n * d
+            part[1 + C:] = work[sq].astype(np.float64) + n * d * d
+        parts.append(part)
+    buf = np.concatenate(parts)
+    comm.Allreduce(mpi.IN_PLACE, [buf, mpi.DOUBLE], mpi.SUM)
+    at = 0
+    for bn in bns:
+        C, m = bn["C"], bn["momentum"]
+        N, sd, sq = buf[at], buf[at + 1:at + 1 + C], buf[at + 1 + C:at + 1 + 2 * C]
+        at += 1 + 2 * C
+        d = sd / N
+        mu = bn["mean"] + d
+        var = (sq - N * d * d) / max(N - 1, 1)                   # unbiased, as PyTorch's
+        bn["mean"][...] = (1 - m) * bn["mean"] + m * mu
+        bn["var"][...] = (1 - m) * bn["var"] + m * var
 
 
 def _same_end(model, hist, comm):

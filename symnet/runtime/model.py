@@ -250,6 +250,18 @@ class Model:
                                  "training, and no variance; use batches of 2 or more "
                                  "(evaluation, forward and predict take any batch)")
 
+    def _check_whole(self, n: int):
+        """A training batch of BatchNorm must be one compiled call: the statistics of
+        its parts would not be the batch's."""
+        for bn in self._bns:
+            if n > self._rows:
+                raise ValueError(f"layer {bn['name']!r} ({type(bn['layer']).__name__}): a "
+                                 f"training batch of {n} examples is more than one compiled "
+                                 f"call takes ({self._rows} rows, rows_per_call), and its "
+                                 "statistics would be those of its parts; use batches of at "
+                                 f"most {self._rows} (fit's minibatch takes any batch_size; "
+                                 "evaluation, forward and predict take any batch)")
+
     def _after_steps(self, work: np.ndarray, rows: int, steps: int):
         """``steps`` updates were taken (the last on ``rows`` examples, whose forward pass
         is in ``work``): Dropout's masks move on; BatchNorm's running statistics take the
@@ -496,6 +508,7 @@ class Model:
             self._train_mode(training)
             if training:
                 self._check_batch(min(n, rows))
+                self._check_whole(n)
         rt = self.runtime
         with self.lock:
             for s in range(0, n, rows):
@@ -519,6 +532,7 @@ class Model:
         if self._stateful:
             self._train_mode(True)
             self._check_batch(min(n, rows))
+            self._check_whole(n)
         if n <= rows:
             return rt.loss_grad(X, T)
         total, acc = 0.0, np.zeros_like(self.grad, dtype=np.float64)
@@ -649,6 +663,7 @@ class Model:
         the next step's masks and the running statistics of this one."""
         n = self._inputs(X).shape[0]      # checked here, taken as given by step
         self._check_batch(n)
+        self._check_whole(n)
         self._train_mode(True)
         self._stateful = False
         try:
@@ -678,6 +693,16 @@ class Model:
     advance_masks = _advance
     after_steps = _after_steps
     check_batch = _check_batch
+
+    @property
+    def dropout_states(self) -> list:
+        """The (seed, step, training) arrays of the Dropout layers (views into theta)."""
+        return self._rngs
+
+    @property
+    def batchnorms(self) -> list:
+        """Per BatchNorm layer: name, layer, momentum, C, S and views mean, var, mode."""
+        return self._bns
 
     @property
     def has_dropout(self) -> bool:

@@ -107,6 +107,16 @@ def accuracy(loss_name: str, O: np.ndarray, T: np.ndarray):
     return None
 
 
+def evaluation_loss(model, X, T) -> float:
+    """The loss in evaluation mode (as ``evaluate``): Dropout the identity, BatchNorm's
+    running statistics; for validation."""
+    model._evaluating = True
+    try:
+        return model.loss(X, T)
+    finally:
+        model._evaluating = False
+
+
 class Local:
     """The exchange of one process: its gradients, loss and example counts are
     the step's own, Ctrl-C is seen between compiled calls, and a whole sgd or
@@ -161,11 +171,16 @@ class Local:
         O = m.forward(Xv)
         val_acc = accuracy(m.network.loss_name, O, Tv) if len(m.network.outputs) == 1 \
             else None
-        return m.loss(Xv, Tv), val_acc
+        return evaluation_loss(m, Xv, Tv), val_acc
 
     @staticmethod
     def any(asked: bool) -> bool:
         return asked
+
+    @staticmethod
+    def after_step(model, count):
+        """After each update of ``_steps``: Dropout's masks, BatchNorm's statistics."""
+        model.after_steps(model.runtime.work, int(count), 1)
 
     @staticmethod
     def finish(model, hist):
@@ -252,7 +267,7 @@ class _Run:
             self.prev[...] = m.theta
             self.have_prev[0] = 1
             self.opt.apply(m, lr)
-            m.after_steps(m.runtime.work, int(count), 1)   # Dropout's masks, BatchNorm
+            self.exchange.after_step(m, count)   # Dropout's masks, BatchNorm
             self._keep([loss], [count], [lr])
             self.parts_before = None
             if stop:
