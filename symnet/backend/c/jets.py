@@ -133,6 +133,9 @@ static inline float sn_tanhf(float x)
 #: bytes of per-example storage one thread's block may take (the block size B is
 #: this over the program's reals per example, a multiple of LANES, 8 to 256)
 BLOCK_BYTES = 192 * 1024
+#: chunks of blocks with sums of their own (at most CHUNK_REALS reals of sums in all)
+CHUNKS = 16
+CHUNK_REALS = 1 << 22
 
 
 def _lanes(dtype) -> int:
@@ -515,6 +518,67 @@ class _Emitter:
             return f"{ref}[{off}]"
         return f"{ref}[{off} + i]" if off else f"{ref}[i]"
 
+    def fusible(self, op) -> bool:
+        """An elementwise op writing whole rows of per-example values (not sums)."""
+        return isinstance(op, Elem) and not op.reduce \
+            and all(self.lay.cls[o] == "row" for o, _ in op.outs)
+
+    def joins(self, group: list, op) -> bool:
+        """Whether ``op`` may run in the loop of ``group``: every var that one of them
+        writes is read and written at the same position (unit i, example b) by all."""
+        if op.n != group[0].n:
+            return False
+
+        def acc(o):
+            out = [(v, off, False, True) for v, off in o.outs]
+            return out + [(a[1], a[2], a[3], False) for a in o.args
+                          if self.lay.cls[a[1]] == "row"]
+        mine = acc(op)
+        theirs = [a for g in group for a in acc(g)]
+        written = {a[0] for a in mine + theirs if a[3]}
+        for var in written:
+            uses = [a for a in mine + theirs if a[0] == var]
+            if not any(a[0] == var for a in mine) or not any(a[0] == var for a in theirs):
+                continue
+            if any(a[2] for a in uses) or len({a[1] for a in uses}) > 1:
+                return False
+        return True
+
+    def fused(self, items: list) -> list:
+        """One loop over units and examples for several elementwise ops [(k, op)]."""
+        from ...scalar.cprint import c_comment
+        B, n = self.lay.B, items[0][1].n
+        c = [f"        /* {c_comment(op.note)} */" for _, op in items if op.note]
+        c.append(f"        for (long i = 0; i < {n}; ++i) {{")
+        c.append("            SN_SIMD")
+        c.append(f"            for (long b = 0; b < {B}; ++b) {{")
+        for k, op in items:
+            body = self._row_body(k, op)
+            if len(items) > 1:
+                c.append("                {")
+                c += [f"                    {x}" for x in body]
+                c.append("                }")
+            else:
+                c += [f"                {x}" for x in body]
+        c.append("            }")
+        c.append("        }")
+        return c
+
+    def _row_body(self, k, op) -> list:
+        lay, B = self.lay, self.lay.B
+        local = {sym: self._index(var, off, bc, True) for sym, var, off, bc in op.args}
+        repl, reduced = sp.cse(op.exprs, symbols=sp.numbered_symbols("c"))
+        body = []
+        for s, e in repl:
+            local[s] = str(s)
+            body.append(f"const real {s} = {self.pr.expr(e, local)};")
+        for j, ((o, off), e) in enumerate(zip(op.outs, reduced)):
+            dst = f"{lay.ref[o]}[({off} + i) * {B} + b]" if off else \
+                f"{lay.ref[o]}[i * {B} + b]"
+            acc = op.acc and (k, j) not in self.assign
+            body.append(f"{dst} {'+=' if acc else '='} {self.pr.expr(e, local)};")
+        return body
+
     def _elem(self, k, op, in_block):
         from ...scalar.cprint import c_comment
         lay, B = self.lay, self.lay.B
@@ -614,12 +678,23 @@ def emit_function(prog: Program, ops: list, fname: str, dtype: str, outputs=None
         v = prog.vars[nm]
         pro.append(f"        real {lay.ref[nm]}[{v.size}] = {{0}};")
         pro.append(f"        {lay.ref[nm]}[{v.seed}] = 1;")
-    body_once, body = [], []
+    body_once, body, group = [], [], []
     for k, op in enumerate(ops):
         if k in once:
             body_once += em.op(k, op, in_block=False)
+            continue
+        if group and em.fusible(op) and em.joins([g for _, g in group], op):
+            group.append((k, op))
+            continue
+        if group:
+            body += em.fused(group)
+            group = []
+        if em.fusible(op):
+            group = [(k, op)]
         else:
             body += em.op(k, op)
+    if group:
+        body += em.fused(group)
     fill = []
     for nm in lay.rows:
         v = prog.vars.get(nm)
@@ -647,23 +722,28 @@ def emit_function(prog: Program, ops: list, fname: str, dtype: str, outputs=None
            "const real *restrict T, long n, real scale, real *restrict loss_out, "
            "real *restrict grad_out, real *restrict gx, const real *restrict vec, "
            "real *restrict hv_out, real *restrict out)")
+    chunks = max(1, min(CHUNKS, CHUNK_REALS // (2 * n_params + 1)))
     lines = [f"/* {fname}: the program on blocks of {B} examples, {lay.per_example} reals "
              "per example */", sig, "{",
              "    (void)T; (void)scale; (void)gx; (void)vec; (void)out;",
-             "    /* The blocks are shared among threads (static, in order); each thread",
-             "     * sums its loss, gradient and H·v apart, and the sums are added in thread",
-             "     * order: the same result for the same number of threads. */",
+             f"    /* The blocks are cut into up to {chunks} chunks, in order, which threads take",
+             "     * as they come; each chunk sums its loss, gradient and H·v apart, and the",
+             "     * sums are added in chunk order: the result does not depend on the number",
+             "     * of threads nor on their timing. */",
              f"    const long np = {n_params};",
              f"    const long nblocks = (n + {B - 1}) / {B};",
+             f"    const long nchunks = nblocks < {chunks} ? (nblocks > 0 ? nblocks : 1) : "
+             f"{chunks};",
              "    int nt = 1;",
              "#ifdef _OPENMP",
-             f"    if (nblocks >= 4) nt = omp_get_max_threads();",
-             "    if (nt > nblocks) nt = (int)nblocks;",
+             "    if (nblocks >= 4) nt = omp_get_max_threads();",
+             "    if (nt > nchunks) nt = (int)nchunks;",
              "#endif",
              "    if (nt < 1) nt = 1;",
-             "    const size_t per = (size_t)(2 * np + 1) + "
-             f"(size_t){ws_size};   /* sums, then work space */",
-             "    real *part = calloc((size_t)nt * per + 16, sizeof(real));",
+             "    const size_t sums = (size_t)(2 * np + 1);",
+             f"    const size_t work = (size_t){ws_size};",
+             "    real *part = calloc((size_t)nchunks * sums + (size_t)nt * work + 16, "
+             "sizeof(real));",
              "    if (!part) return 1;",
              "#pragma omp parallel num_threads(nt) if (nt > 1)",
              "    {",
@@ -671,18 +751,20 @@ def emit_function(prog: Program, ops: list, fname: str, dtype: str, outputs=None
              "#ifdef _OPENMP",
              "        tid = omp_get_thread_num();",
              "#endif",
-             "        real *mine = part + (size_t)tid * per;",
-             "        real *restrict loss = mine;",
-             "        real *restrict grad = mine + 1;",
-             "        real *restrict hv = mine + 1 + np;",
-             "        real *restrict ws = mine + 1 + 2 * np;",
-             "        (void)loss; (void)grad; (void)hv; (void)ws;",
+             "        real *restrict ws = part + (size_t)nchunks * sums + (size_t)tid * work;",
+             "        (void)ws;",
              "        const real v_bar_loss[1] = {scale}; (void)v_bar_loss;",
              *decl, *pro,
              "        /* once per thread: the values that are the same for every example */",
              *body_once,
-             "#pragma omp for schedule(static)",
-             "        for (long blk = 0; blk < nblocks; ++blk) {",
+             "#pragma omp for schedule(dynamic, 1)",
+             "        for (long ch = 0; ch < nchunks; ++ch) {",
+             "        real *restrict loss = part + (size_t)ch * sums;",
+             "        real *restrict grad = loss + 1;",
+             "        real *restrict hv = loss + 1 + np;",
+             "        (void)loss; (void)grad; (void)hv;",
+             "        for (long blk = ch * nblocks / nchunks; blk < (ch + 1) * nblocks / nchunks; "
+             "++blk) {",
              f"        const long b0 = blk * {B};",
              f"        const int nb = n - b0 < {B} ? (int)(n - b0) : {B};",
              "        /* the block's inputs, one row per unit (the last example again in the",
@@ -697,9 +779,10 @@ def emit_function(prog: Program, ops: list, fname: str, dtype: str, outputs=None
              *copy,
              "        }",
              "        }",
+             "        }",
              "    }",
-             "    for (int t = 0; t < nt; ++t) {",
-             "        const real *p = part + (size_t)t * per;",
+             "    for (long t = 0; t < nchunks; ++t) {",
+             "        const real *p = part + (size_t)t * sums;",
              "        if (loss_out) loss_out[0] += p[0];",
              "        if (grad_out) for (long k = 0; k < np; ++k) grad_out[k] += p[1 + k];",
              "        if (hv_out) for (long k = 0; k < np; ++k) hv_out[k] += p[1 + np + k];",
