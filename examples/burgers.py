@@ -62,9 +62,14 @@ def training_data(rng, n_u=100, n_f=10_000):
     return X_u, T_u, np.concatenate([X_f, X_u])
 
 
+LOWER, UPPER = np.array([0.0, -1.0]), np.array([1.0, 1.0])     # the domain: (t, x)
+
+
 def network(hidden=8, width=20):
     tx = sn.Input(2, name="tx")
-    h = tx
+    # As the paper's code: the input mapped onto [-1, 1]² first, 2(X - lb)/(ub - lb) - 1,
+    # by a fixed (not trained) layer whose parameters are set in scale_inputs.
+    h = sn.Dense(2, name="scale", trainable=False)(tx)
     for _ in range(hidden):
         h = sn.Dense(width, "tanh")(h)
     u = sn.Dense(1, name="u")(h)
@@ -72,6 +77,13 @@ def network(hidden=8, width=20):
     pde = sn.d(u, t) + u * sn.d(u, x) - (sympy.Rational(1, 100) / sympy.pi) * sn.d(u, x, x)
     return sn.Network(tx, u, loss={"pde": pde**2, "data": "mse"},
                       loss_weights={"pde": 1.0, "data": 1.0})
+
+
+def scale_inputs(model):
+    """The fixed first layer: 2(X - lb)/(ub - lb) - 1 on each column."""
+    s = model.params_of("scale")
+    s["W"] = np.diag(2.0 / (UPPER - LOWER))
+    s["b"] = -1.0 - 2.0 * LOWER / (UPPER - LOWER)
 
 
 def main(argv=None):
@@ -91,6 +103,7 @@ def main(argv=None):
     net = network(hidden=2 if args.quick else 8)
     t0 = time.perf_counter()
     model = net.compile(dtype=args.dtype, seed=args.seed)
+    scale_inputs(model)
     data = {"pde": X_f, "data": (X_u, T_u)}
     model.fit(data, method="sd", optimizer="adam", lr=args.lr, epochs=1)   # builds the terms
     print(f"compiled in {time.perf_counter() - t0:.1f} s")

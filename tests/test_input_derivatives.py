@@ -231,10 +231,6 @@ def test_errors():
         model.hessian_vector(X, T, {"W1": np.zeros(3)})
     with pytest.raises(ValueError, match="columns"):
         model.jacobian(np.zeros((2, 4)))
-    soft = sn.Network(sn.Input(3), sn.Dense(3), loss="softmax_cross_entropy") \
-        .compile(dtype="float64")
-    with pytest.raises(NotImplementedError, match="couples the outputs"):
-        soft.input_grad(X, np.eye(3)[[0, 1, 2, 0]])
 
 
 # ------------------------------------------------------------------ PyTorch

@@ -293,6 +293,7 @@ def _fit_scipy(model, obj, hist, epochs, method, callbacks, tol):
         loss, g = obj.loss_grad()
         if loss < state["best"][0]:
             state["best"] = (loss, x.copy())
+        state["last"] = (x.copy(), loss, dict(obj.last_terms))
         return loss, g.astype(np.float64)
 
     def hessp(x, p):
@@ -303,7 +304,11 @@ def _fit_scipy(model, obj, hist, epochs, method, callbacks, tol):
         pass
 
     def callback(xk, *args):
-        loss, _ = fun(xk)
+        last = state.get("last")
+        if last is not None and np.array_equal(last[0], xk):
+            loss, obj.last_terms = last[1], dict(last[2])   # the line search's last point
+        else:
+            loss, _ = fun(xk)
         _record(hist, obj, loss)
         if callbacks and any(cb(hist) for cb in callbacks):
             hist.stopped = "callback"
@@ -313,7 +318,7 @@ def _fit_scipy(model, obj, hist, epochs, method, callbacks, tol):
     try:
         if method == "lbfgs":
             res = minimize(fun, x0, jac=True, method="L-BFGS-B", callback=callback, tol=tol,
-                           options=dict(opts, maxfun=epochs * 4, maxcor=50,
+                           options=dict(opts, maxfun=epochs * 4, maxcor=50, maxls=50,
                                         ftol=1.0 * np.finfo(float).eps,
                                         gtol=1e-12))
         else:
