@@ -222,3 +222,24 @@ def test_softmax_cross_entropy_against_torch_func():
         torch.tensor(X)).numpy()
     np.testing.assert_allclose(m.input_grad(X, labels), want, rtol=1e-10,
                                atol=1e-10 * np.abs(want).max())
+
+
+def test_two_heads_with_their_own_losses_central_differences():
+    """Outputs with different losses and weights (mse, bce): ∂L/∂X of the weighted sum;
+    the Jacobian of both outputs side by side."""
+    img = sn.Input((1, 5, 5), name="img")
+    h = sn.Flatten()(sn.Conv2d(2, 3, activation="tanh")(img))
+    a = sn.Dense(2, name="a")(h)
+    b = sn.Dense(1, "sigmoid", name="b")(h)
+    m = sn.Network(img, [a, b], loss={"a": "mse", "b": "bce"},
+                   loss_weights={"a": 1.0, "b": 0.5}).compile(dtype="float64", seed=1)
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(3, 1, 5, 5))
+    T = [rng.normal(size=(3, 2)), rng.uniform(size=(3, 1))]
+    np.testing.assert_allclose(m.input_grad(X, T), _central(lambda x: m.loss(x, T), X),
+                               rtol=1e-6, atol=1e-9)
+    J = m.jacobian(X)
+    assert J.shape == (3, 3, 1, 5, 5)
+    for k in range(3):
+        num = _central(lambda x: np.concatenate(m.forward(x[None]), 1)[0], X[k])
+        np.testing.assert_allclose(J[k], num, rtol=1e-6, atol=1e-9)
