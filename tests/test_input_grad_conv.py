@@ -166,6 +166,12 @@ def test_errors(conv, conv_data):
         conv.input_grad(X, T[:2])
     with pytest.raises(ValueError, match="one output"):
         conv.hessian(X)
+    one = conv_net(n_out=1)
+    with pytest.raises(NotImplementedError, match=r"model.hessian is derived for networks "
+                       r"with one vector input .* shape \(2, 6, 6\)"):
+        one.hessian(X)
+    with pytest.raises(NotImplementedError, match="model.hessian_vector is derived"):
+        conv.hessian_vector(X, T, {})
     drop = sn.Network(sn.Input((1, 4, 4)), sn.Conv2d(2, 3), sn.Flatten(), sn.Dropout(0.5),
                       sn.Dense(1), loss="mse").compile(dtype="float64")
     with pytest.raises(NotImplementedError, match="Dropout"):

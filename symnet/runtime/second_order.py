@@ -206,8 +206,9 @@ def _kernels(model, kind: str) -> Kernels:
 def _vector_input(model, X, what: str):
     if len(model.network.inputs) != 1 or len(model.in_shape) != 1:
         raise NotImplementedError(
-            f"{what}: input derivatives are derived for networks with one vector input; "
-            f"this one has inputs {model.network.input_names} of shape {model.in_shape}")
+            f"{what} is derived for networks with one vector input (the jets; "
+            f"input_grad and jacobian also for others); this one has inputs "
+            f"{model.network.input_names} of shape {model.in_shape}")
     return model.as_inputs(X)
 
 
