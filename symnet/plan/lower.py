@@ -179,7 +179,7 @@ def plan(graph: ir.Graph) -> Plan:
         + _backward(graph, by_node, written)
     p.backward = fuse_routes(p, p.backward)
     p.n_trainable = n_trainable
-    if len(graph.outputs) == 1 and graph.losses[graph.outputs[0]].element is None:
+    if len(graph.outputs) == 1 and by_node[graph.outputs[0]].coupled is not None:
         p.loss_labels = [_labels(op) for op in p.loss]
         p.backward_labels = [_labels(op) for op in p.backward]
     _split(p)
@@ -317,8 +317,8 @@ def _loss(graph: ir.Graph, by_node: dict, grad: bool, written: set) -> list:
     for name in graph.outputs:
         out = graph.node(name)
         loop = tuple(out.out_index)
-        loss, weight = graph.losses[name], graph.weights[name]
-        if loss.element is None:
+        weight = graph.weights[name]
+        if by_node[out.name].coupled is not None:    # derived by symnet.derive.coupled
             ops.append(SoftmaxXent(out.name, "T", out.n_out,
                                    upstream_name(out.name) if grad else None, weight,
                                    graph.target_offset(name),
