@@ -60,26 +60,26 @@ def test_terms_equal_the_residual_from_jacobian_and_hessian(model, data):
 
 def test_gradient_and_hessian_vector_central_differences(model, data):
     obj = pinn.Objective(model, data)
-    th = model._theta.copy()
+    th = model.theta.copy()
     _, g = obj.loss_grad()
     eps, num = 1e-6, np.zeros_like(th)
     for k in range(th.size):
-        model._theta[:] = th
-        model._theta[k] += eps
+        model.theta[:] = th
+        model.theta[k] += eps
         lp, _ = obj.loss_grad()
-        model._theta[:] = th
-        model._theta[k] -= eps
+        model.theta[:] = th
+        model.theta[k] -= eps
         lm, _ = obj.loss_grad()
         num[k] = (lp - lm) / (2 * eps)
-    model._theta[:] = th
+    model.theta[:] = th
     np.testing.assert_allclose(g, num, rtol=1e-6, atol=1e-7)
     v = np.random.default_rng(2).normal(size=th.shape)
     hv = obj.hessp(v)
-    model._theta[:] = th + 1e-5 * v
+    model.theta[:] = th + 1e-5 * v
     _, gp = obj.loss_grad()
-    model._theta[:] = th - 1e-5 * v
+    model.theta[:] = th - 1e-5 * v
     _, gm = obj.loss_grad()
-    model._theta[:] = th
+    model.theta[:] = th
     np.testing.assert_allclose(hv, (gp - gm) / 2e-5, rtol=1e-6, atol=1e-7)
 
 

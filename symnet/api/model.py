@@ -229,9 +229,10 @@ class Model(core.Model):
         return export_c(self, directory, name=name, training=training, threads=threads,
                         params_file=params_file)
 
-    def summary(self, batch_size: int = 32, print_fn=print):
+    def summary(self, batch_size: int = 32, print_fn=None):
         """Parameters, memory and flops per training step of this model for a
-        batch size: printed with ``print_fn`` (as Keras does; None: not printed) and
-        returned (a ``symnet.read.summary.Summary``; ``str()`` of it is the table)."""
+        batch size: a ``symnet.read.summary.Summary`` whose ``str()`` and ``repr()``
+        are the table (``print(model.summary())`` prints it once); ``print_fn`` is
+        also given the table."""
         from ..read.summary import summarize
         return summarize(self.network, batch_size, self.dtype.name).show(print_fn)
