@@ -134,7 +134,7 @@ def test_fifty_sgd_steps_from_copied_weights_stay_with_pytorch(name):
     model, X, T = setup(name, seed=1)
     _, forward, loss = CASES[name]
     P = {k: torch.tensor(v.copy(), requires_grad=True) for k, v in model.params.items()}
-    start = model._theta.copy()
+    start = model.theta.copy()
     for _ in range(50):
         model.step(X, T, lr=0.1)
         for p in P.values():
@@ -146,7 +146,7 @@ def test_fifty_sgd_steps_from_copied_weights_stay_with_pytorch(name):
     for k, p in P.items():
         np.testing.assert_allclose(model.params[k], p.detach().numpy(), rtol=0, atol=1e-9,
                                    err_msg=k)
-    assert np.abs(model._theta - start).max() > 1e-2      # the steps did move θ
+    assert np.abs(model.theta - start).max() > 1e-2      # the steps did move θ
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -199,7 +199,7 @@ def test_softmax_stays_finite_for_huge_inputs():
 def test_float32_trains_and_agrees_with_float64(name):
     m64, X, T = setup(name, seed=5)
     m32 = CASES[name][0]().compile(dtype="float32")
-    m32._theta[...] = m64._theta
+    m32.theta[...] = m64.theta
     np.testing.assert_allclose(m32.forward(X.astype(np.float32)), m64.forward(X),
                                rtol=2e-4, atol=2e-5)
     before = m32.loss(X.astype(np.float32), T.astype(np.float32))

@@ -67,8 +67,9 @@ class LayerCost:
 
 @dataclass(repr=False)
 class Summary:
-    """The table: ``layers`` (LayerCost rows) and totals; ``str()`` is the table
-    (``net.summary()`` prints it), ``repr()`` one line of totals."""
+    """The table: ``layers`` (LayerCost rows) and totals.  ``str()`` and ``repr()`` are
+    the table, so that ``net.summary()`` at a prompt and ``print(net.summary())`` show
+    it once each."""
 
     layers: list[LayerCost]
     batch_size: int
@@ -116,16 +117,13 @@ class Summary:
                      "gradients (inputs and targets not counted)")
         return "\n".join(lines)
 
-    def show(self, print_fn=print) -> Summary:
-        """Print the table with ``print_fn`` (None: nothing); returns self."""
+    def show(self, print_fn=None) -> Summary:
+        """The table given to ``print_fn`` once (None: to nobody); returns self."""
         if print_fn is not None:
             print_fn(str(self))
         return self
 
-    def __repr__(self):
-        return (f"Summary(batch_size={self.batch_size}, dtype={self.dtype!r}, "
-                f"params={self.total('params')}, flops_per_step={self.flops_per_step}, "
-                f"bytes={self.bytes})")
+    __repr__ = __str__
 
     def as_dict(self) -> dict:
         return {"batch_size": self.batch_size, "dtype": self.dtype,
