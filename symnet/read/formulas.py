@@ -184,14 +184,15 @@ class Formulas:
                                        f"{latex_name(node.name)} = {latex_name(node.name)}"
                                        f"\\left({', '.join(latex_name(a) for a in args.split(', '))}"
                                        r"\right)"))
+            out = ",".join(node.out_index)     # b,i (a row's number: b,a)
             for red in node.reductions:
                 if red.contraction:
                     rhs = _sum("j") + _el(red.contraction, "i,j") + DOT + _el(node.input, "b,j")
                 else:
                     rhs = _sum(red.over) + _expr(red.summand)
-                self._add("index", _el(red.name, "b,i") + EQ + rhs)
+                self._add("index", _el(red.name, out) + EQ + rhs)
             rhs = _expr(node.outer)
-            self._add("index", _el(node.name, "b,i") + EQ + rhs)
+            self._add("index", _el(node.name, out) + EQ + rhs)
         out = self.graph.output.name
         head = _Tex(f"L = 𝓛({out}, T)", r"L = \mathcal{L}\left(%s, T\right)" % latex_name(out))
         rule = self.grads[0].coupled
@@ -205,7 +206,7 @@ class Formulas:
             self._add("index", _Tex("ℓ(o, t)", r"\ell(o, t)") + EQ + _expr(self._loss_element()))
 
     def _tensor_forward(self, node: ir.Node):
-        args = ", ".join([p.name for p in node.params] + [node.input])
+        args = ", ".join([p.name for p in node.params] + list(node.inputs))
         what = f"   ({node.label})" if node.label else ""
         self._add("step", _Tex(f"{node.name} = {node.name}({args}){what}",
                                f"{latex_name(node.name)} = {latex_name(node.name)}\\left("
@@ -326,7 +327,8 @@ class Formulas:
         for t in grad.outer:
             if t.target in deltas or t.target in self._frozen:
                 continue
-            name = t.target[len("g_"):] if t.target.startswith("g_") else node.input
+            name = t.target[len("g_"):] if t.target.startswith("g_") else \
+                t.target[len("dL_d"):] if t.target.startswith("dL_d") else node.input
             summed = [x for x in loop if x not in t.index]
             step = _d("L", name) + EQ + _d("L", H) + CHAIN + _d(H, name)
             same = [d for d, dt in deltas.items() if dt.expr == t.expr]
@@ -357,7 +359,8 @@ class Formulas:
             for t in grad.summands[red.name]:
                 if t.target in self._frozen:
                     continue
-                name = t.target[len("g_"):] if t.target.startswith("g_") else X
+                name = t.target[len("g_"):] if t.target.startswith("g_") else \
+                    t.target[len("dL_d"):] if t.target.startswith("dL_d") else X
                 carried = {n for ix in t.index for n in ((ix,) if isinstance(ix, str)
                                                          else ix.names())}
                 summed = [n for n, _ in node.reduction_loop(red) if n not in carried]
