@@ -340,7 +340,7 @@ def test_planned_product_runs_on_the_blas_and_others_do_not(tmp_path, monkeypatc
     net = sn.Network(sn.Input(64), sn.Dense(128, "relu"), sn.Dense(10), loss="mse")
     X = np.random.default_rng(0).normal(size=(32, 64)).astype(np.float32)
     off = net.compile(dtype="float32", tune="off")
-    assert [0, 0, 128, 64] in off._meta["products"]
+    assert [0, 0, 128, 64] in off.meta["products"]
     want = off.forward(X)
     assert calls == [] and off.tuning["plan"] == {}
     planned = net.compile(dtype="float32", tune="fast")
