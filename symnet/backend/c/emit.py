@@ -379,12 +379,10 @@ class Emitter:
         ``threads``: OpenMP pragmas; ``portable``: plain-loop matrix products
         (no packing buffers on the stack); ``trained``: the parameter values
         as C literals, written as ``<prefix>trained_params``; ``hooks``: the
-        in-process build's tuning entry point ``<prefix>tune`` (BLAS, threads)."""
-        env = jinja2.Environment(loader=jinja2.FileSystemLoader(template_dir()),
-                                 trim_blocks=True, lstrip_blocks=True,
-                                 keep_trailing_newline=True, undefined=jinja2.StrictUndefined,
-                                 bytecode_cache=_TEMPLATE_CODE)
-        env.filters["comment"] = c_comment
+        in-process build's tuning entry points ``<prefix>tune`` and ``<prefix>plan``
+        (BLAS, threads), with the matrix driver left to the object every in-process
+        module links (``kernels_source``)."""
+        env = _environment()
         env.filters["c"] = self.cname
         env.filters["named_in"] = named_in
         env.filters["needed_in"] = self.needed_in
@@ -396,9 +394,10 @@ class Emitter:
         env.tests["fill"] = lambda op: isinstance(op, Fill)
         env.tests["rows"] = lambda op: isinstance(op, Rows)
         graph = self.plan.graph
+        # an in-process module links the shared matrix driver (templates/kernels.c.j2)
         common = dict(version=__version__, dtype=self.dtype, real=DTYPES[self.dtype],
                       describe=describe_graph(graph), training=training,
-                      hooks=hooks)
+                      hooks=hooks, part="network" if hooks else "all")
         header = env.get_template("network.h.j2").render(
             **common, P=prefix, M=macro, title=title, trained=trained is not None,
             params_note=params_note, variants=self.variants(),
@@ -547,6 +546,25 @@ def cdef(header: str) -> str:
         elif not skip and not stripped.startswith("#"):
             out.append(line)
     return "".join(out).strip() + "\n"
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(template_dir()),
+                             trim_blocks=True, lstrip_blocks=True,
+                             keep_trailing_newline=True, undefined=jinja2.StrictUndefined,
+                             bytecode_cache=_TEMPLATE_CODE)
+    env.filters["comment"] = c_comment
+    return env
+
+
+def kernels_source(dtype: str) -> str:
+    """The C of the matrix driver that every in-process module of this dtype links
+    (``templates/kernels.c.j2``), compiled once per machine by
+    ``symnet.backend.c.build.kernels_object``."""
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
+    return _environment().get_template("kernels.c.j2").render(
+        version=__version__, real=DTYPES[dtype], hooks=True, part="kernels", prefix="")
 
 
 def emit(plan: Plan, dtype: str, hooks: bool = False) -> tuple[str, str, str]:
