@@ -220,6 +220,7 @@ class Graph:
     losses: dict | None = None
     weights: dict | None = None
     input_shapes: dict | None = None     # one example of each input, e.g. (1, 8, 8)
+    grad_inputs: bool = False            # ∂L/∂(each input) derived too (model.input_grad)
 
     def __post_init__(self):
         if not self.in_shape:

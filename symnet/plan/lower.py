@@ -152,6 +152,12 @@ def plan(graph: ir.Graph) -> Plan:
                   f"layer {node.name}: {node.reductions[0].name} itself")
         else:
             work(node.name, _shape(node), f"layer {node.name}")
+    if graph.grad_inputs:       # ∂L/∂X of each input (model.input_grad)
+        for name, width in graph.inputs:
+            shape = (graph.input_shapes or {}).get(name) or \
+                (graph.in_shape if len(graph.inputs) == 1 else (width,))
+            work(upstream_name(name), tuple(shape) if len(shape) > 1 else width,
+                 f"∂L/∂{name}")
     for node in graph.nodes:
         if node.kind == "flatten":
             if by_node[node.name].input_grad:
@@ -331,7 +337,8 @@ def _loss(graph: ir.Graph, by_node: dict, grad: bool, written: set) -> list:
             ops.append(SoftmaxXent(out.name, "T", out.n_out,
                                    upstream_name(out.name) if grad else None, weight,
                                    graph.target_offset(name),
-                                   None if graph.n_out == out.n_out else graph.n_out))
+                                   None if graph.n_out == out.n_out else graph.n_out,
+                                   rule=by_node[out.name].coupled))
             if grad:      # layers reading this output add their part to dL_dO
                 written.add(upstream_name(out.name))
             continue
@@ -353,8 +360,9 @@ def _loss(graph: ir.Graph, by_node: dict, grad: bool, written: set) -> list:
 
 
 def _to_input(graph: ir.Graph, term: Term) -> bool:
-    """Gradients with respect to the network's inputs are not computed."""
-    return any(term.target == upstream_name(x) for x in
+    """Gradients with respect to the network's inputs are not computed (unless the
+    graph asks for them: ``grad_inputs``)."""
+    return not graph.grad_inputs and any(term.target == upstream_name(x) for x in
                [graph.input_name] + [n for n, _ in graph.inputs])
 
 
