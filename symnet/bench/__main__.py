@@ -227,7 +227,10 @@ def main(argv=None):
     if with_pinn and not names and not with_conv and not sequences:
         t0 = time.perf_counter()
         pinn_refs = [r for r in (args.refs or "torch,jax").split(",") if r in pinn.REFERENCES]
-        pinn.run(args.quick, pinn_refs)    # the PINN workload alone: steps and compile times
+        sections = args.sections.split(",")
+        # the PINN workload alone: its steps and (section compile) its compile times
+        pinn.run(args.quick, pinn_refs, steps="steps" in sections,
+                 compile_times="compile" in sections)
         print(f"\nbenchmark took {time.perf_counter() - t0:.1f} s")
         return
     ref_names = args.refs.split(",") if args.refs else list(

@@ -266,9 +266,20 @@ def compile_time(layers, order) -> float:
         return float(res.stdout.strip().splitlines()[-1])
 
 
-def run(quick: bool = False, ref_names=("torch", "jax"), compile_times: bool = True):
+def run(quick: bool = False, ref_names=("torch", "jax"), compile_times: bool = True,
+        steps: bool = True):
+    out = None
+    if steps:
+        out = run_steps(quick, ref_names)
+    if compile_times:
+        run_compile_times(quick)
+    return out
+
+
+def run_steps(quick: bool = False, ref_names=("torch", "jax")):
     print("\nPINN (Burgers, 2-20x8-1 tanh, 10,000 + 100 points): one Adam step, median "
-          "seconds of alternating runs")
+          "seconds of alternating runs; load average "
+          + " ".join(f"{x:.2f}" for x in os.getloadavg()))
     steps, agree, skipped = time_steps(repeats=3 if quick else 7, ref_names=ref_names)
     for dtype, row in steps.items():
         best = min((v for k, v in row.items() if k != "symnet"), default=None)
@@ -280,11 +291,12 @@ def run(quick: bool = False, ref_names=("torch", "jax"), compile_times: bool = T
                   f"gradient to {a['grad']:.1e}, one Adam step to {a['step']:.1e} (relative)")
     for ref, why in skipped.items():
         print(f"  {ref}: skipped, {why}")
-    if not compile_times:
-        return steps
+    return steps
+
+
+def run_compile_times(quick: bool = False):
     grid = [(3, 1), (3, 2)] if quick else [(9, 1), (9, 2), (9, 4), (3, 2), (6, 2)]
     print("compile time with the loss terms (new process, empty cache):")
     for layers, order in grid:
         print(f"  {layers} layers, derivative order {order}: "
               f"{compile_time(layers, order):6.1f} s", flush=True)
-    return steps

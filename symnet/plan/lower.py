@@ -328,7 +328,8 @@ def _loss(graph: ir.Graph, by_node: dict, grad: bool, written: set) -> list:
             ops.append(SoftmaxXent(out.name, "T", out.n_out,
                                    upstream_name(out.name) if grad else None, weight,
                                    graph.target_offset(name),
-                                   None if graph.n_out == out.n_out else graph.n_out))
+                                   None if graph.n_out == out.n_out else graph.n_out,
+                                   rule=by_node[out.name].coupled))
             if grad:      # layers reading this output add their part to dL_dO
                 written.add(upstream_name(out.name))
             continue

@@ -31,6 +31,7 @@ from ..scalar.notation import latex_element, latex_name, text
 from ..scalar.notation import phrase_element as _el
 from ..scalar.notation import phrase_expr as _expr
 from ..scalar.notation import phrase_sum as _sum
+from .formulas_graph import coupled_gradient, coupled_loss
 
 
 @dataclass
@@ -113,7 +114,7 @@ class Formulas:
             self._local()
             self._backward()
         else:   # merges, several inputs/outputs, shared layers: symnet.read.formulas_graph
-            from . import formulas_graph as fg
+            from . import formulas_graph as fg  # noqa: F811
             fg.header(self)
             fg.forward(self)
             fg.backward(self)
@@ -183,24 +184,21 @@ class Formulas:
                                        f"{latex_name(node.name)} = {latex_name(node.name)}"
                                        f"\\left({', '.join(latex_name(a) for a in args.split(', '))}"
                                        r"\right)"))
+            out = ",".join(node.out_index)     # b,i (a row's number: b,a)
             for red in node.reductions:
                 if red.contraction:
                     rhs = _sum("j") + _el(red.contraction, "i,j") + DOT + _el(node.input, "b,j")
                 else:
                     rhs = _sum(red.over) + _expr(red.summand)
-                self._add("index", _el(red.name, "b,i") + EQ + rhs)
+                self._add("index", _el(red.name, out) + EQ + rhs)
             rhs = _expr(node.outer)
-            self._add("index", _el(node.name, "b,i") + EQ + rhs)
+            self._add("index", _el(node.name, out) + EQ + rhs)
         out = self.graph.output.name
         head = _Tex(f"L = 𝓛({out}, T)", r"L = \mathcal{L}\left(%s, T\right)" % latex_name(out))
-        if self.graph.loss.element is None:
-            self._add("step", head + EQ + _Tex(
-                f"inv_batch·Σ_b (logsumexp({out}[b,:])·Σ_k T[b,k] - Σ_k T[b,k]·{out}[b,k])",
-                r"\frac{1}{B} \sum_{b} \left(\log \sum_{k} e^{%s} \sum_{k} T[b,k] - "
-                r"\sum_{k} T[b,k] \cdot %s\right)" % (latex_element(f"{out}[b,k]"),
-                                                      latex_element(f"{out}[b,k]"))))
-            self._add("index", _Tex("= -inv_batch·Σ_b Σ_k T[b,k]·log softmax("
-                                    f"{out}[b,:])_k when each row of T sums to 1", None))
+        rule = self.grads[0].coupled
+        if rule is not None:
+            self._add("step", head + EQ + _Tex("inv_batch·Σ_b L_b", r"\frac{1}{B} \sum_{b} L_b"))
+            coupled_loss(self, rule)
         else:
             self._add("step", head + EQ + _Tex("inv_batch·", r"\frac{1}{B} ") + _sum("bi")
                       + _Tex("ℓ(", r"\ell\left(") + _el(out, "b,i") + ", "
@@ -208,7 +206,7 @@ class Formulas:
             self._add("index", _Tex("ℓ(o, t)", r"\ell(o, t)") + EQ + _expr(self._loss_element()))
 
     def _tensor_forward(self, node: ir.Node):
-        args = ", ".join([p.name for p in node.params] + [node.input])
+        args = ", ".join([p.name for p in node.params] + list(node.inputs))
         what = f"   ({node.label})" if node.label else ""
         self._add("step", _Tex(f"{node.name} = {node.name}({args}){what}",
                                f"{latex_name(node.name)} = {latex_name(node.name)}\\left("
@@ -282,16 +280,8 @@ class Formulas:
     def _output_gradient(self, grad: NodeGrad):
         out = grad.node.name
         up = upstream_name(out)
-        if self.graph.loss.element is None:
-            self._add("step", _d("L", out) + EQ + _Tex(
-                f"inv_batch·(softmax({out})·Σ_k T[b,k] - T)",
-                r"\frac{1}{B} \left(\mathrm{softmax}(%s) \sum_{k} T[b,k] - T\right)"
-                % latex_name(out)))
-            self._add("index", _Tex(f"{up}[b,k] = inv_batch·(softmax({out}[b,:])_k·Σ_j T[b,j]"
-                                    " - T[b,k])",
-                                    r"%s[b,k] = \frac{1}{B} \left(\mathrm{softmax}(%s[b,:])_k"
-                                    r" \sum_{j} T[b,j] - T[b,k]\right)"
-                                    % (latex_name(up), latex_name(out))))
+        if grad.coupled is not None:
+            coupled_gradient(self, grad.coupled)
             return
         dl = clean(sp.diff(self._loss_element(), O_))
         dl = INV_BATCH * dl.xreplace({O_: sp.Symbol(f"{out}[b,i]", real=True),
@@ -337,7 +327,8 @@ class Formulas:
         for t in grad.outer:
             if t.target in deltas or t.target in self._frozen:
                 continue
-            name = t.target[len("g_"):] if t.target.startswith("g_") else node.input
+            name = t.target[len("g_"):] if t.target.startswith("g_") else \
+                t.target[len("dL_d"):] if t.target.startswith("dL_d") else node.input
             summed = [x for x in loop if x not in t.index]
             step = _d("L", name) + EQ + _d("L", H) + CHAIN + _d(H, name)
             same = [d for d, dt in deltas.items() if dt.expr == t.expr]
@@ -368,7 +359,8 @@ class Formulas:
             for t in grad.summands[red.name]:
                 if t.target in self._frozen:
                     continue
-                name = t.target[len("g_"):] if t.target.startswith("g_") else X
+                name = t.target[len("g_"):] if t.target.startswith("g_") else \
+                    t.target[len("dL_d"):] if t.target.startswith("dL_d") else X
                 carried = {n for ix in t.index for n in ((ix,) if isinstance(ix, str)
                                                          else ix.names())}
                 summed = [n for n, _ in node.reduction_loop(red) if n not in carried]

@@ -31,6 +31,47 @@ from ..scalar.notation import phrase_expr as expr
 _O, _T = sp.symbols("o t", real=True)   # a loss element ℓ(o, t)
 
 
+EQ = T(" = ")
+
+
+def _d(a: str, b: str) -> T:
+    return T(f"∂{a}/∂{b}", r"\frac{\partial %s}{\partial %s}" % (latex_name(a),
+                                                                latex_name(b)))
+
+
+def _row_sum(r) -> T:
+    """name[b] = Σ_k summand (or max_k) of a coupled loss."""
+    op = phrase_sum("k") if r.op == "sum" else T("max_k ", r"\max_{k} ")
+    return expr(r.symbol) + EQ + op + expr(r.summand)
+
+
+def coupled_loss(f, rule):
+    """A coupled loss as declared (symnet.derive.coupled): L_b of sums over k."""
+    f._add("index", T("L_b") + EQ + expr(rule.declared))
+    for r in rule.declared_sums:
+        f._add("index", _row_sum(r))
+
+
+def coupled_gradient(f, rule):
+    """dL_dO of a coupled loss: the chain rule through its sums, then the stable
+    form the C computes (both from symnet.derive.coupled)."""
+    out, up = rule.output, upstream_name(rule.output)
+    f._add("step", _d("L", out) + EQ + T("inv_batch·Σ_R ∂L_b/∂R·∂R/∂" + out,
+                                             r"\frac{1}{B} \sum_{R} \frac{\partial L_b}"
+                                             r"{\partial R} \frac{\partial R}{\partial %s}"
+                                             % latex_name(out))
+           + T("   (the chain rule through the sums R over k)", r" \quad \text{(chain rule)}"))
+    f._add("index", el(up, "b,k") + EQ + expr(rule.chain))
+    f._add("step", T("stable: every exp(a)/S as exp(a - lse), lse = log S",
+                        r"\text{stable: } e^{a}/S = e^{a - \mathrm{lse}}"))
+    for r in rule.sums:
+        if r not in rule.declared_sums:
+            f._add("index", _row_sum(r))
+    for sym, e in rule.scalars:
+        f._add("index", expr(sym) + EQ + expr(e))
+    f._add("index", el(up, "b,k") + EQ + expr(rule.grad))
+
+
 def _uses(graph: ir.Graph) -> dict:
     """parameter name -> names of the nodes using it."""
     uses: dict = {}
@@ -119,13 +160,15 @@ def forward(f):
             else:
                 f._add("index", el(red.name, "b,i") + " = " + expr(red.summand))
         f._add("index", el(node.name, "b,i") + " = " + expr(node.outer))
+    by_node = {gr.node.name: gr for gr in f.grads}
     for o in g.outputs:
         loss = g.losses[o]
         w = g.weights[o]
         pre = "" if w == 1.0 else f"{w:g}·"
-        if loss.element is None:
-            f._add("step", T(f"L_{o} = {pre}inv_batch·Σ_b (logsumexp({o}[b,:])·Σ_k T[b,k] - "
-                             f"Σ_k T[b,k]·{o}[b,k])   (T: the columns of {o})", None))
+        rule = by_node[o].coupled
+        if rule is not None:
+            f._add("step", T(f"L_{o} = {pre}inv_batch·Σ_b L_b   (T: the columns of {o})", None))
+            coupled_loss(f, rule)
         else:
             ell = sp.sympify(loss.element(_O, _T, g.node(o).n_out))
             f._add("step", T(f"L_{o} = {pre}inv_batch·Σ_b Σ_i ℓ({o}[b,i], T[b,i]),   "
@@ -154,6 +197,8 @@ def backward(f):
                         latex_name(node.name), latex_name(r)) for r in readers)))
             f._add("index", T(f"{up} = " + " + ".join(f"{up} (from {r})" for r in readers),
                               None))
+        if gr.coupled is not None:
+            coupled_gradient(f, gr.coupled)
         if fused(g, node):
             f._add("step", T(f"{node.name} is an output: its loss is fused into its "
                              "formula", None))

@@ -55,6 +55,9 @@ class TextPrinter(StrPrinter):
     def _print_sigmoid(self, expr):
         return f"σ({self._print(expr.args[0])})"
 
+    def _print_Equality(self, expr):     # (1 if k == y[b] else 0), as the kinks read
+        return f"{self._print(expr.lhs)} == {self._print(expr.rhs)}"
+
     def _print_Mul(self, expr):
         # StrPrinter joins factors with "*"; names never contain "*", powers are
         # printed above without "**", so every "*" left here is a product.

@@ -27,6 +27,7 @@ from .build import template_dir
 from .cnames import PREFIX, c_name
 from ...scalar.cprint import DTYPES, CPrinter, c_comment, numeric  # noqa: F401  (re-exported)
 from ...plan.lower import LOSS, Buffer, Conv, Fill, Loop, MatMul, Plan, Route, Rows, SoftmaxXent, Zero
+from ...derive.coupled import INV_BATCH
 
 
 class _TemplateCode(jinja2.BytecodeCache):
@@ -176,6 +177,44 @@ class Emitter:
         return self.printer.doprint(numeric(e))
 
     # ---------------------------------------------------------------- views
+    def coupled_view(self, op: SoftmaxXent) -> dict:
+        """A coupled loss's derived rule (``symnet.derive.coupled``) printed for one
+        example b: O[b,k] is o[k], T[b,k] t[k], the label y, each sum and scalar a
+        local of its short name (m, s, lse, ...).  The sums run in passes over k:
+        a sum in the first pass after every sum it reads; one that nothing reads
+        in the last pass (one loop over k for as many sums as possible)."""
+        rule = op.derived
+        smap = {rule.o: "o[k]", rule.k: "k", INV_BATCH: "inv_batch"}
+        if rule.t is not None:
+            smap[rule.t] = "t[k]"
+        if rule.y is not None:
+            smap.update({rule.y: "y", rule.o_y: "o[y]"})
+        suffix = f"_{rule.output}"
+        for sym in [r.symbol for r in rule.sums] + [s for s, _ in rule.scalars]:
+            smap[sym] = sym.name.split("[")[0].removesuffix(suffix)
+        printer = CPrinter(self.dtype, smap, plain_names=True)
+        level = {}
+        for r in rule.sums:
+            level[r.symbol] = 1 + max((level[q] for q in r.summand.free_symbols
+                                       if q in level), default=-1)
+        read = set().union(*(r.summand.free_symbols for r in rule.sums))
+        last = max(level.values(), default=0)
+        passes = [[] for _ in range(last + 1)]
+        for r in rule.sums:
+            passes[level[r.symbol] if r.symbol in read else last].append(
+                {"name": smap[r.symbol], "op": r.op,
+                 "init": "-INFINITY" if r.op == "max" else "0",
+                 "rhs": printer.doprint(numeric(r.summand))})
+        title = f"loss of {op.O}: {rule.title}"
+        if rule.y is not None:
+            title += ", T[b] the class label y of example b"
+        return {"title": c_comment(title),
+                "lines": [c_comment(x) for x in rule.lines(grad=op.grad is not None)],
+                "passes": [p for p in passes if p],
+                "scalars": [(smap[s], printer.doprint(numeric(e))) for s, e in rule.scalars],
+                "value": printer.doprint(numeric(rule.value)),
+                "grad": printer.doprint(numeric(rule.grad))}
+
     def loop_view(self, op: Loop, rows: bool = False) -> dict:
         """A loop's statements, temporaries and bounds; with ``rows`` its batch
         index runs over one thread's examples sn_lo ≤ b < sn_hi (see lower.Rows)."""

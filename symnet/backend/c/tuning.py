@@ -904,7 +904,10 @@ def products_of(plan_) -> list:
     for op in ops:
         if not isinstance(op, MatMul):
             continue
-        dims = [0 if d == "batch" else d for d in (op.M, op.N, op.K)]
+        # M = "batch * R" (a Linear at each of R positions of a sequence): timed and
+        # matched as any M, its threshold an M·N·K like the rest
+        dims = [0 if d == "batch" or isinstance(d, str) and d.startswith("batch * ")
+                else d for d in (op.M, op.N, op.K)]
         if all(isinstance(d, int) for d in dims) and dims.count(0) <= 1:
             entry = [("nt", "nn", "tn").index(op.kind), *dims]
             if entry not in out:
