@@ -18,6 +18,7 @@ from ..derive.chain import NodeGrad, Term, delta_name, derive, grad_name, shifte
 from ..derive.chain import fused as is_fused
 from . import correlate
 from .fuse import fuse_routes
+from .products import mark as mark_products
 from ..scalar.notation import text  # loop comments read like the derivation (net.formulas())
 from .ops import LOSS, Conv, Fill, Loop, MatMul, Route, Rows, SoftmaxXent, Zero
 
@@ -194,6 +195,7 @@ def plan(graph: ir.Graph) -> Plan:
     if len(graph.outputs) == 1 and graph.losses[graph.outputs[0]].element is None:
         p.loss_labels = [_labels(op) for op in p.loss]
         p.backward_labels = [_labels(op) for op in p.backward]
+    mark_products(p.forward + p.backward, p.buffers, p.symbols)
     _split(p)
     return p
 

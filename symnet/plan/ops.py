@@ -41,6 +41,9 @@ class Loop:
     stmts: list[tuple[str, tuple[str, ...], str, sp.Expr]]
     comment: str
     hoist: bool = False
+    # each statement a small matrix product per point of the other loop indices
+    # (symnet.plan.products): the C then calls a product kernel; None: a plain loop
+    product: list | None = None
 
 
 @dataclass
