@@ -48,10 +48,15 @@ def latin_hypercube(n, rng, lo, hi):
     return lo + u * (hi - lo)
 
 
+def grid():
+    """The paper's data grid (its burgers_shock.mat): t = 0, 0.01, …, 0.99; 256 x in [−1, 1]."""
+    return np.arange(100) / 100, np.linspace(-1, 1, 256)
+
+
 def training_data(rng, n_u=100, n_f=10_000):
-    """100 points drawn from the initial line and the two boundaries, 10,000 inside."""
-    x0 = np.linspace(-1, 1, 256)
-    tb = np.linspace(0, 1, 100)
+    """100 points drawn from the initial line and the two boundaries of the data grid,
+    10,000 inside (Latin hypercube), the 100 among them too, as the paper's code."""
+    tb, x0 = grid()
     pts = np.concatenate([np.stack([np.zeros_like(x0), x0], 1),
                           np.stack([tb, -np.ones_like(tb)], 1),
                           np.stack([tb, np.ones_like(tb)], 1)])
@@ -62,9 +67,14 @@ def training_data(rng, n_u=100, n_f=10_000):
     return X_u, T_u, np.concatenate([X_f, X_u])
 
 
+LOWER, UPPER = np.array([0.0, -1.0]), np.array([1.0, 1.0])     # the domain: (t, x)
+
+
 def network(hidden=8, width=20):
     tx = sn.Input(2, name="tx")
-    h = tx
+    # As the paper's code: the input mapped onto [-1, 1]² first, 2(X - lb)/(ub - lb) - 1,
+    # by a fixed (not trained) layer whose parameters are set in scale_inputs.
+    h = sn.Dense(2, name="scale", trainable=False)(tx)
     for _ in range(hidden):
         h = sn.Dense(width, "tanh")(h)
     u = sn.Dense(1, name="u")(h)
@@ -72,6 +82,25 @@ def network(hidden=8, width=20):
     pde = sn.d(u, t) + u * sn.d(u, x) - (sympy.Rational(1, 100) / sympy.pi) * sn.d(u, x, x)
     return sn.Network(tx, u, loss={"pde": pde**2, "data": "mse"},
                       loss_weights={"pde": 1.0, "data": 1.0})
+
+
+def paper_init(model, rng):
+    """As the paper's code: the fixed first layer 2(X - lb)/(ub - lb) - 1 on each column;
+    Xavier initialisation, W ~ N(0, 2/(fan_in + fan_out)) truncated at two standard
+    deviations (TensorFlow's truncated_normal), biases zero."""
+    s = model.params_of("scale")
+    s["W"] = np.diag(2.0 / (UPPER - LOWER))
+    s["b"] = -1.0 - 2.0 * LOWER / (UPPER - LOWER)
+    fixed = set(model.network.layer_params()["scale"].values())
+    for name, p in model.params.items():
+        if name in fixed or p.ndim == 1:
+            continue                             # the fixed layer; biases stay 0
+        std = np.sqrt(2.0 / sum(p.shape))
+        w = rng.normal(size=p.shape)
+        while np.any(np.abs(w) > 2):
+            bad = np.abs(w) > 2
+            w[bad] = rng.normal(size=int(bad.sum()))
+        model.params[name] = std * w
 
 
 def main(argv=None):
@@ -84,6 +113,7 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="a small network (smoke test)")
     ap.add_argument("--budget", type=float, default=None,
                     help="stop L-BFGS after this many seconds of training")
+    ap.add_argument("--every", type=int, default=1000, help="print every N L-BFGS iterations")
     ap.add_argument("--picture", default="burgers.png")
     args = ap.parse_args(argv)
     rng = np.random.default_rng(args.seed)
@@ -91,20 +121,24 @@ def main(argv=None):
     net = network(hidden=2 if args.quick else 8)
     t0 = time.perf_counter()
     model = net.compile(dtype=args.dtype, seed=args.seed)
+    paper_init(model, rng)
     data = {"pde": X_f, "data": (X_u, T_u)}
     model.fit(data, method="sd", optimizer="adam", lr=args.lr, epochs=1)   # builds the terms
     print(f"compiled in {time.perf_counter() - t0:.1f} s")
     t0 = time.perf_counter()
     h1 = model.fit(data, method="sd", optimizer="adam", lr=args.lr, epochs=max(args.adam, 1))
-    stop = [] if args.budget is None else \
-        [lambda hist: time.perf_counter() - t0 > args.budget]
-    h2 = model.fit(data, method="lbfgs", epochs=max(args.lbfgs, 1), callbacks=stop)
+    def report(hist):          # a line every --every iterations; the time budget
+        if args.every and hist.epochs % args.every == 0:
+            print(f"L-BFGS {hist.epochs}: loss {hist.loss[-1]:.3e} (pde "
+                  f"{hist.terms['pde'][-1]:.2e}, data {hist.terms['data'][-1]:.2e}), "
+                  f"{time.perf_counter() - t0:.0f} s", flush=True)
+        return args.budget is not None and time.perf_counter() - t0 > args.budget
+    h2 = model.fit(data, method="lbfgs", epochs=max(args.lbfgs, 1), callbacks=[report])
     took = time.perf_counter() - t0
     print(f"Adam: {h1.epochs} steps, loss {h1.loss[0]:.3e} -> {h1.loss[-1]:.3e}; "
           f"L-BFGS: {h2.epochs} iterations, loss {h2.loss[-1]:.3e} "
           f"(pde {h2.terms['pde'][-1]:.2e}, data {h2.terms['data'][-1]:.2e}); {took:.0f} s")
-    t = np.linspace(0, 1, 100)
-    x = np.linspace(-1, 1, 256)
+    t, x = grid()
     TT, XX = np.meshgrid(t, x, indexing="ij")
     U = exact(TT, XX)
     P = model.predict(np.stack([TT.ravel(), XX.ravel()], 1)).reshape(U.shape)

@@ -92,7 +92,7 @@ def _call(f, *args):
     ["fast", None, [0.1, 0.2]])), which=st.sampled_from([0, 1]))
 def fuzz(X, T, lr, which):
     m = MODELS[which]
-    saved = m._theta.copy()
+    saved = m.theta.copy()
     ok_x, ok_t = well_formed(X, 3), well_formed(T, 2)
     ok_t = ok_t and ok_x and np.asarray(T).shape[0] == np.asarray(X).shape[0]
 
@@ -114,8 +114,8 @@ def fuzz(X, T, lr, which):
     stepped = _call(m.step, X, T, lr)
     assert (stepped is not None) == (ok_t and finite_lr)
     if stepped is None:
-        np.testing.assert_array_equal(m._theta, saved)  # a refused step changes nothing
-    m._theta[...] = saved
+        np.testing.assert_array_equal(m.theta, saved)  # a refused step changes nothing
+    m.theta[...] = saved
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import numpy as np
 
 
 def _set(model, theta):
-    model._theta[...] = theta
+    model.theta[...] = theta
 
 
 def _derivative(model, X, T, theta0, v, eps):
@@ -36,9 +36,9 @@ def check(model, X, T, rtol=1e-6, eps=1e-6, directions=3, elements=12, seed=0):
     # the batch and outputs), so D(h) is uncertain by ~1e-15·|L|/h; the
     # extrapolation weighs D(ε/2) by 4/3, giving about 4e-15·|L|/ε in all.
     noise = 4e-15 * max(abs(loss), 1.0) / eps
-    theta0 = model._theta.copy()
+    theta0 = model.theta.copy()
     # in the order of θ (frozen parameters, e.g. Dropout's state, lie at its end)
-    base = model._theta.ctypes.data
+    base = model.theta.ctypes.data
     names = sorted(model.params, key=lambda k: model.params[k].ctypes.data - base)
     flat_g = np.concatenate([grads[k].ravel() for k in names])
     try:

@@ -112,7 +112,7 @@ def _hook(model, what, at):
             update(*args)
             ups[0] += 1
             if ups[0] == at:
-                model._theta[0] += 1e-9
+                model.theta[0] += 1e-9
         model.runtime.update = drifting
         return
     real, calls = model.runtime.loss_grad, [0]
@@ -149,10 +149,10 @@ def run(comm, name, spec):
             hist = model.fit(Xr, Tr, progress=False, comm=comm, validation_data=val,
                              **fit_args(spec))
     except Exception as exc:  # noqa: BLE001  (recorded for the test to check)
-        return model._theta.copy(), None, f"{type(exc).__name__}: {exc}"
+        return model.theta.copy(), None, f"{type(exc).__name__}: {exc}"
     out = hist.to_dict()
     out["warnings"] = [str(w.message) for w in caught]
-    return model._theta.copy(), out, None
+    return model.theta.copy(), out, None
 
 
 def main(argv):
@@ -216,7 +216,7 @@ def _until_sigint(comm):
     model.runtime.loss_grad = announcing
     hist = model.fit(X, T, method="sgd", epochs=10000, lr=0.01, progress=False, comm=comm)
     print(json.dumps({"rank": r, "stopped": hist.stopped, "steps": hist.steps,
-                      "theta": model._theta.tobytes().hex()[:64]}), flush=True)
+                      "theta": model.theta.tobytes().hex()[:64]}), flush=True)
 
 
 STATEFUL = {
@@ -260,7 +260,7 @@ def _stateful(comm, out):
             model.fit(Xr, Tr, progress=False, comm=comm, **fit_args(spec))
         except Exception as exc:  # noqa: BLE001  (recorded for the test to check)
             error = f"{type(exc).__name__}: {exc}"
-        arrays[name] = model._theta.copy()
+        arrays[name] = model.theta.copy()
         info[name] = {"error": error, "first_loss": first[0] if first else None,
                       "params": {k: np.asarray(v).tolist() for k, v in model.params.items()}}
     np.savez(os.path.join(out, f"rank{r}.npz"), **arrays)

@@ -1,5 +1,5 @@
 """The command line on saved models (formulas, c, summary of a .npz), its help, and
-``summary()`` printing as Keras's does while returning the table."""
+``summary()`` returning the table, shown once by a prompt or by print."""
 
 import numpy as np
 import pytest
@@ -72,17 +72,21 @@ def test_help_says_what_running_a_python_file_does(capsys):
     assert '__name__ == "__main__"' in out and "training included" in out
 
 
-def test_summary_prints_and_returns(capsys):
+def test_summary_shows_itself_once(capsys):
+    """summary() prints nothing itself: a prompt shows its repr, print its str, both the
+    table, so that ``print(net.summary())`` prints the table once."""
     net = sn.Network(sn.Input(3), sn.Dense(4, "relu"), sn.Dense(2), loss="mse")
     s = net.summary(batch_size=10)
+    assert isinstance(s, Summary) and capsys.readouterr().out == ""
+    assert s.total("params") == 26 and repr(s) == str(s)
+    print(net.summary(batch_size=10))
     printed = capsys.readouterr().out
-    assert isinstance(s, Summary) and printed == str(s) + "\n"
-    assert s.total("params") == 26 and "params=26" in repr(s)
-    assert net.summary(batch_size=10, print_fn=None).total("params") == 26
-    assert capsys.readouterr().out == ""
+    assert printed == str(s) + "\n" and printed.count("batch size 10") == 1
     lines = []
     net.summary(print_fn=lines.append)
     assert lines == [str(summarize(net, 32, "float32"))]
+    assert capsys.readouterr().out == ""
     m = net.compile(dtype="float64")
-    s = m.summary(batch_size=10)
-    assert capsys.readouterr().out == str(s) + "\n" and "float64" in str(s)
+    print(m.summary(batch_size=10))
+    printed = capsys.readouterr().out
+    assert printed.count("float64") == 1 and printed.startswith("batch size 10, float64")

@@ -131,14 +131,14 @@ def _reference_loop(P, spec, n_steps=None):
         epoch_losses.append(total / count)
         if done == n_steps:
             break
-    return model._theta.copy(), epoch_losses
+    return model.theta.copy(), epoch_losses
 
 
 def _one_process_fit(spec, kind="tanh", **extra):
     model = _model(kind)
     X, T = _data(kind)
     hist = model.fit(X, T, progress=False, **W.fit_args(spec), **extra)
-    return model._theta.copy(), hist
+    return model.theta.copy(), hist
 
 
 def _same_on_all(results):
@@ -208,7 +208,7 @@ def test_global_batches_equal_one_process_loop(runs, name):
     assert hist["steps_per_epoch"] == [steps] * spec["epochs"]
     np.testing.assert_allclose(theta, ref, rtol=0, atol=TOL)
     np.testing.assert_allclose(hist["loss"], ref_losses, rtol=TOL)
-    assert not np.allclose(theta, _model(spec.get("net", "tanh"))._theta)   # it moved
+    assert not np.allclose(theta, _model(spec.get("net", "tanh")).theta)   # it moved
 
 
 def test_uneven_parts_are_not_a_mean_of_means(runs):
@@ -226,7 +226,7 @@ def test_uneven_parts_are_not_a_mean_of_means(runs):
                   for a, n in zip(starts, sizes) if s * bs < n]
             for k in model.params:
                 model.params[k] = model.params[k] - spec["lr"] * np.mean([g[k] for g in gs], 0)
-    assert np.abs(model._theta - theta).max() > 1e-6
+    assert np.abs(model.theta - theta).max() > 1e-6
 
 
 def test_divergence_rolls_back_as_in_one_process(runs):
@@ -260,7 +260,7 @@ def test_minibatch_divergence_mid_epoch_as_in_one_process(runs):
     assert hist["stopped"] == ref_hist.stopped == "diverged"
     assert hist["steps"] == ref_hist.steps and hist["steps"] % 4 != 0   # mid-epoch
     assert hist["steps_per_epoch"] == ref_hist.steps_per_epoch
-    np.testing.assert_allclose(theta, model._theta, rtol=1e-9)
+    np.testing.assert_allclose(theta, model.theta, rtol=1e-9)
 
 
 def test_ctrl_c_on_one_process_stops_all_after_that_step(runs):

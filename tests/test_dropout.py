@@ -167,8 +167,8 @@ def test_fit_with_the_same_seed_gives_the_same_parameters(method):
     a, ha = fitted(3)
     b, _ = fitted(3)
     c, _ = fitted(4)
-    np.testing.assert_array_equal(a._theta, b._theta)
-    assert not np.array_equal(a._theta, c._theta)
+    np.testing.assert_array_equal(a.theta, b.theta)
+    assert not np.array_equal(a.theta, c.theta)
     assert a.params["rng2"][1] == ha.steps                # one set of masks per step
 
 

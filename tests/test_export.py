@@ -174,7 +174,7 @@ def _data(model, rng):
 def _targets(model, T):
     """T as the model takes it: one array, or a dict by output for several outputs
     (the C takes them side by side in one array)."""
-    outs = model._meta.get("outputs") or []
+    outs = model.meta.get("outputs") or []
     if len(outs) <= 1:
         return T
     parts, col = {}, 0
@@ -203,7 +203,7 @@ def _run_harness(model, tmp_path, flags, X, T, lr, idx, threads=False):
     idx.tofile(d / "idx.bin")
     run([str(exe)], cwd=d)
     raw = (d / "out.bin").read_bytes()
-    dt, n, o = model.dtype, model._theta.size, BATCH * model.n_out
+    dt, n, o = model.dtype, model.theta.size, BATCH * model.n_out
     parts = {}
     pos = 0
     for key, count, kind in (("params0", n, dt), ("O", o, dt), ("loss", 1, dt),
@@ -219,7 +219,7 @@ def _run_harness(model, tmp_path, flags, X, T, lr, idx, threads=False):
 
 def _reference(model, X, T, lr, idx):
     """What the model computes in process, from the same starting parameters."""
-    theta0 = model._theta.copy()
+    theta0 = model.theta.copy()
     ref = {"params0": theta0.copy()}
     Xb, Tb = X[:BATCH], _targets(model, T[:BATCH])
     ref["O"] = _flat(model.forward(Xb))
@@ -232,13 +232,13 @@ def _reference(model, X, T, lr, idx):
         losses.append(model.step(X[rows], _targets(model, T[rows]),
                                   lr=float(model.dtype.type(lr[s]))))
     ref["losses"] = np.array(losses)
-    ref["params"] = model._theta.copy()
-    model._theta[...] = theta0
+    ref["params"] = model.theta.copy()
+    model.theta[...] = theta0
     for s in range(STEPS):
         rows = idx[s * BATCH:(s + 1) * BATCH]
         model.step(X[rows], _targets(model, T[rows]), lr=float(model.dtype.type(lr[s])))
-    ref["params_train"] = model._theta.copy()
-    model._theta[...] = theta0
+    ref["params_train"] = model.theta.copy()
+    model.theta[...] = theta0
     return ref
 
 
@@ -325,7 +325,7 @@ def test_header_is_the_cdef_symnet_uses(models, tmp_path):
     model = models["gated", "float32"]
     model.export_c(tmp_path, name="net")
     header = (tmp_path / "net.h").read_text()
-    prefix = model._meta["prefix"]
+    prefix = model.meta["prefix"]
     inproc = _prototypes(model.c_source.split("typedef float real;")[0])
     exported = _prototypes(header).replace("net_", prefix)
     trained = f"extern const float {prefix}trained_params[NET_N_PARAMS];"
@@ -347,12 +347,12 @@ def test_header_states_sizes_layout_and_memory(models, tmp_path):
     model = models["digits", "float64"]
     model.export_c(tmp_path, name="digits")
     h = (tmp_path / "digits.h").read_text()
-    meta = model._meta
+    meta = model.meta
     assert f"#define DIGITS_N_INPUTS {model.n_in} " in h
     assert f"#define DIGITS_N_OUTPUTS {model.n_out}\n" in h
-    assert f"#define DIGITS_N_PARAMS {model._theta.size} " in h
+    assert f"#define DIGITS_N_PARAMS {model.theta.size} " in h
     assert "#define DIGITS_REAL double" in h
-    assert f"((batch) * {meta['work_per_row']} + {model._theta.size})" in h
+    assert f"((batch) * {meta['work_per_row']} + {model.theta.size})" in h
     assert "extern const double digits_trained_params[DIGITS_N_PARAMS];" in h
     assert "double digits_step(double *params, const double *X, const double *T, int batch, " \
            "double lr,\n    double *work);" in h
@@ -401,7 +401,7 @@ def test_cli_export_and_params_file(models, tmp_path):
     c = (tmp_path / "out" / "xor.c").read_text()
     assert "trained_params" not in h + c and "xor.params" in h
     raw = np.fromfile(tmp_path / "out" / "xor.params", dtype="<f8")
-    np.testing.assert_array_equal(raw, model._theta)
+    np.testing.assert_array_equal(raw, model.theta)
     run([*cc(), *STRICT, "-c", str(tmp_path / "out" / "xor.c"), "-o", str(tmp_path / "x.o")])
     run([sys.executable, "-m", "symnet", "export", str(tmp_path / "m.npz"),
          "--out", str(tmp_path / "o2")], env=env)

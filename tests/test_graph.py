@@ -379,7 +379,7 @@ def test_a_one_step_recurrence_zeroes_the_unused_gradient(rng):
     S = sn.Input((1, 2), name="S")
     h = sn.recurrent.unroll(sn.recurrent.RNNCell(3), 1)(S)
     model = sn.Network(S, sn.Dense(1, name="O")(h), loss="mse").compile(dtype="float64")
-    model._grad[...] = np.nan                      # stale values must not survive
+    model.grad[...] = np.nan                      # stale values must not survive
     _, g = model.loss_and_grad(rng.normal(size=(4, 1, 2)), rng.normal(size=(4, 1)))
     np.testing.assert_array_equal(g["U2"], 0)
     assert all(np.isfinite(v).all() for v in g.values())

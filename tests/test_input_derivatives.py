@@ -20,14 +20,15 @@ def chain(act):
     return net.compile(dtype="float64", seed=1)
 
 
-def residual():
+def residual(n_out=2):
+    """A skip connection (R = I + H), a gate (M = G ⊙ S) and a concatenation."""
     I = sn.Input(3, name="I")
     H = sn.Dense(3, "tanh", name="H")(I)
     R = sn.Add(name="R")([I, H])
     G = sn.Dense(4, "softplus", name="G")(R)
     M = sn.Multiply(name="M")([G, sn.Dense(4, "sigmoid", name="S")(R)])
     C = sn.Concatenate(name="C")([M, I])
-    O = sn.Dense(2, name="O")(C)
+    O = sn.Dense(n_out, name="O")(C)
     return sn.Network(I, O, loss="mse").compile(dtype="float64", seed=2)
 
 
@@ -231,10 +232,6 @@ def test_errors():
         model.hessian_vector(X, T, {"W1": np.zeros(3)})
     with pytest.raises(ValueError, match="columns"):
         model.jacobian(np.zeros((2, 4)))
-    soft = sn.Network(sn.Input(3), sn.Dense(3), loss="softmax_cross_entropy") \
-        .compile(dtype="float64")
-    with pytest.raises(NotImplementedError, match="couples the outputs"):
-        soft.input_grad(X, np.eye(3)[[0, 1, 2, 0]])
 
 
 # ------------------------------------------------------------------ PyTorch
@@ -268,11 +265,13 @@ def _torch_forward(model, torch):
     return f
 
 
-@pytest.mark.parametrize("name", sorted(MODELS) + [f"one_{a}" for a in ACTS])
+@pytest.mark.parametrize("name", sorted(MODELS) + [f"one_{a}" for a in ACTS]
+                         + ["one_residual"])
 def test_against_torch_func(name):
     torch = pytest.importorskip("torch")
-    from torch.func import grad, hessian, jacrev, jvp
-    model = MODELS[name]() if name in MODELS else one_output(name[4:])
+    from torch.func import grad, hessian, jacrev, jvp, vjp
+    model = MODELS[name]() if name in MODELS else residual(1) if name == "one_residual" \
+        else one_output(name[4:])
     randomize(model)
     X, T = data(n_out=model.n_out)
     f = _torch_forward(model, torch)
@@ -299,3 +298,13 @@ def test_against_torch_func(name):
     got = model.hessian_vector(X, T, v)
     for k in v:
         close(got[k], hv[k])
+    # Gauss–Newton: Jᵀ H_L J v with J = ∂O/∂θ (jvp), H_L the loss's Hessian in the
+    # outputs (jvp of its gradient), Jᵀ by vjp
+    O, Jv = jvp(lambda q: f(q, Xt), (p,), (vt,))
+    _, HJv = jvp(lambda o: grad(lambda o2: ((o2 - Tt) ** 2).mean(dim=1).mean())(o), (O,),
+                 (Jv,))
+    _, pull = vjp(lambda q: f(q, Xt), p)
+    gv = pull(HJv)[0]
+    got = model.gauss_newton_vector(X, T, v)
+    for k in v:
+        close(got[k], gv[k])

@@ -132,7 +132,7 @@ def test_bad_learning_rate_refused_and_params_kept(model, lr):
 def test_split_batches_equal_one_call(model, monkeypatch):
     """When a batch's work memory is over the limit, forward, loss, gradients
     and step split it into calls; the numbers are those of one call."""
-    monkeypatch.setattr(guards, "WORK_BYTES", 3 * 8 * model._meta["work_per_row"])  # 3 rows
+    monkeypatch.setattr(guards, "WORK_BYTES", 3 * 8 * model.meta["work_per_row"])  # 3 rows
     split = _net().compile(dtype="float64", seed=0)
     assert split.rows_per_call == 3
     rng = np.random.default_rng(2)

@@ -406,7 +406,7 @@ def test_check_gradients_with_a_frozen_layer_in_front():
     X = np.random.default_rng(0).normal(size=(6, 3))
     T = np.random.default_rng(1).normal(size=(6, 2))
     assert sn.check_gradients(m, X, T, verbose=False) < 1e-6
-    assert m._meta["params"][0]["offset"] > m._meta["params"][2]["offset"]
+    assert m.meta["params"][0]["offset"] > m.meta["params"][2]["offset"]
 
 
 def test_derivation_of_a_frozen_layer_has_no_gradient_lines():

@@ -76,7 +76,7 @@ X, T = _data()
 X, T = X.astype(model.dtype), T.astype(model.dtype)
 for _ in range(3):
     model.step(X, T, lr=0.05)
-print(hashlib.sha256(model._theta.tobytes()).hexdigest())
+print(hashlib.sha256(model.theta.tobytes()).hexdigest())
 L, g = model.loss_and_grad(X, T)
 np.save(sys.argv[3], np.concatenate([[L]] + [g[k].ravel() for k in sorted(g)]))
 """

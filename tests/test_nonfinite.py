@@ -71,10 +71,10 @@ def test_relu_hiding_a_nan_from_the_loss_is_still_refused():
 
 def test_step_split_into_calls_refuses_too(monkeypatch):
     m = _net().compile(dtype="float64", seed=0)
-    monkeypatch.setattr(guards, "WORK_BYTES", 2 * 8 * m._meta["work_per_row"])   # 2 rows
+    monkeypatch.setattr(guards, "WORK_BYTES", 2 * 8 * m.meta["work_per_row"])   # 2 rows
     m = _net().compile(dtype="float64", seed=0)
     X, T = _data(np.float64)
-    assert m._rows < X.shape[0]
+    assert m.rows_per_call < X.shape[0]
     X[4, 0] = np.inf
     before = _snapshot(m)
     with pytest.raises(ValueError, match="row 4"):

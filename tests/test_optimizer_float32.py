@@ -150,7 +150,7 @@ def _symnet_lenet(dtype, start):
         m.params[k] = v
     traj = []
     m.fit(X, y, method="sd", epochs=LENET_STEPS, lr=1e-3, optimizer="adam", progress=False,
-          callbacks=[lambda h: traj.append(m._theta.astype(np.float64))])
+          callbacks=[lambda h: traj.append(m.theta.astype(np.float64))])
     return np.array(traj)
 
 

@@ -69,9 +69,9 @@ def test_steps_with_lists_and_a_step_split_into_calls_are_the_same(monkeypatch):
     for _ in range(3):
         m.step(X.tolist(), T.tolist(), 0.05, optimizer="adam")
     _assert_params(m, _numpy_run(start, 3, "adam", 0.05)[0])
-    monkeypatch.setattr(guards, "WORK_BYTES", 3 * 8 * m._meta["work_per_row"])
+    monkeypatch.setattr(guards, "WORK_BYTES", 3 * 8 * m.meta["work_per_row"])
     split = _model()
-    assert split._rows == 3
+    assert split.rows_per_call == 3
     for _ in range(3):
         split.step(X, T, 0.05, optimizer="adam")
     _assert_params(split, _numpy_run(start, 3, "adam", 0.05)[0], rtol=1e-10)

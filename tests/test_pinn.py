@@ -60,26 +60,26 @@ def test_terms_equal_the_residual_from_jacobian_and_hessian(model, data):
 
 def test_gradient_and_hessian_vector_central_differences(model, data):
     obj = pinn.Objective(model, data)
-    th = model._theta.copy()
+    th = model.theta.copy()
     _, g = obj.loss_grad()
     eps, num = 1e-6, np.zeros_like(th)
     for k in range(th.size):
-        model._theta[:] = th
-        model._theta[k] += eps
+        model.theta[:] = th
+        model.theta[k] += eps
         lp, _ = obj.loss_grad()
-        model._theta[:] = th
-        model._theta[k] -= eps
+        model.theta[:] = th
+        model.theta[k] -= eps
         lm, _ = obj.loss_grad()
         num[k] = (lp - lm) / (2 * eps)
-    model._theta[:] = th
+    model.theta[:] = th
     np.testing.assert_allclose(g, num, rtol=1e-6, atol=1e-7)
     v = np.random.default_rng(2).normal(size=th.shape)
     hv = obj.hessp(v)
-    model._theta[:] = th + 1e-5 * v
+    model.theta[:] = th + 1e-5 * v
     _, gp = obj.loss_grad()
-    model._theta[:] = th - 1e-5 * v
+    model.theta[:] = th - 1e-5 * v
     _, gm = obj.loss_grad()
-    model._theta[:] = th
+    model.theta[:] = th
     np.testing.assert_allclose(hv, (gp - gm) / 2e-5, rtol=1e-6, atol=1e-7)
 
 
@@ -237,3 +237,107 @@ def test_model_calls_for_term_networks(model, data):
         model.input_grad(data["pde"], np.zeros((7, 1)))
     with pytest.raises(ValueError, match="loss is its terms"):
         model.gauss_newton_vector(data["pde"], np.zeros((7, 1)), v)
+
+
+def test_loss_and_evaluate_of_term_networks(model, data):
+    """model.loss(data) is the weighted sum of the terms, from the residual assembled
+    independently (forward, jacobian, hessian); evaluate(data) gives each term."""
+    Xc = data["pde"]
+    o = model.forward(Xc)[:, 0]
+    J, H = model.jacobian(Xc)[:, 0], model.hessian(Xc)
+    pde = np.mean((J[:, 0] + o * J[:, 1] - float(NU) * H[:, 1, 1]) ** 2)
+    Xb, Tb = data["data"]
+    mse = np.mean((model.forward(Xb) - Tb) ** 2)
+    assert model.loss(data) == pytest.approx(pde + 2.0 * mse, rel=1e-12)
+    ev = model.evaluate(data)
+    assert set(ev) == {"pde", "data", "loss"}
+    assert ev["pde"] == pytest.approx(pde, rel=1e-12)
+    assert ev["data"] == pytest.approx(mse, rel=1e-12)
+    assert ev["loss"] == pytest.approx(pde + 2.0 * mse, rel=1e-12)
+    for call in (model.loss, model.evaluate):
+        with pytest.raises(ValueError, match=r"loss is its terms \['pde', 'data'\]"):
+            call(Xb, Tb)
+        with pytest.raises(ValueError, match="give model.(loss|evaluate) a dict"):
+            call(Xb)
+        with pytest.raises(ValueError, match=r"no data for term\(s\) \['data'\]"):
+            call({"pde": Xc})
+    plain = sn.Network(sn.Input(2), sn.Dense(1), loss="mse").compile(dtype="float64")
+    with pytest.raises(ValueError, match="targets T are missing"):
+        plain.loss(Xb)
+    with pytest.raises(ValueError, match="targets T are missing"):
+        plain.evaluate(Xb)
+
+
+@pytest.mark.parametrize("method", ["sd", "lbfgs", "newton_cg"])
+def test_progress_shows_each_term(method, data, capsys, monkeypatch):
+    """progress=True shows the loss and each term per epoch (tqdm, or a plain line
+    without it); progress=False shows nothing."""
+    import builtins
+    real = builtins.__import__
+
+    def no_tqdm(name, *a, **kw):           # the plain lines, whatever is installed
+        if name.startswith("tqdm"):
+            raise ImportError(name)
+        return real(name, *a, **kw)
+    monkeypatch.setattr(builtins, "__import__", no_tqdm)
+    m = burgers(3).compile(dtype="float64", seed=4)
+    kw = {"optimizer": "adam", "lr": 1e-2} if method == "sd" else {}
+    h = m.fit(data, method=method, epochs=3, progress=True, **kw)
+    err = capsys.readouterr().err
+    lines = [s for s in err.splitlines() if s.startswith("epoch ")]
+    assert len(lines) == h.epochs >= 1
+    assert f"pde {h.terms['pde'][-1]:.4g}" in lines[-1]
+    assert f"data {h.terms['data'][-1]:.4g}" in lines[-1]
+    m.fit(data, method=method, epochs=2, progress=False, **kw)
+    assert capsys.readouterr().err == ""
+
+
+def test_residual_graph_against_torch(data):
+    """The PDE loss, its gradient and H·v on a graph with a skip connection
+    (R = H1 + H2), against torch.autograd (create_graph twice, then back)."""
+    torch = pytest.importorskip("torch")
+    tx = sn.Input(2, name="tx")
+    h1 = sn.Dense(5, "tanh", name="H1")(tx)
+    h2 = sn.Dense(5, "sigmoid", name="H2")(h1)
+    r = sn.Add(name="R")([h1, h2])
+    u = sn.Dense(1, name="u")(sn.Dense(4, "softplus", name="H3")(r))
+    t, x = sn.coords(tx, "t x")
+    pde = sn.d(u, t) + u * sn.d(u, x) - NU * sn.d(u, x, x)
+    m = sn.Network(tx, u, loss={"pde": pde**2, "data": "mse"},
+                   loss_weights={"pde": 1.0, "data": 2.0}).compile(dtype="float64", seed=5)
+    rng = np.random.default_rng(6)
+    for k in m.params:
+        m.params[k] = rng.normal(0, 0.6, m.params[k].shape)
+    assert set(m.params) == {"W1", "b1", "W2", "b2", "W4", "b4", "W5", "b5"}
+    p = {k: torch.tensor(np.array(v), requires_grad=True) for k, v in m.params.items()}
+    F = torch.nn.functional
+
+    def net(X):
+        a = torch.tanh(X @ p["W1"].T + p["b1"])
+        b = torch.sigmoid(a @ p["W2"].T + p["b2"])
+        c = F.softplus((a + b) @ p["W4"].T + p["b4"])
+        return c @ p["W5"].T + p["b5"]
+
+    Xc = torch.tensor(data["pde"], requires_grad=True)
+    Xb, Tb = (torch.tensor(a) for a in data["data"])
+    out = net(Xc)
+    du = torch.autograd.grad(out.sum(), Xc, create_graph=True)[0]
+    dxx = torch.autograd.grad(du[:, 1].sum(), Xc, create_graph=True)[0][:, 1]
+    res = du[:, 0] + out[:, 0] * du[:, 1] - float(NU) * dxx
+    L = (res ** 2).mean() + 2.0 * ((net(Xb) - Tb) ** 2).mean()
+    grads = torch.autograd.grad(L, list(p.values()), create_graph=True)
+    obj = pinn.Objective(m, data)
+    got_L, g = obj.loss_grad()
+    assert got_L == pytest.approx(L.item(), rel=1e-12)
+    from symnet.runtime.second_order import as_dict
+    gd = as_dict(m, g)
+    scale = max(float(gt.detach().abs().max()) for gt in grads)
+    for k, gt in zip(p, grads):
+        np.testing.assert_allclose(gd[k], gt.detach().numpy(), rtol=1e-10, atol=1e-12 * scale)
+    v = {k: rng.normal(size=a.shape) for k, a in m.params.items()}
+    dot = sum((gt * torch.tensor(v[k])).sum() for k, gt in zip(p, grads))
+    hv_t = torch.autograd.grad(dot, list(p.values()))
+    hv = m.hessian_vector(data, v)
+    scale = max(float(h.abs().max()) for h in hv_t)
+    for k, h in zip(p, hv_t):
+        np.testing.assert_allclose(hv[k], h.numpy(), rtol=1e-10, atol=1e-12 * scale)

@@ -27,7 +27,7 @@ RUN = textwrap.dedent("""
     m.forward(X); m.loss(X, T); m.loss_and_grad(X, T); m.step(X, T, lr=0.1)
     print("clean run done", flush=True)
     if sys.argv[1] == "overflow":       # a work buffer for 1 example, used for 40
-        work = np.zeros(m._meta["work_per_row"], m.dtype)
+        work = np.zeros(m.meta["work_per_row"], m.dtype)
         out = np.zeros((40, 2), m.dtype)
         rt = m.runtime
         rt.kernels.forward(rt.buffer(m.theta), rt.buffer(m.as_inputs(X)), 40, rt.buffer(out),

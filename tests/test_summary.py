@@ -37,7 +37,7 @@ def test_work_memory_is_the_buffer_the_model_allocates(model):
     s = model.summary(batch_size=7)
     grads_of_params = s.total("param_bytes")
     work = s.total("activation_bytes") + s.total("gradient_bytes") - grads_of_params
-    assert work == model._meta["work_per_row"] * 7 * 8
+    assert work == model.meta["work_per_row"] * 7 * 8
 
 
 def test_softmax_output_keeps_its_upstream_gradient():

@@ -128,7 +128,7 @@ def test_minibatch_with_batch_n_equals_sd(reg32, data):
         reg32.init_params(1)
         reg32.fit(X, T, method=method, batch_size=len(X), epochs=4, lr=0.1, seed=0,
                   shuffle=shuffle, progress=False)
-        results.append(reg32._theta.copy())
+        results.append(reg32.theta.copy())
     np.testing.assert_array_equal(results[0], results[1])   # same order: bit-identical
     np.testing.assert_allclose(results[0], results[2], rtol=1e-5, atol=1e-6)
 
@@ -142,7 +142,7 @@ def test_epoch_in_one_call_equals_stepping_from_python(reg32, data, method, B):
     lr = schedules.Exponential(0.2, gamma=0.9)
     reg32.init_params(2)
     reg32.fit(X, T, method=method, batch_size=B, epochs=3, lr=lr, seed=9, progress=False)
-    fitted = reg32._theta.copy()
+    fitted = reg32.theta.copy()
     reg32.init_params(2)
     rng, t = np.random.default_rng(9), 0
     lr = schedules.as_schedule(lr)
@@ -152,7 +152,7 @@ def test_epoch_in_one_call_equals_stepping_from_python(reg32, data, method, B):
             rows = idx[s:s + B]
             reg32.step(X32[rows], T32[rows], lr=lr(t))
             t += 1
-    np.testing.assert_array_equal(fitted, reg32._theta)
+    np.testing.assert_array_equal(fitted, reg32.theta)
 
 
 def test_long_epochs_split_into_calls_give_the_same_result(reg32, data, monkeypatch):
@@ -160,14 +160,14 @@ def test_long_epochs_split_into_calls_give_the_same_result(reg32, data, monkeypa
     reg32.init_params(2)
     reg32.fit(X, T, method="minibatch", batch_size=2, epochs=2, lr=0.1, seed=3,
               progress=False)
-    whole = reg32._theta.copy()
+    whole = reg32.theta.copy()
     monkeypatch.setattr(train, "CALL_FLOPS", 1.0)        # one step per call
     calls = _count_calls(reg32, monkeypatch)
     reg32.init_params(2)
     hist = reg32.fit(X, T, method="minibatch", batch_size=2, epochs=2, lr=0.1, seed=3,
                      progress=False)
     assert calls["n"] == 10 and hist.steps == 10
-    np.testing.assert_array_equal(whole, reg32._theta)
+    np.testing.assert_array_equal(whole, reg32.theta)
 
 
 def _count_calls(model, monkeypatch, after=None):
@@ -192,7 +192,7 @@ def test_same_seed_gives_bit_identical_parameters(reg32, data, method):
         reg32.init_params(0)
         reg32.fit(X, T, method=method, batch_size=4, epochs=3, lr=0.05, seed=seed,
                   optimizer="adam", progress=False)
-        runs.append(reg32._theta.copy())
+        runs.append(reg32.theta.copy())
     np.testing.assert_array_equal(runs[0], runs[1])
     if method != "sd":
         assert not np.array_equal(runs[0], runs[2])
@@ -207,10 +207,10 @@ def test_non_finite_data_is_refused_before_any_step(reg64, data, where, bad):
     Xv, Tv = X.copy(), T.copy()
     {"X": X, "T": T, "val_X": Xv, "val_T": Tv}[where][3, 1] = bad
     reg64.init_params(0)
-    before = reg64._theta.copy()
+    before = reg64.theta.copy()
     with pytest.raises(ValueError, match=r"NaN or inf .* row 3"):
         reg64.fit(X, T, validation_data=(Xv, Tv), epochs=2, progress=False)
-    np.testing.assert_array_equal(before, reg64._theta)
+    np.testing.assert_array_equal(before, reg64.theta)
 
 
 @pytest.mark.parametrize("method", ["sd", "sgd", "minibatch"])
@@ -219,31 +219,31 @@ def test_divergence_restores_last_finite_parameters_and_warns(reg64, method):
     X = np.hstack([X, X ** 2, -X])
     T = np.hstack([T, T])
     reg64.init_params(0)
-    start = reg64._theta.copy()
+    start = reg64.theta.copy()
     with pytest.warns(RuntimeWarning, match="diverged"):
         hist = reg64.fit(X, T, method=method, batch_size=4, epochs=100, lr=1e3, seed=1,
                          progress=False)
     assert hist.stopped == "diverged" and hist.diverged
-    fitted = reg64._theta.copy()
+    fitted = reg64.theta.copy()
     assert np.isfinite(fitted).all()
     # replay from Python: step until a loss is not finite, then undo the last update
-    reg64._theta[...] = start
+    reg64.theta[...] = start
     rng, B = np.random.default_rng(1), {"sd": 12, "sgd": 1, "minibatch": 4}[method]
     prev, kept = start.copy(), 0
     for _ in range(100):
         idx = sample_indices(method, len(X), rng)
         for s in range(0, len(idx), B):
-            snapshot = reg64._theta.copy()
+            snapshot = reg64.theta.copy()
             loss = reg64.step(X[idx[s:s + B]], T[idx[s:s + B]], lr=1e3)
             if not np.isfinite(loss):
-                reg64._theta[...] = prev
+                reg64.theta[...] = prev
                 kept -= 1
                 break
             prev, kept = snapshot, kept + 1
         else:
             continue
         break
-    np.testing.assert_array_equal(fitted, reg64._theta)
+    np.testing.assert_array_equal(fitted, reg64.theta)
     assert hist.steps == kept == len(hist.lr)
 
 
@@ -252,7 +252,7 @@ def test_keyboard_interrupt_drops_only_the_call_in_flight(reg32, data, monkeypat
     reg32.init_params(0)
     reg32.fit(X, T, method="minibatch", batch_size=4, epochs=2, lr=0.1, seed=4,
               progress=False)
-    two_epochs = reg32._theta.copy()
+    two_epochs = reg32.theta.copy()
 
     def interrupt(n):
         if n == 3:                       # the third epoch's call ran, then Ctrl-C
@@ -262,7 +262,7 @@ def test_keyboard_interrupt_drops_only_the_call_in_flight(reg32, data, monkeypat
     hist = reg32.fit(X, T, method="minibatch", batch_size=4, epochs=10, lr=0.1, seed=4,
                      progress=False)
     assert hist.stopped == "interrupted" and hist.epochs == 2 and hist.steps == 6
-    np.testing.assert_array_equal(two_epochs, reg32._theta)
+    np.testing.assert_array_equal(two_epochs, reg32.theta)
 
 
 def test_ctrl_c_signal_stops_after_the_call_and_keeps_it(reg32, data, monkeypatch):
@@ -280,14 +280,14 @@ def test_ctrl_c_signal_stops_after_the_call_and_keeps_it(reg32, data, monkeypatc
     assert signal.getsignal(signal.SIGINT) is handler    # restored
     assert hist.stopped == "interrupted"
     assert hist.steps == 2 and hist.steps_per_epoch == [2] and hist.epochs == 1
-    fitted = reg32._theta.copy()
+    fitted = reg32.theta.copy()
     # the first two steps of the first epoch, replayed from Python
     reg32.init_params(0)
     idx = sample_indices("minibatch", len(X), np.random.default_rng(4))
     for s in (0, 4):
         rows = idx[s:s + 4]
         reg32.step(X[rows].astype(np.float32), T[rows].astype(np.float32), lr=0.1)
-    np.testing.assert_array_equal(fitted, reg32._theta)
+    np.testing.assert_array_equal(fitted, reg32.theta)
 
 
 # ------------------------------------------------------------ optimizers
@@ -391,10 +391,10 @@ def test_progress_bar_with_tqdm(xor64, capsys):
 ])
 def test_bad_arguments_are_refused(xor64, kw, match):
     X, T = datasets.xor()
-    before = xor64._theta.copy()
+    before = xor64.theta.copy()
     with pytest.raises(ValueError, match=match):
         xor64.fit(X, T, **kw, progress=False)
-    np.testing.assert_array_equal(before, xor64._theta)
+    np.testing.assert_array_equal(before, xor64.theta)
 
 
 def test_bad_shapes_are_refused(xor64):

@@ -122,9 +122,24 @@ class Model(core.Model):
         from ..runtime.predict import predict_classes
         return predict_classes(self, X, batch_size)
 
-    def evaluate(self, X, T, batch_size=None) -> dict:
+    def loss(self, X, T=None) -> float:
+        """Mean over the batch of the per-example loss (see ``symnet.runtime.model``).
+        A network with loss terms (``sn.d``): ``loss(data)``, data as in ``fit``, the
+        weighted sum of the terms, each the mean over its points."""
+        if getattr(self.network, "terms", None):
+            if T is not None:
+                raise ValueError(self._terms_data("loss"))
+            from ..runtime.pinn import loss_terms
+            return loss_terms(self, X, "model.loss")["loss"]
+        if T is None:
+            raise ValueError("loss(X, T): the targets T are missing")
+        return super().loss(X, T)
+
+    def evaluate(self, X, T=None, batch_size=None) -> dict:
         """``{"loss", "accuracy"}`` for classification, ``{"loss", "mse", "mae"}``
-        otherwise, over all of (X, T) in chunks; no step is taken.
+        otherwise, over all of (X, T) in chunks; no step is taken.  A network with loss
+        terms: ``evaluate(data)``, data as in ``fit``: each term (the mean over its
+        points) and the weighted ``"loss"``, as ``loss_terms``.
 
         >>> import numpy as np, symnet as sn
         >>> m = sn.Network(sn.Input(1), sn.Dense(1), loss="mse").compile(dtype="float64")
@@ -132,18 +147,28 @@ class Model(core.Model):
         >>> m.evaluate(np.array([[1.0], [2.0]]), np.array([2.0, 3.0]))
         {'loss': 0.5, 'mse': 0.5, 'mae': 0.5}
         """
+        if getattr(self.network, "terms", None):
+            if T is not None:
+                raise ValueError(self._terms_data("evaluate"))
+            from ..runtime.pinn import loss_terms
+            return loss_terms(self, X, "model.evaluate")
+        if T is None:
+            raise ValueError("evaluate(X, T): the targets T are missing")
         from ..runtime.predict import evaluate
         return evaluate(self, X, T, batch_size)
 
     # ------------------------------------------------ input derivatives, H·v
     def input_grad(self, X, T) -> np.ndarray:
-        """∂L/∂X of the mean loss, shape of X (compiled jets; ``symnet.runtime.second_order``)."""
+        """∂L/∂X of the mean loss, shaped as X was given (compiled: the jets, or the
+        network's own reverse pass for convolutions, tensor or several inputs, softmax
+        cross-entropy; ``symnet.runtime.second_order``)."""
         self._no_terms("input_grad")
         from ..runtime.second_order import input_grad
         return input_grad(self, X, T)
 
     def jacobian(self, X) -> np.ndarray:
-        """∂O/∂X per example, (batch, n_out, n_in), from compiled forward jets."""
+        """∂O/∂X per example, (batch, n_out, n_in) (a tensor input keeps its shape),
+        from compiled forward jets or the reverse pass seeded per output unit."""
         from ..runtime.second_order import jacobian
         return jacobian(self, X)
 
@@ -174,6 +199,13 @@ class Model(core.Model):
         from ..runtime.pinn import loss_terms
         return loss_terms(self, data)
 
+    def _terms_data(self, what) -> str:
+        names = [t.name for t in self.network.terms]
+        return (f"model.{what}: this network's loss is its terms {names}: give one dict of "
+                f"each term's data, e.g. model.{what}(" + "{"
+                + ", ".join(f"{t.name!r}: {'(X, T)' if t.has_targets else 'X'}"
+                            for t in self.network.terms) + "})")
+
     def _no_terms(self, what):
         if getattr(self.network, "terms", None):
             raise ValueError(f"model.{what}: this network's loss is its terms "
@@ -197,9 +229,10 @@ class Model(core.Model):
         return export_c(self, directory, name=name, training=training, threads=threads,
                         params_file=params_file)
 
-    def summary(self, batch_size: int = 32, print_fn=print):
+    def summary(self, batch_size: int = 32, print_fn=None):
         """Parameters, memory and flops per training step of this model for a
-        batch size: printed with ``print_fn`` (as Keras does; None: not printed) and
-        returned (a ``symnet.read.summary.Summary``; ``str()`` of it is the table)."""
+        batch size: a ``symnet.read.summary.Summary`` whose ``str()`` and ``repr()``
+        are the table (``print(model.summary())`` prints it once); ``print_fn`` is
+        also given the table."""
         from ..read.summary import summarize
         return summarize(self.network, batch_size, self.dtype.name).show(print_fn)

@@ -9,7 +9,7 @@ symnet imports neither sympy nor the compiler.
 
 >>> import symnet as sn
 >>> net = sn.Network(sn.Input(3), sn.Dense(4, "relu"), sn.Dense(2), loss="mse")
->>> isinstance(net, Network), net.summary(batch_size=10, print_fn=None).total("params")
+>>> isinstance(net, Network), net.summary(batch_size=10).total("params")
 (True, 26)
 """
 
@@ -52,14 +52,15 @@ class Network(dsl.Network):
         from .model import Model
         return Model(self, dtype=dtype, seed=seed, init=init, tune=tune, backend=backend)
 
-    def summary(self, batch_size: int = 32, dtype: str = "float32", print_fn=print):
+    def summary(self, batch_size: int = 32, dtype: str = "float32", print_fn=None):
         """Parameters, memory and flops per training step, before compiling
-        (``symnet.read.summary``): printed with ``print_fn`` (as Keras does; None: not
-        printed), and returned (a ``Summary``; ``str()`` of it is the table).
+        (``symnet.read.summary``): a ``Summary`` whose ``str()`` and ``repr()`` are the
+        table, so that a prompt shows it and ``print`` prints it, once; ``print_fn``
+        (e.g. a logger's ``info``) is also given the table.
 
         >>> import symnet as sn
         >>> net = sn.Network(sn.Input(3), sn.Dense(4, "relu"), sn.Dense(2), loss="mse")
-        >>> net.summary(batch_size=10, print_fn=None).total("params")
+        >>> net.summary(batch_size=10).total("params")
         26
         """
         from ..read.summary import summarize

@@ -256,9 +256,10 @@ def needs_input_grad(graph: ir.Graph) -> dict[str, bool]:
     """Per buffer: are there trainable parameters at or below it?  ∂L/∂(a buffer)
     is needed only then: not for the data, nor for a parameter-free layer
     (pooling, flatten, a slice of the input) or a frozen one with nothing
-    trainable below."""
-    below: dict[str, bool] = {graph.input_name: False}
-    below.update({name: False for name, _ in graph.inputs})
+    trainable below.  A graph with ``grad_inputs`` counts its inputs as needing it
+    (∂L/∂X, ``model.input_grad``), and so every buffer."""
+    below: dict[str, bool] = {graph.input_name: graph.grad_inputs}
+    below.update({name: graph.grad_inputs for name, _ in graph.inputs})
     for node in graph.nodes:
         below[node.name] = any(below[x] for x in node.inputs) or \
             any(getattr(p, "trainable", True) for p in node.params)

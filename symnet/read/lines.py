@@ -245,19 +245,20 @@ def forward(w: _Walk):
                                 f"{latex_name(node.name)} = {latex_name(node.name)}"
                                 f"\\left({', '.join(latex_name(a) for a in args)}"
                                 r"\right)"))
+        out = ",".join(node.out_index)     # b,i (a row's number: b,a)
         for red in node.reductions:
             if red.contraction:
                 rhs = _sum("j") + _el(red.contraction, "i,j") + DOT + _el(node.red_input(red),
                                                                         "b,j")
             else:
                 rhs = _sum(red.over) + _expr(red.summand)
-            f._add("index", _el(red.name, "b,i") + EQ + rhs)
-        f._add("index", _el(node.name, "b,i") + EQ + _expr(node.outer))
+            f._add("index", _el(red.name, out) + EQ + rhs)
+        f._add("index", _el(node.name, out) + EQ + _expr(node.outer))
     _losses(w)
 
 
 def _tensor_forward(f, node: ir.Node):
-    args = ", ".join([p.name for p in node.params] + [node.input])
+    args = ", ".join([p.name for p in node.params] + list(node.inputs))
     what = f"   ({node.label})" if node.label else ""
     f._add("step", _Tex(f"{node.name} = {node.name}({args}){what}",
                         f"{latex_name(node.name)} = {latex_name(node.name)}\\left("

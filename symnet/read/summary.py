@@ -67,8 +67,9 @@ class LayerCost:
 
 @dataclass(repr=False)
 class Summary:
-    """The table: ``layers`` (LayerCost rows) and totals; ``str()`` is the table
-    (``net.summary()`` prints it), ``repr()`` one line of totals."""
+    """The table: ``layers`` (LayerCost rows) and totals.  ``str()`` and ``repr()`` are
+    the table, so that ``net.summary()`` at a prompt and ``print(net.summary())`` show
+    it once each."""
 
     layers: list[LayerCost]
     batch_size: int
@@ -116,16 +117,13 @@ class Summary:
                      "gradients (inputs and targets not counted)")
         return "\n".join(lines)
 
-    def show(self, print_fn=print) -> Summary:
-        """Print the table with ``print_fn`` (None: nothing); returns self."""
+    def show(self, print_fn=None) -> Summary:
+        """The table given to ``print_fn`` once (None: to nobody); returns self."""
         if print_fn is not None:
             print_fn(str(self))
         return self
 
-    def __repr__(self):
-        return (f"Summary(batch_size={self.batch_size}, dtype={self.dtype!r}, "
-                f"params={self.total('params')}, flops_per_step={self.flops_per_step}, "
-                f"bytes={self.bytes})")
+    __repr__ = __str__
 
     def as_dict(self) -> dict:
         return {"batch_size": self.batch_size, "dtype": self.dtype,
@@ -171,12 +169,12 @@ def summarize(network, batch_size: int = 32, dtype: str = "float32") -> Summary:
             elif node.kind in ("scores", "attend"):   # attention's two batched products
                 mm = 2 * B * int(np.prod([e for _, e in node.reduction_loop(r)[1:]]))
                 fwd, bwd = fwd + mm, bwd + mm * len(grad.summands[r.name])
-            elif r.conv is not None:
-                g = r.conv
+            elif r.name in p.correlations:      # a correlation: im2col products
+                g = p.correlations[r.name].geo
                 mm = 2 * B * g["cout"] * int(np.prod(g["out_hw"])) * g["cin"] \
                     * int(np.prod(g["kernel"]))
                 fwd, bwd = fwd + mm, bwd + mm * len(grad.summands[r.name])
-            elif node.kind in ("norm", "softmax", "batchnorm", "embedding"):
+            elif node.kind in ("norm", "mean", "rstd", "softmax", "batchnorm", "embedding"):
                 # Σ over the last axis, the batch or the table, for every output element
                 terms = 2 * B * node.n_out * int(np.prod([B if e == "batch" else e
                                                           for _, e in r.space]))

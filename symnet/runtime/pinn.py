@@ -24,6 +24,7 @@ import numpy as np
 
 from ..derive import jets
 from .history import History
+from .progress import Progress
 from ..backend.c.jets import build_program_module, call_kernel
 from .second_order import flat_vector
 
@@ -84,19 +85,20 @@ def term_kernels(model) -> TermKernels:
 
 # ------------------------------------------------------------------- the data
 
-def term_data(model, data) -> dict:
-    """{term: (X, T or None)} checked against the network's terms."""
+def term_data(model, data, what: str = "fit") -> dict:
+    """{term: (X, T or None)} checked against the network's terms (``what``: the
+    call, for the messages)."""
     net = model.network
     names = [t.name for t in net.terms]
     if not isinstance(data, dict):
-        raise ValueError(f"this network has loss terms {names}: give fit a dict of their "
-                         "data, e.g. fit({" + ", ".join(
+        raise ValueError(f"this network has loss terms {names}: give {what} a dict of their "
+                         f"data, e.g. {what}(" + "{" + ", ".join(
                              f"{n!r}: {'(X, T)' if t.has_targets else 'X'}"
-                             for n, t in zip(names, net.terms)) + "}, ...)")
+                             for n, t in zip(names, net.terms)) + "})")
     missing = [n for n in names if n not in data]
     unknown = sorted(set(data) - set(names))
     if missing or unknown:
-        raise ValueError(f"fit's data names {sorted(data)} but the loss terms are {names}"
+        raise ValueError(f"{what}'s data names {sorted(data)} but the loss terms are {names}"
                          + (f"; no data for term(s) {missing}" if missing else "")
                          + (f"; unknown {unknown}" if unknown else ""))
     out = {}
@@ -126,12 +128,12 @@ def term_data(model, data) -> dict:
 class Objective:
     """The weighted loss, its gradient and H·v on flat parameter vectors."""
 
-    def __init__(self, model, data):
+    def __init__(self, model, data, what: str = "fit"):
         self.model = model
         self.terms = {}
         if getattr(model.network, "terms", None):
             self.kernels = term_kernels(model)
-            for t, (X, T) in term_data(model, data).items():
+            for t, (X, T) in term_data(model, data, what).items():
                 w = next(x.weight for x in model.network.terms if x.name == t)
                 self.terms[t] = (X, T, w)
         else:
@@ -140,6 +142,7 @@ class Objective:
             X = model.as_inputs(X)
             self.terms["loss"] = (X, model.as_targets(T, X.shape[0]), 1.0)
         self.last_terms = {}
+        self.bar = None          # fit's Progress
 
     def loss_grad(self) -> tuple:
         m = self.model
@@ -171,12 +174,12 @@ class Objective:
         return out
 
 
-def loss_terms(model, data) -> dict:
+def loss_terms(model, data, what: str = "model.loss_terms") -> dict:
     """{term: mean over its points, ..., "loss": the weighted sum} (compiled)."""
     if not getattr(model.network, "terms", None):
         raise ValueError("model.loss_terms is for networks with loss terms (sn.d); use "
                          "model.loss(X, T) or model.evaluate(X, T)")
-    obj = Objective(model, data)
+    obj = Objective(model, data, what)
     total, _ = obj.loss_grad()
     return dict(obj.last_terms, loss=total)
 
@@ -221,12 +224,15 @@ def fit(model, data, method="sd", epochs=10, lr=0.1, optimizer="sgd", betas=None
     hist = History(method=method)
     hist.terms = {t: [] for t in obj.terms}
     t0 = time.perf_counter()
-    if method == "sd":
-        _fit_sd(model, obj, hist, epochs, lr, optimizer, betas, eps, momentum, callbacks)
-    else:
-        _fit_scipy(model, obj, hist, epochs, method, callbacks, tol)
+    obj.bar = Progress(progress, epochs, method)     # a bar per epoch (iteration)
+    try:
+        if method == "sd":
+            _fit_sd(model, obj, hist, epochs, lr, optimizer, betas, eps, momentum, callbacks)
+        else:
+            _fit_scipy(model, obj, hist, epochs, method, callbacks, tol)
+    finally:
+        obj.bar.close()
     hist.wall_time = time.perf_counter() - t0
-    del progress
     return hist
 
 
@@ -234,6 +240,8 @@ def _record(hist, obj, loss, lr=None, steps=1):
     hist.record_epoch(loss, lr=lr if lr is not None else [math.nan] * steps, steps=steps)
     for t, v in obj.last_terms.items():
         hist.terms[t].append(v)
+    if obj.bar is not None:
+        obj.bar.epoch(hist)
 
 
 def _fit_sd(model, obj, hist, epochs, lr, optimizer, betas, eps, momentum, callbacks):
@@ -293,6 +301,7 @@ def _fit_scipy(model, obj, hist, epochs, method, callbacks, tol):
         loss, g = obj.loss_grad()
         if loss < state["best"][0]:
             state["best"] = (loss, x.copy())
+        state["last"] = (x.copy(), loss, dict(obj.last_terms))
         return loss, g.astype(np.float64)
 
     def hessp(x, p):
@@ -303,7 +312,11 @@ def _fit_scipy(model, obj, hist, epochs, method, callbacks, tol):
         pass
 
     def callback(xk, *args):
-        loss, _ = fun(xk)
+        last = state.get("last")
+        if last is not None and np.array_equal(last[0], xk):
+            loss, obj.last_terms = last[1], dict(last[2])   # the line search's last point
+        else:
+            loss, _ = fun(xk)
         _record(hist, obj, loss)
         if callbacks and any(cb(hist) for cb in callbacks):
             hist.stopped = "callback"
@@ -313,7 +326,7 @@ def _fit_scipy(model, obj, hist, epochs, method, callbacks, tol):
     try:
         if method == "lbfgs":
             res = minimize(fun, x0, jac=True, method="L-BFGS-B", callback=callback, tol=tol,
-                           options=dict(opts, maxfun=epochs * 4, maxcor=50,
+                           options=dict(opts, maxfun=epochs * 4, maxcor=50, maxls=50,
                                         ftol=1.0 * np.finfo(float).eps,
                                         gtol=1e-12))
         else:

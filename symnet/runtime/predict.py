@@ -87,21 +87,21 @@ def predict_classes(model, X, batch_size=None) -> np.ndarray:
 
 def evaluate(model, X, T, batch_size=None) -> dict:
     """Loss and accuracy (classification) or loss, MSE and MAE (otherwise)."""
-    from .train import _user_layout, accuracy
+    from .epoch import accuracy, user_layout
     X = model.as_inputs(X)
     T = model.as_targets(T, X.shape[0])
     rows_T = T
-    X, T = _user_layout(model, X, T)
+    X, T = user_layout(model, X, T)
     rows = _chunk(model, batch_size)
     n, total, parts = X.shape[0], 0.0, []
-    model._evaluating = True         # Dropout is the identity here
+    model.evaluating = True          # Dropout is the identity here
     try:
         for s in range(0, n, rows):
             Xc, Tc = X[s:s + rows], T[s:s + rows]
             total += Xc.shape[0] * model.loss(Xc, Tc)
             parts.append(model.forward(Xc))
     finally:
-        model._evaluating = False
+        model.evaluating = False
     O = np.concatenate(parts).reshape(n, -1)
     T = rows_T
     out = {"loss": total / n}

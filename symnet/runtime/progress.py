@@ -28,6 +28,9 @@ class Progress:
         if not self.enabled:
             return
         info = {"loss": f"{hist.final_loss:.4g}"}
+        for term, values in (getattr(hist, "terms", None) or {}).items():   # loss terms
+            if values and term != "loss":
+                info[term] = f"{values[-1]:.4g}"
         if hist.val_loss:
             info["val_loss"] = f"{hist.val_loss[-1]:.4g}"
         if hist.val_accuracy:

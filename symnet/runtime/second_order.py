@@ -10,6 +10,11 @@ own parameter array, so the values always follow training.
 - ``"grad"``: the loss, ∂L/∂θ and ∂L/∂X in one pass; with it the exact Hessian of
   the mean loss times v (the tangent of that pass along v, R-operator) and the
   Gauss–Newton product.
+
+Networks the jets do not cover (convolutions and pooling, tensor or several inputs,
+sums that are not contractions, softmax cross-entropy) get ``input_grad`` and
+``jacobian`` from ``Reverse``: the network's own kernels derived with its inputs
+needing a gradient, the Jacobian by seeding the loss o·t with unit vectors.
 """
 
 from __future__ import annotations
@@ -84,6 +89,116 @@ class Kernels:
         return call_kernel(self.lib, self.ffi, name, self.model, X, T, scale, want_gx, vec, out)
 
 
+# --------------------------------------------- ∂L/∂X by the network's own reverse pass
+
+class Reverse:
+    """The network's own kernels (``symnet.plan.lower``, ``symnet.backend.c``) derived
+    with its inputs counted as needing a gradient (``ir.Graph.grad_inputs``): one
+    ``loss_grad`` call leaves ∂L/∂X in its work buffer ``dL_d<input>``.  First order,
+    for every layer the reverse pass knows (convolutions, pooling, tensor shapes,
+    several inputs, softmax cross-entropy).
+
+    ``seed=True``: every output's loss replaced by ℓ(o, t) = o·t (weight 1), so that
+    ∂L/∂X = (1/n)·Σ_k t_k ∂o_k/∂X: with t = e_k, row k of the Jacobian."""
+
+    def __init__(self, model, seed: bool):
+        import dataclasses
+        import hashlib
+
+        from ..backend.c import build, tuning
+        from ..backend.c.emit import cdef
+        from ..backend.c.runtime import Runtime, network_key, render
+        from ..backend.common import plan_meta
+        from ..derive.chain import upstream_name
+        from ..plan.lower import plan as make_plan
+        from ..scalar.primitives import Loss
+
+        self.model, self.seed = model, seed
+        if model.stateful:
+            raise NotImplementedError("input derivatives of networks with Dropout or "
+                                      "BatchNorm (a training mode) are not derived")
+        description, dtype = model.network.describe(), model.dtype.name
+        key = hashlib.sha256(f"{network_key(description, dtype)} grad_inputs "
+                             f"seed={seed}".encode()).hexdigest()[:24]
+        hit = build.lookup(key)
+        if hit is None:
+            graph = model.network.graph()
+            change = {"grad_inputs": True}
+            if seed:
+                dot = Loss("seed", lambda o, t, n: o * t)
+                change.update(loss=dot, losses={o: dot for o in graph.outputs},
+                              weights={o: 1.0 for o in graph.outputs})
+            graph = dataclasses.replace(graph, **change)
+            plan = make_plan(graph)
+            source, header, prefix = render(plan, dtype, hooks=True)
+            meta = dict(plan_meta(plan, description, dtype), prefix=prefix,
+                        products=tuning.products_of(plan), tile=None,
+                        input_grads=[[name, plan.buffers[upstream_name(name)].offset, width]
+                                     for name, width in graph.inputs])
+            hit = build.build(key, source, cdef(header), meta)
+        self.rt = Runtime(*hit)
+        mine = [(p["name"], p["offset"]) for p in self.rt.meta["params"]]
+        theirs = [(p["name"], p["offset"]) for p in model.meta["params"]]
+        if mine != theirs:       # the same graph lays its parameters out the same way
+            raise RuntimeError("the input-gradient kernels lay out the parameters "
+                               f"differently from the model's: {mine} vs {theirs}")
+
+    def grad_x(self, X, T) -> np.ndarray:
+        """(batch, n_in): ∂(Σ_b ℓ_b / n)/∂X for rows X (``as_inputs``) and T."""
+        rt, model = self.rt, self.model
+        n = X.shape[0]
+        out = np.empty((n, model.n_in), model.dtype)
+        with model.lock:
+            rt.params = model.theta                    # the model's current parameters
+            rt._p_params = rt.buffer(model.theta)
+            rt.loss_grad(X, T)
+            work, col = rt.work, 0
+            for _, offset, width in rt.meta["input_grads"]:
+                out[:, col:col + width] = work[n * offset:n * (offset + width)] \
+                    .reshape(n, width)
+                col += width
+        return out
+
+
+def _reverse(model, seed: bool) -> Reverse:
+    cache = model.__dict__.setdefault("_jet_kernels", {})
+    key = "reverse-seed" if seed else "reverse"
+    if key not in cache:
+        cache[key] = Reverse(model, seed)
+    return cache[key]
+
+
+def _shaped_like(model, X, G):
+    """∂/∂X rows (batch, n_in) in the form X was given: (batch, *shape) for a tensor
+    input, a list or dict per input for several."""
+    net = model.network
+    n = G.shape[0]
+    if len(net.inputs) == 1:
+        return G.reshape((n, *model.in_shape)) if len(model.in_shape) > 1 else G
+    if isinstance(X, np.ndarray) and X.ndim == 2 and X.shape[1] == model.n_in:
+        return G
+    parts, col = [], 0
+    for x in net.inputs:
+        parts.append(G[:, col:col + x.n].reshape((n, *x.shape)) if len(x.shape) > 1
+                     else G[:, col:col + x.n])
+        col += x.n
+    if isinstance(X, dict):
+        return dict(zip(net.input_names, parts))
+    return parts
+
+
+def _jets_apply(model) -> bool:
+    """Vector input, vector layers, element-wise losses: the jet kernels; otherwise
+    the network's own reverse pass (``Reverse``)."""
+    if len(model.network.inputs) != 1 or len(model.in_shape) != 1:
+        return False
+    graph = model.network.graph()
+    return all(len(node.space) == 1 and node.kind != "flatten" and all(
+        r.contraction is not None and r.op == "sum" and r.conv is None and not r.space
+        for r in node.reductions) for node in graph.nodes) and \
+        all(graph.losses[o].element is not None for o in graph.outputs)
+
+
 # ------------------------------------------------------------------ the calls
 
 def _kernels(model, kind: str) -> Kernels:
@@ -96,18 +211,30 @@ def _kernels(model, kind: str) -> Kernels:
 def _vector_input(model, X, what: str):
     if len(model.network.inputs) != 1 or len(model.in_shape) != 1:
         raise NotImplementedError(
-            f"{what}: input derivatives are derived for networks with one vector input; "
-            f"this one has inputs {model.network.input_names} of shape {model.in_shape}")
+            f"{what} is derived for networks with one vector input (the jets; "
+            f"input_grad and jacobian also for others); this one has inputs "
+            f"{model.network.input_names} of shape {model.in_shape}")
     return model.as_inputs(X)
 
 
 def input_grad(model, X, T) -> np.ndarray:
     """∂L/∂X of the mean loss L, shape of X (one row per example)."""
+    if not _jets_apply(model):
+        return _input_grad_reverse(model, X, T)
     X = _vector_input(model, X, "model.input_grad")
     T = _targets(model, T, X.shape[0])
-    k = _kernels(model, "grad")
+    try:
+        k = _kernels(model, "grad")
+    except NotImplementedError:          # a layer the jets do not cover
+        return _input_grad_reverse(model, X, T)
     _, _, gx, _ = k.call("sn_grad_x", X, T, scale=1.0 / X.shape[0], want_gx=True)
     return gx
+
+
+def _input_grad_reverse(model, X, T) -> np.ndarray:
+    rows = model.as_inputs(X)
+    return _shaped_like(model, X, _reverse(model, False).grad_x(
+        rows, model.as_targets(T, rows.shape[0])))
 
 
 def _targets(model, T, n):
@@ -128,9 +255,17 @@ def loss_and_grad(model, X, T):
 
 
 def jacobian(model, X) -> np.ndarray:
-    """∂O/∂X per example: (batch, n_out, n_in) (outputs side by side)."""
+    """∂O/∂X per example: (batch, n_out, n_in) (outputs side by side; a tensor input
+    keeps its shape: (batch, n_out, *shape)).  Vector networks: forward jets; others
+    (convolutions, several inputs): the reverse pass once per output unit, all units
+    in one call (the batch repeated, seeded with the unit vectors)."""
+    if not _jets_apply(model):
+        return _jacobian_reverse(model, X)
     X = _vector_input(model, X, "model.jacobian")
-    k = _kernels(model, "jacobian")
+    try:
+        k = _kernels(model, "jacobian")
+    except NotImplementedError:          # a layer the jets do not cover
+        return _jacobian_reverse(model, X)
     n = X.shape[0]
     raw = np.zeros((n, max(k.width, 1)), model.dtype)
     if k.width:
@@ -141,6 +276,26 @@ def jacobian(model, X) -> np.ndarray:
         off = graph.target_offset(out)
         J[:, off:off + cnt, a[0]] = raw[:, pos:pos + cnt]
     return J
+
+
+def _jacobian_reverse(model, X) -> np.ndarray:
+    """The reverse pass once per output unit, all units in one call (the batch
+    repeated, seeded with the unit vectors)."""
+    rows = model.as_inputs(X)
+    n, k = rows.shape[0], model.n_out
+    rev = _reverse(model, True)
+    J = np.empty((n, k, model.n_in), model.dtype)
+    step = max(1, 4096 // k)         # examples per call: k copies of each
+    eye = np.eye(k, dtype=model.dtype)
+    for s in range(0, n, step):
+        b = min(step, n - s)
+        Xs = np.repeat(rows[s:s + b], k, axis=0)
+        Ts = np.ascontiguousarray(np.tile(eye, (b, 1)))
+        G = rev.grad_x(Xs, Ts) * (b * k)      # the kernels' mean: 1/(b·k)
+        J[s:s + b] = G.reshape(b, k, model.n_in)
+    if len(model.network.inputs) > 1:
+        return J
+    return J.reshape((n, k, *model.in_shape))
 
 
 def hessian(model, X) -> np.ndarray:

@@ -1,0 +1,240 @@
+"""The one epoch runner of ``fit`` (``symnet.runtime.train``): the state of one fit call
+— data, buffers, optimizer — and the bookkeeping that keeps the parameters and the
+History in step.  An epoch is whole-epoch runtime calls (sgd, minibatch on one
+process) or steps each of which the exchange completes (sd, and every step over MPI:
+``symnet.runtime.train.Local``, ``symnet.runtime.distributed.MPI``).
+
+>>> import numpy as np
+>>> accuracy("softmax_cross_entropy", np.array([[0.1, 0.9]]), np.array([[0.0, 1.0]]))
+1.0
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+
+from .progress import SigintFlag
+
+
+def has_accuracy(loss_name: str) -> bool:
+    return loss_name in ("softmax_cross_entropy", "bce")
+
+
+def accuracy(loss_name: str, O: np.ndarray, T: np.ndarray):
+    """Share of correct predictions where it applies: argmax for softmax cross-entropy
+    (against the argmax of T's rows, or against class labels), O > 0.5 against T > 0.5
+    per output for bce; None for other losses."""
+    if loss_name == "softmax_cross_entropy":
+        y = T[:, 0] if T.shape[1] == 1 and O.shape[1] > 1 else T.argmax(axis=1)
+        return float((O.argmax(axis=1) == y).mean())
+    if loss_name == "bce":
+        return float(((O > 0.5) == (T > 0.5)).mean())
+    return None
+
+
+
+class Run:
+    """The state of one fit call and its one epoch runner: data, buffers, optimizer,
+    and the bookkeeping that keeps the parameters and the History in step.  An
+    epoch is whole-epoch runtime calls (``_calls``), or steps each of which the
+    exchange completes (``_steps``: sd, and every step over MPI)."""
+
+    def __init__(self, model, X, T, method, batch_size, schedule, opt, val, hist, exchange,
+                 call_flops: float):
+        self.model, self.X, self.T = model, X, T
+        self.method, self.schedule, self.opt, self.val, self.hist = \
+            method, schedule, opt, val, hist
+        self.exchange = exchange
+        n = X.shape[0]
+        self.B = exchange.batch_rows(method, batch_size, n)
+        self.n_steps = exchange.steps(method, n, self.B)  # of a step-by-step epoch
+        self.t = 0                                   # steps taken in this fit
+        # two θ-sized buffers kept by the model between fit calls (allocating and
+        # first touching them cost ~1 ms per call for the large network); neither
+        # is read before it is written
+        spare, model.fit_spare = model.fit_spare, None
+        if spare is None or spare[0].shape != model.theta.shape:
+            spare = (np.empty_like(model.theta), np.empty_like(model.theta))
+        self.spare = spare
+        self.prev = spare[0]                         # θ before the last update
+        self.have_prev = np.zeros(1, np.intc)
+        self.parts = []          # this epoch's kept steps: (losses, batch sizes, lrs,
+        #                          correct examples or NaN) per call
+        self.snap = spare[1]                         # θ before the call in flight
+        self.parts_before = None                     # len(parts) before it; None: none
+        if method != "sd":
+            per_step = 6.0 * max(model.theta.size, 1) * self.B
+            self.chunk = max(1, int(call_flops // per_step))   # steps per call
+            if not exchange.whole_epochs:            # the batch of a step, gathered
+                rows = min(self.B, n)
+                self.Ib = np.zeros((rows, X.shape[1]), model.dtype)
+                self.Tb = np.zeros((rows, T.shape[1]), model.dtype)
+            if model.stateful:   # Dropout, BatchNorm: their state is set between steps
+                self.chunk = 1
+
+    # -- one epoch ---------------------------------------------------------
+    def epoch(self, idx, flag) -> bool:
+        """One epoch on the example indices ``idx`` (None: all, for sd); False when
+        training stops (diverged or interrupted)."""
+        if self.method != "sd" and self.exchange.whole_epochs:
+            return self._calls(idx, flag)
+        return self._steps(idx, flag)
+
+    def local(self, rows) -> tuple:
+        """(examples, loss mean) of this process's batch ``rows`` (None: all of its
+        examples); gradients into model.grad."""
+        m = self.model
+        if rows is None:
+            with m.lock:
+                return self.X.shape[0], m.loss_grad_rows(self.X, self.T)
+        b = rows.size
+        if b == 0:
+            return 0, 0.0
+        Ib, Tb = self.Ib[:b], self.Tb[:b]
+        self.X.take(rows, axis=0, out=Ib)
+        self.T.take(rows, axis=0, out=Tb)
+        with m.lock:
+            return b, m.loss_grad_rows(Ib, Tb)
+
+    def _steps(self, idx, flag) -> bool:
+        """Each step: the exchange's loss and gradients, then the update."""
+        m, B = self.model, self.B
+        lrs = self.schedule.values(self.t, self.n_steps)
+        for s in range(self.n_steps):
+            rows = None if idx is None else idx[s * B:(s + 1) * B]
+            loss, count, stop = self.exchange.step(self, rows, flag)
+            if stop == "halt":
+                self.hist.stopped = "interrupted"
+                return False
+            if not math.isfinite(loss):
+                self._diverged()
+                return False
+            lr = float(lrs[s])
+            self._begin()
+            self.prev[...] = m.theta
+            self.have_prev[0] = 1
+            self.opt.apply(m, lr)
+            self.exchange.after_step(m, count)   # Dropout's masks, BatchNorm
+            self._keep([loss], [count], [lr])
+            self.parts_before = None
+            if stop:
+                self.hist.stopped = "interrupted"
+                return False
+        return True
+
+    def _calls(self, idx: np.ndarray, flag: SigintFlag) -> bool:
+        """The steps of one epoch in runtime calls of ``self.chunk`` steps."""
+        m, B, opt = self.model, self.B, self.opt
+        n_steps = -(-idx.size // B)
+        lrs = self.schedule.values(self.t, n_steps)
+        losses = np.zeros(n_steps)
+        rt = m.runtime
+        correct = np.full(n_steps, np.nan)        # counted by the runtime where it applies
+        count = has_accuracy(m.network.loss_name) and len(m.network.outputs) == 1
+        for s0 in range(0, n_steps, self.chunk):
+            s1 = min(n_steps, s0 + self.chunk)
+            part = idx[s0 * B: s1 * B]
+            self._begin()
+            if m.stateful:
+                m.set_training(True)
+                m.check_batch(min(B, part.size))
+                if part.size % B:
+                    m.check_batch(part.size % B)
+            with m.lock:
+                done = rt.train_epoch(self.X, self.T, part, B, lrs[s0:], losses[s0:],
+                                      opt.code, opt.s1, opt.s2, opt.hyper, opt.t, self.prev,
+                                      self.have_prev, correct[s0:] if count else None)
+            opt.t += done
+            m.after_steps(rt.train_work, min(B, part.size), done)
+            sizes = [B] * done
+            if done and s0 + done == n_steps and idx.size % B:
+                sizes[-1] = idx.size % B
+            self._keep(losses[s0:s0 + done], sizes, lrs[s0:s0 + done], correct[s0:s0 + done])
+            self.parts_before = None
+            if done < s1 - s0:
+                self._diverged()
+                return False
+            if flag.raised:
+                self.hist.stopped = "interrupted"
+                return False
+        return True
+
+    # -- bookkeeping -------------------------------------------------------
+    def _begin(self):
+        """Before a call that changes θ: remember θ and how much was kept so far."""
+        self.snap[...] = self.model.theta
+        self.parts_before = len(self.parts)
+
+    def _keep(self, losses, sizes, lrs, correct=None):
+        # one append, so that an interruption keeps the whole call or none of it
+        correct = np.full(len(lrs), np.nan) if correct is None else correct
+        self.parts.append((np.array(losses, np.float64), np.array(sizes, np.float64),
+                           np.array(lrs, np.float64), np.array(correct, np.float64)))
+        self.t += len(lrs)
+
+    def interrupted(self):
+        """A KeyboardInterrupt came through: drop the call in flight unless it was kept."""
+        if self.parts_before is not None and len(self.parts) == self.parts_before:
+            self.model.theta[...] = self.snap
+            self.opt.t = self.t
+        self.parts_before = None
+        self.hist.stopped = "interrupted"
+
+    def _diverged(self):
+        """The loss became non-finite: the update before it was undone (θ ← prev)."""
+        m = self.model
+        if self.have_prev[0]:
+            m.theta[...] = self.prev
+            self._drop_last_step()
+        self.hist.stopped = "diverged"
+        warnings.warn(f"training diverged at step {self.t} (the loss became NaN or inf); "
+                      "the parameters are those of the last step with a finite loss. "
+                      "Try a smaller learning rate.", RuntimeWarning, stacklevel=4)
+
+    def _drop_last_step(self):
+        self.t -= 1
+        self.opt.t -= 1
+        while self.parts and not self.parts[-1][2].size:
+            self.parts.pop()
+        if self.parts:
+            losses, sizes, lrs, correct = self.parts.pop()
+            self.parts.append((losses[:-1], sizes[:-1], lrs[:-1], correct[:-1]))
+        elif self.hist.steps:
+            h = self.hist
+            h.steps -= 1
+            h.lr = h.lr[:-1]
+            h.steps_per_epoch[-1] -= 1
+
+    def record(self):
+        """Close the epoch (or the part of it done): History row, validation."""
+        parts, self.parts = self.parts, []
+        if not parts or not sum(p[2].size for p in parts):
+            return
+        losses, sizes, lrs, correct = (np.concatenate([p[k] for p in parts]) for k in range(4))
+        loss = float(np.average(losses, weights=sizes))
+        name = self.model.network.loss_name
+        # training accuracy: for sgd/minibatch counted by the C on each batch before its
+        # update (like the loss); for sd of the parameters at the end of the epoch
+        acc = None
+        if self.exchange.accuracy and has_accuracy(name) and \
+                len(self.model.network.outputs) == 1:
+            acc = float(correct.sum() / sizes.sum()) if not np.isnan(correct).any() else \
+                accuracy(name, self.model.forward(user_layout(self.model, self.X, self.T)[0])
+                         .reshape(self.X.shape[0], -1), self.T)
+        val_loss, val_acc = self.exchange.validate(self)
+        self.hist.record_epoch(loss, lr=lrs, steps=lrs.size, accuracy=acc, val_loss=val_loss,
+                               val_accuracy=val_acc)
+
+
+def user_layout(model, X, T):
+    """Checked (rows) X and T back in the layout the public calls take (tensors)."""
+    if len(model.in_shape) > 1:
+        X = X.reshape((-1, *model.in_shape))
+    if len(model.out_shape) > 1 and T.shape[1] == model.n_out:
+        T = T.reshape((-1, *model.out_shape))
+    return X, T
+
+

@@ -1,0 +1,167 @@
+"""The checks of the arrays a model's calls take: X and T as C-contiguous, aligned
+(batch, width) rows of the model's dtype, from tensors, several inputs or outputs (a
+list or a dict keyed by layer name), class labels; each refusal a ValueError that
+names the array, the layer, the expected and the actual shape.
+
+``ArrayChecks`` is a part of ``symnet.runtime.model.Model``; other modules use its
+public names ``as_inputs``, ``as_targets`` and ``as_matrix``.
+
+>>> import numpy as np, symnet as sn
+>>> model = sn.Network(sn.Input(2), sn.Dense(1), loss="mse").compile(dtype="float64")
+>>> model.as_inputs([[1, 2]]).dtype, model.as_targets(np.ones(1), 1).shape
+(dtype('float64'), (1, 1))
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import guards
+
+
+class ArrayChecks:
+    """X and T checked and laid out as the kernels take them (a part of ``Model``: it
+    reads the model's ``network``, ``dtype``, ``n_in``, ``n_out``, ``in_shape``,
+    ``out_shape`` and ``input_name``)."""
+
+    def as_matrix(self, A, what: str, width: int, owner: str) -> np.ndarray:
+        """A as a C-contiguous, aligned (batch, width) array of this model's
+        dtype: bool, integer and other float dtypes (either byte order) are
+        converted; anything else is refused with a ValueError."""
+        if (type(A) is np.ndarray and A.dtype == self.dtype and A.ndim == 2
+                and A.shape[1] == width and A.shape[0] > 0 and A.flags.carray):
+            return A
+        if isinstance(A, np.ma.MaskedArray) and np.ma.count_masked(A):
+            raise ValueError(f"{what} is a masked array with {np.ma.count_masked(A)} masked "
+                             f"entries; fill them first, e.g. {what}.filled(0)")
+        try:
+            arr = np.asarray(A)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{what} cannot be read as a numeric array: {exc}") from None
+        if arr.dtype.kind not in "biuf":
+            raise ValueError(f"{what} must hold real numbers, got dtype {arr.dtype}")
+        if arr.ndim != 2:
+            hint = f"; for one example use {what}[None, :]" if arr.ndim == 1 else ""
+            raise ValueError(f"{what} must be 2-D (batch, {width}) for {owner}, "
+                             f"got shape {arr.shape}{hint}")
+        if arr.shape[1] != width:
+            raise ValueError(f"{what} has {arr.shape[1]} columns but {owner} has {width}: "
+                             f"expected shape (batch, {width}), got {arr.shape}")
+        if arr.shape[0] == 0:
+            raise ValueError(f"{what} is an empty batch (shape {arr.shape}); "
+                             "give at least one example")
+        # An unaligned pointer is undefined behaviour in the C (vector loads).
+        return np.require(arr, self.dtype, ["C", "A"])
+
+    def as_inputs(self, X):
+        X = self._inputs_as_rows(X)
+        for layer, offset, width, name in self._embeddings:
+            layer.check_indices(X[:, offset:offset + width], f"X[{name!r}]")
+        return X
+
+    def _embedding_inputs(self) -> list:
+        """(Embedding, first column in X, width, input name) for each Embedding on an Input."""
+        from ..lang.embedding import Embedding
+        net, out = self.network, []
+        starts, col = {}, 0
+        for x, name in zip(net.inputs, net.input_names):
+            starts[id(x)] = (col, x.n, name)
+            col += x.n
+        for app in net.layers:
+            if isinstance(app.origin if app.origin is not None else app, Embedding) \
+                    and id(app.input) in starts:
+                out.append((app, *starts[id(app.input)]))
+        return out
+
+    def _inputs_as_rows(self, X):
+        net = self.network
+        if len(net.inputs) == 1:
+            if len(self.in_shape) > 1:
+                X = self._tensor(X, "X", self.in_shape, f"input layer {self.input_name!r}")
+            return self.as_matrix(X, "X", self.n_in, f"input layer {self.input_name!r}")
+        if isinstance(X, np.ndarray) and X.ndim == 2 and X.shape[1] == self.n_in:
+            return self.as_matrix(X, "X", self.n_in, "the inputs side by side")
+        parts = self._parts(X, "X", net.input_names, "inputs")
+        mats = []
+        for name, x, A in zip(net.input_names, net.inputs, parts):
+            owner = f"input layer {name!r}"
+            if len(x.shape) > 1:
+                A = self._tensor(A, f"X[{name!r}]", x.shape, owner)
+            mats.append(self.as_matrix(A, f"X[{name!r}]", x.n, owner))
+        self._same_rows(mats, "X", net.input_names)
+        return np.require(np.concatenate(mats, axis=1), self.dtype, ["C", "A"])
+
+    def _tensor(self, A, what: str, shape: tuple, owner: str):
+        """A batch of tensors (batch, *shape) as a (batch, prod(shape)) view."""
+        try:
+            arr = A if isinstance(A, np.ndarray) else np.asarray(A)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{what} cannot be read as a numeric array: {exc}") from None
+        want = "(batch, " + ", ".join(str(s) for s in shape) + ")"
+        if arr.ndim != len(shape) + 1 or tuple(arr.shape[1:]) != tuple(shape):
+            hint = f"; for one example use {what}[None]" if arr.shape == tuple(shape) else ""
+            raise ValueError(f"{what} must have shape {want} for {owner}, got shape "
+                             f"{arr.shape}{hint}")
+        return arr.reshape(arr.shape[0], -1)
+
+    def as_targets(self, T, batch: int, what: str = "T"):
+        """T as (batch, outputs) rows, or (batch, 1) class labels (``symnet.runtime.targets``);
+        with several outputs a list or dict of arrays, joined side by side."""
+        net = self.network
+        if len(net.outputs) == 1:
+            if len(self.out_shape) > 1:
+                out = net.output_names[0]
+                T = self._tensor(T, what, self.out_shape, f"output layer {out!r}")
+            from .targets import labels_or_rows
+            return labels_or_rows(self, T, batch, what)
+        elif isinstance(T, np.ndarray) and T.ndim == 2 and T.shape[1] == self.n_out:
+            T = self.as_matrix(T, "T", self.n_out, "the outputs side by side")
+        else:
+            parts = self._parts(T, "T", net.output_names, "outputs")
+            mats = []
+            for name, o, A in zip(net.output_names, net.outputs, parts):
+                shape, owner = net._shapes[id(o)], f"output layer {name!r}"
+                if len(shape) > 1:
+                    A = self._tensor(A, f"T[{name!r}]", shape, owner)
+                mats.append(self.as_matrix(A, f"T[{name!r}]", int(np.prod(shape)), owner))
+            self._same_rows(mats, "T", net.output_names)
+            T = np.require(np.concatenate(mats, axis=1), self.dtype, ["C", "A"])
+        if T.shape[0] != batch:
+            raise ValueError(f"T has {T.shape[0]} rows but X has {batch}: one target row "
+                             "per example is needed")
+        return T
+
+    def _finite_data(self, X, T, after: str):
+        """(X, T) as checked rows, with ValueError for NaN or inf in either."""
+        X = self.as_inputs(X)
+        guards.finite(X, "X", after)
+        T = self.as_targets(T, X.shape[0])
+        guards.finite(T, "T", after)
+        return X, T
+
+    @staticmethod
+    def _parts(A, what: str, names: list, kind: str) -> list:
+        """Arrays given as a list (declaration order) or a dict keyed by layer name."""
+        if isinstance(A, dict):
+            unknown = sorted(set(A) - set(names))
+            missing = [n for n in names if n not in A]
+            if unknown or missing:
+                raise ValueError(f"{what} is keyed by {sorted(A)} but the network's {kind} are "
+                                 f"{names}" + (f"; missing {missing}" if missing else "")
+                                 + (f"; unknown {unknown}" if unknown else ""))
+            return [A[n] for n in names]
+        if isinstance(A, (list, tuple)):
+            if len(A) != len(names):
+                raise ValueError(f"{what} holds {len(A)} arrays but the network has "
+                                 f"{len(names)} {kind} {names}")
+            return list(A)
+        raise ValueError(f"the network has {len(names)} {kind} {names}: give {what} as a list "
+                         f"in that order or a dict keyed by those names, got {type(A).__name__}")
+
+    @staticmethod
+    def _same_rows(mats: list, what: str, names: list):
+        rows = [m.shape[0] for m in mats]
+        if len(set(rows)) != 1:
+            raise ValueError(f"the arrays of {what} have different numbers of rows: "
+                             + ", ".join(f"{n}: {r}" for n, r in zip(names, rows)))
+
