@@ -4,7 +4,9 @@
  *   input S: (8, 10) per example
  *   embed (8, 32) = b1[i] + z_embed[b,tq,i]
  *   pos (8, 32) = P2[tq,i] + embed[b,tq,i]
+ *   B1_norm1_mean (8) = z_B1_norm1_mean[b,a]/32
  *   B1_norm1_c (8, 32) = LayerNorm(eps=1e-05): centre
+ *   B1_norm1_rstd (8) = 1/sqrt(z_B1_norm1_rstd[b,a]/32 + 1.0e-5)
  *   B1_norm1 (8, 32) = LayerNorm(eps=1e-05)
  *   B1_att_qkv (8, 96) = c4[i] + z_B1_att_qkv[b,tq,i]
  *   B1_att_s (4, 8, 8) = 0.35355339059327373*z_B1_att_s[b,hd,tq,tk]
@@ -16,12 +18,16 @@
  *   B1_att_a (8, 4, 8) = z_B1_att_a[b,tq,hd,e]
  *   B1_att (8, 32) = co4[i] + z_B1_att[b,tq,i]
  *   B1_res1 (8, 32) = B1_att[b,i,x] + pos[b,i,x]
+ *   B1_norm2_mean (8) = z_B1_norm2_mean[b,a]/32
  *   B1_norm2_c (8, 32) = LayerNorm(eps=1e-05): centre
+ *   B1_norm2_rstd (8) = 1/sqrt(z_B1_norm2_rstd[b,a]/32 + 1.0e-5)
  *   B1_norm2 (8, 32) = LayerNorm(eps=1e-05)
  *   B1_ff1 (8, 64) = Piecewise((b7[i] + z_B1_ff1[b,tq,i], b7[i] + z_B1_ff1[b,tq,i] > 0), (0, True))
  *   B1_ff2 (8, 32) = b8[i] + z_B1_ff2[b,tq,i]
  *   B1 (8, 32) = B1_ff2[b,i,x] + B1_res1[b,i,x]
+ *   B2_norm1_mean (8) = z_B2_norm1_mean[b,a]/32
  *   B2_norm1_c (8, 32) = LayerNorm(eps=1e-05): centre
+ *   B2_norm1_rstd (8) = 1/sqrt(z_B2_norm1_rstd[b,a]/32 + 1.0e-5)
  *   B2_norm1 (8, 32) = LayerNorm(eps=1e-05)
  *   B2_att_qkv (8, 96) = c11[i] + z_B2_att_qkv[b,tq,i]
  *   B2_att_s (4, 8, 8) = 0.35355339059327373*z_B2_att_s[b,hd,tq,tk]
@@ -33,7 +39,9 @@
  *   B2_att_a (8, 4, 8) = z_B2_att_a[b,tq,hd,e]
  *   B2_att (8, 32) = co11[i] + z_B2_att[b,tq,i]
  *   B2_res1 (8, 32) = B1[b,i,x] + B2_att[b,i,x]
+ *   B2_norm2_mean (8) = z_B2_norm2_mean[b,a]/32
  *   B2_norm2_c (8, 32) = LayerNorm(eps=1e-05): centre
+ *   B2_norm2_rstd (8) = 1/sqrt(z_B2_norm2_rstd[b,a]/32 + 1.0e-5)
  *   B2_norm2 (8, 32) = LayerNorm(eps=1e-05)
  *   B2_ff1 (8, 64) = Piecewise((b14[i] + z_B2_ff1[b,tq,i], b14[i] + z_B2_ff1[b,tq,i] > 0), (0, True))
  *   B2_ff2 (8, 32) = b15[i] + z_B2_ff2[b,tq,i]
@@ -45,7 +53,7 @@
  * X of width n holds X[b,j] at X[b * n + j]; W of shape (out, in) holds
  * W[i,j] at W[i * in + j].  Parameters live in one flat array `params`
  * (18026 numbers), their gradients in `grads` with the same
- * layout, and everything per example in `work` (33104 numbers
+ * layout, and everything per example in `work` (29264 numbers
  * per example of the batch).
  */
 #include <math.h>
@@ -58,7 +66,9 @@
  *   input S: (8, 10) per example
  *   embed (8, 32) = b1[i] + z_embed[b,tq,i]
  *   pos (8, 32) = P2[tq,i] + embed[b,tq,i]
+ *   B1_norm1_mean (8) = z_B1_norm1_mean[b,a]/32
  *   B1_norm1_c (8, 32) = LayerNorm(eps=1e-05): centre
+ *   B1_norm1_rstd (8) = 1/sqrt(z_B1_norm1_rstd[b,a]/32 + 1.0e-5)
  *   B1_norm1 (8, 32) = LayerNorm(eps=1e-05)
  *   B1_att_qkv (8, 96) = c4[i] + z_B1_att_qkv[b,tq,i]
  *   B1_att_s (4, 8, 8) = 0.35355339059327373*z_B1_att_s[b,hd,tq,tk]
@@ -70,12 +80,16 @@
  *   B1_att_a (8, 4, 8) = z_B1_att_a[b,tq,hd,e]
  *   B1_att (8, 32) = co4[i] + z_B1_att[b,tq,i]
  *   B1_res1 (8, 32) = B1_att[b,i,x] + pos[b,i,x]
+ *   B1_norm2_mean (8) = z_B1_norm2_mean[b,a]/32
  *   B1_norm2_c (8, 32) = LayerNorm(eps=1e-05): centre
+ *   B1_norm2_rstd (8) = 1/sqrt(z_B1_norm2_rstd[b,a]/32 + 1.0e-5)
  *   B1_norm2 (8, 32) = LayerNorm(eps=1e-05)
  *   B1_ff1 (8, 64) = Piecewise((b7[i] + z_B1_ff1[b,tq,i], b7[i] + z_B1_ff1[b,tq,i] > 0), (0, True))
  *   B1_ff2 (8, 32) = b8[i] + z_B1_ff2[b,tq,i]
  *   B1 (8, 32) = B1_ff2[b,i,x] + B1_res1[b,i,x]
+ *   B2_norm1_mean (8) = z_B2_norm1_mean[b,a]/32
  *   B2_norm1_c (8, 32) = LayerNorm(eps=1e-05): centre
+ *   B2_norm1_rstd (8) = 1/sqrt(z_B2_norm1_rstd[b,a]/32 + 1.0e-5)
  *   B2_norm1 (8, 32) = LayerNorm(eps=1e-05)
  *   B2_att_qkv (8, 96) = c11[i] + z_B2_att_qkv[b,tq,i]
  *   B2_att_s (4, 8, 8) = 0.35355339059327373*z_B2_att_s[b,hd,tq,tk]
@@ -87,7 +101,9 @@
  *   B2_att_a (8, 4, 8) = z_B2_att_a[b,tq,hd,e]
  *   B2_att (8, 32) = co11[i] + z_B2_att[b,tq,i]
  *   B2_res1 (8, 32) = B1[b,i,x] + B2_att[b,i,x]
+ *   B2_norm2_mean (8) = z_B2_norm2_mean[b,a]/32
  *   B2_norm2_c (8, 32) = LayerNorm(eps=1e-05): centre
+ *   B2_norm2_rstd (8) = 1/sqrt(z_B2_norm2_rstd[b,a]/32 + 1.0e-5)
  *   B2_norm2 (8, 32) = LayerNorm(eps=1e-05)
  *   B2_ff1 (8, 64) = Piecewise((b14[i] + z_B2_ff1[b,tq,i], b14[i] + z_B2_ff1[b,tq,i] > 0), (0, True))
  *   B2_ff2 (8, 32) = b15[i] + z_B2_ff2[b,tq,i]
@@ -96,8 +112,8 @@
  *   loss: bce, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_99224B38D6_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_99224B38D6_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_FC29BAE78B_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_FC29BAE78B_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (32, 10)
  *   b1           offset       320  shape (32,)
  *   P2           offset       352  shape (8, 32)
@@ -128,48 +144,48 @@
  *   W17          offset     17696  shape (10, 32)
  *   b17          offset     18016  shape (10,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_99224B38D6_WORK_SIZE(batch) numbers; SYMNET_99224B38D6_TRAIN_WORK_SIZE(batch_size) for
- * symnet_99224b38d6_train) and allocates nothing.  Memory for one call of a batch B:
- *   params 18026 + X B*80 + T or O B*80 + work (B*33104 + 18026)
- *   numbers of 4 bytes; e.g. B = 32: 4,402,000 bytes (training; forward only: 2,193,832).
+ * `work` (SYMNET_FC29BAE78B_WORK_SIZE(batch) numbers; SYMNET_FC29BAE78B_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_fc29bae78b_train) and allocates nothing.  Memory for one call of a batch B:
+ *   params 18026 + X B*80 + T or O B*80 + work (B*29264 + 18026)
+ *   numbers of 4 bytes; e.g. B = 32: 3,910,480 bytes (training; forward only: 1,948,072).
  */
-#ifndef SYMNET_99224B38D6_H
-#define SYMNET_99224B38D6_H
+#ifndef SYMNET_FC29BAE78B_H
+#define SYMNET_FC29BAE78B_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_99224B38D6_REAL float  /* the number type of every array (float32) */
-#define SYMNET_99224B38D6_N_INPUTS 80  /* features per example */
-#define SYMNET_99224B38D6_N_OUTPUTS 80
-#define SYMNET_99224B38D6_N_PARAMS 18026  /* numbers in the flat parameter array */
-#define SYMNET_99224B38D6_WORK_PER_EXAMPLE 33104
-#define SYMNET_99224B38D6_WORK_SIZE(batch) ((batch) * 33104 + 18026)  /* numbers of scratch per call */
-#define SYMNET_99224B38D6_TRAIN_WORK_SIZE(batch_size) (SYMNET_99224B38D6_WORK_SIZE(batch_size) + (batch_size) * 160)
-#define SYMNET_99224B38D6_SGD 0       /* optimizer codes of symnet_99224b38d6_update and symnet_99224b38d6_train */
-#define SYMNET_99224B38D6_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_99224B38D6_N_PARAMS numbers */
-#define SYMNET_99224B38D6_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_99224B38D6_N_PARAMS numbers each */
+#define SYMNET_FC29BAE78B_REAL float  /* the number type of every array (float32) */
+#define SYMNET_FC29BAE78B_N_INPUTS 80  /* features per example */
+#define SYMNET_FC29BAE78B_N_OUTPUTS 80
+#define SYMNET_FC29BAE78B_N_PARAMS 18026  /* numbers in the flat parameter array */
+#define SYMNET_FC29BAE78B_WORK_PER_EXAMPLE 29264
+#define SYMNET_FC29BAE78B_WORK_SIZE(batch) ((batch) * 29264 + 18026)  /* numbers of scratch per call */
+#define SYMNET_FC29BAE78B_TRAIN_WORK_SIZE(batch_size) (SYMNET_FC29BAE78B_WORK_SIZE(batch_size) + (batch_size) * 160)
+#define SYMNET_FC29BAE78B_SGD 0       /* optimizer codes of symnet_fc29bae78b_update and symnet_fc29bae78b_train */
+#define SYMNET_FC29BAE78B_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_FC29BAE78B_N_PARAMS numbers */
+#define SYMNET_FC29BAE78B_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_FC29BAE78B_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_99224B38D6_N_OUTPUTS) = the network's output for X (batch × SYMNET_99224B38D6_N_INPUTS). */
-void symnet_99224b38d6_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_FC29BAE78B_N_OUTPUTS) = the network's output for X (batch × SYMNET_FC29BAE78B_N_INPUTS). */
+void symnet_fc29bae78b_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_99224b38d6_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_fc29bae78b_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_99224B38D6_N_PARAMS numbers) by back propagation. */
-float symnet_99224b38d6_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_FC29BAE78B_N_PARAMS numbers) by back propagation. */
+float symnet_fc29bae78b_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_99224b38d6_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_fc29bae78b_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_99224B38D6_SGD, SYMNET_99224B38D6_MOMENTUM or SYMNET_99224B38D6_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_FC29BAE78B_SGD, SYMNET_FC29BAE78B_MOMENTUM or SYMNET_FC29BAE78B_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_99224b38d6_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_fc29bae78b_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -177,10 +193,10 @@ void symnet_99224b38d6_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_99224B38D6_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_FC29BAE78B_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_99224B38D6_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_99224b38d6_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_FC29BAE78B_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_fc29bae78b_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -189,7 +205,7 @@ long long symnet_99224b38d6_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_99224B38D6_H */
+#endif /* SYMNET_FC29BAE78B_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -484,11 +500,37 @@ static void sn_took_now(int threads, double seconds)
 }
 #endif
 
+/* T[m·stm + n] += α·Σ_k A[m·sam + k·sak]·B[k·sbk + n] for m < M, n < N, k < K: one
+ * small product of a batch of them (attention's gradients, per example and head),
+ * every size and stride a constant at the call.  A row of T (SN_SMALL_N numbers at a
+ * time) stays in registers while k runs, and each row of B read feeds it whole. */
+#define SN_SMALL_N 64
+SN_INLINE void sn_small_mm(int M, int N, int K, real alpha, const real *restrict A,
+                           ptrdiff_t sam, ptrdiff_t sak, const real *restrict B,
+                           ptrdiff_t sbk, real *restrict T, ptrdiff_t stm)
+{
+    for (int n0 = 0; n0 < N; n0 += SN_SMALL_N) {
+        const int nc = N - n0 < SN_SMALL_N ? N - n0 : SN_SMALL_N;
+        for (int m = 0; m < M; m++) {
+            real acc[SN_SMALL_N];
+            for (int n = 0; n < nc; n++) acc[n] = 0;
+            /* acc[n] += A(m,k)·B(k,n) */
+            for (int k = 0; k < K; k++) {
+                const real a = A[m * sam + k * sak];
+                const real *restrict b = B + k * sbk + n0;
+                for (int n = 0; n < nc; n++) acc[n] += a * b[n];
+            }
+            real *restrict t = T + m * stm + n0;
+            for (int n = 0; n < nc; n++) t[n] += alpha * acc[n];
+        }
+    }
+}
+
 static inline int sn_imax(int a, int b) { return a > b ? a : b; }
 static inline int sn_imin(int a, int b) { return a < b ? a : b; }
 
 /* The examples sn_lo ≤ b < sn_hi of the batch through the layers' ops that take each
- * example alone: embed, pos, z_B1_norm1_c, B1_norm1_c, z_B1_norm1, B1_norm1. */
+ * example alone: embed, pos, z_B1_norm1_mean, B1_norm1_mean, B1_norm1_c, z_B1_norm1_rstd, B1_norm1_rstd, B1_norm1. */
 static void sn_rows_1(const real *params, real *work, const real *S, int batch, int sn_lo, int sn_hi)
 {
     const real *b1 = params + 320;  /* b1: (32,) */
@@ -499,10 +541,12 @@ static void sn_rows_1(const real *params, real *work, const real *S, int batch, 
     real *z_embed = work + (size_t)batch * 0;  /* Σ of embed: (batch, 8, 32) */
     real *embed = work + (size_t)batch * 256;  /* layer embed: (batch, 8, 32) */
     real *pos = work + (size_t)batch * 512;  /* layer pos: (batch, 8, 32) */
-    real *z_B1_norm1_c = work + (size_t)batch * 768;  /* Σ of B1_norm1_c: (batch, 8, 32) */
-    real *B1_norm1_c = work + (size_t)batch * 1024;  /* layer B1_norm1_c: (batch, 8, 32) */
-    real *z_B1_norm1 = work + (size_t)batch * 1280;  /* Σ of B1_norm1: (batch, 8, 32) */
-    real *B1_norm1 = work + (size_t)batch * 1536;  /* layer B1_norm1: (batch, 8, 32) */
+    real *z_B1_norm1_mean = work + (size_t)batch * 768;  /* Σ of B1_norm1_mean: (batch, 8) */
+    real *B1_norm1_mean = work + (size_t)batch * 776;  /* layer B1_norm1_mean: (batch, 8) */
+    real *B1_norm1_c = work + (size_t)batch * 784;  /* layer B1_norm1_c: (batch, 8, 32) */
+    real *z_B1_norm1_rstd = work + (size_t)batch * 1040;  /* Σ of B1_norm1_rstd: (batch, 8) */
+    real *B1_norm1_rstd = work + (size_t)batch * 1048;  /* layer B1_norm1_rstd: (batch, 8) */
+    real *B1_norm1 = work + (size_t)batch * 1056;  /* layer B1_norm1: (batch, 8, 32) */
 
     (void)S;
     /* embed[b,tq,i] = b1[i] + z_embed[b,tq,i] */
@@ -517,45 +561,41 @@ static void sn_rows_1(const real *params, real *work, const real *S, int batch, 
             for (int i = 0; i < 32; i++) {
                 pos[b * 256 + tq * 32 + i] = P2[tq * 32 + i] + embed[b * 256 + tq * 32 + i];
             }
-    memset(z_B1_norm1_c + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
-    /* z_B1_norm1_c[b,a,d] = Σ_e pos[b,a,e] */
+    memset(z_B1_norm1_mean + (size_t)sn_lo * 8, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 8);
+    /* z_B1_norm1_mean[b,a] = Σ_e pos[b,a,e] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++)
-            for (int d = 0; d < 32; d++) {
-                real acc0 = 0;
-#ifdef SN_SIMD
-#pragma omp simd reduction(+:acc0)
-#endif
-                for (int e = 0; e < 32; e++) {
-                    acc0 += pos[b * 256 + a * 32 + e];
-                }
-                z_B1_norm1_c[b * 256 + a * 32 + d] += acc0;
+            for (int e = 0; e < 32; e++) {
+                z_B1_norm1_mean[b * 8 + a] += pos[b * 256 + a * 32 + e];
             }
-    /* B1_norm1_c[b,a,d] = pos[b,a,d] - z_B1_norm1_c[b,a,d]/32 */
+    /* B1_norm1_mean[b,a] = z_B1_norm1_mean[b,a]/32 */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int a = 0; a < 8; a++) {
+            B1_norm1_mean[b * 8 + a] = (1.0F/32.0F)*z_B1_norm1_mean[b * 8 + a];
+        }
+    /* B1_norm1_c[b,a,d] = -B1_norm1_mean[b,a] + pos[b,a,d] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++)
             for (int d = 0; d < 32; d++) {
-                B1_norm1_c[b * 256 + a * 32 + d] = pos[b * 256 + a * 32 + d] - 1.0F/32.0F*z_B1_norm1_c[b * 256 + a * 32 + d];
+                B1_norm1_c[b * 256 + a * 32 + d] = -B1_norm1_mean[b * 8 + a] + pos[b * 256 + a * 32 + d];
             }
-    memset(z_B1_norm1 + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
-    /* z_B1_norm1[b,a,d] = Σ_e B1_norm1_c[b,a,e]² */
+    memset(z_B1_norm1_rstd + (size_t)sn_lo * 8, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 8);
+    /* z_B1_norm1_rstd[b,a] = Σ_e B1_norm1_c[b,a,e]² */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++)
-            for (int d = 0; d < 32; d++) {
-                real acc0 = 0;
-#ifdef SN_SIMD
-#pragma omp simd reduction(+:acc0)
-#endif
-                for (int e = 0; e < 32; e++) {
-                    acc0 += B1_norm1_c[b * 256 + a * 32 + e]*B1_norm1_c[b * 256 + a * 32 + e];
-                }
-                z_B1_norm1[b * 256 + a * 32 + d] += acc0;
+            for (int e = 0; e < 32; e++) {
+                z_B1_norm1_rstd[b * 8 + a] += B1_norm1_c[b * 256 + a * 32 + e]*B1_norm1_c[b * 256 + a * 32 + e];
             }
-    /* B1_norm1[b,a,d] = B1_norm1_c[b,a,d]·gamma3[d]/sqrt(z_B1_norm1[b,a,d]/32 + 1.0e-5) + beta3[d] */
+    /* B1_norm1_rstd[b,a] = 1/sqrt(z_B1_norm1_rstd[b,a]/32 + 1.0e-5) */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int a = 0; a < 8; a++) {
+            B1_norm1_rstd[b * 8 + a] = powf((1.0F/32.0F)*z_B1_norm1_rstd[b * 8 + a] + 1.0e-5F, -1.0F/2.0F);
+        }
+    /* B1_norm1[b,a,d] = B1_norm1_c[b,a,d]·B1_norm1_rstd[b,a]·gamma3[d] + beta3[d] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++)
             for (int d = 0; d < 32; d++) {
-                B1_norm1[b * 256 + a * 32 + d] = B1_norm1_c[b * 256 + a * 32 + d]*gamma3[d]/sqrtf((1.0F/32.0F)*z_B1_norm1[b * 256 + a * 32 + d] + 1.0e-5F) + beta3[d];
+                B1_norm1[b * 256 + a * 32 + d] = B1_norm1_c[b * 256 + a * 32 + d]*B1_norm1_rstd[b * 8 + a]*gamma3[d] + beta3[d];
             }
 
 }
@@ -566,16 +606,16 @@ static void sn_rows_2(const real *params, real *work, const real *S, int batch, 
 {
     const real *c4 = params + 3744;  /* c4: (96,) */
 
-    real *z_B1_att_qkv = work + (size_t)batch * 1792;  /* Σ of B1_att_qkv: (batch, 8, 96) */
-    real *B1_att_qkv = work + (size_t)batch * 2560;  /* layer B1_att_qkv: (batch, 8, 96) */
-    real *z_B1_att_s = work + (size_t)batch * 3328;  /* Σ of B1_att_s: (batch, 4, 8, 8) */
-    real *B1_att_s = work + (size_t)batch * 3584;  /* layer B1_att_s: (batch, 4, 8, 8) */
-    real *z_B1_att_m = work + (size_t)batch * 3840;  /* Σ of B1_att_m: (batch, 4, 8) */
-    real *B1_att_e = work + (size_t)batch * 3872;  /* layer B1_att_e: (batch, 4, 8, 8) */
-    real *z_B1_att_z = work + (size_t)batch * 4128;  /* Σ of B1_att_z: (batch, 4, 8) */
-    real *B1_att_p = work + (size_t)batch * 4160;  /* layer B1_att_p: (batch, 4, 8, 8) */
-    real *B1_att_v = work + (size_t)batch * 4416;  /* layer B1_att_v: (batch, 4, 8, 8) */
-    real *z_B1_att_a = work + (size_t)batch * 4672;  /* Σ of B1_att_a: (batch, 8, 4, 8) */
+    real *z_B1_att_qkv = work + (size_t)batch * 1312;  /* Σ of B1_att_qkv: (batch, 8, 96) */
+    real *B1_att_qkv = work + (size_t)batch * 2080;  /* layer B1_att_qkv: (batch, 8, 96) */
+    real *z_B1_att_s = work + (size_t)batch * 2848;  /* Σ of B1_att_s: (batch, 4, 8, 8) */
+    real *B1_att_s = work + (size_t)batch * 3104;  /* layer B1_att_s: (batch, 4, 8, 8) */
+    real *z_B1_att_m = work + (size_t)batch * 3360;  /* Σ of B1_att_m: (batch, 4, 8) */
+    real *B1_att_e = work + (size_t)batch * 3392;  /* layer B1_att_e: (batch, 4, 8, 8) */
+    real *z_B1_att_z = work + (size_t)batch * 3648;  /* Σ of B1_att_z: (batch, 4, 8) */
+    real *B1_att_p = work + (size_t)batch * 3680;  /* layer B1_att_p: (batch, 4, 8, 8) */
+    real *B1_att_v = work + (size_t)batch * 3936;  /* layer B1_att_v: (batch, 4, 8, 8) */
+    real *z_B1_att_a = work + (size_t)batch * 4192;  /* Σ of B1_att_a: (batch, 8, 4, 8) */
     real *B1_att_m = z_B1_att_m;  /* layer B1_att_m: z_B1_att_m itself: (batch, 4, 8) */
     real *B1_att_z = z_B1_att_z;  /* layer B1_att_z: z_B1_att_z itself: (batch, 4, 8) */
 
@@ -670,7 +710,7 @@ static void sn_rows_2(const real *params, real *work, const real *S, int batch, 
 }
 
 /* The examples sn_lo ≤ b < sn_hi of the batch through the layers' ops that take each
- * example alone: B1_att, B1_res1, z_B1_norm2_c, B1_norm2_c, z_B1_norm2, B1_norm2. */
+ * example alone: B1_att, B1_res1, z_B1_norm2_mean, B1_norm2_mean, B1_norm2_c, z_B1_norm2_rstd, B1_norm2_rstd, B1_norm2. */
 static void sn_rows_3(const real *params, real *work, const real *S, int batch, int sn_lo, int sn_hi)
 {
     const real *co4 = params + 4864;  /* co4: (32,) */
@@ -678,13 +718,15 @@ static void sn_rows_3(const real *params, real *work, const real *S, int batch, 
     const real *beta6 = params + 4928;  /* beta6: (32,) */
 
     real *pos = work + (size_t)batch * 512;  /* layer pos: (batch, 8, 32) */
-    real *z_B1_att = work + (size_t)batch * 4928;  /* Σ of B1_att: (batch, 8, 32) */
-    real *B1_att = work + (size_t)batch * 5184;  /* layer B1_att: (batch, 8, 32) */
-    real *B1_res1 = work + (size_t)batch * 5440;  /* layer B1_res1: (batch, 8, 32) */
-    real *z_B1_norm2_c = work + (size_t)batch * 5696;  /* Σ of B1_norm2_c: (batch, 8, 32) */
-    real *B1_norm2_c = work + (size_t)batch * 5952;  /* layer B1_norm2_c: (batch, 8, 32) */
-    real *z_B1_norm2 = work + (size_t)batch * 6208;  /* Σ of B1_norm2: (batch, 8, 32) */
-    real *B1_norm2 = work + (size_t)batch * 6464;  /* layer B1_norm2: (batch, 8, 32) */
+    real *z_B1_att = work + (size_t)batch * 4448;  /* Σ of B1_att: (batch, 8, 32) */
+    real *B1_att = work + (size_t)batch * 4704;  /* layer B1_att: (batch, 8, 32) */
+    real *B1_res1 = work + (size_t)batch * 4960;  /* layer B1_res1: (batch, 8, 32) */
+    real *z_B1_norm2_mean = work + (size_t)batch * 5216;  /* Σ of B1_norm2_mean: (batch, 8) */
+    real *B1_norm2_mean = work + (size_t)batch * 5224;  /* layer B1_norm2_mean: (batch, 8) */
+    real *B1_norm2_c = work + (size_t)batch * 5232;  /* layer B1_norm2_c: (batch, 8, 32) */
+    real *z_B1_norm2_rstd = work + (size_t)batch * 5488;  /* Σ of B1_norm2_rstd: (batch, 8) */
+    real *B1_norm2_rstd = work + (size_t)batch * 5496;  /* layer B1_norm2_rstd: (batch, 8) */
+    real *B1_norm2 = work + (size_t)batch * 5504;  /* layer B1_norm2: (batch, 8, 32) */
 
     (void)S;
     /* B1_att[b,tq,i] = co4[i] + z_B1_att[b,tq,i] */
@@ -699,45 +741,41 @@ static void sn_rows_3(const real *params, real *work, const real *S, int batch, 
             for (int x = 0; x < 32; x++) {
                 B1_res1[b * 256 + i * 32 + x] = B1_att[b * 256 + i * 32 + x] + pos[b * 256 + i * 32 + x];
             }
-    memset(z_B1_norm2_c + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
-    /* z_B1_norm2_c[b,a,d] = Σ_e B1_res1[b,a,e] */
+    memset(z_B1_norm2_mean + (size_t)sn_lo * 8, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 8);
+    /* z_B1_norm2_mean[b,a] = Σ_e B1_res1[b,a,e] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++)
-            for (int d = 0; d < 32; d++) {
-                real acc0 = 0;
-#ifdef SN_SIMD
-#pragma omp simd reduction(+:acc0)
-#endif
-                for (int e = 0; e < 32; e++) {
-                    acc0 += B1_res1[b * 256 + a * 32 + e];
-                }
-                z_B1_norm2_c[b * 256 + a * 32 + d] += acc0;
+            for (int e = 0; e < 32; e++) {
+                z_B1_norm2_mean[b * 8 + a] += B1_res1[b * 256 + a * 32 + e];
             }
-    /* B1_norm2_c[b,a,d] = B1_res1[b,a,d] - z_B1_norm2_c[b,a,d]/32 */
+    /* B1_norm2_mean[b,a] = z_B1_norm2_mean[b,a]/32 */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int a = 0; a < 8; a++) {
+            B1_norm2_mean[b * 8 + a] = (1.0F/32.0F)*z_B1_norm2_mean[b * 8 + a];
+        }
+    /* B1_norm2_c[b,a,d] = -B1_norm2_mean[b,a] + B1_res1[b,a,d] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++)
             for (int d = 0; d < 32; d++) {
-                B1_norm2_c[b * 256 + a * 32 + d] = B1_res1[b * 256 + a * 32 + d] - 1.0F/32.0F*z_B1_norm2_c[b * 256 + a * 32 + d];
+                B1_norm2_c[b * 256 + a * 32 + d] = -B1_norm2_mean[b * 8 + a] + B1_res1[b * 256 + a * 32 + d];
             }
-    memset(z_B1_norm2 + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
-    /* z_B1_norm2[b,a,d] = Σ_e B1_norm2_c[b,a,e]² */
+    memset(z_B1_norm2_rstd + (size_t)sn_lo * 8, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 8);
+    /* z_B1_norm2_rstd[b,a] = Σ_e B1_norm2_c[b,a,e]² */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++)
-            for (int d = 0; d < 32; d++) {
-                real acc0 = 0;
-#ifdef SN_SIMD
-#pragma omp simd reduction(+:acc0)
-#endif
-                for (int e = 0; e < 32; e++) {
-                    acc0 += B1_norm2_c[b * 256 + a * 32 + e]*B1_norm2_c[b * 256 + a * 32 + e];
-                }
-                z_B1_norm2[b * 256 + a * 32 + d] += acc0;
+            for (int e = 0; e < 32; e++) {
+                z_B1_norm2_rstd[b * 8 + a] += B1_norm2_c[b * 256 + a * 32 + e]*B1_norm2_c[b * 256 + a * 32 + e];
             }
-    /* B1_norm2[b,a,d] = B1_norm2_c[b,a,d]·gamma6[d]/sqrt(z_B1_norm2[b,a,d]/32 + 1.0e-5) + beta6[d] */
+    /* B1_norm2_rstd[b,a] = 1/sqrt(z_B1_norm2_rstd[b,a]/32 + 1.0e-5) */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int a = 0; a < 8; a++) {
+            B1_norm2_rstd[b * 8 + a] = powf((1.0F/32.0F)*z_B1_norm2_rstd[b * 8 + a] + 1.0e-5F, -1.0F/2.0F);
+        }
+    /* B1_norm2[b,a,d] = B1_norm2_c[b,a,d]·B1_norm2_rstd[b,a]·gamma6[d] + beta6[d] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++)
             for (int d = 0; d < 32; d++) {
-                B1_norm2[b * 256 + a * 32 + d] = B1_norm2_c[b * 256 + a * 32 + d]*gamma6[d]/sqrtf((1.0F/32.0F)*z_B1_norm2[b * 256 + a * 32 + d] + 1.0e-5F) + beta6[d];
+                B1_norm2[b * 256 + a * 32 + d] = B1_norm2_c[b * 256 + a * 32 + d]*B1_norm2_rstd[b * 8 + a]*gamma6[d] + beta6[d];
             }
 
 }
@@ -748,8 +786,8 @@ static void sn_rows_4(const real *params, real *work, const real *S, int batch, 
 {
     const real *b7 = params + 7008;  /* b7: (64,) */
 
-    real *z_B1_ff1 = work + (size_t)batch * 6720;  /* Σ of B1_ff1: (batch, 8, 64) */
-    real *B1_ff1 = work + (size_t)batch * 7232;  /* layer B1_ff1: (batch, 8, 64) */
+    real *z_B1_ff1 = work + (size_t)batch * 5760;  /* Σ of B1_ff1: (batch, 8, 64) */
+    real *B1_ff1 = work + (size_t)batch * 6272;  /* layer B1_ff1: (batch, 8, 64) */
 
     (void)S;
     /* B1_ff1[b,tq,i] = (b7[i] + z_B1_ff1[b,tq,i] if b7[i] + z_B1_ff1[b,tq,i] > 0 else 0) */
@@ -763,21 +801,23 @@ static void sn_rows_4(const real *params, real *work, const real *S, int batch, 
 }
 
 /* The examples sn_lo ≤ b < sn_hi of the batch through the layers' ops that take each
- * example alone: B1_ff2, B1, z_B2_norm1_c, B2_norm1_c, z_B2_norm1, B2_norm1. */
+ * example alone: B1_ff2, B1, z_B2_norm1_mean, B2_norm1_mean, B2_norm1_c, z_B2_norm1_rstd, B2_norm1_rstd, B2_norm1. */
 static void sn_rows_5(const real *params, real *work, const real *S, int batch, int sn_lo, int sn_hi)
 {
     const real *b8 = params + 9120;  /* b8: (32,) */
     const real *gamma10 = params + 9152;  /* gamma10: (32,) */
     const real *beta10 = params + 9184;  /* beta10: (32,) */
 
-    real *B1_res1 = work + (size_t)batch * 5440;  /* layer B1_res1: (batch, 8, 32) */
-    real *z_B1_ff2 = work + (size_t)batch * 7744;  /* Σ of B1_ff2: (batch, 8, 32) */
-    real *B1_ff2 = work + (size_t)batch * 8000;  /* layer B1_ff2: (batch, 8, 32) */
-    real *B1 = work + (size_t)batch * 8256;  /* layer B1: (batch, 8, 32) */
-    real *z_B2_norm1_c = work + (size_t)batch * 8512;  /* Σ of B2_norm1_c: (batch, 8, 32) */
-    real *B2_norm1_c = work + (size_t)batch * 8768;  /* layer B2_norm1_c: (batch, 8, 32) */
-    real *z_B2_norm1 = work + (size_t)batch * 9024;  /* Σ of B2_norm1: (batch, 8, 32) */
-    real *B2_norm1 = work + (size_t)batch * 9280;  /* layer B2_norm1: (batch, 8, 32) */
+    real *B1_res1 = work + (size_t)batch * 4960;  /* layer B1_res1: (batch, 8, 32) */
+    real *z_B1_ff2 = work + (size_t)batch * 6784;  /* Σ of B1_ff2: (batch, 8, 32) */
+    real *B1_ff2 = work + (size_t)batch * 7040;  /* layer B1_ff2: (batch, 8, 32) */
+    real *B1 = work + (size_t)batch * 7296;  /* layer B1: (batch, 8, 32) */
+    real *z_B2_norm1_mean = work + (size_t)batch * 7552;  /* Σ of B2_norm1_mean: (batch, 8) */
+    real *B2_norm1_mean = work + (size_t)batch * 7560;  /* layer B2_norm1_mean: (batch, 8) */
+    real *B2_norm1_c = work + (size_t)batch * 7568;  /* layer B2_norm1_c: (batch, 8, 32) */
+    real *z_B2_norm1_rstd = work + (size_t)batch * 7824;  /* Σ of B2_norm1_rstd: (batch, 8) */
+    real *B2_norm1_rstd = work + (size_t)batch * 7832;  /* layer B2_norm1_rstd: (batch, 8) */
+    real *B2_norm1 = work + (size_t)batch * 7840;  /* layer B2_norm1: (batch, 8, 32) */
 
     (void)S;
     /* B1_ff2[b,tq,i] = b8[i] + z_B1_ff2[b,tq,i] */
@@ -792,45 +832,41 @@ static void sn_rows_5(const real *params, real *work, const real *S, int batch, 
             for (int x = 0; x < 32; x++) {
                 B1[b * 256 + i * 32 + x] = B1_ff2[b * 256 + i * 32 + x] + B1_res1[b * 256 + i * 32 + x];
             }
-    memset(z_B2_norm1_c + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
-    /* z_B2_norm1_c[b,a,d] = Σ_e B1[b,a,e] */
+    memset(z_B2_norm1_mean + (size_t)sn_lo * 8, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 8);
+    /* z_B2_norm1_mean[b,a] = Σ_e B1[b,a,e] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++)
-            for (int d = 0; d < 32; d++) {
-                real acc0 = 0;
-#ifdef SN_SIMD
-#pragma omp simd reduction(+:acc0)
-#endif
-                for (int e = 0; e < 32; e++) {
-                    acc0 += B1[b * 256 + a * 32 + e];
-                }
-                z_B2_norm1_c[b * 256 + a * 32 + d] += acc0;
+            for (int e = 0; e < 32; e++) {
+                z_B2_norm1_mean[b * 8 + a] += B1[b * 256 + a * 32 + e];
             }
-    /* B2_norm1_c[b,a,d] = B1[b,a,d] - z_B2_norm1_c[b,a,d]/32 */
+    /* B2_norm1_mean[b,a] = z_B2_norm1_mean[b,a]/32 */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int a = 0; a < 8; a++) {
+            B2_norm1_mean[b * 8 + a] = (1.0F/32.0F)*z_B2_norm1_mean[b * 8 + a];
+        }
+    /* B2_norm1_c[b,a,d] = B1[b,a,d] - B2_norm1_mean[b,a] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++)
             for (int d = 0; d < 32; d++) {
-                B2_norm1_c[b * 256 + a * 32 + d] = B1[b * 256 + a * 32 + d] - 1.0F/32.0F*z_B2_norm1_c[b * 256 + a * 32 + d];
+                B2_norm1_c[b * 256 + a * 32 + d] = B1[b * 256 + a * 32 + d] - B2_norm1_mean[b * 8 + a];
             }
-    memset(z_B2_norm1 + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
-    /* z_B2_norm1[b,a,d] = Σ_e B2_norm1_c[b,a,e]² */
+    memset(z_B2_norm1_rstd + (size_t)sn_lo * 8, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 8);
+    /* z_B2_norm1_rstd[b,a] = Σ_e B2_norm1_c[b,a,e]² */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++)
-            for (int d = 0; d < 32; d++) {
-                real acc0 = 0;
-#ifdef SN_SIMD
-#pragma omp simd reduction(+:acc0)
-#endif
-                for (int e = 0; e < 32; e++) {
-                    acc0 += B2_norm1_c[b * 256 + a * 32 + e]*B2_norm1_c[b * 256 + a * 32 + e];
-                }
-                z_B2_norm1[b * 256 + a * 32 + d] += acc0;
+            for (int e = 0; e < 32; e++) {
+                z_B2_norm1_rstd[b * 8 + a] += B2_norm1_c[b * 256 + a * 32 + e]*B2_norm1_c[b * 256 + a * 32 + e];
             }
-    /* B2_norm1[b,a,d] = B2_norm1_c[b,a,d]·gamma10[d]/sqrt(z_B2_norm1[b,a,d]/32 + 1.0e-5) + beta10[d] */
+    /* B2_norm1_rstd[b,a] = 1/sqrt(z_B2_norm1_rstd[b,a]/32 + 1.0e-5) */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int a = 0; a < 8; a++) {
+            B2_norm1_rstd[b * 8 + a] = powf((1.0F/32.0F)*z_B2_norm1_rstd[b * 8 + a] + 1.0e-5F, -1.0F/2.0F);
+        }
+    /* B2_norm1[b,a,d] = B2_norm1_c[b,a,d]·B2_norm1_rstd[b,a]·gamma10[d] + beta10[d] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++)
             for (int d = 0; d < 32; d++) {
-                B2_norm1[b * 256 + a * 32 + d] = B2_norm1_c[b * 256 + a * 32 + d]*gamma10[d]/sqrtf((1.0F/32.0F)*z_B2_norm1[b * 256 + a * 32 + d] + 1.0e-5F) + beta10[d];
+                B2_norm1[b * 256 + a * 32 + d] = B2_norm1_c[b * 256 + a * 32 + d]*B2_norm1_rstd[b * 8 + a]*gamma10[d] + beta10[d];
             }
 
 }
@@ -841,16 +877,16 @@ static void sn_rows_6(const real *params, real *work, const real *S, int batch, 
 {
     const real *c11 = params + 12288;  /* c11: (96,) */
 
-    real *z_B2_att_qkv = work + (size_t)batch * 9536;  /* Σ of B2_att_qkv: (batch, 8, 96) */
-    real *B2_att_qkv = work + (size_t)batch * 10304;  /* layer B2_att_qkv: (batch, 8, 96) */
-    real *z_B2_att_s = work + (size_t)batch * 11072;  /* Σ of B2_att_s: (batch, 4, 8, 8) */
-    real *B2_att_s = work + (size_t)batch * 11328;  /* layer B2_att_s: (batch, 4, 8, 8) */
-    real *z_B2_att_m = work + (size_t)batch * 11584;  /* Σ of B2_att_m: (batch, 4, 8) */
-    real *B2_att_e = work + (size_t)batch * 11616;  /* layer B2_att_e: (batch, 4, 8, 8) */
-    real *z_B2_att_z = work + (size_t)batch * 11872;  /* Σ of B2_att_z: (batch, 4, 8) */
-    real *B2_att_p = work + (size_t)batch * 11904;  /* layer B2_att_p: (batch, 4, 8, 8) */
-    real *B2_att_v = work + (size_t)batch * 12160;  /* layer B2_att_v: (batch, 4, 8, 8) */
-    real *z_B2_att_a = work + (size_t)batch * 12416;  /* Σ of B2_att_a: (batch, 8, 4, 8) */
+    real *z_B2_att_qkv = work + (size_t)batch * 8096;  /* Σ of B2_att_qkv: (batch, 8, 96) */
+    real *B2_att_qkv = work + (size_t)batch * 8864;  /* layer B2_att_qkv: (batch, 8, 96) */
+    real *z_B2_att_s = work + (size_t)batch * 9632;  /* Σ of B2_att_s: (batch, 4, 8, 8) */
+    real *B2_att_s = work + (size_t)batch * 9888;  /* layer B2_att_s: (batch, 4, 8, 8) */
+    real *z_B2_att_m = work + (size_t)batch * 10144;  /* Σ of B2_att_m: (batch, 4, 8) */
+    real *B2_att_e = work + (size_t)batch * 10176;  /* layer B2_att_e: (batch, 4, 8, 8) */
+    real *z_B2_att_z = work + (size_t)batch * 10432;  /* Σ of B2_att_z: (batch, 4, 8) */
+    real *B2_att_p = work + (size_t)batch * 10464;  /* layer B2_att_p: (batch, 4, 8, 8) */
+    real *B2_att_v = work + (size_t)batch * 10720;  /* layer B2_att_v: (batch, 4, 8, 8) */
+    real *z_B2_att_a = work + (size_t)batch * 10976;  /* Σ of B2_att_a: (batch, 8, 4, 8) */
     real *B2_att_m = z_B2_att_m;  /* layer B2_att_m: z_B2_att_m itself: (batch, 4, 8) */
     real *B2_att_z = z_B2_att_z;  /* layer B2_att_z: z_B2_att_z itself: (batch, 4, 8) */
 
@@ -945,21 +981,23 @@ static void sn_rows_6(const real *params, real *work, const real *S, int batch, 
 }
 
 /* The examples sn_lo ≤ b < sn_hi of the batch through the layers' ops that take each
- * example alone: B2_att, B2_res1, z_B2_norm2_c, B2_norm2_c, z_B2_norm2, B2_norm2. */
+ * example alone: B2_att, B2_res1, z_B2_norm2_mean, B2_norm2_mean, B2_norm2_c, z_B2_norm2_rstd, B2_norm2_rstd, B2_norm2. */
 static void sn_rows_7(const real *params, real *work, const real *S, int batch, int sn_lo, int sn_hi)
 {
     const real *co11 = params + 13408;  /* co11: (32,) */
     const real *gamma13 = params + 13440;  /* gamma13: (32,) */
     const real *beta13 = params + 13472;  /* beta13: (32,) */
 
-    real *B1 = work + (size_t)batch * 8256;  /* layer B1: (batch, 8, 32) */
-    real *z_B2_att = work + (size_t)batch * 12672;  /* Σ of B2_att: (batch, 8, 32) */
-    real *B2_att = work + (size_t)batch * 12928;  /* layer B2_att: (batch, 8, 32) */
-    real *B2_res1 = work + (size_t)batch * 13184;  /* layer B2_res1: (batch, 8, 32) */
-    real *z_B2_norm2_c = work + (size_t)batch * 13440;  /* Σ of B2_norm2_c: (batch, 8, 32) */
-    real *B2_norm2_c = work + (size_t)batch * 13696;  /* layer B2_norm2_c: (batch, 8, 32) */
-    real *z_B2_norm2 = work + (size_t)batch * 13952;  /* Σ of B2_norm2: (batch, 8, 32) */
-    real *B2_norm2 = work + (size_t)batch * 14208;  /* layer B2_norm2: (batch, 8, 32) */
+    real *B1 = work + (size_t)batch * 7296;  /* layer B1: (batch, 8, 32) */
+    real *z_B2_att = work + (size_t)batch * 11232;  /* Σ of B2_att: (batch, 8, 32) */
+    real *B2_att = work + (size_t)batch * 11488;  /* layer B2_att: (batch, 8, 32) */
+    real *B2_res1 = work + (size_t)batch * 11744;  /* layer B2_res1: (batch, 8, 32) */
+    real *z_B2_norm2_mean = work + (size_t)batch * 12000;  /* Σ of B2_norm2_mean: (batch, 8) */
+    real *B2_norm2_mean = work + (size_t)batch * 12008;  /* layer B2_norm2_mean: (batch, 8) */
+    real *B2_norm2_c = work + (size_t)batch * 12016;  /* layer B2_norm2_c: (batch, 8, 32) */
+    real *z_B2_norm2_rstd = work + (size_t)batch * 12272;  /* Σ of B2_norm2_rstd: (batch, 8) */
+    real *B2_norm2_rstd = work + (size_t)batch * 12280;  /* layer B2_norm2_rstd: (batch, 8) */
+    real *B2_norm2 = work + (size_t)batch * 12288;  /* layer B2_norm2: (batch, 8, 32) */
 
     (void)S;
     /* B2_att[b,tq,i] = co11[i] + z_B2_att[b,tq,i] */
@@ -974,45 +1012,41 @@ static void sn_rows_7(const real *params, real *work, const real *S, int batch, 
             for (int x = 0; x < 32; x++) {
                 B2_res1[b * 256 + i * 32 + x] = B1[b * 256 + i * 32 + x] + B2_att[b * 256 + i * 32 + x];
             }
-    memset(z_B2_norm2_c + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
-    /* z_B2_norm2_c[b,a,d] = Σ_e B2_res1[b,a,e] */
+    memset(z_B2_norm2_mean + (size_t)sn_lo * 8, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 8);
+    /* z_B2_norm2_mean[b,a] = Σ_e B2_res1[b,a,e] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++)
-            for (int d = 0; d < 32; d++) {
-                real acc0 = 0;
-#ifdef SN_SIMD
-#pragma omp simd reduction(+:acc0)
-#endif
-                for (int e = 0; e < 32; e++) {
-                    acc0 += B2_res1[b * 256 + a * 32 + e];
-                }
-                z_B2_norm2_c[b * 256 + a * 32 + d] += acc0;
+            for (int e = 0; e < 32; e++) {
+                z_B2_norm2_mean[b * 8 + a] += B2_res1[b * 256 + a * 32 + e];
             }
-    /* B2_norm2_c[b,a,d] = B2_res1[b,a,d] - z_B2_norm2_c[b,a,d]/32 */
+    /* B2_norm2_mean[b,a] = z_B2_norm2_mean[b,a]/32 */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int a = 0; a < 8; a++) {
+            B2_norm2_mean[b * 8 + a] = (1.0F/32.0F)*z_B2_norm2_mean[b * 8 + a];
+        }
+    /* B2_norm2_c[b,a,d] = -B2_norm2_mean[b,a] + B2_res1[b,a,d] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++)
             for (int d = 0; d < 32; d++) {
-                B2_norm2_c[b * 256 + a * 32 + d] = B2_res1[b * 256 + a * 32 + d] - 1.0F/32.0F*z_B2_norm2_c[b * 256 + a * 32 + d];
+                B2_norm2_c[b * 256 + a * 32 + d] = -B2_norm2_mean[b * 8 + a] + B2_res1[b * 256 + a * 32 + d];
             }
-    memset(z_B2_norm2 + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
-    /* z_B2_norm2[b,a,d] = Σ_e B2_norm2_c[b,a,e]² */
+    memset(z_B2_norm2_rstd + (size_t)sn_lo * 8, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 8);
+    /* z_B2_norm2_rstd[b,a] = Σ_e B2_norm2_c[b,a,e]² */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++)
-            for (int d = 0; d < 32; d++) {
-                real acc0 = 0;
-#ifdef SN_SIMD
-#pragma omp simd reduction(+:acc0)
-#endif
-                for (int e = 0; e < 32; e++) {
-                    acc0 += B2_norm2_c[b * 256 + a * 32 + e]*B2_norm2_c[b * 256 + a * 32 + e];
-                }
-                z_B2_norm2[b * 256 + a * 32 + d] += acc0;
+            for (int e = 0; e < 32; e++) {
+                z_B2_norm2_rstd[b * 8 + a] += B2_norm2_c[b * 256 + a * 32 + e]*B2_norm2_c[b * 256 + a * 32 + e];
             }
-    /* B2_norm2[b,a,d] = B2_norm2_c[b,a,d]·gamma13[d]/sqrt(z_B2_norm2[b,a,d]/32 + 1.0e-5) + beta13[d] */
+    /* B2_norm2_rstd[b,a] = 1/sqrt(z_B2_norm2_rstd[b,a]/32 + 1.0e-5) */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int a = 0; a < 8; a++) {
+            B2_norm2_rstd[b * 8 + a] = powf((1.0F/32.0F)*z_B2_norm2_rstd[b * 8 + a] + 1.0e-5F, -1.0F/2.0F);
+        }
+    /* B2_norm2[b,a,d] = B2_norm2_c[b,a,d]·B2_norm2_rstd[b,a]·gamma13[d] + beta13[d] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++)
             for (int d = 0; d < 32; d++) {
-                B2_norm2[b * 256 + a * 32 + d] = B2_norm2_c[b * 256 + a * 32 + d]*gamma13[d]/sqrtf((1.0F/32.0F)*z_B2_norm2[b * 256 + a * 32 + d] + 1.0e-5F) + beta13[d];
+                B2_norm2[b * 256 + a * 32 + d] = B2_norm2_c[b * 256 + a * 32 + d]*B2_norm2_rstd[b * 8 + a]*gamma13[d] + beta13[d];
             }
 
 }
@@ -1023,8 +1057,8 @@ static void sn_rows_8(const real *params, real *work, const real *S, int batch, 
 {
     const real *b14 = params + 15552;  /* b14: (64,) */
 
-    real *z_B2_ff1 = work + (size_t)batch * 14464;  /* Σ of B2_ff1: (batch, 8, 64) */
-    real *B2_ff1 = work + (size_t)batch * 14976;  /* layer B2_ff1: (batch, 8, 64) */
+    real *z_B2_ff1 = work + (size_t)batch * 12544;  /* Σ of B2_ff1: (batch, 8, 64) */
+    real *B2_ff1 = work + (size_t)batch * 13056;  /* layer B2_ff1: (batch, 8, 64) */
 
     (void)S;
     /* B2_ff1[b,tq,i] = (b14[i] + z_B2_ff1[b,tq,i] if b14[i] + z_B2_ff1[b,tq,i] > 0 else 0) */
@@ -1043,10 +1077,10 @@ static void sn_rows_9(const real *params, real *work, const real *S, int batch, 
 {
     const real *b15 = params + 17664;  /* b15: (32,) */
 
-    real *B2_res1 = work + (size_t)batch * 13184;  /* layer B2_res1: (batch, 8, 32) */
-    real *z_B2_ff2 = work + (size_t)batch * 15488;  /* Σ of B2_ff2: (batch, 8, 32) */
-    real *B2_ff2 = work + (size_t)batch * 15744;  /* layer B2_ff2: (batch, 8, 32) */
-    real *B2 = work + (size_t)batch * 16000;  /* layer B2: (batch, 8, 32) */
+    real *B2_res1 = work + (size_t)batch * 11744;  /* layer B2_res1: (batch, 8, 32) */
+    real *z_B2_ff2 = work + (size_t)batch * 13568;  /* Σ of B2_ff2: (batch, 8, 32) */
+    real *B2_ff2 = work + (size_t)batch * 13824;  /* layer B2_ff2: (batch, 8, 32) */
+    real *B2 = work + (size_t)batch * 14080;  /* layer B2: (batch, 8, 32) */
 
     (void)S;
     /* B2_ff2[b,tq,i] = b15[i] + z_B2_ff2[b,tq,i] */
@@ -1070,8 +1104,8 @@ static void sn_rows_10(const real *params, real *work, const real *S, int batch,
 {
     const real *b17 = params + 18016;  /* b17: (10,) */
 
-    real *z_O = work + (size_t)batch * 16256;  /* Σ of O: (batch, 8, 10) */
-    real *sn_u_O = work + (size_t)batch * 16336;  /* layer O: (batch, 8, 10) */
+    real *z_O = work + (size_t)batch * 14336;  /* Σ of O: (batch, 8, 10) */
+    real *sn_u_O = work + (size_t)batch * 14416;  /* layer O: (batch, 8, 10) */
 
     (void)S;
     /* O[b,tq,i] = σ(b17[i] + z_O[b,tq,i]) */
@@ -1090,10 +1124,10 @@ static void sn_rows_11(const real *params, real *work, const real *S, int batch,
 {
 
     real *g_b15 = sn_part + 0;  /* this chunk's part of ∂L/∂b15: (32,) */
-    real *dL_dB2_res1 = work + (size_t)batch * 29600;  /* ∂L/∂B2_res1: (batch, 8, 32) */
-    real *dL_dB2_ff2 = work + (size_t)batch * 31904;  /* ∂L/∂B2_ff2: (batch, 8, 32) */
-    real *delta_B2_ff2 = work + (size_t)batch * 32160;  /* ∂L/∂z_B2_ff2: (batch, 8, 32) */
-    real *dL_dB2 = work + (size_t)batch * 32416;  /* ∂L/∂B2: (batch, 8, 32) */
+    real *dL_dB2_res1 = work + (size_t)batch * 26240;  /* ∂L/∂B2_res1: (batch, 8, 32) */
+    real *dL_dB2_ff2 = work + (size_t)batch * 28064;  /* ∂L/∂B2_ff2: (batch, 8, 32) */
+    real *delta_B2_ff2 = work + (size_t)batch * 28320;  /* ∂L/∂z_B2_ff2: (batch, 8, 32) */
+    real *dL_dB2 = work + (size_t)batch * 28576;  /* ∂L/∂B2: (batch, 8, 32) */
 
     (void)params;
     (void)S;
@@ -1125,9 +1159,9 @@ static void sn_rows_12(const real *params, real *work, const real *S, int batch,
     const real *b14 = params + 15552;  /* b14: (64,) */
 
     real *g_b14 = sn_part + 0;  /* this chunk's part of ∂L/∂b14: (64,) */
-    real *z_B2_ff1 = work + (size_t)batch * 14464;  /* Σ of B2_ff1: (batch, 8, 64) */
-    real *dL_dB2_ff1 = work + (size_t)batch * 30880;  /* ∂L/∂B2_ff1: (batch, 8, 64) */
-    real *delta_B2_ff1 = work + (size_t)batch * 31392;  /* ∂L/∂z_B2_ff1: (batch, 8, 64) */
+    real *z_B2_ff1 = work + (size_t)batch * 12544;  /* Σ of B2_ff1: (batch, 8, 64) */
+    real *dL_dB2_ff1 = work + (size_t)batch * 27040;  /* ∂L/∂B2_ff1: (batch, 8, 64) */
+    real *delta_B2_ff1 = work + (size_t)batch * 27552;  /* ∂L/∂z_B2_ff1: (batch, 8, 64) */
 
     (void)S;
     memset(sn_part, 0, sizeof(real) * 64);
@@ -1143,61 +1177,85 @@ static void sn_rows_12(const real *params, real *work, const real *S, int batch,
 }
 
 /* The examples sn_lo ≤ b < sn_hi of the batch through the layers' ops that take each
- * example alone: delta_B2_norm2, g_beta13, g_gamma13, dL_dB2_norm2_c, delta_B2_norm2_c, dL_dB2_res1, dL_dB1, dL_dB2_att, delta_B2_att, g_co11; the sums over these examples go to
+ * example alone: g_gamma13, dL_dB2_norm2_c, dL_dB2_norm2_rstd, g_beta13, delta_B2_norm2_rstd, dL_dB2_res1, dL_dB2_norm2_mean, delta_B2_norm2_mean, dL_dB1, dL_dB2_att, delta_B2_att, g_co11; the sums over these examples go to
  * sn_part (96 numbers). */
 static void sn_rows_13(const real *params, real *work, const real *S, int batch, int sn_lo, int sn_hi, real *sn_part)
 {
     const real *gamma13 = params + 13440;  /* gamma13: (32,) */
 
-    real *g_beta13 = sn_part + 0;  /* this chunk's part of ∂L/∂beta13: (32,) */
-    real *g_gamma13 = sn_part + 32;  /* this chunk's part of ∂L/∂gamma13: (32,) */
+    real *g_gamma13 = sn_part + 0;  /* this chunk's part of ∂L/∂gamma13: (32,) */
+    real *g_beta13 = sn_part + 32;  /* this chunk's part of ∂L/∂beta13: (32,) */
     real *g_co11 = sn_part + 64;  /* this chunk's part of ∂L/∂co11: (32,) */
-    real *B2_norm2_c = work + (size_t)batch * 13696;  /* layer B2_norm2_c: (batch, 8, 32) */
-    real *z_B2_norm2 = work + (size_t)batch * 13952;  /* Σ of B2_norm2: (batch, 8, 32) */
-    real *dL_dB1 = work + (size_t)batch * 24672;  /* ∂L/∂B1: (batch, 8, 32) */
-    real *dL_dB2_att = work + (size_t)batch * 29088;  /* ∂L/∂B2_att: (batch, 8, 32) */
-    real *delta_B2_att = work + (size_t)batch * 29344;  /* ∂L/∂z_B2_att: (batch, 8, 32) */
-    real *dL_dB2_res1 = work + (size_t)batch * 29600;  /* ∂L/∂B2_res1: (batch, 8, 32) */
-    real *dL_dB2_norm2_c = work + (size_t)batch * 29856;  /* ∂L/∂B2_norm2_c: (batch, 8, 32) */
-    real *delta_B2_norm2_c = work + (size_t)batch * 30112;  /* ∂L/∂z_B2_norm2_c: (batch, 8, 32) */
-    real *dL_dB2_norm2 = work + (size_t)batch * 30368;  /* ∂L/∂B2_norm2: (batch, 8, 32) */
-    real *delta_B2_norm2 = work + (size_t)batch * 30624;  /* ∂L/∂z_B2_norm2: (batch, 8, 32) */
+    real *B2_norm2_c = work + (size_t)batch * 12016;  /* layer B2_norm2_c: (batch, 8, 32) */
+    real *z_B2_norm2_rstd = work + (size_t)batch * 12272;  /* Σ of B2_norm2_rstd: (batch, 8) */
+    real *B2_norm2_rstd = work + (size_t)batch * 12280;  /* layer B2_norm2_rstd: (batch, 8) */
+    real *dL_dB1 = work + (size_t)batch * 21792;  /* ∂L/∂B1: (batch, 8, 32) */
+    real *dL_dB2_att = work + (size_t)batch * 25728;  /* ∂L/∂B2_att: (batch, 8, 32) */
+    real *delta_B2_att = work + (size_t)batch * 25984;  /* ∂L/∂z_B2_att: (batch, 8, 32) */
+    real *dL_dB2_res1 = work + (size_t)batch * 26240;  /* ∂L/∂B2_res1: (batch, 8, 32) */
+    real *dL_dB2_norm2_mean = work + (size_t)batch * 26496;  /* ∂L/∂B2_norm2_mean: (batch, 8) */
+    real *delta_B2_norm2_mean = work + (size_t)batch * 26504;  /* ∂L/∂z_B2_norm2_mean: (batch, 8) */
+    real *dL_dB2_norm2_c = work + (size_t)batch * 26512;  /* ∂L/∂B2_norm2_c: (batch, 8, 32) */
+    real *dL_dB2_norm2_rstd = work + (size_t)batch * 26768;  /* ∂L/∂B2_norm2_rstd: (batch, 8) */
+    real *delta_B2_norm2_rstd = work + (size_t)batch * 26776;  /* ∂L/∂z_B2_norm2_rstd: (batch, 8) */
+    real *dL_dB2_norm2 = work + (size_t)batch * 26784;  /* ∂L/∂B2_norm2: (batch, 8, 32) */
 
     (void)S;
     memset(sn_part, 0, sizeof(real) * 96);
     memset(dL_dB2_norm2_c + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
-    /* delta_B2_norm2[b,a,d] = -B2_norm2_c[b,a,d]·dL_dB2_norm2[b,a,d]·gamma13[d]/(64·(z_B2_norm2[b,a,d]/32 + 1.0e-5)^(3/2)); g_beta13[d] += dL_dB2_norm2[b,a,d]; g_gamma13[d] += B2_norm2_c[b,a,d]·dL_dB2_norm2[b,a,d]/sqrt(z_B2_norm2[b,a,d]/32 + 1.0e-5); dL_dB2_norm2_c[b,a,d] += dL_dB2_norm2[b,a,d]·gamma13[d]/sqrt(z_B2_norm2[b,a,d]/32 + 1.0e-5) */
+    memset(dL_dB2_norm2_rstd + (size_t)sn_lo * 8, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 8);
+    /* g_gamma13[d] += B2_norm2_c[b,a,d]·B2_norm2_rstd[b,a]·dL_dB2_norm2[b,a,d]; dL_dB2_norm2_c[b,a,d] += B2_norm2_rstd[b,a]·dL_dB2_norm2[b,a,d]·gamma13[d] (from B2_norm2); dL_dB2_norm2_rstd[b,a] += B2_norm2_c[b,a,d]·dL_dB2_norm2[b,a,d]·gamma13[d]; g_beta13[d] += dL_dB2_norm2[b,a,d] */
     for (int b = sn_lo; b < sn_hi; b++)
-        for (int a = 0; a < 8; a++)
+        for (int a = 0; a < 8; a++) {
+            real acc0 = 0;
+#ifdef SN_SIMD
+#pragma omp simd reduction(+:acc0)
+#endif
             for (int d = 0; d < 32; d++) {
-                const real t0 = (1.0F/32.0F)*z_B2_norm2[b * 256 + a * 32 + d] + 1.0e-5F;
-                const real t1 = dL_dB2_norm2[b * 256 + a * 32 + d]/sqrtf(t0);
-                delta_B2_norm2[b * 256 + a * 32 + d] = -1.0F/64.0F*B2_norm2_c[b * 256 + a * 32 + d]*dL_dB2_norm2[b * 256 + a * 32 + d]*gamma13[d]/powf(t0, 3.0F/2.0F);
+                const real t0 = B2_norm2_rstd[b * 8 + a]*dL_dB2_norm2[b * 256 + a * 32 + d];
+                g_gamma13[d] += B2_norm2_c[b * 256 + a * 32 + d]*t0;
+                dL_dB2_norm2_c[b * 256 + a * 32 + d] += gamma13[d]*t0;
                 g_beta13[d] += dL_dB2_norm2[b * 256 + a * 32 + d];
-                g_gamma13[d] += B2_norm2_c[b * 256 + a * 32 + d]*t1;
-                dL_dB2_norm2_c[b * 256 + a * 32 + d] += gamma13[d]*t1;
+                acc0 += B2_norm2_c[b * 256 + a * 32 + d]*dL_dB2_norm2[b * 256 + a * 32 + d]*gamma13[d];
             }
-    /* dL_dB2_norm2_c[b,a,e] += Σ_d 2·B2_norm2_c[b,a,e]·delta_B2_norm2[b,a,d] */
+            dL_dB2_norm2_rstd[b * 8 + a] += acc0;
+        }
+    /* delta_B2_norm2_rstd[b,a] = -dL_dB2_norm2_rstd[b,a]/(64·(z_B2_norm2_rstd[b,a]/32 + 1.0e-5)^(3/2)) */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int a = 0; a < 8; a++) {
+            delta_B2_norm2_rstd[b * 8 + a] = -1.0F/64.0F*dL_dB2_norm2_rstd[b * 8 + a]/powf((1.0F/32.0F)*z_B2_norm2_rstd[b * 8 + a] + 1.0e-5F, 3.0F/2.0F);
+        }
+    /* dL_dB2_norm2_c[b,a,e] += 2·B2_norm2_c[b,a,e]·delta_B2_norm2_rstd[b,a] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++)
-            for (int d = 0; d < 32; d++)
-                for (int e = 0; e < 32; e++) {
-                    dL_dB2_norm2_c[b * 256 + a * 32 + e] += 2*B2_norm2_c[b * 256 + a * 32 + e]*delta_B2_norm2[b * 256 + a * 32 + d];
-                }
-    /* delta_B2_norm2_c[b,a,d] = -dL_dB2_norm2_c[b,a,d]/32; dL_dB2_res1[b,a,d] += dL_dB2_norm2_c[b,a,d] (from B2_norm2_c) */
+            for (int e = 0; e < 32; e++) {
+                dL_dB2_norm2_c[b * 256 + a * 32 + e] += 2*B2_norm2_c[b * 256 + a * 32 + e]*delta_B2_norm2_rstd[b * 8 + a];
+            }
+    memset(dL_dB2_norm2_mean + (size_t)sn_lo * 8, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 8);
+    /* dL_dB2_res1[b,a,d] += dL_dB2_norm2_c[b,a,d] (from B2_norm2_c); dL_dB2_norm2_mean[b,a] += -dL_dB2_norm2_c[b,a,d] */
     for (int b = sn_lo; b < sn_hi; b++)
-        for (int a = 0; a < 8; a++)
+        for (int a = 0; a < 8; a++) {
+            real acc0 = 0;
+#ifdef SN_SIMD
+#pragma omp simd reduction(+:acc0)
+#endif
             for (int d = 0; d < 32; d++) {
-                delta_B2_norm2_c[b * 256 + a * 32 + d] = -1.0F/32.0F*dL_dB2_norm2_c[b * 256 + a * 32 + d];
                 dL_dB2_res1[b * 256 + a * 32 + d] += dL_dB2_norm2_c[b * 256 + a * 32 + d];
+                acc0 += -dL_dB2_norm2_c[b * 256 + a * 32 + d];
             }
-    /* dL_dB2_res1[b,a,e] += Σ_d delta_B2_norm2_c[b,a,d] */
+            dL_dB2_norm2_mean[b * 8 + a] += acc0;
+        }
+    /* delta_B2_norm2_mean[b,a] = dL_dB2_norm2_mean[b,a]/32 */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int a = 0; a < 8; a++) {
+            delta_B2_norm2_mean[b * 8 + a] = (1.0F/32.0F)*dL_dB2_norm2_mean[b * 8 + a];
+        }
+    /* dL_dB2_res1[b,a,e] += delta_B2_norm2_mean[b,a] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++)
-            for (int d = 0; d < 32; d++)
-                for (int e = 0; e < 32; e++) {
-                    dL_dB2_res1[b * 256 + a * 32 + e] += delta_B2_norm2_c[b * 256 + a * 32 + d];
-                }
+            for (int e = 0; e < 32; e++) {
+                dL_dB2_res1[b * 256 + a * 32 + e] += delta_B2_norm2_mean[b * 8 + a];
+            }
     memset(dL_dB1 + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
     memset(dL_dB2_att + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
     /* dL_dB1[b,i,x] += dL_dB2_res1[b,i,x] (from B2_res1); dL_dB2_att[b,i,x] += dL_dB2_res1[b,i,x] */
@@ -1224,22 +1282,22 @@ static void sn_rows_14(const real *params, real *work, const real *S, int batch,
 {
 
     real *g_c11 = sn_part + 0;  /* this chunk's part of ∂L/∂c11: (96,) */
-    real *B2_att_qkv = work + (size_t)batch * 10304;  /* layer B2_att_qkv: (batch, 8, 96) */
-    real *B2_att_s = work + (size_t)batch * 11328;  /* layer B2_att_s: (batch, 4, 8, 8) */
-    real *B2_att_e = work + (size_t)batch * 11616;  /* layer B2_att_e: (batch, 4, 8, 8) */
-    real *z_B2_att_z = work + (size_t)batch * 11872;  /* Σ of B2_att_z: (batch, 4, 8) */
-    real *B2_att_p = work + (size_t)batch * 11904;  /* layer B2_att_p: (batch, 4, 8, 8) */
-    real *B2_att_v = work + (size_t)batch * 12160;  /* layer B2_att_v: (batch, 4, 8, 8) */
-    real *dL_dB2_att_qkv = work + (size_t)batch * 25952;  /* ∂L/∂B2_att_qkv: (batch, 8, 96) */
-    real *delta_B2_att_qkv = work + (size_t)batch * 26720;  /* ∂L/∂z_B2_att_qkv: (batch, 8, 96) */
-    real *dL_dB2_att_s = work + (size_t)batch * 27488;  /* ∂L/∂B2_att_s: (batch, 4, 8, 8) */
-    real *delta_B2_att_s = work + (size_t)batch * 27744;  /* ∂L/∂z_B2_att_s: (batch, 4, 8, 8) */
-    real *dL_dB2_att_m = work + (size_t)batch * 28000;  /* ∂L/∂B2_att_m: (batch, 4, 8) */
-    real *dL_dB2_att_e = work + (size_t)batch * 28032;  /* ∂L/∂B2_att_e: (batch, 4, 8, 8) */
-    real *dL_dB2_att_z = work + (size_t)batch * 28288;  /* ∂L/∂B2_att_z: (batch, 4, 8) */
-    real *dL_dB2_att_p = work + (size_t)batch * 28320;  /* ∂L/∂B2_att_p: (batch, 4, 8, 8) */
-    real *dL_dB2_att_v = work + (size_t)batch * 28576;  /* ∂L/∂B2_att_v: (batch, 4, 8, 8) */
-    real *dL_dB2_att_a = work + (size_t)batch * 28832;  /* ∂L/∂B2_att_a: (batch, 8, 4, 8) */
+    real *B2_att_qkv = work + (size_t)batch * 8864;  /* layer B2_att_qkv: (batch, 8, 96) */
+    real *B2_att_s = work + (size_t)batch * 9888;  /* layer B2_att_s: (batch, 4, 8, 8) */
+    real *B2_att_e = work + (size_t)batch * 10176;  /* layer B2_att_e: (batch, 4, 8, 8) */
+    real *z_B2_att_z = work + (size_t)batch * 10432;  /* Σ of B2_att_z: (batch, 4, 8) */
+    real *B2_att_p = work + (size_t)batch * 10464;  /* layer B2_att_p: (batch, 4, 8, 8) */
+    real *B2_att_v = work + (size_t)batch * 10720;  /* layer B2_att_v: (batch, 4, 8, 8) */
+    real *dL_dB2_att_qkv = work + (size_t)batch * 22592;  /* ∂L/∂B2_att_qkv: (batch, 8, 96) */
+    real *delta_B2_att_qkv = work + (size_t)batch * 23360;  /* ∂L/∂z_B2_att_qkv: (batch, 8, 96) */
+    real *dL_dB2_att_s = work + (size_t)batch * 24128;  /* ∂L/∂B2_att_s: (batch, 4, 8, 8) */
+    real *delta_B2_att_s = work + (size_t)batch * 24384;  /* ∂L/∂z_B2_att_s: (batch, 4, 8, 8) */
+    real *dL_dB2_att_m = work + (size_t)batch * 24640;  /* ∂L/∂B2_att_m: (batch, 4, 8) */
+    real *dL_dB2_att_e = work + (size_t)batch * 24672;  /* ∂L/∂B2_att_e: (batch, 4, 8, 8) */
+    real *dL_dB2_att_z = work + (size_t)batch * 24928;  /* ∂L/∂B2_att_z: (batch, 4, 8) */
+    real *dL_dB2_att_p = work + (size_t)batch * 24960;  /* ∂L/∂B2_att_p: (batch, 4, 8, 8) */
+    real *dL_dB2_att_v = work + (size_t)batch * 25216;  /* ∂L/∂B2_att_v: (batch, 4, 8, 8) */
+    real *dL_dB2_att_a = work + (size_t)batch * 25472;  /* ∂L/∂B2_att_a: (batch, 8, 4, 8) */
     real *B2_att_z = z_B2_att_z;  /* layer B2_att_z: z_B2_att_z itself: (batch, 4, 8) */
     real *delta_B2_att_m = dL_dB2_att_m;  /* ∂L/∂z_B2_att_m: ∂L/∂B2_att_m itself: (batch, 4, 8) */
     real *delta_B2_att_z = dL_dB2_att_z;  /* ∂L/∂z_B2_att_z: ∂L/∂B2_att_z itself: (batch, 4, 8) */
@@ -1250,15 +1308,12 @@ static void sn_rows_14(const real *params, real *work, const real *S, int batch,
     memset(sn_part, 0, sizeof(real) * 96);
     memset(dL_dB2_att_p + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
     memset(dL_dB2_att_v + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
-    /* dL_dB2_att_p[b,hd,tq,tk] += Σ_e B2_att_v[b,hd,e,tk]·delta_B2_att_a[b,tq,hd,e]; dL_dB2_att_v[b,hd,e,tk] += Σ_tq B2_att_p[b,hd,tq,tk]·delta_B2_att_a[b,tq,hd,e] */
+    /* dL_dB2_att_p[b,hd,tq,tk] += Σ_e B2_att_v[b,hd,e,tk]·delta_B2_att_a[b,tq,hd,e]; dL_dB2_att_v[b,hd,e,tk] += Σ_tq B2_att_p[b,hd,tq,tk]·delta_B2_att_a[b,tq,hd,e]: a small product per (b, hd) */
     for (int b = sn_lo; b < sn_hi; b++)
-        for (int tq = 0; tq < 8; tq++)
-            for (int hd = 0; hd < 4; hd++)
-                for (int e = 0; e < 8; e++)
-                    for (int tk = 0; tk < 8; tk++) {
-                        dL_dB2_att_p[b * 256 + hd * 64 + tq * 8 + tk] += B2_att_v[b * 256 + hd * 64 + e * 8 + tk]*delta_B2_att_a[b * 256 + tq * 32 + hd * 8 + e];
-                        dL_dB2_att_v[b * 256 + hd * 64 + e * 8 + tk] += B2_att_p[b * 256 + hd * 64 + tq * 8 + tk]*delta_B2_att_a[b * 256 + tq * 32 + hd * 8 + e];
-                    }
+        for (int hd = 0; hd < 4; hd++) {
+            sn_small_mm(8, 8, 8, (real)1, delta_B2_att_a + (size_t)b * 256 + hd * 8, 32, 1, B2_att_v + (size_t)b * 256 + hd * 64, 8, dL_dB2_att_p + (size_t)b * 256 + hd * 64, 8);
+            sn_small_mm(8, 8, 8, (real)1, delta_B2_att_a + (size_t)b * 256 + hd * 8, 1, 32, B2_att_p + (size_t)b * 256 + hd * 64, 8, dL_dB2_att_v + (size_t)b * 256 + hd * 64, 8);
+        }
     memset(dL_dB2_att_qkv + (size_t)sn_lo * 768, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 768);
     /* dL_dB2_att_qkv[b,tk,hd*8 + e + 64] += dL_dB2_att_v[b,hd,e,tk] (from B2_att_v) */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -1331,15 +1386,12 @@ static void sn_rows_14(const real *params, real *work, const real *S, int batch,
                 for (int tk = 0; tk < 8; tk++) {
                     delta_B2_att_s[b * 256 + hd * 64 + tq * 8 + tk] = 0.353553391F*dL_dB2_att_s[b * 256 + hd * 64 + tq * 8 + tk];
                 }
-    /* dL_dB2_att_qkv[b,tk,hd*8 + e + 32] += Σ_tq B2_att_qkv[b,tq,hd·8 + e]·delta_B2_att_s[b,hd,tq,tk]; dL_dB2_att_qkv[b,tq,hd*8 + e] += Σ_tk B2_att_qkv[b,tk,hd·8 + e + 32]·delta_B2_att_s[b,hd,tq,tk] */
+    /* dL_dB2_att_qkv[b,tk,hd*8 + e + 32] += Σ_tq B2_att_qkv[b,tq,hd·8 + e]·delta_B2_att_s[b,hd,tq,tk]; dL_dB2_att_qkv[b,tq,hd*8 + e] += Σ_tk B2_att_qkv[b,tk,hd·8 + e + 32]·delta_B2_att_s[b,hd,tq,tk]: a small product per (b, hd) */
     for (int b = sn_lo; b < sn_hi; b++)
-        for (int hd = 0; hd < 4; hd++)
-            for (int tq = 0; tq < 8; tq++)
-                for (int tk = 0; tk < 8; tk++)
-                    for (int e = 0; e < 8; e++) {
-                        dL_dB2_att_qkv[b * 768 + tk * 96 + (hd*8 + e + 32)] += B2_att_qkv[b * 768 + tq * 96 + (hd*8 + e)]*delta_B2_att_s[b * 256 + hd * 64 + tq * 8 + tk];
-                        dL_dB2_att_qkv[b * 768 + tq * 96 + (hd*8 + e)] += B2_att_qkv[b * 768 + tk * 96 + (hd*8 + e + 32)]*delta_B2_att_s[b * 256 + hd * 64 + tq * 8 + tk];
-                    }
+        for (int hd = 0; hd < 4; hd++) {
+            sn_small_mm(8, 8, 8, (real)1, delta_B2_att_s + (size_t)b * 256 + hd * 64, 1, 8, B2_att_qkv + (size_t)b * 768 + hd * 8, 96, dL_dB2_att_qkv + (size_t)b * 768 + hd * 8 + 32, 96);
+            sn_small_mm(8, 8, 8, (real)1, delta_B2_att_s + (size_t)b * 256 + hd * 64, 8, 1, B2_att_qkv + (size_t)b * 768 + hd * 8 + 32, 96, dL_dB2_att_qkv + (size_t)b * 768 + hd * 8, 96);
+        }
     /* delta_B2_att_qkv[b,tq,i] = dL_dB2_att_qkv[b,tq,i]; g_c11[i] += dL_dB2_att_qkv[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int tq = 0; tq < 8; tq++)
@@ -1351,61 +1403,85 @@ static void sn_rows_14(const real *params, real *work, const real *S, int batch,
 }
 
 /* The examples sn_lo ≤ b < sn_hi of the batch through the layers' ops that take each
- * example alone: delta_B2_norm1, g_beta10, g_gamma10, dL_dB2_norm1_c, delta_B2_norm1_c, dL_dB1, dL_dB1_res1, dL_dB1_ff2, delta_B1_ff2, g_b8; the sums over these examples go to
+ * example alone: g_gamma10, dL_dB2_norm1_c, dL_dB2_norm1_rstd, g_beta10, delta_B2_norm1_rstd, dL_dB1, dL_dB2_norm1_mean, delta_B2_norm1_mean, dL_dB1_res1, dL_dB1_ff2, delta_B1_ff2, g_b8; the sums over these examples go to
  * sn_part (96 numbers). */
 static void sn_rows_15(const real *params, real *work, const real *S, int batch, int sn_lo, int sn_hi, real *sn_part)
 {
     const real *gamma10 = params + 9152;  /* gamma10: (32,) */
 
-    real *g_beta10 = sn_part + 0;  /* this chunk's part of ∂L/∂beta10: (32,) */
-    real *g_gamma10 = sn_part + 32;  /* this chunk's part of ∂L/∂gamma10: (32,) */
+    real *g_gamma10 = sn_part + 0;  /* this chunk's part of ∂L/∂gamma10: (32,) */
+    real *g_beta10 = sn_part + 32;  /* this chunk's part of ∂L/∂beta10: (32,) */
     real *g_b8 = sn_part + 64;  /* this chunk's part of ∂L/∂b8: (32,) */
-    real *B2_norm1_c = work + (size_t)batch * 8768;  /* layer B2_norm1_c: (batch, 8, 32) */
-    real *z_B2_norm1 = work + (size_t)batch * 9024;  /* Σ of B2_norm1: (batch, 8, 32) */
-    real *dL_dB1_res1 = work + (size_t)batch * 21856;  /* ∂L/∂B1_res1: (batch, 8, 32) */
-    real *dL_dB1_ff2 = work + (size_t)batch * 24160;  /* ∂L/∂B1_ff2: (batch, 8, 32) */
-    real *delta_B1_ff2 = work + (size_t)batch * 24416;  /* ∂L/∂z_B1_ff2: (batch, 8, 32) */
-    real *dL_dB1 = work + (size_t)batch * 24672;  /* ∂L/∂B1: (batch, 8, 32) */
-    real *dL_dB2_norm1_c = work + (size_t)batch * 24928;  /* ∂L/∂B2_norm1_c: (batch, 8, 32) */
-    real *delta_B2_norm1_c = work + (size_t)batch * 25184;  /* ∂L/∂z_B2_norm1_c: (batch, 8, 32) */
-    real *dL_dB2_norm1 = work + (size_t)batch * 25440;  /* ∂L/∂B2_norm1: (batch, 8, 32) */
-    real *delta_B2_norm1 = work + (size_t)batch * 25696;  /* ∂L/∂z_B2_norm1: (batch, 8, 32) */
+    real *B2_norm1_c = work + (size_t)batch * 7568;  /* layer B2_norm1_c: (batch, 8, 32) */
+    real *z_B2_norm1_rstd = work + (size_t)batch * 7824;  /* Σ of B2_norm1_rstd: (batch, 8) */
+    real *B2_norm1_rstd = work + (size_t)batch * 7832;  /* layer B2_norm1_rstd: (batch, 8) */
+    real *dL_dB1_res1 = work + (size_t)batch * 19456;  /* ∂L/∂B1_res1: (batch, 8, 32) */
+    real *dL_dB1_ff2 = work + (size_t)batch * 21280;  /* ∂L/∂B1_ff2: (batch, 8, 32) */
+    real *delta_B1_ff2 = work + (size_t)batch * 21536;  /* ∂L/∂z_B1_ff2: (batch, 8, 32) */
+    real *dL_dB1 = work + (size_t)batch * 21792;  /* ∂L/∂B1: (batch, 8, 32) */
+    real *dL_dB2_norm1_mean = work + (size_t)batch * 22048;  /* ∂L/∂B2_norm1_mean: (batch, 8) */
+    real *delta_B2_norm1_mean = work + (size_t)batch * 22056;  /* ∂L/∂z_B2_norm1_mean: (batch, 8) */
+    real *dL_dB2_norm1_c = work + (size_t)batch * 22064;  /* ∂L/∂B2_norm1_c: (batch, 8, 32) */
+    real *dL_dB2_norm1_rstd = work + (size_t)batch * 22320;  /* ∂L/∂B2_norm1_rstd: (batch, 8) */
+    real *delta_B2_norm1_rstd = work + (size_t)batch * 22328;  /* ∂L/∂z_B2_norm1_rstd: (batch, 8) */
+    real *dL_dB2_norm1 = work + (size_t)batch * 22336;  /* ∂L/∂B2_norm1: (batch, 8, 32) */
 
     (void)S;
     memset(sn_part, 0, sizeof(real) * 96);
     memset(dL_dB2_norm1_c + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
-    /* delta_B2_norm1[b,a,d] = -B2_norm1_c[b,a,d]·dL_dB2_norm1[b,a,d]·gamma10[d]/(64·(z_B2_norm1[b,a,d]/32 + 1.0e-5)^(3/2)); g_beta10[d] += dL_dB2_norm1[b,a,d]; g_gamma10[d] += B2_norm1_c[b,a,d]·dL_dB2_norm1[b,a,d]/sqrt(z_B2_norm1[b,a,d]/32 + 1.0e-5); dL_dB2_norm1_c[b,a,d] += dL_dB2_norm1[b,a,d]·gamma10[d]/sqrt(z_B2_norm1[b,a,d]/32 + 1.0e-5) */
+    memset(dL_dB2_norm1_rstd + (size_t)sn_lo * 8, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 8);
+    /* g_gamma10[d] += B2_norm1_c[b,a,d]·B2_norm1_rstd[b,a]·dL_dB2_norm1[b,a,d]; dL_dB2_norm1_c[b,a,d] += B2_norm1_rstd[b,a]·dL_dB2_norm1[b,a,d]·gamma10[d] (from B2_norm1); dL_dB2_norm1_rstd[b,a] += B2_norm1_c[b,a,d]·dL_dB2_norm1[b,a,d]·gamma10[d]; g_beta10[d] += dL_dB2_norm1[b,a,d] */
     for (int b = sn_lo; b < sn_hi; b++)
-        for (int a = 0; a < 8; a++)
+        for (int a = 0; a < 8; a++) {
+            real acc0 = 0;
+#ifdef SN_SIMD
+#pragma omp simd reduction(+:acc0)
+#endif
             for (int d = 0; d < 32; d++) {
-                const real t0 = (1.0F/32.0F)*z_B2_norm1[b * 256 + a * 32 + d] + 1.0e-5F;
-                const real t1 = dL_dB2_norm1[b * 256 + a * 32 + d]/sqrtf(t0);
-                delta_B2_norm1[b * 256 + a * 32 + d] = -1.0F/64.0F*B2_norm1_c[b * 256 + a * 32 + d]*dL_dB2_norm1[b * 256 + a * 32 + d]*gamma10[d]/powf(t0, 3.0F/2.0F);
+                const real t0 = B2_norm1_rstd[b * 8 + a]*dL_dB2_norm1[b * 256 + a * 32 + d];
+                g_gamma10[d] += B2_norm1_c[b * 256 + a * 32 + d]*t0;
+                dL_dB2_norm1_c[b * 256 + a * 32 + d] += gamma10[d]*t0;
                 g_beta10[d] += dL_dB2_norm1[b * 256 + a * 32 + d];
-                g_gamma10[d] += B2_norm1_c[b * 256 + a * 32 + d]*t1;
-                dL_dB2_norm1_c[b * 256 + a * 32 + d] += gamma10[d]*t1;
+                acc0 += B2_norm1_c[b * 256 + a * 32 + d]*dL_dB2_norm1[b * 256 + a * 32 + d]*gamma10[d];
             }
-    /* dL_dB2_norm1_c[b,a,e] += Σ_d 2·B2_norm1_c[b,a,e]·delta_B2_norm1[b,a,d] */
+            dL_dB2_norm1_rstd[b * 8 + a] += acc0;
+        }
+    /* delta_B2_norm1_rstd[b,a] = -dL_dB2_norm1_rstd[b,a]/(64·(z_B2_norm1_rstd[b,a]/32 + 1.0e-5)^(3/2)) */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int a = 0; a < 8; a++) {
+            delta_B2_norm1_rstd[b * 8 + a] = -1.0F/64.0F*dL_dB2_norm1_rstd[b * 8 + a]/powf((1.0F/32.0F)*z_B2_norm1_rstd[b * 8 + a] + 1.0e-5F, 3.0F/2.0F);
+        }
+    /* dL_dB2_norm1_c[b,a,e] += 2·B2_norm1_c[b,a,e]·delta_B2_norm1_rstd[b,a] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++)
-            for (int d = 0; d < 32; d++)
-                for (int e = 0; e < 32; e++) {
-                    dL_dB2_norm1_c[b * 256 + a * 32 + e] += 2*B2_norm1_c[b * 256 + a * 32 + e]*delta_B2_norm1[b * 256 + a * 32 + d];
-                }
-    /* delta_B2_norm1_c[b,a,d] = -dL_dB2_norm1_c[b,a,d]/32; dL_dB1[b,a,d] += dL_dB2_norm1_c[b,a,d] (from B2_norm1_c) */
+            for (int e = 0; e < 32; e++) {
+                dL_dB2_norm1_c[b * 256 + a * 32 + e] += 2*B2_norm1_c[b * 256 + a * 32 + e]*delta_B2_norm1_rstd[b * 8 + a];
+            }
+    memset(dL_dB2_norm1_mean + (size_t)sn_lo * 8, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 8);
+    /* dL_dB1[b,a,d] += dL_dB2_norm1_c[b,a,d] (from B2_norm1_c); dL_dB2_norm1_mean[b,a] += -dL_dB2_norm1_c[b,a,d] */
     for (int b = sn_lo; b < sn_hi; b++)
-        for (int a = 0; a < 8; a++)
+        for (int a = 0; a < 8; a++) {
+            real acc0 = 0;
+#ifdef SN_SIMD
+#pragma omp simd reduction(+:acc0)
+#endif
             for (int d = 0; d < 32; d++) {
-                delta_B2_norm1_c[b * 256 + a * 32 + d] = -1.0F/32.0F*dL_dB2_norm1_c[b * 256 + a * 32 + d];
                 dL_dB1[b * 256 + a * 32 + d] += dL_dB2_norm1_c[b * 256 + a * 32 + d];
+                acc0 += -dL_dB2_norm1_c[b * 256 + a * 32 + d];
             }
-    /* dL_dB1[b,a,e] += Σ_d delta_B2_norm1_c[b,a,d] */
+            dL_dB2_norm1_mean[b * 8 + a] += acc0;
+        }
+    /* delta_B2_norm1_mean[b,a] = dL_dB2_norm1_mean[b,a]/32 */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int a = 0; a < 8; a++) {
+            delta_B2_norm1_mean[b * 8 + a] = (1.0F/32.0F)*dL_dB2_norm1_mean[b * 8 + a];
+        }
+    /* dL_dB1[b,a,e] += delta_B2_norm1_mean[b,a] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++)
-            for (int d = 0; d < 32; d++)
-                for (int e = 0; e < 32; e++) {
-                    dL_dB1[b * 256 + a * 32 + e] += delta_B2_norm1_c[b * 256 + a * 32 + d];
-                }
+            for (int e = 0; e < 32; e++) {
+                dL_dB1[b * 256 + a * 32 + e] += delta_B2_norm1_mean[b * 8 + a];
+            }
     memset(dL_dB1_res1 + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
     memset(dL_dB1_ff2 + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
     /* dL_dB1_res1[b,i,x] += dL_dB1[b,i,x] (from B1); dL_dB1_ff2[b,i,x] += dL_dB1[b,i,x] */
@@ -1433,9 +1509,9 @@ static void sn_rows_16(const real *params, real *work, const real *S, int batch,
     const real *b7 = params + 7008;  /* b7: (64,) */
 
     real *g_b7 = sn_part + 0;  /* this chunk's part of ∂L/∂b7: (64,) */
-    real *z_B1_ff1 = work + (size_t)batch * 6720;  /* Σ of B1_ff1: (batch, 8, 64) */
-    real *dL_dB1_ff1 = work + (size_t)batch * 23136;  /* ∂L/∂B1_ff1: (batch, 8, 64) */
-    real *delta_B1_ff1 = work + (size_t)batch * 23648;  /* ∂L/∂z_B1_ff1: (batch, 8, 64) */
+    real *z_B1_ff1 = work + (size_t)batch * 5760;  /* Σ of B1_ff1: (batch, 8, 64) */
+    real *dL_dB1_ff1 = work + (size_t)batch * 20256;  /* ∂L/∂B1_ff1: (batch, 8, 64) */
+    real *delta_B1_ff1 = work + (size_t)batch * 20768;  /* ∂L/∂z_B1_ff1: (batch, 8, 64) */
 
     (void)S;
     memset(sn_part, 0, sizeof(real) * 64);
@@ -1451,61 +1527,85 @@ static void sn_rows_16(const real *params, real *work, const real *S, int batch,
 }
 
 /* The examples sn_lo ≤ b < sn_hi of the batch through the layers' ops that take each
- * example alone: delta_B1_norm2, g_beta6, g_gamma6, dL_dB1_norm2_c, delta_B1_norm2_c, dL_dB1_res1, dL_dpos, dL_dB1_att, delta_B1_att, g_co4; the sums over these examples go to
+ * example alone: g_gamma6, dL_dB1_norm2_c, dL_dB1_norm2_rstd, g_beta6, delta_B1_norm2_rstd, dL_dB1_res1, dL_dB1_norm2_mean, delta_B1_norm2_mean, dL_dpos, dL_dB1_att, delta_B1_att, g_co4; the sums over these examples go to
  * sn_part (96 numbers). */
 static void sn_rows_17(const real *params, real *work, const real *S, int batch, int sn_lo, int sn_hi, real *sn_part)
 {
     const real *gamma6 = params + 4896;  /* gamma6: (32,) */
 
-    real *g_beta6 = sn_part + 0;  /* this chunk's part of ∂L/∂beta6: (32,) */
-    real *g_gamma6 = sn_part + 32;  /* this chunk's part of ∂L/∂gamma6: (32,) */
+    real *g_gamma6 = sn_part + 0;  /* this chunk's part of ∂L/∂gamma6: (32,) */
+    real *g_beta6 = sn_part + 32;  /* this chunk's part of ∂L/∂beta6: (32,) */
     real *g_co4 = sn_part + 64;  /* this chunk's part of ∂L/∂co4: (32,) */
-    real *B1_norm2_c = work + (size_t)batch * 5952;  /* layer B1_norm2_c: (batch, 8, 32) */
-    real *z_B1_norm2 = work + (size_t)batch * 6208;  /* Σ of B1_norm2: (batch, 8, 32) */
-    real *dL_dpos = work + (size_t)batch * 16928;  /* ∂L/∂pos: (batch, 8, 32) */
-    real *dL_dB1_att = work + (size_t)batch * 21344;  /* ∂L/∂B1_att: (batch, 8, 32) */
-    real *delta_B1_att = work + (size_t)batch * 21600;  /* ∂L/∂z_B1_att: (batch, 8, 32) */
-    real *dL_dB1_res1 = work + (size_t)batch * 21856;  /* ∂L/∂B1_res1: (batch, 8, 32) */
-    real *dL_dB1_norm2_c = work + (size_t)batch * 22112;  /* ∂L/∂B1_norm2_c: (batch, 8, 32) */
-    real *delta_B1_norm2_c = work + (size_t)batch * 22368;  /* ∂L/∂z_B1_norm2_c: (batch, 8, 32) */
-    real *dL_dB1_norm2 = work + (size_t)batch * 22624;  /* ∂L/∂B1_norm2: (batch, 8, 32) */
-    real *delta_B1_norm2 = work + (size_t)batch * 22880;  /* ∂L/∂z_B1_norm2: (batch, 8, 32) */
+    real *B1_norm2_c = work + (size_t)batch * 5232;  /* layer B1_norm2_c: (batch, 8, 32) */
+    real *z_B1_norm2_rstd = work + (size_t)batch * 5488;  /* Σ of B1_norm2_rstd: (batch, 8) */
+    real *B1_norm2_rstd = work + (size_t)batch * 5496;  /* layer B1_norm2_rstd: (batch, 8) */
+    real *dL_dpos = work + (size_t)batch * 15008;  /* ∂L/∂pos: (batch, 8, 32) */
+    real *dL_dB1_att = work + (size_t)batch * 18944;  /* ∂L/∂B1_att: (batch, 8, 32) */
+    real *delta_B1_att = work + (size_t)batch * 19200;  /* ∂L/∂z_B1_att: (batch, 8, 32) */
+    real *dL_dB1_res1 = work + (size_t)batch * 19456;  /* ∂L/∂B1_res1: (batch, 8, 32) */
+    real *dL_dB1_norm2_mean = work + (size_t)batch * 19712;  /* ∂L/∂B1_norm2_mean: (batch, 8) */
+    real *delta_B1_norm2_mean = work + (size_t)batch * 19720;  /* ∂L/∂z_B1_norm2_mean: (batch, 8) */
+    real *dL_dB1_norm2_c = work + (size_t)batch * 19728;  /* ∂L/∂B1_norm2_c: (batch, 8, 32) */
+    real *dL_dB1_norm2_rstd = work + (size_t)batch * 19984;  /* ∂L/∂B1_norm2_rstd: (batch, 8) */
+    real *delta_B1_norm2_rstd = work + (size_t)batch * 19992;  /* ∂L/∂z_B1_norm2_rstd: (batch, 8) */
+    real *dL_dB1_norm2 = work + (size_t)batch * 20000;  /* ∂L/∂B1_norm2: (batch, 8, 32) */
 
     (void)S;
     memset(sn_part, 0, sizeof(real) * 96);
     memset(dL_dB1_norm2_c + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
-    /* delta_B1_norm2[b,a,d] = -B1_norm2_c[b,a,d]·dL_dB1_norm2[b,a,d]·gamma6[d]/(64·(z_B1_norm2[b,a,d]/32 + 1.0e-5)^(3/2)); g_beta6[d] += dL_dB1_norm2[b,a,d]; g_gamma6[d] += B1_norm2_c[b,a,d]·dL_dB1_norm2[b,a,d]/sqrt(z_B1_norm2[b,a,d]/32 + 1.0e-5); dL_dB1_norm2_c[b,a,d] += dL_dB1_norm2[b,a,d]·gamma6[d]/sqrt(z_B1_norm2[b,a,d]/32 + 1.0e-5) */
+    memset(dL_dB1_norm2_rstd + (size_t)sn_lo * 8, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 8);
+    /* g_gamma6[d] += B1_norm2_c[b,a,d]·B1_norm2_rstd[b,a]·dL_dB1_norm2[b,a,d]; dL_dB1_norm2_c[b,a,d] += B1_norm2_rstd[b,a]·dL_dB1_norm2[b,a,d]·gamma6[d] (from B1_norm2); dL_dB1_norm2_rstd[b,a] += B1_norm2_c[b,a,d]·dL_dB1_norm2[b,a,d]·gamma6[d]; g_beta6[d] += dL_dB1_norm2[b,a,d] */
     for (int b = sn_lo; b < sn_hi; b++)
-        for (int a = 0; a < 8; a++)
+        for (int a = 0; a < 8; a++) {
+            real acc0 = 0;
+#ifdef SN_SIMD
+#pragma omp simd reduction(+:acc0)
+#endif
             for (int d = 0; d < 32; d++) {
-                const real t0 = (1.0F/32.0F)*z_B1_norm2[b * 256 + a * 32 + d] + 1.0e-5F;
-                const real t1 = dL_dB1_norm2[b * 256 + a * 32 + d]/sqrtf(t0);
-                delta_B1_norm2[b * 256 + a * 32 + d] = -1.0F/64.0F*B1_norm2_c[b * 256 + a * 32 + d]*dL_dB1_norm2[b * 256 + a * 32 + d]*gamma6[d]/powf(t0, 3.0F/2.0F);
+                const real t0 = B1_norm2_rstd[b * 8 + a]*dL_dB1_norm2[b * 256 + a * 32 + d];
+                g_gamma6[d] += B1_norm2_c[b * 256 + a * 32 + d]*t0;
+                dL_dB1_norm2_c[b * 256 + a * 32 + d] += gamma6[d]*t0;
                 g_beta6[d] += dL_dB1_norm2[b * 256 + a * 32 + d];
-                g_gamma6[d] += B1_norm2_c[b * 256 + a * 32 + d]*t1;
-                dL_dB1_norm2_c[b * 256 + a * 32 + d] += gamma6[d]*t1;
+                acc0 += B1_norm2_c[b * 256 + a * 32 + d]*dL_dB1_norm2[b * 256 + a * 32 + d]*gamma6[d];
             }
-    /* dL_dB1_norm2_c[b,a,e] += Σ_d 2·B1_norm2_c[b,a,e]·delta_B1_norm2[b,a,d] */
+            dL_dB1_norm2_rstd[b * 8 + a] += acc0;
+        }
+    /* delta_B1_norm2_rstd[b,a] = -dL_dB1_norm2_rstd[b,a]/(64·(z_B1_norm2_rstd[b,a]/32 + 1.0e-5)^(3/2)) */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int a = 0; a < 8; a++) {
+            delta_B1_norm2_rstd[b * 8 + a] = -1.0F/64.0F*dL_dB1_norm2_rstd[b * 8 + a]/powf((1.0F/32.0F)*z_B1_norm2_rstd[b * 8 + a] + 1.0e-5F, 3.0F/2.0F);
+        }
+    /* dL_dB1_norm2_c[b,a,e] += 2·B1_norm2_c[b,a,e]·delta_B1_norm2_rstd[b,a] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++)
-            for (int d = 0; d < 32; d++)
-                for (int e = 0; e < 32; e++) {
-                    dL_dB1_norm2_c[b * 256 + a * 32 + e] += 2*B1_norm2_c[b * 256 + a * 32 + e]*delta_B1_norm2[b * 256 + a * 32 + d];
-                }
-    /* delta_B1_norm2_c[b,a,d] = -dL_dB1_norm2_c[b,a,d]/32; dL_dB1_res1[b,a,d] += dL_dB1_norm2_c[b,a,d] (from B1_norm2_c) */
+            for (int e = 0; e < 32; e++) {
+                dL_dB1_norm2_c[b * 256 + a * 32 + e] += 2*B1_norm2_c[b * 256 + a * 32 + e]*delta_B1_norm2_rstd[b * 8 + a];
+            }
+    memset(dL_dB1_norm2_mean + (size_t)sn_lo * 8, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 8);
+    /* dL_dB1_res1[b,a,d] += dL_dB1_norm2_c[b,a,d] (from B1_norm2_c); dL_dB1_norm2_mean[b,a] += -dL_dB1_norm2_c[b,a,d] */
     for (int b = sn_lo; b < sn_hi; b++)
-        for (int a = 0; a < 8; a++)
+        for (int a = 0; a < 8; a++) {
+            real acc0 = 0;
+#ifdef SN_SIMD
+#pragma omp simd reduction(+:acc0)
+#endif
             for (int d = 0; d < 32; d++) {
-                delta_B1_norm2_c[b * 256 + a * 32 + d] = -1.0F/32.0F*dL_dB1_norm2_c[b * 256 + a * 32 + d];
                 dL_dB1_res1[b * 256 + a * 32 + d] += dL_dB1_norm2_c[b * 256 + a * 32 + d];
+                acc0 += -dL_dB1_norm2_c[b * 256 + a * 32 + d];
             }
-    /* dL_dB1_res1[b,a,e] += Σ_d delta_B1_norm2_c[b,a,d] */
+            dL_dB1_norm2_mean[b * 8 + a] += acc0;
+        }
+    /* delta_B1_norm2_mean[b,a] = dL_dB1_norm2_mean[b,a]/32 */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int a = 0; a < 8; a++) {
+            delta_B1_norm2_mean[b * 8 + a] = (1.0F/32.0F)*dL_dB1_norm2_mean[b * 8 + a];
+        }
+    /* dL_dB1_res1[b,a,e] += delta_B1_norm2_mean[b,a] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++)
-            for (int d = 0; d < 32; d++)
-                for (int e = 0; e < 32; e++) {
-                    dL_dB1_res1[b * 256 + a * 32 + e] += delta_B1_norm2_c[b * 256 + a * 32 + d];
-                }
+            for (int e = 0; e < 32; e++) {
+                dL_dB1_res1[b * 256 + a * 32 + e] += delta_B1_norm2_mean[b * 8 + a];
+            }
     memset(dL_dpos + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
     memset(dL_dB1_att + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
     /* dL_dpos[b,i,x] += dL_dB1_res1[b,i,x] (from B1_res1); dL_dB1_att[b,i,x] += dL_dB1_res1[b,i,x] */
@@ -1532,22 +1632,22 @@ static void sn_rows_18(const real *params, real *work, const real *S, int batch,
 {
 
     real *g_c4 = sn_part + 0;  /* this chunk's part of ∂L/∂c4: (96,) */
-    real *B1_att_qkv = work + (size_t)batch * 2560;  /* layer B1_att_qkv: (batch, 8, 96) */
-    real *B1_att_s = work + (size_t)batch * 3584;  /* layer B1_att_s: (batch, 4, 8, 8) */
-    real *B1_att_e = work + (size_t)batch * 3872;  /* layer B1_att_e: (batch, 4, 8, 8) */
-    real *z_B1_att_z = work + (size_t)batch * 4128;  /* Σ of B1_att_z: (batch, 4, 8) */
-    real *B1_att_p = work + (size_t)batch * 4160;  /* layer B1_att_p: (batch, 4, 8, 8) */
-    real *B1_att_v = work + (size_t)batch * 4416;  /* layer B1_att_v: (batch, 4, 8, 8) */
-    real *dL_dB1_att_qkv = work + (size_t)batch * 18208;  /* ∂L/∂B1_att_qkv: (batch, 8, 96) */
-    real *delta_B1_att_qkv = work + (size_t)batch * 18976;  /* ∂L/∂z_B1_att_qkv: (batch, 8, 96) */
-    real *dL_dB1_att_s = work + (size_t)batch * 19744;  /* ∂L/∂B1_att_s: (batch, 4, 8, 8) */
-    real *delta_B1_att_s = work + (size_t)batch * 20000;  /* ∂L/∂z_B1_att_s: (batch, 4, 8, 8) */
-    real *dL_dB1_att_m = work + (size_t)batch * 20256;  /* ∂L/∂B1_att_m: (batch, 4, 8) */
-    real *dL_dB1_att_e = work + (size_t)batch * 20288;  /* ∂L/∂B1_att_e: (batch, 4, 8, 8) */
-    real *dL_dB1_att_z = work + (size_t)batch * 20544;  /* ∂L/∂B1_att_z: (batch, 4, 8) */
-    real *dL_dB1_att_p = work + (size_t)batch * 20576;  /* ∂L/∂B1_att_p: (batch, 4, 8, 8) */
-    real *dL_dB1_att_v = work + (size_t)batch * 20832;  /* ∂L/∂B1_att_v: (batch, 4, 8, 8) */
-    real *dL_dB1_att_a = work + (size_t)batch * 21088;  /* ∂L/∂B1_att_a: (batch, 8, 4, 8) */
+    real *B1_att_qkv = work + (size_t)batch * 2080;  /* layer B1_att_qkv: (batch, 8, 96) */
+    real *B1_att_s = work + (size_t)batch * 3104;  /* layer B1_att_s: (batch, 4, 8, 8) */
+    real *B1_att_e = work + (size_t)batch * 3392;  /* layer B1_att_e: (batch, 4, 8, 8) */
+    real *z_B1_att_z = work + (size_t)batch * 3648;  /* Σ of B1_att_z: (batch, 4, 8) */
+    real *B1_att_p = work + (size_t)batch * 3680;  /* layer B1_att_p: (batch, 4, 8, 8) */
+    real *B1_att_v = work + (size_t)batch * 3936;  /* layer B1_att_v: (batch, 4, 8, 8) */
+    real *dL_dB1_att_qkv = work + (size_t)batch * 15808;  /* ∂L/∂B1_att_qkv: (batch, 8, 96) */
+    real *delta_B1_att_qkv = work + (size_t)batch * 16576;  /* ∂L/∂z_B1_att_qkv: (batch, 8, 96) */
+    real *dL_dB1_att_s = work + (size_t)batch * 17344;  /* ∂L/∂B1_att_s: (batch, 4, 8, 8) */
+    real *delta_B1_att_s = work + (size_t)batch * 17600;  /* ∂L/∂z_B1_att_s: (batch, 4, 8, 8) */
+    real *dL_dB1_att_m = work + (size_t)batch * 17856;  /* ∂L/∂B1_att_m: (batch, 4, 8) */
+    real *dL_dB1_att_e = work + (size_t)batch * 17888;  /* ∂L/∂B1_att_e: (batch, 4, 8, 8) */
+    real *dL_dB1_att_z = work + (size_t)batch * 18144;  /* ∂L/∂B1_att_z: (batch, 4, 8) */
+    real *dL_dB1_att_p = work + (size_t)batch * 18176;  /* ∂L/∂B1_att_p: (batch, 4, 8, 8) */
+    real *dL_dB1_att_v = work + (size_t)batch * 18432;  /* ∂L/∂B1_att_v: (batch, 4, 8, 8) */
+    real *dL_dB1_att_a = work + (size_t)batch * 18688;  /* ∂L/∂B1_att_a: (batch, 8, 4, 8) */
     real *B1_att_z = z_B1_att_z;  /* layer B1_att_z: z_B1_att_z itself: (batch, 4, 8) */
     real *delta_B1_att_m = dL_dB1_att_m;  /* ∂L/∂z_B1_att_m: ∂L/∂B1_att_m itself: (batch, 4, 8) */
     real *delta_B1_att_z = dL_dB1_att_z;  /* ∂L/∂z_B1_att_z: ∂L/∂B1_att_z itself: (batch, 4, 8) */
@@ -1558,15 +1658,12 @@ static void sn_rows_18(const real *params, real *work, const real *S, int batch,
     memset(sn_part, 0, sizeof(real) * 96);
     memset(dL_dB1_att_p + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
     memset(dL_dB1_att_v + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
-    /* dL_dB1_att_p[b,hd,tq,tk] += Σ_e B1_att_v[b,hd,e,tk]·delta_B1_att_a[b,tq,hd,e]; dL_dB1_att_v[b,hd,e,tk] += Σ_tq B1_att_p[b,hd,tq,tk]·delta_B1_att_a[b,tq,hd,e] */
+    /* dL_dB1_att_p[b,hd,tq,tk] += Σ_e B1_att_v[b,hd,e,tk]·delta_B1_att_a[b,tq,hd,e]; dL_dB1_att_v[b,hd,e,tk] += Σ_tq B1_att_p[b,hd,tq,tk]·delta_B1_att_a[b,tq,hd,e]: a small product per (b, hd) */
     for (int b = sn_lo; b < sn_hi; b++)
-        for (int tq = 0; tq < 8; tq++)
-            for (int hd = 0; hd < 4; hd++)
-                for (int e = 0; e < 8; e++)
-                    for (int tk = 0; tk < 8; tk++) {
-                        dL_dB1_att_p[b * 256 + hd * 64 + tq * 8 + tk] += B1_att_v[b * 256 + hd * 64 + e * 8 + tk]*delta_B1_att_a[b * 256 + tq * 32 + hd * 8 + e];
-                        dL_dB1_att_v[b * 256 + hd * 64 + e * 8 + tk] += B1_att_p[b * 256 + hd * 64 + tq * 8 + tk]*delta_B1_att_a[b * 256 + tq * 32 + hd * 8 + e];
-                    }
+        for (int hd = 0; hd < 4; hd++) {
+            sn_small_mm(8, 8, 8, (real)1, delta_B1_att_a + (size_t)b * 256 + hd * 8, 32, 1, B1_att_v + (size_t)b * 256 + hd * 64, 8, dL_dB1_att_p + (size_t)b * 256 + hd * 64, 8);
+            sn_small_mm(8, 8, 8, (real)1, delta_B1_att_a + (size_t)b * 256 + hd * 8, 1, 32, B1_att_p + (size_t)b * 256 + hd * 64, 8, dL_dB1_att_v + (size_t)b * 256 + hd * 64, 8);
+        }
     memset(dL_dB1_att_qkv + (size_t)sn_lo * 768, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 768);
     /* dL_dB1_att_qkv[b,tk,hd*8 + e + 64] += dL_dB1_att_v[b,hd,e,tk] (from B1_att_v) */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -1639,15 +1736,12 @@ static void sn_rows_18(const real *params, real *work, const real *S, int batch,
                 for (int tk = 0; tk < 8; tk++) {
                     delta_B1_att_s[b * 256 + hd * 64 + tq * 8 + tk] = 0.353553391F*dL_dB1_att_s[b * 256 + hd * 64 + tq * 8 + tk];
                 }
-    /* dL_dB1_att_qkv[b,tk,hd*8 + e + 32] += Σ_tq B1_att_qkv[b,tq,hd·8 + e]·delta_B1_att_s[b,hd,tq,tk]; dL_dB1_att_qkv[b,tq,hd*8 + e] += Σ_tk B1_att_qkv[b,tk,hd·8 + e + 32]·delta_B1_att_s[b,hd,tq,tk] */
+    /* dL_dB1_att_qkv[b,tk,hd*8 + e + 32] += Σ_tq B1_att_qkv[b,tq,hd·8 + e]·delta_B1_att_s[b,hd,tq,tk]; dL_dB1_att_qkv[b,tq,hd*8 + e] += Σ_tk B1_att_qkv[b,tk,hd·8 + e + 32]·delta_B1_att_s[b,hd,tq,tk]: a small product per (b, hd) */
     for (int b = sn_lo; b < sn_hi; b++)
-        for (int hd = 0; hd < 4; hd++)
-            for (int tq = 0; tq < 8; tq++)
-                for (int tk = 0; tk < 8; tk++)
-                    for (int e = 0; e < 8; e++) {
-                        dL_dB1_att_qkv[b * 768 + tk * 96 + (hd*8 + e + 32)] += B1_att_qkv[b * 768 + tq * 96 + (hd*8 + e)]*delta_B1_att_s[b * 256 + hd * 64 + tq * 8 + tk];
-                        dL_dB1_att_qkv[b * 768 + tq * 96 + (hd*8 + e)] += B1_att_qkv[b * 768 + tk * 96 + (hd*8 + e + 32)]*delta_B1_att_s[b * 256 + hd * 64 + tq * 8 + tk];
-                    }
+        for (int hd = 0; hd < 4; hd++) {
+            sn_small_mm(8, 8, 8, (real)1, delta_B1_att_s + (size_t)b * 256 + hd * 64, 1, 8, B1_att_qkv + (size_t)b * 768 + hd * 8, 96, dL_dB1_att_qkv + (size_t)b * 768 + hd * 8 + 32, 96);
+            sn_small_mm(8, 8, 8, (real)1, delta_B1_att_s + (size_t)b * 256 + hd * 64, 8, 1, B1_att_qkv + (size_t)b * 768 + hd * 8 + 32, 96, dL_dB1_att_qkv + (size_t)b * 768 + hd * 8, 96);
+        }
     /* delta_B1_att_qkv[b,tq,i] = dL_dB1_att_qkv[b,tq,i]; g_c4[i] += dL_dB1_att_qkv[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int tq = 0; tq < 8; tq++)
@@ -1659,61 +1753,85 @@ static void sn_rows_18(const real *params, real *work, const real *S, int batch,
 }
 
 /* The examples sn_lo ≤ b < sn_hi of the batch through the layers' ops that take each
- * example alone: delta_B1_norm1, g_beta3, g_gamma3, dL_dB1_norm1_c, delta_B1_norm1_c, dL_dpos, dL_dembed, g_P2, delta_embed, g_b1; the sums over these examples go to
+ * example alone: g_gamma3, dL_dB1_norm1_c, dL_dB1_norm1_rstd, g_beta3, delta_B1_norm1_rstd, dL_dpos, dL_dB1_norm1_mean, delta_B1_norm1_mean, dL_dembed, g_P2, delta_embed, g_b1; the sums over these examples go to
  * sn_part (352 numbers). */
 static void sn_rows_19(const real *params, real *work, const real *S, int batch, int sn_lo, int sn_hi, real *sn_part)
 {
     const real *gamma3 = params + 608;  /* gamma3: (32,) */
 
-    real *g_beta3 = sn_part + 0;  /* this chunk's part of ∂L/∂beta3: (32,) */
-    real *g_gamma3 = sn_part + 32;  /* this chunk's part of ∂L/∂gamma3: (32,) */
+    real *g_gamma3 = sn_part + 0;  /* this chunk's part of ∂L/∂gamma3: (32,) */
+    real *g_beta3 = sn_part + 32;  /* this chunk's part of ∂L/∂beta3: (32,) */
     real *g_P2 = sn_part + 64;  /* this chunk's part of ∂L/∂P2: (8, 32) */
     real *g_b1 = sn_part + 320;  /* this chunk's part of ∂L/∂b1: (32,) */
-    real *B1_norm1_c = work + (size_t)batch * 1024;  /* layer B1_norm1_c: (batch, 8, 32) */
-    real *z_B1_norm1 = work + (size_t)batch * 1280;  /* Σ of B1_norm1: (batch, 8, 32) */
-    real *dL_dembed = work + (size_t)batch * 16416;  /* ∂L/∂embed: (batch, 8, 32) */
-    real *delta_embed = work + (size_t)batch * 16672;  /* ∂L/∂z_embed: (batch, 8, 32) */
-    real *dL_dpos = work + (size_t)batch * 16928;  /* ∂L/∂pos: (batch, 8, 32) */
-    real *dL_dB1_norm1_c = work + (size_t)batch * 17184;  /* ∂L/∂B1_norm1_c: (batch, 8, 32) */
-    real *delta_B1_norm1_c = work + (size_t)batch * 17440;  /* ∂L/∂z_B1_norm1_c: (batch, 8, 32) */
-    real *dL_dB1_norm1 = work + (size_t)batch * 17696;  /* ∂L/∂B1_norm1: (batch, 8, 32) */
-    real *delta_B1_norm1 = work + (size_t)batch * 17952;  /* ∂L/∂z_B1_norm1: (batch, 8, 32) */
+    real *B1_norm1_c = work + (size_t)batch * 784;  /* layer B1_norm1_c: (batch, 8, 32) */
+    real *z_B1_norm1_rstd = work + (size_t)batch * 1040;  /* Σ of B1_norm1_rstd: (batch, 8) */
+    real *B1_norm1_rstd = work + (size_t)batch * 1048;  /* layer B1_norm1_rstd: (batch, 8) */
+    real *dL_dembed = work + (size_t)batch * 14496;  /* ∂L/∂embed: (batch, 8, 32) */
+    real *delta_embed = work + (size_t)batch * 14752;  /* ∂L/∂z_embed: (batch, 8, 32) */
+    real *dL_dpos = work + (size_t)batch * 15008;  /* ∂L/∂pos: (batch, 8, 32) */
+    real *dL_dB1_norm1_mean = work + (size_t)batch * 15264;  /* ∂L/∂B1_norm1_mean: (batch, 8) */
+    real *delta_B1_norm1_mean = work + (size_t)batch * 15272;  /* ∂L/∂z_B1_norm1_mean: (batch, 8) */
+    real *dL_dB1_norm1_c = work + (size_t)batch * 15280;  /* ∂L/∂B1_norm1_c: (batch, 8, 32) */
+    real *dL_dB1_norm1_rstd = work + (size_t)batch * 15536;  /* ∂L/∂B1_norm1_rstd: (batch, 8) */
+    real *delta_B1_norm1_rstd = work + (size_t)batch * 15544;  /* ∂L/∂z_B1_norm1_rstd: (batch, 8) */
+    real *dL_dB1_norm1 = work + (size_t)batch * 15552;  /* ∂L/∂B1_norm1: (batch, 8, 32) */
 
     (void)S;
     memset(sn_part, 0, sizeof(real) * 352);
     memset(dL_dB1_norm1_c + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
-    /* delta_B1_norm1[b,a,d] = -B1_norm1_c[b,a,d]·dL_dB1_norm1[b,a,d]·gamma3[d]/(64·(z_B1_norm1[b,a,d]/32 + 1.0e-5)^(3/2)); g_beta3[d] += dL_dB1_norm1[b,a,d]; g_gamma3[d] += B1_norm1_c[b,a,d]·dL_dB1_norm1[b,a,d]/sqrt(z_B1_norm1[b,a,d]/32 + 1.0e-5); dL_dB1_norm1_c[b,a,d] += dL_dB1_norm1[b,a,d]·gamma3[d]/sqrt(z_B1_norm1[b,a,d]/32 + 1.0e-5) */
+    memset(dL_dB1_norm1_rstd + (size_t)sn_lo * 8, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 8);
+    /* g_gamma3[d] += B1_norm1_c[b,a,d]·B1_norm1_rstd[b,a]·dL_dB1_norm1[b,a,d]; dL_dB1_norm1_c[b,a,d] += B1_norm1_rstd[b,a]·dL_dB1_norm1[b,a,d]·gamma3[d] (from B1_norm1); dL_dB1_norm1_rstd[b,a] += B1_norm1_c[b,a,d]·dL_dB1_norm1[b,a,d]·gamma3[d]; g_beta3[d] += dL_dB1_norm1[b,a,d] */
     for (int b = sn_lo; b < sn_hi; b++)
-        for (int a = 0; a < 8; a++)
+        for (int a = 0; a < 8; a++) {
+            real acc0 = 0;
+#ifdef SN_SIMD
+#pragma omp simd reduction(+:acc0)
+#endif
             for (int d = 0; d < 32; d++) {
-                const real t0 = (1.0F/32.0F)*z_B1_norm1[b * 256 + a * 32 + d] + 1.0e-5F;
-                const real t1 = dL_dB1_norm1[b * 256 + a * 32 + d]/sqrtf(t0);
-                delta_B1_norm1[b * 256 + a * 32 + d] = -1.0F/64.0F*B1_norm1_c[b * 256 + a * 32 + d]*dL_dB1_norm1[b * 256 + a * 32 + d]*gamma3[d]/powf(t0, 3.0F/2.0F);
+                const real t0 = B1_norm1_rstd[b * 8 + a]*dL_dB1_norm1[b * 256 + a * 32 + d];
+                g_gamma3[d] += B1_norm1_c[b * 256 + a * 32 + d]*t0;
+                dL_dB1_norm1_c[b * 256 + a * 32 + d] += gamma3[d]*t0;
                 g_beta3[d] += dL_dB1_norm1[b * 256 + a * 32 + d];
-                g_gamma3[d] += B1_norm1_c[b * 256 + a * 32 + d]*t1;
-                dL_dB1_norm1_c[b * 256 + a * 32 + d] += gamma3[d]*t1;
+                acc0 += B1_norm1_c[b * 256 + a * 32 + d]*dL_dB1_norm1[b * 256 + a * 32 + d]*gamma3[d];
             }
-    /* dL_dB1_norm1_c[b,a,e] += Σ_d 2·B1_norm1_c[b,a,e]·delta_B1_norm1[b,a,d] */
+            dL_dB1_norm1_rstd[b * 8 + a] += acc0;
+        }
+    /* delta_B1_norm1_rstd[b,a] = -dL_dB1_norm1_rstd[b,a]/(64·(z_B1_norm1_rstd[b,a]/32 + 1.0e-5)^(3/2)) */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int a = 0; a < 8; a++) {
+            delta_B1_norm1_rstd[b * 8 + a] = -1.0F/64.0F*dL_dB1_norm1_rstd[b * 8 + a]/powf((1.0F/32.0F)*z_B1_norm1_rstd[b * 8 + a] + 1.0e-5F, 3.0F/2.0F);
+        }
+    /* dL_dB1_norm1_c[b,a,e] += 2·B1_norm1_c[b,a,e]·delta_B1_norm1_rstd[b,a] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++)
-            for (int d = 0; d < 32; d++)
-                for (int e = 0; e < 32; e++) {
-                    dL_dB1_norm1_c[b * 256 + a * 32 + e] += 2*B1_norm1_c[b * 256 + a * 32 + e]*delta_B1_norm1[b * 256 + a * 32 + d];
-                }
-    /* delta_B1_norm1_c[b,a,d] = -dL_dB1_norm1_c[b,a,d]/32; dL_dpos[b,a,d] += dL_dB1_norm1_c[b,a,d] (from B1_norm1_c) */
+            for (int e = 0; e < 32; e++) {
+                dL_dB1_norm1_c[b * 256 + a * 32 + e] += 2*B1_norm1_c[b * 256 + a * 32 + e]*delta_B1_norm1_rstd[b * 8 + a];
+            }
+    memset(dL_dB1_norm1_mean + (size_t)sn_lo * 8, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 8);
+    /* dL_dpos[b,a,d] += dL_dB1_norm1_c[b,a,d] (from B1_norm1_c); dL_dB1_norm1_mean[b,a] += -dL_dB1_norm1_c[b,a,d] */
     for (int b = sn_lo; b < sn_hi; b++)
-        for (int a = 0; a < 8; a++)
+        for (int a = 0; a < 8; a++) {
+            real acc0 = 0;
+#ifdef SN_SIMD
+#pragma omp simd reduction(+:acc0)
+#endif
             for (int d = 0; d < 32; d++) {
-                delta_B1_norm1_c[b * 256 + a * 32 + d] = -1.0F/32.0F*dL_dB1_norm1_c[b * 256 + a * 32 + d];
                 dL_dpos[b * 256 + a * 32 + d] += dL_dB1_norm1_c[b * 256 + a * 32 + d];
+                acc0 += -dL_dB1_norm1_c[b * 256 + a * 32 + d];
             }
-    /* dL_dpos[b,a,e] += Σ_d delta_B1_norm1_c[b,a,d] */
+            dL_dB1_norm1_mean[b * 8 + a] += acc0;
+        }
+    /* delta_B1_norm1_mean[b,a] = dL_dB1_norm1_mean[b,a]/32 */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int a = 0; a < 8; a++) {
+            delta_B1_norm1_mean[b * 8 + a] = (1.0F/32.0F)*dL_dB1_norm1_mean[b * 8 + a];
+        }
+    /* dL_dpos[b,a,e] += delta_B1_norm1_mean[b,a] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++)
-            for (int d = 0; d < 32; d++)
-                for (int e = 0; e < 32; e++) {
-                    dL_dpos[b * 256 + a * 32 + e] += delta_B1_norm1_c[b * 256 + a * 32 + d];
-                }
+            for (int e = 0; e < 32; e++) {
+                dL_dpos[b * 256 + a * 32 + e] += delta_B1_norm1_mean[b * 8 + a];
+            }
     memset(dL_dembed + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
     /* dL_dembed[b,tq,i] += dL_dpos[b,tq,i]; g_P2[tq,i] += dL_dpos[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -1747,37 +1865,37 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
     const real *W17 = params + 17696;  /* W17: (10, 32) */
 
     real *z_embed = work + (size_t)batch * 0;  /* Σ of embed: (batch, 8, 32) */
-    real *B1_norm1 = work + (size_t)batch * 1536;  /* layer B1_norm1: (batch, 8, 32) */
-    real *z_B1_att_qkv = work + (size_t)batch * 1792;  /* Σ of B1_att_qkv: (batch, 8, 96) */
-    real *z_B1_att_a = work + (size_t)batch * 4672;  /* Σ of B1_att_a: (batch, 8, 4, 8) */
-    real *z_B1_att = work + (size_t)batch * 4928;  /* Σ of B1_att: (batch, 8, 32) */
-    real *B1_norm2 = work + (size_t)batch * 6464;  /* layer B1_norm2: (batch, 8, 32) */
-    real *z_B1_ff1 = work + (size_t)batch * 6720;  /* Σ of B1_ff1: (batch, 8, 64) */
-    real *B1_ff1 = work + (size_t)batch * 7232;  /* layer B1_ff1: (batch, 8, 64) */
-    real *z_B1_ff2 = work + (size_t)batch * 7744;  /* Σ of B1_ff2: (batch, 8, 32) */
-    real *B2_norm1 = work + (size_t)batch * 9280;  /* layer B2_norm1: (batch, 8, 32) */
-    real *z_B2_att_qkv = work + (size_t)batch * 9536;  /* Σ of B2_att_qkv: (batch, 8, 96) */
-    real *z_B2_att_a = work + (size_t)batch * 12416;  /* Σ of B2_att_a: (batch, 8, 4, 8) */
-    real *z_B2_att = work + (size_t)batch * 12672;  /* Σ of B2_att: (batch, 8, 32) */
-    real *B2_norm2 = work + (size_t)batch * 14208;  /* layer B2_norm2: (batch, 8, 32) */
-    real *z_B2_ff1 = work + (size_t)batch * 14464;  /* Σ of B2_ff1: (batch, 8, 64) */
-    real *B2_ff1 = work + (size_t)batch * 14976;  /* layer B2_ff1: (batch, 8, 64) */
-    real *z_B2_ff2 = work + (size_t)batch * 15488;  /* Σ of B2_ff2: (batch, 8, 32) */
-    real *B2 = work + (size_t)batch * 16000;  /* layer B2: (batch, 8, 32) */
-    real *z_O = work + (size_t)batch * 16256;  /* Σ of O: (batch, 8, 10) */
+    real *B1_norm1 = work + (size_t)batch * 1056;  /* layer B1_norm1: (batch, 8, 32) */
+    real *z_B1_att_qkv = work + (size_t)batch * 1312;  /* Σ of B1_att_qkv: (batch, 8, 96) */
+    real *z_B1_att_a = work + (size_t)batch * 4192;  /* Σ of B1_att_a: (batch, 8, 4, 8) */
+    real *z_B1_att = work + (size_t)batch * 4448;  /* Σ of B1_att: (batch, 8, 32) */
+    real *B1_norm2 = work + (size_t)batch * 5504;  /* layer B1_norm2: (batch, 8, 32) */
+    real *z_B1_ff1 = work + (size_t)batch * 5760;  /* Σ of B1_ff1: (batch, 8, 64) */
+    real *B1_ff1 = work + (size_t)batch * 6272;  /* layer B1_ff1: (batch, 8, 64) */
+    real *z_B1_ff2 = work + (size_t)batch * 6784;  /* Σ of B1_ff2: (batch, 8, 32) */
+    real *B2_norm1 = work + (size_t)batch * 7840;  /* layer B2_norm1: (batch, 8, 32) */
+    real *z_B2_att_qkv = work + (size_t)batch * 8096;  /* Σ of B2_att_qkv: (batch, 8, 96) */
+    real *z_B2_att_a = work + (size_t)batch * 10976;  /* Σ of B2_att_a: (batch, 8, 4, 8) */
+    real *z_B2_att = work + (size_t)batch * 11232;  /* Σ of B2_att: (batch, 8, 32) */
+    real *B2_norm2 = work + (size_t)batch * 12288;  /* layer B2_norm2: (batch, 8, 32) */
+    real *z_B2_ff1 = work + (size_t)batch * 12544;  /* Σ of B2_ff1: (batch, 8, 64) */
+    real *B2_ff1 = work + (size_t)batch * 13056;  /* layer B2_ff1: (batch, 8, 64) */
+    real *z_B2_ff2 = work + (size_t)batch * 13568;  /* Σ of B2_ff2: (batch, 8, 32) */
+    real *B2 = work + (size_t)batch * 14080;  /* layer B2: (batch, 8, 32) */
+    real *z_O = work + (size_t)batch * 14336;  /* Σ of O: (batch, 8, 10) */
     real *B1_att_a = z_B1_att_a;  /* layer B1_att_a: z_B1_att_a itself: (batch, 8, 4, 8) */
     real *B2_att_a = z_B2_att_a;  /* layer B2_att_a: z_B2_att_a itself: (batch, 8, 4, 8) */
 
     /* z_embed[b,t,i] = Σ_j W1[i,j]·S[b,t,j] for each of the 8 positions t */
     sn_mm_nt(batch * 8, 32, 10, S, W1, z_embed, 0);
-    /* embed, pos, z_B1_norm1_c, B1_norm1_c, z_B1_norm1, B1_norm1: the batch in chunks of examples through sn_rows_1, the chunks
+    /* embed, pos, z_B1_norm1_mean, B1_norm1_mean, B1_norm1_c, z_B1_norm1_rstd, B1_norm1_rstd, B1_norm1: the batch in chunks of examples through sn_rows_1, the chunks
        on as many threads as pay for their join: n threads cost work/n + one join, so each
        thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 139776 multiply-adds per example */
+       two joins); the work, about 12432 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
 #ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 139776 * batch, sn_n) : 1;
+        const int sn_used = sn_on ? sn_threads(2.0 * 12432 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
 #endif
         for (int sn_c = 0; sn_c < sn_n; sn_c++)
@@ -1800,14 +1918,14 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
     }
     /* z_B1_att[b,t,i] = Σ_j Wo4[i,j]·B1_att_a[b,t,j] for each of the 8 positions t */
     sn_mm_nt(batch * 8, 32, 32, B1_att_a, Wo4, z_B1_att, 0);
-    /* B1_att, B1_res1, z_B1_norm2_c, B1_norm2_c, z_B1_norm2, B1_norm2: the batch in chunks of examples through sn_rows_3, the chunks
+    /* B1_att, B1_res1, z_B1_norm2_mean, B1_norm2_mean, B1_norm2_c, z_B1_norm2_rstd, B1_norm2_rstd, B1_norm2: the batch in chunks of examples through sn_rows_3, the chunks
        on as many threads as pay for their join: n threads cost work/n + one join, so each
        thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 139776 multiply-adds per example */
+       two joins); the work, about 12432 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
 #ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 139776 * batch, sn_n) : 1;
+        const int sn_used = sn_on ? sn_threads(2.0 * 12432 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
 #endif
         for (int sn_c = 0; sn_c < sn_n; sn_c++)
@@ -1830,14 +1948,14 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
     }
     /* z_B1_ff2[b,t,i] = Σ_j W8[i,j]·B1_ff1[b,t,j] for each of the 8 positions t */
     sn_mm_nt(batch * 8, 32, 64, B1_ff1, W8, z_B1_ff2, 0);
-    /* B1_ff2, B1, z_B2_norm1_c, B2_norm1_c, z_B2_norm1, B2_norm1: the batch in chunks of examples through sn_rows_5, the chunks
+    /* B1_ff2, B1, z_B2_norm1_mean, B2_norm1_mean, B2_norm1_c, z_B2_norm1_rstd, B2_norm1_rstd, B2_norm1: the batch in chunks of examples through sn_rows_5, the chunks
        on as many threads as pay for their join: n threads cost work/n + one join, so each
        thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 139776 multiply-adds per example */
+       two joins); the work, about 12432 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
 #ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 139776 * batch, sn_n) : 1;
+        const int sn_used = sn_on ? sn_threads(2.0 * 12432 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
 #endif
         for (int sn_c = 0; sn_c < sn_n; sn_c++)
@@ -1860,14 +1978,14 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
     }
     /* z_B2_att[b,t,i] = Σ_j Wo11[i,j]·B2_att_a[b,t,j] for each of the 8 positions t */
     sn_mm_nt(batch * 8, 32, 32, B2_att_a, Wo11, z_B2_att, 0);
-    /* B2_att, B2_res1, z_B2_norm2_c, B2_norm2_c, z_B2_norm2, B2_norm2: the batch in chunks of examples through sn_rows_7, the chunks
+    /* B2_att, B2_res1, z_B2_norm2_mean, B2_norm2_mean, B2_norm2_c, z_B2_norm2_rstd, B2_norm2_rstd, B2_norm2: the batch in chunks of examples through sn_rows_7, the chunks
        on as many threads as pay for their join: n threads cost work/n + one join, so each
        thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 139776 multiply-adds per example */
+       two joins); the work, about 12432 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
 #ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 139776 * batch, sn_n) : 1;
+        const int sn_used = sn_on ? sn_threads(2.0 * 12432 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
 #endif
         for (int sn_c = 0; sn_c < sn_n; sn_c++)
@@ -1922,10 +2040,10 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_99224b38d6_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_fc29bae78b_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
-    memcpy(O, work + (size_t)batch * 16336, sizeof(real) * (size_t)batch * 80);
+    memcpy(O, work + (size_t)batch * 14416, sizeof(real) * (size_t)batch * 80);
 }
 
 /* Loss L = (1/batch) Σ_b L_b, after a forward pass. */
@@ -1933,7 +2051,7 @@ static double sn_loss(const real *params, real *work, const real *S, const real 
 {
     const real *b17 = params + 18016;  /* b17: (10,) */
 
-    real *z_O = work + (size_t)batch * 16256;  /* Σ of O: (batch, 8, 10) */
+    real *z_O = work + (size_t)batch * 14336;  /* Σ of O: (batch, 8, 10) */
 
     double loss = 0;
     sn_forward(params, work, S, batch);
@@ -1948,7 +2066,7 @@ static double sn_loss(const real *params, real *work, const real *S, const real 
     return loss / batch;
 }
 
-real symnet_99224b38d6_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_fc29bae78b_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -1997,36 +2115,36 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     real *g_W17 = grads + 17696;  /* ∂L/∂W17: (10, 32) */
     real *g_b17 = grads + 18016;  /* ∂L/∂b17: (10,) */
 
-    real *B1_norm1 = work + (size_t)batch * 1536;  /* layer B1_norm1: (batch, 8, 32) */
-    real *z_B1_att_a = work + (size_t)batch * 4672;  /* Σ of B1_att_a: (batch, 8, 4, 8) */
-    real *B1_norm2 = work + (size_t)batch * 6464;  /* layer B1_norm2: (batch, 8, 32) */
-    real *B1_ff1 = work + (size_t)batch * 7232;  /* layer B1_ff1: (batch, 8, 64) */
-    real *B2_norm1 = work + (size_t)batch * 9280;  /* layer B2_norm1: (batch, 8, 32) */
-    real *z_B2_att_a = work + (size_t)batch * 12416;  /* Σ of B2_att_a: (batch, 8, 4, 8) */
-    real *B2_norm2 = work + (size_t)batch * 14208;  /* layer B2_norm2: (batch, 8, 32) */
-    real *B2_ff1 = work + (size_t)batch * 14976;  /* layer B2_ff1: (batch, 8, 64) */
-    real *B2 = work + (size_t)batch * 16000;  /* layer B2: (batch, 8, 32) */
-    real *z_O = work + (size_t)batch * 16256;  /* Σ of O: (batch, 8, 10) */
-    real *sn_u_O = work + (size_t)batch * 16336;  /* layer O: (batch, 8, 10) */
-    real *delta_embed = work + (size_t)batch * 16672;  /* ∂L/∂z_embed: (batch, 8, 32) */
-    real *dL_dB1_norm1 = work + (size_t)batch * 17696;  /* ∂L/∂B1_norm1: (batch, 8, 32) */
-    real *delta_B1_att_qkv = work + (size_t)batch * 18976;  /* ∂L/∂z_B1_att_qkv: (batch, 8, 96) */
-    real *dL_dB1_att_a = work + (size_t)batch * 21088;  /* ∂L/∂B1_att_a: (batch, 8, 4, 8) */
-    real *delta_B1_att = work + (size_t)batch * 21600;  /* ∂L/∂z_B1_att: (batch, 8, 32) */
-    real *dL_dB1_norm2 = work + (size_t)batch * 22624;  /* ∂L/∂B1_norm2: (batch, 8, 32) */
-    real *dL_dB1_ff1 = work + (size_t)batch * 23136;  /* ∂L/∂B1_ff1: (batch, 8, 64) */
-    real *delta_B1_ff1 = work + (size_t)batch * 23648;  /* ∂L/∂z_B1_ff1: (batch, 8, 64) */
-    real *delta_B1_ff2 = work + (size_t)batch * 24416;  /* ∂L/∂z_B1_ff2: (batch, 8, 32) */
-    real *dL_dB2_norm1 = work + (size_t)batch * 25440;  /* ∂L/∂B2_norm1: (batch, 8, 32) */
-    real *delta_B2_att_qkv = work + (size_t)batch * 26720;  /* ∂L/∂z_B2_att_qkv: (batch, 8, 96) */
-    real *dL_dB2_att_a = work + (size_t)batch * 28832;  /* ∂L/∂B2_att_a: (batch, 8, 4, 8) */
-    real *delta_B2_att = work + (size_t)batch * 29344;  /* ∂L/∂z_B2_att: (batch, 8, 32) */
-    real *dL_dB2_norm2 = work + (size_t)batch * 30368;  /* ∂L/∂B2_norm2: (batch, 8, 32) */
-    real *dL_dB2_ff1 = work + (size_t)batch * 30880;  /* ∂L/∂B2_ff1: (batch, 8, 64) */
-    real *delta_B2_ff1 = work + (size_t)batch * 31392;  /* ∂L/∂z_B2_ff1: (batch, 8, 64) */
-    real *delta_B2_ff2 = work + (size_t)batch * 32160;  /* ∂L/∂z_B2_ff2: (batch, 8, 32) */
-    real *dL_dB2 = work + (size_t)batch * 32416;  /* ∂L/∂B2: (batch, 8, 32) */
-    real *delta_O = work + (size_t)batch * 32672;  /* ∂L/∂z_O: (batch, 8, 10) */
+    real *B1_norm1 = work + (size_t)batch * 1056;  /* layer B1_norm1: (batch, 8, 32) */
+    real *z_B1_att_a = work + (size_t)batch * 4192;  /* Σ of B1_att_a: (batch, 8, 4, 8) */
+    real *B1_norm2 = work + (size_t)batch * 5504;  /* layer B1_norm2: (batch, 8, 32) */
+    real *B1_ff1 = work + (size_t)batch * 6272;  /* layer B1_ff1: (batch, 8, 64) */
+    real *B2_norm1 = work + (size_t)batch * 7840;  /* layer B2_norm1: (batch, 8, 32) */
+    real *z_B2_att_a = work + (size_t)batch * 10976;  /* Σ of B2_att_a: (batch, 8, 4, 8) */
+    real *B2_norm2 = work + (size_t)batch * 12288;  /* layer B2_norm2: (batch, 8, 32) */
+    real *B2_ff1 = work + (size_t)batch * 13056;  /* layer B2_ff1: (batch, 8, 64) */
+    real *B2 = work + (size_t)batch * 14080;  /* layer B2: (batch, 8, 32) */
+    real *z_O = work + (size_t)batch * 14336;  /* Σ of O: (batch, 8, 10) */
+    real *sn_u_O = work + (size_t)batch * 14416;  /* layer O: (batch, 8, 10) */
+    real *delta_embed = work + (size_t)batch * 14752;  /* ∂L/∂z_embed: (batch, 8, 32) */
+    real *dL_dB1_norm1 = work + (size_t)batch * 15552;  /* ∂L/∂B1_norm1: (batch, 8, 32) */
+    real *delta_B1_att_qkv = work + (size_t)batch * 16576;  /* ∂L/∂z_B1_att_qkv: (batch, 8, 96) */
+    real *dL_dB1_att_a = work + (size_t)batch * 18688;  /* ∂L/∂B1_att_a: (batch, 8, 4, 8) */
+    real *delta_B1_att = work + (size_t)batch * 19200;  /* ∂L/∂z_B1_att: (batch, 8, 32) */
+    real *dL_dB1_norm2 = work + (size_t)batch * 20000;  /* ∂L/∂B1_norm2: (batch, 8, 32) */
+    real *dL_dB1_ff1 = work + (size_t)batch * 20256;  /* ∂L/∂B1_ff1: (batch, 8, 64) */
+    real *delta_B1_ff1 = work + (size_t)batch * 20768;  /* ∂L/∂z_B1_ff1: (batch, 8, 64) */
+    real *delta_B1_ff2 = work + (size_t)batch * 21536;  /* ∂L/∂z_B1_ff2: (batch, 8, 32) */
+    real *dL_dB2_norm1 = work + (size_t)batch * 22336;  /* ∂L/∂B2_norm1: (batch, 8, 32) */
+    real *delta_B2_att_qkv = work + (size_t)batch * 23360;  /* ∂L/∂z_B2_att_qkv: (batch, 8, 96) */
+    real *dL_dB2_att_a = work + (size_t)batch * 25472;  /* ∂L/∂B2_att_a: (batch, 8, 4, 8) */
+    real *delta_B2_att = work + (size_t)batch * 25984;  /* ∂L/∂z_B2_att: (batch, 8, 32) */
+    real *dL_dB2_norm2 = work + (size_t)batch * 26784;  /* ∂L/∂B2_norm2: (batch, 8, 32) */
+    real *dL_dB2_ff1 = work + (size_t)batch * 27040;  /* ∂L/∂B2_ff1: (batch, 8, 64) */
+    real *delta_B2_ff1 = work + (size_t)batch * 27552;  /* ∂L/∂z_B2_ff1: (batch, 8, 64) */
+    real *delta_B2_ff2 = work + (size_t)batch * 28320;  /* ∂L/∂z_B2_ff2: (batch, 8, 32) */
+    real *dL_dB2 = work + (size_t)batch * 28576;  /* ∂L/∂B2: (batch, 8, 32) */
+    real *delta_O = work + (size_t)batch * 28832;  /* ∂L/∂z_O: (batch, 8, 10) */
     real *B1_att_a = z_B1_att_a;  /* layer B1_att_a: z_B1_att_a itself: (batch, 8, 4, 8) */
     real *B2_att_a = z_B2_att_a;  /* layer B2_att_a: z_B2_att_a itself: (batch, 8, 4, 8) */
 
@@ -2058,7 +2176,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
        two joins); the work, about 8704 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
-        real *sn_part = work + (size_t)batch * 32752;  /* 32 partial sums per chunk */
+        real *sn_part = work + (size_t)batch * 28912;  /* 32 partial sums per chunk */
 #ifdef _OPENMP
         const int sn_used = sn_on ? sn_threads(2.0 * 8704 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
@@ -2081,7 +2199,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
        two joins); the work, about 8192 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
-        real *sn_part = work + (size_t)batch * 32752;  /* 64 partial sums per chunk */
+        real *sn_part = work + (size_t)batch * 28912;  /* 64 partial sums per chunk */
 #ifdef _OPENMP
         const int sn_used = sn_on ? sn_threads(2.0 * 8192 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
@@ -2098,15 +2216,15 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     sn_mm_tn(64, 32, batch * 8, delta_B2_ff1, B2_norm2, g_W14, 0);
     /* dL_dB2_norm2[b,j] = Σ_i delta_B2_ff1[b,i]·W14[i,j] */
     sn_mm_nn(batch * 8, 32, 64, delta_B2_ff1, W14, dL_dB2_norm2, 0);
-    /* delta_B2_norm2, g_beta13, g_gamma13, dL_dB2_norm2_c, delta_B2_norm2_c, dL_dB2_res1, dL_dB1, dL_dB2_att, delta_B2_att, g_co11: the batch in chunks of examples through sn_rows_13, the chunks
+    /* g_gamma13, dL_dB2_norm2_c, dL_dB2_norm2_rstd, g_beta13, delta_B2_norm2_rstd, dL_dB2_res1, dL_dB2_norm2_mean, delta_B2_norm2_mean, dL_dB1, dL_dB2_att, delta_B2_att, g_co11: the batch in chunks of examples through sn_rows_13, the chunks
        on as many threads as pay for their join: n threads cost work/n + one join, so each
        thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 152320 multiply-adds per example */
+       two joins); the work, about 25488 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
-        real *sn_part = work + (size_t)batch * 32752;  /* 96 partial sums per chunk */
+        real *sn_part = work + (size_t)batch * 28912;  /* 96 partial sums per chunk */
 #ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 152320 * batch, sn_n) : 1;
+        const int sn_used = sn_on ? sn_threads(2.0 * 25488 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
 #endif
         for (int sn_c = 0; sn_c < sn_n; sn_c++)
@@ -2115,8 +2233,8 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
         for (int sn_c = 1; sn_c < sn_n; sn_c++)
             for (int q = 0; q < 96; q++)
                 sn_part[q] += sn_part[(size_t)sn_c * 96 + q];
-        memcpy(g_beta13, sn_part + 0, sizeof(real) * 32);
-        memcpy(g_gamma13, sn_part + 32, sizeof(real) * 32);
+        memcpy(g_gamma13, sn_part + 0, sizeof(real) * 32);
+        memcpy(g_beta13, sn_part + 32, sizeof(real) * 32);
         memcpy(g_co11, sn_part + 64, sizeof(real) * 32);
     }
     /* g_Wo11[i,j] = Σ_b delta_B2_att[b,i]·B2_att_a[b,j] */
@@ -2129,7 +2247,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
        two joins); the work, about 96064 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
-        real *sn_part = work + (size_t)batch * 32752;  /* 96 partial sums per chunk */
+        real *sn_part = work + (size_t)batch * 28912;  /* 96 partial sums per chunk */
 #ifdef _OPENMP
         const int sn_used = sn_on ? sn_threads(2.0 * 96064 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
@@ -2146,15 +2264,15 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     sn_mm_tn(96, 32, batch * 8, delta_B2_att_qkv, B2_norm1, g_W11, 0);
     /* dL_dB2_norm1[b,j] = Σ_i delta_B2_att_qkv[b,i]·W11[i,j] */
     sn_mm_nn(batch * 8, 32, 96, delta_B2_att_qkv, W11, dL_dB2_norm1, 0);
-    /* delta_B2_norm1, g_beta10, g_gamma10, dL_dB2_norm1_c, delta_B2_norm1_c, dL_dB1, dL_dB1_res1, dL_dB1_ff2, delta_B1_ff2, g_b8: the batch in chunks of examples through sn_rows_15, the chunks
+    /* g_gamma10, dL_dB2_norm1_c, dL_dB2_norm1_rstd, g_beta10, delta_B2_norm1_rstd, dL_dB1, dL_dB2_norm1_mean, delta_B2_norm1_mean, dL_dB1_res1, dL_dB1_ff2, delta_B1_ff2, g_b8: the batch in chunks of examples through sn_rows_15, the chunks
        on as many threads as pay for their join: n threads cost work/n + one join, so each
        thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 152320 multiply-adds per example */
+       two joins); the work, about 25488 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
-        real *sn_part = work + (size_t)batch * 32752;  /* 96 partial sums per chunk */
+        real *sn_part = work + (size_t)batch * 28912;  /* 96 partial sums per chunk */
 #ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 152320 * batch, sn_n) : 1;
+        const int sn_used = sn_on ? sn_threads(2.0 * 25488 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
 #endif
         for (int sn_c = 0; sn_c < sn_n; sn_c++)
@@ -2163,8 +2281,8 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
         for (int sn_c = 1; sn_c < sn_n; sn_c++)
             for (int q = 0; q < 96; q++)
                 sn_part[q] += sn_part[(size_t)sn_c * 96 + q];
-        memcpy(g_beta10, sn_part + 0, sizeof(real) * 32);
-        memcpy(g_gamma10, sn_part + 32, sizeof(real) * 32);
+        memcpy(g_gamma10, sn_part + 0, sizeof(real) * 32);
+        memcpy(g_beta10, sn_part + 32, sizeof(real) * 32);
         memcpy(g_b8, sn_part + 64, sizeof(real) * 32);
     }
     /* g_W8[i,j] = Σ_b delta_B1_ff2[b,i]·B1_ff1[b,j] */
@@ -2177,7 +2295,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
        two joins); the work, about 8192 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
-        real *sn_part = work + (size_t)batch * 32752;  /* 64 partial sums per chunk */
+        real *sn_part = work + (size_t)batch * 28912;  /* 64 partial sums per chunk */
 #ifdef _OPENMP
         const int sn_used = sn_on ? sn_threads(2.0 * 8192 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
@@ -2194,15 +2312,15 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     sn_mm_tn(64, 32, batch * 8, delta_B1_ff1, B1_norm2, g_W7, 0);
     /* dL_dB1_norm2[b,j] = Σ_i delta_B1_ff1[b,i]·W7[i,j] */
     sn_mm_nn(batch * 8, 32, 64, delta_B1_ff1, W7, dL_dB1_norm2, 0);
-    /* delta_B1_norm2, g_beta6, g_gamma6, dL_dB1_norm2_c, delta_B1_norm2_c, dL_dB1_res1, dL_dpos, dL_dB1_att, delta_B1_att, g_co4: the batch in chunks of examples through sn_rows_17, the chunks
+    /* g_gamma6, dL_dB1_norm2_c, dL_dB1_norm2_rstd, g_beta6, delta_B1_norm2_rstd, dL_dB1_res1, dL_dB1_norm2_mean, delta_B1_norm2_mean, dL_dpos, dL_dB1_att, delta_B1_att, g_co4: the batch in chunks of examples through sn_rows_17, the chunks
        on as many threads as pay for their join: n threads cost work/n + one join, so each
        thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 152320 multiply-adds per example */
+       two joins); the work, about 25488 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
-        real *sn_part = work + (size_t)batch * 32752;  /* 96 partial sums per chunk */
+        real *sn_part = work + (size_t)batch * 28912;  /* 96 partial sums per chunk */
 #ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 152320 * batch, sn_n) : 1;
+        const int sn_used = sn_on ? sn_threads(2.0 * 25488 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
 #endif
         for (int sn_c = 0; sn_c < sn_n; sn_c++)
@@ -2211,8 +2329,8 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
         for (int sn_c = 1; sn_c < sn_n; sn_c++)
             for (int q = 0; q < 96; q++)
                 sn_part[q] += sn_part[(size_t)sn_c * 96 + q];
-        memcpy(g_beta6, sn_part + 0, sizeof(real) * 32);
-        memcpy(g_gamma6, sn_part + 32, sizeof(real) * 32);
+        memcpy(g_gamma6, sn_part + 0, sizeof(real) * 32);
+        memcpy(g_beta6, sn_part + 32, sizeof(real) * 32);
         memcpy(g_co4, sn_part + 64, sizeof(real) * 32);
     }
     /* g_Wo4[i,j] = Σ_b delta_B1_att[b,i]·B1_att_a[b,j] */
@@ -2225,7 +2343,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
        two joins); the work, about 96064 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
-        real *sn_part = work + (size_t)batch * 32752;  /* 96 partial sums per chunk */
+        real *sn_part = work + (size_t)batch * 28912;  /* 96 partial sums per chunk */
 #ifdef _OPENMP
         const int sn_used = sn_on ? sn_threads(2.0 * 96064 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
@@ -2242,15 +2360,15 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     sn_mm_tn(96, 32, batch * 8, delta_B1_att_qkv, B1_norm1, g_W4, 0);
     /* dL_dB1_norm1[b,j] = Σ_i delta_B1_att_qkv[b,i]·W4[i,j] */
     sn_mm_nn(batch * 8, 32, 96, delta_B1_att_qkv, W4, dL_dB1_norm1, 0);
-    /* delta_B1_norm1, g_beta3, g_gamma3, dL_dB1_norm1_c, delta_B1_norm1_c, dL_dpos, dL_dembed, g_P2, delta_embed, g_b1: the batch in chunks of examples through sn_rows_19, the chunks
+    /* g_gamma3, dL_dB1_norm1_c, dL_dB1_norm1_rstd, g_beta3, delta_B1_norm1_rstd, dL_dpos, dL_dB1_norm1_mean, delta_B1_norm1_mean, dL_dembed, g_P2, delta_embed, g_b1: the batch in chunks of examples through sn_rows_19, the chunks
        on as many threads as pay for their join: n threads cost work/n + one join, so each
        thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 152064 multiply-adds per example */
+       two joins); the work, about 25232 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
-        real *sn_part = work + (size_t)batch * 32752;  /* 352 partial sums per chunk */
+        real *sn_part = work + (size_t)batch * 28912;  /* 352 partial sums per chunk */
 #ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 152064 * batch, sn_n) : 1;
+        const int sn_used = sn_on ? sn_threads(2.0 * 25232 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
 #endif
         for (int sn_c = 0; sn_c < sn_n; sn_c++)
@@ -2259,8 +2377,8 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
         for (int sn_c = 1; sn_c < sn_n; sn_c++)
             for (int q = 0; q < 352; q++)
                 sn_part[q] += sn_part[(size_t)sn_c * 352 + q];
-        memcpy(g_beta3, sn_part + 0, sizeof(real) * 32);
-        memcpy(g_gamma3, sn_part + 32, sizeof(real) * 32);
+        memcpy(g_gamma3, sn_part + 0, sizeof(real) * 32);
+        memcpy(g_beta3, sn_part + 32, sizeof(real) * 32);
         memcpy(g_P2, sn_part + 64, sizeof(real) * 256);
         memcpy(g_b1, sn_part + 320, sizeof(real) * 32);
     }
@@ -2273,7 +2391,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_99224b38d6_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_fc29bae78b_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -2300,9 +2418,9 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_99224b38d6_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_fc29bae78b_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
-    real *grads = work + (size_t)batch * 33104;
+    real *grads = work + (size_t)batch * 29264;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
     if (!isfinite(loss) || !sn_all_finite(grads))
         return (real)NAN;
@@ -2371,7 +2489,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_99224b38d6_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_fc29bae78b_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -2391,17 +2509,17 @@ void symnet_99224b38d6_update(real *params, const real *grads, real lr, int opti
  * prev holds the parameters before the last update (after a restore: the same as
  * params).  prev may be NULL (no restoring).
  *
- * work: the batch's rows (33104 numbers per example), then the
+ * work: the batch's rows (29264 numbers per example), then the
  * gradients (18026), then Ib and Tb.
  *
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_99224b38d6_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_fc29bae78b_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
-    real *grads = work + (size_t)batch_size * 33104;
+    real *grads = work + (size_t)batch_size * 29264;
     real *Ib = grads + 18026;
     real *Tb = Ib + (size_t)batch_size * 80;
     real *cur = params, *old = prev != NULL ? prev : params;  /* θ now; θ before the last update */
@@ -2433,7 +2551,7 @@ long long symnet_99224b38d6_train(real *params, const real *X, const real *T, co
         losses[s] = loss;
         if (correct != NULL) {
             /* share of the outputs with O > 0.5 exactly where T > 0.5, from the outputs the step's forward pass left in work */
-            const real *o = work + (size_t)batch * 16336;
+            const real *o = work + (size_t)batch * 14416;
             double right = 0;
             for (int r = 0; r < batch; r++) {
                 for (int k = 0; k < 80; k++)

@@ -240,14 +240,18 @@ def test_exported_c_computes_what_the_model_computes(name, tmp_path):
 def test_formulas_show_the_normalisation_and_its_derivatives():
     net = CASES["layernorm-sequence"][0]()
     text = str(net.formulas())
-    for line in ("H2_c[b,a,d] = H1[b,a,d] - z_H2_c[b,a,d]/6",       # centre
-                 "z_H2[b,a,d] = Σ_e H2_c[b,a,e]²   (e < 6)",
-                 "H2[b,a,d] = H2_c[b,a,d]·gamma2[d]/sqrt(z_H2[b,a,d]/6 + 1.0e-5) + beta2[d]",
-                 "dL_dH2_c[b,a,e] = Σ_d 2·H2_c[b,a,e]·delta_H2[b,a,d]",   # through the variance
+    for line in ("z_H2_mean[b,a] = Σ_e H1[b,a,e]",                    # once per row
+                 "H2_c[b,a,d] = H1[b,a,d] - H2_mean[b,a]",            # centre
+                 "z_H2_rstd[b,a] = Σ_e H2_c[b,a,e]²",
+                 "H2_rstd[b,a] = 1/sqrt(z_H2_rstd[b,a]/6 + 1.0e-5)",
+                 "H2[b,a,d] = H2_c[b,a,d]·H2_rstd[b,a]·gamma2[d] + beta2[d]",
+                 "dL_dH2_rstd[b,a] = Σ_d H2_c[b,a,d]·dL_dH2[b,a,d]·gamma2[d]",
+                 "dL_dH2_c[b,a,e] = 2·H2_c[b,a,e]·delta_H2_rstd[b,a]",   # through the variance
+                 "dL_dH2_mean[b,a] = Σ_d -dL_dH2_c[b,a,d]",
                  "g_beta2[d] = Σ_b Σ_a dL_dH2[b,a,d]"):
         assert line in text, line
     latex = net.formulas().latex()
-    assert r"\sqrt{\frac{z_{H_{2}}[b,a,d]}{6} + 1.0 \cdot 10^{-5}}" in latex
+    assert r"\sqrt{\frac{z_{\mathrm{H2\_rstd}}[b,a]}{6} + 1.0 \cdot 10^{-5}}" in latex
     soft = str(CASES["dense-softmax"][0]().formulas())
     assert "z_O[b,i] = Σ_j exp(-O_z[b,i] + O_z[b,j])" in soft    # softmax = 1/Σ exp(x_j − x_i)
     assert "O[b,i] = 1/z_O[b,i]" in soft
@@ -257,12 +261,12 @@ def test_summary_counts_the_sums_of_the_norm_layers():
     net = sn.Network(sn.Input((3, 6)), sn.Conv1d(3, 1), sn.LayerNorm(name="N"), sn.Flatten(),
                      sn.Dense(2), loss="mse")
     rows = {r.name: r for r in net.compile().summary(batch_size=4).layers}
-    # each Σ_e over D = 6 for every one of the 3·6 outputs of 4 examples: 2 flops a term
-    assert rows["N_c"].flops_forward == 2 * 4 * 18 * 6
-    assert rows["N"].flops_forward == 2 * 4 * 18 * 6
+    # each Σ_e over D = 6 once for each of the 3 rows of 4 examples: 2 flops a term
+    for part in ("N_mean", "N_rstd"):
+        assert rows[part].flops_forward == 2 * 4 * 3 * 6
+        assert rows[part].flops_backward == 2 * 4 * 3 * 6  # one term: ∂/∂x[e] of the Σ_e
+        assert rows[part].params == 0
     assert rows["N"].params == 12 and rows["N_c"].params == 0
-    assert rows["N"].flops_backward == 2 * 4 * 18 * 6     # one term: ∂/∂c[e] of Σ_e c[e]²
-    assert rows["N_c"].flops_backward == 2 * 4 * 18 * 6   # one term: ∂/∂x[e] of Σ_e x[e]
 
 
 @pytest.mark.parametrize("make,match", [

@@ -1,13 +1,18 @@
 """Softmax and normalisation over the last axis: tensor formulas written once, derived.
 
-Each layer here is one or two tensor formulas (``symnet.tensor``) over the input's
+Each layer here is a few tensor formulas (``symnet.tensor``) over the input's
 last axis d (of length D), the leading axes carried along; sympy derives every
 gradient, as for any other layer:
 
 - softmax:   h[d] = 1 / Σ_e exp(x[e] − x[d])   (= exp(x[d]) / Σ_e exp(x[e]); this form
   never overflows: the term e = d is 1, so the sum is ≥ 1 and a huge term gives h = 0)
-- LayerNorm: c[d] = x[d] − Σ_e x[e]/D,   h[d] = γ[d]·c[d] / √(Σ_e c[e]²/D + ε) + β[d]
-- RMSNorm:   h[d] = γ[d]·x[d] / √(Σ_e x[e]²/D + ε) + β[d]
+- LayerNorm: μ = Σ_e x[e]/D,  c[d] = x[d] − μ,  s = 1/√(Σ_e c[e]²/D + ε),
+  h[d] = γ[d]·c[d]·s + β[d]
+- RMSNorm:   s = 1/√(Σ_e x[e]²/D + ε),  h[d] = γ[d]·x[d]·s + β[d]
+
+μ and s are numbers per row (the leading indices, without d): nodes of their own,
+each sum computed once per row and read by the row's D elements, so a row costs
+O(D) forward and backward (their gradients, Σ_d over the row, once per row too).
 
 >>> import symnet as sn
 >>> net = sn.Network(sn.Input((4, 8)), sn.LayerNorm(), sn.Flatten(), sn.Dense(3, "softmax"),
@@ -17,8 +22,8 @@ gradient, as for any other layer:
 
 Parameters as PyTorch's ``nn.LayerNorm(D)`` / ``nn.RMSNorm(D)``: ``gamma{k}`` is
 ``weight``, ``beta{k}`` is ``bias`` (PyTorch's RMSNorm has no bias: ``bias=False``
-gives its exact form).  Each sum is computed for every output element (the IR's
-reductions have the output's indices), so a row of D features costs D² terms.
+gives its exact form).  The softmax's sum depends on d: a row of D features costs
+D² terms there.
 """
 
 from __future__ import annotations
@@ -123,22 +128,81 @@ class _Norm(_LastAxis):
             d["bias"] = False
         return d
 
-    def _scale(self, index, name, input_name, in_shape):
-        """h[..., d] = γ[d]·x[..., d] / √(Σ_e x[..., e]²/D + ε) (+ β[d])."""
-        import sympy as sp
-        lead, d, e = last_axis(in_shape)
-        n = in_shape[-1]
-        params = {"gamma": (n,), **({"beta": (n,)} if self.bias else {})}
+    def _params(self, index: int, n: int) -> list:
+        from ..ir import nodes as ir
+        out = [ir.ParamSpec(f"gamma{index}", ("d0",), (n,), "ones", role="bias")]
+        if self.bias:
+            out.append(ir.ParamSpec(f"beta{index}", ("d0",), (n,), "zeros", role="bias"))
+        return out
 
-        def formula(x, gamma, beta=None):
-            ms = sp.Sum(x[(*lead, e)] ** 2, (e, 0, n - 1)) / n
-            h = gamma[d] * x[(*lead, d)] / sp.sqrt(ms + sp.Float(self.eps))
-            return h + beta[d] if beta is not None else h
-        if not self.bias:
-            formula = (lambda fn: (lambda x, gamma: fn(x, gamma)))(formula)
-        layer = self._tensor(in_shape, formula, params, {"gamma": "ones", "beta": "zeros"}
-                             if self.bias else {"gamma": "ones"})
-        return layer.to_node(index, name, input_name, in_shape)
+    def _rstd(self, index, name, src, in_shape):
+        """s[..] = 1/√(Σ_e src[.., e]²/D + ε): one number per row of the last axis."""
+        import sympy as sp
+        rows = _Rows(in_shape)
+        return rows.reduce(name, index, src, lambda x: x ** 2,
+                           lambda z: 1 / sp.sqrt(z / rows.n + sp.Float(self.eps)),
+                           kind="rstd", label=f"{self._title()}: 1/√(mean of squares + ε)")
+
+    def _scale(self, index, name, src, rstd, in_shape):
+        """h[.., d] = γ[d]·src[.., d]·s[..] (+ β[d])."""
+        from ..ir import nodes as ir
+        rows = _Rows(in_shape)
+        syms: dict = {}
+        h = ir.element(syms, f"gamma{index}", rows.d) * rows.element(syms, src) \
+            * rows.row_element(syms, rstd)
+        if self.bias:
+            h = h + ir.element(syms, f"beta{index}", rows.d)
+        return rows.node(name, index, src, h, syms, self._params(index, rows.n),
+                         kind="norm", label=self._title(), also=rstd)
+
+
+class _Rows:
+    """The index spaces of a last-axis layer: the leading axes (one row each), the
+    last axis d of length D, and the summed e.  A vector input has one row, whose
+    per-row numbers sit at position 0 of a row space of extent 1."""
+
+    def __init__(self, in_shape: tuple):
+        from ..ir import nodes as ir
+        self.in_shape = tuple(in_shape)
+        self.lead = _LEAD[:len(in_shape) - 1]
+        self.d, self.e = ("d", "e") if len(in_shape) > 1 else ("i", "j")
+        self.n = in_shape[-1]
+        self.full = tuple(zip(self.lead, in_shape[:-1])) + ((self.d, self.n),)
+        if self.lead:
+            self.space, self.row = tuple(zip(self.lead, in_shape[:-1])), self.lead
+        else:
+            self.space, self.row = (("a", 1),), (ir.Affine((), 0),)
+        self.n_in = 1
+        for s in in_shape:
+            self.n_in *= s
+        self.n_rows = self.n_in // self.n
+
+    def element(self, syms, array, last=None):
+        from ..ir import nodes as ir
+        return ir.element(syms, array, ir.BATCH, *self.lead, last or self.d)
+
+    def row_element(self, syms, array):
+        from ..ir import nodes as ir
+        return ir.element(syms, array, ir.BATCH, *self.row)
+
+    def reduce(self, name, index, src, summand, outer, kind, label):
+        """A node with one number per row: outer(Σ_e summand(src[.., e]))."""
+        from ..ir import nodes as ir
+        syms: dict = {}
+        z = ir.element(syms, f"z_{name}", ir.BATCH, *(n for n, _ in self.space))
+        red = ir.Reduction(f"z_{name}", z, summand(self.element(syms, src, self.e)),
+                           (self.e,), space=((self.e, self.n),))
+        return ir.Node(name, index, src, self.n_in, self.n_rows, [], [red], outer(z), syms,
+                       kind=kind, space=self.space, in_shape=self.in_shape, label=label)
+
+    def node(self, name, index, src, expr, syms, params, kind, label, also=None):
+        """A node over every element: expr of src[.., d] (and of a per-row node ``also``)."""
+        from ..ir import nodes as ir
+        extra = {} if also is None else {"inputs": [src, also],
+                                         "widths": {src: self.n_in, also: self.n_rows}}
+        return ir.Node(name, index, src, self.n_in, self.n_in, params, [], expr, syms,
+                       kind=kind, space=self.full, in_shape=self.in_shape, label=label,
+                       **extra)
 
 
 class LayerNorm(_Norm):
@@ -146,29 +210,37 @@ class LayerNorm(_Norm):
     C[..., d] = X[..., d] − mean_e X[..., e], then
     H[..., d] = γ[d]·C[..., d] / √(mean_e C[..., e]² + ε) + β[d]; the variance is the
     biased one (divided by D) as PyTorch's.  γ (``gamma{k}``, PyTorch's ``weight``)
-    starts at 1, β (``beta{k}``, ``bias``) at 0; ``bias=False`` leaves β out.  Two IR
-    nodes: ``<name>_c`` (the centred input) and ``<name>``."""
+    starts at 1, β (``beta{k}``, ``bias``) at 0; ``bias=False`` leaves β out.  Four IR
+    nodes: ``<name>_mean`` (μ, one per row), ``<name>_c`` (the centred input X − μ),
+    ``<name>_rstd`` (s = 1/√(mean_e C² + ε), one per row) and ``<name>`` (γ·C·s + β):
+    each sum is computed once per row and read by the row's D elements."""
 
     eps_default = 1e-5
 
     def to_nodes(self, index, name, inputs, shapes):
-        import sympy as sp
         in_shape = tuple(shapes[0])
-        lead, d, e = last_axis(in_shape)
-        n = in_shape[-1]
-        centre = self._tensor(in_shape, lambda x: x[(*lead, d)] - sp.Sum(
-            x[(*lead, e)], (e, 0, n - 1)) / n, label=f"{self._title()}: centre")
-        first = centre.to_node(index, f"{name}_c", inputs[0], in_shape)
-        return [first, self._scale(index, name, first.name, in_shape)]
+        rows = _Rows(in_shape)
+        mean = rows.reduce(f"{name}_mean", index, inputs[0], lambda x: x,
+                           lambda z: z / rows.n, kind="mean",
+                           label=f"{self._title()}: mean")
+        syms: dict = {}
+        centred = rows.element(syms, inputs[0]) - rows.row_element(syms, mean.name)
+        centre = rows.node(f"{name}_c", index, inputs[0], centred, syms, [], kind="centre",
+                           label=f"{self._title()}: centre", also=mean.name)
+        rstd = self._rstd(index, f"{name}_rstd", centre.name, in_shape)
+        return [mean, centre, rstd, self._scale(index, name, centre.name, rstd.name, in_shape)]
 
 
 class RMSNorm(_Norm):
     """Root-mean-square normalisation over the last axis:
     H[..., d] = γ[d]·X[..., d] / √(mean_e X[..., e]² + ε) + β[d].  γ (``gamma{k}``,
     PyTorch's ``nn.RMSNorm(D, eps).weight``) starts at 1, β (``beta{k}``) at 0;
-    PyTorch's RMSNorm has no β: ``bias=False`` is its exact form."""
+    PyTorch's RMSNorm has no β: ``bias=False`` is its exact form.  Two IR nodes:
+    ``<name>_rstd`` (s = 1/√(mean_e X² + ε), one per row) and ``<name>`` (γ·X·s + β)."""
 
     eps_default = 1e-6
 
-    def to_node(self, index, name, input_name, in_shape):
-        return self._scale(index, name, input_name, tuple(in_shape))
+    def to_nodes(self, index, name, inputs, shapes):
+        in_shape = tuple(shapes[0])
+        rstd = self._rstd(index, f"{name}_rstd", inputs[0], in_shape)
+        return [rstd, self._scale(index, name, inputs[0], rstd.name, in_shape)]
