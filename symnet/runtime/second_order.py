@@ -114,7 +114,7 @@ class Reverse:
         from ..scalar.primitives import Loss
 
         self.model, self.seed = model, seed
-        if getattr(model, "_stateful", False):
+        if model.stateful:
             raise NotImplementedError("input derivatives of networks with Dropout or "
                                       "BatchNorm (a training mode) are not derived")
         description, dtype = model.network.describe(), model.dtype.name

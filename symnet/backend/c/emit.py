@@ -251,6 +251,28 @@ class Emitter:
                 "temps": [(str(s), self.printer.doprint(v)) for s, v in temps],
                 "stmts": stmts}
 
+    def product_view(self, op: Loop, rows: bool = False) -> dict:
+        """A loop of small products (``symnet.plan.products``): its batch loops and one
+        call of sn_small_mm per statement, the operands' offsets at the loop's point."""
+        extent = dict(op.indices)
+        first = op.product[0]
+        loops = [(n, "sn_lo" if rows and n == ir.BATCH else "0",
+                  ("sn_hi" if rows else "batch") if n == ir.BATCH else str(extent[n]))
+                 for n in first.batch]
+
+        def at(o):
+            parts = [f"(size_t){n} * {o.strides[n]}" if n == ir.BATCH else f"{n} * {o.strides[n]}"
+                     for n in first.batch]
+            parts += [str(o.const)] if o.const else []
+            return f"{self.cname(o.array)} + {' + '.join(parts)}"
+        calls = []
+        for q in op.product:
+            alpha = self.printer.doprint(sp.Float(q.alpha)) if q.alpha != 1 else "1"
+            calls.append(f"sn_small_mm({q.M}, {q.N}, {q.K}, (real){alpha}, {at(q.A)}, "
+                         f"{q.A.strides[q.m]}, {q.A.strides[q.k]}, {at(q.B)}, "
+                         f"{q.B.strides[q.k]}, {at(q.T)}, {q.T.strides[q.m]})")
+        return {"loops": loops, "calls": calls, "comment": c_comment(op.comment)}
+
     def route_view(self, op: Route) -> dict:
         """Max pooling's backward as names: loops, window, and the four elements;
         ``clip``: the window's (name, first, stop), clipped where padding leaves X."""
@@ -414,6 +436,7 @@ class Emitter:
             const_alias=lambda b: self.buffers[b.alias].kind == "input",
             tensors=any(len(n.space) > 1 for n in graph.nodes) or len(graph.in_shape) > 1,
             convs=any(isinstance(op, Conv) for op in self.plan.forward),
+            products=any(isinstance(op, Loop) and op.product for op in self.plan.backward),
             uses=self.uses(), variants=self.variants(), accuracy=self.accuracy())
         return source, header
 
