@@ -112,8 +112,8 @@
  *   loss: bce, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_2CED9CB00D_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_2CED9CB00D_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_FC29BAE78B_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_FC29BAE78B_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (32, 10)
  *   b1           offset       320  shape (32,)
  *   P2           offset       352  shape (8, 32)
@@ -144,48 +144,48 @@
  *   W17          offset     17696  shape (10, 32)
  *   b17          offset     18016  shape (10,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_2CED9CB00D_WORK_SIZE(batch) numbers; SYMNET_2CED9CB00D_TRAIN_WORK_SIZE(batch_size) for
- * symnet_2ced9cb00d_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_FC29BAE78B_WORK_SIZE(batch) numbers; SYMNET_FC29BAE78B_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_fc29bae78b_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 18026 + X B*80 + T or O B*80 + work (B*29264 + 18026)
  *   numbers of 4 bytes; e.g. B = 32: 3,910,480 bytes (training; forward only: 1,948,072).
  */
-#ifndef SYMNET_2CED9CB00D_H
-#define SYMNET_2CED9CB00D_H
+#ifndef SYMNET_FC29BAE78B_H
+#define SYMNET_FC29BAE78B_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_2CED9CB00D_REAL float  /* the number type of every array (float32) */
-#define SYMNET_2CED9CB00D_N_INPUTS 80  /* features per example */
-#define SYMNET_2CED9CB00D_N_OUTPUTS 80
-#define SYMNET_2CED9CB00D_N_PARAMS 18026  /* numbers in the flat parameter array */
-#define SYMNET_2CED9CB00D_WORK_PER_EXAMPLE 29264
-#define SYMNET_2CED9CB00D_WORK_SIZE(batch) ((batch) * 29264 + 18026)  /* numbers of scratch per call */
-#define SYMNET_2CED9CB00D_TRAIN_WORK_SIZE(batch_size) (SYMNET_2CED9CB00D_WORK_SIZE(batch_size) + (batch_size) * 160)
-#define SYMNET_2CED9CB00D_SGD 0       /* optimizer codes of symnet_2ced9cb00d_update and symnet_2ced9cb00d_train */
-#define SYMNET_2CED9CB00D_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_2CED9CB00D_N_PARAMS numbers */
-#define SYMNET_2CED9CB00D_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_2CED9CB00D_N_PARAMS numbers each */
+#define SYMNET_FC29BAE78B_REAL float  /* the number type of every array (float32) */
+#define SYMNET_FC29BAE78B_N_INPUTS 80  /* features per example */
+#define SYMNET_FC29BAE78B_N_OUTPUTS 80
+#define SYMNET_FC29BAE78B_N_PARAMS 18026  /* numbers in the flat parameter array */
+#define SYMNET_FC29BAE78B_WORK_PER_EXAMPLE 29264
+#define SYMNET_FC29BAE78B_WORK_SIZE(batch) ((batch) * 29264 + 18026)  /* numbers of scratch per call */
+#define SYMNET_FC29BAE78B_TRAIN_WORK_SIZE(batch_size) (SYMNET_FC29BAE78B_WORK_SIZE(batch_size) + (batch_size) * 160)
+#define SYMNET_FC29BAE78B_SGD 0       /* optimizer codes of symnet_fc29bae78b_update and symnet_fc29bae78b_train */
+#define SYMNET_FC29BAE78B_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_FC29BAE78B_N_PARAMS numbers */
+#define SYMNET_FC29BAE78B_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_FC29BAE78B_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_2CED9CB00D_N_OUTPUTS) = the network's output for X (batch × SYMNET_2CED9CB00D_N_INPUTS). */
-void symnet_2ced9cb00d_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_FC29BAE78B_N_OUTPUTS) = the network's output for X (batch × SYMNET_FC29BAE78B_N_INPUTS). */
+void symnet_fc29bae78b_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_2ced9cb00d_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_fc29bae78b_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_2CED9CB00D_N_PARAMS numbers) by back propagation. */
-float symnet_2ced9cb00d_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_FC29BAE78B_N_PARAMS numbers) by back propagation. */
+float symnet_fc29bae78b_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_2ced9cb00d_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_fc29bae78b_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_2CED9CB00D_SGD, SYMNET_2CED9CB00D_MOMENTUM or SYMNET_2CED9CB00D_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_FC29BAE78B_SGD, SYMNET_FC29BAE78B_MOMENTUM or SYMNET_FC29BAE78B_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_2ced9cb00d_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_fc29bae78b_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -193,10 +193,10 @@ void symnet_2ced9cb00d_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_2CED9CB00D_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_FC29BAE78B_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_2CED9CB00D_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_2ced9cb00d_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_FC29BAE78B_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_fc29bae78b_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -205,7 +205,7 @@ long long symnet_2ced9cb00d_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_2CED9CB00D_H */
+#endif /* SYMNET_FC29BAE78B_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -499,6 +499,32 @@ static void sn_took_now(int threads, double seconds)
     sn_retry = r + 1 + sn_gap;
 }
 #endif
+
+/* T[m·stm + n] += α·Σ_k A[m·sam + k·sak]·B[k·sbk + n] for m < M, n < N, k < K: one
+ * small product of a batch of them (attention's gradients, per example and head),
+ * every size and stride a constant at the call.  A row of T (SN_SMALL_N numbers at a
+ * time) stays in registers while k runs, and each row of B read feeds it whole. */
+#define SN_SMALL_N 64
+SN_INLINE void sn_small_mm(int M, int N, int K, real alpha, const real *restrict A,
+                           ptrdiff_t sam, ptrdiff_t sak, const real *restrict B,
+                           ptrdiff_t sbk, real *restrict T, ptrdiff_t stm)
+{
+    for (int n0 = 0; n0 < N; n0 += SN_SMALL_N) {
+        const int nc = N - n0 < SN_SMALL_N ? N - n0 : SN_SMALL_N;
+        for (int m = 0; m < M; m++) {
+            real acc[SN_SMALL_N];
+            for (int n = 0; n < nc; n++) acc[n] = 0;
+            /* acc[n] += A(m,k)·B(k,n) */
+            for (int k = 0; k < K; k++) {
+                const real a = A[m * sam + k * sak];
+                const real *restrict b = B + k * sbk + n0;
+                for (int n = 0; n < nc; n++) acc[n] += a * b[n];
+            }
+            real *restrict t = T + m * stm + n0;
+            for (int n = 0; n < nc; n++) t[n] += alpha * acc[n];
+        }
+    }
+}
 
 static inline int sn_imax(int a, int b) { return a > b ? a : b; }
 static inline int sn_imin(int a, int b) { return a < b ? a : b; }
@@ -1282,15 +1308,12 @@ static void sn_rows_14(const real *params, real *work, const real *S, int batch,
     memset(sn_part, 0, sizeof(real) * 96);
     memset(dL_dB2_att_p + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
     memset(dL_dB2_att_v + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
-    /* dL_dB2_att_p[b,hd,tq,tk] += Σ_e B2_att_v[b,hd,e,tk]·delta_B2_att_a[b,tq,hd,e]; dL_dB2_att_v[b,hd,e,tk] += Σ_tq B2_att_p[b,hd,tq,tk]·delta_B2_att_a[b,tq,hd,e] */
+    /* dL_dB2_att_p[b,hd,tq,tk] += Σ_e B2_att_v[b,hd,e,tk]·delta_B2_att_a[b,tq,hd,e]; dL_dB2_att_v[b,hd,e,tk] += Σ_tq B2_att_p[b,hd,tq,tk]·delta_B2_att_a[b,tq,hd,e]: a small product per (b, hd) */
     for (int b = sn_lo; b < sn_hi; b++)
-        for (int tq = 0; tq < 8; tq++)
-            for (int hd = 0; hd < 4; hd++)
-                for (int e = 0; e < 8; e++)
-                    for (int tk = 0; tk < 8; tk++) {
-                        dL_dB2_att_p[b * 256 + hd * 64 + tq * 8 + tk] += B2_att_v[b * 256 + hd * 64 + e * 8 + tk]*delta_B2_att_a[b * 256 + tq * 32 + hd * 8 + e];
-                        dL_dB2_att_v[b * 256 + hd * 64 + e * 8 + tk] += B2_att_p[b * 256 + hd * 64 + tq * 8 + tk]*delta_B2_att_a[b * 256 + tq * 32 + hd * 8 + e];
-                    }
+        for (int hd = 0; hd < 4; hd++) {
+            sn_small_mm(8, 8, 8, (real)1, delta_B2_att_a + (size_t)b * 256 + hd * 8, 32, 1, B2_att_v + (size_t)b * 256 + hd * 64, 8, dL_dB2_att_p + (size_t)b * 256 + hd * 64, 8);
+            sn_small_mm(8, 8, 8, (real)1, delta_B2_att_a + (size_t)b * 256 + hd * 8, 1, 32, B2_att_p + (size_t)b * 256 + hd * 64, 8, dL_dB2_att_v + (size_t)b * 256 + hd * 64, 8);
+        }
     memset(dL_dB2_att_qkv + (size_t)sn_lo * 768, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 768);
     /* dL_dB2_att_qkv[b,tk,hd*8 + e + 64] += dL_dB2_att_v[b,hd,e,tk] (from B2_att_v) */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -1363,15 +1386,12 @@ static void sn_rows_14(const real *params, real *work, const real *S, int batch,
                 for (int tk = 0; tk < 8; tk++) {
                     delta_B2_att_s[b * 256 + hd * 64 + tq * 8 + tk] = 0.353553391F*dL_dB2_att_s[b * 256 + hd * 64 + tq * 8 + tk];
                 }
-    /* dL_dB2_att_qkv[b,tk,hd*8 + e + 32] += Σ_tq B2_att_qkv[b,tq,hd·8 + e]·delta_B2_att_s[b,hd,tq,tk]; dL_dB2_att_qkv[b,tq,hd*8 + e] += Σ_tk B2_att_qkv[b,tk,hd·8 + e + 32]·delta_B2_att_s[b,hd,tq,tk] */
+    /* dL_dB2_att_qkv[b,tk,hd*8 + e + 32] += Σ_tq B2_att_qkv[b,tq,hd·8 + e]·delta_B2_att_s[b,hd,tq,tk]; dL_dB2_att_qkv[b,tq,hd*8 + e] += Σ_tk B2_att_qkv[b,tk,hd·8 + e + 32]·delta_B2_att_s[b,hd,tq,tk]: a small product per (b, hd) */
     for (int b = sn_lo; b < sn_hi; b++)
-        for (int hd = 0; hd < 4; hd++)
-            for (int tq = 0; tq < 8; tq++)
-                for (int tk = 0; tk < 8; tk++)
-                    for (int e = 0; e < 8; e++) {
-                        dL_dB2_att_qkv[b * 768 + tk * 96 + (hd*8 + e + 32)] += B2_att_qkv[b * 768 + tq * 96 + (hd*8 + e)]*delta_B2_att_s[b * 256 + hd * 64 + tq * 8 + tk];
-                        dL_dB2_att_qkv[b * 768 + tq * 96 + (hd*8 + e)] += B2_att_qkv[b * 768 + tk * 96 + (hd*8 + e + 32)]*delta_B2_att_s[b * 256 + hd * 64 + tq * 8 + tk];
-                    }
+        for (int hd = 0; hd < 4; hd++) {
+            sn_small_mm(8, 8, 8, (real)1, delta_B2_att_s + (size_t)b * 256 + hd * 64, 1, 8, B2_att_qkv + (size_t)b * 768 + hd * 8, 96, dL_dB2_att_qkv + (size_t)b * 768 + hd * 8 + 32, 96);
+            sn_small_mm(8, 8, 8, (real)1, delta_B2_att_s + (size_t)b * 256 + hd * 64, 8, 1, B2_att_qkv + (size_t)b * 768 + hd * 8 + 32, 96, dL_dB2_att_qkv + (size_t)b * 768 + hd * 8, 96);
+        }
     /* delta_B2_att_qkv[b,tq,i] = dL_dB2_att_qkv[b,tq,i]; g_c11[i] += dL_dB2_att_qkv[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int tq = 0; tq < 8; tq++)
@@ -1638,15 +1658,12 @@ static void sn_rows_18(const real *params, real *work, const real *S, int batch,
     memset(sn_part, 0, sizeof(real) * 96);
     memset(dL_dB1_att_p + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
     memset(dL_dB1_att_v + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
-    /* dL_dB1_att_p[b,hd,tq,tk] += Σ_e B1_att_v[b,hd,e,tk]·delta_B1_att_a[b,tq,hd,e]; dL_dB1_att_v[b,hd,e,tk] += Σ_tq B1_att_p[b,hd,tq,tk]·delta_B1_att_a[b,tq,hd,e] */
+    /* dL_dB1_att_p[b,hd,tq,tk] += Σ_e B1_att_v[b,hd,e,tk]·delta_B1_att_a[b,tq,hd,e]; dL_dB1_att_v[b,hd,e,tk] += Σ_tq B1_att_p[b,hd,tq,tk]·delta_B1_att_a[b,tq,hd,e]: a small product per (b, hd) */
     for (int b = sn_lo; b < sn_hi; b++)
-        for (int tq = 0; tq < 8; tq++)
-            for (int hd = 0; hd < 4; hd++)
-                for (int e = 0; e < 8; e++)
-                    for (int tk = 0; tk < 8; tk++) {
-                        dL_dB1_att_p[b * 256 + hd * 64 + tq * 8 + tk] += B1_att_v[b * 256 + hd * 64 + e * 8 + tk]*delta_B1_att_a[b * 256 + tq * 32 + hd * 8 + e];
-                        dL_dB1_att_v[b * 256 + hd * 64 + e * 8 + tk] += B1_att_p[b * 256 + hd * 64 + tq * 8 + tk]*delta_B1_att_a[b * 256 + tq * 32 + hd * 8 + e];
-                    }
+        for (int hd = 0; hd < 4; hd++) {
+            sn_small_mm(8, 8, 8, (real)1, delta_B1_att_a + (size_t)b * 256 + hd * 8, 32, 1, B1_att_v + (size_t)b * 256 + hd * 64, 8, dL_dB1_att_p + (size_t)b * 256 + hd * 64, 8);
+            sn_small_mm(8, 8, 8, (real)1, delta_B1_att_a + (size_t)b * 256 + hd * 8, 1, 32, B1_att_p + (size_t)b * 256 + hd * 64, 8, dL_dB1_att_v + (size_t)b * 256 + hd * 64, 8);
+        }
     memset(dL_dB1_att_qkv + (size_t)sn_lo * 768, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 768);
     /* dL_dB1_att_qkv[b,tk,hd*8 + e + 64] += dL_dB1_att_v[b,hd,e,tk] (from B1_att_v) */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -1719,15 +1736,12 @@ static void sn_rows_18(const real *params, real *work, const real *S, int batch,
                 for (int tk = 0; tk < 8; tk++) {
                     delta_B1_att_s[b * 256 + hd * 64 + tq * 8 + tk] = 0.353553391F*dL_dB1_att_s[b * 256 + hd * 64 + tq * 8 + tk];
                 }
-    /* dL_dB1_att_qkv[b,tk,hd*8 + e + 32] += Σ_tq B1_att_qkv[b,tq,hd·8 + e]·delta_B1_att_s[b,hd,tq,tk]; dL_dB1_att_qkv[b,tq,hd*8 + e] += Σ_tk B1_att_qkv[b,tk,hd·8 + e + 32]·delta_B1_att_s[b,hd,tq,tk] */
+    /* dL_dB1_att_qkv[b,tk,hd*8 + e + 32] += Σ_tq B1_att_qkv[b,tq,hd·8 + e]·delta_B1_att_s[b,hd,tq,tk]; dL_dB1_att_qkv[b,tq,hd*8 + e] += Σ_tk B1_att_qkv[b,tk,hd·8 + e + 32]·delta_B1_att_s[b,hd,tq,tk]: a small product per (b, hd) */
     for (int b = sn_lo; b < sn_hi; b++)
-        for (int hd = 0; hd < 4; hd++)
-            for (int tq = 0; tq < 8; tq++)
-                for (int tk = 0; tk < 8; tk++)
-                    for (int e = 0; e < 8; e++) {
-                        dL_dB1_att_qkv[b * 768 + tk * 96 + (hd*8 + e + 32)] += B1_att_qkv[b * 768 + tq * 96 + (hd*8 + e)]*delta_B1_att_s[b * 256 + hd * 64 + tq * 8 + tk];
-                        dL_dB1_att_qkv[b * 768 + tq * 96 + (hd*8 + e)] += B1_att_qkv[b * 768 + tk * 96 + (hd*8 + e + 32)]*delta_B1_att_s[b * 256 + hd * 64 + tq * 8 + tk];
-                    }
+        for (int hd = 0; hd < 4; hd++) {
+            sn_small_mm(8, 8, 8, (real)1, delta_B1_att_s + (size_t)b * 256 + hd * 64, 1, 8, B1_att_qkv + (size_t)b * 768 + hd * 8, 96, dL_dB1_att_qkv + (size_t)b * 768 + hd * 8 + 32, 96);
+            sn_small_mm(8, 8, 8, (real)1, delta_B1_att_s + (size_t)b * 256 + hd * 64, 8, 1, B1_att_qkv + (size_t)b * 768 + hd * 8 + 32, 96, dL_dB1_att_qkv + (size_t)b * 768 + hd * 8, 96);
+        }
     /* delta_B1_att_qkv[b,tq,i] = dL_dB1_att_qkv[b,tq,i]; g_c4[i] += dL_dB1_att_qkv[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int tq = 0; tq < 8; tq++)
@@ -2026,7 +2040,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_2ced9cb00d_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_fc29bae78b_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 14416, sizeof(real) * (size_t)batch * 80);
@@ -2052,7 +2066,7 @@ static double sn_loss(const real *params, real *work, const real *S, const real 
     return loss / batch;
 }
 
-real symnet_2ced9cb00d_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_fc29bae78b_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -2377,7 +2391,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_2ced9cb00d_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_fc29bae78b_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -2404,7 +2418,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_2ced9cb00d_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_fc29bae78b_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 29264;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
@@ -2475,7 +2489,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_2ced9cb00d_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_fc29bae78b_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -2501,7 +2515,7 @@ void symnet_2ced9cb00d_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_2ced9cb00d_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_fc29bae78b_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

@@ -210,3 +210,87 @@ def test_validation_loss_is_evaluation_mode_and_takes_any_size(monkeypatch):
     hist = model.fit(X, T, method="minibatch", batch_size=4, epochs=2, lr=0.1,
                      validation_data=(Xv, Tv), progress=False, shuffle=False)
     assert hist.val_loss[-1] == model.evaluate(Xv, Tv)["loss"]
+
+
+def _exported_forward(model, tmp_path, X):
+    """The forward pass of ``model.export_c(training=False)`` compiled and run on X (the
+    numbers written with 17 digits), and the C text."""
+    import textwrap
+    import test_export as te
+    model.export_c(tmp_path, name="net", training=False)
+    real = "double" if model.dtype == np.float64 else "float"
+    (tmp_path / "x.txt").write_text(" ".join(repr(float(v)) for v in X.ravel()))
+    (tmp_path / "main.c").write_text(textwrap.dedent(f"""
+        #include <stdio.h>
+        #include <stdlib.h>
+        #include "net.h"
+        int main(void) {{
+            const int B = {len(X)};
+            {real} *X = malloc(sizeof({real}) * B * NET_N_INPUTS);
+            {real} *O = malloc(sizeof({real}) * B * NET_N_OUTPUTS);
+            {real} *work = malloc(sizeof({real}) * NET_WORK_SIZE(B));
+            FILE *f = fopen("{tmp_path / 'x.txt'}", "r");
+            for (int i = 0; i < B * NET_N_INPUTS; i++) {{
+                double v;
+                if (fscanf(f, "%lf", &v) != 1) return 1;
+                X[i] = ({real})v;
+            }}
+            fclose(f);
+            net_forward(net_trained_params, X, B, O, work);
+            for (int i = 0; i < B * NET_N_OUTPUTS; i++) printf("%.17g\\n", (double)O[i]);
+            return 0;
+        }}"""))
+    te.run([*te.cc(), *te._native_flags(), "-I", str(tmp_path), str(tmp_path / "main.c"),
+            str(tmp_path / "net.c"), "-o", str(tmp_path / "fwd"), "-lm"])
+    out = te.run([str(tmp_path / "fwd")])
+    got = np.array(out.stdout.split(), dtype=np.float64).reshape(len(X), -1)
+    return got, (tmp_path / "net.c").read_text(), (tmp_path / "net.h").read_text()
+
+
+FOLD = {   # a BatchNorm after a layer without activation folds into its W and b
+    "dense": ((5,), lambda: sn.Dense(4, name="D"), sn.BatchNorm1d),
+    "conv1d": ((3, 6), lambda: sn.Conv1d(3, 2, name="D"), sn.BatchNorm1d),
+    "conv2d": ((2, 5, 5), lambda: sn.Conv2d(3, 3, name="D"), sn.BatchNorm2d),
+}
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("case", list(FOLD))
+def test_export_folds_batchnorm_into_the_layer_before(case, dtype, tmp_path):
+    shape, below, bn = FOLD[case]
+    net = sn.Network(sn.Input(shape), below(), bn(name="N"), sn.Flatten(),
+                     sn.Dense(3, "tanh"), loss="mse")
+    model = net.compile(dtype=dtype, seed=1)
+    rng = np.random.default_rng(1)
+    X = (rng.normal(size=(24, *shape)) * 2 + 1).astype(dtype)
+    T = rng.normal(size=(24, 3)).astype(dtype)
+    model.fit(X, T, method="minibatch", batch_size=8, epochs=3, lr=0.1, seed=0,
+              progress=False)
+    assert np.abs(model.params["mean2"]).max() > 0.05      # running statistics of their own
+    got, c, h = _exported_forward(model, tmp_path, X[:7])
+    want = model.predict(X[:7])
+    tol = dict(rtol=1e-12, atol=1e-13) if dtype == "float64" else dict(rtol=2e-5, atol=2e-6)
+    np.testing.assert_allclose(got, want, **tol)
+    # the BatchNorm is gone from the C: its parameters, its two nodes and its sums
+    n = model.params["W1"].size + model.params["b1"].size + model.params["W4"].size + 3
+    assert f"#define NET_N_PARAMS {n}" in h
+    for name in ("gamma2", "mean2", "N_c", "z_N"):
+        assert name not in c, name
+    # the trained values themselves: W scaled per output channel, b moved
+    P = {k: v.astype(np.float64) for k, v in model.params.items()}
+    s = P["gamma2"] / np.sqrt(P["var2"] + 1e-5)
+    W = P["W1"] * s.reshape((-1,) + (1,) * (P["W1"].ndim - 1))
+    from symnet.backend.c.export import literals
+    assert ", ".join(literals(W.ravel()[:2].astype(dtype))) in c
+
+
+def test_a_batchnorm_that_cannot_fold_stays_in_the_export(tmp_path):
+    """After an activation (tanh) the BatchNorm is not affine in the layer's W: it stays,
+    with its running statistics, and the export still computes what predict does."""
+    model, X, T = _setup("1d", seed=9, batch=12)
+    for _ in range(3):
+        model.step(X, T, lr=0.1)
+    got, c, h = _exported_forward(model, tmp_path, X)
+    np.testing.assert_allclose(got, model.forward(X), rtol=1e-12, atol=1e-13)   # the logits
+    assert "gamma2" in c and "mean2" in c
+    assert f"#define NET_N_PARAMS {model.theta.size}" in h

@@ -234,3 +234,65 @@ def test_50_sgd_steps_follow_pytorch(kind, rng):
         assert np.isfinite(t.detach().numpy()).all(), name
         np.testing.assert_allclose(model.params[name], t.detach().numpy(), rtol=1e-9,
                                    atol=1e-12, err_msg=name)
+
+
+def _stack(kind, layers=2, sequences=False):
+    """S (L, D) → GRU/LSTM(H, num_layers=layers) → Dense(2); each layer's W, U, b, c by
+    the U parameters' order (the layers' order)."""
+    S = sn.Input((L, D), name="S")
+    h = LAYER[kind](H, return_sequences=sequences, num_layers=layers, name="R")(S)
+    if sequences:
+        h = sn.Flatten(name="F")(h)
+    model = sn.Network(S, sn.Dense(2, name="O")(h), loss="mse").compile(dtype="float64")
+    us = sorted((n for n in model.params if n.startswith("U")), key=lambda n: int(n[1:]))
+    return model, [[model.params[f"{x}{u[1:]}"] for x in "WUbc"] for u in us]
+
+
+@pytest.mark.parametrize("kind", ["gru", "lstm"])
+@pytest.mark.parametrize("sequences", [False, True])
+def test_num_layers_stack_equals_numpy_loop_and_central_differences(kind, sequences, rng):
+    model, cells = _stack(kind, 3, sequences)
+    assert len(cells) == 3 and cells[1][0].shape[1] == H      # layer 2 reads layer 1's states
+    randomise(model, rng)
+    X, T = data(rng)
+    hs = X
+    for W, U, b, c in cells:
+        hs = REF[kind](hs, W, U, b, c)
+    feats = hs.reshape(len(X), -1) if sequences else hs[:, -1]
+    Wo, bo = head(model)
+    np.testing.assert_allclose(model.forward(X), feats @ model.params[Wo].T
+                               + model.params[bo], rtol=1e-12, atol=1e-13)
+    check(model, X, T)
+    with pytest.raises(ValueError, match="num_layers"):
+        LAYER[kind](H, num_layers=0)
+
+
+@pytest.mark.parametrize("kind", ["gru", "lstm"])
+def test_num_layers_equals_pytorch(kind, rng):
+    torch = pytest.importorskip("torch")
+    torch.set_default_dtype(torch.float64)
+    model, cells = _stack(kind, 2)
+    randomise(model, rng)
+    rnn = (torch.nn.GRU if kind == "gru" else torch.nn.LSTM)(D, H, num_layers=2,
+                                                                batch_first=True)
+    us = sorted((n for n in model.params if n.startswith("U")), key=lambda n: int(n[1:]))
+    pairs = {}
+    for layer, u in enumerate(us):
+        for x, t in zip("WUbc", ("weight_ih", "weight_hh", "bias_ih", "bias_hh")):
+            pairs[f"{x}{u[1:]}"] = getattr(rnn, f"{t}_l{layer}")
+    with torch.no_grad():
+        for name, t in pairs.items():
+            t.copy_(torch.from_numpy(model.params[name]))
+    Wo, bo = head(model)
+    X, T = data(rng)
+    out, _ = rnn(torch.from_numpy(X))
+    o = out[:, -1] @ torch.from_numpy(model.params[Wo]).T + torch.from_numpy(model.params[bo])
+    np.testing.assert_allclose(model.forward(X), o.detach().numpy(), rtol=1e-10, atol=1e-14)
+    loss = torch.nn.functional.mse_loss(o, torch.from_numpy(T))
+    loss.backward()
+    L_, g = model.loss_and_grad(X, T)
+    assert L_ == pytest.approx(loss.item(), rel=1e-10)
+    for name, t in pairs.items():
+        ref = t.grad.numpy()
+        np.testing.assert_allclose(g[name], ref, rtol=1e-10,
+                                   atol=1e-10 * np.abs(ref).max(), err_msg=name)

@@ -103,6 +103,9 @@ class _BatchNorm(LayerBase):
         second = ir.Node(name, index, first.name, first.n_out, first.n_out, params, [red2],
                          outer, s2, kind="batchnorm", space=space, in_shape=in_shape,
                          label=f"{type(self).__name__}()")
+        # what export_c needs to fold this layer into a Dense or Conv before it
+        second.fold = {"eps": self.eps, "gamma": f"gamma{index}", "beta": f"beta{index}",
+                       "mean": mean, "var": var}
         return [first, second]
 
 

@@ -338,16 +338,37 @@ class _Sequence(LayerBase):
 
     cell_class = None
 
-    def __init__(self, units: int, return_sequences: bool = False, name: str | None = None):
+    def __init__(self, units: int, return_sequences: bool = False, name: str | None = None,
+                 num_layers: int = 1):
         self.cell = self.cell_class(units, name=name or "h")
         self.units, self.name = self.cell.units, name
         self.return_sequences = bool(return_sequences)
+        self.num_layers = _check_size(num_layers, f"{type(self).__name__} num_layers")
 
     def __repr__(self):
+        layers = f", num_layers={self.num_layers}" if self.num_layers > 1 else ""
         return (f"{type(self).__name__}({self.units}, return_sequences="
-                f"{self.return_sequences}, name={self.name!r})")
+                f"{self.return_sequences}{layers}, name={self.name!r})")
 
     def __call__(self, previous):
+        """``num_layers`` > 1: a stack, as PyTorch's ``num_layers``: every layer but the
+        last gives its whole sequence to the next, each with a cell of its own (named
+        ``<name>_l1``, ``<name>_l2``, ... after the first when the layer is named; h2,
+        h3, ... otherwise); the last gives what ``return_sequences`` says."""
+        for k in range(self.num_layers):
+            last = k == self.num_layers - 1
+            layer = self
+            if self.num_layers > 1:
+                layer = copy.copy(self)
+                layer.num_layers, layer.return_sequences = 1, self.return_sequences or not last
+                if k and self.name is not None:
+                    layer.name = f"{self.name}_l{k}"
+                    layer.cell = copy.copy(self.cell)
+                    layer.cell.name = layer.name
+            previous = layer._one(previous)
+        return previous
+
+    def _one(self, previous):
         if isinstance(previous, (list, tuple)):
             raise ValueError(f"{self!r} reads one sequence, got a list of {len(previous)}")
         if isinstance(previous, Input):
@@ -378,15 +399,17 @@ class _Sequence(LayerBase):
 
 class GRU(_Sequence):
     """``GRUCell`` over a (steps, features) sequence (PyTorch's ``nn.GRU`` with
-    batch_first=True, one layer): weight_ih_l0 = W, weight_hh_l0 = U,
-    bias_ih_l0 = b, bias_hh_l0 = c of the cell."""
+    batch_first=True): weight_ih_l0 = W, weight_hh_l0 = U, bias_ih_l0 = b,
+    bias_hh_l0 = c of the cell; with ``num_layers`` = L, layer l's cell holds
+    weight_ih_l{l}, ... (the initial state is 0, PyTorch's default h_0)."""
 
     cell_class = GRUCell
 
 
 class LSTM(_Sequence):
     """``LSTMCell`` over a (steps, features) sequence (PyTorch's ``nn.LSTM`` with
-    batch_first=True, one layer): weight_ih_l0 = W, weight_hh_l0 = U,
-    bias_ih_l0 = b, bias_hh_l0 = c of the cell."""
+    batch_first=True): weight_ih_l0 = W, weight_hh_l0 = U, bias_ih_l0 = b,
+    bias_hh_l0 = c of the cell; with ``num_layers`` = L, layer l's cell holds
+    weight_ih_l{l}, ... (the initial states are 0, PyTorch's default (h_0, c_0))."""
 
     cell_class = LSTMCell

@@ -41,6 +41,9 @@ class Loop:
     stmts: list[tuple[str, tuple[str, ...], str, sp.Expr]]
     comment: str
     hoist: bool = False
+    # each statement a small matrix product per point of the other loop indices
+    # (symnet.plan.products): the C then calls a product kernel; None: a plain loop
+    product: list | None = None
 
 
 @dataclass
@@ -49,10 +52,11 @@ class Conv:
 
     forward:  col[b][(k,u,v),(y,x)] = X[b,k,y·s+u−p,x·s+v−p] (0 outside), then
               Z[b] = W·col[b];
-    backward: gW (+)= Σ_b delta[b]·col[b]ᵀ (with ``deltaT``: one product over the batch
-              with the delta transposed); with ``dX``: dcol = Wᵀ·delta[b] and
-              dX[b,k,y·s+u−p,x·s+v−p] += dcol (col2im; dX zeroed before).
-    ``geo`` holds the sizes (see tensor.conv_geometry)."""
+    backward: with ``gW``: gW (+)= Σ_b delta[b]·col[b]ᵀ (with ``deltaT``: one product
+              over the batch with the delta transposed); with ``dX``: dcol = Wᵀ·delta[b]
+              and dX[b,k,y·s+u−p,x·s+v−p] += dcol (col2im; dX zeroed before).
+    Lower makes one from the terms whose index maps are a correlation's
+    (``symnet.plan.correlate``); ``geo`` holds the sizes read from those maps."""
 
     mode: str                    # "forward" or "backward"
     X: str

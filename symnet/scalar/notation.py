@@ -55,9 +55,6 @@ class TextPrinter(StrPrinter):
     def _print_sigmoid(self, expr):
         return f"σ({self._print(expr.args[0])})"
 
-    def _print_Equality(self, expr):     # (1 if k == y[b] else 0), as the kinks read
-        return f"{self._print(expr.lhs)} == {self._print(expr.rhs)}"
-
     def _print_Mul(self, expr):
         # StrPrinter joins factors with "*"; names never contain "*", powers are
         # printed above without "**", so every "*" left here is a product.
@@ -129,7 +126,7 @@ def latex(expr) -> str:
 
 
 # ------------------------------------------------ phrases of the derivation
-# (symnet.read.formulas and symnet.read.formulas_graph write their lines with these)
+# (symnet.read.lines writes the derivation's lines with these)
 
 class Phrase:
     """A phrase written twice, as text and as LaTeX; ``+`` concatenates."""

@@ -251,6 +251,28 @@ class Emitter:
                 "temps": [(str(s), self.printer.doprint(v)) for s, v in temps],
                 "stmts": stmts}
 
+    def product_view(self, op: Loop, rows: bool = False) -> dict:
+        """A loop of small products (``symnet.plan.products``): its batch loops and one
+        call of sn_small_mm per statement, the operands' offsets at the loop's point."""
+        extent = dict(op.indices)
+        first = op.product[0]
+        loops = [(n, "sn_lo" if rows and n == ir.BATCH else "0",
+                  ("sn_hi" if rows else "batch") if n == ir.BATCH else str(extent[n]))
+                 for n in first.batch]
+
+        def at(o):
+            parts = [f"(size_t){n} * {o.strides[n]}" if n == ir.BATCH else f"{n} * {o.strides[n]}"
+                     for n in first.batch]
+            parts += [str(o.const)] if o.const else []
+            return f"{self.cname(o.array)} + {' + '.join(parts)}"
+        calls = []
+        for q in op.product:
+            alpha = self.printer.doprint(sp.Float(q.alpha)) if q.alpha != 1 else "1"
+            calls.append(f"sn_small_mm({q.M}, {q.N}, {q.K}, (real){alpha}, {at(q.A)}, "
+                         f"{q.A.strides[q.m]}, {q.A.strides[q.k]}, {at(q.B)}, "
+                         f"{q.B.strides[q.k]}, {at(q.T)}, {q.T.strides[q.m]})")
+        return {"loops": loops, "calls": calls, "comment": c_comment(op.comment)}
+
     def route_view(self, op: Route) -> dict:
         """Max pooling's backward as names: loops, window, and the four elements;
         ``clip``: the window's (name, first, stop), clipped where padding leaves X."""
@@ -379,12 +401,10 @@ class Emitter:
         ``threads``: OpenMP pragmas; ``portable``: plain-loop matrix products
         (no packing buffers on the stack); ``trained``: the parameter values
         as C literals, written as ``<prefix>trained_params``; ``hooks``: the
-        in-process build's tuning entry point ``<prefix>tune`` (BLAS, threads)."""
-        env = jinja2.Environment(loader=jinja2.FileSystemLoader(template_dir()),
-                                 trim_blocks=True, lstrip_blocks=True,
-                                 keep_trailing_newline=True, undefined=jinja2.StrictUndefined,
-                                 bytecode_cache=_TEMPLATE_CODE)
-        env.filters["comment"] = c_comment
+        in-process build's tuning entry points ``<prefix>tune`` and ``<prefix>plan``
+        (BLAS, threads), with the matrix driver left to the object every in-process
+        module links (``kernels_source``)."""
+        env = _environment()
         env.filters["c"] = self.cname
         env.filters["named_in"] = named_in
         env.filters["needed_in"] = self.needed_in
@@ -396,9 +416,10 @@ class Emitter:
         env.tests["fill"] = lambda op: isinstance(op, Fill)
         env.tests["rows"] = lambda op: isinstance(op, Rows)
         graph = self.plan.graph
+        # an in-process module links the shared matrix driver (templates/kernels.c.j2)
         common = dict(version=__version__, dtype=self.dtype, real=DTYPES[self.dtype],
                       describe=describe_graph(graph), training=training,
-                      hooks=hooks)
+                      hooks=hooks, part="network" if hooks else "all")
         header = env.get_template("network.h.j2").render(
             **common, P=prefix, M=macro, title=title, trained=trained is not None,
             params_note=params_note, variants=self.variants(),
@@ -415,6 +436,7 @@ class Emitter:
             const_alias=lambda b: self.buffers[b.alias].kind == "input",
             tensors=any(len(n.space) > 1 for n in graph.nodes) or len(graph.in_shape) > 1,
             convs=any(isinstance(op, Conv) for op in self.plan.forward),
+            products=any(isinstance(op, Loop) and op.product for op in self.plan.backward),
             uses=self.uses(), variants=self.variants(), accuracy=self.accuracy())
         return source, header
 
@@ -547,6 +569,25 @@ def cdef(header: str) -> str:
         elif not skip and not stripped.startswith("#"):
             out.append(line)
     return "".join(out).strip() + "\n"
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(template_dir()),
+                             trim_blocks=True, lstrip_blocks=True,
+                             keep_trailing_newline=True, undefined=jinja2.StrictUndefined,
+                             bytecode_cache=_TEMPLATE_CODE)
+    env.filters["comment"] = c_comment
+    return env
+
+
+def kernels_source(dtype: str) -> str:
+    """The C of the matrix driver that every in-process module of this dtype links
+    (``templates/kernels.c.j2``), compiled once per machine by
+    ``symnet.backend.c.build.kernels_object``."""
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
+    return _environment().get_template("kernels.c.j2").render(
+        version=__version__, real=DTYPES[dtype], hooks=True, part="kernels", prefix="")
 
 
 def emit(plan: Plan, dtype: str, hooks: bool = False) -> tuple[str, str, str]:

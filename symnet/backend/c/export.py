@@ -33,7 +33,7 @@ import numpy as np
 
 from ...guards import file_mode
 
-__all__ = ["export_c", "literals"]
+__all__ = ["export_c", "fold_batchnorm", "literals"]
 
 _KEYWORDS = frozenset("""auto break case char const continue default do double else enum extern
 float for goto if inline int long register restrict return short signed sizeof static struct
@@ -106,10 +106,21 @@ def export_c(model, directory, name: str = "net", training: bool = True,
                      if p["offset"] <= where < p["offset"] + int(np.prod(p["shape"])))
         raise ValueError(f"parameter {owner} holds NaN or inf ({int(bad.sum())} values in "
                          "all); a C file cannot be exported from it: retrain or reset it")
-    plan = make_plan(model.network.graph())
+    graph = model.network.graph()
+    plan = make_plan(graph)
     if plan.n_params != theta.size:
         raise ValueError(f"the model has {theta.size} parameters but its network plans "
                          f"{plan.n_params}")  # a network changed after compiling
+    if not training:
+        folded, values = fold_batchnorm(graph, {
+            p["name"]: theta[p["offset"]:p["offset"] + int(np.prod(p["shape"]))].reshape(
+                p["shape"]) for p in model.meta["params"]})
+        if folded is not graph:
+            plan = make_plan(folded)
+            theta = np.zeros(plan.n_params, theta.dtype)
+            for b in plan.buffers.values():
+                if b.kind == "param":
+                    theta[b.offset:b.offset + values[b.name].size] = values[b.name].ravel()
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     note = None
@@ -130,3 +141,64 @@ def export_c(model, directory, name: str = "net", training: bool = True,
     if params_file is not None:
         written.append(str(bin_path))
     return written
+
+
+def fold_batchnorm(graph, values: dict):
+    """(graph, values) with each BatchNorm that can be folded folded into the Dense or
+    Conv before it, for evaluation (running statistics): with s[c] = γ[c]/√(var[c] + ε),
+
+        γ·(W·x + b − mean)/√(var + ε) + β = (s·W)·x + (s·(b − mean) + β),
+
+    so W ← s[c]·W (each output channel c scaled) and b ← s·(b − mean) + β, and the two
+    BatchNorm nodes go (the layer before takes the BatchNorm's name, so the layers after
+    it read it unchanged).  It folds where the layer before is a Dense or Conv without an
+    activation, with a bias, one output channel per BatchNorm channel, read by the
+    BatchNorm alone and with parameters no other layer shares; other BatchNorms stay
+    (they then use their running statistics).  ``values``: every parameter by name;
+    returns the same graph object when nothing folds."""
+    import dataclasses
+
+    import sympy as sp
+
+    nodes, out = list(graph.nodes), dict(values)
+    users: dict = {}
+    for node in nodes:
+        for p in node.params:
+            users[p.name] = users.get(p.name, 0) + 1
+    changed = False
+    for bn in [n for n in nodes if getattr(n, "fold", None)]:
+        centre = next((n for n in nodes if n.name == bn.input), None)
+        prev = next((n for n in nodes if centre is not None and n.name == centre.input), None)
+        if prev is None or prev.kind not in ("dense", "conv") or len(prev.reductions) != 1 \
+                or (prev.activation is not None and prev.activation.name != "linear") \
+                or prev.name in graph.outputs \
+                or [n.name for n in nodes if prev.name in n.inputs] != [centre.name]:
+            continue
+        red = prev.reductions[0]
+        bias = next((p for p in prev.params if p.role == "bias"), None)
+        weight = next((p for p in prev.params if p.role != "bias"), None)
+        f = bn.fold
+        C = out[f["gamma"]].shape[0]
+        if bias is None or weight is None or bias.shape != (C,) or weight.shape[0] != C \
+                or len(prev.params) != 2 or any(users[p.name] != 1 for p in prev.params):
+            continue
+        terms = sp.Add.make_args(prev.outer)
+        accs = [prev.symbols.get(t) for t in terms]
+        if len(terms) != 2 or red.symbol not in terms or \
+                not any(a is not None and a.array == bias.name for a in accs):
+            continue
+        s = out[f["gamma"]].astype(np.float64) / np.sqrt(
+            out[f["var"]].astype(np.float64) + f["eps"])
+        W = out[weight.name]
+        out[weight.name] = (W.astype(np.float64) * s.reshape((C,) + (1,) * (W.ndim - 1))
+                            ).astype(W.dtype)
+        b = out[bias.name]
+        out[bias.name] = (s * (b.astype(np.float64) - out[f["mean"]]) + out[f["beta"]]
+                          ).astype(b.dtype)
+        k = nodes.index(prev)
+        nodes[k] = dataclasses.replace(prev, name=bn.name)
+        nodes = [n for n in nodes if n is not bn and n is not centre]
+        changed = True
+    if not changed:
+        return graph, values
+    return dataclasses.replace(graph, nodes=nodes), out

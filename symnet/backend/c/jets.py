@@ -42,6 +42,13 @@ PRELUDE = r"""
 #endif
 typedef {real} real;
 #define SN_PRAGMA(x) _Pragma(#x)
+#if defined(__GNUC__)   /* the kernels stay functions: inlined at every call they made
+                           gcc 30% slower (9 layers), and a call per block is nothing
+                           next to its thousands of multiply-adds */
+#define SN_NOINLINE __attribute__((noinline))
+#else
+#define SN_NOINLINE
+#endif
 #ifdef SN_SIMD   /* -fopenmp-simd: vectorise the loops over a block's examples */
 #undef SN_SIMD
 #define SN_SIMD _Pragma("omp simd")
@@ -270,7 +277,7 @@ def _lin_kernel(name, rows, cols, rs, cs, B, L) -> str:
 #define SN_HAVE_{name}
 /* o[r][b] (+)= Σ_c M[r][c]·x[c][b] for r < {rows}, c < {cols}, the block's {B} examples b;
  * M[r][c] = W[r*{rs} + c*{cs}].  Tiles of 4 rows × {L} examples stay in registers. */
-static void {name}(const real *restrict W, const real *restrict x, real *restrict o, int acc)
+static SN_NOINLINE void {name}(const real *restrict W, const real *restrict x, real *restrict o, int acc)
 {{
     for (int b0 = 0; b0 < {B}; b0 += {L}) {{
         int r = 0;
@@ -319,47 +326,57 @@ static void {name}(const real *restrict W, const real *restrict x, real *restric
 
 
 def _outer_kernel(name, rows, cols, B, V) -> str:
-    """G[r][c] += Σ_{b<nb} y[r][b]·x[c][b]."""
+    """G[r][c] += Σ_k Σ_{b<nb} y_k[r][b]·x_k[c][b]."""
     return f"""
 #ifndef SN_HAVE_{name}
 #define SN_HAVE_{name}
-/* G[r][c] += Σ_b y[r][b]·x[c][b] for r < {rows}, c < {cols} over the block's first nb
- * examples (rows of {B}): tiles of 4 × 2 sums, each kept in {V} lanes. */
-static void {name}(const real *restrict y, const real *restrict x, real *restrict G, int nb)
+/* G[r][c] += Σ_k Σ_b y_k[r][b]·x_k[c][b] for r < {rows}, c < {cols}, the m pairs k (the
+ * jet components of one weight) and the block's first nb examples b (rows of {B}):
+ * tiles of 4 × 2 sums, each kept in {V} lanes until the last pair. */
+static SN_NOINLINE void {name}(int m, const real *const *ys, const real *const *xs,
+                               real *restrict G, int nb)
 {{
     const int nv = nb / {V} * {V};
-    int r = 0;
-    for (; r < {rows}; r += 4) {{
+    for (int r = 0; r < {rows}; r += 4) {{
         const int nr = {rows} - r < 4 ? {rows} - r : 4;
         for (int c = 0; c < {cols}; c += 2) {{
             const int nc = {cols} - c < 2 ? {cols} - c : 2;
             real s[4][2][{V}];
+            real t[4][2];
             memset(s, 0, sizeof s);
-            if (nr == 4 && nc == 2) {{
-                for (int b = 0; b < nv; b += {V}) {{
-                    const real *x0 = x + (c + 0) * {B} + b, *x1 = x + (c + 1) * {B} + b;
-                    for (int q = 0; q < 4; ++q) {{
-                        const real *yq = y + (r + q) * {B} + b;
-                        SN_SIMD
-                        for (int l = 0; l < {V}; ++l) {{
-                            s[q][0][l] += yq[l] * x0[l];
-                            s[q][1][l] += yq[l] * x1[l];
+            memset(t, 0, sizeof t);
+            for (int k = 0; k < m; ++k) {{
+                const real *restrict y = ys[k], *restrict x = xs[k];
+                if (nr == 4 && nc == 2) {{
+                    for (int b = 0; b < nv; b += {V}) {{
+                        const real *x0 = x + (c + 0) * {B} + b, *x1 = x + (c + 1) * {B} + b;
+                        for (int q = 0; q < 4; ++q) {{
+                            const real *yq = y + (r + q) * {B} + b;
+                            SN_SIMD
+                            for (int l = 0; l < {V}; ++l) {{
+                                s[q][0][l] += yq[l] * x0[l];
+                                s[q][1][l] += yq[l] * x1[l];
+                            }}
                         }}
                     }}
+                }} else {{
+                    for (int b = 0; b < nv; b += {V})
+                        for (int q = 0; q < nr; ++q)
+                            for (int p = 0; p < nc; ++p)
+                                for (int l = 0; l < {V}; ++l)
+                                    s[q][p][l] += y[(r + q) * {B} + b + l]
+                                                  * x[(c + p) * {B} + b + l];
                 }}
-            }} else {{
-                for (int b = 0; b < nv; b += {V})
-                    for (int q = 0; q < nr; ++q)
-                        for (int p = 0; p < nc; ++p)
-                            for (int l = 0; l < {V}; ++l)
-                                s[q][p][l] += y[(r + q) * {B} + b + l] * x[(c + p) * {B} + b + l];
+                for (int q = 0; q < nr; ++q)
+                    for (int p = 0; p < nc; ++p)
+                        for (int b = nv; b < nb; ++b)
+                            t[q][p] += y[(r + q) * {B} + b] * x[(c + p) * {B} + b];
             }}
             for (int q = 0; q < nr; ++q)
                 for (int p = 0; p < nc; ++p) {{
-                    real t = 0;
-                    for (int l = 0; l < {V}; ++l) t += s[q][p][l];
-                    for (int b = nv; b < nb; ++b) t += y[(r + q) * {B} + b] * x[(c + p) * {B} + b];
-                    G[(r + q) * {cols} + c + p] += t;
+                    real u = t[q][p];
+                    for (int l = 0; l < {V}; ++l) u += s[q][p][l];
+                    G[(r + q) * {cols} + c + p] += u;
                 }}
         }}
     }}
@@ -478,6 +495,29 @@ class _Emitter:
         c.append("        }")
         return c
 
+    def outer_rows(self, op) -> bool:
+        """An Outer of two per-example values: summed by the kernel, with the other
+        Outers into the same weight (its jet components) in one call."""
+        return isinstance(op, Outer) and self.lay.cls[op.y] == "row" \
+            and self.lay.cls[op.x] == "row"
+
+    def outers(self, group: list) -> list:
+        from ...scalar.cprint import c_comment
+        lay, B = self.lay, self.lay.B
+        op = group[0]
+        rows, cols = op.n_out, op.n_in
+        c = [f"        /* {c_comment(o.note or f'{o.G} += {o.y} ⊗ {o.x}')} */" for o in group]
+        name = self._kernel(_outer_kernel, f"sn_outer_{rows}x{cols}_b{B}", rows, cols, B,
+                            lay.lanes // 2)
+        c.append("        {")
+        c.append("            const real *ys[] = {" + ", ".join(lay.ref[o.y] for o in group)
+                 + "};")
+        c.append("            const real *xs[] = {" + ", ".join(lay.ref[o.x] for o in group)
+                 + "};")
+        c.append(f"            {name}({len(group)}, ys, xs, {lay.ref[op.G]}, nb);")
+        c.append("        }")
+        return c
+
     def _outer(self, op):
         from ...scalar.cprint import c_comment
         lay, B = self.lay, self.lay.B
@@ -486,10 +526,7 @@ class _Emitter:
         c = [f"        /* {c_comment(op.note or f'{op.G} += {op.y} ⊗ {op.x}')} */"]
         yr, xrow = lay.cls[op.y] == "row", lay.cls[op.x] == "row"
         if yr and xrow:
-            name = self._kernel(_outer_kernel, f"sn_outer_{rows}x{cols}_b{B}", rows, cols, B,
-                                lay.lanes // 2)
-            c.append(f"        {name}({y}, {x}, {G}, nb);")
-            return c
+            return self.outers([op])
         ysum = (f"t = 0; for (int b = 0; b < nb; ++b) t += {y}[r * {B} + b];" if yr
                 else f"t = {y}[r]{'' if xrow else ' * nb'};")
         c.append(f"        for (int r = 0; r < {rows}; ++r) {{")
@@ -679,9 +716,25 @@ def emit_function(prog: Program, ops: list, fname: str, dtype: str, outputs=None
         pro.append(f"        real {lay.ref[nm]}[{v.size}] = {{0}};")
         pro.append(f"        {lay.ref[nm]}[{v.seed}] = 1;")
     body_once, body, group = [], [], []
+    # the Outers of per-example values into one weight run together, where the last
+    # of them was (nothing else in the block reads the weight's gradient)
+    last_outer, outer_groups = {}, {}
+    for k, op in enumerate(ops):
+        if k not in once and em.outer_rows(op):
+            key = (op.G, op.n_out, op.n_in)
+            last_outer[key] = k
+            outer_groups.setdefault(key, []).append(op)
     for k, op in enumerate(ops):
         if k in once:
             body_once += em.op(k, op, in_block=False)
+            continue
+        if em.outer_rows(op):
+            key = (op.G, op.n_out, op.n_in)
+            if last_outer[key] == k:
+                if group:
+                    body += em.fused(group)
+                    group = []
+                body += em.outers(outer_groups[key])
             continue
         if group and em.fusible(op) and em.joins([g for _, g in group], op):
             group.append((k, op))

@@ -294,12 +294,13 @@ class Compiled:
             env[op.Z].reshape(batch, geo["cout"], -1)[...] = W @ col
             return
         delta = env[op.delta].reshape(batch, geo["cout"], -1)
-        gW = env[op.gW].reshape(geo["cout"], -1)
-        g = np.einsum("bcp,bqp->cq", delta, col)
-        if op.accumulate:
-            gW += g
-        else:
-            gW[...] = g
+        if op.gW is not None:
+            gW = env[op.gW].reshape(geo["cout"], -1)
+            g = np.einsum("bcp,bqp->cq", delta, col)
+            if op.accumulate:
+                gW += g
+            else:
+                gW[...] = g
         if op.dX is not None:
             dcol = np.where(inside, W.T @ delta, 0)          # (batch, cin·KH·KW, OH·OW)
             dX = env[op.dX].reshape(batch, geo["cin"], *_two(geo["in_hw"]))
@@ -339,7 +340,7 @@ class Compiled:
 
 
 def _two(v):
-    """A 2-D size (tensor.conv_geometry gives a 1-D convolution height 1)."""
+    """A 2-D size (symnet.plan.correlate gives a 1-D correlation height 1)."""
     return tuple(int(n) for n in v)
 
 
