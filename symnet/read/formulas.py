@@ -187,6 +187,9 @@ class Formulas:
             for red in node.reductions:
                 if red.contraction:
                     rhs = _sum("j") + _el(red.contraction, "i,j") + DOT + _el(node.input, "b,j")
+                elif red.op == "max":
+                    rhs = _Tex(f"max_{','.join(red.over)} ",
+                               r"\max_{%s} " % ",".join(red.over)) + _expr(red.summand)
                 else:
                     rhs = _sum(red.over) + _expr(red.summand)
                 self._add("index", _el(red.name, out) + EQ + rhs)
