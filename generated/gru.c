@@ -182,8 +182,8 @@
  *   loss: softmax_cross_entropy, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_8B62F05A65_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_8B62F05A65_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_3FA769FF27_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_3FA769FF27_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W2           offset         0  shape (72, 4)
  *   b2           offset       288  shape (72,)
  *   c2           offset       360  shape (72,)
@@ -191,59 +191,59 @@
  *   W41          offset      2160  shape (4, 24)
  *   b41          offset      2256  shape (4,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_8B62F05A65_WORK_SIZE(batch) numbers; SYMNET_8B62F05A65_TRAIN_WORK_SIZE(batch_size) for
- * symnet_8b62f05a65_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_3FA769FF27_WORK_SIZE(batch) numbers; SYMNET_3FA769FF27_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_3fa769ff27_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 2260 + X B*80 + T or O B*4 + work (B*12368 + 2260)
  *   numbers of 4 bytes; e.g. B = 32: 1,611,936 bytes (training; forward only: 811,344).
  */
-#ifndef SYMNET_8B62F05A65_H
-#define SYMNET_8B62F05A65_H
+#ifndef SYMNET_3FA769FF27_H
+#define SYMNET_3FA769FF27_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_8B62F05A65_REAL float  /* the number type of every array (float32) */
-#define SYMNET_8B62F05A65_N_INPUTS 80  /* features per example */
-#define SYMNET_8B62F05A65_N_OUTPUTS 4
-#define SYMNET_8B62F05A65_N_PARAMS 2260  /* numbers in the flat parameter array */
-#define SYMNET_8B62F05A65_WORK_PER_EXAMPLE 12368
-#define SYMNET_8B62F05A65_WORK_SIZE(batch) ((batch) * 12368 + 2260)  /* numbers of scratch per call */
-#define SYMNET_8B62F05A65_TRAIN_WORK_SIZE(batch_size) (SYMNET_8B62F05A65_WORK_SIZE(batch_size) + (batch_size) * 84)
-#define SYMNET_8B62F05A65_SGD 0       /* optimizer codes of symnet_8b62f05a65_update and symnet_8b62f05a65_train */
-#define SYMNET_8B62F05A65_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_8B62F05A65_N_PARAMS numbers */
-#define SYMNET_8B62F05A65_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_8B62F05A65_N_PARAMS numbers each */
+#define SYMNET_3FA769FF27_REAL float  /* the number type of every array (float32) */
+#define SYMNET_3FA769FF27_N_INPUTS 80  /* features per example */
+#define SYMNET_3FA769FF27_N_OUTPUTS 4
+#define SYMNET_3FA769FF27_N_PARAMS 2260  /* numbers in the flat parameter array */
+#define SYMNET_3FA769FF27_WORK_PER_EXAMPLE 12368
+#define SYMNET_3FA769FF27_WORK_SIZE(batch) ((batch) * 12368 + 2260)  /* numbers of scratch per call */
+#define SYMNET_3FA769FF27_TRAIN_WORK_SIZE(batch_size) (SYMNET_3FA769FF27_WORK_SIZE(batch_size) + (batch_size) * 84)
+#define SYMNET_3FA769FF27_SGD 0       /* optimizer codes of symnet_3fa769ff27_update and symnet_3fa769ff27_train */
+#define SYMNET_3FA769FF27_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_3FA769FF27_N_PARAMS numbers */
+#define SYMNET_3FA769FF27_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_3FA769FF27_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_8B62F05A65_N_OUTPUTS) = the network's output for X (batch × SYMNET_8B62F05A65_N_INPUTS). */
-void symnet_8b62f05a65_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_3FA769FF27_N_OUTPUTS) = the network's output for X (batch × SYMNET_3FA769FF27_N_INPUTS). */
+void symnet_3fa769ff27_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_8b62f05a65_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_3fa769ff27_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_8B62F05A65_N_PARAMS numbers) by back propagation. */
-float symnet_8b62f05a65_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_3FA769FF27_N_PARAMS numbers) by back propagation. */
+float symnet_3fa769ff27_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_8b62f05a65_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_3fa769ff27_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss; T[b] is the class label of example b. */
-float symnet_8b62f05a65_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_3fa769ff27_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_8B62F05A65_N_PARAMS numbers) by back propagation. */
-float symnet_8b62f05a65_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_3FA769FF27_N_PARAMS numbers) by back propagation. */
+float symnet_3fa769ff27_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_8b62f05a65_step_labels(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_3fa769ff27_step_labels(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_8B62F05A65_SGD, SYMNET_8B62F05A65_MOMENTUM or SYMNET_8B62F05A65_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_3FA769FF27_SGD, SYMNET_3FA769FF27_MOMENTUM or SYMNET_3FA769FF27_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_8b62f05a65_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_3fa769ff27_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -251,10 +251,10 @@ void symnet_8b62f05a65_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_8B62F05A65_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_3FA769FF27_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_8B62F05A65_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_8b62f05a65_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_3FA769FF27_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_3fa769ff27_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -264,10 +264,10 @@ long long symnet_8b62f05a65_train(float *params, const float *X, const float *T,
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_8B62F05A65_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_3FA769FF27_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_8B62F05A65_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_8b62f05a65_train_labels(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_3FA769FF27_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_3fa769ff27_train_labels(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -276,7 +276,7 @@ long long symnet_8b62f05a65_train_labels(float *params, const float *X, const fl
 }
 #endif
 
-#endif /* SYMNET_8B62F05A65_H */
+#endif /* SYMNET_3FA769FF27_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -1150,7 +1150,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_8b62f05a65_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_3fa769ff27_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 6180, sizeof(real) * (size_t)batch * 4);
@@ -1164,27 +1164,35 @@ static double sn_loss(const real *params, real *work, const real *S, const real 
 
     double loss = 0;
     sn_forward(params, work, S, batch);
-    /* L_b = logsumexp(O[b,:])·Σ_k T[b,k] − Σ_k T[b,k]·O[b,k]
-     */
+    /* loss of O: softmax cross entropy;
+       per example b, as derived (symnet.derive.coupled):
+       m_O[b] = max_k O[b,k]
+       s_O[b] = Σ_k exp(O[b,k] - m_O[b])
+       st_O[b] = Σ_k T[b,k]
+       to_O[b] = Σ_k O[b,k]·T[b,k]
+       lse_O[b] = m_O[b] + log(s_O[b])
+       L += lse_O[b]·st_O[b] - to_O[b] */
     for (int b = 0; b < batch; b++) {
         const real *o = sn_u_O + (size_t)b * 4;
         const real *t = T + (size_t)b * 4;
-        real m = o[0];
-        for (int k = 1; k < 4; k++) m = o[k] > m ? o[k] : m;
+        real m = -INFINITY;
+        for (int k = 0; k < 4; k++) {
+            m = o[k] > m ? o[k] : m;
+        }
         real s = 0, st = 0, to = 0;
         for (int k = 0; k < 4; k++) {
             s += expf(o[k] - m);
             st += t[k];
-            to += t[k] * o[k];
+            to += o[k]*t[k];
         }
         const real lse = m + logf(s);
-        loss += (double)(lse * st - to);
+        loss += (double)(lse*st - to);
     }
 
     return loss / batch;
 }
 
-real symnet_8b62f05a65_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_3fa769ff27_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -1387,24 +1395,33 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     const real inv_batch = (real)1 / (real)batch;
     double loss = 0;
     sn_forward(params, work, S, batch);
-    /* L_b = logsumexp(O[b,:])·Σ_k T[b,k] − Σ_k T[b,k]·O[b,k]
-       dL_dO[b,k] = (softmax(O[b,:])_k·Σ_j T[b,j] − T[b,k]) / batch */
+    /* loss of O: softmax cross entropy;
+       per example b, as derived (symnet.derive.coupled):
+       m_O[b] = max_k O[b,k]
+       s_O[b] = Σ_k exp(O[b,k] - m_O[b])
+       st_O[b] = Σ_k T[b,k]
+       to_O[b] = Σ_k O[b,k]·T[b,k]
+       lse_O[b] = m_O[b] + log(s_O[b])
+       L += lse_O[b]·st_O[b] - to_O[b]
+       dL_dO[b,k] = inv_batch·(-T[b,k] + st_O[b]·exp(O[b,k] - lse_O[b])) */
     for (int b = 0; b < batch; b++) {
         const real *o = sn_u_O + (size_t)b * 4;
         const real *t = T + (size_t)b * 4;
-        real m = o[0];
-        for (int k = 1; k < 4; k++) m = o[k] > m ? o[k] : m;
+        real m = -INFINITY;
+        for (int k = 0; k < 4; k++) {
+            m = o[k] > m ? o[k] : m;
+        }
         real s = 0, st = 0, to = 0;
         for (int k = 0; k < 4; k++) {
             s += expf(o[k] - m);
             st += t[k];
-            to += t[k] * o[k];
+            to += o[k]*t[k];
         }
         const real lse = m + logf(s);
-        loss += (double)(lse * st - to);
+        loss += (double)(lse*st - to);
         real *g = dL_dO + (size_t)b * 4;
         for (int k = 0; k < 4; k++)
-            g[k] = (expf(o[k] - lse) * st - t[k]) * inv_batch;
+            g[k] = inv_batch*(-t[k] + st*expf(o[k] - lse));
     }
     memset(g_b41, 0, sizeof(real) * 4);
     /* delta_O[b,i] = dL_dO[b,i]; g_b41[i] += dL_dO[b,i] */
@@ -2229,7 +2246,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_8b62f05a65_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_3fa769ff27_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -2242,23 +2259,31 @@ static double sn_loss_labels(const real *params, real *work, const real *S, cons
 
     double loss = 0;
     sn_forward(params, work, S, batch);
-    /* L_b = logsumexp(O[b,:]) − O[b,y_b], y_b = (int)T[b] the class label of example b
-     */
+    /* loss of O: softmax cross entropy, T[b] the class label y of example b;
+       per example b, as derived (symnet.derive.coupled):
+       m_O[b] = max_k O[b,k]
+       s_O[b] = Σ_k exp(O[b,k] - m_O[b])
+       lse_O[b] = m_O[b] + log(s_O[b])
+       L += -O[b,y] + lse_O[b] */
     for (int b = 0; b < batch; b++) {
         const real *o = sn_u_O + (size_t)b * 4;
         const int y = (int)T[b];
-        real m = o[0];
-        for (int k = 1; k < 4; k++) m = o[k] > m ? o[k] : m;
+        real m = -INFINITY;
+        for (int k = 0; k < 4; k++) {
+            m = o[k] > m ? o[k] : m;
+        }
         real s = 0;
-        for (int k = 0; k < 4; k++) s += expf(o[k] - m);
+        for (int k = 0; k < 4; k++) {
+            s += expf(o[k] - m);
+        }
         const real lse = m + logf(s);
-        loss += (double)(lse - o[y]);
+        loss += (double)(-o[y] + lse);
     }
 
     return loss / batch;
 }
 
-real symnet_8b62f05a65_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_3fa769ff27_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss_labels(params, work, X, T, batch);
 }
@@ -2461,20 +2486,29 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
     const real inv_batch = (real)1 / (real)batch;
     double loss = 0;
     sn_forward(params, work, S, batch);
-    /* L_b = logsumexp(O[b,:]) − O[b,y_b], y_b = (int)T[b] the class label of example b
-       dL_dO[b,k] = (softmax(O[b,:])_k − [k = y_b]) / batch */
+    /* loss of O: softmax cross entropy, T[b] the class label y of example b;
+       per example b, as derived (symnet.derive.coupled):
+       m_O[b] = max_k O[b,k]
+       s_O[b] = Σ_k exp(O[b,k] - m_O[b])
+       lse_O[b] = m_O[b] + log(s_O[b])
+       L += -O[b,y] + lse_O[b]
+       dL_dO[b,k] = inv_batch·(-(1 if Eq(k, y[b]) else 0) + exp(O[b,k] - lse_O[b])) */
     for (int b = 0; b < batch; b++) {
         const real *o = sn_u_O + (size_t)b * 4;
         const int y = (int)T[b];
-        real m = o[0];
-        for (int k = 1; k < 4; k++) m = o[k] > m ? o[k] : m;
+        real m = -INFINITY;
+        for (int k = 0; k < 4; k++) {
+            m = o[k] > m ? o[k] : m;
+        }
         real s = 0;
-        for (int k = 0; k < 4; k++) s += expf(o[k] - m);
+        for (int k = 0; k < 4; k++) {
+            s += expf(o[k] - m);
+        }
         const real lse = m + logf(s);
-        loss += (double)(lse - o[y]);
+        loss += (double)(-o[y] + lse);
         real *g = dL_dO + (size_t)b * 4;
         for (int k = 0; k < 4; k++)
-            g[k] = (expf(o[k] - lse) - (real)(k == y)) * inv_batch;
+            g[k] = inv_batch*(-((k == y) ? (1) : (0)) + expf(o[k] - lse));
     }
     memset(g_b41, 0, sizeof(real) * 4);
     /* delta_O[b,i] = dL_dO[b,i]; g_b41[i] += dL_dO[b,i] */
@@ -3299,7 +3333,7 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
     return loss / batch;
 }
 
-real symnet_8b62f05a65_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_3fa769ff27_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad_labels(params, grads, work, X, T, batch);
 }
@@ -3326,7 +3360,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_8b62f05a65_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_3fa769ff27_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 12368;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
@@ -3340,7 +3374,7 @@ real symnet_8b62f05a65_step(real *params, const real *X, const real *T, int batc
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_8b62f05a65_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_3fa769ff27_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 12368;
     const double loss = sn_loss_grad_labels(params, grads, work, X, T, batch);
@@ -3411,7 +3445,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_8b62f05a65_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_3fa769ff27_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -3437,7 +3471,7 @@ void symnet_8b62f05a65_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_8b62f05a65_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_3fa769ff27_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
@@ -3518,7 +3552,7 @@ long long symnet_8b62f05a65_train(real *params, const real *X, const real *T, co
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step).
  * The same with integer class labels: T[n] is the class of example n. */
-long long symnet_8b62f05a65_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_3fa769ff27_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

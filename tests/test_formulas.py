@@ -294,3 +294,46 @@ def test_command_line_closed_pipe_exits_quietly():
     proc.stderr.close()
     assert proc.wait(timeout=120) == 0
     assert "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+def _graph_networks():
+    from test_graph import rnn_net, shared_net, two_output_net
+    A, Bi = sn.Input(2, name="A"), sn.Input(3, name="Bi")
+    G = sn.Dense(3, "tanh", name="G")(A)
+    C = sn.Concatenate(name="C")([G, Bi])
+    S = sn.Add(name="S")([sn.Dense(4, "relu", name="P")(C), sn.Dense(4, name="Q")(C)])
+    merged = sn.Network([A, Bi], sn.Dense(3, name="O")(S), loss="softmax_cross_entropy")
+    return {"two_outputs": two_output_net(), "shared": shared_net(), "rnn": rnn_net(),
+            "merges": merged}
+
+
+@pytest.mark.parametrize("kind", ["two_outputs", "shared", "rnn", "merges"])
+def test_graphs_use_the_chains_renderer(kind):
+    """One walk writes the derivation of chains and graphs (symnet.read.lines): a
+    graph gets the notes' chain-rule steps too, every term derive made appears as its
+    index line, and the LaTeX renders line by line."""
+    net = _graph_networks()[kind]
+    f = net.formulas()
+    text_ = str(f)
+    assert "Local derivatives (sympy.diff)" in text_
+    assert "∂L/∂" in text_ and " · ∂" in text_          # ∂L/∂W = ∂L/∂H · ∂H/∂W
+    for g in f.grads:
+        for t in g.outer + [t for ts in g.summands.values() for t in ts]:
+            if t.target != f"dL_d{f.graph.input_name}" and not f.graph.is_input(
+                    t.target[len("dL_d"):]):
+                assert text(t.expr) in text_, (kind, t.target, text(t.expr))
+        if g.coupled is not None:
+            assert g.coupled.grad_text().split(" = ", 1)[1] in text_
+    lines = _mathtext_lines(f.latex())
+    assert len(lines) == sum(1 for line in f.lines if line.latex is not None)
+
+
+def test_a_chain_written_as_a_graph_reads_as_the_chain():
+    """The functional form of a chain is the same graph with one path: the same text."""
+    I = sn.Input(3, name="I")
+    O = sn.Dense(2, name="O")(sn.Dense(4, "tanh", name="H")(I))
+    functional = sn.Network(I, O, loss="mse")
+    sequential = sn.Network(sn.Input(3, name="I"), sn.Dense(4, "tanh", name="H"),
+                            sn.Dense(2, name="O"), loss="mse")
+    assert str(functional.formulas()) == str(sequential.formulas())
+    assert str(functional.formulas()).startswith("Network I → H → O, loss mse")

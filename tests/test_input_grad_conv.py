@@ -249,3 +249,23 @@ def test_two_heads_with_their_own_losses_central_differences():
     for k in range(3):
         num = _central(lambda x: np.concatenate(m.forward(x[None]), 1)[0], X[k])
         np.testing.assert_allclose(J[k], num, rtol=1e-6, atol=1e-9)
+
+
+def test_a_layer_the_jets_do_not_cover_central_differences():
+    """An RBF layer (its sum is not a contraction): the jets refuse it, the reverse
+    pass derives ∂L/∂X and ∂O/∂X."""
+    import sympy as sp
+    rbf = sn.Layer(4, lambda x, C, beta, i, j: sp.exp(-beta[i] * sn.sum_j((x[j] - C[i, j]) ** 2)),
+                   params={"C": ("out", "in"), "beta": ("out",)}, init={"beta": "ones"})
+    m = sn.Network(sn.Input(3), rbf, sn.Dense(2), loss="mse").compile(dtype="float64", seed=3)
+    randomize(m, 4)
+    rng = np.random.default_rng(8)
+    X, T = rng.normal(size=(4, 3)), rng.normal(size=(4, 2))
+    assert not second_order._jets_apply(m)
+    np.testing.assert_allclose(m.input_grad(X, T), _central(lambda x: m.loss(x, T), X),
+                               rtol=1e-6, atol=1e-9)
+    J = m.jacobian(X)
+    assert J.shape == (4, 2, 3)
+    for b in range(4):
+        np.testing.assert_allclose(J[b], _central(lambda x: m.forward(x[None])[0], X[b]),
+                                   rtol=1e-6, atol=1e-9)

@@ -246,7 +246,7 @@ def test_formulas_show_the_normalisation_and_its_derivatives():
                  "H2_rstd[b,a] = 1/sqrt(z_H2_rstd[b,a]/6 + 1.0e-5)",
                  "H2[b,a,d] = H2_c[b,a,d]·H2_rstd[b,a]·gamma2[d] + beta2[d]",
                  "dL_dH2_rstd[b,a] = Σ_d H2_c[b,a,d]·dL_dH2[b,a,d]·gamma2[d]",
-                 "dL_dH2_c[b,a,e] = 2·H2_c[b,a,e]·delta_H2_rstd[b,a]",   # through the variance
+                 "dL_dH2_c[b,a,e] += 2·H2_c[b,a,e]·delta_H2_rstd[b,a]",  # through the variance
                  "dL_dH2_mean[b,a] = Σ_d -dL_dH2_c[b,a,d]",
                  "g_beta2[d] = Σ_b Σ_a dL_dH2[b,a,d]"):
         assert line in text, line

@@ -85,3 +85,76 @@ def test_frozen_bottom_trains_the_top_only(backend):
     for k in ("W1", "b1", "W2", "b2"):
         np.testing.assert_array_equal(model.params[k], before[k])
     assert np.any(model.params["W3"] != before["W3"])
+
+
+# ------------------------------------------------- softmax cross-entropy, derived too
+
+def _xent_net():
+    return sn.Network(sn.Input(3, name="I"), sn.Dense(4, "tanh", name="H"),
+                      sn.Dense(3, name="O"), loss="softmax_cross_entropy")
+
+
+@pytest.fixture
+def derive_afresh(monkeypatch, tmp_path):
+    """The C backend derives every network again (its cache, keyed by the network's
+    description, would hand back the module of the unchanged rule), into a cache
+    folder of its own."""
+    from symnet.backend.c import build
+    monkeypatch.setenv("SYMNET_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(build, "lookup", lambda key: None)
+
+
+def _xent_views():
+    """(C source, formulas text, explicit ∂L/∂b2, numpy-backend ∂L/∂b2, C ∂L/∂b2,
+    C ∂L/∂b2 from class labels) of the softmax cross-entropy network."""
+    net = _xent_net()
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(2, 3))
+    y = np.array([2, 0])
+    T = np.eye(3)[y]
+    c = net.compile(dtype="float64", seed=0, tune="off")
+    numpy_model = net.compile(dtype="float64", seed=0, backend="numpy")
+    f = net.formulas()
+    explicit = np.asarray(f.lambdify("g_b2", batch=2)(X, T, *c.params.values()), float)
+    return (c.c_source, str(f), explicit, numpy_model.loss_and_grad(X, T)[1]["b2"],
+            c.loss_and_grad(X, T)[1]["b2"], c.loss_and_grad(X, y)[1]["b2"])
+
+
+def test_softmax_cross_entropy_rules_reach_the_c_the_formulas_and_the_explicit_form(
+        monkeypatch, derive_afresh):
+    """Softmax cross-entropy is derived (symnet.derive.coupled) like every loss: its
+    chain rule through the sums over the outputs and its log-sum-exp rewrite are
+    rules of derive, and the C, net.formulas() and the explicit form all follow them."""
+    from symnet.derive import coupled
+    before = _xent_views()
+    # dL_dO = softmax − t, independently: b2's gradient is its mean over the batch
+    net = _xent_net()
+    c = net.compile(dtype="float64", seed=0, tune="off")
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(2, 3))
+    O = c.forward(X)
+    P = np.exp(O - O.max(1, keepdims=True))
+    P /= P.sum(1, keepdims=True)
+    want = (P - np.eye(3)[[2, 0]]).mean(0)
+    for got in before[2:]:
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
+    assert "const real lse = " in before[0] and "lse_O[b]" in before[1]
+
+    # without the stability rewrite: exp(O)/S where S = Σ exp(O), the same values
+    logsumexp = coupled.logsumexp
+    monkeypatch.setattr(coupled, "logsumexp", lambda rule: rule)
+    plain = _xent_views()
+    assert "const real lse = " not in plain[0] and "lse_O[b]" not in plain[1]
+    assert "exp(o[k])/S)" in plain[0] and "exp(O[b,k])/S_O[b]" in plain[1]
+    for got, was in zip(plain[2:], before[2:]):
+        np.testing.assert_allclose(got, was, rtol=1e-12, atol=1e-15)
+
+    # a rule that changes the value: the chain rule through the sums doubled
+    monkeypatch.setattr(coupled, "logsumexp", logsumexp)
+    chain_rule = coupled.chain_through_sums
+    monkeypatch.setattr(coupled, "chain_through_sums",
+                        lambda F, sums, o: 2 * chain_rule(F, sums, o))
+    doubled = _xent_views()
+    assert doubled[0] != before[0] and doubled[1] != before[1]
+    for got in doubled[2:]:
+        np.testing.assert_allclose(got, 2 * want, rtol=1e-12, atol=1e-15)

@@ -132,9 +132,13 @@ def test_generated_standalone_c_has_no_tuning_hook():
     from symnet.plan.lower import plan
     net = sn.Network(sn.Input(300), sn.Dense(70, "relu"), sn.Dense(5), loss="mse")
     standalone = emit(plan(net.graph()), "float32")[0]
+    from symnet.backend.c.emit import kernels_source
     inproc, prefix = emit(plan(net.graph()), "float32", hooks=True)[:2]
     assert "sn_blas" not in standalone and "SN_USE_BLAS" not in standalone
-    assert f"void {prefix}tune(" in inproc and "sn_blas(101," in inproc
+    assert "sn_tuned" not in standalone
+    assert f"void {prefix}tune(" in inproc and "symnet_gemm_float(&sn_tuned," in inproc
+    # the BLAS call itself is in the driver every in-process module links
+    assert "sn_t->blas(101," in kernels_source("float32") and "sn_t->blas(" not in inproc
 
 
 def _spin(n):
@@ -203,6 +207,81 @@ def test_an_implausible_record_is_measured_again(tmp_path, monkeypatch):
     ffi, lib = tuning._open_probe(path.with_suffix(".so"), again["probe_sha256"])
     assert not tuning.quick_check(dict(again, rate=again["rate"] * 10, join_s=0.0), ffi,
                                   lib)["implausible"]
+
+
+def test_a_record_that_passed_its_check_is_not_checked_at_every_load(tmp_path, monkeypatch):
+    """The cheap check at load runs on the first load; after a pass, loads within
+    CHECK_S skip it (a cache hit opens no probe), one after that checks again, and a
+    record measured anew is checked anew."""
+    monkeypatch.setenv("SYMNET_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(tuning, "blas_library", lambda: None)
+    tuning._machine.cache_clear()
+    first = tuning.machine()
+    path, = tmp_path.glob("machine-*.json")
+    quiet = dict(first, disturbed=False)
+    build._atomic_write(path, build._seal(quiet))
+    calls = []
+
+    def check(rec, ffi, lib):
+        calls.append(rec["measured_at"])
+        return {"implausible": False}
+    monkeypatch.setattr(tuning, "quick_check", check)
+    monkeypatch.setattr(tuning, "measure", lambda **kw: pytest.fail("measured again"))
+
+    def load():
+        tuning._machine.cache_clear()
+        return tuning.machine()
+    load()
+    assert len(calls) == 1
+    load()
+    load()
+    assert len(calls) == 1, "checked again within CHECK_S"
+    seen = build._unseal(path.with_suffix(".checked"))
+    assert seen["passes"] == 1 and seen["measured_at"] == quiet["measured_at"]
+    build._atomic_write(path.with_suffix(".checked"),
+                        build._seal(dict(seen, at=time.time() - tuning.CHECK_S - 1)))
+    load()
+    assert len(calls) == 2, "not checked once CHECK_S had passed"
+    assert build._unseal(path.with_suffix(".checked"))["passes"] == 2
+    build._atomic_write(path, build._seal(dict(quiet, measured_at=quiet["measured_at"] + 1)))
+    load()
+    assert len(calls) == 3, "a new record was not checked"
+    tuning._machine.cache_clear()
+
+
+def test_a_busy_thread_of_this_process_is_counted():
+    """A thread of this process that keeps a core busy (as numpy's BLAS threads spin
+    after a product) shows in _own_threads_busy; none does when it is gone."""
+    import threading
+    stop = threading.Event()
+
+    def spin():
+        while not stop.is_set():
+            pass
+    th = threading.Thread(target=spin)
+    th.start()
+    try:
+        time.sleep(0.02)
+        busy = tuning._own_threads_busy(0.05)
+    finally:
+        stop.set()
+        th.join()
+    assert busy > 0.0, busy
+    assert tuning._own_threads_busy(0.05) < 0.1
+
+
+def test_measurement_waits_for_the_process_own_busy_threads(tmp_path, monkeypatch):
+    """The machine is measured once the process's other threads are idle; where they
+    stay busy, the record says it was disturbed (so it is measured again later)."""
+    seen = iter([0.9, 0.8, 0.02])
+    monkeypatch.setattr(tuning, "_own_threads_busy", lambda window_s=0.01: next(seen))
+    assert tuning._own_threads_idle(limit_s=10.0) == 0.02   # waited for the third look
+    monkeypatch.setenv("SYMNET_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(tuning, "ATTEMPTS", 1)
+    monkeypatch.setattr(tuning, "blas_library", lambda: None)
+    monkeypatch.setattr(tuning, "_own_threads_idle", lambda limit_s=0.3: 0.9)
+    rec = tuning.measure()
+    assert rec["disturbed"] and rec["others"] >= 0.9, rec
 
 
 def test_watch_counts_other_programs():
@@ -367,7 +446,10 @@ def test_full_tune_compiles_the_tile_timed_fastest(tmp_path, monkeypatch):
     off = _full_net().compile(dtype="float64", tune="off")
     full = _full_net().compile(dtype="float64", tune="full")
     assert full.tuning["tile"] == f"{want[0]}x{want[1]}" and off.tuning["tile"] == "default"
-    assert full.c_source.startswith(f"#define SN_MR {want[0]}\n#define SN_NR {want[1]}\n")
+    # the network links a driver of its own tile (compiled once, kept in the cache)
+    kernels = tmp_path / f"{full.runtime.meta['kernels']}.c"
+    assert kernels.read_text().startswith(f"#define SN_MR {want[0]}\n#define SN_NR {want[1]}\n")
+    assert full.runtime.meta["kernels"] != off.runtime.meta["kernels"]
     np.testing.assert_allclose(full.forward(X), off.forward(X), rtol=1e-12, atol=1e-12)
     (L1, g1), (L2, g2) = full.loss_and_grad(X, T), off.loss_and_grad(X, T)
     assert abs(L1 - L2) <= 1e-12 * abs(L2)

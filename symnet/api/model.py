@@ -159,13 +159,16 @@ class Model(core.Model):
 
     # ------------------------------------------------ input derivatives, H·v
     def input_grad(self, X, T) -> np.ndarray:
-        """∂L/∂X of the mean loss, shape of X (compiled jets; ``symnet.runtime.second_order``)."""
+        """∂L/∂X of the mean loss, shaped as X was given (compiled: the jets, or the
+        network's own reverse pass for convolutions, tensor or several inputs, softmax
+        cross-entropy; ``symnet.runtime.second_order``)."""
         self._no_terms("input_grad")
         from ..runtime.second_order import input_grad
         return input_grad(self, X, T)
 
     def jacobian(self, X) -> np.ndarray:
-        """∂O/∂X per example, (batch, n_out, n_in), from compiled forward jets."""
+        """∂O/∂X per example, (batch, n_out, n_in) (a tensor input keeps its shape),
+        from compiled forward jets or the reverse pass seeded per output unit."""
         from ..runtime.second_order import jacobian
         return jacobian(self, X)
 

@@ -114,8 +114,12 @@ def run_compile(quick: bool):
           "process, from `import symnet` to a loaded model (median of "
           f"{len(ct['cold_all'])}):")
     m = ct["machine"]
-    print(f"  first network on a new machine (2-4-1, measures the machine once): "
-          f"{m['total_s']:.3f} s")
+    print(f"  first network on a new machine (2-4-1, empty cache: measures the machine, "
+          f"compiles the shared matrix driver): {m['total_s']:.3f} s")
+    print("  (cold: a network never compiled, on a machine where symnet compiled before; its "
+          "cache holds\n   the machine's figures, the templates' compiled code and the shared "
+          "matrix driver, as a\n   user's second network finds it; byte code of symnet's "
+          "modules present in every process)")
     for kind in ("cold", "warm"):
         r = ct[kind]
         label = "cold (never compiled)" if kind == "cold" else "warm (cache hit)     "
@@ -227,7 +231,10 @@ def main(argv=None):
     if with_pinn and not names and not with_conv and not sequences:
         t0 = time.perf_counter()
         pinn_refs = [r for r in (args.refs or "torch,jax").split(",") if r in pinn.REFERENCES]
-        pinn.run(args.quick, pinn_refs)    # the PINN workload alone: steps and compile times
+        sections = args.sections.split(",")
+        # the PINN workload alone: its steps and (section compile) its compile times
+        pinn.run(args.quick, pinn_refs, steps="steps" in sections,
+                 compile_times="compile" in sections)
         print(f"\nbenchmark took {time.perf_counter() - t0:.1f} s")
         return
     ref_names = args.refs.split(",") if args.refs else list(
@@ -248,9 +255,11 @@ def main(argv=None):
     print("Every figure is a median (steps: of 7 repeats, each ≥ "
           f"{min_time / 7 * 1e3:.0f} ms of calls, symnet's step and the references "
           "timed in turns so that they meet the same load; compile: of 3 new processes).")
+    # the machine first: right after numpy's matmul its BLAS threads still spin, and a
+    # measurement then would time our threads' join against them
+    print_machine()
     peak = measure.peak_gflops(min_time)
     print(f"float32 peak measured now (numpy 1024x1024 matmul): {peak:.1f} GFLOP/s")
-    print_machine()
     rows = ct = None
     if "steps" in sections and names:
         print_header(ref_names)

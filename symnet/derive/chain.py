@@ -17,7 +17,9 @@ with nothing trainable at or below it (the data, a parameter-free or frozen laye
 at the bottom), and a delta that no remaining term reads.
 
 At the output node an element-wise loss ℓ(o, t) is composed with φ before
-differentiating, so that e.g. sigmoid + BCE gives the stable σ(z) − t.
+differentiating, so that e.g. sigmoid + BCE gives the stable σ(z) − t.  A loss
+that couples the outputs (softmax cross-entropy) is derived through its sums
+over the outputs by ``symnet.derive.coupled``; its dL_dO[b,k] starts the chain.
 """
 
 from __future__ import annotations
@@ -29,8 +31,7 @@ import sympy as sp
 from ..ir import nodes as ir
 from ..scalar.primitives import sigmoid, stabilise
 from ..scalar.smooth import clean  # noqa: F401  (re-exported: formulas reads it from here)
-
-INV_BATCH = sp.Symbol("inv_batch", positive=True)
+from .coupled import INV_BATCH, RowLoss, derive_coupled
 
 
 @dataclass
@@ -118,6 +119,8 @@ class NodeGrad:
     through: list = field(default_factory=list)
     products: dict[str, list[Product]] = field(default_factory=dict)  # per contraction
     input_grad: bool = True              # False: nothing below has parameters
+    coupled: RowLoss | None = None       # an output's coupled loss (softmax
+                                         # cross-entropy): it writes dL_dO
 
     def terms(self) -> list:
         """Every gradient term of the node, in the order back propagation runs them."""
@@ -287,6 +290,10 @@ def derive(graph: ir.Graph) -> list[NodeGrad]:
                 g.through = derive_node(node).outer
         else:
             g = derive_node(node)
+        if node.name in graph.outputs and getattr(graph.losses[node.name], "coupled", None):
+            g.coupled = derive_coupled(node, graph.losses[node.name],
+                                       graph.weights[node.name],
+                                       graph.target_offset(node.name))
         g.input_grad = any(below[x] for x in node.inputs)
         drop = {upstream_name(x) for x in node.inputs if not below[x]} | frozen
         g.outer = [t for t in g.outer if t.target not in drop]

@@ -246,9 +246,6 @@ class _Analysis:
         summand = stabilise(self._scalar(body, ranges, space))
         red = ir.Reduction(rname, sym, summand, tuple(n.name for n in space),
                            space=tuple((n.name, e) for n, e in space.items()))
-        red.conv = conv_geometry(body, self.layer, self.out, space, self.in_shape)
-        if red.conv is not None:
-            red.conv["weight"] = f"{red.conv['weight']}{self.index}"
         self.reds.append(red)
         return sym
 
@@ -298,39 +295,3 @@ class _Analysis:
                 {s.name for s in summed}:   # terms run in loop order: the last is innermost
             _fail(self.where, f"{where}; padding needs a summed index with a positive "
                   "coefficient last in the position, e.g. y*2 + u - 1 or y + 2*u - 2")
-
-
-def conv_geometry(body, layer, out: dict, space: dict, in_shape) -> dict | None:
-    """The convolution's sizes when ``body`` is exactly W[c,k,u(,v)]·x[k, y*s + u*d − p, ...]
-    over outputs (c, y(, x)) and sums (k, u(, v)); None otherwise."""
-    if not isinstance(body, sp.Mul) or len(body.args) != 2 or len(out) not in (2, 3):
-        return None
-    a, b = body.args
-    w, x = (a, b) if isinstance(b, sp.Indexed) and b.base.label.name == "x" else (b, a)
-    if not (isinstance(w, sp.Indexed) and isinstance(x, sp.Indexed)
-            and x.base.label.name == "x" and w.base.label.name in layer.params):
-        return None
-    o, r = list(out), list(space)
-    if len(r) != len(o) or tuple(w.indices) != (o[0], *r) or len(x.indices) != len(o):
-        return None
-    if x.indices[0] != r[0] or len(in_shape) != len(o):
-        return None
-    stride, pad, dilation = [], [], []
-    for d in range(1, len(o)):
-        ix = sp.expand(x.indices[d])
-        s, dil = ix.coeff(o[d]), ix.coeff(r[d])
-        p = -(ix - s * o[d] - dil * r[d])
-        if not (s.is_Integer and s >= 1 and p.is_Integer and dil.is_Integer and dil >= 1):
-            return None
-        stride.append(int(s))
-        pad.append(int(p))
-        dilation.append(int(dil))
-    spatial_in = list(in_shape[1:])
-    kernel = [space[r[d]] for d in range(1, len(r))]
-    spatial_out = [out[o[d]] for d in range(1, len(o))]
-    if len(spatial_in) == 1:   # Conv1d: a 2-D convolution of height 1
-        spatial_in, kernel, spatial_out = [1] + spatial_in, [1] + kernel, [1] + spatial_out
-        stride, pad, dilation = [1] + stride, [0] + pad, [1] + dilation
-    return {"weight": w.base.label.name, "cin": in_shape[0], "cout": out[o[0]],
-            "in_hw": spatial_in, "kernel": kernel, "out_hw": spatial_out,
-            "stride": stride, "pad": pad, "dilation": dilation}

@@ -16,6 +16,7 @@ import sympy as sp
 from ..ir import nodes as ir
 from ..derive.chain import NodeGrad, Term, delta_name, derive, grad_name, shifted, upstream_name
 from ..derive.chain import fused as is_fused
+from . import correlate
 from .fuse import fuse_routes
 from .products import mark as mark_products
 from ..scalar.notation import text  # loop comments read like the derivation (net.formulas())
@@ -54,6 +55,9 @@ class Plan:
     backward_labels: list = field(default_factory=list)  # labels as targets (softmax only)
     n_trainable: int = 0         # parameters [0, n_trainable) train; the rest are frozen
     symbols: dict = field(default_factory=dict)    # scalar symbol -> ir.Access
+    # reduction name -> its forward as a correlation (im2col and products), where the
+    # summand's index maps are one (symnet.plan.correlate)
+    correlations: dict = field(default_factory=dict)
     # the passes with their runs of per-example ops gathered into Rows (tensor
     # networks; see _split), or None: the passes as they are
     split_forward: list | None = None
@@ -83,6 +87,8 @@ def plan(graph: ir.Graph) -> Plan:
     """Lay out buffers and order the operations of the three passes."""
     grads = derive(graph)
     by_node = {g.node.name: g for g in grads}
+    convs = {red.name: c for node in graph.nodes for red in node.reductions
+             if (c := correlate.forward(node, red)) is not None}
     buffers: dict[str, Buffer] = {}
     offsets, offset, n_trainable = {}, 0, 0
     # trainable parameters first: the update runs over [0, n_trainable) only
@@ -135,8 +141,8 @@ def plan(graph: ir.Graph) -> Plan:
             continue
         for red in node.reductions:
             work(red.name, _shape(node), f"Σ of {node.name}")
-            if red.conv is not None:
-                g = red.conv
+            if red.name in convs:
+                g = convs[red.name].geo
                 work(f"col_{node.name}", (g["cin"] * _size(g["kernel"]), _size(g["out_hw"])),
                      f"im2col of {node.input} for {node.name}")
                 if _gw_transposed(g):
@@ -176,17 +182,17 @@ def plan(graph: ir.Graph) -> Plan:
 
     # loop indices are C variables too: an array named like one is written sn_u_<name>
     # in the C (symnet.backend.c.emit.Emitter.cname), so the two never meet
-    p = Plan(graph, grads, buffers, n_params, row)
+    p = Plan(graph, grads, buffers, n_params, row, correlations=convs)
     for node in graph.nodes:
         p.symbols.update(node.symbols)
-    p.forward = _forward(graph, p.symbols)
+    p.forward = _forward(graph, p.symbols, convs)
     written: set[str] = set()
     p.loss = _loss(graph, by_node, grad=False, written=set())
     p.backward = _loss(graph, by_node, grad=True, written=written) \
-        + _backward(graph, by_node, written)
+        + _backward(graph, by_node, written, convs)
     p.backward = fuse_routes(p, p.backward)
     p.n_trainable = n_trainable
-    if len(graph.outputs) == 1 and graph.losses[graph.outputs[0]].element is None:
+    if len(graph.outputs) == 1 and by_node[graph.outputs[0]].coupled is not None:
         p.loss_labels = [_labels(op) for op in p.loss]
         p.backward_labels = [_labels(op) for op in p.backward]
     mark_products(p.forward + p.backward, p.buffers, p.symbols)
@@ -275,10 +281,12 @@ def _mnk(node: ir.Node, red: ir.Reduction, x: str) -> tuple:
     return f"batch * {red.rows}", node.n_out // red.rows, node.widths[x] // red.rows
 
 
-def _forward(graph: ir.Graph, symbols: dict) -> list:
+def _forward(graph: ir.Graph, symbols: dict, convs: dict) -> list:
     """Every node's reductions, then its outer formula, over the loops its index
     spaces give: (b, i) and (b, i, j) for vectors, (b, c, y, x, ...) for tensors;
-    first the inputs out of their side-by-side array, when there are several."""
+    first the inputs out of their side-by-side array, when there are several.  A
+    reduction whose index maps are a correlation (``convs``) runs as im2col and
+    products."""
     ops = _unpack(graph, symbols) if graph.packed else []
     for node in graph.nodes:
         if node.kind == "flatten":       # a view of its input: no loop
@@ -298,9 +306,10 @@ def _forward(graph: ir.Graph, symbols: dict) -> list:
                                   f"{red.contraction}[i,j]·{x}[b,{'t,' if red.rows else ''}j]"
                                   + (f" for each of the {red.rows} positions t"
                                      if red.rows else "")))
-            elif red.conv is not None:
-                ops.append(Conv("forward", node.input, red.conv["weight"], f"col_{node.name}",
-                                red.conv, comment, Z=red.name))
+            elif red.name in convs:
+                c = convs[red.name]
+                ops.append(Conv("forward", c.image, c.kernel, f"col_{node.name}", c.geo,
+                                comment, Z=red.name))
             elif red.op == "max":
                 ops.append(Fill(red.name, "-INFINITY"))
                 ops.append(Loop(node.reduction_loop(red),
@@ -325,12 +334,13 @@ def _loss(graph: ir.Graph, by_node: dict, grad: bool, written: set) -> list:
     for name in graph.outputs:
         out = graph.node(name)
         loop = tuple(out.out_index)
-        loss, weight = graph.losses[name], graph.weights[name]
-        if loss.element is None:
+        weight = graph.weights[name]
+        if by_node[out.name].coupled is not None:    # derived by symnet.derive.coupled
             ops.append(SoftmaxXent(out.name, "T", out.n_out,
                                    upstream_name(out.name) if grad else None, weight,
                                    graph.target_offset(name),
-                                   None if graph.n_out == out.n_out else graph.n_out))
+                                   None if graph.n_out == out.n_out else graph.n_out,
+                                   rule=by_node[out.name].coupled))
             if grad:      # layers reading this output add their part to dL_dO
                 written.add(upstream_name(out.name))
             continue
@@ -375,11 +385,14 @@ def _zeros(terms: list[Term], node: ir.Node, written: set) -> list:
     return [Zero(name, None) for name in sorted(seen - written)]
 
 
-def _backward(graph: ir.Graph, by_node: dict, written: set) -> list:
+def _backward(graph: ir.Graph, by_node: dict, written: set, convs: dict) -> list:
     """The derived terms of every node, from the last down, as derive handed
     them over (a node that needs no input gradient has no such terms).  A
     buffer read by several nodes receives the first contribution into zeros
-    and the rest with +=, so ∂L/∂H sums over H's readers and ∂L/∂W over W's uses."""
+    and the rest with +=, so ∂L/∂H sums over H's readers and ∂L/∂W over W's uses.
+    Each term is computed by the route its index maps give (``_routes``): a
+    correlation's through the forward's im2col, a max's at the argmax, the rest
+    as the loop it is written as."""
     ops = []
     for node in reversed(graph.nodes):
         g = by_node[node.name]
@@ -436,9 +449,12 @@ def _backward(graph: ir.Graph, by_node: dict, written: set) -> list:
             if red.contraction:
                 continue
             terms = g.summands[red.name]
-            if red.conv is not None:
-                ops += _conv_backward(node, red, terms, written)
-                continue
+            routed = _routes(node, red, terms, convs.get(red.name))
+            if routed:
+                ops += _conv_backward(node, red, terms, routed, written)
+                terms = [t for t in terms if all(t is not r for r, _ in routed.values())]
+                if not terms:
+                    continue
             fresh = {t.target for t in terms if t.target not in written}
             for t in terms:
                 if t.target not in written:
@@ -494,26 +510,46 @@ def _sums_of(node: ir.Node, red: ir.Reduction, t: Term) -> str:
     return "".join(f"Σ_{n} " for n, _ in node.reduction_loop(red) if n not in carried)
 
 
-def _conv_backward(node, red, terms, written) -> list:
-    """The derived terms of a convolution (gW = Σ δ·x at the mapped position, dX += δ·W
-    at the mapped position) as im2col products; the comments show the index forms."""
-    geo, W = red.conv, red.conv["weight"]
-    gW, up = grad_name(W), upstream_name(node.input)
-    ops = []
-    lines = []
+def _routes(node: ir.Node, red: ir.Reduction, terms: list, fwd) -> dict:
+    """route -> (term, Correlation) for the terms of ``red`` whose index maps make
+    them a correlation's weight or input gradient (``symnet.plan.correlate``), when
+    the forward ran as one too: both read or reuse its im2col buffer."""
+    if fwd is None:
+        return {}
+    out = {}
     for t in terms:
+        c = correlate.correlation(node, red, ir.Access(t.target, t.index), t.expr)
+        if c is not None and c.route in ("weight", "input") and c.route not in out \
+                and c.geo == fwd.geo and c.out == delta_name(node, red):
+            out[c.route] = (t, c)
+    return out
+
+
+def _conv_backward(node, red, terms: list, routed: dict, written) -> list:
+    """A correlation's weight and input gradient terms (``_routes``) as one pass over
+    the batch with the forward's im2col: g_K (+)= Σ_b δ[b]·col[b]ᵀ first, then col[b]
+    ← Kᵀ·δ[b] added back into dX[b] by col2im (the buffer is free once the weight
+    gradient read it); the comments show the terms' index forms."""
+    lines = []
+    for t in [t for t in terms if any(t is r for r, _ in routed.values())]:   # as derived
         lines.append(f"{t.target}[{_index(t.index)}] += {_sums_of(node, red, t)}{text(t.expr)}")
         if t.gather is not None:   # the same sum per element of dX: the flipped kernel
             idx, expr, sums = t.gather
             lines[-1] += (f", i.e. {t.target}[{','.join(idx)}] = "
                           + "".join(f"Σ_{n} " for n in sums) + text(expr))
-    dX = up if any(t.target == up for t in terms) else None
+    weight, inp = routed.get("weight"), routed.get("input")
+    c = (weight or inp)[1]
+    geo, K = c.geo, c.geo["weight"]
+    gW = weight[1].kernel if weight else None
+    dX = inp[1].image if inp else None
+    ops = []
     if dX is not None and dX not in written:
         ops.append(Zero(dX, None))
-    ops.append(Conv("backward", node.input, W, f"col_{node.name}", geo, "; ".join(lines),
-                    delta=delta_name(node, red), gW=gW, dX=dX, accumulate=gW in written,
-                    deltaT=f"dT_{node.name}" if _gw_transposed(geo) else None))
-    written.update({gW} | ({dX} if dX else set()))
+    ops.append(Conv("backward", node.red_input(red), K, f"col_{node.name}", geo,
+                    "; ".join(lines), delta=c.out, gW=gW, dX=dX,
+                    accumulate=gW is not None and gW in written,
+                    deltaT=f"dT_{node.name}" if gW and _gw_transposed(geo) else None))
+    written.update(x for x in (gW, dX) if x)
     return ops
 
 
@@ -624,7 +660,7 @@ def _heavy(op) -> bool:
 def _summed(p: Plan, op) -> list:
     """The gradients op sums over the examples."""
     if isinstance(op, Conv):
-        return [op.gW] if op.mode == "backward" else []
+        return [op.gW] if op.mode == "backward" and op.gW else []
     if isinstance(op, Loop):
         return [t for t, *_ in op.stmts if t != LOSS and p.buffers[t].kind == "grad"]
     if isinstance(op, Route) and op.then is not None:
@@ -642,7 +678,11 @@ def _runs(p: Plan, ops: list) -> list:
         if any(_heavy(op) for op in run):
             grads = list(dict.fromkeys(g for op in run for g in _summed(p, op)))
             zeroed = {op.buffer for op in run if isinstance(op, Zero) and op.buffer in grads}
-            r = Rows([op for op in run if not (isinstance(op, Zero) and op.buffer in grads)],
+            # a gradient no op of the run sums (no path to the loss): zeroed whole, before
+            out.extend(op for op in run if isinstance(op, Zero) and not _per_row(p, op.buffer)
+                       and op.buffer not in grads)
+            r = Rows([op for op in run if not (isinstance(op, Zero) and (
+                op.buffer in grads or not _per_row(p, op.buffer)))],
                      sum(_cost(p, op) for op in run))
             for g in grads:
                 size = _size(p.buffers[g].shape)
@@ -689,7 +729,7 @@ def _cost(p: Plan, op) -> float:
     if isinstance(op, Conv):
         g = op.geo
         kc, ohw = g["cin"] * _size(g["kernel"]), _size(g["out_hw"])
-        products = 1 if op.mode == "forward" else 1 + (op.dX is not None)
+        products = 1 if op.mode == "forward" else (op.gW is not None) + (op.dX is not None)
         copies = op.mode == "forward" or op.dX is not None
         return CONV_COST * products * g["cout"] * kc * ohw + ELEMENT_COST * copies * kc * ohw
     if isinstance(op, Loop):

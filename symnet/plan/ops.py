@@ -52,10 +52,11 @@ class Conv:
 
     forward:  col[b][(k,u,v),(y,x)] = X[b,k,y·s+u−p,x·s+v−p] (0 outside), then
               Z[b] = W·col[b];
-    backward: gW (+)= Σ_b delta[b]·col[b]ᵀ (with ``deltaT``: one product over the batch
-              with the delta transposed); with ``dX``: dcol = Wᵀ·delta[b] and
-              dX[b,k,y·s+u−p,x·s+v−p] += dcol (col2im; dX zeroed before).
-    ``geo`` holds the sizes (see tensor.conv_geometry)."""
+    backward: with ``gW``: gW (+)= Σ_b delta[b]·col[b]ᵀ (with ``deltaT``: one product
+              over the batch with the delta transposed); with ``dX``: dcol = Wᵀ·delta[b]
+              and dX[b,k,y·s+u−p,x·s+v−p] += dcol (col2im; dX zeroed before).
+    Lower makes one from the terms whose index maps are a correlation's
+    (``symnet.plan.correlate``); ``geo`` holds the sizes read from those maps."""
 
     mode: str                    # "forward" or "backward"
     X: str
@@ -105,16 +106,24 @@ class Zero:
 
 @dataclass
 class SoftmaxXent:
-    """Softmax cross-entropy of O against T, and dL_dO when ``grad``."""
+    """A loss that couples the outputs of an example (softmax cross-entropy) of O
+    against T, and dL_dO when ``grad``: per example, the sums, scalars, value and
+    gradient of ``rule`` (``symnet.derive.coupled.RowLoss``, as derive made it)."""
 
     O: str
     T: str
     n: int
     grad: str | None
-    weight: float = 1.0          # the output's loss weight
+    weight: float = 1.0          # the output's loss weight (inside the rule's formulas)
     t_offset: int = 0            # first column of this output's targets in T
     t_stride: int | None = None  # width of T's rows (None: n)
     labels: bool = False         # T[b] is the class index of example b (not a row)
+    rule: object = None          # the derived RowLoss (targets as rows)
+
+    @property
+    def derived(self):
+        """The rule for this op's targets: rows, or its form for class labels."""
+        return self.rule.labels if self.labels else self.rule
 
 
 @dataclass

@@ -173,6 +173,32 @@ class _Run:
                     arr[k] = _plus(arr[k], d * f)
 
 
+def _coupled(run: _Run, rule, O: np.ndarray, T: np.ndarray) -> sp.Expr:
+    """A coupled loss's derived rule (``symnet.derive.coupled``, the one the C runs)
+    on explicit elements: per example its sums (Σ or Max over k), scalars, value,
+    and dL_dO[b,k] into the output's gradient; returns the loss (the mean)."""
+    batch, n = O.shape
+    dO = run.target(upstream_name(rule.output)).reshape(batch, n)
+    total = sp.S.Zero
+    for b in range(batch):
+        at = {INV_BATCH: sp.Rational(1, batch)}
+
+        def el(expr, k=None):
+            sub = dict(at)
+            if k is not None:
+                sub.update({rule.o: O[b, k], rule.t: T[b, k]})
+            return expr.xreplace(sub)
+        for r in rule.sums:
+            terms = [el(r.summand, k) for k in range(n)]
+            at[r.symbol] = sp.Max(*terms) if r.op == "max" else sp.Add(*terms)
+        for sym, e in rule.scalars:
+            at[sym] = el(e)
+        total += el(rule.value)
+        for k in range(n):
+            dO[b, k] = _plus(dO[b, k], el(rule.grad, k))
+    return total / batch
+
+
 def evaluate(graph: ir.Graph, grads: list[NodeGrad], batch: int) -> dict:
     """Every array of the derivation (and "L") for ``batch`` examples.
 
@@ -218,16 +244,8 @@ def _evaluate(graph: ir.Graph, grads: list[NodeGrad], batch: int) -> dict:
         out, w = graph.node(name), graph.weights[name]
         O, off = env[out.name], graph.target_offset(name)
         T = env["T"] if len(graph.outputs) == 1 else env["T"][:, off:off + out.n_out]
-        if graph.losses[name].element is None:
-            # The fused softmax cross-entropy of the C (templates/network.c.j2).
-            total, dO = sp.S.Zero, run.target(upstream_name(out.name))
-            for b in range(batch):
-                s = sum(sp.exp(o) for o in O[b])
-                st = sum(T[b])
-                total += sp.log(s) * st - sum(t * o for t, o in zip(T[b], O[b]))
-                for k in range(out.n_out):
-                    dO[b, k] = _plus(dO[b, k], w * (sp.exp(O[b, k]) / s * st - T[b, k]) / batch)
-            env["L"] += w * total / batch
+        if by_node[out.name].coupled is not None:
+            env["L"] += _coupled(run, by_node[out.name].coupled, O.reshape(batch, -1), T)
         else:
             g = by_node[out.name]
             env["L"] += w * sum(run.at(g.loss, p) for p in run.loop(out)) / batch

@@ -169,8 +169,8 @@ def summarize(network, batch_size: int = 32, dtype: str = "float32") -> Summary:
             elif node.kind in ("scores", "attend"):   # attention's two batched products
                 mm = 2 * B * int(np.prod([e for _, e in node.reduction_loop(r)[1:]]))
                 fwd, bwd = fwd + mm, bwd + mm * len(grad.summands[r.name])
-            elif r.conv is not None:
-                g = r.conv
+            elif r.name in p.correlations:      # a correlation: im2col products
+                g = p.correlations[r.name].geo
                 mm = 2 * B * g["cout"] * int(np.prod(g["out_hw"])) * g["cin"] \
                     * int(np.prod(g["kernel"]))
                 fwd, bwd = fwd + mm, bwd + mm * len(grad.summands[r.name])

@@ -10,6 +10,11 @@ own parameter array, so the values always follow training.
 - ``"grad"``: the loss, ∂L/∂θ and ∂L/∂X in one pass; with it the exact Hessian of
   the mean loss times v (the tangent of that pass along v, R-operator) and the
   Gauss–Newton product.
+
+Networks the jets do not cover (convolutions and pooling, tensor or several inputs,
+sums that are not contractions, softmax cross-entropy) get ``input_grad`` and
+``jacobian`` from ``Reverse``: the network's own kernels derived with its inputs
+needing a gradient, the Jacobian by seeding the loss o·t with unit vectors.
 """
 
 from __future__ import annotations
@@ -109,7 +114,7 @@ class Reverse:
         from ..scalar.primitives import Loss
 
         self.model, self.seed = model, seed
-        if getattr(model, "_stateful", False):
+        if model.stateful:
             raise NotImplementedError("input derivatives of networks with Dropout or "
                                       "BatchNorm (a training mode) are not derived")
         description, dtype = model.network.describe(), model.dtype.name
@@ -215,14 +220,21 @@ def _vector_input(model, X, what: str):
 def input_grad(model, X, T) -> np.ndarray:
     """∂L/∂X of the mean loss L, shape of X (one row per example)."""
     if not _jets_apply(model):
-        rows = model.as_inputs(X)
-        return _shaped_like(model, X, _reverse(model, False).grad_x(
-            rows, model.as_targets(T, rows.shape[0])))
+        return _input_grad_reverse(model, X, T)
     X = _vector_input(model, X, "model.input_grad")
     T = _targets(model, T, X.shape[0])
-    k = _kernels(model, "grad")
+    try:
+        k = _kernels(model, "grad")
+    except NotImplementedError:          # a layer the jets do not cover
+        return _input_grad_reverse(model, X, T)
     _, _, gx, _ = k.call("sn_grad_x", X, T, scale=1.0 / X.shape[0], want_gx=True)
     return gx
+
+
+def _input_grad_reverse(model, X, T) -> np.ndarray:
+    rows = model.as_inputs(X)
+    return _shaped_like(model, X, _reverse(model, False).grad_x(
+        rows, model.as_targets(T, rows.shape[0])))
 
 
 def _targets(model, T, n):
@@ -248,23 +260,12 @@ def jacobian(model, X) -> np.ndarray:
     (convolutions, several inputs): the reverse pass once per output unit, all units
     in one call (the batch repeated, seeded with the unit vectors)."""
     if not _jets_apply(model):
-        rows = model.as_inputs(X)
-        n, k = rows.shape[0], model.n_out
-        rev = _reverse(model, True)
-        J = np.empty((n, k, model.n_in), model.dtype)
-        step = max(1, 4096 // k)         # examples per call: k copies of each
-        eye = np.eye(k, dtype=model.dtype)
-        for s in range(0, n, step):
-            b = min(step, n - s)
-            Xs = np.repeat(rows[s:s + b], k, axis=0)
-            Ts = np.ascontiguousarray(np.tile(eye, (b, 1)))
-            G = rev.grad_x(Xs, Ts) * (b * k)      # the kernels' mean: 1/(b·k)
-            J[s:s + b] = G.reshape(b, k, model.n_in)
-        if len(model.network.inputs) > 1:
-            return J
-        return J.reshape((n, k, *model.in_shape))
+        return _jacobian_reverse(model, X)
     X = _vector_input(model, X, "model.jacobian")
-    k = _kernels(model, "jacobian")
+    try:
+        k = _kernels(model, "jacobian")
+    except NotImplementedError:          # a layer the jets do not cover
+        return _jacobian_reverse(model, X)
     n = X.shape[0]
     raw = np.zeros((n, max(k.width, 1)), model.dtype)
     if k.width:
@@ -275,6 +276,26 @@ def jacobian(model, X) -> np.ndarray:
         off = graph.target_offset(out)
         J[:, off:off + cnt, a[0]] = raw[:, pos:pos + cnt]
     return J
+
+
+def _jacobian_reverse(model, X) -> np.ndarray:
+    """The reverse pass once per output unit, all units in one call (the batch
+    repeated, seeded with the unit vectors)."""
+    rows = model.as_inputs(X)
+    n, k = rows.shape[0], model.n_out
+    rev = _reverse(model, True)
+    J = np.empty((n, k, model.n_in), model.dtype)
+    step = max(1, 4096 // k)         # examples per call: k copies of each
+    eye = np.eye(k, dtype=model.dtype)
+    for s in range(0, n, step):
+        b = min(step, n - s)
+        Xs = np.repeat(rows[s:s + b], k, axis=0)
+        Ts = np.ascontiguousarray(np.tile(eye, (b, 1)))
+        G = rev.grad_x(Xs, Ts) * (b * k)      # the kernels' mean: 1/(b·k)
+        J[s:s + b] = G.reshape(b, k, model.n_in)
+    if len(model.network.inputs) > 1:
+        return J
+    return J.reshape((n, k, *model.in_shape))
 
 
 def hessian(model, X) -> np.ndarray:

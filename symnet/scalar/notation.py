@@ -126,7 +126,7 @@ def latex(expr) -> str:
 
 
 # ------------------------------------------------ phrases of the derivation
-# (symnet.read.formulas and symnet.read.formulas_graph write their lines with these)
+# (symnet.read.lines writes the derivation's lines with these)
 
 class Phrase:
     """A phrase written twice, as text and as LaTeX; ``+`` concatenates."""

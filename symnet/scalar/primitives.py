@@ -165,24 +165,43 @@ def activation_label(act: Activation) -> str:
 # --------------------------------------------------------------------- losses
 
 @dataclass(frozen=True)
+class Coupled:
+    """A loss that couples the outputs of an example through sums over them:
+    L_b = value(R) with R[name] = Σ_k sums[name](O[b,k], T[b,k]).  derive
+    differentiates it through the sums (``symnet.derive.coupled``)."""
+
+    value: Callable[[dict], sp.Expr]
+    sums: dict[str, Callable]
+
+
+@dataclass(frozen=True)
 class Loss:
     """A per-example loss, averaged over the batch.
 
     ``element(o, t, n)`` is the contribution of one output element when the
     output has n elements (the per-example loss is the sum over outputs);
-    ``element`` is None for losses that couple the outputs (softmax).
+    ``element`` is None for losses that couple the outputs (softmax), which
+    give their formula as ``coupled``.
     """
 
     name: str
     element: Callable | None
+    coupled: Coupled | None = None
 
+
+# −Σ_k T[b,k]·log softmax(O[b,:])_k = logsumexp(O[b,:])·Σ_k T[b,k] − Σ_k T[b,k]·O[b,k]
+# (logsumexp(O[b,:]) − Σ_k T[b,k]·O[b,k] where a row of T sums to 1): S = Σ_k exp(O[b,k]),
+# st = Σ_k T[b,k], to = Σ_k T[b,k]·O[b,k]
+SOFTMAX_CROSS_ENTROPY = Coupled(
+    value=lambda R: sp.log(R["S"]) * R["st"] - R["to"],
+    sums={"S": lambda o, t: sp.exp(o), "st": lambda o, t: t, "to": lambda o, t: t * o})
 
 LOSSES: dict[str, Loss] = {
     loss.name: loss
     for loss in [
         Loss("mse", lambda o, t, n: (o - t) ** 2 / n),
         Loss("bce", lambda o, t, n: -(t * sp.log(o) + (1 - t) * sp.log(1 - o)) / n),
-        Loss("softmax_cross_entropy", None),
+        Loss("softmax_cross_entropy", None, SOFTMAX_CROSS_ENTROPY),
     ]
 }
 

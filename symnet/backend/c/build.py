@@ -11,6 +11,10 @@ Layout of the cache directory (``SYMNET_CACHE_DIR``, default
     _symnet_<hash>.lock         held while one process builds the module
     index/<key>.json            network description key → module name, so a
                                 cache hit needs neither sympy nor the compiler
+    kernels-<hash>.c            the matrix driver shared by every network
+    kernels-<hash>.o            (templates/kernels.c.j2), compiled once per
+    kernels-<hash>.json         compiler, flags, CPU, number type and register
+                                tile, and linked into each module
 
 ``<hash>`` covers the C text, the compiler command, its version, the flags
 and the Python ABI; builds happen in a private temporary folder and are
@@ -109,22 +113,30 @@ def flags() -> list[str]:
     return f
 
 
-def _run_all(cmds: list, timeout: float) -> list[tuple[int, str]]:
+def _run_all(cmds: list, timeout: float, meanwhile=None) -> list[tuple[int, str]]:
     """[(exit status, output)] of commands run side by side, each in its own
     process group, so that a timeout or Ctrl-C also ends the programs they
     started (cc1, as, ld); OSError if one cannot start, TimeoutExpired
-    after killing them all."""
+    after killing them all.  ``meanwhile``: called once the commands have
+    started; it returns more commands to run beside them (Python work that
+    overlaps the compiler's)."""
     env = os.environ
     if "LD_PRELOAD" in env:  # a sanitized run's runtime only slows the compiler down
         keep = [p for p in env["LD_PRELOAD"].replace(":", " ").split() if "san." not in p]
         env = dict(env, LD_PRELOAD=" ".join(keep))
     procs, results = [], []
     deadline = time.monotonic() + timeout
+
+    def start(cmd):
+        procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                      text=True, start_new_session=True, env=env))
     try:
         for cmd in cmds:
-            procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE,
-                                          stderr=subprocess.STDOUT, text=True,
-                                          start_new_session=True, env=env))
+            start(cmd)
+        if meanwhile is not None:
+            for cmd in meanwhile():
+                cmds.append(cmd)
+                start(cmd)
         for proc in procs:
             output = proc.communicate(timeout=max(0.0, deadline - time.monotonic()))[0]
             results.append((proc.returncode, output))
@@ -240,7 +252,7 @@ def _entry(root: Path, name: str) -> dict:
 
 # ------------------------------------------------------------------ loading
 _loaded: dict[str, object] = {}
-STATS = {"compiled": 0, "hits": 0}  # in this process, for tests and SYMNET_DEBUG
+STATS = {"compiled": 0, "hits": 0, "kernels": 0}  # in this process, for tests and SYMNET_DEBUG
 
 
 def _check_sanitizer_runtime(meta: dict):
@@ -424,9 +436,10 @@ def compile_timeout() -> float:
                          f"{os.environ['SYMNET_CC_TIMEOUT']!r}") from None
 
 
-def _run_compiler(cmds: list, c_path: Path, c_source: str):
-    """Run compiler commands side by side; BuildError with the command, its
-    output and the path of the generated C if one fails."""
+def _run_compiler(cmds: list, c_path: Path, c_source: str, meanwhile=None):
+    """Run compiler commands side by side (and those ``meanwhile`` returns, see
+    ``_run_all``); BuildError with the command, its output and the path of the
+    generated C if one fails."""
     def fail(what: str, cmd: list, output: str = ""):
         _atomic_write(c_path, c_source)
         tail = f"\n  compiler output:\n{output.strip()}" if output.strip() else ""
@@ -434,7 +447,7 @@ def _run_compiler(cmds: list, c_path: Path, c_source: str):
 
     timeout = compile_timeout()
     try:
-        results = _run_all(cmds, timeout)
+        results = _run_all(cmds, timeout, meanwhile)
     except OSError as exc:
         raise fail(f"could not run the C compiler {cmds[0][0]!r}: {exc}\nInstall gcc or set CC "
                    "to a C compiler, e.g. CC=gcc.", cmds[0]) from exc
@@ -447,12 +460,56 @@ def _run_compiler(cmds: list, c_path: Path, c_source: str):
     return lambda what: fail(what, cmds[-1], results[-1][1])
 
 
-def build(key: str, c_source: str, cdef: str, meta: dict):
+_KERNELS = re.compile(r"kernels-[0-9a-f]{20}")
+
+
+def _kernels_ok(root: Path, name: str) -> bool:
+    """Whether the shared kernels object ``name`` is in the cache, whole."""
+    try:
+        rec = _unseal(root / f"{name}.json")
+        return rec.get("object") == name and _sha(root / f"{name}.o") == rec.get("sha256")
+    except (OSError, ValueError):
+        return False
+
+
+@contextlib.contextmanager
+def _shared_kernels(root: Path, source: str | None, tmp: Path):
+    """The object of the shared matrix driver ``source`` (``templates/kernels.c.j2``)
+    for a module being built in ``tmp``: yields (object path, compile command or None);
+    with a command, the caller runs it beside its own and the object is put into the
+    cache (renamed into place, with its checksum) when the block ends without error.
+    Held under a lock, so that one process compiles it and the others wait for it.
+    ``source`` None: no shared object (yields (None, None))."""
+    if source is None:
+        yield None, None
+        return
+    name = f"kernels-{build_key('kernels', source)}"
+    obj = root / f"{name}.o"
+    if _kernels_ok(root, name):
+        yield obj, None
+        return
+    with _lock(root / f"{name}.lock"):
+        if _kernels_ok(root, name):           # built by another process meanwhile
+            yield obj, None
+            return
+        (tmp / f"{name}.c").write_text(source)
+        out = tmp / f"{name}.o"
+        yield out, [*compiler(), *flags(), "-c", str(tmp / f"{name}.c"), "-o", str(out)]
+        sha = _sha(out)
+        os.replace(tmp / f"{name}.c", root / f"{name}.c")
+        os.replace(out, obj)
+        _atomic_write(root / f"{name}.json", _seal({"object": name, "sha256": sha}))
+        STATS["kernels"] += 1
+        _debug(f"compiled the shared kernels {obj}")
+
+
+def build(key: str, c_source: str, cdef: str, meta: dict, kernels: str | None = None):
     """Compile ``c_source`` with its cffi wrapper and load it; record it under
-    ``key``.  Returns (module, meta)."""
-    import cffi
+    ``key``.  ``kernels``: the C of the shared matrix driver the source calls
+    (``symnet.backend.c.emit.kernels_source``), compiled once into the cache and
+    linked in.  Returns (module, meta)."""
     root = writable_cache_dir()
-    name = f"_symnet_{build_key(c_source, cdef)}"
+    name = f"_symnet_{build_key(c_source, cdef, kernels or '')}"
     so = root / f"{name}{EXT}"
     c_path = root / f"{name}.c"
     cmd = None
@@ -463,38 +520,47 @@ def build(key: str, c_source: str, cdef: str, meta: dict):
             if so.exists() or c_path.exists():
                 _debug(f"cache entry {name} is damaged ({exc}); rebuilding")
             t0 = time.perf_counter()
-            with tempfile.TemporaryDirectory(dir=root, prefix=".build-") as tmp:
+            with tempfile.TemporaryDirectory(dir=root, prefix=".build-") as tmp, \
+                    _shared_kernels(root, kernels, Path(tmp)) as (k_obj, k_cmd):
                 tmp = Path(tmp)
                 (tmp / f"{name}.c").write_text(c_source)
-                ffi = cffi.FFI()
-                ffi.cdef(cdef)
+                fl = flags()
                 # Two translation units compiled at the same time: the kernels at full
                 # optimisation, and cffi's wrapper (Python.h, argument conversion) at
                 # -O1 (it only converts arguments); then one link.  Measured, medium
                 # network, loaded 2-core machine: build step 0.93 s as one -O3 unit,
                 # 0.70-0.76 s this way; whole cold compile median 1.19 → 1.12 s.  Apart,
                 # the names of the user's layers never meet the macros of Python.h.
-                ffi.set_source(name, cdef)  # the kernels' prototypes; they are linked in
-                wrapper = tmp / f"{name}_cffi.c"
-                with contextlib.redirect_stdout(io.StringIO()):  # cffi says "generating ..."
-                    ffi.emit_c_code(str(wrapper))
-                out = tmp / f"{name}{EXT}"
-                inc = sysconfig.get_paths()["include"]
-                fl = flags()
-                light = ["-O1" if f == "-O3" else f for f in fl]
+                # The kernels (and the shared driver, when it is missing) start first:
+                # cffi's parsing of the declarations for the wrapper overlaps them.
                 steps = [[*compiler(), *fl, "-c", str(tmp / f"{name}.c"), "-o",
-                          str(tmp / "k.o")],
-                         [*compiler(), *light, f"-I{inc}", "-c", str(wrapper), "-o",
-                          str(tmp / "w.o")]]
-                cmd = [*compiler(), *fl, "-shared", str(tmp / "w.o"), str(tmp / "k.o"), "-o",
-                       str(out), "-lm"]
-                _run_compiler(steps, c_path, c_source)
+                          str(tmp / "k.o")]]
+                if k_cmd is not None:   # the shared driver, compiled beside the two units
+                    steps.append(k_cmd)
+
+                def wrapper_step():
+                    import cffi
+                    ffi = cffi.FFI()
+                    ffi.cdef(cdef)
+                    ffi.set_source(name, cdef)  # the kernels' prototypes; they are linked in
+                    wrapper = tmp / f"{name}_cffi.c"
+                    with contextlib.redirect_stdout(io.StringIO()):  # cffi: "generating ..."
+                        ffi.emit_c_code(str(wrapper))
+                    light = ["-O1" if f == "-O3" else f for f in fl]
+                    inc = sysconfig.get_paths()["include"]
+                    return [[*compiler(), *light, f"-I{inc}", "-c", str(wrapper), "-o",
+                             str(tmp / "w.o")]]
+                out = tmp / f"{name}{EXT}"
+                cmd = [*compiler(), *fl, "-shared", str(tmp / "w.o"), str(tmp / "k.o"),
+                       *([str(k_obj)] if k_obj is not None else []), "-o", str(out), "-lm"]
+                _run_compiler(steps, c_path, c_source, meanwhile=wrapper_step)
                 fail = _run_compiler([cmd], c_path, c_source)
                 if not out.is_file():
                     raise fail("the C compiler reported success but wrote no module")
                 meta = dict(meta, module=name, sha256=_sha(out),
                             c_sha256=hashlib.sha256(c_source.encode()).hexdigest(),
-                            sanitize=os.environ.get("SYMNET_SANITIZE", ""))
+                            sanitize=os.environ.get("SYMNET_SANITIZE", ""),
+                            kernels=Path(k_obj).stem if k_obj is not None else None)
                 os.replace(tmp / f"{name}.c", c_path)
                 os.replace(out, so)
                 _atomic_write(root / f"{name}.json", _seal(meta))
@@ -508,6 +574,9 @@ def build(key: str, c_source: str, cdef: str, meta: dict):
     except ImportError as exc:
         with contextlib.suppress(OSError):  # compile it afresh next time
             (root / f"{name}.json").unlink()
+        if meta.get("kernels") and _KERNELS.fullmatch(meta["kernels"]):
+            with contextlib.suppress(OSError):  # and the shared object it linked
+                (root / f"{meta['kernels']}.json").unlink()
         how = f"\n  command: {shlex.join(cmd)}" if cmd else ""
         raise BuildError(f"the compiled module {so} could not be loaded: {exc}{how}\n"
                          f"  generated C: {c_path}") from exc

@@ -27,6 +27,7 @@ from .build import template_dir
 from .cnames import PREFIX, c_name
 from ...scalar.cprint import DTYPES, CPrinter, c_comment, numeric  # noqa: F401  (re-exported)
 from ...plan.lower import LOSS, Buffer, Conv, Fill, Loop, MatMul, Plan, Route, Rows, SoftmaxXent, Zero
+from ...derive.coupled import INV_BATCH
 
 
 class _TemplateCode(jinja2.BytecodeCache):
@@ -176,6 +177,44 @@ class Emitter:
         return self.printer.doprint(numeric(e))
 
     # ---------------------------------------------------------------- views
+    def coupled_view(self, op: SoftmaxXent) -> dict:
+        """A coupled loss's derived rule (``symnet.derive.coupled``) printed for one
+        example b: O[b,k] is o[k], T[b,k] t[k], the label y, each sum and scalar a
+        local of its short name (m, s, lse, ...).  The sums run in passes over k:
+        a sum in the first pass after every sum it reads; one that nothing reads
+        in the last pass (one loop over k for as many sums as possible)."""
+        rule = op.derived
+        smap = {rule.o: "o[k]", rule.k: "k", INV_BATCH: "inv_batch"}
+        if rule.t is not None:
+            smap[rule.t] = "t[k]"
+        if rule.y is not None:
+            smap.update({rule.y: "y", rule.o_y: "o[y]"})
+        suffix = f"_{rule.output}"
+        for sym in [r.symbol for r in rule.sums] + [s for s, _ in rule.scalars]:
+            smap[sym] = sym.name.split("[")[0].removesuffix(suffix)
+        printer = CPrinter(self.dtype, smap, plain_names=True)
+        level = {}
+        for r in rule.sums:
+            level[r.symbol] = 1 + max((level[q] for q in r.summand.free_symbols
+                                       if q in level), default=-1)
+        read = set().union(*(r.summand.free_symbols for r in rule.sums))
+        last = max(level.values(), default=0)
+        passes = [[] for _ in range(last + 1)]
+        for r in rule.sums:
+            passes[level[r.symbol] if r.symbol in read else last].append(
+                {"name": smap[r.symbol], "op": r.op,
+                 "init": "-INFINITY" if r.op == "max" else "0",
+                 "rhs": printer.doprint(numeric(r.summand))})
+        title = f"loss of {op.O}: {rule.title}"
+        if rule.y is not None:
+            title += ", T[b] the class label y of example b"
+        return {"title": c_comment(title),
+                "lines": [c_comment(x) for x in rule.lines(grad=op.grad is not None)],
+                "passes": [p for p in passes if p],
+                "scalars": [(smap[s], printer.doprint(numeric(e))) for s, e in rule.scalars],
+                "value": printer.doprint(numeric(rule.value)),
+                "grad": printer.doprint(numeric(rule.grad))}
+
     def loop_view(self, op: Loop, rows: bool = False) -> dict:
         """A loop's statements, temporaries and bounds; with ``rows`` its batch
         index runs over one thread's examples sn_lo ≤ b < sn_hi (see lower.Rows)."""
@@ -362,12 +401,10 @@ class Emitter:
         ``threads``: OpenMP pragmas; ``portable``: plain-loop matrix products
         (no packing buffers on the stack); ``trained``: the parameter values
         as C literals, written as ``<prefix>trained_params``; ``hooks``: the
-        in-process build's tuning entry point ``<prefix>tune`` (BLAS, threads)."""
-        env = jinja2.Environment(loader=jinja2.FileSystemLoader(template_dir()),
-                                 trim_blocks=True, lstrip_blocks=True,
-                                 keep_trailing_newline=True, undefined=jinja2.StrictUndefined,
-                                 bytecode_cache=_TEMPLATE_CODE)
-        env.filters["comment"] = c_comment
+        in-process build's tuning entry points ``<prefix>tune`` and ``<prefix>plan``
+        (BLAS, threads), with the matrix driver left to the object every in-process
+        module links (``kernels_source``)."""
+        env = _environment()
         env.filters["c"] = self.cname
         env.filters["named_in"] = named_in
         env.filters["needed_in"] = self.needed_in
@@ -379,9 +416,10 @@ class Emitter:
         env.tests["fill"] = lambda op: isinstance(op, Fill)
         env.tests["rows"] = lambda op: isinstance(op, Rows)
         graph = self.plan.graph
+        # an in-process module links the shared matrix driver (templates/kernels.c.j2)
         common = dict(version=__version__, dtype=self.dtype, real=DTYPES[self.dtype],
                       describe=describe_graph(graph), training=training,
-                      hooks=hooks)
+                      hooks=hooks, part="network" if hooks else "all")
         header = env.get_template("network.h.j2").render(
             **common, P=prefix, M=macro, title=title, trained=trained is not None,
             params_note=params_note, variants=self.variants(),
@@ -531,6 +569,25 @@ def cdef(header: str) -> str:
         elif not skip and not stripped.startswith("#"):
             out.append(line)
     return "".join(out).strip() + "\n"
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(template_dir()),
+                             trim_blocks=True, lstrip_blocks=True,
+                             keep_trailing_newline=True, undefined=jinja2.StrictUndefined,
+                             bytecode_cache=_TEMPLATE_CODE)
+    env.filters["comment"] = c_comment
+    return env
+
+
+def kernels_source(dtype: str) -> str:
+    """The C of the matrix driver that every in-process module of this dtype links
+    (``templates/kernels.c.j2``), compiled once per machine by
+    ``symnet.backend.c.build.kernels_object``."""
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
+    return _environment().get_template("kernels.c.j2").render(
+        version=__version__, real=DTYPES[dtype], hooks=True, part="kernels", prefix="")
 
 
 def emit(plan: Plan, dtype: str, hooks: bool = False) -> tuple[str, str, str]:

@@ -228,15 +228,16 @@ def load(net, dtype: str, tune: str = "fast") -> Runtime:
         guards.check_sizes(hit[1])
         return Runtime(*hit, tune)
     from ...plan.lower import plan as make_plan
-    from .emit import cdef
+    from .emit import cdef, kernels_source
     plan = make_plan(net.graph())
     source, header, prefix = render(plan, dtype, hooks=True)
     products = tuning.products_of(plan)
     tile = tuning.choose_tile(products) if tune == "full" else None
+    kernels = kernels_source(dtype)     # the matrix driver, compiled once per machine
     if tile is not None:    # the register tile timed fastest here (templates/gemm.c.j2)
-        source = f"#define SN_MR {tile[0]}\n#define SN_NR {tile[1]}\n" + source
+        kernels = f"#define SN_MR {tile[0]}\n#define SN_NR {tile[1]}\n" + kernels
     meta = dict(plan_meta(plan, net.describe(), dtype), prefix=prefix,
                 products=products,           # what the planner times
                 tile=list(tile) if tile else None)
     guards.check_sizes(meta)
-    return Runtime(*build.build(key, source, cdef(header), meta), tune)
+    return Runtime(*build.build(key, source, cdef(header), meta, kernels=kernels), tune)

@@ -11,7 +11,9 @@ prints (``symnet.backend.c.emit``), evaluated over whole index grids:
 - ``Conv``: im2col by index arrays, then products (col2im by ``np.add.at``);
 - ``Route``: δ to the first element of each window equal to the maximum, then the
   loop fused after it, if any;
-- ``SoftmaxXent``, ``Zero``, ``Fill``: as their C comments say.
+- ``SoftmaxXent``: its derived rule (sums over the outputs, then the value and
+  gradient) on every example at once;
+- ``Zero``, ``Fill``: as their C comments say.
 
 The per-example runs (``Plan.split_*``, ``Rows``) are a thread schedule of the C
 and are not used: the unsplit passes compute the same values.
@@ -221,31 +223,41 @@ class Compiled:
             C[...] = r
 
     def _softmax_xent(self, op: SoftmaxXent, env: dict, batch: int) -> float:
+        """The derived rule of a coupled loss (``symnet.derive.coupled``) on every
+        example at once: O[b,k] and T[b,k] as (batch, n) arrays, each sum and scalar
+        a (batch, 1) column, the label y a (batch, 1) column of class indices."""
+        import sympy as sp
+
+        from ...derive.coupled import INV_BATCH
+        rule = op.derived
         O = self._matrix(op.O, env)
         T = env[op.T].reshape(batch, -1)
-        m = O.max(axis=1, keepdims=True)
-        lse = m + np.log(np.exp(O - m).sum(axis=1, keepdims=True))
-        inv = O.dtype.type(1) / batch
+        values = {rule.k: np.arange(op.n).reshape(1, -1),
+                  INV_BATCH: O.dtype.type(1) / batch}
         if op.labels:
-            y = T[:, 0].astype(np.int64)
-            rows = np.arange(batch)
-            loss = float(np.sum((lse[:, 0] - O[rows, y]).astype(np.float64)))
-            if op.grad:
-                g = np.exp(O - lse)
-                g[rows, y] -= 1
-                self._matrix(op.grad, env)[...] = g * inv
-            return loss
-        stride = op.t_stride or op.n
-        t = T.reshape(batch, stride)[:, op.t_offset:op.t_offset + op.n]
-        st = t.sum(axis=1, keepdims=True)
-        loss = float(np.sum(((lse * st)[:, 0] - (t * O).sum(axis=1)).astype(np.float64)))
-        if op.weight != 1.0:
-            loss *= op.weight
+            y = T[:, :1].astype(np.int64)
+            values.update({rule.y: y, rule.o_y: np.take_along_axis(O, y, axis=1)})
+        else:
+            stride = op.t_stride or op.n
+            values[rule.t] = T.reshape(batch, stride)[:, op.t_offset:op.t_offset + op.n]
+        values[rule.o] = O
+
+        def run(expr):
+            key = ("coupled", expr)
+            if key not in self._fns:
+                args = sorted(expr.free_symbols, key=str)
+                self._fns[key] = (sp.lambdify(args, expr, modules=[_functions(), "numpy"]),
+                                  args)
+            fn, args = self._fns[key]
+            return np.asarray(fn(*(values[a] for a in args)), O.dtype)
+        for r in rule.sums:
+            each = np.broadcast_to(run(r.summand), O.shape)
+            values[r.symbol] = (each.max if r.op == "max" else each.sum)(axis=1, keepdims=True)
+        for sym, e in rule.scalars:
+            values[sym] = run(e)
+        loss = float(np.sum(np.broadcast_to(run(rule.value), (batch, 1)).astype(np.float64)))
         if op.grad:
-            g = (np.exp(O - lse) * st - t) * inv
-            if op.weight != 1.0:
-                g = O.dtype.type(op.weight) * g
-            self._matrix(op.grad, env)[...] = g
+            self._matrix(op.grad, env)[...] = np.broadcast_to(run(rule.grad), O.shape)
         return loss
 
     # ------------------------------------------------------------ convolution
@@ -282,12 +294,13 @@ class Compiled:
             env[op.Z].reshape(batch, geo["cout"], -1)[...] = W @ col
             return
         delta = env[op.delta].reshape(batch, geo["cout"], -1)
-        gW = env[op.gW].reshape(geo["cout"], -1)
-        g = np.einsum("bcp,bqp->cq", delta, col)
-        if op.accumulate:
-            gW += g
-        else:
-            gW[...] = g
+        if op.gW is not None:
+            gW = env[op.gW].reshape(geo["cout"], -1)
+            g = np.einsum("bcp,bqp->cq", delta, col)
+            if op.accumulate:
+                gW += g
+            else:
+                gW[...] = g
         if op.dX is not None:
             dcol = np.where(inside, W.T @ delta, 0)          # (batch, cin·KH·KW, OH·OW)
             dX = env[op.dX].reshape(batch, geo["cin"], *_two(geo["in_hw"]))
@@ -327,7 +340,7 @@ class Compiled:
 
 
 def _two(v):
-    """A 2-D size (tensor.conv_geometry gives a 1-D convolution height 1)."""
+    """A 2-D size (symnet.plan.correlate gives a 1-D correlation height 1)."""
     return tuple(int(n) for n in v)
 
 

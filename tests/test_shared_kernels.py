@@ -1,0 +1,140 @@
+"""The matrix driver every in-process network links (templates/kernels.c.j2): compiled
+once per machine, compiler, flags, number type and register tile into the compile
+cache, shared by the networks, safe when processes build it at once, rebuilt when
+damaged; exported C still carries its own copy."""
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+
+import symnet as sn
+from symnet.backend.c import build
+from symnet.backend.c.emit import kernels_source
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _logging_cc(tmp_path) -> Path:
+    """A compiler command that logs every call, then runs gcc."""
+    log = tmp_path / "cc.log"
+    cc = tmp_path / "cc"
+    cc.write_text(f'#!/bin/sh\necho "$*" >> {log}\nexec gcc "$@"\n')
+    cc.chmod(0o755)
+    return cc
+
+
+def _kernel_compiles(log: Path) -> int:
+    """Calls that compiled the shared driver (its C file given with -c)."""
+    if not log.exists():
+        return 0
+    return sum(1 for line in log.read_text().splitlines()
+               if " -c " in line and "kernels-" in line and line.endswith(".o"))
+
+
+def _mlp(width: int):
+    return sn.Network(sn.Input(40), sn.Dense(width, "relu"), sn.Dense(3), loss="mse")
+
+
+def _numpy_forward(model, X):
+    """The MLP's output by numpy from the model's parameters."""
+    p = model.params
+    H = np.maximum(X @ p["W1"].T + p["b1"], 0)
+    return H @ p["W2"].T + p["b2"]
+
+
+def test_networks_share_one_compiled_driver(tmp_path, monkeypatch):
+    """Two networks of one dtype: the driver is compiled with the first and only linked
+    into the second; both compute what numpy computes (products large enough to take
+    the driver: 32·200·40 multiply-adds ≥ SN_SMALL)."""
+    monkeypatch.setenv("SYMNET_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("CC", str(_logging_cc(tmp_path)))
+    X = np.random.default_rng(0).normal(size=(32, 40))
+    a = _mlp(200).compile(dtype="float64", seed=1)
+    assert _kernel_compiles(tmp_path / "cc.log") == 1
+    b = _mlp(210).compile(dtype="float64", seed=2)
+    assert _kernel_compiles(tmp_path / "cc.log") == 1, "the second network compiled it again"
+    assert a.runtime.meta["kernels"] == b.runtime.meta["kernels"]
+    for m in (a, b):
+        np.testing.assert_allclose(m.forward(X), _numpy_forward(m, X), rtol=1e-12, atol=1e-12)
+    # the network's own C calls the driver and does not define it
+    assert "symnet_gemm_double(&sn_tuned," in a.c_source
+    assert "sn_tile(" not in a.c_source
+    # another number type: a driver of its own
+    c = _mlp(200).compile(dtype="float32", seed=1)
+    assert _kernel_compiles(tmp_path / "cc.log") == 2
+    assert c.runtime.meta["kernels"] != a.runtime.meta["kernels"]
+    np.testing.assert_allclose(c.forward(X.astype(np.float32)),
+                               _numpy_forward(c, X.astype(np.float32)), rtol=1e-4, atol=1e-4)
+
+
+def test_damaged_driver_is_compiled_again(tmp_path, monkeypatch):
+    """A truncated object fails its checksum: the next network compiles it anew (and
+    never links the damaged one)."""
+    monkeypatch.setenv("SYMNET_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("CC", str(_logging_cc(tmp_path)))
+    _mlp(200).compile(dtype="float64")
+    (obj,) = (tmp_path / "cache").glob("kernels-*.o")
+    obj.write_bytes(obj.read_bytes()[:100])
+    X = np.random.default_rng(0).normal(size=(32, 40))
+    m = _mlp(220).compile(dtype="float64", seed=4)
+    assert _kernel_compiles(tmp_path / "cc.log") == 2
+    np.testing.assert_allclose(m.forward(X), _numpy_forward(m, X), rtol=1e-12, atol=1e-12)
+    assert build._kernels_ok(tmp_path / "cache", obj.stem)
+
+
+BUILD = textwrap.dedent("""
+    import sys, numpy as np, symnet as sn
+    net = sn.Network(sn.Input(40), sn.Dense(int(sys.argv[1]), "relu"), sn.Dense(3), loss="mse")
+    m = net.compile(dtype="float64", tune="off")
+    X = np.random.default_rng(0).normal(size=(32, 40))
+    p = m.params
+    want = np.maximum(X @ p["W1"].T + p["b1"], 0) @ p["W2"].T + p["b2"]
+    print(float(abs(m.forward(X) - want).max()))
+""")
+
+
+def test_processes_building_at_once_compile_it_once(tmp_path):
+    """Three processes compile three networks into one empty cache at the same time:
+    all succeed, and the driver was compiled once (the others waited for it)."""
+    cache = tmp_path / "cache"
+    env = dict(os.environ, SYMNET_CACHE_DIR=str(cache), CC=str(_logging_cc(tmp_path)),
+               PYTHONPATH=str(ROOT), SYMNET_BLAS="0")
+    procs = [subprocess.Popen([sys.executable, "-c", BUILD, str(w)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for w in (200, 201, 202)]
+    for p in procs:
+        out, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err
+        assert float(out.split()[-1]) < 1e-12
+    assert _kernel_compiles(tmp_path / "cc.log") == 1
+    assert len(list(cache.glob("kernels-*.o"))) == 1
+    assert not list(cache.glob(".build-*")), "a temporary build folder was left behind"
+
+
+def test_export_carries_its_own_driver(tmp_path):
+    """export_c stays self-contained: the exported C defines its matrix driver (with
+    threads=True the tiled one) and compiles and links alone with libm."""
+    net = _mlp(200)
+    model = net.compile(dtype="float32", seed=0)
+    model.export_c(tmp_path, name="net", threads=True)
+    src = (tmp_path / "net.c").read_text()
+    assert "static void sn_gemm(" in src and "symnet_gemm_" not in src and "sn_tuned" not in src
+    main = tmp_path / "main.c"
+    main.write_text('#include "net.h"\nstatic float w[NET_WORK_SIZE(4)], x[4 * 40], o[4 * 3];\n'
+                    "int main(void) { net_forward(net_trained_params, x, 4, o, w);"
+                    " return o[0] != o[0]; }\n")
+    out = subprocess.run(["gcc", "-std=c99", "-O1", "-fopenmp", str(main), str(tmp_path / "net.c"),
+                          "-o", str(tmp_path / "main"), "-lm"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+
+
+def test_driver_source_per_dtype():
+    """The driver's C: one typedef per number type, the BLAS call, no network in it."""
+    f, d = kernels_source("float32"), kernels_source("float64")
+    assert "typedef float real;" in f and "void symnet_gemm_float(const sn_tuning *sn_t," in f
+    assert "typedef double real;" in d and "void symnet_gemm_double(" in d
+    assert "sn_t->blas(101," in f and "sn_mm_nt" not in f and "_tune(" not in f
