@@ -250,6 +250,9 @@ def forward(w: _Walk):
             if red.contraction:
                 rhs = _sum("j") + _el(red.contraction, "i,j") + DOT + _el(node.red_input(red),
                                                                         "b,j")
+            elif red.op == "max":
+                rhs = _Tex(f"max_{','.join(red.over)} ",
+                           r"\max_{%s} " % ",".join(red.over)) + _expr(red.summand)
             else:
                 rhs = _sum(red.over) + _expr(red.summand)
             f._add("index", _el(red.name, out) + EQ + rhs)
