@@ -503,11 +503,23 @@ def _shared_kernels(root: Path, source: str | None, tmp: Path):
         _debug(f"compiled the shared kernels {obj}")
 
 
+def _driver_for(c_source: str) -> str | None:
+    """The shared driver's C (default tile) that ``c_source`` declares and calls, if any."""
+    for real, dtype in (("float", "float32"), ("double", "float64")):
+        if f"void symnet_gemm_{real}(const sn_tuning *sn_t," in c_source:
+            from .emit import kernels_source
+            return kernels_source(dtype)
+    return None
+
+
 def build(key: str, c_source: str, cdef: str, meta: dict, kernels: str | None = None):
     """Compile ``c_source`` with its cffi wrapper and load it; record it under
     ``key``.  ``kernels``: the C of the shared matrix driver the source calls
     (``symnet.backend.c.emit.kernels_source``), compiled once into the cache and
-    linked in.  Returns (module, meta)."""
+    linked in; by default the driver of the default tile when the source calls one.
+    Returns (module, meta)."""
+    if kernels is None:         # C rendered for the in-process build calls the shared driver
+        kernels = _driver_for(c_source)
     root = writable_cache_dir()
     name = f"_symnet_{build_key(c_source, cdef, kernels or '')}"
     so = root / f"{name}{EXT}"
