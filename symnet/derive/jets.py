@@ -269,8 +269,7 @@ def _node_jets(prog: Program, node: ir.Node, jets: dict, alphas, offsets) -> dic
     # per-output parameters and same-position input elements
     functions, args_of = {}, {}
     for red in node.reductions:
-        if red.contraction is None or red.op != "sum" or red.conv is not None \
-                or red.space:
+        if red.contraction is None or red.op != "sum" or red.space:
             raise Unsupported(f"{where}: input derivatives are derived for layers whose "
                               "sums are contractions Σ_j W[i,j]·x[j]")
         src = node.red_input(red)

@@ -106,7 +106,7 @@ class Reverse:
         import hashlib
 
         from ..backend.c import build, tuning
-        from ..backend.c.emit import cdef
+        from ..backend.c.emit import cdef, kernels_source
         from ..backend.c.runtime import Runtime, network_key, render
         from ..backend.common import plan_meta
         from ..derive.chain import upstream_name
@@ -135,7 +135,8 @@ class Reverse:
                         products=tuning.products_of(plan), tile=None,
                         input_grads=[[name, plan.buffers[upstream_name(name)].offset, width]
                                      for name, width in graph.inputs])
-            hit = build.build(key, source, cdef(header), meta)
+            hit = build.build(key, source, cdef(header), meta,
+                              kernels=kernels_source(dtype))   # as backend.c.runtime.load
         self.rt = Runtime(*hit)
         mine = [(p["name"], p["offset"]) for p in self.rt.meta["params"]]
         theirs = [(p["name"], p["offset"]) for p in model.meta["params"]]
@@ -194,7 +195,7 @@ def _jets_apply(model) -> bool:
         return False
     graph = model.network.graph()
     return all(len(node.space) == 1 and node.kind != "flatten" and all(
-        r.contraction is not None and r.op == "sum" and r.conv is None and not r.space
+        r.contraction is not None and r.op == "sum" and not r.space
         for r in node.reductions) for node in graph.nodes) and \
         all(graph.losses[o].element is not None for o in graph.outputs)
 
