@@ -462,8 +462,9 @@ def _backward(graph: ir.Graph, by_node: dict, written: set, convs: dict) -> list
                     written.add(t.target)
             comment = "; ".join(f"{t.target}[{_index(t.index)}] += "
                                 f"{_sums_of(node, red, t)}{text(t.expr)}" for t in terms)
-            if red.op == "max":
-                for t in terms:
+            argmax = [t for t in terms if t.route == "argmax"]    # derive's ∂max/∂x
+            if argmax:
+                for t in argmax:
                     acc = node.symbols[red.summand]
                     ops.append(Route(node.loop(), list(red.space), acc,
                                      ir.Access(red.name, node.out_index),
@@ -474,7 +475,7 @@ def _backward(graph: ir.Graph, by_node: dict, written: set, convs: dict) -> list
                                      f"{red.name}[{_index(node.out_index)}]",
                                      overwrite=(len(terms) == 1 and t.target in fresh
                                                 and _disjoint(t.index, node, red))))
-                continue
+                terms = [t for t in terms if t.route != "argmax"]
             if terms:
                 ops.append(Loop(node.reduction_loop(red),
                                 [(t.target, t.index, "+=", t.expr) for t in terms], comment,
