@@ -234,7 +234,7 @@ def test_exported_c_computes_what_the_model_computes(name, tmp_path):
     for k in ("O", "grads", "params", "params_train"):
         np.testing.assert_array_equal(got[k], want[k], err_msg=k)
     text = (tmp_path / "net.c").read_text()
-    assert "Σ_e" in text or "Σ_j exp" in text     # a comment per loop, with its sum
+    assert "Σ_e" in text or "Σ_j O_exp" in text   # a comment per loop, with its sum
 
 
 def test_formulas_show_the_normalisation_and_its_derivatives():
@@ -246,15 +246,19 @@ def test_formulas_show_the_normalisation_and_its_derivatives():
                  "H2_rstd[b,a] = 1/sqrt(z_H2_rstd[b,a]/6 + 1.0e-5)",
                  "H2[b,a,d] = H2_c[b,a,d]·H2_rstd[b,a]·gamma2[d] + beta2[d]",
                  "dL_dH2_rstd[b,a] = Σ_d H2_c[b,a,d]·dL_dH2[b,a,d]·gamma2[d]",
-                 "dL_dH2_c[b,a,e] = 2·H2_c[b,a,e]·delta_H2_rstd[b,a]",   # through the variance
+                 "dL_dH2_c[b,a,e] += 2·H2_c[b,a,e]·delta_H2_rstd[b,a]",  # through the variance
                  "dL_dH2_mean[b,a] = Σ_d -dL_dH2_c[b,a,d]",
                  "g_beta2[d] = Σ_b Σ_a dL_dH2[b,a,d]"):
         assert line in text, line
     latex = net.formulas().latex()
     assert r"\sqrt{\frac{z_{\mathrm{H2\_rstd}}[b,a]}{6} + 1.0 \cdot 10^{-5}}" in latex
     soft = str(CASES["dense-softmax"][0]().formulas())
-    assert "z_O[b,i] = Σ_j exp(-O_z[b,i] + O_z[b,j])" in soft    # softmax = 1/Σ exp(x_j − x_i)
-    assert "O[b,i] = 1/z_O[b,i]" in soft
+    for line in ("z_O_max[b,a] = max_k O_z[b,k]",                  # softmax, per row
+                 "O_exp[b,i] = exp(-O_max[b,0] + O_z[b,i])",
+                 "z_O_sum[b,a] = Σ_j O_exp[b,j]",
+                 "O[b,i] = O_exp[b,i]/O_sum[b,0]",
+                 "dL_dO_sum[b,0] = Σ_i T[b,i]·inv_batch/O_sum[b,0]"):
+        assert line in soft, line
 
 
 def test_summary_counts_the_sums_of_the_norm_layers():

@@ -138,3 +138,28 @@ def test_driver_source_per_dtype():
     assert "typedef float real;" in f and "void symnet_gemm_float(const sn_tuning *sn_t," in f
     assert "typedef double real;" in d and "void symnet_gemm_double(" in d
     assert "sn_t->blas(101," in f and "sn_mm_nt" not in f and "_tune(" not in f
+
+
+def test_build_links_the_driver_the_source_calls(tmp_path, monkeypatch):
+    """Any in-process C (rendered with hooks, e.g. the input-gradient kernels) built
+    without naming the driver gets the default one linked: the module loads and
+    computes what numpy computes."""
+    from symnet.backend.c.emit import cdef
+    from symnet.backend.c.runtime import Runtime, render
+    from symnet.backend.common import plan_meta
+    from symnet.plan.lower import plan as make_plan
+    monkeypatch.setenv("SYMNET_CACHE_DIR", str(tmp_path / "cache"))
+    net = _mlp(200)
+    plan = make_plan(net.graph())
+    source, header, prefix = render(plan, "float64", hooks=True)
+    meta = dict(plan_meta(plan, net.describe(), "float64"), prefix=prefix, products=[],
+                tile=None)
+    rt = Runtime(*build.build("x" * 24, source, cdef(header), meta))
+    assert rt.meta["kernels"] and (tmp_path / "cache" / f"{rt.meta['kernels']}.o").exists()
+    rng = np.random.default_rng(0)
+    rt.params[:] = rng.normal(size=rt.params.size)
+    X = rng.normal(size=(32, 40))
+    p = {q["name"]: rt.params[q["offset"]:q["offset"] + int(np.prod(q["shape"]))]
+         .reshape(q["shape"]) for q in rt.meta["params"]}
+    want = np.maximum(X @ p["W1"].T + p["b1"], 0) @ p["W2"].T + p["b2"]
+    np.testing.assert_allclose(rt.forward(X), want, rtol=1e-12, atol=1e-12)

@@ -54,12 +54,54 @@ def alpha_text(alpha: tuple) -> str:
     return "".join(f"d{c}" for c in alpha)
 
 
+def _like(sym: sp.Symbol, name: str) -> sp.Symbol:
+    """A symbol named ``name`` with the assumptions of ``sym``."""
+    return sp.Symbol(name, **sym.assumptions0)
+
+
+#: jets of formulas already derived, by their form with the names taken out: the layers
+#: of a network repeat one formula (tanh(b_k[i] + z_k)), so each is derived once
+_JETS: dict = {}
+
+
 def jet_formula(phi: sp.Expr, functions: dict, alphas, n_coords: int):
     """The jet of φ: for each α, ∂^α φ(F_1(s), F_2(s), ...) with the F's jets as
     symbols.  ``functions`` maps each symbol of φ that depends on the input to a
-    callable α ↦ the symbol standing for its α-derivative (None: identically 0).
+    callable α ↦ the symbol standing for its α-derivative (None: identically 0);
+    ``alphas`` is closed downwards (``closure``).
 
-    Returns {α: expression}; the multivariate Faà di Bruno formula, by sympy."""
+    Returns {α: expression}; the multivariate Faà di Bruno formula, by sympy, once
+    per form of φ (the names of its symbols replaced by their positions)."""
+    alphas = list(alphas)
+    fsyms = list(functions)
+    others = sorted(phi.free_symbols - set(fsyms), key=str)
+    canon, back, table = {}, {}, []
+    for k, f in enumerate(fsyms):
+        canon[f] = _like(f, f"f{k}")
+        for a in alphas:
+            actual = functions[f](a)
+            table.append((k, a, actual is not None))
+            if actual is not None:
+                back[_like(actual, f"f{k}_{alpha_text(a)}")] = actual
+    for j, o in enumerate(others):
+        canon[o] = _like(o, f"p{j}")
+    cphi = phi.xreplace(canon)
+    key = (sp.srepr(cphi), tuple(alphas), n_coords, tuple(table),
+           tuple(sorted((str(k), str(v.assumptions0)) for k, v in back.items())))
+    if key not in _JETS:
+        cfun = {}
+        for k, f in enumerate(fsyms):
+            def jet(a, k=k, f=f):
+                actual = functions[f](a)
+                return None if actual is None else _like(actual, f"f{k}_{alpha_text(a)}")
+            cfun[canon[f]] = jet
+        _JETS[key] = _jet_formula(cphi, cfun, alphas, n_coords)
+    undo = dict(back)
+    undo.update({v: k for k, v in canon.items()})
+    return {a: e.xreplace(undo) for a, e in _JETS[key].items()}
+
+
+def _jet_formula(phi: sp.Expr, functions: dict, alphas, n_coords: int):
     s = sp.symbols(f"s0:{max(n_coords, 1)}", real=True)
     funcs = {sym: sp.Function(f"F{k}")(*s) for k, sym in enumerate(functions)}
     body = phi.xreplace(funcs)
@@ -227,8 +269,7 @@ def _node_jets(prog: Program, node: ir.Node, jets: dict, alphas, offsets) -> dic
     # per-output parameters and same-position input elements
     functions, args_of = {}, {}
     for red in node.reductions:
-        if red.contraction is None or red.op != "sum" or red.conv is not None \
-                or red.space:
+        if red.contraction is None or red.op != "sum" or red.space:
             raise Unsupported(f"{where}: input derivatives are derived for layers whose "
                               "sums are contractions Σ_j W[i,j]·x[j]")
         src = node.red_input(red)
@@ -304,6 +345,29 @@ def bar(name: str) -> str:
     return f"bar_{name}"
 
 
+#: adjoints of formulas already derived, by their form (see ``jet_formula``)
+_PARTIALS: dict = {}
+
+
+def _partials(exprs: list, syms: list, weights: list) -> list:
+    """[Σ_k ∂exprs[k]/∂syms[j] · weights[k] for each j], once per form of the
+    formulas (their symbols' names replaced by positions)."""
+    known = set(syms) | set(weights)
+    others = sorted(set().union(*(e.free_symbols for e in exprs)) - known, key=str)
+    canon = {x: _like(x, f"a{j}") for j, x in enumerate(syms)}
+    canon.update({w: _like(w, f"w{j}") for j, w in enumerate(weights)})
+    canon.update({o: _like(o, f"p{j}") for j, o in enumerate(others)})
+    cex = [e.xreplace(canon) for e in exprs]
+    key = (tuple(sp.srepr(e) for e in cex),
+           tuple(sp.srepr(canon[x]) for x in list(syms) + list(weights)))
+    if key not in _PARTIALS:
+        cw = [canon[w] for w in weights]
+        _PARTIALS[key] = [sum((sp.diff(ex, canon[x]) * w for ex, w in zip(cex, cw)),
+                              sp.S.Zero) for x in syms]
+    undo = {v: k for k, v in canon.items()}
+    return [e.xreplace(undo) for e in _PARTIALS[key]]
+
+
 def reverse(prog: Program, active_in: set) -> list:
     """Adjoint ops of prog.ops (the loss op last, with ē of its scalar given):
     the chain rule, op by op, last to first.  Adjoints exist for vars in
@@ -333,11 +397,9 @@ def reverse(prog: Program, active_in: set) -> list:
                 continue
             obar = [(_sym(f"bar_{o}__{k}"), bar(o), off, op.reduce)
                     for k, (o, off) in enumerate(op.outs)]
-            for sym, var, off, bc in op.args:
-                if var not in live:
-                    continue
-                e = sum((sp.diff(ex, sym) * ob[0] for ex, ob in zip(op.exprs, obar)),
-                        sp.S.Zero)
+            mine = [a for a in op.args if a[1] in live]
+            parts = _partials(op.exprs, [a[0] for a in mine], [ob[0] for ob in obar])
+            for (sym, var, off, bc), e in zip(mine, parts):
                 if e == 0:
                     continue
                 extra = []

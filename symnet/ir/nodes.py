@@ -118,8 +118,7 @@ class Reduction:
     reduction space, e.g. (("k", 1), ("u", 5), ("v", 5))); empty means each
     index of ``over`` runs over the node's inputs.  ``op`` is "sum" or "max"
     (max pooling).  Whether a sum is a correlation (computed through im2col
-    and matrix products) is read from its index maps by ``symnet.plan.correlate``;
-    ``conv`` is no longer set (always None; kept while readers still test it).
+    and matrix products) is read from its index maps by ``symnet.plan.correlate``.
     ``rows`` > 0: the contraction is over the last axis of
     a (rows, features) input, the same W at every row (PyTorch's Linear on a
     sequence)."""
@@ -131,7 +130,6 @@ class Reduction:
     contraction: str | None = None
     space: tuple[tuple[str, int], ...] = ()
     op: str = "sum"
-    conv: dict | None = None     # always None: see symnet.plan.correlate
     input: str | None = None     # the buffer contracted with; None: the node's first input
     # a contraction over the last axis of a sequence: r[b,t,i] = Σ_j W[i,j]·x[b,t,j] for
     # each of ``rows`` positions t (one matrix product of batch·rows rows); 0: a vector's

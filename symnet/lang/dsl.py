@@ -117,7 +117,7 @@ class Dense(LayerBase):
         z = linear.to_node(index, f"{name}_z", input_name, n_in)
         soft = Softmax(name=self.name)
         soft._net_name = name
-        return [z, soft.to_node(index, name, z.name, (self.units,))]
+        return [z, *soft.to_nodes(index, name, [z.name], [(self.units,)])]
 
 
 def _may_name_terms(loss, outputs) -> bool:

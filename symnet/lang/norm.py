@@ -4,15 +4,15 @@ Each layer here is a few tensor formulas (``symnet.tensor``) over the input's
 last axis d (of length D), the leading axes carried along; sympy derives every
 gradient, as for any other layer:
 
-- softmax:   h[d] = 1 / Σ_e exp(x[e] − x[d])   (= exp(x[d]) / Σ_e exp(x[e]); this form
-  never overflows: the term e = d is 1, so the sum is ≥ 1 and a huge term gives h = 0)
+- softmax:   m = max_e x[e],  E[d] = exp(x[d] − m),  h[d] = E[d] / Σ_e E[e]  (every
+  exponential ≤ 1 and the sum ≥ 1: nothing overflows)
 - LayerNorm: μ = Σ_e x[e]/D,  c[d] = x[d] − μ,  s = 1/√(Σ_e c[e]²/D + ε),
   h[d] = γ[d]·c[d]·s + β[d]
 - RMSNorm:   s = 1/√(Σ_e x[e]²/D + ε),  h[d] = γ[d]·x[d]·s + β[d]
 
-μ and s are numbers per row (the leading indices, without d): nodes of their own,
-each sum computed once per row and read by the row's D elements, so a row costs
-O(D) forward and backward (their gradients, Σ_d over the row, once per row too).
+μ, s, m and Σ_e E[e] are numbers per row (the leading indices, without d): nodes of
+their own, each computed once per row and read by the row's D elements, so a row
+costs O(D) forward and backward (their gradients, Σ_d over the row, once per row too).
 
 >>> import symnet as sn
 >>> net = sn.Network(sn.Input((4, 8)), sn.LayerNorm(), sn.Flatten(), sn.Dense(3, "softmax"),
@@ -22,8 +22,7 @@ O(D) forward and backward (their gradients, Σ_d over the row, once per row too)
 
 Parameters as PyTorch's ``nn.LayerNorm(D)`` / ``nn.RMSNorm(D)``: ``gamma{k}`` is
 ``weight``, ``beta{k}`` is ``bias`` (PyTorch's RMSNorm has no bias: ``bias=False``
-gives its exact form).  The softmax's sum depends on d: a row of D features costs
-D² terms there.
+gives its exact form).
 """
 
 from __future__ import annotations
@@ -40,23 +39,8 @@ def _number(v, what: str, where: str, low: float = 0.0) -> float:
     return float(v)
 
 
-def last_axis(in_shape: tuple):
-    """The index symbols of an input of ``in_shape``: (leading..., d) and the summed e."""
-    from .tensor import indices
-    lead = tuple(indices(n) for n in _LEAD[:len(in_shape) - 1])
-    d, e = indices("d e" if len(in_shape) > 1 else "i j")   # a vector reads as Dense does
-    return lead, d, e
-
-
-def softmax_formula(x, lead: tuple, d, e, n: int):
-    """softmax over the last axis, h[..., d] = 1 / Σ_e exp(x[..., e] − x[..., d]):
-    exp(x_d)/Σ_e exp(x_e) divided through by exp(x_d), so no term overflows to inf/inf."""
-    import sympy as sp
-    return 1 / sp.Sum(sp.exp(x[(*lead, e)] - x[(*lead, d)]), (e, 0, n - 1))
-
-
 class _LastAxis(LayerBase):
-    """Shared parts: the name, the shape (unchanged) and the tensor path."""
+    """Shared parts: the name and the shape (unchanged)."""
 
     tensor = True
     title = ""
@@ -74,18 +58,11 @@ class _LastAxis(LayerBase):
                              f"got shape {in_shape}")
         return tuple(in_shape)
 
-    def _tensor(self, in_shape, formula, params=None, init=None, kind="norm", label=""):
-        from .tensor import TensorLayer
-        lead, d, _ = last_axis(in_shape)
-        layer = TensorLayer(tuple(in_shape), formula, (*lead, d), params, init, name=self.name,
-                            kind=kind, label=label or self._title())
-        layer.where = self._where()
-        return layer
-
 
 class Softmax(_LastAxis):
     """softmax over the last axis: H[..., d] = exp(X[..., d]) / Σ_e exp(X[..., e]),
-    computed as 1 / Σ_e exp(X[..., e] − X[..., d]); its Jacobian is derived by sympy.
+    computed as E[..., d]/Σ_e E[..., e] with E = exp(X − the row's maximum); its
+    Jacobian is derived by sympy.
     ``Dense(n, "softmax")`` is a Dense layer followed by this one."""
 
     title = "Softmax()"
@@ -99,12 +76,26 @@ class Softmax(_LastAxis):
     def describe(self) -> dict:
         return {"kind": "softmax", "name": self.name}
 
-    def to_node(self, index, name, input_name, in_shape):
-        lead, d, e = last_axis(in_shape)
-        n = in_shape[-1]
-        layer = self._tensor(in_shape, lambda x: softmax_formula(x, lead, d, e, n),
-                             kind="softmax", label="softmax")
-        return layer.to_node(index, name, input_name, in_shape)
+    def to_nodes(self, index, name, inputs, shapes):
+        """Four nodes, as attention's softmax: the row's maximum m (``<name>_max``),
+        E[.., d] = exp(x[.., d] − m) (``<name>_exp``: every exponential ≤ 1, computed
+        once), Z = Σ_e E[.., e] (``<name>_sum``, once per row) and H = E/Z."""
+        import sympy as sp
+        in_shape = tuple(shapes[0])
+        rows = _Rows(in_shape)
+        top = rows.reduce(f"{name}_max", index, inputs[0], lambda x: x, lambda z: z,
+                          kind="max", label="softmax: the row's maximum", op="max")
+        syms: dict = {}
+        e = sp.exp(rows.element(syms, inputs[0]) - rows.row_element(syms, top.name))
+        exp = rows.node(f"{name}_exp", index, inputs[0], e, syms, [], kind="exp",
+                        label="softmax: exp(x − max)", also=top.name)
+        total = rows.reduce(f"{name}_sum", index, exp.name, lambda x: x, lambda z: z,
+                            kind="softmax_sum", label="softmax: Σ over the row")
+        syms = {}
+        h = rows.element(syms, exp.name) / rows.row_element(syms, total.name)
+        out = rows.node(name, index, exp.name, h, syms, [], kind="softmax", label="softmax",
+                        also=total.name)
+        return [top, exp, total, out]
 
 
 class _Norm(_LastAxis):
@@ -185,13 +176,16 @@ class _Rows:
         from ..ir import nodes as ir
         return ir.element(syms, array, ir.BATCH, *self.row)
 
-    def reduce(self, name, index, src, summand, outer, kind, label):
-        """A node with one number per row: outer(Σ_e summand(src[.., e]))."""
+    def reduce(self, name, index, src, summand, outer, kind, label, op="sum"):
+        """A node with one number per row: outer(Σ_e summand(src[.., e])) (``op`` "max":
+        outer(max_k ...), over an index named k: the C of a maximum's gradient holds a
+        number named e)."""
         from ..ir import nodes as ir
         syms: dict = {}
+        e = self.e if op == "sum" else "k"
         z = ir.element(syms, f"z_{name}", ir.BATCH, *(n for n, _ in self.space))
-        red = ir.Reduction(f"z_{name}", z, summand(self.element(syms, src, self.e)),
-                           (self.e,), space=((self.e, self.n),))
+        red = ir.Reduction(f"z_{name}", z, summand(self.element(syms, src, e)),
+                           (e,), space=((e, self.n),), op=op)
         return ir.Node(name, index, src, self.n_in, self.n_rows, [], [red], outer(z), syms,
                        kind=kind, space=self.space, in_shape=self.in_shape, label=label)
 

@@ -26,7 +26,8 @@ import sympy as sp
 from ..derive.chain import NodeGrad, delta_name, derive, grad_name, needs_input_grad, \
     upstream_name
 from ..scalar.notation import Phrase as _Tex
-from .lines import render
+from .lines import Walk, forward, header, local
+from .lines_backward import backward
 
 
 @dataclass
@@ -60,7 +61,10 @@ class Formulas:
                              needs_input_grad(self.graph).items() if not needed}
         self._explicit: dict[int, dict] = {}
         self.lines: list[Line] = []
-        render(self)      # symnet.read.lines: the same walk for chains and graphs
+        # symnet.read.lines and lines_backward: the same walk for chains and graphs
+        walk = Walk(self)
+        for part in (header, forward, local, backward):
+            part(walk)
         if optimizer is not None or weight_decay or clip_norm:
             self._update(optimizer or "sgd", weight_decay, clip_norm)
 

@@ -195,7 +195,7 @@ def _jets_apply(model) -> bool:
         return False
     graph = model.network.graph()
     return all(len(node.space) == 1 and node.kind != "flatten" and all(
-        r.contraction is not None and r.op == "sum" and r.conv is None and not r.space
+        r.contraction is not None and r.op == "sum" and not r.space
         for r in node.reductions) for node in graph.nodes) and \
         all(graph.losses[o].element is not None for o in graph.outputs)
 

@@ -503,11 +503,40 @@ def _shared_kernels(root: Path, source: str | None, tmp: Path):
         _debug(f"compiled the shared kernels {obj}")
 
 
+_REALS = {"float32": "float", "float64": "double"}
+
+
+@lru_cache(maxsize=4)
+def kernels_source(dtype: str) -> str:
+    """The C of the matrix driver that every in-process module of this dtype links
+    (``templates/kernels.c.j2``: gemm.c.j2's part "kernels"), compiled once per
+    machine into the cache by ``build``."""
+    if dtype not in _REALS:
+        raise ValueError(f"dtype must be one of {list(_REALS)}, got {dtype!r}")
+    import jinja2
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(template_dir()),
+                             trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+                             undefined=jinja2.StrictUndefined)
+    return env.get_template("kernels.c.j2").render(
+        version=__version__, real=_REALS[dtype], hooks=True, part="kernels", prefix="")
+
+
+def _driver_for(c_source: str) -> str | None:
+    """The shared driver's C (default tile) that ``c_source`` declares and calls, if any."""
+    for dtype, real in _REALS.items():
+        if f"void symnet_gemm_{real}(const sn_tuning *sn_t," in c_source:
+            return kernels_source(dtype)
+    return None
+
+
 def build(key: str, c_source: str, cdef: str, meta: dict, kernels: str | None = None):
     """Compile ``c_source`` with its cffi wrapper and load it; record it under
     ``key``.  ``kernels``: the C of the shared matrix driver the source calls
     (``symnet.backend.c.emit.kernels_source``), compiled once into the cache and
-    linked in.  Returns (module, meta)."""
+    linked in; by default the driver of the default tile when the source calls one.
+    Returns (module, meta)."""
+    if kernels is None:         # C rendered for the in-process build calls the shared driver
+        kernels = _driver_for(c_source)
     root = writable_cache_dir()
     name = f"_symnet_{build_key(c_source, cdef, kernels or '')}"
     so = root / f"{name}{EXT}"

@@ -582,12 +582,9 @@ def _environment() -> jinja2.Environment:
 
 def kernels_source(dtype: str) -> str:
     """The C of the matrix driver that every in-process module of this dtype links
-    (``templates/kernels.c.j2``), compiled once per machine by
-    ``symnet.backend.c.build.kernels_object``."""
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
-    return _environment().get_template("kernels.c.j2").render(
-        version=__version__, real=DTYPES[dtype], hooks=True, part="kernels", prefix="")
+    (``templates/kernels.c.j2``; ``symnet.backend.c.build.kernels_source``)."""
+    from .build import kernels_source as source
+    return source(dtype)
 
 
 def emit(plan: Plan, dtype: str, hooks: bool = False) -> tuple[str, str, str]:

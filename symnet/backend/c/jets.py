@@ -16,10 +16,15 @@ across the examples:
 
 Values that do not depend on the example (W·e_c of the input's seed
 directions, the first layer's input derivatives) are computed once per
-thread.  Examples are shared among threads in blocks; each thread sums its
-loss, gradient and H·v apart and the sums are added in thread order, so a
-result does not depend on timing.  Scalar formulas are printed by
-``symnet.scalar.cprint``."""
+thread.  The blocks are cut into at most ``CHUNKS`` chunks, which the threads
+take as they come; each chunk sums its loss, gradient and H·v apart and the
+sums are added in chunk order, so a result depends neither on the number of
+threads nor on their timing.  Each fused elementwise loop is a function of its
+own, so that the compiler's work grows with the number of layers, not faster.
+Scalar formulas are printed by ``symnet.scalar.cprint``.
+
+``SYMNET_JET_BLOCK=B`` sets the examples per block (a multiple of the vector
+lanes, at most ``BLOCK_MAX``), for measuring."""
 
 from __future__ import annotations
 
@@ -137,9 +142,13 @@ static inline float sn_tanhf(float x)
 }
 """
 
-#: bytes of per-example storage one thread's block may take (the block size B is
-#: this over the program's reals per example, a multiple of LANES, 8 to 256)
-BLOCK_BYTES = 192 * 1024
+#: examples per block at most, and the bytes of per-example storage one thread's
+#: block may take (B: the largest multiple of the lanes within both, at least the
+#: lanes).  Measured on the Burgers PINN (9 layers, 2,900 reals per example, one
+#: thread, CPU time): B = 64 took 0.7 (float32) and 0.75 (float64) of B = 32's time
+#: and 0.6 of B = 8's; 128 was no faster.
+BLOCK_MAX = 64
+BLOCK_BYTES = 4 << 20
 #: chunks of blocks with sums of their own (at most CHUNK_REALS reals of sums in all)
 CHUNKS = 16
 CHUNK_REALS = 1 << 22
@@ -261,7 +270,7 @@ class _Layout:
             block = int(env) if env.isdigit() else None
         if block is None:
             block = BLOCK_BYTES // max(1, per_example * itemsize)
-        self.B = max(lanes, min(256, block // lanes * lanes))
+        self.B = max(lanes, min(BLOCK_MAX, block) // lanes * lanes)
         self.lanes = lanes
         self.per_example = per_example
         self.once = [k for k, op in enumerate(ops)
@@ -695,26 +704,45 @@ def emit_function(prog: Program, ops: list, fname: str, dtype: str, outputs=None
                    default=0)
     once = set(lay.once)
     # storage: the block's rows, then the per-thread values
-    decl, offset = [], 0
+    decl, offset, where = [], 0, {}
     for nm in lay.rows:
         decl.append(f"        real *restrict {lay.ref[nm]} = ws + {offset};"
                     f"   /* {nm}: {lay.size[nm]} × {B} */")
+        where[nm] = offset
         offset += lay.size[nm] * B
-    glob = [nm for nm in lay.cls if lay.cls[nm] == "glob"
-            or (lay.cls[nm] == "sum" and lay.ref[nm].startswith("v_"))]
-    for nm in glob:
-        decl.append(f"        real *restrict {lay.ref[nm]} = ws + {offset};   /* {nm} */")
-        offset += lay.size[nm]
     seeds = [nm for nm in lay.cls if lay.ref[nm].startswith("v_")
              and prog.vars.get(nm) is not None and prog.vars[nm].kind == "seed"]
+    glob = [nm for nm in lay.cls if lay.cls[nm] == "glob"
+            or (lay.cls[nm] == "sum" and lay.ref[nm].startswith("v_"))] + seeds
+    for nm in glob:
+        decl.append(f"        real *restrict {lay.ref[nm]} = ws + {offset};   /* {nm} */")
+        where[nm] = offset
+        offset += lay.size[nm]
     ws_size = max(offset, 1)
     pro = []
     for nm in glob:
         pro.append(f"        memset({lay.ref[nm]}, 0, {lay.size[nm]} * sizeof(real));")
     for nm in seeds:
-        v = prog.vars[nm]
-        pro.append(f"        real {lay.ref[nm]}[{v.size}] = {{0}};")
-        pro.append(f"        {lay.ref[nm]}[{v.seed}] = 1;")
+        pro.append(f"        {lay.ref[nm]}[{prog.vars[nm].seed}] = 1;")
+    helpers = []
+
+    def fused(group):
+        """A fused loop as a function of its own (the compiler's register allocation
+        grows faster than the function; one function per loop keeps it small)."""
+        k = group[0][0]
+        used = []
+        for _, op in group:
+            for nm in [o for o, _ in op.outs] + [a[1] for a in op.args]:
+                if nm in where and nm not in used:
+                    used.append(nm)
+        name = f"{fname}_loop{k}"
+        helpers.append("\n".join(
+            [f"static SN_NOINLINE void {name}(real *restrict ws, const real *restrict theta, "
+             "const real *restrict vec, const real *restrict v_bar_loss)", "{",
+             "    (void)ws; (void)theta; (void)vec; (void)v_bar_loss;",
+             *[f"    real *restrict {lay.ref[nm]} = ws + {where[nm]};" for nm in used],
+             *[x[4:] for x in em.fused(group)], "}", ""]))
+        return [f"        {name}(ws, theta, vec, v_bar_loss);"]
     body_once, body, group = [], [], []
     # the Outers of per-example values into one weight run together, where the last
     # of them was (nothing else in the block reads the weight's gradient)
@@ -732,7 +760,7 @@ def emit_function(prog: Program, ops: list, fname: str, dtype: str, outputs=None
             key = (op.G, op.n_out, op.n_in)
             if last_outer[key] == k:
                 if group:
-                    body += em.fused(group)
+                    body += fused(group)
                     group = []
                 body += em.outers(outer_groups[key])
             continue
@@ -740,14 +768,14 @@ def emit_function(prog: Program, ops: list, fname: str, dtype: str, outputs=None
             group.append((k, op))
             continue
         if group:
-            body += em.fused(group)
+            body += fused(group)
             group = []
         if em.fusible(op):
             group = [(k, op)]
         else:
             body += em.op(k, op)
     if group:
-        body += em.fused(group)
+        body += fused(group)
     fill = []
     for nm in lay.rows:
         v = prog.vars.get(nm)
@@ -843,7 +871,7 @@ def emit_function(prog: Program, ops: list, fname: str, dtype: str, outputs=None
              "    free(part);",
              "    return 0;",
              "}", ""]
-    return "".join(em.kernels.values()) + "\n".join(lines)
+    return "".join(em.kernels.values()) + "\n".join(helpers) + "\n".join(lines)
 
 
 # ------------------------------------------------- building and calling (cffi)
