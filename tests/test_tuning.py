@@ -352,6 +352,27 @@ def test_planned_product_runs_on_the_blas_and_others_do_not(tmp_path, monkeypatc
     tuning._machine.cache_clear()
 
 
+def test_blas_threads_follow_the_largest_product_not_the_smallest(tmp_path, monkeypatch):
+    """The library's one thread setting serves every product routed to it: a small
+    product planned for the BLAS beside a large one must not hold the large one to
+    one thread (it did: the 1024-wide step ran at one thread's speed)."""
+    import symnet as sn
+    monkeypatch.setenv("SYMNET_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("SYMNET_BLAS_MIN", "inf")
+    tuning._machine.cache_clear()
+    monkeypatch.setattr(tuning, "settings", lambda: {
+        **tuning._defaults("test"), "blas": "libfake", "blas_min": math.inf,
+        "thread_min": 1e6, "threads_max": 4})
+    monkeypatch.setattr(tuning, "plan", lambda products, tune="fast", s=None:
+                        {":".join(map(str, p)): 1.0 for p in products})
+    threads = []
+    monkeypatch.setattr(tuning, "_set_blas_threads", threads.append)
+    net = sn.Network(sn.Input(64), sn.Dense(128, "relu"), sn.Dense(10), loss="mse")
+    net.compile(dtype="float32", tune="fast")
+    assert threads and threads[-1] == 4
+    tuning._machine.cache_clear()
+
+
 def test_planner_keeps_its_wisdom_and_times_only_what_it_lacks(tmp_path, monkeypatch):
     monkeypatch.setenv("SYMNET_CACHE_DIR", str(tmp_path))
     monkeypatch.delenv("SYMNET_BLAS_MIN", raising=False)
