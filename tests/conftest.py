@@ -38,6 +38,57 @@ def pytest_configure(config):
     tuning.machine()
 
 
+# ------------------------------------------------ the quick step's time
+# The slowest tests of the quick step (`-m "not slow"`), by `--durations=40` on a quiet
+# 2-core machine (each 7-25 s of a worker), run in the slow step instead, so that the
+# README's test command stays within its 8 minutes; CI runs both steps.
+SLOW_BY_TIME = frozenset("""
+tests/test_bench_refs.py::test_jax_sequence_step_agrees_with_symnet[transformer]
+tests/test_activation_props.py::test_composed_activation_gradients
+tests/test_warnings.py::test_generated_file_has_no_warnings[gru.c]
+tests/test_properties.py::test_random_networks_in_float32_agree_with_float64
+tests/test_docs.py::test_page_code_runs[docs/derivatives.md]
+tests/test_docs.py::test_page_code_runs[docs/sequences.md]
+tests/test_conv_properties.py::test_random_1d_pools_match_the_loop_reference
+tests/test_conv_properties.py::test_random_dilated_convolutions_match_the_loop_reference
+tests/test_export.py::test_export_compiles_strict_c99[xor-float32]
+tests/test_conv_properties.py::test_random_geometries_match_the_loop_reference
+tests/test_properties.py::test_random_networks_match_finite_differences
+tests/test_bench_refs.py::test_pinn_reference_agrees_with_symnet[float32-jax]
+tests/test_gated.py::test_num_layers_stack_equals_numpy_loop_and_central_differences[True-lstm]
+tests/test_gated.py::test_num_layers_stack_equals_numpy_loop_and_central_differences[False-lstm]
+tests/test_bench_refs.py::test_pinn_reference_agrees_with_symnet[float64-jax]
+tests/test_conv_properties.py::test_random_2d_padded_pools_match_the_loop_reference
+tests/test_distributed.py::test_sd_equals_one_process_on_concatenated_data[2proc]
+tests/test_attention.py::test_transformer_blocks_equal_numpy_and_central_differences
+tests/test_conv_formulas.py::test_explicit_sympy_gradients_equal_the_compiled_ones
+tests/test_pinn.py::test_residual_graph_against_torch
+tests/test_cache.py::test_concurrent_builds_compile_once_and_agree
+tests/test_gated.py::test_cells_in_unroll_and_stacked_layers
+tests/test_gated.py::test_num_layers_stack_equals_numpy_loop_and_central_differences[False-gru]
+tests/test_bench.py::test_pinn_workload_pieces
+tests/test_gated.py::test_num_layers_stack_equals_numpy_loop_and_central_differences[True-gru]
+tests/test_bench_refs.py::test_pinn_jax_float64_leaves_float32_alone
+tests/test_properties.py::test_random_malformed_inputs_never_crash_the_process
+tests/test_docs.py::test_page_code_runs[docs/layers.md]
+tests/test_optimizer_float32.py::test_lenet_adam_float32_run_stays_near_its_float64_run
+tests/test_shared_kernels.py::test_processes_building_at_once_compile_it_once
+tests/test_input_grad_conv.py::test_reverse_equals_jets_on_a_dense_graph
+tests/test_input_grad_conv.py::test_softmax_cross_entropy_input_grad_central_differences
+tests/test_warnings.py::test_generated_file_has_no_warnings[transformer.c]
+tests/test_cache.py::test_damage_is_rebuilt_without_loading_the_damaged_module
+tests/test_build.py::test_second_process_loads_from_cache_without_compiling
+tests/test_kernels.py::test_portable_build_gradients
+tests/test_pinn.py::test_fit_reduces_each_method
+""".split())
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.nodeid in SLOW_BY_TIME:
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)

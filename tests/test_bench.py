@@ -67,4 +67,5 @@ def test_pinn_workload_pieces():
     h = model.fit({"pde": X_f[:200], "data": (X_u, T_u)}, method="sd", optimizer="adam",
                   lr=1e-2, epochs=5)
     assert np.isfinite(h.loss).all() and h.loss[-1] < h.loss[0]
-    assert pinn.compile_time(3, 1) > 0
+    wall, cpu = pinn.compile_time(3, 1)
+    assert wall > 0 and cpu > 0
