@@ -118,29 +118,10 @@ static inline double sn_tanh(double x)
 }
 """
 
-TANH32 = r"""
-/* tanh(x) for float as a rational function: x·P(x²)/Q(x²) on |x| ≤ 7.905 (beyond, tanh
- * rounds to ±1), x itself below 4e-4; no call and no branch, so loops over it
- * vectorise; relative error ≤ 4e-7.  The network's own kernels use the same one. */
-static inline float sn_tanhf(float x)
-{
-    const float c = x < -7.90531110763549805f ? -7.90531110763549805f
-                  : x > 7.90531110763549805f ? 7.90531110763549805f : x;
-    const float x2 = c * c;
-    float p = -2.76076847742355e-16f;
-    p = p * x2 + 2.00018790482477e-13f;
-    p = p * x2 + -8.60467152213735e-11f;
-    p = p * x2 + 5.12229709037114e-08f;
-    p = p * x2 + 1.48572235717979e-05f;
-    p = p * x2 + 6.37261928875436e-04f;
-    p = p * x2 + 4.89352455891786e-03f;
-    float q = 1.19825839466702e-06f;
-    q = q * x2 + 1.18534705686654e-04f;
-    q = q * x2 + 2.26843463243900e-03f;
-    q = q * x2 + 4.89352518554385e-03f;
-    return fabsf(x) < 0.0004f ? x : c * p / q;
-}
-"""
+def tanh32() -> str:
+    """The network's own float tanh (templates/tanhf.c.j2): the jets use the same one."""
+    from .build import template_dir
+    return (template_dir() / "tanhf.c.j2").read_text() + "\n"
 
 #: examples per block at most, and the bytes of per-example storage one thread's
 #: block may take (B: the largest multiple of the lanes within both, at least the
@@ -889,7 +870,7 @@ def build_program_module(functions: list, dtype: str, tag: str):
     from . import build
     real = _ffi_dtype(dtype)
     src = PRELUDE.format(real=real, f="f" if real == "float" else "")
-    src += TANH32 if real == "float" else TANH64
+    src += tanh32() if real == "float" else TANH64
     src += "\n".join(text for _, text in functions)
     cdef = "\n".join(SIGNATURE.format(name=name).replace("real", real) for name, _ in functions)
     key = build.build_key("jets", tag, src, cdef)
