@@ -40,9 +40,17 @@ def pytest_configure(config):
 
 # ------------------------------------------------ the quick step's time
 # The slowest tests of the quick step (`-m "not slow"`), by `--durations=40` on a quiet
-# 2-core machine (each 7-25 s of a worker), run in the slow step instead, so that the
+# 2-core machine (each 5-25 s of a worker), run in the slow step instead, so that the
 # README's test command stays within its 8 minutes; CI runs both steps.
 SLOW_BY_TIME = frozenset("""
+tests/test_attention.py::test_transformer_block_equals_pytorch
+tests/test_optimizer_float32.py::test_lenet_adam_float32_drift_no_worse_than_pytorch
+tests/test_correlate.py::test_a_term_of_another_form_runs_as_its_loop
+tests/test_export.py::test_exported_c_computes_what_the_model_computes[sequence-float32]
+tests/test_gated.py::test_num_layers_equals_pytorch[lstm]
+tests/test_gated.py::test_num_layers_equals_pytorch[gru]
+tests/test_examples.py::test_poisson_pinn_error
+tests/test_input_derivatives.py::test_input_grad_central_differences[residual]
 tests/test_bench_refs.py::test_jax_sequence_step_agrees_with_symnet[transformer]
 tests/test_activation_props.py::test_composed_activation_gradients
 tests/test_warnings.py::test_generated_file_has_no_warnings[gru.c]
