@@ -345,6 +345,8 @@ class Emitter:
         return {"args": f"{g['cin']}, {H}, {W}, {KH}, {KW}, {g['stride'][0]}, "
                         f"{g['stride'][1]}, {g['pad'][0]}, {g['pad'][1]}, "
                         f"{g['dilation'][0]}, {g['dilation'][1]}, {OH}, {OW}",
+                "direct": f"{g['cin']}, {H}, {W}, {KH}, {KW}, {g['stride'][0]}, "
+                          f"{g['dilation'][0]}, {g['dilation'][1]}, {g['cout']}, {OH}, {OW}",
                 "chw": g["cin"] * H * W, "kc": kc, "ohw": ohw, "cout": g["cout"], "ow": OW,
                 "col_row": kc * ohw, "out_row": g["cout"] * ohw,
                 "comment": c_comment(op.comment)}
