@@ -26,7 +26,8 @@ from ...ir import nodes as ir
 from .build import template_dir
 from .cnames import PREFIX, c_name
 from ...scalar.cprint import DTYPES, CPrinter, c_comment, numeric  # noqa: F401  (re-exported)
-from ...plan.lower import LOSS, Buffer, Conv, Fill, Loop, MatMul, Plan, Route, Rows, SoftmaxXent, Zero
+from ...plan.lower import (DIRECT_WINDOW, LOSS, Buffer, Conv, Fill, Loop, MatMul, Plan, Route,
+                           Rows, SoftmaxXent, Zero)
 from ...derive.coupled import INV_BATCH
 
 
@@ -86,6 +87,9 @@ _TEMPLATE_CODE = _TemplateCode()
 
 class Emitter:
     """Prints one plan for one dtype."""
+
+    #: the most numbers in a direct convolution's window (the C sizes its sums by it)
+    direct_window = DIRECT_WINDOW
 
     def __init__(self, plan: Plan, dtype: str):
         if dtype not in DTYPES:
