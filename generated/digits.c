@@ -28,8 +28,8 @@
  *   loss: softmax_cross_entropy, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_8041D9DB5A_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_8041D9DB5A_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_CD7385CFF9_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_CD7385CFF9_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (128, 64)
  *   b1           offset      8192  shape (128,)
  *   W2           offset      8320  shape (64, 128)
@@ -37,59 +37,59 @@
  *   W3           offset     16576  shape (10, 64)
  *   b3           offset     17216  shape (10,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_8041D9DB5A_WORK_SIZE(batch) numbers; SYMNET_8041D9DB5A_TRAIN_WORK_SIZE(batch_size) for
- * symnet_8041d9db5a_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_CD7385CFF9_WORK_SIZE(batch) numbers; SYMNET_CD7385CFF9_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_cd7385cff9_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 17226 + X B*64 + T or O B*10 + work (B*808 + 17226)
  *   numbers of 4 bytes; e.g. B = 32: 250,704 bytes (training; forward only: 130,088).
  */
-#ifndef SYMNET_8041D9DB5A_H
-#define SYMNET_8041D9DB5A_H
+#ifndef SYMNET_CD7385CFF9_H
+#define SYMNET_CD7385CFF9_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_8041D9DB5A_REAL float  /* the number type of every array (float32) */
-#define SYMNET_8041D9DB5A_N_INPUTS 64  /* features per example */
-#define SYMNET_8041D9DB5A_N_OUTPUTS 10
-#define SYMNET_8041D9DB5A_N_PARAMS 17226  /* numbers in the flat parameter array */
-#define SYMNET_8041D9DB5A_WORK_PER_EXAMPLE 808
-#define SYMNET_8041D9DB5A_WORK_SIZE(batch) ((batch) * 808 + 17226)  /* numbers of scratch per call */
-#define SYMNET_8041D9DB5A_TRAIN_WORK_SIZE(batch_size) (SYMNET_8041D9DB5A_WORK_SIZE(batch_size) + (batch_size) * 74)
-#define SYMNET_8041D9DB5A_SGD 0       /* optimizer codes of symnet_8041d9db5a_update and symnet_8041d9db5a_train */
-#define SYMNET_8041D9DB5A_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_8041D9DB5A_N_PARAMS numbers */
-#define SYMNET_8041D9DB5A_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_8041D9DB5A_N_PARAMS numbers each */
+#define SYMNET_CD7385CFF9_REAL float  /* the number type of every array (float32) */
+#define SYMNET_CD7385CFF9_N_INPUTS 64  /* features per example */
+#define SYMNET_CD7385CFF9_N_OUTPUTS 10
+#define SYMNET_CD7385CFF9_N_PARAMS 17226  /* numbers in the flat parameter array */
+#define SYMNET_CD7385CFF9_WORK_PER_EXAMPLE 808
+#define SYMNET_CD7385CFF9_WORK_SIZE(batch) ((batch) * 808 + 17226)  /* numbers of scratch per call */
+#define SYMNET_CD7385CFF9_TRAIN_WORK_SIZE(batch_size) (SYMNET_CD7385CFF9_WORK_SIZE(batch_size) + (batch_size) * 74)
+#define SYMNET_CD7385CFF9_SGD 0       /* optimizer codes of symnet_cd7385cff9_update and symnet_cd7385cff9_train */
+#define SYMNET_CD7385CFF9_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_CD7385CFF9_N_PARAMS numbers */
+#define SYMNET_CD7385CFF9_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_CD7385CFF9_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_8041D9DB5A_N_OUTPUTS) = the network's output for X (batch × SYMNET_8041D9DB5A_N_INPUTS). */
-void symnet_8041d9db5a_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_CD7385CFF9_N_OUTPUTS) = the network's output for X (batch × SYMNET_CD7385CFF9_N_INPUTS). */
+void symnet_cd7385cff9_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_8041d9db5a_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_cd7385cff9_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_8041D9DB5A_N_PARAMS numbers) by back propagation. */
-float symnet_8041d9db5a_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_CD7385CFF9_N_PARAMS numbers) by back propagation. */
+float symnet_cd7385cff9_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_8041d9db5a_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_cd7385cff9_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss; T[b] is the class label of example b. */
-float symnet_8041d9db5a_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_cd7385cff9_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_8041D9DB5A_N_PARAMS numbers) by back propagation. */
-float symnet_8041d9db5a_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_CD7385CFF9_N_PARAMS numbers) by back propagation. */
+float symnet_cd7385cff9_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_8041d9db5a_step_labels(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_cd7385cff9_step_labels(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_8041D9DB5A_SGD, SYMNET_8041D9DB5A_MOMENTUM or SYMNET_8041D9DB5A_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_CD7385CFF9_SGD, SYMNET_CD7385CFF9_MOMENTUM or SYMNET_CD7385CFF9_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_8041d9db5a_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_cd7385cff9_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -97,10 +97,10 @@ void symnet_8041d9db5a_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_8041D9DB5A_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_CD7385CFF9_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_8041D9DB5A_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_8041d9db5a_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_CD7385CFF9_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_cd7385cff9_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -110,10 +110,10 @@ long long symnet_8041d9db5a_train(float *params, const float *X, const float *T,
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_8041D9DB5A_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_CD7385CFF9_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_8041D9DB5A_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_8041d9db5a_train_labels(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_CD7385CFF9_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_cd7385cff9_train_labels(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -122,13 +122,42 @@ long long symnet_8041d9db5a_train_labels(float *params, const float *X, const fl
 }
 #endif
 
-#endif /* SYMNET_8041D9DB5A_H */
+#endif /* SYMNET_CD7385CFF9_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
 #define SN_SIMD 1  /* built with OpenMP: the reductions marked `omp simd` vectorise
                       (symnet's own build passes -fopenmp-simd -DSN_SIMD) */
 #endif
+
+#include <stdint.h>
+
+/* exp(x) for float as 2^n·e^r, n = ⌊x/ln 2⌉, r = x − n·ln 2 ∈ [−ln 2/2, ln 2/2] (ln 2 in two
+ * parts, so r is exact), e^r by Cephes' degree-6 polynomial and 2^n built in two halves
+ * from their exponent bits (so that 2^n of −150 < n < 128 needs no special case).  No
+ * call and no branch, so loops over it vectorise (libm's expf, a call per element, was
+ * the largest part of attention's forward pass); relative error ≤ 9e-8 (1.5 ulp) against
+ * libm's 6e-8 (both measured against exp in double on [−104, 88.72], below 2^−126
+ * against 2^−126); ∞ above 88.7228 where exp overflows, 0 below −104, NaN for NaN. */
+static inline float sn_expf(float x)
+{
+    const float c = x > -104.0f ? (x < 88.7228394f ? x : 88.7228394f) : -104.0f;
+    const float n = floorf(c * 1.44269504088896341f + 0.5f);
+    const float r = (c - n * 0.693359375f) - n * -2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * (r * r) + r + 1.0f;
+    const int32_t k = (int32_t)n, k1 = k / 2;
+    const int32_t e1 = (k1 + 127) << 23, e2 = (k - k1 + 127) << 23;   /* 2^k1, 2^(k − k1) */
+    float s1, s2;
+    memcpy(&s1, &e1, sizeof s1);
+    memcpy(&s2, &e2, sizeof s2);
+    return x != x ? x : x > 88.7228394f ? (float)INFINITY : p * s1 * s2;
+}
 
 /* ------------------------------------------------------------------------
  * Matrix products.  One driver serves the three shapes the plan uses:
@@ -375,7 +404,7 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_8041d9db5a_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_cd7385cff9_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 394, sizeof(real) * (size_t)batch * 10);
@@ -406,7 +435,7 @@ static double sn_loss(const real *params, real *work, const real *I, const real 
         }
         real s = 0, st = 0, to = 0;
         for (int k = 0; k < 10; k++) {
-            s += expf(o[k] - m);
+            s += sn_expf(o[k] - m);
             st += t[k];
             to += o[k]*t[k];
         }
@@ -417,7 +446,7 @@ static double sn_loss(const real *params, real *work, const real *I, const real 
     return loss / batch;
 }
 
-real symnet_8041d9db5a_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_cd7385cff9_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -470,7 +499,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
         }
         real s = 0, st = 0, to = 0;
         for (int k = 0; k < 10; k++) {
-            s += expf(o[k] - m);
+            s += sn_expf(o[k] - m);
             st += t[k];
             to += o[k]*t[k];
         }
@@ -478,7 +507,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
         loss += (double)(lse*st - to);
         real *g = dL_dO + (size_t)b * 10;
         for (int k = 0; k < 10; k++)
-            g[k] = inv_batch*(-t[k] + st*expf(o[k] - lse));
+            g[k] = inv_batch*(-t[k] + st*sn_expf(o[k] - lse));
     }
     memset(g_b3, 0, sizeof(real) * 10);
     /* delta_O[b,i] = dL_dO[b,i]; g_b3[i] += dL_dO[b,i] */
@@ -517,7 +546,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_8041d9db5a_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_cd7385cff9_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -545,7 +574,7 @@ static double sn_loss_labels(const real *params, real *work, const real *I, cons
         }
         real s = 0;
         for (int k = 0; k < 10; k++) {
-            s += expf(o[k] - m);
+            s += sn_expf(o[k] - m);
         }
         const real lse = m + logf(s);
         loss += (double)(-o[y] + lse);
@@ -554,7 +583,7 @@ static double sn_loss_labels(const real *params, real *work, const real *I, cons
     return loss / batch;
 }
 
-real symnet_8041d9db5a_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_cd7385cff9_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss_labels(params, work, X, T, batch);
 }
@@ -605,13 +634,13 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
         }
         real s = 0;
         for (int k = 0; k < 10; k++) {
-            s += expf(o[k] - m);
+            s += sn_expf(o[k] - m);
         }
         const real lse = m + logf(s);
         loss += (double)(-o[y] + lse);
         real *g = dL_dO + (size_t)b * 10;
         for (int k = 0; k < 10; k++)
-            g[k] = inv_batch*(-((k == y) ? (1) : (0)) + expf(o[k] - lse));
+            g[k] = inv_batch*(-((k == y) ? (1) : (0)) + sn_expf(o[k] - lse));
     }
     memset(g_b3, 0, sizeof(real) * 10);
     /* delta_O[b,i] = dL_dO[b,i]; g_b3[i] += dL_dO[b,i] */
@@ -650,7 +679,7 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
     return loss / batch;
 }
 
-real symnet_8041d9db5a_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_cd7385cff9_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad_labels(params, grads, work, X, T, batch);
 }
@@ -677,7 +706,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_8041d9db5a_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_cd7385cff9_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 808;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
@@ -691,7 +720,7 @@ real symnet_8041d9db5a_step(real *params, const real *X, const real *T, int batc
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_8041d9db5a_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_cd7385cff9_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 808;
     const double loss = sn_loss_grad_labels(params, grads, work, X, T, batch);
@@ -762,7 +791,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_8041d9db5a_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_cd7385cff9_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -788,7 +817,7 @@ void symnet_8041d9db5a_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_8041d9db5a_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_cd7385cff9_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
@@ -869,7 +898,7 @@ long long symnet_8041d9db5a_train(real *params, const real *X, const real *T, co
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step).
  * The same with integer class labels: T[n] is the class of example n. */
-long long symnet_8041d9db5a_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_cd7385cff9_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

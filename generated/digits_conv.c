@@ -32,8 +32,8 @@
  *   loss: softmax_cross_entropy, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_1EEEE2BCEF_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_1EEEE2BCEF_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_E63061836F_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_E63061836F_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (16, 1, 3, 3)
  *   b1           offset       144  shape (16,)
  *   W3           offset       160  shape (32, 16, 3, 3)
@@ -41,59 +41,59 @@
  *   W5           offset      4800  shape (10, 512)
  *   b5           offset      9920  shape (10,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_1EEEE2BCEF_WORK_SIZE(batch) numbers; SYMNET_1EEEE2BCEF_TRAIN_WORK_SIZE(batch_size) for
- * symnet_1eeee2bcef_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_E63061836F_WORK_SIZE(batch) numbers; SYMNET_E63061836F_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_e63061836f_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 9930 + X B*64 + T or O B*10 + work (B*15912 + 9930)
  *   numbers of 4 bytes; e.g. B = 32: 2,125,648 bytes (training; forward only: 1,042,984).
  */
-#ifndef SYMNET_1EEEE2BCEF_H
-#define SYMNET_1EEEE2BCEF_H
+#ifndef SYMNET_E63061836F_H
+#define SYMNET_E63061836F_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_1EEEE2BCEF_REAL float  /* the number type of every array (float32) */
-#define SYMNET_1EEEE2BCEF_N_INPUTS 64  /* features per example */
-#define SYMNET_1EEEE2BCEF_N_OUTPUTS 10
-#define SYMNET_1EEEE2BCEF_N_PARAMS 9930  /* numbers in the flat parameter array */
-#define SYMNET_1EEEE2BCEF_WORK_PER_EXAMPLE 15912
-#define SYMNET_1EEEE2BCEF_WORK_SIZE(batch) ((batch) * 15912 + 9930)  /* numbers of scratch per call */
-#define SYMNET_1EEEE2BCEF_TRAIN_WORK_SIZE(batch_size) (SYMNET_1EEEE2BCEF_WORK_SIZE(batch_size) + (batch_size) * 74)
-#define SYMNET_1EEEE2BCEF_SGD 0       /* optimizer codes of symnet_1eeee2bcef_update and symnet_1eeee2bcef_train */
-#define SYMNET_1EEEE2BCEF_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_1EEEE2BCEF_N_PARAMS numbers */
-#define SYMNET_1EEEE2BCEF_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_1EEEE2BCEF_N_PARAMS numbers each */
+#define SYMNET_E63061836F_REAL float  /* the number type of every array (float32) */
+#define SYMNET_E63061836F_N_INPUTS 64  /* features per example */
+#define SYMNET_E63061836F_N_OUTPUTS 10
+#define SYMNET_E63061836F_N_PARAMS 9930  /* numbers in the flat parameter array */
+#define SYMNET_E63061836F_WORK_PER_EXAMPLE 15912
+#define SYMNET_E63061836F_WORK_SIZE(batch) ((batch) * 15912 + 9930)  /* numbers of scratch per call */
+#define SYMNET_E63061836F_TRAIN_WORK_SIZE(batch_size) (SYMNET_E63061836F_WORK_SIZE(batch_size) + (batch_size) * 74)
+#define SYMNET_E63061836F_SGD 0       /* optimizer codes of symnet_e63061836f_update and symnet_e63061836f_train */
+#define SYMNET_E63061836F_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_E63061836F_N_PARAMS numbers */
+#define SYMNET_E63061836F_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_E63061836F_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_1EEEE2BCEF_N_OUTPUTS) = the network's output for X (batch × SYMNET_1EEEE2BCEF_N_INPUTS). */
-void symnet_1eeee2bcef_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_E63061836F_N_OUTPUTS) = the network's output for X (batch × SYMNET_E63061836F_N_INPUTS). */
+void symnet_e63061836f_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_1eeee2bcef_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_e63061836f_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_1EEEE2BCEF_N_PARAMS numbers) by back propagation. */
-float symnet_1eeee2bcef_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_E63061836F_N_PARAMS numbers) by back propagation. */
+float symnet_e63061836f_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_1eeee2bcef_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_e63061836f_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss; T[b] is the class label of example b. */
-float symnet_1eeee2bcef_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_e63061836f_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_1EEEE2BCEF_N_PARAMS numbers) by back propagation. */
-float symnet_1eeee2bcef_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_E63061836F_N_PARAMS numbers) by back propagation. */
+float symnet_e63061836f_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_1eeee2bcef_step_labels(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_e63061836f_step_labels(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_1EEEE2BCEF_SGD, SYMNET_1EEEE2BCEF_MOMENTUM or SYMNET_1EEEE2BCEF_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_E63061836F_SGD, SYMNET_E63061836F_MOMENTUM or SYMNET_E63061836F_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_1eeee2bcef_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_e63061836f_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -101,10 +101,10 @@ void symnet_1eeee2bcef_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_1EEEE2BCEF_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_E63061836F_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_1EEEE2BCEF_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_1eeee2bcef_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_E63061836F_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_e63061836f_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -114,10 +114,10 @@ long long symnet_1eeee2bcef_train(float *params, const float *X, const float *T,
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_1EEEE2BCEF_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_E63061836F_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_1EEEE2BCEF_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_1eeee2bcef_train_labels(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_E63061836F_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_e63061836f_train_labels(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -126,13 +126,42 @@ long long symnet_1eeee2bcef_train_labels(float *params, const float *X, const fl
 }
 #endif
 
-#endif /* SYMNET_1EEEE2BCEF_H */
+#endif /* SYMNET_E63061836F_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
 #define SN_SIMD 1  /* built with OpenMP: the reductions marked `omp simd` vectorise
                       (symnet's own build passes -fopenmp-simd -DSN_SIMD) */
 #endif
+
+#include <stdint.h>
+
+/* exp(x) for float as 2^n·e^r, n = ⌊x/ln 2⌉, r = x − n·ln 2 ∈ [−ln 2/2, ln 2/2] (ln 2 in two
+ * parts, so r is exact), e^r by Cephes' degree-6 polynomial and 2^n built in two halves
+ * from their exponent bits (so that 2^n of −150 < n < 128 needs no special case).  No
+ * call and no branch, so loops over it vectorise (libm's expf, a call per element, was
+ * the largest part of attention's forward pass); relative error ≤ 9e-8 (1.5 ulp) against
+ * libm's 6e-8 (both measured against exp in double on [−104, 88.72], below 2^−126
+ * against 2^−126); ∞ above 88.7228 where exp overflows, 0 below −104, NaN for NaN. */
+static inline float sn_expf(float x)
+{
+    const float c = x > -104.0f ? (x < 88.7228394f ? x : 88.7228394f) : -104.0f;
+    const float n = floorf(c * 1.44269504088896341f + 0.5f);
+    const float r = (c - n * 0.693359375f) - n * -2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * (r * r) + r + 1.0f;
+    const int32_t k = (int32_t)n, k1 = k / 2;
+    const int32_t e1 = (k1 + 127) << 23, e2 = (k - k1 + 127) << 23;   /* 2^k1, 2^(k − k1) */
+    float s1, s2;
+    memcpy(&s1, &e1, sizeof s1);
+    memcpy(&s2, &e2, sizeof s2);
+    return x != x ? x : x > 88.7228394f ? (float)INFINITY : p * s1 * s2;
+}
 
 /* ------------------------------------------------------------------------
  * Matrix products.  One driver serves the three shapes the plan uses:
@@ -453,8 +482,16 @@ SN_INLINE void sn_im2col(const real *restrict X, real *restrict col, int C, int 
  * SN_CR rows plus one of M mod SN_CR, so that the short side costs no padded rows.
  * (Through sn_gemm, 6 output channels fill 6 of its 8 tile rows, and its partial
  * tiles sum in memory: measured 577 µs for the first LeNet convolution, batch 64.) */
+#ifdef __AVX512F__
 #define SN_CR 8    /* rows of a conv tile: 8 × 2 AVX-512 accumulators */
 #define SN_CC 32   /* columns of a conv tile */
+#else
+#define SN_CR 6    /* AVX2 has 16 vector registers: 6 × 2 accumulators, two loads of B and a
+                      broadcast of A.  Measured on LeNet's step (Zen 3, one thread): 2.27 ms
+                      vs 3.53 ms with the 8 × 32 tile, which spills; 4, 5, 7 or 8 rows of 16
+                      and 4 × 24 were slower */
+#define SN_CC 16   /* columns of a conv tile: 2 AVX2 vectors */
+#endif
 
 /* C(r,c) (+)= Σ_b Σ_k A(b,r,k)·B(b,k)[c] for r < mr, c < nc: one tile, mr ≤ SN_CR and
  * nc ≤ SN_CC constants after inlining.  A(b,r,k) = A[b·sab + r·sam + k·sak] (read one
@@ -797,7 +834,7 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_1eeee2bcef_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_e63061836f_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 7754, sizeof(real) * (size_t)batch * 10);
@@ -828,7 +865,7 @@ static double sn_loss(const real *params, real *work, const real *I, const real 
         }
         real s = 0, st = 0, to = 0;
         for (int k = 0; k < 10; k++) {
-            s += expf(o[k] - m);
+            s += sn_expf(o[k] - m);
             st += t[k];
             to += o[k]*t[k];
         }
@@ -839,7 +876,7 @@ static double sn_loss(const real *params, real *work, const real *I, const real 
     return loss / batch;
 }
 
-real symnet_1eeee2bcef_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_e63061836f_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -889,7 +926,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
         }
         real s = 0, st = 0, to = 0;
         for (int k = 0; k < 10; k++) {
-            s += expf(o[k] - m);
+            s += sn_expf(o[k] - m);
             st += t[k];
             to += o[k]*t[k];
         }
@@ -897,7 +934,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
         loss += (double)(lse*st - to);
         real *g = dL_dO + (size_t)b * 10;
         for (int k = 0; k < 10; k++)
-            g[k] = inv_batch*(-t[k] + st*expf(o[k] - lse));
+            g[k] = inv_batch*(-t[k] + st*sn_expf(o[k] - lse));
     }
     memset(g_b5, 0, sizeof(real) * 10);
     /* delta_O[b,i] = dL_dO[b,i]; g_b5[i] += dL_dO[b,i] */
@@ -939,7 +976,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_1eeee2bcef_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_e63061836f_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -967,7 +1004,7 @@ static double sn_loss_labels(const real *params, real *work, const real *I, cons
         }
         real s = 0;
         for (int k = 0; k < 10; k++) {
-            s += expf(o[k] - m);
+            s += sn_expf(o[k] - m);
         }
         const real lse = m + logf(s);
         loss += (double)(-o[y] + lse);
@@ -976,7 +1013,7 @@ static double sn_loss_labels(const real *params, real *work, const real *I, cons
     return loss / batch;
 }
 
-real symnet_1eeee2bcef_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_e63061836f_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss_labels(params, work, X, T, batch);
 }
@@ -1024,13 +1061,13 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
         }
         real s = 0;
         for (int k = 0; k < 10; k++) {
-            s += expf(o[k] - m);
+            s += sn_expf(o[k] - m);
         }
         const real lse = m + logf(s);
         loss += (double)(-o[y] + lse);
         real *g = dL_dO + (size_t)b * 10;
         for (int k = 0; k < 10; k++)
-            g[k] = inv_batch*(-((k == y) ? (1) : (0)) + expf(o[k] - lse));
+            g[k] = inv_batch*(-((k == y) ? (1) : (0)) + sn_expf(o[k] - lse));
     }
     memset(g_b5, 0, sizeof(real) * 10);
     /* delta_O[b,i] = dL_dO[b,i]; g_b5[i] += dL_dO[b,i] */
@@ -1072,7 +1109,7 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
     return loss / batch;
 }
 
-real symnet_1eeee2bcef_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_e63061836f_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad_labels(params, grads, work, X, T, batch);
 }
@@ -1099,7 +1136,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_1eeee2bcef_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_e63061836f_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 15912;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
@@ -1113,7 +1150,7 @@ real symnet_1eeee2bcef_step(real *params, const real *X, const real *T, int batc
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_1eeee2bcef_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_e63061836f_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 15912;
     const double loss = sn_loss_grad_labels(params, grads, work, X, T, batch);
@@ -1184,7 +1221,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_1eeee2bcef_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_e63061836f_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -1210,7 +1247,7 @@ void symnet_1eeee2bcef_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_1eeee2bcef_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_e63061836f_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
@@ -1291,7 +1328,7 @@ long long symnet_1eeee2bcef_train(real *params, const real *X, const real *T, co
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step).
  * The same with integer class labels: T[n] is the class of example n. */
-long long symnet_1eeee2bcef_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_e63061836f_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

@@ -182,8 +182,8 @@
  *   loss: softmax_cross_entropy, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_3DBFFFF673_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_3DBFFFF673_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_54CB0352D8_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_54CB0352D8_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W2           offset         0  shape (72, 4)
  *   b2           offset       288  shape (72,)
  *   c2           offset       360  shape (72,)
@@ -191,59 +191,59 @@
  *   W41          offset      2160  shape (4, 24)
  *   b41          offset      2256  shape (4,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_3DBFFFF673_WORK_SIZE(batch) numbers; SYMNET_3DBFFFF673_TRAIN_WORK_SIZE(batch_size) for
- * symnet_3dbffff673_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_54CB0352D8_WORK_SIZE(batch) numbers; SYMNET_54CB0352D8_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_54cb0352d8_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 2260 + X B*80 + T or O B*4 + work (B*12368 + 2260)
  *   numbers of 4 bytes; e.g. B = 32: 1,611,936 bytes (training; forward only: 811,344).
  */
-#ifndef SYMNET_3DBFFFF673_H
-#define SYMNET_3DBFFFF673_H
+#ifndef SYMNET_54CB0352D8_H
+#define SYMNET_54CB0352D8_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_3DBFFFF673_REAL float  /* the number type of every array (float32) */
-#define SYMNET_3DBFFFF673_N_INPUTS 80  /* features per example */
-#define SYMNET_3DBFFFF673_N_OUTPUTS 4
-#define SYMNET_3DBFFFF673_N_PARAMS 2260  /* numbers in the flat parameter array */
-#define SYMNET_3DBFFFF673_WORK_PER_EXAMPLE 12368
-#define SYMNET_3DBFFFF673_WORK_SIZE(batch) ((batch) * 12368 + 2260)  /* numbers of scratch per call */
-#define SYMNET_3DBFFFF673_TRAIN_WORK_SIZE(batch_size) (SYMNET_3DBFFFF673_WORK_SIZE(batch_size) + (batch_size) * 84)
-#define SYMNET_3DBFFFF673_SGD 0       /* optimizer codes of symnet_3dbffff673_update and symnet_3dbffff673_train */
-#define SYMNET_3DBFFFF673_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_3DBFFFF673_N_PARAMS numbers */
-#define SYMNET_3DBFFFF673_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_3DBFFFF673_N_PARAMS numbers each */
+#define SYMNET_54CB0352D8_REAL float  /* the number type of every array (float32) */
+#define SYMNET_54CB0352D8_N_INPUTS 80  /* features per example */
+#define SYMNET_54CB0352D8_N_OUTPUTS 4
+#define SYMNET_54CB0352D8_N_PARAMS 2260  /* numbers in the flat parameter array */
+#define SYMNET_54CB0352D8_WORK_PER_EXAMPLE 12368
+#define SYMNET_54CB0352D8_WORK_SIZE(batch) ((batch) * 12368 + 2260)  /* numbers of scratch per call */
+#define SYMNET_54CB0352D8_TRAIN_WORK_SIZE(batch_size) (SYMNET_54CB0352D8_WORK_SIZE(batch_size) + (batch_size) * 84)
+#define SYMNET_54CB0352D8_SGD 0       /* optimizer codes of symnet_54cb0352d8_update and symnet_54cb0352d8_train */
+#define SYMNET_54CB0352D8_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_54CB0352D8_N_PARAMS numbers */
+#define SYMNET_54CB0352D8_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_54CB0352D8_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_3DBFFFF673_N_OUTPUTS) = the network's output for X (batch × SYMNET_3DBFFFF673_N_INPUTS). */
-void symnet_3dbffff673_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_54CB0352D8_N_OUTPUTS) = the network's output for X (batch × SYMNET_54CB0352D8_N_INPUTS). */
+void symnet_54cb0352d8_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_3dbffff673_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_54cb0352d8_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_3DBFFFF673_N_PARAMS numbers) by back propagation. */
-float symnet_3dbffff673_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_54CB0352D8_N_PARAMS numbers) by back propagation. */
+float symnet_54cb0352d8_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_3dbffff673_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_54cb0352d8_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss; T[b] is the class label of example b. */
-float symnet_3dbffff673_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_54cb0352d8_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_3DBFFFF673_N_PARAMS numbers) by back propagation. */
-float symnet_3dbffff673_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_54CB0352D8_N_PARAMS numbers) by back propagation. */
+float symnet_54cb0352d8_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_3dbffff673_step_labels(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_54cb0352d8_step_labels(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_3DBFFFF673_SGD, SYMNET_3DBFFFF673_MOMENTUM or SYMNET_3DBFFFF673_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_54CB0352D8_SGD, SYMNET_54CB0352D8_MOMENTUM or SYMNET_54CB0352D8_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_3dbffff673_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_54cb0352d8_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -251,10 +251,10 @@ void symnet_3dbffff673_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_3DBFFFF673_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_54CB0352D8_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_3DBFFFF673_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_3dbffff673_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_54CB0352D8_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_54cb0352d8_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -264,10 +264,10 @@ long long symnet_3dbffff673_train(float *params, const float *X, const float *T,
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_3DBFFFF673_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_54CB0352D8_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_3DBFFFF673_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_3dbffff673_train_labels(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_54CB0352D8_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_54cb0352d8_train_labels(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -276,7 +276,7 @@ long long symnet_3dbffff673_train_labels(float *params, const float *X, const fl
 }
 #endif
 
-#endif /* SYMNET_3DBFFFF673_H */
+#endif /* SYMNET_54CB0352D8_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -313,6 +313,35 @@ static inline float sn_tanhf(float x)
     q = q * x2 + 2.26843463243900e-03f;
     q = q * x2 + 4.89352518554385e-03f;
     return fabsf(x) < 0.0004f ? x : c * p / q;
+}
+
+#include <stdint.h>
+
+/* exp(x) for float as 2^n·e^r, n = ⌊x/ln 2⌉, r = x − n·ln 2 ∈ [−ln 2/2, ln 2/2] (ln 2 in two
+ * parts, so r is exact), e^r by Cephes' degree-6 polynomial and 2^n built in two halves
+ * from their exponent bits (so that 2^n of −150 < n < 128 needs no special case).  No
+ * call and no branch, so loops over it vectorise (libm's expf, a call per element, was
+ * the largest part of attention's forward pass); relative error ≤ 9e-8 (1.5 ulp) against
+ * libm's 6e-8 (both measured against exp in double on [−104, 88.72], below 2^−126
+ * against 2^−126); ∞ above 88.7228 where exp overflows, 0 below −104, NaN for NaN. */
+static inline float sn_expf(float x)
+{
+    const float c = x > -104.0f ? (x < 88.7228394f ? x : 88.7228394f) : -104.0f;
+    const float n = floorf(c * 1.44269504088896341f + 0.5f);
+    const float r = (c - n * 0.693359375f) - n * -2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * (r * r) + r + 1.0f;
+    const int32_t k = (int32_t)n, k1 = k / 2;
+    const int32_t e1 = (k1 + 127) << 23, e2 = (k - k1 + 127) << 23;   /* 2^k1, 2^(k − k1) */
+    float s1, s2;
+    memcpy(&s1, &e1, sizeof s1);
+    memcpy(&s2, &e2, sizeof s2);
+    return x != x ? x : x > 88.7228394f ? (float)INFINITY : p * s1 * s2;
 }
 
 /* ------------------------------------------------------------------------
@@ -1153,7 +1182,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_3dbffff673_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_54cb0352d8_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 6180, sizeof(real) * (size_t)batch * 4);
@@ -1184,7 +1213,7 @@ static double sn_loss(const real *params, real *work, const real *S, const real 
         }
         real s = 0, st = 0, to = 0;
         for (int k = 0; k < 4; k++) {
-            s += expf(o[k] - m);
+            s += sn_expf(o[k] - m);
             st += t[k];
             to += o[k]*t[k];
         }
@@ -1195,7 +1224,7 @@ static double sn_loss(const real *params, real *work, const real *S, const real 
     return loss / batch;
 }
 
-real symnet_3dbffff673_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_54cb0352d8_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -1416,7 +1445,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
         }
         real s = 0, st = 0, to = 0;
         for (int k = 0; k < 4; k++) {
-            s += expf(o[k] - m);
+            s += sn_expf(o[k] - m);
             st += t[k];
             to += o[k]*t[k];
         }
@@ -1424,7 +1453,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
         loss += (double)(lse*st - to);
         real *g = dL_dO + (size_t)b * 4;
         for (int k = 0; k < 4; k++)
-            g[k] = inv_batch*(-t[k] + st*expf(o[k] - lse));
+            g[k] = inv_batch*(-t[k] + st*sn_expf(o[k] - lse));
     }
     memset(g_b41, 0, sizeof(real) * 4);
     /* delta_O[b,i] = dL_dO[b,i]; g_b41[i] += dL_dO[b,i] */
@@ -2249,7 +2278,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_3dbffff673_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_54cb0352d8_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -2277,7 +2306,7 @@ static double sn_loss_labels(const real *params, real *work, const real *S, cons
         }
         real s = 0;
         for (int k = 0; k < 4; k++) {
-            s += expf(o[k] - m);
+            s += sn_expf(o[k] - m);
         }
         const real lse = m + logf(s);
         loss += (double)(-o[y] + lse);
@@ -2286,7 +2315,7 @@ static double sn_loss_labels(const real *params, real *work, const real *S, cons
     return loss / batch;
 }
 
-real symnet_3dbffff673_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_54cb0352d8_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss_labels(params, work, X, T, batch);
 }
@@ -2505,13 +2534,13 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
         }
         real s = 0;
         for (int k = 0; k < 4; k++) {
-            s += expf(o[k] - m);
+            s += sn_expf(o[k] - m);
         }
         const real lse = m + logf(s);
         loss += (double)(-o[y] + lse);
         real *g = dL_dO + (size_t)b * 4;
         for (int k = 0; k < 4; k++)
-            g[k] = inv_batch*(-((k == y) ? (1) : (0)) + expf(o[k] - lse));
+            g[k] = inv_batch*(-((k == y) ? (1) : (0)) + sn_expf(o[k] - lse));
     }
     memset(g_b41, 0, sizeof(real) * 4);
     /* delta_O[b,i] = dL_dO[b,i]; g_b41[i] += dL_dO[b,i] */
@@ -3336,7 +3365,7 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
     return loss / batch;
 }
 
-real symnet_3dbffff673_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_54cb0352d8_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad_labels(params, grads, work, X, T, batch);
 }
@@ -3363,7 +3392,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_3dbffff673_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_54cb0352d8_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 12368;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
@@ -3377,7 +3406,7 @@ real symnet_3dbffff673_step(real *params, const real *X, const real *T, int batc
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_3dbffff673_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_54cb0352d8_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 12368;
     const double loss = sn_loss_grad_labels(params, grads, work, X, T, batch);
@@ -3448,7 +3477,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_3dbffff673_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_54cb0352d8_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -3474,7 +3503,7 @@ void symnet_3dbffff673_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_3dbffff673_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_54cb0352d8_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
@@ -3555,7 +3584,7 @@ long long symnet_3dbffff673_train(real *params, const real *X, const real *T, co
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step).
  * The same with integer class labels: T[n] is the class of example n. */
-long long symnet_3dbffff673_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_54cb0352d8_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

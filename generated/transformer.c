@@ -112,8 +112,8 @@
  *   loss: bce, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_53D0D4795A_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_53D0D4795A_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_5E62B6D690_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_5E62B6D690_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (32, 10)
  *   b1           offset       320  shape (32,)
  *   P2           offset       352  shape (8, 32)
@@ -144,48 +144,48 @@
  *   W17          offset     17696  shape (10, 32)
  *   b17          offset     18016  shape (10,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_53D0D4795A_WORK_SIZE(batch) numbers; SYMNET_53D0D4795A_TRAIN_WORK_SIZE(batch_size) for
- * symnet_53d0d4795a_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_5E62B6D690_WORK_SIZE(batch) numbers; SYMNET_5E62B6D690_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_5e62b6d690_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 18026 + X B*80 + T or O B*80 + work (B*29264 + 18026)
  *   numbers of 4 bytes; e.g. B = 32: 3,910,480 bytes (training; forward only: 1,948,072).
  */
-#ifndef SYMNET_53D0D4795A_H
-#define SYMNET_53D0D4795A_H
+#ifndef SYMNET_5E62B6D690_H
+#define SYMNET_5E62B6D690_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_53D0D4795A_REAL float  /* the number type of every array (float32) */
-#define SYMNET_53D0D4795A_N_INPUTS 80  /* features per example */
-#define SYMNET_53D0D4795A_N_OUTPUTS 80
-#define SYMNET_53D0D4795A_N_PARAMS 18026  /* numbers in the flat parameter array */
-#define SYMNET_53D0D4795A_WORK_PER_EXAMPLE 29264
-#define SYMNET_53D0D4795A_WORK_SIZE(batch) ((batch) * 29264 + 18026)  /* numbers of scratch per call */
-#define SYMNET_53D0D4795A_TRAIN_WORK_SIZE(batch_size) (SYMNET_53D0D4795A_WORK_SIZE(batch_size) + (batch_size) * 160)
-#define SYMNET_53D0D4795A_SGD 0       /* optimizer codes of symnet_53d0d4795a_update and symnet_53d0d4795a_train */
-#define SYMNET_53D0D4795A_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_53D0D4795A_N_PARAMS numbers */
-#define SYMNET_53D0D4795A_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_53D0D4795A_N_PARAMS numbers each */
+#define SYMNET_5E62B6D690_REAL float  /* the number type of every array (float32) */
+#define SYMNET_5E62B6D690_N_INPUTS 80  /* features per example */
+#define SYMNET_5E62B6D690_N_OUTPUTS 80
+#define SYMNET_5E62B6D690_N_PARAMS 18026  /* numbers in the flat parameter array */
+#define SYMNET_5E62B6D690_WORK_PER_EXAMPLE 29264
+#define SYMNET_5E62B6D690_WORK_SIZE(batch) ((batch) * 29264 + 18026)  /* numbers of scratch per call */
+#define SYMNET_5E62B6D690_TRAIN_WORK_SIZE(batch_size) (SYMNET_5E62B6D690_WORK_SIZE(batch_size) + (batch_size) * 160)
+#define SYMNET_5E62B6D690_SGD 0       /* optimizer codes of symnet_5e62b6d690_update and symnet_5e62b6d690_train */
+#define SYMNET_5E62B6D690_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_5E62B6D690_N_PARAMS numbers */
+#define SYMNET_5E62B6D690_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_5E62B6D690_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_53D0D4795A_N_OUTPUTS) = the network's output for X (batch × SYMNET_53D0D4795A_N_INPUTS). */
-void symnet_53d0d4795a_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_5E62B6D690_N_OUTPUTS) = the network's output for X (batch × SYMNET_5E62B6D690_N_INPUTS). */
+void symnet_5e62b6d690_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_53d0d4795a_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_5e62b6d690_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_53D0D4795A_N_PARAMS numbers) by back propagation. */
-float symnet_53d0d4795a_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_5E62B6D690_N_PARAMS numbers) by back propagation. */
+float symnet_5e62b6d690_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_53d0d4795a_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_5e62b6d690_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_53D0D4795A_SGD, SYMNET_53D0D4795A_MOMENTUM or SYMNET_53D0D4795A_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_5E62B6D690_SGD, SYMNET_5E62B6D690_MOMENTUM or SYMNET_5E62B6D690_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_53d0d4795a_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_5e62b6d690_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -193,10 +193,10 @@ void symnet_53d0d4795a_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_53D0D4795A_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_5E62B6D690_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_53D0D4795A_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_53d0d4795a_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_5E62B6D690_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_5e62b6d690_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -205,7 +205,7 @@ long long symnet_53d0d4795a_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_53D0D4795A_H */
+#endif /* SYMNET_5E62B6D690_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -219,6 +219,35 @@ static inline real sn_sigmoid(real x)
     if (x >= 0) return 1 / (1 + expf(-x));
     const real e = expf(x);
     return e / (1 + e);
+}
+
+#include <stdint.h>
+
+/* exp(x) for float as 2^n·e^r, n = ⌊x/ln 2⌉, r = x − n·ln 2 ∈ [−ln 2/2, ln 2/2] (ln 2 in two
+ * parts, so r is exact), e^r by Cephes' degree-6 polynomial and 2^n built in two halves
+ * from their exponent bits (so that 2^n of −150 < n < 128 needs no special case).  No
+ * call and no branch, so loops over it vectorise (libm's expf, a call per element, was
+ * the largest part of attention's forward pass); relative error ≤ 9e-8 (1.5 ulp) against
+ * libm's 6e-8 (both measured against exp in double on [−104, 88.72], below 2^−126
+ * against 2^−126); ∞ above 88.7228 where exp overflows, 0 below −104, NaN for NaN. */
+static inline float sn_expf(float x)
+{
+    const float c = x > -104.0f ? (x < 88.7228394f ? x : 88.7228394f) : -104.0f;
+    const float n = floorf(c * 1.44269504088896341f + 0.5f);
+    const float r = (c - n * 0.693359375f) - n * -2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * (r * r) + r + 1.0f;
+    const int32_t k = (int32_t)n, k1 = k / 2;
+    const int32_t e1 = (k1 + 127) << 23, e2 = (k - k1 + 127) << 23;   /* 2^k1, 2^(k − k1) */
+    float s1, s2;
+    memcpy(&s1, &e1, sizeof s1);
+    memcpy(&s2, &e2, sizeof s2);
+    return x != x ? x : x > 88.7228394f ? (float)INFINITY : p * s1 * s2;
 }
 
 /* softplus(x) = log(1 + e^x) = max(x, 0) + log1p(e^−|x|), finite for all finite x. */
@@ -503,29 +532,76 @@ static void sn_took_now(int threads, double seconds)
 }
 #endif
 
-/* T[m·stm + n] += α·Σ_k A[m·sam + k·sak]·B[k·sbk + n] for m < M, n < N, k < K: one
- * small product of a batch of them (attention's gradients, per example and head),
- * every size and stride a constant at the call.  A row of T (SN_SMALL_N numbers at a
- * time) stays in registers while k runs, and each row of B read feeds it whole. */
-#define SN_SMALL_N 64
+/* T[m·stm + n] += α·Σ_k A[m·sam + k·sak]·B[k·sbk + n·sbn] for m < M, n < N, k < K: one
+ * small product of a batch of them (attention's scores, weighted sums and their
+ * gradients, per example and head), every size and stride a constant at the call.
+ * T is computed in tiles of SN_SMALL_MR rows × SN_SMALL_NB columns (64 bytes of a row)
+ * that stay in registers while k runs: each row of B read feeds SN_SMALL_MR rows, each
+ * number of A a row of the tile.  A B stored along k (sbn ≠ 1: the keys of q·kᵀ, the
+ * values read by key) is first copied, SN_SMALL_NB columns at a time, into rows along
+ * n.  Each T[m,n] is summed in the order of k, as the plain loop does.  Measured per
+ * (example, head) of attention, d = 16, 32 positions, one thread of a 2-core Zen 3:
+ * 83 GFLOP/s against 11 for one row of T at a time in memory (its loads and stores at
+ * every k), and scores q·kᵀ 4× faster than as dot products along e. */
+#define SN_SMALL_NB (64 / (int)sizeof(real))   /* 16 floats or 8 doubles: two AVX2 registers */
+#define SN_SMALL_MR 6                           /* rows: 12 accumulators of 16 */
+#define SN_SMALL_KMAX 256                       /* at most this K when B is copied */
+
+/* rows m < mr (≤ SN_SMALL_MR) and columns n < nc (≤ SN_SMALL_NB) of T, B's rows ldb apart */
+SN_INLINE void sn_small_tile(int mr, int nc, int K, real alpha, const real *restrict A,
+                             ptrdiff_t sam, ptrdiff_t sak, const real *restrict B,
+                             ptrdiff_t ldb, real *restrict T, ptrdiff_t stm)
+{
+    real acc[SN_SMALL_MR][SN_SMALL_NB];
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC unroll 8   /* unrolled, the tile's rows stay in registers */
+#endif
+    for (int r = 0; r < mr; r++)
+        for (int n = 0; n < nc; n++) acc[r][n] = 0;
+    /* acc[r,n] += A(r,k)·B(k,n) */
+    for (int k = 0; k < K; k++) {
+        const real *restrict b = B + k * ldb;
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC unroll 8
+#endif
+        for (int r = 0; r < mr; r++) {
+            const real a = A[r * sam + k * sak];
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC unroll 1   /* vectorised, not unrolled into scalars */
+#endif
+            for (int n = 0; n < nc; n++) acc[r][n] += a * b[n];
+        }
+    }
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC unroll 8
+#endif
+    for (int r = 0; r < mr; r++)
+        for (int n = 0; n < nc; n++) T[r * stm + n] += alpha * acc[r][n];
+}
+
 SN_INLINE void sn_small_mm(int M, int N, int K, real alpha, const real *restrict A,
                            ptrdiff_t sam, ptrdiff_t sak, const real *restrict B,
-                           ptrdiff_t sbk, real *restrict T, ptrdiff_t stm)
+                           ptrdiff_t sbk, ptrdiff_t sbn, real *restrict T, ptrdiff_t stm)
 {
-    for (int n0 = 0; n0 < N; n0 += SN_SMALL_N) {
-        const int nc = N - n0 < SN_SMALL_N ? N - n0 : SN_SMALL_N;
-        for (int m = 0; m < M; m++) {
-            real acc[SN_SMALL_N];
-            for (int n = 0; n < nc; n++) acc[n] = 0;
-            /* acc[n] += A(m,k)·B(k,n) */
-            for (int k = 0; k < K; k++) {
-                const real a = A[m * sam + k * sak];
-                const real *restrict b = B + k * sbk + n0;
-                for (int n = 0; n < nc; n++) acc[n] += a * b[n];
-            }
-            real *restrict t = T + m * stm + n0;
-            for (int n = 0; n < nc; n++) t[n] += alpha * acc[n];
+    real Bt[SN_SMALL_KMAX * SN_SMALL_NB];   /* B's columns n0.. as rows, when sbn ≠ 1 */
+    for (int n0 = 0; n0 < N; n0 += SN_SMALL_NB) {
+        const int nc = N - n0 < SN_SMALL_NB ? N - n0 : SN_SMALL_NB;
+        const real *Bn = B + n0 * sbn;
+        ptrdiff_t ldb = sbk;
+        if (sbn != 1) {
+            /* Bt[k,n] = B(k, n0 + n) */
+            for (int k = 0; k < K; k++)
+                for (int n = 0; n < nc; n++) Bt[k * SN_SMALL_NB + n] = Bn[k * sbk + n * sbn];
+            Bn = Bt;
+            ldb = SN_SMALL_NB;
         }
+        int m0 = 0;
+        for (; m0 + SN_SMALL_MR <= M; m0 += SN_SMALL_MR)
+            sn_small_tile(SN_SMALL_MR, nc, K, alpha, A + m0 * sam, sam, sak, Bn, ldb,
+                          T + m0 * stm + n0, stm);
+        if (M % SN_SMALL_MR)
+            sn_small_tile(M % SN_SMALL_MR, nc, K, alpha, A + m0 * sam, sam, sak, Bn, ldb,
+                          T + m0 * stm + n0, stm);
     }
 }
 
@@ -630,20 +706,11 @@ static void sn_rows_2(const real *params, real *work, const real *S, int batch, 
                 B1_att_qkv[b * 768 + tq * 96 + i] = c4[i] + z_B1_att_qkv[b * 768 + tq * 96 + i];
             }
     memset(z_B1_att_s + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
-    /* z_B1_att_s[b,hd,tq,tk] = Σ_e B1_att_qkv[b,tk,hd·8 + e + 32]·B1_att_qkv[b,tq,hd·8 + e] */
+    /* z_B1_att_s[b,hd,tq,tk] = Σ_e B1_att_qkv[b,tk,hd·8 + e + 32]·B1_att_qkv[b,tq,hd·8 + e]: a small product per (b, hd) */
     for (int b = sn_lo; b < sn_hi; b++)
-        for (int hd = 0; hd < 4; hd++)
-            for (int tq = 0; tq < 8; tq++)
-                for (int tk = 0; tk < 8; tk++) {
-                    real acc0 = 0;
-#ifdef SN_SIMD
-#pragma omp simd reduction(+:acc0)
-#endif
-                    for (int e = 0; e < 8; e++) {
-                        acc0 += B1_att_qkv[b * 768 + tk * 96 + (hd*8 + e + 32)]*B1_att_qkv[b * 768 + tq * 96 + (hd*8 + e)];
-                    }
-                    z_B1_att_s[b * 256 + hd * 64 + tq * 8 + tk] += acc0;
-                }
+        for (int hd = 0; hd < 4; hd++) {
+            sn_small_mm(8, 8, 8, (real)1, B1_att_qkv + (size_t)b * 768 + hd * 8, 96, 1, B1_att_qkv + (size_t)b * 768 + hd * 8 + 32, 1, 96, z_B1_att_s + (size_t)b * 256 + hd * 64, 8);
+        }
     /* B1_att_s[b,hd,tq,tk] = 0.35355339059327373·z_B1_att_s[b,hd,tq,tk] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++)
@@ -664,7 +731,7 @@ static void sn_rows_2(const real *params, real *work, const real *S, int batch, 
         for (int hd = 0; hd < 4; hd++)
             for (int tq = 0; tq < 8; tq++)
                 for (int tk = 0; tk < 8; tk++) {
-                    B1_att_e[b * 256 + hd * 64 + tq * 8 + tk] = expf(-B1_att_m[b * 32 + hd * 8 + tq] + B1_att_s[b * 256 + hd * 64 + tq * 8 + tk]);
+                    B1_att_e[b * 256 + hd * 64 + tq * 8 + tk] = sn_expf(-B1_att_m[b * 32 + hd * 8 + tq] + B1_att_s[b * 256 + hd * 64 + tq * 8 + tk]);
                 }
     memset(z_B1_att_z + (size_t)sn_lo * 32, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 32);
     /* z_B1_att_z[b,hd,tq] = Σ_tk B1_att_e[b,hd,tq,tk] */
@@ -695,20 +762,11 @@ static void sn_rows_2(const real *params, real *work, const real *S, int batch, 
                     B1_att_v[b * 256 + hd * 64 + e * 8 + tk] = B1_att_qkv[b * 768 + tk * 96 + (hd*8 + e + 64)];
                 }
     memset(z_B1_att_a + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
-    /* z_B1_att_a[b,tq,hd,e] = Σ_tk B1_att_p[b,hd,tq,tk]·B1_att_v[b,hd,e,tk] */
+    /* z_B1_att_a[b,tq,hd,e] = Σ_tk B1_att_p[b,hd,tq,tk]·B1_att_v[b,hd,e,tk]: a small product per (b, hd) */
     for (int b = sn_lo; b < sn_hi; b++)
-        for (int tq = 0; tq < 8; tq++)
-            for (int hd = 0; hd < 4; hd++)
-                for (int e = 0; e < 8; e++) {
-                    real acc0 = 0;
-#ifdef SN_SIMD
-#pragma omp simd reduction(+:acc0)
-#endif
-                    for (int tk = 0; tk < 8; tk++) {
-                        acc0 += B1_att_p[b * 256 + hd * 64 + tq * 8 + tk]*B1_att_v[b * 256 + hd * 64 + e * 8 + tk];
-                    }
-                    z_B1_att_a[b * 256 + tq * 32 + hd * 8 + e] += acc0;
-                }
+        for (int hd = 0; hd < 4; hd++) {
+            sn_small_mm(8, 8, 8, (real)1, B1_att_p + (size_t)b * 256 + hd * 64, 8, 1, B1_att_v + (size_t)b * 256 + hd * 64, 1, 8, z_B1_att_a + (size_t)b * 256 + hd * 8, 32);
+        }
 
 }
 
@@ -901,20 +959,11 @@ static void sn_rows_6(const real *params, real *work, const real *S, int batch, 
                 B2_att_qkv[b * 768 + tq * 96 + i] = c11[i] + z_B2_att_qkv[b * 768 + tq * 96 + i];
             }
     memset(z_B2_att_s + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
-    /* z_B2_att_s[b,hd,tq,tk] = Σ_e B2_att_qkv[b,tk,hd·8 + e + 32]·B2_att_qkv[b,tq,hd·8 + e] */
+    /* z_B2_att_s[b,hd,tq,tk] = Σ_e B2_att_qkv[b,tk,hd·8 + e + 32]·B2_att_qkv[b,tq,hd·8 + e]: a small product per (b, hd) */
     for (int b = sn_lo; b < sn_hi; b++)
-        for (int hd = 0; hd < 4; hd++)
-            for (int tq = 0; tq < 8; tq++)
-                for (int tk = 0; tk < 8; tk++) {
-                    real acc0 = 0;
-#ifdef SN_SIMD
-#pragma omp simd reduction(+:acc0)
-#endif
-                    for (int e = 0; e < 8; e++) {
-                        acc0 += B2_att_qkv[b * 768 + tk * 96 + (hd*8 + e + 32)]*B2_att_qkv[b * 768 + tq * 96 + (hd*8 + e)];
-                    }
-                    z_B2_att_s[b * 256 + hd * 64 + tq * 8 + tk] += acc0;
-                }
+        for (int hd = 0; hd < 4; hd++) {
+            sn_small_mm(8, 8, 8, (real)1, B2_att_qkv + (size_t)b * 768 + hd * 8, 96, 1, B2_att_qkv + (size_t)b * 768 + hd * 8 + 32, 1, 96, z_B2_att_s + (size_t)b * 256 + hd * 64, 8);
+        }
     /* B2_att_s[b,hd,tq,tk] = 0.35355339059327373·z_B2_att_s[b,hd,tq,tk] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++)
@@ -935,7 +984,7 @@ static void sn_rows_6(const real *params, real *work, const real *S, int batch, 
         for (int hd = 0; hd < 4; hd++)
             for (int tq = 0; tq < 8; tq++)
                 for (int tk = 0; tk < 8; tk++) {
-                    B2_att_e[b * 256 + hd * 64 + tq * 8 + tk] = expf(-B2_att_m[b * 32 + hd * 8 + tq] + B2_att_s[b * 256 + hd * 64 + tq * 8 + tk]);
+                    B2_att_e[b * 256 + hd * 64 + tq * 8 + tk] = sn_expf(-B2_att_m[b * 32 + hd * 8 + tq] + B2_att_s[b * 256 + hd * 64 + tq * 8 + tk]);
                 }
     memset(z_B2_att_z + (size_t)sn_lo * 32, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 32);
     /* z_B2_att_z[b,hd,tq] = Σ_tk B2_att_e[b,hd,tq,tk] */
@@ -966,20 +1015,11 @@ static void sn_rows_6(const real *params, real *work, const real *S, int batch, 
                     B2_att_v[b * 256 + hd * 64 + e * 8 + tk] = B2_att_qkv[b * 768 + tk * 96 + (hd*8 + e + 64)];
                 }
     memset(z_B2_att_a + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
-    /* z_B2_att_a[b,tq,hd,e] = Σ_tk B2_att_p[b,hd,tq,tk]·B2_att_v[b,hd,e,tk] */
+    /* z_B2_att_a[b,tq,hd,e] = Σ_tk B2_att_p[b,hd,tq,tk]·B2_att_v[b,hd,e,tk]: a small product per (b, hd) */
     for (int b = sn_lo; b < sn_hi; b++)
-        for (int tq = 0; tq < 8; tq++)
-            for (int hd = 0; hd < 4; hd++)
-                for (int e = 0; e < 8; e++) {
-                    real acc0 = 0;
-#ifdef SN_SIMD
-#pragma omp simd reduction(+:acc0)
-#endif
-                    for (int tk = 0; tk < 8; tk++) {
-                        acc0 += B2_att_p[b * 256 + hd * 64 + tq * 8 + tk]*B2_att_v[b * 256 + hd * 64 + e * 8 + tk];
-                    }
-                    z_B2_att_a[b * 256 + tq * 32 + hd * 8 + e] += acc0;
-                }
+        for (int hd = 0; hd < 4; hd++) {
+            sn_small_mm(8, 8, 8, (real)1, B2_att_p + (size_t)b * 256 + hd * 64, 8, 1, B2_att_v + (size_t)b * 256 + hd * 64, 1, 8, z_B2_att_a + (size_t)b * 256 + hd * 8, 32);
+        }
 
 }
 
@@ -1314,8 +1354,8 @@ static void sn_rows_14(const real *params, real *work, const real *S, int batch,
     /* dL_dB2_att_p[b,hd,tq,tk] += Σ_e B2_att_v[b,hd,e,tk]·delta_B2_att_a[b,tq,hd,e]; dL_dB2_att_v[b,hd,e,tk] += Σ_tq B2_att_p[b,hd,tq,tk]·delta_B2_att_a[b,tq,hd,e]: a small product per (b, hd) */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++) {
-            sn_small_mm(8, 8, 8, (real)1, delta_B2_att_a + (size_t)b * 256 + hd * 8, 32, 1, B2_att_v + (size_t)b * 256 + hd * 64, 8, dL_dB2_att_p + (size_t)b * 256 + hd * 64, 8);
-            sn_small_mm(8, 8, 8, (real)1, delta_B2_att_a + (size_t)b * 256 + hd * 8, 1, 32, B2_att_p + (size_t)b * 256 + hd * 64, 8, dL_dB2_att_v + (size_t)b * 256 + hd * 64, 8);
+            sn_small_mm(8, 8, 8, (real)1, delta_B2_att_a + (size_t)b * 256 + hd * 8, 32, 1, B2_att_v + (size_t)b * 256 + hd * 64, 8, 1, dL_dB2_att_p + (size_t)b * 256 + hd * 64, 8);
+            sn_small_mm(8, 8, 8, (real)1, delta_B2_att_a + (size_t)b * 256 + hd * 8, 1, 32, B2_att_p + (size_t)b * 256 + hd * 64, 8, 1, dL_dB2_att_v + (size_t)b * 256 + hd * 64, 8);
         }
     memset(dL_dB2_att_qkv + (size_t)sn_lo * 768, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 768);
     /* dL_dB2_att_qkv[b,tk,hd*8 + e + 64] += dL_dB2_att_v[b,hd,e,tk] (from B2_att_v) */
@@ -1392,8 +1432,8 @@ static void sn_rows_14(const real *params, real *work, const real *S, int batch,
     /* dL_dB2_att_qkv[b,tk,hd*8 + e + 32] += Σ_tq B2_att_qkv[b,tq,hd·8 + e]·delta_B2_att_s[b,hd,tq,tk]; dL_dB2_att_qkv[b,tq,hd*8 + e] += Σ_tk B2_att_qkv[b,tk,hd·8 + e + 32]·delta_B2_att_s[b,hd,tq,tk]: a small product per (b, hd) */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++) {
-            sn_small_mm(8, 8, 8, (real)1, delta_B2_att_s + (size_t)b * 256 + hd * 64, 1, 8, B2_att_qkv + (size_t)b * 768 + hd * 8, 96, dL_dB2_att_qkv + (size_t)b * 768 + hd * 8 + 32, 96);
-            sn_small_mm(8, 8, 8, (real)1, delta_B2_att_s + (size_t)b * 256 + hd * 64, 8, 1, B2_att_qkv + (size_t)b * 768 + hd * 8 + 32, 96, dL_dB2_att_qkv + (size_t)b * 768 + hd * 8, 96);
+            sn_small_mm(8, 8, 8, (real)1, delta_B2_att_s + (size_t)b * 256 + hd * 64, 1, 8, B2_att_qkv + (size_t)b * 768 + hd * 8, 96, 1, dL_dB2_att_qkv + (size_t)b * 768 + hd * 8 + 32, 96);
+            sn_small_mm(8, 8, 8, (real)1, delta_B2_att_s + (size_t)b * 256 + hd * 64, 8, 1, B2_att_qkv + (size_t)b * 768 + hd * 8 + 32, 96, 1, dL_dB2_att_qkv + (size_t)b * 768 + hd * 8, 96);
         }
     /* delta_B2_att_qkv[b,tq,i] = dL_dB2_att_qkv[b,tq,i]; g_c11[i] += dL_dB2_att_qkv[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -1664,8 +1704,8 @@ static void sn_rows_18(const real *params, real *work, const real *S, int batch,
     /* dL_dB1_att_p[b,hd,tq,tk] += Σ_e B1_att_v[b,hd,e,tk]·delta_B1_att_a[b,tq,hd,e]; dL_dB1_att_v[b,hd,e,tk] += Σ_tq B1_att_p[b,hd,tq,tk]·delta_B1_att_a[b,tq,hd,e]: a small product per (b, hd) */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++) {
-            sn_small_mm(8, 8, 8, (real)1, delta_B1_att_a + (size_t)b * 256 + hd * 8, 32, 1, B1_att_v + (size_t)b * 256 + hd * 64, 8, dL_dB1_att_p + (size_t)b * 256 + hd * 64, 8);
-            sn_small_mm(8, 8, 8, (real)1, delta_B1_att_a + (size_t)b * 256 + hd * 8, 1, 32, B1_att_p + (size_t)b * 256 + hd * 64, 8, dL_dB1_att_v + (size_t)b * 256 + hd * 64, 8);
+            sn_small_mm(8, 8, 8, (real)1, delta_B1_att_a + (size_t)b * 256 + hd * 8, 32, 1, B1_att_v + (size_t)b * 256 + hd * 64, 8, 1, dL_dB1_att_p + (size_t)b * 256 + hd * 64, 8);
+            sn_small_mm(8, 8, 8, (real)1, delta_B1_att_a + (size_t)b * 256 + hd * 8, 1, 32, B1_att_p + (size_t)b * 256 + hd * 64, 8, 1, dL_dB1_att_v + (size_t)b * 256 + hd * 64, 8);
         }
     memset(dL_dB1_att_qkv + (size_t)sn_lo * 768, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 768);
     /* dL_dB1_att_qkv[b,tk,hd*8 + e + 64] += dL_dB1_att_v[b,hd,e,tk] (from B1_att_v) */
@@ -1742,8 +1782,8 @@ static void sn_rows_18(const real *params, real *work, const real *S, int batch,
     /* dL_dB1_att_qkv[b,tk,hd*8 + e + 32] += Σ_tq B1_att_qkv[b,tq,hd·8 + e]·delta_B1_att_s[b,hd,tq,tk]; dL_dB1_att_qkv[b,tq,hd*8 + e] += Σ_tk B1_att_qkv[b,tk,hd·8 + e + 32]·delta_B1_att_s[b,hd,tq,tk]: a small product per (b, hd) */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++) {
-            sn_small_mm(8, 8, 8, (real)1, delta_B1_att_s + (size_t)b * 256 + hd * 64, 1, 8, B1_att_qkv + (size_t)b * 768 + hd * 8, 96, dL_dB1_att_qkv + (size_t)b * 768 + hd * 8 + 32, 96);
-            sn_small_mm(8, 8, 8, (real)1, delta_B1_att_s + (size_t)b * 256 + hd * 64, 8, 1, B1_att_qkv + (size_t)b * 768 + hd * 8 + 32, 96, dL_dB1_att_qkv + (size_t)b * 768 + hd * 8, 96);
+            sn_small_mm(8, 8, 8, (real)1, delta_B1_att_s + (size_t)b * 256 + hd * 64, 1, 8, B1_att_qkv + (size_t)b * 768 + hd * 8, 96, 1, dL_dB1_att_qkv + (size_t)b * 768 + hd * 8 + 32, 96);
+            sn_small_mm(8, 8, 8, (real)1, delta_B1_att_s + (size_t)b * 256 + hd * 64, 8, 1, B1_att_qkv + (size_t)b * 768 + hd * 8 + 32, 96, 1, dL_dB1_att_qkv + (size_t)b * 768 + hd * 8, 96);
         }
     /* delta_B1_att_qkv[b,tq,i] = dL_dB1_att_qkv[b,tq,i]; g_c4[i] += dL_dB1_att_qkv[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -2043,7 +2083,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_53d0d4795a_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_5e62b6d690_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 14416, sizeof(real) * (size_t)batch * 80);
@@ -2069,7 +2109,7 @@ static double sn_loss(const real *params, real *work, const real *S, const real 
     return loss / batch;
 }
 
-real symnet_53d0d4795a_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_5e62b6d690_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -2394,7 +2434,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_53d0d4795a_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_5e62b6d690_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -2421,7 +2461,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_53d0d4795a_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_5e62b6d690_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 29264;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
@@ -2492,7 +2532,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_53d0d4795a_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_5e62b6d690_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -2518,7 +2558,7 @@ void symnet_53d0d4795a_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_53d0d4795a_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_5e62b6d690_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

@@ -270,7 +270,8 @@ class Emitter:
             alpha = self.printer.doprint(sp.Float(q.alpha)) if q.alpha != 1 else "1"
             calls.append(f"sn_small_mm({q.M}, {q.N}, {q.K}, (real){alpha}, {at(q.A)}, "
                          f"{q.A.strides[q.m]}, {q.A.strides[q.k]}, {at(q.B)}, "
-                         f"{q.B.strides[q.k]}, {at(q.T)}, {q.T.strides[q.m]})")
+                         f"{q.B.strides[q.k]}, {q.B.strides[q.n]}, {at(q.T)}, "
+                         f"{q.T.strides[q.m]})")
         return {"loops": loops, "calls": calls, "comment": c_comment(op.comment)}
 
     def route_view(self, op: Route) -> dict:
@@ -436,7 +437,8 @@ class Emitter:
             const_alias=lambda b: self.buffers[b.alias].kind == "input",
             tensors=any(len(n.space) > 1 for n in graph.nodes) or len(graph.in_shape) > 1,
             convs=any(isinstance(op, Conv) for op in self.plan.forward),
-            products=any(isinstance(op, Loop) and op.product for op in self.plan.backward),
+            products=any(isinstance(op, Loop) and op.product
+                         for op in self.plan.forward + self.plan.backward),
             uses=self.uses(), variants=self.variants(), accuracy=self.accuracy())
         return source, header
 
@@ -499,6 +501,9 @@ class Emitter:
         for e in exprs:
             for f in e.atoms(sp.Function):
                 found.add(type(f).__name__)
+        if any(isinstance(op, SoftmaxXent) for ops in (self.plan.loss, self.plan.backward)
+               for op in ops):
+            found.add("exp")        # its derived rule (symnet.derive.coupled) takes exponentials
         return found
 
 
