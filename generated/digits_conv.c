@@ -32,8 +32,8 @@
  *   loss: softmax_cross_entropy, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_9EFE8D2369_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_9EFE8D2369_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_349D7562C6_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_349D7562C6_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (16, 1, 3, 3)
  *   b1           offset       144  shape (16,)
  *   W3           offset       160  shape (32, 16, 3, 3)
@@ -41,59 +41,59 @@
  *   W5           offset      4800  shape (10, 512)
  *   b5           offset      9920  shape (10,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_9EFE8D2369_WORK_SIZE(batch) numbers; SYMNET_9EFE8D2369_TRAIN_WORK_SIZE(batch_size) for
- * symnet_9efe8d2369_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_349D7562C6_WORK_SIZE(batch) numbers; SYMNET_349D7562C6_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_349d7562c6_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 9930 + X B*64 + T or O B*10 + work (B*15912 + 9930)
  *   numbers of 4 bytes; e.g. B = 32: 2,125,648 bytes (training; forward only: 1,042,984).
  */
-#ifndef SYMNET_9EFE8D2369_H
-#define SYMNET_9EFE8D2369_H
+#ifndef SYMNET_349D7562C6_H
+#define SYMNET_349D7562C6_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_9EFE8D2369_REAL float  /* the number type of every array (float32) */
-#define SYMNET_9EFE8D2369_N_INPUTS 64  /* features per example */
-#define SYMNET_9EFE8D2369_N_OUTPUTS 10
-#define SYMNET_9EFE8D2369_N_PARAMS 9930  /* numbers in the flat parameter array */
-#define SYMNET_9EFE8D2369_WORK_PER_EXAMPLE 15912
-#define SYMNET_9EFE8D2369_WORK_SIZE(batch) ((batch) * 15912 + 9930)  /* numbers of scratch per call */
-#define SYMNET_9EFE8D2369_TRAIN_WORK_SIZE(batch_size) (SYMNET_9EFE8D2369_WORK_SIZE(batch_size) + (batch_size) * 74)
-#define SYMNET_9EFE8D2369_SGD 0       /* optimizer codes of symnet_9efe8d2369_update and symnet_9efe8d2369_train */
-#define SYMNET_9EFE8D2369_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_9EFE8D2369_N_PARAMS numbers */
-#define SYMNET_9EFE8D2369_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_9EFE8D2369_N_PARAMS numbers each */
+#define SYMNET_349D7562C6_REAL float  /* the number type of every array (float32) */
+#define SYMNET_349D7562C6_N_INPUTS 64  /* features per example */
+#define SYMNET_349D7562C6_N_OUTPUTS 10
+#define SYMNET_349D7562C6_N_PARAMS 9930  /* numbers in the flat parameter array */
+#define SYMNET_349D7562C6_WORK_PER_EXAMPLE 15912
+#define SYMNET_349D7562C6_WORK_SIZE(batch) ((batch) * 15912 + 9930)  /* numbers of scratch per call */
+#define SYMNET_349D7562C6_TRAIN_WORK_SIZE(batch_size) (SYMNET_349D7562C6_WORK_SIZE(batch_size) + (batch_size) * 74)
+#define SYMNET_349D7562C6_SGD 0       /* optimizer codes of symnet_349d7562c6_update and symnet_349d7562c6_train */
+#define SYMNET_349D7562C6_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_349D7562C6_N_PARAMS numbers */
+#define SYMNET_349D7562C6_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_349D7562C6_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_9EFE8D2369_N_OUTPUTS) = the network's output for X (batch × SYMNET_9EFE8D2369_N_INPUTS). */
-void symnet_9efe8d2369_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_349D7562C6_N_OUTPUTS) = the network's output for X (batch × SYMNET_349D7562C6_N_INPUTS). */
+void symnet_349d7562c6_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_9efe8d2369_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_349d7562c6_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_9EFE8D2369_N_PARAMS numbers) by back propagation. */
-float symnet_9efe8d2369_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_349D7562C6_N_PARAMS numbers) by back propagation. */
+float symnet_349d7562c6_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_9efe8d2369_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_349d7562c6_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss; T[b] is the class label of example b. */
-float symnet_9efe8d2369_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_349d7562c6_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_9EFE8D2369_N_PARAMS numbers) by back propagation. */
-float symnet_9efe8d2369_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_349D7562C6_N_PARAMS numbers) by back propagation. */
+float symnet_349d7562c6_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_9efe8d2369_step_labels(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_349d7562c6_step_labels(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_9EFE8D2369_SGD, SYMNET_9EFE8D2369_MOMENTUM or SYMNET_9EFE8D2369_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_349D7562C6_SGD, SYMNET_349D7562C6_MOMENTUM or SYMNET_349D7562C6_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_9efe8d2369_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_349d7562c6_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -101,10 +101,10 @@ void symnet_9efe8d2369_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_9EFE8D2369_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_349D7562C6_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_9EFE8D2369_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_9efe8d2369_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_349D7562C6_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_349d7562c6_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -114,10 +114,10 @@ long long symnet_9efe8d2369_train(float *params, const float *X, const float *T,
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_9EFE8D2369_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_349D7562C6_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_9EFE8D2369_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_9efe8d2369_train_labels(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_349D7562C6_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_349d7562c6_train_labels(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -126,7 +126,7 @@ long long symnet_9efe8d2369_train_labels(float *params, const float *X, const fl
 }
 #endif
 
-#endif /* SYMNET_9EFE8D2369_H */
+#endif /* SYMNET_349D7562C6_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -294,10 +294,13 @@ static void sn_gemm(int M, int N, int K, const real *restrict A, ptrdiff_t sam, 
  * constants: small products then run as loops the compiler unrolls and
  * vectorises, in the order that reads memory contiguously; the rest go to
  * sn_gemm.  Measured on the 2-8-8-1 network's whole-epoch training: ~15% less
- * time per step than calling a generic loop with run-time strides.  The test
- * N·K ≥ SN_SMALL is decided by the compiler, so a layer that can never take the
- * plain loops (M ≥ 1) does not compile them: compile time then stays flat in
- * width (16 layers of 64: gcc 1.4 → s of CPU time). */
+ * time per step than calling a generic loop with run-time strides.  The tests
+ * M·N ≥ SN_SMALL and N·K ≥ SN_SMALL are decided by the compiler where both sizes are
+ * constants, so a product that can never take the plain loops (its third size ≥ 1;
+ * 0 adds nothing, which sn_gemm does too) does not compile them: compile time then
+ * stays flat in width (16 layers of 64: gcc 1.4 → 0.9 s of CPU time).  Written out
+ * once per product: M·N·K alone, with K the batch, left the loops of every weight
+ * gradient in the module. */
 #if defined(__GNUC__)
 #define SN_INLINE static inline __attribute__((always_inline))
 #else
@@ -308,7 +311,7 @@ static void sn_gemm(int M, int N, int K, const real *restrict A, ptrdiff_t sam, 
 SN_INLINE void sn_mm_nt(int M, int N, int K, const real *restrict A,
                         const real *restrict B, real *restrict C, int accumulate)
 {
-    if ((double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
+    if ((double)M * N >= SN_SMALL || (double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
         sn_gemm(M, N, K, A, K, 1, B, 1, K, C, accumulate);
         return;
     }
@@ -325,7 +328,7 @@ SN_INLINE void sn_mm_nt(int M, int N, int K, const real *restrict A,
 SN_INLINE void sn_mm_nn(int M, int N, int K, const real *restrict A,
                         const real *restrict B, real *restrict C, int accumulate)
 {
-    if ((double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
+    if ((double)M * N >= SN_SMALL || (double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
         sn_gemm(M, N, K, A, K, 1, B, N, 1, C, accumulate);
         return;
     }
@@ -345,7 +348,7 @@ SN_INLINE void sn_mm_nn(int M, int N, int K, const real *restrict A,
 SN_INLINE void sn_mm_tn(int M, int N, int K, const real *restrict A,
                         const real *restrict B, real *restrict C, int accumulate)
 {
-    if ((double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
+    if ((double)M * N >= SN_SMALL || (double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
         sn_gemm(M, N, K, A, 1, M, B, N, 1, C, accumulate);
         return;
     }
@@ -967,7 +970,7 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_9efe8d2369_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_349d7562c6_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 7754, sizeof(real) * (size_t)batch * 10);
@@ -1009,7 +1012,7 @@ static double sn_loss(const real *params, real *work, const real *I, const real 
     return loss / batch;
 }
 
-real symnet_9efe8d2369_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_349d7562c6_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -1112,7 +1115,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_9efe8d2369_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_349d7562c6_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -1149,7 +1152,7 @@ static double sn_loss_labels(const real *params, real *work, const real *I, cons
     return loss / batch;
 }
 
-real symnet_9efe8d2369_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_349d7562c6_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss_labels(params, work, X, T, batch);
 }
@@ -1248,7 +1251,7 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
     return loss / batch;
 }
 
-real symnet_9efe8d2369_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_349d7562c6_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad_labels(params, grads, work, X, T, batch);
 }
@@ -1275,7 +1278,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_9efe8d2369_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_349d7562c6_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 15912;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
@@ -1289,7 +1292,7 @@ real symnet_9efe8d2369_step(real *params, const real *X, const real *T, int batc
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_9efe8d2369_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_349d7562c6_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 15912;
     const double loss = sn_loss_grad_labels(params, grads, work, X, T, batch);
@@ -1360,7 +1363,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_9efe8d2369_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_349d7562c6_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -1386,7 +1389,7 @@ void symnet_9efe8d2369_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_9efe8d2369_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_349d7562c6_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
@@ -1467,7 +1470,7 @@ long long symnet_9efe8d2369_train(real *params, const real *X, const real *T, co
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step).
  * The same with integer class labels: T[n] is the class of example n. */
-long long symnet_9efe8d2369_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_349d7562c6_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
