@@ -26,66 +26,66 @@
  *   loss: softmax_cross_entropy, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_7F7F604B22_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_7F7F604B22_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_8908009ECC_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_8908009ECC_N_PARAMS numbers, in the order of model.params, each row-major:
  *   A1           offset         0  shape (64, 64)
  *   B1           offset      4096  shape (64, 64)
  *   W2           offset      8192  shape (10, 64)
  *   b2           offset      8832  shape (10,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_7F7F604B22_WORK_SIZE(batch) numbers; SYMNET_7F7F604B22_TRAIN_WORK_SIZE(batch_size) for
- * symnet_7f7f604b22_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_8908009ECC_WORK_SIZE(batch) numbers; SYMNET_8908009ECC_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_8908009ecc_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 8842 + X B*64 + T or O B*10 + work (B*424 + 8842)
  *   numbers of 4 bytes; e.g. B = 32: 134,480 bytes (training; forward only: 71,976).
  */
-#ifndef SYMNET_7F7F604B22_H
-#define SYMNET_7F7F604B22_H
+#ifndef SYMNET_8908009ECC_H
+#define SYMNET_8908009ECC_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_7F7F604B22_REAL float  /* the number type of every array (float32) */
-#define SYMNET_7F7F604B22_N_INPUTS 64  /* features per example */
-#define SYMNET_7F7F604B22_N_OUTPUTS 10
-#define SYMNET_7F7F604B22_N_PARAMS 8842  /* numbers in the flat parameter array */
-#define SYMNET_7F7F604B22_WORK_PER_EXAMPLE 424
-#define SYMNET_7F7F604B22_WORK_SIZE(batch) ((batch) * 424 + 8842)  /* numbers of scratch per call */
-#define SYMNET_7F7F604B22_TRAIN_WORK_SIZE(batch_size) (SYMNET_7F7F604B22_WORK_SIZE(batch_size) + (batch_size) * 74)
-#define SYMNET_7F7F604B22_SGD 0       /* optimizer codes of symnet_7f7f604b22_update and symnet_7f7f604b22_train */
-#define SYMNET_7F7F604B22_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_7F7F604B22_N_PARAMS numbers */
-#define SYMNET_7F7F604B22_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_7F7F604B22_N_PARAMS numbers each */
+#define SYMNET_8908009ECC_REAL float  /* the number type of every array (float32) */
+#define SYMNET_8908009ECC_N_INPUTS 64  /* features per example */
+#define SYMNET_8908009ECC_N_OUTPUTS 10
+#define SYMNET_8908009ECC_N_PARAMS 8842  /* numbers in the flat parameter array */
+#define SYMNET_8908009ECC_WORK_PER_EXAMPLE 424
+#define SYMNET_8908009ECC_WORK_SIZE(batch) ((batch) * 424 + 8842)  /* numbers of scratch per call */
+#define SYMNET_8908009ECC_TRAIN_WORK_SIZE(batch_size) (SYMNET_8908009ECC_WORK_SIZE(batch_size) + (batch_size) * 74)
+#define SYMNET_8908009ECC_SGD 0       /* optimizer codes of symnet_8908009ecc_update and symnet_8908009ecc_train */
+#define SYMNET_8908009ECC_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_8908009ECC_N_PARAMS numbers */
+#define SYMNET_8908009ECC_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_8908009ECC_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_7F7F604B22_N_OUTPUTS) = the network's output for X (batch × SYMNET_7F7F604B22_N_INPUTS). */
-void symnet_7f7f604b22_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_8908009ECC_N_OUTPUTS) = the network's output for X (batch × SYMNET_8908009ECC_N_INPUTS). */
+void symnet_8908009ecc_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_7f7f604b22_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_8908009ecc_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_7F7F604B22_N_PARAMS numbers) by back propagation. */
-float symnet_7f7f604b22_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_8908009ECC_N_PARAMS numbers) by back propagation. */
+float symnet_8908009ecc_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_7f7f604b22_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_8908009ecc_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss; T[b] is the class label of example b. */
-float symnet_7f7f604b22_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_8908009ecc_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_7F7F604B22_N_PARAMS numbers) by back propagation. */
-float symnet_7f7f604b22_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_8908009ECC_N_PARAMS numbers) by back propagation. */
+float symnet_8908009ecc_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_7f7f604b22_step_labels(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_8908009ecc_step_labels(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_7F7F604B22_SGD, SYMNET_7F7F604B22_MOMENTUM or SYMNET_7F7F604B22_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_8908009ECC_SGD, SYMNET_8908009ECC_MOMENTUM or SYMNET_8908009ECC_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_7f7f604b22_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_8908009ecc_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -93,10 +93,10 @@ void symnet_7f7f604b22_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_7F7F604B22_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_8908009ECC_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_7F7F604B22_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_7f7f604b22_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_8908009ECC_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_8908009ecc_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -106,10 +106,10 @@ long long symnet_7f7f604b22_train(float *params, const float *X, const float *T,
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_7F7F604B22_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_8908009ECC_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_7F7F604B22_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_7f7f604b22_train_labels(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_8908009ECC_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_8908009ecc_train_labels(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -118,7 +118,7 @@ long long symnet_7f7f604b22_train_labels(float *params, const float *X, const fl
 }
 #endif
 
-#endif /* SYMNET_7F7F604B22_H */
+#endif /* SYMNET_8908009ECC_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -318,10 +318,13 @@ static void sn_gemm(int M, int N, int K, const real *restrict A, ptrdiff_t sam, 
  * constants: small products then run as loops the compiler unrolls and
  * vectorises, in the order that reads memory contiguously; the rest go to
  * sn_gemm.  Measured on the 2-8-8-1 network's whole-epoch training: ~15% less
- * time per step than calling a generic loop with run-time strides.  The test
- * N·K ≥ SN_SMALL is decided by the compiler, so a layer that can never take the
- * plain loops (M ≥ 1) does not compile them: compile time then stays flat in
- * width (16 layers of 64: gcc 1.4 → s of CPU time). */
+ * time per step than calling a generic loop with run-time strides.  The tests
+ * M·N ≥ SN_SMALL and N·K ≥ SN_SMALL are decided by the compiler where both sizes are
+ * constants, so a product that can never take the plain loops (its third size ≥ 1;
+ * 0 adds nothing, which sn_gemm does too) does not compile them: compile time then
+ * stays flat in width (16 layers of 64: gcc 1.4 → 0.9 s of CPU time).  Written out
+ * once per product: M·N·K alone, with K the batch, left the loops of every weight
+ * gradient in the module. */
 #if defined(__GNUC__)
 #define SN_INLINE static inline __attribute__((always_inline))
 #else
@@ -332,7 +335,7 @@ static void sn_gemm(int M, int N, int K, const real *restrict A, ptrdiff_t sam, 
 SN_INLINE void sn_mm_nt(int M, int N, int K, const real *restrict A,
                         const real *restrict B, real *restrict C, int accumulate)
 {
-    if ((double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
+    if ((double)M * N >= SN_SMALL || (double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
         sn_gemm(M, N, K, A, K, 1, B, 1, K, C, accumulate);
         return;
     }
@@ -349,7 +352,7 @@ SN_INLINE void sn_mm_nt(int M, int N, int K, const real *restrict A,
 SN_INLINE void sn_mm_nn(int M, int N, int K, const real *restrict A,
                         const real *restrict B, real *restrict C, int accumulate)
 {
-    if ((double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
+    if ((double)M * N >= SN_SMALL || (double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
         sn_gemm(M, N, K, A, K, 1, B, N, 1, C, accumulate);
         return;
     }
@@ -369,7 +372,7 @@ SN_INLINE void sn_mm_nn(int M, int N, int K, const real *restrict A,
 SN_INLINE void sn_mm_tn(int M, int N, int K, const real *restrict A,
                         const real *restrict B, real *restrict C, int accumulate)
 {
-    if ((double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
+    if ((double)M * N >= SN_SMALL || (double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
         sn_gemm(M, N, K, A, 1, M, B, N, 1, C, accumulate);
         return;
     }
@@ -395,7 +398,7 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 
     real *r1_G = work + (size_t)batch * 0;  /* Σ of G: (batch, 64) */
     real *r2_G = work + (size_t)batch * 64;  /* Σ of G: (batch, 64) */
-    real *G = work + (size_t)batch * 128;  /* layer G: (batch, 64) */
+    real *sn_u_G = work + (size_t)batch * 128;  /* layer G: (batch, 64) */
     real *z_O = work + (size_t)batch * 192;  /* Σ of O: (batch, 10) */
     real *sn_u_O = work + (size_t)batch * 202;  /* layer O: (batch, 10) */
 
@@ -409,10 +412,10 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 #pragma omp simd
 #endif
         for (int i = 0; i < 64; i++) {
-            G[b * 64 + i] = sn_sigmoid(r1_G[b * 64 + i])*sn_tanhf(r2_G[b * 64 + i]);
+            sn_u_G[b * 64 + i] = sn_sigmoid(r1_G[b * 64 + i])*sn_tanhf(r2_G[b * 64 + i]);
         }
     /* z_O[b,i] = Σ_j W2[i,j]·G[b,j] */
-    sn_mm_nt(batch, 10, 64, G, W2, z_O, 0);
+    sn_mm_nt(batch, 10, 64, sn_u_G, W2, z_O, 0);
     /* O[b,i] = b2[i] + z_O[b,i] */
     for (int b = 0; b < batch; b++)
 #ifdef SN_SIMD
@@ -425,7 +428,7 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_7f7f604b22_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_8908009ecc_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 202, sizeof(real) * (size_t)batch * 10);
@@ -467,7 +470,7 @@ static double sn_loss(const real *params, real *work, const real *I, const real 
     return loss / batch;
 }
 
-real symnet_7f7f604b22_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_8908009ecc_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -484,7 +487,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
 
     real *r1_G = work + (size_t)batch * 0;  /* Σ of G: (batch, 64) */
     real *r2_G = work + (size_t)batch * 64;  /* Σ of G: (batch, 64) */
-    real *G = work + (size_t)batch * 128;  /* layer G: (batch, 64) */
+    real *sn_u_G = work + (size_t)batch * 128;  /* layer G: (batch, 64) */
     real *sn_u_O = work + (size_t)batch * 202;  /* layer O: (batch, 10) */
     real *dL_dG = work + (size_t)batch * 212;  /* ∂L/∂G: (batch, 64) */
     real *delta_r1_G = work + (size_t)batch * 276;  /* ∂L/∂r1_G: (batch, 64) */
@@ -534,7 +537,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
             g_b2[i] += dL_dO[b * 10 + i];
         }
     /* g_W2[i,j] = Σ_b delta_O[b,i]·G[b,j] */
-    sn_mm_tn(10, 64, batch, delta_O, G, g_W2, 0);
+    sn_mm_tn(10, 64, batch, delta_O, sn_u_G, g_W2, 0);
     /* dL_dG[b,j] = Σ_i delta_O[b,i]·W2[i,j] */
     sn_mm_nn(batch, 64, 10, delta_O, W2, dL_dG, 0);
     /* delta_r1_G[b,i] = dL_dG[b,i]·(1 - σ(r1_G[b,i]))·σ(r1_G[b,i])·tanh(r2_G[b,i]); delta_r2_G[b,i] = dL_dG[b,i]·(1 - tanh(r2_G[b,i])²)·σ(r1_G[b,i]) */
@@ -557,7 +560,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_7f7f604b22_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_8908009ecc_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -594,7 +597,7 @@ static double sn_loss_labels(const real *params, real *work, const real *I, cons
     return loss / batch;
 }
 
-real symnet_7f7f604b22_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_8908009ecc_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss_labels(params, work, X, T, batch);
 }
@@ -611,7 +614,7 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
 
     real *r1_G = work + (size_t)batch * 0;  /* Σ of G: (batch, 64) */
     real *r2_G = work + (size_t)batch * 64;  /* Σ of G: (batch, 64) */
-    real *G = work + (size_t)batch * 128;  /* layer G: (batch, 64) */
+    real *sn_u_G = work + (size_t)batch * 128;  /* layer G: (batch, 64) */
     real *sn_u_O = work + (size_t)batch * 202;  /* layer O: (batch, 10) */
     real *dL_dG = work + (size_t)batch * 212;  /* ∂L/∂G: (batch, 64) */
     real *delta_r1_G = work + (size_t)batch * 276;  /* ∂L/∂r1_G: (batch, 64) */
@@ -657,7 +660,7 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
             g_b2[i] += dL_dO[b * 10 + i];
         }
     /* g_W2[i,j] = Σ_b delta_O[b,i]·G[b,j] */
-    sn_mm_tn(10, 64, batch, delta_O, G, g_W2, 0);
+    sn_mm_tn(10, 64, batch, delta_O, sn_u_G, g_W2, 0);
     /* dL_dG[b,j] = Σ_i delta_O[b,i]·W2[i,j] */
     sn_mm_nn(batch, 64, 10, delta_O, W2, dL_dG, 0);
     /* delta_r1_G[b,i] = dL_dG[b,i]·(1 - σ(r1_G[b,i]))·σ(r1_G[b,i])·tanh(r2_G[b,i]); delta_r2_G[b,i] = dL_dG[b,i]·(1 - tanh(r2_G[b,i])²)·σ(r1_G[b,i]) */
@@ -680,7 +683,7 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
     return loss / batch;
 }
 
-real symnet_7f7f604b22_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_8908009ecc_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad_labels(params, grads, work, X, T, batch);
 }
@@ -707,7 +710,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_7f7f604b22_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_8908009ecc_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 424;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
@@ -721,7 +724,7 @@ real symnet_7f7f604b22_step(real *params, const real *X, const real *T, int batc
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_7f7f604b22_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_8908009ecc_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 424;
     const double loss = sn_loss_grad_labels(params, grads, work, X, T, batch);
@@ -792,7 +795,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_7f7f604b22_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_8908009ecc_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -818,7 +821,7 @@ void symnet_7f7f604b22_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_7f7f604b22_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_8908009ecc_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
@@ -899,7 +902,7 @@ long long symnet_7f7f604b22_train(real *params, const real *X, const real *T, co
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step).
  * The same with integer class labels: T[n] is the class of example n. */
-long long symnet_7f7f604b22_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_8908009ecc_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

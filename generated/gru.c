@@ -104,8 +104,8 @@
  *   loss: softmax_cross_entropy, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_450A12FFCD_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_450A12FFCD_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_519B8F3FE8_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_519B8F3FE8_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (72, 4)
  *   b1           offset       288  shape (72,)
  *   c1           offset       360  shape (72,)
@@ -113,59 +113,59 @@
  *   W22          offset      2160  shape (4, 24)
  *   b22          offset      2256  shape (4,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_450A12FFCD_WORK_SIZE(batch) numbers; SYMNET_450A12FFCD_TRAIN_WORK_SIZE(batch_size) for
- * symnet_450a12ffcd_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_519B8F3FE8_WORK_SIZE(batch) numbers; SYMNET_519B8F3FE8_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_519b8f3fe8_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 2260 + X B*80 + T or O B*4 + work (B*12352 + 2260)
  *   numbers of 4 bytes; e.g. B = 32: 1,609,888 bytes (training; forward only: 801,104).
  */
-#ifndef SYMNET_450A12FFCD_H
-#define SYMNET_450A12FFCD_H
+#ifndef SYMNET_519B8F3FE8_H
+#define SYMNET_519B8F3FE8_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_450A12FFCD_REAL float  /* the number type of every array (float32) */
-#define SYMNET_450A12FFCD_N_INPUTS 80  /* features per example */
-#define SYMNET_450A12FFCD_N_OUTPUTS 4
-#define SYMNET_450A12FFCD_N_PARAMS 2260  /* numbers in the flat parameter array */
-#define SYMNET_450A12FFCD_WORK_PER_EXAMPLE 12352
-#define SYMNET_450A12FFCD_WORK_SIZE(batch) ((batch) * 12352 + 2260)  /* numbers of scratch per call */
-#define SYMNET_450A12FFCD_TRAIN_WORK_SIZE(batch_size) (SYMNET_450A12FFCD_WORK_SIZE(batch_size) + (batch_size) * 84)
-#define SYMNET_450A12FFCD_SGD 0       /* optimizer codes of symnet_450a12ffcd_update and symnet_450a12ffcd_train */
-#define SYMNET_450A12FFCD_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_450A12FFCD_N_PARAMS numbers */
-#define SYMNET_450A12FFCD_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_450A12FFCD_N_PARAMS numbers each */
+#define SYMNET_519B8F3FE8_REAL float  /* the number type of every array (float32) */
+#define SYMNET_519B8F3FE8_N_INPUTS 80  /* features per example */
+#define SYMNET_519B8F3FE8_N_OUTPUTS 4
+#define SYMNET_519B8F3FE8_N_PARAMS 2260  /* numbers in the flat parameter array */
+#define SYMNET_519B8F3FE8_WORK_PER_EXAMPLE 12352
+#define SYMNET_519B8F3FE8_WORK_SIZE(batch) ((batch) * 12352 + 2260)  /* numbers of scratch per call */
+#define SYMNET_519B8F3FE8_TRAIN_WORK_SIZE(batch_size) (SYMNET_519B8F3FE8_WORK_SIZE(batch_size) + (batch_size) * 84)
+#define SYMNET_519B8F3FE8_SGD 0       /* optimizer codes of symnet_519b8f3fe8_update and symnet_519b8f3fe8_train */
+#define SYMNET_519B8F3FE8_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_519B8F3FE8_N_PARAMS numbers */
+#define SYMNET_519B8F3FE8_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_519B8F3FE8_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_450A12FFCD_N_OUTPUTS) = the network's output for X (batch × SYMNET_450A12FFCD_N_INPUTS). */
-void symnet_450a12ffcd_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_519B8F3FE8_N_OUTPUTS) = the network's output for X (batch × SYMNET_519B8F3FE8_N_INPUTS). */
+void symnet_519b8f3fe8_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_450a12ffcd_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_519b8f3fe8_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_450A12FFCD_N_PARAMS numbers) by back propagation. */
-float symnet_450a12ffcd_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_519B8F3FE8_N_PARAMS numbers) by back propagation. */
+float symnet_519b8f3fe8_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_450a12ffcd_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_519b8f3fe8_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss; T[b] is the class label of example b. */
-float symnet_450a12ffcd_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_519b8f3fe8_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_450A12FFCD_N_PARAMS numbers) by back propagation. */
-float symnet_450a12ffcd_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_519B8F3FE8_N_PARAMS numbers) by back propagation. */
+float symnet_519b8f3fe8_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_450a12ffcd_step_labels(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_519b8f3fe8_step_labels(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_450A12FFCD_SGD, SYMNET_450A12FFCD_MOMENTUM or SYMNET_450A12FFCD_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_519B8F3FE8_SGD, SYMNET_519B8F3FE8_MOMENTUM or SYMNET_519B8F3FE8_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_450a12ffcd_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_519b8f3fe8_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -173,10 +173,10 @@ void symnet_450a12ffcd_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_450A12FFCD_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_519B8F3FE8_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_450A12FFCD_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_450a12ffcd_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_519B8F3FE8_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_519b8f3fe8_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -186,10 +186,10 @@ long long symnet_450a12ffcd_train(float *params, const float *X, const float *T,
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_450A12FFCD_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_519B8F3FE8_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_450A12FFCD_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_450a12ffcd_train_labels(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_519B8F3FE8_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_519b8f3fe8_train_labels(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -198,7 +198,7 @@ long long symnet_450a12ffcd_train_labels(float *params, const float *X, const fl
 }
 #endif
 
-#endif /* SYMNET_450A12FFCD_H */
+#endif /* SYMNET_519B8F3FE8_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -398,10 +398,13 @@ static void sn_gemm(int M, int N, int K, const real *restrict A, ptrdiff_t sam, 
  * constants: small products then run as loops the compiler unrolls and
  * vectorises, in the order that reads memory contiguously; the rest go to
  * sn_gemm.  Measured on the 2-8-8-1 network's whole-epoch training: ~15% less
- * time per step than calling a generic loop with run-time strides.  The test
- * N·K ≥ SN_SMALL is decided by the compiler, so a layer that can never take the
- * plain loops (M ≥ 1) does not compile them: compile time then stays flat in
- * width (16 layers of 64: gcc 1.4 → s of CPU time). */
+ * time per step than calling a generic loop with run-time strides.  The tests
+ * M·N ≥ SN_SMALL and N·K ≥ SN_SMALL are decided by the compiler where both sizes are
+ * constants, so a product that can never take the plain loops (its third size ≥ 1;
+ * 0 adds nothing, which sn_gemm does too) does not compile them: compile time then
+ * stays flat in width (16 layers of 64: gcc 1.4 → 0.9 s of CPU time).  Written out
+ * once per product: M·N·K alone, with K the batch, left the loops of every weight
+ * gradient in the module. */
 #if defined(__GNUC__)
 #define SN_INLINE static inline __attribute__((always_inline))
 #else
@@ -412,7 +415,7 @@ static void sn_gemm(int M, int N, int K, const real *restrict A, ptrdiff_t sam, 
 SN_INLINE void sn_mm_nt(int M, int N, int K, const real *restrict A,
                         const real *restrict B, real *restrict C, int accumulate)
 {
-    if ((double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
+    if ((double)M * N >= SN_SMALL || (double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
         sn_gemm(M, N, K, A, K, 1, B, 1, K, C, accumulate);
         return;
     }
@@ -429,7 +432,7 @@ SN_INLINE void sn_mm_nt(int M, int N, int K, const real *restrict A,
 SN_INLINE void sn_mm_nn(int M, int N, int K, const real *restrict A,
                         const real *restrict B, real *restrict C, int accumulate)
 {
-    if ((double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
+    if ((double)M * N >= SN_SMALL || (double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
         sn_gemm(M, N, K, A, K, 1, B, N, 1, C, accumulate);
         return;
     }
@@ -449,7 +452,7 @@ SN_INLINE void sn_mm_nn(int M, int N, int K, const real *restrict A,
 SN_INLINE void sn_mm_tn(int M, int N, int K, const real *restrict A,
                         const real *restrict B, real *restrict C, int accumulate)
 {
-    if ((double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
+    if ((double)M * N >= SN_SMALL || (double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
         sn_gemm(M, N, K, A, 1, M, B, N, 1, C, accumulate);
         return;
     }
@@ -1087,7 +1090,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_450a12ffcd_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_519b8f3fe8_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 6100, sizeof(real) * (size_t)batch * 4);
@@ -1129,7 +1132,7 @@ static double sn_loss(const real *params, real *work, const real *S, const real 
     return loss / batch;
 }
 
-real symnet_450a12ffcd_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_519b8f3fe8_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -2053,7 +2056,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_450a12ffcd_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_519b8f3fe8_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -2090,7 +2093,7 @@ static double sn_loss_labels(const real *params, real *work, const real *S, cons
     return loss / batch;
 }
 
-real symnet_450a12ffcd_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_519b8f3fe8_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss_labels(params, work, X, T, batch);
 }
@@ -3010,7 +3013,7 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
     return loss / batch;
 }
 
-real symnet_450a12ffcd_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_519b8f3fe8_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad_labels(params, grads, work, X, T, batch);
 }
@@ -3037,7 +3040,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_450a12ffcd_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_519b8f3fe8_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 12352;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
@@ -3051,7 +3054,7 @@ real symnet_450a12ffcd_step(real *params, const real *X, const real *T, int batc
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_450a12ffcd_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_519b8f3fe8_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 12352;
     const double loss = sn_loss_grad_labels(params, grads, work, X, T, batch);
@@ -3122,7 +3125,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_450a12ffcd_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_519b8f3fe8_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -3148,7 +3151,7 @@ void symnet_450a12ffcd_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_450a12ffcd_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_519b8f3fe8_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
@@ -3229,7 +3232,7 @@ long long symnet_450a12ffcd_train(real *params, const real *X, const real *T, co
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step).
  * The same with integer class labels: T[n] is the class of example n. */
-long long symnet_450a12ffcd_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_519b8f3fe8_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

@@ -26,7 +26,8 @@ from ...ir import nodes as ir
 from .build import template_dir
 from .cnames import PREFIX, c_name
 from ...scalar.cprint import DTYPES, CPrinter, c_comment, numeric  # noqa: F401  (re-exported)
-from ...plan.lower import LOSS, Buffer, Conv, Fill, Loop, MatMul, Plan, Route, Rows, SoftmaxXent, Zero
+from ...plan.lower import (DIRECT_WINDOW, LOSS, Buffer, Conv, Fill, Loop, MatMul, Plan, Route,
+                           Rows, SoftmaxXent, Zero)
 from ...derive.coupled import INV_BATCH
 
 
@@ -86,6 +87,9 @@ _TEMPLATE_CODE = _TemplateCode()
 
 class Emitter:
     """Prints one plan for one dtype."""
+
+    #: the most numbers in a direct convolution's window (the C sizes its sums by it)
+    direct_window = DIRECT_WINDOW
 
     def __init__(self, plan: Plan, dtype: str):
         if dtype not in DTYPES:
@@ -395,6 +399,8 @@ class Emitter:
         return {"args": f"{g['cin']}, {H}, {W}, {KH}, {KW}, {g['stride'][0]}, "
                         f"{g['stride'][1]}, {g['pad'][0]}, {g['pad'][1]}, "
                         f"{g['dilation'][0]}, {g['dilation'][1]}, {OH}, {OW}",
+                "direct": f"{g['cin']}, {H}, {W}, {KH}, {KW}, {g['stride'][0]}, "
+                          f"{g['dilation'][0]}, {g['dilation'][1]}, {g['cout']}, {OH}, {OW}",
                 "chw": g["cin"] * H * W, "kc": kc, "ohw": ohw, "cout": g["cout"], "ow": OW,
                 "col_row": kc * ohw, "out_row": g["cout"] * ohw,
                 "comment": c_comment(op.comment)}
