@@ -101,6 +101,18 @@ def test_plain_loops_equal_the_vector_tiles(model, X, monkeypatch):
     np.testing.assert_allclose(hv1, hv, rtol=1e-11, atol=1e-12 * np.abs(hv).max())
 
 
+def test_vector_tiles_build_without_avx(model, X, monkeypatch):
+    """SYMNET_PORTABLE=1 (no -march): the 32-byte vectors on SSE2, no register hint."""
+    k = pinn.term_kernels(model)
+    L, g, _, _ = k.term("pde", X, None, 1.0)
+    monkeypatch.setenv("SYMNET_PORTABLE", "1")
+    portable = pinn.TermKernels(model)
+    assert portable.lib is not k.lib
+    L1, g1, _, _ = portable.term("pde", X, None, 1.0)
+    assert L1 == pytest.approx(L, rel=1e-12)
+    np.testing.assert_allclose(g1, g, rtol=1e-11, atol=1e-12 * np.abs(g).max())
+
+
 _THREADS_SCRIPT = """
 import numpy as np, sympy, symnet as sn
 from symnet.runtime import pinn

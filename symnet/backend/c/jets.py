@@ -74,10 +74,8 @@ typedef real sn_vec __attribute__((vector_size(32), aligned(sizeof(real)), __may
 #define SN_STORE(p, v) (*(sn_vec *)(p) = (v))
 /* v stays in a register: gcc otherwise reads it from memory again in each multiply-add
  * that uses it (two loads where one does: G += y·xᵀ went from 26 to 32 G multiply-adds/s) */
-#if defined(__x86_64__) || defined(__i386__)
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__AVX__)   /* one ymm register */
 #define SN_IN_REGISTER(v) __asm__("" : "+x"(v))
-#elif defined(__aarch64__)
-#define SN_IN_REGISTER(v) __asm__("" : "+w"(v))
 #else
 #define SN_IN_REGISTER(v) (void)0
 #endif
