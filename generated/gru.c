@@ -182,8 +182,8 @@
  *   loss: softmax_cross_entropy, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_910E0FE438_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_910E0FE438_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_170BEB87B3_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_170BEB87B3_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W2           offset         0  shape (72, 4)
  *   b2           offset       288  shape (72,)
  *   c2           offset       360  shape (72,)
@@ -191,59 +191,59 @@
  *   W41          offset      2160  shape (4, 24)
  *   b41          offset      2256  shape (4,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_910E0FE438_WORK_SIZE(batch) numbers; SYMNET_910E0FE438_TRAIN_WORK_SIZE(batch_size) for
- * symnet_910e0fe438_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_170BEB87B3_WORK_SIZE(batch) numbers; SYMNET_170BEB87B3_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_170beb87b3_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 2260 + X B*80 + T or O B*4 + work (B*12368 + 2260)
  *   numbers of 4 bytes; e.g. B = 32: 1,611,936 bytes (training; forward only: 811,344).
  */
-#ifndef SYMNET_910E0FE438_H
-#define SYMNET_910E0FE438_H
+#ifndef SYMNET_170BEB87B3_H
+#define SYMNET_170BEB87B3_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_910E0FE438_REAL float  /* the number type of every array (float32) */
-#define SYMNET_910E0FE438_N_INPUTS 80  /* features per example */
-#define SYMNET_910E0FE438_N_OUTPUTS 4
-#define SYMNET_910E0FE438_N_PARAMS 2260  /* numbers in the flat parameter array */
-#define SYMNET_910E0FE438_WORK_PER_EXAMPLE 12368
-#define SYMNET_910E0FE438_WORK_SIZE(batch) ((batch) * 12368 + 2260)  /* numbers of scratch per call */
-#define SYMNET_910E0FE438_TRAIN_WORK_SIZE(batch_size) (SYMNET_910E0FE438_WORK_SIZE(batch_size) + (batch_size) * 84)
-#define SYMNET_910E0FE438_SGD 0       /* optimizer codes of symnet_910e0fe438_update and symnet_910e0fe438_train */
-#define SYMNET_910E0FE438_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_910E0FE438_N_PARAMS numbers */
-#define SYMNET_910E0FE438_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_910E0FE438_N_PARAMS numbers each */
+#define SYMNET_170BEB87B3_REAL float  /* the number type of every array (float32) */
+#define SYMNET_170BEB87B3_N_INPUTS 80  /* features per example */
+#define SYMNET_170BEB87B3_N_OUTPUTS 4
+#define SYMNET_170BEB87B3_N_PARAMS 2260  /* numbers in the flat parameter array */
+#define SYMNET_170BEB87B3_WORK_PER_EXAMPLE 12368
+#define SYMNET_170BEB87B3_WORK_SIZE(batch) ((batch) * 12368 + 2260)  /* numbers of scratch per call */
+#define SYMNET_170BEB87B3_TRAIN_WORK_SIZE(batch_size) (SYMNET_170BEB87B3_WORK_SIZE(batch_size) + (batch_size) * 84)
+#define SYMNET_170BEB87B3_SGD 0       /* optimizer codes of symnet_170beb87b3_update and symnet_170beb87b3_train */
+#define SYMNET_170BEB87B3_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_170BEB87B3_N_PARAMS numbers */
+#define SYMNET_170BEB87B3_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_170BEB87B3_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_910E0FE438_N_OUTPUTS) = the network's output for X (batch × SYMNET_910E0FE438_N_INPUTS). */
-void symnet_910e0fe438_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_170BEB87B3_N_OUTPUTS) = the network's output for X (batch × SYMNET_170BEB87B3_N_INPUTS). */
+void symnet_170beb87b3_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_910e0fe438_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_170beb87b3_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_910E0FE438_N_PARAMS numbers) by back propagation. */
-float symnet_910e0fe438_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_170BEB87B3_N_PARAMS numbers) by back propagation. */
+float symnet_170beb87b3_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_910e0fe438_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_170beb87b3_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss; T[b] is the class label of example b. */
-float symnet_910e0fe438_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_170beb87b3_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_910E0FE438_N_PARAMS numbers) by back propagation. */
-float symnet_910e0fe438_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_170BEB87B3_N_PARAMS numbers) by back propagation. */
+float symnet_170beb87b3_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_910e0fe438_step_labels(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_170beb87b3_step_labels(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_910E0FE438_SGD, SYMNET_910E0FE438_MOMENTUM or SYMNET_910E0FE438_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_170BEB87B3_SGD, SYMNET_170BEB87B3_MOMENTUM or SYMNET_170BEB87B3_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_910e0fe438_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_170beb87b3_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -251,10 +251,10 @@ void symnet_910e0fe438_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_910E0FE438_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_170BEB87B3_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_910E0FE438_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_910e0fe438_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_170BEB87B3_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_170beb87b3_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -264,10 +264,10 @@ long long symnet_910e0fe438_train(float *params, const float *X, const float *T,
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_910E0FE438_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_170BEB87B3_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_910E0FE438_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_910e0fe438_train_labels(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_170BEB87B3_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_170beb87b3_train_labels(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -276,7 +276,7 @@ long long symnet_910e0fe438_train_labels(float *params, const float *X, const fl
 }
 #endif
 
-#endif /* SYMNET_910E0FE438_H */
+#endif /* SYMNET_170BEB87B3_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -1179,7 +1179,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_910e0fe438_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_170beb87b3_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 6180, sizeof(real) * (size_t)batch * 4);
@@ -1221,7 +1221,7 @@ static double sn_loss(const real *params, real *work, const real *S, const real 
     return loss / batch;
 }
 
-real symnet_910e0fe438_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_170beb87b3_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -1465,7 +1465,6 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     sn_mm_nn(batch, 24, 4, delta_O, W41, dL_dh_20, 0);
     memset(dL_dh_20_gx, 0, sizeof(real) * (size_t)batch * 72);
     memset(dL_dh_20_gh, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_19, 0, sizeof(real) * (size_t)batch * 24);
     /* dL_dh_20_gx[b,i] += dL_dh_20[b,i]·h_20_gh[b,i + 48]·(1 - σ(h_20_gh[b,i + 24] + h_20_gx[b,i + 24]))·(1 - σ(h_20_gh[b,i] + h_20_gx[b,i]))·(1 - tanh(h_20_gh[b,i + 48]·σ(h_20_gh[b,i] + h_20_gx[b,i]) + h_20_gx[b,i + 48])²)·σ(h_20_gh[b,i] + h_20_gx[b,i]); dL_dh_20_gh[b,i] += dL_dh_20[b,i]·h_20_gh[b,i + 48]·(1 - σ(h_20_gh[b,i + 24] + h_20_gx[b,i + 24]))·(1 - σ(h_20_gh[b,i] + h_20_gx[b,i]))·(1 - tanh(h_20_gh[b,i + 48]·σ(h_20_gh[b,i] + h_20_gx[b,i]) + h_20_gx[b,i + 48])²)·σ(h_20_gh[b,i] + h_20_gx[b,i]); dL_dh_20_gx[b,i + 24] += dL_dh_20[b,i]·(h_19[b,i]·(1 - σ(h_20_gh[b,i + 24] + h_20_gx[b,i + 24]))·σ(h_20_gh[b,i + 24] + h_20_gx[b,i + 24]) - (1 - σ(h_20_gh[b,i + 24] + h_20_gx[b,i + 24]))·σ(h_20_gh[b,i + 24] + h_20_gx[b,i + 24])·tanh(h_20_gh[b,i + 48]·σ(h_20_gh[b,i] + h_20_gx[b,i]) + h_20_gx[b,i + 48])); dL_dh_20_gh[b,i + 24] += dL_dh_20[b,i]·(h_19[b,i]·(1 - σ(h_20_gh[b,i + 24] + h_20_gx[b,i + 24]))·σ(h_20_gh[b,i + 24] + h_20_gx[b,i + 24]) - (1 - σ(h_20_gh[b,i + 24] + h_20_gx[b,i + 24]))·σ(h_20_gh[b,i + 24] + h_20_gx[b,i + 24])·tanh(h_20_gh[b,i + 48]·σ(h_20_gh[b,i] + h_20_gx[b,i]) + h_20_gx[b,i + 48])); dL_dh_20_gx[b,i + 48] += dL_dh_20[b,i]·(1 - σ(h_20_gh[b,i + 24] + h_20_gx[b,i + 24]))·(1 - tanh(h_20_gh[b,i + 48]·σ(h_20_gh[b,i] + h_20_gx[b,i]) + h_20_gx[b,i + 48])²); dL_dh_20_gh[b,i + 48] += dL_dh_20[b,i]·(1 - σ(h_20_gh[b,i + 24] + h_20_gx[b,i + 24]))·(1 - tanh(h_20_gh[b,i + 48]·σ(h_20_gh[b,i] + h_20_gx[b,i]) + h_20_gx[b,i + 48])²)·σ(h_20_gh[b,i] + h_20_gx[b,i]); dL_dh_19[b,i] += dL_dh_20[b,i]·σ(h_20_gh[b,i + 24] + h_20_gx[b,i + 24]) (from h_20) */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 24; i++) {
@@ -1484,7 +1483,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
             dL_dh_20_gh[b * 72 + (i + 24)] += t8;
             dL_dh_20_gx[b * 72 + (i + 48)] += t5;
             dL_dh_20_gh[b * 72 + (i + 48)] += t0*t5;
-            dL_dh_19[b * 24 + i] += dL_dh_20[b * 24 + i]*t2;
+            dL_dh_19[b * 24 + i] = dL_dh_20[b * 24 + i]*t2;
         }
     memset(g_c2, 0, sizeof(real) * 72);
     /* delta_h_20_gh[b,i] = dL_dh_20_gh[b,i]; g_c2[i] += dL_dh_20_gh[b,i] */
@@ -1508,7 +1507,6 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     sn_mm_tn(72, 4, batch, delta_h_20_gx, x_20, g_W2, 0);
     memset(dL_dh_19_gx, 0, sizeof(real) * (size_t)batch * 72);
     memset(dL_dh_19_gh, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_18, 0, sizeof(real) * (size_t)batch * 24);
     /* dL_dh_19_gx[b,i] += dL_dh_19[b,i]·h_19_gh[b,i + 48]·(1 - σ(h_19_gh[b,i + 24] + h_19_gx[b,i + 24]))·(1 - σ(h_19_gh[b,i] + h_19_gx[b,i]))·(1 - tanh(h_19_gh[b,i + 48]·σ(h_19_gh[b,i] + h_19_gx[b,i]) + h_19_gx[b,i + 48])²)·σ(h_19_gh[b,i] + h_19_gx[b,i]); dL_dh_19_gh[b,i] += dL_dh_19[b,i]·h_19_gh[b,i + 48]·(1 - σ(h_19_gh[b,i + 24] + h_19_gx[b,i + 24]))·(1 - σ(h_19_gh[b,i] + h_19_gx[b,i]))·(1 - tanh(h_19_gh[b,i + 48]·σ(h_19_gh[b,i] + h_19_gx[b,i]) + h_19_gx[b,i + 48])²)·σ(h_19_gh[b,i] + h_19_gx[b,i]); dL_dh_19_gx[b,i + 24] += dL_dh_19[b,i]·(h_18[b,i]·(1 - σ(h_19_gh[b,i + 24] + h_19_gx[b,i + 24]))·σ(h_19_gh[b,i + 24] + h_19_gx[b,i + 24]) - (1 - σ(h_19_gh[b,i + 24] + h_19_gx[b,i + 24]))·σ(h_19_gh[b,i + 24] + h_19_gx[b,i + 24])·tanh(h_19_gh[b,i + 48]·σ(h_19_gh[b,i] + h_19_gx[b,i]) + h_19_gx[b,i + 48])); dL_dh_19_gh[b,i + 24] += dL_dh_19[b,i]·(h_18[b,i]·(1 - σ(h_19_gh[b,i + 24] + h_19_gx[b,i + 24]))·σ(h_19_gh[b,i + 24] + h_19_gx[b,i + 24]) - (1 - σ(h_19_gh[b,i + 24] + h_19_gx[b,i + 24]))·σ(h_19_gh[b,i + 24] + h_19_gx[b,i + 24])·tanh(h_19_gh[b,i + 48]·σ(h_19_gh[b,i] + h_19_gx[b,i]) + h_19_gx[b,i + 48])); dL_dh_19_gx[b,i + 48] += dL_dh_19[b,i]·(1 - σ(h_19_gh[b,i + 24] + h_19_gx[b,i + 24]))·(1 - tanh(h_19_gh[b,i + 48]·σ(h_19_gh[b,i] + h_19_gx[b,i]) + h_19_gx[b,i + 48])²); dL_dh_19_gh[b,i + 48] += dL_dh_19[b,i]·(1 - σ(h_19_gh[b,i + 24] + h_19_gx[b,i + 24]))·(1 - tanh(h_19_gh[b,i + 48]·σ(h_19_gh[b,i] + h_19_gx[b,i]) + h_19_gx[b,i + 48])²)·σ(h_19_gh[b,i] + h_19_gx[b,i]); dL_dh_18[b,i] += dL_dh_19[b,i]·σ(h_19_gh[b,i + 24] + h_19_gx[b,i + 24]) (from h_19) */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 24; i++) {
@@ -1527,7 +1525,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
             dL_dh_19_gh[b * 72 + (i + 24)] += t8;
             dL_dh_19_gx[b * 72 + (i + 48)] += t5;
             dL_dh_19_gh[b * 72 + (i + 48)] += t0*t5;
-            dL_dh_18[b * 24 + i] += dL_dh_19[b * 24 + i]*t2;
+            dL_dh_18[b * 24 + i] = dL_dh_19[b * 24 + i]*t2;
         }
     /* delta_h_19_gh[b,i] = dL_dh_19_gh[b,i]; g_c2[i] += dL_dh_19_gh[b,i] */
     for (int b = 0; b < batch; b++)
@@ -1549,7 +1547,6 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     sn_mm_tn(72, 4, batch, delta_h_19_gx, x_19, g_W2, 1);
     memset(dL_dh_18_gx, 0, sizeof(real) * (size_t)batch * 72);
     memset(dL_dh_18_gh, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_17, 0, sizeof(real) * (size_t)batch * 24);
     /* dL_dh_18_gx[b,i] += dL_dh_18[b,i]·h_18_gh[b,i + 48]·(1 - σ(h_18_gh[b,i + 24] + h_18_gx[b,i + 24]))·(1 - σ(h_18_gh[b,i] + h_18_gx[b,i]))·(1 - tanh(h_18_gh[b,i + 48]·σ(h_18_gh[b,i] + h_18_gx[b,i]) + h_18_gx[b,i + 48])²)·σ(h_18_gh[b,i] + h_18_gx[b,i]); dL_dh_18_gh[b,i] += dL_dh_18[b,i]·h_18_gh[b,i + 48]·(1 - σ(h_18_gh[b,i + 24] + h_18_gx[b,i + 24]))·(1 - σ(h_18_gh[b,i] + h_18_gx[b,i]))·(1 - tanh(h_18_gh[b,i + 48]·σ(h_18_gh[b,i] + h_18_gx[b,i]) + h_18_gx[b,i + 48])²)·σ(h_18_gh[b,i] + h_18_gx[b,i]); dL_dh_18_gx[b,i + 24] += dL_dh_18[b,i]·(h_17[b,i]·(1 - σ(h_18_gh[b,i + 24] + h_18_gx[b,i + 24]))·σ(h_18_gh[b,i + 24] + h_18_gx[b,i + 24]) - (1 - σ(h_18_gh[b,i + 24] + h_18_gx[b,i + 24]))·σ(h_18_gh[b,i + 24] + h_18_gx[b,i + 24])·tanh(h_18_gh[b,i + 48]·σ(h_18_gh[b,i] + h_18_gx[b,i]) + h_18_gx[b,i + 48])); dL_dh_18_gh[b,i + 24] += dL_dh_18[b,i]·(h_17[b,i]·(1 - σ(h_18_gh[b,i + 24] + h_18_gx[b,i + 24]))·σ(h_18_gh[b,i + 24] + h_18_gx[b,i + 24]) - (1 - σ(h_18_gh[b,i + 24] + h_18_gx[b,i + 24]))·σ(h_18_gh[b,i + 24] + h_18_gx[b,i + 24])·tanh(h_18_gh[b,i + 48]·σ(h_18_gh[b,i] + h_18_gx[b,i]) + h_18_gx[b,i + 48])); dL_dh_18_gx[b,i + 48] += dL_dh_18[b,i]·(1 - σ(h_18_gh[b,i + 24] + h_18_gx[b,i + 24]))·(1 - tanh(h_18_gh[b,i + 48]·σ(h_18_gh[b,i] + h_18_gx[b,i]) + h_18_gx[b,i + 48])²); dL_dh_18_gh[b,i + 48] += dL_dh_18[b,i]·(1 - σ(h_18_gh[b,i + 24] + h_18_gx[b,i + 24]))·(1 - tanh(h_18_gh[b,i + 48]·σ(h_18_gh[b,i] + h_18_gx[b,i]) + h_18_gx[b,i + 48])²)·σ(h_18_gh[b,i] + h_18_gx[b,i]); dL_dh_17[b,i] += dL_dh_18[b,i]·σ(h_18_gh[b,i + 24] + h_18_gx[b,i + 24]) (from h_18) */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 24; i++) {
@@ -1568,7 +1565,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
             dL_dh_18_gh[b * 72 + (i + 24)] += t8;
             dL_dh_18_gx[b * 72 + (i + 48)] += t5;
             dL_dh_18_gh[b * 72 + (i + 48)] += t0*t5;
-            dL_dh_17[b * 24 + i] += dL_dh_18[b * 24 + i]*t2;
+            dL_dh_17[b * 24 + i] = dL_dh_18[b * 24 + i]*t2;
         }
     /* delta_h_18_gh[b,i] = dL_dh_18_gh[b,i]; g_c2[i] += dL_dh_18_gh[b,i] */
     for (int b = 0; b < batch; b++)
@@ -1590,7 +1587,6 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     sn_mm_tn(72, 4, batch, delta_h_18_gx, x_18, g_W2, 1);
     memset(dL_dh_17_gx, 0, sizeof(real) * (size_t)batch * 72);
     memset(dL_dh_17_gh, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_16, 0, sizeof(real) * (size_t)batch * 24);
     /* dL_dh_17_gx[b,i] += dL_dh_17[b,i]·h_17_gh[b,i + 48]·(1 - σ(h_17_gh[b,i + 24] + h_17_gx[b,i + 24]))·(1 - σ(h_17_gh[b,i] + h_17_gx[b,i]))·(1 - tanh(h_17_gh[b,i + 48]·σ(h_17_gh[b,i] + h_17_gx[b,i]) + h_17_gx[b,i + 48])²)·σ(h_17_gh[b,i] + h_17_gx[b,i]); dL_dh_17_gh[b,i] += dL_dh_17[b,i]·h_17_gh[b,i + 48]·(1 - σ(h_17_gh[b,i + 24] + h_17_gx[b,i + 24]))·(1 - σ(h_17_gh[b,i] + h_17_gx[b,i]))·(1 - tanh(h_17_gh[b,i + 48]·σ(h_17_gh[b,i] + h_17_gx[b,i]) + h_17_gx[b,i + 48])²)·σ(h_17_gh[b,i] + h_17_gx[b,i]); dL_dh_17_gx[b,i + 24] += dL_dh_17[b,i]·(h_16[b,i]·(1 - σ(h_17_gh[b,i + 24] + h_17_gx[b,i + 24]))·σ(h_17_gh[b,i + 24] + h_17_gx[b,i + 24]) - (1 - σ(h_17_gh[b,i + 24] + h_17_gx[b,i + 24]))·σ(h_17_gh[b,i + 24] + h_17_gx[b,i + 24])·tanh(h_17_gh[b,i + 48]·σ(h_17_gh[b,i] + h_17_gx[b,i]) + h_17_gx[b,i + 48])); dL_dh_17_gh[b,i + 24] += dL_dh_17[b,i]·(h_16[b,i]·(1 - σ(h_17_gh[b,i + 24] + h_17_gx[b,i + 24]))·σ(h_17_gh[b,i + 24] + h_17_gx[b,i + 24]) - (1 - σ(h_17_gh[b,i + 24] + h_17_gx[b,i + 24]))·σ(h_17_gh[b,i + 24] + h_17_gx[b,i + 24])·tanh(h_17_gh[b,i + 48]·σ(h_17_gh[b,i] + h_17_gx[b,i]) + h_17_gx[b,i + 48])); dL_dh_17_gx[b,i + 48] += dL_dh_17[b,i]·(1 - σ(h_17_gh[b,i + 24] + h_17_gx[b,i + 24]))·(1 - tanh(h_17_gh[b,i + 48]·σ(h_17_gh[b,i] + h_17_gx[b,i]) + h_17_gx[b,i + 48])²); dL_dh_17_gh[b,i + 48] += dL_dh_17[b,i]·(1 - σ(h_17_gh[b,i + 24] + h_17_gx[b,i + 24]))·(1 - tanh(h_17_gh[b,i + 48]·σ(h_17_gh[b,i] + h_17_gx[b,i]) + h_17_gx[b,i + 48])²)·σ(h_17_gh[b,i] + h_17_gx[b,i]); dL_dh_16[b,i] += dL_dh_17[b,i]·σ(h_17_gh[b,i + 24] + h_17_gx[b,i + 24]) (from h_17) */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 24; i++) {
@@ -1609,7 +1605,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
             dL_dh_17_gh[b * 72 + (i + 24)] += t8;
             dL_dh_17_gx[b * 72 + (i + 48)] += t5;
             dL_dh_17_gh[b * 72 + (i + 48)] += t0*t5;
-            dL_dh_16[b * 24 + i] += dL_dh_17[b * 24 + i]*t2;
+            dL_dh_16[b * 24 + i] = dL_dh_17[b * 24 + i]*t2;
         }
     /* delta_h_17_gh[b,i] = dL_dh_17_gh[b,i]; g_c2[i] += dL_dh_17_gh[b,i] */
     for (int b = 0; b < batch; b++)
@@ -1631,7 +1627,6 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     sn_mm_tn(72, 4, batch, delta_h_17_gx, x_17, g_W2, 1);
     memset(dL_dh_16_gx, 0, sizeof(real) * (size_t)batch * 72);
     memset(dL_dh_16_gh, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_15, 0, sizeof(real) * (size_t)batch * 24);
     /* dL_dh_16_gx[b,i] += dL_dh_16[b,i]·h_16_gh[b,i + 48]·(1 - σ(h_16_gh[b,i + 24] + h_16_gx[b,i + 24]))·(1 - σ(h_16_gh[b,i] + h_16_gx[b,i]))·(1 - tanh(h_16_gh[b,i + 48]·σ(h_16_gh[b,i] + h_16_gx[b,i]) + h_16_gx[b,i + 48])²)·σ(h_16_gh[b,i] + h_16_gx[b,i]); dL_dh_16_gh[b,i] += dL_dh_16[b,i]·h_16_gh[b,i + 48]·(1 - σ(h_16_gh[b,i + 24] + h_16_gx[b,i + 24]))·(1 - σ(h_16_gh[b,i] + h_16_gx[b,i]))·(1 - tanh(h_16_gh[b,i + 48]·σ(h_16_gh[b,i] + h_16_gx[b,i]) + h_16_gx[b,i + 48])²)·σ(h_16_gh[b,i] + h_16_gx[b,i]); dL_dh_16_gx[b,i + 24] += dL_dh_16[b,i]·(h_15[b,i]·(1 - σ(h_16_gh[b,i + 24] + h_16_gx[b,i + 24]))·σ(h_16_gh[b,i + 24] + h_16_gx[b,i + 24]) - (1 - σ(h_16_gh[b,i + 24] + h_16_gx[b,i + 24]))·σ(h_16_gh[b,i + 24] + h_16_gx[b,i + 24])·tanh(h_16_gh[b,i + 48]·σ(h_16_gh[b,i] + h_16_gx[b,i]) + h_16_gx[b,i + 48])); dL_dh_16_gh[b,i + 24] += dL_dh_16[b,i]·(h_15[b,i]·(1 - σ(h_16_gh[b,i + 24] + h_16_gx[b,i + 24]))·σ(h_16_gh[b,i + 24] + h_16_gx[b,i + 24]) - (1 - σ(h_16_gh[b,i + 24] + h_16_gx[b,i + 24]))·σ(h_16_gh[b,i + 24] + h_16_gx[b,i + 24])·tanh(h_16_gh[b,i + 48]·σ(h_16_gh[b,i] + h_16_gx[b,i]) + h_16_gx[b,i + 48])); dL_dh_16_gx[b,i + 48] += dL_dh_16[b,i]·(1 - σ(h_16_gh[b,i + 24] + h_16_gx[b,i + 24]))·(1 - tanh(h_16_gh[b,i + 48]·σ(h_16_gh[b,i] + h_16_gx[b,i]) + h_16_gx[b,i + 48])²); dL_dh_16_gh[b,i + 48] += dL_dh_16[b,i]·(1 - σ(h_16_gh[b,i + 24] + h_16_gx[b,i + 24]))·(1 - tanh(h_16_gh[b,i + 48]·σ(h_16_gh[b,i] + h_16_gx[b,i]) + h_16_gx[b,i + 48])²)·σ(h_16_gh[b,i] + h_16_gx[b,i]); dL_dh_15[b,i] += dL_dh_16[b,i]·σ(h_16_gh[b,i + 24] + h_16_gx[b,i + 24]) (from h_16) */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 24; i++) {
@@ -1650,7 +1645,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
             dL_dh_16_gh[b * 72 + (i + 24)] += t8;
             dL_dh_16_gx[b * 72 + (i + 48)] += t5;
             dL_dh_16_gh[b * 72 + (i + 48)] += t0*t5;
-            dL_dh_15[b * 24 + i] += dL_dh_16[b * 24 + i]*t2;
+            dL_dh_15[b * 24 + i] = dL_dh_16[b * 24 + i]*t2;
         }
     /* delta_h_16_gh[b,i] = dL_dh_16_gh[b,i]; g_c2[i] += dL_dh_16_gh[b,i] */
     for (int b = 0; b < batch; b++)
@@ -1672,7 +1667,6 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     sn_mm_tn(72, 4, batch, delta_h_16_gx, x_16, g_W2, 1);
     memset(dL_dh_15_gx, 0, sizeof(real) * (size_t)batch * 72);
     memset(dL_dh_15_gh, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_14, 0, sizeof(real) * (size_t)batch * 24);
     /* dL_dh_15_gx[b,i] += dL_dh_15[b,i]·h_15_gh[b,i + 48]·(1 - σ(h_15_gh[b,i + 24] + h_15_gx[b,i + 24]))·(1 - σ(h_15_gh[b,i] + h_15_gx[b,i]))·(1 - tanh(h_15_gh[b,i + 48]·σ(h_15_gh[b,i] + h_15_gx[b,i]) + h_15_gx[b,i + 48])²)·σ(h_15_gh[b,i] + h_15_gx[b,i]); dL_dh_15_gh[b,i] += dL_dh_15[b,i]·h_15_gh[b,i + 48]·(1 - σ(h_15_gh[b,i + 24] + h_15_gx[b,i + 24]))·(1 - σ(h_15_gh[b,i] + h_15_gx[b,i]))·(1 - tanh(h_15_gh[b,i + 48]·σ(h_15_gh[b,i] + h_15_gx[b,i]) + h_15_gx[b,i + 48])²)·σ(h_15_gh[b,i] + h_15_gx[b,i]); dL_dh_15_gx[b,i + 24] += dL_dh_15[b,i]·(h_14[b,i]·(1 - σ(h_15_gh[b,i + 24] + h_15_gx[b,i + 24]))·σ(h_15_gh[b,i + 24] + h_15_gx[b,i + 24]) - (1 - σ(h_15_gh[b,i + 24] + h_15_gx[b,i + 24]))·σ(h_15_gh[b,i + 24] + h_15_gx[b,i + 24])·tanh(h_15_gh[b,i + 48]·σ(h_15_gh[b,i] + h_15_gx[b,i]) + h_15_gx[b,i + 48])); dL_dh_15_gh[b,i + 24] += dL_dh_15[b,i]·(h_14[b,i]·(1 - σ(h_15_gh[b,i + 24] + h_15_gx[b,i + 24]))·σ(h_15_gh[b,i + 24] + h_15_gx[b,i + 24]) - (1 - σ(h_15_gh[b,i + 24] + h_15_gx[b,i + 24]))·σ(h_15_gh[b,i + 24] + h_15_gx[b,i + 24])·tanh(h_15_gh[b,i + 48]·σ(h_15_gh[b,i] + h_15_gx[b,i]) + h_15_gx[b,i + 48])); dL_dh_15_gx[b,i + 48] += dL_dh_15[b,i]·(1 - σ(h_15_gh[b,i + 24] + h_15_gx[b,i + 24]))·(1 - tanh(h_15_gh[b,i + 48]·σ(h_15_gh[b,i] + h_15_gx[b,i]) + h_15_gx[b,i + 48])²); dL_dh_15_gh[b,i + 48] += dL_dh_15[b,i]·(1 - σ(h_15_gh[b,i + 24] + h_15_gx[b,i + 24]))·(1 - tanh(h_15_gh[b,i + 48]·σ(h_15_gh[b,i] + h_15_gx[b,i]) + h_15_gx[b,i + 48])²)·σ(h_15_gh[b,i] + h_15_gx[b,i]); dL_dh_14[b,i] += dL_dh_15[b,i]·σ(h_15_gh[b,i + 24] + h_15_gx[b,i + 24]) (from h_15) */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 24; i++) {
@@ -1691,7 +1685,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
             dL_dh_15_gh[b * 72 + (i + 24)] += t8;
             dL_dh_15_gx[b * 72 + (i + 48)] += t5;
             dL_dh_15_gh[b * 72 + (i + 48)] += t0*t5;
-            dL_dh_14[b * 24 + i] += dL_dh_15[b * 24 + i]*t2;
+            dL_dh_14[b * 24 + i] = dL_dh_15[b * 24 + i]*t2;
         }
     /* delta_h_15_gh[b,i] = dL_dh_15_gh[b,i]; g_c2[i] += dL_dh_15_gh[b,i] */
     for (int b = 0; b < batch; b++)
@@ -1713,7 +1707,6 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     sn_mm_tn(72, 4, batch, delta_h_15_gx, x_15, g_W2, 1);
     memset(dL_dh_14_gx, 0, sizeof(real) * (size_t)batch * 72);
     memset(dL_dh_14_gh, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_13, 0, sizeof(real) * (size_t)batch * 24);
     /* dL_dh_14_gx[b,i] += dL_dh_14[b,i]·h_14_gh[b,i + 48]·(1 - σ(h_14_gh[b,i + 24] + h_14_gx[b,i + 24]))·(1 - σ(h_14_gh[b,i] + h_14_gx[b,i]))·(1 - tanh(h_14_gh[b,i + 48]·σ(h_14_gh[b,i] + h_14_gx[b,i]) + h_14_gx[b,i + 48])²)·σ(h_14_gh[b,i] + h_14_gx[b,i]); dL_dh_14_gh[b,i] += dL_dh_14[b,i]·h_14_gh[b,i + 48]·(1 - σ(h_14_gh[b,i + 24] + h_14_gx[b,i + 24]))·(1 - σ(h_14_gh[b,i] + h_14_gx[b,i]))·(1 - tanh(h_14_gh[b,i + 48]·σ(h_14_gh[b,i] + h_14_gx[b,i]) + h_14_gx[b,i + 48])²)·σ(h_14_gh[b,i] + h_14_gx[b,i]); dL_dh_14_gx[b,i + 24] += dL_dh_14[b,i]·(h_13[b,i]·(1 - σ(h_14_gh[b,i + 24] + h_14_gx[b,i + 24]))·σ(h_14_gh[b,i + 24] + h_14_gx[b,i + 24]) - (1 - σ(h_14_gh[b,i + 24] + h_14_gx[b,i + 24]))·σ(h_14_gh[b,i + 24] + h_14_gx[b,i + 24])·tanh(h_14_gh[b,i + 48]·σ(h_14_gh[b,i] + h_14_gx[b,i]) + h_14_gx[b,i + 48])); dL_dh_14_gh[b,i + 24] += dL_dh_14[b,i]·(h_13[b,i]·(1 - σ(h_14_gh[b,i + 24] + h_14_gx[b,i + 24]))·σ(h_14_gh[b,i + 24] + h_14_gx[b,i + 24]) - (1 - σ(h_14_gh[b,i + 24] + h_14_gx[b,i + 24]))·σ(h_14_gh[b,i + 24] + h_14_gx[b,i + 24])·tanh(h_14_gh[b,i + 48]·σ(h_14_gh[b,i] + h_14_gx[b,i]) + h_14_gx[b,i + 48])); dL_dh_14_gx[b,i + 48] += dL_dh_14[b,i]·(1 - σ(h_14_gh[b,i + 24] + h_14_gx[b,i + 24]))·(1 - tanh(h_14_gh[b,i + 48]·σ(h_14_gh[b,i] + h_14_gx[b,i]) + h_14_gx[b,i + 48])²); dL_dh_14_gh[b,i + 48] += dL_dh_14[b,i]·(1 - σ(h_14_gh[b,i + 24] + h_14_gx[b,i + 24]))·(1 - tanh(h_14_gh[b,i + 48]·σ(h_14_gh[b,i] + h_14_gx[b,i]) + h_14_gx[b,i + 48])²)·σ(h_14_gh[b,i] + h_14_gx[b,i]); dL_dh_13[b,i] += dL_dh_14[b,i]·σ(h_14_gh[b,i + 24] + h_14_gx[b,i + 24]) (from h_14) */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 24; i++) {
@@ -1732,7 +1725,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
             dL_dh_14_gh[b * 72 + (i + 24)] += t8;
             dL_dh_14_gx[b * 72 + (i + 48)] += t5;
             dL_dh_14_gh[b * 72 + (i + 48)] += t0*t5;
-            dL_dh_13[b * 24 + i] += dL_dh_14[b * 24 + i]*t2;
+            dL_dh_13[b * 24 + i] = dL_dh_14[b * 24 + i]*t2;
         }
     /* delta_h_14_gh[b,i] = dL_dh_14_gh[b,i]; g_c2[i] += dL_dh_14_gh[b,i] */
     for (int b = 0; b < batch; b++)
@@ -1754,7 +1747,6 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     sn_mm_tn(72, 4, batch, delta_h_14_gx, x_14, g_W2, 1);
     memset(dL_dh_13_gx, 0, sizeof(real) * (size_t)batch * 72);
     memset(dL_dh_13_gh, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_12, 0, sizeof(real) * (size_t)batch * 24);
     /* dL_dh_13_gx[b,i] += dL_dh_13[b,i]·h_13_gh[b,i + 48]·(1 - σ(h_13_gh[b,i + 24] + h_13_gx[b,i + 24]))·(1 - σ(h_13_gh[b,i] + h_13_gx[b,i]))·(1 - tanh(h_13_gh[b,i + 48]·σ(h_13_gh[b,i] + h_13_gx[b,i]) + h_13_gx[b,i + 48])²)·σ(h_13_gh[b,i] + h_13_gx[b,i]); dL_dh_13_gh[b,i] += dL_dh_13[b,i]·h_13_gh[b,i + 48]·(1 - σ(h_13_gh[b,i + 24] + h_13_gx[b,i + 24]))·(1 - σ(h_13_gh[b,i] + h_13_gx[b,i]))·(1 - tanh(h_13_gh[b,i + 48]·σ(h_13_gh[b,i] + h_13_gx[b,i]) + h_13_gx[b,i + 48])²)·σ(h_13_gh[b,i] + h_13_gx[b,i]); dL_dh_13_gx[b,i + 24] += dL_dh_13[b,i]·(h_12[b,i]·(1 - σ(h_13_gh[b,i + 24] + h_13_gx[b,i + 24]))·σ(h_13_gh[b,i + 24] + h_13_gx[b,i + 24]) - (1 - σ(h_13_gh[b,i + 24] + h_13_gx[b,i + 24]))·σ(h_13_gh[b,i + 24] + h_13_gx[b,i + 24])·tanh(h_13_gh[b,i + 48]·σ(h_13_gh[b,i] + h_13_gx[b,i]) + h_13_gx[b,i + 48])); dL_dh_13_gh[b,i + 24] += dL_dh_13[b,i]·(h_12[b,i]·(1 - σ(h_13_gh[b,i + 24] + h_13_gx[b,i + 24]))·σ(h_13_gh[b,i + 24] + h_13_gx[b,i + 24]) - (1 - σ(h_13_gh[b,i + 24] + h_13_gx[b,i + 24]))·σ(h_13_gh[b,i + 24] + h_13_gx[b,i + 24])·tanh(h_13_gh[b,i + 48]·σ(h_13_gh[b,i] + h_13_gx[b,i]) + h_13_gx[b,i + 48])); dL_dh_13_gx[b,i + 48] += dL_dh_13[b,i]·(1 - σ(h_13_gh[b,i + 24] + h_13_gx[b,i + 24]))·(1 - tanh(h_13_gh[b,i + 48]·σ(h_13_gh[b,i] + h_13_gx[b,i]) + h_13_gx[b,i + 48])²); dL_dh_13_gh[b,i + 48] += dL_dh_13[b,i]·(1 - σ(h_13_gh[b,i + 24] + h_13_gx[b,i + 24]))·(1 - tanh(h_13_gh[b,i + 48]·σ(h_13_gh[b,i] + h_13_gx[b,i]) + h_13_gx[b,i + 48])²)·σ(h_13_gh[b,i] + h_13_gx[b,i]); dL_dh_12[b,i] += dL_dh_13[b,i]·σ(h_13_gh[b,i + 24] + h_13_gx[b,i + 24]) (from h_13) */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 24; i++) {
@@ -1773,7 +1765,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
             dL_dh_13_gh[b * 72 + (i + 24)] += t8;
             dL_dh_13_gx[b * 72 + (i + 48)] += t5;
             dL_dh_13_gh[b * 72 + (i + 48)] += t0*t5;
-            dL_dh_12[b * 24 + i] += dL_dh_13[b * 24 + i]*t2;
+            dL_dh_12[b * 24 + i] = dL_dh_13[b * 24 + i]*t2;
         }
     /* delta_h_13_gh[b,i] = dL_dh_13_gh[b,i]; g_c2[i] += dL_dh_13_gh[b,i] */
     for (int b = 0; b < batch; b++)
@@ -1795,7 +1787,6 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     sn_mm_tn(72, 4, batch, delta_h_13_gx, x_13, g_W2, 1);
     memset(dL_dh_12_gx, 0, sizeof(real) * (size_t)batch * 72);
     memset(dL_dh_12_gh, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_11, 0, sizeof(real) * (size_t)batch * 24);
     /* dL_dh_12_gx[b,i] += dL_dh_12[b,i]·h_12_gh[b,i + 48]·(1 - σ(h_12_gh[b,i + 24] + h_12_gx[b,i + 24]))·(1 - σ(h_12_gh[b,i] + h_12_gx[b,i]))·(1 - tanh(h_12_gh[b,i + 48]·σ(h_12_gh[b,i] + h_12_gx[b,i]) + h_12_gx[b,i + 48])²)·σ(h_12_gh[b,i] + h_12_gx[b,i]); dL_dh_12_gh[b,i] += dL_dh_12[b,i]·h_12_gh[b,i + 48]·(1 - σ(h_12_gh[b,i + 24] + h_12_gx[b,i + 24]))·(1 - σ(h_12_gh[b,i] + h_12_gx[b,i]))·(1 - tanh(h_12_gh[b,i + 48]·σ(h_12_gh[b,i] + h_12_gx[b,i]) + h_12_gx[b,i + 48])²)·σ(h_12_gh[b,i] + h_12_gx[b,i]); dL_dh_12_gx[b,i + 24] += dL_dh_12[b,i]·(h_11[b,i]·(1 - σ(h_12_gh[b,i + 24] + h_12_gx[b,i + 24]))·σ(h_12_gh[b,i + 24] + h_12_gx[b,i + 24]) - (1 - σ(h_12_gh[b,i + 24] + h_12_gx[b,i + 24]))·σ(h_12_gh[b,i + 24] + h_12_gx[b,i + 24])·tanh(h_12_gh[b,i + 48]·σ(h_12_gh[b,i] + h_12_gx[b,i]) + h_12_gx[b,i + 48])); dL_dh_12_gh[b,i + 24] += dL_dh_12[b,i]·(h_11[b,i]·(1 - σ(h_12_gh[b,i + 24] + h_12_gx[b,i + 24]))·σ(h_12_gh[b,i + 24] + h_12_gx[b,i + 24]) - (1 - σ(h_12_gh[b,i + 24] + h_12_gx[b,i + 24]))·σ(h_12_gh[b,i + 24] + h_12_gx[b,i + 24])·tanh(h_12_gh[b,i + 48]·σ(h_12_gh[b,i] + h_12_gx[b,i]) + h_12_gx[b,i + 48])); dL_dh_12_gx[b,i + 48] += dL_dh_12[b,i]·(1 - σ(h_12_gh[b,i + 24] + h_12_gx[b,i + 24]))·(1 - tanh(h_12_gh[b,i + 48]·σ(h_12_gh[b,i] + h_12_gx[b,i]) + h_12_gx[b,i + 48])²); dL_dh_12_gh[b,i + 48] += dL_dh_12[b,i]·(1 - σ(h_12_gh[b,i + 24] + h_12_gx[b,i + 24]))·(1 - tanh(h_12_gh[b,i + 48]·σ(h_12_gh[b,i] + h_12_gx[b,i]) + h_12_gx[b,i + 48])²)·σ(h_12_gh[b,i] + h_12_gx[b,i]); dL_dh_11[b,i] += dL_dh_12[b,i]·σ(h_12_gh[b,i + 24] + h_12_gx[b,i + 24]) (from h_12) */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 24; i++) {
@@ -1814,7 +1805,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
             dL_dh_12_gh[b * 72 + (i + 24)] += t8;
             dL_dh_12_gx[b * 72 + (i + 48)] += t5;
             dL_dh_12_gh[b * 72 + (i + 48)] += t0*t5;
-            dL_dh_11[b * 24 + i] += dL_dh_12[b * 24 + i]*t2;
+            dL_dh_11[b * 24 + i] = dL_dh_12[b * 24 + i]*t2;
         }
     /* delta_h_12_gh[b,i] = dL_dh_12_gh[b,i]; g_c2[i] += dL_dh_12_gh[b,i] */
     for (int b = 0; b < batch; b++)
@@ -1836,7 +1827,6 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     sn_mm_tn(72, 4, batch, delta_h_12_gx, x_12, g_W2, 1);
     memset(dL_dh_11_gx, 0, sizeof(real) * (size_t)batch * 72);
     memset(dL_dh_11_gh, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_10, 0, sizeof(real) * (size_t)batch * 24);
     /* dL_dh_11_gx[b,i] += dL_dh_11[b,i]·h_11_gh[b,i + 48]·(1 - σ(h_11_gh[b,i + 24] + h_11_gx[b,i + 24]))·(1 - σ(h_11_gh[b,i] + h_11_gx[b,i]))·(1 - tanh(h_11_gh[b,i + 48]·σ(h_11_gh[b,i] + h_11_gx[b,i]) + h_11_gx[b,i + 48])²)·σ(h_11_gh[b,i] + h_11_gx[b,i]); dL_dh_11_gh[b,i] += dL_dh_11[b,i]·h_11_gh[b,i + 48]·(1 - σ(h_11_gh[b,i + 24] + h_11_gx[b,i + 24]))·(1 - σ(h_11_gh[b,i] + h_11_gx[b,i]))·(1 - tanh(h_11_gh[b,i + 48]·σ(h_11_gh[b,i] + h_11_gx[b,i]) + h_11_gx[b,i + 48])²)·σ(h_11_gh[b,i] + h_11_gx[b,i]); dL_dh_11_gx[b,i + 24] += dL_dh_11[b,i]·(h_10[b,i]·(1 - σ(h_11_gh[b,i + 24] + h_11_gx[b,i + 24]))·σ(h_11_gh[b,i + 24] + h_11_gx[b,i + 24]) - (1 - σ(h_11_gh[b,i + 24] + h_11_gx[b,i + 24]))·σ(h_11_gh[b,i + 24] + h_11_gx[b,i + 24])·tanh(h_11_gh[b,i + 48]·σ(h_11_gh[b,i] + h_11_gx[b,i]) + h_11_gx[b,i + 48])); dL_dh_11_gh[b,i + 24] += dL_dh_11[b,i]·(h_10[b,i]·(1 - σ(h_11_gh[b,i + 24] + h_11_gx[b,i + 24]))·σ(h_11_gh[b,i + 24] + h_11_gx[b,i + 24]) - (1 - σ(h_11_gh[b,i + 24] + h_11_gx[b,i + 24]))·σ(h_11_gh[b,i + 24] + h_11_gx[b,i + 24])·tanh(h_11_gh[b,i + 48]·σ(h_11_gh[b,i] + h_11_gx[b,i]) + h_11_gx[b,i + 48])); dL_dh_11_gx[b,i + 48] += dL_dh_11[b,i]·(1 - σ(h_11_gh[b,i + 24] + h_11_gx[b,i + 24]))·(1 - tanh(h_11_gh[b,i + 48]·σ(h_11_gh[b,i] + h_11_gx[b,i]) + h_11_gx[b,i + 48])²); dL_dh_11_gh[b,i + 48] += dL_dh_11[b,i]·(1 - σ(h_11_gh[b,i + 24] + h_11_gx[b,i + 24]))·(1 - tanh(h_11_gh[b,i + 48]·σ(h_11_gh[b,i] + h_11_gx[b,i]) + h_11_gx[b,i + 48])²)·σ(h_11_gh[b,i] + h_11_gx[b,i]); dL_dh_10[b,i] += dL_dh_11[b,i]·σ(h_11_gh[b,i + 24] + h_11_gx[b,i + 24]) (from h_11) */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 24; i++) {
@@ -1855,7 +1845,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
             dL_dh_11_gh[b * 72 + (i + 24)] += t8;
             dL_dh_11_gx[b * 72 + (i + 48)] += t5;
             dL_dh_11_gh[b * 72 + (i + 48)] += t0*t5;
-            dL_dh_10[b * 24 + i] += dL_dh_11[b * 24 + i]*t2;
+            dL_dh_10[b * 24 + i] = dL_dh_11[b * 24 + i]*t2;
         }
     /* delta_h_11_gh[b,i] = dL_dh_11_gh[b,i]; g_c2[i] += dL_dh_11_gh[b,i] */
     for (int b = 0; b < batch; b++)
@@ -1877,7 +1867,6 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     sn_mm_tn(72, 4, batch, delta_h_11_gx, x_11, g_W2, 1);
     memset(dL_dh_10_gx, 0, sizeof(real) * (size_t)batch * 72);
     memset(dL_dh_10_gh, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_9, 0, sizeof(real) * (size_t)batch * 24);
     /* dL_dh_10_gx[b,i] += dL_dh_10[b,i]·h_10_gh[b,i + 48]·(1 - σ(h_10_gh[b,i + 24] + h_10_gx[b,i + 24]))·(1 - σ(h_10_gh[b,i] + h_10_gx[b,i]))·(1 - tanh(h_10_gh[b,i + 48]·σ(h_10_gh[b,i] + h_10_gx[b,i]) + h_10_gx[b,i + 48])²)·σ(h_10_gh[b,i] + h_10_gx[b,i]); dL_dh_10_gh[b,i] += dL_dh_10[b,i]·h_10_gh[b,i + 48]·(1 - σ(h_10_gh[b,i + 24] + h_10_gx[b,i + 24]))·(1 - σ(h_10_gh[b,i] + h_10_gx[b,i]))·(1 - tanh(h_10_gh[b,i + 48]·σ(h_10_gh[b,i] + h_10_gx[b,i]) + h_10_gx[b,i + 48])²)·σ(h_10_gh[b,i] + h_10_gx[b,i]); dL_dh_10_gx[b,i + 24] += dL_dh_10[b,i]·(h_9[b,i]·(1 - σ(h_10_gh[b,i + 24] + h_10_gx[b,i + 24]))·σ(h_10_gh[b,i + 24] + h_10_gx[b,i + 24]) - (1 - σ(h_10_gh[b,i + 24] + h_10_gx[b,i + 24]))·σ(h_10_gh[b,i + 24] + h_10_gx[b,i + 24])·tanh(h_10_gh[b,i + 48]·σ(h_10_gh[b,i] + h_10_gx[b,i]) + h_10_gx[b,i + 48])); dL_dh_10_gh[b,i + 24] += dL_dh_10[b,i]·(h_9[b,i]·(1 - σ(h_10_gh[b,i + 24] + h_10_gx[b,i + 24]))·σ(h_10_gh[b,i + 24] + h_10_gx[b,i + 24]) - (1 - σ(h_10_gh[b,i + 24] + h_10_gx[b,i + 24]))·σ(h_10_gh[b,i + 24] + h_10_gx[b,i + 24])·tanh(h_10_gh[b,i + 48]·σ(h_10_gh[b,i] + h_10_gx[b,i]) + h_10_gx[b,i + 48])); dL_dh_10_gx[b,i + 48] += dL_dh_10[b,i]·(1 - σ(h_10_gh[b,i + 24] + h_10_gx[b,i + 24]))·(1 - tanh(h_10_gh[b,i + 48]·σ(h_10_gh[b,i] + h_10_gx[b,i]) + h_10_gx[b,i + 48])²); dL_dh_10_gh[b,i + 48] += dL_dh_10[b,i]·(1 - σ(h_10_gh[b,i + 24] + h_10_gx[b,i + 24]))·(1 - tanh(h_10_gh[b,i + 48]·σ(h_10_gh[b,i] + h_10_gx[b,i]) + h_10_gx[b,i + 48])²)·σ(h_10_gh[b,i] + h_10_gx[b,i]); dL_dh_9[b,i] += dL_dh_10[b,i]·σ(h_10_gh[b,i + 24] + h_10_gx[b,i + 24]) (from h_10) */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 24; i++) {
@@ -1896,7 +1885,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
             dL_dh_10_gh[b * 72 + (i + 24)] += t8;
             dL_dh_10_gx[b * 72 + (i + 48)] += t5;
             dL_dh_10_gh[b * 72 + (i + 48)] += t0*t5;
-            dL_dh_9[b * 24 + i] += dL_dh_10[b * 24 + i]*t2;
+            dL_dh_9[b * 24 + i] = dL_dh_10[b * 24 + i]*t2;
         }
     /* delta_h_10_gh[b,i] = dL_dh_10_gh[b,i]; g_c2[i] += dL_dh_10_gh[b,i] */
     for (int b = 0; b < batch; b++)
@@ -1918,7 +1907,6 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     sn_mm_tn(72, 4, batch, delta_h_10_gx, x_10, g_W2, 1);
     memset(dL_dh_9_gx, 0, sizeof(real) * (size_t)batch * 72);
     memset(dL_dh_9_gh, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_8, 0, sizeof(real) * (size_t)batch * 24);
     /* dL_dh_9_gx[b,i] += dL_dh_9[b,i]·h_9_gh[b,i + 48]·(1 - σ(h_9_gh[b,i + 24] + h_9_gx[b,i + 24]))·(1 - σ(h_9_gh[b,i] + h_9_gx[b,i]))·(1 - tanh(h_9_gh[b,i + 48]·σ(h_9_gh[b,i] + h_9_gx[b,i]) + h_9_gx[b,i + 48])²)·σ(h_9_gh[b,i] + h_9_gx[b,i]); dL_dh_9_gh[b,i] += dL_dh_9[b,i]·h_9_gh[b,i + 48]·(1 - σ(h_9_gh[b,i + 24] + h_9_gx[b,i + 24]))·(1 - σ(h_9_gh[b,i] + h_9_gx[b,i]))·(1 - tanh(h_9_gh[b,i + 48]·σ(h_9_gh[b,i] + h_9_gx[b,i]) + h_9_gx[b,i + 48])²)·σ(h_9_gh[b,i] + h_9_gx[b,i]); dL_dh_9_gx[b,i + 24] += dL_dh_9[b,i]·(h_8[b,i]·(1 - σ(h_9_gh[b,i + 24] + h_9_gx[b,i + 24]))·σ(h_9_gh[b,i + 24] + h_9_gx[b,i + 24]) - (1 - σ(h_9_gh[b,i + 24] + h_9_gx[b,i + 24]))·σ(h_9_gh[b,i + 24] + h_9_gx[b,i + 24])·tanh(h_9_gh[b,i + 48]·σ(h_9_gh[b,i] + h_9_gx[b,i]) + h_9_gx[b,i + 48])); dL_dh_9_gh[b,i + 24] += dL_dh_9[b,i]·(h_8[b,i]·(1 - σ(h_9_gh[b,i + 24] + h_9_gx[b,i + 24]))·σ(h_9_gh[b,i + 24] + h_9_gx[b,i + 24]) - (1 - σ(h_9_gh[b,i + 24] + h_9_gx[b,i + 24]))·σ(h_9_gh[b,i + 24] + h_9_gx[b,i + 24])·tanh(h_9_gh[b,i + 48]·σ(h_9_gh[b,i] + h_9_gx[b,i]) + h_9_gx[b,i + 48])); dL_dh_9_gx[b,i + 48] += dL_dh_9[b,i]·(1 - σ(h_9_gh[b,i + 24] + h_9_gx[b,i + 24]))·(1 - tanh(h_9_gh[b,i + 48]·σ(h_9_gh[b,i] + h_9_gx[b,i]) + h_9_gx[b,i + 48])²); dL_dh_9_gh[b,i + 48] += dL_dh_9[b,i]·(1 - σ(h_9_gh[b,i + 24] + h_9_gx[b,i + 24]))·(1 - tanh(h_9_gh[b,i + 48]·σ(h_9_gh[b,i] + h_9_gx[b,i]) + h_9_gx[b,i + 48])²)·σ(h_9_gh[b,i] + h_9_gx[b,i]); dL_dh_8[b,i] += dL_dh_9[b,i]·σ(h_9_gh[b,i + 24] + h_9_gx[b,i + 24]) (from h_9) */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 24; i++) {
@@ -1937,7 +1925,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
             dL_dh_9_gh[b * 72 + (i + 24)] += t8;
             dL_dh_9_gx[b * 72 + (i + 48)] += t5;
             dL_dh_9_gh[b * 72 + (i + 48)] += t0*t5;
-            dL_dh_8[b * 24 + i] += dL_dh_9[b * 24 + i]*t2;
+            dL_dh_8[b * 24 + i] = dL_dh_9[b * 24 + i]*t2;
         }
     /* delta_h_9_gh[b,i] = dL_dh_9_gh[b,i]; g_c2[i] += dL_dh_9_gh[b,i] */
     for (int b = 0; b < batch; b++)
@@ -1959,7 +1947,6 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     sn_mm_tn(72, 4, batch, delta_h_9_gx, x_9, g_W2, 1);
     memset(dL_dh_8_gx, 0, sizeof(real) * (size_t)batch * 72);
     memset(dL_dh_8_gh, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_7, 0, sizeof(real) * (size_t)batch * 24);
     /* dL_dh_8_gx[b,i] += dL_dh_8[b,i]·h_8_gh[b,i + 48]·(1 - σ(h_8_gh[b,i + 24] + h_8_gx[b,i + 24]))·(1 - σ(h_8_gh[b,i] + h_8_gx[b,i]))·(1 - tanh(h_8_gh[b,i + 48]·σ(h_8_gh[b,i] + h_8_gx[b,i]) + h_8_gx[b,i + 48])²)·σ(h_8_gh[b,i] + h_8_gx[b,i]); dL_dh_8_gh[b,i] += dL_dh_8[b,i]·h_8_gh[b,i + 48]·(1 - σ(h_8_gh[b,i + 24] + h_8_gx[b,i + 24]))·(1 - σ(h_8_gh[b,i] + h_8_gx[b,i]))·(1 - tanh(h_8_gh[b,i + 48]·σ(h_8_gh[b,i] + h_8_gx[b,i]) + h_8_gx[b,i + 48])²)·σ(h_8_gh[b,i] + h_8_gx[b,i]); dL_dh_8_gx[b,i + 24] += dL_dh_8[b,i]·(h_7[b,i]·(1 - σ(h_8_gh[b,i + 24] + h_8_gx[b,i + 24]))·σ(h_8_gh[b,i + 24] + h_8_gx[b,i + 24]) - (1 - σ(h_8_gh[b,i + 24] + h_8_gx[b,i + 24]))·σ(h_8_gh[b,i + 24] + h_8_gx[b,i + 24])·tanh(h_8_gh[b,i + 48]·σ(h_8_gh[b,i] + h_8_gx[b,i]) + h_8_gx[b,i + 48])); dL_dh_8_gh[b,i + 24] += dL_dh_8[b,i]·(h_7[b,i]·(1 - σ(h_8_gh[b,i + 24] + h_8_gx[b,i + 24]))·σ(h_8_gh[b,i + 24] + h_8_gx[b,i + 24]) - (1 - σ(h_8_gh[b,i + 24] + h_8_gx[b,i + 24]))·σ(h_8_gh[b,i + 24] + h_8_gx[b,i + 24])·tanh(h_8_gh[b,i + 48]·σ(h_8_gh[b,i] + h_8_gx[b,i]) + h_8_gx[b,i + 48])); dL_dh_8_gx[b,i + 48] += dL_dh_8[b,i]·(1 - σ(h_8_gh[b,i + 24] + h_8_gx[b,i + 24]))·(1 - tanh(h_8_gh[b,i + 48]·σ(h_8_gh[b,i] + h_8_gx[b,i]) + h_8_gx[b,i + 48])²); dL_dh_8_gh[b,i + 48] += dL_dh_8[b,i]·(1 - σ(h_8_gh[b,i + 24] + h_8_gx[b,i + 24]))·(1 - tanh(h_8_gh[b,i + 48]·σ(h_8_gh[b,i] + h_8_gx[b,i]) + h_8_gx[b,i + 48])²)·σ(h_8_gh[b,i] + h_8_gx[b,i]); dL_dh_7[b,i] += dL_dh_8[b,i]·σ(h_8_gh[b,i + 24] + h_8_gx[b,i + 24]) (from h_8) */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 24; i++) {
@@ -1978,7 +1965,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
             dL_dh_8_gh[b * 72 + (i + 24)] += t8;
             dL_dh_8_gx[b * 72 + (i + 48)] += t5;
             dL_dh_8_gh[b * 72 + (i + 48)] += t0*t5;
-            dL_dh_7[b * 24 + i] += dL_dh_8[b * 24 + i]*t2;
+            dL_dh_7[b * 24 + i] = dL_dh_8[b * 24 + i]*t2;
         }
     /* delta_h_8_gh[b,i] = dL_dh_8_gh[b,i]; g_c2[i] += dL_dh_8_gh[b,i] */
     for (int b = 0; b < batch; b++)
@@ -2000,7 +1987,6 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     sn_mm_tn(72, 4, batch, delta_h_8_gx, x_8, g_W2, 1);
     memset(dL_dh_7_gx, 0, sizeof(real) * (size_t)batch * 72);
     memset(dL_dh_7_gh, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_6, 0, sizeof(real) * (size_t)batch * 24);
     /* dL_dh_7_gx[b,i] += dL_dh_7[b,i]·h_7_gh[b,i + 48]·(1 - σ(h_7_gh[b,i + 24] + h_7_gx[b,i + 24]))·(1 - σ(h_7_gh[b,i] + h_7_gx[b,i]))·(1 - tanh(h_7_gh[b,i + 48]·σ(h_7_gh[b,i] + h_7_gx[b,i]) + h_7_gx[b,i + 48])²)·σ(h_7_gh[b,i] + h_7_gx[b,i]); dL_dh_7_gh[b,i] += dL_dh_7[b,i]·h_7_gh[b,i + 48]·(1 - σ(h_7_gh[b,i + 24] + h_7_gx[b,i + 24]))·(1 - σ(h_7_gh[b,i] + h_7_gx[b,i]))·(1 - tanh(h_7_gh[b,i + 48]·σ(h_7_gh[b,i] + h_7_gx[b,i]) + h_7_gx[b,i + 48])²)·σ(h_7_gh[b,i] + h_7_gx[b,i]); dL_dh_7_gx[b,i + 24] += dL_dh_7[b,i]·(h_6[b,i]·(1 - σ(h_7_gh[b,i + 24] + h_7_gx[b,i + 24]))·σ(h_7_gh[b,i + 24] + h_7_gx[b,i + 24]) - (1 - σ(h_7_gh[b,i + 24] + h_7_gx[b,i + 24]))·σ(h_7_gh[b,i + 24] + h_7_gx[b,i + 24])·tanh(h_7_gh[b,i + 48]·σ(h_7_gh[b,i] + h_7_gx[b,i]) + h_7_gx[b,i + 48])); dL_dh_7_gh[b,i + 24] += dL_dh_7[b,i]·(h_6[b,i]·(1 - σ(h_7_gh[b,i + 24] + h_7_gx[b,i + 24]))·σ(h_7_gh[b,i + 24] + h_7_gx[b,i + 24]) - (1 - σ(h_7_gh[b,i + 24] + h_7_gx[b,i + 24]))·σ(h_7_gh[b,i + 24] + h_7_gx[b,i + 24])·tanh(h_7_gh[b,i + 48]·σ(h_7_gh[b,i] + h_7_gx[b,i]) + h_7_gx[b,i + 48])); dL_dh_7_gx[b,i + 48] += dL_dh_7[b,i]·(1 - σ(h_7_gh[b,i + 24] + h_7_gx[b,i + 24]))·(1 - tanh(h_7_gh[b,i + 48]·σ(h_7_gh[b,i] + h_7_gx[b,i]) + h_7_gx[b,i + 48])²); dL_dh_7_gh[b,i + 48] += dL_dh_7[b,i]·(1 - σ(h_7_gh[b,i + 24] + h_7_gx[b,i + 24]))·(1 - tanh(h_7_gh[b,i + 48]·σ(h_7_gh[b,i] + h_7_gx[b,i]) + h_7_gx[b,i + 48])²)·σ(h_7_gh[b,i] + h_7_gx[b,i]); dL_dh_6[b,i] += dL_dh_7[b,i]·σ(h_7_gh[b,i + 24] + h_7_gx[b,i + 24]) (from h_7) */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 24; i++) {
@@ -2019,7 +2005,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
             dL_dh_7_gh[b * 72 + (i + 24)] += t8;
             dL_dh_7_gx[b * 72 + (i + 48)] += t5;
             dL_dh_7_gh[b * 72 + (i + 48)] += t0*t5;
-            dL_dh_6[b * 24 + i] += dL_dh_7[b * 24 + i]*t2;
+            dL_dh_6[b * 24 + i] = dL_dh_7[b * 24 + i]*t2;
         }
     /* delta_h_7_gh[b,i] = dL_dh_7_gh[b,i]; g_c2[i] += dL_dh_7_gh[b,i] */
     for (int b = 0; b < batch; b++)
@@ -2041,7 +2027,6 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     sn_mm_tn(72, 4, batch, delta_h_7_gx, x_7, g_W2, 1);
     memset(dL_dh_6_gx, 0, sizeof(real) * (size_t)batch * 72);
     memset(dL_dh_6_gh, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_5, 0, sizeof(real) * (size_t)batch * 24);
     /* dL_dh_6_gx[b,i] += dL_dh_6[b,i]·h_6_gh[b,i + 48]·(1 - σ(h_6_gh[b,i + 24] + h_6_gx[b,i + 24]))·(1 - σ(h_6_gh[b,i] + h_6_gx[b,i]))·(1 - tanh(h_6_gh[b,i + 48]·σ(h_6_gh[b,i] + h_6_gx[b,i]) + h_6_gx[b,i + 48])²)·σ(h_6_gh[b,i] + h_6_gx[b,i]); dL_dh_6_gh[b,i] += dL_dh_6[b,i]·h_6_gh[b,i + 48]·(1 - σ(h_6_gh[b,i + 24] + h_6_gx[b,i + 24]))·(1 - σ(h_6_gh[b,i] + h_6_gx[b,i]))·(1 - tanh(h_6_gh[b,i + 48]·σ(h_6_gh[b,i] + h_6_gx[b,i]) + h_6_gx[b,i + 48])²)·σ(h_6_gh[b,i] + h_6_gx[b,i]); dL_dh_6_gx[b,i + 24] += dL_dh_6[b,i]·(h_5[b,i]·(1 - σ(h_6_gh[b,i + 24] + h_6_gx[b,i + 24]))·σ(h_6_gh[b,i + 24] + h_6_gx[b,i + 24]) - (1 - σ(h_6_gh[b,i + 24] + h_6_gx[b,i + 24]))·σ(h_6_gh[b,i + 24] + h_6_gx[b,i + 24])·tanh(h_6_gh[b,i + 48]·σ(h_6_gh[b,i] + h_6_gx[b,i]) + h_6_gx[b,i + 48])); dL_dh_6_gh[b,i + 24] += dL_dh_6[b,i]·(h_5[b,i]·(1 - σ(h_6_gh[b,i + 24] + h_6_gx[b,i + 24]))·σ(h_6_gh[b,i + 24] + h_6_gx[b,i + 24]) - (1 - σ(h_6_gh[b,i + 24] + h_6_gx[b,i + 24]))·σ(h_6_gh[b,i + 24] + h_6_gx[b,i + 24])·tanh(h_6_gh[b,i + 48]·σ(h_6_gh[b,i] + h_6_gx[b,i]) + h_6_gx[b,i + 48])); dL_dh_6_gx[b,i + 48] += dL_dh_6[b,i]·(1 - σ(h_6_gh[b,i + 24] + h_6_gx[b,i + 24]))·(1 - tanh(h_6_gh[b,i + 48]·σ(h_6_gh[b,i] + h_6_gx[b,i]) + h_6_gx[b,i + 48])²); dL_dh_6_gh[b,i + 48] += dL_dh_6[b,i]·(1 - σ(h_6_gh[b,i + 24] + h_6_gx[b,i + 24]))·(1 - tanh(h_6_gh[b,i + 48]·σ(h_6_gh[b,i] + h_6_gx[b,i]) + h_6_gx[b,i + 48])²)·σ(h_6_gh[b,i] + h_6_gx[b,i]); dL_dh_5[b,i] += dL_dh_6[b,i]·σ(h_6_gh[b,i + 24] + h_6_gx[b,i + 24]) (from h_6) */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 24; i++) {
@@ -2060,7 +2045,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
             dL_dh_6_gh[b * 72 + (i + 24)] += t8;
             dL_dh_6_gx[b * 72 + (i + 48)] += t5;
             dL_dh_6_gh[b * 72 + (i + 48)] += t0*t5;
-            dL_dh_5[b * 24 + i] += dL_dh_6[b * 24 + i]*t2;
+            dL_dh_5[b * 24 + i] = dL_dh_6[b * 24 + i]*t2;
         }
     /* delta_h_6_gh[b,i] = dL_dh_6_gh[b,i]; g_c2[i] += dL_dh_6_gh[b,i] */
     for (int b = 0; b < batch; b++)
@@ -2082,7 +2067,6 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     sn_mm_tn(72, 4, batch, delta_h_6_gx, x_6, g_W2, 1);
     memset(dL_dh_5_gx, 0, sizeof(real) * (size_t)batch * 72);
     memset(dL_dh_5_gh, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_4, 0, sizeof(real) * (size_t)batch * 24);
     /* dL_dh_5_gx[b,i] += dL_dh_5[b,i]·h_5_gh[b,i + 48]·(1 - σ(h_5_gh[b,i + 24] + h_5_gx[b,i + 24]))·(1 - σ(h_5_gh[b,i] + h_5_gx[b,i]))·(1 - tanh(h_5_gh[b,i + 48]·σ(h_5_gh[b,i] + h_5_gx[b,i]) + h_5_gx[b,i + 48])²)·σ(h_5_gh[b,i] + h_5_gx[b,i]); dL_dh_5_gh[b,i] += dL_dh_5[b,i]·h_5_gh[b,i + 48]·(1 - σ(h_5_gh[b,i + 24] + h_5_gx[b,i + 24]))·(1 - σ(h_5_gh[b,i] + h_5_gx[b,i]))·(1 - tanh(h_5_gh[b,i + 48]·σ(h_5_gh[b,i] + h_5_gx[b,i]) + h_5_gx[b,i + 48])²)·σ(h_5_gh[b,i] + h_5_gx[b,i]); dL_dh_5_gx[b,i + 24] += dL_dh_5[b,i]·(h_4[b,i]·(1 - σ(h_5_gh[b,i + 24] + h_5_gx[b,i + 24]))·σ(h_5_gh[b,i + 24] + h_5_gx[b,i + 24]) - (1 - σ(h_5_gh[b,i + 24] + h_5_gx[b,i + 24]))·σ(h_5_gh[b,i + 24] + h_5_gx[b,i + 24])·tanh(h_5_gh[b,i + 48]·σ(h_5_gh[b,i] + h_5_gx[b,i]) + h_5_gx[b,i + 48])); dL_dh_5_gh[b,i + 24] += dL_dh_5[b,i]·(h_4[b,i]·(1 - σ(h_5_gh[b,i + 24] + h_5_gx[b,i + 24]))·σ(h_5_gh[b,i + 24] + h_5_gx[b,i + 24]) - (1 - σ(h_5_gh[b,i + 24] + h_5_gx[b,i + 24]))·σ(h_5_gh[b,i + 24] + h_5_gx[b,i + 24])·tanh(h_5_gh[b,i + 48]·σ(h_5_gh[b,i] + h_5_gx[b,i]) + h_5_gx[b,i + 48])); dL_dh_5_gx[b,i + 48] += dL_dh_5[b,i]·(1 - σ(h_5_gh[b,i + 24] + h_5_gx[b,i + 24]))·(1 - tanh(h_5_gh[b,i + 48]·σ(h_5_gh[b,i] + h_5_gx[b,i]) + h_5_gx[b,i + 48])²); dL_dh_5_gh[b,i + 48] += dL_dh_5[b,i]·(1 - σ(h_5_gh[b,i + 24] + h_5_gx[b,i + 24]))·(1 - tanh(h_5_gh[b,i + 48]·σ(h_5_gh[b,i] + h_5_gx[b,i]) + h_5_gx[b,i + 48])²)·σ(h_5_gh[b,i] + h_5_gx[b,i]); dL_dh_4[b,i] += dL_dh_5[b,i]·σ(h_5_gh[b,i + 24] + h_5_gx[b,i + 24]) (from h_5) */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 24; i++) {
@@ -2101,7 +2085,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
             dL_dh_5_gh[b * 72 + (i + 24)] += t8;
             dL_dh_5_gx[b * 72 + (i + 48)] += t5;
             dL_dh_5_gh[b * 72 + (i + 48)] += t0*t5;
-            dL_dh_4[b * 24 + i] += dL_dh_5[b * 24 + i]*t2;
+            dL_dh_4[b * 24 + i] = dL_dh_5[b * 24 + i]*t2;
         }
     /* delta_h_5_gh[b,i] = dL_dh_5_gh[b,i]; g_c2[i] += dL_dh_5_gh[b,i] */
     for (int b = 0; b < batch; b++)
@@ -2123,7 +2107,6 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     sn_mm_tn(72, 4, batch, delta_h_5_gx, x_5, g_W2, 1);
     memset(dL_dh_4_gx, 0, sizeof(real) * (size_t)batch * 72);
     memset(dL_dh_4_gh, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_3, 0, sizeof(real) * (size_t)batch * 24);
     /* dL_dh_4_gx[b,i] += dL_dh_4[b,i]·h_4_gh[b,i + 48]·(1 - σ(h_4_gh[b,i + 24] + h_4_gx[b,i + 24]))·(1 - σ(h_4_gh[b,i] + h_4_gx[b,i]))·(1 - tanh(h_4_gh[b,i + 48]·σ(h_4_gh[b,i] + h_4_gx[b,i]) + h_4_gx[b,i + 48])²)·σ(h_4_gh[b,i] + h_4_gx[b,i]); dL_dh_4_gh[b,i] += dL_dh_4[b,i]·h_4_gh[b,i + 48]·(1 - σ(h_4_gh[b,i + 24] + h_4_gx[b,i + 24]))·(1 - σ(h_4_gh[b,i] + h_4_gx[b,i]))·(1 - tanh(h_4_gh[b,i + 48]·σ(h_4_gh[b,i] + h_4_gx[b,i]) + h_4_gx[b,i + 48])²)·σ(h_4_gh[b,i] + h_4_gx[b,i]); dL_dh_4_gx[b,i + 24] += dL_dh_4[b,i]·(h_3[b,i]·(1 - σ(h_4_gh[b,i + 24] + h_4_gx[b,i + 24]))·σ(h_4_gh[b,i + 24] + h_4_gx[b,i + 24]) - (1 - σ(h_4_gh[b,i + 24] + h_4_gx[b,i + 24]))·σ(h_4_gh[b,i + 24] + h_4_gx[b,i + 24])·tanh(h_4_gh[b,i + 48]·σ(h_4_gh[b,i] + h_4_gx[b,i]) + h_4_gx[b,i + 48])); dL_dh_4_gh[b,i + 24] += dL_dh_4[b,i]·(h_3[b,i]·(1 - σ(h_4_gh[b,i + 24] + h_4_gx[b,i + 24]))·σ(h_4_gh[b,i + 24] + h_4_gx[b,i + 24]) - (1 - σ(h_4_gh[b,i + 24] + h_4_gx[b,i + 24]))·σ(h_4_gh[b,i + 24] + h_4_gx[b,i + 24])·tanh(h_4_gh[b,i + 48]·σ(h_4_gh[b,i] + h_4_gx[b,i]) + h_4_gx[b,i + 48])); dL_dh_4_gx[b,i + 48] += dL_dh_4[b,i]·(1 - σ(h_4_gh[b,i + 24] + h_4_gx[b,i + 24]))·(1 - tanh(h_4_gh[b,i + 48]·σ(h_4_gh[b,i] + h_4_gx[b,i]) + h_4_gx[b,i + 48])²); dL_dh_4_gh[b,i + 48] += dL_dh_4[b,i]·(1 - σ(h_4_gh[b,i + 24] + h_4_gx[b,i + 24]))·(1 - tanh(h_4_gh[b,i + 48]·σ(h_4_gh[b,i] + h_4_gx[b,i]) + h_4_gx[b,i + 48])²)·σ(h_4_gh[b,i] + h_4_gx[b,i]); dL_dh_3[b,i] += dL_dh_4[b,i]·σ(h_4_gh[b,i + 24] + h_4_gx[b,i + 24]) (from h_4) */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 24; i++) {
@@ -2142,7 +2125,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
             dL_dh_4_gh[b * 72 + (i + 24)] += t8;
             dL_dh_4_gx[b * 72 + (i + 48)] += t5;
             dL_dh_4_gh[b * 72 + (i + 48)] += t0*t5;
-            dL_dh_3[b * 24 + i] += dL_dh_4[b * 24 + i]*t2;
+            dL_dh_3[b * 24 + i] = dL_dh_4[b * 24 + i]*t2;
         }
     /* delta_h_4_gh[b,i] = dL_dh_4_gh[b,i]; g_c2[i] += dL_dh_4_gh[b,i] */
     for (int b = 0; b < batch; b++)
@@ -2164,7 +2147,6 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     sn_mm_tn(72, 4, batch, delta_h_4_gx, x_4, g_W2, 1);
     memset(dL_dh_3_gx, 0, sizeof(real) * (size_t)batch * 72);
     memset(dL_dh_3_gh, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_2, 0, sizeof(real) * (size_t)batch * 24);
     /* dL_dh_3_gx[b,i] += dL_dh_3[b,i]·h_3_gh[b,i + 48]·(1 - σ(h_3_gh[b,i + 24] + h_3_gx[b,i + 24]))·(1 - σ(h_3_gh[b,i] + h_3_gx[b,i]))·(1 - tanh(h_3_gh[b,i + 48]·σ(h_3_gh[b,i] + h_3_gx[b,i]) + h_3_gx[b,i + 48])²)·σ(h_3_gh[b,i] + h_3_gx[b,i]); dL_dh_3_gh[b,i] += dL_dh_3[b,i]·h_3_gh[b,i + 48]·(1 - σ(h_3_gh[b,i + 24] + h_3_gx[b,i + 24]))·(1 - σ(h_3_gh[b,i] + h_3_gx[b,i]))·(1 - tanh(h_3_gh[b,i + 48]·σ(h_3_gh[b,i] + h_3_gx[b,i]) + h_3_gx[b,i + 48])²)·σ(h_3_gh[b,i] + h_3_gx[b,i]); dL_dh_3_gx[b,i + 24] += dL_dh_3[b,i]·(h_2[b,i]·(1 - σ(h_3_gh[b,i + 24] + h_3_gx[b,i + 24]))·σ(h_3_gh[b,i + 24] + h_3_gx[b,i + 24]) - (1 - σ(h_3_gh[b,i + 24] + h_3_gx[b,i + 24]))·σ(h_3_gh[b,i + 24] + h_3_gx[b,i + 24])·tanh(h_3_gh[b,i + 48]·σ(h_3_gh[b,i] + h_3_gx[b,i]) + h_3_gx[b,i + 48])); dL_dh_3_gh[b,i + 24] += dL_dh_3[b,i]·(h_2[b,i]·(1 - σ(h_3_gh[b,i + 24] + h_3_gx[b,i + 24]))·σ(h_3_gh[b,i + 24] + h_3_gx[b,i + 24]) - (1 - σ(h_3_gh[b,i + 24] + h_3_gx[b,i + 24]))·σ(h_3_gh[b,i + 24] + h_3_gx[b,i + 24])·tanh(h_3_gh[b,i + 48]·σ(h_3_gh[b,i] + h_3_gx[b,i]) + h_3_gx[b,i + 48])); dL_dh_3_gx[b,i + 48] += dL_dh_3[b,i]·(1 - σ(h_3_gh[b,i + 24] + h_3_gx[b,i + 24]))·(1 - tanh(h_3_gh[b,i + 48]·σ(h_3_gh[b,i] + h_3_gx[b,i]) + h_3_gx[b,i + 48])²); dL_dh_3_gh[b,i + 48] += dL_dh_3[b,i]·(1 - σ(h_3_gh[b,i + 24] + h_3_gx[b,i + 24]))·(1 - tanh(h_3_gh[b,i + 48]·σ(h_3_gh[b,i] + h_3_gx[b,i]) + h_3_gx[b,i + 48])²)·σ(h_3_gh[b,i] + h_3_gx[b,i]); dL_dh_2[b,i] += dL_dh_3[b,i]·σ(h_3_gh[b,i + 24] + h_3_gx[b,i + 24]) (from h_3) */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 24; i++) {
@@ -2183,7 +2165,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
             dL_dh_3_gh[b * 72 + (i + 24)] += t8;
             dL_dh_3_gx[b * 72 + (i + 48)] += t5;
             dL_dh_3_gh[b * 72 + (i + 48)] += t0*t5;
-            dL_dh_2[b * 24 + i] += dL_dh_3[b * 24 + i]*t2;
+            dL_dh_2[b * 24 + i] = dL_dh_3[b * 24 + i]*t2;
         }
     /* delta_h_3_gh[b,i] = dL_dh_3_gh[b,i]; g_c2[i] += dL_dh_3_gh[b,i] */
     for (int b = 0; b < batch; b++)
@@ -2205,7 +2187,6 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     sn_mm_tn(72, 4, batch, delta_h_3_gx, x_3, g_W2, 1);
     memset(dL_dh_2_gx, 0, sizeof(real) * (size_t)batch * 72);
     memset(dL_dh_2_gh, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_1, 0, sizeof(real) * (size_t)batch * 24);
     /* dL_dh_2_gx[b,i] += dL_dh_2[b,i]·h_2_gh[b,i + 48]·(1 - σ(h_2_gh[b,i + 24] + h_2_gx[b,i + 24]))·(1 - σ(h_2_gh[b,i] + h_2_gx[b,i]))·(1 - tanh(h_2_gh[b,i + 48]·σ(h_2_gh[b,i] + h_2_gx[b,i]) + h_2_gx[b,i + 48])²)·σ(h_2_gh[b,i] + h_2_gx[b,i]); dL_dh_2_gh[b,i] += dL_dh_2[b,i]·h_2_gh[b,i + 48]·(1 - σ(h_2_gh[b,i + 24] + h_2_gx[b,i + 24]))·(1 - σ(h_2_gh[b,i] + h_2_gx[b,i]))·(1 - tanh(h_2_gh[b,i + 48]·σ(h_2_gh[b,i] + h_2_gx[b,i]) + h_2_gx[b,i + 48])²)·σ(h_2_gh[b,i] + h_2_gx[b,i]); dL_dh_2_gx[b,i + 24] += dL_dh_2[b,i]·(h_1[b,i]·(1 - σ(h_2_gh[b,i + 24] + h_2_gx[b,i + 24]))·σ(h_2_gh[b,i + 24] + h_2_gx[b,i + 24]) - (1 - σ(h_2_gh[b,i + 24] + h_2_gx[b,i + 24]))·σ(h_2_gh[b,i + 24] + h_2_gx[b,i + 24])·tanh(h_2_gh[b,i + 48]·σ(h_2_gh[b,i] + h_2_gx[b,i]) + h_2_gx[b,i + 48])); dL_dh_2_gh[b,i + 24] += dL_dh_2[b,i]·(h_1[b,i]·(1 - σ(h_2_gh[b,i + 24] + h_2_gx[b,i + 24]))·σ(h_2_gh[b,i + 24] + h_2_gx[b,i + 24]) - (1 - σ(h_2_gh[b,i + 24] + h_2_gx[b,i + 24]))·σ(h_2_gh[b,i + 24] + h_2_gx[b,i + 24])·tanh(h_2_gh[b,i + 48]·σ(h_2_gh[b,i] + h_2_gx[b,i]) + h_2_gx[b,i + 48])); dL_dh_2_gx[b,i + 48] += dL_dh_2[b,i]·(1 - σ(h_2_gh[b,i + 24] + h_2_gx[b,i + 24]))·(1 - tanh(h_2_gh[b,i + 48]·σ(h_2_gh[b,i] + h_2_gx[b,i]) + h_2_gx[b,i + 48])²); dL_dh_2_gh[b,i + 48] += dL_dh_2[b,i]·(1 - σ(h_2_gh[b,i + 24] + h_2_gx[b,i + 24]))·(1 - tanh(h_2_gh[b,i + 48]·σ(h_2_gh[b,i] + h_2_gx[b,i]) + h_2_gx[b,i + 48])²)·σ(h_2_gh[b,i] + h_2_gx[b,i]); dL_dh_1[b,i] += dL_dh_2[b,i]·σ(h_2_gh[b,i + 24] + h_2_gx[b,i + 24]) (from h_2) */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 24; i++) {
@@ -2224,7 +2205,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
             dL_dh_2_gh[b * 72 + (i + 24)] += t8;
             dL_dh_2_gx[b * 72 + (i + 48)] += t5;
             dL_dh_2_gh[b * 72 + (i + 48)] += t0*t5;
-            dL_dh_1[b * 24 + i] += dL_dh_2[b * 24 + i]*t2;
+            dL_dh_1[b * 24 + i] = dL_dh_2[b * 24 + i]*t2;
         }
     /* delta_h_2_gh[b,i] = dL_dh_2_gh[b,i]; g_c2[i] += dL_dh_2_gh[b,i] */
     for (int b = 0; b < batch; b++)
@@ -2275,7 +2256,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_910e0fe438_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_170beb87b3_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -2312,7 +2293,7 @@ static double sn_loss_labels(const real *params, real *work, const real *S, cons
     return loss / batch;
 }
 
-real symnet_910e0fe438_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_170beb87b3_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss_labels(params, work, X, T, batch);
 }
@@ -2552,7 +2533,6 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
     sn_mm_nn(batch, 24, 4, delta_O, W41, dL_dh_20, 0);
     memset(dL_dh_20_gx, 0, sizeof(real) * (size_t)batch * 72);
     memset(dL_dh_20_gh, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_19, 0, sizeof(real) * (size_t)batch * 24);
     /* dL_dh_20_gx[b,i] += dL_dh_20[b,i]·h_20_gh[b,i + 48]·(1 - σ(h_20_gh[b,i + 24] + h_20_gx[b,i + 24]))·(1 - σ(h_20_gh[b,i] + h_20_gx[b,i]))·(1 - tanh(h_20_gh[b,i + 48]·σ(h_20_gh[b,i] + h_20_gx[b,i]) + h_20_gx[b,i + 48])²)·σ(h_20_gh[b,i] + h_20_gx[b,i]); dL_dh_20_gh[b,i] += dL_dh_20[b,i]·h_20_gh[b,i + 48]·(1 - σ(h_20_gh[b,i + 24] + h_20_gx[b,i + 24]))·(1 - σ(h_20_gh[b,i] + h_20_gx[b,i]))·(1 - tanh(h_20_gh[b,i + 48]·σ(h_20_gh[b,i] + h_20_gx[b,i]) + h_20_gx[b,i + 48])²)·σ(h_20_gh[b,i] + h_20_gx[b,i]); dL_dh_20_gx[b,i + 24] += dL_dh_20[b,i]·(h_19[b,i]·(1 - σ(h_20_gh[b,i + 24] + h_20_gx[b,i + 24]))·σ(h_20_gh[b,i + 24] + h_20_gx[b,i + 24]) - (1 - σ(h_20_gh[b,i + 24] + h_20_gx[b,i + 24]))·σ(h_20_gh[b,i + 24] + h_20_gx[b,i + 24])·tanh(h_20_gh[b,i + 48]·σ(h_20_gh[b,i] + h_20_gx[b,i]) + h_20_gx[b,i + 48])); dL_dh_20_gh[b,i + 24] += dL_dh_20[b,i]·(h_19[b,i]·(1 - σ(h_20_gh[b,i + 24] + h_20_gx[b,i + 24]))·σ(h_20_gh[b,i + 24] + h_20_gx[b,i + 24]) - (1 - σ(h_20_gh[b,i + 24] + h_20_gx[b,i + 24]))·σ(h_20_gh[b,i + 24] + h_20_gx[b,i + 24])·tanh(h_20_gh[b,i + 48]·σ(h_20_gh[b,i] + h_20_gx[b,i]) + h_20_gx[b,i + 48])); dL_dh_20_gx[b,i + 48] += dL_dh_20[b,i]·(1 - σ(h_20_gh[b,i + 24] + h_20_gx[b,i + 24]))·(1 - tanh(h_20_gh[b,i + 48]·σ(h_20_gh[b,i] + h_20_gx[b,i]) + h_20_gx[b,i + 48])²); dL_dh_20_gh[b,i + 48] += dL_dh_20[b,i]·(1 - σ(h_20_gh[b,i + 24] + h_20_gx[b,i + 24]))·(1 - tanh(h_20_gh[b,i + 48]·σ(h_20_gh[b,i] + h_20_gx[b,i]) + h_20_gx[b,i + 48])²)·σ(h_20_gh[b,i] + h_20_gx[b,i]); dL_dh_19[b,i] += dL_dh_20[b,i]·σ(h_20_gh[b,i + 24] + h_20_gx[b,i + 24]) (from h_20) */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 24; i++) {
@@ -2571,7 +2551,7 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
             dL_dh_20_gh[b * 72 + (i + 24)] += t8;
             dL_dh_20_gx[b * 72 + (i + 48)] += t5;
             dL_dh_20_gh[b * 72 + (i + 48)] += t0*t5;
-            dL_dh_19[b * 24 + i] += dL_dh_20[b * 24 + i]*t2;
+            dL_dh_19[b * 24 + i] = dL_dh_20[b * 24 + i]*t2;
         }
     memset(g_c2, 0, sizeof(real) * 72);
     /* delta_h_20_gh[b,i] = dL_dh_20_gh[b,i]; g_c2[i] += dL_dh_20_gh[b,i] */
@@ -2595,7 +2575,6 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
     sn_mm_tn(72, 4, batch, delta_h_20_gx, x_20, g_W2, 0);
     memset(dL_dh_19_gx, 0, sizeof(real) * (size_t)batch * 72);
     memset(dL_dh_19_gh, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_18, 0, sizeof(real) * (size_t)batch * 24);
     /* dL_dh_19_gx[b,i] += dL_dh_19[b,i]·h_19_gh[b,i + 48]·(1 - σ(h_19_gh[b,i + 24] + h_19_gx[b,i + 24]))·(1 - σ(h_19_gh[b,i] + h_19_gx[b,i]))·(1 - tanh(h_19_gh[b,i + 48]·σ(h_19_gh[b,i] + h_19_gx[b,i]) + h_19_gx[b,i + 48])²)·σ(h_19_gh[b,i] + h_19_gx[b,i]); dL_dh_19_gh[b,i] += dL_dh_19[b,i]·h_19_gh[b,i + 48]·(1 - σ(h_19_gh[b,i + 24] + h_19_gx[b,i + 24]))·(1 - σ(h_19_gh[b,i] + h_19_gx[b,i]))·(1 - tanh(h_19_gh[b,i + 48]·σ(h_19_gh[b,i] + h_19_gx[b,i]) + h_19_gx[b,i + 48])²)·σ(h_19_gh[b,i] + h_19_gx[b,i]); dL_dh_19_gx[b,i + 24] += dL_dh_19[b,i]·(h_18[b,i]·(1 - σ(h_19_gh[b,i + 24] + h_19_gx[b,i + 24]))·σ(h_19_gh[b,i + 24] + h_19_gx[b,i + 24]) - (1 - σ(h_19_gh[b,i + 24] + h_19_gx[b,i + 24]))·σ(h_19_gh[b,i + 24] + h_19_gx[b,i + 24])·tanh(h_19_gh[b,i + 48]·σ(h_19_gh[b,i] + h_19_gx[b,i]) + h_19_gx[b,i + 48])); dL_dh_19_gh[b,i + 24] += dL_dh_19[b,i]·(h_18[b,i]·(1 - σ(h_19_gh[b,i + 24] + h_19_gx[b,i + 24]))·σ(h_19_gh[b,i + 24] + h_19_gx[b,i + 24]) - (1 - σ(h_19_gh[b,i + 24] + h_19_gx[b,i + 24]))·σ(h_19_gh[b,i + 24] + h_19_gx[b,i + 24])·tanh(h_19_gh[b,i + 48]·σ(h_19_gh[b,i] + h_19_gx[b,i]) + h_19_gx[b,i + 48])); dL_dh_19_gx[b,i + 48] += dL_dh_19[b,i]·(1 - σ(h_19_gh[b,i + 24] + h_19_gx[b,i + 24]))·(1 - tanh(h_19_gh[b,i + 48]·σ(h_19_gh[b,i] + h_19_gx[b,i]) + h_19_gx[b,i + 48])²); dL_dh_19_gh[b,i + 48] += dL_dh_19[b,i]·(1 - σ(h_19_gh[b,i + 24] + h_19_gx[b,i + 24]))·(1 - tanh(h_19_gh[b,i + 48]·σ(h_19_gh[b,i] + h_19_gx[b,i]) + h_19_gx[b,i + 48])²)·σ(h_19_gh[b,i] + h_19_gx[b,i]); dL_dh_18[b,i] += dL_dh_19[b,i]·σ(h_19_gh[b,i + 24] + h_19_gx[b,i + 24]) (from h_19) */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 24; i++) {
@@ -2614,7 +2593,7 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
             dL_dh_19_gh[b * 72 + (i + 24)] += t8;
             dL_dh_19_gx[b * 72 + (i + 48)] += t5;
             dL_dh_19_gh[b * 72 + (i + 48)] += t0*t5;
-            dL_dh_18[b * 24 + i] += dL_dh_19[b * 24 + i]*t2;
+            dL_dh_18[b * 24 + i] = dL_dh_19[b * 24 + i]*t2;
         }
     /* delta_h_19_gh[b,i] = dL_dh_19_gh[b,i]; g_c2[i] += dL_dh_19_gh[b,i] */
     for (int b = 0; b < batch; b++)
@@ -2636,7 +2615,6 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
     sn_mm_tn(72, 4, batch, delta_h_19_gx, x_19, g_W2, 1);
     memset(dL_dh_18_gx, 0, sizeof(real) * (size_t)batch * 72);
     memset(dL_dh_18_gh, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_17, 0, sizeof(real) * (size_t)batch * 24);
     /* dL_dh_18_gx[b,i] += dL_dh_18[b,i]·h_18_gh[b,i + 48]·(1 - σ(h_18_gh[b,i + 24] + h_18_gx[b,i + 24]))·(1 - σ(h_18_gh[b,i] + h_18_gx[b,i]))·(1 - tanh(h_18_gh[b,i + 48]·σ(h_18_gh[b,i] + h_18_gx[b,i]) + h_18_gx[b,i + 48])²)·σ(h_18_gh[b,i] + h_18_gx[b,i]); dL_dh_18_gh[b,i] += dL_dh_18[b,i]·h_18_gh[b,i + 48]·(1 - σ(h_18_gh[b,i + 24] + h_18_gx[b,i + 24]))·(1 - σ(h_18_gh[b,i] + h_18_gx[b,i]))·(1 - tanh(h_18_gh[b,i + 48]·σ(h_18_gh[b,i] + h_18_gx[b,i]) + h_18_gx[b,i + 48])²)·σ(h_18_gh[b,i] + h_18_gx[b,i]); dL_dh_18_gx[b,i + 24] += dL_dh_18[b,i]·(h_17[b,i]·(1 - σ(h_18_gh[b,i + 24] + h_18_gx[b,i + 24]))·σ(h_18_gh[b,i + 24] + h_18_gx[b,i + 24]) - (1 - σ(h_18_gh[b,i + 24] + h_18_gx[b,i + 24]))·σ(h_18_gh[b,i + 24] + h_18_gx[b,i + 24])·tanh(h_18_gh[b,i + 48]·σ(h_18_gh[b,i] + h_18_gx[b,i]) + h_18_gx[b,i + 48])); dL_dh_18_gh[b,i + 24] += dL_dh_18[b,i]·(h_17[b,i]·(1 - σ(h_18_gh[b,i + 24] + h_18_gx[b,i + 24]))·σ(h_18_gh[b,i + 24] + h_18_gx[b,i + 24]) - (1 - σ(h_18_gh[b,i + 24] + h_18_gx[b,i + 24]))·σ(h_18_gh[b,i + 24] + h_18_gx[b,i + 24])·tanh(h_18_gh[b,i + 48]·σ(h_18_gh[b,i] + h_18_gx[b,i]) + h_18_gx[b,i + 48])); dL_dh_18_gx[b,i + 48] += dL_dh_18[b,i]·(1 - σ(h_18_gh[b,i + 24] + h_18_gx[b,i + 24]))·(1 - tanh(h_18_gh[b,i + 48]·σ(h_18_gh[b,i] + h_18_gx[b,i]) + h_18_gx[b,i + 48])²); dL_dh_18_gh[b,i + 48] += dL_dh_18[b,i]·(1 - σ(h_18_gh[b,i + 24] + h_18_gx[b,i + 24]))·(1 - tanh(h_18_gh[b,i + 48]·σ(h_18_gh[b,i] + h_18_gx[b,i]) + h_18_gx[b,i + 48])²)·σ(h_18_gh[b,i] + h_18_gx[b,i]); dL_dh_17[b,i] += dL_dh_18[b,i]·σ(h_18_gh[b,i + 24] + h_18_gx[b,i + 24]) (from h_18) */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 24; i++) {
@@ -2655,7 +2633,7 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
             dL_dh_18_gh[b * 72 + (i + 24)] += t8;
             dL_dh_18_gx[b * 72 + (i + 48)] += t5;
             dL_dh_18_gh[b * 72 + (i + 48)] += t0*t5;
-            dL_dh_17[b * 24 + i] += dL_dh_18[b * 24 + i]*t2;
+            dL_dh_17[b * 24 + i] = dL_dh_18[b * 24 + i]*t2;
         }
     /* delta_h_18_gh[b,i] = dL_dh_18_gh[b,i]; g_c2[i] += dL_dh_18_gh[b,i] */
     for (int b = 0; b < batch; b++)
@@ -2677,7 +2655,6 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
     sn_mm_tn(72, 4, batch, delta_h_18_gx, x_18, g_W2, 1);
     memset(dL_dh_17_gx, 0, sizeof(real) * (size_t)batch * 72);
     memset(dL_dh_17_gh, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_16, 0, sizeof(real) * (size_t)batch * 24);
     /* dL_dh_17_gx[b,i] += dL_dh_17[b,i]·h_17_gh[b,i + 48]·(1 - σ(h_17_gh[b,i + 24] + h_17_gx[b,i + 24]))·(1 - σ(h_17_gh[b,i] + h_17_gx[b,i]))·(1 - tanh(h_17_gh[b,i + 48]·σ(h_17_gh[b,i] + h_17_gx[b,i]) + h_17_gx[b,i + 48])²)·σ(h_17_gh[b,i] + h_17_gx[b,i]); dL_dh_17_gh[b,i] += dL_dh_17[b,i]·h_17_gh[b,i + 48]·(1 - σ(h_17_gh[b,i + 24] + h_17_gx[b,i + 24]))·(1 - σ(h_17_gh[b,i] + h_17_gx[b,i]))·(1 - tanh(h_17_gh[b,i + 48]·σ(h_17_gh[b,i] + h_17_gx[b,i]) + h_17_gx[b,i + 48])²)·σ(h_17_gh[b,i] + h_17_gx[b,i]); dL_dh_17_gx[b,i + 24] += dL_dh_17[b,i]·(h_16[b,i]·(1 - σ(h_17_gh[b,i + 24] + h_17_gx[b,i + 24]))·σ(h_17_gh[b,i + 24] + h_17_gx[b,i + 24]) - (1 - σ(h_17_gh[b,i + 24] + h_17_gx[b,i + 24]))·σ(h_17_gh[b,i + 24] + h_17_gx[b,i + 24])·tanh(h_17_gh[b,i + 48]·σ(h_17_gh[b,i] + h_17_gx[b,i]) + h_17_gx[b,i + 48])); dL_dh_17_gh[b,i + 24] += dL_dh_17[b,i]·(h_16[b,i]·(1 - σ(h_17_gh[b,i + 24] + h_17_gx[b,i + 24]))·σ(h_17_gh[b,i + 24] + h_17_gx[b,i + 24]) - (1 - σ(h_17_gh[b,i + 24] + h_17_gx[b,i + 24]))·σ(h_17_gh[b,i + 24] + h_17_gx[b,i + 24])·tanh(h_17_gh[b,i + 48]·σ(h_17_gh[b,i] + h_17_gx[b,i]) + h_17_gx[b,i + 48])); dL_dh_17_gx[b,i + 48] += dL_dh_17[b,i]·(1 - σ(h_17_gh[b,i + 24] + h_17_gx[b,i + 24]))·(1 - tanh(h_17_gh[b,i + 48]·σ(h_17_gh[b,i] + h_17_gx[b,i]) + h_17_gx[b,i + 48])²); dL_dh_17_gh[b,i + 48] += dL_dh_17[b,i]·(1 - σ(h_17_gh[b,i + 24] + h_17_gx[b,i + 24]))·(1 - tanh(h_17_gh[b,i + 48]·σ(h_17_gh[b,i] + h_17_gx[b,i]) + h_17_gx[b,i + 48])²)·σ(h_17_gh[b,i] + h_17_gx[b,i]); dL_dh_16[b,i] += dL_dh_17[b,i]·σ(h_17_gh[b,i + 24] + h_17_gx[b,i + 24]) (from h_17) */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 24; i++) {
@@ -2696,7 +2673,7 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
             dL_dh_17_gh[b * 72 + (i + 24)] += t8;
             dL_dh_17_gx[b * 72 + (i + 48)] += t5;
             dL_dh_17_gh[b * 72 + (i + 48)] += t0*t5;
-            dL_dh_16[b * 24 + i] += dL_dh_17[b * 24 + i]*t2;
+            dL_dh_16[b * 24 + i] = dL_dh_17[b * 24 + i]*t2;
         }
     /* delta_h_17_gh[b,i] = dL_dh_17_gh[b,i]; g_c2[i] += dL_dh_17_gh[b,i] */
     for (int b = 0; b < batch; b++)
@@ -2718,7 +2695,6 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
     sn_mm_tn(72, 4, batch, delta_h_17_gx, x_17, g_W2, 1);
     memset(dL_dh_16_gx, 0, sizeof(real) * (size_t)batch * 72);
     memset(dL_dh_16_gh, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_15, 0, sizeof(real) * (size_t)batch * 24);
     /* dL_dh_16_gx[b,i] += dL_dh_16[b,i]·h_16_gh[b,i + 48]·(1 - σ(h_16_gh[b,i + 24] + h_16_gx[b,i + 24]))·(1 - σ(h_16_gh[b,i] + h_16_gx[b,i]))·(1 - tanh(h_16_gh[b,i + 48]·σ(h_16_gh[b,i] + h_16_gx[b,i]) + h_16_gx[b,i + 48])²)·σ(h_16_gh[b,i] + h_16_gx[b,i]); dL_dh_16_gh[b,i] += dL_dh_16[b,i]·h_16_gh[b,i + 48]·(1 - σ(h_16_gh[b,i + 24] + h_16_gx[b,i + 24]))·(1 - σ(h_16_gh[b,i] + h_16_gx[b,i]))·(1 - tanh(h_16_gh[b,i + 48]·σ(h_16_gh[b,i] + h_16_gx[b,i]) + h_16_gx[b,i + 48])²)·σ(h_16_gh[b,i] + h_16_gx[b,i]); dL_dh_16_gx[b,i + 24] += dL_dh_16[b,i]·(h_15[b,i]·(1 - σ(h_16_gh[b,i + 24] + h_16_gx[b,i + 24]))·σ(h_16_gh[b,i + 24] + h_16_gx[b,i + 24]) - (1 - σ(h_16_gh[b,i + 24] + h_16_gx[b,i + 24]))·σ(h_16_gh[b,i + 24] + h_16_gx[b,i + 24])·tanh(h_16_gh[b,i + 48]·σ(h_16_gh[b,i] + h_16_gx[b,i]) + h_16_gx[b,i + 48])); dL_dh_16_gh[b,i + 24] += dL_dh_16[b,i]·(h_15[b,i]·(1 - σ(h_16_gh[b,i + 24] + h_16_gx[b,i + 24]))·σ(h_16_gh[b,i + 24] + h_16_gx[b,i + 24]) - (1 - σ(h_16_gh[b,i + 24] + h_16_gx[b,i + 24]))·σ(h_16_gh[b,i + 24] + h_16_gx[b,i + 24])·tanh(h_16_gh[b,i + 48]·σ(h_16_gh[b,i] + h_16_gx[b,i]) + h_16_gx[b,i + 48])); dL_dh_16_gx[b,i + 48] += dL_dh_16[b,i]·(1 - σ(h_16_gh[b,i + 24] + h_16_gx[b,i + 24]))·(1 - tanh(h_16_gh[b,i + 48]·σ(h_16_gh[b,i] + h_16_gx[b,i]) + h_16_gx[b,i + 48])²); dL_dh_16_gh[b,i + 48] += dL_dh_16[b,i]·(1 - σ(h_16_gh[b,i + 24] + h_16_gx[b,i + 24]))·(1 - tanh(h_16_gh[b,i + 48]·σ(h_16_gh[b,i] + h_16_gx[b,i]) + h_16_gx[b,i + 48])²)·σ(h_16_gh[b,i] + h_16_gx[b,i]); dL_dh_15[b,i] += dL_dh_16[b,i]·σ(h_16_gh[b,i + 24] + h_16_gx[b,i + 24]) (from h_16) */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 24; i++) {
@@ -2737,7 +2713,7 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
             dL_dh_16_gh[b * 72 + (i + 24)] += t8;
             dL_dh_16_gx[b * 72 + (i + 48)] += t5;
             dL_dh_16_gh[b * 72 + (i + 48)] += t0*t5;
-            dL_dh_15[b * 24 + i] += dL_dh_16[b * 24 + i]*t2;
+            dL_dh_15[b * 24 + i] = dL_dh_16[b * 24 + i]*t2;
         }
     /* delta_h_16_gh[b,i] = dL_dh_16_gh[b,i]; g_c2[i] += dL_dh_16_gh[b,i] */
     for (int b = 0; b < batch; b++)
@@ -2759,7 +2735,6 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
     sn_mm_tn(72, 4, batch, delta_h_16_gx, x_16, g_W2, 1);
     memset(dL_dh_15_gx, 0, sizeof(real) * (size_t)batch * 72);
     memset(dL_dh_15_gh, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_14, 0, sizeof(real) * (size_t)batch * 24);
     /* dL_dh_15_gx[b,i] += dL_dh_15[b,i]·h_15_gh[b,i + 48]·(1 - σ(h_15_gh[b,i + 24] + h_15_gx[b,i + 24]))·(1 - σ(h_15_gh[b,i] + h_15_gx[b,i]))·(1 - tanh(h_15_gh[b,i + 48]·σ(h_15_gh[b,i] + h_15_gx[b,i]) + h_15_gx[b,i + 48])²)·σ(h_15_gh[b,i] + h_15_gx[b,i]); dL_dh_15_gh[b,i] += dL_dh_15[b,i]·h_15_gh[b,i + 48]·(1 - σ(h_15_gh[b,i + 24] + h_15_gx[b,i + 24]))·(1 - σ(h_15_gh[b,i] + h_15_gx[b,i]))·(1 - tanh(h_15_gh[b,i + 48]·σ(h_15_gh[b,i] + h_15_gx[b,i]) + h_15_gx[b,i + 48])²)·σ(h_15_gh[b,i] + h_15_gx[b,i]); dL_dh_15_gx[b,i + 24] += dL_dh_15[b,i]·(h_14[b,i]·(1 - σ(h_15_gh[b,i + 24] + h_15_gx[b,i + 24]))·σ(h_15_gh[b,i + 24] + h_15_gx[b,i + 24]) - (1 - σ(h_15_gh[b,i + 24] + h_15_gx[b,i + 24]))·σ(h_15_gh[b,i + 24] + h_15_gx[b,i + 24])·tanh(h_15_gh[b,i + 48]·σ(h_15_gh[b,i] + h_15_gx[b,i]) + h_15_gx[b,i + 48])); dL_dh_15_gh[b,i + 24] += dL_dh_15[b,i]·(h_14[b,i]·(1 - σ(h_15_gh[b,i + 24] + h_15_gx[b,i + 24]))·σ(h_15_gh[b,i + 24] + h_15_gx[b,i + 24]) - (1 - σ(h_15_gh[b,i + 24] + h_15_gx[b,i + 24]))·σ(h_15_gh[b,i + 24] + h_15_gx[b,i + 24])·tanh(h_15_gh[b,i + 48]·σ(h_15_gh[b,i] + h_15_gx[b,i]) + h_15_gx[b,i + 48])); dL_dh_15_gx[b,i + 48] += dL_dh_15[b,i]·(1 - σ(h_15_gh[b,i + 24] + h_15_gx[b,i + 24]))·(1 - tanh(h_15_gh[b,i + 48]·σ(h_15_gh[b,i] + h_15_gx[b,i]) + h_15_gx[b,i + 48])²); dL_dh_15_gh[b,i + 48] += dL_dh_15[b,i]·(1 - σ(h_15_gh[b,i + 24] + h_15_gx[b,i + 24]))·(1 - tanh(h_15_gh[b,i + 48]·σ(h_15_gh[b,i] + h_15_gx[b,i]) + h_15_gx[b,i + 48])²)·σ(h_15_gh[b,i] + h_15_gx[b,i]); dL_dh_14[b,i] += dL_dh_15[b,i]·σ(h_15_gh[b,i + 24] + h_15_gx[b,i + 24]) (from h_15) */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 24; i++) {
@@ -2778,7 +2753,7 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
             dL_dh_15_gh[b * 72 + (i + 24)] += t8;
             dL_dh_15_gx[b * 72 + (i + 48)] += t5;
             dL_dh_15_gh[b * 72 + (i + 48)] += t0*t5;
-            dL_dh_14[b * 24 + i] += dL_dh_15[b * 24 + i]*t2;
+            dL_dh_14[b * 24 + i] = dL_dh_15[b * 24 + i]*t2;
         }
     /* delta_h_15_gh[b,i] = dL_dh_15_gh[b,i]; g_c2[i] += dL_dh_15_gh[b,i] */
     for (int b = 0; b < batch; b++)
@@ -2800,7 +2775,6 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
     sn_mm_tn(72, 4, batch, delta_h_15_gx, x_15, g_W2, 1);
     memset(dL_dh_14_gx, 0, sizeof(real) * (size_t)batch * 72);
     memset(dL_dh_14_gh, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_13, 0, sizeof(real) * (size_t)batch * 24);
     /* dL_dh_14_gx[b,i] += dL_dh_14[b,i]·h_14_gh[b,i + 48]·(1 - σ(h_14_gh[b,i + 24] + h_14_gx[b,i + 24]))·(1 - σ(h_14_gh[b,i] + h_14_gx[b,i]))·(1 - tanh(h_14_gh[b,i + 48]·σ(h_14_gh[b,i] + h_14_gx[b,i]) + h_14_gx[b,i + 48])²)·σ(h_14_gh[b,i] + h_14_gx[b,i]); dL_dh_14_gh[b,i] += dL_dh_14[b,i]·h_14_gh[b,i + 48]·(1 - σ(h_14_gh[b,i + 24] + h_14_gx[b,i + 24]))·(1 - σ(h_14_gh[b,i] + h_14_gx[b,i]))·(1 - tanh(h_14_gh[b,i + 48]·σ(h_14_gh[b,i] + h_14_gx[b,i]) + h_14_gx[b,i + 48])²)·σ(h_14_gh[b,i] + h_14_gx[b,i]); dL_dh_14_gx[b,i + 24] += dL_dh_14[b,i]·(h_13[b,i]·(1 - σ(h_14_gh[b,i + 24] + h_14_gx[b,i + 24]))·σ(h_14_gh[b,i + 24] + h_14_gx[b,i + 24]) - (1 - σ(h_14_gh[b,i + 24] + h_14_gx[b,i + 24]))·σ(h_14_gh[b,i + 24] + h_14_gx[b,i + 24])·tanh(h_14_gh[b,i + 48]·σ(h_14_gh[b,i] + h_14_gx[b,i]) + h_14_gx[b,i + 48])); dL_dh_14_gh[b,i + 24] += dL_dh_14[b,i]·(h_13[b,i]·(1 - σ(h_14_gh[b,i + 24] + h_14_gx[b,i + 24]))·σ(h_14_gh[b,i + 24] + h_14_gx[b,i + 24]) - (1 - σ(h_14_gh[b,i + 24] + h_14_gx[b,i + 24]))·σ(h_14_gh[b,i + 24] + h_14_gx[b,i + 24])·tanh(h_14_gh[b,i + 48]·σ(h_14_gh[b,i] + h_14_gx[b,i]) + h_14_gx[b,i + 48])); dL_dh_14_gx[b,i + 48] += dL_dh_14[b,i]·(1 - σ(h_14_gh[b,i + 24] + h_14_gx[b,i + 24]))·(1 - tanh(h_14_gh[b,i + 48]·σ(h_14_gh[b,i] + h_14_gx[b,i]) + h_14_gx[b,i + 48])²); dL_dh_14_gh[b,i + 48] += dL_dh_14[b,i]·(1 - σ(h_14_gh[b,i + 24] + h_14_gx[b,i + 24]))·(1 - tanh(h_14_gh[b,i + 48]·σ(h_14_gh[b,i] + h_14_gx[b,i]) + h_14_gx[b,i + 48])²)·σ(h_14_gh[b,i] + h_14_gx[b,i]); dL_dh_13[b,i] += dL_dh_14[b,i]·σ(h_14_gh[b,i + 24] + h_14_gx[b,i + 24]) (from h_14) */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 24; i++) {
@@ -2819,7 +2793,7 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
             dL_dh_14_gh[b * 72 + (i + 24)] += t8;
             dL_dh_14_gx[b * 72 + (i + 48)] += t5;
             dL_dh_14_gh[b * 72 + (i + 48)] += t0*t5;
-            dL_dh_13[b * 24 + i] += dL_dh_14[b * 24 + i]*t2;
+            dL_dh_13[b * 24 + i] = dL_dh_14[b * 24 + i]*t2;
         }
     /* delta_h_14_gh[b,i] = dL_dh_14_gh[b,i]; g_c2[i] += dL_dh_14_gh[b,i] */
     for (int b = 0; b < batch; b++)
@@ -2841,7 +2815,6 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
     sn_mm_tn(72, 4, batch, delta_h_14_gx, x_14, g_W2, 1);
     memset(dL_dh_13_gx, 0, sizeof(real) * (size_t)batch * 72);
     memset(dL_dh_13_gh, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_12, 0, sizeof(real) * (size_t)batch * 24);
     /* dL_dh_13_gx[b,i] += dL_dh_13[b,i]·h_13_gh[b,i + 48]·(1 - σ(h_13_gh[b,i + 24] + h_13_gx[b,i + 24]))·(1 - σ(h_13_gh[b,i] + h_13_gx[b,i]))·(1 - tanh(h_13_gh[b,i + 48]·σ(h_13_gh[b,i] + h_13_gx[b,i]) + h_13_gx[b,i + 48])²)·σ(h_13_gh[b,i] + h_13_gx[b,i]); dL_dh_13_gh[b,i] += dL_dh_13[b,i]·h_13_gh[b,i + 48]·(1 - σ(h_13_gh[b,i + 24] + h_13_gx[b,i + 24]))·(1 - σ(h_13_gh[b,i] + h_13_gx[b,i]))·(1 - tanh(h_13_gh[b,i + 48]·σ(h_13_gh[b,i] + h_13_gx[b,i]) + h_13_gx[b,i + 48])²)·σ(h_13_gh[b,i] + h_13_gx[b,i]); dL_dh_13_gx[b,i + 24] += dL_dh_13[b,i]·(h_12[b,i]·(1 - σ(h_13_gh[b,i + 24] + h_13_gx[b,i + 24]))·σ(h_13_gh[b,i + 24] + h_13_gx[b,i + 24]) - (1 - σ(h_13_gh[b,i + 24] + h_13_gx[b,i + 24]))·σ(h_13_gh[b,i + 24] + h_13_gx[b,i + 24])·tanh(h_13_gh[b,i + 48]·σ(h_13_gh[b,i] + h_13_gx[b,i]) + h_13_gx[b,i + 48])); dL_dh_13_gh[b,i + 24] += dL_dh_13[b,i]·(h_12[b,i]·(1 - σ(h_13_gh[b,i + 24] + h_13_gx[b,i + 24]))·σ(h_13_gh[b,i + 24] + h_13_gx[b,i + 24]) - (1 - σ(h_13_gh[b,i + 24] + h_13_gx[b,i + 24]))·σ(h_13_gh[b,i + 24] + h_13_gx[b,i + 24])·tanh(h_13_gh[b,i + 48]·σ(h_13_gh[b,i] + h_13_gx[b,i]) + h_13_gx[b,i + 48])); dL_dh_13_gx[b,i + 48] += dL_dh_13[b,i]·(1 - σ(h_13_gh[b,i + 24] + h_13_gx[b,i + 24]))·(1 - tanh(h_13_gh[b,i + 48]·σ(h_13_gh[b,i] + h_13_gx[b,i]) + h_13_gx[b,i + 48])²); dL_dh_13_gh[b,i + 48] += dL_dh_13[b,i]·(1 - σ(h_13_gh[b,i + 24] + h_13_gx[b,i + 24]))·(1 - tanh(h_13_gh[b,i + 48]·σ(h_13_gh[b,i] + h_13_gx[b,i]) + h_13_gx[b,i + 48])²)·σ(h_13_gh[b,i] + h_13_gx[b,i]); dL_dh_12[b,i] += dL_dh_13[b,i]·σ(h_13_gh[b,i + 24] + h_13_gx[b,i + 24]) (from h_13) */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 24; i++) {
@@ -2860,7 +2833,7 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
             dL_dh_13_gh[b * 72 + (i + 24)] += t8;
             dL_dh_13_gx[b * 72 + (i + 48)] += t5;
             dL_dh_13_gh[b * 72 + (i + 48)] += t0*t5;
-            dL_dh_12[b * 24 + i] += dL_dh_13[b * 24 + i]*t2;
+            dL_dh_12[b * 24 + i] = dL_dh_13[b * 24 + i]*t2;
         }
     /* delta_h_13_gh[b,i] = dL_dh_13_gh[b,i]; g_c2[i] += dL_dh_13_gh[b,i] */
     for (int b = 0; b < batch; b++)
@@ -2882,7 +2855,6 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
     sn_mm_tn(72, 4, batch, delta_h_13_gx, x_13, g_W2, 1);
     memset(dL_dh_12_gx, 0, sizeof(real) * (size_t)batch * 72);
     memset(dL_dh_12_gh, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_11, 0, sizeof(real) * (size_t)batch * 24);
     /* dL_dh_12_gx[b,i] += dL_dh_12[b,i]·h_12_gh[b,i + 48]·(1 - σ(h_12_gh[b,i + 24] + h_12_gx[b,i + 24]))·(1 - σ(h_12_gh[b,i] + h_12_gx[b,i]))·(1 - tanh(h_12_gh[b,i + 48]·σ(h_12_gh[b,i] + h_12_gx[b,i]) + h_12_gx[b,i + 48])²)·σ(h_12_gh[b,i] + h_12_gx[b,i]); dL_dh_12_gh[b,i] += dL_dh_12[b,i]·h_12_gh[b,i + 48]·(1 - σ(h_12_gh[b,i + 24] + h_12_gx[b,i + 24]))·(1 - σ(h_12_gh[b,i] + h_12_gx[b,i]))·(1 - tanh(h_12_gh[b,i + 48]·σ(h_12_gh[b,i] + h_12_gx[b,i]) + h_12_gx[b,i + 48])²)·σ(h_12_gh[b,i] + h_12_gx[b,i]); dL_dh_12_gx[b,i + 24] += dL_dh_12[b,i]·(h_11[b,i]·(1 - σ(h_12_gh[b,i + 24] + h_12_gx[b,i + 24]))·σ(h_12_gh[b,i + 24] + h_12_gx[b,i + 24]) - (1 - σ(h_12_gh[b,i + 24] + h_12_gx[b,i + 24]))·σ(h_12_gh[b,i + 24] + h_12_gx[b,i + 24])·tanh(h_12_gh[b,i + 48]·σ(h_12_gh[b,i] + h_12_gx[b,i]) + h_12_gx[b,i + 48])); dL_dh_12_gh[b,i + 24] += dL_dh_12[b,i]·(h_11[b,i]·(1 - σ(h_12_gh[b,i + 24] + h_12_gx[b,i + 24]))·σ(h_12_gh[b,i + 24] + h_12_gx[b,i + 24]) - (1 - σ(h_12_gh[b,i + 24] + h_12_gx[b,i + 24]))·σ(h_12_gh[b,i + 24] + h_12_gx[b,i + 24])·tanh(h_12_gh[b,i + 48]·σ(h_12_gh[b,i] + h_12_gx[b,i]) + h_12_gx[b,i + 48])); dL_dh_12_gx[b,i + 48] += dL_dh_12[b,i]·(1 - σ(h_12_gh[b,i + 24] + h_12_gx[b,i + 24]))·(1 - tanh(h_12_gh[b,i + 48]·σ(h_12_gh[b,i] + h_12_gx[b,i]) + h_12_gx[b,i + 48])²); dL_dh_12_gh[b,i + 48] += dL_dh_12[b,i]·(1 - σ(h_12_gh[b,i + 24] + h_12_gx[b,i + 24]))·(1 - tanh(h_12_gh[b,i + 48]·σ(h_12_gh[b,i] + h_12_gx[b,i]) + h_12_gx[b,i + 48])²)·σ(h_12_gh[b,i] + h_12_gx[b,i]); dL_dh_11[b,i] += dL_dh_12[b,i]·σ(h_12_gh[b,i + 24] + h_12_gx[b,i + 24]) (from h_12) */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 24; i++) {
@@ -2901,7 +2873,7 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
             dL_dh_12_gh[b * 72 + (i + 24)] += t8;
             dL_dh_12_gx[b * 72 + (i + 48)] += t5;
             dL_dh_12_gh[b * 72 + (i + 48)] += t0*t5;
-            dL_dh_11[b * 24 + i] += dL_dh_12[b * 24 + i]*t2;
+            dL_dh_11[b * 24 + i] = dL_dh_12[b * 24 + i]*t2;
         }
     /* delta_h_12_gh[b,i] = dL_dh_12_gh[b,i]; g_c2[i] += dL_dh_12_gh[b,i] */
     for (int b = 0; b < batch; b++)
@@ -2923,7 +2895,6 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
     sn_mm_tn(72, 4, batch, delta_h_12_gx, x_12, g_W2, 1);
     memset(dL_dh_11_gx, 0, sizeof(real) * (size_t)batch * 72);
     memset(dL_dh_11_gh, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_10, 0, sizeof(real) * (size_t)batch * 24);
     /* dL_dh_11_gx[b,i] += dL_dh_11[b,i]·h_11_gh[b,i + 48]·(1 - σ(h_11_gh[b,i + 24] + h_11_gx[b,i + 24]))·(1 - σ(h_11_gh[b,i] + h_11_gx[b,i]))·(1 - tanh(h_11_gh[b,i + 48]·σ(h_11_gh[b,i] + h_11_gx[b,i]) + h_11_gx[b,i + 48])²)·σ(h_11_gh[b,i] + h_11_gx[b,i]); dL_dh_11_gh[b,i] += dL_dh_11[b,i]·h_11_gh[b,i + 48]·(1 - σ(h_11_gh[b,i + 24] + h_11_gx[b,i + 24]))·(1 - σ(h_11_gh[b,i] + h_11_gx[b,i]))·(1 - tanh(h_11_gh[b,i + 48]·σ(h_11_gh[b,i] + h_11_gx[b,i]) + h_11_gx[b,i + 48])²)·σ(h_11_gh[b,i] + h_11_gx[b,i]); dL_dh_11_gx[b,i + 24] += dL_dh_11[b,i]·(h_10[b,i]·(1 - σ(h_11_gh[b,i + 24] + h_11_gx[b,i + 24]))·σ(h_11_gh[b,i + 24] + h_11_gx[b,i + 24]) - (1 - σ(h_11_gh[b,i + 24] + h_11_gx[b,i + 24]))·σ(h_11_gh[b,i + 24] + h_11_gx[b,i + 24])·tanh(h_11_gh[b,i + 48]·σ(h_11_gh[b,i] + h_11_gx[b,i]) + h_11_gx[b,i + 48])); dL_dh_11_gh[b,i + 24] += dL_dh_11[b,i]·(h_10[b,i]·(1 - σ(h_11_gh[b,i + 24] + h_11_gx[b,i + 24]))·σ(h_11_gh[b,i + 24] + h_11_gx[b,i + 24]) - (1 - σ(h_11_gh[b,i + 24] + h_11_gx[b,i + 24]))·σ(h_11_gh[b,i + 24] + h_11_gx[b,i + 24])·tanh(h_11_gh[b,i + 48]·σ(h_11_gh[b,i] + h_11_gx[b,i]) + h_11_gx[b,i + 48])); dL_dh_11_gx[b,i + 48] += dL_dh_11[b,i]·(1 - σ(h_11_gh[b,i + 24] + h_11_gx[b,i + 24]))·(1 - tanh(h_11_gh[b,i + 48]·σ(h_11_gh[b,i] + h_11_gx[b,i]) + h_11_gx[b,i + 48])²); dL_dh_11_gh[b,i + 48] += dL_dh_11[b,i]·(1 - σ(h_11_gh[b,i + 24] + h_11_gx[b,i + 24]))·(1 - tanh(h_11_gh[b,i + 48]·σ(h_11_gh[b,i] + h_11_gx[b,i]) + h_11_gx[b,i + 48])²)·σ(h_11_gh[b,i] + h_11_gx[b,i]); dL_dh_10[b,i] += dL_dh_11[b,i]·σ(h_11_gh[b,i + 24] + h_11_gx[b,i + 24]) (from h_11) */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 24; i++) {
@@ -2942,7 +2913,7 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
             dL_dh_11_gh[b * 72 + (i + 24)] += t8;
             dL_dh_11_gx[b * 72 + (i + 48)] += t5;
             dL_dh_11_gh[b * 72 + (i + 48)] += t0*t5;
-            dL_dh_10[b * 24 + i] += dL_dh_11[b * 24 + i]*t2;
+            dL_dh_10[b * 24 + i] = dL_dh_11[b * 24 + i]*t2;
         }
     /* delta_h_11_gh[b,i] = dL_dh_11_gh[b,i]; g_c2[i] += dL_dh_11_gh[b,i] */
     for (int b = 0; b < batch; b++)
@@ -2964,7 +2935,6 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
     sn_mm_tn(72, 4, batch, delta_h_11_gx, x_11, g_W2, 1);
     memset(dL_dh_10_gx, 0, sizeof(real) * (size_t)batch * 72);
     memset(dL_dh_10_gh, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_9, 0, sizeof(real) * (size_t)batch * 24);
     /* dL_dh_10_gx[b,i] += dL_dh_10[b,i]·h_10_gh[b,i + 48]·(1 - σ(h_10_gh[b,i + 24] + h_10_gx[b,i + 24]))·(1 - σ(h_10_gh[b,i] + h_10_gx[b,i]))·(1 - tanh(h_10_gh[b,i + 48]·σ(h_10_gh[b,i] + h_10_gx[b,i]) + h_10_gx[b,i + 48])²)·σ(h_10_gh[b,i] + h_10_gx[b,i]); dL_dh_10_gh[b,i] += dL_dh_10[b,i]·h_10_gh[b,i + 48]·(1 - σ(h_10_gh[b,i + 24] + h_10_gx[b,i + 24]))·(1 - σ(h_10_gh[b,i] + h_10_gx[b,i]))·(1 - tanh(h_10_gh[b,i + 48]·σ(h_10_gh[b,i] + h_10_gx[b,i]) + h_10_gx[b,i + 48])²)·σ(h_10_gh[b,i] + h_10_gx[b,i]); dL_dh_10_gx[b,i + 24] += dL_dh_10[b,i]·(h_9[b,i]·(1 - σ(h_10_gh[b,i + 24] + h_10_gx[b,i + 24]))·σ(h_10_gh[b,i + 24] + h_10_gx[b,i + 24]) - (1 - σ(h_10_gh[b,i + 24] + h_10_gx[b,i + 24]))·σ(h_10_gh[b,i + 24] + h_10_gx[b,i + 24])·tanh(h_10_gh[b,i + 48]·σ(h_10_gh[b,i] + h_10_gx[b,i]) + h_10_gx[b,i + 48])); dL_dh_10_gh[b,i + 24] += dL_dh_10[b,i]·(h_9[b,i]·(1 - σ(h_10_gh[b,i + 24] + h_10_gx[b,i + 24]))·σ(h_10_gh[b,i + 24] + h_10_gx[b,i + 24]) - (1 - σ(h_10_gh[b,i + 24] + h_10_gx[b,i + 24]))·σ(h_10_gh[b,i + 24] + h_10_gx[b,i + 24])·tanh(h_10_gh[b,i + 48]·σ(h_10_gh[b,i] + h_10_gx[b,i]) + h_10_gx[b,i + 48])); dL_dh_10_gx[b,i + 48] += dL_dh_10[b,i]·(1 - σ(h_10_gh[b,i + 24] + h_10_gx[b,i + 24]))·(1 - tanh(h_10_gh[b,i + 48]·σ(h_10_gh[b,i] + h_10_gx[b,i]) + h_10_gx[b,i + 48])²); dL_dh_10_gh[b,i + 48] += dL_dh_10[b,i]·(1 - σ(h_10_gh[b,i + 24] + h_10_gx[b,i + 24]))·(1 - tanh(h_10_gh[b,i + 48]·σ(h_10_gh[b,i] + h_10_gx[b,i]) + h_10_gx[b,i + 48])²)·σ(h_10_gh[b,i] + h_10_gx[b,i]); dL_dh_9[b,i] += dL_dh_10[b,i]·σ(h_10_gh[b,i + 24] + h_10_gx[b,i + 24]) (from h_10) */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 24; i++) {
@@ -2983,7 +2953,7 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
             dL_dh_10_gh[b * 72 + (i + 24)] += t8;
             dL_dh_10_gx[b * 72 + (i + 48)] += t5;
             dL_dh_10_gh[b * 72 + (i + 48)] += t0*t5;
-            dL_dh_9[b * 24 + i] += dL_dh_10[b * 24 + i]*t2;
+            dL_dh_9[b * 24 + i] = dL_dh_10[b * 24 + i]*t2;
         }
     /* delta_h_10_gh[b,i] = dL_dh_10_gh[b,i]; g_c2[i] += dL_dh_10_gh[b,i] */
     for (int b = 0; b < batch; b++)
@@ -3005,7 +2975,6 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
     sn_mm_tn(72, 4, batch, delta_h_10_gx, x_10, g_W2, 1);
     memset(dL_dh_9_gx, 0, sizeof(real) * (size_t)batch * 72);
     memset(dL_dh_9_gh, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_8, 0, sizeof(real) * (size_t)batch * 24);
     /* dL_dh_9_gx[b,i] += dL_dh_9[b,i]·h_9_gh[b,i + 48]·(1 - σ(h_9_gh[b,i + 24] + h_9_gx[b,i + 24]))·(1 - σ(h_9_gh[b,i] + h_9_gx[b,i]))·(1 - tanh(h_9_gh[b,i + 48]·σ(h_9_gh[b,i] + h_9_gx[b,i]) + h_9_gx[b,i + 48])²)·σ(h_9_gh[b,i] + h_9_gx[b,i]); dL_dh_9_gh[b,i] += dL_dh_9[b,i]·h_9_gh[b,i + 48]·(1 - σ(h_9_gh[b,i + 24] + h_9_gx[b,i + 24]))·(1 - σ(h_9_gh[b,i] + h_9_gx[b,i]))·(1 - tanh(h_9_gh[b,i + 48]·σ(h_9_gh[b,i] + h_9_gx[b,i]) + h_9_gx[b,i + 48])²)·σ(h_9_gh[b,i] + h_9_gx[b,i]); dL_dh_9_gx[b,i + 24] += dL_dh_9[b,i]·(h_8[b,i]·(1 - σ(h_9_gh[b,i + 24] + h_9_gx[b,i + 24]))·σ(h_9_gh[b,i + 24] + h_9_gx[b,i + 24]) - (1 - σ(h_9_gh[b,i + 24] + h_9_gx[b,i + 24]))·σ(h_9_gh[b,i + 24] + h_9_gx[b,i + 24])·tanh(h_9_gh[b,i + 48]·σ(h_9_gh[b,i] + h_9_gx[b,i]) + h_9_gx[b,i + 48])); dL_dh_9_gh[b,i + 24] += dL_dh_9[b,i]·(h_8[b,i]·(1 - σ(h_9_gh[b,i + 24] + h_9_gx[b,i + 24]))·σ(h_9_gh[b,i + 24] + h_9_gx[b,i + 24]) - (1 - σ(h_9_gh[b,i + 24] + h_9_gx[b,i + 24]))·σ(h_9_gh[b,i + 24] + h_9_gx[b,i + 24])·tanh(h_9_gh[b,i + 48]·σ(h_9_gh[b,i] + h_9_gx[b,i]) + h_9_gx[b,i + 48])); dL_dh_9_gx[b,i + 48] += dL_dh_9[b,i]·(1 - σ(h_9_gh[b,i + 24] + h_9_gx[b,i + 24]))·(1 - tanh(h_9_gh[b,i + 48]·σ(h_9_gh[b,i] + h_9_gx[b,i]) + h_9_gx[b,i + 48])²); dL_dh_9_gh[b,i + 48] += dL_dh_9[b,i]·(1 - σ(h_9_gh[b,i + 24] + h_9_gx[b,i + 24]))·(1 - tanh(h_9_gh[b,i + 48]·σ(h_9_gh[b,i] + h_9_gx[b,i]) + h_9_gx[b,i + 48])²)·σ(h_9_gh[b,i] + h_9_gx[b,i]); dL_dh_8[b,i] += dL_dh_9[b,i]·σ(h_9_gh[b,i + 24] + h_9_gx[b,i + 24]) (from h_9) */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 24; i++) {
@@ -3024,7 +2993,7 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
             dL_dh_9_gh[b * 72 + (i + 24)] += t8;
             dL_dh_9_gx[b * 72 + (i + 48)] += t5;
             dL_dh_9_gh[b * 72 + (i + 48)] += t0*t5;
-            dL_dh_8[b * 24 + i] += dL_dh_9[b * 24 + i]*t2;
+            dL_dh_8[b * 24 + i] = dL_dh_9[b * 24 + i]*t2;
         }
     /* delta_h_9_gh[b,i] = dL_dh_9_gh[b,i]; g_c2[i] += dL_dh_9_gh[b,i] */
     for (int b = 0; b < batch; b++)
@@ -3046,7 +3015,6 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
     sn_mm_tn(72, 4, batch, delta_h_9_gx, x_9, g_W2, 1);
     memset(dL_dh_8_gx, 0, sizeof(real) * (size_t)batch * 72);
     memset(dL_dh_8_gh, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_7, 0, sizeof(real) * (size_t)batch * 24);
     /* dL_dh_8_gx[b,i] += dL_dh_8[b,i]·h_8_gh[b,i + 48]·(1 - σ(h_8_gh[b,i + 24] + h_8_gx[b,i + 24]))·(1 - σ(h_8_gh[b,i] + h_8_gx[b,i]))·(1 - tanh(h_8_gh[b,i + 48]·σ(h_8_gh[b,i] + h_8_gx[b,i]) + h_8_gx[b,i + 48])²)·σ(h_8_gh[b,i] + h_8_gx[b,i]); dL_dh_8_gh[b,i] += dL_dh_8[b,i]·h_8_gh[b,i + 48]·(1 - σ(h_8_gh[b,i + 24] + h_8_gx[b,i + 24]))·(1 - σ(h_8_gh[b,i] + h_8_gx[b,i]))·(1 - tanh(h_8_gh[b,i + 48]·σ(h_8_gh[b,i] + h_8_gx[b,i]) + h_8_gx[b,i + 48])²)·σ(h_8_gh[b,i] + h_8_gx[b,i]); dL_dh_8_gx[b,i + 24] += dL_dh_8[b,i]·(h_7[b,i]·(1 - σ(h_8_gh[b,i + 24] + h_8_gx[b,i + 24]))·σ(h_8_gh[b,i + 24] + h_8_gx[b,i + 24]) - (1 - σ(h_8_gh[b,i + 24] + h_8_gx[b,i + 24]))·σ(h_8_gh[b,i + 24] + h_8_gx[b,i + 24])·tanh(h_8_gh[b,i + 48]·σ(h_8_gh[b,i] + h_8_gx[b,i]) + h_8_gx[b,i + 48])); dL_dh_8_gh[b,i + 24] += dL_dh_8[b,i]·(h_7[b,i]·(1 - σ(h_8_gh[b,i + 24] + h_8_gx[b,i + 24]))·σ(h_8_gh[b,i + 24] + h_8_gx[b,i + 24]) - (1 - σ(h_8_gh[b,i + 24] + h_8_gx[b,i + 24]))·σ(h_8_gh[b,i + 24] + h_8_gx[b,i + 24])·tanh(h_8_gh[b,i + 48]·σ(h_8_gh[b,i] + h_8_gx[b,i]) + h_8_gx[b,i + 48])); dL_dh_8_gx[b,i + 48] += dL_dh_8[b,i]·(1 - σ(h_8_gh[b,i + 24] + h_8_gx[b,i + 24]))·(1 - tanh(h_8_gh[b,i + 48]·σ(h_8_gh[b,i] + h_8_gx[b,i]) + h_8_gx[b,i + 48])²); dL_dh_8_gh[b,i + 48] += dL_dh_8[b,i]·(1 - σ(h_8_gh[b,i + 24] + h_8_gx[b,i + 24]))·(1 - tanh(h_8_gh[b,i + 48]·σ(h_8_gh[b,i] + h_8_gx[b,i]) + h_8_gx[b,i + 48])²)·σ(h_8_gh[b,i] + h_8_gx[b,i]); dL_dh_7[b,i] += dL_dh_8[b,i]·σ(h_8_gh[b,i + 24] + h_8_gx[b,i + 24]) (from h_8) */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 24; i++) {
@@ -3065,7 +3033,7 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
             dL_dh_8_gh[b * 72 + (i + 24)] += t8;
             dL_dh_8_gx[b * 72 + (i + 48)] += t5;
             dL_dh_8_gh[b * 72 + (i + 48)] += t0*t5;
-            dL_dh_7[b * 24 + i] += dL_dh_8[b * 24 + i]*t2;
+            dL_dh_7[b * 24 + i] = dL_dh_8[b * 24 + i]*t2;
         }
     /* delta_h_8_gh[b,i] = dL_dh_8_gh[b,i]; g_c2[i] += dL_dh_8_gh[b,i] */
     for (int b = 0; b < batch; b++)
@@ -3087,7 +3055,6 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
     sn_mm_tn(72, 4, batch, delta_h_8_gx, x_8, g_W2, 1);
     memset(dL_dh_7_gx, 0, sizeof(real) * (size_t)batch * 72);
     memset(dL_dh_7_gh, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_6, 0, sizeof(real) * (size_t)batch * 24);
     /* dL_dh_7_gx[b,i] += dL_dh_7[b,i]·h_7_gh[b,i + 48]·(1 - σ(h_7_gh[b,i + 24] + h_7_gx[b,i + 24]))·(1 - σ(h_7_gh[b,i] + h_7_gx[b,i]))·(1 - tanh(h_7_gh[b,i + 48]·σ(h_7_gh[b,i] + h_7_gx[b,i]) + h_7_gx[b,i + 48])²)·σ(h_7_gh[b,i] + h_7_gx[b,i]); dL_dh_7_gh[b,i] += dL_dh_7[b,i]·h_7_gh[b,i + 48]·(1 - σ(h_7_gh[b,i + 24] + h_7_gx[b,i + 24]))·(1 - σ(h_7_gh[b,i] + h_7_gx[b,i]))·(1 - tanh(h_7_gh[b,i + 48]·σ(h_7_gh[b,i] + h_7_gx[b,i]) + h_7_gx[b,i + 48])²)·σ(h_7_gh[b,i] + h_7_gx[b,i]); dL_dh_7_gx[b,i + 24] += dL_dh_7[b,i]·(h_6[b,i]·(1 - σ(h_7_gh[b,i + 24] + h_7_gx[b,i + 24]))·σ(h_7_gh[b,i + 24] + h_7_gx[b,i + 24]) - (1 - σ(h_7_gh[b,i + 24] + h_7_gx[b,i + 24]))·σ(h_7_gh[b,i + 24] + h_7_gx[b,i + 24])·tanh(h_7_gh[b,i + 48]·σ(h_7_gh[b,i] + h_7_gx[b,i]) + h_7_gx[b,i + 48])); dL_dh_7_gh[b,i + 24] += dL_dh_7[b,i]·(h_6[b,i]·(1 - σ(h_7_gh[b,i + 24] + h_7_gx[b,i + 24]))·σ(h_7_gh[b,i + 24] + h_7_gx[b,i + 24]) - (1 - σ(h_7_gh[b,i + 24] + h_7_gx[b,i + 24]))·σ(h_7_gh[b,i + 24] + h_7_gx[b,i + 24])·tanh(h_7_gh[b,i + 48]·σ(h_7_gh[b,i] + h_7_gx[b,i]) + h_7_gx[b,i + 48])); dL_dh_7_gx[b,i + 48] += dL_dh_7[b,i]·(1 - σ(h_7_gh[b,i + 24] + h_7_gx[b,i + 24]))·(1 - tanh(h_7_gh[b,i + 48]·σ(h_7_gh[b,i] + h_7_gx[b,i]) + h_7_gx[b,i + 48])²); dL_dh_7_gh[b,i + 48] += dL_dh_7[b,i]·(1 - σ(h_7_gh[b,i + 24] + h_7_gx[b,i + 24]))·(1 - tanh(h_7_gh[b,i + 48]·σ(h_7_gh[b,i] + h_7_gx[b,i]) + h_7_gx[b,i + 48])²)·σ(h_7_gh[b,i] + h_7_gx[b,i]); dL_dh_6[b,i] += dL_dh_7[b,i]·σ(h_7_gh[b,i + 24] + h_7_gx[b,i + 24]) (from h_7) */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 24; i++) {
@@ -3106,7 +3073,7 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
             dL_dh_7_gh[b * 72 + (i + 24)] += t8;
             dL_dh_7_gx[b * 72 + (i + 48)] += t5;
             dL_dh_7_gh[b * 72 + (i + 48)] += t0*t5;
-            dL_dh_6[b * 24 + i] += dL_dh_7[b * 24 + i]*t2;
+            dL_dh_6[b * 24 + i] = dL_dh_7[b * 24 + i]*t2;
         }
     /* delta_h_7_gh[b,i] = dL_dh_7_gh[b,i]; g_c2[i] += dL_dh_7_gh[b,i] */
     for (int b = 0; b < batch; b++)
@@ -3128,7 +3095,6 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
     sn_mm_tn(72, 4, batch, delta_h_7_gx, x_7, g_W2, 1);
     memset(dL_dh_6_gx, 0, sizeof(real) * (size_t)batch * 72);
     memset(dL_dh_6_gh, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_5, 0, sizeof(real) * (size_t)batch * 24);
     /* dL_dh_6_gx[b,i] += dL_dh_6[b,i]·h_6_gh[b,i + 48]·(1 - σ(h_6_gh[b,i + 24] + h_6_gx[b,i + 24]))·(1 - σ(h_6_gh[b,i] + h_6_gx[b,i]))·(1 - tanh(h_6_gh[b,i + 48]·σ(h_6_gh[b,i] + h_6_gx[b,i]) + h_6_gx[b,i + 48])²)·σ(h_6_gh[b,i] + h_6_gx[b,i]); dL_dh_6_gh[b,i] += dL_dh_6[b,i]·h_6_gh[b,i + 48]·(1 - σ(h_6_gh[b,i + 24] + h_6_gx[b,i + 24]))·(1 - σ(h_6_gh[b,i] + h_6_gx[b,i]))·(1 - tanh(h_6_gh[b,i + 48]·σ(h_6_gh[b,i] + h_6_gx[b,i]) + h_6_gx[b,i + 48])²)·σ(h_6_gh[b,i] + h_6_gx[b,i]); dL_dh_6_gx[b,i + 24] += dL_dh_6[b,i]·(h_5[b,i]·(1 - σ(h_6_gh[b,i + 24] + h_6_gx[b,i + 24]))·σ(h_6_gh[b,i + 24] + h_6_gx[b,i + 24]) - (1 - σ(h_6_gh[b,i + 24] + h_6_gx[b,i + 24]))·σ(h_6_gh[b,i + 24] + h_6_gx[b,i + 24])·tanh(h_6_gh[b,i + 48]·σ(h_6_gh[b,i] + h_6_gx[b,i]) + h_6_gx[b,i + 48])); dL_dh_6_gh[b,i + 24] += dL_dh_6[b,i]·(h_5[b,i]·(1 - σ(h_6_gh[b,i + 24] + h_6_gx[b,i + 24]))·σ(h_6_gh[b,i + 24] + h_6_gx[b,i + 24]) - (1 - σ(h_6_gh[b,i + 24] + h_6_gx[b,i + 24]))·σ(h_6_gh[b,i + 24] + h_6_gx[b,i + 24])·tanh(h_6_gh[b,i + 48]·σ(h_6_gh[b,i] + h_6_gx[b,i]) + h_6_gx[b,i + 48])); dL_dh_6_gx[b,i + 48] += dL_dh_6[b,i]·(1 - σ(h_6_gh[b,i + 24] + h_6_gx[b,i + 24]))·(1 - tanh(h_6_gh[b,i + 48]·σ(h_6_gh[b,i] + h_6_gx[b,i]) + h_6_gx[b,i + 48])²); dL_dh_6_gh[b,i + 48] += dL_dh_6[b,i]·(1 - σ(h_6_gh[b,i + 24] + h_6_gx[b,i + 24]))·(1 - tanh(h_6_gh[b,i + 48]·σ(h_6_gh[b,i] + h_6_gx[b,i]) + h_6_gx[b,i + 48])²)·σ(h_6_gh[b,i] + h_6_gx[b,i]); dL_dh_5[b,i] += dL_dh_6[b,i]·σ(h_6_gh[b,i + 24] + h_6_gx[b,i + 24]) (from h_6) */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 24; i++) {
@@ -3147,7 +3113,7 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
             dL_dh_6_gh[b * 72 + (i + 24)] += t8;
             dL_dh_6_gx[b * 72 + (i + 48)] += t5;
             dL_dh_6_gh[b * 72 + (i + 48)] += t0*t5;
-            dL_dh_5[b * 24 + i] += dL_dh_6[b * 24 + i]*t2;
+            dL_dh_5[b * 24 + i] = dL_dh_6[b * 24 + i]*t2;
         }
     /* delta_h_6_gh[b,i] = dL_dh_6_gh[b,i]; g_c2[i] += dL_dh_6_gh[b,i] */
     for (int b = 0; b < batch; b++)
@@ -3169,7 +3135,6 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
     sn_mm_tn(72, 4, batch, delta_h_6_gx, x_6, g_W2, 1);
     memset(dL_dh_5_gx, 0, sizeof(real) * (size_t)batch * 72);
     memset(dL_dh_5_gh, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_4, 0, sizeof(real) * (size_t)batch * 24);
     /* dL_dh_5_gx[b,i] += dL_dh_5[b,i]·h_5_gh[b,i + 48]·(1 - σ(h_5_gh[b,i + 24] + h_5_gx[b,i + 24]))·(1 - σ(h_5_gh[b,i] + h_5_gx[b,i]))·(1 - tanh(h_5_gh[b,i + 48]·σ(h_5_gh[b,i] + h_5_gx[b,i]) + h_5_gx[b,i + 48])²)·σ(h_5_gh[b,i] + h_5_gx[b,i]); dL_dh_5_gh[b,i] += dL_dh_5[b,i]·h_5_gh[b,i + 48]·(1 - σ(h_5_gh[b,i + 24] + h_5_gx[b,i + 24]))·(1 - σ(h_5_gh[b,i] + h_5_gx[b,i]))·(1 - tanh(h_5_gh[b,i + 48]·σ(h_5_gh[b,i] + h_5_gx[b,i]) + h_5_gx[b,i + 48])²)·σ(h_5_gh[b,i] + h_5_gx[b,i]); dL_dh_5_gx[b,i + 24] += dL_dh_5[b,i]·(h_4[b,i]·(1 - σ(h_5_gh[b,i + 24] + h_5_gx[b,i + 24]))·σ(h_5_gh[b,i + 24] + h_5_gx[b,i + 24]) - (1 - σ(h_5_gh[b,i + 24] + h_5_gx[b,i + 24]))·σ(h_5_gh[b,i + 24] + h_5_gx[b,i + 24])·tanh(h_5_gh[b,i + 48]·σ(h_5_gh[b,i] + h_5_gx[b,i]) + h_5_gx[b,i + 48])); dL_dh_5_gh[b,i + 24] += dL_dh_5[b,i]·(h_4[b,i]·(1 - σ(h_5_gh[b,i + 24] + h_5_gx[b,i + 24]))·σ(h_5_gh[b,i + 24] + h_5_gx[b,i + 24]) - (1 - σ(h_5_gh[b,i + 24] + h_5_gx[b,i + 24]))·σ(h_5_gh[b,i + 24] + h_5_gx[b,i + 24])·tanh(h_5_gh[b,i + 48]·σ(h_5_gh[b,i] + h_5_gx[b,i]) + h_5_gx[b,i + 48])); dL_dh_5_gx[b,i + 48] += dL_dh_5[b,i]·(1 - σ(h_5_gh[b,i + 24] + h_5_gx[b,i + 24]))·(1 - tanh(h_5_gh[b,i + 48]·σ(h_5_gh[b,i] + h_5_gx[b,i]) + h_5_gx[b,i + 48])²); dL_dh_5_gh[b,i + 48] += dL_dh_5[b,i]·(1 - σ(h_5_gh[b,i + 24] + h_5_gx[b,i + 24]))·(1 - tanh(h_5_gh[b,i + 48]·σ(h_5_gh[b,i] + h_5_gx[b,i]) + h_5_gx[b,i + 48])²)·σ(h_5_gh[b,i] + h_5_gx[b,i]); dL_dh_4[b,i] += dL_dh_5[b,i]·σ(h_5_gh[b,i + 24] + h_5_gx[b,i + 24]) (from h_5) */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 24; i++) {
@@ -3188,7 +3153,7 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
             dL_dh_5_gh[b * 72 + (i + 24)] += t8;
             dL_dh_5_gx[b * 72 + (i + 48)] += t5;
             dL_dh_5_gh[b * 72 + (i + 48)] += t0*t5;
-            dL_dh_4[b * 24 + i] += dL_dh_5[b * 24 + i]*t2;
+            dL_dh_4[b * 24 + i] = dL_dh_5[b * 24 + i]*t2;
         }
     /* delta_h_5_gh[b,i] = dL_dh_5_gh[b,i]; g_c2[i] += dL_dh_5_gh[b,i] */
     for (int b = 0; b < batch; b++)
@@ -3210,7 +3175,6 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
     sn_mm_tn(72, 4, batch, delta_h_5_gx, x_5, g_W2, 1);
     memset(dL_dh_4_gx, 0, sizeof(real) * (size_t)batch * 72);
     memset(dL_dh_4_gh, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_3, 0, sizeof(real) * (size_t)batch * 24);
     /* dL_dh_4_gx[b,i] += dL_dh_4[b,i]·h_4_gh[b,i + 48]·(1 - σ(h_4_gh[b,i + 24] + h_4_gx[b,i + 24]))·(1 - σ(h_4_gh[b,i] + h_4_gx[b,i]))·(1 - tanh(h_4_gh[b,i + 48]·σ(h_4_gh[b,i] + h_4_gx[b,i]) + h_4_gx[b,i + 48])²)·σ(h_4_gh[b,i] + h_4_gx[b,i]); dL_dh_4_gh[b,i] += dL_dh_4[b,i]·h_4_gh[b,i + 48]·(1 - σ(h_4_gh[b,i + 24] + h_4_gx[b,i + 24]))·(1 - σ(h_4_gh[b,i] + h_4_gx[b,i]))·(1 - tanh(h_4_gh[b,i + 48]·σ(h_4_gh[b,i] + h_4_gx[b,i]) + h_4_gx[b,i + 48])²)·σ(h_4_gh[b,i] + h_4_gx[b,i]); dL_dh_4_gx[b,i + 24] += dL_dh_4[b,i]·(h_3[b,i]·(1 - σ(h_4_gh[b,i + 24] + h_4_gx[b,i + 24]))·σ(h_4_gh[b,i + 24] + h_4_gx[b,i + 24]) - (1 - σ(h_4_gh[b,i + 24] + h_4_gx[b,i + 24]))·σ(h_4_gh[b,i + 24] + h_4_gx[b,i + 24])·tanh(h_4_gh[b,i + 48]·σ(h_4_gh[b,i] + h_4_gx[b,i]) + h_4_gx[b,i + 48])); dL_dh_4_gh[b,i + 24] += dL_dh_4[b,i]·(h_3[b,i]·(1 - σ(h_4_gh[b,i + 24] + h_4_gx[b,i + 24]))·σ(h_4_gh[b,i + 24] + h_4_gx[b,i + 24]) - (1 - σ(h_4_gh[b,i + 24] + h_4_gx[b,i + 24]))·σ(h_4_gh[b,i + 24] + h_4_gx[b,i + 24])·tanh(h_4_gh[b,i + 48]·σ(h_4_gh[b,i] + h_4_gx[b,i]) + h_4_gx[b,i + 48])); dL_dh_4_gx[b,i + 48] += dL_dh_4[b,i]·(1 - σ(h_4_gh[b,i + 24] + h_4_gx[b,i + 24]))·(1 - tanh(h_4_gh[b,i + 48]·σ(h_4_gh[b,i] + h_4_gx[b,i]) + h_4_gx[b,i + 48])²); dL_dh_4_gh[b,i + 48] += dL_dh_4[b,i]·(1 - σ(h_4_gh[b,i + 24] + h_4_gx[b,i + 24]))·(1 - tanh(h_4_gh[b,i + 48]·σ(h_4_gh[b,i] + h_4_gx[b,i]) + h_4_gx[b,i + 48])²)·σ(h_4_gh[b,i] + h_4_gx[b,i]); dL_dh_3[b,i] += dL_dh_4[b,i]·σ(h_4_gh[b,i + 24] + h_4_gx[b,i + 24]) (from h_4) */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 24; i++) {
@@ -3229,7 +3193,7 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
             dL_dh_4_gh[b * 72 + (i + 24)] += t8;
             dL_dh_4_gx[b * 72 + (i + 48)] += t5;
             dL_dh_4_gh[b * 72 + (i + 48)] += t0*t5;
-            dL_dh_3[b * 24 + i] += dL_dh_4[b * 24 + i]*t2;
+            dL_dh_3[b * 24 + i] = dL_dh_4[b * 24 + i]*t2;
         }
     /* delta_h_4_gh[b,i] = dL_dh_4_gh[b,i]; g_c2[i] += dL_dh_4_gh[b,i] */
     for (int b = 0; b < batch; b++)
@@ -3251,7 +3215,6 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
     sn_mm_tn(72, 4, batch, delta_h_4_gx, x_4, g_W2, 1);
     memset(dL_dh_3_gx, 0, sizeof(real) * (size_t)batch * 72);
     memset(dL_dh_3_gh, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_2, 0, sizeof(real) * (size_t)batch * 24);
     /* dL_dh_3_gx[b,i] += dL_dh_3[b,i]·h_3_gh[b,i + 48]·(1 - σ(h_3_gh[b,i + 24] + h_3_gx[b,i + 24]))·(1 - σ(h_3_gh[b,i] + h_3_gx[b,i]))·(1 - tanh(h_3_gh[b,i + 48]·σ(h_3_gh[b,i] + h_3_gx[b,i]) + h_3_gx[b,i + 48])²)·σ(h_3_gh[b,i] + h_3_gx[b,i]); dL_dh_3_gh[b,i] += dL_dh_3[b,i]·h_3_gh[b,i + 48]·(1 - σ(h_3_gh[b,i + 24] + h_3_gx[b,i + 24]))·(1 - σ(h_3_gh[b,i] + h_3_gx[b,i]))·(1 - tanh(h_3_gh[b,i + 48]·σ(h_3_gh[b,i] + h_3_gx[b,i]) + h_3_gx[b,i + 48])²)·σ(h_3_gh[b,i] + h_3_gx[b,i]); dL_dh_3_gx[b,i + 24] += dL_dh_3[b,i]·(h_2[b,i]·(1 - σ(h_3_gh[b,i + 24] + h_3_gx[b,i + 24]))·σ(h_3_gh[b,i + 24] + h_3_gx[b,i + 24]) - (1 - σ(h_3_gh[b,i + 24] + h_3_gx[b,i + 24]))·σ(h_3_gh[b,i + 24] + h_3_gx[b,i + 24])·tanh(h_3_gh[b,i + 48]·σ(h_3_gh[b,i] + h_3_gx[b,i]) + h_3_gx[b,i + 48])); dL_dh_3_gh[b,i + 24] += dL_dh_3[b,i]·(h_2[b,i]·(1 - σ(h_3_gh[b,i + 24] + h_3_gx[b,i + 24]))·σ(h_3_gh[b,i + 24] + h_3_gx[b,i + 24]) - (1 - σ(h_3_gh[b,i + 24] + h_3_gx[b,i + 24]))·σ(h_3_gh[b,i + 24] + h_3_gx[b,i + 24])·tanh(h_3_gh[b,i + 48]·σ(h_3_gh[b,i] + h_3_gx[b,i]) + h_3_gx[b,i + 48])); dL_dh_3_gx[b,i + 48] += dL_dh_3[b,i]·(1 - σ(h_3_gh[b,i + 24] + h_3_gx[b,i + 24]))·(1 - tanh(h_3_gh[b,i + 48]·σ(h_3_gh[b,i] + h_3_gx[b,i]) + h_3_gx[b,i + 48])²); dL_dh_3_gh[b,i + 48] += dL_dh_3[b,i]·(1 - σ(h_3_gh[b,i + 24] + h_3_gx[b,i + 24]))·(1 - tanh(h_3_gh[b,i + 48]·σ(h_3_gh[b,i] + h_3_gx[b,i]) + h_3_gx[b,i + 48])²)·σ(h_3_gh[b,i] + h_3_gx[b,i]); dL_dh_2[b,i] += dL_dh_3[b,i]·σ(h_3_gh[b,i + 24] + h_3_gx[b,i + 24]) (from h_3) */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 24; i++) {
@@ -3270,7 +3233,7 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
             dL_dh_3_gh[b * 72 + (i + 24)] += t8;
             dL_dh_3_gx[b * 72 + (i + 48)] += t5;
             dL_dh_3_gh[b * 72 + (i + 48)] += t0*t5;
-            dL_dh_2[b * 24 + i] += dL_dh_3[b * 24 + i]*t2;
+            dL_dh_2[b * 24 + i] = dL_dh_3[b * 24 + i]*t2;
         }
     /* delta_h_3_gh[b,i] = dL_dh_3_gh[b,i]; g_c2[i] += dL_dh_3_gh[b,i] */
     for (int b = 0; b < batch; b++)
@@ -3292,7 +3255,6 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
     sn_mm_tn(72, 4, batch, delta_h_3_gx, x_3, g_W2, 1);
     memset(dL_dh_2_gx, 0, sizeof(real) * (size_t)batch * 72);
     memset(dL_dh_2_gh, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_1, 0, sizeof(real) * (size_t)batch * 24);
     /* dL_dh_2_gx[b,i] += dL_dh_2[b,i]·h_2_gh[b,i + 48]·(1 - σ(h_2_gh[b,i + 24] + h_2_gx[b,i + 24]))·(1 - σ(h_2_gh[b,i] + h_2_gx[b,i]))·(1 - tanh(h_2_gh[b,i + 48]·σ(h_2_gh[b,i] + h_2_gx[b,i]) + h_2_gx[b,i + 48])²)·σ(h_2_gh[b,i] + h_2_gx[b,i]); dL_dh_2_gh[b,i] += dL_dh_2[b,i]·h_2_gh[b,i + 48]·(1 - σ(h_2_gh[b,i + 24] + h_2_gx[b,i + 24]))·(1 - σ(h_2_gh[b,i] + h_2_gx[b,i]))·(1 - tanh(h_2_gh[b,i + 48]·σ(h_2_gh[b,i] + h_2_gx[b,i]) + h_2_gx[b,i + 48])²)·σ(h_2_gh[b,i] + h_2_gx[b,i]); dL_dh_2_gx[b,i + 24] += dL_dh_2[b,i]·(h_1[b,i]·(1 - σ(h_2_gh[b,i + 24] + h_2_gx[b,i + 24]))·σ(h_2_gh[b,i + 24] + h_2_gx[b,i + 24]) - (1 - σ(h_2_gh[b,i + 24] + h_2_gx[b,i + 24]))·σ(h_2_gh[b,i + 24] + h_2_gx[b,i + 24])·tanh(h_2_gh[b,i + 48]·σ(h_2_gh[b,i] + h_2_gx[b,i]) + h_2_gx[b,i + 48])); dL_dh_2_gh[b,i + 24] += dL_dh_2[b,i]·(h_1[b,i]·(1 - σ(h_2_gh[b,i + 24] + h_2_gx[b,i + 24]))·σ(h_2_gh[b,i + 24] + h_2_gx[b,i + 24]) - (1 - σ(h_2_gh[b,i + 24] + h_2_gx[b,i + 24]))·σ(h_2_gh[b,i + 24] + h_2_gx[b,i + 24])·tanh(h_2_gh[b,i + 48]·σ(h_2_gh[b,i] + h_2_gx[b,i]) + h_2_gx[b,i + 48])); dL_dh_2_gx[b,i + 48] += dL_dh_2[b,i]·(1 - σ(h_2_gh[b,i + 24] + h_2_gx[b,i + 24]))·(1 - tanh(h_2_gh[b,i + 48]·σ(h_2_gh[b,i] + h_2_gx[b,i]) + h_2_gx[b,i + 48])²); dL_dh_2_gh[b,i + 48] += dL_dh_2[b,i]·(1 - σ(h_2_gh[b,i + 24] + h_2_gx[b,i + 24]))·(1 - tanh(h_2_gh[b,i + 48]·σ(h_2_gh[b,i] + h_2_gx[b,i]) + h_2_gx[b,i + 48])²)·σ(h_2_gh[b,i] + h_2_gx[b,i]); dL_dh_1[b,i] += dL_dh_2[b,i]·σ(h_2_gh[b,i + 24] + h_2_gx[b,i + 24]) (from h_2) */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 24; i++) {
@@ -3311,7 +3273,7 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
             dL_dh_2_gh[b * 72 + (i + 24)] += t8;
             dL_dh_2_gx[b * 72 + (i + 48)] += t5;
             dL_dh_2_gh[b * 72 + (i + 48)] += t0*t5;
-            dL_dh_1[b * 24 + i] += dL_dh_2[b * 24 + i]*t2;
+            dL_dh_1[b * 24 + i] = dL_dh_2[b * 24 + i]*t2;
         }
     /* delta_h_2_gh[b,i] = dL_dh_2_gh[b,i]; g_c2[i] += dL_dh_2_gh[b,i] */
     for (int b = 0; b < batch; b++)
@@ -3362,7 +3324,7 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
     return loss / batch;
 }
 
-real symnet_910e0fe438_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_170beb87b3_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad_labels(params, grads, work, X, T, batch);
 }
@@ -3389,7 +3351,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_910e0fe438_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_170beb87b3_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 12368;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
@@ -3403,7 +3365,7 @@ real symnet_910e0fe438_step(real *params, const real *X, const real *T, int batc
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_910e0fe438_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_170beb87b3_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 12368;
     const double loss = sn_loss_grad_labels(params, grads, work, X, T, batch);
@@ -3474,7 +3436,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_910e0fe438_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_170beb87b3_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -3500,7 +3462,7 @@ void symnet_910e0fe438_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_910e0fe438_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_170beb87b3_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
@@ -3581,7 +3543,7 @@ long long symnet_910e0fe438_train(real *params, const real *X, const real *T, co
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step).
  * The same with integer class labels: T[n] is the class of example n. */
-long long symnet_910e0fe438_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_170beb87b3_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
