@@ -80,3 +80,22 @@ def test_jacobian_of_tanh_against_numpy():
     J = m.jacobian(x)[:, 0, 0]
     want = 1 - np.tanh(x[:, 0]) ** 2
     np.testing.assert_allclose(J, want, rtol=1e-13, atol=2e-15)
+
+
+def test_plain_loops_equal_the_vector_tiles(model, X, monkeypatch):
+    """The products' plain-loop form (compilers without GCC's vectors, or
+    -DSN_PLAIN_LOOPS) gives the vector tiles' loss, gradient and H·v: widths 7 and
+    5 leave partial tiles of rows and columns, 389 rows a partial block."""
+    from symnet.backend.c import build
+    k = pinn.term_kernels(model)
+    v = np.random.default_rng(6).normal(size=model.theta.shape)
+    L, g, _, _ = k.term("pde", X, None, 1.0)
+    hv = k.term("pde", X, None, 1.0, vec=v)[3]
+    monkeypatch.setenv("CC", " ".join(build.compiler() + ["-DSN_PLAIN_LOOPS"]))
+    plain = pinn.TermKernels(model)
+    assert plain.lib is not k.lib
+    L1, g1, _, _ = plain.term("pde", X, None, 1.0)
+    hv1 = plain.term("pde", X, None, 1.0, vec=v)[3]
+    assert L1 == pytest.approx(L, rel=1e-12)
+    np.testing.assert_allclose(g1, g, rtol=1e-11, atol=1e-12 * np.abs(g).max())
+    np.testing.assert_allclose(hv1, hv, rtol=1e-11, atol=1e-12 * np.abs(hv).max())
