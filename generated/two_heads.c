@@ -32,8 +32,8 @@
  *   loss: 1·bce(moon) + 0.5·mse(radius), each averaged over the batch; targets side by side in T
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_472CB76DF8_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_472CB76DF8_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_DA47CDE563_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_DA47CDE563_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (16, 2)
  *   b1           offset        32  shape (16,)
  *   W2           offset        48  shape (16, 16)
@@ -43,48 +43,48 @@
  *   W5           offset       337  shape (1, 16)
  *   b5           offset       353  shape (1,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_472CB76DF8_WORK_SIZE(batch) numbers; SYMNET_472CB76DF8_TRAIN_WORK_SIZE(batch_size) for
- * symnet_472cb76df8_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_DA47CDE563_WORK_SIZE(batch) numbers; SYMNET_DA47CDE563_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_da47cde563_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 354 + X B*2 + T or O B*2 + work (B*166 + 354)
  *   numbers of 4 bytes; e.g. B = 32: 24,592 bytes (training; forward only: 12,680).
  */
-#ifndef SYMNET_472CB76DF8_H
-#define SYMNET_472CB76DF8_H
+#ifndef SYMNET_DA47CDE563_H
+#define SYMNET_DA47CDE563_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_472CB76DF8_REAL float  /* the number type of every array (float32) */
-#define SYMNET_472CB76DF8_N_INPUTS 2  /* features per example */
-#define SYMNET_472CB76DF8_N_OUTPUTS 2
-#define SYMNET_472CB76DF8_N_PARAMS 354  /* numbers in the flat parameter array */
-#define SYMNET_472CB76DF8_WORK_PER_EXAMPLE 166
-#define SYMNET_472CB76DF8_WORK_SIZE(batch) ((batch) * 166 + 354)  /* numbers of scratch per call */
-#define SYMNET_472CB76DF8_TRAIN_WORK_SIZE(batch_size) (SYMNET_472CB76DF8_WORK_SIZE(batch_size) + (batch_size) * 4)
-#define SYMNET_472CB76DF8_SGD 0       /* optimizer codes of symnet_472cb76df8_update and symnet_472cb76df8_train */
-#define SYMNET_472CB76DF8_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_472CB76DF8_N_PARAMS numbers */
-#define SYMNET_472CB76DF8_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_472CB76DF8_N_PARAMS numbers each */
+#define SYMNET_DA47CDE563_REAL float  /* the number type of every array (float32) */
+#define SYMNET_DA47CDE563_N_INPUTS 2  /* features per example */
+#define SYMNET_DA47CDE563_N_OUTPUTS 2
+#define SYMNET_DA47CDE563_N_PARAMS 354  /* numbers in the flat parameter array */
+#define SYMNET_DA47CDE563_WORK_PER_EXAMPLE 166
+#define SYMNET_DA47CDE563_WORK_SIZE(batch) ((batch) * 166 + 354)  /* numbers of scratch per call */
+#define SYMNET_DA47CDE563_TRAIN_WORK_SIZE(batch_size) (SYMNET_DA47CDE563_WORK_SIZE(batch_size) + (batch_size) * 4)
+#define SYMNET_DA47CDE563_SGD 0       /* optimizer codes of symnet_da47cde563_update and symnet_da47cde563_train */
+#define SYMNET_DA47CDE563_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_DA47CDE563_N_PARAMS numbers */
+#define SYMNET_DA47CDE563_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_DA47CDE563_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_472CB76DF8_N_OUTPUTS) = the network's output for X (batch × SYMNET_472CB76DF8_N_INPUTS). */
-void symnet_472cb76df8_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_DA47CDE563_N_OUTPUTS) = the network's output for X (batch × SYMNET_DA47CDE563_N_INPUTS). */
+void symnet_da47cde563_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_472cb76df8_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_da47cde563_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_472CB76DF8_N_PARAMS numbers) by back propagation. */
-float symnet_472cb76df8_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_DA47CDE563_N_PARAMS numbers) by back propagation. */
+float symnet_da47cde563_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_472cb76df8_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_da47cde563_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_472CB76DF8_SGD, SYMNET_472CB76DF8_MOMENTUM or SYMNET_472CB76DF8_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_DA47CDE563_SGD, SYMNET_DA47CDE563_MOMENTUM or SYMNET_DA47CDE563_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_472cb76df8_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_da47cde563_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -92,10 +92,10 @@ void symnet_472cb76df8_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_472CB76DF8_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_DA47CDE563_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_472CB76DF8_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_472cb76df8_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_DA47CDE563_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_da47cde563_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -104,7 +104,7 @@ long long symnet_472cb76df8_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_472CB76DF8_H */
+#endif /* SYMNET_DA47CDE563_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -455,7 +455,7 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 
 /* O[b,:] = [moon[b,:], radius[b,:]]: the forward pass, its outputs side by
  * side in each row (as the targets T are), copied out of work. */
-void symnet_472cb76df8_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_da47cde563_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     for (int b = 0; b < batch; b++) {
@@ -490,7 +490,7 @@ static double sn_loss(const real *params, real *work, const real *I, const real 
     return loss / batch;
 }
 
-real symnet_472cb76df8_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_da47cde563_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -558,16 +558,14 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     sn_mm_tn(1, 16, batch, delta_moon, R, g_W4, 0);
     /* dL_dR[b,j] += Σ_i delta_moon[b,i]·W4[i,j] (from moon) */
     sn_mm_nn(batch, 16, 1, delta_moon, W4, dL_dR, 1);
-    memset(dL_dH1, 0, sizeof(real) * (size_t)batch * 16);
-    memset(dL_dH2, 0, sizeof(real) * (size_t)batch * 16);
     /* dL_dH1[b,i] += dL_dR[b,i] (from R); dL_dH2[b,i] += dL_dR[b,i] */
     for (int b = 0; b < batch; b++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
         for (int i = 0; i < 16; i++) {
-            dL_dH1[b * 16 + i] += dL_dR[b * 16 + i];
-            dL_dH2[b * 16 + i] += dL_dR[b * 16 + i];
+            dL_dH1[b * 16 + i] = dL_dR[b * 16 + i];
+            dL_dH2[b * 16 + i] = dL_dR[b * 16 + i];
         }
     memset(g_b2, 0, sizeof(real) * 16);
     /* delta_H2[b,i] = dL_dH2[b,i]·(1 - H2[b,i]²); g_b2[i] += dL_dH2[b,i]·(1 - H2[b,i]²) */
@@ -601,7 +599,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_472cb76df8_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_da47cde563_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -628,7 +626,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_472cb76df8_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_da47cde563_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 166;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
@@ -699,7 +697,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_472cb76df8_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_da47cde563_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -725,7 +723,7 @@ void symnet_472cb76df8_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_472cb76df8_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_da47cde563_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

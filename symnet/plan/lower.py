@@ -18,6 +18,7 @@ from ..derive.chain import NodeGrad, Term, delta_name, derive, grad_name, shifte
 from ..derive.chain import fused as is_fused
 from . import correlate
 from .fuse import fuse_routes
+from .overwrite import overwrite
 from .products import mark as mark_products
 from ..scalar.notation import text  # loop comments read like the derivation (net.formulas())
 from .ops import LOSS, Conv, Fill, Loop, MatMul, Route, Rows, SoftmaxXent, Zero
@@ -191,6 +192,7 @@ def plan(graph: ir.Graph) -> Plan:
     p.backward = _loss(graph, by_node, grad=True, written=written) \
         + _backward(graph, by_node, written, convs)
     p.backward = fuse_routes(p, p.backward)
+    p.forward, p.backward = overwrite(p, p.forward), overwrite(p, p.backward)
     p.n_trainable = n_trainable
     if len(graph.outputs) == 1 and by_node[graph.outputs[0]].coupled is not None:
         p.loss_labels = [_labels(op) for op in p.loss]
