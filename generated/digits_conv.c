@@ -32,8 +32,8 @@
  *   loss: softmax_cross_entropy, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_6C4856F493_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_6C4856F493_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_FE72BF5240_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_FE72BF5240_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (16, 1, 3, 3)
  *   b1           offset       144  shape (16,)
  *   W3           offset       160  shape (32, 16, 3, 3)
@@ -41,59 +41,59 @@
  *   W5           offset      4800  shape (10, 512)
  *   b5           offset      9920  shape (10,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_6C4856F493_WORK_SIZE(batch) numbers; SYMNET_6C4856F493_TRAIN_WORK_SIZE(batch_size) for
- * symnet_6c4856f493_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_FE72BF5240_WORK_SIZE(batch) numbers; SYMNET_FE72BF5240_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_fe72bf5240_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 9930 + X B*64 + T or O B*10 + work (B*15912 + 9930)
  *   numbers of 4 bytes; e.g. B = 32: 2,125,648 bytes (training; forward only: 1,042,984).
  */
-#ifndef SYMNET_6C4856F493_H
-#define SYMNET_6C4856F493_H
+#ifndef SYMNET_FE72BF5240_H
+#define SYMNET_FE72BF5240_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_6C4856F493_REAL float  /* the number type of every array (float32) */
-#define SYMNET_6C4856F493_N_INPUTS 64  /* features per example */
-#define SYMNET_6C4856F493_N_OUTPUTS 10
-#define SYMNET_6C4856F493_N_PARAMS 9930  /* numbers in the flat parameter array */
-#define SYMNET_6C4856F493_WORK_PER_EXAMPLE 15912
-#define SYMNET_6C4856F493_WORK_SIZE(batch) ((batch) * 15912 + 9930)  /* numbers of scratch per call */
-#define SYMNET_6C4856F493_TRAIN_WORK_SIZE(batch_size) (SYMNET_6C4856F493_WORK_SIZE(batch_size) + (batch_size) * 74)
-#define SYMNET_6C4856F493_SGD 0       /* optimizer codes of symnet_6c4856f493_update and symnet_6c4856f493_train */
-#define SYMNET_6C4856F493_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_6C4856F493_N_PARAMS numbers */
-#define SYMNET_6C4856F493_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_6C4856F493_N_PARAMS numbers each */
+#define SYMNET_FE72BF5240_REAL float  /* the number type of every array (float32) */
+#define SYMNET_FE72BF5240_N_INPUTS 64  /* features per example */
+#define SYMNET_FE72BF5240_N_OUTPUTS 10
+#define SYMNET_FE72BF5240_N_PARAMS 9930  /* numbers in the flat parameter array */
+#define SYMNET_FE72BF5240_WORK_PER_EXAMPLE 15912
+#define SYMNET_FE72BF5240_WORK_SIZE(batch) ((batch) * 15912 + 9930)  /* numbers of scratch per call */
+#define SYMNET_FE72BF5240_TRAIN_WORK_SIZE(batch_size) (SYMNET_FE72BF5240_WORK_SIZE(batch_size) + (batch_size) * 74)
+#define SYMNET_FE72BF5240_SGD 0       /* optimizer codes of symnet_fe72bf5240_update and symnet_fe72bf5240_train */
+#define SYMNET_FE72BF5240_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_FE72BF5240_N_PARAMS numbers */
+#define SYMNET_FE72BF5240_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_FE72BF5240_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_6C4856F493_N_OUTPUTS) = the network's output for X (batch × SYMNET_6C4856F493_N_INPUTS). */
-void symnet_6c4856f493_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_FE72BF5240_N_OUTPUTS) = the network's output for X (batch × SYMNET_FE72BF5240_N_INPUTS). */
+void symnet_fe72bf5240_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_6c4856f493_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_fe72bf5240_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_6C4856F493_N_PARAMS numbers) by back propagation. */
-float symnet_6c4856f493_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_FE72BF5240_N_PARAMS numbers) by back propagation. */
+float symnet_fe72bf5240_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_6c4856f493_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_fe72bf5240_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss; T[b] is the class label of example b. */
-float symnet_6c4856f493_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_fe72bf5240_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_6C4856F493_N_PARAMS numbers) by back propagation. */
-float symnet_6c4856f493_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_FE72BF5240_N_PARAMS numbers) by back propagation. */
+float symnet_fe72bf5240_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_6c4856f493_step_labels(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_fe72bf5240_step_labels(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_6C4856F493_SGD, SYMNET_6C4856F493_MOMENTUM or SYMNET_6C4856F493_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_FE72BF5240_SGD, SYMNET_FE72BF5240_MOMENTUM or SYMNET_FE72BF5240_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_6c4856f493_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_fe72bf5240_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -101,10 +101,10 @@ void symnet_6c4856f493_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_6C4856F493_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_FE72BF5240_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_6C4856F493_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_6c4856f493_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_FE72BF5240_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_fe72bf5240_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -114,10 +114,10 @@ long long symnet_6c4856f493_train(float *params, const float *X, const float *T,
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_6C4856F493_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_FE72BF5240_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_6C4856F493_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_6c4856f493_train_labels(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_FE72BF5240_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_fe72bf5240_train_labels(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -126,7 +126,7 @@ long long symnet_6c4856f493_train_labels(float *params, const float *X, const fl
 }
 #endif
 
-#endif /* SYMNET_6C4856F493_H */
+#endif /* SYMNET_FE72BF5240_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -294,10 +294,13 @@ static void sn_gemm(int M, int N, int K, const real *restrict A, ptrdiff_t sam, 
  * constants: small products then run as loops the compiler unrolls and
  * vectorises, in the order that reads memory contiguously; the rest go to
  * sn_gemm.  Measured on the 2-8-8-1 network's whole-epoch training: ~15% less
- * time per step than calling a generic loop with run-time strides.  The test
- * N·K ≥ SN_SMALL is decided by the compiler, so a layer that can never take the
- * plain loops (M ≥ 1) does not compile them: compile time then stays flat in
- * width (16 layers of 64: gcc 1.4 → s of CPU time). */
+ * time per step than calling a generic loop with run-time strides.  The tests
+ * M·N ≥ SN_SMALL and N·K ≥ SN_SMALL are decided by the compiler where both sizes are
+ * constants, so a product that can never take the plain loops (its third size ≥ 1;
+ * 0 adds nothing, which sn_gemm does too) does not compile them: compile time then
+ * stays flat in width (16 layers of 64: gcc 1.4 → 0.9 s of CPU time).  Written out
+ * once per product: M·N·K alone, with K the batch, left the loops of every weight
+ * gradient in the module. */
 #if defined(__GNUC__)
 #define SN_INLINE static inline __attribute__((always_inline))
 #else
@@ -308,7 +311,7 @@ static void sn_gemm(int M, int N, int K, const real *restrict A, ptrdiff_t sam, 
 SN_INLINE void sn_mm_nt(int M, int N, int K, const real *restrict A,
                         const real *restrict B, real *restrict C, int accumulate)
 {
-    if ((double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
+    if ((double)M * N >= SN_SMALL || (double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
         sn_gemm(M, N, K, A, K, 1, B, 1, K, C, accumulate);
         return;
     }
@@ -325,7 +328,7 @@ SN_INLINE void sn_mm_nt(int M, int N, int K, const real *restrict A,
 SN_INLINE void sn_mm_nn(int M, int N, int K, const real *restrict A,
                         const real *restrict B, real *restrict C, int accumulate)
 {
-    if ((double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
+    if ((double)M * N >= SN_SMALL || (double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
         sn_gemm(M, N, K, A, K, 1, B, N, 1, C, accumulate);
         return;
     }
@@ -345,7 +348,7 @@ SN_INLINE void sn_mm_nn(int M, int N, int K, const real *restrict A,
 SN_INLINE void sn_mm_tn(int M, int N, int K, const real *restrict A,
                         const real *restrict B, real *restrict C, int accumulate)
 {
-    if ((double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
+    if ((double)M * N >= SN_SMALL || (double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
         sn_gemm(M, N, K, A, 1, M, B, N, 1, C, accumulate);
         return;
     }
@@ -769,7 +772,7 @@ SN_INLINE void sn_col2im(const real *restrict dcol, real *restrict dX, int C, in
 static void sn_rows_1(const real *params, real *work, const real *I, int batch, int sn_lo, int sn_hi)
 {
     const real *W1 = params + 0;  /* W1: (16, 1, 3, 3) */
-    const real *b1 = params + 144;  /* b1: (16,) */
+    const real *sn_u_b1 = params + 144;  /* b1: (16,) */
     const real *W3 = params + 160;  /* W3: (32, 16, 3, 3) */
     const real *b3 = params + 4768;  /* b3: (32,) */
 
@@ -792,8 +795,11 @@ static void sn_rows_1(const real *params, real *work, const real *I, int batch, 
     for (int b = sn_lo; b < sn_hi; b++)
         for (int c = 0; c < 16; c++)
             for (int y = 0; y < 8; y++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
                 for (int x = 0; x < 8; x++) {
-                    const real t0 = b1[c] + z_H1[b * 1024 + c * 64 + y * 8 + x];
+                    const real t0 = sn_u_b1[c] + z_H1[b * 1024 + c * 64 + y * 8 + x];
                     H1[b * 1024 + c * 64 + y * 8 + x] = ((t0 > 0) ? (t0) : (0));
                 }
     for (size_t q = (size_t)sn_lo * 256; q < (size_t)sn_hi * 256; q++) z_H2[q] = -INFINITY;
@@ -816,6 +822,9 @@ static void sn_rows_1(const real *params, real *work, const real *I, int batch, 
     for (int b = sn_lo; b < sn_hi; b++)
         for (int c = 0; c < 32; c++)
             for (int y = 0; y < 4; y++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
                 for (int x = 0; x < 4; x++) {
                     const real t0 = b3[c] + z_H3[b * 512 + c * 16 + y * 4 + x];
                     H3[b * 512 + c * 16 + y * 4 + x] = ((t0 > 0) ? (t0) : (0));
@@ -828,7 +837,7 @@ static void sn_rows_1(const real *params, real *work, const real *I, int batch, 
  * sn_part (4800 numbers). */
 static void sn_rows_2(const real *params, real *work, const real *I, int batch, int sn_lo, int sn_hi, real *sn_part)
 {
-    const real *b1 = params + 144;  /* b1: (16,) */
+    const real *sn_u_b1 = params + 144;  /* b1: (16,) */
     const real *W3 = params + 160;  /* W3: (32, 16, 3, 3) */
     const real *b3 = params + 4768;  /* b3: (32,) */
 
@@ -907,25 +916,25 @@ static void sn_rows_2(const real *params, real *work, const real *I, int batch, 
                     const int sn_hit3 = !sn_seen & (H1[b * 1024 + c * 64 + (y*2 + 1) * 8 + (x*2 + 1)] == sn_max);
                     {
                         const real sn_routed = sn_hit0 ? sn_delta : 0;
-                        const real t0 = sn_routed*((b1[c] + z_H1[b * 1024 + c * 64 + (y*2) * 8 + (x*2)] > 0) ? (1) : (0));
+                        const real t0 = sn_routed*((sn_u_b1[c] + z_H1[b * 1024 + c * 64 + (y*2) * 8 + (x*2)] > 0) ? (1) : (0));
                         delta_H1[b * 1024 + c * 64 + (y*2) * 8 + (x*2)] = t0;
                         acc0 += t0;
                     }
                     {
                         const real sn_routed = sn_hit1 ? sn_delta : 0;
-                        const real t0 = sn_routed*((b1[c] + z_H1[b * 1024 + c * 64 + (y*2) * 8 + (x*2 + 1)] > 0) ? (1) : (0));
+                        const real t0 = sn_routed*((sn_u_b1[c] + z_H1[b * 1024 + c * 64 + (y*2) * 8 + (x*2 + 1)] > 0) ? (1) : (0));
                         delta_H1[b * 1024 + c * 64 + (y*2) * 8 + (x*2 + 1)] = t0;
                         acc0 += t0;
                     }
                     {
                         const real sn_routed = sn_hit2 ? sn_delta : 0;
-                        const real t0 = sn_routed*((b1[c] + z_H1[b * 1024 + c * 64 + (y*2 + 1) * 8 + (x*2)] > 0) ? (1) : (0));
+                        const real t0 = sn_routed*((sn_u_b1[c] + z_H1[b * 1024 + c * 64 + (y*2 + 1) * 8 + (x*2)] > 0) ? (1) : (0));
                         delta_H1[b * 1024 + c * 64 + (y*2 + 1) * 8 + (x*2)] = t0;
                         acc0 += t0;
                     }
                     {
                         const real sn_routed = sn_hit3 ? sn_delta : 0;
-                        const real t0 = sn_routed*((b1[c] + z_H1[b * 1024 + c * 64 + (y*2 + 1) * 8 + (x*2 + 1)] > 0) ? (1) : (0));
+                        const real t0 = sn_routed*((sn_u_b1[c] + z_H1[b * 1024 + c * 64 + (y*2 + 1) * 8 + (x*2 + 1)] > 0) ? (1) : (0));
                         delta_H1[b * 1024 + c * 64 + (y*2 + 1) * 8 + (x*2 + 1)] = t0;
                         acc0 += t0;
                     }
@@ -973,6 +982,9 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
     sn_mm_nt(batch, 10, 512, H4, W5, z_O, 0);
     /* O[b,i] = b5[i] + z_O[b,i] */
     for (int b = 0; b < batch; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int i = 0; i < 10; i++) {
             sn_u_O[b * 10 + i] = b5[i] + z_O[b * 10 + i];
         }
@@ -980,7 +992,7 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_6c4856f493_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_fe72bf5240_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 7754, sizeof(real) * (size_t)batch * 10);
@@ -1022,7 +1034,7 @@ static double sn_loss(const real *params, real *work, const real *I, const real 
     return loss / batch;
 }
 
-real symnet_6c4856f493_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_fe72bf5240_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -1085,6 +1097,9 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     memset(g_b5, 0, sizeof(real) * 10);
     /* delta_O[b,i] = dL_dO[b,i]; g_b5[i] += dL_dO[b,i] */
     for (int b = 0; b < batch; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int i = 0; i < 10; i++) {
             delta_O[b * 10 + i] = dL_dO[b * 10 + i];
             g_b5[i] += dL_dO[b * 10 + i];
@@ -1122,7 +1137,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_6c4856f493_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_fe72bf5240_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -1159,7 +1174,7 @@ static double sn_loss_labels(const real *params, real *work, const real *I, cons
     return loss / batch;
 }
 
-real symnet_6c4856f493_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_fe72bf5240_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss_labels(params, work, X, T, batch);
 }
@@ -1218,6 +1233,9 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
     memset(g_b5, 0, sizeof(real) * 10);
     /* delta_O[b,i] = dL_dO[b,i]; g_b5[i] += dL_dO[b,i] */
     for (int b = 0; b < batch; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int i = 0; i < 10; i++) {
             delta_O[b * 10 + i] = dL_dO[b * 10 + i];
             g_b5[i] += dL_dO[b * 10 + i];
@@ -1255,7 +1273,7 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
     return loss / batch;
 }
 
-real symnet_6c4856f493_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_fe72bf5240_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad_labels(params, grads, work, X, T, batch);
 }
@@ -1282,7 +1300,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_6c4856f493_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_fe72bf5240_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 15912;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
@@ -1296,7 +1314,7 @@ real symnet_6c4856f493_step(real *params, const real *X, const real *T, int batc
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_6c4856f493_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_fe72bf5240_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 15912;
     const double loss = sn_loss_grad_labels(params, grads, work, X, T, batch);
@@ -1367,7 +1385,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_6c4856f493_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_fe72bf5240_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -1393,7 +1411,7 @@ void symnet_6c4856f493_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_6c4856f493_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_fe72bf5240_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
@@ -1474,7 +1492,7 @@ long long symnet_6c4856f493_train(real *params, const real *X, const real *T, co
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step).
  * The same with integer class labels: T[n] is the class of example n. */
-long long symnet_6c4856f493_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_fe72bf5240_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

@@ -26,66 +26,66 @@
  *   loss: softmax_cross_entropy, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_F2AE4C5606_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_F2AE4C5606_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_81F0EA1254_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_81F0EA1254_N_PARAMS numbers, in the order of model.params, each row-major:
  *   A1           offset         0  shape (64, 64)
  *   B1           offset      4096  shape (64, 64)
  *   W2           offset      8192  shape (10, 64)
  *   b2           offset      8832  shape (10,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_F2AE4C5606_WORK_SIZE(batch) numbers; SYMNET_F2AE4C5606_TRAIN_WORK_SIZE(batch_size) for
- * symnet_f2ae4c5606_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_81F0EA1254_WORK_SIZE(batch) numbers; SYMNET_81F0EA1254_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_81f0ea1254_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 8842 + X B*64 + T or O B*10 + work (B*424 + 8842)
  *   numbers of 4 bytes; e.g. B = 32: 134,480 bytes (training; forward only: 71,976).
  */
-#ifndef SYMNET_F2AE4C5606_H
-#define SYMNET_F2AE4C5606_H
+#ifndef SYMNET_81F0EA1254_H
+#define SYMNET_81F0EA1254_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_F2AE4C5606_REAL float  /* the number type of every array (float32) */
-#define SYMNET_F2AE4C5606_N_INPUTS 64  /* features per example */
-#define SYMNET_F2AE4C5606_N_OUTPUTS 10
-#define SYMNET_F2AE4C5606_N_PARAMS 8842  /* numbers in the flat parameter array */
-#define SYMNET_F2AE4C5606_WORK_PER_EXAMPLE 424
-#define SYMNET_F2AE4C5606_WORK_SIZE(batch) ((batch) * 424 + 8842)  /* numbers of scratch per call */
-#define SYMNET_F2AE4C5606_TRAIN_WORK_SIZE(batch_size) (SYMNET_F2AE4C5606_WORK_SIZE(batch_size) + (batch_size) * 74)
-#define SYMNET_F2AE4C5606_SGD 0       /* optimizer codes of symnet_f2ae4c5606_update and symnet_f2ae4c5606_train */
-#define SYMNET_F2AE4C5606_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_F2AE4C5606_N_PARAMS numbers */
-#define SYMNET_F2AE4C5606_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_F2AE4C5606_N_PARAMS numbers each */
+#define SYMNET_81F0EA1254_REAL float  /* the number type of every array (float32) */
+#define SYMNET_81F0EA1254_N_INPUTS 64  /* features per example */
+#define SYMNET_81F0EA1254_N_OUTPUTS 10
+#define SYMNET_81F0EA1254_N_PARAMS 8842  /* numbers in the flat parameter array */
+#define SYMNET_81F0EA1254_WORK_PER_EXAMPLE 424
+#define SYMNET_81F0EA1254_WORK_SIZE(batch) ((batch) * 424 + 8842)  /* numbers of scratch per call */
+#define SYMNET_81F0EA1254_TRAIN_WORK_SIZE(batch_size) (SYMNET_81F0EA1254_WORK_SIZE(batch_size) + (batch_size) * 74)
+#define SYMNET_81F0EA1254_SGD 0       /* optimizer codes of symnet_81f0ea1254_update and symnet_81f0ea1254_train */
+#define SYMNET_81F0EA1254_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_81F0EA1254_N_PARAMS numbers */
+#define SYMNET_81F0EA1254_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_81F0EA1254_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_F2AE4C5606_N_OUTPUTS) = the network's output for X (batch × SYMNET_F2AE4C5606_N_INPUTS). */
-void symnet_f2ae4c5606_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_81F0EA1254_N_OUTPUTS) = the network's output for X (batch × SYMNET_81F0EA1254_N_INPUTS). */
+void symnet_81f0ea1254_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_f2ae4c5606_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_81f0ea1254_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_F2AE4C5606_N_PARAMS numbers) by back propagation. */
-float symnet_f2ae4c5606_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_81F0EA1254_N_PARAMS numbers) by back propagation. */
+float symnet_81f0ea1254_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_f2ae4c5606_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_81f0ea1254_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss; T[b] is the class label of example b. */
-float symnet_f2ae4c5606_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_81f0ea1254_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_F2AE4C5606_N_PARAMS numbers) by back propagation. */
-float symnet_f2ae4c5606_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_81F0EA1254_N_PARAMS numbers) by back propagation. */
+float symnet_81f0ea1254_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_f2ae4c5606_step_labels(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_81f0ea1254_step_labels(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_F2AE4C5606_SGD, SYMNET_F2AE4C5606_MOMENTUM or SYMNET_F2AE4C5606_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_81F0EA1254_SGD, SYMNET_81F0EA1254_MOMENTUM or SYMNET_81F0EA1254_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_f2ae4c5606_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_81f0ea1254_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -93,10 +93,10 @@ void symnet_f2ae4c5606_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_F2AE4C5606_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_81F0EA1254_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_F2AE4C5606_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_f2ae4c5606_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_81F0EA1254_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_81f0ea1254_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -106,10 +106,10 @@ long long symnet_f2ae4c5606_train(float *params, const float *X, const float *T,
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_F2AE4C5606_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_81F0EA1254_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_F2AE4C5606_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_f2ae4c5606_train_labels(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_81F0EA1254_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_81f0ea1254_train_labels(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -118,7 +118,7 @@ long long symnet_f2ae4c5606_train_labels(float *params, const float *X, const fl
 }
 #endif
 
-#endif /* SYMNET_F2AE4C5606_H */
+#endif /* SYMNET_81F0EA1254_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -126,12 +126,42 @@ typedef float real;
                       (symnet's own build passes -fopenmp-simd -DSN_SIMD) */
 #endif
 
-/* σ(x) = 1/(1 + e^−x), written so that neither branch overflows. */
-static inline real sn_sigmoid(real x)
+#include <stdint.h>
+/* e^x for float without a call or a branch, so that loops over it vectorise (libm's
+ * expf, called once per element, was ~20% of a GRU's training step).  Cody–Waite:
+ * x = n·ln 2 + r with n = round(x/ln 2) (the float whose low bits hold n, 1.5·2²³
+ * added), |r| ≤ ln 2 / 2, e^r by Cephes' degree-6 polynomial (≈ 1 ulp), then 2^n as
+ * two powers of two built from their exponent bits (each in range, so results down
+ * to the subnormals and up to ∞ come out right); NaN stays NaN. */
+static inline float sn_expf(float x)
 {
-    if (x >= 0) return 1 / (1 + expf(-x));
-    const real e = expf(x);
-    return e / (1 + e);
+    const float c = x > 89.0f ? 89.0f : x < -104.0f ? -104.0f : x;   /* NaN passes */
+    const float shifted = c * 1.44269504088896341f + 12582912.0f;
+    const float n = shifted - 12582912.0f;
+    uint32_t bits;
+    memcpy(&bits, &shifted, sizeof bits);
+    const int32_t k = (int32_t)(bits - 0x4B400000u);            /* n as an integer */
+    float r = c - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    const int32_t k1 = k / 2, k2 = k - k1;
+    const uint32_t b1 = (uint32_t)(k1 + 127) << 23, b2 = (uint32_t)(k2 + 127) << 23;
+    float s1, s2;
+    memcpy(&s1, &b1, sizeof s1);
+    memcpy(&s2, &b2, sizeof s2);
+    return p * s1 * s2;
+}
+
+/* σ(x) = 1/(1 + e^−x): e^−x = ∞ gives 0, e^−x = 0 gives 1; no branch. */
+static inline float sn_sigmoid(float x)
+{
+    return 1.0f / (1.0f + sn_expf(-x));
 }
 
 /* tanh(x) for float as a rational function: x·P(x²)/Q(x²) on |x| ≤ 7.905 (beyond, tanh
@@ -317,10 +347,13 @@ static void sn_gemm(int M, int N, int K, const real *restrict A, ptrdiff_t sam, 
  * constants: small products then run as loops the compiler unrolls and
  * vectorises, in the order that reads memory contiguously; the rest go to
  * sn_gemm.  Measured on the 2-8-8-1 network's whole-epoch training: ~15% less
- * time per step than calling a generic loop with run-time strides.  The test
- * N·K ≥ SN_SMALL is decided by the compiler, so a layer that can never take the
- * plain loops (M ≥ 1) does not compile them: compile time then stays flat in
- * width (16 layers of 64: gcc 1.4 → s of CPU time). */
+ * time per step than calling a generic loop with run-time strides.  The tests
+ * M·N ≥ SN_SMALL and N·K ≥ SN_SMALL are decided by the compiler where both sizes are
+ * constants, so a product that can never take the plain loops (its third size ≥ 1;
+ * 0 adds nothing, which sn_gemm does too) does not compile them: compile time then
+ * stays flat in width (16 layers of 64: gcc 1.4 → 0.9 s of CPU time).  Written out
+ * once per product: M·N·K alone, with K the batch, left the loops of every weight
+ * gradient in the module. */
 #if defined(__GNUC__)
 #define SN_INLINE static inline __attribute__((always_inline))
 #else
@@ -331,7 +364,7 @@ static void sn_gemm(int M, int N, int K, const real *restrict A, ptrdiff_t sam, 
 SN_INLINE void sn_mm_nt(int M, int N, int K, const real *restrict A,
                         const real *restrict B, real *restrict C, int accumulate)
 {
-    if ((double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
+    if ((double)M * N >= SN_SMALL || (double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
         sn_gemm(M, N, K, A, K, 1, B, 1, K, C, accumulate);
         return;
     }
@@ -348,7 +381,7 @@ SN_INLINE void sn_mm_nt(int M, int N, int K, const real *restrict A,
 SN_INLINE void sn_mm_nn(int M, int N, int K, const real *restrict A,
                         const real *restrict B, real *restrict C, int accumulate)
 {
-    if ((double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
+    if ((double)M * N >= SN_SMALL || (double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
         sn_gemm(M, N, K, A, K, 1, B, N, 1, C, accumulate);
         return;
     }
@@ -368,7 +401,7 @@ SN_INLINE void sn_mm_nn(int M, int N, int K, const real *restrict A,
 SN_INLINE void sn_mm_tn(int M, int N, int K, const real *restrict A,
                         const real *restrict B, real *restrict C, int accumulate)
 {
-    if ((double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
+    if ((double)M * N >= SN_SMALL || (double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
         sn_gemm(M, N, K, A, 1, M, B, N, 1, C, accumulate);
         return;
     }
@@ -390,7 +423,7 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
     const real *A1 = params + 0;  /* A1: (64, 64) */
     const real *B1 = params + 4096;  /* B1: (64, 64) */
     const real *W2 = params + 8192;  /* W2: (10, 64) */
-    const real *b2 = params + 8832;  /* b2: (10,) */
+    const real *sn_u_b2 = params + 8832;  /* b2: (10,) */
 
     real *r1_G = work + (size_t)batch * 0;  /* Σ of G: (batch, 64) */
     real *r2_G = work + (size_t)batch * 64;  /* Σ of G: (batch, 64) */
@@ -404,6 +437,9 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
     sn_mm_nt(batch, 64, 64, I, B1, r2_G, 0);
     /* G[b,i] = σ(r1_G[b,i])·tanh(r2_G[b,i]) */
     for (int b = 0; b < batch; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int i = 0; i < 64; i++) {
             sn_u_G[b * 64 + i] = sn_sigmoid(r1_G[b * 64 + i])*sn_tanhf(r2_G[b * 64 + i]);
         }
@@ -411,14 +447,17 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
     sn_mm_nt(batch, 10, 64, sn_u_G, W2, z_O, 0);
     /* O[b,i] = b2[i] + z_O[b,i] */
     for (int b = 0; b < batch; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int i = 0; i < 10; i++) {
-            sn_u_O[b * 10 + i] = b2[i] + z_O[b * 10 + i];
+            sn_u_O[b * 10 + i] = sn_u_b2[i] + z_O[b * 10 + i];
         }
 
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_f2ae4c5606_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_81f0ea1254_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 202, sizeof(real) * (size_t)batch * 10);
@@ -460,7 +499,7 @@ static double sn_loss(const real *params, real *work, const real *I, const real 
     return loss / batch;
 }
 
-real symnet_f2ae4c5606_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_81f0ea1254_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -519,6 +558,9 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     memset(g_b2, 0, sizeof(real) * 10);
     /* delta_O[b,i] = dL_dO[b,i]; g_b2[i] += dL_dO[b,i] */
     for (int b = 0; b < batch; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int i = 0; i < 10; i++) {
             delta_O[b * 10 + i] = dL_dO[b * 10 + i];
             g_b2[i] += dL_dO[b * 10 + i];
@@ -529,6 +571,9 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     sn_mm_nn(batch, 64, 10, delta_O, W2, dL_dG, 0);
     /* delta_r1_G[b,i] = dL_dG[b,i]·(1 - σ(r1_G[b,i]))·σ(r1_G[b,i])·tanh(r2_G[b,i]); delta_r2_G[b,i] = dL_dG[b,i]·(1 - tanh(r2_G[b,i])²)·σ(r1_G[b,i]) */
     for (int b = 0; b < batch; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int i = 0; i < 64; i++) {
             const real t0 = sn_sigmoid(r1_G[b * 64 + i]);
             const real t1 = sn_tanhf(r2_G[b * 64 + i]);
@@ -544,7 +589,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_f2ae4c5606_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_81f0ea1254_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -581,7 +626,7 @@ static double sn_loss_labels(const real *params, real *work, const real *I, cons
     return loss / batch;
 }
 
-real symnet_f2ae4c5606_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_81f0ea1254_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss_labels(params, work, X, T, batch);
 }
@@ -636,6 +681,9 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
     memset(g_b2, 0, sizeof(real) * 10);
     /* delta_O[b,i] = dL_dO[b,i]; g_b2[i] += dL_dO[b,i] */
     for (int b = 0; b < batch; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int i = 0; i < 10; i++) {
             delta_O[b * 10 + i] = dL_dO[b * 10 + i];
             g_b2[i] += dL_dO[b * 10 + i];
@@ -646,6 +694,9 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
     sn_mm_nn(batch, 64, 10, delta_O, W2, dL_dG, 0);
     /* delta_r1_G[b,i] = dL_dG[b,i]·(1 - σ(r1_G[b,i]))·σ(r1_G[b,i])·tanh(r2_G[b,i]); delta_r2_G[b,i] = dL_dG[b,i]·(1 - tanh(r2_G[b,i])²)·σ(r1_G[b,i]) */
     for (int b = 0; b < batch; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int i = 0; i < 64; i++) {
             const real t0 = sn_sigmoid(r1_G[b * 64 + i]);
             const real t1 = sn_tanhf(r2_G[b * 64 + i]);
@@ -661,7 +712,7 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
     return loss / batch;
 }
 
-real symnet_f2ae4c5606_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_81f0ea1254_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad_labels(params, grads, work, X, T, batch);
 }
@@ -688,7 +739,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_f2ae4c5606_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_81f0ea1254_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 424;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
@@ -702,7 +753,7 @@ real symnet_f2ae4c5606_step(real *params, const real *X, const real *T, int batc
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_f2ae4c5606_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_81f0ea1254_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 424;
     const double loss = sn_loss_grad_labels(params, grads, work, X, T, batch);
@@ -773,7 +824,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_f2ae4c5606_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_81f0ea1254_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -799,7 +850,7 @@ void symnet_f2ae4c5606_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_f2ae4c5606_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_81f0ea1254_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
@@ -880,7 +931,7 @@ long long symnet_f2ae4c5606_train(real *params, const real *X, const real *T, co
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step).
  * The same with integer class labels: T[n] is the class of example n. */
-long long symnet_f2ae4c5606_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_81f0ea1254_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
