@@ -109,3 +109,10 @@ def test_lenet_shape_against_pytorch():
     h = F.max_pool2d(F.relu(F.conv2d(h, P["W3"], P["b3"])), 2).flatten(1)
     o = h @ P["W6"].T + P["b6"]
     assert_matches_torch(model, X, T, P, o)
+
+
+def test_the_bench_network_takes_both_routes():
+    """The conv workload of ``python -m symnet.bench``: its first layer (1×5×5) direct, the
+    second (6×5×5) through im2col, as the bench prints."""
+    from symnet.bench import conv as workload
+    assert workload.conv_routes(workload.network()) == "z_H1 direct, z_H3 im2col"
