@@ -182,8 +182,8 @@
  *   loss: softmax_cross_entropy, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_54CB0352D8_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_54CB0352D8_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_1B724D7F33_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_1B724D7F33_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W2           offset         0  shape (72, 4)
  *   b2           offset       288  shape (72,)
  *   c2           offset       360  shape (72,)
@@ -191,59 +191,59 @@
  *   W41          offset      2160  shape (4, 24)
  *   b41          offset      2256  shape (4,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_54CB0352D8_WORK_SIZE(batch) numbers; SYMNET_54CB0352D8_TRAIN_WORK_SIZE(batch_size) for
- * symnet_54cb0352d8_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_1B724D7F33_WORK_SIZE(batch) numbers; SYMNET_1B724D7F33_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_1b724d7f33_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 2260 + X B*80 + T or O B*4 + work (B*12368 + 2260)
  *   numbers of 4 bytes; e.g. B = 32: 1,611,936 bytes (training; forward only: 811,344).
  */
-#ifndef SYMNET_54CB0352D8_H
-#define SYMNET_54CB0352D8_H
+#ifndef SYMNET_1B724D7F33_H
+#define SYMNET_1B724D7F33_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_54CB0352D8_REAL float  /* the number type of every array (float32) */
-#define SYMNET_54CB0352D8_N_INPUTS 80  /* features per example */
-#define SYMNET_54CB0352D8_N_OUTPUTS 4
-#define SYMNET_54CB0352D8_N_PARAMS 2260  /* numbers in the flat parameter array */
-#define SYMNET_54CB0352D8_WORK_PER_EXAMPLE 12368
-#define SYMNET_54CB0352D8_WORK_SIZE(batch) ((batch) * 12368 + 2260)  /* numbers of scratch per call */
-#define SYMNET_54CB0352D8_TRAIN_WORK_SIZE(batch_size) (SYMNET_54CB0352D8_WORK_SIZE(batch_size) + (batch_size) * 84)
-#define SYMNET_54CB0352D8_SGD 0       /* optimizer codes of symnet_54cb0352d8_update and symnet_54cb0352d8_train */
-#define SYMNET_54CB0352D8_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_54CB0352D8_N_PARAMS numbers */
-#define SYMNET_54CB0352D8_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_54CB0352D8_N_PARAMS numbers each */
+#define SYMNET_1B724D7F33_REAL float  /* the number type of every array (float32) */
+#define SYMNET_1B724D7F33_N_INPUTS 80  /* features per example */
+#define SYMNET_1B724D7F33_N_OUTPUTS 4
+#define SYMNET_1B724D7F33_N_PARAMS 2260  /* numbers in the flat parameter array */
+#define SYMNET_1B724D7F33_WORK_PER_EXAMPLE 12368
+#define SYMNET_1B724D7F33_WORK_SIZE(batch) ((batch) * 12368 + 2260)  /* numbers of scratch per call */
+#define SYMNET_1B724D7F33_TRAIN_WORK_SIZE(batch_size) (SYMNET_1B724D7F33_WORK_SIZE(batch_size) + (batch_size) * 84)
+#define SYMNET_1B724D7F33_SGD 0       /* optimizer codes of symnet_1b724d7f33_update and symnet_1b724d7f33_train */
+#define SYMNET_1B724D7F33_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_1B724D7F33_N_PARAMS numbers */
+#define SYMNET_1B724D7F33_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_1B724D7F33_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_54CB0352D8_N_OUTPUTS) = the network's output for X (batch × SYMNET_54CB0352D8_N_INPUTS). */
-void symnet_54cb0352d8_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_1B724D7F33_N_OUTPUTS) = the network's output for X (batch × SYMNET_1B724D7F33_N_INPUTS). */
+void symnet_1b724d7f33_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_54cb0352d8_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_1b724d7f33_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_54CB0352D8_N_PARAMS numbers) by back propagation. */
-float symnet_54cb0352d8_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_1B724D7F33_N_PARAMS numbers) by back propagation. */
+float symnet_1b724d7f33_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_54cb0352d8_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_1b724d7f33_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss; T[b] is the class label of example b. */
-float symnet_54cb0352d8_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_1b724d7f33_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_54CB0352D8_N_PARAMS numbers) by back propagation. */
-float symnet_54cb0352d8_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_1B724D7F33_N_PARAMS numbers) by back propagation. */
+float symnet_1b724d7f33_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_54cb0352d8_step_labels(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_1b724d7f33_step_labels(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_54CB0352D8_SGD, SYMNET_54CB0352D8_MOMENTUM or SYMNET_54CB0352D8_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_1B724D7F33_SGD, SYMNET_1B724D7F33_MOMENTUM or SYMNET_1B724D7F33_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_54cb0352d8_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_1b724d7f33_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -251,10 +251,10 @@ void symnet_54cb0352d8_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_54CB0352D8_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_1B724D7F33_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_54CB0352D8_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_54cb0352d8_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_1B724D7F33_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_1b724d7f33_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -264,10 +264,10 @@ long long symnet_54cb0352d8_train(float *params, const float *X, const float *T,
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_54CB0352D8_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_1B724D7F33_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_54CB0352D8_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_54cb0352d8_train_labels(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_1B724D7F33_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_1b724d7f33_train_labels(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -276,7 +276,7 @@ long long symnet_54cb0352d8_train_labels(float *params, const float *X, const fl
 }
 #endif
 
-#endif /* SYMNET_54CB0352D8_H */
+#endif /* SYMNET_1B724D7F33_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -1182,10 +1182,1028 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_54cb0352d8_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_1b724d7f33_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 6180, sizeof(real) * (size_t)batch * 4);
+}
+
+/* Back propagation from ∂L/∂O down to every gradient ∂L/∂θ (into grads): the
+ * part of the pass after the loss, the same for targets given as rows and as class labels. */
+static void sn_backprop(const real *params, real *grads, real *work, const real *S, int batch)
+{
+    const real *sn_u_c2 = params + 360;  /* c2: (72,) */
+    const real *U2 = params + 432;  /* U2: (72, 24) */
+    const real *W41 = params + 2160;  /* W41: (4, 24) */
+
+    real *g_W2 = grads + 0;  /* ∂L/∂W2: (72, 4) */
+    real *g_b2 = grads + 288;  /* ∂L/∂b2: (72,) */
+    real *g_c2 = grads + 360;  /* ∂L/∂c2: (72,) */
+    real *g_U2 = grads + 432;  /* ∂L/∂U2: (72, 24) */
+    real *g_W41 = grads + 2160;  /* ∂L/∂W41: (4, 24) */
+    real *g_b41 = grads + 2256;  /* ∂L/∂b41: (4,) */
+
+    real *x_1 = work + (size_t)batch * 0;  /* layer x_1: (batch, 4) */
+    real *h_1_gx = work + (size_t)batch * 76;  /* layer h_1_gx: (batch, 72) */
+    real *h_1 = work + (size_t)batch * 148;  /* layer h_1: (batch, 24) */
+    real *x_2 = work + (size_t)batch * 172;  /* layer x_2: (batch, 4) */
+    real *h_2_gx = work + (size_t)batch * 248;  /* layer h_2_gx: (batch, 72) */
+    real *h_2_gh = work + (size_t)batch * 392;  /* layer h_2_gh: (batch, 72) */
+    real *h_2 = work + (size_t)batch * 464;  /* layer h_2: (batch, 24) */
+    real *x_3 = work + (size_t)batch * 488;  /* layer x_3: (batch, 4) */
+    real *h_3_gx = work + (size_t)batch * 564;  /* layer h_3_gx: (batch, 72) */
+    real *h_3_gh = work + (size_t)batch * 708;  /* layer h_3_gh: (batch, 72) */
+    real *h_3 = work + (size_t)batch * 780;  /* layer h_3: (batch, 24) */
+    real *x_4 = work + (size_t)batch * 804;  /* layer x_4: (batch, 4) */
+    real *h_4_gx = work + (size_t)batch * 880;  /* layer h_4_gx: (batch, 72) */
+    real *h_4_gh = work + (size_t)batch * 1024;  /* layer h_4_gh: (batch, 72) */
+    real *h_4 = work + (size_t)batch * 1096;  /* layer h_4: (batch, 24) */
+    real *x_5 = work + (size_t)batch * 1120;  /* layer x_5: (batch, 4) */
+    real *h_5_gx = work + (size_t)batch * 1196;  /* layer h_5_gx: (batch, 72) */
+    real *h_5_gh = work + (size_t)batch * 1340;  /* layer h_5_gh: (batch, 72) */
+    real *h_5 = work + (size_t)batch * 1412;  /* layer h_5: (batch, 24) */
+    real *x_6 = work + (size_t)batch * 1436;  /* layer x_6: (batch, 4) */
+    real *h_6_gx = work + (size_t)batch * 1512;  /* layer h_6_gx: (batch, 72) */
+    real *h_6_gh = work + (size_t)batch * 1656;  /* layer h_6_gh: (batch, 72) */
+    real *h_6 = work + (size_t)batch * 1728;  /* layer h_6: (batch, 24) */
+    real *x_7 = work + (size_t)batch * 1752;  /* layer x_7: (batch, 4) */
+    real *h_7_gx = work + (size_t)batch * 1828;  /* layer h_7_gx: (batch, 72) */
+    real *h_7_gh = work + (size_t)batch * 1972;  /* layer h_7_gh: (batch, 72) */
+    real *h_7 = work + (size_t)batch * 2044;  /* layer h_7: (batch, 24) */
+    real *x_8 = work + (size_t)batch * 2068;  /* layer x_8: (batch, 4) */
+    real *h_8_gx = work + (size_t)batch * 2144;  /* layer h_8_gx: (batch, 72) */
+    real *h_8_gh = work + (size_t)batch * 2288;  /* layer h_8_gh: (batch, 72) */
+    real *h_8 = work + (size_t)batch * 2360;  /* layer h_8: (batch, 24) */
+    real *x_9 = work + (size_t)batch * 2384;  /* layer x_9: (batch, 4) */
+    real *h_9_gx = work + (size_t)batch * 2460;  /* layer h_9_gx: (batch, 72) */
+    real *h_9_gh = work + (size_t)batch * 2604;  /* layer h_9_gh: (batch, 72) */
+    real *h_9 = work + (size_t)batch * 2676;  /* layer h_9: (batch, 24) */
+    real *x_10 = work + (size_t)batch * 2700;  /* layer x_10: (batch, 4) */
+    real *h_10_gx = work + (size_t)batch * 2776;  /* layer h_10_gx: (batch, 72) */
+    real *h_10_gh = work + (size_t)batch * 2920;  /* layer h_10_gh: (batch, 72) */
+    real *h_10 = work + (size_t)batch * 2992;  /* layer h_10: (batch, 24) */
+    real *x_11 = work + (size_t)batch * 3016;  /* layer x_11: (batch, 4) */
+    real *h_11_gx = work + (size_t)batch * 3092;  /* layer h_11_gx: (batch, 72) */
+    real *h_11_gh = work + (size_t)batch * 3236;  /* layer h_11_gh: (batch, 72) */
+    real *h_11 = work + (size_t)batch * 3308;  /* layer h_11: (batch, 24) */
+    real *x_12 = work + (size_t)batch * 3332;  /* layer x_12: (batch, 4) */
+    real *h_12_gx = work + (size_t)batch * 3408;  /* layer h_12_gx: (batch, 72) */
+    real *h_12_gh = work + (size_t)batch * 3552;  /* layer h_12_gh: (batch, 72) */
+    real *h_12 = work + (size_t)batch * 3624;  /* layer h_12: (batch, 24) */
+    real *x_13 = work + (size_t)batch * 3648;  /* layer x_13: (batch, 4) */
+    real *h_13_gx = work + (size_t)batch * 3724;  /* layer h_13_gx: (batch, 72) */
+    real *h_13_gh = work + (size_t)batch * 3868;  /* layer h_13_gh: (batch, 72) */
+    real *h_13 = work + (size_t)batch * 3940;  /* layer h_13: (batch, 24) */
+    real *x_14 = work + (size_t)batch * 3964;  /* layer x_14: (batch, 4) */
+    real *h_14_gx = work + (size_t)batch * 4040;  /* layer h_14_gx: (batch, 72) */
+    real *h_14_gh = work + (size_t)batch * 4184;  /* layer h_14_gh: (batch, 72) */
+    real *h_14 = work + (size_t)batch * 4256;  /* layer h_14: (batch, 24) */
+    real *x_15 = work + (size_t)batch * 4280;  /* layer x_15: (batch, 4) */
+    real *h_15_gx = work + (size_t)batch * 4356;  /* layer h_15_gx: (batch, 72) */
+    real *h_15_gh = work + (size_t)batch * 4500;  /* layer h_15_gh: (batch, 72) */
+    real *h_15 = work + (size_t)batch * 4572;  /* layer h_15: (batch, 24) */
+    real *x_16 = work + (size_t)batch * 4596;  /* layer x_16: (batch, 4) */
+    real *h_16_gx = work + (size_t)batch * 4672;  /* layer h_16_gx: (batch, 72) */
+    real *h_16_gh = work + (size_t)batch * 4816;  /* layer h_16_gh: (batch, 72) */
+    real *h_16 = work + (size_t)batch * 4888;  /* layer h_16: (batch, 24) */
+    real *x_17 = work + (size_t)batch * 4912;  /* layer x_17: (batch, 4) */
+    real *h_17_gx = work + (size_t)batch * 4988;  /* layer h_17_gx: (batch, 72) */
+    real *h_17_gh = work + (size_t)batch * 5132;  /* layer h_17_gh: (batch, 72) */
+    real *h_17 = work + (size_t)batch * 5204;  /* layer h_17: (batch, 24) */
+    real *x_18 = work + (size_t)batch * 5228;  /* layer x_18: (batch, 4) */
+    real *h_18_gx = work + (size_t)batch * 5304;  /* layer h_18_gx: (batch, 72) */
+    real *h_18_gh = work + (size_t)batch * 5448;  /* layer h_18_gh: (batch, 72) */
+    real *h_18 = work + (size_t)batch * 5520;  /* layer h_18: (batch, 24) */
+    real *x_19 = work + (size_t)batch * 5544;  /* layer x_19: (batch, 4) */
+    real *h_19_gx = work + (size_t)batch * 5620;  /* layer h_19_gx: (batch, 72) */
+    real *h_19_gh = work + (size_t)batch * 5764;  /* layer h_19_gh: (batch, 72) */
+    real *h_19 = work + (size_t)batch * 5836;  /* layer h_19: (batch, 24) */
+    real *x_20 = work + (size_t)batch * 5860;  /* layer x_20: (batch, 4) */
+    real *h_20_gx = work + (size_t)batch * 5936;  /* layer h_20_gx: (batch, 72) */
+    real *h_20_gh = work + (size_t)batch * 6080;  /* layer h_20_gh: (batch, 72) */
+    real *h_20 = work + (size_t)batch * 6152;  /* layer h_20: (batch, 24) */
+    real *dL_dh_1_gx = work + (size_t)batch * 6188;  /* ∂L/∂h_1_gx: (batch, 72) */
+    real *delta_h_1_gx = work + (size_t)batch * 6260;  /* ∂L/∂z_h_1_gx: (batch, 72) */
+    real *dL_dh_1 = work + (size_t)batch * 6332;  /* ∂L/∂h_1: (batch, 24) */
+    real *dL_dh_2_gx = work + (size_t)batch * 6360;  /* ∂L/∂h_2_gx: (batch, 72) */
+    real *delta_h_2_gx = work + (size_t)batch * 6432;  /* ∂L/∂z_h_2_gx: (batch, 72) */
+    real *dL_dh_2_gh = work + (size_t)batch * 6504;  /* ∂L/∂h_2_gh: (batch, 72) */
+    real *delta_h_2_gh = work + (size_t)batch * 6576;  /* ∂L/∂z_h_2_gh: (batch, 72) */
+    real *dL_dh_2 = work + (size_t)batch * 6648;  /* ∂L/∂h_2: (batch, 24) */
+    real *dL_dh_3_gx = work + (size_t)batch * 6676;  /* ∂L/∂h_3_gx: (batch, 72) */
+    real *delta_h_3_gx = work + (size_t)batch * 6748;  /* ∂L/∂z_h_3_gx: (batch, 72) */
+    real *dL_dh_3_gh = work + (size_t)batch * 6820;  /* ∂L/∂h_3_gh: (batch, 72) */
+    real *delta_h_3_gh = work + (size_t)batch * 6892;  /* ∂L/∂z_h_3_gh: (batch, 72) */
+    real *dL_dh_3 = work + (size_t)batch * 6964;  /* ∂L/∂h_3: (batch, 24) */
+    real *dL_dh_4_gx = work + (size_t)batch * 6992;  /* ∂L/∂h_4_gx: (batch, 72) */
+    real *delta_h_4_gx = work + (size_t)batch * 7064;  /* ∂L/∂z_h_4_gx: (batch, 72) */
+    real *dL_dh_4_gh = work + (size_t)batch * 7136;  /* ∂L/∂h_4_gh: (batch, 72) */
+    real *delta_h_4_gh = work + (size_t)batch * 7208;  /* ∂L/∂z_h_4_gh: (batch, 72) */
+    real *dL_dh_4 = work + (size_t)batch * 7280;  /* ∂L/∂h_4: (batch, 24) */
+    real *dL_dh_5_gx = work + (size_t)batch * 7308;  /* ∂L/∂h_5_gx: (batch, 72) */
+    real *delta_h_5_gx = work + (size_t)batch * 7380;  /* ∂L/∂z_h_5_gx: (batch, 72) */
+    real *dL_dh_5_gh = work + (size_t)batch * 7452;  /* ∂L/∂h_5_gh: (batch, 72) */
+    real *delta_h_5_gh = work + (size_t)batch * 7524;  /* ∂L/∂z_h_5_gh: (batch, 72) */
+    real *dL_dh_5 = work + (size_t)batch * 7596;  /* ∂L/∂h_5: (batch, 24) */
+    real *dL_dh_6_gx = work + (size_t)batch * 7624;  /* ∂L/∂h_6_gx: (batch, 72) */
+    real *delta_h_6_gx = work + (size_t)batch * 7696;  /* ∂L/∂z_h_6_gx: (batch, 72) */
+    real *dL_dh_6_gh = work + (size_t)batch * 7768;  /* ∂L/∂h_6_gh: (batch, 72) */
+    real *delta_h_6_gh = work + (size_t)batch * 7840;  /* ∂L/∂z_h_6_gh: (batch, 72) */
+    real *dL_dh_6 = work + (size_t)batch * 7912;  /* ∂L/∂h_6: (batch, 24) */
+    real *dL_dh_7_gx = work + (size_t)batch * 7940;  /* ∂L/∂h_7_gx: (batch, 72) */
+    real *delta_h_7_gx = work + (size_t)batch * 8012;  /* ∂L/∂z_h_7_gx: (batch, 72) */
+    real *dL_dh_7_gh = work + (size_t)batch * 8084;  /* ∂L/∂h_7_gh: (batch, 72) */
+    real *delta_h_7_gh = work + (size_t)batch * 8156;  /* ∂L/∂z_h_7_gh: (batch, 72) */
+    real *dL_dh_7 = work + (size_t)batch * 8228;  /* ∂L/∂h_7: (batch, 24) */
+    real *dL_dh_8_gx = work + (size_t)batch * 8256;  /* ∂L/∂h_8_gx: (batch, 72) */
+    real *delta_h_8_gx = work + (size_t)batch * 8328;  /* ∂L/∂z_h_8_gx: (batch, 72) */
+    real *dL_dh_8_gh = work + (size_t)batch * 8400;  /* ∂L/∂h_8_gh: (batch, 72) */
+    real *delta_h_8_gh = work + (size_t)batch * 8472;  /* ∂L/∂z_h_8_gh: (batch, 72) */
+    real *dL_dh_8 = work + (size_t)batch * 8544;  /* ∂L/∂h_8: (batch, 24) */
+    real *dL_dh_9_gx = work + (size_t)batch * 8572;  /* ∂L/∂h_9_gx: (batch, 72) */
+    real *delta_h_9_gx = work + (size_t)batch * 8644;  /* ∂L/∂z_h_9_gx: (batch, 72) */
+    real *dL_dh_9_gh = work + (size_t)batch * 8716;  /* ∂L/∂h_9_gh: (batch, 72) */
+    real *delta_h_9_gh = work + (size_t)batch * 8788;  /* ∂L/∂z_h_9_gh: (batch, 72) */
+    real *dL_dh_9 = work + (size_t)batch * 8860;  /* ∂L/∂h_9: (batch, 24) */
+    real *dL_dh_10_gx = work + (size_t)batch * 8888;  /* ∂L/∂h_10_gx: (batch, 72) */
+    real *delta_h_10_gx = work + (size_t)batch * 8960;  /* ∂L/∂z_h_10_gx: (batch, 72) */
+    real *dL_dh_10_gh = work + (size_t)batch * 9032;  /* ∂L/∂h_10_gh: (batch, 72) */
+    real *delta_h_10_gh = work + (size_t)batch * 9104;  /* ∂L/∂z_h_10_gh: (batch, 72) */
+    real *dL_dh_10 = work + (size_t)batch * 9176;  /* ∂L/∂h_10: (batch, 24) */
+    real *dL_dh_11_gx = work + (size_t)batch * 9204;  /* ∂L/∂h_11_gx: (batch, 72) */
+    real *delta_h_11_gx = work + (size_t)batch * 9276;  /* ∂L/∂z_h_11_gx: (batch, 72) */
+    real *dL_dh_11_gh = work + (size_t)batch * 9348;  /* ∂L/∂h_11_gh: (batch, 72) */
+    real *delta_h_11_gh = work + (size_t)batch * 9420;  /* ∂L/∂z_h_11_gh: (batch, 72) */
+    real *dL_dh_11 = work + (size_t)batch * 9492;  /* ∂L/∂h_11: (batch, 24) */
+    real *dL_dh_12_gx = work + (size_t)batch * 9520;  /* ∂L/∂h_12_gx: (batch, 72) */
+    real *delta_h_12_gx = work + (size_t)batch * 9592;  /* ∂L/∂z_h_12_gx: (batch, 72) */
+    real *dL_dh_12_gh = work + (size_t)batch * 9664;  /* ∂L/∂h_12_gh: (batch, 72) */
+    real *delta_h_12_gh = work + (size_t)batch * 9736;  /* ∂L/∂z_h_12_gh: (batch, 72) */
+    real *dL_dh_12 = work + (size_t)batch * 9808;  /* ∂L/∂h_12: (batch, 24) */
+    real *dL_dh_13_gx = work + (size_t)batch * 9836;  /* ∂L/∂h_13_gx: (batch, 72) */
+    real *delta_h_13_gx = work + (size_t)batch * 9908;  /* ∂L/∂z_h_13_gx: (batch, 72) */
+    real *dL_dh_13_gh = work + (size_t)batch * 9980;  /* ∂L/∂h_13_gh: (batch, 72) */
+    real *delta_h_13_gh = work + (size_t)batch * 10052;  /* ∂L/∂z_h_13_gh: (batch, 72) */
+    real *dL_dh_13 = work + (size_t)batch * 10124;  /* ∂L/∂h_13: (batch, 24) */
+    real *dL_dh_14_gx = work + (size_t)batch * 10152;  /* ∂L/∂h_14_gx: (batch, 72) */
+    real *delta_h_14_gx = work + (size_t)batch * 10224;  /* ∂L/∂z_h_14_gx: (batch, 72) */
+    real *dL_dh_14_gh = work + (size_t)batch * 10296;  /* ∂L/∂h_14_gh: (batch, 72) */
+    real *delta_h_14_gh = work + (size_t)batch * 10368;  /* ∂L/∂z_h_14_gh: (batch, 72) */
+    real *dL_dh_14 = work + (size_t)batch * 10440;  /* ∂L/∂h_14: (batch, 24) */
+    real *dL_dh_15_gx = work + (size_t)batch * 10468;  /* ∂L/∂h_15_gx: (batch, 72) */
+    real *delta_h_15_gx = work + (size_t)batch * 10540;  /* ∂L/∂z_h_15_gx: (batch, 72) */
+    real *dL_dh_15_gh = work + (size_t)batch * 10612;  /* ∂L/∂h_15_gh: (batch, 72) */
+    real *delta_h_15_gh = work + (size_t)batch * 10684;  /* ∂L/∂z_h_15_gh: (batch, 72) */
+    real *dL_dh_15 = work + (size_t)batch * 10756;  /* ∂L/∂h_15: (batch, 24) */
+    real *dL_dh_16_gx = work + (size_t)batch * 10784;  /* ∂L/∂h_16_gx: (batch, 72) */
+    real *delta_h_16_gx = work + (size_t)batch * 10856;  /* ∂L/∂z_h_16_gx: (batch, 72) */
+    real *dL_dh_16_gh = work + (size_t)batch * 10928;  /* ∂L/∂h_16_gh: (batch, 72) */
+    real *delta_h_16_gh = work + (size_t)batch * 11000;  /* ∂L/∂z_h_16_gh: (batch, 72) */
+    real *dL_dh_16 = work + (size_t)batch * 11072;  /* ∂L/∂h_16: (batch, 24) */
+    real *dL_dh_17_gx = work + (size_t)batch * 11100;  /* ∂L/∂h_17_gx: (batch, 72) */
+    real *delta_h_17_gx = work + (size_t)batch * 11172;  /* ∂L/∂z_h_17_gx: (batch, 72) */
+    real *dL_dh_17_gh = work + (size_t)batch * 11244;  /* ∂L/∂h_17_gh: (batch, 72) */
+    real *delta_h_17_gh = work + (size_t)batch * 11316;  /* ∂L/∂z_h_17_gh: (batch, 72) */
+    real *dL_dh_17 = work + (size_t)batch * 11388;  /* ∂L/∂h_17: (batch, 24) */
+    real *dL_dh_18_gx = work + (size_t)batch * 11416;  /* ∂L/∂h_18_gx: (batch, 72) */
+    real *delta_h_18_gx = work + (size_t)batch * 11488;  /* ∂L/∂z_h_18_gx: (batch, 72) */
+    real *dL_dh_18_gh = work + (size_t)batch * 11560;  /* ∂L/∂h_18_gh: (batch, 72) */
+    real *delta_h_18_gh = work + (size_t)batch * 11632;  /* ∂L/∂z_h_18_gh: (batch, 72) */
+    real *dL_dh_18 = work + (size_t)batch * 11704;  /* ∂L/∂h_18: (batch, 24) */
+    real *dL_dh_19_gx = work + (size_t)batch * 11732;  /* ∂L/∂h_19_gx: (batch, 72) */
+    real *delta_h_19_gx = work + (size_t)batch * 11804;  /* ∂L/∂z_h_19_gx: (batch, 72) */
+    real *dL_dh_19_gh = work + (size_t)batch * 11876;  /* ∂L/∂h_19_gh: (batch, 72) */
+    real *delta_h_19_gh = work + (size_t)batch * 11948;  /* ∂L/∂z_h_19_gh: (batch, 72) */
+    real *dL_dh_19 = work + (size_t)batch * 12020;  /* ∂L/∂h_19: (batch, 24) */
+    real *dL_dh_20_gx = work + (size_t)batch * 12048;  /* ∂L/∂h_20_gx: (batch, 72) */
+    real *delta_h_20_gx = work + (size_t)batch * 12120;  /* ∂L/∂z_h_20_gx: (batch, 72) */
+    real *dL_dh_20_gh = work + (size_t)batch * 12192;  /* ∂L/∂h_20_gh: (batch, 72) */
+    real *delta_h_20_gh = work + (size_t)batch * 12264;  /* ∂L/∂z_h_20_gh: (batch, 72) */
+    real *dL_dh_20 = work + (size_t)batch * 12336;  /* ∂L/∂h_20: (batch, 24) */
+    real *dL_dO = work + (size_t)batch * 12360;  /* ∂L/∂O: (batch, 4) */
+    real *delta_O = work + (size_t)batch * 12364;  /* ∂L/∂z_O: (batch, 4) */
+
+    (void)S;
+    memset(g_b41, 0, sizeof(real) * 4);
+    /* delta_O[b,i] = dL_dO[b,i]; g_b41[i] += dL_dO[b,i] */
+    for (int b = 0; b < batch; b++)
+        for (int i = 0; i < 4; i++) {
+            delta_O[b * 4 + i] = dL_dO[b * 4 + i];
+            g_b41[i] += dL_dO[b * 4 + i];
+        }
+    /* g_W41[i,j] = Σ_b delta_O[b,i]·h_20[b,j] */
+    sn_mm_tn(4, 24, batch, delta_O, h_20, g_W41, 0);
+    /* dL_dh_20[b,j] = Σ_i delta_O[b,i]·W41[i,j] */
+    sn_mm_nn(batch, 24, 4, delta_O, W41, dL_dh_20, 0);
+    memset(dL_dh_20_gx, 0, sizeof(real) * (size_t)batch * 72);
+    memset(dL_dh_20_gh, 0, sizeof(real) * (size_t)batch * 72);
+    memset(dL_dh_19, 0, sizeof(real) * (size_t)batch * 24);
+    /* dL_dh_20_gx[b,i] += dL_dh_20[b,i]·h_20_gh[b,i + 48]·(1 - σ(h_20_gh[b,i + 24] + h_20_gx[b,i + 24]))·(1 - σ(h_20_gh[b,i] + h_20_gx[b,i]))·(1 - tanh(h_20_gh[b,i + 48]·σ(h_20_gh[b,i] + h_20_gx[b,i]) + h_20_gx[b,i + 48])²)·σ(h_20_gh[b,i] + h_20_gx[b,i]); dL_dh_20_gh[b,i] += dL_dh_20[b,i]·h_20_gh[b,i + 48]·(1 - σ(h_20_gh[b,i + 24] + h_20_gx[b,i + 24]))·(1 - σ(h_20_gh[b,i] + h_20_gx[b,i]))·(1 - tanh(h_20_gh[b,i + 48]·σ(h_20_gh[b,i] + h_20_gx[b,i]) + h_20_gx[b,i + 48])²)·σ(h_20_gh[b,i] + h_20_gx[b,i]); dL_dh_20_gx[b,i + 24] += dL_dh_20[b,i]·(h_19[b,i]·(1 - σ(h_20_gh[b,i + 24] + h_20_gx[b,i + 24]))·σ(h_20_gh[b,i + 24] + h_20_gx[b,i + 24]) - (1 - σ(h_20_gh[b,i + 24] + h_20_gx[b,i + 24]))·σ(h_20_gh[b,i + 24] + h_20_gx[b,i + 24])·tanh(h_20_gh[b,i + 48]·σ(h_20_gh[b,i] + h_20_gx[b,i]) + h_20_gx[b,i + 48])); dL_dh_20_gh[b,i + 24] += dL_dh_20[b,i]·(h_19[b,i]·(1 - σ(h_20_gh[b,i + 24] + h_20_gx[b,i + 24]))·σ(h_20_gh[b,i + 24] + h_20_gx[b,i + 24]) - (1 - σ(h_20_gh[b,i + 24] + h_20_gx[b,i + 24]))·σ(h_20_gh[b,i + 24] + h_20_gx[b,i + 24])·tanh(h_20_gh[b,i + 48]·σ(h_20_gh[b,i] + h_20_gx[b,i]) + h_20_gx[b,i + 48])); dL_dh_20_gx[b,i + 48] += dL_dh_20[b,i]·(1 - σ(h_20_gh[b,i + 24] + h_20_gx[b,i + 24]))·(1 - tanh(h_20_gh[b,i + 48]·σ(h_20_gh[b,i] + h_20_gx[b,i]) + h_20_gx[b,i + 48])²); dL_dh_20_gh[b,i + 48] += dL_dh_20[b,i]·(1 - σ(h_20_gh[b,i + 24] + h_20_gx[b,i + 24]))·(1 - tanh(h_20_gh[b,i + 48]·σ(h_20_gh[b,i] + h_20_gx[b,i]) + h_20_gx[b,i + 48])²)·σ(h_20_gh[b,i] + h_20_gx[b,i]); dL_dh_19[b,i] += dL_dh_20[b,i]·σ(h_20_gh[b,i + 24] + h_20_gx[b,i + 24]) (from h_20) */
+    for (int b = 0; b < batch; b++)
+        for (int i = 0; i < 24; i++) {
+            const real t0 = sn_sigmoid(h_20_gh[b * 72 + i] + h_20_gx[b * 72 + i]);
+            const real t1 = h_20_gh[b * 72 + (i + 48)]*t0;
+            const real t2 = sn_sigmoid(h_20_gh[b * 72 + (i + 24)] + h_20_gx[b * 72 + (i + 24)]);
+            const real t3 = 1 - t2;
+            const real t4 = sn_tanhf(h_20_gx[b * 72 + (i + 48)] + t1);
+            const real t5 = dL_dh_20[b * 24 + i]*t3*(1 - t4*t4);
+            const real t6 = t1*t5*(1 - t0);
+            const real t7 = t2*t3;
+            const real t8 = dL_dh_20[b * 24 + i]*(h_19[b * 24 + i]*t7 - t4*t7);
+            dL_dh_20_gx[b * 72 + i] += t6;
+            dL_dh_20_gh[b * 72 + i] += t6;
+            dL_dh_20_gx[b * 72 + (i + 24)] += t8;
+            dL_dh_20_gh[b * 72 + (i + 24)] += t8;
+            dL_dh_20_gx[b * 72 + (i + 48)] += t5;
+            dL_dh_20_gh[b * 72 + (i + 48)] += t0*t5;
+            dL_dh_19[b * 24 + i] += dL_dh_20[b * 24 + i]*t2;
+        }
+    memset(g_c2, 0, sizeof(real) * 72);
+    /* delta_h_20_gh[b,i] = dL_dh_20_gh[b,i]; g_c2[i] += dL_dh_20_gh[b,i] */
+    for (int b = 0; b < batch; b++)
+        for (int i = 0; i < 72; i++) {
+            delta_h_20_gh[b * 72 + i] = dL_dh_20_gh[b * 72 + i];
+            g_c2[i] += dL_dh_20_gh[b * 72 + i];
+        }
+    /* g_U2[i,j] = Σ_b delta_h_20_gh[b,i]·h_19[b,j] */
+    sn_mm_tn(72, 24, batch, delta_h_20_gh, h_19, g_U2, 0);
+    /* dL_dh_19[b,j] += Σ_i delta_h_20_gh[b,i]·U2[i,j] (from h_20_gh) */
+    sn_mm_nn(batch, 24, 72, delta_h_20_gh, U2, dL_dh_19, 1);
+    memset(g_b2, 0, sizeof(real) * 72);
+    /* delta_h_20_gx[b,i] = dL_dh_20_gx[b,i]; g_b2[i] += dL_dh_20_gx[b,i] */
+    for (int b = 0; b < batch; b++)
+        for (int i = 0; i < 72; i++) {
+            delta_h_20_gx[b * 72 + i] = dL_dh_20_gx[b * 72 + i];
+            g_b2[i] += dL_dh_20_gx[b * 72 + i];
+        }
+    /* g_W2[i,j] = Σ_b delta_h_20_gx[b,i]·x_20[b,j] */
+    sn_mm_tn(72, 4, batch, delta_h_20_gx, x_20, g_W2, 0);
+    memset(dL_dh_19_gx, 0, sizeof(real) * (size_t)batch * 72);
+    memset(dL_dh_19_gh, 0, sizeof(real) * (size_t)batch * 72);
+    memset(dL_dh_18, 0, sizeof(real) * (size_t)batch * 24);
+    /* dL_dh_19_gx[b,i] += dL_dh_19[b,i]·h_19_gh[b,i + 48]·(1 - σ(h_19_gh[b,i + 24] + h_19_gx[b,i + 24]))·(1 - σ(h_19_gh[b,i] + h_19_gx[b,i]))·(1 - tanh(h_19_gh[b,i + 48]·σ(h_19_gh[b,i] + h_19_gx[b,i]) + h_19_gx[b,i + 48])²)·σ(h_19_gh[b,i] + h_19_gx[b,i]); dL_dh_19_gh[b,i] += dL_dh_19[b,i]·h_19_gh[b,i + 48]·(1 - σ(h_19_gh[b,i + 24] + h_19_gx[b,i + 24]))·(1 - σ(h_19_gh[b,i] + h_19_gx[b,i]))·(1 - tanh(h_19_gh[b,i + 48]·σ(h_19_gh[b,i] + h_19_gx[b,i]) + h_19_gx[b,i + 48])²)·σ(h_19_gh[b,i] + h_19_gx[b,i]); dL_dh_19_gx[b,i + 24] += dL_dh_19[b,i]·(h_18[b,i]·(1 - σ(h_19_gh[b,i + 24] + h_19_gx[b,i + 24]))·σ(h_19_gh[b,i + 24] + h_19_gx[b,i + 24]) - (1 - σ(h_19_gh[b,i + 24] + h_19_gx[b,i + 24]))·σ(h_19_gh[b,i + 24] + h_19_gx[b,i + 24])·tanh(h_19_gh[b,i + 48]·σ(h_19_gh[b,i] + h_19_gx[b,i]) + h_19_gx[b,i + 48])); dL_dh_19_gh[b,i + 24] += dL_dh_19[b,i]·(h_18[b,i]·(1 - σ(h_19_gh[b,i + 24] + h_19_gx[b,i + 24]))·σ(h_19_gh[b,i + 24] + h_19_gx[b,i + 24]) - (1 - σ(h_19_gh[b,i + 24] + h_19_gx[b,i + 24]))·σ(h_19_gh[b,i + 24] + h_19_gx[b,i + 24])·tanh(h_19_gh[b,i + 48]·σ(h_19_gh[b,i] + h_19_gx[b,i]) + h_19_gx[b,i + 48])); dL_dh_19_gx[b,i + 48] += dL_dh_19[b,i]·(1 - σ(h_19_gh[b,i + 24] + h_19_gx[b,i + 24]))·(1 - tanh(h_19_gh[b,i + 48]·σ(h_19_gh[b,i] + h_19_gx[b,i]) + h_19_gx[b,i + 48])²); dL_dh_19_gh[b,i + 48] += dL_dh_19[b,i]·(1 - σ(h_19_gh[b,i + 24] + h_19_gx[b,i + 24]))·(1 - tanh(h_19_gh[b,i + 48]·σ(h_19_gh[b,i] + h_19_gx[b,i]) + h_19_gx[b,i + 48])²)·σ(h_19_gh[b,i] + h_19_gx[b,i]); dL_dh_18[b,i] += dL_dh_19[b,i]·σ(h_19_gh[b,i + 24] + h_19_gx[b,i + 24]) (from h_19) */
+    for (int b = 0; b < batch; b++)
+        for (int i = 0; i < 24; i++) {
+            const real t0 = sn_sigmoid(h_19_gh[b * 72 + i] + h_19_gx[b * 72 + i]);
+            const real t1 = h_19_gh[b * 72 + (i + 48)]*t0;
+            const real t2 = sn_sigmoid(h_19_gh[b * 72 + (i + 24)] + h_19_gx[b * 72 + (i + 24)]);
+            const real t3 = 1 - t2;
+            const real t4 = sn_tanhf(h_19_gx[b * 72 + (i + 48)] + t1);
+            const real t5 = dL_dh_19[b * 24 + i]*t3*(1 - t4*t4);
+            const real t6 = t1*t5*(1 - t0);
+            const real t7 = t2*t3;
+            const real t8 = dL_dh_19[b * 24 + i]*(h_18[b * 24 + i]*t7 - t4*t7);
+            dL_dh_19_gx[b * 72 + i] += t6;
+            dL_dh_19_gh[b * 72 + i] += t6;
+            dL_dh_19_gx[b * 72 + (i + 24)] += t8;
+            dL_dh_19_gh[b * 72 + (i + 24)] += t8;
+            dL_dh_19_gx[b * 72 + (i + 48)] += t5;
+            dL_dh_19_gh[b * 72 + (i + 48)] += t0*t5;
+            dL_dh_18[b * 24 + i] += dL_dh_19[b * 24 + i]*t2;
+        }
+    /* delta_h_19_gh[b,i] = dL_dh_19_gh[b,i]; g_c2[i] += dL_dh_19_gh[b,i] */
+    for (int b = 0; b < batch; b++)
+        for (int i = 0; i < 72; i++) {
+            delta_h_19_gh[b * 72 + i] = dL_dh_19_gh[b * 72 + i];
+            g_c2[i] += dL_dh_19_gh[b * 72 + i];
+        }
+    /* g_U2[i,j] += Σ_b delta_h_19_gh[b,i]·h_18[b,j] */
+    sn_mm_tn(72, 24, batch, delta_h_19_gh, h_18, g_U2, 1);
+    /* dL_dh_18[b,j] += Σ_i delta_h_19_gh[b,i]·U2[i,j] (from h_19_gh) */
+    sn_mm_nn(batch, 24, 72, delta_h_19_gh, U2, dL_dh_18, 1);
+    /* delta_h_19_gx[b,i] = dL_dh_19_gx[b,i]; g_b2[i] += dL_dh_19_gx[b,i] */
+    for (int b = 0; b < batch; b++)
+        for (int i = 0; i < 72; i++) {
+            delta_h_19_gx[b * 72 + i] = dL_dh_19_gx[b * 72 + i];
+            g_b2[i] += dL_dh_19_gx[b * 72 + i];
+        }
+    /* g_W2[i,j] += Σ_b delta_h_19_gx[b,i]·x_19[b,j] */
+    sn_mm_tn(72, 4, batch, delta_h_19_gx, x_19, g_W2, 1);
+    memset(dL_dh_18_gx, 0, sizeof(real) * (size_t)batch * 72);
+    memset(dL_dh_18_gh, 0, sizeof(real) * (size_t)batch * 72);
+    memset(dL_dh_17, 0, sizeof(real) * (size_t)batch * 24);
+    /* dL_dh_18_gx[b,i] += dL_dh_18[b,i]·h_18_gh[b,i + 48]·(1 - σ(h_18_gh[b,i + 24] + h_18_gx[b,i + 24]))·(1 - σ(h_18_gh[b,i] + h_18_gx[b,i]))·(1 - tanh(h_18_gh[b,i + 48]·σ(h_18_gh[b,i] + h_18_gx[b,i]) + h_18_gx[b,i + 48])²)·σ(h_18_gh[b,i] + h_18_gx[b,i]); dL_dh_18_gh[b,i] += dL_dh_18[b,i]·h_18_gh[b,i + 48]·(1 - σ(h_18_gh[b,i + 24] + h_18_gx[b,i + 24]))·(1 - σ(h_18_gh[b,i] + h_18_gx[b,i]))·(1 - tanh(h_18_gh[b,i + 48]·σ(h_18_gh[b,i] + h_18_gx[b,i]) + h_18_gx[b,i + 48])²)·σ(h_18_gh[b,i] + h_18_gx[b,i]); dL_dh_18_gx[b,i + 24] += dL_dh_18[b,i]·(h_17[b,i]·(1 - σ(h_18_gh[b,i + 24] + h_18_gx[b,i + 24]))·σ(h_18_gh[b,i + 24] + h_18_gx[b,i + 24]) - (1 - σ(h_18_gh[b,i + 24] + h_18_gx[b,i + 24]))·σ(h_18_gh[b,i + 24] + h_18_gx[b,i + 24])·tanh(h_18_gh[b,i + 48]·σ(h_18_gh[b,i] + h_18_gx[b,i]) + h_18_gx[b,i + 48])); dL_dh_18_gh[b,i + 24] += dL_dh_18[b,i]·(h_17[b,i]·(1 - σ(h_18_gh[b,i + 24] + h_18_gx[b,i + 24]))·σ(h_18_gh[b,i + 24] + h_18_gx[b,i + 24]) - (1 - σ(h_18_gh[b,i + 24] + h_18_gx[b,i + 24]))·σ(h_18_gh[b,i + 24] + h_18_gx[b,i + 24])·tanh(h_18_gh[b,i + 48]·σ(h_18_gh[b,i] + h_18_gx[b,i]) + h_18_gx[b,i + 48])); dL_dh_18_gx[b,i + 48] += dL_dh_18[b,i]·(1 - σ(h_18_gh[b,i + 24] + h_18_gx[b,i + 24]))·(1 - tanh(h_18_gh[b,i + 48]·σ(h_18_gh[b,i] + h_18_gx[b,i]) + h_18_gx[b,i + 48])²); dL_dh_18_gh[b,i + 48] += dL_dh_18[b,i]·(1 - σ(h_18_gh[b,i + 24] + h_18_gx[b,i + 24]))·(1 - tanh(h_18_gh[b,i + 48]·σ(h_18_gh[b,i] + h_18_gx[b,i]) + h_18_gx[b,i + 48])²)·σ(h_18_gh[b,i] + h_18_gx[b,i]); dL_dh_17[b,i] += dL_dh_18[b,i]·σ(h_18_gh[b,i + 24] + h_18_gx[b,i + 24]) (from h_18) */
+    for (int b = 0; b < batch; b++)
+        for (int i = 0; i < 24; i++) {
+            const real t0 = sn_sigmoid(h_18_gh[b * 72 + i] + h_18_gx[b * 72 + i]);
+            const real t1 = h_18_gh[b * 72 + (i + 48)]*t0;
+            const real t2 = sn_sigmoid(h_18_gh[b * 72 + (i + 24)] + h_18_gx[b * 72 + (i + 24)]);
+            const real t3 = 1 - t2;
+            const real t4 = sn_tanhf(h_18_gx[b * 72 + (i + 48)] + t1);
+            const real t5 = dL_dh_18[b * 24 + i]*t3*(1 - t4*t4);
+            const real t6 = t1*t5*(1 - t0);
+            const real t7 = t2*t3;
+            const real t8 = dL_dh_18[b * 24 + i]*(h_17[b * 24 + i]*t7 - t4*t7);
+            dL_dh_18_gx[b * 72 + i] += t6;
+            dL_dh_18_gh[b * 72 + i] += t6;
+            dL_dh_18_gx[b * 72 + (i + 24)] += t8;
+            dL_dh_18_gh[b * 72 + (i + 24)] += t8;
+            dL_dh_18_gx[b * 72 + (i + 48)] += t5;
+            dL_dh_18_gh[b * 72 + (i + 48)] += t0*t5;
+            dL_dh_17[b * 24 + i] += dL_dh_18[b * 24 + i]*t2;
+        }
+    /* delta_h_18_gh[b,i] = dL_dh_18_gh[b,i]; g_c2[i] += dL_dh_18_gh[b,i] */
+    for (int b = 0; b < batch; b++)
+        for (int i = 0; i < 72; i++) {
+            delta_h_18_gh[b * 72 + i] = dL_dh_18_gh[b * 72 + i];
+            g_c2[i] += dL_dh_18_gh[b * 72 + i];
+        }
+    /* g_U2[i,j] += Σ_b delta_h_18_gh[b,i]·h_17[b,j] */
+    sn_mm_tn(72, 24, batch, delta_h_18_gh, h_17, g_U2, 1);
+    /* dL_dh_17[b,j] += Σ_i delta_h_18_gh[b,i]·U2[i,j] (from h_18_gh) */
+    sn_mm_nn(batch, 24, 72, delta_h_18_gh, U2, dL_dh_17, 1);
+    /* delta_h_18_gx[b,i] = dL_dh_18_gx[b,i]; g_b2[i] += dL_dh_18_gx[b,i] */
+    for (int b = 0; b < batch; b++)
+        for (int i = 0; i < 72; i++) {
+            delta_h_18_gx[b * 72 + i] = dL_dh_18_gx[b * 72 + i];
+            g_b2[i] += dL_dh_18_gx[b * 72 + i];
+        }
+    /* g_W2[i,j] += Σ_b delta_h_18_gx[b,i]·x_18[b,j] */
+    sn_mm_tn(72, 4, batch, delta_h_18_gx, x_18, g_W2, 1);
+    memset(dL_dh_17_gx, 0, sizeof(real) * (size_t)batch * 72);
+    memset(dL_dh_17_gh, 0, sizeof(real) * (size_t)batch * 72);
+    memset(dL_dh_16, 0, sizeof(real) * (size_t)batch * 24);
+    /* dL_dh_17_gx[b,i] += dL_dh_17[b,i]·h_17_gh[b,i + 48]·(1 - σ(h_17_gh[b,i + 24] + h_17_gx[b,i + 24]))·(1 - σ(h_17_gh[b,i] + h_17_gx[b,i]))·(1 - tanh(h_17_gh[b,i + 48]·σ(h_17_gh[b,i] + h_17_gx[b,i]) + h_17_gx[b,i + 48])²)·σ(h_17_gh[b,i] + h_17_gx[b,i]); dL_dh_17_gh[b,i] += dL_dh_17[b,i]·h_17_gh[b,i + 48]·(1 - σ(h_17_gh[b,i + 24] + h_17_gx[b,i + 24]))·(1 - σ(h_17_gh[b,i] + h_17_gx[b,i]))·(1 - tanh(h_17_gh[b,i + 48]·σ(h_17_gh[b,i] + h_17_gx[b,i]) + h_17_gx[b,i + 48])²)·σ(h_17_gh[b,i] + h_17_gx[b,i]); dL_dh_17_gx[b,i + 24] += dL_dh_17[b,i]·(h_16[b,i]·(1 - σ(h_17_gh[b,i + 24] + h_17_gx[b,i + 24]))·σ(h_17_gh[b,i + 24] + h_17_gx[b,i + 24]) - (1 - σ(h_17_gh[b,i + 24] + h_17_gx[b,i + 24]))·σ(h_17_gh[b,i + 24] + h_17_gx[b,i + 24])·tanh(h_17_gh[b,i + 48]·σ(h_17_gh[b,i] + h_17_gx[b,i]) + h_17_gx[b,i + 48])); dL_dh_17_gh[b,i + 24] += dL_dh_17[b,i]·(h_16[b,i]·(1 - σ(h_17_gh[b,i + 24] + h_17_gx[b,i + 24]))·σ(h_17_gh[b,i + 24] + h_17_gx[b,i + 24]) - (1 - σ(h_17_gh[b,i + 24] + h_17_gx[b,i + 24]))·σ(h_17_gh[b,i + 24] + h_17_gx[b,i + 24])·tanh(h_17_gh[b,i + 48]·σ(h_17_gh[b,i] + h_17_gx[b,i]) + h_17_gx[b,i + 48])); dL_dh_17_gx[b,i + 48] += dL_dh_17[b,i]·(1 - σ(h_17_gh[b,i + 24] + h_17_gx[b,i + 24]))·(1 - tanh(h_17_gh[b,i + 48]·σ(h_17_gh[b,i] + h_17_gx[b,i]) + h_17_gx[b,i + 48])²); dL_dh_17_gh[b,i + 48] += dL_dh_17[b,i]·(1 - σ(h_17_gh[b,i + 24] + h_17_gx[b,i + 24]))·(1 - tanh(h_17_gh[b,i + 48]·σ(h_17_gh[b,i] + h_17_gx[b,i]) + h_17_gx[b,i + 48])²)·σ(h_17_gh[b,i] + h_17_gx[b,i]); dL_dh_16[b,i] += dL_dh_17[b,i]·σ(h_17_gh[b,i + 24] + h_17_gx[b,i + 24]) (from h_17) */
+    for (int b = 0; b < batch; b++)
+        for (int i = 0; i < 24; i++) {
+            const real t0 = sn_sigmoid(h_17_gh[b * 72 + i] + h_17_gx[b * 72 + i]);
+            const real t1 = h_17_gh[b * 72 + (i + 48)]*t0;
+            const real t2 = sn_sigmoid(h_17_gh[b * 72 + (i + 24)] + h_17_gx[b * 72 + (i + 24)]);
+            const real t3 = 1 - t2;
+            const real t4 = sn_tanhf(h_17_gx[b * 72 + (i + 48)] + t1);
+            const real t5 = dL_dh_17[b * 24 + i]*t3*(1 - t4*t4);
+            const real t6 = t1*t5*(1 - t0);
+            const real t7 = t2*t3;
+            const real t8 = dL_dh_17[b * 24 + i]*(h_16[b * 24 + i]*t7 - t4*t7);
+            dL_dh_17_gx[b * 72 + i] += t6;
+            dL_dh_17_gh[b * 72 + i] += t6;
+            dL_dh_17_gx[b * 72 + (i + 24)] += t8;
+            dL_dh_17_gh[b * 72 + (i + 24)] += t8;
+            dL_dh_17_gx[b * 72 + (i + 48)] += t5;
+            dL_dh_17_gh[b * 72 + (i + 48)] += t0*t5;
+            dL_dh_16[b * 24 + i] += dL_dh_17[b * 24 + i]*t2;
+        }
+    /* delta_h_17_gh[b,i] = dL_dh_17_gh[b,i]; g_c2[i] += dL_dh_17_gh[b,i] */
+    for (int b = 0; b < batch; b++)
+        for (int i = 0; i < 72; i++) {
+            delta_h_17_gh[b * 72 + i] = dL_dh_17_gh[b * 72 + i];
+            g_c2[i] += dL_dh_17_gh[b * 72 + i];
+        }
+    /* g_U2[i,j] += Σ_b delta_h_17_gh[b,i]·h_16[b,j] */
+    sn_mm_tn(72, 24, batch, delta_h_17_gh, h_16, g_U2, 1);
+    /* dL_dh_16[b,j] += Σ_i delta_h_17_gh[b,i]·U2[i,j] (from h_17_gh) */
+    sn_mm_nn(batch, 24, 72, delta_h_17_gh, U2, dL_dh_16, 1);
+    /* delta_h_17_gx[b,i] = dL_dh_17_gx[b,i]; g_b2[i] += dL_dh_17_gx[b,i] */
+    for (int b = 0; b < batch; b++)
+        for (int i = 0; i < 72; i++) {
+            delta_h_17_gx[b * 72 + i] = dL_dh_17_gx[b * 72 + i];
+            g_b2[i] += dL_dh_17_gx[b * 72 + i];
+        }
+    /* g_W2[i,j] += Σ_b delta_h_17_gx[b,i]·x_17[b,j] */
+    sn_mm_tn(72, 4, batch, delta_h_17_gx, x_17, g_W2, 1);
+    memset(dL_dh_16_gx, 0, sizeof(real) * (size_t)batch * 72);
+    memset(dL_dh_16_gh, 0, sizeof(real) * (size_t)batch * 72);
+    memset(dL_dh_15, 0, sizeof(real) * (size_t)batch * 24);
+    /* dL_dh_16_gx[b,i] += dL_dh_16[b,i]·h_16_gh[b,i + 48]·(1 - σ(h_16_gh[b,i + 24] + h_16_gx[b,i + 24]))·(1 - σ(h_16_gh[b,i] + h_16_gx[b,i]))·(1 - tanh(h_16_gh[b,i + 48]·σ(h_16_gh[b,i] + h_16_gx[b,i]) + h_16_gx[b,i + 48])²)·σ(h_16_gh[b,i] + h_16_gx[b,i]); dL_dh_16_gh[b,i] += dL_dh_16[b,i]·h_16_gh[b,i + 48]·(1 - σ(h_16_gh[b,i + 24] + h_16_gx[b,i + 24]))·(1 - σ(h_16_gh[b,i] + h_16_gx[b,i]))·(1 - tanh(h_16_gh[b,i + 48]·σ(h_16_gh[b,i] + h_16_gx[b,i]) + h_16_gx[b,i + 48])²)·σ(h_16_gh[b,i] + h_16_gx[b,i]); dL_dh_16_gx[b,i + 24] += dL_dh_16[b,i]·(h_15[b,i]·(1 - σ(h_16_gh[b,i + 24] + h_16_gx[b,i + 24]))·σ(h_16_gh[b,i + 24] + h_16_gx[b,i + 24]) - (1 - σ(h_16_gh[b,i + 24] + h_16_gx[b,i + 24]))·σ(h_16_gh[b,i + 24] + h_16_gx[b,i + 24])·tanh(h_16_gh[b,i + 48]·σ(h_16_gh[b,i] + h_16_gx[b,i]) + h_16_gx[b,i + 48])); dL_dh_16_gh[b,i + 24] += dL_dh_16[b,i]·(h_15[b,i]·(1 - σ(h_16_gh[b,i + 24] + h_16_gx[b,i + 24]))·σ(h_16_gh[b,i + 24] + h_16_gx[b,i + 24]) - (1 - σ(h_16_gh[b,i + 24] + h_16_gx[b,i + 24]))·σ(h_16_gh[b,i + 24] + h_16_gx[b,i + 24])·tanh(h_16_gh[b,i + 48]·σ(h_16_gh[b,i] + h_16_gx[b,i]) + h_16_gx[b,i + 48])); dL_dh_16_gx[b,i + 48] += dL_dh_16[b,i]·(1 - σ(h_16_gh[b,i + 24] + h_16_gx[b,i + 24]))·(1 - tanh(h_16_gh[b,i + 48]·σ(h_16_gh[b,i] + h_16_gx[b,i]) + h_16_gx[b,i + 48])²); dL_dh_16_gh[b,i + 48] += dL_dh_16[b,i]·(1 - σ(h_16_gh[b,i + 24] + h_16_gx[b,i + 24]))·(1 - tanh(h_16_gh[b,i + 48]·σ(h_16_gh[b,i] + h_16_gx[b,i]) + h_16_gx[b,i + 48])²)·σ(h_16_gh[b,i] + h_16_gx[b,i]); dL_dh_15[b,i] += dL_dh_16[b,i]·σ(h_16_gh[b,i + 24] + h_16_gx[b,i + 24]) (from h_16) */
+    for (int b = 0; b < batch; b++)
+        for (int i = 0; i < 24; i++) {
+            const real t0 = sn_sigmoid(h_16_gh[b * 72 + i] + h_16_gx[b * 72 + i]);
+            const real t1 = h_16_gh[b * 72 + (i + 48)]*t0;
+            const real t2 = sn_sigmoid(h_16_gh[b * 72 + (i + 24)] + h_16_gx[b * 72 + (i + 24)]);
+            const real t3 = 1 - t2;
+            const real t4 = sn_tanhf(h_16_gx[b * 72 + (i + 48)] + t1);
+            const real t5 = dL_dh_16[b * 24 + i]*t3*(1 - t4*t4);
+            const real t6 = t1*t5*(1 - t0);
+            const real t7 = t2*t3;
+            const real t8 = dL_dh_16[b * 24 + i]*(h_15[b * 24 + i]*t7 - t4*t7);
+            dL_dh_16_gx[b * 72 + i] += t6;
+            dL_dh_16_gh[b * 72 + i] += t6;
+            dL_dh_16_gx[b * 72 + (i + 24)] += t8;
+            dL_dh_16_gh[b * 72 + (i + 24)] += t8;
+            dL_dh_16_gx[b * 72 + (i + 48)] += t5;
+            dL_dh_16_gh[b * 72 + (i + 48)] += t0*t5;
+            dL_dh_15[b * 24 + i] += dL_dh_16[b * 24 + i]*t2;
+        }
+    /* delta_h_16_gh[b,i] = dL_dh_16_gh[b,i]; g_c2[i] += dL_dh_16_gh[b,i] */
+    for (int b = 0; b < batch; b++)
+        for (int i = 0; i < 72; i++) {
+            delta_h_16_gh[b * 72 + i] = dL_dh_16_gh[b * 72 + i];
+            g_c2[i] += dL_dh_16_gh[b * 72 + i];
+        }
+    /* g_U2[i,j] += Σ_b delta_h_16_gh[b,i]·h_15[b,j] */
+    sn_mm_tn(72, 24, batch, delta_h_16_gh, h_15, g_U2, 1);
+    /* dL_dh_15[b,j] += Σ_i delta_h_16_gh[b,i]·U2[i,j] (from h_16_gh) */
+    sn_mm_nn(batch, 24, 72, delta_h_16_gh, U2, dL_dh_15, 1);
+    /* delta_h_16_gx[b,i] = dL_dh_16_gx[b,i]; g_b2[i] += dL_dh_16_gx[b,i] */
+    for (int b = 0; b < batch; b++)
+        for (int i = 0; i < 72; i++) {
+            delta_h_16_gx[b * 72 + i] = dL_dh_16_gx[b * 72 + i];
+            g_b2[i] += dL_dh_16_gx[b * 72 + i];
+        }
+    /* g_W2[i,j] += Σ_b delta_h_16_gx[b,i]·x_16[b,j] */
+    sn_mm_tn(72, 4, batch, delta_h_16_gx, x_16, g_W2, 1);
+    memset(dL_dh_15_gx, 0, sizeof(real) * (size_t)batch * 72);
+    memset(dL_dh_15_gh, 0, sizeof(real) * (size_t)batch * 72);
+    memset(dL_dh_14, 0, sizeof(real) * (size_t)batch * 24);
+    /* dL_dh_15_gx[b,i] += dL_dh_15[b,i]·h_15_gh[b,i + 48]·(1 - σ(h_15_gh[b,i + 24] + h_15_gx[b,i + 24]))·(1 - σ(h_15_gh[b,i] + h_15_gx[b,i]))·(1 - tanh(h_15_gh[b,i + 48]·σ(h_15_gh[b,i] + h_15_gx[b,i]) + h_15_gx[b,i + 48])²)·σ(h_15_gh[b,i] + h_15_gx[b,i]); dL_dh_15_gh[b,i] += dL_dh_15[b,i]·h_15_gh[b,i + 48]·(1 - σ(h_15_gh[b,i + 24] + h_15_gx[b,i + 24]))·(1 - σ(h_15_gh[b,i] + h_15_gx[b,i]))·(1 - tanh(h_15_gh[b,i + 48]·σ(h_15_gh[b,i] + h_15_gx[b,i]) + h_15_gx[b,i + 48])²)·σ(h_15_gh[b,i] + h_15_gx[b,i]); dL_dh_15_gx[b,i + 24] += dL_dh_15[b,i]·(h_14[b,i]·(1 - σ(h_15_gh[b,i + 24] + h_15_gx[b,i + 24]))·σ(h_15_gh[b,i + 24] + h_15_gx[b,i + 24]) - (1 - σ(h_15_gh[b,i + 24] + h_15_gx[b,i + 24]))·σ(h_15_gh[b,i + 24] + h_15_gx[b,i + 24])·tanh(h_15_gh[b,i + 48]·σ(h_15_gh[b,i] + h_15_gx[b,i]) + h_15_gx[b,i + 48])); dL_dh_15_gh[b,i + 24] += dL_dh_15[b,i]·(h_14[b,i]·(1 - σ(h_15_gh[b,i + 24] + h_15_gx[b,i + 24]))·σ(h_15_gh[b,i + 24] + h_15_gx[b,i + 24]) - (1 - σ(h_15_gh[b,i + 24] + h_15_gx[b,i + 24]))·σ(h_15_gh[b,i + 24] + h_15_gx[b,i + 24])·tanh(h_15_gh[b,i + 48]·σ(h_15_gh[b,i] + h_15_gx[b,i]) + h_15_gx[b,i + 48])); dL_dh_15_gx[b,i + 48] += dL_dh_15[b,i]·(1 - σ(h_15_gh[b,i + 24] + h_15_gx[b,i + 24]))·(1 - tanh(h_15_gh[b,i + 48]·σ(h_15_gh[b,i] + h_15_gx[b,i]) + h_15_gx[b,i + 48])²); dL_dh_15_gh[b,i + 48] += dL_dh_15[b,i]·(1 - σ(h_15_gh[b,i + 24] + h_15_gx[b,i + 24]))·(1 - tanh(h_15_gh[b,i + 48]·σ(h_15_gh[b,i] + h_15_gx[b,i]) + h_15_gx[b,i + 48])²)·σ(h_15_gh[b,i] + h_15_gx[b,i]); dL_dh_14[b,i] += dL_dh_15[b,i]·σ(h_15_gh[b,i + 24] + h_15_gx[b,i + 24]) (from h_15) */
+    for (int b = 0; b < batch; b++)
+        for (int i = 0; i < 24; i++) {
+            const real t0 = sn_sigmoid(h_15_gh[b * 72 + i] + h_15_gx[b * 72 + i]);
+            const real t1 = h_15_gh[b * 72 + (i + 48)]*t0;
+            const real t2 = sn_sigmoid(h_15_gh[b * 72 + (i + 24)] + h_15_gx[b * 72 + (i + 24)]);
+            const real t3 = 1 - t2;
+            const real t4 = sn_tanhf(h_15_gx[b * 72 + (i + 48)] + t1);
+            const real t5 = dL_dh_15[b * 24 + i]*t3*(1 - t4*t4);
+            const real t6 = t1*t5*(1 - t0);
+            const real t7 = t2*t3;
+            const real t8 = dL_dh_15[b * 24 + i]*(h_14[b * 24 + i]*t7 - t4*t7);
+            dL_dh_15_gx[b * 72 + i] += t6;
+            dL_dh_15_gh[b * 72 + i] += t6;
+            dL_dh_15_gx[b * 72 + (i + 24)] += t8;
+            dL_dh_15_gh[b * 72 + (i + 24)] += t8;
+            dL_dh_15_gx[b * 72 + (i + 48)] += t5;
+            dL_dh_15_gh[b * 72 + (i + 48)] += t0*t5;
+            dL_dh_14[b * 24 + i] += dL_dh_15[b * 24 + i]*t2;
+        }
+    /* delta_h_15_gh[b,i] = dL_dh_15_gh[b,i]; g_c2[i] += dL_dh_15_gh[b,i] */
+    for (int b = 0; b < batch; b++)
+        for (int i = 0; i < 72; i++) {
+            delta_h_15_gh[b * 72 + i] = dL_dh_15_gh[b * 72 + i];
+            g_c2[i] += dL_dh_15_gh[b * 72 + i];
+        }
+    /* g_U2[i,j] += Σ_b delta_h_15_gh[b,i]·h_14[b,j] */
+    sn_mm_tn(72, 24, batch, delta_h_15_gh, h_14, g_U2, 1);
+    /* dL_dh_14[b,j] += Σ_i delta_h_15_gh[b,i]·U2[i,j] (from h_15_gh) */
+    sn_mm_nn(batch, 24, 72, delta_h_15_gh, U2, dL_dh_14, 1);
+    /* delta_h_15_gx[b,i] = dL_dh_15_gx[b,i]; g_b2[i] += dL_dh_15_gx[b,i] */
+    for (int b = 0; b < batch; b++)
+        for (int i = 0; i < 72; i++) {
+            delta_h_15_gx[b * 72 + i] = dL_dh_15_gx[b * 72 + i];
+            g_b2[i] += dL_dh_15_gx[b * 72 + i];
+        }
+    /* g_W2[i,j] += Σ_b delta_h_15_gx[b,i]·x_15[b,j] */
+    sn_mm_tn(72, 4, batch, delta_h_15_gx, x_15, g_W2, 1);
+    memset(dL_dh_14_gx, 0, sizeof(real) * (size_t)batch * 72);
+    memset(dL_dh_14_gh, 0, sizeof(real) * (size_t)batch * 72);
+    memset(dL_dh_13, 0, sizeof(real) * (size_t)batch * 24);
+    /* dL_dh_14_gx[b,i] += dL_dh_14[b,i]·h_14_gh[b,i + 48]·(1 - σ(h_14_gh[b,i + 24] + h_14_gx[b,i + 24]))·(1 - σ(h_14_gh[b,i] + h_14_gx[b,i]))·(1 - tanh(h_14_gh[b,i + 48]·σ(h_14_gh[b,i] + h_14_gx[b,i]) + h_14_gx[b,i + 48])²)·σ(h_14_gh[b,i] + h_14_gx[b,i]); dL_dh_14_gh[b,i] += dL_dh_14[b,i]·h_14_gh[b,i + 48]·(1 - σ(h_14_gh[b,i + 24] + h_14_gx[b,i + 24]))·(1 - σ(h_14_gh[b,i] + h_14_gx[b,i]))·(1 - tanh(h_14_gh[b,i + 48]·σ(h_14_gh[b,i] + h_14_gx[b,i]) + h_14_gx[b,i + 48])²)·σ(h_14_gh[b,i] + h_14_gx[b,i]); dL_dh_14_gx[b,i + 24] += dL_dh_14[b,i]·(h_13[b,i]·(1 - σ(h_14_gh[b,i + 24] + h_14_gx[b,i + 24]))·σ(h_14_gh[b,i + 24] + h_14_gx[b,i + 24]) - (1 - σ(h_14_gh[b,i + 24] + h_14_gx[b,i + 24]))·σ(h_14_gh[b,i + 24] + h_14_gx[b,i + 24])·tanh(h_14_gh[b,i + 48]·σ(h_14_gh[b,i] + h_14_gx[b,i]) + h_14_gx[b,i + 48])); dL_dh_14_gh[b,i + 24] += dL_dh_14[b,i]·(h_13[b,i]·(1 - σ(h_14_gh[b,i + 24] + h_14_gx[b,i + 24]))·σ(h_14_gh[b,i + 24] + h_14_gx[b,i + 24]) - (1 - σ(h_14_gh[b,i + 24] + h_14_gx[b,i + 24]))·σ(h_14_gh[b,i + 24] + h_14_gx[b,i + 24])·tanh(h_14_gh[b,i + 48]·σ(h_14_gh[b,i] + h_14_gx[b,i]) + h_14_gx[b,i + 48])); dL_dh_14_gx[b,i + 48] += dL_dh_14[b,i]·(1 - σ(h_14_gh[b,i + 24] + h_14_gx[b,i + 24]))·(1 - tanh(h_14_gh[b,i + 48]·σ(h_14_gh[b,i] + h_14_gx[b,i]) + h_14_gx[b,i + 48])²); dL_dh_14_gh[b,i + 48] += dL_dh_14[b,i]·(1 - σ(h_14_gh[b,i + 24] + h_14_gx[b,i + 24]))·(1 - tanh(h_14_gh[b,i + 48]·σ(h_14_gh[b,i] + h_14_gx[b,i]) + h_14_gx[b,i + 48])²)·σ(h_14_gh[b,i] + h_14_gx[b,i]); dL_dh_13[b,i] += dL_dh_14[b,i]·σ(h_14_gh[b,i + 24] + h_14_gx[b,i + 24]) (from h_14) */
+    for (int b = 0; b < batch; b++)
+        for (int i = 0; i < 24; i++) {
+            const real t0 = sn_sigmoid(h_14_gh[b * 72 + i] + h_14_gx[b * 72 + i]);
+            const real t1 = h_14_gh[b * 72 + (i + 48)]*t0;
+            const real t2 = sn_sigmoid(h_14_gh[b * 72 + (i + 24)] + h_14_gx[b * 72 + (i + 24)]);
+            const real t3 = 1 - t2;
+            const real t4 = sn_tanhf(h_14_gx[b * 72 + (i + 48)] + t1);
+            const real t5 = dL_dh_14[b * 24 + i]*t3*(1 - t4*t4);
+            const real t6 = t1*t5*(1 - t0);
+            const real t7 = t2*t3;
+            const real t8 = dL_dh_14[b * 24 + i]*(h_13[b * 24 + i]*t7 - t4*t7);
+            dL_dh_14_gx[b * 72 + i] += t6;
+            dL_dh_14_gh[b * 72 + i] += t6;
+            dL_dh_14_gx[b * 72 + (i + 24)] += t8;
+            dL_dh_14_gh[b * 72 + (i + 24)] += t8;
+            dL_dh_14_gx[b * 72 + (i + 48)] += t5;
+            dL_dh_14_gh[b * 72 + (i + 48)] += t0*t5;
+            dL_dh_13[b * 24 + i] += dL_dh_14[b * 24 + i]*t2;
+        }
+    /* delta_h_14_gh[b,i] = dL_dh_14_gh[b,i]; g_c2[i] += dL_dh_14_gh[b,i] */
+    for (int b = 0; b < batch; b++)
+        for (int i = 0; i < 72; i++) {
+            delta_h_14_gh[b * 72 + i] = dL_dh_14_gh[b * 72 + i];
+            g_c2[i] += dL_dh_14_gh[b * 72 + i];
+        }
+    /* g_U2[i,j] += Σ_b delta_h_14_gh[b,i]·h_13[b,j] */
+    sn_mm_tn(72, 24, batch, delta_h_14_gh, h_13, g_U2, 1);
+    /* dL_dh_13[b,j] += Σ_i delta_h_14_gh[b,i]·U2[i,j] (from h_14_gh) */
+    sn_mm_nn(batch, 24, 72, delta_h_14_gh, U2, dL_dh_13, 1);
+    /* delta_h_14_gx[b,i] = dL_dh_14_gx[b,i]; g_b2[i] += dL_dh_14_gx[b,i] */
+    for (int b = 0; b < batch; b++)
+        for (int i = 0; i < 72; i++) {
+            delta_h_14_gx[b * 72 + i] = dL_dh_14_gx[b * 72 + i];
+            g_b2[i] += dL_dh_14_gx[b * 72 + i];
+        }
+    /* g_W2[i,j] += Σ_b delta_h_14_gx[b,i]·x_14[b,j] */
+    sn_mm_tn(72, 4, batch, delta_h_14_gx, x_14, g_W2, 1);
+    memset(dL_dh_13_gx, 0, sizeof(real) * (size_t)batch * 72);
+    memset(dL_dh_13_gh, 0, sizeof(real) * (size_t)batch * 72);
+    memset(dL_dh_12, 0, sizeof(real) * (size_t)batch * 24);
+    /* dL_dh_13_gx[b,i] += dL_dh_13[b,i]·h_13_gh[b,i + 48]·(1 - σ(h_13_gh[b,i + 24] + h_13_gx[b,i + 24]))·(1 - σ(h_13_gh[b,i] + h_13_gx[b,i]))·(1 - tanh(h_13_gh[b,i + 48]·σ(h_13_gh[b,i] + h_13_gx[b,i]) + h_13_gx[b,i + 48])²)·σ(h_13_gh[b,i] + h_13_gx[b,i]); dL_dh_13_gh[b,i] += dL_dh_13[b,i]·h_13_gh[b,i + 48]·(1 - σ(h_13_gh[b,i + 24] + h_13_gx[b,i + 24]))·(1 - σ(h_13_gh[b,i] + h_13_gx[b,i]))·(1 - tanh(h_13_gh[b,i + 48]·σ(h_13_gh[b,i] + h_13_gx[b,i]) + h_13_gx[b,i + 48])²)·σ(h_13_gh[b,i] + h_13_gx[b,i]); dL_dh_13_gx[b,i + 24] += dL_dh_13[b,i]·(h_12[b,i]·(1 - σ(h_13_gh[b,i + 24] + h_13_gx[b,i + 24]))·σ(h_13_gh[b,i + 24] + h_13_gx[b,i + 24]) - (1 - σ(h_13_gh[b,i + 24] + h_13_gx[b,i + 24]))·σ(h_13_gh[b,i + 24] + h_13_gx[b,i + 24])·tanh(h_13_gh[b,i + 48]·σ(h_13_gh[b,i] + h_13_gx[b,i]) + h_13_gx[b,i + 48])); dL_dh_13_gh[b,i + 24] += dL_dh_13[b,i]·(h_12[b,i]·(1 - σ(h_13_gh[b,i + 24] + h_13_gx[b,i + 24]))·σ(h_13_gh[b,i + 24] + h_13_gx[b,i + 24]) - (1 - σ(h_13_gh[b,i + 24] + h_13_gx[b,i + 24]))·σ(h_13_gh[b,i + 24] + h_13_gx[b,i + 24])·tanh(h_13_gh[b,i + 48]·σ(h_13_gh[b,i] + h_13_gx[b,i]) + h_13_gx[b,i + 48])); dL_dh_13_gx[b,i + 48] += dL_dh_13[b,i]·(1 - σ(h_13_gh[b,i + 24] + h_13_gx[b,i + 24]))·(1 - tanh(h_13_gh[b,i + 48]·σ(h_13_gh[b,i] + h_13_gx[b,i]) + h_13_gx[b,i + 48])²); dL_dh_13_gh[b,i + 48] += dL_dh_13[b,i]·(1 - σ(h_13_gh[b,i + 24] + h_13_gx[b,i + 24]))·(1 - tanh(h_13_gh[b,i + 48]·σ(h_13_gh[b,i] + h_13_gx[b,i]) + h_13_gx[b,i + 48])²)·σ(h_13_gh[b,i] + h_13_gx[b,i]); dL_dh_12[b,i] += dL_dh_13[b,i]·σ(h_13_gh[b,i + 24] + h_13_gx[b,i + 24]) (from h_13) */
+    for (int b = 0; b < batch; b++)
+        for (int i = 0; i < 24; i++) {
+            const real t0 = sn_sigmoid(h_13_gh[b * 72 + i] + h_13_gx[b * 72 + i]);
+            const real t1 = h_13_gh[b * 72 + (i + 48)]*t0;
+            const real t2 = sn_sigmoid(h_13_gh[b * 72 + (i + 24)] + h_13_gx[b * 72 + (i + 24)]);
+            const real t3 = 1 - t2;
+            const real t4 = sn_tanhf(h_13_gx[b * 72 + (i + 48)] + t1);
+            const real t5 = dL_dh_13[b * 24 + i]*t3*(1 - t4*t4);
+            const real t6 = t1*t5*(1 - t0);
+            const real t7 = t2*t3;
+            const real t8 = dL_dh_13[b * 24 + i]*(h_12[b * 24 + i]*t7 - t4*t7);
+            dL_dh_13_gx[b * 72 + i] += t6;
+            dL_dh_13_gh[b * 72 + i] += t6;
+            dL_dh_13_gx[b * 72 + (i + 24)] += t8;
+            dL_dh_13_gh[b * 72 + (i + 24)] += t8;
+            dL_dh_13_gx[b * 72 + (i + 48)] += t5;
+            dL_dh_13_gh[b * 72 + (i + 48)] += t0*t5;
+            dL_dh_12[b * 24 + i] += dL_dh_13[b * 24 + i]*t2;
+        }
+    /* delta_h_13_gh[b,i] = dL_dh_13_gh[b,i]; g_c2[i] += dL_dh_13_gh[b,i] */
+    for (int b = 0; b < batch; b++)
+        for (int i = 0; i < 72; i++) {
+            delta_h_13_gh[b * 72 + i] = dL_dh_13_gh[b * 72 + i];
+            g_c2[i] += dL_dh_13_gh[b * 72 + i];
+        }
+    /* g_U2[i,j] += Σ_b delta_h_13_gh[b,i]·h_12[b,j] */
+    sn_mm_tn(72, 24, batch, delta_h_13_gh, h_12, g_U2, 1);
+    /* dL_dh_12[b,j] += Σ_i delta_h_13_gh[b,i]·U2[i,j] (from h_13_gh) */
+    sn_mm_nn(batch, 24, 72, delta_h_13_gh, U2, dL_dh_12, 1);
+    /* delta_h_13_gx[b,i] = dL_dh_13_gx[b,i]; g_b2[i] += dL_dh_13_gx[b,i] */
+    for (int b = 0; b < batch; b++)
+        for (int i = 0; i < 72; i++) {
+            delta_h_13_gx[b * 72 + i] = dL_dh_13_gx[b * 72 + i];
+            g_b2[i] += dL_dh_13_gx[b * 72 + i];
+        }
+    /* g_W2[i,j] += Σ_b delta_h_13_gx[b,i]·x_13[b,j] */
+    sn_mm_tn(72, 4, batch, delta_h_13_gx, x_13, g_W2, 1);
+    memset(dL_dh_12_gx, 0, sizeof(real) * (size_t)batch * 72);
+    memset(dL_dh_12_gh, 0, sizeof(real) * (size_t)batch * 72);
+    memset(dL_dh_11, 0, sizeof(real) * (size_t)batch * 24);
+    /* dL_dh_12_gx[b,i] += dL_dh_12[b,i]·h_12_gh[b,i + 48]·(1 - σ(h_12_gh[b,i + 24] + h_12_gx[b,i + 24]))·(1 - σ(h_12_gh[b,i] + h_12_gx[b,i]))·(1 - tanh(h_12_gh[b,i + 48]·σ(h_12_gh[b,i] + h_12_gx[b,i]) + h_12_gx[b,i + 48])²)·σ(h_12_gh[b,i] + h_12_gx[b,i]); dL_dh_12_gh[b,i] += dL_dh_12[b,i]·h_12_gh[b,i + 48]·(1 - σ(h_12_gh[b,i + 24] + h_12_gx[b,i + 24]))·(1 - σ(h_12_gh[b,i] + h_12_gx[b,i]))·(1 - tanh(h_12_gh[b,i + 48]·σ(h_12_gh[b,i] + h_12_gx[b,i]) + h_12_gx[b,i + 48])²)·σ(h_12_gh[b,i] + h_12_gx[b,i]); dL_dh_12_gx[b,i + 24] += dL_dh_12[b,i]·(h_11[b,i]·(1 - σ(h_12_gh[b,i + 24] + h_12_gx[b,i + 24]))·σ(h_12_gh[b,i + 24] + h_12_gx[b,i + 24]) - (1 - σ(h_12_gh[b,i + 24] + h_12_gx[b,i + 24]))·σ(h_12_gh[b,i + 24] + h_12_gx[b,i + 24])·tanh(h_12_gh[b,i + 48]·σ(h_12_gh[b,i] + h_12_gx[b,i]) + h_12_gx[b,i + 48])); dL_dh_12_gh[b,i + 24] += dL_dh_12[b,i]·(h_11[b,i]·(1 - σ(h_12_gh[b,i + 24] + h_12_gx[b,i + 24]))·σ(h_12_gh[b,i + 24] + h_12_gx[b,i + 24]) - (1 - σ(h_12_gh[b,i + 24] + h_12_gx[b,i + 24]))·σ(h_12_gh[b,i + 24] + h_12_gx[b,i + 24])·tanh(h_12_gh[b,i + 48]·σ(h_12_gh[b,i] + h_12_gx[b,i]) + h_12_gx[b,i + 48])); dL_dh_12_gx[b,i + 48] += dL_dh_12[b,i]·(1 - σ(h_12_gh[b,i + 24] + h_12_gx[b,i + 24]))·(1 - tanh(h_12_gh[b,i + 48]·σ(h_12_gh[b,i] + h_12_gx[b,i]) + h_12_gx[b,i + 48])²); dL_dh_12_gh[b,i + 48] += dL_dh_12[b,i]·(1 - σ(h_12_gh[b,i + 24] + h_12_gx[b,i + 24]))·(1 - tanh(h_12_gh[b,i + 48]·σ(h_12_gh[b,i] + h_12_gx[b,i]) + h_12_gx[b,i + 48])²)·σ(h_12_gh[b,i] + h_12_gx[b,i]); dL_dh_11[b,i] += dL_dh_12[b,i]·σ(h_12_gh[b,i + 24] + h_12_gx[b,i + 24]) (from h_12) */
+    for (int b = 0; b < batch; b++)
+        for (int i = 0; i < 24; i++) {
+            const real t0 = sn_sigmoid(h_12_gh[b * 72 + i] + h_12_gx[b * 72 + i]);
+            const real t1 = h_12_gh[b * 72 + (i + 48)]*t0;
+            const real t2 = sn_sigmoid(h_12_gh[b * 72 + (i + 24)] + h_12_gx[b * 72 + (i + 24)]);
+            const real t3 = 1 - t2;
+            const real t4 = sn_tanhf(h_12_gx[b * 72 + (i + 48)] + t1);
+            const real t5 = dL_dh_12[b * 24 + i]*t3*(1 - t4*t4);
+            const real t6 = t1*t5*(1 - t0);
+            const real t7 = t2*t3;
+            const real t8 = dL_dh_12[b * 24 + i]*(h_11[b * 24 + i]*t7 - t4*t7);
+            dL_dh_12_gx[b * 72 + i] += t6;
+            dL_dh_12_gh[b * 72 + i] += t6;
+            dL_dh_12_gx[b * 72 + (i + 24)] += t8;
+            dL_dh_12_gh[b * 72 + (i + 24)] += t8;
+            dL_dh_12_gx[b * 72 + (i + 48)] += t5;
+            dL_dh_12_gh[b * 72 + (i + 48)] += t0*t5;
+            dL_dh_11[b * 24 + i] += dL_dh_12[b * 24 + i]*t2;
+        }
+    /* delta_h_12_gh[b,i] = dL_dh_12_gh[b,i]; g_c2[i] += dL_dh_12_gh[b,i] */
+    for (int b = 0; b < batch; b++)
+        for (int i = 0; i < 72; i++) {
+            delta_h_12_gh[b * 72 + i] = dL_dh_12_gh[b * 72 + i];
+            g_c2[i] += dL_dh_12_gh[b * 72 + i];
+        }
+    /* g_U2[i,j] += Σ_b delta_h_12_gh[b,i]·h_11[b,j] */
+    sn_mm_tn(72, 24, batch, delta_h_12_gh, h_11, g_U2, 1);
+    /* dL_dh_11[b,j] += Σ_i delta_h_12_gh[b,i]·U2[i,j] (from h_12_gh) */
+    sn_mm_nn(batch, 24, 72, delta_h_12_gh, U2, dL_dh_11, 1);
+    /* delta_h_12_gx[b,i] = dL_dh_12_gx[b,i]; g_b2[i] += dL_dh_12_gx[b,i] */
+    for (int b = 0; b < batch; b++)
+        for (int i = 0; i < 72; i++) {
+            delta_h_12_gx[b * 72 + i] = dL_dh_12_gx[b * 72 + i];
+            g_b2[i] += dL_dh_12_gx[b * 72 + i];
+        }
+    /* g_W2[i,j] += Σ_b delta_h_12_gx[b,i]·x_12[b,j] */
+    sn_mm_tn(72, 4, batch, delta_h_12_gx, x_12, g_W2, 1);
+    memset(dL_dh_11_gx, 0, sizeof(real) * (size_t)batch * 72);
+    memset(dL_dh_11_gh, 0, sizeof(real) * (size_t)batch * 72);
+    memset(dL_dh_10, 0, sizeof(real) * (size_t)batch * 24);
+    /* dL_dh_11_gx[b,i] += dL_dh_11[b,i]·h_11_gh[b,i + 48]·(1 - σ(h_11_gh[b,i + 24] + h_11_gx[b,i + 24]))·(1 - σ(h_11_gh[b,i] + h_11_gx[b,i]))·(1 - tanh(h_11_gh[b,i + 48]·σ(h_11_gh[b,i] + h_11_gx[b,i]) + h_11_gx[b,i + 48])²)·σ(h_11_gh[b,i] + h_11_gx[b,i]); dL_dh_11_gh[b,i] += dL_dh_11[b,i]·h_11_gh[b,i + 48]·(1 - σ(h_11_gh[b,i + 24] + h_11_gx[b,i + 24]))·(1 - σ(h_11_gh[b,i] + h_11_gx[b,i]))·(1 - tanh(h_11_gh[b,i + 48]·σ(h_11_gh[b,i] + h_11_gx[b,i]) + h_11_gx[b,i + 48])²)·σ(h_11_gh[b,i] + h_11_gx[b,i]); dL_dh_11_gx[b,i + 24] += dL_dh_11[b,i]·(h_10[b,i]·(1 - σ(h_11_gh[b,i + 24] + h_11_gx[b,i + 24]))·σ(h_11_gh[b,i + 24] + h_11_gx[b,i + 24]) - (1 - σ(h_11_gh[b,i + 24] + h_11_gx[b,i + 24]))·σ(h_11_gh[b,i + 24] + h_11_gx[b,i + 24])·tanh(h_11_gh[b,i + 48]·σ(h_11_gh[b,i] + h_11_gx[b,i]) + h_11_gx[b,i + 48])); dL_dh_11_gh[b,i + 24] += dL_dh_11[b,i]·(h_10[b,i]·(1 - σ(h_11_gh[b,i + 24] + h_11_gx[b,i + 24]))·σ(h_11_gh[b,i + 24] + h_11_gx[b,i + 24]) - (1 - σ(h_11_gh[b,i + 24] + h_11_gx[b,i + 24]))·σ(h_11_gh[b,i + 24] + h_11_gx[b,i + 24])·tanh(h_11_gh[b,i + 48]·σ(h_11_gh[b,i] + h_11_gx[b,i]) + h_11_gx[b,i + 48])); dL_dh_11_gx[b,i + 48] += dL_dh_11[b,i]·(1 - σ(h_11_gh[b,i + 24] + h_11_gx[b,i + 24]))·(1 - tanh(h_11_gh[b,i + 48]·σ(h_11_gh[b,i] + h_11_gx[b,i]) + h_11_gx[b,i + 48])²); dL_dh_11_gh[b,i + 48] += dL_dh_11[b,i]·(1 - σ(h_11_gh[b,i + 24] + h_11_gx[b,i + 24]))·(1 - tanh(h_11_gh[b,i + 48]·σ(h_11_gh[b,i] + h_11_gx[b,i]) + h_11_gx[b,i + 48])²)·σ(h_11_gh[b,i] + h_11_gx[b,i]); dL_dh_10[b,i] += dL_dh_11[b,i]·σ(h_11_gh[b,i + 24] + h_11_gx[b,i + 24]) (from h_11) */
+    for (int b = 0; b < batch; b++)
+        for (int i = 0; i < 24; i++) {
+            const real t0 = sn_sigmoid(h_11_gh[b * 72 + i] + h_11_gx[b * 72 + i]);
+            const real t1 = h_11_gh[b * 72 + (i + 48)]*t0;
+            const real t2 = sn_sigmoid(h_11_gh[b * 72 + (i + 24)] + h_11_gx[b * 72 + (i + 24)]);
+            const real t3 = 1 - t2;
+            const real t4 = sn_tanhf(h_11_gx[b * 72 + (i + 48)] + t1);
+            const real t5 = dL_dh_11[b * 24 + i]*t3*(1 - t4*t4);
+            const real t6 = t1*t5*(1 - t0);
+            const real t7 = t2*t3;
+            const real t8 = dL_dh_11[b * 24 + i]*(h_10[b * 24 + i]*t7 - t4*t7);
+            dL_dh_11_gx[b * 72 + i] += t6;
+            dL_dh_11_gh[b * 72 + i] += t6;
+            dL_dh_11_gx[b * 72 + (i + 24)] += t8;
+            dL_dh_11_gh[b * 72 + (i + 24)] += t8;
+            dL_dh_11_gx[b * 72 + (i + 48)] += t5;
+            dL_dh_11_gh[b * 72 + (i + 48)] += t0*t5;
+            dL_dh_10[b * 24 + i] += dL_dh_11[b * 24 + i]*t2;
+        }
+    /* delta_h_11_gh[b,i] = dL_dh_11_gh[b,i]; g_c2[i] += dL_dh_11_gh[b,i] */
+    for (int b = 0; b < batch; b++)
+        for (int i = 0; i < 72; i++) {
+            delta_h_11_gh[b * 72 + i] = dL_dh_11_gh[b * 72 + i];
+            g_c2[i] += dL_dh_11_gh[b * 72 + i];
+        }
+    /* g_U2[i,j] += Σ_b delta_h_11_gh[b,i]·h_10[b,j] */
+    sn_mm_tn(72, 24, batch, delta_h_11_gh, h_10, g_U2, 1);
+    /* dL_dh_10[b,j] += Σ_i delta_h_11_gh[b,i]·U2[i,j] (from h_11_gh) */
+    sn_mm_nn(batch, 24, 72, delta_h_11_gh, U2, dL_dh_10, 1);
+    /* delta_h_11_gx[b,i] = dL_dh_11_gx[b,i]; g_b2[i] += dL_dh_11_gx[b,i] */
+    for (int b = 0; b < batch; b++)
+        for (int i = 0; i < 72; i++) {
+            delta_h_11_gx[b * 72 + i] = dL_dh_11_gx[b * 72 + i];
+            g_b2[i] += dL_dh_11_gx[b * 72 + i];
+        }
+    /* g_W2[i,j] += Σ_b delta_h_11_gx[b,i]·x_11[b,j] */
+    sn_mm_tn(72, 4, batch, delta_h_11_gx, x_11, g_W2, 1);
+    memset(dL_dh_10_gx, 0, sizeof(real) * (size_t)batch * 72);
+    memset(dL_dh_10_gh, 0, sizeof(real) * (size_t)batch * 72);
+    memset(dL_dh_9, 0, sizeof(real) * (size_t)batch * 24);
+    /* dL_dh_10_gx[b,i] += dL_dh_10[b,i]·h_10_gh[b,i + 48]·(1 - σ(h_10_gh[b,i + 24] + h_10_gx[b,i + 24]))·(1 - σ(h_10_gh[b,i] + h_10_gx[b,i]))·(1 - tanh(h_10_gh[b,i + 48]·σ(h_10_gh[b,i] + h_10_gx[b,i]) + h_10_gx[b,i + 48])²)·σ(h_10_gh[b,i] + h_10_gx[b,i]); dL_dh_10_gh[b,i] += dL_dh_10[b,i]·h_10_gh[b,i + 48]·(1 - σ(h_10_gh[b,i + 24] + h_10_gx[b,i + 24]))·(1 - σ(h_10_gh[b,i] + h_10_gx[b,i]))·(1 - tanh(h_10_gh[b,i + 48]·σ(h_10_gh[b,i] + h_10_gx[b,i]) + h_10_gx[b,i + 48])²)·σ(h_10_gh[b,i] + h_10_gx[b,i]); dL_dh_10_gx[b,i + 24] += dL_dh_10[b,i]·(h_9[b,i]·(1 - σ(h_10_gh[b,i + 24] + h_10_gx[b,i + 24]))·σ(h_10_gh[b,i + 24] + h_10_gx[b,i + 24]) - (1 - σ(h_10_gh[b,i + 24] + h_10_gx[b,i + 24]))·σ(h_10_gh[b,i + 24] + h_10_gx[b,i + 24])·tanh(h_10_gh[b,i + 48]·σ(h_10_gh[b,i] + h_10_gx[b,i]) + h_10_gx[b,i + 48])); dL_dh_10_gh[b,i + 24] += dL_dh_10[b,i]·(h_9[b,i]·(1 - σ(h_10_gh[b,i + 24] + h_10_gx[b,i + 24]))·σ(h_10_gh[b,i + 24] + h_10_gx[b,i + 24]) - (1 - σ(h_10_gh[b,i + 24] + h_10_gx[b,i + 24]))·σ(h_10_gh[b,i + 24] + h_10_gx[b,i + 24])·tanh(h_10_gh[b,i + 48]·σ(h_10_gh[b,i] + h_10_gx[b,i]) + h_10_gx[b,i + 48])); dL_dh_10_gx[b,i + 48] += dL_dh_10[b,i]·(1 - σ(h_10_gh[b,i + 24] + h_10_gx[b,i + 24]))·(1 - tanh(h_10_gh[b,i + 48]·σ(h_10_gh[b,i] + h_10_gx[b,i]) + h_10_gx[b,i + 48])²); dL_dh_10_gh[b,i + 48] += dL_dh_10[b,i]·(1 - σ(h_10_gh[b,i + 24] + h_10_gx[b,i + 24]))·(1 - tanh(h_10_gh[b,i + 48]·σ(h_10_gh[b,i] + h_10_gx[b,i]) + h_10_gx[b,i + 48])²)·σ(h_10_gh[b,i] + h_10_gx[b,i]); dL_dh_9[b,i] += dL_dh_10[b,i]·σ(h_10_gh[b,i + 24] + h_10_gx[b,i + 24]) (from h_10) */
+    for (int b = 0; b < batch; b++)
+        for (int i = 0; i < 24; i++) {
+            const real t0 = sn_sigmoid(h_10_gh[b * 72 + i] + h_10_gx[b * 72 + i]);
+            const real t1 = h_10_gh[b * 72 + (i + 48)]*t0;
+            const real t2 = sn_sigmoid(h_10_gh[b * 72 + (i + 24)] + h_10_gx[b * 72 + (i + 24)]);
+            const real t3 = 1 - t2;
+            const real t4 = sn_tanhf(h_10_gx[b * 72 + (i + 48)] + t1);
+            const real t5 = dL_dh_10[b * 24 + i]*t3*(1 - t4*t4);
+            const real t6 = t1*t5*(1 - t0);
+            const real t7 = t2*t3;
+            const real t8 = dL_dh_10[b * 24 + i]*(h_9[b * 24 + i]*t7 - t4*t7);
+            dL_dh_10_gx[b * 72 + i] += t6;
+            dL_dh_10_gh[b * 72 + i] += t6;
+            dL_dh_10_gx[b * 72 + (i + 24)] += t8;
+            dL_dh_10_gh[b * 72 + (i + 24)] += t8;
+            dL_dh_10_gx[b * 72 + (i + 48)] += t5;
+            dL_dh_10_gh[b * 72 + (i + 48)] += t0*t5;
+            dL_dh_9[b * 24 + i] += dL_dh_10[b * 24 + i]*t2;
+        }
+    /* delta_h_10_gh[b,i] = dL_dh_10_gh[b,i]; g_c2[i] += dL_dh_10_gh[b,i] */
+    for (int b = 0; b < batch; b++)
+        for (int i = 0; i < 72; i++) {
+            delta_h_10_gh[b * 72 + i] = dL_dh_10_gh[b * 72 + i];
+            g_c2[i] += dL_dh_10_gh[b * 72 + i];
+        }
+    /* g_U2[i,j] += Σ_b delta_h_10_gh[b,i]·h_9[b,j] */
+    sn_mm_tn(72, 24, batch, delta_h_10_gh, h_9, g_U2, 1);
+    /* dL_dh_9[b,j] += Σ_i delta_h_10_gh[b,i]·U2[i,j] (from h_10_gh) */
+    sn_mm_nn(batch, 24, 72, delta_h_10_gh, U2, dL_dh_9, 1);
+    /* delta_h_10_gx[b,i] = dL_dh_10_gx[b,i]; g_b2[i] += dL_dh_10_gx[b,i] */
+    for (int b = 0; b < batch; b++)
+        for (int i = 0; i < 72; i++) {
+            delta_h_10_gx[b * 72 + i] = dL_dh_10_gx[b * 72 + i];
+            g_b2[i] += dL_dh_10_gx[b * 72 + i];
+        }
+    /* g_W2[i,j] += Σ_b delta_h_10_gx[b,i]·x_10[b,j] */
+    sn_mm_tn(72, 4, batch, delta_h_10_gx, x_10, g_W2, 1);
+    memset(dL_dh_9_gx, 0, sizeof(real) * (size_t)batch * 72);
+    memset(dL_dh_9_gh, 0, sizeof(real) * (size_t)batch * 72);
+    memset(dL_dh_8, 0, sizeof(real) * (size_t)batch * 24);
+    /* dL_dh_9_gx[b,i] += dL_dh_9[b,i]·h_9_gh[b,i + 48]·(1 - σ(h_9_gh[b,i + 24] + h_9_gx[b,i + 24]))·(1 - σ(h_9_gh[b,i] + h_9_gx[b,i]))·(1 - tanh(h_9_gh[b,i + 48]·σ(h_9_gh[b,i] + h_9_gx[b,i]) + h_9_gx[b,i + 48])²)·σ(h_9_gh[b,i] + h_9_gx[b,i]); dL_dh_9_gh[b,i] += dL_dh_9[b,i]·h_9_gh[b,i + 48]·(1 - σ(h_9_gh[b,i + 24] + h_9_gx[b,i + 24]))·(1 - σ(h_9_gh[b,i] + h_9_gx[b,i]))·(1 - tanh(h_9_gh[b,i + 48]·σ(h_9_gh[b,i] + h_9_gx[b,i]) + h_9_gx[b,i + 48])²)·σ(h_9_gh[b,i] + h_9_gx[b,i]); dL_dh_9_gx[b,i + 24] += dL_dh_9[b,i]·(h_8[b,i]·(1 - σ(h_9_gh[b,i + 24] + h_9_gx[b,i + 24]))·σ(h_9_gh[b,i + 24] + h_9_gx[b,i + 24]) - (1 - σ(h_9_gh[b,i + 24] + h_9_gx[b,i + 24]))·σ(h_9_gh[b,i + 24] + h_9_gx[b,i + 24])·tanh(h_9_gh[b,i + 48]·σ(h_9_gh[b,i] + h_9_gx[b,i]) + h_9_gx[b,i + 48])); dL_dh_9_gh[b,i + 24] += dL_dh_9[b,i]·(h_8[b,i]·(1 - σ(h_9_gh[b,i + 24] + h_9_gx[b,i + 24]))·σ(h_9_gh[b,i + 24] + h_9_gx[b,i + 24]) - (1 - σ(h_9_gh[b,i + 24] + h_9_gx[b,i + 24]))·σ(h_9_gh[b,i + 24] + h_9_gx[b,i + 24])·tanh(h_9_gh[b,i + 48]·σ(h_9_gh[b,i] + h_9_gx[b,i]) + h_9_gx[b,i + 48])); dL_dh_9_gx[b,i + 48] += dL_dh_9[b,i]·(1 - σ(h_9_gh[b,i + 24] + h_9_gx[b,i + 24]))·(1 - tanh(h_9_gh[b,i + 48]·σ(h_9_gh[b,i] + h_9_gx[b,i]) + h_9_gx[b,i + 48])²); dL_dh_9_gh[b,i + 48] += dL_dh_9[b,i]·(1 - σ(h_9_gh[b,i + 24] + h_9_gx[b,i + 24]))·(1 - tanh(h_9_gh[b,i + 48]·σ(h_9_gh[b,i] + h_9_gx[b,i]) + h_9_gx[b,i + 48])²)·σ(h_9_gh[b,i] + h_9_gx[b,i]); dL_dh_8[b,i] += dL_dh_9[b,i]·σ(h_9_gh[b,i + 24] + h_9_gx[b,i + 24]) (from h_9) */
+    for (int b = 0; b < batch; b++)
+        for (int i = 0; i < 24; i++) {
+            const real t0 = sn_sigmoid(h_9_gh[b * 72 + i] + h_9_gx[b * 72 + i]);
+            const real t1 = h_9_gh[b * 72 + (i + 48)]*t0;
+            const real t2 = sn_sigmoid(h_9_gh[b * 72 + (i + 24)] + h_9_gx[b * 72 + (i + 24)]);
+            const real t3 = 1 - t2;
+            const real t4 = sn_tanhf(h_9_gx[b * 72 + (i + 48)] + t1);
+            const real t5 = dL_dh_9[b * 24 + i]*t3*(1 - t4*t4);
+            const real t6 = t1*t5*(1 - t0);
+            const real t7 = t2*t3;
+            const real t8 = dL_dh_9[b * 24 + i]*(h_8[b * 24 + i]*t7 - t4*t7);
+            dL_dh_9_gx[b * 72 + i] += t6;
+            dL_dh_9_gh[b * 72 + i] += t6;
+            dL_dh_9_gx[b * 72 + (i + 24)] += t8;
+            dL_dh_9_gh[b * 72 + (i + 24)] += t8;
+            dL_dh_9_gx[b * 72 + (i + 48)] += t5;
+            dL_dh_9_gh[b * 72 + (i + 48)] += t0*t5;
+            dL_dh_8[b * 24 + i] += dL_dh_9[b * 24 + i]*t2;
+        }
+    /* delta_h_9_gh[b,i] = dL_dh_9_gh[b,i]; g_c2[i] += dL_dh_9_gh[b,i] */
+    for (int b = 0; b < batch; b++)
+        for (int i = 0; i < 72; i++) {
+            delta_h_9_gh[b * 72 + i] = dL_dh_9_gh[b * 72 + i];
+            g_c2[i] += dL_dh_9_gh[b * 72 + i];
+        }
+    /* g_U2[i,j] += Σ_b delta_h_9_gh[b,i]·h_8[b,j] */
+    sn_mm_tn(72, 24, batch, delta_h_9_gh, h_8, g_U2, 1);
+    /* dL_dh_8[b,j] += Σ_i delta_h_9_gh[b,i]·U2[i,j] (from h_9_gh) */
+    sn_mm_nn(batch, 24, 72, delta_h_9_gh, U2, dL_dh_8, 1);
+    /* delta_h_9_gx[b,i] = dL_dh_9_gx[b,i]; g_b2[i] += dL_dh_9_gx[b,i] */
+    for (int b = 0; b < batch; b++)
+        for (int i = 0; i < 72; i++) {
+            delta_h_9_gx[b * 72 + i] = dL_dh_9_gx[b * 72 + i];
+            g_b2[i] += dL_dh_9_gx[b * 72 + i];
+        }
+    /* g_W2[i,j] += Σ_b delta_h_9_gx[b,i]·x_9[b,j] */
+    sn_mm_tn(72, 4, batch, delta_h_9_gx, x_9, g_W2, 1);
+    memset(dL_dh_8_gx, 0, sizeof(real) * (size_t)batch * 72);
+    memset(dL_dh_8_gh, 0, sizeof(real) * (size_t)batch * 72);
+    memset(dL_dh_7, 0, sizeof(real) * (size_t)batch * 24);
+    /* dL_dh_8_gx[b,i] += dL_dh_8[b,i]·h_8_gh[b,i + 48]·(1 - σ(h_8_gh[b,i + 24] + h_8_gx[b,i + 24]))·(1 - σ(h_8_gh[b,i] + h_8_gx[b,i]))·(1 - tanh(h_8_gh[b,i + 48]·σ(h_8_gh[b,i] + h_8_gx[b,i]) + h_8_gx[b,i + 48])²)·σ(h_8_gh[b,i] + h_8_gx[b,i]); dL_dh_8_gh[b,i] += dL_dh_8[b,i]·h_8_gh[b,i + 48]·(1 - σ(h_8_gh[b,i + 24] + h_8_gx[b,i + 24]))·(1 - σ(h_8_gh[b,i] + h_8_gx[b,i]))·(1 - tanh(h_8_gh[b,i + 48]·σ(h_8_gh[b,i] + h_8_gx[b,i]) + h_8_gx[b,i + 48])²)·σ(h_8_gh[b,i] + h_8_gx[b,i]); dL_dh_8_gx[b,i + 24] += dL_dh_8[b,i]·(h_7[b,i]·(1 - σ(h_8_gh[b,i + 24] + h_8_gx[b,i + 24]))·σ(h_8_gh[b,i + 24] + h_8_gx[b,i + 24]) - (1 - σ(h_8_gh[b,i + 24] + h_8_gx[b,i + 24]))·σ(h_8_gh[b,i + 24] + h_8_gx[b,i + 24])·tanh(h_8_gh[b,i + 48]·σ(h_8_gh[b,i] + h_8_gx[b,i]) + h_8_gx[b,i + 48])); dL_dh_8_gh[b,i + 24] += dL_dh_8[b,i]·(h_7[b,i]·(1 - σ(h_8_gh[b,i + 24] + h_8_gx[b,i + 24]))·σ(h_8_gh[b,i + 24] + h_8_gx[b,i + 24]) - (1 - σ(h_8_gh[b,i + 24] + h_8_gx[b,i + 24]))·σ(h_8_gh[b,i + 24] + h_8_gx[b,i + 24])·tanh(h_8_gh[b,i + 48]·σ(h_8_gh[b,i] + h_8_gx[b,i]) + h_8_gx[b,i + 48])); dL_dh_8_gx[b,i + 48] += dL_dh_8[b,i]·(1 - σ(h_8_gh[b,i + 24] + h_8_gx[b,i + 24]))·(1 - tanh(h_8_gh[b,i + 48]·σ(h_8_gh[b,i] + h_8_gx[b,i]) + h_8_gx[b,i + 48])²); dL_dh_8_gh[b,i + 48] += dL_dh_8[b,i]·(1 - σ(h_8_gh[b,i + 24] + h_8_gx[b,i + 24]))·(1 - tanh(h_8_gh[b,i + 48]·σ(h_8_gh[b,i] + h_8_gx[b,i]) + h_8_gx[b,i + 48])²)·σ(h_8_gh[b,i] + h_8_gx[b,i]); dL_dh_7[b,i] += dL_dh_8[b,i]·σ(h_8_gh[b,i + 24] + h_8_gx[b,i + 24]) (from h_8) */
+    for (int b = 0; b < batch; b++)
+        for (int i = 0; i < 24; i++) {
+            const real t0 = sn_sigmoid(h_8_gh[b * 72 + i] + h_8_gx[b * 72 + i]);
+            const real t1 = h_8_gh[b * 72 + (i + 48)]*t0;
+            const real t2 = sn_sigmoid(h_8_gh[b * 72 + (i + 24)] + h_8_gx[b * 72 + (i + 24)]);
+            const real t3 = 1 - t2;
+            const real t4 = sn_tanhf(h_8_gx[b * 72 + (i + 48)] + t1);
+            const real t5 = dL_dh_8[b * 24 + i]*t3*(1 - t4*t4);
+            const real t6 = t1*t5*(1 - t0);
+            const real t7 = t2*t3;
+            const real t8 = dL_dh_8[b * 24 + i]*(h_7[b * 24 + i]*t7 - t4*t7);
+            dL_dh_8_gx[b * 72 + i] += t6;
+            dL_dh_8_gh[b * 72 + i] += t6;
+            dL_dh_8_gx[b * 72 + (i + 24)] += t8;
+            dL_dh_8_gh[b * 72 + (i + 24)] += t8;
+            dL_dh_8_gx[b * 72 + (i + 48)] += t5;
+            dL_dh_8_gh[b * 72 + (i + 48)] += t0*t5;
+            dL_dh_7[b * 24 + i] += dL_dh_8[b * 24 + i]*t2;
+        }
+    /* delta_h_8_gh[b,i] = dL_dh_8_gh[b,i]; g_c2[i] += dL_dh_8_gh[b,i] */
+    for (int b = 0; b < batch; b++)
+        for (int i = 0; i < 72; i++) {
+            delta_h_8_gh[b * 72 + i] = dL_dh_8_gh[b * 72 + i];
+            g_c2[i] += dL_dh_8_gh[b * 72 + i];
+        }
+    /* g_U2[i,j] += Σ_b delta_h_8_gh[b,i]·h_7[b,j] */
+    sn_mm_tn(72, 24, batch, delta_h_8_gh, h_7, g_U2, 1);
+    /* dL_dh_7[b,j] += Σ_i delta_h_8_gh[b,i]·U2[i,j] (from h_8_gh) */
+    sn_mm_nn(batch, 24, 72, delta_h_8_gh, U2, dL_dh_7, 1);
+    /* delta_h_8_gx[b,i] = dL_dh_8_gx[b,i]; g_b2[i] += dL_dh_8_gx[b,i] */
+    for (int b = 0; b < batch; b++)
+        for (int i = 0; i < 72; i++) {
+            delta_h_8_gx[b * 72 + i] = dL_dh_8_gx[b * 72 + i];
+            g_b2[i] += dL_dh_8_gx[b * 72 + i];
+        }
+    /* g_W2[i,j] += Σ_b delta_h_8_gx[b,i]·x_8[b,j] */
+    sn_mm_tn(72, 4, batch, delta_h_8_gx, x_8, g_W2, 1);
+    memset(dL_dh_7_gx, 0, sizeof(real) * (size_t)batch * 72);
+    memset(dL_dh_7_gh, 0, sizeof(real) * (size_t)batch * 72);
+    memset(dL_dh_6, 0, sizeof(real) * (size_t)batch * 24);
+    /* dL_dh_7_gx[b,i] += dL_dh_7[b,i]·h_7_gh[b,i + 48]·(1 - σ(h_7_gh[b,i + 24] + h_7_gx[b,i + 24]))·(1 - σ(h_7_gh[b,i] + h_7_gx[b,i]))·(1 - tanh(h_7_gh[b,i + 48]·σ(h_7_gh[b,i] + h_7_gx[b,i]) + h_7_gx[b,i + 48])²)·σ(h_7_gh[b,i] + h_7_gx[b,i]); dL_dh_7_gh[b,i] += dL_dh_7[b,i]·h_7_gh[b,i + 48]·(1 - σ(h_7_gh[b,i + 24] + h_7_gx[b,i + 24]))·(1 - σ(h_7_gh[b,i] + h_7_gx[b,i]))·(1 - tanh(h_7_gh[b,i + 48]·σ(h_7_gh[b,i] + h_7_gx[b,i]) + h_7_gx[b,i + 48])²)·σ(h_7_gh[b,i] + h_7_gx[b,i]); dL_dh_7_gx[b,i + 24] += dL_dh_7[b,i]·(h_6[b,i]·(1 - σ(h_7_gh[b,i + 24] + h_7_gx[b,i + 24]))·σ(h_7_gh[b,i + 24] + h_7_gx[b,i + 24]) - (1 - σ(h_7_gh[b,i + 24] + h_7_gx[b,i + 24]))·σ(h_7_gh[b,i + 24] + h_7_gx[b,i + 24])·tanh(h_7_gh[b,i + 48]·σ(h_7_gh[b,i] + h_7_gx[b,i]) + h_7_gx[b,i + 48])); dL_dh_7_gh[b,i + 24] += dL_dh_7[b,i]·(h_6[b,i]·(1 - σ(h_7_gh[b,i + 24] + h_7_gx[b,i + 24]))·σ(h_7_gh[b,i + 24] + h_7_gx[b,i + 24]) - (1 - σ(h_7_gh[b,i + 24] + h_7_gx[b,i + 24]))·σ(h_7_gh[b,i + 24] + h_7_gx[b,i + 24])·tanh(h_7_gh[b,i + 48]·σ(h_7_gh[b,i] + h_7_gx[b,i]) + h_7_gx[b,i + 48])); dL_dh_7_gx[b,i + 48] += dL_dh_7[b,i]·(1 - σ(h_7_gh[b,i + 24] + h_7_gx[b,i + 24]))·(1 - tanh(h_7_gh[b,i + 48]·σ(h_7_gh[b,i] + h_7_gx[b,i]) + h_7_gx[b,i + 48])²); dL_dh_7_gh[b,i + 48] += dL_dh_7[b,i]·(1 - σ(h_7_gh[b,i + 24] + h_7_gx[b,i + 24]))·(1 - tanh(h_7_gh[b,i + 48]·σ(h_7_gh[b,i] + h_7_gx[b,i]) + h_7_gx[b,i + 48])²)·σ(h_7_gh[b,i] + h_7_gx[b,i]); dL_dh_6[b,i] += dL_dh_7[b,i]·σ(h_7_gh[b,i + 24] + h_7_gx[b,i + 24]) (from h_7) */
+    for (int b = 0; b < batch; b++)
+        for (int i = 0; i < 24; i++) {
+            const real t0 = sn_sigmoid(h_7_gh[b * 72 + i] + h_7_gx[b * 72 + i]);
+            const real t1 = h_7_gh[b * 72 + (i + 48)]*t0;
+            const real t2 = sn_sigmoid(h_7_gh[b * 72 + (i + 24)] + h_7_gx[b * 72 + (i + 24)]);
+            const real t3 = 1 - t2;
+            const real t4 = sn_tanhf(h_7_gx[b * 72 + (i + 48)] + t1);
+            const real t5 = dL_dh_7[b * 24 + i]*t3*(1 - t4*t4);
+            const real t6 = t1*t5*(1 - t0);
+            const real t7 = t2*t3;
+            const real t8 = dL_dh_7[b * 24 + i]*(h_6[b * 24 + i]*t7 - t4*t7);
+            dL_dh_7_gx[b * 72 + i] += t6;
+            dL_dh_7_gh[b * 72 + i] += t6;
+            dL_dh_7_gx[b * 72 + (i + 24)] += t8;
+            dL_dh_7_gh[b * 72 + (i + 24)] += t8;
+            dL_dh_7_gx[b * 72 + (i + 48)] += t5;
+            dL_dh_7_gh[b * 72 + (i + 48)] += t0*t5;
+            dL_dh_6[b * 24 + i] += dL_dh_7[b * 24 + i]*t2;
+        }
+    /* delta_h_7_gh[b,i] = dL_dh_7_gh[b,i]; g_c2[i] += dL_dh_7_gh[b,i] */
+    for (int b = 0; b < batch; b++)
+        for (int i = 0; i < 72; i++) {
+            delta_h_7_gh[b * 72 + i] = dL_dh_7_gh[b * 72 + i];
+            g_c2[i] += dL_dh_7_gh[b * 72 + i];
+        }
+    /* g_U2[i,j] += Σ_b delta_h_7_gh[b,i]·h_6[b,j] */
+    sn_mm_tn(72, 24, batch, delta_h_7_gh, h_6, g_U2, 1);
+    /* dL_dh_6[b,j] += Σ_i delta_h_7_gh[b,i]·U2[i,j] (from h_7_gh) */
+    sn_mm_nn(batch, 24, 72, delta_h_7_gh, U2, dL_dh_6, 1);
+    /* delta_h_7_gx[b,i] = dL_dh_7_gx[b,i]; g_b2[i] += dL_dh_7_gx[b,i] */
+    for (int b = 0; b < batch; b++)
+        for (int i = 0; i < 72; i++) {
+            delta_h_7_gx[b * 72 + i] = dL_dh_7_gx[b * 72 + i];
+            g_b2[i] += dL_dh_7_gx[b * 72 + i];
+        }
+    /* g_W2[i,j] += Σ_b delta_h_7_gx[b,i]·x_7[b,j] */
+    sn_mm_tn(72, 4, batch, delta_h_7_gx, x_7, g_W2, 1);
+    memset(dL_dh_6_gx, 0, sizeof(real) * (size_t)batch * 72);
+    memset(dL_dh_6_gh, 0, sizeof(real) * (size_t)batch * 72);
+    memset(dL_dh_5, 0, sizeof(real) * (size_t)batch * 24);
+    /* dL_dh_6_gx[b,i] += dL_dh_6[b,i]·h_6_gh[b,i + 48]·(1 - σ(h_6_gh[b,i + 24] + h_6_gx[b,i + 24]))·(1 - σ(h_6_gh[b,i] + h_6_gx[b,i]))·(1 - tanh(h_6_gh[b,i + 48]·σ(h_6_gh[b,i] + h_6_gx[b,i]) + h_6_gx[b,i + 48])²)·σ(h_6_gh[b,i] + h_6_gx[b,i]); dL_dh_6_gh[b,i] += dL_dh_6[b,i]·h_6_gh[b,i + 48]·(1 - σ(h_6_gh[b,i + 24] + h_6_gx[b,i + 24]))·(1 - σ(h_6_gh[b,i] + h_6_gx[b,i]))·(1 - tanh(h_6_gh[b,i + 48]·σ(h_6_gh[b,i] + h_6_gx[b,i]) + h_6_gx[b,i + 48])²)·σ(h_6_gh[b,i] + h_6_gx[b,i]); dL_dh_6_gx[b,i + 24] += dL_dh_6[b,i]·(h_5[b,i]·(1 - σ(h_6_gh[b,i + 24] + h_6_gx[b,i + 24]))·σ(h_6_gh[b,i + 24] + h_6_gx[b,i + 24]) - (1 - σ(h_6_gh[b,i + 24] + h_6_gx[b,i + 24]))·σ(h_6_gh[b,i + 24] + h_6_gx[b,i + 24])·tanh(h_6_gh[b,i + 48]·σ(h_6_gh[b,i] + h_6_gx[b,i]) + h_6_gx[b,i + 48])); dL_dh_6_gh[b,i + 24] += dL_dh_6[b,i]·(h_5[b,i]·(1 - σ(h_6_gh[b,i + 24] + h_6_gx[b,i + 24]))·σ(h_6_gh[b,i + 24] + h_6_gx[b,i + 24]) - (1 - σ(h_6_gh[b,i + 24] + h_6_gx[b,i + 24]))·σ(h_6_gh[b,i + 24] + h_6_gx[b,i + 24])·tanh(h_6_gh[b,i + 48]·σ(h_6_gh[b,i] + h_6_gx[b,i]) + h_6_gx[b,i + 48])); dL_dh_6_gx[b,i + 48] += dL_dh_6[b,i]·(1 - σ(h_6_gh[b,i + 24] + h_6_gx[b,i + 24]))·(1 - tanh(h_6_gh[b,i + 48]·σ(h_6_gh[b,i] + h_6_gx[b,i]) + h_6_gx[b,i + 48])²); dL_dh_6_gh[b,i + 48] += dL_dh_6[b,i]·(1 - σ(h_6_gh[b,i + 24] + h_6_gx[b,i + 24]))·(1 - tanh(h_6_gh[b,i + 48]·σ(h_6_gh[b,i] + h_6_gx[b,i]) + h_6_gx[b,i + 48])²)·σ(h_6_gh[b,i] + h_6_gx[b,i]); dL_dh_5[b,i] += dL_dh_6[b,i]·σ(h_6_gh[b,i + 24] + h_6_gx[b,i + 24]) (from h_6) */
+    for (int b = 0; b < batch; b++)
+        for (int i = 0; i < 24; i++) {
+            const real t0 = sn_sigmoid(h_6_gh[b * 72 + i] + h_6_gx[b * 72 + i]);
+            const real t1 = h_6_gh[b * 72 + (i + 48)]*t0;
+            const real t2 = sn_sigmoid(h_6_gh[b * 72 + (i + 24)] + h_6_gx[b * 72 + (i + 24)]);
+            const real t3 = 1 - t2;
+            const real t4 = sn_tanhf(h_6_gx[b * 72 + (i + 48)] + t1);
+            const real t5 = dL_dh_6[b * 24 + i]*t3*(1 - t4*t4);
+            const real t6 = t1*t5*(1 - t0);
+            const real t7 = t2*t3;
+            const real t8 = dL_dh_6[b * 24 + i]*(h_5[b * 24 + i]*t7 - t4*t7);
+            dL_dh_6_gx[b * 72 + i] += t6;
+            dL_dh_6_gh[b * 72 + i] += t6;
+            dL_dh_6_gx[b * 72 + (i + 24)] += t8;
+            dL_dh_6_gh[b * 72 + (i + 24)] += t8;
+            dL_dh_6_gx[b * 72 + (i + 48)] += t5;
+            dL_dh_6_gh[b * 72 + (i + 48)] += t0*t5;
+            dL_dh_5[b * 24 + i] += dL_dh_6[b * 24 + i]*t2;
+        }
+    /* delta_h_6_gh[b,i] = dL_dh_6_gh[b,i]; g_c2[i] += dL_dh_6_gh[b,i] */
+    for (int b = 0; b < batch; b++)
+        for (int i = 0; i < 72; i++) {
+            delta_h_6_gh[b * 72 + i] = dL_dh_6_gh[b * 72 + i];
+            g_c2[i] += dL_dh_6_gh[b * 72 + i];
+        }
+    /* g_U2[i,j] += Σ_b delta_h_6_gh[b,i]·h_5[b,j] */
+    sn_mm_tn(72, 24, batch, delta_h_6_gh, h_5, g_U2, 1);
+    /* dL_dh_5[b,j] += Σ_i delta_h_6_gh[b,i]·U2[i,j] (from h_6_gh) */
+    sn_mm_nn(batch, 24, 72, delta_h_6_gh, U2, dL_dh_5, 1);
+    /* delta_h_6_gx[b,i] = dL_dh_6_gx[b,i]; g_b2[i] += dL_dh_6_gx[b,i] */
+    for (int b = 0; b < batch; b++)
+        for (int i = 0; i < 72; i++) {
+            delta_h_6_gx[b * 72 + i] = dL_dh_6_gx[b * 72 + i];
+            g_b2[i] += dL_dh_6_gx[b * 72 + i];
+        }
+    /* g_W2[i,j] += Σ_b delta_h_6_gx[b,i]·x_6[b,j] */
+    sn_mm_tn(72, 4, batch, delta_h_6_gx, x_6, g_W2, 1);
+    memset(dL_dh_5_gx, 0, sizeof(real) * (size_t)batch * 72);
+    memset(dL_dh_5_gh, 0, sizeof(real) * (size_t)batch * 72);
+    memset(dL_dh_4, 0, sizeof(real) * (size_t)batch * 24);
+    /* dL_dh_5_gx[b,i] += dL_dh_5[b,i]·h_5_gh[b,i + 48]·(1 - σ(h_5_gh[b,i + 24] + h_5_gx[b,i + 24]))·(1 - σ(h_5_gh[b,i] + h_5_gx[b,i]))·(1 - tanh(h_5_gh[b,i + 48]·σ(h_5_gh[b,i] + h_5_gx[b,i]) + h_5_gx[b,i + 48])²)·σ(h_5_gh[b,i] + h_5_gx[b,i]); dL_dh_5_gh[b,i] += dL_dh_5[b,i]·h_5_gh[b,i + 48]·(1 - σ(h_5_gh[b,i + 24] + h_5_gx[b,i + 24]))·(1 - σ(h_5_gh[b,i] + h_5_gx[b,i]))·(1 - tanh(h_5_gh[b,i + 48]·σ(h_5_gh[b,i] + h_5_gx[b,i]) + h_5_gx[b,i + 48])²)·σ(h_5_gh[b,i] + h_5_gx[b,i]); dL_dh_5_gx[b,i + 24] += dL_dh_5[b,i]·(h_4[b,i]·(1 - σ(h_5_gh[b,i + 24] + h_5_gx[b,i + 24]))·σ(h_5_gh[b,i + 24] + h_5_gx[b,i + 24]) - (1 - σ(h_5_gh[b,i + 24] + h_5_gx[b,i + 24]))·σ(h_5_gh[b,i + 24] + h_5_gx[b,i + 24])·tanh(h_5_gh[b,i + 48]·σ(h_5_gh[b,i] + h_5_gx[b,i]) + h_5_gx[b,i + 48])); dL_dh_5_gh[b,i + 24] += dL_dh_5[b,i]·(h_4[b,i]·(1 - σ(h_5_gh[b,i + 24] + h_5_gx[b,i + 24]))·σ(h_5_gh[b,i + 24] + h_5_gx[b,i + 24]) - (1 - σ(h_5_gh[b,i + 24] + h_5_gx[b,i + 24]))·σ(h_5_gh[b,i + 24] + h_5_gx[b,i + 24])·tanh(h_5_gh[b,i + 48]·σ(h_5_gh[b,i] + h_5_gx[b,i]) + h_5_gx[b,i + 48])); dL_dh_5_gx[b,i + 48] += dL_dh_5[b,i]·(1 - σ(h_5_gh[b,i + 24] + h_5_gx[b,i + 24]))·(1 - tanh(h_5_gh[b,i + 48]·σ(h_5_gh[b,i] + h_5_gx[b,i]) + h_5_gx[b,i + 48])²); dL_dh_5_gh[b,i + 48] += dL_dh_5[b,i]·(1 - σ(h_5_gh[b,i + 24] + h_5_gx[b,i + 24]))·(1 - tanh(h_5_gh[b,i + 48]·σ(h_5_gh[b,i] + h_5_gx[b,i]) + h_5_gx[b,i + 48])²)·σ(h_5_gh[b,i] + h_5_gx[b,i]); dL_dh_4[b,i] += dL_dh_5[b,i]·σ(h_5_gh[b,i + 24] + h_5_gx[b,i + 24]) (from h_5) */
+    for (int b = 0; b < batch; b++)
+        for (int i = 0; i < 24; i++) {
+            const real t0 = sn_sigmoid(h_5_gh[b * 72 + i] + h_5_gx[b * 72 + i]);
+            const real t1 = h_5_gh[b * 72 + (i + 48)]*t0;
+            const real t2 = sn_sigmoid(h_5_gh[b * 72 + (i + 24)] + h_5_gx[b * 72 + (i + 24)]);
+            const real t3 = 1 - t2;
+            const real t4 = sn_tanhf(h_5_gx[b * 72 + (i + 48)] + t1);
+            const real t5 = dL_dh_5[b * 24 + i]*t3*(1 - t4*t4);
+            const real t6 = t1*t5*(1 - t0);
+            const real t7 = t2*t3;
+            const real t8 = dL_dh_5[b * 24 + i]*(h_4[b * 24 + i]*t7 - t4*t7);
+            dL_dh_5_gx[b * 72 + i] += t6;
+            dL_dh_5_gh[b * 72 + i] += t6;
+            dL_dh_5_gx[b * 72 + (i + 24)] += t8;
+            dL_dh_5_gh[b * 72 + (i + 24)] += t8;
+            dL_dh_5_gx[b * 72 + (i + 48)] += t5;
+            dL_dh_5_gh[b * 72 + (i + 48)] += t0*t5;
+            dL_dh_4[b * 24 + i] += dL_dh_5[b * 24 + i]*t2;
+        }
+    /* delta_h_5_gh[b,i] = dL_dh_5_gh[b,i]; g_c2[i] += dL_dh_5_gh[b,i] */
+    for (int b = 0; b < batch; b++)
+        for (int i = 0; i < 72; i++) {
+            delta_h_5_gh[b * 72 + i] = dL_dh_5_gh[b * 72 + i];
+            g_c2[i] += dL_dh_5_gh[b * 72 + i];
+        }
+    /* g_U2[i,j] += Σ_b delta_h_5_gh[b,i]·h_4[b,j] */
+    sn_mm_tn(72, 24, batch, delta_h_5_gh, h_4, g_U2, 1);
+    /* dL_dh_4[b,j] += Σ_i delta_h_5_gh[b,i]·U2[i,j] (from h_5_gh) */
+    sn_mm_nn(batch, 24, 72, delta_h_5_gh, U2, dL_dh_4, 1);
+    /* delta_h_5_gx[b,i] = dL_dh_5_gx[b,i]; g_b2[i] += dL_dh_5_gx[b,i] */
+    for (int b = 0; b < batch; b++)
+        for (int i = 0; i < 72; i++) {
+            delta_h_5_gx[b * 72 + i] = dL_dh_5_gx[b * 72 + i];
+            g_b2[i] += dL_dh_5_gx[b * 72 + i];
+        }
+    /* g_W2[i,j] += Σ_b delta_h_5_gx[b,i]·x_5[b,j] */
+    sn_mm_tn(72, 4, batch, delta_h_5_gx, x_5, g_W2, 1);
+    memset(dL_dh_4_gx, 0, sizeof(real) * (size_t)batch * 72);
+    memset(dL_dh_4_gh, 0, sizeof(real) * (size_t)batch * 72);
+    memset(dL_dh_3, 0, sizeof(real) * (size_t)batch * 24);
+    /* dL_dh_4_gx[b,i] += dL_dh_4[b,i]·h_4_gh[b,i + 48]·(1 - σ(h_4_gh[b,i + 24] + h_4_gx[b,i + 24]))·(1 - σ(h_4_gh[b,i] + h_4_gx[b,i]))·(1 - tanh(h_4_gh[b,i + 48]·σ(h_4_gh[b,i] + h_4_gx[b,i]) + h_4_gx[b,i + 48])²)·σ(h_4_gh[b,i] + h_4_gx[b,i]); dL_dh_4_gh[b,i] += dL_dh_4[b,i]·h_4_gh[b,i + 48]·(1 - σ(h_4_gh[b,i + 24] + h_4_gx[b,i + 24]))·(1 - σ(h_4_gh[b,i] + h_4_gx[b,i]))·(1 - tanh(h_4_gh[b,i + 48]·σ(h_4_gh[b,i] + h_4_gx[b,i]) + h_4_gx[b,i + 48])²)·σ(h_4_gh[b,i] + h_4_gx[b,i]); dL_dh_4_gx[b,i + 24] += dL_dh_4[b,i]·(h_3[b,i]·(1 - σ(h_4_gh[b,i + 24] + h_4_gx[b,i + 24]))·σ(h_4_gh[b,i + 24] + h_4_gx[b,i + 24]) - (1 - σ(h_4_gh[b,i + 24] + h_4_gx[b,i + 24]))·σ(h_4_gh[b,i + 24] + h_4_gx[b,i + 24])·tanh(h_4_gh[b,i + 48]·σ(h_4_gh[b,i] + h_4_gx[b,i]) + h_4_gx[b,i + 48])); dL_dh_4_gh[b,i + 24] += dL_dh_4[b,i]·(h_3[b,i]·(1 - σ(h_4_gh[b,i + 24] + h_4_gx[b,i + 24]))·σ(h_4_gh[b,i + 24] + h_4_gx[b,i + 24]) - (1 - σ(h_4_gh[b,i + 24] + h_4_gx[b,i + 24]))·σ(h_4_gh[b,i + 24] + h_4_gx[b,i + 24])·tanh(h_4_gh[b,i + 48]·σ(h_4_gh[b,i] + h_4_gx[b,i]) + h_4_gx[b,i + 48])); dL_dh_4_gx[b,i + 48] += dL_dh_4[b,i]·(1 - σ(h_4_gh[b,i + 24] + h_4_gx[b,i + 24]))·(1 - tanh(h_4_gh[b,i + 48]·σ(h_4_gh[b,i] + h_4_gx[b,i]) + h_4_gx[b,i + 48])²); dL_dh_4_gh[b,i + 48] += dL_dh_4[b,i]·(1 - σ(h_4_gh[b,i + 24] + h_4_gx[b,i + 24]))·(1 - tanh(h_4_gh[b,i + 48]·σ(h_4_gh[b,i] + h_4_gx[b,i]) + h_4_gx[b,i + 48])²)·σ(h_4_gh[b,i] + h_4_gx[b,i]); dL_dh_3[b,i] += dL_dh_4[b,i]·σ(h_4_gh[b,i + 24] + h_4_gx[b,i + 24]) (from h_4) */
+    for (int b = 0; b < batch; b++)
+        for (int i = 0; i < 24; i++) {
+            const real t0 = sn_sigmoid(h_4_gh[b * 72 + i] + h_4_gx[b * 72 + i]);
+            const real t1 = h_4_gh[b * 72 + (i + 48)]*t0;
+            const real t2 = sn_sigmoid(h_4_gh[b * 72 + (i + 24)] + h_4_gx[b * 72 + (i + 24)]);
+            const real t3 = 1 - t2;
+            const real t4 = sn_tanhf(h_4_gx[b * 72 + (i + 48)] + t1);
+            const real t5 = dL_dh_4[b * 24 + i]*t3*(1 - t4*t4);
+            const real t6 = t1*t5*(1 - t0);
+            const real t7 = t2*t3;
+            const real t8 = dL_dh_4[b * 24 + i]*(h_3[b * 24 + i]*t7 - t4*t7);
+            dL_dh_4_gx[b * 72 + i] += t6;
+            dL_dh_4_gh[b * 72 + i] += t6;
+            dL_dh_4_gx[b * 72 + (i + 24)] += t8;
+            dL_dh_4_gh[b * 72 + (i + 24)] += t8;
+            dL_dh_4_gx[b * 72 + (i + 48)] += t5;
+            dL_dh_4_gh[b * 72 + (i + 48)] += t0*t5;
+            dL_dh_3[b * 24 + i] += dL_dh_4[b * 24 + i]*t2;
+        }
+    /* delta_h_4_gh[b,i] = dL_dh_4_gh[b,i]; g_c2[i] += dL_dh_4_gh[b,i] */
+    for (int b = 0; b < batch; b++)
+        for (int i = 0; i < 72; i++) {
+            delta_h_4_gh[b * 72 + i] = dL_dh_4_gh[b * 72 + i];
+            g_c2[i] += dL_dh_4_gh[b * 72 + i];
+        }
+    /* g_U2[i,j] += Σ_b delta_h_4_gh[b,i]·h_3[b,j] */
+    sn_mm_tn(72, 24, batch, delta_h_4_gh, h_3, g_U2, 1);
+    /* dL_dh_3[b,j] += Σ_i delta_h_4_gh[b,i]·U2[i,j] (from h_4_gh) */
+    sn_mm_nn(batch, 24, 72, delta_h_4_gh, U2, dL_dh_3, 1);
+    /* delta_h_4_gx[b,i] = dL_dh_4_gx[b,i]; g_b2[i] += dL_dh_4_gx[b,i] */
+    for (int b = 0; b < batch; b++)
+        for (int i = 0; i < 72; i++) {
+            delta_h_4_gx[b * 72 + i] = dL_dh_4_gx[b * 72 + i];
+            g_b2[i] += dL_dh_4_gx[b * 72 + i];
+        }
+    /* g_W2[i,j] += Σ_b delta_h_4_gx[b,i]·x_4[b,j] */
+    sn_mm_tn(72, 4, batch, delta_h_4_gx, x_4, g_W2, 1);
+    memset(dL_dh_3_gx, 0, sizeof(real) * (size_t)batch * 72);
+    memset(dL_dh_3_gh, 0, sizeof(real) * (size_t)batch * 72);
+    memset(dL_dh_2, 0, sizeof(real) * (size_t)batch * 24);
+    /* dL_dh_3_gx[b,i] += dL_dh_3[b,i]·h_3_gh[b,i + 48]·(1 - σ(h_3_gh[b,i + 24] + h_3_gx[b,i + 24]))·(1 - σ(h_3_gh[b,i] + h_3_gx[b,i]))·(1 - tanh(h_3_gh[b,i + 48]·σ(h_3_gh[b,i] + h_3_gx[b,i]) + h_3_gx[b,i + 48])²)·σ(h_3_gh[b,i] + h_3_gx[b,i]); dL_dh_3_gh[b,i] += dL_dh_3[b,i]·h_3_gh[b,i + 48]·(1 - σ(h_3_gh[b,i + 24] + h_3_gx[b,i + 24]))·(1 - σ(h_3_gh[b,i] + h_3_gx[b,i]))·(1 - tanh(h_3_gh[b,i + 48]·σ(h_3_gh[b,i] + h_3_gx[b,i]) + h_3_gx[b,i + 48])²)·σ(h_3_gh[b,i] + h_3_gx[b,i]); dL_dh_3_gx[b,i + 24] += dL_dh_3[b,i]·(h_2[b,i]·(1 - σ(h_3_gh[b,i + 24] + h_3_gx[b,i + 24]))·σ(h_3_gh[b,i + 24] + h_3_gx[b,i + 24]) - (1 - σ(h_3_gh[b,i + 24] + h_3_gx[b,i + 24]))·σ(h_3_gh[b,i + 24] + h_3_gx[b,i + 24])·tanh(h_3_gh[b,i + 48]·σ(h_3_gh[b,i] + h_3_gx[b,i]) + h_3_gx[b,i + 48])); dL_dh_3_gh[b,i + 24] += dL_dh_3[b,i]·(h_2[b,i]·(1 - σ(h_3_gh[b,i + 24] + h_3_gx[b,i + 24]))·σ(h_3_gh[b,i + 24] + h_3_gx[b,i + 24]) - (1 - σ(h_3_gh[b,i + 24] + h_3_gx[b,i + 24]))·σ(h_3_gh[b,i + 24] + h_3_gx[b,i + 24])·tanh(h_3_gh[b,i + 48]·σ(h_3_gh[b,i] + h_3_gx[b,i]) + h_3_gx[b,i + 48])); dL_dh_3_gx[b,i + 48] += dL_dh_3[b,i]·(1 - σ(h_3_gh[b,i + 24] + h_3_gx[b,i + 24]))·(1 - tanh(h_3_gh[b,i + 48]·σ(h_3_gh[b,i] + h_3_gx[b,i]) + h_3_gx[b,i + 48])²); dL_dh_3_gh[b,i + 48] += dL_dh_3[b,i]·(1 - σ(h_3_gh[b,i + 24] + h_3_gx[b,i + 24]))·(1 - tanh(h_3_gh[b,i + 48]·σ(h_3_gh[b,i] + h_3_gx[b,i]) + h_3_gx[b,i + 48])²)·σ(h_3_gh[b,i] + h_3_gx[b,i]); dL_dh_2[b,i] += dL_dh_3[b,i]·σ(h_3_gh[b,i + 24] + h_3_gx[b,i + 24]) (from h_3) */
+    for (int b = 0; b < batch; b++)
+        for (int i = 0; i < 24; i++) {
+            const real t0 = sn_sigmoid(h_3_gh[b * 72 + i] + h_3_gx[b * 72 + i]);
+            const real t1 = h_3_gh[b * 72 + (i + 48)]*t0;
+            const real t2 = sn_sigmoid(h_3_gh[b * 72 + (i + 24)] + h_3_gx[b * 72 + (i + 24)]);
+            const real t3 = 1 - t2;
+            const real t4 = sn_tanhf(h_3_gx[b * 72 + (i + 48)] + t1);
+            const real t5 = dL_dh_3[b * 24 + i]*t3*(1 - t4*t4);
+            const real t6 = t1*t5*(1 - t0);
+            const real t7 = t2*t3;
+            const real t8 = dL_dh_3[b * 24 + i]*(h_2[b * 24 + i]*t7 - t4*t7);
+            dL_dh_3_gx[b * 72 + i] += t6;
+            dL_dh_3_gh[b * 72 + i] += t6;
+            dL_dh_3_gx[b * 72 + (i + 24)] += t8;
+            dL_dh_3_gh[b * 72 + (i + 24)] += t8;
+            dL_dh_3_gx[b * 72 + (i + 48)] += t5;
+            dL_dh_3_gh[b * 72 + (i + 48)] += t0*t5;
+            dL_dh_2[b * 24 + i] += dL_dh_3[b * 24 + i]*t2;
+        }
+    /* delta_h_3_gh[b,i] = dL_dh_3_gh[b,i]; g_c2[i] += dL_dh_3_gh[b,i] */
+    for (int b = 0; b < batch; b++)
+        for (int i = 0; i < 72; i++) {
+            delta_h_3_gh[b * 72 + i] = dL_dh_3_gh[b * 72 + i];
+            g_c2[i] += dL_dh_3_gh[b * 72 + i];
+        }
+    /* g_U2[i,j] += Σ_b delta_h_3_gh[b,i]·h_2[b,j] */
+    sn_mm_tn(72, 24, batch, delta_h_3_gh, h_2, g_U2, 1);
+    /* dL_dh_2[b,j] += Σ_i delta_h_3_gh[b,i]·U2[i,j] (from h_3_gh) */
+    sn_mm_nn(batch, 24, 72, delta_h_3_gh, U2, dL_dh_2, 1);
+    /* delta_h_3_gx[b,i] = dL_dh_3_gx[b,i]; g_b2[i] += dL_dh_3_gx[b,i] */
+    for (int b = 0; b < batch; b++)
+        for (int i = 0; i < 72; i++) {
+            delta_h_3_gx[b * 72 + i] = dL_dh_3_gx[b * 72 + i];
+            g_b2[i] += dL_dh_3_gx[b * 72 + i];
+        }
+    /* g_W2[i,j] += Σ_b delta_h_3_gx[b,i]·x_3[b,j] */
+    sn_mm_tn(72, 4, batch, delta_h_3_gx, x_3, g_W2, 1);
+    memset(dL_dh_2_gx, 0, sizeof(real) * (size_t)batch * 72);
+    memset(dL_dh_2_gh, 0, sizeof(real) * (size_t)batch * 72);
+    memset(dL_dh_1, 0, sizeof(real) * (size_t)batch * 24);
+    /* dL_dh_2_gx[b,i] += dL_dh_2[b,i]·h_2_gh[b,i + 48]·(1 - σ(h_2_gh[b,i + 24] + h_2_gx[b,i + 24]))·(1 - σ(h_2_gh[b,i] + h_2_gx[b,i]))·(1 - tanh(h_2_gh[b,i + 48]·σ(h_2_gh[b,i] + h_2_gx[b,i]) + h_2_gx[b,i + 48])²)·σ(h_2_gh[b,i] + h_2_gx[b,i]); dL_dh_2_gh[b,i] += dL_dh_2[b,i]·h_2_gh[b,i + 48]·(1 - σ(h_2_gh[b,i + 24] + h_2_gx[b,i + 24]))·(1 - σ(h_2_gh[b,i] + h_2_gx[b,i]))·(1 - tanh(h_2_gh[b,i + 48]·σ(h_2_gh[b,i] + h_2_gx[b,i]) + h_2_gx[b,i + 48])²)·σ(h_2_gh[b,i] + h_2_gx[b,i]); dL_dh_2_gx[b,i + 24] += dL_dh_2[b,i]·(h_1[b,i]·(1 - σ(h_2_gh[b,i + 24] + h_2_gx[b,i + 24]))·σ(h_2_gh[b,i + 24] + h_2_gx[b,i + 24]) - (1 - σ(h_2_gh[b,i + 24] + h_2_gx[b,i + 24]))·σ(h_2_gh[b,i + 24] + h_2_gx[b,i + 24])·tanh(h_2_gh[b,i + 48]·σ(h_2_gh[b,i] + h_2_gx[b,i]) + h_2_gx[b,i + 48])); dL_dh_2_gh[b,i + 24] += dL_dh_2[b,i]·(h_1[b,i]·(1 - σ(h_2_gh[b,i + 24] + h_2_gx[b,i + 24]))·σ(h_2_gh[b,i + 24] + h_2_gx[b,i + 24]) - (1 - σ(h_2_gh[b,i + 24] + h_2_gx[b,i + 24]))·σ(h_2_gh[b,i + 24] + h_2_gx[b,i + 24])·tanh(h_2_gh[b,i + 48]·σ(h_2_gh[b,i] + h_2_gx[b,i]) + h_2_gx[b,i + 48])); dL_dh_2_gx[b,i + 48] += dL_dh_2[b,i]·(1 - σ(h_2_gh[b,i + 24] + h_2_gx[b,i + 24]))·(1 - tanh(h_2_gh[b,i + 48]·σ(h_2_gh[b,i] + h_2_gx[b,i]) + h_2_gx[b,i + 48])²); dL_dh_2_gh[b,i + 48] += dL_dh_2[b,i]·(1 - σ(h_2_gh[b,i + 24] + h_2_gx[b,i + 24]))·(1 - tanh(h_2_gh[b,i + 48]·σ(h_2_gh[b,i] + h_2_gx[b,i]) + h_2_gx[b,i + 48])²)·σ(h_2_gh[b,i] + h_2_gx[b,i]); dL_dh_1[b,i] += dL_dh_2[b,i]·σ(h_2_gh[b,i + 24] + h_2_gx[b,i + 24]) (from h_2) */
+    for (int b = 0; b < batch; b++)
+        for (int i = 0; i < 24; i++) {
+            const real t0 = sn_sigmoid(h_2_gh[b * 72 + i] + h_2_gx[b * 72 + i]);
+            const real t1 = h_2_gh[b * 72 + (i + 48)]*t0;
+            const real t2 = sn_sigmoid(h_2_gh[b * 72 + (i + 24)] + h_2_gx[b * 72 + (i + 24)]);
+            const real t3 = 1 - t2;
+            const real t4 = sn_tanhf(h_2_gx[b * 72 + (i + 48)] + t1);
+            const real t5 = dL_dh_2[b * 24 + i]*t3*(1 - t4*t4);
+            const real t6 = t1*t5*(1 - t0);
+            const real t7 = t2*t3;
+            const real t8 = dL_dh_2[b * 24 + i]*(h_1[b * 24 + i]*t7 - t4*t7);
+            dL_dh_2_gx[b * 72 + i] += t6;
+            dL_dh_2_gh[b * 72 + i] += t6;
+            dL_dh_2_gx[b * 72 + (i + 24)] += t8;
+            dL_dh_2_gh[b * 72 + (i + 24)] += t8;
+            dL_dh_2_gx[b * 72 + (i + 48)] += t5;
+            dL_dh_2_gh[b * 72 + (i + 48)] += t0*t5;
+            dL_dh_1[b * 24 + i] += dL_dh_2[b * 24 + i]*t2;
+        }
+    /* delta_h_2_gh[b,i] = dL_dh_2_gh[b,i]; g_c2[i] += dL_dh_2_gh[b,i] */
+    for (int b = 0; b < batch; b++)
+        for (int i = 0; i < 72; i++) {
+            delta_h_2_gh[b * 72 + i] = dL_dh_2_gh[b * 72 + i];
+            g_c2[i] += dL_dh_2_gh[b * 72 + i];
+        }
+    /* g_U2[i,j] += Σ_b delta_h_2_gh[b,i]·h_1[b,j] */
+    sn_mm_tn(72, 24, batch, delta_h_2_gh, h_1, g_U2, 1);
+    /* dL_dh_1[b,j] += Σ_i delta_h_2_gh[b,i]·U2[i,j] (from h_2_gh) */
+    sn_mm_nn(batch, 24, 72, delta_h_2_gh, U2, dL_dh_1, 1);
+    /* delta_h_2_gx[b,i] = dL_dh_2_gx[b,i]; g_b2[i] += dL_dh_2_gx[b,i] */
+    for (int b = 0; b < batch; b++)
+        for (int i = 0; i < 72; i++) {
+            delta_h_2_gx[b * 72 + i] = dL_dh_2_gx[b * 72 + i];
+            g_b2[i] += dL_dh_2_gx[b * 72 + i];
+        }
+    /* g_W2[i,j] += Σ_b delta_h_2_gx[b,i]·x_2[b,j] */
+    sn_mm_tn(72, 4, batch, delta_h_2_gx, x_2, g_W2, 1);
+    memset(dL_dh_1_gx, 0, sizeof(real) * (size_t)batch * 72);
+    /* dL_dh_1_gx[b,i] += c2[i + 48]·dL_dh_1[b,i]·(1 - σ(c2[i + 24] + h_1_gx[b,i + 24]))·(1 - σ(c2[i] + h_1_gx[b,i]))·(1 - tanh(c2[i + 48]·σ(c2[i] + h_1_gx[b,i]) + h_1_gx[b,i + 48])²)·σ(c2[i] + h_1_gx[b,i]); g_c2[i] += c2[i + 48]·dL_dh_1[b,i]·(1 - σ(c2[i + 24] + h_1_gx[b,i + 24]))·(1 - σ(c2[i] + h_1_gx[b,i]))·(1 - tanh(c2[i + 48]·σ(c2[i] + h_1_gx[b,i]) + h_1_gx[b,i + 48])²)·σ(c2[i] + h_1_gx[b,i]); dL_dh_1_gx[b,i + 24] += dL_dh_1[b,i]·(σ(c2[i + 24] + h_1_gx[b,i + 24]) - 1)·σ(c2[i + 24] + h_1_gx[b,i + 24])·tanh(c2[i + 48]·σ(c2[i] + h_1_gx[b,i]) + h_1_gx[b,i + 48]); g_c2[i + 24] += dL_dh_1[b,i]·(σ(c2[i + 24] + h_1_gx[b,i + 24]) - 1)·σ(c2[i + 24] + h_1_gx[b,i + 24])·tanh(c2[i + 48]·σ(c2[i] + h_1_gx[b,i]) + h_1_gx[b,i + 48]); dL_dh_1_gx[b,i + 48] += dL_dh_1[b,i]·(1 - σ(c2[i + 24] + h_1_gx[b,i + 24]))·(1 - tanh(c2[i + 48]·σ(c2[i] + h_1_gx[b,i]) + h_1_gx[b,i + 48])²); g_c2[i + 48] += dL_dh_1[b,i]·(1 - σ(c2[i + 24] + h_1_gx[b,i + 24]))·(1 - tanh(c2[i + 48]·σ(c2[i] + h_1_gx[b,i]) + h_1_gx[b,i + 48])²)·σ(c2[i] + h_1_gx[b,i]) */
+    for (int b = 0; b < batch; b++)
+        for (int i = 0; i < 24; i++) {
+            const real t0 = sn_sigmoid(sn_u_c2[i] + h_1_gx[b * 72 + i]);
+            const real t1 = sn_u_c2[(i + 48)]*t0;
+            const real t2 = sn_sigmoid(sn_u_c2[(i + 24)] + h_1_gx[b * 72 + (i + 24)]);
+            const real t3 = t2 - 1;
+            const real t4 = sn_tanhf(h_1_gx[b * 72 + (i + 48)] + t1);
+            const real t5 = -dL_dh_1[b * 24 + i]*t3*(1 - t4*t4);
+            const real t6 = t1*t5*(1 - t0);
+            const real t7 = dL_dh_1[b * 24 + i]*t2*t3*t4;
+            dL_dh_1_gx[b * 72 + i] += t6;
+            g_c2[i] += t6;
+            dL_dh_1_gx[b * 72 + (i + 24)] += t7;
+            g_c2[(i + 24)] += t7;
+            dL_dh_1_gx[b * 72 + (i + 48)] += t5;
+            g_c2[(i + 48)] += t0*t5;
+        }
+    /* delta_h_1_gx[b,i] = dL_dh_1_gx[b,i]; g_b2[i] += dL_dh_1_gx[b,i] */
+    for (int b = 0; b < batch; b++)
+        for (int i = 0; i < 72; i++) {
+            delta_h_1_gx[b * 72 + i] = dL_dh_1_gx[b * 72 + i];
+            g_b2[i] += dL_dh_1_gx[b * 72 + i];
+        }
+    /* g_W2[i,j] += Σ_b delta_h_1_gx[b,i]·x_1[b,j] */
+    sn_mm_tn(72, 4, batch, delta_h_1_gx, x_1, g_W2, 1);
+
 }
 
 /* Loss L = (1/batch) Σ_b L_b, after a forward pass. */
@@ -1224,7 +2242,7 @@ static double sn_loss(const real *params, real *work, const real *S, const real 
     return loss / batch;
 }
 
-real symnet_54cb0352d8_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_1b724d7f33_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -1232,197 +2250,10 @@ real symnet_54cb0352d8_loss(const real *params, const real *X, const real *T, in
 /* Loss and every gradient ∂L/∂θ (into grads), by back propagation. */
 static double sn_loss_grad(const real *params, real *grads, real *work, const real *S, const real *T, int batch)
 {
-    const real *sn_u_c2 = params + 360;  /* c2: (72,) */
-    const real *U2 = params + 432;  /* U2: (72, 24) */
-    const real *W41 = params + 2160;  /* W41: (4, 24) */
 
-    real *g_W2 = grads + 0;  /* ∂L/∂W2: (72, 4) */
-    real *g_b2 = grads + 288;  /* ∂L/∂b2: (72,) */
-    real *g_c2 = grads + 360;  /* ∂L/∂c2: (72,) */
-    real *g_U2 = grads + 432;  /* ∂L/∂U2: (72, 24) */
-    real *g_W41 = grads + 2160;  /* ∂L/∂W41: (4, 24) */
-    real *g_b41 = grads + 2256;  /* ∂L/∂b41: (4,) */
 
-    real *x_1 = work + (size_t)batch * 0;  /* layer x_1: (batch, 4) */
-    real *h_1_gx = work + (size_t)batch * 76;  /* layer h_1_gx: (batch, 72) */
-    real *h_1 = work + (size_t)batch * 148;  /* layer h_1: (batch, 24) */
-    real *x_2 = work + (size_t)batch * 172;  /* layer x_2: (batch, 4) */
-    real *h_2_gx = work + (size_t)batch * 248;  /* layer h_2_gx: (batch, 72) */
-    real *h_2_gh = work + (size_t)batch * 392;  /* layer h_2_gh: (batch, 72) */
-    real *h_2 = work + (size_t)batch * 464;  /* layer h_2: (batch, 24) */
-    real *x_3 = work + (size_t)batch * 488;  /* layer x_3: (batch, 4) */
-    real *h_3_gx = work + (size_t)batch * 564;  /* layer h_3_gx: (batch, 72) */
-    real *h_3_gh = work + (size_t)batch * 708;  /* layer h_3_gh: (batch, 72) */
-    real *h_3 = work + (size_t)batch * 780;  /* layer h_3: (batch, 24) */
-    real *x_4 = work + (size_t)batch * 804;  /* layer x_4: (batch, 4) */
-    real *h_4_gx = work + (size_t)batch * 880;  /* layer h_4_gx: (batch, 72) */
-    real *h_4_gh = work + (size_t)batch * 1024;  /* layer h_4_gh: (batch, 72) */
-    real *h_4 = work + (size_t)batch * 1096;  /* layer h_4: (batch, 24) */
-    real *x_5 = work + (size_t)batch * 1120;  /* layer x_5: (batch, 4) */
-    real *h_5_gx = work + (size_t)batch * 1196;  /* layer h_5_gx: (batch, 72) */
-    real *h_5_gh = work + (size_t)batch * 1340;  /* layer h_5_gh: (batch, 72) */
-    real *h_5 = work + (size_t)batch * 1412;  /* layer h_5: (batch, 24) */
-    real *x_6 = work + (size_t)batch * 1436;  /* layer x_6: (batch, 4) */
-    real *h_6_gx = work + (size_t)batch * 1512;  /* layer h_6_gx: (batch, 72) */
-    real *h_6_gh = work + (size_t)batch * 1656;  /* layer h_6_gh: (batch, 72) */
-    real *h_6 = work + (size_t)batch * 1728;  /* layer h_6: (batch, 24) */
-    real *x_7 = work + (size_t)batch * 1752;  /* layer x_7: (batch, 4) */
-    real *h_7_gx = work + (size_t)batch * 1828;  /* layer h_7_gx: (batch, 72) */
-    real *h_7_gh = work + (size_t)batch * 1972;  /* layer h_7_gh: (batch, 72) */
-    real *h_7 = work + (size_t)batch * 2044;  /* layer h_7: (batch, 24) */
-    real *x_8 = work + (size_t)batch * 2068;  /* layer x_8: (batch, 4) */
-    real *h_8_gx = work + (size_t)batch * 2144;  /* layer h_8_gx: (batch, 72) */
-    real *h_8_gh = work + (size_t)batch * 2288;  /* layer h_8_gh: (batch, 72) */
-    real *h_8 = work + (size_t)batch * 2360;  /* layer h_8: (batch, 24) */
-    real *x_9 = work + (size_t)batch * 2384;  /* layer x_9: (batch, 4) */
-    real *h_9_gx = work + (size_t)batch * 2460;  /* layer h_9_gx: (batch, 72) */
-    real *h_9_gh = work + (size_t)batch * 2604;  /* layer h_9_gh: (batch, 72) */
-    real *h_9 = work + (size_t)batch * 2676;  /* layer h_9: (batch, 24) */
-    real *x_10 = work + (size_t)batch * 2700;  /* layer x_10: (batch, 4) */
-    real *h_10_gx = work + (size_t)batch * 2776;  /* layer h_10_gx: (batch, 72) */
-    real *h_10_gh = work + (size_t)batch * 2920;  /* layer h_10_gh: (batch, 72) */
-    real *h_10 = work + (size_t)batch * 2992;  /* layer h_10: (batch, 24) */
-    real *x_11 = work + (size_t)batch * 3016;  /* layer x_11: (batch, 4) */
-    real *h_11_gx = work + (size_t)batch * 3092;  /* layer h_11_gx: (batch, 72) */
-    real *h_11_gh = work + (size_t)batch * 3236;  /* layer h_11_gh: (batch, 72) */
-    real *h_11 = work + (size_t)batch * 3308;  /* layer h_11: (batch, 24) */
-    real *x_12 = work + (size_t)batch * 3332;  /* layer x_12: (batch, 4) */
-    real *h_12_gx = work + (size_t)batch * 3408;  /* layer h_12_gx: (batch, 72) */
-    real *h_12_gh = work + (size_t)batch * 3552;  /* layer h_12_gh: (batch, 72) */
-    real *h_12 = work + (size_t)batch * 3624;  /* layer h_12: (batch, 24) */
-    real *x_13 = work + (size_t)batch * 3648;  /* layer x_13: (batch, 4) */
-    real *h_13_gx = work + (size_t)batch * 3724;  /* layer h_13_gx: (batch, 72) */
-    real *h_13_gh = work + (size_t)batch * 3868;  /* layer h_13_gh: (batch, 72) */
-    real *h_13 = work + (size_t)batch * 3940;  /* layer h_13: (batch, 24) */
-    real *x_14 = work + (size_t)batch * 3964;  /* layer x_14: (batch, 4) */
-    real *h_14_gx = work + (size_t)batch * 4040;  /* layer h_14_gx: (batch, 72) */
-    real *h_14_gh = work + (size_t)batch * 4184;  /* layer h_14_gh: (batch, 72) */
-    real *h_14 = work + (size_t)batch * 4256;  /* layer h_14: (batch, 24) */
-    real *x_15 = work + (size_t)batch * 4280;  /* layer x_15: (batch, 4) */
-    real *h_15_gx = work + (size_t)batch * 4356;  /* layer h_15_gx: (batch, 72) */
-    real *h_15_gh = work + (size_t)batch * 4500;  /* layer h_15_gh: (batch, 72) */
-    real *h_15 = work + (size_t)batch * 4572;  /* layer h_15: (batch, 24) */
-    real *x_16 = work + (size_t)batch * 4596;  /* layer x_16: (batch, 4) */
-    real *h_16_gx = work + (size_t)batch * 4672;  /* layer h_16_gx: (batch, 72) */
-    real *h_16_gh = work + (size_t)batch * 4816;  /* layer h_16_gh: (batch, 72) */
-    real *h_16 = work + (size_t)batch * 4888;  /* layer h_16: (batch, 24) */
-    real *x_17 = work + (size_t)batch * 4912;  /* layer x_17: (batch, 4) */
-    real *h_17_gx = work + (size_t)batch * 4988;  /* layer h_17_gx: (batch, 72) */
-    real *h_17_gh = work + (size_t)batch * 5132;  /* layer h_17_gh: (batch, 72) */
-    real *h_17 = work + (size_t)batch * 5204;  /* layer h_17: (batch, 24) */
-    real *x_18 = work + (size_t)batch * 5228;  /* layer x_18: (batch, 4) */
-    real *h_18_gx = work + (size_t)batch * 5304;  /* layer h_18_gx: (batch, 72) */
-    real *h_18_gh = work + (size_t)batch * 5448;  /* layer h_18_gh: (batch, 72) */
-    real *h_18 = work + (size_t)batch * 5520;  /* layer h_18: (batch, 24) */
-    real *x_19 = work + (size_t)batch * 5544;  /* layer x_19: (batch, 4) */
-    real *h_19_gx = work + (size_t)batch * 5620;  /* layer h_19_gx: (batch, 72) */
-    real *h_19_gh = work + (size_t)batch * 5764;  /* layer h_19_gh: (batch, 72) */
-    real *h_19 = work + (size_t)batch * 5836;  /* layer h_19: (batch, 24) */
-    real *x_20 = work + (size_t)batch * 5860;  /* layer x_20: (batch, 4) */
-    real *h_20_gx = work + (size_t)batch * 5936;  /* layer h_20_gx: (batch, 72) */
-    real *h_20_gh = work + (size_t)batch * 6080;  /* layer h_20_gh: (batch, 72) */
-    real *h_20 = work + (size_t)batch * 6152;  /* layer h_20: (batch, 24) */
     real *sn_u_O = work + (size_t)batch * 6180;  /* layer O: (batch, 4) */
-    real *dL_dh_1_gx = work + (size_t)batch * 6188;  /* ∂L/∂h_1_gx: (batch, 72) */
-    real *delta_h_1_gx = work + (size_t)batch * 6260;  /* ∂L/∂z_h_1_gx: (batch, 72) */
-    real *dL_dh_1 = work + (size_t)batch * 6332;  /* ∂L/∂h_1: (batch, 24) */
-    real *dL_dh_2_gx = work + (size_t)batch * 6360;  /* ∂L/∂h_2_gx: (batch, 72) */
-    real *delta_h_2_gx = work + (size_t)batch * 6432;  /* ∂L/∂z_h_2_gx: (batch, 72) */
-    real *dL_dh_2_gh = work + (size_t)batch * 6504;  /* ∂L/∂h_2_gh: (batch, 72) */
-    real *delta_h_2_gh = work + (size_t)batch * 6576;  /* ∂L/∂z_h_2_gh: (batch, 72) */
-    real *dL_dh_2 = work + (size_t)batch * 6648;  /* ∂L/∂h_2: (batch, 24) */
-    real *dL_dh_3_gx = work + (size_t)batch * 6676;  /* ∂L/∂h_3_gx: (batch, 72) */
-    real *delta_h_3_gx = work + (size_t)batch * 6748;  /* ∂L/∂z_h_3_gx: (batch, 72) */
-    real *dL_dh_3_gh = work + (size_t)batch * 6820;  /* ∂L/∂h_3_gh: (batch, 72) */
-    real *delta_h_3_gh = work + (size_t)batch * 6892;  /* ∂L/∂z_h_3_gh: (batch, 72) */
-    real *dL_dh_3 = work + (size_t)batch * 6964;  /* ∂L/∂h_3: (batch, 24) */
-    real *dL_dh_4_gx = work + (size_t)batch * 6992;  /* ∂L/∂h_4_gx: (batch, 72) */
-    real *delta_h_4_gx = work + (size_t)batch * 7064;  /* ∂L/∂z_h_4_gx: (batch, 72) */
-    real *dL_dh_4_gh = work + (size_t)batch * 7136;  /* ∂L/∂h_4_gh: (batch, 72) */
-    real *delta_h_4_gh = work + (size_t)batch * 7208;  /* ∂L/∂z_h_4_gh: (batch, 72) */
-    real *dL_dh_4 = work + (size_t)batch * 7280;  /* ∂L/∂h_4: (batch, 24) */
-    real *dL_dh_5_gx = work + (size_t)batch * 7308;  /* ∂L/∂h_5_gx: (batch, 72) */
-    real *delta_h_5_gx = work + (size_t)batch * 7380;  /* ∂L/∂z_h_5_gx: (batch, 72) */
-    real *dL_dh_5_gh = work + (size_t)batch * 7452;  /* ∂L/∂h_5_gh: (batch, 72) */
-    real *delta_h_5_gh = work + (size_t)batch * 7524;  /* ∂L/∂z_h_5_gh: (batch, 72) */
-    real *dL_dh_5 = work + (size_t)batch * 7596;  /* ∂L/∂h_5: (batch, 24) */
-    real *dL_dh_6_gx = work + (size_t)batch * 7624;  /* ∂L/∂h_6_gx: (batch, 72) */
-    real *delta_h_6_gx = work + (size_t)batch * 7696;  /* ∂L/∂z_h_6_gx: (batch, 72) */
-    real *dL_dh_6_gh = work + (size_t)batch * 7768;  /* ∂L/∂h_6_gh: (batch, 72) */
-    real *delta_h_6_gh = work + (size_t)batch * 7840;  /* ∂L/∂z_h_6_gh: (batch, 72) */
-    real *dL_dh_6 = work + (size_t)batch * 7912;  /* ∂L/∂h_6: (batch, 24) */
-    real *dL_dh_7_gx = work + (size_t)batch * 7940;  /* ∂L/∂h_7_gx: (batch, 72) */
-    real *delta_h_7_gx = work + (size_t)batch * 8012;  /* ∂L/∂z_h_7_gx: (batch, 72) */
-    real *dL_dh_7_gh = work + (size_t)batch * 8084;  /* ∂L/∂h_7_gh: (batch, 72) */
-    real *delta_h_7_gh = work + (size_t)batch * 8156;  /* ∂L/∂z_h_7_gh: (batch, 72) */
-    real *dL_dh_7 = work + (size_t)batch * 8228;  /* ∂L/∂h_7: (batch, 24) */
-    real *dL_dh_8_gx = work + (size_t)batch * 8256;  /* ∂L/∂h_8_gx: (batch, 72) */
-    real *delta_h_8_gx = work + (size_t)batch * 8328;  /* ∂L/∂z_h_8_gx: (batch, 72) */
-    real *dL_dh_8_gh = work + (size_t)batch * 8400;  /* ∂L/∂h_8_gh: (batch, 72) */
-    real *delta_h_8_gh = work + (size_t)batch * 8472;  /* ∂L/∂z_h_8_gh: (batch, 72) */
-    real *dL_dh_8 = work + (size_t)batch * 8544;  /* ∂L/∂h_8: (batch, 24) */
-    real *dL_dh_9_gx = work + (size_t)batch * 8572;  /* ∂L/∂h_9_gx: (batch, 72) */
-    real *delta_h_9_gx = work + (size_t)batch * 8644;  /* ∂L/∂z_h_9_gx: (batch, 72) */
-    real *dL_dh_9_gh = work + (size_t)batch * 8716;  /* ∂L/∂h_9_gh: (batch, 72) */
-    real *delta_h_9_gh = work + (size_t)batch * 8788;  /* ∂L/∂z_h_9_gh: (batch, 72) */
-    real *dL_dh_9 = work + (size_t)batch * 8860;  /* ∂L/∂h_9: (batch, 24) */
-    real *dL_dh_10_gx = work + (size_t)batch * 8888;  /* ∂L/∂h_10_gx: (batch, 72) */
-    real *delta_h_10_gx = work + (size_t)batch * 8960;  /* ∂L/∂z_h_10_gx: (batch, 72) */
-    real *dL_dh_10_gh = work + (size_t)batch * 9032;  /* ∂L/∂h_10_gh: (batch, 72) */
-    real *delta_h_10_gh = work + (size_t)batch * 9104;  /* ∂L/∂z_h_10_gh: (batch, 72) */
-    real *dL_dh_10 = work + (size_t)batch * 9176;  /* ∂L/∂h_10: (batch, 24) */
-    real *dL_dh_11_gx = work + (size_t)batch * 9204;  /* ∂L/∂h_11_gx: (batch, 72) */
-    real *delta_h_11_gx = work + (size_t)batch * 9276;  /* ∂L/∂z_h_11_gx: (batch, 72) */
-    real *dL_dh_11_gh = work + (size_t)batch * 9348;  /* ∂L/∂h_11_gh: (batch, 72) */
-    real *delta_h_11_gh = work + (size_t)batch * 9420;  /* ∂L/∂z_h_11_gh: (batch, 72) */
-    real *dL_dh_11 = work + (size_t)batch * 9492;  /* ∂L/∂h_11: (batch, 24) */
-    real *dL_dh_12_gx = work + (size_t)batch * 9520;  /* ∂L/∂h_12_gx: (batch, 72) */
-    real *delta_h_12_gx = work + (size_t)batch * 9592;  /* ∂L/∂z_h_12_gx: (batch, 72) */
-    real *dL_dh_12_gh = work + (size_t)batch * 9664;  /* ∂L/∂h_12_gh: (batch, 72) */
-    real *delta_h_12_gh = work + (size_t)batch * 9736;  /* ∂L/∂z_h_12_gh: (batch, 72) */
-    real *dL_dh_12 = work + (size_t)batch * 9808;  /* ∂L/∂h_12: (batch, 24) */
-    real *dL_dh_13_gx = work + (size_t)batch * 9836;  /* ∂L/∂h_13_gx: (batch, 72) */
-    real *delta_h_13_gx = work + (size_t)batch * 9908;  /* ∂L/∂z_h_13_gx: (batch, 72) */
-    real *dL_dh_13_gh = work + (size_t)batch * 9980;  /* ∂L/∂h_13_gh: (batch, 72) */
-    real *delta_h_13_gh = work + (size_t)batch * 10052;  /* ∂L/∂z_h_13_gh: (batch, 72) */
-    real *dL_dh_13 = work + (size_t)batch * 10124;  /* ∂L/∂h_13: (batch, 24) */
-    real *dL_dh_14_gx = work + (size_t)batch * 10152;  /* ∂L/∂h_14_gx: (batch, 72) */
-    real *delta_h_14_gx = work + (size_t)batch * 10224;  /* ∂L/∂z_h_14_gx: (batch, 72) */
-    real *dL_dh_14_gh = work + (size_t)batch * 10296;  /* ∂L/∂h_14_gh: (batch, 72) */
-    real *delta_h_14_gh = work + (size_t)batch * 10368;  /* ∂L/∂z_h_14_gh: (batch, 72) */
-    real *dL_dh_14 = work + (size_t)batch * 10440;  /* ∂L/∂h_14: (batch, 24) */
-    real *dL_dh_15_gx = work + (size_t)batch * 10468;  /* ∂L/∂h_15_gx: (batch, 72) */
-    real *delta_h_15_gx = work + (size_t)batch * 10540;  /* ∂L/∂z_h_15_gx: (batch, 72) */
-    real *dL_dh_15_gh = work + (size_t)batch * 10612;  /* ∂L/∂h_15_gh: (batch, 72) */
-    real *delta_h_15_gh = work + (size_t)batch * 10684;  /* ∂L/∂z_h_15_gh: (batch, 72) */
-    real *dL_dh_15 = work + (size_t)batch * 10756;  /* ∂L/∂h_15: (batch, 24) */
-    real *dL_dh_16_gx = work + (size_t)batch * 10784;  /* ∂L/∂h_16_gx: (batch, 72) */
-    real *delta_h_16_gx = work + (size_t)batch * 10856;  /* ∂L/∂z_h_16_gx: (batch, 72) */
-    real *dL_dh_16_gh = work + (size_t)batch * 10928;  /* ∂L/∂h_16_gh: (batch, 72) */
-    real *delta_h_16_gh = work + (size_t)batch * 11000;  /* ∂L/∂z_h_16_gh: (batch, 72) */
-    real *dL_dh_16 = work + (size_t)batch * 11072;  /* ∂L/∂h_16: (batch, 24) */
-    real *dL_dh_17_gx = work + (size_t)batch * 11100;  /* ∂L/∂h_17_gx: (batch, 72) */
-    real *delta_h_17_gx = work + (size_t)batch * 11172;  /* ∂L/∂z_h_17_gx: (batch, 72) */
-    real *dL_dh_17_gh = work + (size_t)batch * 11244;  /* ∂L/∂h_17_gh: (batch, 72) */
-    real *delta_h_17_gh = work + (size_t)batch * 11316;  /* ∂L/∂z_h_17_gh: (batch, 72) */
-    real *dL_dh_17 = work + (size_t)batch * 11388;  /* ∂L/∂h_17: (batch, 24) */
-    real *dL_dh_18_gx = work + (size_t)batch * 11416;  /* ∂L/∂h_18_gx: (batch, 72) */
-    real *delta_h_18_gx = work + (size_t)batch * 11488;  /* ∂L/∂z_h_18_gx: (batch, 72) */
-    real *dL_dh_18_gh = work + (size_t)batch * 11560;  /* ∂L/∂h_18_gh: (batch, 72) */
-    real *delta_h_18_gh = work + (size_t)batch * 11632;  /* ∂L/∂z_h_18_gh: (batch, 72) */
-    real *dL_dh_18 = work + (size_t)batch * 11704;  /* ∂L/∂h_18: (batch, 24) */
-    real *dL_dh_19_gx = work + (size_t)batch * 11732;  /* ∂L/∂h_19_gx: (batch, 72) */
-    real *delta_h_19_gx = work + (size_t)batch * 11804;  /* ∂L/∂z_h_19_gx: (batch, 72) */
-    real *dL_dh_19_gh = work + (size_t)batch * 11876;  /* ∂L/∂h_19_gh: (batch, 72) */
-    real *delta_h_19_gh = work + (size_t)batch * 11948;  /* ∂L/∂z_h_19_gh: (batch, 72) */
-    real *dL_dh_19 = work + (size_t)batch * 12020;  /* ∂L/∂h_19: (batch, 24) */
-    real *dL_dh_20_gx = work + (size_t)batch * 12048;  /* ∂L/∂h_20_gx: (batch, 72) */
-    real *delta_h_20_gx = work + (size_t)batch * 12120;  /* ∂L/∂z_h_20_gx: (batch, 72) */
-    real *dL_dh_20_gh = work + (size_t)batch * 12192;  /* ∂L/∂h_20_gh: (batch, 72) */
-    real *delta_h_20_gh = work + (size_t)batch * 12264;  /* ∂L/∂z_h_20_gh: (batch, 72) */
-    real *dL_dh_20 = work + (size_t)batch * 12336;  /* ∂L/∂h_20: (batch, 24) */
     real *dL_dO = work + (size_t)batch * 12360;  /* ∂L/∂O: (batch, 4) */
-    real *delta_O = work + (size_t)batch * 12364;  /* ∂L/∂z_O: (batch, 4) */
 
     const real inv_batch = (real)1 / (real)batch;
     double loss = 0;
@@ -1455,830 +2286,12 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
         for (int k = 0; k < 4; k++)
             g[k] = inv_batch*(-t[k] + st*sn_expf(o[k] - lse));
     }
-    memset(g_b41, 0, sizeof(real) * 4);
-    /* delta_O[b,i] = dL_dO[b,i]; g_b41[i] += dL_dO[b,i] */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 4; i++) {
-            delta_O[b * 4 + i] = dL_dO[b * 4 + i];
-            g_b41[i] += dL_dO[b * 4 + i];
-        }
-    /* g_W41[i,j] = Σ_b delta_O[b,i]·h_20[b,j] */
-    sn_mm_tn(4, 24, batch, delta_O, h_20, g_W41, 0);
-    /* dL_dh_20[b,j] = Σ_i delta_O[b,i]·W41[i,j] */
-    sn_mm_nn(batch, 24, 4, delta_O, W41, dL_dh_20, 0);
-    memset(dL_dh_20_gx, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_20_gh, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_19, 0, sizeof(real) * (size_t)batch * 24);
-    /* dL_dh_20_gx[b,i] += dL_dh_20[b,i]·h_20_gh[b,i + 48]·(1 - σ(h_20_gh[b,i + 24] + h_20_gx[b,i + 24]))·(1 - σ(h_20_gh[b,i] + h_20_gx[b,i]))·(1 - tanh(h_20_gh[b,i + 48]·σ(h_20_gh[b,i] + h_20_gx[b,i]) + h_20_gx[b,i + 48])²)·σ(h_20_gh[b,i] + h_20_gx[b,i]); dL_dh_20_gh[b,i] += dL_dh_20[b,i]·h_20_gh[b,i + 48]·(1 - σ(h_20_gh[b,i + 24] + h_20_gx[b,i + 24]))·(1 - σ(h_20_gh[b,i] + h_20_gx[b,i]))·(1 - tanh(h_20_gh[b,i + 48]·σ(h_20_gh[b,i] + h_20_gx[b,i]) + h_20_gx[b,i + 48])²)·σ(h_20_gh[b,i] + h_20_gx[b,i]); dL_dh_20_gx[b,i + 24] += dL_dh_20[b,i]·(h_19[b,i]·(1 - σ(h_20_gh[b,i + 24] + h_20_gx[b,i + 24]))·σ(h_20_gh[b,i + 24] + h_20_gx[b,i + 24]) - (1 - σ(h_20_gh[b,i + 24] + h_20_gx[b,i + 24]))·σ(h_20_gh[b,i + 24] + h_20_gx[b,i + 24])·tanh(h_20_gh[b,i + 48]·σ(h_20_gh[b,i] + h_20_gx[b,i]) + h_20_gx[b,i + 48])); dL_dh_20_gh[b,i + 24] += dL_dh_20[b,i]·(h_19[b,i]·(1 - σ(h_20_gh[b,i + 24] + h_20_gx[b,i + 24]))·σ(h_20_gh[b,i + 24] + h_20_gx[b,i + 24]) - (1 - σ(h_20_gh[b,i + 24] + h_20_gx[b,i + 24]))·σ(h_20_gh[b,i + 24] + h_20_gx[b,i + 24])·tanh(h_20_gh[b,i + 48]·σ(h_20_gh[b,i] + h_20_gx[b,i]) + h_20_gx[b,i + 48])); dL_dh_20_gx[b,i + 48] += dL_dh_20[b,i]·(1 - σ(h_20_gh[b,i + 24] + h_20_gx[b,i + 24]))·(1 - tanh(h_20_gh[b,i + 48]·σ(h_20_gh[b,i] + h_20_gx[b,i]) + h_20_gx[b,i + 48])²); dL_dh_20_gh[b,i + 48] += dL_dh_20[b,i]·(1 - σ(h_20_gh[b,i + 24] + h_20_gx[b,i + 24]))·(1 - tanh(h_20_gh[b,i + 48]·σ(h_20_gh[b,i] + h_20_gx[b,i]) + h_20_gx[b,i + 48])²)·σ(h_20_gh[b,i] + h_20_gx[b,i]); dL_dh_19[b,i] += dL_dh_20[b,i]·σ(h_20_gh[b,i + 24] + h_20_gx[b,i + 24]) (from h_20) */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 24; i++) {
-            const real t0 = sn_sigmoid(h_20_gh[b * 72 + i] + h_20_gx[b * 72 + i]);
-            const real t1 = h_20_gh[b * 72 + (i + 48)]*t0;
-            const real t2 = sn_sigmoid(h_20_gh[b * 72 + (i + 24)] + h_20_gx[b * 72 + (i + 24)]);
-            const real t3 = 1 - t2;
-            const real t4 = sn_tanhf(h_20_gx[b * 72 + (i + 48)] + t1);
-            const real t5 = dL_dh_20[b * 24 + i]*t3*(1 - t4*t4);
-            const real t6 = t1*t5*(1 - t0);
-            const real t7 = t2*t3;
-            const real t8 = dL_dh_20[b * 24 + i]*(h_19[b * 24 + i]*t7 - t4*t7);
-            dL_dh_20_gx[b * 72 + i] += t6;
-            dL_dh_20_gh[b * 72 + i] += t6;
-            dL_dh_20_gx[b * 72 + (i + 24)] += t8;
-            dL_dh_20_gh[b * 72 + (i + 24)] += t8;
-            dL_dh_20_gx[b * 72 + (i + 48)] += t5;
-            dL_dh_20_gh[b * 72 + (i + 48)] += t0*t5;
-            dL_dh_19[b * 24 + i] += dL_dh_20[b * 24 + i]*t2;
-        }
-    memset(g_c2, 0, sizeof(real) * 72);
-    /* delta_h_20_gh[b,i] = dL_dh_20_gh[b,i]; g_c2[i] += dL_dh_20_gh[b,i] */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 72; i++) {
-            delta_h_20_gh[b * 72 + i] = dL_dh_20_gh[b * 72 + i];
-            g_c2[i] += dL_dh_20_gh[b * 72 + i];
-        }
-    /* g_U2[i,j] = Σ_b delta_h_20_gh[b,i]·h_19[b,j] */
-    sn_mm_tn(72, 24, batch, delta_h_20_gh, h_19, g_U2, 0);
-    /* dL_dh_19[b,j] += Σ_i delta_h_20_gh[b,i]·U2[i,j] (from h_20_gh) */
-    sn_mm_nn(batch, 24, 72, delta_h_20_gh, U2, dL_dh_19, 1);
-    memset(g_b2, 0, sizeof(real) * 72);
-    /* delta_h_20_gx[b,i] = dL_dh_20_gx[b,i]; g_b2[i] += dL_dh_20_gx[b,i] */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 72; i++) {
-            delta_h_20_gx[b * 72 + i] = dL_dh_20_gx[b * 72 + i];
-            g_b2[i] += dL_dh_20_gx[b * 72 + i];
-        }
-    /* g_W2[i,j] = Σ_b delta_h_20_gx[b,i]·x_20[b,j] */
-    sn_mm_tn(72, 4, batch, delta_h_20_gx, x_20, g_W2, 0);
-    memset(dL_dh_19_gx, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_19_gh, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_18, 0, sizeof(real) * (size_t)batch * 24);
-    /* dL_dh_19_gx[b,i] += dL_dh_19[b,i]·h_19_gh[b,i + 48]·(1 - σ(h_19_gh[b,i + 24] + h_19_gx[b,i + 24]))·(1 - σ(h_19_gh[b,i] + h_19_gx[b,i]))·(1 - tanh(h_19_gh[b,i + 48]·σ(h_19_gh[b,i] + h_19_gx[b,i]) + h_19_gx[b,i + 48])²)·σ(h_19_gh[b,i] + h_19_gx[b,i]); dL_dh_19_gh[b,i] += dL_dh_19[b,i]·h_19_gh[b,i + 48]·(1 - σ(h_19_gh[b,i + 24] + h_19_gx[b,i + 24]))·(1 - σ(h_19_gh[b,i] + h_19_gx[b,i]))·(1 - tanh(h_19_gh[b,i + 48]·σ(h_19_gh[b,i] + h_19_gx[b,i]) + h_19_gx[b,i + 48])²)·σ(h_19_gh[b,i] + h_19_gx[b,i]); dL_dh_19_gx[b,i + 24] += dL_dh_19[b,i]·(h_18[b,i]·(1 - σ(h_19_gh[b,i + 24] + h_19_gx[b,i + 24]))·σ(h_19_gh[b,i + 24] + h_19_gx[b,i + 24]) - (1 - σ(h_19_gh[b,i + 24] + h_19_gx[b,i + 24]))·σ(h_19_gh[b,i + 24] + h_19_gx[b,i + 24])·tanh(h_19_gh[b,i + 48]·σ(h_19_gh[b,i] + h_19_gx[b,i]) + h_19_gx[b,i + 48])); dL_dh_19_gh[b,i + 24] += dL_dh_19[b,i]·(h_18[b,i]·(1 - σ(h_19_gh[b,i + 24] + h_19_gx[b,i + 24]))·σ(h_19_gh[b,i + 24] + h_19_gx[b,i + 24]) - (1 - σ(h_19_gh[b,i + 24] + h_19_gx[b,i + 24]))·σ(h_19_gh[b,i + 24] + h_19_gx[b,i + 24])·tanh(h_19_gh[b,i + 48]·σ(h_19_gh[b,i] + h_19_gx[b,i]) + h_19_gx[b,i + 48])); dL_dh_19_gx[b,i + 48] += dL_dh_19[b,i]·(1 - σ(h_19_gh[b,i + 24] + h_19_gx[b,i + 24]))·(1 - tanh(h_19_gh[b,i + 48]·σ(h_19_gh[b,i] + h_19_gx[b,i]) + h_19_gx[b,i + 48])²); dL_dh_19_gh[b,i + 48] += dL_dh_19[b,i]·(1 - σ(h_19_gh[b,i + 24] + h_19_gx[b,i + 24]))·(1 - tanh(h_19_gh[b,i + 48]·σ(h_19_gh[b,i] + h_19_gx[b,i]) + h_19_gx[b,i + 48])²)·σ(h_19_gh[b,i] + h_19_gx[b,i]); dL_dh_18[b,i] += dL_dh_19[b,i]·σ(h_19_gh[b,i + 24] + h_19_gx[b,i + 24]) (from h_19) */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 24; i++) {
-            const real t0 = sn_sigmoid(h_19_gh[b * 72 + i] + h_19_gx[b * 72 + i]);
-            const real t1 = h_19_gh[b * 72 + (i + 48)]*t0;
-            const real t2 = sn_sigmoid(h_19_gh[b * 72 + (i + 24)] + h_19_gx[b * 72 + (i + 24)]);
-            const real t3 = 1 - t2;
-            const real t4 = sn_tanhf(h_19_gx[b * 72 + (i + 48)] + t1);
-            const real t5 = dL_dh_19[b * 24 + i]*t3*(1 - t4*t4);
-            const real t6 = t1*t5*(1 - t0);
-            const real t7 = t2*t3;
-            const real t8 = dL_dh_19[b * 24 + i]*(h_18[b * 24 + i]*t7 - t4*t7);
-            dL_dh_19_gx[b * 72 + i] += t6;
-            dL_dh_19_gh[b * 72 + i] += t6;
-            dL_dh_19_gx[b * 72 + (i + 24)] += t8;
-            dL_dh_19_gh[b * 72 + (i + 24)] += t8;
-            dL_dh_19_gx[b * 72 + (i + 48)] += t5;
-            dL_dh_19_gh[b * 72 + (i + 48)] += t0*t5;
-            dL_dh_18[b * 24 + i] += dL_dh_19[b * 24 + i]*t2;
-        }
-    /* delta_h_19_gh[b,i] = dL_dh_19_gh[b,i]; g_c2[i] += dL_dh_19_gh[b,i] */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 72; i++) {
-            delta_h_19_gh[b * 72 + i] = dL_dh_19_gh[b * 72 + i];
-            g_c2[i] += dL_dh_19_gh[b * 72 + i];
-        }
-    /* g_U2[i,j] += Σ_b delta_h_19_gh[b,i]·h_18[b,j] */
-    sn_mm_tn(72, 24, batch, delta_h_19_gh, h_18, g_U2, 1);
-    /* dL_dh_18[b,j] += Σ_i delta_h_19_gh[b,i]·U2[i,j] (from h_19_gh) */
-    sn_mm_nn(batch, 24, 72, delta_h_19_gh, U2, dL_dh_18, 1);
-    /* delta_h_19_gx[b,i] = dL_dh_19_gx[b,i]; g_b2[i] += dL_dh_19_gx[b,i] */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 72; i++) {
-            delta_h_19_gx[b * 72 + i] = dL_dh_19_gx[b * 72 + i];
-            g_b2[i] += dL_dh_19_gx[b * 72 + i];
-        }
-    /* g_W2[i,j] += Σ_b delta_h_19_gx[b,i]·x_19[b,j] */
-    sn_mm_tn(72, 4, batch, delta_h_19_gx, x_19, g_W2, 1);
-    memset(dL_dh_18_gx, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_18_gh, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_17, 0, sizeof(real) * (size_t)batch * 24);
-    /* dL_dh_18_gx[b,i] += dL_dh_18[b,i]·h_18_gh[b,i + 48]·(1 - σ(h_18_gh[b,i + 24] + h_18_gx[b,i + 24]))·(1 - σ(h_18_gh[b,i] + h_18_gx[b,i]))·(1 - tanh(h_18_gh[b,i + 48]·σ(h_18_gh[b,i] + h_18_gx[b,i]) + h_18_gx[b,i + 48])²)·σ(h_18_gh[b,i] + h_18_gx[b,i]); dL_dh_18_gh[b,i] += dL_dh_18[b,i]·h_18_gh[b,i + 48]·(1 - σ(h_18_gh[b,i + 24] + h_18_gx[b,i + 24]))·(1 - σ(h_18_gh[b,i] + h_18_gx[b,i]))·(1 - tanh(h_18_gh[b,i + 48]·σ(h_18_gh[b,i] + h_18_gx[b,i]) + h_18_gx[b,i + 48])²)·σ(h_18_gh[b,i] + h_18_gx[b,i]); dL_dh_18_gx[b,i + 24] += dL_dh_18[b,i]·(h_17[b,i]·(1 - σ(h_18_gh[b,i + 24] + h_18_gx[b,i + 24]))·σ(h_18_gh[b,i + 24] + h_18_gx[b,i + 24]) - (1 - σ(h_18_gh[b,i + 24] + h_18_gx[b,i + 24]))·σ(h_18_gh[b,i + 24] + h_18_gx[b,i + 24])·tanh(h_18_gh[b,i + 48]·σ(h_18_gh[b,i] + h_18_gx[b,i]) + h_18_gx[b,i + 48])); dL_dh_18_gh[b,i + 24] += dL_dh_18[b,i]·(h_17[b,i]·(1 - σ(h_18_gh[b,i + 24] + h_18_gx[b,i + 24]))·σ(h_18_gh[b,i + 24] + h_18_gx[b,i + 24]) - (1 - σ(h_18_gh[b,i + 24] + h_18_gx[b,i + 24]))·σ(h_18_gh[b,i + 24] + h_18_gx[b,i + 24])·tanh(h_18_gh[b,i + 48]·σ(h_18_gh[b,i] + h_18_gx[b,i]) + h_18_gx[b,i + 48])); dL_dh_18_gx[b,i + 48] += dL_dh_18[b,i]·(1 - σ(h_18_gh[b,i + 24] + h_18_gx[b,i + 24]))·(1 - tanh(h_18_gh[b,i + 48]·σ(h_18_gh[b,i] + h_18_gx[b,i]) + h_18_gx[b,i + 48])²); dL_dh_18_gh[b,i + 48] += dL_dh_18[b,i]·(1 - σ(h_18_gh[b,i + 24] + h_18_gx[b,i + 24]))·(1 - tanh(h_18_gh[b,i + 48]·σ(h_18_gh[b,i] + h_18_gx[b,i]) + h_18_gx[b,i + 48])²)·σ(h_18_gh[b,i] + h_18_gx[b,i]); dL_dh_17[b,i] += dL_dh_18[b,i]·σ(h_18_gh[b,i + 24] + h_18_gx[b,i + 24]) (from h_18) */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 24; i++) {
-            const real t0 = sn_sigmoid(h_18_gh[b * 72 + i] + h_18_gx[b * 72 + i]);
-            const real t1 = h_18_gh[b * 72 + (i + 48)]*t0;
-            const real t2 = sn_sigmoid(h_18_gh[b * 72 + (i + 24)] + h_18_gx[b * 72 + (i + 24)]);
-            const real t3 = 1 - t2;
-            const real t4 = sn_tanhf(h_18_gx[b * 72 + (i + 48)] + t1);
-            const real t5 = dL_dh_18[b * 24 + i]*t3*(1 - t4*t4);
-            const real t6 = t1*t5*(1 - t0);
-            const real t7 = t2*t3;
-            const real t8 = dL_dh_18[b * 24 + i]*(h_17[b * 24 + i]*t7 - t4*t7);
-            dL_dh_18_gx[b * 72 + i] += t6;
-            dL_dh_18_gh[b * 72 + i] += t6;
-            dL_dh_18_gx[b * 72 + (i + 24)] += t8;
-            dL_dh_18_gh[b * 72 + (i + 24)] += t8;
-            dL_dh_18_gx[b * 72 + (i + 48)] += t5;
-            dL_dh_18_gh[b * 72 + (i + 48)] += t0*t5;
-            dL_dh_17[b * 24 + i] += dL_dh_18[b * 24 + i]*t2;
-        }
-    /* delta_h_18_gh[b,i] = dL_dh_18_gh[b,i]; g_c2[i] += dL_dh_18_gh[b,i] */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 72; i++) {
-            delta_h_18_gh[b * 72 + i] = dL_dh_18_gh[b * 72 + i];
-            g_c2[i] += dL_dh_18_gh[b * 72 + i];
-        }
-    /* g_U2[i,j] += Σ_b delta_h_18_gh[b,i]·h_17[b,j] */
-    sn_mm_tn(72, 24, batch, delta_h_18_gh, h_17, g_U2, 1);
-    /* dL_dh_17[b,j] += Σ_i delta_h_18_gh[b,i]·U2[i,j] (from h_18_gh) */
-    sn_mm_nn(batch, 24, 72, delta_h_18_gh, U2, dL_dh_17, 1);
-    /* delta_h_18_gx[b,i] = dL_dh_18_gx[b,i]; g_b2[i] += dL_dh_18_gx[b,i] */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 72; i++) {
-            delta_h_18_gx[b * 72 + i] = dL_dh_18_gx[b * 72 + i];
-            g_b2[i] += dL_dh_18_gx[b * 72 + i];
-        }
-    /* g_W2[i,j] += Σ_b delta_h_18_gx[b,i]·x_18[b,j] */
-    sn_mm_tn(72, 4, batch, delta_h_18_gx, x_18, g_W2, 1);
-    memset(dL_dh_17_gx, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_17_gh, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_16, 0, sizeof(real) * (size_t)batch * 24);
-    /* dL_dh_17_gx[b,i] += dL_dh_17[b,i]·h_17_gh[b,i + 48]·(1 - σ(h_17_gh[b,i + 24] + h_17_gx[b,i + 24]))·(1 - σ(h_17_gh[b,i] + h_17_gx[b,i]))·(1 - tanh(h_17_gh[b,i + 48]·σ(h_17_gh[b,i] + h_17_gx[b,i]) + h_17_gx[b,i + 48])²)·σ(h_17_gh[b,i] + h_17_gx[b,i]); dL_dh_17_gh[b,i] += dL_dh_17[b,i]·h_17_gh[b,i + 48]·(1 - σ(h_17_gh[b,i + 24] + h_17_gx[b,i + 24]))·(1 - σ(h_17_gh[b,i] + h_17_gx[b,i]))·(1 - tanh(h_17_gh[b,i + 48]·σ(h_17_gh[b,i] + h_17_gx[b,i]) + h_17_gx[b,i + 48])²)·σ(h_17_gh[b,i] + h_17_gx[b,i]); dL_dh_17_gx[b,i + 24] += dL_dh_17[b,i]·(h_16[b,i]·(1 - σ(h_17_gh[b,i + 24] + h_17_gx[b,i + 24]))·σ(h_17_gh[b,i + 24] + h_17_gx[b,i + 24]) - (1 - σ(h_17_gh[b,i + 24] + h_17_gx[b,i + 24]))·σ(h_17_gh[b,i + 24] + h_17_gx[b,i + 24])·tanh(h_17_gh[b,i + 48]·σ(h_17_gh[b,i] + h_17_gx[b,i]) + h_17_gx[b,i + 48])); dL_dh_17_gh[b,i + 24] += dL_dh_17[b,i]·(h_16[b,i]·(1 - σ(h_17_gh[b,i + 24] + h_17_gx[b,i + 24]))·σ(h_17_gh[b,i + 24] + h_17_gx[b,i + 24]) - (1 - σ(h_17_gh[b,i + 24] + h_17_gx[b,i + 24]))·σ(h_17_gh[b,i + 24] + h_17_gx[b,i + 24])·tanh(h_17_gh[b,i + 48]·σ(h_17_gh[b,i] + h_17_gx[b,i]) + h_17_gx[b,i + 48])); dL_dh_17_gx[b,i + 48] += dL_dh_17[b,i]·(1 - σ(h_17_gh[b,i + 24] + h_17_gx[b,i + 24]))·(1 - tanh(h_17_gh[b,i + 48]·σ(h_17_gh[b,i] + h_17_gx[b,i]) + h_17_gx[b,i + 48])²); dL_dh_17_gh[b,i + 48] += dL_dh_17[b,i]·(1 - σ(h_17_gh[b,i + 24] + h_17_gx[b,i + 24]))·(1 - tanh(h_17_gh[b,i + 48]·σ(h_17_gh[b,i] + h_17_gx[b,i]) + h_17_gx[b,i + 48])²)·σ(h_17_gh[b,i] + h_17_gx[b,i]); dL_dh_16[b,i] += dL_dh_17[b,i]·σ(h_17_gh[b,i + 24] + h_17_gx[b,i + 24]) (from h_17) */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 24; i++) {
-            const real t0 = sn_sigmoid(h_17_gh[b * 72 + i] + h_17_gx[b * 72 + i]);
-            const real t1 = h_17_gh[b * 72 + (i + 48)]*t0;
-            const real t2 = sn_sigmoid(h_17_gh[b * 72 + (i + 24)] + h_17_gx[b * 72 + (i + 24)]);
-            const real t3 = 1 - t2;
-            const real t4 = sn_tanhf(h_17_gx[b * 72 + (i + 48)] + t1);
-            const real t5 = dL_dh_17[b * 24 + i]*t3*(1 - t4*t4);
-            const real t6 = t1*t5*(1 - t0);
-            const real t7 = t2*t3;
-            const real t8 = dL_dh_17[b * 24 + i]*(h_16[b * 24 + i]*t7 - t4*t7);
-            dL_dh_17_gx[b * 72 + i] += t6;
-            dL_dh_17_gh[b * 72 + i] += t6;
-            dL_dh_17_gx[b * 72 + (i + 24)] += t8;
-            dL_dh_17_gh[b * 72 + (i + 24)] += t8;
-            dL_dh_17_gx[b * 72 + (i + 48)] += t5;
-            dL_dh_17_gh[b * 72 + (i + 48)] += t0*t5;
-            dL_dh_16[b * 24 + i] += dL_dh_17[b * 24 + i]*t2;
-        }
-    /* delta_h_17_gh[b,i] = dL_dh_17_gh[b,i]; g_c2[i] += dL_dh_17_gh[b,i] */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 72; i++) {
-            delta_h_17_gh[b * 72 + i] = dL_dh_17_gh[b * 72 + i];
-            g_c2[i] += dL_dh_17_gh[b * 72 + i];
-        }
-    /* g_U2[i,j] += Σ_b delta_h_17_gh[b,i]·h_16[b,j] */
-    sn_mm_tn(72, 24, batch, delta_h_17_gh, h_16, g_U2, 1);
-    /* dL_dh_16[b,j] += Σ_i delta_h_17_gh[b,i]·U2[i,j] (from h_17_gh) */
-    sn_mm_nn(batch, 24, 72, delta_h_17_gh, U2, dL_dh_16, 1);
-    /* delta_h_17_gx[b,i] = dL_dh_17_gx[b,i]; g_b2[i] += dL_dh_17_gx[b,i] */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 72; i++) {
-            delta_h_17_gx[b * 72 + i] = dL_dh_17_gx[b * 72 + i];
-            g_b2[i] += dL_dh_17_gx[b * 72 + i];
-        }
-    /* g_W2[i,j] += Σ_b delta_h_17_gx[b,i]·x_17[b,j] */
-    sn_mm_tn(72, 4, batch, delta_h_17_gx, x_17, g_W2, 1);
-    memset(dL_dh_16_gx, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_16_gh, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_15, 0, sizeof(real) * (size_t)batch * 24);
-    /* dL_dh_16_gx[b,i] += dL_dh_16[b,i]·h_16_gh[b,i + 48]·(1 - σ(h_16_gh[b,i + 24] + h_16_gx[b,i + 24]))·(1 - σ(h_16_gh[b,i] + h_16_gx[b,i]))·(1 - tanh(h_16_gh[b,i + 48]·σ(h_16_gh[b,i] + h_16_gx[b,i]) + h_16_gx[b,i + 48])²)·σ(h_16_gh[b,i] + h_16_gx[b,i]); dL_dh_16_gh[b,i] += dL_dh_16[b,i]·h_16_gh[b,i + 48]·(1 - σ(h_16_gh[b,i + 24] + h_16_gx[b,i + 24]))·(1 - σ(h_16_gh[b,i] + h_16_gx[b,i]))·(1 - tanh(h_16_gh[b,i + 48]·σ(h_16_gh[b,i] + h_16_gx[b,i]) + h_16_gx[b,i + 48])²)·σ(h_16_gh[b,i] + h_16_gx[b,i]); dL_dh_16_gx[b,i + 24] += dL_dh_16[b,i]·(h_15[b,i]·(1 - σ(h_16_gh[b,i + 24] + h_16_gx[b,i + 24]))·σ(h_16_gh[b,i + 24] + h_16_gx[b,i + 24]) - (1 - σ(h_16_gh[b,i + 24] + h_16_gx[b,i + 24]))·σ(h_16_gh[b,i + 24] + h_16_gx[b,i + 24])·tanh(h_16_gh[b,i + 48]·σ(h_16_gh[b,i] + h_16_gx[b,i]) + h_16_gx[b,i + 48])); dL_dh_16_gh[b,i + 24] += dL_dh_16[b,i]·(h_15[b,i]·(1 - σ(h_16_gh[b,i + 24] + h_16_gx[b,i + 24]))·σ(h_16_gh[b,i + 24] + h_16_gx[b,i + 24]) - (1 - σ(h_16_gh[b,i + 24] + h_16_gx[b,i + 24]))·σ(h_16_gh[b,i + 24] + h_16_gx[b,i + 24])·tanh(h_16_gh[b,i + 48]·σ(h_16_gh[b,i] + h_16_gx[b,i]) + h_16_gx[b,i + 48])); dL_dh_16_gx[b,i + 48] += dL_dh_16[b,i]·(1 - σ(h_16_gh[b,i + 24] + h_16_gx[b,i + 24]))·(1 - tanh(h_16_gh[b,i + 48]·σ(h_16_gh[b,i] + h_16_gx[b,i]) + h_16_gx[b,i + 48])²); dL_dh_16_gh[b,i + 48] += dL_dh_16[b,i]·(1 - σ(h_16_gh[b,i + 24] + h_16_gx[b,i + 24]))·(1 - tanh(h_16_gh[b,i + 48]·σ(h_16_gh[b,i] + h_16_gx[b,i]) + h_16_gx[b,i + 48])²)·σ(h_16_gh[b,i] + h_16_gx[b,i]); dL_dh_15[b,i] += dL_dh_16[b,i]·σ(h_16_gh[b,i + 24] + h_16_gx[b,i + 24]) (from h_16) */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 24; i++) {
-            const real t0 = sn_sigmoid(h_16_gh[b * 72 + i] + h_16_gx[b * 72 + i]);
-            const real t1 = h_16_gh[b * 72 + (i + 48)]*t0;
-            const real t2 = sn_sigmoid(h_16_gh[b * 72 + (i + 24)] + h_16_gx[b * 72 + (i + 24)]);
-            const real t3 = 1 - t2;
-            const real t4 = sn_tanhf(h_16_gx[b * 72 + (i + 48)] + t1);
-            const real t5 = dL_dh_16[b * 24 + i]*t3*(1 - t4*t4);
-            const real t6 = t1*t5*(1 - t0);
-            const real t7 = t2*t3;
-            const real t8 = dL_dh_16[b * 24 + i]*(h_15[b * 24 + i]*t7 - t4*t7);
-            dL_dh_16_gx[b * 72 + i] += t6;
-            dL_dh_16_gh[b * 72 + i] += t6;
-            dL_dh_16_gx[b * 72 + (i + 24)] += t8;
-            dL_dh_16_gh[b * 72 + (i + 24)] += t8;
-            dL_dh_16_gx[b * 72 + (i + 48)] += t5;
-            dL_dh_16_gh[b * 72 + (i + 48)] += t0*t5;
-            dL_dh_15[b * 24 + i] += dL_dh_16[b * 24 + i]*t2;
-        }
-    /* delta_h_16_gh[b,i] = dL_dh_16_gh[b,i]; g_c2[i] += dL_dh_16_gh[b,i] */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 72; i++) {
-            delta_h_16_gh[b * 72 + i] = dL_dh_16_gh[b * 72 + i];
-            g_c2[i] += dL_dh_16_gh[b * 72 + i];
-        }
-    /* g_U2[i,j] += Σ_b delta_h_16_gh[b,i]·h_15[b,j] */
-    sn_mm_tn(72, 24, batch, delta_h_16_gh, h_15, g_U2, 1);
-    /* dL_dh_15[b,j] += Σ_i delta_h_16_gh[b,i]·U2[i,j] (from h_16_gh) */
-    sn_mm_nn(batch, 24, 72, delta_h_16_gh, U2, dL_dh_15, 1);
-    /* delta_h_16_gx[b,i] = dL_dh_16_gx[b,i]; g_b2[i] += dL_dh_16_gx[b,i] */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 72; i++) {
-            delta_h_16_gx[b * 72 + i] = dL_dh_16_gx[b * 72 + i];
-            g_b2[i] += dL_dh_16_gx[b * 72 + i];
-        }
-    /* g_W2[i,j] += Σ_b delta_h_16_gx[b,i]·x_16[b,j] */
-    sn_mm_tn(72, 4, batch, delta_h_16_gx, x_16, g_W2, 1);
-    memset(dL_dh_15_gx, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_15_gh, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_14, 0, sizeof(real) * (size_t)batch * 24);
-    /* dL_dh_15_gx[b,i] += dL_dh_15[b,i]·h_15_gh[b,i + 48]·(1 - σ(h_15_gh[b,i + 24] + h_15_gx[b,i + 24]))·(1 - σ(h_15_gh[b,i] + h_15_gx[b,i]))·(1 - tanh(h_15_gh[b,i + 48]·σ(h_15_gh[b,i] + h_15_gx[b,i]) + h_15_gx[b,i + 48])²)·σ(h_15_gh[b,i] + h_15_gx[b,i]); dL_dh_15_gh[b,i] += dL_dh_15[b,i]·h_15_gh[b,i + 48]·(1 - σ(h_15_gh[b,i + 24] + h_15_gx[b,i + 24]))·(1 - σ(h_15_gh[b,i] + h_15_gx[b,i]))·(1 - tanh(h_15_gh[b,i + 48]·σ(h_15_gh[b,i] + h_15_gx[b,i]) + h_15_gx[b,i + 48])²)·σ(h_15_gh[b,i] + h_15_gx[b,i]); dL_dh_15_gx[b,i + 24] += dL_dh_15[b,i]·(h_14[b,i]·(1 - σ(h_15_gh[b,i + 24] + h_15_gx[b,i + 24]))·σ(h_15_gh[b,i + 24] + h_15_gx[b,i + 24]) - (1 - σ(h_15_gh[b,i + 24] + h_15_gx[b,i + 24]))·σ(h_15_gh[b,i + 24] + h_15_gx[b,i + 24])·tanh(h_15_gh[b,i + 48]·σ(h_15_gh[b,i] + h_15_gx[b,i]) + h_15_gx[b,i + 48])); dL_dh_15_gh[b,i + 24] += dL_dh_15[b,i]·(h_14[b,i]·(1 - σ(h_15_gh[b,i + 24] + h_15_gx[b,i + 24]))·σ(h_15_gh[b,i + 24] + h_15_gx[b,i + 24]) - (1 - σ(h_15_gh[b,i + 24] + h_15_gx[b,i + 24]))·σ(h_15_gh[b,i + 24] + h_15_gx[b,i + 24])·tanh(h_15_gh[b,i + 48]·σ(h_15_gh[b,i] + h_15_gx[b,i]) + h_15_gx[b,i + 48])); dL_dh_15_gx[b,i + 48] += dL_dh_15[b,i]·(1 - σ(h_15_gh[b,i + 24] + h_15_gx[b,i + 24]))·(1 - tanh(h_15_gh[b,i + 48]·σ(h_15_gh[b,i] + h_15_gx[b,i]) + h_15_gx[b,i + 48])²); dL_dh_15_gh[b,i + 48] += dL_dh_15[b,i]·(1 - σ(h_15_gh[b,i + 24] + h_15_gx[b,i + 24]))·(1 - tanh(h_15_gh[b,i + 48]·σ(h_15_gh[b,i] + h_15_gx[b,i]) + h_15_gx[b,i + 48])²)·σ(h_15_gh[b,i] + h_15_gx[b,i]); dL_dh_14[b,i] += dL_dh_15[b,i]·σ(h_15_gh[b,i + 24] + h_15_gx[b,i + 24]) (from h_15) */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 24; i++) {
-            const real t0 = sn_sigmoid(h_15_gh[b * 72 + i] + h_15_gx[b * 72 + i]);
-            const real t1 = h_15_gh[b * 72 + (i + 48)]*t0;
-            const real t2 = sn_sigmoid(h_15_gh[b * 72 + (i + 24)] + h_15_gx[b * 72 + (i + 24)]);
-            const real t3 = 1 - t2;
-            const real t4 = sn_tanhf(h_15_gx[b * 72 + (i + 48)] + t1);
-            const real t5 = dL_dh_15[b * 24 + i]*t3*(1 - t4*t4);
-            const real t6 = t1*t5*(1 - t0);
-            const real t7 = t2*t3;
-            const real t8 = dL_dh_15[b * 24 + i]*(h_14[b * 24 + i]*t7 - t4*t7);
-            dL_dh_15_gx[b * 72 + i] += t6;
-            dL_dh_15_gh[b * 72 + i] += t6;
-            dL_dh_15_gx[b * 72 + (i + 24)] += t8;
-            dL_dh_15_gh[b * 72 + (i + 24)] += t8;
-            dL_dh_15_gx[b * 72 + (i + 48)] += t5;
-            dL_dh_15_gh[b * 72 + (i + 48)] += t0*t5;
-            dL_dh_14[b * 24 + i] += dL_dh_15[b * 24 + i]*t2;
-        }
-    /* delta_h_15_gh[b,i] = dL_dh_15_gh[b,i]; g_c2[i] += dL_dh_15_gh[b,i] */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 72; i++) {
-            delta_h_15_gh[b * 72 + i] = dL_dh_15_gh[b * 72 + i];
-            g_c2[i] += dL_dh_15_gh[b * 72 + i];
-        }
-    /* g_U2[i,j] += Σ_b delta_h_15_gh[b,i]·h_14[b,j] */
-    sn_mm_tn(72, 24, batch, delta_h_15_gh, h_14, g_U2, 1);
-    /* dL_dh_14[b,j] += Σ_i delta_h_15_gh[b,i]·U2[i,j] (from h_15_gh) */
-    sn_mm_nn(batch, 24, 72, delta_h_15_gh, U2, dL_dh_14, 1);
-    /* delta_h_15_gx[b,i] = dL_dh_15_gx[b,i]; g_b2[i] += dL_dh_15_gx[b,i] */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 72; i++) {
-            delta_h_15_gx[b * 72 + i] = dL_dh_15_gx[b * 72 + i];
-            g_b2[i] += dL_dh_15_gx[b * 72 + i];
-        }
-    /* g_W2[i,j] += Σ_b delta_h_15_gx[b,i]·x_15[b,j] */
-    sn_mm_tn(72, 4, batch, delta_h_15_gx, x_15, g_W2, 1);
-    memset(dL_dh_14_gx, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_14_gh, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_13, 0, sizeof(real) * (size_t)batch * 24);
-    /* dL_dh_14_gx[b,i] += dL_dh_14[b,i]·h_14_gh[b,i + 48]·(1 - σ(h_14_gh[b,i + 24] + h_14_gx[b,i + 24]))·(1 - σ(h_14_gh[b,i] + h_14_gx[b,i]))·(1 - tanh(h_14_gh[b,i + 48]·σ(h_14_gh[b,i] + h_14_gx[b,i]) + h_14_gx[b,i + 48])²)·σ(h_14_gh[b,i] + h_14_gx[b,i]); dL_dh_14_gh[b,i] += dL_dh_14[b,i]·h_14_gh[b,i + 48]·(1 - σ(h_14_gh[b,i + 24] + h_14_gx[b,i + 24]))·(1 - σ(h_14_gh[b,i] + h_14_gx[b,i]))·(1 - tanh(h_14_gh[b,i + 48]·σ(h_14_gh[b,i] + h_14_gx[b,i]) + h_14_gx[b,i + 48])²)·σ(h_14_gh[b,i] + h_14_gx[b,i]); dL_dh_14_gx[b,i + 24] += dL_dh_14[b,i]·(h_13[b,i]·(1 - σ(h_14_gh[b,i + 24] + h_14_gx[b,i + 24]))·σ(h_14_gh[b,i + 24] + h_14_gx[b,i + 24]) - (1 - σ(h_14_gh[b,i + 24] + h_14_gx[b,i + 24]))·σ(h_14_gh[b,i + 24] + h_14_gx[b,i + 24])·tanh(h_14_gh[b,i + 48]·σ(h_14_gh[b,i] + h_14_gx[b,i]) + h_14_gx[b,i + 48])); dL_dh_14_gh[b,i + 24] += dL_dh_14[b,i]·(h_13[b,i]·(1 - σ(h_14_gh[b,i + 24] + h_14_gx[b,i + 24]))·σ(h_14_gh[b,i + 24] + h_14_gx[b,i + 24]) - (1 - σ(h_14_gh[b,i + 24] + h_14_gx[b,i + 24]))·σ(h_14_gh[b,i + 24] + h_14_gx[b,i + 24])·tanh(h_14_gh[b,i + 48]·σ(h_14_gh[b,i] + h_14_gx[b,i]) + h_14_gx[b,i + 48])); dL_dh_14_gx[b,i + 48] += dL_dh_14[b,i]·(1 - σ(h_14_gh[b,i + 24] + h_14_gx[b,i + 24]))·(1 - tanh(h_14_gh[b,i + 48]·σ(h_14_gh[b,i] + h_14_gx[b,i]) + h_14_gx[b,i + 48])²); dL_dh_14_gh[b,i + 48] += dL_dh_14[b,i]·(1 - σ(h_14_gh[b,i + 24] + h_14_gx[b,i + 24]))·(1 - tanh(h_14_gh[b,i + 48]·σ(h_14_gh[b,i] + h_14_gx[b,i]) + h_14_gx[b,i + 48])²)·σ(h_14_gh[b,i] + h_14_gx[b,i]); dL_dh_13[b,i] += dL_dh_14[b,i]·σ(h_14_gh[b,i + 24] + h_14_gx[b,i + 24]) (from h_14) */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 24; i++) {
-            const real t0 = sn_sigmoid(h_14_gh[b * 72 + i] + h_14_gx[b * 72 + i]);
-            const real t1 = h_14_gh[b * 72 + (i + 48)]*t0;
-            const real t2 = sn_sigmoid(h_14_gh[b * 72 + (i + 24)] + h_14_gx[b * 72 + (i + 24)]);
-            const real t3 = 1 - t2;
-            const real t4 = sn_tanhf(h_14_gx[b * 72 + (i + 48)] + t1);
-            const real t5 = dL_dh_14[b * 24 + i]*t3*(1 - t4*t4);
-            const real t6 = t1*t5*(1 - t0);
-            const real t7 = t2*t3;
-            const real t8 = dL_dh_14[b * 24 + i]*(h_13[b * 24 + i]*t7 - t4*t7);
-            dL_dh_14_gx[b * 72 + i] += t6;
-            dL_dh_14_gh[b * 72 + i] += t6;
-            dL_dh_14_gx[b * 72 + (i + 24)] += t8;
-            dL_dh_14_gh[b * 72 + (i + 24)] += t8;
-            dL_dh_14_gx[b * 72 + (i + 48)] += t5;
-            dL_dh_14_gh[b * 72 + (i + 48)] += t0*t5;
-            dL_dh_13[b * 24 + i] += dL_dh_14[b * 24 + i]*t2;
-        }
-    /* delta_h_14_gh[b,i] = dL_dh_14_gh[b,i]; g_c2[i] += dL_dh_14_gh[b,i] */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 72; i++) {
-            delta_h_14_gh[b * 72 + i] = dL_dh_14_gh[b * 72 + i];
-            g_c2[i] += dL_dh_14_gh[b * 72 + i];
-        }
-    /* g_U2[i,j] += Σ_b delta_h_14_gh[b,i]·h_13[b,j] */
-    sn_mm_tn(72, 24, batch, delta_h_14_gh, h_13, g_U2, 1);
-    /* dL_dh_13[b,j] += Σ_i delta_h_14_gh[b,i]·U2[i,j] (from h_14_gh) */
-    sn_mm_nn(batch, 24, 72, delta_h_14_gh, U2, dL_dh_13, 1);
-    /* delta_h_14_gx[b,i] = dL_dh_14_gx[b,i]; g_b2[i] += dL_dh_14_gx[b,i] */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 72; i++) {
-            delta_h_14_gx[b * 72 + i] = dL_dh_14_gx[b * 72 + i];
-            g_b2[i] += dL_dh_14_gx[b * 72 + i];
-        }
-    /* g_W2[i,j] += Σ_b delta_h_14_gx[b,i]·x_14[b,j] */
-    sn_mm_tn(72, 4, batch, delta_h_14_gx, x_14, g_W2, 1);
-    memset(dL_dh_13_gx, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_13_gh, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_12, 0, sizeof(real) * (size_t)batch * 24);
-    /* dL_dh_13_gx[b,i] += dL_dh_13[b,i]·h_13_gh[b,i + 48]·(1 - σ(h_13_gh[b,i + 24] + h_13_gx[b,i + 24]))·(1 - σ(h_13_gh[b,i] + h_13_gx[b,i]))·(1 - tanh(h_13_gh[b,i + 48]·σ(h_13_gh[b,i] + h_13_gx[b,i]) + h_13_gx[b,i + 48])²)·σ(h_13_gh[b,i] + h_13_gx[b,i]); dL_dh_13_gh[b,i] += dL_dh_13[b,i]·h_13_gh[b,i + 48]·(1 - σ(h_13_gh[b,i + 24] + h_13_gx[b,i + 24]))·(1 - σ(h_13_gh[b,i] + h_13_gx[b,i]))·(1 - tanh(h_13_gh[b,i + 48]·σ(h_13_gh[b,i] + h_13_gx[b,i]) + h_13_gx[b,i + 48])²)·σ(h_13_gh[b,i] + h_13_gx[b,i]); dL_dh_13_gx[b,i + 24] += dL_dh_13[b,i]·(h_12[b,i]·(1 - σ(h_13_gh[b,i + 24] + h_13_gx[b,i + 24]))·σ(h_13_gh[b,i + 24] + h_13_gx[b,i + 24]) - (1 - σ(h_13_gh[b,i + 24] + h_13_gx[b,i + 24]))·σ(h_13_gh[b,i + 24] + h_13_gx[b,i + 24])·tanh(h_13_gh[b,i + 48]·σ(h_13_gh[b,i] + h_13_gx[b,i]) + h_13_gx[b,i + 48])); dL_dh_13_gh[b,i + 24] += dL_dh_13[b,i]·(h_12[b,i]·(1 - σ(h_13_gh[b,i + 24] + h_13_gx[b,i + 24]))·σ(h_13_gh[b,i + 24] + h_13_gx[b,i + 24]) - (1 - σ(h_13_gh[b,i + 24] + h_13_gx[b,i + 24]))·σ(h_13_gh[b,i + 24] + h_13_gx[b,i + 24])·tanh(h_13_gh[b,i + 48]·σ(h_13_gh[b,i] + h_13_gx[b,i]) + h_13_gx[b,i + 48])); dL_dh_13_gx[b,i + 48] += dL_dh_13[b,i]·(1 - σ(h_13_gh[b,i + 24] + h_13_gx[b,i + 24]))·(1 - tanh(h_13_gh[b,i + 48]·σ(h_13_gh[b,i] + h_13_gx[b,i]) + h_13_gx[b,i + 48])²); dL_dh_13_gh[b,i + 48] += dL_dh_13[b,i]·(1 - σ(h_13_gh[b,i + 24] + h_13_gx[b,i + 24]))·(1 - tanh(h_13_gh[b,i + 48]·σ(h_13_gh[b,i] + h_13_gx[b,i]) + h_13_gx[b,i + 48])²)·σ(h_13_gh[b,i] + h_13_gx[b,i]); dL_dh_12[b,i] += dL_dh_13[b,i]·σ(h_13_gh[b,i + 24] + h_13_gx[b,i + 24]) (from h_13) */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 24; i++) {
-            const real t0 = sn_sigmoid(h_13_gh[b * 72 + i] + h_13_gx[b * 72 + i]);
-            const real t1 = h_13_gh[b * 72 + (i + 48)]*t0;
-            const real t2 = sn_sigmoid(h_13_gh[b * 72 + (i + 24)] + h_13_gx[b * 72 + (i + 24)]);
-            const real t3 = 1 - t2;
-            const real t4 = sn_tanhf(h_13_gx[b * 72 + (i + 48)] + t1);
-            const real t5 = dL_dh_13[b * 24 + i]*t3*(1 - t4*t4);
-            const real t6 = t1*t5*(1 - t0);
-            const real t7 = t2*t3;
-            const real t8 = dL_dh_13[b * 24 + i]*(h_12[b * 24 + i]*t7 - t4*t7);
-            dL_dh_13_gx[b * 72 + i] += t6;
-            dL_dh_13_gh[b * 72 + i] += t6;
-            dL_dh_13_gx[b * 72 + (i + 24)] += t8;
-            dL_dh_13_gh[b * 72 + (i + 24)] += t8;
-            dL_dh_13_gx[b * 72 + (i + 48)] += t5;
-            dL_dh_13_gh[b * 72 + (i + 48)] += t0*t5;
-            dL_dh_12[b * 24 + i] += dL_dh_13[b * 24 + i]*t2;
-        }
-    /* delta_h_13_gh[b,i] = dL_dh_13_gh[b,i]; g_c2[i] += dL_dh_13_gh[b,i] */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 72; i++) {
-            delta_h_13_gh[b * 72 + i] = dL_dh_13_gh[b * 72 + i];
-            g_c2[i] += dL_dh_13_gh[b * 72 + i];
-        }
-    /* g_U2[i,j] += Σ_b delta_h_13_gh[b,i]·h_12[b,j] */
-    sn_mm_tn(72, 24, batch, delta_h_13_gh, h_12, g_U2, 1);
-    /* dL_dh_12[b,j] += Σ_i delta_h_13_gh[b,i]·U2[i,j] (from h_13_gh) */
-    sn_mm_nn(batch, 24, 72, delta_h_13_gh, U2, dL_dh_12, 1);
-    /* delta_h_13_gx[b,i] = dL_dh_13_gx[b,i]; g_b2[i] += dL_dh_13_gx[b,i] */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 72; i++) {
-            delta_h_13_gx[b * 72 + i] = dL_dh_13_gx[b * 72 + i];
-            g_b2[i] += dL_dh_13_gx[b * 72 + i];
-        }
-    /* g_W2[i,j] += Σ_b delta_h_13_gx[b,i]·x_13[b,j] */
-    sn_mm_tn(72, 4, batch, delta_h_13_gx, x_13, g_W2, 1);
-    memset(dL_dh_12_gx, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_12_gh, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_11, 0, sizeof(real) * (size_t)batch * 24);
-    /* dL_dh_12_gx[b,i] += dL_dh_12[b,i]·h_12_gh[b,i + 48]·(1 - σ(h_12_gh[b,i + 24] + h_12_gx[b,i + 24]))·(1 - σ(h_12_gh[b,i] + h_12_gx[b,i]))·(1 - tanh(h_12_gh[b,i + 48]·σ(h_12_gh[b,i] + h_12_gx[b,i]) + h_12_gx[b,i + 48])²)·σ(h_12_gh[b,i] + h_12_gx[b,i]); dL_dh_12_gh[b,i] += dL_dh_12[b,i]·h_12_gh[b,i + 48]·(1 - σ(h_12_gh[b,i + 24] + h_12_gx[b,i + 24]))·(1 - σ(h_12_gh[b,i] + h_12_gx[b,i]))·(1 - tanh(h_12_gh[b,i + 48]·σ(h_12_gh[b,i] + h_12_gx[b,i]) + h_12_gx[b,i + 48])²)·σ(h_12_gh[b,i] + h_12_gx[b,i]); dL_dh_12_gx[b,i + 24] += dL_dh_12[b,i]·(h_11[b,i]·(1 - σ(h_12_gh[b,i + 24] + h_12_gx[b,i + 24]))·σ(h_12_gh[b,i + 24] + h_12_gx[b,i + 24]) - (1 - σ(h_12_gh[b,i + 24] + h_12_gx[b,i + 24]))·σ(h_12_gh[b,i + 24] + h_12_gx[b,i + 24])·tanh(h_12_gh[b,i + 48]·σ(h_12_gh[b,i] + h_12_gx[b,i]) + h_12_gx[b,i + 48])); dL_dh_12_gh[b,i + 24] += dL_dh_12[b,i]·(h_11[b,i]·(1 - σ(h_12_gh[b,i + 24] + h_12_gx[b,i + 24]))·σ(h_12_gh[b,i + 24] + h_12_gx[b,i + 24]) - (1 - σ(h_12_gh[b,i + 24] + h_12_gx[b,i + 24]))·σ(h_12_gh[b,i + 24] + h_12_gx[b,i + 24])·tanh(h_12_gh[b,i + 48]·σ(h_12_gh[b,i] + h_12_gx[b,i]) + h_12_gx[b,i + 48])); dL_dh_12_gx[b,i + 48] += dL_dh_12[b,i]·(1 - σ(h_12_gh[b,i + 24] + h_12_gx[b,i + 24]))·(1 - tanh(h_12_gh[b,i + 48]·σ(h_12_gh[b,i] + h_12_gx[b,i]) + h_12_gx[b,i + 48])²); dL_dh_12_gh[b,i + 48] += dL_dh_12[b,i]·(1 - σ(h_12_gh[b,i + 24] + h_12_gx[b,i + 24]))·(1 - tanh(h_12_gh[b,i + 48]·σ(h_12_gh[b,i] + h_12_gx[b,i]) + h_12_gx[b,i + 48])²)·σ(h_12_gh[b,i] + h_12_gx[b,i]); dL_dh_11[b,i] += dL_dh_12[b,i]·σ(h_12_gh[b,i + 24] + h_12_gx[b,i + 24]) (from h_12) */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 24; i++) {
-            const real t0 = sn_sigmoid(h_12_gh[b * 72 + i] + h_12_gx[b * 72 + i]);
-            const real t1 = h_12_gh[b * 72 + (i + 48)]*t0;
-            const real t2 = sn_sigmoid(h_12_gh[b * 72 + (i + 24)] + h_12_gx[b * 72 + (i + 24)]);
-            const real t3 = 1 - t2;
-            const real t4 = sn_tanhf(h_12_gx[b * 72 + (i + 48)] + t1);
-            const real t5 = dL_dh_12[b * 24 + i]*t3*(1 - t4*t4);
-            const real t6 = t1*t5*(1 - t0);
-            const real t7 = t2*t3;
-            const real t8 = dL_dh_12[b * 24 + i]*(h_11[b * 24 + i]*t7 - t4*t7);
-            dL_dh_12_gx[b * 72 + i] += t6;
-            dL_dh_12_gh[b * 72 + i] += t6;
-            dL_dh_12_gx[b * 72 + (i + 24)] += t8;
-            dL_dh_12_gh[b * 72 + (i + 24)] += t8;
-            dL_dh_12_gx[b * 72 + (i + 48)] += t5;
-            dL_dh_12_gh[b * 72 + (i + 48)] += t0*t5;
-            dL_dh_11[b * 24 + i] += dL_dh_12[b * 24 + i]*t2;
-        }
-    /* delta_h_12_gh[b,i] = dL_dh_12_gh[b,i]; g_c2[i] += dL_dh_12_gh[b,i] */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 72; i++) {
-            delta_h_12_gh[b * 72 + i] = dL_dh_12_gh[b * 72 + i];
-            g_c2[i] += dL_dh_12_gh[b * 72 + i];
-        }
-    /* g_U2[i,j] += Σ_b delta_h_12_gh[b,i]·h_11[b,j] */
-    sn_mm_tn(72, 24, batch, delta_h_12_gh, h_11, g_U2, 1);
-    /* dL_dh_11[b,j] += Σ_i delta_h_12_gh[b,i]·U2[i,j] (from h_12_gh) */
-    sn_mm_nn(batch, 24, 72, delta_h_12_gh, U2, dL_dh_11, 1);
-    /* delta_h_12_gx[b,i] = dL_dh_12_gx[b,i]; g_b2[i] += dL_dh_12_gx[b,i] */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 72; i++) {
-            delta_h_12_gx[b * 72 + i] = dL_dh_12_gx[b * 72 + i];
-            g_b2[i] += dL_dh_12_gx[b * 72 + i];
-        }
-    /* g_W2[i,j] += Σ_b delta_h_12_gx[b,i]·x_12[b,j] */
-    sn_mm_tn(72, 4, batch, delta_h_12_gx, x_12, g_W2, 1);
-    memset(dL_dh_11_gx, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_11_gh, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_10, 0, sizeof(real) * (size_t)batch * 24);
-    /* dL_dh_11_gx[b,i] += dL_dh_11[b,i]·h_11_gh[b,i + 48]·(1 - σ(h_11_gh[b,i + 24] + h_11_gx[b,i + 24]))·(1 - σ(h_11_gh[b,i] + h_11_gx[b,i]))·(1 - tanh(h_11_gh[b,i + 48]·σ(h_11_gh[b,i] + h_11_gx[b,i]) + h_11_gx[b,i + 48])²)·σ(h_11_gh[b,i] + h_11_gx[b,i]); dL_dh_11_gh[b,i] += dL_dh_11[b,i]·h_11_gh[b,i + 48]·(1 - σ(h_11_gh[b,i + 24] + h_11_gx[b,i + 24]))·(1 - σ(h_11_gh[b,i] + h_11_gx[b,i]))·(1 - tanh(h_11_gh[b,i + 48]·σ(h_11_gh[b,i] + h_11_gx[b,i]) + h_11_gx[b,i + 48])²)·σ(h_11_gh[b,i] + h_11_gx[b,i]); dL_dh_11_gx[b,i + 24] += dL_dh_11[b,i]·(h_10[b,i]·(1 - σ(h_11_gh[b,i + 24] + h_11_gx[b,i + 24]))·σ(h_11_gh[b,i + 24] + h_11_gx[b,i + 24]) - (1 - σ(h_11_gh[b,i + 24] + h_11_gx[b,i + 24]))·σ(h_11_gh[b,i + 24] + h_11_gx[b,i + 24])·tanh(h_11_gh[b,i + 48]·σ(h_11_gh[b,i] + h_11_gx[b,i]) + h_11_gx[b,i + 48])); dL_dh_11_gh[b,i + 24] += dL_dh_11[b,i]·(h_10[b,i]·(1 - σ(h_11_gh[b,i + 24] + h_11_gx[b,i + 24]))·σ(h_11_gh[b,i + 24] + h_11_gx[b,i + 24]) - (1 - σ(h_11_gh[b,i + 24] + h_11_gx[b,i + 24]))·σ(h_11_gh[b,i + 24] + h_11_gx[b,i + 24])·tanh(h_11_gh[b,i + 48]·σ(h_11_gh[b,i] + h_11_gx[b,i]) + h_11_gx[b,i + 48])); dL_dh_11_gx[b,i + 48] += dL_dh_11[b,i]·(1 - σ(h_11_gh[b,i + 24] + h_11_gx[b,i + 24]))·(1 - tanh(h_11_gh[b,i + 48]·σ(h_11_gh[b,i] + h_11_gx[b,i]) + h_11_gx[b,i + 48])²); dL_dh_11_gh[b,i + 48] += dL_dh_11[b,i]·(1 - σ(h_11_gh[b,i + 24] + h_11_gx[b,i + 24]))·(1 - tanh(h_11_gh[b,i + 48]·σ(h_11_gh[b,i] + h_11_gx[b,i]) + h_11_gx[b,i + 48])²)·σ(h_11_gh[b,i] + h_11_gx[b,i]); dL_dh_10[b,i] += dL_dh_11[b,i]·σ(h_11_gh[b,i + 24] + h_11_gx[b,i + 24]) (from h_11) */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 24; i++) {
-            const real t0 = sn_sigmoid(h_11_gh[b * 72 + i] + h_11_gx[b * 72 + i]);
-            const real t1 = h_11_gh[b * 72 + (i + 48)]*t0;
-            const real t2 = sn_sigmoid(h_11_gh[b * 72 + (i + 24)] + h_11_gx[b * 72 + (i + 24)]);
-            const real t3 = 1 - t2;
-            const real t4 = sn_tanhf(h_11_gx[b * 72 + (i + 48)] + t1);
-            const real t5 = dL_dh_11[b * 24 + i]*t3*(1 - t4*t4);
-            const real t6 = t1*t5*(1 - t0);
-            const real t7 = t2*t3;
-            const real t8 = dL_dh_11[b * 24 + i]*(h_10[b * 24 + i]*t7 - t4*t7);
-            dL_dh_11_gx[b * 72 + i] += t6;
-            dL_dh_11_gh[b * 72 + i] += t6;
-            dL_dh_11_gx[b * 72 + (i + 24)] += t8;
-            dL_dh_11_gh[b * 72 + (i + 24)] += t8;
-            dL_dh_11_gx[b * 72 + (i + 48)] += t5;
-            dL_dh_11_gh[b * 72 + (i + 48)] += t0*t5;
-            dL_dh_10[b * 24 + i] += dL_dh_11[b * 24 + i]*t2;
-        }
-    /* delta_h_11_gh[b,i] = dL_dh_11_gh[b,i]; g_c2[i] += dL_dh_11_gh[b,i] */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 72; i++) {
-            delta_h_11_gh[b * 72 + i] = dL_dh_11_gh[b * 72 + i];
-            g_c2[i] += dL_dh_11_gh[b * 72 + i];
-        }
-    /* g_U2[i,j] += Σ_b delta_h_11_gh[b,i]·h_10[b,j] */
-    sn_mm_tn(72, 24, batch, delta_h_11_gh, h_10, g_U2, 1);
-    /* dL_dh_10[b,j] += Σ_i delta_h_11_gh[b,i]·U2[i,j] (from h_11_gh) */
-    sn_mm_nn(batch, 24, 72, delta_h_11_gh, U2, dL_dh_10, 1);
-    /* delta_h_11_gx[b,i] = dL_dh_11_gx[b,i]; g_b2[i] += dL_dh_11_gx[b,i] */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 72; i++) {
-            delta_h_11_gx[b * 72 + i] = dL_dh_11_gx[b * 72 + i];
-            g_b2[i] += dL_dh_11_gx[b * 72 + i];
-        }
-    /* g_W2[i,j] += Σ_b delta_h_11_gx[b,i]·x_11[b,j] */
-    sn_mm_tn(72, 4, batch, delta_h_11_gx, x_11, g_W2, 1);
-    memset(dL_dh_10_gx, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_10_gh, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_9, 0, sizeof(real) * (size_t)batch * 24);
-    /* dL_dh_10_gx[b,i] += dL_dh_10[b,i]·h_10_gh[b,i + 48]·(1 - σ(h_10_gh[b,i + 24] + h_10_gx[b,i + 24]))·(1 - σ(h_10_gh[b,i] + h_10_gx[b,i]))·(1 - tanh(h_10_gh[b,i + 48]·σ(h_10_gh[b,i] + h_10_gx[b,i]) + h_10_gx[b,i + 48])²)·σ(h_10_gh[b,i] + h_10_gx[b,i]); dL_dh_10_gh[b,i] += dL_dh_10[b,i]·h_10_gh[b,i + 48]·(1 - σ(h_10_gh[b,i + 24] + h_10_gx[b,i + 24]))·(1 - σ(h_10_gh[b,i] + h_10_gx[b,i]))·(1 - tanh(h_10_gh[b,i + 48]·σ(h_10_gh[b,i] + h_10_gx[b,i]) + h_10_gx[b,i + 48])²)·σ(h_10_gh[b,i] + h_10_gx[b,i]); dL_dh_10_gx[b,i + 24] += dL_dh_10[b,i]·(h_9[b,i]·(1 - σ(h_10_gh[b,i + 24] + h_10_gx[b,i + 24]))·σ(h_10_gh[b,i + 24] + h_10_gx[b,i + 24]) - (1 - σ(h_10_gh[b,i + 24] + h_10_gx[b,i + 24]))·σ(h_10_gh[b,i + 24] + h_10_gx[b,i + 24])·tanh(h_10_gh[b,i + 48]·σ(h_10_gh[b,i] + h_10_gx[b,i]) + h_10_gx[b,i + 48])); dL_dh_10_gh[b,i + 24] += dL_dh_10[b,i]·(h_9[b,i]·(1 - σ(h_10_gh[b,i + 24] + h_10_gx[b,i + 24]))·σ(h_10_gh[b,i + 24] + h_10_gx[b,i + 24]) - (1 - σ(h_10_gh[b,i + 24] + h_10_gx[b,i + 24]))·σ(h_10_gh[b,i + 24] + h_10_gx[b,i + 24])·tanh(h_10_gh[b,i + 48]·σ(h_10_gh[b,i] + h_10_gx[b,i]) + h_10_gx[b,i + 48])); dL_dh_10_gx[b,i + 48] += dL_dh_10[b,i]·(1 - σ(h_10_gh[b,i + 24] + h_10_gx[b,i + 24]))·(1 - tanh(h_10_gh[b,i + 48]·σ(h_10_gh[b,i] + h_10_gx[b,i]) + h_10_gx[b,i + 48])²); dL_dh_10_gh[b,i + 48] += dL_dh_10[b,i]·(1 - σ(h_10_gh[b,i + 24] + h_10_gx[b,i + 24]))·(1 - tanh(h_10_gh[b,i + 48]·σ(h_10_gh[b,i] + h_10_gx[b,i]) + h_10_gx[b,i + 48])²)·σ(h_10_gh[b,i] + h_10_gx[b,i]); dL_dh_9[b,i] += dL_dh_10[b,i]·σ(h_10_gh[b,i + 24] + h_10_gx[b,i + 24]) (from h_10) */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 24; i++) {
-            const real t0 = sn_sigmoid(h_10_gh[b * 72 + i] + h_10_gx[b * 72 + i]);
-            const real t1 = h_10_gh[b * 72 + (i + 48)]*t0;
-            const real t2 = sn_sigmoid(h_10_gh[b * 72 + (i + 24)] + h_10_gx[b * 72 + (i + 24)]);
-            const real t3 = 1 - t2;
-            const real t4 = sn_tanhf(h_10_gx[b * 72 + (i + 48)] + t1);
-            const real t5 = dL_dh_10[b * 24 + i]*t3*(1 - t4*t4);
-            const real t6 = t1*t5*(1 - t0);
-            const real t7 = t2*t3;
-            const real t8 = dL_dh_10[b * 24 + i]*(h_9[b * 24 + i]*t7 - t4*t7);
-            dL_dh_10_gx[b * 72 + i] += t6;
-            dL_dh_10_gh[b * 72 + i] += t6;
-            dL_dh_10_gx[b * 72 + (i + 24)] += t8;
-            dL_dh_10_gh[b * 72 + (i + 24)] += t8;
-            dL_dh_10_gx[b * 72 + (i + 48)] += t5;
-            dL_dh_10_gh[b * 72 + (i + 48)] += t0*t5;
-            dL_dh_9[b * 24 + i] += dL_dh_10[b * 24 + i]*t2;
-        }
-    /* delta_h_10_gh[b,i] = dL_dh_10_gh[b,i]; g_c2[i] += dL_dh_10_gh[b,i] */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 72; i++) {
-            delta_h_10_gh[b * 72 + i] = dL_dh_10_gh[b * 72 + i];
-            g_c2[i] += dL_dh_10_gh[b * 72 + i];
-        }
-    /* g_U2[i,j] += Σ_b delta_h_10_gh[b,i]·h_9[b,j] */
-    sn_mm_tn(72, 24, batch, delta_h_10_gh, h_9, g_U2, 1);
-    /* dL_dh_9[b,j] += Σ_i delta_h_10_gh[b,i]·U2[i,j] (from h_10_gh) */
-    sn_mm_nn(batch, 24, 72, delta_h_10_gh, U2, dL_dh_9, 1);
-    /* delta_h_10_gx[b,i] = dL_dh_10_gx[b,i]; g_b2[i] += dL_dh_10_gx[b,i] */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 72; i++) {
-            delta_h_10_gx[b * 72 + i] = dL_dh_10_gx[b * 72 + i];
-            g_b2[i] += dL_dh_10_gx[b * 72 + i];
-        }
-    /* g_W2[i,j] += Σ_b delta_h_10_gx[b,i]·x_10[b,j] */
-    sn_mm_tn(72, 4, batch, delta_h_10_gx, x_10, g_W2, 1);
-    memset(dL_dh_9_gx, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_9_gh, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_8, 0, sizeof(real) * (size_t)batch * 24);
-    /* dL_dh_9_gx[b,i] += dL_dh_9[b,i]·h_9_gh[b,i + 48]·(1 - σ(h_9_gh[b,i + 24] + h_9_gx[b,i + 24]))·(1 - σ(h_9_gh[b,i] + h_9_gx[b,i]))·(1 - tanh(h_9_gh[b,i + 48]·σ(h_9_gh[b,i] + h_9_gx[b,i]) + h_9_gx[b,i + 48])²)·σ(h_9_gh[b,i] + h_9_gx[b,i]); dL_dh_9_gh[b,i] += dL_dh_9[b,i]·h_9_gh[b,i + 48]·(1 - σ(h_9_gh[b,i + 24] + h_9_gx[b,i + 24]))·(1 - σ(h_9_gh[b,i] + h_9_gx[b,i]))·(1 - tanh(h_9_gh[b,i + 48]·σ(h_9_gh[b,i] + h_9_gx[b,i]) + h_9_gx[b,i + 48])²)·σ(h_9_gh[b,i] + h_9_gx[b,i]); dL_dh_9_gx[b,i + 24] += dL_dh_9[b,i]·(h_8[b,i]·(1 - σ(h_9_gh[b,i + 24] + h_9_gx[b,i + 24]))·σ(h_9_gh[b,i + 24] + h_9_gx[b,i + 24]) - (1 - σ(h_9_gh[b,i + 24] + h_9_gx[b,i + 24]))·σ(h_9_gh[b,i + 24] + h_9_gx[b,i + 24])·tanh(h_9_gh[b,i + 48]·σ(h_9_gh[b,i] + h_9_gx[b,i]) + h_9_gx[b,i + 48])); dL_dh_9_gh[b,i + 24] += dL_dh_9[b,i]·(h_8[b,i]·(1 - σ(h_9_gh[b,i + 24] + h_9_gx[b,i + 24]))·σ(h_9_gh[b,i + 24] + h_9_gx[b,i + 24]) - (1 - σ(h_9_gh[b,i + 24] + h_9_gx[b,i + 24]))·σ(h_9_gh[b,i + 24] + h_9_gx[b,i + 24])·tanh(h_9_gh[b,i + 48]·σ(h_9_gh[b,i] + h_9_gx[b,i]) + h_9_gx[b,i + 48])); dL_dh_9_gx[b,i + 48] += dL_dh_9[b,i]·(1 - σ(h_9_gh[b,i + 24] + h_9_gx[b,i + 24]))·(1 - tanh(h_9_gh[b,i + 48]·σ(h_9_gh[b,i] + h_9_gx[b,i]) + h_9_gx[b,i + 48])²); dL_dh_9_gh[b,i + 48] += dL_dh_9[b,i]·(1 - σ(h_9_gh[b,i + 24] + h_9_gx[b,i + 24]))·(1 - tanh(h_9_gh[b,i + 48]·σ(h_9_gh[b,i] + h_9_gx[b,i]) + h_9_gx[b,i + 48])²)·σ(h_9_gh[b,i] + h_9_gx[b,i]); dL_dh_8[b,i] += dL_dh_9[b,i]·σ(h_9_gh[b,i + 24] + h_9_gx[b,i + 24]) (from h_9) */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 24; i++) {
-            const real t0 = sn_sigmoid(h_9_gh[b * 72 + i] + h_9_gx[b * 72 + i]);
-            const real t1 = h_9_gh[b * 72 + (i + 48)]*t0;
-            const real t2 = sn_sigmoid(h_9_gh[b * 72 + (i + 24)] + h_9_gx[b * 72 + (i + 24)]);
-            const real t3 = 1 - t2;
-            const real t4 = sn_tanhf(h_9_gx[b * 72 + (i + 48)] + t1);
-            const real t5 = dL_dh_9[b * 24 + i]*t3*(1 - t4*t4);
-            const real t6 = t1*t5*(1 - t0);
-            const real t7 = t2*t3;
-            const real t8 = dL_dh_9[b * 24 + i]*(h_8[b * 24 + i]*t7 - t4*t7);
-            dL_dh_9_gx[b * 72 + i] += t6;
-            dL_dh_9_gh[b * 72 + i] += t6;
-            dL_dh_9_gx[b * 72 + (i + 24)] += t8;
-            dL_dh_9_gh[b * 72 + (i + 24)] += t8;
-            dL_dh_9_gx[b * 72 + (i + 48)] += t5;
-            dL_dh_9_gh[b * 72 + (i + 48)] += t0*t5;
-            dL_dh_8[b * 24 + i] += dL_dh_9[b * 24 + i]*t2;
-        }
-    /* delta_h_9_gh[b,i] = dL_dh_9_gh[b,i]; g_c2[i] += dL_dh_9_gh[b,i] */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 72; i++) {
-            delta_h_9_gh[b * 72 + i] = dL_dh_9_gh[b * 72 + i];
-            g_c2[i] += dL_dh_9_gh[b * 72 + i];
-        }
-    /* g_U2[i,j] += Σ_b delta_h_9_gh[b,i]·h_8[b,j] */
-    sn_mm_tn(72, 24, batch, delta_h_9_gh, h_8, g_U2, 1);
-    /* dL_dh_8[b,j] += Σ_i delta_h_9_gh[b,i]·U2[i,j] (from h_9_gh) */
-    sn_mm_nn(batch, 24, 72, delta_h_9_gh, U2, dL_dh_8, 1);
-    /* delta_h_9_gx[b,i] = dL_dh_9_gx[b,i]; g_b2[i] += dL_dh_9_gx[b,i] */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 72; i++) {
-            delta_h_9_gx[b * 72 + i] = dL_dh_9_gx[b * 72 + i];
-            g_b2[i] += dL_dh_9_gx[b * 72 + i];
-        }
-    /* g_W2[i,j] += Σ_b delta_h_9_gx[b,i]·x_9[b,j] */
-    sn_mm_tn(72, 4, batch, delta_h_9_gx, x_9, g_W2, 1);
-    memset(dL_dh_8_gx, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_8_gh, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_7, 0, sizeof(real) * (size_t)batch * 24);
-    /* dL_dh_8_gx[b,i] += dL_dh_8[b,i]·h_8_gh[b,i + 48]·(1 - σ(h_8_gh[b,i + 24] + h_8_gx[b,i + 24]))·(1 - σ(h_8_gh[b,i] + h_8_gx[b,i]))·(1 - tanh(h_8_gh[b,i + 48]·σ(h_8_gh[b,i] + h_8_gx[b,i]) + h_8_gx[b,i + 48])²)·σ(h_8_gh[b,i] + h_8_gx[b,i]); dL_dh_8_gh[b,i] += dL_dh_8[b,i]·h_8_gh[b,i + 48]·(1 - σ(h_8_gh[b,i + 24] + h_8_gx[b,i + 24]))·(1 - σ(h_8_gh[b,i] + h_8_gx[b,i]))·(1 - tanh(h_8_gh[b,i + 48]·σ(h_8_gh[b,i] + h_8_gx[b,i]) + h_8_gx[b,i + 48])²)·σ(h_8_gh[b,i] + h_8_gx[b,i]); dL_dh_8_gx[b,i + 24] += dL_dh_8[b,i]·(h_7[b,i]·(1 - σ(h_8_gh[b,i + 24] + h_8_gx[b,i + 24]))·σ(h_8_gh[b,i + 24] + h_8_gx[b,i + 24]) - (1 - σ(h_8_gh[b,i + 24] + h_8_gx[b,i + 24]))·σ(h_8_gh[b,i + 24] + h_8_gx[b,i + 24])·tanh(h_8_gh[b,i + 48]·σ(h_8_gh[b,i] + h_8_gx[b,i]) + h_8_gx[b,i + 48])); dL_dh_8_gh[b,i + 24] += dL_dh_8[b,i]·(h_7[b,i]·(1 - σ(h_8_gh[b,i + 24] + h_8_gx[b,i + 24]))·σ(h_8_gh[b,i + 24] + h_8_gx[b,i + 24]) - (1 - σ(h_8_gh[b,i + 24] + h_8_gx[b,i + 24]))·σ(h_8_gh[b,i + 24] + h_8_gx[b,i + 24])·tanh(h_8_gh[b,i + 48]·σ(h_8_gh[b,i] + h_8_gx[b,i]) + h_8_gx[b,i + 48])); dL_dh_8_gx[b,i + 48] += dL_dh_8[b,i]·(1 - σ(h_8_gh[b,i + 24] + h_8_gx[b,i + 24]))·(1 - tanh(h_8_gh[b,i + 48]·σ(h_8_gh[b,i] + h_8_gx[b,i]) + h_8_gx[b,i + 48])²); dL_dh_8_gh[b,i + 48] += dL_dh_8[b,i]·(1 - σ(h_8_gh[b,i + 24] + h_8_gx[b,i + 24]))·(1 - tanh(h_8_gh[b,i + 48]·σ(h_8_gh[b,i] + h_8_gx[b,i]) + h_8_gx[b,i + 48])²)·σ(h_8_gh[b,i] + h_8_gx[b,i]); dL_dh_7[b,i] += dL_dh_8[b,i]·σ(h_8_gh[b,i + 24] + h_8_gx[b,i + 24]) (from h_8) */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 24; i++) {
-            const real t0 = sn_sigmoid(h_8_gh[b * 72 + i] + h_8_gx[b * 72 + i]);
-            const real t1 = h_8_gh[b * 72 + (i + 48)]*t0;
-            const real t2 = sn_sigmoid(h_8_gh[b * 72 + (i + 24)] + h_8_gx[b * 72 + (i + 24)]);
-            const real t3 = 1 - t2;
-            const real t4 = sn_tanhf(h_8_gx[b * 72 + (i + 48)] + t1);
-            const real t5 = dL_dh_8[b * 24 + i]*t3*(1 - t4*t4);
-            const real t6 = t1*t5*(1 - t0);
-            const real t7 = t2*t3;
-            const real t8 = dL_dh_8[b * 24 + i]*(h_7[b * 24 + i]*t7 - t4*t7);
-            dL_dh_8_gx[b * 72 + i] += t6;
-            dL_dh_8_gh[b * 72 + i] += t6;
-            dL_dh_8_gx[b * 72 + (i + 24)] += t8;
-            dL_dh_8_gh[b * 72 + (i + 24)] += t8;
-            dL_dh_8_gx[b * 72 + (i + 48)] += t5;
-            dL_dh_8_gh[b * 72 + (i + 48)] += t0*t5;
-            dL_dh_7[b * 24 + i] += dL_dh_8[b * 24 + i]*t2;
-        }
-    /* delta_h_8_gh[b,i] = dL_dh_8_gh[b,i]; g_c2[i] += dL_dh_8_gh[b,i] */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 72; i++) {
-            delta_h_8_gh[b * 72 + i] = dL_dh_8_gh[b * 72 + i];
-            g_c2[i] += dL_dh_8_gh[b * 72 + i];
-        }
-    /* g_U2[i,j] += Σ_b delta_h_8_gh[b,i]·h_7[b,j] */
-    sn_mm_tn(72, 24, batch, delta_h_8_gh, h_7, g_U2, 1);
-    /* dL_dh_7[b,j] += Σ_i delta_h_8_gh[b,i]·U2[i,j] (from h_8_gh) */
-    sn_mm_nn(batch, 24, 72, delta_h_8_gh, U2, dL_dh_7, 1);
-    /* delta_h_8_gx[b,i] = dL_dh_8_gx[b,i]; g_b2[i] += dL_dh_8_gx[b,i] */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 72; i++) {
-            delta_h_8_gx[b * 72 + i] = dL_dh_8_gx[b * 72 + i];
-            g_b2[i] += dL_dh_8_gx[b * 72 + i];
-        }
-    /* g_W2[i,j] += Σ_b delta_h_8_gx[b,i]·x_8[b,j] */
-    sn_mm_tn(72, 4, batch, delta_h_8_gx, x_8, g_W2, 1);
-    memset(dL_dh_7_gx, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_7_gh, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_6, 0, sizeof(real) * (size_t)batch * 24);
-    /* dL_dh_7_gx[b,i] += dL_dh_7[b,i]·h_7_gh[b,i + 48]·(1 - σ(h_7_gh[b,i + 24] + h_7_gx[b,i + 24]))·(1 - σ(h_7_gh[b,i] + h_7_gx[b,i]))·(1 - tanh(h_7_gh[b,i + 48]·σ(h_7_gh[b,i] + h_7_gx[b,i]) + h_7_gx[b,i + 48])²)·σ(h_7_gh[b,i] + h_7_gx[b,i]); dL_dh_7_gh[b,i] += dL_dh_7[b,i]·h_7_gh[b,i + 48]·(1 - σ(h_7_gh[b,i + 24] + h_7_gx[b,i + 24]))·(1 - σ(h_7_gh[b,i] + h_7_gx[b,i]))·(1 - tanh(h_7_gh[b,i + 48]·σ(h_7_gh[b,i] + h_7_gx[b,i]) + h_7_gx[b,i + 48])²)·σ(h_7_gh[b,i] + h_7_gx[b,i]); dL_dh_7_gx[b,i + 24] += dL_dh_7[b,i]·(h_6[b,i]·(1 - σ(h_7_gh[b,i + 24] + h_7_gx[b,i + 24]))·σ(h_7_gh[b,i + 24] + h_7_gx[b,i + 24]) - (1 - σ(h_7_gh[b,i + 24] + h_7_gx[b,i + 24]))·σ(h_7_gh[b,i + 24] + h_7_gx[b,i + 24])·tanh(h_7_gh[b,i + 48]·σ(h_7_gh[b,i] + h_7_gx[b,i]) + h_7_gx[b,i + 48])); dL_dh_7_gh[b,i + 24] += dL_dh_7[b,i]·(h_6[b,i]·(1 - σ(h_7_gh[b,i + 24] + h_7_gx[b,i + 24]))·σ(h_7_gh[b,i + 24] + h_7_gx[b,i + 24]) - (1 - σ(h_7_gh[b,i + 24] + h_7_gx[b,i + 24]))·σ(h_7_gh[b,i + 24] + h_7_gx[b,i + 24])·tanh(h_7_gh[b,i + 48]·σ(h_7_gh[b,i] + h_7_gx[b,i]) + h_7_gx[b,i + 48])); dL_dh_7_gx[b,i + 48] += dL_dh_7[b,i]·(1 - σ(h_7_gh[b,i + 24] + h_7_gx[b,i + 24]))·(1 - tanh(h_7_gh[b,i + 48]·σ(h_7_gh[b,i] + h_7_gx[b,i]) + h_7_gx[b,i + 48])²); dL_dh_7_gh[b,i + 48] += dL_dh_7[b,i]·(1 - σ(h_7_gh[b,i + 24] + h_7_gx[b,i + 24]))·(1 - tanh(h_7_gh[b,i + 48]·σ(h_7_gh[b,i] + h_7_gx[b,i]) + h_7_gx[b,i + 48])²)·σ(h_7_gh[b,i] + h_7_gx[b,i]); dL_dh_6[b,i] += dL_dh_7[b,i]·σ(h_7_gh[b,i + 24] + h_7_gx[b,i + 24]) (from h_7) */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 24; i++) {
-            const real t0 = sn_sigmoid(h_7_gh[b * 72 + i] + h_7_gx[b * 72 + i]);
-            const real t1 = h_7_gh[b * 72 + (i + 48)]*t0;
-            const real t2 = sn_sigmoid(h_7_gh[b * 72 + (i + 24)] + h_7_gx[b * 72 + (i + 24)]);
-            const real t3 = 1 - t2;
-            const real t4 = sn_tanhf(h_7_gx[b * 72 + (i + 48)] + t1);
-            const real t5 = dL_dh_7[b * 24 + i]*t3*(1 - t4*t4);
-            const real t6 = t1*t5*(1 - t0);
-            const real t7 = t2*t3;
-            const real t8 = dL_dh_7[b * 24 + i]*(h_6[b * 24 + i]*t7 - t4*t7);
-            dL_dh_7_gx[b * 72 + i] += t6;
-            dL_dh_7_gh[b * 72 + i] += t6;
-            dL_dh_7_gx[b * 72 + (i + 24)] += t8;
-            dL_dh_7_gh[b * 72 + (i + 24)] += t8;
-            dL_dh_7_gx[b * 72 + (i + 48)] += t5;
-            dL_dh_7_gh[b * 72 + (i + 48)] += t0*t5;
-            dL_dh_6[b * 24 + i] += dL_dh_7[b * 24 + i]*t2;
-        }
-    /* delta_h_7_gh[b,i] = dL_dh_7_gh[b,i]; g_c2[i] += dL_dh_7_gh[b,i] */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 72; i++) {
-            delta_h_7_gh[b * 72 + i] = dL_dh_7_gh[b * 72 + i];
-            g_c2[i] += dL_dh_7_gh[b * 72 + i];
-        }
-    /* g_U2[i,j] += Σ_b delta_h_7_gh[b,i]·h_6[b,j] */
-    sn_mm_tn(72, 24, batch, delta_h_7_gh, h_6, g_U2, 1);
-    /* dL_dh_6[b,j] += Σ_i delta_h_7_gh[b,i]·U2[i,j] (from h_7_gh) */
-    sn_mm_nn(batch, 24, 72, delta_h_7_gh, U2, dL_dh_6, 1);
-    /* delta_h_7_gx[b,i] = dL_dh_7_gx[b,i]; g_b2[i] += dL_dh_7_gx[b,i] */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 72; i++) {
-            delta_h_7_gx[b * 72 + i] = dL_dh_7_gx[b * 72 + i];
-            g_b2[i] += dL_dh_7_gx[b * 72 + i];
-        }
-    /* g_W2[i,j] += Σ_b delta_h_7_gx[b,i]·x_7[b,j] */
-    sn_mm_tn(72, 4, batch, delta_h_7_gx, x_7, g_W2, 1);
-    memset(dL_dh_6_gx, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_6_gh, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_5, 0, sizeof(real) * (size_t)batch * 24);
-    /* dL_dh_6_gx[b,i] += dL_dh_6[b,i]·h_6_gh[b,i + 48]·(1 - σ(h_6_gh[b,i + 24] + h_6_gx[b,i + 24]))·(1 - σ(h_6_gh[b,i] + h_6_gx[b,i]))·(1 - tanh(h_6_gh[b,i + 48]·σ(h_6_gh[b,i] + h_6_gx[b,i]) + h_6_gx[b,i + 48])²)·σ(h_6_gh[b,i] + h_6_gx[b,i]); dL_dh_6_gh[b,i] += dL_dh_6[b,i]·h_6_gh[b,i + 48]·(1 - σ(h_6_gh[b,i + 24] + h_6_gx[b,i + 24]))·(1 - σ(h_6_gh[b,i] + h_6_gx[b,i]))·(1 - tanh(h_6_gh[b,i + 48]·σ(h_6_gh[b,i] + h_6_gx[b,i]) + h_6_gx[b,i + 48])²)·σ(h_6_gh[b,i] + h_6_gx[b,i]); dL_dh_6_gx[b,i + 24] += dL_dh_6[b,i]·(h_5[b,i]·(1 - σ(h_6_gh[b,i + 24] + h_6_gx[b,i + 24]))·σ(h_6_gh[b,i + 24] + h_6_gx[b,i + 24]) - (1 - σ(h_6_gh[b,i + 24] + h_6_gx[b,i + 24]))·σ(h_6_gh[b,i + 24] + h_6_gx[b,i + 24])·tanh(h_6_gh[b,i + 48]·σ(h_6_gh[b,i] + h_6_gx[b,i]) + h_6_gx[b,i + 48])); dL_dh_6_gh[b,i + 24] += dL_dh_6[b,i]·(h_5[b,i]·(1 - σ(h_6_gh[b,i + 24] + h_6_gx[b,i + 24]))·σ(h_6_gh[b,i + 24] + h_6_gx[b,i + 24]) - (1 - σ(h_6_gh[b,i + 24] + h_6_gx[b,i + 24]))·σ(h_6_gh[b,i + 24] + h_6_gx[b,i + 24])·tanh(h_6_gh[b,i + 48]·σ(h_6_gh[b,i] + h_6_gx[b,i]) + h_6_gx[b,i + 48])); dL_dh_6_gx[b,i + 48] += dL_dh_6[b,i]·(1 - σ(h_6_gh[b,i + 24] + h_6_gx[b,i + 24]))·(1 - tanh(h_6_gh[b,i + 48]·σ(h_6_gh[b,i] + h_6_gx[b,i]) + h_6_gx[b,i + 48])²); dL_dh_6_gh[b,i + 48] += dL_dh_6[b,i]·(1 - σ(h_6_gh[b,i + 24] + h_6_gx[b,i + 24]))·(1 - tanh(h_6_gh[b,i + 48]·σ(h_6_gh[b,i] + h_6_gx[b,i]) + h_6_gx[b,i + 48])²)·σ(h_6_gh[b,i] + h_6_gx[b,i]); dL_dh_5[b,i] += dL_dh_6[b,i]·σ(h_6_gh[b,i + 24] + h_6_gx[b,i + 24]) (from h_6) */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 24; i++) {
-            const real t0 = sn_sigmoid(h_6_gh[b * 72 + i] + h_6_gx[b * 72 + i]);
-            const real t1 = h_6_gh[b * 72 + (i + 48)]*t0;
-            const real t2 = sn_sigmoid(h_6_gh[b * 72 + (i + 24)] + h_6_gx[b * 72 + (i + 24)]);
-            const real t3 = 1 - t2;
-            const real t4 = sn_tanhf(h_6_gx[b * 72 + (i + 48)] + t1);
-            const real t5 = dL_dh_6[b * 24 + i]*t3*(1 - t4*t4);
-            const real t6 = t1*t5*(1 - t0);
-            const real t7 = t2*t3;
-            const real t8 = dL_dh_6[b * 24 + i]*(h_5[b * 24 + i]*t7 - t4*t7);
-            dL_dh_6_gx[b * 72 + i] += t6;
-            dL_dh_6_gh[b * 72 + i] += t6;
-            dL_dh_6_gx[b * 72 + (i + 24)] += t8;
-            dL_dh_6_gh[b * 72 + (i + 24)] += t8;
-            dL_dh_6_gx[b * 72 + (i + 48)] += t5;
-            dL_dh_6_gh[b * 72 + (i + 48)] += t0*t5;
-            dL_dh_5[b * 24 + i] += dL_dh_6[b * 24 + i]*t2;
-        }
-    /* delta_h_6_gh[b,i] = dL_dh_6_gh[b,i]; g_c2[i] += dL_dh_6_gh[b,i] */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 72; i++) {
-            delta_h_6_gh[b * 72 + i] = dL_dh_6_gh[b * 72 + i];
-            g_c2[i] += dL_dh_6_gh[b * 72 + i];
-        }
-    /* g_U2[i,j] += Σ_b delta_h_6_gh[b,i]·h_5[b,j] */
-    sn_mm_tn(72, 24, batch, delta_h_6_gh, h_5, g_U2, 1);
-    /* dL_dh_5[b,j] += Σ_i delta_h_6_gh[b,i]·U2[i,j] (from h_6_gh) */
-    sn_mm_nn(batch, 24, 72, delta_h_6_gh, U2, dL_dh_5, 1);
-    /* delta_h_6_gx[b,i] = dL_dh_6_gx[b,i]; g_b2[i] += dL_dh_6_gx[b,i] */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 72; i++) {
-            delta_h_6_gx[b * 72 + i] = dL_dh_6_gx[b * 72 + i];
-            g_b2[i] += dL_dh_6_gx[b * 72 + i];
-        }
-    /* g_W2[i,j] += Σ_b delta_h_6_gx[b,i]·x_6[b,j] */
-    sn_mm_tn(72, 4, batch, delta_h_6_gx, x_6, g_W2, 1);
-    memset(dL_dh_5_gx, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_5_gh, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_4, 0, sizeof(real) * (size_t)batch * 24);
-    /* dL_dh_5_gx[b,i] += dL_dh_5[b,i]·h_5_gh[b,i + 48]·(1 - σ(h_5_gh[b,i + 24] + h_5_gx[b,i + 24]))·(1 - σ(h_5_gh[b,i] + h_5_gx[b,i]))·(1 - tanh(h_5_gh[b,i + 48]·σ(h_5_gh[b,i] + h_5_gx[b,i]) + h_5_gx[b,i + 48])²)·σ(h_5_gh[b,i] + h_5_gx[b,i]); dL_dh_5_gh[b,i] += dL_dh_5[b,i]·h_5_gh[b,i + 48]·(1 - σ(h_5_gh[b,i + 24] + h_5_gx[b,i + 24]))·(1 - σ(h_5_gh[b,i] + h_5_gx[b,i]))·(1 - tanh(h_5_gh[b,i + 48]·σ(h_5_gh[b,i] + h_5_gx[b,i]) + h_5_gx[b,i + 48])²)·σ(h_5_gh[b,i] + h_5_gx[b,i]); dL_dh_5_gx[b,i + 24] += dL_dh_5[b,i]·(h_4[b,i]·(1 - σ(h_5_gh[b,i + 24] + h_5_gx[b,i + 24]))·σ(h_5_gh[b,i + 24] + h_5_gx[b,i + 24]) - (1 - σ(h_5_gh[b,i + 24] + h_5_gx[b,i + 24]))·σ(h_5_gh[b,i + 24] + h_5_gx[b,i + 24])·tanh(h_5_gh[b,i + 48]·σ(h_5_gh[b,i] + h_5_gx[b,i]) + h_5_gx[b,i + 48])); dL_dh_5_gh[b,i + 24] += dL_dh_5[b,i]·(h_4[b,i]·(1 - σ(h_5_gh[b,i + 24] + h_5_gx[b,i + 24]))·σ(h_5_gh[b,i + 24] + h_5_gx[b,i + 24]) - (1 - σ(h_5_gh[b,i + 24] + h_5_gx[b,i + 24]))·σ(h_5_gh[b,i + 24] + h_5_gx[b,i + 24])·tanh(h_5_gh[b,i + 48]·σ(h_5_gh[b,i] + h_5_gx[b,i]) + h_5_gx[b,i + 48])); dL_dh_5_gx[b,i + 48] += dL_dh_5[b,i]·(1 - σ(h_5_gh[b,i + 24] + h_5_gx[b,i + 24]))·(1 - tanh(h_5_gh[b,i + 48]·σ(h_5_gh[b,i] + h_5_gx[b,i]) + h_5_gx[b,i + 48])²); dL_dh_5_gh[b,i + 48] += dL_dh_5[b,i]·(1 - σ(h_5_gh[b,i + 24] + h_5_gx[b,i + 24]))·(1 - tanh(h_5_gh[b,i + 48]·σ(h_5_gh[b,i] + h_5_gx[b,i]) + h_5_gx[b,i + 48])²)·σ(h_5_gh[b,i] + h_5_gx[b,i]); dL_dh_4[b,i] += dL_dh_5[b,i]·σ(h_5_gh[b,i + 24] + h_5_gx[b,i + 24]) (from h_5) */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 24; i++) {
-            const real t0 = sn_sigmoid(h_5_gh[b * 72 + i] + h_5_gx[b * 72 + i]);
-            const real t1 = h_5_gh[b * 72 + (i + 48)]*t0;
-            const real t2 = sn_sigmoid(h_5_gh[b * 72 + (i + 24)] + h_5_gx[b * 72 + (i + 24)]);
-            const real t3 = 1 - t2;
-            const real t4 = sn_tanhf(h_5_gx[b * 72 + (i + 48)] + t1);
-            const real t5 = dL_dh_5[b * 24 + i]*t3*(1 - t4*t4);
-            const real t6 = t1*t5*(1 - t0);
-            const real t7 = t2*t3;
-            const real t8 = dL_dh_5[b * 24 + i]*(h_4[b * 24 + i]*t7 - t4*t7);
-            dL_dh_5_gx[b * 72 + i] += t6;
-            dL_dh_5_gh[b * 72 + i] += t6;
-            dL_dh_5_gx[b * 72 + (i + 24)] += t8;
-            dL_dh_5_gh[b * 72 + (i + 24)] += t8;
-            dL_dh_5_gx[b * 72 + (i + 48)] += t5;
-            dL_dh_5_gh[b * 72 + (i + 48)] += t0*t5;
-            dL_dh_4[b * 24 + i] += dL_dh_5[b * 24 + i]*t2;
-        }
-    /* delta_h_5_gh[b,i] = dL_dh_5_gh[b,i]; g_c2[i] += dL_dh_5_gh[b,i] */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 72; i++) {
-            delta_h_5_gh[b * 72 + i] = dL_dh_5_gh[b * 72 + i];
-            g_c2[i] += dL_dh_5_gh[b * 72 + i];
-        }
-    /* g_U2[i,j] += Σ_b delta_h_5_gh[b,i]·h_4[b,j] */
-    sn_mm_tn(72, 24, batch, delta_h_5_gh, h_4, g_U2, 1);
-    /* dL_dh_4[b,j] += Σ_i delta_h_5_gh[b,i]·U2[i,j] (from h_5_gh) */
-    sn_mm_nn(batch, 24, 72, delta_h_5_gh, U2, dL_dh_4, 1);
-    /* delta_h_5_gx[b,i] = dL_dh_5_gx[b,i]; g_b2[i] += dL_dh_5_gx[b,i] */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 72; i++) {
-            delta_h_5_gx[b * 72 + i] = dL_dh_5_gx[b * 72 + i];
-            g_b2[i] += dL_dh_5_gx[b * 72 + i];
-        }
-    /* g_W2[i,j] += Σ_b delta_h_5_gx[b,i]·x_5[b,j] */
-    sn_mm_tn(72, 4, batch, delta_h_5_gx, x_5, g_W2, 1);
-    memset(dL_dh_4_gx, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_4_gh, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_3, 0, sizeof(real) * (size_t)batch * 24);
-    /* dL_dh_4_gx[b,i] += dL_dh_4[b,i]·h_4_gh[b,i + 48]·(1 - σ(h_4_gh[b,i + 24] + h_4_gx[b,i + 24]))·(1 - σ(h_4_gh[b,i] + h_4_gx[b,i]))·(1 - tanh(h_4_gh[b,i + 48]·σ(h_4_gh[b,i] + h_4_gx[b,i]) + h_4_gx[b,i + 48])²)·σ(h_4_gh[b,i] + h_4_gx[b,i]); dL_dh_4_gh[b,i] += dL_dh_4[b,i]·h_4_gh[b,i + 48]·(1 - σ(h_4_gh[b,i + 24] + h_4_gx[b,i + 24]))·(1 - σ(h_4_gh[b,i] + h_4_gx[b,i]))·(1 - tanh(h_4_gh[b,i + 48]·σ(h_4_gh[b,i] + h_4_gx[b,i]) + h_4_gx[b,i + 48])²)·σ(h_4_gh[b,i] + h_4_gx[b,i]); dL_dh_4_gx[b,i + 24] += dL_dh_4[b,i]·(h_3[b,i]·(1 - σ(h_4_gh[b,i + 24] + h_4_gx[b,i + 24]))·σ(h_4_gh[b,i + 24] + h_4_gx[b,i + 24]) - (1 - σ(h_4_gh[b,i + 24] + h_4_gx[b,i + 24]))·σ(h_4_gh[b,i + 24] + h_4_gx[b,i + 24])·tanh(h_4_gh[b,i + 48]·σ(h_4_gh[b,i] + h_4_gx[b,i]) + h_4_gx[b,i + 48])); dL_dh_4_gh[b,i + 24] += dL_dh_4[b,i]·(h_3[b,i]·(1 - σ(h_4_gh[b,i + 24] + h_4_gx[b,i + 24]))·σ(h_4_gh[b,i + 24] + h_4_gx[b,i + 24]) - (1 - σ(h_4_gh[b,i + 24] + h_4_gx[b,i + 24]))·σ(h_4_gh[b,i + 24] + h_4_gx[b,i + 24])·tanh(h_4_gh[b,i + 48]·σ(h_4_gh[b,i] + h_4_gx[b,i]) + h_4_gx[b,i + 48])); dL_dh_4_gx[b,i + 48] += dL_dh_4[b,i]·(1 - σ(h_4_gh[b,i + 24] + h_4_gx[b,i + 24]))·(1 - tanh(h_4_gh[b,i + 48]·σ(h_4_gh[b,i] + h_4_gx[b,i]) + h_4_gx[b,i + 48])²); dL_dh_4_gh[b,i + 48] += dL_dh_4[b,i]·(1 - σ(h_4_gh[b,i + 24] + h_4_gx[b,i + 24]))·(1 - tanh(h_4_gh[b,i + 48]·σ(h_4_gh[b,i] + h_4_gx[b,i]) + h_4_gx[b,i + 48])²)·σ(h_4_gh[b,i] + h_4_gx[b,i]); dL_dh_3[b,i] += dL_dh_4[b,i]·σ(h_4_gh[b,i + 24] + h_4_gx[b,i + 24]) (from h_4) */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 24; i++) {
-            const real t0 = sn_sigmoid(h_4_gh[b * 72 + i] + h_4_gx[b * 72 + i]);
-            const real t1 = h_4_gh[b * 72 + (i + 48)]*t0;
-            const real t2 = sn_sigmoid(h_4_gh[b * 72 + (i + 24)] + h_4_gx[b * 72 + (i + 24)]);
-            const real t3 = 1 - t2;
-            const real t4 = sn_tanhf(h_4_gx[b * 72 + (i + 48)] + t1);
-            const real t5 = dL_dh_4[b * 24 + i]*t3*(1 - t4*t4);
-            const real t6 = t1*t5*(1 - t0);
-            const real t7 = t2*t3;
-            const real t8 = dL_dh_4[b * 24 + i]*(h_3[b * 24 + i]*t7 - t4*t7);
-            dL_dh_4_gx[b * 72 + i] += t6;
-            dL_dh_4_gh[b * 72 + i] += t6;
-            dL_dh_4_gx[b * 72 + (i + 24)] += t8;
-            dL_dh_4_gh[b * 72 + (i + 24)] += t8;
-            dL_dh_4_gx[b * 72 + (i + 48)] += t5;
-            dL_dh_4_gh[b * 72 + (i + 48)] += t0*t5;
-            dL_dh_3[b * 24 + i] += dL_dh_4[b * 24 + i]*t2;
-        }
-    /* delta_h_4_gh[b,i] = dL_dh_4_gh[b,i]; g_c2[i] += dL_dh_4_gh[b,i] */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 72; i++) {
-            delta_h_4_gh[b * 72 + i] = dL_dh_4_gh[b * 72 + i];
-            g_c2[i] += dL_dh_4_gh[b * 72 + i];
-        }
-    /* g_U2[i,j] += Σ_b delta_h_4_gh[b,i]·h_3[b,j] */
-    sn_mm_tn(72, 24, batch, delta_h_4_gh, h_3, g_U2, 1);
-    /* dL_dh_3[b,j] += Σ_i delta_h_4_gh[b,i]·U2[i,j] (from h_4_gh) */
-    sn_mm_nn(batch, 24, 72, delta_h_4_gh, U2, dL_dh_3, 1);
-    /* delta_h_4_gx[b,i] = dL_dh_4_gx[b,i]; g_b2[i] += dL_dh_4_gx[b,i] */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 72; i++) {
-            delta_h_4_gx[b * 72 + i] = dL_dh_4_gx[b * 72 + i];
-            g_b2[i] += dL_dh_4_gx[b * 72 + i];
-        }
-    /* g_W2[i,j] += Σ_b delta_h_4_gx[b,i]·x_4[b,j] */
-    sn_mm_tn(72, 4, batch, delta_h_4_gx, x_4, g_W2, 1);
-    memset(dL_dh_3_gx, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_3_gh, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_2, 0, sizeof(real) * (size_t)batch * 24);
-    /* dL_dh_3_gx[b,i] += dL_dh_3[b,i]·h_3_gh[b,i + 48]·(1 - σ(h_3_gh[b,i + 24] + h_3_gx[b,i + 24]))·(1 - σ(h_3_gh[b,i] + h_3_gx[b,i]))·(1 - tanh(h_3_gh[b,i + 48]·σ(h_3_gh[b,i] + h_3_gx[b,i]) + h_3_gx[b,i + 48])²)·σ(h_3_gh[b,i] + h_3_gx[b,i]); dL_dh_3_gh[b,i] += dL_dh_3[b,i]·h_3_gh[b,i + 48]·(1 - σ(h_3_gh[b,i + 24] + h_3_gx[b,i + 24]))·(1 - σ(h_3_gh[b,i] + h_3_gx[b,i]))·(1 - tanh(h_3_gh[b,i + 48]·σ(h_3_gh[b,i] + h_3_gx[b,i]) + h_3_gx[b,i + 48])²)·σ(h_3_gh[b,i] + h_3_gx[b,i]); dL_dh_3_gx[b,i + 24] += dL_dh_3[b,i]·(h_2[b,i]·(1 - σ(h_3_gh[b,i + 24] + h_3_gx[b,i + 24]))·σ(h_3_gh[b,i + 24] + h_3_gx[b,i + 24]) - (1 - σ(h_3_gh[b,i + 24] + h_3_gx[b,i + 24]))·σ(h_3_gh[b,i + 24] + h_3_gx[b,i + 24])·tanh(h_3_gh[b,i + 48]·σ(h_3_gh[b,i] + h_3_gx[b,i]) + h_3_gx[b,i + 48])); dL_dh_3_gh[b,i + 24] += dL_dh_3[b,i]·(h_2[b,i]·(1 - σ(h_3_gh[b,i + 24] + h_3_gx[b,i + 24]))·σ(h_3_gh[b,i + 24] + h_3_gx[b,i + 24]) - (1 - σ(h_3_gh[b,i + 24] + h_3_gx[b,i + 24]))·σ(h_3_gh[b,i + 24] + h_3_gx[b,i + 24])·tanh(h_3_gh[b,i + 48]·σ(h_3_gh[b,i] + h_3_gx[b,i]) + h_3_gx[b,i + 48])); dL_dh_3_gx[b,i + 48] += dL_dh_3[b,i]·(1 - σ(h_3_gh[b,i + 24] + h_3_gx[b,i + 24]))·(1 - tanh(h_3_gh[b,i + 48]·σ(h_3_gh[b,i] + h_3_gx[b,i]) + h_3_gx[b,i + 48])²); dL_dh_3_gh[b,i + 48] += dL_dh_3[b,i]·(1 - σ(h_3_gh[b,i + 24] + h_3_gx[b,i + 24]))·(1 - tanh(h_3_gh[b,i + 48]·σ(h_3_gh[b,i] + h_3_gx[b,i]) + h_3_gx[b,i + 48])²)·σ(h_3_gh[b,i] + h_3_gx[b,i]); dL_dh_2[b,i] += dL_dh_3[b,i]·σ(h_3_gh[b,i + 24] + h_3_gx[b,i + 24]) (from h_3) */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 24; i++) {
-            const real t0 = sn_sigmoid(h_3_gh[b * 72 + i] + h_3_gx[b * 72 + i]);
-            const real t1 = h_3_gh[b * 72 + (i + 48)]*t0;
-            const real t2 = sn_sigmoid(h_3_gh[b * 72 + (i + 24)] + h_3_gx[b * 72 + (i + 24)]);
-            const real t3 = 1 - t2;
-            const real t4 = sn_tanhf(h_3_gx[b * 72 + (i + 48)] + t1);
-            const real t5 = dL_dh_3[b * 24 + i]*t3*(1 - t4*t4);
-            const real t6 = t1*t5*(1 - t0);
-            const real t7 = t2*t3;
-            const real t8 = dL_dh_3[b * 24 + i]*(h_2[b * 24 + i]*t7 - t4*t7);
-            dL_dh_3_gx[b * 72 + i] += t6;
-            dL_dh_3_gh[b * 72 + i] += t6;
-            dL_dh_3_gx[b * 72 + (i + 24)] += t8;
-            dL_dh_3_gh[b * 72 + (i + 24)] += t8;
-            dL_dh_3_gx[b * 72 + (i + 48)] += t5;
-            dL_dh_3_gh[b * 72 + (i + 48)] += t0*t5;
-            dL_dh_2[b * 24 + i] += dL_dh_3[b * 24 + i]*t2;
-        }
-    /* delta_h_3_gh[b,i] = dL_dh_3_gh[b,i]; g_c2[i] += dL_dh_3_gh[b,i] */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 72; i++) {
-            delta_h_3_gh[b * 72 + i] = dL_dh_3_gh[b * 72 + i];
-            g_c2[i] += dL_dh_3_gh[b * 72 + i];
-        }
-    /* g_U2[i,j] += Σ_b delta_h_3_gh[b,i]·h_2[b,j] */
-    sn_mm_tn(72, 24, batch, delta_h_3_gh, h_2, g_U2, 1);
-    /* dL_dh_2[b,j] += Σ_i delta_h_3_gh[b,i]·U2[i,j] (from h_3_gh) */
-    sn_mm_nn(batch, 24, 72, delta_h_3_gh, U2, dL_dh_2, 1);
-    /* delta_h_3_gx[b,i] = dL_dh_3_gx[b,i]; g_b2[i] += dL_dh_3_gx[b,i] */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 72; i++) {
-            delta_h_3_gx[b * 72 + i] = dL_dh_3_gx[b * 72 + i];
-            g_b2[i] += dL_dh_3_gx[b * 72 + i];
-        }
-    /* g_W2[i,j] += Σ_b delta_h_3_gx[b,i]·x_3[b,j] */
-    sn_mm_tn(72, 4, batch, delta_h_3_gx, x_3, g_W2, 1);
-    memset(dL_dh_2_gx, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_2_gh, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_1, 0, sizeof(real) * (size_t)batch * 24);
-    /* dL_dh_2_gx[b,i] += dL_dh_2[b,i]·h_2_gh[b,i + 48]·(1 - σ(h_2_gh[b,i + 24] + h_2_gx[b,i + 24]))·(1 - σ(h_2_gh[b,i] + h_2_gx[b,i]))·(1 - tanh(h_2_gh[b,i + 48]·σ(h_2_gh[b,i] + h_2_gx[b,i]) + h_2_gx[b,i + 48])²)·σ(h_2_gh[b,i] + h_2_gx[b,i]); dL_dh_2_gh[b,i] += dL_dh_2[b,i]·h_2_gh[b,i + 48]·(1 - σ(h_2_gh[b,i + 24] + h_2_gx[b,i + 24]))·(1 - σ(h_2_gh[b,i] + h_2_gx[b,i]))·(1 - tanh(h_2_gh[b,i + 48]·σ(h_2_gh[b,i] + h_2_gx[b,i]) + h_2_gx[b,i + 48])²)·σ(h_2_gh[b,i] + h_2_gx[b,i]); dL_dh_2_gx[b,i + 24] += dL_dh_2[b,i]·(h_1[b,i]·(1 - σ(h_2_gh[b,i + 24] + h_2_gx[b,i + 24]))·σ(h_2_gh[b,i + 24] + h_2_gx[b,i + 24]) - (1 - σ(h_2_gh[b,i + 24] + h_2_gx[b,i + 24]))·σ(h_2_gh[b,i + 24] + h_2_gx[b,i + 24])·tanh(h_2_gh[b,i + 48]·σ(h_2_gh[b,i] + h_2_gx[b,i]) + h_2_gx[b,i + 48])); dL_dh_2_gh[b,i + 24] += dL_dh_2[b,i]·(h_1[b,i]·(1 - σ(h_2_gh[b,i + 24] + h_2_gx[b,i + 24]))·σ(h_2_gh[b,i + 24] + h_2_gx[b,i + 24]) - (1 - σ(h_2_gh[b,i + 24] + h_2_gx[b,i + 24]))·σ(h_2_gh[b,i + 24] + h_2_gx[b,i + 24])·tanh(h_2_gh[b,i + 48]·σ(h_2_gh[b,i] + h_2_gx[b,i]) + h_2_gx[b,i + 48])); dL_dh_2_gx[b,i + 48] += dL_dh_2[b,i]·(1 - σ(h_2_gh[b,i + 24] + h_2_gx[b,i + 24]))·(1 - tanh(h_2_gh[b,i + 48]·σ(h_2_gh[b,i] + h_2_gx[b,i]) + h_2_gx[b,i + 48])²); dL_dh_2_gh[b,i + 48] += dL_dh_2[b,i]·(1 - σ(h_2_gh[b,i + 24] + h_2_gx[b,i + 24]))·(1 - tanh(h_2_gh[b,i + 48]·σ(h_2_gh[b,i] + h_2_gx[b,i]) + h_2_gx[b,i + 48])²)·σ(h_2_gh[b,i] + h_2_gx[b,i]); dL_dh_1[b,i] += dL_dh_2[b,i]·σ(h_2_gh[b,i + 24] + h_2_gx[b,i + 24]) (from h_2) */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 24; i++) {
-            const real t0 = sn_sigmoid(h_2_gh[b * 72 + i] + h_2_gx[b * 72 + i]);
-            const real t1 = h_2_gh[b * 72 + (i + 48)]*t0;
-            const real t2 = sn_sigmoid(h_2_gh[b * 72 + (i + 24)] + h_2_gx[b * 72 + (i + 24)]);
-            const real t3 = 1 - t2;
-            const real t4 = sn_tanhf(h_2_gx[b * 72 + (i + 48)] + t1);
-            const real t5 = dL_dh_2[b * 24 + i]*t3*(1 - t4*t4);
-            const real t6 = t1*t5*(1 - t0);
-            const real t7 = t2*t3;
-            const real t8 = dL_dh_2[b * 24 + i]*(h_1[b * 24 + i]*t7 - t4*t7);
-            dL_dh_2_gx[b * 72 + i] += t6;
-            dL_dh_2_gh[b * 72 + i] += t6;
-            dL_dh_2_gx[b * 72 + (i + 24)] += t8;
-            dL_dh_2_gh[b * 72 + (i + 24)] += t8;
-            dL_dh_2_gx[b * 72 + (i + 48)] += t5;
-            dL_dh_2_gh[b * 72 + (i + 48)] += t0*t5;
-            dL_dh_1[b * 24 + i] += dL_dh_2[b * 24 + i]*t2;
-        }
-    /* delta_h_2_gh[b,i] = dL_dh_2_gh[b,i]; g_c2[i] += dL_dh_2_gh[b,i] */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 72; i++) {
-            delta_h_2_gh[b * 72 + i] = dL_dh_2_gh[b * 72 + i];
-            g_c2[i] += dL_dh_2_gh[b * 72 + i];
-        }
-    /* g_U2[i,j] += Σ_b delta_h_2_gh[b,i]·h_1[b,j] */
-    sn_mm_tn(72, 24, batch, delta_h_2_gh, h_1, g_U2, 1);
-    /* dL_dh_1[b,j] += Σ_i delta_h_2_gh[b,i]·U2[i,j] (from h_2_gh) */
-    sn_mm_nn(batch, 24, 72, delta_h_2_gh, U2, dL_dh_1, 1);
-    /* delta_h_2_gx[b,i] = dL_dh_2_gx[b,i]; g_b2[i] += dL_dh_2_gx[b,i] */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 72; i++) {
-            delta_h_2_gx[b * 72 + i] = dL_dh_2_gx[b * 72 + i];
-            g_b2[i] += dL_dh_2_gx[b * 72 + i];
-        }
-    /* g_W2[i,j] += Σ_b delta_h_2_gx[b,i]·x_2[b,j] */
-    sn_mm_tn(72, 4, batch, delta_h_2_gx, x_2, g_W2, 1);
-    memset(dL_dh_1_gx, 0, sizeof(real) * (size_t)batch * 72);
-    /* dL_dh_1_gx[b,i] += c2[i + 48]·dL_dh_1[b,i]·(1 - σ(c2[i + 24] + h_1_gx[b,i + 24]))·(1 - σ(c2[i] + h_1_gx[b,i]))·(1 - tanh(c2[i + 48]·σ(c2[i] + h_1_gx[b,i]) + h_1_gx[b,i + 48])²)·σ(c2[i] + h_1_gx[b,i]); g_c2[i] += c2[i + 48]·dL_dh_1[b,i]·(1 - σ(c2[i + 24] + h_1_gx[b,i + 24]))·(1 - σ(c2[i] + h_1_gx[b,i]))·(1 - tanh(c2[i + 48]·σ(c2[i] + h_1_gx[b,i]) + h_1_gx[b,i + 48])²)·σ(c2[i] + h_1_gx[b,i]); dL_dh_1_gx[b,i + 24] += dL_dh_1[b,i]·(σ(c2[i + 24] + h_1_gx[b,i + 24]) - 1)·σ(c2[i + 24] + h_1_gx[b,i + 24])·tanh(c2[i + 48]·σ(c2[i] + h_1_gx[b,i]) + h_1_gx[b,i + 48]); g_c2[i + 24] += dL_dh_1[b,i]·(σ(c2[i + 24] + h_1_gx[b,i + 24]) - 1)·σ(c2[i + 24] + h_1_gx[b,i + 24])·tanh(c2[i + 48]·σ(c2[i] + h_1_gx[b,i]) + h_1_gx[b,i + 48]); dL_dh_1_gx[b,i + 48] += dL_dh_1[b,i]·(1 - σ(c2[i + 24] + h_1_gx[b,i + 24]))·(1 - tanh(c2[i + 48]·σ(c2[i] + h_1_gx[b,i]) + h_1_gx[b,i + 48])²); g_c2[i + 48] += dL_dh_1[b,i]·(1 - σ(c2[i + 24] + h_1_gx[b,i + 24]))·(1 - tanh(c2[i + 48]·σ(c2[i] + h_1_gx[b,i]) + h_1_gx[b,i + 48])²)·σ(c2[i] + h_1_gx[b,i]) */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 24; i++) {
-            const real t0 = sn_sigmoid(sn_u_c2[i] + h_1_gx[b * 72 + i]);
-            const real t1 = sn_u_c2[(i + 48)]*t0;
-            const real t2 = sn_sigmoid(sn_u_c2[(i + 24)] + h_1_gx[b * 72 + (i + 24)]);
-            const real t3 = t2 - 1;
-            const real t4 = sn_tanhf(h_1_gx[b * 72 + (i + 48)] + t1);
-            const real t5 = -dL_dh_1[b * 24 + i]*t3*(1 - t4*t4);
-            const real t6 = t1*t5*(1 - t0);
-            const real t7 = dL_dh_1[b * 24 + i]*t2*t3*t4;
-            dL_dh_1_gx[b * 72 + i] += t6;
-            g_c2[i] += t6;
-            dL_dh_1_gx[b * 72 + (i + 24)] += t7;
-            g_c2[(i + 24)] += t7;
-            dL_dh_1_gx[b * 72 + (i + 48)] += t5;
-            g_c2[(i + 48)] += t0*t5;
-        }
-    /* delta_h_1_gx[b,i] = dL_dh_1_gx[b,i]; g_b2[i] += dL_dh_1_gx[b,i] */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 72; i++) {
-            delta_h_1_gx[b * 72 + i] = dL_dh_1_gx[b * 72 + i];
-            g_b2[i] += dL_dh_1_gx[b * 72 + i];
-        }
-    /* g_W2[i,j] += Σ_b delta_h_1_gx[b,i]·x_1[b,j] */
-    sn_mm_tn(72, 4, batch, delta_h_1_gx, x_1, g_W2, 1);
 
+    sn_backprop(params, grads, work, S, batch);
     return loss / batch;
 }
 
-real symnet_54cb0352d8_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_1b724d7f33_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -2315,7 +2328,7 @@ static double sn_loss_labels(const real *params, real *work, const real *S, cons
     return loss / batch;
 }
 
-real symnet_54cb0352d8_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_1b724d7f33_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss_labels(params, work, X, T, batch);
 }
@@ -2323,197 +2336,10 @@ real symnet_54cb0352d8_loss_labels(const real *params, const real *X, const real
 /* Loss and every gradient ∂L/∂θ (into grads), by back propagation; T[b] is the class label of example b. */
 static double sn_loss_grad_labels(const real *params, real *grads, real *work, const real *S, const real *T, int batch)
 {
-    const real *sn_u_c2 = params + 360;  /* c2: (72,) */
-    const real *U2 = params + 432;  /* U2: (72, 24) */
-    const real *W41 = params + 2160;  /* W41: (4, 24) */
 
-    real *g_W2 = grads + 0;  /* ∂L/∂W2: (72, 4) */
-    real *g_b2 = grads + 288;  /* ∂L/∂b2: (72,) */
-    real *g_c2 = grads + 360;  /* ∂L/∂c2: (72,) */
-    real *g_U2 = grads + 432;  /* ∂L/∂U2: (72, 24) */
-    real *g_W41 = grads + 2160;  /* ∂L/∂W41: (4, 24) */
-    real *g_b41 = grads + 2256;  /* ∂L/∂b41: (4,) */
 
-    real *x_1 = work + (size_t)batch * 0;  /* layer x_1: (batch, 4) */
-    real *h_1_gx = work + (size_t)batch * 76;  /* layer h_1_gx: (batch, 72) */
-    real *h_1 = work + (size_t)batch * 148;  /* layer h_1: (batch, 24) */
-    real *x_2 = work + (size_t)batch * 172;  /* layer x_2: (batch, 4) */
-    real *h_2_gx = work + (size_t)batch * 248;  /* layer h_2_gx: (batch, 72) */
-    real *h_2_gh = work + (size_t)batch * 392;  /* layer h_2_gh: (batch, 72) */
-    real *h_2 = work + (size_t)batch * 464;  /* layer h_2: (batch, 24) */
-    real *x_3 = work + (size_t)batch * 488;  /* layer x_3: (batch, 4) */
-    real *h_3_gx = work + (size_t)batch * 564;  /* layer h_3_gx: (batch, 72) */
-    real *h_3_gh = work + (size_t)batch * 708;  /* layer h_3_gh: (batch, 72) */
-    real *h_3 = work + (size_t)batch * 780;  /* layer h_3: (batch, 24) */
-    real *x_4 = work + (size_t)batch * 804;  /* layer x_4: (batch, 4) */
-    real *h_4_gx = work + (size_t)batch * 880;  /* layer h_4_gx: (batch, 72) */
-    real *h_4_gh = work + (size_t)batch * 1024;  /* layer h_4_gh: (batch, 72) */
-    real *h_4 = work + (size_t)batch * 1096;  /* layer h_4: (batch, 24) */
-    real *x_5 = work + (size_t)batch * 1120;  /* layer x_5: (batch, 4) */
-    real *h_5_gx = work + (size_t)batch * 1196;  /* layer h_5_gx: (batch, 72) */
-    real *h_5_gh = work + (size_t)batch * 1340;  /* layer h_5_gh: (batch, 72) */
-    real *h_5 = work + (size_t)batch * 1412;  /* layer h_5: (batch, 24) */
-    real *x_6 = work + (size_t)batch * 1436;  /* layer x_6: (batch, 4) */
-    real *h_6_gx = work + (size_t)batch * 1512;  /* layer h_6_gx: (batch, 72) */
-    real *h_6_gh = work + (size_t)batch * 1656;  /* layer h_6_gh: (batch, 72) */
-    real *h_6 = work + (size_t)batch * 1728;  /* layer h_6: (batch, 24) */
-    real *x_7 = work + (size_t)batch * 1752;  /* layer x_7: (batch, 4) */
-    real *h_7_gx = work + (size_t)batch * 1828;  /* layer h_7_gx: (batch, 72) */
-    real *h_7_gh = work + (size_t)batch * 1972;  /* layer h_7_gh: (batch, 72) */
-    real *h_7 = work + (size_t)batch * 2044;  /* layer h_7: (batch, 24) */
-    real *x_8 = work + (size_t)batch * 2068;  /* layer x_8: (batch, 4) */
-    real *h_8_gx = work + (size_t)batch * 2144;  /* layer h_8_gx: (batch, 72) */
-    real *h_8_gh = work + (size_t)batch * 2288;  /* layer h_8_gh: (batch, 72) */
-    real *h_8 = work + (size_t)batch * 2360;  /* layer h_8: (batch, 24) */
-    real *x_9 = work + (size_t)batch * 2384;  /* layer x_9: (batch, 4) */
-    real *h_9_gx = work + (size_t)batch * 2460;  /* layer h_9_gx: (batch, 72) */
-    real *h_9_gh = work + (size_t)batch * 2604;  /* layer h_9_gh: (batch, 72) */
-    real *h_9 = work + (size_t)batch * 2676;  /* layer h_9: (batch, 24) */
-    real *x_10 = work + (size_t)batch * 2700;  /* layer x_10: (batch, 4) */
-    real *h_10_gx = work + (size_t)batch * 2776;  /* layer h_10_gx: (batch, 72) */
-    real *h_10_gh = work + (size_t)batch * 2920;  /* layer h_10_gh: (batch, 72) */
-    real *h_10 = work + (size_t)batch * 2992;  /* layer h_10: (batch, 24) */
-    real *x_11 = work + (size_t)batch * 3016;  /* layer x_11: (batch, 4) */
-    real *h_11_gx = work + (size_t)batch * 3092;  /* layer h_11_gx: (batch, 72) */
-    real *h_11_gh = work + (size_t)batch * 3236;  /* layer h_11_gh: (batch, 72) */
-    real *h_11 = work + (size_t)batch * 3308;  /* layer h_11: (batch, 24) */
-    real *x_12 = work + (size_t)batch * 3332;  /* layer x_12: (batch, 4) */
-    real *h_12_gx = work + (size_t)batch * 3408;  /* layer h_12_gx: (batch, 72) */
-    real *h_12_gh = work + (size_t)batch * 3552;  /* layer h_12_gh: (batch, 72) */
-    real *h_12 = work + (size_t)batch * 3624;  /* layer h_12: (batch, 24) */
-    real *x_13 = work + (size_t)batch * 3648;  /* layer x_13: (batch, 4) */
-    real *h_13_gx = work + (size_t)batch * 3724;  /* layer h_13_gx: (batch, 72) */
-    real *h_13_gh = work + (size_t)batch * 3868;  /* layer h_13_gh: (batch, 72) */
-    real *h_13 = work + (size_t)batch * 3940;  /* layer h_13: (batch, 24) */
-    real *x_14 = work + (size_t)batch * 3964;  /* layer x_14: (batch, 4) */
-    real *h_14_gx = work + (size_t)batch * 4040;  /* layer h_14_gx: (batch, 72) */
-    real *h_14_gh = work + (size_t)batch * 4184;  /* layer h_14_gh: (batch, 72) */
-    real *h_14 = work + (size_t)batch * 4256;  /* layer h_14: (batch, 24) */
-    real *x_15 = work + (size_t)batch * 4280;  /* layer x_15: (batch, 4) */
-    real *h_15_gx = work + (size_t)batch * 4356;  /* layer h_15_gx: (batch, 72) */
-    real *h_15_gh = work + (size_t)batch * 4500;  /* layer h_15_gh: (batch, 72) */
-    real *h_15 = work + (size_t)batch * 4572;  /* layer h_15: (batch, 24) */
-    real *x_16 = work + (size_t)batch * 4596;  /* layer x_16: (batch, 4) */
-    real *h_16_gx = work + (size_t)batch * 4672;  /* layer h_16_gx: (batch, 72) */
-    real *h_16_gh = work + (size_t)batch * 4816;  /* layer h_16_gh: (batch, 72) */
-    real *h_16 = work + (size_t)batch * 4888;  /* layer h_16: (batch, 24) */
-    real *x_17 = work + (size_t)batch * 4912;  /* layer x_17: (batch, 4) */
-    real *h_17_gx = work + (size_t)batch * 4988;  /* layer h_17_gx: (batch, 72) */
-    real *h_17_gh = work + (size_t)batch * 5132;  /* layer h_17_gh: (batch, 72) */
-    real *h_17 = work + (size_t)batch * 5204;  /* layer h_17: (batch, 24) */
-    real *x_18 = work + (size_t)batch * 5228;  /* layer x_18: (batch, 4) */
-    real *h_18_gx = work + (size_t)batch * 5304;  /* layer h_18_gx: (batch, 72) */
-    real *h_18_gh = work + (size_t)batch * 5448;  /* layer h_18_gh: (batch, 72) */
-    real *h_18 = work + (size_t)batch * 5520;  /* layer h_18: (batch, 24) */
-    real *x_19 = work + (size_t)batch * 5544;  /* layer x_19: (batch, 4) */
-    real *h_19_gx = work + (size_t)batch * 5620;  /* layer h_19_gx: (batch, 72) */
-    real *h_19_gh = work + (size_t)batch * 5764;  /* layer h_19_gh: (batch, 72) */
-    real *h_19 = work + (size_t)batch * 5836;  /* layer h_19: (batch, 24) */
-    real *x_20 = work + (size_t)batch * 5860;  /* layer x_20: (batch, 4) */
-    real *h_20_gx = work + (size_t)batch * 5936;  /* layer h_20_gx: (batch, 72) */
-    real *h_20_gh = work + (size_t)batch * 6080;  /* layer h_20_gh: (batch, 72) */
-    real *h_20 = work + (size_t)batch * 6152;  /* layer h_20: (batch, 24) */
     real *sn_u_O = work + (size_t)batch * 6180;  /* layer O: (batch, 4) */
-    real *dL_dh_1_gx = work + (size_t)batch * 6188;  /* ∂L/∂h_1_gx: (batch, 72) */
-    real *delta_h_1_gx = work + (size_t)batch * 6260;  /* ∂L/∂z_h_1_gx: (batch, 72) */
-    real *dL_dh_1 = work + (size_t)batch * 6332;  /* ∂L/∂h_1: (batch, 24) */
-    real *dL_dh_2_gx = work + (size_t)batch * 6360;  /* ∂L/∂h_2_gx: (batch, 72) */
-    real *delta_h_2_gx = work + (size_t)batch * 6432;  /* ∂L/∂z_h_2_gx: (batch, 72) */
-    real *dL_dh_2_gh = work + (size_t)batch * 6504;  /* ∂L/∂h_2_gh: (batch, 72) */
-    real *delta_h_2_gh = work + (size_t)batch * 6576;  /* ∂L/∂z_h_2_gh: (batch, 72) */
-    real *dL_dh_2 = work + (size_t)batch * 6648;  /* ∂L/∂h_2: (batch, 24) */
-    real *dL_dh_3_gx = work + (size_t)batch * 6676;  /* ∂L/∂h_3_gx: (batch, 72) */
-    real *delta_h_3_gx = work + (size_t)batch * 6748;  /* ∂L/∂z_h_3_gx: (batch, 72) */
-    real *dL_dh_3_gh = work + (size_t)batch * 6820;  /* ∂L/∂h_3_gh: (batch, 72) */
-    real *delta_h_3_gh = work + (size_t)batch * 6892;  /* ∂L/∂z_h_3_gh: (batch, 72) */
-    real *dL_dh_3 = work + (size_t)batch * 6964;  /* ∂L/∂h_3: (batch, 24) */
-    real *dL_dh_4_gx = work + (size_t)batch * 6992;  /* ∂L/∂h_4_gx: (batch, 72) */
-    real *delta_h_4_gx = work + (size_t)batch * 7064;  /* ∂L/∂z_h_4_gx: (batch, 72) */
-    real *dL_dh_4_gh = work + (size_t)batch * 7136;  /* ∂L/∂h_4_gh: (batch, 72) */
-    real *delta_h_4_gh = work + (size_t)batch * 7208;  /* ∂L/∂z_h_4_gh: (batch, 72) */
-    real *dL_dh_4 = work + (size_t)batch * 7280;  /* ∂L/∂h_4: (batch, 24) */
-    real *dL_dh_5_gx = work + (size_t)batch * 7308;  /* ∂L/∂h_5_gx: (batch, 72) */
-    real *delta_h_5_gx = work + (size_t)batch * 7380;  /* ∂L/∂z_h_5_gx: (batch, 72) */
-    real *dL_dh_5_gh = work + (size_t)batch * 7452;  /* ∂L/∂h_5_gh: (batch, 72) */
-    real *delta_h_5_gh = work + (size_t)batch * 7524;  /* ∂L/∂z_h_5_gh: (batch, 72) */
-    real *dL_dh_5 = work + (size_t)batch * 7596;  /* ∂L/∂h_5: (batch, 24) */
-    real *dL_dh_6_gx = work + (size_t)batch * 7624;  /* ∂L/∂h_6_gx: (batch, 72) */
-    real *delta_h_6_gx = work + (size_t)batch * 7696;  /* ∂L/∂z_h_6_gx: (batch, 72) */
-    real *dL_dh_6_gh = work + (size_t)batch * 7768;  /* ∂L/∂h_6_gh: (batch, 72) */
-    real *delta_h_6_gh = work + (size_t)batch * 7840;  /* ∂L/∂z_h_6_gh: (batch, 72) */
-    real *dL_dh_6 = work + (size_t)batch * 7912;  /* ∂L/∂h_6: (batch, 24) */
-    real *dL_dh_7_gx = work + (size_t)batch * 7940;  /* ∂L/∂h_7_gx: (batch, 72) */
-    real *delta_h_7_gx = work + (size_t)batch * 8012;  /* ∂L/∂z_h_7_gx: (batch, 72) */
-    real *dL_dh_7_gh = work + (size_t)batch * 8084;  /* ∂L/∂h_7_gh: (batch, 72) */
-    real *delta_h_7_gh = work + (size_t)batch * 8156;  /* ∂L/∂z_h_7_gh: (batch, 72) */
-    real *dL_dh_7 = work + (size_t)batch * 8228;  /* ∂L/∂h_7: (batch, 24) */
-    real *dL_dh_8_gx = work + (size_t)batch * 8256;  /* ∂L/∂h_8_gx: (batch, 72) */
-    real *delta_h_8_gx = work + (size_t)batch * 8328;  /* ∂L/∂z_h_8_gx: (batch, 72) */
-    real *dL_dh_8_gh = work + (size_t)batch * 8400;  /* ∂L/∂h_8_gh: (batch, 72) */
-    real *delta_h_8_gh = work + (size_t)batch * 8472;  /* ∂L/∂z_h_8_gh: (batch, 72) */
-    real *dL_dh_8 = work + (size_t)batch * 8544;  /* ∂L/∂h_8: (batch, 24) */
-    real *dL_dh_9_gx = work + (size_t)batch * 8572;  /* ∂L/∂h_9_gx: (batch, 72) */
-    real *delta_h_9_gx = work + (size_t)batch * 8644;  /* ∂L/∂z_h_9_gx: (batch, 72) */
-    real *dL_dh_9_gh = work + (size_t)batch * 8716;  /* ∂L/∂h_9_gh: (batch, 72) */
-    real *delta_h_9_gh = work + (size_t)batch * 8788;  /* ∂L/∂z_h_9_gh: (batch, 72) */
-    real *dL_dh_9 = work + (size_t)batch * 8860;  /* ∂L/∂h_9: (batch, 24) */
-    real *dL_dh_10_gx = work + (size_t)batch * 8888;  /* ∂L/∂h_10_gx: (batch, 72) */
-    real *delta_h_10_gx = work + (size_t)batch * 8960;  /* ∂L/∂z_h_10_gx: (batch, 72) */
-    real *dL_dh_10_gh = work + (size_t)batch * 9032;  /* ∂L/∂h_10_gh: (batch, 72) */
-    real *delta_h_10_gh = work + (size_t)batch * 9104;  /* ∂L/∂z_h_10_gh: (batch, 72) */
-    real *dL_dh_10 = work + (size_t)batch * 9176;  /* ∂L/∂h_10: (batch, 24) */
-    real *dL_dh_11_gx = work + (size_t)batch * 9204;  /* ∂L/∂h_11_gx: (batch, 72) */
-    real *delta_h_11_gx = work + (size_t)batch * 9276;  /* ∂L/∂z_h_11_gx: (batch, 72) */
-    real *dL_dh_11_gh = work + (size_t)batch * 9348;  /* ∂L/∂h_11_gh: (batch, 72) */
-    real *delta_h_11_gh = work + (size_t)batch * 9420;  /* ∂L/∂z_h_11_gh: (batch, 72) */
-    real *dL_dh_11 = work + (size_t)batch * 9492;  /* ∂L/∂h_11: (batch, 24) */
-    real *dL_dh_12_gx = work + (size_t)batch * 9520;  /* ∂L/∂h_12_gx: (batch, 72) */
-    real *delta_h_12_gx = work + (size_t)batch * 9592;  /* ∂L/∂z_h_12_gx: (batch, 72) */
-    real *dL_dh_12_gh = work + (size_t)batch * 9664;  /* ∂L/∂h_12_gh: (batch, 72) */
-    real *delta_h_12_gh = work + (size_t)batch * 9736;  /* ∂L/∂z_h_12_gh: (batch, 72) */
-    real *dL_dh_12 = work + (size_t)batch * 9808;  /* ∂L/∂h_12: (batch, 24) */
-    real *dL_dh_13_gx = work + (size_t)batch * 9836;  /* ∂L/∂h_13_gx: (batch, 72) */
-    real *delta_h_13_gx = work + (size_t)batch * 9908;  /* ∂L/∂z_h_13_gx: (batch, 72) */
-    real *dL_dh_13_gh = work + (size_t)batch * 9980;  /* ∂L/∂h_13_gh: (batch, 72) */
-    real *delta_h_13_gh = work + (size_t)batch * 10052;  /* ∂L/∂z_h_13_gh: (batch, 72) */
-    real *dL_dh_13 = work + (size_t)batch * 10124;  /* ∂L/∂h_13: (batch, 24) */
-    real *dL_dh_14_gx = work + (size_t)batch * 10152;  /* ∂L/∂h_14_gx: (batch, 72) */
-    real *delta_h_14_gx = work + (size_t)batch * 10224;  /* ∂L/∂z_h_14_gx: (batch, 72) */
-    real *dL_dh_14_gh = work + (size_t)batch * 10296;  /* ∂L/∂h_14_gh: (batch, 72) */
-    real *delta_h_14_gh = work + (size_t)batch * 10368;  /* ∂L/∂z_h_14_gh: (batch, 72) */
-    real *dL_dh_14 = work + (size_t)batch * 10440;  /* ∂L/∂h_14: (batch, 24) */
-    real *dL_dh_15_gx = work + (size_t)batch * 10468;  /* ∂L/∂h_15_gx: (batch, 72) */
-    real *delta_h_15_gx = work + (size_t)batch * 10540;  /* ∂L/∂z_h_15_gx: (batch, 72) */
-    real *dL_dh_15_gh = work + (size_t)batch * 10612;  /* ∂L/∂h_15_gh: (batch, 72) */
-    real *delta_h_15_gh = work + (size_t)batch * 10684;  /* ∂L/∂z_h_15_gh: (batch, 72) */
-    real *dL_dh_15 = work + (size_t)batch * 10756;  /* ∂L/∂h_15: (batch, 24) */
-    real *dL_dh_16_gx = work + (size_t)batch * 10784;  /* ∂L/∂h_16_gx: (batch, 72) */
-    real *delta_h_16_gx = work + (size_t)batch * 10856;  /* ∂L/∂z_h_16_gx: (batch, 72) */
-    real *dL_dh_16_gh = work + (size_t)batch * 10928;  /* ∂L/∂h_16_gh: (batch, 72) */
-    real *delta_h_16_gh = work + (size_t)batch * 11000;  /* ∂L/∂z_h_16_gh: (batch, 72) */
-    real *dL_dh_16 = work + (size_t)batch * 11072;  /* ∂L/∂h_16: (batch, 24) */
-    real *dL_dh_17_gx = work + (size_t)batch * 11100;  /* ∂L/∂h_17_gx: (batch, 72) */
-    real *delta_h_17_gx = work + (size_t)batch * 11172;  /* ∂L/∂z_h_17_gx: (batch, 72) */
-    real *dL_dh_17_gh = work + (size_t)batch * 11244;  /* ∂L/∂h_17_gh: (batch, 72) */
-    real *delta_h_17_gh = work + (size_t)batch * 11316;  /* ∂L/∂z_h_17_gh: (batch, 72) */
-    real *dL_dh_17 = work + (size_t)batch * 11388;  /* ∂L/∂h_17: (batch, 24) */
-    real *dL_dh_18_gx = work + (size_t)batch * 11416;  /* ∂L/∂h_18_gx: (batch, 72) */
-    real *delta_h_18_gx = work + (size_t)batch * 11488;  /* ∂L/∂z_h_18_gx: (batch, 72) */
-    real *dL_dh_18_gh = work + (size_t)batch * 11560;  /* ∂L/∂h_18_gh: (batch, 72) */
-    real *delta_h_18_gh = work + (size_t)batch * 11632;  /* ∂L/∂z_h_18_gh: (batch, 72) */
-    real *dL_dh_18 = work + (size_t)batch * 11704;  /* ∂L/∂h_18: (batch, 24) */
-    real *dL_dh_19_gx = work + (size_t)batch * 11732;  /* ∂L/∂h_19_gx: (batch, 72) */
-    real *delta_h_19_gx = work + (size_t)batch * 11804;  /* ∂L/∂z_h_19_gx: (batch, 72) */
-    real *dL_dh_19_gh = work + (size_t)batch * 11876;  /* ∂L/∂h_19_gh: (batch, 72) */
-    real *delta_h_19_gh = work + (size_t)batch * 11948;  /* ∂L/∂z_h_19_gh: (batch, 72) */
-    real *dL_dh_19 = work + (size_t)batch * 12020;  /* ∂L/∂h_19: (batch, 24) */
-    real *dL_dh_20_gx = work + (size_t)batch * 12048;  /* ∂L/∂h_20_gx: (batch, 72) */
-    real *delta_h_20_gx = work + (size_t)batch * 12120;  /* ∂L/∂z_h_20_gx: (batch, 72) */
-    real *dL_dh_20_gh = work + (size_t)batch * 12192;  /* ∂L/∂h_20_gh: (batch, 72) */
-    real *delta_h_20_gh = work + (size_t)batch * 12264;  /* ∂L/∂z_h_20_gh: (batch, 72) */
-    real *dL_dh_20 = work + (size_t)batch * 12336;  /* ∂L/∂h_20: (batch, 24) */
     real *dL_dO = work + (size_t)batch * 12360;  /* ∂L/∂O: (batch, 4) */
-    real *delta_O = work + (size_t)batch * 12364;  /* ∂L/∂z_O: (batch, 4) */
 
     const real inv_batch = (real)1 / (real)batch;
     double loss = 0;
@@ -2542,830 +2368,12 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
         for (int k = 0; k < 4; k++)
             g[k] = inv_batch*(-((k == y) ? (1) : (0)) + sn_expf(o[k] - lse));
     }
-    memset(g_b41, 0, sizeof(real) * 4);
-    /* delta_O[b,i] = dL_dO[b,i]; g_b41[i] += dL_dO[b,i] */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 4; i++) {
-            delta_O[b * 4 + i] = dL_dO[b * 4 + i];
-            g_b41[i] += dL_dO[b * 4 + i];
-        }
-    /* g_W41[i,j] = Σ_b delta_O[b,i]·h_20[b,j] */
-    sn_mm_tn(4, 24, batch, delta_O, h_20, g_W41, 0);
-    /* dL_dh_20[b,j] = Σ_i delta_O[b,i]·W41[i,j] */
-    sn_mm_nn(batch, 24, 4, delta_O, W41, dL_dh_20, 0);
-    memset(dL_dh_20_gx, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_20_gh, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_19, 0, sizeof(real) * (size_t)batch * 24);
-    /* dL_dh_20_gx[b,i] += dL_dh_20[b,i]·h_20_gh[b,i + 48]·(1 - σ(h_20_gh[b,i + 24] + h_20_gx[b,i + 24]))·(1 - σ(h_20_gh[b,i] + h_20_gx[b,i]))·(1 - tanh(h_20_gh[b,i + 48]·σ(h_20_gh[b,i] + h_20_gx[b,i]) + h_20_gx[b,i + 48])²)·σ(h_20_gh[b,i] + h_20_gx[b,i]); dL_dh_20_gh[b,i] += dL_dh_20[b,i]·h_20_gh[b,i + 48]·(1 - σ(h_20_gh[b,i + 24] + h_20_gx[b,i + 24]))·(1 - σ(h_20_gh[b,i] + h_20_gx[b,i]))·(1 - tanh(h_20_gh[b,i + 48]·σ(h_20_gh[b,i] + h_20_gx[b,i]) + h_20_gx[b,i + 48])²)·σ(h_20_gh[b,i] + h_20_gx[b,i]); dL_dh_20_gx[b,i + 24] += dL_dh_20[b,i]·(h_19[b,i]·(1 - σ(h_20_gh[b,i + 24] + h_20_gx[b,i + 24]))·σ(h_20_gh[b,i + 24] + h_20_gx[b,i + 24]) - (1 - σ(h_20_gh[b,i + 24] + h_20_gx[b,i + 24]))·σ(h_20_gh[b,i + 24] + h_20_gx[b,i + 24])·tanh(h_20_gh[b,i + 48]·σ(h_20_gh[b,i] + h_20_gx[b,i]) + h_20_gx[b,i + 48])); dL_dh_20_gh[b,i + 24] += dL_dh_20[b,i]·(h_19[b,i]·(1 - σ(h_20_gh[b,i + 24] + h_20_gx[b,i + 24]))·σ(h_20_gh[b,i + 24] + h_20_gx[b,i + 24]) - (1 - σ(h_20_gh[b,i + 24] + h_20_gx[b,i + 24]))·σ(h_20_gh[b,i + 24] + h_20_gx[b,i + 24])·tanh(h_20_gh[b,i + 48]·σ(h_20_gh[b,i] + h_20_gx[b,i]) + h_20_gx[b,i + 48])); dL_dh_20_gx[b,i + 48] += dL_dh_20[b,i]·(1 - σ(h_20_gh[b,i + 24] + h_20_gx[b,i + 24]))·(1 - tanh(h_20_gh[b,i + 48]·σ(h_20_gh[b,i] + h_20_gx[b,i]) + h_20_gx[b,i + 48])²); dL_dh_20_gh[b,i + 48] += dL_dh_20[b,i]·(1 - σ(h_20_gh[b,i + 24] + h_20_gx[b,i + 24]))·(1 - tanh(h_20_gh[b,i + 48]·σ(h_20_gh[b,i] + h_20_gx[b,i]) + h_20_gx[b,i + 48])²)·σ(h_20_gh[b,i] + h_20_gx[b,i]); dL_dh_19[b,i] += dL_dh_20[b,i]·σ(h_20_gh[b,i + 24] + h_20_gx[b,i + 24]) (from h_20) */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 24; i++) {
-            const real t0 = sn_sigmoid(h_20_gh[b * 72 + i] + h_20_gx[b * 72 + i]);
-            const real t1 = h_20_gh[b * 72 + (i + 48)]*t0;
-            const real t2 = sn_sigmoid(h_20_gh[b * 72 + (i + 24)] + h_20_gx[b * 72 + (i + 24)]);
-            const real t3 = 1 - t2;
-            const real t4 = sn_tanhf(h_20_gx[b * 72 + (i + 48)] + t1);
-            const real t5 = dL_dh_20[b * 24 + i]*t3*(1 - t4*t4);
-            const real t6 = t1*t5*(1 - t0);
-            const real t7 = t2*t3;
-            const real t8 = dL_dh_20[b * 24 + i]*(h_19[b * 24 + i]*t7 - t4*t7);
-            dL_dh_20_gx[b * 72 + i] += t6;
-            dL_dh_20_gh[b * 72 + i] += t6;
-            dL_dh_20_gx[b * 72 + (i + 24)] += t8;
-            dL_dh_20_gh[b * 72 + (i + 24)] += t8;
-            dL_dh_20_gx[b * 72 + (i + 48)] += t5;
-            dL_dh_20_gh[b * 72 + (i + 48)] += t0*t5;
-            dL_dh_19[b * 24 + i] += dL_dh_20[b * 24 + i]*t2;
-        }
-    memset(g_c2, 0, sizeof(real) * 72);
-    /* delta_h_20_gh[b,i] = dL_dh_20_gh[b,i]; g_c2[i] += dL_dh_20_gh[b,i] */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 72; i++) {
-            delta_h_20_gh[b * 72 + i] = dL_dh_20_gh[b * 72 + i];
-            g_c2[i] += dL_dh_20_gh[b * 72 + i];
-        }
-    /* g_U2[i,j] = Σ_b delta_h_20_gh[b,i]·h_19[b,j] */
-    sn_mm_tn(72, 24, batch, delta_h_20_gh, h_19, g_U2, 0);
-    /* dL_dh_19[b,j] += Σ_i delta_h_20_gh[b,i]·U2[i,j] (from h_20_gh) */
-    sn_mm_nn(batch, 24, 72, delta_h_20_gh, U2, dL_dh_19, 1);
-    memset(g_b2, 0, sizeof(real) * 72);
-    /* delta_h_20_gx[b,i] = dL_dh_20_gx[b,i]; g_b2[i] += dL_dh_20_gx[b,i] */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 72; i++) {
-            delta_h_20_gx[b * 72 + i] = dL_dh_20_gx[b * 72 + i];
-            g_b2[i] += dL_dh_20_gx[b * 72 + i];
-        }
-    /* g_W2[i,j] = Σ_b delta_h_20_gx[b,i]·x_20[b,j] */
-    sn_mm_tn(72, 4, batch, delta_h_20_gx, x_20, g_W2, 0);
-    memset(dL_dh_19_gx, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_19_gh, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_18, 0, sizeof(real) * (size_t)batch * 24);
-    /* dL_dh_19_gx[b,i] += dL_dh_19[b,i]·h_19_gh[b,i + 48]·(1 - σ(h_19_gh[b,i + 24] + h_19_gx[b,i + 24]))·(1 - σ(h_19_gh[b,i] + h_19_gx[b,i]))·(1 - tanh(h_19_gh[b,i + 48]·σ(h_19_gh[b,i] + h_19_gx[b,i]) + h_19_gx[b,i + 48])²)·σ(h_19_gh[b,i] + h_19_gx[b,i]); dL_dh_19_gh[b,i] += dL_dh_19[b,i]·h_19_gh[b,i + 48]·(1 - σ(h_19_gh[b,i + 24] + h_19_gx[b,i + 24]))·(1 - σ(h_19_gh[b,i] + h_19_gx[b,i]))·(1 - tanh(h_19_gh[b,i + 48]·σ(h_19_gh[b,i] + h_19_gx[b,i]) + h_19_gx[b,i + 48])²)·σ(h_19_gh[b,i] + h_19_gx[b,i]); dL_dh_19_gx[b,i + 24] += dL_dh_19[b,i]·(h_18[b,i]·(1 - σ(h_19_gh[b,i + 24] + h_19_gx[b,i + 24]))·σ(h_19_gh[b,i + 24] + h_19_gx[b,i + 24]) - (1 - σ(h_19_gh[b,i + 24] + h_19_gx[b,i + 24]))·σ(h_19_gh[b,i + 24] + h_19_gx[b,i + 24])·tanh(h_19_gh[b,i + 48]·σ(h_19_gh[b,i] + h_19_gx[b,i]) + h_19_gx[b,i + 48])); dL_dh_19_gh[b,i + 24] += dL_dh_19[b,i]·(h_18[b,i]·(1 - σ(h_19_gh[b,i + 24] + h_19_gx[b,i + 24]))·σ(h_19_gh[b,i + 24] + h_19_gx[b,i + 24]) - (1 - σ(h_19_gh[b,i + 24] + h_19_gx[b,i + 24]))·σ(h_19_gh[b,i + 24] + h_19_gx[b,i + 24])·tanh(h_19_gh[b,i + 48]·σ(h_19_gh[b,i] + h_19_gx[b,i]) + h_19_gx[b,i + 48])); dL_dh_19_gx[b,i + 48] += dL_dh_19[b,i]·(1 - σ(h_19_gh[b,i + 24] + h_19_gx[b,i + 24]))·(1 - tanh(h_19_gh[b,i + 48]·σ(h_19_gh[b,i] + h_19_gx[b,i]) + h_19_gx[b,i + 48])²); dL_dh_19_gh[b,i + 48] += dL_dh_19[b,i]·(1 - σ(h_19_gh[b,i + 24] + h_19_gx[b,i + 24]))·(1 - tanh(h_19_gh[b,i + 48]·σ(h_19_gh[b,i] + h_19_gx[b,i]) + h_19_gx[b,i + 48])²)·σ(h_19_gh[b,i] + h_19_gx[b,i]); dL_dh_18[b,i] += dL_dh_19[b,i]·σ(h_19_gh[b,i + 24] + h_19_gx[b,i + 24]) (from h_19) */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 24; i++) {
-            const real t0 = sn_sigmoid(h_19_gh[b * 72 + i] + h_19_gx[b * 72 + i]);
-            const real t1 = h_19_gh[b * 72 + (i + 48)]*t0;
-            const real t2 = sn_sigmoid(h_19_gh[b * 72 + (i + 24)] + h_19_gx[b * 72 + (i + 24)]);
-            const real t3 = 1 - t2;
-            const real t4 = sn_tanhf(h_19_gx[b * 72 + (i + 48)] + t1);
-            const real t5 = dL_dh_19[b * 24 + i]*t3*(1 - t4*t4);
-            const real t6 = t1*t5*(1 - t0);
-            const real t7 = t2*t3;
-            const real t8 = dL_dh_19[b * 24 + i]*(h_18[b * 24 + i]*t7 - t4*t7);
-            dL_dh_19_gx[b * 72 + i] += t6;
-            dL_dh_19_gh[b * 72 + i] += t6;
-            dL_dh_19_gx[b * 72 + (i + 24)] += t8;
-            dL_dh_19_gh[b * 72 + (i + 24)] += t8;
-            dL_dh_19_gx[b * 72 + (i + 48)] += t5;
-            dL_dh_19_gh[b * 72 + (i + 48)] += t0*t5;
-            dL_dh_18[b * 24 + i] += dL_dh_19[b * 24 + i]*t2;
-        }
-    /* delta_h_19_gh[b,i] = dL_dh_19_gh[b,i]; g_c2[i] += dL_dh_19_gh[b,i] */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 72; i++) {
-            delta_h_19_gh[b * 72 + i] = dL_dh_19_gh[b * 72 + i];
-            g_c2[i] += dL_dh_19_gh[b * 72 + i];
-        }
-    /* g_U2[i,j] += Σ_b delta_h_19_gh[b,i]·h_18[b,j] */
-    sn_mm_tn(72, 24, batch, delta_h_19_gh, h_18, g_U2, 1);
-    /* dL_dh_18[b,j] += Σ_i delta_h_19_gh[b,i]·U2[i,j] (from h_19_gh) */
-    sn_mm_nn(batch, 24, 72, delta_h_19_gh, U2, dL_dh_18, 1);
-    /* delta_h_19_gx[b,i] = dL_dh_19_gx[b,i]; g_b2[i] += dL_dh_19_gx[b,i] */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 72; i++) {
-            delta_h_19_gx[b * 72 + i] = dL_dh_19_gx[b * 72 + i];
-            g_b2[i] += dL_dh_19_gx[b * 72 + i];
-        }
-    /* g_W2[i,j] += Σ_b delta_h_19_gx[b,i]·x_19[b,j] */
-    sn_mm_tn(72, 4, batch, delta_h_19_gx, x_19, g_W2, 1);
-    memset(dL_dh_18_gx, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_18_gh, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_17, 0, sizeof(real) * (size_t)batch * 24);
-    /* dL_dh_18_gx[b,i] += dL_dh_18[b,i]·h_18_gh[b,i + 48]·(1 - σ(h_18_gh[b,i + 24] + h_18_gx[b,i + 24]))·(1 - σ(h_18_gh[b,i] + h_18_gx[b,i]))·(1 - tanh(h_18_gh[b,i + 48]·σ(h_18_gh[b,i] + h_18_gx[b,i]) + h_18_gx[b,i + 48])²)·σ(h_18_gh[b,i] + h_18_gx[b,i]); dL_dh_18_gh[b,i] += dL_dh_18[b,i]·h_18_gh[b,i + 48]·(1 - σ(h_18_gh[b,i + 24] + h_18_gx[b,i + 24]))·(1 - σ(h_18_gh[b,i] + h_18_gx[b,i]))·(1 - tanh(h_18_gh[b,i + 48]·σ(h_18_gh[b,i] + h_18_gx[b,i]) + h_18_gx[b,i + 48])²)·σ(h_18_gh[b,i] + h_18_gx[b,i]); dL_dh_18_gx[b,i + 24] += dL_dh_18[b,i]·(h_17[b,i]·(1 - σ(h_18_gh[b,i + 24] + h_18_gx[b,i + 24]))·σ(h_18_gh[b,i + 24] + h_18_gx[b,i + 24]) - (1 - σ(h_18_gh[b,i + 24] + h_18_gx[b,i + 24]))·σ(h_18_gh[b,i + 24] + h_18_gx[b,i + 24])·tanh(h_18_gh[b,i + 48]·σ(h_18_gh[b,i] + h_18_gx[b,i]) + h_18_gx[b,i + 48])); dL_dh_18_gh[b,i + 24] += dL_dh_18[b,i]·(h_17[b,i]·(1 - σ(h_18_gh[b,i + 24] + h_18_gx[b,i + 24]))·σ(h_18_gh[b,i + 24] + h_18_gx[b,i + 24]) - (1 - σ(h_18_gh[b,i + 24] + h_18_gx[b,i + 24]))·σ(h_18_gh[b,i + 24] + h_18_gx[b,i + 24])·tanh(h_18_gh[b,i + 48]·σ(h_18_gh[b,i] + h_18_gx[b,i]) + h_18_gx[b,i + 48])); dL_dh_18_gx[b,i + 48] += dL_dh_18[b,i]·(1 - σ(h_18_gh[b,i + 24] + h_18_gx[b,i + 24]))·(1 - tanh(h_18_gh[b,i + 48]·σ(h_18_gh[b,i] + h_18_gx[b,i]) + h_18_gx[b,i + 48])²); dL_dh_18_gh[b,i + 48] += dL_dh_18[b,i]·(1 - σ(h_18_gh[b,i + 24] + h_18_gx[b,i + 24]))·(1 - tanh(h_18_gh[b,i + 48]·σ(h_18_gh[b,i] + h_18_gx[b,i]) + h_18_gx[b,i + 48])²)·σ(h_18_gh[b,i] + h_18_gx[b,i]); dL_dh_17[b,i] += dL_dh_18[b,i]·σ(h_18_gh[b,i + 24] + h_18_gx[b,i + 24]) (from h_18) */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 24; i++) {
-            const real t0 = sn_sigmoid(h_18_gh[b * 72 + i] + h_18_gx[b * 72 + i]);
-            const real t1 = h_18_gh[b * 72 + (i + 48)]*t0;
-            const real t2 = sn_sigmoid(h_18_gh[b * 72 + (i + 24)] + h_18_gx[b * 72 + (i + 24)]);
-            const real t3 = 1 - t2;
-            const real t4 = sn_tanhf(h_18_gx[b * 72 + (i + 48)] + t1);
-            const real t5 = dL_dh_18[b * 24 + i]*t3*(1 - t4*t4);
-            const real t6 = t1*t5*(1 - t0);
-            const real t7 = t2*t3;
-            const real t8 = dL_dh_18[b * 24 + i]*(h_17[b * 24 + i]*t7 - t4*t7);
-            dL_dh_18_gx[b * 72 + i] += t6;
-            dL_dh_18_gh[b * 72 + i] += t6;
-            dL_dh_18_gx[b * 72 + (i + 24)] += t8;
-            dL_dh_18_gh[b * 72 + (i + 24)] += t8;
-            dL_dh_18_gx[b * 72 + (i + 48)] += t5;
-            dL_dh_18_gh[b * 72 + (i + 48)] += t0*t5;
-            dL_dh_17[b * 24 + i] += dL_dh_18[b * 24 + i]*t2;
-        }
-    /* delta_h_18_gh[b,i] = dL_dh_18_gh[b,i]; g_c2[i] += dL_dh_18_gh[b,i] */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 72; i++) {
-            delta_h_18_gh[b * 72 + i] = dL_dh_18_gh[b * 72 + i];
-            g_c2[i] += dL_dh_18_gh[b * 72 + i];
-        }
-    /* g_U2[i,j] += Σ_b delta_h_18_gh[b,i]·h_17[b,j] */
-    sn_mm_tn(72, 24, batch, delta_h_18_gh, h_17, g_U2, 1);
-    /* dL_dh_17[b,j] += Σ_i delta_h_18_gh[b,i]·U2[i,j] (from h_18_gh) */
-    sn_mm_nn(batch, 24, 72, delta_h_18_gh, U2, dL_dh_17, 1);
-    /* delta_h_18_gx[b,i] = dL_dh_18_gx[b,i]; g_b2[i] += dL_dh_18_gx[b,i] */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 72; i++) {
-            delta_h_18_gx[b * 72 + i] = dL_dh_18_gx[b * 72 + i];
-            g_b2[i] += dL_dh_18_gx[b * 72 + i];
-        }
-    /* g_W2[i,j] += Σ_b delta_h_18_gx[b,i]·x_18[b,j] */
-    sn_mm_tn(72, 4, batch, delta_h_18_gx, x_18, g_W2, 1);
-    memset(dL_dh_17_gx, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_17_gh, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_16, 0, sizeof(real) * (size_t)batch * 24);
-    /* dL_dh_17_gx[b,i] += dL_dh_17[b,i]·h_17_gh[b,i + 48]·(1 - σ(h_17_gh[b,i + 24] + h_17_gx[b,i + 24]))·(1 - σ(h_17_gh[b,i] + h_17_gx[b,i]))·(1 - tanh(h_17_gh[b,i + 48]·σ(h_17_gh[b,i] + h_17_gx[b,i]) + h_17_gx[b,i + 48])²)·σ(h_17_gh[b,i] + h_17_gx[b,i]); dL_dh_17_gh[b,i] += dL_dh_17[b,i]·h_17_gh[b,i + 48]·(1 - σ(h_17_gh[b,i + 24] + h_17_gx[b,i + 24]))·(1 - σ(h_17_gh[b,i] + h_17_gx[b,i]))·(1 - tanh(h_17_gh[b,i + 48]·σ(h_17_gh[b,i] + h_17_gx[b,i]) + h_17_gx[b,i + 48])²)·σ(h_17_gh[b,i] + h_17_gx[b,i]); dL_dh_17_gx[b,i + 24] += dL_dh_17[b,i]·(h_16[b,i]·(1 - σ(h_17_gh[b,i + 24] + h_17_gx[b,i + 24]))·σ(h_17_gh[b,i + 24] + h_17_gx[b,i + 24]) - (1 - σ(h_17_gh[b,i + 24] + h_17_gx[b,i + 24]))·σ(h_17_gh[b,i + 24] + h_17_gx[b,i + 24])·tanh(h_17_gh[b,i + 48]·σ(h_17_gh[b,i] + h_17_gx[b,i]) + h_17_gx[b,i + 48])); dL_dh_17_gh[b,i + 24] += dL_dh_17[b,i]·(h_16[b,i]·(1 - σ(h_17_gh[b,i + 24] + h_17_gx[b,i + 24]))·σ(h_17_gh[b,i + 24] + h_17_gx[b,i + 24]) - (1 - σ(h_17_gh[b,i + 24] + h_17_gx[b,i + 24]))·σ(h_17_gh[b,i + 24] + h_17_gx[b,i + 24])·tanh(h_17_gh[b,i + 48]·σ(h_17_gh[b,i] + h_17_gx[b,i]) + h_17_gx[b,i + 48])); dL_dh_17_gx[b,i + 48] += dL_dh_17[b,i]·(1 - σ(h_17_gh[b,i + 24] + h_17_gx[b,i + 24]))·(1 - tanh(h_17_gh[b,i + 48]·σ(h_17_gh[b,i] + h_17_gx[b,i]) + h_17_gx[b,i + 48])²); dL_dh_17_gh[b,i + 48] += dL_dh_17[b,i]·(1 - σ(h_17_gh[b,i + 24] + h_17_gx[b,i + 24]))·(1 - tanh(h_17_gh[b,i + 48]·σ(h_17_gh[b,i] + h_17_gx[b,i]) + h_17_gx[b,i + 48])²)·σ(h_17_gh[b,i] + h_17_gx[b,i]); dL_dh_16[b,i] += dL_dh_17[b,i]·σ(h_17_gh[b,i + 24] + h_17_gx[b,i + 24]) (from h_17) */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 24; i++) {
-            const real t0 = sn_sigmoid(h_17_gh[b * 72 + i] + h_17_gx[b * 72 + i]);
-            const real t1 = h_17_gh[b * 72 + (i + 48)]*t0;
-            const real t2 = sn_sigmoid(h_17_gh[b * 72 + (i + 24)] + h_17_gx[b * 72 + (i + 24)]);
-            const real t3 = 1 - t2;
-            const real t4 = sn_tanhf(h_17_gx[b * 72 + (i + 48)] + t1);
-            const real t5 = dL_dh_17[b * 24 + i]*t3*(1 - t4*t4);
-            const real t6 = t1*t5*(1 - t0);
-            const real t7 = t2*t3;
-            const real t8 = dL_dh_17[b * 24 + i]*(h_16[b * 24 + i]*t7 - t4*t7);
-            dL_dh_17_gx[b * 72 + i] += t6;
-            dL_dh_17_gh[b * 72 + i] += t6;
-            dL_dh_17_gx[b * 72 + (i + 24)] += t8;
-            dL_dh_17_gh[b * 72 + (i + 24)] += t8;
-            dL_dh_17_gx[b * 72 + (i + 48)] += t5;
-            dL_dh_17_gh[b * 72 + (i + 48)] += t0*t5;
-            dL_dh_16[b * 24 + i] += dL_dh_17[b * 24 + i]*t2;
-        }
-    /* delta_h_17_gh[b,i] = dL_dh_17_gh[b,i]; g_c2[i] += dL_dh_17_gh[b,i] */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 72; i++) {
-            delta_h_17_gh[b * 72 + i] = dL_dh_17_gh[b * 72 + i];
-            g_c2[i] += dL_dh_17_gh[b * 72 + i];
-        }
-    /* g_U2[i,j] += Σ_b delta_h_17_gh[b,i]·h_16[b,j] */
-    sn_mm_tn(72, 24, batch, delta_h_17_gh, h_16, g_U2, 1);
-    /* dL_dh_16[b,j] += Σ_i delta_h_17_gh[b,i]·U2[i,j] (from h_17_gh) */
-    sn_mm_nn(batch, 24, 72, delta_h_17_gh, U2, dL_dh_16, 1);
-    /* delta_h_17_gx[b,i] = dL_dh_17_gx[b,i]; g_b2[i] += dL_dh_17_gx[b,i] */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 72; i++) {
-            delta_h_17_gx[b * 72 + i] = dL_dh_17_gx[b * 72 + i];
-            g_b2[i] += dL_dh_17_gx[b * 72 + i];
-        }
-    /* g_W2[i,j] += Σ_b delta_h_17_gx[b,i]·x_17[b,j] */
-    sn_mm_tn(72, 4, batch, delta_h_17_gx, x_17, g_W2, 1);
-    memset(dL_dh_16_gx, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_16_gh, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_15, 0, sizeof(real) * (size_t)batch * 24);
-    /* dL_dh_16_gx[b,i] += dL_dh_16[b,i]·h_16_gh[b,i + 48]·(1 - σ(h_16_gh[b,i + 24] + h_16_gx[b,i + 24]))·(1 - σ(h_16_gh[b,i] + h_16_gx[b,i]))·(1 - tanh(h_16_gh[b,i + 48]·σ(h_16_gh[b,i] + h_16_gx[b,i]) + h_16_gx[b,i + 48])²)·σ(h_16_gh[b,i] + h_16_gx[b,i]); dL_dh_16_gh[b,i] += dL_dh_16[b,i]·h_16_gh[b,i + 48]·(1 - σ(h_16_gh[b,i + 24] + h_16_gx[b,i + 24]))·(1 - σ(h_16_gh[b,i] + h_16_gx[b,i]))·(1 - tanh(h_16_gh[b,i + 48]·σ(h_16_gh[b,i] + h_16_gx[b,i]) + h_16_gx[b,i + 48])²)·σ(h_16_gh[b,i] + h_16_gx[b,i]); dL_dh_16_gx[b,i + 24] += dL_dh_16[b,i]·(h_15[b,i]·(1 - σ(h_16_gh[b,i + 24] + h_16_gx[b,i + 24]))·σ(h_16_gh[b,i + 24] + h_16_gx[b,i + 24]) - (1 - σ(h_16_gh[b,i + 24] + h_16_gx[b,i + 24]))·σ(h_16_gh[b,i + 24] + h_16_gx[b,i + 24])·tanh(h_16_gh[b,i + 48]·σ(h_16_gh[b,i] + h_16_gx[b,i]) + h_16_gx[b,i + 48])); dL_dh_16_gh[b,i + 24] += dL_dh_16[b,i]·(h_15[b,i]·(1 - σ(h_16_gh[b,i + 24] + h_16_gx[b,i + 24]))·σ(h_16_gh[b,i + 24] + h_16_gx[b,i + 24]) - (1 - σ(h_16_gh[b,i + 24] + h_16_gx[b,i + 24]))·σ(h_16_gh[b,i + 24] + h_16_gx[b,i + 24])·tanh(h_16_gh[b,i + 48]·σ(h_16_gh[b,i] + h_16_gx[b,i]) + h_16_gx[b,i + 48])); dL_dh_16_gx[b,i + 48] += dL_dh_16[b,i]·(1 - σ(h_16_gh[b,i + 24] + h_16_gx[b,i + 24]))·(1 - tanh(h_16_gh[b,i + 48]·σ(h_16_gh[b,i] + h_16_gx[b,i]) + h_16_gx[b,i + 48])²); dL_dh_16_gh[b,i + 48] += dL_dh_16[b,i]·(1 - σ(h_16_gh[b,i + 24] + h_16_gx[b,i + 24]))·(1 - tanh(h_16_gh[b,i + 48]·σ(h_16_gh[b,i] + h_16_gx[b,i]) + h_16_gx[b,i + 48])²)·σ(h_16_gh[b,i] + h_16_gx[b,i]); dL_dh_15[b,i] += dL_dh_16[b,i]·σ(h_16_gh[b,i + 24] + h_16_gx[b,i + 24]) (from h_16) */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 24; i++) {
-            const real t0 = sn_sigmoid(h_16_gh[b * 72 + i] + h_16_gx[b * 72 + i]);
-            const real t1 = h_16_gh[b * 72 + (i + 48)]*t0;
-            const real t2 = sn_sigmoid(h_16_gh[b * 72 + (i + 24)] + h_16_gx[b * 72 + (i + 24)]);
-            const real t3 = 1 - t2;
-            const real t4 = sn_tanhf(h_16_gx[b * 72 + (i + 48)] + t1);
-            const real t5 = dL_dh_16[b * 24 + i]*t3*(1 - t4*t4);
-            const real t6 = t1*t5*(1 - t0);
-            const real t7 = t2*t3;
-            const real t8 = dL_dh_16[b * 24 + i]*(h_15[b * 24 + i]*t7 - t4*t7);
-            dL_dh_16_gx[b * 72 + i] += t6;
-            dL_dh_16_gh[b * 72 + i] += t6;
-            dL_dh_16_gx[b * 72 + (i + 24)] += t8;
-            dL_dh_16_gh[b * 72 + (i + 24)] += t8;
-            dL_dh_16_gx[b * 72 + (i + 48)] += t5;
-            dL_dh_16_gh[b * 72 + (i + 48)] += t0*t5;
-            dL_dh_15[b * 24 + i] += dL_dh_16[b * 24 + i]*t2;
-        }
-    /* delta_h_16_gh[b,i] = dL_dh_16_gh[b,i]; g_c2[i] += dL_dh_16_gh[b,i] */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 72; i++) {
-            delta_h_16_gh[b * 72 + i] = dL_dh_16_gh[b * 72 + i];
-            g_c2[i] += dL_dh_16_gh[b * 72 + i];
-        }
-    /* g_U2[i,j] += Σ_b delta_h_16_gh[b,i]·h_15[b,j] */
-    sn_mm_tn(72, 24, batch, delta_h_16_gh, h_15, g_U2, 1);
-    /* dL_dh_15[b,j] += Σ_i delta_h_16_gh[b,i]·U2[i,j] (from h_16_gh) */
-    sn_mm_nn(batch, 24, 72, delta_h_16_gh, U2, dL_dh_15, 1);
-    /* delta_h_16_gx[b,i] = dL_dh_16_gx[b,i]; g_b2[i] += dL_dh_16_gx[b,i] */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 72; i++) {
-            delta_h_16_gx[b * 72 + i] = dL_dh_16_gx[b * 72 + i];
-            g_b2[i] += dL_dh_16_gx[b * 72 + i];
-        }
-    /* g_W2[i,j] += Σ_b delta_h_16_gx[b,i]·x_16[b,j] */
-    sn_mm_tn(72, 4, batch, delta_h_16_gx, x_16, g_W2, 1);
-    memset(dL_dh_15_gx, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_15_gh, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_14, 0, sizeof(real) * (size_t)batch * 24);
-    /* dL_dh_15_gx[b,i] += dL_dh_15[b,i]·h_15_gh[b,i + 48]·(1 - σ(h_15_gh[b,i + 24] + h_15_gx[b,i + 24]))·(1 - σ(h_15_gh[b,i] + h_15_gx[b,i]))·(1 - tanh(h_15_gh[b,i + 48]·σ(h_15_gh[b,i] + h_15_gx[b,i]) + h_15_gx[b,i + 48])²)·σ(h_15_gh[b,i] + h_15_gx[b,i]); dL_dh_15_gh[b,i] += dL_dh_15[b,i]·h_15_gh[b,i + 48]·(1 - σ(h_15_gh[b,i + 24] + h_15_gx[b,i + 24]))·(1 - σ(h_15_gh[b,i] + h_15_gx[b,i]))·(1 - tanh(h_15_gh[b,i + 48]·σ(h_15_gh[b,i] + h_15_gx[b,i]) + h_15_gx[b,i + 48])²)·σ(h_15_gh[b,i] + h_15_gx[b,i]); dL_dh_15_gx[b,i + 24] += dL_dh_15[b,i]·(h_14[b,i]·(1 - σ(h_15_gh[b,i + 24] + h_15_gx[b,i + 24]))·σ(h_15_gh[b,i + 24] + h_15_gx[b,i + 24]) - (1 - σ(h_15_gh[b,i + 24] + h_15_gx[b,i + 24]))·σ(h_15_gh[b,i + 24] + h_15_gx[b,i + 24])·tanh(h_15_gh[b,i + 48]·σ(h_15_gh[b,i] + h_15_gx[b,i]) + h_15_gx[b,i + 48])); dL_dh_15_gh[b,i + 24] += dL_dh_15[b,i]·(h_14[b,i]·(1 - σ(h_15_gh[b,i + 24] + h_15_gx[b,i + 24]))·σ(h_15_gh[b,i + 24] + h_15_gx[b,i + 24]) - (1 - σ(h_15_gh[b,i + 24] + h_15_gx[b,i + 24]))·σ(h_15_gh[b,i + 24] + h_15_gx[b,i + 24])·tanh(h_15_gh[b,i + 48]·σ(h_15_gh[b,i] + h_15_gx[b,i]) + h_15_gx[b,i + 48])); dL_dh_15_gx[b,i + 48] += dL_dh_15[b,i]·(1 - σ(h_15_gh[b,i + 24] + h_15_gx[b,i + 24]))·(1 - tanh(h_15_gh[b,i + 48]·σ(h_15_gh[b,i] + h_15_gx[b,i]) + h_15_gx[b,i + 48])²); dL_dh_15_gh[b,i + 48] += dL_dh_15[b,i]·(1 - σ(h_15_gh[b,i + 24] + h_15_gx[b,i + 24]))·(1 - tanh(h_15_gh[b,i + 48]·σ(h_15_gh[b,i] + h_15_gx[b,i]) + h_15_gx[b,i + 48])²)·σ(h_15_gh[b,i] + h_15_gx[b,i]); dL_dh_14[b,i] += dL_dh_15[b,i]·σ(h_15_gh[b,i + 24] + h_15_gx[b,i + 24]) (from h_15) */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 24; i++) {
-            const real t0 = sn_sigmoid(h_15_gh[b * 72 + i] + h_15_gx[b * 72 + i]);
-            const real t1 = h_15_gh[b * 72 + (i + 48)]*t0;
-            const real t2 = sn_sigmoid(h_15_gh[b * 72 + (i + 24)] + h_15_gx[b * 72 + (i + 24)]);
-            const real t3 = 1 - t2;
-            const real t4 = sn_tanhf(h_15_gx[b * 72 + (i + 48)] + t1);
-            const real t5 = dL_dh_15[b * 24 + i]*t3*(1 - t4*t4);
-            const real t6 = t1*t5*(1 - t0);
-            const real t7 = t2*t3;
-            const real t8 = dL_dh_15[b * 24 + i]*(h_14[b * 24 + i]*t7 - t4*t7);
-            dL_dh_15_gx[b * 72 + i] += t6;
-            dL_dh_15_gh[b * 72 + i] += t6;
-            dL_dh_15_gx[b * 72 + (i + 24)] += t8;
-            dL_dh_15_gh[b * 72 + (i + 24)] += t8;
-            dL_dh_15_gx[b * 72 + (i + 48)] += t5;
-            dL_dh_15_gh[b * 72 + (i + 48)] += t0*t5;
-            dL_dh_14[b * 24 + i] += dL_dh_15[b * 24 + i]*t2;
-        }
-    /* delta_h_15_gh[b,i] = dL_dh_15_gh[b,i]; g_c2[i] += dL_dh_15_gh[b,i] */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 72; i++) {
-            delta_h_15_gh[b * 72 + i] = dL_dh_15_gh[b * 72 + i];
-            g_c2[i] += dL_dh_15_gh[b * 72 + i];
-        }
-    /* g_U2[i,j] += Σ_b delta_h_15_gh[b,i]·h_14[b,j] */
-    sn_mm_tn(72, 24, batch, delta_h_15_gh, h_14, g_U2, 1);
-    /* dL_dh_14[b,j] += Σ_i delta_h_15_gh[b,i]·U2[i,j] (from h_15_gh) */
-    sn_mm_nn(batch, 24, 72, delta_h_15_gh, U2, dL_dh_14, 1);
-    /* delta_h_15_gx[b,i] = dL_dh_15_gx[b,i]; g_b2[i] += dL_dh_15_gx[b,i] */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 72; i++) {
-            delta_h_15_gx[b * 72 + i] = dL_dh_15_gx[b * 72 + i];
-            g_b2[i] += dL_dh_15_gx[b * 72 + i];
-        }
-    /* g_W2[i,j] += Σ_b delta_h_15_gx[b,i]·x_15[b,j] */
-    sn_mm_tn(72, 4, batch, delta_h_15_gx, x_15, g_W2, 1);
-    memset(dL_dh_14_gx, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_14_gh, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_13, 0, sizeof(real) * (size_t)batch * 24);
-    /* dL_dh_14_gx[b,i] += dL_dh_14[b,i]·h_14_gh[b,i + 48]·(1 - σ(h_14_gh[b,i + 24] + h_14_gx[b,i + 24]))·(1 - σ(h_14_gh[b,i] + h_14_gx[b,i]))·(1 - tanh(h_14_gh[b,i + 48]·σ(h_14_gh[b,i] + h_14_gx[b,i]) + h_14_gx[b,i + 48])²)·σ(h_14_gh[b,i] + h_14_gx[b,i]); dL_dh_14_gh[b,i] += dL_dh_14[b,i]·h_14_gh[b,i + 48]·(1 - σ(h_14_gh[b,i + 24] + h_14_gx[b,i + 24]))·(1 - σ(h_14_gh[b,i] + h_14_gx[b,i]))·(1 - tanh(h_14_gh[b,i + 48]·σ(h_14_gh[b,i] + h_14_gx[b,i]) + h_14_gx[b,i + 48])²)·σ(h_14_gh[b,i] + h_14_gx[b,i]); dL_dh_14_gx[b,i + 24] += dL_dh_14[b,i]·(h_13[b,i]·(1 - σ(h_14_gh[b,i + 24] + h_14_gx[b,i + 24]))·σ(h_14_gh[b,i + 24] + h_14_gx[b,i + 24]) - (1 - σ(h_14_gh[b,i + 24] + h_14_gx[b,i + 24]))·σ(h_14_gh[b,i + 24] + h_14_gx[b,i + 24])·tanh(h_14_gh[b,i + 48]·σ(h_14_gh[b,i] + h_14_gx[b,i]) + h_14_gx[b,i + 48])); dL_dh_14_gh[b,i + 24] += dL_dh_14[b,i]·(h_13[b,i]·(1 - σ(h_14_gh[b,i + 24] + h_14_gx[b,i + 24]))·σ(h_14_gh[b,i + 24] + h_14_gx[b,i + 24]) - (1 - σ(h_14_gh[b,i + 24] + h_14_gx[b,i + 24]))·σ(h_14_gh[b,i + 24] + h_14_gx[b,i + 24])·tanh(h_14_gh[b,i + 48]·σ(h_14_gh[b,i] + h_14_gx[b,i]) + h_14_gx[b,i + 48])); dL_dh_14_gx[b,i + 48] += dL_dh_14[b,i]·(1 - σ(h_14_gh[b,i + 24] + h_14_gx[b,i + 24]))·(1 - tanh(h_14_gh[b,i + 48]·σ(h_14_gh[b,i] + h_14_gx[b,i]) + h_14_gx[b,i + 48])²); dL_dh_14_gh[b,i + 48] += dL_dh_14[b,i]·(1 - σ(h_14_gh[b,i + 24] + h_14_gx[b,i + 24]))·(1 - tanh(h_14_gh[b,i + 48]·σ(h_14_gh[b,i] + h_14_gx[b,i]) + h_14_gx[b,i + 48])²)·σ(h_14_gh[b,i] + h_14_gx[b,i]); dL_dh_13[b,i] += dL_dh_14[b,i]·σ(h_14_gh[b,i + 24] + h_14_gx[b,i + 24]) (from h_14) */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 24; i++) {
-            const real t0 = sn_sigmoid(h_14_gh[b * 72 + i] + h_14_gx[b * 72 + i]);
-            const real t1 = h_14_gh[b * 72 + (i + 48)]*t0;
-            const real t2 = sn_sigmoid(h_14_gh[b * 72 + (i + 24)] + h_14_gx[b * 72 + (i + 24)]);
-            const real t3 = 1 - t2;
-            const real t4 = sn_tanhf(h_14_gx[b * 72 + (i + 48)] + t1);
-            const real t5 = dL_dh_14[b * 24 + i]*t3*(1 - t4*t4);
-            const real t6 = t1*t5*(1 - t0);
-            const real t7 = t2*t3;
-            const real t8 = dL_dh_14[b * 24 + i]*(h_13[b * 24 + i]*t7 - t4*t7);
-            dL_dh_14_gx[b * 72 + i] += t6;
-            dL_dh_14_gh[b * 72 + i] += t6;
-            dL_dh_14_gx[b * 72 + (i + 24)] += t8;
-            dL_dh_14_gh[b * 72 + (i + 24)] += t8;
-            dL_dh_14_gx[b * 72 + (i + 48)] += t5;
-            dL_dh_14_gh[b * 72 + (i + 48)] += t0*t5;
-            dL_dh_13[b * 24 + i] += dL_dh_14[b * 24 + i]*t2;
-        }
-    /* delta_h_14_gh[b,i] = dL_dh_14_gh[b,i]; g_c2[i] += dL_dh_14_gh[b,i] */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 72; i++) {
-            delta_h_14_gh[b * 72 + i] = dL_dh_14_gh[b * 72 + i];
-            g_c2[i] += dL_dh_14_gh[b * 72 + i];
-        }
-    /* g_U2[i,j] += Σ_b delta_h_14_gh[b,i]·h_13[b,j] */
-    sn_mm_tn(72, 24, batch, delta_h_14_gh, h_13, g_U2, 1);
-    /* dL_dh_13[b,j] += Σ_i delta_h_14_gh[b,i]·U2[i,j] (from h_14_gh) */
-    sn_mm_nn(batch, 24, 72, delta_h_14_gh, U2, dL_dh_13, 1);
-    /* delta_h_14_gx[b,i] = dL_dh_14_gx[b,i]; g_b2[i] += dL_dh_14_gx[b,i] */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 72; i++) {
-            delta_h_14_gx[b * 72 + i] = dL_dh_14_gx[b * 72 + i];
-            g_b2[i] += dL_dh_14_gx[b * 72 + i];
-        }
-    /* g_W2[i,j] += Σ_b delta_h_14_gx[b,i]·x_14[b,j] */
-    sn_mm_tn(72, 4, batch, delta_h_14_gx, x_14, g_W2, 1);
-    memset(dL_dh_13_gx, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_13_gh, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_12, 0, sizeof(real) * (size_t)batch * 24);
-    /* dL_dh_13_gx[b,i] += dL_dh_13[b,i]·h_13_gh[b,i + 48]·(1 - σ(h_13_gh[b,i + 24] + h_13_gx[b,i + 24]))·(1 - σ(h_13_gh[b,i] + h_13_gx[b,i]))·(1 - tanh(h_13_gh[b,i + 48]·σ(h_13_gh[b,i] + h_13_gx[b,i]) + h_13_gx[b,i + 48])²)·σ(h_13_gh[b,i] + h_13_gx[b,i]); dL_dh_13_gh[b,i] += dL_dh_13[b,i]·h_13_gh[b,i + 48]·(1 - σ(h_13_gh[b,i + 24] + h_13_gx[b,i + 24]))·(1 - σ(h_13_gh[b,i] + h_13_gx[b,i]))·(1 - tanh(h_13_gh[b,i + 48]·σ(h_13_gh[b,i] + h_13_gx[b,i]) + h_13_gx[b,i + 48])²)·σ(h_13_gh[b,i] + h_13_gx[b,i]); dL_dh_13_gx[b,i + 24] += dL_dh_13[b,i]·(h_12[b,i]·(1 - σ(h_13_gh[b,i + 24] + h_13_gx[b,i + 24]))·σ(h_13_gh[b,i + 24] + h_13_gx[b,i + 24]) - (1 - σ(h_13_gh[b,i + 24] + h_13_gx[b,i + 24]))·σ(h_13_gh[b,i + 24] + h_13_gx[b,i + 24])·tanh(h_13_gh[b,i + 48]·σ(h_13_gh[b,i] + h_13_gx[b,i]) + h_13_gx[b,i + 48])); dL_dh_13_gh[b,i + 24] += dL_dh_13[b,i]·(h_12[b,i]·(1 - σ(h_13_gh[b,i + 24] + h_13_gx[b,i + 24]))·σ(h_13_gh[b,i + 24] + h_13_gx[b,i + 24]) - (1 - σ(h_13_gh[b,i + 24] + h_13_gx[b,i + 24]))·σ(h_13_gh[b,i + 24] + h_13_gx[b,i + 24])·tanh(h_13_gh[b,i + 48]·σ(h_13_gh[b,i] + h_13_gx[b,i]) + h_13_gx[b,i + 48])); dL_dh_13_gx[b,i + 48] += dL_dh_13[b,i]·(1 - σ(h_13_gh[b,i + 24] + h_13_gx[b,i + 24]))·(1 - tanh(h_13_gh[b,i + 48]·σ(h_13_gh[b,i] + h_13_gx[b,i]) + h_13_gx[b,i + 48])²); dL_dh_13_gh[b,i + 48] += dL_dh_13[b,i]·(1 - σ(h_13_gh[b,i + 24] + h_13_gx[b,i + 24]))·(1 - tanh(h_13_gh[b,i + 48]·σ(h_13_gh[b,i] + h_13_gx[b,i]) + h_13_gx[b,i + 48])²)·σ(h_13_gh[b,i] + h_13_gx[b,i]); dL_dh_12[b,i] += dL_dh_13[b,i]·σ(h_13_gh[b,i + 24] + h_13_gx[b,i + 24]) (from h_13) */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 24; i++) {
-            const real t0 = sn_sigmoid(h_13_gh[b * 72 + i] + h_13_gx[b * 72 + i]);
-            const real t1 = h_13_gh[b * 72 + (i + 48)]*t0;
-            const real t2 = sn_sigmoid(h_13_gh[b * 72 + (i + 24)] + h_13_gx[b * 72 + (i + 24)]);
-            const real t3 = 1 - t2;
-            const real t4 = sn_tanhf(h_13_gx[b * 72 + (i + 48)] + t1);
-            const real t5 = dL_dh_13[b * 24 + i]*t3*(1 - t4*t4);
-            const real t6 = t1*t5*(1 - t0);
-            const real t7 = t2*t3;
-            const real t8 = dL_dh_13[b * 24 + i]*(h_12[b * 24 + i]*t7 - t4*t7);
-            dL_dh_13_gx[b * 72 + i] += t6;
-            dL_dh_13_gh[b * 72 + i] += t6;
-            dL_dh_13_gx[b * 72 + (i + 24)] += t8;
-            dL_dh_13_gh[b * 72 + (i + 24)] += t8;
-            dL_dh_13_gx[b * 72 + (i + 48)] += t5;
-            dL_dh_13_gh[b * 72 + (i + 48)] += t0*t5;
-            dL_dh_12[b * 24 + i] += dL_dh_13[b * 24 + i]*t2;
-        }
-    /* delta_h_13_gh[b,i] = dL_dh_13_gh[b,i]; g_c2[i] += dL_dh_13_gh[b,i] */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 72; i++) {
-            delta_h_13_gh[b * 72 + i] = dL_dh_13_gh[b * 72 + i];
-            g_c2[i] += dL_dh_13_gh[b * 72 + i];
-        }
-    /* g_U2[i,j] += Σ_b delta_h_13_gh[b,i]·h_12[b,j] */
-    sn_mm_tn(72, 24, batch, delta_h_13_gh, h_12, g_U2, 1);
-    /* dL_dh_12[b,j] += Σ_i delta_h_13_gh[b,i]·U2[i,j] (from h_13_gh) */
-    sn_mm_nn(batch, 24, 72, delta_h_13_gh, U2, dL_dh_12, 1);
-    /* delta_h_13_gx[b,i] = dL_dh_13_gx[b,i]; g_b2[i] += dL_dh_13_gx[b,i] */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 72; i++) {
-            delta_h_13_gx[b * 72 + i] = dL_dh_13_gx[b * 72 + i];
-            g_b2[i] += dL_dh_13_gx[b * 72 + i];
-        }
-    /* g_W2[i,j] += Σ_b delta_h_13_gx[b,i]·x_13[b,j] */
-    sn_mm_tn(72, 4, batch, delta_h_13_gx, x_13, g_W2, 1);
-    memset(dL_dh_12_gx, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_12_gh, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_11, 0, sizeof(real) * (size_t)batch * 24);
-    /* dL_dh_12_gx[b,i] += dL_dh_12[b,i]·h_12_gh[b,i + 48]·(1 - σ(h_12_gh[b,i + 24] + h_12_gx[b,i + 24]))·(1 - σ(h_12_gh[b,i] + h_12_gx[b,i]))·(1 - tanh(h_12_gh[b,i + 48]·σ(h_12_gh[b,i] + h_12_gx[b,i]) + h_12_gx[b,i + 48])²)·σ(h_12_gh[b,i] + h_12_gx[b,i]); dL_dh_12_gh[b,i] += dL_dh_12[b,i]·h_12_gh[b,i + 48]·(1 - σ(h_12_gh[b,i + 24] + h_12_gx[b,i + 24]))·(1 - σ(h_12_gh[b,i] + h_12_gx[b,i]))·(1 - tanh(h_12_gh[b,i + 48]·σ(h_12_gh[b,i] + h_12_gx[b,i]) + h_12_gx[b,i + 48])²)·σ(h_12_gh[b,i] + h_12_gx[b,i]); dL_dh_12_gx[b,i + 24] += dL_dh_12[b,i]·(h_11[b,i]·(1 - σ(h_12_gh[b,i + 24] + h_12_gx[b,i + 24]))·σ(h_12_gh[b,i + 24] + h_12_gx[b,i + 24]) - (1 - σ(h_12_gh[b,i + 24] + h_12_gx[b,i + 24]))·σ(h_12_gh[b,i + 24] + h_12_gx[b,i + 24])·tanh(h_12_gh[b,i + 48]·σ(h_12_gh[b,i] + h_12_gx[b,i]) + h_12_gx[b,i + 48])); dL_dh_12_gh[b,i + 24] += dL_dh_12[b,i]·(h_11[b,i]·(1 - σ(h_12_gh[b,i + 24] + h_12_gx[b,i + 24]))·σ(h_12_gh[b,i + 24] + h_12_gx[b,i + 24]) - (1 - σ(h_12_gh[b,i + 24] + h_12_gx[b,i + 24]))·σ(h_12_gh[b,i + 24] + h_12_gx[b,i + 24])·tanh(h_12_gh[b,i + 48]·σ(h_12_gh[b,i] + h_12_gx[b,i]) + h_12_gx[b,i + 48])); dL_dh_12_gx[b,i + 48] += dL_dh_12[b,i]·(1 - σ(h_12_gh[b,i + 24] + h_12_gx[b,i + 24]))·(1 - tanh(h_12_gh[b,i + 48]·σ(h_12_gh[b,i] + h_12_gx[b,i]) + h_12_gx[b,i + 48])²); dL_dh_12_gh[b,i + 48] += dL_dh_12[b,i]·(1 - σ(h_12_gh[b,i + 24] + h_12_gx[b,i + 24]))·(1 - tanh(h_12_gh[b,i + 48]·σ(h_12_gh[b,i] + h_12_gx[b,i]) + h_12_gx[b,i + 48])²)·σ(h_12_gh[b,i] + h_12_gx[b,i]); dL_dh_11[b,i] += dL_dh_12[b,i]·σ(h_12_gh[b,i + 24] + h_12_gx[b,i + 24]) (from h_12) */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 24; i++) {
-            const real t0 = sn_sigmoid(h_12_gh[b * 72 + i] + h_12_gx[b * 72 + i]);
-            const real t1 = h_12_gh[b * 72 + (i + 48)]*t0;
-            const real t2 = sn_sigmoid(h_12_gh[b * 72 + (i + 24)] + h_12_gx[b * 72 + (i + 24)]);
-            const real t3 = 1 - t2;
-            const real t4 = sn_tanhf(h_12_gx[b * 72 + (i + 48)] + t1);
-            const real t5 = dL_dh_12[b * 24 + i]*t3*(1 - t4*t4);
-            const real t6 = t1*t5*(1 - t0);
-            const real t7 = t2*t3;
-            const real t8 = dL_dh_12[b * 24 + i]*(h_11[b * 24 + i]*t7 - t4*t7);
-            dL_dh_12_gx[b * 72 + i] += t6;
-            dL_dh_12_gh[b * 72 + i] += t6;
-            dL_dh_12_gx[b * 72 + (i + 24)] += t8;
-            dL_dh_12_gh[b * 72 + (i + 24)] += t8;
-            dL_dh_12_gx[b * 72 + (i + 48)] += t5;
-            dL_dh_12_gh[b * 72 + (i + 48)] += t0*t5;
-            dL_dh_11[b * 24 + i] += dL_dh_12[b * 24 + i]*t2;
-        }
-    /* delta_h_12_gh[b,i] = dL_dh_12_gh[b,i]; g_c2[i] += dL_dh_12_gh[b,i] */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 72; i++) {
-            delta_h_12_gh[b * 72 + i] = dL_dh_12_gh[b * 72 + i];
-            g_c2[i] += dL_dh_12_gh[b * 72 + i];
-        }
-    /* g_U2[i,j] += Σ_b delta_h_12_gh[b,i]·h_11[b,j] */
-    sn_mm_tn(72, 24, batch, delta_h_12_gh, h_11, g_U2, 1);
-    /* dL_dh_11[b,j] += Σ_i delta_h_12_gh[b,i]·U2[i,j] (from h_12_gh) */
-    sn_mm_nn(batch, 24, 72, delta_h_12_gh, U2, dL_dh_11, 1);
-    /* delta_h_12_gx[b,i] = dL_dh_12_gx[b,i]; g_b2[i] += dL_dh_12_gx[b,i] */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 72; i++) {
-            delta_h_12_gx[b * 72 + i] = dL_dh_12_gx[b * 72 + i];
-            g_b2[i] += dL_dh_12_gx[b * 72 + i];
-        }
-    /* g_W2[i,j] += Σ_b delta_h_12_gx[b,i]·x_12[b,j] */
-    sn_mm_tn(72, 4, batch, delta_h_12_gx, x_12, g_W2, 1);
-    memset(dL_dh_11_gx, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_11_gh, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_10, 0, sizeof(real) * (size_t)batch * 24);
-    /* dL_dh_11_gx[b,i] += dL_dh_11[b,i]·h_11_gh[b,i + 48]·(1 - σ(h_11_gh[b,i + 24] + h_11_gx[b,i + 24]))·(1 - σ(h_11_gh[b,i] + h_11_gx[b,i]))·(1 - tanh(h_11_gh[b,i + 48]·σ(h_11_gh[b,i] + h_11_gx[b,i]) + h_11_gx[b,i + 48])²)·σ(h_11_gh[b,i] + h_11_gx[b,i]); dL_dh_11_gh[b,i] += dL_dh_11[b,i]·h_11_gh[b,i + 48]·(1 - σ(h_11_gh[b,i + 24] + h_11_gx[b,i + 24]))·(1 - σ(h_11_gh[b,i] + h_11_gx[b,i]))·(1 - tanh(h_11_gh[b,i + 48]·σ(h_11_gh[b,i] + h_11_gx[b,i]) + h_11_gx[b,i + 48])²)·σ(h_11_gh[b,i] + h_11_gx[b,i]); dL_dh_11_gx[b,i + 24] += dL_dh_11[b,i]·(h_10[b,i]·(1 - σ(h_11_gh[b,i + 24] + h_11_gx[b,i + 24]))·σ(h_11_gh[b,i + 24] + h_11_gx[b,i + 24]) - (1 - σ(h_11_gh[b,i + 24] + h_11_gx[b,i + 24]))·σ(h_11_gh[b,i + 24] + h_11_gx[b,i + 24])·tanh(h_11_gh[b,i + 48]·σ(h_11_gh[b,i] + h_11_gx[b,i]) + h_11_gx[b,i + 48])); dL_dh_11_gh[b,i + 24] += dL_dh_11[b,i]·(h_10[b,i]·(1 - σ(h_11_gh[b,i + 24] + h_11_gx[b,i + 24]))·σ(h_11_gh[b,i + 24] + h_11_gx[b,i + 24]) - (1 - σ(h_11_gh[b,i + 24] + h_11_gx[b,i + 24]))·σ(h_11_gh[b,i + 24] + h_11_gx[b,i + 24])·tanh(h_11_gh[b,i + 48]·σ(h_11_gh[b,i] + h_11_gx[b,i]) + h_11_gx[b,i + 48])); dL_dh_11_gx[b,i + 48] += dL_dh_11[b,i]·(1 - σ(h_11_gh[b,i + 24] + h_11_gx[b,i + 24]))·(1 - tanh(h_11_gh[b,i + 48]·σ(h_11_gh[b,i] + h_11_gx[b,i]) + h_11_gx[b,i + 48])²); dL_dh_11_gh[b,i + 48] += dL_dh_11[b,i]·(1 - σ(h_11_gh[b,i + 24] + h_11_gx[b,i + 24]))·(1 - tanh(h_11_gh[b,i + 48]·σ(h_11_gh[b,i] + h_11_gx[b,i]) + h_11_gx[b,i + 48])²)·σ(h_11_gh[b,i] + h_11_gx[b,i]); dL_dh_10[b,i] += dL_dh_11[b,i]·σ(h_11_gh[b,i + 24] + h_11_gx[b,i + 24]) (from h_11) */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 24; i++) {
-            const real t0 = sn_sigmoid(h_11_gh[b * 72 + i] + h_11_gx[b * 72 + i]);
-            const real t1 = h_11_gh[b * 72 + (i + 48)]*t0;
-            const real t2 = sn_sigmoid(h_11_gh[b * 72 + (i + 24)] + h_11_gx[b * 72 + (i + 24)]);
-            const real t3 = 1 - t2;
-            const real t4 = sn_tanhf(h_11_gx[b * 72 + (i + 48)] + t1);
-            const real t5 = dL_dh_11[b * 24 + i]*t3*(1 - t4*t4);
-            const real t6 = t1*t5*(1 - t0);
-            const real t7 = t2*t3;
-            const real t8 = dL_dh_11[b * 24 + i]*(h_10[b * 24 + i]*t7 - t4*t7);
-            dL_dh_11_gx[b * 72 + i] += t6;
-            dL_dh_11_gh[b * 72 + i] += t6;
-            dL_dh_11_gx[b * 72 + (i + 24)] += t8;
-            dL_dh_11_gh[b * 72 + (i + 24)] += t8;
-            dL_dh_11_gx[b * 72 + (i + 48)] += t5;
-            dL_dh_11_gh[b * 72 + (i + 48)] += t0*t5;
-            dL_dh_10[b * 24 + i] += dL_dh_11[b * 24 + i]*t2;
-        }
-    /* delta_h_11_gh[b,i] = dL_dh_11_gh[b,i]; g_c2[i] += dL_dh_11_gh[b,i] */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 72; i++) {
-            delta_h_11_gh[b * 72 + i] = dL_dh_11_gh[b * 72 + i];
-            g_c2[i] += dL_dh_11_gh[b * 72 + i];
-        }
-    /* g_U2[i,j] += Σ_b delta_h_11_gh[b,i]·h_10[b,j] */
-    sn_mm_tn(72, 24, batch, delta_h_11_gh, h_10, g_U2, 1);
-    /* dL_dh_10[b,j] += Σ_i delta_h_11_gh[b,i]·U2[i,j] (from h_11_gh) */
-    sn_mm_nn(batch, 24, 72, delta_h_11_gh, U2, dL_dh_10, 1);
-    /* delta_h_11_gx[b,i] = dL_dh_11_gx[b,i]; g_b2[i] += dL_dh_11_gx[b,i] */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 72; i++) {
-            delta_h_11_gx[b * 72 + i] = dL_dh_11_gx[b * 72 + i];
-            g_b2[i] += dL_dh_11_gx[b * 72 + i];
-        }
-    /* g_W2[i,j] += Σ_b delta_h_11_gx[b,i]·x_11[b,j] */
-    sn_mm_tn(72, 4, batch, delta_h_11_gx, x_11, g_W2, 1);
-    memset(dL_dh_10_gx, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_10_gh, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_9, 0, sizeof(real) * (size_t)batch * 24);
-    /* dL_dh_10_gx[b,i] += dL_dh_10[b,i]·h_10_gh[b,i + 48]·(1 - σ(h_10_gh[b,i + 24] + h_10_gx[b,i + 24]))·(1 - σ(h_10_gh[b,i] + h_10_gx[b,i]))·(1 - tanh(h_10_gh[b,i + 48]·σ(h_10_gh[b,i] + h_10_gx[b,i]) + h_10_gx[b,i + 48])²)·σ(h_10_gh[b,i] + h_10_gx[b,i]); dL_dh_10_gh[b,i] += dL_dh_10[b,i]·h_10_gh[b,i + 48]·(1 - σ(h_10_gh[b,i + 24] + h_10_gx[b,i + 24]))·(1 - σ(h_10_gh[b,i] + h_10_gx[b,i]))·(1 - tanh(h_10_gh[b,i + 48]·σ(h_10_gh[b,i] + h_10_gx[b,i]) + h_10_gx[b,i + 48])²)·σ(h_10_gh[b,i] + h_10_gx[b,i]); dL_dh_10_gx[b,i + 24] += dL_dh_10[b,i]·(h_9[b,i]·(1 - σ(h_10_gh[b,i + 24] + h_10_gx[b,i + 24]))·σ(h_10_gh[b,i + 24] + h_10_gx[b,i + 24]) - (1 - σ(h_10_gh[b,i + 24] + h_10_gx[b,i + 24]))·σ(h_10_gh[b,i + 24] + h_10_gx[b,i + 24])·tanh(h_10_gh[b,i + 48]·σ(h_10_gh[b,i] + h_10_gx[b,i]) + h_10_gx[b,i + 48])); dL_dh_10_gh[b,i + 24] += dL_dh_10[b,i]·(h_9[b,i]·(1 - σ(h_10_gh[b,i + 24] + h_10_gx[b,i + 24]))·σ(h_10_gh[b,i + 24] + h_10_gx[b,i + 24]) - (1 - σ(h_10_gh[b,i + 24] + h_10_gx[b,i + 24]))·σ(h_10_gh[b,i + 24] + h_10_gx[b,i + 24])·tanh(h_10_gh[b,i + 48]·σ(h_10_gh[b,i] + h_10_gx[b,i]) + h_10_gx[b,i + 48])); dL_dh_10_gx[b,i + 48] += dL_dh_10[b,i]·(1 - σ(h_10_gh[b,i + 24] + h_10_gx[b,i + 24]))·(1 - tanh(h_10_gh[b,i + 48]·σ(h_10_gh[b,i] + h_10_gx[b,i]) + h_10_gx[b,i + 48])²); dL_dh_10_gh[b,i + 48] += dL_dh_10[b,i]·(1 - σ(h_10_gh[b,i + 24] + h_10_gx[b,i + 24]))·(1 - tanh(h_10_gh[b,i + 48]·σ(h_10_gh[b,i] + h_10_gx[b,i]) + h_10_gx[b,i + 48])²)·σ(h_10_gh[b,i] + h_10_gx[b,i]); dL_dh_9[b,i] += dL_dh_10[b,i]·σ(h_10_gh[b,i + 24] + h_10_gx[b,i + 24]) (from h_10) */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 24; i++) {
-            const real t0 = sn_sigmoid(h_10_gh[b * 72 + i] + h_10_gx[b * 72 + i]);
-            const real t1 = h_10_gh[b * 72 + (i + 48)]*t0;
-            const real t2 = sn_sigmoid(h_10_gh[b * 72 + (i + 24)] + h_10_gx[b * 72 + (i + 24)]);
-            const real t3 = 1 - t2;
-            const real t4 = sn_tanhf(h_10_gx[b * 72 + (i + 48)] + t1);
-            const real t5 = dL_dh_10[b * 24 + i]*t3*(1 - t4*t4);
-            const real t6 = t1*t5*(1 - t0);
-            const real t7 = t2*t3;
-            const real t8 = dL_dh_10[b * 24 + i]*(h_9[b * 24 + i]*t7 - t4*t7);
-            dL_dh_10_gx[b * 72 + i] += t6;
-            dL_dh_10_gh[b * 72 + i] += t6;
-            dL_dh_10_gx[b * 72 + (i + 24)] += t8;
-            dL_dh_10_gh[b * 72 + (i + 24)] += t8;
-            dL_dh_10_gx[b * 72 + (i + 48)] += t5;
-            dL_dh_10_gh[b * 72 + (i + 48)] += t0*t5;
-            dL_dh_9[b * 24 + i] += dL_dh_10[b * 24 + i]*t2;
-        }
-    /* delta_h_10_gh[b,i] = dL_dh_10_gh[b,i]; g_c2[i] += dL_dh_10_gh[b,i] */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 72; i++) {
-            delta_h_10_gh[b * 72 + i] = dL_dh_10_gh[b * 72 + i];
-            g_c2[i] += dL_dh_10_gh[b * 72 + i];
-        }
-    /* g_U2[i,j] += Σ_b delta_h_10_gh[b,i]·h_9[b,j] */
-    sn_mm_tn(72, 24, batch, delta_h_10_gh, h_9, g_U2, 1);
-    /* dL_dh_9[b,j] += Σ_i delta_h_10_gh[b,i]·U2[i,j] (from h_10_gh) */
-    sn_mm_nn(batch, 24, 72, delta_h_10_gh, U2, dL_dh_9, 1);
-    /* delta_h_10_gx[b,i] = dL_dh_10_gx[b,i]; g_b2[i] += dL_dh_10_gx[b,i] */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 72; i++) {
-            delta_h_10_gx[b * 72 + i] = dL_dh_10_gx[b * 72 + i];
-            g_b2[i] += dL_dh_10_gx[b * 72 + i];
-        }
-    /* g_W2[i,j] += Σ_b delta_h_10_gx[b,i]·x_10[b,j] */
-    sn_mm_tn(72, 4, batch, delta_h_10_gx, x_10, g_W2, 1);
-    memset(dL_dh_9_gx, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_9_gh, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_8, 0, sizeof(real) * (size_t)batch * 24);
-    /* dL_dh_9_gx[b,i] += dL_dh_9[b,i]·h_9_gh[b,i + 48]·(1 - σ(h_9_gh[b,i + 24] + h_9_gx[b,i + 24]))·(1 - σ(h_9_gh[b,i] + h_9_gx[b,i]))·(1 - tanh(h_9_gh[b,i + 48]·σ(h_9_gh[b,i] + h_9_gx[b,i]) + h_9_gx[b,i + 48])²)·σ(h_9_gh[b,i] + h_9_gx[b,i]); dL_dh_9_gh[b,i] += dL_dh_9[b,i]·h_9_gh[b,i + 48]·(1 - σ(h_9_gh[b,i + 24] + h_9_gx[b,i + 24]))·(1 - σ(h_9_gh[b,i] + h_9_gx[b,i]))·(1 - tanh(h_9_gh[b,i + 48]·σ(h_9_gh[b,i] + h_9_gx[b,i]) + h_9_gx[b,i + 48])²)·σ(h_9_gh[b,i] + h_9_gx[b,i]); dL_dh_9_gx[b,i + 24] += dL_dh_9[b,i]·(h_8[b,i]·(1 - σ(h_9_gh[b,i + 24] + h_9_gx[b,i + 24]))·σ(h_9_gh[b,i + 24] + h_9_gx[b,i + 24]) - (1 - σ(h_9_gh[b,i + 24] + h_9_gx[b,i + 24]))·σ(h_9_gh[b,i + 24] + h_9_gx[b,i + 24])·tanh(h_9_gh[b,i + 48]·σ(h_9_gh[b,i] + h_9_gx[b,i]) + h_9_gx[b,i + 48])); dL_dh_9_gh[b,i + 24] += dL_dh_9[b,i]·(h_8[b,i]·(1 - σ(h_9_gh[b,i + 24] + h_9_gx[b,i + 24]))·σ(h_9_gh[b,i + 24] + h_9_gx[b,i + 24]) - (1 - σ(h_9_gh[b,i + 24] + h_9_gx[b,i + 24]))·σ(h_9_gh[b,i + 24] + h_9_gx[b,i + 24])·tanh(h_9_gh[b,i + 48]·σ(h_9_gh[b,i] + h_9_gx[b,i]) + h_9_gx[b,i + 48])); dL_dh_9_gx[b,i + 48] += dL_dh_9[b,i]·(1 - σ(h_9_gh[b,i + 24] + h_9_gx[b,i + 24]))·(1 - tanh(h_9_gh[b,i + 48]·σ(h_9_gh[b,i] + h_9_gx[b,i]) + h_9_gx[b,i + 48])²); dL_dh_9_gh[b,i + 48] += dL_dh_9[b,i]·(1 - σ(h_9_gh[b,i + 24] + h_9_gx[b,i + 24]))·(1 - tanh(h_9_gh[b,i + 48]·σ(h_9_gh[b,i] + h_9_gx[b,i]) + h_9_gx[b,i + 48])²)·σ(h_9_gh[b,i] + h_9_gx[b,i]); dL_dh_8[b,i] += dL_dh_9[b,i]·σ(h_9_gh[b,i + 24] + h_9_gx[b,i + 24]) (from h_9) */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 24; i++) {
-            const real t0 = sn_sigmoid(h_9_gh[b * 72 + i] + h_9_gx[b * 72 + i]);
-            const real t1 = h_9_gh[b * 72 + (i + 48)]*t0;
-            const real t2 = sn_sigmoid(h_9_gh[b * 72 + (i + 24)] + h_9_gx[b * 72 + (i + 24)]);
-            const real t3 = 1 - t2;
-            const real t4 = sn_tanhf(h_9_gx[b * 72 + (i + 48)] + t1);
-            const real t5 = dL_dh_9[b * 24 + i]*t3*(1 - t4*t4);
-            const real t6 = t1*t5*(1 - t0);
-            const real t7 = t2*t3;
-            const real t8 = dL_dh_9[b * 24 + i]*(h_8[b * 24 + i]*t7 - t4*t7);
-            dL_dh_9_gx[b * 72 + i] += t6;
-            dL_dh_9_gh[b * 72 + i] += t6;
-            dL_dh_9_gx[b * 72 + (i + 24)] += t8;
-            dL_dh_9_gh[b * 72 + (i + 24)] += t8;
-            dL_dh_9_gx[b * 72 + (i + 48)] += t5;
-            dL_dh_9_gh[b * 72 + (i + 48)] += t0*t5;
-            dL_dh_8[b * 24 + i] += dL_dh_9[b * 24 + i]*t2;
-        }
-    /* delta_h_9_gh[b,i] = dL_dh_9_gh[b,i]; g_c2[i] += dL_dh_9_gh[b,i] */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 72; i++) {
-            delta_h_9_gh[b * 72 + i] = dL_dh_9_gh[b * 72 + i];
-            g_c2[i] += dL_dh_9_gh[b * 72 + i];
-        }
-    /* g_U2[i,j] += Σ_b delta_h_9_gh[b,i]·h_8[b,j] */
-    sn_mm_tn(72, 24, batch, delta_h_9_gh, h_8, g_U2, 1);
-    /* dL_dh_8[b,j] += Σ_i delta_h_9_gh[b,i]·U2[i,j] (from h_9_gh) */
-    sn_mm_nn(batch, 24, 72, delta_h_9_gh, U2, dL_dh_8, 1);
-    /* delta_h_9_gx[b,i] = dL_dh_9_gx[b,i]; g_b2[i] += dL_dh_9_gx[b,i] */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 72; i++) {
-            delta_h_9_gx[b * 72 + i] = dL_dh_9_gx[b * 72 + i];
-            g_b2[i] += dL_dh_9_gx[b * 72 + i];
-        }
-    /* g_W2[i,j] += Σ_b delta_h_9_gx[b,i]·x_9[b,j] */
-    sn_mm_tn(72, 4, batch, delta_h_9_gx, x_9, g_W2, 1);
-    memset(dL_dh_8_gx, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_8_gh, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_7, 0, sizeof(real) * (size_t)batch * 24);
-    /* dL_dh_8_gx[b,i] += dL_dh_8[b,i]·h_8_gh[b,i + 48]·(1 - σ(h_8_gh[b,i + 24] + h_8_gx[b,i + 24]))·(1 - σ(h_8_gh[b,i] + h_8_gx[b,i]))·(1 - tanh(h_8_gh[b,i + 48]·σ(h_8_gh[b,i] + h_8_gx[b,i]) + h_8_gx[b,i + 48])²)·σ(h_8_gh[b,i] + h_8_gx[b,i]); dL_dh_8_gh[b,i] += dL_dh_8[b,i]·h_8_gh[b,i + 48]·(1 - σ(h_8_gh[b,i + 24] + h_8_gx[b,i + 24]))·(1 - σ(h_8_gh[b,i] + h_8_gx[b,i]))·(1 - tanh(h_8_gh[b,i + 48]·σ(h_8_gh[b,i] + h_8_gx[b,i]) + h_8_gx[b,i + 48])²)·σ(h_8_gh[b,i] + h_8_gx[b,i]); dL_dh_8_gx[b,i + 24] += dL_dh_8[b,i]·(h_7[b,i]·(1 - σ(h_8_gh[b,i + 24] + h_8_gx[b,i + 24]))·σ(h_8_gh[b,i + 24] + h_8_gx[b,i + 24]) - (1 - σ(h_8_gh[b,i + 24] + h_8_gx[b,i + 24]))·σ(h_8_gh[b,i + 24] + h_8_gx[b,i + 24])·tanh(h_8_gh[b,i + 48]·σ(h_8_gh[b,i] + h_8_gx[b,i]) + h_8_gx[b,i + 48])); dL_dh_8_gh[b,i + 24] += dL_dh_8[b,i]·(h_7[b,i]·(1 - σ(h_8_gh[b,i + 24] + h_8_gx[b,i + 24]))·σ(h_8_gh[b,i + 24] + h_8_gx[b,i + 24]) - (1 - σ(h_8_gh[b,i + 24] + h_8_gx[b,i + 24]))·σ(h_8_gh[b,i + 24] + h_8_gx[b,i + 24])·tanh(h_8_gh[b,i + 48]·σ(h_8_gh[b,i] + h_8_gx[b,i]) + h_8_gx[b,i + 48])); dL_dh_8_gx[b,i + 48] += dL_dh_8[b,i]·(1 - σ(h_8_gh[b,i + 24] + h_8_gx[b,i + 24]))·(1 - tanh(h_8_gh[b,i + 48]·σ(h_8_gh[b,i] + h_8_gx[b,i]) + h_8_gx[b,i + 48])²); dL_dh_8_gh[b,i + 48] += dL_dh_8[b,i]·(1 - σ(h_8_gh[b,i + 24] + h_8_gx[b,i + 24]))·(1 - tanh(h_8_gh[b,i + 48]·σ(h_8_gh[b,i] + h_8_gx[b,i]) + h_8_gx[b,i + 48])²)·σ(h_8_gh[b,i] + h_8_gx[b,i]); dL_dh_7[b,i] += dL_dh_8[b,i]·σ(h_8_gh[b,i + 24] + h_8_gx[b,i + 24]) (from h_8) */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 24; i++) {
-            const real t0 = sn_sigmoid(h_8_gh[b * 72 + i] + h_8_gx[b * 72 + i]);
-            const real t1 = h_8_gh[b * 72 + (i + 48)]*t0;
-            const real t2 = sn_sigmoid(h_8_gh[b * 72 + (i + 24)] + h_8_gx[b * 72 + (i + 24)]);
-            const real t3 = 1 - t2;
-            const real t4 = sn_tanhf(h_8_gx[b * 72 + (i + 48)] + t1);
-            const real t5 = dL_dh_8[b * 24 + i]*t3*(1 - t4*t4);
-            const real t6 = t1*t5*(1 - t0);
-            const real t7 = t2*t3;
-            const real t8 = dL_dh_8[b * 24 + i]*(h_7[b * 24 + i]*t7 - t4*t7);
-            dL_dh_8_gx[b * 72 + i] += t6;
-            dL_dh_8_gh[b * 72 + i] += t6;
-            dL_dh_8_gx[b * 72 + (i + 24)] += t8;
-            dL_dh_8_gh[b * 72 + (i + 24)] += t8;
-            dL_dh_8_gx[b * 72 + (i + 48)] += t5;
-            dL_dh_8_gh[b * 72 + (i + 48)] += t0*t5;
-            dL_dh_7[b * 24 + i] += dL_dh_8[b * 24 + i]*t2;
-        }
-    /* delta_h_8_gh[b,i] = dL_dh_8_gh[b,i]; g_c2[i] += dL_dh_8_gh[b,i] */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 72; i++) {
-            delta_h_8_gh[b * 72 + i] = dL_dh_8_gh[b * 72 + i];
-            g_c2[i] += dL_dh_8_gh[b * 72 + i];
-        }
-    /* g_U2[i,j] += Σ_b delta_h_8_gh[b,i]·h_7[b,j] */
-    sn_mm_tn(72, 24, batch, delta_h_8_gh, h_7, g_U2, 1);
-    /* dL_dh_7[b,j] += Σ_i delta_h_8_gh[b,i]·U2[i,j] (from h_8_gh) */
-    sn_mm_nn(batch, 24, 72, delta_h_8_gh, U2, dL_dh_7, 1);
-    /* delta_h_8_gx[b,i] = dL_dh_8_gx[b,i]; g_b2[i] += dL_dh_8_gx[b,i] */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 72; i++) {
-            delta_h_8_gx[b * 72 + i] = dL_dh_8_gx[b * 72 + i];
-            g_b2[i] += dL_dh_8_gx[b * 72 + i];
-        }
-    /* g_W2[i,j] += Σ_b delta_h_8_gx[b,i]·x_8[b,j] */
-    sn_mm_tn(72, 4, batch, delta_h_8_gx, x_8, g_W2, 1);
-    memset(dL_dh_7_gx, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_7_gh, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_6, 0, sizeof(real) * (size_t)batch * 24);
-    /* dL_dh_7_gx[b,i] += dL_dh_7[b,i]·h_7_gh[b,i + 48]·(1 - σ(h_7_gh[b,i + 24] + h_7_gx[b,i + 24]))·(1 - σ(h_7_gh[b,i] + h_7_gx[b,i]))·(1 - tanh(h_7_gh[b,i + 48]·σ(h_7_gh[b,i] + h_7_gx[b,i]) + h_7_gx[b,i + 48])²)·σ(h_7_gh[b,i] + h_7_gx[b,i]); dL_dh_7_gh[b,i] += dL_dh_7[b,i]·h_7_gh[b,i + 48]·(1 - σ(h_7_gh[b,i + 24] + h_7_gx[b,i + 24]))·(1 - σ(h_7_gh[b,i] + h_7_gx[b,i]))·(1 - tanh(h_7_gh[b,i + 48]·σ(h_7_gh[b,i] + h_7_gx[b,i]) + h_7_gx[b,i + 48])²)·σ(h_7_gh[b,i] + h_7_gx[b,i]); dL_dh_7_gx[b,i + 24] += dL_dh_7[b,i]·(h_6[b,i]·(1 - σ(h_7_gh[b,i + 24] + h_7_gx[b,i + 24]))·σ(h_7_gh[b,i + 24] + h_7_gx[b,i + 24]) - (1 - σ(h_7_gh[b,i + 24] + h_7_gx[b,i + 24]))·σ(h_7_gh[b,i + 24] + h_7_gx[b,i + 24])·tanh(h_7_gh[b,i + 48]·σ(h_7_gh[b,i] + h_7_gx[b,i]) + h_7_gx[b,i + 48])); dL_dh_7_gh[b,i + 24] += dL_dh_7[b,i]·(h_6[b,i]·(1 - σ(h_7_gh[b,i + 24] + h_7_gx[b,i + 24]))·σ(h_7_gh[b,i + 24] + h_7_gx[b,i + 24]) - (1 - σ(h_7_gh[b,i + 24] + h_7_gx[b,i + 24]))·σ(h_7_gh[b,i + 24] + h_7_gx[b,i + 24])·tanh(h_7_gh[b,i + 48]·σ(h_7_gh[b,i] + h_7_gx[b,i]) + h_7_gx[b,i + 48])); dL_dh_7_gx[b,i + 48] += dL_dh_7[b,i]·(1 - σ(h_7_gh[b,i + 24] + h_7_gx[b,i + 24]))·(1 - tanh(h_7_gh[b,i + 48]·σ(h_7_gh[b,i] + h_7_gx[b,i]) + h_7_gx[b,i + 48])²); dL_dh_7_gh[b,i + 48] += dL_dh_7[b,i]·(1 - σ(h_7_gh[b,i + 24] + h_7_gx[b,i + 24]))·(1 - tanh(h_7_gh[b,i + 48]·σ(h_7_gh[b,i] + h_7_gx[b,i]) + h_7_gx[b,i + 48])²)·σ(h_7_gh[b,i] + h_7_gx[b,i]); dL_dh_6[b,i] += dL_dh_7[b,i]·σ(h_7_gh[b,i + 24] + h_7_gx[b,i + 24]) (from h_7) */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 24; i++) {
-            const real t0 = sn_sigmoid(h_7_gh[b * 72 + i] + h_7_gx[b * 72 + i]);
-            const real t1 = h_7_gh[b * 72 + (i + 48)]*t0;
-            const real t2 = sn_sigmoid(h_7_gh[b * 72 + (i + 24)] + h_7_gx[b * 72 + (i + 24)]);
-            const real t3 = 1 - t2;
-            const real t4 = sn_tanhf(h_7_gx[b * 72 + (i + 48)] + t1);
-            const real t5 = dL_dh_7[b * 24 + i]*t3*(1 - t4*t4);
-            const real t6 = t1*t5*(1 - t0);
-            const real t7 = t2*t3;
-            const real t8 = dL_dh_7[b * 24 + i]*(h_6[b * 24 + i]*t7 - t4*t7);
-            dL_dh_7_gx[b * 72 + i] += t6;
-            dL_dh_7_gh[b * 72 + i] += t6;
-            dL_dh_7_gx[b * 72 + (i + 24)] += t8;
-            dL_dh_7_gh[b * 72 + (i + 24)] += t8;
-            dL_dh_7_gx[b * 72 + (i + 48)] += t5;
-            dL_dh_7_gh[b * 72 + (i + 48)] += t0*t5;
-            dL_dh_6[b * 24 + i] += dL_dh_7[b * 24 + i]*t2;
-        }
-    /* delta_h_7_gh[b,i] = dL_dh_7_gh[b,i]; g_c2[i] += dL_dh_7_gh[b,i] */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 72; i++) {
-            delta_h_7_gh[b * 72 + i] = dL_dh_7_gh[b * 72 + i];
-            g_c2[i] += dL_dh_7_gh[b * 72 + i];
-        }
-    /* g_U2[i,j] += Σ_b delta_h_7_gh[b,i]·h_6[b,j] */
-    sn_mm_tn(72, 24, batch, delta_h_7_gh, h_6, g_U2, 1);
-    /* dL_dh_6[b,j] += Σ_i delta_h_7_gh[b,i]·U2[i,j] (from h_7_gh) */
-    sn_mm_nn(batch, 24, 72, delta_h_7_gh, U2, dL_dh_6, 1);
-    /* delta_h_7_gx[b,i] = dL_dh_7_gx[b,i]; g_b2[i] += dL_dh_7_gx[b,i] */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 72; i++) {
-            delta_h_7_gx[b * 72 + i] = dL_dh_7_gx[b * 72 + i];
-            g_b2[i] += dL_dh_7_gx[b * 72 + i];
-        }
-    /* g_W2[i,j] += Σ_b delta_h_7_gx[b,i]·x_7[b,j] */
-    sn_mm_tn(72, 4, batch, delta_h_7_gx, x_7, g_W2, 1);
-    memset(dL_dh_6_gx, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_6_gh, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_5, 0, sizeof(real) * (size_t)batch * 24);
-    /* dL_dh_6_gx[b,i] += dL_dh_6[b,i]·h_6_gh[b,i + 48]·(1 - σ(h_6_gh[b,i + 24] + h_6_gx[b,i + 24]))·(1 - σ(h_6_gh[b,i] + h_6_gx[b,i]))·(1 - tanh(h_6_gh[b,i + 48]·σ(h_6_gh[b,i] + h_6_gx[b,i]) + h_6_gx[b,i + 48])²)·σ(h_6_gh[b,i] + h_6_gx[b,i]); dL_dh_6_gh[b,i] += dL_dh_6[b,i]·h_6_gh[b,i + 48]·(1 - σ(h_6_gh[b,i + 24] + h_6_gx[b,i + 24]))·(1 - σ(h_6_gh[b,i] + h_6_gx[b,i]))·(1 - tanh(h_6_gh[b,i + 48]·σ(h_6_gh[b,i] + h_6_gx[b,i]) + h_6_gx[b,i + 48])²)·σ(h_6_gh[b,i] + h_6_gx[b,i]); dL_dh_6_gx[b,i + 24] += dL_dh_6[b,i]·(h_5[b,i]·(1 - σ(h_6_gh[b,i + 24] + h_6_gx[b,i + 24]))·σ(h_6_gh[b,i + 24] + h_6_gx[b,i + 24]) - (1 - σ(h_6_gh[b,i + 24] + h_6_gx[b,i + 24]))·σ(h_6_gh[b,i + 24] + h_6_gx[b,i + 24])·tanh(h_6_gh[b,i + 48]·σ(h_6_gh[b,i] + h_6_gx[b,i]) + h_6_gx[b,i + 48])); dL_dh_6_gh[b,i + 24] += dL_dh_6[b,i]·(h_5[b,i]·(1 - σ(h_6_gh[b,i + 24] + h_6_gx[b,i + 24]))·σ(h_6_gh[b,i + 24] + h_6_gx[b,i + 24]) - (1 - σ(h_6_gh[b,i + 24] + h_6_gx[b,i + 24]))·σ(h_6_gh[b,i + 24] + h_6_gx[b,i + 24])·tanh(h_6_gh[b,i + 48]·σ(h_6_gh[b,i] + h_6_gx[b,i]) + h_6_gx[b,i + 48])); dL_dh_6_gx[b,i + 48] += dL_dh_6[b,i]·(1 - σ(h_6_gh[b,i + 24] + h_6_gx[b,i + 24]))·(1 - tanh(h_6_gh[b,i + 48]·σ(h_6_gh[b,i] + h_6_gx[b,i]) + h_6_gx[b,i + 48])²); dL_dh_6_gh[b,i + 48] += dL_dh_6[b,i]·(1 - σ(h_6_gh[b,i + 24] + h_6_gx[b,i + 24]))·(1 - tanh(h_6_gh[b,i + 48]·σ(h_6_gh[b,i] + h_6_gx[b,i]) + h_6_gx[b,i + 48])²)·σ(h_6_gh[b,i] + h_6_gx[b,i]); dL_dh_5[b,i] += dL_dh_6[b,i]·σ(h_6_gh[b,i + 24] + h_6_gx[b,i + 24]) (from h_6) */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 24; i++) {
-            const real t0 = sn_sigmoid(h_6_gh[b * 72 + i] + h_6_gx[b * 72 + i]);
-            const real t1 = h_6_gh[b * 72 + (i + 48)]*t0;
-            const real t2 = sn_sigmoid(h_6_gh[b * 72 + (i + 24)] + h_6_gx[b * 72 + (i + 24)]);
-            const real t3 = 1 - t2;
-            const real t4 = sn_tanhf(h_6_gx[b * 72 + (i + 48)] + t1);
-            const real t5 = dL_dh_6[b * 24 + i]*t3*(1 - t4*t4);
-            const real t6 = t1*t5*(1 - t0);
-            const real t7 = t2*t3;
-            const real t8 = dL_dh_6[b * 24 + i]*(h_5[b * 24 + i]*t7 - t4*t7);
-            dL_dh_6_gx[b * 72 + i] += t6;
-            dL_dh_6_gh[b * 72 + i] += t6;
-            dL_dh_6_gx[b * 72 + (i + 24)] += t8;
-            dL_dh_6_gh[b * 72 + (i + 24)] += t8;
-            dL_dh_6_gx[b * 72 + (i + 48)] += t5;
-            dL_dh_6_gh[b * 72 + (i + 48)] += t0*t5;
-            dL_dh_5[b * 24 + i] += dL_dh_6[b * 24 + i]*t2;
-        }
-    /* delta_h_6_gh[b,i] = dL_dh_6_gh[b,i]; g_c2[i] += dL_dh_6_gh[b,i] */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 72; i++) {
-            delta_h_6_gh[b * 72 + i] = dL_dh_6_gh[b * 72 + i];
-            g_c2[i] += dL_dh_6_gh[b * 72 + i];
-        }
-    /* g_U2[i,j] += Σ_b delta_h_6_gh[b,i]·h_5[b,j] */
-    sn_mm_tn(72, 24, batch, delta_h_6_gh, h_5, g_U2, 1);
-    /* dL_dh_5[b,j] += Σ_i delta_h_6_gh[b,i]·U2[i,j] (from h_6_gh) */
-    sn_mm_nn(batch, 24, 72, delta_h_6_gh, U2, dL_dh_5, 1);
-    /* delta_h_6_gx[b,i] = dL_dh_6_gx[b,i]; g_b2[i] += dL_dh_6_gx[b,i] */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 72; i++) {
-            delta_h_6_gx[b * 72 + i] = dL_dh_6_gx[b * 72 + i];
-            g_b2[i] += dL_dh_6_gx[b * 72 + i];
-        }
-    /* g_W2[i,j] += Σ_b delta_h_6_gx[b,i]·x_6[b,j] */
-    sn_mm_tn(72, 4, batch, delta_h_6_gx, x_6, g_W2, 1);
-    memset(dL_dh_5_gx, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_5_gh, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_4, 0, sizeof(real) * (size_t)batch * 24);
-    /* dL_dh_5_gx[b,i] += dL_dh_5[b,i]·h_5_gh[b,i + 48]·(1 - σ(h_5_gh[b,i + 24] + h_5_gx[b,i + 24]))·(1 - σ(h_5_gh[b,i] + h_5_gx[b,i]))·(1 - tanh(h_5_gh[b,i + 48]·σ(h_5_gh[b,i] + h_5_gx[b,i]) + h_5_gx[b,i + 48])²)·σ(h_5_gh[b,i] + h_5_gx[b,i]); dL_dh_5_gh[b,i] += dL_dh_5[b,i]·h_5_gh[b,i + 48]·(1 - σ(h_5_gh[b,i + 24] + h_5_gx[b,i + 24]))·(1 - σ(h_5_gh[b,i] + h_5_gx[b,i]))·(1 - tanh(h_5_gh[b,i + 48]·σ(h_5_gh[b,i] + h_5_gx[b,i]) + h_5_gx[b,i + 48])²)·σ(h_5_gh[b,i] + h_5_gx[b,i]); dL_dh_5_gx[b,i + 24] += dL_dh_5[b,i]·(h_4[b,i]·(1 - σ(h_5_gh[b,i + 24] + h_5_gx[b,i + 24]))·σ(h_5_gh[b,i + 24] + h_5_gx[b,i + 24]) - (1 - σ(h_5_gh[b,i + 24] + h_5_gx[b,i + 24]))·σ(h_5_gh[b,i + 24] + h_5_gx[b,i + 24])·tanh(h_5_gh[b,i + 48]·σ(h_5_gh[b,i] + h_5_gx[b,i]) + h_5_gx[b,i + 48])); dL_dh_5_gh[b,i + 24] += dL_dh_5[b,i]·(h_4[b,i]·(1 - σ(h_5_gh[b,i + 24] + h_5_gx[b,i + 24]))·σ(h_5_gh[b,i + 24] + h_5_gx[b,i + 24]) - (1 - σ(h_5_gh[b,i + 24] + h_5_gx[b,i + 24]))·σ(h_5_gh[b,i + 24] + h_5_gx[b,i + 24])·tanh(h_5_gh[b,i + 48]·σ(h_5_gh[b,i] + h_5_gx[b,i]) + h_5_gx[b,i + 48])); dL_dh_5_gx[b,i + 48] += dL_dh_5[b,i]·(1 - σ(h_5_gh[b,i + 24] + h_5_gx[b,i + 24]))·(1 - tanh(h_5_gh[b,i + 48]·σ(h_5_gh[b,i] + h_5_gx[b,i]) + h_5_gx[b,i + 48])²); dL_dh_5_gh[b,i + 48] += dL_dh_5[b,i]·(1 - σ(h_5_gh[b,i + 24] + h_5_gx[b,i + 24]))·(1 - tanh(h_5_gh[b,i + 48]·σ(h_5_gh[b,i] + h_5_gx[b,i]) + h_5_gx[b,i + 48])²)·σ(h_5_gh[b,i] + h_5_gx[b,i]); dL_dh_4[b,i] += dL_dh_5[b,i]·σ(h_5_gh[b,i + 24] + h_5_gx[b,i + 24]) (from h_5) */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 24; i++) {
-            const real t0 = sn_sigmoid(h_5_gh[b * 72 + i] + h_5_gx[b * 72 + i]);
-            const real t1 = h_5_gh[b * 72 + (i + 48)]*t0;
-            const real t2 = sn_sigmoid(h_5_gh[b * 72 + (i + 24)] + h_5_gx[b * 72 + (i + 24)]);
-            const real t3 = 1 - t2;
-            const real t4 = sn_tanhf(h_5_gx[b * 72 + (i + 48)] + t1);
-            const real t5 = dL_dh_5[b * 24 + i]*t3*(1 - t4*t4);
-            const real t6 = t1*t5*(1 - t0);
-            const real t7 = t2*t3;
-            const real t8 = dL_dh_5[b * 24 + i]*(h_4[b * 24 + i]*t7 - t4*t7);
-            dL_dh_5_gx[b * 72 + i] += t6;
-            dL_dh_5_gh[b * 72 + i] += t6;
-            dL_dh_5_gx[b * 72 + (i + 24)] += t8;
-            dL_dh_5_gh[b * 72 + (i + 24)] += t8;
-            dL_dh_5_gx[b * 72 + (i + 48)] += t5;
-            dL_dh_5_gh[b * 72 + (i + 48)] += t0*t5;
-            dL_dh_4[b * 24 + i] += dL_dh_5[b * 24 + i]*t2;
-        }
-    /* delta_h_5_gh[b,i] = dL_dh_5_gh[b,i]; g_c2[i] += dL_dh_5_gh[b,i] */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 72; i++) {
-            delta_h_5_gh[b * 72 + i] = dL_dh_5_gh[b * 72 + i];
-            g_c2[i] += dL_dh_5_gh[b * 72 + i];
-        }
-    /* g_U2[i,j] += Σ_b delta_h_5_gh[b,i]·h_4[b,j] */
-    sn_mm_tn(72, 24, batch, delta_h_5_gh, h_4, g_U2, 1);
-    /* dL_dh_4[b,j] += Σ_i delta_h_5_gh[b,i]·U2[i,j] (from h_5_gh) */
-    sn_mm_nn(batch, 24, 72, delta_h_5_gh, U2, dL_dh_4, 1);
-    /* delta_h_5_gx[b,i] = dL_dh_5_gx[b,i]; g_b2[i] += dL_dh_5_gx[b,i] */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 72; i++) {
-            delta_h_5_gx[b * 72 + i] = dL_dh_5_gx[b * 72 + i];
-            g_b2[i] += dL_dh_5_gx[b * 72 + i];
-        }
-    /* g_W2[i,j] += Σ_b delta_h_5_gx[b,i]·x_5[b,j] */
-    sn_mm_tn(72, 4, batch, delta_h_5_gx, x_5, g_W2, 1);
-    memset(dL_dh_4_gx, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_4_gh, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_3, 0, sizeof(real) * (size_t)batch * 24);
-    /* dL_dh_4_gx[b,i] += dL_dh_4[b,i]·h_4_gh[b,i + 48]·(1 - σ(h_4_gh[b,i + 24] + h_4_gx[b,i + 24]))·(1 - σ(h_4_gh[b,i] + h_4_gx[b,i]))·(1 - tanh(h_4_gh[b,i + 48]·σ(h_4_gh[b,i] + h_4_gx[b,i]) + h_4_gx[b,i + 48])²)·σ(h_4_gh[b,i] + h_4_gx[b,i]); dL_dh_4_gh[b,i] += dL_dh_4[b,i]·h_4_gh[b,i + 48]·(1 - σ(h_4_gh[b,i + 24] + h_4_gx[b,i + 24]))·(1 - σ(h_4_gh[b,i] + h_4_gx[b,i]))·(1 - tanh(h_4_gh[b,i + 48]·σ(h_4_gh[b,i] + h_4_gx[b,i]) + h_4_gx[b,i + 48])²)·σ(h_4_gh[b,i] + h_4_gx[b,i]); dL_dh_4_gx[b,i + 24] += dL_dh_4[b,i]·(h_3[b,i]·(1 - σ(h_4_gh[b,i + 24] + h_4_gx[b,i + 24]))·σ(h_4_gh[b,i + 24] + h_4_gx[b,i + 24]) - (1 - σ(h_4_gh[b,i + 24] + h_4_gx[b,i + 24]))·σ(h_4_gh[b,i + 24] + h_4_gx[b,i + 24])·tanh(h_4_gh[b,i + 48]·σ(h_4_gh[b,i] + h_4_gx[b,i]) + h_4_gx[b,i + 48])); dL_dh_4_gh[b,i + 24] += dL_dh_4[b,i]·(h_3[b,i]·(1 - σ(h_4_gh[b,i + 24] + h_4_gx[b,i + 24]))·σ(h_4_gh[b,i + 24] + h_4_gx[b,i + 24]) - (1 - σ(h_4_gh[b,i + 24] + h_4_gx[b,i + 24]))·σ(h_4_gh[b,i + 24] + h_4_gx[b,i + 24])·tanh(h_4_gh[b,i + 48]·σ(h_4_gh[b,i] + h_4_gx[b,i]) + h_4_gx[b,i + 48])); dL_dh_4_gx[b,i + 48] += dL_dh_4[b,i]·(1 - σ(h_4_gh[b,i + 24] + h_4_gx[b,i + 24]))·(1 - tanh(h_4_gh[b,i + 48]·σ(h_4_gh[b,i] + h_4_gx[b,i]) + h_4_gx[b,i + 48])²); dL_dh_4_gh[b,i + 48] += dL_dh_4[b,i]·(1 - σ(h_4_gh[b,i + 24] + h_4_gx[b,i + 24]))·(1 - tanh(h_4_gh[b,i + 48]·σ(h_4_gh[b,i] + h_4_gx[b,i]) + h_4_gx[b,i + 48])²)·σ(h_4_gh[b,i] + h_4_gx[b,i]); dL_dh_3[b,i] += dL_dh_4[b,i]·σ(h_4_gh[b,i + 24] + h_4_gx[b,i + 24]) (from h_4) */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 24; i++) {
-            const real t0 = sn_sigmoid(h_4_gh[b * 72 + i] + h_4_gx[b * 72 + i]);
-            const real t1 = h_4_gh[b * 72 + (i + 48)]*t0;
-            const real t2 = sn_sigmoid(h_4_gh[b * 72 + (i + 24)] + h_4_gx[b * 72 + (i + 24)]);
-            const real t3 = 1 - t2;
-            const real t4 = sn_tanhf(h_4_gx[b * 72 + (i + 48)] + t1);
-            const real t5 = dL_dh_4[b * 24 + i]*t3*(1 - t4*t4);
-            const real t6 = t1*t5*(1 - t0);
-            const real t7 = t2*t3;
-            const real t8 = dL_dh_4[b * 24 + i]*(h_3[b * 24 + i]*t7 - t4*t7);
-            dL_dh_4_gx[b * 72 + i] += t6;
-            dL_dh_4_gh[b * 72 + i] += t6;
-            dL_dh_4_gx[b * 72 + (i + 24)] += t8;
-            dL_dh_4_gh[b * 72 + (i + 24)] += t8;
-            dL_dh_4_gx[b * 72 + (i + 48)] += t5;
-            dL_dh_4_gh[b * 72 + (i + 48)] += t0*t5;
-            dL_dh_3[b * 24 + i] += dL_dh_4[b * 24 + i]*t2;
-        }
-    /* delta_h_4_gh[b,i] = dL_dh_4_gh[b,i]; g_c2[i] += dL_dh_4_gh[b,i] */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 72; i++) {
-            delta_h_4_gh[b * 72 + i] = dL_dh_4_gh[b * 72 + i];
-            g_c2[i] += dL_dh_4_gh[b * 72 + i];
-        }
-    /* g_U2[i,j] += Σ_b delta_h_4_gh[b,i]·h_3[b,j] */
-    sn_mm_tn(72, 24, batch, delta_h_4_gh, h_3, g_U2, 1);
-    /* dL_dh_3[b,j] += Σ_i delta_h_4_gh[b,i]·U2[i,j] (from h_4_gh) */
-    sn_mm_nn(batch, 24, 72, delta_h_4_gh, U2, dL_dh_3, 1);
-    /* delta_h_4_gx[b,i] = dL_dh_4_gx[b,i]; g_b2[i] += dL_dh_4_gx[b,i] */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 72; i++) {
-            delta_h_4_gx[b * 72 + i] = dL_dh_4_gx[b * 72 + i];
-            g_b2[i] += dL_dh_4_gx[b * 72 + i];
-        }
-    /* g_W2[i,j] += Σ_b delta_h_4_gx[b,i]·x_4[b,j] */
-    sn_mm_tn(72, 4, batch, delta_h_4_gx, x_4, g_W2, 1);
-    memset(dL_dh_3_gx, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_3_gh, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_2, 0, sizeof(real) * (size_t)batch * 24);
-    /* dL_dh_3_gx[b,i] += dL_dh_3[b,i]·h_3_gh[b,i + 48]·(1 - σ(h_3_gh[b,i + 24] + h_3_gx[b,i + 24]))·(1 - σ(h_3_gh[b,i] + h_3_gx[b,i]))·(1 - tanh(h_3_gh[b,i + 48]·σ(h_3_gh[b,i] + h_3_gx[b,i]) + h_3_gx[b,i + 48])²)·σ(h_3_gh[b,i] + h_3_gx[b,i]); dL_dh_3_gh[b,i] += dL_dh_3[b,i]·h_3_gh[b,i + 48]·(1 - σ(h_3_gh[b,i + 24] + h_3_gx[b,i + 24]))·(1 - σ(h_3_gh[b,i] + h_3_gx[b,i]))·(1 - tanh(h_3_gh[b,i + 48]·σ(h_3_gh[b,i] + h_3_gx[b,i]) + h_3_gx[b,i + 48])²)·σ(h_3_gh[b,i] + h_3_gx[b,i]); dL_dh_3_gx[b,i + 24] += dL_dh_3[b,i]·(h_2[b,i]·(1 - σ(h_3_gh[b,i + 24] + h_3_gx[b,i + 24]))·σ(h_3_gh[b,i + 24] + h_3_gx[b,i + 24]) - (1 - σ(h_3_gh[b,i + 24] + h_3_gx[b,i + 24]))·σ(h_3_gh[b,i + 24] + h_3_gx[b,i + 24])·tanh(h_3_gh[b,i + 48]·σ(h_3_gh[b,i] + h_3_gx[b,i]) + h_3_gx[b,i + 48])); dL_dh_3_gh[b,i + 24] += dL_dh_3[b,i]·(h_2[b,i]·(1 - σ(h_3_gh[b,i + 24] + h_3_gx[b,i + 24]))·σ(h_3_gh[b,i + 24] + h_3_gx[b,i + 24]) - (1 - σ(h_3_gh[b,i + 24] + h_3_gx[b,i + 24]))·σ(h_3_gh[b,i + 24] + h_3_gx[b,i + 24])·tanh(h_3_gh[b,i + 48]·σ(h_3_gh[b,i] + h_3_gx[b,i]) + h_3_gx[b,i + 48])); dL_dh_3_gx[b,i + 48] += dL_dh_3[b,i]·(1 - σ(h_3_gh[b,i + 24] + h_3_gx[b,i + 24]))·(1 - tanh(h_3_gh[b,i + 48]·σ(h_3_gh[b,i] + h_3_gx[b,i]) + h_3_gx[b,i + 48])²); dL_dh_3_gh[b,i + 48] += dL_dh_3[b,i]·(1 - σ(h_3_gh[b,i + 24] + h_3_gx[b,i + 24]))·(1 - tanh(h_3_gh[b,i + 48]·σ(h_3_gh[b,i] + h_3_gx[b,i]) + h_3_gx[b,i + 48])²)·σ(h_3_gh[b,i] + h_3_gx[b,i]); dL_dh_2[b,i] += dL_dh_3[b,i]·σ(h_3_gh[b,i + 24] + h_3_gx[b,i + 24]) (from h_3) */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 24; i++) {
-            const real t0 = sn_sigmoid(h_3_gh[b * 72 + i] + h_3_gx[b * 72 + i]);
-            const real t1 = h_3_gh[b * 72 + (i + 48)]*t0;
-            const real t2 = sn_sigmoid(h_3_gh[b * 72 + (i + 24)] + h_3_gx[b * 72 + (i + 24)]);
-            const real t3 = 1 - t2;
-            const real t4 = sn_tanhf(h_3_gx[b * 72 + (i + 48)] + t1);
-            const real t5 = dL_dh_3[b * 24 + i]*t3*(1 - t4*t4);
-            const real t6 = t1*t5*(1 - t0);
-            const real t7 = t2*t3;
-            const real t8 = dL_dh_3[b * 24 + i]*(h_2[b * 24 + i]*t7 - t4*t7);
-            dL_dh_3_gx[b * 72 + i] += t6;
-            dL_dh_3_gh[b * 72 + i] += t6;
-            dL_dh_3_gx[b * 72 + (i + 24)] += t8;
-            dL_dh_3_gh[b * 72 + (i + 24)] += t8;
-            dL_dh_3_gx[b * 72 + (i + 48)] += t5;
-            dL_dh_3_gh[b * 72 + (i + 48)] += t0*t5;
-            dL_dh_2[b * 24 + i] += dL_dh_3[b * 24 + i]*t2;
-        }
-    /* delta_h_3_gh[b,i] = dL_dh_3_gh[b,i]; g_c2[i] += dL_dh_3_gh[b,i] */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 72; i++) {
-            delta_h_3_gh[b * 72 + i] = dL_dh_3_gh[b * 72 + i];
-            g_c2[i] += dL_dh_3_gh[b * 72 + i];
-        }
-    /* g_U2[i,j] += Σ_b delta_h_3_gh[b,i]·h_2[b,j] */
-    sn_mm_tn(72, 24, batch, delta_h_3_gh, h_2, g_U2, 1);
-    /* dL_dh_2[b,j] += Σ_i delta_h_3_gh[b,i]·U2[i,j] (from h_3_gh) */
-    sn_mm_nn(batch, 24, 72, delta_h_3_gh, U2, dL_dh_2, 1);
-    /* delta_h_3_gx[b,i] = dL_dh_3_gx[b,i]; g_b2[i] += dL_dh_3_gx[b,i] */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 72; i++) {
-            delta_h_3_gx[b * 72 + i] = dL_dh_3_gx[b * 72 + i];
-            g_b2[i] += dL_dh_3_gx[b * 72 + i];
-        }
-    /* g_W2[i,j] += Σ_b delta_h_3_gx[b,i]·x_3[b,j] */
-    sn_mm_tn(72, 4, batch, delta_h_3_gx, x_3, g_W2, 1);
-    memset(dL_dh_2_gx, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_2_gh, 0, sizeof(real) * (size_t)batch * 72);
-    memset(dL_dh_1, 0, sizeof(real) * (size_t)batch * 24);
-    /* dL_dh_2_gx[b,i] += dL_dh_2[b,i]·h_2_gh[b,i + 48]·(1 - σ(h_2_gh[b,i + 24] + h_2_gx[b,i + 24]))·(1 - σ(h_2_gh[b,i] + h_2_gx[b,i]))·(1 - tanh(h_2_gh[b,i + 48]·σ(h_2_gh[b,i] + h_2_gx[b,i]) + h_2_gx[b,i + 48])²)·σ(h_2_gh[b,i] + h_2_gx[b,i]); dL_dh_2_gh[b,i] += dL_dh_2[b,i]·h_2_gh[b,i + 48]·(1 - σ(h_2_gh[b,i + 24] + h_2_gx[b,i + 24]))·(1 - σ(h_2_gh[b,i] + h_2_gx[b,i]))·(1 - tanh(h_2_gh[b,i + 48]·σ(h_2_gh[b,i] + h_2_gx[b,i]) + h_2_gx[b,i + 48])²)·σ(h_2_gh[b,i] + h_2_gx[b,i]); dL_dh_2_gx[b,i + 24] += dL_dh_2[b,i]·(h_1[b,i]·(1 - σ(h_2_gh[b,i + 24] + h_2_gx[b,i + 24]))·σ(h_2_gh[b,i + 24] + h_2_gx[b,i + 24]) - (1 - σ(h_2_gh[b,i + 24] + h_2_gx[b,i + 24]))·σ(h_2_gh[b,i + 24] + h_2_gx[b,i + 24])·tanh(h_2_gh[b,i + 48]·σ(h_2_gh[b,i] + h_2_gx[b,i]) + h_2_gx[b,i + 48])); dL_dh_2_gh[b,i + 24] += dL_dh_2[b,i]·(h_1[b,i]·(1 - σ(h_2_gh[b,i + 24] + h_2_gx[b,i + 24]))·σ(h_2_gh[b,i + 24] + h_2_gx[b,i + 24]) - (1 - σ(h_2_gh[b,i + 24] + h_2_gx[b,i + 24]))·σ(h_2_gh[b,i + 24] + h_2_gx[b,i + 24])·tanh(h_2_gh[b,i + 48]·σ(h_2_gh[b,i] + h_2_gx[b,i]) + h_2_gx[b,i + 48])); dL_dh_2_gx[b,i + 48] += dL_dh_2[b,i]·(1 - σ(h_2_gh[b,i + 24] + h_2_gx[b,i + 24]))·(1 - tanh(h_2_gh[b,i + 48]·σ(h_2_gh[b,i] + h_2_gx[b,i]) + h_2_gx[b,i + 48])²); dL_dh_2_gh[b,i + 48] += dL_dh_2[b,i]·(1 - σ(h_2_gh[b,i + 24] + h_2_gx[b,i + 24]))·(1 - tanh(h_2_gh[b,i + 48]·σ(h_2_gh[b,i] + h_2_gx[b,i]) + h_2_gx[b,i + 48])²)·σ(h_2_gh[b,i] + h_2_gx[b,i]); dL_dh_1[b,i] += dL_dh_2[b,i]·σ(h_2_gh[b,i + 24] + h_2_gx[b,i + 24]) (from h_2) */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 24; i++) {
-            const real t0 = sn_sigmoid(h_2_gh[b * 72 + i] + h_2_gx[b * 72 + i]);
-            const real t1 = h_2_gh[b * 72 + (i + 48)]*t0;
-            const real t2 = sn_sigmoid(h_2_gh[b * 72 + (i + 24)] + h_2_gx[b * 72 + (i + 24)]);
-            const real t3 = 1 - t2;
-            const real t4 = sn_tanhf(h_2_gx[b * 72 + (i + 48)] + t1);
-            const real t5 = dL_dh_2[b * 24 + i]*t3*(1 - t4*t4);
-            const real t6 = t1*t5*(1 - t0);
-            const real t7 = t2*t3;
-            const real t8 = dL_dh_2[b * 24 + i]*(h_1[b * 24 + i]*t7 - t4*t7);
-            dL_dh_2_gx[b * 72 + i] += t6;
-            dL_dh_2_gh[b * 72 + i] += t6;
-            dL_dh_2_gx[b * 72 + (i + 24)] += t8;
-            dL_dh_2_gh[b * 72 + (i + 24)] += t8;
-            dL_dh_2_gx[b * 72 + (i + 48)] += t5;
-            dL_dh_2_gh[b * 72 + (i + 48)] += t0*t5;
-            dL_dh_1[b * 24 + i] += dL_dh_2[b * 24 + i]*t2;
-        }
-    /* delta_h_2_gh[b,i] = dL_dh_2_gh[b,i]; g_c2[i] += dL_dh_2_gh[b,i] */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 72; i++) {
-            delta_h_2_gh[b * 72 + i] = dL_dh_2_gh[b * 72 + i];
-            g_c2[i] += dL_dh_2_gh[b * 72 + i];
-        }
-    /* g_U2[i,j] += Σ_b delta_h_2_gh[b,i]·h_1[b,j] */
-    sn_mm_tn(72, 24, batch, delta_h_2_gh, h_1, g_U2, 1);
-    /* dL_dh_1[b,j] += Σ_i delta_h_2_gh[b,i]·U2[i,j] (from h_2_gh) */
-    sn_mm_nn(batch, 24, 72, delta_h_2_gh, U2, dL_dh_1, 1);
-    /* delta_h_2_gx[b,i] = dL_dh_2_gx[b,i]; g_b2[i] += dL_dh_2_gx[b,i] */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 72; i++) {
-            delta_h_2_gx[b * 72 + i] = dL_dh_2_gx[b * 72 + i];
-            g_b2[i] += dL_dh_2_gx[b * 72 + i];
-        }
-    /* g_W2[i,j] += Σ_b delta_h_2_gx[b,i]·x_2[b,j] */
-    sn_mm_tn(72, 4, batch, delta_h_2_gx, x_2, g_W2, 1);
-    memset(dL_dh_1_gx, 0, sizeof(real) * (size_t)batch * 72);
-    /* dL_dh_1_gx[b,i] += c2[i + 48]·dL_dh_1[b,i]·(1 - σ(c2[i + 24] + h_1_gx[b,i + 24]))·(1 - σ(c2[i] + h_1_gx[b,i]))·(1 - tanh(c2[i + 48]·σ(c2[i] + h_1_gx[b,i]) + h_1_gx[b,i + 48])²)·σ(c2[i] + h_1_gx[b,i]); g_c2[i] += c2[i + 48]·dL_dh_1[b,i]·(1 - σ(c2[i + 24] + h_1_gx[b,i + 24]))·(1 - σ(c2[i] + h_1_gx[b,i]))·(1 - tanh(c2[i + 48]·σ(c2[i] + h_1_gx[b,i]) + h_1_gx[b,i + 48])²)·σ(c2[i] + h_1_gx[b,i]); dL_dh_1_gx[b,i + 24] += dL_dh_1[b,i]·(σ(c2[i + 24] + h_1_gx[b,i + 24]) - 1)·σ(c2[i + 24] + h_1_gx[b,i + 24])·tanh(c2[i + 48]·σ(c2[i] + h_1_gx[b,i]) + h_1_gx[b,i + 48]); g_c2[i + 24] += dL_dh_1[b,i]·(σ(c2[i + 24] + h_1_gx[b,i + 24]) - 1)·σ(c2[i + 24] + h_1_gx[b,i + 24])·tanh(c2[i + 48]·σ(c2[i] + h_1_gx[b,i]) + h_1_gx[b,i + 48]); dL_dh_1_gx[b,i + 48] += dL_dh_1[b,i]·(1 - σ(c2[i + 24] + h_1_gx[b,i + 24]))·(1 - tanh(c2[i + 48]·σ(c2[i] + h_1_gx[b,i]) + h_1_gx[b,i + 48])²); g_c2[i + 48] += dL_dh_1[b,i]·(1 - σ(c2[i + 24] + h_1_gx[b,i + 24]))·(1 - tanh(c2[i + 48]·σ(c2[i] + h_1_gx[b,i]) + h_1_gx[b,i + 48])²)·σ(c2[i] + h_1_gx[b,i]) */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 24; i++) {
-            const real t0 = sn_sigmoid(sn_u_c2[i] + h_1_gx[b * 72 + i]);
-            const real t1 = sn_u_c2[(i + 48)]*t0;
-            const real t2 = sn_sigmoid(sn_u_c2[(i + 24)] + h_1_gx[b * 72 + (i + 24)]);
-            const real t3 = t2 - 1;
-            const real t4 = sn_tanhf(h_1_gx[b * 72 + (i + 48)] + t1);
-            const real t5 = -dL_dh_1[b * 24 + i]*t3*(1 - t4*t4);
-            const real t6 = t1*t5*(1 - t0);
-            const real t7 = dL_dh_1[b * 24 + i]*t2*t3*t4;
-            dL_dh_1_gx[b * 72 + i] += t6;
-            g_c2[i] += t6;
-            dL_dh_1_gx[b * 72 + (i + 24)] += t7;
-            g_c2[(i + 24)] += t7;
-            dL_dh_1_gx[b * 72 + (i + 48)] += t5;
-            g_c2[(i + 48)] += t0*t5;
-        }
-    /* delta_h_1_gx[b,i] = dL_dh_1_gx[b,i]; g_b2[i] += dL_dh_1_gx[b,i] */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 72; i++) {
-            delta_h_1_gx[b * 72 + i] = dL_dh_1_gx[b * 72 + i];
-            g_b2[i] += dL_dh_1_gx[b * 72 + i];
-        }
-    /* g_W2[i,j] += Σ_b delta_h_1_gx[b,i]·x_1[b,j] */
-    sn_mm_tn(72, 4, batch, delta_h_1_gx, x_1, g_W2, 1);
 
+    sn_backprop(params, grads, work, S, batch);
     return loss / batch;
 }
 
-real symnet_54cb0352d8_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_1b724d7f33_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad_labels(params, grads, work, X, T, batch);
 }
@@ -3392,7 +2400,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_54cb0352d8_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_1b724d7f33_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 12368;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
@@ -3406,7 +2414,7 @@ real symnet_54cb0352d8_step(real *params, const real *X, const real *T, int batc
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_54cb0352d8_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_1b724d7f33_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 12368;
     const double loss = sn_loss_grad_labels(params, grads, work, X, T, batch);
@@ -3477,7 +2485,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_54cb0352d8_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_1b724d7f33_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -3503,7 +2511,7 @@ void symnet_54cb0352d8_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_54cb0352d8_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_1b724d7f33_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
@@ -3584,7 +2592,7 @@ long long symnet_54cb0352d8_train(real *params, const real *X, const real *T, co
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step).
  * The same with integer class labels: T[n] is the class of example n. */
-long long symnet_54cb0352d8_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_1b724d7f33_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
