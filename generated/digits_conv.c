@@ -32,8 +32,8 @@
  *   loss: softmax_cross_entropy, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_8E304EC815_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_8E304EC815_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_8B4D0235F3_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_8B4D0235F3_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (16, 1, 3, 3)
  *   b1           offset       144  shape (16,)
  *   W3           offset       160  shape (32, 16, 3, 3)
@@ -41,59 +41,59 @@
  *   W5           offset      4800  shape (10, 512)
  *   b5           offset      9920  shape (10,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_8E304EC815_WORK_SIZE(batch) numbers; SYMNET_8E304EC815_TRAIN_WORK_SIZE(batch_size) for
- * symnet_8e304ec815_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_8B4D0235F3_WORK_SIZE(batch) numbers; SYMNET_8B4D0235F3_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_8b4d0235f3_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 9930 + X B*64 + T or O B*10 + work (B*15912 + 9930)
  *   numbers of 4 bytes; e.g. B = 32: 2,125,648 bytes (training; forward only: 1,042,984).
  */
-#ifndef SYMNET_8E304EC815_H
-#define SYMNET_8E304EC815_H
+#ifndef SYMNET_8B4D0235F3_H
+#define SYMNET_8B4D0235F3_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_8E304EC815_REAL float  /* the number type of every array (float32) */
-#define SYMNET_8E304EC815_N_INPUTS 64  /* features per example */
-#define SYMNET_8E304EC815_N_OUTPUTS 10
-#define SYMNET_8E304EC815_N_PARAMS 9930  /* numbers in the flat parameter array */
-#define SYMNET_8E304EC815_WORK_PER_EXAMPLE 15912
-#define SYMNET_8E304EC815_WORK_SIZE(batch) ((batch) * 15912 + 9930)  /* numbers of scratch per call */
-#define SYMNET_8E304EC815_TRAIN_WORK_SIZE(batch_size) (SYMNET_8E304EC815_WORK_SIZE(batch_size) + (batch_size) * 74)
-#define SYMNET_8E304EC815_SGD 0       /* optimizer codes of symnet_8e304ec815_update and symnet_8e304ec815_train */
-#define SYMNET_8E304EC815_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_8E304EC815_N_PARAMS numbers */
-#define SYMNET_8E304EC815_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_8E304EC815_N_PARAMS numbers each */
+#define SYMNET_8B4D0235F3_REAL float  /* the number type of every array (float32) */
+#define SYMNET_8B4D0235F3_N_INPUTS 64  /* features per example */
+#define SYMNET_8B4D0235F3_N_OUTPUTS 10
+#define SYMNET_8B4D0235F3_N_PARAMS 9930  /* numbers in the flat parameter array */
+#define SYMNET_8B4D0235F3_WORK_PER_EXAMPLE 15912
+#define SYMNET_8B4D0235F3_WORK_SIZE(batch) ((batch) * 15912 + 9930)  /* numbers of scratch per call */
+#define SYMNET_8B4D0235F3_TRAIN_WORK_SIZE(batch_size) (SYMNET_8B4D0235F3_WORK_SIZE(batch_size) + (batch_size) * 74)
+#define SYMNET_8B4D0235F3_SGD 0       /* optimizer codes of symnet_8b4d0235f3_update and symnet_8b4d0235f3_train */
+#define SYMNET_8B4D0235F3_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_8B4D0235F3_N_PARAMS numbers */
+#define SYMNET_8B4D0235F3_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_8B4D0235F3_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_8E304EC815_N_OUTPUTS) = the network's output for X (batch × SYMNET_8E304EC815_N_INPUTS). */
-void symnet_8e304ec815_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_8B4D0235F3_N_OUTPUTS) = the network's output for X (batch × SYMNET_8B4D0235F3_N_INPUTS). */
+void symnet_8b4d0235f3_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_8e304ec815_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_8b4d0235f3_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_8E304EC815_N_PARAMS numbers) by back propagation. */
-float symnet_8e304ec815_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_8B4D0235F3_N_PARAMS numbers) by back propagation. */
+float symnet_8b4d0235f3_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_8e304ec815_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_8b4d0235f3_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss; T[b] is the class label of example b. */
-float symnet_8e304ec815_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_8b4d0235f3_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_8E304EC815_N_PARAMS numbers) by back propagation. */
-float symnet_8e304ec815_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_8B4D0235F3_N_PARAMS numbers) by back propagation. */
+float symnet_8b4d0235f3_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_8e304ec815_step_labels(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_8b4d0235f3_step_labels(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_8E304EC815_SGD, SYMNET_8E304EC815_MOMENTUM or SYMNET_8E304EC815_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_8B4D0235F3_SGD, SYMNET_8B4D0235F3_MOMENTUM or SYMNET_8B4D0235F3_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_8e304ec815_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_8b4d0235f3_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -101,10 +101,10 @@ void symnet_8e304ec815_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_8E304EC815_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_8B4D0235F3_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_8E304EC815_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_8e304ec815_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_8B4D0235F3_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_8b4d0235f3_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -114,10 +114,10 @@ long long symnet_8e304ec815_train(float *params, const float *X, const float *T,
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_8E304EC815_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_8B4D0235F3_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_8E304EC815_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_8e304ec815_train_labels(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_8B4D0235F3_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_8b4d0235f3_train_labels(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -126,7 +126,7 @@ long long symnet_8e304ec815_train_labels(float *params, const float *X, const fl
 }
 #endif
 
-#endif /* SYMNET_8E304EC815_H */
+#endif /* SYMNET_8B4D0235F3_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -553,6 +553,133 @@ SN_INLINE void sn_conv_mm(int M, int N, int K, const real *restrict A, ptrdiff_t
     sn_conv_mm_batch(M, N, 1, K, A, 0, sam, sak, B, 0, C, N, 1, accumulate);
 }
 
+/* A direct convolution: Z[m,y,x] = Σ_k Σ_u Σ_v A[m,k,u,v]·X[k, y·SH + u·DH, x + v·DW] (no
+ * padding, stride 1 along x), with no im2col buffer: a row of outputs reads its input
+ * rows in place, so sn_conv_tile runs on them with B(u, v) = the row of X at (y·SH + u·DH)
+ * shifted by v·DW, and the window's KH×KW numbers as the depth.  Lower takes it for a
+ * short window (few numbers per output: LeNet's first layer, 1×5×5, 24 outputs a row):
+ * there im2col copies as many numbers as the product multiplies per output channel and
+ * the product's depth is too short to pay for its tiles (measured on one Zen 3 thread,
+ * batch 64: 130 µs vs 334 µs; for the second layer, 6×5×5 and 8 outputs a row, im2col
+ * wins, 285 µs vs 477 µs). */
+SN_INLINE void sn_conv_direct(const real *restrict X, const real *restrict A,
+                              real *restrict Z, int C, int H, int W, int KH, int KW, int SH,
+                              int DH, int DW, int M, int OH, int OW)
+{
+    const int kc = C * KH * KW, full = OW / SN_CC * SN_CC, ohw = OH * OW;
+    /* Z[m,y,x0 + c] (+)= Σ_u Σ_v A[m,k,u,v]·X[k, y·SH + u·DH, x0 + c + v·DW]: per output row y
+       and input channel k, tiles of SN_CR channels × SN_CC outputs, then the rest of the row */
+    for (int y = 0; y < OH; y++)
+        for (int k = 0; k < C; k++) {
+            const real *B = X + ((size_t)k * H + (size_t)y * SH) * W;
+            const real *a = A + (size_t)k * KH * KW;
+            real *z = Z + (size_t)y * OW;
+            for (int x0 = 0; x0 < full; x0 += SN_CC) {
+                int m0 = 0;
+                for (; m0 + SN_CR <= M; m0 += SN_CR)
+                    sn_conv_tile(SN_CR, SN_CC, KH, KW, a + m0 * kc, KW, kc, 1, B + x0, DH * W,
+                                 DW, z + m0 * ohw + x0, ohw, 1, k > 0);
+                if (M % SN_CR)
+                    sn_conv_tile(M % SN_CR, SN_CC, KH, KW, a + m0 * kc, KW, kc, 1, B + x0,
+                                 DH * W, DW, z + m0 * ohw + x0, ohw, 1, k > 0);
+            }
+            if (OW % SN_CC) {
+                int m0 = 0;
+                for (; m0 + SN_CR <= M; m0 += SN_CR)
+                    sn_conv_tile(SN_CR, OW % SN_CC, KH, KW, a + m0 * kc, KW, kc, 1, B + full,
+                                 DH * W, DW, z + m0 * ohw + full, ohw, 1, k > 0);
+                if (M % SN_CR)
+                    sn_conv_tile(M % SN_CR, OW % SN_CC, KH, KW, a + m0 * kc, KW, kc, 1,
+                                 B + full, DH * W, DW, z + m0 * ohw + full, ohw, 1, k > 0);
+            }
+        }
+}
+
+/* sums[r,j] += Σ_y Σ_x≡j D[r, y, x]·X[y·SH·W + x] for r < mr ≤ SN_CR, x ≡ j: one tap (k, u, v)
+ * of the weight gradient for mr output channels and one example, X its input from that
+ * tap's first number.  The sums stay per lane of a row tile of SN_CC (mr × SN_CC numbers,
+ * in vector registers while y and x run); the caller adds across the lanes at the end. */
+SN_INLINE void sn_conv_direct_gw_tile(int mr, const real *restrict X, const real *restrict D,
+                                      real *restrict sums, int SH, int W, int OH, int OW)
+{
+    const int full = OW / SN_CC * SN_CC, rest = OW % SN_CC, ohw = OH * OW;
+    real acc[SN_CR][SN_CC];
+    for (int r = 0; r < mr; r++)
+        for (int j = 0; j < SN_CC; j++) acc[r][j] = sums[r * SN_CC + j];
+    for (int y = 0; y < OH; y++) {
+        const real *xr = X + (size_t)y * SH * W;
+        const real *d = D + (size_t)y * OW;
+        /* acc[r,j] += D[r,y,x0 + j]·X[y·SH·W + x0 + j] over the full tiles of the row */
+        for (int x0 = 0; x0 < full; x0 += SN_CC)
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC unroll 8   /* the rows unrolled, their lanes in registers */
+#endif
+            for (int r = 0; r < mr; r++)
+#pragma GCC unroll 1
+                for (int j = 0; j < SN_CC; j++) acc[r][j] += d[r * ohw + x0 + j] * xr[x0 + j];
+        /* ... and over the rest of it, the first OW mod SN_CC lanes */
+        if (rest)
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC unroll 8
+#endif
+            for (int r = 0; r < mr; r++)
+#pragma GCC unroll 1
+                for (int j = 0; j < rest; j++) acc[r][j] += d[r * ohw + full + j] * xr[full + j];
+    }
+    for (int r = 0; r < mr; r++)
+        for (int j = 0; j < SN_CC; j++) sums[r * SN_CC + j] = acc[r][j];
+}
+
+/* G[m0 + r, q] (+)= Σ_b Σ_y Σ_x D[b, m0 + r, y, x]·X[b, k, y·SH + u·DH, x + v·DW] for r < mr,
+ * q = (k·KH + u)·KW + v: per example, every tap in turn (the example's rows of D stay in the
+ * first-level cache across its taps; tap by tap over the whole batch they would stream from
+ * the second level once per tap: measured 240 µs vs 273 µs for LeNet's first layer), the sums
+ * per tap and lane in sums (kc × SN_CR × SN_CC numbers), added across the lanes at the end. */
+SN_INLINE void sn_conv_direct_gw_rows(int mr, int m0, const real *restrict X, ptrdiff_t sxb,
+                                      const real *restrict D, ptrdiff_t sdb, int nb,
+                                      real *restrict G, real *restrict sums, int C, int H, int W,
+                                      int KH, int KW, int SH, int DH, int DW, int OH, int OW,
+                                      int accumulate)
+{
+    const int kc = C * KH * KW;
+    memset(sums, 0, sizeof(real) * (size_t)kc * SN_CR * SN_CC);
+    for (int b = 0; b < nb; b++)
+        for (int k = 0; k < C; k++)
+            for (int u = 0; u < KH; u++)
+                for (int v = 0; v < KW; v++)
+                    sn_conv_direct_gw_tile(mr, X + b * sxb + ((size_t)k * H + (size_t)u * DH) * W
+                                           + (size_t)v * DW, D + b * sdb + (size_t)m0 * OH * OW,
+                                           sums + (size_t)((k * KH + u) * KW + v) * SN_CR * SN_CC,
+                                           SH, W, OH, OW);
+    /* G[m0 + r, q] (+)= Σ_j sums[q, r, j] */
+    for (int q = 0; q < kc; q++)
+        for (int r = 0; r < mr; r++) {
+            real s = 0;
+            for (int j = 0; j < SN_CC; j++) s += sums[((size_t)q * SN_CR + r) * SN_CC + j];
+            real *g = G + (size_t)(m0 + r) * kc + q;
+            *g = accumulate ? *g + s : s;
+        }
+}
+
+/* The weight gradient of sn_conv_direct without im2col: G[m,k,u,v] (+)= Σ_b Σ_y Σ_x
+ * D[b,m,y,x]·X[b, k, y·SH + u·DH, x + v·DW] over nb examples (strides sxb, sdb), in blocks of
+ * SN_CR output channels; kc = C·KH·KW is at most lower's DIRECT_WINDOW (32), so the
+ * sums take at most 32 × SN_CR × SN_CC numbers of the stack. */
+SN_INLINE void sn_conv_direct_gw(const real *restrict X, ptrdiff_t sxb, const real *restrict D,
+                                 ptrdiff_t sdb, int nb, real *restrict G, int C, int H, int W,
+                                 int KH, int KW, int SH, int DH, int DW, int M, int OH, int OW,
+                                 int accumulate)
+{
+    real sums[32 * SN_CR * SN_CC];
+    int m0 = 0;
+    for (; m0 + SN_CR <= M; m0 += SN_CR)
+        sn_conv_direct_gw_rows(SN_CR, m0, X, sxb, D, sdb, nb, G, sums, C, H, W, KH, KW, SH, DH, DW,
+                               OH, OW, accumulate);
+    if (M % SN_CR)
+        sn_conv_direct_gw_rows(M % SN_CR, m0, X, sxb, D, sdb, nb, G, sums, C, H, W, KH, KW, SH, DH,
+                               DW, OH, OW, accumulate);
+}
+
 /* C[m,n] (+)= Σ_k A[m,k]·B[n,k] as dot products along rows that are both contiguous: the
  * weight gradient δ[b]·col[b]ᵀ, whose k runs over the output positions.  (Through
  * sn_gemm, B would be packed column by column with a stride: measured 20% of a
@@ -623,7 +750,7 @@ SN_INLINE void sn_col2im(const real *restrict dcol, real *restrict dX, int C, in
 static void sn_rows_1(const real *params, real *work, const real *I, int batch, int sn_lo, int sn_hi)
 {
     const real *W1 = params + 0;  /* W1: (16, 1, 3, 3) */
-    const real *b1 = params + 144;  /* b1: (16,) */
+    const real *sn_u_b1 = params + 144;  /* b1: (16,) */
     const real *W3 = params + 160;  /* W3: (32, 16, 3, 3) */
     const real *b3 = params + 4768;  /* b3: (32,) */
 
@@ -646,8 +773,11 @@ static void sn_rows_1(const real *params, real *work, const real *I, int batch, 
     for (int b = sn_lo; b < sn_hi; b++)
         for (int c = 0; c < 16; c++)
             for (int y = 0; y < 8; y++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
                 for (int x = 0; x < 8; x++) {
-                    const real t0 = b1[c] + z_H1[b * 1024 + c * 64 + y * 8 + x];
+                    const real t0 = sn_u_b1[c] + z_H1[b * 1024 + c * 64 + y * 8 + x];
                     H1[b * 1024 + c * 64 + y * 8 + x] = ((t0 > 0) ? (t0) : (0));
                 }
     for (size_t q = (size_t)sn_lo * 256; q < (size_t)sn_hi * 256; q++) z_H2[q] = -INFINITY;
@@ -670,6 +800,9 @@ static void sn_rows_1(const real *params, real *work, const real *I, int batch, 
     for (int b = sn_lo; b < sn_hi; b++)
         for (int c = 0; c < 32; c++)
             for (int y = 0; y < 4; y++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
                 for (int x = 0; x < 4; x++) {
                     const real t0 = b3[c] + z_H3[b * 512 + c * 16 + y * 4 + x];
                     H3[b * 512 + c * 16 + y * 4 + x] = ((t0 > 0) ? (t0) : (0));
@@ -682,7 +815,7 @@ static void sn_rows_1(const real *params, real *work, const real *I, int batch, 
  * sn_part (4800 numbers). */
 static void sn_rows_2(const real *params, real *work, const real *I, int batch, int sn_lo, int sn_hi, real *sn_part)
 {
-    const real *b1 = params + 144;  /* b1: (16,) */
+    const real *sn_u_b1 = params + 144;  /* b1: (16,) */
     const real *W3 = params + 160;  /* W3: (32, 16, 3, 3) */
     const real *b3 = params + 4768;  /* b3: (32,) */
 
@@ -761,25 +894,25 @@ static void sn_rows_2(const real *params, real *work, const real *I, int batch, 
                     const int sn_hit3 = !sn_seen & (H1[b * 1024 + c * 64 + (y*2 + 1) * 8 + (x*2 + 1)] == sn_max);
                     {
                         const real sn_routed = sn_hit0 ? sn_delta : 0;
-                        const real t0 = sn_routed*((b1[c] + z_H1[b * 1024 + c * 64 + (y*2) * 8 + (x*2)] > 0) ? (1) : (0));
+                        const real t0 = sn_routed*((sn_u_b1[c] + z_H1[b * 1024 + c * 64 + (y*2) * 8 + (x*2)] > 0) ? (1) : (0));
                         delta_H1[b * 1024 + c * 64 + (y*2) * 8 + (x*2)] = t0;
                         acc0 += t0;
                     }
                     {
                         const real sn_routed = sn_hit1 ? sn_delta : 0;
-                        const real t0 = sn_routed*((b1[c] + z_H1[b * 1024 + c * 64 + (y*2) * 8 + (x*2 + 1)] > 0) ? (1) : (0));
+                        const real t0 = sn_routed*((sn_u_b1[c] + z_H1[b * 1024 + c * 64 + (y*2) * 8 + (x*2 + 1)] > 0) ? (1) : (0));
                         delta_H1[b * 1024 + c * 64 + (y*2) * 8 + (x*2 + 1)] = t0;
                         acc0 += t0;
                     }
                     {
                         const real sn_routed = sn_hit2 ? sn_delta : 0;
-                        const real t0 = sn_routed*((b1[c] + z_H1[b * 1024 + c * 64 + (y*2 + 1) * 8 + (x*2)] > 0) ? (1) : (0));
+                        const real t0 = sn_routed*((sn_u_b1[c] + z_H1[b * 1024 + c * 64 + (y*2 + 1) * 8 + (x*2)] > 0) ? (1) : (0));
                         delta_H1[b * 1024 + c * 64 + (y*2 + 1) * 8 + (x*2)] = t0;
                         acc0 += t0;
                     }
                     {
                         const real sn_routed = sn_hit3 ? sn_delta : 0;
-                        const real t0 = sn_routed*((b1[c] + z_H1[b * 1024 + c * 64 + (y*2 + 1) * 8 + (x*2 + 1)] > 0) ? (1) : (0));
+                        const real t0 = sn_routed*((sn_u_b1[c] + z_H1[b * 1024 + c * 64 + (y*2 + 1) * 8 + (x*2 + 1)] > 0) ? (1) : (0));
                         delta_H1[b * 1024 + c * 64 + (y*2 + 1) * 8 + (x*2 + 1)] = t0;
                         acc0 += t0;
                     }
@@ -827,6 +960,9 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
     sn_mm_nt(batch, 10, 512, H4, W5, z_O, 0);
     /* O[b,i] = b5[i] + z_O[b,i] */
     for (int b = 0; b < batch; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int i = 0; i < 10; i++) {
             sn_u_O[b * 10 + i] = b5[i] + z_O[b * 10 + i];
         }
@@ -834,7 +970,7 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_8e304ec815_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_8b4d0235f3_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 7754, sizeof(real) * (size_t)batch * 10);
@@ -863,6 +999,9 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
     memset(g_b5, 0, sizeof(real) * 10);
     /* delta_O[b,i] = dL_dO[b,i]; g_b5[i] += dL_dO[b,i] */
     for (int b = 0; b < batch; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int i = 0; i < 10; i++) {
             delta_O[b * 10 + i] = dL_dO[b * 10 + i];
             g_b5[i] += dL_dO[b * 10 + i];
@@ -932,7 +1071,7 @@ static double sn_loss(const real *params, real *work, const real *I, const real 
     return loss / batch;
 }
 
-real symnet_8e304ec815_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_8b4d0235f3_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -988,7 +1127,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_8e304ec815_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_8b4d0235f3_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -1025,7 +1164,7 @@ static double sn_loss_labels(const real *params, real *work, const real *I, cons
     return loss / batch;
 }
 
-real symnet_8e304ec815_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_8b4d0235f3_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss_labels(params, work, X, T, batch);
 }
@@ -1077,7 +1216,7 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
     return loss / batch;
 }
 
-real symnet_8e304ec815_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_8b4d0235f3_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad_labels(params, grads, work, X, T, batch);
 }
@@ -1104,7 +1243,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_8e304ec815_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_8b4d0235f3_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 15912;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
@@ -1118,7 +1257,7 @@ real symnet_8e304ec815_step(real *params, const real *X, const real *T, int batc
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_8e304ec815_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_8b4d0235f3_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 15912;
     const double loss = sn_loss_grad_labels(params, grads, work, X, T, batch);
@@ -1189,7 +1328,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_8e304ec815_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_8b4d0235f3_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -1215,7 +1354,7 @@ void symnet_8e304ec815_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_8e304ec815_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_8b4d0235f3_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
@@ -1296,7 +1435,7 @@ long long symnet_8e304ec815_train(real *params, const real *X, const real *T, co
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step).
  * The same with integer class labels: T[n] is the class of example n. */
-long long symnet_8e304ec815_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_8b4d0235f3_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

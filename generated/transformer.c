@@ -112,8 +112,8 @@
  *   loss: bce, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_5E62B6D690_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_5E62B6D690_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_567C36EC68_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_567C36EC68_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (32, 10)
  *   b1           offset       320  shape (32,)
  *   P2           offset       352  shape (8, 32)
@@ -144,48 +144,48 @@
  *   W17          offset     17696  shape (10, 32)
  *   b17          offset     18016  shape (10,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_5E62B6D690_WORK_SIZE(batch) numbers; SYMNET_5E62B6D690_TRAIN_WORK_SIZE(batch_size) for
- * symnet_5e62b6d690_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_567C36EC68_WORK_SIZE(batch) numbers; SYMNET_567C36EC68_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_567c36ec68_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 18026 + X B*80 + T or O B*80 + work (B*29264 + 18026)
  *   numbers of 4 bytes; e.g. B = 32: 3,910,480 bytes (training; forward only: 1,948,072).
  */
-#ifndef SYMNET_5E62B6D690_H
-#define SYMNET_5E62B6D690_H
+#ifndef SYMNET_567C36EC68_H
+#define SYMNET_567C36EC68_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_5E62B6D690_REAL float  /* the number type of every array (float32) */
-#define SYMNET_5E62B6D690_N_INPUTS 80  /* features per example */
-#define SYMNET_5E62B6D690_N_OUTPUTS 80
-#define SYMNET_5E62B6D690_N_PARAMS 18026  /* numbers in the flat parameter array */
-#define SYMNET_5E62B6D690_WORK_PER_EXAMPLE 29264
-#define SYMNET_5E62B6D690_WORK_SIZE(batch) ((batch) * 29264 + 18026)  /* numbers of scratch per call */
-#define SYMNET_5E62B6D690_TRAIN_WORK_SIZE(batch_size) (SYMNET_5E62B6D690_WORK_SIZE(batch_size) + (batch_size) * 160)
-#define SYMNET_5E62B6D690_SGD 0       /* optimizer codes of symnet_5e62b6d690_update and symnet_5e62b6d690_train */
-#define SYMNET_5E62B6D690_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_5E62B6D690_N_PARAMS numbers */
-#define SYMNET_5E62B6D690_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_5E62B6D690_N_PARAMS numbers each */
+#define SYMNET_567C36EC68_REAL float  /* the number type of every array (float32) */
+#define SYMNET_567C36EC68_N_INPUTS 80  /* features per example */
+#define SYMNET_567C36EC68_N_OUTPUTS 80
+#define SYMNET_567C36EC68_N_PARAMS 18026  /* numbers in the flat parameter array */
+#define SYMNET_567C36EC68_WORK_PER_EXAMPLE 29264
+#define SYMNET_567C36EC68_WORK_SIZE(batch) ((batch) * 29264 + 18026)  /* numbers of scratch per call */
+#define SYMNET_567C36EC68_TRAIN_WORK_SIZE(batch_size) (SYMNET_567C36EC68_WORK_SIZE(batch_size) + (batch_size) * 160)
+#define SYMNET_567C36EC68_SGD 0       /* optimizer codes of symnet_567c36ec68_update and symnet_567c36ec68_train */
+#define SYMNET_567C36EC68_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_567C36EC68_N_PARAMS numbers */
+#define SYMNET_567C36EC68_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_567C36EC68_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_5E62B6D690_N_OUTPUTS) = the network's output for X (batch × SYMNET_5E62B6D690_N_INPUTS). */
-void symnet_5e62b6d690_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_567C36EC68_N_OUTPUTS) = the network's output for X (batch × SYMNET_567C36EC68_N_INPUTS). */
+void symnet_567c36ec68_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_5e62b6d690_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_567c36ec68_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_5E62B6D690_N_PARAMS numbers) by back propagation. */
-float symnet_5e62b6d690_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_567C36EC68_N_PARAMS numbers) by back propagation. */
+float symnet_567c36ec68_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_5e62b6d690_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_567c36ec68_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_5E62B6D690_SGD, SYMNET_5E62B6D690_MOMENTUM or SYMNET_5E62B6D690_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_567C36EC68_SGD, SYMNET_567C36EC68_MOMENTUM or SYMNET_567C36EC68_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_5e62b6d690_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_567c36ec68_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -193,10 +193,10 @@ void symnet_5e62b6d690_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_5E62B6D690_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_567C36EC68_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_5E62B6D690_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_5e62b6d690_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_567C36EC68_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_567c36ec68_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -205,7 +205,7 @@ long long symnet_5e62b6d690_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_5E62B6D690_H */
+#endif /* SYMNET_567C36EC68_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -213,12 +213,42 @@ typedef float real;
                       (symnet's own build passes -fopenmp-simd -DSN_SIMD) */
 #endif
 
-/* σ(x) = 1/(1 + e^−x), written so that neither branch overflows. */
-static inline real sn_sigmoid(real x)
+#include <stdint.h>
+/* e^x for float without a call or a branch, so that loops over it vectorise (libm's
+ * expf, called once per element, was ~20% of a GRU's training step).  Cody–Waite:
+ * x = n·ln 2 + r with n = round(x/ln 2) (the float whose low bits hold n, 1.5·2²³
+ * added), |r| ≤ ln 2 / 2, e^r by Cephes' degree-6 polynomial (≈ 1 ulp), then 2^n as
+ * two powers of two built from their exponent bits (each in range, so results down
+ * to the subnormals and up to ∞ come out right); NaN stays NaN. */
+static inline float sn_expf(float x)
 {
-    if (x >= 0) return 1 / (1 + expf(-x));
-    const real e = expf(x);
-    return e / (1 + e);
+    const float c = x > 89.0f ? 89.0f : x < -104.0f ? -104.0f : x;   /* NaN passes */
+    const float shifted = c * 1.44269504088896341f + 12582912.0f;
+    const float n = shifted - 12582912.0f;
+    uint32_t bits;
+    memcpy(&bits, &shifted, sizeof bits);
+    const int32_t k = (int32_t)(bits - 0x4B400000u);            /* n as an integer */
+    float r = c - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    const int32_t k1 = k / 2, k2 = k - k1;
+    const uint32_t b1 = (uint32_t)(k1 + 127) << 23, b2 = (uint32_t)(k2 + 127) << 23;
+    float s1, s2;
+    memcpy(&s1, &b1, sizeof s1);
+    memcpy(&s2, &b2, sizeof s2);
+    return p * s1 * s2;
+}
+
+/* σ(x) = 1/(1 + e^−x): e^−x = ∞ gives 0, e^−x = 0 gives 1; no branch. */
+static inline float sn_sigmoid(float x)
+{
+    return 1.0f / (1.0f + sn_expf(-x));
 }
 
 #include <stdint.h>
@@ -612,7 +642,7 @@ static inline int sn_imin(int a, int b) { return a < b ? a : b; }
  * example alone: embed, pos, z_B1_norm1_mean, B1_norm1_mean, B1_norm1_c, z_B1_norm1_rstd, B1_norm1_rstd, B1_norm1. */
 static void sn_rows_1(const real *params, real *work, const real *S, int batch, int sn_lo, int sn_hi)
 {
-    const real *b1 = params + 320;  /* b1: (32,) */
+    const real *sn_u_b1 = params + 320;  /* b1: (32,) */
     const real *P2 = params + 352;  /* P2: (8, 32) */
     const real *gamma3 = params + 608;  /* gamma3: (32,) */
     const real *beta3 = params + 640;  /* beta3: (32,) */
@@ -631,12 +661,18 @@ static void sn_rows_1(const real *params, real *work, const real *S, int batch, 
     /* embed[b,tq,i] = b1[i] + z_embed[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int tq = 0; tq < 8; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
             for (int i = 0; i < 32; i++) {
-                embed[b * 256 + tq * 32 + i] = b1[i] + z_embed[b * 256 + tq * 32 + i];
+                embed[b * 256 + tq * 32 + i] = sn_u_b1[i] + z_embed[b * 256 + tq * 32 + i];
             }
     /* pos[b,tq,i] = P2[tq,i] + embed[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int tq = 0; tq < 8; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
             for (int i = 0; i < 32; i++) {
                 pos[b * 256 + tq * 32 + i] = P2[tq * 32 + i] + embed[b * 256 + tq * 32 + i];
             }
@@ -649,12 +685,18 @@ static void sn_rows_1(const real *params, real *work, const real *S, int batch, 
             }
     /* B1_norm1_mean[b,a] = z_B1_norm1_mean[b,a]/32 */
     for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int a = 0; a < 8; a++) {
             B1_norm1_mean[b * 8 + a] = (1.0F/32.0F)*z_B1_norm1_mean[b * 8 + a];
         }
     /* B1_norm1_c[b,a,d] = -B1_norm1_mean[b,a] + pos[b,a,d] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
             for (int d = 0; d < 32; d++) {
                 B1_norm1_c[b * 256 + a * 32 + d] = -B1_norm1_mean[b * 8 + a] + pos[b * 256 + a * 32 + d];
             }
@@ -667,12 +709,18 @@ static void sn_rows_1(const real *params, real *work, const real *S, int batch, 
             }
     /* B1_norm1_rstd[b,a] = 1/sqrt(z_B1_norm1_rstd[b,a]/32 + 1.0e-5) */
     for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int a = 0; a < 8; a++) {
             B1_norm1_rstd[b * 8 + a] = powf((1.0F/32.0F)*z_B1_norm1_rstd[b * 8 + a] + 1.0e-5F, -1.0F/2.0F);
         }
     /* B1_norm1[b,a,d] = B1_norm1_c[b,a,d]·B1_norm1_rstd[b,a]·gamma3[d] + beta3[d] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
             for (int d = 0; d < 32; d++) {
                 B1_norm1[b * 256 + a * 32 + d] = B1_norm1_c[b * 256 + a * 32 + d]*B1_norm1_rstd[b * 8 + a]*gamma3[d] + beta3[d];
             }
@@ -702,6 +750,9 @@ static void sn_rows_2(const real *params, real *work, const real *S, int batch, 
     /* B1_att_qkv[b,tq,i] = c4[i] + z_B1_att_qkv[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int tq = 0; tq < 8; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
             for (int i = 0; i < 96; i++) {
                 B1_att_qkv[b * 768 + tq * 96 + i] = c4[i] + z_B1_att_qkv[b * 768 + tq * 96 + i];
             }
@@ -715,6 +766,9 @@ static void sn_rows_2(const real *params, real *work, const real *S, int batch, 
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++)
             for (int tq = 0; tq < 8; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
                 for (int tk = 0; tk < 8; tk++) {
                     B1_att_s[b * 256 + hd * 64 + tq * 8 + tk] = 0.353553391F*z_B1_att_s[b * 256 + hd * 64 + tq * 8 + tk];
                 }
@@ -730,6 +784,9 @@ static void sn_rows_2(const real *params, real *work, const real *S, int batch, 
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++)
             for (int tq = 0; tq < 8; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
                 for (int tk = 0; tk < 8; tk++) {
                     B1_att_e[b * 256 + hd * 64 + tq * 8 + tk] = sn_expf(-B1_att_m[b * 32 + hd * 8 + tq] + B1_att_s[b * 256 + hd * 64 + tq * 8 + tk]);
                 }
@@ -751,6 +808,9 @@ static void sn_rows_2(const real *params, real *work, const real *S, int batch, 
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++)
             for (int tq = 0; tq < 8; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
                 for (int tk = 0; tk < 8; tk++) {
                     B1_att_p[b * 256 + hd * 64 + tq * 8 + tk] = B1_att_e[b * 256 + hd * 64 + tq * 8 + tk]/B1_att_z[b * 32 + hd * 8 + tq];
                 }
@@ -758,6 +818,9 @@ static void sn_rows_2(const real *params, real *work, const real *S, int batch, 
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++)
             for (int e = 0; e < 8; e++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
                 for (int tk = 0; tk < 8; tk++) {
                     B1_att_v[b * 256 + hd * 64 + e * 8 + tk] = B1_att_qkv[b * 768 + tk * 96 + (hd*8 + e + 64)];
                 }
@@ -793,12 +856,18 @@ static void sn_rows_3(const real *params, real *work, const real *S, int batch, 
     /* B1_att[b,tq,i] = co4[i] + z_B1_att[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int tq = 0; tq < 8; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
             for (int i = 0; i < 32; i++) {
                 B1_att[b * 256 + tq * 32 + i] = co4[i] + z_B1_att[b * 256 + tq * 32 + i];
             }
     /* B1_res1[b,i,x] = B1_att[b,i,x] + pos[b,i,x] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int i = 0; i < 8; i++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
             for (int x = 0; x < 32; x++) {
                 B1_res1[b * 256 + i * 32 + x] = B1_att[b * 256 + i * 32 + x] + pos[b * 256 + i * 32 + x];
             }
@@ -811,12 +880,18 @@ static void sn_rows_3(const real *params, real *work, const real *S, int batch, 
             }
     /* B1_norm2_mean[b,a] = z_B1_norm2_mean[b,a]/32 */
     for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int a = 0; a < 8; a++) {
             B1_norm2_mean[b * 8 + a] = (1.0F/32.0F)*z_B1_norm2_mean[b * 8 + a];
         }
     /* B1_norm2_c[b,a,d] = -B1_norm2_mean[b,a] + B1_res1[b,a,d] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
             for (int d = 0; d < 32; d++) {
                 B1_norm2_c[b * 256 + a * 32 + d] = -B1_norm2_mean[b * 8 + a] + B1_res1[b * 256 + a * 32 + d];
             }
@@ -829,12 +904,18 @@ static void sn_rows_3(const real *params, real *work, const real *S, int batch, 
             }
     /* B1_norm2_rstd[b,a] = 1/sqrt(z_B1_norm2_rstd[b,a]/32 + 1.0e-5) */
     for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int a = 0; a < 8; a++) {
             B1_norm2_rstd[b * 8 + a] = powf((1.0F/32.0F)*z_B1_norm2_rstd[b * 8 + a] + 1.0e-5F, -1.0F/2.0F);
         }
     /* B1_norm2[b,a,d] = B1_norm2_c[b,a,d]·B1_norm2_rstd[b,a]·gamma6[d] + beta6[d] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
             for (int d = 0; d < 32; d++) {
                 B1_norm2[b * 256 + a * 32 + d] = B1_norm2_c[b * 256 + a * 32 + d]*B1_norm2_rstd[b * 8 + a]*gamma6[d] + beta6[d];
             }
@@ -854,6 +935,9 @@ static void sn_rows_4(const real *params, real *work, const real *S, int batch, 
     /* B1_ff1[b,tq,i] = (b7[i] + z_B1_ff1[b,tq,i] if b7[i] + z_B1_ff1[b,tq,i] > 0 else 0) */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int tq = 0; tq < 8; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
             for (int i = 0; i < 64; i++) {
                 const real t0 = b7[i] + z_B1_ff1[b * 512 + tq * 64 + i];
                 B1_ff1[b * 512 + tq * 64 + i] = ((t0 > 0) ? (t0) : (0));
@@ -884,12 +968,18 @@ static void sn_rows_5(const real *params, real *work, const real *S, int batch, 
     /* B1_ff2[b,tq,i] = b8[i] + z_B1_ff2[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int tq = 0; tq < 8; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
             for (int i = 0; i < 32; i++) {
                 B1_ff2[b * 256 + tq * 32 + i] = b8[i] + z_B1_ff2[b * 256 + tq * 32 + i];
             }
     /* B1[b,i,x] = B1_ff2[b,i,x] + B1_res1[b,i,x] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int i = 0; i < 8; i++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
             for (int x = 0; x < 32; x++) {
                 B1[b * 256 + i * 32 + x] = B1_ff2[b * 256 + i * 32 + x] + B1_res1[b * 256 + i * 32 + x];
             }
@@ -902,12 +992,18 @@ static void sn_rows_5(const real *params, real *work, const real *S, int batch, 
             }
     /* B2_norm1_mean[b,a] = z_B2_norm1_mean[b,a]/32 */
     for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int a = 0; a < 8; a++) {
             B2_norm1_mean[b * 8 + a] = (1.0F/32.0F)*z_B2_norm1_mean[b * 8 + a];
         }
     /* B2_norm1_c[b,a,d] = B1[b,a,d] - B2_norm1_mean[b,a] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
             for (int d = 0; d < 32; d++) {
                 B2_norm1_c[b * 256 + a * 32 + d] = B1[b * 256 + a * 32 + d] - B2_norm1_mean[b * 8 + a];
             }
@@ -920,12 +1016,18 @@ static void sn_rows_5(const real *params, real *work, const real *S, int batch, 
             }
     /* B2_norm1_rstd[b,a] = 1/sqrt(z_B2_norm1_rstd[b,a]/32 + 1.0e-5) */
     for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int a = 0; a < 8; a++) {
             B2_norm1_rstd[b * 8 + a] = powf((1.0F/32.0F)*z_B2_norm1_rstd[b * 8 + a] + 1.0e-5F, -1.0F/2.0F);
         }
     /* B2_norm1[b,a,d] = B2_norm1_c[b,a,d]·B2_norm1_rstd[b,a]·gamma10[d] + beta10[d] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
             for (int d = 0; d < 32; d++) {
                 B2_norm1[b * 256 + a * 32 + d] = B2_norm1_c[b * 256 + a * 32 + d]*B2_norm1_rstd[b * 8 + a]*gamma10[d] + beta10[d];
             }
@@ -955,6 +1057,9 @@ static void sn_rows_6(const real *params, real *work, const real *S, int batch, 
     /* B2_att_qkv[b,tq,i] = c11[i] + z_B2_att_qkv[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int tq = 0; tq < 8; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
             for (int i = 0; i < 96; i++) {
                 B2_att_qkv[b * 768 + tq * 96 + i] = c11[i] + z_B2_att_qkv[b * 768 + tq * 96 + i];
             }
@@ -968,6 +1073,9 @@ static void sn_rows_6(const real *params, real *work, const real *S, int batch, 
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++)
             for (int tq = 0; tq < 8; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
                 for (int tk = 0; tk < 8; tk++) {
                     B2_att_s[b * 256 + hd * 64 + tq * 8 + tk] = 0.353553391F*z_B2_att_s[b * 256 + hd * 64 + tq * 8 + tk];
                 }
@@ -983,6 +1091,9 @@ static void sn_rows_6(const real *params, real *work, const real *S, int batch, 
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++)
             for (int tq = 0; tq < 8; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
                 for (int tk = 0; tk < 8; tk++) {
                     B2_att_e[b * 256 + hd * 64 + tq * 8 + tk] = sn_expf(-B2_att_m[b * 32 + hd * 8 + tq] + B2_att_s[b * 256 + hd * 64 + tq * 8 + tk]);
                 }
@@ -1004,6 +1115,9 @@ static void sn_rows_6(const real *params, real *work, const real *S, int batch, 
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++)
             for (int tq = 0; tq < 8; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
                 for (int tk = 0; tk < 8; tk++) {
                     B2_att_p[b * 256 + hd * 64 + tq * 8 + tk] = B2_att_e[b * 256 + hd * 64 + tq * 8 + tk]/B2_att_z[b * 32 + hd * 8 + tq];
                 }
@@ -1011,6 +1125,9 @@ static void sn_rows_6(const real *params, real *work, const real *S, int batch, 
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++)
             for (int e = 0; e < 8; e++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
                 for (int tk = 0; tk < 8; tk++) {
                     B2_att_v[b * 256 + hd * 64 + e * 8 + tk] = B2_att_qkv[b * 768 + tk * 96 + (hd*8 + e + 64)];
                 }
@@ -1046,12 +1163,18 @@ static void sn_rows_7(const real *params, real *work, const real *S, int batch, 
     /* B2_att[b,tq,i] = co11[i] + z_B2_att[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int tq = 0; tq < 8; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
             for (int i = 0; i < 32; i++) {
                 B2_att[b * 256 + tq * 32 + i] = co11[i] + z_B2_att[b * 256 + tq * 32 + i];
             }
     /* B2_res1[b,i,x] = B1[b,i,x] + B2_att[b,i,x] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int i = 0; i < 8; i++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
             for (int x = 0; x < 32; x++) {
                 B2_res1[b * 256 + i * 32 + x] = B1[b * 256 + i * 32 + x] + B2_att[b * 256 + i * 32 + x];
             }
@@ -1064,12 +1187,18 @@ static void sn_rows_7(const real *params, real *work, const real *S, int batch, 
             }
     /* B2_norm2_mean[b,a] = z_B2_norm2_mean[b,a]/32 */
     for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int a = 0; a < 8; a++) {
             B2_norm2_mean[b * 8 + a] = (1.0F/32.0F)*z_B2_norm2_mean[b * 8 + a];
         }
     /* B2_norm2_c[b,a,d] = -B2_norm2_mean[b,a] + B2_res1[b,a,d] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
             for (int d = 0; d < 32; d++) {
                 B2_norm2_c[b * 256 + a * 32 + d] = -B2_norm2_mean[b * 8 + a] + B2_res1[b * 256 + a * 32 + d];
             }
@@ -1082,12 +1211,18 @@ static void sn_rows_7(const real *params, real *work, const real *S, int batch, 
             }
     /* B2_norm2_rstd[b,a] = 1/sqrt(z_B2_norm2_rstd[b,a]/32 + 1.0e-5) */
     for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int a = 0; a < 8; a++) {
             B2_norm2_rstd[b * 8 + a] = powf((1.0F/32.0F)*z_B2_norm2_rstd[b * 8 + a] + 1.0e-5F, -1.0F/2.0F);
         }
     /* B2_norm2[b,a,d] = B2_norm2_c[b,a,d]·B2_norm2_rstd[b,a]·gamma13[d] + beta13[d] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
             for (int d = 0; d < 32; d++) {
                 B2_norm2[b * 256 + a * 32 + d] = B2_norm2_c[b * 256 + a * 32 + d]*B2_norm2_rstd[b * 8 + a]*gamma13[d] + beta13[d];
             }
@@ -1107,6 +1242,9 @@ static void sn_rows_8(const real *params, real *work, const real *S, int batch, 
     /* B2_ff1[b,tq,i] = (b14[i] + z_B2_ff1[b,tq,i] if b14[i] + z_B2_ff1[b,tq,i] > 0 else 0) */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int tq = 0; tq < 8; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
             for (int i = 0; i < 64; i++) {
                 const real t0 = b14[i] + z_B2_ff1[b * 512 + tq * 64 + i];
                 B2_ff1[b * 512 + tq * 64 + i] = ((t0 > 0) ? (t0) : (0));
@@ -1129,12 +1267,18 @@ static void sn_rows_9(const real *params, real *work, const real *S, int batch, 
     /* B2_ff2[b,tq,i] = b15[i] + z_B2_ff2[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int tq = 0; tq < 8; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
             for (int i = 0; i < 32; i++) {
                 B2_ff2[b * 256 + tq * 32 + i] = b15[i] + z_B2_ff2[b * 256 + tq * 32 + i];
             }
     /* B2[b,i,x] = B2_ff2[b,i,x] + B2_res1[b,i,x] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int i = 0; i < 8; i++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
             for (int x = 0; x < 32; x++) {
                 B2[b * 256 + i * 32 + x] = B2_ff2[b * 256 + i * 32 + x] + B2_res1[b * 256 + i * 32 + x];
             }
@@ -1154,6 +1298,9 @@ static void sn_rows_10(const real *params, real *work, const real *S, int batch,
     /* O[b,tq,i] = σ(b17[i] + z_O[b,tq,i]) */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int tq = 0; tq < 8; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
             for (int i = 0; i < 10; i++) {
                 sn_u_O[b * 80 + tq * 10 + i] = sn_sigmoid(b17[i] + z_O[b * 80 + tq * 10 + i]);
             }
@@ -1180,6 +1327,9 @@ static void sn_rows_11(const real *params, real *work, const real *S, int batch,
     /* dL_dB2_res1[b,i,x] += dL_dB2[b,i,x] (from B2); dL_dB2_ff2[b,i,x] += dL_dB2[b,i,x] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int i = 0; i < 8; i++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
             for (int x = 0; x < 32; x++) {
                 dL_dB2_res1[b * 256 + i * 32 + x] += dL_dB2[b * 256 + i * 32 + x];
                 dL_dB2_ff2[b * 256 + i * 32 + x] += dL_dB2[b * 256 + i * 32 + x];
@@ -1187,6 +1337,9 @@ static void sn_rows_11(const real *params, real *work, const real *S, int batch,
     /* delta_B2_ff2[b,tq,i] = dL_dB2_ff2[b,tq,i]; g_b15[i] += dL_dB2_ff2[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int tq = 0; tq < 8; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
             for (int i = 0; i < 32; i++) {
                 delta_B2_ff2[b * 256 + tq * 32 + i] = dL_dB2_ff2[b * 256 + tq * 32 + i];
                 g_b15[i] += dL_dB2_ff2[b * 256 + tq * 32 + i];
@@ -1211,6 +1364,9 @@ static void sn_rows_12(const real *params, real *work, const real *S, int batch,
     /* delta_B2_ff1[b,tq,i] = dL_dB2_ff1[b,tq,i]·(1 if b14[i] + z_B2_ff1[b,tq,i] > 0 else 0); g_b14[i] += dL_dB2_ff1[b,tq,i]·(1 if b14[i] + z_B2_ff1[b,tq,i] > 0 else 0) */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int tq = 0; tq < 8; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
             for (int i = 0; i < 64; i++) {
                 const real t0 = dL_dB2_ff1[b * 512 + tq * 64 + i]*((b14[i] + z_B2_ff1[b * 512 + tq * 64 + i] > 0) ? (1) : (0));
                 delta_B2_ff1[b * 512 + tq * 64 + i] = t0;
@@ -1265,12 +1421,18 @@ static void sn_rows_13(const real *params, real *work, const real *S, int batch,
         }
     /* delta_B2_norm2_rstd[b,a] = -dL_dB2_norm2_rstd[b,a]/(64·(z_B2_norm2_rstd[b,a]/32 + 1.0e-5)^(3/2)) */
     for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int a = 0; a < 8; a++) {
             delta_B2_norm2_rstd[b * 8 + a] = -1.0F/64.0F*dL_dB2_norm2_rstd[b * 8 + a]/powf((1.0F/32.0F)*z_B2_norm2_rstd[b * 8 + a] + 1.0e-5F, 3.0F/2.0F);
         }
     /* dL_dB2_norm2_c[b,a,e] += 2·B2_norm2_c[b,a,e]·delta_B2_norm2_rstd[b,a] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
             for (int e = 0; e < 32; e++) {
                 dL_dB2_norm2_c[b * 256 + a * 32 + e] += 2*B2_norm2_c[b * 256 + a * 32 + e]*delta_B2_norm2_rstd[b * 8 + a];
             }
@@ -1290,12 +1452,18 @@ static void sn_rows_13(const real *params, real *work, const real *S, int batch,
         }
     /* delta_B2_norm2_mean[b,a] = dL_dB2_norm2_mean[b,a]/32 */
     for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int a = 0; a < 8; a++) {
             delta_B2_norm2_mean[b * 8 + a] = (1.0F/32.0F)*dL_dB2_norm2_mean[b * 8 + a];
         }
     /* dL_dB2_res1[b,a,e] += delta_B2_norm2_mean[b,a] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
             for (int e = 0; e < 32; e++) {
                 dL_dB2_res1[b * 256 + a * 32 + e] += delta_B2_norm2_mean[b * 8 + a];
             }
@@ -1304,6 +1472,9 @@ static void sn_rows_13(const real *params, real *work, const real *S, int batch,
     /* dL_dB1[b,i,x] += dL_dB2_res1[b,i,x] (from B2_res1); dL_dB2_att[b,i,x] += dL_dB2_res1[b,i,x] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int i = 0; i < 8; i++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
             for (int x = 0; x < 32; x++) {
                 dL_dB1[b * 256 + i * 32 + x] += dL_dB2_res1[b * 256 + i * 32 + x];
                 dL_dB2_att[b * 256 + i * 32 + x] += dL_dB2_res1[b * 256 + i * 32 + x];
@@ -1311,6 +1482,9 @@ static void sn_rows_13(const real *params, real *work, const real *S, int batch,
     /* delta_B2_att[b,tq,i] = dL_dB2_att[b,tq,i]; g_co11[i] += dL_dB2_att[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int tq = 0; tq < 8; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
             for (int i = 0; i < 32; i++) {
                 delta_B2_att[b * 256 + tq * 32 + i] = dL_dB2_att[b * 256 + tq * 32 + i];
                 g_co11[i] += dL_dB2_att[b * 256 + tq * 32 + i];
@@ -1385,6 +1559,9 @@ static void sn_rows_14(const real *params, real *work, const real *S, int batch,
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++)
             for (int tq = 0; tq < 8; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
                 for (int tk = 0; tk < 8; tk++) {
                     dL_dB2_att_e[b * 256 + hd * 64 + tq * 8 + tk] += delta_B2_att_z[b * 32 + hd * 8 + tq];
                 }
@@ -1426,6 +1603,9 @@ static void sn_rows_14(const real *params, real *work, const real *S, int batch,
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++)
             for (int tq = 0; tq < 8; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
                 for (int tk = 0; tk < 8; tk++) {
                     delta_B2_att_s[b * 256 + hd * 64 + tq * 8 + tk] = 0.353553391F*dL_dB2_att_s[b * 256 + hd * 64 + tq * 8 + tk];
                 }
@@ -1438,6 +1618,9 @@ static void sn_rows_14(const real *params, real *work, const real *S, int batch,
     /* delta_B2_att_qkv[b,tq,i] = dL_dB2_att_qkv[b,tq,i]; g_c11[i] += dL_dB2_att_qkv[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int tq = 0; tq < 8; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
             for (int i = 0; i < 96; i++) {
                 delta_B2_att_qkv[b * 768 + tq * 96 + i] = dL_dB2_att_qkv[b * 768 + tq * 96 + i];
                 g_c11[i] += dL_dB2_att_qkv[b * 768 + tq * 96 + i];
@@ -1491,12 +1674,18 @@ static void sn_rows_15(const real *params, real *work, const real *S, int batch,
         }
     /* delta_B2_norm1_rstd[b,a] = -dL_dB2_norm1_rstd[b,a]/(64·(z_B2_norm1_rstd[b,a]/32 + 1.0e-5)^(3/2)) */
     for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int a = 0; a < 8; a++) {
             delta_B2_norm1_rstd[b * 8 + a] = -1.0F/64.0F*dL_dB2_norm1_rstd[b * 8 + a]/powf((1.0F/32.0F)*z_B2_norm1_rstd[b * 8 + a] + 1.0e-5F, 3.0F/2.0F);
         }
     /* dL_dB2_norm1_c[b,a,e] += 2·B2_norm1_c[b,a,e]·delta_B2_norm1_rstd[b,a] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
             for (int e = 0; e < 32; e++) {
                 dL_dB2_norm1_c[b * 256 + a * 32 + e] += 2*B2_norm1_c[b * 256 + a * 32 + e]*delta_B2_norm1_rstd[b * 8 + a];
             }
@@ -1516,12 +1705,18 @@ static void sn_rows_15(const real *params, real *work, const real *S, int batch,
         }
     /* delta_B2_norm1_mean[b,a] = dL_dB2_norm1_mean[b,a]/32 */
     for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int a = 0; a < 8; a++) {
             delta_B2_norm1_mean[b * 8 + a] = (1.0F/32.0F)*dL_dB2_norm1_mean[b * 8 + a];
         }
     /* dL_dB1[b,a,e] += delta_B2_norm1_mean[b,a] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
             for (int e = 0; e < 32; e++) {
                 dL_dB1[b * 256 + a * 32 + e] += delta_B2_norm1_mean[b * 8 + a];
             }
@@ -1530,6 +1725,9 @@ static void sn_rows_15(const real *params, real *work, const real *S, int batch,
     /* dL_dB1_res1[b,i,x] += dL_dB1[b,i,x] (from B1); dL_dB1_ff2[b,i,x] += dL_dB1[b,i,x] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int i = 0; i < 8; i++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
             for (int x = 0; x < 32; x++) {
                 dL_dB1_res1[b * 256 + i * 32 + x] += dL_dB1[b * 256 + i * 32 + x];
                 dL_dB1_ff2[b * 256 + i * 32 + x] += dL_dB1[b * 256 + i * 32 + x];
@@ -1537,6 +1735,9 @@ static void sn_rows_15(const real *params, real *work, const real *S, int batch,
     /* delta_B1_ff2[b,tq,i] = dL_dB1_ff2[b,tq,i]; g_b8[i] += dL_dB1_ff2[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int tq = 0; tq < 8; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
             for (int i = 0; i < 32; i++) {
                 delta_B1_ff2[b * 256 + tq * 32 + i] = dL_dB1_ff2[b * 256 + tq * 32 + i];
                 g_b8[i] += dL_dB1_ff2[b * 256 + tq * 32 + i];
@@ -1561,6 +1762,9 @@ static void sn_rows_16(const real *params, real *work, const real *S, int batch,
     /* delta_B1_ff1[b,tq,i] = dL_dB1_ff1[b,tq,i]·(1 if b7[i] + z_B1_ff1[b,tq,i] > 0 else 0); g_b7[i] += dL_dB1_ff1[b,tq,i]·(1 if b7[i] + z_B1_ff1[b,tq,i] > 0 else 0) */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int tq = 0; tq < 8; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
             for (int i = 0; i < 64; i++) {
                 const real t0 = dL_dB1_ff1[b * 512 + tq * 64 + i]*((b7[i] + z_B1_ff1[b * 512 + tq * 64 + i] > 0) ? (1) : (0));
                 delta_B1_ff1[b * 512 + tq * 64 + i] = t0;
@@ -1615,12 +1819,18 @@ static void sn_rows_17(const real *params, real *work, const real *S, int batch,
         }
     /* delta_B1_norm2_rstd[b,a] = -dL_dB1_norm2_rstd[b,a]/(64·(z_B1_norm2_rstd[b,a]/32 + 1.0e-5)^(3/2)) */
     for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int a = 0; a < 8; a++) {
             delta_B1_norm2_rstd[b * 8 + a] = -1.0F/64.0F*dL_dB1_norm2_rstd[b * 8 + a]/powf((1.0F/32.0F)*z_B1_norm2_rstd[b * 8 + a] + 1.0e-5F, 3.0F/2.0F);
         }
     /* dL_dB1_norm2_c[b,a,e] += 2·B1_norm2_c[b,a,e]·delta_B1_norm2_rstd[b,a] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
             for (int e = 0; e < 32; e++) {
                 dL_dB1_norm2_c[b * 256 + a * 32 + e] += 2*B1_norm2_c[b * 256 + a * 32 + e]*delta_B1_norm2_rstd[b * 8 + a];
             }
@@ -1640,12 +1850,18 @@ static void sn_rows_17(const real *params, real *work, const real *S, int batch,
         }
     /* delta_B1_norm2_mean[b,a] = dL_dB1_norm2_mean[b,a]/32 */
     for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int a = 0; a < 8; a++) {
             delta_B1_norm2_mean[b * 8 + a] = (1.0F/32.0F)*dL_dB1_norm2_mean[b * 8 + a];
         }
     /* dL_dB1_res1[b,a,e] += delta_B1_norm2_mean[b,a] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
             for (int e = 0; e < 32; e++) {
                 dL_dB1_res1[b * 256 + a * 32 + e] += delta_B1_norm2_mean[b * 8 + a];
             }
@@ -1654,6 +1870,9 @@ static void sn_rows_17(const real *params, real *work, const real *S, int batch,
     /* dL_dpos[b,i,x] += dL_dB1_res1[b,i,x] (from B1_res1); dL_dB1_att[b,i,x] += dL_dB1_res1[b,i,x] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int i = 0; i < 8; i++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
             for (int x = 0; x < 32; x++) {
                 dL_dpos[b * 256 + i * 32 + x] += dL_dB1_res1[b * 256 + i * 32 + x];
                 dL_dB1_att[b * 256 + i * 32 + x] += dL_dB1_res1[b * 256 + i * 32 + x];
@@ -1661,6 +1880,9 @@ static void sn_rows_17(const real *params, real *work, const real *S, int batch,
     /* delta_B1_att[b,tq,i] = dL_dB1_att[b,tq,i]; g_co4[i] += dL_dB1_att[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int tq = 0; tq < 8; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
             for (int i = 0; i < 32; i++) {
                 delta_B1_att[b * 256 + tq * 32 + i] = dL_dB1_att[b * 256 + tq * 32 + i];
                 g_co4[i] += dL_dB1_att[b * 256 + tq * 32 + i];
@@ -1735,6 +1957,9 @@ static void sn_rows_18(const real *params, real *work, const real *S, int batch,
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++)
             for (int tq = 0; tq < 8; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
                 for (int tk = 0; tk < 8; tk++) {
                     dL_dB1_att_e[b * 256 + hd * 64 + tq * 8 + tk] += delta_B1_att_z[b * 32 + hd * 8 + tq];
                 }
@@ -1776,6 +2001,9 @@ static void sn_rows_18(const real *params, real *work, const real *S, int batch,
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++)
             for (int tq = 0; tq < 8; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
                 for (int tk = 0; tk < 8; tk++) {
                     delta_B1_att_s[b * 256 + hd * 64 + tq * 8 + tk] = 0.353553391F*dL_dB1_att_s[b * 256 + hd * 64 + tq * 8 + tk];
                 }
@@ -1788,6 +2016,9 @@ static void sn_rows_18(const real *params, real *work, const real *S, int batch,
     /* delta_B1_att_qkv[b,tq,i] = dL_dB1_att_qkv[b,tq,i]; g_c4[i] += dL_dB1_att_qkv[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int tq = 0; tq < 8; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
             for (int i = 0; i < 96; i++) {
                 delta_B1_att_qkv[b * 768 + tq * 96 + i] = dL_dB1_att_qkv[b * 768 + tq * 96 + i];
                 g_c4[i] += dL_dB1_att_qkv[b * 768 + tq * 96 + i];
@@ -1841,12 +2072,18 @@ static void sn_rows_19(const real *params, real *work, const real *S, int batch,
         }
     /* delta_B1_norm1_rstd[b,a] = -dL_dB1_norm1_rstd[b,a]/(64·(z_B1_norm1_rstd[b,a]/32 + 1.0e-5)^(3/2)) */
     for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int a = 0; a < 8; a++) {
             delta_B1_norm1_rstd[b * 8 + a] = -1.0F/64.0F*dL_dB1_norm1_rstd[b * 8 + a]/powf((1.0F/32.0F)*z_B1_norm1_rstd[b * 8 + a] + 1.0e-5F, 3.0F/2.0F);
         }
     /* dL_dB1_norm1_c[b,a,e] += 2·B1_norm1_c[b,a,e]·delta_B1_norm1_rstd[b,a] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
             for (int e = 0; e < 32; e++) {
                 dL_dB1_norm1_c[b * 256 + a * 32 + e] += 2*B1_norm1_c[b * 256 + a * 32 + e]*delta_B1_norm1_rstd[b * 8 + a];
             }
@@ -1866,12 +2103,18 @@ static void sn_rows_19(const real *params, real *work, const real *S, int batch,
         }
     /* delta_B1_norm1_mean[b,a] = dL_dB1_norm1_mean[b,a]/32 */
     for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int a = 0; a < 8; a++) {
             delta_B1_norm1_mean[b * 8 + a] = (1.0F/32.0F)*dL_dB1_norm1_mean[b * 8 + a];
         }
     /* dL_dpos[b,a,e] += delta_B1_norm1_mean[b,a] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
             for (int e = 0; e < 32; e++) {
                 dL_dpos[b * 256 + a * 32 + e] += delta_B1_norm1_mean[b * 8 + a];
             }
@@ -1879,6 +2122,9 @@ static void sn_rows_19(const real *params, real *work, const real *S, int batch,
     /* dL_dembed[b,tq,i] += dL_dpos[b,tq,i]; g_P2[tq,i] += dL_dpos[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int tq = 0; tq < 8; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
             for (int i = 0; i < 32; i++) {
                 dL_dembed[b * 256 + tq * 32 + i] += dL_dpos[b * 256 + tq * 32 + i];
                 g_P2[tq * 32 + i] += dL_dpos[b * 256 + tq * 32 + i];
@@ -1886,6 +2132,9 @@ static void sn_rows_19(const real *params, real *work, const real *S, int batch,
     /* delta_embed[b,tq,i] = dL_dembed[b,tq,i]; g_b1[i] += dL_dembed[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int tq = 0; tq < 8; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
             for (int i = 0; i < 32; i++) {
                 delta_embed[b * 256 + tq * 32 + i] = dL_dembed[b * 256 + tq * 32 + i];
                 g_b1[i] += dL_dembed[b * 256 + tq * 32 + i];
@@ -2083,7 +2332,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_5e62b6d690_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_567c36ec68_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 14416, sizeof(real) * (size_t)batch * 80);
@@ -2109,7 +2358,7 @@ static double sn_loss(const real *params, real *work, const real *S, const real 
     return loss / batch;
 }
 
-real symnet_5e62b6d690_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_567c36ec68_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -2434,7 +2683,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_5e62b6d690_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_567c36ec68_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -2461,7 +2710,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_5e62b6d690_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_567c36ec68_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 29264;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
@@ -2532,7 +2781,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_5e62b6d690_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_567c36ec68_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -2558,7 +2807,7 @@ void symnet_5e62b6d690_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_5e62b6d690_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_567c36ec68_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

@@ -118,8 +118,16 @@ def unroll(cell: RNNCell, steps: int, return_sequences: bool = False):
             raise ValueError(f"a sequence of {total} features does not split into {steps} "
                              "steps of equal width")
         width = total // steps
-        xs = "x" if cell.name == "h" else f"{cell.name}_x"
         hs, h = [], None
+        if isinstance(cell, _GatedCell):
+            # the gates' input part of every step as one product of batch·steps rows
+            g = _apply(cell, [seq], f"{cell.name}_gx")
+            g.projection = steps
+            for t in range(1, steps + 1):
+                h = _apply(cell, [g] if h is None else [g, h], f"{cell.name}_{t}")
+                hs.append(h)
+            return hs if return_sequences else h
+        xs = "x" if cell.name == "h" else f"{cell.name}_x"
         for t in range(1, steps + 1):
             x = Slice((t - 1) * width, width, name=f"{xs}_{t}")(seq)
             h = _apply(cell, [x] if h is None else [x, h], f"{cell.name}_{t}")
@@ -142,10 +150,13 @@ def _linear(node: str, index: int, src: str, width: int, rows: int, W: str, b: s
                    r + ir.element(syms, b, ir.OUT), syms, kind="linear")
 
 
-def _at(syms: dict, buf: str, offset: int):
-    """buf[b, i + offset] as an element symbol."""
+def _at(syms: dict, buf: str, offset: int, step: int | None = None):
+    """buf[b, i + offset] as an element symbol; buf[b, step, i + offset] with ``step``
+    (a row of a (batch, steps, width) buffer)."""
     at = ir.OUT if offset == 0 else ir.Affine(((ir.OUT, 1),), offset)
-    return ir.element(syms, buf, ir.BATCH, at)
+    if step is None:
+        return ir.element(syms, buf, ir.BATCH, at)
+    return ir.element(syms, buf, ir.BATCH, ir.Affine((), step), at)
 
 
 def _bias_at(syms: dict, b: str, offset: int):
@@ -157,11 +168,18 @@ class _GatedCell(LayerBase):
     """What GRUCell and LSTMCell share: the gates' two matrix products
     G_x = W·x_t + b (``W`` = PyTorch's weight_ih, ``b`` = bias_ih) and
     G_h = U·h_{t−1} + c (``U`` = weight_hh, ``c`` = bias_hh), gates stacked
-    along the rows in PyTorch's order; then an element-wise formula per unit."""
+    along the rows in PyTorch's order; then an element-wise formula per unit.
+
+    Under ``unroll`` (and ``GRU``/``LSTM``) G_x does not depend on the state, so it
+    is one application for all steps (named ``<cell>_gx``, shape (steps, gates·units)):
+    one matrix product of batch·steps rows forward, one for ∂L/∂W and one sum for
+    ∂L/∂b backward, instead of one small product per step; step t then reads its row
+    t of it."""
 
     n_inputs = None
     gates: tuple = ()
     kind = ""
+    projection = 0       # an application giving G_x of every step: the number of steps
 
     def __init__(self, units: int, name: str = "h"):
         what = type(self).__name__
@@ -172,36 +190,91 @@ class _GatedCell(LayerBase):
         return f"{type(self).__name__}({self.units}, name={self.name!r})"
 
     def describe(self) -> dict:
-        return {"kind": self.kind, "units": self.units, "name": self.name}
+        d = {"kind": self.kind, "units": self.units, "name": self.name}
+        if self.projection:
+            d["projection"] = self.projection
+        return d
+
+    def _reads_projection(self) -> bool:
+        ins = self.inputs or []
+        return bool(ins) and bool(getattr(ins[0], "projection", 0))
+
+    def _step(self) -> int:
+        """Step t (1, 2, ...) of an application reading a projection: one more than the
+        application giving its h_{t−1}, which must read the same projection."""
+        t, app = 1, self
+        while len(app.inputs) == 2:
+            app, t = app.inputs[1], t + 1
+            if getattr(app, "inputs", None) is None or app.inputs[0] is not self.inputs[0]:
+                raise ValueError(f"{type(self).__name__} {self.name!r}: the previous state "
+                                 "comes from another sequence")
+        if t > self.inputs[0].projection:
+            raise ValueError(f"{type(self).__name__} {self.name!r}: step {t} of a sequence "
+                             f"of {self.inputs[0].projection} steps")
+        return t
 
     def out_shape_of(self, shapes):
         widths = sizes(shapes)
+        what = f"{type(self).__name__} {self.name!r}"
+        rows = len(self.gates) * self.units
+        if self.projection:
+            if len(widths) != 1 or widths[0] % self.projection:
+                raise ValueError(f"{what}: a sequence of {sum(widths)} features does not "
+                                 f"split into {self.projection} steps of equal width")
+            return (self.projection, rows)
         if len(widths) not in (1, 2):
-            raise ValueError(f"{type(self).__name__} {self.name!r} reads x_t, or x_t and "
-                             "h_{t-1}")
+            raise ValueError(f"{what} reads x_t, or x_t and h_{{t-1}}")
         if len(widths) == 2 and widths[1] != self.units:
-            raise ValueError(f"{type(self).__name__} {self.name!r}: the previous state has "
-                             f"{widths[1]} features, the cell {self.units}")
+            raise ValueError(f"{what}: the previous state has {widths[1]} features, the "
+                             f"cell {self.units}")
         return (self.units,)
 
     def param_names(self, index: int) -> dict:
         return {"W": f"W{index}", "U": f"U{index}", "b": f"b{index}", "c": f"c{index}"}
 
+    def _projection_node(self, index, name, inputs, widths):
+        from .attention import linear_node
+        P = self.param_names(index)
+        steps = self.projection
+        return [linear_node(name, index, inputs[0], steps, widths[0] // steps,
+                            len(self.gates) * self.units, P["W"], P["b"])]
+
     def _products(self, index, name, inputs, widths):
-        """The gate nodes: [G_x] or [G_x, G_h], and the symbols' names."""
+        """The gate nodes ([G_x] or [G_x, G_h]; only [G_h] or [] when G_x is a
+        projection's row), the parameters' names, and where the gates read: G_x as
+        (buffer, row or None), G_h as a buffer or None (then its bias c)."""
         P = self.param_names(index)
         rows = len(self.gates) * self.units
-        made = [_linear(f"{name}_gx", index, inputs[0], widths[0], rows, P["W"], P["b"])]
+        made = []
+        if self._reads_projection():
+            gx = (inputs[0], self._step() - 1)
+        else:
+            made.append(_linear(f"{name}_gx", index, inputs[0], widths[0], rows, P["W"],
+                                P["b"]))
+            gx = (made[0].name, None)
+        gh = None
         if len(inputs) == 2:
             made.append(_linear(f"{name}_gh", index, inputs[1], self.units, rows, P["U"],
                                 P["c"]))
-        return made, P
+            gh = made[-1].name
+        return made, P, (gx, gh)
 
-    def _gate(self, syms, made, P, g: int, split: bool = False):
+    def _reads(self, made, src, inputs, widths):
+        """The buffers the element node reads besides the previous states: the
+        projection (when read), then the products made here; their widths."""
+        rows = len(self.gates) * self.units
+        names = ([inputs[0]] if src[0][1] is not None else []) + [m.name for m in made]
+        width = {m: rows for m in names}
+        if src[0][1] is not None:
+            width[inputs[0]] = widths[0]
+        return names, width
+
+    def _gate(self, syms, src, P, g: int, split: bool = False):
         """Pre-activation of gate g (its rows g·H .. g·H + H − 1): x part, h part."""
         off = g * self.units
-        gx = _at(syms, made[0].name, off)
-        gh = _at(syms, made[1].name, off) if len(made) == 2 else _bias_at(syms, P["c"], off)
+        (gx_buf, row), gh_buf = src
+        gx = _at(syms, gx_buf, off, row)
+        gh = _at(syms, gh_buf, off) if gh_buf is not None else _bias_at(syms, P["c"], off)
         return (gx, gh) if split else gx + gh
 
     def _shared_params(self, P, widths):
@@ -229,21 +302,23 @@ class GRUCell(_GatedCell):
 
         from ..scalar.primitives import sigmoid
         widths = sizes(shapes)
-        made, P = self._products(index, name, inputs, widths)
+        if self.projection:
+            return self._projection_node(index, name, inputs, widths)
+        made, P, src = self._products(index, name, inputs, widths)
         syms: dict = {}
-        r = sigmoid(self._gate(syms, made, P, 0))
-        z = sigmoid(self._gate(syms, made, P, 1))
-        nx, nh = self._gate(syms, made, P, 2, split=True)
+        r = sigmoid(self._gate(syms, src, P, 0))
+        z = sigmoid(self._gate(syms, src, P, 1))
+        nx, nh = self._gate(syms, src, P, 2, split=True)
         n = sp.tanh(nx + r * nh)
         outer = (1 - z) * n
         if len(inputs) == 2:
             outer = outer + z * _at(syms, inputs[1], 0)
         params = [] if len(inputs) == 2 else self._shared_params(P, widths)[1:]
-        ins = [m.name for m in made] + list(inputs[1:])
-        out = ir.Node(name, index, made[0].name, made[0].n_out, self.units, params, [], outer,
-                      syms, kind="gru", inputs=ins,
-                      widths={m: (self.units if m in inputs else made[0].n_out)
-                              for m in ins})
+        reads, width = self._reads(made, src, inputs, widths)
+        ins = reads + list(inputs[1:])
+        width.update({x: self.units for x in inputs[1:]})
+        out = ir.Node(name, index, ins[0], width[ins[0]], self.units, params, [], outer,
+                      syms, kind="gru", inputs=ins, widths=width)
         return made + [out]
 
 
@@ -277,29 +352,31 @@ class LSTMCell(_GatedCell):
 
         from ..scalar.primitives import sigmoid
         widths = sizes(shapes)
-        made, P = self._products(index, name, inputs, widths)
-        rows = made[0].n_out
+        if self.projection:
+            return self._projection_node(index, name, inputs, widths)
+        made, P, src = self._products(index, name, inputs, widths)
         syms: dict = {}
-        i = sigmoid(self._gate(syms, made, P, 0))
-        g = sp.tanh(self._gate(syms, made, P, 2))
+        i = sigmoid(self._gate(syms, src, P, 0))
+        g = sp.tanh(self._gate(syms, src, P, 2))
         memory = i * g
         if len(inputs) == 2:
-            f = sigmoid(self._gate(syms, made, P, 1))
+            f = sigmoid(self._gate(syms, src, P, 1))
             memory = f * _at(syms, f"{inputs[1]}_c", 0) + memory
         params = [] if len(inputs) == 2 else self._shared_params(P, widths)[1:]
-        ins = [m.name for m in made] + ([f"{inputs[1]}_c"] if len(inputs) == 2 else [])
-        width = {m: rows for m in ins}
+        reads, width = self._reads(made, src, inputs, widths)
+        ins = reads + ([f"{inputs[1]}_c"] if len(inputs) == 2 else [])
         width.update({f"{x}_c": self.units for x in inputs[1:]})
         cname = f"{name}_c"
-        cell = ir.Node(cname, index, made[0].name, rows, self.units, params, [], memory, syms,
-                       kind="lstm_memory", inputs=ins, widths=width)
+        cell = ir.Node(cname, index, ins[0], width[ins[0]], self.units, params, [], memory,
+                       syms, kind="lstm_memory", inputs=ins, widths=width)
         syms2: dict = {}
-        o = sigmoid(self._gate(syms2, made, P, 3))
+        o = sigmoid(self._gate(syms2, src, P, 3))
         outer = o * sp.tanh(_at(syms2, cname, 0))
-        ins2 = [m.name for m in made] + [cname]
-        out = ir.Node(name, index, made[0].name, rows, self.units, list(params), [], outer,
-                      syms2, kind="lstm", inputs=ins2,
-                      widths={**{m.name: rows for m in made}, cname: self.units})
+        ins2 = reads + [cname]
+        width2 = {m: width[m] for m in reads}
+        width2[cname] = self.units
+        out = ir.Node(name, index, ins2[0], width2[ins2[0]], self.units, list(params), [],
+                      outer, syms2, kind="lstm", inputs=ins2, widths=width2)
         return made + [cell, out]
 
 

@@ -55,7 +55,9 @@ class Conv:
     backward: with ``gW``: gW (+)= Σ_b delta[b]·col[b]ᵀ (with ``deltaT``: one product
               over the batch with the delta transposed); with ``dX``: dcol = Wᵀ·delta[b]
               and dX[b,k,y·s+u−p,x·s+v−p] += dcol (col2im; dX zeroed before).
-    Lower makes one from the terms whose index maps are a correlation's
+    With ``direct`` (a short window, stride 1 along x, no padding), the forward and the
+    weight gradient read X's rows in place instead (no im2col); dX still goes through
+    ``col`` as scratch.  Lower makes one from the terms whose index maps are a correlation's
     (``symnet.plan.correlate``); ``geo`` holds the sizes read from those maps."""
 
     mode: str                    # "forward" or "backward"
@@ -70,6 +72,7 @@ class Conv:
     dX: str | None = None
     accumulate: bool = False
     deltaT: str | None = None    # gW through delta transposed (few output positions)
+    direct: bool = False         # forward and gW as direct loops over X's rows, no im2col
 
 
 @dataclass

@@ -26,7 +26,8 @@ from ...ir import nodes as ir
 from .build import template_dir
 from .cnames import PREFIX, c_name
 from ...scalar.cprint import DTYPES, CPrinter, c_comment, numeric  # noqa: F401  (re-exported)
-from ...plan.lower import LOSS, Buffer, Conv, Fill, Loop, MatMul, Plan, Route, Rows, SoftmaxXent, Zero
+from ...plan.lower import (DIRECT_WINDOW, LOSS, Buffer, Conv, Fill, Loop, MatMul, Plan, Route,
+                           Rows, SoftmaxXent, Zero)
 from ...derive.coupled import INV_BATCH
 
 
@@ -86,6 +87,9 @@ _TEMPLATE_CODE = _TemplateCode()
 
 class Emitter:
     """Prints one plan for one dtype."""
+
+    #: the most numbers in a direct convolution's window (the C sizes its sums by it)
+    direct_window = DIRECT_WINDOW
 
     def __init__(self, plan: Plan, dtype: str):
         if dtype not in DTYPES:
@@ -247,9 +251,58 @@ class Emitter:
         if rows:
             indices[0] = (indices[0][0], "sn_lo", "sn_hi")
         return {"indices": indices, "comment": c_comment(op.comment),
-                "hoisted": hoisted,
+                "hoisted": hoisted, "simd": not hoisted and self.independent(op),
                 "temps": [(str(s), self.printer.doprint(v)) for s, v in temps],
                 "stmts": stmts}
+
+    def root(self, name: str) -> str:
+        """The buffer whose memory ``name`` is (an alias's own buffer)."""
+        buf = self.buffers.get(name)
+        while buf is not None and buf.kind == "alias" and buf.alias in self.buffers:
+            buf = self.buffers[buf.alias]
+        return buf.name if buf is not None else name
+
+    def independent(self, op: Loop) -> bool:
+        """Whether the innermost loop of ``op`` has no dependence between its
+        iterations, so that ``omp simd`` may run them side by side without changing a
+        result: every statement writes an element that moves with the innermost index
+        (coefficient 1), no array written is read in the loop, and statements writing
+        one array write rows of it that do not overlap (the gates of a GRU:
+        i, i + 64, i + 128 over i < 64).  GCC vectorises such loops anyway unless they
+        touch more arrays than its run-time alias checks cover (a GRU's backward: 7)."""
+        if len(op.indices) < 1 or op.product:
+            return False
+        inner, extent = op.indices[-1]
+        if not isinstance(extent, int):
+            return False
+        written: dict = {}
+        for target, index, kind, _ in op.stmts:
+            if target == LOSS or kind not in ("=", "+=") or not index:
+                return False
+            last = index[-1]
+            if last == inner:
+                off = 0
+            elif isinstance(last, ir.Affine) and last.terms == ((inner, 1),):
+                off = last.const
+            else:
+                return False
+            if any(inner in ((ix,) if isinstance(ix, str) else ix.names())
+                   for ix in index[:-1]):
+                return False
+            written.setdefault(self.root(target), []).append((tuple(index[:-1]), off))
+        for spots in written.values():
+            if len({rest for rest, _ in spots}) != 1:
+                return False
+            offs = sorted(off for _, off in spots)
+            if any(b - a < extent for a, b in zip(offs, offs[1:])):
+                return False
+        symbols = self.plan.symbols
+        for _, _, _, expr in op.stmts:
+            for sym in expr.free_symbols:
+                acc = symbols.get(sym)
+                if acc is not None and self.root(acc.array) in written:
+                    return False
+        return True
 
     def product_view(self, op: Loop, rows: bool = False) -> dict:
         """A loop of small products (``symnet.plan.products``): its batch loops and one
@@ -346,6 +399,8 @@ class Emitter:
         return {"args": f"{g['cin']}, {H}, {W}, {KH}, {KW}, {g['stride'][0]}, "
                         f"{g['stride'][1]}, {g['pad'][0]}, {g['pad'][1]}, "
                         f"{g['dilation'][0]}, {g['dilation'][1]}, {OH}, {OW}",
+                "direct": f"{g['cin']}, {H}, {W}, {KH}, {KW}, {g['stride'][0]}, "
+                          f"{g['dilation'][0]}, {g['dilation'][1]}, {g['cout']}, {OH}, {OW}",
                 "chw": g["cin"] * H * W, "kc": kc, "ohw": ohw, "cout": g["cout"], "ow": OW,
                 "col_row": kc * ohw, "out_row": g["cout"] * ohw,
                 "comment": c_comment(op.comment)}
