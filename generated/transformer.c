@@ -112,8 +112,8 @@
  *   loss: bce, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_A48392719D_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_A48392719D_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_E050331363_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_E050331363_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (32, 10)
  *   b1           offset       320  shape (32,)
  *   P2           offset       352  shape (8, 32)
@@ -144,48 +144,48 @@
  *   W17          offset     17696  shape (10, 32)
  *   b17          offset     18016  shape (10,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_A48392719D_WORK_SIZE(batch) numbers; SYMNET_A48392719D_TRAIN_WORK_SIZE(batch_size) for
- * symnet_a48392719d_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_E050331363_WORK_SIZE(batch) numbers; SYMNET_E050331363_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_e050331363_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 18026 + X B*80 + T or O B*80 + work (B*29264 + 18026)
  *   numbers of 4 bytes; e.g. B = 32: 3,910,480 bytes (training; forward only: 1,948,072).
  */
-#ifndef SYMNET_A48392719D_H
-#define SYMNET_A48392719D_H
+#ifndef SYMNET_E050331363_H
+#define SYMNET_E050331363_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_A48392719D_REAL float  /* the number type of every array (float32) */
-#define SYMNET_A48392719D_N_INPUTS 80  /* features per example */
-#define SYMNET_A48392719D_N_OUTPUTS 80
-#define SYMNET_A48392719D_N_PARAMS 18026  /* numbers in the flat parameter array */
-#define SYMNET_A48392719D_WORK_PER_EXAMPLE 29264
-#define SYMNET_A48392719D_WORK_SIZE(batch) ((batch) * 29264 + 18026)  /* numbers of scratch per call */
-#define SYMNET_A48392719D_TRAIN_WORK_SIZE(batch_size) (SYMNET_A48392719D_WORK_SIZE(batch_size) + (batch_size) * 160)
-#define SYMNET_A48392719D_SGD 0       /* optimizer codes of symnet_a48392719d_update and symnet_a48392719d_train */
-#define SYMNET_A48392719D_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_A48392719D_N_PARAMS numbers */
-#define SYMNET_A48392719D_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_A48392719D_N_PARAMS numbers each */
+#define SYMNET_E050331363_REAL float  /* the number type of every array (float32) */
+#define SYMNET_E050331363_N_INPUTS 80  /* features per example */
+#define SYMNET_E050331363_N_OUTPUTS 80
+#define SYMNET_E050331363_N_PARAMS 18026  /* numbers in the flat parameter array */
+#define SYMNET_E050331363_WORK_PER_EXAMPLE 29264
+#define SYMNET_E050331363_WORK_SIZE(batch) ((batch) * 29264 + 18026)  /* numbers of scratch per call */
+#define SYMNET_E050331363_TRAIN_WORK_SIZE(batch_size) (SYMNET_E050331363_WORK_SIZE(batch_size) + (batch_size) * 160)
+#define SYMNET_E050331363_SGD 0       /* optimizer codes of symnet_e050331363_update and symnet_e050331363_train */
+#define SYMNET_E050331363_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_E050331363_N_PARAMS numbers */
+#define SYMNET_E050331363_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_E050331363_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_A48392719D_N_OUTPUTS) = the network's output for X (batch × SYMNET_A48392719D_N_INPUTS). */
-void symnet_a48392719d_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_E050331363_N_OUTPUTS) = the network's output for X (batch × SYMNET_E050331363_N_INPUTS). */
+void symnet_e050331363_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_a48392719d_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_e050331363_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_A48392719D_N_PARAMS numbers) by back propagation. */
-float symnet_a48392719d_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_E050331363_N_PARAMS numbers) by back propagation. */
+float symnet_e050331363_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_a48392719d_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_e050331363_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_A48392719D_SGD, SYMNET_A48392719D_MOMENTUM or SYMNET_A48392719D_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_E050331363_SGD, SYMNET_E050331363_MOMENTUM or SYMNET_E050331363_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_a48392719d_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_e050331363_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -193,10 +193,10 @@ void symnet_a48392719d_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_A48392719D_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_E050331363_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_A48392719D_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_a48392719d_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_E050331363_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_e050331363_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -205,7 +205,7 @@ long long symnet_a48392719d_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_A48392719D_H */
+#endif /* SYMNET_E050331363_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -543,7 +543,8 @@ static void sn_took_now(int threads, double seconds)
  * that stay in registers while k runs: each row of B read feeds SN_SMALL_MR rows, each
  * number of A a row of the tile.  A B stored along k (sbn ≠ 1: the keys of q·kᵀ, the
  * values read by key) is first copied, SN_SMALL_NB columns at a time, into rows along
- * n.  Each T[m,n] is summed in the order of k, as the plain loop does.  Measured per
+ * n.  Each T[m,n] is summed in the order of k, as the plain loop does; accumulate = 0
+ * stores α·Σ_k instead of adding it (a T that nothing zeroed: symnet.plan.overwrite).  Measured per
  * (example, head) of attention, d = 16, 32 positions, one thread of a 2-core Zen 3:
  * 83 GFLOP/s against 11 for one row of T at a time in memory (its loads and stores at
  * every k), and scores q·kᵀ 4× faster than as dot products along e. */
@@ -554,7 +555,7 @@ static void sn_took_now(int threads, double seconds)
 /* rows m < mr (≤ SN_SMALL_MR) and columns n < nc (≤ SN_SMALL_NB) of T, B's rows ldb apart */
 SN_INLINE void sn_small_tile(int mr, int nc, int K, real alpha, const real *restrict A,
                              ptrdiff_t sam, ptrdiff_t sak, const real *restrict B,
-                             ptrdiff_t ldb, real *restrict T, ptrdiff_t stm)
+                             ptrdiff_t ldb, real *restrict T, ptrdiff_t stm, int accumulate)
 {
     real acc[SN_SMALL_MR][SN_SMALL_NB];
 #if defined(__GNUC__) && !defined(__clang__)
@@ -580,12 +581,14 @@ SN_INLINE void sn_small_tile(int mr, int nc, int K, real alpha, const real *rest
 #pragma GCC unroll 8
 #endif
     for (int r = 0; r < mr; r++)
-        for (int n = 0; n < nc; n++) T[r * stm + n] += alpha * acc[r][n];
+        for (int n = 0; n < nc; n++)
+            T[r * stm + n] = accumulate ? T[r * stm + n] + alpha * acc[r][n] : alpha * acc[r][n];
 }
 
 SN_INLINE void sn_small_mm(int M, int N, int K, real alpha, const real *restrict A,
                            ptrdiff_t sam, ptrdiff_t sak, const real *restrict B,
-                           ptrdiff_t sbk, ptrdiff_t sbn, real *restrict T, ptrdiff_t stm)
+                           ptrdiff_t sbk, ptrdiff_t sbn, real *restrict T, ptrdiff_t stm,
+                           int accumulate)
 {
     real Bt[SN_SMALL_KMAX * SN_SMALL_NB];   /* B's columns n0.. as rows, when sbn ≠ 1 */
     for (int n0 = 0; n0 < N; n0 += SN_SMALL_NB) {
@@ -602,10 +605,10 @@ SN_INLINE void sn_small_mm(int M, int N, int K, real alpha, const real *restrict
         int m0 = 0;
         for (; m0 + SN_SMALL_MR <= M; m0 += SN_SMALL_MR)
             sn_small_tile(SN_SMALL_MR, nc, K, alpha, A + m0 * sam, sam, sak, Bn, ldb,
-                          T + m0 * stm + n0, stm);
+                          T + m0 * stm + n0, stm, accumulate);
         if (M % SN_SMALL_MR)
             sn_small_tile(M % SN_SMALL_MR, nc, K, alpha, A + m0 * sam, sam, sak, Bn, ldb,
-                          T + m0 * stm + n0, stm);
+                          T + m0 * stm + n0, stm, accumulate);
     }
 }
 
@@ -730,11 +733,10 @@ static void sn_rows_2(const real *params, real *work, const real *S, int batch, 
             for (int i = 0; i < 96; i++) {
                 B1_att_qkv[b * 768 + tq * 96 + i] = c4[i] + z_B1_att_qkv[b * 768 + tq * 96 + i];
             }
-    memset(z_B1_att_s + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
     /* z_B1_att_s[b,hd,tq,tk] = Σ_e B1_att_qkv[b,tk,hd·8 + e + 32]·B1_att_qkv[b,tq,hd·8 + e]: a small product per (b, hd) */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++) {
-            sn_small_mm(8, 8, 8, (real)1, B1_att_qkv + (size_t)b * 768 + hd * 8, 96, 1, B1_att_qkv + (size_t)b * 768 + hd * 8 + 32, 1, 96, z_B1_att_s + (size_t)b * 256 + hd * 64, 8);
+            sn_small_mm(8, 8, 8, (real)1, B1_att_qkv + (size_t)b * 768 + hd * 8, 96, 1, B1_att_qkv + (size_t)b * 768 + hd * 8 + 32, 1, 96, z_B1_att_s + (size_t)b * 256 + hd * 64, 8, 0);
         }
     /* B1_att_s[b,hd,tq,tk] = 0.35355339059327373·z_B1_att_s[b,hd,tq,tk] */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -764,7 +766,6 @@ static void sn_rows_2(const real *params, real *work, const real *S, int batch, 
                 for (int tk = 0; tk < 8; tk++) {
                     B1_att_e[b * 256 + hd * 64 + tq * 8 + tk] = sn_expf(-B1_att_m[b * 32 + hd * 8 + tq] + B1_att_s[b * 256 + hd * 64 + tq * 8 + tk]);
                 }
-    memset(z_B1_att_z + (size_t)sn_lo * 32, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 32);
     /* z_B1_att_z[b,hd,tq] = Σ_tk B1_att_e[b,hd,tq,tk] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++)
@@ -776,7 +777,7 @@ static void sn_rows_2(const real *params, real *work, const real *S, int batch, 
                 for (int tk = 0; tk < 8; tk++) {
                     acc0 += B1_att_e[b * 256 + hd * 64 + tq * 8 + tk];
                 }
-                z_B1_att_z[b * 32 + hd * 8 + tq] += acc0;
+                z_B1_att_z[b * 32 + hd * 8 + tq] = acc0;
             }
     /* B1_att_p[b,hd,tq,tk] = B1_att_e[b,hd,tq,tk]/B1_att_z[b,hd,tq] */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -798,11 +799,10 @@ static void sn_rows_2(const real *params, real *work, const real *S, int batch, 
                 for (int tk = 0; tk < 8; tk++) {
                     B1_att_v[b * 256 + hd * 64 + e * 8 + tk] = B1_att_qkv[b * 768 + tk * 96 + (hd*8 + e + 64)];
                 }
-    memset(z_B1_att_a + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
     /* z_B1_att_a[b,tq,hd,e] = Σ_tk B1_att_p[b,hd,tq,tk]·B1_att_v[b,hd,e,tk]: a small product per (b, hd) */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++) {
-            sn_small_mm(8, 8, 8, (real)1, B1_att_p + (size_t)b * 256 + hd * 64, 8, 1, B1_att_v + (size_t)b * 256 + hd * 64, 1, 8, z_B1_att_a + (size_t)b * 256 + hd * 8, 32);
+            sn_small_mm(8, 8, 8, (real)1, B1_att_p + (size_t)b * 256 + hd * 64, 8, 1, B1_att_v + (size_t)b * 256 + hd * 64, 1, 8, z_B1_att_a + (size_t)b * 256 + hd * 8, 32, 0);
         }
 
 }
@@ -1037,11 +1037,10 @@ static void sn_rows_6(const real *params, real *work, const real *S, int batch, 
             for (int i = 0; i < 96; i++) {
                 B2_att_qkv[b * 768 + tq * 96 + i] = c11[i] + z_B2_att_qkv[b * 768 + tq * 96 + i];
             }
-    memset(z_B2_att_s + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
     /* z_B2_att_s[b,hd,tq,tk] = Σ_e B2_att_qkv[b,tk,hd·8 + e + 32]·B2_att_qkv[b,tq,hd·8 + e]: a small product per (b, hd) */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++) {
-            sn_small_mm(8, 8, 8, (real)1, B2_att_qkv + (size_t)b * 768 + hd * 8, 96, 1, B2_att_qkv + (size_t)b * 768 + hd * 8 + 32, 1, 96, z_B2_att_s + (size_t)b * 256 + hd * 64, 8);
+            sn_small_mm(8, 8, 8, (real)1, B2_att_qkv + (size_t)b * 768 + hd * 8, 96, 1, B2_att_qkv + (size_t)b * 768 + hd * 8 + 32, 1, 96, z_B2_att_s + (size_t)b * 256 + hd * 64, 8, 0);
         }
     /* B2_att_s[b,hd,tq,tk] = 0.35355339059327373·z_B2_att_s[b,hd,tq,tk] */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -1071,7 +1070,6 @@ static void sn_rows_6(const real *params, real *work, const real *S, int batch, 
                 for (int tk = 0; tk < 8; tk++) {
                     B2_att_e[b * 256 + hd * 64 + tq * 8 + tk] = sn_expf(-B2_att_m[b * 32 + hd * 8 + tq] + B2_att_s[b * 256 + hd * 64 + tq * 8 + tk]);
                 }
-    memset(z_B2_att_z + (size_t)sn_lo * 32, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 32);
     /* z_B2_att_z[b,hd,tq] = Σ_tk B2_att_e[b,hd,tq,tk] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++)
@@ -1083,7 +1081,7 @@ static void sn_rows_6(const real *params, real *work, const real *S, int batch, 
                 for (int tk = 0; tk < 8; tk++) {
                     acc0 += B2_att_e[b * 256 + hd * 64 + tq * 8 + tk];
                 }
-                z_B2_att_z[b * 32 + hd * 8 + tq] += acc0;
+                z_B2_att_z[b * 32 + hd * 8 + tq] = acc0;
             }
     /* B2_att_p[b,hd,tq,tk] = B2_att_e[b,hd,tq,tk]/B2_att_z[b,hd,tq] */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -1105,11 +1103,10 @@ static void sn_rows_6(const real *params, real *work, const real *S, int batch, 
                 for (int tk = 0; tk < 8; tk++) {
                     B2_att_v[b * 256 + hd * 64 + e * 8 + tk] = B2_att_qkv[b * 768 + tk * 96 + (hd*8 + e + 64)];
                 }
-    memset(z_B2_att_a + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
     /* z_B2_att_a[b,tq,hd,e] = Σ_tk B2_att_p[b,hd,tq,tk]·B2_att_v[b,hd,e,tk]: a small product per (b, hd) */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++) {
-            sn_small_mm(8, 8, 8, (real)1, B2_att_p + (size_t)b * 256 + hd * 64, 8, 1, B2_att_v + (size_t)b * 256 + hd * 64, 1, 8, z_B2_att_a + (size_t)b * 256 + hd * 8, 32);
+            sn_small_mm(8, 8, 8, (real)1, B2_att_p + (size_t)b * 256 + hd * 64, 8, 1, B2_att_v + (size_t)b * 256 + hd * 64, 1, 8, z_B2_att_a + (size_t)b * 256 + hd * 8, 32, 0);
         }
 
 }
@@ -1296,8 +1293,6 @@ static void sn_rows_11(const real *params, real *work, const real *S, int batch,
     (void)params;
     (void)S;
     memset(sn_part, 0, sizeof(real) * 32);
-    memset(dL_dB2_res1 + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
-    memset(dL_dB2_ff2 + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
     /* dL_dB2_res1[b,i,x] += dL_dB2[b,i,x] (from B2); dL_dB2_ff2[b,i,x] += dL_dB2[b,i,x] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int i = 0; i < 8; i++)
@@ -1305,8 +1300,8 @@ static void sn_rows_11(const real *params, real *work, const real *S, int batch,
 #pragma omp simd
 #endif
             for (int x = 0; x < 32; x++) {
-                dL_dB2_res1[b * 256 + i * 32 + x] += dL_dB2[b * 256 + i * 32 + x];
-                dL_dB2_ff2[b * 256 + i * 32 + x] += dL_dB2[b * 256 + i * 32 + x];
+                dL_dB2_res1[b * 256 + i * 32 + x] = dL_dB2[b * 256 + i * 32 + x];
+                dL_dB2_ff2[b * 256 + i * 32 + x] = dL_dB2[b * 256 + i * 32 + x];
             }
     /* delta_B2_ff2[b,tq,i] = dL_dB2_ff2[b,tq,i]; g_b15[i] += dL_dB2_ff2[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -1375,8 +1370,6 @@ static void sn_rows_13(const real *params, real *work, const real *S, int batch,
 
     (void)S;
     memset(sn_part, 0, sizeof(real) * 96);
-    memset(dL_dB2_norm2_c + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
-    memset(dL_dB2_norm2_rstd + (size_t)sn_lo * 8, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 8);
     /* g_gamma13[d] += B2_norm2_c[b,a,d]·B2_norm2_rstd[b,a]·dL_dB2_norm2[b,a,d]; dL_dB2_norm2_c[b,a,d] += B2_norm2_rstd[b,a]·dL_dB2_norm2[b,a,d]·gamma13[d] (from B2_norm2); dL_dB2_norm2_rstd[b,a] += B2_norm2_c[b,a,d]·dL_dB2_norm2[b,a,d]·gamma13[d]; g_beta13[d] += dL_dB2_norm2[b,a,d] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++) {
@@ -1387,11 +1380,11 @@ static void sn_rows_13(const real *params, real *work, const real *S, int batch,
             for (int d = 0; d < 32; d++) {
                 const real t0 = B2_norm2_rstd[b * 8 + a]*dL_dB2_norm2[b * 256 + a * 32 + d];
                 g_gamma13[d] += B2_norm2_c[b * 256 + a * 32 + d]*t0;
-                dL_dB2_norm2_c[b * 256 + a * 32 + d] += gamma13[d]*t0;
+                dL_dB2_norm2_c[b * 256 + a * 32 + d] = gamma13[d]*t0;
                 g_beta13[d] += dL_dB2_norm2[b * 256 + a * 32 + d];
                 acc0 += B2_norm2_c[b * 256 + a * 32 + d]*dL_dB2_norm2[b * 256 + a * 32 + d]*gamma13[d];
             }
-            dL_dB2_norm2_rstd[b * 8 + a] += acc0;
+            dL_dB2_norm2_rstd[b * 8 + a] = acc0;
         }
     /* delta_B2_norm2_rstd[b,a] = -dL_dB2_norm2_rstd[b,a]/(64·(z_B2_norm2_rstd[b,a]/32 + 1.0e-5)^(3/2)) */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -1410,7 +1403,6 @@ static void sn_rows_13(const real *params, real *work, const real *S, int batch,
             for (int e = 0; e < 32; e++) {
                 dL_dB2_norm2_c[b * 256 + a * 32 + e] += 2*B2_norm2_c[b * 256 + a * 32 + e]*delta_B2_norm2_rstd[b * 8 + a];
             }
-    memset(dL_dB2_norm2_mean + (size_t)sn_lo * 8, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 8);
     /* dL_dB2_res1[b,a,d] += dL_dB2_norm2_c[b,a,d] (from B2_norm2_c); dL_dB2_norm2_mean[b,a] += -dL_dB2_norm2_c[b,a,d] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++) {
@@ -1422,7 +1414,7 @@ static void sn_rows_13(const real *params, real *work, const real *S, int batch,
                 dL_dB2_res1[b * 256 + a * 32 + d] += dL_dB2_norm2_c[b * 256 + a * 32 + d];
                 acc0 += -dL_dB2_norm2_c[b * 256 + a * 32 + d];
             }
-            dL_dB2_norm2_mean[b * 8 + a] += acc0;
+            dL_dB2_norm2_mean[b * 8 + a] = acc0;
         }
     /* delta_B2_norm2_mean[b,a] = dL_dB2_norm2_mean[b,a]/32 */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -1441,8 +1433,6 @@ static void sn_rows_13(const real *params, real *work, const real *S, int batch,
             for (int e = 0; e < 32; e++) {
                 dL_dB2_res1[b * 256 + a * 32 + e] += delta_B2_norm2_mean[b * 8 + a];
             }
-    memset(dL_dB1 + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
-    memset(dL_dB2_att + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
     /* dL_dB1[b,i,x] += dL_dB2_res1[b,i,x] (from B2_res1); dL_dB2_att[b,i,x] += dL_dB2_res1[b,i,x] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int i = 0; i < 8; i++)
@@ -1450,8 +1440,8 @@ static void sn_rows_13(const real *params, real *work, const real *S, int batch,
 #pragma omp simd
 #endif
             for (int x = 0; x < 32; x++) {
-                dL_dB1[b * 256 + i * 32 + x] += dL_dB2_res1[b * 256 + i * 32 + x];
-                dL_dB2_att[b * 256 + i * 32 + x] += dL_dB2_res1[b * 256 + i * 32 + x];
+                dL_dB1[b * 256 + i * 32 + x] = dL_dB2_res1[b * 256 + i * 32 + x];
+                dL_dB2_att[b * 256 + i * 32 + x] = dL_dB2_res1[b * 256 + i * 32 + x];
             }
     /* delta_B2_att[b,tq,i] = dL_dB2_att[b,tq,i]; g_co11[i] += dL_dB2_att[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -1497,13 +1487,11 @@ static void sn_rows_14(const real *params, real *work, const real *S, int batch,
     (void)params;
     (void)S;
     memset(sn_part, 0, sizeof(real) * 96);
-    memset(dL_dB2_att_p + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
-    memset(dL_dB2_att_v + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
     /* dL_dB2_att_p[b,hd,tq,tk] += Σ_e B2_att_v[b,hd,e,tk]·delta_B2_att_a[b,tq,hd,e]; dL_dB2_att_v[b,hd,e,tk] += Σ_tq B2_att_p[b,hd,tq,tk]·delta_B2_att_a[b,tq,hd,e]: a small product per (b, hd) */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++) {
-            sn_small_mm(8, 8, 8, (real)1, delta_B2_att_a + (size_t)b * 256 + hd * 8, 32, 1, B2_att_v + (size_t)b * 256 + hd * 64, 8, 1, dL_dB2_att_p + (size_t)b * 256 + hd * 64, 8);
-            sn_small_mm(8, 8, 8, (real)1, delta_B2_att_a + (size_t)b * 256 + hd * 8, 1, 32, B2_att_p + (size_t)b * 256 + hd * 64, 8, 1, dL_dB2_att_v + (size_t)b * 256 + hd * 64, 8);
+            sn_small_mm(8, 8, 8, (real)1, delta_B2_att_a + (size_t)b * 256 + hd * 8, 32, 1, B2_att_v + (size_t)b * 256 + hd * 64, 8, 1, dL_dB2_att_p + (size_t)b * 256 + hd * 64, 8, 0);
+            sn_small_mm(8, 8, 8, (real)1, delta_B2_att_a + (size_t)b * 256 + hd * 8, 1, 32, B2_att_p + (size_t)b * 256 + hd * 64, 8, 1, dL_dB2_att_v + (size_t)b * 256 + hd * 64, 8, 0);
         }
     memset(dL_dB2_att_qkv + (size_t)sn_lo * 768, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 768);
     /* dL_dB2_att_qkv[b,tk,hd*8 + e + 64] += dL_dB2_att_v[b,hd,e,tk] (from B2_att_v) */
@@ -1513,8 +1501,6 @@ static void sn_rows_14(const real *params, real *work, const real *S, int batch,
                 for (int tk = 0; tk < 8; tk++) {
                     dL_dB2_att_qkv[b * 768 + tk * 96 + (hd*8 + e + 64)] += dL_dB2_att_v[b * 256 + hd * 64 + e * 8 + tk];
                 }
-    memset(dL_dB2_att_e + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
-    memset(dL_dB2_att_z + (size_t)sn_lo * 32, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 32);
     /* dL_dB2_att_e[b,hd,tq,tk] += dL_dB2_att_p[b,hd,tq,tk]/B2_att_z[b,hd,tq] (from B2_att_p); dL_dB2_att_z[b,hd,tq] += -B2_att_e[b,hd,tq,tk]·dL_dB2_att_p[b,hd,tq,tk]/B2_att_z[b,hd,tq]² */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++)
@@ -1524,10 +1510,10 @@ static void sn_rows_14(const real *params, real *work, const real *S, int batch,
 #pragma omp simd reduction(+:acc0)
 #endif
                 for (int tk = 0; tk < 8; tk++) {
-                    dL_dB2_att_e[b * 256 + hd * 64 + tq * 8 + tk] += dL_dB2_att_p[b * 256 + hd * 64 + tq * 8 + tk]/B2_att_z[b * 32 + hd * 8 + tq];
+                    dL_dB2_att_e[b * 256 + hd * 64 + tq * 8 + tk] = dL_dB2_att_p[b * 256 + hd * 64 + tq * 8 + tk]/B2_att_z[b * 32 + hd * 8 + tq];
                     acc0 += (-B2_att_e[b * 256 + hd * 64 + tq * 8 + tk]*dL_dB2_att_p[b * 256 + hd * 64 + tq * 8 + tk])/(B2_att_z[b * 32 + hd * 8 + tq]*B2_att_z[b * 32 + hd * 8 + tq]);
                 }
-                dL_dB2_att_z[b * 32 + hd * 8 + tq] += acc0;
+                dL_dB2_att_z[b * 32 + hd * 8 + tq] = acc0;
             }
     /* dL_dB2_att_e[b,hd,tq,tk] += delta_B2_att_z[b,hd,tq] */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -1539,8 +1525,6 @@ static void sn_rows_14(const real *params, real *work, const real *S, int batch,
                 for (int tk = 0; tk < 8; tk++) {
                     dL_dB2_att_e[b * 256 + hd * 64 + tq * 8 + tk] += delta_B2_att_z[b * 32 + hd * 8 + tq];
                 }
-    memset(dL_dB2_att_s + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
-    memset(dL_dB2_att_m + (size_t)sn_lo * 32, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 32);
     /* dL_dB2_att_s[b,hd,tq,tk] += B2_att_e[b,hd,tq,tk]·dL_dB2_att_e[b,hd,tq,tk] (from B2_att_e); dL_dB2_att_m[b,hd,tq] += -B2_att_e[b,hd,tq,tk]·dL_dB2_att_e[b,hd,tq,tk] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++)
@@ -1551,10 +1535,10 @@ static void sn_rows_14(const real *params, real *work, const real *S, int batch,
 #endif
                 for (int tk = 0; tk < 8; tk++) {
                     const real t0 = B2_att_e[b * 256 + hd * 64 + tq * 8 + tk]*dL_dB2_att_e[b * 256 + hd * 64 + tq * 8 + tk];
-                    dL_dB2_att_s[b * 256 + hd * 64 + tq * 8 + tk] += t0;
+                    dL_dB2_att_s[b * 256 + hd * 64 + tq * 8 + tk] = t0;
                     acc0 += -t0;
                 }
-                dL_dB2_att_m[b * 32 + hd * 8 + tq] += acc0;
+                dL_dB2_att_m[b * 32 + hd * 8 + tq] = acc0;
             }
     /* dL_dB2_att_s[b,hd,tq,tk] += delta_B2_att_m[b,hd,tq] at the first (u,v) where B2_att_s[b,hd,tq,tk] = z_B2_att_m[b,hd,tq] (first on ties) */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -1586,8 +1570,8 @@ static void sn_rows_14(const real *params, real *work, const real *S, int batch,
     /* dL_dB2_att_qkv[b,tk,hd*8 + e + 32] += Σ_tq B2_att_qkv[b,tq,hd·8 + e]·delta_B2_att_s[b,hd,tq,tk]; dL_dB2_att_qkv[b,tq,hd*8 + e] += Σ_tk B2_att_qkv[b,tk,hd·8 + e + 32]·delta_B2_att_s[b,hd,tq,tk]: a small product per (b, hd) */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++) {
-            sn_small_mm(8, 8, 8, (real)1, delta_B2_att_s + (size_t)b * 256 + hd * 64, 1, 8, B2_att_qkv + (size_t)b * 768 + hd * 8, 96, 1, dL_dB2_att_qkv + (size_t)b * 768 + hd * 8 + 32, 96);
-            sn_small_mm(8, 8, 8, (real)1, delta_B2_att_s + (size_t)b * 256 + hd * 64, 8, 1, B2_att_qkv + (size_t)b * 768 + hd * 8 + 32, 96, 1, dL_dB2_att_qkv + (size_t)b * 768 + hd * 8, 96);
+            sn_small_mm(8, 8, 8, (real)1, delta_B2_att_s + (size_t)b * 256 + hd * 64, 1, 8, B2_att_qkv + (size_t)b * 768 + hd * 8, 96, 1, dL_dB2_att_qkv + (size_t)b * 768 + hd * 8 + 32, 96, 1);
+            sn_small_mm(8, 8, 8, (real)1, delta_B2_att_s + (size_t)b * 256 + hd * 64, 8, 1, B2_att_qkv + (size_t)b * 768 + hd * 8 + 32, 96, 1, dL_dB2_att_qkv + (size_t)b * 768 + hd * 8, 96, 1);
         }
     /* delta_B2_att_qkv[b,tq,i] = dL_dB2_att_qkv[b,tq,i]; g_c11[i] += dL_dB2_att_qkv[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -1628,8 +1612,6 @@ static void sn_rows_15(const real *params, real *work, const real *S, int batch,
 
     (void)S;
     memset(sn_part, 0, sizeof(real) * 96);
-    memset(dL_dB2_norm1_c + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
-    memset(dL_dB2_norm1_rstd + (size_t)sn_lo * 8, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 8);
     /* g_gamma10[d] += B2_norm1_c[b,a,d]·B2_norm1_rstd[b,a]·dL_dB2_norm1[b,a,d]; dL_dB2_norm1_c[b,a,d] += B2_norm1_rstd[b,a]·dL_dB2_norm1[b,a,d]·gamma10[d] (from B2_norm1); dL_dB2_norm1_rstd[b,a] += B2_norm1_c[b,a,d]·dL_dB2_norm1[b,a,d]·gamma10[d]; g_beta10[d] += dL_dB2_norm1[b,a,d] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++) {
@@ -1640,11 +1622,11 @@ static void sn_rows_15(const real *params, real *work, const real *S, int batch,
             for (int d = 0; d < 32; d++) {
                 const real t0 = B2_norm1_rstd[b * 8 + a]*dL_dB2_norm1[b * 256 + a * 32 + d];
                 g_gamma10[d] += B2_norm1_c[b * 256 + a * 32 + d]*t0;
-                dL_dB2_norm1_c[b * 256 + a * 32 + d] += gamma10[d]*t0;
+                dL_dB2_norm1_c[b * 256 + a * 32 + d] = gamma10[d]*t0;
                 g_beta10[d] += dL_dB2_norm1[b * 256 + a * 32 + d];
                 acc0 += B2_norm1_c[b * 256 + a * 32 + d]*dL_dB2_norm1[b * 256 + a * 32 + d]*gamma10[d];
             }
-            dL_dB2_norm1_rstd[b * 8 + a] += acc0;
+            dL_dB2_norm1_rstd[b * 8 + a] = acc0;
         }
     /* delta_B2_norm1_rstd[b,a] = -dL_dB2_norm1_rstd[b,a]/(64·(z_B2_norm1_rstd[b,a]/32 + 1.0e-5)^(3/2)) */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -1663,7 +1645,6 @@ static void sn_rows_15(const real *params, real *work, const real *S, int batch,
             for (int e = 0; e < 32; e++) {
                 dL_dB2_norm1_c[b * 256 + a * 32 + e] += 2*B2_norm1_c[b * 256 + a * 32 + e]*delta_B2_norm1_rstd[b * 8 + a];
             }
-    memset(dL_dB2_norm1_mean + (size_t)sn_lo * 8, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 8);
     /* dL_dB1[b,a,d] += dL_dB2_norm1_c[b,a,d] (from B2_norm1_c); dL_dB2_norm1_mean[b,a] += -dL_dB2_norm1_c[b,a,d] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++) {
@@ -1675,7 +1656,7 @@ static void sn_rows_15(const real *params, real *work, const real *S, int batch,
                 dL_dB1[b * 256 + a * 32 + d] += dL_dB2_norm1_c[b * 256 + a * 32 + d];
                 acc0 += -dL_dB2_norm1_c[b * 256 + a * 32 + d];
             }
-            dL_dB2_norm1_mean[b * 8 + a] += acc0;
+            dL_dB2_norm1_mean[b * 8 + a] = acc0;
         }
     /* delta_B2_norm1_mean[b,a] = dL_dB2_norm1_mean[b,a]/32 */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -1694,8 +1675,6 @@ static void sn_rows_15(const real *params, real *work, const real *S, int batch,
             for (int e = 0; e < 32; e++) {
                 dL_dB1[b * 256 + a * 32 + e] += delta_B2_norm1_mean[b * 8 + a];
             }
-    memset(dL_dB1_res1 + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
-    memset(dL_dB1_ff2 + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
     /* dL_dB1_res1[b,i,x] += dL_dB1[b,i,x] (from B1); dL_dB1_ff2[b,i,x] += dL_dB1[b,i,x] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int i = 0; i < 8; i++)
@@ -1703,8 +1682,8 @@ static void sn_rows_15(const real *params, real *work, const real *S, int batch,
 #pragma omp simd
 #endif
             for (int x = 0; x < 32; x++) {
-                dL_dB1_res1[b * 256 + i * 32 + x] += dL_dB1[b * 256 + i * 32 + x];
-                dL_dB1_ff2[b * 256 + i * 32 + x] += dL_dB1[b * 256 + i * 32 + x];
+                dL_dB1_res1[b * 256 + i * 32 + x] = dL_dB1[b * 256 + i * 32 + x];
+                dL_dB1_ff2[b * 256 + i * 32 + x] = dL_dB1[b * 256 + i * 32 + x];
             }
     /* delta_B1_ff2[b,tq,i] = dL_dB1_ff2[b,tq,i]; g_b8[i] += dL_dB1_ff2[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -1773,8 +1752,6 @@ static void sn_rows_17(const real *params, real *work, const real *S, int batch,
 
     (void)S;
     memset(sn_part, 0, sizeof(real) * 96);
-    memset(dL_dB1_norm2_c + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
-    memset(dL_dB1_norm2_rstd + (size_t)sn_lo * 8, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 8);
     /* g_gamma6[d] += B1_norm2_c[b,a,d]·B1_norm2_rstd[b,a]·dL_dB1_norm2[b,a,d]; dL_dB1_norm2_c[b,a,d] += B1_norm2_rstd[b,a]·dL_dB1_norm2[b,a,d]·gamma6[d] (from B1_norm2); dL_dB1_norm2_rstd[b,a] += B1_norm2_c[b,a,d]·dL_dB1_norm2[b,a,d]·gamma6[d]; g_beta6[d] += dL_dB1_norm2[b,a,d] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++) {
@@ -1785,11 +1762,11 @@ static void sn_rows_17(const real *params, real *work, const real *S, int batch,
             for (int d = 0; d < 32; d++) {
                 const real t0 = B1_norm2_rstd[b * 8 + a]*dL_dB1_norm2[b * 256 + a * 32 + d];
                 g_gamma6[d] += B1_norm2_c[b * 256 + a * 32 + d]*t0;
-                dL_dB1_norm2_c[b * 256 + a * 32 + d] += gamma6[d]*t0;
+                dL_dB1_norm2_c[b * 256 + a * 32 + d] = gamma6[d]*t0;
                 g_beta6[d] += dL_dB1_norm2[b * 256 + a * 32 + d];
                 acc0 += B1_norm2_c[b * 256 + a * 32 + d]*dL_dB1_norm2[b * 256 + a * 32 + d]*gamma6[d];
             }
-            dL_dB1_norm2_rstd[b * 8 + a] += acc0;
+            dL_dB1_norm2_rstd[b * 8 + a] = acc0;
         }
     /* delta_B1_norm2_rstd[b,a] = -dL_dB1_norm2_rstd[b,a]/(64·(z_B1_norm2_rstd[b,a]/32 + 1.0e-5)^(3/2)) */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -1808,7 +1785,6 @@ static void sn_rows_17(const real *params, real *work, const real *S, int batch,
             for (int e = 0; e < 32; e++) {
                 dL_dB1_norm2_c[b * 256 + a * 32 + e] += 2*B1_norm2_c[b * 256 + a * 32 + e]*delta_B1_norm2_rstd[b * 8 + a];
             }
-    memset(dL_dB1_norm2_mean + (size_t)sn_lo * 8, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 8);
     /* dL_dB1_res1[b,a,d] += dL_dB1_norm2_c[b,a,d] (from B1_norm2_c); dL_dB1_norm2_mean[b,a] += -dL_dB1_norm2_c[b,a,d] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++) {
@@ -1820,7 +1796,7 @@ static void sn_rows_17(const real *params, real *work, const real *S, int batch,
                 dL_dB1_res1[b * 256 + a * 32 + d] += dL_dB1_norm2_c[b * 256 + a * 32 + d];
                 acc0 += -dL_dB1_norm2_c[b * 256 + a * 32 + d];
             }
-            dL_dB1_norm2_mean[b * 8 + a] += acc0;
+            dL_dB1_norm2_mean[b * 8 + a] = acc0;
         }
     /* delta_B1_norm2_mean[b,a] = dL_dB1_norm2_mean[b,a]/32 */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -1839,8 +1815,6 @@ static void sn_rows_17(const real *params, real *work, const real *S, int batch,
             for (int e = 0; e < 32; e++) {
                 dL_dB1_res1[b * 256 + a * 32 + e] += delta_B1_norm2_mean[b * 8 + a];
             }
-    memset(dL_dpos + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
-    memset(dL_dB1_att + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
     /* dL_dpos[b,i,x] += dL_dB1_res1[b,i,x] (from B1_res1); dL_dB1_att[b,i,x] += dL_dB1_res1[b,i,x] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int i = 0; i < 8; i++)
@@ -1848,8 +1822,8 @@ static void sn_rows_17(const real *params, real *work, const real *S, int batch,
 #pragma omp simd
 #endif
             for (int x = 0; x < 32; x++) {
-                dL_dpos[b * 256 + i * 32 + x] += dL_dB1_res1[b * 256 + i * 32 + x];
-                dL_dB1_att[b * 256 + i * 32 + x] += dL_dB1_res1[b * 256 + i * 32 + x];
+                dL_dpos[b * 256 + i * 32 + x] = dL_dB1_res1[b * 256 + i * 32 + x];
+                dL_dB1_att[b * 256 + i * 32 + x] = dL_dB1_res1[b * 256 + i * 32 + x];
             }
     /* delta_B1_att[b,tq,i] = dL_dB1_att[b,tq,i]; g_co4[i] += dL_dB1_att[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -1895,13 +1869,11 @@ static void sn_rows_18(const real *params, real *work, const real *S, int batch,
     (void)params;
     (void)S;
     memset(sn_part, 0, sizeof(real) * 96);
-    memset(dL_dB1_att_p + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
-    memset(dL_dB1_att_v + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
     /* dL_dB1_att_p[b,hd,tq,tk] += Σ_e B1_att_v[b,hd,e,tk]·delta_B1_att_a[b,tq,hd,e]; dL_dB1_att_v[b,hd,e,tk] += Σ_tq B1_att_p[b,hd,tq,tk]·delta_B1_att_a[b,tq,hd,e]: a small product per (b, hd) */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++) {
-            sn_small_mm(8, 8, 8, (real)1, delta_B1_att_a + (size_t)b * 256 + hd * 8, 32, 1, B1_att_v + (size_t)b * 256 + hd * 64, 8, 1, dL_dB1_att_p + (size_t)b * 256 + hd * 64, 8);
-            sn_small_mm(8, 8, 8, (real)1, delta_B1_att_a + (size_t)b * 256 + hd * 8, 1, 32, B1_att_p + (size_t)b * 256 + hd * 64, 8, 1, dL_dB1_att_v + (size_t)b * 256 + hd * 64, 8);
+            sn_small_mm(8, 8, 8, (real)1, delta_B1_att_a + (size_t)b * 256 + hd * 8, 32, 1, B1_att_v + (size_t)b * 256 + hd * 64, 8, 1, dL_dB1_att_p + (size_t)b * 256 + hd * 64, 8, 0);
+            sn_small_mm(8, 8, 8, (real)1, delta_B1_att_a + (size_t)b * 256 + hd * 8, 1, 32, B1_att_p + (size_t)b * 256 + hd * 64, 8, 1, dL_dB1_att_v + (size_t)b * 256 + hd * 64, 8, 0);
         }
     memset(dL_dB1_att_qkv + (size_t)sn_lo * 768, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 768);
     /* dL_dB1_att_qkv[b,tk,hd*8 + e + 64] += dL_dB1_att_v[b,hd,e,tk] (from B1_att_v) */
@@ -1911,8 +1883,6 @@ static void sn_rows_18(const real *params, real *work, const real *S, int batch,
                 for (int tk = 0; tk < 8; tk++) {
                     dL_dB1_att_qkv[b * 768 + tk * 96 + (hd*8 + e + 64)] += dL_dB1_att_v[b * 256 + hd * 64 + e * 8 + tk];
                 }
-    memset(dL_dB1_att_e + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
-    memset(dL_dB1_att_z + (size_t)sn_lo * 32, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 32);
     /* dL_dB1_att_e[b,hd,tq,tk] += dL_dB1_att_p[b,hd,tq,tk]/B1_att_z[b,hd,tq] (from B1_att_p); dL_dB1_att_z[b,hd,tq] += -B1_att_e[b,hd,tq,tk]·dL_dB1_att_p[b,hd,tq,tk]/B1_att_z[b,hd,tq]² */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++)
@@ -1922,10 +1892,10 @@ static void sn_rows_18(const real *params, real *work, const real *S, int batch,
 #pragma omp simd reduction(+:acc0)
 #endif
                 for (int tk = 0; tk < 8; tk++) {
-                    dL_dB1_att_e[b * 256 + hd * 64 + tq * 8 + tk] += dL_dB1_att_p[b * 256 + hd * 64 + tq * 8 + tk]/B1_att_z[b * 32 + hd * 8 + tq];
+                    dL_dB1_att_e[b * 256 + hd * 64 + tq * 8 + tk] = dL_dB1_att_p[b * 256 + hd * 64 + tq * 8 + tk]/B1_att_z[b * 32 + hd * 8 + tq];
                     acc0 += (-B1_att_e[b * 256 + hd * 64 + tq * 8 + tk]*dL_dB1_att_p[b * 256 + hd * 64 + tq * 8 + tk])/(B1_att_z[b * 32 + hd * 8 + tq]*B1_att_z[b * 32 + hd * 8 + tq]);
                 }
-                dL_dB1_att_z[b * 32 + hd * 8 + tq] += acc0;
+                dL_dB1_att_z[b * 32 + hd * 8 + tq] = acc0;
             }
     /* dL_dB1_att_e[b,hd,tq,tk] += delta_B1_att_z[b,hd,tq] */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -1937,8 +1907,6 @@ static void sn_rows_18(const real *params, real *work, const real *S, int batch,
                 for (int tk = 0; tk < 8; tk++) {
                     dL_dB1_att_e[b * 256 + hd * 64 + tq * 8 + tk] += delta_B1_att_z[b * 32 + hd * 8 + tq];
                 }
-    memset(dL_dB1_att_s + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
-    memset(dL_dB1_att_m + (size_t)sn_lo * 32, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 32);
     /* dL_dB1_att_s[b,hd,tq,tk] += B1_att_e[b,hd,tq,tk]·dL_dB1_att_e[b,hd,tq,tk] (from B1_att_e); dL_dB1_att_m[b,hd,tq] += -B1_att_e[b,hd,tq,tk]·dL_dB1_att_e[b,hd,tq,tk] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++)
@@ -1949,10 +1917,10 @@ static void sn_rows_18(const real *params, real *work, const real *S, int batch,
 #endif
                 for (int tk = 0; tk < 8; tk++) {
                     const real t0 = B1_att_e[b * 256 + hd * 64 + tq * 8 + tk]*dL_dB1_att_e[b * 256 + hd * 64 + tq * 8 + tk];
-                    dL_dB1_att_s[b * 256 + hd * 64 + tq * 8 + tk] += t0;
+                    dL_dB1_att_s[b * 256 + hd * 64 + tq * 8 + tk] = t0;
                     acc0 += -t0;
                 }
-                dL_dB1_att_m[b * 32 + hd * 8 + tq] += acc0;
+                dL_dB1_att_m[b * 32 + hd * 8 + tq] = acc0;
             }
     /* dL_dB1_att_s[b,hd,tq,tk] += delta_B1_att_m[b,hd,tq] at the first (u,v) where B1_att_s[b,hd,tq,tk] = z_B1_att_m[b,hd,tq] (first on ties) */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -1984,8 +1952,8 @@ static void sn_rows_18(const real *params, real *work, const real *S, int batch,
     /* dL_dB1_att_qkv[b,tk,hd*8 + e + 32] += Σ_tq B1_att_qkv[b,tq,hd·8 + e]·delta_B1_att_s[b,hd,tq,tk]; dL_dB1_att_qkv[b,tq,hd*8 + e] += Σ_tk B1_att_qkv[b,tk,hd·8 + e + 32]·delta_B1_att_s[b,hd,tq,tk]: a small product per (b, hd) */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++) {
-            sn_small_mm(8, 8, 8, (real)1, delta_B1_att_s + (size_t)b * 256 + hd * 64, 1, 8, B1_att_qkv + (size_t)b * 768 + hd * 8, 96, 1, dL_dB1_att_qkv + (size_t)b * 768 + hd * 8 + 32, 96);
-            sn_small_mm(8, 8, 8, (real)1, delta_B1_att_s + (size_t)b * 256 + hd * 64, 8, 1, B1_att_qkv + (size_t)b * 768 + hd * 8 + 32, 96, 1, dL_dB1_att_qkv + (size_t)b * 768 + hd * 8, 96);
+            sn_small_mm(8, 8, 8, (real)1, delta_B1_att_s + (size_t)b * 256 + hd * 64, 1, 8, B1_att_qkv + (size_t)b * 768 + hd * 8, 96, 1, dL_dB1_att_qkv + (size_t)b * 768 + hd * 8 + 32, 96, 1);
+            sn_small_mm(8, 8, 8, (real)1, delta_B1_att_s + (size_t)b * 256 + hd * 64, 8, 1, B1_att_qkv + (size_t)b * 768 + hd * 8 + 32, 96, 1, dL_dB1_att_qkv + (size_t)b * 768 + hd * 8, 96, 1);
         }
     /* delta_B1_att_qkv[b,tq,i] = dL_dB1_att_qkv[b,tq,i]; g_c4[i] += dL_dB1_att_qkv[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -2026,8 +1994,6 @@ static void sn_rows_19(const real *params, real *work, const real *S, int batch,
 
     (void)S;
     memset(sn_part, 0, sizeof(real) * 352);
-    memset(dL_dB1_norm1_c + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
-    memset(dL_dB1_norm1_rstd + (size_t)sn_lo * 8, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 8);
     /* g_gamma3[d] += B1_norm1_c[b,a,d]·B1_norm1_rstd[b,a]·dL_dB1_norm1[b,a,d]; dL_dB1_norm1_c[b,a,d] += B1_norm1_rstd[b,a]·dL_dB1_norm1[b,a,d]·gamma3[d] (from B1_norm1); dL_dB1_norm1_rstd[b,a] += B1_norm1_c[b,a,d]·dL_dB1_norm1[b,a,d]·gamma3[d]; g_beta3[d] += dL_dB1_norm1[b,a,d] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++) {
@@ -2038,11 +2004,11 @@ static void sn_rows_19(const real *params, real *work, const real *S, int batch,
             for (int d = 0; d < 32; d++) {
                 const real t0 = B1_norm1_rstd[b * 8 + a]*dL_dB1_norm1[b * 256 + a * 32 + d];
                 g_gamma3[d] += B1_norm1_c[b * 256 + a * 32 + d]*t0;
-                dL_dB1_norm1_c[b * 256 + a * 32 + d] += gamma3[d]*t0;
+                dL_dB1_norm1_c[b * 256 + a * 32 + d] = gamma3[d]*t0;
                 g_beta3[d] += dL_dB1_norm1[b * 256 + a * 32 + d];
                 acc0 += B1_norm1_c[b * 256 + a * 32 + d]*dL_dB1_norm1[b * 256 + a * 32 + d]*gamma3[d];
             }
-            dL_dB1_norm1_rstd[b * 8 + a] += acc0;
+            dL_dB1_norm1_rstd[b * 8 + a] = acc0;
         }
     /* delta_B1_norm1_rstd[b,a] = -dL_dB1_norm1_rstd[b,a]/(64·(z_B1_norm1_rstd[b,a]/32 + 1.0e-5)^(3/2)) */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -2061,7 +2027,6 @@ static void sn_rows_19(const real *params, real *work, const real *S, int batch,
             for (int e = 0; e < 32; e++) {
                 dL_dB1_norm1_c[b * 256 + a * 32 + e] += 2*B1_norm1_c[b * 256 + a * 32 + e]*delta_B1_norm1_rstd[b * 8 + a];
             }
-    memset(dL_dB1_norm1_mean + (size_t)sn_lo * 8, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 8);
     /* dL_dpos[b,a,d] += dL_dB1_norm1_c[b,a,d] (from B1_norm1_c); dL_dB1_norm1_mean[b,a] += -dL_dB1_norm1_c[b,a,d] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++) {
@@ -2073,7 +2038,7 @@ static void sn_rows_19(const real *params, real *work, const real *S, int batch,
                 dL_dpos[b * 256 + a * 32 + d] += dL_dB1_norm1_c[b * 256 + a * 32 + d];
                 acc0 += -dL_dB1_norm1_c[b * 256 + a * 32 + d];
             }
-            dL_dB1_norm1_mean[b * 8 + a] += acc0;
+            dL_dB1_norm1_mean[b * 8 + a] = acc0;
         }
     /* delta_B1_norm1_mean[b,a] = dL_dB1_norm1_mean[b,a]/32 */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -2092,7 +2057,6 @@ static void sn_rows_19(const real *params, real *work, const real *S, int batch,
             for (int e = 0; e < 32; e++) {
                 dL_dpos[b * 256 + a * 32 + e] += delta_B1_norm1_mean[b * 8 + a];
             }
-    memset(dL_dembed + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
     /* dL_dembed[b,tq,i] += dL_dpos[b,tq,i]; g_P2[tq,i] += dL_dpos[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int tq = 0; tq < 8; tq++)
@@ -2100,7 +2064,7 @@ static void sn_rows_19(const real *params, real *work, const real *S, int batch,
 #pragma omp simd
 #endif
             for (int i = 0; i < 32; i++) {
-                dL_dembed[b * 256 + tq * 32 + i] += dL_dpos[b * 256 + tq * 32 + i];
+                dL_dembed[b * 256 + tq * 32 + i] = dL_dpos[b * 256 + tq * 32 + i];
                 g_P2[tq * 32 + i] += dL_dpos[b * 256 + tq * 32 + i];
             }
     /* delta_embed[b,tq,i] = dL_dembed[b,tq,i]; g_b1[i] += dL_dembed[b,tq,i] */
@@ -2172,11 +2136,11 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
     /* B1_att_qkv, z_B1_att_s, B1_att_s, z_B1_att_m, B1_att_e, z_B1_att_z, B1_att_p, B1_att_v, z_B1_att_a: the batch in chunks of examples through sn_rows_2, the chunks
        on as many threads as pay for their join: n threads cost work/n + one join, so each
        thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 51776 multiply-adds per example */
+       two joins); the work, about 51232 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
 #ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 51776 * batch, sn_n) : 1;
+        const int sn_used = sn_on ? sn_threads(2.0 * 51232 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
 #endif
         for (int sn_c = 0; sn_c < sn_n; sn_c++)
@@ -2232,11 +2196,11 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
     /* B2_att_qkv, z_B2_att_s, B2_att_s, z_B2_att_m, B2_att_e, z_B2_att_z, B2_att_p, B2_att_v, z_B2_att_a: the batch in chunks of examples through sn_rows_6, the chunks
        on as many threads as pay for their join: n threads cost work/n + one join, so each
        thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 51776 multiply-adds per example */
+       two joins); the work, about 51232 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
 #ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 51776 * batch, sn_n) : 1;
+        const int sn_used = sn_on ? sn_threads(2.0 * 51232 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
 #endif
         for (int sn_c = 0; sn_c < sn_n; sn_c++)
@@ -2306,7 +2270,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_a48392719d_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_e050331363_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 14416, sizeof(real) * (size_t)batch * 80);
@@ -2332,7 +2296,7 @@ static double sn_loss(const real *params, real *work, const real *S, const real 
     return loss / batch;
 }
 
-real symnet_a48392719d_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_e050331363_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -2439,12 +2403,12 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     /* dL_dB2_res1, dL_dB2_ff2, delta_B2_ff2, g_b15: the batch in chunks of examples through sn_rows_11, the chunks
        on as many threads as pay for their join: n threads cost work/n + one join, so each
        thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 8704 multiply-adds per example */
+       two joins); the work, about 8192 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
         real *sn_part = work + (size_t)batch * 28912;  /* 32 partial sums per chunk */
 #ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 8704 * batch, sn_n) : 1;
+        const int sn_used = sn_on ? sn_threads(2.0 * 8192 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
 #endif
         for (int sn_c = 0; sn_c < sn_n; sn_c++)
@@ -2485,12 +2449,12 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     /* g_gamma13, dL_dB2_norm2_c, dL_dB2_norm2_rstd, g_beta13, delta_B2_norm2_rstd, dL_dB2_res1, dL_dB2_norm2_mean, delta_B2_norm2_mean, dL_dB1, dL_dB2_att, delta_B2_att, g_co11: the batch in chunks of examples through sn_rows_13, the chunks
        on as many threads as pay for their join: n threads cost work/n + one join, so each
        thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 25488 multiply-adds per example */
+       two joins); the work, about 24704 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
         real *sn_part = work + (size_t)batch * 28912;  /* 96 partial sums per chunk */
 #ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 25488 * batch, sn_n) : 1;
+        const int sn_used = sn_on ? sn_threads(2.0 * 24704 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
 #endif
         for (int sn_c = 0; sn_c < sn_n; sn_c++)
@@ -2510,12 +2474,12 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     /* dL_dB2_att_p, dL_dB2_att_v, dL_dB2_att_qkv, dL_dB2_att_e, dL_dB2_att_z, dL_dB2_att_s, dL_dB2_att_m, delta_B2_att_s, delta_B2_att_qkv, g_c11: the batch in chunks of examples through sn_rows_14, the chunks
        on as many threads as pay for their join: n threads cost work/n + one join, so each
        thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 96064 multiply-adds per example */
+       two joins); the work, about 94976 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
         real *sn_part = work + (size_t)batch * 28912;  /* 96 partial sums per chunk */
 #ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 96064 * batch, sn_n) : 1;
+        const int sn_used = sn_on ? sn_threads(2.0 * 94976 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
 #endif
         for (int sn_c = 0; sn_c < sn_n; sn_c++)
@@ -2533,12 +2497,12 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     /* g_gamma10, dL_dB2_norm1_c, dL_dB2_norm1_rstd, g_beta10, delta_B2_norm1_rstd, dL_dB1, dL_dB2_norm1_mean, delta_B2_norm1_mean, dL_dB1_res1, dL_dB1_ff2, delta_B1_ff2, g_b8: the batch in chunks of examples through sn_rows_15, the chunks
        on as many threads as pay for their join: n threads cost work/n + one join, so each
        thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 25488 multiply-adds per example */
+       two joins); the work, about 24704 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
         real *sn_part = work + (size_t)batch * 28912;  /* 96 partial sums per chunk */
 #ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 25488 * batch, sn_n) : 1;
+        const int sn_used = sn_on ? sn_threads(2.0 * 24704 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
 #endif
         for (int sn_c = 0; sn_c < sn_n; sn_c++)
@@ -2581,12 +2545,12 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     /* g_gamma6, dL_dB1_norm2_c, dL_dB1_norm2_rstd, g_beta6, delta_B1_norm2_rstd, dL_dB1_res1, dL_dB1_norm2_mean, delta_B1_norm2_mean, dL_dpos, dL_dB1_att, delta_B1_att, g_co4: the batch in chunks of examples through sn_rows_17, the chunks
        on as many threads as pay for their join: n threads cost work/n + one join, so each
        thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 25488 multiply-adds per example */
+       two joins); the work, about 24704 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
         real *sn_part = work + (size_t)batch * 28912;  /* 96 partial sums per chunk */
 #ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 25488 * batch, sn_n) : 1;
+        const int sn_used = sn_on ? sn_threads(2.0 * 24704 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
 #endif
         for (int sn_c = 0; sn_c < sn_n; sn_c++)
@@ -2606,12 +2570,12 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     /* dL_dB1_att_p, dL_dB1_att_v, dL_dB1_att_qkv, dL_dB1_att_e, dL_dB1_att_z, dL_dB1_att_s, dL_dB1_att_m, delta_B1_att_s, delta_B1_att_qkv, g_c4: the batch in chunks of examples through sn_rows_18, the chunks
        on as many threads as pay for their join: n threads cost work/n + one join, so each
        thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 96064 multiply-adds per example */
+       two joins); the work, about 94976 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
         real *sn_part = work + (size_t)batch * 28912;  /* 96 partial sums per chunk */
 #ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 96064 * batch, sn_n) : 1;
+        const int sn_used = sn_on ? sn_threads(2.0 * 94976 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
 #endif
         for (int sn_c = 0; sn_c < sn_n; sn_c++)
@@ -2629,12 +2593,12 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     /* g_gamma3, dL_dB1_norm1_c, dL_dB1_norm1_rstd, g_beta3, delta_B1_norm1_rstd, dL_dpos, dL_dB1_norm1_mean, delta_B1_norm1_mean, dL_dembed, g_P2, delta_embed, g_b1: the batch in chunks of examples through sn_rows_19, the chunks
        on as many threads as pay for their join: n threads cost work/n + one join, so each
        thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 25232 multiply-adds per example */
+       two joins); the work, about 24704 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
         real *sn_part = work + (size_t)batch * 28912;  /* 352 partial sums per chunk */
 #ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 25232 * batch, sn_n) : 1;
+        const int sn_used = sn_on ? sn_threads(2.0 * 24704 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
 #endif
         for (int sn_c = 0; sn_c < sn_n; sn_c++)
@@ -2657,7 +2621,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_a48392719d_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_e050331363_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -2684,7 +2648,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_a48392719d_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_e050331363_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 29264;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
@@ -2755,7 +2719,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_a48392719d_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_e050331363_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -2781,7 +2745,7 @@ void symnet_a48392719d_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_a48392719d_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_e050331363_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
