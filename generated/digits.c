@@ -28,8 +28,8 @@
  *   loss: softmax_cross_entropy, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_3CCE0EE380_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_3CCE0EE380_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_39C8A26AD8_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_39C8A26AD8_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (128, 64)
  *   b1           offset      8192  shape (128,)
  *   W2           offset      8320  shape (64, 128)
@@ -37,59 +37,59 @@
  *   W3           offset     16576  shape (10, 64)
  *   b3           offset     17216  shape (10,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_3CCE0EE380_WORK_SIZE(batch) numbers; SYMNET_3CCE0EE380_TRAIN_WORK_SIZE(batch_size) for
- * symnet_3cce0ee380_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_39C8A26AD8_WORK_SIZE(batch) numbers; SYMNET_39C8A26AD8_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_39c8a26ad8_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 17226 + X B*64 + T or O B*10 + work (B*808 + 17226)
  *   numbers of 4 bytes; e.g. B = 32: 250,704 bytes (training; forward only: 130,088).
  */
-#ifndef SYMNET_3CCE0EE380_H
-#define SYMNET_3CCE0EE380_H
+#ifndef SYMNET_39C8A26AD8_H
+#define SYMNET_39C8A26AD8_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_3CCE0EE380_REAL float  /* the number type of every array (float32) */
-#define SYMNET_3CCE0EE380_N_INPUTS 64  /* features per example */
-#define SYMNET_3CCE0EE380_N_OUTPUTS 10
-#define SYMNET_3CCE0EE380_N_PARAMS 17226  /* numbers in the flat parameter array */
-#define SYMNET_3CCE0EE380_WORK_PER_EXAMPLE 808
-#define SYMNET_3CCE0EE380_WORK_SIZE(batch) ((batch) * 808 + 17226)  /* numbers of scratch per call */
-#define SYMNET_3CCE0EE380_TRAIN_WORK_SIZE(batch_size) (SYMNET_3CCE0EE380_WORK_SIZE(batch_size) + (batch_size) * 74)
-#define SYMNET_3CCE0EE380_SGD 0       /* optimizer codes of symnet_3cce0ee380_update and symnet_3cce0ee380_train */
-#define SYMNET_3CCE0EE380_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_3CCE0EE380_N_PARAMS numbers */
-#define SYMNET_3CCE0EE380_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_3CCE0EE380_N_PARAMS numbers each */
+#define SYMNET_39C8A26AD8_REAL float  /* the number type of every array (float32) */
+#define SYMNET_39C8A26AD8_N_INPUTS 64  /* features per example */
+#define SYMNET_39C8A26AD8_N_OUTPUTS 10
+#define SYMNET_39C8A26AD8_N_PARAMS 17226  /* numbers in the flat parameter array */
+#define SYMNET_39C8A26AD8_WORK_PER_EXAMPLE 808
+#define SYMNET_39C8A26AD8_WORK_SIZE(batch) ((batch) * 808 + 17226)  /* numbers of scratch per call */
+#define SYMNET_39C8A26AD8_TRAIN_WORK_SIZE(batch_size) (SYMNET_39C8A26AD8_WORK_SIZE(batch_size) + (batch_size) * 74)
+#define SYMNET_39C8A26AD8_SGD 0       /* optimizer codes of symnet_39c8a26ad8_update and symnet_39c8a26ad8_train */
+#define SYMNET_39C8A26AD8_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_39C8A26AD8_N_PARAMS numbers */
+#define SYMNET_39C8A26AD8_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_39C8A26AD8_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_3CCE0EE380_N_OUTPUTS) = the network's output for X (batch × SYMNET_3CCE0EE380_N_INPUTS). */
-void symnet_3cce0ee380_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_39C8A26AD8_N_OUTPUTS) = the network's output for X (batch × SYMNET_39C8A26AD8_N_INPUTS). */
+void symnet_39c8a26ad8_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_3cce0ee380_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_39c8a26ad8_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_3CCE0EE380_N_PARAMS numbers) by back propagation. */
-float symnet_3cce0ee380_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_39C8A26AD8_N_PARAMS numbers) by back propagation. */
+float symnet_39c8a26ad8_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_3cce0ee380_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_39c8a26ad8_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss; T[b] is the class label of example b. */
-float symnet_3cce0ee380_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_39c8a26ad8_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_3CCE0EE380_N_PARAMS numbers) by back propagation. */
-float symnet_3cce0ee380_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_39C8A26AD8_N_PARAMS numbers) by back propagation. */
+float symnet_39c8a26ad8_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_3cce0ee380_step_labels(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_39c8a26ad8_step_labels(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_3CCE0EE380_SGD, SYMNET_3CCE0EE380_MOMENTUM or SYMNET_3CCE0EE380_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_39C8A26AD8_SGD, SYMNET_39C8A26AD8_MOMENTUM or SYMNET_39C8A26AD8_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_3cce0ee380_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_39c8a26ad8_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -97,10 +97,10 @@ void symnet_3cce0ee380_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_3CCE0EE380_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_39C8A26AD8_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_3CCE0EE380_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_3cce0ee380_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_39C8A26AD8_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_39c8a26ad8_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -110,10 +110,10 @@ long long symnet_3cce0ee380_train(float *params, const float *X, const float *T,
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_3CCE0EE380_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_39C8A26AD8_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_3CCE0EE380_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_3cce0ee380_train_labels(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_39C8A26AD8_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_39c8a26ad8_train_labels(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -122,15 +122,13 @@ long long symnet_3cce0ee380_train_labels(float *params, const float *X, const fl
 }
 #endif
 
-#endif /* SYMNET_3CCE0EE380_H */
+#endif /* SYMNET_39C8A26AD8_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
 #define SN_SIMD 1  /* built with OpenMP: the reductions marked `omp simd` vectorise
                       (symnet's own build passes -fopenmp-simd -DSN_SIMD) */
 #endif
-
-#include <stdint.h>
 
 /* exp(x) for float as 2^n·e^r, n = ⌊x/ln 2⌉, r = x − n·ln 2 ∈ [−ln 2/2, ln 2/2] (ln 2 in two
  * parts, so r is exact), e^r by Cephes' degree-6 polynomial and 2^n built in two halves
@@ -139,6 +137,8 @@ typedef float real;
  * the largest part of attention's forward pass); relative error ≤ 9e-8 (1.5 ulp) against
  * libm's 6e-8 (both measured against exp in double on [−104, 88.72], below 2^−126
  * against 2^−126); ∞ above 88.7228 where exp overflows, 0 below −104, NaN for NaN. */
+typedef char sn_int_as_wide_as_float[sizeof(int) == sizeof(float) ? 1 : -1];  /* 2^k below */
+
 static inline float sn_expf(float x)
 {
     const float c = x > -104.0f ? (x < 88.7228394f ? x : 88.7228394f) : -104.0f;
@@ -151,8 +151,8 @@ static inline float sn_expf(float x)
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     p = p * (r * r) + r + 1.0f;
-    const int32_t k = (int32_t)n, k1 = k / 2;
-    const int32_t e1 = (k1 + 127) << 23, e2 = (k - k1 + 127) << 23;   /* 2^k1, 2^(k − k1) */
+    const int k = (int)n, k1 = k / 2;
+    const int e1 = (k1 + 127) << 23, e2 = (k - k1 + 127) << 23;   /* 2^k1, 2^(k − k1) */
     float s1, s2;
     memcpy(&s1, &e1, sizeof s1);
     memcpy(&s2, &e2, sizeof s2);
@@ -364,9 +364,9 @@ SN_INLINE void sn_mm_tn(int M, int N, int K, const real *restrict A,
 static void sn_forward(const real *params, real *work, const real *I, int batch)
 {
     const real *W1 = params + 0;  /* W1: (128, 64) */
-    const real *sn_u_b1 = params + 8192;  /* b1: (128,) */
+    const real *b1 = params + 8192;  /* b1: (128,) */
     const real *W2 = params + 8320;  /* W2: (64, 128) */
-    const real *sn_u_b2 = params + 16512;  /* b2: (64,) */
+    const real *b2 = params + 16512;  /* b2: (64,) */
     const real *W3 = params + 16576;  /* W3: (10, 64) */
     const real *b3 = params + 17216;  /* b3: (10,) */
 
@@ -385,7 +385,7 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 #pragma omp simd
 #endif
         for (int i = 0; i < 128; i++) {
-            const real t0 = sn_u_b1[i] + z_H1[b * 128 + i];
+            const real t0 = b1[i] + z_H1[b * 128 + i];
             H1[b * 128 + i] = ((t0 > 0) ? (t0) : (0));
         }
     /* z_H2[b,i] = Σ_j W2[i,j]·H1[b,j] */
@@ -396,7 +396,7 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 #pragma omp simd
 #endif
         for (int i = 0; i < 64; i++) {
-            const real t0 = sn_u_b2[i] + z_H2[b * 64 + i];
+            const real t0 = b2[i] + z_H2[b * 64 + i];
             H2[b * 64 + i] = ((t0 > 0) ? (t0) : (0));
         }
     /* z_O[b,i] = Σ_j W3[i,j]·H2[b,j] */
@@ -413,7 +413,7 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_3cce0ee380_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_39c8a26ad8_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 394, sizeof(real) * (size_t)batch * 10);
@@ -455,7 +455,7 @@ static double sn_loss(const real *params, real *work, const real *I, const real 
     return loss / batch;
 }
 
-real symnet_3cce0ee380_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_39c8a26ad8_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -463,9 +463,9 @@ real symnet_3cce0ee380_loss(const real *params, const real *X, const real *T, in
 /* Loss and every gradient ∂L/∂θ (into grads), by back propagation. */
 static double sn_loss_grad(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
 {
-    const real *sn_u_b1 = params + 8192;  /* b1: (128,) */
+    const real *b1 = params + 8192;  /* b1: (128,) */
     const real *W2 = params + 8320;  /* W2: (64, 128) */
-    const real *sn_u_b2 = params + 16512;  /* b2: (64,) */
+    const real *b2 = params + 16512;  /* b2: (64,) */
     const real *W3 = params + 16576;  /* W3: (10, 64) */
 
     real *g_W1 = grads + 0;  /* ∂L/∂W1: (128, 64) */
@@ -539,7 +539,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
 #pragma omp simd
 #endif
         for (int i = 0; i < 64; i++) {
-            const real t0 = dL_dH2[b * 64 + i]*((sn_u_b2[i] + z_H2[b * 64 + i] > 0) ? (1) : (0));
+            const real t0 = dL_dH2[b * 64 + i]*((b2[i] + z_H2[b * 64 + i] > 0) ? (1) : (0));
             delta_H2[b * 64 + i] = t0;
             g_b2[i] += t0;
         }
@@ -554,7 +554,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
 #pragma omp simd
 #endif
         for (int i = 0; i < 128; i++) {
-            const real t0 = dL_dH1[b * 128 + i]*((sn_u_b1[i] + z_H1[b * 128 + i] > 0) ? (1) : (0));
+            const real t0 = dL_dH1[b * 128 + i]*((b1[i] + z_H1[b * 128 + i] > 0) ? (1) : (0));
             delta_H1[b * 128 + i] = t0;
             g_b1[i] += t0;
         }
@@ -564,7 +564,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_3cce0ee380_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_39c8a26ad8_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -601,7 +601,7 @@ static double sn_loss_labels(const real *params, real *work, const real *I, cons
     return loss / batch;
 }
 
-real symnet_3cce0ee380_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_39c8a26ad8_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss_labels(params, work, X, T, batch);
 }
@@ -609,9 +609,9 @@ real symnet_3cce0ee380_loss_labels(const real *params, const real *X, const real
 /* Loss and every gradient ∂L/∂θ (into grads), by back propagation; T[b] is the class label of example b. */
 static double sn_loss_grad_labels(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
 {
-    const real *sn_u_b1 = params + 8192;  /* b1: (128,) */
+    const real *b1 = params + 8192;  /* b1: (128,) */
     const real *W2 = params + 8320;  /* W2: (64, 128) */
-    const real *sn_u_b2 = params + 16512;  /* b2: (64,) */
+    const real *b2 = params + 16512;  /* b2: (64,) */
     const real *W3 = params + 16576;  /* W3: (10, 64) */
 
     real *g_W1 = grads + 0;  /* ∂L/∂W1: (128, 64) */
@@ -681,7 +681,7 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
 #pragma omp simd
 #endif
         for (int i = 0; i < 64; i++) {
-            const real t0 = dL_dH2[b * 64 + i]*((sn_u_b2[i] + z_H2[b * 64 + i] > 0) ? (1) : (0));
+            const real t0 = dL_dH2[b * 64 + i]*((b2[i] + z_H2[b * 64 + i] > 0) ? (1) : (0));
             delta_H2[b * 64 + i] = t0;
             g_b2[i] += t0;
         }
@@ -696,7 +696,7 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
 #pragma omp simd
 #endif
         for (int i = 0; i < 128; i++) {
-            const real t0 = dL_dH1[b * 128 + i]*((sn_u_b1[i] + z_H1[b * 128 + i] > 0) ? (1) : (0));
+            const real t0 = dL_dH1[b * 128 + i]*((b1[i] + z_H1[b * 128 + i] > 0) ? (1) : (0));
             delta_H1[b * 128 + i] = t0;
             g_b1[i] += t0;
         }
@@ -706,7 +706,7 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
     return loss / batch;
 }
 
-real symnet_3cce0ee380_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_39c8a26ad8_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad_labels(params, grads, work, X, T, batch);
 }
@@ -733,7 +733,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_3cce0ee380_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_39c8a26ad8_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 808;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
@@ -747,7 +747,7 @@ real symnet_3cce0ee380_step(real *params, const real *X, const real *T, int batc
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_3cce0ee380_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_39c8a26ad8_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 808;
     const double loss = sn_loss_grad_labels(params, grads, work, X, T, batch);
@@ -818,7 +818,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_3cce0ee380_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_39c8a26ad8_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -844,7 +844,7 @@ void symnet_3cce0ee380_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_3cce0ee380_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_39c8a26ad8_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
@@ -925,7 +925,7 @@ long long symnet_3cce0ee380_train(real *params, const real *X, const real *T, co
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step).
  * The same with integer class labels: T[n] is the class of example n. */
-long long symnet_3cce0ee380_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_39c8a26ad8_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

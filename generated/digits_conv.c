@@ -32,8 +32,8 @@
  *   loss: softmax_cross_entropy, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_349D7562C6_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_349D7562C6_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_D2A57C4D35_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_D2A57C4D35_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (16, 1, 3, 3)
  *   b1           offset       144  shape (16,)
  *   W3           offset       160  shape (32, 16, 3, 3)
@@ -41,59 +41,59 @@
  *   W5           offset      4800  shape (10, 512)
  *   b5           offset      9920  shape (10,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_349D7562C6_WORK_SIZE(batch) numbers; SYMNET_349D7562C6_TRAIN_WORK_SIZE(batch_size) for
- * symnet_349d7562c6_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_D2A57C4D35_WORK_SIZE(batch) numbers; SYMNET_D2A57C4D35_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_d2a57c4d35_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 9930 + X B*64 + T or O B*10 + work (B*15912 + 9930)
  *   numbers of 4 bytes; e.g. B = 32: 2,125,648 bytes (training; forward only: 1,042,984).
  */
-#ifndef SYMNET_349D7562C6_H
-#define SYMNET_349D7562C6_H
+#ifndef SYMNET_D2A57C4D35_H
+#define SYMNET_D2A57C4D35_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_349D7562C6_REAL float  /* the number type of every array (float32) */
-#define SYMNET_349D7562C6_N_INPUTS 64  /* features per example */
-#define SYMNET_349D7562C6_N_OUTPUTS 10
-#define SYMNET_349D7562C6_N_PARAMS 9930  /* numbers in the flat parameter array */
-#define SYMNET_349D7562C6_WORK_PER_EXAMPLE 15912
-#define SYMNET_349D7562C6_WORK_SIZE(batch) ((batch) * 15912 + 9930)  /* numbers of scratch per call */
-#define SYMNET_349D7562C6_TRAIN_WORK_SIZE(batch_size) (SYMNET_349D7562C6_WORK_SIZE(batch_size) + (batch_size) * 74)
-#define SYMNET_349D7562C6_SGD 0       /* optimizer codes of symnet_349d7562c6_update and symnet_349d7562c6_train */
-#define SYMNET_349D7562C6_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_349D7562C6_N_PARAMS numbers */
-#define SYMNET_349D7562C6_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_349D7562C6_N_PARAMS numbers each */
+#define SYMNET_D2A57C4D35_REAL float  /* the number type of every array (float32) */
+#define SYMNET_D2A57C4D35_N_INPUTS 64  /* features per example */
+#define SYMNET_D2A57C4D35_N_OUTPUTS 10
+#define SYMNET_D2A57C4D35_N_PARAMS 9930  /* numbers in the flat parameter array */
+#define SYMNET_D2A57C4D35_WORK_PER_EXAMPLE 15912
+#define SYMNET_D2A57C4D35_WORK_SIZE(batch) ((batch) * 15912 + 9930)  /* numbers of scratch per call */
+#define SYMNET_D2A57C4D35_TRAIN_WORK_SIZE(batch_size) (SYMNET_D2A57C4D35_WORK_SIZE(batch_size) + (batch_size) * 74)
+#define SYMNET_D2A57C4D35_SGD 0       /* optimizer codes of symnet_d2a57c4d35_update and symnet_d2a57c4d35_train */
+#define SYMNET_D2A57C4D35_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_D2A57C4D35_N_PARAMS numbers */
+#define SYMNET_D2A57C4D35_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_D2A57C4D35_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_349D7562C6_N_OUTPUTS) = the network's output for X (batch × SYMNET_349D7562C6_N_INPUTS). */
-void symnet_349d7562c6_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_D2A57C4D35_N_OUTPUTS) = the network's output for X (batch × SYMNET_D2A57C4D35_N_INPUTS). */
+void symnet_d2a57c4d35_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_349d7562c6_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_d2a57c4d35_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_349D7562C6_N_PARAMS numbers) by back propagation. */
-float symnet_349d7562c6_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_D2A57C4D35_N_PARAMS numbers) by back propagation. */
+float symnet_d2a57c4d35_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_349d7562c6_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_d2a57c4d35_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss; T[b] is the class label of example b. */
-float symnet_349d7562c6_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_d2a57c4d35_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_349D7562C6_N_PARAMS numbers) by back propagation. */
-float symnet_349d7562c6_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_D2A57C4D35_N_PARAMS numbers) by back propagation. */
+float symnet_d2a57c4d35_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_349d7562c6_step_labels(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_d2a57c4d35_step_labels(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_349D7562C6_SGD, SYMNET_349D7562C6_MOMENTUM or SYMNET_349D7562C6_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_D2A57C4D35_SGD, SYMNET_D2A57C4D35_MOMENTUM or SYMNET_D2A57C4D35_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_349d7562c6_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_d2a57c4d35_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -101,10 +101,10 @@ void symnet_349d7562c6_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_349D7562C6_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_D2A57C4D35_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_349D7562C6_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_349d7562c6_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_D2A57C4D35_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_d2a57c4d35_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -114,10 +114,10 @@ long long symnet_349d7562c6_train(float *params, const float *X, const float *T,
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_349D7562C6_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_D2A57C4D35_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_349D7562C6_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_349d7562c6_train_labels(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_D2A57C4D35_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_d2a57c4d35_train_labels(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -126,15 +126,13 @@ long long symnet_349d7562c6_train_labels(float *params, const float *X, const fl
 }
 #endif
 
-#endif /* SYMNET_349D7562C6_H */
+#endif /* SYMNET_D2A57C4D35_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
 #define SN_SIMD 1  /* built with OpenMP: the reductions marked `omp simd` vectorise
                       (symnet's own build passes -fopenmp-simd -DSN_SIMD) */
 #endif
-
-#include <stdint.h>
 
 /* exp(x) for float as 2^n·e^r, n = ⌊x/ln 2⌉, r = x − n·ln 2 ∈ [−ln 2/2, ln 2/2] (ln 2 in two
  * parts, so r is exact), e^r by Cephes' degree-6 polynomial and 2^n built in two halves
@@ -143,6 +141,8 @@ typedef float real;
  * the largest part of attention's forward pass); relative error ≤ 9e-8 (1.5 ulp) against
  * libm's 6e-8 (both measured against exp in double on [−104, 88.72], below 2^−126
  * against 2^−126); ∞ above 88.7228 where exp overflows, 0 below −104, NaN for NaN. */
+typedef char sn_int_as_wide_as_float[sizeof(int) == sizeof(float) ? 1 : -1];  /* 2^k below */
+
 static inline float sn_expf(float x)
 {
     const float c = x > -104.0f ? (x < 88.7228394f ? x : 88.7228394f) : -104.0f;
@@ -155,8 +155,8 @@ static inline float sn_expf(float x)
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     p = p * (r * r) + r + 1.0f;
-    const int32_t k = (int32_t)n, k1 = k / 2;
-    const int32_t e1 = (k1 + 127) << 23, e2 = (k - k1 + 127) << 23;   /* 2^k1, 2^(k − k1) */
+    const int k = (int)n, k1 = k / 2;
+    const int e1 = (k1 + 127) << 23, e2 = (k - k1 + 127) << 23;   /* 2^k1, 2^(k − k1) */
     float s1, s2;
     memcpy(&s1, &e1, sizeof s1);
     memcpy(&s2, &e2, sizeof s2);
@@ -750,7 +750,7 @@ SN_INLINE void sn_col2im(const real *restrict dcol, real *restrict dX, int C, in
 static void sn_rows_1(const real *params, real *work, const real *I, int batch, int sn_lo, int sn_hi)
 {
     const real *W1 = params + 0;  /* W1: (16, 1, 3, 3) */
-    const real *sn_u_b1 = params + 144;  /* b1: (16,) */
+    const real *b1 = params + 144;  /* b1: (16,) */
     const real *W3 = params + 160;  /* W3: (32, 16, 3, 3) */
     const real *b3 = params + 4768;  /* b3: (32,) */
 
@@ -777,7 +777,7 @@ static void sn_rows_1(const real *params, real *work, const real *I, int batch, 
 #pragma omp simd
 #endif
                 for (int x = 0; x < 8; x++) {
-                    const real t0 = sn_u_b1[c] + z_H1[b * 1024 + c * 64 + y * 8 + x];
+                    const real t0 = b1[c] + z_H1[b * 1024 + c * 64 + y * 8 + x];
                     H1[b * 1024 + c * 64 + y * 8 + x] = ((t0 > 0) ? (t0) : (0));
                 }
     for (size_t q = (size_t)sn_lo * 256; q < (size_t)sn_hi * 256; q++) z_H2[q] = -INFINITY;
@@ -815,7 +815,7 @@ static void sn_rows_1(const real *params, real *work, const real *I, int batch, 
  * sn_part (4800 numbers). */
 static void sn_rows_2(const real *params, real *work, const real *I, int batch, int sn_lo, int sn_hi, real *sn_part)
 {
-    const real *sn_u_b1 = params + 144;  /* b1: (16,) */
+    const real *b1 = params + 144;  /* b1: (16,) */
     const real *W3 = params + 160;  /* W3: (32, 16, 3, 3) */
     const real *b3 = params + 4768;  /* b3: (32,) */
 
@@ -894,25 +894,25 @@ static void sn_rows_2(const real *params, real *work, const real *I, int batch, 
                     const int sn_hit3 = !sn_seen & (H1[b * 1024 + c * 64 + (y*2 + 1) * 8 + (x*2 + 1)] == sn_max);
                     {
                         const real sn_routed = sn_hit0 ? sn_delta : 0;
-                        const real t0 = sn_routed*((sn_u_b1[c] + z_H1[b * 1024 + c * 64 + (y*2) * 8 + (x*2)] > 0) ? (1) : (0));
+                        const real t0 = sn_routed*((b1[c] + z_H1[b * 1024 + c * 64 + (y*2) * 8 + (x*2)] > 0) ? (1) : (0));
                         delta_H1[b * 1024 + c * 64 + (y*2) * 8 + (x*2)] = t0;
                         acc0 += t0;
                     }
                     {
                         const real sn_routed = sn_hit1 ? sn_delta : 0;
-                        const real t0 = sn_routed*((sn_u_b1[c] + z_H1[b * 1024 + c * 64 + (y*2) * 8 + (x*2 + 1)] > 0) ? (1) : (0));
+                        const real t0 = sn_routed*((b1[c] + z_H1[b * 1024 + c * 64 + (y*2) * 8 + (x*2 + 1)] > 0) ? (1) : (0));
                         delta_H1[b * 1024 + c * 64 + (y*2) * 8 + (x*2 + 1)] = t0;
                         acc0 += t0;
                     }
                     {
                         const real sn_routed = sn_hit2 ? sn_delta : 0;
-                        const real t0 = sn_routed*((sn_u_b1[c] + z_H1[b * 1024 + c * 64 + (y*2 + 1) * 8 + (x*2)] > 0) ? (1) : (0));
+                        const real t0 = sn_routed*((b1[c] + z_H1[b * 1024 + c * 64 + (y*2 + 1) * 8 + (x*2)] > 0) ? (1) : (0));
                         delta_H1[b * 1024 + c * 64 + (y*2 + 1) * 8 + (x*2)] = t0;
                         acc0 += t0;
                     }
                     {
                         const real sn_routed = sn_hit3 ? sn_delta : 0;
-                        const real t0 = sn_routed*((sn_u_b1[c] + z_H1[b * 1024 + c * 64 + (y*2 + 1) * 8 + (x*2 + 1)] > 0) ? (1) : (0));
+                        const real t0 = sn_routed*((b1[c] + z_H1[b * 1024 + c * 64 + (y*2 + 1) * 8 + (x*2 + 1)] > 0) ? (1) : (0));
                         delta_H1[b * 1024 + c * 64 + (y*2 + 1) * 8 + (x*2 + 1)] = t0;
                         acc0 += t0;
                     }
@@ -970,7 +970,7 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_349d7562c6_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_d2a57c4d35_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 7754, sizeof(real) * (size_t)batch * 10);
@@ -1012,7 +1012,7 @@ static double sn_loss(const real *params, real *work, const real *I, const real 
     return loss / batch;
 }
 
-real symnet_349d7562c6_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_d2a57c4d35_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -1115,7 +1115,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_349d7562c6_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_d2a57c4d35_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -1152,7 +1152,7 @@ static double sn_loss_labels(const real *params, real *work, const real *I, cons
     return loss / batch;
 }
 
-real symnet_349d7562c6_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_d2a57c4d35_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss_labels(params, work, X, T, batch);
 }
@@ -1251,7 +1251,7 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
     return loss / batch;
 }
 
-real symnet_349d7562c6_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_d2a57c4d35_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad_labels(params, grads, work, X, T, batch);
 }
@@ -1278,7 +1278,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_349d7562c6_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_d2a57c4d35_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 15912;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
@@ -1292,7 +1292,7 @@ real symnet_349d7562c6_step(real *params, const real *X, const real *T, int batc
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_349d7562c6_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_d2a57c4d35_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 15912;
     const double loss = sn_loss_grad_labels(params, grads, work, X, T, batch);
@@ -1363,7 +1363,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_349d7562c6_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_d2a57c4d35_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -1389,7 +1389,7 @@ void symnet_349d7562c6_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_349d7562c6_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_d2a57c4d35_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
@@ -1470,7 +1470,7 @@ long long symnet_349d7562c6_train(real *params, const real *X, const real *T, co
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step).
  * The same with integer class labels: T[n] is the class of example n. */
-long long symnet_349d7562c6_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_d2a57c4d35_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

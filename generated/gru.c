@@ -104,8 +104,8 @@
  *   loss: softmax_cross_entropy, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_9F91F5B817_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_9F91F5B817_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_F4AF3CE098_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_F4AF3CE098_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (72, 4)
  *   b1           offset       288  shape (72,)
  *   c1           offset       360  shape (72,)
@@ -113,59 +113,59 @@
  *   W22          offset      2160  shape (4, 24)
  *   b22          offset      2256  shape (4,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_9F91F5B817_WORK_SIZE(batch) numbers; SYMNET_9F91F5B817_TRAIN_WORK_SIZE(batch_size) for
- * symnet_9f91f5b817_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_F4AF3CE098_WORK_SIZE(batch) numbers; SYMNET_F4AF3CE098_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_f4af3ce098_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 2260 + X B*80 + T or O B*4 + work (B*12352 + 2260)
  *   numbers of 4 bytes; e.g. B = 32: 1,609,888 bytes (training; forward only: 801,104).
  */
-#ifndef SYMNET_9F91F5B817_H
-#define SYMNET_9F91F5B817_H
+#ifndef SYMNET_F4AF3CE098_H
+#define SYMNET_F4AF3CE098_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_9F91F5B817_REAL float  /* the number type of every array (float32) */
-#define SYMNET_9F91F5B817_N_INPUTS 80  /* features per example */
-#define SYMNET_9F91F5B817_N_OUTPUTS 4
-#define SYMNET_9F91F5B817_N_PARAMS 2260  /* numbers in the flat parameter array */
-#define SYMNET_9F91F5B817_WORK_PER_EXAMPLE 12352
-#define SYMNET_9F91F5B817_WORK_SIZE(batch) ((batch) * 12352 + 2260)  /* numbers of scratch per call */
-#define SYMNET_9F91F5B817_TRAIN_WORK_SIZE(batch_size) (SYMNET_9F91F5B817_WORK_SIZE(batch_size) + (batch_size) * 84)
-#define SYMNET_9F91F5B817_SGD 0       /* optimizer codes of symnet_9f91f5b817_update and symnet_9f91f5b817_train */
-#define SYMNET_9F91F5B817_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_9F91F5B817_N_PARAMS numbers */
-#define SYMNET_9F91F5B817_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_9F91F5B817_N_PARAMS numbers each */
+#define SYMNET_F4AF3CE098_REAL float  /* the number type of every array (float32) */
+#define SYMNET_F4AF3CE098_N_INPUTS 80  /* features per example */
+#define SYMNET_F4AF3CE098_N_OUTPUTS 4
+#define SYMNET_F4AF3CE098_N_PARAMS 2260  /* numbers in the flat parameter array */
+#define SYMNET_F4AF3CE098_WORK_PER_EXAMPLE 12352
+#define SYMNET_F4AF3CE098_WORK_SIZE(batch) ((batch) * 12352 + 2260)  /* numbers of scratch per call */
+#define SYMNET_F4AF3CE098_TRAIN_WORK_SIZE(batch_size) (SYMNET_F4AF3CE098_WORK_SIZE(batch_size) + (batch_size) * 84)
+#define SYMNET_F4AF3CE098_SGD 0       /* optimizer codes of symnet_f4af3ce098_update and symnet_f4af3ce098_train */
+#define SYMNET_F4AF3CE098_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_F4AF3CE098_N_PARAMS numbers */
+#define SYMNET_F4AF3CE098_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_F4AF3CE098_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_9F91F5B817_N_OUTPUTS) = the network's output for X (batch × SYMNET_9F91F5B817_N_INPUTS). */
-void symnet_9f91f5b817_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_F4AF3CE098_N_OUTPUTS) = the network's output for X (batch × SYMNET_F4AF3CE098_N_INPUTS). */
+void symnet_f4af3ce098_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_9f91f5b817_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_f4af3ce098_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_9F91F5B817_N_PARAMS numbers) by back propagation. */
-float symnet_9f91f5b817_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_F4AF3CE098_N_PARAMS numbers) by back propagation. */
+float symnet_f4af3ce098_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_9f91f5b817_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_f4af3ce098_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss; T[b] is the class label of example b. */
-float symnet_9f91f5b817_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_f4af3ce098_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_9F91F5B817_N_PARAMS numbers) by back propagation. */
-float symnet_9f91f5b817_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_F4AF3CE098_N_PARAMS numbers) by back propagation. */
+float symnet_f4af3ce098_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_9f91f5b817_step_labels(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_f4af3ce098_step_labels(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_9F91F5B817_SGD, SYMNET_9F91F5B817_MOMENTUM or SYMNET_9F91F5B817_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_F4AF3CE098_SGD, SYMNET_F4AF3CE098_MOMENTUM or SYMNET_F4AF3CE098_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_9f91f5b817_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_f4af3ce098_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -173,10 +173,10 @@ void symnet_9f91f5b817_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_9F91F5B817_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_F4AF3CE098_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_9F91F5B817_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_9f91f5b817_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_F4AF3CE098_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_f4af3ce098_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -186,10 +186,10 @@ long long symnet_9f91f5b817_train(float *params, const float *X, const float *T,
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_9F91F5B817_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_F4AF3CE098_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_9F91F5B817_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_9f91f5b817_train_labels(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_F4AF3CE098_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_f4af3ce098_train_labels(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -198,7 +198,7 @@ long long symnet_9f91f5b817_train_labels(float *params, const float *X, const fl
 }
 #endif
 
-#endif /* SYMNET_9F91F5B817_H */
+#endif /* SYMNET_F4AF3CE098_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -206,37 +206,36 @@ typedef float real;
                       (symnet's own build passes -fopenmp-simd -DSN_SIMD) */
 #endif
 
-#include <stdint.h>
-/* e^x for float without a call or a branch, so that loops over it vectorise (libm's
- * expf, called once per element, was ~20% of a GRU's training step).  Cody–Waite:
- * x = n·ln 2 + r with n = round(x/ln 2) (the float whose low bits hold n, 1.5·2²³
- * added), |r| ≤ ln 2 / 2, e^r by Cephes' degree-6 polynomial (≈ 1 ulp), then 2^n as
- * two powers of two built from their exponent bits (each in range, so results down
- * to the subnormals and up to ∞ come out right); NaN stays NaN. */
+/* exp(x) for float as 2^n·e^r, n = ⌊x/ln 2⌉, r = x − n·ln 2 ∈ [−ln 2/2, ln 2/2] (ln 2 in two
+ * parts, so r is exact), e^r by Cephes' degree-6 polynomial and 2^n built in two halves
+ * from their exponent bits (so that 2^n of −150 < n < 128 needs no special case).  No
+ * call and no branch, so loops over it vectorise (libm's expf, a call per element, was
+ * the largest part of attention's forward pass); relative error ≤ 9e-8 (1.5 ulp) against
+ * libm's 6e-8 (both measured against exp in double on [−104, 88.72], below 2^−126
+ * against 2^−126); ∞ above 88.7228 where exp overflows, 0 below −104, NaN for NaN. */
+typedef char sn_int_as_wide_as_float[sizeof(int) == sizeof(float) ? 1 : -1];  /* 2^k below */
+
 static inline float sn_expf(float x)
 {
-    const float c = x > 89.0f ? 89.0f : x < -104.0f ? -104.0f : x;   /* NaN passes */
-    const float shifted = c * 1.44269504088896341f + 12582912.0f;
-    const float n = shifted - 12582912.0f;
-    uint32_t bits;
-    memcpy(&bits, &shifted, sizeof bits);
-    const int32_t k = (int32_t)(bits - 0x4B400000u);            /* n as an integer */
-    float r = c - n * 0.693359375f;
-    r = r - n * -2.12194440e-4f;
+    const float c = x > -104.0f ? (x < 88.7228394f ? x : 88.7228394f) : -104.0f;
+    const float n = floorf(c * 1.44269504088896341f + 0.5f);
+    const float r = (c - n * 0.693359375f) - n * -2.12194440e-4f;
     float p = 1.9875691500e-4f;
     p = p * r + 1.3981999507e-3f;
     p = p * r + 8.3334519073e-3f;
     p = p * r + 4.1665795894e-2f;
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
-    const int32_t k1 = k / 2, k2 = k - k1;
-    const uint32_t b1 = (uint32_t)(k1 + 127) << 23, b2 = (uint32_t)(k2 + 127) << 23;
+    p = p * (r * r) + r + 1.0f;
+    const int k = (int)n, k1 = k / 2;
+    const int e1 = (k1 + 127) << 23, e2 = (k - k1 + 127) << 23;   /* 2^k1, 2^(k − k1) */
     float s1, s2;
-    memcpy(&s1, &b1, sizeof s1);
-    memcpy(&s2, &b2, sizeof s2);
-    return p * s1 * s2;
+    memcpy(&s1, &e1, sizeof s1);
+    memcpy(&s2, &e2, sizeof s2);
+    return x != x ? x : x > 88.7228394f ? (float)INFINITY : p * s1 * s2;
 }
+
+/* sn_expf: templates/expf.c.j2, included before this file. */
 
 /* σ(x) = 1/(1 + e^−x): e^−x = ∞ gives 0, e^−x = 0 gives 1; no branch. */
 static inline float sn_sigmoid(float x)
@@ -265,35 +264,6 @@ static inline float sn_tanhf(float x)
     q = q * x2 + 2.26843463243900e-03f;
     q = q * x2 + 4.89352518554385e-03f;
     return fabsf(x) < 0.0004f ? x : c * p / q;
-}
-
-#include <stdint.h>
-
-/* exp(x) for float as 2^n·e^r, n = ⌊x/ln 2⌉, r = x − n·ln 2 ∈ [−ln 2/2, ln 2/2] (ln 2 in two
- * parts, so r is exact), e^r by Cephes' degree-6 polynomial and 2^n built in two halves
- * from their exponent bits (so that 2^n of −150 < n < 128 needs no special case).  No
- * call and no branch, so loops over it vectorise (libm's expf, a call per element, was
- * the largest part of attention's forward pass); relative error ≤ 9e-8 (1.5 ulp) against
- * libm's 6e-8 (both measured against exp in double on [−104, 88.72], below 2^−126
- * against 2^−126); ∞ above 88.7228 where exp overflows, 0 below −104, NaN for NaN. */
-static inline float sn_expf(float x)
-{
-    const float c = x > -104.0f ? (x < 88.7228394f ? x : 88.7228394f) : -104.0f;
-    const float n = floorf(c * 1.44269504088896341f + 0.5f);
-    const float r = (c - n * 0.693359375f) - n * -2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * (r * r) + r + 1.0f;
-    const int32_t k = (int32_t)n, k1 = k / 2;
-    const int32_t e1 = (k1 + 127) << 23, e2 = (k - k1 + 127) << 23;   /* 2^k1, 2^(k − k1) */
-    float s1, s2;
-    memcpy(&s1, &e1, sizeof s1);
-    memcpy(&s2, &e2, sizeof s2);
-    return x != x ? x : x > 88.7228394f ? (float)INFINITY : p * s1 * s2;
 }
 
 /* ------------------------------------------------------------------------
@@ -579,7 +549,7 @@ static inline int sn_imin(int a, int b) { return a < b ? a : b; }
  * example alone: h_gx, h_1. */
 static void sn_rows_1(const real *params, real *work, const real *S, int batch, int sn_lo, int sn_hi)
 {
-    const real *sn_u_b1 = params + 288;  /* b1: (72,) */
+    const real *b1 = params + 288;  /* b1: (72,) */
     const real *sn_u_c1 = params + 360;  /* c1: (72,) */
 
     real *z_h_gx = work + (size_t)batch * 0;  /* Σ of h_gx: (batch, 20, 72) */
@@ -594,7 +564,7 @@ static void sn_rows_1(const real *params, real *work, const real *S, int batch, 
 #pragma omp simd
 #endif
             for (int i = 0; i < 72; i++) {
-                h_gx[b * 1440 + tq * 72 + i] = sn_u_b1[i] + z_h_gx[b * 1440 + tq * 72 + i];
+                h_gx[b * 1440 + tq * 72 + i] = b1[i] + z_h_gx[b * 1440 + tq * 72 + i];
             }
     /* h_1[b,i] = (1 - σ(c1[i + 24] + h_gx[b,0,i + 24]))·tanh(c1[i + 48]·σ(c1[i] + h_gx[b,0,i]) + h_gx[b,0,i + 48]) */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -1119,7 +1089,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_9f91f5b817_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_f4af3ce098_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 6100, sizeof(real) * (size_t)batch * 4);
@@ -1161,7 +1131,7 @@ static double sn_loss(const real *params, real *work, const real *S, const real 
     return loss / batch;
 }
 
-real symnet_9f91f5b817_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_f4af3ce098_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -2066,7 +2036,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_9f91f5b817_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_f4af3ce098_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -2103,7 +2073,7 @@ static double sn_loss_labels(const real *params, real *work, const real *S, cons
     return loss / batch;
 }
 
-real symnet_9f91f5b817_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_f4af3ce098_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss_labels(params, work, X, T, batch);
 }
@@ -3004,7 +2974,7 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
     return loss / batch;
 }
 
-real symnet_9f91f5b817_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_f4af3ce098_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad_labels(params, grads, work, X, T, batch);
 }
@@ -3031,7 +3001,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_9f91f5b817_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_f4af3ce098_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 12352;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
@@ -3045,7 +3015,7 @@ real symnet_9f91f5b817_step(real *params, const real *X, const real *T, int batc
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_9f91f5b817_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_f4af3ce098_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 12352;
     const double loss = sn_loss_grad_labels(params, grads, work, X, T, batch);
@@ -3116,7 +3086,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_9f91f5b817_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_f4af3ce098_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -3142,7 +3112,7 @@ void symnet_9f91f5b817_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_9f91f5b817_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_f4af3ce098_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
@@ -3223,7 +3193,7 @@ long long symnet_9f91f5b817_train(real *params, const real *X, const real *T, co
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step).
  * The same with integer class labels: T[n] is the class of example n. */
-long long symnet_9f91f5b817_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_f4af3ce098_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

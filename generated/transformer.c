@@ -112,8 +112,8 @@
  *   loss: bce, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_1C7770468E_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_1C7770468E_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_5CAE20F6BD_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_5CAE20F6BD_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (32, 10)
  *   b1           offset       320  shape (32,)
  *   P2           offset       352  shape (8, 32)
@@ -144,48 +144,48 @@
  *   W17          offset     17696  shape (10, 32)
  *   b17          offset     18016  shape (10,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_1C7770468E_WORK_SIZE(batch) numbers; SYMNET_1C7770468E_TRAIN_WORK_SIZE(batch_size) for
- * symnet_1c7770468e_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_5CAE20F6BD_WORK_SIZE(batch) numbers; SYMNET_5CAE20F6BD_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_5cae20f6bd_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 18026 + X B*80 + T or O B*80 + work (B*29264 + 18026)
  *   numbers of 4 bytes; e.g. B = 32: 3,910,480 bytes (training; forward only: 1,948,072).
  */
-#ifndef SYMNET_1C7770468E_H
-#define SYMNET_1C7770468E_H
+#ifndef SYMNET_5CAE20F6BD_H
+#define SYMNET_5CAE20F6BD_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_1C7770468E_REAL float  /* the number type of every array (float32) */
-#define SYMNET_1C7770468E_N_INPUTS 80  /* features per example */
-#define SYMNET_1C7770468E_N_OUTPUTS 80
-#define SYMNET_1C7770468E_N_PARAMS 18026  /* numbers in the flat parameter array */
-#define SYMNET_1C7770468E_WORK_PER_EXAMPLE 29264
-#define SYMNET_1C7770468E_WORK_SIZE(batch) ((batch) * 29264 + 18026)  /* numbers of scratch per call */
-#define SYMNET_1C7770468E_TRAIN_WORK_SIZE(batch_size) (SYMNET_1C7770468E_WORK_SIZE(batch_size) + (batch_size) * 160)
-#define SYMNET_1C7770468E_SGD 0       /* optimizer codes of symnet_1c7770468e_update and symnet_1c7770468e_train */
-#define SYMNET_1C7770468E_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_1C7770468E_N_PARAMS numbers */
-#define SYMNET_1C7770468E_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_1C7770468E_N_PARAMS numbers each */
+#define SYMNET_5CAE20F6BD_REAL float  /* the number type of every array (float32) */
+#define SYMNET_5CAE20F6BD_N_INPUTS 80  /* features per example */
+#define SYMNET_5CAE20F6BD_N_OUTPUTS 80
+#define SYMNET_5CAE20F6BD_N_PARAMS 18026  /* numbers in the flat parameter array */
+#define SYMNET_5CAE20F6BD_WORK_PER_EXAMPLE 29264
+#define SYMNET_5CAE20F6BD_WORK_SIZE(batch) ((batch) * 29264 + 18026)  /* numbers of scratch per call */
+#define SYMNET_5CAE20F6BD_TRAIN_WORK_SIZE(batch_size) (SYMNET_5CAE20F6BD_WORK_SIZE(batch_size) + (batch_size) * 160)
+#define SYMNET_5CAE20F6BD_SGD 0       /* optimizer codes of symnet_5cae20f6bd_update and symnet_5cae20f6bd_train */
+#define SYMNET_5CAE20F6BD_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_5CAE20F6BD_N_PARAMS numbers */
+#define SYMNET_5CAE20F6BD_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_5CAE20F6BD_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_1C7770468E_N_OUTPUTS) = the network's output for X (batch × SYMNET_1C7770468E_N_INPUTS). */
-void symnet_1c7770468e_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_5CAE20F6BD_N_OUTPUTS) = the network's output for X (batch × SYMNET_5CAE20F6BD_N_INPUTS). */
+void symnet_5cae20f6bd_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_1c7770468e_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_5cae20f6bd_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_1C7770468E_N_PARAMS numbers) by back propagation. */
-float symnet_1c7770468e_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_5CAE20F6BD_N_PARAMS numbers) by back propagation. */
+float symnet_5cae20f6bd_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_1c7770468e_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_5cae20f6bd_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_1C7770468E_SGD, SYMNET_1C7770468E_MOMENTUM or SYMNET_1C7770468E_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_5CAE20F6BD_SGD, SYMNET_5CAE20F6BD_MOMENTUM or SYMNET_5CAE20F6BD_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_1c7770468e_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_5cae20f6bd_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -193,10 +193,10 @@ void symnet_1c7770468e_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_1C7770468E_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_5CAE20F6BD_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_1C7770468E_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_1c7770468e_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_5CAE20F6BD_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_5cae20f6bd_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -205,53 +205,13 @@ long long symnet_1c7770468e_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_1C7770468E_H */
+#endif /* SYMNET_5CAE20F6BD_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
 #define SN_SIMD 1  /* built with OpenMP: the reductions marked `omp simd` vectorise
                       (symnet's own build passes -fopenmp-simd -DSN_SIMD) */
 #endif
-
-#include <stdint.h>
-/* e^x for float without a call or a branch, so that loops over it vectorise (libm's
- * expf, called once per element, was ~20% of a GRU's training step).  Cody–Waite:
- * x = n·ln 2 + r with n = round(x/ln 2) (the float whose low bits hold n, 1.5·2²³
- * added), |r| ≤ ln 2 / 2, e^r by Cephes' degree-6 polynomial (≈ 1 ulp), then 2^n as
- * two powers of two built from their exponent bits (each in range, so results down
- * to the subnormals and up to ∞ come out right); NaN stays NaN. */
-static inline float sn_expf(float x)
-{
-    const float c = x > 89.0f ? 89.0f : x < -104.0f ? -104.0f : x;   /* NaN passes */
-    const float shifted = c * 1.44269504088896341f + 12582912.0f;
-    const float n = shifted - 12582912.0f;
-    uint32_t bits;
-    memcpy(&bits, &shifted, sizeof bits);
-    const int32_t k = (int32_t)(bits - 0x4B400000u);            /* n as an integer */
-    float r = c - n * 0.693359375f;
-    r = r - n * -2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
-    const int32_t k1 = k / 2, k2 = k - k1;
-    const uint32_t b1 = (uint32_t)(k1 + 127) << 23, b2 = (uint32_t)(k2 + 127) << 23;
-    float s1, s2;
-    memcpy(&s1, &b1, sizeof s1);
-    memcpy(&s2, &b2, sizeof s2);
-    return p * s1 * s2;
-}
-
-/* σ(x) = 1/(1 + e^−x): e^−x = ∞ gives 0, e^−x = 0 gives 1; no branch. */
-static inline float sn_sigmoid(float x)
-{
-    return 1.0f / (1.0f + sn_expf(-x));
-}
-
-#include <stdint.h>
 
 /* exp(x) for float as 2^n·e^r, n = ⌊x/ln 2⌉, r = x − n·ln 2 ∈ [−ln 2/2, ln 2/2] (ln 2 in two
  * parts, so r is exact), e^r by Cephes' degree-6 polynomial and 2^n built in two halves
@@ -260,6 +220,8 @@ static inline float sn_sigmoid(float x)
  * the largest part of attention's forward pass); relative error ≤ 9e-8 (1.5 ulp) against
  * libm's 6e-8 (both measured against exp in double on [−104, 88.72], below 2^−126
  * against 2^−126); ∞ above 88.7228 where exp overflows, 0 below −104, NaN for NaN. */
+typedef char sn_int_as_wide_as_float[sizeof(int) == sizeof(float) ? 1 : -1];  /* 2^k below */
+
 static inline float sn_expf(float x)
 {
     const float c = x > -104.0f ? (x < 88.7228394f ? x : 88.7228394f) : -104.0f;
@@ -272,12 +234,20 @@ static inline float sn_expf(float x)
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     p = p * (r * r) + r + 1.0f;
-    const int32_t k = (int32_t)n, k1 = k / 2;
-    const int32_t e1 = (k1 + 127) << 23, e2 = (k - k1 + 127) << 23;   /* 2^k1, 2^(k − k1) */
+    const int k = (int)n, k1 = k / 2;
+    const int e1 = (k1 + 127) << 23, e2 = (k - k1 + 127) << 23;   /* 2^k1, 2^(k − k1) */
     float s1, s2;
     memcpy(&s1, &e1, sizeof s1);
     memcpy(&s2, &e2, sizeof s2);
     return x != x ? x : x > 88.7228394f ? (float)INFINITY : p * s1 * s2;
+}
+
+/* sn_expf: templates/expf.c.j2, included before this file. */
+
+/* σ(x) = 1/(1 + e^−x): e^−x = ∞ gives 0, e^−x = 0 gives 1; no branch. */
+static inline float sn_sigmoid(float x)
+{
+    return 1.0f / (1.0f + sn_expf(-x));
 }
 
 /* softplus(x) = log(1 + e^x) = max(x, 0) + log1p(e^−|x|), finite for all finite x. */
@@ -645,7 +615,7 @@ static inline int sn_imin(int a, int b) { return a < b ? a : b; }
  * example alone: embed, pos, z_B1_norm1_mean, B1_norm1_mean, B1_norm1_c, z_B1_norm1_rstd, B1_norm1_rstd, B1_norm1. */
 static void sn_rows_1(const real *params, real *work, const real *S, int batch, int sn_lo, int sn_hi)
 {
-    const real *sn_u_b1 = params + 320;  /* b1: (32,) */
+    const real *b1 = params + 320;  /* b1: (32,) */
     const real *P2 = params + 352;  /* P2: (8, 32) */
     const real *gamma3 = params + 608;  /* gamma3: (32,) */
     const real *beta3 = params + 640;  /* beta3: (32,) */
@@ -668,7 +638,7 @@ static void sn_rows_1(const real *params, real *work, const real *S, int batch, 
 #pragma omp simd
 #endif
             for (int i = 0; i < 32; i++) {
-                embed[b * 256 + tq * 32 + i] = sn_u_b1[i] + z_embed[b * 256 + tq * 32 + i];
+                embed[b * 256 + tq * 32 + i] = b1[i] + z_embed[b * 256 + tq * 32 + i];
             }
     /* pos[b,tq,i] = P2[tq,i] + embed[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -2296,7 +2266,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_1c7770468e_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_5cae20f6bd_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 14416, sizeof(real) * (size_t)batch * 80);
@@ -2322,7 +2292,7 @@ static double sn_loss(const real *params, real *work, const real *S, const real 
     return loss / batch;
 }
 
-real symnet_1c7770468e_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_5cae20f6bd_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -2647,7 +2617,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_1c7770468e_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_5cae20f6bd_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -2674,7 +2644,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_1c7770468e_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_5cae20f6bd_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 29264;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
@@ -2745,7 +2715,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_1c7770468e_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_5cae20f6bd_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -2771,7 +2741,7 @@ void symnet_1c7770468e_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_1c7770468e_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_5cae20f6bd_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
