@@ -3,6 +3,7 @@ each holding sympy expressions or buffer names that the emitter prints."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import sympy as sp
@@ -44,6 +45,9 @@ class Loop:
     # each statement a small matrix product per point of the other loop indices
     # (symnet.plan.products): the C then calls a product kernel; None: a plain loop
     product: list | None = None
+    # targets zeroed by no one before: their "+=" over the summed index stores the
+    # finished sum instead (symnet.plan.overwrite)
+    fresh: set = field(default_factory=set)
 
 
 @dataclass
@@ -127,6 +131,13 @@ class SoftmaxXent:
     def derived(self):
         """The rule for this op's targets: rows, or its form for class labels."""
         return self.rule.labels if self.labels else self.rule
+
+
+def with_labels(op):
+    """The op for integer class labels as targets (T[b] = class of example b)."""
+    if isinstance(op, SoftmaxXent):
+        return dataclasses.replace(op, labels=True)
+    return op
 
 
 @dataclass
