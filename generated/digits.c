@@ -28,8 +28,8 @@
  *   loss: softmax_cross_entropy, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_39C8A26AD8_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_39C8A26AD8_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_71BDF20863_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_71BDF20863_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (128, 64)
  *   b1           offset      8192  shape (128,)
  *   W2           offset      8320  shape (64, 128)
@@ -37,59 +37,59 @@
  *   W3           offset     16576  shape (10, 64)
  *   b3           offset     17216  shape (10,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_39C8A26AD8_WORK_SIZE(batch) numbers; SYMNET_39C8A26AD8_TRAIN_WORK_SIZE(batch_size) for
- * symnet_39c8a26ad8_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_71BDF20863_WORK_SIZE(batch) numbers; SYMNET_71BDF20863_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_71bdf20863_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 17226 + X B*64 + T or O B*10 + work (B*808 + 17226)
  *   numbers of 4 bytes; e.g. B = 32: 250,704 bytes (training; forward only: 130,088).
  */
-#ifndef SYMNET_39C8A26AD8_H
-#define SYMNET_39C8A26AD8_H
+#ifndef SYMNET_71BDF20863_H
+#define SYMNET_71BDF20863_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_39C8A26AD8_REAL float  /* the number type of every array (float32) */
-#define SYMNET_39C8A26AD8_N_INPUTS 64  /* features per example */
-#define SYMNET_39C8A26AD8_N_OUTPUTS 10
-#define SYMNET_39C8A26AD8_N_PARAMS 17226  /* numbers in the flat parameter array */
-#define SYMNET_39C8A26AD8_WORK_PER_EXAMPLE 808
-#define SYMNET_39C8A26AD8_WORK_SIZE(batch) ((batch) * 808 + 17226)  /* numbers of scratch per call */
-#define SYMNET_39C8A26AD8_TRAIN_WORK_SIZE(batch_size) (SYMNET_39C8A26AD8_WORK_SIZE(batch_size) + (batch_size) * 74)
-#define SYMNET_39C8A26AD8_SGD 0       /* optimizer codes of symnet_39c8a26ad8_update and symnet_39c8a26ad8_train */
-#define SYMNET_39C8A26AD8_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_39C8A26AD8_N_PARAMS numbers */
-#define SYMNET_39C8A26AD8_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_39C8A26AD8_N_PARAMS numbers each */
+#define SYMNET_71BDF20863_REAL float  /* the number type of every array (float32) */
+#define SYMNET_71BDF20863_N_INPUTS 64  /* features per example */
+#define SYMNET_71BDF20863_N_OUTPUTS 10
+#define SYMNET_71BDF20863_N_PARAMS 17226  /* numbers in the flat parameter array */
+#define SYMNET_71BDF20863_WORK_PER_EXAMPLE 808
+#define SYMNET_71BDF20863_WORK_SIZE(batch) ((batch) * 808 + 17226)  /* numbers of scratch per call */
+#define SYMNET_71BDF20863_TRAIN_WORK_SIZE(batch_size) (SYMNET_71BDF20863_WORK_SIZE(batch_size) + (batch_size) * 74)
+#define SYMNET_71BDF20863_SGD 0       /* optimizer codes of symnet_71bdf20863_update and symnet_71bdf20863_train */
+#define SYMNET_71BDF20863_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_71BDF20863_N_PARAMS numbers */
+#define SYMNET_71BDF20863_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_71BDF20863_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_39C8A26AD8_N_OUTPUTS) = the network's output for X (batch × SYMNET_39C8A26AD8_N_INPUTS). */
-void symnet_39c8a26ad8_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_71BDF20863_N_OUTPUTS) = the network's output for X (batch × SYMNET_71BDF20863_N_INPUTS). */
+void symnet_71bdf20863_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_39c8a26ad8_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_71bdf20863_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_39C8A26AD8_N_PARAMS numbers) by back propagation. */
-float symnet_39c8a26ad8_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_71BDF20863_N_PARAMS numbers) by back propagation. */
+float symnet_71bdf20863_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_39c8a26ad8_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_71bdf20863_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss; T[b] is the class label of example b. */
-float symnet_39c8a26ad8_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_71bdf20863_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_39C8A26AD8_N_PARAMS numbers) by back propagation. */
-float symnet_39c8a26ad8_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_71BDF20863_N_PARAMS numbers) by back propagation. */
+float symnet_71bdf20863_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_39c8a26ad8_step_labels(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_71bdf20863_step_labels(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_39C8A26AD8_SGD, SYMNET_39C8A26AD8_MOMENTUM or SYMNET_39C8A26AD8_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_71BDF20863_SGD, SYMNET_71BDF20863_MOMENTUM or SYMNET_71BDF20863_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_39c8a26ad8_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_71bdf20863_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -97,10 +97,10 @@ void symnet_39c8a26ad8_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_39C8A26AD8_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_71BDF20863_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_39C8A26AD8_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_39c8a26ad8_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_71BDF20863_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_71bdf20863_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -110,10 +110,10 @@ long long symnet_39c8a26ad8_train(float *params, const float *X, const float *T,
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_39C8A26AD8_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_71BDF20863_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_39C8A26AD8_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_39c8a26ad8_train_labels(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_71BDF20863_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_71bdf20863_train_labels(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -122,7 +122,7 @@ long long symnet_39c8a26ad8_train_labels(float *params, const float *X, const fl
 }
 #endif
 
-#endif /* SYMNET_39C8A26AD8_H */
+#endif /* SYMNET_71BDF20863_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -413,10 +413,82 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_39c8a26ad8_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_71bdf20863_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 394, sizeof(real) * (size_t)batch * 10);
+}
+
+/* Back propagation from ∂L/∂O down to every gradient ∂L/∂θ (into grads): the
+ * part of the pass after the loss, the same for targets given as rows and as class labels. */
+static void sn_backprop(const real *params, real *grads, real *work, const real *I, int batch)
+{
+    const real *b1 = params + 8192;  /* b1: (128,) */
+    const real *W2 = params + 8320;  /* W2: (64, 128) */
+    const real *b2 = params + 16512;  /* b2: (64,) */
+    const real *W3 = params + 16576;  /* W3: (10, 64) */
+
+    real *g_W1 = grads + 0;  /* ∂L/∂W1: (128, 64) */
+    real *g_b1 = grads + 8192;  /* ∂L/∂b1: (128,) */
+    real *g_W2 = grads + 8320;  /* ∂L/∂W2: (64, 128) */
+    real *g_b2 = grads + 16512;  /* ∂L/∂b2: (64,) */
+    real *g_W3 = grads + 16576;  /* ∂L/∂W3: (10, 64) */
+    real *g_b3 = grads + 17216;  /* ∂L/∂b3: (10,) */
+
+    real *z_H1 = work + (size_t)batch * 0;  /* Σ of H1: (batch, 128) */
+    real *H1 = work + (size_t)batch * 128;  /* layer H1: (batch, 128) */
+    real *z_H2 = work + (size_t)batch * 256;  /* Σ of H2: (batch, 64) */
+    real *H2 = work + (size_t)batch * 320;  /* layer H2: (batch, 64) */
+    real *dL_dH1 = work + (size_t)batch * 404;  /* ∂L/∂H1: (batch, 128) */
+    real *delta_H1 = work + (size_t)batch * 532;  /* ∂L/∂z_H1: (batch, 128) */
+    real *dL_dH2 = work + (size_t)batch * 660;  /* ∂L/∂H2: (batch, 64) */
+    real *delta_H2 = work + (size_t)batch * 724;  /* ∂L/∂z_H2: (batch, 64) */
+    real *dL_dO = work + (size_t)batch * 788;  /* ∂L/∂O: (batch, 10) */
+    real *delta_O = work + (size_t)batch * 798;  /* ∂L/∂z_O: (batch, 10) */
+
+    memset(g_b3, 0, sizeof(real) * 10);
+    /* delta_O[b,i] = dL_dO[b,i]; g_b3[i] += dL_dO[b,i] */
+    for (int b = 0; b < batch; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 10; i++) {
+            delta_O[b * 10 + i] = dL_dO[b * 10 + i];
+            g_b3[i] += dL_dO[b * 10 + i];
+        }
+    /* g_W3[i,j] = Σ_b delta_O[b,i]·H2[b,j] */
+    sn_mm_tn(10, 64, batch, delta_O, H2, g_W3, 0);
+    /* dL_dH2[b,j] = Σ_i delta_O[b,i]·W3[i,j] */
+    sn_mm_nn(batch, 64, 10, delta_O, W3, dL_dH2, 0);
+    memset(g_b2, 0, sizeof(real) * 64);
+    /* delta_H2[b,i] = dL_dH2[b,i]·(1 if b2[i] + z_H2[b,i] > 0 else 0); g_b2[i] += dL_dH2[b,i]·(1 if b2[i] + z_H2[b,i] > 0 else 0) */
+    for (int b = 0; b < batch; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 64; i++) {
+            const real t0 = dL_dH2[b * 64 + i]*((b2[i] + z_H2[b * 64 + i] > 0) ? (1) : (0));
+            delta_H2[b * 64 + i] = t0;
+            g_b2[i] += t0;
+        }
+    /* g_W2[i,j] = Σ_b delta_H2[b,i]·H1[b,j] */
+    sn_mm_tn(64, 128, batch, delta_H2, H1, g_W2, 0);
+    /* dL_dH1[b,j] = Σ_i delta_H2[b,i]·W2[i,j] */
+    sn_mm_nn(batch, 128, 64, delta_H2, W2, dL_dH1, 0);
+    memset(g_b1, 0, sizeof(real) * 128);
+    /* delta_H1[b,i] = dL_dH1[b,i]·(1 if b1[i] + z_H1[b,i] > 0 else 0); g_b1[i] += dL_dH1[b,i]·(1 if b1[i] + z_H1[b,i] > 0 else 0) */
+    for (int b = 0; b < batch; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 128; i++) {
+            const real t0 = dL_dH1[b * 128 + i]*((b1[i] + z_H1[b * 128 + i] > 0) ? (1) : (0));
+            delta_H1[b * 128 + i] = t0;
+            g_b1[i] += t0;
+        }
+    /* g_W1[i,j] = Σ_b delta_H1[b,i]·I[b,j] */
+    sn_mm_tn(128, 64, batch, delta_H1, I, g_W1, 0);
+
 }
 
 /* Loss L = (1/batch) Σ_b L_b, after a forward pass. */
@@ -455,7 +527,7 @@ static double sn_loss(const real *params, real *work, const real *I, const real 
     return loss / batch;
 }
 
-real symnet_39c8a26ad8_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_71bdf20863_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -463,29 +535,10 @@ real symnet_39c8a26ad8_loss(const real *params, const real *X, const real *T, in
 /* Loss and every gradient ∂L/∂θ (into grads), by back propagation. */
 static double sn_loss_grad(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
 {
-    const real *b1 = params + 8192;  /* b1: (128,) */
-    const real *W2 = params + 8320;  /* W2: (64, 128) */
-    const real *b2 = params + 16512;  /* b2: (64,) */
-    const real *W3 = params + 16576;  /* W3: (10, 64) */
 
-    real *g_W1 = grads + 0;  /* ∂L/∂W1: (128, 64) */
-    real *g_b1 = grads + 8192;  /* ∂L/∂b1: (128,) */
-    real *g_W2 = grads + 8320;  /* ∂L/∂W2: (64, 128) */
-    real *g_b2 = grads + 16512;  /* ∂L/∂b2: (64,) */
-    real *g_W3 = grads + 16576;  /* ∂L/∂W3: (10, 64) */
-    real *g_b3 = grads + 17216;  /* ∂L/∂b3: (10,) */
 
-    real *z_H1 = work + (size_t)batch * 0;  /* Σ of H1: (batch, 128) */
-    real *H1 = work + (size_t)batch * 128;  /* layer H1: (batch, 128) */
-    real *z_H2 = work + (size_t)batch * 256;  /* Σ of H2: (batch, 64) */
-    real *H2 = work + (size_t)batch * 320;  /* layer H2: (batch, 64) */
     real *sn_u_O = work + (size_t)batch * 394;  /* layer O: (batch, 10) */
-    real *dL_dH1 = work + (size_t)batch * 404;  /* ∂L/∂H1: (batch, 128) */
-    real *delta_H1 = work + (size_t)batch * 532;  /* ∂L/∂z_H1: (batch, 128) */
-    real *dL_dH2 = work + (size_t)batch * 660;  /* ∂L/∂H2: (batch, 64) */
-    real *delta_H2 = work + (size_t)batch * 724;  /* ∂L/∂z_H2: (batch, 64) */
     real *dL_dO = work + (size_t)batch * 788;  /* ∂L/∂O: (batch, 10) */
-    real *delta_O = work + (size_t)batch * 798;  /* ∂L/∂z_O: (batch, 10) */
 
     const real inv_batch = (real)1 / (real)batch;
     double loss = 0;
@@ -518,53 +571,12 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
         for (int k = 0; k < 10; k++)
             g[k] = inv_batch*(-t[k] + st*sn_expf(o[k] - lse));
     }
-    memset(g_b3, 0, sizeof(real) * 10);
-    /* delta_O[b,i] = dL_dO[b,i]; g_b3[i] += dL_dO[b,i] */
-    for (int b = 0; b < batch; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 10; i++) {
-            delta_O[b * 10 + i] = dL_dO[b * 10 + i];
-            g_b3[i] += dL_dO[b * 10 + i];
-        }
-    /* g_W3[i,j] = Σ_b delta_O[b,i]·H2[b,j] */
-    sn_mm_tn(10, 64, batch, delta_O, H2, g_W3, 0);
-    /* dL_dH2[b,j] = Σ_i delta_O[b,i]·W3[i,j] */
-    sn_mm_nn(batch, 64, 10, delta_O, W3, dL_dH2, 0);
-    memset(g_b2, 0, sizeof(real) * 64);
-    /* delta_H2[b,i] = dL_dH2[b,i]·(1 if b2[i] + z_H2[b,i] > 0 else 0); g_b2[i] += dL_dH2[b,i]·(1 if b2[i] + z_H2[b,i] > 0 else 0) */
-    for (int b = 0; b < batch; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 64; i++) {
-            const real t0 = dL_dH2[b * 64 + i]*((b2[i] + z_H2[b * 64 + i] > 0) ? (1) : (0));
-            delta_H2[b * 64 + i] = t0;
-            g_b2[i] += t0;
-        }
-    /* g_W2[i,j] = Σ_b delta_H2[b,i]·H1[b,j] */
-    sn_mm_tn(64, 128, batch, delta_H2, H1, g_W2, 0);
-    /* dL_dH1[b,j] = Σ_i delta_H2[b,i]·W2[i,j] */
-    sn_mm_nn(batch, 128, 64, delta_H2, W2, dL_dH1, 0);
-    memset(g_b1, 0, sizeof(real) * 128);
-    /* delta_H1[b,i] = dL_dH1[b,i]·(1 if b1[i] + z_H1[b,i] > 0 else 0); g_b1[i] += dL_dH1[b,i]·(1 if b1[i] + z_H1[b,i] > 0 else 0) */
-    for (int b = 0; b < batch; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 128; i++) {
-            const real t0 = dL_dH1[b * 128 + i]*((b1[i] + z_H1[b * 128 + i] > 0) ? (1) : (0));
-            delta_H1[b * 128 + i] = t0;
-            g_b1[i] += t0;
-        }
-    /* g_W1[i,j] = Σ_b delta_H1[b,i]·I[b,j] */
-    sn_mm_tn(128, 64, batch, delta_H1, I, g_W1, 0);
 
+    sn_backprop(params, grads, work, I, batch);
     return loss / batch;
 }
 
-real symnet_39c8a26ad8_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_71bdf20863_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -601,7 +613,7 @@ static double sn_loss_labels(const real *params, real *work, const real *I, cons
     return loss / batch;
 }
 
-real symnet_39c8a26ad8_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_71bdf20863_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss_labels(params, work, X, T, batch);
 }
@@ -609,29 +621,10 @@ real symnet_39c8a26ad8_loss_labels(const real *params, const real *X, const real
 /* Loss and every gradient ∂L/∂θ (into grads), by back propagation; T[b] is the class label of example b. */
 static double sn_loss_grad_labels(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
 {
-    const real *b1 = params + 8192;  /* b1: (128,) */
-    const real *W2 = params + 8320;  /* W2: (64, 128) */
-    const real *b2 = params + 16512;  /* b2: (64,) */
-    const real *W3 = params + 16576;  /* W3: (10, 64) */
 
-    real *g_W1 = grads + 0;  /* ∂L/∂W1: (128, 64) */
-    real *g_b1 = grads + 8192;  /* ∂L/∂b1: (128,) */
-    real *g_W2 = grads + 8320;  /* ∂L/∂W2: (64, 128) */
-    real *g_b2 = grads + 16512;  /* ∂L/∂b2: (64,) */
-    real *g_W3 = grads + 16576;  /* ∂L/∂W3: (10, 64) */
-    real *g_b3 = grads + 17216;  /* ∂L/∂b3: (10,) */
 
-    real *z_H1 = work + (size_t)batch * 0;  /* Σ of H1: (batch, 128) */
-    real *H1 = work + (size_t)batch * 128;  /* layer H1: (batch, 128) */
-    real *z_H2 = work + (size_t)batch * 256;  /* Σ of H2: (batch, 64) */
-    real *H2 = work + (size_t)batch * 320;  /* layer H2: (batch, 64) */
     real *sn_u_O = work + (size_t)batch * 394;  /* layer O: (batch, 10) */
-    real *dL_dH1 = work + (size_t)batch * 404;  /* ∂L/∂H1: (batch, 128) */
-    real *delta_H1 = work + (size_t)batch * 532;  /* ∂L/∂z_H1: (batch, 128) */
-    real *dL_dH2 = work + (size_t)batch * 660;  /* ∂L/∂H2: (batch, 64) */
-    real *delta_H2 = work + (size_t)batch * 724;  /* ∂L/∂z_H2: (batch, 64) */
     real *dL_dO = work + (size_t)batch * 788;  /* ∂L/∂O: (batch, 10) */
-    real *delta_O = work + (size_t)batch * 798;  /* ∂L/∂z_O: (batch, 10) */
 
     const real inv_batch = (real)1 / (real)batch;
     double loss = 0;
@@ -660,53 +653,12 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
         for (int k = 0; k < 10; k++)
             g[k] = inv_batch*(-((k == y) ? (1) : (0)) + sn_expf(o[k] - lse));
     }
-    memset(g_b3, 0, sizeof(real) * 10);
-    /* delta_O[b,i] = dL_dO[b,i]; g_b3[i] += dL_dO[b,i] */
-    for (int b = 0; b < batch; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 10; i++) {
-            delta_O[b * 10 + i] = dL_dO[b * 10 + i];
-            g_b3[i] += dL_dO[b * 10 + i];
-        }
-    /* g_W3[i,j] = Σ_b delta_O[b,i]·H2[b,j] */
-    sn_mm_tn(10, 64, batch, delta_O, H2, g_W3, 0);
-    /* dL_dH2[b,j] = Σ_i delta_O[b,i]·W3[i,j] */
-    sn_mm_nn(batch, 64, 10, delta_O, W3, dL_dH2, 0);
-    memset(g_b2, 0, sizeof(real) * 64);
-    /* delta_H2[b,i] = dL_dH2[b,i]·(1 if b2[i] + z_H2[b,i] > 0 else 0); g_b2[i] += dL_dH2[b,i]·(1 if b2[i] + z_H2[b,i] > 0 else 0) */
-    for (int b = 0; b < batch; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 64; i++) {
-            const real t0 = dL_dH2[b * 64 + i]*((b2[i] + z_H2[b * 64 + i] > 0) ? (1) : (0));
-            delta_H2[b * 64 + i] = t0;
-            g_b2[i] += t0;
-        }
-    /* g_W2[i,j] = Σ_b delta_H2[b,i]·H1[b,j] */
-    sn_mm_tn(64, 128, batch, delta_H2, H1, g_W2, 0);
-    /* dL_dH1[b,j] = Σ_i delta_H2[b,i]·W2[i,j] */
-    sn_mm_nn(batch, 128, 64, delta_H2, W2, dL_dH1, 0);
-    memset(g_b1, 0, sizeof(real) * 128);
-    /* delta_H1[b,i] = dL_dH1[b,i]·(1 if b1[i] + z_H1[b,i] > 0 else 0); g_b1[i] += dL_dH1[b,i]·(1 if b1[i] + z_H1[b,i] > 0 else 0) */
-    for (int b = 0; b < batch; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 128; i++) {
-            const real t0 = dL_dH1[b * 128 + i]*((b1[i] + z_H1[b * 128 + i] > 0) ? (1) : (0));
-            delta_H1[b * 128 + i] = t0;
-            g_b1[i] += t0;
-        }
-    /* g_W1[i,j] = Σ_b delta_H1[b,i]·I[b,j] */
-    sn_mm_tn(128, 64, batch, delta_H1, I, g_W1, 0);
 
+    sn_backprop(params, grads, work, I, batch);
     return loss / batch;
 }
 
-real symnet_39c8a26ad8_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_71bdf20863_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad_labels(params, grads, work, X, T, batch);
 }
@@ -733,7 +685,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_39c8a26ad8_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_71bdf20863_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 808;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
@@ -747,7 +699,7 @@ real symnet_39c8a26ad8_step(real *params, const real *X, const real *T, int batc
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_39c8a26ad8_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_71bdf20863_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 808;
     const double loss = sn_loss_grad_labels(params, grads, work, X, T, batch);
@@ -818,7 +770,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_39c8a26ad8_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_71bdf20863_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -844,7 +796,7 @@ void symnet_39c8a26ad8_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_39c8a26ad8_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_71bdf20863_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
@@ -925,7 +877,7 @@ long long symnet_39c8a26ad8_train(real *params, const real *X, const real *T, co
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step).
  * The same with integer class labels: T[n] is the class of example n. */
-long long symnet_39c8a26ad8_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_71bdf20863_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

@@ -3,6 +3,7 @@ each holding sympy expressions or buffer names that the emitter prints."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import sympy as sp
@@ -130,6 +131,13 @@ class SoftmaxXent:
     def derived(self):
         """The rule for this op's targets: rows, or its form for class labels."""
         return self.rule.labels if self.labels else self.rule
+
+
+def with_labels(op):
+    """The op for integer class labels as targets (T[b] = class of example b)."""
+    if isinstance(op, SoftmaxXent):
+        return dataclasses.replace(op, labels=True)
+    return op
 
 
 @dataclass
