@@ -203,7 +203,10 @@ def _open_probe(so: Path, sha: str | None = None):
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
-        lib = ffi.dlopen(tmp)      # mapped: the file's name may go at once
+        # mapped: the file's name may go at once.  Never unmapped (RTLD_NODELETE): the
+        # probe's products run on its own pool of threads (templates/pool.c.j2), which
+        # wait inside its code for good; cffi closes a library whose object is collected
+        lib = ffi.dlopen(tmp, ffi.RTLD_NOW | ffi.RTLD_NODELETE)
     finally:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
@@ -427,9 +430,9 @@ def _measure(ffi, lib, budget_s: float) -> dict:
     with Watch() as w:
         for M, N, K in sizes:
             won = True
-            # the library gets the threads our cost model gives a product this size: on
-            # a busy machine its statically split products stall on a late thread
-            _set_blas_threads(blas_threads(M * N * K, thread_min, nmax))
+            # the library on one thread, the product cut in parts for the kernels' pool
+            # (as the networks run it: apply)
+            _set_blas_threads(1)
             for kind in (0, 1, 2):
                 lib.sn_probe_tune(null, math.inf, thread_min, nmax)
                 ours = gemm_s(kind, M, N, K)
@@ -743,7 +746,7 @@ def _time_products(lib, ffi, shapes, batches, s, budget_s, rounds):
             lib.sn_probe_tune(null, math.inf, s["thread_min"], s["threads_max"])
             ours = _seconds(lambda r: lib.sn_probe_gemm(kind, M, N, K, pa, pb, pc, r), reps,
                             rounds)
-            _set_blas_threads(blas_threads(mnk, s["thread_min"], s["threads_max"]))
+            _set_blas_threads(1)       # the pool cuts the product (apply)
             lib.sn_probe_tune(blas, 0.0, s["thread_min"], s["threads_max"])
             theirs = _seconds(lambda r: lib.sn_probe_gemm(kind, M, N, K, pa, pb, pc, r), reps,
                               rounds)
@@ -934,12 +937,12 @@ def apply(module, prefix: str, dtype: str, products=None, tune: str = "fast") ->
     ptr = blas_pointer(module.ffi, dtype) if use_blas else module.ffi.NULL
     use_blas = use_blas and ptr != module.ffi.NULL
     if use_blas:
-        # The library's thread count is one setting for all of a network's products, so
-        # it follows the largest a network can route there: all threads.  OpenBLAS runs
-        # a product below its own size threshold on one thread whatever this says.  (Set
-        # from the smallest routed product, every product ran on one thread: the
-        # 1024-wide step took 47 ms instead of 26 ms on a 2-core machine.)
-        _set_blas_threads(s["threads_max"])
+        # The library runs on one thread: a product routed to it is cut in parts that
+        # the kernels' own pool of threads takes (templates/pool.c.j2), as many as the
+        # cost model gives that product.  The library's own threads join like a parallel
+        # region, waiting for a thread the system runs late: on a busy 2-core machine
+        # (load 2-3) the medium step took 50-84 ms on them against 1.6-2.4 ms on one.
+        _set_blas_threads(1)
     fn(ptr, s["blas_min"] if use_blas else math.inf, s["thread_min"], s["threads_max"])
     set_plan = getattr(module.lib, prefix + "plan", None)
     if set_plan is not None and use_blas and chosen:
