@@ -42,8 +42,8 @@
  *   loss: mse, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_EF1B4048E2_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_EF1B4048E2_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_9E084083C6_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_9E084083C6_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset      3021  shape (2, 2)
  *   b1           offset      3025  shape (2,)
  *   W2           offset         0  shape (20, 2)
@@ -65,48 +65,48 @@
  *   W10          offset      3000  shape (1, 20)
  *   b10          offset      3020  shape (1,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_EF1B4048E2_WORK_SIZE(batch) numbers; SYMNET_EF1B4048E2_TRAIN_WORK_SIZE(batch_size) for
- * symnet_ef1b4048e2_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_9E084083C6_WORK_SIZE(batch) numbers; SYMNET_9E084083C6_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_9e084083c6_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 3027 + X B*2 + T or O B*1 + work (B*649 + 3027)
  *   numbers of 4 bytes; e.g. B = 32: 107,672 bytes (training; forward only: 54,220).
  */
-#ifndef SYMNET_EF1B4048E2_H
-#define SYMNET_EF1B4048E2_H
+#ifndef SYMNET_9E084083C6_H
+#define SYMNET_9E084083C6_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_EF1B4048E2_REAL float  /* the number type of every array (float32) */
-#define SYMNET_EF1B4048E2_N_INPUTS 2  /* features per example */
-#define SYMNET_EF1B4048E2_N_OUTPUTS 1
-#define SYMNET_EF1B4048E2_N_PARAMS 3027  /* numbers in the flat parameter array */
-#define SYMNET_EF1B4048E2_WORK_PER_EXAMPLE 649
-#define SYMNET_EF1B4048E2_WORK_SIZE(batch) ((batch) * 649 + 3027)  /* numbers of scratch per call */
-#define SYMNET_EF1B4048E2_TRAIN_WORK_SIZE(batch_size) (SYMNET_EF1B4048E2_WORK_SIZE(batch_size) + (batch_size) * 3)
-#define SYMNET_EF1B4048E2_SGD 0       /* optimizer codes of symnet_ef1b4048e2_update and symnet_ef1b4048e2_train */
-#define SYMNET_EF1B4048E2_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_EF1B4048E2_N_PARAMS numbers */
-#define SYMNET_EF1B4048E2_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_EF1B4048E2_N_PARAMS numbers each */
+#define SYMNET_9E084083C6_REAL float  /* the number type of every array (float32) */
+#define SYMNET_9E084083C6_N_INPUTS 2  /* features per example */
+#define SYMNET_9E084083C6_N_OUTPUTS 1
+#define SYMNET_9E084083C6_N_PARAMS 3027  /* numbers in the flat parameter array */
+#define SYMNET_9E084083C6_WORK_PER_EXAMPLE 649
+#define SYMNET_9E084083C6_WORK_SIZE(batch) ((batch) * 649 + 3027)  /* numbers of scratch per call */
+#define SYMNET_9E084083C6_TRAIN_WORK_SIZE(batch_size) (SYMNET_9E084083C6_WORK_SIZE(batch_size) + (batch_size) * 3)
+#define SYMNET_9E084083C6_SGD 0       /* optimizer codes of symnet_9e084083c6_update and symnet_9e084083c6_train */
+#define SYMNET_9E084083C6_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_9E084083C6_N_PARAMS numbers */
+#define SYMNET_9E084083C6_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_9E084083C6_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_EF1B4048E2_N_OUTPUTS) = the network's output for X (batch × SYMNET_EF1B4048E2_N_INPUTS). */
-void symnet_ef1b4048e2_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_9E084083C6_N_OUTPUTS) = the network's output for X (batch × SYMNET_9E084083C6_N_INPUTS). */
+void symnet_9e084083c6_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_ef1b4048e2_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_9e084083c6_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_EF1B4048E2_N_PARAMS numbers) by back propagation. */
-float symnet_ef1b4048e2_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_9E084083C6_N_PARAMS numbers) by back propagation. */
+float symnet_9e084083c6_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_ef1b4048e2_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_9e084083c6_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_EF1B4048E2_SGD, SYMNET_EF1B4048E2_MOMENTUM or SYMNET_EF1B4048E2_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_9E084083C6_SGD, SYMNET_9E084083C6_MOMENTUM or SYMNET_9E084083C6_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_ef1b4048e2_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_9e084083c6_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -114,10 +114,10 @@ void symnet_ef1b4048e2_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_EF1B4048E2_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_9E084083C6_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_EF1B4048E2_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_ef1b4048e2_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_9E084083C6_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_9e084083c6_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -126,7 +126,7 @@ long long symnet_ef1b4048e2_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_EF1B4048E2_H */
+#endif /* SYMNET_9E084083C6_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -362,9 +362,9 @@ SN_INLINE void sn_mm_tn(int M, int N, int K, const real *restrict A,
 static void sn_forward(const real *params, real *work, const real *tx, int batch)
 {
     const real *W1 = params + 3021;  /* W1: (2, 2) */
-    const real *sn_u_b1 = params + 3025;  /* b1: (2,) */
+    const real *b1 = params + 3025;  /* b1: (2,) */
     const real *W2 = params + 0;  /* W2: (20, 2) */
-    const real *sn_u_b2 = params + 40;  /* b2: (20,) */
+    const real *b2 = params + 40;  /* b2: (20,) */
     const real *W3 = params + 60;  /* W3: (20, 20) */
     const real *b3 = params + 460;  /* b3: (20,) */
     const real *W4 = params + 480;  /* W4: (20, 20) */
@@ -411,7 +411,7 @@ static void sn_forward(const real *params, real *work, const real *tx, int batch
 #pragma omp simd
 #endif
         for (int i = 0; i < 2; i++) {
-            scale[b * 2 + i] = sn_u_b1[i] + z_scale[b * 2 + i];
+            scale[b * 2 + i] = b1[i] + z_scale[b * 2 + i];
         }
     /* z_H2[b,i] = Σ_j W2[i,j]·scale[b,j] */
     sn_mm_nt(batch, 20, 2, scale, W2, z_H2, 0);
@@ -421,7 +421,7 @@ static void sn_forward(const real *params, real *work, const real *tx, int batch
 #pragma omp simd
 #endif
         for (int i = 0; i < 20; i++) {
-            H2[b * 20 + i] = sn_tanhf(sn_u_b2[i] + z_H2[b * 20 + i]);
+            H2[b * 20 + i] = sn_tanhf(b2[i] + z_H2[b * 20 + i]);
         }
     /* z_H3[b,i] = Σ_j W3[i,j]·H2[b,j] */
     sn_mm_nt(batch, 20, 20, H2, W3, z_H3, 0);
@@ -507,7 +507,7 @@ static void sn_forward(const real *params, real *work, const real *tx, int batch
 }
 
 /* O[b,k] = u[b,k]: the forward pass, its output copied out of work. */
-void symnet_ef1b4048e2_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_9e084083c6_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 325, sizeof(real) * (size_t)batch * 1);
@@ -531,7 +531,7 @@ static double sn_loss(const real *params, real *work, const real *tx, const real
     return loss / batch;
 }
 
-real symnet_ef1b4048e2_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_9e084083c6_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -735,7 +735,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_ef1b4048e2_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_9e084083c6_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -765,7 +765,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_ef1b4048e2_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_9e084083c6_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 649;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
@@ -838,7 +838,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
         memcpy(dst + 3021, src + 3021, sizeof(real) * 6);
 }
 
-void symnet_ef1b4048e2_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_9e084083c6_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -864,7 +864,7 @@ void symnet_ef1b4048e2_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_ef1b4048e2_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_9e084083c6_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

@@ -28,8 +28,8 @@
  *   loss: softmax_cross_entropy, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_5F1C2A1BD6_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_5F1C2A1BD6_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_14C56D186E_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_14C56D186E_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (128, 64)
  *   b1           offset      8192  shape (128,)
  *   W2           offset      8320  shape (64, 128)
@@ -37,59 +37,59 @@
  *   W3           offset     16576  shape (10, 64)
  *   b3           offset     17216  shape (10,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_5F1C2A1BD6_WORK_SIZE(batch) numbers; SYMNET_5F1C2A1BD6_TRAIN_WORK_SIZE(batch_size) for
- * symnet_5f1c2a1bd6_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_14C56D186E_WORK_SIZE(batch) numbers; SYMNET_14C56D186E_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_14c56d186e_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 17226 + X B*64 + T or O B*10 + work (B*808 + 17226)
  *   numbers of 4 bytes; e.g. B = 32: 250,704 bytes (training; forward only: 130,088).
  */
-#ifndef SYMNET_5F1C2A1BD6_H
-#define SYMNET_5F1C2A1BD6_H
+#ifndef SYMNET_14C56D186E_H
+#define SYMNET_14C56D186E_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_5F1C2A1BD6_REAL float  /* the number type of every array (float32) */
-#define SYMNET_5F1C2A1BD6_N_INPUTS 64  /* features per example */
-#define SYMNET_5F1C2A1BD6_N_OUTPUTS 10
-#define SYMNET_5F1C2A1BD6_N_PARAMS 17226  /* numbers in the flat parameter array */
-#define SYMNET_5F1C2A1BD6_WORK_PER_EXAMPLE 808
-#define SYMNET_5F1C2A1BD6_WORK_SIZE(batch) ((batch) * 808 + 17226)  /* numbers of scratch per call */
-#define SYMNET_5F1C2A1BD6_TRAIN_WORK_SIZE(batch_size) (SYMNET_5F1C2A1BD6_WORK_SIZE(batch_size) + (batch_size) * 74)
-#define SYMNET_5F1C2A1BD6_SGD 0       /* optimizer codes of symnet_5f1c2a1bd6_update and symnet_5f1c2a1bd6_train */
-#define SYMNET_5F1C2A1BD6_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_5F1C2A1BD6_N_PARAMS numbers */
-#define SYMNET_5F1C2A1BD6_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_5F1C2A1BD6_N_PARAMS numbers each */
+#define SYMNET_14C56D186E_REAL float  /* the number type of every array (float32) */
+#define SYMNET_14C56D186E_N_INPUTS 64  /* features per example */
+#define SYMNET_14C56D186E_N_OUTPUTS 10
+#define SYMNET_14C56D186E_N_PARAMS 17226  /* numbers in the flat parameter array */
+#define SYMNET_14C56D186E_WORK_PER_EXAMPLE 808
+#define SYMNET_14C56D186E_WORK_SIZE(batch) ((batch) * 808 + 17226)  /* numbers of scratch per call */
+#define SYMNET_14C56D186E_TRAIN_WORK_SIZE(batch_size) (SYMNET_14C56D186E_WORK_SIZE(batch_size) + (batch_size) * 74)
+#define SYMNET_14C56D186E_SGD 0       /* optimizer codes of symnet_14c56d186e_update and symnet_14c56d186e_train */
+#define SYMNET_14C56D186E_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_14C56D186E_N_PARAMS numbers */
+#define SYMNET_14C56D186E_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_14C56D186E_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_5F1C2A1BD6_N_OUTPUTS) = the network's output for X (batch × SYMNET_5F1C2A1BD6_N_INPUTS). */
-void symnet_5f1c2a1bd6_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_14C56D186E_N_OUTPUTS) = the network's output for X (batch × SYMNET_14C56D186E_N_INPUTS). */
+void symnet_14c56d186e_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_5f1c2a1bd6_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_14c56d186e_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_5F1C2A1BD6_N_PARAMS numbers) by back propagation. */
-float symnet_5f1c2a1bd6_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_14C56D186E_N_PARAMS numbers) by back propagation. */
+float symnet_14c56d186e_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_5f1c2a1bd6_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_14c56d186e_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss; T[b] is the class label of example b. */
-float symnet_5f1c2a1bd6_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_14c56d186e_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_5F1C2A1BD6_N_PARAMS numbers) by back propagation. */
-float symnet_5f1c2a1bd6_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_14C56D186E_N_PARAMS numbers) by back propagation. */
+float symnet_14c56d186e_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_5f1c2a1bd6_step_labels(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_14c56d186e_step_labels(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_5F1C2A1BD6_SGD, SYMNET_5F1C2A1BD6_MOMENTUM or SYMNET_5F1C2A1BD6_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_14C56D186E_SGD, SYMNET_14C56D186E_MOMENTUM or SYMNET_14C56D186E_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_5f1c2a1bd6_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_14c56d186e_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -97,10 +97,10 @@ void symnet_5f1c2a1bd6_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_5F1C2A1BD6_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_14C56D186E_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_5F1C2A1BD6_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_5f1c2a1bd6_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_14C56D186E_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_14c56d186e_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -110,10 +110,10 @@ long long symnet_5f1c2a1bd6_train(float *params, const float *X, const float *T,
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_5F1C2A1BD6_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_14C56D186E_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_5F1C2A1BD6_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_5f1c2a1bd6_train_labels(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_14C56D186E_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_14c56d186e_train_labels(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -122,7 +122,7 @@ long long symnet_5f1c2a1bd6_train_labels(float *params, const float *X, const fl
 }
 #endif
 
-#endif /* SYMNET_5F1C2A1BD6_H */
+#endif /* SYMNET_14C56D186E_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -364,9 +364,9 @@ SN_INLINE void sn_mm_tn(int M, int N, int K, const real *restrict A,
 static void sn_forward(const real *params, real *work, const real *I, int batch)
 {
     const real *W1 = params + 0;  /* W1: (128, 64) */
-    const real *sn_u_b1 = params + 8192;  /* b1: (128,) */
+    const real *b1 = params + 8192;  /* b1: (128,) */
     const real *W2 = params + 8320;  /* W2: (64, 128) */
-    const real *sn_u_b2 = params + 16512;  /* b2: (64,) */
+    const real *b2 = params + 16512;  /* b2: (64,) */
     const real *W3 = params + 16576;  /* W3: (10, 64) */
     const real *b3 = params + 17216;  /* b3: (10,) */
 
@@ -385,7 +385,7 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 #pragma omp simd
 #endif
         for (int i = 0; i < 128; i++) {
-            const real t0 = sn_u_b1[i] + z_H1[b * 128 + i];
+            const real t0 = b1[i] + z_H1[b * 128 + i];
             H1[b * 128 + i] = ((t0 > 0) ? (t0) : (0));
         }
     /* z_H2[b,i] = Σ_j W2[i,j]·H1[b,j] */
@@ -396,7 +396,7 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 #pragma omp simd
 #endif
         for (int i = 0; i < 64; i++) {
-            const real t0 = sn_u_b2[i] + z_H2[b * 64 + i];
+            const real t0 = b2[i] + z_H2[b * 64 + i];
             H2[b * 64 + i] = ((t0 > 0) ? (t0) : (0));
         }
     /* z_O[b,i] = Σ_j W3[i,j]·H2[b,j] */
@@ -413,7 +413,7 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_5f1c2a1bd6_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_14c56d186e_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 394, sizeof(real) * (size_t)batch * 10);
@@ -423,9 +423,9 @@ void symnet_5f1c2a1bd6_forward(const real *params, const real *X, int batch, rea
  * part of the pass after the loss, the same for targets given as rows and as class labels. */
 static void sn_backprop(const real *params, real *grads, real *work, const real *I, int batch)
 {
-    const real *sn_u_b1 = params + 8192;  /* b1: (128,) */
+    const real *b1 = params + 8192;  /* b1: (128,) */
     const real *W2 = params + 8320;  /* W2: (64, 128) */
-    const real *sn_u_b2 = params + 16512;  /* b2: (64,) */
+    const real *b2 = params + 16512;  /* b2: (64,) */
     const real *W3 = params + 16576;  /* W3: (10, 64) */
 
     real *g_W1 = grads + 0;  /* ∂L/∂W1: (128, 64) */
@@ -467,7 +467,7 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
 #pragma omp simd
 #endif
         for (int i = 0; i < 64; i++) {
-            const real t0 = dL_dH2[b * 64 + i]*((sn_u_b2[i] + z_H2[b * 64 + i] > 0) ? (1) : (0));
+            const real t0 = dL_dH2[b * 64 + i]*((b2[i] + z_H2[b * 64 + i] > 0) ? (1) : (0));
             delta_H2[b * 64 + i] = t0;
             g_b2[i] += t0;
         }
@@ -482,7 +482,7 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
 #pragma omp simd
 #endif
         for (int i = 0; i < 128; i++) {
-            const real t0 = dL_dH1[b * 128 + i]*((sn_u_b1[i] + z_H1[b * 128 + i] > 0) ? (1) : (0));
+            const real t0 = dL_dH1[b * 128 + i]*((b1[i] + z_H1[b * 128 + i] > 0) ? (1) : (0));
             delta_H1[b * 128 + i] = t0;
             g_b1[i] += t0;
         }
@@ -527,7 +527,7 @@ static double sn_loss(const real *params, real *work, const real *I, const real 
     return loss / batch;
 }
 
-real symnet_5f1c2a1bd6_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_14c56d186e_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -576,7 +576,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_5f1c2a1bd6_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_14c56d186e_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -613,7 +613,7 @@ static double sn_loss_labels(const real *params, real *work, const real *I, cons
     return loss / batch;
 }
 
-real symnet_5f1c2a1bd6_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_14c56d186e_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss_labels(params, work, X, T, batch);
 }
@@ -658,7 +658,7 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
     return loss / batch;
 }
 
-real symnet_5f1c2a1bd6_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_14c56d186e_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad_labels(params, grads, work, X, T, batch);
 }
@@ -685,7 +685,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_5f1c2a1bd6_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_14c56d186e_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 808;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
@@ -699,7 +699,7 @@ real symnet_5f1c2a1bd6_step(real *params, const real *X, const real *T, int batc
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_5f1c2a1bd6_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_14c56d186e_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 808;
     const double loss = sn_loss_grad_labels(params, grads, work, X, T, batch);
@@ -770,7 +770,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_5f1c2a1bd6_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_14c56d186e_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -796,7 +796,7 @@ void symnet_5f1c2a1bd6_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_5f1c2a1bd6_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_14c56d186e_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
@@ -877,7 +877,7 @@ long long symnet_5f1c2a1bd6_train(real *params, const real *X, const real *T, co
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step).
  * The same with integer class labels: T[n] is the class of example n. */
-long long symnet_5f1c2a1bd6_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_14c56d186e_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

@@ -26,66 +26,66 @@
  *   loss: softmax_cross_entropy, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_EFBA3E3452_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_EFBA3E3452_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_E9E7DCAF27_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_E9E7DCAF27_N_PARAMS numbers, in the order of model.params, each row-major:
  *   A1           offset         0  shape (64, 64)
  *   B1           offset      4096  shape (64, 64)
  *   W2           offset      8192  shape (10, 64)
  *   b2           offset      8832  shape (10,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_EFBA3E3452_WORK_SIZE(batch) numbers; SYMNET_EFBA3E3452_TRAIN_WORK_SIZE(batch_size) for
- * symnet_efba3e3452_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_E9E7DCAF27_WORK_SIZE(batch) numbers; SYMNET_E9E7DCAF27_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_e9e7dcaf27_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 8842 + X B*64 + T or O B*10 + work (B*424 + 8842)
  *   numbers of 4 bytes; e.g. B = 32: 134,480 bytes (training; forward only: 71,976).
  */
-#ifndef SYMNET_EFBA3E3452_H
-#define SYMNET_EFBA3E3452_H
+#ifndef SYMNET_E9E7DCAF27_H
+#define SYMNET_E9E7DCAF27_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_EFBA3E3452_REAL float  /* the number type of every array (float32) */
-#define SYMNET_EFBA3E3452_N_INPUTS 64  /* features per example */
-#define SYMNET_EFBA3E3452_N_OUTPUTS 10
-#define SYMNET_EFBA3E3452_N_PARAMS 8842  /* numbers in the flat parameter array */
-#define SYMNET_EFBA3E3452_WORK_PER_EXAMPLE 424
-#define SYMNET_EFBA3E3452_WORK_SIZE(batch) ((batch) * 424 + 8842)  /* numbers of scratch per call */
-#define SYMNET_EFBA3E3452_TRAIN_WORK_SIZE(batch_size) (SYMNET_EFBA3E3452_WORK_SIZE(batch_size) + (batch_size) * 74)
-#define SYMNET_EFBA3E3452_SGD 0       /* optimizer codes of symnet_efba3e3452_update and symnet_efba3e3452_train */
-#define SYMNET_EFBA3E3452_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_EFBA3E3452_N_PARAMS numbers */
-#define SYMNET_EFBA3E3452_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_EFBA3E3452_N_PARAMS numbers each */
+#define SYMNET_E9E7DCAF27_REAL float  /* the number type of every array (float32) */
+#define SYMNET_E9E7DCAF27_N_INPUTS 64  /* features per example */
+#define SYMNET_E9E7DCAF27_N_OUTPUTS 10
+#define SYMNET_E9E7DCAF27_N_PARAMS 8842  /* numbers in the flat parameter array */
+#define SYMNET_E9E7DCAF27_WORK_PER_EXAMPLE 424
+#define SYMNET_E9E7DCAF27_WORK_SIZE(batch) ((batch) * 424 + 8842)  /* numbers of scratch per call */
+#define SYMNET_E9E7DCAF27_TRAIN_WORK_SIZE(batch_size) (SYMNET_E9E7DCAF27_WORK_SIZE(batch_size) + (batch_size) * 74)
+#define SYMNET_E9E7DCAF27_SGD 0       /* optimizer codes of symnet_e9e7dcaf27_update and symnet_e9e7dcaf27_train */
+#define SYMNET_E9E7DCAF27_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_E9E7DCAF27_N_PARAMS numbers */
+#define SYMNET_E9E7DCAF27_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_E9E7DCAF27_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_EFBA3E3452_N_OUTPUTS) = the network's output for X (batch × SYMNET_EFBA3E3452_N_INPUTS). */
-void symnet_efba3e3452_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_E9E7DCAF27_N_OUTPUTS) = the network's output for X (batch × SYMNET_E9E7DCAF27_N_INPUTS). */
+void symnet_e9e7dcaf27_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_efba3e3452_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_e9e7dcaf27_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_EFBA3E3452_N_PARAMS numbers) by back propagation. */
-float symnet_efba3e3452_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_E9E7DCAF27_N_PARAMS numbers) by back propagation. */
+float symnet_e9e7dcaf27_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_efba3e3452_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_e9e7dcaf27_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss; T[b] is the class label of example b. */
-float symnet_efba3e3452_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_e9e7dcaf27_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_EFBA3E3452_N_PARAMS numbers) by back propagation. */
-float symnet_efba3e3452_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_E9E7DCAF27_N_PARAMS numbers) by back propagation. */
+float symnet_e9e7dcaf27_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_efba3e3452_step_labels(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_e9e7dcaf27_step_labels(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_EFBA3E3452_SGD, SYMNET_EFBA3E3452_MOMENTUM or SYMNET_EFBA3E3452_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_E9E7DCAF27_SGD, SYMNET_E9E7DCAF27_MOMENTUM or SYMNET_E9E7DCAF27_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_efba3e3452_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_e9e7dcaf27_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -93,10 +93,10 @@ void symnet_efba3e3452_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_EFBA3E3452_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_E9E7DCAF27_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_EFBA3E3452_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_efba3e3452_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_E9E7DCAF27_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_e9e7dcaf27_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -106,10 +106,10 @@ long long symnet_efba3e3452_train(float *params, const float *X, const float *T,
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_EFBA3E3452_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_E9E7DCAF27_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_EFBA3E3452_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_efba3e3452_train_labels(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_E9E7DCAF27_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_e9e7dcaf27_train_labels(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -118,74 +118,13 @@ long long symnet_efba3e3452_train_labels(float *params, const float *X, const fl
 }
 #endif
 
-#endif /* SYMNET_EFBA3E3452_H */
+#endif /* SYMNET_E9E7DCAF27_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
 #define SN_SIMD 1  /* built with OpenMP: the reductions marked `omp simd` vectorise
                       (symnet's own build passes -fopenmp-simd -DSN_SIMD) */
 #endif
-
-#include <stdint.h>
-/* e^x for float without a call or a branch, so that loops over it vectorise (libm's
- * expf, called once per element, was ~20% of a GRU's training step).  Cody–Waite:
- * x = n·ln 2 + r with n = round(x/ln 2) (the float whose low bits hold n, 1.5·2²³
- * added), |r| ≤ ln 2 / 2, e^r by Cephes' degree-6 polynomial (≈ 1 ulp), then 2^n as
- * two powers of two built from their exponent bits (each in range, so results down
- * to the subnormals and up to ∞ come out right); NaN stays NaN. */
-static inline float sn_expf(float x)
-{
-    const float c = x > 89.0f ? 89.0f : x < -104.0f ? -104.0f : x;   /* NaN passes */
-    const float shifted = c * 1.44269504088896341f + 12582912.0f;
-    const float n = shifted - 12582912.0f;
-    uint32_t bits;
-    memcpy(&bits, &shifted, sizeof bits);
-    const int32_t k = (int32_t)(bits - 0x4B400000u);            /* n as an integer */
-    float r = c - n * 0.693359375f;
-    r = r - n * -2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
-    const int32_t k1 = k / 2, k2 = k - k1;
-    const uint32_t b1 = (uint32_t)(k1 + 127) << 23, b2 = (uint32_t)(k2 + 127) << 23;
-    float s1, s2;
-    memcpy(&s1, &b1, sizeof s1);
-    memcpy(&s2, &b2, sizeof s2);
-    return p * s1 * s2;
-}
-
-/* σ(x) = 1/(1 + e^−x): e^−x = ∞ gives 0, e^−x = 0 gives 1; no branch. */
-static inline float sn_sigmoid(float x)
-{
-    return 1.0f / (1.0f + sn_expf(-x));
-}
-
-/* tanh(x) for float as a rational function: x·P(x²)/Q(x²) on |x| ≤ 7.905 (beyond, tanh
- * rounds to ±1), x itself below 4e-4.  No call and no branch, so loops over it
- * vectorise (libm's tanhf was ~60% of a small network's step); relative error
- * ≤ 4e-7 (≈ 7 ulp) against libm's 1.4 ulp.  Coefficients as in Eigen and XLA. */
-static inline float sn_tanhf(float x)
-{
-    const float c = x < -7.90531110763549805f ? -7.90531110763549805f
-                  : x > 7.90531110763549805f ? 7.90531110763549805f : x;
-    const float x2 = c * c;
-    float p = -2.76076847742355e-16f;
-    p = p * x2 + 2.00018790482477e-13f;
-    p = p * x2 + -8.60467152213735e-11f;
-    p = p * x2 + 5.12229709037114e-08f;
-    p = p * x2 + 1.48572235717979e-05f;
-    p = p * x2 + 6.37261928875436e-04f;
-    p = p * x2 + 4.89352455891786e-03f;
-    float q = 1.19825839466702e-06f;
-    q = q * x2 + 1.18534705686654e-04f;
-    q = q * x2 + 2.26843463243900e-03f;
-    q = q * x2 + 4.89352518554385e-03f;
-    return fabsf(x) < 0.0004f ? x : c * p / q;
-}
 
 #include <stdint.h>
 
@@ -214,6 +153,38 @@ static inline float sn_expf(float x)
     memcpy(&s1, &e1, sizeof s1);
     memcpy(&s2, &e2, sizeof s2);
     return x != x ? x : x > 88.7228394f ? (float)INFINITY : p * s1 * s2;
+}
+
+/* σ(x) = 1/(1 + e^−x) for float with the template's e^x (templates/expf.c.j2): e^−x = ∞
+ * gives 0, e^−x = 0 gives 1, no call and no branch, so loops over it vectorise (libm's
+ * expf, called per element, was ~20% of a GRU's training step); ≤ 2.4 ulp against σ
+ * in double on [−110, 95]. */
+static inline float sn_sigmoid(float x)
+{
+    return 1.0f / (1.0f + sn_expf(-x));
+}
+
+/* tanh(x) for float as a rational function: x·P(x²)/Q(x²) on |x| ≤ 7.905 (beyond, tanh
+ * rounds to ±1), x itself below 4e-4.  No call and no branch, so loops over it
+ * vectorise (libm's tanhf was ~60% of a small network's step); relative error
+ * ≤ 4e-7 (≈ 7 ulp) against libm's 1.4 ulp.  Coefficients as in Eigen and XLA. */
+static inline float sn_tanhf(float x)
+{
+    const float c = x < -7.90531110763549805f ? -7.90531110763549805f
+                  : x > 7.90531110763549805f ? 7.90531110763549805f : x;
+    const float x2 = c * c;
+    float p = -2.76076847742355e-16f;
+    p = p * x2 + 2.00018790482477e-13f;
+    p = p * x2 + -8.60467152213735e-11f;
+    p = p * x2 + 5.12229709037114e-08f;
+    p = p * x2 + 1.48572235717979e-05f;
+    p = p * x2 + 6.37261928875436e-04f;
+    p = p * x2 + 4.89352455891786e-03f;
+    float q = 1.19825839466702e-06f;
+    q = q * x2 + 1.18534705686654e-04f;
+    q = q * x2 + 2.26843463243900e-03f;
+    q = q * x2 + 4.89352518554385e-03f;
+    return fabsf(x) < 0.0004f ? x : c * p / q;
 }
 
 /* ------------------------------------------------------------------------
@@ -423,7 +394,7 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
     const real *A1 = params + 0;  /* A1: (64, 64) */
     const real *B1 = params + 4096;  /* B1: (64, 64) */
     const real *W2 = params + 8192;  /* W2: (10, 64) */
-    const real *sn_u_b2 = params + 8832;  /* b2: (10,) */
+    const real *b2 = params + 8832;  /* b2: (10,) */
 
     real *r1_G = work + (size_t)batch * 0;  /* Σ of G: (batch, 64) */
     real *r2_G = work + (size_t)batch * 64;  /* Σ of G: (batch, 64) */
@@ -451,13 +422,13 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 #pragma omp simd
 #endif
         for (int i = 0; i < 10; i++) {
-            sn_u_O[b * 10 + i] = sn_u_b2[i] + z_O[b * 10 + i];
+            sn_u_O[b * 10 + i] = b2[i] + z_O[b * 10 + i];
         }
 
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_efba3e3452_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_e9e7dcaf27_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 202, sizeof(real) * (size_t)batch * 10);
@@ -552,7 +523,7 @@ static double sn_loss(const real *params, real *work, const real *I, const real 
     return loss / batch;
 }
 
-real symnet_efba3e3452_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_e9e7dcaf27_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -601,7 +572,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_efba3e3452_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_e9e7dcaf27_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -638,7 +609,7 @@ static double sn_loss_labels(const real *params, real *work, const real *I, cons
     return loss / batch;
 }
 
-real symnet_efba3e3452_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_e9e7dcaf27_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss_labels(params, work, X, T, batch);
 }
@@ -683,7 +654,7 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
     return loss / batch;
 }
 
-real symnet_efba3e3452_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_e9e7dcaf27_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad_labels(params, grads, work, X, T, batch);
 }
@@ -710,7 +681,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_efba3e3452_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_e9e7dcaf27_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 424;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
@@ -724,7 +695,7 @@ real symnet_efba3e3452_step(real *params, const real *X, const real *T, int batc
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_efba3e3452_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_e9e7dcaf27_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 424;
     const double loss = sn_loss_grad_labels(params, grads, work, X, T, batch);
@@ -795,7 +766,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_efba3e3452_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_e9e7dcaf27_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -821,7 +792,7 @@ void symnet_efba3e3452_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_efba3e3452_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_e9e7dcaf27_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
@@ -902,7 +873,7 @@ long long symnet_efba3e3452_train(real *params, const real *X, const real *T, co
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step).
  * The same with integer class labels: T[n] is the class of example n. */
-long long symnet_efba3e3452_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_e9e7dcaf27_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

@@ -30,8 +30,8 @@
  *   loss: mse, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_BBE751F850_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_BBE751F850_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_07E259655B_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_07E259655B_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (20, 2)
  *   b1           offset        40  shape (20,)
  *   W2           offset        60  shape (20, 20)
@@ -41,48 +41,48 @@
  *   W4           offset       900  shape (1, 20)
  *   b4           offset       920  shape (1,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_BBE751F850_WORK_SIZE(batch) numbers; SYMNET_BBE751F850_TRAIN_WORK_SIZE(batch_size) for
- * symnet_bbe751f850_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_07E259655B_WORK_SIZE(batch) numbers; SYMNET_07E259655B_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_07e259655b_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 921 + X B*2 + T or O B*1 + work (B*243 + 921)
  *   numbers of 4 bytes; e.g. B = 32: 38,856 bytes (training; forward only: 19,684).
  */
-#ifndef SYMNET_BBE751F850_H
-#define SYMNET_BBE751F850_H
+#ifndef SYMNET_07E259655B_H
+#define SYMNET_07E259655B_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_BBE751F850_REAL float  /* the number type of every array (float32) */
-#define SYMNET_BBE751F850_N_INPUTS 2  /* features per example */
-#define SYMNET_BBE751F850_N_OUTPUTS 1
-#define SYMNET_BBE751F850_N_PARAMS 921  /* numbers in the flat parameter array */
-#define SYMNET_BBE751F850_WORK_PER_EXAMPLE 243
-#define SYMNET_BBE751F850_WORK_SIZE(batch) ((batch) * 243 + 921)  /* numbers of scratch per call */
-#define SYMNET_BBE751F850_TRAIN_WORK_SIZE(batch_size) (SYMNET_BBE751F850_WORK_SIZE(batch_size) + (batch_size) * 3)
-#define SYMNET_BBE751F850_SGD 0       /* optimizer codes of symnet_bbe751f850_update and symnet_bbe751f850_train */
-#define SYMNET_BBE751F850_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_BBE751F850_N_PARAMS numbers */
-#define SYMNET_BBE751F850_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_BBE751F850_N_PARAMS numbers each */
+#define SYMNET_07E259655B_REAL float  /* the number type of every array (float32) */
+#define SYMNET_07E259655B_N_INPUTS 2  /* features per example */
+#define SYMNET_07E259655B_N_OUTPUTS 1
+#define SYMNET_07E259655B_N_PARAMS 921  /* numbers in the flat parameter array */
+#define SYMNET_07E259655B_WORK_PER_EXAMPLE 243
+#define SYMNET_07E259655B_WORK_SIZE(batch) ((batch) * 243 + 921)  /* numbers of scratch per call */
+#define SYMNET_07E259655B_TRAIN_WORK_SIZE(batch_size) (SYMNET_07E259655B_WORK_SIZE(batch_size) + (batch_size) * 3)
+#define SYMNET_07E259655B_SGD 0       /* optimizer codes of symnet_07e259655b_update and symnet_07e259655b_train */
+#define SYMNET_07E259655B_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_07E259655B_N_PARAMS numbers */
+#define SYMNET_07E259655B_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_07E259655B_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_BBE751F850_N_OUTPUTS) = the network's output for X (batch × SYMNET_BBE751F850_N_INPUTS). */
-void symnet_bbe751f850_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_07E259655B_N_OUTPUTS) = the network's output for X (batch × SYMNET_07E259655B_N_INPUTS). */
+void symnet_07e259655b_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_bbe751f850_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_07e259655b_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_BBE751F850_N_PARAMS numbers) by back propagation. */
-float symnet_bbe751f850_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_07E259655B_N_PARAMS numbers) by back propagation. */
+float symnet_07e259655b_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_bbe751f850_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_07e259655b_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_BBE751F850_SGD, SYMNET_BBE751F850_MOMENTUM or SYMNET_BBE751F850_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_07E259655B_SGD, SYMNET_07E259655B_MOMENTUM or SYMNET_07E259655B_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_bbe751f850_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_07e259655b_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -90,10 +90,10 @@ void symnet_bbe751f850_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_BBE751F850_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_07E259655B_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_BBE751F850_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_bbe751f850_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_07E259655B_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_07e259655b_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -102,7 +102,7 @@ long long symnet_bbe751f850_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_BBE751F850_H */
+#endif /* SYMNET_07E259655B_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -338,9 +338,9 @@ SN_INLINE void sn_mm_tn(int M, int N, int K, const real *restrict A,
 static void sn_forward(const real *params, real *work, const real *xy, int batch)
 {
     const real *W1 = params + 0;  /* W1: (20, 2) */
-    const real *sn_u_b1 = params + 40;  /* b1: (20,) */
+    const real *b1 = params + 40;  /* b1: (20,) */
     const real *W2 = params + 60;  /* W2: (20, 20) */
-    const real *sn_u_b2 = params + 460;  /* b2: (20,) */
+    const real *b2 = params + 460;  /* b2: (20,) */
     const real *W3 = params + 480;  /* W3: (20, 20) */
     const real *b3 = params + 880;  /* b3: (20,) */
     const real *W4 = params + 900;  /* W4: (1, 20) */
@@ -363,7 +363,7 @@ static void sn_forward(const real *params, real *work, const real *xy, int batch
 #pragma omp simd
 #endif
         for (int i = 0; i < 20; i++) {
-            H1[b * 20 + i] = sn_tanhf(sn_u_b1[i] + z_H1[b * 20 + i]);
+            H1[b * 20 + i] = sn_tanhf(b1[i] + z_H1[b * 20 + i]);
         }
     /* z_H2[b,i] = Σ_j W2[i,j]·H1[b,j] */
     sn_mm_nt(batch, 20, 20, H1, W2, z_H2, 0);
@@ -373,7 +373,7 @@ static void sn_forward(const real *params, real *work, const real *xy, int batch
 #pragma omp simd
 #endif
         for (int i = 0; i < 20; i++) {
-            H2[b * 20 + i] = sn_tanhf(sn_u_b2[i] + z_H2[b * 20 + i]);
+            H2[b * 20 + i] = sn_tanhf(b2[i] + z_H2[b * 20 + i]);
         }
     /* z_H3[b,i] = Σ_j W3[i,j]·H2[b,j] */
     sn_mm_nt(batch, 20, 20, H2, W3, z_H3, 0);
@@ -399,7 +399,7 @@ static void sn_forward(const real *params, real *work, const real *xy, int batch
 }
 
 /* O[b,k] = u[b,k]: the forward pass, its output copied out of work. */
-void symnet_bbe751f850_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_07e259655b_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 121, sizeof(real) * (size_t)batch * 1);
@@ -423,7 +423,7 @@ static double sn_loss(const real *params, real *work, const real *xy, const real
     return loss / batch;
 }
 
-real symnet_bbe751f850_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_07e259655b_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -521,7 +521,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_bbe751f850_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_07e259655b_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -548,7 +548,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_bbe751f850_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_07e259655b_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 243;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
@@ -619,7 +619,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_bbe751f850_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_07e259655b_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -645,7 +645,7 @@ void symnet_bbe751f850_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_bbe751f850_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_07e259655b_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

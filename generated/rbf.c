@@ -26,55 +26,55 @@
  *   loss: bce, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_842E011A4F_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_842E011A4F_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_AE6CE99DA9_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_AE6CE99DA9_N_PARAMS numbers, in the order of model.params, each row-major:
  *   C1           offset         0  shape (16, 2)
  *   beta1        offset        32  shape (16,)
  *   W2           offset        48  shape (1, 16)
  *   b2           offset        64  shape (1,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_842E011A4F_WORK_SIZE(batch) numbers; SYMNET_842E011A4F_TRAIN_WORK_SIZE(batch_size) for
- * symnet_842e011a4f_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_AE6CE99DA9_WORK_SIZE(batch) numbers; SYMNET_AE6CE99DA9_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_ae6ce99da9_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 65 + X B*2 + T or O B*1 + work (B*67 + 65)
  *   numbers of 4 bytes; e.g. B = 32: 9,480 bytes (training; forward only: 4,996).
  */
-#ifndef SYMNET_842E011A4F_H
-#define SYMNET_842E011A4F_H
+#ifndef SYMNET_AE6CE99DA9_H
+#define SYMNET_AE6CE99DA9_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_842E011A4F_REAL float  /* the number type of every array (float32) */
-#define SYMNET_842E011A4F_N_INPUTS 2  /* features per example */
-#define SYMNET_842E011A4F_N_OUTPUTS 1
-#define SYMNET_842E011A4F_N_PARAMS 65  /* numbers in the flat parameter array */
-#define SYMNET_842E011A4F_WORK_PER_EXAMPLE 67
-#define SYMNET_842E011A4F_WORK_SIZE(batch) ((batch) * 67 + 65)  /* numbers of scratch per call */
-#define SYMNET_842E011A4F_TRAIN_WORK_SIZE(batch_size) (SYMNET_842E011A4F_WORK_SIZE(batch_size) + (batch_size) * 3)
-#define SYMNET_842E011A4F_SGD 0       /* optimizer codes of symnet_842e011a4f_update and symnet_842e011a4f_train */
-#define SYMNET_842E011A4F_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_842E011A4F_N_PARAMS numbers */
-#define SYMNET_842E011A4F_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_842E011A4F_N_PARAMS numbers each */
+#define SYMNET_AE6CE99DA9_REAL float  /* the number type of every array (float32) */
+#define SYMNET_AE6CE99DA9_N_INPUTS 2  /* features per example */
+#define SYMNET_AE6CE99DA9_N_OUTPUTS 1
+#define SYMNET_AE6CE99DA9_N_PARAMS 65  /* numbers in the flat parameter array */
+#define SYMNET_AE6CE99DA9_WORK_PER_EXAMPLE 67
+#define SYMNET_AE6CE99DA9_WORK_SIZE(batch) ((batch) * 67 + 65)  /* numbers of scratch per call */
+#define SYMNET_AE6CE99DA9_TRAIN_WORK_SIZE(batch_size) (SYMNET_AE6CE99DA9_WORK_SIZE(batch_size) + (batch_size) * 3)
+#define SYMNET_AE6CE99DA9_SGD 0       /* optimizer codes of symnet_ae6ce99da9_update and symnet_ae6ce99da9_train */
+#define SYMNET_AE6CE99DA9_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_AE6CE99DA9_N_PARAMS numbers */
+#define SYMNET_AE6CE99DA9_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_AE6CE99DA9_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_842E011A4F_N_OUTPUTS) = the network's output for X (batch × SYMNET_842E011A4F_N_INPUTS). */
-void symnet_842e011a4f_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_AE6CE99DA9_N_OUTPUTS) = the network's output for X (batch × SYMNET_AE6CE99DA9_N_INPUTS). */
+void symnet_ae6ce99da9_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_842e011a4f_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_ae6ce99da9_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_842E011A4F_N_PARAMS numbers) by back propagation. */
-float symnet_842e011a4f_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_AE6CE99DA9_N_PARAMS numbers) by back propagation. */
+float symnet_ae6ce99da9_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_842e011a4f_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_ae6ce99da9_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_842E011A4F_SGD, SYMNET_842E011A4F_MOMENTUM or SYMNET_842E011A4F_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_AE6CE99DA9_SGD, SYMNET_AE6CE99DA9_MOMENTUM or SYMNET_AE6CE99DA9_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_842e011a4f_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_ae6ce99da9_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -82,10 +82,10 @@ void symnet_842e011a4f_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_842E011A4F_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_AE6CE99DA9_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_842E011A4F_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_842e011a4f_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_AE6CE99DA9_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_ae6ce99da9_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -94,51 +94,13 @@ long long symnet_842e011a4f_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_842E011A4F_H */
+#endif /* SYMNET_AE6CE99DA9_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
 #define SN_SIMD 1  /* built with OpenMP: the reductions marked `omp simd` vectorise
                       (symnet's own build passes -fopenmp-simd -DSN_SIMD) */
 #endif
-
-#include <stdint.h>
-/* e^x for float without a call or a branch, so that loops over it vectorise (libm's
- * expf, called once per element, was ~20% of a GRU's training step).  Cody–Waite:
- * x = n·ln 2 + r with n = round(x/ln 2) (the float whose low bits hold n, 1.5·2²³
- * added), |r| ≤ ln 2 / 2, e^r by Cephes' degree-6 polynomial (≈ 1 ulp), then 2^n as
- * two powers of two built from their exponent bits (each in range, so results down
- * to the subnormals and up to ∞ come out right); NaN stays NaN. */
-static inline float sn_expf(float x)
-{
-    const float c = x > 89.0f ? 89.0f : x < -104.0f ? -104.0f : x;   /* NaN passes */
-    const float shifted = c * 1.44269504088896341f + 12582912.0f;
-    const float n = shifted - 12582912.0f;
-    uint32_t bits;
-    memcpy(&bits, &shifted, sizeof bits);
-    const int32_t k = (int32_t)(bits - 0x4B400000u);            /* n as an integer */
-    float r = c - n * 0.693359375f;
-    r = r - n * -2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
-    const int32_t k1 = k / 2, k2 = k - k1;
-    const uint32_t b1 = (uint32_t)(k1 + 127) << 23, b2 = (uint32_t)(k2 + 127) << 23;
-    float s1, s2;
-    memcpy(&s1, &b1, sizeof s1);
-    memcpy(&s2, &b2, sizeof s2);
-    return p * s1 * s2;
-}
-
-/* σ(x) = 1/(1 + e^−x): e^−x = ∞ gives 0, e^−x = 0 gives 1; no branch. */
-static inline float sn_sigmoid(float x)
-{
-    return 1.0f / (1.0f + sn_expf(-x));
-}
 
 #include <stdint.h>
 
@@ -167,6 +129,15 @@ static inline float sn_expf(float x)
     memcpy(&s1, &e1, sizeof s1);
     memcpy(&s2, &e2, sizeof s2);
     return x != x ? x : x > 88.7228394f ? (float)INFINITY : p * s1 * s2;
+}
+
+/* σ(x) = 1/(1 + e^−x) for float with the template's e^x (templates/expf.c.j2): e^−x = ∞
+ * gives 0, e^−x = 0 gives 1, no call and no branch, so loops over it vectorise (libm's
+ * expf, called per element, was ~20% of a GRU's training step); ≤ 2.4 ulp against σ
+ * in double on [−110, 95]. */
+static inline float sn_sigmoid(float x)
+{
+    return 1.0f / (1.0f + sn_expf(-x));
 }
 
 /* softplus(x) = log(1 + e^x) = max(x, 0) + log1p(e^−|x|), finite for all finite x. */
@@ -382,7 +353,7 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
     const real *C1 = params + 0;  /* C1: (16, 2) */
     const real *beta1 = params + 32;  /* beta1: (16,) */
     const real *W2 = params + 48;  /* W2: (1, 16) */
-    const real *sn_u_b2 = params + 64;  /* b2: (1,) */
+    const real *b2 = params + 64;  /* b2: (1,) */
 
     real *z_R = work + (size_t)batch * 0;  /* Σ of R: (batch, 16) */
     real *R = work + (size_t)batch * 16;  /* layer R: (batch, 16) */
@@ -412,13 +383,13 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 #pragma omp simd
 #endif
         for (int i = 0; i < 1; i++) {
-            sn_u_O[b * 1 + i] = sn_sigmoid(sn_u_b2[i] + z_O[b * 1 + i]);
+            sn_u_O[b * 1 + i] = sn_sigmoid(b2[i] + z_O[b * 1 + i]);
         }
 
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_842e011a4f_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_ae6ce99da9_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 33, sizeof(real) * (size_t)batch * 1);
@@ -427,7 +398,7 @@ void symnet_842e011a4f_forward(const real *params, const real *X, int batch, rea
 /* Loss L = (1/batch) Σ_b L_b, after a forward pass. */
 static double sn_loss(const real *params, real *work, const real *I, const real *T, int batch)
 {
-    const real *sn_u_b2 = params + 64;  /* b2: (1,) */
+    const real *b2 = params + 64;  /* b2: (1,) */
 
     real *z_O = work + (size_t)batch * 32;  /* Σ of O: (batch, 1) */
 
@@ -436,14 +407,14 @@ static double sn_loss(const real *params, real *work, const real *I, const real 
     /* L += T[b,i]·softplus(-b2[i] - z_O[b,i]) + (1 - T[b,i])·softplus(b2[i] + z_O[b,i]) */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 1; i++) {
-            const real t0 = sn_u_b2[i] + z_O[b * 1 + i];
+            const real t0 = b2[i] + z_O[b * 1 + i];
             loss += (double)(T[b * 1 + i]*sn_softplus(-t0) + (1 - T[b * 1 + i])*sn_softplus(t0));
         }
 
     return loss / batch;
 }
 
-real symnet_842e011a4f_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_ae6ce99da9_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -454,7 +425,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     const real *C1 = params + 0;  /* C1: (16, 2) */
     const real *beta1 = params + 32;  /* beta1: (16,) */
     const real *W2 = params + 48;  /* W2: (1, 16) */
-    const real *sn_u_b2 = params + 64;  /* b2: (1,) */
+    const real *b2 = params + 64;  /* b2: (1,) */
 
     real *g_C1 = grads + 0;  /* ∂L/∂C1: (16, 2) */
     real *g_beta1 = grads + 32;  /* ∂L/∂beta1: (16,) */
@@ -476,7 +447,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     /* L += T[b,i]·softplus(-b2[i] - z_O[b,i]) + (1 - T[b,i])·softplus(b2[i] + z_O[b,i]); delta_O[b,i] = inv_batch·(O[b,i] - T[b,i]); g_b2[i] += inv_batch·(O[b,i] - T[b,i]) */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 1; i++) {
-            const real t0 = sn_u_b2[i] + z_O[b * 1 + i];
+            const real t0 = b2[i] + z_O[b * 1 + i];
             const real t1 = inv_batch*(sn_u_O[b * 1 + i] - T[b * 1 + i]);
             loss += (double)(T[b * 1 + i]*sn_softplus(-t0) + (1 - T[b * 1 + i])*sn_softplus(t0));
             delta_O[b * 1 + i] = t1;
@@ -511,7 +482,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_842e011a4f_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_ae6ce99da9_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -538,7 +509,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_842e011a4f_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_ae6ce99da9_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 67;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
@@ -609,7 +580,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_842e011a4f_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_ae6ce99da9_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -635,7 +606,7 @@ void symnet_842e011a4f_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_842e011a4f_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_ae6ce99da9_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

@@ -28,8 +28,8 @@
  *   loss: mse, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_40BA3A219E_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_40BA3A219E_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_1CA229639B_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_1CA229639B_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (32, 1)
  *   b1           offset        32  shape (32,)
  *   W2           offset        64  shape (32, 32)
@@ -37,48 +37,48 @@
  *   W3           offset      1120  shape (1, 32)
  *   b3           offset      1152  shape (1,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_40BA3A219E_WORK_SIZE(batch) numbers; SYMNET_40BA3A219E_TRAIN_WORK_SIZE(batch_size) for
- * symnet_40ba3a219e_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_1CA229639B_WORK_SIZE(batch) numbers; SYMNET_1CA229639B_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_1ca229639b_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 1153 + X B*1 + T or O B*1 + work (B*259 + 1153)
  *   numbers of 4 bytes; e.g. B = 32: 42,632 bytes (training; forward only: 21,508).
  */
-#ifndef SYMNET_40BA3A219E_H
-#define SYMNET_40BA3A219E_H
+#ifndef SYMNET_1CA229639B_H
+#define SYMNET_1CA229639B_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_40BA3A219E_REAL float  /* the number type of every array (float32) */
-#define SYMNET_40BA3A219E_N_INPUTS 1  /* features per example */
-#define SYMNET_40BA3A219E_N_OUTPUTS 1
-#define SYMNET_40BA3A219E_N_PARAMS 1153  /* numbers in the flat parameter array */
-#define SYMNET_40BA3A219E_WORK_PER_EXAMPLE 259
-#define SYMNET_40BA3A219E_WORK_SIZE(batch) ((batch) * 259 + 1153)  /* numbers of scratch per call */
-#define SYMNET_40BA3A219E_TRAIN_WORK_SIZE(batch_size) (SYMNET_40BA3A219E_WORK_SIZE(batch_size) + (batch_size) * 2)
-#define SYMNET_40BA3A219E_SGD 0       /* optimizer codes of symnet_40ba3a219e_update and symnet_40ba3a219e_train */
-#define SYMNET_40BA3A219E_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_40BA3A219E_N_PARAMS numbers */
-#define SYMNET_40BA3A219E_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_40BA3A219E_N_PARAMS numbers each */
+#define SYMNET_1CA229639B_REAL float  /* the number type of every array (float32) */
+#define SYMNET_1CA229639B_N_INPUTS 1  /* features per example */
+#define SYMNET_1CA229639B_N_OUTPUTS 1
+#define SYMNET_1CA229639B_N_PARAMS 1153  /* numbers in the flat parameter array */
+#define SYMNET_1CA229639B_WORK_PER_EXAMPLE 259
+#define SYMNET_1CA229639B_WORK_SIZE(batch) ((batch) * 259 + 1153)  /* numbers of scratch per call */
+#define SYMNET_1CA229639B_TRAIN_WORK_SIZE(batch_size) (SYMNET_1CA229639B_WORK_SIZE(batch_size) + (batch_size) * 2)
+#define SYMNET_1CA229639B_SGD 0       /* optimizer codes of symnet_1ca229639b_update and symnet_1ca229639b_train */
+#define SYMNET_1CA229639B_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_1CA229639B_N_PARAMS numbers */
+#define SYMNET_1CA229639B_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_1CA229639B_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_40BA3A219E_N_OUTPUTS) = the network's output for X (batch × SYMNET_40BA3A219E_N_INPUTS). */
-void symnet_40ba3a219e_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_1CA229639B_N_OUTPUTS) = the network's output for X (batch × SYMNET_1CA229639B_N_INPUTS). */
+void symnet_1ca229639b_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_40ba3a219e_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_1ca229639b_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_40BA3A219E_N_PARAMS numbers) by back propagation. */
-float symnet_40ba3a219e_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_1CA229639B_N_PARAMS numbers) by back propagation. */
+float symnet_1ca229639b_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_40ba3a219e_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_1ca229639b_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_40BA3A219E_SGD, SYMNET_40BA3A219E_MOMENTUM or SYMNET_40BA3A219E_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_1CA229639B_SGD, SYMNET_1CA229639B_MOMENTUM or SYMNET_1CA229639B_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_40ba3a219e_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_1ca229639b_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -86,10 +86,10 @@ void symnet_40ba3a219e_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_40BA3A219E_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_1CA229639B_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_40BA3A219E_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_40ba3a219e_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_1CA229639B_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_1ca229639b_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -98,7 +98,7 @@ long long symnet_40ba3a219e_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_40BA3A219E_H */
+#endif /* SYMNET_1CA229639B_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -334,9 +334,9 @@ SN_INLINE void sn_mm_tn(int M, int N, int K, const real *restrict A,
 static void sn_forward(const real *params, real *work, const real *sn_u_x, int batch)
 {
     const real *W1 = params + 0;  /* W1: (32, 1) */
-    const real *sn_u_b1 = params + 32;  /* b1: (32,) */
+    const real *b1 = params + 32;  /* b1: (32,) */
     const real *W2 = params + 64;  /* W2: (32, 32) */
-    const real *sn_u_b2 = params + 1088;  /* b2: (32,) */
+    const real *b2 = params + 1088;  /* b2: (32,) */
     const real *W3 = params + 1120;  /* W3: (1, 32) */
     const real *b3 = params + 1152;  /* b3: (1,) */
 
@@ -355,7 +355,7 @@ static void sn_forward(const real *params, real *work, const real *sn_u_x, int b
 #pragma omp simd
 #endif
         for (int i = 0; i < 32; i++) {
-            H1[b * 32 + i] = sn_tanhf(sn_u_b1[i] + z_H1[b * 32 + i]);
+            H1[b * 32 + i] = sn_tanhf(b1[i] + z_H1[b * 32 + i]);
         }
     /* z_H2[b,i] = Σ_j W2[i,j]·H1[b,j] */
     sn_mm_nt(batch, 32, 32, H1, W2, z_H2, 0);
@@ -365,7 +365,7 @@ static void sn_forward(const real *params, real *work, const real *sn_u_x, int b
 #pragma omp simd
 #endif
         for (int i = 0; i < 32; i++) {
-            H2[b * 32 + i] = sn_tanhf(sn_u_b2[i] + z_H2[b * 32 + i]);
+            H2[b * 32 + i] = sn_tanhf(b2[i] + z_H2[b * 32 + i]);
         }
     /* z_O[b,i] = Σ_j W3[i,j]·H2[b,j] */
     sn_mm_nt(batch, 1, 32, H2, W3, z_O, 0);
@@ -381,7 +381,7 @@ static void sn_forward(const real *params, real *work, const real *sn_u_x, int b
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_40ba3a219e_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_1ca229639b_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 129, sizeof(real) * (size_t)batch * 1);
@@ -405,7 +405,7 @@ static double sn_loss(const real *params, real *work, const real *sn_u_x, const 
     return loss / batch;
 }
 
-real symnet_40ba3a219e_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_1ca229639b_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -482,7 +482,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_40ba3a219e_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_1ca229639b_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -509,7 +509,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_40ba3a219e_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_1ca229639b_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 259;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
@@ -580,7 +580,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_40ba3a219e_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_1ca229639b_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -606,7 +606,7 @@ void symnet_40ba3a219e_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_40ba3a219e_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_1ca229639b_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

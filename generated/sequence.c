@@ -56,56 +56,56 @@
  *   loss: mse, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_DA08278CB8_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_DA08278CB8_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_80420DEF1A_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_80420DEF1A_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W2           offset         0  shape (16, 1)
  *   U2           offset        16  shape (16, 16)
  *   b2           offset       272  shape (16,)
  *   W17          offset       288  shape (1, 16)
  *   b17          offset       304  shape (1,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_DA08278CB8_WORK_SIZE(batch) numbers; SYMNET_DA08278CB8_TRAIN_WORK_SIZE(batch_size) for
- * symnet_da08278cb8_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_80420DEF1A_WORK_SIZE(batch) numbers; SYMNET_80420DEF1A_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_80420def1a_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 305 + X B*8 + T or O B*1 + work (B*643 + 305)
  *   numbers of 4 bytes; e.g. B = 32: 85,896 bytes (training; forward only: 50,756).
  */
-#ifndef SYMNET_DA08278CB8_H
-#define SYMNET_DA08278CB8_H
+#ifndef SYMNET_80420DEF1A_H
+#define SYMNET_80420DEF1A_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_DA08278CB8_REAL float  /* the number type of every array (float32) */
-#define SYMNET_DA08278CB8_N_INPUTS 8  /* features per example */
-#define SYMNET_DA08278CB8_N_OUTPUTS 1
-#define SYMNET_DA08278CB8_N_PARAMS 305  /* numbers in the flat parameter array */
-#define SYMNET_DA08278CB8_WORK_PER_EXAMPLE 643
-#define SYMNET_DA08278CB8_WORK_SIZE(batch) ((batch) * 643 + 305)  /* numbers of scratch per call */
-#define SYMNET_DA08278CB8_TRAIN_WORK_SIZE(batch_size) (SYMNET_DA08278CB8_WORK_SIZE(batch_size) + (batch_size) * 9)
-#define SYMNET_DA08278CB8_SGD 0       /* optimizer codes of symnet_da08278cb8_update and symnet_da08278cb8_train */
-#define SYMNET_DA08278CB8_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_DA08278CB8_N_PARAMS numbers */
-#define SYMNET_DA08278CB8_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_DA08278CB8_N_PARAMS numbers each */
+#define SYMNET_80420DEF1A_REAL float  /* the number type of every array (float32) */
+#define SYMNET_80420DEF1A_N_INPUTS 8  /* features per example */
+#define SYMNET_80420DEF1A_N_OUTPUTS 1
+#define SYMNET_80420DEF1A_N_PARAMS 305  /* numbers in the flat parameter array */
+#define SYMNET_80420DEF1A_WORK_PER_EXAMPLE 643
+#define SYMNET_80420DEF1A_WORK_SIZE(batch) ((batch) * 643 + 305)  /* numbers of scratch per call */
+#define SYMNET_80420DEF1A_TRAIN_WORK_SIZE(batch_size) (SYMNET_80420DEF1A_WORK_SIZE(batch_size) + (batch_size) * 9)
+#define SYMNET_80420DEF1A_SGD 0       /* optimizer codes of symnet_80420def1a_update and symnet_80420def1a_train */
+#define SYMNET_80420DEF1A_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_80420DEF1A_N_PARAMS numbers */
+#define SYMNET_80420DEF1A_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_80420DEF1A_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_DA08278CB8_N_OUTPUTS) = the network's output for X (batch × SYMNET_DA08278CB8_N_INPUTS). */
-void symnet_da08278cb8_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_80420DEF1A_N_OUTPUTS) = the network's output for X (batch × SYMNET_80420DEF1A_N_INPUTS). */
+void symnet_80420def1a_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_da08278cb8_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_80420def1a_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_DA08278CB8_N_PARAMS numbers) by back propagation. */
-float symnet_da08278cb8_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_80420DEF1A_N_PARAMS numbers) by back propagation. */
+float symnet_80420def1a_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_da08278cb8_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_80420def1a_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_DA08278CB8_SGD, SYMNET_DA08278CB8_MOMENTUM or SYMNET_DA08278CB8_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_80420DEF1A_SGD, SYMNET_80420DEF1A_MOMENTUM or SYMNET_80420DEF1A_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_da08278cb8_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_80420def1a_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -113,10 +113,10 @@ void symnet_da08278cb8_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_DA08278CB8_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_80420DEF1A_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_DA08278CB8_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_da08278cb8_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_80420DEF1A_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_80420def1a_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -125,7 +125,7 @@ long long symnet_da08278cb8_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_DA08278CB8_H */
+#endif /* SYMNET_80420DEF1A_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -365,7 +365,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
 {
     const real *W2 = params + 0;  /* W2: (16, 1) */
     const real *U2 = params + 16;  /* U2: (16, 16) */
-    const real *sn_u_b2 = params + 272;  /* b2: (16,) */
+    const real *b2 = params + 272;  /* b2: (16,) */
     const real *W17 = params + 288;  /* W17: (1, 16) */
     const real *b17 = params + 304;  /* b17: (1,) */
 
@@ -419,7 +419,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
 #pragma omp simd
 #endif
         for (int i = 0; i < 16; i++) {
-            h_1[b * 16 + i] = sn_tanhf(sn_u_b2[i] + zW_h_1[b * 16 + i]);
+            h_1[b * 16 + i] = sn_tanhf(b2[i] + zW_h_1[b * 16 + i]);
         }
     /* x_2[b,i] = S[b,1,i] */
     for (int b = 0; b < batch; b++)
@@ -439,7 +439,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
 #pragma omp simd
 #endif
         for (int i = 0; i < 16; i++) {
-            h_2[b * 16 + i] = sn_tanhf(sn_u_b2[i] + zU_h_2[b * 16 + i] + zW_h_2[b * 16 + i]);
+            h_2[b * 16 + i] = sn_tanhf(b2[i] + zU_h_2[b * 16 + i] + zW_h_2[b * 16 + i]);
         }
     /* x_3[b,i] = S[b,2,i] */
     for (int b = 0; b < batch; b++)
@@ -459,7 +459,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
 #pragma omp simd
 #endif
         for (int i = 0; i < 16; i++) {
-            h_3[b * 16 + i] = sn_tanhf(sn_u_b2[i] + zU_h_3[b * 16 + i] + zW_h_3[b * 16 + i]);
+            h_3[b * 16 + i] = sn_tanhf(b2[i] + zU_h_3[b * 16 + i] + zW_h_3[b * 16 + i]);
         }
     /* x_4[b,i] = S[b,3,i] */
     for (int b = 0; b < batch; b++)
@@ -479,7 +479,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
 #pragma omp simd
 #endif
         for (int i = 0; i < 16; i++) {
-            h_4[b * 16 + i] = sn_tanhf(sn_u_b2[i] + zU_h_4[b * 16 + i] + zW_h_4[b * 16 + i]);
+            h_4[b * 16 + i] = sn_tanhf(b2[i] + zU_h_4[b * 16 + i] + zW_h_4[b * 16 + i]);
         }
     /* x_5[b,i] = S[b,4,i] */
     for (int b = 0; b < batch; b++)
@@ -499,7 +499,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
 #pragma omp simd
 #endif
         for (int i = 0; i < 16; i++) {
-            h_5[b * 16 + i] = sn_tanhf(sn_u_b2[i] + zU_h_5[b * 16 + i] + zW_h_5[b * 16 + i]);
+            h_5[b * 16 + i] = sn_tanhf(b2[i] + zU_h_5[b * 16 + i] + zW_h_5[b * 16 + i]);
         }
     /* x_6[b,i] = S[b,5,i] */
     for (int b = 0; b < batch; b++)
@@ -519,7 +519,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
 #pragma omp simd
 #endif
         for (int i = 0; i < 16; i++) {
-            h_6[b * 16 + i] = sn_tanhf(sn_u_b2[i] + zU_h_6[b * 16 + i] + zW_h_6[b * 16 + i]);
+            h_6[b * 16 + i] = sn_tanhf(b2[i] + zU_h_6[b * 16 + i] + zW_h_6[b * 16 + i]);
         }
     /* x_7[b,i] = S[b,6,i] */
     for (int b = 0; b < batch; b++)
@@ -539,7 +539,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
 #pragma omp simd
 #endif
         for (int i = 0; i < 16; i++) {
-            h_7[b * 16 + i] = sn_tanhf(sn_u_b2[i] + zU_h_7[b * 16 + i] + zW_h_7[b * 16 + i]);
+            h_7[b * 16 + i] = sn_tanhf(b2[i] + zU_h_7[b * 16 + i] + zW_h_7[b * 16 + i]);
         }
     /* x_8[b,i] = S[b,7,i] */
     for (int b = 0; b < batch; b++)
@@ -559,7 +559,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
 #pragma omp simd
 #endif
         for (int i = 0; i < 16; i++) {
-            h_8[b * 16 + i] = sn_tanhf(sn_u_b2[i] + zU_h_8[b * 16 + i] + zW_h_8[b * 16 + i]);
+            h_8[b * 16 + i] = sn_tanhf(b2[i] + zU_h_8[b * 16 + i] + zW_h_8[b * 16 + i]);
         }
     /* z_O[b,i] = Σ_j W17[i,j]·h_8[b,j] */
     sn_mm_nt(batch, 1, 16, h_8, W17, z_O, 0);
@@ -575,7 +575,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_da08278cb8_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_80420def1a_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 377, sizeof(real) * (size_t)batch * 1);
@@ -599,7 +599,7 @@ static double sn_loss(const real *params, real *work, const real *S, const real 
     return loss / batch;
 }
 
-real symnet_da08278cb8_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_80420def1a_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -805,7 +805,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_da08278cb8_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_80420def1a_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -832,7 +832,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_da08278cb8_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_80420def1a_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 643;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
@@ -903,7 +903,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_da08278cb8_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_80420def1a_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -929,7 +929,7 @@ void symnet_da08278cb8_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_da08278cb8_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_80420def1a_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

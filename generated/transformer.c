@@ -112,8 +112,8 @@
  *   loss: bce, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_567C36EC68_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_567C36EC68_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_92480DA867_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_92480DA867_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (32, 10)
  *   b1           offset       320  shape (32,)
  *   P2           offset       352  shape (8, 32)
@@ -144,48 +144,48 @@
  *   W17          offset     17696  shape (10, 32)
  *   b17          offset     18016  shape (10,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_567C36EC68_WORK_SIZE(batch) numbers; SYMNET_567C36EC68_TRAIN_WORK_SIZE(batch_size) for
- * symnet_567c36ec68_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_92480DA867_WORK_SIZE(batch) numbers; SYMNET_92480DA867_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_92480da867_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 18026 + X B*80 + T or O B*80 + work (B*29264 + 18026)
  *   numbers of 4 bytes; e.g. B = 32: 3,910,480 bytes (training; forward only: 1,948,072).
  */
-#ifndef SYMNET_567C36EC68_H
-#define SYMNET_567C36EC68_H
+#ifndef SYMNET_92480DA867_H
+#define SYMNET_92480DA867_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_567C36EC68_REAL float  /* the number type of every array (float32) */
-#define SYMNET_567C36EC68_N_INPUTS 80  /* features per example */
-#define SYMNET_567C36EC68_N_OUTPUTS 80
-#define SYMNET_567C36EC68_N_PARAMS 18026  /* numbers in the flat parameter array */
-#define SYMNET_567C36EC68_WORK_PER_EXAMPLE 29264
-#define SYMNET_567C36EC68_WORK_SIZE(batch) ((batch) * 29264 + 18026)  /* numbers of scratch per call */
-#define SYMNET_567C36EC68_TRAIN_WORK_SIZE(batch_size) (SYMNET_567C36EC68_WORK_SIZE(batch_size) + (batch_size) * 160)
-#define SYMNET_567C36EC68_SGD 0       /* optimizer codes of symnet_567c36ec68_update and symnet_567c36ec68_train */
-#define SYMNET_567C36EC68_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_567C36EC68_N_PARAMS numbers */
-#define SYMNET_567C36EC68_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_567C36EC68_N_PARAMS numbers each */
+#define SYMNET_92480DA867_REAL float  /* the number type of every array (float32) */
+#define SYMNET_92480DA867_N_INPUTS 80  /* features per example */
+#define SYMNET_92480DA867_N_OUTPUTS 80
+#define SYMNET_92480DA867_N_PARAMS 18026  /* numbers in the flat parameter array */
+#define SYMNET_92480DA867_WORK_PER_EXAMPLE 29264
+#define SYMNET_92480DA867_WORK_SIZE(batch) ((batch) * 29264 + 18026)  /* numbers of scratch per call */
+#define SYMNET_92480DA867_TRAIN_WORK_SIZE(batch_size) (SYMNET_92480DA867_WORK_SIZE(batch_size) + (batch_size) * 160)
+#define SYMNET_92480DA867_SGD 0       /* optimizer codes of symnet_92480da867_update and symnet_92480da867_train */
+#define SYMNET_92480DA867_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_92480DA867_N_PARAMS numbers */
+#define SYMNET_92480DA867_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_92480DA867_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_567C36EC68_N_OUTPUTS) = the network's output for X (batch × SYMNET_567C36EC68_N_INPUTS). */
-void symnet_567c36ec68_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_92480DA867_N_OUTPUTS) = the network's output for X (batch × SYMNET_92480DA867_N_INPUTS). */
+void symnet_92480da867_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_567c36ec68_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_92480da867_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_567C36EC68_N_PARAMS numbers) by back propagation. */
-float symnet_567c36ec68_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_92480DA867_N_PARAMS numbers) by back propagation. */
+float symnet_92480da867_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_567c36ec68_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_92480da867_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_567C36EC68_SGD, SYMNET_567C36EC68_MOMENTUM or SYMNET_567C36EC68_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_92480DA867_SGD, SYMNET_92480DA867_MOMENTUM or SYMNET_92480DA867_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_567c36ec68_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_92480da867_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -193,10 +193,10 @@ void symnet_567c36ec68_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_567C36EC68_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_92480DA867_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_567C36EC68_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_567c36ec68_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_92480DA867_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_92480da867_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -205,51 +205,13 @@ long long symnet_567c36ec68_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_567C36EC68_H */
+#endif /* SYMNET_92480DA867_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
 #define SN_SIMD 1  /* built with OpenMP: the reductions marked `omp simd` vectorise
                       (symnet's own build passes -fopenmp-simd -DSN_SIMD) */
 #endif
-
-#include <stdint.h>
-/* e^x for float without a call or a branch, so that loops over it vectorise (libm's
- * expf, called once per element, was ~20% of a GRU's training step).  Cody–Waite:
- * x = n·ln 2 + r with n = round(x/ln 2) (the float whose low bits hold n, 1.5·2²³
- * added), |r| ≤ ln 2 / 2, e^r by Cephes' degree-6 polynomial (≈ 1 ulp), then 2^n as
- * two powers of two built from their exponent bits (each in range, so results down
- * to the subnormals and up to ∞ come out right); NaN stays NaN. */
-static inline float sn_expf(float x)
-{
-    const float c = x > 89.0f ? 89.0f : x < -104.0f ? -104.0f : x;   /* NaN passes */
-    const float shifted = c * 1.44269504088896341f + 12582912.0f;
-    const float n = shifted - 12582912.0f;
-    uint32_t bits;
-    memcpy(&bits, &shifted, sizeof bits);
-    const int32_t k = (int32_t)(bits - 0x4B400000u);            /* n as an integer */
-    float r = c - n * 0.693359375f;
-    r = r - n * -2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
-    const int32_t k1 = k / 2, k2 = k - k1;
-    const uint32_t b1 = (uint32_t)(k1 + 127) << 23, b2 = (uint32_t)(k2 + 127) << 23;
-    float s1, s2;
-    memcpy(&s1, &b1, sizeof s1);
-    memcpy(&s2, &b2, sizeof s2);
-    return p * s1 * s2;
-}
-
-/* σ(x) = 1/(1 + e^−x): e^−x = ∞ gives 0, e^−x = 0 gives 1; no branch. */
-static inline float sn_sigmoid(float x)
-{
-    return 1.0f / (1.0f + sn_expf(-x));
-}
 
 #include <stdint.h>
 
@@ -278,6 +240,15 @@ static inline float sn_expf(float x)
     memcpy(&s1, &e1, sizeof s1);
     memcpy(&s2, &e2, sizeof s2);
     return x != x ? x : x > 88.7228394f ? (float)INFINITY : p * s1 * s2;
+}
+
+/* σ(x) = 1/(1 + e^−x) for float with the template's e^x (templates/expf.c.j2): e^−x = ∞
+ * gives 0, e^−x = 0 gives 1, no call and no branch, so loops over it vectorise (libm's
+ * expf, called per element, was ~20% of a GRU's training step); ≤ 2.4 ulp against σ
+ * in double on [−110, 95]. */
+static inline float sn_sigmoid(float x)
+{
+    return 1.0f / (1.0f + sn_expf(-x));
 }
 
 /* softplus(x) = log(1 + e^x) = max(x, 0) + log1p(e^−|x|), finite for all finite x. */
@@ -569,7 +540,8 @@ static void sn_took_now(int threads, double seconds)
  * that stay in registers while k runs: each row of B read feeds SN_SMALL_MR rows, each
  * number of A a row of the tile.  A B stored along k (sbn ≠ 1: the keys of q·kᵀ, the
  * values read by key) is first copied, SN_SMALL_NB columns at a time, into rows along
- * n.  Each T[m,n] is summed in the order of k, as the plain loop does.  Measured per
+ * n.  Each T[m,n] is summed in the order of k, as the plain loop does; accumulate = 0
+ * stores α·Σ_k instead of adding it (a T that nothing zeroed: symnet.plan.overwrite).  Measured per
  * (example, head) of attention, d = 16, 32 positions, one thread of a 2-core Zen 3:
  * 83 GFLOP/s against 11 for one row of T at a time in memory (its loads and stores at
  * every k), and scores q·kᵀ 4× faster than as dot products along e. */
@@ -580,7 +552,7 @@ static void sn_took_now(int threads, double seconds)
 /* rows m < mr (≤ SN_SMALL_MR) and columns n < nc (≤ SN_SMALL_NB) of T, B's rows ldb apart */
 SN_INLINE void sn_small_tile(int mr, int nc, int K, real alpha, const real *restrict A,
                              ptrdiff_t sam, ptrdiff_t sak, const real *restrict B,
-                             ptrdiff_t ldb, real *restrict T, ptrdiff_t stm)
+                             ptrdiff_t ldb, real *restrict T, ptrdiff_t stm, int accumulate)
 {
     real acc[SN_SMALL_MR][SN_SMALL_NB];
 #if defined(__GNUC__) && !defined(__clang__)
@@ -606,12 +578,14 @@ SN_INLINE void sn_small_tile(int mr, int nc, int K, real alpha, const real *rest
 #pragma GCC unroll 8
 #endif
     for (int r = 0; r < mr; r++)
-        for (int n = 0; n < nc; n++) T[r * stm + n] += alpha * acc[r][n];
+        for (int n = 0; n < nc; n++)
+            T[r * stm + n] = accumulate ? T[r * stm + n] + alpha * acc[r][n] : alpha * acc[r][n];
 }
 
 SN_INLINE void sn_small_mm(int M, int N, int K, real alpha, const real *restrict A,
                            ptrdiff_t sam, ptrdiff_t sak, const real *restrict B,
-                           ptrdiff_t sbk, ptrdiff_t sbn, real *restrict T, ptrdiff_t stm)
+                           ptrdiff_t sbk, ptrdiff_t sbn, real *restrict T, ptrdiff_t stm,
+                           int accumulate)
 {
     real Bt[SN_SMALL_KMAX * SN_SMALL_NB];   /* B's columns n0.. as rows, when sbn ≠ 1 */
     for (int n0 = 0; n0 < N; n0 += SN_SMALL_NB) {
@@ -628,10 +602,10 @@ SN_INLINE void sn_small_mm(int M, int N, int K, real alpha, const real *restrict
         int m0 = 0;
         for (; m0 + SN_SMALL_MR <= M; m0 += SN_SMALL_MR)
             sn_small_tile(SN_SMALL_MR, nc, K, alpha, A + m0 * sam, sam, sak, Bn, ldb,
-                          T + m0 * stm + n0, stm);
+                          T + m0 * stm + n0, stm, accumulate);
         if (M % SN_SMALL_MR)
             sn_small_tile(M % SN_SMALL_MR, nc, K, alpha, A + m0 * sam, sam, sak, Bn, ldb,
-                          T + m0 * stm + n0, stm);
+                          T + m0 * stm + n0, stm, accumulate);
     }
 }
 
@@ -642,7 +616,7 @@ static inline int sn_imin(int a, int b) { return a < b ? a : b; }
  * example alone: embed, pos, z_B1_norm1_mean, B1_norm1_mean, B1_norm1_c, z_B1_norm1_rstd, B1_norm1_rstd, B1_norm1. */
 static void sn_rows_1(const real *params, real *work, const real *S, int batch, int sn_lo, int sn_hi)
 {
-    const real *sn_u_b1 = params + 320;  /* b1: (32,) */
+    const real *b1 = params + 320;  /* b1: (32,) */
     const real *P2 = params + 352;  /* P2: (8, 32) */
     const real *gamma3 = params + 608;  /* gamma3: (32,) */
     const real *beta3 = params + 640;  /* beta3: (32,) */
@@ -665,7 +639,7 @@ static void sn_rows_1(const real *params, real *work, const real *S, int batch, 
 #pragma omp simd
 #endif
             for (int i = 0; i < 32; i++) {
-                embed[b * 256 + tq * 32 + i] = sn_u_b1[i] + z_embed[b * 256 + tq * 32 + i];
+                embed[b * 256 + tq * 32 + i] = b1[i] + z_embed[b * 256 + tq * 32 + i];
             }
     /* pos[b,tq,i] = P2[tq,i] + embed[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -756,11 +730,10 @@ static void sn_rows_2(const real *params, real *work, const real *S, int batch, 
             for (int i = 0; i < 96; i++) {
                 B1_att_qkv[b * 768 + tq * 96 + i] = c4[i] + z_B1_att_qkv[b * 768 + tq * 96 + i];
             }
-    memset(z_B1_att_s + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
     /* z_B1_att_s[b,hd,tq,tk] = Σ_e B1_att_qkv[b,tk,hd·8 + e + 32]·B1_att_qkv[b,tq,hd·8 + e]: a small product per (b, hd) */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++) {
-            sn_small_mm(8, 8, 8, (real)1, B1_att_qkv + (size_t)b * 768 + hd * 8, 96, 1, B1_att_qkv + (size_t)b * 768 + hd * 8 + 32, 1, 96, z_B1_att_s + (size_t)b * 256 + hd * 64, 8);
+            sn_small_mm(8, 8, 8, (real)1, B1_att_qkv + (size_t)b * 768 + hd * 8, 96, 1, B1_att_qkv + (size_t)b * 768 + hd * 8 + 32, 1, 96, z_B1_att_s + (size_t)b * 256 + hd * 64, 8, 0);
         }
     /* B1_att_s[b,hd,tq,tk] = 0.35355339059327373·z_B1_att_s[b,hd,tq,tk] */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -790,7 +763,6 @@ static void sn_rows_2(const real *params, real *work, const real *S, int batch, 
                 for (int tk = 0; tk < 8; tk++) {
                     B1_att_e[b * 256 + hd * 64 + tq * 8 + tk] = sn_expf(-B1_att_m[b * 32 + hd * 8 + tq] + B1_att_s[b * 256 + hd * 64 + tq * 8 + tk]);
                 }
-    memset(z_B1_att_z + (size_t)sn_lo * 32, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 32);
     /* z_B1_att_z[b,hd,tq] = Σ_tk B1_att_e[b,hd,tq,tk] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++)
@@ -802,7 +774,7 @@ static void sn_rows_2(const real *params, real *work, const real *S, int batch, 
                 for (int tk = 0; tk < 8; tk++) {
                     acc0 += B1_att_e[b * 256 + hd * 64 + tq * 8 + tk];
                 }
-                z_B1_att_z[b * 32 + hd * 8 + tq] += acc0;
+                z_B1_att_z[b * 32 + hd * 8 + tq] = acc0;
             }
     /* B1_att_p[b,hd,tq,tk] = B1_att_e[b,hd,tq,tk]/B1_att_z[b,hd,tq] */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -824,11 +796,10 @@ static void sn_rows_2(const real *params, real *work, const real *S, int batch, 
                 for (int tk = 0; tk < 8; tk++) {
                     B1_att_v[b * 256 + hd * 64 + e * 8 + tk] = B1_att_qkv[b * 768 + tk * 96 + (hd*8 + e + 64)];
                 }
-    memset(z_B1_att_a + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
     /* z_B1_att_a[b,tq,hd,e] = Σ_tk B1_att_p[b,hd,tq,tk]·B1_att_v[b,hd,e,tk]: a small product per (b, hd) */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++) {
-            sn_small_mm(8, 8, 8, (real)1, B1_att_p + (size_t)b * 256 + hd * 64, 8, 1, B1_att_v + (size_t)b * 256 + hd * 64, 1, 8, z_B1_att_a + (size_t)b * 256 + hd * 8, 32);
+            sn_small_mm(8, 8, 8, (real)1, B1_att_p + (size_t)b * 256 + hd * 64, 8, 1, B1_att_v + (size_t)b * 256 + hd * 64, 1, 8, z_B1_att_a + (size_t)b * 256 + hd * 8, 32, 0);
         }
 
 }
@@ -1063,11 +1034,10 @@ static void sn_rows_6(const real *params, real *work, const real *S, int batch, 
             for (int i = 0; i < 96; i++) {
                 B2_att_qkv[b * 768 + tq * 96 + i] = c11[i] + z_B2_att_qkv[b * 768 + tq * 96 + i];
             }
-    memset(z_B2_att_s + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
     /* z_B2_att_s[b,hd,tq,tk] = Σ_e B2_att_qkv[b,tk,hd·8 + e + 32]·B2_att_qkv[b,tq,hd·8 + e]: a small product per (b, hd) */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++) {
-            sn_small_mm(8, 8, 8, (real)1, B2_att_qkv + (size_t)b * 768 + hd * 8, 96, 1, B2_att_qkv + (size_t)b * 768 + hd * 8 + 32, 1, 96, z_B2_att_s + (size_t)b * 256 + hd * 64, 8);
+            sn_small_mm(8, 8, 8, (real)1, B2_att_qkv + (size_t)b * 768 + hd * 8, 96, 1, B2_att_qkv + (size_t)b * 768 + hd * 8 + 32, 1, 96, z_B2_att_s + (size_t)b * 256 + hd * 64, 8, 0);
         }
     /* B2_att_s[b,hd,tq,tk] = 0.35355339059327373·z_B2_att_s[b,hd,tq,tk] */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -1097,7 +1067,6 @@ static void sn_rows_6(const real *params, real *work, const real *S, int batch, 
                 for (int tk = 0; tk < 8; tk++) {
                     B2_att_e[b * 256 + hd * 64 + tq * 8 + tk] = sn_expf(-B2_att_m[b * 32 + hd * 8 + tq] + B2_att_s[b * 256 + hd * 64 + tq * 8 + tk]);
                 }
-    memset(z_B2_att_z + (size_t)sn_lo * 32, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 32);
     /* z_B2_att_z[b,hd,tq] = Σ_tk B2_att_e[b,hd,tq,tk] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++)
@@ -1109,7 +1078,7 @@ static void sn_rows_6(const real *params, real *work, const real *S, int batch, 
                 for (int tk = 0; tk < 8; tk++) {
                     acc0 += B2_att_e[b * 256 + hd * 64 + tq * 8 + tk];
                 }
-                z_B2_att_z[b * 32 + hd * 8 + tq] += acc0;
+                z_B2_att_z[b * 32 + hd * 8 + tq] = acc0;
             }
     /* B2_att_p[b,hd,tq,tk] = B2_att_e[b,hd,tq,tk]/B2_att_z[b,hd,tq] */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -1131,11 +1100,10 @@ static void sn_rows_6(const real *params, real *work, const real *S, int batch, 
                 for (int tk = 0; tk < 8; tk++) {
                     B2_att_v[b * 256 + hd * 64 + e * 8 + tk] = B2_att_qkv[b * 768 + tk * 96 + (hd*8 + e + 64)];
                 }
-    memset(z_B2_att_a + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
     /* z_B2_att_a[b,tq,hd,e] = Σ_tk B2_att_p[b,hd,tq,tk]·B2_att_v[b,hd,e,tk]: a small product per (b, hd) */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++) {
-            sn_small_mm(8, 8, 8, (real)1, B2_att_p + (size_t)b * 256 + hd * 64, 8, 1, B2_att_v + (size_t)b * 256 + hd * 64, 1, 8, z_B2_att_a + (size_t)b * 256 + hd * 8, 32);
+            sn_small_mm(8, 8, 8, (real)1, B2_att_p + (size_t)b * 256 + hd * 64, 8, 1, B2_att_v + (size_t)b * 256 + hd * 64, 1, 8, z_B2_att_a + (size_t)b * 256 + hd * 8, 32, 0);
         }
 
 }
@@ -1322,8 +1290,6 @@ static void sn_rows_11(const real *params, real *work, const real *S, int batch,
     (void)params;
     (void)S;
     memset(sn_part, 0, sizeof(real) * 32);
-    memset(dL_dB2_res1 + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
-    memset(dL_dB2_ff2 + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
     /* dL_dB2_res1[b,i,x] += dL_dB2[b,i,x] (from B2); dL_dB2_ff2[b,i,x] += dL_dB2[b,i,x] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int i = 0; i < 8; i++)
@@ -1331,8 +1297,8 @@ static void sn_rows_11(const real *params, real *work, const real *S, int batch,
 #pragma omp simd
 #endif
             for (int x = 0; x < 32; x++) {
-                dL_dB2_res1[b * 256 + i * 32 + x] += dL_dB2[b * 256 + i * 32 + x];
-                dL_dB2_ff2[b * 256 + i * 32 + x] += dL_dB2[b * 256 + i * 32 + x];
+                dL_dB2_res1[b * 256 + i * 32 + x] = dL_dB2[b * 256 + i * 32 + x];
+                dL_dB2_ff2[b * 256 + i * 32 + x] = dL_dB2[b * 256 + i * 32 + x];
             }
     /* delta_B2_ff2[b,tq,i] = dL_dB2_ff2[b,tq,i]; g_b15[i] += dL_dB2_ff2[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -1401,8 +1367,6 @@ static void sn_rows_13(const real *params, real *work, const real *S, int batch,
 
     (void)S;
     memset(sn_part, 0, sizeof(real) * 96);
-    memset(dL_dB2_norm2_c + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
-    memset(dL_dB2_norm2_rstd + (size_t)sn_lo * 8, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 8);
     /* g_gamma13[d] += B2_norm2_c[b,a,d]·B2_norm2_rstd[b,a]·dL_dB2_norm2[b,a,d]; dL_dB2_norm2_c[b,a,d] += B2_norm2_rstd[b,a]·dL_dB2_norm2[b,a,d]·gamma13[d] (from B2_norm2); dL_dB2_norm2_rstd[b,a] += B2_norm2_c[b,a,d]·dL_dB2_norm2[b,a,d]·gamma13[d]; g_beta13[d] += dL_dB2_norm2[b,a,d] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++) {
@@ -1413,11 +1377,11 @@ static void sn_rows_13(const real *params, real *work, const real *S, int batch,
             for (int d = 0; d < 32; d++) {
                 const real t0 = B2_norm2_rstd[b * 8 + a]*dL_dB2_norm2[b * 256 + a * 32 + d];
                 g_gamma13[d] += B2_norm2_c[b * 256 + a * 32 + d]*t0;
-                dL_dB2_norm2_c[b * 256 + a * 32 + d] += gamma13[d]*t0;
+                dL_dB2_norm2_c[b * 256 + a * 32 + d] = gamma13[d]*t0;
                 g_beta13[d] += dL_dB2_norm2[b * 256 + a * 32 + d];
                 acc0 += B2_norm2_c[b * 256 + a * 32 + d]*dL_dB2_norm2[b * 256 + a * 32 + d]*gamma13[d];
             }
-            dL_dB2_norm2_rstd[b * 8 + a] += acc0;
+            dL_dB2_norm2_rstd[b * 8 + a] = acc0;
         }
     /* delta_B2_norm2_rstd[b,a] = -dL_dB2_norm2_rstd[b,a]/(64·(z_B2_norm2_rstd[b,a]/32 + 1.0e-5)^(3/2)) */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -1436,7 +1400,6 @@ static void sn_rows_13(const real *params, real *work, const real *S, int batch,
             for (int e = 0; e < 32; e++) {
                 dL_dB2_norm2_c[b * 256 + a * 32 + e] += 2*B2_norm2_c[b * 256 + a * 32 + e]*delta_B2_norm2_rstd[b * 8 + a];
             }
-    memset(dL_dB2_norm2_mean + (size_t)sn_lo * 8, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 8);
     /* dL_dB2_res1[b,a,d] += dL_dB2_norm2_c[b,a,d] (from B2_norm2_c); dL_dB2_norm2_mean[b,a] += -dL_dB2_norm2_c[b,a,d] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++) {
@@ -1448,7 +1411,7 @@ static void sn_rows_13(const real *params, real *work, const real *S, int batch,
                 dL_dB2_res1[b * 256 + a * 32 + d] += dL_dB2_norm2_c[b * 256 + a * 32 + d];
                 acc0 += -dL_dB2_norm2_c[b * 256 + a * 32 + d];
             }
-            dL_dB2_norm2_mean[b * 8 + a] += acc0;
+            dL_dB2_norm2_mean[b * 8 + a] = acc0;
         }
     /* delta_B2_norm2_mean[b,a] = dL_dB2_norm2_mean[b,a]/32 */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -1467,8 +1430,6 @@ static void sn_rows_13(const real *params, real *work, const real *S, int batch,
             for (int e = 0; e < 32; e++) {
                 dL_dB2_res1[b * 256 + a * 32 + e] += delta_B2_norm2_mean[b * 8 + a];
             }
-    memset(dL_dB1 + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
-    memset(dL_dB2_att + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
     /* dL_dB1[b,i,x] += dL_dB2_res1[b,i,x] (from B2_res1); dL_dB2_att[b,i,x] += dL_dB2_res1[b,i,x] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int i = 0; i < 8; i++)
@@ -1476,8 +1437,8 @@ static void sn_rows_13(const real *params, real *work, const real *S, int batch,
 #pragma omp simd
 #endif
             for (int x = 0; x < 32; x++) {
-                dL_dB1[b * 256 + i * 32 + x] += dL_dB2_res1[b * 256 + i * 32 + x];
-                dL_dB2_att[b * 256 + i * 32 + x] += dL_dB2_res1[b * 256 + i * 32 + x];
+                dL_dB1[b * 256 + i * 32 + x] = dL_dB2_res1[b * 256 + i * 32 + x];
+                dL_dB2_att[b * 256 + i * 32 + x] = dL_dB2_res1[b * 256 + i * 32 + x];
             }
     /* delta_B2_att[b,tq,i] = dL_dB2_att[b,tq,i]; g_co11[i] += dL_dB2_att[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -1523,13 +1484,11 @@ static void sn_rows_14(const real *params, real *work, const real *S, int batch,
     (void)params;
     (void)S;
     memset(sn_part, 0, sizeof(real) * 96);
-    memset(dL_dB2_att_p + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
-    memset(dL_dB2_att_v + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
     /* dL_dB2_att_p[b,hd,tq,tk] += Σ_e B2_att_v[b,hd,e,tk]·delta_B2_att_a[b,tq,hd,e]; dL_dB2_att_v[b,hd,e,tk] += Σ_tq B2_att_p[b,hd,tq,tk]·delta_B2_att_a[b,tq,hd,e]: a small product per (b, hd) */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++) {
-            sn_small_mm(8, 8, 8, (real)1, delta_B2_att_a + (size_t)b * 256 + hd * 8, 32, 1, B2_att_v + (size_t)b * 256 + hd * 64, 8, 1, dL_dB2_att_p + (size_t)b * 256 + hd * 64, 8);
-            sn_small_mm(8, 8, 8, (real)1, delta_B2_att_a + (size_t)b * 256 + hd * 8, 1, 32, B2_att_p + (size_t)b * 256 + hd * 64, 8, 1, dL_dB2_att_v + (size_t)b * 256 + hd * 64, 8);
+            sn_small_mm(8, 8, 8, (real)1, delta_B2_att_a + (size_t)b * 256 + hd * 8, 32, 1, B2_att_v + (size_t)b * 256 + hd * 64, 8, 1, dL_dB2_att_p + (size_t)b * 256 + hd * 64, 8, 0);
+            sn_small_mm(8, 8, 8, (real)1, delta_B2_att_a + (size_t)b * 256 + hd * 8, 1, 32, B2_att_p + (size_t)b * 256 + hd * 64, 8, 1, dL_dB2_att_v + (size_t)b * 256 + hd * 64, 8, 0);
         }
     memset(dL_dB2_att_qkv + (size_t)sn_lo * 768, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 768);
     /* dL_dB2_att_qkv[b,tk,hd*8 + e + 64] += dL_dB2_att_v[b,hd,e,tk] (from B2_att_v) */
@@ -1539,8 +1498,6 @@ static void sn_rows_14(const real *params, real *work, const real *S, int batch,
                 for (int tk = 0; tk < 8; tk++) {
                     dL_dB2_att_qkv[b * 768 + tk * 96 + (hd*8 + e + 64)] += dL_dB2_att_v[b * 256 + hd * 64 + e * 8 + tk];
                 }
-    memset(dL_dB2_att_e + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
-    memset(dL_dB2_att_z + (size_t)sn_lo * 32, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 32);
     /* dL_dB2_att_e[b,hd,tq,tk] += dL_dB2_att_p[b,hd,tq,tk]/B2_att_z[b,hd,tq] (from B2_att_p); dL_dB2_att_z[b,hd,tq] += -B2_att_e[b,hd,tq,tk]·dL_dB2_att_p[b,hd,tq,tk]/B2_att_z[b,hd,tq]² */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++)
@@ -1550,10 +1507,10 @@ static void sn_rows_14(const real *params, real *work, const real *S, int batch,
 #pragma omp simd reduction(+:acc0)
 #endif
                 for (int tk = 0; tk < 8; tk++) {
-                    dL_dB2_att_e[b * 256 + hd * 64 + tq * 8 + tk] += dL_dB2_att_p[b * 256 + hd * 64 + tq * 8 + tk]/B2_att_z[b * 32 + hd * 8 + tq];
+                    dL_dB2_att_e[b * 256 + hd * 64 + tq * 8 + tk] = dL_dB2_att_p[b * 256 + hd * 64 + tq * 8 + tk]/B2_att_z[b * 32 + hd * 8 + tq];
                     acc0 += (-B2_att_e[b * 256 + hd * 64 + tq * 8 + tk]*dL_dB2_att_p[b * 256 + hd * 64 + tq * 8 + tk])/(B2_att_z[b * 32 + hd * 8 + tq]*B2_att_z[b * 32 + hd * 8 + tq]);
                 }
-                dL_dB2_att_z[b * 32 + hd * 8 + tq] += acc0;
+                dL_dB2_att_z[b * 32 + hd * 8 + tq] = acc0;
             }
     /* dL_dB2_att_e[b,hd,tq,tk] += delta_B2_att_z[b,hd,tq] */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -1565,8 +1522,6 @@ static void sn_rows_14(const real *params, real *work, const real *S, int batch,
                 for (int tk = 0; tk < 8; tk++) {
                     dL_dB2_att_e[b * 256 + hd * 64 + tq * 8 + tk] += delta_B2_att_z[b * 32 + hd * 8 + tq];
                 }
-    memset(dL_dB2_att_s + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
-    memset(dL_dB2_att_m + (size_t)sn_lo * 32, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 32);
     /* dL_dB2_att_s[b,hd,tq,tk] += B2_att_e[b,hd,tq,tk]·dL_dB2_att_e[b,hd,tq,tk] (from B2_att_e); dL_dB2_att_m[b,hd,tq] += -B2_att_e[b,hd,tq,tk]·dL_dB2_att_e[b,hd,tq,tk] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++)
@@ -1577,10 +1532,10 @@ static void sn_rows_14(const real *params, real *work, const real *S, int batch,
 #endif
                 for (int tk = 0; tk < 8; tk++) {
                     const real t0 = B2_att_e[b * 256 + hd * 64 + tq * 8 + tk]*dL_dB2_att_e[b * 256 + hd * 64 + tq * 8 + tk];
-                    dL_dB2_att_s[b * 256 + hd * 64 + tq * 8 + tk] += t0;
+                    dL_dB2_att_s[b * 256 + hd * 64 + tq * 8 + tk] = t0;
                     acc0 += -t0;
                 }
-                dL_dB2_att_m[b * 32 + hd * 8 + tq] += acc0;
+                dL_dB2_att_m[b * 32 + hd * 8 + tq] = acc0;
             }
     /* dL_dB2_att_s[b,hd,tq,tk] += delta_B2_att_m[b,hd,tq] at the first (u,v) where B2_att_s[b,hd,tq,tk] = z_B2_att_m[b,hd,tq] (first on ties) */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -1612,8 +1567,8 @@ static void sn_rows_14(const real *params, real *work, const real *S, int batch,
     /* dL_dB2_att_qkv[b,tk,hd*8 + e + 32] += Σ_tq B2_att_qkv[b,tq,hd·8 + e]·delta_B2_att_s[b,hd,tq,tk]; dL_dB2_att_qkv[b,tq,hd*8 + e] += Σ_tk B2_att_qkv[b,tk,hd·8 + e + 32]·delta_B2_att_s[b,hd,tq,tk]: a small product per (b, hd) */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++) {
-            sn_small_mm(8, 8, 8, (real)1, delta_B2_att_s + (size_t)b * 256 + hd * 64, 1, 8, B2_att_qkv + (size_t)b * 768 + hd * 8, 96, 1, dL_dB2_att_qkv + (size_t)b * 768 + hd * 8 + 32, 96);
-            sn_small_mm(8, 8, 8, (real)1, delta_B2_att_s + (size_t)b * 256 + hd * 64, 8, 1, B2_att_qkv + (size_t)b * 768 + hd * 8 + 32, 96, 1, dL_dB2_att_qkv + (size_t)b * 768 + hd * 8, 96);
+            sn_small_mm(8, 8, 8, (real)1, delta_B2_att_s + (size_t)b * 256 + hd * 64, 1, 8, B2_att_qkv + (size_t)b * 768 + hd * 8, 96, 1, dL_dB2_att_qkv + (size_t)b * 768 + hd * 8 + 32, 96, 1);
+            sn_small_mm(8, 8, 8, (real)1, delta_B2_att_s + (size_t)b * 256 + hd * 64, 8, 1, B2_att_qkv + (size_t)b * 768 + hd * 8 + 32, 96, 1, dL_dB2_att_qkv + (size_t)b * 768 + hd * 8, 96, 1);
         }
     /* delta_B2_att_qkv[b,tq,i] = dL_dB2_att_qkv[b,tq,i]; g_c11[i] += dL_dB2_att_qkv[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -1654,8 +1609,6 @@ static void sn_rows_15(const real *params, real *work, const real *S, int batch,
 
     (void)S;
     memset(sn_part, 0, sizeof(real) * 96);
-    memset(dL_dB2_norm1_c + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
-    memset(dL_dB2_norm1_rstd + (size_t)sn_lo * 8, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 8);
     /* g_gamma10[d] += B2_norm1_c[b,a,d]·B2_norm1_rstd[b,a]·dL_dB2_norm1[b,a,d]; dL_dB2_norm1_c[b,a,d] += B2_norm1_rstd[b,a]·dL_dB2_norm1[b,a,d]·gamma10[d] (from B2_norm1); dL_dB2_norm1_rstd[b,a] += B2_norm1_c[b,a,d]·dL_dB2_norm1[b,a,d]·gamma10[d]; g_beta10[d] += dL_dB2_norm1[b,a,d] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++) {
@@ -1666,11 +1619,11 @@ static void sn_rows_15(const real *params, real *work, const real *S, int batch,
             for (int d = 0; d < 32; d++) {
                 const real t0 = B2_norm1_rstd[b * 8 + a]*dL_dB2_norm1[b * 256 + a * 32 + d];
                 g_gamma10[d] += B2_norm1_c[b * 256 + a * 32 + d]*t0;
-                dL_dB2_norm1_c[b * 256 + a * 32 + d] += gamma10[d]*t0;
+                dL_dB2_norm1_c[b * 256 + a * 32 + d] = gamma10[d]*t0;
                 g_beta10[d] += dL_dB2_norm1[b * 256 + a * 32 + d];
                 acc0 += B2_norm1_c[b * 256 + a * 32 + d]*dL_dB2_norm1[b * 256 + a * 32 + d]*gamma10[d];
             }
-            dL_dB2_norm1_rstd[b * 8 + a] += acc0;
+            dL_dB2_norm1_rstd[b * 8 + a] = acc0;
         }
     /* delta_B2_norm1_rstd[b,a] = -dL_dB2_norm1_rstd[b,a]/(64·(z_B2_norm1_rstd[b,a]/32 + 1.0e-5)^(3/2)) */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -1689,7 +1642,6 @@ static void sn_rows_15(const real *params, real *work, const real *S, int batch,
             for (int e = 0; e < 32; e++) {
                 dL_dB2_norm1_c[b * 256 + a * 32 + e] += 2*B2_norm1_c[b * 256 + a * 32 + e]*delta_B2_norm1_rstd[b * 8 + a];
             }
-    memset(dL_dB2_norm1_mean + (size_t)sn_lo * 8, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 8);
     /* dL_dB1[b,a,d] += dL_dB2_norm1_c[b,a,d] (from B2_norm1_c); dL_dB2_norm1_mean[b,a] += -dL_dB2_norm1_c[b,a,d] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++) {
@@ -1701,7 +1653,7 @@ static void sn_rows_15(const real *params, real *work, const real *S, int batch,
                 dL_dB1[b * 256 + a * 32 + d] += dL_dB2_norm1_c[b * 256 + a * 32 + d];
                 acc0 += -dL_dB2_norm1_c[b * 256 + a * 32 + d];
             }
-            dL_dB2_norm1_mean[b * 8 + a] += acc0;
+            dL_dB2_norm1_mean[b * 8 + a] = acc0;
         }
     /* delta_B2_norm1_mean[b,a] = dL_dB2_norm1_mean[b,a]/32 */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -1720,8 +1672,6 @@ static void sn_rows_15(const real *params, real *work, const real *S, int batch,
             for (int e = 0; e < 32; e++) {
                 dL_dB1[b * 256 + a * 32 + e] += delta_B2_norm1_mean[b * 8 + a];
             }
-    memset(dL_dB1_res1 + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
-    memset(dL_dB1_ff2 + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
     /* dL_dB1_res1[b,i,x] += dL_dB1[b,i,x] (from B1); dL_dB1_ff2[b,i,x] += dL_dB1[b,i,x] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int i = 0; i < 8; i++)
@@ -1729,8 +1679,8 @@ static void sn_rows_15(const real *params, real *work, const real *S, int batch,
 #pragma omp simd
 #endif
             for (int x = 0; x < 32; x++) {
-                dL_dB1_res1[b * 256 + i * 32 + x] += dL_dB1[b * 256 + i * 32 + x];
-                dL_dB1_ff2[b * 256 + i * 32 + x] += dL_dB1[b * 256 + i * 32 + x];
+                dL_dB1_res1[b * 256 + i * 32 + x] = dL_dB1[b * 256 + i * 32 + x];
+                dL_dB1_ff2[b * 256 + i * 32 + x] = dL_dB1[b * 256 + i * 32 + x];
             }
     /* delta_B1_ff2[b,tq,i] = dL_dB1_ff2[b,tq,i]; g_b8[i] += dL_dB1_ff2[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -1799,8 +1749,6 @@ static void sn_rows_17(const real *params, real *work, const real *S, int batch,
 
     (void)S;
     memset(sn_part, 0, sizeof(real) * 96);
-    memset(dL_dB1_norm2_c + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
-    memset(dL_dB1_norm2_rstd + (size_t)sn_lo * 8, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 8);
     /* g_gamma6[d] += B1_norm2_c[b,a,d]·B1_norm2_rstd[b,a]·dL_dB1_norm2[b,a,d]; dL_dB1_norm2_c[b,a,d] += B1_norm2_rstd[b,a]·dL_dB1_norm2[b,a,d]·gamma6[d] (from B1_norm2); dL_dB1_norm2_rstd[b,a] += B1_norm2_c[b,a,d]·dL_dB1_norm2[b,a,d]·gamma6[d]; g_beta6[d] += dL_dB1_norm2[b,a,d] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++) {
@@ -1811,11 +1759,11 @@ static void sn_rows_17(const real *params, real *work, const real *S, int batch,
             for (int d = 0; d < 32; d++) {
                 const real t0 = B1_norm2_rstd[b * 8 + a]*dL_dB1_norm2[b * 256 + a * 32 + d];
                 g_gamma6[d] += B1_norm2_c[b * 256 + a * 32 + d]*t0;
-                dL_dB1_norm2_c[b * 256 + a * 32 + d] += gamma6[d]*t0;
+                dL_dB1_norm2_c[b * 256 + a * 32 + d] = gamma6[d]*t0;
                 g_beta6[d] += dL_dB1_norm2[b * 256 + a * 32 + d];
                 acc0 += B1_norm2_c[b * 256 + a * 32 + d]*dL_dB1_norm2[b * 256 + a * 32 + d]*gamma6[d];
             }
-            dL_dB1_norm2_rstd[b * 8 + a] += acc0;
+            dL_dB1_norm2_rstd[b * 8 + a] = acc0;
         }
     /* delta_B1_norm2_rstd[b,a] = -dL_dB1_norm2_rstd[b,a]/(64·(z_B1_norm2_rstd[b,a]/32 + 1.0e-5)^(3/2)) */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -1834,7 +1782,6 @@ static void sn_rows_17(const real *params, real *work, const real *S, int batch,
             for (int e = 0; e < 32; e++) {
                 dL_dB1_norm2_c[b * 256 + a * 32 + e] += 2*B1_norm2_c[b * 256 + a * 32 + e]*delta_B1_norm2_rstd[b * 8 + a];
             }
-    memset(dL_dB1_norm2_mean + (size_t)sn_lo * 8, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 8);
     /* dL_dB1_res1[b,a,d] += dL_dB1_norm2_c[b,a,d] (from B1_norm2_c); dL_dB1_norm2_mean[b,a] += -dL_dB1_norm2_c[b,a,d] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++) {
@@ -1846,7 +1793,7 @@ static void sn_rows_17(const real *params, real *work, const real *S, int batch,
                 dL_dB1_res1[b * 256 + a * 32 + d] += dL_dB1_norm2_c[b * 256 + a * 32 + d];
                 acc0 += -dL_dB1_norm2_c[b * 256 + a * 32 + d];
             }
-            dL_dB1_norm2_mean[b * 8 + a] += acc0;
+            dL_dB1_norm2_mean[b * 8 + a] = acc0;
         }
     /* delta_B1_norm2_mean[b,a] = dL_dB1_norm2_mean[b,a]/32 */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -1865,8 +1812,6 @@ static void sn_rows_17(const real *params, real *work, const real *S, int batch,
             for (int e = 0; e < 32; e++) {
                 dL_dB1_res1[b * 256 + a * 32 + e] += delta_B1_norm2_mean[b * 8 + a];
             }
-    memset(dL_dpos + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
-    memset(dL_dB1_att + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
     /* dL_dpos[b,i,x] += dL_dB1_res1[b,i,x] (from B1_res1); dL_dB1_att[b,i,x] += dL_dB1_res1[b,i,x] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int i = 0; i < 8; i++)
@@ -1874,8 +1819,8 @@ static void sn_rows_17(const real *params, real *work, const real *S, int batch,
 #pragma omp simd
 #endif
             for (int x = 0; x < 32; x++) {
-                dL_dpos[b * 256 + i * 32 + x] += dL_dB1_res1[b * 256 + i * 32 + x];
-                dL_dB1_att[b * 256 + i * 32 + x] += dL_dB1_res1[b * 256 + i * 32 + x];
+                dL_dpos[b * 256 + i * 32 + x] = dL_dB1_res1[b * 256 + i * 32 + x];
+                dL_dB1_att[b * 256 + i * 32 + x] = dL_dB1_res1[b * 256 + i * 32 + x];
             }
     /* delta_B1_att[b,tq,i] = dL_dB1_att[b,tq,i]; g_co4[i] += dL_dB1_att[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -1921,13 +1866,11 @@ static void sn_rows_18(const real *params, real *work, const real *S, int batch,
     (void)params;
     (void)S;
     memset(sn_part, 0, sizeof(real) * 96);
-    memset(dL_dB1_att_p + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
-    memset(dL_dB1_att_v + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
     /* dL_dB1_att_p[b,hd,tq,tk] += Σ_e B1_att_v[b,hd,e,tk]·delta_B1_att_a[b,tq,hd,e]; dL_dB1_att_v[b,hd,e,tk] += Σ_tq B1_att_p[b,hd,tq,tk]·delta_B1_att_a[b,tq,hd,e]: a small product per (b, hd) */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++) {
-            sn_small_mm(8, 8, 8, (real)1, delta_B1_att_a + (size_t)b * 256 + hd * 8, 32, 1, B1_att_v + (size_t)b * 256 + hd * 64, 8, 1, dL_dB1_att_p + (size_t)b * 256 + hd * 64, 8);
-            sn_small_mm(8, 8, 8, (real)1, delta_B1_att_a + (size_t)b * 256 + hd * 8, 1, 32, B1_att_p + (size_t)b * 256 + hd * 64, 8, 1, dL_dB1_att_v + (size_t)b * 256 + hd * 64, 8);
+            sn_small_mm(8, 8, 8, (real)1, delta_B1_att_a + (size_t)b * 256 + hd * 8, 32, 1, B1_att_v + (size_t)b * 256 + hd * 64, 8, 1, dL_dB1_att_p + (size_t)b * 256 + hd * 64, 8, 0);
+            sn_small_mm(8, 8, 8, (real)1, delta_B1_att_a + (size_t)b * 256 + hd * 8, 1, 32, B1_att_p + (size_t)b * 256 + hd * 64, 8, 1, dL_dB1_att_v + (size_t)b * 256 + hd * 64, 8, 0);
         }
     memset(dL_dB1_att_qkv + (size_t)sn_lo * 768, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 768);
     /* dL_dB1_att_qkv[b,tk,hd*8 + e + 64] += dL_dB1_att_v[b,hd,e,tk] (from B1_att_v) */
@@ -1937,8 +1880,6 @@ static void sn_rows_18(const real *params, real *work, const real *S, int batch,
                 for (int tk = 0; tk < 8; tk++) {
                     dL_dB1_att_qkv[b * 768 + tk * 96 + (hd*8 + e + 64)] += dL_dB1_att_v[b * 256 + hd * 64 + e * 8 + tk];
                 }
-    memset(dL_dB1_att_e + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
-    memset(dL_dB1_att_z + (size_t)sn_lo * 32, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 32);
     /* dL_dB1_att_e[b,hd,tq,tk] += dL_dB1_att_p[b,hd,tq,tk]/B1_att_z[b,hd,tq] (from B1_att_p); dL_dB1_att_z[b,hd,tq] += -B1_att_e[b,hd,tq,tk]·dL_dB1_att_p[b,hd,tq,tk]/B1_att_z[b,hd,tq]² */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++)
@@ -1948,10 +1889,10 @@ static void sn_rows_18(const real *params, real *work, const real *S, int batch,
 #pragma omp simd reduction(+:acc0)
 #endif
                 for (int tk = 0; tk < 8; tk++) {
-                    dL_dB1_att_e[b * 256 + hd * 64 + tq * 8 + tk] += dL_dB1_att_p[b * 256 + hd * 64 + tq * 8 + tk]/B1_att_z[b * 32 + hd * 8 + tq];
+                    dL_dB1_att_e[b * 256 + hd * 64 + tq * 8 + tk] = dL_dB1_att_p[b * 256 + hd * 64 + tq * 8 + tk]/B1_att_z[b * 32 + hd * 8 + tq];
                     acc0 += (-B1_att_e[b * 256 + hd * 64 + tq * 8 + tk]*dL_dB1_att_p[b * 256 + hd * 64 + tq * 8 + tk])/(B1_att_z[b * 32 + hd * 8 + tq]*B1_att_z[b * 32 + hd * 8 + tq]);
                 }
-                dL_dB1_att_z[b * 32 + hd * 8 + tq] += acc0;
+                dL_dB1_att_z[b * 32 + hd * 8 + tq] = acc0;
             }
     /* dL_dB1_att_e[b,hd,tq,tk] += delta_B1_att_z[b,hd,tq] */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -1963,8 +1904,6 @@ static void sn_rows_18(const real *params, real *work, const real *S, int batch,
                 for (int tk = 0; tk < 8; tk++) {
                     dL_dB1_att_e[b * 256 + hd * 64 + tq * 8 + tk] += delta_B1_att_z[b * 32 + hd * 8 + tq];
                 }
-    memset(dL_dB1_att_s + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
-    memset(dL_dB1_att_m + (size_t)sn_lo * 32, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 32);
     /* dL_dB1_att_s[b,hd,tq,tk] += B1_att_e[b,hd,tq,tk]·dL_dB1_att_e[b,hd,tq,tk] (from B1_att_e); dL_dB1_att_m[b,hd,tq] += -B1_att_e[b,hd,tq,tk]·dL_dB1_att_e[b,hd,tq,tk] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++)
@@ -1975,10 +1914,10 @@ static void sn_rows_18(const real *params, real *work, const real *S, int batch,
 #endif
                 for (int tk = 0; tk < 8; tk++) {
                     const real t0 = B1_att_e[b * 256 + hd * 64 + tq * 8 + tk]*dL_dB1_att_e[b * 256 + hd * 64 + tq * 8 + tk];
-                    dL_dB1_att_s[b * 256 + hd * 64 + tq * 8 + tk] += t0;
+                    dL_dB1_att_s[b * 256 + hd * 64 + tq * 8 + tk] = t0;
                     acc0 += -t0;
                 }
-                dL_dB1_att_m[b * 32 + hd * 8 + tq] += acc0;
+                dL_dB1_att_m[b * 32 + hd * 8 + tq] = acc0;
             }
     /* dL_dB1_att_s[b,hd,tq,tk] += delta_B1_att_m[b,hd,tq] at the first (u,v) where B1_att_s[b,hd,tq,tk] = z_B1_att_m[b,hd,tq] (first on ties) */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -2010,8 +1949,8 @@ static void sn_rows_18(const real *params, real *work, const real *S, int batch,
     /* dL_dB1_att_qkv[b,tk,hd*8 + e + 32] += Σ_tq B1_att_qkv[b,tq,hd·8 + e]·delta_B1_att_s[b,hd,tq,tk]; dL_dB1_att_qkv[b,tq,hd*8 + e] += Σ_tk B1_att_qkv[b,tk,hd·8 + e + 32]·delta_B1_att_s[b,hd,tq,tk]: a small product per (b, hd) */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++) {
-            sn_small_mm(8, 8, 8, (real)1, delta_B1_att_s + (size_t)b * 256 + hd * 64, 1, 8, B1_att_qkv + (size_t)b * 768 + hd * 8, 96, 1, dL_dB1_att_qkv + (size_t)b * 768 + hd * 8 + 32, 96);
-            sn_small_mm(8, 8, 8, (real)1, delta_B1_att_s + (size_t)b * 256 + hd * 64, 8, 1, B1_att_qkv + (size_t)b * 768 + hd * 8 + 32, 96, 1, dL_dB1_att_qkv + (size_t)b * 768 + hd * 8, 96);
+            sn_small_mm(8, 8, 8, (real)1, delta_B1_att_s + (size_t)b * 256 + hd * 64, 1, 8, B1_att_qkv + (size_t)b * 768 + hd * 8, 96, 1, dL_dB1_att_qkv + (size_t)b * 768 + hd * 8 + 32, 96, 1);
+            sn_small_mm(8, 8, 8, (real)1, delta_B1_att_s + (size_t)b * 256 + hd * 64, 8, 1, B1_att_qkv + (size_t)b * 768 + hd * 8 + 32, 96, 1, dL_dB1_att_qkv + (size_t)b * 768 + hd * 8, 96, 1);
         }
     /* delta_B1_att_qkv[b,tq,i] = dL_dB1_att_qkv[b,tq,i]; g_c4[i] += dL_dB1_att_qkv[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -2052,8 +1991,6 @@ static void sn_rows_19(const real *params, real *work, const real *S, int batch,
 
     (void)S;
     memset(sn_part, 0, sizeof(real) * 352);
-    memset(dL_dB1_norm1_c + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
-    memset(dL_dB1_norm1_rstd + (size_t)sn_lo * 8, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 8);
     /* g_gamma3[d] += B1_norm1_c[b,a,d]·B1_norm1_rstd[b,a]·dL_dB1_norm1[b,a,d]; dL_dB1_norm1_c[b,a,d] += B1_norm1_rstd[b,a]·dL_dB1_norm1[b,a,d]·gamma3[d] (from B1_norm1); dL_dB1_norm1_rstd[b,a] += B1_norm1_c[b,a,d]·dL_dB1_norm1[b,a,d]·gamma3[d]; g_beta3[d] += dL_dB1_norm1[b,a,d] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++) {
@@ -2064,11 +2001,11 @@ static void sn_rows_19(const real *params, real *work, const real *S, int batch,
             for (int d = 0; d < 32; d++) {
                 const real t0 = B1_norm1_rstd[b * 8 + a]*dL_dB1_norm1[b * 256 + a * 32 + d];
                 g_gamma3[d] += B1_norm1_c[b * 256 + a * 32 + d]*t0;
-                dL_dB1_norm1_c[b * 256 + a * 32 + d] += gamma3[d]*t0;
+                dL_dB1_norm1_c[b * 256 + a * 32 + d] = gamma3[d]*t0;
                 g_beta3[d] += dL_dB1_norm1[b * 256 + a * 32 + d];
                 acc0 += B1_norm1_c[b * 256 + a * 32 + d]*dL_dB1_norm1[b * 256 + a * 32 + d]*gamma3[d];
             }
-            dL_dB1_norm1_rstd[b * 8 + a] += acc0;
+            dL_dB1_norm1_rstd[b * 8 + a] = acc0;
         }
     /* delta_B1_norm1_rstd[b,a] = -dL_dB1_norm1_rstd[b,a]/(64·(z_B1_norm1_rstd[b,a]/32 + 1.0e-5)^(3/2)) */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -2087,7 +2024,6 @@ static void sn_rows_19(const real *params, real *work, const real *S, int batch,
             for (int e = 0; e < 32; e++) {
                 dL_dB1_norm1_c[b * 256 + a * 32 + e] += 2*B1_norm1_c[b * 256 + a * 32 + e]*delta_B1_norm1_rstd[b * 8 + a];
             }
-    memset(dL_dB1_norm1_mean + (size_t)sn_lo * 8, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 8);
     /* dL_dpos[b,a,d] += dL_dB1_norm1_c[b,a,d] (from B1_norm1_c); dL_dB1_norm1_mean[b,a] += -dL_dB1_norm1_c[b,a,d] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++) {
@@ -2099,7 +2035,7 @@ static void sn_rows_19(const real *params, real *work, const real *S, int batch,
                 dL_dpos[b * 256 + a * 32 + d] += dL_dB1_norm1_c[b * 256 + a * 32 + d];
                 acc0 += -dL_dB1_norm1_c[b * 256 + a * 32 + d];
             }
-            dL_dB1_norm1_mean[b * 8 + a] += acc0;
+            dL_dB1_norm1_mean[b * 8 + a] = acc0;
         }
     /* delta_B1_norm1_mean[b,a] = dL_dB1_norm1_mean[b,a]/32 */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -2118,7 +2054,6 @@ static void sn_rows_19(const real *params, real *work, const real *S, int batch,
             for (int e = 0; e < 32; e++) {
                 dL_dpos[b * 256 + a * 32 + e] += delta_B1_norm1_mean[b * 8 + a];
             }
-    memset(dL_dembed + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
     /* dL_dembed[b,tq,i] += dL_dpos[b,tq,i]; g_P2[tq,i] += dL_dpos[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int tq = 0; tq < 8; tq++)
@@ -2126,7 +2061,7 @@ static void sn_rows_19(const real *params, real *work, const real *S, int batch,
 #pragma omp simd
 #endif
             for (int i = 0; i < 32; i++) {
-                dL_dembed[b * 256 + tq * 32 + i] += dL_dpos[b * 256 + tq * 32 + i];
+                dL_dembed[b * 256 + tq * 32 + i] = dL_dpos[b * 256 + tq * 32 + i];
                 g_P2[tq * 32 + i] += dL_dpos[b * 256 + tq * 32 + i];
             }
     /* delta_embed[b,tq,i] = dL_dembed[b,tq,i]; g_b1[i] += dL_dembed[b,tq,i] */
@@ -2198,11 +2133,11 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
     /* B1_att_qkv, z_B1_att_s, B1_att_s, z_B1_att_m, B1_att_e, z_B1_att_z, B1_att_p, B1_att_v, z_B1_att_a: the batch in chunks of examples through sn_rows_2, the chunks
        on as many threads as pay for their join: n threads cost work/n + one join, so each
        thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 51776 multiply-adds per example */
+       two joins); the work, about 51232 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
 #ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 51776 * batch, sn_n) : 1;
+        const int sn_used = sn_on ? sn_threads(2.0 * 51232 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
 #endif
         for (int sn_c = 0; sn_c < sn_n; sn_c++)
@@ -2258,11 +2193,11 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
     /* B2_att_qkv, z_B2_att_s, B2_att_s, z_B2_att_m, B2_att_e, z_B2_att_z, B2_att_p, B2_att_v, z_B2_att_a: the batch in chunks of examples through sn_rows_6, the chunks
        on as many threads as pay for their join: n threads cost work/n + one join, so each
        thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 51776 multiply-adds per example */
+       two joins); the work, about 51232 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
 #ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 51776 * batch, sn_n) : 1;
+        const int sn_used = sn_on ? sn_threads(2.0 * 51232 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
 #endif
         for (int sn_c = 0; sn_c < sn_n; sn_c++)
@@ -2332,7 +2267,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_567c36ec68_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_92480da867_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 14416, sizeof(real) * (size_t)batch * 80);
@@ -2358,7 +2293,7 @@ static double sn_loss(const real *params, real *work, const real *S, const real 
     return loss / batch;
 }
 
-real symnet_567c36ec68_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_92480da867_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -2465,12 +2400,12 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     /* dL_dB2_res1, dL_dB2_ff2, delta_B2_ff2, g_b15: the batch in chunks of examples through sn_rows_11, the chunks
        on as many threads as pay for their join: n threads cost work/n + one join, so each
        thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 8704 multiply-adds per example */
+       two joins); the work, about 8192 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
         real *sn_part = work + (size_t)batch * 28912;  /* 32 partial sums per chunk */
 #ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 8704 * batch, sn_n) : 1;
+        const int sn_used = sn_on ? sn_threads(2.0 * 8192 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
 #endif
         for (int sn_c = 0; sn_c < sn_n; sn_c++)
@@ -2511,12 +2446,12 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     /* g_gamma13, dL_dB2_norm2_c, dL_dB2_norm2_rstd, g_beta13, delta_B2_norm2_rstd, dL_dB2_res1, dL_dB2_norm2_mean, delta_B2_norm2_mean, dL_dB1, dL_dB2_att, delta_B2_att, g_co11: the batch in chunks of examples through sn_rows_13, the chunks
        on as many threads as pay for their join: n threads cost work/n + one join, so each
        thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 25488 multiply-adds per example */
+       two joins); the work, about 24704 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
         real *sn_part = work + (size_t)batch * 28912;  /* 96 partial sums per chunk */
 #ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 25488 * batch, sn_n) : 1;
+        const int sn_used = sn_on ? sn_threads(2.0 * 24704 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
 #endif
         for (int sn_c = 0; sn_c < sn_n; sn_c++)
@@ -2536,12 +2471,12 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     /* dL_dB2_att_p, dL_dB2_att_v, dL_dB2_att_qkv, dL_dB2_att_e, dL_dB2_att_z, dL_dB2_att_s, dL_dB2_att_m, delta_B2_att_s, delta_B2_att_qkv, g_c11: the batch in chunks of examples through sn_rows_14, the chunks
        on as many threads as pay for their join: n threads cost work/n + one join, so each
        thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 96064 multiply-adds per example */
+       two joins); the work, about 94976 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
         real *sn_part = work + (size_t)batch * 28912;  /* 96 partial sums per chunk */
 #ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 96064 * batch, sn_n) : 1;
+        const int sn_used = sn_on ? sn_threads(2.0 * 94976 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
 #endif
         for (int sn_c = 0; sn_c < sn_n; sn_c++)
@@ -2559,12 +2494,12 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     /* g_gamma10, dL_dB2_norm1_c, dL_dB2_norm1_rstd, g_beta10, delta_B2_norm1_rstd, dL_dB1, dL_dB2_norm1_mean, delta_B2_norm1_mean, dL_dB1_res1, dL_dB1_ff2, delta_B1_ff2, g_b8: the batch in chunks of examples through sn_rows_15, the chunks
        on as many threads as pay for their join: n threads cost work/n + one join, so each
        thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 25488 multiply-adds per example */
+       two joins); the work, about 24704 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
         real *sn_part = work + (size_t)batch * 28912;  /* 96 partial sums per chunk */
 #ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 25488 * batch, sn_n) : 1;
+        const int sn_used = sn_on ? sn_threads(2.0 * 24704 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
 #endif
         for (int sn_c = 0; sn_c < sn_n; sn_c++)
@@ -2607,12 +2542,12 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     /* g_gamma6, dL_dB1_norm2_c, dL_dB1_norm2_rstd, g_beta6, delta_B1_norm2_rstd, dL_dB1_res1, dL_dB1_norm2_mean, delta_B1_norm2_mean, dL_dpos, dL_dB1_att, delta_B1_att, g_co4: the batch in chunks of examples through sn_rows_17, the chunks
        on as many threads as pay for their join: n threads cost work/n + one join, so each
        thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 25488 multiply-adds per example */
+       two joins); the work, about 24704 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
         real *sn_part = work + (size_t)batch * 28912;  /* 96 partial sums per chunk */
 #ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 25488 * batch, sn_n) : 1;
+        const int sn_used = sn_on ? sn_threads(2.0 * 24704 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
 #endif
         for (int sn_c = 0; sn_c < sn_n; sn_c++)
@@ -2632,12 +2567,12 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     /* dL_dB1_att_p, dL_dB1_att_v, dL_dB1_att_qkv, dL_dB1_att_e, dL_dB1_att_z, dL_dB1_att_s, dL_dB1_att_m, delta_B1_att_s, delta_B1_att_qkv, g_c4: the batch in chunks of examples through sn_rows_18, the chunks
        on as many threads as pay for their join: n threads cost work/n + one join, so each
        thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 96064 multiply-adds per example */
+       two joins); the work, about 94976 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
         real *sn_part = work + (size_t)batch * 28912;  /* 96 partial sums per chunk */
 #ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 96064 * batch, sn_n) : 1;
+        const int sn_used = sn_on ? sn_threads(2.0 * 94976 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
 #endif
         for (int sn_c = 0; sn_c < sn_n; sn_c++)
@@ -2655,12 +2590,12 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     /* g_gamma3, dL_dB1_norm1_c, dL_dB1_norm1_rstd, g_beta3, delta_B1_norm1_rstd, dL_dpos, dL_dB1_norm1_mean, delta_B1_norm1_mean, dL_dembed, g_P2, delta_embed, g_b1: the batch in chunks of examples through sn_rows_19, the chunks
        on as many threads as pay for their join: n threads cost work/n + one join, so each
        thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 25232 multiply-adds per example */
+       two joins); the work, about 24704 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
         real *sn_part = work + (size_t)batch * 28912;  /* 352 partial sums per chunk */
 #ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 25232 * batch, sn_n) : 1;
+        const int sn_used = sn_on ? sn_threads(2.0 * 24704 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
 #endif
         for (int sn_c = 0; sn_c < sn_n; sn_c++)
@@ -2683,7 +2618,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_567c36ec68_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_92480da867_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -2710,7 +2645,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_567c36ec68_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_92480da867_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 29264;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
@@ -2781,7 +2716,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_567c36ec68_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_92480da867_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -2807,7 +2742,7 @@ void symnet_567c36ec68_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_567c36ec68_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_92480da867_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

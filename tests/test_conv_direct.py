@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import symnet as sn
-from conv_cases import build, case_tests
+from conv_cases import assert_matches_torch, build, case_tests
 from symnet.plan import lower
 from symnet.plan.ops import Conv
 
@@ -89,3 +89,30 @@ def test_forward_and_weight_gradient_equal_numpy_slices(dtype, rtol):
     np.testing.assert_allclose(g["W1"], gW, rtol=20 * rtol, atol=20 * rtol * scale)
     np.testing.assert_allclose(g["b1"], delta.sum(axis=(0, 2, 3)), rtol=20 * rtol,
                                atol=20 * rtol * scale)
+
+
+def test_lenet_shape_against_pytorch():
+    """A LeNet-like stack (a direct first layer, an im2col second) against PyTorch's
+    autograd in float64."""
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    net = sn.Network(sn.Input((1, 16, 16)), sn.Conv2d(6, 5, activation="relu"),
+                     sn.MaxPool2d(2), sn.Conv2d(4, 3, activation="relu"), sn.MaxPool2d(2),
+                     sn.Flatten(), sn.Dense(3), loss="softmax_cross_entropy")
+    assert _direct(net) == [True, False]
+    model = net.compile(dtype="float64", seed=7)
+    rng = np.random.default_rng(7)
+    X = rng.normal(size=(5, 1, 16, 16))
+    T = np.eye(3)[rng.integers(0, 3, 5)]
+    P = {k: torch.tensor(v.copy(), requires_grad=True) for k, v in model.params.items()}
+    h = F.max_pool2d(F.relu(F.conv2d(torch.tensor(X), P["W1"], P["b1"])), 2)
+    h = F.max_pool2d(F.relu(F.conv2d(h, P["W3"], P["b3"])), 2).flatten(1)
+    o = h @ P["W6"].T + P["b6"]
+    assert_matches_torch(model, X, T, P, o)
+
+
+def test_the_bench_network_takes_both_routes():
+    """The conv workload of ``python -m symnet.bench``: its first layer (1×5×5) direct, the
+    second (6×5×5) through im2col, as the bench prints."""
+    from symnet.bench import conv as workload
+    assert workload.conv_routes(workload.network()) == "z_H1 direct, z_H3 im2col"

@@ -100,12 +100,16 @@ def unroll(cell: RNNCell, steps: int, return_sequences: bool = False):
     """A function of a sequence (an ``Input((steps, features))`` or a layer of
     steps·features outputs) giving h_T, or [h_1, ..., h_T] with
     ``return_sequences``.  The nodes are named x_1.. (the steps' inputs) and
-    h_1.. after the cell's name."""
+    h_1.. after the cell's name.  For a GRUCell or LSTMCell the function takes an
+    initial state too, as PyTorch's ``gru(x, h_0)`` and ``lstm(x, (h_0, c_0))``:
+    ``run(seq, h0)`` or ``run(seq, (h0, c0))``, each an Input or a layer of
+    ``units`` features (without it the state starts at 0)."""
     if not isinstance(cell, (RNNCell, _GatedCell)):
         raise ValueError(f"unroll needs an RNNCell, GRUCell or LSTMCell, got {cell!r}")
     steps = _check_size(steps, "steps")
 
-    def run(seq):
+    def run(seq, initial_state=None):
+        initial = _initial(cell, initial_state)
         if not isinstance(seq, (Input, LayerBase)):
             raise ValueError(f"unroll(...) is called on a sequence Input, got {seq!r}")
         if isinstance(seq, Input):
@@ -124,7 +128,7 @@ def unroll(cell: RNNCell, steps: int, return_sequences: bool = False):
             g = _apply(cell, [seq], f"{cell.name}_gx")
             g.projection = steps
             for t in range(1, steps + 1):
-                h = _apply(cell, [g] if h is None else [g, h], f"{cell.name}_{t}")
+                h = _apply(cell, [g] + (initial if h is None else [h]), f"{cell.name}_{t}")
                 hs.append(h)
             return hs if return_sequences else h
         xs = "x" if cell.name == "h" else f"{cell.name}_x"
@@ -134,6 +138,28 @@ def unroll(cell: RNNCell, steps: int, return_sequences: bool = False):
             hs.append(h)
         return hs if return_sequences else h
     return run
+
+
+def _initial(cell, state) -> list:
+    """The initial state's layers: [] (zero), [h0] for a GRUCell, [h0, c0] for an
+    LSTMCell; a clear error for anything else."""
+    if state is None:
+        return []
+    what = f"{type(cell).__name__} {cell.name!r}"
+    if not isinstance(cell, _GatedCell):
+        raise ValueError(f"{what}: an initial state is for GRUCell and LSTMCell")
+    lstm = isinstance(cell, LSTMCell)
+    given = list(state) if isinstance(state, (list, tuple)) else [state]
+    if len(given) != (2 if lstm else 1):
+        raise ValueError(f"{what}: the initial state is " + (
+            "a pair (h0, c0), as PyTorch's LSTM" if lstm else "one layer or Input h0")
+            + f", got {state!r}")
+    for x in given:
+        if not isinstance(x, (Input, LayerBase)) or (isinstance(x, LayerBase)
+                                                     and x.inputs is None):
+            raise ValueError(f"{what}: an initial state is an Input or an applied layer, "
+                             f"got {x!r}")
+    return given
 
 
 # ---------------------------------------------------------------- gated cells
@@ -162,6 +188,12 @@ def _at(syms: dict, buf: str, offset: int, step: int | None = None):
 def _bias_at(syms: dict, b: str, offset: int):
     at = ir.OUT if offset == 0 else ir.Affine(((ir.OUT, 1),), offset)
     return ir.element(syms, b, at)
+
+
+def _reads(app, projection) -> bool:
+    """Whether ``app`` is a step of a gated cell reading ``projection``."""
+    ins = getattr(app, "inputs", None)
+    return isinstance(app, _GatedCell) and bool(ins) and ins[0] is projection
 
 
 class _GatedCell(LayerBase):
@@ -201,13 +233,11 @@ class _GatedCell(LayerBase):
 
     def _step(self) -> int:
         """Step t (1, 2, ...) of an application reading a projection: one more than the
-        application giving its h_{t−1}, which must read the same projection."""
+        application giving its h_{t−1} when that reads the same projection; 1 when
+        there is none or the state read is an initial state (anything else)."""
         t, app = 1, self
-        while len(app.inputs) == 2:
+        while len(app.inputs) >= 2 and _reads(app.inputs[1], self.inputs[0]):
             app, t = app.inputs[1], t + 1
-            if getattr(app, "inputs", None) is None or app.inputs[0] is not self.inputs[0]:
-                raise ValueError(f"{type(self).__name__} {self.name!r}: the previous state "
-                                 "comes from another sequence")
         if t > self.inputs[0].projection:
             raise ValueError(f"{type(self).__name__} {self.name!r}: step {t} of a sequence "
                              f"of {self.inputs[0].projection} steps")
@@ -222,11 +252,16 @@ class _GatedCell(LayerBase):
                 raise ValueError(f"{what}: a sequence of {sum(widths)} features does not "
                                  f"split into {self.projection} steps of equal width")
             return (self.projection, rows)
-        if len(widths) not in (1, 2):
+        most = 3 if isinstance(self, LSTMCell) and self._reads_projection() else 2
+        if not 1 <= len(widths) <= most:
             raise ValueError(f"{what} reads x_t, or x_t and h_{{t-1}}")
-        if len(widths) == 2 and widths[1] != self.units:
-            raise ValueError(f"{what}: the previous state has {widths[1]} features, the "
-                             f"cell {self.units}")
+        for k, w in enumerate(widths[1:], 1):
+            if w != self.units:
+                state = ("initial memory c0" if k == 2 else "initial state h0"
+                         if self._reads_projection() and self._step() == 1
+                         else "previous state")
+                raise ValueError(f"{what}: the {state} has {w} features, the cell "
+                                 f"{self.units}")
         return (self.units,)
 
     def param_names(self, index: int) -> dict:
@@ -253,7 +288,7 @@ class _GatedCell(LayerBase):
                                 P["b"]))
             gx = (made[0].name, None)
         gh = None
-        if len(inputs) == 2:
+        if len(inputs) >= 2:
             made.append(_linear(f"{name}_gh", index, inputs[1], self.units, rows, P["U"],
                                 P["c"]))
             gh = made[-1].name
@@ -359,13 +394,17 @@ class LSTMCell(_GatedCell):
         i = sigmoid(self._gate(syms, src, P, 0))
         g = sp.tanh(self._gate(syms, src, P, 2))
         memory = i * g
-        if len(inputs) == 2:
+        # C_{t−1}: the memory buffer of the step before, or a given c0
+        prev_c = inputs[2] if len(inputs) == 3 else f"{inputs[1]}_c" if len(inputs) == 2 \
+            else None
+        if prev_c is not None:
             f = sigmoid(self._gate(syms, src, P, 1))
-            memory = f * _at(syms, f"{inputs[1]}_c", 0) + memory
-        params = [] if len(inputs) == 2 else self._shared_params(P, widths)[1:]
+            memory = f * _at(syms, prev_c, 0) + memory
+        params = [] if len(inputs) >= 2 else self._shared_params(P, widths)[1:]
         reads, width = self._reads(made, src, inputs, widths)
-        ins = reads + ([f"{inputs[1]}_c"] if len(inputs) == 2 else [])
-        width.update({f"{x}_c": self.units for x in inputs[1:]})
+        ins = reads + ([prev_c] if prev_c is not None else [])
+        if prev_c is not None:
+            width[prev_c] = self.units
         cname = f"{name}_c"
         cell = ir.Node(cname, index, ins[0], width[ins[0]], self.units, params, [], memory,
                        syms, kind="lstm_memory", inputs=ins, widths=width)
@@ -427,11 +466,17 @@ class _Sequence(LayerBase):
         return (f"{type(self).__name__}({self.units}, return_sequences="
                 f"{self.return_sequences}{layers}, name={self.name!r})")
 
-    def __call__(self, previous):
+    def __call__(self, previous, initial_state=None):
         """``num_layers`` > 1: a stack, as PyTorch's ``num_layers``: every layer but the
         last gives its whole sequence to the next, each with a cell of its own (named
         ``<name>_l1``, ``<name>_l2``, ... after the first when the layer is named; h2,
-        h3, ... otherwise); the last gives what ``return_sequences`` says."""
+        h3, ... otherwise); the last gives what ``return_sequences`` says.
+
+        ``initial_state``: h_0 as PyTorch's ``gru(x, h_0)`` (for an LSTM the pair
+        ``(h_0, c_0)``), each an Input or a layer of ``units`` features per example;
+        with ``num_layers`` = L, of L·units features, layer l's state the l-th
+        ``units`` of them (PyTorch's h_0[l], batch first).  Without it, 0."""
+        states = self._initial_states(initial_state)
         for k in range(self.num_layers):
             last = k == self.num_layers - 1
             layer = self
@@ -442,10 +487,42 @@ class _Sequence(LayerBase):
                     layer.name = f"{self.name}_l{k}"
                     layer.cell = copy.copy(self.cell)
                     layer.cell.name = layer.name
-            previous = layer._one(previous)
+            previous = layer._one(previous, states[k] if states else None)
         return previous
 
-    def _one(self, previous):
+    def _initial_states(self, state) -> list | None:
+        """Per layer, its initial state (a layer, or (h0, c0) for an LSTM)."""
+        if state is None:
+            return None
+        lstm = isinstance(self.cell, LSTMCell)
+        what = f"{type(self).__name__} {self.name!r}"
+        given = list(state) if isinstance(state, (list, tuple)) else [state]
+        if len(given) != (2 if lstm else 1):
+            raise ValueError(f"{what}: initial_state is " + (
+                "a pair (h0, c0), as PyTorch's LSTM" if lstm else "one Input or layer h0")
+                + f", got {state!r}")
+        want = self.num_layers * self.units
+        for x in given:
+            if not isinstance(x, (Input, LayerBase)) or (isinstance(x, LayerBase)
+                                                         and x.inputs is None):
+                raise ValueError(f"{what}: initial_state takes Inputs or applied layers, "
+                                 f"got {x!r}")
+            n = x.n if isinstance(x, Input) else getattr(x, "units", None)
+            if n != want:
+                raise ValueError(f"{what}: an initial state has {n} features per example, "
+                                 f"expected {want} (num_layers {self.num_layers} × units "
+                                 f"{self.units})")
+        if self.num_layers == 1:
+            return [given if lstm else given[0]]
+        base = self.name or "h"
+        per_layer = []
+        for k in range(self.num_layers):
+            part = [Slice(k * self.units, self.units, name=f"{base}_{'hc'[m]}0_l{k}")(x)
+                    for m, x in enumerate(given)]
+            per_layer.append(part if lstm else part[0])
+        return per_layer
+
+    def _one(self, previous, initial_state=None):
         if isinstance(previous, (list, tuple)):
             raise ValueError(f"{self!r} reads one sequence, got a list of {len(previous)}")
         if isinstance(previous, Input):
@@ -466,7 +543,8 @@ class _Sequence(LayerBase):
         if self.name is None and depth > 1:      # a stack: h, h2, h3, ... unless named
             cell = copy.copy(cell)
             cell.name = f"h{depth}"
-        out = unroll(cell, shape[0], return_sequences=self.return_sequences)(previous)
+        out = unroll(cell, shape[0], return_sequences=self.return_sequences)(previous,
+                                                                              initial_state)
         if not self.return_sequences:
             return out
         out = Steps(name=f"{cell.name}_seq")(out)
@@ -478,7 +556,8 @@ class GRU(_Sequence):
     """``GRUCell`` over a (steps, features) sequence (PyTorch's ``nn.GRU`` with
     batch_first=True): weight_ih_l0 = W, weight_hh_l0 = U, bias_ih_l0 = b,
     bias_hh_l0 = c of the cell; with ``num_layers`` = L, layer l's cell holds
-    weight_ih_l{l}, ... (the initial state is 0, PyTorch's default h_0)."""
+    weight_ih_l{l}, ... .  The initial state is 0 (PyTorch's default h_0) or given:
+    ``GRU(h)(S, H0)`` as PyTorch's ``gru(x, h_0)``."""
 
     cell_class = GRUCell
 
@@ -487,6 +566,7 @@ class LSTM(_Sequence):
     """``LSTMCell`` over a (steps, features) sequence (PyTorch's ``nn.LSTM`` with
     batch_first=True): weight_ih_l0 = W, weight_hh_l0 = U, bias_ih_l0 = b,
     bias_hh_l0 = c of the cell; with ``num_layers`` = L, layer l's cell holds
-    weight_ih_l{l}, ... (the initial states are 0, PyTorch's default (h_0, c_0))."""
+    weight_ih_l{l}, ... .  The initial states are 0 (PyTorch's default) or given:
+    ``LSTM(h)(S, (H0, C0))`` as PyTorch's ``lstm(x, (h_0, c_0))``."""
 
     cell_class = LSTMCell

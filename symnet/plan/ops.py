@@ -45,6 +45,9 @@ class Loop:
     # each statement a small matrix product per point of the other loop indices
     # (symnet.plan.products): the C then calls a product kernel; None: a plain loop
     product: list | None = None
+    # targets zeroed by no one before: their "+=" over the summed index stores the
+    # finished sum instead (symnet.plan.overwrite)
+    fresh: set = field(default_factory=set)
 
 
 @dataclass

@@ -140,15 +140,22 @@ def _inside(op: Loop, buffers: dict, symbols: dict) -> bool:
     return True
 
 
+def of(op, buffers: dict, symbols: dict) -> list | None:
+    """The products of loop ``op`` (one per statement), or None when its statements are
+    not all such products over the same batch indices, with the batch index b outermost."""
+    if not isinstance(op, Loop) or not op.indices or op.indices[0][0] != ir.BATCH:
+        return None
+    prods = [_product(op, st, buffers, symbols) for st in op.stmts]
+    if not prods or any(p is None for p in prods) or \
+            len({tuple(p.batch) for p in prods}) != 1 or prods[0].batch[:1] != [ir.BATCH] \
+            or not _inside(op, buffers, symbols):
+        return None
+    return prods
+
+
 def mark(ops: list, buffers: dict, symbols: dict) -> None:
-    """Set ``Loop.product`` on the loops of ``ops`` whose statements are all such
-    products over the same batch indices, with the batch index b outermost."""
+    """Set ``Loop.product`` on the loops of ``ops`` that are batches of products (``of``)."""
     for op in ops:
-        if not isinstance(op, Loop) or not op.indices or op.indices[0][0] != ir.BATCH:
-            continue
-        prods = [_product(op, st, buffers, symbols) for st in op.stmts]
-        if not prods or any(p is None for p in prods) or \
-                len({tuple(p.batch) for p in prods}) != 1 or prods[0].batch[:1] != [ir.BATCH] \
-                or not _inside(op, buffers, symbols):
-            continue
-        op.product = prods
+        prods = of(op, buffers, symbols)
+        if prods is not None:
+            op.product = prods

@@ -243,7 +243,8 @@ class Emitter:
                 names = {n for ix in index for n in ((ix,) if isinstance(ix, str)
                                                      else ix.names())}
                 if kind == "+=" and target != LOSS and inner not in names:
-                    hoisted.append((st[0], f"acc{len(hoisted)}", st[2]))
+                    hoisted.append((st[0], f"acc{len(hoisted)}", st[2],
+                                    "=" if target in op.fresh else "+="))
                 else:
                     keep.append(st)
             stmts = keep
@@ -324,7 +325,7 @@ class Emitter:
             calls.append(f"sn_small_mm({q.M}, {q.N}, {q.K}, (real){alpha}, {at(q.A)}, "
                          f"{q.A.strides[q.m]}, {q.A.strides[q.k]}, {at(q.B)}, "
                          f"{q.B.strides[q.k]}, {q.B.strides[q.n]}, {at(q.T)}, "
-                         f"{q.T.strides[q.m]})")
+                         f"{q.T.strides[q.m]}, {0 if q.T.array in op.fresh else 1})")
         return {"loops": loops, "calls": calls, "comment": c_comment(op.comment)}
 
     def route_view(self, op: Route) -> dict:

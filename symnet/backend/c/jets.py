@@ -62,22 +62,20 @@ typedef {real} real;
 #define SN_SIMD
 #define SN_SIMD_SUM(...)
 #endif
+#define SN_VL {vl}   /* reals in 32 bytes: lanes of the vectors below, and of the sums of ∂L/∂W */
 #if (defined(__GNUC__) || defined(__clang__)) && !defined(SN_PLAIN_LOOPS)
 /* The products' register tiles as GCC/Clang vectors of 32 bytes (one AVX2 register):
  * written as plain loops over arrays, gcc kept the tiles of these small products in
  * memory rather than in registers (half the speed).  Other compilers, and
  * -DSN_PLAIN_LOOPS, take the plain loops after each #else. */
 #define SN_VEC 1
-#define SN_VL {vl}
 typedef real sn_vec __attribute__((vector_size(32), aligned(sizeof(real)), __may_alias__));
 #define SN_LOAD(p) (*(const sn_vec *)(p))
 #define SN_STORE(p, v) (*(sn_vec *)(p) = (v))
 /* v stays in a register: gcc otherwise reads it from memory again in each multiply-add
  * that uses it (two loads where one does: G += y·xᵀ went from 26 to 32 G multiply-adds/s) */
-#if defined(__x86_64__) || defined(__i386__)
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__AVX__)   /* one ymm register */
 #define SN_IN_REGISTER(v) __asm__("" : "+x"(v))
-#elif defined(__aarch64__)
-#define SN_IN_REGISTER(v) __asm__("" : "+w"(v))
 #else
 #define SN_IN_REGISTER(v) (void)0
 #endif
@@ -378,8 +376,9 @@ static SN_NOINLINE void {name}(const real *restrict W, const real *restrict x, r
 """
 
 
-def _outer_kernel(name, rows, cols, B, V) -> str:
-    """G[r][c] += Σ_k Σ_{b<nb} y_k[r][b]·x_k[c][b]."""
+def _outer_kernel(name, rows, cols, B, V, lanes=False) -> str:
+    """G[r][c] += Σ_k Σ_{b<nb} y_k[r][b]·x_k[c][b]; ``lanes``: G holds SN_VL partial
+    sums per entry (G[(r·cols + c)·SN_VL + l]), added up by the caller."""
     vec = ["    const int nv = nb / SN_VL * SN_VL;"]
     for r_lo, r_hi, mr in _ranges(rows, OUT_MR):
         for c_lo, c_hi, nc in _ranges(cols, OUT_NC):
@@ -404,21 +403,32 @@ def _outer_kernel(name, rows, cols, B, V) -> str:
                 f"                    for (int q = 0; q < {mr}; ++q)",
                 f"                        for (int p = 0; p < {nc}; ++p)",
                 f"                            s[q][p][0] += y[(r + q) * {B} + b] * x[(c + p) * {B} + b];",
-                "            }",
+                "            }"]
+            vec += ([
+                f"            for (int q = 0; q < {mr}; ++q)",
+                f"                for (int p = 0; p < {nc}; ++p) {{",
+                f"                    real *g = G + ((r + q) * {cols} + c + p) * SN_VL;",
+                "                    SN_STORE(g, SN_LOAD(g) + s[q][p]);",
+                "                }",
+                "        }"] if lanes else [
                 f"            for (int q = 0; q < {mr}; ++q)",
                 f"                for (int p = 0; p < {nc}; ++p) {{",
                 "                    real u = 0;",
                 "                    for (int l = 0; l < SN_VL; ++l) u += s[q][p][l];",
                 f"                    G[(r + q) * {cols} + c + p] += u;",
                 "                }",
-                "        }"]
+                "        }"])
     vec = "\n".join(vec)
+    gidx = f"((r + q) * {cols} + c + p) * SN_VL" if lanes else f"(r + q) * {cols} + c + p"
+    where = (f"\n * G: SN_VL partial sums of each entry, G[(r*{cols} + c)*SN_VL + l], added up "
+             "by the caller\n * (once per chunk of blocks rather than once per block)."
+             if lanes else "")
     return f"""
 #ifndef SN_HAVE_{name}
 #define SN_HAVE_{name}
 /* G[r][c] += Σ_k Σ_b y_k[r][b]·x_k[c][b] for r < {rows}, c < {cols}, the m pairs k (the
  * jet components of one weight) and the block's first nb examples b (rows of {B}):
- * tiles of {OUT_MR} × {OUT_NC} sums, each kept in a vector of lanes until the last pair. */
+ * tiles of {OUT_MR} × {OUT_NC} sums, each kept in a vector of lanes until the last pair.{where} */
 static SN_NOINLINE void {name}(int m, const real *const *ys, const real *const *xs,
                                real *restrict G, int nb)
 {{
@@ -465,7 +475,7 @@ static SN_NOINLINE void {name}(int m, const real *const *ys, const real *const *
                 for (int p = 0; p < nc; ++p) {{
                     real u = t[q][p];
                     for (int l = 0; l < {V}; ++l) u += s[q][p][l];
-                    G[(r + q) * {cols} + c + p] += u;
+                    G[{gidx}] += u;
                 }}
         }}
     }}
@@ -485,6 +495,7 @@ class _Emitter:
         self.kernels = {}
         self.assign = set()       # (op index, out index): the first write of a row var
         self.zero = []            # row vars set to 0 at the start of each block
+        self.lane_sums = {}       # sum var → (its partial sums per lane, entries)
         self._first_writes()
 
     # which accumulating writes are first (and whole): those become assignments;
@@ -597,14 +608,22 @@ class _Emitter:
         op = group[0]
         rows, cols = op.n_out, op.n_in
         c = [f"        /* {c_comment(o.note or f'{o.G} += {o.y} ⊗ {o.x}')} */" for o in group]
-        name = self._kernel(_outer_kernel, f"sn_outer_{rows}x{cols}_b{B}", rows, cols, B,
-                            lay.lanes // 2)
+        # a sum over the examples (∂L/∂W, H·v): kept as SN_VL partial sums per entry
+        # through the chunk's blocks and added up once at its end (the sums across a
+        # vector's lanes at the end of every tile were 15 % of the kernel, float)
+        lanes = lay.cls[op.G] == "sum"
+        name = self._kernel(_outer_kernel, f"sn_outer_{rows}x{cols}_b{B}"
+                            + ("_lanes" if lanes else ""), rows, cols, B, lay.lanes // 2, lanes)
+        target = lay.ref[op.G]
+        if lanes:
+            target = f"v_lanes_{op.G}"
+            self.lane_sums[op.G] = (target, rows * cols)
         c.append("        {")
         c.append("            const real *ys[] = {" + ", ".join(lay.ref[o.y] for o in group)
                  + "};")
         c.append("            const real *xs[] = {" + ", ".join(lay.ref[o.x] for o in group)
                  + "};")
-        c.append(f"            {name}({len(group)}, ys, xs, {lay.ref[op.G]}, nb);")
+        c.append(f"            {name}({len(group)}, ys, xs, {target}, nb);")
         c.append("        }")
         return c
 
@@ -857,6 +876,21 @@ def emit_function(prog: Program, ops: list, fname: str, dtype: str, outputs=None
             body += em.op(k, op)
     if group:
         body += fused(group)
+    # the partial sums per lane of the Outers (∂L/∂W), one set per thread: set to 0 when
+    # a chunk starts, added into the chunk's sums when it ends
+    vl = 8 if _ffi_dtype(dtype) == "float" else 4
+    lane_zero, lane_add = [], []
+    for var, (ref, count) in em.lane_sums.items():
+        decl.append(f"        real *restrict {ref} = ws + {offset};   /* {var}: {count} × "
+                    f"{vl} partial sums */")
+        offset += count * vl
+        lane_zero.append(f"        memset({ref}, 0, {count * vl} * sizeof(real));")
+        lane_add += [f"        for (int j = 0; j < {count}; ++j) {{   /* {var} += the lanes' sums */",
+                     "            real u = 0;",
+                     f"            for (int l = 0; l < {vl}; ++l) u += {ref}[j * {vl} + l];",
+                     f"            {lay.ref[var]}[j] += u;",
+                     "        }"]
+    ws_size = max(offset, 1)
     fill = []
     for nm in lay.rows:
         v = prog.vars.get(nm)
@@ -925,6 +959,7 @@ def emit_function(prog: Program, ops: list, fname: str, dtype: str, outputs=None
              "        real *restrict grad = loss + 1;",
              "        real *restrict hv = loss + 1 + np;",
              "        (void)loss; (void)grad; (void)hv;",
+             *lane_zero,
              "        for (long blk = ch * nblocks / nchunks; blk < (ch + 1) * nblocks / nchunks; "
              "++blk) {",
              f"        const long b0 = blk * {B};",
@@ -941,6 +976,7 @@ def emit_function(prog: Program, ops: list, fname: str, dtype: str, outputs=None
              *copy,
              "        }",
              "        }",
+             *lane_add,
              "        }",
              "    }",
              "    for (long t = 0; t < nchunks; ++t) {",
