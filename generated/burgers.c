@@ -42,8 +42,8 @@
  *   loss: mse, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_70EC843DB7_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_70EC843DB7_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_73D69A1467_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_73D69A1467_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset      3021  shape (2, 2)
  *   b1           offset      3025  shape (2,)
  *   W2           offset         0  shape (20, 2)
@@ -65,48 +65,48 @@
  *   W10          offset      3000  shape (1, 20)
  *   b10          offset      3020  shape (1,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_70EC843DB7_WORK_SIZE(batch) numbers; SYMNET_70EC843DB7_TRAIN_WORK_SIZE(batch_size) for
- * symnet_70ec843db7_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_73D69A1467_WORK_SIZE(batch) numbers; SYMNET_73D69A1467_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_73d69a1467_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 3027 + X B*2 + T or O B*1 + work (B*649 + 3027)
  *   numbers of 4 bytes; e.g. B = 32: 107,672 bytes (training; forward only: 54,220).
  */
-#ifndef SYMNET_70EC843DB7_H
-#define SYMNET_70EC843DB7_H
+#ifndef SYMNET_73D69A1467_H
+#define SYMNET_73D69A1467_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_70EC843DB7_REAL float  /* the number type of every array (float32) */
-#define SYMNET_70EC843DB7_N_INPUTS 2  /* features per example */
-#define SYMNET_70EC843DB7_N_OUTPUTS 1
-#define SYMNET_70EC843DB7_N_PARAMS 3027  /* numbers in the flat parameter array */
-#define SYMNET_70EC843DB7_WORK_PER_EXAMPLE 649
-#define SYMNET_70EC843DB7_WORK_SIZE(batch) ((batch) * 649 + 3027)  /* numbers of scratch per call */
-#define SYMNET_70EC843DB7_TRAIN_WORK_SIZE(batch_size) (SYMNET_70EC843DB7_WORK_SIZE(batch_size) + (batch_size) * 3)
-#define SYMNET_70EC843DB7_SGD 0       /* optimizer codes of symnet_70ec843db7_update and symnet_70ec843db7_train */
-#define SYMNET_70EC843DB7_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_70EC843DB7_N_PARAMS numbers */
-#define SYMNET_70EC843DB7_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_70EC843DB7_N_PARAMS numbers each */
+#define SYMNET_73D69A1467_REAL float  /* the number type of every array (float32) */
+#define SYMNET_73D69A1467_N_INPUTS 2  /* features per example */
+#define SYMNET_73D69A1467_N_OUTPUTS 1
+#define SYMNET_73D69A1467_N_PARAMS 3027  /* numbers in the flat parameter array */
+#define SYMNET_73D69A1467_WORK_PER_EXAMPLE 649
+#define SYMNET_73D69A1467_WORK_SIZE(batch) ((batch) * 649 + 3027)  /* numbers of scratch per call */
+#define SYMNET_73D69A1467_TRAIN_WORK_SIZE(batch_size) (SYMNET_73D69A1467_WORK_SIZE(batch_size) + (batch_size) * 3)
+#define SYMNET_73D69A1467_SGD 0       /* optimizer codes of symnet_73d69a1467_update and symnet_73d69a1467_train */
+#define SYMNET_73D69A1467_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_73D69A1467_N_PARAMS numbers */
+#define SYMNET_73D69A1467_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_73D69A1467_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_70EC843DB7_N_OUTPUTS) = the network's output for X (batch × SYMNET_70EC843DB7_N_INPUTS). */
-void symnet_70ec843db7_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_73D69A1467_N_OUTPUTS) = the network's output for X (batch × SYMNET_73D69A1467_N_INPUTS). */
+void symnet_73d69a1467_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_70ec843db7_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_73d69a1467_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_70EC843DB7_N_PARAMS numbers) by back propagation. */
-float symnet_70ec843db7_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_73D69A1467_N_PARAMS numbers) by back propagation. */
+float symnet_73d69a1467_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_70ec843db7_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_73d69a1467_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_70EC843DB7_SGD, SYMNET_70EC843DB7_MOMENTUM or SYMNET_70EC843DB7_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_73D69A1467_SGD, SYMNET_73D69A1467_MOMENTUM or SYMNET_73D69A1467_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_70ec843db7_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_73d69a1467_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -114,10 +114,10 @@ void symnet_70ec843db7_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_70EC843DB7_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_73D69A1467_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_70EC843DB7_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_70ec843db7_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_73D69A1467_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_73d69a1467_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -126,7 +126,7 @@ long long symnet_70ec843db7_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_70EC843DB7_H */
+#endif /* SYMNET_73D69A1467_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -308,10 +308,13 @@ static void sn_gemm(int M, int N, int K, const real *restrict A, ptrdiff_t sam, 
  * constants: small products then run as loops the compiler unrolls and
  * vectorises, in the order that reads memory contiguously; the rest go to
  * sn_gemm.  Measured on the 2-8-8-1 network's whole-epoch training: ~15% less
- * time per step than calling a generic loop with run-time strides.  The test
- * N·K ≥ SN_SMALL is decided by the compiler, so a layer that can never take the
- * plain loops (M ≥ 1) does not compile them: compile time then stays flat in
- * width (16 layers of 64: gcc 1.4 → s of CPU time). */
+ * time per step than calling a generic loop with run-time strides.  The tests
+ * M·N ≥ SN_SMALL and N·K ≥ SN_SMALL are decided by the compiler where both sizes are
+ * constants, so a product that can never take the plain loops (its third size ≥ 1;
+ * 0 adds nothing, which sn_gemm does too) does not compile them: compile time then
+ * stays flat in width (16 layers of 64: gcc 1.4 → 0.9 s of CPU time).  Written out
+ * once per product: M·N·K alone, with K the batch, left the loops of every weight
+ * gradient in the module. */
 #if defined(__GNUC__)
 #define SN_INLINE static inline __attribute__((always_inline))
 #else
@@ -322,7 +325,7 @@ static void sn_gemm(int M, int N, int K, const real *restrict A, ptrdiff_t sam, 
 SN_INLINE void sn_mm_nt(int M, int N, int K, const real *restrict A,
                         const real *restrict B, real *restrict C, int accumulate)
 {
-    if ((double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
+    if ((double)M * N >= SN_SMALL || (double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
         sn_gemm(M, N, K, A, K, 1, B, 1, K, C, accumulate);
         return;
     }
@@ -339,7 +342,7 @@ SN_INLINE void sn_mm_nt(int M, int N, int K, const real *restrict A,
 SN_INLINE void sn_mm_nn(int M, int N, int K, const real *restrict A,
                         const real *restrict B, real *restrict C, int accumulate)
 {
-    if ((double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
+    if ((double)M * N >= SN_SMALL || (double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
         sn_gemm(M, N, K, A, K, 1, B, N, 1, C, accumulate);
         return;
     }
@@ -359,7 +362,7 @@ SN_INLINE void sn_mm_nn(int M, int N, int K, const real *restrict A,
 SN_INLINE void sn_mm_tn(int M, int N, int K, const real *restrict A,
                         const real *restrict B, real *restrict C, int accumulate)
 {
-    if ((double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
+    if ((double)M * N >= SN_SMALL || (double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
         sn_gemm(M, N, K, A, 1, M, B, N, 1, C, accumulate);
         return;
     }
@@ -424,6 +427,9 @@ static void sn_forward(const real *params, real *work, const real *tx, int batch
     sn_mm_nt(batch, 2, 2, tx, W1, z_scale, 0);
     /* scale[b,i] = b1[i] + z_scale[b,i] */
     for (int b = 0; b < batch; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int i = 0; i < 2; i++) {
             scale[b * 2 + i] = b1[i] + z_scale[b * 2 + i];
         }
@@ -431,6 +437,9 @@ static void sn_forward(const real *params, real *work, const real *tx, int batch
     sn_mm_nt(batch, 20, 2, scale, W2, z_H2, 0);
     /* H2[b,i] = tanh(b2[i] + z_H2[b,i]) */
     for (int b = 0; b < batch; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int i = 0; i < 20; i++) {
             H2[b * 20 + i] = sn_tanhf(b2[i] + z_H2[b * 20 + i]);
         }
@@ -438,6 +447,9 @@ static void sn_forward(const real *params, real *work, const real *tx, int batch
     sn_mm_nt(batch, 20, 20, H2, W3, z_H3, 0);
     /* H3[b,i] = tanh(b3[i] + z_H3[b,i]) */
     for (int b = 0; b < batch; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int i = 0; i < 20; i++) {
             H3[b * 20 + i] = sn_tanhf(b3[i] + z_H3[b * 20 + i]);
         }
@@ -445,6 +457,9 @@ static void sn_forward(const real *params, real *work, const real *tx, int batch
     sn_mm_nt(batch, 20, 20, H3, W4, z_H4, 0);
     /* H4[b,i] = tanh(b4[i] + z_H4[b,i]) */
     for (int b = 0; b < batch; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int i = 0; i < 20; i++) {
             H4[b * 20 + i] = sn_tanhf(b4[i] + z_H4[b * 20 + i]);
         }
@@ -452,6 +467,9 @@ static void sn_forward(const real *params, real *work, const real *tx, int batch
     sn_mm_nt(batch, 20, 20, H4, W5, z_H5, 0);
     /* H5[b,i] = tanh(b5[i] + z_H5[b,i]) */
     for (int b = 0; b < batch; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int i = 0; i < 20; i++) {
             H5[b * 20 + i] = sn_tanhf(b5[i] + z_H5[b * 20 + i]);
         }
@@ -459,6 +477,9 @@ static void sn_forward(const real *params, real *work, const real *tx, int batch
     sn_mm_nt(batch, 20, 20, H5, W6, z_H6, 0);
     /* H6[b,i] = tanh(b6[i] + z_H6[b,i]) */
     for (int b = 0; b < batch; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int i = 0; i < 20; i++) {
             H6[b * 20 + i] = sn_tanhf(b6[i] + z_H6[b * 20 + i]);
         }
@@ -466,6 +487,9 @@ static void sn_forward(const real *params, real *work, const real *tx, int batch
     sn_mm_nt(batch, 20, 20, H6, W7, z_H7, 0);
     /* H7[b,i] = tanh(b7[i] + z_H7[b,i]) */
     for (int b = 0; b < batch; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int i = 0; i < 20; i++) {
             H7[b * 20 + i] = sn_tanhf(b7[i] + z_H7[b * 20 + i]);
         }
@@ -473,6 +497,9 @@ static void sn_forward(const real *params, real *work, const real *tx, int batch
     sn_mm_nt(batch, 20, 20, H7, W8, z_H8, 0);
     /* H8[b,i] = tanh(b8[i] + z_H8[b,i]) */
     for (int b = 0; b < batch; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int i = 0; i < 20; i++) {
             H8[b * 20 + i] = sn_tanhf(b8[i] + z_H8[b * 20 + i]);
         }
@@ -480,6 +507,9 @@ static void sn_forward(const real *params, real *work, const real *tx, int batch
     sn_mm_nt(batch, 20, 20, H8, W9, z_H9, 0);
     /* H9[b,i] = tanh(b9[i] + z_H9[b,i]) */
     for (int b = 0; b < batch; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int i = 0; i < 20; i++) {
             H9[b * 20 + i] = sn_tanhf(b9[i] + z_H9[b * 20 + i]);
         }
@@ -487,6 +517,9 @@ static void sn_forward(const real *params, real *work, const real *tx, int batch
     sn_mm_nt(batch, 1, 20, H9, W10, z_u, 0);
     /* u[b,i] = b10[i] + z_u[b,i] */
     for (int b = 0; b < batch; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int i = 0; i < 1; i++) {
             sn_u_u[b * 1 + i] = b10[i] + z_u[b * 1 + i];
         }
@@ -494,7 +527,7 @@ static void sn_forward(const real *params, real *work, const real *tx, int batch
 }
 
 /* O[b,k] = u[b,k]: the forward pass, its output copied out of work. */
-void symnet_70ec843db7_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_73d69a1467_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 325, sizeof(real) * (size_t)batch * 1);
@@ -518,7 +551,7 @@ static double sn_loss(const real *params, real *work, const real *tx, const real
     return loss / batch;
 }
 
-real symnet_70ec843db7_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_73d69a1467_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -603,6 +636,9 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     memset(g_b9, 0, sizeof(real) * 20);
     /* delta_H9[b,i] = dL_dH9[b,i]·(1 - H9[b,i]²); g_b9[i] += dL_dH9[b,i]·(1 - H9[b,i]²) */
     for (int b = 0; b < batch; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int i = 0; i < 20; i++) {
             const real t0 = dL_dH9[b * 20 + i]*(1 - H9[b * 20 + i]*H9[b * 20 + i]);
             delta_H9[b * 20 + i] = t0;
@@ -615,6 +651,9 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     memset(g_b8, 0, sizeof(real) * 20);
     /* delta_H8[b,i] = dL_dH8[b,i]·(1 - H8[b,i]²); g_b8[i] += dL_dH8[b,i]·(1 - H8[b,i]²) */
     for (int b = 0; b < batch; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int i = 0; i < 20; i++) {
             const real t0 = dL_dH8[b * 20 + i]*(1 - H8[b * 20 + i]*H8[b * 20 + i]);
             delta_H8[b * 20 + i] = t0;
@@ -627,6 +666,9 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     memset(g_b7, 0, sizeof(real) * 20);
     /* delta_H7[b,i] = dL_dH7[b,i]·(1 - H7[b,i]²); g_b7[i] += dL_dH7[b,i]·(1 - H7[b,i]²) */
     for (int b = 0; b < batch; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int i = 0; i < 20; i++) {
             const real t0 = dL_dH7[b * 20 + i]*(1 - H7[b * 20 + i]*H7[b * 20 + i]);
             delta_H7[b * 20 + i] = t0;
@@ -639,6 +681,9 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     memset(g_b6, 0, sizeof(real) * 20);
     /* delta_H6[b,i] = dL_dH6[b,i]·(1 - H6[b,i]²); g_b6[i] += dL_dH6[b,i]·(1 - H6[b,i]²) */
     for (int b = 0; b < batch; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int i = 0; i < 20; i++) {
             const real t0 = dL_dH6[b * 20 + i]*(1 - H6[b * 20 + i]*H6[b * 20 + i]);
             delta_H6[b * 20 + i] = t0;
@@ -651,6 +696,9 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     memset(g_b5, 0, sizeof(real) * 20);
     /* delta_H5[b,i] = dL_dH5[b,i]·(1 - H5[b,i]²); g_b5[i] += dL_dH5[b,i]·(1 - H5[b,i]²) */
     for (int b = 0; b < batch; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int i = 0; i < 20; i++) {
             const real t0 = dL_dH5[b * 20 + i]*(1 - H5[b * 20 + i]*H5[b * 20 + i]);
             delta_H5[b * 20 + i] = t0;
@@ -663,6 +711,9 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     memset(g_b4, 0, sizeof(real) * 20);
     /* delta_H4[b,i] = dL_dH4[b,i]·(1 - H4[b,i]²); g_b4[i] += dL_dH4[b,i]·(1 - H4[b,i]²) */
     for (int b = 0; b < batch; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int i = 0; i < 20; i++) {
             const real t0 = dL_dH4[b * 20 + i]*(1 - H4[b * 20 + i]*H4[b * 20 + i]);
             delta_H4[b * 20 + i] = t0;
@@ -675,6 +726,9 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     memset(g_b3, 0, sizeof(real) * 20);
     /* delta_H3[b,i] = dL_dH3[b,i]·(1 - H3[b,i]²); g_b3[i] += dL_dH3[b,i]·(1 - H3[b,i]²) */
     for (int b = 0; b < batch; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int i = 0; i < 20; i++) {
             const real t0 = dL_dH3[b * 20 + i]*(1 - H3[b * 20 + i]*H3[b * 20 + i]);
             delta_H3[b * 20 + i] = t0;
@@ -687,6 +741,9 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     memset(g_b2, 0, sizeof(real) * 20);
     /* delta_H2[b,i] = dL_dH2[b,i]·(1 - H2[b,i]²); g_b2[i] += dL_dH2[b,i]·(1 - H2[b,i]²) */
     for (int b = 0; b < batch; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int i = 0; i < 20; i++) {
             const real t0 = dL_dH2[b * 20 + i]*(1 - H2[b * 20 + i]*H2[b * 20 + i]);
             delta_H2[b * 20 + i] = t0;
@@ -698,7 +755,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_70ec843db7_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_73d69a1467_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -728,7 +785,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_70ec843db7_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_73d69a1467_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 649;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
@@ -801,7 +858,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
         memcpy(dst + 3021, src + 3021, sizeof(real) * 6);
 }
 
-void symnet_70ec843db7_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_73d69a1467_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -827,7 +884,7 @@ void symnet_70ec843db7_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_70ec843db7_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_73d69a1467_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

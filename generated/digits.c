@@ -28,8 +28,8 @@
  *   loss: softmax_cross_entropy, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_A834C6CB5A_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_A834C6CB5A_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_F2419F96CE_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_F2419F96CE_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (128, 64)
  *   b1           offset      8192  shape (128,)
  *   W2           offset      8320  shape (64, 128)
@@ -37,59 +37,59 @@
  *   W3           offset     16576  shape (10, 64)
  *   b3           offset     17216  shape (10,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_A834C6CB5A_WORK_SIZE(batch) numbers; SYMNET_A834C6CB5A_TRAIN_WORK_SIZE(batch_size) for
- * symnet_a834c6cb5a_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_F2419F96CE_WORK_SIZE(batch) numbers; SYMNET_F2419F96CE_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_f2419f96ce_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 17226 + X B*64 + T or O B*10 + work (B*808 + 17226)
  *   numbers of 4 bytes; e.g. B = 32: 250,704 bytes (training; forward only: 130,088).
  */
-#ifndef SYMNET_A834C6CB5A_H
-#define SYMNET_A834C6CB5A_H
+#ifndef SYMNET_F2419F96CE_H
+#define SYMNET_F2419F96CE_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_A834C6CB5A_REAL float  /* the number type of every array (float32) */
-#define SYMNET_A834C6CB5A_N_INPUTS 64  /* features per example */
-#define SYMNET_A834C6CB5A_N_OUTPUTS 10
-#define SYMNET_A834C6CB5A_N_PARAMS 17226  /* numbers in the flat parameter array */
-#define SYMNET_A834C6CB5A_WORK_PER_EXAMPLE 808
-#define SYMNET_A834C6CB5A_WORK_SIZE(batch) ((batch) * 808 + 17226)  /* numbers of scratch per call */
-#define SYMNET_A834C6CB5A_TRAIN_WORK_SIZE(batch_size) (SYMNET_A834C6CB5A_WORK_SIZE(batch_size) + (batch_size) * 74)
-#define SYMNET_A834C6CB5A_SGD 0       /* optimizer codes of symnet_a834c6cb5a_update and symnet_a834c6cb5a_train */
-#define SYMNET_A834C6CB5A_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_A834C6CB5A_N_PARAMS numbers */
-#define SYMNET_A834C6CB5A_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_A834C6CB5A_N_PARAMS numbers each */
+#define SYMNET_F2419F96CE_REAL float  /* the number type of every array (float32) */
+#define SYMNET_F2419F96CE_N_INPUTS 64  /* features per example */
+#define SYMNET_F2419F96CE_N_OUTPUTS 10
+#define SYMNET_F2419F96CE_N_PARAMS 17226  /* numbers in the flat parameter array */
+#define SYMNET_F2419F96CE_WORK_PER_EXAMPLE 808
+#define SYMNET_F2419F96CE_WORK_SIZE(batch) ((batch) * 808 + 17226)  /* numbers of scratch per call */
+#define SYMNET_F2419F96CE_TRAIN_WORK_SIZE(batch_size) (SYMNET_F2419F96CE_WORK_SIZE(batch_size) + (batch_size) * 74)
+#define SYMNET_F2419F96CE_SGD 0       /* optimizer codes of symnet_f2419f96ce_update and symnet_f2419f96ce_train */
+#define SYMNET_F2419F96CE_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_F2419F96CE_N_PARAMS numbers */
+#define SYMNET_F2419F96CE_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_F2419F96CE_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_A834C6CB5A_N_OUTPUTS) = the network's output for X (batch × SYMNET_A834C6CB5A_N_INPUTS). */
-void symnet_a834c6cb5a_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_F2419F96CE_N_OUTPUTS) = the network's output for X (batch × SYMNET_F2419F96CE_N_INPUTS). */
+void symnet_f2419f96ce_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_a834c6cb5a_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_f2419f96ce_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_A834C6CB5A_N_PARAMS numbers) by back propagation. */
-float symnet_a834c6cb5a_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_F2419F96CE_N_PARAMS numbers) by back propagation. */
+float symnet_f2419f96ce_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_a834c6cb5a_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_f2419f96ce_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss; T[b] is the class label of example b. */
-float symnet_a834c6cb5a_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_f2419f96ce_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_A834C6CB5A_N_PARAMS numbers) by back propagation. */
-float symnet_a834c6cb5a_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_F2419F96CE_N_PARAMS numbers) by back propagation. */
+float symnet_f2419f96ce_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_a834c6cb5a_step_labels(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_f2419f96ce_step_labels(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_A834C6CB5A_SGD, SYMNET_A834C6CB5A_MOMENTUM or SYMNET_A834C6CB5A_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_F2419F96CE_SGD, SYMNET_F2419F96CE_MOMENTUM or SYMNET_F2419F96CE_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_a834c6cb5a_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_f2419f96ce_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -97,10 +97,10 @@ void symnet_a834c6cb5a_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_A834C6CB5A_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_F2419F96CE_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_A834C6CB5A_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_a834c6cb5a_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_F2419F96CE_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_f2419f96ce_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -110,10 +110,10 @@ long long symnet_a834c6cb5a_train(float *params, const float *X, const float *T,
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_A834C6CB5A_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_F2419F96CE_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_A834C6CB5A_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_a834c6cb5a_train_labels(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_F2419F96CE_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_f2419f96ce_train_labels(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -122,13 +122,42 @@ long long symnet_a834c6cb5a_train_labels(float *params, const float *X, const fl
 }
 #endif
 
-#endif /* SYMNET_A834C6CB5A_H */
+#endif /* SYMNET_F2419F96CE_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
 #define SN_SIMD 1  /* built with OpenMP: the reductions marked `omp simd` vectorise
                       (symnet's own build passes -fopenmp-simd -DSN_SIMD) */
 #endif
+
+/* exp(x) for float as 2^n·e^r, n = ⌊x/ln 2⌉, r = x − n·ln 2 ∈ [−ln 2/2, ln 2/2] (ln 2 in two
+ * parts, so r is exact), e^r by Cephes' degree-6 polynomial and 2^n built in two halves
+ * from their exponent bits (so that 2^n of −150 < n < 128 needs no special case).  No
+ * call and no branch, so loops over it vectorise (libm's expf, a call per element, was
+ * the largest part of attention's forward pass); relative error ≤ 9e-8 (1.5 ulp) against
+ * libm's 6e-8 (both measured against exp in double on [−104, 88.72], below 2^−126
+ * against 2^−126); ∞ above 88.7228 where exp overflows, 0 below −104, NaN for NaN. */
+typedef char sn_int_as_wide_as_float[sizeof(int) == sizeof(float) ? 1 : -1];  /* 2^k below */
+
+static inline float sn_expf(float x)
+{
+    const float c = x > -104.0f ? (x < 88.7228394f ? x : 88.7228394f) : -104.0f;
+    const float n = floorf(c * 1.44269504088896341f + 0.5f);
+    const float r = (c - n * 0.693359375f) - n * -2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * (r * r) + r + 1.0f;
+    const int k = (int)n, k1 = k / 2;
+    const int e1 = (k1 + 127) << 23, e2 = (k - k1 + 127) << 23;   /* 2^k1, 2^(k − k1) */
+    float s1, s2;
+    memcpy(&s1, &e1, sizeof s1);
+    memcpy(&s2, &e2, sizeof s2);
+    return x != x ? x : x > 88.7228394f ? (float)INFINITY : p * s1 * s2;
+}
 
 /* ------------------------------------------------------------------------
  * Matrix products.  One driver serves the three shapes the plan uses:
@@ -281,10 +310,13 @@ static void sn_gemm(int M, int N, int K, const real *restrict A, ptrdiff_t sam, 
  * constants: small products then run as loops the compiler unrolls and
  * vectorises, in the order that reads memory contiguously; the rest go to
  * sn_gemm.  Measured on the 2-8-8-1 network's whole-epoch training: ~15% less
- * time per step than calling a generic loop with run-time strides.  The test
- * N·K ≥ SN_SMALL is decided by the compiler, so a layer that can never take the
- * plain loops (M ≥ 1) does not compile them: compile time then stays flat in
- * width (16 layers of 64: gcc 1.4 → s of CPU time). */
+ * time per step than calling a generic loop with run-time strides.  The tests
+ * M·N ≥ SN_SMALL and N·K ≥ SN_SMALL are decided by the compiler where both sizes are
+ * constants, so a product that can never take the plain loops (its third size ≥ 1;
+ * 0 adds nothing, which sn_gemm does too) does not compile them: compile time then
+ * stays flat in width (16 layers of 64: gcc 1.4 → 0.9 s of CPU time).  Written out
+ * once per product: M·N·K alone, with K the batch, left the loops of every weight
+ * gradient in the module. */
 #if defined(__GNUC__)
 #define SN_INLINE static inline __attribute__((always_inline))
 #else
@@ -295,7 +327,7 @@ static void sn_gemm(int M, int N, int K, const real *restrict A, ptrdiff_t sam, 
 SN_INLINE void sn_mm_nt(int M, int N, int K, const real *restrict A,
                         const real *restrict B, real *restrict C, int accumulate)
 {
-    if ((double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
+    if ((double)M * N >= SN_SMALL || (double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
         sn_gemm(M, N, K, A, K, 1, B, 1, K, C, accumulate);
         return;
     }
@@ -312,7 +344,7 @@ SN_INLINE void sn_mm_nt(int M, int N, int K, const real *restrict A,
 SN_INLINE void sn_mm_nn(int M, int N, int K, const real *restrict A,
                         const real *restrict B, real *restrict C, int accumulate)
 {
-    if ((double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
+    if ((double)M * N >= SN_SMALL || (double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
         sn_gemm(M, N, K, A, K, 1, B, N, 1, C, accumulate);
         return;
     }
@@ -332,7 +364,7 @@ SN_INLINE void sn_mm_nn(int M, int N, int K, const real *restrict A,
 SN_INLINE void sn_mm_tn(int M, int N, int K, const real *restrict A,
                         const real *restrict B, real *restrict C, int accumulate)
 {
-    if ((double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
+    if ((double)M * N >= SN_SMALL || (double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
         sn_gemm(M, N, K, A, 1, M, B, N, 1, C, accumulate);
         return;
     }
@@ -369,6 +401,9 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
     sn_mm_nt(batch, 128, 64, I, W1, z_H1, 0);
     /* H1[b,i] = (b1[i] + z_H1[b,i] if b1[i] + z_H1[b,i] > 0 else 0) */
     for (int b = 0; b < batch; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int i = 0; i < 128; i++) {
             const real t0 = b1[i] + z_H1[b * 128 + i];
             H1[b * 128 + i] = ((t0 > 0) ? (t0) : (0));
@@ -377,6 +412,9 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
     sn_mm_nt(batch, 64, 128, H1, W2, z_H2, 0);
     /* H2[b,i] = (b2[i] + z_H2[b,i] if b2[i] + z_H2[b,i] > 0 else 0) */
     for (int b = 0; b < batch; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int i = 0; i < 64; i++) {
             const real t0 = b2[i] + z_H2[b * 64 + i];
             H2[b * 64 + i] = ((t0 > 0) ? (t0) : (0));
@@ -385,6 +423,9 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
     sn_mm_nt(batch, 10, 64, H2, W3, z_O, 0);
     /* O[b,i] = b3[i] + z_O[b,i] */
     for (int b = 0; b < batch; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int i = 0; i < 10; i++) {
             sn_u_O[b * 10 + i] = b3[i] + z_O[b * 10 + i];
         }
@@ -392,10 +433,82 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_a834c6cb5a_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_f2419f96ce_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 394, sizeof(real) * (size_t)batch * 10);
+}
+
+/* Back propagation from ∂L/∂O down to every gradient ∂L/∂θ (into grads): the
+ * part of the pass after the loss, the same for targets given as rows and as class labels. */
+static void sn_backprop(const real *params, real *grads, real *work, const real *I, int batch)
+{
+    const real *b1 = params + 8192;  /* b1: (128,) */
+    const real *W2 = params + 8320;  /* W2: (64, 128) */
+    const real *b2 = params + 16512;  /* b2: (64,) */
+    const real *W3 = params + 16576;  /* W3: (10, 64) */
+
+    real *g_W1 = grads + 0;  /* ∂L/∂W1: (128, 64) */
+    real *g_b1 = grads + 8192;  /* ∂L/∂b1: (128,) */
+    real *g_W2 = grads + 8320;  /* ∂L/∂W2: (64, 128) */
+    real *g_b2 = grads + 16512;  /* ∂L/∂b2: (64,) */
+    real *g_W3 = grads + 16576;  /* ∂L/∂W3: (10, 64) */
+    real *g_b3 = grads + 17216;  /* ∂L/∂b3: (10,) */
+
+    real *z_H1 = work + (size_t)batch * 0;  /* Σ of H1: (batch, 128) */
+    real *H1 = work + (size_t)batch * 128;  /* layer H1: (batch, 128) */
+    real *z_H2 = work + (size_t)batch * 256;  /* Σ of H2: (batch, 64) */
+    real *H2 = work + (size_t)batch * 320;  /* layer H2: (batch, 64) */
+    real *dL_dH1 = work + (size_t)batch * 404;  /* ∂L/∂H1: (batch, 128) */
+    real *delta_H1 = work + (size_t)batch * 532;  /* ∂L/∂z_H1: (batch, 128) */
+    real *dL_dH2 = work + (size_t)batch * 660;  /* ∂L/∂H2: (batch, 64) */
+    real *delta_H2 = work + (size_t)batch * 724;  /* ∂L/∂z_H2: (batch, 64) */
+    real *dL_dO = work + (size_t)batch * 788;  /* ∂L/∂O: (batch, 10) */
+    real *delta_O = work + (size_t)batch * 798;  /* ∂L/∂z_O: (batch, 10) */
+
+    memset(g_b3, 0, sizeof(real) * 10);
+    /* delta_O[b,i] = dL_dO[b,i]; g_b3[i] += dL_dO[b,i] */
+    for (int b = 0; b < batch; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 10; i++) {
+            delta_O[b * 10 + i] = dL_dO[b * 10 + i];
+            g_b3[i] += dL_dO[b * 10 + i];
+        }
+    /* g_W3[i,j] = Σ_b delta_O[b,i]·H2[b,j] */
+    sn_mm_tn(10, 64, batch, delta_O, H2, g_W3, 0);
+    /* dL_dH2[b,j] = Σ_i delta_O[b,i]·W3[i,j] */
+    sn_mm_nn(batch, 64, 10, delta_O, W3, dL_dH2, 0);
+    memset(g_b2, 0, sizeof(real) * 64);
+    /* delta_H2[b,i] = dL_dH2[b,i]·(1 if b2[i] + z_H2[b,i] > 0 else 0); g_b2[i] += dL_dH2[b,i]·(1 if b2[i] + z_H2[b,i] > 0 else 0) */
+    for (int b = 0; b < batch; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 64; i++) {
+            const real t0 = dL_dH2[b * 64 + i]*((b2[i] + z_H2[b * 64 + i] > 0) ? (1) : (0));
+            delta_H2[b * 64 + i] = t0;
+            g_b2[i] += t0;
+        }
+    /* g_W2[i,j] = Σ_b delta_H2[b,i]·H1[b,j] */
+    sn_mm_tn(64, 128, batch, delta_H2, H1, g_W2, 0);
+    /* dL_dH1[b,j] = Σ_i delta_H2[b,i]·W2[i,j] */
+    sn_mm_nn(batch, 128, 64, delta_H2, W2, dL_dH1, 0);
+    memset(g_b1, 0, sizeof(real) * 128);
+    /* delta_H1[b,i] = dL_dH1[b,i]·(1 if b1[i] + z_H1[b,i] > 0 else 0); g_b1[i] += dL_dH1[b,i]·(1 if b1[i] + z_H1[b,i] > 0 else 0) */
+    for (int b = 0; b < batch; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 128; i++) {
+            const real t0 = dL_dH1[b * 128 + i]*((b1[i] + z_H1[b * 128 + i] > 0) ? (1) : (0));
+            delta_H1[b * 128 + i] = t0;
+            g_b1[i] += t0;
+        }
+    /* g_W1[i,j] = Σ_b delta_H1[b,i]·I[b,j] */
+    sn_mm_tn(128, 64, batch, delta_H1, I, g_W1, 0);
+
 }
 
 /* Loss L = (1/batch) Σ_b L_b, after a forward pass. */
@@ -423,7 +536,7 @@ static double sn_loss(const real *params, real *work, const real *I, const real 
         }
         real s = 0, st = 0, to = 0;
         for (int k = 0; k < 10; k++) {
-            s += expf(o[k] - m);
+            s += sn_expf(o[k] - m);
             st += t[k];
             to += o[k]*t[k];
         }
@@ -434,7 +547,7 @@ static double sn_loss(const real *params, real *work, const real *I, const real 
     return loss / batch;
 }
 
-real symnet_a834c6cb5a_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_f2419f96ce_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -442,29 +555,10 @@ real symnet_a834c6cb5a_loss(const real *params, const real *X, const real *T, in
 /* Loss and every gradient ∂L/∂θ (into grads), by back propagation. */
 static double sn_loss_grad(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
 {
-    const real *b1 = params + 8192;  /* b1: (128,) */
-    const real *W2 = params + 8320;  /* W2: (64, 128) */
-    const real *b2 = params + 16512;  /* b2: (64,) */
-    const real *W3 = params + 16576;  /* W3: (10, 64) */
 
-    real *g_W1 = grads + 0;  /* ∂L/∂W1: (128, 64) */
-    real *g_b1 = grads + 8192;  /* ∂L/∂b1: (128,) */
-    real *g_W2 = grads + 8320;  /* ∂L/∂W2: (64, 128) */
-    real *g_b2 = grads + 16512;  /* ∂L/∂b2: (64,) */
-    real *g_W3 = grads + 16576;  /* ∂L/∂W3: (10, 64) */
-    real *g_b3 = grads + 17216;  /* ∂L/∂b3: (10,) */
 
-    real *z_H1 = work + (size_t)batch * 0;  /* Σ of H1: (batch, 128) */
-    real *H1 = work + (size_t)batch * 128;  /* layer H1: (batch, 128) */
-    real *z_H2 = work + (size_t)batch * 256;  /* Σ of H2: (batch, 64) */
-    real *H2 = work + (size_t)batch * 320;  /* layer H2: (batch, 64) */
     real *sn_u_O = work + (size_t)batch * 394;  /* layer O: (batch, 10) */
-    real *dL_dH1 = work + (size_t)batch * 404;  /* ∂L/∂H1: (batch, 128) */
-    real *delta_H1 = work + (size_t)batch * 532;  /* ∂L/∂z_H1: (batch, 128) */
-    real *dL_dH2 = work + (size_t)batch * 660;  /* ∂L/∂H2: (batch, 64) */
-    real *delta_H2 = work + (size_t)batch * 724;  /* ∂L/∂z_H2: (batch, 64) */
     real *dL_dO = work + (size_t)batch * 788;  /* ∂L/∂O: (batch, 10) */
-    real *delta_O = work + (size_t)batch * 798;  /* ∂L/∂z_O: (batch, 10) */
 
     const real inv_batch = (real)1 / (real)batch;
     double loss = 0;
@@ -487,7 +581,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
         }
         real s = 0, st = 0, to = 0;
         for (int k = 0; k < 10; k++) {
-            s += expf(o[k] - m);
+            s += sn_expf(o[k] - m);
             st += t[k];
             to += o[k]*t[k];
         }
@@ -495,46 +589,14 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
         loss += (double)(lse*st - to);
         real *g = dL_dO + (size_t)b * 10;
         for (int k = 0; k < 10; k++)
-            g[k] = inv_batch*(-t[k] + st*expf(o[k] - lse));
+            g[k] = inv_batch*(-t[k] + st*sn_expf(o[k] - lse));
     }
-    memset(g_b3, 0, sizeof(real) * 10);
-    /* delta_O[b,i] = dL_dO[b,i]; g_b3[i] += dL_dO[b,i] */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 10; i++) {
-            delta_O[b * 10 + i] = dL_dO[b * 10 + i];
-            g_b3[i] += dL_dO[b * 10 + i];
-        }
-    /* g_W3[i,j] = Σ_b delta_O[b,i]·H2[b,j] */
-    sn_mm_tn(10, 64, batch, delta_O, H2, g_W3, 0);
-    /* dL_dH2[b,j] = Σ_i delta_O[b,i]·W3[i,j] */
-    sn_mm_nn(batch, 64, 10, delta_O, W3, dL_dH2, 0);
-    memset(g_b2, 0, sizeof(real) * 64);
-    /* delta_H2[b,i] = dL_dH2[b,i]·(1 if b2[i] + z_H2[b,i] > 0 else 0); g_b2[i] += dL_dH2[b,i]·(1 if b2[i] + z_H2[b,i] > 0 else 0) */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 64; i++) {
-            const real t0 = dL_dH2[b * 64 + i]*((b2[i] + z_H2[b * 64 + i] > 0) ? (1) : (0));
-            delta_H2[b * 64 + i] = t0;
-            g_b2[i] += t0;
-        }
-    /* g_W2[i,j] = Σ_b delta_H2[b,i]·H1[b,j] */
-    sn_mm_tn(64, 128, batch, delta_H2, H1, g_W2, 0);
-    /* dL_dH1[b,j] = Σ_i delta_H2[b,i]·W2[i,j] */
-    sn_mm_nn(batch, 128, 64, delta_H2, W2, dL_dH1, 0);
-    memset(g_b1, 0, sizeof(real) * 128);
-    /* delta_H1[b,i] = dL_dH1[b,i]·(1 if b1[i] + z_H1[b,i] > 0 else 0); g_b1[i] += dL_dH1[b,i]·(1 if b1[i] + z_H1[b,i] > 0 else 0) */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 128; i++) {
-            const real t0 = dL_dH1[b * 128 + i]*((b1[i] + z_H1[b * 128 + i] > 0) ? (1) : (0));
-            delta_H1[b * 128 + i] = t0;
-            g_b1[i] += t0;
-        }
-    /* g_W1[i,j] = Σ_b delta_H1[b,i]·I[b,j] */
-    sn_mm_tn(128, 64, batch, delta_H1, I, g_W1, 0);
 
+    sn_backprop(params, grads, work, I, batch);
     return loss / batch;
 }
 
-real symnet_a834c6cb5a_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_f2419f96ce_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -562,7 +624,7 @@ static double sn_loss_labels(const real *params, real *work, const real *I, cons
         }
         real s = 0;
         for (int k = 0; k < 10; k++) {
-            s += expf(o[k] - m);
+            s += sn_expf(o[k] - m);
         }
         const real lse = m + logf(s);
         loss += (double)(-o[y] + lse);
@@ -571,7 +633,7 @@ static double sn_loss_labels(const real *params, real *work, const real *I, cons
     return loss / batch;
 }
 
-real symnet_a834c6cb5a_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_f2419f96ce_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss_labels(params, work, X, T, batch);
 }
@@ -579,29 +641,10 @@ real symnet_a834c6cb5a_loss_labels(const real *params, const real *X, const real
 /* Loss and every gradient ∂L/∂θ (into grads), by back propagation; T[b] is the class label of example b. */
 static double sn_loss_grad_labels(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
 {
-    const real *b1 = params + 8192;  /* b1: (128,) */
-    const real *W2 = params + 8320;  /* W2: (64, 128) */
-    const real *b2 = params + 16512;  /* b2: (64,) */
-    const real *W3 = params + 16576;  /* W3: (10, 64) */
 
-    real *g_W1 = grads + 0;  /* ∂L/∂W1: (128, 64) */
-    real *g_b1 = grads + 8192;  /* ∂L/∂b1: (128,) */
-    real *g_W2 = grads + 8320;  /* ∂L/∂W2: (64, 128) */
-    real *g_b2 = grads + 16512;  /* ∂L/∂b2: (64,) */
-    real *g_W3 = grads + 16576;  /* ∂L/∂W3: (10, 64) */
-    real *g_b3 = grads + 17216;  /* ∂L/∂b3: (10,) */
 
-    real *z_H1 = work + (size_t)batch * 0;  /* Σ of H1: (batch, 128) */
-    real *H1 = work + (size_t)batch * 128;  /* layer H1: (batch, 128) */
-    real *z_H2 = work + (size_t)batch * 256;  /* Σ of H2: (batch, 64) */
-    real *H2 = work + (size_t)batch * 320;  /* layer H2: (batch, 64) */
     real *sn_u_O = work + (size_t)batch * 394;  /* layer O: (batch, 10) */
-    real *dL_dH1 = work + (size_t)batch * 404;  /* ∂L/∂H1: (batch, 128) */
-    real *delta_H1 = work + (size_t)batch * 532;  /* ∂L/∂z_H1: (batch, 128) */
-    real *dL_dH2 = work + (size_t)batch * 660;  /* ∂L/∂H2: (batch, 64) */
-    real *delta_H2 = work + (size_t)batch * 724;  /* ∂L/∂z_H2: (batch, 64) */
     real *dL_dO = work + (size_t)batch * 788;  /* ∂L/∂O: (batch, 10) */
-    real *delta_O = work + (size_t)batch * 798;  /* ∂L/∂z_O: (batch, 10) */
 
     const real inv_batch = (real)1 / (real)batch;
     double loss = 0;
@@ -622,52 +665,20 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
         }
         real s = 0;
         for (int k = 0; k < 10; k++) {
-            s += expf(o[k] - m);
+            s += sn_expf(o[k] - m);
         }
         const real lse = m + logf(s);
         loss += (double)(-o[y] + lse);
         real *g = dL_dO + (size_t)b * 10;
         for (int k = 0; k < 10; k++)
-            g[k] = inv_batch*(-((k == y) ? (1) : (0)) + expf(o[k] - lse));
+            g[k] = inv_batch*(-((k == y) ? (1) : (0)) + sn_expf(o[k] - lse));
     }
-    memset(g_b3, 0, sizeof(real) * 10);
-    /* delta_O[b,i] = dL_dO[b,i]; g_b3[i] += dL_dO[b,i] */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 10; i++) {
-            delta_O[b * 10 + i] = dL_dO[b * 10 + i];
-            g_b3[i] += dL_dO[b * 10 + i];
-        }
-    /* g_W3[i,j] = Σ_b delta_O[b,i]·H2[b,j] */
-    sn_mm_tn(10, 64, batch, delta_O, H2, g_W3, 0);
-    /* dL_dH2[b,j] = Σ_i delta_O[b,i]·W3[i,j] */
-    sn_mm_nn(batch, 64, 10, delta_O, W3, dL_dH2, 0);
-    memset(g_b2, 0, sizeof(real) * 64);
-    /* delta_H2[b,i] = dL_dH2[b,i]·(1 if b2[i] + z_H2[b,i] > 0 else 0); g_b2[i] += dL_dH2[b,i]·(1 if b2[i] + z_H2[b,i] > 0 else 0) */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 64; i++) {
-            const real t0 = dL_dH2[b * 64 + i]*((b2[i] + z_H2[b * 64 + i] > 0) ? (1) : (0));
-            delta_H2[b * 64 + i] = t0;
-            g_b2[i] += t0;
-        }
-    /* g_W2[i,j] = Σ_b delta_H2[b,i]·H1[b,j] */
-    sn_mm_tn(64, 128, batch, delta_H2, H1, g_W2, 0);
-    /* dL_dH1[b,j] = Σ_i delta_H2[b,i]·W2[i,j] */
-    sn_mm_nn(batch, 128, 64, delta_H2, W2, dL_dH1, 0);
-    memset(g_b1, 0, sizeof(real) * 128);
-    /* delta_H1[b,i] = dL_dH1[b,i]·(1 if b1[i] + z_H1[b,i] > 0 else 0); g_b1[i] += dL_dH1[b,i]·(1 if b1[i] + z_H1[b,i] > 0 else 0) */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 128; i++) {
-            const real t0 = dL_dH1[b * 128 + i]*((b1[i] + z_H1[b * 128 + i] > 0) ? (1) : (0));
-            delta_H1[b * 128 + i] = t0;
-            g_b1[i] += t0;
-        }
-    /* g_W1[i,j] = Σ_b delta_H1[b,i]·I[b,j] */
-    sn_mm_tn(128, 64, batch, delta_H1, I, g_W1, 0);
 
+    sn_backprop(params, grads, work, I, batch);
     return loss / batch;
 }
 
-real symnet_a834c6cb5a_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_f2419f96ce_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad_labels(params, grads, work, X, T, batch);
 }
@@ -694,7 +705,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_a834c6cb5a_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_f2419f96ce_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 808;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
@@ -708,7 +719,7 @@ real symnet_a834c6cb5a_step(real *params, const real *X, const real *T, int batc
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_a834c6cb5a_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_f2419f96ce_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 808;
     const double loss = sn_loss_grad_labels(params, grads, work, X, T, batch);
@@ -779,7 +790,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_a834c6cb5a_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_f2419f96ce_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -805,7 +816,7 @@ void symnet_a834c6cb5a_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_a834c6cb5a_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_f2419f96ce_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
@@ -886,7 +897,7 @@ long long symnet_a834c6cb5a_train(real *params, const real *X, const real *T, co
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step).
  * The same with integer class labels: T[n] is the class of example n. */
-long long symnet_a834c6cb5a_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_f2419f96ce_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

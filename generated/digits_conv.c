@@ -32,8 +32,8 @@
  *   loss: softmax_cross_entropy, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_D5CDB2978B_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_D5CDB2978B_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_8067257901_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_8067257901_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (16, 1, 3, 3)
  *   b1           offset       144  shape (16,)
  *   W3           offset       160  shape (32, 16, 3, 3)
@@ -41,59 +41,59 @@
  *   W5           offset      4800  shape (10, 512)
  *   b5           offset      9920  shape (10,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_D5CDB2978B_WORK_SIZE(batch) numbers; SYMNET_D5CDB2978B_TRAIN_WORK_SIZE(batch_size) for
- * symnet_d5cdb2978b_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_8067257901_WORK_SIZE(batch) numbers; SYMNET_8067257901_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_8067257901_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 9930 + X B*64 + T or O B*10 + work (B*15912 + 9930)
  *   numbers of 4 bytes; e.g. B = 32: 2,125,648 bytes (training; forward only: 1,042,984).
  */
-#ifndef SYMNET_D5CDB2978B_H
-#define SYMNET_D5CDB2978B_H
+#ifndef SYMNET_8067257901_H
+#define SYMNET_8067257901_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_D5CDB2978B_REAL float  /* the number type of every array (float32) */
-#define SYMNET_D5CDB2978B_N_INPUTS 64  /* features per example */
-#define SYMNET_D5CDB2978B_N_OUTPUTS 10
-#define SYMNET_D5CDB2978B_N_PARAMS 9930  /* numbers in the flat parameter array */
-#define SYMNET_D5CDB2978B_WORK_PER_EXAMPLE 15912
-#define SYMNET_D5CDB2978B_WORK_SIZE(batch) ((batch) * 15912 + 9930)  /* numbers of scratch per call */
-#define SYMNET_D5CDB2978B_TRAIN_WORK_SIZE(batch_size) (SYMNET_D5CDB2978B_WORK_SIZE(batch_size) + (batch_size) * 74)
-#define SYMNET_D5CDB2978B_SGD 0       /* optimizer codes of symnet_d5cdb2978b_update and symnet_d5cdb2978b_train */
-#define SYMNET_D5CDB2978B_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_D5CDB2978B_N_PARAMS numbers */
-#define SYMNET_D5CDB2978B_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_D5CDB2978B_N_PARAMS numbers each */
+#define SYMNET_8067257901_REAL float  /* the number type of every array (float32) */
+#define SYMNET_8067257901_N_INPUTS 64  /* features per example */
+#define SYMNET_8067257901_N_OUTPUTS 10
+#define SYMNET_8067257901_N_PARAMS 9930  /* numbers in the flat parameter array */
+#define SYMNET_8067257901_WORK_PER_EXAMPLE 15912
+#define SYMNET_8067257901_WORK_SIZE(batch) ((batch) * 15912 + 9930)  /* numbers of scratch per call */
+#define SYMNET_8067257901_TRAIN_WORK_SIZE(batch_size) (SYMNET_8067257901_WORK_SIZE(batch_size) + (batch_size) * 74)
+#define SYMNET_8067257901_SGD 0       /* optimizer codes of symnet_8067257901_update and symnet_8067257901_train */
+#define SYMNET_8067257901_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_8067257901_N_PARAMS numbers */
+#define SYMNET_8067257901_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_8067257901_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_D5CDB2978B_N_OUTPUTS) = the network's output for X (batch × SYMNET_D5CDB2978B_N_INPUTS). */
-void symnet_d5cdb2978b_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_8067257901_N_OUTPUTS) = the network's output for X (batch × SYMNET_8067257901_N_INPUTS). */
+void symnet_8067257901_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_d5cdb2978b_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_8067257901_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_D5CDB2978B_N_PARAMS numbers) by back propagation. */
-float symnet_d5cdb2978b_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_8067257901_N_PARAMS numbers) by back propagation. */
+float symnet_8067257901_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_d5cdb2978b_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_8067257901_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss; T[b] is the class label of example b. */
-float symnet_d5cdb2978b_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_8067257901_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_D5CDB2978B_N_PARAMS numbers) by back propagation. */
-float symnet_d5cdb2978b_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_8067257901_N_PARAMS numbers) by back propagation. */
+float symnet_8067257901_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_d5cdb2978b_step_labels(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_8067257901_step_labels(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_D5CDB2978B_SGD, SYMNET_D5CDB2978B_MOMENTUM or SYMNET_D5CDB2978B_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_8067257901_SGD, SYMNET_8067257901_MOMENTUM or SYMNET_8067257901_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_d5cdb2978b_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_8067257901_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -101,10 +101,10 @@ void symnet_d5cdb2978b_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_D5CDB2978B_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_8067257901_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_D5CDB2978B_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_d5cdb2978b_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_8067257901_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_8067257901_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -114,10 +114,10 @@ long long symnet_d5cdb2978b_train(float *params, const float *X, const float *T,
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_D5CDB2978B_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_8067257901_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_D5CDB2978B_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_d5cdb2978b_train_labels(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_8067257901_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_8067257901_train_labels(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -126,13 +126,42 @@ long long symnet_d5cdb2978b_train_labels(float *params, const float *X, const fl
 }
 #endif
 
-#endif /* SYMNET_D5CDB2978B_H */
+#endif /* SYMNET_8067257901_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
 #define SN_SIMD 1  /* built with OpenMP: the reductions marked `omp simd` vectorise
                       (symnet's own build passes -fopenmp-simd -DSN_SIMD) */
 #endif
+
+/* exp(x) for float as 2^n·e^r, n = ⌊x/ln 2⌉, r = x − n·ln 2 ∈ [−ln 2/2, ln 2/2] (ln 2 in two
+ * parts, so r is exact), e^r by Cephes' degree-6 polynomial and 2^n built in two halves
+ * from their exponent bits (so that 2^n of −150 < n < 128 needs no special case).  No
+ * call and no branch, so loops over it vectorise (libm's expf, a call per element, was
+ * the largest part of attention's forward pass); relative error ≤ 9e-8 (1.5 ulp) against
+ * libm's 6e-8 (both measured against exp in double on [−104, 88.72], below 2^−126
+ * against 2^−126); ∞ above 88.7228 where exp overflows, 0 below −104, NaN for NaN. */
+typedef char sn_int_as_wide_as_float[sizeof(int) == sizeof(float) ? 1 : -1];  /* 2^k below */
+
+static inline float sn_expf(float x)
+{
+    const float c = x > -104.0f ? (x < 88.7228394f ? x : 88.7228394f) : -104.0f;
+    const float n = floorf(c * 1.44269504088896341f + 0.5f);
+    const float r = (c - n * 0.693359375f) - n * -2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * (r * r) + r + 1.0f;
+    const int k = (int)n, k1 = k / 2;
+    const int e1 = (k1 + 127) << 23, e2 = (k - k1 + 127) << 23;   /* 2^k1, 2^(k − k1) */
+    float s1, s2;
+    memcpy(&s1, &e1, sizeof s1);
+    memcpy(&s2, &e2, sizeof s2);
+    return x != x ? x : x > 88.7228394f ? (float)INFINITY : p * s1 * s2;
+}
 
 /* ------------------------------------------------------------------------
  * Matrix products.  One driver serves the three shapes the plan uses:
@@ -285,10 +314,13 @@ static void sn_gemm(int M, int N, int K, const real *restrict A, ptrdiff_t sam, 
  * constants: small products then run as loops the compiler unrolls and
  * vectorises, in the order that reads memory contiguously; the rest go to
  * sn_gemm.  Measured on the 2-8-8-1 network's whole-epoch training: ~15% less
- * time per step than calling a generic loop with run-time strides.  The test
- * N·K ≥ SN_SMALL is decided by the compiler, so a layer that can never take the
- * plain loops (M ≥ 1) does not compile them: compile time then stays flat in
- * width (16 layers of 64: gcc 1.4 → s of CPU time). */
+ * time per step than calling a generic loop with run-time strides.  The tests
+ * M·N ≥ SN_SMALL and N·K ≥ SN_SMALL are decided by the compiler where both sizes are
+ * constants, so a product that can never take the plain loops (its third size ≥ 1;
+ * 0 adds nothing, which sn_gemm does too) does not compile them: compile time then
+ * stays flat in width (16 layers of 64: gcc 1.4 → 0.9 s of CPU time).  Written out
+ * once per product: M·N·K alone, with K the batch, left the loops of every weight
+ * gradient in the module. */
 #if defined(__GNUC__)
 #define SN_INLINE static inline __attribute__((always_inline))
 #else
@@ -299,7 +331,7 @@ static void sn_gemm(int M, int N, int K, const real *restrict A, ptrdiff_t sam, 
 SN_INLINE void sn_mm_nt(int M, int N, int K, const real *restrict A,
                         const real *restrict B, real *restrict C, int accumulate)
 {
-    if ((double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
+    if ((double)M * N >= SN_SMALL || (double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
         sn_gemm(M, N, K, A, K, 1, B, 1, K, C, accumulate);
         return;
     }
@@ -316,7 +348,7 @@ SN_INLINE void sn_mm_nt(int M, int N, int K, const real *restrict A,
 SN_INLINE void sn_mm_nn(int M, int N, int K, const real *restrict A,
                         const real *restrict B, real *restrict C, int accumulate)
 {
-    if ((double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
+    if ((double)M * N >= SN_SMALL || (double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
         sn_gemm(M, N, K, A, K, 1, B, N, 1, C, accumulate);
         return;
     }
@@ -336,7 +368,7 @@ SN_INLINE void sn_mm_nn(int M, int N, int K, const real *restrict A,
 SN_INLINE void sn_mm_tn(int M, int N, int K, const real *restrict A,
                         const real *restrict B, real *restrict C, int accumulate)
 {
-    if ((double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
+    if ((double)M * N >= SN_SMALL || (double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
         sn_gemm(M, N, K, A, 1, M, B, N, 1, C, accumulate);
         return;
     }
@@ -470,8 +502,17 @@ SN_INLINE void sn_im2col(const real *restrict X, real *restrict col, int C, int 
  * SN_CR rows plus one of M mod SN_CR, so that the short side costs no padded rows.
  * (Through sn_gemm, 6 output channels fill 6 of its 8 tile rows, and its partial
  * tiles sum in memory: measured 577 µs for the first LeNet convolution, batch 64.) */
+#ifdef __AVX512F__
 #define SN_CR 8    /* rows of a conv tile: 8 × 2 AVX-512 accumulators */
 #define SN_CC 32   /* columns of a conv tile */
+#else
+#define SN_CR 6    /* AVX2 has 16 vector registers: 6 × 2 accumulators, two loads of B and a
+                      broadcast of A.  Measured on LeNet's step (Zen 3, one thread): 2.27 ms
+                      vs 3.53 ms with the 8 × 32 tile, which spills; 4, 5, 7 or 8 rows of 16
+                      and 4 × 24 were slower */
+#define SN_CC 16   /* columns of a conv tile: 2 AVX2 vectors */
+#endif
+#define SN_CL (SN_CC / 2)   /* numbers in one vector register */
 
 /* C(r,c) (+)= Σ_b Σ_k A(b,r,k)·B(b,k)[c] for r < mr, c < nc: one tile, mr ≤ SN_CR and
  * nc ≤ SN_CC constants after inlining.  A(b,r,k) = A[b·sab + r·sam + k·sak] (read one
@@ -531,6 +572,154 @@ SN_INLINE void sn_conv_mm(int M, int N, int K, const real *restrict A, ptrdiff_t
                           int accumulate)
 {
     sn_conv_mm_batch(M, N, 1, K, A, 0, sam, sak, B, 0, C, N, 1, accumulate);
+}
+
+/* A direct convolution: Z[m,y,x] = Σ_k Σ_u Σ_v A[m,k,u,v]·X[k, y·SH + u·DH, x + v·DW] (no
+ * padding, stride 1 along x), with no im2col buffer: a row of outputs reads its input
+ * rows in place, so sn_conv_tile runs on them with B(u, v) = the row of X at (y·SH + u·DH)
+ * shifted by v·DW, and the window's KH×KW numbers as the depth.  Lower takes it for a
+ * short window (few numbers per output: LeNet's first layer, 1×5×5, 24 outputs a row):
+ * there im2col copies as many numbers as the product multiplies per output channel and
+ * the product's depth is too short to pay for its tiles (measured on one Zen 3 thread,
+ * batch 64: 130 µs vs 334 µs; for the second layer, 6×5×5 and 8 outputs a row, im2col
+ * wins, 285 µs vs 477 µs). */
+SN_INLINE void sn_conv_direct(const real *restrict X, const real *restrict A,
+                              real *restrict Z, int C, int H, int W, int KH, int KW, int SH,
+                              int DH, int DW, int M, int OH, int OW)
+{
+    const int kc = C * KH * KW, full = OW / SN_CC * SN_CC, ohw = OH * OW;
+    /* Z[m,y,x0 + c] (+)= Σ_u Σ_v A[m,k,u,v]·X[k, y·SH + u·DH, x0 + c + v·DW]: per output row y
+       and input channel k, tiles of SN_CR channels × SN_CC outputs, then the rest of the row */
+    for (int y = 0; y < OH; y++)
+        for (int k = 0; k < C; k++) {
+            const real *B = X + ((size_t)k * H + (size_t)y * SH) * W;
+            const real *a = A + (size_t)k * KH * KW;
+            real *z = Z + (size_t)y * OW;
+            for (int x0 = 0; x0 < full; x0 += SN_CC) {
+                int m0 = 0;
+                for (; m0 + SN_CR <= M; m0 += SN_CR)
+                    sn_conv_tile(SN_CR, SN_CC, KH, KW, a + m0 * kc, KW, kc, 1, B + x0, DH * W,
+                                 DW, z + m0 * ohw + x0, ohw, 1, k > 0);
+                if (M % SN_CR)
+                    sn_conv_tile(M % SN_CR, SN_CC, KH, KW, a + m0 * kc, KW, kc, 1, B + x0,
+                                 DH * W, DW, z + m0 * ohw + x0, ohw, 1, k > 0);
+            }
+            if (OW % SN_CC) {
+                int m0 = 0;
+                for (; m0 + SN_CR <= M; m0 += SN_CR)
+                    sn_conv_tile(SN_CR, OW % SN_CC, KH, KW, a + m0 * kc, KW, kc, 1, B + full,
+                                 DH * W, DW, z + m0 * ohw + full, ohw, 1, k > 0);
+                if (M % SN_CR)
+                    sn_conv_tile(M % SN_CR, OW % SN_CC, KH, KW, a + m0 * kc, KW, kc, 1,
+                                 B + full, DH * W, DW, z + m0 * ohw + full, ohw, 1, k > 0);
+            }
+        }
+}
+
+/* sums[t,r,j] += Σ_y Σ_x≡j D[r, y, x]·X[y·SH·W + t·DW + x] for r < mr ≤ SN_CR, t < nt ≤ 2,
+ * x ≡ j modulo the SN_CL lanes of a vector: nt taps (k, u, v + t) of the weight gradient
+ * for mr output channels and one example, X its input from the first tap's first number.
+ * A vector of D loaded once feeds both taps (measured 218 µs vs 240 µs one tap at a time
+ * for LeNet's first layer, batch 64, one Zen 3 thread); the sums stay per lane in vector
+ * registers while y and x run, the caller adds across the lanes at the end. */
+SN_INLINE void sn_conv_direct_gw_tile(int mr, int nt, const real *restrict X,
+                                      const real *restrict D, real *restrict sums, int SH,
+                                      int DW, int W, int OH, int OW)
+{
+    const int full = OW / SN_CL * SN_CL, rest = OW % SN_CL, ohw = OH * OW;
+    real acc[SN_CR][2][SN_CL];
+    for (int r = 0; r < mr; r++)
+        for (int t = 0; t < nt; t++)
+            for (int j = 0; j < SN_CL; j++) acc[r][t][j] = sums[(t * SN_CR + r) * SN_CL + j];
+    for (int y = 0; y < OH; y++) {
+        const real *xr = X + (size_t)y * SH * W;
+        const real *d = D + (size_t)y * OW;
+        /* acc[r,t,j] += D[r,y,x0 + j]·X[y·SH·W + t·DW + x0 + j] over the full vectors of the row */
+        for (int x0 = 0; x0 < full; x0 += SN_CL)
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC unroll 8   /* the rows and taps unrolled, their lanes in registers */
+#endif
+            for (int r = 0; r < mr; r++)
+#pragma GCC unroll 1
+                for (int j = 0; j < SN_CL; j++) {
+                    const real dj = d[r * ohw + x0 + j];   /* loaded once for both taps */
+                    acc[r][0][j] += dj * xr[x0 + j];
+                    if (nt > 1) acc[r][1][j] += dj * xr[DW + x0 + j];
+                }
+        /* ... and over the rest of it, the first OW mod SN_CL lanes */
+        if (rest)
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC unroll 8
+#endif
+            for (int r = 0; r < mr; r++)
+#pragma GCC unroll 1
+                for (int j = 0; j < rest; j++) {
+                    const real dj = d[r * ohw + full + j];
+                    acc[r][0][j] += dj * xr[full + j];
+                    if (nt > 1) acc[r][1][j] += dj * xr[DW + full + j];
+                }
+    }
+    for (int r = 0; r < mr; r++)
+        for (int t = 0; t < nt; t++)
+            for (int j = 0; j < SN_CL; j++) sums[(t * SN_CR + r) * SN_CL + j] = acc[r][t][j];
+}
+
+/* G[m0 + r, q] (+)= Σ_b Σ_y Σ_x D[b, m0 + r, y, x]·X[b, k, y·SH + u·DH, x + v·DW] for r < mr,
+ * q = (k·KH + u)·KW + v: per example, every tap in turn, two at a time along v (the example's
+ * rows of D stay in the first-level cache across its taps; tap by tap over the whole batch
+ * they would stream from the second level once per tap: measured 240 µs vs 273 µs for
+ * LeNet's first layer, one tap at a time), the sums per tap and lane in sums (kc × SN_CR ×
+ * SN_CL numbers),
+ * added across the lanes at the end. */
+SN_INLINE void sn_conv_direct_gw_rows(int mr, int m0, const real *restrict X, ptrdiff_t sxb,
+                                      const real *restrict D, ptrdiff_t sdb, int nb,
+                                      real *restrict G, real *restrict sums, int C, int H, int W,
+                                      int KH, int KW, int SH, int DH, int DW, int OH, int OW,
+                                      int accumulate)
+{
+    const int kc = C * KH * KW;
+    memset(sums, 0, sizeof(real) * (size_t)kc * SN_CR * SN_CL);
+    for (int b = 0; b < nb; b++)
+        for (int k = 0; k < C; k++)
+            for (int u = 0; u < KH; u++) {
+                const real *x = X + b * sxb + ((size_t)k * H + (size_t)u * DH) * W;
+                const real *d = D + b * sdb + (size_t)m0 * OH * OW;
+                real *s = sums + (size_t)(k * KH + u) * KW * SN_CR * SN_CL;
+                int v = 0;
+                for (; v + 2 <= KW; v += 2)
+                    sn_conv_direct_gw_tile(mr, 2, x + (size_t)v * DW, d,
+                                           s + (size_t)v * SN_CR * SN_CL, SH, DW, W, OH, OW);
+                if (KW % 2)
+                    sn_conv_direct_gw_tile(mr, 1, x + (size_t)v * DW, d,
+                                           s + (size_t)v * SN_CR * SN_CL, SH, DW, W, OH, OW);
+            }
+    /* G[m0 + r, q] (+)= Σ_j sums[q, r, j] */
+    for (int q = 0; q < kc; q++)
+        for (int r = 0; r < mr; r++) {
+            real t = 0;
+            for (int j = 0; j < SN_CL; j++) t += sums[((size_t)q * SN_CR + r) * SN_CL + j];
+            real *g = G + (size_t)(m0 + r) * kc + q;
+            *g = accumulate ? *g + t : t;
+        }
+}
+
+/* The weight gradient of sn_conv_direct without im2col: G[m,k,u,v] (+)= Σ_b Σ_y Σ_x
+ * D[b,m,y,x]·X[b, k, y·SH + u·DH, x + v·DW] over nb examples (strides sxb, sdb), in blocks of
+ * SN_CR output channels; kc = C·KH·KW is at most lower's DIRECT_WINDOW (32), so the
+ * sums take at most 32 × SN_CR × SN_CL numbers of the stack. */
+SN_INLINE void sn_conv_direct_gw(const real *restrict X, ptrdiff_t sxb, const real *restrict D,
+                                 ptrdiff_t sdb, int nb, real *restrict G, int C, int H, int W,
+                                 int KH, int KW, int SH, int DH, int DW, int M, int OH, int OW,
+                                 int accumulate)
+{
+    real sums[32 * SN_CR * SN_CL];
+    int m0 = 0;
+    for (; m0 + SN_CR <= M; m0 += SN_CR)
+        sn_conv_direct_gw_rows(SN_CR, m0, X, sxb, D, sdb, nb, G, sums, C, H, W, KH, KW, SH, DH, DW,
+                               OH, OW, accumulate);
+    if (M % SN_CR)
+        sn_conv_direct_gw_rows(M % SN_CR, m0, X, sxb, D, sdb, nb, G, sums, C, H, W, KH, KW, SH, DH,
+                               DW, OH, OW, accumulate);
 }
 
 /* C[m,n] (+)= Σ_k A[m,k]·B[n,k] as dot products along rows that are both contiguous: the
@@ -626,6 +815,9 @@ static void sn_rows_1(const real *params, real *work, const real *I, int batch, 
     for (int b = sn_lo; b < sn_hi; b++)
         for (int c = 0; c < 16; c++)
             for (int y = 0; y < 8; y++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
                 for (int x = 0; x < 8; x++) {
                     const real t0 = b1[c] + z_H1[b * 1024 + c * 64 + y * 8 + x];
                     H1[b * 1024 + c * 64 + y * 8 + x] = ((t0 > 0) ? (t0) : (0));
@@ -650,6 +842,9 @@ static void sn_rows_1(const real *params, real *work, const real *I, int batch, 
     for (int b = sn_lo; b < sn_hi; b++)
         for (int c = 0; c < 32; c++)
             for (int y = 0; y < 4; y++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
                 for (int x = 0; x < 4; x++) {
                     const real t0 = b3[c] + z_H3[b * 512 + c * 16 + y * 4 + x];
                     H3[b * 512 + c * 16 + y * 4 + x] = ((t0 > 0) ? (t0) : (0));
@@ -807,6 +1002,9 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
     sn_mm_nt(batch, 10, 512, H4, W5, z_O, 0);
     /* O[b,i] = b5[i] + z_O[b,i] */
     for (int b = 0; b < batch; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int i = 0; i < 10; i++) {
             sn_u_O[b * 10 + i] = b5[i] + z_O[b * 10 + i];
         }
@@ -814,10 +1012,69 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_d5cdb2978b_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_8067257901_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 7754, sizeof(real) * (size_t)batch * 10);
+}
+
+/* Back propagation from ∂L/∂O down to every gradient ∂L/∂θ (into grads): the
+ * part of the pass after the loss, the same for targets given as rows and as class labels. */
+static void sn_backprop(const real *params, real *grads, real *work, const real *I, int batch)
+{
+    const real *W5 = params + 4800;  /* W5: (10, 512) */
+
+    real *g_W1 = grads + 0;  /* ∂L/∂W1: (16, 1, 3, 3) */
+    real *g_b1 = grads + 144;  /* ∂L/∂b1: (16,) */
+    real *g_W3 = grads + 160;  /* ∂L/∂W3: (32, 16, 3, 3) */
+    real *g_b3 = grads + 4768;  /* ∂L/∂b3: (32,) */
+    real *g_W5 = grads + 4800;  /* ∂L/∂W5: (10, 512) */
+    real *g_b5 = grads + 9920;  /* ∂L/∂b5: (10,) */
+
+    real *H3 = work + (size_t)batch * 7232;  /* layer H3: (batch, 32, 4, 4) */
+    real *dL_dH3 = work + (size_t)batch * 10068;  /* ∂L/∂H3: (batch, 32, 4, 4) */
+    real *dL_dO = work + (size_t)batch * 11092;  /* ∂L/∂O: (batch, 10) */
+    real *delta_O = work + (size_t)batch * 11102;  /* ∂L/∂z_O: (batch, 10) */
+    real *H4 = H3;  /* layer H4: H3 flattened (the same memory): (batch, 512) */
+    real *dL_dH4 = dL_dH3;  /* ∂L/∂H4: ∂L/∂H3 flattened: (batch, 512) */
+
+    memset(g_b5, 0, sizeof(real) * 10);
+    /* delta_O[b,i] = dL_dO[b,i]; g_b5[i] += dL_dO[b,i] */
+    for (int b = 0; b < batch; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 10; i++) {
+            delta_O[b * 10 + i] = dL_dO[b * 10 + i];
+            g_b5[i] += dL_dO[b * 10 + i];
+        }
+    /* g_W5[i,j] = Σ_b delta_O[b,i]·H4[b,j] */
+    sn_mm_tn(10, 512, batch, delta_O, H4, g_W5, 0);
+    /* dL_dH4[b,j] = Σ_i delta_O[b,i]·W5[i,j] */
+    sn_mm_nn(batch, 512, 10, delta_O, W5, dL_dH4, 0);
+    /* delta_H3, g_b3, dL_dH2, g_W3, delta_H1, g_b1, g_W1: the batch in chunks of examples through sn_rows_2, the chunks
+       on as many threads as pay for their join: n threads cost work/n + one join, so each
+       thread gets at least a join's work, half of what one product asks (sn_threads counts
+       two joins); the work, about 208128 multiply-adds per example */
+    {
+        const int sn_n = sn_chunks(batch);
+        real *sn_part = work + (size_t)batch * 11112;  /* 4800 partial sums per chunk */
+#ifdef _OPENMP
+        const int sn_used = sn_on ? sn_threads(2.0 * 208128 * batch, sn_n) : 1;
+#pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
+#endif
+        for (int sn_c = 0; sn_c < sn_n; sn_c++)
+            sn_rows_2(params, work, I, batch, sn_share(batch, sn_c, sn_n), sn_share(batch, sn_c + 1, sn_n), sn_part + (size_t)sn_c * 4800);
+        /* the chunks' partial sums added up in their order (the same for any number of threads) */
+        for (int sn_c = 1; sn_c < sn_n; sn_c++)
+            for (int q = 0; q < 4800; q++)
+                sn_part[q] += sn_part[(size_t)sn_c * 4800 + q];
+        memcpy(g_b3, sn_part + 0, sizeof(real) * 32);
+        memcpy(g_W3, sn_part + 32, sizeof(real) * 4608);
+        memcpy(g_b1, sn_part + 4640, sizeof(real) * 16);
+        memcpy(g_W1, sn_part + 4656, sizeof(real) * 144);
+    }
+
 }
 
 /* Loss L = (1/batch) Σ_b L_b, after a forward pass. */
@@ -845,7 +1102,7 @@ static double sn_loss(const real *params, real *work, const real *I, const real 
         }
         real s = 0, st = 0, to = 0;
         for (int k = 0; k < 10; k++) {
-            s += expf(o[k] - m);
+            s += sn_expf(o[k] - m);
             st += t[k];
             to += o[k]*t[k];
         }
@@ -856,7 +1113,7 @@ static double sn_loss(const real *params, real *work, const real *I, const real 
     return loss / batch;
 }
 
-real symnet_d5cdb2978b_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_8067257901_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -864,22 +1121,10 @@ real symnet_d5cdb2978b_loss(const real *params, const real *X, const real *T, in
 /* Loss and every gradient ∂L/∂θ (into grads), by back propagation. */
 static double sn_loss_grad(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
 {
-    const real *W5 = params + 4800;  /* W5: (10, 512) */
 
-    real *g_W1 = grads + 0;  /* ∂L/∂W1: (16, 1, 3, 3) */
-    real *g_b1 = grads + 144;  /* ∂L/∂b1: (16,) */
-    real *g_W3 = grads + 160;  /* ∂L/∂W3: (32, 16, 3, 3) */
-    real *g_b3 = grads + 4768;  /* ∂L/∂b3: (32,) */
-    real *g_W5 = grads + 4800;  /* ∂L/∂W5: (10, 512) */
-    real *g_b5 = grads + 9920;  /* ∂L/∂b5: (10,) */
 
-    real *H3 = work + (size_t)batch * 7232;  /* layer H3: (batch, 32, 4, 4) */
     real *sn_u_O = work + (size_t)batch * 7754;  /* layer O: (batch, 10) */
-    real *dL_dH3 = work + (size_t)batch * 10068;  /* ∂L/∂H3: (batch, 32, 4, 4) */
     real *dL_dO = work + (size_t)batch * 11092;  /* ∂L/∂O: (batch, 10) */
-    real *delta_O = work + (size_t)batch * 11102;  /* ∂L/∂z_O: (batch, 10) */
-    real *H4 = H3;  /* layer H4: H3 flattened (the same memory): (batch, 512) */
-    real *dL_dH4 = dL_dH3;  /* ∂L/∂H4: ∂L/∂H3 flattened: (batch, 512) */
 
     const real inv_batch = (real)1 / (real)batch;
     double loss = 0;
@@ -906,7 +1151,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
         }
         real s = 0, st = 0, to = 0;
         for (int k = 0; k < 10; k++) {
-            s += expf(o[k] - m);
+            s += sn_expf(o[k] - m);
             st += t[k];
             to += o[k]*t[k];
         }
@@ -914,49 +1159,17 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
         loss += (double)(lse*st - to);
         real *g = dL_dO + (size_t)b * 10;
         for (int k = 0; k < 10; k++)
-            g[k] = inv_batch*(-t[k] + st*expf(o[k] - lse));
-    }
-    memset(g_b5, 0, sizeof(real) * 10);
-    /* delta_O[b,i] = dL_dO[b,i]; g_b5[i] += dL_dO[b,i] */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 10; i++) {
-            delta_O[b * 10 + i] = dL_dO[b * 10 + i];
-            g_b5[i] += dL_dO[b * 10 + i];
-        }
-    /* g_W5[i,j] = Σ_b delta_O[b,i]·H4[b,j] */
-    sn_mm_tn(10, 512, batch, delta_O, H4, g_W5, 0);
-    /* dL_dH4[b,j] = Σ_i delta_O[b,i]·W5[i,j] */
-    sn_mm_nn(batch, 512, 10, delta_O, W5, dL_dH4, 0);
-    /* delta_H3, g_b3, dL_dH2, g_W3, delta_H1, g_b1, g_W1: the batch in chunks of examples through sn_rows_2, the chunks
-       on as many threads as pay for their join: n threads cost work/n + one join, so each
-       thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 208128 multiply-adds per example */
-    {
-        const int sn_n = sn_chunks(batch);
-        real *sn_part = work + (size_t)batch * 11112;  /* 4800 partial sums per chunk */
-#ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 208128 * batch, sn_n) : 1;
-#pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
-#endif
-        for (int sn_c = 0; sn_c < sn_n; sn_c++)
-            sn_rows_2(params, work, I, batch, sn_share(batch, sn_c, sn_n), sn_share(batch, sn_c + 1, sn_n), sn_part + (size_t)sn_c * 4800);
-        /* the chunks' partial sums added up in their order (the same for any number of threads) */
-        for (int sn_c = 1; sn_c < sn_n; sn_c++)
-            for (int q = 0; q < 4800; q++)
-                sn_part[q] += sn_part[(size_t)sn_c * 4800 + q];
-        memcpy(g_b3, sn_part + 0, sizeof(real) * 32);
-        memcpy(g_W3, sn_part + 32, sizeof(real) * 4608);
-        memcpy(g_b1, sn_part + 4640, sizeof(real) * 16);
-        memcpy(g_W1, sn_part + 4656, sizeof(real) * 144);
+            g[k] = inv_batch*(-t[k] + st*sn_expf(o[k] - lse));
     }
 
+    sn_backprop(params, grads, work, I, batch);
 #ifdef _OPENMP
     sn_took_now(sn_on_now, (omp_get_wtime() - sn_start) / batch);
 #endif
     return loss / batch;
 }
 
-real symnet_d5cdb2978b_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_8067257901_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -984,7 +1197,7 @@ static double sn_loss_labels(const real *params, real *work, const real *I, cons
         }
         real s = 0;
         for (int k = 0; k < 10; k++) {
-            s += expf(o[k] - m);
+            s += sn_expf(o[k] - m);
         }
         const real lse = m + logf(s);
         loss += (double)(-o[y] + lse);
@@ -993,7 +1206,7 @@ static double sn_loss_labels(const real *params, real *work, const real *I, cons
     return loss / batch;
 }
 
-real symnet_d5cdb2978b_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_8067257901_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss_labels(params, work, X, T, batch);
 }
@@ -1001,22 +1214,10 @@ real symnet_d5cdb2978b_loss_labels(const real *params, const real *X, const real
 /* Loss and every gradient ∂L/∂θ (into grads), by back propagation; T[b] is the class label of example b. */
 static double sn_loss_grad_labels(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
 {
-    const real *W5 = params + 4800;  /* W5: (10, 512) */
 
-    real *g_W1 = grads + 0;  /* ∂L/∂W1: (16, 1, 3, 3) */
-    real *g_b1 = grads + 144;  /* ∂L/∂b1: (16,) */
-    real *g_W3 = grads + 160;  /* ∂L/∂W3: (32, 16, 3, 3) */
-    real *g_b3 = grads + 4768;  /* ∂L/∂b3: (32,) */
-    real *g_W5 = grads + 4800;  /* ∂L/∂W5: (10, 512) */
-    real *g_b5 = grads + 9920;  /* ∂L/∂b5: (10,) */
 
-    real *H3 = work + (size_t)batch * 7232;  /* layer H3: (batch, 32, 4, 4) */
     real *sn_u_O = work + (size_t)batch * 7754;  /* layer O: (batch, 10) */
-    real *dL_dH3 = work + (size_t)batch * 10068;  /* ∂L/∂H3: (batch, 32, 4, 4) */
     real *dL_dO = work + (size_t)batch * 11092;  /* ∂L/∂O: (batch, 10) */
-    real *delta_O = work + (size_t)batch * 11102;  /* ∂L/∂z_O: (batch, 10) */
-    real *H4 = H3;  /* layer H4: H3 flattened (the same memory): (batch, 512) */
-    real *dL_dH4 = dL_dH3;  /* ∂L/∂H4: ∂L/∂H3 flattened: (batch, 512) */
 
     const real inv_batch = (real)1 / (real)batch;
     double loss = 0;
@@ -1041,55 +1242,23 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
         }
         real s = 0;
         for (int k = 0; k < 10; k++) {
-            s += expf(o[k] - m);
+            s += sn_expf(o[k] - m);
         }
         const real lse = m + logf(s);
         loss += (double)(-o[y] + lse);
         real *g = dL_dO + (size_t)b * 10;
         for (int k = 0; k < 10; k++)
-            g[k] = inv_batch*(-((k == y) ? (1) : (0)) + expf(o[k] - lse));
-    }
-    memset(g_b5, 0, sizeof(real) * 10);
-    /* delta_O[b,i] = dL_dO[b,i]; g_b5[i] += dL_dO[b,i] */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 10; i++) {
-            delta_O[b * 10 + i] = dL_dO[b * 10 + i];
-            g_b5[i] += dL_dO[b * 10 + i];
-        }
-    /* g_W5[i,j] = Σ_b delta_O[b,i]·H4[b,j] */
-    sn_mm_tn(10, 512, batch, delta_O, H4, g_W5, 0);
-    /* dL_dH4[b,j] = Σ_i delta_O[b,i]·W5[i,j] */
-    sn_mm_nn(batch, 512, 10, delta_O, W5, dL_dH4, 0);
-    /* delta_H3, g_b3, dL_dH2, g_W3, delta_H1, g_b1, g_W1: the batch in chunks of examples through sn_rows_2, the chunks
-       on as many threads as pay for their join: n threads cost work/n + one join, so each
-       thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 208128 multiply-adds per example */
-    {
-        const int sn_n = sn_chunks(batch);
-        real *sn_part = work + (size_t)batch * 11112;  /* 4800 partial sums per chunk */
-#ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 208128 * batch, sn_n) : 1;
-#pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
-#endif
-        for (int sn_c = 0; sn_c < sn_n; sn_c++)
-            sn_rows_2(params, work, I, batch, sn_share(batch, sn_c, sn_n), sn_share(batch, sn_c + 1, sn_n), sn_part + (size_t)sn_c * 4800);
-        /* the chunks' partial sums added up in their order (the same for any number of threads) */
-        for (int sn_c = 1; sn_c < sn_n; sn_c++)
-            for (int q = 0; q < 4800; q++)
-                sn_part[q] += sn_part[(size_t)sn_c * 4800 + q];
-        memcpy(g_b3, sn_part + 0, sizeof(real) * 32);
-        memcpy(g_W3, sn_part + 32, sizeof(real) * 4608);
-        memcpy(g_b1, sn_part + 4640, sizeof(real) * 16);
-        memcpy(g_W1, sn_part + 4656, sizeof(real) * 144);
+            g[k] = inv_batch*(-((k == y) ? (1) : (0)) + sn_expf(o[k] - lse));
     }
 
+    sn_backprop(params, grads, work, I, batch);
 #ifdef _OPENMP
     sn_took_now(sn_on_now, (omp_get_wtime() - sn_start) / batch);
 #endif
     return loss / batch;
 }
 
-real symnet_d5cdb2978b_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_8067257901_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad_labels(params, grads, work, X, T, batch);
 }
@@ -1116,7 +1285,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_d5cdb2978b_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_8067257901_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 15912;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
@@ -1130,7 +1299,7 @@ real symnet_d5cdb2978b_step(real *params, const real *X, const real *T, int batc
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_d5cdb2978b_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_8067257901_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 15912;
     const double loss = sn_loss_grad_labels(params, grads, work, X, T, batch);
@@ -1201,7 +1370,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_d5cdb2978b_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_8067257901_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -1227,7 +1396,7 @@ void symnet_d5cdb2978b_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_d5cdb2978b_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_8067257901_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
@@ -1308,7 +1477,7 @@ long long symnet_d5cdb2978b_train(real *params, const real *X, const real *T, co
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step).
  * The same with integer class labels: T[n] is the class of example n. */
-long long symnet_d5cdb2978b_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_8067257901_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

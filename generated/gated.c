@@ -26,66 +26,66 @@
  *   loss: softmax_cross_entropy, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_AA405807C9_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_AA405807C9_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_DBBEF5E333_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_DBBEF5E333_N_PARAMS numbers, in the order of model.params, each row-major:
  *   A1           offset         0  shape (64, 64)
  *   B1           offset      4096  shape (64, 64)
  *   W2           offset      8192  shape (10, 64)
  *   b2           offset      8832  shape (10,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_AA405807C9_WORK_SIZE(batch) numbers; SYMNET_AA405807C9_TRAIN_WORK_SIZE(batch_size) for
- * symnet_aa405807c9_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_DBBEF5E333_WORK_SIZE(batch) numbers; SYMNET_DBBEF5E333_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_dbbef5e333_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 8842 + X B*64 + T or O B*10 + work (B*424 + 8842)
  *   numbers of 4 bytes; e.g. B = 32: 134,480 bytes (training; forward only: 71,976).
  */
-#ifndef SYMNET_AA405807C9_H
-#define SYMNET_AA405807C9_H
+#ifndef SYMNET_DBBEF5E333_H
+#define SYMNET_DBBEF5E333_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_AA405807C9_REAL float  /* the number type of every array (float32) */
-#define SYMNET_AA405807C9_N_INPUTS 64  /* features per example */
-#define SYMNET_AA405807C9_N_OUTPUTS 10
-#define SYMNET_AA405807C9_N_PARAMS 8842  /* numbers in the flat parameter array */
-#define SYMNET_AA405807C9_WORK_PER_EXAMPLE 424
-#define SYMNET_AA405807C9_WORK_SIZE(batch) ((batch) * 424 + 8842)  /* numbers of scratch per call */
-#define SYMNET_AA405807C9_TRAIN_WORK_SIZE(batch_size) (SYMNET_AA405807C9_WORK_SIZE(batch_size) + (batch_size) * 74)
-#define SYMNET_AA405807C9_SGD 0       /* optimizer codes of symnet_aa405807c9_update and symnet_aa405807c9_train */
-#define SYMNET_AA405807C9_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_AA405807C9_N_PARAMS numbers */
-#define SYMNET_AA405807C9_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_AA405807C9_N_PARAMS numbers each */
+#define SYMNET_DBBEF5E333_REAL float  /* the number type of every array (float32) */
+#define SYMNET_DBBEF5E333_N_INPUTS 64  /* features per example */
+#define SYMNET_DBBEF5E333_N_OUTPUTS 10
+#define SYMNET_DBBEF5E333_N_PARAMS 8842  /* numbers in the flat parameter array */
+#define SYMNET_DBBEF5E333_WORK_PER_EXAMPLE 424
+#define SYMNET_DBBEF5E333_WORK_SIZE(batch) ((batch) * 424 + 8842)  /* numbers of scratch per call */
+#define SYMNET_DBBEF5E333_TRAIN_WORK_SIZE(batch_size) (SYMNET_DBBEF5E333_WORK_SIZE(batch_size) + (batch_size) * 74)
+#define SYMNET_DBBEF5E333_SGD 0       /* optimizer codes of symnet_dbbef5e333_update and symnet_dbbef5e333_train */
+#define SYMNET_DBBEF5E333_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_DBBEF5E333_N_PARAMS numbers */
+#define SYMNET_DBBEF5E333_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_DBBEF5E333_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_AA405807C9_N_OUTPUTS) = the network's output for X (batch × SYMNET_AA405807C9_N_INPUTS). */
-void symnet_aa405807c9_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_DBBEF5E333_N_OUTPUTS) = the network's output for X (batch × SYMNET_DBBEF5E333_N_INPUTS). */
+void symnet_dbbef5e333_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_aa405807c9_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_dbbef5e333_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_AA405807C9_N_PARAMS numbers) by back propagation. */
-float symnet_aa405807c9_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_DBBEF5E333_N_PARAMS numbers) by back propagation. */
+float symnet_dbbef5e333_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_aa405807c9_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_dbbef5e333_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss; T[b] is the class label of example b. */
-float symnet_aa405807c9_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_dbbef5e333_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_AA405807C9_N_PARAMS numbers) by back propagation. */
-float symnet_aa405807c9_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_DBBEF5E333_N_PARAMS numbers) by back propagation. */
+float symnet_dbbef5e333_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_aa405807c9_step_labels(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_dbbef5e333_step_labels(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_AA405807C9_SGD, SYMNET_AA405807C9_MOMENTUM or SYMNET_AA405807C9_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_DBBEF5E333_SGD, SYMNET_DBBEF5E333_MOMENTUM or SYMNET_DBBEF5E333_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_aa405807c9_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_dbbef5e333_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -93,10 +93,10 @@ void symnet_aa405807c9_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_AA405807C9_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_DBBEF5E333_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_AA405807C9_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_aa405807c9_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_DBBEF5E333_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_dbbef5e333_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -106,10 +106,10 @@ long long symnet_aa405807c9_train(float *params, const float *X, const float *T,
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_AA405807C9_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_DBBEF5E333_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_AA405807C9_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_aa405807c9_train_labels(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_DBBEF5E333_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_dbbef5e333_train_labels(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -118,7 +118,7 @@ long long symnet_aa405807c9_train_labels(float *params, const float *X, const fl
 }
 #endif
 
-#endif /* SYMNET_AA405807C9_H */
+#endif /* SYMNET_DBBEF5E333_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -126,12 +126,45 @@ typedef float real;
                       (symnet's own build passes -fopenmp-simd -DSN_SIMD) */
 #endif
 
-/* σ(x) = 1/(1 + e^−x), written so that neither branch overflows. */
-static inline real sn_sigmoid(real x)
+/* exp(x) for float as 2^n·e^r, n = ⌊x/ln 2⌉, r = x − n·ln 2 ∈ [−ln 2/2, ln 2/2] (ln 2 in two
+ * parts, so r is exact), e^r by Cephes' degree-6 polynomial and 2^n built in two halves
+ * from their exponent bits (so that 2^n of −150 < n < 128 needs no special case).  No
+ * call and no branch, so loops over it vectorise (libm's expf, a call per element, was
+ * the largest part of attention's forward pass); relative error ≤ 9e-8 (1.5 ulp) against
+ * libm's 6e-8 (both measured against exp in double on [−104, 88.72], below 2^−126
+ * against 2^−126); ∞ above 88.7228 where exp overflows, 0 below −104, NaN for NaN. */
+typedef char sn_int_as_wide_as_float[sizeof(int) == sizeof(float) ? 1 : -1];  /* 2^k below */
+
+static inline float sn_expf(float x)
 {
-    if (x >= 0) return 1 / (1 + expf(-x));
-    const real e = expf(x);
-    return e / (1 + e);
+    const float c = x > -104.0f ? (x < 88.7228394f ? x : 88.7228394f) : -104.0f;
+    const float n = floorf(c * 1.44269504088896341f + 0.5f);
+    const float r = (c - n * 0.693359375f) - n * -2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * (r * r) + r + 1.0f;
+    const int k = (int)n, k1 = k / 2;
+    const int e1 = (k1 + 127) << 23, e2 = (k - k1 + 127) << 23;   /* 2^k1, 2^(k − k1) */
+    float s1, s2;
+    memcpy(&s1, &e1, sizeof s1);
+    memcpy(&s2, &e2, sizeof s2);
+    return x != x ? x : x > 88.7228394f ? (float)INFINITY : p * s1 * s2;
+}
+
+/* σ(x) for float with the template's e^x (templates/expf.c.j2): e = e^−|x| ≤ 1, then
+ * 1/(1 + e) for x ≥ 0 and e/(1 + e) below (so that σ of a large negative x keeps its
+ * tiny value, subnormals included); no call and no branch (the choice is a select), so
+ * loops over it vectorise (libm's expf, called per element, was ~20% of a GRU's
+ * training step); ≤ 2.6 ulp against σ in double on [−110, 95]. */
+static inline float sn_sigmoid(float x)
+{
+    const float e = sn_expf(-fabsf(x));
+    const float r = 1.0f / (1.0f + e);
+    return x >= 0 ? r : e * r;
 }
 
 /* tanh(x) for float as a rational function: x·P(x²)/Q(x²) on |x| ≤ 7.905 (beyond, tanh
@@ -308,10 +341,13 @@ static void sn_gemm(int M, int N, int K, const real *restrict A, ptrdiff_t sam, 
  * constants: small products then run as loops the compiler unrolls and
  * vectorises, in the order that reads memory contiguously; the rest go to
  * sn_gemm.  Measured on the 2-8-8-1 network's whole-epoch training: ~15% less
- * time per step than calling a generic loop with run-time strides.  The test
- * N·K ≥ SN_SMALL is decided by the compiler, so a layer that can never take the
- * plain loops (M ≥ 1) does not compile them: compile time then stays flat in
- * width (16 layers of 64: gcc 1.4 → s of CPU time). */
+ * time per step than calling a generic loop with run-time strides.  The tests
+ * M·N ≥ SN_SMALL and N·K ≥ SN_SMALL are decided by the compiler where both sizes are
+ * constants, so a product that can never take the plain loops (its third size ≥ 1;
+ * 0 adds nothing, which sn_gemm does too) does not compile them: compile time then
+ * stays flat in width (16 layers of 64: gcc 1.4 → 0.9 s of CPU time).  Written out
+ * once per product: M·N·K alone, with K the batch, left the loops of every weight
+ * gradient in the module. */
 #if defined(__GNUC__)
 #define SN_INLINE static inline __attribute__((always_inline))
 #else
@@ -322,7 +358,7 @@ static void sn_gemm(int M, int N, int K, const real *restrict A, ptrdiff_t sam, 
 SN_INLINE void sn_mm_nt(int M, int N, int K, const real *restrict A,
                         const real *restrict B, real *restrict C, int accumulate)
 {
-    if ((double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
+    if ((double)M * N >= SN_SMALL || (double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
         sn_gemm(M, N, K, A, K, 1, B, 1, K, C, accumulate);
         return;
     }
@@ -339,7 +375,7 @@ SN_INLINE void sn_mm_nt(int M, int N, int K, const real *restrict A,
 SN_INLINE void sn_mm_nn(int M, int N, int K, const real *restrict A,
                         const real *restrict B, real *restrict C, int accumulate)
 {
-    if ((double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
+    if ((double)M * N >= SN_SMALL || (double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
         sn_gemm(M, N, K, A, K, 1, B, N, 1, C, accumulate);
         return;
     }
@@ -359,7 +395,7 @@ SN_INLINE void sn_mm_nn(int M, int N, int K, const real *restrict A,
 SN_INLINE void sn_mm_tn(int M, int N, int K, const real *restrict A,
                         const real *restrict B, real *restrict C, int accumulate)
 {
-    if ((double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
+    if ((double)M * N >= SN_SMALL || (double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
         sn_gemm(M, N, K, A, 1, M, B, N, 1, C, accumulate);
         return;
     }
@@ -385,7 +421,7 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 
     real *r1_G = work + (size_t)batch * 0;  /* Σ of G: (batch, 64) */
     real *r2_G = work + (size_t)batch * 64;  /* Σ of G: (batch, 64) */
-    real *G = work + (size_t)batch * 128;  /* layer G: (batch, 64) */
+    real *sn_u_G = work + (size_t)batch * 128;  /* layer G: (batch, 64) */
     real *z_O = work + (size_t)batch * 192;  /* Σ of O: (batch, 10) */
     real *sn_u_O = work + (size_t)batch * 202;  /* layer O: (batch, 10) */
 
@@ -395,13 +431,19 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
     sn_mm_nt(batch, 64, 64, I, B1, r2_G, 0);
     /* G[b,i] = σ(r1_G[b,i])·tanh(r2_G[b,i]) */
     for (int b = 0; b < batch; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int i = 0; i < 64; i++) {
-            G[b * 64 + i] = sn_sigmoid(r1_G[b * 64 + i])*sn_tanhf(r2_G[b * 64 + i]);
+            sn_u_G[b * 64 + i] = sn_sigmoid(r1_G[b * 64 + i])*sn_tanhf(r2_G[b * 64 + i]);
         }
     /* z_O[b,i] = Σ_j W2[i,j]·G[b,j] */
-    sn_mm_nt(batch, 10, 64, G, W2, z_O, 0);
+    sn_mm_nt(batch, 10, 64, sn_u_G, W2, z_O, 0);
     /* O[b,i] = b2[i] + z_O[b,i] */
     for (int b = 0; b < batch; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int i = 0; i < 10; i++) {
             sn_u_O[b * 10 + i] = b2[i] + z_O[b * 10 + i];
         }
@@ -409,10 +451,63 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_aa405807c9_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_dbbef5e333_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 202, sizeof(real) * (size_t)batch * 10);
+}
+
+/* Back propagation from ∂L/∂O down to every gradient ∂L/∂θ (into grads): the
+ * part of the pass after the loss, the same for targets given as rows and as class labels. */
+static void sn_backprop(const real *params, real *grads, real *work, const real *I, int batch)
+{
+    const real *W2 = params + 8192;  /* W2: (10, 64) */
+
+    real *g_A1 = grads + 0;  /* ∂L/∂A1: (64, 64) */
+    real *g_B1 = grads + 4096;  /* ∂L/∂B1: (64, 64) */
+    real *g_W2 = grads + 8192;  /* ∂L/∂W2: (10, 64) */
+    real *g_b2 = grads + 8832;  /* ∂L/∂b2: (10,) */
+
+    real *r1_G = work + (size_t)batch * 0;  /* Σ of G: (batch, 64) */
+    real *r2_G = work + (size_t)batch * 64;  /* Σ of G: (batch, 64) */
+    real *sn_u_G = work + (size_t)batch * 128;  /* layer G: (batch, 64) */
+    real *dL_dG = work + (size_t)batch * 212;  /* ∂L/∂G: (batch, 64) */
+    real *delta_r1_G = work + (size_t)batch * 276;  /* ∂L/∂r1_G: (batch, 64) */
+    real *delta_r2_G = work + (size_t)batch * 340;  /* ∂L/∂r2_G: (batch, 64) */
+    real *dL_dO = work + (size_t)batch * 404;  /* ∂L/∂O: (batch, 10) */
+    real *delta_O = work + (size_t)batch * 414;  /* ∂L/∂z_O: (batch, 10) */
+
+    memset(g_b2, 0, sizeof(real) * 10);
+    /* delta_O[b,i] = dL_dO[b,i]; g_b2[i] += dL_dO[b,i] */
+    for (int b = 0; b < batch; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 10; i++) {
+            delta_O[b * 10 + i] = dL_dO[b * 10 + i];
+            g_b2[i] += dL_dO[b * 10 + i];
+        }
+    /* g_W2[i,j] = Σ_b delta_O[b,i]·G[b,j] */
+    sn_mm_tn(10, 64, batch, delta_O, sn_u_G, g_W2, 0);
+    /* dL_dG[b,j] = Σ_i delta_O[b,i]·W2[i,j] */
+    sn_mm_nn(batch, 64, 10, delta_O, W2, dL_dG, 0);
+    /* delta_r1_G[b,i] = dL_dG[b,i]·(1 - σ(r1_G[b,i]))·σ(r1_G[b,i])·tanh(r2_G[b,i]); delta_r2_G[b,i] = dL_dG[b,i]·(1 - tanh(r2_G[b,i])²)·σ(r1_G[b,i]) */
+    for (int b = 0; b < batch; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 64; i++) {
+            const real t0 = sn_sigmoid(r1_G[b * 64 + i]);
+            const real t1 = sn_tanhf(r2_G[b * 64 + i]);
+            const real t2 = dL_dG[b * 64 + i]*t0;
+            delta_r1_G[b * 64 + i] = t1*t2*(1 - t0);
+            delta_r2_G[b * 64 + i] = t2*(1 - t1*t1);
+        }
+    /* g_A1[i,j] = Σ_b delta_r1_G[b,i]·I[b,j] */
+    sn_mm_tn(64, 64, batch, delta_r1_G, I, g_A1, 0);
+    /* g_B1[i,j] = Σ_b delta_r2_G[b,i]·I[b,j] */
+    sn_mm_tn(64, 64, batch, delta_r2_G, I, g_B1, 0);
+
 }
 
 /* Loss L = (1/batch) Σ_b L_b, after a forward pass. */
@@ -440,7 +535,7 @@ static double sn_loss(const real *params, real *work, const real *I, const real 
         }
         real s = 0, st = 0, to = 0;
         for (int k = 0; k < 10; k++) {
-            s += expf(o[k] - m);
+            s += sn_expf(o[k] - m);
             st += t[k];
             to += o[k]*t[k];
         }
@@ -451,7 +546,7 @@ static double sn_loss(const real *params, real *work, const real *I, const real 
     return loss / batch;
 }
 
-real symnet_aa405807c9_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_dbbef5e333_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -459,22 +554,10 @@ real symnet_aa405807c9_loss(const real *params, const real *X, const real *T, in
 /* Loss and every gradient ∂L/∂θ (into grads), by back propagation. */
 static double sn_loss_grad(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
 {
-    const real *W2 = params + 8192;  /* W2: (10, 64) */
 
-    real *g_A1 = grads + 0;  /* ∂L/∂A1: (64, 64) */
-    real *g_B1 = grads + 4096;  /* ∂L/∂B1: (64, 64) */
-    real *g_W2 = grads + 8192;  /* ∂L/∂W2: (10, 64) */
-    real *g_b2 = grads + 8832;  /* ∂L/∂b2: (10,) */
 
-    real *r1_G = work + (size_t)batch * 0;  /* Σ of G: (batch, 64) */
-    real *r2_G = work + (size_t)batch * 64;  /* Σ of G: (batch, 64) */
-    real *G = work + (size_t)batch * 128;  /* layer G: (batch, 64) */
     real *sn_u_O = work + (size_t)batch * 202;  /* layer O: (batch, 10) */
-    real *dL_dG = work + (size_t)batch * 212;  /* ∂L/∂G: (batch, 64) */
-    real *delta_r1_G = work + (size_t)batch * 276;  /* ∂L/∂r1_G: (batch, 64) */
-    real *delta_r2_G = work + (size_t)batch * 340;  /* ∂L/∂r2_G: (batch, 64) */
     real *dL_dO = work + (size_t)batch * 404;  /* ∂L/∂O: (batch, 10) */
-    real *delta_O = work + (size_t)batch * 414;  /* ∂L/∂z_O: (batch, 10) */
 
     const real inv_batch = (real)1 / (real)batch;
     double loss = 0;
@@ -497,7 +580,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
         }
         real s = 0, st = 0, to = 0;
         for (int k = 0; k < 10; k++) {
-            s += expf(o[k] - m);
+            s += sn_expf(o[k] - m);
             st += t[k];
             to += o[k]*t[k];
         }
@@ -505,37 +588,14 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
         loss += (double)(lse*st - to);
         real *g = dL_dO + (size_t)b * 10;
         for (int k = 0; k < 10; k++)
-            g[k] = inv_batch*(-t[k] + st*expf(o[k] - lse));
+            g[k] = inv_batch*(-t[k] + st*sn_expf(o[k] - lse));
     }
-    memset(g_b2, 0, sizeof(real) * 10);
-    /* delta_O[b,i] = dL_dO[b,i]; g_b2[i] += dL_dO[b,i] */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 10; i++) {
-            delta_O[b * 10 + i] = dL_dO[b * 10 + i];
-            g_b2[i] += dL_dO[b * 10 + i];
-        }
-    /* g_W2[i,j] = Σ_b delta_O[b,i]·G[b,j] */
-    sn_mm_tn(10, 64, batch, delta_O, G, g_W2, 0);
-    /* dL_dG[b,j] = Σ_i delta_O[b,i]·W2[i,j] */
-    sn_mm_nn(batch, 64, 10, delta_O, W2, dL_dG, 0);
-    /* delta_r1_G[b,i] = dL_dG[b,i]·(1 - σ(r1_G[b,i]))·σ(r1_G[b,i])·tanh(r2_G[b,i]); delta_r2_G[b,i] = dL_dG[b,i]·(1 - tanh(r2_G[b,i])²)·σ(r1_G[b,i]) */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 64; i++) {
-            const real t0 = sn_sigmoid(r1_G[b * 64 + i]);
-            const real t1 = sn_tanhf(r2_G[b * 64 + i]);
-            const real t2 = dL_dG[b * 64 + i]*t0;
-            delta_r1_G[b * 64 + i] = t1*t2*(1 - t0);
-            delta_r2_G[b * 64 + i] = t2*(1 - t1*t1);
-        }
-    /* g_A1[i,j] = Σ_b delta_r1_G[b,i]·I[b,j] */
-    sn_mm_tn(64, 64, batch, delta_r1_G, I, g_A1, 0);
-    /* g_B1[i,j] = Σ_b delta_r2_G[b,i]·I[b,j] */
-    sn_mm_tn(64, 64, batch, delta_r2_G, I, g_B1, 0);
 
+    sn_backprop(params, grads, work, I, batch);
     return loss / batch;
 }
 
-real symnet_aa405807c9_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_dbbef5e333_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -563,7 +623,7 @@ static double sn_loss_labels(const real *params, real *work, const real *I, cons
         }
         real s = 0;
         for (int k = 0; k < 10; k++) {
-            s += expf(o[k] - m);
+            s += sn_expf(o[k] - m);
         }
         const real lse = m + logf(s);
         loss += (double)(-o[y] + lse);
@@ -572,7 +632,7 @@ static double sn_loss_labels(const real *params, real *work, const real *I, cons
     return loss / batch;
 }
 
-real symnet_aa405807c9_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_dbbef5e333_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss_labels(params, work, X, T, batch);
 }
@@ -580,22 +640,10 @@ real symnet_aa405807c9_loss_labels(const real *params, const real *X, const real
 /* Loss and every gradient ∂L/∂θ (into grads), by back propagation; T[b] is the class label of example b. */
 static double sn_loss_grad_labels(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
 {
-    const real *W2 = params + 8192;  /* W2: (10, 64) */
 
-    real *g_A1 = grads + 0;  /* ∂L/∂A1: (64, 64) */
-    real *g_B1 = grads + 4096;  /* ∂L/∂B1: (64, 64) */
-    real *g_W2 = grads + 8192;  /* ∂L/∂W2: (10, 64) */
-    real *g_b2 = grads + 8832;  /* ∂L/∂b2: (10,) */
 
-    real *r1_G = work + (size_t)batch * 0;  /* Σ of G: (batch, 64) */
-    real *r2_G = work + (size_t)batch * 64;  /* Σ of G: (batch, 64) */
-    real *G = work + (size_t)batch * 128;  /* layer G: (batch, 64) */
     real *sn_u_O = work + (size_t)batch * 202;  /* layer O: (batch, 10) */
-    real *dL_dG = work + (size_t)batch * 212;  /* ∂L/∂G: (batch, 64) */
-    real *delta_r1_G = work + (size_t)batch * 276;  /* ∂L/∂r1_G: (batch, 64) */
-    real *delta_r2_G = work + (size_t)batch * 340;  /* ∂L/∂r2_G: (batch, 64) */
     real *dL_dO = work + (size_t)batch * 404;  /* ∂L/∂O: (batch, 10) */
-    real *delta_O = work + (size_t)batch * 414;  /* ∂L/∂z_O: (batch, 10) */
 
     const real inv_batch = (real)1 / (real)batch;
     double loss = 0;
@@ -616,43 +664,20 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
         }
         real s = 0;
         for (int k = 0; k < 10; k++) {
-            s += expf(o[k] - m);
+            s += sn_expf(o[k] - m);
         }
         const real lse = m + logf(s);
         loss += (double)(-o[y] + lse);
         real *g = dL_dO + (size_t)b * 10;
         for (int k = 0; k < 10; k++)
-            g[k] = inv_batch*(-((k == y) ? (1) : (0)) + expf(o[k] - lse));
+            g[k] = inv_batch*(-((k == y) ? (1) : (0)) + sn_expf(o[k] - lse));
     }
-    memset(g_b2, 0, sizeof(real) * 10);
-    /* delta_O[b,i] = dL_dO[b,i]; g_b2[i] += dL_dO[b,i] */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 10; i++) {
-            delta_O[b * 10 + i] = dL_dO[b * 10 + i];
-            g_b2[i] += dL_dO[b * 10 + i];
-        }
-    /* g_W2[i,j] = Σ_b delta_O[b,i]·G[b,j] */
-    sn_mm_tn(10, 64, batch, delta_O, G, g_W2, 0);
-    /* dL_dG[b,j] = Σ_i delta_O[b,i]·W2[i,j] */
-    sn_mm_nn(batch, 64, 10, delta_O, W2, dL_dG, 0);
-    /* delta_r1_G[b,i] = dL_dG[b,i]·(1 - σ(r1_G[b,i]))·σ(r1_G[b,i])·tanh(r2_G[b,i]); delta_r2_G[b,i] = dL_dG[b,i]·(1 - tanh(r2_G[b,i])²)·σ(r1_G[b,i]) */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 64; i++) {
-            const real t0 = sn_sigmoid(r1_G[b * 64 + i]);
-            const real t1 = sn_tanhf(r2_G[b * 64 + i]);
-            const real t2 = dL_dG[b * 64 + i]*t0;
-            delta_r1_G[b * 64 + i] = t1*t2*(1 - t0);
-            delta_r2_G[b * 64 + i] = t2*(1 - t1*t1);
-        }
-    /* g_A1[i,j] = Σ_b delta_r1_G[b,i]·I[b,j] */
-    sn_mm_tn(64, 64, batch, delta_r1_G, I, g_A1, 0);
-    /* g_B1[i,j] = Σ_b delta_r2_G[b,i]·I[b,j] */
-    sn_mm_tn(64, 64, batch, delta_r2_G, I, g_B1, 0);
 
+    sn_backprop(params, grads, work, I, batch);
     return loss / batch;
 }
 
-real symnet_aa405807c9_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_dbbef5e333_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad_labels(params, grads, work, X, T, batch);
 }
@@ -679,7 +704,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_aa405807c9_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_dbbef5e333_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 424;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
@@ -693,7 +718,7 @@ real symnet_aa405807c9_step(real *params, const real *X, const real *T, int batc
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_aa405807c9_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_dbbef5e333_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 424;
     const double loss = sn_loss_grad_labels(params, grads, work, X, T, batch);
@@ -764,7 +789,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_aa405807c9_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_dbbef5e333_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -790,7 +815,7 @@ void symnet_aa405807c9_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_aa405807c9_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_dbbef5e333_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
@@ -871,7 +896,7 @@ long long symnet_aa405807c9_train(real *params, const real *X, const real *T, co
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step).
  * The same with integer class labels: T[n] is the class of example n. */
-long long symnet_aa405807c9_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_dbbef5e333_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

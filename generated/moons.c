@@ -28,8 +28,8 @@
  *   loss: bce, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_2BED427F56_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_2BED427F56_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_92262BACAA_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_92262BACAA_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (16, 2)
  *   b1           offset        32  shape (16,)
  *   W2           offset        48  shape (16, 16)
@@ -37,48 +37,48 @@
  *   W3           offset       320  shape (1, 16)
  *   b3           offset       336  shape (1,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_2BED427F56_WORK_SIZE(batch) numbers; SYMNET_2BED427F56_TRAIN_WORK_SIZE(batch_size) for
- * symnet_2bed427f56_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_92262BACAA_WORK_SIZE(batch) numbers; SYMNET_92262BACAA_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_92262bacaa_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 337 + X B*2 + T or O B*1 + work (B*131 + 337)
  *   numbers of 4 bytes; e.g. B = 32: 19,848 bytes (training; forward only: 10,180).
  */
-#ifndef SYMNET_2BED427F56_H
-#define SYMNET_2BED427F56_H
+#ifndef SYMNET_92262BACAA_H
+#define SYMNET_92262BACAA_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_2BED427F56_REAL float  /* the number type of every array (float32) */
-#define SYMNET_2BED427F56_N_INPUTS 2  /* features per example */
-#define SYMNET_2BED427F56_N_OUTPUTS 1
-#define SYMNET_2BED427F56_N_PARAMS 337  /* numbers in the flat parameter array */
-#define SYMNET_2BED427F56_WORK_PER_EXAMPLE 131
-#define SYMNET_2BED427F56_WORK_SIZE(batch) ((batch) * 131 + 337)  /* numbers of scratch per call */
-#define SYMNET_2BED427F56_TRAIN_WORK_SIZE(batch_size) (SYMNET_2BED427F56_WORK_SIZE(batch_size) + (batch_size) * 3)
-#define SYMNET_2BED427F56_SGD 0       /* optimizer codes of symnet_2bed427f56_update and symnet_2bed427f56_train */
-#define SYMNET_2BED427F56_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_2BED427F56_N_PARAMS numbers */
-#define SYMNET_2BED427F56_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_2BED427F56_N_PARAMS numbers each */
+#define SYMNET_92262BACAA_REAL float  /* the number type of every array (float32) */
+#define SYMNET_92262BACAA_N_INPUTS 2  /* features per example */
+#define SYMNET_92262BACAA_N_OUTPUTS 1
+#define SYMNET_92262BACAA_N_PARAMS 337  /* numbers in the flat parameter array */
+#define SYMNET_92262BACAA_WORK_PER_EXAMPLE 131
+#define SYMNET_92262BACAA_WORK_SIZE(batch) ((batch) * 131 + 337)  /* numbers of scratch per call */
+#define SYMNET_92262BACAA_TRAIN_WORK_SIZE(batch_size) (SYMNET_92262BACAA_WORK_SIZE(batch_size) + (batch_size) * 3)
+#define SYMNET_92262BACAA_SGD 0       /* optimizer codes of symnet_92262bacaa_update and symnet_92262bacaa_train */
+#define SYMNET_92262BACAA_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_92262BACAA_N_PARAMS numbers */
+#define SYMNET_92262BACAA_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_92262BACAA_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_2BED427F56_N_OUTPUTS) = the network's output for X (batch × SYMNET_2BED427F56_N_INPUTS). */
-void symnet_2bed427f56_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_92262BACAA_N_OUTPUTS) = the network's output for X (batch × SYMNET_92262BACAA_N_INPUTS). */
+void symnet_92262bacaa_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_2bed427f56_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_92262bacaa_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_2BED427F56_N_PARAMS numbers) by back propagation. */
-float symnet_2bed427f56_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_92262BACAA_N_PARAMS numbers) by back propagation. */
+float symnet_92262bacaa_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_2bed427f56_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_92262bacaa_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_2BED427F56_SGD, SYMNET_2BED427F56_MOMENTUM or SYMNET_2BED427F56_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_92262BACAA_SGD, SYMNET_92262BACAA_MOMENTUM or SYMNET_92262BACAA_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_2bed427f56_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_92262bacaa_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -86,10 +86,10 @@ void symnet_2bed427f56_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_2BED427F56_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_92262BACAA_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_2BED427F56_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_2bed427f56_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_92262BACAA_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_92262bacaa_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -98,7 +98,7 @@ long long symnet_2bed427f56_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_2BED427F56_H */
+#endif /* SYMNET_92262BACAA_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -106,12 +106,45 @@ typedef float real;
                       (symnet's own build passes -fopenmp-simd -DSN_SIMD) */
 #endif
 
-/* σ(x) = 1/(1 + e^−x), written so that neither branch overflows. */
-static inline real sn_sigmoid(real x)
+/* exp(x) for float as 2^n·e^r, n = ⌊x/ln 2⌉, r = x − n·ln 2 ∈ [−ln 2/2, ln 2/2] (ln 2 in two
+ * parts, so r is exact), e^r by Cephes' degree-6 polynomial and 2^n built in two halves
+ * from their exponent bits (so that 2^n of −150 < n < 128 needs no special case).  No
+ * call and no branch, so loops over it vectorise (libm's expf, a call per element, was
+ * the largest part of attention's forward pass); relative error ≤ 9e-8 (1.5 ulp) against
+ * libm's 6e-8 (both measured against exp in double on [−104, 88.72], below 2^−126
+ * against 2^−126); ∞ above 88.7228 where exp overflows, 0 below −104, NaN for NaN. */
+typedef char sn_int_as_wide_as_float[sizeof(int) == sizeof(float) ? 1 : -1];  /* 2^k below */
+
+static inline float sn_expf(float x)
 {
-    if (x >= 0) return 1 / (1 + expf(-x));
-    const real e = expf(x);
-    return e / (1 + e);
+    const float c = x > -104.0f ? (x < 88.7228394f ? x : 88.7228394f) : -104.0f;
+    const float n = floorf(c * 1.44269504088896341f + 0.5f);
+    const float r = (c - n * 0.693359375f) - n * -2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * (r * r) + r + 1.0f;
+    const int k = (int)n, k1 = k / 2;
+    const int e1 = (k1 + 127) << 23, e2 = (k - k1 + 127) << 23;   /* 2^k1, 2^(k − k1) */
+    float s1, s2;
+    memcpy(&s1, &e1, sizeof s1);
+    memcpy(&s2, &e2, sizeof s2);
+    return x != x ? x : x > 88.7228394f ? (float)INFINITY : p * s1 * s2;
+}
+
+/* σ(x) for float with the template's e^x (templates/expf.c.j2): e = e^−|x| ≤ 1, then
+ * 1/(1 + e) for x ≥ 0 and e/(1 + e) below (so that σ of a large negative x keeps its
+ * tiny value, subnormals included); no call and no branch (the choice is a select), so
+ * loops over it vectorise (libm's expf, called per element, was ~20% of a GRU's
+ * training step); ≤ 2.6 ulp against σ in double on [−110, 95]. */
+static inline float sn_sigmoid(float x)
+{
+    const float e = sn_expf(-fabsf(x));
+    const float r = 1.0f / (1.0f + e);
+    return x >= 0 ? r : e * r;
 }
 
 /* tanh(x) for float as a rational function: x·P(x²)/Q(x²) on |x| ≤ 7.905 (beyond, tanh
@@ -294,10 +327,13 @@ static void sn_gemm(int M, int N, int K, const real *restrict A, ptrdiff_t sam, 
  * constants: small products then run as loops the compiler unrolls and
  * vectorises, in the order that reads memory contiguously; the rest go to
  * sn_gemm.  Measured on the 2-8-8-1 network's whole-epoch training: ~15% less
- * time per step than calling a generic loop with run-time strides.  The test
- * N·K ≥ SN_SMALL is decided by the compiler, so a layer that can never take the
- * plain loops (M ≥ 1) does not compile them: compile time then stays flat in
- * width (16 layers of 64: gcc 1.4 → s of CPU time). */
+ * time per step than calling a generic loop with run-time strides.  The tests
+ * M·N ≥ SN_SMALL and N·K ≥ SN_SMALL are decided by the compiler where both sizes are
+ * constants, so a product that can never take the plain loops (its third size ≥ 1;
+ * 0 adds nothing, which sn_gemm does too) does not compile them: compile time then
+ * stays flat in width (16 layers of 64: gcc 1.4 → 0.9 s of CPU time).  Written out
+ * once per product: M·N·K alone, with K the batch, left the loops of every weight
+ * gradient in the module. */
 #if defined(__GNUC__)
 #define SN_INLINE static inline __attribute__((always_inline))
 #else
@@ -308,7 +344,7 @@ static void sn_gemm(int M, int N, int K, const real *restrict A, ptrdiff_t sam, 
 SN_INLINE void sn_mm_nt(int M, int N, int K, const real *restrict A,
                         const real *restrict B, real *restrict C, int accumulate)
 {
-    if ((double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
+    if ((double)M * N >= SN_SMALL || (double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
         sn_gemm(M, N, K, A, K, 1, B, 1, K, C, accumulate);
         return;
     }
@@ -325,7 +361,7 @@ SN_INLINE void sn_mm_nt(int M, int N, int K, const real *restrict A,
 SN_INLINE void sn_mm_nn(int M, int N, int K, const real *restrict A,
                         const real *restrict B, real *restrict C, int accumulate)
 {
-    if ((double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
+    if ((double)M * N >= SN_SMALL || (double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
         sn_gemm(M, N, K, A, K, 1, B, N, 1, C, accumulate);
         return;
     }
@@ -345,7 +381,7 @@ SN_INLINE void sn_mm_nn(int M, int N, int K, const real *restrict A,
 SN_INLINE void sn_mm_tn(int M, int N, int K, const real *restrict A,
                         const real *restrict B, real *restrict C, int accumulate)
 {
-    if ((double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
+    if ((double)M * N >= SN_SMALL || (double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
         sn_gemm(M, N, K, A, 1, M, B, N, 1, C, accumulate);
         return;
     }
@@ -382,6 +418,9 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
     sn_mm_nt(batch, 16, 2, I, W1, z_H1, 0);
     /* H1[b,i] = tanh(b1[i] + z_H1[b,i]) */
     for (int b = 0; b < batch; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int i = 0; i < 16; i++) {
             H1[b * 16 + i] = sn_tanhf(b1[i] + z_H1[b * 16 + i]);
         }
@@ -389,6 +428,9 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
     sn_mm_nt(batch, 16, 16, H1, W2, z_H2, 0);
     /* H2[b,i] = tanh(b2[i] + z_H2[b,i]) */
     for (int b = 0; b < batch; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int i = 0; i < 16; i++) {
             H2[b * 16 + i] = sn_tanhf(b2[i] + z_H2[b * 16 + i]);
         }
@@ -396,6 +438,9 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
     sn_mm_nt(batch, 1, 16, H2, W3, z_O, 0);
     /* O[b,i] = σ(b3[i] + z_O[b,i]) */
     for (int b = 0; b < batch; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int i = 0; i < 1; i++) {
             sn_u_O[b * 1 + i] = sn_sigmoid(b3[i] + z_O[b * 1 + i]);
         }
@@ -403,7 +448,7 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_2bed427f56_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_92262bacaa_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 65, sizeof(real) * (size_t)batch * 1);
@@ -428,7 +473,7 @@ static double sn_loss(const real *params, real *work, const real *I, const real 
     return loss / batch;
 }
 
-real symnet_2bed427f56_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_92262bacaa_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -477,6 +522,9 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     memset(g_b2, 0, sizeof(real) * 16);
     /* delta_H2[b,i] = dL_dH2[b,i]·(1 - H2[b,i]²); g_b2[i] += dL_dH2[b,i]·(1 - H2[b,i]²) */
     for (int b = 0; b < batch; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int i = 0; i < 16; i++) {
             const real t0 = dL_dH2[b * 16 + i]*(1 - H2[b * 16 + i]*H2[b * 16 + i]);
             delta_H2[b * 16 + i] = t0;
@@ -489,6 +537,9 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     memset(g_b1, 0, sizeof(real) * 16);
     /* delta_H1[b,i] = dL_dH1[b,i]·(1 - H1[b,i]²); g_b1[i] += dL_dH1[b,i]·(1 - H1[b,i]²) */
     for (int b = 0; b < batch; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int i = 0; i < 16; i++) {
             const real t0 = dL_dH1[b * 16 + i]*(1 - H1[b * 16 + i]*H1[b * 16 + i]);
             delta_H1[b * 16 + i] = t0;
@@ -500,7 +551,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_2bed427f56_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_92262bacaa_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -527,7 +578,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_2bed427f56_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_92262bacaa_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 131;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
@@ -598,7 +649,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_2bed427f56_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_92262bacaa_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -624,7 +675,7 @@ void symnet_2bed427f56_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_2bed427f56_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_92262bacaa_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

@@ -30,8 +30,8 @@
  *   loss: mse, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_C02F9F4CBF_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_C02F9F4CBF_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_4AFFFF8B6D_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_4AFFFF8B6D_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (20, 2)
  *   b1           offset        40  shape (20,)
  *   W2           offset        60  shape (20, 20)
@@ -41,48 +41,48 @@
  *   W4           offset       900  shape (1, 20)
  *   b4           offset       920  shape (1,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_C02F9F4CBF_WORK_SIZE(batch) numbers; SYMNET_C02F9F4CBF_TRAIN_WORK_SIZE(batch_size) for
- * symnet_c02f9f4cbf_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_4AFFFF8B6D_WORK_SIZE(batch) numbers; SYMNET_4AFFFF8B6D_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_4affff8b6d_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 921 + X B*2 + T or O B*1 + work (B*243 + 921)
  *   numbers of 4 bytes; e.g. B = 32: 38,856 bytes (training; forward only: 19,684).
  */
-#ifndef SYMNET_C02F9F4CBF_H
-#define SYMNET_C02F9F4CBF_H
+#ifndef SYMNET_4AFFFF8B6D_H
+#define SYMNET_4AFFFF8B6D_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_C02F9F4CBF_REAL float  /* the number type of every array (float32) */
-#define SYMNET_C02F9F4CBF_N_INPUTS 2  /* features per example */
-#define SYMNET_C02F9F4CBF_N_OUTPUTS 1
-#define SYMNET_C02F9F4CBF_N_PARAMS 921  /* numbers in the flat parameter array */
-#define SYMNET_C02F9F4CBF_WORK_PER_EXAMPLE 243
-#define SYMNET_C02F9F4CBF_WORK_SIZE(batch) ((batch) * 243 + 921)  /* numbers of scratch per call */
-#define SYMNET_C02F9F4CBF_TRAIN_WORK_SIZE(batch_size) (SYMNET_C02F9F4CBF_WORK_SIZE(batch_size) + (batch_size) * 3)
-#define SYMNET_C02F9F4CBF_SGD 0       /* optimizer codes of symnet_c02f9f4cbf_update and symnet_c02f9f4cbf_train */
-#define SYMNET_C02F9F4CBF_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_C02F9F4CBF_N_PARAMS numbers */
-#define SYMNET_C02F9F4CBF_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_C02F9F4CBF_N_PARAMS numbers each */
+#define SYMNET_4AFFFF8B6D_REAL float  /* the number type of every array (float32) */
+#define SYMNET_4AFFFF8B6D_N_INPUTS 2  /* features per example */
+#define SYMNET_4AFFFF8B6D_N_OUTPUTS 1
+#define SYMNET_4AFFFF8B6D_N_PARAMS 921  /* numbers in the flat parameter array */
+#define SYMNET_4AFFFF8B6D_WORK_PER_EXAMPLE 243
+#define SYMNET_4AFFFF8B6D_WORK_SIZE(batch) ((batch) * 243 + 921)  /* numbers of scratch per call */
+#define SYMNET_4AFFFF8B6D_TRAIN_WORK_SIZE(batch_size) (SYMNET_4AFFFF8B6D_WORK_SIZE(batch_size) + (batch_size) * 3)
+#define SYMNET_4AFFFF8B6D_SGD 0       /* optimizer codes of symnet_4affff8b6d_update and symnet_4affff8b6d_train */
+#define SYMNET_4AFFFF8B6D_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_4AFFFF8B6D_N_PARAMS numbers */
+#define SYMNET_4AFFFF8B6D_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_4AFFFF8B6D_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_C02F9F4CBF_N_OUTPUTS) = the network's output for X (batch × SYMNET_C02F9F4CBF_N_INPUTS). */
-void symnet_c02f9f4cbf_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_4AFFFF8B6D_N_OUTPUTS) = the network's output for X (batch × SYMNET_4AFFFF8B6D_N_INPUTS). */
+void symnet_4affff8b6d_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_c02f9f4cbf_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_4affff8b6d_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_C02F9F4CBF_N_PARAMS numbers) by back propagation. */
-float symnet_c02f9f4cbf_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_4AFFFF8B6D_N_PARAMS numbers) by back propagation. */
+float symnet_4affff8b6d_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_c02f9f4cbf_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_4affff8b6d_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_C02F9F4CBF_SGD, SYMNET_C02F9F4CBF_MOMENTUM or SYMNET_C02F9F4CBF_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_4AFFFF8B6D_SGD, SYMNET_4AFFFF8B6D_MOMENTUM or SYMNET_4AFFFF8B6D_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_c02f9f4cbf_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_4affff8b6d_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -90,10 +90,10 @@ void symnet_c02f9f4cbf_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_C02F9F4CBF_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_4AFFFF8B6D_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_C02F9F4CBF_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_c02f9f4cbf_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_4AFFFF8B6D_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_4affff8b6d_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -102,7 +102,7 @@ long long symnet_c02f9f4cbf_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_C02F9F4CBF_H */
+#endif /* SYMNET_4AFFFF8B6D_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -284,10 +284,13 @@ static void sn_gemm(int M, int N, int K, const real *restrict A, ptrdiff_t sam, 
  * constants: small products then run as loops the compiler unrolls and
  * vectorises, in the order that reads memory contiguously; the rest go to
  * sn_gemm.  Measured on the 2-8-8-1 network's whole-epoch training: ~15% less
- * time per step than calling a generic loop with run-time strides.  The test
- * N·K ≥ SN_SMALL is decided by the compiler, so a layer that can never take the
- * plain loops (M ≥ 1) does not compile them: compile time then stays flat in
- * width (16 layers of 64: gcc 1.4 → s of CPU time). */
+ * time per step than calling a generic loop with run-time strides.  The tests
+ * M·N ≥ SN_SMALL and N·K ≥ SN_SMALL are decided by the compiler where both sizes are
+ * constants, so a product that can never take the plain loops (its third size ≥ 1;
+ * 0 adds nothing, which sn_gemm does too) does not compile them: compile time then
+ * stays flat in width (16 layers of 64: gcc 1.4 → 0.9 s of CPU time).  Written out
+ * once per product: M·N·K alone, with K the batch, left the loops of every weight
+ * gradient in the module. */
 #if defined(__GNUC__)
 #define SN_INLINE static inline __attribute__((always_inline))
 #else
@@ -298,7 +301,7 @@ static void sn_gemm(int M, int N, int K, const real *restrict A, ptrdiff_t sam, 
 SN_INLINE void sn_mm_nt(int M, int N, int K, const real *restrict A,
                         const real *restrict B, real *restrict C, int accumulate)
 {
-    if ((double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
+    if ((double)M * N >= SN_SMALL || (double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
         sn_gemm(M, N, K, A, K, 1, B, 1, K, C, accumulate);
         return;
     }
@@ -315,7 +318,7 @@ SN_INLINE void sn_mm_nt(int M, int N, int K, const real *restrict A,
 SN_INLINE void sn_mm_nn(int M, int N, int K, const real *restrict A,
                         const real *restrict B, real *restrict C, int accumulate)
 {
-    if ((double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
+    if ((double)M * N >= SN_SMALL || (double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
         sn_gemm(M, N, K, A, K, 1, B, N, 1, C, accumulate);
         return;
     }
@@ -335,7 +338,7 @@ SN_INLINE void sn_mm_nn(int M, int N, int K, const real *restrict A,
 SN_INLINE void sn_mm_tn(int M, int N, int K, const real *restrict A,
                         const real *restrict B, real *restrict C, int accumulate)
 {
-    if ((double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
+    if ((double)M * N >= SN_SMALL || (double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
         sn_gemm(M, N, K, A, 1, M, B, N, 1, C, accumulate);
         return;
     }
@@ -376,6 +379,9 @@ static void sn_forward(const real *params, real *work, const real *xy, int batch
     sn_mm_nt(batch, 20, 2, xy, W1, z_H1, 0);
     /* H1[b,i] = tanh(b1[i] + z_H1[b,i]) */
     for (int b = 0; b < batch; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int i = 0; i < 20; i++) {
             H1[b * 20 + i] = sn_tanhf(b1[i] + z_H1[b * 20 + i]);
         }
@@ -383,6 +389,9 @@ static void sn_forward(const real *params, real *work, const real *xy, int batch
     sn_mm_nt(batch, 20, 20, H1, W2, z_H2, 0);
     /* H2[b,i] = tanh(b2[i] + z_H2[b,i]) */
     for (int b = 0; b < batch; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int i = 0; i < 20; i++) {
             H2[b * 20 + i] = sn_tanhf(b2[i] + z_H2[b * 20 + i]);
         }
@@ -390,6 +399,9 @@ static void sn_forward(const real *params, real *work, const real *xy, int batch
     sn_mm_nt(batch, 20, 20, H2, W3, z_H3, 0);
     /* H3[b,i] = tanh(b3[i] + z_H3[b,i]) */
     for (int b = 0; b < batch; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int i = 0; i < 20; i++) {
             H3[b * 20 + i] = sn_tanhf(b3[i] + z_H3[b * 20 + i]);
         }
@@ -397,6 +409,9 @@ static void sn_forward(const real *params, real *work, const real *xy, int batch
     sn_mm_nt(batch, 1, 20, H3, W4, z_u, 0);
     /* u[b,i] = b4[i] + z_u[b,i] */
     for (int b = 0; b < batch; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int i = 0; i < 1; i++) {
             sn_u_u[b * 1 + i] = b4[i] + z_u[b * 1 + i];
         }
@@ -404,7 +419,7 @@ static void sn_forward(const real *params, real *work, const real *xy, int batch
 }
 
 /* O[b,k] = u[b,k]: the forward pass, its output copied out of work. */
-void symnet_c02f9f4cbf_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_4affff8b6d_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 121, sizeof(real) * (size_t)batch * 1);
@@ -428,7 +443,7 @@ static double sn_loss(const real *params, real *work, const real *xy, const real
     return loss / batch;
 }
 
-real symnet_c02f9f4cbf_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_4affff8b6d_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -482,6 +497,9 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     memset(g_b3, 0, sizeof(real) * 20);
     /* delta_H3[b,i] = dL_dH3[b,i]·(1 - H3[b,i]²); g_b3[i] += dL_dH3[b,i]·(1 - H3[b,i]²) */
     for (int b = 0; b < batch; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int i = 0; i < 20; i++) {
             const real t0 = dL_dH3[b * 20 + i]*(1 - H3[b * 20 + i]*H3[b * 20 + i]);
             delta_H3[b * 20 + i] = t0;
@@ -494,6 +512,9 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     memset(g_b2, 0, sizeof(real) * 20);
     /* delta_H2[b,i] = dL_dH2[b,i]·(1 - H2[b,i]²); g_b2[i] += dL_dH2[b,i]·(1 - H2[b,i]²) */
     for (int b = 0; b < batch; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int i = 0; i < 20; i++) {
             const real t0 = dL_dH2[b * 20 + i]*(1 - H2[b * 20 + i]*H2[b * 20 + i]);
             delta_H2[b * 20 + i] = t0;
@@ -506,6 +527,9 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     memset(g_b1, 0, sizeof(real) * 20);
     /* delta_H1[b,i] = dL_dH1[b,i]·(1 - H1[b,i]²); g_b1[i] += dL_dH1[b,i]·(1 - H1[b,i]²) */
     for (int b = 0; b < batch; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int i = 0; i < 20; i++) {
             const real t0 = dL_dH1[b * 20 + i]*(1 - H1[b * 20 + i]*H1[b * 20 + i]);
             delta_H1[b * 20 + i] = t0;
@@ -517,7 +541,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_c02f9f4cbf_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_4affff8b6d_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -544,7 +568,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_c02f9f4cbf_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_4affff8b6d_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 243;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
@@ -615,7 +639,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_c02f9f4cbf_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_4affff8b6d_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -641,7 +665,7 @@ void symnet_c02f9f4cbf_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_c02f9f4cbf_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_4affff8b6d_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

@@ -26,55 +26,55 @@
  *   loss: bce, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_03EA293316_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_03EA293316_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_82D656F6CB_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_82D656F6CB_N_PARAMS numbers, in the order of model.params, each row-major:
  *   C1           offset         0  shape (16, 2)
  *   beta1        offset        32  shape (16,)
  *   W2           offset        48  shape (1, 16)
  *   b2           offset        64  shape (1,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_03EA293316_WORK_SIZE(batch) numbers; SYMNET_03EA293316_TRAIN_WORK_SIZE(batch_size) for
- * symnet_03ea293316_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_82D656F6CB_WORK_SIZE(batch) numbers; SYMNET_82D656F6CB_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_82d656f6cb_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 65 + X B*2 + T or O B*1 + work (B*67 + 65)
  *   numbers of 4 bytes; e.g. B = 32: 9,480 bytes (training; forward only: 4,996).
  */
-#ifndef SYMNET_03EA293316_H
-#define SYMNET_03EA293316_H
+#ifndef SYMNET_82D656F6CB_H
+#define SYMNET_82D656F6CB_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_03EA293316_REAL float  /* the number type of every array (float32) */
-#define SYMNET_03EA293316_N_INPUTS 2  /* features per example */
-#define SYMNET_03EA293316_N_OUTPUTS 1
-#define SYMNET_03EA293316_N_PARAMS 65  /* numbers in the flat parameter array */
-#define SYMNET_03EA293316_WORK_PER_EXAMPLE 67
-#define SYMNET_03EA293316_WORK_SIZE(batch) ((batch) * 67 + 65)  /* numbers of scratch per call */
-#define SYMNET_03EA293316_TRAIN_WORK_SIZE(batch_size) (SYMNET_03EA293316_WORK_SIZE(batch_size) + (batch_size) * 3)
-#define SYMNET_03EA293316_SGD 0       /* optimizer codes of symnet_03ea293316_update and symnet_03ea293316_train */
-#define SYMNET_03EA293316_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_03EA293316_N_PARAMS numbers */
-#define SYMNET_03EA293316_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_03EA293316_N_PARAMS numbers each */
+#define SYMNET_82D656F6CB_REAL float  /* the number type of every array (float32) */
+#define SYMNET_82D656F6CB_N_INPUTS 2  /* features per example */
+#define SYMNET_82D656F6CB_N_OUTPUTS 1
+#define SYMNET_82D656F6CB_N_PARAMS 65  /* numbers in the flat parameter array */
+#define SYMNET_82D656F6CB_WORK_PER_EXAMPLE 67
+#define SYMNET_82D656F6CB_WORK_SIZE(batch) ((batch) * 67 + 65)  /* numbers of scratch per call */
+#define SYMNET_82D656F6CB_TRAIN_WORK_SIZE(batch_size) (SYMNET_82D656F6CB_WORK_SIZE(batch_size) + (batch_size) * 3)
+#define SYMNET_82D656F6CB_SGD 0       /* optimizer codes of symnet_82d656f6cb_update and symnet_82d656f6cb_train */
+#define SYMNET_82D656F6CB_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_82D656F6CB_N_PARAMS numbers */
+#define SYMNET_82D656F6CB_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_82D656F6CB_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_03EA293316_N_OUTPUTS) = the network's output for X (batch × SYMNET_03EA293316_N_INPUTS). */
-void symnet_03ea293316_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_82D656F6CB_N_OUTPUTS) = the network's output for X (batch × SYMNET_82D656F6CB_N_INPUTS). */
+void symnet_82d656f6cb_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_03ea293316_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_82d656f6cb_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_03EA293316_N_PARAMS numbers) by back propagation. */
-float symnet_03ea293316_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_82D656F6CB_N_PARAMS numbers) by back propagation. */
+float symnet_82d656f6cb_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_03ea293316_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_82d656f6cb_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_03EA293316_SGD, SYMNET_03EA293316_MOMENTUM or SYMNET_03EA293316_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_82D656F6CB_SGD, SYMNET_82D656F6CB_MOMENTUM or SYMNET_82D656F6CB_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_03ea293316_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_82d656f6cb_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -82,10 +82,10 @@ void symnet_03ea293316_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_03EA293316_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_82D656F6CB_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_03EA293316_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_03ea293316_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_82D656F6CB_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_82d656f6cb_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -94,7 +94,7 @@ long long symnet_03ea293316_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_03EA293316_H */
+#endif /* SYMNET_82D656F6CB_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -102,12 +102,45 @@ typedef float real;
                       (symnet's own build passes -fopenmp-simd -DSN_SIMD) */
 #endif
 
-/* σ(x) = 1/(1 + e^−x), written so that neither branch overflows. */
-static inline real sn_sigmoid(real x)
+/* exp(x) for float as 2^n·e^r, n = ⌊x/ln 2⌉, r = x − n·ln 2 ∈ [−ln 2/2, ln 2/2] (ln 2 in two
+ * parts, so r is exact), e^r by Cephes' degree-6 polynomial and 2^n built in two halves
+ * from their exponent bits (so that 2^n of −150 < n < 128 needs no special case).  No
+ * call and no branch, so loops over it vectorise (libm's expf, a call per element, was
+ * the largest part of attention's forward pass); relative error ≤ 9e-8 (1.5 ulp) against
+ * libm's 6e-8 (both measured against exp in double on [−104, 88.72], below 2^−126
+ * against 2^−126); ∞ above 88.7228 where exp overflows, 0 below −104, NaN for NaN. */
+typedef char sn_int_as_wide_as_float[sizeof(int) == sizeof(float) ? 1 : -1];  /* 2^k below */
+
+static inline float sn_expf(float x)
 {
-    if (x >= 0) return 1 / (1 + expf(-x));
-    const real e = expf(x);
-    return e / (1 + e);
+    const float c = x > -104.0f ? (x < 88.7228394f ? x : 88.7228394f) : -104.0f;
+    const float n = floorf(c * 1.44269504088896341f + 0.5f);
+    const float r = (c - n * 0.693359375f) - n * -2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * (r * r) + r + 1.0f;
+    const int k = (int)n, k1 = k / 2;
+    const int e1 = (k1 + 127) << 23, e2 = (k - k1 + 127) << 23;   /* 2^k1, 2^(k − k1) */
+    float s1, s2;
+    memcpy(&s1, &e1, sizeof s1);
+    memcpy(&s2, &e2, sizeof s2);
+    return x != x ? x : x > 88.7228394f ? (float)INFINITY : p * s1 * s2;
+}
+
+/* σ(x) for float with the template's e^x (templates/expf.c.j2): e = e^−|x| ≤ 1, then
+ * 1/(1 + e) for x ≥ 0 and e/(1 + e) below (so that σ of a large negative x keeps its
+ * tiny value, subnormals included); no call and no branch (the choice is a select), so
+ * loops over it vectorise (libm's expf, called per element, was ~20% of a GRU's
+ * training step); ≤ 2.6 ulp against σ in double on [−110, 95]. */
+static inline float sn_sigmoid(float x)
+{
+    const float e = sn_expf(-fabsf(x));
+    const float r = 1.0f / (1.0f + e);
+    return x >= 0 ? r : e * r;
 }
 
 /* softplus(x) = log(1 + e^x) = max(x, 0) + log1p(e^−|x|), finite for all finite x. */
@@ -267,10 +300,13 @@ static void sn_gemm(int M, int N, int K, const real *restrict A, ptrdiff_t sam, 
  * constants: small products then run as loops the compiler unrolls and
  * vectorises, in the order that reads memory contiguously; the rest go to
  * sn_gemm.  Measured on the 2-8-8-1 network's whole-epoch training: ~15% less
- * time per step than calling a generic loop with run-time strides.  The test
- * N·K ≥ SN_SMALL is decided by the compiler, so a layer that can never take the
- * plain loops (M ≥ 1) does not compile them: compile time then stays flat in
- * width (16 layers of 64: gcc 1.4 → s of CPU time). */
+ * time per step than calling a generic loop with run-time strides.  The tests
+ * M·N ≥ SN_SMALL and N·K ≥ SN_SMALL are decided by the compiler where both sizes are
+ * constants, so a product that can never take the plain loops (its third size ≥ 1;
+ * 0 adds nothing, which sn_gemm does too) does not compile them: compile time then
+ * stays flat in width (16 layers of 64: gcc 1.4 → 0.9 s of CPU time).  Written out
+ * once per product: M·N·K alone, with K the batch, left the loops of every weight
+ * gradient in the module. */
 #if defined(__GNUC__)
 #define SN_INLINE static inline __attribute__((always_inline))
 #else
@@ -281,7 +317,7 @@ static void sn_gemm(int M, int N, int K, const real *restrict A, ptrdiff_t sam, 
 SN_INLINE void sn_mm_nt(int M, int N, int K, const real *restrict A,
                         const real *restrict B, real *restrict C, int accumulate)
 {
-    if ((double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
+    if ((double)M * N >= SN_SMALL || (double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
         sn_gemm(M, N, K, A, K, 1, B, 1, K, C, accumulate);
         return;
     }
@@ -298,7 +334,7 @@ SN_INLINE void sn_mm_nt(int M, int N, int K, const real *restrict A,
 SN_INLINE void sn_mm_nn(int M, int N, int K, const real *restrict A,
                         const real *restrict B, real *restrict C, int accumulate)
 {
-    if ((double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
+    if ((double)M * N >= SN_SMALL || (double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
         sn_gemm(M, N, K, A, K, 1, B, N, 1, C, accumulate);
         return;
     }
@@ -318,7 +354,7 @@ SN_INLINE void sn_mm_nn(int M, int N, int K, const real *restrict A,
 SN_INLINE void sn_mm_tn(int M, int N, int K, const real *restrict A,
                         const real *restrict B, real *restrict C, int accumulate)
 {
-    if ((double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
+    if ((double)M * N >= SN_SMALL || (double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
         sn_gemm(M, N, K, A, 1, M, B, N, 1, C, accumulate);
         return;
     }
@@ -356,13 +392,19 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
             }
     /* R[b,i] = exp(-beta1[i]·z_R[b,i]) */
     for (int b = 0; b < batch; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int i = 0; i < 16; i++) {
-            R[b * 16 + i] = expf(-beta1[i]*z_R[b * 16 + i]);
+            R[b * 16 + i] = sn_expf(-beta1[i]*z_R[b * 16 + i]);
         }
     /* z_O[b,i] = Σ_j W2[i,j]·R[b,j] */
     sn_mm_nt(batch, 1, 16, R, W2, z_O, 0);
     /* O[b,i] = σ(b2[i] + z_O[b,i]) */
     for (int b = 0; b < batch; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int i = 0; i < 1; i++) {
             sn_u_O[b * 1 + i] = sn_sigmoid(b2[i] + z_O[b * 1 + i]);
         }
@@ -370,7 +412,7 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_03ea293316_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_82d656f6cb_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 33, sizeof(real) * (size_t)batch * 1);
@@ -395,7 +437,7 @@ static double sn_loss(const real *params, real *work, const real *I, const real 
     return loss / batch;
 }
 
-real symnet_03ea293316_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_82d656f6cb_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -441,6 +483,9 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     memset(g_beta1, 0, sizeof(real) * 16);
     /* delta_R[b,i] = -R[b,i]·beta1[i]·dL_dR[b,i]; g_beta1[i] += -R[b,i]·dL_dR[b,i]·z_R[b,i] */
     for (int b = 0; b < batch; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int i = 0; i < 16; i++) {
             const real t0 = R[b * 16 + i]*dL_dR[b * 16 + i];
             delta_R[b * 16 + i] = -beta1[i]*t0;
@@ -450,6 +495,9 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     /* g_C1[i,j] += delta_R[b,i]·(2·C1[i,j] - 2·I[b,j]) */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 16; i++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
             for (int j = 0; j < 2; j++) {
                 g_C1[i * 2 + j] += delta_R[b * 16 + i]*(2*C1[i * 2 + j] - 2*I[b * 2 + j]);
             }
@@ -457,7 +505,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_03ea293316_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_82d656f6cb_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -484,7 +532,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_03ea293316_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_82d656f6cb_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 67;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
@@ -555,7 +603,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_03ea293316_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_82d656f6cb_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -581,7 +629,7 @@ void symnet_03ea293316_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_03ea293316_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_82d656f6cb_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

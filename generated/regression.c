@@ -28,8 +28,8 @@
  *   loss: mse, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_A4FB9A297E_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_A4FB9A297E_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_BEDE9716A1_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_BEDE9716A1_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (32, 1)
  *   b1           offset        32  shape (32,)
  *   W2           offset        64  shape (32, 32)
@@ -37,48 +37,48 @@
  *   W3           offset      1120  shape (1, 32)
  *   b3           offset      1152  shape (1,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_A4FB9A297E_WORK_SIZE(batch) numbers; SYMNET_A4FB9A297E_TRAIN_WORK_SIZE(batch_size) for
- * symnet_a4fb9a297e_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_BEDE9716A1_WORK_SIZE(batch) numbers; SYMNET_BEDE9716A1_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_bede9716a1_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 1153 + X B*1 + T or O B*1 + work (B*259 + 1153)
  *   numbers of 4 bytes; e.g. B = 32: 42,632 bytes (training; forward only: 21,508).
  */
-#ifndef SYMNET_A4FB9A297E_H
-#define SYMNET_A4FB9A297E_H
+#ifndef SYMNET_BEDE9716A1_H
+#define SYMNET_BEDE9716A1_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_A4FB9A297E_REAL float  /* the number type of every array (float32) */
-#define SYMNET_A4FB9A297E_N_INPUTS 1  /* features per example */
-#define SYMNET_A4FB9A297E_N_OUTPUTS 1
-#define SYMNET_A4FB9A297E_N_PARAMS 1153  /* numbers in the flat parameter array */
-#define SYMNET_A4FB9A297E_WORK_PER_EXAMPLE 259
-#define SYMNET_A4FB9A297E_WORK_SIZE(batch) ((batch) * 259 + 1153)  /* numbers of scratch per call */
-#define SYMNET_A4FB9A297E_TRAIN_WORK_SIZE(batch_size) (SYMNET_A4FB9A297E_WORK_SIZE(batch_size) + (batch_size) * 2)
-#define SYMNET_A4FB9A297E_SGD 0       /* optimizer codes of symnet_a4fb9a297e_update and symnet_a4fb9a297e_train */
-#define SYMNET_A4FB9A297E_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_A4FB9A297E_N_PARAMS numbers */
-#define SYMNET_A4FB9A297E_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_A4FB9A297E_N_PARAMS numbers each */
+#define SYMNET_BEDE9716A1_REAL float  /* the number type of every array (float32) */
+#define SYMNET_BEDE9716A1_N_INPUTS 1  /* features per example */
+#define SYMNET_BEDE9716A1_N_OUTPUTS 1
+#define SYMNET_BEDE9716A1_N_PARAMS 1153  /* numbers in the flat parameter array */
+#define SYMNET_BEDE9716A1_WORK_PER_EXAMPLE 259
+#define SYMNET_BEDE9716A1_WORK_SIZE(batch) ((batch) * 259 + 1153)  /* numbers of scratch per call */
+#define SYMNET_BEDE9716A1_TRAIN_WORK_SIZE(batch_size) (SYMNET_BEDE9716A1_WORK_SIZE(batch_size) + (batch_size) * 2)
+#define SYMNET_BEDE9716A1_SGD 0       /* optimizer codes of symnet_bede9716a1_update and symnet_bede9716a1_train */
+#define SYMNET_BEDE9716A1_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_BEDE9716A1_N_PARAMS numbers */
+#define SYMNET_BEDE9716A1_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_BEDE9716A1_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_A4FB9A297E_N_OUTPUTS) = the network's output for X (batch × SYMNET_A4FB9A297E_N_INPUTS). */
-void symnet_a4fb9a297e_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_BEDE9716A1_N_OUTPUTS) = the network's output for X (batch × SYMNET_BEDE9716A1_N_INPUTS). */
+void symnet_bede9716a1_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_a4fb9a297e_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_bede9716a1_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_A4FB9A297E_N_PARAMS numbers) by back propagation. */
-float symnet_a4fb9a297e_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_BEDE9716A1_N_PARAMS numbers) by back propagation. */
+float symnet_bede9716a1_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_a4fb9a297e_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_bede9716a1_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_A4FB9A297E_SGD, SYMNET_A4FB9A297E_MOMENTUM or SYMNET_A4FB9A297E_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_BEDE9716A1_SGD, SYMNET_BEDE9716A1_MOMENTUM or SYMNET_BEDE9716A1_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_a4fb9a297e_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_bede9716a1_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -86,10 +86,10 @@ void symnet_a4fb9a297e_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_A4FB9A297E_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_BEDE9716A1_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_A4FB9A297E_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_a4fb9a297e_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_BEDE9716A1_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_bede9716a1_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -98,7 +98,7 @@ long long symnet_a4fb9a297e_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_A4FB9A297E_H */
+#endif /* SYMNET_BEDE9716A1_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -280,10 +280,13 @@ static void sn_gemm(int M, int N, int K, const real *restrict A, ptrdiff_t sam, 
  * constants: small products then run as loops the compiler unrolls and
  * vectorises, in the order that reads memory contiguously; the rest go to
  * sn_gemm.  Measured on the 2-8-8-1 network's whole-epoch training: ~15% less
- * time per step than calling a generic loop with run-time strides.  The test
- * N·K ≥ SN_SMALL is decided by the compiler, so a layer that can never take the
- * plain loops (M ≥ 1) does not compile them: compile time then stays flat in
- * width (16 layers of 64: gcc 1.4 → s of CPU time). */
+ * time per step than calling a generic loop with run-time strides.  The tests
+ * M·N ≥ SN_SMALL and N·K ≥ SN_SMALL are decided by the compiler where both sizes are
+ * constants, so a product that can never take the plain loops (its third size ≥ 1;
+ * 0 adds nothing, which sn_gemm does too) does not compile them: compile time then
+ * stays flat in width (16 layers of 64: gcc 1.4 → 0.9 s of CPU time).  Written out
+ * once per product: M·N·K alone, with K the batch, left the loops of every weight
+ * gradient in the module. */
 #if defined(__GNUC__)
 #define SN_INLINE static inline __attribute__((always_inline))
 #else
@@ -294,7 +297,7 @@ static void sn_gemm(int M, int N, int K, const real *restrict A, ptrdiff_t sam, 
 SN_INLINE void sn_mm_nt(int M, int N, int K, const real *restrict A,
                         const real *restrict B, real *restrict C, int accumulate)
 {
-    if ((double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
+    if ((double)M * N >= SN_SMALL || (double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
         sn_gemm(M, N, K, A, K, 1, B, 1, K, C, accumulate);
         return;
     }
@@ -311,7 +314,7 @@ SN_INLINE void sn_mm_nt(int M, int N, int K, const real *restrict A,
 SN_INLINE void sn_mm_nn(int M, int N, int K, const real *restrict A,
                         const real *restrict B, real *restrict C, int accumulate)
 {
-    if ((double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
+    if ((double)M * N >= SN_SMALL || (double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
         sn_gemm(M, N, K, A, K, 1, B, N, 1, C, accumulate);
         return;
     }
@@ -331,7 +334,7 @@ SN_INLINE void sn_mm_nn(int M, int N, int K, const real *restrict A,
 SN_INLINE void sn_mm_tn(int M, int N, int K, const real *restrict A,
                         const real *restrict B, real *restrict C, int accumulate)
 {
-    if ((double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
+    if ((double)M * N >= SN_SMALL || (double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
         sn_gemm(M, N, K, A, 1, M, B, N, 1, C, accumulate);
         return;
     }
@@ -368,6 +371,9 @@ static void sn_forward(const real *params, real *work, const real *sn_u_x, int b
     sn_mm_nt(batch, 32, 1, sn_u_x, W1, z_H1, 0);
     /* H1[b,i] = tanh(b1[i] + z_H1[b,i]) */
     for (int b = 0; b < batch; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int i = 0; i < 32; i++) {
             H1[b * 32 + i] = sn_tanhf(b1[i] + z_H1[b * 32 + i]);
         }
@@ -375,6 +381,9 @@ static void sn_forward(const real *params, real *work, const real *sn_u_x, int b
     sn_mm_nt(batch, 32, 32, H1, W2, z_H2, 0);
     /* H2[b,i] = tanh(b2[i] + z_H2[b,i]) */
     for (int b = 0; b < batch; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int i = 0; i < 32; i++) {
             H2[b * 32 + i] = sn_tanhf(b2[i] + z_H2[b * 32 + i]);
         }
@@ -382,6 +391,9 @@ static void sn_forward(const real *params, real *work, const real *sn_u_x, int b
     sn_mm_nt(batch, 1, 32, H2, W3, z_O, 0);
     /* O[b,i] = b3[i] + z_O[b,i] */
     for (int b = 0; b < batch; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int i = 0; i < 1; i++) {
             sn_u_O[b * 1 + i] = b3[i] + z_O[b * 1 + i];
         }
@@ -389,7 +401,7 @@ static void sn_forward(const real *params, real *work, const real *sn_u_x, int b
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_a4fb9a297e_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_bede9716a1_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 129, sizeof(real) * (size_t)batch * 1);
@@ -413,7 +425,7 @@ static double sn_loss(const real *params, real *work, const real *sn_u_x, const 
     return loss / batch;
 }
 
-real symnet_a4fb9a297e_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_bede9716a1_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -461,6 +473,9 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     memset(g_b2, 0, sizeof(real) * 32);
     /* delta_H2[b,i] = dL_dH2[b,i]·(1 - H2[b,i]²); g_b2[i] += dL_dH2[b,i]·(1 - H2[b,i]²) */
     for (int b = 0; b < batch; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int i = 0; i < 32; i++) {
             const real t0 = dL_dH2[b * 32 + i]*(1 - H2[b * 32 + i]*H2[b * 32 + i]);
             delta_H2[b * 32 + i] = t0;
@@ -473,6 +488,9 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     memset(g_b1, 0, sizeof(real) * 32);
     /* delta_H1[b,i] = dL_dH1[b,i]·(1 - H1[b,i]²); g_b1[i] += dL_dH1[b,i]·(1 - H1[b,i]²) */
     for (int b = 0; b < batch; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int i = 0; i < 32; i++) {
             const real t0 = dL_dH1[b * 32 + i]*(1 - H1[b * 32 + i]*H1[b * 32 + i]);
             delta_H1[b * 32 + i] = t0;
@@ -484,7 +502,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_a4fb9a297e_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_bede9716a1_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -511,7 +529,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_a4fb9a297e_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_bede9716a1_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 259;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
@@ -582,7 +600,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_a4fb9a297e_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_bede9716a1_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -608,7 +626,7 @@ void symnet_a4fb9a297e_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_a4fb9a297e_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_bede9716a1_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

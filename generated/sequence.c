@@ -56,56 +56,56 @@
  *   loss: mse, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_3F009A7808_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_3F009A7808_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_2FD470A6AF_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_2FD470A6AF_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W2           offset         0  shape (16, 1)
  *   U2           offset        16  shape (16, 16)
  *   b2           offset       272  shape (16,)
  *   W17          offset       288  shape (1, 16)
  *   b17          offset       304  shape (1,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_3F009A7808_WORK_SIZE(batch) numbers; SYMNET_3F009A7808_TRAIN_WORK_SIZE(batch_size) for
- * symnet_3f009a7808_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_2FD470A6AF_WORK_SIZE(batch) numbers; SYMNET_2FD470A6AF_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_2fd470a6af_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 305 + X B*8 + T or O B*1 + work (B*643 + 305)
  *   numbers of 4 bytes; e.g. B = 32: 85,896 bytes (training; forward only: 50,756).
  */
-#ifndef SYMNET_3F009A7808_H
-#define SYMNET_3F009A7808_H
+#ifndef SYMNET_2FD470A6AF_H
+#define SYMNET_2FD470A6AF_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_3F009A7808_REAL float  /* the number type of every array (float32) */
-#define SYMNET_3F009A7808_N_INPUTS 8  /* features per example */
-#define SYMNET_3F009A7808_N_OUTPUTS 1
-#define SYMNET_3F009A7808_N_PARAMS 305  /* numbers in the flat parameter array */
-#define SYMNET_3F009A7808_WORK_PER_EXAMPLE 643
-#define SYMNET_3F009A7808_WORK_SIZE(batch) ((batch) * 643 + 305)  /* numbers of scratch per call */
-#define SYMNET_3F009A7808_TRAIN_WORK_SIZE(batch_size) (SYMNET_3F009A7808_WORK_SIZE(batch_size) + (batch_size) * 9)
-#define SYMNET_3F009A7808_SGD 0       /* optimizer codes of symnet_3f009a7808_update and symnet_3f009a7808_train */
-#define SYMNET_3F009A7808_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_3F009A7808_N_PARAMS numbers */
-#define SYMNET_3F009A7808_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_3F009A7808_N_PARAMS numbers each */
+#define SYMNET_2FD470A6AF_REAL float  /* the number type of every array (float32) */
+#define SYMNET_2FD470A6AF_N_INPUTS 8  /* features per example */
+#define SYMNET_2FD470A6AF_N_OUTPUTS 1
+#define SYMNET_2FD470A6AF_N_PARAMS 305  /* numbers in the flat parameter array */
+#define SYMNET_2FD470A6AF_WORK_PER_EXAMPLE 643
+#define SYMNET_2FD470A6AF_WORK_SIZE(batch) ((batch) * 643 + 305)  /* numbers of scratch per call */
+#define SYMNET_2FD470A6AF_TRAIN_WORK_SIZE(batch_size) (SYMNET_2FD470A6AF_WORK_SIZE(batch_size) + (batch_size) * 9)
+#define SYMNET_2FD470A6AF_SGD 0       /* optimizer codes of symnet_2fd470a6af_update and symnet_2fd470a6af_train */
+#define SYMNET_2FD470A6AF_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_2FD470A6AF_N_PARAMS numbers */
+#define SYMNET_2FD470A6AF_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_2FD470A6AF_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_3F009A7808_N_OUTPUTS) = the network's output for X (batch × SYMNET_3F009A7808_N_INPUTS). */
-void symnet_3f009a7808_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_2FD470A6AF_N_OUTPUTS) = the network's output for X (batch × SYMNET_2FD470A6AF_N_INPUTS). */
+void symnet_2fd470a6af_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_3f009a7808_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_2fd470a6af_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_3F009A7808_N_PARAMS numbers) by back propagation. */
-float symnet_3f009a7808_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_2FD470A6AF_N_PARAMS numbers) by back propagation. */
+float symnet_2fd470a6af_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_3f009a7808_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_2fd470a6af_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_3F009A7808_SGD, SYMNET_3F009A7808_MOMENTUM or SYMNET_3F009A7808_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_2FD470A6AF_SGD, SYMNET_2FD470A6AF_MOMENTUM or SYMNET_2FD470A6AF_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_3f009a7808_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_2fd470a6af_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -113,10 +113,10 @@ void symnet_3f009a7808_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_3F009A7808_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_2FD470A6AF_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_3F009A7808_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_3f009a7808_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_2FD470A6AF_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_2fd470a6af_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -125,7 +125,7 @@ long long symnet_3f009a7808_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_3F009A7808_H */
+#endif /* SYMNET_2FD470A6AF_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -307,10 +307,13 @@ static void sn_gemm(int M, int N, int K, const real *restrict A, ptrdiff_t sam, 
  * constants: small products then run as loops the compiler unrolls and
  * vectorises, in the order that reads memory contiguously; the rest go to
  * sn_gemm.  Measured on the 2-8-8-1 network's whole-epoch training: ~15% less
- * time per step than calling a generic loop with run-time strides.  The test
- * N·K ≥ SN_SMALL is decided by the compiler, so a layer that can never take the
- * plain loops (M ≥ 1) does not compile them: compile time then stays flat in
- * width (16 layers of 64: gcc 1.4 → s of CPU time). */
+ * time per step than calling a generic loop with run-time strides.  The tests
+ * M·N ≥ SN_SMALL and N·K ≥ SN_SMALL are decided by the compiler where both sizes are
+ * constants, so a product that can never take the plain loops (its third size ≥ 1;
+ * 0 adds nothing, which sn_gemm does too) does not compile them: compile time then
+ * stays flat in width (16 layers of 64: gcc 1.4 → 0.9 s of CPU time).  Written out
+ * once per product: M·N·K alone, with K the batch, left the loops of every weight
+ * gradient in the module. */
 #if defined(__GNUC__)
 #define SN_INLINE static inline __attribute__((always_inline))
 #else
@@ -321,7 +324,7 @@ static void sn_gemm(int M, int N, int K, const real *restrict A, ptrdiff_t sam, 
 SN_INLINE void sn_mm_nt(int M, int N, int K, const real *restrict A,
                         const real *restrict B, real *restrict C, int accumulate)
 {
-    if ((double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
+    if ((double)M * N >= SN_SMALL || (double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
         sn_gemm(M, N, K, A, K, 1, B, 1, K, C, accumulate);
         return;
     }
@@ -338,7 +341,7 @@ SN_INLINE void sn_mm_nt(int M, int N, int K, const real *restrict A,
 SN_INLINE void sn_mm_nn(int M, int N, int K, const real *restrict A,
                         const real *restrict B, real *restrict C, int accumulate)
 {
-    if ((double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
+    if ((double)M * N >= SN_SMALL || (double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
         sn_gemm(M, N, K, A, K, 1, B, N, 1, C, accumulate);
         return;
     }
@@ -358,7 +361,7 @@ SN_INLINE void sn_mm_nn(int M, int N, int K, const real *restrict A,
 SN_INLINE void sn_mm_tn(int M, int N, int K, const real *restrict A,
                         const real *restrict B, real *restrict C, int accumulate)
 {
-    if ((double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
+    if ((double)M * N >= SN_SMALL || (double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
         sn_gemm(M, N, K, A, 1, M, B, N, 1, C, accumulate);
         return;
     }
@@ -422,6 +425,9 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
 
     /* x_1[b,i] = S[b,0,i] */
     for (int b = 0; b < batch; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int i = 0; i < 1; i++) {
             x_1[b * 1 + i] = S[b * 8 + (0) * 1 + i];
         }
@@ -429,11 +435,17 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
     sn_mm_nt(batch, 16, 1, x_1, W2, zW_h_1, 0);
     /* h_1[b,i] = tanh(b2[i] + zW_h_1[b,i]) */
     for (int b = 0; b < batch; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int i = 0; i < 16; i++) {
             h_1[b * 16 + i] = sn_tanhf(b2[i] + zW_h_1[b * 16 + i]);
         }
     /* x_2[b,i] = S[b,1,i] */
     for (int b = 0; b < batch; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int i = 0; i < 1; i++) {
             x_2[b * 1 + i] = S[b * 8 + (1) * 1 + i];
         }
@@ -443,11 +455,17 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
     sn_mm_nt(batch, 16, 16, h_1, U2, zU_h_2, 0);
     /* h_2[b,i] = tanh(b2[i] + zU_h_2[b,i] + zW_h_2[b,i]) */
     for (int b = 0; b < batch; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int i = 0; i < 16; i++) {
             h_2[b * 16 + i] = sn_tanhf(b2[i] + zU_h_2[b * 16 + i] + zW_h_2[b * 16 + i]);
         }
     /* x_3[b,i] = S[b,2,i] */
     for (int b = 0; b < batch; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int i = 0; i < 1; i++) {
             x_3[b * 1 + i] = S[b * 8 + (2) * 1 + i];
         }
@@ -457,11 +475,17 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
     sn_mm_nt(batch, 16, 16, h_2, U2, zU_h_3, 0);
     /* h_3[b,i] = tanh(b2[i] + zU_h_3[b,i] + zW_h_3[b,i]) */
     for (int b = 0; b < batch; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int i = 0; i < 16; i++) {
             h_3[b * 16 + i] = sn_tanhf(b2[i] + zU_h_3[b * 16 + i] + zW_h_3[b * 16 + i]);
         }
     /* x_4[b,i] = S[b,3,i] */
     for (int b = 0; b < batch; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int i = 0; i < 1; i++) {
             x_4[b * 1 + i] = S[b * 8 + (3) * 1 + i];
         }
@@ -471,11 +495,17 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
     sn_mm_nt(batch, 16, 16, h_3, U2, zU_h_4, 0);
     /* h_4[b,i] = tanh(b2[i] + zU_h_4[b,i] + zW_h_4[b,i]) */
     for (int b = 0; b < batch; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int i = 0; i < 16; i++) {
             h_4[b * 16 + i] = sn_tanhf(b2[i] + zU_h_4[b * 16 + i] + zW_h_4[b * 16 + i]);
         }
     /* x_5[b,i] = S[b,4,i] */
     for (int b = 0; b < batch; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int i = 0; i < 1; i++) {
             x_5[b * 1 + i] = S[b * 8 + (4) * 1 + i];
         }
@@ -485,11 +515,17 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
     sn_mm_nt(batch, 16, 16, h_4, U2, zU_h_5, 0);
     /* h_5[b,i] = tanh(b2[i] + zU_h_5[b,i] + zW_h_5[b,i]) */
     for (int b = 0; b < batch; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int i = 0; i < 16; i++) {
             h_5[b * 16 + i] = sn_tanhf(b2[i] + zU_h_5[b * 16 + i] + zW_h_5[b * 16 + i]);
         }
     /* x_6[b,i] = S[b,5,i] */
     for (int b = 0; b < batch; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int i = 0; i < 1; i++) {
             x_6[b * 1 + i] = S[b * 8 + (5) * 1 + i];
         }
@@ -499,11 +535,17 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
     sn_mm_nt(batch, 16, 16, h_5, U2, zU_h_6, 0);
     /* h_6[b,i] = tanh(b2[i] + zU_h_6[b,i] + zW_h_6[b,i]) */
     for (int b = 0; b < batch; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int i = 0; i < 16; i++) {
             h_6[b * 16 + i] = sn_tanhf(b2[i] + zU_h_6[b * 16 + i] + zW_h_6[b * 16 + i]);
         }
     /* x_7[b,i] = S[b,6,i] */
     for (int b = 0; b < batch; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int i = 0; i < 1; i++) {
             x_7[b * 1 + i] = S[b * 8 + (6) * 1 + i];
         }
@@ -513,11 +555,17 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
     sn_mm_nt(batch, 16, 16, h_6, U2, zU_h_7, 0);
     /* h_7[b,i] = tanh(b2[i] + zU_h_7[b,i] + zW_h_7[b,i]) */
     for (int b = 0; b < batch; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int i = 0; i < 16; i++) {
             h_7[b * 16 + i] = sn_tanhf(b2[i] + zU_h_7[b * 16 + i] + zW_h_7[b * 16 + i]);
         }
     /* x_8[b,i] = S[b,7,i] */
     for (int b = 0; b < batch; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int i = 0; i < 1; i++) {
             x_8[b * 1 + i] = S[b * 8 + (7) * 1 + i];
         }
@@ -527,6 +575,9 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
     sn_mm_nt(batch, 16, 16, h_7, U2, zU_h_8, 0);
     /* h_8[b,i] = tanh(b2[i] + zU_h_8[b,i] + zW_h_8[b,i]) */
     for (int b = 0; b < batch; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int i = 0; i < 16; i++) {
             h_8[b * 16 + i] = sn_tanhf(b2[i] + zU_h_8[b * 16 + i] + zW_h_8[b * 16 + i]);
         }
@@ -534,6 +585,9 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
     sn_mm_nt(batch, 1, 16, h_8, W17, z_O, 0);
     /* O[b,i] = b17[i] + z_O[b,i] */
     for (int b = 0; b < batch; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int i = 0; i < 1; i++) {
             sn_u_O[b * 1 + i] = b17[i] + z_O[b * 1 + i];
         }
@@ -541,7 +595,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_3f009a7808_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_2fd470a6af_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 377, sizeof(real) * (size_t)batch * 1);
@@ -565,7 +619,7 @@ static double sn_loss(const real *params, real *work, const real *S, const real 
     return loss / batch;
 }
 
-real symnet_3f009a7808_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_2fd470a6af_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -645,6 +699,9 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     memset(g_b2, 0, sizeof(real) * 16);
     /* delta_zW_h_8[b,i] = dL_dh_8[b,i]·(1 - h_8[b,i]²); g_b2[i] += dL_dh_8[b,i]·(1 - h_8[b,i]²) */
     for (int b = 0; b < batch; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int i = 0; i < 16; i++) {
             const real t0 = dL_dh_8[b * 16 + i]*(1 - h_8[b * 16 + i]*h_8[b * 16 + i]);
             delta_zW_h_8[b * 16 + i] = t0;
@@ -658,6 +715,9 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     sn_mm_nn(batch, 16, 16, delta_zU_h_8, U2, dL_dh_7, 0);
     /* delta_zW_h_7[b,i] = dL_dh_7[b,i]·(1 - h_7[b,i]²); g_b2[i] += dL_dh_7[b,i]·(1 - h_7[b,i]²) */
     for (int b = 0; b < batch; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int i = 0; i < 16; i++) {
             const real t0 = dL_dh_7[b * 16 + i]*(1 - h_7[b * 16 + i]*h_7[b * 16 + i]);
             delta_zW_h_7[b * 16 + i] = t0;
@@ -671,6 +731,9 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     sn_mm_nn(batch, 16, 16, delta_zU_h_7, U2, dL_dh_6, 0);
     /* delta_zW_h_6[b,i] = dL_dh_6[b,i]·(1 - h_6[b,i]²); g_b2[i] += dL_dh_6[b,i]·(1 - h_6[b,i]²) */
     for (int b = 0; b < batch; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int i = 0; i < 16; i++) {
             const real t0 = dL_dh_6[b * 16 + i]*(1 - h_6[b * 16 + i]*h_6[b * 16 + i]);
             delta_zW_h_6[b * 16 + i] = t0;
@@ -684,6 +747,9 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     sn_mm_nn(batch, 16, 16, delta_zU_h_6, U2, dL_dh_5, 0);
     /* delta_zW_h_5[b,i] = dL_dh_5[b,i]·(1 - h_5[b,i]²); g_b2[i] += dL_dh_5[b,i]·(1 - h_5[b,i]²) */
     for (int b = 0; b < batch; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int i = 0; i < 16; i++) {
             const real t0 = dL_dh_5[b * 16 + i]*(1 - h_5[b * 16 + i]*h_5[b * 16 + i]);
             delta_zW_h_5[b * 16 + i] = t0;
@@ -697,6 +763,9 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     sn_mm_nn(batch, 16, 16, delta_zU_h_5, U2, dL_dh_4, 0);
     /* delta_zW_h_4[b,i] = dL_dh_4[b,i]·(1 - h_4[b,i]²); g_b2[i] += dL_dh_4[b,i]·(1 - h_4[b,i]²) */
     for (int b = 0; b < batch; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int i = 0; i < 16; i++) {
             const real t0 = dL_dh_4[b * 16 + i]*(1 - h_4[b * 16 + i]*h_4[b * 16 + i]);
             delta_zW_h_4[b * 16 + i] = t0;
@@ -710,6 +779,9 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     sn_mm_nn(batch, 16, 16, delta_zU_h_4, U2, dL_dh_3, 0);
     /* delta_zW_h_3[b,i] = dL_dh_3[b,i]·(1 - h_3[b,i]²); g_b2[i] += dL_dh_3[b,i]·(1 - h_3[b,i]²) */
     for (int b = 0; b < batch; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int i = 0; i < 16; i++) {
             const real t0 = dL_dh_3[b * 16 + i]*(1 - h_3[b * 16 + i]*h_3[b * 16 + i]);
             delta_zW_h_3[b * 16 + i] = t0;
@@ -723,6 +795,9 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     sn_mm_nn(batch, 16, 16, delta_zU_h_3, U2, dL_dh_2, 0);
     /* delta_zW_h_2[b,i] = dL_dh_2[b,i]·(1 - h_2[b,i]²); g_b2[i] += dL_dh_2[b,i]·(1 - h_2[b,i]²) */
     for (int b = 0; b < batch; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int i = 0; i < 16; i++) {
             const real t0 = dL_dh_2[b * 16 + i]*(1 - h_2[b * 16 + i]*h_2[b * 16 + i]);
             delta_zW_h_2[b * 16 + i] = t0;
@@ -736,6 +811,9 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     sn_mm_nn(batch, 16, 16, delta_zU_h_2, U2, dL_dh_1, 0);
     /* delta_h_1[b,i] = dL_dh_1[b,i]·(1 - h_1[b,i]²); g_b2[i] += dL_dh_1[b,i]·(1 - h_1[b,i]²) */
     for (int b = 0; b < batch; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int i = 0; i < 16; i++) {
             const real t0 = dL_dh_1[b * 16 + i]*(1 - h_1[b * 16 + i]*h_1[b * 16 + i]);
             delta_h_1[b * 16 + i] = t0;
@@ -747,7 +825,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_3f009a7808_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_2fd470a6af_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -774,7 +852,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_3f009a7808_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_2fd470a6af_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 643;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
@@ -845,7 +923,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_3f009a7808_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_2fd470a6af_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -871,7 +949,7 @@ void symnet_3f009a7808_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_3f009a7808_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_2fd470a6af_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

@@ -112,8 +112,8 @@
  *   loss: bce, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_DD589BAB6A_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_DD589BAB6A_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_D4095252C9_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_D4095252C9_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (32, 10)
  *   b1           offset       320  shape (32,)
  *   P2           offset       352  shape (8, 32)
@@ -144,48 +144,48 @@
  *   W17          offset     17696  shape (10, 32)
  *   b17          offset     18016  shape (10,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_DD589BAB6A_WORK_SIZE(batch) numbers; SYMNET_DD589BAB6A_TRAIN_WORK_SIZE(batch_size) for
- * symnet_dd589bab6a_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_D4095252C9_WORK_SIZE(batch) numbers; SYMNET_D4095252C9_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_d4095252c9_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 18026 + X B*80 + T or O B*80 + work (B*29264 + 18026)
  *   numbers of 4 bytes; e.g. B = 32: 3,910,480 bytes (training; forward only: 1,948,072).
  */
-#ifndef SYMNET_DD589BAB6A_H
-#define SYMNET_DD589BAB6A_H
+#ifndef SYMNET_D4095252C9_H
+#define SYMNET_D4095252C9_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_DD589BAB6A_REAL float  /* the number type of every array (float32) */
-#define SYMNET_DD589BAB6A_N_INPUTS 80  /* features per example */
-#define SYMNET_DD589BAB6A_N_OUTPUTS 80
-#define SYMNET_DD589BAB6A_N_PARAMS 18026  /* numbers in the flat parameter array */
-#define SYMNET_DD589BAB6A_WORK_PER_EXAMPLE 29264
-#define SYMNET_DD589BAB6A_WORK_SIZE(batch) ((batch) * 29264 + 18026)  /* numbers of scratch per call */
-#define SYMNET_DD589BAB6A_TRAIN_WORK_SIZE(batch_size) (SYMNET_DD589BAB6A_WORK_SIZE(batch_size) + (batch_size) * 160)
-#define SYMNET_DD589BAB6A_SGD 0       /* optimizer codes of symnet_dd589bab6a_update and symnet_dd589bab6a_train */
-#define SYMNET_DD589BAB6A_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_DD589BAB6A_N_PARAMS numbers */
-#define SYMNET_DD589BAB6A_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_DD589BAB6A_N_PARAMS numbers each */
+#define SYMNET_D4095252C9_REAL float  /* the number type of every array (float32) */
+#define SYMNET_D4095252C9_N_INPUTS 80  /* features per example */
+#define SYMNET_D4095252C9_N_OUTPUTS 80
+#define SYMNET_D4095252C9_N_PARAMS 18026  /* numbers in the flat parameter array */
+#define SYMNET_D4095252C9_WORK_PER_EXAMPLE 29264
+#define SYMNET_D4095252C9_WORK_SIZE(batch) ((batch) * 29264 + 18026)  /* numbers of scratch per call */
+#define SYMNET_D4095252C9_TRAIN_WORK_SIZE(batch_size) (SYMNET_D4095252C9_WORK_SIZE(batch_size) + (batch_size) * 160)
+#define SYMNET_D4095252C9_SGD 0       /* optimizer codes of symnet_d4095252c9_update and symnet_d4095252c9_train */
+#define SYMNET_D4095252C9_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_D4095252C9_N_PARAMS numbers */
+#define SYMNET_D4095252C9_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_D4095252C9_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_DD589BAB6A_N_OUTPUTS) = the network's output for X (batch × SYMNET_DD589BAB6A_N_INPUTS). */
-void symnet_dd589bab6a_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_D4095252C9_N_OUTPUTS) = the network's output for X (batch × SYMNET_D4095252C9_N_INPUTS). */
+void symnet_d4095252c9_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_dd589bab6a_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_d4095252c9_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_DD589BAB6A_N_PARAMS numbers) by back propagation. */
-float symnet_dd589bab6a_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_D4095252C9_N_PARAMS numbers) by back propagation. */
+float symnet_d4095252c9_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_dd589bab6a_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_d4095252c9_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_DD589BAB6A_SGD, SYMNET_DD589BAB6A_MOMENTUM or SYMNET_DD589BAB6A_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_D4095252C9_SGD, SYMNET_D4095252C9_MOMENTUM or SYMNET_D4095252C9_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_dd589bab6a_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_d4095252c9_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -193,10 +193,10 @@ void symnet_dd589bab6a_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_DD589BAB6A_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_D4095252C9_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_DD589BAB6A_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_dd589bab6a_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_D4095252C9_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_d4095252c9_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -205,7 +205,7 @@ long long symnet_dd589bab6a_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_DD589BAB6A_H */
+#endif /* SYMNET_D4095252C9_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -213,12 +213,45 @@ typedef float real;
                       (symnet's own build passes -fopenmp-simd -DSN_SIMD) */
 #endif
 
-/* σ(x) = 1/(1 + e^−x), written so that neither branch overflows. */
-static inline real sn_sigmoid(real x)
+/* exp(x) for float as 2^n·e^r, n = ⌊x/ln 2⌉, r = x − n·ln 2 ∈ [−ln 2/2, ln 2/2] (ln 2 in two
+ * parts, so r is exact), e^r by Cephes' degree-6 polynomial and 2^n built in two halves
+ * from their exponent bits (so that 2^n of −150 < n < 128 needs no special case).  No
+ * call and no branch, so loops over it vectorise (libm's expf, a call per element, was
+ * the largest part of attention's forward pass); relative error ≤ 9e-8 (1.5 ulp) against
+ * libm's 6e-8 (both measured against exp in double on [−104, 88.72], below 2^−126
+ * against 2^−126); ∞ above 88.7228 where exp overflows, 0 below −104, NaN for NaN. */
+typedef char sn_int_as_wide_as_float[sizeof(int) == sizeof(float) ? 1 : -1];  /* 2^k below */
+
+static inline float sn_expf(float x)
 {
-    if (x >= 0) return 1 / (1 + expf(-x));
-    const real e = expf(x);
-    return e / (1 + e);
+    const float c = x > -104.0f ? (x < 88.7228394f ? x : 88.7228394f) : -104.0f;
+    const float n = floorf(c * 1.44269504088896341f + 0.5f);
+    const float r = (c - n * 0.693359375f) - n * -2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * (r * r) + r + 1.0f;
+    const int k = (int)n, k1 = k / 2;
+    const int e1 = (k1 + 127) << 23, e2 = (k - k1 + 127) << 23;   /* 2^k1, 2^(k − k1) */
+    float s1, s2;
+    memcpy(&s1, &e1, sizeof s1);
+    memcpy(&s2, &e2, sizeof s2);
+    return x != x ? x : x > 88.7228394f ? (float)INFINITY : p * s1 * s2;
+}
+
+/* σ(x) for float with the template's e^x (templates/expf.c.j2): e = e^−|x| ≤ 1, then
+ * 1/(1 + e) for x ≥ 0 and e/(1 + e) below (so that σ of a large negative x keeps its
+ * tiny value, subnormals included); no call and no branch (the choice is a select), so
+ * loops over it vectorise (libm's expf, called per element, was ~20% of a GRU's
+ * training step); ≤ 2.6 ulp against σ in double on [−110, 95]. */
+static inline float sn_sigmoid(float x)
+{
+    const float e = sn_expf(-fabsf(x));
+    const float r = 1.0f / (1.0f + e);
+    return x >= 0 ? r : e * r;
 }
 
 /* softplus(x) = log(1 + e^x) = max(x, 0) + log1p(e^−|x|), finite for all finite x. */
@@ -378,10 +411,13 @@ static void sn_gemm(int M, int N, int K, const real *restrict A, ptrdiff_t sam, 
  * constants: small products then run as loops the compiler unrolls and
  * vectorises, in the order that reads memory contiguously; the rest go to
  * sn_gemm.  Measured on the 2-8-8-1 network's whole-epoch training: ~15% less
- * time per step than calling a generic loop with run-time strides.  The test
- * N·K ≥ SN_SMALL is decided by the compiler, so a layer that can never take the
- * plain loops (M ≥ 1) does not compile them: compile time then stays flat in
- * width (16 layers of 64: gcc 1.4 → s of CPU time). */
+ * time per step than calling a generic loop with run-time strides.  The tests
+ * M·N ≥ SN_SMALL and N·K ≥ SN_SMALL are decided by the compiler where both sizes are
+ * constants, so a product that can never take the plain loops (its third size ≥ 1;
+ * 0 adds nothing, which sn_gemm does too) does not compile them: compile time then
+ * stays flat in width (16 layers of 64: gcc 1.4 → 0.9 s of CPU time).  Written out
+ * once per product: M·N·K alone, with K the batch, left the loops of every weight
+ * gradient in the module. */
 #if defined(__GNUC__)
 #define SN_INLINE static inline __attribute__((always_inline))
 #else
@@ -392,7 +428,7 @@ static void sn_gemm(int M, int N, int K, const real *restrict A, ptrdiff_t sam, 
 SN_INLINE void sn_mm_nt(int M, int N, int K, const real *restrict A,
                         const real *restrict B, real *restrict C, int accumulate)
 {
-    if ((double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
+    if ((double)M * N >= SN_SMALL || (double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
         sn_gemm(M, N, K, A, K, 1, B, 1, K, C, accumulate);
         return;
     }
@@ -409,7 +445,7 @@ SN_INLINE void sn_mm_nt(int M, int N, int K, const real *restrict A,
 SN_INLINE void sn_mm_nn(int M, int N, int K, const real *restrict A,
                         const real *restrict B, real *restrict C, int accumulate)
 {
-    if ((double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
+    if ((double)M * N >= SN_SMALL || (double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
         sn_gemm(M, N, K, A, K, 1, B, N, 1, C, accumulate);
         return;
     }
@@ -429,7 +465,7 @@ SN_INLINE void sn_mm_nn(int M, int N, int K, const real *restrict A,
 SN_INLINE void sn_mm_tn(int M, int N, int K, const real *restrict A,
                         const real *restrict B, real *restrict C, int accumulate)
 {
-    if ((double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
+    if ((double)M * N >= SN_SMALL || (double)N * K >= SN_SMALL || (double)M * N * K >= SN_SMALL) {
         sn_gemm(M, N, K, A, 1, M, B, N, 1, C, accumulate);
         return;
     }
@@ -520,29 +556,79 @@ static void sn_took_now(int threads, double seconds)
 }
 #endif
 
-/* T[m·stm + n] += α·Σ_k A[m·sam + k·sak]·B[k·sbk + n] for m < M, n < N, k < K: one
- * small product of a batch of them (attention's gradients, per example and head),
- * every size and stride a constant at the call.  A row of T (SN_SMALL_N numbers at a
- * time) stays in registers while k runs, and each row of B read feeds it whole. */
-#define SN_SMALL_N 64
+/* T[m·stm + n] += α·Σ_k A[m·sam + k·sak]·B[k·sbk + n·sbn] for m < M, n < N, k < K: one
+ * small product of a batch of them (attention's scores, weighted sums and their
+ * gradients, per example and head), every size and stride a constant at the call.
+ * T is computed in tiles of SN_SMALL_MR rows × SN_SMALL_NB columns (64 bytes of a row)
+ * that stay in registers while k runs: each row of B read feeds SN_SMALL_MR rows, each
+ * number of A a row of the tile.  A B stored along k (sbn ≠ 1: the keys of q·kᵀ, the
+ * values read by key) is first copied, SN_SMALL_NB columns at a time, into rows along
+ * n.  Each T[m,n] is summed in the order of k, as the plain loop does; accumulate = 0
+ * stores α·Σ_k instead of adding it (a T that nothing zeroed: symnet.plan.overwrite).  Measured per
+ * (example, head) of attention, d = 16, 32 positions, one thread of a 2-core Zen 3:
+ * 83 GFLOP/s against 11 for one row of T at a time in memory (its loads and stores at
+ * every k), and scores q·kᵀ 4× faster than as dot products along e. */
+#define SN_SMALL_NB (64 / (int)sizeof(real))   /* 16 floats or 8 doubles: two AVX2 registers */
+#define SN_SMALL_MR 6                           /* rows: 12 accumulators of 16 */
+#define SN_SMALL_KMAX 256                       /* at most this K when B is copied */
+
+/* rows m < mr (≤ SN_SMALL_MR) and columns n < nc (≤ SN_SMALL_NB) of T, B's rows ldb apart */
+SN_INLINE void sn_small_tile(int mr, int nc, int K, real alpha, const real *restrict A,
+                             ptrdiff_t sam, ptrdiff_t sak, const real *restrict B,
+                             ptrdiff_t ldb, real *restrict T, ptrdiff_t stm, int accumulate)
+{
+    real acc[SN_SMALL_MR][SN_SMALL_NB];
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC unroll 8   /* unrolled, the tile's rows stay in registers */
+#endif
+    for (int r = 0; r < mr; r++)
+        for (int n = 0; n < nc; n++) acc[r][n] = 0;
+    /* acc[r,n] += A(r,k)·B(k,n) */
+    for (int k = 0; k < K; k++) {
+        const real *restrict b = B + k * ldb;
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC unroll 8
+#endif
+        for (int r = 0; r < mr; r++) {
+            const real a = A[r * sam + k * sak];
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC unroll 1   /* vectorised, not unrolled into scalars */
+#endif
+            for (int n = 0; n < nc; n++) acc[r][n] += a * b[n];
+        }
+    }
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC unroll 8
+#endif
+    for (int r = 0; r < mr; r++)
+        for (int n = 0; n < nc; n++)
+            T[r * stm + n] = accumulate ? T[r * stm + n] + alpha * acc[r][n] : alpha * acc[r][n];
+}
+
 SN_INLINE void sn_small_mm(int M, int N, int K, real alpha, const real *restrict A,
                            ptrdiff_t sam, ptrdiff_t sak, const real *restrict B,
-                           ptrdiff_t sbk, real *restrict T, ptrdiff_t stm)
+                           ptrdiff_t sbk, ptrdiff_t sbn, real *restrict T, ptrdiff_t stm,
+                           int accumulate)
 {
-    for (int n0 = 0; n0 < N; n0 += SN_SMALL_N) {
-        const int nc = N - n0 < SN_SMALL_N ? N - n0 : SN_SMALL_N;
-        for (int m = 0; m < M; m++) {
-            real acc[SN_SMALL_N];
-            for (int n = 0; n < nc; n++) acc[n] = 0;
-            /* acc[n] += A(m,k)·B(k,n) */
-            for (int k = 0; k < K; k++) {
-                const real a = A[m * sam + k * sak];
-                const real *restrict b = B + k * sbk + n0;
-                for (int n = 0; n < nc; n++) acc[n] += a * b[n];
-            }
-            real *restrict t = T + m * stm + n0;
-            for (int n = 0; n < nc; n++) t[n] += alpha * acc[n];
+    real Bt[SN_SMALL_KMAX * SN_SMALL_NB];   /* B's columns n0.. as rows, when sbn ≠ 1 */
+    for (int n0 = 0; n0 < N; n0 += SN_SMALL_NB) {
+        const int nc = N - n0 < SN_SMALL_NB ? N - n0 : SN_SMALL_NB;
+        const real *Bn = B + n0 * sbn;
+        ptrdiff_t ldb = sbk;
+        if (sbn != 1) {
+            /* Bt[k,n] = B(k, n0 + n) */
+            for (int k = 0; k < K; k++)
+                for (int n = 0; n < nc; n++) Bt[k * SN_SMALL_NB + n] = Bn[k * sbk + n * sbn];
+            Bn = Bt;
+            ldb = SN_SMALL_NB;
         }
+        int m0 = 0;
+        for (; m0 + SN_SMALL_MR <= M; m0 += SN_SMALL_MR)
+            sn_small_tile(SN_SMALL_MR, nc, K, alpha, A + m0 * sam, sam, sak, Bn, ldb,
+                          T + m0 * stm + n0, stm, accumulate);
+        if (M % SN_SMALL_MR)
+            sn_small_tile(M % SN_SMALL_MR, nc, K, alpha, A + m0 * sam, sam, sak, Bn, ldb,
+                          T + m0 * stm + n0, stm, accumulate);
     }
 }
 
@@ -572,12 +658,18 @@ static void sn_rows_1(const real *params, real *work, const real *S, int batch, 
     /* embed[b,tq,i] = b1[i] + z_embed[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int tq = 0; tq < 8; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
             for (int i = 0; i < 32; i++) {
                 embed[b * 256 + tq * 32 + i] = b1[i] + z_embed[b * 256 + tq * 32 + i];
             }
     /* pos[b,tq,i] = P2[tq,i] + embed[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int tq = 0; tq < 8; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
             for (int i = 0; i < 32; i++) {
                 pos[b * 256 + tq * 32 + i] = P2[tq * 32 + i] + embed[b * 256 + tq * 32 + i];
             }
@@ -590,12 +682,18 @@ static void sn_rows_1(const real *params, real *work, const real *S, int batch, 
             }
     /* B1_norm1_mean[b,a] = z_B1_norm1_mean[b,a]/32 */
     for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int a = 0; a < 8; a++) {
             B1_norm1_mean[b * 8 + a] = (1.0F/32.0F)*z_B1_norm1_mean[b * 8 + a];
         }
     /* B1_norm1_c[b,a,d] = -B1_norm1_mean[b,a] + pos[b,a,d] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
             for (int d = 0; d < 32; d++) {
                 B1_norm1_c[b * 256 + a * 32 + d] = -B1_norm1_mean[b * 8 + a] + pos[b * 256 + a * 32 + d];
             }
@@ -608,12 +706,18 @@ static void sn_rows_1(const real *params, real *work, const real *S, int batch, 
             }
     /* B1_norm1_rstd[b,a] = 1/sqrt(z_B1_norm1_rstd[b,a]/32 + 1.0e-5) */
     for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int a = 0; a < 8; a++) {
             B1_norm1_rstd[b * 8 + a] = powf((1.0F/32.0F)*z_B1_norm1_rstd[b * 8 + a] + 1.0e-5F, -1.0F/2.0F);
         }
     /* B1_norm1[b,a,d] = B1_norm1_c[b,a,d]·B1_norm1_rstd[b,a]·gamma3[d] + beta3[d] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
             for (int d = 0; d < 32; d++) {
                 B1_norm1[b * 256 + a * 32 + d] = B1_norm1_c[b * 256 + a * 32 + d]*B1_norm1_rstd[b * 8 + a]*gamma3[d] + beta3[d];
             }
@@ -643,28 +747,24 @@ static void sn_rows_2(const real *params, real *work, const real *S, int batch, 
     /* B1_att_qkv[b,tq,i] = c4[i] + z_B1_att_qkv[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int tq = 0; tq < 8; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
             for (int i = 0; i < 96; i++) {
                 B1_att_qkv[b * 768 + tq * 96 + i] = c4[i] + z_B1_att_qkv[b * 768 + tq * 96 + i];
             }
-    memset(z_B1_att_s + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
-    /* z_B1_att_s[b,hd,tq,tk] = Σ_e B1_att_qkv[b,tk,hd·8 + e + 32]·B1_att_qkv[b,tq,hd·8 + e] */
+    /* z_B1_att_s[b,hd,tq,tk] = Σ_e B1_att_qkv[b,tk,hd·8 + e + 32]·B1_att_qkv[b,tq,hd·8 + e]: a small product per (b, hd) */
     for (int b = sn_lo; b < sn_hi; b++)
-        for (int hd = 0; hd < 4; hd++)
-            for (int tq = 0; tq < 8; tq++)
-                for (int tk = 0; tk < 8; tk++) {
-                    real acc0 = 0;
-#ifdef SN_SIMD
-#pragma omp simd reduction(+:acc0)
-#endif
-                    for (int e = 0; e < 8; e++) {
-                        acc0 += B1_att_qkv[b * 768 + tk * 96 + (hd*8 + e + 32)]*B1_att_qkv[b * 768 + tq * 96 + (hd*8 + e)];
-                    }
-                    z_B1_att_s[b * 256 + hd * 64 + tq * 8 + tk] += acc0;
-                }
+        for (int hd = 0; hd < 4; hd++) {
+            sn_small_mm(8, 8, 8, (real)1, B1_att_qkv + (size_t)b * 768 + hd * 8, 96, 1, B1_att_qkv + (size_t)b * 768 + hd * 8 + 32, 1, 96, z_B1_att_s + (size_t)b * 256 + hd * 64, 8, 0);
+        }
     /* B1_att_s[b,hd,tq,tk] = 0.35355339059327373·z_B1_att_s[b,hd,tq,tk] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++)
             for (int tq = 0; tq < 8; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
                 for (int tk = 0; tk < 8; tk++) {
                     B1_att_s[b * 256 + hd * 64 + tq * 8 + tk] = 0.353553391F*z_B1_att_s[b * 256 + hd * 64 + tq * 8 + tk];
                 }
@@ -680,10 +780,12 @@ static void sn_rows_2(const real *params, real *work, const real *S, int batch, 
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++)
             for (int tq = 0; tq < 8; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
                 for (int tk = 0; tk < 8; tk++) {
-                    B1_att_e[b * 256 + hd * 64 + tq * 8 + tk] = expf(-B1_att_m[b * 32 + hd * 8 + tq] + B1_att_s[b * 256 + hd * 64 + tq * 8 + tk]);
+                    B1_att_e[b * 256 + hd * 64 + tq * 8 + tk] = sn_expf(-B1_att_m[b * 32 + hd * 8 + tq] + B1_att_s[b * 256 + hd * 64 + tq * 8 + tk]);
                 }
-    memset(z_B1_att_z + (size_t)sn_lo * 32, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 32);
     /* z_B1_att_z[b,hd,tq] = Σ_tk B1_att_e[b,hd,tq,tk] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++)
@@ -695,12 +797,15 @@ static void sn_rows_2(const real *params, real *work, const real *S, int batch, 
                 for (int tk = 0; tk < 8; tk++) {
                     acc0 += B1_att_e[b * 256 + hd * 64 + tq * 8 + tk];
                 }
-                z_B1_att_z[b * 32 + hd * 8 + tq] += acc0;
+                z_B1_att_z[b * 32 + hd * 8 + tq] = acc0;
             }
     /* B1_att_p[b,hd,tq,tk] = B1_att_e[b,hd,tq,tk]/B1_att_z[b,hd,tq] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++)
             for (int tq = 0; tq < 8; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
                 for (int tk = 0; tk < 8; tk++) {
                     B1_att_p[b * 256 + hd * 64 + tq * 8 + tk] = B1_att_e[b * 256 + hd * 64 + tq * 8 + tk]/B1_att_z[b * 32 + hd * 8 + tq];
                 }
@@ -708,24 +813,17 @@ static void sn_rows_2(const real *params, real *work, const real *S, int batch, 
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++)
             for (int e = 0; e < 8; e++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
                 for (int tk = 0; tk < 8; tk++) {
                     B1_att_v[b * 256 + hd * 64 + e * 8 + tk] = B1_att_qkv[b * 768 + tk * 96 + (hd*8 + e + 64)];
                 }
-    memset(z_B1_att_a + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
-    /* z_B1_att_a[b,tq,hd,e] = Σ_tk B1_att_p[b,hd,tq,tk]·B1_att_v[b,hd,e,tk] */
+    /* z_B1_att_a[b,tq,hd,e] = Σ_tk B1_att_p[b,hd,tq,tk]·B1_att_v[b,hd,e,tk]: a small product per (b, hd) */
     for (int b = sn_lo; b < sn_hi; b++)
-        for (int tq = 0; tq < 8; tq++)
-            for (int hd = 0; hd < 4; hd++)
-                for (int e = 0; e < 8; e++) {
-                    real acc0 = 0;
-#ifdef SN_SIMD
-#pragma omp simd reduction(+:acc0)
-#endif
-                    for (int tk = 0; tk < 8; tk++) {
-                        acc0 += B1_att_p[b * 256 + hd * 64 + tq * 8 + tk]*B1_att_v[b * 256 + hd * 64 + e * 8 + tk];
-                    }
-                    z_B1_att_a[b * 256 + tq * 32 + hd * 8 + e] += acc0;
-                }
+        for (int hd = 0; hd < 4; hd++) {
+            sn_small_mm(8, 8, 8, (real)1, B1_att_p + (size_t)b * 256 + hd * 64, 8, 1, B1_att_v + (size_t)b * 256 + hd * 64, 1, 8, z_B1_att_a + (size_t)b * 256 + hd * 8, 32, 0);
+        }
 
 }
 
@@ -752,12 +850,18 @@ static void sn_rows_3(const real *params, real *work, const real *S, int batch, 
     /* B1_att[b,tq,i] = co4[i] + z_B1_att[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int tq = 0; tq < 8; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
             for (int i = 0; i < 32; i++) {
                 B1_att[b * 256 + tq * 32 + i] = co4[i] + z_B1_att[b * 256 + tq * 32 + i];
             }
     /* B1_res1[b,i,x] = B1_att[b,i,x] + pos[b,i,x] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int i = 0; i < 8; i++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
             for (int x = 0; x < 32; x++) {
                 B1_res1[b * 256 + i * 32 + x] = B1_att[b * 256 + i * 32 + x] + pos[b * 256 + i * 32 + x];
             }
@@ -770,12 +874,18 @@ static void sn_rows_3(const real *params, real *work, const real *S, int batch, 
             }
     /* B1_norm2_mean[b,a] = z_B1_norm2_mean[b,a]/32 */
     for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int a = 0; a < 8; a++) {
             B1_norm2_mean[b * 8 + a] = (1.0F/32.0F)*z_B1_norm2_mean[b * 8 + a];
         }
     /* B1_norm2_c[b,a,d] = -B1_norm2_mean[b,a] + B1_res1[b,a,d] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
             for (int d = 0; d < 32; d++) {
                 B1_norm2_c[b * 256 + a * 32 + d] = -B1_norm2_mean[b * 8 + a] + B1_res1[b * 256 + a * 32 + d];
             }
@@ -788,12 +898,18 @@ static void sn_rows_3(const real *params, real *work, const real *S, int batch, 
             }
     /* B1_norm2_rstd[b,a] = 1/sqrt(z_B1_norm2_rstd[b,a]/32 + 1.0e-5) */
     for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int a = 0; a < 8; a++) {
             B1_norm2_rstd[b * 8 + a] = powf((1.0F/32.0F)*z_B1_norm2_rstd[b * 8 + a] + 1.0e-5F, -1.0F/2.0F);
         }
     /* B1_norm2[b,a,d] = B1_norm2_c[b,a,d]·B1_norm2_rstd[b,a]·gamma6[d] + beta6[d] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
             for (int d = 0; d < 32; d++) {
                 B1_norm2[b * 256 + a * 32 + d] = B1_norm2_c[b * 256 + a * 32 + d]*B1_norm2_rstd[b * 8 + a]*gamma6[d] + beta6[d];
             }
@@ -813,6 +929,9 @@ static void sn_rows_4(const real *params, real *work, const real *S, int batch, 
     /* B1_ff1[b,tq,i] = (b7[i] + z_B1_ff1[b,tq,i] if b7[i] + z_B1_ff1[b,tq,i] > 0 else 0) */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int tq = 0; tq < 8; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
             for (int i = 0; i < 64; i++) {
                 const real t0 = b7[i] + z_B1_ff1[b * 512 + tq * 64 + i];
                 B1_ff1[b * 512 + tq * 64 + i] = ((t0 > 0) ? (t0) : (0));
@@ -843,12 +962,18 @@ static void sn_rows_5(const real *params, real *work, const real *S, int batch, 
     /* B1_ff2[b,tq,i] = b8[i] + z_B1_ff2[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int tq = 0; tq < 8; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
             for (int i = 0; i < 32; i++) {
                 B1_ff2[b * 256 + tq * 32 + i] = b8[i] + z_B1_ff2[b * 256 + tq * 32 + i];
             }
     /* B1[b,i,x] = B1_ff2[b,i,x] + B1_res1[b,i,x] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int i = 0; i < 8; i++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
             for (int x = 0; x < 32; x++) {
                 B1[b * 256 + i * 32 + x] = B1_ff2[b * 256 + i * 32 + x] + B1_res1[b * 256 + i * 32 + x];
             }
@@ -861,12 +986,18 @@ static void sn_rows_5(const real *params, real *work, const real *S, int batch, 
             }
     /* B2_norm1_mean[b,a] = z_B2_norm1_mean[b,a]/32 */
     for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int a = 0; a < 8; a++) {
             B2_norm1_mean[b * 8 + a] = (1.0F/32.0F)*z_B2_norm1_mean[b * 8 + a];
         }
     /* B2_norm1_c[b,a,d] = B1[b,a,d] - B2_norm1_mean[b,a] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
             for (int d = 0; d < 32; d++) {
                 B2_norm1_c[b * 256 + a * 32 + d] = B1[b * 256 + a * 32 + d] - B2_norm1_mean[b * 8 + a];
             }
@@ -879,12 +1010,18 @@ static void sn_rows_5(const real *params, real *work, const real *S, int batch, 
             }
     /* B2_norm1_rstd[b,a] = 1/sqrt(z_B2_norm1_rstd[b,a]/32 + 1.0e-5) */
     for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int a = 0; a < 8; a++) {
             B2_norm1_rstd[b * 8 + a] = powf((1.0F/32.0F)*z_B2_norm1_rstd[b * 8 + a] + 1.0e-5F, -1.0F/2.0F);
         }
     /* B2_norm1[b,a,d] = B2_norm1_c[b,a,d]·B2_norm1_rstd[b,a]·gamma10[d] + beta10[d] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
             for (int d = 0; d < 32; d++) {
                 B2_norm1[b * 256 + a * 32 + d] = B2_norm1_c[b * 256 + a * 32 + d]*B2_norm1_rstd[b * 8 + a]*gamma10[d] + beta10[d];
             }
@@ -914,28 +1051,24 @@ static void sn_rows_6(const real *params, real *work, const real *S, int batch, 
     /* B2_att_qkv[b,tq,i] = c11[i] + z_B2_att_qkv[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int tq = 0; tq < 8; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
             for (int i = 0; i < 96; i++) {
                 B2_att_qkv[b * 768 + tq * 96 + i] = c11[i] + z_B2_att_qkv[b * 768 + tq * 96 + i];
             }
-    memset(z_B2_att_s + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
-    /* z_B2_att_s[b,hd,tq,tk] = Σ_e B2_att_qkv[b,tk,hd·8 + e + 32]·B2_att_qkv[b,tq,hd·8 + e] */
+    /* z_B2_att_s[b,hd,tq,tk] = Σ_e B2_att_qkv[b,tk,hd·8 + e + 32]·B2_att_qkv[b,tq,hd·8 + e]: a small product per (b, hd) */
     for (int b = sn_lo; b < sn_hi; b++)
-        for (int hd = 0; hd < 4; hd++)
-            for (int tq = 0; tq < 8; tq++)
-                for (int tk = 0; tk < 8; tk++) {
-                    real acc0 = 0;
-#ifdef SN_SIMD
-#pragma omp simd reduction(+:acc0)
-#endif
-                    for (int e = 0; e < 8; e++) {
-                        acc0 += B2_att_qkv[b * 768 + tk * 96 + (hd*8 + e + 32)]*B2_att_qkv[b * 768 + tq * 96 + (hd*8 + e)];
-                    }
-                    z_B2_att_s[b * 256 + hd * 64 + tq * 8 + tk] += acc0;
-                }
+        for (int hd = 0; hd < 4; hd++) {
+            sn_small_mm(8, 8, 8, (real)1, B2_att_qkv + (size_t)b * 768 + hd * 8, 96, 1, B2_att_qkv + (size_t)b * 768 + hd * 8 + 32, 1, 96, z_B2_att_s + (size_t)b * 256 + hd * 64, 8, 0);
+        }
     /* B2_att_s[b,hd,tq,tk] = 0.35355339059327373·z_B2_att_s[b,hd,tq,tk] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++)
             for (int tq = 0; tq < 8; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
                 for (int tk = 0; tk < 8; tk++) {
                     B2_att_s[b * 256 + hd * 64 + tq * 8 + tk] = 0.353553391F*z_B2_att_s[b * 256 + hd * 64 + tq * 8 + tk];
                 }
@@ -951,10 +1084,12 @@ static void sn_rows_6(const real *params, real *work, const real *S, int batch, 
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++)
             for (int tq = 0; tq < 8; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
                 for (int tk = 0; tk < 8; tk++) {
-                    B2_att_e[b * 256 + hd * 64 + tq * 8 + tk] = expf(-B2_att_m[b * 32 + hd * 8 + tq] + B2_att_s[b * 256 + hd * 64 + tq * 8 + tk]);
+                    B2_att_e[b * 256 + hd * 64 + tq * 8 + tk] = sn_expf(-B2_att_m[b * 32 + hd * 8 + tq] + B2_att_s[b * 256 + hd * 64 + tq * 8 + tk]);
                 }
-    memset(z_B2_att_z + (size_t)sn_lo * 32, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 32);
     /* z_B2_att_z[b,hd,tq] = Σ_tk B2_att_e[b,hd,tq,tk] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++)
@@ -966,12 +1101,15 @@ static void sn_rows_6(const real *params, real *work, const real *S, int batch, 
                 for (int tk = 0; tk < 8; tk++) {
                     acc0 += B2_att_e[b * 256 + hd * 64 + tq * 8 + tk];
                 }
-                z_B2_att_z[b * 32 + hd * 8 + tq] += acc0;
+                z_B2_att_z[b * 32 + hd * 8 + tq] = acc0;
             }
     /* B2_att_p[b,hd,tq,tk] = B2_att_e[b,hd,tq,tk]/B2_att_z[b,hd,tq] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++)
             for (int tq = 0; tq < 8; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
                 for (int tk = 0; tk < 8; tk++) {
                     B2_att_p[b * 256 + hd * 64 + tq * 8 + tk] = B2_att_e[b * 256 + hd * 64 + tq * 8 + tk]/B2_att_z[b * 32 + hd * 8 + tq];
                 }
@@ -979,24 +1117,17 @@ static void sn_rows_6(const real *params, real *work, const real *S, int batch, 
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++)
             for (int e = 0; e < 8; e++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
                 for (int tk = 0; tk < 8; tk++) {
                     B2_att_v[b * 256 + hd * 64 + e * 8 + tk] = B2_att_qkv[b * 768 + tk * 96 + (hd*8 + e + 64)];
                 }
-    memset(z_B2_att_a + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
-    /* z_B2_att_a[b,tq,hd,e] = Σ_tk B2_att_p[b,hd,tq,tk]·B2_att_v[b,hd,e,tk] */
+    /* z_B2_att_a[b,tq,hd,e] = Σ_tk B2_att_p[b,hd,tq,tk]·B2_att_v[b,hd,e,tk]: a small product per (b, hd) */
     for (int b = sn_lo; b < sn_hi; b++)
-        for (int tq = 0; tq < 8; tq++)
-            for (int hd = 0; hd < 4; hd++)
-                for (int e = 0; e < 8; e++) {
-                    real acc0 = 0;
-#ifdef SN_SIMD
-#pragma omp simd reduction(+:acc0)
-#endif
-                    for (int tk = 0; tk < 8; tk++) {
-                        acc0 += B2_att_p[b * 256 + hd * 64 + tq * 8 + tk]*B2_att_v[b * 256 + hd * 64 + e * 8 + tk];
-                    }
-                    z_B2_att_a[b * 256 + tq * 32 + hd * 8 + e] += acc0;
-                }
+        for (int hd = 0; hd < 4; hd++) {
+            sn_small_mm(8, 8, 8, (real)1, B2_att_p + (size_t)b * 256 + hd * 64, 8, 1, B2_att_v + (size_t)b * 256 + hd * 64, 1, 8, z_B2_att_a + (size_t)b * 256 + hd * 8, 32, 0);
+        }
 
 }
 
@@ -1023,12 +1154,18 @@ static void sn_rows_7(const real *params, real *work, const real *S, int batch, 
     /* B2_att[b,tq,i] = co11[i] + z_B2_att[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int tq = 0; tq < 8; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
             for (int i = 0; i < 32; i++) {
                 B2_att[b * 256 + tq * 32 + i] = co11[i] + z_B2_att[b * 256 + tq * 32 + i];
             }
     /* B2_res1[b,i,x] = B1[b,i,x] + B2_att[b,i,x] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int i = 0; i < 8; i++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
             for (int x = 0; x < 32; x++) {
                 B2_res1[b * 256 + i * 32 + x] = B1[b * 256 + i * 32 + x] + B2_att[b * 256 + i * 32 + x];
             }
@@ -1041,12 +1178,18 @@ static void sn_rows_7(const real *params, real *work, const real *S, int batch, 
             }
     /* B2_norm2_mean[b,a] = z_B2_norm2_mean[b,a]/32 */
     for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int a = 0; a < 8; a++) {
             B2_norm2_mean[b * 8 + a] = (1.0F/32.0F)*z_B2_norm2_mean[b * 8 + a];
         }
     /* B2_norm2_c[b,a,d] = -B2_norm2_mean[b,a] + B2_res1[b,a,d] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
             for (int d = 0; d < 32; d++) {
                 B2_norm2_c[b * 256 + a * 32 + d] = -B2_norm2_mean[b * 8 + a] + B2_res1[b * 256 + a * 32 + d];
             }
@@ -1059,12 +1202,18 @@ static void sn_rows_7(const real *params, real *work, const real *S, int batch, 
             }
     /* B2_norm2_rstd[b,a] = 1/sqrt(z_B2_norm2_rstd[b,a]/32 + 1.0e-5) */
     for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int a = 0; a < 8; a++) {
             B2_norm2_rstd[b * 8 + a] = powf((1.0F/32.0F)*z_B2_norm2_rstd[b * 8 + a] + 1.0e-5F, -1.0F/2.0F);
         }
     /* B2_norm2[b,a,d] = B2_norm2_c[b,a,d]·B2_norm2_rstd[b,a]·gamma13[d] + beta13[d] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
             for (int d = 0; d < 32; d++) {
                 B2_norm2[b * 256 + a * 32 + d] = B2_norm2_c[b * 256 + a * 32 + d]*B2_norm2_rstd[b * 8 + a]*gamma13[d] + beta13[d];
             }
@@ -1084,6 +1233,9 @@ static void sn_rows_8(const real *params, real *work, const real *S, int batch, 
     /* B2_ff1[b,tq,i] = (b14[i] + z_B2_ff1[b,tq,i] if b14[i] + z_B2_ff1[b,tq,i] > 0 else 0) */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int tq = 0; tq < 8; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
             for (int i = 0; i < 64; i++) {
                 const real t0 = b14[i] + z_B2_ff1[b * 512 + tq * 64 + i];
                 B2_ff1[b * 512 + tq * 64 + i] = ((t0 > 0) ? (t0) : (0));
@@ -1106,12 +1258,18 @@ static void sn_rows_9(const real *params, real *work, const real *S, int batch, 
     /* B2_ff2[b,tq,i] = b15[i] + z_B2_ff2[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int tq = 0; tq < 8; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
             for (int i = 0; i < 32; i++) {
                 B2_ff2[b * 256 + tq * 32 + i] = b15[i] + z_B2_ff2[b * 256 + tq * 32 + i];
             }
     /* B2[b,i,x] = B2_ff2[b,i,x] + B2_res1[b,i,x] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int i = 0; i < 8; i++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
             for (int x = 0; x < 32; x++) {
                 B2[b * 256 + i * 32 + x] = B2_ff2[b * 256 + i * 32 + x] + B2_res1[b * 256 + i * 32 + x];
             }
@@ -1131,6 +1289,9 @@ static void sn_rows_10(const real *params, real *work, const real *S, int batch,
     /* O[b,tq,i] = σ(b17[i] + z_O[b,tq,i]) */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int tq = 0; tq < 8; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
             for (int i = 0; i < 10; i++) {
                 sn_u_O[b * 80 + tq * 10 + i] = sn_sigmoid(b17[i] + z_O[b * 80 + tq * 10 + i]);
             }
@@ -1152,18 +1313,22 @@ static void sn_rows_11(const real *params, real *work, const real *S, int batch,
     (void)params;
     (void)S;
     memset(sn_part, 0, sizeof(real) * 32);
-    memset(dL_dB2_res1 + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
-    memset(dL_dB2_ff2 + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
     /* dL_dB2_res1[b,i,x] += dL_dB2[b,i,x] (from B2); dL_dB2_ff2[b,i,x] += dL_dB2[b,i,x] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int i = 0; i < 8; i++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
             for (int x = 0; x < 32; x++) {
-                dL_dB2_res1[b * 256 + i * 32 + x] += dL_dB2[b * 256 + i * 32 + x];
-                dL_dB2_ff2[b * 256 + i * 32 + x] += dL_dB2[b * 256 + i * 32 + x];
+                dL_dB2_res1[b * 256 + i * 32 + x] = dL_dB2[b * 256 + i * 32 + x];
+                dL_dB2_ff2[b * 256 + i * 32 + x] = dL_dB2[b * 256 + i * 32 + x];
             }
     /* delta_B2_ff2[b,tq,i] = dL_dB2_ff2[b,tq,i]; g_b15[i] += dL_dB2_ff2[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int tq = 0; tq < 8; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
             for (int i = 0; i < 32; i++) {
                 delta_B2_ff2[b * 256 + tq * 32 + i] = dL_dB2_ff2[b * 256 + tq * 32 + i];
                 g_b15[i] += dL_dB2_ff2[b * 256 + tq * 32 + i];
@@ -1188,6 +1353,9 @@ static void sn_rows_12(const real *params, real *work, const real *S, int batch,
     /* delta_B2_ff1[b,tq,i] = dL_dB2_ff1[b,tq,i]·(1 if b14[i] + z_B2_ff1[b,tq,i] > 0 else 0); g_b14[i] += dL_dB2_ff1[b,tq,i]·(1 if b14[i] + z_B2_ff1[b,tq,i] > 0 else 0) */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int tq = 0; tq < 8; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
             for (int i = 0; i < 64; i++) {
                 const real t0 = dL_dB2_ff1[b * 512 + tq * 64 + i]*((b14[i] + z_B2_ff1[b * 512 + tq * 64 + i] > 0) ? (1) : (0));
                 delta_B2_ff1[b * 512 + tq * 64 + i] = t0;
@@ -1222,8 +1390,6 @@ static void sn_rows_13(const real *params, real *work, const real *S, int batch,
 
     (void)S;
     memset(sn_part, 0, sizeof(real) * 96);
-    memset(dL_dB2_norm2_c + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
-    memset(dL_dB2_norm2_rstd + (size_t)sn_lo * 8, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 8);
     /* g_gamma13[d] += B2_norm2_c[b,a,d]·B2_norm2_rstd[b,a]·dL_dB2_norm2[b,a,d]; dL_dB2_norm2_c[b,a,d] += B2_norm2_rstd[b,a]·dL_dB2_norm2[b,a,d]·gamma13[d] (from B2_norm2); dL_dB2_norm2_rstd[b,a] += B2_norm2_c[b,a,d]·dL_dB2_norm2[b,a,d]·gamma13[d]; g_beta13[d] += dL_dB2_norm2[b,a,d] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++) {
@@ -1234,24 +1400,29 @@ static void sn_rows_13(const real *params, real *work, const real *S, int batch,
             for (int d = 0; d < 32; d++) {
                 const real t0 = B2_norm2_rstd[b * 8 + a]*dL_dB2_norm2[b * 256 + a * 32 + d];
                 g_gamma13[d] += B2_norm2_c[b * 256 + a * 32 + d]*t0;
-                dL_dB2_norm2_c[b * 256 + a * 32 + d] += gamma13[d]*t0;
+                dL_dB2_norm2_c[b * 256 + a * 32 + d] = gamma13[d]*t0;
                 g_beta13[d] += dL_dB2_norm2[b * 256 + a * 32 + d];
                 acc0 += B2_norm2_c[b * 256 + a * 32 + d]*dL_dB2_norm2[b * 256 + a * 32 + d]*gamma13[d];
             }
-            dL_dB2_norm2_rstd[b * 8 + a] += acc0;
+            dL_dB2_norm2_rstd[b * 8 + a] = acc0;
         }
     /* delta_B2_norm2_rstd[b,a] = -dL_dB2_norm2_rstd[b,a]/(64·(z_B2_norm2_rstd[b,a]/32 + 1.0e-5)^(3/2)) */
     for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int a = 0; a < 8; a++) {
             delta_B2_norm2_rstd[b * 8 + a] = -1.0F/64.0F*dL_dB2_norm2_rstd[b * 8 + a]/powf((1.0F/32.0F)*z_B2_norm2_rstd[b * 8 + a] + 1.0e-5F, 3.0F/2.0F);
         }
     /* dL_dB2_norm2_c[b,a,e] += 2·B2_norm2_c[b,a,e]·delta_B2_norm2_rstd[b,a] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
             for (int e = 0; e < 32; e++) {
                 dL_dB2_norm2_c[b * 256 + a * 32 + e] += 2*B2_norm2_c[b * 256 + a * 32 + e]*delta_B2_norm2_rstd[b * 8 + a];
             }
-    memset(dL_dB2_norm2_mean + (size_t)sn_lo * 8, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 8);
     /* dL_dB2_res1[b,a,d] += dL_dB2_norm2_c[b,a,d] (from B2_norm2_c); dL_dB2_norm2_mean[b,a] += -dL_dB2_norm2_c[b,a,d] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++) {
@@ -1263,31 +1434,41 @@ static void sn_rows_13(const real *params, real *work, const real *S, int batch,
                 dL_dB2_res1[b * 256 + a * 32 + d] += dL_dB2_norm2_c[b * 256 + a * 32 + d];
                 acc0 += -dL_dB2_norm2_c[b * 256 + a * 32 + d];
             }
-            dL_dB2_norm2_mean[b * 8 + a] += acc0;
+            dL_dB2_norm2_mean[b * 8 + a] = acc0;
         }
     /* delta_B2_norm2_mean[b,a] = dL_dB2_norm2_mean[b,a]/32 */
     for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int a = 0; a < 8; a++) {
             delta_B2_norm2_mean[b * 8 + a] = (1.0F/32.0F)*dL_dB2_norm2_mean[b * 8 + a];
         }
     /* dL_dB2_res1[b,a,e] += delta_B2_norm2_mean[b,a] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
             for (int e = 0; e < 32; e++) {
                 dL_dB2_res1[b * 256 + a * 32 + e] += delta_B2_norm2_mean[b * 8 + a];
             }
-    memset(dL_dB1 + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
-    memset(dL_dB2_att + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
     /* dL_dB1[b,i,x] += dL_dB2_res1[b,i,x] (from B2_res1); dL_dB2_att[b,i,x] += dL_dB2_res1[b,i,x] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int i = 0; i < 8; i++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
             for (int x = 0; x < 32; x++) {
-                dL_dB1[b * 256 + i * 32 + x] += dL_dB2_res1[b * 256 + i * 32 + x];
-                dL_dB2_att[b * 256 + i * 32 + x] += dL_dB2_res1[b * 256 + i * 32 + x];
+                dL_dB1[b * 256 + i * 32 + x] = dL_dB2_res1[b * 256 + i * 32 + x];
+                dL_dB2_att[b * 256 + i * 32 + x] = dL_dB2_res1[b * 256 + i * 32 + x];
             }
     /* delta_B2_att[b,tq,i] = dL_dB2_att[b,tq,i]; g_co11[i] += dL_dB2_att[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int tq = 0; tq < 8; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
             for (int i = 0; i < 32; i++) {
                 delta_B2_att[b * 256 + tq * 32 + i] = dL_dB2_att[b * 256 + tq * 32 + i];
                 g_co11[i] += dL_dB2_att[b * 256 + tq * 32 + i];
@@ -1326,13 +1507,11 @@ static void sn_rows_14(const real *params, real *work, const real *S, int batch,
     (void)params;
     (void)S;
     memset(sn_part, 0, sizeof(real) * 96);
-    memset(dL_dB2_att_p + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
-    memset(dL_dB2_att_v + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
     /* dL_dB2_att_p[b,hd,tq,tk] += Σ_e B2_att_v[b,hd,e,tk]·delta_B2_att_a[b,tq,hd,e]; dL_dB2_att_v[b,hd,e,tk] += Σ_tq B2_att_p[b,hd,tq,tk]·delta_B2_att_a[b,tq,hd,e]: a small product per (b, hd) */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++) {
-            sn_small_mm(8, 8, 8, (real)1, delta_B2_att_a + (size_t)b * 256 + hd * 8, 32, 1, B2_att_v + (size_t)b * 256 + hd * 64, 8, dL_dB2_att_p + (size_t)b * 256 + hd * 64, 8);
-            sn_small_mm(8, 8, 8, (real)1, delta_B2_att_a + (size_t)b * 256 + hd * 8, 1, 32, B2_att_p + (size_t)b * 256 + hd * 64, 8, dL_dB2_att_v + (size_t)b * 256 + hd * 64, 8);
+            sn_small_mm(8, 8, 8, (real)1, delta_B2_att_a + (size_t)b * 256 + hd * 8, 32, 1, B2_att_v + (size_t)b * 256 + hd * 64, 8, 1, dL_dB2_att_p + (size_t)b * 256 + hd * 64, 8, 0);
+            sn_small_mm(8, 8, 8, (real)1, delta_B2_att_a + (size_t)b * 256 + hd * 8, 1, 32, B2_att_p + (size_t)b * 256 + hd * 64, 8, 1, dL_dB2_att_v + (size_t)b * 256 + hd * 64, 8, 0);
         }
     memset(dL_dB2_att_qkv + (size_t)sn_lo * 768, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 768);
     /* dL_dB2_att_qkv[b,tk,hd*8 + e + 64] += dL_dB2_att_v[b,hd,e,tk] (from B2_att_v) */
@@ -1342,8 +1521,6 @@ static void sn_rows_14(const real *params, real *work, const real *S, int batch,
                 for (int tk = 0; tk < 8; tk++) {
                     dL_dB2_att_qkv[b * 768 + tk * 96 + (hd*8 + e + 64)] += dL_dB2_att_v[b * 256 + hd * 64 + e * 8 + tk];
                 }
-    memset(dL_dB2_att_e + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
-    memset(dL_dB2_att_z + (size_t)sn_lo * 32, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 32);
     /* dL_dB2_att_e[b,hd,tq,tk] += dL_dB2_att_p[b,hd,tq,tk]/B2_att_z[b,hd,tq] (from B2_att_p); dL_dB2_att_z[b,hd,tq] += -B2_att_e[b,hd,tq,tk]·dL_dB2_att_p[b,hd,tq,tk]/B2_att_z[b,hd,tq]² */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++)
@@ -1353,20 +1530,21 @@ static void sn_rows_14(const real *params, real *work, const real *S, int batch,
 #pragma omp simd reduction(+:acc0)
 #endif
                 for (int tk = 0; tk < 8; tk++) {
-                    dL_dB2_att_e[b * 256 + hd * 64 + tq * 8 + tk] += dL_dB2_att_p[b * 256 + hd * 64 + tq * 8 + tk]/B2_att_z[b * 32 + hd * 8 + tq];
+                    dL_dB2_att_e[b * 256 + hd * 64 + tq * 8 + tk] = dL_dB2_att_p[b * 256 + hd * 64 + tq * 8 + tk]/B2_att_z[b * 32 + hd * 8 + tq];
                     acc0 += (-B2_att_e[b * 256 + hd * 64 + tq * 8 + tk]*dL_dB2_att_p[b * 256 + hd * 64 + tq * 8 + tk])/(B2_att_z[b * 32 + hd * 8 + tq]*B2_att_z[b * 32 + hd * 8 + tq]);
                 }
-                dL_dB2_att_z[b * 32 + hd * 8 + tq] += acc0;
+                dL_dB2_att_z[b * 32 + hd * 8 + tq] = acc0;
             }
     /* dL_dB2_att_e[b,hd,tq,tk] += delta_B2_att_z[b,hd,tq] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++)
             for (int tq = 0; tq < 8; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
                 for (int tk = 0; tk < 8; tk++) {
                     dL_dB2_att_e[b * 256 + hd * 64 + tq * 8 + tk] += delta_B2_att_z[b * 32 + hd * 8 + tq];
                 }
-    memset(dL_dB2_att_s + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
-    memset(dL_dB2_att_m + (size_t)sn_lo * 32, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 32);
     /* dL_dB2_att_s[b,hd,tq,tk] += B2_att_e[b,hd,tq,tk]·dL_dB2_att_e[b,hd,tq,tk] (from B2_att_e); dL_dB2_att_m[b,hd,tq] += -B2_att_e[b,hd,tq,tk]·dL_dB2_att_e[b,hd,tq,tk] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++)
@@ -1377,10 +1555,10 @@ static void sn_rows_14(const real *params, real *work, const real *S, int batch,
 #endif
                 for (int tk = 0; tk < 8; tk++) {
                     const real t0 = B2_att_e[b * 256 + hd * 64 + tq * 8 + tk]*dL_dB2_att_e[b * 256 + hd * 64 + tq * 8 + tk];
-                    dL_dB2_att_s[b * 256 + hd * 64 + tq * 8 + tk] += t0;
+                    dL_dB2_att_s[b * 256 + hd * 64 + tq * 8 + tk] = t0;
                     acc0 += -t0;
                 }
-                dL_dB2_att_m[b * 32 + hd * 8 + tq] += acc0;
+                dL_dB2_att_m[b * 32 + hd * 8 + tq] = acc0;
             }
     /* dL_dB2_att_s[b,hd,tq,tk] += delta_B2_att_m[b,hd,tq] at the first (u,v) where B2_att_s[b,hd,tq,tk] = z_B2_att_m[b,hd,tq] (first on ties) */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -1403,18 +1581,24 @@ static void sn_rows_14(const real *params, real *work, const real *S, int batch,
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++)
             for (int tq = 0; tq < 8; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
                 for (int tk = 0; tk < 8; tk++) {
                     delta_B2_att_s[b * 256 + hd * 64 + tq * 8 + tk] = 0.353553391F*dL_dB2_att_s[b * 256 + hd * 64 + tq * 8 + tk];
                 }
     /* dL_dB2_att_qkv[b,tk,hd*8 + e + 32] += Σ_tq B2_att_qkv[b,tq,hd·8 + e]·delta_B2_att_s[b,hd,tq,tk]; dL_dB2_att_qkv[b,tq,hd*8 + e] += Σ_tk B2_att_qkv[b,tk,hd·8 + e + 32]·delta_B2_att_s[b,hd,tq,tk]: a small product per (b, hd) */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++) {
-            sn_small_mm(8, 8, 8, (real)1, delta_B2_att_s + (size_t)b * 256 + hd * 64, 1, 8, B2_att_qkv + (size_t)b * 768 + hd * 8, 96, dL_dB2_att_qkv + (size_t)b * 768 + hd * 8 + 32, 96);
-            sn_small_mm(8, 8, 8, (real)1, delta_B2_att_s + (size_t)b * 256 + hd * 64, 8, 1, B2_att_qkv + (size_t)b * 768 + hd * 8 + 32, 96, dL_dB2_att_qkv + (size_t)b * 768 + hd * 8, 96);
+            sn_small_mm(8, 8, 8, (real)1, delta_B2_att_s + (size_t)b * 256 + hd * 64, 1, 8, B2_att_qkv + (size_t)b * 768 + hd * 8, 96, 1, dL_dB2_att_qkv + (size_t)b * 768 + hd * 8 + 32, 96, 1);
+            sn_small_mm(8, 8, 8, (real)1, delta_B2_att_s + (size_t)b * 256 + hd * 64, 8, 1, B2_att_qkv + (size_t)b * 768 + hd * 8 + 32, 96, 1, dL_dB2_att_qkv + (size_t)b * 768 + hd * 8, 96, 1);
         }
     /* delta_B2_att_qkv[b,tq,i] = dL_dB2_att_qkv[b,tq,i]; g_c11[i] += dL_dB2_att_qkv[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int tq = 0; tq < 8; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
             for (int i = 0; i < 96; i++) {
                 delta_B2_att_qkv[b * 768 + tq * 96 + i] = dL_dB2_att_qkv[b * 768 + tq * 96 + i];
                 g_c11[i] += dL_dB2_att_qkv[b * 768 + tq * 96 + i];
@@ -1448,8 +1632,6 @@ static void sn_rows_15(const real *params, real *work, const real *S, int batch,
 
     (void)S;
     memset(sn_part, 0, sizeof(real) * 96);
-    memset(dL_dB2_norm1_c + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
-    memset(dL_dB2_norm1_rstd + (size_t)sn_lo * 8, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 8);
     /* g_gamma10[d] += B2_norm1_c[b,a,d]·B2_norm1_rstd[b,a]·dL_dB2_norm1[b,a,d]; dL_dB2_norm1_c[b,a,d] += B2_norm1_rstd[b,a]·dL_dB2_norm1[b,a,d]·gamma10[d] (from B2_norm1); dL_dB2_norm1_rstd[b,a] += B2_norm1_c[b,a,d]·dL_dB2_norm1[b,a,d]·gamma10[d]; g_beta10[d] += dL_dB2_norm1[b,a,d] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++) {
@@ -1460,24 +1642,29 @@ static void sn_rows_15(const real *params, real *work, const real *S, int batch,
             for (int d = 0; d < 32; d++) {
                 const real t0 = B2_norm1_rstd[b * 8 + a]*dL_dB2_norm1[b * 256 + a * 32 + d];
                 g_gamma10[d] += B2_norm1_c[b * 256 + a * 32 + d]*t0;
-                dL_dB2_norm1_c[b * 256 + a * 32 + d] += gamma10[d]*t0;
+                dL_dB2_norm1_c[b * 256 + a * 32 + d] = gamma10[d]*t0;
                 g_beta10[d] += dL_dB2_norm1[b * 256 + a * 32 + d];
                 acc0 += B2_norm1_c[b * 256 + a * 32 + d]*dL_dB2_norm1[b * 256 + a * 32 + d]*gamma10[d];
             }
-            dL_dB2_norm1_rstd[b * 8 + a] += acc0;
+            dL_dB2_norm1_rstd[b * 8 + a] = acc0;
         }
     /* delta_B2_norm1_rstd[b,a] = -dL_dB2_norm1_rstd[b,a]/(64·(z_B2_norm1_rstd[b,a]/32 + 1.0e-5)^(3/2)) */
     for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int a = 0; a < 8; a++) {
             delta_B2_norm1_rstd[b * 8 + a] = -1.0F/64.0F*dL_dB2_norm1_rstd[b * 8 + a]/powf((1.0F/32.0F)*z_B2_norm1_rstd[b * 8 + a] + 1.0e-5F, 3.0F/2.0F);
         }
     /* dL_dB2_norm1_c[b,a,e] += 2·B2_norm1_c[b,a,e]·delta_B2_norm1_rstd[b,a] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
             for (int e = 0; e < 32; e++) {
                 dL_dB2_norm1_c[b * 256 + a * 32 + e] += 2*B2_norm1_c[b * 256 + a * 32 + e]*delta_B2_norm1_rstd[b * 8 + a];
             }
-    memset(dL_dB2_norm1_mean + (size_t)sn_lo * 8, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 8);
     /* dL_dB1[b,a,d] += dL_dB2_norm1_c[b,a,d] (from B2_norm1_c); dL_dB2_norm1_mean[b,a] += -dL_dB2_norm1_c[b,a,d] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++) {
@@ -1489,31 +1676,41 @@ static void sn_rows_15(const real *params, real *work, const real *S, int batch,
                 dL_dB1[b * 256 + a * 32 + d] += dL_dB2_norm1_c[b * 256 + a * 32 + d];
                 acc0 += -dL_dB2_norm1_c[b * 256 + a * 32 + d];
             }
-            dL_dB2_norm1_mean[b * 8 + a] += acc0;
+            dL_dB2_norm1_mean[b * 8 + a] = acc0;
         }
     /* delta_B2_norm1_mean[b,a] = dL_dB2_norm1_mean[b,a]/32 */
     for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int a = 0; a < 8; a++) {
             delta_B2_norm1_mean[b * 8 + a] = (1.0F/32.0F)*dL_dB2_norm1_mean[b * 8 + a];
         }
     /* dL_dB1[b,a,e] += delta_B2_norm1_mean[b,a] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
             for (int e = 0; e < 32; e++) {
                 dL_dB1[b * 256 + a * 32 + e] += delta_B2_norm1_mean[b * 8 + a];
             }
-    memset(dL_dB1_res1 + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
-    memset(dL_dB1_ff2 + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
     /* dL_dB1_res1[b,i,x] += dL_dB1[b,i,x] (from B1); dL_dB1_ff2[b,i,x] += dL_dB1[b,i,x] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int i = 0; i < 8; i++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
             for (int x = 0; x < 32; x++) {
-                dL_dB1_res1[b * 256 + i * 32 + x] += dL_dB1[b * 256 + i * 32 + x];
-                dL_dB1_ff2[b * 256 + i * 32 + x] += dL_dB1[b * 256 + i * 32 + x];
+                dL_dB1_res1[b * 256 + i * 32 + x] = dL_dB1[b * 256 + i * 32 + x];
+                dL_dB1_ff2[b * 256 + i * 32 + x] = dL_dB1[b * 256 + i * 32 + x];
             }
     /* delta_B1_ff2[b,tq,i] = dL_dB1_ff2[b,tq,i]; g_b8[i] += dL_dB1_ff2[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int tq = 0; tq < 8; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
             for (int i = 0; i < 32; i++) {
                 delta_B1_ff2[b * 256 + tq * 32 + i] = dL_dB1_ff2[b * 256 + tq * 32 + i];
                 g_b8[i] += dL_dB1_ff2[b * 256 + tq * 32 + i];
@@ -1538,6 +1735,9 @@ static void sn_rows_16(const real *params, real *work, const real *S, int batch,
     /* delta_B1_ff1[b,tq,i] = dL_dB1_ff1[b,tq,i]·(1 if b7[i] + z_B1_ff1[b,tq,i] > 0 else 0); g_b7[i] += dL_dB1_ff1[b,tq,i]·(1 if b7[i] + z_B1_ff1[b,tq,i] > 0 else 0) */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int tq = 0; tq < 8; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
             for (int i = 0; i < 64; i++) {
                 const real t0 = dL_dB1_ff1[b * 512 + tq * 64 + i]*((b7[i] + z_B1_ff1[b * 512 + tq * 64 + i] > 0) ? (1) : (0));
                 delta_B1_ff1[b * 512 + tq * 64 + i] = t0;
@@ -1572,8 +1772,6 @@ static void sn_rows_17(const real *params, real *work, const real *S, int batch,
 
     (void)S;
     memset(sn_part, 0, sizeof(real) * 96);
-    memset(dL_dB1_norm2_c + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
-    memset(dL_dB1_norm2_rstd + (size_t)sn_lo * 8, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 8);
     /* g_gamma6[d] += B1_norm2_c[b,a,d]·B1_norm2_rstd[b,a]·dL_dB1_norm2[b,a,d]; dL_dB1_norm2_c[b,a,d] += B1_norm2_rstd[b,a]·dL_dB1_norm2[b,a,d]·gamma6[d] (from B1_norm2); dL_dB1_norm2_rstd[b,a] += B1_norm2_c[b,a,d]·dL_dB1_norm2[b,a,d]·gamma6[d]; g_beta6[d] += dL_dB1_norm2[b,a,d] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++) {
@@ -1584,24 +1782,29 @@ static void sn_rows_17(const real *params, real *work, const real *S, int batch,
             for (int d = 0; d < 32; d++) {
                 const real t0 = B1_norm2_rstd[b * 8 + a]*dL_dB1_norm2[b * 256 + a * 32 + d];
                 g_gamma6[d] += B1_norm2_c[b * 256 + a * 32 + d]*t0;
-                dL_dB1_norm2_c[b * 256 + a * 32 + d] += gamma6[d]*t0;
+                dL_dB1_norm2_c[b * 256 + a * 32 + d] = gamma6[d]*t0;
                 g_beta6[d] += dL_dB1_norm2[b * 256 + a * 32 + d];
                 acc0 += B1_norm2_c[b * 256 + a * 32 + d]*dL_dB1_norm2[b * 256 + a * 32 + d]*gamma6[d];
             }
-            dL_dB1_norm2_rstd[b * 8 + a] += acc0;
+            dL_dB1_norm2_rstd[b * 8 + a] = acc0;
         }
     /* delta_B1_norm2_rstd[b,a] = -dL_dB1_norm2_rstd[b,a]/(64·(z_B1_norm2_rstd[b,a]/32 + 1.0e-5)^(3/2)) */
     for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int a = 0; a < 8; a++) {
             delta_B1_norm2_rstd[b * 8 + a] = -1.0F/64.0F*dL_dB1_norm2_rstd[b * 8 + a]/powf((1.0F/32.0F)*z_B1_norm2_rstd[b * 8 + a] + 1.0e-5F, 3.0F/2.0F);
         }
     /* dL_dB1_norm2_c[b,a,e] += 2·B1_norm2_c[b,a,e]·delta_B1_norm2_rstd[b,a] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
             for (int e = 0; e < 32; e++) {
                 dL_dB1_norm2_c[b * 256 + a * 32 + e] += 2*B1_norm2_c[b * 256 + a * 32 + e]*delta_B1_norm2_rstd[b * 8 + a];
             }
-    memset(dL_dB1_norm2_mean + (size_t)sn_lo * 8, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 8);
     /* dL_dB1_res1[b,a,d] += dL_dB1_norm2_c[b,a,d] (from B1_norm2_c); dL_dB1_norm2_mean[b,a] += -dL_dB1_norm2_c[b,a,d] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++) {
@@ -1613,31 +1816,41 @@ static void sn_rows_17(const real *params, real *work, const real *S, int batch,
                 dL_dB1_res1[b * 256 + a * 32 + d] += dL_dB1_norm2_c[b * 256 + a * 32 + d];
                 acc0 += -dL_dB1_norm2_c[b * 256 + a * 32 + d];
             }
-            dL_dB1_norm2_mean[b * 8 + a] += acc0;
+            dL_dB1_norm2_mean[b * 8 + a] = acc0;
         }
     /* delta_B1_norm2_mean[b,a] = dL_dB1_norm2_mean[b,a]/32 */
     for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int a = 0; a < 8; a++) {
             delta_B1_norm2_mean[b * 8 + a] = (1.0F/32.0F)*dL_dB1_norm2_mean[b * 8 + a];
         }
     /* dL_dB1_res1[b,a,e] += delta_B1_norm2_mean[b,a] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
             for (int e = 0; e < 32; e++) {
                 dL_dB1_res1[b * 256 + a * 32 + e] += delta_B1_norm2_mean[b * 8 + a];
             }
-    memset(dL_dpos + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
-    memset(dL_dB1_att + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
     /* dL_dpos[b,i,x] += dL_dB1_res1[b,i,x] (from B1_res1); dL_dB1_att[b,i,x] += dL_dB1_res1[b,i,x] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int i = 0; i < 8; i++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
             for (int x = 0; x < 32; x++) {
-                dL_dpos[b * 256 + i * 32 + x] += dL_dB1_res1[b * 256 + i * 32 + x];
-                dL_dB1_att[b * 256 + i * 32 + x] += dL_dB1_res1[b * 256 + i * 32 + x];
+                dL_dpos[b * 256 + i * 32 + x] = dL_dB1_res1[b * 256 + i * 32 + x];
+                dL_dB1_att[b * 256 + i * 32 + x] = dL_dB1_res1[b * 256 + i * 32 + x];
             }
     /* delta_B1_att[b,tq,i] = dL_dB1_att[b,tq,i]; g_co4[i] += dL_dB1_att[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int tq = 0; tq < 8; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
             for (int i = 0; i < 32; i++) {
                 delta_B1_att[b * 256 + tq * 32 + i] = dL_dB1_att[b * 256 + tq * 32 + i];
                 g_co4[i] += dL_dB1_att[b * 256 + tq * 32 + i];
@@ -1676,13 +1889,11 @@ static void sn_rows_18(const real *params, real *work, const real *S, int batch,
     (void)params;
     (void)S;
     memset(sn_part, 0, sizeof(real) * 96);
-    memset(dL_dB1_att_p + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
-    memset(dL_dB1_att_v + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
     /* dL_dB1_att_p[b,hd,tq,tk] += Σ_e B1_att_v[b,hd,e,tk]·delta_B1_att_a[b,tq,hd,e]; dL_dB1_att_v[b,hd,e,tk] += Σ_tq B1_att_p[b,hd,tq,tk]·delta_B1_att_a[b,tq,hd,e]: a small product per (b, hd) */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++) {
-            sn_small_mm(8, 8, 8, (real)1, delta_B1_att_a + (size_t)b * 256 + hd * 8, 32, 1, B1_att_v + (size_t)b * 256 + hd * 64, 8, dL_dB1_att_p + (size_t)b * 256 + hd * 64, 8);
-            sn_small_mm(8, 8, 8, (real)1, delta_B1_att_a + (size_t)b * 256 + hd * 8, 1, 32, B1_att_p + (size_t)b * 256 + hd * 64, 8, dL_dB1_att_v + (size_t)b * 256 + hd * 64, 8);
+            sn_small_mm(8, 8, 8, (real)1, delta_B1_att_a + (size_t)b * 256 + hd * 8, 32, 1, B1_att_v + (size_t)b * 256 + hd * 64, 8, 1, dL_dB1_att_p + (size_t)b * 256 + hd * 64, 8, 0);
+            sn_small_mm(8, 8, 8, (real)1, delta_B1_att_a + (size_t)b * 256 + hd * 8, 1, 32, B1_att_p + (size_t)b * 256 + hd * 64, 8, 1, dL_dB1_att_v + (size_t)b * 256 + hd * 64, 8, 0);
         }
     memset(dL_dB1_att_qkv + (size_t)sn_lo * 768, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 768);
     /* dL_dB1_att_qkv[b,tk,hd*8 + e + 64] += dL_dB1_att_v[b,hd,e,tk] (from B1_att_v) */
@@ -1692,8 +1903,6 @@ static void sn_rows_18(const real *params, real *work, const real *S, int batch,
                 for (int tk = 0; tk < 8; tk++) {
                     dL_dB1_att_qkv[b * 768 + tk * 96 + (hd*8 + e + 64)] += dL_dB1_att_v[b * 256 + hd * 64 + e * 8 + tk];
                 }
-    memset(dL_dB1_att_e + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
-    memset(dL_dB1_att_z + (size_t)sn_lo * 32, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 32);
     /* dL_dB1_att_e[b,hd,tq,tk] += dL_dB1_att_p[b,hd,tq,tk]/B1_att_z[b,hd,tq] (from B1_att_p); dL_dB1_att_z[b,hd,tq] += -B1_att_e[b,hd,tq,tk]·dL_dB1_att_p[b,hd,tq,tk]/B1_att_z[b,hd,tq]² */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++)
@@ -1703,20 +1912,21 @@ static void sn_rows_18(const real *params, real *work, const real *S, int batch,
 #pragma omp simd reduction(+:acc0)
 #endif
                 for (int tk = 0; tk < 8; tk++) {
-                    dL_dB1_att_e[b * 256 + hd * 64 + tq * 8 + tk] += dL_dB1_att_p[b * 256 + hd * 64 + tq * 8 + tk]/B1_att_z[b * 32 + hd * 8 + tq];
+                    dL_dB1_att_e[b * 256 + hd * 64 + tq * 8 + tk] = dL_dB1_att_p[b * 256 + hd * 64 + tq * 8 + tk]/B1_att_z[b * 32 + hd * 8 + tq];
                     acc0 += (-B1_att_e[b * 256 + hd * 64 + tq * 8 + tk]*dL_dB1_att_p[b * 256 + hd * 64 + tq * 8 + tk])/(B1_att_z[b * 32 + hd * 8 + tq]*B1_att_z[b * 32 + hd * 8 + tq]);
                 }
-                dL_dB1_att_z[b * 32 + hd * 8 + tq] += acc0;
+                dL_dB1_att_z[b * 32 + hd * 8 + tq] = acc0;
             }
     /* dL_dB1_att_e[b,hd,tq,tk] += delta_B1_att_z[b,hd,tq] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++)
             for (int tq = 0; tq < 8; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
                 for (int tk = 0; tk < 8; tk++) {
                     dL_dB1_att_e[b * 256 + hd * 64 + tq * 8 + tk] += delta_B1_att_z[b * 32 + hd * 8 + tq];
                 }
-    memset(dL_dB1_att_s + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
-    memset(dL_dB1_att_m + (size_t)sn_lo * 32, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 32);
     /* dL_dB1_att_s[b,hd,tq,tk] += B1_att_e[b,hd,tq,tk]·dL_dB1_att_e[b,hd,tq,tk] (from B1_att_e); dL_dB1_att_m[b,hd,tq] += -B1_att_e[b,hd,tq,tk]·dL_dB1_att_e[b,hd,tq,tk] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++)
@@ -1727,10 +1937,10 @@ static void sn_rows_18(const real *params, real *work, const real *S, int batch,
 #endif
                 for (int tk = 0; tk < 8; tk++) {
                     const real t0 = B1_att_e[b * 256 + hd * 64 + tq * 8 + tk]*dL_dB1_att_e[b * 256 + hd * 64 + tq * 8 + tk];
-                    dL_dB1_att_s[b * 256 + hd * 64 + tq * 8 + tk] += t0;
+                    dL_dB1_att_s[b * 256 + hd * 64 + tq * 8 + tk] = t0;
                     acc0 += -t0;
                 }
-                dL_dB1_att_m[b * 32 + hd * 8 + tq] += acc0;
+                dL_dB1_att_m[b * 32 + hd * 8 + tq] = acc0;
             }
     /* dL_dB1_att_s[b,hd,tq,tk] += delta_B1_att_m[b,hd,tq] at the first (u,v) where B1_att_s[b,hd,tq,tk] = z_B1_att_m[b,hd,tq] (first on ties) */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -1753,18 +1963,24 @@ static void sn_rows_18(const real *params, real *work, const real *S, int batch,
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++)
             for (int tq = 0; tq < 8; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
                 for (int tk = 0; tk < 8; tk++) {
                     delta_B1_att_s[b * 256 + hd * 64 + tq * 8 + tk] = 0.353553391F*dL_dB1_att_s[b * 256 + hd * 64 + tq * 8 + tk];
                 }
     /* dL_dB1_att_qkv[b,tk,hd*8 + e + 32] += Σ_tq B1_att_qkv[b,tq,hd·8 + e]·delta_B1_att_s[b,hd,tq,tk]; dL_dB1_att_qkv[b,tq,hd*8 + e] += Σ_tk B1_att_qkv[b,tk,hd·8 + e + 32]·delta_B1_att_s[b,hd,tq,tk]: a small product per (b, hd) */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++) {
-            sn_small_mm(8, 8, 8, (real)1, delta_B1_att_s + (size_t)b * 256 + hd * 64, 1, 8, B1_att_qkv + (size_t)b * 768 + hd * 8, 96, dL_dB1_att_qkv + (size_t)b * 768 + hd * 8 + 32, 96);
-            sn_small_mm(8, 8, 8, (real)1, delta_B1_att_s + (size_t)b * 256 + hd * 64, 8, 1, B1_att_qkv + (size_t)b * 768 + hd * 8 + 32, 96, dL_dB1_att_qkv + (size_t)b * 768 + hd * 8, 96);
+            sn_small_mm(8, 8, 8, (real)1, delta_B1_att_s + (size_t)b * 256 + hd * 64, 1, 8, B1_att_qkv + (size_t)b * 768 + hd * 8, 96, 1, dL_dB1_att_qkv + (size_t)b * 768 + hd * 8 + 32, 96, 1);
+            sn_small_mm(8, 8, 8, (real)1, delta_B1_att_s + (size_t)b * 256 + hd * 64, 8, 1, B1_att_qkv + (size_t)b * 768 + hd * 8 + 32, 96, 1, dL_dB1_att_qkv + (size_t)b * 768 + hd * 8, 96, 1);
         }
     /* delta_B1_att_qkv[b,tq,i] = dL_dB1_att_qkv[b,tq,i]; g_c4[i] += dL_dB1_att_qkv[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int tq = 0; tq < 8; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
             for (int i = 0; i < 96; i++) {
                 delta_B1_att_qkv[b * 768 + tq * 96 + i] = dL_dB1_att_qkv[b * 768 + tq * 96 + i];
                 g_c4[i] += dL_dB1_att_qkv[b * 768 + tq * 96 + i];
@@ -1798,8 +2014,6 @@ static void sn_rows_19(const real *params, real *work, const real *S, int batch,
 
     (void)S;
     memset(sn_part, 0, sizeof(real) * 352);
-    memset(dL_dB1_norm1_c + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
-    memset(dL_dB1_norm1_rstd + (size_t)sn_lo * 8, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 8);
     /* g_gamma3[d] += B1_norm1_c[b,a,d]·B1_norm1_rstd[b,a]·dL_dB1_norm1[b,a,d]; dL_dB1_norm1_c[b,a,d] += B1_norm1_rstd[b,a]·dL_dB1_norm1[b,a,d]·gamma3[d] (from B1_norm1); dL_dB1_norm1_rstd[b,a] += B1_norm1_c[b,a,d]·dL_dB1_norm1[b,a,d]·gamma3[d]; g_beta3[d] += dL_dB1_norm1[b,a,d] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++) {
@@ -1810,24 +2024,29 @@ static void sn_rows_19(const real *params, real *work, const real *S, int batch,
             for (int d = 0; d < 32; d++) {
                 const real t0 = B1_norm1_rstd[b * 8 + a]*dL_dB1_norm1[b * 256 + a * 32 + d];
                 g_gamma3[d] += B1_norm1_c[b * 256 + a * 32 + d]*t0;
-                dL_dB1_norm1_c[b * 256 + a * 32 + d] += gamma3[d]*t0;
+                dL_dB1_norm1_c[b * 256 + a * 32 + d] = gamma3[d]*t0;
                 g_beta3[d] += dL_dB1_norm1[b * 256 + a * 32 + d];
                 acc0 += B1_norm1_c[b * 256 + a * 32 + d]*dL_dB1_norm1[b * 256 + a * 32 + d]*gamma3[d];
             }
-            dL_dB1_norm1_rstd[b * 8 + a] += acc0;
+            dL_dB1_norm1_rstd[b * 8 + a] = acc0;
         }
     /* delta_B1_norm1_rstd[b,a] = -dL_dB1_norm1_rstd[b,a]/(64·(z_B1_norm1_rstd[b,a]/32 + 1.0e-5)^(3/2)) */
     for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int a = 0; a < 8; a++) {
             delta_B1_norm1_rstd[b * 8 + a] = -1.0F/64.0F*dL_dB1_norm1_rstd[b * 8 + a]/powf((1.0F/32.0F)*z_B1_norm1_rstd[b * 8 + a] + 1.0e-5F, 3.0F/2.0F);
         }
     /* dL_dB1_norm1_c[b,a,e] += 2·B1_norm1_c[b,a,e]·delta_B1_norm1_rstd[b,a] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
             for (int e = 0; e < 32; e++) {
                 dL_dB1_norm1_c[b * 256 + a * 32 + e] += 2*B1_norm1_c[b * 256 + a * 32 + e]*delta_B1_norm1_rstd[b * 8 + a];
             }
-    memset(dL_dB1_norm1_mean + (size_t)sn_lo * 8, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 8);
     /* dL_dpos[b,a,d] += dL_dB1_norm1_c[b,a,d] (from B1_norm1_c); dL_dB1_norm1_mean[b,a] += -dL_dB1_norm1_c[b,a,d] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++) {
@@ -1839,30 +2058,41 @@ static void sn_rows_19(const real *params, real *work, const real *S, int batch,
                 dL_dpos[b * 256 + a * 32 + d] += dL_dB1_norm1_c[b * 256 + a * 32 + d];
                 acc0 += -dL_dB1_norm1_c[b * 256 + a * 32 + d];
             }
-            dL_dB1_norm1_mean[b * 8 + a] += acc0;
+            dL_dB1_norm1_mean[b * 8 + a] = acc0;
         }
     /* delta_B1_norm1_mean[b,a] = dL_dB1_norm1_mean[b,a]/32 */
     for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (int a = 0; a < 8; a++) {
             delta_B1_norm1_mean[b * 8 + a] = (1.0F/32.0F)*dL_dB1_norm1_mean[b * 8 + a];
         }
     /* dL_dpos[b,a,e] += delta_B1_norm1_mean[b,a] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
             for (int e = 0; e < 32; e++) {
                 dL_dpos[b * 256 + a * 32 + e] += delta_B1_norm1_mean[b * 8 + a];
             }
-    memset(dL_dembed + (size_t)sn_lo * 256, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 256);
     /* dL_dembed[b,tq,i] += dL_dpos[b,tq,i]; g_P2[tq,i] += dL_dpos[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int tq = 0; tq < 8; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
             for (int i = 0; i < 32; i++) {
-                dL_dembed[b * 256 + tq * 32 + i] += dL_dpos[b * 256 + tq * 32 + i];
+                dL_dembed[b * 256 + tq * 32 + i] = dL_dpos[b * 256 + tq * 32 + i];
                 g_P2[tq * 32 + i] += dL_dpos[b * 256 + tq * 32 + i];
             }
     /* delta_embed[b,tq,i] = dL_dembed[b,tq,i]; g_b1[i] += dL_dembed[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int tq = 0; tq < 8; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
             for (int i = 0; i < 32; i++) {
                 delta_embed[b * 256 + tq * 32 + i] = dL_dembed[b * 256 + tq * 32 + i];
                 g_b1[i] += dL_dembed[b * 256 + tq * 32 + i];
@@ -1926,11 +2156,11 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
     /* B1_att_qkv, z_B1_att_s, B1_att_s, z_B1_att_m, B1_att_e, z_B1_att_z, B1_att_p, B1_att_v, z_B1_att_a: the batch in chunks of examples through sn_rows_2, the chunks
        on as many threads as pay for their join: n threads cost work/n + one join, so each
        thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 51776 multiply-adds per example */
+       two joins); the work, about 51232 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
 #ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 51776 * batch, sn_n) : 1;
+        const int sn_used = sn_on ? sn_threads(2.0 * 51232 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
 #endif
         for (int sn_c = 0; sn_c < sn_n; sn_c++)
@@ -1986,11 +2216,11 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
     /* B2_att_qkv, z_B2_att_s, B2_att_s, z_B2_att_m, B2_att_e, z_B2_att_z, B2_att_p, B2_att_v, z_B2_att_a: the batch in chunks of examples through sn_rows_6, the chunks
        on as many threads as pay for their join: n threads cost work/n + one join, so each
        thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 51776 multiply-adds per example */
+       two joins); the work, about 51232 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
 #ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 51776 * batch, sn_n) : 1;
+        const int sn_used = sn_on ? sn_threads(2.0 * 51232 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
 #endif
         for (int sn_c = 0; sn_c < sn_n; sn_c++)
@@ -2060,7 +2290,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_dd589bab6a_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_d4095252c9_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 14416, sizeof(real) * (size_t)batch * 80);
@@ -2086,7 +2316,7 @@ static double sn_loss(const real *params, real *work, const real *S, const real 
     return loss / batch;
 }
 
-real symnet_dd589bab6a_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_d4095252c9_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -2193,12 +2423,12 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     /* dL_dB2_res1, dL_dB2_ff2, delta_B2_ff2, g_b15: the batch in chunks of examples through sn_rows_11, the chunks
        on as many threads as pay for their join: n threads cost work/n + one join, so each
        thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 8704 multiply-adds per example */
+       two joins); the work, about 8192 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
         real *sn_part = work + (size_t)batch * 28912;  /* 32 partial sums per chunk */
 #ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 8704 * batch, sn_n) : 1;
+        const int sn_used = sn_on ? sn_threads(2.0 * 8192 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
 #endif
         for (int sn_c = 0; sn_c < sn_n; sn_c++)
@@ -2239,12 +2469,12 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     /* g_gamma13, dL_dB2_norm2_c, dL_dB2_norm2_rstd, g_beta13, delta_B2_norm2_rstd, dL_dB2_res1, dL_dB2_norm2_mean, delta_B2_norm2_mean, dL_dB1, dL_dB2_att, delta_B2_att, g_co11: the batch in chunks of examples through sn_rows_13, the chunks
        on as many threads as pay for their join: n threads cost work/n + one join, so each
        thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 25488 multiply-adds per example */
+       two joins); the work, about 24704 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
         real *sn_part = work + (size_t)batch * 28912;  /* 96 partial sums per chunk */
 #ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 25488 * batch, sn_n) : 1;
+        const int sn_used = sn_on ? sn_threads(2.0 * 24704 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
 #endif
         for (int sn_c = 0; sn_c < sn_n; sn_c++)
@@ -2264,12 +2494,12 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     /* dL_dB2_att_p, dL_dB2_att_v, dL_dB2_att_qkv, dL_dB2_att_e, dL_dB2_att_z, dL_dB2_att_s, dL_dB2_att_m, delta_B2_att_s, delta_B2_att_qkv, g_c11: the batch in chunks of examples through sn_rows_14, the chunks
        on as many threads as pay for their join: n threads cost work/n + one join, so each
        thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 96064 multiply-adds per example */
+       two joins); the work, about 94976 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
         real *sn_part = work + (size_t)batch * 28912;  /* 96 partial sums per chunk */
 #ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 96064 * batch, sn_n) : 1;
+        const int sn_used = sn_on ? sn_threads(2.0 * 94976 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
 #endif
         for (int sn_c = 0; sn_c < sn_n; sn_c++)
@@ -2287,12 +2517,12 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     /* g_gamma10, dL_dB2_norm1_c, dL_dB2_norm1_rstd, g_beta10, delta_B2_norm1_rstd, dL_dB1, dL_dB2_norm1_mean, delta_B2_norm1_mean, dL_dB1_res1, dL_dB1_ff2, delta_B1_ff2, g_b8: the batch in chunks of examples through sn_rows_15, the chunks
        on as many threads as pay for their join: n threads cost work/n + one join, so each
        thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 25488 multiply-adds per example */
+       two joins); the work, about 24704 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
         real *sn_part = work + (size_t)batch * 28912;  /* 96 partial sums per chunk */
 #ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 25488 * batch, sn_n) : 1;
+        const int sn_used = sn_on ? sn_threads(2.0 * 24704 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
 #endif
         for (int sn_c = 0; sn_c < sn_n; sn_c++)
@@ -2335,12 +2565,12 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     /* g_gamma6, dL_dB1_norm2_c, dL_dB1_norm2_rstd, g_beta6, delta_B1_norm2_rstd, dL_dB1_res1, dL_dB1_norm2_mean, delta_B1_norm2_mean, dL_dpos, dL_dB1_att, delta_B1_att, g_co4: the batch in chunks of examples through sn_rows_17, the chunks
        on as many threads as pay for their join: n threads cost work/n + one join, so each
        thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 25488 multiply-adds per example */
+       two joins); the work, about 24704 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
         real *sn_part = work + (size_t)batch * 28912;  /* 96 partial sums per chunk */
 #ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 25488 * batch, sn_n) : 1;
+        const int sn_used = sn_on ? sn_threads(2.0 * 24704 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
 #endif
         for (int sn_c = 0; sn_c < sn_n; sn_c++)
@@ -2360,12 +2590,12 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     /* dL_dB1_att_p, dL_dB1_att_v, dL_dB1_att_qkv, dL_dB1_att_e, dL_dB1_att_z, dL_dB1_att_s, dL_dB1_att_m, delta_B1_att_s, delta_B1_att_qkv, g_c4: the batch in chunks of examples through sn_rows_18, the chunks
        on as many threads as pay for their join: n threads cost work/n + one join, so each
        thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 96064 multiply-adds per example */
+       two joins); the work, about 94976 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
         real *sn_part = work + (size_t)batch * 28912;  /* 96 partial sums per chunk */
 #ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 96064 * batch, sn_n) : 1;
+        const int sn_used = sn_on ? sn_threads(2.0 * 94976 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
 #endif
         for (int sn_c = 0; sn_c < sn_n; sn_c++)
@@ -2383,12 +2613,12 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     /* g_gamma3, dL_dB1_norm1_c, dL_dB1_norm1_rstd, g_beta3, delta_B1_norm1_rstd, dL_dpos, dL_dB1_norm1_mean, delta_B1_norm1_mean, dL_dembed, g_P2, delta_embed, g_b1: the batch in chunks of examples through sn_rows_19, the chunks
        on as many threads as pay for their join: n threads cost work/n + one join, so each
        thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 25232 multiply-adds per example */
+       two joins); the work, about 24704 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
         real *sn_part = work + (size_t)batch * 28912;  /* 352 partial sums per chunk */
 #ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 25232 * batch, sn_n) : 1;
+        const int sn_used = sn_on ? sn_threads(2.0 * 24704 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
 #endif
         for (int sn_c = 0; sn_c < sn_n; sn_c++)
@@ -2411,7 +2641,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_dd589bab6a_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_d4095252c9_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -2438,7 +2668,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_dd589bab6a_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_d4095252c9_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 29264;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
@@ -2509,7 +2739,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_dd589bab6a_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_d4095252c9_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -2535,7 +2765,7 @@ void symnet_dd589bab6a_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_dd589bab6a_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_d4095252c9_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

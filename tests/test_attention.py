@@ -136,6 +136,39 @@ def test_formulas_show_the_softmax():
     assert "A_p[b,hd,tq,tk]" in text and "A_z[b,hd,tq]" in text
 
 
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_long_sequences_take_every_tile_of_the_products(causal, rng):
+    """19 positions of width 20, 2 heads (d = 10): each product per (example, head) runs
+    over full and partial tiles of rows (6) and columns (16 floats, 8 doubles), with the
+    keys and values read along k (copied into rows first); float64 against numpy and
+    central differences, float32 against float64."""
+    n, width = 19, 20
+    S = sn.Input((n, width), name="S")
+    net = sn.Network(S, sn.Dense(2, name="O")(sn.Flatten(name="F")(
+        sn.MultiHeadAttention(2, causal=causal, name="A")(S))), loss="mse")
+    from symnet.plan.lower import plan
+    marked = [op for op in plan(net.graph()).forward if getattr(op, "product", None)]
+    assert {op.product[0].T.array for op in marked} == {"z_A_s", "z_A_a"}
+    assert all(op.product[0].B.strides[op.product[0].n] != 1 for op in marked)  # along k
+    model = net.compile(dtype="float64", seed=0)
+    randomise(model, rng)
+    X, T = rng.normal(size=(3, n, width)), rng.normal(size=(3, 2))
+    p = model.params
+    want = mha_ref(X, p["W1"], p["c1"], p["Wo1"], p["co1"], 2, causal).reshape(3, -1) \
+        @ p["W3"].T + p["b3"]
+    np.testing.assert_allclose(model.forward(X), want, rtol=1e-12, atol=1e-13)
+    check(model, X, T)
+    single = net.compile(dtype="float32", seed=0)
+    single.params.update({k: v.astype(np.float32) for k, v in p.items()})
+    X32, T32 = X.astype(np.float32), T.astype(np.float32)
+    np.testing.assert_allclose(single.forward(X32), want, rtol=2e-5, atol=2e-5)
+    _, g = model.loss_and_grad(X, T)
+    _, g32 = single.loss_and_grad(X32, T32)
+    for name, ref in g.items():
+        np.testing.assert_allclose(g32[name], ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max(),
+                                   err_msg=name)
+
 # ------------------------------------------------------------------ PyTorch
 def _torch_pair(causal, rng):
     torch = pytest.importorskip("torch")

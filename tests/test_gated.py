@@ -106,8 +106,8 @@ def test_parameter_shapes_are_pytorchs(kind):
     net = network(kind)
     g = 3 if kind == "gru" else 4
     shapes = net.param_shapes()
-    assert shapes["W2"] == (g * H, D) and shapes["U2"] == (g * H, H)
-    assert shapes["b2"] == (g * H,) and shapes["c2"] == (g * H,)
+    assert shapes["W1"] == (g * H, D) and shapes["U1"] == (g * H, H)
+    assert shapes["b1"] == (g * H,) and shapes["c1"] == (g * H,)
 
 
 def test_cells_in_unroll_and_stacked_layers(rng):
@@ -119,7 +119,7 @@ def test_cells_in_unroll_and_stacked_layers(rng):
     randomise(model, rng)
     X, T = data(rng)
     p = model.params
-    expect = gru_ref(X, p["W2"], p["U2"], p["b2"], p["c2"])[:, -1] @ p["W9"].T + p["b9"]
+    expect = gru_ref(X, p["W1"], p["U1"], p["b1"], p["c1"])[:, -1] @ p["W6"].T + p["b6"]
     np.testing.assert_allclose(model.forward(X), expect, rtol=1e-12)
     net = sn.Network(S, sn.LSTM(4, return_sequences=True), sn.GRU(3), sn.Dense(2, name="O"),
                      loss="mse")
@@ -127,8 +127,8 @@ def test_cells_in_unroll_and_stacked_layers(rng):
     m = net.compile(dtype="float64", seed=0)
     randomise(m, rng)
     p = m.params
-    hs = lstm_ref(X, p["W2"], p["U2"], p["b2"], p["c2"])
-    k = next(n for n in p if n.startswith("U") and n != "U2")[1:]
+    hs = lstm_ref(X, p["W1"], p["U1"], p["b1"], p["c1"])
+    k = next(n for n in p if n.startswith("U") and n != "U1")[1:]
     h2 = gru_ref(hs, p[f"W{k}"], p[f"U{k}"], p[f"b{k}"], p[f"c{k}"])[:, -1]
     Wo, bo = head(m)
     np.testing.assert_allclose(m.forward(X), h2 @ p[Wo].T + p[bo], rtol=1e-12)
@@ -149,13 +149,13 @@ def test_float32_trains_saves_loads_exports(kind, rng, tmp_path):
     np.testing.assert_array_equal(again.forward(X), model.forward(X))
     model.export_c(tmp_path / "c")
     code = (tmp_path / "c" / "net.c").read_text()
-    assert "h_4_gx" in code and "sigmoid" in code.lower()
+    assert "h_gx" in code and "h_4_gh" in code and "sigmoid" in code.lower()
 
 
 def test_formulas_and_summary_name_the_gates():
     net = network("lstm")
     text = net.formulas() if isinstance(net.formulas(), str) else str(net.formulas())
-    assert "h_2_c[b,i]" in text and "U2" in text
+    assert "h_2_c[b,i]" in text and "U1" in text
     model = net.compile(dtype="float64", seed=0)
     s = model.summary() if isinstance(model.summary(), str) else str(model.summary())
     assert "lstm_memory" in s and "h_4_gh" in s

@@ -80,3 +80,68 @@ def test_jacobian_of_tanh_against_numpy():
     J = m.jacobian(x)[:, 0, 0]
     want = 1 - np.tanh(x[:, 0]) ** 2
     np.testing.assert_allclose(J, want, rtol=1e-13, atol=2e-15)
+
+
+def test_plain_loops_equal_the_vector_tiles(model, X, monkeypatch):
+    """The products' plain-loop form (compilers without GCC's vectors, or
+    -DSN_PLAIN_LOOPS) gives the vector tiles' loss, gradient and H·v: widths 7 and
+    5 leave partial tiles of rows and columns, 389 rows a partial block."""
+    from symnet.backend.c import build
+    k = pinn.term_kernels(model)
+    v = np.random.default_rng(6).normal(size=model.theta.shape)
+    L, g, _, _ = k.term("pde", X, None, 1.0)
+    hv = k.term("pde", X, None, 1.0, vec=v)[3]
+    monkeypatch.setenv("CC", " ".join(build.compiler() + ["-DSN_PLAIN_LOOPS"]))
+    plain = pinn.TermKernels(model)
+    assert plain.lib is not k.lib
+    L1, g1, _, _ = plain.term("pde", X, None, 1.0)
+    hv1 = plain.term("pde", X, None, 1.0, vec=v)[3]
+    assert L1 == pytest.approx(L, rel=1e-12)
+    np.testing.assert_allclose(g1, g, rtol=1e-11, atol=1e-12 * np.abs(g).max())
+    np.testing.assert_allclose(hv1, hv, rtol=1e-11, atol=1e-12 * np.abs(hv).max())
+
+
+def test_vector_tiles_build_without_avx(model, X, monkeypatch):
+    """SYMNET_PORTABLE=1 (no -march): the 32-byte vectors on SSE2, no register hint."""
+    k = pinn.term_kernels(model)
+    L, g, _, _ = k.term("pde", X, None, 1.0)
+    monkeypatch.setenv("SYMNET_PORTABLE", "1")
+    portable = pinn.TermKernels(model)
+    assert portable.lib is not k.lib
+    L1, g1, _, _ = portable.term("pde", X, None, 1.0)
+    assert L1 == pytest.approx(L, rel=1e-12)
+    np.testing.assert_allclose(g1, g, rtol=1e-11, atol=1e-12 * np.abs(g).max())
+
+
+_THREADS_SCRIPT = """
+import numpy as np, sympy, symnet as sn
+from symnet.runtime import pinn
+tx = sn.Input(2, name="tx")
+h = sn.Dense(7, "tanh")(sn.Dense(7, "tanh")(tx))
+u = sn.Dense(1, name="u")(h)
+t, x = sn.coords(tx, "t x")
+pde = sn.d(u, t) + u * sn.d(u, x) - sympy.Rational(1, 100) * sn.d(u, x, x)
+m = sn.Network(tx, u, loss={"pde": pde**2, "data": "mse"}).compile(dtype="float64", seed=0)
+X = np.random.default_rng(8).uniform(-1, 1, (1000, 2))
+L, g, _, _ = pinn.term_kernels(m).term("pde", X, None, 1.0)
+print(np.float64(L).tobytes().hex(), g.tobytes().hex())
+"""
+
+
+def test_results_do_not_depend_on_the_number_of_threads():
+    """16 blocks on one thread and on two: the same bits (per-chunk sums added in
+    chunk order)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = str(Path(__file__).resolve().parents[1])
+    out = []
+    for n in ("1", "2"):
+        env = dict(os.environ, OMP_NUM_THREADS=n,
+                   PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        res = subprocess.run([sys.executable, "-c", _THREADS_SCRIPT], env=env,
+                             capture_output=True, text=True, timeout=600)
+        assert res.returncode == 0, res.stderr[-2000:]
+        out.append(res.stdout.split())
+    assert out[0] == out[1]

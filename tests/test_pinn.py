@@ -341,3 +341,50 @@ def test_residual_graph_against_torch(data):
     scale = max(float(h.abs().max()) for h in hv_t)
     for k, h in zip(p, hv_t):
         np.testing.assert_allclose(hv[k], h.numpy(), rtol=1e-10, atol=1e-12 * scale)
+
+
+def _adam_numpy(model, data, start, steps, lr, b1=0.9, b2=0.999, eps=1e-8):
+    """Adam written out in numpy on the compiled loss terms' gradient (checked against
+    central differences above), from the flat parameters ``start``."""
+    obj = pinn.Objective(model, data)
+    theta = start.copy()
+    m, v = np.zeros_like(theta), np.zeros_like(theta)
+    for t in range(1, steps + 1):
+        model.theta[...] = theta
+        _, g = obj.loss_grad()
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        theta = theta - lr * (m / (1 - b1 ** t)) / (np.sqrt(v / (1 - b2 ** t)) + eps)
+    return theta
+
+
+def test_fit_continues_the_optimizer_state(data, tmp_path):
+    """As for ordinary networks: Adam's moments and step count live in the model, so
+    two fits of 3 epochs are one fit of 6 (and Adam by hand in numpy), model.save /
+    symnet.load carry the state, reset_optimizer=True starts afresh."""
+    kw = dict(method="sd", optimizer="adam", lr=1e-2, progress=False)
+    one = burgers(4).compile(dtype="float64", seed=3)
+    start = one.theta.copy()
+    one.fit(data, epochs=6, **kw)
+    two = burgers(4).compile(dtype="float64", seed=3)
+    two.fit(data, epochs=3, **kw)
+    two.fit(data, epochs=3, **kw)
+    assert two.optimizer.name == "adam" and two.optimizer.t == 6
+    np.testing.assert_allclose(two.theta, one.theta, rtol=1e-12, atol=1e-14)
+    ref = burgers(4).compile(dtype="float64", seed=3)
+    np.testing.assert_allclose(one.theta, _adam_numpy(ref, data, start, 6, 1e-2),
+                               rtol=1e-12, atol=1e-14)
+    # saved after 3 epochs, loaded, 3 more: the same 6
+    part = burgers(4).compile(dtype="float64", seed=3)
+    part.fit(data, epochs=3, **kw)
+    part.save(tmp_path / "pinn.npz")
+    again = sn.load(tmp_path / "pinn.npz", network=burgers(4))
+    assert again.optimizer.t == 3
+    again.fit(data, epochs=3, **kw)
+    np.testing.assert_allclose(again.theta, one.theta, rtol=1e-12, atol=1e-14)
+    # afresh: 3 epochs from where two stands, moments from zero
+    mid = two.theta.copy()
+    two.fit(data, epochs=3, reset_optimizer=True, **kw)
+    assert two.optimizer.t == 3
+    np.testing.assert_allclose(two.theta, _adam_numpy(ref, data, mid, 3, 1e-2),
+                               rtol=1e-12, atol=1e-14)

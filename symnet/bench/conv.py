@@ -117,12 +117,23 @@ def print_plan(name: str, model):
     print(f"  {name}: tune={t.get('tune')}, tile {t.get('tile')}: {plan}")
 
 
+def conv_routes(net) -> str:
+    """How the plan computes each convolution: "direct" (from the input's rows in place)
+    or "im2col" (im2col and products), by the layer's sum."""
+    from ..plan import lower
+    from ..plan.ops import Conv
+    p = lower.plan(net.graph())
+    return ", ".join(f"{op.Z} {'direct' if op.direct else 'im2col'}"
+                     for op in p.forward if isinstance(op, Conv))
+
+
 def run(min_time: float, peak: float, ref_names=("torch", "jax")) -> dict:
     """Time one step of each, print a table row and a check that one step of
     each gives the same parameters; returns the figures."""
     params, (X, T) = init_params(), make_data()
     from .measure import TUNE
-    model = network().compile(dtype="float32", tune=TUNE)
+    net = network()
+    model = net.compile(dtype="float32", tune=TUNE)
     for k, v in params.items():
         model.params[k] = v
     flops = model.summary(BATCH, print_fn=None).flops_per_step
@@ -157,4 +168,5 @@ def run(min_time: float, peak: float, ref_names=("torch", "jax")) -> dict:
     for name, why in skipped.items():
         print(f"  {name}: skipped, {why}")
     print_plan("conv", model)
+    print(f"  conv: convolutions {conv_routes(net)}")
     return {"symnet_us": us, "refs_us": times, "agree": agree, "gflops": gflops}

@@ -58,30 +58,21 @@ def symnet_step(dtype, layers=9, data=None):
 
     One step is what each epoch of ``fit(data, method="sd", optimizer="adam")`` does
     (``symnet.runtime.pinn``): the compiled loss terms and their gradient in one call
-    per term, then Adam's update of θ with moments and step count kept from step to
-    step, so the timing is the step, not the set-up of a ``fit`` call (the data's
+    per term, then the model's Adam update (its moments and step count kept from step
+    to step), so the timing is the step, not the set-up of a ``fit`` call (the data's
     checks, the History)."""
-    from symnet.runtime.pinn import Objective
+    from symnet.runtime.optimizer import for_model
+    from symnet.runtime.pinn import Objective, sd_update
     from symnet.runtime.second_order import as_dict
     model = network(layers).compile(dtype=dtype, seed=0)
     X_f, X_u, T_u = data if data is not None else _data()
     data = {"pde": X_f, "data": (X_u, T_u)}
     obj = Objective(model, data)
-    theta = model.theta
-    state = {"m": np.zeros(theta.shape), "v": np.zeros(theta.shape), "t": 0}
-    lr, b1, b2, eps = 1e-3, 0.9, 0.999, 1e-8
+    opt = for_model(model, "adam")
 
     def step():
         _, g = obj.loss_grad()
-        t = state["t"] = state["t"] + 1
-        m, v = state["m"], state["v"]
-        m *= b1
-        m += (1 - b1) * g
-        v *= b2
-        v += (1 - b2) * g * g
-        upd = lr * (m / (1 - b1 ** t)) / (np.sqrt(v / (1 - b2 ** t)) + eps)
-        with model.lock:
-            theta[...] -= upd.astype(theta.dtype)
+        sd_update(model, opt, g, 1e-3)
 
     def loss_grad():
         L, g = obj.loss_grad()

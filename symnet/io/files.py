@@ -272,6 +272,8 @@ def _graph_from_description(desc: dict, cls):
                                  "symnet.load(path, network=net)")
             origins[key] = layer
         made[d["name"]] = _apply(origins[key], [made[n] for n in d["inputs"]], d["name"])
+        if d.get("projection"):      # a gated cell's input gates of every step (unroll)
+            made[d["name"]].projection = d["projection"]
     return cls([made[d["name"]] for d in desc["inputs"]],
                [made[o] for o in desc["outputs"]],
                loss=[_spec(x) for x in desc["loss"]],

@@ -3,6 +3,7 @@ each holding sympy expressions or buffer names that the emitter prints."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import sympy as sp
@@ -44,6 +45,9 @@ class Loop:
     # each statement a small matrix product per point of the other loop indices
     # (symnet.plan.products): the C then calls a product kernel; None: a plain loop
     product: list | None = None
+    # targets zeroed by no one before: their "+=" over the summed index stores the
+    # finished sum instead (symnet.plan.overwrite)
+    fresh: set = field(default_factory=set)
 
 
 @dataclass
@@ -55,7 +59,9 @@ class Conv:
     backward: with ``gW``: gW (+)= Σ_b delta[b]·col[b]ᵀ (with ``deltaT``: one product
               over the batch with the delta transposed); with ``dX``: dcol = Wᵀ·delta[b]
               and dX[b,k,y·s+u−p,x·s+v−p] += dcol (col2im; dX zeroed before).
-    Lower makes one from the terms whose index maps are a correlation's
+    With ``direct`` (a short window, stride 1 along x, no padding), the forward and the
+    weight gradient read X's rows in place instead (no im2col); dX still goes through
+    ``col`` as scratch.  Lower makes one from the terms whose index maps are a correlation's
     (``symnet.plan.correlate``); ``geo`` holds the sizes read from those maps."""
 
     mode: str                    # "forward" or "backward"
@@ -70,6 +76,7 @@ class Conv:
     dX: str | None = None
     accumulate: bool = False
     deltaT: str | None = None    # gW through delta transposed (few output positions)
+    direct: bool = False         # forward and gW as direct loops over X's rows, no im2col
 
 
 @dataclass
@@ -124,6 +131,13 @@ class SoftmaxXent:
     def derived(self):
         """The rule for this op's targets: rows, or its form for class labels."""
         return self.rule.labels if self.labels else self.rule
+
+
+def with_labels(op):
+    """The op for integer class labels as targets (T[b] = class of example b)."""
+    if isinstance(op, SoftmaxXent):
+        return dataclasses.replace(op, labels=True)
+    return op
 
 
 @dataclass

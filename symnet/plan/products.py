@@ -8,13 +8,16 @@ column n, the one that moves A and B only the summed k:
 
     T(m, n) += c·Σ_k A(m, k)·B(k, n)       at every point of the batch indices.
 
-Attention's gradients are of this kind (per example and head: ∂L/∂P = δ_A·Vᵀ,
-∂L/∂V = Pᵀ·δ_A, ∂L/∂Q = δ_S·K, ∂L/∂K = δ_Sᵀ·Q).  ``mark`` records, on each such loop,
-where its products read and write (``Loop.product``); the C then runs them through a
-register-blocked kernel that keeps a row of T in registers while k runs (the plain
-loop loads and stores T at every k).  Only products whose rows of B and T are
-contiguous along n are marked (that kernel's form); the formulas, the loop and its
-comment stay as derived, and the NumPy backend runs the loop as it is.
+Attention is of this kind, per example and head: its scores S = Q·Kᵀ and weighted
+sum A = P·V, and their gradients ∂L/∂P = δ_A·Vᵀ, ∂L/∂V = Pᵀ·δ_A, ∂L/∂Q = δ_S·K,
+∂L/∂K = δ_Sᵀ·Q.  ``mark`` records, on each such loop, where its products read and
+write (``Loop.product``); the C then runs them through a register-blocked kernel
+(``sn_small_mm``) that keeps a tile of T in registers while k runs (the plain loop
+loads and stores T at every k, or sums a short dot product per element).  Marked are
+the products whose rows of T are contiguous along n and whose B is contiguous along n
+or, with K ≤ ``KMAX``, along k (the kernel copies such a B into rows along n); the
+formulas, the loop and its comment stay as derived, and the NumPy backend runs the
+loop as it is.
 """
 
 from __future__ import annotations
@@ -25,6 +28,10 @@ import sympy as sp
 
 from ..ir import nodes as ir
 from .ops import LOSS, Loop
+
+#: the largest K of a product whose B runs along k (SN_SMALL_KMAX of the C kernel, which
+#: copies such a B, a block of columns at a time, into rows along n)
+KMAX = 256
 
 
 @dataclass
@@ -85,20 +92,24 @@ def _product(op: Loop, stmt, buffers: dict, symbols: dict) -> Product | None:
     X, Y = (_operand(buffers, symbols[f].array, symbols[f].index, names) for f in factors)
     if T is None or X is None or Y is None:
         return None
-    for A, B in ((X, Y), (Y, X)):          # B: the operand read along T's rows
-        found = _roles(op, T, A, B)
-        if found is not None:
+    extent = dict(op.indices)
+    # B: the operand read along T's rows; one whose rows run along n first
+    for along_n in (True, False):
+        for A, B in ((X, Y), (Y, X)):
+            found = _roles(op, T, A, B, along_n)
+            if found is None:
+                continue
             batch, m, n, k = found
-            extent = dict(op.indices)
-            if all(isinstance(extent[x], int) for x in (m, n, k)):
+            if all(isinstance(extent[x], int) for x in (m, n, k)) and \
+                    (along_n or extent[k] <= KMAX):
                 return Product(batch, extent[m], extent[n], extent[k], T, A, B, m, n, k,
                                float(coef))
     return None
 
 
-def _roles(op: Loop, T: Operand, A: Operand, B: Operand):
-    """(batch, m, n, k) loop names, or None when the loop is not such a product or T's
-    and B's rows do not run contiguously along n."""
+def _roles(op: Loop, T: Operand, A: Operand, B: Operand, along_n: bool):
+    """(batch, m, n, k) loop names, or None when the loop is not such a product, T's
+    rows do not run contiguously along n, or B does not along n (``along_n``) or k."""
     roles = {name: (name in T.strides, name in A.strides, name in B.strides)
              for name, _ in op.indices}
     batch = [x for x, r in roles.items() if r == (True, True, True)]
@@ -107,7 +118,7 @@ def _roles(op: Loop, T: Operand, A: Operand, B: Operand):
     k = [x for x, r in roles.items() if r == (False, True, True)]
     if len(m) != 1 or len(n) != 1 or len(k) != 1 or len(batch) + 3 != len(op.indices):
         return None
-    if T.strides[n[0]] != 1 or B.strides[n[0]] != 1:
+    if T.strides[n[0]] != 1 or B.strides[n[0] if along_n else k[0]] != 1:
         return None
     return batch, m[0], n[0], k[0]
 
@@ -129,15 +140,22 @@ def _inside(op: Loop, buffers: dict, symbols: dict) -> bool:
     return True
 
 
+def of(op, buffers: dict, symbols: dict) -> list | None:
+    """The products of loop ``op`` (one per statement), or None when its statements are
+    not all such products over the same batch indices, with the batch index b outermost."""
+    if not isinstance(op, Loop) or not op.indices or op.indices[0][0] != ir.BATCH:
+        return None
+    prods = [_product(op, st, buffers, symbols) for st in op.stmts]
+    if not prods or any(p is None for p in prods) or \
+            len({tuple(p.batch) for p in prods}) != 1 or prods[0].batch[:1] != [ir.BATCH] \
+            or not _inside(op, buffers, symbols):
+        return None
+    return prods
+
+
 def mark(ops: list, buffers: dict, symbols: dict) -> None:
-    """Set ``Loop.product`` on the loops of ``ops`` whose statements are all such
-    products over the same batch indices, with the batch index b outermost."""
+    """Set ``Loop.product`` on the loops of ``ops`` that are batches of products (``of``)."""
     for op in ops:
-        if not isinstance(op, Loop) or not op.indices or op.indices[0][0] != ir.BATCH:
-            continue
-        prods = [_product(op, st, buffers, symbols) for st in op.stmts]
-        if not prods or any(p is None for p in prods) or \
-                len({tuple(p.batch) for p in prods}) != 1 or prods[0].batch[:1] != [ir.BATCH] \
-                or not _inside(op, buffers, symbols):
-            continue
-        op.product = prods
+        prods = of(op, buffers, symbols)
+        if prods is not None:
+            op.product = prods

@@ -7,7 +7,8 @@ v (the R-operator) gives H·v.  ``fit`` sums the terms, each the mean over its
 data times its weight, and takes a step:
 
 - ``method="sd"``: one full-batch step per epoch with ``optimizer`` "sgd",
-  "momentum" or "adam";
+  "momentum" or "adam", the model's optimizer (``symnet.runtime.optimizer``), whose
+  state continues from fit to fit as for an ordinary network;
 - ``method="lbfgs"``: SciPy's L-BFGS-B on the compiled loss and gradient
   (``epochs`` = its iterations);
 - ``method="newton_cg"``: SciPy's Newton-CG with the exact compiled H·v.
@@ -27,6 +28,7 @@ from .history import History
 from .progress import Progress
 from ..backend.c.jets import build_program_module, call_kernel
 from .second_order import flat_vector
+from .optimizer import for_model as optimizer_for
 
 METHODS = ("sd", "lbfgs", "newton_cg")
 
@@ -247,12 +249,11 @@ def _record(hist, obj, loss, lr=None, steps=1):
 def _fit_sd(model, obj, hist, epochs, lr, optimizer, betas, eps, momentum, callbacks):
     if optimizer not in ("sgd", "momentum", "adam"):
         raise ValueError(f"optimizer must be 'sgd', 'momentum' or 'adam', got {optimizer!r}")
-    b1, b2 = betas or (0.9, 0.999)
-    eps = 1e-8 if eps is None else eps
-    mu = 0.9 if momentum is None else momentum
-    theta = model.theta
-    m = np.zeros(theta.shape, np.float64)
-    v = np.zeros(theta.shape, np.float64)
+    # the model's optimizer (symnet.runtime.optimizer), as for an ordinary network: its
+    # state (momentum, Adam's moments and step count) continues from fit to fit and
+    # from step to step, is saved with the model, and starts afresh with
+    # reset_optimizer=True, model.reset_optimizer() or another optimizer
+    opt = optimizer_for(model, optimizer, momentum, betas, eps)
     try:
         for step in range(1, epochs + 1):
             loss, g = obj.loss_grad()
@@ -260,27 +261,21 @@ def _fit_sd(model, obj, hist, epochs, lr, optimizer, betas, eps, momentum, callb
                 hist.stopped = "diverged"
                 break
             eta = _lr_at(lr, step - 1)
-            g = g.astype(np.float64)
-            if optimizer == "adam":
-                m *= b1
-                m += (1 - b1) * g
-                v *= b2
-                v += (1 - b2) * g * g
-                upd = eta * (m / (1 - b1 ** step)) / (np.sqrt(v / (1 - b2 ** step)) + eps)
-            elif optimizer == "momentum":
-                m *= mu
-                m += g
-                upd = eta * m
-            else:
-                upd = eta * g
-            with model.lock:
-                theta -= upd.astype(theta.dtype)
+            sd_update(model, opt, g, eta)
             _record(hist, obj, loss, lr=[eta])
             if callbacks and any(cb(hist) for cb in callbacks):
                 hist.stopped = "callback"
                 break
     except KeyboardInterrupt:
         hist.stopped = "interrupted"
+
+
+def sd_update(model, opt, g, eta):
+    """θ updated from the gradient ``g`` by the model's optimizer ``opt`` with step
+    size ``eta``: the compiled update of ordinary networks (``Optimizer.apply``)."""
+    with model.lock:
+        model.grad[...] = g
+        opt.apply_locked(model, eta)
 
 
 def _fit_scipy(model, obj, hist, epochs, method, callbacks, tol):

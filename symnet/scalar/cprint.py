@@ -8,7 +8,7 @@ to refuse one that has no C spelling.
 >>> import sympy as sp
 >>> z = sp.Symbol("z")
 >>> CPrinter("float32", {}).doprint(z ** 2 + sp.exp(z))
-'z*z + expf(z)'
+'z*z + sn_expf(z)'
 """
 
 from __future__ import annotations
@@ -52,6 +52,11 @@ class CPrinter(C99CodePrinter):
         if self.dtype == "float32":  # the template's vectorisable tanh
             return f"sn_tanhf({self._print(expr.args[0])})"
         return super()._print_tanh(expr)
+
+    def _print_exp(self, expr):
+        if self.dtype == "float32":  # the template's vectorisable exp (templates/expf.c.j2)
+            return f"sn_expf({self._print(expr.args[0])})"
+        return super()._print_exp(expr)
 
     def _print_softplus(self, expr):
         return f"sn_softplus({self._print(expr.args[0])})"

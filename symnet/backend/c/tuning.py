@@ -17,7 +17,9 @@ measured the first time a network is loaded on it:
 * ``thread_min = max(2·join·rate, 4 µs·rate)``: each thread gets at least the
   work of two joins (and 4 µs), so a product on n threads costs less than on one;
 * ``blas_min``: the M·N·K from which BLAS was faster than our kernels on every
-  measured product at least that large (``inf``: never, or no BLAS installed).
+  measured product at least that large (``inf``: never, or no BLAS installed);
+* ``blas_rate``: multiply-adds per second of the BLAS on the rate's product, on
+  the threads the cost model gives it (what the cheap check compares).
 
 The figures go to ``<cache>/machine-<key>.json`` (key: compiler, flags, CPU),
 so the measurement (about a second) happens once per machine and compiler
@@ -29,15 +31,21 @@ so they are guarded against load:
   machine during the measurement (``/proc/stat`` less this process) marks it
   ``disturbed`` when others kept more than a quarter of a core busy
   (:class:`Watch`); up to ``ATTEMPTS`` tries, keeping the best figures;
-* a disturbed record is stored as such and measured again by a process that
-  loads it ``RETRY_S`` later (doubling per disturbed try), keeping the best
-  figures of all tries;
+* a disturbed record is stored as such and measured again by the first process
+  that loads it and finds the machine quiet (``QUIET_S`` of ``/proc/stat``:
+  :func:`_quiet_now`), at least ``RETRY_S`` after the last try (doubling per
+  further disturbed try, at most ``RETRY_MAX_S``), keeping the best figures of
+  all tries; a look that finds the machine busy is remembered for ``BUSY_S``
+  (``machine-<key>.busy``), so that under lasting load a process seldom waits for
+  one, and nothing is measured while the load lasts;
 * the compiled probe stays beside the record (``machine-<key>.so``), and a
   process checks the record cheaply when it first loads a network (a few
-  milliseconds of timing: :func:`quick_check`); a record the machine now clearly
-  beats is measured again.  A record that passed is checked again only after
-  ``CHECK_S`` (doubling with each pass, at most a day: ``machine-<key>.checked``),
-  so that most cache hits open no probe at all.
+  milliseconds of timing: :func:`quick_check`: the rate, the join, and the BLAS's
+  rate, which with them decides where products run); a record the machine now
+  clearly beats is measured again.  A record that passed a check on a quiet
+  machine is checked again only after ``CHECK_S`` (doubling with each such pass, at
+  most a day: ``machine-<key>.checked``), so that most cache hits open no probe at
+  all; a check under load does not lengthen that wait.
 
 On top of these thresholds, a planner (:func:`plan`, ``compile(tune=...)``) times
 each product of a network, symnet's kernels against the BLAS, and with
@@ -438,6 +446,7 @@ def _measure(ffi, lib, budget_s: float) -> dict:
     sizes = sorted({(m, n, kk) for _, m, n, kk in SHAPES}, key=lambda s: -s[0] * s[1] * s[2])
     thread_min = out["thread_min"]
     with Watch() as w:
+        out["blas_rate"] = _blas_rate(ffi, lib, arrays, blas, thread_min, nmax)
         for M, N, K in sizes:
             won = True
             # the library on one thread, the product cut in parts for the kernels' pool
@@ -456,21 +465,36 @@ def _measure(ffi, lib, budget_s: float) -> dict:
             if time.perf_counter() > t_end:
                 break
     out["blas_min"] = blas_min
+    out["sweep_disturbed"] = w.disturbed
     if w.disturbed:
         out["disturbed"] = True
         out["others"] = round(max(out["others"], w.others), 3)
     return out
 
 
+def _blas_rate(ffi, lib, arrays, blas, thread_min: float, nmax: int, rounds: int = 5) -> float:
+    """Multiply-adds per second of the BLAS on RATE_SHAPE (least of ``rounds``), on
+    the threads the cost model gives that product."""
+    kind, M, N, K = RATE_SHAPE
+    _set_blas_threads(blas_threads(M * N * K, thread_min, nmax))
+    lib.sn_probe_tune(blas, 0.0, thread_min, nmax)
+    t = _seconds(lambda r: lib.sn_probe_gemm(kind, M, N, K, arrays.a, arrays.b, arrays.c, r),
+                 1, rounds)
+    lib.sn_probe_tune(ffi.cast(_BLAS_FN.format(real="float"), 0), math.inf, 1e300, 1)
+    return M * N * K / t
+
+
 # ---------------------------------------------------- checking a stored record
 def quick_check(rec: dict, ffi, lib) -> dict:
     """This machine's rate and join now, measured cheaply (a few milliseconds: the least
     of three rounds of the rate product on one thread, and when the record's join could
-    be 0.2 ms too long, on all threads and of empty parallel regions), and whether the
-    stored figures are implausible against them: the machine now clearly faster than
-    recorded (rate 25 % higher, or a join both 4× and 0.2 ms shorter).  A check taken
-    under load only makes the machine look slower, so it never condemns a record that
-    was measured on a quiet machine."""
+    be 0.2 ms too long, on all threads and of empty parallel regions), the BLAS's rate
+    on the same product when the record has one (what, with them, decided ``blas_min``),
+    and whether the stored figures are implausible against them: the machine now
+    clearly faster than recorded (rate or BLAS rate 25 % higher, or a join both 4× and
+    0.2 ms shorter).  A check taken under load only makes the machine look slower, so
+    it never condemns a record that was measured on a quiet machine; ``disturbed``
+    says whether it ran under load."""
     arrays = _Arrays(ffi, small=True)
     nmax = min(threads_max(), rec.get("threads_max") or 1)
     null = ffi.cast(_BLAS_FN.format(real="float"), 0)
@@ -490,10 +514,16 @@ def quick_check(rec: dict, ffi, lib) -> dict:
             lib.sn_probe_tune(null, math.inf, 1e300, 1)
             empty = _seconds(lambda r: lib.sn_probe_join(nmax, r), 5, 3)
             join = max(many - one / nmax, empty)
+        blas_rate = None
+        found = blas_library() if rec.get("blas") and rec.get("blas_rate") else None
+        if found is not None:
+            blas_rate = _blas_rate(ffi, lib, arrays, blas_pointer(ffi, "float32"),
+                                   rec["thread_min"], nmax, rounds=3)
     faster = rate > 1.25 * rec["rate"]
     shorter = join is not None and join < rec["join_s"] / 4 and join < rec["join_s"] - 2e-4
-    return {"rate": rate, "join_s": join, "others": w.others,
-            "implausible": bool(faster or shorter)}
+    blas_faster = blas_rate is not None and blas_rate > 1.25 * rec["blas_rate"]
+    return {"rate": rate, "join_s": join, "blas_rate": blas_rate, "others": w.others,
+            "disturbed": w.disturbed, "implausible": bool(faster or shorter or blas_faster)}
 
 
 # ------------------------------------------------------------------- caching
@@ -512,30 +542,67 @@ def _defaults(why: str) -> dict:
             "error": why}
 
 
-#: seconds after a measurement taken under load before a process measures again; it
-#: doubles with each further disturbed attempt (at most a day), while the record holds
-#: the best figures of all attempts (load only ever slows a measurement down)
+#: seconds after a measurement taken under load before a process measures again (once
+#: it finds the machine quiet); it doubles with each further disturbed attempt, up to
+#: RETRY_MAX_S, while the record holds the best figures of all attempts (load only ever
+#: slows a measurement down).  Measurements after the first begin only on a quiet
+#: machine, so a long load adds no attempts and does not delay the one after it.
 RETRY_S = 30.0
+RETRY_MAX_S = 300.0
+#: seconds of /proc/stat a process watches to tell whether the machine is quiet now,
+#: before it measures a disturbed record again
+QUIET_S = 0.1
+#: seconds during which a look that found the machine busy stands for every process
+#: (``machine-<key>.busy``): under lasting load a cache hit seldom waits for a look
+BUSY_S = 10.0
 
 
-def _due(rec: dict) -> bool:
-    """Whether a disturbed record should be measured again now."""
+def _quiet_now(p: Path | None = None) -> bool:
+    """Whether other programs leave the machine quiet now (:class:`Watch` over QUIET_S);
+    a busy answer is kept beside the record at ``p`` for BUSY_S, and read back instead
+    of looking again."""
+    busy = p.with_suffix(".busy") if p is not None else None
+    if busy is not None:
+        with contextlib.suppress(OSError, ValueError):
+            if 0 <= time.time() - float(busy.read_text()) < BUSY_S:
+                return False
+    with Watch() as w:
+        time.sleep(QUIET_S)
+    if w.disturbed and busy is not None:
+        with contextlib.suppress(OSError):
+            build._atomic_write(busy, repr(time.time()))
+    build._debug(f"the machine now: {w.others} cores of other programs"
+                 f"{' (busy)' if w.disturbed else ''}")
+    return not w.disturbed
+
+
+def _due(rec: dict, p: Path | None = None) -> bool:
+    """Whether a disturbed record should be measured again now: RETRY_S after the last
+    try (doubling per disturbed try, at most RETRY_MAX_S), once the machine is quiet."""
     if not rec.get("disturbed"):
         return False
-    wait = min(86400.0, RETRY_S * 2 ** (rec.get("attempts", 1) - 1))
-    return time.time() - rec.get("measured_at", 0.0) >= wait
+    wait = min(RETRY_MAX_S, RETRY_S * 2 ** (min(int(rec.get("attempts", 1)), 30) - 1))
+    if time.time() - rec.get("measured_at", 0.0) < wait:
+        return False
+    return _quiet_now(p)
 
 
 def _merge(old: dict | None, new: dict) -> dict:
     """A new measurement against the stored one: a quiet one replaces it; one under
     load keeps the better figure of each (the machine's own speed is at least the
-    best ever seen) and counts the attempt."""
+    best ever seen), the BLAS sweep of a quiet one (``blas_min`` and its timings), and
+    counts the attempt."""
     if not new.get("disturbed") or old is None:
         return new
     rate, join = max(old["rate"], new["rate"]), min(old["join_s"], new["join_s"])
     attempts = old.get("attempts", 1) + 1 if old.get("disturbed") else 1
-    return dict(new, rate=rate, join_s=join, thread_min=_thread_min(rate, join),
-                attempts=attempts)
+    out = dict(new, rate=rate, join_s=join, thread_min=_thread_min(rate, join),
+               attempts=attempts)
+    if new.get("blas") and old.get("blas") == new["blas"]:
+        out["blas_rate"] = max(old.get("blas_rate") or 0.0, new.get("blas_rate") or 0.0)
+        if new.get("sweep_disturbed") and not old.get("sweep_disturbed", True):
+            out.update(blas_min=old["blas_min"], shapes=old["shapes"], sweep_disturbed=False)
+    return out
 
 
 def _read(p: Path):
@@ -581,16 +648,19 @@ def _checked(rec: dict, p: Path) -> bool:
         return True
     check = quick_check(rec, ffi, lib)
     build._debug(f"checked the machine's record: {json.dumps(check)}")
-    if check["implausible"]:
-        return False
+    if check["implausible"] and not (rec.get("disturbed") and check.get("disturbed")):
+        return False        # (a record taken under load is measured again once it is quiet)
     passes = 0
     with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
         seen = build._unseal(p.with_suffix(".checked"))
         if seen.get("measured_at") == rec.get("measured_at"):
             passes = int(seen["passes"])
+    # a pass under load proves little (load only slows the check down): the next check
+    # comes as soon as after the last pass, not twice as late
+    passes = max(1, passes) if check.get("disturbed") else passes + 1
     with contextlib.suppress(OSError):
         build._atomic_write(p.with_suffix(".checked"), build._seal(
-            {"measured_at": rec.get("measured_at"), "at": time.time(), "passes": passes + 1}))
+            {"measured_at": rec.get("measured_at"), "at": time.time(), "passes": passes}))
     return True
 
 
@@ -598,13 +668,13 @@ def _checked(rec: dict, p: Path) -> bool:
 def _machine(path: str) -> dict:
     p = Path(path)
     rec = _read(p)
-    if rec is not None and not _due(rec) and _checked(rec, p):
+    if rec is not None and not _due(rec, p) and _checked(rec, p):
         return rec
     # one process measures at a time (the others would only disturb it); whoever
     # waited reads what it stored
     with build._lock(p.with_suffix(".lock")):
         again = _read(p)
-        if again is not None and again != rec and not _due(again):
+        if again is not None and again != rec and not _due(again, p):
             return again
         try:
             new = measure(keep=p.with_suffix(".so"), sha=(rec or {}).get("probe_sha256"))

@@ -94,6 +94,8 @@ class Compiled:
         with np.errstate(all="ignore"):
             for op in ops:
                 if isinstance(op, Loop):
+                    for name in op.fresh:       # its sum stored, not added (plan.overwrite)
+                        env[name][...] = 0
                     loss += self._loop(op, env, batch)
                 elif isinstance(op, MatMul):
                     self._matmul(op, env, batch)

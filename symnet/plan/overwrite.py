@@ -1,0 +1,110 @@
+"""Sums that need no zeroing: a plan rewrite (symnet.plan.lower calls it before marking
+products and gathering the per-example runs).
+
+A buffer of the batch that lower zeroes and then sums into (``Zero(X)``, then a loop of
+``X[..] += ...``) needs the zeros only where the loop reaches an element more than once.
+When the next op that touches X is a loop whose one statement into X visits each of its
+elements once, the zeroing goes and that statement stores instead of adding:
+
+- the target carries every loop index (``dL_dE[b,h,t,u] += dL_dP[b,h,t,u]/Z[b,h,t]``,
+  an element formula): its "+=" becomes "=";
+- the target carries every loop index but one, summed (``z_S[b,h,t,u] += Σ_e …``), and
+  the loop sums that index into a local (``Loop.hoist``, the index innermost) or is a
+  batch of small products (symnet.plan.products) whose k it is: the target is recorded
+  in ``Loop.fresh``, and the C stores the finished sum (``X = acc``, or the product
+  kernel's T = α·A·B) where it added it to the zeros.
+
+Each such zeroing was a pass over the buffer, and each "+=" a read of it: for attention
+(per example and head, arrays of positions × positions) about a tenth of the step's time
+outside the matrix products.  The formulas and the loops' comments are unchanged, and
+so are the results: 0 + x is x.
+"""
+
+from __future__ import annotations
+
+from . import products
+from .ops import LOSS, Fill, Loop, Zero
+
+
+def _root(p, name: str) -> str:
+    """The buffer an alias (a view of another buffer) stands for."""
+    while name in p.buffers and p.buffers[name].alias:
+        name = p.buffers[name].alias
+    return name
+
+
+def _touches(p, op) -> set | None:
+    """The buffers op reads or writes (their roots), None for an op this does not know."""
+    from .fuse import _reads
+    if isinstance(op, Loop):
+        names = _reads(p, op) | {t for t, *_ in op.stmts if t != LOSS}
+    elif isinstance(op, (Zero, Fill)):
+        names = {op.buffer}
+    else:
+        names = _reads(p, op)
+        writes = [getattr(op, f, None) for f in ("C", "Z", "gW", "dX", "col", "grad")]
+        if hasattr(op, "target") and op.target is not None:
+            writes.append(op.target.array)
+        if getattr(op, "then", None) is not None:
+            writes += [t for t, *_ in op.then.stmts]
+        names |= {w for w in writes if isinstance(w, str)}
+        if names == set(p.buffers):
+            return None
+    return {_root(p, n) for n in names}
+
+
+def _fresh(p, loop: Loop, buffer: str):
+    """``loop`` with its statement into ``buffer`` storing (see the module), or None
+    when that statement may reach an element twice or the loop reads the buffer."""
+    root = _root(p, buffer)
+    mine = [k for k, (t, *_) in enumerate(loop.stmts) if t != LOSS and _root(p, t) == root]
+    if len(mine) != 1 or loop.stmts[mine[0]][0] != buffer:
+        return None
+    target, index, kind, expr = loop.stmts[mine[0]]
+    reads = {_root(p, p.symbols[s].array) for _, _, _, e in loop.stmts
+             for s in e.free_symbols if s in p.symbols}
+    if kind != "+=" or root in reads:
+        return None
+    extent = dict(loop.indices)
+    shape = p.buffers[buffer].shape
+    if len(index) != len(shape) or not all(isinstance(ix, str) for ix in index) \
+            or len(set(index)) != len(index) \
+            or any(extent.get(ix) != n for ix, n in zip(index, shape)):
+        return None
+    missing = [n for n, _ in loop.indices if n not in index]
+    if not missing:
+        stmts = list(loop.stmts)
+        stmts[mine[0]] = (target, index, "=", expr)
+        loop.stmts = stmts
+        return loop
+    if len(missing) != 1:
+        return None
+    summed = missing[0]
+    prods = products.of(loop, p.buffers, p.symbols)
+    if prods is not None:
+        if prods[mine[0]].k != summed:
+            return None
+    elif not (loop.hoist and loop.indices[-1][0] == summed):
+        return None
+    loop.fresh = set(loop.fresh) | {buffer}
+    return loop
+
+
+def overwrite(p, ops: list) -> list:
+    """``ops`` without the zeroings that the next op touching their buffer makes
+    needless (see the module); the loops that then store are changed in place."""
+    dropped = set()
+    for i, op in enumerate(ops):
+        if not isinstance(op, Zero) or p.buffers[op.buffer].shape[:1] != ("batch",) \
+                or p.buffers[op.buffer].alias:
+            continue
+        root = _root(p, op.buffer)
+        for nxt in ops[i + 1:]:
+            touched = _touches(p, nxt)
+            if touched is not None and root not in touched:
+                continue
+            if isinstance(nxt, Loop) and not isinstance(nxt, Zero) and \
+                    _fresh(p, nxt, op.buffer) is not None:
+                dropped.add(i)
+            break
+    return [op for i, op in enumerate(ops) if i not in dropped]

@@ -1,0 +1,172 @@
+"""The thread schedule of a plan: which ops of a tensor network's passes run one chunk
+of examples at a time, and on how many threads (``split``, called by
+``symnet.plan.lower.plan``).
+
+A run of ops that each take every example alone becomes one ``Rows`` region, whose
+chunks of examples the emitted C shares out among OpenMP threads: one join per run,
+where each small product would be too short to share.  The cost model below weighs
+an element of a loop and a convolution's multiply-add against the tiled products'.
+"""
+
+from __future__ import annotations
+
+import math
+
+from ..ir import nodes as ir
+from .ops import LOSS, Conv, Fill, Loop, MatMul, Route, Rows, Zero, with_labels
+
+
+# ------------------------------------------------------------ examples among threads
+#: what an element of a loop (an activation, a pooling window's element, an im2col copy)
+#: and a convolution's multiply-add cost in multiply-adds of the tiled products, for the
+#: thread count.  Measured on LeNet's step (one thread, AVX-512): 68 ps per element of
+#: a ReLU; 160 µs for the first convolution (5.5 M multiply-adds, 0.9 M copies) and
+#: 122 µs for the second (9.8 M, 0.6 M); sn_gemm: 10 ps per multiply-add
+ELEMENT_COST, CONV_COST = 8.0, 1.0
+
+
+def split(p) -> None:
+    """Gather the runs of per-example ops of a tensor network's passes into Rows: a
+    convolution's products, its activation and pooling then run one chunk of
+    examples at a time (cache-hot), and the chunks on several threads: one join per
+    run, where each of the small products would be too short to share.  Matrix
+    products stay outside (sn_gemm shares them out itself; in chunks of a few rows
+    each would pack its weights again).  Vector networks keep their passes as they are."""
+    if not any(len(b.shape) > 2 for b in p.buffers.values() if b.kind in ("work", "input")):
+        return
+    p.split_forward = _runs(p, p.forward)
+    p.split_backward = _runs(p, p.backward)
+    if p.backward_labels:
+        p.split_backward_labels = [op if isinstance(op, Rows) else with_labels(op)
+                                   for op in p.split_backward]
+    p.regions = [op for ops in (p.split_forward, p.split_backward) for op in ops
+                 if isinstance(op, Rows)]
+    if not p.regions:      # no tensor layer's op (a sequence's steps): the passes as they are
+        p.split_forward = p.split_backward = p.split_backward_labels = None
+        return
+    for k, r in enumerate(p.regions):
+        r.index = k + 1
+        r.backward = all(r is not op for op in p.split_forward)
+    size = max((r.size for r in p.regions), default=0)
+    if size:
+        p.part_offset = p.work_per_row
+        p.work_per_row += size
+
+
+def _per_row(p, name: str) -> bool:
+    return name in p.buffers and p.buffers[name].shape[:1] == ("batch",)
+
+
+def _row_op(p, op) -> bool:
+    """Whether op computes each example from that example alone (sums over the
+    examples allowed only into gradients)."""
+    B = p.buffers
+    if isinstance(op, (Conv, Route)):
+        loop = op.loop if isinstance(op, Route) else [(ir.BATCH, "batch")]
+        return tuple(loop[0]) == (ir.BATCH, "batch") and \
+            (getattr(op, "then", None) is None or _row_op(p, op.then))
+    if isinstance(op, (Zero, Fill)):
+        return _per_row(p, op.buffer)
+    if not isinstance(op, Loop) or not op.indices or \
+            tuple(op.indices[0]) != (ir.BATCH, "batch"):
+        return False
+    for target, index, _, expr in op.stmts:
+        if target == LOSS or not (B[target].kind == "grad" or _per_row(p, target)
+                                  and tuple(index[:1]) == (ir.BATCH,)):
+            return False
+        for sym in expr.free_symbols:
+            acc = p.symbols.get(sym)
+            if acc is not None and _per_row(p, acc.array) and \
+                    tuple(acc.index[:1]) != (ir.BATCH,):
+                return False
+    return True
+
+
+def _heavy(op) -> bool:
+    """A tensor layer's op: worth a run of its own (a vector layer's activation is not)."""
+    return isinstance(op, (Conv, Route)) or isinstance(op, Loop) and len(op.indices) > 2
+
+
+def _summed(p, op) -> list:
+    """The gradients op sums over the examples."""
+    if isinstance(op, Conv):
+        return [op.gW] if op.mode == "backward" and op.gW else []
+    if isinstance(op, Loop):
+        return [t for t, *_ in op.stmts if t != LOSS and p.buffers[t].kind == "grad"]
+    if isinstance(op, Route) and op.then is not None:
+        return _summed(p, op.then)
+    return []
+
+
+def _runs(p, ops: list) -> list:
+    """The ops with each run of per-example ops that holds a tensor layer's op as one
+    Rows.  A gradient's zeroing inside a run becomes the zero start of its partial
+    sums; a gradient written before the run gets the run's sum added ("+=")."""
+    out, run, written = [], [], set()
+
+    def close():
+        if any(_heavy(op) for op in run):
+            grads = list(dict.fromkeys(g for op in run for g in _summed(p, op)))
+            zeroed = {op.buffer for op in run if isinstance(op, Zero) and op.buffer in grads}
+            # a gradient no op of the run sums (no path to the loss): zeroed whole, before
+            out.extend(op for op in run if isinstance(op, Zero) and not _per_row(p, op.buffer)
+                       and op.buffer not in grads)
+            r = Rows([op for op in run if not (isinstance(op, Zero) and (
+                op.buffer in grads or not _per_row(p, op.buffer)))],
+                     sum(_cost(p, op) for op in run))
+            for g in grads:
+                size = math.prod(p.buffers[g].shape)
+                kind = "+=" if g in written and g not in zeroed else "="
+                r.grads.append((g, r.size, size, kind))
+                r.size += size
+            out.append(r)
+        else:
+            out.extend(run)
+        for op in run:
+            written.update(_summed(p, op) + ([op.buffer] if isinstance(op, Zero) else []))
+        run.clear()
+
+    for op in ops:
+        if _row_op(p, op) or isinstance(op, Zero) and p.buffers[op.buffer].kind == "grad":
+            run.append(op)
+            continue
+        close()
+        out.append(op)
+        written.update(_writes(op))
+    close()
+    return out
+
+
+def _writes(op) -> set:
+    if isinstance(op, Loop):
+        return {t for t, *_ in op.stmts if t != LOSS}
+    if isinstance(op, MatMul):
+        return {op.C}
+    if isinstance(op, (Zero, Fill)):
+        return {op.buffer}
+    return set()
+
+
+def _extent(loop) -> int:
+    n = 1
+    for _, e in loop:
+        n *= e if isinstance(e, int) else 1
+    return n
+
+
+def _cost(p, op) -> float:
+    """One example's work in multiply-adds of the tiled products (see ELEMENT_COST)."""
+    if isinstance(op, Conv):
+        g = op.geo
+        kc, ohw = g["cin"] * math.prod(g["kernel"]), math.prod(g["out_hw"])
+        products = 1 if op.mode == "forward" else (op.gW is not None) + (op.dX is not None)
+        copies = (op.mode == "forward" and not op.direct) or op.dX is not None
+        return CONV_COST * products * g["cout"] * kc * ohw + ELEMENT_COST * copies * kc * ohw
+    if isinstance(op, Loop):
+        return ELEMENT_COST * _extent(op.indices[1:]) * len(op.stmts)
+    if isinstance(op, Route):
+        return ELEMENT_COST * _extent(op.loop[1:]) * _extent(op.window) \
+            + (_cost(p, op.then) if op.then is not None else 0.0)
+    if _per_row(p, op.buffer):
+        return ELEMENT_COST * math.prod(p.buffers[op.buffer].shape[1:]) / 8   # memset, fill
+    return 0.0

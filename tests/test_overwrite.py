@@ -1,0 +1,54 @@
+"""Sums that need no zeroing (symnet.plan.overwrite): which zeroings go, which stay, and
+the same results from the C and the NumPy backend, which both read the rewritten plan."""
+
+import numpy as np
+
+import symnet as sn
+from symnet.plan.lower import plan
+from symnet.plan.ops import Loop, Zero
+
+
+def attention_net():
+    S = sn.Input((7, 6), name="S")
+    x = sn.TransformerBlock(2, 8, name="B")(S)
+    return sn.Network(S, sn.Dense(3, name="O")(sn.Flatten(name="F")(x)),
+                      loss="softmax_cross_entropy")
+
+
+def test_zeroings_that_go_and_stay():
+    p = plan(attention_net().graph())
+    zeroed = {op.buffer for op in p.forward + p.backward if isinstance(op, Zero)}
+    loops = [op for op in p.forward + p.backward if isinstance(op, Loop)]
+    fresh = set().union(*(op.fresh for op in loops))
+    stored = {t for op in loops for t, _, kind, _ in op.stmts if kind == "="}
+    # sums over one index, stored whole: the scores and weighted sum (products), the
+    # softmax's row sums (a loop with its sum in a local), the probabilities' gradient
+    assert {"z_B_att_s", "z_B_att_a", "z_B_att_z", "dL_dB_att_p"} <= fresh
+    # element formulas over every index of their target: "+=" became "="
+    assert {"dL_dB_att_e", "dL_dB_att_s"} <= stored
+    assert not (fresh | {"dL_dB_att_e", "dL_dB_att_s"}) & zeroed
+    # three loops each write a third of the projections' gradient: zeroed first
+    assert "dL_dB_att_qkv" in zeroed
+    # a maximum starts from −∞ (Fill), and a gradient summed over the batch from 0
+    assert "z_B_att_m" not in fresh and "g_W1" not in fresh | stored
+
+
+def test_c_and_numpy_backends_agree(rng):
+    """LayerNorm and softmax over rows (the NumPy backend runs no per-position products)."""
+    S = sn.Input((7, 6), name="S")
+    x = sn.Softmax(name="P")(sn.LayerNorm(name="N")(S))
+    net = sn.Network(S, sn.Dense(3, name="O")(sn.Flatten(name="F")(x)),
+                     loss="softmax_cross_entropy")
+    loops = [op for op in plan(net.graph()).backward if isinstance(op, Loop)]
+    assert any(op.fresh for op in loops) and any(k == "=" for op in loops
+                                                  for _, _, k, _ in op.stmts)
+    c = net.compile(dtype="float64", seed=1)
+    npy = net.compile(dtype="float64", seed=1, backend="numpy")
+    X = rng.normal(size=(5, 7, 6))
+    T = np.eye(3)[rng.integers(0, 3, 5)]
+    np.testing.assert_allclose(npy.forward(X), c.forward(X), rtol=1e-12, atol=1e-14)
+    lc, gc = c.loss_and_grad(X, T)
+    ln, gn = npy.loss_and_grad(X, T)
+    assert ln == np.float64(lc) or abs(ln - lc) <= 1e-12 * abs(lc)
+    for name, ref in gc.items():
+        np.testing.assert_allclose(gn[name], ref, rtol=1e-10, atol=1e-12, err_msg=name)
