@@ -78,7 +78,7 @@ class Runtime:
         self.dtype = np.dtype(meta["dtype"])
         lib, ffi = module.lib, module.ffi
         self._ffi = ffi
-        p = meta["prefix"]
+        p = meta.get("lib_prefix") or meta["prefix"]   # the wrapper's names (build.py)
         k = self.kernels = SimpleNamespace(**{name: getattr(lib, p + name) for name in (
             "forward", "loss", "loss_grad", "step", "update", "train")})
         # the same four for targets given as class labels (softmax cross-entropy)
