@@ -212,6 +212,8 @@ def derive_node(node: ir.Node, loss=None, n_out: int = 0, weight: float = 1.0,
         return reuse_output(stabilise(simplest(clean(scale * sp.diff(head, sym)))), node)
 
     if node.kind == "flatten":    # a view: dL_d<flatten> is dL_d<input>, nothing to derive
+        if loss is not None:      # ... but as an output, the loss's ∂ℓ/∂O[b,i] into it
+            grad.outer.append(Term(upstream_name(node.name), node.out_index, local(node.outer)))
         return grad
     for red in node.reductions:
         grad.outer.append(Term(delta_name(node, red), node.out_index, local(red.symbol)))

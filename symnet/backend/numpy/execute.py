@@ -58,6 +58,15 @@ def _functions() -> dict:
     return {"sigmoid": sigmoid, "softplus": softplus, "dropout_mask": dropout_mask}
 
 
+def _view(arr, rank: int):
+    """A batch array as an access of ``rank`` indices reads it: a Flatten's
+    element O[b,i] of a (batch, c, y, x) buffer is its row-major flat element, as
+    in the C (a view, never a copy)."""
+    if arr.ndim == rank or rank != 2 or arr.ndim < 2:
+        return arr
+    return arr.reshape(arr.shape[0], -1)
+
+
 class Compiled:
     """One plan's ops with their formulas turned into NumPy functions (once)."""
 
@@ -152,7 +161,7 @@ class Compiled:
                     accesses.append((acc.array, self._positions(acc.index, grid, sizes)))
         valid = np.ones(sizes, bool)
         for name, pos in accesses:           # the C's clipped loop ranges
-            shape = env[name].shape
+            shape = _view(env[name], len(pos)).shape
             for p, n in zip(pos, shape):
                 if p.ndim and (p.min() < 0 or p.max() >= n):
                     valid &= (p >= 0) & (p < n)
@@ -173,13 +182,13 @@ class Compiled:
                 if acc is None or acc.array == "inv_batch":
                     values.append(self.dtype.type(1) / self.dtype.type(batch))
                     continue
-                values.append(env[acc.array][self._at(acc.index, point)])
+                values.append(_view(env[acc.array], len(acc.index))[self._at(acc.index, point)])
             value = fn(*values)
             count = where[0].size if where else 1
             if target == LOSS:
                 loss += float(np.sum(np.broadcast_to(np.asarray(value, np.float64), (count,))))
                 continue
-            arr = env[target]
+            arr = _view(env[target], len(index))
             at = self._at(index, point)
             value = np.broadcast_to(np.asarray(value, arr.dtype), (count,))
             if kind == "=":
