@@ -104,8 +104,8 @@
  *   loss: softmax_cross_entropy, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_55186499FE_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_55186499FE_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_37902D5839_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_37902D5839_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (72, 4)
  *   b1           offset       288  shape (72,)
  *   c1           offset       360  shape (72,)
@@ -113,59 +113,59 @@
  *   W22          offset      2160  shape (4, 24)
  *   b22          offset      2256  shape (4,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_55186499FE_WORK_SIZE(batch) numbers; SYMNET_55186499FE_TRAIN_WORK_SIZE(batch_size) for
- * symnet_55186499fe_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_37902D5839_WORK_SIZE(batch) numbers; SYMNET_37902D5839_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_37902d5839_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 2260 + X B*80 + T or O B*4 + work (B*12352 + 2260)
  *   numbers of 4 bytes; e.g. B = 32: 1,609,888 bytes (training; forward only: 801,104).
  */
-#ifndef SYMNET_55186499FE_H
-#define SYMNET_55186499FE_H
+#ifndef SYMNET_37902D5839_H
+#define SYMNET_37902D5839_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_55186499FE_REAL float  /* the number type of every array (float32) */
-#define SYMNET_55186499FE_N_INPUTS 80  /* features per example */
-#define SYMNET_55186499FE_N_OUTPUTS 4
-#define SYMNET_55186499FE_N_PARAMS 2260  /* numbers in the flat parameter array */
-#define SYMNET_55186499FE_WORK_PER_EXAMPLE 12352
-#define SYMNET_55186499FE_WORK_SIZE(batch) ((batch) * 12352 + 2260)  /* numbers of scratch per call */
-#define SYMNET_55186499FE_TRAIN_WORK_SIZE(batch_size) (SYMNET_55186499FE_WORK_SIZE(batch_size) + (batch_size) * 84)
-#define SYMNET_55186499FE_SGD 0       /* optimizer codes of symnet_55186499fe_update and symnet_55186499fe_train */
-#define SYMNET_55186499FE_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_55186499FE_N_PARAMS numbers */
-#define SYMNET_55186499FE_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_55186499FE_N_PARAMS numbers each */
+#define SYMNET_37902D5839_REAL float  /* the number type of every array (float32) */
+#define SYMNET_37902D5839_N_INPUTS 80  /* features per example */
+#define SYMNET_37902D5839_N_OUTPUTS 4
+#define SYMNET_37902D5839_N_PARAMS 2260  /* numbers in the flat parameter array */
+#define SYMNET_37902D5839_WORK_PER_EXAMPLE 12352
+#define SYMNET_37902D5839_WORK_SIZE(batch) ((batch) * 12352 + 2260)  /* numbers of scratch per call */
+#define SYMNET_37902D5839_TRAIN_WORK_SIZE(batch_size) (SYMNET_37902D5839_WORK_SIZE(batch_size) + (batch_size) * 84)
+#define SYMNET_37902D5839_SGD 0       /* optimizer codes of symnet_37902d5839_update and symnet_37902d5839_train */
+#define SYMNET_37902D5839_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_37902D5839_N_PARAMS numbers */
+#define SYMNET_37902D5839_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_37902D5839_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_55186499FE_N_OUTPUTS) = the network's output for X (batch × SYMNET_55186499FE_N_INPUTS). */
-void symnet_55186499fe_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_37902D5839_N_OUTPUTS) = the network's output for X (batch × SYMNET_37902D5839_N_INPUTS). */
+void symnet_37902d5839_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_55186499fe_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_37902d5839_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_55186499FE_N_PARAMS numbers) by back propagation. */
-float symnet_55186499fe_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_37902D5839_N_PARAMS numbers) by back propagation. */
+float symnet_37902d5839_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_55186499fe_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_37902d5839_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss; T[b] is the class label of example b. */
-float symnet_55186499fe_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_37902d5839_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_55186499FE_N_PARAMS numbers) by back propagation. */
-float symnet_55186499fe_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_37902D5839_N_PARAMS numbers) by back propagation. */
+float symnet_37902d5839_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_55186499fe_step_labels(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_37902d5839_step_labels(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_55186499FE_SGD, SYMNET_55186499FE_MOMENTUM or SYMNET_55186499FE_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_37902D5839_SGD, SYMNET_37902D5839_MOMENTUM or SYMNET_37902D5839_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_55186499fe_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_37902d5839_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -173,10 +173,10 @@ void symnet_55186499fe_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_55186499FE_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_37902D5839_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_55186499FE_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_55186499fe_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_37902D5839_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_37902d5839_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -186,10 +186,10 @@ long long symnet_55186499fe_train(float *params, const float *X, const float *T,
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_55186499FE_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_37902D5839_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_55186499FE_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_55186499fe_train_labels(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_37902D5839_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_37902d5839_train_labels(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -198,15 +198,13 @@ long long symnet_55186499fe_train_labels(float *params, const float *X, const fl
 }
 #endif
 
-#endif /* SYMNET_55186499FE_H */
+#endif /* SYMNET_37902D5839_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
 #define SN_SIMD 1  /* built with OpenMP: the reductions marked `omp simd` vectorise
                       (symnet's own build passes -fopenmp-simd -DSN_SIMD) */
 #endif
-
-#include <stdint.h>
 
 /* exp(x) for float as 2^n·e^r, n = ⌊x/ln 2⌉, r = x − n·ln 2 ∈ [−ln 2/2, ln 2/2] (ln 2 in two
  * parts, so r is exact), e^r by Cephes' degree-6 polynomial and 2^n built in two halves
@@ -215,6 +213,8 @@ typedef float real;
  * the largest part of attention's forward pass); relative error ≤ 9e-8 (1.5 ulp) against
  * libm's 6e-8 (both measured against exp in double on [−104, 88.72], below 2^−126
  * against 2^−126); ∞ above 88.7228 where exp overflows, 0 below −104, NaN for NaN. */
+typedef char sn_int_as_wide_as_float[sizeof(int) == sizeof(float) ? 1 : -1];  /* 2^k below */
+
 static inline float sn_expf(float x)
 {
     const float c = x > -104.0f ? (x < 88.7228394f ? x : 88.7228394f) : -104.0f;
@@ -227,21 +227,24 @@ static inline float sn_expf(float x)
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     p = p * (r * r) + r + 1.0f;
-    const int32_t k = (int32_t)n, k1 = k / 2;
-    const int32_t e1 = (k1 + 127) << 23, e2 = (k - k1 + 127) << 23;   /* 2^k1, 2^(k − k1) */
+    const int k = (int)n, k1 = k / 2;
+    const int e1 = (k1 + 127) << 23, e2 = (k - k1 + 127) << 23;   /* 2^k1, 2^(k − k1) */
     float s1, s2;
     memcpy(&s1, &e1, sizeof s1);
     memcpy(&s2, &e2, sizeof s2);
     return x != x ? x : x > 88.7228394f ? (float)INFINITY : p * s1 * s2;
 }
 
-/* σ(x) = 1/(1 + e^−x) for float with the template's e^x (templates/expf.c.j2): e^−x = ∞
- * gives 0, e^−x = 0 gives 1, no call and no branch, so loops over it vectorise (libm's
- * expf, called per element, was ~20% of a GRU's training step); ≤ 2.4 ulp against σ
- * in double on [−110, 95]. */
+/* σ(x) for float with the template's e^x (templates/expf.c.j2): e = e^−|x| ≤ 1, then
+ * 1/(1 + e) for x ≥ 0 and e/(1 + e) below (so that σ of a large negative x keeps its
+ * tiny value, subnormals included); no call and no branch (the choice is a select), so
+ * loops over it vectorise (libm's expf, called per element, was ~20% of a GRU's
+ * training step); ≤ 2.6 ulp against σ in double on [−110, 95]. */
 static inline float sn_sigmoid(float x)
 {
-    return 1.0f / (1.0f + sn_expf(-x));
+    const float e = sn_expf(-fabsf(x));
+    const float r = 1.0f / (1.0f + e);
+    return x >= 0 ? r : e * r;
 }
 
 /* tanh(x) for float as a rational function: x·P(x²)/Q(x²) on |x| ≤ 7.905 (beyond, tanh
@@ -331,6 +334,58 @@ static inline void sn_tile(int kc, const real *restrict A, ptrdiff_t sam, ptrdif
             C[r * ldc + c] = add ? C[r * ldc + c] + acc[r][c] : acc[r][c];
 }
 
+/* One product's operands and how its jobs cut it: job j computes the columns
+ * n0 = (j / parts)·SN_NR ... n0 + SN_NR − 1 of C in the rows m0 = (j % parts)·rows ...
+ * (the last part to M); each element of C belongs to one job, summed in one order. */
+typedef struct {
+    int M, N, K, parts, rows, accumulate;
+    const real *A, *B;
+    ptrdiff_t sam, sak, sbk, sbn;
+    real *C;
+} sn_gemm_args;
+
+static void sn_gemm_job(const sn_gemm_args *g, int job)
+{
+    const int M = g->M, N = g->N, K = g->K, parts = g->parts, rows = g->rows;
+    const real *restrict A = g->A, *restrict B = g->B;
+    const ptrdiff_t sam = g->sam, sak = g->sak, sbk = g->sbk, sbn = g->sbn;
+    real *restrict C = g->C;
+    real P[SN_KC * SN_NR], Ap[SN_MR * SN_KC], Ct[SN_MR * SN_NR];
+    const int n0 = job / parts * SN_NR, nc = N - n0 < SN_NR ? N - n0 : SN_NR;
+    const int m0 = job % parts * rows;
+    const int m1 = job % parts == parts - 1 || m0 + rows > M ? M : m0 + rows;
+    for (int k0 = 0; k0 < K; k0 += SN_KC) {
+        const int kc = K - k0 < SN_KC ? K - k0 : SN_KC;
+        const int add = g->accumulate || k0 > 0;
+        /* P[k,c] = B(k0+k, n0+c), zero past column N (read along B's rows) */
+        if (sbn == 1)
+            for (int k = 0; k < kc; k++)
+                for (int c = 0; c < SN_NR; c++)
+                    P[k * SN_NR + c] = c < nc ? B[(k0 + k) * sbk + n0 + c] : 0;
+        else
+            for (int c = 0; c < SN_NR; c++)
+                for (int k = 0; k < kc; k++)
+                    P[k * SN_NR + c] = c < nc ? B[(k0 + k) * sbk + (n0 + c) * sbn] : 0;
+        for (int m = m0; m < m1; m += SN_MR) {
+            const real *a = A + m * sam + k0 * sak;
+            if (m + SN_MR <= m1 && nc == SN_NR) {
+                sn_tile(kc, a, sam, sak, P, C + (size_t)m * N + n0, N, add);
+                continue;
+            }
+            /* edge tile: Ap[r,k] = A(m+r, k0+k), zero past row M; C through Ct */
+            const int mr = m1 - m < SN_MR ? m1 - m : SN_MR;
+            for (int r = 0; r < SN_MR; r++)
+                for (int k = 0; k < kc; k++)
+                    Ap[r * kc + k] = r < mr ? a[r * sam + k * sak] : 0;
+            sn_tile(kc, Ap, kc, 1, P, Ct, SN_NR, 0);
+            for (int r = 0; r < mr; r++)
+                for (int c = 0; c < nc; c++) {
+                    real *cp = C + (size_t)(m + r) * N + n0 + c;
+                    *cp = add ? *cp + Ct[r * SN_NR + c] : Ct[r * SN_NR + c];
+                }
+        }
+    }
+}
 /* C[m,n] (+)= Σ_k A(m,k)·B(k,n) for 0 ≤ m < M, 0 ≤ n < N, 0 ≤ k < K. */
 static void sn_gemm(int M, int N, int K, const real *restrict A, ptrdiff_t sam, ptrdiff_t sak,
                     const real *restrict B, ptrdiff_t sbk, ptrdiff_t sbn, real *restrict C,
@@ -349,48 +404,16 @@ static void sn_gemm(int M, int N, int K, const real *restrict A, ptrdiff_t sam, 
     const int threads = sn_threads(mnk, nb * ((M + SN_MR - 1) / SN_MR));
     int parts = threads > 1 && nb < 2 * threads ? (2 * threads + nb - 1) / nb : 1;
     parts = parts > (M + SN_MR - 1) / SN_MR ? (M + SN_MR - 1) / SN_MR : parts;
-    const int rows = (M / parts + SN_MR - 1) / SN_MR * SN_MR;
+    const sn_gemm_args g = {.M = M, .N = N, .K = K, .parts = parts,
+                            .rows = (M / parts + SN_MR - 1) / SN_MR * SN_MR,
+                            .accumulate = accumulate, .A = A, .B = B, .sam = sam, .sak = sak,
+                            .sbk = sbk, .sbn = sbn, .C = C};
     /* dynamic: a thread that the OS runs late takes fewer jobs (results are the same) */
 #ifdef _OPENMP
 #pragma omp parallel for schedule(dynamic) if (threads > 1)
 #endif
-    for (int job = 0; job < nb * parts; job++) {
-        real P[SN_KC * SN_NR], Ap[SN_MR * SN_KC], Ct[SN_MR * SN_NR];
-        const int n0 = job / parts * SN_NR, nc = N - n0 < SN_NR ? N - n0 : SN_NR;
-        const int m0 = job % parts * rows;
-        const int m1 = job % parts == parts - 1 || m0 + rows > M ? M : m0 + rows;
-        for (int k0 = 0; k0 < K; k0 += SN_KC) {
-            const int kc = K - k0 < SN_KC ? K - k0 : SN_KC;
-            const int add = accumulate || k0 > 0;
-            /* P[k,c] = B(k0+k, n0+c), zero past column N (read along B's rows) */
-            if (sbn == 1)
-                for (int k = 0; k < kc; k++)
-                    for (int c = 0; c < SN_NR; c++)
-                        P[k * SN_NR + c] = c < nc ? B[(k0 + k) * sbk + n0 + c] : 0;
-            else
-                for (int c = 0; c < SN_NR; c++)
-                    for (int k = 0; k < kc; k++)
-                        P[k * SN_NR + c] = c < nc ? B[(k0 + k) * sbk + (n0 + c) * sbn] : 0;
-            for (int m = m0; m < m1; m += SN_MR) {
-                const real *a = A + m * sam + k0 * sak;
-                if (m + SN_MR <= m1 && nc == SN_NR) {
-                    sn_tile(kc, a, sam, sak, P, C + (size_t)m * N + n0, N, add);
-                    continue;
-                }
-                /* edge tile: Ap[r,k] = A(m+r, k0+k), zero past row M; C through Ct */
-                const int mr = m1 - m < SN_MR ? m1 - m : SN_MR;
-                for (int r = 0; r < SN_MR; r++)
-                    for (int k = 0; k < kc; k++)
-                        Ap[r * kc + k] = r < mr ? a[r * sam + k * sak] : 0;
-                sn_tile(kc, Ap, kc, 1, P, Ct, SN_NR, 0);
-                for (int r = 0; r < mr; r++)
-                    for (int c = 0; c < nc; c++) {
-                        real *cp = C + (size_t)(m + r) * N + n0 + c;
-                        *cp = add ? *cp + Ct[r * SN_NR + c] : Ct[r * SN_NR + c];
-                    }
-            }
-        }
-    }
+    for (int job = 0; job < nb * parts; job++)
+        sn_gemm_job(&g, job);
 }
 
 
@@ -1090,7 +1113,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_55186499fe_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_37902d5839_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 6100, sizeof(real) * (size_t)batch * 4);
@@ -1993,7 +2016,7 @@ static double sn_loss(const real *params, real *work, const real *S, const real 
     return loss / batch;
 }
 
-real symnet_55186499fe_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_37902d5839_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -2049,7 +2072,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_55186499fe_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_37902d5839_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -2086,7 +2109,7 @@ static double sn_loss_labels(const real *params, real *work, const real *S, cons
     return loss / batch;
 }
 
-real symnet_55186499fe_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_37902d5839_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss_labels(params, work, X, T, batch);
 }
@@ -2138,7 +2161,7 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
     return loss / batch;
 }
 
-real symnet_55186499fe_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_37902d5839_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad_labels(params, grads, work, X, T, batch);
 }
@@ -2165,7 +2188,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_55186499fe_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_37902d5839_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 12352;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
@@ -2179,7 +2202,7 @@ real symnet_55186499fe_step(real *params, const real *X, const real *T, int batc
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_55186499fe_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_37902d5839_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 12352;
     const double loss = sn_loss_grad_labels(params, grads, work, X, T, batch);
@@ -2250,7 +2273,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_55186499fe_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_37902d5839_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -2276,7 +2299,7 @@ void symnet_55186499fe_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_55186499fe_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_37902d5839_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
@@ -2357,7 +2380,7 @@ long long symnet_55186499fe_train(real *params, const real *X, const real *T, co
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step).
  * The same with integer class labels: T[n] is the class of example n. */
-long long symnet_55186499fe_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_37902d5839_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

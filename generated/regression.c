@@ -28,8 +28,8 @@
  *   loss: mse, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_1CA229639B_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_1CA229639B_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_BEDE9716A1_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_BEDE9716A1_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (32, 1)
  *   b1           offset        32  shape (32,)
  *   W2           offset        64  shape (32, 32)
@@ -37,48 +37,48 @@
  *   W3           offset      1120  shape (1, 32)
  *   b3           offset      1152  shape (1,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_1CA229639B_WORK_SIZE(batch) numbers; SYMNET_1CA229639B_TRAIN_WORK_SIZE(batch_size) for
- * symnet_1ca229639b_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_BEDE9716A1_WORK_SIZE(batch) numbers; SYMNET_BEDE9716A1_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_bede9716a1_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 1153 + X B*1 + T or O B*1 + work (B*259 + 1153)
  *   numbers of 4 bytes; e.g. B = 32: 42,632 bytes (training; forward only: 21,508).
  */
-#ifndef SYMNET_1CA229639B_H
-#define SYMNET_1CA229639B_H
+#ifndef SYMNET_BEDE9716A1_H
+#define SYMNET_BEDE9716A1_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_1CA229639B_REAL float  /* the number type of every array (float32) */
-#define SYMNET_1CA229639B_N_INPUTS 1  /* features per example */
-#define SYMNET_1CA229639B_N_OUTPUTS 1
-#define SYMNET_1CA229639B_N_PARAMS 1153  /* numbers in the flat parameter array */
-#define SYMNET_1CA229639B_WORK_PER_EXAMPLE 259
-#define SYMNET_1CA229639B_WORK_SIZE(batch) ((batch) * 259 + 1153)  /* numbers of scratch per call */
-#define SYMNET_1CA229639B_TRAIN_WORK_SIZE(batch_size) (SYMNET_1CA229639B_WORK_SIZE(batch_size) + (batch_size) * 2)
-#define SYMNET_1CA229639B_SGD 0       /* optimizer codes of symnet_1ca229639b_update and symnet_1ca229639b_train */
-#define SYMNET_1CA229639B_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_1CA229639B_N_PARAMS numbers */
-#define SYMNET_1CA229639B_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_1CA229639B_N_PARAMS numbers each */
+#define SYMNET_BEDE9716A1_REAL float  /* the number type of every array (float32) */
+#define SYMNET_BEDE9716A1_N_INPUTS 1  /* features per example */
+#define SYMNET_BEDE9716A1_N_OUTPUTS 1
+#define SYMNET_BEDE9716A1_N_PARAMS 1153  /* numbers in the flat parameter array */
+#define SYMNET_BEDE9716A1_WORK_PER_EXAMPLE 259
+#define SYMNET_BEDE9716A1_WORK_SIZE(batch) ((batch) * 259 + 1153)  /* numbers of scratch per call */
+#define SYMNET_BEDE9716A1_TRAIN_WORK_SIZE(batch_size) (SYMNET_BEDE9716A1_WORK_SIZE(batch_size) + (batch_size) * 2)
+#define SYMNET_BEDE9716A1_SGD 0       /* optimizer codes of symnet_bede9716a1_update and symnet_bede9716a1_train */
+#define SYMNET_BEDE9716A1_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_BEDE9716A1_N_PARAMS numbers */
+#define SYMNET_BEDE9716A1_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_BEDE9716A1_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_1CA229639B_N_OUTPUTS) = the network's output for X (batch × SYMNET_1CA229639B_N_INPUTS). */
-void symnet_1ca229639b_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_BEDE9716A1_N_OUTPUTS) = the network's output for X (batch × SYMNET_BEDE9716A1_N_INPUTS). */
+void symnet_bede9716a1_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_1ca229639b_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_bede9716a1_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_1CA229639B_N_PARAMS numbers) by back propagation. */
-float symnet_1ca229639b_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_BEDE9716A1_N_PARAMS numbers) by back propagation. */
+float symnet_bede9716a1_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_1ca229639b_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_bede9716a1_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_1CA229639B_SGD, SYMNET_1CA229639B_MOMENTUM or SYMNET_1CA229639B_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_BEDE9716A1_SGD, SYMNET_BEDE9716A1_MOMENTUM or SYMNET_BEDE9716A1_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_1ca229639b_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_bede9716a1_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -86,10 +86,10 @@ void symnet_1ca229639b_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_1CA229639B_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_BEDE9716A1_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_1CA229639B_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_1ca229639b_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_BEDE9716A1_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_bede9716a1_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -98,7 +98,7 @@ long long symnet_1ca229639b_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_1CA229639B_H */
+#endif /* SYMNET_BEDE9716A1_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -193,6 +193,58 @@ static inline void sn_tile(int kc, const real *restrict A, ptrdiff_t sam, ptrdif
             C[r * ldc + c] = add ? C[r * ldc + c] + acc[r][c] : acc[r][c];
 }
 
+/* One product's operands and how its jobs cut it: job j computes the columns
+ * n0 = (j / parts)·SN_NR ... n0 + SN_NR − 1 of C in the rows m0 = (j % parts)·rows ...
+ * (the last part to M); each element of C belongs to one job, summed in one order. */
+typedef struct {
+    int M, N, K, parts, rows, accumulate;
+    const real *A, *B;
+    ptrdiff_t sam, sak, sbk, sbn;
+    real *C;
+} sn_gemm_args;
+
+static void sn_gemm_job(const sn_gemm_args *g, int job)
+{
+    const int M = g->M, N = g->N, K = g->K, parts = g->parts, rows = g->rows;
+    const real *restrict A = g->A, *restrict B = g->B;
+    const ptrdiff_t sam = g->sam, sak = g->sak, sbk = g->sbk, sbn = g->sbn;
+    real *restrict C = g->C;
+    real P[SN_KC * SN_NR], Ap[SN_MR * SN_KC], Ct[SN_MR * SN_NR];
+    const int n0 = job / parts * SN_NR, nc = N - n0 < SN_NR ? N - n0 : SN_NR;
+    const int m0 = job % parts * rows;
+    const int m1 = job % parts == parts - 1 || m0 + rows > M ? M : m0 + rows;
+    for (int k0 = 0; k0 < K; k0 += SN_KC) {
+        const int kc = K - k0 < SN_KC ? K - k0 : SN_KC;
+        const int add = g->accumulate || k0 > 0;
+        /* P[k,c] = B(k0+k, n0+c), zero past column N (read along B's rows) */
+        if (sbn == 1)
+            for (int k = 0; k < kc; k++)
+                for (int c = 0; c < SN_NR; c++)
+                    P[k * SN_NR + c] = c < nc ? B[(k0 + k) * sbk + n0 + c] : 0;
+        else
+            for (int c = 0; c < SN_NR; c++)
+                for (int k = 0; k < kc; k++)
+                    P[k * SN_NR + c] = c < nc ? B[(k0 + k) * sbk + (n0 + c) * sbn] : 0;
+        for (int m = m0; m < m1; m += SN_MR) {
+            const real *a = A + m * sam + k0 * sak;
+            if (m + SN_MR <= m1 && nc == SN_NR) {
+                sn_tile(kc, a, sam, sak, P, C + (size_t)m * N + n0, N, add);
+                continue;
+            }
+            /* edge tile: Ap[r,k] = A(m+r, k0+k), zero past row M; C through Ct */
+            const int mr = m1 - m < SN_MR ? m1 - m : SN_MR;
+            for (int r = 0; r < SN_MR; r++)
+                for (int k = 0; k < kc; k++)
+                    Ap[r * kc + k] = r < mr ? a[r * sam + k * sak] : 0;
+            sn_tile(kc, Ap, kc, 1, P, Ct, SN_NR, 0);
+            for (int r = 0; r < mr; r++)
+                for (int c = 0; c < nc; c++) {
+                    real *cp = C + (size_t)(m + r) * N + n0 + c;
+                    *cp = add ? *cp + Ct[r * SN_NR + c] : Ct[r * SN_NR + c];
+                }
+        }
+    }
+}
 /* C[m,n] (+)= Σ_k A(m,k)·B(k,n) for 0 ≤ m < M, 0 ≤ n < N, 0 ≤ k < K. */
 static void sn_gemm(int M, int N, int K, const real *restrict A, ptrdiff_t sam, ptrdiff_t sak,
                     const real *restrict B, ptrdiff_t sbk, ptrdiff_t sbn, real *restrict C,
@@ -211,48 +263,16 @@ static void sn_gemm(int M, int N, int K, const real *restrict A, ptrdiff_t sam, 
     const int threads = sn_threads(mnk, nb * ((M + SN_MR - 1) / SN_MR));
     int parts = threads > 1 && nb < 2 * threads ? (2 * threads + nb - 1) / nb : 1;
     parts = parts > (M + SN_MR - 1) / SN_MR ? (M + SN_MR - 1) / SN_MR : parts;
-    const int rows = (M / parts + SN_MR - 1) / SN_MR * SN_MR;
+    const sn_gemm_args g = {.M = M, .N = N, .K = K, .parts = parts,
+                            .rows = (M / parts + SN_MR - 1) / SN_MR * SN_MR,
+                            .accumulate = accumulate, .A = A, .B = B, .sam = sam, .sak = sak,
+                            .sbk = sbk, .sbn = sbn, .C = C};
     /* dynamic: a thread that the OS runs late takes fewer jobs (results are the same) */
 #ifdef _OPENMP
 #pragma omp parallel for schedule(dynamic) if (threads > 1)
 #endif
-    for (int job = 0; job < nb * parts; job++) {
-        real P[SN_KC * SN_NR], Ap[SN_MR * SN_KC], Ct[SN_MR * SN_NR];
-        const int n0 = job / parts * SN_NR, nc = N - n0 < SN_NR ? N - n0 : SN_NR;
-        const int m0 = job % parts * rows;
-        const int m1 = job % parts == parts - 1 || m0 + rows > M ? M : m0 + rows;
-        for (int k0 = 0; k0 < K; k0 += SN_KC) {
-            const int kc = K - k0 < SN_KC ? K - k0 : SN_KC;
-            const int add = accumulate || k0 > 0;
-            /* P[k,c] = B(k0+k, n0+c), zero past column N (read along B's rows) */
-            if (sbn == 1)
-                for (int k = 0; k < kc; k++)
-                    for (int c = 0; c < SN_NR; c++)
-                        P[k * SN_NR + c] = c < nc ? B[(k0 + k) * sbk + n0 + c] : 0;
-            else
-                for (int c = 0; c < SN_NR; c++)
-                    for (int k = 0; k < kc; k++)
-                        P[k * SN_NR + c] = c < nc ? B[(k0 + k) * sbk + (n0 + c) * sbn] : 0;
-            for (int m = m0; m < m1; m += SN_MR) {
-                const real *a = A + m * sam + k0 * sak;
-                if (m + SN_MR <= m1 && nc == SN_NR) {
-                    sn_tile(kc, a, sam, sak, P, C + (size_t)m * N + n0, N, add);
-                    continue;
-                }
-                /* edge tile: Ap[r,k] = A(m+r, k0+k), zero past row M; C through Ct */
-                const int mr = m1 - m < SN_MR ? m1 - m : SN_MR;
-                for (int r = 0; r < SN_MR; r++)
-                    for (int k = 0; k < kc; k++)
-                        Ap[r * kc + k] = r < mr ? a[r * sam + k * sak] : 0;
-                sn_tile(kc, Ap, kc, 1, P, Ct, SN_NR, 0);
-                for (int r = 0; r < mr; r++)
-                    for (int c = 0; c < nc; c++) {
-                        real *cp = C + (size_t)(m + r) * N + n0 + c;
-                        *cp = add ? *cp + Ct[r * SN_NR + c] : Ct[r * SN_NR + c];
-                    }
-            }
-        }
-    }
+    for (int job = 0; job < nb * parts; job++)
+        sn_gemm_job(&g, job);
 }
 
 
@@ -381,7 +401,7 @@ static void sn_forward(const real *params, real *work, const real *sn_u_x, int b
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_1ca229639b_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_bede9716a1_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 129, sizeof(real) * (size_t)batch * 1);
@@ -405,7 +425,7 @@ static double sn_loss(const real *params, real *work, const real *sn_u_x, const 
     return loss / batch;
 }
 
-real symnet_1ca229639b_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_bede9716a1_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -482,7 +502,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_1ca229639b_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_bede9716a1_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -509,7 +529,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_1ca229639b_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_bede9716a1_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 259;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
@@ -580,7 +600,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_1ca229639b_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_bede9716a1_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -606,7 +626,7 @@ void symnet_1ca229639b_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_1ca229639b_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_bede9716a1_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

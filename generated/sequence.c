@@ -56,56 +56,56 @@
  *   loss: mse, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_80420DEF1A_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_80420DEF1A_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_2FD470A6AF_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_2FD470A6AF_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W2           offset         0  shape (16, 1)
  *   U2           offset        16  shape (16, 16)
  *   b2           offset       272  shape (16,)
  *   W17          offset       288  shape (1, 16)
  *   b17          offset       304  shape (1,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_80420DEF1A_WORK_SIZE(batch) numbers; SYMNET_80420DEF1A_TRAIN_WORK_SIZE(batch_size) for
- * symnet_80420def1a_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_2FD470A6AF_WORK_SIZE(batch) numbers; SYMNET_2FD470A6AF_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_2fd470a6af_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 305 + X B*8 + T or O B*1 + work (B*643 + 305)
  *   numbers of 4 bytes; e.g. B = 32: 85,896 bytes (training; forward only: 50,756).
  */
-#ifndef SYMNET_80420DEF1A_H
-#define SYMNET_80420DEF1A_H
+#ifndef SYMNET_2FD470A6AF_H
+#define SYMNET_2FD470A6AF_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_80420DEF1A_REAL float  /* the number type of every array (float32) */
-#define SYMNET_80420DEF1A_N_INPUTS 8  /* features per example */
-#define SYMNET_80420DEF1A_N_OUTPUTS 1
-#define SYMNET_80420DEF1A_N_PARAMS 305  /* numbers in the flat parameter array */
-#define SYMNET_80420DEF1A_WORK_PER_EXAMPLE 643
-#define SYMNET_80420DEF1A_WORK_SIZE(batch) ((batch) * 643 + 305)  /* numbers of scratch per call */
-#define SYMNET_80420DEF1A_TRAIN_WORK_SIZE(batch_size) (SYMNET_80420DEF1A_WORK_SIZE(batch_size) + (batch_size) * 9)
-#define SYMNET_80420DEF1A_SGD 0       /* optimizer codes of symnet_80420def1a_update and symnet_80420def1a_train */
-#define SYMNET_80420DEF1A_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_80420DEF1A_N_PARAMS numbers */
-#define SYMNET_80420DEF1A_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_80420DEF1A_N_PARAMS numbers each */
+#define SYMNET_2FD470A6AF_REAL float  /* the number type of every array (float32) */
+#define SYMNET_2FD470A6AF_N_INPUTS 8  /* features per example */
+#define SYMNET_2FD470A6AF_N_OUTPUTS 1
+#define SYMNET_2FD470A6AF_N_PARAMS 305  /* numbers in the flat parameter array */
+#define SYMNET_2FD470A6AF_WORK_PER_EXAMPLE 643
+#define SYMNET_2FD470A6AF_WORK_SIZE(batch) ((batch) * 643 + 305)  /* numbers of scratch per call */
+#define SYMNET_2FD470A6AF_TRAIN_WORK_SIZE(batch_size) (SYMNET_2FD470A6AF_WORK_SIZE(batch_size) + (batch_size) * 9)
+#define SYMNET_2FD470A6AF_SGD 0       /* optimizer codes of symnet_2fd470a6af_update and symnet_2fd470a6af_train */
+#define SYMNET_2FD470A6AF_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_2FD470A6AF_N_PARAMS numbers */
+#define SYMNET_2FD470A6AF_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_2FD470A6AF_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_80420DEF1A_N_OUTPUTS) = the network's output for X (batch × SYMNET_80420DEF1A_N_INPUTS). */
-void symnet_80420def1a_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_2FD470A6AF_N_OUTPUTS) = the network's output for X (batch × SYMNET_2FD470A6AF_N_INPUTS). */
+void symnet_2fd470a6af_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_80420def1a_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_2fd470a6af_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_80420DEF1A_N_PARAMS numbers) by back propagation. */
-float symnet_80420def1a_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_2FD470A6AF_N_PARAMS numbers) by back propagation. */
+float symnet_2fd470a6af_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_80420def1a_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_2fd470a6af_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_80420DEF1A_SGD, SYMNET_80420DEF1A_MOMENTUM or SYMNET_80420DEF1A_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_2FD470A6AF_SGD, SYMNET_2FD470A6AF_MOMENTUM or SYMNET_2FD470A6AF_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_80420def1a_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_2fd470a6af_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -113,10 +113,10 @@ void symnet_80420def1a_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_80420DEF1A_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_2FD470A6AF_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_80420DEF1A_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_80420def1a_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_2FD470A6AF_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_2fd470a6af_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -125,7 +125,7 @@ long long symnet_80420def1a_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_80420DEF1A_H */
+#endif /* SYMNET_2FD470A6AF_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -220,6 +220,58 @@ static inline void sn_tile(int kc, const real *restrict A, ptrdiff_t sam, ptrdif
             C[r * ldc + c] = add ? C[r * ldc + c] + acc[r][c] : acc[r][c];
 }
 
+/* One product's operands and how its jobs cut it: job j computes the columns
+ * n0 = (j / parts)·SN_NR ... n0 + SN_NR − 1 of C in the rows m0 = (j % parts)·rows ...
+ * (the last part to M); each element of C belongs to one job, summed in one order. */
+typedef struct {
+    int M, N, K, parts, rows, accumulate;
+    const real *A, *B;
+    ptrdiff_t sam, sak, sbk, sbn;
+    real *C;
+} sn_gemm_args;
+
+static void sn_gemm_job(const sn_gemm_args *g, int job)
+{
+    const int M = g->M, N = g->N, K = g->K, parts = g->parts, rows = g->rows;
+    const real *restrict A = g->A, *restrict B = g->B;
+    const ptrdiff_t sam = g->sam, sak = g->sak, sbk = g->sbk, sbn = g->sbn;
+    real *restrict C = g->C;
+    real P[SN_KC * SN_NR], Ap[SN_MR * SN_KC], Ct[SN_MR * SN_NR];
+    const int n0 = job / parts * SN_NR, nc = N - n0 < SN_NR ? N - n0 : SN_NR;
+    const int m0 = job % parts * rows;
+    const int m1 = job % parts == parts - 1 || m0 + rows > M ? M : m0 + rows;
+    for (int k0 = 0; k0 < K; k0 += SN_KC) {
+        const int kc = K - k0 < SN_KC ? K - k0 : SN_KC;
+        const int add = g->accumulate || k0 > 0;
+        /* P[k,c] = B(k0+k, n0+c), zero past column N (read along B's rows) */
+        if (sbn == 1)
+            for (int k = 0; k < kc; k++)
+                for (int c = 0; c < SN_NR; c++)
+                    P[k * SN_NR + c] = c < nc ? B[(k0 + k) * sbk + n0 + c] : 0;
+        else
+            for (int c = 0; c < SN_NR; c++)
+                for (int k = 0; k < kc; k++)
+                    P[k * SN_NR + c] = c < nc ? B[(k0 + k) * sbk + (n0 + c) * sbn] : 0;
+        for (int m = m0; m < m1; m += SN_MR) {
+            const real *a = A + m * sam + k0 * sak;
+            if (m + SN_MR <= m1 && nc == SN_NR) {
+                sn_tile(kc, a, sam, sak, P, C + (size_t)m * N + n0, N, add);
+                continue;
+            }
+            /* edge tile: Ap[r,k] = A(m+r, k0+k), zero past row M; C through Ct */
+            const int mr = m1 - m < SN_MR ? m1 - m : SN_MR;
+            for (int r = 0; r < SN_MR; r++)
+                for (int k = 0; k < kc; k++)
+                    Ap[r * kc + k] = r < mr ? a[r * sam + k * sak] : 0;
+            sn_tile(kc, Ap, kc, 1, P, Ct, SN_NR, 0);
+            for (int r = 0; r < mr; r++)
+                for (int c = 0; c < nc; c++) {
+                    real *cp = C + (size_t)(m + r) * N + n0 + c;
+                    *cp = add ? *cp + Ct[r * SN_NR + c] : Ct[r * SN_NR + c];
+                }
+        }
+    }
+}
 /* C[m,n] (+)= Σ_k A(m,k)·B(k,n) for 0 ≤ m < M, 0 ≤ n < N, 0 ≤ k < K. */
 static void sn_gemm(int M, int N, int K, const real *restrict A, ptrdiff_t sam, ptrdiff_t sak,
                     const real *restrict B, ptrdiff_t sbk, ptrdiff_t sbn, real *restrict C,
@@ -238,48 +290,16 @@ static void sn_gemm(int M, int N, int K, const real *restrict A, ptrdiff_t sam, 
     const int threads = sn_threads(mnk, nb * ((M + SN_MR - 1) / SN_MR));
     int parts = threads > 1 && nb < 2 * threads ? (2 * threads + nb - 1) / nb : 1;
     parts = parts > (M + SN_MR - 1) / SN_MR ? (M + SN_MR - 1) / SN_MR : parts;
-    const int rows = (M / parts + SN_MR - 1) / SN_MR * SN_MR;
+    const sn_gemm_args g = {.M = M, .N = N, .K = K, .parts = parts,
+                            .rows = (M / parts + SN_MR - 1) / SN_MR * SN_MR,
+                            .accumulate = accumulate, .A = A, .B = B, .sam = sam, .sak = sak,
+                            .sbk = sbk, .sbn = sbn, .C = C};
     /* dynamic: a thread that the OS runs late takes fewer jobs (results are the same) */
 #ifdef _OPENMP
 #pragma omp parallel for schedule(dynamic) if (threads > 1)
 #endif
-    for (int job = 0; job < nb * parts; job++) {
-        real P[SN_KC * SN_NR], Ap[SN_MR * SN_KC], Ct[SN_MR * SN_NR];
-        const int n0 = job / parts * SN_NR, nc = N - n0 < SN_NR ? N - n0 : SN_NR;
-        const int m0 = job % parts * rows;
-        const int m1 = job % parts == parts - 1 || m0 + rows > M ? M : m0 + rows;
-        for (int k0 = 0; k0 < K; k0 += SN_KC) {
-            const int kc = K - k0 < SN_KC ? K - k0 : SN_KC;
-            const int add = accumulate || k0 > 0;
-            /* P[k,c] = B(k0+k, n0+c), zero past column N (read along B's rows) */
-            if (sbn == 1)
-                for (int k = 0; k < kc; k++)
-                    for (int c = 0; c < SN_NR; c++)
-                        P[k * SN_NR + c] = c < nc ? B[(k0 + k) * sbk + n0 + c] : 0;
-            else
-                for (int c = 0; c < SN_NR; c++)
-                    for (int k = 0; k < kc; k++)
-                        P[k * SN_NR + c] = c < nc ? B[(k0 + k) * sbk + (n0 + c) * sbn] : 0;
-            for (int m = m0; m < m1; m += SN_MR) {
-                const real *a = A + m * sam + k0 * sak;
-                if (m + SN_MR <= m1 && nc == SN_NR) {
-                    sn_tile(kc, a, sam, sak, P, C + (size_t)m * N + n0, N, add);
-                    continue;
-                }
-                /* edge tile: Ap[r,k] = A(m+r, k0+k), zero past row M; C through Ct */
-                const int mr = m1 - m < SN_MR ? m1 - m : SN_MR;
-                for (int r = 0; r < SN_MR; r++)
-                    for (int k = 0; k < kc; k++)
-                        Ap[r * kc + k] = r < mr ? a[r * sam + k * sak] : 0;
-                sn_tile(kc, Ap, kc, 1, P, Ct, SN_NR, 0);
-                for (int r = 0; r < mr; r++)
-                    for (int c = 0; c < nc; c++) {
-                        real *cp = C + (size_t)(m + r) * N + n0 + c;
-                        *cp = add ? *cp + Ct[r * SN_NR + c] : Ct[r * SN_NR + c];
-                    }
-            }
-        }
-    }
+    for (int job = 0; job < nb * parts; job++)
+        sn_gemm_job(&g, job);
 }
 
 
@@ -575,7 +595,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_80420def1a_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_2fd470a6af_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 377, sizeof(real) * (size_t)batch * 1);
@@ -599,7 +619,7 @@ static double sn_loss(const real *params, real *work, const real *S, const real 
     return loss / batch;
 }
 
-real symnet_80420def1a_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_2fd470a6af_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -805,7 +825,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_80420def1a_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_2fd470a6af_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -832,7 +852,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_80420def1a_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_2fd470a6af_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 643;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
@@ -903,7 +923,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_80420def1a_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_2fd470a6af_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -929,7 +949,7 @@ void symnet_80420def1a_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_80420def1a_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_2fd470a6af_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

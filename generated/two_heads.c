@@ -32,8 +32,8 @@
  *   loss: 1·bce(moon) + 0.5·mse(radius), each averaged over the batch; targets side by side in T
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_9C5ABDB8A6_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_9C5ABDB8A6_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_89F0793FF2_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_89F0793FF2_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (16, 2)
  *   b1           offset        32  shape (16,)
  *   W2           offset        48  shape (16, 16)
@@ -43,48 +43,48 @@
  *   W5           offset       337  shape (1, 16)
  *   b5           offset       353  shape (1,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_9C5ABDB8A6_WORK_SIZE(batch) numbers; SYMNET_9C5ABDB8A6_TRAIN_WORK_SIZE(batch_size) for
- * symnet_9c5abdb8a6_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_89F0793FF2_WORK_SIZE(batch) numbers; SYMNET_89F0793FF2_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_89f0793ff2_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 354 + X B*2 + T or O B*2 + work (B*166 + 354)
  *   numbers of 4 bytes; e.g. B = 32: 24,592 bytes (training; forward only: 12,680).
  */
-#ifndef SYMNET_9C5ABDB8A6_H
-#define SYMNET_9C5ABDB8A6_H
+#ifndef SYMNET_89F0793FF2_H
+#define SYMNET_89F0793FF2_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_9C5ABDB8A6_REAL float  /* the number type of every array (float32) */
-#define SYMNET_9C5ABDB8A6_N_INPUTS 2  /* features per example */
-#define SYMNET_9C5ABDB8A6_N_OUTPUTS 2
-#define SYMNET_9C5ABDB8A6_N_PARAMS 354  /* numbers in the flat parameter array */
-#define SYMNET_9C5ABDB8A6_WORK_PER_EXAMPLE 166
-#define SYMNET_9C5ABDB8A6_WORK_SIZE(batch) ((batch) * 166 + 354)  /* numbers of scratch per call */
-#define SYMNET_9C5ABDB8A6_TRAIN_WORK_SIZE(batch_size) (SYMNET_9C5ABDB8A6_WORK_SIZE(batch_size) + (batch_size) * 4)
-#define SYMNET_9C5ABDB8A6_SGD 0       /* optimizer codes of symnet_9c5abdb8a6_update and symnet_9c5abdb8a6_train */
-#define SYMNET_9C5ABDB8A6_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_9C5ABDB8A6_N_PARAMS numbers */
-#define SYMNET_9C5ABDB8A6_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_9C5ABDB8A6_N_PARAMS numbers each */
+#define SYMNET_89F0793FF2_REAL float  /* the number type of every array (float32) */
+#define SYMNET_89F0793FF2_N_INPUTS 2  /* features per example */
+#define SYMNET_89F0793FF2_N_OUTPUTS 2
+#define SYMNET_89F0793FF2_N_PARAMS 354  /* numbers in the flat parameter array */
+#define SYMNET_89F0793FF2_WORK_PER_EXAMPLE 166
+#define SYMNET_89F0793FF2_WORK_SIZE(batch) ((batch) * 166 + 354)  /* numbers of scratch per call */
+#define SYMNET_89F0793FF2_TRAIN_WORK_SIZE(batch_size) (SYMNET_89F0793FF2_WORK_SIZE(batch_size) + (batch_size) * 4)
+#define SYMNET_89F0793FF2_SGD 0       /* optimizer codes of symnet_89f0793ff2_update and symnet_89f0793ff2_train */
+#define SYMNET_89F0793FF2_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_89F0793FF2_N_PARAMS numbers */
+#define SYMNET_89F0793FF2_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_89F0793FF2_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_9C5ABDB8A6_N_OUTPUTS) = the network's output for X (batch × SYMNET_9C5ABDB8A6_N_INPUTS). */
-void symnet_9c5abdb8a6_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_89F0793FF2_N_OUTPUTS) = the network's output for X (batch × SYMNET_89F0793FF2_N_INPUTS). */
+void symnet_89f0793ff2_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_9c5abdb8a6_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_89f0793ff2_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_9C5ABDB8A6_N_PARAMS numbers) by back propagation. */
-float symnet_9c5abdb8a6_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_89F0793FF2_N_PARAMS numbers) by back propagation. */
+float symnet_89f0793ff2_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_9c5abdb8a6_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_89f0793ff2_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_9C5ABDB8A6_SGD, SYMNET_9C5ABDB8A6_MOMENTUM or SYMNET_9C5ABDB8A6_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_89F0793FF2_SGD, SYMNET_89F0793FF2_MOMENTUM or SYMNET_89F0793FF2_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_9c5abdb8a6_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_89f0793ff2_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -92,10 +92,10 @@ void symnet_9c5abdb8a6_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_9C5ABDB8A6_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_89F0793FF2_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_9C5ABDB8A6_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_9c5abdb8a6_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_89F0793FF2_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_89f0793ff2_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -104,15 +104,13 @@ long long symnet_9c5abdb8a6_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_9C5ABDB8A6_H */
+#endif /* SYMNET_89F0793FF2_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
 #define SN_SIMD 1  /* built with OpenMP: the reductions marked `omp simd` vectorise
                       (symnet's own build passes -fopenmp-simd -DSN_SIMD) */
 #endif
-
-#include <stdint.h>
 
 /* exp(x) for float as 2^n·e^r, n = ⌊x/ln 2⌉, r = x − n·ln 2 ∈ [−ln 2/2, ln 2/2] (ln 2 in two
  * parts, so r is exact), e^r by Cephes' degree-6 polynomial and 2^n built in two halves
@@ -121,6 +119,8 @@ typedef float real;
  * the largest part of attention's forward pass); relative error ≤ 9e-8 (1.5 ulp) against
  * libm's 6e-8 (both measured against exp in double on [−104, 88.72], below 2^−126
  * against 2^−126); ∞ above 88.7228 where exp overflows, 0 below −104, NaN for NaN. */
+typedef char sn_int_as_wide_as_float[sizeof(int) == sizeof(float) ? 1 : -1];  /* 2^k below */
+
 static inline float sn_expf(float x)
 {
     const float c = x > -104.0f ? (x < 88.7228394f ? x : 88.7228394f) : -104.0f;
@@ -133,21 +133,24 @@ static inline float sn_expf(float x)
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     p = p * (r * r) + r + 1.0f;
-    const int32_t k = (int32_t)n, k1 = k / 2;
-    const int32_t e1 = (k1 + 127) << 23, e2 = (k - k1 + 127) << 23;   /* 2^k1, 2^(k − k1) */
+    const int k = (int)n, k1 = k / 2;
+    const int e1 = (k1 + 127) << 23, e2 = (k - k1 + 127) << 23;   /* 2^k1, 2^(k − k1) */
     float s1, s2;
     memcpy(&s1, &e1, sizeof s1);
     memcpy(&s2, &e2, sizeof s2);
     return x != x ? x : x > 88.7228394f ? (float)INFINITY : p * s1 * s2;
 }
 
-/* σ(x) = 1/(1 + e^−x) for float with the template's e^x (templates/expf.c.j2): e^−x = ∞
- * gives 0, e^−x = 0 gives 1, no call and no branch, so loops over it vectorise (libm's
- * expf, called per element, was ~20% of a GRU's training step); ≤ 2.4 ulp against σ
- * in double on [−110, 95]. */
+/* σ(x) for float with the template's e^x (templates/expf.c.j2): e = e^−|x| ≤ 1, then
+ * 1/(1 + e) for x ≥ 0 and e/(1 + e) below (so that σ of a large negative x keeps its
+ * tiny value, subnormals included); no call and no branch (the choice is a select), so
+ * loops over it vectorise (libm's expf, called per element, was ~20% of a GRU's
+ * training step); ≤ 2.6 ulp against σ in double on [−110, 95]. */
 static inline float sn_sigmoid(float x)
 {
-    return 1.0f / (1.0f + sn_expf(-x));
+    const float e = sn_expf(-fabsf(x));
+    const float r = 1.0f / (1.0f + e);
+    return x >= 0 ? r : e * r;
 }
 
 /* tanh(x) for float as a rational function: x·P(x²)/Q(x²) on |x| ≤ 7.905 (beyond, tanh
@@ -243,6 +246,58 @@ static inline void sn_tile(int kc, const real *restrict A, ptrdiff_t sam, ptrdif
             C[r * ldc + c] = add ? C[r * ldc + c] + acc[r][c] : acc[r][c];
 }
 
+/* One product's operands and how its jobs cut it: job j computes the columns
+ * n0 = (j / parts)·SN_NR ... n0 + SN_NR − 1 of C in the rows m0 = (j % parts)·rows ...
+ * (the last part to M); each element of C belongs to one job, summed in one order. */
+typedef struct {
+    int M, N, K, parts, rows, accumulate;
+    const real *A, *B;
+    ptrdiff_t sam, sak, sbk, sbn;
+    real *C;
+} sn_gemm_args;
+
+static void sn_gemm_job(const sn_gemm_args *g, int job)
+{
+    const int M = g->M, N = g->N, K = g->K, parts = g->parts, rows = g->rows;
+    const real *restrict A = g->A, *restrict B = g->B;
+    const ptrdiff_t sam = g->sam, sak = g->sak, sbk = g->sbk, sbn = g->sbn;
+    real *restrict C = g->C;
+    real P[SN_KC * SN_NR], Ap[SN_MR * SN_KC], Ct[SN_MR * SN_NR];
+    const int n0 = job / parts * SN_NR, nc = N - n0 < SN_NR ? N - n0 : SN_NR;
+    const int m0 = job % parts * rows;
+    const int m1 = job % parts == parts - 1 || m0 + rows > M ? M : m0 + rows;
+    for (int k0 = 0; k0 < K; k0 += SN_KC) {
+        const int kc = K - k0 < SN_KC ? K - k0 : SN_KC;
+        const int add = g->accumulate || k0 > 0;
+        /* P[k,c] = B(k0+k, n0+c), zero past column N (read along B's rows) */
+        if (sbn == 1)
+            for (int k = 0; k < kc; k++)
+                for (int c = 0; c < SN_NR; c++)
+                    P[k * SN_NR + c] = c < nc ? B[(k0 + k) * sbk + n0 + c] : 0;
+        else
+            for (int c = 0; c < SN_NR; c++)
+                for (int k = 0; k < kc; k++)
+                    P[k * SN_NR + c] = c < nc ? B[(k0 + k) * sbk + (n0 + c) * sbn] : 0;
+        for (int m = m0; m < m1; m += SN_MR) {
+            const real *a = A + m * sam + k0 * sak;
+            if (m + SN_MR <= m1 && nc == SN_NR) {
+                sn_tile(kc, a, sam, sak, P, C + (size_t)m * N + n0, N, add);
+                continue;
+            }
+            /* edge tile: Ap[r,k] = A(m+r, k0+k), zero past row M; C through Ct */
+            const int mr = m1 - m < SN_MR ? m1 - m : SN_MR;
+            for (int r = 0; r < SN_MR; r++)
+                for (int k = 0; k < kc; k++)
+                    Ap[r * kc + k] = r < mr ? a[r * sam + k * sak] : 0;
+            sn_tile(kc, Ap, kc, 1, P, Ct, SN_NR, 0);
+            for (int r = 0; r < mr; r++)
+                for (int c = 0; c < nc; c++) {
+                    real *cp = C + (size_t)(m + r) * N + n0 + c;
+                    *cp = add ? *cp + Ct[r * SN_NR + c] : Ct[r * SN_NR + c];
+                }
+        }
+    }
+}
 /* C[m,n] (+)= Σ_k A(m,k)·B(k,n) for 0 ≤ m < M, 0 ≤ n < N, 0 ≤ k < K. */
 static void sn_gemm(int M, int N, int K, const real *restrict A, ptrdiff_t sam, ptrdiff_t sak,
                     const real *restrict B, ptrdiff_t sbk, ptrdiff_t sbn, real *restrict C,
@@ -261,48 +316,16 @@ static void sn_gemm(int M, int N, int K, const real *restrict A, ptrdiff_t sam, 
     const int threads = sn_threads(mnk, nb * ((M + SN_MR - 1) / SN_MR));
     int parts = threads > 1 && nb < 2 * threads ? (2 * threads + nb - 1) / nb : 1;
     parts = parts > (M + SN_MR - 1) / SN_MR ? (M + SN_MR - 1) / SN_MR : parts;
-    const int rows = (M / parts + SN_MR - 1) / SN_MR * SN_MR;
+    const sn_gemm_args g = {.M = M, .N = N, .K = K, .parts = parts,
+                            .rows = (M / parts + SN_MR - 1) / SN_MR * SN_MR,
+                            .accumulate = accumulate, .A = A, .B = B, .sam = sam, .sak = sak,
+                            .sbk = sbk, .sbn = sbn, .C = C};
     /* dynamic: a thread that the OS runs late takes fewer jobs (results are the same) */
 #ifdef _OPENMP
 #pragma omp parallel for schedule(dynamic) if (threads > 1)
 #endif
-    for (int job = 0; job < nb * parts; job++) {
-        real P[SN_KC * SN_NR], Ap[SN_MR * SN_KC], Ct[SN_MR * SN_NR];
-        const int n0 = job / parts * SN_NR, nc = N - n0 < SN_NR ? N - n0 : SN_NR;
-        const int m0 = job % parts * rows;
-        const int m1 = job % parts == parts - 1 || m0 + rows > M ? M : m0 + rows;
-        for (int k0 = 0; k0 < K; k0 += SN_KC) {
-            const int kc = K - k0 < SN_KC ? K - k0 : SN_KC;
-            const int add = accumulate || k0 > 0;
-            /* P[k,c] = B(k0+k, n0+c), zero past column N (read along B's rows) */
-            if (sbn == 1)
-                for (int k = 0; k < kc; k++)
-                    for (int c = 0; c < SN_NR; c++)
-                        P[k * SN_NR + c] = c < nc ? B[(k0 + k) * sbk + n0 + c] : 0;
-            else
-                for (int c = 0; c < SN_NR; c++)
-                    for (int k = 0; k < kc; k++)
-                        P[k * SN_NR + c] = c < nc ? B[(k0 + k) * sbk + (n0 + c) * sbn] : 0;
-            for (int m = m0; m < m1; m += SN_MR) {
-                const real *a = A + m * sam + k0 * sak;
-                if (m + SN_MR <= m1 && nc == SN_NR) {
-                    sn_tile(kc, a, sam, sak, P, C + (size_t)m * N + n0, N, add);
-                    continue;
-                }
-                /* edge tile: Ap[r,k] = A(m+r, k0+k), zero past row M; C through Ct */
-                const int mr = m1 - m < SN_MR ? m1 - m : SN_MR;
-                for (int r = 0; r < SN_MR; r++)
-                    for (int k = 0; k < kc; k++)
-                        Ap[r * kc + k] = r < mr ? a[r * sam + k * sak] : 0;
-                sn_tile(kc, Ap, kc, 1, P, Ct, SN_NR, 0);
-                for (int r = 0; r < mr; r++)
-                    for (int c = 0; c < nc; c++) {
-                        real *cp = C + (size_t)(m + r) * N + n0 + c;
-                        *cp = add ? *cp + Ct[r * SN_NR + c] : Ct[r * SN_NR + c];
-                    }
-            }
-        }
-    }
+    for (int job = 0; job < nb * parts; job++)
+        sn_gemm_job(&g, job);
 }
 
 
@@ -455,7 +478,7 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 
 /* O[b,:] = [moon[b,:], radius[b,:]]: the forward pass, its outputs side by
  * side in each row (as the targets T are), copied out of work. */
-void symnet_9c5abdb8a6_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_89f0793ff2_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     for (int b = 0; b < batch; b++) {
@@ -490,7 +513,7 @@ static double sn_loss(const real *params, real *work, const real *I, const real 
     return loss / batch;
 }
 
-real symnet_9c5abdb8a6_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_89f0793ff2_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -599,7 +622,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_9c5abdb8a6_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_89f0793ff2_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -626,7 +649,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_9c5abdb8a6_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_89f0793ff2_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 166;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
@@ -697,7 +720,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_9c5abdb8a6_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_89f0793ff2_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -723,7 +746,7 @@ void symnet_9c5abdb8a6_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_9c5abdb8a6_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_89f0793ff2_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

@@ -10,6 +10,7 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import symnet as sn
 from symnet.backend.c import build
@@ -86,6 +87,67 @@ def test_damaged_driver_is_compiled_again(tmp_path, monkeypatch):
     assert build._kernels_ok(tmp_path / "cache", obj.stem)
 
 
+def _wrapper_compiles(log: Path) -> int:
+    """Calls that compiled a shared cffi wrapper (its C file given with -c)."""
+    if not log.exists():
+        return 0
+    return sum(1 for line in log.read_text().splitlines()
+               if " -c " in line and "wrapper-" in line and line.endswith(".o"))
+
+
+@pytest.mark.skipif(not build._ALIASES, reason="the linker aliases names on Linux only")
+def test_networks_with_the_same_functions_share_one_wrapper(tmp_path, monkeypatch):
+    """cffi's wrapper is compiled with the first network that declares a set of
+    functions and linked into the next ones (their names aliased to each module's own):
+    each model computes what numpy computes from its own parameters, also in one process
+    with the others loaded; a network declaring other functions (class labels) gets a
+    wrapper of its own; a damaged wrapper object is compiled again."""
+    monkeypatch.setenv("SYMNET_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("CC", str(_logging_cc(tmp_path)))
+    log = tmp_path / "cc.log"
+    X = np.random.default_rng(0).normal(size=(32, 40))
+    flags = sys.getdlopenflags()
+    try:        # loaded into the global scope too, where a shared name could bind elsewhere
+        sys.setdlopenflags(os.RTLD_NOW | os.RTLD_GLOBAL)
+        models = [_mlp(w).compile(dtype="float64", seed=s)
+                  for w, s in ((200, 1), (17, 2), (9, 3))]
+    finally:
+        sys.setdlopenflags(flags)
+    assert _wrapper_compiles(log) == 1, "the next networks compiled the wrapper again"
+    assert len({m.runtime.meta["prefix"] for m in models}) == 3
+    for m in models:
+        assert m.runtime.meta["lib_prefix"] == "symnet_net_"
+        np.testing.assert_allclose(m.forward(X), _numpy_forward(m, X), rtol=1e-12, atol=1e-12)
+        m.step(X, np.zeros((32, 3)), 0.1)       # the step of its own network, not another's
+        np.testing.assert_allclose(m.forward(X), _numpy_forward(m, X), rtol=1e-12, atol=1e-12)
+    # softmax cross-entropy declares the class-label functions too: another wrapper
+    net = sn.Network(sn.Input(40), sn.Dense(9, "relu"), sn.Dense(3), loss="softmax_cross_entropy")
+    c = net.compile(dtype="float64", seed=4)
+    assert _wrapper_compiles(log) == 2
+    labels = np.array([[0.0], [2.0]] * 16)
+    assert np.isfinite(c.loss(X, labels))
+    # a truncated wrapper object fails its checksum: compiled anew, never linked
+    for obj in (tmp_path / "cache").glob("wrapper-*.o"):
+        obj.write_bytes(obj.read_bytes()[:100])
+    d = _mlp(11).compile(dtype="float64", seed=5)
+    assert _wrapper_compiles(log) == 3
+    np.testing.assert_allclose(d.forward(X), _numpy_forward(d, X), rtol=1e-12, atol=1e-12)
+
+
+def test_declarations_with_the_prefix_written_once():
+    """The shared wrapper's declarations: the network's prefix replaced, comments gone;
+    declarations with no prefix (jets) as they are; two prefixes are not merged."""
+    canon, renames = build.canonical_cdef(
+        "/* the network\n * net */\nvoid symnet_0a1b2c3d4e_forward(const float *x);\n"
+        "float symnet_0a1b2c3d4e_loss(int batch);\n")
+    assert canon == "void symnet_net_forward(const float *x);\nfloat symnet_net_loss(int batch);\n"
+    assert renames == {"symnet_net_forward": "symnet_0a1b2c3d4e_forward",
+                       "symnet_net_loss": "symnet_0a1b2c3d4e_loss"}
+    assert build.canonical_cdef("void sn_jet_grad(int n);\n") == ("void sn_jet_grad(int n);\n", {})
+    assert build.canonical_cdef("void symnet_0a1b2c3d4e_f(int n);\n"
+                                "void symnet_ffffffffff_g(int n);\n") is None
+
+
 BUILD = textwrap.dedent("""
     import sys, numpy as np, symnet as sn
     net = sn.Network(sn.Input(40), sn.Dense(int(sys.argv[1]), "relu"), sn.Dense(3), loss="mse")
@@ -137,7 +199,7 @@ def test_driver_source_per_dtype():
     f, d = kernels_source("float32"), kernels_source("float64")
     assert "typedef float real;" in f and "void symnet_gemm_float(const sn_tuning *sn_t," in f
     assert "typedef double real;" in d and "void symnet_gemm_double(" in d
-    assert "sn_t->blas(101," in f and "sn_mm_nt" not in f and "_tune(" not in f
+    assert "->blas(101," in f and "sn_mm_nt" not in f and "_tune(" not in f
 
 
 def test_build_links_the_driver_the_source_calls(tmp_path, monkeypatch):

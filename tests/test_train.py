@@ -265,6 +265,38 @@ def test_keyboard_interrupt_drops_only_the_call_in_flight(reg32, data, monkeypat
     np.testing.assert_array_equal(two_epochs, reg32.theta)
 
 
+@pytest.mark.parametrize("when", [2, 3])
+def test_keyboard_interrupt_drops_a_one_step_call_in_flight(reg32, data, monkeypatch, when):
+    """Calls of one step keep no copy of θ: the step's θ before comes from prev.  A
+    KeyboardInterrupt right after call `when` drops that step (θ after when − 1 steps,
+    replayed with model.step), and one raised before the runtime ran changes nothing."""
+    X, T = data
+    monkeypatch.setattr(train, "CALL_FLOPS", 1.0)        # one step per call
+    real = reg32.runtime.train_epoch
+    calls = {"n": 0}
+
+    def counted(*args):
+        calls["n"] += 1
+        if calls["n"] == when == 3:      # interrupted before the runtime ran
+            raise KeyboardInterrupt
+        done = real(*args)
+        if calls["n"] == when == 2:      # the call ran, then Ctrl-C
+            raise KeyboardInterrupt
+        return done
+    monkeypatch.setattr(reg32.runtime, "train_epoch", counted)
+    reg32.init_params(0)
+    hist = reg32.fit(X, T, method="minibatch", batch_size=4, epochs=10, lr=0.1, seed=4,
+                     progress=False)
+    assert hist.stopped == "interrupted" and hist.steps == when - 1
+    fitted = reg32.theta.copy()
+    reg32.init_params(0)
+    idx = sample_indices("minibatch", len(X), np.random.default_rng(4))
+    for s in range(when - 1):
+        rows = idx[4 * s:4 * s + 4]
+        reg32.step(X[rows].astype(np.float32), T[rows].astype(np.float32), lr=0.1)
+    np.testing.assert_array_equal(fitted, reg32.theta)
+
+
 def test_ctrl_c_signal_stops_after_the_call_and_keeps_it(reg32, data, monkeypatch):
     X, T = data
     monkeypatch.setattr(train, "CALL_FLOPS", 1.0)        # one step per call

@@ -65,6 +65,7 @@ class Run:
         #                          correct examples or NaN) per call
         self.snap = spare[1]                         # θ before the call in flight
         self.parts_before = None                     # len(parts) before it; None: none
+        self.one = None                              # (losses, s) of a one-step call
         if method != "sd":
             per_step = 6.0 * max(model.theta.size, 1) * self.B
             self.chunk = max(1, int(call_flops // per_step))   # steps per call
@@ -137,7 +138,12 @@ class Run:
         for s0 in range(0, n_steps, self.chunk):
             s1 = min(n_steps, s0 + self.chunk)
             part = idx[s0 * B: s1 * B]
-            self._begin()
+            if s1 - s0 == 1 and self.exchange.whole_epochs:
+                # one step: θ before it is what the runtime leaves in prev, so no copy
+                # of θ (a θ-sized copy per fit call: ~1 ms of the large network's)
+                self._begin_one(losses, s0)
+            else:
+                self._begin()
             if m.stateful:
                 m.set_training(True)
                 m.check_batch(min(B, part.size))
@@ -166,6 +172,14 @@ class Run:
     def _begin(self):
         """Before a call that changes θ: remember θ and how much was kept so far."""
         self.snap[...] = self.model.theta
+        self.one = None
+        self.parts_before = len(self.parts)
+
+    def _begin_one(self, losses, s):
+        """Before a runtime call of one step (its loss into losses[s]): θ is not copied;
+        once the step is taken (the runtime wrote its loss), prev holds θ before it."""
+        losses[s] = np.nan
+        self.one = (losses, s)
         self.parts_before = len(self.parts)
 
     def _keep(self, losses, sizes, lrs, correct=None):
@@ -178,7 +192,10 @@ class Run:
     def interrupted(self):
         """A KeyboardInterrupt came through: drop the call in flight unless it was kept."""
         if self.parts_before is not None and len(self.parts) == self.parts_before:
-            self.model.theta[...] = self.snap
+            if self.one is None:
+                self.model.theta[...] = self.snap
+            elif not np.isnan(self.one[0][self.one[1]]):   # the step was taken
+                self.model.theta[...] = self.prev
             self.opt.t = self.t
         self.parts_before = None
         self.hist.stopped = "interrupted"
@@ -214,7 +231,7 @@ class Run:
         if not parts or not sum(p[2].size for p in parts):
             return
         losses, sizes, lrs, correct = (np.concatenate([p[k] for p in parts]) for k in range(4))
-        loss = float(np.average(losses, weights=sizes))
+        loss = float(np.dot(losses, sizes) / sizes.sum())   # np.average: ~10 µs more
         name = self.model.network.loss_name
         # training accuracy: for sgd/minibatch counted by the C on each batch before its
         # update (like the loss); for sd of the parameters at the end of the epoch

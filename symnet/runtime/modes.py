@@ -116,6 +116,8 @@ class TrainingModes:
 
     def advance_masks(self, steps: int):
         """The next ``steps`` updates were taken: the masks move on."""
+        if not self._rngs:
+            return
         from ..lang.dropout import SEED_RANGE, STEP
         for v in self._rngs:
             v[STEP] = (int(v[STEP]) + steps) % SEED_RANGE

@@ -7,6 +7,11 @@ import signal
 import sys
 import threading
 
+try:   # signal's C module: signal.signal converts handlers to enums (~20 µs a fit call)
+    import _signal as _sig
+except ImportError:  # pragma: no cover - another Python
+    _sig = signal
+
 from .history import History
 
 
@@ -58,7 +63,7 @@ class SigintFlag:
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
             try:
-                self.old = signal.signal(signal.SIGINT, self._handle)
+                self.old = _sig.signal(signal.SIGINT, self._handle)
             except (ValueError, OSError):
                 self.old = None
         return self
@@ -70,4 +75,4 @@ class SigintFlag:
 
     def __exit__(self, *exc):
         if self.old is not None:
-            signal.signal(signal.SIGINT, self.old)
+            _sig.signal(signal.SIGINT, self.old)

@@ -33,6 +33,7 @@ the call in flight, keeping every completed step, and the History says
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -214,8 +215,22 @@ def _prepare(model, X, T, method, epochs, batch_size, lr, seed, validation_data,
     opt = optimizer_for(model, *optimizer, fresh=reset_optimizer)
     if seed is not None:
         model.dropout_seed(seed)     # the same seed: the same Dropout masks
-    return X, T, epochs, batch_size, schedule, val, opt, stopper, callbacks, \
-        np.random.default_rng(seed)
+    return X, T, epochs, batch_size, schedule, val, opt, stopper, callbacks, _rng(seed)
+
+
+_FRESH = [None, None]   # (process id, generator) for fit calls without a seed
+
+
+def _rng(seed) -> np.random.Generator:
+    """The shuffling of a fit call: from ``seed``, or without one from a generator this
+    process seeded once from the system's entropy (``default_rng()`` gathers entropy at
+    each call: ~30 µs of a fit call's fixed cost); a forked process seeds its own."""
+    if seed is not None:
+        return np.random.default_rng(seed)
+    pid = os.getpid()
+    if _FRESH[0] != pid:
+        _FRESH[:] = [pid, np.random.default_rng()]
+    return _FRESH[1]
 
 
 def fit(model, X, T, method="minibatch", epochs=10, batch_size=32, lr=0.1, shuffle=True,

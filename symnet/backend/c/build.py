@@ -15,6 +15,11 @@ Layout of the cache directory (``SYMNET_CACHE_DIR``, default
     kernels-<hash>.o            (templates/kernels.c.j2), compiled once per
     kernels-<hash>.json         compiler, flags, CPU, number type and register
                                 tile, and linked into each module
+    wrapper-<hash>.c/.o/.json   cffi's wrapper of a set of declarations with the
+                                network's prefix written symnet_net_ (on Linux):
+                                compiled once, linked into every module that
+                                declares the same functions, its names aliased
+                                to the module's own at the link (--defsym)
 
 ``<hash>`` covers the C text, the compiler command, its version, the flags
 and the Python ABI; builds happen in a private temporary folder and are
@@ -252,7 +257,7 @@ def _entry(root: Path, name: str) -> dict:
 
 # ------------------------------------------------------------------ loading
 _loaded: dict[str, object] = {}
-STATS = {"compiled": 0, "hits": 0, "kernels": 0}  # in this process, for tests and SYMNET_DEBUG
+STATS = {"compiled": 0, "hits": 0, "kernels": 0, "wrappers": 0}  # in this process, for tests and SYMNET_DEBUG
 
 
 def _check_sanitizer_runtime(meta: dict):
@@ -460,7 +465,7 @@ def _run_compiler(cmds: list, c_path: Path, c_source: str, meanwhile=None):
     return lambda what: fail(what, cmds[-1], results[-1][1])
 
 
-_KERNELS = re.compile(r"kernels-[0-9a-f]{20}")
+_SHARED = re.compile(r"(kernels|wrapper)-[0-9a-f]{20}")
 
 
 def _kernels_ok(root: Path, name: str) -> bool:
@@ -521,6 +526,60 @@ def kernels_source(dtype: str) -> str:
         version=__version__, real=_REALS[dtype], hooks=True, part="kernels", prefix="")
 
 
+#: a network's prefix in the declarations (symnet.backend.c.emit.emit), and the one
+#: name a shared wrapper calls it by
+_PREFIX = re.compile(r"\bsymnet_[0-9a-f]{10}_(?=\w)")
+_CANON = "symnet_net_"
+#: the linker aliases a name to another (GNU ld, gold, lld): where it does not, each
+#: module compiles a wrapper of its own
+_ALIASES = sys.platform.startswith("linux")
+
+
+def canonical_cdef(cdef: str) -> tuple[str, dict] | None:
+    r"""cffi's declarations of a module as a shared wrapper takes them: comments gone,
+    the network's prefix written ``symnet_net_``; with {shared name: the module's own}.
+    None where the declarations carry more than one prefix (kept as they are).
+
+    >>> canonical_cdef("/* net */\nint symnet_0123456789_f(int x);\n")
+    ('int symnet_net_f(int x);\n', {'symnet_net_f': 'symnet_0123456789_f'})
+    """
+    text = re.sub(r"/\*.*?\*/", "", cdef, flags=re.S)
+    if len(set(_PREFIX.findall(text))) > 1:
+        return None
+    renames = {}
+    for m in re.finditer(r"\b(symnet_[0-9a-f]{10}_)(\w+)", text):
+        renames[_CANON + m.group(2)] = m.group(0)
+    text = _PREFIX.sub(_CANON, text)
+    return "".join(line.rstrip() + "\n" for line in text.splitlines() if line.strip()), renames
+
+
+@contextlib.contextmanager
+def _shared_wrapper(root: Path, canon: str, tmp: Path):
+    """The object of cffi's wrapper of the declarations ``canon`` (``canonical_cdef``)
+    for a module being built in ``tmp``: yields (object path, module name of the
+    wrapper, whether the caller must still write and compile it there); a new one goes
+    into the cache (renamed into place, with its checksum) when the block ends without
+    error.  Held under a lock, as the shared kernels."""
+    key = build_key("wrapper", canon)
+    name, module = f"wrapper-{key}", f"_symnet_w{key}"
+    obj = root / f"{name}.o"
+    if _kernels_ok(root, name):
+        yield obj, module, False
+        return
+    with _lock(root / f"{name}.lock"):
+        if _kernels_ok(root, name):           # built by another process meanwhile
+            yield obj, module, False
+            return
+        out = tmp / f"{name}.o"
+        yield out, module, True
+        sha = _sha(out)
+        os.replace(tmp / f"{name}.c", root / f"{name}.c")
+        os.replace(out, obj)
+        _atomic_write(root / f"{name}.json", _seal({"object": name, "sha256": sha}))
+        STATS["wrappers"] += 1
+        _debug(f"compiled the shared wrapper {obj}")
+
+
 def _driver_for(c_source: str) -> str | None:
     """The shared driver's C (default tile) that ``c_source`` declares and calls, if any."""
     for dtype, real in _REALS.items():
@@ -549,8 +608,11 @@ def build(key: str, c_source: str, cdef: str, meta: dict, kernels: str | None = 
             if so.exists() or c_path.exists():
                 _debug(f"cache entry {name} is damaged ({exc}); rebuilding")
             t0 = time.perf_counter()
+            canon = canonical_cdef(cdef) if _ALIASES else None
             with tempfile.TemporaryDirectory(dir=root, prefix=".build-") as tmp, \
-                    _shared_kernels(root, kernels, Path(tmp)) as (k_obj, k_cmd):
+                    _shared_kernels(root, kernels, Path(tmp)) as (k_obj, k_cmd), \
+                    (_shared_wrapper(root, canon[0], Path(tmp)) if canon is not None
+                     else contextlib.nullcontext((None, None, True))) as (w_obj, w_mod, w_new):
                 tmp = Path(tmp)
                 (tmp / f"{name}.c").write_text(c_source)
                 fl = flags()
@@ -567,25 +629,46 @@ def build(key: str, c_source: str, cdef: str, meta: dict, kernels: str | None = 
                 if k_cmd is not None:   # the shared driver, compiled beside the two units
                     steps.append(k_cmd)
 
+                # cffi's wrapper: shared by every module with the same declarations (the
+                # network's prefix aside) where the linker aliases names, so that only the
+                # first such module on a machine compiles it (0.27 s of gcc, and cffi's
+                # parsing here); its names are the module's own through --defsym
+                w_path = w_obj if canon is not None else tmp / "w.o"
+
                 def wrapper_step():
+                    if not w_new:
+                        return []
                     import cffi
                     ffi = cffi.FFI()
-                    ffi.cdef(cdef)
-                    ffi.set_source(name, cdef)  # the kernels' prototypes; they are linked in
-                    wrapper = tmp / f"{name}_cffi.c"
+                    decl = canon[0] if canon is not None else cdef
+                    ffi.cdef(decl)
+                    ffi.set_source(w_mod or name, decl)  # the prototypes; the kernels are linked in
+                    wrapper = w_path.with_suffix(".c")
                     with contextlib.redirect_stdout(io.StringIO()):  # cffi: "generating ..."
                         ffi.emit_c_code(str(wrapper))
                     light = ["-O1" if f == "-O3" else f for f in fl]
                     inc = sysconfig.get_paths()["include"]
                     return [[*compiler(), *light, f"-I{inc}", "-c", str(wrapper), "-o",
-                             str(tmp / "w.o")]]
+                             str(w_path)]]
                 out = tmp / f"{name}{EXT}"
-                cmd = [*compiler(), *fl, "-shared", str(tmp / "w.o"), str(tmp / "k.o"),
-                       *([str(k_obj)] if k_obj is not None else []), "-o", str(out), "-lm"]
+                aliases = []
+                if canon is not None:
+                    # -Bsymbolic: the module's calls bind to its own functions, also where
+                    # modules load into the global scope (RTLD_GLOBAL), and their shared
+                    # names are those of every other module's
+                    aliases = ["-Wl,-Bsymbolic", f"-Wl,--defsym,PyInit_{name}=PyInit_{w_mod}"] + \
+                        [f"-Wl,--defsym,{a}={b}" for a, b in sorted(canon[1].items())]
+                cmd = [*compiler(), *fl, "-shared", str(w_path), str(tmp / "k.o"),
+                       *([str(k_obj)] if k_obj is not None else []), "-o", str(out), "-lm",
+                       *aliases]
                 _run_compiler(steps, c_path, c_source, meanwhile=wrapper_step)
                 fail = _run_compiler([cmd], c_path, c_source)
                 if not out.is_file():
                     raise fail("the C compiler reported success but wrote no module")
+                if canon is not None:
+                    meta = dict(meta, wrapper=w_mod and f"wrapper-{w_mod[len('_symnet_w'):]}")
+                    if canon[1]:                    # the functions by their shared names
+                        meta = dict(meta, lib_prefix=_CANON)
                 meta = dict(meta, module=name, sha256=_sha(out),
                             c_sha256=hashlib.sha256(c_source.encode()).hexdigest(),
                             sanitize=os.environ.get("SYMNET_SANITIZE", ""),
@@ -603,9 +686,10 @@ def build(key: str, c_source: str, cdef: str, meta: dict, kernels: str | None = 
     except ImportError as exc:
         with contextlib.suppress(OSError):  # compile it afresh next time
             (root / f"{name}.json").unlink()
-        if meta.get("kernels") and _KERNELS.fullmatch(meta["kernels"]):
-            with contextlib.suppress(OSError):  # and the shared object it linked
-                (root / f"{meta['kernels']}.json").unlink()
+        for shared in (meta.get("kernels"), meta.get("wrapper")):
+            if shared and _SHARED.fullmatch(shared):
+                with contextlib.suppress(OSError):  # and the shared objects it linked
+                    (root / f"{shared}.json").unlink()
         how = f"\n  command: {shlex.join(cmd)}" if cmd else ""
         raise BuildError(f"the compiled module {so} could not be loaded: {exc}{how}\n"
                          f"  generated C: {c_path}") from exc

@@ -9,12 +9,13 @@ how much work a thread pays for its join, depends on the machine, so both are
 measured the first time a network is loaded on it:
 
 * ``rate``: multiply-adds per second of one thread on a 128×256×784 product;
-* ``join``: seconds a product on all threads costs beyond its share of the
-  work (that product on all threads less 1/n of it on one; at least an empty
-  parallel region's fork and join): the wake-up of threads, and on a busy
-  machine the wait for a thread the system runs late;
-* ``thread_min = max(2·join·rate, 10 µs·rate)``: each thread gets at least the
-  work of two joins (and 10 µs), so a product on n threads costs less than on one;
+* ``join``: seconds a 64×128×128 product on all threads costs beyond its share of
+  the work (that product on all threads less 1/n of it on one; at least an empty
+  hand-over): the hand-over of its jobs to the pool of threads
+  (``templates/pool.c.j2``), and on a busy machine the wait for a thread the system
+  took away in the middle of a job;
+* ``thread_min = max(2·join·rate, 4 µs·rate)``: each thread gets at least the
+  work of two joins (and 4 µs), so a product on n threads costs less than on one;
 * ``blas_min``: the M·N·K from which BLAS was faster than our kernels on every
   measured product at least that large (``inf``: never, or no BLAS installed);
 * ``blas_rate``: multiply-adds per second of the BLAS on the rate's product, on
@@ -211,7 +212,10 @@ def _open_probe(so: Path, sha: str | None = None):
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
-        lib = ffi.dlopen(tmp)      # mapped: the file's name may go at once
+        # mapped: the file's name may go at once.  Never unmapped (RTLD_NODELETE): the
+        # probe's products run on its own pool of threads (templates/pool.c.j2), which
+        # wait inside its code for good; cffi closes a library whose object is collected
+        lib = ffi.dlopen(tmp, ffi.RTLD_NOW | ffi.RTLD_NODELETE)
     finally:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
@@ -326,13 +330,20 @@ SHAPES = [(k, m, n, kk) for (m, n, kk) in
           [(32, 64, 64), (32, 128, 64), (64, 128, 128), (128, 128, 256), (128, 256, 784),
            (256, 256, 256), (256, 1024, 1024)] for k in (0, 1, 2)]
 
-#: the product that rate and join are measured on: the medium network's first one
+#: the product that rate is measured on: the medium network's first one
 RATE_SHAPE = (0, 128, 256, 784)
+
+#: the product the join is measured on (≈ 35 µs on one thread): small enough that what
+#: it shows is the hand-over of a product's jobs to the pool's threads, which products
+#: of every size pay, rather than how a large product scales (memory, the split of its
+#: column blocks: 15 % of the 128×256×784 product, which does not count against a
+#: product of 0.3 M multiply-adds)
+JOIN_SHAPE = (0, 64, 128, 128)
 
 
 class _Arrays:
     """Operands big enough for every product the probe times (``small``: for
-    RATE_SHAPE only); the values do not change the time of a product."""
+    RATE_SHAPE and JOIN_SHAPE only); the values do not change the time of a product."""
 
     def __init__(self, ffi, small: bool = False):
         import numpy as np
@@ -343,24 +354,25 @@ class _Arrays:
 
 
 def _rate_and_join(ffi, lib, arrays, nmax: int, rounds: int = 5) -> tuple[float, float]:
-    """(multiply-adds per second of one thread, seconds of a join) on RATE_SHAPE."""
+    """(multiply-adds per second of one thread on RATE_SHAPE, seconds of a join on
+    JOIN_SHAPE)."""
     null = ffi.cast(_BLAS_FN.format(real="float"), 0)
 
-    def gemm_s(best):
-        kind, M, N, K = RATE_SHAPE
+    def gemm_s(shape, best, reps=1):
+        kind, M, N, K = shape
         return _seconds(lambda r: lib.sn_probe_gemm(kind, M, N, K, arrays.a, arrays.b,
-                                                    arrays.c, r), 1, rounds, best)
+                                                    arrays.c, r), reps, rounds, best)
     lib.sn_probe_tune(null, math.inf, 1e300, 1)
-    rate = RATE_SHAPE[1] * RATE_SHAPE[2] * RATE_SHAPE[3] / gemm_s(True)
+    rate = RATE_SHAPE[1] * RATE_SHAPE[2] * RATE_SHAPE[3] / gemm_s(RATE_SHAPE, True)
     join = 0.0
     if nmax > 1:
         # What one parallel product costs beyond its share of the work: the same
         # product on all threads against one (medians: a product waits for its
         # slowest thread, which a busy machine delays), and never less than an
-        # empty parallel region (fork and join).
-        one = gemm_s(False)
+        # empty hand-over to the pool.
+        one = gemm_s(JOIN_SHAPE, False, 30)
         lib.sn_probe_tune(null, math.inf, 1.0, nmax)
-        many = gemm_s(False)
+        many = gemm_s(JOIN_SHAPE, False, 30)
         empty = _seconds(lambda r: lib.sn_probe_join(nmax, r), 20, rounds, best=False)
         join = max(many - one / nmax, empty)
         lib.sn_probe_tune(null, math.inf, 1e300, 1)
@@ -368,8 +380,9 @@ def _rate_and_join(ffi, lib, arrays, nmax: int, rounds: int = 5) -> tuple[float,
 
 
 def _thread_min(rate: float, join: float) -> float:
-    # each thread gets the work of two joins, and never less than 10 µs of work
-    return max(2.0 * join * rate, 1e-5 * rate)
+    # each thread gets the work of two joins, and never less than 4 µs of work (a pool
+    # thread that comes late costs the caller nothing: it finds the jobs taken)
+    return max(2.0 * join * rate, 4e-6 * rate)
 
 
 def measure(budget_s: float = 0.5, keep: Path | None = None, sha: str | None = None) -> dict:
@@ -436,9 +449,9 @@ def _measure(ffi, lib, budget_s: float) -> dict:
         out["blas_rate"] = _blas_rate(ffi, lib, arrays, blas, thread_min, nmax)
         for M, N, K in sizes:
             won = True
-            # the library gets the threads our cost model gives a product this size: on
-            # a busy machine its statically split products stall on a late thread
-            _set_blas_threads(blas_threads(M * N * K, thread_min, nmax))
+            # the library on one thread, the product cut in parts for the kernels' pool
+            # (as the networks run it: apply)
+            _set_blas_threads(1)
             for kind in (0, 1, 2):
                 lib.sn_probe_tune(null, math.inf, thread_min, nmax)
                 ours = gemm_s(kind, M, N, K)
@@ -518,7 +531,7 @@ def _path() -> Path:
     # keyed like a network's module but without running the compiler for its
     # version string (a cache hit must stay cheap: that subprocess costs ~5 ms)
     key = hashlib.sha256(json.dumps(["machine", __version__, build.compiler(), build.flags(),
-                                     build._cpu()]).encode()).hexdigest()[:20]
+                                     build._cpu(), "pool", JOIN_SHAPE]).encode()).hexdigest()[:20]
     return build.writable_cache_dir() / f"machine-{key}.json"
 
 
@@ -813,7 +826,7 @@ def _time_products(lib, ffi, shapes, batches, s, budget_s, rounds):
             lib.sn_probe_tune(null, math.inf, s["thread_min"], s["threads_max"])
             ours = _seconds(lambda r: lib.sn_probe_gemm(kind, M, N, K, pa, pb, pc, r), reps,
                             rounds)
-            _set_blas_threads(blas_threads(mnk, s["thread_min"], s["threads_max"]))
+            _set_blas_threads(1)       # the pool cuts the product (apply)
             lib.sn_probe_tune(blas, 0.0, s["thread_min"], s["threads_max"])
             theirs = _seconds(lambda r: lib.sn_probe_gemm(kind, M, N, K, pa, pb, pc, r), reps,
                               rounds)
@@ -1004,12 +1017,12 @@ def apply(module, prefix: str, dtype: str, products=None, tune: str = "fast") ->
     ptr = blas_pointer(module.ffi, dtype) if use_blas else module.ffi.NULL
     use_blas = use_blas and ptr != module.ffi.NULL
     if use_blas:
-        # The library's thread count is one setting for all of a network's products, so
-        # it follows the largest a network can route there: all threads.  OpenBLAS runs
-        # a product below its own size threshold on one thread whatever this says.  (Set
-        # from the smallest routed product, every product ran on one thread: the
-        # 1024-wide step took 47 ms instead of 26 ms on a 2-core machine.)
-        _set_blas_threads(s["threads_max"])
+        # The library runs on one thread: a product routed to it is cut in parts that
+        # the kernels' own pool of threads takes (templates/pool.c.j2), as many as the
+        # cost model gives that product.  The library's own threads join like a parallel
+        # region, waiting for a thread the system runs late: on a busy 2-core machine
+        # (load 2-3) the medium step took 50-84 ms on them against 1.6-2.4 ms on one.
+        _set_blas_threads(1)
     fn(ptr, s["blas_min"] if use_blas else math.inf, s["thread_min"], s["threads_max"])
     set_plan = getattr(module.lib, prefix + "plan", None)
     if set_plan is not None and use_blas and chosen:
