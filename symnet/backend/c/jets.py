@@ -28,6 +28,7 @@ lanes, at most ``BLOCK_MAX``), for measuring."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 
@@ -786,6 +787,64 @@ class _Emitter:
         return c
 
 
+def _rename(op, names: dict):
+    """``op`` with the vars in ``names`` read and written as their replacements."""
+    r = lambda nm: names.get(nm, nm)
+    if isinstance(op, Lin):
+        return dataclasses.replace(op, out=r(op.out), W=r(op.W), x=r(op.x))
+    if isinstance(op, LinT):
+        return dataclasses.replace(op, out=r(op.out), W=r(op.W), y=r(op.y))
+    if isinstance(op, Outer):
+        return dataclasses.replace(op, G=r(op.G), y=r(op.y), x=r(op.x))
+    return dataclasses.replace(op, outs=[(r(o), off) for o, off in op.outs],
+                               args=[(s, r(v), off, bc) for s, v, off, bc in op.args])
+
+
+def _without_copies(prog: Program, ops: list, outputs):
+    """(ops, outputs) with the copies ``o = v`` of whole per-example vectors gone, ``o``
+    read from ``v`` instead (a layer's output H = H_f0, its activation: a copy of
+    20 × B reals per layer and block, and their storage).  Only where each of the two
+    is written once, ``v`` before ``o``, both local vectors of the same size."""
+    writes = {}
+    for k, op in enumerate(ops):
+        for nm in _io(op)[0]:
+            writes.setdefault(nm, []).append(k)
+    names = {}
+    for k, op in enumerate(ops):
+        if not isinstance(op, Elem) or op.reduce or op.acc:
+            continue
+        args = {s: (v, off, bc) for s, v, off, bc in op.args}
+        for (o, off), e in zip(op.outs, op.exprs):
+            if off or not isinstance(e, sp.Symbol) or e not in args:
+                continue
+            v, aoff, bc = args[e]
+            v = names.get(v, v)
+            if aoff or bc or v == o or writes.get(o) != [k] or len(writes.get(v, [])) != 1 \
+                    or writes[v][0] >= k:
+                continue
+            if _storage(prog, o) != ("local", f"v_{o}") or _storage(prog, v)[0] != "local":
+                continue
+            size = lambda nm: _base(prog, nm).size if _base(prog, nm) is not None else None
+            if size(o) != op.n or size(v) != op.n:
+                continue
+            names[o] = v
+    if not names:
+        return ops, outputs
+    out = []
+    for op in ops:
+        if isinstance(op, Elem):
+            keep = [j for j, (o, _) in enumerate(op.outs) if o not in names]
+            if not keep:
+                continue
+            if len(keep) < len(op.outs):
+                op = dataclasses.replace(op, outs=[op.outs[j] for j in keep],
+                                         exprs=[op.exprs[j] for j in keep])
+        out.append(_rename(op, names))
+    if outputs:
+        outputs = [(names.get(v, v), off, cnt) for v, off, cnt in outputs]
+    return out, outputs
+
+
 def emit_function(prog: Program, ops: list, fname: str, dtype: str, outputs=None,
                   block=None) -> str:
     """One C function running ``ops`` on every example of a batch, in blocks of
@@ -795,6 +854,7 @@ def emit_function(prog: Program, ops: list, fname: str, dtype: str, outputs=None
     done, 1 when its work memory could not be had.  ``outputs``:
     [(var, offset, count)] copied per example into out (row after row).
     ``block``: examples per block (default: from the storage per example)."""
+    ops, outputs = _without_copies(prog, ops, outputs)
     em = _Emitter(prog, ops, dtype, outputs, block)
     lay, B = em.lay, em.lay.B
     xvar = next(v for v in prog.vars.values() if v.kind == "X")
@@ -938,9 +998,12 @@ def emit_function(prog: Program, ops: list, fname: str, dtype: str, outputs=None
              "    if (nt < 1) nt = 1;",
              "    const size_t sums = (size_t)(2 * np + 1);",
              f"    const size_t work = (size_t){ws_size};",
-             "    real *part = calloc((size_t)nchunks * sums + (size_t)nt * work + 16, "
-             "sizeof(real));",
+             "    /* the chunks' sums, set to 0, then each thread's work memory, which the",
+             "     * program writes before it reads (not cleared: 1.5 MB a call in double) */",
+             "    real *part = malloc(((size_t)nchunks * sums + (size_t)nt * work + 16) "
+             "* sizeof(real));",
              "    if (!part) return 1;",
+             "    memset(part, 0, (size_t)nchunks * sums * sizeof(real));",
              "#pragma omp parallel num_threads(nt) if (nt > 1)",
              "    {",
              "        int tid = 0;",
