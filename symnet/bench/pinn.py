@@ -9,13 +9,14 @@ depth (3, 6, 9 layers), each in a new process with an empty cache."""
 from __future__ import annotations
 
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
 import numpy as np
+
+from .refs import time_calls
 
 N_F, N_U, WIDTH = 10_000, 100, 20
 NU = 0.01 / np.pi
@@ -238,15 +239,9 @@ def time_steps(dtypes=("float32", "float64"), repeats=5, ref_names=("torch", "ja
                 skipped[name] = f"not installed ({exc.name})"
                 continue
             agree[dtype][name] = agreement(ours, fns[name])
-        for f in fns.values():
-            f()
-        times = {k: [] for k in fns}
-        for _ in range(repeats):
-            for k, f in fns.items():
-                t0 = time.perf_counter()
-                f()
-                times[k].append(time.perf_counter() - t0)
-        out[dtype] = {k: statistics.median(v) for k, v in times.items()}
+        # in turns, each a run of at least 0.1 s of calls after SETTLE_S (refs.time_calls)
+        us = time_calls(fns, min_time=0.1 * repeats, repeats=repeats)
+        out[dtype] = {k: v * 1e-6 for k, v in us.items()}
     return out, agree, skipped
 
 

@@ -504,11 +504,18 @@ def time_call(fn, min_time: float = 0.2, repeats: int = 7) -> tuple[float, list[
     return statistics.median(per_call), per_call
 
 
+#: seconds each contestant's timed run waits first, so that the threads the one before
+#: it left spinning (OpenMP's, OpenBLAS's, XLA's pools wait for work by spinning for
+#: milliseconds) have gone to sleep: no framework is timed beside another's idle threads,
+#: as no user runs it so
+SETTLE_S = 0.03
+
+
 def time_calls(fns: dict, min_time: float = 0.2, repeats: int = 7) -> dict:
     """Median microseconds per call of each ``fns[name]()``, timed in turns: each
     repeat runs every function once for about ``min_time/repeats`` seconds, so on a
     shared machine all of them meet the same moments of load and their ratios mean
-    something.  Warm-up and garbage collector as in ``time_call``.
+    something; each run starts ``SETTLE_S`` after the one before.  Warm-up and garbage collector as in ``time_call``.
 
     >>> sorted(time_calls({"a": lambda: None, "b": lambda: None}, 0.01, 3))
     ['a', 'b']
@@ -529,6 +536,7 @@ def time_calls(fns: dict, min_time: float = 0.2, repeats: int = 7) -> dict:
         for _ in range(repeats):
             for name, fn in fns.items():
                 n = inner[name]
+                time.sleep(SETTLE_S)
                 start = time.perf_counter()
                 for _ in range(n):
                     fn()
