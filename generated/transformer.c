@@ -112,8 +112,8 @@
  *   loss: bce, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_D4095252C9_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_D4095252C9_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_FFF9973884_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_FFF9973884_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (32, 10)
  *   b1           offset       320  shape (32,)
  *   P2           offset       352  shape (8, 32)
@@ -144,48 +144,48 @@
  *   W17          offset     17696  shape (10, 32)
  *   b17          offset     18016  shape (10,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_D4095252C9_WORK_SIZE(batch) numbers; SYMNET_D4095252C9_TRAIN_WORK_SIZE(batch_size) for
- * symnet_d4095252c9_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_FFF9973884_WORK_SIZE(batch) numbers; SYMNET_FFF9973884_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_fff9973884_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 18026 + X B*80 + T or O B*80 + work (B*29264 + 18026)
  *   numbers of 4 bytes; e.g. B = 32: 3,910,480 bytes (training; forward only: 1,948,072).
  */
-#ifndef SYMNET_D4095252C9_H
-#define SYMNET_D4095252C9_H
+#ifndef SYMNET_FFF9973884_H
+#define SYMNET_FFF9973884_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_D4095252C9_REAL float  /* the number type of every array (float32) */
-#define SYMNET_D4095252C9_N_INPUTS 80  /* features per example */
-#define SYMNET_D4095252C9_N_OUTPUTS 80
-#define SYMNET_D4095252C9_N_PARAMS 18026  /* numbers in the flat parameter array */
-#define SYMNET_D4095252C9_WORK_PER_EXAMPLE 29264
-#define SYMNET_D4095252C9_WORK_SIZE(batch) ((batch) * 29264 + 18026)  /* numbers of scratch per call */
-#define SYMNET_D4095252C9_TRAIN_WORK_SIZE(batch_size) (SYMNET_D4095252C9_WORK_SIZE(batch_size) + (batch_size) * 160)
-#define SYMNET_D4095252C9_SGD 0       /* optimizer codes of symnet_d4095252c9_update and symnet_d4095252c9_train */
-#define SYMNET_D4095252C9_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_D4095252C9_N_PARAMS numbers */
-#define SYMNET_D4095252C9_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_D4095252C9_N_PARAMS numbers each */
+#define SYMNET_FFF9973884_REAL float  /* the number type of every array (float32) */
+#define SYMNET_FFF9973884_N_INPUTS 80  /* features per example */
+#define SYMNET_FFF9973884_N_OUTPUTS 80
+#define SYMNET_FFF9973884_N_PARAMS 18026  /* numbers in the flat parameter array */
+#define SYMNET_FFF9973884_WORK_PER_EXAMPLE 29264
+#define SYMNET_FFF9973884_WORK_SIZE(batch) ((batch) * 29264 + 18026)  /* numbers of scratch per call */
+#define SYMNET_FFF9973884_TRAIN_WORK_SIZE(batch_size) (SYMNET_FFF9973884_WORK_SIZE(batch_size) + (batch_size) * 160)
+#define SYMNET_FFF9973884_SGD 0       /* optimizer codes of symnet_fff9973884_update and symnet_fff9973884_train */
+#define SYMNET_FFF9973884_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_FFF9973884_N_PARAMS numbers */
+#define SYMNET_FFF9973884_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_FFF9973884_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_D4095252C9_N_OUTPUTS) = the network's output for X (batch × SYMNET_D4095252C9_N_INPUTS). */
-void symnet_d4095252c9_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_FFF9973884_N_OUTPUTS) = the network's output for X (batch × SYMNET_FFF9973884_N_INPUTS). */
+void symnet_fff9973884_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_d4095252c9_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_fff9973884_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_D4095252C9_N_PARAMS numbers) by back propagation. */
-float symnet_d4095252c9_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_FFF9973884_N_PARAMS numbers) by back propagation. */
+float symnet_fff9973884_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_d4095252c9_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_fff9973884_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_D4095252C9_SGD, SYMNET_D4095252C9_MOMENTUM or SYMNET_D4095252C9_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_FFF9973884_SGD, SYMNET_FFF9973884_MOMENTUM or SYMNET_FFF9973884_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_d4095252c9_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_fff9973884_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -193,10 +193,10 @@ void symnet_d4095252c9_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_D4095252C9_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_FFF9973884_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_D4095252C9_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_d4095252c9_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_FFF9973884_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_fff9973884_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -205,7 +205,7 @@ long long symnet_d4095252c9_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_D4095252C9_H */
+#endif /* SYMNET_FFF9973884_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -1313,7 +1313,7 @@ static void sn_rows_11(const real *params, real *work, const real *S, int batch,
     (void)params;
     (void)S;
     memset(sn_part, 0, sizeof(real) * 32);
-    /* dL_dB2_res1[b,i,x] += dL_dB2[b,i,x] (from B2); dL_dB2_ff2[b,i,x] += dL_dB2[b,i,x] */
+    /* dL_dB2_res1[b,i,x] = dL_dB2[b,i,x] (from B2); dL_dB2_ff2[b,i,x] = dL_dB2[b,i,x] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int i = 0; i < 8; i++)
 #ifdef SN_SIMD
@@ -1390,7 +1390,7 @@ static void sn_rows_13(const real *params, real *work, const real *S, int batch,
 
     (void)S;
     memset(sn_part, 0, sizeof(real) * 96);
-    /* g_gamma13[d] += B2_norm2_c[b,a,d]·B2_norm2_rstd[b,a]·dL_dB2_norm2[b,a,d]; dL_dB2_norm2_c[b,a,d] += B2_norm2_rstd[b,a]·dL_dB2_norm2[b,a,d]·gamma13[d] (from B2_norm2); dL_dB2_norm2_rstd[b,a] += B2_norm2_c[b,a,d]·dL_dB2_norm2[b,a,d]·gamma13[d]; g_beta13[d] += dL_dB2_norm2[b,a,d] */
+    /* g_gamma13[d] += B2_norm2_c[b,a,d]·B2_norm2_rstd[b,a]·dL_dB2_norm2[b,a,d]; dL_dB2_norm2_c[b,a,d] = B2_norm2_rstd[b,a]·dL_dB2_norm2[b,a,d]·gamma13[d] (from B2_norm2); dL_dB2_norm2_rstd[b,a] = B2_norm2_c[b,a,d]·dL_dB2_norm2[b,a,d]·gamma13[d]; g_beta13[d] += dL_dB2_norm2[b,a,d] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++) {
             real acc0 = 0;
@@ -1423,7 +1423,7 @@ static void sn_rows_13(const real *params, real *work, const real *S, int batch,
             for (int e = 0; e < 32; e++) {
                 dL_dB2_norm2_c[b * 256 + a * 32 + e] += 2*B2_norm2_c[b * 256 + a * 32 + e]*delta_B2_norm2_rstd[b * 8 + a];
             }
-    /* dL_dB2_res1[b,a,d] += dL_dB2_norm2_c[b,a,d] (from B2_norm2_c); dL_dB2_norm2_mean[b,a] += -dL_dB2_norm2_c[b,a,d] */
+    /* dL_dB2_res1[b,a,d] += dL_dB2_norm2_c[b,a,d] (from B2_norm2_c); dL_dB2_norm2_mean[b,a] = -dL_dB2_norm2_c[b,a,d] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++) {
             real acc0 = 0;
@@ -1453,7 +1453,7 @@ static void sn_rows_13(const real *params, real *work, const real *S, int batch,
             for (int e = 0; e < 32; e++) {
                 dL_dB2_res1[b * 256 + a * 32 + e] += delta_B2_norm2_mean[b * 8 + a];
             }
-    /* dL_dB1[b,i,x] += dL_dB2_res1[b,i,x] (from B2_res1); dL_dB2_att[b,i,x] += dL_dB2_res1[b,i,x] */
+    /* dL_dB1[b,i,x] = dL_dB2_res1[b,i,x] (from B2_res1); dL_dB2_att[b,i,x] = dL_dB2_res1[b,i,x] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int i = 0; i < 8; i++)
 #ifdef SN_SIMD
@@ -1507,7 +1507,7 @@ static void sn_rows_14(const real *params, real *work, const real *S, int batch,
     (void)params;
     (void)S;
     memset(sn_part, 0, sizeof(real) * 96);
-    /* dL_dB2_att_p[b,hd,tq,tk] += Σ_e B2_att_v[b,hd,e,tk]·delta_B2_att_a[b,tq,hd,e]; dL_dB2_att_v[b,hd,e,tk] += Σ_tq B2_att_p[b,hd,tq,tk]·delta_B2_att_a[b,tq,hd,e]: a small product per (b, hd) */
+    /* dL_dB2_att_p[b,hd,tq,tk] = Σ_e B2_att_v[b,hd,e,tk]·delta_B2_att_a[b,tq,hd,e]; dL_dB2_att_v[b,hd,e,tk] = Σ_tq B2_att_p[b,hd,tq,tk]·delta_B2_att_a[b,tq,hd,e]: a small product per (b, hd) */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++) {
             sn_small_mm(8, 8, 8, (real)1, delta_B2_att_a + (size_t)b * 256 + hd * 8, 32, 1, B2_att_v + (size_t)b * 256 + hd * 64, 8, 1, dL_dB2_att_p + (size_t)b * 256 + hd * 64, 8, 0);
@@ -1521,7 +1521,7 @@ static void sn_rows_14(const real *params, real *work, const real *S, int batch,
                 for (int tk = 0; tk < 8; tk++) {
                     dL_dB2_att_qkv[b * 768 + tk * 96 + (hd*8 + e + 64)] += dL_dB2_att_v[b * 256 + hd * 64 + e * 8 + tk];
                 }
-    /* dL_dB2_att_e[b,hd,tq,tk] += dL_dB2_att_p[b,hd,tq,tk]/B2_att_z[b,hd,tq] (from B2_att_p); dL_dB2_att_z[b,hd,tq] += -B2_att_e[b,hd,tq,tk]·dL_dB2_att_p[b,hd,tq,tk]/B2_att_z[b,hd,tq]² */
+    /* dL_dB2_att_e[b,hd,tq,tk] = dL_dB2_att_p[b,hd,tq,tk]/B2_att_z[b,hd,tq] (from B2_att_p); dL_dB2_att_z[b,hd,tq] = -B2_att_e[b,hd,tq,tk]·dL_dB2_att_p[b,hd,tq,tk]/B2_att_z[b,hd,tq]² */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++)
             for (int tq = 0; tq < 8; tq++) {
@@ -1545,7 +1545,7 @@ static void sn_rows_14(const real *params, real *work, const real *S, int batch,
                 for (int tk = 0; tk < 8; tk++) {
                     dL_dB2_att_e[b * 256 + hd * 64 + tq * 8 + tk] += delta_B2_att_z[b * 32 + hd * 8 + tq];
                 }
-    /* dL_dB2_att_s[b,hd,tq,tk] += B2_att_e[b,hd,tq,tk]·dL_dB2_att_e[b,hd,tq,tk] (from B2_att_e); dL_dB2_att_m[b,hd,tq] += -B2_att_e[b,hd,tq,tk]·dL_dB2_att_e[b,hd,tq,tk] */
+    /* dL_dB2_att_s[b,hd,tq,tk] = B2_att_e[b,hd,tq,tk]·dL_dB2_att_e[b,hd,tq,tk] (from B2_att_e); dL_dB2_att_m[b,hd,tq] = -B2_att_e[b,hd,tq,tk]·dL_dB2_att_e[b,hd,tq,tk] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++)
             for (int tq = 0; tq < 8; tq++) {
@@ -1632,7 +1632,7 @@ static void sn_rows_15(const real *params, real *work, const real *S, int batch,
 
     (void)S;
     memset(sn_part, 0, sizeof(real) * 96);
-    /* g_gamma10[d] += B2_norm1_c[b,a,d]·B2_norm1_rstd[b,a]·dL_dB2_norm1[b,a,d]; dL_dB2_norm1_c[b,a,d] += B2_norm1_rstd[b,a]·dL_dB2_norm1[b,a,d]·gamma10[d] (from B2_norm1); dL_dB2_norm1_rstd[b,a] += B2_norm1_c[b,a,d]·dL_dB2_norm1[b,a,d]·gamma10[d]; g_beta10[d] += dL_dB2_norm1[b,a,d] */
+    /* g_gamma10[d] += B2_norm1_c[b,a,d]·B2_norm1_rstd[b,a]·dL_dB2_norm1[b,a,d]; dL_dB2_norm1_c[b,a,d] = B2_norm1_rstd[b,a]·dL_dB2_norm1[b,a,d]·gamma10[d] (from B2_norm1); dL_dB2_norm1_rstd[b,a] = B2_norm1_c[b,a,d]·dL_dB2_norm1[b,a,d]·gamma10[d]; g_beta10[d] += dL_dB2_norm1[b,a,d] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++) {
             real acc0 = 0;
@@ -1665,7 +1665,7 @@ static void sn_rows_15(const real *params, real *work, const real *S, int batch,
             for (int e = 0; e < 32; e++) {
                 dL_dB2_norm1_c[b * 256 + a * 32 + e] += 2*B2_norm1_c[b * 256 + a * 32 + e]*delta_B2_norm1_rstd[b * 8 + a];
             }
-    /* dL_dB1[b,a,d] += dL_dB2_norm1_c[b,a,d] (from B2_norm1_c); dL_dB2_norm1_mean[b,a] += -dL_dB2_norm1_c[b,a,d] */
+    /* dL_dB1[b,a,d] += dL_dB2_norm1_c[b,a,d] (from B2_norm1_c); dL_dB2_norm1_mean[b,a] = -dL_dB2_norm1_c[b,a,d] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++) {
             real acc0 = 0;
@@ -1695,7 +1695,7 @@ static void sn_rows_15(const real *params, real *work, const real *S, int batch,
             for (int e = 0; e < 32; e++) {
                 dL_dB1[b * 256 + a * 32 + e] += delta_B2_norm1_mean[b * 8 + a];
             }
-    /* dL_dB1_res1[b,i,x] += dL_dB1[b,i,x] (from B1); dL_dB1_ff2[b,i,x] += dL_dB1[b,i,x] */
+    /* dL_dB1_res1[b,i,x] = dL_dB1[b,i,x] (from B1); dL_dB1_ff2[b,i,x] = dL_dB1[b,i,x] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int i = 0; i < 8; i++)
 #ifdef SN_SIMD
@@ -1772,7 +1772,7 @@ static void sn_rows_17(const real *params, real *work, const real *S, int batch,
 
     (void)S;
     memset(sn_part, 0, sizeof(real) * 96);
-    /* g_gamma6[d] += B1_norm2_c[b,a,d]·B1_norm2_rstd[b,a]·dL_dB1_norm2[b,a,d]; dL_dB1_norm2_c[b,a,d] += B1_norm2_rstd[b,a]·dL_dB1_norm2[b,a,d]·gamma6[d] (from B1_norm2); dL_dB1_norm2_rstd[b,a] += B1_norm2_c[b,a,d]·dL_dB1_norm2[b,a,d]·gamma6[d]; g_beta6[d] += dL_dB1_norm2[b,a,d] */
+    /* g_gamma6[d] += B1_norm2_c[b,a,d]·B1_norm2_rstd[b,a]·dL_dB1_norm2[b,a,d]; dL_dB1_norm2_c[b,a,d] = B1_norm2_rstd[b,a]·dL_dB1_norm2[b,a,d]·gamma6[d] (from B1_norm2); dL_dB1_norm2_rstd[b,a] = B1_norm2_c[b,a,d]·dL_dB1_norm2[b,a,d]·gamma6[d]; g_beta6[d] += dL_dB1_norm2[b,a,d] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++) {
             real acc0 = 0;
@@ -1805,7 +1805,7 @@ static void sn_rows_17(const real *params, real *work, const real *S, int batch,
             for (int e = 0; e < 32; e++) {
                 dL_dB1_norm2_c[b * 256 + a * 32 + e] += 2*B1_norm2_c[b * 256 + a * 32 + e]*delta_B1_norm2_rstd[b * 8 + a];
             }
-    /* dL_dB1_res1[b,a,d] += dL_dB1_norm2_c[b,a,d] (from B1_norm2_c); dL_dB1_norm2_mean[b,a] += -dL_dB1_norm2_c[b,a,d] */
+    /* dL_dB1_res1[b,a,d] += dL_dB1_norm2_c[b,a,d] (from B1_norm2_c); dL_dB1_norm2_mean[b,a] = -dL_dB1_norm2_c[b,a,d] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++) {
             real acc0 = 0;
@@ -1835,7 +1835,7 @@ static void sn_rows_17(const real *params, real *work, const real *S, int batch,
             for (int e = 0; e < 32; e++) {
                 dL_dB1_res1[b * 256 + a * 32 + e] += delta_B1_norm2_mean[b * 8 + a];
             }
-    /* dL_dpos[b,i,x] += dL_dB1_res1[b,i,x] (from B1_res1); dL_dB1_att[b,i,x] += dL_dB1_res1[b,i,x] */
+    /* dL_dpos[b,i,x] = dL_dB1_res1[b,i,x] (from B1_res1); dL_dB1_att[b,i,x] = dL_dB1_res1[b,i,x] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int i = 0; i < 8; i++)
 #ifdef SN_SIMD
@@ -1889,7 +1889,7 @@ static void sn_rows_18(const real *params, real *work, const real *S, int batch,
     (void)params;
     (void)S;
     memset(sn_part, 0, sizeof(real) * 96);
-    /* dL_dB1_att_p[b,hd,tq,tk] += Σ_e B1_att_v[b,hd,e,tk]·delta_B1_att_a[b,tq,hd,e]; dL_dB1_att_v[b,hd,e,tk] += Σ_tq B1_att_p[b,hd,tq,tk]·delta_B1_att_a[b,tq,hd,e]: a small product per (b, hd) */
+    /* dL_dB1_att_p[b,hd,tq,tk] = Σ_e B1_att_v[b,hd,e,tk]·delta_B1_att_a[b,tq,hd,e]; dL_dB1_att_v[b,hd,e,tk] = Σ_tq B1_att_p[b,hd,tq,tk]·delta_B1_att_a[b,tq,hd,e]: a small product per (b, hd) */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++) {
             sn_small_mm(8, 8, 8, (real)1, delta_B1_att_a + (size_t)b * 256 + hd * 8, 32, 1, B1_att_v + (size_t)b * 256 + hd * 64, 8, 1, dL_dB1_att_p + (size_t)b * 256 + hd * 64, 8, 0);
@@ -1903,7 +1903,7 @@ static void sn_rows_18(const real *params, real *work, const real *S, int batch,
                 for (int tk = 0; tk < 8; tk++) {
                     dL_dB1_att_qkv[b * 768 + tk * 96 + (hd*8 + e + 64)] += dL_dB1_att_v[b * 256 + hd * 64 + e * 8 + tk];
                 }
-    /* dL_dB1_att_e[b,hd,tq,tk] += dL_dB1_att_p[b,hd,tq,tk]/B1_att_z[b,hd,tq] (from B1_att_p); dL_dB1_att_z[b,hd,tq] += -B1_att_e[b,hd,tq,tk]·dL_dB1_att_p[b,hd,tq,tk]/B1_att_z[b,hd,tq]² */
+    /* dL_dB1_att_e[b,hd,tq,tk] = dL_dB1_att_p[b,hd,tq,tk]/B1_att_z[b,hd,tq] (from B1_att_p); dL_dB1_att_z[b,hd,tq] = -B1_att_e[b,hd,tq,tk]·dL_dB1_att_p[b,hd,tq,tk]/B1_att_z[b,hd,tq]² */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++)
             for (int tq = 0; tq < 8; tq++) {
@@ -1927,7 +1927,7 @@ static void sn_rows_18(const real *params, real *work, const real *S, int batch,
                 for (int tk = 0; tk < 8; tk++) {
                     dL_dB1_att_e[b * 256 + hd * 64 + tq * 8 + tk] += delta_B1_att_z[b * 32 + hd * 8 + tq];
                 }
-    /* dL_dB1_att_s[b,hd,tq,tk] += B1_att_e[b,hd,tq,tk]·dL_dB1_att_e[b,hd,tq,tk] (from B1_att_e); dL_dB1_att_m[b,hd,tq] += -B1_att_e[b,hd,tq,tk]·dL_dB1_att_e[b,hd,tq,tk] */
+    /* dL_dB1_att_s[b,hd,tq,tk] = B1_att_e[b,hd,tq,tk]·dL_dB1_att_e[b,hd,tq,tk] (from B1_att_e); dL_dB1_att_m[b,hd,tq] = -B1_att_e[b,hd,tq,tk]·dL_dB1_att_e[b,hd,tq,tk] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++)
             for (int tq = 0; tq < 8; tq++) {
@@ -2014,7 +2014,7 @@ static void sn_rows_19(const real *params, real *work, const real *S, int batch,
 
     (void)S;
     memset(sn_part, 0, sizeof(real) * 352);
-    /* g_gamma3[d] += B1_norm1_c[b,a,d]·B1_norm1_rstd[b,a]·dL_dB1_norm1[b,a,d]; dL_dB1_norm1_c[b,a,d] += B1_norm1_rstd[b,a]·dL_dB1_norm1[b,a,d]·gamma3[d] (from B1_norm1); dL_dB1_norm1_rstd[b,a] += B1_norm1_c[b,a,d]·dL_dB1_norm1[b,a,d]·gamma3[d]; g_beta3[d] += dL_dB1_norm1[b,a,d] */
+    /* g_gamma3[d] += B1_norm1_c[b,a,d]·B1_norm1_rstd[b,a]·dL_dB1_norm1[b,a,d]; dL_dB1_norm1_c[b,a,d] = B1_norm1_rstd[b,a]·dL_dB1_norm1[b,a,d]·gamma3[d] (from B1_norm1); dL_dB1_norm1_rstd[b,a] = B1_norm1_c[b,a,d]·dL_dB1_norm1[b,a,d]·gamma3[d]; g_beta3[d] += dL_dB1_norm1[b,a,d] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++) {
             real acc0 = 0;
@@ -2047,7 +2047,7 @@ static void sn_rows_19(const real *params, real *work, const real *S, int batch,
             for (int e = 0; e < 32; e++) {
                 dL_dB1_norm1_c[b * 256 + a * 32 + e] += 2*B1_norm1_c[b * 256 + a * 32 + e]*delta_B1_norm1_rstd[b * 8 + a];
             }
-    /* dL_dpos[b,a,d] += dL_dB1_norm1_c[b,a,d] (from B1_norm1_c); dL_dB1_norm1_mean[b,a] += -dL_dB1_norm1_c[b,a,d] */
+    /* dL_dpos[b,a,d] += dL_dB1_norm1_c[b,a,d] (from B1_norm1_c); dL_dB1_norm1_mean[b,a] = -dL_dB1_norm1_c[b,a,d] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++) {
             real acc0 = 0;
@@ -2077,7 +2077,7 @@ static void sn_rows_19(const real *params, real *work, const real *S, int batch,
             for (int e = 0; e < 32; e++) {
                 dL_dpos[b * 256 + a * 32 + e] += delta_B1_norm1_mean[b * 8 + a];
             }
-    /* dL_dembed[b,tq,i] += dL_dpos[b,tq,i]; g_P2[tq,i] += dL_dpos[b,tq,i] */
+    /* dL_dembed[b,tq,i] = dL_dpos[b,tq,i]; g_P2[tq,i] += dL_dpos[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int tq = 0; tq < 8; tq++)
 #ifdef SN_SIMD
@@ -2290,7 +2290,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_d4095252c9_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_fff9973884_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 14416, sizeof(real) * (size_t)batch * 80);
@@ -2316,7 +2316,7 @@ static double sn_loss(const real *params, real *work, const real *S, const real 
     return loss / batch;
 }
 
-real symnet_d4095252c9_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_fff9973884_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -2641,7 +2641,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_d4095252c9_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_fff9973884_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -2668,7 +2668,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_d4095252c9_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_fff9973884_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 29264;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
@@ -2739,7 +2739,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_d4095252c9_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_fff9973884_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -2765,7 +2765,7 @@ void symnet_d4095252c9_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_d4095252c9_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_fff9973884_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

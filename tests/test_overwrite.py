@@ -26,6 +26,12 @@ def test_zeroings_that_go_and_stay():
     assert {"z_B_att_s", "z_B_att_a", "z_B_att_z", "dL_dB_att_p"} <= fresh
     # element formulas over every index of their target: "+=" became "="
     assert {"dL_dB_att_e", "dL_dB_att_s"} <= stored
+    # and the loops' comments (the C's) say so, for stored and fresh targets alike
+    for op in loops:
+        for target, index, kind, _ in op.stmts:
+            said = f"{target}[{','.join(map(str, index))}]"
+            if (kind == "=" or target in op.fresh) and said in op.comment:
+                assert f"{said} +=" not in op.comment and f"{said} =" in op.comment, said
     assert not (fresh | {"dL_dB_att_e", "dL_dB_att_s"}) & zeroed
     # three loops each write a third of the projections' gradient: zeroed first
     assert "dL_dB_att_qkv" in zeroed

@@ -16,8 +16,8 @@ elements once, the zeroing goes and that statement stores instead of adding:
 
 Each such zeroing was a pass over the buffer, and each "+=" a read of it: for attention
 (per example and head, arrays of positions × positions) about a tenth of the step's time
-outside the matrix products.  The formulas and the loops' comments are unchanged, and
-so are the results: 0 + x is x.
+outside the matrix products.  The formulas are unchanged, and so are the results: 0 + x
+is x; the loops' comments say "=" where the C now stores.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def _fresh(p, loop: Loop, buffer: str):
         stmts = list(loop.stmts)
         stmts[mine[0]] = (target, index, "=", expr)
         loop.stmts = stmts
-        return loop
+        return _stores(loop, target, index)
     if len(missing) != 1:
         return None
     summed = missing[0]
@@ -87,6 +87,13 @@ def _fresh(p, loop: Loop, buffer: str):
     elif not (loop.hoist and loop.indices[-1][0] == summed):
         return None
     loop.fresh = set(loop.fresh) | {buffer}
+    return _stores(loop, target, index)
+
+
+def _stores(loop: Loop, target: str, index) -> Loop:
+    """``loop`` with its comment saying that it stores into ``target`` (``=``), as its C does."""
+    said = f"{target}[{','.join(index)}]"
+    loop.comment = loop.comment.replace(f"{said} +=", f"{said} =", 1)
     return loop
 
 
