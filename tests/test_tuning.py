@@ -420,6 +420,9 @@ def test_planned_product_runs_on_the_blas_and_others_do_not(tmp_path, monkeypatc
     import symnet as sn
     monkeypatch.setenv("SYMNET_CACHE_DIR", str(tmp_path))
     monkeypatch.setenv("SYMNET_BLAS_MIN", "inf")
+    # one part per product: the pool cuts a product of more multiply-adds than the
+    # machine's thread_min (measured; 32×128×64 is cut on some machines)
+    monkeypatch.setenv("SYMNET_PARALLEL_MIN", "1e12")
     tuning._machine.cache_clear()
     tuning.machine()             # measured before the BLAS is replaced
     calls = []
@@ -444,6 +447,15 @@ def test_planned_product_runs_on_the_blas_and_others_do_not(tmp_path, monkeypatc
     got = planned.forward(X)
     assert calls == [(111, 112, 32, 128, 64)]
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    # cut for the pool: the parts cover the product's 128 outputs once, each a full
+    # 32×…×64 product, and the result is unchanged
+    monkeypatch.setenv("SYMNET_PARALLEL_MIN", "1")
+    calls.clear()
+    cut = net.compile(dtype="float32", tune="fast")
+    np.testing.assert_allclose(cut.forward(X), want, rtol=1e-5, atol=1e-5)
+    assert len(calls) >= min(2, tuning.settings()["threads_max"])
+    assert all(c[:3] == (111, 112, 32) and c[4] == 64 for c in calls)
+    assert sum(c[3] for c in calls) == 128
     tuning._machine.cache_clear()
 
 
