@@ -53,7 +53,12 @@ def test_products_on_blas_match_numpy_reference(tmp_path, dtype, rtol, threads):
         env.update(SYMNET_PARALLEL_MIN="1", OMP_NUM_THREADS=threads)
     settings = _grads(env, dtype, tmp_path / "g.npy")
     assert settings["blas"] and "openblas" in settings["blas"] and settings["blas_min"] == 0
-    assert settings["thread_min"] == (1 if threads else tuning.settings()["thread_min"])
+    # with threads the override; without, the machine's measured threshold (a number
+    # of multiply-adds: the record may be re-measured between processes, so no equality)
+    if threads:
+        assert settings["thread_min"] == 1
+    else:
+        assert 1 < settings["thread_min"] < math.inf
     got = np.load(tmp_path / "g.npy")
     params = dict(np.load(str(tmp_path / "g.npy") + ".params.npz"))
     X, T = _data()
