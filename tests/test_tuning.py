@@ -2,6 +2,7 @@
 reference's gradients, the machine's figures are measured once and cached,
 and the environment's switches are obeyed."""
 
+import contextlib
 import importlib.util
 import json
 import math
@@ -277,7 +278,9 @@ def test_an_implausible_record_is_measured_again(tmp_path, monkeypatch):
     tuning._machine.cache_clear()
     first = tuning.machine()
     path, = tmp_path.glob("machine-*.json")
-    slow = dict(first, rate=first["rate"] / 3, join_s=7.4e-3, disturbed=False)
+    # (measured more than CHECK_S ago: a quiet measurement is first checked then)
+    slow = dict(first, rate=first["rate"] / 3, join_s=7.4e-3, disturbed=False,
+                measured_at=time.time() - tuning.CHECK_S - 1)
     build._atomic_write(path, build._seal(slow))
     tuning._machine.cache_clear()
     again = tuning.machine()
@@ -302,14 +305,13 @@ def test_an_implausible_record_is_measured_again(tmp_path, monkeypatch):
 def test_a_record_that_passed_its_check_is_not_checked_at_every_load(tmp_path, monkeypatch):
     """The cheap check at load runs on the first load; after a pass, loads within
     CHECK_S skip it (a cache hit opens no probe), one after that checks again, and a
-    record measured anew is checked anew."""
+    record measured anew is checked anew.  A quiet measurement counts as the first
+    pass: loads within CHECK_S of it do not check it; a disturbed one is checked."""
     monkeypatch.setenv("SYMNET_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(tuning, "blas_library", lambda: None)
     tuning._machine.cache_clear()
     first = tuning.machine()
     path, = tmp_path.glob("machine-*.json")
-    quiet = dict(first, disturbed=False)
-    build._atomic_write(path, build._seal(quiet))
     calls = []
 
     def check(rec, ffi, lib):
@@ -317,6 +319,21 @@ def test_a_record_that_passed_its_check_is_not_checked_at_every_load(tmp_path, m
         return {"implausible": False}
     monkeypatch.setattr(tuning, "quick_check", check)
     monkeypatch.setattr(tuning, "measure", lambda **kw: pytest.fail("measured again"))
+    monkeypatch.setattr(tuning, "RETRY_S", 3600.0)     # a disturbed record: not measured
+    for disturbed, checks in ((False, 0), (True, 1)):
+        build._atomic_write(path, build._seal(dict(first, disturbed=disturbed,
+                                                   measured_at=time.time() - 1)))
+        with contextlib.suppress(OSError):
+            path.with_suffix(".checked").unlink()
+        tuning._machine.cache_clear()
+        tuning.machine()
+        assert len(calls) == checks, (disturbed, calls)
+    calls.clear()
+    # measured longer ago than CHECK_S on a quiet machine, never checked: checked
+    quiet = dict(first, disturbed=False, measured_at=time.time() - tuning.CHECK_S - 1)
+    build._atomic_write(path, build._seal(quiet))
+    with contextlib.suppress(OSError):
+        path.with_suffix(".checked").unlink()
 
     def load():
         tuning._machine.cache_clear()
