@@ -588,6 +588,35 @@ def _driver_for(c_source: str) -> str | None:
     return None
 
 
+def _splits() -> bool:
+    """Whether a network's C may be compiled in two parts (split.py): with a compiler
+    that knows hidden visibility (GCC, Clang), on more than one core, unless
+    ``SYMNET_SPLIT=0``."""
+    if os.environ.get("SYMNET_SPLIT", "1") in ("0", "false", "no"):
+        return False
+    if (os.cpu_count() or 1) < 2:
+        return False
+    version = _compiler_version(tuple(compiler())).lower()
+    return "gcc" in version or "clang" in version
+
+
+def _units(c_source: str, tmp: Path, name: str) -> list[tuple[Path, Path]]:
+    """[(C file, object)] to compile for the network's text ``c_source`` (written to
+    ``tmp/<name>.c``): its two parts where it divides, else the file itself."""
+    if _splits():
+        from .split import split
+        parts = split(c_source)
+        if parts is not None:
+            out = []
+            for i, text in enumerate(parts):
+                src = tmp / f"{name}.part{i + 1}.c"
+                src.write_text(f"/* part {i + 1} of 2 of {name}.c (symnet/backend/c/split.py) "
+                               f"*/\n{text}")
+                out.append((src, tmp / f"k{i + 1}.o"))
+            return out
+    return [(tmp / f"{name}.c", tmp / "k.o")]
+
+
 def build(key: str, c_source: str, cdef: str, meta: dict, kernels: str | None = None):
     """Compile ``c_source`` with its cffi wrapper and load it; record it under
     ``key``.  ``kernels``: the C of the shared matrix driver the source calls
@@ -616,17 +645,20 @@ def build(key: str, c_source: str, cdef: str, meta: dict, kernels: str | None = 
                 tmp = Path(tmp)
                 (tmp / f"{name}.c").write_text(c_source)
                 fl = flags()
-                # Two translation units compiled at the same time: the kernels at full
-                # optimisation, and cffi's wrapper (Python.h, argument conversion) at
-                # -O1 (it only converts arguments); then one link.  Measured, medium
-                # network, loaded 2-core machine: build step 0.93 s as one -O3 unit,
-                # 0.70-0.76 s this way; whole cold compile median 1.19 → 1.12 s.  Apart,
-                # the names of the user's layers never meet the macros of Python.h.
-                # The kernels (and the shared driver, when it is missing) start first:
+                # Translation units compiled at the same time: the network's kernels at
+                # full optimisation, in two parts where they divide (symnet/backend/c/
+                # split.py: each part about half the compiler's time, on its own core),
+                # and cffi's wrapper (Python.h, argument conversion) at -O1 (it only
+                # converts arguments); then one link.  Measured, medium network, loaded
+                # 2-core machine: build step 0.93 s as one -O3 unit, 0.70-0.76 s with the
+                # wrapper apart; whole cold compile median 1.19 → 1.12 s.  Apart, the
+                # names of the user's layers never meet the macros of Python.h.  The
+                # kernels (and the shared driver, when it is missing) start first:
                 # cffi's parsing of the declarations for the wrapper overlaps them.
-                steps = [[*compiler(), *fl, "-c", str(tmp / f"{name}.c"), "-o",
-                          str(tmp / "k.o")]]
-                if k_cmd is not None:   # the shared driver, compiled beside the two units
+                units = _units(c_source, tmp, name)
+                steps = [[*compiler(), *fl, "-c", str(src), "-o", str(obj)]
+                         for src, obj in units]
+                if k_cmd is not None:   # the shared driver, compiled beside the units
                     steps.append(k_cmd)
 
                 # cffi's wrapper: shared by every module with the same declarations (the
@@ -658,10 +690,25 @@ def build(key: str, c_source: str, cdef: str, meta: dict, kernels: str | None = 
                     # names are those of every other module's
                     aliases = ["-Wl,-Bsymbolic", f"-Wl,--defsym,PyInit_{name}=PyInit_{w_mod}"] + \
                         [f"-Wl,--defsym,{a}={b}" for a, b in sorted(canon[1].items())]
-                cmd = [*compiler(), *fl, "-shared", str(w_path), str(tmp / "k.o"),
+                try:
+                    _run_compiler(steps, c_path, c_source, meanwhile=wrapper_step)
+                except BuildError:
+                    if len(units) == 1:
+                        raise
+                    # the parts failed where the whole text may not (a reading of it
+                    # split.py got wrong): compile it whole, as the message would show
+                    _debug("the network's C in two parts did not compile; compiling it "
+                           "whole")
+                    units = [(tmp / f"{name}.c", tmp / "k.o")]
+                    steps = [[*compiler(), *fl, "-c", str(tmp / f"{name}.c"), "-o",
+                              str(tmp / "k.o")]]
+                    if k_cmd is not None and not Path(k_cmd[-1]).exists():
+                        steps.append(k_cmd)
+                    _run_compiler(steps, c_path, c_source,
+                                  meanwhile=wrapper_step if not w_path.exists() else None)
+                cmd = [*compiler(), *fl, "-shared", str(w_path), *[str(o) for _, o in units],
                        *([str(k_obj)] if k_obj is not None else []), "-o", str(out), "-lm",
                        *aliases]
-                _run_compiler(steps, c_path, c_source, meanwhile=wrapper_step)
                 fail = _run_compiler([cmd], c_path, c_source)
                 if not out.is_file():
                     raise fail("the C compiler reported success but wrote no module")
