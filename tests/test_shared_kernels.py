@@ -120,18 +120,74 @@ def test_networks_with_the_same_functions_share_one_wrapper(tmp_path, monkeypatc
         np.testing.assert_allclose(m.forward(X), _numpy_forward(m, X), rtol=1e-12, atol=1e-12)
         m.step(X, np.zeros((32, 3)), 0.1)       # the step of its own network, not another's
         np.testing.assert_allclose(m.forward(X), _numpy_forward(m, X), rtol=1e-12, atol=1e-12)
-    # softmax cross-entropy declares the class-label functions too: another wrapper
+    # softmax cross-entropy declares the class-label functions too: the same wrapper
+    # (it declares every function a network may define), its own functions linked in
     net = sn.Network(sn.Input(40), sn.Dense(9, "relu"), sn.Dense(3), loss="softmax_cross_entropy")
     c = net.compile(dtype="float64", seed=4)
-    assert _wrapper_compiles(log) == 2
+    assert _wrapper_compiles(log) == 1
     labels = np.array([[0.0], [2.0]] * 16)
-    assert np.isfinite(c.loss(X, labels))
+    rows = np.eye(3)[labels[:, 0].astype(int)]
+    assert c.loss(X, labels) == pytest.approx(c.loss(X, rows), rel=1e-12)
+    assert c.runtime.meta["wrapper"] == models[0].runtime.meta["wrapper"]
+    # another number type: a wrapper of its own
+    e = _mlp(13).compile(dtype="float32", seed=6)
+    assert _wrapper_compiles(log) == 2
+    np.testing.assert_allclose(e.forward(X.astype(np.float32)),
+                               _numpy_forward(e, X.astype(np.float32)), rtol=1e-4, atol=1e-4)
     # a truncated wrapper object fails its checksum: compiled anew, never linked
     for obj in (tmp_path / "cache").glob("wrapper-*.o"):
         obj.write_bytes(obj.read_bytes()[:100])
     d = _mlp(11).compile(dtype="float64", seed=5)
     assert _wrapper_compiles(log) == 3
     np.testing.assert_allclose(d.forward(X), _numpy_forward(d, X), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.skipif(not build._ALIASES, reason="the linker aliases names on Linux only")
+def test_a_function_the_network_does_not_define_is_a_stand_in(tmp_path, monkeypatch):
+    """The shared wrapper declares the class-label passes also for a network whose loss
+    takes no labels: there they are stand-ins that return 0 and touch nothing (symnet
+    never calls them: the model has no label passes)."""
+    monkeypatch.setenv("SYMNET_CACHE_DIR", str(tmp_path))
+    m = _mlp(5).compile(dtype="float64", seed=1)
+    assert m.runtime.kernels.labels is None
+    mod = build._loaded[m.runtime.meta["module"]]
+    null = mod.ffi.NULL
+    assert mod.lib.symnet_net_loss_labels(null, null, null, 4, null) == 0.0
+    assert mod.lib.symnet_net_train_labels(null, null, null, null, 0, 1, null, null, 0, null,
+                                           null, null, 0, null, null, null, null) == 0
+    # its own functions are the network's
+    X = np.random.default_rng(1).normal(size=(3, 40))
+    np.testing.assert_allclose(m.forward(X), _numpy_forward(m, X), rtol=1e-12, atol=1e-12)
+
+
+def test_every_network_declares_what_the_shared_wrapper_declares():
+    """The declarations every in-process network may have (emit.universal_cdef) hold
+    those of networks of every kind: a regression, a classifier (class labels), a
+    convolution, a recurrence, attention; in float32 and float64."""
+    from symnet.backend.c.emit import cdef, universal_cdef
+    from symnet.backend.c.runtime import render
+    from symnet.plan.lower import plan
+    nets = [
+        _mlp(4),
+        sn.Network(sn.Input(6), sn.Dense(3), loss="softmax_cross_entropy"),
+        sn.Network(sn.Input((1, 6, 6)), sn.Conv2d(2, 3), sn.Flatten(),
+                   sn.Dense(2, "sigmoid"), loss="bce"),
+        sn.Network(sn.Input((3, 2)), sn.GRU(3), sn.Dense(1), loss="mse"),
+        sn.Network(sn.Input((4, 4)), sn.MultiHeadAttention(2), sn.Flatten(), sn.Dense(2),
+                   loss="softmax_cross_entropy"),
+    ]
+    for net in nets:
+        for dtype in ("float32", "float64"):
+            header = render(plan(net.graph()), dtype, hooks=True)[1]
+            shared = build.shared_declarations(build.canonical_cdef(cdef(header)),
+                                               universal_cdef(dtype))
+            assert shared is not None, (net.describe(), dtype)
+            decls, source, renames = shared
+            assert ("float" if dtype == "float32" else "double") + " symnet_net_loss(" in decls
+            assert all(v.startswith(("symnet_", "sn_absent_")) for v in renames.values())
+            other = "float64" if dtype == "float32" else "float32"
+            assert build.shared_declarations(build.canonical_cdef(cdef(header)),
+                                             universal_cdef(other)) is None
 
 
 def test_declarations_with_the_prefix_written_once():
@@ -206,7 +262,7 @@ def test_build_links_the_driver_the_source_calls(tmp_path, monkeypatch):
     """Any in-process C (rendered with hooks, e.g. the input-gradient kernels) built
     without naming the driver gets the default one linked: the module loads and
     computes what numpy computes."""
-    from symnet.backend.c.emit import cdef
+    from symnet.backend.c.emit import cdef, universal_cdef
     from symnet.backend.c.runtime import Runtime, render
     from symnet.backend.common import plan_meta
     from symnet.plan.lower import plan as make_plan

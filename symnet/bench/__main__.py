@@ -115,11 +115,12 @@ def run_compile(quick: bool):
           f"{len(ct['cold_all'])}):")
     m = ct["machine"]
     print(f"  first network on a new machine (2-4-1, empty cache: measures the machine, "
-          f"compiles the shared matrix driver): {m['total_s']:.3f} s")
+          f"compiles the shared matrix driver and wrapper): {m['total_s']:.3f} s")
     print("  (cold: a network never compiled, on a machine where symnet compiled before; its "
-          "cache holds\n   the machine's figures, the templates' compiled code and the shared "
-          "matrix driver, as a\n   user's second network finds it; byte code of symnet's "
-          "modules present in every process)")
+          "cache holds\n   the machine's figures, the templates' compiled code, the shared "
+          "matrix driver and cffi's\n   wrapper, as a user's second network of the same "
+          "number type finds them; byte code of\n   symnet's modules present in every "
+          "process)")
     for kind in ("cold", "warm"):
         r = ct[kind]
         label = "cold (never compiled)" if kind == "cold" else "warm (cache hit)     "

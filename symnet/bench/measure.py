@@ -179,16 +179,18 @@ def compile_times(workload, repeats: int = 3) -> dict:
     cache hit).  ``cold`` and ``warm`` are the runs with the median total of
     ``repeats``, each cold one in a new cache holding only what the first network
     left that is not a network, as a user's second network finds it: the machine's
-    figures, the templates' compiled code (``jinja/``, symnet/backend/c/emit.py) and
-    the shared matrix driver (``kernels-*``, symnet/backend/c/build.py).
-    ``machine`` is the figure of a cache with nothing in it."""
+    figures, the templates' compiled code (``jinja/``, symnet/backend/c/emit.py), the
+    shared matrix driver (``kernels-*``) and cffi's wrapper that every network of a
+    number type shares (``wrapper-*``, symnet/backend/c/build.py: the first network is
+    float32 too).  ``machine`` is the figure of a cache with nothing in it."""
     tiny = json.dumps([[[2, 4, 1], ["tanh", "linear"], "mse"]])
     spec = json.dumps([[workload.sizes, workload.activations, workload.loss]])
     colds, warms = [], []
     with tempfile.TemporaryDirectory(prefix="symnet-bench-") as first:
         machine = _python(_COMPILE, [tiny], first)
         known = [f for f in os.listdir(first)
-                 if f.startswith(("machine-", "kernels-")) and not f.endswith(".lock")]
+                 if f.startswith(("machine-", "kernels-", "wrapper-"))
+                 and not f.endswith(".lock")]
         for _ in range(repeats):
             with tempfile.TemporaryDirectory(prefix="symnet-bench-") as cache:
                 for f in known:

@@ -106,7 +106,7 @@ class Reverse:
         import hashlib
 
         from ..backend.c import build, tuning
-        from ..backend.c.emit import cdef, kernels_source
+        from ..backend.c.emit import cdef, kernels_source, universal_cdef
         from ..backend.c.runtime import Runtime, network_key, render
         from ..backend.common import plan_meta
         from ..derive.chain import upstream_name
@@ -135,8 +135,8 @@ class Reverse:
                         products=tuning.products_of(plan), tile=None,
                         input_grads=[[name, plan.buffers[upstream_name(name)].offset, width]
                                      for name, width in graph.inputs])
-            hit = build.build(key, source, cdef(header), meta,
-                              kernels=kernels_source(dtype))   # as backend.c.runtime.load
+            hit = build.build(key, source, cdef(header), meta,   # as backend.c.runtime.load
+                              kernels=kernels_source(dtype), shared=universal_cdef(dtype))
         self.rt = Runtime(*hit)
         mine = [(p["name"], p["offset"]) for p in self.rt.meta["params"]]
         theirs = [(p["name"], p["offset"]) for p in model.meta["params"]]

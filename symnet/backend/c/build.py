@@ -553,6 +553,53 @@ def canonical_cdef(cdef: str) -> tuple[str, dict] | None:
     return "".join(line.rstrip() + "\n" for line in text.splitlines() if line.strip()), renames
 
 
+def _declarations(canon: str) -> dict | None:
+    """{name: declaration, spaces normalised} of canonical declarations
+    (``canonical_cdef``); None if one does not name a function ``symnet_net_*``."""
+    out = {}
+    for decl in canon.split(";"):
+        decl = " ".join(decl.split())
+        if decl:
+            m = re.search(r"\b(" + _CANON + r"\w+)\s*\(", decl)
+            if m is None:
+                return None
+            out[m.group(1)] = decl
+    return out
+
+
+def shared_declarations(canon: tuple[str, dict], every: str) -> tuple[str, str, dict] | None:
+    """The one wrapper the in-process networks of a number type share, where the
+    module's canonical declarations ``canon`` (``canonical_cdef``) are among ``every``,
+    the declarations of every function such a module may define
+    (``symnet.backend.c.emit.universal_cdef``): (its
+    declarations, its C: the declarations and a stand-in for each function, {shared
+    name: the module's own, or the stand-in of a function the module does not
+    define}).  The stand-ins return 0 and are never called: symnet calls a function of
+    a module only where its network defines it (the class-label passes where the loss
+    takes labels).  None where the declarations are others (jets)."""
+    mine = _declarations(canon[0])
+    found = canonical_cdef(every)
+    if not mine or found is None:
+        return None
+    text = found[0]
+    every = _declarations(text)
+    if not every or any(every.get(name) != decl for name, decl in mine.items()):
+        return None
+    # the same C for every module: the declarations and a stand-in for each function
+    source = "".join(decl + ";\n" for decl in every.values())
+    source += ("/* stand-ins for the functions a network does not define, linked in their "
+               "place: never called */\n")
+    renames = dict(canon[1])
+    for name, decl in every.items():
+        own = "sn_absent_" + name[len(_CANON):]
+        ret = decl[:decl.index(name)].strip()
+        source += ('__attribute__((visibility("hidden"))) ' + decl.replace(name, own, 1)
+                   + (" { }\n" if ret == "void" else " { return 0; }\n"))
+        if name not in mine:
+            renames[name] = own
+    return text, source, renames
+
+
 @contextlib.contextmanager
 def _shared_wrapper(root: Path, canon: str, tmp: Path):
     """The object of cffi's wrapper of the declarations ``canon`` (``canonical_cdef``)
@@ -617,11 +664,15 @@ def _units(c_source: str, tmp: Path, name: str) -> list[tuple[Path, Path]]:
     return [(tmp / f"{name}.c", tmp / "k.o")]
 
 
-def build(key: str, c_source: str, cdef: str, meta: dict, kernels: str | None = None):
+def build(key: str, c_source: str, cdef: str, meta: dict, kernels: str | None = None,
+          shared: str | None = None):
     """Compile ``c_source`` with its cffi wrapper and load it; record it under
     ``key``.  ``kernels``: the C of the shared matrix driver the source calls
     (``symnet.backend.c.emit.kernels_source``), compiled once into the cache and
     linked in; by default the driver of the default tile when the source calls one.
+    ``shared``: the declarations of every function a module of its kind may define
+    (``symnet.backend.c.emit.universal_cdef``): where they hold ``cdef``'s, the module
+    links the cffi wrapper of all of them, which every such module shares (on Linux).
     Returns (module, meta)."""
     if kernels is None:         # C rendered for the in-process build calls the shared driver
         kernels = _driver_for(c_source)
@@ -638,9 +689,15 @@ def build(key: str, c_source: str, cdef: str, meta: dict, kernels: str | None = 
                 _debug(f"cache entry {name} is damaged ({exc}); rebuilding")
             t0 = time.perf_counter()
             canon = canonical_cdef(cdef) if _ALIASES else None
+            if canon is not None:
+                # (declarations, the wrapper's C, {shared name: the module's own}): the
+                # wrapper every network of the number type shares where it can, else
+                # the one of modules with the same declarations
+                canon = (shared_declarations(canon, shared) if shared else None) or \
+                    (canon[0], canon[0], canon[1])
             with tempfile.TemporaryDirectory(dir=root, prefix=".build-") as tmp, \
                     _shared_kernels(root, kernels, Path(tmp)) as (k_obj, k_cmd), \
-                    (_shared_wrapper(root, canon[0], Path(tmp)) if canon is not None
+                    (_shared_wrapper(root, canon[1], Path(tmp)) if canon is not None
                      else contextlib.nullcontext((None, None, True))) as (w_obj, w_mod, w_new):
                 tmp = Path(tmp)
                 (tmp / f"{name}.c").write_text(c_source)
@@ -674,7 +731,8 @@ def build(key: str, c_source: str, cdef: str, meta: dict, kernels: str | None = 
                     ffi = cffi.FFI()
                     decl = canon[0] if canon is not None else cdef
                     ffi.cdef(decl)
-                    ffi.set_source(w_mod or name, decl)  # the prototypes; the kernels are linked in
+                    # the prototypes (and stand-ins); the kernels are linked in
+                    ffi.set_source(w_mod or name, canon[1] if canon is not None else decl)
                     wrapper = w_path.with_suffix(".c")
                     with contextlib.redirect_stdout(io.StringIO()):  # cffi: "generating ..."
                         ffi.emit_c_code(str(wrapper))
@@ -689,7 +747,7 @@ def build(key: str, c_source: str, cdef: str, meta: dict, kernels: str | None = 
                     # modules load into the global scope (RTLD_GLOBAL), and their shared
                     # names are those of every other module's
                     aliases = ["-Wl,-Bsymbolic", f"-Wl,--defsym,PyInit_{name}=PyInit_{w_mod}"] + \
-                        [f"-Wl,--defsym,{a}={b}" for a, b in sorted(canon[1].items())]
+                        [f"-Wl,--defsym,{a}={b}" for a, b in sorted(canon[2].items())]
                 try:
                     _run_compiler(steps, c_path, c_source, meanwhile=wrapper_step)
                 except BuildError:
@@ -714,7 +772,7 @@ def build(key: str, c_source: str, cdef: str, meta: dict, kernels: str | None = 
                     raise fail("the C compiler reported success but wrote no module")
                 if canon is not None:
                     meta = dict(meta, wrapper=w_mod and f"wrapper-{w_mod[len('_symnet_w'):]}")
-                    if canon[1]:                    # the functions by their shared names
+                    if canon[2]:                    # the functions by their shared names
                         meta = dict(meta, lib_prefix=_CANON)
                 meta = dict(meta, module=name, sha256=_sha(out),
                             c_sha256=hashlib.sha256(c_source.encode()).hexdigest(),

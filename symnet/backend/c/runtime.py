@@ -233,7 +233,7 @@ def load(net, dtype: str, tune: str = "fast") -> Runtime:
         guards.check_sizes(hit[1])
         return Runtime(*hit, tune)
     from ...plan.lower import plan as make_plan
-    from .emit import cdef, kernels_source
+    from .emit import cdef, kernels_source, universal_cdef
     plan = make_plan(net.graph())
     source, header, prefix = render(plan, dtype, hooks=True)
     products = tuning.products_of(plan)
@@ -245,4 +245,5 @@ def load(net, dtype: str, tune: str = "fast") -> Runtime:
                 products=products,           # what the planner times
                 tile=list(tile) if tile else None)
     guards.check_sizes(meta)
-    return Runtime(*build.build(key, source, cdef(header), meta, kernels=kernels), tune)
+    return Runtime(*build.build(key, source, cdef(header), meta, kernels=kernels,
+                                shared=universal_cdef(dtype)), tune)
