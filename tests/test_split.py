@@ -157,3 +157,20 @@ def test_a_split_text_keeps_every_piece_once():
 def test_docstring_examples():
     result = doctest.testmod(importlib.import_module("symnet.backend.c.split"))
     assert result.attempted > 0 and result.failed == 0
+
+
+@pytest.mark.parametrize("name", ["mlp", "conv"])
+def test_parts_compile_without_warnings(name, tmp_path):
+    """Each part is as clean as the whole text (tests/test_warnings.py): -Wall -Wextra
+    -pedantic, no warning (a declaration left without its definition, an unused static
+    function would show)."""
+    net = _networks()[name][0]
+    parts = split.split(render(plan(net.graph()), "float32", hooks=True)[0])
+    assert parts is not None
+    for i, text in enumerate(parts):
+        src = tmp_path / f"part{i}.c"
+        src.write_text(text)
+        out = subprocess.run(["gcc", "-std=c99", "-pedantic", "-Wall", "-Wextra", "-Werror",
+                              "-O2", "-fopenmp", "-DSN_USE_BLAS", "-c", str(src), "-o",
+                              str(src.with_suffix(".o"))], capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
