@@ -281,3 +281,20 @@ def test_build_links_the_driver_the_source_calls(tmp_path, monkeypatch):
          .reshape(q["shape"]) for q in rt.meta["params"]}
     want = np.maximum(X @ p["W1"].T + p["b1"], 0) @ p["W2"].T + p["b2"]
     np.testing.assert_allclose(rt.forward(X), want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.skipif(not build._ALIASES, reason="the linker aliases names on Linux only")
+def test_without_the_shared_declarations_a_module_has_the_wrapper_of_its_own(tmp_path,
+                                                                            monkeypatch):
+    """A header template the shared declarations cannot be rendered from (None) leaves
+    each module the wrapper of its own declarations: it compiles and computes."""
+    from symnet.backend.c import emit
+    monkeypatch.setenv("SYMNET_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("CC", str(_logging_cc(tmp_path)))
+    monkeypatch.setattr(emit, "universal_cdef", lambda dtype: None)
+    m = _mlp(7).compile(dtype="float64", seed=1)
+    assert _wrapper_compiles(tmp_path / "cc.log") == 1
+    wrapper = (tmp_path / "cache" / f"{m.runtime.meta['wrapper']}.c").read_text()
+    assert "sn_absent_" not in wrapper and "symnet_net_loss_labels" not in wrapper
+    X = np.random.default_rng(2).normal(size=(4, 40))
+    np.testing.assert_allclose(m.forward(X), _numpy_forward(m, X), rtol=1e-12, atol=1e-12)
