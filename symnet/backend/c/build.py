@@ -665,7 +665,7 @@ def _units(c_source: str, tmp: Path, name: str) -> list[tuple[Path, Path]]:
 
 
 def build(key: str, c_source: str, cdef: str, meta: dict, kernels: str | None = None,
-          shared: str | None = None):
+          shared: str | None = None, meanwhile=None):
     """Compile ``c_source`` with its cffi wrapper and load it; record it under
     ``key``.  ``kernels``: the C of the shared matrix driver the source calls
     (``symnet.backend.c.emit.kernels_source``), compiled once into the cache and
@@ -673,6 +673,8 @@ def build(key: str, c_source: str, cdef: str, meta: dict, kernels: str | None = 
     ``shared``: the declarations of every function a module of its kind may define
     (``symnet.backend.c.emit.universal_cdef``): where they hold ``cdef``'s, the module
     links the cffi wrapper of all of them, which every such module shares (on Linux).
+    ``meanwhile``: called once while the compiler runs (Python work that loading the
+    module needs next, which would otherwise wait for the compiler).
     Returns (module, meta)."""
     if kernels is None:         # C rendered for the in-process build calls the shared driver
         kernels = _driver_for(c_source)
@@ -726,6 +728,8 @@ def build(key: str, c_source: str, cdef: str, meta: dict, kernels: str | None = 
 
                 def wrapper_step():
                     if not w_new:
+                        if meanwhile is not None:
+                            meanwhile()
                         return []
                     import cffi
                     ffi = cffi.FFI()

@@ -246,4 +246,4 @@ def load(net, dtype: str, tune: str = "fast") -> Runtime:
                 tile=list(tile) if tile else None)
     guards.check_sizes(meta)
     return Runtime(*build.build(key, source, cdef(header), meta, kernels=kernels,
-                                shared=universal_cdef(dtype)), tune)
+                                shared=universal_cdef(dtype), meanwhile=tuning.preload), tune)
