@@ -133,6 +133,9 @@ def test_a_part_that_does_not_compile_falls_back_to_the_whole(tmp_path, monkeypa
     ("int f(void) { return 1; }\nint g(void) { /* open\n", "an unterminated comment"),
     ("static int (*pick)(int) = 0;\nint f(void) { return 1; }\nint g(void) { return 2; }\n",
      "a declaration with parentheses"),
+    ("static inline int next(void) { static int n; return ++n; }\n"
+     "int f(void) { return next(); }\nint g(void) { return next(); }\n",
+     "a static variable of an inline function (one per part)"),
 ])
 def test_text_it_does_not_read_is_not_split(text, why):
     assert split.split(text) is None, why

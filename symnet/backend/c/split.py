@@ -295,6 +295,9 @@ def _split(text: str, weights: dict | None):
             words = _words(it.head)
             if "inline" in words or "SN_INLINE" in words:
                 it.kind = "inline"
+                # a static variable of an inline function would be one per part
+                if "static" in _words(it.text[it.brace:]):
+                    raise _Unknown(f"a static variable in the inline function {it.name}")
             else:
                 funcs.setdefault(it.name, []).append(it)
     variables = {}              # static variables: name -> the items declaring them
