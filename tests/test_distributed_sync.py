@@ -281,3 +281,46 @@ def test_exported_c_has_no_hook(tmp_path):
         if f.suffix in (".c", ".h"):
             text = f.read_text()
             assert "sn_reduce" not in text and "reduce_hook" not in text, f.name
+
+
+def test_sync_keeps_the_refusal_of_a_batch_larger_than_one_call_and_allows_batches_of_one():
+    from symnet.runtime.distributed import _check_stateful
+    model = _bn_net(True).compile(dtype="float64", seed=0)
+    R = model.rows_per_call
+    with pytest.raises(ValueError, match=rf"layer 'N' \(BatchNorm1d\): batch_size {R + 1} is "
+                                         r"more than one compiled call takes"):
+        _check_stateful(model, "minibatch", R + 1, R + 5, sync=True)
+    with pytest.raises(ValueError, match=r"layer 'N' \(BatchNorm1d\): method 'sd' makes this "
+                                         rf"process's {R + 1} examples one batch"):
+        _check_stateful(model, "sd", 32, R + 1, sync=True)
+    _check_stateful(model, "sgd", 1, 10, sync=True)          # one example per process
+    _check_stateful(model, "minibatch", 4, 9, sync=True)     # a last batch of one
+    with pytest.raises(ValueError, match="method 'sgd'"):    # without sync: refused
+        _check_stateful(model, "sgd", 1, 10, sync=False)
+
+
+def test_steps_of_one_value_per_channel_over_all_processes_are_refused():
+    from symnet.runtime.distributed import _check_global_batches
+    model = _bn_net(True).compile(dtype="float64", seed=0)
+    _check_global_batches(model, "sgd", 1, [5, 4])           # 2 examples a step
+    _check_global_batches(model, "minibatch", 4, [9, 9])     # steps of 8, 8 and 1 + 1
+    with pytest.raises(ValueError, match=r"layer 'N' \(BatchNorm1d\): sync=True, and step 1 "
+                                         r"of each epoch has 1 example over all 1 process "):
+        _check_global_batches(model, "sgd", 1, [5])
+    with pytest.raises(ValueError, match=r"step 3 of each epoch has 1 example over all 2 "):
+        _check_global_batches(model, "minibatch", 4, [9, 4])
+
+
+def test_sync_needs_the_c_backend_and_the_same_flag_on_every_batchnorm():
+    from symnet.runtime.distributed import _synced
+    assert _synced(_bn_net(False).compile(dtype="float64", seed=0)) is False
+    assert _synced(_bn_net(True).compile(dtype="float64", seed=0)) is True
+    with pytest.raises(ValueError, match=r"layer 'N' \(BatchNorm1d\): sync=True in fit with "
+                                         r"comm needs the C backend \(this model's is 'numpy'\)"):
+        _synced(_bn_net(True).compile(dtype="float64", seed=0, backend="numpy"))
+    net = sn.Network(sn.Input(3), sn.Dense(4, "tanh"), sn.BatchNorm1d(name="A"),
+                     sn.Dense(3, "tanh"), sn.BatchNorm1d(name="B", sync=True), sn.Dense(2),
+                     loss="softmax_cross_entropy")
+    with pytest.raises(ValueError, match=r"layer 'B' \(BatchNorm1d\) has sync=True but "
+                                         r"layer 'A' \(BatchNorm1d\) not"):
+        _synced(net.compile(dtype="float64", seed=0))

@@ -50,11 +50,15 @@ Dropout: process r draws its masks with the key seed + r·_MIX (mod 2²⁴) whil
 runs (process 0 keeps the seed), so the processes' masks differ and repeat for the
 same seed and number of processes; every process holds the seed again after fit.
 BatchNorm: each process normalises by its own batch's statistics (per-process, as
-the gradient formula says; no synchronised statistics yet); after each step one
-more Allreduce combines the batches' counts and sums exactly, and the running
-statistics move toward the global batch's mean and unbiased variance on every
-process alike.  ``sgd``, a last batch of one example and a process's batch larger
-than one compiled call are refused before training, naming the layer.
+the gradient formula says); after each step one more Allreduce combines the
+batches' counts and sums exactly, and the running statistics move toward the
+global batch's mean and unbiased variance on every process alike.  ``sgd``, a
+last batch of one example and a process's batch larger than one compiled call are
+refused before training, naming the layer.  With ``sync=True`` (all BatchNorm
+layers or none) the statistics are the step's global batch's: the C's sums over
+the batch (``meta["batch_sums"]``, symnet.plan.batchsum) go through a callback
+that all-reduces them (``_SyncSums``), so each step is one process's step on the
+union of the batches; a process with no examples in a step takes part with zeros.
 
 >>> import symnet as sn
 >>> from mpi4py import MPI                               # doctest: +SKIP
