@@ -281,6 +281,9 @@ SYNCED = {
                  net="bn2d"),
     "mixed": dict(method="sd", epochs=1, lr=0.3, net="mixed"),
     # step 2 holds one example over all processes: process 0's 14th (or 10th)
+    # process 1's callback raises after its 3rd sum of the 2nd step (a bug in a hook)
+    "hook_fails": dict(method="minibatch", batch_size=4, epochs=1, lr=0.3, shuffle=False,
+                       net="bn", fail=(1, 7)),
     "one_in_step": dict(method="minibatch", batch_size={2: 13, 3: 9}, epochs=1, lr=0.3,
                         net="bn"),
 }
@@ -298,6 +301,21 @@ def synced_network(kind):
                       *extra, sn.Dense(2), loss="softmax_cross_entropy")
 
 
+def _failing_hook(rank, at):
+    """This process's hook of the synchronised sums raises in its ``at``-th call (after
+    taking part in the Allreduce, as a late bug would); returns the undo."""
+    from symnet.runtime import distributed
+    real, calls = distributed._SyncSums.reduce, [0]
+
+    def reduce(self, values, kind):
+        real(self, values, kind)
+        calls[0] += 1
+        if calls[0] == at:
+            raise RuntimeError(f"hook fails in call {at}")
+    distributed._SyncSums.reduce = reduce
+    return lambda: setattr(distributed._SyncSums, "reduce", real)
+
+
 def _synced(comm, out, names):
     """BatchNorm(sync=True) over MPI on the uneven parts of SIZES[P]: each process's
     parameters, History and error per scenario."""
@@ -311,11 +329,15 @@ def _synced(comm, out, names):
         model = synced_network(kind).compile(dtype="float64", seed=r)
         X, T = data(n=sum(SIZES[P]), kind="conv" if kind == "bn2d" else "tanh")
         error, hist = None, None
+        restore = _failing_hook(*spec["fail"]) if spec.get("fail", (None,))[0] == r else None
         try:
             hist = model.fit(part(X, SIZES[P], r), part(T, SIZES[P], r), progress=False,
                              comm=comm, **fit_args(spec)).to_dict()
         except Exception as exc:  # noqa: BLE001  (recorded for the test to check)
             error = f"{type(exc).__name__}: {exc}"
+        finally:
+            if restore:
+                restore()
         arrays[name] = model.theta.copy()
         info[name] = {"error": error, "hist": hist,
                       "params": {k: np.asarray(v).tolist() for k, v in model.params.items()}}

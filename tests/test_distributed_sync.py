@@ -145,6 +145,18 @@ def test_sync_must_be_all_or_none_of_the_batchnorm_layers(runs):
             in r["error"]
 
 
+def test_an_exception_in_a_process_hook_stops_every_process(runs):
+    """Process 1's callback raises in step 2: its error comes out of its fit after the
+    C call (no crash), and the other processes stop with DistributedError naming it."""
+    res, P = runs
+    errors = [r["error"] for r in res["hook_fails"]]
+    assert errors[1] == "RuntimeError: hook fails in call 7"
+    for r, e in enumerate(errors):
+        if r != 1:
+            assert e.startswith("DistributedError: training stopped because process 1 of "
+                                f"{P} failed in step 2 of this fit: RuntimeError: hook fails"), e
+
+
 def test_a_step_of_one_example_over_all_processes_is_refused(runs):
     res, P = runs
     for r in res["one_in_step"]:

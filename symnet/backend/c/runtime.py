@@ -122,9 +122,12 @@ class Runtime:
         if self._reduce_hook is None:
             raise ValueError("this network has no sums over the batch to synchronise")
         ffi = self._ffi
-        if fn is None:
+        if fn is None:              # (reduce_error stays for the caller to raise)
             self._reduce_hook(ffi.NULL, 0.0)
-            self._reduce_cb = None
+            return
+        self.reduce_error = None
+        if self._reduce_cb is not None and self._reduce_cb[0] == fn:   # fit's every step
+            self._reduce_hook(self._reduce_cb[1], float(count))
             return
         dtype, real = self.dtype, "float" if self.dtype == np.float32 else "double"
 
@@ -135,9 +138,9 @@ class Runtime:
             if self.reduce_error is None:
                 self.reduce_error = exc if exc is not None else exc_type()
 
-        self.reduce_error = None
-        self._reduce_cb = ffi.callback(f"void({real} *, int, int)", call, onerror=onerror)
-        self._reduce_hook(self._reduce_cb, float(count))
+        cb = ffi.callback(f"void({real} *, int, int)", call, onerror=onerror)
+        self._reduce_cb = (fn, cb)          # kept alive while the C may call it
+        self._reduce_hook(cb, float(count))
 
     @property
     def c_source(self) -> str:
