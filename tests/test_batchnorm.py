@@ -173,8 +173,9 @@ def test_a_batch_of_one_in_training_is_refused_naming_the_layer():
 
 def test_summary_counts_the_sums_over_the_batch():
     rows = {r.name: r for r in _net("2d").compile().summary(batch_size=4).layers}
-    # Σ over 4 examples × 9 positions, for each of the 4·2·3·3 outputs, 2 flops a term
-    assert rows["N_c"].flops_forward == rows["N"].flops_forward == 2 * 4 * 18 * 4 * 9
+    # Σ over 4 examples × 9 positions once for each of the 2 channels (symnet.plan.batchsum),
+    # 2 flops a term: 2·4·9·2 = 2·B·n_out
+    assert rows["N_c"].flops_forward == rows["N"].flops_forward == 2 * 4 * 9 * 2
     assert rows["N"].params == 2 * 2 + 2 * 2 + 1        # γ, β, mean, var, mode
 
 
@@ -294,3 +295,21 @@ def test_a_batchnorm_that_cannot_fold_stays_in_the_export(tmp_path):
     np.testing.assert_allclose(got, model.forward(X), rtol=1e-12, atol=1e-13)   # the logits
     assert "gamma2" in c and "mean2" in c
     assert f"#define NET_N_PARAMS {model.theta.size}" in h
+
+
+@pytest.mark.parametrize("kind", ["1d", "2d"])
+def test_each_sum_over_the_batch_runs_once_per_channel(kind):
+    """symnet.plan.batchsum: no loop of the plan runs over two batch indices (the B² loops
+    of a sum per output element are gone); the four sums (two forward, two backward) each
+    have a buffer of their own and a BatchSum after them."""
+    from symnet.plan.lower import plan
+    from symnet.plan.ops import BatchSum, Loop
+    p = plan(_net(kind).graph())
+    for op in p.forward + p.backward:
+        if isinstance(op, Loop):
+            assert sum(e == "batch" for _, e in op.indices) <= 1, op.comment
+    assert [(s["target"], s["kind"]) for s in p.batch_sums] == \
+        [("z_N_c", 0), ("z_N", 0), ("dL_dN_c", 1), (p.batch_sums[3]["target"], 1)]
+    assert [op.buffer for op in p.forward + p.backward if isinstance(op, BatchSum)] == \
+        [s["name"] for s in p.batch_sums]
+    assert p.unsynced == []

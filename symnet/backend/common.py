@@ -30,6 +30,10 @@ def plan_meta(plan, description: dict, dtype: str) -> dict:
                     "offset": plan.buffers[p.name].offset, "trainable": p.trainable}
                    for p in graph.params()],
         "description": description,
+        # the sums over the batch in the order a training call reaches them, each followed
+        # by the C's reduce hook (symnet.plan.batchsum), and those left unsplit
+        "batch_sums": [dict(s) for s in plan.batch_sums],
+        "unsynced": list(plan.unsynced),
         # where the batch sums of BatchNorm lie in work (per row; the model reads them)
         "work_offsets": {b.name: b.offset for b in plan.buffers.values() if b.kind == "work"
                          and any(n.kind == "batchnorm" and b.name.startswith(f"z_{n.name}")

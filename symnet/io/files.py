@@ -225,7 +225,8 @@ def _layer(d: dict):
     if kind in ("batchnorm1d", "batchnorm2d"):
         from ..lang import batchnorm
         cls = batchnorm.BatchNorm1d if kind == "batchnorm1d" else batchnorm.BatchNorm2d
-        return cls(eps=d["eps"], momentum=d["momentum"], name=d["name"])
+        return cls(eps=d["eps"], momentum=d["momentum"], name=d["name"],
+                   sync=bool(d.get("sync", False)))
     if kind == "embedding":
         from ..lang.embedding import Embedding
         return Embedding(d["num"], d["dim"], name=d["name"])

@@ -13,8 +13,13 @@ momentum·σ²·n/(n − 1) (unbiased, as PyTorch's).  ``mean{k}``, ``var{k}`` a
 (t) are frozen parameters: saved, loaded and exported with the model.
 
 PyTorch's ``nn.BatchNorm1d(C)`` / ``nn.BatchNorm2d(C)``: weight = ``gamma{k}``, bias =
-``beta{k}``, running_mean = ``mean{k}``, running_var = ``var{k}``.  A sum over the batch is
-computed for every output element (B²·S² terms per channel): meant for small layers.
+``beta{k}``, running_mean = ``mean{k}``, running_var = ``var{k}``.  Each sum over the
+batch is computed once per channel, in a buffer of its own (``symnet.plan.batchsum``).
+
+``sync=True``: in ``fit(comm=...)`` the statistics are those of the step's batch over
+all processes (the sums over b′ run over every process's examples, forward and
+backward, through the plan's hook), as PyTorch's ``SyncBatchNorm``; without ``comm`` it
+is the same as ``sync=False``.  The flag is part of the network (saved and loaded).
 """
 
 from __future__ import annotations
@@ -28,8 +33,12 @@ class _BatchNorm(LayerBase):
     tensor = True
     ranks: tuple = ()
 
-    def __init__(self, eps: float = 1e-5, momentum: float = 0.1, name: str | None = None):
+    def __init__(self, eps: float = 1e-5, momentum: float = 0.1, name: str | None = None,
+                 sync: bool = False):
         self.name = None if name is None else check_name(name, "layer")
+        if not isinstance(sync, bool):
+            raise ValueError(f"{self._where()}: sync must be True or False, got {sync!r}")
+        self.sync = bool(sync)
         for what, v, hi in (("eps", eps, math.inf), ("momentum", momentum, 1.0)):
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= hi \
                     or v == math.inf:
@@ -44,11 +53,14 @@ class _BatchNorm(LayerBase):
 
     def __repr__(self):
         return (f"{type(self).__name__}(eps={self.eps!r}, momentum={self.momentum!r}, "
-                f"name={self.name!r})")
+                f"name={self.name!r}{', sync=True' if self.sync else ''})")
 
     def describe(self) -> dict:
-        return {"kind": type(self).__name__.lower(), "eps": self.eps,
-                "momentum": self.momentum, "name": self.name}
+        out = {"kind": type(self).__name__.lower(), "eps": self.eps,
+               "momentum": self.momentum, "name": self.name}
+        if self.sync:           # (absent when False: the descriptions saved before it)
+            out["sync"] = True
+        return out
 
     def output_shape(self, in_shape):
         if len(in_shape) not in self.ranks:
@@ -61,7 +73,9 @@ class _BatchNorm(LayerBase):
         import sympy as sp
 
         from ..ir import nodes as ir
-        INV_BATCH = sp.Symbol("inv_batch", positive=True)   # 1/B: the C's inv_batch (derive's)
+        # 1/B, the examples the statistics run over: this call's batch, or the step's
+        # batch over all processes where a fit synchronises them (the C's inv_stat)
+        INV_BATCH = sp.Symbol("inv_stat", positive=True)
         in_shape = tuple(shapes[0])
         x, C = inputs[0], in_shape[0]
         out = ("c",) + ("y", "x")[2 - (len(in_shape) - 1):] if len(in_shape) > 1 else ("c",)

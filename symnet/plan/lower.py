@@ -15,7 +15,7 @@ import sympy as sp
 from ..ir import nodes as ir
 from ..derive.chain import NodeGrad, Term, delta_name, derive, grad_name, shifted, upstream_name
 from ..derive.chain import fused as is_fused
-from . import correlate
+from . import batchsum, correlate
 from .fuse import fuse_routes
 from .overwrite import overwrite
 from .products import mark as mark_products
@@ -66,6 +66,10 @@ class Plan:
     split_backward_labels: list | None = None
     regions: list = field(default_factory=list)    # every Rows of the three
     part_offset: int = 0         # per-row offset in work of the chunks' partial gradients
+    # the sums over the batch, each in a buffer of its own (symnet.plan.batchsum), in the
+    # order a training call reaches them: {"name", "size", "kind", "target"}
+    batch_sums: list = field(default_factory=list)
+    unsynced: list = field(default_factory=list)   # sums over the batch left unsplit
 
     @property
     def output(self) -> str:
@@ -192,6 +196,15 @@ def plan(graph: ir.Graph) -> Plan:
     p.backward = _loss(graph, by_node, grad=True, written=written) \
         + _backward(graph, by_node, written, convs)
     p.backward = fuse_routes(p, p.backward)
+
+    def new_buffer(name, shape, comment):
+        if name in buffers:
+            raise ValueError(f"the name {name!r} is used twice in the generated code; "
+                             "rename the layer")
+        buffers[name] = _batch(name, shape, "work", p.work_per_row, comment)
+        p.work_per_row += _size(shape)
+    p.forward = batchsum.rewrite(p, p.forward, batchsum.FORWARD, new_buffer)
+    p.backward = batchsum.rewrite(p, p.backward, batchsum.BACKWARD, new_buffer)
     p.forward, p.backward = overwrite(p, p.forward), overwrite(p, p.backward)
     p.n_trainable = n_trainable
     if len(graph.outputs) == 1 and by_node[graph.outputs[0]].coupled is not None:

@@ -157,3 +157,18 @@ class Rows:
     size: int = 0
     index: int = 0
     backward: bool = False       # a run of the backward pass (not emitted without training)
+
+
+@dataclass
+class BatchSum:
+    """``buffer`` (row 0, ``size`` numbers) holds a sum over the examples of this call's
+    batch; where a fit synchronises the batch over processes (``symnet.plan.batchsum``),
+    the runtime's hook replaces it there by the sum over every process's batch.
+    ``kind`` 0: a sum of the forward pass (the values as they are); 1: of the backward
+    pass (derivatives, in this call's scale of the loss, 1/its batch).  Without a hook
+    (the default, and exported C) nothing happens."""
+
+    buffer: str
+    size: int
+    kind: int
+    comment: str = ""

@@ -16,6 +16,8 @@ import sympy as sp
 
 from ..ir import nodes as ir
 from ..derive.chain import INV_BATCH, NodeGrad, delta_name, grad_name, upstream_name
+
+INV_STAT = sp.Symbol("inv_stat", positive=True)   # BatchNorm's 1/B (symnet.lang.batchnorm)
 from ..scalar.primitives import sigmoid, softplus
 
 
@@ -113,7 +115,7 @@ class _Run:
         if expr not in self.rules:
             self.rules[expr] = step_form(expr)
         expr = self.rules[expr]
-        sub = {INV_BATCH: sp.Rational(1, self.batch)}
+        sub = {INV_BATCH: sp.Rational(1, self.batch), INV_STAT: sp.Rational(1, self.batch)}
         for sym in expr.free_symbols:
             acc = self.symbols.get(sym)
             if acc is not None:

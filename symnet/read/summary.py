@@ -174,7 +174,12 @@ def summarize(network, batch_size: int = 32, dtype: str = "float32") -> Summary:
                 mm = 2 * B * g["cout"] * int(np.prod(g["out_hw"])) * g["cin"] \
                     * int(np.prod(g["kernel"]))
                 fwd, bwd = fwd + mm, bwd + mm * len(grad.summands[r.name])
-            elif node.kind in ("norm", "mean", "rstd", "softmax", "batchnorm", "embedding"):
+            elif node.kind == "batchnorm":
+                # Σ over the batch once per channel (symnet.plan.batchsum): B·S terms for
+                # each of C channels, B·n_out in all
+                terms = 2 * B * node.n_out
+                fwd, bwd = fwd + terms, bwd + terms * len(grad.summands[r.name])
+            elif node.kind in ("norm", "mean", "rstd", "softmax", "embedding"):
                 # Σ over the last axis, the batch or the table, for every output element
                 terms = 2 * B * node.n_out * int(np.prod([B if e == "batch" else e
                                                           for _, e in r.space]))

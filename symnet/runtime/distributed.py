@@ -50,11 +50,15 @@ Dropout: process r draws its masks with the key seed + r·_MIX (mod 2²⁴) whil
 runs (process 0 keeps the seed), so the processes' masks differ and repeat for the
 same seed and number of processes; every process holds the seed again after fit.
 BatchNorm: each process normalises by its own batch's statistics (per-process, as
-the gradient formula says; no synchronised statistics yet); after each step one
-more Allreduce combines the batches' counts and sums exactly, and the running
-statistics move toward the global batch's mean and unbiased variance on every
-process alike.  ``sgd``, a last batch of one example and a process's batch larger
-than one compiled call are refused before training, naming the layer.
+the gradient formula says); after each step one more Allreduce combines the
+batches' counts and sums exactly, and the running statistics move toward the
+global batch's mean and unbiased variance on every process alike.  ``sgd``, a
+last batch of one example and a process's batch larger than one compiled call are
+refused before training, naming the layer.  With ``sync=True`` (all BatchNorm
+layers or none) the statistics are the step's global batch's: the C's sums over
+the batch (``meta["batch_sums"]``, symnet.plan.batchsum) go through a callback
+that all-reduces them (``_SyncSums``), so each step is one process's step on the
+union of the batches; a process with no examples in a step takes part with zeros.
 
 >>> import symnet as sn
 >>> from mpi4py import MPI                               # doctest: +SKIP
@@ -245,7 +249,7 @@ class MPI:
             Xc, Tc, epochs_, batch_size_, schedule = checked_arguments(
                 model, X, T, method, epochs, batch_size, lr)
             if model.stateful:
-                _check_stateful(model, method, batch_size_, Xc.shape[0])
+                _check_stateful(model, method, batch_size_, Xc.shape[0], _synced(model))
             val = None
             if validation_data is not None and rank == 0:
                 Tv = checked_validation(model, validation_data)[1]
@@ -269,6 +273,11 @@ class MPI:
         _compare([i["sig"] for i in infos], [i["settings"] for i in infos])
         self.sizes = [i["n"] for i in infos]
         self.val_on_root = infos[0]["val"]
+        self.sync = None
+        if _synced(model):
+            _check_global_batches(model, method, mine[3], self.sizes)
+            self.sync = _SyncSums(model, comm, self._mpi)
+            model.batch_global = True       # a process's batch of one is fine: see above
         with model.lock:
             comm.Bcast(model.theta, root=0)
             if seed is not None:
@@ -307,6 +316,7 @@ class MPI:
         self.mixed += rank
 
     def unmix(self, model):
+        model.batch_global = False
         if self.mixed:
             with model.lock:
                 self._mix(model, -self.mixed)
@@ -317,7 +327,9 @@ class MPI:
         example count, shifted sums and centred sums of squares per channel), so that
         they stay the same on every process."""
         model.advance_masks(1)
-        if model.batchnorms:
+        if self.sync is not None:
+            self.sync.running_statistics(model)
+        elif model.batchnorms:
             _running_statistics(model, self.comm, self._mpi, self.b)
 
     def step(self, run, rows, flag) -> tuple:
@@ -325,8 +337,18 @@ class MPI:
         Raises when a process failed."""
         buf, n, err = self.buf, self.n, None
         self.b = 0
+        sync = self.sync
+        if sync is not None:     # the step's examples over all processes, then the hook
+            sync.begin(run.X.shape[0] if rows is None else rows.size)
+            run.model.runtime.reduce_hook(sync.reduce, sync.count)
         try:
-            b, loss = run.local(rows)
+            try:
+                b, loss = run.local(rows)
+            finally:
+                if sync is not None:
+                    run.model.runtime.reduce_hook(None)
+            if sync is not None and (sync.error or run.model.runtime.reduce_error):
+                raise sync.error or run.model.runtime.reduce_error
             self.b = b
             if b:
                 np.multiply(run.model.grad, b, out=buf[:n])
@@ -343,6 +365,8 @@ class MPI:
             buf[:] = 0.0
             buf[n + _FAIL], err = 1.0, exc
         buf[n + _STOP] = float(flag.raised)
+        if sync is not None:     # the sums this process's call did not reach (no examples,
+            sync.finish()        # or an error): zeros, so that every process takes part
         self.comm.Allreduce(*self._reduce_args)
         if buf[n + _FAIL]:
             self._failed(err, run.t)
@@ -422,18 +446,46 @@ def fit(model, X, T, comm, method="minibatch", epochs=10, batch_size=32, lr=0.1,
 _MIX = 10368889
 
 
-def _check_stateful(model, method, batch_size, n):
+def _synced(model) -> bool:
+    """Whether the model's BatchNorm layers synchronise their statistics (sync=True);
+    ValueError when only some do, or a sum over the batch cannot go through the hook."""
+    bns = model.batchnorms
+    synced = [bn for bn in bns if bn["sync"]]
+    if not synced:
+        return False
+    where = [f"layer {bn['name']!r} ({type(bn['layer']).__name__})" for bn in bns]
+    if len(synced) != len(bns):
+        plain = [w for w, bn in zip(where, bns) if not bn["sync"]]
+        raise ValueError(f"{where[bns.index(synced[0])]} has sync=True but "
+                         f"{', '.join(plain)} not: in fit with comm the BatchNorm layers of "
+                         "a network synchronise their statistics all or none; give them the "
+                         "same sync")
+    if model.meta.get("unsynced"):
+        raise ValueError(f"{where[0]}: sync=True, but the network sums over the batch in a "
+                         "form the synchronised sums cannot take: "
+                         + "; ".join(model.meta["unsynced"]))
+    if not hasattr(model.runtime, "reduce_hook") or "batch_sums" not in model.meta:
+        raise ValueError(f"{where[0]}: sync=True in fit with comm needs the C backend "
+                         f"(this model's is {getattr(model.runtime, 'backend', '?')!r})")
+    return True
+
+
+def _check_stateful(model, method, batch_size, n, sync=False):
     """BatchNorm's statistics are those of one compiled call's batch: a process's
     batch (all of its part for sd) must fit in one call, and hold 2 values or more
-    per channel (sgd's one example does not)."""
+    per channel (sgd's one example does not).  With ``sync`` the statistics are the
+    step's over all processes: a process's batch of one is fine (the steps' batches
+    over all processes are checked by ``_check_global_batches``)."""
     for bn in model.batchnorms:
         where = f"layer {bn['name']!r} ({type(bn['layer']).__name__})"
-        if method == "sgd" and bn["S"] < 2:
+        if sync:
+            pass
+        elif method == "sgd" and bn["S"] < 2:
             raise ValueError(f"{where}: method 'sgd' gives each process a batch of one "
                              "example, which has no variance in training; use "
                              "'minibatch' with batch_size ≥ 2")
         last = n if method == "sd" else n % batch_size if method == "minibatch" else 0
-        if last == 1 and bn["S"] < 2:
+        if last == 1 and bn["S"] < 2 and not sync:
             raise ValueError(f"{where}: this process's {n} examples leave a last batch of "
                              f"one example{'' if method == 'sd' else f' (batch_size {batch_size})'}"
                              ", which has no variance in training; change batch_size or "
@@ -449,6 +501,94 @@ def _check_stateful(model, method, batch_size, n):
                              f"call takes ({model.rows_per_call} rows), so the batch "
                              "statistics would be those of its parts; use batch_size ≤ "
                              f"{model.rows_per_call}")
+
+
+def _check_global_batches(model, method, batch_size, sizes):
+    """With sync=True: every step of an epoch must hold 2 values or more per channel over
+    all processes (the same ValueError on every process, before training)."""
+    P = len(sizes)
+    if method == "sd":
+        counts = [sum(sizes)]
+    elif method == "sgd":
+        counts = [P]
+    else:
+        counts = [sum(min(max(n - s * batch_size, 0), batch_size) for n in sizes)
+                  for s in range(steps_per_epoch(method, sizes, batch_size))]
+    for bn in model.batchnorms:
+        for s, N in enumerate(counts):
+            if N * bn["S"] < 2:
+                raise ValueError(
+                    f"layer {bn['name']!r} ({type(bn['layer']).__name__}): sync=True, and "
+                    f"step {s + 1} of each epoch has {N} example over all {P} process"
+                    f"{'es' if P > 1 else ''} (parts of {sizes} examples"
+                    f"{'' if method != 'minibatch' else f', batch_size {batch_size}'}), "
+                    "one value per channel, which has no variance in training; change "
+                    "batch_size or the parts")
+
+
+class _SyncSums:
+    """BatchNorm(sync=True) in fit with comm: the C's sums over the batch
+    (``meta["batch_sums"]``: two in the forward pass and two in the backward pass per
+    BatchNorm) each summed over the processes by one in-place Allreduce, called back from
+    the C.  Forward sums (kind 0) are added as they are; backward sums (kind 1) are
+    derivatives of this process's loss, a mean over its b examples, so each process gives
+    b·values and takes the sum back divided by its b: every process then holds the
+    derivative of the global mean loss times |N(t)|/b, the scale its gradients are in, and
+    the step's Allreduce of b·gradients gives the gradient of one process running the
+    union of the batches.  ``begin`` (one Allreduce of the step's example counts) gives
+    BatchNorm's 1/|N(t)|; ``finish`` takes part in the sums a process's call did not
+    reach (no examples in this step, or an error), with zeros, so no process waits."""
+
+    def __init__(self, model, comm, mpi):
+        self.entries = model.meta["batch_sums"]
+        self.comm, self.mpi = comm, mpi
+        self.first = {e["target"]: k for k, e in enumerate(self.entries) if e["kind"] == 0}
+        self.results = [None] * len(self.entries)
+        self.b, self.count, self.done, self.error = 0, 0.0, 0, None
+
+    def begin(self, b: int):
+        self.b, self.done, self.error = int(b), 0, None
+        buf = np.array([float(b)])
+        self.comm.Allreduce(self.mpi.IN_PLACE, [buf, self.mpi.DOUBLE], self.mpi.SUM)
+        self.count = float(buf[0])
+
+    def reduce(self, values, kind: int):
+        """The hook: values ← their sum over the processes (see the class)."""
+        k = self.done
+        self.done += 1
+        size = self.entries[k]["size"] if k < len(self.entries) else len(values)
+        try:
+            buf = np.array(values, dtype=np.float64)
+            if kind == 1:
+                buf *= self.b
+        except BaseException as exc:  # noqa: BLE001  (raised after the call, on this process)
+            self.error = self.error or exc
+            buf = np.zeros(size)
+        self.comm.Allreduce(self.mpi.IN_PLACE, [buf, self.mpi.DOUBLE], self.mpi.SUM)
+        if k < len(self.results):
+            self.results[k] = buf.copy()
+        if kind == 1 and self.b:
+            buf /= self.b
+        try:
+            values[...] = buf
+        except BaseException as exc:  # noqa: BLE001
+            self.error = self.error or exc
+
+    def finish(self):
+        while self.done < len(self.entries):
+            e = self.entries[self.done]
+            self.reduce(np.zeros(e["size"]), e["kind"])
+
+    def running_statistics(self, model):
+        """mean ← (1 − m)·mean + m·μ, var ← (1 − m)·var + m·σ²·n/(n − 1) with μ, σ² of the
+        step's batch over all processes (n = |N(t)|·S values per channel): the forward
+        sums Σ x and Σ (x − μ)², as every process took them back from the Allreduce."""
+        for bn in model.batchnorms:
+            s1 = self.results[self.first[f"z_{bn['name']}_c"]]
+            s2 = self.results[self.first[f"z_{bn['name']}"]]
+            n, m = self.count * bn["S"], bn["momentum"]
+            bn["mean"][...] = (1 - m) * bn["mean"] + m * (s1 / n)
+            bn["var"][...] = (1 - m) * bn["var"] + m * (s2 / max(n - 1, 1))
 
 
 def _running_statistics(model, comm, mpi, b: int):

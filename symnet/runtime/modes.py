@@ -71,13 +71,18 @@ class TrainingModes:
             layer = app.origin if app.origin is not None else app
             if isinstance(layer, _BatchNorm):
                 out.append({"layer": app, "name": name, "momentum": layer.momentum,
+                            "sync": bool(getattr(layer, "sync", False)),
                             "C": shape[0], "S": int(np.prod(shape[1:])),
                             "mean": self._views[f"mean{k}"], "var": self._views[f"var{k}"],
                             "mode": self._views[f"mode{k}"]})
         return out
 
     def check_batch(self, rows: int):
-        """A batch whose channels hold one value each has no variance: refused."""
+        """A batch whose channels hold one value each has no variance: refused (not while
+        a fit synchronises the statistics over processes, which checks the steps' batches
+        over all of them instead: ``batch_global``)."""
+        if getattr(self, "batch_global", False):
+            return
         for bn in self._bns:
             if rows * bn["S"] < 2:
                 raise ValueError(f"layer {bn['name']!r} ({type(bn['layer']).__name__}): a "

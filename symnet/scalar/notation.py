@@ -69,7 +69,7 @@ def text(expr) -> str:
 def latex_name(name: str) -> str:
     """An array name in LaTeX: W1 → W_{1}, z_H1 → z_{H_{1}}, delta_H1 → δ_{H_{1}},
     dL_dH1 → ∂L/∂H_{1}, g_W1 → ∂L/∂W_{1}; other names upright."""
-    if name == "inv_batch":
+    if name in ("inv_batch", "inv_stat"):
         return r"\frac{1}{B}"
     for prefix, fmt in (("delta_", r"\delta_{%s}"), ("z_", r"z_{%s}"),
                         ("dL_d", r"\frac{\partial L}{\partial %s}"),

@@ -29,6 +29,7 @@ from .cnames import PREFIX, c_name
 from ...scalar.cprint import DTYPES, CPrinter, c_comment, numeric  # noqa: F401  (re-exported)
 from ...plan.lower import (DIRECT_WINDOW, LOSS, Buffer, Conv, Fill, Loop, MatMul, Plan, Route,
                            Rows, SoftmaxXent, Zero)
+from ...plan.ops import BatchSum
 from ...derive.coupled import INV_BATCH
 
 
@@ -473,11 +474,13 @@ class Emitter:
         env.tests["route"] = lambda op: isinstance(op, Route)
         env.tests["fill"] = lambda op: isinstance(op, Fill)
         env.tests["rows"] = lambda op: isinstance(op, Rows)
+        env.tests["batchsum"] = lambda op: isinstance(op, BatchSum)
         graph = self.plan.graph
         # an in-process module links the shared matrix driver (templates/kernels.c.j2)
         common = dict(version=__version__, dtype=self.dtype, real=DTYPES[self.dtype],
                       describe=describe_graph(graph), training=training,
-                      hooks=hooks, part="network" if hooks else "all")
+                      hooks=hooks, part="network" if hooks else "all",
+                      batch_sums=bool(self.plan.batch_sums))
         header = env.get_template("network.h.j2").render(
             **common, P=prefix, M=macro, title=title, trained=trained is not None,
             params_note=params_note, variants=self.variants(),
@@ -621,6 +624,7 @@ def forward_per_row(plan: Plan) -> int:
     layers and their sums) come first in the work layout."""
     names = {n.name for n in plan.graph.nodes}
     names |= {r.name for n in plan.graph.nodes for r in n.reductions}
+    names |= {s["name"] for s in plan.batch_sums if s["kind"] == 0}   # symnet.plan.batchsum
     ends = [b.offset + math.prod(b.shape[1:]) for b in plan.buffers.values()
             if b.kind == "work" and b.name in names]
     return max(ends, default=0)

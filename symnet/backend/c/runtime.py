@@ -106,6 +106,41 @@ class Runtime:
         self._work = np.zeros(0, self.dtype)
         self._p_work = self.buffer(self._work)
         self._train_work = np.zeros(0, self.dtype)
+        self._reduce_hook = getattr(lib, p + "reduce_hook", None)
+        self._reduce_cb = None
+        self.reduce_error = None
+
+    def reduce_hook(self, fn, count: float = 0.0):
+        """Sums over the batch (``meta["batch_sums"]``) go through ``fn(values, kind)``
+        from now on: ``values`` a NumPy view of the C's sum (this dtype), which ``fn``
+        replaces in place by the sum over all processes; ``count`` the examples of the step
+        over all processes (1/count is BatchNorm's inv_stat).  ``fn`` None: this call's
+        batch alone again.  An exception in ``fn`` is kept in ``reduce_error`` (the C goes
+        on with the values as they are); the caller raises it after the call.  The module
+        is shared by the models of one network in a process: set around one call, under
+        the model's lock."""
+        if self._reduce_hook is None:
+            raise ValueError("this network has no sums over the batch to synchronise")
+        ffi = self._ffi
+        if fn is None:              # (reduce_error stays for the caller to raise)
+            self._reduce_hook(ffi.NULL, 0.0)
+            return
+        self.reduce_error = None
+        if self._reduce_cb is not None and self._reduce_cb[0] == fn:   # fit's every step
+            self._reduce_hook(self._reduce_cb[1], float(count))
+            return
+        dtype, real = self.dtype, "float" if self.dtype == np.float32 else "double"
+
+        def call(ptr, n, kind):
+            fn(np.frombuffer(ffi.buffer(ptr, n * dtype.itemsize), dtype), kind)
+
+        def onerror(exc_type, exc, tb):
+            if self.reduce_error is None:
+                self.reduce_error = exc if exc is not None else exc_type()
+
+        cb = ffi.callback(f"void({real} *, int, int)", call, onerror=onerror)
+        self._reduce_cb = (fn, cb)          # kept alive while the C may call it
+        self._reduce_hook(cb, float(count))
 
     @property
     def c_source(self) -> str:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...plan.ops import LOSS, Conv, Fill, Loop, MatMul, Route, Rows, SoftmaxXent, Zero
+from ...plan.ops import LOSS, BatchSum, Conv, Fill, Loop, MatMul, Route, Rows, SoftmaxXent, Zero
 
 
 def _functions() -> dict:
@@ -120,6 +120,8 @@ class Compiled:
                     self._route(op, env, batch)
                 elif isinstance(op, Rows):
                     loss += self.run(op.ops, env, batch)
+                elif isinstance(op, BatchSum):
+                    pass        # this backend's sums are its batch's (no hook)
                 else:  # pragma: no cover - a new op must be given its reading here
                     raise NotImplementedError(f"the numpy backend has no reading of "
                                               f"{type(op).__name__}")
@@ -157,7 +159,7 @@ class Compiled:
                 accesses.append((target, self._positions(index, grid, sizes)))
             for sym in expr.free_symbols:
                 acc = self.symbols.get(sym)
-                if acc is not None and acc.array != "inv_batch":
+                if acc is not None and acc.array not in ("inv_batch", "inv_stat"):
                     accesses.append((acc.array, self._positions(acc.index, grid, sizes)))
         valid = np.ones(sizes, bool)
         for name, pos in accesses:           # the C's clipped loop ranges
@@ -177,9 +179,9 @@ class Compiled:
                 if acc is None and sym.name in point:      # a loop index as a number
                     values.append(point[sym.name])
                     continue
-                if acc is None and sym.name != "inv_batch":  # pragma: no cover
+                if acc is None and sym.name not in ("inv_batch", "inv_stat"):  # pragma: no cover
                     raise ValueError(f"symbol {sym} of {target} is no array element")
-                if acc is None or acc.array == "inv_batch":
+                if acc is None or acc.array in ("inv_batch", "inv_stat"):
                     values.append(self.dtype.type(1) / self.dtype.type(batch))
                     continue
                 values.append(_view(env[acc.array], len(acc.index))[self._at(acc.index, point)])
