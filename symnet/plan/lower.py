@@ -22,6 +22,7 @@ from .products import mark as mark_products
 from ..scalar.notation import text  # loop comments read like the derivation (net.formulas())
 from .ops import LOSS, Conv, Fill, Loop, MatMul, Route, Rows, SoftmaxXent, Zero, with_labels
 from .schedule import split
+from .stack import stack
 
 
 @dataclass
@@ -193,6 +194,7 @@ def plan(graph: ir.Graph) -> Plan:
         + _backward(graph, by_node, written, convs)
     p.backward = fuse_routes(p, p.backward)
     p.forward, p.backward = overwrite(p, p.forward), overwrite(p, p.backward)
+    stack(p)
     p.n_trainable = n_trainable
     if len(graph.outputs) == 1 and by_node[graph.outputs[0]].coupled is not None:
         p.loss_labels = [with_labels(op) for op in p.loss]

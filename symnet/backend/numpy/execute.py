@@ -221,7 +221,15 @@ class Compiled:
         return a.reshape(a.shape[0], -1)
 
     def _matmul(self, op: MatMul, env: dict, batch: int):
-        A, B, C = self._matrix(op.A, env), self._matrix(op.B, env), self._matrix(op.C, env)
+        C = self._matrix(op.C, env)
+        if op.parts:      # Σ_t A_tᵀ·B_t (symnet.plan.stack), pair by pair
+            r = sum(self._matrix(A, env).T @ self._matrix(B, env) for A, B in op.parts)
+            if op.accumulate:
+                C += r
+            else:
+                C[...] = r
+            return
+        A, B = self._matrix(op.A, env), self._matrix(op.B, env)
         if op.kind == "nt":
             r = A @ B.T
         elif op.kind == "nn":
