@@ -230,6 +230,14 @@ class Compiled:
                 C[...] = r
             return
         A, B = self._matrix(op.A, env), self._matrix(op.B, env)
+        # the rows of a product over batch·R rows (a Linear at each of R positions):
+        # the arrays as (rows, width) by the product's own widths
+        width = {"nt": (op.K, op.K, op.N), "nn": (op.K, op.N, op.N),
+                 "tn": (op.M, op.N, None)}[op.kind]
+        if all(isinstance(w, int) for w in width[:2]):
+            A, B = A.reshape(-1, width[0]), B.reshape(-1, width[1])
+            if width[2] is not None:
+                C = env[op.C].reshape(-1, width[2])
         if op.kind == "nt":
             r = A @ B.T
         elif op.kind == "nn":
