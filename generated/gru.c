@@ -104,8 +104,8 @@
  *   loss: softmax_cross_entropy, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_3B4DAFB7F8_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_3B4DAFB7F8_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_3FCF8AF3EB_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_3FCF8AF3EB_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (72, 4)
  *   b1           offset       288  shape (72,)
  *   c1           offset       360  shape (72,)
@@ -113,59 +113,59 @@
  *   W22          offset      2160  shape (4, 24)
  *   b22          offset      2256  shape (4,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_3B4DAFB7F8_WORK_SIZE(batch) numbers; SYMNET_3B4DAFB7F8_TRAIN_WORK_SIZE(batch_size) for
- * symnet_3b4dafb7f8_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_3FCF8AF3EB_WORK_SIZE(batch) numbers; SYMNET_3FCF8AF3EB_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_3fcf8af3eb_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 2260 + X B*80 + T or O B*4 + work (B*12352 + 2260)
  *   numbers of 4 bytes; e.g. B = 32: 1,609,888 bytes (training; forward only: 801,104).
  */
-#ifndef SYMNET_3B4DAFB7F8_H
-#define SYMNET_3B4DAFB7F8_H
+#ifndef SYMNET_3FCF8AF3EB_H
+#define SYMNET_3FCF8AF3EB_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_3B4DAFB7F8_REAL float  /* the number type of every array (float32) */
-#define SYMNET_3B4DAFB7F8_N_INPUTS 80  /* features per example */
-#define SYMNET_3B4DAFB7F8_N_OUTPUTS 4
-#define SYMNET_3B4DAFB7F8_N_PARAMS 2260  /* numbers in the flat parameter array */
-#define SYMNET_3B4DAFB7F8_WORK_PER_EXAMPLE 12352
-#define SYMNET_3B4DAFB7F8_WORK_SIZE(batch) ((batch) * 12352 + 2260)  /* numbers of scratch per call */
-#define SYMNET_3B4DAFB7F8_TRAIN_WORK_SIZE(batch_size) (SYMNET_3B4DAFB7F8_WORK_SIZE(batch_size) + (batch_size) * 84)
-#define SYMNET_3B4DAFB7F8_SGD 0       /* optimizer codes of symnet_3b4dafb7f8_update and symnet_3b4dafb7f8_train */
-#define SYMNET_3B4DAFB7F8_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_3B4DAFB7F8_N_PARAMS numbers */
-#define SYMNET_3B4DAFB7F8_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_3B4DAFB7F8_N_PARAMS numbers each */
+#define SYMNET_3FCF8AF3EB_REAL float  /* the number type of every array (float32) */
+#define SYMNET_3FCF8AF3EB_N_INPUTS 80  /* features per example */
+#define SYMNET_3FCF8AF3EB_N_OUTPUTS 4
+#define SYMNET_3FCF8AF3EB_N_PARAMS 2260  /* numbers in the flat parameter array */
+#define SYMNET_3FCF8AF3EB_WORK_PER_EXAMPLE 12352
+#define SYMNET_3FCF8AF3EB_WORK_SIZE(batch) ((batch) * 12352 + 2260)  /* numbers of scratch per call */
+#define SYMNET_3FCF8AF3EB_TRAIN_WORK_SIZE(batch_size) (SYMNET_3FCF8AF3EB_WORK_SIZE(batch_size) + (batch_size) * 84)
+#define SYMNET_3FCF8AF3EB_SGD 0       /* optimizer codes of symnet_3fcf8af3eb_update and symnet_3fcf8af3eb_train */
+#define SYMNET_3FCF8AF3EB_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_3FCF8AF3EB_N_PARAMS numbers */
+#define SYMNET_3FCF8AF3EB_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_3FCF8AF3EB_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_3B4DAFB7F8_N_OUTPUTS) = the network's output for X (batch × SYMNET_3B4DAFB7F8_N_INPUTS). */
-void symnet_3b4dafb7f8_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_3FCF8AF3EB_N_OUTPUTS) = the network's output for X (batch × SYMNET_3FCF8AF3EB_N_INPUTS). */
+void symnet_3fcf8af3eb_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_3b4dafb7f8_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_3fcf8af3eb_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_3B4DAFB7F8_N_PARAMS numbers) by back propagation. */
-float symnet_3b4dafb7f8_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_3FCF8AF3EB_N_PARAMS numbers) by back propagation. */
+float symnet_3fcf8af3eb_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_3b4dafb7f8_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_3fcf8af3eb_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss; T[b] is the class label of example b. */
-float symnet_3b4dafb7f8_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_3fcf8af3eb_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_3B4DAFB7F8_N_PARAMS numbers) by back propagation. */
-float symnet_3b4dafb7f8_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_3FCF8AF3EB_N_PARAMS numbers) by back propagation. */
+float symnet_3fcf8af3eb_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_3b4dafb7f8_step_labels(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_3fcf8af3eb_step_labels(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_3B4DAFB7F8_SGD, SYMNET_3B4DAFB7F8_MOMENTUM or SYMNET_3B4DAFB7F8_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_3FCF8AF3EB_SGD, SYMNET_3FCF8AF3EB_MOMENTUM or SYMNET_3FCF8AF3EB_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_3b4dafb7f8_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_3fcf8af3eb_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -173,10 +173,10 @@ void symnet_3b4dafb7f8_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_3B4DAFB7F8_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_3FCF8AF3EB_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_3B4DAFB7F8_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_3b4dafb7f8_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_3FCF8AF3EB_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_3fcf8af3eb_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -186,10 +186,10 @@ long long symnet_3b4dafb7f8_train(float *params, const float *X, const float *T,
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_3B4DAFB7F8_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_3FCF8AF3EB_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_3B4DAFB7F8_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_3b4dafb7f8_train_labels(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_3FCF8AF3EB_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_3fcf8af3eb_train_labels(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -198,7 +198,7 @@ long long symnet_3b4dafb7f8_train_labels(float *params, const float *X, const fl
 }
 #endif
 
-#endif /* SYMNET_3B4DAFB7F8_H */
+#endif /* SYMNET_3FCF8AF3EB_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -215,6 +215,13 @@ typedef float real;
  * against 2^−126); ∞ above 88.7228 where exp overflows, 0 below −104, NaN for NaN. */
 typedef char sn_int_as_wide_as_float[sizeof(int) == sizeof(float) ? 1 : -1];  /* 2^k below */
 
+#if defined(__GNUC__)
+/* inlined into every loop however large the module: gcc stops inlining a plain `static
+   inline` once the unit has grown (--param inline-unit-growth), and a call per element
+   keeps the loop scalar: a GRU of 40 steps kept 87 calls of sn_expf, its gates' loops
+   unvectorised, ~5 ms of its 15 ms training step */
+__attribute__((always_inline))
+#endif
 static inline float sn_expf(float x)
 {
     const float c = x > -104.0f ? (x < 88.7228394f ? x : 88.7228394f) : -104.0f;
@@ -240,6 +247,9 @@ static inline float sn_expf(float x)
  * tiny value, subnormals included); no call and no branch (the choice is a select), so
  * loops over it vectorise (libm's expf, called per element, was ~20% of a GRU's
  * training step); ≤ 2.6 ulp against σ in double on [−110, 95]. */
+#if defined(__GNUC__)
+__attribute__((always_inline))  /* as sn_expf */
+#endif
 static inline float sn_sigmoid(float x)
 {
     const float e = sn_expf(-fabsf(x));
@@ -251,6 +261,9 @@ static inline float sn_sigmoid(float x)
  * rounds to ±1), x itself below 4e-4.  No call and no branch, so loops over it
  * vectorise (libm's tanhf was ~60% of a small network's step); relative error
  * ≤ 4e-7 (≈ 7 ulp) against libm's 1.4 ulp.  Coefficients as in Eigen and XLA. */
+#if defined(__GNUC__)
+__attribute__((always_inline))  /* as sn_expf */
+#endif
 static inline float sn_tanhf(float x)
 {
     const float c = x < -7.90531110763549805f ? -7.90531110763549805f
@@ -578,7 +591,7 @@ static void sn_rows_1(const real *params, real *work, const real *S, int batch, 
 
     real *z_h_gx = work + (size_t)batch * 0;  /* Σ of h_gx: (batch, 20, 72) */
     real *h_gx = work + (size_t)batch * 1440;  /* layer h_gx: (batch, 20, 72) */
-    real *h_1 = work + (size_t)batch * 2880;  /* layer h_1: (batch, 24) */
+    real *h_1 = work + (size_t)batch * 3312;  /* layer h_1: (batch, 24) */
 
     (void)S;
     /* h_gx[b,tq,i] = b1[i] + z_h_gx[b,tq,i] */
@@ -662,61 +675,61 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
 
     real *z_h_gx = work + (size_t)batch * 0;  /* Σ of h_gx: (batch, 20, 72) */
     real *h_gx = work + (size_t)batch * 1440;  /* layer h_gx: (batch, 20, 72) */
-    real *h_1 = work + (size_t)batch * 2880;  /* layer h_1: (batch, 24) */
-    real *z_h_2_gh = work + (size_t)batch * 2904;  /* Σ of h_2_gh: (batch, 72) */
-    real *h_2_gh = work + (size_t)batch * 2976;  /* layer h_2_gh: (batch, 72) */
-    real *h_2 = work + (size_t)batch * 3048;  /* layer h_2: (batch, 24) */
-    real *z_h_3_gh = work + (size_t)batch * 3072;  /* Σ of h_3_gh: (batch, 72) */
-    real *h_3_gh = work + (size_t)batch * 3144;  /* layer h_3_gh: (batch, 72) */
-    real *h_3 = work + (size_t)batch * 3216;  /* layer h_3: (batch, 24) */
-    real *z_h_4_gh = work + (size_t)batch * 3240;  /* Σ of h_4_gh: (batch, 72) */
-    real *h_4_gh = work + (size_t)batch * 3312;  /* layer h_4_gh: (batch, 72) */
-    real *h_4 = work + (size_t)batch * 3384;  /* layer h_4: (batch, 24) */
-    real *z_h_5_gh = work + (size_t)batch * 3408;  /* Σ of h_5_gh: (batch, 72) */
-    real *h_5_gh = work + (size_t)batch * 3480;  /* layer h_5_gh: (batch, 72) */
-    real *h_5 = work + (size_t)batch * 3552;  /* layer h_5: (batch, 24) */
-    real *z_h_6_gh = work + (size_t)batch * 3576;  /* Σ of h_6_gh: (batch, 72) */
-    real *h_6_gh = work + (size_t)batch * 3648;  /* layer h_6_gh: (batch, 72) */
-    real *h_6 = work + (size_t)batch * 3720;  /* layer h_6: (batch, 24) */
-    real *z_h_7_gh = work + (size_t)batch * 3744;  /* Σ of h_7_gh: (batch, 72) */
-    real *h_7_gh = work + (size_t)batch * 3816;  /* layer h_7_gh: (batch, 72) */
-    real *h_7 = work + (size_t)batch * 3888;  /* layer h_7: (batch, 24) */
-    real *z_h_8_gh = work + (size_t)batch * 3912;  /* Σ of h_8_gh: (batch, 72) */
-    real *h_8_gh = work + (size_t)batch * 3984;  /* layer h_8_gh: (batch, 72) */
-    real *h_8 = work + (size_t)batch * 4056;  /* layer h_8: (batch, 24) */
-    real *z_h_9_gh = work + (size_t)batch * 4080;  /* Σ of h_9_gh: (batch, 72) */
-    real *h_9_gh = work + (size_t)batch * 4152;  /* layer h_9_gh: (batch, 72) */
-    real *h_9 = work + (size_t)batch * 4224;  /* layer h_9: (batch, 24) */
-    real *z_h_10_gh = work + (size_t)batch * 4248;  /* Σ of h_10_gh: (batch, 72) */
-    real *h_10_gh = work + (size_t)batch * 4320;  /* layer h_10_gh: (batch, 72) */
-    real *h_10 = work + (size_t)batch * 4392;  /* layer h_10: (batch, 24) */
-    real *z_h_11_gh = work + (size_t)batch * 4416;  /* Σ of h_11_gh: (batch, 72) */
-    real *h_11_gh = work + (size_t)batch * 4488;  /* layer h_11_gh: (batch, 72) */
-    real *h_11 = work + (size_t)batch * 4560;  /* layer h_11: (batch, 24) */
-    real *z_h_12_gh = work + (size_t)batch * 4584;  /* Σ of h_12_gh: (batch, 72) */
-    real *h_12_gh = work + (size_t)batch * 4656;  /* layer h_12_gh: (batch, 72) */
-    real *h_12 = work + (size_t)batch * 4728;  /* layer h_12: (batch, 24) */
-    real *z_h_13_gh = work + (size_t)batch * 4752;  /* Σ of h_13_gh: (batch, 72) */
-    real *h_13_gh = work + (size_t)batch * 4824;  /* layer h_13_gh: (batch, 72) */
-    real *h_13 = work + (size_t)batch * 4896;  /* layer h_13: (batch, 24) */
-    real *z_h_14_gh = work + (size_t)batch * 4920;  /* Σ of h_14_gh: (batch, 72) */
-    real *h_14_gh = work + (size_t)batch * 4992;  /* layer h_14_gh: (batch, 72) */
-    real *h_14 = work + (size_t)batch * 5064;  /* layer h_14: (batch, 24) */
-    real *z_h_15_gh = work + (size_t)batch * 5088;  /* Σ of h_15_gh: (batch, 72) */
-    real *h_15_gh = work + (size_t)batch * 5160;  /* layer h_15_gh: (batch, 72) */
-    real *h_15 = work + (size_t)batch * 5232;  /* layer h_15: (batch, 24) */
-    real *z_h_16_gh = work + (size_t)batch * 5256;  /* Σ of h_16_gh: (batch, 72) */
-    real *h_16_gh = work + (size_t)batch * 5328;  /* layer h_16_gh: (batch, 72) */
-    real *h_16 = work + (size_t)batch * 5400;  /* layer h_16: (batch, 24) */
-    real *z_h_17_gh = work + (size_t)batch * 5424;  /* Σ of h_17_gh: (batch, 72) */
-    real *h_17_gh = work + (size_t)batch * 5496;  /* layer h_17_gh: (batch, 72) */
-    real *h_17 = work + (size_t)batch * 5568;  /* layer h_17: (batch, 24) */
-    real *z_h_18_gh = work + (size_t)batch * 5592;  /* Σ of h_18_gh: (batch, 72) */
-    real *h_18_gh = work + (size_t)batch * 5664;  /* layer h_18_gh: (batch, 72) */
-    real *h_18 = work + (size_t)batch * 5736;  /* layer h_18: (batch, 24) */
-    real *z_h_19_gh = work + (size_t)batch * 5760;  /* Σ of h_19_gh: (batch, 72) */
-    real *h_19_gh = work + (size_t)batch * 5832;  /* layer h_19_gh: (batch, 72) */
-    real *h_19 = work + (size_t)batch * 5904;  /* layer h_19: (batch, 24) */
+    real *h_1 = work + (size_t)batch * 3312;  /* layer h_1: (batch, 24) */
+    real *z_h_2_gh = work + (size_t)batch * 3336;  /* Σ of h_2_gh: (batch, 72) */
+    real *h_2_gh = work + (size_t)batch * 3408;  /* layer h_2_gh: (batch, 72) */
+    real *h_2 = work + (size_t)batch * 3288;  /* layer h_2: (batch, 24) */
+    real *z_h_3_gh = work + (size_t)batch * 3480;  /* Σ of h_3_gh: (batch, 72) */
+    real *h_3_gh = work + (size_t)batch * 3552;  /* layer h_3_gh: (batch, 72) */
+    real *h_3 = work + (size_t)batch * 3264;  /* layer h_3: (batch, 24) */
+    real *z_h_4_gh = work + (size_t)batch * 3624;  /* Σ of h_4_gh: (batch, 72) */
+    real *h_4_gh = work + (size_t)batch * 3696;  /* layer h_4_gh: (batch, 72) */
+    real *h_4 = work + (size_t)batch * 3240;  /* layer h_4: (batch, 24) */
+    real *z_h_5_gh = work + (size_t)batch * 3768;  /* Σ of h_5_gh: (batch, 72) */
+    real *h_5_gh = work + (size_t)batch * 3840;  /* layer h_5_gh: (batch, 72) */
+    real *h_5 = work + (size_t)batch * 3216;  /* layer h_5: (batch, 24) */
+    real *z_h_6_gh = work + (size_t)batch * 3912;  /* Σ of h_6_gh: (batch, 72) */
+    real *h_6_gh = work + (size_t)batch * 3984;  /* layer h_6_gh: (batch, 72) */
+    real *h_6 = work + (size_t)batch * 3192;  /* layer h_6: (batch, 24) */
+    real *z_h_7_gh = work + (size_t)batch * 4056;  /* Σ of h_7_gh: (batch, 72) */
+    real *h_7_gh = work + (size_t)batch * 4128;  /* layer h_7_gh: (batch, 72) */
+    real *h_7 = work + (size_t)batch * 3168;  /* layer h_7: (batch, 24) */
+    real *z_h_8_gh = work + (size_t)batch * 4200;  /* Σ of h_8_gh: (batch, 72) */
+    real *h_8_gh = work + (size_t)batch * 4272;  /* layer h_8_gh: (batch, 72) */
+    real *h_8 = work + (size_t)batch * 3144;  /* layer h_8: (batch, 24) */
+    real *z_h_9_gh = work + (size_t)batch * 4344;  /* Σ of h_9_gh: (batch, 72) */
+    real *h_9_gh = work + (size_t)batch * 4416;  /* layer h_9_gh: (batch, 72) */
+    real *h_9 = work + (size_t)batch * 3120;  /* layer h_9: (batch, 24) */
+    real *z_h_10_gh = work + (size_t)batch * 4488;  /* Σ of h_10_gh: (batch, 72) */
+    real *h_10_gh = work + (size_t)batch * 4560;  /* layer h_10_gh: (batch, 72) */
+    real *h_10 = work + (size_t)batch * 3096;  /* layer h_10: (batch, 24) */
+    real *z_h_11_gh = work + (size_t)batch * 4632;  /* Σ of h_11_gh: (batch, 72) */
+    real *h_11_gh = work + (size_t)batch * 4704;  /* layer h_11_gh: (batch, 72) */
+    real *h_11 = work + (size_t)batch * 3072;  /* layer h_11: (batch, 24) */
+    real *z_h_12_gh = work + (size_t)batch * 4776;  /* Σ of h_12_gh: (batch, 72) */
+    real *h_12_gh = work + (size_t)batch * 4848;  /* layer h_12_gh: (batch, 72) */
+    real *h_12 = work + (size_t)batch * 3048;  /* layer h_12: (batch, 24) */
+    real *z_h_13_gh = work + (size_t)batch * 4920;  /* Σ of h_13_gh: (batch, 72) */
+    real *h_13_gh = work + (size_t)batch * 4992;  /* layer h_13_gh: (batch, 72) */
+    real *h_13 = work + (size_t)batch * 3024;  /* layer h_13: (batch, 24) */
+    real *z_h_14_gh = work + (size_t)batch * 5064;  /* Σ of h_14_gh: (batch, 72) */
+    real *h_14_gh = work + (size_t)batch * 5136;  /* layer h_14_gh: (batch, 72) */
+    real *h_14 = work + (size_t)batch * 3000;  /* layer h_14: (batch, 24) */
+    real *z_h_15_gh = work + (size_t)batch * 5208;  /* Σ of h_15_gh: (batch, 72) */
+    real *h_15_gh = work + (size_t)batch * 5280;  /* layer h_15_gh: (batch, 72) */
+    real *h_15 = work + (size_t)batch * 2976;  /* layer h_15: (batch, 24) */
+    real *z_h_16_gh = work + (size_t)batch * 5352;  /* Σ of h_16_gh: (batch, 72) */
+    real *h_16_gh = work + (size_t)batch * 5424;  /* layer h_16_gh: (batch, 72) */
+    real *h_16 = work + (size_t)batch * 2952;  /* layer h_16: (batch, 24) */
+    real *z_h_17_gh = work + (size_t)batch * 5496;  /* Σ of h_17_gh: (batch, 72) */
+    real *h_17_gh = work + (size_t)batch * 5568;  /* layer h_17_gh: (batch, 72) */
+    real *h_17 = work + (size_t)batch * 2928;  /* layer h_17: (batch, 24) */
+    real *z_h_18_gh = work + (size_t)batch * 5640;  /* Σ of h_18_gh: (batch, 72) */
+    real *h_18_gh = work + (size_t)batch * 5712;  /* layer h_18_gh: (batch, 72) */
+    real *h_18 = work + (size_t)batch * 2904;  /* layer h_18: (batch, 24) */
+    real *z_h_19_gh = work + (size_t)batch * 5784;  /* Σ of h_19_gh: (batch, 72) */
+    real *h_19_gh = work + (size_t)batch * 5856;  /* layer h_19_gh: (batch, 72) */
+    real *h_19 = work + (size_t)batch * 2880;  /* layer h_19: (batch, 24) */
     real *z_h_20_gh = work + (size_t)batch * 5928;  /* Σ of h_20_gh: (batch, 72) */
     real *h_20_gh = work + (size_t)batch * 6000;  /* layer h_20_gh: (batch, 72) */
     real *h_20 = work + (size_t)batch * 6072;  /* layer h_20: (batch, 24) */
@@ -1113,7 +1126,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_3b4dafb7f8_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_3fcf8af3eb_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 6100, sizeof(real) * (size_t)batch * 4);
@@ -1134,104 +1147,104 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
     real *g_b22 = grads + 2256;  /* ∂L/∂b22: (4,) */
 
     real *h_gx = work + (size_t)batch * 1440;  /* layer h_gx: (batch, 20, 72) */
-    real *h_1 = work + (size_t)batch * 2880;  /* layer h_1: (batch, 24) */
-    real *h_2_gh = work + (size_t)batch * 2976;  /* layer h_2_gh: (batch, 72) */
-    real *h_2 = work + (size_t)batch * 3048;  /* layer h_2: (batch, 24) */
-    real *h_3_gh = work + (size_t)batch * 3144;  /* layer h_3_gh: (batch, 72) */
-    real *h_3 = work + (size_t)batch * 3216;  /* layer h_3: (batch, 24) */
-    real *h_4_gh = work + (size_t)batch * 3312;  /* layer h_4_gh: (batch, 72) */
-    real *h_4 = work + (size_t)batch * 3384;  /* layer h_4: (batch, 24) */
-    real *h_5_gh = work + (size_t)batch * 3480;  /* layer h_5_gh: (batch, 72) */
-    real *h_5 = work + (size_t)batch * 3552;  /* layer h_5: (batch, 24) */
-    real *h_6_gh = work + (size_t)batch * 3648;  /* layer h_6_gh: (batch, 72) */
-    real *h_6 = work + (size_t)batch * 3720;  /* layer h_6: (batch, 24) */
-    real *h_7_gh = work + (size_t)batch * 3816;  /* layer h_7_gh: (batch, 72) */
-    real *h_7 = work + (size_t)batch * 3888;  /* layer h_7: (batch, 24) */
-    real *h_8_gh = work + (size_t)batch * 3984;  /* layer h_8_gh: (batch, 72) */
-    real *h_8 = work + (size_t)batch * 4056;  /* layer h_8: (batch, 24) */
-    real *h_9_gh = work + (size_t)batch * 4152;  /* layer h_9_gh: (batch, 72) */
-    real *h_9 = work + (size_t)batch * 4224;  /* layer h_9: (batch, 24) */
-    real *h_10_gh = work + (size_t)batch * 4320;  /* layer h_10_gh: (batch, 72) */
-    real *h_10 = work + (size_t)batch * 4392;  /* layer h_10: (batch, 24) */
-    real *h_11_gh = work + (size_t)batch * 4488;  /* layer h_11_gh: (batch, 72) */
-    real *h_11 = work + (size_t)batch * 4560;  /* layer h_11: (batch, 24) */
-    real *h_12_gh = work + (size_t)batch * 4656;  /* layer h_12_gh: (batch, 72) */
-    real *h_12 = work + (size_t)batch * 4728;  /* layer h_12: (batch, 24) */
-    real *h_13_gh = work + (size_t)batch * 4824;  /* layer h_13_gh: (batch, 72) */
-    real *h_13 = work + (size_t)batch * 4896;  /* layer h_13: (batch, 24) */
-    real *h_14_gh = work + (size_t)batch * 4992;  /* layer h_14_gh: (batch, 72) */
-    real *h_14 = work + (size_t)batch * 5064;  /* layer h_14: (batch, 24) */
-    real *h_15_gh = work + (size_t)batch * 5160;  /* layer h_15_gh: (batch, 72) */
-    real *h_15 = work + (size_t)batch * 5232;  /* layer h_15: (batch, 24) */
-    real *h_16_gh = work + (size_t)batch * 5328;  /* layer h_16_gh: (batch, 72) */
-    real *h_16 = work + (size_t)batch * 5400;  /* layer h_16: (batch, 24) */
-    real *h_17_gh = work + (size_t)batch * 5496;  /* layer h_17_gh: (batch, 72) */
-    real *h_17 = work + (size_t)batch * 5568;  /* layer h_17: (batch, 24) */
-    real *h_18_gh = work + (size_t)batch * 5664;  /* layer h_18_gh: (batch, 72) */
-    real *h_18 = work + (size_t)batch * 5736;  /* layer h_18: (batch, 24) */
-    real *h_19_gh = work + (size_t)batch * 5832;  /* layer h_19_gh: (batch, 72) */
-    real *h_19 = work + (size_t)batch * 5904;  /* layer h_19: (batch, 24) */
+    real *h_1 = work + (size_t)batch * 3312;  /* layer h_1: (batch, 24) */
+    real *h_2_gh = work + (size_t)batch * 3408;  /* layer h_2_gh: (batch, 72) */
+    real *h_2 = work + (size_t)batch * 3288;  /* layer h_2: (batch, 24) */
+    real *h_3_gh = work + (size_t)batch * 3552;  /* layer h_3_gh: (batch, 72) */
+    real *h_3 = work + (size_t)batch * 3264;  /* layer h_3: (batch, 24) */
+    real *h_4_gh = work + (size_t)batch * 3696;  /* layer h_4_gh: (batch, 72) */
+    real *h_4 = work + (size_t)batch * 3240;  /* layer h_4: (batch, 24) */
+    real *h_5_gh = work + (size_t)batch * 3840;  /* layer h_5_gh: (batch, 72) */
+    real *h_5 = work + (size_t)batch * 3216;  /* layer h_5: (batch, 24) */
+    real *h_6_gh = work + (size_t)batch * 3984;  /* layer h_6_gh: (batch, 72) */
+    real *h_6 = work + (size_t)batch * 3192;  /* layer h_6: (batch, 24) */
+    real *h_7_gh = work + (size_t)batch * 4128;  /* layer h_7_gh: (batch, 72) */
+    real *h_7 = work + (size_t)batch * 3168;  /* layer h_7: (batch, 24) */
+    real *h_8_gh = work + (size_t)batch * 4272;  /* layer h_8_gh: (batch, 72) */
+    real *h_8 = work + (size_t)batch * 3144;  /* layer h_8: (batch, 24) */
+    real *h_9_gh = work + (size_t)batch * 4416;  /* layer h_9_gh: (batch, 72) */
+    real *h_9 = work + (size_t)batch * 3120;  /* layer h_9: (batch, 24) */
+    real *h_10_gh = work + (size_t)batch * 4560;  /* layer h_10_gh: (batch, 72) */
+    real *h_10 = work + (size_t)batch * 3096;  /* layer h_10: (batch, 24) */
+    real *h_11_gh = work + (size_t)batch * 4704;  /* layer h_11_gh: (batch, 72) */
+    real *h_11 = work + (size_t)batch * 3072;  /* layer h_11: (batch, 24) */
+    real *h_12_gh = work + (size_t)batch * 4848;  /* layer h_12_gh: (batch, 72) */
+    real *h_12 = work + (size_t)batch * 3048;  /* layer h_12: (batch, 24) */
+    real *h_13_gh = work + (size_t)batch * 4992;  /* layer h_13_gh: (batch, 72) */
+    real *h_13 = work + (size_t)batch * 3024;  /* layer h_13: (batch, 24) */
+    real *h_14_gh = work + (size_t)batch * 5136;  /* layer h_14_gh: (batch, 72) */
+    real *h_14 = work + (size_t)batch * 3000;  /* layer h_14: (batch, 24) */
+    real *h_15_gh = work + (size_t)batch * 5280;  /* layer h_15_gh: (batch, 72) */
+    real *h_15 = work + (size_t)batch * 2976;  /* layer h_15: (batch, 24) */
+    real *h_16_gh = work + (size_t)batch * 5424;  /* layer h_16_gh: (batch, 72) */
+    real *h_16 = work + (size_t)batch * 2952;  /* layer h_16: (batch, 24) */
+    real *h_17_gh = work + (size_t)batch * 5568;  /* layer h_17_gh: (batch, 72) */
+    real *h_17 = work + (size_t)batch * 2928;  /* layer h_17: (batch, 24) */
+    real *h_18_gh = work + (size_t)batch * 5712;  /* layer h_18_gh: (batch, 72) */
+    real *h_18 = work + (size_t)batch * 2904;  /* layer h_18: (batch, 24) */
+    real *h_19_gh = work + (size_t)batch * 5856;  /* layer h_19_gh: (batch, 72) */
+    real *h_19 = work + (size_t)batch * 2880;  /* layer h_19: (batch, 24) */
     real *h_20_gh = work + (size_t)batch * 6000;  /* layer h_20_gh: (batch, 72) */
     real *h_20 = work + (size_t)batch * 6072;  /* layer h_20: (batch, 24) */
     real *dL_dh_gx = work + (size_t)batch * 6104;  /* ∂L/∂h_gx: (batch, 20, 72) */
     real *delta_h_gx = work + (size_t)batch * 7544;  /* ∂L/∂z_h_gx: (batch, 20, 72) */
     real *dL_dh_1 = work + (size_t)batch * 8984;  /* ∂L/∂h_1: (batch, 24) */
     real *dL_dh_2_gh = work + (size_t)batch * 9008;  /* ∂L/∂h_2_gh: (batch, 72) */
-    real *delta_h_2_gh = work + (size_t)batch * 9080;  /* ∂L/∂z_h_2_gh: (batch, 72) */
-    real *dL_dh_2 = work + (size_t)batch * 9152;  /* ∂L/∂h_2: (batch, 24) */
-    real *dL_dh_3_gh = work + (size_t)batch * 9176;  /* ∂L/∂h_3_gh: (batch, 72) */
-    real *delta_h_3_gh = work + (size_t)batch * 9248;  /* ∂L/∂z_h_3_gh: (batch, 72) */
-    real *dL_dh_3 = work + (size_t)batch * 9320;  /* ∂L/∂h_3: (batch, 24) */
-    real *dL_dh_4_gh = work + (size_t)batch * 9344;  /* ∂L/∂h_4_gh: (batch, 72) */
-    real *delta_h_4_gh = work + (size_t)batch * 9416;  /* ∂L/∂z_h_4_gh: (batch, 72) */
-    real *dL_dh_4 = work + (size_t)batch * 9488;  /* ∂L/∂h_4: (batch, 24) */
-    real *dL_dh_5_gh = work + (size_t)batch * 9512;  /* ∂L/∂h_5_gh: (batch, 72) */
-    real *delta_h_5_gh = work + (size_t)batch * 9584;  /* ∂L/∂z_h_5_gh: (batch, 72) */
-    real *dL_dh_5 = work + (size_t)batch * 9656;  /* ∂L/∂h_5: (batch, 24) */
-    real *dL_dh_6_gh = work + (size_t)batch * 9680;  /* ∂L/∂h_6_gh: (batch, 72) */
-    real *delta_h_6_gh = work + (size_t)batch * 9752;  /* ∂L/∂z_h_6_gh: (batch, 72) */
-    real *dL_dh_6 = work + (size_t)batch * 9824;  /* ∂L/∂h_6: (batch, 24) */
-    real *dL_dh_7_gh = work + (size_t)batch * 9848;  /* ∂L/∂h_7_gh: (batch, 72) */
-    real *delta_h_7_gh = work + (size_t)batch * 9920;  /* ∂L/∂z_h_7_gh: (batch, 72) */
-    real *dL_dh_7 = work + (size_t)batch * 9992;  /* ∂L/∂h_7: (batch, 24) */
-    real *dL_dh_8_gh = work + (size_t)batch * 10016;  /* ∂L/∂h_8_gh: (batch, 72) */
-    real *delta_h_8_gh = work + (size_t)batch * 10088;  /* ∂L/∂z_h_8_gh: (batch, 72) */
-    real *dL_dh_8 = work + (size_t)batch * 10160;  /* ∂L/∂h_8: (batch, 24) */
-    real *dL_dh_9_gh = work + (size_t)batch * 10184;  /* ∂L/∂h_9_gh: (batch, 72) */
-    real *delta_h_9_gh = work + (size_t)batch * 10256;  /* ∂L/∂z_h_9_gh: (batch, 72) */
-    real *dL_dh_9 = work + (size_t)batch * 10328;  /* ∂L/∂h_9: (batch, 24) */
-    real *dL_dh_10_gh = work + (size_t)batch * 10352;  /* ∂L/∂h_10_gh: (batch, 72) */
-    real *delta_h_10_gh = work + (size_t)batch * 10424;  /* ∂L/∂z_h_10_gh: (batch, 72) */
-    real *dL_dh_10 = work + (size_t)batch * 10496;  /* ∂L/∂h_10: (batch, 24) */
-    real *dL_dh_11_gh = work + (size_t)batch * 10520;  /* ∂L/∂h_11_gh: (batch, 72) */
-    real *delta_h_11_gh = work + (size_t)batch * 10592;  /* ∂L/∂z_h_11_gh: (batch, 72) */
-    real *dL_dh_11 = work + (size_t)batch * 10664;  /* ∂L/∂h_11: (batch, 24) */
-    real *dL_dh_12_gh = work + (size_t)batch * 10688;  /* ∂L/∂h_12_gh: (batch, 72) */
-    real *delta_h_12_gh = work + (size_t)batch * 10760;  /* ∂L/∂z_h_12_gh: (batch, 72) */
-    real *dL_dh_12 = work + (size_t)batch * 10832;  /* ∂L/∂h_12: (batch, 24) */
-    real *dL_dh_13_gh = work + (size_t)batch * 10856;  /* ∂L/∂h_13_gh: (batch, 72) */
-    real *delta_h_13_gh = work + (size_t)batch * 10928;  /* ∂L/∂z_h_13_gh: (batch, 72) */
-    real *dL_dh_13 = work + (size_t)batch * 11000;  /* ∂L/∂h_13: (batch, 24) */
-    real *dL_dh_14_gh = work + (size_t)batch * 11024;  /* ∂L/∂h_14_gh: (batch, 72) */
-    real *delta_h_14_gh = work + (size_t)batch * 11096;  /* ∂L/∂z_h_14_gh: (batch, 72) */
-    real *dL_dh_14 = work + (size_t)batch * 11168;  /* ∂L/∂h_14: (batch, 24) */
-    real *dL_dh_15_gh = work + (size_t)batch * 11192;  /* ∂L/∂h_15_gh: (batch, 72) */
-    real *delta_h_15_gh = work + (size_t)batch * 11264;  /* ∂L/∂z_h_15_gh: (batch, 72) */
-    real *dL_dh_15 = work + (size_t)batch * 11336;  /* ∂L/∂h_15: (batch, 24) */
-    real *dL_dh_16_gh = work + (size_t)batch * 11360;  /* ∂L/∂h_16_gh: (batch, 72) */
-    real *delta_h_16_gh = work + (size_t)batch * 11432;  /* ∂L/∂z_h_16_gh: (batch, 72) */
-    real *dL_dh_16 = work + (size_t)batch * 11504;  /* ∂L/∂h_16: (batch, 24) */
-    real *dL_dh_17_gh = work + (size_t)batch * 11528;  /* ∂L/∂h_17_gh: (batch, 72) */
-    real *delta_h_17_gh = work + (size_t)batch * 11600;  /* ∂L/∂z_h_17_gh: (batch, 72) */
-    real *dL_dh_17 = work + (size_t)batch * 11672;  /* ∂L/∂h_17: (batch, 24) */
-    real *dL_dh_18_gh = work + (size_t)batch * 11696;  /* ∂L/∂h_18_gh: (batch, 72) */
-    real *delta_h_18_gh = work + (size_t)batch * 11768;  /* ∂L/∂z_h_18_gh: (batch, 72) */
-    real *dL_dh_18 = work + (size_t)batch * 11840;  /* ∂L/∂h_18: (batch, 24) */
-    real *dL_dh_19_gh = work + (size_t)batch * 11864;  /* ∂L/∂h_19_gh: (batch, 72) */
-    real *delta_h_19_gh = work + (size_t)batch * 11936;  /* ∂L/∂z_h_19_gh: (batch, 72) */
-    real *dL_dh_19 = work + (size_t)batch * 12008;  /* ∂L/∂h_19: (batch, 24) */
-    real *dL_dh_20_gh = work + (size_t)batch * 12032;  /* ∂L/∂h_20_gh: (batch, 72) */
-    real *delta_h_20_gh = work + (size_t)batch * 12104;  /* ∂L/∂z_h_20_gh: (batch, 72) */
+    real *delta_h_2_gh = work + (size_t)batch * 10376;  /* ∂L/∂z_h_2_gh: (batch, 72) */
+    real *dL_dh_2 = work + (size_t)batch * 10448;  /* ∂L/∂h_2: (batch, 24) */
+    real *dL_dh_3_gh = work + (size_t)batch * 10472;  /* ∂L/∂h_3_gh: (batch, 72) */
+    real *delta_h_3_gh = work + (size_t)batch * 10304;  /* ∂L/∂z_h_3_gh: (batch, 72) */
+    real *dL_dh_3 = work + (size_t)batch * 10544;  /* ∂L/∂h_3: (batch, 24) */
+    real *dL_dh_4_gh = work + (size_t)batch * 10568;  /* ∂L/∂h_4_gh: (batch, 72) */
+    real *delta_h_4_gh = work + (size_t)batch * 10232;  /* ∂L/∂z_h_4_gh: (batch, 72) */
+    real *dL_dh_4 = work + (size_t)batch * 10640;  /* ∂L/∂h_4: (batch, 24) */
+    real *dL_dh_5_gh = work + (size_t)batch * 10664;  /* ∂L/∂h_5_gh: (batch, 72) */
+    real *delta_h_5_gh = work + (size_t)batch * 10160;  /* ∂L/∂z_h_5_gh: (batch, 72) */
+    real *dL_dh_5 = work + (size_t)batch * 10736;  /* ∂L/∂h_5: (batch, 24) */
+    real *dL_dh_6_gh = work + (size_t)batch * 10760;  /* ∂L/∂h_6_gh: (batch, 72) */
+    real *delta_h_6_gh = work + (size_t)batch * 10088;  /* ∂L/∂z_h_6_gh: (batch, 72) */
+    real *dL_dh_6 = work + (size_t)batch * 10832;  /* ∂L/∂h_6: (batch, 24) */
+    real *dL_dh_7_gh = work + (size_t)batch * 10856;  /* ∂L/∂h_7_gh: (batch, 72) */
+    real *delta_h_7_gh = work + (size_t)batch * 10016;  /* ∂L/∂z_h_7_gh: (batch, 72) */
+    real *dL_dh_7 = work + (size_t)batch * 10928;  /* ∂L/∂h_7: (batch, 24) */
+    real *dL_dh_8_gh = work + (size_t)batch * 10952;  /* ∂L/∂h_8_gh: (batch, 72) */
+    real *delta_h_8_gh = work + (size_t)batch * 9944;  /* ∂L/∂z_h_8_gh: (batch, 72) */
+    real *dL_dh_8 = work + (size_t)batch * 11024;  /* ∂L/∂h_8: (batch, 24) */
+    real *dL_dh_9_gh = work + (size_t)batch * 11048;  /* ∂L/∂h_9_gh: (batch, 72) */
+    real *delta_h_9_gh = work + (size_t)batch * 9872;  /* ∂L/∂z_h_9_gh: (batch, 72) */
+    real *dL_dh_9 = work + (size_t)batch * 11120;  /* ∂L/∂h_9: (batch, 24) */
+    real *dL_dh_10_gh = work + (size_t)batch * 11144;  /* ∂L/∂h_10_gh: (batch, 72) */
+    real *delta_h_10_gh = work + (size_t)batch * 9800;  /* ∂L/∂z_h_10_gh: (batch, 72) */
+    real *dL_dh_10 = work + (size_t)batch * 11216;  /* ∂L/∂h_10: (batch, 24) */
+    real *dL_dh_11_gh = work + (size_t)batch * 11240;  /* ∂L/∂h_11_gh: (batch, 72) */
+    real *delta_h_11_gh = work + (size_t)batch * 9728;  /* ∂L/∂z_h_11_gh: (batch, 72) */
+    real *dL_dh_11 = work + (size_t)batch * 11312;  /* ∂L/∂h_11: (batch, 24) */
+    real *dL_dh_12_gh = work + (size_t)batch * 11336;  /* ∂L/∂h_12_gh: (batch, 72) */
+    real *delta_h_12_gh = work + (size_t)batch * 9656;  /* ∂L/∂z_h_12_gh: (batch, 72) */
+    real *dL_dh_12 = work + (size_t)batch * 11408;  /* ∂L/∂h_12: (batch, 24) */
+    real *dL_dh_13_gh = work + (size_t)batch * 11432;  /* ∂L/∂h_13_gh: (batch, 72) */
+    real *delta_h_13_gh = work + (size_t)batch * 9584;  /* ∂L/∂z_h_13_gh: (batch, 72) */
+    real *dL_dh_13 = work + (size_t)batch * 11504;  /* ∂L/∂h_13: (batch, 24) */
+    real *dL_dh_14_gh = work + (size_t)batch * 11528;  /* ∂L/∂h_14_gh: (batch, 72) */
+    real *delta_h_14_gh = work + (size_t)batch * 9512;  /* ∂L/∂z_h_14_gh: (batch, 72) */
+    real *dL_dh_14 = work + (size_t)batch * 11600;  /* ∂L/∂h_14: (batch, 24) */
+    real *dL_dh_15_gh = work + (size_t)batch * 11624;  /* ∂L/∂h_15_gh: (batch, 72) */
+    real *delta_h_15_gh = work + (size_t)batch * 9440;  /* ∂L/∂z_h_15_gh: (batch, 72) */
+    real *dL_dh_15 = work + (size_t)batch * 11696;  /* ∂L/∂h_15: (batch, 24) */
+    real *dL_dh_16_gh = work + (size_t)batch * 11720;  /* ∂L/∂h_16_gh: (batch, 72) */
+    real *delta_h_16_gh = work + (size_t)batch * 9368;  /* ∂L/∂z_h_16_gh: (batch, 72) */
+    real *dL_dh_16 = work + (size_t)batch * 11792;  /* ∂L/∂h_16: (batch, 24) */
+    real *dL_dh_17_gh = work + (size_t)batch * 11816;  /* ∂L/∂h_17_gh: (batch, 72) */
+    real *delta_h_17_gh = work + (size_t)batch * 9296;  /* ∂L/∂z_h_17_gh: (batch, 72) */
+    real *dL_dh_17 = work + (size_t)batch * 11888;  /* ∂L/∂h_17: (batch, 24) */
+    real *dL_dh_18_gh = work + (size_t)batch * 11912;  /* ∂L/∂h_18_gh: (batch, 72) */
+    real *delta_h_18_gh = work + (size_t)batch * 9224;  /* ∂L/∂z_h_18_gh: (batch, 72) */
+    real *dL_dh_18 = work + (size_t)batch * 11984;  /* ∂L/∂h_18: (batch, 24) */
+    real *dL_dh_19_gh = work + (size_t)batch * 12008;  /* ∂L/∂h_19_gh: (batch, 72) */
+    real *delta_h_19_gh = work + (size_t)batch * 9152;  /* ∂L/∂z_h_19_gh: (batch, 72) */
+    real *dL_dh_19 = work + (size_t)batch * 12080;  /* ∂L/∂h_19: (batch, 24) */
+    real *dL_dh_20_gh = work + (size_t)batch * 12104;  /* ∂L/∂h_20_gh: (batch, 72) */
+    real *delta_h_20_gh = work + (size_t)batch * 9080;  /* ∂L/∂z_h_20_gh: (batch, 72) */
     real *dL_dh_20 = work + (size_t)batch * 12176;  /* ∂L/∂h_20: (batch, 24) */
     real *dL_dO = work + (size_t)batch * 12200;  /* ∂L/∂O: (batch, 4) */
     real *delta_O = work + (size_t)batch * 12204;  /* ∂L/∂z_O: (batch, 4) */
@@ -1251,8 +1264,7 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
     /* dL_dh_20[b,j] = Σ_i delta_O[b,i]·W22[i,j] */
     sn_mm_nn(batch, 24, 4, delta_O, W22, dL_dh_20, 0);
     memset(dL_dh_gx, 0, sizeof(real) * (size_t)batch * 1440);
-    memset(dL_dh_20_gh, 0, sizeof(real) * (size_t)batch * 72);
-    /* dL_dh_gx[b,19,i] += dL_dh_20[b,i]·h_20_gh[b,i + 48]·(1 - σ(h_20_gh[b,i + 24] + h_gx[b,19,i + 24]))·(1 - σ(h_20_gh[b,i] + h_gx[b,19,i]))·(1 - tanh(h_20_gh[b,i + 48]·σ(h_20_gh[b,i] + h_gx[b,19,i]) + h_gx[b,19,i + 48])²)·σ(h_20_gh[b,i] + h_gx[b,19,i]) (from h_20); dL_dh_20_gh[b,i] += dL_dh_20[b,i]·h_20_gh[b,i + 48]·(1 - σ(h_20_gh[b,i + 24] + h_gx[b,19,i + 24]))·(1 - σ(h_20_gh[b,i] + h_gx[b,19,i]))·(1 - tanh(h_20_gh[b,i + 48]·σ(h_20_gh[b,i] + h_gx[b,19,i]) + h_gx[b,19,i + 48])²)·σ(h_20_gh[b,i] + h_gx[b,19,i]); dL_dh_gx[b,19,i + 24] += dL_dh_20[b,i]·(h_19[b,i]·(1 - σ(h_20_gh[b,i + 24] + h_gx[b,19,i + 24]))·σ(h_20_gh[b,i + 24] + h_gx[b,19,i + 24]) - (1 - σ(h_20_gh[b,i + 24] + h_gx[b,19,i + 24]))·σ(h_20_gh[b,i + 24] + h_gx[b,19,i + 24])·tanh(h_20_gh[b,i + 48]·σ(h_20_gh[b,i] + h_gx[b,19,i]) + h_gx[b,19,i + 48])) (from h_20); dL_dh_20_gh[b,i + 24] += dL_dh_20[b,i]·(h_19[b,i]·(1 - σ(h_20_gh[b,i + 24] + h_gx[b,19,i + 24]))·σ(h_20_gh[b,i + 24] + h_gx[b,19,i + 24]) - (1 - σ(h_20_gh[b,i + 24] + h_gx[b,19,i + 24]))·σ(h_20_gh[b,i + 24] + h_gx[b,19,i + 24])·tanh(h_20_gh[b,i + 48]·σ(h_20_gh[b,i] + h_gx[b,19,i]) + h_gx[b,19,i + 48])); dL_dh_gx[b,19,i + 48] += dL_dh_20[b,i]·(1 - σ(h_20_gh[b,i + 24] + h_gx[b,19,i + 24]))·(1 - tanh(h_20_gh[b,i + 48]·σ(h_20_gh[b,i] + h_gx[b,19,i]) + h_gx[b,19,i + 48])²) (from h_20); dL_dh_20_gh[b,i + 48] += dL_dh_20[b,i]·(1 - σ(h_20_gh[b,i + 24] + h_gx[b,19,i + 24]))·(1 - tanh(h_20_gh[b,i + 48]·σ(h_20_gh[b,i] + h_gx[b,19,i]) + h_gx[b,19,i + 48])²)·σ(h_20_gh[b,i] + h_gx[b,19,i]); dL_dh_19[b,i] = dL_dh_20[b,i]·σ(h_20_gh[b,i + 24] + h_gx[b,19,i + 24]) (from h_20) */
+    /* dL_dh_gx[b,19,i] += dL_dh_20[b,i]·h_20_gh[b,i + 48]·(1 - σ(h_20_gh[b,i + 24] + h_gx[b,19,i + 24]))·(1 - σ(h_20_gh[b,i] + h_gx[b,19,i]))·(1 - tanh(h_20_gh[b,i + 48]·σ(h_20_gh[b,i] + h_gx[b,19,i]) + h_gx[b,19,i + 48])²)·σ(h_20_gh[b,i] + h_gx[b,19,i]) (from h_20); dL_dh_20_gh[b,i] = dL_dh_20[b,i]·h_20_gh[b,i + 48]·(1 - σ(h_20_gh[b,i + 24] + h_gx[b,19,i + 24]))·(1 - σ(h_20_gh[b,i] + h_gx[b,19,i]))·(1 - tanh(h_20_gh[b,i + 48]·σ(h_20_gh[b,i] + h_gx[b,19,i]) + h_gx[b,19,i + 48])²)·σ(h_20_gh[b,i] + h_gx[b,19,i]); dL_dh_gx[b,19,i + 24] += dL_dh_20[b,i]·(h_19[b,i]·(1 - σ(h_20_gh[b,i + 24] + h_gx[b,19,i + 24]))·σ(h_20_gh[b,i + 24] + h_gx[b,19,i + 24]) - (1 - σ(h_20_gh[b,i + 24] + h_gx[b,19,i + 24]))·σ(h_20_gh[b,i + 24] + h_gx[b,19,i + 24])·tanh(h_20_gh[b,i + 48]·σ(h_20_gh[b,i] + h_gx[b,19,i]) + h_gx[b,19,i + 48])) (from h_20); dL_dh_20_gh[b,i + 24] = dL_dh_20[b,i]·(h_19[b,i]·(1 - σ(h_20_gh[b,i + 24] + h_gx[b,19,i + 24]))·σ(h_20_gh[b,i + 24] + h_gx[b,19,i + 24]) - (1 - σ(h_20_gh[b,i + 24] + h_gx[b,19,i + 24]))·σ(h_20_gh[b,i + 24] + h_gx[b,19,i + 24])·tanh(h_20_gh[b,i + 48]·σ(h_20_gh[b,i] + h_gx[b,19,i]) + h_gx[b,19,i + 48])); dL_dh_gx[b,19,i + 48] += dL_dh_20[b,i]·(1 - σ(h_20_gh[b,i + 24] + h_gx[b,19,i + 24]))·(1 - tanh(h_20_gh[b,i + 48]·σ(h_20_gh[b,i] + h_gx[b,19,i]) + h_gx[b,19,i + 48])²) (from h_20); dL_dh_20_gh[b,i + 48] = dL_dh_20[b,i]·(1 - σ(h_20_gh[b,i + 24] + h_gx[b,19,i + 24]))·(1 - tanh(h_20_gh[b,i + 48]·σ(h_20_gh[b,i] + h_gx[b,19,i]) + h_gx[b,19,i + 48])²)·σ(h_20_gh[b,i] + h_gx[b,19,i]); dL_dh_19[b,i] = dL_dh_20[b,i]·σ(h_20_gh[b,i + 24] + h_gx[b,19,i + 24]) (from h_20) */
     for (int b = 0; b < batch; b++)
 #ifdef SN_SIMD
 #pragma omp simd
@@ -1268,11 +1280,11 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             const real t7 = t2*t3;
             const real t8 = dL_dh_20[b * 24 + i]*(h_19[b * 24 + i]*t7 - t4*t7);
             dL_dh_gx[b * 1440 + (19) * 72 + i] += t6;
-            dL_dh_20_gh[b * 72 + i] += t6;
+            dL_dh_20_gh[b * 72 + i] = t6;
             dL_dh_gx[b * 1440 + (19) * 72 + (i + 24)] += t8;
-            dL_dh_20_gh[b * 72 + (i + 24)] += t8;
+            dL_dh_20_gh[b * 72 + (i + 24)] = t8;
             dL_dh_gx[b * 1440 + (19) * 72 + (i + 48)] += t5;
-            dL_dh_20_gh[b * 72 + (i + 48)] += t0*t5;
+            dL_dh_20_gh[b * 72 + (i + 48)] = t0*t5;
             dL_dh_19[b * 24 + i] = dL_dh_20[b * 24 + i]*t2;
         }
     memset(g_c1, 0, sizeof(real) * 72);
@@ -1285,12 +1297,9 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             delta_h_20_gh[b * 72 + i] = dL_dh_20_gh[b * 72 + i];
             g_c1[i] += dL_dh_20_gh[b * 72 + i];
         }
-    /* g_U1[i,j] = Σ_b delta_h_20_gh[b,i]·h_19[b,j] */
-    sn_mm_tn(72, 24, batch, delta_h_20_gh, h_19, g_U1, 0);
     /* dL_dh_19[b,j] += Σ_i delta_h_20_gh[b,i]·U1[i,j] (from h_20_gh) */
     sn_mm_nn(batch, 24, 72, delta_h_20_gh, U1, dL_dh_19, 1);
-    memset(dL_dh_19_gh, 0, sizeof(real) * (size_t)batch * 72);
-    /* dL_dh_gx[b,18,i] += dL_dh_19[b,i]·h_19_gh[b,i + 48]·(1 - σ(h_19_gh[b,i + 24] + h_gx[b,18,i + 24]))·(1 - σ(h_19_gh[b,i] + h_gx[b,18,i]))·(1 - tanh(h_19_gh[b,i + 48]·σ(h_19_gh[b,i] + h_gx[b,18,i]) + h_gx[b,18,i + 48])²)·σ(h_19_gh[b,i] + h_gx[b,18,i]) (from h_19); dL_dh_19_gh[b,i] += dL_dh_19[b,i]·h_19_gh[b,i + 48]·(1 - σ(h_19_gh[b,i + 24] + h_gx[b,18,i + 24]))·(1 - σ(h_19_gh[b,i] + h_gx[b,18,i]))·(1 - tanh(h_19_gh[b,i + 48]·σ(h_19_gh[b,i] + h_gx[b,18,i]) + h_gx[b,18,i + 48])²)·σ(h_19_gh[b,i] + h_gx[b,18,i]); dL_dh_gx[b,18,i + 24] += dL_dh_19[b,i]·(h_18[b,i]·(1 - σ(h_19_gh[b,i + 24] + h_gx[b,18,i + 24]))·σ(h_19_gh[b,i + 24] + h_gx[b,18,i + 24]) - (1 - σ(h_19_gh[b,i + 24] + h_gx[b,18,i + 24]))·σ(h_19_gh[b,i + 24] + h_gx[b,18,i + 24])·tanh(h_19_gh[b,i + 48]·σ(h_19_gh[b,i] + h_gx[b,18,i]) + h_gx[b,18,i + 48])) (from h_19); dL_dh_19_gh[b,i + 24] += dL_dh_19[b,i]·(h_18[b,i]·(1 - σ(h_19_gh[b,i + 24] + h_gx[b,18,i + 24]))·σ(h_19_gh[b,i + 24] + h_gx[b,18,i + 24]) - (1 - σ(h_19_gh[b,i + 24] + h_gx[b,18,i + 24]))·σ(h_19_gh[b,i + 24] + h_gx[b,18,i + 24])·tanh(h_19_gh[b,i + 48]·σ(h_19_gh[b,i] + h_gx[b,18,i]) + h_gx[b,18,i + 48])); dL_dh_gx[b,18,i + 48] += dL_dh_19[b,i]·(1 - σ(h_19_gh[b,i + 24] + h_gx[b,18,i + 24]))·(1 - tanh(h_19_gh[b,i + 48]·σ(h_19_gh[b,i] + h_gx[b,18,i]) + h_gx[b,18,i + 48])²) (from h_19); dL_dh_19_gh[b,i + 48] += dL_dh_19[b,i]·(1 - σ(h_19_gh[b,i + 24] + h_gx[b,18,i + 24]))·(1 - tanh(h_19_gh[b,i + 48]·σ(h_19_gh[b,i] + h_gx[b,18,i]) + h_gx[b,18,i + 48])²)·σ(h_19_gh[b,i] + h_gx[b,18,i]); dL_dh_18[b,i] = dL_dh_19[b,i]·σ(h_19_gh[b,i + 24] + h_gx[b,18,i + 24]) (from h_19) */
+    /* dL_dh_gx[b,18,i] += dL_dh_19[b,i]·h_19_gh[b,i + 48]·(1 - σ(h_19_gh[b,i + 24] + h_gx[b,18,i + 24]))·(1 - σ(h_19_gh[b,i] + h_gx[b,18,i]))·(1 - tanh(h_19_gh[b,i + 48]·σ(h_19_gh[b,i] + h_gx[b,18,i]) + h_gx[b,18,i + 48])²)·σ(h_19_gh[b,i] + h_gx[b,18,i]) (from h_19); dL_dh_19_gh[b,i] = dL_dh_19[b,i]·h_19_gh[b,i + 48]·(1 - σ(h_19_gh[b,i + 24] + h_gx[b,18,i + 24]))·(1 - σ(h_19_gh[b,i] + h_gx[b,18,i]))·(1 - tanh(h_19_gh[b,i + 48]·σ(h_19_gh[b,i] + h_gx[b,18,i]) + h_gx[b,18,i + 48])²)·σ(h_19_gh[b,i] + h_gx[b,18,i]); dL_dh_gx[b,18,i + 24] += dL_dh_19[b,i]·(h_18[b,i]·(1 - σ(h_19_gh[b,i + 24] + h_gx[b,18,i + 24]))·σ(h_19_gh[b,i + 24] + h_gx[b,18,i + 24]) - (1 - σ(h_19_gh[b,i + 24] + h_gx[b,18,i + 24]))·σ(h_19_gh[b,i + 24] + h_gx[b,18,i + 24])·tanh(h_19_gh[b,i + 48]·σ(h_19_gh[b,i] + h_gx[b,18,i]) + h_gx[b,18,i + 48])) (from h_19); dL_dh_19_gh[b,i + 24] = dL_dh_19[b,i]·(h_18[b,i]·(1 - σ(h_19_gh[b,i + 24] + h_gx[b,18,i + 24]))·σ(h_19_gh[b,i + 24] + h_gx[b,18,i + 24]) - (1 - σ(h_19_gh[b,i + 24] + h_gx[b,18,i + 24]))·σ(h_19_gh[b,i + 24] + h_gx[b,18,i + 24])·tanh(h_19_gh[b,i + 48]·σ(h_19_gh[b,i] + h_gx[b,18,i]) + h_gx[b,18,i + 48])); dL_dh_gx[b,18,i + 48] += dL_dh_19[b,i]·(1 - σ(h_19_gh[b,i + 24] + h_gx[b,18,i + 24]))·(1 - tanh(h_19_gh[b,i + 48]·σ(h_19_gh[b,i] + h_gx[b,18,i]) + h_gx[b,18,i + 48])²) (from h_19); dL_dh_19_gh[b,i + 48] = dL_dh_19[b,i]·(1 - σ(h_19_gh[b,i + 24] + h_gx[b,18,i + 24]))·(1 - tanh(h_19_gh[b,i + 48]·σ(h_19_gh[b,i] + h_gx[b,18,i]) + h_gx[b,18,i + 48])²)·σ(h_19_gh[b,i] + h_gx[b,18,i]); dL_dh_18[b,i] = dL_dh_19[b,i]·σ(h_19_gh[b,i + 24] + h_gx[b,18,i + 24]) (from h_19) */
     for (int b = 0; b < batch; b++)
 #ifdef SN_SIMD
 #pragma omp simd
@@ -1306,11 +1315,11 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             const real t7 = t2*t3;
             const real t8 = dL_dh_19[b * 24 + i]*(h_18[b * 24 + i]*t7 - t4*t7);
             dL_dh_gx[b * 1440 + (18) * 72 + i] += t6;
-            dL_dh_19_gh[b * 72 + i] += t6;
+            dL_dh_19_gh[b * 72 + i] = t6;
             dL_dh_gx[b * 1440 + (18) * 72 + (i + 24)] += t8;
-            dL_dh_19_gh[b * 72 + (i + 24)] += t8;
+            dL_dh_19_gh[b * 72 + (i + 24)] = t8;
             dL_dh_gx[b * 1440 + (18) * 72 + (i + 48)] += t5;
-            dL_dh_19_gh[b * 72 + (i + 48)] += t0*t5;
+            dL_dh_19_gh[b * 72 + (i + 48)] = t0*t5;
             dL_dh_18[b * 24 + i] = dL_dh_19[b * 24 + i]*t2;
         }
     /* delta_h_19_gh[b,i] = dL_dh_19_gh[b,i]; g_c1[i] += dL_dh_19_gh[b,i] */
@@ -1322,12 +1331,9 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             delta_h_19_gh[b * 72 + i] = dL_dh_19_gh[b * 72 + i];
             g_c1[i] += dL_dh_19_gh[b * 72 + i];
         }
-    /* g_U1[i,j] += Σ_b delta_h_19_gh[b,i]·h_18[b,j] */
-    sn_mm_tn(72, 24, batch, delta_h_19_gh, h_18, g_U1, 1);
     /* dL_dh_18[b,j] += Σ_i delta_h_19_gh[b,i]·U1[i,j] (from h_19_gh) */
     sn_mm_nn(batch, 24, 72, delta_h_19_gh, U1, dL_dh_18, 1);
-    memset(dL_dh_18_gh, 0, sizeof(real) * (size_t)batch * 72);
-    /* dL_dh_gx[b,17,i] += dL_dh_18[b,i]·h_18_gh[b,i + 48]·(1 - σ(h_18_gh[b,i + 24] + h_gx[b,17,i + 24]))·(1 - σ(h_18_gh[b,i] + h_gx[b,17,i]))·(1 - tanh(h_18_gh[b,i + 48]·σ(h_18_gh[b,i] + h_gx[b,17,i]) + h_gx[b,17,i + 48])²)·σ(h_18_gh[b,i] + h_gx[b,17,i]) (from h_18); dL_dh_18_gh[b,i] += dL_dh_18[b,i]·h_18_gh[b,i + 48]·(1 - σ(h_18_gh[b,i + 24] + h_gx[b,17,i + 24]))·(1 - σ(h_18_gh[b,i] + h_gx[b,17,i]))·(1 - tanh(h_18_gh[b,i + 48]·σ(h_18_gh[b,i] + h_gx[b,17,i]) + h_gx[b,17,i + 48])²)·σ(h_18_gh[b,i] + h_gx[b,17,i]); dL_dh_gx[b,17,i + 24] += dL_dh_18[b,i]·(h_17[b,i]·(1 - σ(h_18_gh[b,i + 24] + h_gx[b,17,i + 24]))·σ(h_18_gh[b,i + 24] + h_gx[b,17,i + 24]) - (1 - σ(h_18_gh[b,i + 24] + h_gx[b,17,i + 24]))·σ(h_18_gh[b,i + 24] + h_gx[b,17,i + 24])·tanh(h_18_gh[b,i + 48]·σ(h_18_gh[b,i] + h_gx[b,17,i]) + h_gx[b,17,i + 48])) (from h_18); dL_dh_18_gh[b,i + 24] += dL_dh_18[b,i]·(h_17[b,i]·(1 - σ(h_18_gh[b,i + 24] + h_gx[b,17,i + 24]))·σ(h_18_gh[b,i + 24] + h_gx[b,17,i + 24]) - (1 - σ(h_18_gh[b,i + 24] + h_gx[b,17,i + 24]))·σ(h_18_gh[b,i + 24] + h_gx[b,17,i + 24])·tanh(h_18_gh[b,i + 48]·σ(h_18_gh[b,i] + h_gx[b,17,i]) + h_gx[b,17,i + 48])); dL_dh_gx[b,17,i + 48] += dL_dh_18[b,i]·(1 - σ(h_18_gh[b,i + 24] + h_gx[b,17,i + 24]))·(1 - tanh(h_18_gh[b,i + 48]·σ(h_18_gh[b,i] + h_gx[b,17,i]) + h_gx[b,17,i + 48])²) (from h_18); dL_dh_18_gh[b,i + 48] += dL_dh_18[b,i]·(1 - σ(h_18_gh[b,i + 24] + h_gx[b,17,i + 24]))·(1 - tanh(h_18_gh[b,i + 48]·σ(h_18_gh[b,i] + h_gx[b,17,i]) + h_gx[b,17,i + 48])²)·σ(h_18_gh[b,i] + h_gx[b,17,i]); dL_dh_17[b,i] = dL_dh_18[b,i]·σ(h_18_gh[b,i + 24] + h_gx[b,17,i + 24]) (from h_18) */
+    /* dL_dh_gx[b,17,i] += dL_dh_18[b,i]·h_18_gh[b,i + 48]·(1 - σ(h_18_gh[b,i + 24] + h_gx[b,17,i + 24]))·(1 - σ(h_18_gh[b,i] + h_gx[b,17,i]))·(1 - tanh(h_18_gh[b,i + 48]·σ(h_18_gh[b,i] + h_gx[b,17,i]) + h_gx[b,17,i + 48])²)·σ(h_18_gh[b,i] + h_gx[b,17,i]) (from h_18); dL_dh_18_gh[b,i] = dL_dh_18[b,i]·h_18_gh[b,i + 48]·(1 - σ(h_18_gh[b,i + 24] + h_gx[b,17,i + 24]))·(1 - σ(h_18_gh[b,i] + h_gx[b,17,i]))·(1 - tanh(h_18_gh[b,i + 48]·σ(h_18_gh[b,i] + h_gx[b,17,i]) + h_gx[b,17,i + 48])²)·σ(h_18_gh[b,i] + h_gx[b,17,i]); dL_dh_gx[b,17,i + 24] += dL_dh_18[b,i]·(h_17[b,i]·(1 - σ(h_18_gh[b,i + 24] + h_gx[b,17,i + 24]))·σ(h_18_gh[b,i + 24] + h_gx[b,17,i + 24]) - (1 - σ(h_18_gh[b,i + 24] + h_gx[b,17,i + 24]))·σ(h_18_gh[b,i + 24] + h_gx[b,17,i + 24])·tanh(h_18_gh[b,i + 48]·σ(h_18_gh[b,i] + h_gx[b,17,i]) + h_gx[b,17,i + 48])) (from h_18); dL_dh_18_gh[b,i + 24] = dL_dh_18[b,i]·(h_17[b,i]·(1 - σ(h_18_gh[b,i + 24] + h_gx[b,17,i + 24]))·σ(h_18_gh[b,i + 24] + h_gx[b,17,i + 24]) - (1 - σ(h_18_gh[b,i + 24] + h_gx[b,17,i + 24]))·σ(h_18_gh[b,i + 24] + h_gx[b,17,i + 24])·tanh(h_18_gh[b,i + 48]·σ(h_18_gh[b,i] + h_gx[b,17,i]) + h_gx[b,17,i + 48])); dL_dh_gx[b,17,i + 48] += dL_dh_18[b,i]·(1 - σ(h_18_gh[b,i + 24] + h_gx[b,17,i + 24]))·(1 - tanh(h_18_gh[b,i + 48]·σ(h_18_gh[b,i] + h_gx[b,17,i]) + h_gx[b,17,i + 48])²) (from h_18); dL_dh_18_gh[b,i + 48] = dL_dh_18[b,i]·(1 - σ(h_18_gh[b,i + 24] + h_gx[b,17,i + 24]))·(1 - tanh(h_18_gh[b,i + 48]·σ(h_18_gh[b,i] + h_gx[b,17,i]) + h_gx[b,17,i + 48])²)·σ(h_18_gh[b,i] + h_gx[b,17,i]); dL_dh_17[b,i] = dL_dh_18[b,i]·σ(h_18_gh[b,i + 24] + h_gx[b,17,i + 24]) (from h_18) */
     for (int b = 0; b < batch; b++)
 #ifdef SN_SIMD
 #pragma omp simd
@@ -1343,11 +1349,11 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             const real t7 = t2*t3;
             const real t8 = dL_dh_18[b * 24 + i]*(h_17[b * 24 + i]*t7 - t4*t7);
             dL_dh_gx[b * 1440 + (17) * 72 + i] += t6;
-            dL_dh_18_gh[b * 72 + i] += t6;
+            dL_dh_18_gh[b * 72 + i] = t6;
             dL_dh_gx[b * 1440 + (17) * 72 + (i + 24)] += t8;
-            dL_dh_18_gh[b * 72 + (i + 24)] += t8;
+            dL_dh_18_gh[b * 72 + (i + 24)] = t8;
             dL_dh_gx[b * 1440 + (17) * 72 + (i + 48)] += t5;
-            dL_dh_18_gh[b * 72 + (i + 48)] += t0*t5;
+            dL_dh_18_gh[b * 72 + (i + 48)] = t0*t5;
             dL_dh_17[b * 24 + i] = dL_dh_18[b * 24 + i]*t2;
         }
     /* delta_h_18_gh[b,i] = dL_dh_18_gh[b,i]; g_c1[i] += dL_dh_18_gh[b,i] */
@@ -1359,12 +1365,9 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             delta_h_18_gh[b * 72 + i] = dL_dh_18_gh[b * 72 + i];
             g_c1[i] += dL_dh_18_gh[b * 72 + i];
         }
-    /* g_U1[i,j] += Σ_b delta_h_18_gh[b,i]·h_17[b,j] */
-    sn_mm_tn(72, 24, batch, delta_h_18_gh, h_17, g_U1, 1);
     /* dL_dh_17[b,j] += Σ_i delta_h_18_gh[b,i]·U1[i,j] (from h_18_gh) */
     sn_mm_nn(batch, 24, 72, delta_h_18_gh, U1, dL_dh_17, 1);
-    memset(dL_dh_17_gh, 0, sizeof(real) * (size_t)batch * 72);
-    /* dL_dh_gx[b,16,i] += dL_dh_17[b,i]·h_17_gh[b,i + 48]·(1 - σ(h_17_gh[b,i + 24] + h_gx[b,16,i + 24]))·(1 - σ(h_17_gh[b,i] + h_gx[b,16,i]))·(1 - tanh(h_17_gh[b,i + 48]·σ(h_17_gh[b,i] + h_gx[b,16,i]) + h_gx[b,16,i + 48])²)·σ(h_17_gh[b,i] + h_gx[b,16,i]) (from h_17); dL_dh_17_gh[b,i] += dL_dh_17[b,i]·h_17_gh[b,i + 48]·(1 - σ(h_17_gh[b,i + 24] + h_gx[b,16,i + 24]))·(1 - σ(h_17_gh[b,i] + h_gx[b,16,i]))·(1 - tanh(h_17_gh[b,i + 48]·σ(h_17_gh[b,i] + h_gx[b,16,i]) + h_gx[b,16,i + 48])²)·σ(h_17_gh[b,i] + h_gx[b,16,i]); dL_dh_gx[b,16,i + 24] += dL_dh_17[b,i]·(h_16[b,i]·(1 - σ(h_17_gh[b,i + 24] + h_gx[b,16,i + 24]))·σ(h_17_gh[b,i + 24] + h_gx[b,16,i + 24]) - (1 - σ(h_17_gh[b,i + 24] + h_gx[b,16,i + 24]))·σ(h_17_gh[b,i + 24] + h_gx[b,16,i + 24])·tanh(h_17_gh[b,i + 48]·σ(h_17_gh[b,i] + h_gx[b,16,i]) + h_gx[b,16,i + 48])) (from h_17); dL_dh_17_gh[b,i + 24] += dL_dh_17[b,i]·(h_16[b,i]·(1 - σ(h_17_gh[b,i + 24] + h_gx[b,16,i + 24]))·σ(h_17_gh[b,i + 24] + h_gx[b,16,i + 24]) - (1 - σ(h_17_gh[b,i + 24] + h_gx[b,16,i + 24]))·σ(h_17_gh[b,i + 24] + h_gx[b,16,i + 24])·tanh(h_17_gh[b,i + 48]·σ(h_17_gh[b,i] + h_gx[b,16,i]) + h_gx[b,16,i + 48])); dL_dh_gx[b,16,i + 48] += dL_dh_17[b,i]·(1 - σ(h_17_gh[b,i + 24] + h_gx[b,16,i + 24]))·(1 - tanh(h_17_gh[b,i + 48]·σ(h_17_gh[b,i] + h_gx[b,16,i]) + h_gx[b,16,i + 48])²) (from h_17); dL_dh_17_gh[b,i + 48] += dL_dh_17[b,i]·(1 - σ(h_17_gh[b,i + 24] + h_gx[b,16,i + 24]))·(1 - tanh(h_17_gh[b,i + 48]·σ(h_17_gh[b,i] + h_gx[b,16,i]) + h_gx[b,16,i + 48])²)·σ(h_17_gh[b,i] + h_gx[b,16,i]); dL_dh_16[b,i] = dL_dh_17[b,i]·σ(h_17_gh[b,i + 24] + h_gx[b,16,i + 24]) (from h_17) */
+    /* dL_dh_gx[b,16,i] += dL_dh_17[b,i]·h_17_gh[b,i + 48]·(1 - σ(h_17_gh[b,i + 24] + h_gx[b,16,i + 24]))·(1 - σ(h_17_gh[b,i] + h_gx[b,16,i]))·(1 - tanh(h_17_gh[b,i + 48]·σ(h_17_gh[b,i] + h_gx[b,16,i]) + h_gx[b,16,i + 48])²)·σ(h_17_gh[b,i] + h_gx[b,16,i]) (from h_17); dL_dh_17_gh[b,i] = dL_dh_17[b,i]·h_17_gh[b,i + 48]·(1 - σ(h_17_gh[b,i + 24] + h_gx[b,16,i + 24]))·(1 - σ(h_17_gh[b,i] + h_gx[b,16,i]))·(1 - tanh(h_17_gh[b,i + 48]·σ(h_17_gh[b,i] + h_gx[b,16,i]) + h_gx[b,16,i + 48])²)·σ(h_17_gh[b,i] + h_gx[b,16,i]); dL_dh_gx[b,16,i + 24] += dL_dh_17[b,i]·(h_16[b,i]·(1 - σ(h_17_gh[b,i + 24] + h_gx[b,16,i + 24]))·σ(h_17_gh[b,i + 24] + h_gx[b,16,i + 24]) - (1 - σ(h_17_gh[b,i + 24] + h_gx[b,16,i + 24]))·σ(h_17_gh[b,i + 24] + h_gx[b,16,i + 24])·tanh(h_17_gh[b,i + 48]·σ(h_17_gh[b,i] + h_gx[b,16,i]) + h_gx[b,16,i + 48])) (from h_17); dL_dh_17_gh[b,i + 24] = dL_dh_17[b,i]·(h_16[b,i]·(1 - σ(h_17_gh[b,i + 24] + h_gx[b,16,i + 24]))·σ(h_17_gh[b,i + 24] + h_gx[b,16,i + 24]) - (1 - σ(h_17_gh[b,i + 24] + h_gx[b,16,i + 24]))·σ(h_17_gh[b,i + 24] + h_gx[b,16,i + 24])·tanh(h_17_gh[b,i + 48]·σ(h_17_gh[b,i] + h_gx[b,16,i]) + h_gx[b,16,i + 48])); dL_dh_gx[b,16,i + 48] += dL_dh_17[b,i]·(1 - σ(h_17_gh[b,i + 24] + h_gx[b,16,i + 24]))·(1 - tanh(h_17_gh[b,i + 48]·σ(h_17_gh[b,i] + h_gx[b,16,i]) + h_gx[b,16,i + 48])²) (from h_17); dL_dh_17_gh[b,i + 48] = dL_dh_17[b,i]·(1 - σ(h_17_gh[b,i + 24] + h_gx[b,16,i + 24]))·(1 - tanh(h_17_gh[b,i + 48]·σ(h_17_gh[b,i] + h_gx[b,16,i]) + h_gx[b,16,i + 48])²)·σ(h_17_gh[b,i] + h_gx[b,16,i]); dL_dh_16[b,i] = dL_dh_17[b,i]·σ(h_17_gh[b,i + 24] + h_gx[b,16,i + 24]) (from h_17) */
     for (int b = 0; b < batch; b++)
 #ifdef SN_SIMD
 #pragma omp simd
@@ -1380,11 +1383,11 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             const real t7 = t2*t3;
             const real t8 = dL_dh_17[b * 24 + i]*(h_16[b * 24 + i]*t7 - t4*t7);
             dL_dh_gx[b * 1440 + (16) * 72 + i] += t6;
-            dL_dh_17_gh[b * 72 + i] += t6;
+            dL_dh_17_gh[b * 72 + i] = t6;
             dL_dh_gx[b * 1440 + (16) * 72 + (i + 24)] += t8;
-            dL_dh_17_gh[b * 72 + (i + 24)] += t8;
+            dL_dh_17_gh[b * 72 + (i + 24)] = t8;
             dL_dh_gx[b * 1440 + (16) * 72 + (i + 48)] += t5;
-            dL_dh_17_gh[b * 72 + (i + 48)] += t0*t5;
+            dL_dh_17_gh[b * 72 + (i + 48)] = t0*t5;
             dL_dh_16[b * 24 + i] = dL_dh_17[b * 24 + i]*t2;
         }
     /* delta_h_17_gh[b,i] = dL_dh_17_gh[b,i]; g_c1[i] += dL_dh_17_gh[b,i] */
@@ -1396,12 +1399,9 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             delta_h_17_gh[b * 72 + i] = dL_dh_17_gh[b * 72 + i];
             g_c1[i] += dL_dh_17_gh[b * 72 + i];
         }
-    /* g_U1[i,j] += Σ_b delta_h_17_gh[b,i]·h_16[b,j] */
-    sn_mm_tn(72, 24, batch, delta_h_17_gh, h_16, g_U1, 1);
     /* dL_dh_16[b,j] += Σ_i delta_h_17_gh[b,i]·U1[i,j] (from h_17_gh) */
     sn_mm_nn(batch, 24, 72, delta_h_17_gh, U1, dL_dh_16, 1);
-    memset(dL_dh_16_gh, 0, sizeof(real) * (size_t)batch * 72);
-    /* dL_dh_gx[b,15,i] += dL_dh_16[b,i]·h_16_gh[b,i + 48]·(1 - σ(h_16_gh[b,i + 24] + h_gx[b,15,i + 24]))·(1 - σ(h_16_gh[b,i] + h_gx[b,15,i]))·(1 - tanh(h_16_gh[b,i + 48]·σ(h_16_gh[b,i] + h_gx[b,15,i]) + h_gx[b,15,i + 48])²)·σ(h_16_gh[b,i] + h_gx[b,15,i]) (from h_16); dL_dh_16_gh[b,i] += dL_dh_16[b,i]·h_16_gh[b,i + 48]·(1 - σ(h_16_gh[b,i + 24] + h_gx[b,15,i + 24]))·(1 - σ(h_16_gh[b,i] + h_gx[b,15,i]))·(1 - tanh(h_16_gh[b,i + 48]·σ(h_16_gh[b,i] + h_gx[b,15,i]) + h_gx[b,15,i + 48])²)·σ(h_16_gh[b,i] + h_gx[b,15,i]); dL_dh_gx[b,15,i + 24] += dL_dh_16[b,i]·(h_15[b,i]·(1 - σ(h_16_gh[b,i + 24] + h_gx[b,15,i + 24]))·σ(h_16_gh[b,i + 24] + h_gx[b,15,i + 24]) - (1 - σ(h_16_gh[b,i + 24] + h_gx[b,15,i + 24]))·σ(h_16_gh[b,i + 24] + h_gx[b,15,i + 24])·tanh(h_16_gh[b,i + 48]·σ(h_16_gh[b,i] + h_gx[b,15,i]) + h_gx[b,15,i + 48])) (from h_16); dL_dh_16_gh[b,i + 24] += dL_dh_16[b,i]·(h_15[b,i]·(1 - σ(h_16_gh[b,i + 24] + h_gx[b,15,i + 24]))·σ(h_16_gh[b,i + 24] + h_gx[b,15,i + 24]) - (1 - σ(h_16_gh[b,i + 24] + h_gx[b,15,i + 24]))·σ(h_16_gh[b,i + 24] + h_gx[b,15,i + 24])·tanh(h_16_gh[b,i + 48]·σ(h_16_gh[b,i] + h_gx[b,15,i]) + h_gx[b,15,i + 48])); dL_dh_gx[b,15,i + 48] += dL_dh_16[b,i]·(1 - σ(h_16_gh[b,i + 24] + h_gx[b,15,i + 24]))·(1 - tanh(h_16_gh[b,i + 48]·σ(h_16_gh[b,i] + h_gx[b,15,i]) + h_gx[b,15,i + 48])²) (from h_16); dL_dh_16_gh[b,i + 48] += dL_dh_16[b,i]·(1 - σ(h_16_gh[b,i + 24] + h_gx[b,15,i + 24]))·(1 - tanh(h_16_gh[b,i + 48]·σ(h_16_gh[b,i] + h_gx[b,15,i]) + h_gx[b,15,i + 48])²)·σ(h_16_gh[b,i] + h_gx[b,15,i]); dL_dh_15[b,i] = dL_dh_16[b,i]·σ(h_16_gh[b,i + 24] + h_gx[b,15,i + 24]) (from h_16) */
+    /* dL_dh_gx[b,15,i] += dL_dh_16[b,i]·h_16_gh[b,i + 48]·(1 - σ(h_16_gh[b,i + 24] + h_gx[b,15,i + 24]))·(1 - σ(h_16_gh[b,i] + h_gx[b,15,i]))·(1 - tanh(h_16_gh[b,i + 48]·σ(h_16_gh[b,i] + h_gx[b,15,i]) + h_gx[b,15,i + 48])²)·σ(h_16_gh[b,i] + h_gx[b,15,i]) (from h_16); dL_dh_16_gh[b,i] = dL_dh_16[b,i]·h_16_gh[b,i + 48]·(1 - σ(h_16_gh[b,i + 24] + h_gx[b,15,i + 24]))·(1 - σ(h_16_gh[b,i] + h_gx[b,15,i]))·(1 - tanh(h_16_gh[b,i + 48]·σ(h_16_gh[b,i] + h_gx[b,15,i]) + h_gx[b,15,i + 48])²)·σ(h_16_gh[b,i] + h_gx[b,15,i]); dL_dh_gx[b,15,i + 24] += dL_dh_16[b,i]·(h_15[b,i]·(1 - σ(h_16_gh[b,i + 24] + h_gx[b,15,i + 24]))·σ(h_16_gh[b,i + 24] + h_gx[b,15,i + 24]) - (1 - σ(h_16_gh[b,i + 24] + h_gx[b,15,i + 24]))·σ(h_16_gh[b,i + 24] + h_gx[b,15,i + 24])·tanh(h_16_gh[b,i + 48]·σ(h_16_gh[b,i] + h_gx[b,15,i]) + h_gx[b,15,i + 48])) (from h_16); dL_dh_16_gh[b,i + 24] = dL_dh_16[b,i]·(h_15[b,i]·(1 - σ(h_16_gh[b,i + 24] + h_gx[b,15,i + 24]))·σ(h_16_gh[b,i + 24] + h_gx[b,15,i + 24]) - (1 - σ(h_16_gh[b,i + 24] + h_gx[b,15,i + 24]))·σ(h_16_gh[b,i + 24] + h_gx[b,15,i + 24])·tanh(h_16_gh[b,i + 48]·σ(h_16_gh[b,i] + h_gx[b,15,i]) + h_gx[b,15,i + 48])); dL_dh_gx[b,15,i + 48] += dL_dh_16[b,i]·(1 - σ(h_16_gh[b,i + 24] + h_gx[b,15,i + 24]))·(1 - tanh(h_16_gh[b,i + 48]·σ(h_16_gh[b,i] + h_gx[b,15,i]) + h_gx[b,15,i + 48])²) (from h_16); dL_dh_16_gh[b,i + 48] = dL_dh_16[b,i]·(1 - σ(h_16_gh[b,i + 24] + h_gx[b,15,i + 24]))·(1 - tanh(h_16_gh[b,i + 48]·σ(h_16_gh[b,i] + h_gx[b,15,i]) + h_gx[b,15,i + 48])²)·σ(h_16_gh[b,i] + h_gx[b,15,i]); dL_dh_15[b,i] = dL_dh_16[b,i]·σ(h_16_gh[b,i + 24] + h_gx[b,15,i + 24]) (from h_16) */
     for (int b = 0; b < batch; b++)
 #ifdef SN_SIMD
 #pragma omp simd
@@ -1417,11 +1417,11 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             const real t7 = t2*t3;
             const real t8 = dL_dh_16[b * 24 + i]*(h_15[b * 24 + i]*t7 - t4*t7);
             dL_dh_gx[b * 1440 + (15) * 72 + i] += t6;
-            dL_dh_16_gh[b * 72 + i] += t6;
+            dL_dh_16_gh[b * 72 + i] = t6;
             dL_dh_gx[b * 1440 + (15) * 72 + (i + 24)] += t8;
-            dL_dh_16_gh[b * 72 + (i + 24)] += t8;
+            dL_dh_16_gh[b * 72 + (i + 24)] = t8;
             dL_dh_gx[b * 1440 + (15) * 72 + (i + 48)] += t5;
-            dL_dh_16_gh[b * 72 + (i + 48)] += t0*t5;
+            dL_dh_16_gh[b * 72 + (i + 48)] = t0*t5;
             dL_dh_15[b * 24 + i] = dL_dh_16[b * 24 + i]*t2;
         }
     /* delta_h_16_gh[b,i] = dL_dh_16_gh[b,i]; g_c1[i] += dL_dh_16_gh[b,i] */
@@ -1433,12 +1433,9 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             delta_h_16_gh[b * 72 + i] = dL_dh_16_gh[b * 72 + i];
             g_c1[i] += dL_dh_16_gh[b * 72 + i];
         }
-    /* g_U1[i,j] += Σ_b delta_h_16_gh[b,i]·h_15[b,j] */
-    sn_mm_tn(72, 24, batch, delta_h_16_gh, h_15, g_U1, 1);
     /* dL_dh_15[b,j] += Σ_i delta_h_16_gh[b,i]·U1[i,j] (from h_16_gh) */
     sn_mm_nn(batch, 24, 72, delta_h_16_gh, U1, dL_dh_15, 1);
-    memset(dL_dh_15_gh, 0, sizeof(real) * (size_t)batch * 72);
-    /* dL_dh_gx[b,14,i] += dL_dh_15[b,i]·h_15_gh[b,i + 48]·(1 - σ(h_15_gh[b,i + 24] + h_gx[b,14,i + 24]))·(1 - σ(h_15_gh[b,i] + h_gx[b,14,i]))·(1 - tanh(h_15_gh[b,i + 48]·σ(h_15_gh[b,i] + h_gx[b,14,i]) + h_gx[b,14,i + 48])²)·σ(h_15_gh[b,i] + h_gx[b,14,i]) (from h_15); dL_dh_15_gh[b,i] += dL_dh_15[b,i]·h_15_gh[b,i + 48]·(1 - σ(h_15_gh[b,i + 24] + h_gx[b,14,i + 24]))·(1 - σ(h_15_gh[b,i] + h_gx[b,14,i]))·(1 - tanh(h_15_gh[b,i + 48]·σ(h_15_gh[b,i] + h_gx[b,14,i]) + h_gx[b,14,i + 48])²)·σ(h_15_gh[b,i] + h_gx[b,14,i]); dL_dh_gx[b,14,i + 24] += dL_dh_15[b,i]·(h_14[b,i]·(1 - σ(h_15_gh[b,i + 24] + h_gx[b,14,i + 24]))·σ(h_15_gh[b,i + 24] + h_gx[b,14,i + 24]) - (1 - σ(h_15_gh[b,i + 24] + h_gx[b,14,i + 24]))·σ(h_15_gh[b,i + 24] + h_gx[b,14,i + 24])·tanh(h_15_gh[b,i + 48]·σ(h_15_gh[b,i] + h_gx[b,14,i]) + h_gx[b,14,i + 48])) (from h_15); dL_dh_15_gh[b,i + 24] += dL_dh_15[b,i]·(h_14[b,i]·(1 - σ(h_15_gh[b,i + 24] + h_gx[b,14,i + 24]))·σ(h_15_gh[b,i + 24] + h_gx[b,14,i + 24]) - (1 - σ(h_15_gh[b,i + 24] + h_gx[b,14,i + 24]))·σ(h_15_gh[b,i + 24] + h_gx[b,14,i + 24])·tanh(h_15_gh[b,i + 48]·σ(h_15_gh[b,i] + h_gx[b,14,i]) + h_gx[b,14,i + 48])); dL_dh_gx[b,14,i + 48] += dL_dh_15[b,i]·(1 - σ(h_15_gh[b,i + 24] + h_gx[b,14,i + 24]))·(1 - tanh(h_15_gh[b,i + 48]·σ(h_15_gh[b,i] + h_gx[b,14,i]) + h_gx[b,14,i + 48])²) (from h_15); dL_dh_15_gh[b,i + 48] += dL_dh_15[b,i]·(1 - σ(h_15_gh[b,i + 24] + h_gx[b,14,i + 24]))·(1 - tanh(h_15_gh[b,i + 48]·σ(h_15_gh[b,i] + h_gx[b,14,i]) + h_gx[b,14,i + 48])²)·σ(h_15_gh[b,i] + h_gx[b,14,i]); dL_dh_14[b,i] = dL_dh_15[b,i]·σ(h_15_gh[b,i + 24] + h_gx[b,14,i + 24]) (from h_15) */
+    /* dL_dh_gx[b,14,i] += dL_dh_15[b,i]·h_15_gh[b,i + 48]·(1 - σ(h_15_gh[b,i + 24] + h_gx[b,14,i + 24]))·(1 - σ(h_15_gh[b,i] + h_gx[b,14,i]))·(1 - tanh(h_15_gh[b,i + 48]·σ(h_15_gh[b,i] + h_gx[b,14,i]) + h_gx[b,14,i + 48])²)·σ(h_15_gh[b,i] + h_gx[b,14,i]) (from h_15); dL_dh_15_gh[b,i] = dL_dh_15[b,i]·h_15_gh[b,i + 48]·(1 - σ(h_15_gh[b,i + 24] + h_gx[b,14,i + 24]))·(1 - σ(h_15_gh[b,i] + h_gx[b,14,i]))·(1 - tanh(h_15_gh[b,i + 48]·σ(h_15_gh[b,i] + h_gx[b,14,i]) + h_gx[b,14,i + 48])²)·σ(h_15_gh[b,i] + h_gx[b,14,i]); dL_dh_gx[b,14,i + 24] += dL_dh_15[b,i]·(h_14[b,i]·(1 - σ(h_15_gh[b,i + 24] + h_gx[b,14,i + 24]))·σ(h_15_gh[b,i + 24] + h_gx[b,14,i + 24]) - (1 - σ(h_15_gh[b,i + 24] + h_gx[b,14,i + 24]))·σ(h_15_gh[b,i + 24] + h_gx[b,14,i + 24])·tanh(h_15_gh[b,i + 48]·σ(h_15_gh[b,i] + h_gx[b,14,i]) + h_gx[b,14,i + 48])) (from h_15); dL_dh_15_gh[b,i + 24] = dL_dh_15[b,i]·(h_14[b,i]·(1 - σ(h_15_gh[b,i + 24] + h_gx[b,14,i + 24]))·σ(h_15_gh[b,i + 24] + h_gx[b,14,i + 24]) - (1 - σ(h_15_gh[b,i + 24] + h_gx[b,14,i + 24]))·σ(h_15_gh[b,i + 24] + h_gx[b,14,i + 24])·tanh(h_15_gh[b,i + 48]·σ(h_15_gh[b,i] + h_gx[b,14,i]) + h_gx[b,14,i + 48])); dL_dh_gx[b,14,i + 48] += dL_dh_15[b,i]·(1 - σ(h_15_gh[b,i + 24] + h_gx[b,14,i + 24]))·(1 - tanh(h_15_gh[b,i + 48]·σ(h_15_gh[b,i] + h_gx[b,14,i]) + h_gx[b,14,i + 48])²) (from h_15); dL_dh_15_gh[b,i + 48] = dL_dh_15[b,i]·(1 - σ(h_15_gh[b,i + 24] + h_gx[b,14,i + 24]))·(1 - tanh(h_15_gh[b,i + 48]·σ(h_15_gh[b,i] + h_gx[b,14,i]) + h_gx[b,14,i + 48])²)·σ(h_15_gh[b,i] + h_gx[b,14,i]); dL_dh_14[b,i] = dL_dh_15[b,i]·σ(h_15_gh[b,i + 24] + h_gx[b,14,i + 24]) (from h_15) */
     for (int b = 0; b < batch; b++)
 #ifdef SN_SIMD
 #pragma omp simd
@@ -1454,11 +1451,11 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             const real t7 = t2*t3;
             const real t8 = dL_dh_15[b * 24 + i]*(h_14[b * 24 + i]*t7 - t4*t7);
             dL_dh_gx[b * 1440 + (14) * 72 + i] += t6;
-            dL_dh_15_gh[b * 72 + i] += t6;
+            dL_dh_15_gh[b * 72 + i] = t6;
             dL_dh_gx[b * 1440 + (14) * 72 + (i + 24)] += t8;
-            dL_dh_15_gh[b * 72 + (i + 24)] += t8;
+            dL_dh_15_gh[b * 72 + (i + 24)] = t8;
             dL_dh_gx[b * 1440 + (14) * 72 + (i + 48)] += t5;
-            dL_dh_15_gh[b * 72 + (i + 48)] += t0*t5;
+            dL_dh_15_gh[b * 72 + (i + 48)] = t0*t5;
             dL_dh_14[b * 24 + i] = dL_dh_15[b * 24 + i]*t2;
         }
     /* delta_h_15_gh[b,i] = dL_dh_15_gh[b,i]; g_c1[i] += dL_dh_15_gh[b,i] */
@@ -1470,12 +1467,9 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             delta_h_15_gh[b * 72 + i] = dL_dh_15_gh[b * 72 + i];
             g_c1[i] += dL_dh_15_gh[b * 72 + i];
         }
-    /* g_U1[i,j] += Σ_b delta_h_15_gh[b,i]·h_14[b,j] */
-    sn_mm_tn(72, 24, batch, delta_h_15_gh, h_14, g_U1, 1);
     /* dL_dh_14[b,j] += Σ_i delta_h_15_gh[b,i]·U1[i,j] (from h_15_gh) */
     sn_mm_nn(batch, 24, 72, delta_h_15_gh, U1, dL_dh_14, 1);
-    memset(dL_dh_14_gh, 0, sizeof(real) * (size_t)batch * 72);
-    /* dL_dh_gx[b,13,i] += dL_dh_14[b,i]·h_14_gh[b,i + 48]·(1 - σ(h_14_gh[b,i + 24] + h_gx[b,13,i + 24]))·(1 - σ(h_14_gh[b,i] + h_gx[b,13,i]))·(1 - tanh(h_14_gh[b,i + 48]·σ(h_14_gh[b,i] + h_gx[b,13,i]) + h_gx[b,13,i + 48])²)·σ(h_14_gh[b,i] + h_gx[b,13,i]) (from h_14); dL_dh_14_gh[b,i] += dL_dh_14[b,i]·h_14_gh[b,i + 48]·(1 - σ(h_14_gh[b,i + 24] + h_gx[b,13,i + 24]))·(1 - σ(h_14_gh[b,i] + h_gx[b,13,i]))·(1 - tanh(h_14_gh[b,i + 48]·σ(h_14_gh[b,i] + h_gx[b,13,i]) + h_gx[b,13,i + 48])²)·σ(h_14_gh[b,i] + h_gx[b,13,i]); dL_dh_gx[b,13,i + 24] += dL_dh_14[b,i]·(h_13[b,i]·(1 - σ(h_14_gh[b,i + 24] + h_gx[b,13,i + 24]))·σ(h_14_gh[b,i + 24] + h_gx[b,13,i + 24]) - (1 - σ(h_14_gh[b,i + 24] + h_gx[b,13,i + 24]))·σ(h_14_gh[b,i + 24] + h_gx[b,13,i + 24])·tanh(h_14_gh[b,i + 48]·σ(h_14_gh[b,i] + h_gx[b,13,i]) + h_gx[b,13,i + 48])) (from h_14); dL_dh_14_gh[b,i + 24] += dL_dh_14[b,i]·(h_13[b,i]·(1 - σ(h_14_gh[b,i + 24] + h_gx[b,13,i + 24]))·σ(h_14_gh[b,i + 24] + h_gx[b,13,i + 24]) - (1 - σ(h_14_gh[b,i + 24] + h_gx[b,13,i + 24]))·σ(h_14_gh[b,i + 24] + h_gx[b,13,i + 24])·tanh(h_14_gh[b,i + 48]·σ(h_14_gh[b,i] + h_gx[b,13,i]) + h_gx[b,13,i + 48])); dL_dh_gx[b,13,i + 48] += dL_dh_14[b,i]·(1 - σ(h_14_gh[b,i + 24] + h_gx[b,13,i + 24]))·(1 - tanh(h_14_gh[b,i + 48]·σ(h_14_gh[b,i] + h_gx[b,13,i]) + h_gx[b,13,i + 48])²) (from h_14); dL_dh_14_gh[b,i + 48] += dL_dh_14[b,i]·(1 - σ(h_14_gh[b,i + 24] + h_gx[b,13,i + 24]))·(1 - tanh(h_14_gh[b,i + 48]·σ(h_14_gh[b,i] + h_gx[b,13,i]) + h_gx[b,13,i + 48])²)·σ(h_14_gh[b,i] + h_gx[b,13,i]); dL_dh_13[b,i] = dL_dh_14[b,i]·σ(h_14_gh[b,i + 24] + h_gx[b,13,i + 24]) (from h_14) */
+    /* dL_dh_gx[b,13,i] += dL_dh_14[b,i]·h_14_gh[b,i + 48]·(1 - σ(h_14_gh[b,i + 24] + h_gx[b,13,i + 24]))·(1 - σ(h_14_gh[b,i] + h_gx[b,13,i]))·(1 - tanh(h_14_gh[b,i + 48]·σ(h_14_gh[b,i] + h_gx[b,13,i]) + h_gx[b,13,i + 48])²)·σ(h_14_gh[b,i] + h_gx[b,13,i]) (from h_14); dL_dh_14_gh[b,i] = dL_dh_14[b,i]·h_14_gh[b,i + 48]·(1 - σ(h_14_gh[b,i + 24] + h_gx[b,13,i + 24]))·(1 - σ(h_14_gh[b,i] + h_gx[b,13,i]))·(1 - tanh(h_14_gh[b,i + 48]·σ(h_14_gh[b,i] + h_gx[b,13,i]) + h_gx[b,13,i + 48])²)·σ(h_14_gh[b,i] + h_gx[b,13,i]); dL_dh_gx[b,13,i + 24] += dL_dh_14[b,i]·(h_13[b,i]·(1 - σ(h_14_gh[b,i + 24] + h_gx[b,13,i + 24]))·σ(h_14_gh[b,i + 24] + h_gx[b,13,i + 24]) - (1 - σ(h_14_gh[b,i + 24] + h_gx[b,13,i + 24]))·σ(h_14_gh[b,i + 24] + h_gx[b,13,i + 24])·tanh(h_14_gh[b,i + 48]·σ(h_14_gh[b,i] + h_gx[b,13,i]) + h_gx[b,13,i + 48])) (from h_14); dL_dh_14_gh[b,i + 24] = dL_dh_14[b,i]·(h_13[b,i]·(1 - σ(h_14_gh[b,i + 24] + h_gx[b,13,i + 24]))·σ(h_14_gh[b,i + 24] + h_gx[b,13,i + 24]) - (1 - σ(h_14_gh[b,i + 24] + h_gx[b,13,i + 24]))·σ(h_14_gh[b,i + 24] + h_gx[b,13,i + 24])·tanh(h_14_gh[b,i + 48]·σ(h_14_gh[b,i] + h_gx[b,13,i]) + h_gx[b,13,i + 48])); dL_dh_gx[b,13,i + 48] += dL_dh_14[b,i]·(1 - σ(h_14_gh[b,i + 24] + h_gx[b,13,i + 24]))·(1 - tanh(h_14_gh[b,i + 48]·σ(h_14_gh[b,i] + h_gx[b,13,i]) + h_gx[b,13,i + 48])²) (from h_14); dL_dh_14_gh[b,i + 48] = dL_dh_14[b,i]·(1 - σ(h_14_gh[b,i + 24] + h_gx[b,13,i + 24]))·(1 - tanh(h_14_gh[b,i + 48]·σ(h_14_gh[b,i] + h_gx[b,13,i]) + h_gx[b,13,i + 48])²)·σ(h_14_gh[b,i] + h_gx[b,13,i]); dL_dh_13[b,i] = dL_dh_14[b,i]·σ(h_14_gh[b,i + 24] + h_gx[b,13,i + 24]) (from h_14) */
     for (int b = 0; b < batch; b++)
 #ifdef SN_SIMD
 #pragma omp simd
@@ -1491,11 +1485,11 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             const real t7 = t2*t3;
             const real t8 = dL_dh_14[b * 24 + i]*(h_13[b * 24 + i]*t7 - t4*t7);
             dL_dh_gx[b * 1440 + (13) * 72 + i] += t6;
-            dL_dh_14_gh[b * 72 + i] += t6;
+            dL_dh_14_gh[b * 72 + i] = t6;
             dL_dh_gx[b * 1440 + (13) * 72 + (i + 24)] += t8;
-            dL_dh_14_gh[b * 72 + (i + 24)] += t8;
+            dL_dh_14_gh[b * 72 + (i + 24)] = t8;
             dL_dh_gx[b * 1440 + (13) * 72 + (i + 48)] += t5;
-            dL_dh_14_gh[b * 72 + (i + 48)] += t0*t5;
+            dL_dh_14_gh[b * 72 + (i + 48)] = t0*t5;
             dL_dh_13[b * 24 + i] = dL_dh_14[b * 24 + i]*t2;
         }
     /* delta_h_14_gh[b,i] = dL_dh_14_gh[b,i]; g_c1[i] += dL_dh_14_gh[b,i] */
@@ -1507,12 +1501,9 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             delta_h_14_gh[b * 72 + i] = dL_dh_14_gh[b * 72 + i];
             g_c1[i] += dL_dh_14_gh[b * 72 + i];
         }
-    /* g_U1[i,j] += Σ_b delta_h_14_gh[b,i]·h_13[b,j] */
-    sn_mm_tn(72, 24, batch, delta_h_14_gh, h_13, g_U1, 1);
     /* dL_dh_13[b,j] += Σ_i delta_h_14_gh[b,i]·U1[i,j] (from h_14_gh) */
     sn_mm_nn(batch, 24, 72, delta_h_14_gh, U1, dL_dh_13, 1);
-    memset(dL_dh_13_gh, 0, sizeof(real) * (size_t)batch * 72);
-    /* dL_dh_gx[b,12,i] += dL_dh_13[b,i]·h_13_gh[b,i + 48]·(1 - σ(h_13_gh[b,i + 24] + h_gx[b,12,i + 24]))·(1 - σ(h_13_gh[b,i] + h_gx[b,12,i]))·(1 - tanh(h_13_gh[b,i + 48]·σ(h_13_gh[b,i] + h_gx[b,12,i]) + h_gx[b,12,i + 48])²)·σ(h_13_gh[b,i] + h_gx[b,12,i]) (from h_13); dL_dh_13_gh[b,i] += dL_dh_13[b,i]·h_13_gh[b,i + 48]·(1 - σ(h_13_gh[b,i + 24] + h_gx[b,12,i + 24]))·(1 - σ(h_13_gh[b,i] + h_gx[b,12,i]))·(1 - tanh(h_13_gh[b,i + 48]·σ(h_13_gh[b,i] + h_gx[b,12,i]) + h_gx[b,12,i + 48])²)·σ(h_13_gh[b,i] + h_gx[b,12,i]); dL_dh_gx[b,12,i + 24] += dL_dh_13[b,i]·(h_12[b,i]·(1 - σ(h_13_gh[b,i + 24] + h_gx[b,12,i + 24]))·σ(h_13_gh[b,i + 24] + h_gx[b,12,i + 24]) - (1 - σ(h_13_gh[b,i + 24] + h_gx[b,12,i + 24]))·σ(h_13_gh[b,i + 24] + h_gx[b,12,i + 24])·tanh(h_13_gh[b,i + 48]·σ(h_13_gh[b,i] + h_gx[b,12,i]) + h_gx[b,12,i + 48])) (from h_13); dL_dh_13_gh[b,i + 24] += dL_dh_13[b,i]·(h_12[b,i]·(1 - σ(h_13_gh[b,i + 24] + h_gx[b,12,i + 24]))·σ(h_13_gh[b,i + 24] + h_gx[b,12,i + 24]) - (1 - σ(h_13_gh[b,i + 24] + h_gx[b,12,i + 24]))·σ(h_13_gh[b,i + 24] + h_gx[b,12,i + 24])·tanh(h_13_gh[b,i + 48]·σ(h_13_gh[b,i] + h_gx[b,12,i]) + h_gx[b,12,i + 48])); dL_dh_gx[b,12,i + 48] += dL_dh_13[b,i]·(1 - σ(h_13_gh[b,i + 24] + h_gx[b,12,i + 24]))·(1 - tanh(h_13_gh[b,i + 48]·σ(h_13_gh[b,i] + h_gx[b,12,i]) + h_gx[b,12,i + 48])²) (from h_13); dL_dh_13_gh[b,i + 48] += dL_dh_13[b,i]·(1 - σ(h_13_gh[b,i + 24] + h_gx[b,12,i + 24]))·(1 - tanh(h_13_gh[b,i + 48]·σ(h_13_gh[b,i] + h_gx[b,12,i]) + h_gx[b,12,i + 48])²)·σ(h_13_gh[b,i] + h_gx[b,12,i]); dL_dh_12[b,i] = dL_dh_13[b,i]·σ(h_13_gh[b,i + 24] + h_gx[b,12,i + 24]) (from h_13) */
+    /* dL_dh_gx[b,12,i] += dL_dh_13[b,i]·h_13_gh[b,i + 48]·(1 - σ(h_13_gh[b,i + 24] + h_gx[b,12,i + 24]))·(1 - σ(h_13_gh[b,i] + h_gx[b,12,i]))·(1 - tanh(h_13_gh[b,i + 48]·σ(h_13_gh[b,i] + h_gx[b,12,i]) + h_gx[b,12,i + 48])²)·σ(h_13_gh[b,i] + h_gx[b,12,i]) (from h_13); dL_dh_13_gh[b,i] = dL_dh_13[b,i]·h_13_gh[b,i + 48]·(1 - σ(h_13_gh[b,i + 24] + h_gx[b,12,i + 24]))·(1 - σ(h_13_gh[b,i] + h_gx[b,12,i]))·(1 - tanh(h_13_gh[b,i + 48]·σ(h_13_gh[b,i] + h_gx[b,12,i]) + h_gx[b,12,i + 48])²)·σ(h_13_gh[b,i] + h_gx[b,12,i]); dL_dh_gx[b,12,i + 24] += dL_dh_13[b,i]·(h_12[b,i]·(1 - σ(h_13_gh[b,i + 24] + h_gx[b,12,i + 24]))·σ(h_13_gh[b,i + 24] + h_gx[b,12,i + 24]) - (1 - σ(h_13_gh[b,i + 24] + h_gx[b,12,i + 24]))·σ(h_13_gh[b,i + 24] + h_gx[b,12,i + 24])·tanh(h_13_gh[b,i + 48]·σ(h_13_gh[b,i] + h_gx[b,12,i]) + h_gx[b,12,i + 48])) (from h_13); dL_dh_13_gh[b,i + 24] = dL_dh_13[b,i]·(h_12[b,i]·(1 - σ(h_13_gh[b,i + 24] + h_gx[b,12,i + 24]))·σ(h_13_gh[b,i + 24] + h_gx[b,12,i + 24]) - (1 - σ(h_13_gh[b,i + 24] + h_gx[b,12,i + 24]))·σ(h_13_gh[b,i + 24] + h_gx[b,12,i + 24])·tanh(h_13_gh[b,i + 48]·σ(h_13_gh[b,i] + h_gx[b,12,i]) + h_gx[b,12,i + 48])); dL_dh_gx[b,12,i + 48] += dL_dh_13[b,i]·(1 - σ(h_13_gh[b,i + 24] + h_gx[b,12,i + 24]))·(1 - tanh(h_13_gh[b,i + 48]·σ(h_13_gh[b,i] + h_gx[b,12,i]) + h_gx[b,12,i + 48])²) (from h_13); dL_dh_13_gh[b,i + 48] = dL_dh_13[b,i]·(1 - σ(h_13_gh[b,i + 24] + h_gx[b,12,i + 24]))·(1 - tanh(h_13_gh[b,i + 48]·σ(h_13_gh[b,i] + h_gx[b,12,i]) + h_gx[b,12,i + 48])²)·σ(h_13_gh[b,i] + h_gx[b,12,i]); dL_dh_12[b,i] = dL_dh_13[b,i]·σ(h_13_gh[b,i + 24] + h_gx[b,12,i + 24]) (from h_13) */
     for (int b = 0; b < batch; b++)
 #ifdef SN_SIMD
 #pragma omp simd
@@ -1528,11 +1519,11 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             const real t7 = t2*t3;
             const real t8 = dL_dh_13[b * 24 + i]*(h_12[b * 24 + i]*t7 - t4*t7);
             dL_dh_gx[b * 1440 + (12) * 72 + i] += t6;
-            dL_dh_13_gh[b * 72 + i] += t6;
+            dL_dh_13_gh[b * 72 + i] = t6;
             dL_dh_gx[b * 1440 + (12) * 72 + (i + 24)] += t8;
-            dL_dh_13_gh[b * 72 + (i + 24)] += t8;
+            dL_dh_13_gh[b * 72 + (i + 24)] = t8;
             dL_dh_gx[b * 1440 + (12) * 72 + (i + 48)] += t5;
-            dL_dh_13_gh[b * 72 + (i + 48)] += t0*t5;
+            dL_dh_13_gh[b * 72 + (i + 48)] = t0*t5;
             dL_dh_12[b * 24 + i] = dL_dh_13[b * 24 + i]*t2;
         }
     /* delta_h_13_gh[b,i] = dL_dh_13_gh[b,i]; g_c1[i] += dL_dh_13_gh[b,i] */
@@ -1544,12 +1535,9 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             delta_h_13_gh[b * 72 + i] = dL_dh_13_gh[b * 72 + i];
             g_c1[i] += dL_dh_13_gh[b * 72 + i];
         }
-    /* g_U1[i,j] += Σ_b delta_h_13_gh[b,i]·h_12[b,j] */
-    sn_mm_tn(72, 24, batch, delta_h_13_gh, h_12, g_U1, 1);
     /* dL_dh_12[b,j] += Σ_i delta_h_13_gh[b,i]·U1[i,j] (from h_13_gh) */
     sn_mm_nn(batch, 24, 72, delta_h_13_gh, U1, dL_dh_12, 1);
-    memset(dL_dh_12_gh, 0, sizeof(real) * (size_t)batch * 72);
-    /* dL_dh_gx[b,11,i] += dL_dh_12[b,i]·h_12_gh[b,i + 48]·(1 - σ(h_12_gh[b,i + 24] + h_gx[b,11,i + 24]))·(1 - σ(h_12_gh[b,i] + h_gx[b,11,i]))·(1 - tanh(h_12_gh[b,i + 48]·σ(h_12_gh[b,i] + h_gx[b,11,i]) + h_gx[b,11,i + 48])²)·σ(h_12_gh[b,i] + h_gx[b,11,i]) (from h_12); dL_dh_12_gh[b,i] += dL_dh_12[b,i]·h_12_gh[b,i + 48]·(1 - σ(h_12_gh[b,i + 24] + h_gx[b,11,i + 24]))·(1 - σ(h_12_gh[b,i] + h_gx[b,11,i]))·(1 - tanh(h_12_gh[b,i + 48]·σ(h_12_gh[b,i] + h_gx[b,11,i]) + h_gx[b,11,i + 48])²)·σ(h_12_gh[b,i] + h_gx[b,11,i]); dL_dh_gx[b,11,i + 24] += dL_dh_12[b,i]·(h_11[b,i]·(1 - σ(h_12_gh[b,i + 24] + h_gx[b,11,i + 24]))·σ(h_12_gh[b,i + 24] + h_gx[b,11,i + 24]) - (1 - σ(h_12_gh[b,i + 24] + h_gx[b,11,i + 24]))·σ(h_12_gh[b,i + 24] + h_gx[b,11,i + 24])·tanh(h_12_gh[b,i + 48]·σ(h_12_gh[b,i] + h_gx[b,11,i]) + h_gx[b,11,i + 48])) (from h_12); dL_dh_12_gh[b,i + 24] += dL_dh_12[b,i]·(h_11[b,i]·(1 - σ(h_12_gh[b,i + 24] + h_gx[b,11,i + 24]))·σ(h_12_gh[b,i + 24] + h_gx[b,11,i + 24]) - (1 - σ(h_12_gh[b,i + 24] + h_gx[b,11,i + 24]))·σ(h_12_gh[b,i + 24] + h_gx[b,11,i + 24])·tanh(h_12_gh[b,i + 48]·σ(h_12_gh[b,i] + h_gx[b,11,i]) + h_gx[b,11,i + 48])); dL_dh_gx[b,11,i + 48] += dL_dh_12[b,i]·(1 - σ(h_12_gh[b,i + 24] + h_gx[b,11,i + 24]))·(1 - tanh(h_12_gh[b,i + 48]·σ(h_12_gh[b,i] + h_gx[b,11,i]) + h_gx[b,11,i + 48])²) (from h_12); dL_dh_12_gh[b,i + 48] += dL_dh_12[b,i]·(1 - σ(h_12_gh[b,i + 24] + h_gx[b,11,i + 24]))·(1 - tanh(h_12_gh[b,i + 48]·σ(h_12_gh[b,i] + h_gx[b,11,i]) + h_gx[b,11,i + 48])²)·σ(h_12_gh[b,i] + h_gx[b,11,i]); dL_dh_11[b,i] = dL_dh_12[b,i]·σ(h_12_gh[b,i + 24] + h_gx[b,11,i + 24]) (from h_12) */
+    /* dL_dh_gx[b,11,i] += dL_dh_12[b,i]·h_12_gh[b,i + 48]·(1 - σ(h_12_gh[b,i + 24] + h_gx[b,11,i + 24]))·(1 - σ(h_12_gh[b,i] + h_gx[b,11,i]))·(1 - tanh(h_12_gh[b,i + 48]·σ(h_12_gh[b,i] + h_gx[b,11,i]) + h_gx[b,11,i + 48])²)·σ(h_12_gh[b,i] + h_gx[b,11,i]) (from h_12); dL_dh_12_gh[b,i] = dL_dh_12[b,i]·h_12_gh[b,i + 48]·(1 - σ(h_12_gh[b,i + 24] + h_gx[b,11,i + 24]))·(1 - σ(h_12_gh[b,i] + h_gx[b,11,i]))·(1 - tanh(h_12_gh[b,i + 48]·σ(h_12_gh[b,i] + h_gx[b,11,i]) + h_gx[b,11,i + 48])²)·σ(h_12_gh[b,i] + h_gx[b,11,i]); dL_dh_gx[b,11,i + 24] += dL_dh_12[b,i]·(h_11[b,i]·(1 - σ(h_12_gh[b,i + 24] + h_gx[b,11,i + 24]))·σ(h_12_gh[b,i + 24] + h_gx[b,11,i + 24]) - (1 - σ(h_12_gh[b,i + 24] + h_gx[b,11,i + 24]))·σ(h_12_gh[b,i + 24] + h_gx[b,11,i + 24])·tanh(h_12_gh[b,i + 48]·σ(h_12_gh[b,i] + h_gx[b,11,i]) + h_gx[b,11,i + 48])) (from h_12); dL_dh_12_gh[b,i + 24] = dL_dh_12[b,i]·(h_11[b,i]·(1 - σ(h_12_gh[b,i + 24] + h_gx[b,11,i + 24]))·σ(h_12_gh[b,i + 24] + h_gx[b,11,i + 24]) - (1 - σ(h_12_gh[b,i + 24] + h_gx[b,11,i + 24]))·σ(h_12_gh[b,i + 24] + h_gx[b,11,i + 24])·tanh(h_12_gh[b,i + 48]·σ(h_12_gh[b,i] + h_gx[b,11,i]) + h_gx[b,11,i + 48])); dL_dh_gx[b,11,i + 48] += dL_dh_12[b,i]·(1 - σ(h_12_gh[b,i + 24] + h_gx[b,11,i + 24]))·(1 - tanh(h_12_gh[b,i + 48]·σ(h_12_gh[b,i] + h_gx[b,11,i]) + h_gx[b,11,i + 48])²) (from h_12); dL_dh_12_gh[b,i + 48] = dL_dh_12[b,i]·(1 - σ(h_12_gh[b,i + 24] + h_gx[b,11,i + 24]))·(1 - tanh(h_12_gh[b,i + 48]·σ(h_12_gh[b,i] + h_gx[b,11,i]) + h_gx[b,11,i + 48])²)·σ(h_12_gh[b,i] + h_gx[b,11,i]); dL_dh_11[b,i] = dL_dh_12[b,i]·σ(h_12_gh[b,i + 24] + h_gx[b,11,i + 24]) (from h_12) */
     for (int b = 0; b < batch; b++)
 #ifdef SN_SIMD
 #pragma omp simd
@@ -1565,11 +1553,11 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             const real t7 = t2*t3;
             const real t8 = dL_dh_12[b * 24 + i]*(h_11[b * 24 + i]*t7 - t4*t7);
             dL_dh_gx[b * 1440 + (11) * 72 + i] += t6;
-            dL_dh_12_gh[b * 72 + i] += t6;
+            dL_dh_12_gh[b * 72 + i] = t6;
             dL_dh_gx[b * 1440 + (11) * 72 + (i + 24)] += t8;
-            dL_dh_12_gh[b * 72 + (i + 24)] += t8;
+            dL_dh_12_gh[b * 72 + (i + 24)] = t8;
             dL_dh_gx[b * 1440 + (11) * 72 + (i + 48)] += t5;
-            dL_dh_12_gh[b * 72 + (i + 48)] += t0*t5;
+            dL_dh_12_gh[b * 72 + (i + 48)] = t0*t5;
             dL_dh_11[b * 24 + i] = dL_dh_12[b * 24 + i]*t2;
         }
     /* delta_h_12_gh[b,i] = dL_dh_12_gh[b,i]; g_c1[i] += dL_dh_12_gh[b,i] */
@@ -1581,12 +1569,9 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             delta_h_12_gh[b * 72 + i] = dL_dh_12_gh[b * 72 + i];
             g_c1[i] += dL_dh_12_gh[b * 72 + i];
         }
-    /* g_U1[i,j] += Σ_b delta_h_12_gh[b,i]·h_11[b,j] */
-    sn_mm_tn(72, 24, batch, delta_h_12_gh, h_11, g_U1, 1);
     /* dL_dh_11[b,j] += Σ_i delta_h_12_gh[b,i]·U1[i,j] (from h_12_gh) */
     sn_mm_nn(batch, 24, 72, delta_h_12_gh, U1, dL_dh_11, 1);
-    memset(dL_dh_11_gh, 0, sizeof(real) * (size_t)batch * 72);
-    /* dL_dh_gx[b,10,i] += dL_dh_11[b,i]·h_11_gh[b,i + 48]·(1 - σ(h_11_gh[b,i + 24] + h_gx[b,10,i + 24]))·(1 - σ(h_11_gh[b,i] + h_gx[b,10,i]))·(1 - tanh(h_11_gh[b,i + 48]·σ(h_11_gh[b,i] + h_gx[b,10,i]) + h_gx[b,10,i + 48])²)·σ(h_11_gh[b,i] + h_gx[b,10,i]) (from h_11); dL_dh_11_gh[b,i] += dL_dh_11[b,i]·h_11_gh[b,i + 48]·(1 - σ(h_11_gh[b,i + 24] + h_gx[b,10,i + 24]))·(1 - σ(h_11_gh[b,i] + h_gx[b,10,i]))·(1 - tanh(h_11_gh[b,i + 48]·σ(h_11_gh[b,i] + h_gx[b,10,i]) + h_gx[b,10,i + 48])²)·σ(h_11_gh[b,i] + h_gx[b,10,i]); dL_dh_gx[b,10,i + 24] += dL_dh_11[b,i]·(h_10[b,i]·(1 - σ(h_11_gh[b,i + 24] + h_gx[b,10,i + 24]))·σ(h_11_gh[b,i + 24] + h_gx[b,10,i + 24]) - (1 - σ(h_11_gh[b,i + 24] + h_gx[b,10,i + 24]))·σ(h_11_gh[b,i + 24] + h_gx[b,10,i + 24])·tanh(h_11_gh[b,i + 48]·σ(h_11_gh[b,i] + h_gx[b,10,i]) + h_gx[b,10,i + 48])) (from h_11); dL_dh_11_gh[b,i + 24] += dL_dh_11[b,i]·(h_10[b,i]·(1 - σ(h_11_gh[b,i + 24] + h_gx[b,10,i + 24]))·σ(h_11_gh[b,i + 24] + h_gx[b,10,i + 24]) - (1 - σ(h_11_gh[b,i + 24] + h_gx[b,10,i + 24]))·σ(h_11_gh[b,i + 24] + h_gx[b,10,i + 24])·tanh(h_11_gh[b,i + 48]·σ(h_11_gh[b,i] + h_gx[b,10,i]) + h_gx[b,10,i + 48])); dL_dh_gx[b,10,i + 48] += dL_dh_11[b,i]·(1 - σ(h_11_gh[b,i + 24] + h_gx[b,10,i + 24]))·(1 - tanh(h_11_gh[b,i + 48]·σ(h_11_gh[b,i] + h_gx[b,10,i]) + h_gx[b,10,i + 48])²) (from h_11); dL_dh_11_gh[b,i + 48] += dL_dh_11[b,i]·(1 - σ(h_11_gh[b,i + 24] + h_gx[b,10,i + 24]))·(1 - tanh(h_11_gh[b,i + 48]·σ(h_11_gh[b,i] + h_gx[b,10,i]) + h_gx[b,10,i + 48])²)·σ(h_11_gh[b,i] + h_gx[b,10,i]); dL_dh_10[b,i] = dL_dh_11[b,i]·σ(h_11_gh[b,i + 24] + h_gx[b,10,i + 24]) (from h_11) */
+    /* dL_dh_gx[b,10,i] += dL_dh_11[b,i]·h_11_gh[b,i + 48]·(1 - σ(h_11_gh[b,i + 24] + h_gx[b,10,i + 24]))·(1 - σ(h_11_gh[b,i] + h_gx[b,10,i]))·(1 - tanh(h_11_gh[b,i + 48]·σ(h_11_gh[b,i] + h_gx[b,10,i]) + h_gx[b,10,i + 48])²)·σ(h_11_gh[b,i] + h_gx[b,10,i]) (from h_11); dL_dh_11_gh[b,i] = dL_dh_11[b,i]·h_11_gh[b,i + 48]·(1 - σ(h_11_gh[b,i + 24] + h_gx[b,10,i + 24]))·(1 - σ(h_11_gh[b,i] + h_gx[b,10,i]))·(1 - tanh(h_11_gh[b,i + 48]·σ(h_11_gh[b,i] + h_gx[b,10,i]) + h_gx[b,10,i + 48])²)·σ(h_11_gh[b,i] + h_gx[b,10,i]); dL_dh_gx[b,10,i + 24] += dL_dh_11[b,i]·(h_10[b,i]·(1 - σ(h_11_gh[b,i + 24] + h_gx[b,10,i + 24]))·σ(h_11_gh[b,i + 24] + h_gx[b,10,i + 24]) - (1 - σ(h_11_gh[b,i + 24] + h_gx[b,10,i + 24]))·σ(h_11_gh[b,i + 24] + h_gx[b,10,i + 24])·tanh(h_11_gh[b,i + 48]·σ(h_11_gh[b,i] + h_gx[b,10,i]) + h_gx[b,10,i + 48])) (from h_11); dL_dh_11_gh[b,i + 24] = dL_dh_11[b,i]·(h_10[b,i]·(1 - σ(h_11_gh[b,i + 24] + h_gx[b,10,i + 24]))·σ(h_11_gh[b,i + 24] + h_gx[b,10,i + 24]) - (1 - σ(h_11_gh[b,i + 24] + h_gx[b,10,i + 24]))·σ(h_11_gh[b,i + 24] + h_gx[b,10,i + 24])·tanh(h_11_gh[b,i + 48]·σ(h_11_gh[b,i] + h_gx[b,10,i]) + h_gx[b,10,i + 48])); dL_dh_gx[b,10,i + 48] += dL_dh_11[b,i]·(1 - σ(h_11_gh[b,i + 24] + h_gx[b,10,i + 24]))·(1 - tanh(h_11_gh[b,i + 48]·σ(h_11_gh[b,i] + h_gx[b,10,i]) + h_gx[b,10,i + 48])²) (from h_11); dL_dh_11_gh[b,i + 48] = dL_dh_11[b,i]·(1 - σ(h_11_gh[b,i + 24] + h_gx[b,10,i + 24]))·(1 - tanh(h_11_gh[b,i + 48]·σ(h_11_gh[b,i] + h_gx[b,10,i]) + h_gx[b,10,i + 48])²)·σ(h_11_gh[b,i] + h_gx[b,10,i]); dL_dh_10[b,i] = dL_dh_11[b,i]·σ(h_11_gh[b,i + 24] + h_gx[b,10,i + 24]) (from h_11) */
     for (int b = 0; b < batch; b++)
 #ifdef SN_SIMD
 #pragma omp simd
@@ -1602,11 +1587,11 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             const real t7 = t2*t3;
             const real t8 = dL_dh_11[b * 24 + i]*(h_10[b * 24 + i]*t7 - t4*t7);
             dL_dh_gx[b * 1440 + (10) * 72 + i] += t6;
-            dL_dh_11_gh[b * 72 + i] += t6;
+            dL_dh_11_gh[b * 72 + i] = t6;
             dL_dh_gx[b * 1440 + (10) * 72 + (i + 24)] += t8;
-            dL_dh_11_gh[b * 72 + (i + 24)] += t8;
+            dL_dh_11_gh[b * 72 + (i + 24)] = t8;
             dL_dh_gx[b * 1440 + (10) * 72 + (i + 48)] += t5;
-            dL_dh_11_gh[b * 72 + (i + 48)] += t0*t5;
+            dL_dh_11_gh[b * 72 + (i + 48)] = t0*t5;
             dL_dh_10[b * 24 + i] = dL_dh_11[b * 24 + i]*t2;
         }
     /* delta_h_11_gh[b,i] = dL_dh_11_gh[b,i]; g_c1[i] += dL_dh_11_gh[b,i] */
@@ -1618,12 +1603,9 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             delta_h_11_gh[b * 72 + i] = dL_dh_11_gh[b * 72 + i];
             g_c1[i] += dL_dh_11_gh[b * 72 + i];
         }
-    /* g_U1[i,j] += Σ_b delta_h_11_gh[b,i]·h_10[b,j] */
-    sn_mm_tn(72, 24, batch, delta_h_11_gh, h_10, g_U1, 1);
     /* dL_dh_10[b,j] += Σ_i delta_h_11_gh[b,i]·U1[i,j] (from h_11_gh) */
     sn_mm_nn(batch, 24, 72, delta_h_11_gh, U1, dL_dh_10, 1);
-    memset(dL_dh_10_gh, 0, sizeof(real) * (size_t)batch * 72);
-    /* dL_dh_gx[b,9,i] += dL_dh_10[b,i]·h_10_gh[b,i + 48]·(1 - σ(h_10_gh[b,i + 24] + h_gx[b,9,i + 24]))·(1 - σ(h_10_gh[b,i] + h_gx[b,9,i]))·(1 - tanh(h_10_gh[b,i + 48]·σ(h_10_gh[b,i] + h_gx[b,9,i]) + h_gx[b,9,i + 48])²)·σ(h_10_gh[b,i] + h_gx[b,9,i]) (from h_10); dL_dh_10_gh[b,i] += dL_dh_10[b,i]·h_10_gh[b,i + 48]·(1 - σ(h_10_gh[b,i + 24] + h_gx[b,9,i + 24]))·(1 - σ(h_10_gh[b,i] + h_gx[b,9,i]))·(1 - tanh(h_10_gh[b,i + 48]·σ(h_10_gh[b,i] + h_gx[b,9,i]) + h_gx[b,9,i + 48])²)·σ(h_10_gh[b,i] + h_gx[b,9,i]); dL_dh_gx[b,9,i + 24] += dL_dh_10[b,i]·(h_9[b,i]·(1 - σ(h_10_gh[b,i + 24] + h_gx[b,9,i + 24]))·σ(h_10_gh[b,i + 24] + h_gx[b,9,i + 24]) - (1 - σ(h_10_gh[b,i + 24] + h_gx[b,9,i + 24]))·σ(h_10_gh[b,i + 24] + h_gx[b,9,i + 24])·tanh(h_10_gh[b,i + 48]·σ(h_10_gh[b,i] + h_gx[b,9,i]) + h_gx[b,9,i + 48])) (from h_10); dL_dh_10_gh[b,i + 24] += dL_dh_10[b,i]·(h_9[b,i]·(1 - σ(h_10_gh[b,i + 24] + h_gx[b,9,i + 24]))·σ(h_10_gh[b,i + 24] + h_gx[b,9,i + 24]) - (1 - σ(h_10_gh[b,i + 24] + h_gx[b,9,i + 24]))·σ(h_10_gh[b,i + 24] + h_gx[b,9,i + 24])·tanh(h_10_gh[b,i + 48]·σ(h_10_gh[b,i] + h_gx[b,9,i]) + h_gx[b,9,i + 48])); dL_dh_gx[b,9,i + 48] += dL_dh_10[b,i]·(1 - σ(h_10_gh[b,i + 24] + h_gx[b,9,i + 24]))·(1 - tanh(h_10_gh[b,i + 48]·σ(h_10_gh[b,i] + h_gx[b,9,i]) + h_gx[b,9,i + 48])²) (from h_10); dL_dh_10_gh[b,i + 48] += dL_dh_10[b,i]·(1 - σ(h_10_gh[b,i + 24] + h_gx[b,9,i + 24]))·(1 - tanh(h_10_gh[b,i + 48]·σ(h_10_gh[b,i] + h_gx[b,9,i]) + h_gx[b,9,i + 48])²)·σ(h_10_gh[b,i] + h_gx[b,9,i]); dL_dh_9[b,i] = dL_dh_10[b,i]·σ(h_10_gh[b,i + 24] + h_gx[b,9,i + 24]) (from h_10) */
+    /* dL_dh_gx[b,9,i] += dL_dh_10[b,i]·h_10_gh[b,i + 48]·(1 - σ(h_10_gh[b,i + 24] + h_gx[b,9,i + 24]))·(1 - σ(h_10_gh[b,i] + h_gx[b,9,i]))·(1 - tanh(h_10_gh[b,i + 48]·σ(h_10_gh[b,i] + h_gx[b,9,i]) + h_gx[b,9,i + 48])²)·σ(h_10_gh[b,i] + h_gx[b,9,i]) (from h_10); dL_dh_10_gh[b,i] = dL_dh_10[b,i]·h_10_gh[b,i + 48]·(1 - σ(h_10_gh[b,i + 24] + h_gx[b,9,i + 24]))·(1 - σ(h_10_gh[b,i] + h_gx[b,9,i]))·(1 - tanh(h_10_gh[b,i + 48]·σ(h_10_gh[b,i] + h_gx[b,9,i]) + h_gx[b,9,i + 48])²)·σ(h_10_gh[b,i] + h_gx[b,9,i]); dL_dh_gx[b,9,i + 24] += dL_dh_10[b,i]·(h_9[b,i]·(1 - σ(h_10_gh[b,i + 24] + h_gx[b,9,i + 24]))·σ(h_10_gh[b,i + 24] + h_gx[b,9,i + 24]) - (1 - σ(h_10_gh[b,i + 24] + h_gx[b,9,i + 24]))·σ(h_10_gh[b,i + 24] + h_gx[b,9,i + 24])·tanh(h_10_gh[b,i + 48]·σ(h_10_gh[b,i] + h_gx[b,9,i]) + h_gx[b,9,i + 48])) (from h_10); dL_dh_10_gh[b,i + 24] = dL_dh_10[b,i]·(h_9[b,i]·(1 - σ(h_10_gh[b,i + 24] + h_gx[b,9,i + 24]))·σ(h_10_gh[b,i + 24] + h_gx[b,9,i + 24]) - (1 - σ(h_10_gh[b,i + 24] + h_gx[b,9,i + 24]))·σ(h_10_gh[b,i + 24] + h_gx[b,9,i + 24])·tanh(h_10_gh[b,i + 48]·σ(h_10_gh[b,i] + h_gx[b,9,i]) + h_gx[b,9,i + 48])); dL_dh_gx[b,9,i + 48] += dL_dh_10[b,i]·(1 - σ(h_10_gh[b,i + 24] + h_gx[b,9,i + 24]))·(1 - tanh(h_10_gh[b,i + 48]·σ(h_10_gh[b,i] + h_gx[b,9,i]) + h_gx[b,9,i + 48])²) (from h_10); dL_dh_10_gh[b,i + 48] = dL_dh_10[b,i]·(1 - σ(h_10_gh[b,i + 24] + h_gx[b,9,i + 24]))·(1 - tanh(h_10_gh[b,i + 48]·σ(h_10_gh[b,i] + h_gx[b,9,i]) + h_gx[b,9,i + 48])²)·σ(h_10_gh[b,i] + h_gx[b,9,i]); dL_dh_9[b,i] = dL_dh_10[b,i]·σ(h_10_gh[b,i + 24] + h_gx[b,9,i + 24]) (from h_10) */
     for (int b = 0; b < batch; b++)
 #ifdef SN_SIMD
 #pragma omp simd
@@ -1639,11 +1621,11 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             const real t7 = t2*t3;
             const real t8 = dL_dh_10[b * 24 + i]*(h_9[b * 24 + i]*t7 - t4*t7);
             dL_dh_gx[b * 1440 + (9) * 72 + i] += t6;
-            dL_dh_10_gh[b * 72 + i] += t6;
+            dL_dh_10_gh[b * 72 + i] = t6;
             dL_dh_gx[b * 1440 + (9) * 72 + (i + 24)] += t8;
-            dL_dh_10_gh[b * 72 + (i + 24)] += t8;
+            dL_dh_10_gh[b * 72 + (i + 24)] = t8;
             dL_dh_gx[b * 1440 + (9) * 72 + (i + 48)] += t5;
-            dL_dh_10_gh[b * 72 + (i + 48)] += t0*t5;
+            dL_dh_10_gh[b * 72 + (i + 48)] = t0*t5;
             dL_dh_9[b * 24 + i] = dL_dh_10[b * 24 + i]*t2;
         }
     /* delta_h_10_gh[b,i] = dL_dh_10_gh[b,i]; g_c1[i] += dL_dh_10_gh[b,i] */
@@ -1655,12 +1637,9 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             delta_h_10_gh[b * 72 + i] = dL_dh_10_gh[b * 72 + i];
             g_c1[i] += dL_dh_10_gh[b * 72 + i];
         }
-    /* g_U1[i,j] += Σ_b delta_h_10_gh[b,i]·h_9[b,j] */
-    sn_mm_tn(72, 24, batch, delta_h_10_gh, h_9, g_U1, 1);
     /* dL_dh_9[b,j] += Σ_i delta_h_10_gh[b,i]·U1[i,j] (from h_10_gh) */
     sn_mm_nn(batch, 24, 72, delta_h_10_gh, U1, dL_dh_9, 1);
-    memset(dL_dh_9_gh, 0, sizeof(real) * (size_t)batch * 72);
-    /* dL_dh_gx[b,8,i] += dL_dh_9[b,i]·h_9_gh[b,i + 48]·(1 - σ(h_9_gh[b,i + 24] + h_gx[b,8,i + 24]))·(1 - σ(h_9_gh[b,i] + h_gx[b,8,i]))·(1 - tanh(h_9_gh[b,i + 48]·σ(h_9_gh[b,i] + h_gx[b,8,i]) + h_gx[b,8,i + 48])²)·σ(h_9_gh[b,i] + h_gx[b,8,i]) (from h_9); dL_dh_9_gh[b,i] += dL_dh_9[b,i]·h_9_gh[b,i + 48]·(1 - σ(h_9_gh[b,i + 24] + h_gx[b,8,i + 24]))·(1 - σ(h_9_gh[b,i] + h_gx[b,8,i]))·(1 - tanh(h_9_gh[b,i + 48]·σ(h_9_gh[b,i] + h_gx[b,8,i]) + h_gx[b,8,i + 48])²)·σ(h_9_gh[b,i] + h_gx[b,8,i]); dL_dh_gx[b,8,i + 24] += dL_dh_9[b,i]·(h_8[b,i]·(1 - σ(h_9_gh[b,i + 24] + h_gx[b,8,i + 24]))·σ(h_9_gh[b,i + 24] + h_gx[b,8,i + 24]) - (1 - σ(h_9_gh[b,i + 24] + h_gx[b,8,i + 24]))·σ(h_9_gh[b,i + 24] + h_gx[b,8,i + 24])·tanh(h_9_gh[b,i + 48]·σ(h_9_gh[b,i] + h_gx[b,8,i]) + h_gx[b,8,i + 48])) (from h_9); dL_dh_9_gh[b,i + 24] += dL_dh_9[b,i]·(h_8[b,i]·(1 - σ(h_9_gh[b,i + 24] + h_gx[b,8,i + 24]))·σ(h_9_gh[b,i + 24] + h_gx[b,8,i + 24]) - (1 - σ(h_9_gh[b,i + 24] + h_gx[b,8,i + 24]))·σ(h_9_gh[b,i + 24] + h_gx[b,8,i + 24])·tanh(h_9_gh[b,i + 48]·σ(h_9_gh[b,i] + h_gx[b,8,i]) + h_gx[b,8,i + 48])); dL_dh_gx[b,8,i + 48] += dL_dh_9[b,i]·(1 - σ(h_9_gh[b,i + 24] + h_gx[b,8,i + 24]))·(1 - tanh(h_9_gh[b,i + 48]·σ(h_9_gh[b,i] + h_gx[b,8,i]) + h_gx[b,8,i + 48])²) (from h_9); dL_dh_9_gh[b,i + 48] += dL_dh_9[b,i]·(1 - σ(h_9_gh[b,i + 24] + h_gx[b,8,i + 24]))·(1 - tanh(h_9_gh[b,i + 48]·σ(h_9_gh[b,i] + h_gx[b,8,i]) + h_gx[b,8,i + 48])²)·σ(h_9_gh[b,i] + h_gx[b,8,i]); dL_dh_8[b,i] = dL_dh_9[b,i]·σ(h_9_gh[b,i + 24] + h_gx[b,8,i + 24]) (from h_9) */
+    /* dL_dh_gx[b,8,i] += dL_dh_9[b,i]·h_9_gh[b,i + 48]·(1 - σ(h_9_gh[b,i + 24] + h_gx[b,8,i + 24]))·(1 - σ(h_9_gh[b,i] + h_gx[b,8,i]))·(1 - tanh(h_9_gh[b,i + 48]·σ(h_9_gh[b,i] + h_gx[b,8,i]) + h_gx[b,8,i + 48])²)·σ(h_9_gh[b,i] + h_gx[b,8,i]) (from h_9); dL_dh_9_gh[b,i] = dL_dh_9[b,i]·h_9_gh[b,i + 48]·(1 - σ(h_9_gh[b,i + 24] + h_gx[b,8,i + 24]))·(1 - σ(h_9_gh[b,i] + h_gx[b,8,i]))·(1 - tanh(h_9_gh[b,i + 48]·σ(h_9_gh[b,i] + h_gx[b,8,i]) + h_gx[b,8,i + 48])²)·σ(h_9_gh[b,i] + h_gx[b,8,i]); dL_dh_gx[b,8,i + 24] += dL_dh_9[b,i]·(h_8[b,i]·(1 - σ(h_9_gh[b,i + 24] + h_gx[b,8,i + 24]))·σ(h_9_gh[b,i + 24] + h_gx[b,8,i + 24]) - (1 - σ(h_9_gh[b,i + 24] + h_gx[b,8,i + 24]))·σ(h_9_gh[b,i + 24] + h_gx[b,8,i + 24])·tanh(h_9_gh[b,i + 48]·σ(h_9_gh[b,i] + h_gx[b,8,i]) + h_gx[b,8,i + 48])) (from h_9); dL_dh_9_gh[b,i + 24] = dL_dh_9[b,i]·(h_8[b,i]·(1 - σ(h_9_gh[b,i + 24] + h_gx[b,8,i + 24]))·σ(h_9_gh[b,i + 24] + h_gx[b,8,i + 24]) - (1 - σ(h_9_gh[b,i + 24] + h_gx[b,8,i + 24]))·σ(h_9_gh[b,i + 24] + h_gx[b,8,i + 24])·tanh(h_9_gh[b,i + 48]·σ(h_9_gh[b,i] + h_gx[b,8,i]) + h_gx[b,8,i + 48])); dL_dh_gx[b,8,i + 48] += dL_dh_9[b,i]·(1 - σ(h_9_gh[b,i + 24] + h_gx[b,8,i + 24]))·(1 - tanh(h_9_gh[b,i + 48]·σ(h_9_gh[b,i] + h_gx[b,8,i]) + h_gx[b,8,i + 48])²) (from h_9); dL_dh_9_gh[b,i + 48] = dL_dh_9[b,i]·(1 - σ(h_9_gh[b,i + 24] + h_gx[b,8,i + 24]))·(1 - tanh(h_9_gh[b,i + 48]·σ(h_9_gh[b,i] + h_gx[b,8,i]) + h_gx[b,8,i + 48])²)·σ(h_9_gh[b,i] + h_gx[b,8,i]); dL_dh_8[b,i] = dL_dh_9[b,i]·σ(h_9_gh[b,i + 24] + h_gx[b,8,i + 24]) (from h_9) */
     for (int b = 0; b < batch; b++)
 #ifdef SN_SIMD
 #pragma omp simd
@@ -1676,11 +1655,11 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             const real t7 = t2*t3;
             const real t8 = dL_dh_9[b * 24 + i]*(h_8[b * 24 + i]*t7 - t4*t7);
             dL_dh_gx[b * 1440 + (8) * 72 + i] += t6;
-            dL_dh_9_gh[b * 72 + i] += t6;
+            dL_dh_9_gh[b * 72 + i] = t6;
             dL_dh_gx[b * 1440 + (8) * 72 + (i + 24)] += t8;
-            dL_dh_9_gh[b * 72 + (i + 24)] += t8;
+            dL_dh_9_gh[b * 72 + (i + 24)] = t8;
             dL_dh_gx[b * 1440 + (8) * 72 + (i + 48)] += t5;
-            dL_dh_9_gh[b * 72 + (i + 48)] += t0*t5;
+            dL_dh_9_gh[b * 72 + (i + 48)] = t0*t5;
             dL_dh_8[b * 24 + i] = dL_dh_9[b * 24 + i]*t2;
         }
     /* delta_h_9_gh[b,i] = dL_dh_9_gh[b,i]; g_c1[i] += dL_dh_9_gh[b,i] */
@@ -1692,12 +1671,9 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             delta_h_9_gh[b * 72 + i] = dL_dh_9_gh[b * 72 + i];
             g_c1[i] += dL_dh_9_gh[b * 72 + i];
         }
-    /* g_U1[i,j] += Σ_b delta_h_9_gh[b,i]·h_8[b,j] */
-    sn_mm_tn(72, 24, batch, delta_h_9_gh, h_8, g_U1, 1);
     /* dL_dh_8[b,j] += Σ_i delta_h_9_gh[b,i]·U1[i,j] (from h_9_gh) */
     sn_mm_nn(batch, 24, 72, delta_h_9_gh, U1, dL_dh_8, 1);
-    memset(dL_dh_8_gh, 0, sizeof(real) * (size_t)batch * 72);
-    /* dL_dh_gx[b,7,i] += dL_dh_8[b,i]·h_8_gh[b,i + 48]·(1 - σ(h_8_gh[b,i + 24] + h_gx[b,7,i + 24]))·(1 - σ(h_8_gh[b,i] + h_gx[b,7,i]))·(1 - tanh(h_8_gh[b,i + 48]·σ(h_8_gh[b,i] + h_gx[b,7,i]) + h_gx[b,7,i + 48])²)·σ(h_8_gh[b,i] + h_gx[b,7,i]) (from h_8); dL_dh_8_gh[b,i] += dL_dh_8[b,i]·h_8_gh[b,i + 48]·(1 - σ(h_8_gh[b,i + 24] + h_gx[b,7,i + 24]))·(1 - σ(h_8_gh[b,i] + h_gx[b,7,i]))·(1 - tanh(h_8_gh[b,i + 48]·σ(h_8_gh[b,i] + h_gx[b,7,i]) + h_gx[b,7,i + 48])²)·σ(h_8_gh[b,i] + h_gx[b,7,i]); dL_dh_gx[b,7,i + 24] += dL_dh_8[b,i]·(h_7[b,i]·(1 - σ(h_8_gh[b,i + 24] + h_gx[b,7,i + 24]))·σ(h_8_gh[b,i + 24] + h_gx[b,7,i + 24]) - (1 - σ(h_8_gh[b,i + 24] + h_gx[b,7,i + 24]))·σ(h_8_gh[b,i + 24] + h_gx[b,7,i + 24])·tanh(h_8_gh[b,i + 48]·σ(h_8_gh[b,i] + h_gx[b,7,i]) + h_gx[b,7,i + 48])) (from h_8); dL_dh_8_gh[b,i + 24] += dL_dh_8[b,i]·(h_7[b,i]·(1 - σ(h_8_gh[b,i + 24] + h_gx[b,7,i + 24]))·σ(h_8_gh[b,i + 24] + h_gx[b,7,i + 24]) - (1 - σ(h_8_gh[b,i + 24] + h_gx[b,7,i + 24]))·σ(h_8_gh[b,i + 24] + h_gx[b,7,i + 24])·tanh(h_8_gh[b,i + 48]·σ(h_8_gh[b,i] + h_gx[b,7,i]) + h_gx[b,7,i + 48])); dL_dh_gx[b,7,i + 48] += dL_dh_8[b,i]·(1 - σ(h_8_gh[b,i + 24] + h_gx[b,7,i + 24]))·(1 - tanh(h_8_gh[b,i + 48]·σ(h_8_gh[b,i] + h_gx[b,7,i]) + h_gx[b,7,i + 48])²) (from h_8); dL_dh_8_gh[b,i + 48] += dL_dh_8[b,i]·(1 - σ(h_8_gh[b,i + 24] + h_gx[b,7,i + 24]))·(1 - tanh(h_8_gh[b,i + 48]·σ(h_8_gh[b,i] + h_gx[b,7,i]) + h_gx[b,7,i + 48])²)·σ(h_8_gh[b,i] + h_gx[b,7,i]); dL_dh_7[b,i] = dL_dh_8[b,i]·σ(h_8_gh[b,i + 24] + h_gx[b,7,i + 24]) (from h_8) */
+    /* dL_dh_gx[b,7,i] += dL_dh_8[b,i]·h_8_gh[b,i + 48]·(1 - σ(h_8_gh[b,i + 24] + h_gx[b,7,i + 24]))·(1 - σ(h_8_gh[b,i] + h_gx[b,7,i]))·(1 - tanh(h_8_gh[b,i + 48]·σ(h_8_gh[b,i] + h_gx[b,7,i]) + h_gx[b,7,i + 48])²)·σ(h_8_gh[b,i] + h_gx[b,7,i]) (from h_8); dL_dh_8_gh[b,i] = dL_dh_8[b,i]·h_8_gh[b,i + 48]·(1 - σ(h_8_gh[b,i + 24] + h_gx[b,7,i + 24]))·(1 - σ(h_8_gh[b,i] + h_gx[b,7,i]))·(1 - tanh(h_8_gh[b,i + 48]·σ(h_8_gh[b,i] + h_gx[b,7,i]) + h_gx[b,7,i + 48])²)·σ(h_8_gh[b,i] + h_gx[b,7,i]); dL_dh_gx[b,7,i + 24] += dL_dh_8[b,i]·(h_7[b,i]·(1 - σ(h_8_gh[b,i + 24] + h_gx[b,7,i + 24]))·σ(h_8_gh[b,i + 24] + h_gx[b,7,i + 24]) - (1 - σ(h_8_gh[b,i + 24] + h_gx[b,7,i + 24]))·σ(h_8_gh[b,i + 24] + h_gx[b,7,i + 24])·tanh(h_8_gh[b,i + 48]·σ(h_8_gh[b,i] + h_gx[b,7,i]) + h_gx[b,7,i + 48])) (from h_8); dL_dh_8_gh[b,i + 24] = dL_dh_8[b,i]·(h_7[b,i]·(1 - σ(h_8_gh[b,i + 24] + h_gx[b,7,i + 24]))·σ(h_8_gh[b,i + 24] + h_gx[b,7,i + 24]) - (1 - σ(h_8_gh[b,i + 24] + h_gx[b,7,i + 24]))·σ(h_8_gh[b,i + 24] + h_gx[b,7,i + 24])·tanh(h_8_gh[b,i + 48]·σ(h_8_gh[b,i] + h_gx[b,7,i]) + h_gx[b,7,i + 48])); dL_dh_gx[b,7,i + 48] += dL_dh_8[b,i]·(1 - σ(h_8_gh[b,i + 24] + h_gx[b,7,i + 24]))·(1 - tanh(h_8_gh[b,i + 48]·σ(h_8_gh[b,i] + h_gx[b,7,i]) + h_gx[b,7,i + 48])²) (from h_8); dL_dh_8_gh[b,i + 48] = dL_dh_8[b,i]·(1 - σ(h_8_gh[b,i + 24] + h_gx[b,7,i + 24]))·(1 - tanh(h_8_gh[b,i + 48]·σ(h_8_gh[b,i] + h_gx[b,7,i]) + h_gx[b,7,i + 48])²)·σ(h_8_gh[b,i] + h_gx[b,7,i]); dL_dh_7[b,i] = dL_dh_8[b,i]·σ(h_8_gh[b,i + 24] + h_gx[b,7,i + 24]) (from h_8) */
     for (int b = 0; b < batch; b++)
 #ifdef SN_SIMD
 #pragma omp simd
@@ -1713,11 +1689,11 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             const real t7 = t2*t3;
             const real t8 = dL_dh_8[b * 24 + i]*(h_7[b * 24 + i]*t7 - t4*t7);
             dL_dh_gx[b * 1440 + (7) * 72 + i] += t6;
-            dL_dh_8_gh[b * 72 + i] += t6;
+            dL_dh_8_gh[b * 72 + i] = t6;
             dL_dh_gx[b * 1440 + (7) * 72 + (i + 24)] += t8;
-            dL_dh_8_gh[b * 72 + (i + 24)] += t8;
+            dL_dh_8_gh[b * 72 + (i + 24)] = t8;
             dL_dh_gx[b * 1440 + (7) * 72 + (i + 48)] += t5;
-            dL_dh_8_gh[b * 72 + (i + 48)] += t0*t5;
+            dL_dh_8_gh[b * 72 + (i + 48)] = t0*t5;
             dL_dh_7[b * 24 + i] = dL_dh_8[b * 24 + i]*t2;
         }
     /* delta_h_8_gh[b,i] = dL_dh_8_gh[b,i]; g_c1[i] += dL_dh_8_gh[b,i] */
@@ -1729,12 +1705,9 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             delta_h_8_gh[b * 72 + i] = dL_dh_8_gh[b * 72 + i];
             g_c1[i] += dL_dh_8_gh[b * 72 + i];
         }
-    /* g_U1[i,j] += Σ_b delta_h_8_gh[b,i]·h_7[b,j] */
-    sn_mm_tn(72, 24, batch, delta_h_8_gh, h_7, g_U1, 1);
     /* dL_dh_7[b,j] += Σ_i delta_h_8_gh[b,i]·U1[i,j] (from h_8_gh) */
     sn_mm_nn(batch, 24, 72, delta_h_8_gh, U1, dL_dh_7, 1);
-    memset(dL_dh_7_gh, 0, sizeof(real) * (size_t)batch * 72);
-    /* dL_dh_gx[b,6,i] += dL_dh_7[b,i]·h_7_gh[b,i + 48]·(1 - σ(h_7_gh[b,i + 24] + h_gx[b,6,i + 24]))·(1 - σ(h_7_gh[b,i] + h_gx[b,6,i]))·(1 - tanh(h_7_gh[b,i + 48]·σ(h_7_gh[b,i] + h_gx[b,6,i]) + h_gx[b,6,i + 48])²)·σ(h_7_gh[b,i] + h_gx[b,6,i]) (from h_7); dL_dh_7_gh[b,i] += dL_dh_7[b,i]·h_7_gh[b,i + 48]·(1 - σ(h_7_gh[b,i + 24] + h_gx[b,6,i + 24]))·(1 - σ(h_7_gh[b,i] + h_gx[b,6,i]))·(1 - tanh(h_7_gh[b,i + 48]·σ(h_7_gh[b,i] + h_gx[b,6,i]) + h_gx[b,6,i + 48])²)·σ(h_7_gh[b,i] + h_gx[b,6,i]); dL_dh_gx[b,6,i + 24] += dL_dh_7[b,i]·(h_6[b,i]·(1 - σ(h_7_gh[b,i + 24] + h_gx[b,6,i + 24]))·σ(h_7_gh[b,i + 24] + h_gx[b,6,i + 24]) - (1 - σ(h_7_gh[b,i + 24] + h_gx[b,6,i + 24]))·σ(h_7_gh[b,i + 24] + h_gx[b,6,i + 24])·tanh(h_7_gh[b,i + 48]·σ(h_7_gh[b,i] + h_gx[b,6,i]) + h_gx[b,6,i + 48])) (from h_7); dL_dh_7_gh[b,i + 24] += dL_dh_7[b,i]·(h_6[b,i]·(1 - σ(h_7_gh[b,i + 24] + h_gx[b,6,i + 24]))·σ(h_7_gh[b,i + 24] + h_gx[b,6,i + 24]) - (1 - σ(h_7_gh[b,i + 24] + h_gx[b,6,i + 24]))·σ(h_7_gh[b,i + 24] + h_gx[b,6,i + 24])·tanh(h_7_gh[b,i + 48]·σ(h_7_gh[b,i] + h_gx[b,6,i]) + h_gx[b,6,i + 48])); dL_dh_gx[b,6,i + 48] += dL_dh_7[b,i]·(1 - σ(h_7_gh[b,i + 24] + h_gx[b,6,i + 24]))·(1 - tanh(h_7_gh[b,i + 48]·σ(h_7_gh[b,i] + h_gx[b,6,i]) + h_gx[b,6,i + 48])²) (from h_7); dL_dh_7_gh[b,i + 48] += dL_dh_7[b,i]·(1 - σ(h_7_gh[b,i + 24] + h_gx[b,6,i + 24]))·(1 - tanh(h_7_gh[b,i + 48]·σ(h_7_gh[b,i] + h_gx[b,6,i]) + h_gx[b,6,i + 48])²)·σ(h_7_gh[b,i] + h_gx[b,6,i]); dL_dh_6[b,i] = dL_dh_7[b,i]·σ(h_7_gh[b,i + 24] + h_gx[b,6,i + 24]) (from h_7) */
+    /* dL_dh_gx[b,6,i] += dL_dh_7[b,i]·h_7_gh[b,i + 48]·(1 - σ(h_7_gh[b,i + 24] + h_gx[b,6,i + 24]))·(1 - σ(h_7_gh[b,i] + h_gx[b,6,i]))·(1 - tanh(h_7_gh[b,i + 48]·σ(h_7_gh[b,i] + h_gx[b,6,i]) + h_gx[b,6,i + 48])²)·σ(h_7_gh[b,i] + h_gx[b,6,i]) (from h_7); dL_dh_7_gh[b,i] = dL_dh_7[b,i]·h_7_gh[b,i + 48]·(1 - σ(h_7_gh[b,i + 24] + h_gx[b,6,i + 24]))·(1 - σ(h_7_gh[b,i] + h_gx[b,6,i]))·(1 - tanh(h_7_gh[b,i + 48]·σ(h_7_gh[b,i] + h_gx[b,6,i]) + h_gx[b,6,i + 48])²)·σ(h_7_gh[b,i] + h_gx[b,6,i]); dL_dh_gx[b,6,i + 24] += dL_dh_7[b,i]·(h_6[b,i]·(1 - σ(h_7_gh[b,i + 24] + h_gx[b,6,i + 24]))·σ(h_7_gh[b,i + 24] + h_gx[b,6,i + 24]) - (1 - σ(h_7_gh[b,i + 24] + h_gx[b,6,i + 24]))·σ(h_7_gh[b,i + 24] + h_gx[b,6,i + 24])·tanh(h_7_gh[b,i + 48]·σ(h_7_gh[b,i] + h_gx[b,6,i]) + h_gx[b,6,i + 48])) (from h_7); dL_dh_7_gh[b,i + 24] = dL_dh_7[b,i]·(h_6[b,i]·(1 - σ(h_7_gh[b,i + 24] + h_gx[b,6,i + 24]))·σ(h_7_gh[b,i + 24] + h_gx[b,6,i + 24]) - (1 - σ(h_7_gh[b,i + 24] + h_gx[b,6,i + 24]))·σ(h_7_gh[b,i + 24] + h_gx[b,6,i + 24])·tanh(h_7_gh[b,i + 48]·σ(h_7_gh[b,i] + h_gx[b,6,i]) + h_gx[b,6,i + 48])); dL_dh_gx[b,6,i + 48] += dL_dh_7[b,i]·(1 - σ(h_7_gh[b,i + 24] + h_gx[b,6,i + 24]))·(1 - tanh(h_7_gh[b,i + 48]·σ(h_7_gh[b,i] + h_gx[b,6,i]) + h_gx[b,6,i + 48])²) (from h_7); dL_dh_7_gh[b,i + 48] = dL_dh_7[b,i]·(1 - σ(h_7_gh[b,i + 24] + h_gx[b,6,i + 24]))·(1 - tanh(h_7_gh[b,i + 48]·σ(h_7_gh[b,i] + h_gx[b,6,i]) + h_gx[b,6,i + 48])²)·σ(h_7_gh[b,i] + h_gx[b,6,i]); dL_dh_6[b,i] = dL_dh_7[b,i]·σ(h_7_gh[b,i + 24] + h_gx[b,6,i + 24]) (from h_7) */
     for (int b = 0; b < batch; b++)
 #ifdef SN_SIMD
 #pragma omp simd
@@ -1750,11 +1723,11 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             const real t7 = t2*t3;
             const real t8 = dL_dh_7[b * 24 + i]*(h_6[b * 24 + i]*t7 - t4*t7);
             dL_dh_gx[b * 1440 + (6) * 72 + i] += t6;
-            dL_dh_7_gh[b * 72 + i] += t6;
+            dL_dh_7_gh[b * 72 + i] = t6;
             dL_dh_gx[b * 1440 + (6) * 72 + (i + 24)] += t8;
-            dL_dh_7_gh[b * 72 + (i + 24)] += t8;
+            dL_dh_7_gh[b * 72 + (i + 24)] = t8;
             dL_dh_gx[b * 1440 + (6) * 72 + (i + 48)] += t5;
-            dL_dh_7_gh[b * 72 + (i + 48)] += t0*t5;
+            dL_dh_7_gh[b * 72 + (i + 48)] = t0*t5;
             dL_dh_6[b * 24 + i] = dL_dh_7[b * 24 + i]*t2;
         }
     /* delta_h_7_gh[b,i] = dL_dh_7_gh[b,i]; g_c1[i] += dL_dh_7_gh[b,i] */
@@ -1766,12 +1739,9 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             delta_h_7_gh[b * 72 + i] = dL_dh_7_gh[b * 72 + i];
             g_c1[i] += dL_dh_7_gh[b * 72 + i];
         }
-    /* g_U1[i,j] += Σ_b delta_h_7_gh[b,i]·h_6[b,j] */
-    sn_mm_tn(72, 24, batch, delta_h_7_gh, h_6, g_U1, 1);
     /* dL_dh_6[b,j] += Σ_i delta_h_7_gh[b,i]·U1[i,j] (from h_7_gh) */
     sn_mm_nn(batch, 24, 72, delta_h_7_gh, U1, dL_dh_6, 1);
-    memset(dL_dh_6_gh, 0, sizeof(real) * (size_t)batch * 72);
-    /* dL_dh_gx[b,5,i] += dL_dh_6[b,i]·h_6_gh[b,i + 48]·(1 - σ(h_6_gh[b,i + 24] + h_gx[b,5,i + 24]))·(1 - σ(h_6_gh[b,i] + h_gx[b,5,i]))·(1 - tanh(h_6_gh[b,i + 48]·σ(h_6_gh[b,i] + h_gx[b,5,i]) + h_gx[b,5,i + 48])²)·σ(h_6_gh[b,i] + h_gx[b,5,i]) (from h_6); dL_dh_6_gh[b,i] += dL_dh_6[b,i]·h_6_gh[b,i + 48]·(1 - σ(h_6_gh[b,i + 24] + h_gx[b,5,i + 24]))·(1 - σ(h_6_gh[b,i] + h_gx[b,5,i]))·(1 - tanh(h_6_gh[b,i + 48]·σ(h_6_gh[b,i] + h_gx[b,5,i]) + h_gx[b,5,i + 48])²)·σ(h_6_gh[b,i] + h_gx[b,5,i]); dL_dh_gx[b,5,i + 24] += dL_dh_6[b,i]·(h_5[b,i]·(1 - σ(h_6_gh[b,i + 24] + h_gx[b,5,i + 24]))·σ(h_6_gh[b,i + 24] + h_gx[b,5,i + 24]) - (1 - σ(h_6_gh[b,i + 24] + h_gx[b,5,i + 24]))·σ(h_6_gh[b,i + 24] + h_gx[b,5,i + 24])·tanh(h_6_gh[b,i + 48]·σ(h_6_gh[b,i] + h_gx[b,5,i]) + h_gx[b,5,i + 48])) (from h_6); dL_dh_6_gh[b,i + 24] += dL_dh_6[b,i]·(h_5[b,i]·(1 - σ(h_6_gh[b,i + 24] + h_gx[b,5,i + 24]))·σ(h_6_gh[b,i + 24] + h_gx[b,5,i + 24]) - (1 - σ(h_6_gh[b,i + 24] + h_gx[b,5,i + 24]))·σ(h_6_gh[b,i + 24] + h_gx[b,5,i + 24])·tanh(h_6_gh[b,i + 48]·σ(h_6_gh[b,i] + h_gx[b,5,i]) + h_gx[b,5,i + 48])); dL_dh_gx[b,5,i + 48] += dL_dh_6[b,i]·(1 - σ(h_6_gh[b,i + 24] + h_gx[b,5,i + 24]))·(1 - tanh(h_6_gh[b,i + 48]·σ(h_6_gh[b,i] + h_gx[b,5,i]) + h_gx[b,5,i + 48])²) (from h_6); dL_dh_6_gh[b,i + 48] += dL_dh_6[b,i]·(1 - σ(h_6_gh[b,i + 24] + h_gx[b,5,i + 24]))·(1 - tanh(h_6_gh[b,i + 48]·σ(h_6_gh[b,i] + h_gx[b,5,i]) + h_gx[b,5,i + 48])²)·σ(h_6_gh[b,i] + h_gx[b,5,i]); dL_dh_5[b,i] = dL_dh_6[b,i]·σ(h_6_gh[b,i + 24] + h_gx[b,5,i + 24]) (from h_6) */
+    /* dL_dh_gx[b,5,i] += dL_dh_6[b,i]·h_6_gh[b,i + 48]·(1 - σ(h_6_gh[b,i + 24] + h_gx[b,5,i + 24]))·(1 - σ(h_6_gh[b,i] + h_gx[b,5,i]))·(1 - tanh(h_6_gh[b,i + 48]·σ(h_6_gh[b,i] + h_gx[b,5,i]) + h_gx[b,5,i + 48])²)·σ(h_6_gh[b,i] + h_gx[b,5,i]) (from h_6); dL_dh_6_gh[b,i] = dL_dh_6[b,i]·h_6_gh[b,i + 48]·(1 - σ(h_6_gh[b,i + 24] + h_gx[b,5,i + 24]))·(1 - σ(h_6_gh[b,i] + h_gx[b,5,i]))·(1 - tanh(h_6_gh[b,i + 48]·σ(h_6_gh[b,i] + h_gx[b,5,i]) + h_gx[b,5,i + 48])²)·σ(h_6_gh[b,i] + h_gx[b,5,i]); dL_dh_gx[b,5,i + 24] += dL_dh_6[b,i]·(h_5[b,i]·(1 - σ(h_6_gh[b,i + 24] + h_gx[b,5,i + 24]))·σ(h_6_gh[b,i + 24] + h_gx[b,5,i + 24]) - (1 - σ(h_6_gh[b,i + 24] + h_gx[b,5,i + 24]))·σ(h_6_gh[b,i + 24] + h_gx[b,5,i + 24])·tanh(h_6_gh[b,i + 48]·σ(h_6_gh[b,i] + h_gx[b,5,i]) + h_gx[b,5,i + 48])) (from h_6); dL_dh_6_gh[b,i + 24] = dL_dh_6[b,i]·(h_5[b,i]·(1 - σ(h_6_gh[b,i + 24] + h_gx[b,5,i + 24]))·σ(h_6_gh[b,i + 24] + h_gx[b,5,i + 24]) - (1 - σ(h_6_gh[b,i + 24] + h_gx[b,5,i + 24]))·σ(h_6_gh[b,i + 24] + h_gx[b,5,i + 24])·tanh(h_6_gh[b,i + 48]·σ(h_6_gh[b,i] + h_gx[b,5,i]) + h_gx[b,5,i + 48])); dL_dh_gx[b,5,i + 48] += dL_dh_6[b,i]·(1 - σ(h_6_gh[b,i + 24] + h_gx[b,5,i + 24]))·(1 - tanh(h_6_gh[b,i + 48]·σ(h_6_gh[b,i] + h_gx[b,5,i]) + h_gx[b,5,i + 48])²) (from h_6); dL_dh_6_gh[b,i + 48] = dL_dh_6[b,i]·(1 - σ(h_6_gh[b,i + 24] + h_gx[b,5,i + 24]))·(1 - tanh(h_6_gh[b,i + 48]·σ(h_6_gh[b,i] + h_gx[b,5,i]) + h_gx[b,5,i + 48])²)·σ(h_6_gh[b,i] + h_gx[b,5,i]); dL_dh_5[b,i] = dL_dh_6[b,i]·σ(h_6_gh[b,i + 24] + h_gx[b,5,i + 24]) (from h_6) */
     for (int b = 0; b < batch; b++)
 #ifdef SN_SIMD
 #pragma omp simd
@@ -1787,11 +1757,11 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             const real t7 = t2*t3;
             const real t8 = dL_dh_6[b * 24 + i]*(h_5[b * 24 + i]*t7 - t4*t7);
             dL_dh_gx[b * 1440 + (5) * 72 + i] += t6;
-            dL_dh_6_gh[b * 72 + i] += t6;
+            dL_dh_6_gh[b * 72 + i] = t6;
             dL_dh_gx[b * 1440 + (5) * 72 + (i + 24)] += t8;
-            dL_dh_6_gh[b * 72 + (i + 24)] += t8;
+            dL_dh_6_gh[b * 72 + (i + 24)] = t8;
             dL_dh_gx[b * 1440 + (5) * 72 + (i + 48)] += t5;
-            dL_dh_6_gh[b * 72 + (i + 48)] += t0*t5;
+            dL_dh_6_gh[b * 72 + (i + 48)] = t0*t5;
             dL_dh_5[b * 24 + i] = dL_dh_6[b * 24 + i]*t2;
         }
     /* delta_h_6_gh[b,i] = dL_dh_6_gh[b,i]; g_c1[i] += dL_dh_6_gh[b,i] */
@@ -1803,12 +1773,9 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             delta_h_6_gh[b * 72 + i] = dL_dh_6_gh[b * 72 + i];
             g_c1[i] += dL_dh_6_gh[b * 72 + i];
         }
-    /* g_U1[i,j] += Σ_b delta_h_6_gh[b,i]·h_5[b,j] */
-    sn_mm_tn(72, 24, batch, delta_h_6_gh, h_5, g_U1, 1);
     /* dL_dh_5[b,j] += Σ_i delta_h_6_gh[b,i]·U1[i,j] (from h_6_gh) */
     sn_mm_nn(batch, 24, 72, delta_h_6_gh, U1, dL_dh_5, 1);
-    memset(dL_dh_5_gh, 0, sizeof(real) * (size_t)batch * 72);
-    /* dL_dh_gx[b,4,i] += dL_dh_5[b,i]·h_5_gh[b,i + 48]·(1 - σ(h_5_gh[b,i + 24] + h_gx[b,4,i + 24]))·(1 - σ(h_5_gh[b,i] + h_gx[b,4,i]))·(1 - tanh(h_5_gh[b,i + 48]·σ(h_5_gh[b,i] + h_gx[b,4,i]) + h_gx[b,4,i + 48])²)·σ(h_5_gh[b,i] + h_gx[b,4,i]) (from h_5); dL_dh_5_gh[b,i] += dL_dh_5[b,i]·h_5_gh[b,i + 48]·(1 - σ(h_5_gh[b,i + 24] + h_gx[b,4,i + 24]))·(1 - σ(h_5_gh[b,i] + h_gx[b,4,i]))·(1 - tanh(h_5_gh[b,i + 48]·σ(h_5_gh[b,i] + h_gx[b,4,i]) + h_gx[b,4,i + 48])²)·σ(h_5_gh[b,i] + h_gx[b,4,i]); dL_dh_gx[b,4,i + 24] += dL_dh_5[b,i]·(h_4[b,i]·(1 - σ(h_5_gh[b,i + 24] + h_gx[b,4,i + 24]))·σ(h_5_gh[b,i + 24] + h_gx[b,4,i + 24]) - (1 - σ(h_5_gh[b,i + 24] + h_gx[b,4,i + 24]))·σ(h_5_gh[b,i + 24] + h_gx[b,4,i + 24])·tanh(h_5_gh[b,i + 48]·σ(h_5_gh[b,i] + h_gx[b,4,i]) + h_gx[b,4,i + 48])) (from h_5); dL_dh_5_gh[b,i + 24] += dL_dh_5[b,i]·(h_4[b,i]·(1 - σ(h_5_gh[b,i + 24] + h_gx[b,4,i + 24]))·σ(h_5_gh[b,i + 24] + h_gx[b,4,i + 24]) - (1 - σ(h_5_gh[b,i + 24] + h_gx[b,4,i + 24]))·σ(h_5_gh[b,i + 24] + h_gx[b,4,i + 24])·tanh(h_5_gh[b,i + 48]·σ(h_5_gh[b,i] + h_gx[b,4,i]) + h_gx[b,4,i + 48])); dL_dh_gx[b,4,i + 48] += dL_dh_5[b,i]·(1 - σ(h_5_gh[b,i + 24] + h_gx[b,4,i + 24]))·(1 - tanh(h_5_gh[b,i + 48]·σ(h_5_gh[b,i] + h_gx[b,4,i]) + h_gx[b,4,i + 48])²) (from h_5); dL_dh_5_gh[b,i + 48] += dL_dh_5[b,i]·(1 - σ(h_5_gh[b,i + 24] + h_gx[b,4,i + 24]))·(1 - tanh(h_5_gh[b,i + 48]·σ(h_5_gh[b,i] + h_gx[b,4,i]) + h_gx[b,4,i + 48])²)·σ(h_5_gh[b,i] + h_gx[b,4,i]); dL_dh_4[b,i] = dL_dh_5[b,i]·σ(h_5_gh[b,i + 24] + h_gx[b,4,i + 24]) (from h_5) */
+    /* dL_dh_gx[b,4,i] += dL_dh_5[b,i]·h_5_gh[b,i + 48]·(1 - σ(h_5_gh[b,i + 24] + h_gx[b,4,i + 24]))·(1 - σ(h_5_gh[b,i] + h_gx[b,4,i]))·(1 - tanh(h_5_gh[b,i + 48]·σ(h_5_gh[b,i] + h_gx[b,4,i]) + h_gx[b,4,i + 48])²)·σ(h_5_gh[b,i] + h_gx[b,4,i]) (from h_5); dL_dh_5_gh[b,i] = dL_dh_5[b,i]·h_5_gh[b,i + 48]·(1 - σ(h_5_gh[b,i + 24] + h_gx[b,4,i + 24]))·(1 - σ(h_5_gh[b,i] + h_gx[b,4,i]))·(1 - tanh(h_5_gh[b,i + 48]·σ(h_5_gh[b,i] + h_gx[b,4,i]) + h_gx[b,4,i + 48])²)·σ(h_5_gh[b,i] + h_gx[b,4,i]); dL_dh_gx[b,4,i + 24] += dL_dh_5[b,i]·(h_4[b,i]·(1 - σ(h_5_gh[b,i + 24] + h_gx[b,4,i + 24]))·σ(h_5_gh[b,i + 24] + h_gx[b,4,i + 24]) - (1 - σ(h_5_gh[b,i + 24] + h_gx[b,4,i + 24]))·σ(h_5_gh[b,i + 24] + h_gx[b,4,i + 24])·tanh(h_5_gh[b,i + 48]·σ(h_5_gh[b,i] + h_gx[b,4,i]) + h_gx[b,4,i + 48])) (from h_5); dL_dh_5_gh[b,i + 24] = dL_dh_5[b,i]·(h_4[b,i]·(1 - σ(h_5_gh[b,i + 24] + h_gx[b,4,i + 24]))·σ(h_5_gh[b,i + 24] + h_gx[b,4,i + 24]) - (1 - σ(h_5_gh[b,i + 24] + h_gx[b,4,i + 24]))·σ(h_5_gh[b,i + 24] + h_gx[b,4,i + 24])·tanh(h_5_gh[b,i + 48]·σ(h_5_gh[b,i] + h_gx[b,4,i]) + h_gx[b,4,i + 48])); dL_dh_gx[b,4,i + 48] += dL_dh_5[b,i]·(1 - σ(h_5_gh[b,i + 24] + h_gx[b,4,i + 24]))·(1 - tanh(h_5_gh[b,i + 48]·σ(h_5_gh[b,i] + h_gx[b,4,i]) + h_gx[b,4,i + 48])²) (from h_5); dL_dh_5_gh[b,i + 48] = dL_dh_5[b,i]·(1 - σ(h_5_gh[b,i + 24] + h_gx[b,4,i + 24]))·(1 - tanh(h_5_gh[b,i + 48]·σ(h_5_gh[b,i] + h_gx[b,4,i]) + h_gx[b,4,i + 48])²)·σ(h_5_gh[b,i] + h_gx[b,4,i]); dL_dh_4[b,i] = dL_dh_5[b,i]·σ(h_5_gh[b,i + 24] + h_gx[b,4,i + 24]) (from h_5) */
     for (int b = 0; b < batch; b++)
 #ifdef SN_SIMD
 #pragma omp simd
@@ -1824,11 +1791,11 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             const real t7 = t2*t3;
             const real t8 = dL_dh_5[b * 24 + i]*(h_4[b * 24 + i]*t7 - t4*t7);
             dL_dh_gx[b * 1440 + (4) * 72 + i] += t6;
-            dL_dh_5_gh[b * 72 + i] += t6;
+            dL_dh_5_gh[b * 72 + i] = t6;
             dL_dh_gx[b * 1440 + (4) * 72 + (i + 24)] += t8;
-            dL_dh_5_gh[b * 72 + (i + 24)] += t8;
+            dL_dh_5_gh[b * 72 + (i + 24)] = t8;
             dL_dh_gx[b * 1440 + (4) * 72 + (i + 48)] += t5;
-            dL_dh_5_gh[b * 72 + (i + 48)] += t0*t5;
+            dL_dh_5_gh[b * 72 + (i + 48)] = t0*t5;
             dL_dh_4[b * 24 + i] = dL_dh_5[b * 24 + i]*t2;
         }
     /* delta_h_5_gh[b,i] = dL_dh_5_gh[b,i]; g_c1[i] += dL_dh_5_gh[b,i] */
@@ -1840,12 +1807,9 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             delta_h_5_gh[b * 72 + i] = dL_dh_5_gh[b * 72 + i];
             g_c1[i] += dL_dh_5_gh[b * 72 + i];
         }
-    /* g_U1[i,j] += Σ_b delta_h_5_gh[b,i]·h_4[b,j] */
-    sn_mm_tn(72, 24, batch, delta_h_5_gh, h_4, g_U1, 1);
     /* dL_dh_4[b,j] += Σ_i delta_h_5_gh[b,i]·U1[i,j] (from h_5_gh) */
     sn_mm_nn(batch, 24, 72, delta_h_5_gh, U1, dL_dh_4, 1);
-    memset(dL_dh_4_gh, 0, sizeof(real) * (size_t)batch * 72);
-    /* dL_dh_gx[b,3,i] += dL_dh_4[b,i]·h_4_gh[b,i + 48]·(1 - σ(h_4_gh[b,i + 24] + h_gx[b,3,i + 24]))·(1 - σ(h_4_gh[b,i] + h_gx[b,3,i]))·(1 - tanh(h_4_gh[b,i + 48]·σ(h_4_gh[b,i] + h_gx[b,3,i]) + h_gx[b,3,i + 48])²)·σ(h_4_gh[b,i] + h_gx[b,3,i]) (from h_4); dL_dh_4_gh[b,i] += dL_dh_4[b,i]·h_4_gh[b,i + 48]·(1 - σ(h_4_gh[b,i + 24] + h_gx[b,3,i + 24]))·(1 - σ(h_4_gh[b,i] + h_gx[b,3,i]))·(1 - tanh(h_4_gh[b,i + 48]·σ(h_4_gh[b,i] + h_gx[b,3,i]) + h_gx[b,3,i + 48])²)·σ(h_4_gh[b,i] + h_gx[b,3,i]); dL_dh_gx[b,3,i + 24] += dL_dh_4[b,i]·(h_3[b,i]·(1 - σ(h_4_gh[b,i + 24] + h_gx[b,3,i + 24]))·σ(h_4_gh[b,i + 24] + h_gx[b,3,i + 24]) - (1 - σ(h_4_gh[b,i + 24] + h_gx[b,3,i + 24]))·σ(h_4_gh[b,i + 24] + h_gx[b,3,i + 24])·tanh(h_4_gh[b,i + 48]·σ(h_4_gh[b,i] + h_gx[b,3,i]) + h_gx[b,3,i + 48])) (from h_4); dL_dh_4_gh[b,i + 24] += dL_dh_4[b,i]·(h_3[b,i]·(1 - σ(h_4_gh[b,i + 24] + h_gx[b,3,i + 24]))·σ(h_4_gh[b,i + 24] + h_gx[b,3,i + 24]) - (1 - σ(h_4_gh[b,i + 24] + h_gx[b,3,i + 24]))·σ(h_4_gh[b,i + 24] + h_gx[b,3,i + 24])·tanh(h_4_gh[b,i + 48]·σ(h_4_gh[b,i] + h_gx[b,3,i]) + h_gx[b,3,i + 48])); dL_dh_gx[b,3,i + 48] += dL_dh_4[b,i]·(1 - σ(h_4_gh[b,i + 24] + h_gx[b,3,i + 24]))·(1 - tanh(h_4_gh[b,i + 48]·σ(h_4_gh[b,i] + h_gx[b,3,i]) + h_gx[b,3,i + 48])²) (from h_4); dL_dh_4_gh[b,i + 48] += dL_dh_4[b,i]·(1 - σ(h_4_gh[b,i + 24] + h_gx[b,3,i + 24]))·(1 - tanh(h_4_gh[b,i + 48]·σ(h_4_gh[b,i] + h_gx[b,3,i]) + h_gx[b,3,i + 48])²)·σ(h_4_gh[b,i] + h_gx[b,3,i]); dL_dh_3[b,i] = dL_dh_4[b,i]·σ(h_4_gh[b,i + 24] + h_gx[b,3,i + 24]) (from h_4) */
+    /* dL_dh_gx[b,3,i] += dL_dh_4[b,i]·h_4_gh[b,i + 48]·(1 - σ(h_4_gh[b,i + 24] + h_gx[b,3,i + 24]))·(1 - σ(h_4_gh[b,i] + h_gx[b,3,i]))·(1 - tanh(h_4_gh[b,i + 48]·σ(h_4_gh[b,i] + h_gx[b,3,i]) + h_gx[b,3,i + 48])²)·σ(h_4_gh[b,i] + h_gx[b,3,i]) (from h_4); dL_dh_4_gh[b,i] = dL_dh_4[b,i]·h_4_gh[b,i + 48]·(1 - σ(h_4_gh[b,i + 24] + h_gx[b,3,i + 24]))·(1 - σ(h_4_gh[b,i] + h_gx[b,3,i]))·(1 - tanh(h_4_gh[b,i + 48]·σ(h_4_gh[b,i] + h_gx[b,3,i]) + h_gx[b,3,i + 48])²)·σ(h_4_gh[b,i] + h_gx[b,3,i]); dL_dh_gx[b,3,i + 24] += dL_dh_4[b,i]·(h_3[b,i]·(1 - σ(h_4_gh[b,i + 24] + h_gx[b,3,i + 24]))·σ(h_4_gh[b,i + 24] + h_gx[b,3,i + 24]) - (1 - σ(h_4_gh[b,i + 24] + h_gx[b,3,i + 24]))·σ(h_4_gh[b,i + 24] + h_gx[b,3,i + 24])·tanh(h_4_gh[b,i + 48]·σ(h_4_gh[b,i] + h_gx[b,3,i]) + h_gx[b,3,i + 48])) (from h_4); dL_dh_4_gh[b,i + 24] = dL_dh_4[b,i]·(h_3[b,i]·(1 - σ(h_4_gh[b,i + 24] + h_gx[b,3,i + 24]))·σ(h_4_gh[b,i + 24] + h_gx[b,3,i + 24]) - (1 - σ(h_4_gh[b,i + 24] + h_gx[b,3,i + 24]))·σ(h_4_gh[b,i + 24] + h_gx[b,3,i + 24])·tanh(h_4_gh[b,i + 48]·σ(h_4_gh[b,i] + h_gx[b,3,i]) + h_gx[b,3,i + 48])); dL_dh_gx[b,3,i + 48] += dL_dh_4[b,i]·(1 - σ(h_4_gh[b,i + 24] + h_gx[b,3,i + 24]))·(1 - tanh(h_4_gh[b,i + 48]·σ(h_4_gh[b,i] + h_gx[b,3,i]) + h_gx[b,3,i + 48])²) (from h_4); dL_dh_4_gh[b,i + 48] = dL_dh_4[b,i]·(1 - σ(h_4_gh[b,i + 24] + h_gx[b,3,i + 24]))·(1 - tanh(h_4_gh[b,i + 48]·σ(h_4_gh[b,i] + h_gx[b,3,i]) + h_gx[b,3,i + 48])²)·σ(h_4_gh[b,i] + h_gx[b,3,i]); dL_dh_3[b,i] = dL_dh_4[b,i]·σ(h_4_gh[b,i + 24] + h_gx[b,3,i + 24]) (from h_4) */
     for (int b = 0; b < batch; b++)
 #ifdef SN_SIMD
 #pragma omp simd
@@ -1861,11 +1825,11 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             const real t7 = t2*t3;
             const real t8 = dL_dh_4[b * 24 + i]*(h_3[b * 24 + i]*t7 - t4*t7);
             dL_dh_gx[b * 1440 + (3) * 72 + i] += t6;
-            dL_dh_4_gh[b * 72 + i] += t6;
+            dL_dh_4_gh[b * 72 + i] = t6;
             dL_dh_gx[b * 1440 + (3) * 72 + (i + 24)] += t8;
-            dL_dh_4_gh[b * 72 + (i + 24)] += t8;
+            dL_dh_4_gh[b * 72 + (i + 24)] = t8;
             dL_dh_gx[b * 1440 + (3) * 72 + (i + 48)] += t5;
-            dL_dh_4_gh[b * 72 + (i + 48)] += t0*t5;
+            dL_dh_4_gh[b * 72 + (i + 48)] = t0*t5;
             dL_dh_3[b * 24 + i] = dL_dh_4[b * 24 + i]*t2;
         }
     /* delta_h_4_gh[b,i] = dL_dh_4_gh[b,i]; g_c1[i] += dL_dh_4_gh[b,i] */
@@ -1877,12 +1841,9 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             delta_h_4_gh[b * 72 + i] = dL_dh_4_gh[b * 72 + i];
             g_c1[i] += dL_dh_4_gh[b * 72 + i];
         }
-    /* g_U1[i,j] += Σ_b delta_h_4_gh[b,i]·h_3[b,j] */
-    sn_mm_tn(72, 24, batch, delta_h_4_gh, h_3, g_U1, 1);
     /* dL_dh_3[b,j] += Σ_i delta_h_4_gh[b,i]·U1[i,j] (from h_4_gh) */
     sn_mm_nn(batch, 24, 72, delta_h_4_gh, U1, dL_dh_3, 1);
-    memset(dL_dh_3_gh, 0, sizeof(real) * (size_t)batch * 72);
-    /* dL_dh_gx[b,2,i] += dL_dh_3[b,i]·h_3_gh[b,i + 48]·(1 - σ(h_3_gh[b,i + 24] + h_gx[b,2,i + 24]))·(1 - σ(h_3_gh[b,i] + h_gx[b,2,i]))·(1 - tanh(h_3_gh[b,i + 48]·σ(h_3_gh[b,i] + h_gx[b,2,i]) + h_gx[b,2,i + 48])²)·σ(h_3_gh[b,i] + h_gx[b,2,i]) (from h_3); dL_dh_3_gh[b,i] += dL_dh_3[b,i]·h_3_gh[b,i + 48]·(1 - σ(h_3_gh[b,i + 24] + h_gx[b,2,i + 24]))·(1 - σ(h_3_gh[b,i] + h_gx[b,2,i]))·(1 - tanh(h_3_gh[b,i + 48]·σ(h_3_gh[b,i] + h_gx[b,2,i]) + h_gx[b,2,i + 48])²)·σ(h_3_gh[b,i] + h_gx[b,2,i]); dL_dh_gx[b,2,i + 24] += dL_dh_3[b,i]·(h_2[b,i]·(1 - σ(h_3_gh[b,i + 24] + h_gx[b,2,i + 24]))·σ(h_3_gh[b,i + 24] + h_gx[b,2,i + 24]) - (1 - σ(h_3_gh[b,i + 24] + h_gx[b,2,i + 24]))·σ(h_3_gh[b,i + 24] + h_gx[b,2,i + 24])·tanh(h_3_gh[b,i + 48]·σ(h_3_gh[b,i] + h_gx[b,2,i]) + h_gx[b,2,i + 48])) (from h_3); dL_dh_3_gh[b,i + 24] += dL_dh_3[b,i]·(h_2[b,i]·(1 - σ(h_3_gh[b,i + 24] + h_gx[b,2,i + 24]))·σ(h_3_gh[b,i + 24] + h_gx[b,2,i + 24]) - (1 - σ(h_3_gh[b,i + 24] + h_gx[b,2,i + 24]))·σ(h_3_gh[b,i + 24] + h_gx[b,2,i + 24])·tanh(h_3_gh[b,i + 48]·σ(h_3_gh[b,i] + h_gx[b,2,i]) + h_gx[b,2,i + 48])); dL_dh_gx[b,2,i + 48] += dL_dh_3[b,i]·(1 - σ(h_3_gh[b,i + 24] + h_gx[b,2,i + 24]))·(1 - tanh(h_3_gh[b,i + 48]·σ(h_3_gh[b,i] + h_gx[b,2,i]) + h_gx[b,2,i + 48])²) (from h_3); dL_dh_3_gh[b,i + 48] += dL_dh_3[b,i]·(1 - σ(h_3_gh[b,i + 24] + h_gx[b,2,i + 24]))·(1 - tanh(h_3_gh[b,i + 48]·σ(h_3_gh[b,i] + h_gx[b,2,i]) + h_gx[b,2,i + 48])²)·σ(h_3_gh[b,i] + h_gx[b,2,i]); dL_dh_2[b,i] = dL_dh_3[b,i]·σ(h_3_gh[b,i + 24] + h_gx[b,2,i + 24]) (from h_3) */
+    /* dL_dh_gx[b,2,i] += dL_dh_3[b,i]·h_3_gh[b,i + 48]·(1 - σ(h_3_gh[b,i + 24] + h_gx[b,2,i + 24]))·(1 - σ(h_3_gh[b,i] + h_gx[b,2,i]))·(1 - tanh(h_3_gh[b,i + 48]·σ(h_3_gh[b,i] + h_gx[b,2,i]) + h_gx[b,2,i + 48])²)·σ(h_3_gh[b,i] + h_gx[b,2,i]) (from h_3); dL_dh_3_gh[b,i] = dL_dh_3[b,i]·h_3_gh[b,i + 48]·(1 - σ(h_3_gh[b,i + 24] + h_gx[b,2,i + 24]))·(1 - σ(h_3_gh[b,i] + h_gx[b,2,i]))·(1 - tanh(h_3_gh[b,i + 48]·σ(h_3_gh[b,i] + h_gx[b,2,i]) + h_gx[b,2,i + 48])²)·σ(h_3_gh[b,i] + h_gx[b,2,i]); dL_dh_gx[b,2,i + 24] += dL_dh_3[b,i]·(h_2[b,i]·(1 - σ(h_3_gh[b,i + 24] + h_gx[b,2,i + 24]))·σ(h_3_gh[b,i + 24] + h_gx[b,2,i + 24]) - (1 - σ(h_3_gh[b,i + 24] + h_gx[b,2,i + 24]))·σ(h_3_gh[b,i + 24] + h_gx[b,2,i + 24])·tanh(h_3_gh[b,i + 48]·σ(h_3_gh[b,i] + h_gx[b,2,i]) + h_gx[b,2,i + 48])) (from h_3); dL_dh_3_gh[b,i + 24] = dL_dh_3[b,i]·(h_2[b,i]·(1 - σ(h_3_gh[b,i + 24] + h_gx[b,2,i + 24]))·σ(h_3_gh[b,i + 24] + h_gx[b,2,i + 24]) - (1 - σ(h_3_gh[b,i + 24] + h_gx[b,2,i + 24]))·σ(h_3_gh[b,i + 24] + h_gx[b,2,i + 24])·tanh(h_3_gh[b,i + 48]·σ(h_3_gh[b,i] + h_gx[b,2,i]) + h_gx[b,2,i + 48])); dL_dh_gx[b,2,i + 48] += dL_dh_3[b,i]·(1 - σ(h_3_gh[b,i + 24] + h_gx[b,2,i + 24]))·(1 - tanh(h_3_gh[b,i + 48]·σ(h_3_gh[b,i] + h_gx[b,2,i]) + h_gx[b,2,i + 48])²) (from h_3); dL_dh_3_gh[b,i + 48] = dL_dh_3[b,i]·(1 - σ(h_3_gh[b,i + 24] + h_gx[b,2,i + 24]))·(1 - tanh(h_3_gh[b,i + 48]·σ(h_3_gh[b,i] + h_gx[b,2,i]) + h_gx[b,2,i + 48])²)·σ(h_3_gh[b,i] + h_gx[b,2,i]); dL_dh_2[b,i] = dL_dh_3[b,i]·σ(h_3_gh[b,i + 24] + h_gx[b,2,i + 24]) (from h_3) */
     for (int b = 0; b < batch; b++)
 #ifdef SN_SIMD
 #pragma omp simd
@@ -1898,11 +1859,11 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             const real t7 = t2*t3;
             const real t8 = dL_dh_3[b * 24 + i]*(h_2[b * 24 + i]*t7 - t4*t7);
             dL_dh_gx[b * 1440 + (2) * 72 + i] += t6;
-            dL_dh_3_gh[b * 72 + i] += t6;
+            dL_dh_3_gh[b * 72 + i] = t6;
             dL_dh_gx[b * 1440 + (2) * 72 + (i + 24)] += t8;
-            dL_dh_3_gh[b * 72 + (i + 24)] += t8;
+            dL_dh_3_gh[b * 72 + (i + 24)] = t8;
             dL_dh_gx[b * 1440 + (2) * 72 + (i + 48)] += t5;
-            dL_dh_3_gh[b * 72 + (i + 48)] += t0*t5;
+            dL_dh_3_gh[b * 72 + (i + 48)] = t0*t5;
             dL_dh_2[b * 24 + i] = dL_dh_3[b * 24 + i]*t2;
         }
     /* delta_h_3_gh[b,i] = dL_dh_3_gh[b,i]; g_c1[i] += dL_dh_3_gh[b,i] */
@@ -1914,12 +1875,9 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             delta_h_3_gh[b * 72 + i] = dL_dh_3_gh[b * 72 + i];
             g_c1[i] += dL_dh_3_gh[b * 72 + i];
         }
-    /* g_U1[i,j] += Σ_b delta_h_3_gh[b,i]·h_2[b,j] */
-    sn_mm_tn(72, 24, batch, delta_h_3_gh, h_2, g_U1, 1);
     /* dL_dh_2[b,j] += Σ_i delta_h_3_gh[b,i]·U1[i,j] (from h_3_gh) */
     sn_mm_nn(batch, 24, 72, delta_h_3_gh, U1, dL_dh_2, 1);
-    memset(dL_dh_2_gh, 0, sizeof(real) * (size_t)batch * 72);
-    /* dL_dh_gx[b,1,i] += dL_dh_2[b,i]·h_2_gh[b,i + 48]·(1 - σ(h_2_gh[b,i + 24] + h_gx[b,1,i + 24]))·(1 - σ(h_2_gh[b,i] + h_gx[b,1,i]))·(1 - tanh(h_2_gh[b,i + 48]·σ(h_2_gh[b,i] + h_gx[b,1,i]) + h_gx[b,1,i + 48])²)·σ(h_2_gh[b,i] + h_gx[b,1,i]) (from h_2); dL_dh_2_gh[b,i] += dL_dh_2[b,i]·h_2_gh[b,i + 48]·(1 - σ(h_2_gh[b,i + 24] + h_gx[b,1,i + 24]))·(1 - σ(h_2_gh[b,i] + h_gx[b,1,i]))·(1 - tanh(h_2_gh[b,i + 48]·σ(h_2_gh[b,i] + h_gx[b,1,i]) + h_gx[b,1,i + 48])²)·σ(h_2_gh[b,i] + h_gx[b,1,i]); dL_dh_gx[b,1,i + 24] += dL_dh_2[b,i]·(h_1[b,i]·(1 - σ(h_2_gh[b,i + 24] + h_gx[b,1,i + 24]))·σ(h_2_gh[b,i + 24] + h_gx[b,1,i + 24]) - (1 - σ(h_2_gh[b,i + 24] + h_gx[b,1,i + 24]))·σ(h_2_gh[b,i + 24] + h_gx[b,1,i + 24])·tanh(h_2_gh[b,i + 48]·σ(h_2_gh[b,i] + h_gx[b,1,i]) + h_gx[b,1,i + 48])) (from h_2); dL_dh_2_gh[b,i + 24] += dL_dh_2[b,i]·(h_1[b,i]·(1 - σ(h_2_gh[b,i + 24] + h_gx[b,1,i + 24]))·σ(h_2_gh[b,i + 24] + h_gx[b,1,i + 24]) - (1 - σ(h_2_gh[b,i + 24] + h_gx[b,1,i + 24]))·σ(h_2_gh[b,i + 24] + h_gx[b,1,i + 24])·tanh(h_2_gh[b,i + 48]·σ(h_2_gh[b,i] + h_gx[b,1,i]) + h_gx[b,1,i + 48])); dL_dh_gx[b,1,i + 48] += dL_dh_2[b,i]·(1 - σ(h_2_gh[b,i + 24] + h_gx[b,1,i + 24]))·(1 - tanh(h_2_gh[b,i + 48]·σ(h_2_gh[b,i] + h_gx[b,1,i]) + h_gx[b,1,i + 48])²) (from h_2); dL_dh_2_gh[b,i + 48] += dL_dh_2[b,i]·(1 - σ(h_2_gh[b,i + 24] + h_gx[b,1,i + 24]))·(1 - tanh(h_2_gh[b,i + 48]·σ(h_2_gh[b,i] + h_gx[b,1,i]) + h_gx[b,1,i + 48])²)·σ(h_2_gh[b,i] + h_gx[b,1,i]); dL_dh_1[b,i] = dL_dh_2[b,i]·σ(h_2_gh[b,i + 24] + h_gx[b,1,i + 24]) (from h_2) */
+    /* dL_dh_gx[b,1,i] += dL_dh_2[b,i]·h_2_gh[b,i + 48]·(1 - σ(h_2_gh[b,i + 24] + h_gx[b,1,i + 24]))·(1 - σ(h_2_gh[b,i] + h_gx[b,1,i]))·(1 - tanh(h_2_gh[b,i + 48]·σ(h_2_gh[b,i] + h_gx[b,1,i]) + h_gx[b,1,i + 48])²)·σ(h_2_gh[b,i] + h_gx[b,1,i]) (from h_2); dL_dh_2_gh[b,i] = dL_dh_2[b,i]·h_2_gh[b,i + 48]·(1 - σ(h_2_gh[b,i + 24] + h_gx[b,1,i + 24]))·(1 - σ(h_2_gh[b,i] + h_gx[b,1,i]))·(1 - tanh(h_2_gh[b,i + 48]·σ(h_2_gh[b,i] + h_gx[b,1,i]) + h_gx[b,1,i + 48])²)·σ(h_2_gh[b,i] + h_gx[b,1,i]); dL_dh_gx[b,1,i + 24] += dL_dh_2[b,i]·(h_1[b,i]·(1 - σ(h_2_gh[b,i + 24] + h_gx[b,1,i + 24]))·σ(h_2_gh[b,i + 24] + h_gx[b,1,i + 24]) - (1 - σ(h_2_gh[b,i + 24] + h_gx[b,1,i + 24]))·σ(h_2_gh[b,i + 24] + h_gx[b,1,i + 24])·tanh(h_2_gh[b,i + 48]·σ(h_2_gh[b,i] + h_gx[b,1,i]) + h_gx[b,1,i + 48])) (from h_2); dL_dh_2_gh[b,i + 24] = dL_dh_2[b,i]·(h_1[b,i]·(1 - σ(h_2_gh[b,i + 24] + h_gx[b,1,i + 24]))·σ(h_2_gh[b,i + 24] + h_gx[b,1,i + 24]) - (1 - σ(h_2_gh[b,i + 24] + h_gx[b,1,i + 24]))·σ(h_2_gh[b,i + 24] + h_gx[b,1,i + 24])·tanh(h_2_gh[b,i + 48]·σ(h_2_gh[b,i] + h_gx[b,1,i]) + h_gx[b,1,i + 48])); dL_dh_gx[b,1,i + 48] += dL_dh_2[b,i]·(1 - σ(h_2_gh[b,i + 24] + h_gx[b,1,i + 24]))·(1 - tanh(h_2_gh[b,i + 48]·σ(h_2_gh[b,i] + h_gx[b,1,i]) + h_gx[b,1,i + 48])²) (from h_2); dL_dh_2_gh[b,i + 48] = dL_dh_2[b,i]·(1 - σ(h_2_gh[b,i + 24] + h_gx[b,1,i + 24]))·(1 - tanh(h_2_gh[b,i + 48]·σ(h_2_gh[b,i] + h_gx[b,1,i]) + h_gx[b,1,i + 48])²)·σ(h_2_gh[b,i] + h_gx[b,1,i]); dL_dh_1[b,i] = dL_dh_2[b,i]·σ(h_2_gh[b,i + 24] + h_gx[b,1,i + 24]) (from h_2) */
     for (int b = 0; b < batch; b++)
 #ifdef SN_SIMD
 #pragma omp simd
@@ -1935,11 +1893,11 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             const real t7 = t2*t3;
             const real t8 = dL_dh_2[b * 24 + i]*(h_1[b * 24 + i]*t7 - t4*t7);
             dL_dh_gx[b * 1440 + (1) * 72 + i] += t6;
-            dL_dh_2_gh[b * 72 + i] += t6;
+            dL_dh_2_gh[b * 72 + i] = t6;
             dL_dh_gx[b * 1440 + (1) * 72 + (i + 24)] += t8;
-            dL_dh_2_gh[b * 72 + (i + 24)] += t8;
+            dL_dh_2_gh[b * 72 + (i + 24)] = t8;
             dL_dh_gx[b * 1440 + (1) * 72 + (i + 48)] += t5;
-            dL_dh_2_gh[b * 72 + (i + 48)] += t0*t5;
+            dL_dh_2_gh[b * 72 + (i + 48)] = t0*t5;
             dL_dh_1[b * 24 + i] = dL_dh_2[b * 24 + i]*t2;
         }
     /* delta_h_2_gh[b,i] = dL_dh_2_gh[b,i]; g_c1[i] += dL_dh_2_gh[b,i] */
@@ -1951,8 +1909,8 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             delta_h_2_gh[b * 72 + i] = dL_dh_2_gh[b * 72 + i];
             g_c1[i] += dL_dh_2_gh[b * 72 + i];
         }
-    /* g_U1[i,j] += Σ_b delta_h_2_gh[b,i]·h_1[b,j] */
-    sn_mm_tn(72, 24, batch, delta_h_2_gh, h_1, g_U1, 1);
+    /* g_U1[i,j] = Σ_t Σ_b A_t[b,i]·B_t[b,j] over the 19 pairs (A_t, B_t) = (delta_h_20_gh, h_19) .. (delta_h_2_gh, h_1), each laid out after the one before: one product of batch·19 rows */
+    sn_mm_tn(72, 24, batch * 19, delta_h_20_gh, h_19, g_U1, 0);
     /* dL_dh_1[b,j] += Σ_i delta_h_2_gh[b,i]·U1[i,j] (from h_2_gh) */
     sn_mm_nn(batch, 24, 72, delta_h_2_gh, U1, dL_dh_1, 1);
     /* dL_dh_gx, g_c1, delta_h_gx, g_b1: the batch in chunks of examples through sn_rows_2, the chunks
@@ -2016,7 +1974,7 @@ static double sn_loss(const real *params, real *work, const real *S, const real 
     return loss / batch;
 }
 
-real symnet_3b4dafb7f8_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_3fcf8af3eb_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -2072,7 +2030,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_3b4dafb7f8_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_3fcf8af3eb_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -2109,7 +2067,7 @@ static double sn_loss_labels(const real *params, real *work, const real *S, cons
     return loss / batch;
 }
 
-real symnet_3b4dafb7f8_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_3fcf8af3eb_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss_labels(params, work, X, T, batch);
 }
@@ -2161,7 +2119,7 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
     return loss / batch;
 }
 
-real symnet_3b4dafb7f8_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_3fcf8af3eb_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad_labels(params, grads, work, X, T, batch);
 }
@@ -2188,7 +2146,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_3b4dafb7f8_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_3fcf8af3eb_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 12352;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
@@ -2202,7 +2160,7 @@ real symnet_3b4dafb7f8_step(real *params, const real *X, const real *T, int batc
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_3b4dafb7f8_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_3fcf8af3eb_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 12352;
     const double loss = sn_loss_grad_labels(params, grads, work, X, T, batch);
@@ -2273,7 +2231,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_3b4dafb7f8_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_3fcf8af3eb_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -2299,7 +2257,7 @@ void symnet_3b4dafb7f8_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_3b4dafb7f8_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_3fcf8af3eb_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
@@ -2380,7 +2338,7 @@ long long symnet_3b4dafb7f8_train(real *params, const real *X, const real *T, co
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step).
  * The same with integer class labels: T[n] is the class of example n. */
-long long symnet_3b4dafb7f8_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_3fcf8af3eb_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

@@ -56,56 +56,56 @@
  *   loss: mse, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_2FD470A6AF_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_2FD470A6AF_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_954FF3E105_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_954FF3E105_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W2           offset         0  shape (16, 1)
  *   U2           offset        16  shape (16, 16)
  *   b2           offset       272  shape (16,)
  *   W17          offset       288  shape (1, 16)
  *   b17          offset       304  shape (1,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_2FD470A6AF_WORK_SIZE(batch) numbers; SYMNET_2FD470A6AF_TRAIN_WORK_SIZE(batch_size) for
- * symnet_2fd470a6af_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_954FF3E105_WORK_SIZE(batch) numbers; SYMNET_954FF3E105_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_954ff3e105_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 305 + X B*8 + T or O B*1 + work (B*643 + 305)
  *   numbers of 4 bytes; e.g. B = 32: 85,896 bytes (training; forward only: 50,756).
  */
-#ifndef SYMNET_2FD470A6AF_H
-#define SYMNET_2FD470A6AF_H
+#ifndef SYMNET_954FF3E105_H
+#define SYMNET_954FF3E105_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_2FD470A6AF_REAL float  /* the number type of every array (float32) */
-#define SYMNET_2FD470A6AF_N_INPUTS 8  /* features per example */
-#define SYMNET_2FD470A6AF_N_OUTPUTS 1
-#define SYMNET_2FD470A6AF_N_PARAMS 305  /* numbers in the flat parameter array */
-#define SYMNET_2FD470A6AF_WORK_PER_EXAMPLE 643
-#define SYMNET_2FD470A6AF_WORK_SIZE(batch) ((batch) * 643 + 305)  /* numbers of scratch per call */
-#define SYMNET_2FD470A6AF_TRAIN_WORK_SIZE(batch_size) (SYMNET_2FD470A6AF_WORK_SIZE(batch_size) + (batch_size) * 9)
-#define SYMNET_2FD470A6AF_SGD 0       /* optimizer codes of symnet_2fd470a6af_update and symnet_2fd470a6af_train */
-#define SYMNET_2FD470A6AF_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_2FD470A6AF_N_PARAMS numbers */
-#define SYMNET_2FD470A6AF_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_2FD470A6AF_N_PARAMS numbers each */
+#define SYMNET_954FF3E105_REAL float  /* the number type of every array (float32) */
+#define SYMNET_954FF3E105_N_INPUTS 8  /* features per example */
+#define SYMNET_954FF3E105_N_OUTPUTS 1
+#define SYMNET_954FF3E105_N_PARAMS 305  /* numbers in the flat parameter array */
+#define SYMNET_954FF3E105_WORK_PER_EXAMPLE 643
+#define SYMNET_954FF3E105_WORK_SIZE(batch) ((batch) * 643 + 305)  /* numbers of scratch per call */
+#define SYMNET_954FF3E105_TRAIN_WORK_SIZE(batch_size) (SYMNET_954FF3E105_WORK_SIZE(batch_size) + (batch_size) * 9)
+#define SYMNET_954FF3E105_SGD 0       /* optimizer codes of symnet_954ff3e105_update and symnet_954ff3e105_train */
+#define SYMNET_954FF3E105_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_954FF3E105_N_PARAMS numbers */
+#define SYMNET_954FF3E105_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_954FF3E105_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_2FD470A6AF_N_OUTPUTS) = the network's output for X (batch × SYMNET_2FD470A6AF_N_INPUTS). */
-void symnet_2fd470a6af_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_954FF3E105_N_OUTPUTS) = the network's output for X (batch × SYMNET_954FF3E105_N_INPUTS). */
+void symnet_954ff3e105_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_2fd470a6af_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_954ff3e105_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_2FD470A6AF_N_PARAMS numbers) by back propagation. */
-float symnet_2fd470a6af_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_954FF3E105_N_PARAMS numbers) by back propagation. */
+float symnet_954ff3e105_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_2fd470a6af_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_954ff3e105_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_2FD470A6AF_SGD, SYMNET_2FD470A6AF_MOMENTUM or SYMNET_2FD470A6AF_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_954FF3E105_SGD, SYMNET_954FF3E105_MOMENTUM or SYMNET_954FF3E105_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_2fd470a6af_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_954ff3e105_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -113,10 +113,10 @@ void symnet_2fd470a6af_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_2FD470A6AF_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_954FF3E105_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_2FD470A6AF_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_2fd470a6af_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_954FF3E105_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_954ff3e105_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -125,7 +125,7 @@ long long symnet_2fd470a6af_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_2FD470A6AF_H */
+#endif /* SYMNET_954FF3E105_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -137,6 +137,9 @@ typedef float real;
  * rounds to ±1), x itself below 4e-4.  No call and no branch, so loops over it
  * vectorise (libm's tanhf was ~60% of a small network's step); relative error
  * ≤ 4e-7 (≈ 7 ulp) against libm's 1.4 ulp.  Coefficients as in Eigen and XLA. */
+#if defined(__GNUC__)
+__attribute__((always_inline))  /* as sn_expf */
+#endif
 static inline float sn_tanhf(float x)
 {
     const float c = x < -7.90531110763549805f ? -7.90531110763549805f
@@ -389,34 +392,34 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
     const real *W17 = params + 288;  /* W17: (1, 16) */
     const real *b17 = params + 304;  /* b17: (1,) */
 
-    real *x_1 = work + (size_t)batch * 0;  /* layer x_1: (batch, 1) */
-    real *zW_h_1 = work + (size_t)batch * 1;  /* Σ of h_1: (batch, 16) */
-    real *h_1 = work + (size_t)batch * 17;  /* layer h_1: (batch, 16) */
-    real *x_2 = work + (size_t)batch * 33;  /* layer x_2: (batch, 1) */
-    real *zW_h_2 = work + (size_t)batch * 34;  /* Σ of h_2: (batch, 16) */
-    real *zU_h_2 = work + (size_t)batch * 50;  /* Σ of h_2: (batch, 16) */
-    real *h_2 = work + (size_t)batch * 66;  /* layer h_2: (batch, 16) */
-    real *x_3 = work + (size_t)batch * 82;  /* layer x_3: (batch, 1) */
-    real *zW_h_3 = work + (size_t)batch * 83;  /* Σ of h_3: (batch, 16) */
-    real *zU_h_3 = work + (size_t)batch * 99;  /* Σ of h_3: (batch, 16) */
-    real *h_3 = work + (size_t)batch * 115;  /* layer h_3: (batch, 16) */
-    real *x_4 = work + (size_t)batch * 131;  /* layer x_4: (batch, 1) */
-    real *zW_h_4 = work + (size_t)batch * 132;  /* Σ of h_4: (batch, 16) */
-    real *zU_h_4 = work + (size_t)batch * 148;  /* Σ of h_4: (batch, 16) */
-    real *h_4 = work + (size_t)batch * 164;  /* layer h_4: (batch, 16) */
-    real *x_5 = work + (size_t)batch * 180;  /* layer x_5: (batch, 1) */
-    real *zW_h_5 = work + (size_t)batch * 181;  /* Σ of h_5: (batch, 16) */
-    real *zU_h_5 = work + (size_t)batch * 197;  /* Σ of h_5: (batch, 16) */
-    real *h_5 = work + (size_t)batch * 213;  /* layer h_5: (batch, 16) */
-    real *x_6 = work + (size_t)batch * 229;  /* layer x_6: (batch, 1) */
-    real *zW_h_6 = work + (size_t)batch * 230;  /* Σ of h_6: (batch, 16) */
-    real *zU_h_6 = work + (size_t)batch * 246;  /* Σ of h_6: (batch, 16) */
-    real *h_6 = work + (size_t)batch * 262;  /* layer h_6: (batch, 16) */
-    real *x_7 = work + (size_t)batch * 278;  /* layer x_7: (batch, 1) */
-    real *zW_h_7 = work + (size_t)batch * 279;  /* Σ of h_7: (batch, 16) */
-    real *zU_h_7 = work + (size_t)batch * 295;  /* Σ of h_7: (batch, 16) */
-    real *h_7 = work + (size_t)batch * 311;  /* layer h_7: (batch, 16) */
-    real *x_8 = work + (size_t)batch * 327;  /* layer x_8: (batch, 1) */
+    real *x_1 = work + (size_t)batch * 7;  /* layer x_1: (batch, 1) */
+    real *zW_h_1 = work + (size_t)batch * 8;  /* Σ of h_1: (batch, 16) */
+    real *h_1 = work + (size_t)batch * 24;  /* layer h_1: (batch, 16) */
+    real *x_2 = work + (size_t)batch * 6;  /* layer x_2: (batch, 1) */
+    real *zW_h_2 = work + (size_t)batch * 40;  /* Σ of h_2: (batch, 16) */
+    real *zU_h_2 = work + (size_t)batch * 56;  /* Σ of h_2: (batch, 16) */
+    real *h_2 = work + (size_t)batch * 72;  /* layer h_2: (batch, 16) */
+    real *x_3 = work + (size_t)batch * 5;  /* layer x_3: (batch, 1) */
+    real *zW_h_3 = work + (size_t)batch * 88;  /* Σ of h_3: (batch, 16) */
+    real *zU_h_3 = work + (size_t)batch * 104;  /* Σ of h_3: (batch, 16) */
+    real *h_3 = work + (size_t)batch * 120;  /* layer h_3: (batch, 16) */
+    real *x_4 = work + (size_t)batch * 4;  /* layer x_4: (batch, 1) */
+    real *zW_h_4 = work + (size_t)batch * 136;  /* Σ of h_4: (batch, 16) */
+    real *zU_h_4 = work + (size_t)batch * 152;  /* Σ of h_4: (batch, 16) */
+    real *h_4 = work + (size_t)batch * 168;  /* layer h_4: (batch, 16) */
+    real *x_5 = work + (size_t)batch * 3;  /* layer x_5: (batch, 1) */
+    real *zW_h_5 = work + (size_t)batch * 184;  /* Σ of h_5: (batch, 16) */
+    real *zU_h_5 = work + (size_t)batch * 200;  /* Σ of h_5: (batch, 16) */
+    real *h_5 = work + (size_t)batch * 216;  /* layer h_5: (batch, 16) */
+    real *x_6 = work + (size_t)batch * 2;  /* layer x_6: (batch, 1) */
+    real *zW_h_6 = work + (size_t)batch * 232;  /* Σ of h_6: (batch, 16) */
+    real *zU_h_6 = work + (size_t)batch * 248;  /* Σ of h_6: (batch, 16) */
+    real *h_6 = work + (size_t)batch * 264;  /* layer h_6: (batch, 16) */
+    real *x_7 = work + (size_t)batch * 1;  /* layer x_7: (batch, 1) */
+    real *zW_h_7 = work + (size_t)batch * 280;  /* Σ of h_7: (batch, 16) */
+    real *zU_h_7 = work + (size_t)batch * 296;  /* Σ of h_7: (batch, 16) */
+    real *h_7 = work + (size_t)batch * 312;  /* layer h_7: (batch, 16) */
+    real *x_8 = work + (size_t)batch * 0;  /* layer x_8: (batch, 1) */
     real *zW_h_8 = work + (size_t)batch * 328;  /* Σ of h_8: (batch, 16) */
     real *zU_h_8 = work + (size_t)batch * 344;  /* Σ of h_8: (batch, 16) */
     real *h_8 = work + (size_t)batch * 360;  /* layer h_8: (batch, 16) */
@@ -595,7 +598,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_2fd470a6af_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_954ff3e105_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 377, sizeof(real) * (size_t)batch * 1);
@@ -619,7 +622,7 @@ static double sn_loss(const real *params, real *work, const real *S, const real 
     return loss / batch;
 }
 
-real symnet_2fd470a6af_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_954ff3e105_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -637,39 +640,32 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     real *g_W17 = grads + 288;  /* ∂L/∂W17: (1, 16) */
     real *g_b17 = grads + 304;  /* ∂L/∂b17: (1,) */
 
-    real *x_1 = work + (size_t)batch * 0;  /* layer x_1: (batch, 1) */
-    real *h_1 = work + (size_t)batch * 17;  /* layer h_1: (batch, 16) */
-    real *x_2 = work + (size_t)batch * 33;  /* layer x_2: (batch, 1) */
-    real *h_2 = work + (size_t)batch * 66;  /* layer h_2: (batch, 16) */
-    real *x_3 = work + (size_t)batch * 82;  /* layer x_3: (batch, 1) */
-    real *h_3 = work + (size_t)batch * 115;  /* layer h_3: (batch, 16) */
-    real *x_4 = work + (size_t)batch * 131;  /* layer x_4: (batch, 1) */
-    real *h_4 = work + (size_t)batch * 164;  /* layer h_4: (batch, 16) */
-    real *x_5 = work + (size_t)batch * 180;  /* layer x_5: (batch, 1) */
-    real *h_5 = work + (size_t)batch * 213;  /* layer h_5: (batch, 16) */
-    real *x_6 = work + (size_t)batch * 229;  /* layer x_6: (batch, 1) */
-    real *h_6 = work + (size_t)batch * 262;  /* layer h_6: (batch, 16) */
-    real *x_7 = work + (size_t)batch * 278;  /* layer x_7: (batch, 1) */
-    real *h_7 = work + (size_t)batch * 311;  /* layer h_7: (batch, 16) */
-    real *x_8 = work + (size_t)batch * 327;  /* layer x_8: (batch, 1) */
+    real *h_1 = work + (size_t)batch * 24;  /* layer h_1: (batch, 16) */
+    real *h_2 = work + (size_t)batch * 72;  /* layer h_2: (batch, 16) */
+    real *h_3 = work + (size_t)batch * 120;  /* layer h_3: (batch, 16) */
+    real *h_4 = work + (size_t)batch * 168;  /* layer h_4: (batch, 16) */
+    real *h_5 = work + (size_t)batch * 216;  /* layer h_5: (batch, 16) */
+    real *h_6 = work + (size_t)batch * 264;  /* layer h_6: (batch, 16) */
+    real *h_7 = work + (size_t)batch * 312;  /* layer h_7: (batch, 16) */
+    real *x_8 = work + (size_t)batch * 0;  /* layer x_8: (batch, 1) */
     real *h_8 = work + (size_t)batch * 360;  /* layer h_8: (batch, 16) */
     real *z_O = work + (size_t)batch * 376;  /* Σ of O: (batch, 1) */
     real *dL_dh_1 = work + (size_t)batch * 379;  /* ∂L/∂h_1: (batch, 16) */
-    real *delta_h_1 = work + (size_t)batch * 395;  /* ∂L/∂zW_h_1: (batch, 16) */
-    real *dL_dh_2 = work + (size_t)batch * 412;  /* ∂L/∂h_2: (batch, 16) */
-    real *delta_zW_h_2 = work + (size_t)batch * 428;  /* ∂L/∂zW_h_2: (batch, 16) */
-    real *dL_dh_3 = work + (size_t)batch * 445;  /* ∂L/∂h_3: (batch, 16) */
-    real *delta_zW_h_3 = work + (size_t)batch * 461;  /* ∂L/∂zW_h_3: (batch, 16) */
-    real *dL_dh_4 = work + (size_t)batch * 478;  /* ∂L/∂h_4: (batch, 16) */
-    real *delta_zW_h_4 = work + (size_t)batch * 494;  /* ∂L/∂zW_h_4: (batch, 16) */
-    real *dL_dh_5 = work + (size_t)batch * 511;  /* ∂L/∂h_5: (batch, 16) */
-    real *delta_zW_h_5 = work + (size_t)batch * 527;  /* ∂L/∂zW_h_5: (batch, 16) */
-    real *dL_dh_6 = work + (size_t)batch * 544;  /* ∂L/∂h_6: (batch, 16) */
-    real *delta_zW_h_6 = work + (size_t)batch * 560;  /* ∂L/∂zW_h_6: (batch, 16) */
-    real *dL_dh_7 = work + (size_t)batch * 577;  /* ∂L/∂h_7: (batch, 16) */
-    real *delta_zW_h_7 = work + (size_t)batch * 593;  /* ∂L/∂zW_h_7: (batch, 16) */
-    real *dL_dh_8 = work + (size_t)batch * 610;  /* ∂L/∂h_8: (batch, 16) */
-    real *delta_zW_h_8 = work + (size_t)batch * 626;  /* ∂L/∂zW_h_8: (batch, 16) */
+    real *delta_h_1 = work + (size_t)batch * 507;  /* ∂L/∂zW_h_1: (batch, 16) */
+    real *dL_dh_2 = work + (size_t)batch * 524;  /* ∂L/∂h_2: (batch, 16) */
+    real *delta_zW_h_2 = work + (size_t)batch * 491;  /* ∂L/∂zW_h_2: (batch, 16) */
+    real *dL_dh_3 = work + (size_t)batch * 541;  /* ∂L/∂h_3: (batch, 16) */
+    real *delta_zW_h_3 = work + (size_t)batch * 475;  /* ∂L/∂zW_h_3: (batch, 16) */
+    real *dL_dh_4 = work + (size_t)batch * 558;  /* ∂L/∂h_4: (batch, 16) */
+    real *delta_zW_h_4 = work + (size_t)batch * 459;  /* ∂L/∂zW_h_4: (batch, 16) */
+    real *dL_dh_5 = work + (size_t)batch * 575;  /* ∂L/∂h_5: (batch, 16) */
+    real *delta_zW_h_5 = work + (size_t)batch * 443;  /* ∂L/∂zW_h_5: (batch, 16) */
+    real *dL_dh_6 = work + (size_t)batch * 592;  /* ∂L/∂h_6: (batch, 16) */
+    real *delta_zW_h_6 = work + (size_t)batch * 427;  /* ∂L/∂zW_h_6: (batch, 16) */
+    real *dL_dh_7 = work + (size_t)batch * 609;  /* ∂L/∂h_7: (batch, 16) */
+    real *delta_zW_h_7 = work + (size_t)batch * 411;  /* ∂L/∂zW_h_7: (batch, 16) */
+    real *dL_dh_8 = work + (size_t)batch * 626;  /* ∂L/∂h_8: (batch, 16) */
+    real *delta_zW_h_8 = work + (size_t)batch * 395;  /* ∂L/∂zW_h_8: (batch, 16) */
     real *delta_O = work + (size_t)batch * 642;  /* ∂L/∂z_O: (batch, 1) */
     real *delta_zU_h_2 = delta_zW_h_2;  /* ∂L/∂zU_h_2: the same as delta_zW_h_2: (batch, 16) */
     real *delta_zU_h_3 = delta_zW_h_3;  /* ∂L/∂zU_h_3: the same as delta_zW_h_3: (batch, 16) */
@@ -707,8 +703,6 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
             delta_zW_h_8[b * 16 + i] = t0;
             g_b2[i] += t0;
         }
-    /* g_W2[i,j] = Σ_b delta_zW_h_8[b,i]·x_8[b,j] */
-    sn_mm_tn(16, 1, batch, delta_zW_h_8, x_8, g_W2, 0);
     /* g_U2[i,j] = Σ_b delta_zU_h_8[b,i]·h_7[b,j] */
     sn_mm_tn(16, 16, batch, delta_zU_h_8, h_7, g_U2, 0);
     /* dL_dh_7[b,j] = Σ_i delta_zU_h_8[b,i]·U2[i,j] */
@@ -723,8 +717,6 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
             delta_zW_h_7[b * 16 + i] = t0;
             g_b2[i] += t0;
         }
-    /* g_W2[i,j] += Σ_b delta_zW_h_7[b,i]·x_7[b,j] */
-    sn_mm_tn(16, 1, batch, delta_zW_h_7, x_7, g_W2, 1);
     /* g_U2[i,j] += Σ_b delta_zU_h_7[b,i]·h_6[b,j] */
     sn_mm_tn(16, 16, batch, delta_zU_h_7, h_6, g_U2, 1);
     /* dL_dh_6[b,j] = Σ_i delta_zU_h_7[b,i]·U2[i,j] */
@@ -739,8 +731,6 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
             delta_zW_h_6[b * 16 + i] = t0;
             g_b2[i] += t0;
         }
-    /* g_W2[i,j] += Σ_b delta_zW_h_6[b,i]·x_6[b,j] */
-    sn_mm_tn(16, 1, batch, delta_zW_h_6, x_6, g_W2, 1);
     /* g_U2[i,j] += Σ_b delta_zU_h_6[b,i]·h_5[b,j] */
     sn_mm_tn(16, 16, batch, delta_zU_h_6, h_5, g_U2, 1);
     /* dL_dh_5[b,j] = Σ_i delta_zU_h_6[b,i]·U2[i,j] */
@@ -755,8 +745,6 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
             delta_zW_h_5[b * 16 + i] = t0;
             g_b2[i] += t0;
         }
-    /* g_W2[i,j] += Σ_b delta_zW_h_5[b,i]·x_5[b,j] */
-    sn_mm_tn(16, 1, batch, delta_zW_h_5, x_5, g_W2, 1);
     /* g_U2[i,j] += Σ_b delta_zU_h_5[b,i]·h_4[b,j] */
     sn_mm_tn(16, 16, batch, delta_zU_h_5, h_4, g_U2, 1);
     /* dL_dh_4[b,j] = Σ_i delta_zU_h_5[b,i]·U2[i,j] */
@@ -771,8 +759,6 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
             delta_zW_h_4[b * 16 + i] = t0;
             g_b2[i] += t0;
         }
-    /* g_W2[i,j] += Σ_b delta_zW_h_4[b,i]·x_4[b,j] */
-    sn_mm_tn(16, 1, batch, delta_zW_h_4, x_4, g_W2, 1);
     /* g_U2[i,j] += Σ_b delta_zU_h_4[b,i]·h_3[b,j] */
     sn_mm_tn(16, 16, batch, delta_zU_h_4, h_3, g_U2, 1);
     /* dL_dh_3[b,j] = Σ_i delta_zU_h_4[b,i]·U2[i,j] */
@@ -787,8 +773,6 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
             delta_zW_h_3[b * 16 + i] = t0;
             g_b2[i] += t0;
         }
-    /* g_W2[i,j] += Σ_b delta_zW_h_3[b,i]·x_3[b,j] */
-    sn_mm_tn(16, 1, batch, delta_zW_h_3, x_3, g_W2, 1);
     /* g_U2[i,j] += Σ_b delta_zU_h_3[b,i]·h_2[b,j] */
     sn_mm_tn(16, 16, batch, delta_zU_h_3, h_2, g_U2, 1);
     /* dL_dh_2[b,j] = Σ_i delta_zU_h_3[b,i]·U2[i,j] */
@@ -803,8 +787,6 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
             delta_zW_h_2[b * 16 + i] = t0;
             g_b2[i] += t0;
         }
-    /* g_W2[i,j] += Σ_b delta_zW_h_2[b,i]·x_2[b,j] */
-    sn_mm_tn(16, 1, batch, delta_zW_h_2, x_2, g_W2, 1);
     /* g_U2[i,j] += Σ_b delta_zU_h_2[b,i]·h_1[b,j] */
     sn_mm_tn(16, 16, batch, delta_zU_h_2, h_1, g_U2, 1);
     /* dL_dh_1[b,j] = Σ_i delta_zU_h_2[b,i]·U2[i,j] */
@@ -819,13 +801,13 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
             delta_h_1[b * 16 + i] = t0;
             g_b2[i] += t0;
         }
-    /* g_W2[i,j] += Σ_b delta_h_1[b,i]·x_1[b,j] */
-    sn_mm_tn(16, 1, batch, delta_h_1, x_1, g_W2, 1);
+    /* g_W2[i,j] = Σ_t Σ_b A_t[b,i]·B_t[b,j] over the 8 pairs (A_t, B_t) = (delta_zW_h_8, x_8) .. (delta_h_1, x_1), each laid out after the one before: one product of batch·8 rows */
+    sn_mm_tn(16, 1, batch * 8, delta_zW_h_8, x_8, g_W2, 0);
 
     return loss / batch;
 }
 
-real symnet_2fd470a6af_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_954ff3e105_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -852,7 +834,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_2fd470a6af_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_954ff3e105_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 643;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
@@ -923,7 +905,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_2fd470a6af_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_954ff3e105_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -949,7 +931,7 @@ void symnet_2fd470a6af_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_2fd470a6af_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_954ff3e105_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

@@ -58,3 +58,51 @@ def test_c_and_numpy_backends_agree(rng):
     assert ln == np.float64(lc) or abs(ln - lc) <= 1e-12 * abs(lc)
     for name, ref in gc.items():
         np.testing.assert_allclose(gn[name], ref, rtol=1e-10, atol=1e-12, err_msg=name)
+
+
+def gru_net(steps=3):
+    S = sn.Input((steps, 2), name="S")
+    return sn.Network(S, sn.GRU(4), sn.Dense(2, name="O"), loss="mse")
+
+
+def test_gate_pieces_that_tile_a_row_store():
+    """A gated cell's gates write ∂L/∂ of their stacked pre-activations at [b, i],
+    [b, i + H], [b, i + 2H]: pieces that tile the row, so that row needs no zeroing;
+    ∂L/∂ of the whole sequence's projection, of which a step writes one row, keeps it."""
+    p = plan(gru_net().graph())
+    zeroed = {op.buffer for op in p.backward if isinstance(op, Zero)}
+    assert not {"dL_dh_2_gh", "dL_dh_3_gh"} & zeroed
+    assert "dL_dh_gx" in zeroed
+    loop = next(op for op in p.backward if isinstance(op, Loop)
+                and any(t == "dL_dh_3_gh" for t, *_ in op.stmts))
+    kinds = [kind for t, _, kind, _ in loop.stmts if t == "dL_dh_3_gh"]
+    assert kinds == ["=", "=", "="]
+    assert "dL_dh_3_gh[b,i + 64] =" not in loop.comment     # H = 4
+    assert "dL_dh_3_gh[b,i + 4] =" in loop.comment and "dL_dh_3_gh[b,i + 8] =" in loop.comment
+    assert [kind for t, _, kind, _ in loop.stmts if t == "dL_dh_gx"] == ["+="] * 3
+
+
+def test_gate_pieces_that_do_not_tile_keep_their_zeros():
+    """Two of three pieces (a row of 3H written at i and i + H only) leave H elements to
+    the zeros: the rewrite refuses."""
+    from symnet.plan import overwrite as ow
+    p = plan(gru_net().graph())
+    loop = next(op for op in p.backward if isinstance(op, Loop)
+                and any(t == "dL_dh_3_gh" for t, *_ in op.stmts))
+    mine = [k for k, (t, *_) in enumerate(loop.stmts) if t == "dL_dh_3_gh"]
+    stmts = [(t, i, "+=", e) for t, i, _, e in loop.stmts]
+    two = Loop(loop.indices, [s for k, s in enumerate(stmts) if k != mine[-1]], loop.comment)
+    assert ow._fresh_pieces(p, two, "dL_dh_3_gh", mine[:2]) is None
+    three = Loop(loop.indices, stmts, loop.comment)
+    assert ow._fresh_pieces(p, three, "dL_dh_3_gh", mine) is three
+
+
+def test_gru_c_and_numpy_backends_agree_with_gates_stored(rng):
+    X, T = rng.normal(size=(5, 3, 2)), rng.normal(size=(5, 2))
+    c = gru_net().compile(dtype="float64", seed=1)
+    n = gru_net().compile(backend="numpy", dtype="float64", seed=1)
+    n.params.update({k: v.copy() for k, v in c.params.items()})
+    (lc, gc), (ln, gn) = c.loss_and_grad(X, T), n.loss_and_grad(X, T)
+    assert abs(lc - ln) <= 1e-12 * abs(ln)
+    for k in gc:
+        np.testing.assert_allclose(gc[k], gn[k], rtol=1e-11, atol=1e-14)

@@ -99,7 +99,8 @@ def _reads(p, op) -> set:
         return {p.symbols[s].array for _, _, _, e in op.stmts for s in e.free_symbols
                 if s in p.symbols} | {t for t, _, kind, _ in op.stmts if kind != "="}
     if isinstance(op, MatMul):
-        return {op.A, op.B} | ({op.C} if op.accumulate else set())
+        pairs = op.parts or [(op.A, op.B)]
+        return {x for pair in pairs for x in pair} | ({op.C} if op.accumulate else set())
     if isinstance(op, Conv):
         return {x for x in (op.X, op.W, op.col, op.delta, op.Z, op.dX, op.gW) if x}
     if isinstance(op, Route):

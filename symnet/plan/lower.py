@@ -22,6 +22,7 @@ from .products import mark as mark_products
 from ..scalar.notation import text  # loop comments read like the derivation (net.formulas())
 from .ops import LOSS, Conv, Fill, Loop, MatMul, Route, Rows, SoftmaxXent, Zero, with_labels
 from .schedule import split
+from .stack import stack
 
 
 @dataclass
@@ -206,6 +207,7 @@ def plan(graph: ir.Graph) -> Plan:
     p.forward = batchsum.rewrite(p, p.forward, batchsum.FORWARD, new_buffer)
     p.backward = batchsum.rewrite(p, p.backward, batchsum.BACKWARD, new_buffer)
     p.forward, p.backward = overwrite(p, p.forward), overwrite(p, p.backward)
+    stack(p)
     p.n_trainable = n_trainable
     if len(graph.outputs) == 1 and by_node[graph.outputs[0]].coupled is not None:
         p.loss_labels = [with_labels(op) for op in p.loss]

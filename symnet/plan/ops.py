@@ -15,7 +15,11 @@ LOSS = "<loss>"  # the loss accumulator as a statement target (no layer has this
 @dataclass
 class MatMul:
     """C (+)= op(A)·op(B).  kind "nt": C[m,n] = Σ_k A[m,k]·B[n,k];
-    "nn": C[m,n] = Σ_k A[m,k]·B[k,n]; "tn": C[m,n] = Σ_k A[k,m]·B[k,n]."""
+    "nn": C[m,n] = Σ_k A[m,k]·B[k,n]; "tn": C[m,n] = Σ_k A[k,m]·B[k,n].
+
+    ``parts``: a product over the rows of several buffers at once (symnet.plan.stack):
+    the pairs (A_t, B_t) it sums, A_t laid out one after the other from A and B_t from
+    B, so that the C runs one product of K = batch·len(parts) rows; None: one pair."""
 
     kind: str
     C: str
@@ -27,6 +31,7 @@ class MatMul:
     accumulate: bool
     comment: str
     epilogue: object = None
+    parts: list | None = None
 
 
 @dataclass

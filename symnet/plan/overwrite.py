@@ -22,6 +22,7 @@ is x; the loops' comments say "=" where the C now stores.
 
 from __future__ import annotations
 
+from ..ir import nodes as ir
 from . import products
 from .ops import LOSS, Fill, Loop, Zero
 
@@ -58,6 +59,8 @@ def _fresh(p, loop: Loop, buffer: str):
     when that statement may reach an element twice or the loop reads the buffer."""
     root = _root(p, buffer)
     mine = [k for k, (t, *_) in enumerate(loop.stmts) if t != LOSS and _root(p, t) == root]
+    if len(mine) > 1:
+        return _fresh_pieces(p, loop, buffer, mine)
     if len(mine) != 1 or loop.stmts[mine[0]][0] != buffer:
         return None
     target, index, kind, expr = loop.stmts[mine[0]]
@@ -90,9 +93,48 @@ def _fresh(p, loop: Loop, buffer: str):
     return _stores(loop, target, index)
 
 
+def _fresh_pieces(p, loop: Loop, buffer: str, mine: list):
+    """Several statements into ``buffer``, each an element formula at [b, i + c_k] over the
+    loop's (b, i) (a gated cell's gates, H units each, into ∂L/∂ of their 3H or 4H
+    pre-activations): when the pieces [c_k, c_k + n_i) tile the buffer's row exactly,
+    each element is reached once, and every one of them stores."""
+    if len(loop.indices) != 2:
+        return None
+    (b, _), (i, n) = loop.indices
+    shape = p.buffers[buffer].shape
+    reads = {_root(p, p.symbols[s].array) for _, _, _, e in loop.stmts
+             for s in e.free_symbols if s in p.symbols}
+    if len(shape) != 2 or not isinstance(n, int) or not isinstance(shape[1], int) \
+            or _root(p, buffer) in reads:
+        return None
+    starts = []
+    for k in mine:
+        target, index, kind, _ = loop.stmts[k]
+        if target != buffer or kind != "+=" or len(index) != 2 or index[0] != b:
+            return None
+        ix = index[1]
+        if isinstance(ix, str):
+            start = 0 if ix == i else None
+        else:
+            start = ix.const if tuple(ix.terms) == ((i, 1),) else None
+        if start is None:
+            return None
+        starts.append(start)
+    if sorted(starts) != list(range(0, shape[1], n)) or len(starts) * n != shape[1]:
+        return None
+    stmts = list(loop.stmts)
+    for k in mine:
+        target, index, _, expr = stmts[k]
+        stmts[k] = (target, index, "=", expr)
+    loop.stmts = stmts
+    for k in mine:
+        _stores(loop, buffer, stmts[k][1])
+    return loop
+
+
 def _stores(loop: Loop, target: str, index) -> Loop:
     """``loop`` with its comment saying that it stores into ``target`` (``=``), as its C does."""
-    said = f"{target}[{','.join(index)}]"
+    said = f"{target}[{','.join(ir.index_text(x) for x in index)}]"
     loop.comment = loop.comment.replace(f"{said} +=", f"{said} =", 1)
     return loop
 

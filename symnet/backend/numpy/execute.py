@@ -223,7 +223,23 @@ class Compiled:
         return a.reshape(a.shape[0], -1)
 
     def _matmul(self, op: MatMul, env: dict, batch: int):
-        A, B, C = self._matrix(op.A, env), self._matrix(op.B, env), self._matrix(op.C, env)
+        C = self._matrix(op.C, env)
+        if op.parts:      # Σ_t A_tᵀ·B_t (symnet.plan.stack), pair by pair
+            r = sum(self._matrix(A, env).T @ self._matrix(B, env) for A, B in op.parts)
+            if op.accumulate:
+                C += r
+            else:
+                C[...] = r
+            return
+        A, B = self._matrix(op.A, env), self._matrix(op.B, env)
+        # the rows of a product over batch·R rows (a Linear at each of R positions):
+        # the arrays as (rows, width) by the product's own widths
+        width = {"nt": (op.K, op.K, op.N), "nn": (op.K, op.N, op.N),
+                 "tn": (op.M, op.N, None)}[op.kind]
+        if all(isinstance(w, int) for w in width[:2]):
+            A, B = A.reshape(-1, width[0]), B.reshape(-1, width[1])
+            if width[2] is not None:
+                C = env[op.C].reshape(-1, width[2])
         if op.kind == "nt":
             r = A @ B.T
         elif op.kind == "nn":
