@@ -26,66 +26,66 @@
  *   loss: softmax_cross_entropy, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_E5F25D8869_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_E5F25D8869_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_B7C862651E_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_B7C862651E_N_PARAMS numbers, in the order of model.params, each row-major:
  *   A1           offset         0  shape (64, 64)
  *   B1           offset      4096  shape (64, 64)
  *   W2           offset      8192  shape (10, 64)
  *   b2           offset      8832  shape (10,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_E5F25D8869_WORK_SIZE(batch) numbers; SYMNET_E5F25D8869_TRAIN_WORK_SIZE(batch_size) for
- * symnet_e5f25d8869_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_B7C862651E_WORK_SIZE(batch) numbers; SYMNET_B7C862651E_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_b7c862651e_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 8842 + X B*64 + T or O B*10 + work (B*424 + 8842)
  *   numbers of 4 bytes; e.g. B = 32: 134,480 bytes (training; forward only: 71,976).
  */
-#ifndef SYMNET_E5F25D8869_H
-#define SYMNET_E5F25D8869_H
+#ifndef SYMNET_B7C862651E_H
+#define SYMNET_B7C862651E_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_E5F25D8869_REAL float  /* the number type of every array (float32) */
-#define SYMNET_E5F25D8869_N_INPUTS 64  /* features per example */
-#define SYMNET_E5F25D8869_N_OUTPUTS 10
-#define SYMNET_E5F25D8869_N_PARAMS 8842  /* numbers in the flat parameter array */
-#define SYMNET_E5F25D8869_WORK_PER_EXAMPLE 424
-#define SYMNET_E5F25D8869_WORK_SIZE(batch) ((batch) * 424 + 8842)  /* numbers of scratch per call */
-#define SYMNET_E5F25D8869_TRAIN_WORK_SIZE(batch_size) (SYMNET_E5F25D8869_WORK_SIZE(batch_size) + (batch_size) * 74)
-#define SYMNET_E5F25D8869_SGD 0       /* optimizer codes of symnet_e5f25d8869_update and symnet_e5f25d8869_train */
-#define SYMNET_E5F25D8869_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_E5F25D8869_N_PARAMS numbers */
-#define SYMNET_E5F25D8869_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_E5F25D8869_N_PARAMS numbers each */
+#define SYMNET_B7C862651E_REAL float  /* the number type of every array (float32) */
+#define SYMNET_B7C862651E_N_INPUTS 64  /* features per example */
+#define SYMNET_B7C862651E_N_OUTPUTS 10
+#define SYMNET_B7C862651E_N_PARAMS 8842  /* numbers in the flat parameter array */
+#define SYMNET_B7C862651E_WORK_PER_EXAMPLE 424
+#define SYMNET_B7C862651E_WORK_SIZE(batch) ((batch) * 424 + 8842)  /* numbers of scratch per call */
+#define SYMNET_B7C862651E_TRAIN_WORK_SIZE(batch_size) (SYMNET_B7C862651E_WORK_SIZE(batch_size) + (batch_size) * 74)
+#define SYMNET_B7C862651E_SGD 0       /* optimizer codes of symnet_b7c862651e_update and symnet_b7c862651e_train */
+#define SYMNET_B7C862651E_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_B7C862651E_N_PARAMS numbers */
+#define SYMNET_B7C862651E_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_B7C862651E_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_E5F25D8869_N_OUTPUTS) = the network's output for X (batch × SYMNET_E5F25D8869_N_INPUTS). */
-void symnet_e5f25d8869_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_B7C862651E_N_OUTPUTS) = the network's output for X (batch × SYMNET_B7C862651E_N_INPUTS). */
+void symnet_b7c862651e_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_e5f25d8869_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_b7c862651e_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_E5F25D8869_N_PARAMS numbers) by back propagation. */
-float symnet_e5f25d8869_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_B7C862651E_N_PARAMS numbers) by back propagation. */
+float symnet_b7c862651e_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_e5f25d8869_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_b7c862651e_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss; T[b] is the class label of example b. */
-float symnet_e5f25d8869_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_b7c862651e_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_E5F25D8869_N_PARAMS numbers) by back propagation. */
-float symnet_e5f25d8869_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_B7C862651E_N_PARAMS numbers) by back propagation. */
+float symnet_b7c862651e_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_e5f25d8869_step_labels(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_b7c862651e_step_labels(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_E5F25D8869_SGD, SYMNET_E5F25D8869_MOMENTUM or SYMNET_E5F25D8869_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_B7C862651E_SGD, SYMNET_B7C862651E_MOMENTUM or SYMNET_B7C862651E_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_e5f25d8869_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_b7c862651e_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -93,10 +93,10 @@ void symnet_e5f25d8869_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_E5F25D8869_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_B7C862651E_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_E5F25D8869_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_e5f25d8869_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_B7C862651E_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_b7c862651e_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -106,10 +106,10 @@ long long symnet_e5f25d8869_train(float *params, const float *X, const float *T,
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_E5F25D8869_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_B7C862651E_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_E5F25D8869_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_e5f25d8869_train_labels(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_B7C862651E_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_b7c862651e_train_labels(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -118,7 +118,7 @@ long long symnet_e5f25d8869_train_labels(float *params, const float *X, const fl
 }
 #endif
 
-#endif /* SYMNET_E5F25D8869_H */
+#endif /* SYMNET_B7C862651E_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -135,14 +135,18 @@ typedef float real;
  * against 2^−126); ∞ above 88.7228 where exp overflows, 0 below −104, NaN for NaN. */
 typedef char sn_int_as_wide_as_float[sizeof(int) == sizeof(float) ? 1 : -1];  /* 2^k below */
 
-#if defined(__GNUC__)
 /* inlined into every loop however large the module: gcc stops inlining a plain `static
    inline` once the unit has grown (--param inline-unit-growth), and a call per element
    keeps the loop scalar: a GRU of 40 steps kept 87 calls of sn_expf, its gates' loops
    unvectorised, ~5 ms of its 15 ms training step */
-__attribute__((always_inline))
+#ifndef SN_ALWAYS_INLINE
+#if defined(__GNUC__)
+#define SN_ALWAYS_INLINE __attribute__((always_inline))
+#else
+#define SN_ALWAYS_INLINE
 #endif
-static inline float sn_expf(float x)
+#endif
+SN_ALWAYS_INLINE static inline float sn_expf(float x)
 {
     const float c = x > -104.0f ? (x < 88.7228394f ? x : 88.7228394f) : -104.0f;
     const float n = floorf(c * 1.44269504088896341f + 0.5f);
@@ -167,9 +171,14 @@ static inline float sn_expf(float x)
  * tiny value, subnormals included); no call and no branch (the choice is a select), so
  * loops over it vectorise (libm's expf, called per element, was ~20% of a GRU's
  * training step); ≤ 2.6 ulp against σ in double on [−110, 95]. */
+#ifndef SN_ALWAYS_INLINE
 #if defined(__GNUC__)
-__attribute__((always_inline))  /* as sn_expf */
+#define SN_ALWAYS_INLINE __attribute__((always_inline))
+#else
+#define SN_ALWAYS_INLINE
 #endif
+#endif
+SN_ALWAYS_INLINE  /* as sn_expf */
 static inline float sn_sigmoid(float x)
 {
     const float e = sn_expf(-fabsf(x));
@@ -181,9 +190,14 @@ static inline float sn_sigmoid(float x)
  * rounds to ±1), x itself below 4e-4.  No call and no branch, so loops over it
  * vectorise (libm's tanhf was ~60% of a small network's step); relative error
  * ≤ 4e-7 (≈ 7 ulp) against libm's 1.4 ulp.  Coefficients as in Eigen and XLA. */
+#ifndef SN_ALWAYS_INLINE
 #if defined(__GNUC__)
-__attribute__((always_inline))  /* as sn_expf */
+#define SN_ALWAYS_INLINE __attribute__((always_inline))
+#else
+#define SN_ALWAYS_INLINE
 #endif
+#endif
+SN_ALWAYS_INLINE  /* as sn_expf */
 static inline float sn_tanhf(float x)
 {
     const float c = x < -7.90531110763549805f ? -7.90531110763549805f
@@ -464,7 +478,7 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_e5f25d8869_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_b7c862651e_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 202, sizeof(real) * (size_t)batch * 10);
@@ -559,7 +573,7 @@ static double sn_loss(const real *params, real *work, const real *I, const real 
     return loss / batch;
 }
 
-real symnet_e5f25d8869_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_b7c862651e_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -608,7 +622,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_e5f25d8869_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_b7c862651e_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -645,7 +659,7 @@ static double sn_loss_labels(const real *params, real *work, const real *I, cons
     return loss / batch;
 }
 
-real symnet_e5f25d8869_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_b7c862651e_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss_labels(params, work, X, T, batch);
 }
@@ -690,7 +704,7 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
     return loss / batch;
 }
 
-real symnet_e5f25d8869_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_b7c862651e_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad_labels(params, grads, work, X, T, batch);
 }
@@ -717,7 +731,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_e5f25d8869_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_b7c862651e_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 424;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
@@ -731,7 +745,7 @@ real symnet_e5f25d8869_step(real *params, const real *X, const real *T, int batc
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_e5f25d8869_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_b7c862651e_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 424;
     const double loss = sn_loss_grad_labels(params, grads, work, X, T, batch);
@@ -802,7 +816,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_e5f25d8869_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_b7c862651e_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -828,7 +842,7 @@ void symnet_e5f25d8869_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_e5f25d8869_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_b7c862651e_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
@@ -909,7 +923,7 @@ long long symnet_e5f25d8869_train(real *params, const real *X, const real *T, co
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step).
  * The same with integer class labels: T[n] is the class of example n. */
-long long symnet_e5f25d8869_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_b7c862651e_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

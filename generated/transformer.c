@@ -112,8 +112,8 @@
  *   loss: bce, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_89D68182EC_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_89D68182EC_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_6AEBB5B417_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_6AEBB5B417_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (32, 10)
  *   b1           offset       320  shape (32,)
  *   P2           offset       352  shape (8, 32)
@@ -144,48 +144,48 @@
  *   W17          offset     17696  shape (10, 32)
  *   b17          offset     18016  shape (10,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_89D68182EC_WORK_SIZE(batch) numbers; SYMNET_89D68182EC_TRAIN_WORK_SIZE(batch_size) for
- * symnet_89d68182ec_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_6AEBB5B417_WORK_SIZE(batch) numbers; SYMNET_6AEBB5B417_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_6aebb5b417_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 18026 + X B*80 + T or O B*80 + work (B*29264 + 18026)
  *   numbers of 4 bytes; e.g. B = 32: 3,910,480 bytes (training; forward only: 1,948,072).
  */
-#ifndef SYMNET_89D68182EC_H
-#define SYMNET_89D68182EC_H
+#ifndef SYMNET_6AEBB5B417_H
+#define SYMNET_6AEBB5B417_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_89D68182EC_REAL float  /* the number type of every array (float32) */
-#define SYMNET_89D68182EC_N_INPUTS 80  /* features per example */
-#define SYMNET_89D68182EC_N_OUTPUTS 80
-#define SYMNET_89D68182EC_N_PARAMS 18026  /* numbers in the flat parameter array */
-#define SYMNET_89D68182EC_WORK_PER_EXAMPLE 29264
-#define SYMNET_89D68182EC_WORK_SIZE(batch) ((batch) * 29264 + 18026)  /* numbers of scratch per call */
-#define SYMNET_89D68182EC_TRAIN_WORK_SIZE(batch_size) (SYMNET_89D68182EC_WORK_SIZE(batch_size) + (batch_size) * 160)
-#define SYMNET_89D68182EC_SGD 0       /* optimizer codes of symnet_89d68182ec_update and symnet_89d68182ec_train */
-#define SYMNET_89D68182EC_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_89D68182EC_N_PARAMS numbers */
-#define SYMNET_89D68182EC_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_89D68182EC_N_PARAMS numbers each */
+#define SYMNET_6AEBB5B417_REAL float  /* the number type of every array (float32) */
+#define SYMNET_6AEBB5B417_N_INPUTS 80  /* features per example */
+#define SYMNET_6AEBB5B417_N_OUTPUTS 80
+#define SYMNET_6AEBB5B417_N_PARAMS 18026  /* numbers in the flat parameter array */
+#define SYMNET_6AEBB5B417_WORK_PER_EXAMPLE 29264
+#define SYMNET_6AEBB5B417_WORK_SIZE(batch) ((batch) * 29264 + 18026)  /* numbers of scratch per call */
+#define SYMNET_6AEBB5B417_TRAIN_WORK_SIZE(batch_size) (SYMNET_6AEBB5B417_WORK_SIZE(batch_size) + (batch_size) * 160)
+#define SYMNET_6AEBB5B417_SGD 0       /* optimizer codes of symnet_6aebb5b417_update and symnet_6aebb5b417_train */
+#define SYMNET_6AEBB5B417_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_6AEBB5B417_N_PARAMS numbers */
+#define SYMNET_6AEBB5B417_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_6AEBB5B417_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_89D68182EC_N_OUTPUTS) = the network's output for X (batch × SYMNET_89D68182EC_N_INPUTS). */
-void symnet_89d68182ec_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_6AEBB5B417_N_OUTPUTS) = the network's output for X (batch × SYMNET_6AEBB5B417_N_INPUTS). */
+void symnet_6aebb5b417_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_89d68182ec_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_6aebb5b417_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_89D68182EC_N_PARAMS numbers) by back propagation. */
-float symnet_89d68182ec_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_6AEBB5B417_N_PARAMS numbers) by back propagation. */
+float symnet_6aebb5b417_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_89d68182ec_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_6aebb5b417_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_89D68182EC_SGD, SYMNET_89D68182EC_MOMENTUM or SYMNET_89D68182EC_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_6AEBB5B417_SGD, SYMNET_6AEBB5B417_MOMENTUM or SYMNET_6AEBB5B417_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_89d68182ec_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_6aebb5b417_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -193,10 +193,10 @@ void symnet_89d68182ec_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_89D68182EC_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_6AEBB5B417_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_89D68182EC_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_89d68182ec_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_6AEBB5B417_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_6aebb5b417_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -205,7 +205,7 @@ long long symnet_89d68182ec_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_89D68182EC_H */
+#endif /* SYMNET_6AEBB5B417_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -222,14 +222,18 @@ typedef float real;
  * against 2^−126); ∞ above 88.7228 where exp overflows, 0 below −104, NaN for NaN. */
 typedef char sn_int_as_wide_as_float[sizeof(int) == sizeof(float) ? 1 : -1];  /* 2^k below */
 
-#if defined(__GNUC__)
 /* inlined into every loop however large the module: gcc stops inlining a plain `static
    inline` once the unit has grown (--param inline-unit-growth), and a call per element
    keeps the loop scalar: a GRU of 40 steps kept 87 calls of sn_expf, its gates' loops
    unvectorised, ~5 ms of its 15 ms training step */
-__attribute__((always_inline))
+#ifndef SN_ALWAYS_INLINE
+#if defined(__GNUC__)
+#define SN_ALWAYS_INLINE __attribute__((always_inline))
+#else
+#define SN_ALWAYS_INLINE
 #endif
-static inline float sn_expf(float x)
+#endif
+SN_ALWAYS_INLINE static inline float sn_expf(float x)
 {
     const float c = x > -104.0f ? (x < 88.7228394f ? x : 88.7228394f) : -104.0f;
     const float n = floorf(c * 1.44269504088896341f + 0.5f);
@@ -254,9 +258,14 @@ static inline float sn_expf(float x)
  * tiny value, subnormals included); no call and no branch (the choice is a select), so
  * loops over it vectorise (libm's expf, called per element, was ~20% of a GRU's
  * training step); ≤ 2.6 ulp against σ in double on [−110, 95]. */
+#ifndef SN_ALWAYS_INLINE
 #if defined(__GNUC__)
-__attribute__((always_inline))  /* as sn_expf */
+#define SN_ALWAYS_INLINE __attribute__((always_inline))
+#else
+#define SN_ALWAYS_INLINE
 #endif
+#endif
+SN_ALWAYS_INLINE  /* as sn_expf */
 static inline float sn_sigmoid(float x)
 {
     const float e = sn_expf(-fabsf(x));
@@ -2300,7 +2309,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_89d68182ec_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_6aebb5b417_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 14416, sizeof(real) * (size_t)batch * 80);
@@ -2326,7 +2335,7 @@ static double sn_loss(const real *params, real *work, const real *S, const real 
     return loss / batch;
 }
 
-real symnet_89d68182ec_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_6aebb5b417_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -2651,7 +2660,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_89d68182ec_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_6aebb5b417_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -2678,7 +2687,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_89d68182ec_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_6aebb5b417_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 29264;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
@@ -2749,7 +2758,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_89d68182ec_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_6aebb5b417_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -2775,7 +2784,7 @@ void symnet_89d68182ec_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_89d68182ec_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_6aebb5b417_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

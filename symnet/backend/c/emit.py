@@ -670,7 +670,7 @@ def universal_cdef(dtype: str) -> str | None:
 def _render_universal(dtype: str, one: dict) -> str:
     return _environment().get_template("network.h.j2").render(
         version=__version__, dtype=dtype, real=DTYPES[dtype], describe=[], training=True,
-        hooks=True, part="network", P="symnet_net_", M="SYMNET_NET_", title="",
+        hooks=True, batch_sums=True, part="network", P="symnet_net_", M="SYMNET_NET_", title="",
         trained=False, params_note=None,
         variants=[one, dict(one, suffix="_labels")], n_in=1, n_out=1, n_params=1,
         per_row=1, work_macro="1", work_formula="1", itemsize=4, example_bytes="0",
