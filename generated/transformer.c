@@ -112,8 +112,8 @@
  *   loss: bce, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_FFF9973884_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_FFF9973884_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_9F3C83EDE6_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_9F3C83EDE6_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (32, 10)
  *   b1           offset       320  shape (32,)
  *   P2           offset       352  shape (8, 32)
@@ -144,48 +144,48 @@
  *   W17          offset     17696  shape (10, 32)
  *   b17          offset     18016  shape (10,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_FFF9973884_WORK_SIZE(batch) numbers; SYMNET_FFF9973884_TRAIN_WORK_SIZE(batch_size) for
- * symnet_fff9973884_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_9F3C83EDE6_WORK_SIZE(batch) numbers; SYMNET_9F3C83EDE6_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_9f3c83ede6_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 18026 + X B*80 + T or O B*80 + work (B*29264 + 18026)
  *   numbers of 4 bytes; e.g. B = 32: 3,910,480 bytes (training; forward only: 1,948,072).
  */
-#ifndef SYMNET_FFF9973884_H
-#define SYMNET_FFF9973884_H
+#ifndef SYMNET_9F3C83EDE6_H
+#define SYMNET_9F3C83EDE6_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_FFF9973884_REAL float  /* the number type of every array (float32) */
-#define SYMNET_FFF9973884_N_INPUTS 80  /* features per example */
-#define SYMNET_FFF9973884_N_OUTPUTS 80
-#define SYMNET_FFF9973884_N_PARAMS 18026  /* numbers in the flat parameter array */
-#define SYMNET_FFF9973884_WORK_PER_EXAMPLE 29264
-#define SYMNET_FFF9973884_WORK_SIZE(batch) ((batch) * 29264 + 18026)  /* numbers of scratch per call */
-#define SYMNET_FFF9973884_TRAIN_WORK_SIZE(batch_size) (SYMNET_FFF9973884_WORK_SIZE(batch_size) + (batch_size) * 160)
-#define SYMNET_FFF9973884_SGD 0       /* optimizer codes of symnet_fff9973884_update and symnet_fff9973884_train */
-#define SYMNET_FFF9973884_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_FFF9973884_N_PARAMS numbers */
-#define SYMNET_FFF9973884_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_FFF9973884_N_PARAMS numbers each */
+#define SYMNET_9F3C83EDE6_REAL float  /* the number type of every array (float32) */
+#define SYMNET_9F3C83EDE6_N_INPUTS 80  /* features per example */
+#define SYMNET_9F3C83EDE6_N_OUTPUTS 80
+#define SYMNET_9F3C83EDE6_N_PARAMS 18026  /* numbers in the flat parameter array */
+#define SYMNET_9F3C83EDE6_WORK_PER_EXAMPLE 29264
+#define SYMNET_9F3C83EDE6_WORK_SIZE(batch) ((batch) * 29264 + 18026)  /* numbers of scratch per call */
+#define SYMNET_9F3C83EDE6_TRAIN_WORK_SIZE(batch_size) (SYMNET_9F3C83EDE6_WORK_SIZE(batch_size) + (batch_size) * 160)
+#define SYMNET_9F3C83EDE6_SGD 0       /* optimizer codes of symnet_9f3c83ede6_update and symnet_9f3c83ede6_train */
+#define SYMNET_9F3C83EDE6_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_9F3C83EDE6_N_PARAMS numbers */
+#define SYMNET_9F3C83EDE6_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_9F3C83EDE6_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_FFF9973884_N_OUTPUTS) = the network's output for X (batch × SYMNET_FFF9973884_N_INPUTS). */
-void symnet_fff9973884_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_9F3C83EDE6_N_OUTPUTS) = the network's output for X (batch × SYMNET_9F3C83EDE6_N_INPUTS). */
+void symnet_9f3c83ede6_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_fff9973884_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_9f3c83ede6_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_FFF9973884_N_PARAMS numbers) by back propagation. */
-float symnet_fff9973884_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_9F3C83EDE6_N_PARAMS numbers) by back propagation. */
+float symnet_9f3c83ede6_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_fff9973884_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_9f3c83ede6_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_FFF9973884_SGD, SYMNET_FFF9973884_MOMENTUM or SYMNET_FFF9973884_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_9F3C83EDE6_SGD, SYMNET_9F3C83EDE6_MOMENTUM or SYMNET_9F3C83EDE6_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_fff9973884_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_9f3c83ede6_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -193,10 +193,10 @@ void symnet_fff9973884_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_FFF9973884_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_9F3C83EDE6_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_FFF9973884_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_fff9973884_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_9F3C83EDE6_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_9f3c83ede6_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -205,7 +205,7 @@ long long symnet_fff9973884_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_FFF9973884_H */
+#endif /* SYMNET_9F3C83EDE6_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -673,13 +673,18 @@ static void sn_rows_1(const real *params, real *work, const real *S, int batch, 
             for (int i = 0; i < 32; i++) {
                 pos[b * 256 + tq * 32 + i] = P2[tq * 32 + i] + embed[b * 256 + tq * 32 + i];
             }
-    memset(z_B1_norm1_mean + (size_t)sn_lo * 8, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 8);
     /* z_B1_norm1_mean[b,a] = Σ_e pos[b,a,e] */
     for (int b = sn_lo; b < sn_hi; b++)
-        for (int a = 0; a < 8; a++)
+        for (int a = 0; a < 8; a++) {
+            real acc0 = 0;
+#ifdef SN_SIMD
+#pragma omp simd reduction(+:acc0)
+#endif
             for (int e = 0; e < 32; e++) {
-                z_B1_norm1_mean[b * 8 + a] += pos[b * 256 + a * 32 + e];
+                acc0 += pos[b * 256 + a * 32 + e];
             }
+            z_B1_norm1_mean[b * 8 + a] = acc0;
+        }
     /* B1_norm1_mean[b,a] = z_B1_norm1_mean[b,a]/32 */
     for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
@@ -697,13 +702,18 @@ static void sn_rows_1(const real *params, real *work, const real *S, int batch, 
             for (int d = 0; d < 32; d++) {
                 B1_norm1_c[b * 256 + a * 32 + d] = -B1_norm1_mean[b * 8 + a] + pos[b * 256 + a * 32 + d];
             }
-    memset(z_B1_norm1_rstd + (size_t)sn_lo * 8, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 8);
     /* z_B1_norm1_rstd[b,a] = Σ_e B1_norm1_c[b,a,e]² */
     for (int b = sn_lo; b < sn_hi; b++)
-        for (int a = 0; a < 8; a++)
+        for (int a = 0; a < 8; a++) {
+            real acc0 = 0;
+#ifdef SN_SIMD
+#pragma omp simd reduction(+:acc0)
+#endif
             for (int e = 0; e < 32; e++) {
-                z_B1_norm1_rstd[b * 8 + a] += B1_norm1_c[b * 256 + a * 32 + e]*B1_norm1_c[b * 256 + a * 32 + e];
+                acc0 += B1_norm1_c[b * 256 + a * 32 + e]*B1_norm1_c[b * 256 + a * 32 + e];
             }
+            z_B1_norm1_rstd[b * 8 + a] = acc0;
+        }
     /* B1_norm1_rstd[b,a] = 1/sqrt(z_B1_norm1_rstd[b,a]/32 + 1.0e-5) */
     for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
@@ -772,10 +782,16 @@ static void sn_rows_2(const real *params, real *work, const real *S, int batch, 
     /* z_B1_att_m[b,hd,tq] = max_tk B1_att_s[b,hd,tq,tk] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++)
-            for (int tq = 0; tq < 8; tq++)
+            for (int tq = 0; tq < 8; tq++) {
+                real acc0 = -INFINITY;
+#ifdef SN_SIMD
+#pragma omp simd reduction(max:acc0)
+#endif
                 for (int tk = 0; tk < 8; tk++) {
-                    z_B1_att_m[b * 32 + hd * 8 + tq] = B1_att_s[b * 256 + hd * 64 + tq * 8 + tk] > z_B1_att_m[b * 32 + hd * 8 + tq] ? B1_att_s[b * 256 + hd * 64 + tq * 8 + tk] : z_B1_att_m[b * 32 + hd * 8 + tq];
+                    acc0 = B1_att_s[b * 256 + hd * 64 + tq * 8 + tk] > acc0 ? B1_att_s[b * 256 + hd * 64 + tq * 8 + tk] : acc0;
                 }
+                z_B1_att_m[b * 32 + hd * 8 + tq] = acc0 > z_B1_att_m[b * 32 + hd * 8 + tq] ? acc0 : z_B1_att_m[b * 32 + hd * 8 + tq];
+            }
     /* B1_att_e[b,hd,tq,tk] = exp(-B1_att_m[b,hd,tq] + B1_att_s[b,hd,tq,tk]) */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++)
@@ -865,13 +881,18 @@ static void sn_rows_3(const real *params, real *work, const real *S, int batch, 
             for (int x = 0; x < 32; x++) {
                 B1_res1[b * 256 + i * 32 + x] = B1_att[b * 256 + i * 32 + x] + pos[b * 256 + i * 32 + x];
             }
-    memset(z_B1_norm2_mean + (size_t)sn_lo * 8, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 8);
     /* z_B1_norm2_mean[b,a] = Σ_e B1_res1[b,a,e] */
     for (int b = sn_lo; b < sn_hi; b++)
-        for (int a = 0; a < 8; a++)
+        for (int a = 0; a < 8; a++) {
+            real acc0 = 0;
+#ifdef SN_SIMD
+#pragma omp simd reduction(+:acc0)
+#endif
             for (int e = 0; e < 32; e++) {
-                z_B1_norm2_mean[b * 8 + a] += B1_res1[b * 256 + a * 32 + e];
+                acc0 += B1_res1[b * 256 + a * 32 + e];
             }
+            z_B1_norm2_mean[b * 8 + a] = acc0;
+        }
     /* B1_norm2_mean[b,a] = z_B1_norm2_mean[b,a]/32 */
     for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
@@ -889,13 +910,18 @@ static void sn_rows_3(const real *params, real *work, const real *S, int batch, 
             for (int d = 0; d < 32; d++) {
                 B1_norm2_c[b * 256 + a * 32 + d] = -B1_norm2_mean[b * 8 + a] + B1_res1[b * 256 + a * 32 + d];
             }
-    memset(z_B1_norm2_rstd + (size_t)sn_lo * 8, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 8);
     /* z_B1_norm2_rstd[b,a] = Σ_e B1_norm2_c[b,a,e]² */
     for (int b = sn_lo; b < sn_hi; b++)
-        for (int a = 0; a < 8; a++)
+        for (int a = 0; a < 8; a++) {
+            real acc0 = 0;
+#ifdef SN_SIMD
+#pragma omp simd reduction(+:acc0)
+#endif
             for (int e = 0; e < 32; e++) {
-                z_B1_norm2_rstd[b * 8 + a] += B1_norm2_c[b * 256 + a * 32 + e]*B1_norm2_c[b * 256 + a * 32 + e];
+                acc0 += B1_norm2_c[b * 256 + a * 32 + e]*B1_norm2_c[b * 256 + a * 32 + e];
             }
+            z_B1_norm2_rstd[b * 8 + a] = acc0;
+        }
     /* B1_norm2_rstd[b,a] = 1/sqrt(z_B1_norm2_rstd[b,a]/32 + 1.0e-5) */
     for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
@@ -977,13 +1003,18 @@ static void sn_rows_5(const real *params, real *work, const real *S, int batch, 
             for (int x = 0; x < 32; x++) {
                 B1[b * 256 + i * 32 + x] = B1_ff2[b * 256 + i * 32 + x] + B1_res1[b * 256 + i * 32 + x];
             }
-    memset(z_B2_norm1_mean + (size_t)sn_lo * 8, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 8);
     /* z_B2_norm1_mean[b,a] = Σ_e B1[b,a,e] */
     for (int b = sn_lo; b < sn_hi; b++)
-        for (int a = 0; a < 8; a++)
+        for (int a = 0; a < 8; a++) {
+            real acc0 = 0;
+#ifdef SN_SIMD
+#pragma omp simd reduction(+:acc0)
+#endif
             for (int e = 0; e < 32; e++) {
-                z_B2_norm1_mean[b * 8 + a] += B1[b * 256 + a * 32 + e];
+                acc0 += B1[b * 256 + a * 32 + e];
             }
+            z_B2_norm1_mean[b * 8 + a] = acc0;
+        }
     /* B2_norm1_mean[b,a] = z_B2_norm1_mean[b,a]/32 */
     for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
@@ -1001,13 +1032,18 @@ static void sn_rows_5(const real *params, real *work, const real *S, int batch, 
             for (int d = 0; d < 32; d++) {
                 B2_norm1_c[b * 256 + a * 32 + d] = B1[b * 256 + a * 32 + d] - B2_norm1_mean[b * 8 + a];
             }
-    memset(z_B2_norm1_rstd + (size_t)sn_lo * 8, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 8);
     /* z_B2_norm1_rstd[b,a] = Σ_e B2_norm1_c[b,a,e]² */
     for (int b = sn_lo; b < sn_hi; b++)
-        for (int a = 0; a < 8; a++)
+        for (int a = 0; a < 8; a++) {
+            real acc0 = 0;
+#ifdef SN_SIMD
+#pragma omp simd reduction(+:acc0)
+#endif
             for (int e = 0; e < 32; e++) {
-                z_B2_norm1_rstd[b * 8 + a] += B2_norm1_c[b * 256 + a * 32 + e]*B2_norm1_c[b * 256 + a * 32 + e];
+                acc0 += B2_norm1_c[b * 256 + a * 32 + e]*B2_norm1_c[b * 256 + a * 32 + e];
             }
+            z_B2_norm1_rstd[b * 8 + a] = acc0;
+        }
     /* B2_norm1_rstd[b,a] = 1/sqrt(z_B2_norm1_rstd[b,a]/32 + 1.0e-5) */
     for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
@@ -1076,10 +1112,16 @@ static void sn_rows_6(const real *params, real *work, const real *S, int batch, 
     /* z_B2_att_m[b,hd,tq] = max_tk B2_att_s[b,hd,tq,tk] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++)
-            for (int tq = 0; tq < 8; tq++)
+            for (int tq = 0; tq < 8; tq++) {
+                real acc0 = -INFINITY;
+#ifdef SN_SIMD
+#pragma omp simd reduction(max:acc0)
+#endif
                 for (int tk = 0; tk < 8; tk++) {
-                    z_B2_att_m[b * 32 + hd * 8 + tq] = B2_att_s[b * 256 + hd * 64 + tq * 8 + tk] > z_B2_att_m[b * 32 + hd * 8 + tq] ? B2_att_s[b * 256 + hd * 64 + tq * 8 + tk] : z_B2_att_m[b * 32 + hd * 8 + tq];
+                    acc0 = B2_att_s[b * 256 + hd * 64 + tq * 8 + tk] > acc0 ? B2_att_s[b * 256 + hd * 64 + tq * 8 + tk] : acc0;
                 }
+                z_B2_att_m[b * 32 + hd * 8 + tq] = acc0 > z_B2_att_m[b * 32 + hd * 8 + tq] ? acc0 : z_B2_att_m[b * 32 + hd * 8 + tq];
+            }
     /* B2_att_e[b,hd,tq,tk] = exp(-B2_att_m[b,hd,tq] + B2_att_s[b,hd,tq,tk]) */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++)
@@ -1169,13 +1211,18 @@ static void sn_rows_7(const real *params, real *work, const real *S, int batch, 
             for (int x = 0; x < 32; x++) {
                 B2_res1[b * 256 + i * 32 + x] = B1[b * 256 + i * 32 + x] + B2_att[b * 256 + i * 32 + x];
             }
-    memset(z_B2_norm2_mean + (size_t)sn_lo * 8, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 8);
     /* z_B2_norm2_mean[b,a] = Σ_e B2_res1[b,a,e] */
     for (int b = sn_lo; b < sn_hi; b++)
-        for (int a = 0; a < 8; a++)
+        for (int a = 0; a < 8; a++) {
+            real acc0 = 0;
+#ifdef SN_SIMD
+#pragma omp simd reduction(+:acc0)
+#endif
             for (int e = 0; e < 32; e++) {
-                z_B2_norm2_mean[b * 8 + a] += B2_res1[b * 256 + a * 32 + e];
+                acc0 += B2_res1[b * 256 + a * 32 + e];
             }
+            z_B2_norm2_mean[b * 8 + a] = acc0;
+        }
     /* B2_norm2_mean[b,a] = z_B2_norm2_mean[b,a]/32 */
     for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
@@ -1193,13 +1240,18 @@ static void sn_rows_7(const real *params, real *work, const real *S, int batch, 
             for (int d = 0; d < 32; d++) {
                 B2_norm2_c[b * 256 + a * 32 + d] = -B2_norm2_mean[b * 8 + a] + B2_res1[b * 256 + a * 32 + d];
             }
-    memset(z_B2_norm2_rstd + (size_t)sn_lo * 8, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 8);
     /* z_B2_norm2_rstd[b,a] = Σ_e B2_norm2_c[b,a,e]² */
     for (int b = sn_lo; b < sn_hi; b++)
-        for (int a = 0; a < 8; a++)
+        for (int a = 0; a < 8; a++) {
+            real acc0 = 0;
+#ifdef SN_SIMD
+#pragma omp simd reduction(+:acc0)
+#endif
             for (int e = 0; e < 32; e++) {
-                z_B2_norm2_rstd[b * 8 + a] += B2_norm2_c[b * 256 + a * 32 + e]*B2_norm2_c[b * 256 + a * 32 + e];
+                acc0 += B2_norm2_c[b * 256 + a * 32 + e]*B2_norm2_c[b * 256 + a * 32 + e];
             }
+            z_B2_norm2_rstd[b * 8 + a] = acc0;
+        }
     /* B2_norm2_rstd[b,a] = 1/sqrt(z_B2_norm2_rstd[b,a]/32 + 1.0e-5) */
     for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
@@ -2141,11 +2193,11 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
     /* embed, pos, z_B1_norm1_mean, B1_norm1_mean, B1_norm1_c, z_B1_norm1_rstd, B1_norm1_rstd, B1_norm1: the batch in chunks of examples through sn_rows_1, the chunks
        on as many threads as pay for their join: n threads cost work/n + one join, so each
        thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 12432 multiply-adds per example */
+       two joins); the work, about 12416 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
 #ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 12432 * batch, sn_n) : 1;
+        const int sn_used = sn_on ? sn_threads(2.0 * 12416 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
 #endif
         for (int sn_c = 0; sn_c < sn_n; sn_c++)
@@ -2171,11 +2223,11 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
     /* B1_att, B1_res1, z_B1_norm2_mean, B1_norm2_mean, B1_norm2_c, z_B1_norm2_rstd, B1_norm2_rstd, B1_norm2: the batch in chunks of examples through sn_rows_3, the chunks
        on as many threads as pay for their join: n threads cost work/n + one join, so each
        thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 12432 multiply-adds per example */
+       two joins); the work, about 12416 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
 #ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 12432 * batch, sn_n) : 1;
+        const int sn_used = sn_on ? sn_threads(2.0 * 12416 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
 #endif
         for (int sn_c = 0; sn_c < sn_n; sn_c++)
@@ -2201,11 +2253,11 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
     /* B1_ff2, B1, z_B2_norm1_mean, B2_norm1_mean, B2_norm1_c, z_B2_norm1_rstd, B2_norm1_rstd, B2_norm1: the batch in chunks of examples through sn_rows_5, the chunks
        on as many threads as pay for their join: n threads cost work/n + one join, so each
        thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 12432 multiply-adds per example */
+       two joins); the work, about 12416 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
 #ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 12432 * batch, sn_n) : 1;
+        const int sn_used = sn_on ? sn_threads(2.0 * 12416 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
 #endif
         for (int sn_c = 0; sn_c < sn_n; sn_c++)
@@ -2231,11 +2283,11 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
     /* B2_att, B2_res1, z_B2_norm2_mean, B2_norm2_mean, B2_norm2_c, z_B2_norm2_rstd, B2_norm2_rstd, B2_norm2: the batch in chunks of examples through sn_rows_7, the chunks
        on as many threads as pay for their join: n threads cost work/n + one join, so each
        thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 12432 multiply-adds per example */
+       two joins); the work, about 12416 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
 #ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 12432 * batch, sn_n) : 1;
+        const int sn_used = sn_on ? sn_threads(2.0 * 12416 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
 #endif
         for (int sn_c = 0; sn_c < sn_n; sn_c++)
@@ -2290,7 +2342,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_fff9973884_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_9f3c83ede6_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 14416, sizeof(real) * (size_t)batch * 80);
@@ -2316,7 +2368,7 @@ static double sn_loss(const real *params, real *work, const real *S, const real 
     return loss / batch;
 }
 
-real symnet_fff9973884_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_9f3c83ede6_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -2641,7 +2693,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_fff9973884_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_9f3c83ede6_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -2668,7 +2720,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_fff9973884_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_9f3c83ede6_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 29264;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
@@ -2739,7 +2791,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_fff9973884_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_9f3c83ede6_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -2765,7 +2817,7 @@ void symnet_fff9973884_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_fff9973884_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_9f3c83ede6_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

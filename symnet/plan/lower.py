@@ -310,12 +310,18 @@ def _forward(graph: ir.Graph, symbols: dict, convs: dict) -> list:
                 ops.append(Loop(node.reduction_loop(red),
                                 [(red.name, node.out_index, "max", red.summand)],
                                 f"{red.name}[{out}] = max_"
-                                f"{','.join(n for n, _ in red.space)} {text(red.summand)}"))
+                                f"{','.join(n for n, _ in red.space)} {text(red.summand)}",
+                                # over one long index (softmax's row): in a local, vectorised;
+                                # a pooling window (a few elements) stays a plain loop
+                                hoist=len(red.space) == 1 and red.space[0][1] >= 8))
             else:
                 ops.append(Zero(red.name, None))
+                # summed in a local over the innermost index (vectorised): a tensor's
+                # sums, and the per-row sums over a last axis (LayerNorm's mean and
+                # variance, softmax's Σ), whose space lists the summed index
                 ops.append(Loop(node.reduction_loop(red),
                                 [(red.name, node.out_index, "+=", red.summand)], comment,
-                                hoist=tensor))
+                                hoist=tensor or bool(red.space)))
         if not _identity(node):
             ops.append(Loop(node.loop(), [(node.name, node.out_index, "=", node.outer)],
                             f"{node.name}[{out}] = {text(node.outer)}"))

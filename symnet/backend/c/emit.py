@@ -224,8 +224,9 @@ class Emitter:
         index runs over one thread's examples sn_lo ≤ b < sn_hi (see lower.Rows)."""
         exprs = [numeric(s[3]) for s in op.stmts]
         temps, reduced = sp.cse(exprs, symbols=sp.numbered_symbols("t"), optimizations=None)
-        stmts = []
+        stmts, raw = [], []
         for (target, index, kind, _), rhs in zip(op.stmts, reduced):
+            raw.append(self.printer.doprint(rhs))
             if target == LOSS:
                 stmts.append(("loss", kind, f"(double)({self.printer.doprint(rhs)})"))
             elif kind == "max":
@@ -239,12 +240,15 @@ class Emitter:
         if op.hoist and len(op.indices) > 1:
             inner = op.indices[-1][0]
             keep = []
-            for (target, index, kind, _), st in zip(op.stmts, stmts):
+            for (target, index, kind, _), st, r in zip(op.stmts, stmts, raw):
                 names = {n for ix in index for n in ((ix,) if isinstance(ix, str)
                                                      else ix.names())}
                 if kind == "+=" and target != LOSS and inner not in names:
                     hoisted.append((st[0], f"acc{len(hoisted)}", st[2],
                                     "=" if target in op.fresh else "+="))
+                elif kind == "max" and inner not in names:
+                    # a maximum in a local too (exact in any order): kind "max"
+                    hoisted.append((st[0], f"acc{len(hoisted)}", r, "max"))
                 else:
                     keep.append(st)
             stmts = keep
