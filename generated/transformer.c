@@ -9,12 +9,11 @@
  *   B1_norm1_rstd (8) = 1/sqrt(z_B1_norm1_rstd[b,a]/32 + 1.0e-5)
  *   B1_norm1 (8, 32) = LayerNorm(eps=1e-05)
  *   B1_att_qkv (8, 96) = c4[i] + z_B1_att_qkv[b,tq,i]
- *   B1_att_s (4, 8, 8) = 0.35355339059327373*z_B1_att_s[b,hd,tq,tk]
+ *   B1_att_s (4, 8, 8) = z_B1_att_s[b,hd,tq,tk]
  *   B1_att_m (4, 8) = z_B1_att_m[b,hd,tq]
  *   B1_att_e (4, 8, 8) = exp(-B1_att_m[b,hd,tq] + B1_att_s[b,hd,tq,tk])
  *   B1_att_z (4, 8) = z_B1_att_z[b,hd,tq]
  *   B1_att_p (4, 8, 8) = B1_att_e[b,hd,tq,tk]/B1_att_z[b,hd,tq]
- *   B1_att_v (4, 8, 8) = B1_att_qkv[b,tk,hd*8 + e + 64]
  *   B1_att_a (8, 4, 8) = z_B1_att_a[b,tq,hd,e]
  *   B1_att (8, 32) = co4[i] + z_B1_att[b,tq,i]
  *   B1_res1 (8, 32) = B1_att[b,i,x] + pos[b,i,x]
@@ -30,12 +29,11 @@
  *   B2_norm1_rstd (8) = 1/sqrt(z_B2_norm1_rstd[b,a]/32 + 1.0e-5)
  *   B2_norm1 (8, 32) = LayerNorm(eps=1e-05)
  *   B2_att_qkv (8, 96) = c11[i] + z_B2_att_qkv[b,tq,i]
- *   B2_att_s (4, 8, 8) = 0.35355339059327373*z_B2_att_s[b,hd,tq,tk]
+ *   B2_att_s (4, 8, 8) = z_B2_att_s[b,hd,tq,tk]
  *   B2_att_m (4, 8) = z_B2_att_m[b,hd,tq]
  *   B2_att_e (4, 8, 8) = exp(-B2_att_m[b,hd,tq] + B2_att_s[b,hd,tq,tk])
  *   B2_att_z (4, 8) = z_B2_att_z[b,hd,tq]
  *   B2_att_p (4, 8, 8) = B2_att_e[b,hd,tq,tk]/B2_att_z[b,hd,tq]
- *   B2_att_v (4, 8, 8) = B2_att_qkv[b,tk,hd*8 + e + 64]
  *   B2_att_a (8, 4, 8) = z_B2_att_a[b,tq,hd,e]
  *   B2_att (8, 32) = co11[i] + z_B2_att[b,tq,i]
  *   B2_res1 (8, 32) = B1[b,i,x] + B2_att[b,i,x]
@@ -53,7 +51,7 @@
  * X of width n holds X[b,j] at X[b * n + j]; W of shape (out, in) holds
  * W[i,j] at W[i * in + j].  Parameters live in one flat array `params`
  * (18026 numbers), their gradients in `grads` with the same
- * layout, and everything per example in `work` (29264 numbers
+ * layout, and everything per example in `work` (27216 numbers
  * per example of the batch).
  */
 #include <math.h>
@@ -71,12 +69,11 @@
  *   B1_norm1_rstd (8) = 1/sqrt(z_B1_norm1_rstd[b,a]/32 + 1.0e-5)
  *   B1_norm1 (8, 32) = LayerNorm(eps=1e-05)
  *   B1_att_qkv (8, 96) = c4[i] + z_B1_att_qkv[b,tq,i]
- *   B1_att_s (4, 8, 8) = 0.35355339059327373*z_B1_att_s[b,hd,tq,tk]
+ *   B1_att_s (4, 8, 8) = z_B1_att_s[b,hd,tq,tk]
  *   B1_att_m (4, 8) = z_B1_att_m[b,hd,tq]
  *   B1_att_e (4, 8, 8) = exp(-B1_att_m[b,hd,tq] + B1_att_s[b,hd,tq,tk])
  *   B1_att_z (4, 8) = z_B1_att_z[b,hd,tq]
  *   B1_att_p (4, 8, 8) = B1_att_e[b,hd,tq,tk]/B1_att_z[b,hd,tq]
- *   B1_att_v (4, 8, 8) = B1_att_qkv[b,tk,hd*8 + e + 64]
  *   B1_att_a (8, 4, 8) = z_B1_att_a[b,tq,hd,e]
  *   B1_att (8, 32) = co4[i] + z_B1_att[b,tq,i]
  *   B1_res1 (8, 32) = B1_att[b,i,x] + pos[b,i,x]
@@ -92,12 +89,11 @@
  *   B2_norm1_rstd (8) = 1/sqrt(z_B2_norm1_rstd[b,a]/32 + 1.0e-5)
  *   B2_norm1 (8, 32) = LayerNorm(eps=1e-05)
  *   B2_att_qkv (8, 96) = c11[i] + z_B2_att_qkv[b,tq,i]
- *   B2_att_s (4, 8, 8) = 0.35355339059327373*z_B2_att_s[b,hd,tq,tk]
+ *   B2_att_s (4, 8, 8) = z_B2_att_s[b,hd,tq,tk]
  *   B2_att_m (4, 8) = z_B2_att_m[b,hd,tq]
  *   B2_att_e (4, 8, 8) = exp(-B2_att_m[b,hd,tq] + B2_att_s[b,hd,tq,tk])
  *   B2_att_z (4, 8) = z_B2_att_z[b,hd,tq]
  *   B2_att_p (4, 8, 8) = B2_att_e[b,hd,tq,tk]/B2_att_z[b,hd,tq]
- *   B2_att_v (4, 8, 8) = B2_att_qkv[b,tk,hd*8 + e + 64]
  *   B2_att_a (8, 4, 8) = z_B2_att_a[b,tq,hd,e]
  *   B2_att (8, 32) = co11[i] + z_B2_att[b,tq,i]
  *   B2_res1 (8, 32) = B1[b,i,x] + B2_att[b,i,x]
@@ -112,8 +108,8 @@
  *   loss: bce, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_9F3C83EDE6_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_9F3C83EDE6_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_1EC8044A2A_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_1EC8044A2A_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (32, 10)
  *   b1           offset       320  shape (32,)
  *   P2           offset       352  shape (8, 32)
@@ -144,48 +140,48 @@
  *   W17          offset     17696  shape (10, 32)
  *   b17          offset     18016  shape (10,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_9F3C83EDE6_WORK_SIZE(batch) numbers; SYMNET_9F3C83EDE6_TRAIN_WORK_SIZE(batch_size) for
- * symnet_9f3c83ede6_train) and allocates nothing.  Memory for one call of a batch B:
- *   params 18026 + X B*80 + T or O B*80 + work (B*29264 + 18026)
- *   numbers of 4 bytes; e.g. B = 32: 3,910,480 bytes (training; forward only: 1,948,072).
+ * `work` (SYMNET_1EC8044A2A_WORK_SIZE(batch) numbers; SYMNET_1EC8044A2A_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_1ec8044a2a_train) and allocates nothing.  Memory for one call of a batch B:
+ *   params 18026 + X B*80 + T or O B*80 + work (B*27216 + 18026)
+ *   numbers of 4 bytes; e.g. B = 32: 3,648,336 bytes (training; forward only: 1,817,000).
  */
-#ifndef SYMNET_9F3C83EDE6_H
-#define SYMNET_9F3C83EDE6_H
+#ifndef SYMNET_1EC8044A2A_H
+#define SYMNET_1EC8044A2A_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_9F3C83EDE6_REAL float  /* the number type of every array (float32) */
-#define SYMNET_9F3C83EDE6_N_INPUTS 80  /* features per example */
-#define SYMNET_9F3C83EDE6_N_OUTPUTS 80
-#define SYMNET_9F3C83EDE6_N_PARAMS 18026  /* numbers in the flat parameter array */
-#define SYMNET_9F3C83EDE6_WORK_PER_EXAMPLE 29264
-#define SYMNET_9F3C83EDE6_WORK_SIZE(batch) ((batch) * 29264 + 18026)  /* numbers of scratch per call */
-#define SYMNET_9F3C83EDE6_TRAIN_WORK_SIZE(batch_size) (SYMNET_9F3C83EDE6_WORK_SIZE(batch_size) + (batch_size) * 160)
-#define SYMNET_9F3C83EDE6_SGD 0       /* optimizer codes of symnet_9f3c83ede6_update and symnet_9f3c83ede6_train */
-#define SYMNET_9F3C83EDE6_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_9F3C83EDE6_N_PARAMS numbers */
-#define SYMNET_9F3C83EDE6_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_9F3C83EDE6_N_PARAMS numbers each */
+#define SYMNET_1EC8044A2A_REAL float  /* the number type of every array (float32) */
+#define SYMNET_1EC8044A2A_N_INPUTS 80  /* features per example */
+#define SYMNET_1EC8044A2A_N_OUTPUTS 80
+#define SYMNET_1EC8044A2A_N_PARAMS 18026  /* numbers in the flat parameter array */
+#define SYMNET_1EC8044A2A_WORK_PER_EXAMPLE 27216
+#define SYMNET_1EC8044A2A_WORK_SIZE(batch) ((batch) * 27216 + 18026)  /* numbers of scratch per call */
+#define SYMNET_1EC8044A2A_TRAIN_WORK_SIZE(batch_size) (SYMNET_1EC8044A2A_WORK_SIZE(batch_size) + (batch_size) * 160)
+#define SYMNET_1EC8044A2A_SGD 0       /* optimizer codes of symnet_1ec8044a2a_update and symnet_1ec8044a2a_train */
+#define SYMNET_1EC8044A2A_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_1EC8044A2A_N_PARAMS numbers */
+#define SYMNET_1EC8044A2A_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_1EC8044A2A_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_9F3C83EDE6_N_OUTPUTS) = the network's output for X (batch × SYMNET_9F3C83EDE6_N_INPUTS). */
-void symnet_9f3c83ede6_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_1EC8044A2A_N_OUTPUTS) = the network's output for X (batch × SYMNET_1EC8044A2A_N_INPUTS). */
+void symnet_1ec8044a2a_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_9f3c83ede6_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_1ec8044a2a_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_9F3C83EDE6_N_PARAMS numbers) by back propagation. */
-float symnet_9f3c83ede6_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_1EC8044A2A_N_PARAMS numbers) by back propagation. */
+float symnet_1ec8044a2a_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_9f3c83ede6_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_1ec8044a2a_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_9F3C83EDE6_SGD, SYMNET_9F3C83EDE6_MOMENTUM or SYMNET_9F3C83EDE6_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_1EC8044A2A_SGD, SYMNET_1EC8044A2A_MOMENTUM or SYMNET_1EC8044A2A_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_9f3c83ede6_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_1ec8044a2a_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -193,10 +189,10 @@ void symnet_9f3c83ede6_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_9F3C83EDE6_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_1EC8044A2A_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_9F3C83EDE6_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_9f3c83ede6_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_1EC8044A2A_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_1ec8044a2a_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -205,7 +201,7 @@ long long symnet_9f3c83ede6_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_9F3C83EDE6_H */
+#endif /* SYMNET_1EC8044A2A_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -735,7 +731,7 @@ static void sn_rows_1(const real *params, real *work, const real *S, int batch, 
 }
 
 /* The examples sn_lo ≤ b < sn_hi of the batch through the layers' ops that take each
- * example alone: B1_att_qkv, z_B1_att_s, B1_att_s, z_B1_att_m, B1_att_e, z_B1_att_z, B1_att_p, B1_att_v, z_B1_att_a. */
+ * example alone: B1_att_qkv, z_B1_att_s, z_B1_att_m, B1_att_e, z_B1_att_z, B1_att_p, z_B1_att_a. */
 static void sn_rows_2(const real *params, real *work, const real *S, int batch, int sn_lo, int sn_hi)
 {
     const real *c4 = params + 3744;  /* c4: (96,) */
@@ -743,13 +739,12 @@ static void sn_rows_2(const real *params, real *work, const real *S, int batch, 
     real *z_B1_att_qkv = work + (size_t)batch * 1312;  /* Σ of B1_att_qkv: (batch, 8, 96) */
     real *B1_att_qkv = work + (size_t)batch * 2080;  /* layer B1_att_qkv: (batch, 8, 96) */
     real *z_B1_att_s = work + (size_t)batch * 2848;  /* Σ of B1_att_s: (batch, 4, 8, 8) */
-    real *B1_att_s = work + (size_t)batch * 3104;  /* layer B1_att_s: (batch, 4, 8, 8) */
-    real *z_B1_att_m = work + (size_t)batch * 3360;  /* Σ of B1_att_m: (batch, 4, 8) */
-    real *B1_att_e = work + (size_t)batch * 3392;  /* layer B1_att_e: (batch, 4, 8, 8) */
-    real *z_B1_att_z = work + (size_t)batch * 3648;  /* Σ of B1_att_z: (batch, 4, 8) */
-    real *B1_att_p = work + (size_t)batch * 3680;  /* layer B1_att_p: (batch, 4, 8, 8) */
-    real *B1_att_v = work + (size_t)batch * 3936;  /* layer B1_att_v: (batch, 4, 8, 8) */
-    real *z_B1_att_a = work + (size_t)batch * 4192;  /* Σ of B1_att_a: (batch, 8, 4, 8) */
+    real *z_B1_att_m = work + (size_t)batch * 3104;  /* Σ of B1_att_m: (batch, 4, 8) */
+    real *B1_att_e = work + (size_t)batch * 3136;  /* layer B1_att_e: (batch, 4, 8, 8) */
+    real *z_B1_att_z = work + (size_t)batch * 3392;  /* Σ of B1_att_z: (batch, 4, 8) */
+    real *B1_att_p = work + (size_t)batch * 3424;  /* layer B1_att_p: (batch, 4, 8, 8) */
+    real *z_B1_att_a = work + (size_t)batch * 3680;  /* Σ of B1_att_a: (batch, 8, 4, 8) */
+    real *B1_att_s = z_B1_att_s;  /* layer B1_att_s: z_B1_att_s itself: (batch, 4, 8, 8) */
     real *B1_att_m = z_B1_att_m;  /* layer B1_att_m: z_B1_att_m itself: (batch, 4, 8) */
     real *B1_att_z = z_B1_att_z;  /* layer B1_att_z: z_B1_att_z itself: (batch, 4, 8) */
 
@@ -763,21 +758,11 @@ static void sn_rows_2(const real *params, real *work, const real *S, int batch, 
             for (int i = 0; i < 96; i++) {
                 B1_att_qkv[b * 768 + tq * 96 + i] = c4[i] + z_B1_att_qkv[b * 768 + tq * 96 + i];
             }
-    /* z_B1_att_s[b,hd,tq,tk] = Σ_e B1_att_qkv[b,tk,hd·8 + e + 32]·B1_att_qkv[b,tq,hd·8 + e]: a small product per (b, hd) */
+    /* z_B1_att_s[b,hd,tq,tk] = Σ_e 0.35355339059327373·B1_att_qkv[b,tk,hd·8 + e + 32]·B1_att_qkv[b,tq,hd·8 + e]: a small product per (b, hd) */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++) {
-            sn_small_mm(8, 8, 8, (real)1, B1_att_qkv + (size_t)b * 768 + hd * 8, 96, 1, B1_att_qkv + (size_t)b * 768 + hd * 8 + 32, 1, 96, z_B1_att_s + (size_t)b * 256 + hd * 64, 8, 0);
+            sn_small_mm(8, 8, 8, (real)0.353553391F, B1_att_qkv + (size_t)b * 768 + hd * 8, 96, 1, B1_att_qkv + (size_t)b * 768 + hd * 8 + 32, 1, 96, z_B1_att_s + (size_t)b * 256 + hd * 64, 8, 0);
         }
-    /* B1_att_s[b,hd,tq,tk] = 0.35355339059327373·z_B1_att_s[b,hd,tq,tk] */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int hd = 0; hd < 4; hd++)
-            for (int tq = 0; tq < 8; tq++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-                for (int tk = 0; tk < 8; tk++) {
-                    B1_att_s[b * 256 + hd * 64 + tq * 8 + tk] = 0.353553391F*z_B1_att_s[b * 256 + hd * 64 + tq * 8 + tk];
-                }
     for (size_t q = (size_t)sn_lo * 32; q < (size_t)sn_hi * 32; q++) z_B1_att_m[q] = -INFINITY;
     /* z_B1_att_m[b,hd,tq] = max_tk B1_att_s[b,hd,tq,tk] */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -825,20 +810,10 @@ static void sn_rows_2(const real *params, real *work, const real *S, int batch, 
                 for (int tk = 0; tk < 8; tk++) {
                     B1_att_p[b * 256 + hd * 64 + tq * 8 + tk] = B1_att_e[b * 256 + hd * 64 + tq * 8 + tk]/B1_att_z[b * 32 + hd * 8 + tq];
                 }
-    /* B1_att_v[b,hd,e,tk] = B1_att_qkv[b,tk,hd*8 + e + 64] */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int hd = 0; hd < 4; hd++)
-            for (int e = 0; e < 8; e++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-                for (int tk = 0; tk < 8; tk++) {
-                    B1_att_v[b * 256 + hd * 64 + e * 8 + tk] = B1_att_qkv[b * 768 + tk * 96 + (hd*8 + e + 64)];
-                }
-    /* z_B1_att_a[b,tq,hd,e] = Σ_tk B1_att_p[b,hd,tq,tk]·B1_att_v[b,hd,e,tk]: a small product per (b, hd) */
+    /* z_B1_att_a[b,tq,hd,e] = Σ_tk B1_att_p[b,hd,tq,tk]·B1_att_qkv[b,tk,hd·8 + e + 64]: a small product per (b, hd) */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++) {
-            sn_small_mm(8, 8, 8, (real)1, B1_att_p + (size_t)b * 256 + hd * 64, 8, 1, B1_att_v + (size_t)b * 256 + hd * 64, 1, 8, z_B1_att_a + (size_t)b * 256 + hd * 8, 32, 0);
+            sn_small_mm(8, 8, 8, (real)1, B1_att_p + (size_t)b * 256 + hd * 64, 8, 1, B1_att_qkv + (size_t)b * 768 + hd * 8 + 64, 96, 1, z_B1_att_a + (size_t)b * 256 + hd * 8, 32, 0);
         }
 
 }
@@ -852,15 +827,15 @@ static void sn_rows_3(const real *params, real *work, const real *S, int batch, 
     const real *beta6 = params + 4928;  /* beta6: (32,) */
 
     real *pos = work + (size_t)batch * 512;  /* layer pos: (batch, 8, 32) */
-    real *z_B1_att = work + (size_t)batch * 4448;  /* Σ of B1_att: (batch, 8, 32) */
-    real *B1_att = work + (size_t)batch * 4704;  /* layer B1_att: (batch, 8, 32) */
-    real *B1_res1 = work + (size_t)batch * 4960;  /* layer B1_res1: (batch, 8, 32) */
-    real *z_B1_norm2_mean = work + (size_t)batch * 5216;  /* Σ of B1_norm2_mean: (batch, 8) */
-    real *B1_norm2_mean = work + (size_t)batch * 5224;  /* layer B1_norm2_mean: (batch, 8) */
-    real *B1_norm2_c = work + (size_t)batch * 5232;  /* layer B1_norm2_c: (batch, 8, 32) */
-    real *z_B1_norm2_rstd = work + (size_t)batch * 5488;  /* Σ of B1_norm2_rstd: (batch, 8) */
-    real *B1_norm2_rstd = work + (size_t)batch * 5496;  /* layer B1_norm2_rstd: (batch, 8) */
-    real *B1_norm2 = work + (size_t)batch * 5504;  /* layer B1_norm2: (batch, 8, 32) */
+    real *z_B1_att = work + (size_t)batch * 3936;  /* Σ of B1_att: (batch, 8, 32) */
+    real *B1_att = work + (size_t)batch * 4192;  /* layer B1_att: (batch, 8, 32) */
+    real *B1_res1 = work + (size_t)batch * 4448;  /* layer B1_res1: (batch, 8, 32) */
+    real *z_B1_norm2_mean = work + (size_t)batch * 4704;  /* Σ of B1_norm2_mean: (batch, 8) */
+    real *B1_norm2_mean = work + (size_t)batch * 4712;  /* layer B1_norm2_mean: (batch, 8) */
+    real *B1_norm2_c = work + (size_t)batch * 4720;  /* layer B1_norm2_c: (batch, 8, 32) */
+    real *z_B1_norm2_rstd = work + (size_t)batch * 4976;  /* Σ of B1_norm2_rstd: (batch, 8) */
+    real *B1_norm2_rstd = work + (size_t)batch * 4984;  /* layer B1_norm2_rstd: (batch, 8) */
+    real *B1_norm2 = work + (size_t)batch * 4992;  /* layer B1_norm2: (batch, 8, 32) */
 
     (void)S;
     /* B1_att[b,tq,i] = co4[i] + z_B1_att[b,tq,i] */
@@ -948,8 +923,8 @@ static void sn_rows_4(const real *params, real *work, const real *S, int batch, 
 {
     const real *b7 = params + 7008;  /* b7: (64,) */
 
-    real *z_B1_ff1 = work + (size_t)batch * 5760;  /* Σ of B1_ff1: (batch, 8, 64) */
-    real *B1_ff1 = work + (size_t)batch * 6272;  /* layer B1_ff1: (batch, 8, 64) */
+    real *z_B1_ff1 = work + (size_t)batch * 5248;  /* Σ of B1_ff1: (batch, 8, 64) */
+    real *B1_ff1 = work + (size_t)batch * 5760;  /* layer B1_ff1: (batch, 8, 64) */
 
     (void)S;
     /* B1_ff1[b,tq,i] = (b7[i] + z_B1_ff1[b,tq,i] if b7[i] + z_B1_ff1[b,tq,i] > 0 else 0) */
@@ -973,16 +948,16 @@ static void sn_rows_5(const real *params, real *work, const real *S, int batch, 
     const real *gamma10 = params + 9152;  /* gamma10: (32,) */
     const real *beta10 = params + 9184;  /* beta10: (32,) */
 
-    real *B1_res1 = work + (size_t)batch * 4960;  /* layer B1_res1: (batch, 8, 32) */
-    real *z_B1_ff2 = work + (size_t)batch * 6784;  /* Σ of B1_ff2: (batch, 8, 32) */
-    real *B1_ff2 = work + (size_t)batch * 7040;  /* layer B1_ff2: (batch, 8, 32) */
-    real *B1 = work + (size_t)batch * 7296;  /* layer B1: (batch, 8, 32) */
-    real *z_B2_norm1_mean = work + (size_t)batch * 7552;  /* Σ of B2_norm1_mean: (batch, 8) */
-    real *B2_norm1_mean = work + (size_t)batch * 7560;  /* layer B2_norm1_mean: (batch, 8) */
-    real *B2_norm1_c = work + (size_t)batch * 7568;  /* layer B2_norm1_c: (batch, 8, 32) */
-    real *z_B2_norm1_rstd = work + (size_t)batch * 7824;  /* Σ of B2_norm1_rstd: (batch, 8) */
-    real *B2_norm1_rstd = work + (size_t)batch * 7832;  /* layer B2_norm1_rstd: (batch, 8) */
-    real *B2_norm1 = work + (size_t)batch * 7840;  /* layer B2_norm1: (batch, 8, 32) */
+    real *B1_res1 = work + (size_t)batch * 4448;  /* layer B1_res1: (batch, 8, 32) */
+    real *z_B1_ff2 = work + (size_t)batch * 6272;  /* Σ of B1_ff2: (batch, 8, 32) */
+    real *B1_ff2 = work + (size_t)batch * 6528;  /* layer B1_ff2: (batch, 8, 32) */
+    real *B1 = work + (size_t)batch * 6784;  /* layer B1: (batch, 8, 32) */
+    real *z_B2_norm1_mean = work + (size_t)batch * 7040;  /* Σ of B2_norm1_mean: (batch, 8) */
+    real *B2_norm1_mean = work + (size_t)batch * 7048;  /* layer B2_norm1_mean: (batch, 8) */
+    real *B2_norm1_c = work + (size_t)batch * 7056;  /* layer B2_norm1_c: (batch, 8, 32) */
+    real *z_B2_norm1_rstd = work + (size_t)batch * 7312;  /* Σ of B2_norm1_rstd: (batch, 8) */
+    real *B2_norm1_rstd = work + (size_t)batch * 7320;  /* layer B2_norm1_rstd: (batch, 8) */
+    real *B2_norm1 = work + (size_t)batch * 7328;  /* layer B2_norm1: (batch, 8, 32) */
 
     (void)S;
     /* B1_ff2[b,tq,i] = b8[i] + z_B1_ff2[b,tq,i] */
@@ -1065,21 +1040,20 @@ static void sn_rows_5(const real *params, real *work, const real *S, int batch, 
 }
 
 /* The examples sn_lo ≤ b < sn_hi of the batch through the layers' ops that take each
- * example alone: B2_att_qkv, z_B2_att_s, B2_att_s, z_B2_att_m, B2_att_e, z_B2_att_z, B2_att_p, B2_att_v, z_B2_att_a. */
+ * example alone: B2_att_qkv, z_B2_att_s, z_B2_att_m, B2_att_e, z_B2_att_z, B2_att_p, z_B2_att_a. */
 static void sn_rows_6(const real *params, real *work, const real *S, int batch, int sn_lo, int sn_hi)
 {
     const real *c11 = params + 12288;  /* c11: (96,) */
 
-    real *z_B2_att_qkv = work + (size_t)batch * 8096;  /* Σ of B2_att_qkv: (batch, 8, 96) */
-    real *B2_att_qkv = work + (size_t)batch * 8864;  /* layer B2_att_qkv: (batch, 8, 96) */
-    real *z_B2_att_s = work + (size_t)batch * 9632;  /* Σ of B2_att_s: (batch, 4, 8, 8) */
-    real *B2_att_s = work + (size_t)batch * 9888;  /* layer B2_att_s: (batch, 4, 8, 8) */
-    real *z_B2_att_m = work + (size_t)batch * 10144;  /* Σ of B2_att_m: (batch, 4, 8) */
-    real *B2_att_e = work + (size_t)batch * 10176;  /* layer B2_att_e: (batch, 4, 8, 8) */
-    real *z_B2_att_z = work + (size_t)batch * 10432;  /* Σ of B2_att_z: (batch, 4, 8) */
-    real *B2_att_p = work + (size_t)batch * 10464;  /* layer B2_att_p: (batch, 4, 8, 8) */
-    real *B2_att_v = work + (size_t)batch * 10720;  /* layer B2_att_v: (batch, 4, 8, 8) */
-    real *z_B2_att_a = work + (size_t)batch * 10976;  /* Σ of B2_att_a: (batch, 8, 4, 8) */
+    real *z_B2_att_qkv = work + (size_t)batch * 7584;  /* Σ of B2_att_qkv: (batch, 8, 96) */
+    real *B2_att_qkv = work + (size_t)batch * 8352;  /* layer B2_att_qkv: (batch, 8, 96) */
+    real *z_B2_att_s = work + (size_t)batch * 9120;  /* Σ of B2_att_s: (batch, 4, 8, 8) */
+    real *z_B2_att_m = work + (size_t)batch * 9376;  /* Σ of B2_att_m: (batch, 4, 8) */
+    real *B2_att_e = work + (size_t)batch * 9408;  /* layer B2_att_e: (batch, 4, 8, 8) */
+    real *z_B2_att_z = work + (size_t)batch * 9664;  /* Σ of B2_att_z: (batch, 4, 8) */
+    real *B2_att_p = work + (size_t)batch * 9696;  /* layer B2_att_p: (batch, 4, 8, 8) */
+    real *z_B2_att_a = work + (size_t)batch * 9952;  /* Σ of B2_att_a: (batch, 8, 4, 8) */
+    real *B2_att_s = z_B2_att_s;  /* layer B2_att_s: z_B2_att_s itself: (batch, 4, 8, 8) */
     real *B2_att_m = z_B2_att_m;  /* layer B2_att_m: z_B2_att_m itself: (batch, 4, 8) */
     real *B2_att_z = z_B2_att_z;  /* layer B2_att_z: z_B2_att_z itself: (batch, 4, 8) */
 
@@ -1093,21 +1067,11 @@ static void sn_rows_6(const real *params, real *work, const real *S, int batch, 
             for (int i = 0; i < 96; i++) {
                 B2_att_qkv[b * 768 + tq * 96 + i] = c11[i] + z_B2_att_qkv[b * 768 + tq * 96 + i];
             }
-    /* z_B2_att_s[b,hd,tq,tk] = Σ_e B2_att_qkv[b,tk,hd·8 + e + 32]·B2_att_qkv[b,tq,hd·8 + e]: a small product per (b, hd) */
+    /* z_B2_att_s[b,hd,tq,tk] = Σ_e 0.35355339059327373·B2_att_qkv[b,tk,hd·8 + e + 32]·B2_att_qkv[b,tq,hd·8 + e]: a small product per (b, hd) */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++) {
-            sn_small_mm(8, 8, 8, (real)1, B2_att_qkv + (size_t)b * 768 + hd * 8, 96, 1, B2_att_qkv + (size_t)b * 768 + hd * 8 + 32, 1, 96, z_B2_att_s + (size_t)b * 256 + hd * 64, 8, 0);
+            sn_small_mm(8, 8, 8, (real)0.353553391F, B2_att_qkv + (size_t)b * 768 + hd * 8, 96, 1, B2_att_qkv + (size_t)b * 768 + hd * 8 + 32, 1, 96, z_B2_att_s + (size_t)b * 256 + hd * 64, 8, 0);
         }
-    /* B2_att_s[b,hd,tq,tk] = 0.35355339059327373·z_B2_att_s[b,hd,tq,tk] */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int hd = 0; hd < 4; hd++)
-            for (int tq = 0; tq < 8; tq++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-                for (int tk = 0; tk < 8; tk++) {
-                    B2_att_s[b * 256 + hd * 64 + tq * 8 + tk] = 0.353553391F*z_B2_att_s[b * 256 + hd * 64 + tq * 8 + tk];
-                }
     for (size_t q = (size_t)sn_lo * 32; q < (size_t)sn_hi * 32; q++) z_B2_att_m[q] = -INFINITY;
     /* z_B2_att_m[b,hd,tq] = max_tk B2_att_s[b,hd,tq,tk] */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -1155,20 +1119,10 @@ static void sn_rows_6(const real *params, real *work, const real *S, int batch, 
                 for (int tk = 0; tk < 8; tk++) {
                     B2_att_p[b * 256 + hd * 64 + tq * 8 + tk] = B2_att_e[b * 256 + hd * 64 + tq * 8 + tk]/B2_att_z[b * 32 + hd * 8 + tq];
                 }
-    /* B2_att_v[b,hd,e,tk] = B2_att_qkv[b,tk,hd*8 + e + 64] */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int hd = 0; hd < 4; hd++)
-            for (int e = 0; e < 8; e++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-                for (int tk = 0; tk < 8; tk++) {
-                    B2_att_v[b * 256 + hd * 64 + e * 8 + tk] = B2_att_qkv[b * 768 + tk * 96 + (hd*8 + e + 64)];
-                }
-    /* z_B2_att_a[b,tq,hd,e] = Σ_tk B2_att_p[b,hd,tq,tk]·B2_att_v[b,hd,e,tk]: a small product per (b, hd) */
+    /* z_B2_att_a[b,tq,hd,e] = Σ_tk B2_att_p[b,hd,tq,tk]·B2_att_qkv[b,tk,hd·8 + e + 64]: a small product per (b, hd) */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++) {
-            sn_small_mm(8, 8, 8, (real)1, B2_att_p + (size_t)b * 256 + hd * 64, 8, 1, B2_att_v + (size_t)b * 256 + hd * 64, 1, 8, z_B2_att_a + (size_t)b * 256 + hd * 8, 32, 0);
+            sn_small_mm(8, 8, 8, (real)1, B2_att_p + (size_t)b * 256 + hd * 64, 8, 1, B2_att_qkv + (size_t)b * 768 + hd * 8 + 64, 96, 1, z_B2_att_a + (size_t)b * 256 + hd * 8, 32, 0);
         }
 
 }
@@ -1181,16 +1135,16 @@ static void sn_rows_7(const real *params, real *work, const real *S, int batch, 
     const real *gamma13 = params + 13440;  /* gamma13: (32,) */
     const real *beta13 = params + 13472;  /* beta13: (32,) */
 
-    real *B1 = work + (size_t)batch * 7296;  /* layer B1: (batch, 8, 32) */
-    real *z_B2_att = work + (size_t)batch * 11232;  /* Σ of B2_att: (batch, 8, 32) */
-    real *B2_att = work + (size_t)batch * 11488;  /* layer B2_att: (batch, 8, 32) */
-    real *B2_res1 = work + (size_t)batch * 11744;  /* layer B2_res1: (batch, 8, 32) */
-    real *z_B2_norm2_mean = work + (size_t)batch * 12000;  /* Σ of B2_norm2_mean: (batch, 8) */
-    real *B2_norm2_mean = work + (size_t)batch * 12008;  /* layer B2_norm2_mean: (batch, 8) */
-    real *B2_norm2_c = work + (size_t)batch * 12016;  /* layer B2_norm2_c: (batch, 8, 32) */
-    real *z_B2_norm2_rstd = work + (size_t)batch * 12272;  /* Σ of B2_norm2_rstd: (batch, 8) */
-    real *B2_norm2_rstd = work + (size_t)batch * 12280;  /* layer B2_norm2_rstd: (batch, 8) */
-    real *B2_norm2 = work + (size_t)batch * 12288;  /* layer B2_norm2: (batch, 8, 32) */
+    real *B1 = work + (size_t)batch * 6784;  /* layer B1: (batch, 8, 32) */
+    real *z_B2_att = work + (size_t)batch * 10208;  /* Σ of B2_att: (batch, 8, 32) */
+    real *B2_att = work + (size_t)batch * 10464;  /* layer B2_att: (batch, 8, 32) */
+    real *B2_res1 = work + (size_t)batch * 10720;  /* layer B2_res1: (batch, 8, 32) */
+    real *z_B2_norm2_mean = work + (size_t)batch * 10976;  /* Σ of B2_norm2_mean: (batch, 8) */
+    real *B2_norm2_mean = work + (size_t)batch * 10984;  /* layer B2_norm2_mean: (batch, 8) */
+    real *B2_norm2_c = work + (size_t)batch * 10992;  /* layer B2_norm2_c: (batch, 8, 32) */
+    real *z_B2_norm2_rstd = work + (size_t)batch * 11248;  /* Σ of B2_norm2_rstd: (batch, 8) */
+    real *B2_norm2_rstd = work + (size_t)batch * 11256;  /* layer B2_norm2_rstd: (batch, 8) */
+    real *B2_norm2 = work + (size_t)batch * 11264;  /* layer B2_norm2: (batch, 8, 32) */
 
     (void)S;
     /* B2_att[b,tq,i] = co11[i] + z_B2_att[b,tq,i] */
@@ -1278,8 +1232,8 @@ static void sn_rows_8(const real *params, real *work, const real *S, int batch, 
 {
     const real *b14 = params + 15552;  /* b14: (64,) */
 
-    real *z_B2_ff1 = work + (size_t)batch * 12544;  /* Σ of B2_ff1: (batch, 8, 64) */
-    real *B2_ff1 = work + (size_t)batch * 13056;  /* layer B2_ff1: (batch, 8, 64) */
+    real *z_B2_ff1 = work + (size_t)batch * 11520;  /* Σ of B2_ff1: (batch, 8, 64) */
+    real *B2_ff1 = work + (size_t)batch * 12032;  /* layer B2_ff1: (batch, 8, 64) */
 
     (void)S;
     /* B2_ff1[b,tq,i] = (b14[i] + z_B2_ff1[b,tq,i] if b14[i] + z_B2_ff1[b,tq,i] > 0 else 0) */
@@ -1301,10 +1255,10 @@ static void sn_rows_9(const real *params, real *work, const real *S, int batch, 
 {
     const real *b15 = params + 17664;  /* b15: (32,) */
 
-    real *B2_res1 = work + (size_t)batch * 11744;  /* layer B2_res1: (batch, 8, 32) */
-    real *z_B2_ff2 = work + (size_t)batch * 13568;  /* Σ of B2_ff2: (batch, 8, 32) */
-    real *B2_ff2 = work + (size_t)batch * 13824;  /* layer B2_ff2: (batch, 8, 32) */
-    real *B2 = work + (size_t)batch * 14080;  /* layer B2: (batch, 8, 32) */
+    real *B2_res1 = work + (size_t)batch * 10720;  /* layer B2_res1: (batch, 8, 32) */
+    real *z_B2_ff2 = work + (size_t)batch * 12544;  /* Σ of B2_ff2: (batch, 8, 32) */
+    real *B2_ff2 = work + (size_t)batch * 12800;  /* layer B2_ff2: (batch, 8, 32) */
+    real *B2 = work + (size_t)batch * 13056;  /* layer B2: (batch, 8, 32) */
 
     (void)S;
     /* B2_ff2[b,tq,i] = b15[i] + z_B2_ff2[b,tq,i] */
@@ -1334,8 +1288,8 @@ static void sn_rows_10(const real *params, real *work, const real *S, int batch,
 {
     const real *b17 = params + 18016;  /* b17: (10,) */
 
-    real *z_O = work + (size_t)batch * 14336;  /* Σ of O: (batch, 8, 10) */
-    real *sn_u_O = work + (size_t)batch * 14416;  /* layer O: (batch, 8, 10) */
+    real *z_O = work + (size_t)batch * 13312;  /* Σ of O: (batch, 8, 10) */
+    real *sn_u_O = work + (size_t)batch * 13392;  /* layer O: (batch, 8, 10) */
 
     (void)S;
     /* O[b,tq,i] = σ(b17[i] + z_O[b,tq,i]) */
@@ -1357,10 +1311,10 @@ static void sn_rows_11(const real *params, real *work, const real *S, int batch,
 {
 
     real *g_b15 = sn_part + 0;  /* this chunk's part of ∂L/∂b15: (32,) */
-    real *dL_dB2_res1 = work + (size_t)batch * 26240;  /* ∂L/∂B2_res1: (batch, 8, 32) */
-    real *dL_dB2_ff2 = work + (size_t)batch * 28064;  /* ∂L/∂B2_ff2: (batch, 8, 32) */
-    real *delta_B2_ff2 = work + (size_t)batch * 28320;  /* ∂L/∂z_B2_ff2: (batch, 8, 32) */
-    real *dL_dB2 = work + (size_t)batch * 28576;  /* ∂L/∂B2: (batch, 8, 32) */
+    real *dL_dB2_res1 = work + (size_t)batch * 24192;  /* ∂L/∂B2_res1: (batch, 8, 32) */
+    real *dL_dB2_ff2 = work + (size_t)batch * 26016;  /* ∂L/∂B2_ff2: (batch, 8, 32) */
+    real *delta_B2_ff2 = work + (size_t)batch * 26272;  /* ∂L/∂z_B2_ff2: (batch, 8, 32) */
+    real *dL_dB2 = work + (size_t)batch * 26528;  /* ∂L/∂B2: (batch, 8, 32) */
 
     (void)params;
     (void)S;
@@ -1396,9 +1350,9 @@ static void sn_rows_12(const real *params, real *work, const real *S, int batch,
     const real *b14 = params + 15552;  /* b14: (64,) */
 
     real *g_b14 = sn_part + 0;  /* this chunk's part of ∂L/∂b14: (64,) */
-    real *z_B2_ff1 = work + (size_t)batch * 12544;  /* Σ of B2_ff1: (batch, 8, 64) */
-    real *dL_dB2_ff1 = work + (size_t)batch * 27040;  /* ∂L/∂B2_ff1: (batch, 8, 64) */
-    real *delta_B2_ff1 = work + (size_t)batch * 27552;  /* ∂L/∂z_B2_ff1: (batch, 8, 64) */
+    real *z_B2_ff1 = work + (size_t)batch * 11520;  /* Σ of B2_ff1: (batch, 8, 64) */
+    real *dL_dB2_ff1 = work + (size_t)batch * 24992;  /* ∂L/∂B2_ff1: (batch, 8, 64) */
+    real *delta_B2_ff1 = work + (size_t)batch * 25504;  /* ∂L/∂z_B2_ff1: (batch, 8, 64) */
 
     (void)S;
     memset(sn_part, 0, sizeof(real) * 64);
@@ -1426,19 +1380,19 @@ static void sn_rows_13(const real *params, real *work, const real *S, int batch,
     real *g_gamma13 = sn_part + 0;  /* this chunk's part of ∂L/∂gamma13: (32,) */
     real *g_beta13 = sn_part + 32;  /* this chunk's part of ∂L/∂beta13: (32,) */
     real *g_co11 = sn_part + 64;  /* this chunk's part of ∂L/∂co11: (32,) */
-    real *B2_norm2_c = work + (size_t)batch * 12016;  /* layer B2_norm2_c: (batch, 8, 32) */
-    real *z_B2_norm2_rstd = work + (size_t)batch * 12272;  /* Σ of B2_norm2_rstd: (batch, 8) */
-    real *B2_norm2_rstd = work + (size_t)batch * 12280;  /* layer B2_norm2_rstd: (batch, 8) */
-    real *dL_dB1 = work + (size_t)batch * 21792;  /* ∂L/∂B1: (batch, 8, 32) */
-    real *dL_dB2_att = work + (size_t)batch * 25728;  /* ∂L/∂B2_att: (batch, 8, 32) */
-    real *delta_B2_att = work + (size_t)batch * 25984;  /* ∂L/∂z_B2_att: (batch, 8, 32) */
-    real *dL_dB2_res1 = work + (size_t)batch * 26240;  /* ∂L/∂B2_res1: (batch, 8, 32) */
-    real *dL_dB2_norm2_mean = work + (size_t)batch * 26496;  /* ∂L/∂B2_norm2_mean: (batch, 8) */
-    real *delta_B2_norm2_mean = work + (size_t)batch * 26504;  /* ∂L/∂z_B2_norm2_mean: (batch, 8) */
-    real *dL_dB2_norm2_c = work + (size_t)batch * 26512;  /* ∂L/∂B2_norm2_c: (batch, 8, 32) */
-    real *dL_dB2_norm2_rstd = work + (size_t)batch * 26768;  /* ∂L/∂B2_norm2_rstd: (batch, 8) */
-    real *delta_B2_norm2_rstd = work + (size_t)batch * 26776;  /* ∂L/∂z_B2_norm2_rstd: (batch, 8) */
-    real *dL_dB2_norm2 = work + (size_t)batch * 26784;  /* ∂L/∂B2_norm2: (batch, 8, 32) */
+    real *B2_norm2_c = work + (size_t)batch * 10992;  /* layer B2_norm2_c: (batch, 8, 32) */
+    real *z_B2_norm2_rstd = work + (size_t)batch * 11248;  /* Σ of B2_norm2_rstd: (batch, 8) */
+    real *B2_norm2_rstd = work + (size_t)batch * 11256;  /* layer B2_norm2_rstd: (batch, 8) */
+    real *dL_dB1 = work + (size_t)batch * 20256;  /* ∂L/∂B1: (batch, 8, 32) */
+    real *dL_dB2_att = work + (size_t)batch * 23680;  /* ∂L/∂B2_att: (batch, 8, 32) */
+    real *delta_B2_att = work + (size_t)batch * 23936;  /* ∂L/∂z_B2_att: (batch, 8, 32) */
+    real *dL_dB2_res1 = work + (size_t)batch * 24192;  /* ∂L/∂B2_res1: (batch, 8, 32) */
+    real *dL_dB2_norm2_mean = work + (size_t)batch * 24448;  /* ∂L/∂B2_norm2_mean: (batch, 8) */
+    real *delta_B2_norm2_mean = work + (size_t)batch * 24456;  /* ∂L/∂z_B2_norm2_mean: (batch, 8) */
+    real *dL_dB2_norm2_c = work + (size_t)batch * 24464;  /* ∂L/∂B2_norm2_c: (batch, 8, 32) */
+    real *dL_dB2_norm2_rstd = work + (size_t)batch * 24720;  /* ∂L/∂B2_norm2_rstd: (batch, 8) */
+    real *delta_B2_norm2_rstd = work + (size_t)batch * 24728;  /* ∂L/∂z_B2_norm2_rstd: (batch, 8) */
+    real *dL_dB2_norm2 = work + (size_t)batch * 24736;  /* ∂L/∂B2_norm2: (batch, 8, 32) */
 
     (void)S;
     memset(sn_part, 0, sizeof(real) * 96);
@@ -1529,29 +1483,28 @@ static void sn_rows_13(const real *params, real *work, const real *S, int batch,
 }
 
 /* The examples sn_lo ≤ b < sn_hi of the batch through the layers' ops that take each
- * example alone: dL_dB2_att_p, dL_dB2_att_v, dL_dB2_att_qkv, dL_dB2_att_e, dL_dB2_att_z, dL_dB2_att_s, dL_dB2_att_m, delta_B2_att_s, delta_B2_att_qkv, g_c11; the sums over these examples go to
+ * example alone: dL_dB2_att_p, dL_dB2_att_qkv, dL_dB2_att_e, dL_dB2_att_z, dL_dB2_att_s, dL_dB2_att_m, delta_B2_att_qkv, g_c11; the sums over these examples go to
  * sn_part (96 numbers). */
 static void sn_rows_14(const real *params, real *work, const real *S, int batch, int sn_lo, int sn_hi, real *sn_part)
 {
 
     real *g_c11 = sn_part + 0;  /* this chunk's part of ∂L/∂c11: (96,) */
-    real *B2_att_qkv = work + (size_t)batch * 8864;  /* layer B2_att_qkv: (batch, 8, 96) */
-    real *B2_att_s = work + (size_t)batch * 9888;  /* layer B2_att_s: (batch, 4, 8, 8) */
-    real *B2_att_e = work + (size_t)batch * 10176;  /* layer B2_att_e: (batch, 4, 8, 8) */
-    real *z_B2_att_z = work + (size_t)batch * 10432;  /* Σ of B2_att_z: (batch, 4, 8) */
-    real *B2_att_p = work + (size_t)batch * 10464;  /* layer B2_att_p: (batch, 4, 8, 8) */
-    real *B2_att_v = work + (size_t)batch * 10720;  /* layer B2_att_v: (batch, 4, 8, 8) */
-    real *dL_dB2_att_qkv = work + (size_t)batch * 22592;  /* ∂L/∂B2_att_qkv: (batch, 8, 96) */
-    real *delta_B2_att_qkv = work + (size_t)batch * 23360;  /* ∂L/∂z_B2_att_qkv: (batch, 8, 96) */
-    real *dL_dB2_att_s = work + (size_t)batch * 24128;  /* ∂L/∂B2_att_s: (batch, 4, 8, 8) */
-    real *delta_B2_att_s = work + (size_t)batch * 24384;  /* ∂L/∂z_B2_att_s: (batch, 4, 8, 8) */
-    real *dL_dB2_att_m = work + (size_t)batch * 24640;  /* ∂L/∂B2_att_m: (batch, 4, 8) */
-    real *dL_dB2_att_e = work + (size_t)batch * 24672;  /* ∂L/∂B2_att_e: (batch, 4, 8, 8) */
-    real *dL_dB2_att_z = work + (size_t)batch * 24928;  /* ∂L/∂B2_att_z: (batch, 4, 8) */
-    real *dL_dB2_att_p = work + (size_t)batch * 24960;  /* ∂L/∂B2_att_p: (batch, 4, 8, 8) */
-    real *dL_dB2_att_v = work + (size_t)batch * 25216;  /* ∂L/∂B2_att_v: (batch, 4, 8, 8) */
-    real *dL_dB2_att_a = work + (size_t)batch * 25472;  /* ∂L/∂B2_att_a: (batch, 8, 4, 8) */
+    real *B2_att_qkv = work + (size_t)batch * 8352;  /* layer B2_att_qkv: (batch, 8, 96) */
+    real *z_B2_att_s = work + (size_t)batch * 9120;  /* Σ of B2_att_s: (batch, 4, 8, 8) */
+    real *B2_att_e = work + (size_t)batch * 9408;  /* layer B2_att_e: (batch, 4, 8, 8) */
+    real *z_B2_att_z = work + (size_t)batch * 9664;  /* Σ of B2_att_z: (batch, 4, 8) */
+    real *B2_att_p = work + (size_t)batch * 9696;  /* layer B2_att_p: (batch, 4, 8, 8) */
+    real *dL_dB2_att_qkv = work + (size_t)batch * 21056;  /* ∂L/∂B2_att_qkv: (batch, 8, 96) */
+    real *delta_B2_att_qkv = work + (size_t)batch * 21824;  /* ∂L/∂z_B2_att_qkv: (batch, 8, 96) */
+    real *dL_dB2_att_s = work + (size_t)batch * 22592;  /* ∂L/∂B2_att_s: (batch, 4, 8, 8) */
+    real *dL_dB2_att_m = work + (size_t)batch * 22848;  /* ∂L/∂B2_att_m: (batch, 4, 8) */
+    real *dL_dB2_att_e = work + (size_t)batch * 22880;  /* ∂L/∂B2_att_e: (batch, 4, 8, 8) */
+    real *dL_dB2_att_z = work + (size_t)batch * 23136;  /* ∂L/∂B2_att_z: (batch, 4, 8) */
+    real *dL_dB2_att_p = work + (size_t)batch * 23168;  /* ∂L/∂B2_att_p: (batch, 4, 8, 8) */
+    real *dL_dB2_att_a = work + (size_t)batch * 23424;  /* ∂L/∂B2_att_a: (batch, 8, 4, 8) */
+    real *B2_att_s = z_B2_att_s;  /* layer B2_att_s: z_B2_att_s itself: (batch, 4, 8, 8) */
     real *B2_att_z = z_B2_att_z;  /* layer B2_att_z: z_B2_att_z itself: (batch, 4, 8) */
+    real *delta_B2_att_s = dL_dB2_att_s;  /* ∂L/∂z_B2_att_s: ∂L/∂B2_att_s itself: (batch, 4, 8, 8) */
     real *delta_B2_att_m = dL_dB2_att_m;  /* ∂L/∂z_B2_att_m: ∂L/∂B2_att_m itself: (batch, 4, 8) */
     real *delta_B2_att_z = dL_dB2_att_z;  /* ∂L/∂z_B2_att_z: ∂L/∂B2_att_z itself: (batch, 4, 8) */
     real *delta_B2_att_a = dL_dB2_att_a;  /* ∂L/∂z_B2_att_a: ∂L/∂B2_att_a itself: (batch, 8, 4, 8) */
@@ -1559,20 +1512,13 @@ static void sn_rows_14(const real *params, real *work, const real *S, int batch,
     (void)params;
     (void)S;
     memset(sn_part, 0, sizeof(real) * 96);
-    /* dL_dB2_att_p[b,hd,tq,tk] = Σ_e B2_att_v[b,hd,e,tk]·delta_B2_att_a[b,tq,hd,e]; dL_dB2_att_v[b,hd,e,tk] = Σ_tq B2_att_p[b,hd,tq,tk]·delta_B2_att_a[b,tq,hd,e]: a small product per (b, hd) */
+    memset(dL_dB2_att_qkv + (size_t)sn_lo * 768, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 768);
+    /* dL_dB2_att_p[b,hd,tq,tk] = Σ_e B2_att_qkv[b,tk,hd·8 + e + 64]·delta_B2_att_a[b,tq,hd,e]; dL_dB2_att_qkv[b,tk,hd*8 + e + 64] += Σ_tq B2_att_p[b,hd,tq,tk]·delta_B2_att_a[b,tq,hd,e]: a small product per (b, hd) */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++) {
-            sn_small_mm(8, 8, 8, (real)1, delta_B2_att_a + (size_t)b * 256 + hd * 8, 32, 1, B2_att_v + (size_t)b * 256 + hd * 64, 8, 1, dL_dB2_att_p + (size_t)b * 256 + hd * 64, 8, 0);
-            sn_small_mm(8, 8, 8, (real)1, delta_B2_att_a + (size_t)b * 256 + hd * 8, 1, 32, B2_att_p + (size_t)b * 256 + hd * 64, 8, 1, dL_dB2_att_v + (size_t)b * 256 + hd * 64, 8, 0);
+            sn_small_mm(8, 8, 8, (real)1, delta_B2_att_a + (size_t)b * 256 + hd * 8, 32, 1, B2_att_qkv + (size_t)b * 768 + hd * 8 + 64, 1, 96, dL_dB2_att_p + (size_t)b * 256 + hd * 64, 8, 0);
+            sn_small_mm(8, 8, 8, (real)1, B2_att_p + (size_t)b * 256 + hd * 64, 1, 8, delta_B2_att_a + (size_t)b * 256 + hd * 8, 32, 1, dL_dB2_att_qkv + (size_t)b * 768 + hd * 8 + 64, 96, 1);
         }
-    memset(dL_dB2_att_qkv + (size_t)sn_lo * 768, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 768);
-    /* dL_dB2_att_qkv[b,tk,hd*8 + e + 64] += dL_dB2_att_v[b,hd,e,tk] (from B2_att_v) */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int hd = 0; hd < 4; hd++)
-            for (int e = 0; e < 8; e++)
-                for (int tk = 0; tk < 8; tk++) {
-                    dL_dB2_att_qkv[b * 768 + tk * 96 + (hd*8 + e + 64)] += dL_dB2_att_v[b * 256 + hd * 64 + e * 8 + tk];
-                }
     /* dL_dB2_att_e[b,hd,tq,tk] = dL_dB2_att_p[b,hd,tq,tk]/B2_att_z[b,hd,tq] (from B2_att_p); dL_dB2_att_z[b,hd,tq] = -B2_att_e[b,hd,tq,tk]·dL_dB2_att_p[b,hd,tq,tk]/B2_att_z[b,hd,tq]² */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++)
@@ -1629,21 +1575,11 @@ static void sn_rows_14(const real *params, real *work, const real *S, int batch,
                     dL_dB2_att_s[b * 256 + hd * 64 + tq * 8 + tk] += delta_B2_att_m[b * 32 + hd * 8 + tq];
                 }
             }
-    /* delta_B2_att_s[b,hd,tq,tk] = 0.35355339059327373·dL_dB2_att_s[b,hd,tq,tk] */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int hd = 0; hd < 4; hd++)
-            for (int tq = 0; tq < 8; tq++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-                for (int tk = 0; tk < 8; tk++) {
-                    delta_B2_att_s[b * 256 + hd * 64 + tq * 8 + tk] = 0.353553391F*dL_dB2_att_s[b * 256 + hd * 64 + tq * 8 + tk];
-                }
-    /* dL_dB2_att_qkv[b,tk,hd*8 + e + 32] += Σ_tq B2_att_qkv[b,tq,hd·8 + e]·delta_B2_att_s[b,hd,tq,tk]; dL_dB2_att_qkv[b,tq,hd*8 + e] += Σ_tk B2_att_qkv[b,tk,hd·8 + e + 32]·delta_B2_att_s[b,hd,tq,tk]: a small product per (b, hd) */
+    /* dL_dB2_att_qkv[b,tk,hd*8 + e + 32] += Σ_tq 0.35355339059327373·B2_att_qkv[b,tq,hd·8 + e]·delta_B2_att_s[b,hd,tq,tk]; dL_dB2_att_qkv[b,tq,hd*8 + e] += Σ_tk 0.35355339059327373·B2_att_qkv[b,tk,hd·8 + e + 32]·delta_B2_att_s[b,hd,tq,tk]: a small product per (b, hd) */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++) {
-            sn_small_mm(8, 8, 8, (real)1, delta_B2_att_s + (size_t)b * 256 + hd * 64, 1, 8, B2_att_qkv + (size_t)b * 768 + hd * 8, 96, 1, dL_dB2_att_qkv + (size_t)b * 768 + hd * 8 + 32, 96, 1);
-            sn_small_mm(8, 8, 8, (real)1, delta_B2_att_s + (size_t)b * 256 + hd * 64, 8, 1, B2_att_qkv + (size_t)b * 768 + hd * 8 + 32, 96, 1, dL_dB2_att_qkv + (size_t)b * 768 + hd * 8, 96, 1);
+            sn_small_mm(8, 8, 8, (real)0.353553391F, delta_B2_att_s + (size_t)b * 256 + hd * 64, 1, 8, B2_att_qkv + (size_t)b * 768 + hd * 8, 96, 1, dL_dB2_att_qkv + (size_t)b * 768 + hd * 8 + 32, 96, 1);
+            sn_small_mm(8, 8, 8, (real)0.353553391F, delta_B2_att_s + (size_t)b * 256 + hd * 64, 8, 1, B2_att_qkv + (size_t)b * 768 + hd * 8 + 32, 96, 1, dL_dB2_att_qkv + (size_t)b * 768 + hd * 8, 96, 1);
         }
     /* delta_B2_att_qkv[b,tq,i] = dL_dB2_att_qkv[b,tq,i]; g_c11[i] += dL_dB2_att_qkv[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -1668,19 +1604,19 @@ static void sn_rows_15(const real *params, real *work, const real *S, int batch,
     real *g_gamma10 = sn_part + 0;  /* this chunk's part of ∂L/∂gamma10: (32,) */
     real *g_beta10 = sn_part + 32;  /* this chunk's part of ∂L/∂beta10: (32,) */
     real *g_b8 = sn_part + 64;  /* this chunk's part of ∂L/∂b8: (32,) */
-    real *B2_norm1_c = work + (size_t)batch * 7568;  /* layer B2_norm1_c: (batch, 8, 32) */
-    real *z_B2_norm1_rstd = work + (size_t)batch * 7824;  /* Σ of B2_norm1_rstd: (batch, 8) */
-    real *B2_norm1_rstd = work + (size_t)batch * 7832;  /* layer B2_norm1_rstd: (batch, 8) */
-    real *dL_dB1_res1 = work + (size_t)batch * 19456;  /* ∂L/∂B1_res1: (batch, 8, 32) */
-    real *dL_dB1_ff2 = work + (size_t)batch * 21280;  /* ∂L/∂B1_ff2: (batch, 8, 32) */
-    real *delta_B1_ff2 = work + (size_t)batch * 21536;  /* ∂L/∂z_B1_ff2: (batch, 8, 32) */
-    real *dL_dB1 = work + (size_t)batch * 21792;  /* ∂L/∂B1: (batch, 8, 32) */
-    real *dL_dB2_norm1_mean = work + (size_t)batch * 22048;  /* ∂L/∂B2_norm1_mean: (batch, 8) */
-    real *delta_B2_norm1_mean = work + (size_t)batch * 22056;  /* ∂L/∂z_B2_norm1_mean: (batch, 8) */
-    real *dL_dB2_norm1_c = work + (size_t)batch * 22064;  /* ∂L/∂B2_norm1_c: (batch, 8, 32) */
-    real *dL_dB2_norm1_rstd = work + (size_t)batch * 22320;  /* ∂L/∂B2_norm1_rstd: (batch, 8) */
-    real *delta_B2_norm1_rstd = work + (size_t)batch * 22328;  /* ∂L/∂z_B2_norm1_rstd: (batch, 8) */
-    real *dL_dB2_norm1 = work + (size_t)batch * 22336;  /* ∂L/∂B2_norm1: (batch, 8, 32) */
+    real *B2_norm1_c = work + (size_t)batch * 7056;  /* layer B2_norm1_c: (batch, 8, 32) */
+    real *z_B2_norm1_rstd = work + (size_t)batch * 7312;  /* Σ of B2_norm1_rstd: (batch, 8) */
+    real *B2_norm1_rstd = work + (size_t)batch * 7320;  /* layer B2_norm1_rstd: (batch, 8) */
+    real *dL_dB1_res1 = work + (size_t)batch * 17920;  /* ∂L/∂B1_res1: (batch, 8, 32) */
+    real *dL_dB1_ff2 = work + (size_t)batch * 19744;  /* ∂L/∂B1_ff2: (batch, 8, 32) */
+    real *delta_B1_ff2 = work + (size_t)batch * 20000;  /* ∂L/∂z_B1_ff2: (batch, 8, 32) */
+    real *dL_dB1 = work + (size_t)batch * 20256;  /* ∂L/∂B1: (batch, 8, 32) */
+    real *dL_dB2_norm1_mean = work + (size_t)batch * 20512;  /* ∂L/∂B2_norm1_mean: (batch, 8) */
+    real *delta_B2_norm1_mean = work + (size_t)batch * 20520;  /* ∂L/∂z_B2_norm1_mean: (batch, 8) */
+    real *dL_dB2_norm1_c = work + (size_t)batch * 20528;  /* ∂L/∂B2_norm1_c: (batch, 8, 32) */
+    real *dL_dB2_norm1_rstd = work + (size_t)batch * 20784;  /* ∂L/∂B2_norm1_rstd: (batch, 8) */
+    real *delta_B2_norm1_rstd = work + (size_t)batch * 20792;  /* ∂L/∂z_B2_norm1_rstd: (batch, 8) */
+    real *dL_dB2_norm1 = work + (size_t)batch * 20800;  /* ∂L/∂B2_norm1: (batch, 8, 32) */
 
     (void)S;
     memset(sn_part, 0, sizeof(real) * 96);
@@ -1778,9 +1714,9 @@ static void sn_rows_16(const real *params, real *work, const real *S, int batch,
     const real *b7 = params + 7008;  /* b7: (64,) */
 
     real *g_b7 = sn_part + 0;  /* this chunk's part of ∂L/∂b7: (64,) */
-    real *z_B1_ff1 = work + (size_t)batch * 5760;  /* Σ of B1_ff1: (batch, 8, 64) */
-    real *dL_dB1_ff1 = work + (size_t)batch * 20256;  /* ∂L/∂B1_ff1: (batch, 8, 64) */
-    real *delta_B1_ff1 = work + (size_t)batch * 20768;  /* ∂L/∂z_B1_ff1: (batch, 8, 64) */
+    real *z_B1_ff1 = work + (size_t)batch * 5248;  /* Σ of B1_ff1: (batch, 8, 64) */
+    real *dL_dB1_ff1 = work + (size_t)batch * 18720;  /* ∂L/∂B1_ff1: (batch, 8, 64) */
+    real *delta_B1_ff1 = work + (size_t)batch * 19232;  /* ∂L/∂z_B1_ff1: (batch, 8, 64) */
 
     (void)S;
     memset(sn_part, 0, sizeof(real) * 64);
@@ -1808,19 +1744,19 @@ static void sn_rows_17(const real *params, real *work, const real *S, int batch,
     real *g_gamma6 = sn_part + 0;  /* this chunk's part of ∂L/∂gamma6: (32,) */
     real *g_beta6 = sn_part + 32;  /* this chunk's part of ∂L/∂beta6: (32,) */
     real *g_co4 = sn_part + 64;  /* this chunk's part of ∂L/∂co4: (32,) */
-    real *B1_norm2_c = work + (size_t)batch * 5232;  /* layer B1_norm2_c: (batch, 8, 32) */
-    real *z_B1_norm2_rstd = work + (size_t)batch * 5488;  /* Σ of B1_norm2_rstd: (batch, 8) */
-    real *B1_norm2_rstd = work + (size_t)batch * 5496;  /* layer B1_norm2_rstd: (batch, 8) */
-    real *dL_dpos = work + (size_t)batch * 15008;  /* ∂L/∂pos: (batch, 8, 32) */
-    real *dL_dB1_att = work + (size_t)batch * 18944;  /* ∂L/∂B1_att: (batch, 8, 32) */
-    real *delta_B1_att = work + (size_t)batch * 19200;  /* ∂L/∂z_B1_att: (batch, 8, 32) */
-    real *dL_dB1_res1 = work + (size_t)batch * 19456;  /* ∂L/∂B1_res1: (batch, 8, 32) */
-    real *dL_dB1_norm2_mean = work + (size_t)batch * 19712;  /* ∂L/∂B1_norm2_mean: (batch, 8) */
-    real *delta_B1_norm2_mean = work + (size_t)batch * 19720;  /* ∂L/∂z_B1_norm2_mean: (batch, 8) */
-    real *dL_dB1_norm2_c = work + (size_t)batch * 19728;  /* ∂L/∂B1_norm2_c: (batch, 8, 32) */
-    real *dL_dB1_norm2_rstd = work + (size_t)batch * 19984;  /* ∂L/∂B1_norm2_rstd: (batch, 8) */
-    real *delta_B1_norm2_rstd = work + (size_t)batch * 19992;  /* ∂L/∂z_B1_norm2_rstd: (batch, 8) */
-    real *dL_dB1_norm2 = work + (size_t)batch * 20000;  /* ∂L/∂B1_norm2: (batch, 8, 32) */
+    real *B1_norm2_c = work + (size_t)batch * 4720;  /* layer B1_norm2_c: (batch, 8, 32) */
+    real *z_B1_norm2_rstd = work + (size_t)batch * 4976;  /* Σ of B1_norm2_rstd: (batch, 8) */
+    real *B1_norm2_rstd = work + (size_t)batch * 4984;  /* layer B1_norm2_rstd: (batch, 8) */
+    real *dL_dpos = work + (size_t)batch * 13984;  /* ∂L/∂pos: (batch, 8, 32) */
+    real *dL_dB1_att = work + (size_t)batch * 17408;  /* ∂L/∂B1_att: (batch, 8, 32) */
+    real *delta_B1_att = work + (size_t)batch * 17664;  /* ∂L/∂z_B1_att: (batch, 8, 32) */
+    real *dL_dB1_res1 = work + (size_t)batch * 17920;  /* ∂L/∂B1_res1: (batch, 8, 32) */
+    real *dL_dB1_norm2_mean = work + (size_t)batch * 18176;  /* ∂L/∂B1_norm2_mean: (batch, 8) */
+    real *delta_B1_norm2_mean = work + (size_t)batch * 18184;  /* ∂L/∂z_B1_norm2_mean: (batch, 8) */
+    real *dL_dB1_norm2_c = work + (size_t)batch * 18192;  /* ∂L/∂B1_norm2_c: (batch, 8, 32) */
+    real *dL_dB1_norm2_rstd = work + (size_t)batch * 18448;  /* ∂L/∂B1_norm2_rstd: (batch, 8) */
+    real *delta_B1_norm2_rstd = work + (size_t)batch * 18456;  /* ∂L/∂z_B1_norm2_rstd: (batch, 8) */
+    real *dL_dB1_norm2 = work + (size_t)batch * 18464;  /* ∂L/∂B1_norm2: (batch, 8, 32) */
 
     (void)S;
     memset(sn_part, 0, sizeof(real) * 96);
@@ -1911,29 +1847,28 @@ static void sn_rows_17(const real *params, real *work, const real *S, int batch,
 }
 
 /* The examples sn_lo ≤ b < sn_hi of the batch through the layers' ops that take each
- * example alone: dL_dB1_att_p, dL_dB1_att_v, dL_dB1_att_qkv, dL_dB1_att_e, dL_dB1_att_z, dL_dB1_att_s, dL_dB1_att_m, delta_B1_att_s, delta_B1_att_qkv, g_c4; the sums over these examples go to
+ * example alone: dL_dB1_att_p, dL_dB1_att_qkv, dL_dB1_att_e, dL_dB1_att_z, dL_dB1_att_s, dL_dB1_att_m, delta_B1_att_qkv, g_c4; the sums over these examples go to
  * sn_part (96 numbers). */
 static void sn_rows_18(const real *params, real *work, const real *S, int batch, int sn_lo, int sn_hi, real *sn_part)
 {
 
     real *g_c4 = sn_part + 0;  /* this chunk's part of ∂L/∂c4: (96,) */
     real *B1_att_qkv = work + (size_t)batch * 2080;  /* layer B1_att_qkv: (batch, 8, 96) */
-    real *B1_att_s = work + (size_t)batch * 3104;  /* layer B1_att_s: (batch, 4, 8, 8) */
-    real *B1_att_e = work + (size_t)batch * 3392;  /* layer B1_att_e: (batch, 4, 8, 8) */
-    real *z_B1_att_z = work + (size_t)batch * 3648;  /* Σ of B1_att_z: (batch, 4, 8) */
-    real *B1_att_p = work + (size_t)batch * 3680;  /* layer B1_att_p: (batch, 4, 8, 8) */
-    real *B1_att_v = work + (size_t)batch * 3936;  /* layer B1_att_v: (batch, 4, 8, 8) */
-    real *dL_dB1_att_qkv = work + (size_t)batch * 15808;  /* ∂L/∂B1_att_qkv: (batch, 8, 96) */
-    real *delta_B1_att_qkv = work + (size_t)batch * 16576;  /* ∂L/∂z_B1_att_qkv: (batch, 8, 96) */
-    real *dL_dB1_att_s = work + (size_t)batch * 17344;  /* ∂L/∂B1_att_s: (batch, 4, 8, 8) */
-    real *delta_B1_att_s = work + (size_t)batch * 17600;  /* ∂L/∂z_B1_att_s: (batch, 4, 8, 8) */
-    real *dL_dB1_att_m = work + (size_t)batch * 17856;  /* ∂L/∂B1_att_m: (batch, 4, 8) */
-    real *dL_dB1_att_e = work + (size_t)batch * 17888;  /* ∂L/∂B1_att_e: (batch, 4, 8, 8) */
-    real *dL_dB1_att_z = work + (size_t)batch * 18144;  /* ∂L/∂B1_att_z: (batch, 4, 8) */
-    real *dL_dB1_att_p = work + (size_t)batch * 18176;  /* ∂L/∂B1_att_p: (batch, 4, 8, 8) */
-    real *dL_dB1_att_v = work + (size_t)batch * 18432;  /* ∂L/∂B1_att_v: (batch, 4, 8, 8) */
-    real *dL_dB1_att_a = work + (size_t)batch * 18688;  /* ∂L/∂B1_att_a: (batch, 8, 4, 8) */
+    real *z_B1_att_s = work + (size_t)batch * 2848;  /* Σ of B1_att_s: (batch, 4, 8, 8) */
+    real *B1_att_e = work + (size_t)batch * 3136;  /* layer B1_att_e: (batch, 4, 8, 8) */
+    real *z_B1_att_z = work + (size_t)batch * 3392;  /* Σ of B1_att_z: (batch, 4, 8) */
+    real *B1_att_p = work + (size_t)batch * 3424;  /* layer B1_att_p: (batch, 4, 8, 8) */
+    real *dL_dB1_att_qkv = work + (size_t)batch * 14784;  /* ∂L/∂B1_att_qkv: (batch, 8, 96) */
+    real *delta_B1_att_qkv = work + (size_t)batch * 15552;  /* ∂L/∂z_B1_att_qkv: (batch, 8, 96) */
+    real *dL_dB1_att_s = work + (size_t)batch * 16320;  /* ∂L/∂B1_att_s: (batch, 4, 8, 8) */
+    real *dL_dB1_att_m = work + (size_t)batch * 16576;  /* ∂L/∂B1_att_m: (batch, 4, 8) */
+    real *dL_dB1_att_e = work + (size_t)batch * 16608;  /* ∂L/∂B1_att_e: (batch, 4, 8, 8) */
+    real *dL_dB1_att_z = work + (size_t)batch * 16864;  /* ∂L/∂B1_att_z: (batch, 4, 8) */
+    real *dL_dB1_att_p = work + (size_t)batch * 16896;  /* ∂L/∂B1_att_p: (batch, 4, 8, 8) */
+    real *dL_dB1_att_a = work + (size_t)batch * 17152;  /* ∂L/∂B1_att_a: (batch, 8, 4, 8) */
+    real *B1_att_s = z_B1_att_s;  /* layer B1_att_s: z_B1_att_s itself: (batch, 4, 8, 8) */
     real *B1_att_z = z_B1_att_z;  /* layer B1_att_z: z_B1_att_z itself: (batch, 4, 8) */
+    real *delta_B1_att_s = dL_dB1_att_s;  /* ∂L/∂z_B1_att_s: ∂L/∂B1_att_s itself: (batch, 4, 8, 8) */
     real *delta_B1_att_m = dL_dB1_att_m;  /* ∂L/∂z_B1_att_m: ∂L/∂B1_att_m itself: (batch, 4, 8) */
     real *delta_B1_att_z = dL_dB1_att_z;  /* ∂L/∂z_B1_att_z: ∂L/∂B1_att_z itself: (batch, 4, 8) */
     real *delta_B1_att_a = dL_dB1_att_a;  /* ∂L/∂z_B1_att_a: ∂L/∂B1_att_a itself: (batch, 8, 4, 8) */
@@ -1941,20 +1876,13 @@ static void sn_rows_18(const real *params, real *work, const real *S, int batch,
     (void)params;
     (void)S;
     memset(sn_part, 0, sizeof(real) * 96);
-    /* dL_dB1_att_p[b,hd,tq,tk] = Σ_e B1_att_v[b,hd,e,tk]·delta_B1_att_a[b,tq,hd,e]; dL_dB1_att_v[b,hd,e,tk] = Σ_tq B1_att_p[b,hd,tq,tk]·delta_B1_att_a[b,tq,hd,e]: a small product per (b, hd) */
+    memset(dL_dB1_att_qkv + (size_t)sn_lo * 768, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 768);
+    /* dL_dB1_att_p[b,hd,tq,tk] = Σ_e B1_att_qkv[b,tk,hd·8 + e + 64]·delta_B1_att_a[b,tq,hd,e]; dL_dB1_att_qkv[b,tk,hd*8 + e + 64] += Σ_tq B1_att_p[b,hd,tq,tk]·delta_B1_att_a[b,tq,hd,e]: a small product per (b, hd) */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++) {
-            sn_small_mm(8, 8, 8, (real)1, delta_B1_att_a + (size_t)b * 256 + hd * 8, 32, 1, B1_att_v + (size_t)b * 256 + hd * 64, 8, 1, dL_dB1_att_p + (size_t)b * 256 + hd * 64, 8, 0);
-            sn_small_mm(8, 8, 8, (real)1, delta_B1_att_a + (size_t)b * 256 + hd * 8, 1, 32, B1_att_p + (size_t)b * 256 + hd * 64, 8, 1, dL_dB1_att_v + (size_t)b * 256 + hd * 64, 8, 0);
+            sn_small_mm(8, 8, 8, (real)1, delta_B1_att_a + (size_t)b * 256 + hd * 8, 32, 1, B1_att_qkv + (size_t)b * 768 + hd * 8 + 64, 1, 96, dL_dB1_att_p + (size_t)b * 256 + hd * 64, 8, 0);
+            sn_small_mm(8, 8, 8, (real)1, B1_att_p + (size_t)b * 256 + hd * 64, 1, 8, delta_B1_att_a + (size_t)b * 256 + hd * 8, 32, 1, dL_dB1_att_qkv + (size_t)b * 768 + hd * 8 + 64, 96, 1);
         }
-    memset(dL_dB1_att_qkv + (size_t)sn_lo * 768, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 768);
-    /* dL_dB1_att_qkv[b,tk,hd*8 + e + 64] += dL_dB1_att_v[b,hd,e,tk] (from B1_att_v) */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int hd = 0; hd < 4; hd++)
-            for (int e = 0; e < 8; e++)
-                for (int tk = 0; tk < 8; tk++) {
-                    dL_dB1_att_qkv[b * 768 + tk * 96 + (hd*8 + e + 64)] += dL_dB1_att_v[b * 256 + hd * 64 + e * 8 + tk];
-                }
     /* dL_dB1_att_e[b,hd,tq,tk] = dL_dB1_att_p[b,hd,tq,tk]/B1_att_z[b,hd,tq] (from B1_att_p); dL_dB1_att_z[b,hd,tq] = -B1_att_e[b,hd,tq,tk]·dL_dB1_att_p[b,hd,tq,tk]/B1_att_z[b,hd,tq]² */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++)
@@ -2011,21 +1939,11 @@ static void sn_rows_18(const real *params, real *work, const real *S, int batch,
                     dL_dB1_att_s[b * 256 + hd * 64 + tq * 8 + tk] += delta_B1_att_m[b * 32 + hd * 8 + tq];
                 }
             }
-    /* delta_B1_att_s[b,hd,tq,tk] = 0.35355339059327373·dL_dB1_att_s[b,hd,tq,tk] */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int hd = 0; hd < 4; hd++)
-            for (int tq = 0; tq < 8; tq++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-                for (int tk = 0; tk < 8; tk++) {
-                    delta_B1_att_s[b * 256 + hd * 64 + tq * 8 + tk] = 0.353553391F*dL_dB1_att_s[b * 256 + hd * 64 + tq * 8 + tk];
-                }
-    /* dL_dB1_att_qkv[b,tk,hd*8 + e + 32] += Σ_tq B1_att_qkv[b,tq,hd·8 + e]·delta_B1_att_s[b,hd,tq,tk]; dL_dB1_att_qkv[b,tq,hd*8 + e] += Σ_tk B1_att_qkv[b,tk,hd·8 + e + 32]·delta_B1_att_s[b,hd,tq,tk]: a small product per (b, hd) */
+    /* dL_dB1_att_qkv[b,tk,hd*8 + e + 32] += Σ_tq 0.35355339059327373·B1_att_qkv[b,tq,hd·8 + e]·delta_B1_att_s[b,hd,tq,tk]; dL_dB1_att_qkv[b,tq,hd*8 + e] += Σ_tk 0.35355339059327373·B1_att_qkv[b,tk,hd·8 + e + 32]·delta_B1_att_s[b,hd,tq,tk]: a small product per (b, hd) */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++) {
-            sn_small_mm(8, 8, 8, (real)1, delta_B1_att_s + (size_t)b * 256 + hd * 64, 1, 8, B1_att_qkv + (size_t)b * 768 + hd * 8, 96, 1, dL_dB1_att_qkv + (size_t)b * 768 + hd * 8 + 32, 96, 1);
-            sn_small_mm(8, 8, 8, (real)1, delta_B1_att_s + (size_t)b * 256 + hd * 64, 8, 1, B1_att_qkv + (size_t)b * 768 + hd * 8 + 32, 96, 1, dL_dB1_att_qkv + (size_t)b * 768 + hd * 8, 96, 1);
+            sn_small_mm(8, 8, 8, (real)0.353553391F, delta_B1_att_s + (size_t)b * 256 + hd * 64, 1, 8, B1_att_qkv + (size_t)b * 768 + hd * 8, 96, 1, dL_dB1_att_qkv + (size_t)b * 768 + hd * 8 + 32, 96, 1);
+            sn_small_mm(8, 8, 8, (real)0.353553391F, delta_B1_att_s + (size_t)b * 256 + hd * 64, 8, 1, B1_att_qkv + (size_t)b * 768 + hd * 8 + 32, 96, 1, dL_dB1_att_qkv + (size_t)b * 768 + hd * 8, 96, 1);
         }
     /* delta_B1_att_qkv[b,tq,i] = dL_dB1_att_qkv[b,tq,i]; g_c4[i] += dL_dB1_att_qkv[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -2054,15 +1972,15 @@ static void sn_rows_19(const real *params, real *work, const real *S, int batch,
     real *B1_norm1_c = work + (size_t)batch * 784;  /* layer B1_norm1_c: (batch, 8, 32) */
     real *z_B1_norm1_rstd = work + (size_t)batch * 1040;  /* Σ of B1_norm1_rstd: (batch, 8) */
     real *B1_norm1_rstd = work + (size_t)batch * 1048;  /* layer B1_norm1_rstd: (batch, 8) */
-    real *dL_dembed = work + (size_t)batch * 14496;  /* ∂L/∂embed: (batch, 8, 32) */
-    real *delta_embed = work + (size_t)batch * 14752;  /* ∂L/∂z_embed: (batch, 8, 32) */
-    real *dL_dpos = work + (size_t)batch * 15008;  /* ∂L/∂pos: (batch, 8, 32) */
-    real *dL_dB1_norm1_mean = work + (size_t)batch * 15264;  /* ∂L/∂B1_norm1_mean: (batch, 8) */
-    real *delta_B1_norm1_mean = work + (size_t)batch * 15272;  /* ∂L/∂z_B1_norm1_mean: (batch, 8) */
-    real *dL_dB1_norm1_c = work + (size_t)batch * 15280;  /* ∂L/∂B1_norm1_c: (batch, 8, 32) */
-    real *dL_dB1_norm1_rstd = work + (size_t)batch * 15536;  /* ∂L/∂B1_norm1_rstd: (batch, 8) */
-    real *delta_B1_norm1_rstd = work + (size_t)batch * 15544;  /* ∂L/∂z_B1_norm1_rstd: (batch, 8) */
-    real *dL_dB1_norm1 = work + (size_t)batch * 15552;  /* ∂L/∂B1_norm1: (batch, 8, 32) */
+    real *dL_dembed = work + (size_t)batch * 13472;  /* ∂L/∂embed: (batch, 8, 32) */
+    real *delta_embed = work + (size_t)batch * 13728;  /* ∂L/∂z_embed: (batch, 8, 32) */
+    real *dL_dpos = work + (size_t)batch * 13984;  /* ∂L/∂pos: (batch, 8, 32) */
+    real *dL_dB1_norm1_mean = work + (size_t)batch * 14240;  /* ∂L/∂B1_norm1_mean: (batch, 8) */
+    real *delta_B1_norm1_mean = work + (size_t)batch * 14248;  /* ∂L/∂z_B1_norm1_mean: (batch, 8) */
+    real *dL_dB1_norm1_c = work + (size_t)batch * 14256;  /* ∂L/∂B1_norm1_c: (batch, 8, 32) */
+    real *dL_dB1_norm1_rstd = work + (size_t)batch * 14512;  /* ∂L/∂B1_norm1_rstd: (batch, 8) */
+    real *delta_B1_norm1_rstd = work + (size_t)batch * 14520;  /* ∂L/∂z_B1_norm1_rstd: (batch, 8) */
+    real *dL_dB1_norm1 = work + (size_t)batch * 14528;  /* ∂L/∂B1_norm1: (batch, 8, 32) */
 
     (void)S;
     memset(sn_part, 0, sizeof(real) * 352);
@@ -2169,22 +2087,22 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
     real *z_embed = work + (size_t)batch * 0;  /* Σ of embed: (batch, 8, 32) */
     real *B1_norm1 = work + (size_t)batch * 1056;  /* layer B1_norm1: (batch, 8, 32) */
     real *z_B1_att_qkv = work + (size_t)batch * 1312;  /* Σ of B1_att_qkv: (batch, 8, 96) */
-    real *z_B1_att_a = work + (size_t)batch * 4192;  /* Σ of B1_att_a: (batch, 8, 4, 8) */
-    real *z_B1_att = work + (size_t)batch * 4448;  /* Σ of B1_att: (batch, 8, 32) */
-    real *B1_norm2 = work + (size_t)batch * 5504;  /* layer B1_norm2: (batch, 8, 32) */
-    real *z_B1_ff1 = work + (size_t)batch * 5760;  /* Σ of B1_ff1: (batch, 8, 64) */
-    real *B1_ff1 = work + (size_t)batch * 6272;  /* layer B1_ff1: (batch, 8, 64) */
-    real *z_B1_ff2 = work + (size_t)batch * 6784;  /* Σ of B1_ff2: (batch, 8, 32) */
-    real *B2_norm1 = work + (size_t)batch * 7840;  /* layer B2_norm1: (batch, 8, 32) */
-    real *z_B2_att_qkv = work + (size_t)batch * 8096;  /* Σ of B2_att_qkv: (batch, 8, 96) */
-    real *z_B2_att_a = work + (size_t)batch * 10976;  /* Σ of B2_att_a: (batch, 8, 4, 8) */
-    real *z_B2_att = work + (size_t)batch * 11232;  /* Σ of B2_att: (batch, 8, 32) */
-    real *B2_norm2 = work + (size_t)batch * 12288;  /* layer B2_norm2: (batch, 8, 32) */
-    real *z_B2_ff1 = work + (size_t)batch * 12544;  /* Σ of B2_ff1: (batch, 8, 64) */
-    real *B2_ff1 = work + (size_t)batch * 13056;  /* layer B2_ff1: (batch, 8, 64) */
-    real *z_B2_ff2 = work + (size_t)batch * 13568;  /* Σ of B2_ff2: (batch, 8, 32) */
-    real *B2 = work + (size_t)batch * 14080;  /* layer B2: (batch, 8, 32) */
-    real *z_O = work + (size_t)batch * 14336;  /* Σ of O: (batch, 8, 10) */
+    real *z_B1_att_a = work + (size_t)batch * 3680;  /* Σ of B1_att_a: (batch, 8, 4, 8) */
+    real *z_B1_att = work + (size_t)batch * 3936;  /* Σ of B1_att: (batch, 8, 32) */
+    real *B1_norm2 = work + (size_t)batch * 4992;  /* layer B1_norm2: (batch, 8, 32) */
+    real *z_B1_ff1 = work + (size_t)batch * 5248;  /* Σ of B1_ff1: (batch, 8, 64) */
+    real *B1_ff1 = work + (size_t)batch * 5760;  /* layer B1_ff1: (batch, 8, 64) */
+    real *z_B1_ff2 = work + (size_t)batch * 6272;  /* Σ of B1_ff2: (batch, 8, 32) */
+    real *B2_norm1 = work + (size_t)batch * 7328;  /* layer B2_norm1: (batch, 8, 32) */
+    real *z_B2_att_qkv = work + (size_t)batch * 7584;  /* Σ of B2_att_qkv: (batch, 8, 96) */
+    real *z_B2_att_a = work + (size_t)batch * 9952;  /* Σ of B2_att_a: (batch, 8, 4, 8) */
+    real *z_B2_att = work + (size_t)batch * 10208;  /* Σ of B2_att: (batch, 8, 32) */
+    real *B2_norm2 = work + (size_t)batch * 11264;  /* layer B2_norm2: (batch, 8, 32) */
+    real *z_B2_ff1 = work + (size_t)batch * 11520;  /* Σ of B2_ff1: (batch, 8, 64) */
+    real *B2_ff1 = work + (size_t)batch * 12032;  /* layer B2_ff1: (batch, 8, 64) */
+    real *z_B2_ff2 = work + (size_t)batch * 12544;  /* Σ of B2_ff2: (batch, 8, 32) */
+    real *B2 = work + (size_t)batch * 13056;  /* layer B2: (batch, 8, 32) */
+    real *z_O = work + (size_t)batch * 13312;  /* Σ of O: (batch, 8, 10) */
     real *B1_att_a = z_B1_att_a;  /* layer B1_att_a: z_B1_att_a itself: (batch, 8, 4, 8) */
     real *B2_att_a = z_B2_att_a;  /* layer B2_att_a: z_B2_att_a itself: (batch, 8, 4, 8) */
 
@@ -2205,14 +2123,14 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
     }
     /* z_B1_att_qkv[b,t,i] = Σ_j W4[i,j]·B1_norm1[b,t,j] for each of the 8 positions t */
     sn_mm_nt(batch * 8, 96, 32, B1_norm1, W4, z_B1_att_qkv, 0);
-    /* B1_att_qkv, z_B1_att_s, B1_att_s, z_B1_att_m, B1_att_e, z_B1_att_z, B1_att_p, B1_att_v, z_B1_att_a: the batch in chunks of examples through sn_rows_2, the chunks
+    /* B1_att_qkv, z_B1_att_s, z_B1_att_m, B1_att_e, z_B1_att_z, B1_att_p, z_B1_att_a: the batch in chunks of examples through sn_rows_2, the chunks
        on as many threads as pay for their join: n threads cost work/n + one join, so each
        thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 51232 multiply-adds per example */
+       two joins); the work, about 47136 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
 #ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 51232 * batch, sn_n) : 1;
+        const int sn_used = sn_on ? sn_threads(2.0 * 47136 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
 #endif
         for (int sn_c = 0; sn_c < sn_n; sn_c++)
@@ -2265,14 +2183,14 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
     }
     /* z_B2_att_qkv[b,t,i] = Σ_j W11[i,j]·B2_norm1[b,t,j] for each of the 8 positions t */
     sn_mm_nt(batch * 8, 96, 32, B2_norm1, W11, z_B2_att_qkv, 0);
-    /* B2_att_qkv, z_B2_att_s, B2_att_s, z_B2_att_m, B2_att_e, z_B2_att_z, B2_att_p, B2_att_v, z_B2_att_a: the batch in chunks of examples through sn_rows_6, the chunks
+    /* B2_att_qkv, z_B2_att_s, z_B2_att_m, B2_att_e, z_B2_att_z, B2_att_p, z_B2_att_a: the batch in chunks of examples through sn_rows_6, the chunks
        on as many threads as pay for their join: n threads cost work/n + one join, so each
        thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 51232 multiply-adds per example */
+       two joins); the work, about 47136 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
 #ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 51232 * batch, sn_n) : 1;
+        const int sn_used = sn_on ? sn_threads(2.0 * 47136 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
 #endif
         for (int sn_c = 0; sn_c < sn_n; sn_c++)
@@ -2342,10 +2260,10 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_9f3c83ede6_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_1ec8044a2a_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
-    memcpy(O, work + (size_t)batch * 14416, sizeof(real) * (size_t)batch * 80);
+    memcpy(O, work + (size_t)batch * 13392, sizeof(real) * (size_t)batch * 80);
 }
 
 /* Loss L = (1/batch) Σ_b L_b, after a forward pass. */
@@ -2353,7 +2271,7 @@ static double sn_loss(const real *params, real *work, const real *S, const real 
 {
     const real *b17 = params + 18016;  /* b17: (10,) */
 
-    real *z_O = work + (size_t)batch * 14336;  /* Σ of O: (batch, 8, 10) */
+    real *z_O = work + (size_t)batch * 13312;  /* Σ of O: (batch, 8, 10) */
 
     double loss = 0;
     sn_forward(params, work, S, batch);
@@ -2368,7 +2286,7 @@ static double sn_loss(const real *params, real *work, const real *S, const real 
     return loss / batch;
 }
 
-real symnet_9f3c83ede6_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_1ec8044a2a_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -2418,35 +2336,35 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     real *g_b17 = grads + 18016;  /* ∂L/∂b17: (10,) */
 
     real *B1_norm1 = work + (size_t)batch * 1056;  /* layer B1_norm1: (batch, 8, 32) */
-    real *z_B1_att_a = work + (size_t)batch * 4192;  /* Σ of B1_att_a: (batch, 8, 4, 8) */
-    real *B1_norm2 = work + (size_t)batch * 5504;  /* layer B1_norm2: (batch, 8, 32) */
-    real *B1_ff1 = work + (size_t)batch * 6272;  /* layer B1_ff1: (batch, 8, 64) */
-    real *B2_norm1 = work + (size_t)batch * 7840;  /* layer B2_norm1: (batch, 8, 32) */
-    real *z_B2_att_a = work + (size_t)batch * 10976;  /* Σ of B2_att_a: (batch, 8, 4, 8) */
-    real *B2_norm2 = work + (size_t)batch * 12288;  /* layer B2_norm2: (batch, 8, 32) */
-    real *B2_ff1 = work + (size_t)batch * 13056;  /* layer B2_ff1: (batch, 8, 64) */
-    real *B2 = work + (size_t)batch * 14080;  /* layer B2: (batch, 8, 32) */
-    real *z_O = work + (size_t)batch * 14336;  /* Σ of O: (batch, 8, 10) */
-    real *sn_u_O = work + (size_t)batch * 14416;  /* layer O: (batch, 8, 10) */
-    real *delta_embed = work + (size_t)batch * 14752;  /* ∂L/∂z_embed: (batch, 8, 32) */
-    real *dL_dB1_norm1 = work + (size_t)batch * 15552;  /* ∂L/∂B1_norm1: (batch, 8, 32) */
-    real *delta_B1_att_qkv = work + (size_t)batch * 16576;  /* ∂L/∂z_B1_att_qkv: (batch, 8, 96) */
-    real *dL_dB1_att_a = work + (size_t)batch * 18688;  /* ∂L/∂B1_att_a: (batch, 8, 4, 8) */
-    real *delta_B1_att = work + (size_t)batch * 19200;  /* ∂L/∂z_B1_att: (batch, 8, 32) */
-    real *dL_dB1_norm2 = work + (size_t)batch * 20000;  /* ∂L/∂B1_norm2: (batch, 8, 32) */
-    real *dL_dB1_ff1 = work + (size_t)batch * 20256;  /* ∂L/∂B1_ff1: (batch, 8, 64) */
-    real *delta_B1_ff1 = work + (size_t)batch * 20768;  /* ∂L/∂z_B1_ff1: (batch, 8, 64) */
-    real *delta_B1_ff2 = work + (size_t)batch * 21536;  /* ∂L/∂z_B1_ff2: (batch, 8, 32) */
-    real *dL_dB2_norm1 = work + (size_t)batch * 22336;  /* ∂L/∂B2_norm1: (batch, 8, 32) */
-    real *delta_B2_att_qkv = work + (size_t)batch * 23360;  /* ∂L/∂z_B2_att_qkv: (batch, 8, 96) */
-    real *dL_dB2_att_a = work + (size_t)batch * 25472;  /* ∂L/∂B2_att_a: (batch, 8, 4, 8) */
-    real *delta_B2_att = work + (size_t)batch * 25984;  /* ∂L/∂z_B2_att: (batch, 8, 32) */
-    real *dL_dB2_norm2 = work + (size_t)batch * 26784;  /* ∂L/∂B2_norm2: (batch, 8, 32) */
-    real *dL_dB2_ff1 = work + (size_t)batch * 27040;  /* ∂L/∂B2_ff1: (batch, 8, 64) */
-    real *delta_B2_ff1 = work + (size_t)batch * 27552;  /* ∂L/∂z_B2_ff1: (batch, 8, 64) */
-    real *delta_B2_ff2 = work + (size_t)batch * 28320;  /* ∂L/∂z_B2_ff2: (batch, 8, 32) */
-    real *dL_dB2 = work + (size_t)batch * 28576;  /* ∂L/∂B2: (batch, 8, 32) */
-    real *delta_O = work + (size_t)batch * 28832;  /* ∂L/∂z_O: (batch, 8, 10) */
+    real *z_B1_att_a = work + (size_t)batch * 3680;  /* Σ of B1_att_a: (batch, 8, 4, 8) */
+    real *B1_norm2 = work + (size_t)batch * 4992;  /* layer B1_norm2: (batch, 8, 32) */
+    real *B1_ff1 = work + (size_t)batch * 5760;  /* layer B1_ff1: (batch, 8, 64) */
+    real *B2_norm1 = work + (size_t)batch * 7328;  /* layer B2_norm1: (batch, 8, 32) */
+    real *z_B2_att_a = work + (size_t)batch * 9952;  /* Σ of B2_att_a: (batch, 8, 4, 8) */
+    real *B2_norm2 = work + (size_t)batch * 11264;  /* layer B2_norm2: (batch, 8, 32) */
+    real *B2_ff1 = work + (size_t)batch * 12032;  /* layer B2_ff1: (batch, 8, 64) */
+    real *B2 = work + (size_t)batch * 13056;  /* layer B2: (batch, 8, 32) */
+    real *z_O = work + (size_t)batch * 13312;  /* Σ of O: (batch, 8, 10) */
+    real *sn_u_O = work + (size_t)batch * 13392;  /* layer O: (batch, 8, 10) */
+    real *delta_embed = work + (size_t)batch * 13728;  /* ∂L/∂z_embed: (batch, 8, 32) */
+    real *dL_dB1_norm1 = work + (size_t)batch * 14528;  /* ∂L/∂B1_norm1: (batch, 8, 32) */
+    real *delta_B1_att_qkv = work + (size_t)batch * 15552;  /* ∂L/∂z_B1_att_qkv: (batch, 8, 96) */
+    real *dL_dB1_att_a = work + (size_t)batch * 17152;  /* ∂L/∂B1_att_a: (batch, 8, 4, 8) */
+    real *delta_B1_att = work + (size_t)batch * 17664;  /* ∂L/∂z_B1_att: (batch, 8, 32) */
+    real *dL_dB1_norm2 = work + (size_t)batch * 18464;  /* ∂L/∂B1_norm2: (batch, 8, 32) */
+    real *dL_dB1_ff1 = work + (size_t)batch * 18720;  /* ∂L/∂B1_ff1: (batch, 8, 64) */
+    real *delta_B1_ff1 = work + (size_t)batch * 19232;  /* ∂L/∂z_B1_ff1: (batch, 8, 64) */
+    real *delta_B1_ff2 = work + (size_t)batch * 20000;  /* ∂L/∂z_B1_ff2: (batch, 8, 32) */
+    real *dL_dB2_norm1 = work + (size_t)batch * 20800;  /* ∂L/∂B2_norm1: (batch, 8, 32) */
+    real *delta_B2_att_qkv = work + (size_t)batch * 21824;  /* ∂L/∂z_B2_att_qkv: (batch, 8, 96) */
+    real *dL_dB2_att_a = work + (size_t)batch * 23424;  /* ∂L/∂B2_att_a: (batch, 8, 4, 8) */
+    real *delta_B2_att = work + (size_t)batch * 23936;  /* ∂L/∂z_B2_att: (batch, 8, 32) */
+    real *dL_dB2_norm2 = work + (size_t)batch * 24736;  /* ∂L/∂B2_norm2: (batch, 8, 32) */
+    real *dL_dB2_ff1 = work + (size_t)batch * 24992;  /* ∂L/∂B2_ff1: (batch, 8, 64) */
+    real *delta_B2_ff1 = work + (size_t)batch * 25504;  /* ∂L/∂z_B2_ff1: (batch, 8, 64) */
+    real *delta_B2_ff2 = work + (size_t)batch * 26272;  /* ∂L/∂z_B2_ff2: (batch, 8, 32) */
+    real *dL_dB2 = work + (size_t)batch * 26528;  /* ∂L/∂B2: (batch, 8, 32) */
+    real *delta_O = work + (size_t)batch * 26784;  /* ∂L/∂z_O: (batch, 8, 10) */
     real *B1_att_a = z_B1_att_a;  /* layer B1_att_a: z_B1_att_a itself: (batch, 8, 4, 8) */
     real *B2_att_a = z_B2_att_a;  /* layer B2_att_a: z_B2_att_a itself: (batch, 8, 4, 8) */
 
@@ -2478,7 +2396,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
        two joins); the work, about 8192 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
-        real *sn_part = work + (size_t)batch * 28912;  /* 32 partial sums per chunk */
+        real *sn_part = work + (size_t)batch * 26864;  /* 32 partial sums per chunk */
 #ifdef _OPENMP
         const int sn_used = sn_on ? sn_threads(2.0 * 8192 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
@@ -2501,7 +2419,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
        two joins); the work, about 8192 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
-        real *sn_part = work + (size_t)batch * 28912;  /* 64 partial sums per chunk */
+        real *sn_part = work + (size_t)batch * 26864;  /* 64 partial sums per chunk */
 #ifdef _OPENMP
         const int sn_used = sn_on ? sn_threads(2.0 * 8192 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
@@ -2524,7 +2442,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
        two joins); the work, about 24704 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
-        real *sn_part = work + (size_t)batch * 28912;  /* 96 partial sums per chunk */
+        real *sn_part = work + (size_t)batch * 26864;  /* 96 partial sums per chunk */
 #ifdef _OPENMP
         const int sn_used = sn_on ? sn_threads(2.0 * 24704 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
@@ -2543,15 +2461,15 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     sn_mm_tn(32, 32, batch * 8, delta_B2_att, B2_att_a, g_Wo11, 0);
     /* dL_dB2_att_a[b,j] = Σ_i delta_B2_att[b,i]·Wo11[i,j] */
     sn_mm_nn(batch * 8, 32, 32, delta_B2_att, Wo11, dL_dB2_att_a, 0);
-    /* dL_dB2_att_p, dL_dB2_att_v, dL_dB2_att_qkv, dL_dB2_att_e, dL_dB2_att_z, dL_dB2_att_s, dL_dB2_att_m, delta_B2_att_s, delta_B2_att_qkv, g_c11: the batch in chunks of examples through sn_rows_14, the chunks
+    /* dL_dB2_att_p, dL_dB2_att_qkv, dL_dB2_att_e, dL_dB2_att_z, dL_dB2_att_s, dL_dB2_att_m, delta_B2_att_qkv, g_c11: the batch in chunks of examples through sn_rows_14, the chunks
        on as many threads as pay for their join: n threads cost work/n + one join, so each
        thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 94976 multiply-adds per example */
+       two joins); the work, about 90880 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
-        real *sn_part = work + (size_t)batch * 28912;  /* 96 partial sums per chunk */
+        real *sn_part = work + (size_t)batch * 26864;  /* 96 partial sums per chunk */
 #ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 94976 * batch, sn_n) : 1;
+        const int sn_used = sn_on ? sn_threads(2.0 * 90880 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
 #endif
         for (int sn_c = 0; sn_c < sn_n; sn_c++)
@@ -2572,7 +2490,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
        two joins); the work, about 24704 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
-        real *sn_part = work + (size_t)batch * 28912;  /* 96 partial sums per chunk */
+        real *sn_part = work + (size_t)batch * 26864;  /* 96 partial sums per chunk */
 #ifdef _OPENMP
         const int sn_used = sn_on ? sn_threads(2.0 * 24704 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
@@ -2597,7 +2515,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
        two joins); the work, about 8192 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
-        real *sn_part = work + (size_t)batch * 28912;  /* 64 partial sums per chunk */
+        real *sn_part = work + (size_t)batch * 26864;  /* 64 partial sums per chunk */
 #ifdef _OPENMP
         const int sn_used = sn_on ? sn_threads(2.0 * 8192 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
@@ -2620,7 +2538,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
        two joins); the work, about 24704 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
-        real *sn_part = work + (size_t)batch * 28912;  /* 96 partial sums per chunk */
+        real *sn_part = work + (size_t)batch * 26864;  /* 96 partial sums per chunk */
 #ifdef _OPENMP
         const int sn_used = sn_on ? sn_threads(2.0 * 24704 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
@@ -2639,15 +2557,15 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     sn_mm_tn(32, 32, batch * 8, delta_B1_att, B1_att_a, g_Wo4, 0);
     /* dL_dB1_att_a[b,j] = Σ_i delta_B1_att[b,i]·Wo4[i,j] */
     sn_mm_nn(batch * 8, 32, 32, delta_B1_att, Wo4, dL_dB1_att_a, 0);
-    /* dL_dB1_att_p, dL_dB1_att_v, dL_dB1_att_qkv, dL_dB1_att_e, dL_dB1_att_z, dL_dB1_att_s, dL_dB1_att_m, delta_B1_att_s, delta_B1_att_qkv, g_c4: the batch in chunks of examples through sn_rows_18, the chunks
+    /* dL_dB1_att_p, dL_dB1_att_qkv, dL_dB1_att_e, dL_dB1_att_z, dL_dB1_att_s, dL_dB1_att_m, delta_B1_att_qkv, g_c4: the batch in chunks of examples through sn_rows_18, the chunks
        on as many threads as pay for their join: n threads cost work/n + one join, so each
        thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 94976 multiply-adds per example */
+       two joins); the work, about 90880 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
-        real *sn_part = work + (size_t)batch * 28912;  /* 96 partial sums per chunk */
+        real *sn_part = work + (size_t)batch * 26864;  /* 96 partial sums per chunk */
 #ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 94976 * batch, sn_n) : 1;
+        const int sn_used = sn_on ? sn_threads(2.0 * 90880 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
 #endif
         for (int sn_c = 0; sn_c < sn_n; sn_c++)
@@ -2668,7 +2586,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
        two joins); the work, about 24704 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
-        real *sn_part = work + (size_t)batch * 28912;  /* 352 partial sums per chunk */
+        real *sn_part = work + (size_t)batch * 26864;  /* 352 partial sums per chunk */
 #ifdef _OPENMP
         const int sn_used = sn_on ? sn_threads(2.0 * 24704 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
@@ -2693,7 +2611,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_9f3c83ede6_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_1ec8044a2a_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -2720,9 +2638,9 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_9f3c83ede6_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_1ec8044a2a_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
-    real *grads = work + (size_t)batch * 29264;
+    real *grads = work + (size_t)batch * 27216;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
     if (!isfinite(loss) || !sn_all_finite(grads))
         return (real)NAN;
@@ -2791,7 +2709,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_9f3c83ede6_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_1ec8044a2a_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -2811,17 +2729,17 @@ void symnet_9f3c83ede6_update(real *params, const real *grads, real lr, int opti
  * prev holds the parameters before the last update (after a restore: the same as
  * params).  prev may be NULL (no restoring).
  *
- * work: the batch's rows (29264 numbers per example), then the
+ * work: the batch's rows (27216 numbers per example), then the
  * gradients (18026), then Ib and Tb.
  *
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_9f3c83ede6_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_1ec8044a2a_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
-    real *grads = work + (size_t)batch_size * 29264;
+    real *grads = work + (size_t)batch_size * 27216;
     real *Ib = grads + 18026;
     real *Tb = Ib + (size_t)batch_size * 80;
     real *cur = params, *old = prev != NULL ? prev : params;  /* θ now; θ before the last update */
@@ -2853,7 +2771,7 @@ long long symnet_9f3c83ede6_train(real *params, const real *X, const real *T, co
         losses[s] = loss;
         if (correct != NULL) {
             /* share of the outputs with O > 0.5 exactly where T > 0.5, from the outputs the step's forward pass left in work */
-            const real *o = work + (size_t)batch * 14416;
+            const real *o = work + (size_t)batch * 13392;
             double right = 0;
             for (int r = 0; r < batch; r++) {
                 for (int k = 0; k < 80; k++)
