@@ -49,7 +49,7 @@
  * X of width n holds X[b,j] at X[b * n + j]; W of shape (out, in) holds
  * W[i,j] at W[i * in + j].  Parameters live in one flat array `params`
  * (2260 numbers), their gradients in `grads` with the same
- * layout, and everything per example in `work` (12352 numbers
+ * layout, and everything per example in `work` (10912 numbers
  * per example of the batch).
  */
 #include <math.h>
@@ -104,8 +104,8 @@
  *   loss: softmax_cross_entropy, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_3B4DAFB7F8_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_3B4DAFB7F8_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_220AD50417_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_220AD50417_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (72, 4)
  *   b1           offset       288  shape (72,)
  *   c1           offset       360  shape (72,)
@@ -113,59 +113,59 @@
  *   W22          offset      2160  shape (4, 24)
  *   b22          offset      2256  shape (4,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_3B4DAFB7F8_WORK_SIZE(batch) numbers; SYMNET_3B4DAFB7F8_TRAIN_WORK_SIZE(batch_size) for
- * symnet_3b4dafb7f8_train) and allocates nothing.  Memory for one call of a batch B:
- *   params 2260 + X B*80 + T or O B*4 + work (B*12352 + 2260)
- *   numbers of 4 bytes; e.g. B = 32: 1,609,888 bytes (training; forward only: 801,104).
+ * `work` (SYMNET_220AD50417_WORK_SIZE(batch) numbers; SYMNET_220AD50417_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_220ad50417_train) and allocates nothing.  Memory for one call of a batch B:
+ *   params 2260 + X B*80 + T or O B*4 + work (B*10912 + 2260)
+ *   numbers of 4 bytes; e.g. B = 32: 1,425,568 bytes (training; forward only: 801,104).
  */
-#ifndef SYMNET_3B4DAFB7F8_H
-#define SYMNET_3B4DAFB7F8_H
+#ifndef SYMNET_220AD50417_H
+#define SYMNET_220AD50417_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_3B4DAFB7F8_REAL float  /* the number type of every array (float32) */
-#define SYMNET_3B4DAFB7F8_N_INPUTS 80  /* features per example */
-#define SYMNET_3B4DAFB7F8_N_OUTPUTS 4
-#define SYMNET_3B4DAFB7F8_N_PARAMS 2260  /* numbers in the flat parameter array */
-#define SYMNET_3B4DAFB7F8_WORK_PER_EXAMPLE 12352
-#define SYMNET_3B4DAFB7F8_WORK_SIZE(batch) ((batch) * 12352 + 2260)  /* numbers of scratch per call */
-#define SYMNET_3B4DAFB7F8_TRAIN_WORK_SIZE(batch_size) (SYMNET_3B4DAFB7F8_WORK_SIZE(batch_size) + (batch_size) * 84)
-#define SYMNET_3B4DAFB7F8_SGD 0       /* optimizer codes of symnet_3b4dafb7f8_update and symnet_3b4dafb7f8_train */
-#define SYMNET_3B4DAFB7F8_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_3B4DAFB7F8_N_PARAMS numbers */
-#define SYMNET_3B4DAFB7F8_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_3B4DAFB7F8_N_PARAMS numbers each */
+#define SYMNET_220AD50417_REAL float  /* the number type of every array (float32) */
+#define SYMNET_220AD50417_N_INPUTS 80  /* features per example */
+#define SYMNET_220AD50417_N_OUTPUTS 4
+#define SYMNET_220AD50417_N_PARAMS 2260  /* numbers in the flat parameter array */
+#define SYMNET_220AD50417_WORK_PER_EXAMPLE 10912
+#define SYMNET_220AD50417_WORK_SIZE(batch) ((batch) * 10912 + 2260)  /* numbers of scratch per call */
+#define SYMNET_220AD50417_TRAIN_WORK_SIZE(batch_size) (SYMNET_220AD50417_WORK_SIZE(batch_size) + (batch_size) * 84)
+#define SYMNET_220AD50417_SGD 0       /* optimizer codes of symnet_220ad50417_update and symnet_220ad50417_train */
+#define SYMNET_220AD50417_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_220AD50417_N_PARAMS numbers */
+#define SYMNET_220AD50417_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_220AD50417_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_3B4DAFB7F8_N_OUTPUTS) = the network's output for X (batch × SYMNET_3B4DAFB7F8_N_INPUTS). */
-void symnet_3b4dafb7f8_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_220AD50417_N_OUTPUTS) = the network's output for X (batch × SYMNET_220AD50417_N_INPUTS). */
+void symnet_220ad50417_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_3b4dafb7f8_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_220ad50417_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_3B4DAFB7F8_N_PARAMS numbers) by back propagation. */
-float symnet_3b4dafb7f8_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_220AD50417_N_PARAMS numbers) by back propagation. */
+float symnet_220ad50417_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_3b4dafb7f8_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_220ad50417_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss; T[b] is the class label of example b. */
-float symnet_3b4dafb7f8_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_220ad50417_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_3B4DAFB7F8_N_PARAMS numbers) by back propagation. */
-float symnet_3b4dafb7f8_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_220AD50417_N_PARAMS numbers) by back propagation. */
+float symnet_220ad50417_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_3b4dafb7f8_step_labels(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_220ad50417_step_labels(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_3B4DAFB7F8_SGD, SYMNET_3B4DAFB7F8_MOMENTUM or SYMNET_3B4DAFB7F8_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_220AD50417_SGD, SYMNET_220AD50417_MOMENTUM or SYMNET_220AD50417_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_3b4dafb7f8_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_220ad50417_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -173,10 +173,10 @@ void symnet_3b4dafb7f8_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_3B4DAFB7F8_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_220AD50417_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_3B4DAFB7F8_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_3b4dafb7f8_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_220AD50417_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_220ad50417_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -186,10 +186,10 @@ long long symnet_3b4dafb7f8_train(float *params, const float *X, const float *T,
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_3B4DAFB7F8_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_220AD50417_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_3B4DAFB7F8_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_3b4dafb7f8_train_labels(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_220AD50417_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_220ad50417_train_labels(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -198,7 +198,7 @@ long long symnet_3b4dafb7f8_train_labels(float *params, const float *X, const fl
 }
 #endif
 
-#endif /* SYMNET_3B4DAFB7F8_H */
+#endif /* SYMNET_220AD50417_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -602,7 +602,7 @@ static void sn_rows_1(const real *params, real *work, const real *S, int batch, 
 }
 
 /* The examples sn_lo ≤ b < sn_hi of the batch through the layers' ops that take each
- * example alone: dL_dh_gx, g_c1, delta_h_gx, g_b1; the sums over these examples go to
+ * example alone: dL_dh_gx, g_c1, g_b1; the sums over these examples go to
  * sn_part (144 numbers). */
 static void sn_rows_2(const real *params, real *work, const real *S, int batch, int sn_lo, int sn_hi, real *sn_part)
 {
@@ -612,8 +612,7 @@ static void sn_rows_2(const real *params, real *work, const real *S, int batch, 
     real *g_b1 = sn_part + 72;  /* this chunk's part of ∂L/∂b1: (72,) */
     real *h_gx = work + (size_t)batch * 1440;  /* layer h_gx: (batch, 20, 72) */
     real *dL_dh_gx = work + (size_t)batch * 6104;  /* ∂L/∂h_gx: (batch, 20, 72) */
-    real *delta_h_gx = work + (size_t)batch * 7544;  /* ∂L/∂z_h_gx: (batch, 20, 72) */
-    real *dL_dh_1 = work + (size_t)batch * 8984;  /* ∂L/∂h_1: (batch, 24) */
+    real *dL_dh_1 = work + (size_t)batch * 7544;  /* ∂L/∂h_1: (batch, 24) */
 
     (void)S;
     memset(sn_part, 0, sizeof(real) * 144);
@@ -638,14 +637,13 @@ static void sn_rows_2(const real *params, real *work, const real *S, int batch, 
             dL_dh_gx[b * 1440 + (0) * 72 + (i + 48)] += t5;
             g_c1[(i + 48)] += t0*t5;
         }
-    /* delta_h_gx[b,tq,i] = dL_dh_gx[b,tq,i]; g_b1[i] += dL_dh_gx[b,tq,i] */
+    /* g_b1[i] += dL_dh_gx[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int tq = 0; tq < 20; tq++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
             for (int i = 0; i < 72; i++) {
-                delta_h_gx[b * 1440 + tq * 72 + i] = dL_dh_gx[b * 1440 + tq * 72 + i];
                 g_b1[i] += dL_dh_gx[b * 1440 + tq * 72 + i];
             }
 
@@ -1113,7 +1111,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_3b4dafb7f8_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_220ad50417_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 6100, sizeof(real) * (size_t)batch * 4);
@@ -1174,67 +1172,67 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
     real *h_20_gh = work + (size_t)batch * 6000;  /* layer h_20_gh: (batch, 72) */
     real *h_20 = work + (size_t)batch * 6072;  /* layer h_20: (batch, 24) */
     real *dL_dh_gx = work + (size_t)batch * 6104;  /* ∂L/∂h_gx: (batch, 20, 72) */
-    real *delta_h_gx = work + (size_t)batch * 7544;  /* ∂L/∂z_h_gx: (batch, 20, 72) */
-    real *dL_dh_1 = work + (size_t)batch * 8984;  /* ∂L/∂h_1: (batch, 24) */
-    real *dL_dh_2_gh = work + (size_t)batch * 9008;  /* ∂L/∂h_2_gh: (batch, 72) */
-    real *delta_h_2_gh = work + (size_t)batch * 9080;  /* ∂L/∂z_h_2_gh: (batch, 72) */
-    real *dL_dh_2 = work + (size_t)batch * 9152;  /* ∂L/∂h_2: (batch, 24) */
-    real *dL_dh_3_gh = work + (size_t)batch * 9176;  /* ∂L/∂h_3_gh: (batch, 72) */
-    real *delta_h_3_gh = work + (size_t)batch * 9248;  /* ∂L/∂z_h_3_gh: (batch, 72) */
-    real *dL_dh_3 = work + (size_t)batch * 9320;  /* ∂L/∂h_3: (batch, 24) */
-    real *dL_dh_4_gh = work + (size_t)batch * 9344;  /* ∂L/∂h_4_gh: (batch, 72) */
-    real *delta_h_4_gh = work + (size_t)batch * 9416;  /* ∂L/∂z_h_4_gh: (batch, 72) */
-    real *dL_dh_4 = work + (size_t)batch * 9488;  /* ∂L/∂h_4: (batch, 24) */
-    real *dL_dh_5_gh = work + (size_t)batch * 9512;  /* ∂L/∂h_5_gh: (batch, 72) */
-    real *delta_h_5_gh = work + (size_t)batch * 9584;  /* ∂L/∂z_h_5_gh: (batch, 72) */
-    real *dL_dh_5 = work + (size_t)batch * 9656;  /* ∂L/∂h_5: (batch, 24) */
-    real *dL_dh_6_gh = work + (size_t)batch * 9680;  /* ∂L/∂h_6_gh: (batch, 72) */
-    real *delta_h_6_gh = work + (size_t)batch * 9752;  /* ∂L/∂z_h_6_gh: (batch, 72) */
-    real *dL_dh_6 = work + (size_t)batch * 9824;  /* ∂L/∂h_6: (batch, 24) */
-    real *dL_dh_7_gh = work + (size_t)batch * 9848;  /* ∂L/∂h_7_gh: (batch, 72) */
-    real *delta_h_7_gh = work + (size_t)batch * 9920;  /* ∂L/∂z_h_7_gh: (batch, 72) */
-    real *dL_dh_7 = work + (size_t)batch * 9992;  /* ∂L/∂h_7: (batch, 24) */
-    real *dL_dh_8_gh = work + (size_t)batch * 10016;  /* ∂L/∂h_8_gh: (batch, 72) */
-    real *delta_h_8_gh = work + (size_t)batch * 10088;  /* ∂L/∂z_h_8_gh: (batch, 72) */
-    real *dL_dh_8 = work + (size_t)batch * 10160;  /* ∂L/∂h_8: (batch, 24) */
-    real *dL_dh_9_gh = work + (size_t)batch * 10184;  /* ∂L/∂h_9_gh: (batch, 72) */
-    real *delta_h_9_gh = work + (size_t)batch * 10256;  /* ∂L/∂z_h_9_gh: (batch, 72) */
-    real *dL_dh_9 = work + (size_t)batch * 10328;  /* ∂L/∂h_9: (batch, 24) */
-    real *dL_dh_10_gh = work + (size_t)batch * 10352;  /* ∂L/∂h_10_gh: (batch, 72) */
-    real *delta_h_10_gh = work + (size_t)batch * 10424;  /* ∂L/∂z_h_10_gh: (batch, 72) */
-    real *dL_dh_10 = work + (size_t)batch * 10496;  /* ∂L/∂h_10: (batch, 24) */
-    real *dL_dh_11_gh = work + (size_t)batch * 10520;  /* ∂L/∂h_11_gh: (batch, 72) */
-    real *delta_h_11_gh = work + (size_t)batch * 10592;  /* ∂L/∂z_h_11_gh: (batch, 72) */
-    real *dL_dh_11 = work + (size_t)batch * 10664;  /* ∂L/∂h_11: (batch, 24) */
-    real *dL_dh_12_gh = work + (size_t)batch * 10688;  /* ∂L/∂h_12_gh: (batch, 72) */
-    real *delta_h_12_gh = work + (size_t)batch * 10760;  /* ∂L/∂z_h_12_gh: (batch, 72) */
-    real *dL_dh_12 = work + (size_t)batch * 10832;  /* ∂L/∂h_12: (batch, 24) */
-    real *dL_dh_13_gh = work + (size_t)batch * 10856;  /* ∂L/∂h_13_gh: (batch, 72) */
-    real *delta_h_13_gh = work + (size_t)batch * 10928;  /* ∂L/∂z_h_13_gh: (batch, 72) */
-    real *dL_dh_13 = work + (size_t)batch * 11000;  /* ∂L/∂h_13: (batch, 24) */
-    real *dL_dh_14_gh = work + (size_t)batch * 11024;  /* ∂L/∂h_14_gh: (batch, 72) */
-    real *delta_h_14_gh = work + (size_t)batch * 11096;  /* ∂L/∂z_h_14_gh: (batch, 72) */
-    real *dL_dh_14 = work + (size_t)batch * 11168;  /* ∂L/∂h_14: (batch, 24) */
-    real *dL_dh_15_gh = work + (size_t)batch * 11192;  /* ∂L/∂h_15_gh: (batch, 72) */
-    real *delta_h_15_gh = work + (size_t)batch * 11264;  /* ∂L/∂z_h_15_gh: (batch, 72) */
-    real *dL_dh_15 = work + (size_t)batch * 11336;  /* ∂L/∂h_15: (batch, 24) */
-    real *dL_dh_16_gh = work + (size_t)batch * 11360;  /* ∂L/∂h_16_gh: (batch, 72) */
-    real *delta_h_16_gh = work + (size_t)batch * 11432;  /* ∂L/∂z_h_16_gh: (batch, 72) */
-    real *dL_dh_16 = work + (size_t)batch * 11504;  /* ∂L/∂h_16: (batch, 24) */
-    real *dL_dh_17_gh = work + (size_t)batch * 11528;  /* ∂L/∂h_17_gh: (batch, 72) */
-    real *delta_h_17_gh = work + (size_t)batch * 11600;  /* ∂L/∂z_h_17_gh: (batch, 72) */
-    real *dL_dh_17 = work + (size_t)batch * 11672;  /* ∂L/∂h_17: (batch, 24) */
-    real *dL_dh_18_gh = work + (size_t)batch * 11696;  /* ∂L/∂h_18_gh: (batch, 72) */
-    real *delta_h_18_gh = work + (size_t)batch * 11768;  /* ∂L/∂z_h_18_gh: (batch, 72) */
-    real *dL_dh_18 = work + (size_t)batch * 11840;  /* ∂L/∂h_18: (batch, 24) */
-    real *dL_dh_19_gh = work + (size_t)batch * 11864;  /* ∂L/∂h_19_gh: (batch, 72) */
-    real *delta_h_19_gh = work + (size_t)batch * 11936;  /* ∂L/∂z_h_19_gh: (batch, 72) */
-    real *dL_dh_19 = work + (size_t)batch * 12008;  /* ∂L/∂h_19: (batch, 24) */
-    real *dL_dh_20_gh = work + (size_t)batch * 12032;  /* ∂L/∂h_20_gh: (batch, 72) */
-    real *delta_h_20_gh = work + (size_t)batch * 12104;  /* ∂L/∂z_h_20_gh: (batch, 72) */
-    real *dL_dh_20 = work + (size_t)batch * 12176;  /* ∂L/∂h_20: (batch, 24) */
-    real *dL_dO = work + (size_t)batch * 12200;  /* ∂L/∂O: (batch, 4) */
-    real *delta_O = work + (size_t)batch * 12204;  /* ∂L/∂z_O: (batch, 4) */
+    real *dL_dh_1 = work + (size_t)batch * 7544;  /* ∂L/∂h_1: (batch, 24) */
+    real *dL_dh_2_gh = work + (size_t)batch * 7568;  /* ∂L/∂h_2_gh: (batch, 72) */
+    real *delta_h_2_gh = work + (size_t)batch * 7640;  /* ∂L/∂z_h_2_gh: (batch, 72) */
+    real *dL_dh_2 = work + (size_t)batch * 7712;  /* ∂L/∂h_2: (batch, 24) */
+    real *dL_dh_3_gh = work + (size_t)batch * 7736;  /* ∂L/∂h_3_gh: (batch, 72) */
+    real *delta_h_3_gh = work + (size_t)batch * 7808;  /* ∂L/∂z_h_3_gh: (batch, 72) */
+    real *dL_dh_3 = work + (size_t)batch * 7880;  /* ∂L/∂h_3: (batch, 24) */
+    real *dL_dh_4_gh = work + (size_t)batch * 7904;  /* ∂L/∂h_4_gh: (batch, 72) */
+    real *delta_h_4_gh = work + (size_t)batch * 7976;  /* ∂L/∂z_h_4_gh: (batch, 72) */
+    real *dL_dh_4 = work + (size_t)batch * 8048;  /* ∂L/∂h_4: (batch, 24) */
+    real *dL_dh_5_gh = work + (size_t)batch * 8072;  /* ∂L/∂h_5_gh: (batch, 72) */
+    real *delta_h_5_gh = work + (size_t)batch * 8144;  /* ∂L/∂z_h_5_gh: (batch, 72) */
+    real *dL_dh_5 = work + (size_t)batch * 8216;  /* ∂L/∂h_5: (batch, 24) */
+    real *dL_dh_6_gh = work + (size_t)batch * 8240;  /* ∂L/∂h_6_gh: (batch, 72) */
+    real *delta_h_6_gh = work + (size_t)batch * 8312;  /* ∂L/∂z_h_6_gh: (batch, 72) */
+    real *dL_dh_6 = work + (size_t)batch * 8384;  /* ∂L/∂h_6: (batch, 24) */
+    real *dL_dh_7_gh = work + (size_t)batch * 8408;  /* ∂L/∂h_7_gh: (batch, 72) */
+    real *delta_h_7_gh = work + (size_t)batch * 8480;  /* ∂L/∂z_h_7_gh: (batch, 72) */
+    real *dL_dh_7 = work + (size_t)batch * 8552;  /* ∂L/∂h_7: (batch, 24) */
+    real *dL_dh_8_gh = work + (size_t)batch * 8576;  /* ∂L/∂h_8_gh: (batch, 72) */
+    real *delta_h_8_gh = work + (size_t)batch * 8648;  /* ∂L/∂z_h_8_gh: (batch, 72) */
+    real *dL_dh_8 = work + (size_t)batch * 8720;  /* ∂L/∂h_8: (batch, 24) */
+    real *dL_dh_9_gh = work + (size_t)batch * 8744;  /* ∂L/∂h_9_gh: (batch, 72) */
+    real *delta_h_9_gh = work + (size_t)batch * 8816;  /* ∂L/∂z_h_9_gh: (batch, 72) */
+    real *dL_dh_9 = work + (size_t)batch * 8888;  /* ∂L/∂h_9: (batch, 24) */
+    real *dL_dh_10_gh = work + (size_t)batch * 8912;  /* ∂L/∂h_10_gh: (batch, 72) */
+    real *delta_h_10_gh = work + (size_t)batch * 8984;  /* ∂L/∂z_h_10_gh: (batch, 72) */
+    real *dL_dh_10 = work + (size_t)batch * 9056;  /* ∂L/∂h_10: (batch, 24) */
+    real *dL_dh_11_gh = work + (size_t)batch * 9080;  /* ∂L/∂h_11_gh: (batch, 72) */
+    real *delta_h_11_gh = work + (size_t)batch * 9152;  /* ∂L/∂z_h_11_gh: (batch, 72) */
+    real *dL_dh_11 = work + (size_t)batch * 9224;  /* ∂L/∂h_11: (batch, 24) */
+    real *dL_dh_12_gh = work + (size_t)batch * 9248;  /* ∂L/∂h_12_gh: (batch, 72) */
+    real *delta_h_12_gh = work + (size_t)batch * 9320;  /* ∂L/∂z_h_12_gh: (batch, 72) */
+    real *dL_dh_12 = work + (size_t)batch * 9392;  /* ∂L/∂h_12: (batch, 24) */
+    real *dL_dh_13_gh = work + (size_t)batch * 9416;  /* ∂L/∂h_13_gh: (batch, 72) */
+    real *delta_h_13_gh = work + (size_t)batch * 9488;  /* ∂L/∂z_h_13_gh: (batch, 72) */
+    real *dL_dh_13 = work + (size_t)batch * 9560;  /* ∂L/∂h_13: (batch, 24) */
+    real *dL_dh_14_gh = work + (size_t)batch * 9584;  /* ∂L/∂h_14_gh: (batch, 72) */
+    real *delta_h_14_gh = work + (size_t)batch * 9656;  /* ∂L/∂z_h_14_gh: (batch, 72) */
+    real *dL_dh_14 = work + (size_t)batch * 9728;  /* ∂L/∂h_14: (batch, 24) */
+    real *dL_dh_15_gh = work + (size_t)batch * 9752;  /* ∂L/∂h_15_gh: (batch, 72) */
+    real *delta_h_15_gh = work + (size_t)batch * 9824;  /* ∂L/∂z_h_15_gh: (batch, 72) */
+    real *dL_dh_15 = work + (size_t)batch * 9896;  /* ∂L/∂h_15: (batch, 24) */
+    real *dL_dh_16_gh = work + (size_t)batch * 9920;  /* ∂L/∂h_16_gh: (batch, 72) */
+    real *delta_h_16_gh = work + (size_t)batch * 9992;  /* ∂L/∂z_h_16_gh: (batch, 72) */
+    real *dL_dh_16 = work + (size_t)batch * 10064;  /* ∂L/∂h_16: (batch, 24) */
+    real *dL_dh_17_gh = work + (size_t)batch * 10088;  /* ∂L/∂h_17_gh: (batch, 72) */
+    real *delta_h_17_gh = work + (size_t)batch * 10160;  /* ∂L/∂z_h_17_gh: (batch, 72) */
+    real *dL_dh_17 = work + (size_t)batch * 10232;  /* ∂L/∂h_17: (batch, 24) */
+    real *dL_dh_18_gh = work + (size_t)batch * 10256;  /* ∂L/∂h_18_gh: (batch, 72) */
+    real *delta_h_18_gh = work + (size_t)batch * 10328;  /* ∂L/∂z_h_18_gh: (batch, 72) */
+    real *dL_dh_18 = work + (size_t)batch * 10400;  /* ∂L/∂h_18: (batch, 24) */
+    real *dL_dh_19_gh = work + (size_t)batch * 10424;  /* ∂L/∂h_19_gh: (batch, 72) */
+    real *delta_h_19_gh = work + (size_t)batch * 10496;  /* ∂L/∂z_h_19_gh: (batch, 72) */
+    real *dL_dh_19 = work + (size_t)batch * 10568;  /* ∂L/∂h_19: (batch, 24) */
+    real *dL_dh_20_gh = work + (size_t)batch * 10592;  /* ∂L/∂h_20_gh: (batch, 72) */
+    real *delta_h_20_gh = work + (size_t)batch * 10664;  /* ∂L/∂z_h_20_gh: (batch, 72) */
+    real *dL_dh_20 = work + (size_t)batch * 10736;  /* ∂L/∂h_20: (batch, 24) */
+    real *dL_dO = work + (size_t)batch * 10760;  /* ∂L/∂O: (batch, 4) */
+    real *delta_O = work + (size_t)batch * 10764;  /* ∂L/∂z_O: (batch, 4) */
+    real *delta_h_gx = dL_dh_gx;  /* ∂L/∂z_h_gx: ∂L/∂h_gx itself: (batch, 20, 72) */
 
     memset(g_b22, 0, sizeof(real) * 4);
     /* delta_O[b,i] = dL_dO[b,i]; g_b22[i] += dL_dO[b,i] */
@@ -1955,15 +1953,15 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
     sn_mm_tn(72, 24, batch, delta_h_2_gh, h_1, g_U1, 1);
     /* dL_dh_1[b,j] += Σ_i delta_h_2_gh[b,i]·U1[i,j] (from h_2_gh) */
     sn_mm_nn(batch, 24, 72, delta_h_2_gh, U1, dL_dh_1, 1);
-    /* dL_dh_gx, g_c1, delta_h_gx, g_b1: the batch in chunks of examples through sn_rows_2, the chunks
+    /* dL_dh_gx, g_c1, g_b1: the batch in chunks of examples through sn_rows_2, the chunks
        on as many threads as pay for their join: n threads cost work/n + one join, so each
        thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 24192 multiply-adds per example */
+       two joins); the work, about 12672 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
-        real *sn_part = work + (size_t)batch * 12208;  /* 144 partial sums per chunk */
+        real *sn_part = work + (size_t)batch * 10768;  /* 144 partial sums per chunk */
 #ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 24192 * batch, sn_n) : 1;
+        const int sn_used = sn_on ? sn_threads(2.0 * 12672 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
 #endif
         for (int sn_c = 0; sn_c < sn_n; sn_c++)
@@ -2016,7 +2014,7 @@ static double sn_loss(const real *params, real *work, const real *S, const real 
     return loss / batch;
 }
 
-real symnet_3b4dafb7f8_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_220ad50417_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -2027,7 +2025,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
 
 
     real *sn_u_O = work + (size_t)batch * 6100;  /* layer O: (batch, 4) */
-    real *dL_dO = work + (size_t)batch * 12200;  /* ∂L/∂O: (batch, 4) */
+    real *dL_dO = work + (size_t)batch * 10760;  /* ∂L/∂O: (batch, 4) */
 
     const real inv_batch = (real)1 / (real)batch;
     double loss = 0;
@@ -2072,7 +2070,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_3b4dafb7f8_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_220ad50417_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -2109,7 +2107,7 @@ static double sn_loss_labels(const real *params, real *work, const real *S, cons
     return loss / batch;
 }
 
-real symnet_3b4dafb7f8_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_220ad50417_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss_labels(params, work, X, T, batch);
 }
@@ -2120,7 +2118,7 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
 
 
     real *sn_u_O = work + (size_t)batch * 6100;  /* layer O: (batch, 4) */
-    real *dL_dO = work + (size_t)batch * 12200;  /* ∂L/∂O: (batch, 4) */
+    real *dL_dO = work + (size_t)batch * 10760;  /* ∂L/∂O: (batch, 4) */
 
     const real inv_batch = (real)1 / (real)batch;
     double loss = 0;
@@ -2161,7 +2159,7 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
     return loss / batch;
 }
 
-real symnet_3b4dafb7f8_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_220ad50417_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad_labels(params, grads, work, X, T, batch);
 }
@@ -2188,9 +2186,9 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_3b4dafb7f8_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_220ad50417_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
-    real *grads = work + (size_t)batch * 12352;
+    real *grads = work + (size_t)batch * 10912;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
     if (!isfinite(loss) || !sn_all_finite(grads))
         return (real)NAN;
@@ -2202,9 +2200,9 @@ real symnet_3b4dafb7f8_step(real *params, const real *X, const real *T, int batc
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_3b4dafb7f8_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_220ad50417_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
-    real *grads = work + (size_t)batch * 12352;
+    real *grads = work + (size_t)batch * 10912;
     const double loss = sn_loss_grad_labels(params, grads, work, X, T, batch);
     if (!isfinite(loss) || !sn_all_finite(grads))
         return (real)NAN;
@@ -2273,7 +2271,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_3b4dafb7f8_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_220ad50417_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -2293,17 +2291,17 @@ void symnet_3b4dafb7f8_update(real *params, const real *grads, real lr, int opti
  * prev holds the parameters before the last update (after a restore: the same as
  * params).  prev may be NULL (no restoring).
  *
- * work: the batch's rows (12352 numbers per example), then the
+ * work: the batch's rows (10912 numbers per example), then the
  * gradients (2260), then Ib and Tb.
  *
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_3b4dafb7f8_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_220ad50417_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
-    real *grads = work + (size_t)batch_size * 12352;
+    real *grads = work + (size_t)batch_size * 10912;
     real *Ib = grads + 2260;
     real *Tb = Ib + (size_t)batch_size * 80;
     real *cur = params, *old = prev != NULL ? prev : params;  /* θ now; θ before the last update */
@@ -2373,18 +2371,18 @@ long long symnet_3b4dafb7f8_train(real *params, const real *X, const real *T, co
  * prev holds the parameters before the last update (after a restore: the same as
  * params).  prev may be NULL (no restoring).
  *
- * work: the batch's rows (12352 numbers per example), then the
+ * work: the batch's rows (10912 numbers per example), then the
  * gradients (2260), then Ib and Tb.
  *
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step).
  * The same with integer class labels: T[n] is the class of example n. */
-long long symnet_3b4dafb7f8_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_220ad50417_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
-    real *grads = work + (size_t)batch_size * 12352;
+    real *grads = work + (size_t)batch_size * 10912;
     real *Ib = grads + 2260;
     real *Tb = Ib + (size_t)batch_size * 80;
     real *cur = params, *old = prev != NULL ? prev : params;  /* θ now; θ before the last update */

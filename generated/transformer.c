@@ -51,7 +51,7 @@
  * X of width n holds X[b,j] at X[b * n + j]; W of shape (out, in) holds
  * W[i,j] at W[i * in + j].  Parameters live in one flat array `params`
  * (18026 numbers), their gradients in `grads` with the same
- * layout, and everything per example in `work` (27216 numbers
+ * layout, and everything per example in `work` (24400 numbers
  * per example of the batch).
  */
 #include <math.h>
@@ -108,8 +108,8 @@
  *   loss: bce, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_1EC8044A2A_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_1EC8044A2A_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_3ABFEE4E3C_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_3ABFEE4E3C_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (32, 10)
  *   b1           offset       320  shape (32,)
  *   P2           offset       352  shape (8, 32)
@@ -140,48 +140,48 @@
  *   W17          offset     17696  shape (10, 32)
  *   b17          offset     18016  shape (10,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_1EC8044A2A_WORK_SIZE(batch) numbers; SYMNET_1EC8044A2A_TRAIN_WORK_SIZE(batch_size) for
- * symnet_1ec8044a2a_train) and allocates nothing.  Memory for one call of a batch B:
- *   params 18026 + X B*80 + T or O B*80 + work (B*27216 + 18026)
- *   numbers of 4 bytes; e.g. B = 32: 3,648,336 bytes (training; forward only: 1,817,000).
+ * `work` (SYMNET_3ABFEE4E3C_WORK_SIZE(batch) numbers; SYMNET_3ABFEE4E3C_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_3abfee4e3c_train) and allocates nothing.  Memory for one call of a batch B:
+ *   params 18026 + X B*80 + T or O B*80 + work (B*24400 + 18026)
+ *   numbers of 4 bytes; e.g. B = 32: 3,287,888 bytes (training; forward only: 1,817,000).
  */
-#ifndef SYMNET_1EC8044A2A_H
-#define SYMNET_1EC8044A2A_H
+#ifndef SYMNET_3ABFEE4E3C_H
+#define SYMNET_3ABFEE4E3C_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_1EC8044A2A_REAL float  /* the number type of every array (float32) */
-#define SYMNET_1EC8044A2A_N_INPUTS 80  /* features per example */
-#define SYMNET_1EC8044A2A_N_OUTPUTS 80
-#define SYMNET_1EC8044A2A_N_PARAMS 18026  /* numbers in the flat parameter array */
-#define SYMNET_1EC8044A2A_WORK_PER_EXAMPLE 27216
-#define SYMNET_1EC8044A2A_WORK_SIZE(batch) ((batch) * 27216 + 18026)  /* numbers of scratch per call */
-#define SYMNET_1EC8044A2A_TRAIN_WORK_SIZE(batch_size) (SYMNET_1EC8044A2A_WORK_SIZE(batch_size) + (batch_size) * 160)
-#define SYMNET_1EC8044A2A_SGD 0       /* optimizer codes of symnet_1ec8044a2a_update and symnet_1ec8044a2a_train */
-#define SYMNET_1EC8044A2A_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_1EC8044A2A_N_PARAMS numbers */
-#define SYMNET_1EC8044A2A_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_1EC8044A2A_N_PARAMS numbers each */
+#define SYMNET_3ABFEE4E3C_REAL float  /* the number type of every array (float32) */
+#define SYMNET_3ABFEE4E3C_N_INPUTS 80  /* features per example */
+#define SYMNET_3ABFEE4E3C_N_OUTPUTS 80
+#define SYMNET_3ABFEE4E3C_N_PARAMS 18026  /* numbers in the flat parameter array */
+#define SYMNET_3ABFEE4E3C_WORK_PER_EXAMPLE 24400
+#define SYMNET_3ABFEE4E3C_WORK_SIZE(batch) ((batch) * 24400 + 18026)  /* numbers of scratch per call */
+#define SYMNET_3ABFEE4E3C_TRAIN_WORK_SIZE(batch_size) (SYMNET_3ABFEE4E3C_WORK_SIZE(batch_size) + (batch_size) * 160)
+#define SYMNET_3ABFEE4E3C_SGD 0       /* optimizer codes of symnet_3abfee4e3c_update and symnet_3abfee4e3c_train */
+#define SYMNET_3ABFEE4E3C_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_3ABFEE4E3C_N_PARAMS numbers */
+#define SYMNET_3ABFEE4E3C_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_3ABFEE4E3C_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_1EC8044A2A_N_OUTPUTS) = the network's output for X (batch × SYMNET_1EC8044A2A_N_INPUTS). */
-void symnet_1ec8044a2a_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_3ABFEE4E3C_N_OUTPUTS) = the network's output for X (batch × SYMNET_3ABFEE4E3C_N_INPUTS). */
+void symnet_3abfee4e3c_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_1ec8044a2a_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_3abfee4e3c_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_1EC8044A2A_N_PARAMS numbers) by back propagation. */
-float symnet_1ec8044a2a_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_3ABFEE4E3C_N_PARAMS numbers) by back propagation. */
+float symnet_3abfee4e3c_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_1ec8044a2a_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_3abfee4e3c_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_1EC8044A2A_SGD, SYMNET_1EC8044A2A_MOMENTUM or SYMNET_1EC8044A2A_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_3ABFEE4E3C_SGD, SYMNET_3ABFEE4E3C_MOMENTUM or SYMNET_3ABFEE4E3C_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_1ec8044a2a_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_3abfee4e3c_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -189,10 +189,10 @@ void symnet_1ec8044a2a_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_1EC8044A2A_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_3ABFEE4E3C_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_1EC8044A2A_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_1ec8044a2a_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_3ABFEE4E3C_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_3abfee4e3c_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -201,7 +201,7 @@ long long symnet_1ec8044a2a_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_1EC8044A2A_H */
+#endif /* SYMNET_3ABFEE4E3C_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -1305,16 +1305,15 @@ static void sn_rows_10(const real *params, real *work, const real *S, int batch,
 }
 
 /* The examples sn_lo ≤ b < sn_hi of the batch through the layers' ops that take each
- * example alone: dL_dB2_res1, dL_dB2_ff2, delta_B2_ff2, g_b15; the sums over these examples go to
+ * example alone: dL_dB2_res1, dL_dB2_ff2, g_b15; the sums over these examples go to
  * sn_part (32 numbers). */
 static void sn_rows_11(const real *params, real *work, const real *S, int batch, int sn_lo, int sn_hi, real *sn_part)
 {
 
     real *g_b15 = sn_part + 0;  /* this chunk's part of ∂L/∂b15: (32,) */
-    real *dL_dB2_res1 = work + (size_t)batch * 24192;  /* ∂L/∂B2_res1: (batch, 8, 32) */
-    real *dL_dB2_ff2 = work + (size_t)batch * 26016;  /* ∂L/∂B2_ff2: (batch, 8, 32) */
-    real *delta_B2_ff2 = work + (size_t)batch * 26272;  /* ∂L/∂z_B2_ff2: (batch, 8, 32) */
-    real *dL_dB2 = work + (size_t)batch * 26528;  /* ∂L/∂B2: (batch, 8, 32) */
+    real *dL_dB2_res1 = work + (size_t)batch * 21632;  /* ∂L/∂B2_res1: (batch, 8, 32) */
+    real *dL_dB2_ff2 = work + (size_t)batch * 23456;  /* ∂L/∂B2_ff2: (batch, 8, 32) */
+    real *dL_dB2 = work + (size_t)batch * 23712;  /* ∂L/∂B2: (batch, 8, 32) */
 
     (void)params;
     (void)S;
@@ -1329,14 +1328,13 @@ static void sn_rows_11(const real *params, real *work, const real *S, int batch,
                 dL_dB2_res1[b * 256 + i * 32 + x] = dL_dB2[b * 256 + i * 32 + x];
                 dL_dB2_ff2[b * 256 + i * 32 + x] = dL_dB2[b * 256 + i * 32 + x];
             }
-    /* delta_B2_ff2[b,tq,i] = dL_dB2_ff2[b,tq,i]; g_b15[i] += dL_dB2_ff2[b,tq,i] */
+    /* g_b15[i] += dL_dB2_ff2[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int tq = 0; tq < 8; tq++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
             for (int i = 0; i < 32; i++) {
-                delta_B2_ff2[b * 256 + tq * 32 + i] = dL_dB2_ff2[b * 256 + tq * 32 + i];
                 g_b15[i] += dL_dB2_ff2[b * 256 + tq * 32 + i];
             }
 
@@ -1351,8 +1349,8 @@ static void sn_rows_12(const real *params, real *work, const real *S, int batch,
 
     real *g_b14 = sn_part + 0;  /* this chunk's part of ∂L/∂b14: (64,) */
     real *z_B2_ff1 = work + (size_t)batch * 11520;  /* Σ of B2_ff1: (batch, 8, 64) */
-    real *dL_dB2_ff1 = work + (size_t)batch * 24992;  /* ∂L/∂B2_ff1: (batch, 8, 64) */
-    real *delta_B2_ff1 = work + (size_t)batch * 25504;  /* ∂L/∂z_B2_ff1: (batch, 8, 64) */
+    real *dL_dB2_ff1 = work + (size_t)batch * 22432;  /* ∂L/∂B2_ff1: (batch, 8, 64) */
+    real *delta_B2_ff1 = work + (size_t)batch * 22944;  /* ∂L/∂z_B2_ff1: (batch, 8, 64) */
 
     (void)S;
     memset(sn_part, 0, sizeof(real) * 64);
@@ -1371,7 +1369,7 @@ static void sn_rows_12(const real *params, real *work, const real *S, int batch,
 }
 
 /* The examples sn_lo ≤ b < sn_hi of the batch through the layers' ops that take each
- * example alone: g_gamma13, dL_dB2_norm2_c, dL_dB2_norm2_rstd, g_beta13, delta_B2_norm2_rstd, dL_dB2_res1, dL_dB2_norm2_mean, delta_B2_norm2_mean, dL_dB1, dL_dB2_att, delta_B2_att, g_co11; the sums over these examples go to
+ * example alone: g_gamma13, dL_dB2_norm2_c, dL_dB2_norm2_rstd, g_beta13, delta_B2_norm2_rstd, dL_dB2_res1, dL_dB2_norm2_mean, delta_B2_norm2_mean, dL_dB1, dL_dB2_att, g_co11; the sums over these examples go to
  * sn_part (96 numbers). */
 static void sn_rows_13(const real *params, real *work, const real *S, int batch, int sn_lo, int sn_hi, real *sn_part)
 {
@@ -1383,16 +1381,15 @@ static void sn_rows_13(const real *params, real *work, const real *S, int batch,
     real *B2_norm2_c = work + (size_t)batch * 10992;  /* layer B2_norm2_c: (batch, 8, 32) */
     real *z_B2_norm2_rstd = work + (size_t)batch * 11248;  /* Σ of B2_norm2_rstd: (batch, 8) */
     real *B2_norm2_rstd = work + (size_t)batch * 11256;  /* layer B2_norm2_rstd: (batch, 8) */
-    real *dL_dB1 = work + (size_t)batch * 20256;  /* ∂L/∂B1: (batch, 8, 32) */
-    real *dL_dB2_att = work + (size_t)batch * 23680;  /* ∂L/∂B2_att: (batch, 8, 32) */
-    real *delta_B2_att = work + (size_t)batch * 23936;  /* ∂L/∂z_B2_att: (batch, 8, 32) */
-    real *dL_dB2_res1 = work + (size_t)batch * 24192;  /* ∂L/∂B2_res1: (batch, 8, 32) */
-    real *dL_dB2_norm2_mean = work + (size_t)batch * 24448;  /* ∂L/∂B2_norm2_mean: (batch, 8) */
-    real *delta_B2_norm2_mean = work + (size_t)batch * 24456;  /* ∂L/∂z_B2_norm2_mean: (batch, 8) */
-    real *dL_dB2_norm2_c = work + (size_t)batch * 24464;  /* ∂L/∂B2_norm2_c: (batch, 8, 32) */
-    real *dL_dB2_norm2_rstd = work + (size_t)batch * 24720;  /* ∂L/∂B2_norm2_rstd: (batch, 8) */
-    real *delta_B2_norm2_rstd = work + (size_t)batch * 24728;  /* ∂L/∂z_B2_norm2_rstd: (batch, 8) */
-    real *dL_dB2_norm2 = work + (size_t)batch * 24736;  /* ∂L/∂B2_norm2: (batch, 8, 32) */
+    real *dL_dB1 = work + (size_t)batch * 18720;  /* ∂L/∂B1: (batch, 8, 32) */
+    real *dL_dB2_att = work + (size_t)batch * 21376;  /* ∂L/∂B2_att: (batch, 8, 32) */
+    real *dL_dB2_res1 = work + (size_t)batch * 21632;  /* ∂L/∂B2_res1: (batch, 8, 32) */
+    real *dL_dB2_norm2_mean = work + (size_t)batch * 21888;  /* ∂L/∂B2_norm2_mean: (batch, 8) */
+    real *delta_B2_norm2_mean = work + (size_t)batch * 21896;  /* ∂L/∂z_B2_norm2_mean: (batch, 8) */
+    real *dL_dB2_norm2_c = work + (size_t)batch * 21904;  /* ∂L/∂B2_norm2_c: (batch, 8, 32) */
+    real *dL_dB2_norm2_rstd = work + (size_t)batch * 22160;  /* ∂L/∂B2_norm2_rstd: (batch, 8) */
+    real *delta_B2_norm2_rstd = work + (size_t)batch * 22168;  /* ∂L/∂z_B2_norm2_rstd: (batch, 8) */
+    real *dL_dB2_norm2 = work + (size_t)batch * 22176;  /* ∂L/∂B2_norm2: (batch, 8, 32) */
 
     (void)S;
     memset(sn_part, 0, sizeof(real) * 96);
@@ -1469,21 +1466,20 @@ static void sn_rows_13(const real *params, real *work, const real *S, int batch,
                 dL_dB1[b * 256 + i * 32 + x] = dL_dB2_res1[b * 256 + i * 32 + x];
                 dL_dB2_att[b * 256 + i * 32 + x] = dL_dB2_res1[b * 256 + i * 32 + x];
             }
-    /* delta_B2_att[b,tq,i] = dL_dB2_att[b,tq,i]; g_co11[i] += dL_dB2_att[b,tq,i] */
+    /* g_co11[i] += dL_dB2_att[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int tq = 0; tq < 8; tq++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
             for (int i = 0; i < 32; i++) {
-                delta_B2_att[b * 256 + tq * 32 + i] = dL_dB2_att[b * 256 + tq * 32 + i];
                 g_co11[i] += dL_dB2_att[b * 256 + tq * 32 + i];
             }
 
 }
 
 /* The examples sn_lo ≤ b < sn_hi of the batch through the layers' ops that take each
- * example alone: dL_dB2_att_p, dL_dB2_att_qkv, dL_dB2_att_e, dL_dB2_att_z, dL_dB2_att_s, dL_dB2_att_m, delta_B2_att_qkv, g_c11; the sums over these examples go to
+ * example alone: dL_dB2_att_p, dL_dB2_att_qkv, dL_dB2_att_e, dL_dB2_att_z, dL_dB2_att_s, dL_dB2_att_m, g_c11; the sums over these examples go to
  * sn_part (96 numbers). */
 static void sn_rows_14(const real *params, real *work, const real *S, int batch, int sn_lo, int sn_hi, real *sn_part)
 {
@@ -1494,14 +1490,13 @@ static void sn_rows_14(const real *params, real *work, const real *S, int batch,
     real *B2_att_e = work + (size_t)batch * 9408;  /* layer B2_att_e: (batch, 4, 8, 8) */
     real *z_B2_att_z = work + (size_t)batch * 9664;  /* Σ of B2_att_z: (batch, 4, 8) */
     real *B2_att_p = work + (size_t)batch * 9696;  /* layer B2_att_p: (batch, 4, 8, 8) */
-    real *dL_dB2_att_qkv = work + (size_t)batch * 21056;  /* ∂L/∂B2_att_qkv: (batch, 8, 96) */
-    real *delta_B2_att_qkv = work + (size_t)batch * 21824;  /* ∂L/∂z_B2_att_qkv: (batch, 8, 96) */
-    real *dL_dB2_att_s = work + (size_t)batch * 22592;  /* ∂L/∂B2_att_s: (batch, 4, 8, 8) */
-    real *dL_dB2_att_m = work + (size_t)batch * 22848;  /* ∂L/∂B2_att_m: (batch, 4, 8) */
-    real *dL_dB2_att_e = work + (size_t)batch * 22880;  /* ∂L/∂B2_att_e: (batch, 4, 8, 8) */
-    real *dL_dB2_att_z = work + (size_t)batch * 23136;  /* ∂L/∂B2_att_z: (batch, 4, 8) */
-    real *dL_dB2_att_p = work + (size_t)batch * 23168;  /* ∂L/∂B2_att_p: (batch, 4, 8, 8) */
-    real *dL_dB2_att_a = work + (size_t)batch * 23424;  /* ∂L/∂B2_att_a: (batch, 8, 4, 8) */
+    real *dL_dB2_att_qkv = work + (size_t)batch * 19520;  /* ∂L/∂B2_att_qkv: (batch, 8, 96) */
+    real *dL_dB2_att_s = work + (size_t)batch * 20288;  /* ∂L/∂B2_att_s: (batch, 4, 8, 8) */
+    real *dL_dB2_att_m = work + (size_t)batch * 20544;  /* ∂L/∂B2_att_m: (batch, 4, 8) */
+    real *dL_dB2_att_e = work + (size_t)batch * 20576;  /* ∂L/∂B2_att_e: (batch, 4, 8, 8) */
+    real *dL_dB2_att_z = work + (size_t)batch * 20832;  /* ∂L/∂B2_att_z: (batch, 4, 8) */
+    real *dL_dB2_att_p = work + (size_t)batch * 20864;  /* ∂L/∂B2_att_p: (batch, 4, 8, 8) */
+    real *dL_dB2_att_a = work + (size_t)batch * 21120;  /* ∂L/∂B2_att_a: (batch, 8, 4, 8) */
     real *B2_att_s = z_B2_att_s;  /* layer B2_att_s: z_B2_att_s itself: (batch, 4, 8, 8) */
     real *B2_att_z = z_B2_att_z;  /* layer B2_att_z: z_B2_att_z itself: (batch, 4, 8) */
     real *delta_B2_att_s = dL_dB2_att_s;  /* ∂L/∂z_B2_att_s: ∂L/∂B2_att_s itself: (batch, 4, 8, 8) */
@@ -1581,21 +1576,20 @@ static void sn_rows_14(const real *params, real *work, const real *S, int batch,
             sn_small_mm(8, 8, 8, (real)0.353553391F, delta_B2_att_s + (size_t)b * 256 + hd * 64, 1, 8, B2_att_qkv + (size_t)b * 768 + hd * 8, 96, 1, dL_dB2_att_qkv + (size_t)b * 768 + hd * 8 + 32, 96, 1);
             sn_small_mm(8, 8, 8, (real)0.353553391F, delta_B2_att_s + (size_t)b * 256 + hd * 64, 8, 1, B2_att_qkv + (size_t)b * 768 + hd * 8 + 32, 96, 1, dL_dB2_att_qkv + (size_t)b * 768 + hd * 8, 96, 1);
         }
-    /* delta_B2_att_qkv[b,tq,i] = dL_dB2_att_qkv[b,tq,i]; g_c11[i] += dL_dB2_att_qkv[b,tq,i] */
+    /* g_c11[i] += dL_dB2_att_qkv[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int tq = 0; tq < 8; tq++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
             for (int i = 0; i < 96; i++) {
-                delta_B2_att_qkv[b * 768 + tq * 96 + i] = dL_dB2_att_qkv[b * 768 + tq * 96 + i];
                 g_c11[i] += dL_dB2_att_qkv[b * 768 + tq * 96 + i];
             }
 
 }
 
 /* The examples sn_lo ≤ b < sn_hi of the batch through the layers' ops that take each
- * example alone: g_gamma10, dL_dB2_norm1_c, dL_dB2_norm1_rstd, g_beta10, delta_B2_norm1_rstd, dL_dB1, dL_dB2_norm1_mean, delta_B2_norm1_mean, dL_dB1_res1, dL_dB1_ff2, delta_B1_ff2, g_b8; the sums over these examples go to
+ * example alone: g_gamma10, dL_dB2_norm1_c, dL_dB2_norm1_rstd, g_beta10, delta_B2_norm1_rstd, dL_dB1, dL_dB2_norm1_mean, delta_B2_norm1_mean, dL_dB1_res1, dL_dB1_ff2, g_b8; the sums over these examples go to
  * sn_part (96 numbers). */
 static void sn_rows_15(const real *params, real *work, const real *S, int batch, int sn_lo, int sn_hi, real *sn_part)
 {
@@ -1607,16 +1601,15 @@ static void sn_rows_15(const real *params, real *work, const real *S, int batch,
     real *B2_norm1_c = work + (size_t)batch * 7056;  /* layer B2_norm1_c: (batch, 8, 32) */
     real *z_B2_norm1_rstd = work + (size_t)batch * 7312;  /* Σ of B2_norm1_rstd: (batch, 8) */
     real *B2_norm1_rstd = work + (size_t)batch * 7320;  /* layer B2_norm1_rstd: (batch, 8) */
-    real *dL_dB1_res1 = work + (size_t)batch * 17920;  /* ∂L/∂B1_res1: (batch, 8, 32) */
-    real *dL_dB1_ff2 = work + (size_t)batch * 19744;  /* ∂L/∂B1_ff2: (batch, 8, 32) */
-    real *delta_B1_ff2 = work + (size_t)batch * 20000;  /* ∂L/∂z_B1_ff2: (batch, 8, 32) */
-    real *dL_dB1 = work + (size_t)batch * 20256;  /* ∂L/∂B1: (batch, 8, 32) */
-    real *dL_dB2_norm1_mean = work + (size_t)batch * 20512;  /* ∂L/∂B2_norm1_mean: (batch, 8) */
-    real *delta_B2_norm1_mean = work + (size_t)batch * 20520;  /* ∂L/∂z_B2_norm1_mean: (batch, 8) */
-    real *dL_dB2_norm1_c = work + (size_t)batch * 20528;  /* ∂L/∂B2_norm1_c: (batch, 8, 32) */
-    real *dL_dB2_norm1_rstd = work + (size_t)batch * 20784;  /* ∂L/∂B2_norm1_rstd: (batch, 8) */
-    real *delta_B2_norm1_rstd = work + (size_t)batch * 20792;  /* ∂L/∂z_B2_norm1_rstd: (batch, 8) */
-    real *dL_dB2_norm1 = work + (size_t)batch * 20800;  /* ∂L/∂B2_norm1: (batch, 8, 32) */
+    real *dL_dB1_res1 = work + (size_t)batch * 16640;  /* ∂L/∂B1_res1: (batch, 8, 32) */
+    real *dL_dB1_ff2 = work + (size_t)batch * 18464;  /* ∂L/∂B1_ff2: (batch, 8, 32) */
+    real *dL_dB1 = work + (size_t)batch * 18720;  /* ∂L/∂B1: (batch, 8, 32) */
+    real *dL_dB2_norm1_mean = work + (size_t)batch * 18976;  /* ∂L/∂B2_norm1_mean: (batch, 8) */
+    real *delta_B2_norm1_mean = work + (size_t)batch * 18984;  /* ∂L/∂z_B2_norm1_mean: (batch, 8) */
+    real *dL_dB2_norm1_c = work + (size_t)batch * 18992;  /* ∂L/∂B2_norm1_c: (batch, 8, 32) */
+    real *dL_dB2_norm1_rstd = work + (size_t)batch * 19248;  /* ∂L/∂B2_norm1_rstd: (batch, 8) */
+    real *delta_B2_norm1_rstd = work + (size_t)batch * 19256;  /* ∂L/∂z_B2_norm1_rstd: (batch, 8) */
+    real *dL_dB2_norm1 = work + (size_t)batch * 19264;  /* ∂L/∂B2_norm1: (batch, 8, 32) */
 
     (void)S;
     memset(sn_part, 0, sizeof(real) * 96);
@@ -1693,14 +1686,13 @@ static void sn_rows_15(const real *params, real *work, const real *S, int batch,
                 dL_dB1_res1[b * 256 + i * 32 + x] = dL_dB1[b * 256 + i * 32 + x];
                 dL_dB1_ff2[b * 256 + i * 32 + x] = dL_dB1[b * 256 + i * 32 + x];
             }
-    /* delta_B1_ff2[b,tq,i] = dL_dB1_ff2[b,tq,i]; g_b8[i] += dL_dB1_ff2[b,tq,i] */
+    /* g_b8[i] += dL_dB1_ff2[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int tq = 0; tq < 8; tq++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
             for (int i = 0; i < 32; i++) {
-                delta_B1_ff2[b * 256 + tq * 32 + i] = dL_dB1_ff2[b * 256 + tq * 32 + i];
                 g_b8[i] += dL_dB1_ff2[b * 256 + tq * 32 + i];
             }
 
@@ -1715,8 +1707,8 @@ static void sn_rows_16(const real *params, real *work, const real *S, int batch,
 
     real *g_b7 = sn_part + 0;  /* this chunk's part of ∂L/∂b7: (64,) */
     real *z_B1_ff1 = work + (size_t)batch * 5248;  /* Σ of B1_ff1: (batch, 8, 64) */
-    real *dL_dB1_ff1 = work + (size_t)batch * 18720;  /* ∂L/∂B1_ff1: (batch, 8, 64) */
-    real *delta_B1_ff1 = work + (size_t)batch * 19232;  /* ∂L/∂z_B1_ff1: (batch, 8, 64) */
+    real *dL_dB1_ff1 = work + (size_t)batch * 17440;  /* ∂L/∂B1_ff1: (batch, 8, 64) */
+    real *delta_B1_ff1 = work + (size_t)batch * 17952;  /* ∂L/∂z_B1_ff1: (batch, 8, 64) */
 
     (void)S;
     memset(sn_part, 0, sizeof(real) * 64);
@@ -1735,7 +1727,7 @@ static void sn_rows_16(const real *params, real *work, const real *S, int batch,
 }
 
 /* The examples sn_lo ≤ b < sn_hi of the batch through the layers' ops that take each
- * example alone: g_gamma6, dL_dB1_norm2_c, dL_dB1_norm2_rstd, g_beta6, delta_B1_norm2_rstd, dL_dB1_res1, dL_dB1_norm2_mean, delta_B1_norm2_mean, dL_dpos, dL_dB1_att, delta_B1_att, g_co4; the sums over these examples go to
+ * example alone: g_gamma6, dL_dB1_norm2_c, dL_dB1_norm2_rstd, g_beta6, delta_B1_norm2_rstd, dL_dB1_res1, dL_dB1_norm2_mean, delta_B1_norm2_mean, dL_dpos, dL_dB1_att, g_co4; the sums over these examples go to
  * sn_part (96 numbers). */
 static void sn_rows_17(const real *params, real *work, const real *S, int batch, int sn_lo, int sn_hi, real *sn_part)
 {
@@ -1747,16 +1739,15 @@ static void sn_rows_17(const real *params, real *work, const real *S, int batch,
     real *B1_norm2_c = work + (size_t)batch * 4720;  /* layer B1_norm2_c: (batch, 8, 32) */
     real *z_B1_norm2_rstd = work + (size_t)batch * 4976;  /* Σ of B1_norm2_rstd: (batch, 8) */
     real *B1_norm2_rstd = work + (size_t)batch * 4984;  /* layer B1_norm2_rstd: (batch, 8) */
-    real *dL_dpos = work + (size_t)batch * 13984;  /* ∂L/∂pos: (batch, 8, 32) */
-    real *dL_dB1_att = work + (size_t)batch * 17408;  /* ∂L/∂B1_att: (batch, 8, 32) */
-    real *delta_B1_att = work + (size_t)batch * 17664;  /* ∂L/∂z_B1_att: (batch, 8, 32) */
-    real *dL_dB1_res1 = work + (size_t)batch * 17920;  /* ∂L/∂B1_res1: (batch, 8, 32) */
-    real *dL_dB1_norm2_mean = work + (size_t)batch * 18176;  /* ∂L/∂B1_norm2_mean: (batch, 8) */
-    real *delta_B1_norm2_mean = work + (size_t)batch * 18184;  /* ∂L/∂z_B1_norm2_mean: (batch, 8) */
-    real *dL_dB1_norm2_c = work + (size_t)batch * 18192;  /* ∂L/∂B1_norm2_c: (batch, 8, 32) */
-    real *dL_dB1_norm2_rstd = work + (size_t)batch * 18448;  /* ∂L/∂B1_norm2_rstd: (batch, 8) */
-    real *delta_B1_norm2_rstd = work + (size_t)batch * 18456;  /* ∂L/∂z_B1_norm2_rstd: (batch, 8) */
-    real *dL_dB1_norm2 = work + (size_t)batch * 18464;  /* ∂L/∂B1_norm2: (batch, 8, 32) */
+    real *dL_dpos = work + (size_t)batch * 13728;  /* ∂L/∂pos: (batch, 8, 32) */
+    real *dL_dB1_att = work + (size_t)batch * 16384;  /* ∂L/∂B1_att: (batch, 8, 32) */
+    real *dL_dB1_res1 = work + (size_t)batch * 16640;  /* ∂L/∂B1_res1: (batch, 8, 32) */
+    real *dL_dB1_norm2_mean = work + (size_t)batch * 16896;  /* ∂L/∂B1_norm2_mean: (batch, 8) */
+    real *delta_B1_norm2_mean = work + (size_t)batch * 16904;  /* ∂L/∂z_B1_norm2_mean: (batch, 8) */
+    real *dL_dB1_norm2_c = work + (size_t)batch * 16912;  /* ∂L/∂B1_norm2_c: (batch, 8, 32) */
+    real *dL_dB1_norm2_rstd = work + (size_t)batch * 17168;  /* ∂L/∂B1_norm2_rstd: (batch, 8) */
+    real *delta_B1_norm2_rstd = work + (size_t)batch * 17176;  /* ∂L/∂z_B1_norm2_rstd: (batch, 8) */
+    real *dL_dB1_norm2 = work + (size_t)batch * 17184;  /* ∂L/∂B1_norm2: (batch, 8, 32) */
 
     (void)S;
     memset(sn_part, 0, sizeof(real) * 96);
@@ -1833,21 +1824,20 @@ static void sn_rows_17(const real *params, real *work, const real *S, int batch,
                 dL_dpos[b * 256 + i * 32 + x] = dL_dB1_res1[b * 256 + i * 32 + x];
                 dL_dB1_att[b * 256 + i * 32 + x] = dL_dB1_res1[b * 256 + i * 32 + x];
             }
-    /* delta_B1_att[b,tq,i] = dL_dB1_att[b,tq,i]; g_co4[i] += dL_dB1_att[b,tq,i] */
+    /* g_co4[i] += dL_dB1_att[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int tq = 0; tq < 8; tq++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
             for (int i = 0; i < 32; i++) {
-                delta_B1_att[b * 256 + tq * 32 + i] = dL_dB1_att[b * 256 + tq * 32 + i];
                 g_co4[i] += dL_dB1_att[b * 256 + tq * 32 + i];
             }
 
 }
 
 /* The examples sn_lo ≤ b < sn_hi of the batch through the layers' ops that take each
- * example alone: dL_dB1_att_p, dL_dB1_att_qkv, dL_dB1_att_e, dL_dB1_att_z, dL_dB1_att_s, dL_dB1_att_m, delta_B1_att_qkv, g_c4; the sums over these examples go to
+ * example alone: dL_dB1_att_p, dL_dB1_att_qkv, dL_dB1_att_e, dL_dB1_att_z, dL_dB1_att_s, dL_dB1_att_m, g_c4; the sums over these examples go to
  * sn_part (96 numbers). */
 static void sn_rows_18(const real *params, real *work, const real *S, int batch, int sn_lo, int sn_hi, real *sn_part)
 {
@@ -1858,14 +1848,13 @@ static void sn_rows_18(const real *params, real *work, const real *S, int batch,
     real *B1_att_e = work + (size_t)batch * 3136;  /* layer B1_att_e: (batch, 4, 8, 8) */
     real *z_B1_att_z = work + (size_t)batch * 3392;  /* Σ of B1_att_z: (batch, 4, 8) */
     real *B1_att_p = work + (size_t)batch * 3424;  /* layer B1_att_p: (batch, 4, 8, 8) */
-    real *dL_dB1_att_qkv = work + (size_t)batch * 14784;  /* ∂L/∂B1_att_qkv: (batch, 8, 96) */
-    real *delta_B1_att_qkv = work + (size_t)batch * 15552;  /* ∂L/∂z_B1_att_qkv: (batch, 8, 96) */
-    real *dL_dB1_att_s = work + (size_t)batch * 16320;  /* ∂L/∂B1_att_s: (batch, 4, 8, 8) */
-    real *dL_dB1_att_m = work + (size_t)batch * 16576;  /* ∂L/∂B1_att_m: (batch, 4, 8) */
-    real *dL_dB1_att_e = work + (size_t)batch * 16608;  /* ∂L/∂B1_att_e: (batch, 4, 8, 8) */
-    real *dL_dB1_att_z = work + (size_t)batch * 16864;  /* ∂L/∂B1_att_z: (batch, 4, 8) */
-    real *dL_dB1_att_p = work + (size_t)batch * 16896;  /* ∂L/∂B1_att_p: (batch, 4, 8, 8) */
-    real *dL_dB1_att_a = work + (size_t)batch * 17152;  /* ∂L/∂B1_att_a: (batch, 8, 4, 8) */
+    real *dL_dB1_att_qkv = work + (size_t)batch * 14528;  /* ∂L/∂B1_att_qkv: (batch, 8, 96) */
+    real *dL_dB1_att_s = work + (size_t)batch * 15296;  /* ∂L/∂B1_att_s: (batch, 4, 8, 8) */
+    real *dL_dB1_att_m = work + (size_t)batch * 15552;  /* ∂L/∂B1_att_m: (batch, 4, 8) */
+    real *dL_dB1_att_e = work + (size_t)batch * 15584;  /* ∂L/∂B1_att_e: (batch, 4, 8, 8) */
+    real *dL_dB1_att_z = work + (size_t)batch * 15840;  /* ∂L/∂B1_att_z: (batch, 4, 8) */
+    real *dL_dB1_att_p = work + (size_t)batch * 15872;  /* ∂L/∂B1_att_p: (batch, 4, 8, 8) */
+    real *dL_dB1_att_a = work + (size_t)batch * 16128;  /* ∂L/∂B1_att_a: (batch, 8, 4, 8) */
     real *B1_att_s = z_B1_att_s;  /* layer B1_att_s: z_B1_att_s itself: (batch, 4, 8, 8) */
     real *B1_att_z = z_B1_att_z;  /* layer B1_att_z: z_B1_att_z itself: (batch, 4, 8) */
     real *delta_B1_att_s = dL_dB1_att_s;  /* ∂L/∂z_B1_att_s: ∂L/∂B1_att_s itself: (batch, 4, 8, 8) */
@@ -1945,21 +1934,20 @@ static void sn_rows_18(const real *params, real *work, const real *S, int batch,
             sn_small_mm(8, 8, 8, (real)0.353553391F, delta_B1_att_s + (size_t)b * 256 + hd * 64, 1, 8, B1_att_qkv + (size_t)b * 768 + hd * 8, 96, 1, dL_dB1_att_qkv + (size_t)b * 768 + hd * 8 + 32, 96, 1);
             sn_small_mm(8, 8, 8, (real)0.353553391F, delta_B1_att_s + (size_t)b * 256 + hd * 64, 8, 1, B1_att_qkv + (size_t)b * 768 + hd * 8 + 32, 96, 1, dL_dB1_att_qkv + (size_t)b * 768 + hd * 8, 96, 1);
         }
-    /* delta_B1_att_qkv[b,tq,i] = dL_dB1_att_qkv[b,tq,i]; g_c4[i] += dL_dB1_att_qkv[b,tq,i] */
+    /* g_c4[i] += dL_dB1_att_qkv[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int tq = 0; tq < 8; tq++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
             for (int i = 0; i < 96; i++) {
-                delta_B1_att_qkv[b * 768 + tq * 96 + i] = dL_dB1_att_qkv[b * 768 + tq * 96 + i];
                 g_c4[i] += dL_dB1_att_qkv[b * 768 + tq * 96 + i];
             }
 
 }
 
 /* The examples sn_lo ≤ b < sn_hi of the batch through the layers' ops that take each
- * example alone: g_gamma3, dL_dB1_norm1_c, dL_dB1_norm1_rstd, g_beta3, delta_B1_norm1_rstd, dL_dpos, dL_dB1_norm1_mean, delta_B1_norm1_mean, dL_dembed, g_P2, delta_embed, g_b1; the sums over these examples go to
+ * example alone: g_gamma3, dL_dB1_norm1_c, dL_dB1_norm1_rstd, g_beta3, delta_B1_norm1_rstd, dL_dpos, dL_dB1_norm1_mean, delta_B1_norm1_mean, dL_dembed, g_P2, g_b1; the sums over these examples go to
  * sn_part (352 numbers). */
 static void sn_rows_19(const real *params, real *work, const real *S, int batch, int sn_lo, int sn_hi, real *sn_part)
 {
@@ -1973,14 +1961,13 @@ static void sn_rows_19(const real *params, real *work, const real *S, int batch,
     real *z_B1_norm1_rstd = work + (size_t)batch * 1040;  /* Σ of B1_norm1_rstd: (batch, 8) */
     real *B1_norm1_rstd = work + (size_t)batch * 1048;  /* layer B1_norm1_rstd: (batch, 8) */
     real *dL_dembed = work + (size_t)batch * 13472;  /* ∂L/∂embed: (batch, 8, 32) */
-    real *delta_embed = work + (size_t)batch * 13728;  /* ∂L/∂z_embed: (batch, 8, 32) */
-    real *dL_dpos = work + (size_t)batch * 13984;  /* ∂L/∂pos: (batch, 8, 32) */
-    real *dL_dB1_norm1_mean = work + (size_t)batch * 14240;  /* ∂L/∂B1_norm1_mean: (batch, 8) */
-    real *delta_B1_norm1_mean = work + (size_t)batch * 14248;  /* ∂L/∂z_B1_norm1_mean: (batch, 8) */
-    real *dL_dB1_norm1_c = work + (size_t)batch * 14256;  /* ∂L/∂B1_norm1_c: (batch, 8, 32) */
-    real *dL_dB1_norm1_rstd = work + (size_t)batch * 14512;  /* ∂L/∂B1_norm1_rstd: (batch, 8) */
-    real *delta_B1_norm1_rstd = work + (size_t)batch * 14520;  /* ∂L/∂z_B1_norm1_rstd: (batch, 8) */
-    real *dL_dB1_norm1 = work + (size_t)batch * 14528;  /* ∂L/∂B1_norm1: (batch, 8, 32) */
+    real *dL_dpos = work + (size_t)batch * 13728;  /* ∂L/∂pos: (batch, 8, 32) */
+    real *dL_dB1_norm1_mean = work + (size_t)batch * 13984;  /* ∂L/∂B1_norm1_mean: (batch, 8) */
+    real *delta_B1_norm1_mean = work + (size_t)batch * 13992;  /* ∂L/∂z_B1_norm1_mean: (batch, 8) */
+    real *dL_dB1_norm1_c = work + (size_t)batch * 14000;  /* ∂L/∂B1_norm1_c: (batch, 8, 32) */
+    real *dL_dB1_norm1_rstd = work + (size_t)batch * 14256;  /* ∂L/∂B1_norm1_rstd: (batch, 8) */
+    real *delta_B1_norm1_rstd = work + (size_t)batch * 14264;  /* ∂L/∂z_B1_norm1_rstd: (batch, 8) */
+    real *dL_dB1_norm1 = work + (size_t)batch * 14272;  /* ∂L/∂B1_norm1: (batch, 8, 32) */
 
     (void)S;
     memset(sn_part, 0, sizeof(real) * 352);
@@ -2057,14 +2044,13 @@ static void sn_rows_19(const real *params, real *work, const real *S, int batch,
                 dL_dembed[b * 256 + tq * 32 + i] = dL_dpos[b * 256 + tq * 32 + i];
                 g_P2[tq * 32 + i] += dL_dpos[b * 256 + tq * 32 + i];
             }
-    /* delta_embed[b,tq,i] = dL_dembed[b,tq,i]; g_b1[i] += dL_dembed[b,tq,i] */
+    /* g_b1[i] += dL_dembed[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int tq = 0; tq < 8; tq++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
             for (int i = 0; i < 32; i++) {
-                delta_embed[b * 256 + tq * 32 + i] = dL_dembed[b * 256 + tq * 32 + i];
                 g_b1[i] += dL_dembed[b * 256 + tq * 32 + i];
             }
 
@@ -2260,7 +2246,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_1ec8044a2a_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_3abfee4e3c_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 13392, sizeof(real) * (size_t)batch * 80);
@@ -2286,7 +2272,7 @@ static double sn_loss(const real *params, real *work, const real *S, const real 
     return loss / batch;
 }
 
-real symnet_1ec8044a2a_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_3abfee4e3c_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -2346,27 +2332,34 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     real *B2 = work + (size_t)batch * 13056;  /* layer B2: (batch, 8, 32) */
     real *z_O = work + (size_t)batch * 13312;  /* Σ of O: (batch, 8, 10) */
     real *sn_u_O = work + (size_t)batch * 13392;  /* layer O: (batch, 8, 10) */
-    real *delta_embed = work + (size_t)batch * 13728;  /* ∂L/∂z_embed: (batch, 8, 32) */
-    real *dL_dB1_norm1 = work + (size_t)batch * 14528;  /* ∂L/∂B1_norm1: (batch, 8, 32) */
-    real *delta_B1_att_qkv = work + (size_t)batch * 15552;  /* ∂L/∂z_B1_att_qkv: (batch, 8, 96) */
-    real *dL_dB1_att_a = work + (size_t)batch * 17152;  /* ∂L/∂B1_att_a: (batch, 8, 4, 8) */
-    real *delta_B1_att = work + (size_t)batch * 17664;  /* ∂L/∂z_B1_att: (batch, 8, 32) */
-    real *dL_dB1_norm2 = work + (size_t)batch * 18464;  /* ∂L/∂B1_norm2: (batch, 8, 32) */
-    real *dL_dB1_ff1 = work + (size_t)batch * 18720;  /* ∂L/∂B1_ff1: (batch, 8, 64) */
-    real *delta_B1_ff1 = work + (size_t)batch * 19232;  /* ∂L/∂z_B1_ff1: (batch, 8, 64) */
-    real *delta_B1_ff2 = work + (size_t)batch * 20000;  /* ∂L/∂z_B1_ff2: (batch, 8, 32) */
-    real *dL_dB2_norm1 = work + (size_t)batch * 20800;  /* ∂L/∂B2_norm1: (batch, 8, 32) */
-    real *delta_B2_att_qkv = work + (size_t)batch * 21824;  /* ∂L/∂z_B2_att_qkv: (batch, 8, 96) */
-    real *dL_dB2_att_a = work + (size_t)batch * 23424;  /* ∂L/∂B2_att_a: (batch, 8, 4, 8) */
-    real *delta_B2_att = work + (size_t)batch * 23936;  /* ∂L/∂z_B2_att: (batch, 8, 32) */
-    real *dL_dB2_norm2 = work + (size_t)batch * 24736;  /* ∂L/∂B2_norm2: (batch, 8, 32) */
-    real *dL_dB2_ff1 = work + (size_t)batch * 24992;  /* ∂L/∂B2_ff1: (batch, 8, 64) */
-    real *delta_B2_ff1 = work + (size_t)batch * 25504;  /* ∂L/∂z_B2_ff1: (batch, 8, 64) */
-    real *delta_B2_ff2 = work + (size_t)batch * 26272;  /* ∂L/∂z_B2_ff2: (batch, 8, 32) */
-    real *dL_dB2 = work + (size_t)batch * 26528;  /* ∂L/∂B2: (batch, 8, 32) */
-    real *delta_O = work + (size_t)batch * 26784;  /* ∂L/∂z_O: (batch, 8, 10) */
+    real *dL_dembed = work + (size_t)batch * 13472;  /* ∂L/∂embed: (batch, 8, 32) */
+    real *dL_dB1_norm1 = work + (size_t)batch * 14272;  /* ∂L/∂B1_norm1: (batch, 8, 32) */
+    real *dL_dB1_att_qkv = work + (size_t)batch * 14528;  /* ∂L/∂B1_att_qkv: (batch, 8, 96) */
+    real *dL_dB1_att_a = work + (size_t)batch * 16128;  /* ∂L/∂B1_att_a: (batch, 8, 4, 8) */
+    real *dL_dB1_att = work + (size_t)batch * 16384;  /* ∂L/∂B1_att: (batch, 8, 32) */
+    real *dL_dB1_norm2 = work + (size_t)batch * 17184;  /* ∂L/∂B1_norm2: (batch, 8, 32) */
+    real *dL_dB1_ff1 = work + (size_t)batch * 17440;  /* ∂L/∂B1_ff1: (batch, 8, 64) */
+    real *delta_B1_ff1 = work + (size_t)batch * 17952;  /* ∂L/∂z_B1_ff1: (batch, 8, 64) */
+    real *dL_dB1_ff2 = work + (size_t)batch * 18464;  /* ∂L/∂B1_ff2: (batch, 8, 32) */
+    real *dL_dB2_norm1 = work + (size_t)batch * 19264;  /* ∂L/∂B2_norm1: (batch, 8, 32) */
+    real *dL_dB2_att_qkv = work + (size_t)batch * 19520;  /* ∂L/∂B2_att_qkv: (batch, 8, 96) */
+    real *dL_dB2_att_a = work + (size_t)batch * 21120;  /* ∂L/∂B2_att_a: (batch, 8, 4, 8) */
+    real *dL_dB2_att = work + (size_t)batch * 21376;  /* ∂L/∂B2_att: (batch, 8, 32) */
+    real *dL_dB2_norm2 = work + (size_t)batch * 22176;  /* ∂L/∂B2_norm2: (batch, 8, 32) */
+    real *dL_dB2_ff1 = work + (size_t)batch * 22432;  /* ∂L/∂B2_ff1: (batch, 8, 64) */
+    real *delta_B2_ff1 = work + (size_t)batch * 22944;  /* ∂L/∂z_B2_ff1: (batch, 8, 64) */
+    real *dL_dB2_ff2 = work + (size_t)batch * 23456;  /* ∂L/∂B2_ff2: (batch, 8, 32) */
+    real *dL_dB2 = work + (size_t)batch * 23712;  /* ∂L/∂B2: (batch, 8, 32) */
+    real *delta_O = work + (size_t)batch * 23968;  /* ∂L/∂z_O: (batch, 8, 10) */
     real *B1_att_a = z_B1_att_a;  /* layer B1_att_a: z_B1_att_a itself: (batch, 8, 4, 8) */
     real *B2_att_a = z_B2_att_a;  /* layer B2_att_a: z_B2_att_a itself: (batch, 8, 4, 8) */
+    real *delta_embed = dL_dembed;  /* ∂L/∂z_embed: ∂L/∂embed itself: (batch, 8, 32) */
+    real *delta_B1_att_qkv = dL_dB1_att_qkv;  /* ∂L/∂z_B1_att_qkv: ∂L/∂B1_att_qkv itself: (batch, 8, 96) */
+    real *delta_B1_att = dL_dB1_att;  /* ∂L/∂z_B1_att: ∂L/∂B1_att itself: (batch, 8, 32) */
+    real *delta_B1_ff2 = dL_dB1_ff2;  /* ∂L/∂z_B1_ff2: ∂L/∂B1_ff2 itself: (batch, 8, 32) */
+    real *delta_B2_att_qkv = dL_dB2_att_qkv;  /* ∂L/∂z_B2_att_qkv: ∂L/∂B2_att_qkv itself: (batch, 8, 96) */
+    real *delta_B2_att = dL_dB2_att;  /* ∂L/∂z_B2_att: ∂L/∂B2_att itself: (batch, 8, 32) */
+    real *delta_B2_ff2 = dL_dB2_ff2;  /* ∂L/∂z_B2_ff2: ∂L/∂B2_ff2 itself: (batch, 8, 32) */
 
     const real inv_batch = (real)1 / (real)batch;
     double loss = 0;
@@ -2390,15 +2383,15 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     sn_mm_tn(10, 32, batch * 8, delta_O, B2, g_W17, 0);
     /* dL_dB2[b,j] = Σ_i delta_O[b,i]·W17[i,j] */
     sn_mm_nn(batch * 8, 32, 10, delta_O, W17, dL_dB2, 0);
-    /* dL_dB2_res1, dL_dB2_ff2, delta_B2_ff2, g_b15: the batch in chunks of examples through sn_rows_11, the chunks
+    /* dL_dB2_res1, dL_dB2_ff2, g_b15: the batch in chunks of examples through sn_rows_11, the chunks
        on as many threads as pay for their join: n threads cost work/n + one join, so each
        thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 8192 multiply-adds per example */
+       two joins); the work, about 6144 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
-        real *sn_part = work + (size_t)batch * 26864;  /* 32 partial sums per chunk */
+        real *sn_part = work + (size_t)batch * 24048;  /* 32 partial sums per chunk */
 #ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 8192 * batch, sn_n) : 1;
+        const int sn_used = sn_on ? sn_threads(2.0 * 6144 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
 #endif
         for (int sn_c = 0; sn_c < sn_n; sn_c++)
@@ -2419,7 +2412,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
        two joins); the work, about 8192 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
-        real *sn_part = work + (size_t)batch * 26864;  /* 64 partial sums per chunk */
+        real *sn_part = work + (size_t)batch * 24048;  /* 64 partial sums per chunk */
 #ifdef _OPENMP
         const int sn_used = sn_on ? sn_threads(2.0 * 8192 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
@@ -2436,15 +2429,15 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     sn_mm_tn(64, 32, batch * 8, delta_B2_ff1, B2_norm2, g_W14, 0);
     /* dL_dB2_norm2[b,j] = Σ_i delta_B2_ff1[b,i]·W14[i,j] */
     sn_mm_nn(batch * 8, 32, 64, delta_B2_ff1, W14, dL_dB2_norm2, 0);
-    /* g_gamma13, dL_dB2_norm2_c, dL_dB2_norm2_rstd, g_beta13, delta_B2_norm2_rstd, dL_dB2_res1, dL_dB2_norm2_mean, delta_B2_norm2_mean, dL_dB1, dL_dB2_att, delta_B2_att, g_co11: the batch in chunks of examples through sn_rows_13, the chunks
+    /* g_gamma13, dL_dB2_norm2_c, dL_dB2_norm2_rstd, g_beta13, delta_B2_norm2_rstd, dL_dB2_res1, dL_dB2_norm2_mean, delta_B2_norm2_mean, dL_dB1, dL_dB2_att, g_co11: the batch in chunks of examples through sn_rows_13, the chunks
        on as many threads as pay for their join: n threads cost work/n + one join, so each
        thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 24704 multiply-adds per example */
+       two joins); the work, about 22656 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
-        real *sn_part = work + (size_t)batch * 26864;  /* 96 partial sums per chunk */
+        real *sn_part = work + (size_t)batch * 24048;  /* 96 partial sums per chunk */
 #ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 24704 * batch, sn_n) : 1;
+        const int sn_used = sn_on ? sn_threads(2.0 * 22656 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
 #endif
         for (int sn_c = 0; sn_c < sn_n; sn_c++)
@@ -2461,15 +2454,15 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     sn_mm_tn(32, 32, batch * 8, delta_B2_att, B2_att_a, g_Wo11, 0);
     /* dL_dB2_att_a[b,j] = Σ_i delta_B2_att[b,i]·Wo11[i,j] */
     sn_mm_nn(batch * 8, 32, 32, delta_B2_att, Wo11, dL_dB2_att_a, 0);
-    /* dL_dB2_att_p, dL_dB2_att_qkv, dL_dB2_att_e, dL_dB2_att_z, dL_dB2_att_s, dL_dB2_att_m, delta_B2_att_qkv, g_c11: the batch in chunks of examples through sn_rows_14, the chunks
+    /* dL_dB2_att_p, dL_dB2_att_qkv, dL_dB2_att_e, dL_dB2_att_z, dL_dB2_att_s, dL_dB2_att_m, g_c11: the batch in chunks of examples through sn_rows_14, the chunks
        on as many threads as pay for their join: n threads cost work/n + one join, so each
        thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 90880 multiply-adds per example */
+       two joins); the work, about 84736 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
-        real *sn_part = work + (size_t)batch * 26864;  /* 96 partial sums per chunk */
+        real *sn_part = work + (size_t)batch * 24048;  /* 96 partial sums per chunk */
 #ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 90880 * batch, sn_n) : 1;
+        const int sn_used = sn_on ? sn_threads(2.0 * 84736 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
 #endif
         for (int sn_c = 0; sn_c < sn_n; sn_c++)
@@ -2484,15 +2477,15 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     sn_mm_tn(96, 32, batch * 8, delta_B2_att_qkv, B2_norm1, g_W11, 0);
     /* dL_dB2_norm1[b,j] = Σ_i delta_B2_att_qkv[b,i]·W11[i,j] */
     sn_mm_nn(batch * 8, 32, 96, delta_B2_att_qkv, W11, dL_dB2_norm1, 0);
-    /* g_gamma10, dL_dB2_norm1_c, dL_dB2_norm1_rstd, g_beta10, delta_B2_norm1_rstd, dL_dB1, dL_dB2_norm1_mean, delta_B2_norm1_mean, dL_dB1_res1, dL_dB1_ff2, delta_B1_ff2, g_b8: the batch in chunks of examples through sn_rows_15, the chunks
+    /* g_gamma10, dL_dB2_norm1_c, dL_dB2_norm1_rstd, g_beta10, delta_B2_norm1_rstd, dL_dB1, dL_dB2_norm1_mean, delta_B2_norm1_mean, dL_dB1_res1, dL_dB1_ff2, g_b8: the batch in chunks of examples through sn_rows_15, the chunks
        on as many threads as pay for their join: n threads cost work/n + one join, so each
        thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 24704 multiply-adds per example */
+       two joins); the work, about 22656 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
-        real *sn_part = work + (size_t)batch * 26864;  /* 96 partial sums per chunk */
+        real *sn_part = work + (size_t)batch * 24048;  /* 96 partial sums per chunk */
 #ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 24704 * batch, sn_n) : 1;
+        const int sn_used = sn_on ? sn_threads(2.0 * 22656 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
 #endif
         for (int sn_c = 0; sn_c < sn_n; sn_c++)
@@ -2515,7 +2508,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
        two joins); the work, about 8192 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
-        real *sn_part = work + (size_t)batch * 26864;  /* 64 partial sums per chunk */
+        real *sn_part = work + (size_t)batch * 24048;  /* 64 partial sums per chunk */
 #ifdef _OPENMP
         const int sn_used = sn_on ? sn_threads(2.0 * 8192 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
@@ -2532,15 +2525,15 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     sn_mm_tn(64, 32, batch * 8, delta_B1_ff1, B1_norm2, g_W7, 0);
     /* dL_dB1_norm2[b,j] = Σ_i delta_B1_ff1[b,i]·W7[i,j] */
     sn_mm_nn(batch * 8, 32, 64, delta_B1_ff1, W7, dL_dB1_norm2, 0);
-    /* g_gamma6, dL_dB1_norm2_c, dL_dB1_norm2_rstd, g_beta6, delta_B1_norm2_rstd, dL_dB1_res1, dL_dB1_norm2_mean, delta_B1_norm2_mean, dL_dpos, dL_dB1_att, delta_B1_att, g_co4: the batch in chunks of examples through sn_rows_17, the chunks
+    /* g_gamma6, dL_dB1_norm2_c, dL_dB1_norm2_rstd, g_beta6, delta_B1_norm2_rstd, dL_dB1_res1, dL_dB1_norm2_mean, delta_B1_norm2_mean, dL_dpos, dL_dB1_att, g_co4: the batch in chunks of examples through sn_rows_17, the chunks
        on as many threads as pay for their join: n threads cost work/n + one join, so each
        thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 24704 multiply-adds per example */
+       two joins); the work, about 22656 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
-        real *sn_part = work + (size_t)batch * 26864;  /* 96 partial sums per chunk */
+        real *sn_part = work + (size_t)batch * 24048;  /* 96 partial sums per chunk */
 #ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 24704 * batch, sn_n) : 1;
+        const int sn_used = sn_on ? sn_threads(2.0 * 22656 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
 #endif
         for (int sn_c = 0; sn_c < sn_n; sn_c++)
@@ -2557,15 +2550,15 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     sn_mm_tn(32, 32, batch * 8, delta_B1_att, B1_att_a, g_Wo4, 0);
     /* dL_dB1_att_a[b,j] = Σ_i delta_B1_att[b,i]·Wo4[i,j] */
     sn_mm_nn(batch * 8, 32, 32, delta_B1_att, Wo4, dL_dB1_att_a, 0);
-    /* dL_dB1_att_p, dL_dB1_att_qkv, dL_dB1_att_e, dL_dB1_att_z, dL_dB1_att_s, dL_dB1_att_m, delta_B1_att_qkv, g_c4: the batch in chunks of examples through sn_rows_18, the chunks
+    /* dL_dB1_att_p, dL_dB1_att_qkv, dL_dB1_att_e, dL_dB1_att_z, dL_dB1_att_s, dL_dB1_att_m, g_c4: the batch in chunks of examples through sn_rows_18, the chunks
        on as many threads as pay for their join: n threads cost work/n + one join, so each
        thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 90880 multiply-adds per example */
+       two joins); the work, about 84736 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
-        real *sn_part = work + (size_t)batch * 26864;  /* 96 partial sums per chunk */
+        real *sn_part = work + (size_t)batch * 24048;  /* 96 partial sums per chunk */
 #ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 90880 * batch, sn_n) : 1;
+        const int sn_used = sn_on ? sn_threads(2.0 * 84736 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
 #endif
         for (int sn_c = 0; sn_c < sn_n; sn_c++)
@@ -2580,15 +2573,15 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     sn_mm_tn(96, 32, batch * 8, delta_B1_att_qkv, B1_norm1, g_W4, 0);
     /* dL_dB1_norm1[b,j] = Σ_i delta_B1_att_qkv[b,i]·W4[i,j] */
     sn_mm_nn(batch * 8, 32, 96, delta_B1_att_qkv, W4, dL_dB1_norm1, 0);
-    /* g_gamma3, dL_dB1_norm1_c, dL_dB1_norm1_rstd, g_beta3, delta_B1_norm1_rstd, dL_dpos, dL_dB1_norm1_mean, delta_B1_norm1_mean, dL_dembed, g_P2, delta_embed, g_b1: the batch in chunks of examples through sn_rows_19, the chunks
+    /* g_gamma3, dL_dB1_norm1_c, dL_dB1_norm1_rstd, g_beta3, delta_B1_norm1_rstd, dL_dpos, dL_dB1_norm1_mean, delta_B1_norm1_mean, dL_dembed, g_P2, g_b1: the batch in chunks of examples through sn_rows_19, the chunks
        on as many threads as pay for their join: n threads cost work/n + one join, so each
        thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 24704 multiply-adds per example */
+       two joins); the work, about 22656 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
-        real *sn_part = work + (size_t)batch * 26864;  /* 352 partial sums per chunk */
+        real *sn_part = work + (size_t)batch * 24048;  /* 352 partial sums per chunk */
 #ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 24704 * batch, sn_n) : 1;
+        const int sn_used = sn_on ? sn_threads(2.0 * 22656 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
 #endif
         for (int sn_c = 0; sn_c < sn_n; sn_c++)
@@ -2611,7 +2604,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_1ec8044a2a_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_3abfee4e3c_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -2638,9 +2631,9 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_1ec8044a2a_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_3abfee4e3c_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
-    real *grads = work + (size_t)batch * 27216;
+    real *grads = work + (size_t)batch * 24400;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
     if (!isfinite(loss) || !sn_all_finite(grads))
         return (real)NAN;
@@ -2709,7 +2702,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_1ec8044a2a_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_3abfee4e3c_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -2729,17 +2722,17 @@ void symnet_1ec8044a2a_update(real *params, const real *grads, real lr, int opti
  * prev holds the parameters before the last update (after a restore: the same as
  * params).  prev may be NULL (no restoring).
  *
- * work: the batch's rows (27216 numbers per example), then the
+ * work: the batch's rows (24400 numbers per example), then the
  * gradients (18026), then Ib and Tb.
  *
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_1ec8044a2a_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_3abfee4e3c_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
-    real *grads = work + (size_t)batch_size * 27216;
+    real *grads = work + (size_t)batch_size * 24400;
     real *Ib = grads + 18026;
     real *Tb = Ib + (size_t)batch_size * 80;
     real *cur = params, *old = prev != NULL ? prev : params;  /* θ now; θ before the last update */

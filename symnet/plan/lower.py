@@ -175,7 +175,7 @@ def plan(graph: ir.Graph) -> Plan:
                 if t.target in twins:
                     alias(t.target, twins[t.target], _shape(node),
                           f"∂L/∂{red.name}: the same as {twins[t.target]}")
-                elif _identity(node) and t.expr == by_node[node.name].upstream:
+                elif _delta_is_upstream(node, t, by_node[node.name]):
                     alias(t.target, upstream_name(node.name), _shape(node),
                           f"∂L/∂{red.name}: ∂L/∂{node.name} itself")
                 else:
@@ -250,6 +250,13 @@ def _identity(node: ir.Node) -> bool:
     without bias): the output and the delta share the reduction's buffers."""
     return (len(node.space) > 1 and len(node.reductions) == 1
             and node.outer == node.reductions[0].symbol)
+
+
+def _delta_is_upstream(node: ir.Node, t, g: NodeGrad) -> bool:
+    """A tensor node's delta that is its upstream gradient element for element (its
+    output is its sum, plus a bias or not: attention's projections, a Pointwise
+    without activation): the delta shares ∂L/∂node's buffer, never copied."""
+    return (len(node.space) > 1 and t.target.startswith("delta_") and t.expr == g.upstream)
 
 
 def _shape(node: ir.Node):
@@ -416,8 +423,7 @@ def _backward(graph: ir.Graph, by_node: dict, written: set, convs: dict) -> list
             # a delta that is its upstream gradient itself shares its buffer: no loop
             twins = _twin_deltas(g)
             terms = [t for t in g.outer if not _to_input(graph, t) and t.target not in twins
-                     and not (_identity(node) and t.expr == g.upstream
-                              and t.target.startswith("delta_"))]
+                     and not _delta_is_upstream(node, t, g)]
             for t in terms:
                 if _assign(t, loop) == "+=" and t.target not in written:
                     ops.append(Zero(t.target, None))
