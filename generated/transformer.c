@@ -108,8 +108,8 @@
  *   loss: bce, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_3ABFEE4E3C_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_3ABFEE4E3C_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_A1CDF13809_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_A1CDF13809_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (32, 10)
  *   b1           offset       320  shape (32,)
  *   P2           offset       352  shape (8, 32)
@@ -140,48 +140,48 @@
  *   W17          offset     17696  shape (10, 32)
  *   b17          offset     18016  shape (10,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_3ABFEE4E3C_WORK_SIZE(batch) numbers; SYMNET_3ABFEE4E3C_TRAIN_WORK_SIZE(batch_size) for
- * symnet_3abfee4e3c_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_A1CDF13809_WORK_SIZE(batch) numbers; SYMNET_A1CDF13809_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_a1cdf13809_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 18026 + X B*80 + T or O B*80 + work (B*24400 + 18026)
  *   numbers of 4 bytes; e.g. B = 32: 3,287,888 bytes (training; forward only: 1,817,000).
  */
-#ifndef SYMNET_3ABFEE4E3C_H
-#define SYMNET_3ABFEE4E3C_H
+#ifndef SYMNET_A1CDF13809_H
+#define SYMNET_A1CDF13809_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_3ABFEE4E3C_REAL float  /* the number type of every array (float32) */
-#define SYMNET_3ABFEE4E3C_N_INPUTS 80  /* features per example */
-#define SYMNET_3ABFEE4E3C_N_OUTPUTS 80
-#define SYMNET_3ABFEE4E3C_N_PARAMS 18026  /* numbers in the flat parameter array */
-#define SYMNET_3ABFEE4E3C_WORK_PER_EXAMPLE 24400
-#define SYMNET_3ABFEE4E3C_WORK_SIZE(batch) ((batch) * 24400 + 18026)  /* numbers of scratch per call */
-#define SYMNET_3ABFEE4E3C_TRAIN_WORK_SIZE(batch_size) (SYMNET_3ABFEE4E3C_WORK_SIZE(batch_size) + (batch_size) * 160)
-#define SYMNET_3ABFEE4E3C_SGD 0       /* optimizer codes of symnet_3abfee4e3c_update and symnet_3abfee4e3c_train */
-#define SYMNET_3ABFEE4E3C_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_3ABFEE4E3C_N_PARAMS numbers */
-#define SYMNET_3ABFEE4E3C_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_3ABFEE4E3C_N_PARAMS numbers each */
+#define SYMNET_A1CDF13809_REAL float  /* the number type of every array (float32) */
+#define SYMNET_A1CDF13809_N_INPUTS 80  /* features per example */
+#define SYMNET_A1CDF13809_N_OUTPUTS 80
+#define SYMNET_A1CDF13809_N_PARAMS 18026  /* numbers in the flat parameter array */
+#define SYMNET_A1CDF13809_WORK_PER_EXAMPLE 24400
+#define SYMNET_A1CDF13809_WORK_SIZE(batch) ((batch) * 24400 + 18026)  /* numbers of scratch per call */
+#define SYMNET_A1CDF13809_TRAIN_WORK_SIZE(batch_size) (SYMNET_A1CDF13809_WORK_SIZE(batch_size) + (batch_size) * 160)
+#define SYMNET_A1CDF13809_SGD 0       /* optimizer codes of symnet_a1cdf13809_update and symnet_a1cdf13809_train */
+#define SYMNET_A1CDF13809_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_A1CDF13809_N_PARAMS numbers */
+#define SYMNET_A1CDF13809_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_A1CDF13809_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_3ABFEE4E3C_N_OUTPUTS) = the network's output for X (batch × SYMNET_3ABFEE4E3C_N_INPUTS). */
-void symnet_3abfee4e3c_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_A1CDF13809_N_OUTPUTS) = the network's output for X (batch × SYMNET_A1CDF13809_N_INPUTS). */
+void symnet_a1cdf13809_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_3abfee4e3c_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_a1cdf13809_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_3ABFEE4E3C_N_PARAMS numbers) by back propagation. */
-float symnet_3abfee4e3c_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_A1CDF13809_N_PARAMS numbers) by back propagation. */
+float symnet_a1cdf13809_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_3abfee4e3c_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_a1cdf13809_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_3ABFEE4E3C_SGD, SYMNET_3ABFEE4E3C_MOMENTUM or SYMNET_3ABFEE4E3C_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_A1CDF13809_SGD, SYMNET_A1CDF13809_MOMENTUM or SYMNET_A1CDF13809_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_3abfee4e3c_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_a1cdf13809_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -189,10 +189,10 @@ void symnet_3abfee4e3c_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_3ABFEE4E3C_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_A1CDF13809_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_3ABFEE4E3C_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_3abfee4e3c_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_A1CDF13809_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_a1cdf13809_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -201,7 +201,7 @@ long long symnet_3abfee4e3c_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_3ABFEE4E3C_H */
+#endif /* SYMNET_A1CDF13809_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -1487,6 +1487,7 @@ static void sn_rows_14(const real *params, real *work, const real *S, int batch,
     real *g_c11 = sn_part + 0;  /* this chunk's part of ∂L/∂c11: (96,) */
     real *B2_att_qkv = work + (size_t)batch * 8352;  /* layer B2_att_qkv: (batch, 8, 96) */
     real *z_B2_att_s = work + (size_t)batch * 9120;  /* Σ of B2_att_s: (batch, 4, 8, 8) */
+    real *z_B2_att_m = work + (size_t)batch * 9376;  /* Σ of B2_att_m: (batch, 4, 8) */
     real *B2_att_e = work + (size_t)batch * 9408;  /* layer B2_att_e: (batch, 4, 8, 8) */
     real *z_B2_att_z = work + (size_t)batch * 9664;  /* Σ of B2_att_z: (batch, 4, 8) */
     real *B2_att_p = work + (size_t)batch * 9696;  /* layer B2_att_p: (batch, 4, 8, 8) */
@@ -1553,20 +1554,22 @@ static void sn_rows_14(const real *params, real *work, const real *S, int batch,
                 }
                 dL_dB2_att_m[b * 32 + hd * 8 + tq] = acc0;
             }
-    /* dL_dB2_att_s[b,hd,tq,tk] += delta_B2_att_m[b,hd,tq] at the first (u,v) where B2_att_s[b,hd,tq,tk] = z_B2_att_m[b,hd,tq] (first on ties) */
+    /* dL_dB2_att_s[b,hd,tq,tk] += delta_B2_att_m[b,hd,tq] at the first (u,v) where B2_att_s[b,hd,tq,tk] = z_B2_att_m[b,hd,tq] (first on ties)
+       as: the smallest tk whose element equals the maximum the forward pass kept
+       (a vectorised minimum; 8 where none does, a NaN row: then tk = 0) */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++)
             for (int tq = 0; tq < 8; tq++) {
-                real best = -INFINITY;
-                int tk_at = 0;
+                int tk_at = 8;
+#ifdef SN_SIMD
+#pragma omp simd reduction(min:tk_at)
+#endif
                 for (int tk = 0; tk < 8; tk++) {
-                    const real e = B2_att_s[b * 256 + hd * 64 + tq * 8 + tk];
-                    const int better = e > best;   /* strictly: the first maximum keeps the gradient */
-                    best = better ? e : best;
-                    tk_at = better ? tk : tk_at;
+                    const int at = B2_att_s[b * 256 + hd * 64 + tq * 8 + tk] == z_B2_att_m[b * 32 + hd * 8 + tq] ? tk : 8;
+                    tk_at = at < tk_at ? at : tk_at;
                 }
                 {
-                    const int tk = tk_at;
+                    const int tk = tk_at < 8 ? tk_at : 0;
                     dL_dB2_att_s[b * 256 + hd * 64 + tq * 8 + tk] += delta_B2_att_m[b * 32 + hd * 8 + tq];
                 }
             }
@@ -1845,6 +1848,7 @@ static void sn_rows_18(const real *params, real *work, const real *S, int batch,
     real *g_c4 = sn_part + 0;  /* this chunk's part of ∂L/∂c4: (96,) */
     real *B1_att_qkv = work + (size_t)batch * 2080;  /* layer B1_att_qkv: (batch, 8, 96) */
     real *z_B1_att_s = work + (size_t)batch * 2848;  /* Σ of B1_att_s: (batch, 4, 8, 8) */
+    real *z_B1_att_m = work + (size_t)batch * 3104;  /* Σ of B1_att_m: (batch, 4, 8) */
     real *B1_att_e = work + (size_t)batch * 3136;  /* layer B1_att_e: (batch, 4, 8, 8) */
     real *z_B1_att_z = work + (size_t)batch * 3392;  /* Σ of B1_att_z: (batch, 4, 8) */
     real *B1_att_p = work + (size_t)batch * 3424;  /* layer B1_att_p: (batch, 4, 8, 8) */
@@ -1911,20 +1915,22 @@ static void sn_rows_18(const real *params, real *work, const real *S, int batch,
                 }
                 dL_dB1_att_m[b * 32 + hd * 8 + tq] = acc0;
             }
-    /* dL_dB1_att_s[b,hd,tq,tk] += delta_B1_att_m[b,hd,tq] at the first (u,v) where B1_att_s[b,hd,tq,tk] = z_B1_att_m[b,hd,tq] (first on ties) */
+    /* dL_dB1_att_s[b,hd,tq,tk] += delta_B1_att_m[b,hd,tq] at the first (u,v) where B1_att_s[b,hd,tq,tk] = z_B1_att_m[b,hd,tq] (first on ties)
+       as: the smallest tk whose element equals the maximum the forward pass kept
+       (a vectorised minimum; 8 where none does, a NaN row: then tk = 0) */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++)
             for (int tq = 0; tq < 8; tq++) {
-                real best = -INFINITY;
-                int tk_at = 0;
+                int tk_at = 8;
+#ifdef SN_SIMD
+#pragma omp simd reduction(min:tk_at)
+#endif
                 for (int tk = 0; tk < 8; tk++) {
-                    const real e = B1_att_s[b * 256 + hd * 64 + tq * 8 + tk];
-                    const int better = e > best;   /* strictly: the first maximum keeps the gradient */
-                    best = better ? e : best;
-                    tk_at = better ? tk : tk_at;
+                    const int at = B1_att_s[b * 256 + hd * 64 + tq * 8 + tk] == z_B1_att_m[b * 32 + hd * 8 + tq] ? tk : 8;
+                    tk_at = at < tk_at ? at : tk_at;
                 }
                 {
-                    const int tk = tk_at;
+                    const int tk = tk_at < 8 ? tk_at : 0;
                     dL_dB1_att_s[b * 256 + hd * 64 + tq * 8 + tk] += delta_B1_att_m[b * 32 + hd * 8 + tq];
                 }
             }
@@ -2246,7 +2252,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_3abfee4e3c_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_a1cdf13809_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 13392, sizeof(real) * (size_t)batch * 80);
@@ -2272,7 +2278,7 @@ static double sn_loss(const real *params, real *work, const real *S, const real 
     return loss / batch;
 }
 
-real symnet_3abfee4e3c_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_a1cdf13809_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -2604,7 +2610,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_3abfee4e3c_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_a1cdf13809_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -2631,7 +2637,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_3abfee4e3c_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_a1cdf13809_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 24400;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
@@ -2702,7 +2708,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_3abfee4e3c_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_a1cdf13809_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -2728,7 +2734,7 @@ void symnet_3abfee4e3c_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_3abfee4e3c_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_a1cdf13809_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

@@ -58,3 +58,37 @@ def test_values_against_numpy(rng):
     s, _ = softmax(y)
     want = s.reshape(4, -1) @ p["W4"].T + p["b4"]
     np.testing.assert_allclose(m.forward(X), want, rtol=1e-12, atol=1e-13)
+
+
+def test_long_window_route_takes_the_first_maximum(rng):
+    """A max over a window of ≥ 8 elements routes its gradient to the first element
+    equal to the forward maximum (the C's vectorised minimum of positions): overlapping
+    windows of 9 with tied maxima, against numpy's first arg-max."""
+    I = sn.Input((2, 20), name="I")
+    x = sn.PositionalEmbedding(name="E")(I)          # a parameter before the pool
+    net = sn.Network(I, sn.Dense(3, name="O")(sn.Flatten(name="F")(
+        sn.MaxPool1d(9, stride=3, name="M")(x))), loss="mse")
+    src = net.compile(dtype="float32").c_source
+    assert "reduction(min:v_at)" in src
+    m = net.compile(dtype="float64", seed=4)
+    X = np.round(rng.normal(size=(3, 2, 20)), 1)      # rounded: ties within windows
+    X[0, 1, 3:12] = 0.7                               # a window of nine equal elements
+    T = rng.normal(size=(3, 3))
+    loss, g = m.loss_and_grad(X, T)
+    W, b = m.params["W4"], m.params["b4"]
+    Xp = X + m.params["P1"]
+    starts = range(0, 20 - 9 + 1, 3)
+    H = np.stack([Xp[:, :, s:s + 9].max(-1) for s in starts], -1)     # (3, 2, 4)
+    O = H.reshape(3, -1) @ W.T + b
+    np.testing.assert_allclose(loss, ((O - T) ** 2).mean(), rtol=1e-12)
+    dO = 2 * (O - T) / O.size
+    dH = (dO @ W).reshape(H.shape)
+    # ∂L/∂X by the first arg-max of each window, summed over overlapping windows
+    dX = np.zeros_like(X)
+    for k, s in enumerate(starts):
+        at = Xp[:, :, s:s + 9].argmax(-1)              # numpy: the first maximum
+        for bi in range(3):
+            for c in range(2):
+                dX[bi, c, s + at[bi, c]] += dH[bi, c, k]
+    np.testing.assert_allclose(g["P1"], dX.sum(0), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(g["W4"], dO.T @ H.reshape(3, -1), rtol=1e-10, atol=1e-12)

@@ -346,6 +346,11 @@ class Emitter:
                 # shorter rows stay per element (its 8→4 pool: 19 vs 46 µs alone)
                 "rows": op.overwrite and not padded and isinstance(op.loop[-1][1], int)
                 and op.loop[-1][1] >= 8,
+                # one long window (a softmax's row maximum, 8 or more elements): the first
+                # position equal to the maximum the forward pass kept, as a vectorised
+                # minimum of positions (attention, 32 keys: a scalar scan per row before)
+                "scan": len(op.window) == 1 and not padded and isinstance(op.window[0][1], int)
+                and op.window[0][1] >= 8,
                 "fused": self.fused_view(op) if op.then is not None else None}
 
     def fused_view(self, op: Route) -> dict:
