@@ -49,7 +49,7 @@
  * X of width n holds X[b,j] at X[b * n + j]; W of shape (out, in) holds
  * W[i,j] at W[i * in + j].  Parameters live in one flat array `params`
  * (2260 numbers), their gradients in `grads` with the same
- * layout, and everything per example in `work` (12352 numbers
+ * layout, and everything per example in `work` (10912 numbers
  * per example of the batch).
  */
 #include <math.h>
@@ -104,8 +104,8 @@
  *   loss: softmax_cross_entropy, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_29831B4035_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_29831B4035_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_3FF8360FE5_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_3FF8360FE5_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (72, 4)
  *   b1           offset       288  shape (72,)
  *   c1           offset       360  shape (72,)
@@ -113,59 +113,59 @@
  *   W22          offset      2160  shape (4, 24)
  *   b22          offset      2256  shape (4,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_29831B4035_WORK_SIZE(batch) numbers; SYMNET_29831B4035_TRAIN_WORK_SIZE(batch_size) for
- * symnet_29831b4035_train) and allocates nothing.  Memory for one call of a batch B:
- *   params 2260 + X B*80 + T or O B*4 + work (B*12352 + 2260)
- *   numbers of 4 bytes; e.g. B = 32: 1,609,888 bytes (training; forward only: 801,104).
+ * `work` (SYMNET_3FF8360FE5_WORK_SIZE(batch) numbers; SYMNET_3FF8360FE5_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_3ff8360fe5_train) and allocates nothing.  Memory for one call of a batch B:
+ *   params 2260 + X B*80 + T or O B*4 + work (B*10912 + 2260)
+ *   numbers of 4 bytes; e.g. B = 32: 1,425,568 bytes (training; forward only: 801,104).
  */
-#ifndef SYMNET_29831B4035_H
-#define SYMNET_29831B4035_H
+#ifndef SYMNET_3FF8360FE5_H
+#define SYMNET_3FF8360FE5_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_29831B4035_REAL float  /* the number type of every array (float32) */
-#define SYMNET_29831B4035_N_INPUTS 80  /* features per example */
-#define SYMNET_29831B4035_N_OUTPUTS 4
-#define SYMNET_29831B4035_N_PARAMS 2260  /* numbers in the flat parameter array */
-#define SYMNET_29831B4035_WORK_PER_EXAMPLE 12352
-#define SYMNET_29831B4035_WORK_SIZE(batch) ((batch) * 12352 + 2260)  /* numbers of scratch per call */
-#define SYMNET_29831B4035_TRAIN_WORK_SIZE(batch_size) (SYMNET_29831B4035_WORK_SIZE(batch_size) + (batch_size) * 84)
-#define SYMNET_29831B4035_SGD 0       /* optimizer codes of symnet_29831b4035_update and symnet_29831b4035_train */
-#define SYMNET_29831B4035_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_29831B4035_N_PARAMS numbers */
-#define SYMNET_29831B4035_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_29831B4035_N_PARAMS numbers each */
+#define SYMNET_3FF8360FE5_REAL float  /* the number type of every array (float32) */
+#define SYMNET_3FF8360FE5_N_INPUTS 80  /* features per example */
+#define SYMNET_3FF8360FE5_N_OUTPUTS 4
+#define SYMNET_3FF8360FE5_N_PARAMS 2260  /* numbers in the flat parameter array */
+#define SYMNET_3FF8360FE5_WORK_PER_EXAMPLE 10912
+#define SYMNET_3FF8360FE5_WORK_SIZE(batch) ((batch) * 10912 + 2260)  /* numbers of scratch per call */
+#define SYMNET_3FF8360FE5_TRAIN_WORK_SIZE(batch_size) (SYMNET_3FF8360FE5_WORK_SIZE(batch_size) + (batch_size) * 84)
+#define SYMNET_3FF8360FE5_SGD 0       /* optimizer codes of symnet_3ff8360fe5_update and symnet_3ff8360fe5_train */
+#define SYMNET_3FF8360FE5_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_3FF8360FE5_N_PARAMS numbers */
+#define SYMNET_3FF8360FE5_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_3FF8360FE5_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_29831B4035_N_OUTPUTS) = the network's output for X (batch × SYMNET_29831B4035_N_INPUTS). */
-void symnet_29831b4035_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_3FF8360FE5_N_OUTPUTS) = the network's output for X (batch × SYMNET_3FF8360FE5_N_INPUTS). */
+void symnet_3ff8360fe5_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_29831b4035_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_3ff8360fe5_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_29831B4035_N_PARAMS numbers) by back propagation. */
-float symnet_29831b4035_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_3FF8360FE5_N_PARAMS numbers) by back propagation. */
+float symnet_3ff8360fe5_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_29831b4035_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_3ff8360fe5_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss; T[b] is the class label of example b. */
-float symnet_29831b4035_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_3ff8360fe5_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_29831B4035_N_PARAMS numbers) by back propagation. */
-float symnet_29831b4035_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_3FF8360FE5_N_PARAMS numbers) by back propagation. */
+float symnet_3ff8360fe5_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_29831b4035_step_labels(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_3ff8360fe5_step_labels(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_29831B4035_SGD, SYMNET_29831B4035_MOMENTUM or SYMNET_29831B4035_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_3FF8360FE5_SGD, SYMNET_3FF8360FE5_MOMENTUM or SYMNET_3FF8360FE5_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_29831b4035_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_3ff8360fe5_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -173,10 +173,10 @@ void symnet_29831b4035_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_29831B4035_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_3FF8360FE5_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_29831B4035_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_29831b4035_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_3FF8360FE5_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_3ff8360fe5_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -186,10 +186,10 @@ long long symnet_29831b4035_train(float *params, const float *X, const float *T,
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_29831B4035_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_3FF8360FE5_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_29831B4035_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_29831b4035_train_labels(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_3FF8360FE5_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_3ff8360fe5_train_labels(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -198,7 +198,7 @@ long long symnet_29831b4035_train_labels(float *params, const float *X, const fl
 }
 #endif
 
-#endif /* SYMNET_29831B4035_H */
+#endif /* SYMNET_3FF8360FE5_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -629,7 +629,7 @@ static void sn_rows_1(const real *params, real *work, const real *S, int batch, 
 }
 
 /* The examples sn_lo ≤ b < sn_hi of the batch through the layers' ops that take each
- * example alone: dL_dh_gx, g_c1, delta_h_gx, g_b1; the sums over these examples go to
+ * example alone: dL_dh_gx, g_c1, g_b1; the sums over these examples go to
  * sn_part (144 numbers). */
 static void sn_rows_2(const real *params, real *work, const real *S, int batch, int sn_lo, int sn_hi, real *sn_part)
 {
@@ -639,8 +639,7 @@ static void sn_rows_2(const real *params, real *work, const real *S, int batch, 
     real *g_b1 = sn_part + 72;  /* this chunk's part of ∂L/∂b1: (72,) */
     real *h_gx = work + (size_t)batch * 1440;  /* layer h_gx: (batch, 20, 72) */
     real *dL_dh_gx = work + (size_t)batch * 6104;  /* ∂L/∂h_gx: (batch, 20, 72) */
-    real *delta_h_gx = work + (size_t)batch * 7544;  /* ∂L/∂z_h_gx: (batch, 20, 72) */
-    real *dL_dh_1 = work + (size_t)batch * 8984;  /* ∂L/∂h_1: (batch, 24) */
+    real *dL_dh_1 = work + (size_t)batch * 7544;  /* ∂L/∂h_1: (batch, 24) */
 
     (void)S;
     memset(sn_part, 0, sizeof(real) * 144);
@@ -665,14 +664,13 @@ static void sn_rows_2(const real *params, real *work, const real *S, int batch, 
             dL_dh_gx[b * 1440 + (0) * 72 + (i + 48)] += t5;
             g_c1[(i + 48)] += t0*t5;
         }
-    /* delta_h_gx[b,tq,i] = dL_dh_gx[b,tq,i]; g_b1[i] += dL_dh_gx[b,tq,i] */
+    /* g_b1[i] += dL_dh_gx[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int tq = 0; tq < 20; tq++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
             for (int i = 0; i < 72; i++) {
-                delta_h_gx[b * 1440 + tq * 72 + i] = dL_dh_gx[b * 1440 + tq * 72 + i];
                 g_b1[i] += dL_dh_gx[b * 1440 + tq * 72 + i];
             }
 
@@ -1140,7 +1138,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_29831b4035_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_3ff8360fe5_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 6100, sizeof(real) * (size_t)batch * 4);
@@ -1201,67 +1199,67 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
     real *h_20_gh = work + (size_t)batch * 6000;  /* layer h_20_gh: (batch, 72) */
     real *h_20 = work + (size_t)batch * 6072;  /* layer h_20: (batch, 24) */
     real *dL_dh_gx = work + (size_t)batch * 6104;  /* ∂L/∂h_gx: (batch, 20, 72) */
-    real *delta_h_gx = work + (size_t)batch * 7544;  /* ∂L/∂z_h_gx: (batch, 20, 72) */
-    real *dL_dh_1 = work + (size_t)batch * 8984;  /* ∂L/∂h_1: (batch, 24) */
-    real *dL_dh_2_gh = work + (size_t)batch * 9008;  /* ∂L/∂h_2_gh: (batch, 72) */
-    real *delta_h_2_gh = work + (size_t)batch * 10376;  /* ∂L/∂z_h_2_gh: (batch, 72) */
-    real *dL_dh_2 = work + (size_t)batch * 10448;  /* ∂L/∂h_2: (batch, 24) */
-    real *dL_dh_3_gh = work + (size_t)batch * 10472;  /* ∂L/∂h_3_gh: (batch, 72) */
-    real *delta_h_3_gh = work + (size_t)batch * 10304;  /* ∂L/∂z_h_3_gh: (batch, 72) */
-    real *dL_dh_3 = work + (size_t)batch * 10544;  /* ∂L/∂h_3: (batch, 24) */
-    real *dL_dh_4_gh = work + (size_t)batch * 10568;  /* ∂L/∂h_4_gh: (batch, 72) */
-    real *delta_h_4_gh = work + (size_t)batch * 10232;  /* ∂L/∂z_h_4_gh: (batch, 72) */
-    real *dL_dh_4 = work + (size_t)batch * 10640;  /* ∂L/∂h_4: (batch, 24) */
-    real *dL_dh_5_gh = work + (size_t)batch * 10664;  /* ∂L/∂h_5_gh: (batch, 72) */
-    real *delta_h_5_gh = work + (size_t)batch * 10160;  /* ∂L/∂z_h_5_gh: (batch, 72) */
-    real *dL_dh_5 = work + (size_t)batch * 10736;  /* ∂L/∂h_5: (batch, 24) */
-    real *dL_dh_6_gh = work + (size_t)batch * 10760;  /* ∂L/∂h_6_gh: (batch, 72) */
-    real *delta_h_6_gh = work + (size_t)batch * 10088;  /* ∂L/∂z_h_6_gh: (batch, 72) */
-    real *dL_dh_6 = work + (size_t)batch * 10832;  /* ∂L/∂h_6: (batch, 24) */
-    real *dL_dh_7_gh = work + (size_t)batch * 10856;  /* ∂L/∂h_7_gh: (batch, 72) */
-    real *delta_h_7_gh = work + (size_t)batch * 10016;  /* ∂L/∂z_h_7_gh: (batch, 72) */
-    real *dL_dh_7 = work + (size_t)batch * 10928;  /* ∂L/∂h_7: (batch, 24) */
-    real *dL_dh_8_gh = work + (size_t)batch * 10952;  /* ∂L/∂h_8_gh: (batch, 72) */
-    real *delta_h_8_gh = work + (size_t)batch * 9944;  /* ∂L/∂z_h_8_gh: (batch, 72) */
-    real *dL_dh_8 = work + (size_t)batch * 11024;  /* ∂L/∂h_8: (batch, 24) */
-    real *dL_dh_9_gh = work + (size_t)batch * 11048;  /* ∂L/∂h_9_gh: (batch, 72) */
-    real *delta_h_9_gh = work + (size_t)batch * 9872;  /* ∂L/∂z_h_9_gh: (batch, 72) */
-    real *dL_dh_9 = work + (size_t)batch * 11120;  /* ∂L/∂h_9: (batch, 24) */
-    real *dL_dh_10_gh = work + (size_t)batch * 11144;  /* ∂L/∂h_10_gh: (batch, 72) */
-    real *delta_h_10_gh = work + (size_t)batch * 9800;  /* ∂L/∂z_h_10_gh: (batch, 72) */
-    real *dL_dh_10 = work + (size_t)batch * 11216;  /* ∂L/∂h_10: (batch, 24) */
-    real *dL_dh_11_gh = work + (size_t)batch * 11240;  /* ∂L/∂h_11_gh: (batch, 72) */
-    real *delta_h_11_gh = work + (size_t)batch * 9728;  /* ∂L/∂z_h_11_gh: (batch, 72) */
-    real *dL_dh_11 = work + (size_t)batch * 11312;  /* ∂L/∂h_11: (batch, 24) */
-    real *dL_dh_12_gh = work + (size_t)batch * 11336;  /* ∂L/∂h_12_gh: (batch, 72) */
-    real *delta_h_12_gh = work + (size_t)batch * 9656;  /* ∂L/∂z_h_12_gh: (batch, 72) */
-    real *dL_dh_12 = work + (size_t)batch * 11408;  /* ∂L/∂h_12: (batch, 24) */
-    real *dL_dh_13_gh = work + (size_t)batch * 11432;  /* ∂L/∂h_13_gh: (batch, 72) */
-    real *delta_h_13_gh = work + (size_t)batch * 9584;  /* ∂L/∂z_h_13_gh: (batch, 72) */
-    real *dL_dh_13 = work + (size_t)batch * 11504;  /* ∂L/∂h_13: (batch, 24) */
-    real *dL_dh_14_gh = work + (size_t)batch * 11528;  /* ∂L/∂h_14_gh: (batch, 72) */
-    real *delta_h_14_gh = work + (size_t)batch * 9512;  /* ∂L/∂z_h_14_gh: (batch, 72) */
-    real *dL_dh_14 = work + (size_t)batch * 11600;  /* ∂L/∂h_14: (batch, 24) */
-    real *dL_dh_15_gh = work + (size_t)batch * 11624;  /* ∂L/∂h_15_gh: (batch, 72) */
-    real *delta_h_15_gh = work + (size_t)batch * 9440;  /* ∂L/∂z_h_15_gh: (batch, 72) */
-    real *dL_dh_15 = work + (size_t)batch * 11696;  /* ∂L/∂h_15: (batch, 24) */
-    real *dL_dh_16_gh = work + (size_t)batch * 11720;  /* ∂L/∂h_16_gh: (batch, 72) */
-    real *delta_h_16_gh = work + (size_t)batch * 9368;  /* ∂L/∂z_h_16_gh: (batch, 72) */
-    real *dL_dh_16 = work + (size_t)batch * 11792;  /* ∂L/∂h_16: (batch, 24) */
-    real *dL_dh_17_gh = work + (size_t)batch * 11816;  /* ∂L/∂h_17_gh: (batch, 72) */
-    real *delta_h_17_gh = work + (size_t)batch * 9296;  /* ∂L/∂z_h_17_gh: (batch, 72) */
-    real *dL_dh_17 = work + (size_t)batch * 11888;  /* ∂L/∂h_17: (batch, 24) */
-    real *dL_dh_18_gh = work + (size_t)batch * 11912;  /* ∂L/∂h_18_gh: (batch, 72) */
-    real *delta_h_18_gh = work + (size_t)batch * 9224;  /* ∂L/∂z_h_18_gh: (batch, 72) */
-    real *dL_dh_18 = work + (size_t)batch * 11984;  /* ∂L/∂h_18: (batch, 24) */
-    real *dL_dh_19_gh = work + (size_t)batch * 12008;  /* ∂L/∂h_19_gh: (batch, 72) */
-    real *delta_h_19_gh = work + (size_t)batch * 9152;  /* ∂L/∂z_h_19_gh: (batch, 72) */
-    real *dL_dh_19 = work + (size_t)batch * 12080;  /* ∂L/∂h_19: (batch, 24) */
-    real *dL_dh_20_gh = work + (size_t)batch * 12104;  /* ∂L/∂h_20_gh: (batch, 72) */
-    real *delta_h_20_gh = work + (size_t)batch * 9080;  /* ∂L/∂z_h_20_gh: (batch, 72) */
-    real *dL_dh_20 = work + (size_t)batch * 12176;  /* ∂L/∂h_20: (batch, 24) */
-    real *dL_dO = work + (size_t)batch * 12200;  /* ∂L/∂O: (batch, 4) */
-    real *delta_O = work + (size_t)batch * 12204;  /* ∂L/∂z_O: (batch, 4) */
+    real *dL_dh_1 = work + (size_t)batch * 7544;  /* ∂L/∂h_1: (batch, 24) */
+    real *dL_dh_2_gh = work + (size_t)batch * 7568;  /* ∂L/∂h_2_gh: (batch, 72) */
+    real *delta_h_2_gh = work + (size_t)batch * 8936;  /* ∂L/∂z_h_2_gh: (batch, 72) */
+    real *dL_dh_2 = work + (size_t)batch * 9008;  /* ∂L/∂h_2: (batch, 24) */
+    real *dL_dh_3_gh = work + (size_t)batch * 9032;  /* ∂L/∂h_3_gh: (batch, 72) */
+    real *delta_h_3_gh = work + (size_t)batch * 8864;  /* ∂L/∂z_h_3_gh: (batch, 72) */
+    real *dL_dh_3 = work + (size_t)batch * 9104;  /* ∂L/∂h_3: (batch, 24) */
+    real *dL_dh_4_gh = work + (size_t)batch * 9128;  /* ∂L/∂h_4_gh: (batch, 72) */
+    real *delta_h_4_gh = work + (size_t)batch * 8792;  /* ∂L/∂z_h_4_gh: (batch, 72) */
+    real *dL_dh_4 = work + (size_t)batch * 9200;  /* ∂L/∂h_4: (batch, 24) */
+    real *dL_dh_5_gh = work + (size_t)batch * 9224;  /* ∂L/∂h_5_gh: (batch, 72) */
+    real *delta_h_5_gh = work + (size_t)batch * 8720;  /* ∂L/∂z_h_5_gh: (batch, 72) */
+    real *dL_dh_5 = work + (size_t)batch * 9296;  /* ∂L/∂h_5: (batch, 24) */
+    real *dL_dh_6_gh = work + (size_t)batch * 9320;  /* ∂L/∂h_6_gh: (batch, 72) */
+    real *delta_h_6_gh = work + (size_t)batch * 8648;  /* ∂L/∂z_h_6_gh: (batch, 72) */
+    real *dL_dh_6 = work + (size_t)batch * 9392;  /* ∂L/∂h_6: (batch, 24) */
+    real *dL_dh_7_gh = work + (size_t)batch * 9416;  /* ∂L/∂h_7_gh: (batch, 72) */
+    real *delta_h_7_gh = work + (size_t)batch * 8576;  /* ∂L/∂z_h_7_gh: (batch, 72) */
+    real *dL_dh_7 = work + (size_t)batch * 9488;  /* ∂L/∂h_7: (batch, 24) */
+    real *dL_dh_8_gh = work + (size_t)batch * 9512;  /* ∂L/∂h_8_gh: (batch, 72) */
+    real *delta_h_8_gh = work + (size_t)batch * 8504;  /* ∂L/∂z_h_8_gh: (batch, 72) */
+    real *dL_dh_8 = work + (size_t)batch * 9584;  /* ∂L/∂h_8: (batch, 24) */
+    real *dL_dh_9_gh = work + (size_t)batch * 9608;  /* ∂L/∂h_9_gh: (batch, 72) */
+    real *delta_h_9_gh = work + (size_t)batch * 8432;  /* ∂L/∂z_h_9_gh: (batch, 72) */
+    real *dL_dh_9 = work + (size_t)batch * 9680;  /* ∂L/∂h_9: (batch, 24) */
+    real *dL_dh_10_gh = work + (size_t)batch * 9704;  /* ∂L/∂h_10_gh: (batch, 72) */
+    real *delta_h_10_gh = work + (size_t)batch * 8360;  /* ∂L/∂z_h_10_gh: (batch, 72) */
+    real *dL_dh_10 = work + (size_t)batch * 9776;  /* ∂L/∂h_10: (batch, 24) */
+    real *dL_dh_11_gh = work + (size_t)batch * 9800;  /* ∂L/∂h_11_gh: (batch, 72) */
+    real *delta_h_11_gh = work + (size_t)batch * 8288;  /* ∂L/∂z_h_11_gh: (batch, 72) */
+    real *dL_dh_11 = work + (size_t)batch * 9872;  /* ∂L/∂h_11: (batch, 24) */
+    real *dL_dh_12_gh = work + (size_t)batch * 9896;  /* ∂L/∂h_12_gh: (batch, 72) */
+    real *delta_h_12_gh = work + (size_t)batch * 8216;  /* ∂L/∂z_h_12_gh: (batch, 72) */
+    real *dL_dh_12 = work + (size_t)batch * 9968;  /* ∂L/∂h_12: (batch, 24) */
+    real *dL_dh_13_gh = work + (size_t)batch * 9992;  /* ∂L/∂h_13_gh: (batch, 72) */
+    real *delta_h_13_gh = work + (size_t)batch * 8144;  /* ∂L/∂z_h_13_gh: (batch, 72) */
+    real *dL_dh_13 = work + (size_t)batch * 10064;  /* ∂L/∂h_13: (batch, 24) */
+    real *dL_dh_14_gh = work + (size_t)batch * 10088;  /* ∂L/∂h_14_gh: (batch, 72) */
+    real *delta_h_14_gh = work + (size_t)batch * 8072;  /* ∂L/∂z_h_14_gh: (batch, 72) */
+    real *dL_dh_14 = work + (size_t)batch * 10160;  /* ∂L/∂h_14: (batch, 24) */
+    real *dL_dh_15_gh = work + (size_t)batch * 10184;  /* ∂L/∂h_15_gh: (batch, 72) */
+    real *delta_h_15_gh = work + (size_t)batch * 8000;  /* ∂L/∂z_h_15_gh: (batch, 72) */
+    real *dL_dh_15 = work + (size_t)batch * 10256;  /* ∂L/∂h_15: (batch, 24) */
+    real *dL_dh_16_gh = work + (size_t)batch * 10280;  /* ∂L/∂h_16_gh: (batch, 72) */
+    real *delta_h_16_gh = work + (size_t)batch * 7928;  /* ∂L/∂z_h_16_gh: (batch, 72) */
+    real *dL_dh_16 = work + (size_t)batch * 10352;  /* ∂L/∂h_16: (batch, 24) */
+    real *dL_dh_17_gh = work + (size_t)batch * 10376;  /* ∂L/∂h_17_gh: (batch, 72) */
+    real *delta_h_17_gh = work + (size_t)batch * 7856;  /* ∂L/∂z_h_17_gh: (batch, 72) */
+    real *dL_dh_17 = work + (size_t)batch * 10448;  /* ∂L/∂h_17: (batch, 24) */
+    real *dL_dh_18_gh = work + (size_t)batch * 10472;  /* ∂L/∂h_18_gh: (batch, 72) */
+    real *delta_h_18_gh = work + (size_t)batch * 7784;  /* ∂L/∂z_h_18_gh: (batch, 72) */
+    real *dL_dh_18 = work + (size_t)batch * 10544;  /* ∂L/∂h_18: (batch, 24) */
+    real *dL_dh_19_gh = work + (size_t)batch * 10568;  /* ∂L/∂h_19_gh: (batch, 72) */
+    real *delta_h_19_gh = work + (size_t)batch * 7712;  /* ∂L/∂z_h_19_gh: (batch, 72) */
+    real *dL_dh_19 = work + (size_t)batch * 10640;  /* ∂L/∂h_19: (batch, 24) */
+    real *dL_dh_20_gh = work + (size_t)batch * 10664;  /* ∂L/∂h_20_gh: (batch, 72) */
+    real *delta_h_20_gh = work + (size_t)batch * 7640;  /* ∂L/∂z_h_20_gh: (batch, 72) */
+    real *dL_dh_20 = work + (size_t)batch * 10736;  /* ∂L/∂h_20: (batch, 24) */
+    real *dL_dO = work + (size_t)batch * 10760;  /* ∂L/∂O: (batch, 4) */
+    real *delta_O = work + (size_t)batch * 10764;  /* ∂L/∂z_O: (batch, 4) */
+    real *delta_h_gx = dL_dh_gx;  /* ∂L/∂z_h_gx: ∂L/∂h_gx itself: (batch, 20, 72) */
 
     memset(g_b22, 0, sizeof(real) * 4);
     /* delta_O[b,i] = dL_dO[b,i]; g_b22[i] += dL_dO[b,i] */
@@ -1927,15 +1925,15 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
     sn_mm_tn(72, 24, batch * 19, delta_h_20_gh, h_19, g_U1, 0);
     /* dL_dh_1[b,j] += Σ_i delta_h_2_gh[b,i]·U1[i,j] (from h_2_gh) */
     sn_mm_nn(batch, 24, 72, delta_h_2_gh, U1, dL_dh_1, 1);
-    /* dL_dh_gx, g_c1, delta_h_gx, g_b1: the batch in chunks of examples through sn_rows_2, the chunks
+    /* dL_dh_gx, g_c1, g_b1: the batch in chunks of examples through sn_rows_2, the chunks
        on as many threads as pay for their join: n threads cost work/n + one join, so each
        thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 24192 multiply-adds per example */
+       two joins); the work, about 12672 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
-        real *sn_part = work + (size_t)batch * 12208;  /* 144 partial sums per chunk */
+        real *sn_part = work + (size_t)batch * 10768;  /* 144 partial sums per chunk */
 #ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 24192 * batch, sn_n) : 1;
+        const int sn_used = sn_on ? sn_threads(2.0 * 12672 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
 #endif
         for (int sn_c = 0; sn_c < sn_n; sn_c++)
@@ -1988,7 +1986,7 @@ static double sn_loss(const real *params, real *work, const real *S, const real 
     return loss / batch;
 }
 
-real symnet_29831b4035_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_3ff8360fe5_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -1999,7 +1997,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
 
 
     real *sn_u_O = work + (size_t)batch * 6100;  /* layer O: (batch, 4) */
-    real *dL_dO = work + (size_t)batch * 12200;  /* ∂L/∂O: (batch, 4) */
+    real *dL_dO = work + (size_t)batch * 10760;  /* ∂L/∂O: (batch, 4) */
 
     const real inv_batch = (real)1 / (real)batch;
     double loss = 0;
@@ -2044,7 +2042,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_29831b4035_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_3ff8360fe5_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -2081,7 +2079,7 @@ static double sn_loss_labels(const real *params, real *work, const real *S, cons
     return loss / batch;
 }
 
-real symnet_29831b4035_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_3ff8360fe5_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss_labels(params, work, X, T, batch);
 }
@@ -2092,7 +2090,7 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
 
 
     real *sn_u_O = work + (size_t)batch * 6100;  /* layer O: (batch, 4) */
-    real *dL_dO = work + (size_t)batch * 12200;  /* ∂L/∂O: (batch, 4) */
+    real *dL_dO = work + (size_t)batch * 10760;  /* ∂L/∂O: (batch, 4) */
 
     const real inv_batch = (real)1 / (real)batch;
     double loss = 0;
@@ -2133,7 +2131,7 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
     return loss / batch;
 }
 
-real symnet_29831b4035_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_3ff8360fe5_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad_labels(params, grads, work, X, T, batch);
 }
@@ -2160,9 +2158,9 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_29831b4035_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_3ff8360fe5_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
-    real *grads = work + (size_t)batch * 12352;
+    real *grads = work + (size_t)batch * 10912;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
     if (!isfinite(loss) || !sn_all_finite(grads))
         return (real)NAN;
@@ -2174,9 +2172,9 @@ real symnet_29831b4035_step(real *params, const real *X, const real *T, int batc
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_29831b4035_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_3ff8360fe5_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
-    real *grads = work + (size_t)batch * 12352;
+    real *grads = work + (size_t)batch * 10912;
     const double loss = sn_loss_grad_labels(params, grads, work, X, T, batch);
     if (!isfinite(loss) || !sn_all_finite(grads))
         return (real)NAN;
@@ -2245,7 +2243,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_29831b4035_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_3ff8360fe5_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -2265,17 +2263,17 @@ void symnet_29831b4035_update(real *params, const real *grads, real lr, int opti
  * prev holds the parameters before the last update (after a restore: the same as
  * params).  prev may be NULL (no restoring).
  *
- * work: the batch's rows (12352 numbers per example), then the
+ * work: the batch's rows (10912 numbers per example), then the
  * gradients (2260), then Ib and Tb.
  *
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_29831b4035_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_3ff8360fe5_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
-    real *grads = work + (size_t)batch_size * 12352;
+    real *grads = work + (size_t)batch_size * 10912;
     real *Ib = grads + 2260;
     real *Tb = Ib + (size_t)batch_size * 80;
     real *cur = params, *old = prev != NULL ? prev : params;  /* θ now; θ before the last update */
@@ -2345,18 +2343,18 @@ long long symnet_29831b4035_train(real *params, const real *X, const real *T, co
  * prev holds the parameters before the last update (after a restore: the same as
  * params).  prev may be NULL (no restoring).
  *
- * work: the batch's rows (12352 numbers per example), then the
+ * work: the batch's rows (10912 numbers per example), then the
  * gradients (2260), then Ib and Tb.
  *
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step).
  * The same with integer class labels: T[n] is the class of example n. */
-long long symnet_29831b4035_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_3ff8360fe5_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
-    real *grads = work + (size_t)batch_size * 12352;
+    real *grads = work + (size_t)batch_size * 10912;
     real *Ib = grads + 2260;
     real *Tb = Ib + (size_t)batch_size * 80;
     real *cur = params, *old = prev != NULL ? prev : params;  /* θ now; θ before the last update */

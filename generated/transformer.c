@@ -9,12 +9,11 @@
  *   B1_norm1_rstd (8) = 1/sqrt(z_B1_norm1_rstd[b,a]/32 + 1.0e-5)
  *   B1_norm1 (8, 32) = LayerNorm(eps=1e-05)
  *   B1_att_qkv (8, 96) = c4[i] + z_B1_att_qkv[b,tq,i]
- *   B1_att_s (4, 8, 8) = 0.35355339059327373*z_B1_att_s[b,hd,tq,tk]
+ *   B1_att_s (4, 8, 8) = z_B1_att_s[b,hd,tq,tk]
  *   B1_att_m (4, 8) = z_B1_att_m[b,hd,tq]
  *   B1_att_e (4, 8, 8) = exp(-B1_att_m[b,hd,tq] + B1_att_s[b,hd,tq,tk])
  *   B1_att_z (4, 8) = z_B1_att_z[b,hd,tq]
  *   B1_att_p (4, 8, 8) = B1_att_e[b,hd,tq,tk]/B1_att_z[b,hd,tq]
- *   B1_att_v (4, 8, 8) = B1_att_qkv[b,tk,hd*8 + e + 64]
  *   B1_att_a (8, 4, 8) = z_B1_att_a[b,tq,hd,e]
  *   B1_att (8, 32) = co4[i] + z_B1_att[b,tq,i]
  *   B1_res1 (8, 32) = B1_att[b,i,x] + pos[b,i,x]
@@ -30,12 +29,11 @@
  *   B2_norm1_rstd (8) = 1/sqrt(z_B2_norm1_rstd[b,a]/32 + 1.0e-5)
  *   B2_norm1 (8, 32) = LayerNorm(eps=1e-05)
  *   B2_att_qkv (8, 96) = c11[i] + z_B2_att_qkv[b,tq,i]
- *   B2_att_s (4, 8, 8) = 0.35355339059327373*z_B2_att_s[b,hd,tq,tk]
+ *   B2_att_s (4, 8, 8) = z_B2_att_s[b,hd,tq,tk]
  *   B2_att_m (4, 8) = z_B2_att_m[b,hd,tq]
  *   B2_att_e (4, 8, 8) = exp(-B2_att_m[b,hd,tq] + B2_att_s[b,hd,tq,tk])
  *   B2_att_z (4, 8) = z_B2_att_z[b,hd,tq]
  *   B2_att_p (4, 8, 8) = B2_att_e[b,hd,tq,tk]/B2_att_z[b,hd,tq]
- *   B2_att_v (4, 8, 8) = B2_att_qkv[b,tk,hd*8 + e + 64]
  *   B2_att_a (8, 4, 8) = z_B2_att_a[b,tq,hd,e]
  *   B2_att (8, 32) = co11[i] + z_B2_att[b,tq,i]
  *   B2_res1 (8, 32) = B1[b,i,x] + B2_att[b,i,x]
@@ -53,7 +51,7 @@
  * X of width n holds X[b,j] at X[b * n + j]; W of shape (out, in) holds
  * W[i,j] at W[i * in + j].  Parameters live in one flat array `params`
  * (18026 numbers), their gradients in `grads` with the same
- * layout, and everything per example in `work` (29264 numbers
+ * layout, and everything per example in `work` (24400 numbers
  * per example of the batch).
  */
 #include <math.h>
@@ -71,12 +69,11 @@
  *   B1_norm1_rstd (8) = 1/sqrt(z_B1_norm1_rstd[b,a]/32 + 1.0e-5)
  *   B1_norm1 (8, 32) = LayerNorm(eps=1e-05)
  *   B1_att_qkv (8, 96) = c4[i] + z_B1_att_qkv[b,tq,i]
- *   B1_att_s (4, 8, 8) = 0.35355339059327373*z_B1_att_s[b,hd,tq,tk]
+ *   B1_att_s (4, 8, 8) = z_B1_att_s[b,hd,tq,tk]
  *   B1_att_m (4, 8) = z_B1_att_m[b,hd,tq]
  *   B1_att_e (4, 8, 8) = exp(-B1_att_m[b,hd,tq] + B1_att_s[b,hd,tq,tk])
  *   B1_att_z (4, 8) = z_B1_att_z[b,hd,tq]
  *   B1_att_p (4, 8, 8) = B1_att_e[b,hd,tq,tk]/B1_att_z[b,hd,tq]
- *   B1_att_v (4, 8, 8) = B1_att_qkv[b,tk,hd*8 + e + 64]
  *   B1_att_a (8, 4, 8) = z_B1_att_a[b,tq,hd,e]
  *   B1_att (8, 32) = co4[i] + z_B1_att[b,tq,i]
  *   B1_res1 (8, 32) = B1_att[b,i,x] + pos[b,i,x]
@@ -92,12 +89,11 @@
  *   B2_norm1_rstd (8) = 1/sqrt(z_B2_norm1_rstd[b,a]/32 + 1.0e-5)
  *   B2_norm1 (8, 32) = LayerNorm(eps=1e-05)
  *   B2_att_qkv (8, 96) = c11[i] + z_B2_att_qkv[b,tq,i]
- *   B2_att_s (4, 8, 8) = 0.35355339059327373*z_B2_att_s[b,hd,tq,tk]
+ *   B2_att_s (4, 8, 8) = z_B2_att_s[b,hd,tq,tk]
  *   B2_att_m (4, 8) = z_B2_att_m[b,hd,tq]
  *   B2_att_e (4, 8, 8) = exp(-B2_att_m[b,hd,tq] + B2_att_s[b,hd,tq,tk])
  *   B2_att_z (4, 8) = z_B2_att_z[b,hd,tq]
  *   B2_att_p (4, 8, 8) = B2_att_e[b,hd,tq,tk]/B2_att_z[b,hd,tq]
- *   B2_att_v (4, 8, 8) = B2_att_qkv[b,tk,hd*8 + e + 64]
  *   B2_att_a (8, 4, 8) = z_B2_att_a[b,tq,hd,e]
  *   B2_att (8, 32) = co11[i] + z_B2_att[b,tq,i]
  *   B2_res1 (8, 32) = B1[b,i,x] + B2_att[b,i,x]
@@ -112,8 +108,8 @@
  *   loss: bce, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_6AEBB5B417_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_6AEBB5B417_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_D8A6ACF91E_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_D8A6ACF91E_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (32, 10)
  *   b1           offset       320  shape (32,)
  *   P2           offset       352  shape (8, 32)
@@ -144,48 +140,48 @@
  *   W17          offset     17696  shape (10, 32)
  *   b17          offset     18016  shape (10,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_6AEBB5B417_WORK_SIZE(batch) numbers; SYMNET_6AEBB5B417_TRAIN_WORK_SIZE(batch_size) for
- * symnet_6aebb5b417_train) and allocates nothing.  Memory for one call of a batch B:
- *   params 18026 + X B*80 + T or O B*80 + work (B*29264 + 18026)
- *   numbers of 4 bytes; e.g. B = 32: 3,910,480 bytes (training; forward only: 1,948,072).
+ * `work` (SYMNET_D8A6ACF91E_WORK_SIZE(batch) numbers; SYMNET_D8A6ACF91E_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_d8a6acf91e_train) and allocates nothing.  Memory for one call of a batch B:
+ *   params 18026 + X B*80 + T or O B*80 + work (B*24400 + 18026)
+ *   numbers of 4 bytes; e.g. B = 32: 3,287,888 bytes (training; forward only: 1,817,000).
  */
-#ifndef SYMNET_6AEBB5B417_H
-#define SYMNET_6AEBB5B417_H
+#ifndef SYMNET_D8A6ACF91E_H
+#define SYMNET_D8A6ACF91E_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_6AEBB5B417_REAL float  /* the number type of every array (float32) */
-#define SYMNET_6AEBB5B417_N_INPUTS 80  /* features per example */
-#define SYMNET_6AEBB5B417_N_OUTPUTS 80
-#define SYMNET_6AEBB5B417_N_PARAMS 18026  /* numbers in the flat parameter array */
-#define SYMNET_6AEBB5B417_WORK_PER_EXAMPLE 29264
-#define SYMNET_6AEBB5B417_WORK_SIZE(batch) ((batch) * 29264 + 18026)  /* numbers of scratch per call */
-#define SYMNET_6AEBB5B417_TRAIN_WORK_SIZE(batch_size) (SYMNET_6AEBB5B417_WORK_SIZE(batch_size) + (batch_size) * 160)
-#define SYMNET_6AEBB5B417_SGD 0       /* optimizer codes of symnet_6aebb5b417_update and symnet_6aebb5b417_train */
-#define SYMNET_6AEBB5B417_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_6AEBB5B417_N_PARAMS numbers */
-#define SYMNET_6AEBB5B417_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_6AEBB5B417_N_PARAMS numbers each */
+#define SYMNET_D8A6ACF91E_REAL float  /* the number type of every array (float32) */
+#define SYMNET_D8A6ACF91E_N_INPUTS 80  /* features per example */
+#define SYMNET_D8A6ACF91E_N_OUTPUTS 80
+#define SYMNET_D8A6ACF91E_N_PARAMS 18026  /* numbers in the flat parameter array */
+#define SYMNET_D8A6ACF91E_WORK_PER_EXAMPLE 24400
+#define SYMNET_D8A6ACF91E_WORK_SIZE(batch) ((batch) * 24400 + 18026)  /* numbers of scratch per call */
+#define SYMNET_D8A6ACF91E_TRAIN_WORK_SIZE(batch_size) (SYMNET_D8A6ACF91E_WORK_SIZE(batch_size) + (batch_size) * 160)
+#define SYMNET_D8A6ACF91E_SGD 0       /* optimizer codes of symnet_d8a6acf91e_update and symnet_d8a6acf91e_train */
+#define SYMNET_D8A6ACF91E_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_D8A6ACF91E_N_PARAMS numbers */
+#define SYMNET_D8A6ACF91E_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_D8A6ACF91E_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_6AEBB5B417_N_OUTPUTS) = the network's output for X (batch × SYMNET_6AEBB5B417_N_INPUTS). */
-void symnet_6aebb5b417_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_D8A6ACF91E_N_OUTPUTS) = the network's output for X (batch × SYMNET_D8A6ACF91E_N_INPUTS). */
+void symnet_d8a6acf91e_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_6aebb5b417_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_d8a6acf91e_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_6AEBB5B417_N_PARAMS numbers) by back propagation. */
-float symnet_6aebb5b417_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_D8A6ACF91E_N_PARAMS numbers) by back propagation. */
+float symnet_d8a6acf91e_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_6aebb5b417_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_d8a6acf91e_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_6AEBB5B417_SGD, SYMNET_6AEBB5B417_MOMENTUM or SYMNET_6AEBB5B417_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_D8A6ACF91E_SGD, SYMNET_D8A6ACF91E_MOMENTUM or SYMNET_D8A6ACF91E_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_6aebb5b417_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_d8a6acf91e_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -193,10 +189,10 @@ void symnet_6aebb5b417_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_6AEBB5B417_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_D8A6ACF91E_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_6AEBB5B417_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_6aebb5b417_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_D8A6ACF91E_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_d8a6acf91e_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -205,7 +201,7 @@ long long symnet_6aebb5b417_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_6AEBB5B417_H */
+#endif /* SYMNET_D8A6ACF91E_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -692,13 +688,18 @@ static void sn_rows_1(const real *params, real *work, const real *S, int batch, 
             for (int i = 0; i < 32; i++) {
                 pos[b * 256 + tq * 32 + i] = P2[tq * 32 + i] + embed[b * 256 + tq * 32 + i];
             }
-    memset(z_B1_norm1_mean + (size_t)sn_lo * 8, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 8);
     /* z_B1_norm1_mean[b,a] = Σ_e pos[b,a,e] */
     for (int b = sn_lo; b < sn_hi; b++)
-        for (int a = 0; a < 8; a++)
+        for (int a = 0; a < 8; a++) {
+            real acc0 = 0;
+#ifdef SN_SIMD
+#pragma omp simd reduction(+:acc0)
+#endif
             for (int e = 0; e < 32; e++) {
-                z_B1_norm1_mean[b * 8 + a] += pos[b * 256 + a * 32 + e];
+                acc0 += pos[b * 256 + a * 32 + e];
             }
+            z_B1_norm1_mean[b * 8 + a] = acc0;
+        }
     /* B1_norm1_mean[b,a] = z_B1_norm1_mean[b,a]/32 */
     for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
@@ -716,13 +717,18 @@ static void sn_rows_1(const real *params, real *work, const real *S, int batch, 
             for (int d = 0; d < 32; d++) {
                 B1_norm1_c[b * 256 + a * 32 + d] = -B1_norm1_mean[b * 8 + a] + pos[b * 256 + a * 32 + d];
             }
-    memset(z_B1_norm1_rstd + (size_t)sn_lo * 8, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 8);
     /* z_B1_norm1_rstd[b,a] = Σ_e B1_norm1_c[b,a,e]² */
     for (int b = sn_lo; b < sn_hi; b++)
-        for (int a = 0; a < 8; a++)
+        for (int a = 0; a < 8; a++) {
+            real acc0 = 0;
+#ifdef SN_SIMD
+#pragma omp simd reduction(+:acc0)
+#endif
             for (int e = 0; e < 32; e++) {
-                z_B1_norm1_rstd[b * 8 + a] += B1_norm1_c[b * 256 + a * 32 + e]*B1_norm1_c[b * 256 + a * 32 + e];
+                acc0 += B1_norm1_c[b * 256 + a * 32 + e]*B1_norm1_c[b * 256 + a * 32 + e];
             }
+            z_B1_norm1_rstd[b * 8 + a] = acc0;
+        }
     /* B1_norm1_rstd[b,a] = 1/sqrt(z_B1_norm1_rstd[b,a]/32 + 1.0e-5) */
     for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
@@ -744,7 +750,7 @@ static void sn_rows_1(const real *params, real *work, const real *S, int batch, 
 }
 
 /* The examples sn_lo ≤ b < sn_hi of the batch through the layers' ops that take each
- * example alone: B1_att_qkv, z_B1_att_s, B1_att_s, z_B1_att_m, B1_att_e, z_B1_att_z, B1_att_p, B1_att_v, z_B1_att_a. */
+ * example alone: B1_att_qkv, z_B1_att_s, z_B1_att_m, B1_att_e, z_B1_att_z, B1_att_p, z_B1_att_a. */
 static void sn_rows_2(const real *params, real *work, const real *S, int batch, int sn_lo, int sn_hi)
 {
     const real *c4 = params + 3744;  /* c4: (96,) */
@@ -752,13 +758,12 @@ static void sn_rows_2(const real *params, real *work, const real *S, int batch, 
     real *z_B1_att_qkv = work + (size_t)batch * 1312;  /* Σ of B1_att_qkv: (batch, 8, 96) */
     real *B1_att_qkv = work + (size_t)batch * 2080;  /* layer B1_att_qkv: (batch, 8, 96) */
     real *z_B1_att_s = work + (size_t)batch * 2848;  /* Σ of B1_att_s: (batch, 4, 8, 8) */
-    real *B1_att_s = work + (size_t)batch * 3104;  /* layer B1_att_s: (batch, 4, 8, 8) */
-    real *z_B1_att_m = work + (size_t)batch * 3360;  /* Σ of B1_att_m: (batch, 4, 8) */
-    real *B1_att_e = work + (size_t)batch * 3392;  /* layer B1_att_e: (batch, 4, 8, 8) */
-    real *z_B1_att_z = work + (size_t)batch * 3648;  /* Σ of B1_att_z: (batch, 4, 8) */
-    real *B1_att_p = work + (size_t)batch * 3680;  /* layer B1_att_p: (batch, 4, 8, 8) */
-    real *B1_att_v = work + (size_t)batch * 3936;  /* layer B1_att_v: (batch, 4, 8, 8) */
-    real *z_B1_att_a = work + (size_t)batch * 4192;  /* Σ of B1_att_a: (batch, 8, 4, 8) */
+    real *z_B1_att_m = work + (size_t)batch * 3104;  /* Σ of B1_att_m: (batch, 4, 8) */
+    real *B1_att_e = work + (size_t)batch * 3136;  /* layer B1_att_e: (batch, 4, 8, 8) */
+    real *z_B1_att_z = work + (size_t)batch * 3392;  /* Σ of B1_att_z: (batch, 4, 8) */
+    real *B1_att_p = work + (size_t)batch * 3424;  /* layer B1_att_p: (batch, 4, 8, 8) */
+    real *z_B1_att_a = work + (size_t)batch * 3680;  /* Σ of B1_att_a: (batch, 8, 4, 8) */
+    real *B1_att_s = z_B1_att_s;  /* layer B1_att_s: z_B1_att_s itself: (batch, 4, 8, 8) */
     real *B1_att_m = z_B1_att_m;  /* layer B1_att_m: z_B1_att_m itself: (batch, 4, 8) */
     real *B1_att_z = z_B1_att_z;  /* layer B1_att_z: z_B1_att_z itself: (batch, 4, 8) */
 
@@ -772,29 +777,25 @@ static void sn_rows_2(const real *params, real *work, const real *S, int batch, 
             for (int i = 0; i < 96; i++) {
                 B1_att_qkv[b * 768 + tq * 96 + i] = c4[i] + z_B1_att_qkv[b * 768 + tq * 96 + i];
             }
-    /* z_B1_att_s[b,hd,tq,tk] = Σ_e B1_att_qkv[b,tk,hd·8 + e + 32]·B1_att_qkv[b,tq,hd·8 + e]: a small product per (b, hd) */
+    /* z_B1_att_s[b,hd,tq,tk] = Σ_e 0.35355339059327373·B1_att_qkv[b,tk,hd·8 + e + 32]·B1_att_qkv[b,tq,hd·8 + e]: a small product per (b, hd) */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++) {
-            sn_small_mm(8, 8, 8, (real)1, B1_att_qkv + (size_t)b * 768 + hd * 8, 96, 1, B1_att_qkv + (size_t)b * 768 + hd * 8 + 32, 1, 96, z_B1_att_s + (size_t)b * 256 + hd * 64, 8, 0);
+            sn_small_mm(8, 8, 8, (real)0.353553391F, B1_att_qkv + (size_t)b * 768 + hd * 8, 96, 1, B1_att_qkv + (size_t)b * 768 + hd * 8 + 32, 1, 96, z_B1_att_s + (size_t)b * 256 + hd * 64, 8, 0);
         }
-    /* B1_att_s[b,hd,tq,tk] = 0.35355339059327373·z_B1_att_s[b,hd,tq,tk] */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int hd = 0; hd < 4; hd++)
-            for (int tq = 0; tq < 8; tq++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-                for (int tk = 0; tk < 8; tk++) {
-                    B1_att_s[b * 256 + hd * 64 + tq * 8 + tk] = 0.353553391F*z_B1_att_s[b * 256 + hd * 64 + tq * 8 + tk];
-                }
     for (size_t q = (size_t)sn_lo * 32; q < (size_t)sn_hi * 32; q++) z_B1_att_m[q] = -INFINITY;
     /* z_B1_att_m[b,hd,tq] = max_tk B1_att_s[b,hd,tq,tk] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++)
-            for (int tq = 0; tq < 8; tq++)
+            for (int tq = 0; tq < 8; tq++) {
+                real acc0 = -INFINITY;
+#ifdef SN_SIMD
+#pragma omp simd reduction(max:acc0)
+#endif
                 for (int tk = 0; tk < 8; tk++) {
-                    z_B1_att_m[b * 32 + hd * 8 + tq] = B1_att_s[b * 256 + hd * 64 + tq * 8 + tk] > z_B1_att_m[b * 32 + hd * 8 + tq] ? B1_att_s[b * 256 + hd * 64 + tq * 8 + tk] : z_B1_att_m[b * 32 + hd * 8 + tq];
+                    acc0 = B1_att_s[b * 256 + hd * 64 + tq * 8 + tk] > acc0 ? B1_att_s[b * 256 + hd * 64 + tq * 8 + tk] : acc0;
                 }
+                z_B1_att_m[b * 32 + hd * 8 + tq] = acc0 > z_B1_att_m[b * 32 + hd * 8 + tq] ? acc0 : z_B1_att_m[b * 32 + hd * 8 + tq];
+            }
     /* B1_att_e[b,hd,tq,tk] = exp(-B1_att_m[b,hd,tq] + B1_att_s[b,hd,tq,tk]) */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++)
@@ -828,20 +829,10 @@ static void sn_rows_2(const real *params, real *work, const real *S, int batch, 
                 for (int tk = 0; tk < 8; tk++) {
                     B1_att_p[b * 256 + hd * 64 + tq * 8 + tk] = B1_att_e[b * 256 + hd * 64 + tq * 8 + tk]/B1_att_z[b * 32 + hd * 8 + tq];
                 }
-    /* B1_att_v[b,hd,e,tk] = B1_att_qkv[b,tk,hd*8 + e + 64] */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int hd = 0; hd < 4; hd++)
-            for (int e = 0; e < 8; e++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-                for (int tk = 0; tk < 8; tk++) {
-                    B1_att_v[b * 256 + hd * 64 + e * 8 + tk] = B1_att_qkv[b * 768 + tk * 96 + (hd*8 + e + 64)];
-                }
-    /* z_B1_att_a[b,tq,hd,e] = Σ_tk B1_att_p[b,hd,tq,tk]·B1_att_v[b,hd,e,tk]: a small product per (b, hd) */
+    /* z_B1_att_a[b,tq,hd,e] = Σ_tk B1_att_p[b,hd,tq,tk]·B1_att_qkv[b,tk,hd·8 + e + 64]: a small product per (b, hd) */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++) {
-            sn_small_mm(8, 8, 8, (real)1, B1_att_p + (size_t)b * 256 + hd * 64, 8, 1, B1_att_v + (size_t)b * 256 + hd * 64, 1, 8, z_B1_att_a + (size_t)b * 256 + hd * 8, 32, 0);
+            sn_small_mm(8, 8, 8, (real)1, B1_att_p + (size_t)b * 256 + hd * 64, 8, 1, B1_att_qkv + (size_t)b * 768 + hd * 8 + 64, 96, 1, z_B1_att_a + (size_t)b * 256 + hd * 8, 32, 0);
         }
 
 }
@@ -855,15 +846,15 @@ static void sn_rows_3(const real *params, real *work, const real *S, int batch, 
     const real *beta6 = params + 4928;  /* beta6: (32,) */
 
     real *pos = work + (size_t)batch * 512;  /* layer pos: (batch, 8, 32) */
-    real *z_B1_att = work + (size_t)batch * 4448;  /* Σ of B1_att: (batch, 8, 32) */
-    real *B1_att = work + (size_t)batch * 4704;  /* layer B1_att: (batch, 8, 32) */
-    real *B1_res1 = work + (size_t)batch * 4960;  /* layer B1_res1: (batch, 8, 32) */
-    real *z_B1_norm2_mean = work + (size_t)batch * 5216;  /* Σ of B1_norm2_mean: (batch, 8) */
-    real *B1_norm2_mean = work + (size_t)batch * 5224;  /* layer B1_norm2_mean: (batch, 8) */
-    real *B1_norm2_c = work + (size_t)batch * 5232;  /* layer B1_norm2_c: (batch, 8, 32) */
-    real *z_B1_norm2_rstd = work + (size_t)batch * 5488;  /* Σ of B1_norm2_rstd: (batch, 8) */
-    real *B1_norm2_rstd = work + (size_t)batch * 5496;  /* layer B1_norm2_rstd: (batch, 8) */
-    real *B1_norm2 = work + (size_t)batch * 5504;  /* layer B1_norm2: (batch, 8, 32) */
+    real *z_B1_att = work + (size_t)batch * 3936;  /* Σ of B1_att: (batch, 8, 32) */
+    real *B1_att = work + (size_t)batch * 4192;  /* layer B1_att: (batch, 8, 32) */
+    real *B1_res1 = work + (size_t)batch * 4448;  /* layer B1_res1: (batch, 8, 32) */
+    real *z_B1_norm2_mean = work + (size_t)batch * 4704;  /* Σ of B1_norm2_mean: (batch, 8) */
+    real *B1_norm2_mean = work + (size_t)batch * 4712;  /* layer B1_norm2_mean: (batch, 8) */
+    real *B1_norm2_c = work + (size_t)batch * 4720;  /* layer B1_norm2_c: (batch, 8, 32) */
+    real *z_B1_norm2_rstd = work + (size_t)batch * 4976;  /* Σ of B1_norm2_rstd: (batch, 8) */
+    real *B1_norm2_rstd = work + (size_t)batch * 4984;  /* layer B1_norm2_rstd: (batch, 8) */
+    real *B1_norm2 = work + (size_t)batch * 4992;  /* layer B1_norm2: (batch, 8, 32) */
 
     (void)S;
     /* B1_att[b,tq,i] = co4[i] + z_B1_att[b,tq,i] */
@@ -884,13 +875,18 @@ static void sn_rows_3(const real *params, real *work, const real *S, int batch, 
             for (int x = 0; x < 32; x++) {
                 B1_res1[b * 256 + i * 32 + x] = B1_att[b * 256 + i * 32 + x] + pos[b * 256 + i * 32 + x];
             }
-    memset(z_B1_norm2_mean + (size_t)sn_lo * 8, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 8);
     /* z_B1_norm2_mean[b,a] = Σ_e B1_res1[b,a,e] */
     for (int b = sn_lo; b < sn_hi; b++)
-        for (int a = 0; a < 8; a++)
+        for (int a = 0; a < 8; a++) {
+            real acc0 = 0;
+#ifdef SN_SIMD
+#pragma omp simd reduction(+:acc0)
+#endif
             for (int e = 0; e < 32; e++) {
-                z_B1_norm2_mean[b * 8 + a] += B1_res1[b * 256 + a * 32 + e];
+                acc0 += B1_res1[b * 256 + a * 32 + e];
             }
+            z_B1_norm2_mean[b * 8 + a] = acc0;
+        }
     /* B1_norm2_mean[b,a] = z_B1_norm2_mean[b,a]/32 */
     for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
@@ -908,13 +904,18 @@ static void sn_rows_3(const real *params, real *work, const real *S, int batch, 
             for (int d = 0; d < 32; d++) {
                 B1_norm2_c[b * 256 + a * 32 + d] = -B1_norm2_mean[b * 8 + a] + B1_res1[b * 256 + a * 32 + d];
             }
-    memset(z_B1_norm2_rstd + (size_t)sn_lo * 8, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 8);
     /* z_B1_norm2_rstd[b,a] = Σ_e B1_norm2_c[b,a,e]² */
     for (int b = sn_lo; b < sn_hi; b++)
-        for (int a = 0; a < 8; a++)
+        for (int a = 0; a < 8; a++) {
+            real acc0 = 0;
+#ifdef SN_SIMD
+#pragma omp simd reduction(+:acc0)
+#endif
             for (int e = 0; e < 32; e++) {
-                z_B1_norm2_rstd[b * 8 + a] += B1_norm2_c[b * 256 + a * 32 + e]*B1_norm2_c[b * 256 + a * 32 + e];
+                acc0 += B1_norm2_c[b * 256 + a * 32 + e]*B1_norm2_c[b * 256 + a * 32 + e];
             }
+            z_B1_norm2_rstd[b * 8 + a] = acc0;
+        }
     /* B1_norm2_rstd[b,a] = 1/sqrt(z_B1_norm2_rstd[b,a]/32 + 1.0e-5) */
     for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
@@ -941,8 +942,8 @@ static void sn_rows_4(const real *params, real *work, const real *S, int batch, 
 {
     const real *b7 = params + 7008;  /* b7: (64,) */
 
-    real *z_B1_ff1 = work + (size_t)batch * 5760;  /* Σ of B1_ff1: (batch, 8, 64) */
-    real *B1_ff1 = work + (size_t)batch * 6272;  /* layer B1_ff1: (batch, 8, 64) */
+    real *z_B1_ff1 = work + (size_t)batch * 5248;  /* Σ of B1_ff1: (batch, 8, 64) */
+    real *B1_ff1 = work + (size_t)batch * 5760;  /* layer B1_ff1: (batch, 8, 64) */
 
     (void)S;
     /* B1_ff1[b,tq,i] = (b7[i] + z_B1_ff1[b,tq,i] if b7[i] + z_B1_ff1[b,tq,i] > 0 else 0) */
@@ -966,16 +967,16 @@ static void sn_rows_5(const real *params, real *work, const real *S, int batch, 
     const real *gamma10 = params + 9152;  /* gamma10: (32,) */
     const real *beta10 = params + 9184;  /* beta10: (32,) */
 
-    real *B1_res1 = work + (size_t)batch * 4960;  /* layer B1_res1: (batch, 8, 32) */
-    real *z_B1_ff2 = work + (size_t)batch * 6784;  /* Σ of B1_ff2: (batch, 8, 32) */
-    real *B1_ff2 = work + (size_t)batch * 7040;  /* layer B1_ff2: (batch, 8, 32) */
-    real *B1 = work + (size_t)batch * 7296;  /* layer B1: (batch, 8, 32) */
-    real *z_B2_norm1_mean = work + (size_t)batch * 7552;  /* Σ of B2_norm1_mean: (batch, 8) */
-    real *B2_norm1_mean = work + (size_t)batch * 7560;  /* layer B2_norm1_mean: (batch, 8) */
-    real *B2_norm1_c = work + (size_t)batch * 7568;  /* layer B2_norm1_c: (batch, 8, 32) */
-    real *z_B2_norm1_rstd = work + (size_t)batch * 7824;  /* Σ of B2_norm1_rstd: (batch, 8) */
-    real *B2_norm1_rstd = work + (size_t)batch * 7832;  /* layer B2_norm1_rstd: (batch, 8) */
-    real *B2_norm1 = work + (size_t)batch * 7840;  /* layer B2_norm1: (batch, 8, 32) */
+    real *B1_res1 = work + (size_t)batch * 4448;  /* layer B1_res1: (batch, 8, 32) */
+    real *z_B1_ff2 = work + (size_t)batch * 6272;  /* Σ of B1_ff2: (batch, 8, 32) */
+    real *B1_ff2 = work + (size_t)batch * 6528;  /* layer B1_ff2: (batch, 8, 32) */
+    real *B1 = work + (size_t)batch * 6784;  /* layer B1: (batch, 8, 32) */
+    real *z_B2_norm1_mean = work + (size_t)batch * 7040;  /* Σ of B2_norm1_mean: (batch, 8) */
+    real *B2_norm1_mean = work + (size_t)batch * 7048;  /* layer B2_norm1_mean: (batch, 8) */
+    real *B2_norm1_c = work + (size_t)batch * 7056;  /* layer B2_norm1_c: (batch, 8, 32) */
+    real *z_B2_norm1_rstd = work + (size_t)batch * 7312;  /* Σ of B2_norm1_rstd: (batch, 8) */
+    real *B2_norm1_rstd = work + (size_t)batch * 7320;  /* layer B2_norm1_rstd: (batch, 8) */
+    real *B2_norm1 = work + (size_t)batch * 7328;  /* layer B2_norm1: (batch, 8, 32) */
 
     (void)S;
     /* B1_ff2[b,tq,i] = b8[i] + z_B1_ff2[b,tq,i] */
@@ -996,13 +997,18 @@ static void sn_rows_5(const real *params, real *work, const real *S, int batch, 
             for (int x = 0; x < 32; x++) {
                 B1[b * 256 + i * 32 + x] = B1_ff2[b * 256 + i * 32 + x] + B1_res1[b * 256 + i * 32 + x];
             }
-    memset(z_B2_norm1_mean + (size_t)sn_lo * 8, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 8);
     /* z_B2_norm1_mean[b,a] = Σ_e B1[b,a,e] */
     for (int b = sn_lo; b < sn_hi; b++)
-        for (int a = 0; a < 8; a++)
+        for (int a = 0; a < 8; a++) {
+            real acc0 = 0;
+#ifdef SN_SIMD
+#pragma omp simd reduction(+:acc0)
+#endif
             for (int e = 0; e < 32; e++) {
-                z_B2_norm1_mean[b * 8 + a] += B1[b * 256 + a * 32 + e];
+                acc0 += B1[b * 256 + a * 32 + e];
             }
+            z_B2_norm1_mean[b * 8 + a] = acc0;
+        }
     /* B2_norm1_mean[b,a] = z_B2_norm1_mean[b,a]/32 */
     for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
@@ -1020,13 +1026,18 @@ static void sn_rows_5(const real *params, real *work, const real *S, int batch, 
             for (int d = 0; d < 32; d++) {
                 B2_norm1_c[b * 256 + a * 32 + d] = B1[b * 256 + a * 32 + d] - B2_norm1_mean[b * 8 + a];
             }
-    memset(z_B2_norm1_rstd + (size_t)sn_lo * 8, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 8);
     /* z_B2_norm1_rstd[b,a] = Σ_e B2_norm1_c[b,a,e]² */
     for (int b = sn_lo; b < sn_hi; b++)
-        for (int a = 0; a < 8; a++)
+        for (int a = 0; a < 8; a++) {
+            real acc0 = 0;
+#ifdef SN_SIMD
+#pragma omp simd reduction(+:acc0)
+#endif
             for (int e = 0; e < 32; e++) {
-                z_B2_norm1_rstd[b * 8 + a] += B2_norm1_c[b * 256 + a * 32 + e]*B2_norm1_c[b * 256 + a * 32 + e];
+                acc0 += B2_norm1_c[b * 256 + a * 32 + e]*B2_norm1_c[b * 256 + a * 32 + e];
             }
+            z_B2_norm1_rstd[b * 8 + a] = acc0;
+        }
     /* B2_norm1_rstd[b,a] = 1/sqrt(z_B2_norm1_rstd[b,a]/32 + 1.0e-5) */
     for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
@@ -1048,21 +1059,20 @@ static void sn_rows_5(const real *params, real *work, const real *S, int batch, 
 }
 
 /* The examples sn_lo ≤ b < sn_hi of the batch through the layers' ops that take each
- * example alone: B2_att_qkv, z_B2_att_s, B2_att_s, z_B2_att_m, B2_att_e, z_B2_att_z, B2_att_p, B2_att_v, z_B2_att_a. */
+ * example alone: B2_att_qkv, z_B2_att_s, z_B2_att_m, B2_att_e, z_B2_att_z, B2_att_p, z_B2_att_a. */
 static void sn_rows_6(const real *params, real *work, const real *S, int batch, int sn_lo, int sn_hi)
 {
     const real *c11 = params + 12288;  /* c11: (96,) */
 
-    real *z_B2_att_qkv = work + (size_t)batch * 8096;  /* Σ of B2_att_qkv: (batch, 8, 96) */
-    real *B2_att_qkv = work + (size_t)batch * 8864;  /* layer B2_att_qkv: (batch, 8, 96) */
-    real *z_B2_att_s = work + (size_t)batch * 9632;  /* Σ of B2_att_s: (batch, 4, 8, 8) */
-    real *B2_att_s = work + (size_t)batch * 9888;  /* layer B2_att_s: (batch, 4, 8, 8) */
-    real *z_B2_att_m = work + (size_t)batch * 10144;  /* Σ of B2_att_m: (batch, 4, 8) */
-    real *B2_att_e = work + (size_t)batch * 10176;  /* layer B2_att_e: (batch, 4, 8, 8) */
-    real *z_B2_att_z = work + (size_t)batch * 10432;  /* Σ of B2_att_z: (batch, 4, 8) */
-    real *B2_att_p = work + (size_t)batch * 10464;  /* layer B2_att_p: (batch, 4, 8, 8) */
-    real *B2_att_v = work + (size_t)batch * 10720;  /* layer B2_att_v: (batch, 4, 8, 8) */
-    real *z_B2_att_a = work + (size_t)batch * 10976;  /* Σ of B2_att_a: (batch, 8, 4, 8) */
+    real *z_B2_att_qkv = work + (size_t)batch * 7584;  /* Σ of B2_att_qkv: (batch, 8, 96) */
+    real *B2_att_qkv = work + (size_t)batch * 8352;  /* layer B2_att_qkv: (batch, 8, 96) */
+    real *z_B2_att_s = work + (size_t)batch * 9120;  /* Σ of B2_att_s: (batch, 4, 8, 8) */
+    real *z_B2_att_m = work + (size_t)batch * 9376;  /* Σ of B2_att_m: (batch, 4, 8) */
+    real *B2_att_e = work + (size_t)batch * 9408;  /* layer B2_att_e: (batch, 4, 8, 8) */
+    real *z_B2_att_z = work + (size_t)batch * 9664;  /* Σ of B2_att_z: (batch, 4, 8) */
+    real *B2_att_p = work + (size_t)batch * 9696;  /* layer B2_att_p: (batch, 4, 8, 8) */
+    real *z_B2_att_a = work + (size_t)batch * 9952;  /* Σ of B2_att_a: (batch, 8, 4, 8) */
+    real *B2_att_s = z_B2_att_s;  /* layer B2_att_s: z_B2_att_s itself: (batch, 4, 8, 8) */
     real *B2_att_m = z_B2_att_m;  /* layer B2_att_m: z_B2_att_m itself: (batch, 4, 8) */
     real *B2_att_z = z_B2_att_z;  /* layer B2_att_z: z_B2_att_z itself: (batch, 4, 8) */
 
@@ -1076,29 +1086,25 @@ static void sn_rows_6(const real *params, real *work, const real *S, int batch, 
             for (int i = 0; i < 96; i++) {
                 B2_att_qkv[b * 768 + tq * 96 + i] = c11[i] + z_B2_att_qkv[b * 768 + tq * 96 + i];
             }
-    /* z_B2_att_s[b,hd,tq,tk] = Σ_e B2_att_qkv[b,tk,hd·8 + e + 32]·B2_att_qkv[b,tq,hd·8 + e]: a small product per (b, hd) */
+    /* z_B2_att_s[b,hd,tq,tk] = Σ_e 0.35355339059327373·B2_att_qkv[b,tk,hd·8 + e + 32]·B2_att_qkv[b,tq,hd·8 + e]: a small product per (b, hd) */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++) {
-            sn_small_mm(8, 8, 8, (real)1, B2_att_qkv + (size_t)b * 768 + hd * 8, 96, 1, B2_att_qkv + (size_t)b * 768 + hd * 8 + 32, 1, 96, z_B2_att_s + (size_t)b * 256 + hd * 64, 8, 0);
+            sn_small_mm(8, 8, 8, (real)0.353553391F, B2_att_qkv + (size_t)b * 768 + hd * 8, 96, 1, B2_att_qkv + (size_t)b * 768 + hd * 8 + 32, 1, 96, z_B2_att_s + (size_t)b * 256 + hd * 64, 8, 0);
         }
-    /* B2_att_s[b,hd,tq,tk] = 0.35355339059327373·z_B2_att_s[b,hd,tq,tk] */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int hd = 0; hd < 4; hd++)
-            for (int tq = 0; tq < 8; tq++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-                for (int tk = 0; tk < 8; tk++) {
-                    B2_att_s[b * 256 + hd * 64 + tq * 8 + tk] = 0.353553391F*z_B2_att_s[b * 256 + hd * 64 + tq * 8 + tk];
-                }
     for (size_t q = (size_t)sn_lo * 32; q < (size_t)sn_hi * 32; q++) z_B2_att_m[q] = -INFINITY;
     /* z_B2_att_m[b,hd,tq] = max_tk B2_att_s[b,hd,tq,tk] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++)
-            for (int tq = 0; tq < 8; tq++)
+            for (int tq = 0; tq < 8; tq++) {
+                real acc0 = -INFINITY;
+#ifdef SN_SIMD
+#pragma omp simd reduction(max:acc0)
+#endif
                 for (int tk = 0; tk < 8; tk++) {
-                    z_B2_att_m[b * 32 + hd * 8 + tq] = B2_att_s[b * 256 + hd * 64 + tq * 8 + tk] > z_B2_att_m[b * 32 + hd * 8 + tq] ? B2_att_s[b * 256 + hd * 64 + tq * 8 + tk] : z_B2_att_m[b * 32 + hd * 8 + tq];
+                    acc0 = B2_att_s[b * 256 + hd * 64 + tq * 8 + tk] > acc0 ? B2_att_s[b * 256 + hd * 64 + tq * 8 + tk] : acc0;
                 }
+                z_B2_att_m[b * 32 + hd * 8 + tq] = acc0 > z_B2_att_m[b * 32 + hd * 8 + tq] ? acc0 : z_B2_att_m[b * 32 + hd * 8 + tq];
+            }
     /* B2_att_e[b,hd,tq,tk] = exp(-B2_att_m[b,hd,tq] + B2_att_s[b,hd,tq,tk]) */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++)
@@ -1132,20 +1138,10 @@ static void sn_rows_6(const real *params, real *work, const real *S, int batch, 
                 for (int tk = 0; tk < 8; tk++) {
                     B2_att_p[b * 256 + hd * 64 + tq * 8 + tk] = B2_att_e[b * 256 + hd * 64 + tq * 8 + tk]/B2_att_z[b * 32 + hd * 8 + tq];
                 }
-    /* B2_att_v[b,hd,e,tk] = B2_att_qkv[b,tk,hd*8 + e + 64] */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int hd = 0; hd < 4; hd++)
-            for (int e = 0; e < 8; e++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-                for (int tk = 0; tk < 8; tk++) {
-                    B2_att_v[b * 256 + hd * 64 + e * 8 + tk] = B2_att_qkv[b * 768 + tk * 96 + (hd*8 + e + 64)];
-                }
-    /* z_B2_att_a[b,tq,hd,e] = Σ_tk B2_att_p[b,hd,tq,tk]·B2_att_v[b,hd,e,tk]: a small product per (b, hd) */
+    /* z_B2_att_a[b,tq,hd,e] = Σ_tk B2_att_p[b,hd,tq,tk]·B2_att_qkv[b,tk,hd·8 + e + 64]: a small product per (b, hd) */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++) {
-            sn_small_mm(8, 8, 8, (real)1, B2_att_p + (size_t)b * 256 + hd * 64, 8, 1, B2_att_v + (size_t)b * 256 + hd * 64, 1, 8, z_B2_att_a + (size_t)b * 256 + hd * 8, 32, 0);
+            sn_small_mm(8, 8, 8, (real)1, B2_att_p + (size_t)b * 256 + hd * 64, 8, 1, B2_att_qkv + (size_t)b * 768 + hd * 8 + 64, 96, 1, z_B2_att_a + (size_t)b * 256 + hd * 8, 32, 0);
         }
 
 }
@@ -1158,16 +1154,16 @@ static void sn_rows_7(const real *params, real *work, const real *S, int batch, 
     const real *gamma13 = params + 13440;  /* gamma13: (32,) */
     const real *beta13 = params + 13472;  /* beta13: (32,) */
 
-    real *B1 = work + (size_t)batch * 7296;  /* layer B1: (batch, 8, 32) */
-    real *z_B2_att = work + (size_t)batch * 11232;  /* Σ of B2_att: (batch, 8, 32) */
-    real *B2_att = work + (size_t)batch * 11488;  /* layer B2_att: (batch, 8, 32) */
-    real *B2_res1 = work + (size_t)batch * 11744;  /* layer B2_res1: (batch, 8, 32) */
-    real *z_B2_norm2_mean = work + (size_t)batch * 12000;  /* Σ of B2_norm2_mean: (batch, 8) */
-    real *B2_norm2_mean = work + (size_t)batch * 12008;  /* layer B2_norm2_mean: (batch, 8) */
-    real *B2_norm2_c = work + (size_t)batch * 12016;  /* layer B2_norm2_c: (batch, 8, 32) */
-    real *z_B2_norm2_rstd = work + (size_t)batch * 12272;  /* Σ of B2_norm2_rstd: (batch, 8) */
-    real *B2_norm2_rstd = work + (size_t)batch * 12280;  /* layer B2_norm2_rstd: (batch, 8) */
-    real *B2_norm2 = work + (size_t)batch * 12288;  /* layer B2_norm2: (batch, 8, 32) */
+    real *B1 = work + (size_t)batch * 6784;  /* layer B1: (batch, 8, 32) */
+    real *z_B2_att = work + (size_t)batch * 10208;  /* Σ of B2_att: (batch, 8, 32) */
+    real *B2_att = work + (size_t)batch * 10464;  /* layer B2_att: (batch, 8, 32) */
+    real *B2_res1 = work + (size_t)batch * 10720;  /* layer B2_res1: (batch, 8, 32) */
+    real *z_B2_norm2_mean = work + (size_t)batch * 10976;  /* Σ of B2_norm2_mean: (batch, 8) */
+    real *B2_norm2_mean = work + (size_t)batch * 10984;  /* layer B2_norm2_mean: (batch, 8) */
+    real *B2_norm2_c = work + (size_t)batch * 10992;  /* layer B2_norm2_c: (batch, 8, 32) */
+    real *z_B2_norm2_rstd = work + (size_t)batch * 11248;  /* Σ of B2_norm2_rstd: (batch, 8) */
+    real *B2_norm2_rstd = work + (size_t)batch * 11256;  /* layer B2_norm2_rstd: (batch, 8) */
+    real *B2_norm2 = work + (size_t)batch * 11264;  /* layer B2_norm2: (batch, 8, 32) */
 
     (void)S;
     /* B2_att[b,tq,i] = co11[i] + z_B2_att[b,tq,i] */
@@ -1188,13 +1184,18 @@ static void sn_rows_7(const real *params, real *work, const real *S, int batch, 
             for (int x = 0; x < 32; x++) {
                 B2_res1[b * 256 + i * 32 + x] = B1[b * 256 + i * 32 + x] + B2_att[b * 256 + i * 32 + x];
             }
-    memset(z_B2_norm2_mean + (size_t)sn_lo * 8, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 8);
     /* z_B2_norm2_mean[b,a] = Σ_e B2_res1[b,a,e] */
     for (int b = sn_lo; b < sn_hi; b++)
-        for (int a = 0; a < 8; a++)
+        for (int a = 0; a < 8; a++) {
+            real acc0 = 0;
+#ifdef SN_SIMD
+#pragma omp simd reduction(+:acc0)
+#endif
             for (int e = 0; e < 32; e++) {
-                z_B2_norm2_mean[b * 8 + a] += B2_res1[b * 256 + a * 32 + e];
+                acc0 += B2_res1[b * 256 + a * 32 + e];
             }
+            z_B2_norm2_mean[b * 8 + a] = acc0;
+        }
     /* B2_norm2_mean[b,a] = z_B2_norm2_mean[b,a]/32 */
     for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
@@ -1212,13 +1213,18 @@ static void sn_rows_7(const real *params, real *work, const real *S, int batch, 
             for (int d = 0; d < 32; d++) {
                 B2_norm2_c[b * 256 + a * 32 + d] = -B2_norm2_mean[b * 8 + a] + B2_res1[b * 256 + a * 32 + d];
             }
-    memset(z_B2_norm2_rstd + (size_t)sn_lo * 8, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 8);
     /* z_B2_norm2_rstd[b,a] = Σ_e B2_norm2_c[b,a,e]² */
     for (int b = sn_lo; b < sn_hi; b++)
-        for (int a = 0; a < 8; a++)
+        for (int a = 0; a < 8; a++) {
+            real acc0 = 0;
+#ifdef SN_SIMD
+#pragma omp simd reduction(+:acc0)
+#endif
             for (int e = 0; e < 32; e++) {
-                z_B2_norm2_rstd[b * 8 + a] += B2_norm2_c[b * 256 + a * 32 + e]*B2_norm2_c[b * 256 + a * 32 + e];
+                acc0 += B2_norm2_c[b * 256 + a * 32 + e]*B2_norm2_c[b * 256 + a * 32 + e];
             }
+            z_B2_norm2_rstd[b * 8 + a] = acc0;
+        }
     /* B2_norm2_rstd[b,a] = 1/sqrt(z_B2_norm2_rstd[b,a]/32 + 1.0e-5) */
     for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
@@ -1245,8 +1251,8 @@ static void sn_rows_8(const real *params, real *work, const real *S, int batch, 
 {
     const real *b14 = params + 15552;  /* b14: (64,) */
 
-    real *z_B2_ff1 = work + (size_t)batch * 12544;  /* Σ of B2_ff1: (batch, 8, 64) */
-    real *B2_ff1 = work + (size_t)batch * 13056;  /* layer B2_ff1: (batch, 8, 64) */
+    real *z_B2_ff1 = work + (size_t)batch * 11520;  /* Σ of B2_ff1: (batch, 8, 64) */
+    real *B2_ff1 = work + (size_t)batch * 12032;  /* layer B2_ff1: (batch, 8, 64) */
 
     (void)S;
     /* B2_ff1[b,tq,i] = (b14[i] + z_B2_ff1[b,tq,i] if b14[i] + z_B2_ff1[b,tq,i] > 0 else 0) */
@@ -1268,10 +1274,10 @@ static void sn_rows_9(const real *params, real *work, const real *S, int batch, 
 {
     const real *b15 = params + 17664;  /* b15: (32,) */
 
-    real *B2_res1 = work + (size_t)batch * 11744;  /* layer B2_res1: (batch, 8, 32) */
-    real *z_B2_ff2 = work + (size_t)batch * 13568;  /* Σ of B2_ff2: (batch, 8, 32) */
-    real *B2_ff2 = work + (size_t)batch * 13824;  /* layer B2_ff2: (batch, 8, 32) */
-    real *B2 = work + (size_t)batch * 14080;  /* layer B2: (batch, 8, 32) */
+    real *B2_res1 = work + (size_t)batch * 10720;  /* layer B2_res1: (batch, 8, 32) */
+    real *z_B2_ff2 = work + (size_t)batch * 12544;  /* Σ of B2_ff2: (batch, 8, 32) */
+    real *B2_ff2 = work + (size_t)batch * 12800;  /* layer B2_ff2: (batch, 8, 32) */
+    real *B2 = work + (size_t)batch * 13056;  /* layer B2: (batch, 8, 32) */
 
     (void)S;
     /* B2_ff2[b,tq,i] = b15[i] + z_B2_ff2[b,tq,i] */
@@ -1301,8 +1307,8 @@ static void sn_rows_10(const real *params, real *work, const real *S, int batch,
 {
     const real *b17 = params + 18016;  /* b17: (10,) */
 
-    real *z_O = work + (size_t)batch * 14336;  /* Σ of O: (batch, 8, 10) */
-    real *sn_u_O = work + (size_t)batch * 14416;  /* layer O: (batch, 8, 10) */
+    real *z_O = work + (size_t)batch * 13312;  /* Σ of O: (batch, 8, 10) */
+    real *sn_u_O = work + (size_t)batch * 13392;  /* layer O: (batch, 8, 10) */
 
     (void)S;
     /* O[b,tq,i] = σ(b17[i] + z_O[b,tq,i]) */
@@ -1318,16 +1324,15 @@ static void sn_rows_10(const real *params, real *work, const real *S, int batch,
 }
 
 /* The examples sn_lo ≤ b < sn_hi of the batch through the layers' ops that take each
- * example alone: dL_dB2_res1, dL_dB2_ff2, delta_B2_ff2, g_b15; the sums over these examples go to
+ * example alone: dL_dB2_res1, dL_dB2_ff2, g_b15; the sums over these examples go to
  * sn_part (32 numbers). */
 static void sn_rows_11(const real *params, real *work, const real *S, int batch, int sn_lo, int sn_hi, real *sn_part)
 {
 
     real *g_b15 = sn_part + 0;  /* this chunk's part of ∂L/∂b15: (32,) */
-    real *dL_dB2_res1 = work + (size_t)batch * 26240;  /* ∂L/∂B2_res1: (batch, 8, 32) */
-    real *dL_dB2_ff2 = work + (size_t)batch * 28064;  /* ∂L/∂B2_ff2: (batch, 8, 32) */
-    real *delta_B2_ff2 = work + (size_t)batch * 28320;  /* ∂L/∂z_B2_ff2: (batch, 8, 32) */
-    real *dL_dB2 = work + (size_t)batch * 28576;  /* ∂L/∂B2: (batch, 8, 32) */
+    real *dL_dB2_res1 = work + (size_t)batch * 21632;  /* ∂L/∂B2_res1: (batch, 8, 32) */
+    real *dL_dB2_ff2 = work + (size_t)batch * 23456;  /* ∂L/∂B2_ff2: (batch, 8, 32) */
+    real *dL_dB2 = work + (size_t)batch * 23712;  /* ∂L/∂B2: (batch, 8, 32) */
 
     (void)params;
     (void)S;
@@ -1342,14 +1347,13 @@ static void sn_rows_11(const real *params, real *work, const real *S, int batch,
                 dL_dB2_res1[b * 256 + i * 32 + x] = dL_dB2[b * 256 + i * 32 + x];
                 dL_dB2_ff2[b * 256 + i * 32 + x] = dL_dB2[b * 256 + i * 32 + x];
             }
-    /* delta_B2_ff2[b,tq,i] = dL_dB2_ff2[b,tq,i]; g_b15[i] += dL_dB2_ff2[b,tq,i] */
+    /* g_b15[i] += dL_dB2_ff2[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int tq = 0; tq < 8; tq++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
             for (int i = 0; i < 32; i++) {
-                delta_B2_ff2[b * 256 + tq * 32 + i] = dL_dB2_ff2[b * 256 + tq * 32 + i];
                 g_b15[i] += dL_dB2_ff2[b * 256 + tq * 32 + i];
             }
 
@@ -1363,9 +1367,9 @@ static void sn_rows_12(const real *params, real *work, const real *S, int batch,
     const real *b14 = params + 15552;  /* b14: (64,) */
 
     real *g_b14 = sn_part + 0;  /* this chunk's part of ∂L/∂b14: (64,) */
-    real *z_B2_ff1 = work + (size_t)batch * 12544;  /* Σ of B2_ff1: (batch, 8, 64) */
-    real *dL_dB2_ff1 = work + (size_t)batch * 27040;  /* ∂L/∂B2_ff1: (batch, 8, 64) */
-    real *delta_B2_ff1 = work + (size_t)batch * 27552;  /* ∂L/∂z_B2_ff1: (batch, 8, 64) */
+    real *z_B2_ff1 = work + (size_t)batch * 11520;  /* Σ of B2_ff1: (batch, 8, 64) */
+    real *dL_dB2_ff1 = work + (size_t)batch * 22432;  /* ∂L/∂B2_ff1: (batch, 8, 64) */
+    real *delta_B2_ff1 = work + (size_t)batch * 22944;  /* ∂L/∂z_B2_ff1: (batch, 8, 64) */
 
     (void)S;
     memset(sn_part, 0, sizeof(real) * 64);
@@ -1384,7 +1388,7 @@ static void sn_rows_12(const real *params, real *work, const real *S, int batch,
 }
 
 /* The examples sn_lo ≤ b < sn_hi of the batch through the layers' ops that take each
- * example alone: g_gamma13, dL_dB2_norm2_c, dL_dB2_norm2_rstd, g_beta13, delta_B2_norm2_rstd, dL_dB2_res1, dL_dB2_norm2_mean, delta_B2_norm2_mean, dL_dB1, dL_dB2_att, delta_B2_att, g_co11; the sums over these examples go to
+ * example alone: g_gamma13, dL_dB2_norm2_c, dL_dB2_norm2_rstd, g_beta13, delta_B2_norm2_rstd, dL_dB2_res1, dL_dB2_norm2_mean, delta_B2_norm2_mean, dL_dB1, dL_dB2_att, g_co11; the sums over these examples go to
  * sn_part (96 numbers). */
 static void sn_rows_13(const real *params, real *work, const real *S, int batch, int sn_lo, int sn_hi, real *sn_part)
 {
@@ -1393,19 +1397,18 @@ static void sn_rows_13(const real *params, real *work, const real *S, int batch,
     real *g_gamma13 = sn_part + 0;  /* this chunk's part of ∂L/∂gamma13: (32,) */
     real *g_beta13 = sn_part + 32;  /* this chunk's part of ∂L/∂beta13: (32,) */
     real *g_co11 = sn_part + 64;  /* this chunk's part of ∂L/∂co11: (32,) */
-    real *B2_norm2_c = work + (size_t)batch * 12016;  /* layer B2_norm2_c: (batch, 8, 32) */
-    real *z_B2_norm2_rstd = work + (size_t)batch * 12272;  /* Σ of B2_norm2_rstd: (batch, 8) */
-    real *B2_norm2_rstd = work + (size_t)batch * 12280;  /* layer B2_norm2_rstd: (batch, 8) */
-    real *dL_dB1 = work + (size_t)batch * 21792;  /* ∂L/∂B1: (batch, 8, 32) */
-    real *dL_dB2_att = work + (size_t)batch * 25728;  /* ∂L/∂B2_att: (batch, 8, 32) */
-    real *delta_B2_att = work + (size_t)batch * 25984;  /* ∂L/∂z_B2_att: (batch, 8, 32) */
-    real *dL_dB2_res1 = work + (size_t)batch * 26240;  /* ∂L/∂B2_res1: (batch, 8, 32) */
-    real *dL_dB2_norm2_mean = work + (size_t)batch * 26496;  /* ∂L/∂B2_norm2_mean: (batch, 8) */
-    real *delta_B2_norm2_mean = work + (size_t)batch * 26504;  /* ∂L/∂z_B2_norm2_mean: (batch, 8) */
-    real *dL_dB2_norm2_c = work + (size_t)batch * 26512;  /* ∂L/∂B2_norm2_c: (batch, 8, 32) */
-    real *dL_dB2_norm2_rstd = work + (size_t)batch * 26768;  /* ∂L/∂B2_norm2_rstd: (batch, 8) */
-    real *delta_B2_norm2_rstd = work + (size_t)batch * 26776;  /* ∂L/∂z_B2_norm2_rstd: (batch, 8) */
-    real *dL_dB2_norm2 = work + (size_t)batch * 26784;  /* ∂L/∂B2_norm2: (batch, 8, 32) */
+    real *B2_norm2_c = work + (size_t)batch * 10992;  /* layer B2_norm2_c: (batch, 8, 32) */
+    real *z_B2_norm2_rstd = work + (size_t)batch * 11248;  /* Σ of B2_norm2_rstd: (batch, 8) */
+    real *B2_norm2_rstd = work + (size_t)batch * 11256;  /* layer B2_norm2_rstd: (batch, 8) */
+    real *dL_dB1 = work + (size_t)batch * 18720;  /* ∂L/∂B1: (batch, 8, 32) */
+    real *dL_dB2_att = work + (size_t)batch * 21376;  /* ∂L/∂B2_att: (batch, 8, 32) */
+    real *dL_dB2_res1 = work + (size_t)batch * 21632;  /* ∂L/∂B2_res1: (batch, 8, 32) */
+    real *dL_dB2_norm2_mean = work + (size_t)batch * 21888;  /* ∂L/∂B2_norm2_mean: (batch, 8) */
+    real *delta_B2_norm2_mean = work + (size_t)batch * 21896;  /* ∂L/∂z_B2_norm2_mean: (batch, 8) */
+    real *dL_dB2_norm2_c = work + (size_t)batch * 21904;  /* ∂L/∂B2_norm2_c: (batch, 8, 32) */
+    real *dL_dB2_norm2_rstd = work + (size_t)batch * 22160;  /* ∂L/∂B2_norm2_rstd: (batch, 8) */
+    real *delta_B2_norm2_rstd = work + (size_t)batch * 22168;  /* ∂L/∂z_B2_norm2_rstd: (batch, 8) */
+    real *dL_dB2_norm2 = work + (size_t)batch * 22176;  /* ∂L/∂B2_norm2: (batch, 8, 32) */
 
     (void)S;
     memset(sn_part, 0, sizeof(real) * 96);
@@ -1482,43 +1485,41 @@ static void sn_rows_13(const real *params, real *work, const real *S, int batch,
                 dL_dB1[b * 256 + i * 32 + x] = dL_dB2_res1[b * 256 + i * 32 + x];
                 dL_dB2_att[b * 256 + i * 32 + x] = dL_dB2_res1[b * 256 + i * 32 + x];
             }
-    /* delta_B2_att[b,tq,i] = dL_dB2_att[b,tq,i]; g_co11[i] += dL_dB2_att[b,tq,i] */
+    /* g_co11[i] += dL_dB2_att[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int tq = 0; tq < 8; tq++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
             for (int i = 0; i < 32; i++) {
-                delta_B2_att[b * 256 + tq * 32 + i] = dL_dB2_att[b * 256 + tq * 32 + i];
                 g_co11[i] += dL_dB2_att[b * 256 + tq * 32 + i];
             }
 
 }
 
 /* The examples sn_lo ≤ b < sn_hi of the batch through the layers' ops that take each
- * example alone: dL_dB2_att_p, dL_dB2_att_v, dL_dB2_att_qkv, dL_dB2_att_e, dL_dB2_att_z, dL_dB2_att_s, dL_dB2_att_m, delta_B2_att_s, delta_B2_att_qkv, g_c11; the sums over these examples go to
+ * example alone: dL_dB2_att_p, dL_dB2_att_qkv, dL_dB2_att_e, dL_dB2_att_z, dL_dB2_att_s, dL_dB2_att_m, g_c11; the sums over these examples go to
  * sn_part (96 numbers). */
 static void sn_rows_14(const real *params, real *work, const real *S, int batch, int sn_lo, int sn_hi, real *sn_part)
 {
 
     real *g_c11 = sn_part + 0;  /* this chunk's part of ∂L/∂c11: (96,) */
-    real *B2_att_qkv = work + (size_t)batch * 8864;  /* layer B2_att_qkv: (batch, 8, 96) */
-    real *B2_att_s = work + (size_t)batch * 9888;  /* layer B2_att_s: (batch, 4, 8, 8) */
-    real *B2_att_e = work + (size_t)batch * 10176;  /* layer B2_att_e: (batch, 4, 8, 8) */
-    real *z_B2_att_z = work + (size_t)batch * 10432;  /* Σ of B2_att_z: (batch, 4, 8) */
-    real *B2_att_p = work + (size_t)batch * 10464;  /* layer B2_att_p: (batch, 4, 8, 8) */
-    real *B2_att_v = work + (size_t)batch * 10720;  /* layer B2_att_v: (batch, 4, 8, 8) */
-    real *dL_dB2_att_qkv = work + (size_t)batch * 22592;  /* ∂L/∂B2_att_qkv: (batch, 8, 96) */
-    real *delta_B2_att_qkv = work + (size_t)batch * 23360;  /* ∂L/∂z_B2_att_qkv: (batch, 8, 96) */
-    real *dL_dB2_att_s = work + (size_t)batch * 24128;  /* ∂L/∂B2_att_s: (batch, 4, 8, 8) */
-    real *delta_B2_att_s = work + (size_t)batch * 24384;  /* ∂L/∂z_B2_att_s: (batch, 4, 8, 8) */
-    real *dL_dB2_att_m = work + (size_t)batch * 24640;  /* ∂L/∂B2_att_m: (batch, 4, 8) */
-    real *dL_dB2_att_e = work + (size_t)batch * 24672;  /* ∂L/∂B2_att_e: (batch, 4, 8, 8) */
-    real *dL_dB2_att_z = work + (size_t)batch * 24928;  /* ∂L/∂B2_att_z: (batch, 4, 8) */
-    real *dL_dB2_att_p = work + (size_t)batch * 24960;  /* ∂L/∂B2_att_p: (batch, 4, 8, 8) */
-    real *dL_dB2_att_v = work + (size_t)batch * 25216;  /* ∂L/∂B2_att_v: (batch, 4, 8, 8) */
-    real *dL_dB2_att_a = work + (size_t)batch * 25472;  /* ∂L/∂B2_att_a: (batch, 8, 4, 8) */
+    real *B2_att_qkv = work + (size_t)batch * 8352;  /* layer B2_att_qkv: (batch, 8, 96) */
+    real *z_B2_att_s = work + (size_t)batch * 9120;  /* Σ of B2_att_s: (batch, 4, 8, 8) */
+    real *z_B2_att_m = work + (size_t)batch * 9376;  /* Σ of B2_att_m: (batch, 4, 8) */
+    real *B2_att_e = work + (size_t)batch * 9408;  /* layer B2_att_e: (batch, 4, 8, 8) */
+    real *z_B2_att_z = work + (size_t)batch * 9664;  /* Σ of B2_att_z: (batch, 4, 8) */
+    real *B2_att_p = work + (size_t)batch * 9696;  /* layer B2_att_p: (batch, 4, 8, 8) */
+    real *dL_dB2_att_qkv = work + (size_t)batch * 19520;  /* ∂L/∂B2_att_qkv: (batch, 8, 96) */
+    real *dL_dB2_att_s = work + (size_t)batch * 20288;  /* ∂L/∂B2_att_s: (batch, 4, 8, 8) */
+    real *dL_dB2_att_m = work + (size_t)batch * 20544;  /* ∂L/∂B2_att_m: (batch, 4, 8) */
+    real *dL_dB2_att_e = work + (size_t)batch * 20576;  /* ∂L/∂B2_att_e: (batch, 4, 8, 8) */
+    real *dL_dB2_att_z = work + (size_t)batch * 20832;  /* ∂L/∂B2_att_z: (batch, 4, 8) */
+    real *dL_dB2_att_p = work + (size_t)batch * 20864;  /* ∂L/∂B2_att_p: (batch, 4, 8, 8) */
+    real *dL_dB2_att_a = work + (size_t)batch * 21120;  /* ∂L/∂B2_att_a: (batch, 8, 4, 8) */
+    real *B2_att_s = z_B2_att_s;  /* layer B2_att_s: z_B2_att_s itself: (batch, 4, 8, 8) */
     real *B2_att_z = z_B2_att_z;  /* layer B2_att_z: z_B2_att_z itself: (batch, 4, 8) */
+    real *delta_B2_att_s = dL_dB2_att_s;  /* ∂L/∂z_B2_att_s: ∂L/∂B2_att_s itself: (batch, 4, 8, 8) */
     real *delta_B2_att_m = dL_dB2_att_m;  /* ∂L/∂z_B2_att_m: ∂L/∂B2_att_m itself: (batch, 4, 8) */
     real *delta_B2_att_z = dL_dB2_att_z;  /* ∂L/∂z_B2_att_z: ∂L/∂B2_att_z itself: (batch, 4, 8) */
     real *delta_B2_att_a = dL_dB2_att_a;  /* ∂L/∂z_B2_att_a: ∂L/∂B2_att_a itself: (batch, 8, 4, 8) */
@@ -1526,20 +1527,13 @@ static void sn_rows_14(const real *params, real *work, const real *S, int batch,
     (void)params;
     (void)S;
     memset(sn_part, 0, sizeof(real) * 96);
-    /* dL_dB2_att_p[b,hd,tq,tk] = Σ_e B2_att_v[b,hd,e,tk]·delta_B2_att_a[b,tq,hd,e]; dL_dB2_att_v[b,hd,e,tk] = Σ_tq B2_att_p[b,hd,tq,tk]·delta_B2_att_a[b,tq,hd,e]: a small product per (b, hd) */
+    memset(dL_dB2_att_qkv + (size_t)sn_lo * 768, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 768);
+    /* dL_dB2_att_p[b,hd,tq,tk] = Σ_e B2_att_qkv[b,tk,hd·8 + e + 64]·delta_B2_att_a[b,tq,hd,e]; dL_dB2_att_qkv[b,tk,hd*8 + e + 64] += Σ_tq B2_att_p[b,hd,tq,tk]·delta_B2_att_a[b,tq,hd,e]: a small product per (b, hd) */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++) {
-            sn_small_mm(8, 8, 8, (real)1, delta_B2_att_a + (size_t)b * 256 + hd * 8, 32, 1, B2_att_v + (size_t)b * 256 + hd * 64, 8, 1, dL_dB2_att_p + (size_t)b * 256 + hd * 64, 8, 0);
-            sn_small_mm(8, 8, 8, (real)1, delta_B2_att_a + (size_t)b * 256 + hd * 8, 1, 32, B2_att_p + (size_t)b * 256 + hd * 64, 8, 1, dL_dB2_att_v + (size_t)b * 256 + hd * 64, 8, 0);
+            sn_small_mm(8, 8, 8, (real)1, delta_B2_att_a + (size_t)b * 256 + hd * 8, 32, 1, B2_att_qkv + (size_t)b * 768 + hd * 8 + 64, 1, 96, dL_dB2_att_p + (size_t)b * 256 + hd * 64, 8, 0);
+            sn_small_mm(8, 8, 8, (real)1, B2_att_p + (size_t)b * 256 + hd * 64, 1, 8, delta_B2_att_a + (size_t)b * 256 + hd * 8, 32, 1, dL_dB2_att_qkv + (size_t)b * 768 + hd * 8 + 64, 96, 1);
         }
-    memset(dL_dB2_att_qkv + (size_t)sn_lo * 768, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 768);
-    /* dL_dB2_att_qkv[b,tk,hd*8 + e + 64] += dL_dB2_att_v[b,hd,e,tk] (from B2_att_v) */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int hd = 0; hd < 4; hd++)
-            for (int e = 0; e < 8; e++)
-                for (int tk = 0; tk < 8; tk++) {
-                    dL_dB2_att_qkv[b * 768 + tk * 96 + (hd*8 + e + 64)] += dL_dB2_att_v[b * 256 + hd * 64 + e * 8 + tk];
-                }
     /* dL_dB2_att_e[b,hd,tq,tk] = dL_dB2_att_p[b,hd,tq,tk]/B2_att_z[b,hd,tq] (from B2_att_p); dL_dB2_att_z[b,hd,tq] = -B2_att_e[b,hd,tq,tk]·dL_dB2_att_p[b,hd,tq,tk]/B2_att_z[b,hd,tq]² */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++)
@@ -1579,54 +1573,45 @@ static void sn_rows_14(const real *params, real *work, const real *S, int batch,
                 }
                 dL_dB2_att_m[b * 32 + hd * 8 + tq] = acc0;
             }
-    /* dL_dB2_att_s[b,hd,tq,tk] += delta_B2_att_m[b,hd,tq] at the first (u,v) where B2_att_s[b,hd,tq,tk] = z_B2_att_m[b,hd,tq] (first on ties) */
+    /* dL_dB2_att_s[b,hd,tq,tk] += delta_B2_att_m[b,hd,tq] at the first (u,v) where B2_att_s[b,hd,tq,tk] = z_B2_att_m[b,hd,tq] (first on ties)
+       as: the smallest tk whose element equals the maximum the forward pass kept
+       (a vectorised minimum; 8 where none does, a NaN row: then tk = 0) */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++)
             for (int tq = 0; tq < 8; tq++) {
-                real best = -INFINITY;
-                int tk_at = 0;
+                int tk_at = 8;
+#ifdef SN_SIMD
+#pragma omp simd reduction(min:tk_at)
+#endif
                 for (int tk = 0; tk < 8; tk++) {
-                    const real e = B2_att_s[b * 256 + hd * 64 + tq * 8 + tk];
-                    const int better = e > best;   /* strictly: the first maximum keeps the gradient */
-                    best = better ? e : best;
-                    tk_at = better ? tk : tk_at;
+                    const int at = B2_att_s[b * 256 + hd * 64 + tq * 8 + tk] == z_B2_att_m[b * 32 + hd * 8 + tq] ? tk : 8;
+                    tk_at = at < tk_at ? at : tk_at;
                 }
                 {
-                    const int tk = tk_at;
+                    const int tk = tk_at < 8 ? tk_at : 0;
                     dL_dB2_att_s[b * 256 + hd * 64 + tq * 8 + tk] += delta_B2_att_m[b * 32 + hd * 8 + tq];
                 }
             }
-    /* delta_B2_att_s[b,hd,tq,tk] = 0.35355339059327373·dL_dB2_att_s[b,hd,tq,tk] */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int hd = 0; hd < 4; hd++)
-            for (int tq = 0; tq < 8; tq++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-                for (int tk = 0; tk < 8; tk++) {
-                    delta_B2_att_s[b * 256 + hd * 64 + tq * 8 + tk] = 0.353553391F*dL_dB2_att_s[b * 256 + hd * 64 + tq * 8 + tk];
-                }
-    /* dL_dB2_att_qkv[b,tk,hd*8 + e + 32] += Σ_tq B2_att_qkv[b,tq,hd·8 + e]·delta_B2_att_s[b,hd,tq,tk]; dL_dB2_att_qkv[b,tq,hd*8 + e] += Σ_tk B2_att_qkv[b,tk,hd·8 + e + 32]·delta_B2_att_s[b,hd,tq,tk]: a small product per (b, hd) */
+    /* dL_dB2_att_qkv[b,tk,hd*8 + e + 32] += Σ_tq 0.35355339059327373·B2_att_qkv[b,tq,hd·8 + e]·delta_B2_att_s[b,hd,tq,tk]; dL_dB2_att_qkv[b,tq,hd*8 + e] += Σ_tk 0.35355339059327373·B2_att_qkv[b,tk,hd·8 + e + 32]·delta_B2_att_s[b,hd,tq,tk]: a small product per (b, hd) */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++) {
-            sn_small_mm(8, 8, 8, (real)1, delta_B2_att_s + (size_t)b * 256 + hd * 64, 1, 8, B2_att_qkv + (size_t)b * 768 + hd * 8, 96, 1, dL_dB2_att_qkv + (size_t)b * 768 + hd * 8 + 32, 96, 1);
-            sn_small_mm(8, 8, 8, (real)1, delta_B2_att_s + (size_t)b * 256 + hd * 64, 8, 1, B2_att_qkv + (size_t)b * 768 + hd * 8 + 32, 96, 1, dL_dB2_att_qkv + (size_t)b * 768 + hd * 8, 96, 1);
+            sn_small_mm(8, 8, 8, (real)0.353553391F, delta_B2_att_s + (size_t)b * 256 + hd * 64, 1, 8, B2_att_qkv + (size_t)b * 768 + hd * 8, 96, 1, dL_dB2_att_qkv + (size_t)b * 768 + hd * 8 + 32, 96, 1);
+            sn_small_mm(8, 8, 8, (real)0.353553391F, delta_B2_att_s + (size_t)b * 256 + hd * 64, 8, 1, B2_att_qkv + (size_t)b * 768 + hd * 8 + 32, 96, 1, dL_dB2_att_qkv + (size_t)b * 768 + hd * 8, 96, 1);
         }
-    /* delta_B2_att_qkv[b,tq,i] = dL_dB2_att_qkv[b,tq,i]; g_c11[i] += dL_dB2_att_qkv[b,tq,i] */
+    /* g_c11[i] += dL_dB2_att_qkv[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int tq = 0; tq < 8; tq++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
             for (int i = 0; i < 96; i++) {
-                delta_B2_att_qkv[b * 768 + tq * 96 + i] = dL_dB2_att_qkv[b * 768 + tq * 96 + i];
                 g_c11[i] += dL_dB2_att_qkv[b * 768 + tq * 96 + i];
             }
 
 }
 
 /* The examples sn_lo ≤ b < sn_hi of the batch through the layers' ops that take each
- * example alone: g_gamma10, dL_dB2_norm1_c, dL_dB2_norm1_rstd, g_beta10, delta_B2_norm1_rstd, dL_dB1, dL_dB2_norm1_mean, delta_B2_norm1_mean, dL_dB1_res1, dL_dB1_ff2, delta_B1_ff2, g_b8; the sums over these examples go to
+ * example alone: g_gamma10, dL_dB2_norm1_c, dL_dB2_norm1_rstd, g_beta10, delta_B2_norm1_rstd, dL_dB1, dL_dB2_norm1_mean, delta_B2_norm1_mean, dL_dB1_res1, dL_dB1_ff2, g_b8; the sums over these examples go to
  * sn_part (96 numbers). */
 static void sn_rows_15(const real *params, real *work, const real *S, int batch, int sn_lo, int sn_hi, real *sn_part)
 {
@@ -1635,19 +1620,18 @@ static void sn_rows_15(const real *params, real *work, const real *S, int batch,
     real *g_gamma10 = sn_part + 0;  /* this chunk's part of ∂L/∂gamma10: (32,) */
     real *g_beta10 = sn_part + 32;  /* this chunk's part of ∂L/∂beta10: (32,) */
     real *g_b8 = sn_part + 64;  /* this chunk's part of ∂L/∂b8: (32,) */
-    real *B2_norm1_c = work + (size_t)batch * 7568;  /* layer B2_norm1_c: (batch, 8, 32) */
-    real *z_B2_norm1_rstd = work + (size_t)batch * 7824;  /* Σ of B2_norm1_rstd: (batch, 8) */
-    real *B2_norm1_rstd = work + (size_t)batch * 7832;  /* layer B2_norm1_rstd: (batch, 8) */
-    real *dL_dB1_res1 = work + (size_t)batch * 19456;  /* ∂L/∂B1_res1: (batch, 8, 32) */
-    real *dL_dB1_ff2 = work + (size_t)batch * 21280;  /* ∂L/∂B1_ff2: (batch, 8, 32) */
-    real *delta_B1_ff2 = work + (size_t)batch * 21536;  /* ∂L/∂z_B1_ff2: (batch, 8, 32) */
-    real *dL_dB1 = work + (size_t)batch * 21792;  /* ∂L/∂B1: (batch, 8, 32) */
-    real *dL_dB2_norm1_mean = work + (size_t)batch * 22048;  /* ∂L/∂B2_norm1_mean: (batch, 8) */
-    real *delta_B2_norm1_mean = work + (size_t)batch * 22056;  /* ∂L/∂z_B2_norm1_mean: (batch, 8) */
-    real *dL_dB2_norm1_c = work + (size_t)batch * 22064;  /* ∂L/∂B2_norm1_c: (batch, 8, 32) */
-    real *dL_dB2_norm1_rstd = work + (size_t)batch * 22320;  /* ∂L/∂B2_norm1_rstd: (batch, 8) */
-    real *delta_B2_norm1_rstd = work + (size_t)batch * 22328;  /* ∂L/∂z_B2_norm1_rstd: (batch, 8) */
-    real *dL_dB2_norm1 = work + (size_t)batch * 22336;  /* ∂L/∂B2_norm1: (batch, 8, 32) */
+    real *B2_norm1_c = work + (size_t)batch * 7056;  /* layer B2_norm1_c: (batch, 8, 32) */
+    real *z_B2_norm1_rstd = work + (size_t)batch * 7312;  /* Σ of B2_norm1_rstd: (batch, 8) */
+    real *B2_norm1_rstd = work + (size_t)batch * 7320;  /* layer B2_norm1_rstd: (batch, 8) */
+    real *dL_dB1_res1 = work + (size_t)batch * 16640;  /* ∂L/∂B1_res1: (batch, 8, 32) */
+    real *dL_dB1_ff2 = work + (size_t)batch * 18464;  /* ∂L/∂B1_ff2: (batch, 8, 32) */
+    real *dL_dB1 = work + (size_t)batch * 18720;  /* ∂L/∂B1: (batch, 8, 32) */
+    real *dL_dB2_norm1_mean = work + (size_t)batch * 18976;  /* ∂L/∂B2_norm1_mean: (batch, 8) */
+    real *delta_B2_norm1_mean = work + (size_t)batch * 18984;  /* ∂L/∂z_B2_norm1_mean: (batch, 8) */
+    real *dL_dB2_norm1_c = work + (size_t)batch * 18992;  /* ∂L/∂B2_norm1_c: (batch, 8, 32) */
+    real *dL_dB2_norm1_rstd = work + (size_t)batch * 19248;  /* ∂L/∂B2_norm1_rstd: (batch, 8) */
+    real *delta_B2_norm1_rstd = work + (size_t)batch * 19256;  /* ∂L/∂z_B2_norm1_rstd: (batch, 8) */
+    real *dL_dB2_norm1 = work + (size_t)batch * 19264;  /* ∂L/∂B2_norm1: (batch, 8, 32) */
 
     (void)S;
     memset(sn_part, 0, sizeof(real) * 96);
@@ -1724,14 +1708,13 @@ static void sn_rows_15(const real *params, real *work, const real *S, int batch,
                 dL_dB1_res1[b * 256 + i * 32 + x] = dL_dB1[b * 256 + i * 32 + x];
                 dL_dB1_ff2[b * 256 + i * 32 + x] = dL_dB1[b * 256 + i * 32 + x];
             }
-    /* delta_B1_ff2[b,tq,i] = dL_dB1_ff2[b,tq,i]; g_b8[i] += dL_dB1_ff2[b,tq,i] */
+    /* g_b8[i] += dL_dB1_ff2[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int tq = 0; tq < 8; tq++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
             for (int i = 0; i < 32; i++) {
-                delta_B1_ff2[b * 256 + tq * 32 + i] = dL_dB1_ff2[b * 256 + tq * 32 + i];
                 g_b8[i] += dL_dB1_ff2[b * 256 + tq * 32 + i];
             }
 
@@ -1745,9 +1728,9 @@ static void sn_rows_16(const real *params, real *work, const real *S, int batch,
     const real *b7 = params + 7008;  /* b7: (64,) */
 
     real *g_b7 = sn_part + 0;  /* this chunk's part of ∂L/∂b7: (64,) */
-    real *z_B1_ff1 = work + (size_t)batch * 5760;  /* Σ of B1_ff1: (batch, 8, 64) */
-    real *dL_dB1_ff1 = work + (size_t)batch * 20256;  /* ∂L/∂B1_ff1: (batch, 8, 64) */
-    real *delta_B1_ff1 = work + (size_t)batch * 20768;  /* ∂L/∂z_B1_ff1: (batch, 8, 64) */
+    real *z_B1_ff1 = work + (size_t)batch * 5248;  /* Σ of B1_ff1: (batch, 8, 64) */
+    real *dL_dB1_ff1 = work + (size_t)batch * 17440;  /* ∂L/∂B1_ff1: (batch, 8, 64) */
+    real *delta_B1_ff1 = work + (size_t)batch * 17952;  /* ∂L/∂z_B1_ff1: (batch, 8, 64) */
 
     (void)S;
     memset(sn_part, 0, sizeof(real) * 64);
@@ -1766,7 +1749,7 @@ static void sn_rows_16(const real *params, real *work, const real *S, int batch,
 }
 
 /* The examples sn_lo ≤ b < sn_hi of the batch through the layers' ops that take each
- * example alone: g_gamma6, dL_dB1_norm2_c, dL_dB1_norm2_rstd, g_beta6, delta_B1_norm2_rstd, dL_dB1_res1, dL_dB1_norm2_mean, delta_B1_norm2_mean, dL_dpos, dL_dB1_att, delta_B1_att, g_co4; the sums over these examples go to
+ * example alone: g_gamma6, dL_dB1_norm2_c, dL_dB1_norm2_rstd, g_beta6, delta_B1_norm2_rstd, dL_dB1_res1, dL_dB1_norm2_mean, delta_B1_norm2_mean, dL_dpos, dL_dB1_att, g_co4; the sums over these examples go to
  * sn_part (96 numbers). */
 static void sn_rows_17(const real *params, real *work, const real *S, int batch, int sn_lo, int sn_hi, real *sn_part)
 {
@@ -1775,19 +1758,18 @@ static void sn_rows_17(const real *params, real *work, const real *S, int batch,
     real *g_gamma6 = sn_part + 0;  /* this chunk's part of ∂L/∂gamma6: (32,) */
     real *g_beta6 = sn_part + 32;  /* this chunk's part of ∂L/∂beta6: (32,) */
     real *g_co4 = sn_part + 64;  /* this chunk's part of ∂L/∂co4: (32,) */
-    real *B1_norm2_c = work + (size_t)batch * 5232;  /* layer B1_norm2_c: (batch, 8, 32) */
-    real *z_B1_norm2_rstd = work + (size_t)batch * 5488;  /* Σ of B1_norm2_rstd: (batch, 8) */
-    real *B1_norm2_rstd = work + (size_t)batch * 5496;  /* layer B1_norm2_rstd: (batch, 8) */
-    real *dL_dpos = work + (size_t)batch * 15008;  /* ∂L/∂pos: (batch, 8, 32) */
-    real *dL_dB1_att = work + (size_t)batch * 18944;  /* ∂L/∂B1_att: (batch, 8, 32) */
-    real *delta_B1_att = work + (size_t)batch * 19200;  /* ∂L/∂z_B1_att: (batch, 8, 32) */
-    real *dL_dB1_res1 = work + (size_t)batch * 19456;  /* ∂L/∂B1_res1: (batch, 8, 32) */
-    real *dL_dB1_norm2_mean = work + (size_t)batch * 19712;  /* ∂L/∂B1_norm2_mean: (batch, 8) */
-    real *delta_B1_norm2_mean = work + (size_t)batch * 19720;  /* ∂L/∂z_B1_norm2_mean: (batch, 8) */
-    real *dL_dB1_norm2_c = work + (size_t)batch * 19728;  /* ∂L/∂B1_norm2_c: (batch, 8, 32) */
-    real *dL_dB1_norm2_rstd = work + (size_t)batch * 19984;  /* ∂L/∂B1_norm2_rstd: (batch, 8) */
-    real *delta_B1_norm2_rstd = work + (size_t)batch * 19992;  /* ∂L/∂z_B1_norm2_rstd: (batch, 8) */
-    real *dL_dB1_norm2 = work + (size_t)batch * 20000;  /* ∂L/∂B1_norm2: (batch, 8, 32) */
+    real *B1_norm2_c = work + (size_t)batch * 4720;  /* layer B1_norm2_c: (batch, 8, 32) */
+    real *z_B1_norm2_rstd = work + (size_t)batch * 4976;  /* Σ of B1_norm2_rstd: (batch, 8) */
+    real *B1_norm2_rstd = work + (size_t)batch * 4984;  /* layer B1_norm2_rstd: (batch, 8) */
+    real *dL_dpos = work + (size_t)batch * 13728;  /* ∂L/∂pos: (batch, 8, 32) */
+    real *dL_dB1_att = work + (size_t)batch * 16384;  /* ∂L/∂B1_att: (batch, 8, 32) */
+    real *dL_dB1_res1 = work + (size_t)batch * 16640;  /* ∂L/∂B1_res1: (batch, 8, 32) */
+    real *dL_dB1_norm2_mean = work + (size_t)batch * 16896;  /* ∂L/∂B1_norm2_mean: (batch, 8) */
+    real *delta_B1_norm2_mean = work + (size_t)batch * 16904;  /* ∂L/∂z_B1_norm2_mean: (batch, 8) */
+    real *dL_dB1_norm2_c = work + (size_t)batch * 16912;  /* ∂L/∂B1_norm2_c: (batch, 8, 32) */
+    real *dL_dB1_norm2_rstd = work + (size_t)batch * 17168;  /* ∂L/∂B1_norm2_rstd: (batch, 8) */
+    real *delta_B1_norm2_rstd = work + (size_t)batch * 17176;  /* ∂L/∂z_B1_norm2_rstd: (batch, 8) */
+    real *dL_dB1_norm2 = work + (size_t)batch * 17184;  /* ∂L/∂B1_norm2: (batch, 8, 32) */
 
     (void)S;
     memset(sn_part, 0, sizeof(real) * 96);
@@ -1864,43 +1846,41 @@ static void sn_rows_17(const real *params, real *work, const real *S, int batch,
                 dL_dpos[b * 256 + i * 32 + x] = dL_dB1_res1[b * 256 + i * 32 + x];
                 dL_dB1_att[b * 256 + i * 32 + x] = dL_dB1_res1[b * 256 + i * 32 + x];
             }
-    /* delta_B1_att[b,tq,i] = dL_dB1_att[b,tq,i]; g_co4[i] += dL_dB1_att[b,tq,i] */
+    /* g_co4[i] += dL_dB1_att[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int tq = 0; tq < 8; tq++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
             for (int i = 0; i < 32; i++) {
-                delta_B1_att[b * 256 + tq * 32 + i] = dL_dB1_att[b * 256 + tq * 32 + i];
                 g_co4[i] += dL_dB1_att[b * 256 + tq * 32 + i];
             }
 
 }
 
 /* The examples sn_lo ≤ b < sn_hi of the batch through the layers' ops that take each
- * example alone: dL_dB1_att_p, dL_dB1_att_v, dL_dB1_att_qkv, dL_dB1_att_e, dL_dB1_att_z, dL_dB1_att_s, dL_dB1_att_m, delta_B1_att_s, delta_B1_att_qkv, g_c4; the sums over these examples go to
+ * example alone: dL_dB1_att_p, dL_dB1_att_qkv, dL_dB1_att_e, dL_dB1_att_z, dL_dB1_att_s, dL_dB1_att_m, g_c4; the sums over these examples go to
  * sn_part (96 numbers). */
 static void sn_rows_18(const real *params, real *work, const real *S, int batch, int sn_lo, int sn_hi, real *sn_part)
 {
 
     real *g_c4 = sn_part + 0;  /* this chunk's part of ∂L/∂c4: (96,) */
     real *B1_att_qkv = work + (size_t)batch * 2080;  /* layer B1_att_qkv: (batch, 8, 96) */
-    real *B1_att_s = work + (size_t)batch * 3104;  /* layer B1_att_s: (batch, 4, 8, 8) */
-    real *B1_att_e = work + (size_t)batch * 3392;  /* layer B1_att_e: (batch, 4, 8, 8) */
-    real *z_B1_att_z = work + (size_t)batch * 3648;  /* Σ of B1_att_z: (batch, 4, 8) */
-    real *B1_att_p = work + (size_t)batch * 3680;  /* layer B1_att_p: (batch, 4, 8, 8) */
-    real *B1_att_v = work + (size_t)batch * 3936;  /* layer B1_att_v: (batch, 4, 8, 8) */
-    real *dL_dB1_att_qkv = work + (size_t)batch * 15808;  /* ∂L/∂B1_att_qkv: (batch, 8, 96) */
-    real *delta_B1_att_qkv = work + (size_t)batch * 16576;  /* ∂L/∂z_B1_att_qkv: (batch, 8, 96) */
-    real *dL_dB1_att_s = work + (size_t)batch * 17344;  /* ∂L/∂B1_att_s: (batch, 4, 8, 8) */
-    real *delta_B1_att_s = work + (size_t)batch * 17600;  /* ∂L/∂z_B1_att_s: (batch, 4, 8, 8) */
-    real *dL_dB1_att_m = work + (size_t)batch * 17856;  /* ∂L/∂B1_att_m: (batch, 4, 8) */
-    real *dL_dB1_att_e = work + (size_t)batch * 17888;  /* ∂L/∂B1_att_e: (batch, 4, 8, 8) */
-    real *dL_dB1_att_z = work + (size_t)batch * 18144;  /* ∂L/∂B1_att_z: (batch, 4, 8) */
-    real *dL_dB1_att_p = work + (size_t)batch * 18176;  /* ∂L/∂B1_att_p: (batch, 4, 8, 8) */
-    real *dL_dB1_att_v = work + (size_t)batch * 18432;  /* ∂L/∂B1_att_v: (batch, 4, 8, 8) */
-    real *dL_dB1_att_a = work + (size_t)batch * 18688;  /* ∂L/∂B1_att_a: (batch, 8, 4, 8) */
+    real *z_B1_att_s = work + (size_t)batch * 2848;  /* Σ of B1_att_s: (batch, 4, 8, 8) */
+    real *z_B1_att_m = work + (size_t)batch * 3104;  /* Σ of B1_att_m: (batch, 4, 8) */
+    real *B1_att_e = work + (size_t)batch * 3136;  /* layer B1_att_e: (batch, 4, 8, 8) */
+    real *z_B1_att_z = work + (size_t)batch * 3392;  /* Σ of B1_att_z: (batch, 4, 8) */
+    real *B1_att_p = work + (size_t)batch * 3424;  /* layer B1_att_p: (batch, 4, 8, 8) */
+    real *dL_dB1_att_qkv = work + (size_t)batch * 14528;  /* ∂L/∂B1_att_qkv: (batch, 8, 96) */
+    real *dL_dB1_att_s = work + (size_t)batch * 15296;  /* ∂L/∂B1_att_s: (batch, 4, 8, 8) */
+    real *dL_dB1_att_m = work + (size_t)batch * 15552;  /* ∂L/∂B1_att_m: (batch, 4, 8) */
+    real *dL_dB1_att_e = work + (size_t)batch * 15584;  /* ∂L/∂B1_att_e: (batch, 4, 8, 8) */
+    real *dL_dB1_att_z = work + (size_t)batch * 15840;  /* ∂L/∂B1_att_z: (batch, 4, 8) */
+    real *dL_dB1_att_p = work + (size_t)batch * 15872;  /* ∂L/∂B1_att_p: (batch, 4, 8, 8) */
+    real *dL_dB1_att_a = work + (size_t)batch * 16128;  /* ∂L/∂B1_att_a: (batch, 8, 4, 8) */
+    real *B1_att_s = z_B1_att_s;  /* layer B1_att_s: z_B1_att_s itself: (batch, 4, 8, 8) */
     real *B1_att_z = z_B1_att_z;  /* layer B1_att_z: z_B1_att_z itself: (batch, 4, 8) */
+    real *delta_B1_att_s = dL_dB1_att_s;  /* ∂L/∂z_B1_att_s: ∂L/∂B1_att_s itself: (batch, 4, 8, 8) */
     real *delta_B1_att_m = dL_dB1_att_m;  /* ∂L/∂z_B1_att_m: ∂L/∂B1_att_m itself: (batch, 4, 8) */
     real *delta_B1_att_z = dL_dB1_att_z;  /* ∂L/∂z_B1_att_z: ∂L/∂B1_att_z itself: (batch, 4, 8) */
     real *delta_B1_att_a = dL_dB1_att_a;  /* ∂L/∂z_B1_att_a: ∂L/∂B1_att_a itself: (batch, 8, 4, 8) */
@@ -1908,20 +1888,13 @@ static void sn_rows_18(const real *params, real *work, const real *S, int batch,
     (void)params;
     (void)S;
     memset(sn_part, 0, sizeof(real) * 96);
-    /* dL_dB1_att_p[b,hd,tq,tk] = Σ_e B1_att_v[b,hd,e,tk]·delta_B1_att_a[b,tq,hd,e]; dL_dB1_att_v[b,hd,e,tk] = Σ_tq B1_att_p[b,hd,tq,tk]·delta_B1_att_a[b,tq,hd,e]: a small product per (b, hd) */
+    memset(dL_dB1_att_qkv + (size_t)sn_lo * 768, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 768);
+    /* dL_dB1_att_p[b,hd,tq,tk] = Σ_e B1_att_qkv[b,tk,hd·8 + e + 64]·delta_B1_att_a[b,tq,hd,e]; dL_dB1_att_qkv[b,tk,hd*8 + e + 64] += Σ_tq B1_att_p[b,hd,tq,tk]·delta_B1_att_a[b,tq,hd,e]: a small product per (b, hd) */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++) {
-            sn_small_mm(8, 8, 8, (real)1, delta_B1_att_a + (size_t)b * 256 + hd * 8, 32, 1, B1_att_v + (size_t)b * 256 + hd * 64, 8, 1, dL_dB1_att_p + (size_t)b * 256 + hd * 64, 8, 0);
-            sn_small_mm(8, 8, 8, (real)1, delta_B1_att_a + (size_t)b * 256 + hd * 8, 1, 32, B1_att_p + (size_t)b * 256 + hd * 64, 8, 1, dL_dB1_att_v + (size_t)b * 256 + hd * 64, 8, 0);
+            sn_small_mm(8, 8, 8, (real)1, delta_B1_att_a + (size_t)b * 256 + hd * 8, 32, 1, B1_att_qkv + (size_t)b * 768 + hd * 8 + 64, 1, 96, dL_dB1_att_p + (size_t)b * 256 + hd * 64, 8, 0);
+            sn_small_mm(8, 8, 8, (real)1, B1_att_p + (size_t)b * 256 + hd * 64, 1, 8, delta_B1_att_a + (size_t)b * 256 + hd * 8, 32, 1, dL_dB1_att_qkv + (size_t)b * 768 + hd * 8 + 64, 96, 1);
         }
-    memset(dL_dB1_att_qkv + (size_t)sn_lo * 768, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 768);
-    /* dL_dB1_att_qkv[b,tk,hd*8 + e + 64] += dL_dB1_att_v[b,hd,e,tk] (from B1_att_v) */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int hd = 0; hd < 4; hd++)
-            for (int e = 0; e < 8; e++)
-                for (int tk = 0; tk < 8; tk++) {
-                    dL_dB1_att_qkv[b * 768 + tk * 96 + (hd*8 + e + 64)] += dL_dB1_att_v[b * 256 + hd * 64 + e * 8 + tk];
-                }
     /* dL_dB1_att_e[b,hd,tq,tk] = dL_dB1_att_p[b,hd,tq,tk]/B1_att_z[b,hd,tq] (from B1_att_p); dL_dB1_att_z[b,hd,tq] = -B1_att_e[b,hd,tq,tk]·dL_dB1_att_p[b,hd,tq,tk]/B1_att_z[b,hd,tq]² */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++)
@@ -1961,54 +1934,45 @@ static void sn_rows_18(const real *params, real *work, const real *S, int batch,
                 }
                 dL_dB1_att_m[b * 32 + hd * 8 + tq] = acc0;
             }
-    /* dL_dB1_att_s[b,hd,tq,tk] += delta_B1_att_m[b,hd,tq] at the first (u,v) where B1_att_s[b,hd,tq,tk] = z_B1_att_m[b,hd,tq] (first on ties) */
+    /* dL_dB1_att_s[b,hd,tq,tk] += delta_B1_att_m[b,hd,tq] at the first (u,v) where B1_att_s[b,hd,tq,tk] = z_B1_att_m[b,hd,tq] (first on ties)
+       as: the smallest tk whose element equals the maximum the forward pass kept
+       (a vectorised minimum; 8 where none does, a NaN row: then tk = 0) */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++)
             for (int tq = 0; tq < 8; tq++) {
-                real best = -INFINITY;
-                int tk_at = 0;
+                int tk_at = 8;
+#ifdef SN_SIMD
+#pragma omp simd reduction(min:tk_at)
+#endif
                 for (int tk = 0; tk < 8; tk++) {
-                    const real e = B1_att_s[b * 256 + hd * 64 + tq * 8 + tk];
-                    const int better = e > best;   /* strictly: the first maximum keeps the gradient */
-                    best = better ? e : best;
-                    tk_at = better ? tk : tk_at;
+                    const int at = B1_att_s[b * 256 + hd * 64 + tq * 8 + tk] == z_B1_att_m[b * 32 + hd * 8 + tq] ? tk : 8;
+                    tk_at = at < tk_at ? at : tk_at;
                 }
                 {
-                    const int tk = tk_at;
+                    const int tk = tk_at < 8 ? tk_at : 0;
                     dL_dB1_att_s[b * 256 + hd * 64 + tq * 8 + tk] += delta_B1_att_m[b * 32 + hd * 8 + tq];
                 }
             }
-    /* delta_B1_att_s[b,hd,tq,tk] = 0.35355339059327373·dL_dB1_att_s[b,hd,tq,tk] */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int hd = 0; hd < 4; hd++)
-            for (int tq = 0; tq < 8; tq++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-                for (int tk = 0; tk < 8; tk++) {
-                    delta_B1_att_s[b * 256 + hd * 64 + tq * 8 + tk] = 0.353553391F*dL_dB1_att_s[b * 256 + hd * 64 + tq * 8 + tk];
-                }
-    /* dL_dB1_att_qkv[b,tk,hd*8 + e + 32] += Σ_tq B1_att_qkv[b,tq,hd·8 + e]·delta_B1_att_s[b,hd,tq,tk]; dL_dB1_att_qkv[b,tq,hd*8 + e] += Σ_tk B1_att_qkv[b,tk,hd·8 + e + 32]·delta_B1_att_s[b,hd,tq,tk]: a small product per (b, hd) */
+    /* dL_dB1_att_qkv[b,tk,hd*8 + e + 32] += Σ_tq 0.35355339059327373·B1_att_qkv[b,tq,hd·8 + e]·delta_B1_att_s[b,hd,tq,tk]; dL_dB1_att_qkv[b,tq,hd*8 + e] += Σ_tk 0.35355339059327373·B1_att_qkv[b,tk,hd·8 + e + 32]·delta_B1_att_s[b,hd,tq,tk]: a small product per (b, hd) */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++) {
-            sn_small_mm(8, 8, 8, (real)1, delta_B1_att_s + (size_t)b * 256 + hd * 64, 1, 8, B1_att_qkv + (size_t)b * 768 + hd * 8, 96, 1, dL_dB1_att_qkv + (size_t)b * 768 + hd * 8 + 32, 96, 1);
-            sn_small_mm(8, 8, 8, (real)1, delta_B1_att_s + (size_t)b * 256 + hd * 64, 8, 1, B1_att_qkv + (size_t)b * 768 + hd * 8 + 32, 96, 1, dL_dB1_att_qkv + (size_t)b * 768 + hd * 8, 96, 1);
+            sn_small_mm(8, 8, 8, (real)0.353553391F, delta_B1_att_s + (size_t)b * 256 + hd * 64, 1, 8, B1_att_qkv + (size_t)b * 768 + hd * 8, 96, 1, dL_dB1_att_qkv + (size_t)b * 768 + hd * 8 + 32, 96, 1);
+            sn_small_mm(8, 8, 8, (real)0.353553391F, delta_B1_att_s + (size_t)b * 256 + hd * 64, 8, 1, B1_att_qkv + (size_t)b * 768 + hd * 8 + 32, 96, 1, dL_dB1_att_qkv + (size_t)b * 768 + hd * 8, 96, 1);
         }
-    /* delta_B1_att_qkv[b,tq,i] = dL_dB1_att_qkv[b,tq,i]; g_c4[i] += dL_dB1_att_qkv[b,tq,i] */
+    /* g_c4[i] += dL_dB1_att_qkv[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int tq = 0; tq < 8; tq++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
             for (int i = 0; i < 96; i++) {
-                delta_B1_att_qkv[b * 768 + tq * 96 + i] = dL_dB1_att_qkv[b * 768 + tq * 96 + i];
                 g_c4[i] += dL_dB1_att_qkv[b * 768 + tq * 96 + i];
             }
 
 }
 
 /* The examples sn_lo ≤ b < sn_hi of the batch through the layers' ops that take each
- * example alone: g_gamma3, dL_dB1_norm1_c, dL_dB1_norm1_rstd, g_beta3, delta_B1_norm1_rstd, dL_dpos, dL_dB1_norm1_mean, delta_B1_norm1_mean, dL_dembed, g_P2, delta_embed, g_b1; the sums over these examples go to
+ * example alone: g_gamma3, dL_dB1_norm1_c, dL_dB1_norm1_rstd, g_beta3, delta_B1_norm1_rstd, dL_dpos, dL_dB1_norm1_mean, delta_B1_norm1_mean, dL_dembed, g_P2, g_b1; the sums over these examples go to
  * sn_part (352 numbers). */
 static void sn_rows_19(const real *params, real *work, const real *S, int batch, int sn_lo, int sn_hi, real *sn_part)
 {
@@ -2021,15 +1985,14 @@ static void sn_rows_19(const real *params, real *work, const real *S, int batch,
     real *B1_norm1_c = work + (size_t)batch * 784;  /* layer B1_norm1_c: (batch, 8, 32) */
     real *z_B1_norm1_rstd = work + (size_t)batch * 1040;  /* Σ of B1_norm1_rstd: (batch, 8) */
     real *B1_norm1_rstd = work + (size_t)batch * 1048;  /* layer B1_norm1_rstd: (batch, 8) */
-    real *dL_dembed = work + (size_t)batch * 14496;  /* ∂L/∂embed: (batch, 8, 32) */
-    real *delta_embed = work + (size_t)batch * 14752;  /* ∂L/∂z_embed: (batch, 8, 32) */
-    real *dL_dpos = work + (size_t)batch * 15008;  /* ∂L/∂pos: (batch, 8, 32) */
-    real *dL_dB1_norm1_mean = work + (size_t)batch * 15264;  /* ∂L/∂B1_norm1_mean: (batch, 8) */
-    real *delta_B1_norm1_mean = work + (size_t)batch * 15272;  /* ∂L/∂z_B1_norm1_mean: (batch, 8) */
-    real *dL_dB1_norm1_c = work + (size_t)batch * 15280;  /* ∂L/∂B1_norm1_c: (batch, 8, 32) */
-    real *dL_dB1_norm1_rstd = work + (size_t)batch * 15536;  /* ∂L/∂B1_norm1_rstd: (batch, 8) */
-    real *delta_B1_norm1_rstd = work + (size_t)batch * 15544;  /* ∂L/∂z_B1_norm1_rstd: (batch, 8) */
-    real *dL_dB1_norm1 = work + (size_t)batch * 15552;  /* ∂L/∂B1_norm1: (batch, 8, 32) */
+    real *dL_dembed = work + (size_t)batch * 13472;  /* ∂L/∂embed: (batch, 8, 32) */
+    real *dL_dpos = work + (size_t)batch * 13728;  /* ∂L/∂pos: (batch, 8, 32) */
+    real *dL_dB1_norm1_mean = work + (size_t)batch * 13984;  /* ∂L/∂B1_norm1_mean: (batch, 8) */
+    real *delta_B1_norm1_mean = work + (size_t)batch * 13992;  /* ∂L/∂z_B1_norm1_mean: (batch, 8) */
+    real *dL_dB1_norm1_c = work + (size_t)batch * 14000;  /* ∂L/∂B1_norm1_c: (batch, 8, 32) */
+    real *dL_dB1_norm1_rstd = work + (size_t)batch * 14256;  /* ∂L/∂B1_norm1_rstd: (batch, 8) */
+    real *delta_B1_norm1_rstd = work + (size_t)batch * 14264;  /* ∂L/∂z_B1_norm1_rstd: (batch, 8) */
+    real *dL_dB1_norm1 = work + (size_t)batch * 14272;  /* ∂L/∂B1_norm1: (batch, 8, 32) */
 
     (void)S;
     memset(sn_part, 0, sizeof(real) * 352);
@@ -2106,14 +2069,13 @@ static void sn_rows_19(const real *params, real *work, const real *S, int batch,
                 dL_dembed[b * 256 + tq * 32 + i] = dL_dpos[b * 256 + tq * 32 + i];
                 g_P2[tq * 32 + i] += dL_dpos[b * 256 + tq * 32 + i];
             }
-    /* delta_embed[b,tq,i] = dL_dembed[b,tq,i]; g_b1[i] += dL_dembed[b,tq,i] */
+    /* g_b1[i] += dL_dembed[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int tq = 0; tq < 8; tq++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
             for (int i = 0; i < 32; i++) {
-                delta_embed[b * 256 + tq * 32 + i] = dL_dembed[b * 256 + tq * 32 + i];
                 g_b1[i] += dL_dembed[b * 256 + tq * 32 + i];
             }
 
@@ -2136,22 +2098,22 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
     real *z_embed = work + (size_t)batch * 0;  /* Σ of embed: (batch, 8, 32) */
     real *B1_norm1 = work + (size_t)batch * 1056;  /* layer B1_norm1: (batch, 8, 32) */
     real *z_B1_att_qkv = work + (size_t)batch * 1312;  /* Σ of B1_att_qkv: (batch, 8, 96) */
-    real *z_B1_att_a = work + (size_t)batch * 4192;  /* Σ of B1_att_a: (batch, 8, 4, 8) */
-    real *z_B1_att = work + (size_t)batch * 4448;  /* Σ of B1_att: (batch, 8, 32) */
-    real *B1_norm2 = work + (size_t)batch * 5504;  /* layer B1_norm2: (batch, 8, 32) */
-    real *z_B1_ff1 = work + (size_t)batch * 5760;  /* Σ of B1_ff1: (batch, 8, 64) */
-    real *B1_ff1 = work + (size_t)batch * 6272;  /* layer B1_ff1: (batch, 8, 64) */
-    real *z_B1_ff2 = work + (size_t)batch * 6784;  /* Σ of B1_ff2: (batch, 8, 32) */
-    real *B2_norm1 = work + (size_t)batch * 7840;  /* layer B2_norm1: (batch, 8, 32) */
-    real *z_B2_att_qkv = work + (size_t)batch * 8096;  /* Σ of B2_att_qkv: (batch, 8, 96) */
-    real *z_B2_att_a = work + (size_t)batch * 10976;  /* Σ of B2_att_a: (batch, 8, 4, 8) */
-    real *z_B2_att = work + (size_t)batch * 11232;  /* Σ of B2_att: (batch, 8, 32) */
-    real *B2_norm2 = work + (size_t)batch * 12288;  /* layer B2_norm2: (batch, 8, 32) */
-    real *z_B2_ff1 = work + (size_t)batch * 12544;  /* Σ of B2_ff1: (batch, 8, 64) */
-    real *B2_ff1 = work + (size_t)batch * 13056;  /* layer B2_ff1: (batch, 8, 64) */
-    real *z_B2_ff2 = work + (size_t)batch * 13568;  /* Σ of B2_ff2: (batch, 8, 32) */
-    real *B2 = work + (size_t)batch * 14080;  /* layer B2: (batch, 8, 32) */
-    real *z_O = work + (size_t)batch * 14336;  /* Σ of O: (batch, 8, 10) */
+    real *z_B1_att_a = work + (size_t)batch * 3680;  /* Σ of B1_att_a: (batch, 8, 4, 8) */
+    real *z_B1_att = work + (size_t)batch * 3936;  /* Σ of B1_att: (batch, 8, 32) */
+    real *B1_norm2 = work + (size_t)batch * 4992;  /* layer B1_norm2: (batch, 8, 32) */
+    real *z_B1_ff1 = work + (size_t)batch * 5248;  /* Σ of B1_ff1: (batch, 8, 64) */
+    real *B1_ff1 = work + (size_t)batch * 5760;  /* layer B1_ff1: (batch, 8, 64) */
+    real *z_B1_ff2 = work + (size_t)batch * 6272;  /* Σ of B1_ff2: (batch, 8, 32) */
+    real *B2_norm1 = work + (size_t)batch * 7328;  /* layer B2_norm1: (batch, 8, 32) */
+    real *z_B2_att_qkv = work + (size_t)batch * 7584;  /* Σ of B2_att_qkv: (batch, 8, 96) */
+    real *z_B2_att_a = work + (size_t)batch * 9952;  /* Σ of B2_att_a: (batch, 8, 4, 8) */
+    real *z_B2_att = work + (size_t)batch * 10208;  /* Σ of B2_att: (batch, 8, 32) */
+    real *B2_norm2 = work + (size_t)batch * 11264;  /* layer B2_norm2: (batch, 8, 32) */
+    real *z_B2_ff1 = work + (size_t)batch * 11520;  /* Σ of B2_ff1: (batch, 8, 64) */
+    real *B2_ff1 = work + (size_t)batch * 12032;  /* layer B2_ff1: (batch, 8, 64) */
+    real *z_B2_ff2 = work + (size_t)batch * 12544;  /* Σ of B2_ff2: (batch, 8, 32) */
+    real *B2 = work + (size_t)batch * 13056;  /* layer B2: (batch, 8, 32) */
+    real *z_O = work + (size_t)batch * 13312;  /* Σ of O: (batch, 8, 10) */
     real *B1_att_a = z_B1_att_a;  /* layer B1_att_a: z_B1_att_a itself: (batch, 8, 4, 8) */
     real *B2_att_a = z_B2_att_a;  /* layer B2_att_a: z_B2_att_a itself: (batch, 8, 4, 8) */
 
@@ -2160,11 +2122,11 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
     /* embed, pos, z_B1_norm1_mean, B1_norm1_mean, B1_norm1_c, z_B1_norm1_rstd, B1_norm1_rstd, B1_norm1: the batch in chunks of examples through sn_rows_1, the chunks
        on as many threads as pay for their join: n threads cost work/n + one join, so each
        thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 12432 multiply-adds per example */
+       two joins); the work, about 12416 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
 #ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 12432 * batch, sn_n) : 1;
+        const int sn_used = sn_on ? sn_threads(2.0 * 12416 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
 #endif
         for (int sn_c = 0; sn_c < sn_n; sn_c++)
@@ -2172,14 +2134,14 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
     }
     /* z_B1_att_qkv[b,t,i] = Σ_j W4[i,j]·B1_norm1[b,t,j] for each of the 8 positions t */
     sn_mm_nt(batch * 8, 96, 32, B1_norm1, W4, z_B1_att_qkv, 0);
-    /* B1_att_qkv, z_B1_att_s, B1_att_s, z_B1_att_m, B1_att_e, z_B1_att_z, B1_att_p, B1_att_v, z_B1_att_a: the batch in chunks of examples through sn_rows_2, the chunks
+    /* B1_att_qkv, z_B1_att_s, z_B1_att_m, B1_att_e, z_B1_att_z, B1_att_p, z_B1_att_a: the batch in chunks of examples through sn_rows_2, the chunks
        on as many threads as pay for their join: n threads cost work/n + one join, so each
        thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 51232 multiply-adds per example */
+       two joins); the work, about 47136 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
 #ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 51232 * batch, sn_n) : 1;
+        const int sn_used = sn_on ? sn_threads(2.0 * 47136 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
 #endif
         for (int sn_c = 0; sn_c < sn_n; sn_c++)
@@ -2190,11 +2152,11 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
     /* B1_att, B1_res1, z_B1_norm2_mean, B1_norm2_mean, B1_norm2_c, z_B1_norm2_rstd, B1_norm2_rstd, B1_norm2: the batch in chunks of examples through sn_rows_3, the chunks
        on as many threads as pay for their join: n threads cost work/n + one join, so each
        thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 12432 multiply-adds per example */
+       two joins); the work, about 12416 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
 #ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 12432 * batch, sn_n) : 1;
+        const int sn_used = sn_on ? sn_threads(2.0 * 12416 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
 #endif
         for (int sn_c = 0; sn_c < sn_n; sn_c++)
@@ -2220,11 +2182,11 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
     /* B1_ff2, B1, z_B2_norm1_mean, B2_norm1_mean, B2_norm1_c, z_B2_norm1_rstd, B2_norm1_rstd, B2_norm1: the batch in chunks of examples through sn_rows_5, the chunks
        on as many threads as pay for their join: n threads cost work/n + one join, so each
        thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 12432 multiply-adds per example */
+       two joins); the work, about 12416 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
 #ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 12432 * batch, sn_n) : 1;
+        const int sn_used = sn_on ? sn_threads(2.0 * 12416 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
 #endif
         for (int sn_c = 0; sn_c < sn_n; sn_c++)
@@ -2232,14 +2194,14 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
     }
     /* z_B2_att_qkv[b,t,i] = Σ_j W11[i,j]·B2_norm1[b,t,j] for each of the 8 positions t */
     sn_mm_nt(batch * 8, 96, 32, B2_norm1, W11, z_B2_att_qkv, 0);
-    /* B2_att_qkv, z_B2_att_s, B2_att_s, z_B2_att_m, B2_att_e, z_B2_att_z, B2_att_p, B2_att_v, z_B2_att_a: the batch in chunks of examples through sn_rows_6, the chunks
+    /* B2_att_qkv, z_B2_att_s, z_B2_att_m, B2_att_e, z_B2_att_z, B2_att_p, z_B2_att_a: the batch in chunks of examples through sn_rows_6, the chunks
        on as many threads as pay for their join: n threads cost work/n + one join, so each
        thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 51232 multiply-adds per example */
+       two joins); the work, about 47136 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
 #ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 51232 * batch, sn_n) : 1;
+        const int sn_used = sn_on ? sn_threads(2.0 * 47136 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
 #endif
         for (int sn_c = 0; sn_c < sn_n; sn_c++)
@@ -2250,11 +2212,11 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
     /* B2_att, B2_res1, z_B2_norm2_mean, B2_norm2_mean, B2_norm2_c, z_B2_norm2_rstd, B2_norm2_rstd, B2_norm2: the batch in chunks of examples through sn_rows_7, the chunks
        on as many threads as pay for their join: n threads cost work/n + one join, so each
        thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 12432 multiply-adds per example */
+       two joins); the work, about 12416 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
 #ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 12432 * batch, sn_n) : 1;
+        const int sn_used = sn_on ? sn_threads(2.0 * 12416 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
 #endif
         for (int sn_c = 0; sn_c < sn_n; sn_c++)
@@ -2309,10 +2271,10 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_6aebb5b417_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_d8a6acf91e_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
-    memcpy(O, work + (size_t)batch * 14416, sizeof(real) * (size_t)batch * 80);
+    memcpy(O, work + (size_t)batch * 13392, sizeof(real) * (size_t)batch * 80);
 }
 
 /* Loss L = (1/batch) Σ_b L_b, after a forward pass. */
@@ -2320,7 +2282,7 @@ static double sn_loss(const real *params, real *work, const real *S, const real 
 {
     const real *b17 = params + 18016;  /* b17: (10,) */
 
-    real *z_O = work + (size_t)batch * 14336;  /* Σ of O: (batch, 8, 10) */
+    real *z_O = work + (size_t)batch * 13312;  /* Σ of O: (batch, 8, 10) */
 
     double loss = 0;
     sn_forward(params, work, S, batch);
@@ -2335,7 +2297,7 @@ static double sn_loss(const real *params, real *work, const real *S, const real 
     return loss / batch;
 }
 
-real symnet_6aebb5b417_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_d8a6acf91e_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -2385,37 +2347,44 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     real *g_b17 = grads + 18016;  /* ∂L/∂b17: (10,) */
 
     real *B1_norm1 = work + (size_t)batch * 1056;  /* layer B1_norm1: (batch, 8, 32) */
-    real *z_B1_att_a = work + (size_t)batch * 4192;  /* Σ of B1_att_a: (batch, 8, 4, 8) */
-    real *B1_norm2 = work + (size_t)batch * 5504;  /* layer B1_norm2: (batch, 8, 32) */
-    real *B1_ff1 = work + (size_t)batch * 6272;  /* layer B1_ff1: (batch, 8, 64) */
-    real *B2_norm1 = work + (size_t)batch * 7840;  /* layer B2_norm1: (batch, 8, 32) */
-    real *z_B2_att_a = work + (size_t)batch * 10976;  /* Σ of B2_att_a: (batch, 8, 4, 8) */
-    real *B2_norm2 = work + (size_t)batch * 12288;  /* layer B2_norm2: (batch, 8, 32) */
-    real *B2_ff1 = work + (size_t)batch * 13056;  /* layer B2_ff1: (batch, 8, 64) */
-    real *B2 = work + (size_t)batch * 14080;  /* layer B2: (batch, 8, 32) */
-    real *z_O = work + (size_t)batch * 14336;  /* Σ of O: (batch, 8, 10) */
-    real *sn_u_O = work + (size_t)batch * 14416;  /* layer O: (batch, 8, 10) */
-    real *delta_embed = work + (size_t)batch * 14752;  /* ∂L/∂z_embed: (batch, 8, 32) */
-    real *dL_dB1_norm1 = work + (size_t)batch * 15552;  /* ∂L/∂B1_norm1: (batch, 8, 32) */
-    real *delta_B1_att_qkv = work + (size_t)batch * 16576;  /* ∂L/∂z_B1_att_qkv: (batch, 8, 96) */
-    real *dL_dB1_att_a = work + (size_t)batch * 18688;  /* ∂L/∂B1_att_a: (batch, 8, 4, 8) */
-    real *delta_B1_att = work + (size_t)batch * 19200;  /* ∂L/∂z_B1_att: (batch, 8, 32) */
-    real *dL_dB1_norm2 = work + (size_t)batch * 20000;  /* ∂L/∂B1_norm2: (batch, 8, 32) */
-    real *dL_dB1_ff1 = work + (size_t)batch * 20256;  /* ∂L/∂B1_ff1: (batch, 8, 64) */
-    real *delta_B1_ff1 = work + (size_t)batch * 20768;  /* ∂L/∂z_B1_ff1: (batch, 8, 64) */
-    real *delta_B1_ff2 = work + (size_t)batch * 21536;  /* ∂L/∂z_B1_ff2: (batch, 8, 32) */
-    real *dL_dB2_norm1 = work + (size_t)batch * 22336;  /* ∂L/∂B2_norm1: (batch, 8, 32) */
-    real *delta_B2_att_qkv = work + (size_t)batch * 23360;  /* ∂L/∂z_B2_att_qkv: (batch, 8, 96) */
-    real *dL_dB2_att_a = work + (size_t)batch * 25472;  /* ∂L/∂B2_att_a: (batch, 8, 4, 8) */
-    real *delta_B2_att = work + (size_t)batch * 25984;  /* ∂L/∂z_B2_att: (batch, 8, 32) */
-    real *dL_dB2_norm2 = work + (size_t)batch * 26784;  /* ∂L/∂B2_norm2: (batch, 8, 32) */
-    real *dL_dB2_ff1 = work + (size_t)batch * 27040;  /* ∂L/∂B2_ff1: (batch, 8, 64) */
-    real *delta_B2_ff1 = work + (size_t)batch * 27552;  /* ∂L/∂z_B2_ff1: (batch, 8, 64) */
-    real *delta_B2_ff2 = work + (size_t)batch * 28320;  /* ∂L/∂z_B2_ff2: (batch, 8, 32) */
-    real *dL_dB2 = work + (size_t)batch * 28576;  /* ∂L/∂B2: (batch, 8, 32) */
-    real *delta_O = work + (size_t)batch * 28832;  /* ∂L/∂z_O: (batch, 8, 10) */
+    real *z_B1_att_a = work + (size_t)batch * 3680;  /* Σ of B1_att_a: (batch, 8, 4, 8) */
+    real *B1_norm2 = work + (size_t)batch * 4992;  /* layer B1_norm2: (batch, 8, 32) */
+    real *B1_ff1 = work + (size_t)batch * 5760;  /* layer B1_ff1: (batch, 8, 64) */
+    real *B2_norm1 = work + (size_t)batch * 7328;  /* layer B2_norm1: (batch, 8, 32) */
+    real *z_B2_att_a = work + (size_t)batch * 9952;  /* Σ of B2_att_a: (batch, 8, 4, 8) */
+    real *B2_norm2 = work + (size_t)batch * 11264;  /* layer B2_norm2: (batch, 8, 32) */
+    real *B2_ff1 = work + (size_t)batch * 12032;  /* layer B2_ff1: (batch, 8, 64) */
+    real *B2 = work + (size_t)batch * 13056;  /* layer B2: (batch, 8, 32) */
+    real *z_O = work + (size_t)batch * 13312;  /* Σ of O: (batch, 8, 10) */
+    real *sn_u_O = work + (size_t)batch * 13392;  /* layer O: (batch, 8, 10) */
+    real *dL_dembed = work + (size_t)batch * 13472;  /* ∂L/∂embed: (batch, 8, 32) */
+    real *dL_dB1_norm1 = work + (size_t)batch * 14272;  /* ∂L/∂B1_norm1: (batch, 8, 32) */
+    real *dL_dB1_att_qkv = work + (size_t)batch * 14528;  /* ∂L/∂B1_att_qkv: (batch, 8, 96) */
+    real *dL_dB1_att_a = work + (size_t)batch * 16128;  /* ∂L/∂B1_att_a: (batch, 8, 4, 8) */
+    real *dL_dB1_att = work + (size_t)batch * 16384;  /* ∂L/∂B1_att: (batch, 8, 32) */
+    real *dL_dB1_norm2 = work + (size_t)batch * 17184;  /* ∂L/∂B1_norm2: (batch, 8, 32) */
+    real *dL_dB1_ff1 = work + (size_t)batch * 17440;  /* ∂L/∂B1_ff1: (batch, 8, 64) */
+    real *delta_B1_ff1 = work + (size_t)batch * 17952;  /* ∂L/∂z_B1_ff1: (batch, 8, 64) */
+    real *dL_dB1_ff2 = work + (size_t)batch * 18464;  /* ∂L/∂B1_ff2: (batch, 8, 32) */
+    real *dL_dB2_norm1 = work + (size_t)batch * 19264;  /* ∂L/∂B2_norm1: (batch, 8, 32) */
+    real *dL_dB2_att_qkv = work + (size_t)batch * 19520;  /* ∂L/∂B2_att_qkv: (batch, 8, 96) */
+    real *dL_dB2_att_a = work + (size_t)batch * 21120;  /* ∂L/∂B2_att_a: (batch, 8, 4, 8) */
+    real *dL_dB2_att = work + (size_t)batch * 21376;  /* ∂L/∂B2_att: (batch, 8, 32) */
+    real *dL_dB2_norm2 = work + (size_t)batch * 22176;  /* ∂L/∂B2_norm2: (batch, 8, 32) */
+    real *dL_dB2_ff1 = work + (size_t)batch * 22432;  /* ∂L/∂B2_ff1: (batch, 8, 64) */
+    real *delta_B2_ff1 = work + (size_t)batch * 22944;  /* ∂L/∂z_B2_ff1: (batch, 8, 64) */
+    real *dL_dB2_ff2 = work + (size_t)batch * 23456;  /* ∂L/∂B2_ff2: (batch, 8, 32) */
+    real *dL_dB2 = work + (size_t)batch * 23712;  /* ∂L/∂B2: (batch, 8, 32) */
+    real *delta_O = work + (size_t)batch * 23968;  /* ∂L/∂z_O: (batch, 8, 10) */
     real *B1_att_a = z_B1_att_a;  /* layer B1_att_a: z_B1_att_a itself: (batch, 8, 4, 8) */
     real *B2_att_a = z_B2_att_a;  /* layer B2_att_a: z_B2_att_a itself: (batch, 8, 4, 8) */
+    real *delta_embed = dL_dembed;  /* ∂L/∂z_embed: ∂L/∂embed itself: (batch, 8, 32) */
+    real *delta_B1_att_qkv = dL_dB1_att_qkv;  /* ∂L/∂z_B1_att_qkv: ∂L/∂B1_att_qkv itself: (batch, 8, 96) */
+    real *delta_B1_att = dL_dB1_att;  /* ∂L/∂z_B1_att: ∂L/∂B1_att itself: (batch, 8, 32) */
+    real *delta_B1_ff2 = dL_dB1_ff2;  /* ∂L/∂z_B1_ff2: ∂L/∂B1_ff2 itself: (batch, 8, 32) */
+    real *delta_B2_att_qkv = dL_dB2_att_qkv;  /* ∂L/∂z_B2_att_qkv: ∂L/∂B2_att_qkv itself: (batch, 8, 96) */
+    real *delta_B2_att = dL_dB2_att;  /* ∂L/∂z_B2_att: ∂L/∂B2_att itself: (batch, 8, 32) */
+    real *delta_B2_ff2 = dL_dB2_ff2;  /* ∂L/∂z_B2_ff2: ∂L/∂B2_ff2 itself: (batch, 8, 32) */
 
     const real inv_batch = (real)1 / (real)batch;
     double loss = 0;
@@ -2439,15 +2408,15 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     sn_mm_tn(10, 32, batch * 8, delta_O, B2, g_W17, 0);
     /* dL_dB2[b,j] = Σ_i delta_O[b,i]·W17[i,j] */
     sn_mm_nn(batch * 8, 32, 10, delta_O, W17, dL_dB2, 0);
-    /* dL_dB2_res1, dL_dB2_ff2, delta_B2_ff2, g_b15: the batch in chunks of examples through sn_rows_11, the chunks
+    /* dL_dB2_res1, dL_dB2_ff2, g_b15: the batch in chunks of examples through sn_rows_11, the chunks
        on as many threads as pay for their join: n threads cost work/n + one join, so each
        thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 8192 multiply-adds per example */
+       two joins); the work, about 6144 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
-        real *sn_part = work + (size_t)batch * 28912;  /* 32 partial sums per chunk */
+        real *sn_part = work + (size_t)batch * 24048;  /* 32 partial sums per chunk */
 #ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 8192 * batch, sn_n) : 1;
+        const int sn_used = sn_on ? sn_threads(2.0 * 6144 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
 #endif
         for (int sn_c = 0; sn_c < sn_n; sn_c++)
@@ -2468,7 +2437,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
        two joins); the work, about 8192 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
-        real *sn_part = work + (size_t)batch * 28912;  /* 64 partial sums per chunk */
+        real *sn_part = work + (size_t)batch * 24048;  /* 64 partial sums per chunk */
 #ifdef _OPENMP
         const int sn_used = sn_on ? sn_threads(2.0 * 8192 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
@@ -2485,15 +2454,15 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     sn_mm_tn(64, 32, batch * 8, delta_B2_ff1, B2_norm2, g_W14, 0);
     /* dL_dB2_norm2[b,j] = Σ_i delta_B2_ff1[b,i]·W14[i,j] */
     sn_mm_nn(batch * 8, 32, 64, delta_B2_ff1, W14, dL_dB2_norm2, 0);
-    /* g_gamma13, dL_dB2_norm2_c, dL_dB2_norm2_rstd, g_beta13, delta_B2_norm2_rstd, dL_dB2_res1, dL_dB2_norm2_mean, delta_B2_norm2_mean, dL_dB1, dL_dB2_att, delta_B2_att, g_co11: the batch in chunks of examples through sn_rows_13, the chunks
+    /* g_gamma13, dL_dB2_norm2_c, dL_dB2_norm2_rstd, g_beta13, delta_B2_norm2_rstd, dL_dB2_res1, dL_dB2_norm2_mean, delta_B2_norm2_mean, dL_dB1, dL_dB2_att, g_co11: the batch in chunks of examples through sn_rows_13, the chunks
        on as many threads as pay for their join: n threads cost work/n + one join, so each
        thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 24704 multiply-adds per example */
+       two joins); the work, about 22656 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
-        real *sn_part = work + (size_t)batch * 28912;  /* 96 partial sums per chunk */
+        real *sn_part = work + (size_t)batch * 24048;  /* 96 partial sums per chunk */
 #ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 24704 * batch, sn_n) : 1;
+        const int sn_used = sn_on ? sn_threads(2.0 * 22656 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
 #endif
         for (int sn_c = 0; sn_c < sn_n; sn_c++)
@@ -2510,15 +2479,15 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     sn_mm_tn(32, 32, batch * 8, delta_B2_att, B2_att_a, g_Wo11, 0);
     /* dL_dB2_att_a[b,j] = Σ_i delta_B2_att[b,i]·Wo11[i,j] */
     sn_mm_nn(batch * 8, 32, 32, delta_B2_att, Wo11, dL_dB2_att_a, 0);
-    /* dL_dB2_att_p, dL_dB2_att_v, dL_dB2_att_qkv, dL_dB2_att_e, dL_dB2_att_z, dL_dB2_att_s, dL_dB2_att_m, delta_B2_att_s, delta_B2_att_qkv, g_c11: the batch in chunks of examples through sn_rows_14, the chunks
+    /* dL_dB2_att_p, dL_dB2_att_qkv, dL_dB2_att_e, dL_dB2_att_z, dL_dB2_att_s, dL_dB2_att_m, g_c11: the batch in chunks of examples through sn_rows_14, the chunks
        on as many threads as pay for their join: n threads cost work/n + one join, so each
        thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 94976 multiply-adds per example */
+       two joins); the work, about 84736 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
-        real *sn_part = work + (size_t)batch * 28912;  /* 96 partial sums per chunk */
+        real *sn_part = work + (size_t)batch * 24048;  /* 96 partial sums per chunk */
 #ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 94976 * batch, sn_n) : 1;
+        const int sn_used = sn_on ? sn_threads(2.0 * 84736 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
 #endif
         for (int sn_c = 0; sn_c < sn_n; sn_c++)
@@ -2533,15 +2502,15 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     sn_mm_tn(96, 32, batch * 8, delta_B2_att_qkv, B2_norm1, g_W11, 0);
     /* dL_dB2_norm1[b,j] = Σ_i delta_B2_att_qkv[b,i]·W11[i,j] */
     sn_mm_nn(batch * 8, 32, 96, delta_B2_att_qkv, W11, dL_dB2_norm1, 0);
-    /* g_gamma10, dL_dB2_norm1_c, dL_dB2_norm1_rstd, g_beta10, delta_B2_norm1_rstd, dL_dB1, dL_dB2_norm1_mean, delta_B2_norm1_mean, dL_dB1_res1, dL_dB1_ff2, delta_B1_ff2, g_b8: the batch in chunks of examples through sn_rows_15, the chunks
+    /* g_gamma10, dL_dB2_norm1_c, dL_dB2_norm1_rstd, g_beta10, delta_B2_norm1_rstd, dL_dB1, dL_dB2_norm1_mean, delta_B2_norm1_mean, dL_dB1_res1, dL_dB1_ff2, g_b8: the batch in chunks of examples through sn_rows_15, the chunks
        on as many threads as pay for their join: n threads cost work/n + one join, so each
        thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 24704 multiply-adds per example */
+       two joins); the work, about 22656 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
-        real *sn_part = work + (size_t)batch * 28912;  /* 96 partial sums per chunk */
+        real *sn_part = work + (size_t)batch * 24048;  /* 96 partial sums per chunk */
 #ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 24704 * batch, sn_n) : 1;
+        const int sn_used = sn_on ? sn_threads(2.0 * 22656 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
 #endif
         for (int sn_c = 0; sn_c < sn_n; sn_c++)
@@ -2564,7 +2533,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
        two joins); the work, about 8192 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
-        real *sn_part = work + (size_t)batch * 28912;  /* 64 partial sums per chunk */
+        real *sn_part = work + (size_t)batch * 24048;  /* 64 partial sums per chunk */
 #ifdef _OPENMP
         const int sn_used = sn_on ? sn_threads(2.0 * 8192 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
@@ -2581,15 +2550,15 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     sn_mm_tn(64, 32, batch * 8, delta_B1_ff1, B1_norm2, g_W7, 0);
     /* dL_dB1_norm2[b,j] = Σ_i delta_B1_ff1[b,i]·W7[i,j] */
     sn_mm_nn(batch * 8, 32, 64, delta_B1_ff1, W7, dL_dB1_norm2, 0);
-    /* g_gamma6, dL_dB1_norm2_c, dL_dB1_norm2_rstd, g_beta6, delta_B1_norm2_rstd, dL_dB1_res1, dL_dB1_norm2_mean, delta_B1_norm2_mean, dL_dpos, dL_dB1_att, delta_B1_att, g_co4: the batch in chunks of examples through sn_rows_17, the chunks
+    /* g_gamma6, dL_dB1_norm2_c, dL_dB1_norm2_rstd, g_beta6, delta_B1_norm2_rstd, dL_dB1_res1, dL_dB1_norm2_mean, delta_B1_norm2_mean, dL_dpos, dL_dB1_att, g_co4: the batch in chunks of examples through sn_rows_17, the chunks
        on as many threads as pay for their join: n threads cost work/n + one join, so each
        thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 24704 multiply-adds per example */
+       two joins); the work, about 22656 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
-        real *sn_part = work + (size_t)batch * 28912;  /* 96 partial sums per chunk */
+        real *sn_part = work + (size_t)batch * 24048;  /* 96 partial sums per chunk */
 #ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 24704 * batch, sn_n) : 1;
+        const int sn_used = sn_on ? sn_threads(2.0 * 22656 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
 #endif
         for (int sn_c = 0; sn_c < sn_n; sn_c++)
@@ -2606,15 +2575,15 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     sn_mm_tn(32, 32, batch * 8, delta_B1_att, B1_att_a, g_Wo4, 0);
     /* dL_dB1_att_a[b,j] = Σ_i delta_B1_att[b,i]·Wo4[i,j] */
     sn_mm_nn(batch * 8, 32, 32, delta_B1_att, Wo4, dL_dB1_att_a, 0);
-    /* dL_dB1_att_p, dL_dB1_att_v, dL_dB1_att_qkv, dL_dB1_att_e, dL_dB1_att_z, dL_dB1_att_s, dL_dB1_att_m, delta_B1_att_s, delta_B1_att_qkv, g_c4: the batch in chunks of examples through sn_rows_18, the chunks
+    /* dL_dB1_att_p, dL_dB1_att_qkv, dL_dB1_att_e, dL_dB1_att_z, dL_dB1_att_s, dL_dB1_att_m, g_c4: the batch in chunks of examples through sn_rows_18, the chunks
        on as many threads as pay for their join: n threads cost work/n + one join, so each
        thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 94976 multiply-adds per example */
+       two joins); the work, about 84736 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
-        real *sn_part = work + (size_t)batch * 28912;  /* 96 partial sums per chunk */
+        real *sn_part = work + (size_t)batch * 24048;  /* 96 partial sums per chunk */
 #ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 94976 * batch, sn_n) : 1;
+        const int sn_used = sn_on ? sn_threads(2.0 * 84736 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
 #endif
         for (int sn_c = 0; sn_c < sn_n; sn_c++)
@@ -2629,15 +2598,15 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     sn_mm_tn(96, 32, batch * 8, delta_B1_att_qkv, B1_norm1, g_W4, 0);
     /* dL_dB1_norm1[b,j] = Σ_i delta_B1_att_qkv[b,i]·W4[i,j] */
     sn_mm_nn(batch * 8, 32, 96, delta_B1_att_qkv, W4, dL_dB1_norm1, 0);
-    /* g_gamma3, dL_dB1_norm1_c, dL_dB1_norm1_rstd, g_beta3, delta_B1_norm1_rstd, dL_dpos, dL_dB1_norm1_mean, delta_B1_norm1_mean, dL_dembed, g_P2, delta_embed, g_b1: the batch in chunks of examples through sn_rows_19, the chunks
+    /* g_gamma3, dL_dB1_norm1_c, dL_dB1_norm1_rstd, g_beta3, delta_B1_norm1_rstd, dL_dpos, dL_dB1_norm1_mean, delta_B1_norm1_mean, dL_dembed, g_P2, g_b1: the batch in chunks of examples through sn_rows_19, the chunks
        on as many threads as pay for their join: n threads cost work/n + one join, so each
        thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 24704 multiply-adds per example */
+       two joins); the work, about 22656 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
-        real *sn_part = work + (size_t)batch * 28912;  /* 352 partial sums per chunk */
+        real *sn_part = work + (size_t)batch * 24048;  /* 352 partial sums per chunk */
 #ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 24704 * batch, sn_n) : 1;
+        const int sn_used = sn_on ? sn_threads(2.0 * 22656 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
 #endif
         for (int sn_c = 0; sn_c < sn_n; sn_c++)
@@ -2660,7 +2629,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_6aebb5b417_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_d8a6acf91e_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -2687,9 +2656,9 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_6aebb5b417_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_d8a6acf91e_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
-    real *grads = work + (size_t)batch * 29264;
+    real *grads = work + (size_t)batch * 24400;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
     if (!isfinite(loss) || !sn_all_finite(grads))
         return (real)NAN;
@@ -2758,7 +2727,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_6aebb5b417_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_d8a6acf91e_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -2778,17 +2747,17 @@ void symnet_6aebb5b417_update(real *params, const real *grads, real lr, int opti
  * prev holds the parameters before the last update (after a restore: the same as
  * params).  prev may be NULL (no restoring).
  *
- * work: the batch's rows (29264 numbers per example), then the
+ * work: the batch's rows (24400 numbers per example), then the
  * gradients (18026), then Ib and Tb.
  *
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_6aebb5b417_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_d8a6acf91e_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
-    real *grads = work + (size_t)batch_size * 29264;
+    real *grads = work + (size_t)batch_size * 24400;
     real *Ib = grads + 18026;
     real *Tb = Ib + (size_t)batch_size * 80;
     real *cur = params, *old = prev != NULL ? prev : params;  /* θ now; θ before the last update */
@@ -2820,7 +2789,7 @@ long long symnet_6aebb5b417_train(real *params, const real *X, const real *T, co
         losses[s] = loss;
         if (correct != NULL) {
             /* share of the outputs with O > 0.5 exactly where T > 0.5, from the outputs the step's forward pass left in work */
-            const real *o = work + (size_t)batch * 14416;
+            const real *o = work + (size_t)batch * 13392;
             double right = 0;
             for (int r = 0; r < batch; r++) {
                 for (int k = 0; k < 80; k++)

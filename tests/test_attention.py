@@ -141,7 +141,7 @@ def test_formulas_show_the_softmax():
 def test_long_sequences_take_every_tile_of_the_products(causal, rng):
     """19 positions of width 20, 2 heads (d = 10): each product per (example, head) runs
     over full and partial tiles of rows (6) and columns (16 floats, 8 doubles), with the
-    keys and values read along k (copied into rows first); float64 against numpy and
+    keys read along k (copied into rows first); float64 against numpy and
     central differences, float32 against float64."""
     n, width = 19, 20
     S = sn.Input((n, width), name="S")
@@ -150,7 +150,11 @@ def test_long_sequences_take_every_tile_of_the_products(causal, rng):
     from symnet.plan.lower import plan
     marked = [op for op in plan(net.graph()).forward if getattr(op, "product", None)]
     assert {op.product[0].T.array for op in marked} == {"z_A_s", "z_A_a"}
-    assert all(op.product[0].B.strides[op.product[0].n] != 1 for op in marked)  # along k
+    along_k = {op.product[0].T.array: op.product[0].B.strides[op.product[0].n] != 1
+               for op in marked}
+    # the keys of the scores are read along k (copied into rows first); the values of
+    # the weighted sum where the projection wrote them, along n
+    assert along_k == {"z_A_s": True, "z_A_a": False}
     model = net.compile(dtype="float64", seed=0)
     randomise(model, rng)
     X, T = rng.normal(size=(3, n, width)), rng.normal(size=(3, 2))

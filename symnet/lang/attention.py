@@ -9,20 +9,21 @@ one matrix product of batch·steps rows.
 tensor formulas (d = D / heads, h a head, e a feature of a head):
 
     Y[b,t,i]      = Σ_j W[i,j]·X[b,t,j] + c[i]          (i < 3D: queries, keys, values)
-    S[b,h,t,u]    = (1/√d) Σ_e Y[b,t,h·d+e]·Y[b,u,D+h·d+e]    (−∞ where masked)
+    S[b,h,t,u]    = Σ_e (1/√d)·Y[b,t,h·d+e]·Y[b,u,D+h·d+e]    (−∞ where masked)
     M[b,h,t]      = max_u S[b,h,t,u]
     E[b,h,t,u]    = exp(S[b,h,t,u] − M[b,h,t])
     Z[b,h,t]      = Σ_u E[b,h,t,u]
     P[b,h,t,u]    = E[b,h,t,u] / Z[b,h,t]                 (softmax over the keys u)
-    V[b,h,e,u]    = Y[b,u,2D+h·d+e]                       (the values, keys innermost)
-    A[b,t,h,e]    = Σ_u P[b,h,t,u]·V[b,h,e,u]
+    A[b,t,h,e]    = Σ_u P[b,h,t,u]·Y[b,u,2D+h·d+e]          (the values)
     O[b,t,i]      = Σ_j Wo[i,j]·A[b,t,j] + co[i]
 
 where S is masked (−∞, so P = 0) at the keys u > t when ``causal``.
 Subtracting the row's maximum M changes nothing in P but keeps every
 exponential ≤ 1 (its derivative, zero in exact arithmetic, is derived like the
-rest); each exponential is computed once (E), and its derivative is E itself;
-V is a copy of the values laid out so that the sum over u reads memory in order.  sympy derives every
+rest); each exponential is computed once (E), and its derivative is E itself.
+The scale 1/√d sits inside the sum, so the C's small product of the scores stores
+S itself (α·Σ), and the values are read where the projection wrote them (each row
+of V, along e, is contiguous).  sympy derives every
 gradient from these element formulas (the softmax's Jacobian included); the
 C has a loop per formula.  W, c, Wo, co are PyTorch's in_proj_weight,
 in_proj_bias, out_proj.weight and out_proj.bias.
@@ -184,16 +185,19 @@ class MultiHeadAttention(LayerBase):
         def y(pos, offset):
             return ir.Affine(((HEAD, d), (FEAT, 1)), offset), pos
 
-        # S[b,h,t,u] = (1/√d) Σ_e Y[b,t,h·d+e]·Y[b,u,D+h·d+e]
+        # S[b,h,t,u] = Σ_e (1/√d)·Y[b,t,h·d+e]·Y[b,u,D+h·d+e]
         syms: dict = {}
         S = f"{name}_s"
         r = ir.element(syms, f"z_{S}", ir.BATCH, HEAD, POS, KEY)
         q_at, _ = y(POS, 0)
         k_at, _ = y(KEY, D)
-        summand = ir.element(syms, Y, ir.BATCH, POS, q_at) * \
-            ir.element(syms, Y, ir.BATCH, KEY, k_at)
+        # the scale inside the sum: the scores are the small product's α·Σ itself (no
+        # pass of their own forward, nor of their gradient backward: its products
+        # carry the α too)
+        summand = sp.Float(1 / math.sqrt(d), 17) * ir.element(syms, Y, ir.BATCH, POS, q_at) \
+            * ir.element(syms, Y, ir.BATCH, KEY, k_at)
         red = ir.Reduction(f"z_{S}", r, summand, (FEAT,), space=((FEAT, d),))
-        scaled = r * sp.Float(1 / math.sqrt(d), 17)
+        scaled = r
         if self.causal:            # a later key scores −∞: its exponential is 0
             scaled = sp.Piecewise((scaled, u <= t), (-sp.oo, True))
         scores = ir.Node(S, index, Y, steps * 3 * D, H * steps * steps, [], [red],
@@ -234,26 +238,22 @@ class MultiHeadAttention(LayerBase):
                     / ir.element(syms, Zn, ir.BATCH, HEAD, POS), syms, kind="softmax",
                     space=((HEAD, H), (POS, steps), (KEY, steps)), in_shape=(H, steps, steps),
                     inputs=[En, Zn], widths={En: H * steps * steps, Zn: H * steps})
-        # V[b,h,e,u] = Y[b,u,2D+h·d+e]: the values with the keys innermost
-        syms = {}
-        Vn = f"{name}_v"
-        v_at, _ = y(KEY, 2 * D)
-        V = ir.Node(Vn, index, Y, steps * 3 * D, steps * D, [], [],
-                    ir.element(syms, Y, ir.BATCH, KEY, v_at), syms, kind="values",
-                    space=((HEAD, H), (FEAT, d), (KEY, steps)), in_shape=(steps, 3 * D))
-        # A[b,t,h,e] = Σ_u P[b,h,t,u]·V[b,h,e,u]
+        # A[b,t,h,e] = Σ_u P[b,h,t,u]·Y[b,u,2D+h·d+e]: the values read where the
+        # projection left them (a small product per example and head whose B, the
+        # values, runs along e: no copy of them, nor a pass back for their gradient)
         syms = {}
         An = f"{name}_a"
+        v_at, _ = y(KEY, 2 * D)
         r = ir.element(syms, f"z_{An}", ir.BATCH, POS, HEAD, FEAT)
         summand = ir.element(syms, Pn, ir.BATCH, HEAD, POS, KEY) * \
-            ir.element(syms, Vn, ir.BATCH, HEAD, FEAT, KEY)
+            ir.element(syms, Y, ir.BATCH, KEY, v_at)
         red = ir.Reduction(f"z_{An}", r, summand, (KEY,), space=((KEY, steps),))
         A = ir.Node(An, index, Pn, H * steps * steps, steps * D, [], [red], r, syms,
                     kind="attend", space=((POS, steps), (HEAD, H), (FEAT, d)),
-                    in_shape=(H, steps, steps), inputs=[Pn, Vn],
-                    widths={Pn: H * steps * steps, Vn: steps * D})
+                    in_shape=(H, steps, steps), inputs=[Pn, Y],
+                    widths={Pn: H * steps * steps, Y: steps * 3 * D})
         out = linear_node(name, index, An, steps, D, D, Wo, co, kind="attention")
-        return [qkv, scores, M, E, Z, P, V, A, out]
+        return [qkv, scores, M, E, Z, P, A, out]
 
 
 def _width(x) -> int | None:

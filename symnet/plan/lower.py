@@ -180,7 +180,7 @@ def plan(graph: ir.Graph) -> Plan:
                 if t.target in twins:
                     alias(t.target, twins[t.target], _shape(node),
                           f"∂L/∂{red.name}: the same as {twins[t.target]}")
-                elif _identity(node) and t.expr == by_node[node.name].upstream:
+                elif _delta_is_upstream(node, t, by_node[node.name]):
                     alias(t.target, upstream_name(node.name), _shape(node),
                           f"∂L/∂{red.name}: ∂L/∂{node.name} itself")
                 else:
@@ -267,6 +267,13 @@ def _identity(node: ir.Node) -> bool:
             and node.outer == node.reductions[0].symbol)
 
 
+def _delta_is_upstream(node: ir.Node, t, g: NodeGrad) -> bool:
+    """A tensor node's delta that is its upstream gradient element for element (its
+    output is its sum, plus a bias or not: attention's projections, a Pointwise
+    without activation): the delta shares ∂L/∂node's buffer, never copied."""
+    return (len(node.space) > 1 and t.target.startswith("delta_") and t.expr == g.upstream)
+
+
 def _shape(node: ir.Node):
     """A node's buffer shape after the batch: an int for vectors (as before)."""
     return node.n_out if len(node.space) == 1 else node.out_shape
@@ -325,12 +332,18 @@ def _forward(graph: ir.Graph, symbols: dict, convs: dict) -> list:
                 ops.append(Loop(node.reduction_loop(red),
                                 [(red.name, node.out_index, "max", red.summand)],
                                 f"{red.name}[{out}] = max_"
-                                f"{','.join(n for n, _ in red.space)} {text(red.summand)}"))
+                                f"{','.join(n for n, _ in red.space)} {text(red.summand)}",
+                                # over one long index (softmax's row): in a local, vectorised;
+                                # a pooling window (a few elements) stays a plain loop
+                                hoist=len(red.space) == 1 and red.space[0][1] >= 8))
             else:
                 ops.append(Zero(red.name, None))
+                # summed in a local over the innermost index (vectorised): a tensor's
+                # sums, and the per-row sums over a last axis (LayerNorm's mean and
+                # variance, softmax's Σ), whose space lists the summed index
                 ops.append(Loop(node.reduction_loop(red),
                                 [(red.name, node.out_index, "+=", red.summand)], comment,
-                                hoist=tensor))
+                                hoist=tensor or bool(red.space)))
         if not _identity(node):
             ops.append(Loop(node.loop(), [(node.name, node.out_index, "=", node.outer)],
                             f"{node.name}[{out}] = {text(node.outer)}"))
@@ -425,8 +438,7 @@ def _backward(graph: ir.Graph, by_node: dict, written: set, convs: dict) -> list
             # a delta that is its upstream gradient itself shares its buffer: no loop
             twins = _twin_deltas(g)
             terms = [t for t in g.outer if not _to_input(graph, t) and t.target not in twins
-                     and not (_identity(node) and t.expr == g.upstream
-                              and t.target.startswith("delta_"))]
+                     and not _delta_is_upstream(node, t, g)]
             for t in terms:
                 if _assign(t, loop) == "+=" and t.target not in written:
                     ops.append(Zero(t.target, None))

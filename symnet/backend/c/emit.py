@@ -226,8 +226,9 @@ class Emitter:
         index runs over one thread's examples sn_lo ≤ b < sn_hi (see lower.Rows)."""
         exprs = [numeric(s[3]) for s in op.stmts]
         temps, reduced = sp.cse(exprs, symbols=sp.numbered_symbols("t"), optimizations=None)
-        stmts = []
+        stmts, raw = [], []
         for (target, index, kind, _), rhs in zip(op.stmts, reduced):
+            raw.append(self.printer.doprint(rhs))
             if target == LOSS:
                 stmts.append(("loss", kind, f"(double)({self.printer.doprint(rhs)})"))
             elif kind == "max":
@@ -241,12 +242,15 @@ class Emitter:
         if op.hoist and len(op.indices) > 1:
             inner = op.indices[-1][0]
             keep = []
-            for (target, index, kind, _), st in zip(op.stmts, stmts):
+            for (target, index, kind, _), st, r in zip(op.stmts, stmts, raw):
                 names = {n for ix in index for n in ((ix,) if isinstance(ix, str)
                                                      else ix.names())}
                 if kind == "+=" and target != LOSS and inner not in names:
                     hoisted.append((st[0], f"acc{len(hoisted)}", st[2],
                                     "=" if target in op.fresh else "+="))
+                elif kind == "max" and inner not in names:
+                    # a maximum in a local too (exact in any order): kind "max"
+                    hoisted.append((st[0], f"acc{len(hoisted)}", r, "max"))
                 else:
                     keep.append(st)
             stmts = keep
@@ -344,6 +348,11 @@ class Emitter:
                 # shorter rows stay per element (its 8→4 pool: 19 vs 46 µs alone)
                 "rows": op.overwrite and not padded and isinstance(op.loop[-1][1], int)
                 and op.loop[-1][1] >= 8,
+                # one long window (a softmax's row maximum, 8 or more elements): the first
+                # position equal to the maximum the forward pass kept, as a vectorised
+                # minimum of positions (attention, 32 keys: a scalar scan per row before)
+                "scan": len(op.window) == 1 and not padded and isinstance(op.window[0][1], int)
+                and op.window[0][1] >= 8,
                 "fused": self.fused_view(op) if op.then is not None else None}
 
     def fused_view(self, op: Route) -> dict:
