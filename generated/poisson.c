@@ -12,7 +12,7 @@
  * X of width n holds X[b,j] at X[b * n + j]; W of shape (out, in) holds
  * W[i,j] at W[i * in + j].  Parameters live in one flat array `params`
  * (921 numbers), their gradients in `grads` with the same
- * layout, and everything per example in `work` (243 numbers
+ * layout, and everything per example in `work` (304 numbers
  * per example of the batch).
  */
 #include <math.h>
@@ -30,8 +30,8 @@
  *   loss: mse, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_4AFFFF8B6D_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_4AFFFF8B6D_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_7E679C9ACC_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_7E679C9ACC_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (20, 2)
  *   b1           offset        40  shape (20,)
  *   W2           offset        60  shape (20, 20)
@@ -41,48 +41,48 @@
  *   W4           offset       900  shape (1, 20)
  *   b4           offset       920  shape (1,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_4AFFFF8B6D_WORK_SIZE(batch) numbers; SYMNET_4AFFFF8B6D_TRAIN_WORK_SIZE(batch_size) for
- * symnet_4affff8b6d_train) and allocates nothing.  Memory for one call of a batch B:
- *   params 921 + X B*2 + T or O B*1 + work (B*243 + 921)
- *   numbers of 4 bytes; e.g. B = 32: 38,856 bytes (training; forward only: 19,684).
+ * `work` (SYMNET_7E679C9ACC_WORK_SIZE(batch) numbers; SYMNET_7E679C9ACC_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_7e679c9acc_train) and allocates nothing.  Memory for one call of a batch B:
+ *   params 921 + X B*2 + T or O B*1 + work (B*304 + 921)
+ *   numbers of 4 bytes; e.g. B = 32: 46,664 bytes (training; forward only: 19,684).
  */
-#ifndef SYMNET_4AFFFF8B6D_H
-#define SYMNET_4AFFFF8B6D_H
+#ifndef SYMNET_7E679C9ACC_H
+#define SYMNET_7E679C9ACC_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_4AFFFF8B6D_REAL float  /* the number type of every array (float32) */
-#define SYMNET_4AFFFF8B6D_N_INPUTS 2  /* features per example */
-#define SYMNET_4AFFFF8B6D_N_OUTPUTS 1
-#define SYMNET_4AFFFF8B6D_N_PARAMS 921  /* numbers in the flat parameter array */
-#define SYMNET_4AFFFF8B6D_WORK_PER_EXAMPLE 243
-#define SYMNET_4AFFFF8B6D_WORK_SIZE(batch) ((batch) * 243 + 921)  /* numbers of scratch per call */
-#define SYMNET_4AFFFF8B6D_TRAIN_WORK_SIZE(batch_size) (SYMNET_4AFFFF8B6D_WORK_SIZE(batch_size) + (batch_size) * 3)
-#define SYMNET_4AFFFF8B6D_SGD 0       /* optimizer codes of symnet_4affff8b6d_update and symnet_4affff8b6d_train */
-#define SYMNET_4AFFFF8B6D_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_4AFFFF8B6D_N_PARAMS numbers */
-#define SYMNET_4AFFFF8B6D_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_4AFFFF8B6D_N_PARAMS numbers each */
+#define SYMNET_7E679C9ACC_REAL float  /* the number type of every array (float32) */
+#define SYMNET_7E679C9ACC_N_INPUTS 2  /* features per example */
+#define SYMNET_7E679C9ACC_N_OUTPUTS 1
+#define SYMNET_7E679C9ACC_N_PARAMS 921  /* numbers in the flat parameter array */
+#define SYMNET_7E679C9ACC_WORK_PER_EXAMPLE 304
+#define SYMNET_7E679C9ACC_WORK_SIZE(batch) ((batch) * 304 + 921)  /* numbers of scratch per call */
+#define SYMNET_7E679C9ACC_TRAIN_WORK_SIZE(batch_size) (SYMNET_7E679C9ACC_WORK_SIZE(batch_size) + (batch_size) * 3)
+#define SYMNET_7E679C9ACC_SGD 0       /* optimizer codes of symnet_7e679c9acc_update and symnet_7e679c9acc_train */
+#define SYMNET_7E679C9ACC_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_7E679C9ACC_N_PARAMS numbers */
+#define SYMNET_7E679C9ACC_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_7E679C9ACC_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_4AFFFF8B6D_N_OUTPUTS) = the network's output for X (batch × SYMNET_4AFFFF8B6D_N_INPUTS). */
-void symnet_4affff8b6d_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_7E679C9ACC_N_OUTPUTS) = the network's output for X (batch × SYMNET_7E679C9ACC_N_INPUTS). */
+void symnet_7e679c9acc_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_4affff8b6d_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_7e679c9acc_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_4AFFFF8B6D_N_PARAMS numbers) by back propagation. */
-float symnet_4affff8b6d_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_7E679C9ACC_N_PARAMS numbers) by back propagation. */
+float symnet_7e679c9acc_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_4affff8b6d_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_7e679c9acc_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_4AFFFF8B6D_SGD, SYMNET_4AFFFF8B6D_MOMENTUM or SYMNET_4AFFFF8B6D_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_7E679C9ACC_SGD, SYMNET_7E679C9ACC_MOMENTUM or SYMNET_7E679C9ACC_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_4affff8b6d_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_7e679c9acc_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -90,10 +90,10 @@ void symnet_4affff8b6d_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_4AFFFF8B6D_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_7E679C9ACC_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_4AFFFF8B6D_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_4affff8b6d_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_7E679C9ACC_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_7e679c9acc_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -102,7 +102,7 @@ long long symnet_4affff8b6d_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_4AFFFF8B6D_H */
+#endif /* SYMNET_7E679C9ACC_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -419,10 +419,289 @@ static void sn_forward(const real *params, real *work, const real *xy, int batch
 }
 
 /* O[b,k] = u[b,k]: the forward pass, its output copied out of work. */
-void symnet_4affff8b6d_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_7e679c9acc_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 121, sizeof(real) * (size_t)batch * 1);
+}
+
+/* ------------------------------------------------------------------------
+ * The loss-and-gradient pass in chunks of the batch.  Every product of this network is
+ * too small to share among threads by itself (2540 multiply-adds per example in all),
+ * so the pass shares out examples instead, with one hand-over for the whole pass: chunk
+ * c of n holds the examples sn_cut(batch, c, n) ≤ b < sn_cut(batch, c + 1, n) and runs
+ * them through the forward pass, the loss and the backward pass (sn_chunk), every op of
+ * which takes each example alone; the sums over the examples it makes (the loss, the bias
+ * gradients) are kept per chunk and added up in the order of the chunks.  Then the
+ * products that sum over the whole batch (the weight gradients, sn_chunk_sums) run with
+ * their rows of ∂L/∂W shared among n jobs, each element summed by one job.  n depends on
+ * the batch alone (sn_chunks_of), never on the threads that take the chunks, so the
+ * numbers are the same on one thread and on several.
+ * ---------------------------------------------------------------------- */
+#define SN_CHUNKS_WORK 250000.0   /* multiply-adds of a batch from which it runs in two chunks */
+static inline int sn_chunks_of(int batch)
+{
+    return batch >= 16 && (double)batch * 2540 >= SN_CHUNKS_WORK ? 2 : 1;
+}
+static inline int sn_cut(int n, int c, int parts) { return (int)((long long)n * c / parts); }
+
+typedef struct {
+    const real *params;
+    real *grads, *work;
+    const real *X, *T;
+    int batch, n;          /* the batch; its chunks */
+    double loss[2];        /* each chunk's sum of the per-example loss */
+    real *theta, lr;       /* a step: θ ← θ − lr·∂L/∂θ in the jobs that finish ∂L/∂θ (theta NULL: none) */
+    int bad[2];            /* a job met a gradient that is NaN or inf */
+} sn_chunk_args;
+
+/* fn(a, j) for j < a->n, on as many threads as the work of the whole pass pays for */
+static void sn_chunks_run(sn_chunk_args *a, void (*fn)(void *, int))
+{
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(a->n) if (a->n > 1 && (double)a->batch * 2540 >= SN_PARALLEL)
+#endif
+    for (int j = 0; j < a->n; j++)
+        fn(a, j);
+}
+
+/* Chunk c of the batch through every per-example op of the pass: its examples'
+ * loss into a->loss[c], the sums over its examples into sn_part. */
+static void sn_chunk(void *arg, int c)
+{
+    sn_chunk_args *a = (sn_chunk_args *)arg;
+    const real *params = a->params, *xy = a->X, *T = a->T;
+    real *work = a->work;
+    const int batch = a->batch;
+    const int sn_lo = sn_cut(batch, c, a->n), sn_hi = sn_cut(batch, c + 1, a->n);
+    real *sn_part = work + (size_t)batch * 243 + (size_t)c * 61;  /* 61 partial sums */
+    const real *W1 = params + 0;  /* W1: (20, 2) */
+    const real *b1 = params + 40;  /* b1: (20,) */
+    const real *W2 = params + 60;  /* W2: (20, 20) */
+    const real *b2 = params + 460;  /* b2: (20,) */
+    const real *W3 = params + 480;  /* W3: (20, 20) */
+    const real *b3 = params + 880;  /* b3: (20,) */
+    const real *W4 = params + 900;  /* W4: (1, 20) */
+    const real *b4 = params + 920;  /* b4: (1,) */
+
+    real *g_b4 = sn_part + 0;  /* this chunk's part of ∂L/∂b4: (1,) */
+    real *g_b3 = sn_part + 1;  /* this chunk's part of ∂L/∂b3: (20,) */
+    real *g_b2 = sn_part + 21;  /* this chunk's part of ∂L/∂b2: (20,) */
+    real *g_b1 = sn_part + 41;  /* this chunk's part of ∂L/∂b1: (20,) */
+    real *z_H1 = work + (size_t)batch * 0;  /* Σ of H1: (batch, 20) */
+    real *H1 = work + (size_t)batch * 20;  /* layer H1: (batch, 20) */
+    real *z_H2 = work + (size_t)batch * 40;  /* Σ of H2: (batch, 20) */
+    real *H2 = work + (size_t)batch * 60;  /* layer H2: (batch, 20) */
+    real *z_H3 = work + (size_t)batch * 80;  /* Σ of H3: (batch, 20) */
+    real *H3 = work + (size_t)batch * 100;  /* layer H3: (batch, 20) */
+    real *z_u = work + (size_t)batch * 120;  /* Σ of u: (batch, 1) */
+    real *sn_u_u = work + (size_t)batch * 121;  /* layer u: (batch, 1) */
+    real *dL_dH1 = work + (size_t)batch * 122;  /* ∂L/∂H1: (batch, 20) */
+    real *delta_H1 = work + (size_t)batch * 142;  /* ∂L/∂z_H1: (batch, 20) */
+    real *dL_dH2 = work + (size_t)batch * 162;  /* ∂L/∂H2: (batch, 20) */
+    real *delta_H2 = work + (size_t)batch * 182;  /* ∂L/∂z_H2: (batch, 20) */
+    real *dL_dH3 = work + (size_t)batch * 202;  /* ∂L/∂H3: (batch, 20) */
+    real *delta_H3 = work + (size_t)batch * 222;  /* ∂L/∂z_H3: (batch, 20) */
+    real *delta_u = work + (size_t)batch * 242;  /* ∂L/∂z_u: (batch, 1) */
+
+    const real inv_batch = (real)1 / (real)batch;
+    double loss = 0;
+    memset(sn_part, 0, sizeof(real) * 61);
+    /* z_H1[b,i] = Σ_j W1[i,j]·xy[b,j] */
+    sn_mm_nt(sn_hi - sn_lo, 20, 2, xy + (size_t)sn_lo * 2, W1, z_H1 + (size_t)sn_lo * 20, 0);
+    /* H1[b,i] = tanh(b1[i] + z_H1[b,i]) */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 20; i++) {
+            H1[b * 20 + i] = sn_tanhf(b1[i] + z_H1[b * 20 + i]);
+        }
+    /* z_H2[b,i] = Σ_j W2[i,j]·H1[b,j] */
+    sn_mm_nt(sn_hi - sn_lo, 20, 20, H1 + (size_t)sn_lo * 20, W2, z_H2 + (size_t)sn_lo * 20, 0);
+    /* H2[b,i] = tanh(b2[i] + z_H2[b,i]) */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 20; i++) {
+            H2[b * 20 + i] = sn_tanhf(b2[i] + z_H2[b * 20 + i]);
+        }
+    /* z_H3[b,i] = Σ_j W3[i,j]·H2[b,j] */
+    sn_mm_nt(sn_hi - sn_lo, 20, 20, H2 + (size_t)sn_lo * 20, W3, z_H3 + (size_t)sn_lo * 20, 0);
+    /* H3[b,i] = tanh(b3[i] + z_H3[b,i]) */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 20; i++) {
+            H3[b * 20 + i] = sn_tanhf(b3[i] + z_H3[b * 20 + i]);
+        }
+    /* z_u[b,i] = Σ_j W4[i,j]·H3[b,j] */
+    sn_mm_nt(sn_hi - sn_lo, 1, 20, H3 + (size_t)sn_lo * 20, W4, z_u + (size_t)sn_lo * 1, 0);
+    /* u[b,i] = b4[i] + z_u[b,i] */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 1; i++) {
+            sn_u_u[b * 1 + i] = b4[i] + z_u[b * 1 + i];
+        }
+    /* L += (-T[b,i] + b4[i] + z_u[b,i])²; delta_u[b,i] = 2·inv_batch·(-T[b,i] + b4[i] + z_u[b,i]); g_b4[i] += 2·inv_batch·(-T[b,i] + b4[i] + z_u[b,i]) */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int i = 0; i < 1; i++) {
+            const real t0 = -T[b * 1 + i] + b4[i] + z_u[b * 1 + i];
+            const real t1 = 2*inv_batch*t0;
+            loss += (double)(t0*t0);
+            delta_u[b * 1 + i] = t1;
+            g_b4[i] += t1;
+        }
+    /* dL_dH3[b,j] = Σ_i delta_u[b,i]·W4[i,j] */
+    sn_mm_nn(sn_hi - sn_lo, 20, 1, delta_u + (size_t)sn_lo * 1, W4, dL_dH3 + (size_t)sn_lo * 20, 0);
+    /* delta_H3[b,i] = dL_dH3[b,i]·(1 - H3[b,i]²); g_b3[i] += dL_dH3[b,i]·(1 - H3[b,i]²) */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 20; i++) {
+            const real t0 = dL_dH3[b * 20 + i]*(1 - H3[b * 20 + i]*H3[b * 20 + i]);
+            delta_H3[b * 20 + i] = t0;
+            g_b3[i] += t0;
+        }
+    /* dL_dH2[b,j] = Σ_i delta_H3[b,i]·W3[i,j] */
+    sn_mm_nn(sn_hi - sn_lo, 20, 20, delta_H3 + (size_t)sn_lo * 20, W3, dL_dH2 + (size_t)sn_lo * 20, 0);
+    /* delta_H2[b,i] = dL_dH2[b,i]·(1 - H2[b,i]²); g_b2[i] += dL_dH2[b,i]·(1 - H2[b,i]²) */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 20; i++) {
+            const real t0 = dL_dH2[b * 20 + i]*(1 - H2[b * 20 + i]*H2[b * 20 + i]);
+            delta_H2[b * 20 + i] = t0;
+            g_b2[i] += t0;
+        }
+    /* dL_dH1[b,j] = Σ_i delta_H2[b,i]·W2[i,j] */
+    sn_mm_nn(sn_hi - sn_lo, 20, 20, delta_H2 + (size_t)sn_lo * 20, W2, dL_dH1 + (size_t)sn_lo * 20, 0);
+    /* delta_H1[b,i] = dL_dH1[b,i]·(1 - H1[b,i]²); g_b1[i] += dL_dH1[b,i]·(1 - H1[b,i]²) */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 20; i++) {
+            const real t0 = dL_dH1[b * 20 + i]*(1 - H1[b * 20 + i]*H1[b * 20 + i]);
+            delta_H1[b * 20 + i] = t0;
+            g_b1[i] += t0;
+        }
+
+    a->loss[c] = loss;
+}
+
+/* A step's update of θ[q], lo ≤ q < hi, whose gradients job c has finished:
+ * θ ← θ − lr·∂L/∂θ, with the θ before kept in grads[q] (put back should any gradient of the
+ * step be NaN or inf: g − g is 0 for a finite g and NaN otherwise) */
+static void sn_chunk_update(sn_chunk_args *a, int c, size_t lo, size_t hi)
+{
+    real *restrict theta = a->theta, *restrict g = a->grads;
+    const real lr = a->lr;
+    int bad = 0;
+    for (size_t q = lo; q < hi; q++) {
+        const real gq = g[q], t = theta[q];
+        bad |= !(gq - gq == 0);
+        theta[q] = t - lr * gq;
+        g[q] = t;
+    }
+    a->bad[c] |= bad;
+}
+
+/* Job c of n: rows sn_cut(M, c, n) ≤ m < sn_cut(M, c + 1, n) of every weight gradient,
+ * Σ over the whole batch; job 0 also adds up the chunks' partial sums; in a step, the update of those parameters. */
+static void sn_chunk_sums(void *arg, int c)
+{
+    sn_chunk_args *a = (sn_chunk_args *)arg;
+    real *grads = a->grads, *work = a->work;
+    const real *xy = a->X;
+    const int batch = a->batch;
+    real *g_W1 = grads + 0;  /* ∂L/∂W1: (20, 2) */
+    real *g_b1 = grads + 40;  /* ∂L/∂b1: (20,) */
+    real *g_W2 = grads + 60;  /* ∂L/∂W2: (20, 20) */
+    real *g_b2 = grads + 460;  /* ∂L/∂b2: (20,) */
+    real *g_W3 = grads + 480;  /* ∂L/∂W3: (20, 20) */
+    real *g_b3 = grads + 880;  /* ∂L/∂b3: (20,) */
+    real *g_W4 = grads + 900;  /* ∂L/∂W4: (1, 20) */
+    real *g_b4 = grads + 920;  /* ∂L/∂b4: (1,) */
+
+    real *H1 = work + (size_t)batch * 20;  /* layer H1: (batch, 20) */
+    real *H2 = work + (size_t)batch * 60;  /* layer H2: (batch, 20) */
+    real *H3 = work + (size_t)batch * 100;  /* layer H3: (batch, 20) */
+    real *delta_H1 = work + (size_t)batch * 142;  /* ∂L/∂z_H1: (batch, 20) */
+    real *delta_H2 = work + (size_t)batch * 182;  /* ∂L/∂z_H2: (batch, 20) */
+    real *delta_H3 = work + (size_t)batch * 222;  /* ∂L/∂z_H3: (batch, 20) */
+    real *delta_u = work + (size_t)batch * 242;  /* ∂L/∂z_u: (batch, 1) */
+
+    {
+        /* g_W4[i,j] = Σ_b delta_u[b,i]·H3[b,j]: its rows m0 ≤ m < m1 */
+        const int m0 = sn_cut(1, c, a->n), m1 = sn_cut(1, c + 1, a->n);
+        sn_gemm(m1 - m0, 20, batch, delta_u + m0, 1, 1, H3, 20, 1, g_W4 + (size_t)m0 * 20, 0);
+        if (a->theta != NULL)
+            sn_chunk_update(a, c, 900 + (size_t)m0 * 20, 900 + (size_t)m1 * 20);
+    }
+    {
+        /* g_W3[i,j] = Σ_b delta_H3[b,i]·H2[b,j]: its rows m0 ≤ m < m1 */
+        const int m0 = sn_cut(20, c, a->n), m1 = sn_cut(20, c + 1, a->n);
+        sn_gemm(m1 - m0, 20, batch, delta_H3 + m0, 1, 20, H2, 20, 1, g_W3 + (size_t)m0 * 20, 0);
+        if (a->theta != NULL)
+            sn_chunk_update(a, c, 480 + (size_t)m0 * 20, 480 + (size_t)m1 * 20);
+    }
+    {
+        /* g_W2[i,j] = Σ_b delta_H2[b,i]·H1[b,j]: its rows m0 ≤ m < m1 */
+        const int m0 = sn_cut(20, c, a->n), m1 = sn_cut(20, c + 1, a->n);
+        sn_gemm(m1 - m0, 20, batch, delta_H2 + m0, 1, 20, H1, 20, 1, g_W2 + (size_t)m0 * 20, 0);
+        if (a->theta != NULL)
+            sn_chunk_update(a, c, 60 + (size_t)m0 * 20, 60 + (size_t)m1 * 20);
+    }
+    {
+        /* g_W1[i,j] = Σ_b delta_H1[b,i]·xy[b,j]: its rows m0 ≤ m < m1 */
+        const int m0 = sn_cut(20, c, a->n), m1 = sn_cut(20, c + 1, a->n);
+        sn_gemm(m1 - m0, 2, batch, delta_H1 + m0, 1, 20, xy, 2, 1, g_W1 + (size_t)m0 * 2, 0);
+        if (a->theta != NULL)
+            sn_chunk_update(a, c, 0 + (size_t)m0 * 2, 0 + (size_t)m1 * 2);
+    }
+
+    if (c == 0) {
+        /* the chunks' partial sums added up in their order */
+        const real *sn_part = work + (size_t)batch * 243;
+        /* g_b4[q] = Σ_k (chunk k's part of it)[q] */
+        for (int q = 0; q < 1; q++) {
+            real s = sn_part[0 + q];
+            for (int k = 1; k < a->n; k++) s += sn_part[(size_t)k * 61 + 0 + q];
+            g_b4[q] = s;
+        }
+        /* g_b3[q] = Σ_k (chunk k's part of it)[q] */
+        for (int q = 0; q < 20; q++) {
+            real s = sn_part[1 + q];
+            for (int k = 1; k < a->n; k++) s += sn_part[(size_t)k * 61 + 1 + q];
+            g_b3[q] = s;
+        }
+        /* g_b2[q] = Σ_k (chunk k's part of it)[q] */
+        for (int q = 0; q < 20; q++) {
+            real s = sn_part[21 + q];
+            for (int k = 1; k < a->n; k++) s += sn_part[(size_t)k * 61 + 21 + q];
+            g_b2[q] = s;
+        }
+        /* g_b1[q] = Σ_k (chunk k's part of it)[q] */
+        for (int q = 0; q < 20; q++) {
+            real s = sn_part[41 + q];
+            for (int k = 1; k < a->n; k++) s += sn_part[(size_t)k * 61 + 41 + q];
+            g_b1[q] = s;
+        }
+
+        if (a->theta != NULL) {
+            sn_chunk_update(a, c, 920, 921);
+            sn_chunk_update(a, c, 880, 900);
+            sn_chunk_update(a, c, 460, 480);
+            sn_chunk_update(a, c, 40, 60);
+        }
+    }
 }
 
 /* Loss L = (1/batch) Σ_b L_b, after a forward pass. */
@@ -443,7 +722,7 @@ static double sn_loss(const real *params, real *work, const real *xy, const real
     return loss / batch;
 }
 
-real symnet_4affff8b6d_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_7e679c9acc_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -451,112 +730,21 @@ real symnet_4affff8b6d_loss(const real *params, const real *X, const real *T, in
 /* Loss and every gradient ∂L/∂θ (into grads), by back propagation. */
 static double sn_loss_grad(const real *params, real *grads, real *work, const real *xy, const real *T, int batch)
 {
-    const real *W2 = params + 60;  /* W2: (20, 20) */
-    const real *W3 = params + 480;  /* W3: (20, 20) */
-    const real *W4 = params + 900;  /* W4: (1, 20) */
-    const real *b4 = params + 920;  /* b4: (1,) */
-
-    real *g_W1 = grads + 0;  /* ∂L/∂W1: (20, 2) */
-    real *g_b1 = grads + 40;  /* ∂L/∂b1: (20,) */
-    real *g_W2 = grads + 60;  /* ∂L/∂W2: (20, 20) */
-    real *g_b2 = grads + 460;  /* ∂L/∂b2: (20,) */
-    real *g_W3 = grads + 480;  /* ∂L/∂W3: (20, 20) */
-    real *g_b3 = grads + 880;  /* ∂L/∂b3: (20,) */
-    real *g_W4 = grads + 900;  /* ∂L/∂W4: (1, 20) */
-    real *g_b4 = grads + 920;  /* ∂L/∂b4: (1,) */
-
-    real *H1 = work + (size_t)batch * 20;  /* layer H1: (batch, 20) */
-    real *H2 = work + (size_t)batch * 60;  /* layer H2: (batch, 20) */
-    real *H3 = work + (size_t)batch * 100;  /* layer H3: (batch, 20) */
-    real *z_u = work + (size_t)batch * 120;  /* Σ of u: (batch, 1) */
-    real *dL_dH1 = work + (size_t)batch * 122;  /* ∂L/∂H1: (batch, 20) */
-    real *delta_H1 = work + (size_t)batch * 142;  /* ∂L/∂z_H1: (batch, 20) */
-    real *dL_dH2 = work + (size_t)batch * 162;  /* ∂L/∂H2: (batch, 20) */
-    real *delta_H2 = work + (size_t)batch * 182;  /* ∂L/∂z_H2: (batch, 20) */
-    real *dL_dH3 = work + (size_t)batch * 202;  /* ∂L/∂H3: (batch, 20) */
-    real *delta_H3 = work + (size_t)batch * 222;  /* ∂L/∂z_H3: (batch, 20) */
-    real *delta_u = work + (size_t)batch * 242;  /* ∂L/∂z_u: (batch, 1) */
-
-    const real inv_batch = (real)1 / (real)batch;
-    double loss = 0;
-    sn_forward(params, work, xy, batch);
-    memset(g_b4, 0, sizeof(real) * 1);
-    /* L += (-T[b,i] + b4[i] + z_u[b,i])²; delta_u[b,i] = 2·inv_batch·(-T[b,i] + b4[i] + z_u[b,i]); g_b4[i] += 2·inv_batch·(-T[b,i] + b4[i] + z_u[b,i]) */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 1; i++) {
-            const real t0 = -T[b * 1 + i] + b4[i] + z_u[b * 1 + i];
-            const real t1 = 2*inv_batch*t0;
-            loss += (double)(t0*t0);
-            delta_u[b * 1 + i] = t1;
-            g_b4[i] += t1;
-        }
-    /* g_W4[i,j] = Σ_b delta_u[b,i]·H3[b,j] */
-    sn_mm_tn(1, 20, batch, delta_u, H3, g_W4, 0);
-    /* dL_dH3[b,j] = Σ_i delta_u[b,i]·W4[i,j] */
-    sn_mm_nn(batch, 20, 1, delta_u, W4, dL_dH3, 0);
-    memset(g_b3, 0, sizeof(real) * 20);
-    /* delta_H3[b,i] = dL_dH3[b,i]·(1 - H3[b,i]²); g_b3[i] += dL_dH3[b,i]·(1 - H3[b,i]²) */
-    for (int b = 0; b < batch; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 20; i++) {
-            const real t0 = dL_dH3[b * 20 + i]*(1 - H3[b * 20 + i]*H3[b * 20 + i]);
-            delta_H3[b * 20 + i] = t0;
-            g_b3[i] += t0;
-        }
-    /* g_W3[i,j] = Σ_b delta_H3[b,i]·H2[b,j] */
-    sn_mm_tn(20, 20, batch, delta_H3, H2, g_W3, 0);
-    /* dL_dH2[b,j] = Σ_i delta_H3[b,i]·W3[i,j] */
-    sn_mm_nn(batch, 20, 20, delta_H3, W3, dL_dH2, 0);
-    memset(g_b2, 0, sizeof(real) * 20);
-    /* delta_H2[b,i] = dL_dH2[b,i]·(1 - H2[b,i]²); g_b2[i] += dL_dH2[b,i]·(1 - H2[b,i]²) */
-    for (int b = 0; b < batch; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 20; i++) {
-            const real t0 = dL_dH2[b * 20 + i]*(1 - H2[b * 20 + i]*H2[b * 20 + i]);
-            delta_H2[b * 20 + i] = t0;
-            g_b2[i] += t0;
-        }
-    /* g_W2[i,j] = Σ_b delta_H2[b,i]·H1[b,j] */
-    sn_mm_tn(20, 20, batch, delta_H2, H1, g_W2, 0);
-    /* dL_dH1[b,j] = Σ_i delta_H2[b,i]·W2[i,j] */
-    sn_mm_nn(batch, 20, 20, delta_H2, W2, dL_dH1, 0);
-    memset(g_b1, 0, sizeof(real) * 20);
-    /* delta_H1[b,i] = dL_dH1[b,i]·(1 - H1[b,i]²); g_b1[i] += dL_dH1[b,i]·(1 - H1[b,i]²) */
-    for (int b = 0; b < batch; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 20; i++) {
-            const real t0 = dL_dH1[b * 20 + i]*(1 - H1[b * 20 + i]*H1[b * 20 + i]);
-            delta_H1[b * 20 + i] = t0;
-            g_b1[i] += t0;
-        }
-    /* g_W1[i,j] = Σ_b delta_H1[b,i]·xy[b,j] */
-    sn_mm_tn(20, 2, batch, delta_H1, xy, g_W1, 0);
-
-    return loss / batch;
+    /* the batch in chunks (sn_chunk), then the weight gradients (sn_chunk_sums) */
+    sn_chunk_args a = {.params = params, .grads = grads, .work = work, .X = xy, .T = T,
+                       .batch = batch, .n = sn_chunks_of(batch), .loss = {0, 0}, .theta = NULL};
+    sn_chunks_run(&a, sn_chunk);
+    sn_chunks_run(&a, sn_chunk_sums);
+    return (a.loss[0] + a.loss[1]) / batch;
 }
 
-real symnet_4affff8b6d_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_7e679c9acc_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
 
 /* dst[p] = src[p] − lr·∂L/∂θ[p] for the 921 trainable parameters (plain
  * gradient descent); dst may be src.  Not restrict: in place is the common case. */
-/* 1 when every gradient g[p] is finite: g − g is 0 for a finite number and NaN for
- * NaN or ±inf (an OR of comparisons, which the compiler vectorizes) */
-static int sn_all_finite(const real *grads)
-{
-    int bad = 0;
-    for (size_t p = 0; p < 921; p++)
-        bad |= !(grads[p] - grads[p] == 0);
-    return !bad;
-}
 
 static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr)
 {
@@ -568,13 +756,25 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_4affff8b6d_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_7e679c9acc_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
-    real *grads = work + (size_t)batch * 243;
-    const double loss = sn_loss_grad(params, grads, work, X, T, batch);
-    if (!isfinite(loss) || !sn_all_finite(grads))
+    real *grads = work + (size_t)batch * 304;
+    /* the batch in chunks, then the weight gradients, each job updating the parameters
+       whose gradients it finished (the loss first: a NaN or inf loss updates nothing) */
+    sn_chunk_args a = {.params = params, .grads = grads, .work = work, .X = X, .T = T,
+                       .batch = batch, .n = sn_chunks_of(batch), .loss = {0, 0},
+                       .theta = NULL, .lr = lr, .bad = {0, 0}};
+    sn_chunks_run(&a, sn_chunk);
+    const double loss = (a.loss[0] + a.loss[1]) / batch;
+    a.theta = isfinite(loss) ? params : NULL;
+    sn_chunks_run(&a, sn_chunk_sums);
+    if (!isfinite(loss))
         return (real)NAN;
-    sn_sgd_update(params, params, grads, lr);
+    if (a.bad[0] | a.bad[1]) {
+        /* a gradient NaN or inf: every parameter back as it was (kept in grads) */
+        memcpy(params, grads, sizeof(real) * 921);
+        return (real)NAN;
+    }
     return (real)loss;
 }
 
@@ -639,7 +839,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_4affff8b6d_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_7e679c9acc_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -659,17 +859,17 @@ void symnet_4affff8b6d_update(real *params, const real *grads, real lr, int opti
  * prev holds the parameters before the last update (after a restore: the same as
  * params).  prev may be NULL (no restoring).
  *
- * work: the batch's rows (243 numbers per example), then the
+ * work: the batch's rows (304 numbers per example), then the
  * gradients (921), then Ib and Tb.
  *
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_4affff8b6d_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_7e679c9acc_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
-    real *grads = work + (size_t)batch_size * 243;
+    real *grads = work + (size_t)batch_size * 304;
     real *Ib = grads + 921;
     real *Tb = Ib + (size_t)batch_size * 2;
     real *cur = params, *old = prev != NULL ? prev : params;  /* θ now; θ before the last update */

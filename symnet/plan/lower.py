@@ -66,6 +66,9 @@ class Plan:
     split_backward_labels: list | None = None
     regions: list = field(default_factory=list)    # every Rows of the three
     part_offset: int = 0         # per-row offset in work of the chunks' partial gradients
+    # a small vector network's loss-and-gradient pass in chunks of the batch (Halves), or
+    # None (symnet.plan.schedule.halves)
+    halves: object = None
 
     @property
     def output(self) -> str:
