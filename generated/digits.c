@@ -28,8 +28,8 @@
  *   loss: softmax_cross_entropy, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_0958BD8519_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_0958BD8519_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_B0CB255AF4_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_B0CB255AF4_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (128, 64)
  *   b1           offset      8192  shape (128,)
  *   W2           offset      8320  shape (64, 128)
@@ -37,59 +37,59 @@
  *   W3           offset     16576  shape (10, 64)
  *   b3           offset     17216  shape (10,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_0958BD8519_WORK_SIZE(batch) numbers; SYMNET_0958BD8519_TRAIN_WORK_SIZE(batch_size) for
- * symnet_0958bd8519_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_B0CB255AF4_WORK_SIZE(batch) numbers; SYMNET_B0CB255AF4_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_b0cb255af4_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 17226 + X B*64 + T or O B*10 + work (B*1010 + 17226)
  *   numbers of 4 bytes; e.g. B = 32: 276,560 bytes (training; forward only: 130,088).
  */
-#ifndef SYMNET_0958BD8519_H
-#define SYMNET_0958BD8519_H
+#ifndef SYMNET_B0CB255AF4_H
+#define SYMNET_B0CB255AF4_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_0958BD8519_REAL float  /* the number type of every array (float32) */
-#define SYMNET_0958BD8519_N_INPUTS 64  /* features per example */
-#define SYMNET_0958BD8519_N_OUTPUTS 10
-#define SYMNET_0958BD8519_N_PARAMS 17226  /* numbers in the flat parameter array */
-#define SYMNET_0958BD8519_WORK_PER_EXAMPLE 1010
-#define SYMNET_0958BD8519_WORK_SIZE(batch) ((batch) * 1010 + 17226)  /* numbers of scratch per call */
-#define SYMNET_0958BD8519_TRAIN_WORK_SIZE(batch_size) (SYMNET_0958BD8519_WORK_SIZE(batch_size) + (batch_size) * 74)
-#define SYMNET_0958BD8519_SGD 0       /* optimizer codes of symnet_0958bd8519_update and symnet_0958bd8519_train */
-#define SYMNET_0958BD8519_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_0958BD8519_N_PARAMS numbers */
-#define SYMNET_0958BD8519_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_0958BD8519_N_PARAMS numbers each */
+#define SYMNET_B0CB255AF4_REAL float  /* the number type of every array (float32) */
+#define SYMNET_B0CB255AF4_N_INPUTS 64  /* features per example */
+#define SYMNET_B0CB255AF4_N_OUTPUTS 10
+#define SYMNET_B0CB255AF4_N_PARAMS 17226  /* numbers in the flat parameter array */
+#define SYMNET_B0CB255AF4_WORK_PER_EXAMPLE 1010
+#define SYMNET_B0CB255AF4_WORK_SIZE(batch) ((batch) * 1010 + 17226)  /* numbers of scratch per call */
+#define SYMNET_B0CB255AF4_TRAIN_WORK_SIZE(batch_size) (SYMNET_B0CB255AF4_WORK_SIZE(batch_size) + (batch_size) * 74)
+#define SYMNET_B0CB255AF4_SGD 0       /* optimizer codes of symnet_b0cb255af4_update and symnet_b0cb255af4_train */
+#define SYMNET_B0CB255AF4_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_B0CB255AF4_N_PARAMS numbers */
+#define SYMNET_B0CB255AF4_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_B0CB255AF4_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_0958BD8519_N_OUTPUTS) = the network's output for X (batch × SYMNET_0958BD8519_N_INPUTS). */
-void symnet_0958bd8519_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_B0CB255AF4_N_OUTPUTS) = the network's output for X (batch × SYMNET_B0CB255AF4_N_INPUTS). */
+void symnet_b0cb255af4_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_0958bd8519_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_b0cb255af4_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_0958BD8519_N_PARAMS numbers) by back propagation. */
-float symnet_0958bd8519_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_B0CB255AF4_N_PARAMS numbers) by back propagation. */
+float symnet_b0cb255af4_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_0958bd8519_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_b0cb255af4_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss; T[b] is the class label of example b. */
-float symnet_0958bd8519_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_b0cb255af4_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_0958BD8519_N_PARAMS numbers) by back propagation. */
-float symnet_0958bd8519_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_B0CB255AF4_N_PARAMS numbers) by back propagation. */
+float symnet_b0cb255af4_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_0958bd8519_step_labels(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_b0cb255af4_step_labels(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_0958BD8519_SGD, SYMNET_0958BD8519_MOMENTUM or SYMNET_0958BD8519_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_B0CB255AF4_SGD, SYMNET_B0CB255AF4_MOMENTUM or SYMNET_B0CB255AF4_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_0958bd8519_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_b0cb255af4_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -97,10 +97,10 @@ void symnet_0958bd8519_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_0958BD8519_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_B0CB255AF4_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_0958BD8519_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_0958bd8519_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_B0CB255AF4_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_b0cb255af4_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -110,10 +110,10 @@ long long symnet_0958bd8519_train(float *params, const float *X, const float *T,
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_0958BD8519_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_B0CB255AF4_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_0958BD8519_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_0958bd8519_train_labels(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_B0CB255AF4_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_b0cb255af4_train_labels(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -122,7 +122,7 @@ long long symnet_0958bd8519_train_labels(float *params, const float *X, const fl
 }
 #endif
 
-#endif /* SYMNET_0958BD8519_H */
+#endif /* SYMNET_B0CB255AF4_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -433,7 +433,7 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_0958bd8519_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_b0cb255af4_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 394, sizeof(real) * (size_t)batch * 10);
@@ -465,8 +465,9 @@ typedef struct {
     const real *X, *T;
     int batch, n;          /* the batch; its chunks */
     double loss[2];        /* each chunk's sum of the per-example loss */
-    real *theta, lr;       /* a step: θ ← θ − lr·∂L/∂θ in the jobs that finish ∂L/∂θ (theta NULL: none) */
-    int bad[2];            /* a job met a gradient that is NaN or inf */
+    const real *src;       /* an update: dst ← src − lr·∂L/∂θ in the jobs that finish ∂L/∂θ */
+    real *dst, lr;         /* (dst NULL: none) */
+    int keep, bad[2];      /* keep: src (the θ before) kept in grads; bad: a gradient NaN or inf */
 } sn_chunk_args;
 
 /* fn(a, j) for j < a->n, on as many threads as the work of the whole pass pays for */
@@ -741,18 +742,24 @@ static void sn_chunk_labels(void *arg, int c)
     a->loss[c] = loss;
 }
 
-/* A step's update of θ[q], lo ≤ q < hi, whose gradients job c has finished:
- * θ ← θ − lr·∂L/∂θ, with the θ before kept in grads[q] (put back should any gradient of the
- * step be NaN or inf: g − g is 0 for a finite g and NaN otherwise) */
+/* The update of θ[q], lo ≤ q < hi, whose gradients job c has finished: dst ← src − lr·∂L/∂θ
+ * (dst may be src); with keep, src[q] (the θ before) kept in grads[q], put back should any
+ * gradient of the step be NaN or inf (g − g is 0 for a finite g and NaN otherwise) */
 static void sn_chunk_update(sn_chunk_args *a, int c, size_t lo, size_t hi)
 {
-    real *restrict theta = a->theta, *restrict g = a->grads;
+    const real *src = a->src;
+    real *dst = a->dst, *g = a->grads;
     const real lr = a->lr;
+    if (!a->keep) {
+        for (size_t q = lo; q < hi; q++)
+            dst[q] = src[q] - lr * g[q];
+        return;
+    }
     int bad = 0;
     for (size_t q = lo; q < hi; q++) {
-        const real gq = g[q], t = theta[q];
+        const real gq = g[q], t = src[q];
         bad |= !(gq - gq == 0);
-        theta[q] = t - lr * gq;
+        dst[q] = t - lr * gq;
         g[q] = t;
     }
     a->bad[c] |= bad;
@@ -783,21 +790,21 @@ static void sn_chunk_sums(void *arg, int c)
         /* g_W3[i,j] = Σ_b delta_O[b,i]·H2[b,j]: its rows m0 ≤ m < m1 */
         const int m0 = sn_cut(10, c, a->n), m1 = sn_cut(10, c + 1, a->n);
         sn_gemm(m1 - m0, 64, batch, delta_O + m0, 1, 10, H2, 64, 1, g_W3 + (size_t)m0 * 64, 0);
-        if (a->theta != NULL)
+        if (a->dst != NULL)
             sn_chunk_update(a, c, 16576 + (size_t)m0 * 64, 16576 + (size_t)m1 * 64);
     }
     {
         /* g_W2[i,j] = Σ_b delta_H2[b,i]·H1[b,j]: its rows m0 ≤ m < m1 */
         const int m0 = sn_cut(64, c, a->n), m1 = sn_cut(64, c + 1, a->n);
         sn_gemm(m1 - m0, 128, batch, delta_H2 + m0, 1, 64, H1, 128, 1, g_W2 + (size_t)m0 * 128, 0);
-        if (a->theta != NULL)
+        if (a->dst != NULL)
             sn_chunk_update(a, c, 8320 + (size_t)m0 * 128, 8320 + (size_t)m1 * 128);
     }
     {
         /* g_W1[i,j] = Σ_b delta_H1[b,i]·I[b,j]: its rows m0 ≤ m < m1 */
         const int m0 = sn_cut(128, c, a->n), m1 = sn_cut(128, c + 1, a->n);
         sn_gemm(m1 - m0, 64, batch, delta_H1 + m0, 1, 128, I, 64, 1, g_W1 + (size_t)m0 * 64, 0);
-        if (a->theta != NULL)
+        if (a->dst != NULL)
             sn_chunk_update(a, c, 0 + (size_t)m0 * 64, 0 + (size_t)m1 * 64);
     }
 
@@ -823,7 +830,7 @@ static void sn_chunk_sums(void *arg, int c)
             g_b1[q] = s;
         }
 
-        if (a->theta != NULL) {
+        if (a->dst != NULL) {
             sn_chunk_update(a, c, 17216, 17226);
             sn_chunk_update(a, c, 16512, 16576);
             sn_chunk_update(a, c, 8192, 8320);
@@ -867,7 +874,7 @@ static double sn_loss(const real *params, real *work, const real *I, const real 
     return loss / batch;
 }
 
-real symnet_0958bd8519_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_b0cb255af4_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -877,13 +884,13 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
 {
     /* the batch in chunks (sn_chunk), then the weight gradients (sn_chunk_sums) */
     sn_chunk_args a = {.params = params, .grads = grads, .work = work, .X = I, .T = T,
-                       .batch = batch, .n = sn_chunks_of(batch), .loss = {0, 0}, .theta = NULL};
+                       .batch = batch, .n = sn_chunks_of(batch), .loss = {0, 0}, .dst = NULL};
     sn_chunks_run(&a, sn_chunk);
     sn_chunks_run(&a, sn_chunk_sums);
     return (a.loss[0] + a.loss[1]) / batch;
 }
 
-real symnet_0958bd8519_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_b0cb255af4_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -920,7 +927,7 @@ static double sn_loss_labels(const real *params, real *work, const real *I, cons
     return loss / batch;
 }
 
-real symnet_0958bd8519_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_b0cb255af4_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss_labels(params, work, X, T, batch);
 }
@@ -930,13 +937,13 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
 {
     /* the batch in chunks (sn_chunk_labels), then the weight gradients (sn_chunk_sums) */
     sn_chunk_args a = {.params = params, .grads = grads, .work = work, .X = I, .T = T,
-                       .batch = batch, .n = sn_chunks_of(batch), .loss = {0, 0}, .theta = NULL};
+                       .batch = batch, .n = sn_chunks_of(batch), .loss = {0, 0}, .dst = NULL};
     sn_chunks_run(&a, sn_chunk_labels);
     sn_chunks_run(&a, sn_chunk_sums);
     return (a.loss[0] + a.loss[1]) / batch;
 }
 
-real symnet_0958bd8519_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_b0cb255af4_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad_labels(params, grads, work, X, T, batch);
 }
@@ -954,17 +961,17 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_0958bd8519_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_b0cb255af4_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 1010;
     /* the batch in chunks, then the weight gradients, each job updating the parameters
        whose gradients it finished (the loss first: a NaN or inf loss updates nothing) */
     sn_chunk_args a = {.params = params, .grads = grads, .work = work, .X = X, .T = T,
                        .batch = batch, .n = sn_chunks_of(batch), .loss = {0, 0},
-                       .theta = NULL, .lr = lr, .bad = {0, 0}};
+                       .src = params, .dst = NULL, .lr = lr, .keep = 1, .bad = {0, 0}};
     sn_chunks_run(&a, sn_chunk);
     const double loss = (a.loss[0] + a.loss[1]) / batch;
-    a.theta = isfinite(loss) ? params : NULL;
+    a.dst = isfinite(loss) ? params : NULL;
     sn_chunks_run(&a, sn_chunk_sums);
     if (!isfinite(loss))
         return (real)NAN;
@@ -980,17 +987,17 @@ real symnet_0958bd8519_step(real *params, const real *X, const real *T, int batc
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_0958bd8519_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_b0cb255af4_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 1010;
     /* the batch in chunks, then the weight gradients, each job updating the parameters
        whose gradients it finished (the loss first: a NaN or inf loss updates nothing) */
     sn_chunk_args a = {.params = params, .grads = grads, .work = work, .X = X, .T = T,
                        .batch = batch, .n = sn_chunks_of(batch), .loss = {0, 0},
-                       .theta = NULL, .lr = lr, .bad = {0, 0}};
+                       .src = params, .dst = NULL, .lr = lr, .keep = 1, .bad = {0, 0}};
     sn_chunks_run(&a, sn_chunk_labels);
     const double loss = (a.loss[0] + a.loss[1]) / batch;
-    a.theta = isfinite(loss) ? params : NULL;
+    a.dst = isfinite(loss) ? params : NULL;
     sn_chunks_run(&a, sn_chunk_sums);
     if (!isfinite(loss))
         return (real)NAN;
@@ -1063,7 +1070,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_0958bd8519_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_b0cb255af4_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -1089,7 +1096,7 @@ void symnet_0958bd8519_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_0958bd8519_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_b0cb255af4_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
@@ -1106,7 +1113,16 @@ long long symnet_0958bd8519_train(real *params, const real *X, const real *T, co
             memcpy(Ib + (size_t)r * 64, X + n * 64, sizeof(real) * 64);
             memcpy(Tb + (size_t)r * 10, T + n * 10, sizeof(real) * 10);
         }
-        const double loss = sn_loss_grad(cur, grads, work, Ib, Tb, batch);
+        /* plain gradient descent: old ← θ − lr·∂L/∂θ in the jobs that finish the gradients
+           (sn_chunk_sums), once the loss is known finite; other updates after the pass */
+        const int sn_fused = optimizer == 0 && hyper[4] == 0 && !(hyper[5] > 0);
+        sn_chunk_args a = {.params = cur, .grads = grads, .work = work, .X = Ib, .T = Tb,
+                           .batch = batch, .n = sn_chunks_of(batch), .loss = {0, 0},
+                           .src = cur, .dst = NULL, .lr = (real)lr[s], .keep = 0, .bad = {0, 0}};
+        sn_chunks_run(&a, sn_chunk);
+        const double loss = (a.loss[0] + a.loss[1]) / batch;
+        a.dst = sn_fused && isfinite(loss) ? old : NULL;
+        sn_chunks_run(&a, sn_chunk_sums);
         if (!isfinite(loss)) {
             /* both buffers ← θ before the last update (only cur needs it written) */
             if (prev != NULL && *have_prev)
@@ -1116,7 +1132,8 @@ long long symnet_0958bd8519_train(real *params, const real *X, const real *T, co
             return s;
         }
         /* old ← θ − update(θ) and swap the names: cur is the new θ, old the one before */
-        sn_update(cur, old, grads, (real)lr[s], optimizer, s1, s2, hyper, t0 + s + 1);
+        if (!sn_fused)
+            sn_update(cur, old, grads, (real)lr[s], optimizer, s1, s2, hyper, t0 + s + 1);
         real *const tmp = cur;
         cur = old;
         old = tmp;
@@ -1170,7 +1187,7 @@ long long symnet_0958bd8519_train(real *params, const real *X, const real *T, co
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step).
  * The same with integer class labels: T[n] is the class of example n. */
-long long symnet_0958bd8519_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_b0cb255af4_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
@@ -1187,7 +1204,16 @@ long long symnet_0958bd8519_train_labels(real *params, const real *X, const real
             memcpy(Ib + (size_t)r * 64, X + n * 64, sizeof(real) * 64);
             memcpy(Tb + (size_t)r * 1, T + n * 1, sizeof(real) * 1);
         }
-        const double loss = sn_loss_grad_labels(cur, grads, work, Ib, Tb, batch);
+        /* plain gradient descent: old ← θ − lr·∂L/∂θ in the jobs that finish the gradients
+           (sn_chunk_sums), once the loss is known finite; other updates after the pass */
+        const int sn_fused = optimizer == 0 && hyper[4] == 0 && !(hyper[5] > 0);
+        sn_chunk_args a = {.params = cur, .grads = grads, .work = work, .X = Ib, .T = Tb,
+                           .batch = batch, .n = sn_chunks_of(batch), .loss = {0, 0},
+                           .src = cur, .dst = NULL, .lr = (real)lr[s], .keep = 0, .bad = {0, 0}};
+        sn_chunks_run(&a, sn_chunk_labels);
+        const double loss = (a.loss[0] + a.loss[1]) / batch;
+        a.dst = sn_fused && isfinite(loss) ? old : NULL;
+        sn_chunks_run(&a, sn_chunk_sums);
         if (!isfinite(loss)) {
             /* both buffers ← θ before the last update (only cur needs it written) */
             if (prev != NULL && *have_prev)
@@ -1197,7 +1223,8 @@ long long symnet_0958bd8519_train_labels(real *params, const real *X, const real
             return s;
         }
         /* old ← θ − update(θ) and swap the names: cur is the new θ, old the one before */
-        sn_update(cur, old, grads, (real)lr[s], optimizer, s1, s2, hyper, t0 + s + 1);
+        if (!sn_fused)
+            sn_update(cur, old, grads, (real)lr[s], optimizer, s1, s2, hyper, t0 + s + 1);
         real *const tmp = cur;
         cur = old;
         old = tmp;

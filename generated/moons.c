@@ -28,8 +28,8 @@
  *   loss: bce, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_5795472C22_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_5795472C22_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_4FB7844588_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_4FB7844588_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (16, 2)
  *   b1           offset        32  shape (16,)
  *   W2           offset        48  shape (16, 16)
@@ -37,48 +37,48 @@
  *   W3           offset       320  shape (1, 16)
  *   b3           offset       336  shape (1,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_5795472C22_WORK_SIZE(batch) numbers; SYMNET_5795472C22_TRAIN_WORK_SIZE(batch_size) for
- * symnet_5795472c22_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_4FB7844588_WORK_SIZE(batch) numbers; SYMNET_4FB7844588_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_4fb7844588_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 337 + X B*2 + T or O B*1 + work (B*164 + 337)
  *   numbers of 4 bytes; e.g. B = 32: 24,072 bytes (training; forward only: 10,180).
  */
-#ifndef SYMNET_5795472C22_H
-#define SYMNET_5795472C22_H
+#ifndef SYMNET_4FB7844588_H
+#define SYMNET_4FB7844588_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_5795472C22_REAL float  /* the number type of every array (float32) */
-#define SYMNET_5795472C22_N_INPUTS 2  /* features per example */
-#define SYMNET_5795472C22_N_OUTPUTS 1
-#define SYMNET_5795472C22_N_PARAMS 337  /* numbers in the flat parameter array */
-#define SYMNET_5795472C22_WORK_PER_EXAMPLE 164
-#define SYMNET_5795472C22_WORK_SIZE(batch) ((batch) * 164 + 337)  /* numbers of scratch per call */
-#define SYMNET_5795472C22_TRAIN_WORK_SIZE(batch_size) (SYMNET_5795472C22_WORK_SIZE(batch_size) + (batch_size) * 3)
-#define SYMNET_5795472C22_SGD 0       /* optimizer codes of symnet_5795472c22_update and symnet_5795472c22_train */
-#define SYMNET_5795472C22_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_5795472C22_N_PARAMS numbers */
-#define SYMNET_5795472C22_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_5795472C22_N_PARAMS numbers each */
+#define SYMNET_4FB7844588_REAL float  /* the number type of every array (float32) */
+#define SYMNET_4FB7844588_N_INPUTS 2  /* features per example */
+#define SYMNET_4FB7844588_N_OUTPUTS 1
+#define SYMNET_4FB7844588_N_PARAMS 337  /* numbers in the flat parameter array */
+#define SYMNET_4FB7844588_WORK_PER_EXAMPLE 164
+#define SYMNET_4FB7844588_WORK_SIZE(batch) ((batch) * 164 + 337)  /* numbers of scratch per call */
+#define SYMNET_4FB7844588_TRAIN_WORK_SIZE(batch_size) (SYMNET_4FB7844588_WORK_SIZE(batch_size) + (batch_size) * 3)
+#define SYMNET_4FB7844588_SGD 0       /* optimizer codes of symnet_4fb7844588_update and symnet_4fb7844588_train */
+#define SYMNET_4FB7844588_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_4FB7844588_N_PARAMS numbers */
+#define SYMNET_4FB7844588_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_4FB7844588_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_5795472C22_N_OUTPUTS) = the network's output for X (batch × SYMNET_5795472C22_N_INPUTS). */
-void symnet_5795472c22_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_4FB7844588_N_OUTPUTS) = the network's output for X (batch × SYMNET_4FB7844588_N_INPUTS). */
+void symnet_4fb7844588_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_5795472c22_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_4fb7844588_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_5795472C22_N_PARAMS numbers) by back propagation. */
-float symnet_5795472c22_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_4FB7844588_N_PARAMS numbers) by back propagation. */
+float symnet_4fb7844588_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_5795472c22_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_4fb7844588_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_5795472C22_SGD, SYMNET_5795472C22_MOMENTUM or SYMNET_5795472C22_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_4FB7844588_SGD, SYMNET_4FB7844588_MOMENTUM or SYMNET_4FB7844588_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_5795472c22_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_4fb7844588_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -86,10 +86,10 @@ void symnet_5795472c22_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_5795472C22_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_4FB7844588_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_5795472C22_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_5795472c22_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_4FB7844588_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_4fb7844588_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -98,7 +98,7 @@ long long symnet_5795472c22_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_5795472C22_H */
+#endif /* SYMNET_4FB7844588_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -448,7 +448,7 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_5795472c22_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_4fb7844588_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 65, sizeof(real) * (size_t)batch * 1);
@@ -480,8 +480,9 @@ typedef struct {
     const real *X, *T;
     int batch, n;          /* the batch; its chunks */
     double loss[2];        /* each chunk's sum of the per-example loss */
-    real *theta, lr;       /* a step: θ ← θ − lr·∂L/∂θ in the jobs that finish ∂L/∂θ (theta NULL: none) */
-    int bad[2];            /* a job met a gradient that is NaN or inf */
+    const real *src;       /* an update: dst ← src − lr·∂L/∂θ in the jobs that finish ∂L/∂θ */
+    real *dst, lr;         /* (dst NULL: none) */
+    int keep, bad[2];      /* keep: src (the θ before) kept in grads; bad: a gradient NaN or inf */
 } sn_chunk_args;
 
 /* fn(a, j) for j < a->n, on as many threads as the work of the whole pass pays for */
@@ -596,18 +597,24 @@ static void sn_chunk(void *arg, int c)
     a->loss[c] = loss;
 }
 
-/* A step's update of θ[q], lo ≤ q < hi, whose gradients job c has finished:
- * θ ← θ − lr·∂L/∂θ, with the θ before kept in grads[q] (put back should any gradient of the
- * step be NaN or inf: g − g is 0 for a finite g and NaN otherwise) */
+/* The update of θ[q], lo ≤ q < hi, whose gradients job c has finished: dst ← src − lr·∂L/∂θ
+ * (dst may be src); with keep, src[q] (the θ before) kept in grads[q], put back should any
+ * gradient of the step be NaN or inf (g − g is 0 for a finite g and NaN otherwise) */
 static void sn_chunk_update(sn_chunk_args *a, int c, size_t lo, size_t hi)
 {
-    real *restrict theta = a->theta, *restrict g = a->grads;
+    const real *src = a->src;
+    real *dst = a->dst, *g = a->grads;
     const real lr = a->lr;
+    if (!a->keep) {
+        for (size_t q = lo; q < hi; q++)
+            dst[q] = src[q] - lr * g[q];
+        return;
+    }
     int bad = 0;
     for (size_t q = lo; q < hi; q++) {
-        const real gq = g[q], t = theta[q];
+        const real gq = g[q], t = src[q];
         bad |= !(gq - gq == 0);
-        theta[q] = t - lr * gq;
+        dst[q] = t - lr * gq;
         g[q] = t;
     }
     a->bad[c] |= bad;
@@ -638,21 +645,21 @@ static void sn_chunk_sums(void *arg, int c)
         /* g_W3[i,j] = Σ_b delta_O[b,i]·H2[b,j]: its rows m0 ≤ m < m1 */
         const int m0 = sn_cut(1, c, a->n), m1 = sn_cut(1, c + 1, a->n);
         sn_gemm(m1 - m0, 16, batch, delta_O + m0, 1, 1, H2, 16, 1, g_W3 + (size_t)m0 * 16, 0);
-        if (a->theta != NULL)
+        if (a->dst != NULL)
             sn_chunk_update(a, c, 320 + (size_t)m0 * 16, 320 + (size_t)m1 * 16);
     }
     {
         /* g_W2[i,j] = Σ_b delta_H2[b,i]·H1[b,j]: its rows m0 ≤ m < m1 */
         const int m0 = sn_cut(16, c, a->n), m1 = sn_cut(16, c + 1, a->n);
         sn_gemm(m1 - m0, 16, batch, delta_H2 + m0, 1, 16, H1, 16, 1, g_W2 + (size_t)m0 * 16, 0);
-        if (a->theta != NULL)
+        if (a->dst != NULL)
             sn_chunk_update(a, c, 48 + (size_t)m0 * 16, 48 + (size_t)m1 * 16);
     }
     {
         /* g_W1[i,j] = Σ_b delta_H1[b,i]·I[b,j]: its rows m0 ≤ m < m1 */
         const int m0 = sn_cut(16, c, a->n), m1 = sn_cut(16, c + 1, a->n);
         sn_gemm(m1 - m0, 2, batch, delta_H1 + m0, 1, 16, I, 2, 1, g_W1 + (size_t)m0 * 2, 0);
-        if (a->theta != NULL)
+        if (a->dst != NULL)
             sn_chunk_update(a, c, 0 + (size_t)m0 * 2, 0 + (size_t)m1 * 2);
     }
 
@@ -678,7 +685,7 @@ static void sn_chunk_sums(void *arg, int c)
             g_b1[q] = s;
         }
 
-        if (a->theta != NULL) {
+        if (a->dst != NULL) {
             sn_chunk_update(a, c, 336, 337);
             sn_chunk_update(a, c, 304, 320);
             sn_chunk_update(a, c, 32, 48);
@@ -705,7 +712,7 @@ static double sn_loss(const real *params, real *work, const real *I, const real 
     return loss / batch;
 }
 
-real symnet_5795472c22_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_4fb7844588_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -715,13 +722,13 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
 {
     /* the batch in chunks (sn_chunk), then the weight gradients (sn_chunk_sums) */
     sn_chunk_args a = {.params = params, .grads = grads, .work = work, .X = I, .T = T,
-                       .batch = batch, .n = sn_chunks_of(batch), .loss = {0, 0}, .theta = NULL};
+                       .batch = batch, .n = sn_chunks_of(batch), .loss = {0, 0}, .dst = NULL};
     sn_chunks_run(&a, sn_chunk);
     sn_chunks_run(&a, sn_chunk_sums);
     return (a.loss[0] + a.loss[1]) / batch;
 }
 
-real symnet_5795472c22_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_4fb7844588_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -739,17 +746,17 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_5795472c22_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_4fb7844588_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 164;
     /* the batch in chunks, then the weight gradients, each job updating the parameters
        whose gradients it finished (the loss first: a NaN or inf loss updates nothing) */
     sn_chunk_args a = {.params = params, .grads = grads, .work = work, .X = X, .T = T,
                        .batch = batch, .n = sn_chunks_of(batch), .loss = {0, 0},
-                       .theta = NULL, .lr = lr, .bad = {0, 0}};
+                       .src = params, .dst = NULL, .lr = lr, .keep = 1, .bad = {0, 0}};
     sn_chunks_run(&a, sn_chunk);
     const double loss = (a.loss[0] + a.loss[1]) / batch;
-    a.theta = isfinite(loss) ? params : NULL;
+    a.dst = isfinite(loss) ? params : NULL;
     sn_chunks_run(&a, sn_chunk_sums);
     if (!isfinite(loss))
         return (real)NAN;
@@ -822,7 +829,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_5795472c22_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_4fb7844588_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -848,7 +855,7 @@ void symnet_5795472c22_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_5795472c22_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_4fb7844588_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
@@ -865,7 +872,16 @@ long long symnet_5795472c22_train(real *params, const real *X, const real *T, co
             memcpy(Ib + (size_t)r * 2, X + n * 2, sizeof(real) * 2);
             memcpy(Tb + (size_t)r * 1, T + n * 1, sizeof(real) * 1);
         }
-        const double loss = sn_loss_grad(cur, grads, work, Ib, Tb, batch);
+        /* plain gradient descent: old ← θ − lr·∂L/∂θ in the jobs that finish the gradients
+           (sn_chunk_sums), once the loss is known finite; other updates after the pass */
+        const int sn_fused = optimizer == 0 && hyper[4] == 0 && !(hyper[5] > 0);
+        sn_chunk_args a = {.params = cur, .grads = grads, .work = work, .X = Ib, .T = Tb,
+                           .batch = batch, .n = sn_chunks_of(batch), .loss = {0, 0},
+                           .src = cur, .dst = NULL, .lr = (real)lr[s], .keep = 0, .bad = {0, 0}};
+        sn_chunks_run(&a, sn_chunk);
+        const double loss = (a.loss[0] + a.loss[1]) / batch;
+        a.dst = sn_fused && isfinite(loss) ? old : NULL;
+        sn_chunks_run(&a, sn_chunk_sums);
         if (!isfinite(loss)) {
             /* both buffers ← θ before the last update (only cur needs it written) */
             if (prev != NULL && *have_prev)
@@ -875,7 +891,8 @@ long long symnet_5795472c22_train(real *params, const real *X, const real *T, co
             return s;
         }
         /* old ← θ − update(θ) and swap the names: cur is the new θ, old the one before */
-        sn_update(cur, old, grads, (real)lr[s], optimizer, s1, s2, hyper, t0 + s + 1);
+        if (!sn_fused)
+            sn_update(cur, old, grads, (real)lr[s], optimizer, s1, s2, hyper, t0 + s + 1);
         real *const tmp = cur;
         cur = old;
         old = tmp;

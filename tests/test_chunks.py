@@ -142,3 +142,21 @@ def test_a_step_with_an_infinite_gradient_leaves_the_parameters(monkeypatch):
     model.params["W3"] = np.full_like(model.params["W3"], 0.1)
     assert np.isfinite(model.step(X, T, 0.1))
     assert not np.array_equal(model.params["W3"], before["W3"])
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum"])
+def test_an_epoch_in_one_call_gives_the_steps_bit_for_bit(monkeypatch, optimizer):
+    # fit's loop in C takes plain gradient descent's update in the chunks' jobs, other
+    # optimizers after the pass: either way the numbers of one step call per batch
+    X, T = (a.astype(np.float32) for a in _data(96, seed=7))
+    a = _compiled(monkeypatch, 1, dtype="float32", blas="1")
+    b = _compiled(monkeypatch, 1, dtype="float32", blas="1")
+    kw = {} if optimizer == "sgd" else {"momentum": 0.9}
+    a.fit(X, T, method="minibatch", batch_size=32, epochs=2, lr=0.05, shuffle=False,
+          optimizer=optimizer, progress=False, **kw)
+    for _ in range(2):
+        for s in range(0, 96, 32):
+            b.step(X[s:s + 32], T[s:s + 32], 0.05, optimizer=None if optimizer == "sgd"
+                   else optimizer, **kw)
+    for k in a.params:
+        np.testing.assert_array_equal(a.params[k], b.params[k], err_msg=k)
