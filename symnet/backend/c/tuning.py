@@ -911,8 +911,22 @@ def plan(products, tune: str = "fast", s: dict | None = None) -> dict:
                     build._atomic_write(path, build._seal(on_disk))
             build._debug(f"planned {len(timed)} products"
                          f"{' (under load: not used)' if w.disturbed else ''}: {json.dumps(timed)}")
-    return {_shape_key(sh): decide(known[_shape_key(sh)]) for sh in shapes
-            if _shape_key(sh) in known}
+    return {_shape_key(sh): _below(decide(known[_shape_key(sh)]), known[_shape_key(sh)], s)
+            for sh in shapes if _shape_key(sh) in known}
+
+
+def _below(mnk_min: float, timings: dict, s: dict) -> float:
+    """A product the BLAS won at every size timed: below the smallest (a small network's
+    chunk of 16 rows before its batch of 16 is timed) the machine's own threshold holds,
+    as for a product never timed.
+
+    >>> _below(800, {"32": [2.0, 1.0, 800], "256": [9.0, 5.0, 6400]}, {"blas_min": 100})
+    100
+    >>> _below(6400, {"32": [1.0, 2.0, 800], "256": [9.0, 5.0, 6400]}, {"blas_min": 100})
+    6400
+    """
+    smallest = min((t[2] for t in timings.values()), default=math.inf)
+    return min(mnk_min, s["blas_min"]) if mnk_min == smallest else mnk_min
 
 
 def isa() -> str | None:
