@@ -28,8 +28,8 @@
  *   loss: softmax_cross_entropy, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_B0CB255AF4_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_B0CB255AF4_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_4D77A50DD0_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_4D77A50DD0_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (128, 64)
  *   b1           offset      8192  shape (128,)
  *   W2           offset      8320  shape (64, 128)
@@ -37,59 +37,59 @@
  *   W3           offset     16576  shape (10, 64)
  *   b3           offset     17216  shape (10,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_B0CB255AF4_WORK_SIZE(batch) numbers; SYMNET_B0CB255AF4_TRAIN_WORK_SIZE(batch_size) for
- * symnet_b0cb255af4_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_4D77A50DD0_WORK_SIZE(batch) numbers; SYMNET_4D77A50DD0_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_4d77a50dd0_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 17226 + X B*64 + T or O B*10 + work (B*1010 + 17226)
  *   numbers of 4 bytes; e.g. B = 32: 276,560 bytes (training; forward only: 130,088).
  */
-#ifndef SYMNET_B0CB255AF4_H
-#define SYMNET_B0CB255AF4_H
+#ifndef SYMNET_4D77A50DD0_H
+#define SYMNET_4D77A50DD0_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_B0CB255AF4_REAL float  /* the number type of every array (float32) */
-#define SYMNET_B0CB255AF4_N_INPUTS 64  /* features per example */
-#define SYMNET_B0CB255AF4_N_OUTPUTS 10
-#define SYMNET_B0CB255AF4_N_PARAMS 17226  /* numbers in the flat parameter array */
-#define SYMNET_B0CB255AF4_WORK_PER_EXAMPLE 1010
-#define SYMNET_B0CB255AF4_WORK_SIZE(batch) ((batch) * 1010 + 17226)  /* numbers of scratch per call */
-#define SYMNET_B0CB255AF4_TRAIN_WORK_SIZE(batch_size) (SYMNET_B0CB255AF4_WORK_SIZE(batch_size) + (batch_size) * 74)
-#define SYMNET_B0CB255AF4_SGD 0       /* optimizer codes of symnet_b0cb255af4_update and symnet_b0cb255af4_train */
-#define SYMNET_B0CB255AF4_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_B0CB255AF4_N_PARAMS numbers */
-#define SYMNET_B0CB255AF4_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_B0CB255AF4_N_PARAMS numbers each */
+#define SYMNET_4D77A50DD0_REAL float  /* the number type of every array (float32) */
+#define SYMNET_4D77A50DD0_N_INPUTS 64  /* features per example */
+#define SYMNET_4D77A50DD0_N_OUTPUTS 10
+#define SYMNET_4D77A50DD0_N_PARAMS 17226  /* numbers in the flat parameter array */
+#define SYMNET_4D77A50DD0_WORK_PER_EXAMPLE 1010
+#define SYMNET_4D77A50DD0_WORK_SIZE(batch) ((batch) * 1010 + 17226)  /* numbers of scratch per call */
+#define SYMNET_4D77A50DD0_TRAIN_WORK_SIZE(batch_size) (SYMNET_4D77A50DD0_WORK_SIZE(batch_size) + (batch_size) * 74)
+#define SYMNET_4D77A50DD0_SGD 0       /* optimizer codes of symnet_4d77a50dd0_update and symnet_4d77a50dd0_train */
+#define SYMNET_4D77A50DD0_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_4D77A50DD0_N_PARAMS numbers */
+#define SYMNET_4D77A50DD0_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_4D77A50DD0_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_B0CB255AF4_N_OUTPUTS) = the network's output for X (batch × SYMNET_B0CB255AF4_N_INPUTS). */
-void symnet_b0cb255af4_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_4D77A50DD0_N_OUTPUTS) = the network's output for X (batch × SYMNET_4D77A50DD0_N_INPUTS). */
+void symnet_4d77a50dd0_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_b0cb255af4_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_4d77a50dd0_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_B0CB255AF4_N_PARAMS numbers) by back propagation. */
-float symnet_b0cb255af4_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_4D77A50DD0_N_PARAMS numbers) by back propagation. */
+float symnet_4d77a50dd0_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_b0cb255af4_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_4d77a50dd0_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss; T[b] is the class label of example b. */
-float symnet_b0cb255af4_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_4d77a50dd0_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_B0CB255AF4_N_PARAMS numbers) by back propagation. */
-float symnet_b0cb255af4_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_4D77A50DD0_N_PARAMS numbers) by back propagation. */
+float symnet_4d77a50dd0_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_b0cb255af4_step_labels(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_4d77a50dd0_step_labels(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_B0CB255AF4_SGD, SYMNET_B0CB255AF4_MOMENTUM or SYMNET_B0CB255AF4_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_4D77A50DD0_SGD, SYMNET_4D77A50DD0_MOMENTUM or SYMNET_4D77A50DD0_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_b0cb255af4_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_4d77a50dd0_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -97,10 +97,10 @@ void symnet_b0cb255af4_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_B0CB255AF4_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_4D77A50DD0_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_B0CB255AF4_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_b0cb255af4_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_4D77A50DD0_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_4d77a50dd0_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -110,10 +110,10 @@ long long symnet_b0cb255af4_train(float *params, const float *X, const float *T,
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_B0CB255AF4_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_4D77A50DD0_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_B0CB255AF4_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_b0cb255af4_train_labels(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_4D77A50DD0_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_4d77a50dd0_train_labels(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -122,7 +122,7 @@ long long symnet_b0cb255af4_train_labels(float *params, const float *X, const fl
 }
 #endif
 
-#endif /* SYMNET_B0CB255AF4_H */
+#endif /* SYMNET_4D77A50DD0_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -380,6 +380,81 @@ SN_INLINE void sn_mm_tn(int M, int N, int K, const real *restrict A,
     }
 }
 
+/* The passes of this network run the batch in chunks of about SN_CHUNK examples (every
+ * layer of an example depends on that example alone), which threads take in turn: a
+ * thread the system runs late takes fewer.  The sums over the batch (the loss, ∂L/∂θ)
+ * are kept per chunk and added up in the order of the chunks, so the result does not
+ * depend on the number of threads.  Chunk c of n holds the examples
+ * sn_share(batch, c, n) ≤ b < sn_share(batch, c + 1, n). */
+#define SN_CHUNK 8
+#define SN_CHUNKS_MAX 64
+static inline int sn_chunks(int batch)
+{
+    const int n = (batch + SN_CHUNK - 1) / SN_CHUNK;
+    return n < SN_CHUNKS_MAX ? n : SN_CHUNKS_MAX;
+}
+static inline int sn_share(int batch, int c, int n) { return (int)((long long)batch * c / n); }
+#ifdef _OPENMP
+#include <omp.h>
+
+/* Whether the runs take threads (sn_on), decided on the time of the whole loss-and-
+ * gradient pass per example: sn_took[0] without threads, [1] with.  On a busy machine the
+ * threads' join can wait for a thread the system runs late, and a thread that wakes
+ * takes a core another program then takes back from the pass (milliseconds, more than
+ * the threads save).  After a pass that warms the caches, three passes without threads
+ * and three with give each choice its median; then the pass keeps the faster (its figure
+ * an average of its last two passes) and tries the other for three passes again after
+ * SN_RETRY passes, twice as many after each such trial that lost (at most SN_RETRY_MAX).
+ * Which it takes never changes the result (the chunks' sums are added in their order). */
+#define SN_RETRY 16
+#define SN_RETRY_MAX 64
+static int sn_on = 1;
+static double sn_took[2], sn_trial[3];
+static unsigned long sn_passes, sn_retry, sn_gap;
+
+static double sn_median3(const double *t)
+{
+    const double lo = t[0] < t[1] ? t[0] : t[1], hi = t[0] < t[1] ? t[1] : t[0];
+    return t[2] < lo ? lo : t[2] > hi ? hi : t[2];
+}
+
+/* Threads for this pass or not. */
+static int sn_choose(void)
+{
+    const unsigned long r = sn_passes++;
+    if (r < 4)
+        return 0;
+    if (r < 7)
+        return 1;
+    const int threads = sn_took[1] <= sn_took[0];
+    return (r >= sn_retry) != threads;   /* the other choice during a trial */
+}
+
+/* Record the pass's time (seconds per example). */
+static void sn_took_now(int threads, double seconds)
+{
+    const unsigned long r = sn_passes - 1;
+    if (r == 0)
+        return;
+    if (r >= 7 && r < sn_retry) {            /* the choice kept */
+        sn_took[threads] = 0.5 * sn_took[threads] + 0.5 * seconds;
+        return;
+    }
+    const unsigned long first = r < 7 ? (r < 4 ? 1 : 4) : sn_retry;
+    sn_trial[r - first] = seconds;
+    if (r - first < 2)
+        return;
+    sn_took[threads] = sn_median3(sn_trial);   /* the end of a trial */
+    if (r < 7) {
+        sn_gap = SN_RETRY;
+    } else {
+        const int won = threads == (sn_took[1] <= sn_took[0]);
+        sn_gap = won ? SN_RETRY : sn_gap < SN_RETRY_MAX ? 2 * sn_gap : SN_RETRY_MAX;
+    }
+    sn_retry = r + 1 + sn_gap;
+}
+#endif
+
 /* Forward pass: every layer from the input up. */
 static void sn_forward(const real *params, real *work, const real *I, int batch)
 {
@@ -433,7 +508,7 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_b0cb255af4_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_4d77a50dd0_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 394, sizeof(real) * (size_t)batch * 10);
@@ -470,11 +545,12 @@ typedef struct {
     int keep, bad[2];      /* keep: src (the θ before) kept in grads; bad: a gradient NaN or inf */
 } sn_chunk_args;
 
-/* fn(a, j) for j < a->n, on as many threads as the work of the whole pass pays for */
+/* fn(a, j) for j < a->n, on as many threads as the work of the whole pass pays for (none
+ * while the pass goes without: sn_choose) */
 static void sn_chunks_run(sn_chunk_args *a, void (*fn)(void *, int))
 {
 #ifdef _OPENMP
-#pragma omp parallel for num_threads(a->n) if (a->n > 1 && (double)a->batch * 42880 >= SN_PARALLEL)
+#pragma omp parallel for num_threads(a->n) if (sn_on && a->n > 1 && (double)a->batch * 42880 >= SN_PARALLEL)
 #endif
     for (int j = 0; j < a->n; j++)
         fn(a, j);
@@ -838,6 +914,24 @@ static void sn_chunk_sums(void *arg, int c)
     }
 }
 
+/* The pass: the chunks (rows), then the weight gradients and, with a->then and a finite loss, the update into it;
+ * returns the loss.  Timed, for whether the next passes take threads (sn_choose). */
+static double sn_chunk_pass(sn_chunk_args *a, void (*rows)(void *, int), real *then)
+{
+#ifdef _OPENMP
+    const int sn_on_now = sn_on = sn_choose();
+    const double sn_start = omp_get_wtime();
+#endif
+    sn_chunks_run(a, rows);
+    const double loss = (a->loss[0] + a->loss[1]) / a->batch;
+    a->dst = isfinite(loss) ? then : NULL;
+    sn_chunks_run(a, sn_chunk_sums);
+#ifdef _OPENMP
+    sn_took_now(sn_on_now, (omp_get_wtime() - sn_start) / a->batch);
+#endif
+    return loss;
+}
+
 /* Loss L = (1/batch) Σ_b L_b, after a forward pass. */
 static double sn_loss(const real *params, real *work, const real *I, const real *T, int batch)
 {
@@ -874,7 +968,7 @@ static double sn_loss(const real *params, real *work, const real *I, const real 
     return loss / batch;
 }
 
-real symnet_b0cb255af4_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_4d77a50dd0_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -885,12 +979,10 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     /* the batch in chunks (sn_chunk), then the weight gradients (sn_chunk_sums) */
     sn_chunk_args a = {.params = params, .grads = grads, .work = work, .X = I, .T = T,
                        .batch = batch, .n = sn_chunks_of(batch), .loss = {0, 0}, .dst = NULL};
-    sn_chunks_run(&a, sn_chunk);
-    sn_chunks_run(&a, sn_chunk_sums);
-    return (a.loss[0] + a.loss[1]) / batch;
+    return sn_chunk_pass(&a, sn_chunk, NULL);
 }
 
-real symnet_b0cb255af4_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_4d77a50dd0_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -927,7 +1019,7 @@ static double sn_loss_labels(const real *params, real *work, const real *I, cons
     return loss / batch;
 }
 
-real symnet_b0cb255af4_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_4d77a50dd0_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss_labels(params, work, X, T, batch);
 }
@@ -938,12 +1030,10 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
     /* the batch in chunks (sn_chunk_labels), then the weight gradients (sn_chunk_sums) */
     sn_chunk_args a = {.params = params, .grads = grads, .work = work, .X = I, .T = T,
                        .batch = batch, .n = sn_chunks_of(batch), .loss = {0, 0}, .dst = NULL};
-    sn_chunks_run(&a, sn_chunk_labels);
-    sn_chunks_run(&a, sn_chunk_sums);
-    return (a.loss[0] + a.loss[1]) / batch;
+    return sn_chunk_pass(&a, sn_chunk_labels, NULL);
 }
 
-real symnet_b0cb255af4_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_4d77a50dd0_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad_labels(params, grads, work, X, T, batch);
 }
@@ -961,7 +1051,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_b0cb255af4_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_4d77a50dd0_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 1010;
     /* the batch in chunks, then the weight gradients, each job updating the parameters
@@ -969,10 +1059,7 @@ real symnet_b0cb255af4_step(real *params, const real *X, const real *T, int batc
     sn_chunk_args a = {.params = params, .grads = grads, .work = work, .X = X, .T = T,
                        .batch = batch, .n = sn_chunks_of(batch), .loss = {0, 0},
                        .src = params, .dst = NULL, .lr = lr, .keep = 1, .bad = {0, 0}};
-    sn_chunks_run(&a, sn_chunk);
-    const double loss = (a.loss[0] + a.loss[1]) / batch;
-    a.dst = isfinite(loss) ? params : NULL;
-    sn_chunks_run(&a, sn_chunk_sums);
+    const double loss = sn_chunk_pass(&a, sn_chunk, params);
     if (!isfinite(loss))
         return (real)NAN;
     if (a.bad[0] | a.bad[1]) {
@@ -987,7 +1074,7 @@ real symnet_b0cb255af4_step(real *params, const real *X, const real *T, int batc
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_b0cb255af4_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_4d77a50dd0_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 1010;
     /* the batch in chunks, then the weight gradients, each job updating the parameters
@@ -995,10 +1082,7 @@ real symnet_b0cb255af4_step_labels(real *params, const real *X, const real *T, i
     sn_chunk_args a = {.params = params, .grads = grads, .work = work, .X = X, .T = T,
                        .batch = batch, .n = sn_chunks_of(batch), .loss = {0, 0},
                        .src = params, .dst = NULL, .lr = lr, .keep = 1, .bad = {0, 0}};
-    sn_chunks_run(&a, sn_chunk_labels);
-    const double loss = (a.loss[0] + a.loss[1]) / batch;
-    a.dst = isfinite(loss) ? params : NULL;
-    sn_chunks_run(&a, sn_chunk_sums);
+    const double loss = sn_chunk_pass(&a, sn_chunk_labels, params);
     if (!isfinite(loss))
         return (real)NAN;
     if (a.bad[0] | a.bad[1]) {
@@ -1070,7 +1154,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_b0cb255af4_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_4d77a50dd0_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -1096,7 +1180,7 @@ void symnet_b0cb255af4_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_b0cb255af4_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_4d77a50dd0_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
@@ -1119,10 +1203,7 @@ long long symnet_b0cb255af4_train(real *params, const real *X, const real *T, co
         sn_chunk_args a = {.params = cur, .grads = grads, .work = work, .X = Ib, .T = Tb,
                            .batch = batch, .n = sn_chunks_of(batch), .loss = {0, 0},
                            .src = cur, .dst = NULL, .lr = (real)lr[s], .keep = 0, .bad = {0, 0}};
-        sn_chunks_run(&a, sn_chunk);
-        const double loss = (a.loss[0] + a.loss[1]) / batch;
-        a.dst = sn_fused && isfinite(loss) ? old : NULL;
-        sn_chunks_run(&a, sn_chunk_sums);
+        const double loss = sn_chunk_pass(&a, sn_chunk, sn_fused ? old : NULL);
         if (!isfinite(loss)) {
             /* both buffers ← θ before the last update (only cur needs it written) */
             if (prev != NULL && *have_prev)
@@ -1187,7 +1268,7 @@ long long symnet_b0cb255af4_train(real *params, const real *X, const real *T, co
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step).
  * The same with integer class labels: T[n] is the class of example n. */
-long long symnet_b0cb255af4_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_4d77a50dd0_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
@@ -1210,10 +1291,7 @@ long long symnet_b0cb255af4_train_labels(real *params, const real *X, const real
         sn_chunk_args a = {.params = cur, .grads = grads, .work = work, .X = Ib, .T = Tb,
                            .batch = batch, .n = sn_chunks_of(batch), .loss = {0, 0},
                            .src = cur, .dst = NULL, .lr = (real)lr[s], .keep = 0, .bad = {0, 0}};
-        sn_chunks_run(&a, sn_chunk_labels);
-        const double loss = (a.loss[0] + a.loss[1]) / batch;
-        a.dst = sn_fused && isfinite(loss) ? old : NULL;
-        sn_chunks_run(&a, sn_chunk_sums);
+        const double loss = sn_chunk_pass(&a, sn_chunk_labels, sn_fused ? old : NULL);
         if (!isfinite(loss)) {
             /* both buffers ← θ before the last update (only cur needs it written) */
             if (prev != NULL && *have_prev)
