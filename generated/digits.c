@@ -28,8 +28,8 @@
  *   loss: softmax_cross_entropy, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_4D77A50DD0_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_4D77A50DD0_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_B7A0F67F1D_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_B7A0F67F1D_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (128, 64)
  *   b1           offset      8192  shape (128,)
  *   W2           offset      8320  shape (64, 128)
@@ -37,59 +37,59 @@
  *   W3           offset     16576  shape (10, 64)
  *   b3           offset     17216  shape (10,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_4D77A50DD0_WORK_SIZE(batch) numbers; SYMNET_4D77A50DD0_TRAIN_WORK_SIZE(batch_size) for
- * symnet_4d77a50dd0_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_B7A0F67F1D_WORK_SIZE(batch) numbers; SYMNET_B7A0F67F1D_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_b7a0f67f1d_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 17226 + X B*64 + T or O B*10 + work (B*1010 + 17226)
  *   numbers of 4 bytes; e.g. B = 32: 276,560 bytes (training; forward only: 130,088).
  */
-#ifndef SYMNET_4D77A50DD0_H
-#define SYMNET_4D77A50DD0_H
+#ifndef SYMNET_B7A0F67F1D_H
+#define SYMNET_B7A0F67F1D_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_4D77A50DD0_REAL float  /* the number type of every array (float32) */
-#define SYMNET_4D77A50DD0_N_INPUTS 64  /* features per example */
-#define SYMNET_4D77A50DD0_N_OUTPUTS 10
-#define SYMNET_4D77A50DD0_N_PARAMS 17226  /* numbers in the flat parameter array */
-#define SYMNET_4D77A50DD0_WORK_PER_EXAMPLE 1010
-#define SYMNET_4D77A50DD0_WORK_SIZE(batch) ((batch) * 1010 + 17226)  /* numbers of scratch per call */
-#define SYMNET_4D77A50DD0_TRAIN_WORK_SIZE(batch_size) (SYMNET_4D77A50DD0_WORK_SIZE(batch_size) + (batch_size) * 74)
-#define SYMNET_4D77A50DD0_SGD 0       /* optimizer codes of symnet_4d77a50dd0_update and symnet_4d77a50dd0_train */
-#define SYMNET_4D77A50DD0_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_4D77A50DD0_N_PARAMS numbers */
-#define SYMNET_4D77A50DD0_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_4D77A50DD0_N_PARAMS numbers each */
+#define SYMNET_B7A0F67F1D_REAL float  /* the number type of every array (float32) */
+#define SYMNET_B7A0F67F1D_N_INPUTS 64  /* features per example */
+#define SYMNET_B7A0F67F1D_N_OUTPUTS 10
+#define SYMNET_B7A0F67F1D_N_PARAMS 17226  /* numbers in the flat parameter array */
+#define SYMNET_B7A0F67F1D_WORK_PER_EXAMPLE 1010
+#define SYMNET_B7A0F67F1D_WORK_SIZE(batch) ((batch) * 1010 + 17226)  /* numbers of scratch per call */
+#define SYMNET_B7A0F67F1D_TRAIN_WORK_SIZE(batch_size) (SYMNET_B7A0F67F1D_WORK_SIZE(batch_size) + (batch_size) * 74)
+#define SYMNET_B7A0F67F1D_SGD 0       /* optimizer codes of symnet_b7a0f67f1d_update and symnet_b7a0f67f1d_train */
+#define SYMNET_B7A0F67F1D_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_B7A0F67F1D_N_PARAMS numbers */
+#define SYMNET_B7A0F67F1D_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_B7A0F67F1D_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_4D77A50DD0_N_OUTPUTS) = the network's output for X (batch × SYMNET_4D77A50DD0_N_INPUTS). */
-void symnet_4d77a50dd0_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_B7A0F67F1D_N_OUTPUTS) = the network's output for X (batch × SYMNET_B7A0F67F1D_N_INPUTS). */
+void symnet_b7a0f67f1d_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_4d77a50dd0_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_b7a0f67f1d_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_4D77A50DD0_N_PARAMS numbers) by back propagation. */
-float symnet_4d77a50dd0_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_B7A0F67F1D_N_PARAMS numbers) by back propagation. */
+float symnet_b7a0f67f1d_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_4d77a50dd0_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_b7a0f67f1d_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss; T[b] is the class label of example b. */
-float symnet_4d77a50dd0_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_b7a0f67f1d_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_4D77A50DD0_N_PARAMS numbers) by back propagation. */
-float symnet_4d77a50dd0_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_B7A0F67F1D_N_PARAMS numbers) by back propagation. */
+float symnet_b7a0f67f1d_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_4d77a50dd0_step_labels(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_b7a0f67f1d_step_labels(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_4D77A50DD0_SGD, SYMNET_4D77A50DD0_MOMENTUM or SYMNET_4D77A50DD0_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_B7A0F67F1D_SGD, SYMNET_B7A0F67F1D_MOMENTUM or SYMNET_B7A0F67F1D_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_4d77a50dd0_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_b7a0f67f1d_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -97,10 +97,10 @@ void symnet_4d77a50dd0_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_4D77A50DD0_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_B7A0F67F1D_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_4D77A50DD0_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_4d77a50dd0_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_B7A0F67F1D_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_b7a0f67f1d_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -110,10 +110,10 @@ long long symnet_4d77a50dd0_train(float *params, const float *X, const float *T,
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_4D77A50DD0_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_B7A0F67F1D_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_4D77A50DD0_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_4d77a50dd0_train_labels(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_B7A0F67F1D_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_b7a0f67f1d_train_labels(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -122,7 +122,7 @@ long long symnet_4d77a50dd0_train_labels(float *params, const float *X, const fl
 }
 #endif
 
-#endif /* SYMNET_4D77A50DD0_H */
+#endif /* SYMNET_B7A0F67F1D_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -508,7 +508,7 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_4d77a50dd0_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_b7a0f67f1d_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 394, sizeof(real) * (size_t)batch * 10);
@@ -556,7 +556,73 @@ static void sn_chunks_run(sn_chunk_args *a, void (*fn)(void *, int))
         fn(a, j);
 }
 
-/* Chunk c of the batch through every per-example op of the pass: its examples'
+/* Chunk c of the batch through the ops after the loss, the same for targets as rows and
+ * as class labels (called by both passes): the sums over its examples into sn_part. */
+static void sn_chunk_tail(sn_chunk_args *a, int c)
+{
+    const real *params = a->params, *I = a->X, *T = a->T;
+    real *work = a->work;
+    const int batch = a->batch;
+    const int sn_lo = sn_cut(batch, c, a->n), sn_hi = sn_cut(batch, c + 1, a->n);
+    real *sn_part = work + (size_t)batch * 808 + (size_t)c * 202;  /* 202 partial sums */
+    const real *b1 = params + 8192;  /* b1: (128,) */
+    const real *W2 = params + 8320;  /* W2: (64, 128) */
+    const real *b2 = params + 16512;  /* b2: (64,) */
+    const real *W3 = params + 16576;  /* W3: (10, 64) */
+
+    real *g_b3 = sn_part + 0;  /* this chunk's part of ∂L/∂b3: (10,) */
+    real *g_b2 = sn_part + 10;  /* this chunk's part of ∂L/∂b2: (64,) */
+    real *g_b1 = sn_part + 74;  /* this chunk's part of ∂L/∂b1: (128,) */
+    real *z_H1 = work + (size_t)batch * 0;  /* Σ of H1: (batch, 128) */
+    real *z_H2 = work + (size_t)batch * 256;  /* Σ of H2: (batch, 64) */
+    real *dL_dH1 = work + (size_t)batch * 404;  /* ∂L/∂H1: (batch, 128) */
+    real *delta_H1 = work + (size_t)batch * 532;  /* ∂L/∂z_H1: (batch, 128) */
+    real *dL_dH2 = work + (size_t)batch * 660;  /* ∂L/∂H2: (batch, 64) */
+    real *delta_H2 = work + (size_t)batch * 724;  /* ∂L/∂z_H2: (batch, 64) */
+    real *dL_dO = work + (size_t)batch * 788;  /* ∂L/∂O: (batch, 10) */
+    real *delta_O = work + (size_t)batch * 798;  /* ∂L/∂z_O: (batch, 10) */
+
+    (void)I;
+    (void)T;
+    (void)sn_part;
+    /* delta_O[b,i] = dL_dO[b,i]; g_b3[i] += dL_dO[b,i] */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 10; i++) {
+            delta_O[b * 10 + i] = dL_dO[b * 10 + i];
+            g_b3[i] += dL_dO[b * 10 + i];
+        }
+    /* dL_dH2[b,j] = Σ_i delta_O[b,i]·W3[i,j] */
+    sn_mm_nn(sn_hi - sn_lo, 64, 10, delta_O + (size_t)sn_lo * 10, W3, dL_dH2 + (size_t)sn_lo * 64, 0);
+    /* delta_H2[b,i] = dL_dH2[b,i]·(1 if b2[i] + z_H2[b,i] > 0 else 0); g_b2[i] += dL_dH2[b,i]·(1 if b2[i] + z_H2[b,i] > 0 else 0) */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 64; i++) {
+            const real t0 = dL_dH2[b * 64 + i]*((b2[i] + z_H2[b * 64 + i] > 0) ? (1) : (0));
+            delta_H2[b * 64 + i] = t0;
+            g_b2[i] += t0;
+        }
+    /* dL_dH1[b,j] = Σ_i delta_H2[b,i]·W2[i,j] */
+    sn_mm_nn(sn_hi - sn_lo, 128, 64, delta_H2 + (size_t)sn_lo * 64, W2, dL_dH1 + (size_t)sn_lo * 128, 0);
+    /* delta_H1[b,i] = dL_dH1[b,i]·(1 if b1[i] + z_H1[b,i] > 0 else 0); g_b1[i] += dL_dH1[b,i]·(1 if b1[i] + z_H1[b,i] > 0 else 0) */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 128; i++) {
+            const real t0 = dL_dH1[b * 128 + i]*((b1[i] + z_H1[b * 128 + i] > 0) ? (1) : (0));
+            delta_H1[b * 128 + i] = t0;
+            g_b1[i] += t0;
+        }
+
+
+}
+
+/* Chunk c of the batch through every per-example op of the pass, up to the loss (the ops after it: sn_chunk_tail): its examples'
  * loss into a->loss[c], the sums over its examples into sn_part. */
 static void sn_chunk(void *arg, int c)
 {
@@ -573,21 +639,13 @@ static void sn_chunk(void *arg, int c)
     const real *W3 = params + 16576;  /* W3: (10, 64) */
     const real *b3 = params + 17216;  /* b3: (10,) */
 
-    real *g_b3 = sn_part + 0;  /* this chunk's part of ∂L/∂b3: (10,) */
-    real *g_b2 = sn_part + 10;  /* this chunk's part of ∂L/∂b2: (64,) */
-    real *g_b1 = sn_part + 74;  /* this chunk's part of ∂L/∂b1: (128,) */
     real *z_H1 = work + (size_t)batch * 0;  /* Σ of H1: (batch, 128) */
     real *H1 = work + (size_t)batch * 128;  /* layer H1: (batch, 128) */
     real *z_H2 = work + (size_t)batch * 256;  /* Σ of H2: (batch, 64) */
     real *H2 = work + (size_t)batch * 320;  /* layer H2: (batch, 64) */
     real *z_O = work + (size_t)batch * 384;  /* Σ of O: (batch, 10) */
     real *sn_u_O = work + (size_t)batch * 394;  /* layer O: (batch, 10) */
-    real *dL_dH1 = work + (size_t)batch * 404;  /* ∂L/∂H1: (batch, 128) */
-    real *delta_H1 = work + (size_t)batch * 532;  /* ∂L/∂z_H1: (batch, 128) */
-    real *dL_dH2 = work + (size_t)batch * 660;  /* ∂L/∂H2: (batch, 64) */
-    real *delta_H2 = work + (size_t)batch * 724;  /* ∂L/∂z_H2: (batch, 64) */
     real *dL_dO = work + (size_t)batch * 788;  /* ∂L/∂O: (batch, 10) */
-    real *delta_O = work + (size_t)batch * 798;  /* ∂L/∂z_O: (batch, 10) */
 
     const real inv_batch = (real)1 / (real)batch;
     double loss = 0;
@@ -652,44 +710,13 @@ static void sn_chunk(void *arg, int c)
         for (int k = 0; k < 10; k++)
             g[k] = inv_batch*(-t[k] + st*sn_expf(o[k] - lse));
     }
-    /* delta_O[b,i] = dL_dO[b,i]; g_b3[i] += dL_dO[b,i] */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 10; i++) {
-            delta_O[b * 10 + i] = dL_dO[b * 10 + i];
-            g_b3[i] += dL_dO[b * 10 + i];
-        }
-    /* dL_dH2[b,j] = Σ_i delta_O[b,i]·W3[i,j] */
-    sn_mm_nn(sn_hi - sn_lo, 64, 10, delta_O + (size_t)sn_lo * 10, W3, dL_dH2 + (size_t)sn_lo * 64, 0);
-    /* delta_H2[b,i] = dL_dH2[b,i]·(1 if b2[i] + z_H2[b,i] > 0 else 0); g_b2[i] += dL_dH2[b,i]·(1 if b2[i] + z_H2[b,i] > 0 else 0) */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 64; i++) {
-            const real t0 = dL_dH2[b * 64 + i]*((b2[i] + z_H2[b * 64 + i] > 0) ? (1) : (0));
-            delta_H2[b * 64 + i] = t0;
-            g_b2[i] += t0;
-        }
-    /* dL_dH1[b,j] = Σ_i delta_H2[b,i]·W2[i,j] */
-    sn_mm_nn(sn_hi - sn_lo, 128, 64, delta_H2 + (size_t)sn_lo * 64, W2, dL_dH1 + (size_t)sn_lo * 128, 0);
-    /* delta_H1[b,i] = dL_dH1[b,i]·(1 if b1[i] + z_H1[b,i] > 0 else 0); g_b1[i] += dL_dH1[b,i]·(1 if b1[i] + z_H1[b,i] > 0 else 0) */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 128; i++) {
-            const real t0 = dL_dH1[b * 128 + i]*((b1[i] + z_H1[b * 128 + i] > 0) ? (1) : (0));
-            delta_H1[b * 128 + i] = t0;
-            g_b1[i] += t0;
-        }
 
+
+    sn_chunk_tail(a, c);
     a->loss[c] = loss;
 }
 
-/* Chunk c of the batch through every per-example op of the pass; T[b] is the class label of example b: its examples'
+/* Chunk c of the batch through every per-example op of the pass; T[b] is the class label of example b, up to the loss (the ops after it: sn_chunk_tail): its examples'
  * loss into a->loss[c], the sums over its examples into sn_part. */
 static void sn_chunk_labels(void *arg, int c)
 {
@@ -706,21 +733,13 @@ static void sn_chunk_labels(void *arg, int c)
     const real *W3 = params + 16576;  /* W3: (10, 64) */
     const real *b3 = params + 17216;  /* b3: (10,) */
 
-    real *g_b3 = sn_part + 0;  /* this chunk's part of ∂L/∂b3: (10,) */
-    real *g_b2 = sn_part + 10;  /* this chunk's part of ∂L/∂b2: (64,) */
-    real *g_b1 = sn_part + 74;  /* this chunk's part of ∂L/∂b1: (128,) */
     real *z_H1 = work + (size_t)batch * 0;  /* Σ of H1: (batch, 128) */
     real *H1 = work + (size_t)batch * 128;  /* layer H1: (batch, 128) */
     real *z_H2 = work + (size_t)batch * 256;  /* Σ of H2: (batch, 64) */
     real *H2 = work + (size_t)batch * 320;  /* layer H2: (batch, 64) */
     real *z_O = work + (size_t)batch * 384;  /* Σ of O: (batch, 10) */
     real *sn_u_O = work + (size_t)batch * 394;  /* layer O: (batch, 10) */
-    real *dL_dH1 = work + (size_t)batch * 404;  /* ∂L/∂H1: (batch, 128) */
-    real *delta_H1 = work + (size_t)batch * 532;  /* ∂L/∂z_H1: (batch, 128) */
-    real *dL_dH2 = work + (size_t)batch * 660;  /* ∂L/∂H2: (batch, 64) */
-    real *delta_H2 = work + (size_t)batch * 724;  /* ∂L/∂z_H2: (batch, 64) */
     real *dL_dO = work + (size_t)batch * 788;  /* ∂L/∂O: (batch, 10) */
-    real *delta_O = work + (size_t)batch * 798;  /* ∂L/∂z_O: (batch, 10) */
 
     const real inv_batch = (real)1 / (real)batch;
     double loss = 0;
@@ -781,40 +800,9 @@ static void sn_chunk_labels(void *arg, int c)
         for (int k = 0; k < 10; k++)
             g[k] = inv_batch*(-((k == y) ? (1) : (0)) + sn_expf(o[k] - lse));
     }
-    /* delta_O[b,i] = dL_dO[b,i]; g_b3[i] += dL_dO[b,i] */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 10; i++) {
-            delta_O[b * 10 + i] = dL_dO[b * 10 + i];
-            g_b3[i] += dL_dO[b * 10 + i];
-        }
-    /* dL_dH2[b,j] = Σ_i delta_O[b,i]·W3[i,j] */
-    sn_mm_nn(sn_hi - sn_lo, 64, 10, delta_O + (size_t)sn_lo * 10, W3, dL_dH2 + (size_t)sn_lo * 64, 0);
-    /* delta_H2[b,i] = dL_dH2[b,i]·(1 if b2[i] + z_H2[b,i] > 0 else 0); g_b2[i] += dL_dH2[b,i]·(1 if b2[i] + z_H2[b,i] > 0 else 0) */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 64; i++) {
-            const real t0 = dL_dH2[b * 64 + i]*((b2[i] + z_H2[b * 64 + i] > 0) ? (1) : (0));
-            delta_H2[b * 64 + i] = t0;
-            g_b2[i] += t0;
-        }
-    /* dL_dH1[b,j] = Σ_i delta_H2[b,i]·W2[i,j] */
-    sn_mm_nn(sn_hi - sn_lo, 128, 64, delta_H2 + (size_t)sn_lo * 64, W2, dL_dH1 + (size_t)sn_lo * 128, 0);
-    /* delta_H1[b,i] = dL_dH1[b,i]·(1 if b1[i] + z_H1[b,i] > 0 else 0); g_b1[i] += dL_dH1[b,i]·(1 if b1[i] + z_H1[b,i] > 0 else 0) */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 128; i++) {
-            const real t0 = dL_dH1[b * 128 + i]*((b1[i] + z_H1[b * 128 + i] > 0) ? (1) : (0));
-            delta_H1[b * 128 + i] = t0;
-            g_b1[i] += t0;
-        }
 
+
+    sn_chunk_tail(a, c);
     a->loss[c] = loss;
 }
 
@@ -968,7 +956,7 @@ static double sn_loss(const real *params, real *work, const real *I, const real 
     return loss / batch;
 }
 
-real symnet_4d77a50dd0_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_b7a0f67f1d_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -982,7 +970,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return sn_chunk_pass(&a, sn_chunk, NULL);
 }
 
-real symnet_4d77a50dd0_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_b7a0f67f1d_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -1019,7 +1007,7 @@ static double sn_loss_labels(const real *params, real *work, const real *I, cons
     return loss / batch;
 }
 
-real symnet_4d77a50dd0_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_b7a0f67f1d_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss_labels(params, work, X, T, batch);
 }
@@ -1033,7 +1021,7 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
     return sn_chunk_pass(&a, sn_chunk_labels, NULL);
 }
 
-real symnet_4d77a50dd0_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_b7a0f67f1d_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad_labels(params, grads, work, X, T, batch);
 }
@@ -1051,7 +1039,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_4d77a50dd0_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_b7a0f67f1d_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 1010;
     /* the batch in chunks, then the weight gradients, each job updating the parameters
@@ -1074,7 +1062,7 @@ real symnet_4d77a50dd0_step(real *params, const real *X, const real *T, int batc
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_4d77a50dd0_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_b7a0f67f1d_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 1010;
     /* the batch in chunks, then the weight gradients, each job updating the parameters
@@ -1154,7 +1142,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_4d77a50dd0_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_b7a0f67f1d_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -1180,7 +1168,7 @@ void symnet_4d77a50dd0_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_4d77a50dd0_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_b7a0f67f1d_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
@@ -1268,7 +1256,7 @@ long long symnet_4d77a50dd0_train(real *params, const real *X, const real *T, co
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step).
  * The same with integer class labels: T[n] is the class of example n. */
-long long symnet_4d77a50dd0_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_b7a0f67f1d_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

@@ -26,66 +26,66 @@
  *   loss: softmax_cross_entropy, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_A5EA423CC7_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_A5EA423CC7_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_C6EB9603B7_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_C6EB9603B7_N_PARAMS numbers, in the order of model.params, each row-major:
  *   A1           offset         0  shape (64, 64)
  *   B1           offset      4096  shape (64, 64)
  *   W2           offset      8192  shape (10, 64)
  *   b2           offset      8832  shape (10,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_A5EA423CC7_WORK_SIZE(batch) numbers; SYMNET_A5EA423CC7_TRAIN_WORK_SIZE(batch_size) for
- * symnet_a5ea423cc7_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_C6EB9603B7_WORK_SIZE(batch) numbers; SYMNET_C6EB9603B7_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_c6eb9603b7_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 8842 + X B*64 + T or O B*10 + work (B*434 + 8842)
  *   numbers of 4 bytes; e.g. B = 32: 135,760 bytes (training; forward only: 71,976).
  */
-#ifndef SYMNET_A5EA423CC7_H
-#define SYMNET_A5EA423CC7_H
+#ifndef SYMNET_C6EB9603B7_H
+#define SYMNET_C6EB9603B7_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_A5EA423CC7_REAL float  /* the number type of every array (float32) */
-#define SYMNET_A5EA423CC7_N_INPUTS 64  /* features per example */
-#define SYMNET_A5EA423CC7_N_OUTPUTS 10
-#define SYMNET_A5EA423CC7_N_PARAMS 8842  /* numbers in the flat parameter array */
-#define SYMNET_A5EA423CC7_WORK_PER_EXAMPLE 434
-#define SYMNET_A5EA423CC7_WORK_SIZE(batch) ((batch) * 434 + 8842)  /* numbers of scratch per call */
-#define SYMNET_A5EA423CC7_TRAIN_WORK_SIZE(batch_size) (SYMNET_A5EA423CC7_WORK_SIZE(batch_size) + (batch_size) * 74)
-#define SYMNET_A5EA423CC7_SGD 0       /* optimizer codes of symnet_a5ea423cc7_update and symnet_a5ea423cc7_train */
-#define SYMNET_A5EA423CC7_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_A5EA423CC7_N_PARAMS numbers */
-#define SYMNET_A5EA423CC7_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_A5EA423CC7_N_PARAMS numbers each */
+#define SYMNET_C6EB9603B7_REAL float  /* the number type of every array (float32) */
+#define SYMNET_C6EB9603B7_N_INPUTS 64  /* features per example */
+#define SYMNET_C6EB9603B7_N_OUTPUTS 10
+#define SYMNET_C6EB9603B7_N_PARAMS 8842  /* numbers in the flat parameter array */
+#define SYMNET_C6EB9603B7_WORK_PER_EXAMPLE 434
+#define SYMNET_C6EB9603B7_WORK_SIZE(batch) ((batch) * 434 + 8842)  /* numbers of scratch per call */
+#define SYMNET_C6EB9603B7_TRAIN_WORK_SIZE(batch_size) (SYMNET_C6EB9603B7_WORK_SIZE(batch_size) + (batch_size) * 74)
+#define SYMNET_C6EB9603B7_SGD 0       /* optimizer codes of symnet_c6eb9603b7_update and symnet_c6eb9603b7_train */
+#define SYMNET_C6EB9603B7_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_C6EB9603B7_N_PARAMS numbers */
+#define SYMNET_C6EB9603B7_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_C6EB9603B7_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_A5EA423CC7_N_OUTPUTS) = the network's output for X (batch × SYMNET_A5EA423CC7_N_INPUTS). */
-void symnet_a5ea423cc7_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_C6EB9603B7_N_OUTPUTS) = the network's output for X (batch × SYMNET_C6EB9603B7_N_INPUTS). */
+void symnet_c6eb9603b7_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_a5ea423cc7_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_c6eb9603b7_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_A5EA423CC7_N_PARAMS numbers) by back propagation. */
-float symnet_a5ea423cc7_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_C6EB9603B7_N_PARAMS numbers) by back propagation. */
+float symnet_c6eb9603b7_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_a5ea423cc7_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_c6eb9603b7_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss; T[b] is the class label of example b. */
-float symnet_a5ea423cc7_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_c6eb9603b7_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_A5EA423CC7_N_PARAMS numbers) by back propagation. */
-float symnet_a5ea423cc7_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_C6EB9603B7_N_PARAMS numbers) by back propagation. */
+float symnet_c6eb9603b7_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_a5ea423cc7_step_labels(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_c6eb9603b7_step_labels(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_A5EA423CC7_SGD, SYMNET_A5EA423CC7_MOMENTUM or SYMNET_A5EA423CC7_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_C6EB9603B7_SGD, SYMNET_C6EB9603B7_MOMENTUM or SYMNET_C6EB9603B7_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_a5ea423cc7_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_c6eb9603b7_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -93,10 +93,10 @@ void symnet_a5ea423cc7_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_A5EA423CC7_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_C6EB9603B7_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_A5EA423CC7_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_a5ea423cc7_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_C6EB9603B7_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_c6eb9603b7_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -106,10 +106,10 @@ long long symnet_a5ea423cc7_train(float *params, const float *X, const float *T,
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_A5EA423CC7_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_C6EB9603B7_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_A5EA423CC7_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_a5ea423cc7_train_labels(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_C6EB9603B7_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_c6eb9603b7_train_labels(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -118,7 +118,7 @@ long long symnet_a5ea423cc7_train_labels(float *params, const float *X, const fl
 }
 #endif
 
-#endif /* SYMNET_A5EA423CC7_H */
+#endif /* SYMNET_C6EB9603B7_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -526,7 +526,7 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_a5ea423cc7_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_c6eb9603b7_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 202, sizeof(real) * (size_t)batch * 10);
@@ -574,7 +574,57 @@ static void sn_chunks_run(sn_chunk_args *a, void (*fn)(void *, int))
         fn(a, j);
 }
 
-/* Chunk c of the batch through every per-example op of the pass: its examples'
+/* Chunk c of the batch through the ops after the loss, the same for targets as rows and
+ * as class labels (called by both passes): the sums over its examples into sn_part. */
+static void sn_chunk_tail(sn_chunk_args *a, int c)
+{
+    const real *params = a->params, *I = a->X, *T = a->T;
+    real *work = a->work;
+    const int batch = a->batch;
+    const int sn_lo = sn_cut(batch, c, a->n), sn_hi = sn_cut(batch, c + 1, a->n);
+    real *sn_part = work + (size_t)batch * 424 + (size_t)c * 10;  /* 10 partial sums */
+    const real *W2 = params + 8192;  /* W2: (10, 64) */
+
+    real *g_b2 = sn_part + 0;  /* this chunk's part of ∂L/∂b2: (10,) */
+    real *r1_G = work + (size_t)batch * 0;  /* Σ of G: (batch, 64) */
+    real *r2_G = work + (size_t)batch * 64;  /* Σ of G: (batch, 64) */
+    real *dL_dG = work + (size_t)batch * 212;  /* ∂L/∂G: (batch, 64) */
+    real *delta_r1_G = work + (size_t)batch * 276;  /* ∂L/∂r1_G: (batch, 64) */
+    real *delta_r2_G = work + (size_t)batch * 340;  /* ∂L/∂r2_G: (batch, 64) */
+    real *dL_dO = work + (size_t)batch * 404;  /* ∂L/∂O: (batch, 10) */
+    real *delta_O = work + (size_t)batch * 414;  /* ∂L/∂z_O: (batch, 10) */
+
+    (void)I;
+    (void)T;
+    (void)sn_part;
+    /* delta_O[b,i] = dL_dO[b,i]; g_b2[i] += dL_dO[b,i] */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 10; i++) {
+            delta_O[b * 10 + i] = dL_dO[b * 10 + i];
+            g_b2[i] += dL_dO[b * 10 + i];
+        }
+    /* dL_dG[b,j] = Σ_i delta_O[b,i]·W2[i,j] */
+    sn_mm_nn(sn_hi - sn_lo, 64, 10, delta_O + (size_t)sn_lo * 10, W2, dL_dG + (size_t)sn_lo * 64, 0);
+    /* delta_r1_G[b,i] = dL_dG[b,i]·(1 - σ(r1_G[b,i]))·σ(r1_G[b,i])·tanh(r2_G[b,i]); delta_r2_G[b,i] = dL_dG[b,i]·(1 - tanh(r2_G[b,i])²)·σ(r1_G[b,i]) */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 64; i++) {
+            const real t0 = sn_sigmoid(r1_G[b * 64 + i]);
+            const real t1 = sn_tanhf(r2_G[b * 64 + i]);
+            const real t2 = dL_dG[b * 64 + i]*t0;
+            delta_r1_G[b * 64 + i] = t1*t2*(1 - t0);
+            delta_r2_G[b * 64 + i] = t2*(1 - t1*t1);
+        }
+
+
+}
+
+/* Chunk c of the batch through every per-example op of the pass, up to the loss (the ops after it: sn_chunk_tail): its examples'
  * loss into a->loss[c], the sums over its examples into sn_part. */
 static void sn_chunk(void *arg, int c)
 {
@@ -589,17 +639,12 @@ static void sn_chunk(void *arg, int c)
     const real *W2 = params + 8192;  /* W2: (10, 64) */
     const real *b2 = params + 8832;  /* b2: (10,) */
 
-    real *g_b2 = sn_part + 0;  /* this chunk's part of ∂L/∂b2: (10,) */
     real *r1_G = work + (size_t)batch * 0;  /* Σ of G: (batch, 64) */
     real *r2_G = work + (size_t)batch * 64;  /* Σ of G: (batch, 64) */
     real *sn_u_G = work + (size_t)batch * 128;  /* layer G: (batch, 64) */
     real *z_O = work + (size_t)batch * 192;  /* Σ of O: (batch, 10) */
     real *sn_u_O = work + (size_t)batch * 202;  /* layer O: (batch, 10) */
-    real *dL_dG = work + (size_t)batch * 212;  /* ∂L/∂G: (batch, 64) */
-    real *delta_r1_G = work + (size_t)batch * 276;  /* ∂L/∂r1_G: (batch, 64) */
-    real *delta_r2_G = work + (size_t)batch * 340;  /* ∂L/∂r2_G: (batch, 64) */
     real *dL_dO = work + (size_t)batch * 404;  /* ∂L/∂O: (batch, 10) */
-    real *delta_O = work + (size_t)batch * 414;  /* ∂L/∂z_O: (batch, 10) */
 
     const real inv_batch = (real)1 / (real)batch;
     double loss = 0;
@@ -654,34 +699,13 @@ static void sn_chunk(void *arg, int c)
         for (int k = 0; k < 10; k++)
             g[k] = inv_batch*(-t[k] + st*sn_expf(o[k] - lse));
     }
-    /* delta_O[b,i] = dL_dO[b,i]; g_b2[i] += dL_dO[b,i] */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 10; i++) {
-            delta_O[b * 10 + i] = dL_dO[b * 10 + i];
-            g_b2[i] += dL_dO[b * 10 + i];
-        }
-    /* dL_dG[b,j] = Σ_i delta_O[b,i]·W2[i,j] */
-    sn_mm_nn(sn_hi - sn_lo, 64, 10, delta_O + (size_t)sn_lo * 10, W2, dL_dG + (size_t)sn_lo * 64, 0);
-    /* delta_r1_G[b,i] = dL_dG[b,i]·(1 - σ(r1_G[b,i]))·σ(r1_G[b,i])·tanh(r2_G[b,i]); delta_r2_G[b,i] = dL_dG[b,i]·(1 - tanh(r2_G[b,i])²)·σ(r1_G[b,i]) */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 64; i++) {
-            const real t0 = sn_sigmoid(r1_G[b * 64 + i]);
-            const real t1 = sn_tanhf(r2_G[b * 64 + i]);
-            const real t2 = dL_dG[b * 64 + i]*t0;
-            delta_r1_G[b * 64 + i] = t1*t2*(1 - t0);
-            delta_r2_G[b * 64 + i] = t2*(1 - t1*t1);
-        }
 
+
+    sn_chunk_tail(a, c);
     a->loss[c] = loss;
 }
 
-/* Chunk c of the batch through every per-example op of the pass; T[b] is the class label of example b: its examples'
+/* Chunk c of the batch through every per-example op of the pass; T[b] is the class label of example b, up to the loss (the ops after it: sn_chunk_tail): its examples'
  * loss into a->loss[c], the sums over its examples into sn_part. */
 static void sn_chunk_labels(void *arg, int c)
 {
@@ -696,17 +720,12 @@ static void sn_chunk_labels(void *arg, int c)
     const real *W2 = params + 8192;  /* W2: (10, 64) */
     const real *b2 = params + 8832;  /* b2: (10,) */
 
-    real *g_b2 = sn_part + 0;  /* this chunk's part of ∂L/∂b2: (10,) */
     real *r1_G = work + (size_t)batch * 0;  /* Σ of G: (batch, 64) */
     real *r2_G = work + (size_t)batch * 64;  /* Σ of G: (batch, 64) */
     real *sn_u_G = work + (size_t)batch * 128;  /* layer G: (batch, 64) */
     real *z_O = work + (size_t)batch * 192;  /* Σ of O: (batch, 10) */
     real *sn_u_O = work + (size_t)batch * 202;  /* layer O: (batch, 10) */
-    real *dL_dG = work + (size_t)batch * 212;  /* ∂L/∂G: (batch, 64) */
-    real *delta_r1_G = work + (size_t)batch * 276;  /* ∂L/∂r1_G: (batch, 64) */
-    real *delta_r2_G = work + (size_t)batch * 340;  /* ∂L/∂r2_G: (batch, 64) */
     real *dL_dO = work + (size_t)batch * 404;  /* ∂L/∂O: (batch, 10) */
-    real *delta_O = work + (size_t)batch * 414;  /* ∂L/∂z_O: (batch, 10) */
 
     const real inv_batch = (real)1 / (real)batch;
     double loss = 0;
@@ -757,30 +776,9 @@ static void sn_chunk_labels(void *arg, int c)
         for (int k = 0; k < 10; k++)
             g[k] = inv_batch*(-((k == y) ? (1) : (0)) + sn_expf(o[k] - lse));
     }
-    /* delta_O[b,i] = dL_dO[b,i]; g_b2[i] += dL_dO[b,i] */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 10; i++) {
-            delta_O[b * 10 + i] = dL_dO[b * 10 + i];
-            g_b2[i] += dL_dO[b * 10 + i];
-        }
-    /* dL_dG[b,j] = Σ_i delta_O[b,i]·W2[i,j] */
-    sn_mm_nn(sn_hi - sn_lo, 64, 10, delta_O + (size_t)sn_lo * 10, W2, dL_dG + (size_t)sn_lo * 64, 0);
-    /* delta_r1_G[b,i] = dL_dG[b,i]·(1 - σ(r1_G[b,i]))·σ(r1_G[b,i])·tanh(r2_G[b,i]); delta_r2_G[b,i] = dL_dG[b,i]·(1 - tanh(r2_G[b,i])²)·σ(r1_G[b,i]) */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 64; i++) {
-            const real t0 = sn_sigmoid(r1_G[b * 64 + i]);
-            const real t1 = sn_tanhf(r2_G[b * 64 + i]);
-            const real t2 = dL_dG[b * 64 + i]*t0;
-            delta_r1_G[b * 64 + i] = t1*t2*(1 - t0);
-            delta_r2_G[b * 64 + i] = t2*(1 - t1*t1);
-        }
 
+
+    sn_chunk_tail(a, c);
     a->loss[c] = loss;
 }
 
@@ -917,7 +915,7 @@ static double sn_loss(const real *params, real *work, const real *I, const real 
     return loss / batch;
 }
 
-real symnet_a5ea423cc7_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_c6eb9603b7_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -931,7 +929,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return sn_chunk_pass(&a, sn_chunk, NULL);
 }
 
-real symnet_a5ea423cc7_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_c6eb9603b7_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -968,7 +966,7 @@ static double sn_loss_labels(const real *params, real *work, const real *I, cons
     return loss / batch;
 }
 
-real symnet_a5ea423cc7_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_c6eb9603b7_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss_labels(params, work, X, T, batch);
 }
@@ -982,7 +980,7 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
     return sn_chunk_pass(&a, sn_chunk_labels, NULL);
 }
 
-real symnet_a5ea423cc7_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_c6eb9603b7_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad_labels(params, grads, work, X, T, batch);
 }
@@ -1000,7 +998,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_a5ea423cc7_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_c6eb9603b7_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 434;
     /* the batch in chunks, then the weight gradients, each job updating the parameters
@@ -1023,7 +1021,7 @@ real symnet_a5ea423cc7_step(real *params, const real *X, const real *T, int batc
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_a5ea423cc7_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_c6eb9603b7_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 434;
     /* the batch in chunks, then the weight gradients, each job updating the parameters
@@ -1103,7 +1101,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_a5ea423cc7_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_c6eb9603b7_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -1129,7 +1127,7 @@ void symnet_a5ea423cc7_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_a5ea423cc7_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_c6eb9603b7_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
@@ -1217,7 +1215,7 @@ long long symnet_a5ea423cc7_train(real *params, const real *X, const real *T, co
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step).
  * The same with integer class labels: T[n] is the class of example n. */
-long long symnet_a5ea423cc7_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_c6eb9603b7_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

@@ -30,8 +30,8 @@
  *   loss: mse, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_64F6FF97F3_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_64F6FF97F3_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_F6A212E2C0_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_F6A212E2C0_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (20, 2)
  *   b1           offset        40  shape (20,)
  *   W2           offset        60  shape (20, 20)
@@ -41,48 +41,48 @@
  *   W4           offset       900  shape (1, 20)
  *   b4           offset       920  shape (1,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_64F6FF97F3_WORK_SIZE(batch) numbers; SYMNET_64F6FF97F3_TRAIN_WORK_SIZE(batch_size) for
- * symnet_64f6ff97f3_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_F6A212E2C0_WORK_SIZE(batch) numbers; SYMNET_F6A212E2C0_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_f6a212e2c0_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 921 + X B*2 + T or O B*1 + work (B*304 + 921)
  *   numbers of 4 bytes; e.g. B = 32: 46,664 bytes (training; forward only: 19,684).
  */
-#ifndef SYMNET_64F6FF97F3_H
-#define SYMNET_64F6FF97F3_H
+#ifndef SYMNET_F6A212E2C0_H
+#define SYMNET_F6A212E2C0_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_64F6FF97F3_REAL float  /* the number type of every array (float32) */
-#define SYMNET_64F6FF97F3_N_INPUTS 2  /* features per example */
-#define SYMNET_64F6FF97F3_N_OUTPUTS 1
-#define SYMNET_64F6FF97F3_N_PARAMS 921  /* numbers in the flat parameter array */
-#define SYMNET_64F6FF97F3_WORK_PER_EXAMPLE 304
-#define SYMNET_64F6FF97F3_WORK_SIZE(batch) ((batch) * 304 + 921)  /* numbers of scratch per call */
-#define SYMNET_64F6FF97F3_TRAIN_WORK_SIZE(batch_size) (SYMNET_64F6FF97F3_WORK_SIZE(batch_size) + (batch_size) * 3)
-#define SYMNET_64F6FF97F3_SGD 0       /* optimizer codes of symnet_64f6ff97f3_update and symnet_64f6ff97f3_train */
-#define SYMNET_64F6FF97F3_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_64F6FF97F3_N_PARAMS numbers */
-#define SYMNET_64F6FF97F3_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_64F6FF97F3_N_PARAMS numbers each */
+#define SYMNET_F6A212E2C0_REAL float  /* the number type of every array (float32) */
+#define SYMNET_F6A212E2C0_N_INPUTS 2  /* features per example */
+#define SYMNET_F6A212E2C0_N_OUTPUTS 1
+#define SYMNET_F6A212E2C0_N_PARAMS 921  /* numbers in the flat parameter array */
+#define SYMNET_F6A212E2C0_WORK_PER_EXAMPLE 304
+#define SYMNET_F6A212E2C0_WORK_SIZE(batch) ((batch) * 304 + 921)  /* numbers of scratch per call */
+#define SYMNET_F6A212E2C0_TRAIN_WORK_SIZE(batch_size) (SYMNET_F6A212E2C0_WORK_SIZE(batch_size) + (batch_size) * 3)
+#define SYMNET_F6A212E2C0_SGD 0       /* optimizer codes of symnet_f6a212e2c0_update and symnet_f6a212e2c0_train */
+#define SYMNET_F6A212E2C0_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_F6A212E2C0_N_PARAMS numbers */
+#define SYMNET_F6A212E2C0_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_F6A212E2C0_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_64F6FF97F3_N_OUTPUTS) = the network's output for X (batch × SYMNET_64F6FF97F3_N_INPUTS). */
-void symnet_64f6ff97f3_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_F6A212E2C0_N_OUTPUTS) = the network's output for X (batch × SYMNET_F6A212E2C0_N_INPUTS). */
+void symnet_f6a212e2c0_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_64f6ff97f3_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_f6a212e2c0_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_64F6FF97F3_N_PARAMS numbers) by back propagation. */
-float symnet_64f6ff97f3_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_F6A212E2C0_N_PARAMS numbers) by back propagation. */
+float symnet_f6a212e2c0_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_64f6ff97f3_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_f6a212e2c0_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_64F6FF97F3_SGD, SYMNET_64F6FF97F3_MOMENTUM or SYMNET_64F6FF97F3_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_F6A212E2C0_SGD, SYMNET_F6A212E2C0_MOMENTUM or SYMNET_F6A212E2C0_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_64f6ff97f3_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_f6a212e2c0_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -90,10 +90,10 @@ void symnet_64f6ff97f3_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_64F6FF97F3_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_F6A212E2C0_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_64F6FF97F3_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_64f6ff97f3_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_F6A212E2C0_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_f6a212e2c0_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -102,7 +102,7 @@ long long symnet_64f6ff97f3_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_64F6FF97F3_H */
+#endif /* SYMNET_F6A212E2C0_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -494,7 +494,7 @@ static void sn_forward(const real *params, real *work, const real *xy, int batch
 }
 
 /* O[b,k] = u[b,k]: the forward pass, its output copied out of work. */
-void symnet_64f6ff97f3_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_f6a212e2c0_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 121, sizeof(real) * (size_t)batch * 1);
@@ -670,6 +670,7 @@ static void sn_chunk(void *arg, int c)
             g_b1[i] += t0;
         }
 
+
     a->loss[c] = loss;
 }
 
@@ -823,7 +824,7 @@ static double sn_loss(const real *params, real *work, const real *xy, const real
     return loss / batch;
 }
 
-real symnet_64f6ff97f3_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_f6a212e2c0_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -837,7 +838,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return sn_chunk_pass(&a, sn_chunk, NULL);
 }
 
-real symnet_64f6ff97f3_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_f6a212e2c0_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -855,7 +856,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_64f6ff97f3_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_f6a212e2c0_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 304;
     /* the batch in chunks, then the weight gradients, each job updating the parameters
@@ -935,7 +936,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_64f6ff97f3_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_f6a212e2c0_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -961,7 +962,7 @@ void symnet_64f6ff97f3_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_64f6ff97f3_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_f6a212e2c0_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

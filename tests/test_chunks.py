@@ -54,8 +54,11 @@ def test_small_vector_network_is_planned_in_chunks():
     assert [g for g, _, _ in h.grads] == ["g_b3", "g_b2", "g_b1"]
     assert h.size == 5 + 24 + 48 and p.work_per_row >= p.part_offset + h.size
     assert not any(op in h.rows for op in h.sums)
+    # the ops after the loss, the same for targets as rows and as class labels, once
+    assert h.tail and not any(op in h.tail for op in h.rows + h.rows_labels)
     src = _net().compile(dtype="float64").c_source
     assert "static void sn_chunk(void *arg, int c)" in src and "sn_chunk_sums" in src
+    assert src.count("sn_chunk_tail(a, c);") == 2
 
 
 def test_a_network_with_a_large_product_keeps_its_passes():

@@ -172,7 +172,9 @@ class Halves:
     (weight gradients, Aᵀ·B with K the batch), run after the chunks on the whole batch,
     their rows of C shared among the same number of jobs.  ``cost``: multiply-adds per
     example, for the number of chunks and threads; ``update``: those gradients are all the
-    trainable parameters' (then a step's update runs in the jobs that finish them)."""
+    trainable parameters' (then a step's update runs in the jobs that finish them);
+    ``tail``: the ops after the loss, the same in ``rows`` and ``rows_labels`` (then left
+    out of both, run after either)."""
 
     rows: list
     rows_labels: list | None
@@ -181,3 +183,4 @@ class Halves:
     size: int
     cost: float
     update: bool = False
+    tail: list = field(default_factory=list)   # the ops after the loss both passes share

@@ -246,6 +246,18 @@ def halves(p):
     if cost > HALVES_MAX:
         return None
     h = Halves(out[0], out[1] if len(out) > 1 else None, sums, [], 0, float(cost))
+    if h.rows_labels:
+        # the ops after the loss, the same for targets as rows and as class labels: emitted
+        # once (sn_chunk_tail), as sn_backprop is for the passes as they are
+        k = 0
+        while k < min(len(h.rows), len(h.rows_labels)) - 1 and \
+                h.rows[-1 - k] is h.rows_labels[-1 - k]:
+            k += 1
+        tail = h.rows[len(h.rows) - k:]
+        if k and not any(isinstance(op, SoftmaxXent) or isinstance(op, Loop) and any(
+                t == LOSS for t, *_ in op.stmts) for op in tail):
+            h.tail = tail
+            h.rows, h.rows_labels = h.rows[:-k], h.rows_labels[:-k]
     for g in grads:
         size = math.prod(B[g].shape)
         h.grads.append((g, h.size, size))
