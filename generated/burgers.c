@@ -18,7 +18,7 @@
  * X of width n holds X[b,j] at X[b * n + j]; W of shape (out, in) holds
  * W[i,j] at W[i * in + j].  Parameters live in one flat array `params`
  * (3027 numbers), their gradients in `grads` with the same
- * layout, and everything per example in `work` (649 numbers
+ * layout, and everything per example in `work` (810 numbers
  * per example of the batch).
  */
 #include <math.h>
@@ -42,8 +42,8 @@
  *   loss: mse, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_224A54E518_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_224A54E518_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_C9C60DEC30_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_C9C60DEC30_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset      3021  shape (2, 2)
  *   b1           offset      3025  shape (2,)
  *   W2           offset         0  shape (20, 2)
@@ -65,48 +65,48 @@
  *   W10          offset      3000  shape (1, 20)
  *   b10          offset      3020  shape (1,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_224A54E518_WORK_SIZE(batch) numbers; SYMNET_224A54E518_TRAIN_WORK_SIZE(batch_size) for
- * symnet_224a54e518_train) and allocates nothing.  Memory for one call of a batch B:
- *   params 3027 + X B*2 + T or O B*1 + work (B*649 + 3027)
- *   numbers of 4 bytes; e.g. B = 32: 107,672 bytes (training; forward only: 54,220).
+ * `work` (SYMNET_C9C60DEC30_WORK_SIZE(batch) numbers; SYMNET_C9C60DEC30_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_c9c60dec30_train) and allocates nothing.  Memory for one call of a batch B:
+ *   params 3027 + X B*2 + T or O B*1 + work (B*810 + 3027)
+ *   numbers of 4 bytes; e.g. B = 32: 128,280 bytes (training; forward only: 54,220).
  */
-#ifndef SYMNET_224A54E518_H
-#define SYMNET_224A54E518_H
+#ifndef SYMNET_C9C60DEC30_H
+#define SYMNET_C9C60DEC30_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_224A54E518_REAL float  /* the number type of every array (float32) */
-#define SYMNET_224A54E518_N_INPUTS 2  /* features per example */
-#define SYMNET_224A54E518_N_OUTPUTS 1
-#define SYMNET_224A54E518_N_PARAMS 3027  /* numbers in the flat parameter array */
-#define SYMNET_224A54E518_WORK_PER_EXAMPLE 649
-#define SYMNET_224A54E518_WORK_SIZE(batch) ((batch) * 649 + 3027)  /* numbers of scratch per call */
-#define SYMNET_224A54E518_TRAIN_WORK_SIZE(batch_size) (SYMNET_224A54E518_WORK_SIZE(batch_size) + (batch_size) * 3)
-#define SYMNET_224A54E518_SGD 0       /* optimizer codes of symnet_224a54e518_update and symnet_224a54e518_train */
-#define SYMNET_224A54E518_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_224A54E518_N_PARAMS numbers */
-#define SYMNET_224A54E518_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_224A54E518_N_PARAMS numbers each */
+#define SYMNET_C9C60DEC30_REAL float  /* the number type of every array (float32) */
+#define SYMNET_C9C60DEC30_N_INPUTS 2  /* features per example */
+#define SYMNET_C9C60DEC30_N_OUTPUTS 1
+#define SYMNET_C9C60DEC30_N_PARAMS 3027  /* numbers in the flat parameter array */
+#define SYMNET_C9C60DEC30_WORK_PER_EXAMPLE 810
+#define SYMNET_C9C60DEC30_WORK_SIZE(batch) ((batch) * 810 + 3027)  /* numbers of scratch per call */
+#define SYMNET_C9C60DEC30_TRAIN_WORK_SIZE(batch_size) (SYMNET_C9C60DEC30_WORK_SIZE(batch_size) + (batch_size) * 3)
+#define SYMNET_C9C60DEC30_SGD 0       /* optimizer codes of symnet_c9c60dec30_update and symnet_c9c60dec30_train */
+#define SYMNET_C9C60DEC30_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_C9C60DEC30_N_PARAMS numbers */
+#define SYMNET_C9C60DEC30_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_C9C60DEC30_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_224A54E518_N_OUTPUTS) = the network's output for X (batch × SYMNET_224A54E518_N_INPUTS). */
-void symnet_224a54e518_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_C9C60DEC30_N_OUTPUTS) = the network's output for X (batch × SYMNET_C9C60DEC30_N_INPUTS). */
+void symnet_c9c60dec30_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_224a54e518_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_c9c60dec30_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_224A54E518_N_PARAMS numbers) by back propagation. */
-float symnet_224a54e518_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_C9C60DEC30_N_PARAMS numbers) by back propagation. */
+float symnet_c9c60dec30_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_224a54e518_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_c9c60dec30_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_224A54E518_SGD, SYMNET_224A54E518_MOMENTUM or SYMNET_224A54E518_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_C9C60DEC30_SGD, SYMNET_C9C60DEC30_MOMENTUM or SYMNET_C9C60DEC30_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_224a54e518_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_c9c60dec30_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -114,10 +114,10 @@ void symnet_224a54e518_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_224A54E518_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_C9C60DEC30_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_224A54E518_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_224a54e518_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_C9C60DEC30_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_c9c60dec30_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -126,7 +126,7 @@ long long symnet_224a54e518_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_224A54E518_H */
+#endif /* SYMNET_C9C60DEC30_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -386,6 +386,81 @@ SN_INLINE void sn_mm_tn(int M, int N, int K, const real *restrict A,
     }
 }
 
+/* The passes of this network run the batch in chunks of about SN_CHUNK examples (every
+ * layer of an example depends on that example alone), which threads take in turn: a
+ * thread the system runs late takes fewer.  The sums over the batch (the loss, ∂L/∂θ)
+ * are kept per chunk and added up in the order of the chunks, so the result does not
+ * depend on the number of threads.  Chunk c of n holds the examples
+ * sn_share(batch, c, n) ≤ b < sn_share(batch, c + 1, n). */
+#define SN_CHUNK 8
+#define SN_CHUNKS_MAX 64
+static inline int sn_chunks(int batch)
+{
+    const int n = (batch + SN_CHUNK - 1) / SN_CHUNK;
+    return n < SN_CHUNKS_MAX ? n : SN_CHUNKS_MAX;
+}
+static inline int sn_share(int batch, int c, int n) { return (int)((long long)batch * c / n); }
+#ifdef _OPENMP
+#include <omp.h>
+
+/* Whether the runs take threads (sn_on), decided on the time of the whole loss-and-
+ * gradient pass per example: sn_took[0] without threads, [1] with.  On a busy machine the
+ * threads' join can wait for a thread the system runs late, and a thread that wakes
+ * takes a core another program then takes back from the pass (milliseconds, more than
+ * the threads save).  After a pass that warms the caches, three passes without threads
+ * and three with give each choice its median; then the pass keeps the faster (its figure
+ * an average of its last two passes) and tries the other for three passes again after
+ * SN_RETRY passes, twice as many after each such trial that lost (at most SN_RETRY_MAX).
+ * Which it takes never changes the result (the chunks' sums are added in their order). */
+#define SN_RETRY 16
+#define SN_RETRY_MAX 64
+static int sn_on = 1;
+static double sn_took[2], sn_trial[3];
+static unsigned long sn_passes, sn_retry, sn_gap;
+
+static double sn_median3(const double *t)
+{
+    const double lo = t[0] < t[1] ? t[0] : t[1], hi = t[0] < t[1] ? t[1] : t[0];
+    return t[2] < lo ? lo : t[2] > hi ? hi : t[2];
+}
+
+/* Threads for this pass or not. */
+static int sn_choose(void)
+{
+    const unsigned long r = sn_passes++;
+    if (r < 4)
+        return 0;
+    if (r < 7)
+        return 1;
+    const int threads = sn_took[1] <= sn_took[0];
+    return (r >= sn_retry) != threads;   /* the other choice during a trial */
+}
+
+/* Record the pass's time (seconds per example). */
+static void sn_took_now(int threads, double seconds)
+{
+    const unsigned long r = sn_passes - 1;
+    if (r == 0)
+        return;
+    if (r >= 7 && r < sn_retry) {            /* the choice kept */
+        sn_took[threads] = 0.5 * sn_took[threads] + 0.5 * seconds;
+        return;
+    }
+    const unsigned long first = r < 7 ? (r < 4 ? 1 : 4) : sn_retry;
+    sn_trial[r - first] = seconds;
+    if (r - first < 2)
+        return;
+    sn_took[threads] = sn_median3(sn_trial);   /* the end of a trial */
+    if (r < 7) {
+        sn_gap = SN_RETRY;
+    } else {
+        const int won = threads == (sn_took[1] <= sn_took[0]);
+        sn_gap = won ? SN_RETRY : sn_gap < SN_RETRY_MAX ? 2 * sn_gap : SN_RETRY_MAX;
+    }
+    sn_retry = r + 1 + sn_gap;
+}
+#endif
+
 /* Forward pass: every layer from the input up. */
 static void sn_forward(const real *params, real *work, const real *tx, int batch)
 {
@@ -535,48 +610,350 @@ static void sn_forward(const real *params, real *work, const real *tx, int batch
 }
 
 /* O[b,k] = u[b,k]: the forward pass, its output copied out of work. */
-void symnet_224a54e518_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_c9c60dec30_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 325, sizeof(real) * (size_t)batch * 1);
 }
 
-/* Loss L = (1/batch) Σ_b L_b, after a forward pass. */
-static double sn_loss(const real *params, real *work, const real *tx, const real *T, int batch)
+/* ------------------------------------------------------------------------
+ * The loss-and-gradient pass in chunks of the batch.  Every product of this network is
+ * too small to share among threads by itself (8544 multiply-adds per example in all),
+ * so the pass shares out examples instead, with one hand-over for the whole pass: chunk
+ * c of n holds the examples sn_cut(batch, c, n) ≤ b < sn_cut(batch, c + 1, n) and runs
+ * them through the forward pass, the loss and the backward pass (sn_chunk), every op of
+ * which takes each example alone; the sums over the examples it makes (the loss, the bias
+ * gradients) are kept per chunk and added up in the order of the chunks.  Then the
+ * products that sum over the whole batch (the weight gradients, sn_chunk_sums) run with
+ * their rows of ∂L/∂W shared among n jobs, each element summed by one job.  n depends on
+ * the batch alone (sn_chunks_of), never on the threads that take the chunks, so the
+ * numbers are the same on one thread and on several.
+ * ---------------------------------------------------------------------- */
+#define SN_CHUNKS_WORK 250000.0   /* multiply-adds of a batch from which it runs in two chunks */
+static inline int sn_chunks_of(int batch)
 {
-    const real *b10 = params + 3020;  /* b10: (1,) */
+    return batch >= 16 && (double)batch * 8544 >= SN_CHUNKS_WORK ? 2 : 1;
+}
+static inline int sn_cut(int n, int c, int parts) { return (int)((long long)n * c / parts); }
 
-    real *z_u = work + (size_t)batch * 324;  /* Σ of u: (batch, 1) */
+typedef struct {
+    const real *params;
+    real *grads, *work;
+    const real *X, *T;
+    int batch, n;          /* the batch; its chunks */
+    double loss[2];        /* each chunk's sum of the per-example loss */
+} sn_chunk_args;
 
-    double loss = 0;
-    sn_forward(params, work, tx, batch);
-    /* L += (-T[b,i] + b10[i] + z_u[b,i])² */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 1; i++) {
-            loss += (double)((-T[b * 1 + i] + b10[i] + z_u[b * 1 + i])*(-T[b * 1 + i] + b10[i] + z_u[b * 1 + i]));
-        }
-
-    return loss / batch;
+/* fn(a, j) for j < a->n, on as many threads as the work of the whole pass pays for (none
+ * while the pass goes without: sn_choose) */
+static void sn_chunks_run(sn_chunk_args *a, void (*fn)(void *, int))
+{
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(a->n) if (sn_on && a->n > 1 && (double)a->batch * 8544 >= SN_PARALLEL)
+#endif
+    for (int j = 0; j < a->n; j++)
+        fn(a, j);
 }
 
-real symnet_224a54e518_loss(const real *params, const real *X, const real *T, int batch, real *work)
+/* Chunk c of the batch through every per-example op of the pass: its examples'
+ * loss into a->loss[c], the sums over its examples into sn_part. */
+static void sn_chunk(void *arg, int c)
 {
-    return (real)sn_loss(params, work, X, T, batch);
-}
-
-/* Loss and every gradient ∂L/∂θ (into grads), by back propagation. */
-static double sn_loss_grad(const real *params, real *grads, real *work, const real *tx, const real *T, int batch)
-{
+    sn_chunk_args *a = (sn_chunk_args *)arg;
+    const real *params = a->params, *tx = a->X, *T = a->T;
+    real *work = a->work;
+    const int batch = a->batch;
+    const int sn_lo = sn_cut(batch, c, a->n), sn_hi = sn_cut(batch, c + 1, a->n);
+    real *sn_part = work + (size_t)batch * 649 + (size_t)c * 161;  /* 161 partial sums */
+    const real *W1 = params + 3021;  /* W1: (2, 2) */
+    const real *b1 = params + 3025;  /* b1: (2,) */
+    const real *W2 = params + 0;  /* W2: (20, 2) */
+    const real *b2 = params + 40;  /* b2: (20,) */
     const real *W3 = params + 60;  /* W3: (20, 20) */
+    const real *b3 = params + 460;  /* b3: (20,) */
     const real *W4 = params + 480;  /* W4: (20, 20) */
+    const real *b4 = params + 880;  /* b4: (20,) */
     const real *W5 = params + 900;  /* W5: (20, 20) */
+    const real *b5 = params + 1300;  /* b5: (20,) */
     const real *W6 = params + 1320;  /* W6: (20, 20) */
+    const real *b6 = params + 1720;  /* b6: (20,) */
     const real *W7 = params + 1740;  /* W7: (20, 20) */
+    const real *b7 = params + 2140;  /* b7: (20,) */
     const real *W8 = params + 2160;  /* W8: (20, 20) */
+    const real *b8 = params + 2560;  /* b8: (20,) */
     const real *W9 = params + 2580;  /* W9: (20, 20) */
+    const real *b9 = params + 2980;  /* b9: (20,) */
     const real *W10 = params + 3000;  /* W10: (1, 20) */
     const real *b10 = params + 3020;  /* b10: (1,) */
 
+    real *g_b10 = sn_part + 0;  /* this chunk's part of ∂L/∂b10: (1,) */
+    real *g_b9 = sn_part + 1;  /* this chunk's part of ∂L/∂b9: (20,) */
+    real *g_b8 = sn_part + 21;  /* this chunk's part of ∂L/∂b8: (20,) */
+    real *g_b7 = sn_part + 41;  /* this chunk's part of ∂L/∂b7: (20,) */
+    real *g_b6 = sn_part + 61;  /* this chunk's part of ∂L/∂b6: (20,) */
+    real *g_b5 = sn_part + 81;  /* this chunk's part of ∂L/∂b5: (20,) */
+    real *g_b4 = sn_part + 101;  /* this chunk's part of ∂L/∂b4: (20,) */
+    real *g_b3 = sn_part + 121;  /* this chunk's part of ∂L/∂b3: (20,) */
+    real *g_b2 = sn_part + 141;  /* this chunk's part of ∂L/∂b2: (20,) */
+    real *z_scale = work + (size_t)batch * 0;  /* Σ of scale: (batch, 2) */
+    real *scale = work + (size_t)batch * 2;  /* layer scale: (batch, 2) */
+    real *z_H2 = work + (size_t)batch * 4;  /* Σ of H2: (batch, 20) */
+    real *H2 = work + (size_t)batch * 24;  /* layer H2: (batch, 20) */
+    real *z_H3 = work + (size_t)batch * 44;  /* Σ of H3: (batch, 20) */
+    real *H3 = work + (size_t)batch * 64;  /* layer H3: (batch, 20) */
+    real *z_H4 = work + (size_t)batch * 84;  /* Σ of H4: (batch, 20) */
+    real *H4 = work + (size_t)batch * 104;  /* layer H4: (batch, 20) */
+    real *z_H5 = work + (size_t)batch * 124;  /* Σ of H5: (batch, 20) */
+    real *H5 = work + (size_t)batch * 144;  /* layer H5: (batch, 20) */
+    real *z_H6 = work + (size_t)batch * 164;  /* Σ of H6: (batch, 20) */
+    real *H6 = work + (size_t)batch * 184;  /* layer H6: (batch, 20) */
+    real *z_H7 = work + (size_t)batch * 204;  /* Σ of H7: (batch, 20) */
+    real *H7 = work + (size_t)batch * 224;  /* layer H7: (batch, 20) */
+    real *z_H8 = work + (size_t)batch * 244;  /* Σ of H8: (batch, 20) */
+    real *H8 = work + (size_t)batch * 264;  /* layer H8: (batch, 20) */
+    real *z_H9 = work + (size_t)batch * 284;  /* Σ of H9: (batch, 20) */
+    real *H9 = work + (size_t)batch * 304;  /* layer H9: (batch, 20) */
+    real *z_u = work + (size_t)batch * 324;  /* Σ of u: (batch, 1) */
+    real *sn_u_u = work + (size_t)batch * 325;  /* layer u: (batch, 1) */
+    real *dL_dH2 = work + (size_t)batch * 328;  /* ∂L/∂H2: (batch, 20) */
+    real *delta_H2 = work + (size_t)batch * 348;  /* ∂L/∂z_H2: (batch, 20) */
+    real *dL_dH3 = work + (size_t)batch * 368;  /* ∂L/∂H3: (batch, 20) */
+    real *delta_H3 = work + (size_t)batch * 388;  /* ∂L/∂z_H3: (batch, 20) */
+    real *dL_dH4 = work + (size_t)batch * 408;  /* ∂L/∂H4: (batch, 20) */
+    real *delta_H4 = work + (size_t)batch * 428;  /* ∂L/∂z_H4: (batch, 20) */
+    real *dL_dH5 = work + (size_t)batch * 448;  /* ∂L/∂H5: (batch, 20) */
+    real *delta_H5 = work + (size_t)batch * 468;  /* ∂L/∂z_H5: (batch, 20) */
+    real *dL_dH6 = work + (size_t)batch * 488;  /* ∂L/∂H6: (batch, 20) */
+    real *delta_H6 = work + (size_t)batch * 508;  /* ∂L/∂z_H6: (batch, 20) */
+    real *dL_dH7 = work + (size_t)batch * 528;  /* ∂L/∂H7: (batch, 20) */
+    real *delta_H7 = work + (size_t)batch * 548;  /* ∂L/∂z_H7: (batch, 20) */
+    real *dL_dH8 = work + (size_t)batch * 568;  /* ∂L/∂H8: (batch, 20) */
+    real *delta_H8 = work + (size_t)batch * 588;  /* ∂L/∂z_H8: (batch, 20) */
+    real *dL_dH9 = work + (size_t)batch * 608;  /* ∂L/∂H9: (batch, 20) */
+    real *delta_H9 = work + (size_t)batch * 628;  /* ∂L/∂z_H9: (batch, 20) */
+    real *delta_u = work + (size_t)batch * 648;  /* ∂L/∂z_u: (batch, 1) */
+
+    const real inv_batch = (real)1 / (real)batch;
+    double loss = 0;
+    memset(sn_part, 0, sizeof(real) * 161);
+    /* z_scale[b,i] = Σ_j W1[i,j]·tx[b,j] */
+    sn_mm_nt(sn_hi - sn_lo, 2, 2, tx + (size_t)sn_lo * 2, W1, z_scale + (size_t)sn_lo * 2, 0);
+    /* scale[b,i] = b1[i] + z_scale[b,i] */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 2; i++) {
+            scale[b * 2 + i] = b1[i] + z_scale[b * 2 + i];
+        }
+    /* z_H2[b,i] = Σ_j W2[i,j]·scale[b,j] */
+    sn_mm_nt(sn_hi - sn_lo, 20, 2, scale + (size_t)sn_lo * 2, W2, z_H2 + (size_t)sn_lo * 20, 0);
+    /* H2[b,i] = tanh(b2[i] + z_H2[b,i]) */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 20; i++) {
+            H2[b * 20 + i] = sn_tanhf(b2[i] + z_H2[b * 20 + i]);
+        }
+    /* z_H3[b,i] = Σ_j W3[i,j]·H2[b,j] */
+    sn_mm_nt(sn_hi - sn_lo, 20, 20, H2 + (size_t)sn_lo * 20, W3, z_H3 + (size_t)sn_lo * 20, 0);
+    /* H3[b,i] = tanh(b3[i] + z_H3[b,i]) */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 20; i++) {
+            H3[b * 20 + i] = sn_tanhf(b3[i] + z_H3[b * 20 + i]);
+        }
+    /* z_H4[b,i] = Σ_j W4[i,j]·H3[b,j] */
+    sn_mm_nt(sn_hi - sn_lo, 20, 20, H3 + (size_t)sn_lo * 20, W4, z_H4 + (size_t)sn_lo * 20, 0);
+    /* H4[b,i] = tanh(b4[i] + z_H4[b,i]) */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 20; i++) {
+            H4[b * 20 + i] = sn_tanhf(b4[i] + z_H4[b * 20 + i]);
+        }
+    /* z_H5[b,i] = Σ_j W5[i,j]·H4[b,j] */
+    sn_mm_nt(sn_hi - sn_lo, 20, 20, H4 + (size_t)sn_lo * 20, W5, z_H5 + (size_t)sn_lo * 20, 0);
+    /* H5[b,i] = tanh(b5[i] + z_H5[b,i]) */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 20; i++) {
+            H5[b * 20 + i] = sn_tanhf(b5[i] + z_H5[b * 20 + i]);
+        }
+    /* z_H6[b,i] = Σ_j W6[i,j]·H5[b,j] */
+    sn_mm_nt(sn_hi - sn_lo, 20, 20, H5 + (size_t)sn_lo * 20, W6, z_H6 + (size_t)sn_lo * 20, 0);
+    /* H6[b,i] = tanh(b6[i] + z_H6[b,i]) */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 20; i++) {
+            H6[b * 20 + i] = sn_tanhf(b6[i] + z_H6[b * 20 + i]);
+        }
+    /* z_H7[b,i] = Σ_j W7[i,j]·H6[b,j] */
+    sn_mm_nt(sn_hi - sn_lo, 20, 20, H6 + (size_t)sn_lo * 20, W7, z_H7 + (size_t)sn_lo * 20, 0);
+    /* H7[b,i] = tanh(b7[i] + z_H7[b,i]) */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 20; i++) {
+            H7[b * 20 + i] = sn_tanhf(b7[i] + z_H7[b * 20 + i]);
+        }
+    /* z_H8[b,i] = Σ_j W8[i,j]·H7[b,j] */
+    sn_mm_nt(sn_hi - sn_lo, 20, 20, H7 + (size_t)sn_lo * 20, W8, z_H8 + (size_t)sn_lo * 20, 0);
+    /* H8[b,i] = tanh(b8[i] + z_H8[b,i]) */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 20; i++) {
+            H8[b * 20 + i] = sn_tanhf(b8[i] + z_H8[b * 20 + i]);
+        }
+    /* z_H9[b,i] = Σ_j W9[i,j]·H8[b,j] */
+    sn_mm_nt(sn_hi - sn_lo, 20, 20, H8 + (size_t)sn_lo * 20, W9, z_H9 + (size_t)sn_lo * 20, 0);
+    /* H9[b,i] = tanh(b9[i] + z_H9[b,i]) */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 20; i++) {
+            H9[b * 20 + i] = sn_tanhf(b9[i] + z_H9[b * 20 + i]);
+        }
+    /* z_u[b,i] = Σ_j W10[i,j]·H9[b,j] */
+    sn_mm_nt(sn_hi - sn_lo, 1, 20, H9 + (size_t)sn_lo * 20, W10, z_u + (size_t)sn_lo * 1, 0);
+    /* u[b,i] = b10[i] + z_u[b,i] */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 1; i++) {
+            sn_u_u[b * 1 + i] = b10[i] + z_u[b * 1 + i];
+        }
+    /* L += (-T[b,i] + b10[i] + z_u[b,i])²; delta_u[b,i] = 2·inv_batch·(-T[b,i] + b10[i] + z_u[b,i]); g_b10[i] += 2·inv_batch·(-T[b,i] + b10[i] + z_u[b,i]) */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int i = 0; i < 1; i++) {
+            const real t0 = -T[b * 1 + i] + b10[i] + z_u[b * 1 + i];
+            const real t1 = 2*inv_batch*t0;
+            loss += (double)(t0*t0);
+            delta_u[b * 1 + i] = t1;
+            g_b10[i] += t1;
+        }
+    /* dL_dH9[b,j] = Σ_i delta_u[b,i]·W10[i,j] */
+    sn_mm_nn(sn_hi - sn_lo, 20, 1, delta_u + (size_t)sn_lo * 1, W10, dL_dH9 + (size_t)sn_lo * 20, 0);
+    /* delta_H9[b,i] = dL_dH9[b,i]·(1 - H9[b,i]²); g_b9[i] += dL_dH9[b,i]·(1 - H9[b,i]²) */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 20; i++) {
+            const real t0 = dL_dH9[b * 20 + i]*(1 - H9[b * 20 + i]*H9[b * 20 + i]);
+            delta_H9[b * 20 + i] = t0;
+            g_b9[i] += t0;
+        }
+    /* dL_dH8[b,j] = Σ_i delta_H9[b,i]·W9[i,j] */
+    sn_mm_nn(sn_hi - sn_lo, 20, 20, delta_H9 + (size_t)sn_lo * 20, W9, dL_dH8 + (size_t)sn_lo * 20, 0);
+    /* delta_H8[b,i] = dL_dH8[b,i]·(1 - H8[b,i]²); g_b8[i] += dL_dH8[b,i]·(1 - H8[b,i]²) */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 20; i++) {
+            const real t0 = dL_dH8[b * 20 + i]*(1 - H8[b * 20 + i]*H8[b * 20 + i]);
+            delta_H8[b * 20 + i] = t0;
+            g_b8[i] += t0;
+        }
+    /* dL_dH7[b,j] = Σ_i delta_H8[b,i]·W8[i,j] */
+    sn_mm_nn(sn_hi - sn_lo, 20, 20, delta_H8 + (size_t)sn_lo * 20, W8, dL_dH7 + (size_t)sn_lo * 20, 0);
+    /* delta_H7[b,i] = dL_dH7[b,i]·(1 - H7[b,i]²); g_b7[i] += dL_dH7[b,i]·(1 - H7[b,i]²) */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 20; i++) {
+            const real t0 = dL_dH7[b * 20 + i]*(1 - H7[b * 20 + i]*H7[b * 20 + i]);
+            delta_H7[b * 20 + i] = t0;
+            g_b7[i] += t0;
+        }
+    /* dL_dH6[b,j] = Σ_i delta_H7[b,i]·W7[i,j] */
+    sn_mm_nn(sn_hi - sn_lo, 20, 20, delta_H7 + (size_t)sn_lo * 20, W7, dL_dH6 + (size_t)sn_lo * 20, 0);
+    /* delta_H6[b,i] = dL_dH6[b,i]·(1 - H6[b,i]²); g_b6[i] += dL_dH6[b,i]·(1 - H6[b,i]²) */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 20; i++) {
+            const real t0 = dL_dH6[b * 20 + i]*(1 - H6[b * 20 + i]*H6[b * 20 + i]);
+            delta_H6[b * 20 + i] = t0;
+            g_b6[i] += t0;
+        }
+    /* dL_dH5[b,j] = Σ_i delta_H6[b,i]·W6[i,j] */
+    sn_mm_nn(sn_hi - sn_lo, 20, 20, delta_H6 + (size_t)sn_lo * 20, W6, dL_dH5 + (size_t)sn_lo * 20, 0);
+    /* delta_H5[b,i] = dL_dH5[b,i]·(1 - H5[b,i]²); g_b5[i] += dL_dH5[b,i]·(1 - H5[b,i]²) */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 20; i++) {
+            const real t0 = dL_dH5[b * 20 + i]*(1 - H5[b * 20 + i]*H5[b * 20 + i]);
+            delta_H5[b * 20 + i] = t0;
+            g_b5[i] += t0;
+        }
+    /* dL_dH4[b,j] = Σ_i delta_H5[b,i]·W5[i,j] */
+    sn_mm_nn(sn_hi - sn_lo, 20, 20, delta_H5 + (size_t)sn_lo * 20, W5, dL_dH4 + (size_t)sn_lo * 20, 0);
+    /* delta_H4[b,i] = dL_dH4[b,i]·(1 - H4[b,i]²); g_b4[i] += dL_dH4[b,i]·(1 - H4[b,i]²) */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 20; i++) {
+            const real t0 = dL_dH4[b * 20 + i]*(1 - H4[b * 20 + i]*H4[b * 20 + i]);
+            delta_H4[b * 20 + i] = t0;
+            g_b4[i] += t0;
+        }
+    /* dL_dH3[b,j] = Σ_i delta_H4[b,i]·W4[i,j] */
+    sn_mm_nn(sn_hi - sn_lo, 20, 20, delta_H4 + (size_t)sn_lo * 20, W4, dL_dH3 + (size_t)sn_lo * 20, 0);
+    /* delta_H3[b,i] = dL_dH3[b,i]·(1 - H3[b,i]²); g_b3[i] += dL_dH3[b,i]·(1 - H3[b,i]²) */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 20; i++) {
+            const real t0 = dL_dH3[b * 20 + i]*(1 - H3[b * 20 + i]*H3[b * 20 + i]);
+            delta_H3[b * 20 + i] = t0;
+            g_b3[i] += t0;
+        }
+    /* dL_dH2[b,j] = Σ_i delta_H3[b,i]·W3[i,j] */
+    sn_mm_nn(sn_hi - sn_lo, 20, 20, delta_H3 + (size_t)sn_lo * 20, W3, dL_dH2 + (size_t)sn_lo * 20, 0);
+    /* delta_H2[b,i] = dL_dH2[b,i]·(1 - H2[b,i]²); g_b2[i] += dL_dH2[b,i]·(1 - H2[b,i]²) */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 20; i++) {
+            const real t0 = dL_dH2[b * 20 + i]*(1 - H2[b * 20 + i]*H2[b * 20 + i]);
+            delta_H2[b * 20 + i] = t0;
+            g_b2[i] += t0;
+        }
+
+
+    a->loss[c] = loss;
+}
+
+/* Job c of n: rows sn_cut(M, c, n) ≤ m < sn_cut(M, c + 1, n) of every weight gradient,
+ * Σ over the whole batch; job 0 also adds up the chunks' partial sums. */
+static void sn_chunk_sums(void *arg, int c)
+{
+    sn_chunk_args *a = (sn_chunk_args *)arg;
+    real *grads = a->grads, *work = a->work;
+    const real *tx = a->X;
+    const int batch = a->batch;
     real *g_W2 = grads + 0;  /* ∂L/∂W2: (20, 2) */
     real *g_b2 = grads + 40;  /* ∂L/∂b2: (20,) */
     real *g_W3 = grads + 60;  /* ∂L/∂W3: (20, 20) */
@@ -605,165 +982,174 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     real *H7 = work + (size_t)batch * 224;  /* layer H7: (batch, 20) */
     real *H8 = work + (size_t)batch * 264;  /* layer H8: (batch, 20) */
     real *H9 = work + (size_t)batch * 304;  /* layer H9: (batch, 20) */
-    real *z_u = work + (size_t)batch * 324;  /* Σ of u: (batch, 1) */
-    real *dL_dH2 = work + (size_t)batch * 328;  /* ∂L/∂H2: (batch, 20) */
     real *delta_H2 = work + (size_t)batch * 348;  /* ∂L/∂z_H2: (batch, 20) */
-    real *dL_dH3 = work + (size_t)batch * 368;  /* ∂L/∂H3: (batch, 20) */
     real *delta_H3 = work + (size_t)batch * 388;  /* ∂L/∂z_H3: (batch, 20) */
-    real *dL_dH4 = work + (size_t)batch * 408;  /* ∂L/∂H4: (batch, 20) */
     real *delta_H4 = work + (size_t)batch * 428;  /* ∂L/∂z_H4: (batch, 20) */
-    real *dL_dH5 = work + (size_t)batch * 448;  /* ∂L/∂H5: (batch, 20) */
     real *delta_H5 = work + (size_t)batch * 468;  /* ∂L/∂z_H5: (batch, 20) */
-    real *dL_dH6 = work + (size_t)batch * 488;  /* ∂L/∂H6: (batch, 20) */
     real *delta_H6 = work + (size_t)batch * 508;  /* ∂L/∂z_H6: (batch, 20) */
-    real *dL_dH7 = work + (size_t)batch * 528;  /* ∂L/∂H7: (batch, 20) */
     real *delta_H7 = work + (size_t)batch * 548;  /* ∂L/∂z_H7: (batch, 20) */
-    real *dL_dH8 = work + (size_t)batch * 568;  /* ∂L/∂H8: (batch, 20) */
     real *delta_H8 = work + (size_t)batch * 588;  /* ∂L/∂z_H8: (batch, 20) */
-    real *dL_dH9 = work + (size_t)batch * 608;  /* ∂L/∂H9: (batch, 20) */
     real *delta_H9 = work + (size_t)batch * 628;  /* ∂L/∂z_H9: (batch, 20) */
     real *delta_u = work + (size_t)batch * 648;  /* ∂L/∂z_u: (batch, 1) */
 
-    const real inv_batch = (real)1 / (real)batch;
+    (void)tx;
+    {
+        /* g_W10[i,j] = Σ_b delta_u[b,i]·H9[b,j]: its rows m0 ≤ m < m1 */
+        const int m0 = sn_cut(1, c, a->n), m1 = sn_cut(1, c + 1, a->n);
+        sn_gemm(m1 - m0, 20, batch, delta_u + m0, 1, 1, H9, 20, 1, g_W10 + (size_t)m0 * 20, 0);
+    }
+    {
+        /* g_W9[i,j] = Σ_b delta_H9[b,i]·H8[b,j]: its rows m0 ≤ m < m1 */
+        const int m0 = sn_cut(20, c, a->n), m1 = sn_cut(20, c + 1, a->n);
+        sn_gemm(m1 - m0, 20, batch, delta_H9 + m0, 1, 20, H8, 20, 1, g_W9 + (size_t)m0 * 20, 0);
+    }
+    {
+        /* g_W8[i,j] = Σ_b delta_H8[b,i]·H7[b,j]: its rows m0 ≤ m < m1 */
+        const int m0 = sn_cut(20, c, a->n), m1 = sn_cut(20, c + 1, a->n);
+        sn_gemm(m1 - m0, 20, batch, delta_H8 + m0, 1, 20, H7, 20, 1, g_W8 + (size_t)m0 * 20, 0);
+    }
+    {
+        /* g_W7[i,j] = Σ_b delta_H7[b,i]·H6[b,j]: its rows m0 ≤ m < m1 */
+        const int m0 = sn_cut(20, c, a->n), m1 = sn_cut(20, c + 1, a->n);
+        sn_gemm(m1 - m0, 20, batch, delta_H7 + m0, 1, 20, H6, 20, 1, g_W7 + (size_t)m0 * 20, 0);
+    }
+    {
+        /* g_W6[i,j] = Σ_b delta_H6[b,i]·H5[b,j]: its rows m0 ≤ m < m1 */
+        const int m0 = sn_cut(20, c, a->n), m1 = sn_cut(20, c + 1, a->n);
+        sn_gemm(m1 - m0, 20, batch, delta_H6 + m0, 1, 20, H5, 20, 1, g_W6 + (size_t)m0 * 20, 0);
+    }
+    {
+        /* g_W5[i,j] = Σ_b delta_H5[b,i]·H4[b,j]: its rows m0 ≤ m < m1 */
+        const int m0 = sn_cut(20, c, a->n), m1 = sn_cut(20, c + 1, a->n);
+        sn_gemm(m1 - m0, 20, batch, delta_H5 + m0, 1, 20, H4, 20, 1, g_W5 + (size_t)m0 * 20, 0);
+    }
+    {
+        /* g_W4[i,j] = Σ_b delta_H4[b,i]·H3[b,j]: its rows m0 ≤ m < m1 */
+        const int m0 = sn_cut(20, c, a->n), m1 = sn_cut(20, c + 1, a->n);
+        sn_gemm(m1 - m0, 20, batch, delta_H4 + m0, 1, 20, H3, 20, 1, g_W4 + (size_t)m0 * 20, 0);
+    }
+    {
+        /* g_W3[i,j] = Σ_b delta_H3[b,i]·H2[b,j]: its rows m0 ≤ m < m1 */
+        const int m0 = sn_cut(20, c, a->n), m1 = sn_cut(20, c + 1, a->n);
+        sn_gemm(m1 - m0, 20, batch, delta_H3 + m0, 1, 20, H2, 20, 1, g_W3 + (size_t)m0 * 20, 0);
+    }
+    {
+        /* g_W2[i,j] = Σ_b delta_H2[b,i]·scale[b,j]: its rows m0 ≤ m < m1 */
+        const int m0 = sn_cut(20, c, a->n), m1 = sn_cut(20, c + 1, a->n);
+        sn_gemm(m1 - m0, 2, batch, delta_H2 + m0, 1, 20, scale, 2, 1, g_W2 + (size_t)m0 * 2, 0);
+    }
+
+    if (c == 0) {
+        /* the chunks' partial sums added up in their order */
+        const real *sn_part = work + (size_t)batch * 649;
+        /* g_b10[q] = Σ_k (chunk k's part of it)[q] */
+        for (int q = 0; q < 1; q++) {
+            real s = sn_part[0 + q];
+            for (int k = 1; k < a->n; k++) s += sn_part[(size_t)k * 161 + 0 + q];
+            g_b10[q] = s;
+        }
+        /* g_b9[q] = Σ_k (chunk k's part of it)[q] */
+        for (int q = 0; q < 20; q++) {
+            real s = sn_part[1 + q];
+            for (int k = 1; k < a->n; k++) s += sn_part[(size_t)k * 161 + 1 + q];
+            g_b9[q] = s;
+        }
+        /* g_b8[q] = Σ_k (chunk k's part of it)[q] */
+        for (int q = 0; q < 20; q++) {
+            real s = sn_part[21 + q];
+            for (int k = 1; k < a->n; k++) s += sn_part[(size_t)k * 161 + 21 + q];
+            g_b8[q] = s;
+        }
+        /* g_b7[q] = Σ_k (chunk k's part of it)[q] */
+        for (int q = 0; q < 20; q++) {
+            real s = sn_part[41 + q];
+            for (int k = 1; k < a->n; k++) s += sn_part[(size_t)k * 161 + 41 + q];
+            g_b7[q] = s;
+        }
+        /* g_b6[q] = Σ_k (chunk k's part of it)[q] */
+        for (int q = 0; q < 20; q++) {
+            real s = sn_part[61 + q];
+            for (int k = 1; k < a->n; k++) s += sn_part[(size_t)k * 161 + 61 + q];
+            g_b6[q] = s;
+        }
+        /* g_b5[q] = Σ_k (chunk k's part of it)[q] */
+        for (int q = 0; q < 20; q++) {
+            real s = sn_part[81 + q];
+            for (int k = 1; k < a->n; k++) s += sn_part[(size_t)k * 161 + 81 + q];
+            g_b5[q] = s;
+        }
+        /* g_b4[q] = Σ_k (chunk k's part of it)[q] */
+        for (int q = 0; q < 20; q++) {
+            real s = sn_part[101 + q];
+            for (int k = 1; k < a->n; k++) s += sn_part[(size_t)k * 161 + 101 + q];
+            g_b4[q] = s;
+        }
+        /* g_b3[q] = Σ_k (chunk k's part of it)[q] */
+        for (int q = 0; q < 20; q++) {
+            real s = sn_part[121 + q];
+            for (int k = 1; k < a->n; k++) s += sn_part[(size_t)k * 161 + 121 + q];
+            g_b3[q] = s;
+        }
+        /* g_b2[q] = Σ_k (chunk k's part of it)[q] */
+        for (int q = 0; q < 20; q++) {
+            real s = sn_part[141 + q];
+            for (int k = 1; k < a->n; k++) s += sn_part[(size_t)k * 161 + 141 + q];
+            g_b2[q] = s;
+        }
+
+    }
+}
+
+/* The pass: the chunks (rows), then the weight gradients;
+ * returns the loss.  Timed, for whether the next passes take threads (sn_choose). */
+static double sn_chunk_pass(sn_chunk_args *a, void (*rows)(void *, int))
+{
+#ifdef _OPENMP
+    const int sn_on_now = sn_on = sn_choose();
+    const double sn_start = omp_get_wtime();
+#endif
+    sn_chunks_run(a, rows);
+    const double loss = (a->loss[0] + a->loss[1]) / a->batch;
+    sn_chunks_run(a, sn_chunk_sums);
+#ifdef _OPENMP
+    sn_took_now(sn_on_now, (omp_get_wtime() - sn_start) / a->batch);
+#endif
+    return loss;
+}
+
+/* Loss L = (1/batch) Σ_b L_b, after a forward pass. */
+static double sn_loss(const real *params, real *work, const real *tx, const real *T, int batch)
+{
+    const real *b10 = params + 3020;  /* b10: (1,) */
+
+    real *z_u = work + (size_t)batch * 324;  /* Σ of u: (batch, 1) */
+
     double loss = 0;
     sn_forward(params, work, tx, batch);
-    memset(g_b10, 0, sizeof(real) * 1);
-    /* L += (-T[b,i] + b10[i] + z_u[b,i])²; delta_u[b,i] = 2·inv_batch·(-T[b,i] + b10[i] + z_u[b,i]); g_b10[i] += 2·inv_batch·(-T[b,i] + b10[i] + z_u[b,i]) */
+    /* L += (-T[b,i] + b10[i] + z_u[b,i])² */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 1; i++) {
-            const real t0 = -T[b * 1 + i] + b10[i] + z_u[b * 1 + i];
-            const real t1 = 2*inv_batch*t0;
-            loss += (double)(t0*t0);
-            delta_u[b * 1 + i] = t1;
-            g_b10[i] += t1;
+            loss += (double)((-T[b * 1 + i] + b10[i] + z_u[b * 1 + i])*(-T[b * 1 + i] + b10[i] + z_u[b * 1 + i]));
         }
-    /* g_W10[i,j] = Σ_b delta_u[b,i]·H9[b,j] */
-    sn_mm_tn(1, 20, batch, delta_u, H9, g_W10, 0);
-    /* dL_dH9[b,j] = Σ_i delta_u[b,i]·W10[i,j] */
-    sn_mm_nn(batch, 20, 1, delta_u, W10, dL_dH9, 0);
-    memset(g_b9, 0, sizeof(real) * 20);
-    /* delta_H9[b,i] = dL_dH9[b,i]·(1 - H9[b,i]²); g_b9[i] += dL_dH9[b,i]·(1 - H9[b,i]²) */
-    for (int b = 0; b < batch; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 20; i++) {
-            const real t0 = dL_dH9[b * 20 + i]*(1 - H9[b * 20 + i]*H9[b * 20 + i]);
-            delta_H9[b * 20 + i] = t0;
-            g_b9[i] += t0;
-        }
-    /* g_W9[i,j] = Σ_b delta_H9[b,i]·H8[b,j] */
-    sn_mm_tn(20, 20, batch, delta_H9, H8, g_W9, 0);
-    /* dL_dH8[b,j] = Σ_i delta_H9[b,i]·W9[i,j] */
-    sn_mm_nn(batch, 20, 20, delta_H9, W9, dL_dH8, 0);
-    memset(g_b8, 0, sizeof(real) * 20);
-    /* delta_H8[b,i] = dL_dH8[b,i]·(1 - H8[b,i]²); g_b8[i] += dL_dH8[b,i]·(1 - H8[b,i]²) */
-    for (int b = 0; b < batch; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 20; i++) {
-            const real t0 = dL_dH8[b * 20 + i]*(1 - H8[b * 20 + i]*H8[b * 20 + i]);
-            delta_H8[b * 20 + i] = t0;
-            g_b8[i] += t0;
-        }
-    /* g_W8[i,j] = Σ_b delta_H8[b,i]·H7[b,j] */
-    sn_mm_tn(20, 20, batch, delta_H8, H7, g_W8, 0);
-    /* dL_dH7[b,j] = Σ_i delta_H8[b,i]·W8[i,j] */
-    sn_mm_nn(batch, 20, 20, delta_H8, W8, dL_dH7, 0);
-    memset(g_b7, 0, sizeof(real) * 20);
-    /* delta_H7[b,i] = dL_dH7[b,i]·(1 - H7[b,i]²); g_b7[i] += dL_dH7[b,i]·(1 - H7[b,i]²) */
-    for (int b = 0; b < batch; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 20; i++) {
-            const real t0 = dL_dH7[b * 20 + i]*(1 - H7[b * 20 + i]*H7[b * 20 + i]);
-            delta_H7[b * 20 + i] = t0;
-            g_b7[i] += t0;
-        }
-    /* g_W7[i,j] = Σ_b delta_H7[b,i]·H6[b,j] */
-    sn_mm_tn(20, 20, batch, delta_H7, H6, g_W7, 0);
-    /* dL_dH6[b,j] = Σ_i delta_H7[b,i]·W7[i,j] */
-    sn_mm_nn(batch, 20, 20, delta_H7, W7, dL_dH6, 0);
-    memset(g_b6, 0, sizeof(real) * 20);
-    /* delta_H6[b,i] = dL_dH6[b,i]·(1 - H6[b,i]²); g_b6[i] += dL_dH6[b,i]·(1 - H6[b,i]²) */
-    for (int b = 0; b < batch; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 20; i++) {
-            const real t0 = dL_dH6[b * 20 + i]*(1 - H6[b * 20 + i]*H6[b * 20 + i]);
-            delta_H6[b * 20 + i] = t0;
-            g_b6[i] += t0;
-        }
-    /* g_W6[i,j] = Σ_b delta_H6[b,i]·H5[b,j] */
-    sn_mm_tn(20, 20, batch, delta_H6, H5, g_W6, 0);
-    /* dL_dH5[b,j] = Σ_i delta_H6[b,i]·W6[i,j] */
-    sn_mm_nn(batch, 20, 20, delta_H6, W6, dL_dH5, 0);
-    memset(g_b5, 0, sizeof(real) * 20);
-    /* delta_H5[b,i] = dL_dH5[b,i]·(1 - H5[b,i]²); g_b5[i] += dL_dH5[b,i]·(1 - H5[b,i]²) */
-    for (int b = 0; b < batch; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 20; i++) {
-            const real t0 = dL_dH5[b * 20 + i]*(1 - H5[b * 20 + i]*H5[b * 20 + i]);
-            delta_H5[b * 20 + i] = t0;
-            g_b5[i] += t0;
-        }
-    /* g_W5[i,j] = Σ_b delta_H5[b,i]·H4[b,j] */
-    sn_mm_tn(20, 20, batch, delta_H5, H4, g_W5, 0);
-    /* dL_dH4[b,j] = Σ_i delta_H5[b,i]·W5[i,j] */
-    sn_mm_nn(batch, 20, 20, delta_H5, W5, dL_dH4, 0);
-    memset(g_b4, 0, sizeof(real) * 20);
-    /* delta_H4[b,i] = dL_dH4[b,i]·(1 - H4[b,i]²); g_b4[i] += dL_dH4[b,i]·(1 - H4[b,i]²) */
-    for (int b = 0; b < batch; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 20; i++) {
-            const real t0 = dL_dH4[b * 20 + i]*(1 - H4[b * 20 + i]*H4[b * 20 + i]);
-            delta_H4[b * 20 + i] = t0;
-            g_b4[i] += t0;
-        }
-    /* g_W4[i,j] = Σ_b delta_H4[b,i]·H3[b,j] */
-    sn_mm_tn(20, 20, batch, delta_H4, H3, g_W4, 0);
-    /* dL_dH3[b,j] = Σ_i delta_H4[b,i]·W4[i,j] */
-    sn_mm_nn(batch, 20, 20, delta_H4, W4, dL_dH3, 0);
-    memset(g_b3, 0, sizeof(real) * 20);
-    /* delta_H3[b,i] = dL_dH3[b,i]·(1 - H3[b,i]²); g_b3[i] += dL_dH3[b,i]·(1 - H3[b,i]²) */
-    for (int b = 0; b < batch; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 20; i++) {
-            const real t0 = dL_dH3[b * 20 + i]*(1 - H3[b * 20 + i]*H3[b * 20 + i]);
-            delta_H3[b * 20 + i] = t0;
-            g_b3[i] += t0;
-        }
-    /* g_W3[i,j] = Σ_b delta_H3[b,i]·H2[b,j] */
-    sn_mm_tn(20, 20, batch, delta_H3, H2, g_W3, 0);
-    /* dL_dH2[b,j] = Σ_i delta_H3[b,i]·W3[i,j] */
-    sn_mm_nn(batch, 20, 20, delta_H3, W3, dL_dH2, 0);
-    memset(g_b2, 0, sizeof(real) * 20);
-    /* delta_H2[b,i] = dL_dH2[b,i]·(1 - H2[b,i]²); g_b2[i] += dL_dH2[b,i]·(1 - H2[b,i]²) */
-    for (int b = 0; b < batch; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 20; i++) {
-            const real t0 = dL_dH2[b * 20 + i]*(1 - H2[b * 20 + i]*H2[b * 20 + i]);
-            delta_H2[b * 20 + i] = t0;
-            g_b2[i] += t0;
-        }
-    /* g_W2[i,j] = Σ_b delta_H2[b,i]·scale[b,j] */
-    sn_mm_tn(20, 2, batch, delta_H2, scale, g_W2, 0);
 
     return loss / batch;
 }
 
-real symnet_224a54e518_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_c9c60dec30_loss(const real *params, const real *X, const real *T, int batch, real *work)
+{
+    return (real)sn_loss(params, work, X, T, batch);
+}
+
+/* Loss and every gradient ∂L/∂θ (into grads), by back propagation. */
+static double sn_loss_grad(const real *params, real *grads, real *work, const real *tx, const real *T, int batch)
+{
+    /* the batch in chunks (sn_chunk), then the weight gradients (sn_chunk_sums) */
+    sn_chunk_args a = {.params = params, .grads = grads, .work = work, .X = tx, .T = T,
+                       .batch = batch, .n = sn_chunks_of(batch), .loss = {0, 0}};
+    return sn_chunk_pass(&a, sn_chunk);
+}
+
+real symnet_c9c60dec30_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -793,9 +1179,9 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_224a54e518_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_c9c60dec30_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
-    real *grads = work + (size_t)batch * 649;
+    real *grads = work + (size_t)batch * 810;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
     if (!isfinite(loss) || !sn_all_finite(grads))
         return (real)NAN;
@@ -866,7 +1252,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
         memcpy(dst + 3021, src + 3021, sizeof(real) * 6);
 }
 
-void symnet_224a54e518_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_c9c60dec30_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -886,17 +1272,17 @@ void symnet_224a54e518_update(real *params, const real *grads, real lr, int opti
  * prev holds the parameters before the last update (after a restore: the same as
  * params).  prev may be NULL (no restoring).
  *
- * work: the batch's rows (649 numbers per example), then the
+ * work: the batch's rows (810 numbers per example), then the
  * gradients (3027), then Ib and Tb.
  *
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_224a54e518_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_c9c60dec30_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
-    real *grads = work + (size_t)batch_size * 649;
+    real *grads = work + (size_t)batch_size * 810;
     real *Ib = grads + 3027;
     real *Tb = Ib + (size_t)batch_size * 2;
     real *cur = params, *old = prev != NULL ? prev : params;  /* θ now; θ before the last update */

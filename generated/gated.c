@@ -10,7 +10,7 @@
  * X of width n holds X[b,j] at X[b * n + j]; W of shape (out, in) holds
  * W[i,j] at W[i * in + j].  Parameters live in one flat array `params`
  * (8842 numbers), their gradients in `grads` with the same
- * layout, and everything per example in `work` (424 numbers
+ * layout, and everything per example in `work` (434 numbers
  * per example of the batch).
  */
 #include <math.h>
@@ -26,66 +26,66 @@
  *   loss: softmax_cross_entropy, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_B7C862651E_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_B7C862651E_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_DAB3F5740C_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_DAB3F5740C_N_PARAMS numbers, in the order of model.params, each row-major:
  *   A1           offset         0  shape (64, 64)
  *   B1           offset      4096  shape (64, 64)
  *   W2           offset      8192  shape (10, 64)
  *   b2           offset      8832  shape (10,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_B7C862651E_WORK_SIZE(batch) numbers; SYMNET_B7C862651E_TRAIN_WORK_SIZE(batch_size) for
- * symnet_b7c862651e_train) and allocates nothing.  Memory for one call of a batch B:
- *   params 8842 + X B*64 + T or O B*10 + work (B*424 + 8842)
- *   numbers of 4 bytes; e.g. B = 32: 134,480 bytes (training; forward only: 71,976).
+ * `work` (SYMNET_DAB3F5740C_WORK_SIZE(batch) numbers; SYMNET_DAB3F5740C_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_dab3f5740c_train) and allocates nothing.  Memory for one call of a batch B:
+ *   params 8842 + X B*64 + T or O B*10 + work (B*434 + 8842)
+ *   numbers of 4 bytes; e.g. B = 32: 135,760 bytes (training; forward only: 71,976).
  */
-#ifndef SYMNET_B7C862651E_H
-#define SYMNET_B7C862651E_H
+#ifndef SYMNET_DAB3F5740C_H
+#define SYMNET_DAB3F5740C_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_B7C862651E_REAL float  /* the number type of every array (float32) */
-#define SYMNET_B7C862651E_N_INPUTS 64  /* features per example */
-#define SYMNET_B7C862651E_N_OUTPUTS 10
-#define SYMNET_B7C862651E_N_PARAMS 8842  /* numbers in the flat parameter array */
-#define SYMNET_B7C862651E_WORK_PER_EXAMPLE 424
-#define SYMNET_B7C862651E_WORK_SIZE(batch) ((batch) * 424 + 8842)  /* numbers of scratch per call */
-#define SYMNET_B7C862651E_TRAIN_WORK_SIZE(batch_size) (SYMNET_B7C862651E_WORK_SIZE(batch_size) + (batch_size) * 74)
-#define SYMNET_B7C862651E_SGD 0       /* optimizer codes of symnet_b7c862651e_update and symnet_b7c862651e_train */
-#define SYMNET_B7C862651E_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_B7C862651E_N_PARAMS numbers */
-#define SYMNET_B7C862651E_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_B7C862651E_N_PARAMS numbers each */
+#define SYMNET_DAB3F5740C_REAL float  /* the number type of every array (float32) */
+#define SYMNET_DAB3F5740C_N_INPUTS 64  /* features per example */
+#define SYMNET_DAB3F5740C_N_OUTPUTS 10
+#define SYMNET_DAB3F5740C_N_PARAMS 8842  /* numbers in the flat parameter array */
+#define SYMNET_DAB3F5740C_WORK_PER_EXAMPLE 434
+#define SYMNET_DAB3F5740C_WORK_SIZE(batch) ((batch) * 434 + 8842)  /* numbers of scratch per call */
+#define SYMNET_DAB3F5740C_TRAIN_WORK_SIZE(batch_size) (SYMNET_DAB3F5740C_WORK_SIZE(batch_size) + (batch_size) * 74)
+#define SYMNET_DAB3F5740C_SGD 0       /* optimizer codes of symnet_dab3f5740c_update and symnet_dab3f5740c_train */
+#define SYMNET_DAB3F5740C_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_DAB3F5740C_N_PARAMS numbers */
+#define SYMNET_DAB3F5740C_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_DAB3F5740C_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_B7C862651E_N_OUTPUTS) = the network's output for X (batch × SYMNET_B7C862651E_N_INPUTS). */
-void symnet_b7c862651e_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_DAB3F5740C_N_OUTPUTS) = the network's output for X (batch × SYMNET_DAB3F5740C_N_INPUTS). */
+void symnet_dab3f5740c_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_b7c862651e_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_dab3f5740c_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_B7C862651E_N_PARAMS numbers) by back propagation. */
-float symnet_b7c862651e_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_DAB3F5740C_N_PARAMS numbers) by back propagation. */
+float symnet_dab3f5740c_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_b7c862651e_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_dab3f5740c_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss; T[b] is the class label of example b. */
-float symnet_b7c862651e_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_dab3f5740c_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_B7C862651E_N_PARAMS numbers) by back propagation. */
-float symnet_b7c862651e_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_DAB3F5740C_N_PARAMS numbers) by back propagation. */
+float symnet_dab3f5740c_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_b7c862651e_step_labels(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_dab3f5740c_step_labels(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_B7C862651E_SGD, SYMNET_B7C862651E_MOMENTUM or SYMNET_B7C862651E_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_DAB3F5740C_SGD, SYMNET_DAB3F5740C_MOMENTUM or SYMNET_DAB3F5740C_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_b7c862651e_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_dab3f5740c_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -93,10 +93,10 @@ void symnet_b7c862651e_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_B7C862651E_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_DAB3F5740C_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_B7C862651E_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_b7c862651e_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_DAB3F5740C_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_dab3f5740c_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -106,10 +106,10 @@ long long symnet_b7c862651e_train(float *params, const float *X, const float *T,
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_B7C862651E_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_DAB3F5740C_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_B7C862651E_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_b7c862651e_train_labels(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_DAB3F5740C_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_dab3f5740c_train_labels(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -118,7 +118,7 @@ long long symnet_b7c862651e_train_labels(float *params, const float *X, const fl
 }
 #endif
 
-#endif /* SYMNET_B7C862651E_H */
+#endif /* SYMNET_DAB3F5740C_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -438,6 +438,81 @@ SN_INLINE void sn_mm_tn(int M, int N, int K, const real *restrict A,
     }
 }
 
+/* The passes of this network run the batch in chunks of about SN_CHUNK examples (every
+ * layer of an example depends on that example alone), which threads take in turn: a
+ * thread the system runs late takes fewer.  The sums over the batch (the loss, ∂L/∂θ)
+ * are kept per chunk and added up in the order of the chunks, so the result does not
+ * depend on the number of threads.  Chunk c of n holds the examples
+ * sn_share(batch, c, n) ≤ b < sn_share(batch, c + 1, n). */
+#define SN_CHUNK 8
+#define SN_CHUNKS_MAX 64
+static inline int sn_chunks(int batch)
+{
+    const int n = (batch + SN_CHUNK - 1) / SN_CHUNK;
+    return n < SN_CHUNKS_MAX ? n : SN_CHUNKS_MAX;
+}
+static inline int sn_share(int batch, int c, int n) { return (int)((long long)batch * c / n); }
+#ifdef _OPENMP
+#include <omp.h>
+
+/* Whether the runs take threads (sn_on), decided on the time of the whole loss-and-
+ * gradient pass per example: sn_took[0] without threads, [1] with.  On a busy machine the
+ * threads' join can wait for a thread the system runs late, and a thread that wakes
+ * takes a core another program then takes back from the pass (milliseconds, more than
+ * the threads save).  After a pass that warms the caches, three passes without threads
+ * and three with give each choice its median; then the pass keeps the faster (its figure
+ * an average of its last two passes) and tries the other for three passes again after
+ * SN_RETRY passes, twice as many after each such trial that lost (at most SN_RETRY_MAX).
+ * Which it takes never changes the result (the chunks' sums are added in their order). */
+#define SN_RETRY 16
+#define SN_RETRY_MAX 64
+static int sn_on = 1;
+static double sn_took[2], sn_trial[3];
+static unsigned long sn_passes, sn_retry, sn_gap;
+
+static double sn_median3(const double *t)
+{
+    const double lo = t[0] < t[1] ? t[0] : t[1], hi = t[0] < t[1] ? t[1] : t[0];
+    return t[2] < lo ? lo : t[2] > hi ? hi : t[2];
+}
+
+/* Threads for this pass or not. */
+static int sn_choose(void)
+{
+    const unsigned long r = sn_passes++;
+    if (r < 4)
+        return 0;
+    if (r < 7)
+        return 1;
+    const int threads = sn_took[1] <= sn_took[0];
+    return (r >= sn_retry) != threads;   /* the other choice during a trial */
+}
+
+/* Record the pass's time (seconds per example). */
+static void sn_took_now(int threads, double seconds)
+{
+    const unsigned long r = sn_passes - 1;
+    if (r == 0)
+        return;
+    if (r >= 7 && r < sn_retry) {            /* the choice kept */
+        sn_took[threads] = 0.5 * sn_took[threads] + 0.5 * seconds;
+        return;
+    }
+    const unsigned long first = r < 7 ? (r < 4 ? 1 : 4) : sn_retry;
+    sn_trial[r - first] = seconds;
+    if (r - first < 2)
+        return;
+    sn_took[threads] = sn_median3(sn_trial);   /* the end of a trial */
+    if (r < 7) {
+        sn_gap = SN_RETRY;
+    } else {
+        const int won = threads == (sn_took[1] <= sn_took[0]);
+        sn_gap = won ? SN_RETRY : sn_gap < SN_RETRY_MAX ? 2 * sn_gap : SN_RETRY_MAX;
+    }
+    sn_retry = r + 1 + sn_gap;
+}
+#endif
+
 /* Forward pass: every layer from the input up. */
 static void sn_forward(const real *params, real *work, const real *I, int batch)
 {
@@ -478,35 +553,79 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_b7c862651e_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_dab3f5740c_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 202, sizeof(real) * (size_t)batch * 10);
 }
 
-/* Back propagation from ∂L/∂O down to every gradient ∂L/∂θ (into grads): the
- * part of the pass after the loss, the same for targets given as rows and as class labels. */
-static void sn_backprop(const real *params, real *grads, real *work, const real *I, int batch)
+/* ------------------------------------------------------------------------
+ * The loss-and-gradient pass in chunks of the batch.  Every product of this network is
+ * too small to share among threads by itself (18304 multiply-adds per example in all),
+ * so the pass shares out examples instead, with one hand-over for the whole pass: chunk
+ * c of n holds the examples sn_cut(batch, c, n) ≤ b < sn_cut(batch, c + 1, n) and runs
+ * them through the forward pass, the loss and the backward pass (sn_chunk), every op of
+ * which takes each example alone; the sums over the examples it makes (the loss, the bias
+ * gradients) are kept per chunk and added up in the order of the chunks.  Then the
+ * products that sum over the whole batch (the weight gradients, sn_chunk_sums) run with
+ * their rows of ∂L/∂W shared among n jobs, each element summed by one job.  n depends on
+ * the batch alone (sn_chunks_of), never on the threads that take the chunks, so the
+ * numbers are the same on one thread and on several.
+ * ---------------------------------------------------------------------- */
+#define SN_CHUNKS_WORK 250000.0   /* multiply-adds of a batch from which it runs in two chunks */
+static inline int sn_chunks_of(int batch)
 {
+    return batch >= 16 && (double)batch * 18304 >= SN_CHUNKS_WORK ? 2 : 1;
+}
+static inline int sn_cut(int n, int c, int parts) { return (int)((long long)n * c / parts); }
+
+typedef struct {
+    const real *params;
+    real *grads, *work;
+    const real *X, *T;
+    int batch, n;          /* the batch; its chunks */
+    double loss[2];        /* each chunk's sum of the per-example loss */
+    const real *src;       /* an update: dst ← src − lr·∂L/∂θ in the jobs that finish ∂L/∂θ */
+    real *dst, lr;         /* (dst NULL: none) */
+    int keep, bad[2];      /* keep: src (the θ before) kept in grads; bad: a gradient NaN or inf */
+} sn_chunk_args;
+
+/* fn(a, j) for j < a->n, on as many threads as the work of the whole pass pays for (none
+ * while the pass goes without: sn_choose) */
+static void sn_chunks_run(sn_chunk_args *a, void (*fn)(void *, int))
+{
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(a->n) if (sn_on && a->n > 1 && (double)a->batch * 18304 >= SN_PARALLEL)
+#endif
+    for (int j = 0; j < a->n; j++)
+        fn(a, j);
+}
+
+/* Chunk c of the batch through the ops after the loss, the same for targets as rows and
+ * as class labels (called by both passes): the sums over its examples into sn_part. */
+static void sn_chunk_tail(sn_chunk_args *a, int c)
+{
+    const real *params = a->params, *I = a->X, *T = a->T;
+    real *work = a->work;
+    const int batch = a->batch;
+    const int sn_lo = sn_cut(batch, c, a->n), sn_hi = sn_cut(batch, c + 1, a->n);
+    real *sn_part = work + (size_t)batch * 424 + (size_t)c * 10;  /* 10 partial sums */
     const real *W2 = params + 8192;  /* W2: (10, 64) */
 
-    real *g_A1 = grads + 0;  /* ∂L/∂A1: (64, 64) */
-    real *g_B1 = grads + 4096;  /* ∂L/∂B1: (64, 64) */
-    real *g_W2 = grads + 8192;  /* ∂L/∂W2: (10, 64) */
-    real *g_b2 = grads + 8832;  /* ∂L/∂b2: (10,) */
-
+    real *g_b2 = sn_part + 0;  /* this chunk's part of ∂L/∂b2: (10,) */
     real *r1_G = work + (size_t)batch * 0;  /* Σ of G: (batch, 64) */
     real *r2_G = work + (size_t)batch * 64;  /* Σ of G: (batch, 64) */
-    real *sn_u_G = work + (size_t)batch * 128;  /* layer G: (batch, 64) */
     real *dL_dG = work + (size_t)batch * 212;  /* ∂L/∂G: (batch, 64) */
     real *delta_r1_G = work + (size_t)batch * 276;  /* ∂L/∂r1_G: (batch, 64) */
     real *delta_r2_G = work + (size_t)batch * 340;  /* ∂L/∂r2_G: (batch, 64) */
     real *dL_dO = work + (size_t)batch * 404;  /* ∂L/∂O: (batch, 10) */
     real *delta_O = work + (size_t)batch * 414;  /* ∂L/∂z_O: (batch, 10) */
 
-    memset(g_b2, 0, sizeof(real) * 10);
+    (void)I;
+    (void)T;
+    (void)sn_part;
     /* delta_O[b,i] = dL_dO[b,i]; g_b2[i] += dL_dO[b,i] */
-    for (int b = 0; b < batch; b++)
+    for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
@@ -514,12 +633,10 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             delta_O[b * 10 + i] = dL_dO[b * 10 + i];
             g_b2[i] += dL_dO[b * 10 + i];
         }
-    /* g_W2[i,j] = Σ_b delta_O[b,i]·G[b,j] */
-    sn_mm_tn(10, 64, batch, delta_O, sn_u_G, g_W2, 0);
     /* dL_dG[b,j] = Σ_i delta_O[b,i]·W2[i,j] */
-    sn_mm_nn(batch, 64, 10, delta_O, W2, dL_dG, 0);
+    sn_mm_nn(sn_hi - sn_lo, 64, 10, delta_O + (size_t)sn_lo * 10, W2, dL_dG + (size_t)sn_lo * 64, 0);
     /* delta_r1_G[b,i] = dL_dG[b,i]·(1 - σ(r1_G[b,i]))·σ(r1_G[b,i])·tanh(r2_G[b,i]); delta_r2_G[b,i] = dL_dG[b,i]·(1 - tanh(r2_G[b,i])²)·σ(r1_G[b,i]) */
-    for (int b = 0; b < batch; b++)
+    for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
@@ -530,11 +647,263 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             delta_r1_G[b * 64 + i] = t1*t2*(1 - t0);
             delta_r2_G[b * 64 + i] = t2*(1 - t1*t1);
         }
-    /* g_A1[i,j] = Σ_b delta_r1_G[b,i]·I[b,j] */
-    sn_mm_tn(64, 64, batch, delta_r1_G, I, g_A1, 0);
-    /* g_B1[i,j] = Σ_b delta_r2_G[b,i]·I[b,j] */
-    sn_mm_tn(64, 64, batch, delta_r2_G, I, g_B1, 0);
 
+
+}
+
+/* Chunk c of the batch through every per-example op of the pass, up to the loss (the ops after it: sn_chunk_tail): its examples'
+ * loss into a->loss[c], the sums over its examples into sn_part. */
+static void sn_chunk(void *arg, int c)
+{
+    sn_chunk_args *a = (sn_chunk_args *)arg;
+    const real *params = a->params, *I = a->X, *T = a->T;
+    real *work = a->work;
+    const int batch = a->batch;
+    const int sn_lo = sn_cut(batch, c, a->n), sn_hi = sn_cut(batch, c + 1, a->n);
+    real *sn_part = work + (size_t)batch * 424 + (size_t)c * 10;  /* 10 partial sums */
+    const real *A1 = params + 0;  /* A1: (64, 64) */
+    const real *B1 = params + 4096;  /* B1: (64, 64) */
+    const real *W2 = params + 8192;  /* W2: (10, 64) */
+    const real *b2 = params + 8832;  /* b2: (10,) */
+
+    real *r1_G = work + (size_t)batch * 0;  /* Σ of G: (batch, 64) */
+    real *r2_G = work + (size_t)batch * 64;  /* Σ of G: (batch, 64) */
+    real *sn_u_G = work + (size_t)batch * 128;  /* layer G: (batch, 64) */
+    real *z_O = work + (size_t)batch * 192;  /* Σ of O: (batch, 10) */
+    real *sn_u_O = work + (size_t)batch * 202;  /* layer O: (batch, 10) */
+    real *dL_dO = work + (size_t)batch * 404;  /* ∂L/∂O: (batch, 10) */
+
+    const real inv_batch = (real)1 / (real)batch;
+    double loss = 0;
+    memset(sn_part, 0, sizeof(real) * 10);
+    /* r1_G[b,i] = Σ_j A1[i,j]·I[b,j] */
+    sn_mm_nt(sn_hi - sn_lo, 64, 64, I + (size_t)sn_lo * 64, A1, r1_G + (size_t)sn_lo * 64, 0);
+    /* r2_G[b,i] = Σ_j B1[i,j]·I[b,j] */
+    sn_mm_nt(sn_hi - sn_lo, 64, 64, I + (size_t)sn_lo * 64, B1, r2_G + (size_t)sn_lo * 64, 0);
+    /* G[b,i] = σ(r1_G[b,i])·tanh(r2_G[b,i]) */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 64; i++) {
+            sn_u_G[b * 64 + i] = sn_sigmoid(r1_G[b * 64 + i])*sn_tanhf(r2_G[b * 64 + i]);
+        }
+    /* z_O[b,i] = Σ_j W2[i,j]·G[b,j] */
+    sn_mm_nt(sn_hi - sn_lo, 10, 64, sn_u_G + (size_t)sn_lo * 64, W2, z_O + (size_t)sn_lo * 10, 0);
+    /* O[b,i] = b2[i] + z_O[b,i] */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 10; i++) {
+            sn_u_O[b * 10 + i] = b2[i] + z_O[b * 10 + i];
+        }
+    /* loss of O: softmax cross entropy;
+       per example b, as derived (symnet.derive.coupled):
+       m_O[b] = max_k O[b,k]
+       s_O[b] = Σ_k exp(O[b,k] - m_O[b])
+       st_O[b] = Σ_k T[b,k]
+       to_O[b] = Σ_k O[b,k]·T[b,k]
+       lse_O[b] = m_O[b] + log(s_O[b])
+       L += lse_O[b]·st_O[b] - to_O[b]
+       dL_dO[b,k] = inv_batch·(-T[b,k] + st_O[b]·exp(O[b,k] - lse_O[b])) */
+    for (int b = sn_lo; b < sn_hi; b++) {
+        const real *o = sn_u_O + (size_t)b * 10;
+        const real *t = T + (size_t)b * 10;
+        real m = -INFINITY;
+        for (int k = 0; k < 10; k++) {
+            m = o[k] > m ? o[k] : m;
+        }
+        real s = 0, st = 0, to = 0;
+        for (int k = 0; k < 10; k++) {
+            s += sn_expf(o[k] - m);
+            st += t[k];
+            to += o[k]*t[k];
+        }
+        const real lse = m + logf(s);
+        loss += (double)(lse*st - to);
+        real *g = dL_dO + (size_t)b * 10;
+        for (int k = 0; k < 10; k++)
+            g[k] = inv_batch*(-t[k] + st*sn_expf(o[k] - lse));
+    }
+
+
+    sn_chunk_tail(a, c);
+    a->loss[c] = loss;
+}
+
+/* Chunk c of the batch through every per-example op of the pass; T[b] is the class label of example b, up to the loss (the ops after it: sn_chunk_tail): its examples'
+ * loss into a->loss[c], the sums over its examples into sn_part. */
+static void sn_chunk_labels(void *arg, int c)
+{
+    sn_chunk_args *a = (sn_chunk_args *)arg;
+    const real *params = a->params, *I = a->X, *T = a->T;
+    real *work = a->work;
+    const int batch = a->batch;
+    const int sn_lo = sn_cut(batch, c, a->n), sn_hi = sn_cut(batch, c + 1, a->n);
+    real *sn_part = work + (size_t)batch * 424 + (size_t)c * 10;  /* 10 partial sums */
+    const real *A1 = params + 0;  /* A1: (64, 64) */
+    const real *B1 = params + 4096;  /* B1: (64, 64) */
+    const real *W2 = params + 8192;  /* W2: (10, 64) */
+    const real *b2 = params + 8832;  /* b2: (10,) */
+
+    real *r1_G = work + (size_t)batch * 0;  /* Σ of G: (batch, 64) */
+    real *r2_G = work + (size_t)batch * 64;  /* Σ of G: (batch, 64) */
+    real *sn_u_G = work + (size_t)batch * 128;  /* layer G: (batch, 64) */
+    real *z_O = work + (size_t)batch * 192;  /* Σ of O: (batch, 10) */
+    real *sn_u_O = work + (size_t)batch * 202;  /* layer O: (batch, 10) */
+    real *dL_dO = work + (size_t)batch * 404;  /* ∂L/∂O: (batch, 10) */
+
+    const real inv_batch = (real)1 / (real)batch;
+    double loss = 0;
+    memset(sn_part, 0, sizeof(real) * 10);
+    /* r1_G[b,i] = Σ_j A1[i,j]·I[b,j] */
+    sn_mm_nt(sn_hi - sn_lo, 64, 64, I + (size_t)sn_lo * 64, A1, r1_G + (size_t)sn_lo * 64, 0);
+    /* r2_G[b,i] = Σ_j B1[i,j]·I[b,j] */
+    sn_mm_nt(sn_hi - sn_lo, 64, 64, I + (size_t)sn_lo * 64, B1, r2_G + (size_t)sn_lo * 64, 0);
+    /* G[b,i] = σ(r1_G[b,i])·tanh(r2_G[b,i]) */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 64; i++) {
+            sn_u_G[b * 64 + i] = sn_sigmoid(r1_G[b * 64 + i])*sn_tanhf(r2_G[b * 64 + i]);
+        }
+    /* z_O[b,i] = Σ_j W2[i,j]·G[b,j] */
+    sn_mm_nt(sn_hi - sn_lo, 10, 64, sn_u_G + (size_t)sn_lo * 64, W2, z_O + (size_t)sn_lo * 10, 0);
+    /* O[b,i] = b2[i] + z_O[b,i] */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 10; i++) {
+            sn_u_O[b * 10 + i] = b2[i] + z_O[b * 10 + i];
+        }
+    /* loss of O: softmax cross entropy, T[b] the class label y of example b;
+       per example b, as derived (symnet.derive.coupled):
+       m_O[b] = max_k O[b,k]
+       s_O[b] = Σ_k exp(O[b,k] - m_O[b])
+       lse_O[b] = m_O[b] + log(s_O[b])
+       L += -O[b,y] + lse_O[b]
+       dL_dO[b,k] = inv_batch·(-(1 if Eq(k, y[b]) else 0) + exp(O[b,k] - lse_O[b])) */
+    for (int b = sn_lo; b < sn_hi; b++) {
+        const real *o = sn_u_O + (size_t)b * 10;
+        const int y = (int)T[b];
+        real m = -INFINITY;
+        for (int k = 0; k < 10; k++) {
+            m = o[k] > m ? o[k] : m;
+        }
+        real s = 0;
+        for (int k = 0; k < 10; k++) {
+            s += sn_expf(o[k] - m);
+        }
+        const real lse = m + logf(s);
+        loss += (double)(-o[y] + lse);
+        real *g = dL_dO + (size_t)b * 10;
+        for (int k = 0; k < 10; k++)
+            g[k] = inv_batch*(-((k == y) ? (1) : (0)) + sn_expf(o[k] - lse));
+    }
+
+
+    sn_chunk_tail(a, c);
+    a->loss[c] = loss;
+}
+
+/* The update of θ[q], lo ≤ q < hi, whose gradients job c has finished: dst ← src − lr·∂L/∂θ
+ * (dst may be src); with keep, src[q] (the θ before) kept in grads[q], put back should any
+ * gradient of the step be NaN or inf (g − g is 0 for a finite g and NaN otherwise) */
+static void sn_chunk_update(sn_chunk_args *a, int c, size_t lo, size_t hi)
+{
+    const real *src = a->src;
+    real *dst = a->dst, *g = a->grads;
+    const real lr = a->lr;
+    if (!a->keep) {
+        for (size_t q = lo; q < hi; q++)
+            dst[q] = src[q] - lr * g[q];
+        return;
+    }
+    int bad = 0;
+    for (size_t q = lo; q < hi; q++) {
+        const real gq = g[q], t = src[q];
+        bad |= !(gq - gq == 0);
+        dst[q] = t - lr * gq;
+        g[q] = t;
+    }
+    a->bad[c] |= bad;
+}
+
+/* Job c of n: rows sn_cut(M, c, n) ≤ m < sn_cut(M, c + 1, n) of every weight gradient,
+ * Σ over the whole batch; job 0 also adds up the chunks' partial sums; in a step, the update of those parameters. */
+static void sn_chunk_sums(void *arg, int c)
+{
+    sn_chunk_args *a = (sn_chunk_args *)arg;
+    real *grads = a->grads, *work = a->work;
+    const real *I = a->X;
+    const int batch = a->batch;
+    real *g_A1 = grads + 0;  /* ∂L/∂A1: (64, 64) */
+    real *g_B1 = grads + 4096;  /* ∂L/∂B1: (64, 64) */
+    real *g_W2 = grads + 8192;  /* ∂L/∂W2: (10, 64) */
+    real *g_b2 = grads + 8832;  /* ∂L/∂b2: (10,) */
+
+    real *sn_u_G = work + (size_t)batch * 128;  /* layer G: (batch, 64) */
+    real *delta_r1_G = work + (size_t)batch * 276;  /* ∂L/∂r1_G: (batch, 64) */
+    real *delta_r2_G = work + (size_t)batch * 340;  /* ∂L/∂r2_G: (batch, 64) */
+    real *delta_O = work + (size_t)batch * 414;  /* ∂L/∂z_O: (batch, 10) */
+
+    {
+        /* g_W2[i,j] = Σ_b delta_O[b,i]·G[b,j]: its rows m0 ≤ m < m1 */
+        const int m0 = sn_cut(10, c, a->n), m1 = sn_cut(10, c + 1, a->n);
+        sn_gemm(m1 - m0, 64, batch, delta_O + m0, 1, 10, sn_u_G, 64, 1, g_W2 + (size_t)m0 * 64, 0);
+        if (a->dst != NULL)
+            sn_chunk_update(a, c, 8192 + (size_t)m0 * 64, 8192 + (size_t)m1 * 64);
+    }
+    {
+        /* g_A1[i,j] = Σ_b delta_r1_G[b,i]·I[b,j]: its rows m0 ≤ m < m1 */
+        const int m0 = sn_cut(64, c, a->n), m1 = sn_cut(64, c + 1, a->n);
+        sn_gemm(m1 - m0, 64, batch, delta_r1_G + m0, 1, 64, I, 64, 1, g_A1 + (size_t)m0 * 64, 0);
+        if (a->dst != NULL)
+            sn_chunk_update(a, c, 0 + (size_t)m0 * 64, 0 + (size_t)m1 * 64);
+    }
+    {
+        /* g_B1[i,j] = Σ_b delta_r2_G[b,i]·I[b,j]: its rows m0 ≤ m < m1 */
+        const int m0 = sn_cut(64, c, a->n), m1 = sn_cut(64, c + 1, a->n);
+        sn_gemm(m1 - m0, 64, batch, delta_r2_G + m0, 1, 64, I, 64, 1, g_B1 + (size_t)m0 * 64, 0);
+        if (a->dst != NULL)
+            sn_chunk_update(a, c, 4096 + (size_t)m0 * 64, 4096 + (size_t)m1 * 64);
+    }
+
+    if (c == 0) {
+        /* the chunks' partial sums added up in their order */
+        const real *sn_part = work + (size_t)batch * 424;
+        /* g_b2[q] = Σ_k (chunk k's part of it)[q] */
+        for (int q = 0; q < 10; q++) {
+            real s = sn_part[0 + q];
+            for (int k = 1; k < a->n; k++) s += sn_part[(size_t)k * 10 + 0 + q];
+            g_b2[q] = s;
+        }
+
+        if (a->dst != NULL) {
+            sn_chunk_update(a, c, 8832, 8842);
+        }
+    }
+}
+
+/* The pass: the chunks (rows), then the weight gradients and, with a->then and a finite loss, the update into it;
+ * returns the loss.  Timed, for whether the next passes take threads (sn_choose). */
+static double sn_chunk_pass(sn_chunk_args *a, void (*rows)(void *, int), real *then)
+{
+#ifdef _OPENMP
+    const int sn_on_now = sn_on = sn_choose();
+    const double sn_start = omp_get_wtime();
+#endif
+    sn_chunks_run(a, rows);
+    const double loss = (a->loss[0] + a->loss[1]) / a->batch;
+    a->dst = isfinite(loss) ? then : NULL;
+    sn_chunks_run(a, sn_chunk_sums);
+#ifdef _OPENMP
+    sn_took_now(sn_on_now, (omp_get_wtime() - sn_start) / a->batch);
+#endif
+    return loss;
 }
 
 /* Loss L = (1/batch) Σ_b L_b, after a forward pass. */
@@ -573,7 +942,7 @@ static double sn_loss(const real *params, real *work, const real *I, const real 
     return loss / batch;
 }
 
-real symnet_b7c862651e_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_dab3f5740c_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -581,48 +950,13 @@ real symnet_b7c862651e_loss(const real *params, const real *X, const real *T, in
 /* Loss and every gradient ∂L/∂θ (into grads), by back propagation. */
 static double sn_loss_grad(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
 {
-
-
-    real *sn_u_O = work + (size_t)batch * 202;  /* layer O: (batch, 10) */
-    real *dL_dO = work + (size_t)batch * 404;  /* ∂L/∂O: (batch, 10) */
-
-    const real inv_batch = (real)1 / (real)batch;
-    double loss = 0;
-    sn_forward(params, work, I, batch);
-    /* loss of O: softmax cross entropy;
-       per example b, as derived (symnet.derive.coupled):
-       m_O[b] = max_k O[b,k]
-       s_O[b] = Σ_k exp(O[b,k] - m_O[b])
-       st_O[b] = Σ_k T[b,k]
-       to_O[b] = Σ_k O[b,k]·T[b,k]
-       lse_O[b] = m_O[b] + log(s_O[b])
-       L += lse_O[b]·st_O[b] - to_O[b]
-       dL_dO[b,k] = inv_batch·(-T[b,k] + st_O[b]·exp(O[b,k] - lse_O[b])) */
-    for (int b = 0; b < batch; b++) {
-        const real *o = sn_u_O + (size_t)b * 10;
-        const real *t = T + (size_t)b * 10;
-        real m = -INFINITY;
-        for (int k = 0; k < 10; k++) {
-            m = o[k] > m ? o[k] : m;
-        }
-        real s = 0, st = 0, to = 0;
-        for (int k = 0; k < 10; k++) {
-            s += sn_expf(o[k] - m);
-            st += t[k];
-            to += o[k]*t[k];
-        }
-        const real lse = m + logf(s);
-        loss += (double)(lse*st - to);
-        real *g = dL_dO + (size_t)b * 10;
-        for (int k = 0; k < 10; k++)
-            g[k] = inv_batch*(-t[k] + st*sn_expf(o[k] - lse));
-    }
-
-    sn_backprop(params, grads, work, I, batch);
-    return loss / batch;
+    /* the batch in chunks (sn_chunk), then the weight gradients (sn_chunk_sums) */
+    sn_chunk_args a = {.params = params, .grads = grads, .work = work, .X = I, .T = T,
+                       .batch = batch, .n = sn_chunks_of(batch), .loss = {0, 0}, .dst = NULL};
+    return sn_chunk_pass(&a, sn_chunk, NULL);
 }
 
-real symnet_b7c862651e_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_dab3f5740c_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -659,7 +993,7 @@ static double sn_loss_labels(const real *params, real *work, const real *I, cons
     return loss / batch;
 }
 
-real symnet_b7c862651e_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_dab3f5740c_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss_labels(params, work, X, T, batch);
 }
@@ -667,59 +1001,19 @@ real symnet_b7c862651e_loss_labels(const real *params, const real *X, const real
 /* Loss and every gradient ∂L/∂θ (into grads), by back propagation; T[b] is the class label of example b. */
 static double sn_loss_grad_labels(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
 {
-
-
-    real *sn_u_O = work + (size_t)batch * 202;  /* layer O: (batch, 10) */
-    real *dL_dO = work + (size_t)batch * 404;  /* ∂L/∂O: (batch, 10) */
-
-    const real inv_batch = (real)1 / (real)batch;
-    double loss = 0;
-    sn_forward(params, work, I, batch);
-    /* loss of O: softmax cross entropy, T[b] the class label y of example b;
-       per example b, as derived (symnet.derive.coupled):
-       m_O[b] = max_k O[b,k]
-       s_O[b] = Σ_k exp(O[b,k] - m_O[b])
-       lse_O[b] = m_O[b] + log(s_O[b])
-       L += -O[b,y] + lse_O[b]
-       dL_dO[b,k] = inv_batch·(-(1 if Eq(k, y[b]) else 0) + exp(O[b,k] - lse_O[b])) */
-    for (int b = 0; b < batch; b++) {
-        const real *o = sn_u_O + (size_t)b * 10;
-        const int y = (int)T[b];
-        real m = -INFINITY;
-        for (int k = 0; k < 10; k++) {
-            m = o[k] > m ? o[k] : m;
-        }
-        real s = 0;
-        for (int k = 0; k < 10; k++) {
-            s += sn_expf(o[k] - m);
-        }
-        const real lse = m + logf(s);
-        loss += (double)(-o[y] + lse);
-        real *g = dL_dO + (size_t)b * 10;
-        for (int k = 0; k < 10; k++)
-            g[k] = inv_batch*(-((k == y) ? (1) : (0)) + sn_expf(o[k] - lse));
-    }
-
-    sn_backprop(params, grads, work, I, batch);
-    return loss / batch;
+    /* the batch in chunks (sn_chunk_labels), then the weight gradients (sn_chunk_sums) */
+    sn_chunk_args a = {.params = params, .grads = grads, .work = work, .X = I, .T = T,
+                       .batch = batch, .n = sn_chunks_of(batch), .loss = {0, 0}, .dst = NULL};
+    return sn_chunk_pass(&a, sn_chunk_labels, NULL);
 }
 
-real symnet_b7c862651e_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_dab3f5740c_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad_labels(params, grads, work, X, T, batch);
 }
 
 /* dst[p] = src[p] − lr·∂L/∂θ[p] for the 8842 trainable parameters (plain
  * gradient descent); dst may be src.  Not restrict: in place is the common case. */
-/* 1 when every gradient g[p] is finite: g − g is 0 for a finite number and NaN for
- * NaN or ±inf (an OR of comparisons, which the compiler vectorizes) */
-static int sn_all_finite(const real *grads)
-{
-    int bad = 0;
-    for (size_t p = 0; p < 8842; p++)
-        bad |= !(grads[p] - grads[p] == 0);
-    return !bad;
-}
 
 static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr)
 {
@@ -731,13 +1025,22 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_b7c862651e_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_dab3f5740c_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
-    real *grads = work + (size_t)batch * 424;
-    const double loss = sn_loss_grad(params, grads, work, X, T, batch);
-    if (!isfinite(loss) || !sn_all_finite(grads))
+    real *grads = work + (size_t)batch * 434;
+    /* the batch in chunks, then the weight gradients, each job updating the parameters
+       whose gradients it finished (the loss first: a NaN or inf loss updates nothing) */
+    sn_chunk_args a = {.params = params, .grads = grads, .work = work, .X = X, .T = T,
+                       .batch = batch, .n = sn_chunks_of(batch), .loss = {0, 0},
+                       .src = params, .dst = NULL, .lr = lr, .keep = 1, .bad = {0, 0}};
+    const double loss = sn_chunk_pass(&a, sn_chunk, params);
+    if (!isfinite(loss))
         return (real)NAN;
-    sn_sgd_update(params, params, grads, lr);
+    if (a.bad[0] | a.bad[1]) {
+        /* a gradient NaN or inf: every parameter back as it was (kept in grads) */
+        memcpy(params, grads, sizeof(real) * 8842);
+        return (real)NAN;
+    }
     return (real)loss;
 }
 
@@ -745,13 +1048,22 @@ real symnet_b7c862651e_step(real *params, const real *X, const real *T, int batc
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_b7c862651e_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_dab3f5740c_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
-    real *grads = work + (size_t)batch * 424;
-    const double loss = sn_loss_grad_labels(params, grads, work, X, T, batch);
-    if (!isfinite(loss) || !sn_all_finite(grads))
+    real *grads = work + (size_t)batch * 434;
+    /* the batch in chunks, then the weight gradients, each job updating the parameters
+       whose gradients it finished (the loss first: a NaN or inf loss updates nothing) */
+    sn_chunk_args a = {.params = params, .grads = grads, .work = work, .X = X, .T = T,
+                       .batch = batch, .n = sn_chunks_of(batch), .loss = {0, 0},
+                       .src = params, .dst = NULL, .lr = lr, .keep = 1, .bad = {0, 0}};
+    const double loss = sn_chunk_pass(&a, sn_chunk_labels, params);
+    if (!isfinite(loss))
         return (real)NAN;
-    sn_sgd_update(params, params, grads, lr);
+    if (a.bad[0] | a.bad[1]) {
+        /* a gradient NaN or inf: every parameter back as it was (kept in grads) */
+        memcpy(params, grads, sizeof(real) * 8842);
+        return (real)NAN;
+    }
     return (real)loss;
 }
 
@@ -816,7 +1128,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_b7c862651e_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_dab3f5740c_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -836,17 +1148,17 @@ void symnet_b7c862651e_update(real *params, const real *grads, real lr, int opti
  * prev holds the parameters before the last update (after a restore: the same as
  * params).  prev may be NULL (no restoring).
  *
- * work: the batch's rows (424 numbers per example), then the
+ * work: the batch's rows (434 numbers per example), then the
  * gradients (8842), then Ib and Tb.
  *
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_b7c862651e_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_dab3f5740c_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
-    real *grads = work + (size_t)batch_size * 424;
+    real *grads = work + (size_t)batch_size * 434;
     real *Ib = grads + 8842;
     real *Tb = Ib + (size_t)batch_size * 64;
     real *cur = params, *old = prev != NULL ? prev : params;  /* θ now; θ before the last update */
@@ -859,7 +1171,13 @@ long long symnet_b7c862651e_train(real *params, const real *X, const real *T, co
             memcpy(Ib + (size_t)r * 64, X + n * 64, sizeof(real) * 64);
             memcpy(Tb + (size_t)r * 10, T + n * 10, sizeof(real) * 10);
         }
-        const double loss = sn_loss_grad(cur, grads, work, Ib, Tb, batch);
+        /* plain gradient descent: old ← θ − lr·∂L/∂θ in the jobs that finish the gradients
+           (sn_chunk_sums), once the loss is known finite; other updates after the pass */
+        const int sn_fused = optimizer == 0 && hyper[4] == 0 && !(hyper[5] > 0);
+        sn_chunk_args a = {.params = cur, .grads = grads, .work = work, .X = Ib, .T = Tb,
+                           .batch = batch, .n = sn_chunks_of(batch), .loss = {0, 0},
+                           .src = cur, .dst = NULL, .lr = (real)lr[s], .keep = 0, .bad = {0, 0}};
+        const double loss = sn_chunk_pass(&a, sn_chunk, sn_fused ? old : NULL);
         if (!isfinite(loss)) {
             /* both buffers ← θ before the last update (only cur needs it written) */
             if (prev != NULL && *have_prev)
@@ -869,7 +1187,8 @@ long long symnet_b7c862651e_train(real *params, const real *X, const real *T, co
             return s;
         }
         /* old ← θ − update(θ) and swap the names: cur is the new θ, old the one before */
-        sn_update(cur, old, grads, (real)lr[s], optimizer, s1, s2, hyper, t0 + s + 1);
+        if (!sn_fused)
+            sn_update(cur, old, grads, (real)lr[s], optimizer, s1, s2, hyper, t0 + s + 1);
         real *const tmp = cur;
         cur = old;
         old = tmp;
@@ -916,18 +1235,18 @@ long long symnet_b7c862651e_train(real *params, const real *X, const real *T, co
  * prev holds the parameters before the last update (after a restore: the same as
  * params).  prev may be NULL (no restoring).
  *
- * work: the batch's rows (424 numbers per example), then the
+ * work: the batch's rows (434 numbers per example), then the
  * gradients (8842), then Ib and Tb.
  *
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step).
  * The same with integer class labels: T[n] is the class of example n. */
-long long symnet_b7c862651e_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_dab3f5740c_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
-    real *grads = work + (size_t)batch_size * 424;
+    real *grads = work + (size_t)batch_size * 434;
     real *Ib = grads + 8842;
     real *Tb = Ib + (size_t)batch_size * 64;
     real *cur = params, *old = prev != NULL ? prev : params;  /* θ now; θ before the last update */
@@ -940,7 +1259,13 @@ long long symnet_b7c862651e_train_labels(real *params, const real *X, const real
             memcpy(Ib + (size_t)r * 64, X + n * 64, sizeof(real) * 64);
             memcpy(Tb + (size_t)r * 1, T + n * 1, sizeof(real) * 1);
         }
-        const double loss = sn_loss_grad_labels(cur, grads, work, Ib, Tb, batch);
+        /* plain gradient descent: old ← θ − lr·∂L/∂θ in the jobs that finish the gradients
+           (sn_chunk_sums), once the loss is known finite; other updates after the pass */
+        const int sn_fused = optimizer == 0 && hyper[4] == 0 && !(hyper[5] > 0);
+        sn_chunk_args a = {.params = cur, .grads = grads, .work = work, .X = Ib, .T = Tb,
+                           .batch = batch, .n = sn_chunks_of(batch), .loss = {0, 0},
+                           .src = cur, .dst = NULL, .lr = (real)lr[s], .keep = 0, .bad = {0, 0}};
+        const double loss = sn_chunk_pass(&a, sn_chunk_labels, sn_fused ? old : NULL);
         if (!isfinite(loss)) {
             /* both buffers ← θ before the last update (only cur needs it written) */
             if (prev != NULL && *have_prev)
@@ -950,7 +1275,8 @@ long long symnet_b7c862651e_train_labels(real *params, const real *X, const real
             return s;
         }
         /* old ← θ − update(θ) and swap the names: cur is the new θ, old the one before */
-        sn_update(cur, old, grads, (real)lr[s], optimizer, s1, s2, hyper, t0 + s + 1);
+        if (!sn_fused)
+            sn_update(cur, old, grads, (real)lr[s], optimizer, s1, s2, hyper, t0 + s + 1);
         real *const tmp = cur;
         cur = old;
         old = tmp;

@@ -10,7 +10,7 @@
  * X of width n holds X[b,j] at X[b * n + j]; W of shape (out, in) holds
  * W[i,j] at W[i * in + j].  Parameters live in one flat array `params`
  * (65 numbers), their gradients in `grads` with the same
- * layout, and everything per example in `work` (67 numbers
+ * layout, and everything per example in `work` (116 numbers
  * per example of the batch).
  */
 #include <math.h>
@@ -26,55 +26,55 @@
  *   loss: bce, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_EFBA0F2F37_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_EFBA0F2F37_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_DD7CEE8EC5_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_DD7CEE8EC5_N_PARAMS numbers, in the order of model.params, each row-major:
  *   C1           offset         0  shape (16, 2)
  *   beta1        offset        32  shape (16,)
  *   W2           offset        48  shape (1, 16)
  *   b2           offset        64  shape (1,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_EFBA0F2F37_WORK_SIZE(batch) numbers; SYMNET_EFBA0F2F37_TRAIN_WORK_SIZE(batch_size) for
- * symnet_efba0f2f37_train) and allocates nothing.  Memory for one call of a batch B:
- *   params 65 + X B*2 + T or O B*1 + work (B*67 + 65)
- *   numbers of 4 bytes; e.g. B = 32: 9,480 bytes (training; forward only: 4,996).
+ * `work` (SYMNET_DD7CEE8EC5_WORK_SIZE(batch) numbers; SYMNET_DD7CEE8EC5_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_dd7cee8ec5_train) and allocates nothing.  Memory for one call of a batch B:
+ *   params 65 + X B*2 + T or O B*1 + work (B*116 + 65)
+ *   numbers of 4 bytes; e.g. B = 32: 15,752 bytes (training; forward only: 4,996).
  */
-#ifndef SYMNET_EFBA0F2F37_H
-#define SYMNET_EFBA0F2F37_H
+#ifndef SYMNET_DD7CEE8EC5_H
+#define SYMNET_DD7CEE8EC5_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_EFBA0F2F37_REAL float  /* the number type of every array (float32) */
-#define SYMNET_EFBA0F2F37_N_INPUTS 2  /* features per example */
-#define SYMNET_EFBA0F2F37_N_OUTPUTS 1
-#define SYMNET_EFBA0F2F37_N_PARAMS 65  /* numbers in the flat parameter array */
-#define SYMNET_EFBA0F2F37_WORK_PER_EXAMPLE 67
-#define SYMNET_EFBA0F2F37_WORK_SIZE(batch) ((batch) * 67 + 65)  /* numbers of scratch per call */
-#define SYMNET_EFBA0F2F37_TRAIN_WORK_SIZE(batch_size) (SYMNET_EFBA0F2F37_WORK_SIZE(batch_size) + (batch_size) * 3)
-#define SYMNET_EFBA0F2F37_SGD 0       /* optimizer codes of symnet_efba0f2f37_update and symnet_efba0f2f37_train */
-#define SYMNET_EFBA0F2F37_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_EFBA0F2F37_N_PARAMS numbers */
-#define SYMNET_EFBA0F2F37_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_EFBA0F2F37_N_PARAMS numbers each */
+#define SYMNET_DD7CEE8EC5_REAL float  /* the number type of every array (float32) */
+#define SYMNET_DD7CEE8EC5_N_INPUTS 2  /* features per example */
+#define SYMNET_DD7CEE8EC5_N_OUTPUTS 1
+#define SYMNET_DD7CEE8EC5_N_PARAMS 65  /* numbers in the flat parameter array */
+#define SYMNET_DD7CEE8EC5_WORK_PER_EXAMPLE 116
+#define SYMNET_DD7CEE8EC5_WORK_SIZE(batch) ((batch) * 116 + 65)  /* numbers of scratch per call */
+#define SYMNET_DD7CEE8EC5_TRAIN_WORK_SIZE(batch_size) (SYMNET_DD7CEE8EC5_WORK_SIZE(batch_size) + (batch_size) * 3)
+#define SYMNET_DD7CEE8EC5_SGD 0       /* optimizer codes of symnet_dd7cee8ec5_update and symnet_dd7cee8ec5_train */
+#define SYMNET_DD7CEE8EC5_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_DD7CEE8EC5_N_PARAMS numbers */
+#define SYMNET_DD7CEE8EC5_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_DD7CEE8EC5_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_EFBA0F2F37_N_OUTPUTS) = the network's output for X (batch × SYMNET_EFBA0F2F37_N_INPUTS). */
-void symnet_efba0f2f37_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_DD7CEE8EC5_N_OUTPUTS) = the network's output for X (batch × SYMNET_DD7CEE8EC5_N_INPUTS). */
+void symnet_dd7cee8ec5_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_efba0f2f37_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_dd7cee8ec5_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_EFBA0F2F37_N_PARAMS numbers) by back propagation. */
-float symnet_efba0f2f37_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_DD7CEE8EC5_N_PARAMS numbers) by back propagation. */
+float symnet_dd7cee8ec5_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_efba0f2f37_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_dd7cee8ec5_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_EFBA0F2F37_SGD, SYMNET_EFBA0F2F37_MOMENTUM or SYMNET_EFBA0F2F37_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_DD7CEE8EC5_SGD, SYMNET_DD7CEE8EC5_MOMENTUM or SYMNET_DD7CEE8EC5_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_efba0f2f37_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_dd7cee8ec5_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -82,10 +82,10 @@ void symnet_efba0f2f37_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_EFBA0F2F37_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_DD7CEE8EC5_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_EFBA0F2F37_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_efba0f2f37_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_DD7CEE8EC5_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_dd7cee8ec5_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -94,7 +94,7 @@ long long symnet_efba0f2f37_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_EFBA0F2F37_H */
+#endif /* SYMNET_DD7CEE8EC5_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -389,6 +389,81 @@ SN_INLINE void sn_mm_tn(int M, int N, int K, const real *restrict A,
     }
 }
 
+/* The passes of this network run the batch in chunks of about SN_CHUNK examples (every
+ * layer of an example depends on that example alone), which threads take in turn: a
+ * thread the system runs late takes fewer.  The sums over the batch (the loss, ∂L/∂θ)
+ * are kept per chunk and added up in the order of the chunks, so the result does not
+ * depend on the number of threads.  Chunk c of n holds the examples
+ * sn_share(batch, c, n) ≤ b < sn_share(batch, c + 1, n). */
+#define SN_CHUNK 8
+#define SN_CHUNKS_MAX 64
+static inline int sn_chunks(int batch)
+{
+    const int n = (batch + SN_CHUNK - 1) / SN_CHUNK;
+    return n < SN_CHUNKS_MAX ? n : SN_CHUNKS_MAX;
+}
+static inline int sn_share(int batch, int c, int n) { return (int)((long long)batch * c / n); }
+#ifdef _OPENMP
+#include <omp.h>
+
+/* Whether the runs take threads (sn_on), decided on the time of the whole loss-and-
+ * gradient pass per example: sn_took[0] without threads, [1] with.  On a busy machine the
+ * threads' join can wait for a thread the system runs late, and a thread that wakes
+ * takes a core another program then takes back from the pass (milliseconds, more than
+ * the threads save).  After a pass that warms the caches, three passes without threads
+ * and three with give each choice its median; then the pass keeps the faster (its figure
+ * an average of its last two passes) and tries the other for three passes again after
+ * SN_RETRY passes, twice as many after each such trial that lost (at most SN_RETRY_MAX).
+ * Which it takes never changes the result (the chunks' sums are added in their order). */
+#define SN_RETRY 16
+#define SN_RETRY_MAX 64
+static int sn_on = 1;
+static double sn_took[2], sn_trial[3];
+static unsigned long sn_passes, sn_retry, sn_gap;
+
+static double sn_median3(const double *t)
+{
+    const double lo = t[0] < t[1] ? t[0] : t[1], hi = t[0] < t[1] ? t[1] : t[0];
+    return t[2] < lo ? lo : t[2] > hi ? hi : t[2];
+}
+
+/* Threads for this pass or not. */
+static int sn_choose(void)
+{
+    const unsigned long r = sn_passes++;
+    if (r < 4)
+        return 0;
+    if (r < 7)
+        return 1;
+    const int threads = sn_took[1] <= sn_took[0];
+    return (r >= sn_retry) != threads;   /* the other choice during a trial */
+}
+
+/* Record the pass's time (seconds per example). */
+static void sn_took_now(int threads, double seconds)
+{
+    const unsigned long r = sn_passes - 1;
+    if (r == 0)
+        return;
+    if (r >= 7 && r < sn_retry) {            /* the choice kept */
+        sn_took[threads] = 0.5 * sn_took[threads] + 0.5 * seconds;
+        return;
+    }
+    const unsigned long first = r < 7 ? (r < 4 ? 1 : 4) : sn_retry;
+    sn_trial[r - first] = seconds;
+    if (r - first < 2)
+        return;
+    sn_took[threads] = sn_median3(sn_trial);   /* the end of a trial */
+    if (r < 7) {
+        sn_gap = SN_RETRY;
+    } else {
+        const int won = threads == (sn_took[1] <= sn_took[0]);
+        sn_gap = won ? SN_RETRY : sn_gap < SN_RETRY_MAX ? 2 * sn_gap : SN_RETRY_MAX;
+    }
+    sn_retry = r + 1 + sn_gap;
+}
+#endif
+
 /* Forward pass: every layer from the input up. */
 static void sn_forward(const real *params, real *work, const real *I, int batch)
 {
@@ -431,10 +506,237 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_efba0f2f37_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_dd7cee8ec5_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 33, sizeof(real) * (size_t)batch * 1);
+}
+
+/* ------------------------------------------------------------------------
+ * The loss-and-gradient pass in chunks of the batch.  Every product of this network is
+ * too small to share among threads by itself (48 multiply-adds per example in all),
+ * so the pass shares out examples instead, with one hand-over for the whole pass: chunk
+ * c of n holds the examples sn_cut(batch, c, n) ≤ b < sn_cut(batch, c + 1, n) and runs
+ * them through the forward pass, the loss and the backward pass (sn_chunk), every op of
+ * which takes each example alone; the sums over the examples it makes (the loss, the bias
+ * gradients) are kept per chunk and added up in the order of the chunks.  Then the
+ * products that sum over the whole batch (the weight gradients, sn_chunk_sums) run with
+ * their rows of ∂L/∂W shared among n jobs, each element summed by one job.  n depends on
+ * the batch alone (sn_chunks_of), never on the threads that take the chunks, so the
+ * numbers are the same on one thread and on several.
+ * ---------------------------------------------------------------------- */
+#define SN_CHUNKS_WORK 250000.0   /* multiply-adds of a batch from which it runs in two chunks */
+static inline int sn_chunks_of(int batch)
+{
+    return batch >= 16 && (double)batch * 48 >= SN_CHUNKS_WORK ? 2 : 1;
+}
+static inline int sn_cut(int n, int c, int parts) { return (int)((long long)n * c / parts); }
+
+typedef struct {
+    const real *params;
+    real *grads, *work;
+    const real *X, *T;
+    int batch, n;          /* the batch; its chunks */
+    double loss[2];        /* each chunk's sum of the per-example loss */
+    const real *src;       /* an update: dst ← src − lr·∂L/∂θ in the jobs that finish ∂L/∂θ */
+    real *dst, lr;         /* (dst NULL: none) */
+    int keep, bad[2];      /* keep: src (the θ before) kept in grads; bad: a gradient NaN or inf */
+} sn_chunk_args;
+
+/* fn(a, j) for j < a->n, on as many threads as the work of the whole pass pays for (none
+ * while the pass goes without: sn_choose) */
+static void sn_chunks_run(sn_chunk_args *a, void (*fn)(void *, int))
+{
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(a->n) if (sn_on && a->n > 1 && (double)a->batch * 48 >= SN_PARALLEL)
+#endif
+    for (int j = 0; j < a->n; j++)
+        fn(a, j);
+}
+
+/* Chunk c of the batch through every per-example op of the pass: its examples'
+ * loss into a->loss[c], the sums over its examples into sn_part. */
+static void sn_chunk(void *arg, int c)
+{
+    sn_chunk_args *a = (sn_chunk_args *)arg;
+    const real *params = a->params, *I = a->X, *T = a->T;
+    real *work = a->work;
+    const int batch = a->batch;
+    const int sn_lo = sn_cut(batch, c, a->n), sn_hi = sn_cut(batch, c + 1, a->n);
+    real *sn_part = work + (size_t)batch * 67 + (size_t)c * 49;  /* 49 partial sums */
+    const real *C1 = params + 0;  /* C1: (16, 2) */
+    const real *beta1 = params + 32;  /* beta1: (16,) */
+    const real *W2 = params + 48;  /* W2: (1, 16) */
+    const real *b2 = params + 64;  /* b2: (1,) */
+
+    real *g_b2 = sn_part + 0;  /* this chunk's part of ∂L/∂b2: (1,) */
+    real *g_beta1 = sn_part + 1;  /* this chunk's part of ∂L/∂beta1: (16,) */
+    real *g_C1 = sn_part + 17;  /* this chunk's part of ∂L/∂C1: (16, 2) */
+    real *z_R = work + (size_t)batch * 0;  /* Σ of R: (batch, 16) */
+    real *R = work + (size_t)batch * 16;  /* layer R: (batch, 16) */
+    real *z_O = work + (size_t)batch * 32;  /* Σ of O: (batch, 1) */
+    real *sn_u_O = work + (size_t)batch * 33;  /* layer O: (batch, 1) */
+    real *dL_dR = work + (size_t)batch * 34;  /* ∂L/∂R: (batch, 16) */
+    real *delta_R = work + (size_t)batch * 50;  /* ∂L/∂z_R: (batch, 16) */
+    real *delta_O = work + (size_t)batch * 66;  /* ∂L/∂z_O: (batch, 1) */
+
+    const real inv_batch = (real)1 / (real)batch;
+    double loss = 0;
+    memset(sn_part, 0, sizeof(real) * 49);
+    memset(z_R + (size_t)sn_lo * 16, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 16);
+    /* z_R[b,i] = Σ_j (-C1[i,j] + I[b,j])² */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int i = 0; i < 16; i++)
+            for (int j = 0; j < 2; j++) {
+                z_R[b * 16 + i] += (-C1[i * 2 + j] + I[b * 2 + j])*(-C1[i * 2 + j] + I[b * 2 + j]);
+            }
+    /* R[b,i] = exp(-beta1[i]·z_R[b,i]) */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 16; i++) {
+            R[b * 16 + i] = sn_expf(-beta1[i]*z_R[b * 16 + i]);
+        }
+    /* z_O[b,i] = Σ_j W2[i,j]·R[b,j] */
+    sn_mm_nt(sn_hi - sn_lo, 1, 16, R + (size_t)sn_lo * 16, W2, z_O + (size_t)sn_lo * 1, 0);
+    /* O[b,i] = σ(b2[i] + z_O[b,i]) */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 1; i++) {
+            sn_u_O[b * 1 + i] = sn_sigmoid(b2[i] + z_O[b * 1 + i]);
+        }
+    /* L += T[b,i]·softplus(-b2[i] - z_O[b,i]) + (1 - T[b,i])·softplus(b2[i] + z_O[b,i]); delta_O[b,i] = inv_batch·(O[b,i] - T[b,i]); g_b2[i] += inv_batch·(O[b,i] - T[b,i]) */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int i = 0; i < 1; i++) {
+            const real t0 = b2[i] + z_O[b * 1 + i];
+            const real t1 = inv_batch*(sn_u_O[b * 1 + i] - T[b * 1 + i]);
+            loss += (double)(T[b * 1 + i]*sn_softplus(-t0) + (1 - T[b * 1 + i])*sn_softplus(t0));
+            delta_O[b * 1 + i] = t1;
+            g_b2[i] += t1;
+        }
+    /* dL_dR[b,j] = Σ_i delta_O[b,i]·W2[i,j] */
+    sn_mm_nn(sn_hi - sn_lo, 16, 1, delta_O + (size_t)sn_lo * 1, W2, dL_dR + (size_t)sn_lo * 16, 0);
+    /* delta_R[b,i] = -R[b,i]·beta1[i]·dL_dR[b,i]; g_beta1[i] += -R[b,i]·dL_dR[b,i]·z_R[b,i] */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 16; i++) {
+            const real t0 = R[b * 16 + i]*dL_dR[b * 16 + i];
+            delta_R[b * 16 + i] = -beta1[i]*t0;
+            g_beta1[i] += -t0*z_R[b * 16 + i];
+        }
+    /* g_C1[i,j] += delta_R[b,i]·(2·C1[i,j] - 2·I[b,j]) */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int i = 0; i < 16; i++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+            for (int j = 0; j < 2; j++) {
+                g_C1[i * 2 + j] += delta_R[b * 16 + i]*(2*C1[i * 2 + j] - 2*I[b * 2 + j]);
+            }
+
+
+    a->loss[c] = loss;
+}
+
+/* The update of θ[q], lo ≤ q < hi, whose gradients job c has finished: dst ← src − lr·∂L/∂θ
+ * (dst may be src); with keep, src[q] (the θ before) kept in grads[q], put back should any
+ * gradient of the step be NaN or inf (g − g is 0 for a finite g and NaN otherwise) */
+static void sn_chunk_update(sn_chunk_args *a, int c, size_t lo, size_t hi)
+{
+    const real *src = a->src;
+    real *dst = a->dst, *g = a->grads;
+    const real lr = a->lr;
+    if (!a->keep) {
+        for (size_t q = lo; q < hi; q++)
+            dst[q] = src[q] - lr * g[q];
+        return;
+    }
+    int bad = 0;
+    for (size_t q = lo; q < hi; q++) {
+        const real gq = g[q], t = src[q];
+        bad |= !(gq - gq == 0);
+        dst[q] = t - lr * gq;
+        g[q] = t;
+    }
+    a->bad[c] |= bad;
+}
+
+/* Job c of n: rows sn_cut(M, c, n) ≤ m < sn_cut(M, c + 1, n) of every weight gradient,
+ * Σ over the whole batch; job 0 also adds up the chunks' partial sums; in a step, the update of those parameters. */
+static void sn_chunk_sums(void *arg, int c)
+{
+    sn_chunk_args *a = (sn_chunk_args *)arg;
+    real *grads = a->grads, *work = a->work;
+    const real *I = a->X;
+    const int batch = a->batch;
+    real *g_C1 = grads + 0;  /* ∂L/∂C1: (16, 2) */
+    real *g_beta1 = grads + 32;  /* ∂L/∂beta1: (16,) */
+    real *g_W2 = grads + 48;  /* ∂L/∂W2: (1, 16) */
+    real *g_b2 = grads + 64;  /* ∂L/∂b2: (1,) */
+
+    real *R = work + (size_t)batch * 16;  /* layer R: (batch, 16) */
+    real *delta_O = work + (size_t)batch * 66;  /* ∂L/∂z_O: (batch, 1) */
+
+    (void)I;
+    {
+        /* g_W2[i,j] = Σ_b delta_O[b,i]·R[b,j]: its rows m0 ≤ m < m1 */
+        const int m0 = sn_cut(1, c, a->n), m1 = sn_cut(1, c + 1, a->n);
+        sn_gemm(m1 - m0, 16, batch, delta_O + m0, 1, 1, R, 16, 1, g_W2 + (size_t)m0 * 16, 0);
+        if (a->dst != NULL)
+            sn_chunk_update(a, c, 48 + (size_t)m0 * 16, 48 + (size_t)m1 * 16);
+    }
+
+    if (c == 0) {
+        /* the chunks' partial sums added up in their order */
+        const real *sn_part = work + (size_t)batch * 67;
+        /* g_b2[q] = Σ_k (chunk k's part of it)[q] */
+        for (int q = 0; q < 1; q++) {
+            real s = sn_part[0 + q];
+            for (int k = 1; k < a->n; k++) s += sn_part[(size_t)k * 49 + 0 + q];
+            g_b2[q] = s;
+        }
+        /* g_beta1[q] = Σ_k (chunk k's part of it)[q] */
+        for (int q = 0; q < 16; q++) {
+            real s = sn_part[1 + q];
+            for (int k = 1; k < a->n; k++) s += sn_part[(size_t)k * 49 + 1 + q];
+            g_beta1[q] = s;
+        }
+        /* g_C1[q] = Σ_k (chunk k's part of it)[q] */
+        for (int q = 0; q < 32; q++) {
+            real s = sn_part[17 + q];
+            for (int k = 1; k < a->n; k++) s += sn_part[(size_t)k * 49 + 17 + q];
+            g_C1[q] = s;
+        }
+
+        if (a->dst != NULL) {
+            sn_chunk_update(a, c, 64, 65);
+            sn_chunk_update(a, c, 32, 48);
+            sn_chunk_update(a, c, 0, 32);
+        }
+    }
+}
+
+/* The pass: the chunks (rows), then the weight gradients and, with a->then and a finite loss, the update into it;
+ * returns the loss.  Timed, for whether the next passes take threads (sn_choose). */
+static double sn_chunk_pass(sn_chunk_args *a, void (*rows)(void *, int), real *then)
+{
+#ifdef _OPENMP
+    const int sn_on_now = sn_on = sn_choose();
+    const double sn_start = omp_get_wtime();
+#endif
+    sn_chunks_run(a, rows);
+    const double loss = (a->loss[0] + a->loss[1]) / a->batch;
+    a->dst = isfinite(loss) ? then : NULL;
+    sn_chunks_run(a, sn_chunk_sums);
+#ifdef _OPENMP
+    sn_took_now(sn_on_now, (omp_get_wtime() - sn_start) / a->batch);
+#endif
+    return loss;
 }
 
 /* Loss L = (1/batch) Σ_b L_b, after a forward pass. */
@@ -456,7 +758,7 @@ static double sn_loss(const real *params, real *work, const real *I, const real 
     return loss / batch;
 }
 
-real symnet_efba0f2f37_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_dd7cee8ec5_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -464,82 +766,19 @@ real symnet_efba0f2f37_loss(const real *params, const real *X, const real *T, in
 /* Loss and every gradient ∂L/∂θ (into grads), by back propagation. */
 static double sn_loss_grad(const real *params, real *grads, real *work, const real *I, const real *T, int batch)
 {
-    const real *C1 = params + 0;  /* C1: (16, 2) */
-    const real *beta1 = params + 32;  /* beta1: (16,) */
-    const real *W2 = params + 48;  /* W2: (1, 16) */
-    const real *b2 = params + 64;  /* b2: (1,) */
-
-    real *g_C1 = grads + 0;  /* ∂L/∂C1: (16, 2) */
-    real *g_beta1 = grads + 32;  /* ∂L/∂beta1: (16,) */
-    real *g_W2 = grads + 48;  /* ∂L/∂W2: (1, 16) */
-    real *g_b2 = grads + 64;  /* ∂L/∂b2: (1,) */
-
-    real *z_R = work + (size_t)batch * 0;  /* Σ of R: (batch, 16) */
-    real *R = work + (size_t)batch * 16;  /* layer R: (batch, 16) */
-    real *z_O = work + (size_t)batch * 32;  /* Σ of O: (batch, 1) */
-    real *sn_u_O = work + (size_t)batch * 33;  /* layer O: (batch, 1) */
-    real *dL_dR = work + (size_t)batch * 34;  /* ∂L/∂R: (batch, 16) */
-    real *delta_R = work + (size_t)batch * 50;  /* ∂L/∂z_R: (batch, 16) */
-    real *delta_O = work + (size_t)batch * 66;  /* ∂L/∂z_O: (batch, 1) */
-
-    const real inv_batch = (real)1 / (real)batch;
-    double loss = 0;
-    sn_forward(params, work, I, batch);
-    memset(g_b2, 0, sizeof(real) * 1);
-    /* L += T[b,i]·softplus(-b2[i] - z_O[b,i]) + (1 - T[b,i])·softplus(b2[i] + z_O[b,i]); delta_O[b,i] = inv_batch·(O[b,i] - T[b,i]); g_b2[i] += inv_batch·(O[b,i] - T[b,i]) */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 1; i++) {
-            const real t0 = b2[i] + z_O[b * 1 + i];
-            const real t1 = inv_batch*(sn_u_O[b * 1 + i] - T[b * 1 + i]);
-            loss += (double)(T[b * 1 + i]*sn_softplus(-t0) + (1 - T[b * 1 + i])*sn_softplus(t0));
-            delta_O[b * 1 + i] = t1;
-            g_b2[i] += t1;
-        }
-    /* g_W2[i,j] = Σ_b delta_O[b,i]·R[b,j] */
-    sn_mm_tn(1, 16, batch, delta_O, R, g_W2, 0);
-    /* dL_dR[b,j] = Σ_i delta_O[b,i]·W2[i,j] */
-    sn_mm_nn(batch, 16, 1, delta_O, W2, dL_dR, 0);
-    memset(g_beta1, 0, sizeof(real) * 16);
-    /* delta_R[b,i] = -R[b,i]·beta1[i]·dL_dR[b,i]; g_beta1[i] += -R[b,i]·dL_dR[b,i]·z_R[b,i] */
-    for (int b = 0; b < batch; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 16; i++) {
-            const real t0 = R[b * 16 + i]*dL_dR[b * 16 + i];
-            delta_R[b * 16 + i] = -beta1[i]*t0;
-            g_beta1[i] += -t0*z_R[b * 16 + i];
-        }
-    memset(g_C1, 0, sizeof(real) * 32);
-    /* g_C1[i,j] += delta_R[b,i]·(2·C1[i,j] - 2·I[b,j]) */
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < 16; i++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-            for (int j = 0; j < 2; j++) {
-                g_C1[i * 2 + j] += delta_R[b * 16 + i]*(2*C1[i * 2 + j] - 2*I[b * 2 + j]);
-            }
-
-    return loss / batch;
+    /* the batch in chunks (sn_chunk), then the weight gradients (sn_chunk_sums) */
+    sn_chunk_args a = {.params = params, .grads = grads, .work = work, .X = I, .T = T,
+                       .batch = batch, .n = sn_chunks_of(batch), .loss = {0, 0}, .dst = NULL};
+    return sn_chunk_pass(&a, sn_chunk, NULL);
 }
 
-real symnet_efba0f2f37_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_dd7cee8ec5_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
 
 /* dst[p] = src[p] − lr·∂L/∂θ[p] for the 65 trainable parameters (plain
  * gradient descent); dst may be src.  Not restrict: in place is the common case. */
-/* 1 when every gradient g[p] is finite: g − g is 0 for a finite number and NaN for
- * NaN or ±inf (an OR of comparisons, which the compiler vectorizes) */
-static int sn_all_finite(const real *grads)
-{
-    int bad = 0;
-    for (size_t p = 0; p < 65; p++)
-        bad |= !(grads[p] - grads[p] == 0);
-    return !bad;
-}
 
 static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr)
 {
@@ -551,13 +790,22 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_efba0f2f37_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_dd7cee8ec5_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
-    real *grads = work + (size_t)batch * 67;
-    const double loss = sn_loss_grad(params, grads, work, X, T, batch);
-    if (!isfinite(loss) || !sn_all_finite(grads))
+    real *grads = work + (size_t)batch * 116;
+    /* the batch in chunks, then the weight gradients, each job updating the parameters
+       whose gradients it finished (the loss first: a NaN or inf loss updates nothing) */
+    sn_chunk_args a = {.params = params, .grads = grads, .work = work, .X = X, .T = T,
+                       .batch = batch, .n = sn_chunks_of(batch), .loss = {0, 0},
+                       .src = params, .dst = NULL, .lr = lr, .keep = 1, .bad = {0, 0}};
+    const double loss = sn_chunk_pass(&a, sn_chunk, params);
+    if (!isfinite(loss))
         return (real)NAN;
-    sn_sgd_update(params, params, grads, lr);
+    if (a.bad[0] | a.bad[1]) {
+        /* a gradient NaN or inf: every parameter back as it was (kept in grads) */
+        memcpy(params, grads, sizeof(real) * 65);
+        return (real)NAN;
+    }
     return (real)loss;
 }
 
@@ -622,7 +870,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_efba0f2f37_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_dd7cee8ec5_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -642,17 +890,17 @@ void symnet_efba0f2f37_update(real *params, const real *grads, real lr, int opti
  * prev holds the parameters before the last update (after a restore: the same as
  * params).  prev may be NULL (no restoring).
  *
- * work: the batch's rows (67 numbers per example), then the
+ * work: the batch's rows (116 numbers per example), then the
  * gradients (65), then Ib and Tb.
  *
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_efba0f2f37_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_dd7cee8ec5_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
-    real *grads = work + (size_t)batch_size * 67;
+    real *grads = work + (size_t)batch_size * 116;
     real *Ib = grads + 65;
     real *Tb = Ib + (size_t)batch_size * 2;
     real *cur = params, *old = prev != NULL ? prev : params;  /* θ now; θ before the last update */
@@ -665,7 +913,13 @@ long long symnet_efba0f2f37_train(real *params, const real *X, const real *T, co
             memcpy(Ib + (size_t)r * 2, X + n * 2, sizeof(real) * 2);
             memcpy(Tb + (size_t)r * 1, T + n * 1, sizeof(real) * 1);
         }
-        const double loss = sn_loss_grad(cur, grads, work, Ib, Tb, batch);
+        /* plain gradient descent: old ← θ − lr·∂L/∂θ in the jobs that finish the gradients
+           (sn_chunk_sums), once the loss is known finite; other updates after the pass */
+        const int sn_fused = optimizer == 0 && hyper[4] == 0 && !(hyper[5] > 0);
+        sn_chunk_args a = {.params = cur, .grads = grads, .work = work, .X = Ib, .T = Tb,
+                           .batch = batch, .n = sn_chunks_of(batch), .loss = {0, 0},
+                           .src = cur, .dst = NULL, .lr = (real)lr[s], .keep = 0, .bad = {0, 0}};
+        const double loss = sn_chunk_pass(&a, sn_chunk, sn_fused ? old : NULL);
         if (!isfinite(loss)) {
             /* both buffers ← θ before the last update (only cur needs it written) */
             if (prev != NULL && *have_prev)
@@ -675,7 +929,8 @@ long long symnet_efba0f2f37_train(real *params, const real *X, const real *T, co
             return s;
         }
         /* old ← θ − update(θ) and swap the names: cur is the new θ, old the one before */
-        sn_update(cur, old, grads, (real)lr[s], optimizer, s1, s2, hyper, t0 + s + 1);
+        if (!sn_fused)
+            sn_update(cur, old, grads, (real)lr[s], optimizer, s1, s2, hyper, t0 + s + 1);
         real *const tmp = cur;
         cur = old;
         old = tmp;

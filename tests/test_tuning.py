@@ -520,7 +520,8 @@ def test_planner_keeps_its_wisdom_and_times_only_what_it_lacks(tmp_path, monkeyp
     monkeypatch.setattr(tuning, "_open_probe", lambda so, sha: ("ffi", "lib"))
     monkeypatch.setattr(tuning, "machine", lambda: {"probe_sha256": "x"})
     got = tuning.plan([[0, 0, 512, 512], [0, 0, 10, 640]], "fast", s)
-    assert got == {"0:0:512:512": 32 * 512 * 512, "0:0:10:640": 256 * 10 * 640}
+    assert got == {"0:0:512:512": min(tuning.BATCHES["fast"]) * 512 * 512,
+                   "0:0:10:640": 256 * 10 * 640}
     assert timed == [(0, 0, 512, 512), (0, 0, 10, 640)]
     (wisdom,) = tmp_path.glob("wisdom-*.json")
     assert set(build._unseal(wisdom)["products"]) == set(got)
@@ -562,7 +563,7 @@ def test_timings_under_load_are_neither_used_nor_kept(tmp_path, monkeypatch):
     assert tuning.plan([[0, 0, 800, 8]], "fast", s) == {}
     assert not list(tmp_path.glob("wisdom-*.json"))
     pause.write_text(repr(time.time() - 1))         # the pause over
-    assert tuning.plan([[0, 0, 800, 8]], "fast", s) == {"0:0:800:8": 32}
+    assert tuning.plan([[0, 0, 800, 8]], "fast", s) == {"0:0:800:8": min(tuning.BATCHES["fast"])}
     assert list(tmp_path.glob("wisdom-*.json"))
 
 

@@ -71,6 +71,9 @@ class Plan:
     # order a training call reaches them: {"name", "size", "kind", "target"}
     batch_sums: list = field(default_factory=list)
     unsynced: list = field(default_factory=list)   # sums over the batch left unsplit
+    # a small vector network's loss-and-gradient pass in chunks of the batch (Halves), or
+    # None (symnet.plan.schedule.halves)
+    halves: object = None
 
     @property
     def output(self) -> str:

@@ -177,3 +177,30 @@ class BatchSum:
     size: int
     kind: int
     comment: str = ""
+
+
+@dataclass
+class Halves:
+    """The loss-and-gradient pass of a small vector network (every product too small to
+    share among threads) in chunks of the batch that threads take in turn, with one
+    hand-over for the whole pass instead of one per product (symnet.plan.schedule).
+    ``rows`` (``rows_labels``: targets as class labels): every op of the forward pass,
+    the loss and the backward pass that works on each example alone, run on the
+    examples sn_lo ≤ b < sn_hi of a chunk; ``grads`` (name, offset, size): the sums over
+    the examples these ops make (bias gradients), kept per chunk in ``size`` numbers and
+    added up in the order of the chunks.  ``sums``: the products that sum over the batch
+    (weight gradients, Aᵀ·B with K the batch), run after the chunks on the whole batch,
+    their rows of C shared among the same number of jobs.  ``cost``: multiply-adds per
+    example, for the number of chunks and threads; ``update``: those gradients are all the
+    trainable parameters' (then a step's update runs in the jobs that finish them);
+    ``tail``: the ops after the loss, the same in ``rows`` and ``rows_labels`` (then left
+    out of both, run after either)."""
+
+    rows: list
+    rows_labels: list | None
+    sums: list
+    grads: list
+    size: int
+    cost: float
+    update: bool = False
+    tail: list = field(default_factory=list)   # the ops after the loss both passes share

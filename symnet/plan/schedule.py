@@ -13,7 +13,8 @@ from __future__ import annotations
 import math
 
 from ..ir import nodes as ir
-from .ops import LOSS, Conv, Fill, Loop, MatMul, Route, Rows, Zero, with_labels
+from .ops import LOSS, Conv, Fill, Halves, Loop, MatMul, Route, Rows, SoftmaxXent, Zero, \
+    with_labels
 
 
 # ------------------------------------------------------------ examples among threads
@@ -33,6 +34,7 @@ def split(p) -> None:
     products stay outside (sn_gemm shares them out itself; in chunks of a few rows
     each would pack its weights again).  Vector networks keep their passes as they are."""
     if not any(len(b.shape) > 2 for b in p.buffers.values() if b.kind in ("work", "input")):
+        p.halves = halves(p)
         return
     p.split_forward = _runs(p, p.forward)
     p.split_backward = _runs(p, p.backward)
@@ -170,3 +172,100 @@ def _cost(p, op) -> float:
     if _per_row(p, op.buffer):
         return ELEMENT_COST * math.prod(p.buffers[op.buffer].shape[1:]) / 8   # memset, fill
     return 0.0
+
+
+# ------------------------------------------------------------ a small network's pass in chunks
+#: multiply-adds per example of a vector network's products up to which its loss-and-
+#: gradient pass runs in chunks of the batch (Halves): each of its products is then too
+#: small to share among threads by itself (the small workload 64-128-64-10: 51 k; the
+#: medium one, 784-256-128-10: 0.5 M, whose products each run on the threads)
+HALVES_MAX = 1 << 17
+
+
+def halves(p):
+    """A vector network's loss-and-gradient pass as a ``Halves`` (every op per example,
+    the weight gradients' products over the whole batch after them), or None where it
+    does not apply: a product too large (HALVES_MAX), or an op that is neither."""
+    if not p.backward:
+        return None
+    B = p.buffers
+
+    def rows(op) -> bool:
+        if isinstance(op, MatMul):
+            return op.kind in ("nt", "nn") and op.M == "batch" and not op.accumulate \
+                and _per_row(p, op.A) and _per_row(p, op.C) and not _per_row(p, op.B) \
+                and isinstance(op.N, int) and isinstance(op.K, int)
+        if isinstance(op, SoftmaxXent):
+            return _per_row(p, op.O) and (op.grad is None or _per_row(p, op.grad))
+        if isinstance(op, (Zero, Fill)):
+            return _per_row(p, op.buffer) or isinstance(op, Zero) and B[op.buffer].kind == "grad"
+        if not isinstance(op, Loop) or op.product or not op.indices or \
+                tuple(op.indices[0]) != (ir.BATCH, "batch"):
+            return False
+        for target, index, kind, expr in op.stmts:
+            if target != LOSS and not (B[target].kind == "grad" and kind == "+=" or
+                                       _per_row(p, target) and tuple(index[:1]) == (ir.BATCH,)):
+                return False
+            for sym in expr.free_symbols:
+                acc = p.symbols.get(sym)
+                if acc is not None and _per_row(p, acc.array) and \
+                        tuple(acc.index[:1]) != (ir.BATCH,):
+                    return False
+        return True
+
+    def summed(op) -> bool:     # a weight gradient: Σ_b A[b,m]·B[b,n], stored
+        return isinstance(op, MatMul) and op.kind == "tn" and op.K == "batch" \
+            and not op.accumulate and B[op.C].kind == "grad" and _per_row(p, op.A) \
+            and _per_row(p, op.B) and isinstance(op.M, int) and isinstance(op.N, int)
+
+    passes = [p.backward] + ([p.backward_labels] if p.backward_labels else [])
+    out, sums, grads = [], None, None
+    for backward in passes:
+        ops = p.forward + backward
+        if not all(rows(op) or summed(op) for op in ops):
+            return None
+        these = [op for op in ops if summed(op)]
+        if sums is not None and [(o.C, o.A, o.B) for o in these] != \
+                [(o.C, o.A, o.B) for o in sums]:
+            return None
+        sums = these
+        zeroed = {op.buffer for op in ops if isinstance(op, Zero) and B[op.buffer].kind == "grad"}
+        by_loops = [t for op in ops if isinstance(op, Loop) for t, _, kind, _ in op.stmts
+                    if t != LOSS and B[t].kind == "grad"]
+        # each gradient written by one op; a sum over the examples starts from zero
+        written = by_loops + [op.C for op in these]
+        if len(set(written)) != len(written) or not zeroed <= set(written) or \
+                any(g not in zeroed and not any(g in op.fresh for op in ops
+                                                if isinstance(op, Loop)) for g in by_loops):
+            return None
+        grads = list(dict.fromkeys(by_loops)) if grads is None else grads
+        out.append([op for op in ops if not summed(op) and not (
+            isinstance(op, Zero) and B[op.buffer].kind == "grad")])
+    cost = sum(op.N * op.K for ops in out[:1] for op in ops if isinstance(op, MatMul)) \
+        + sum(op.M * op.N for op in sums)
+    if cost > HALVES_MAX:
+        return None
+    h = Halves(out[0], out[1] if len(out) > 1 else None, sums, [], 0, float(cost))
+    if h.rows_labels:
+        # the ops after the loss, the same for targets as rows and as class labels: emitted
+        # once (sn_chunk_tail), as sn_backprop is for the passes as they are
+        k = 0
+        while k < min(len(h.rows), len(h.rows_labels)) - 1 and \
+                h.rows[-1 - k] is h.rows_labels[-1 - k]:
+            k += 1
+        tail = h.rows[len(h.rows) - k:]
+        if k and not any(isinstance(op, SoftmaxXent) or isinstance(op, Loop) and any(
+                t == LOSS for t, *_ in op.stmts) for op in tail):
+            h.tail = tail
+            h.rows, h.rows_labels = h.rows[:-k], h.rows_labels[:-k]
+    for g in grads:
+        size = math.prod(B[g].shape)
+        h.grads.append((g, h.size, size))
+        h.size += size
+    # the step's update in the jobs that finish each gradient: where they are every one
+    h.update = sorted(B[g].offset for g in written) == sorted(
+        b.offset for b in B.values() if b.kind == "grad") and \
+        sum(math.prod(B[g].shape) for g in written) == p.n_trainable
+    p.part_offset = p.work_per_row
+    p.work_per_row += max(h.size, 1)
+    return h

@@ -729,14 +729,17 @@ def settings() -> dict:
 # ------------------------------------------------------------------ the planner
 #: how much a load may time: "off" nothing (the machine's thresholds alone); "fast"
 #: (the default) each product of the network not yet in the wisdom, ours against the
-#: BLAS at two batches, on the probe that measuring the machine compiled anyway, within
+#: BLAS at three batches, on the probe that measuring the machine compiled anyway, within
 #: FAST_BUDGET_S (the rest at a later load); "full" every product at four batches,
-#: and the register tiles of TILES on the network's products (a probe compiled each)
+#: and the register tiles of TILES on the network's products (a probe compiled each).
+#: Batch 16: the half of a batch of 32 that a small network's chunks run (plan.schedule.
+#: halves), where OpenBLAS still wins (Zen 3: 4.6 against 7.4 µs for 16×128×64)
 TUNE = ("off", "fast", "full")
 FAST_BUDGET_S = 0.15
-#: M·N·K (at the largest batch timed) below which a product is not planned
-PLAN_MIN = 2e5
-BATCHES = {"fast": (32, 256), "full": (16, 64, 256, 1024)}
+#: M·N·K (at the largest batch timed) below which a product is not planned: a layer of
+#: 10 outputs of 64 inputs is (Zen 3, batch 32: OpenBLAS 1.1 µs, symnet's tiles 2.1)
+PLAN_MIN = 1e5
+BATCHES = {"fast": (16, 32, 256), "full": (16, 64, 256, 1024)}
 #: register tiles (rows × columns of C in registers) the "full" planner compiles and
 #: times: AVX2's 16 vector registers hold 4×3, 3×4 or 2×6 accumulators of 8 floats,
 #: AVX-512's 32 hold 8×2, 4×4, 12×1 or 6×2 of 16
@@ -919,8 +922,22 @@ def plan(products, tune: str = "fast", s: dict | None = None) -> dict:
                     build._atomic_write(path, build._seal(on_disk))
             build._debug(f"planned {len(timed)} products"
                          f"{' (under load: not used)' if w.disturbed else ''}: {json.dumps(timed)}")
-    return {_shape_key(sh): decide(known[_shape_key(sh)]) for sh in shapes
-            if _shape_key(sh) in known}
+    return {_shape_key(sh): _below(decide(known[_shape_key(sh)]), known[_shape_key(sh)], s)
+            for sh in shapes if _shape_key(sh) in known}
+
+
+def _below(mnk_min: float, timings: dict, s: dict) -> float:
+    """A product the BLAS won at every size timed: below the smallest (a small network's
+    chunk of 16 rows before its batch of 16 is timed) the machine's own threshold holds,
+    as for a product never timed.
+
+    >>> _below(800, {"32": [2.0, 1.0, 800], "256": [9.0, 5.0, 6400]}, {"blas_min": 100})
+    100
+    >>> _below(6400, {"32": [1.0, 2.0, 800], "256": [9.0, 5.0, 6400]}, {"blas_min": 100})
+    6400
+    """
+    smallest = min((t[2] for t in timings.values()), default=math.inf)
+    return min(mnk_min, s["blas_min"]) if mnk_min == smallest else mnk_min
 
 
 def isa() -> str | None:
