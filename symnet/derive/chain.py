@@ -311,7 +311,10 @@ def derive(graph: ir.Graph) -> list[NodeGrad]:
                                             ("weight", grad_name(red.contraction), X),
                                             ("input", upstream_name(X), red.contraction))
                                         if target not in drop]
-        if frozen:     # a frozen layer's deltas only where a term below reads them
+        # a delta only where a term below reads it: a frozen layer's, and one of a layer
+        # nothing trainable lies under (LayerNorm's mean and 1/σ of the network's input),
+        # whose ∂L/∂(output) no reader writes
+        if frozen or not below[node.name]:
             read = _read_deltas(g)
             g.outer = [t for t in g.outer if not t.target.startswith("delta_")
                        or t.target in read]
