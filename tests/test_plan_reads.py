@@ -29,6 +29,8 @@ NETWORKS = {
         loss="mse"),
     "softmax on the input": lambda: sn.Network(
         sn.Input(5), sn.Softmax(), sn.Dense(3), loss="mse"),
+    "softmax layer": lambda: sn.Network(
+        sn.Input(5), sn.Dense(6, "tanh"), sn.Softmax(), sn.Dense(3), loss="mse"),
     "dense": lambda: sn.Network(sn.Input(5), sn.Dense(6, "tanh"), sn.Dense(3), loss="mse"),
     "transformer blocks": _blocks,
     "attention": lambda: sn.Network(
@@ -60,3 +62,17 @@ def test_the_check_finds_a_read_of_an_unwritten_buffer():
     p = plan(NETWORKS["dense"]().graph())
     ops = [op for op in p.forward + p.backward if getattr(op, "C", None) != "dL_dH1"]
     assert any(b == "dL_dH1" for b, _ in plan_reads.unwritten_reads(p, ops))
+
+
+@pytest.mark.parametrize("name", ["attention", "transformer blocks", "softmax layer"])
+def test_a_softmax_sends_no_gradient_through_its_maximum(name):
+    """x − max: the softmax is the same for any shift, so ∂L/∂max = 0 and the plan has no
+    pass for it nor for its argmax (a Route); the gradients themselves are checked against
+    PyTorch, numpy and central differences in tests/test_attention.py and test_norm.py."""
+    from symnet.plan.ops import Route
+    p = plan(NETWORKS[name]().graph())
+    maxima = [n.name for n in p.graph.nodes if n.kind == "max"]
+    assert maxima
+    assert not any(isinstance(op, Route) for op in p.backward)
+    written = {t for op in p.backward if hasattr(op, "stmts") for t, *_ in op.stmts}
+    assert not any(m in t for m in maxima for t in written), written
