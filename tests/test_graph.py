@@ -315,7 +315,10 @@ def test_shared_layer_has_one_parameter_set_and_the_sum_of_untied_gradients(rng)
     _, gu = untied.loss_and_grad(X, T)
     np.testing.assert_allclose(gs["W1"], gu["W1"] + gu["W2"], rtol=1e-12, atol=1e-15)
     np.testing.assert_allclose(gs["b1"], gu["b1"] + gu["b2"], rtol=1e-12, atol=1e-15)
-    np.testing.assert_array_equal(gs["W3"], gu["W3"])
+    # the same sum, but not the same code: the untied network runs its batch in chunks
+    # (symnet.plan.schedule.halves), the shared one cannot, so the order of the additions
+    # may differ in the last bit (it did under the sanitizers' flags)
+    np.testing.assert_allclose(gs["W3"], gu["W3"], rtol=1e-14, atol=1e-16)
 
 
 def test_functional_single_path_equals_sequential_bit_for_bit(rng):

@@ -142,4 +142,6 @@ def test_kink_derivative_is_zero_at_the_kink(act, slope):
         model.params["b1"] = [b]
         _, g = model.loss_and_grad(np.ones((1, 1)), np.zeros((1, 1)))
         assert g["b1"][0] == want, (act, b)
-    assert "0.5" not in model.c_source and "1.0/2.0" not in model.c_source
+    # no Heaviside(0) = 1/2 in the derived C (the threads' running average is not one)
+    derived = "\n".join(line for line in model.c_source.splitlines() if "sn_took" not in line)
+    assert "0.5" not in derived and "1.0/2.0" not in derived

@@ -30,14 +30,18 @@ def test_two_layer_network_by_hand(model):
     assert s.update_flops == 2 * 26
     assert s.flops_per_step == 120 + 80 + 120 + 160 + 52
     assert s.total("params") == 26
-    assert s.bytes == 128 + 80 + 320 + 160 + 448 + 160
+    # the batch run in chunks (symnet.plan.schedule.halves): the partial sums of the
+    # bias gradients g_b1 (4) and g_b2 (2), room for them per example of the batch
+    assert s.scratch_bytes == (4 + 2) * 5 * 8
+    assert s.bytes == 128 + 80 + 320 + 160 + 448 + 160 + s.scratch_bytes
 
 
 def test_work_memory_is_the_buffer_the_model_allocates(model):
     s = model.summary(batch_size=7)
     grads_of_params = s.total("param_bytes")
     work = s.total("activation_bytes") + s.total("gradient_bytes") - grads_of_params
-    assert work == model.meta["work_per_row"] * 7 * 8
+    assert work + s.scratch_bytes == model.meta["work_per_row"] * 7 * 8
+    assert s.bytes == s.total("param_bytes") + work + grads_of_params + s.scratch_bytes
 
 
 def test_softmax_output_keeps_its_upstream_gradient():

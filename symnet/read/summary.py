@@ -27,7 +27,9 @@ What is counted, per layer, for a batch of B examples and a dtype of s bytes:
   (general layers, pooling) are not counted.
 - the update θ ← θ − lr·g: 2 flops per parameter, in the total only.
 
-The input X and the targets T are the caller's arrays and are not counted.
+Where threads run the batch in chunks, each chunk's partial sums of the gradients take
+``scratch_bytes`` more (counted in ``bytes``).  The input X and the targets T are the
+caller's arrays and are not counted.
 
 >>> import symnet as sn
 >>> net = sn.Network(sn.Input(3), sn.Dense(4, "relu"), sn.Dense(2), loss="mse")
@@ -75,6 +77,8 @@ class Summary:
     batch_size: int
     dtype: str
     update_flops: int
+    # per-chunk partial sums of the gradients (a batch run in chunks by threads), bytes
+    scratch_bytes: int = 0
 
     def total(self, column: str) -> int:
         if column not in COLUMNS:
@@ -89,9 +93,9 @@ class Summary:
 
     @property
     def bytes(self) -> int:
-        """Parameters, activations and gradients together."""
+        """Parameters, activations, gradients and the chunks' partial sums together."""
         return sum(self.total(c) for c in ("param_bytes", "activation_bytes",
-                                           "gradient_bytes"))
+                                           "gradient_bytes")) + self.scratch_bytes
 
     def __str__(self):
         head = ["layer", "in → out", "activation", "params", "param B", "activ. B",
@@ -113,8 +117,10 @@ class Summary:
                      "(matrix products and the sums of norm, softmax, batchnorm and "
                      "embedding layers, multiply-add = 2; "
                      "other element-wise work not counted)")
+        scratch = (f" and {self.scratch_bytes:,} of the chunks' partial sums"
+                   if self.scratch_bytes else "")
         lines.append(f"memory: {self.bytes:,} bytes of parameters, activations and "
-                     "gradients (inputs and targets not counted)")
+                     f"gradients{scratch} (inputs and targets not counted)")
         return "\n".join(lines)
 
     def show(self, print_fn=None) -> Summary:
@@ -127,7 +133,7 @@ class Summary:
 
     def as_dict(self) -> dict:
         return {"batch_size": self.batch_size, "dtype": self.dtype,
-                "update_flops": self.update_flops, "flops_per_step": self.flops_per_step,
+                "update_flops": self.update_flops, "scratch_bytes": self.scratch_bytes, "flops_per_step": self.flops_per_step,
                 "layers": [{f.name: getattr(r, f.name) for f in fields(r)}
                            for r in self.layers]}
 
@@ -192,4 +198,6 @@ def summarize(network, batch_size: int = 32, dtype: str = "float32") -> Summary:
             sum(B * work[n] * size for n in forward if n in work),
             n_params * size + sum(B * work[n] * size for n in backward if n in work),
             fwd, bwd, _shapes(node)))
-    return Summary(rows, B, dtype, 2 * p.n_params)
+    # the threads' chunks keep partial gradient sums per example after every buffer
+    scratch = (p.work_per_row - p.part_offset) * B * size if p.part_offset else 0
+    return Summary(rows, B, dtype, 2 * p.n_params, scratch)
