@@ -108,8 +108,8 @@
  *   loss: bce, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_EB08CDE80B_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_EB08CDE80B_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_2ADADE2D5F_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_2ADADE2D5F_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (32, 10)
  *   b1           offset       320  shape (32,)
  *   P2           offset       352  shape (8, 32)
@@ -140,48 +140,48 @@
  *   W17          offset     17696  shape (10, 32)
  *   b17          offset     18016  shape (10,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_EB08CDE80B_WORK_SIZE(batch) numbers; SYMNET_EB08CDE80B_TRAIN_WORK_SIZE(batch_size) for
- * symnet_eb08cde80b_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_2ADADE2D5F_WORK_SIZE(batch) numbers; SYMNET_2ADADE2D5F_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_2adade2d5f_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 18026 + X B*80 + T or O B*80 + work (B*24400 + 18026)
  *   numbers of 4 bytes; e.g. B = 32: 3,287,888 bytes (training; forward only: 1,817,000).
  */
-#ifndef SYMNET_EB08CDE80B_H
-#define SYMNET_EB08CDE80B_H
+#ifndef SYMNET_2ADADE2D5F_H
+#define SYMNET_2ADADE2D5F_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_EB08CDE80B_REAL float  /* the number type of every array (float32) */
-#define SYMNET_EB08CDE80B_N_INPUTS 80  /* features per example */
-#define SYMNET_EB08CDE80B_N_OUTPUTS 80
-#define SYMNET_EB08CDE80B_N_PARAMS 18026  /* numbers in the flat parameter array */
-#define SYMNET_EB08CDE80B_WORK_PER_EXAMPLE 24400
-#define SYMNET_EB08CDE80B_WORK_SIZE(batch) ((batch) * 24400 + 18026)  /* numbers of scratch per call */
-#define SYMNET_EB08CDE80B_TRAIN_WORK_SIZE(batch_size) (SYMNET_EB08CDE80B_WORK_SIZE(batch_size) + (batch_size) * 160)
-#define SYMNET_EB08CDE80B_SGD 0       /* optimizer codes of symnet_eb08cde80b_update and symnet_eb08cde80b_train */
-#define SYMNET_EB08CDE80B_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_EB08CDE80B_N_PARAMS numbers */
-#define SYMNET_EB08CDE80B_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_EB08CDE80B_N_PARAMS numbers each */
+#define SYMNET_2ADADE2D5F_REAL float  /* the number type of every array (float32) */
+#define SYMNET_2ADADE2D5F_N_INPUTS 80  /* features per example */
+#define SYMNET_2ADADE2D5F_N_OUTPUTS 80
+#define SYMNET_2ADADE2D5F_N_PARAMS 18026  /* numbers in the flat parameter array */
+#define SYMNET_2ADADE2D5F_WORK_PER_EXAMPLE 24400
+#define SYMNET_2ADADE2D5F_WORK_SIZE(batch) ((batch) * 24400 + 18026)  /* numbers of scratch per call */
+#define SYMNET_2ADADE2D5F_TRAIN_WORK_SIZE(batch_size) (SYMNET_2ADADE2D5F_WORK_SIZE(batch_size) + (batch_size) * 160)
+#define SYMNET_2ADADE2D5F_SGD 0       /* optimizer codes of symnet_2adade2d5f_update and symnet_2adade2d5f_train */
+#define SYMNET_2ADADE2D5F_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_2ADADE2D5F_N_PARAMS numbers */
+#define SYMNET_2ADADE2D5F_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_2ADADE2D5F_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_EB08CDE80B_N_OUTPUTS) = the network's output for X (batch × SYMNET_EB08CDE80B_N_INPUTS). */
-void symnet_eb08cde80b_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_2ADADE2D5F_N_OUTPUTS) = the network's output for X (batch × SYMNET_2ADADE2D5F_N_INPUTS). */
+void symnet_2adade2d5f_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_eb08cde80b_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_2adade2d5f_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_EB08CDE80B_N_PARAMS numbers) by back propagation. */
-float symnet_eb08cde80b_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_2ADADE2D5F_N_PARAMS numbers) by back propagation. */
+float symnet_2adade2d5f_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_eb08cde80b_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_2adade2d5f_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_EB08CDE80B_SGD, SYMNET_EB08CDE80B_MOMENTUM or SYMNET_EB08CDE80B_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_2ADADE2D5F_SGD, SYMNET_2ADADE2D5F_MOMENTUM or SYMNET_2ADADE2D5F_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_eb08cde80b_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_2adade2d5f_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -189,10 +189,10 @@ void symnet_eb08cde80b_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_EB08CDE80B_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_2ADADE2D5F_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_EB08CDE80B_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_eb08cde80b_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_2ADADE2D5F_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_2adade2d5f_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -201,7 +201,7 @@ long long symnet_eb08cde80b_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_EB08CDE80B_H */
+#endif /* SYMNET_2ADADE2D5F_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -1515,29 +1515,24 @@ static void sn_rows_13(const real *params, real *work, const real *S, int batch,
 }
 
 /* The examples sn_lo ≤ b < sn_hi of the batch through the layers' ops that take each
- * example alone: dL_dB2_att_p, dL_dB2_att_qkv, dL_dB2_att_e, dL_dB2_att_z, dL_dB2_att_s, dL_dB2_att_m, g_c11; the sums over these examples go to
+ * example alone: dL_dB2_att_p, dL_dB2_att_qkv, dL_dB2_att_e, dL_dB2_att_z, dL_dB2_att_s, g_c11; the sums over these examples go to
  * sn_part (96 numbers). */
 static void sn_rows_14(const real *params, real *work, const real *S, int batch, int sn_lo, int sn_hi, real *sn_part)
 {
 
     real *g_c11 = sn_part + 0;  /* this chunk's part of ∂L/∂c11: (96,) */
     real *B2_att_qkv = work + (size_t)batch * 8352;  /* layer B2_att_qkv: (batch, 8, 96) */
-    real *z_B2_att_s = work + (size_t)batch * 9120;  /* Σ of B2_att_s: (batch, 4, 8, 8) */
-    real *z_B2_att_m = work + (size_t)batch * 9376;  /* Σ of B2_att_m: (batch, 4, 8) */
     real *B2_att_e = work + (size_t)batch * 9408;  /* layer B2_att_e: (batch, 4, 8, 8) */
     real *z_B2_att_z = work + (size_t)batch * 9664;  /* Σ of B2_att_z: (batch, 4, 8) */
     real *B2_att_p = work + (size_t)batch * 9696;  /* layer B2_att_p: (batch, 4, 8, 8) */
     real *dL_dB2_att_qkv = work + (size_t)batch * 19520;  /* ∂L/∂B2_att_qkv: (batch, 8, 96) */
     real *dL_dB2_att_s = work + (size_t)batch * 20288;  /* ∂L/∂B2_att_s: (batch, 4, 8, 8) */
-    real *dL_dB2_att_m = work + (size_t)batch * 20544;  /* ∂L/∂B2_att_m: (batch, 4, 8) */
     real *dL_dB2_att_e = work + (size_t)batch * 20576;  /* ∂L/∂B2_att_e: (batch, 4, 8, 8) */
     real *dL_dB2_att_z = work + (size_t)batch * 20832;  /* ∂L/∂B2_att_z: (batch, 4, 8) */
     real *dL_dB2_att_p = work + (size_t)batch * 20864;  /* ∂L/∂B2_att_p: (batch, 4, 8, 8) */
     real *dL_dB2_att_a = work + (size_t)batch * 21120;  /* ∂L/∂B2_att_a: (batch, 8, 4, 8) */
-    real *B2_att_s = z_B2_att_s;  /* layer B2_att_s: z_B2_att_s itself: (batch, 4, 8, 8) */
     real *B2_att_z = z_B2_att_z;  /* layer B2_att_z: z_B2_att_z itself: (batch, 4, 8) */
     real *delta_B2_att_s = dL_dB2_att_s;  /* ∂L/∂z_B2_att_s: ∂L/∂B2_att_s itself: (batch, 4, 8, 8) */
-    real *delta_B2_att_m = dL_dB2_att_m;  /* ∂L/∂z_B2_att_m: ∂L/∂B2_att_m itself: (batch, 4, 8) */
     real *delta_B2_att_z = dL_dB2_att_z;  /* ∂L/∂z_B2_att_z: ∂L/∂B2_att_z itself: (batch, 4, 8) */
     real *delta_B2_att_a = dL_dB2_att_a;  /* ∂L/∂z_B2_att_a: ∂L/∂B2_att_a itself: (batch, 8, 4, 8) */
 
@@ -1575,40 +1570,16 @@ static void sn_rows_14(const real *params, real *work, const real *S, int batch,
                 for (int tk = 0; tk < 8; tk++) {
                     dL_dB2_att_e[b * 256 + hd * 64 + tq * 8 + tk] += delta_B2_att_z[b * 32 + hd * 8 + tq];
                 }
-    /* dL_dB2_att_s[b,hd,tq,tk] = B2_att_e[b,hd,tq,tk]·dL_dB2_att_e[b,hd,tq,tk] (from B2_att_e); dL_dB2_att_m[b,hd,tq] = -B2_att_e[b,hd,tq,tk]·dL_dB2_att_e[b,hd,tq,tk] */
+    /* dL_dB2_att_s[b,hd,tq,tk] = B2_att_e[b,hd,tq,tk]·dL_dB2_att_e[b,hd,tq,tk] (from B2_att_e) */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++)
-            for (int tq = 0; tq < 8; tq++) {
-                real acc0 = 0;
+            for (int tq = 0; tq < 8; tq++)
 #ifdef SN_SIMD
-#pragma omp simd reduction(+:acc0)
+#pragma omp simd
 #endif
                 for (int tk = 0; tk < 8; tk++) {
-                    const real t0 = B2_att_e[b * 256 + hd * 64 + tq * 8 + tk]*dL_dB2_att_e[b * 256 + hd * 64 + tq * 8 + tk];
-                    dL_dB2_att_s[b * 256 + hd * 64 + tq * 8 + tk] = t0;
-                    acc0 += -t0;
+                    dL_dB2_att_s[b * 256 + hd * 64 + tq * 8 + tk] = B2_att_e[b * 256 + hd * 64 + tq * 8 + tk]*dL_dB2_att_e[b * 256 + hd * 64 + tq * 8 + tk];
                 }
-                dL_dB2_att_m[b * 32 + hd * 8 + tq] = acc0;
-            }
-    /* dL_dB2_att_s[b,hd,tq,tk] += delta_B2_att_m[b,hd,tq] at the first (u,v) where B2_att_s[b,hd,tq,tk] = z_B2_att_m[b,hd,tq] (first on ties)
-       as: the smallest tk whose element equals the maximum the forward pass kept
-       (a vectorised minimum; 8 where none does, a NaN row: then tk = 0) */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int hd = 0; hd < 4; hd++)
-            for (int tq = 0; tq < 8; tq++) {
-                int tk_at = 8;
-#ifdef SN_SIMD
-#pragma omp simd reduction(min:tk_at)
-#endif
-                for (int tk = 0; tk < 8; tk++) {
-                    const int at = B2_att_s[b * 256 + hd * 64 + tq * 8 + tk] == z_B2_att_m[b * 32 + hd * 8 + tq] ? tk : 8;
-                    tk_at = at < tk_at ? at : tk_at;
-                }
-                {
-                    const int tk = tk_at < 8 ? tk_at : 0;
-                    dL_dB2_att_s[b * 256 + hd * 64 + tq * 8 + tk] += delta_B2_att_m[b * 32 + hd * 8 + tq];
-                }
-            }
     /* dL_dB2_att_qkv[b,tk,hd*8 + e + 32] += Σ_tq 0.35355339059327373·B2_att_qkv[b,tq,hd·8 + e]·delta_B2_att_s[b,hd,tq,tk]; dL_dB2_att_qkv[b,tq,hd*8 + e] += Σ_tk 0.35355339059327373·B2_att_qkv[b,tk,hd·8 + e + 32]·delta_B2_att_s[b,hd,tq,tk]: a small product per (b, hd) */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++) {
@@ -1876,29 +1847,24 @@ static void sn_rows_17(const real *params, real *work, const real *S, int batch,
 }
 
 /* The examples sn_lo ≤ b < sn_hi of the batch through the layers' ops that take each
- * example alone: dL_dB1_att_p, dL_dB1_att_qkv, dL_dB1_att_e, dL_dB1_att_z, dL_dB1_att_s, dL_dB1_att_m, g_c4; the sums over these examples go to
+ * example alone: dL_dB1_att_p, dL_dB1_att_qkv, dL_dB1_att_e, dL_dB1_att_z, dL_dB1_att_s, g_c4; the sums over these examples go to
  * sn_part (96 numbers). */
 static void sn_rows_18(const real *params, real *work, const real *S, int batch, int sn_lo, int sn_hi, real *sn_part)
 {
 
     real *g_c4 = sn_part + 0;  /* this chunk's part of ∂L/∂c4: (96,) */
     real *B1_att_qkv = work + (size_t)batch * 2080;  /* layer B1_att_qkv: (batch, 8, 96) */
-    real *z_B1_att_s = work + (size_t)batch * 2848;  /* Σ of B1_att_s: (batch, 4, 8, 8) */
-    real *z_B1_att_m = work + (size_t)batch * 3104;  /* Σ of B1_att_m: (batch, 4, 8) */
     real *B1_att_e = work + (size_t)batch * 3136;  /* layer B1_att_e: (batch, 4, 8, 8) */
     real *z_B1_att_z = work + (size_t)batch * 3392;  /* Σ of B1_att_z: (batch, 4, 8) */
     real *B1_att_p = work + (size_t)batch * 3424;  /* layer B1_att_p: (batch, 4, 8, 8) */
     real *dL_dB1_att_qkv = work + (size_t)batch * 14528;  /* ∂L/∂B1_att_qkv: (batch, 8, 96) */
     real *dL_dB1_att_s = work + (size_t)batch * 15296;  /* ∂L/∂B1_att_s: (batch, 4, 8, 8) */
-    real *dL_dB1_att_m = work + (size_t)batch * 15552;  /* ∂L/∂B1_att_m: (batch, 4, 8) */
     real *dL_dB1_att_e = work + (size_t)batch * 15584;  /* ∂L/∂B1_att_e: (batch, 4, 8, 8) */
     real *dL_dB1_att_z = work + (size_t)batch * 15840;  /* ∂L/∂B1_att_z: (batch, 4, 8) */
     real *dL_dB1_att_p = work + (size_t)batch * 15872;  /* ∂L/∂B1_att_p: (batch, 4, 8, 8) */
     real *dL_dB1_att_a = work + (size_t)batch * 16128;  /* ∂L/∂B1_att_a: (batch, 8, 4, 8) */
-    real *B1_att_s = z_B1_att_s;  /* layer B1_att_s: z_B1_att_s itself: (batch, 4, 8, 8) */
     real *B1_att_z = z_B1_att_z;  /* layer B1_att_z: z_B1_att_z itself: (batch, 4, 8) */
     real *delta_B1_att_s = dL_dB1_att_s;  /* ∂L/∂z_B1_att_s: ∂L/∂B1_att_s itself: (batch, 4, 8, 8) */
-    real *delta_B1_att_m = dL_dB1_att_m;  /* ∂L/∂z_B1_att_m: ∂L/∂B1_att_m itself: (batch, 4, 8) */
     real *delta_B1_att_z = dL_dB1_att_z;  /* ∂L/∂z_B1_att_z: ∂L/∂B1_att_z itself: (batch, 4, 8) */
     real *delta_B1_att_a = dL_dB1_att_a;  /* ∂L/∂z_B1_att_a: ∂L/∂B1_att_a itself: (batch, 8, 4, 8) */
 
@@ -1936,40 +1902,16 @@ static void sn_rows_18(const real *params, real *work, const real *S, int batch,
                 for (int tk = 0; tk < 8; tk++) {
                     dL_dB1_att_e[b * 256 + hd * 64 + tq * 8 + tk] += delta_B1_att_z[b * 32 + hd * 8 + tq];
                 }
-    /* dL_dB1_att_s[b,hd,tq,tk] = B1_att_e[b,hd,tq,tk]·dL_dB1_att_e[b,hd,tq,tk] (from B1_att_e); dL_dB1_att_m[b,hd,tq] = -B1_att_e[b,hd,tq,tk]·dL_dB1_att_e[b,hd,tq,tk] */
+    /* dL_dB1_att_s[b,hd,tq,tk] = B1_att_e[b,hd,tq,tk]·dL_dB1_att_e[b,hd,tq,tk] (from B1_att_e) */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++)
-            for (int tq = 0; tq < 8; tq++) {
-                real acc0 = 0;
+            for (int tq = 0; tq < 8; tq++)
 #ifdef SN_SIMD
-#pragma omp simd reduction(+:acc0)
+#pragma omp simd
 #endif
                 for (int tk = 0; tk < 8; tk++) {
-                    const real t0 = B1_att_e[b * 256 + hd * 64 + tq * 8 + tk]*dL_dB1_att_e[b * 256 + hd * 64 + tq * 8 + tk];
-                    dL_dB1_att_s[b * 256 + hd * 64 + tq * 8 + tk] = t0;
-                    acc0 += -t0;
+                    dL_dB1_att_s[b * 256 + hd * 64 + tq * 8 + tk] = B1_att_e[b * 256 + hd * 64 + tq * 8 + tk]*dL_dB1_att_e[b * 256 + hd * 64 + tq * 8 + tk];
                 }
-                dL_dB1_att_m[b * 32 + hd * 8 + tq] = acc0;
-            }
-    /* dL_dB1_att_s[b,hd,tq,tk] += delta_B1_att_m[b,hd,tq] at the first (u,v) where B1_att_s[b,hd,tq,tk] = z_B1_att_m[b,hd,tq] (first on ties)
-       as: the smallest tk whose element equals the maximum the forward pass kept
-       (a vectorised minimum; 8 where none does, a NaN row: then tk = 0) */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int hd = 0; hd < 4; hd++)
-            for (int tq = 0; tq < 8; tq++) {
-                int tk_at = 8;
-#ifdef SN_SIMD
-#pragma omp simd reduction(min:tk_at)
-#endif
-                for (int tk = 0; tk < 8; tk++) {
-                    const int at = B1_att_s[b * 256 + hd * 64 + tq * 8 + tk] == z_B1_att_m[b * 32 + hd * 8 + tq] ? tk : 8;
-                    tk_at = at < tk_at ? at : tk_at;
-                }
-                {
-                    const int tk = tk_at < 8 ? tk_at : 0;
-                    dL_dB1_att_s[b * 256 + hd * 64 + tq * 8 + tk] += delta_B1_att_m[b * 32 + hd * 8 + tq];
-                }
-            }
     /* dL_dB1_att_qkv[b,tk,hd*8 + e + 32] += Σ_tq 0.35355339059327373·B1_att_qkv[b,tq,hd·8 + e]·delta_B1_att_s[b,hd,tq,tk]; dL_dB1_att_qkv[b,tq,hd*8 + e] += Σ_tk 0.35355339059327373·B1_att_qkv[b,tk,hd·8 + e + 32]·delta_B1_att_s[b,hd,tq,tk]: a small product per (b, hd) */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++) {
@@ -2288,7 +2230,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_eb08cde80b_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_2adade2d5f_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 13392, sizeof(real) * (size_t)batch * 80);
@@ -2314,7 +2256,7 @@ static double sn_loss(const real *params, real *work, const real *S, const real 
     return loss / batch;
 }
 
-real symnet_eb08cde80b_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_2adade2d5f_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -2496,15 +2438,15 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     sn_mm_tn(32, 32, batch * 8, delta_B2_att, B2_att_a, g_Wo11, 0);
     /* dL_dB2_att_a[b,j] = Σ_i delta_B2_att[b,i]·Wo11[i,j] */
     sn_mm_nn(batch * 8, 32, 32, delta_B2_att, Wo11, dL_dB2_att_a, 0);
-    /* dL_dB2_att_p, dL_dB2_att_qkv, dL_dB2_att_e, dL_dB2_att_z, dL_dB2_att_s, dL_dB2_att_m, g_c11: the batch in chunks of examples through sn_rows_14, the chunks
+    /* dL_dB2_att_p, dL_dB2_att_qkv, dL_dB2_att_e, dL_dB2_att_z, dL_dB2_att_s, g_c11: the batch in chunks of examples through sn_rows_14, the chunks
        on as many threads as pay for their join: n threads cost work/n + one join, so each
        thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 84736 multiply-adds per example */
+       two joins); the work, about 80640 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
         real *sn_part = work + (size_t)batch * 24048;  /* 96 partial sums per chunk */
 #ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 84736 * batch, sn_n) : 1;
+        const int sn_used = sn_on ? sn_threads(2.0 * 80640 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
 #endif
         for (int sn_c = 0; sn_c < sn_n; sn_c++)
@@ -2592,15 +2534,15 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     sn_mm_tn(32, 32, batch * 8, delta_B1_att, B1_att_a, g_Wo4, 0);
     /* dL_dB1_att_a[b,j] = Σ_i delta_B1_att[b,i]·Wo4[i,j] */
     sn_mm_nn(batch * 8, 32, 32, delta_B1_att, Wo4, dL_dB1_att_a, 0);
-    /* dL_dB1_att_p, dL_dB1_att_qkv, dL_dB1_att_e, dL_dB1_att_z, dL_dB1_att_s, dL_dB1_att_m, g_c4: the batch in chunks of examples through sn_rows_18, the chunks
+    /* dL_dB1_att_p, dL_dB1_att_qkv, dL_dB1_att_e, dL_dB1_att_z, dL_dB1_att_s, g_c4: the batch in chunks of examples through sn_rows_18, the chunks
        on as many threads as pay for their join: n threads cost work/n + one join, so each
        thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 84736 multiply-adds per example */
+       two joins); the work, about 80640 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
         real *sn_part = work + (size_t)batch * 24048;  /* 96 partial sums per chunk */
 #ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 84736 * batch, sn_n) : 1;
+        const int sn_used = sn_on ? sn_threads(2.0 * 80640 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
 #endif
         for (int sn_c = 0; sn_c < sn_n; sn_c++)
@@ -2646,7 +2588,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_eb08cde80b_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_2adade2d5f_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -2673,7 +2615,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_eb08cde80b_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_2adade2d5f_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 24400;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
@@ -2744,7 +2686,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_eb08cde80b_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_2adade2d5f_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -2770,7 +2712,7 @@ void symnet_eb08cde80b_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_eb08cde80b_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_2adade2d5f_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

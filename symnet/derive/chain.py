@@ -263,8 +263,9 @@ def needs_input_grad(graph: ir.Graph) -> dict[str, bool]:
     below: dict[str, bool] = {graph.input_name: graph.grad_inputs}
     below.update({name: graph.grad_inputs for name, _ in graph.inputs})
     for node in graph.nodes:
-        below[node.name] = any(below[x] for x in node.inputs) or \
-            any(getattr(p, "trainable", True) for p in node.params)
+        below[node.name] = not getattr(node, "shift", False) and (any(below[x] for x in node.inputs) or
+                                               any(getattr(p, "trainable", True)
+                                                   for p in node.params))
     return below
 
 
@@ -296,6 +297,9 @@ def derive(graph: ir.Graph) -> list[NodeGrad]:
             g.coupled = derive_coupled(node, graph.losses[node.name],
                                        graph.weights[node.name],
                                        graph.target_offset(node.name))
+        if getattr(node, "shift", False):     # ∂L/∂(a softmax's maximum) is zero: nothing to send back
+            g.outer, g.through, g.pieces = [], [], []
+            g.summands = {r: [] for r in g.summands}
         g.input_grad = any(below[x] for x in node.inputs)
         drop = {upstream_name(x) for x in node.inputs if not below[x]} | frozen
         g.outer = [t for t in g.outer if t.target not in drop]
@@ -311,7 +315,10 @@ def derive(graph: ir.Graph) -> list[NodeGrad]:
                                             ("weight", grad_name(red.contraction), X),
                                             ("input", upstream_name(X), red.contraction))
                                         if target not in drop]
-        if frozen:     # a frozen layer's deltas only where a term below reads them
+        # a delta only where a term below reads it: a frozen layer's, and one of a layer
+        # nothing trainable lies under (LayerNorm's mean and 1/σ of the network's input),
+        # whose ∂L/∂(output) no reader writes
+        if frozen or not below[node.name]:
             read = _read_deltas(g)
             g.outer = [t for t in g.outer if not t.target.startswith("delta_")
                        or t.target in read]

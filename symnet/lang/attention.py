@@ -19,8 +19,9 @@ tensor formulas (d = D / heads, h a head, e a feature of a head):
 
 where S is masked (−∞, so P = 0) at the keys u > t when ``causal``.
 Subtracting the row's maximum M changes nothing in P but keeps every
-exponential ≤ 1 (its derivative, zero in exact arithmetic, is derived like the
-rest); each exponential is computed once (E), and its derivative is E itself.
+exponential ≤ 1; its derivative is zero in exact arithmetic (Σ_u E·∂L/∂E = 0), so
+no gradient is sent through M (``ir.Node.shift``: no pass for ∂L/∂M, none for its
+argmax); each exponential is computed once (E), and its derivative is E itself.
 The scale 1/√d sits inside the sum, so the C's small product of the scores stores
 S itself (α·Σ), and the values are read where the projection wrote them (each row
 of V, along e, is contiguous).  sympy derives every
@@ -211,7 +212,8 @@ class MultiHeadAttention(LayerBase):
         red = ir.Reduction(f"z_{Mn}", r, ir.element(syms, S, ir.BATCH, HEAD, POS, KEY),
                            (KEY,), space=((KEY, steps),), op="max")
         M = ir.Node(Mn, index, S, H * steps * steps, H * steps, [], [red], r, syms,
-                    kind="max", space=((HEAD, H), (POS, steps)), in_shape=(H, steps, steps))
+                    kind="max", space=((HEAD, H), (POS, steps)), in_shape=(H, steps, steps),
+                    shift=True)
         # E[b,h,t,u] = exp(S[b,h,t,u] − M[b,h,t]): each exponential once
         syms = {}
         En = f"{name}_e"

@@ -85,6 +85,7 @@ class Softmax(_LastAxis):
         rows = _Rows(in_shape)
         top = rows.reduce(f"{name}_max", index, inputs[0], lambda x: x, lambda z: z,
                           kind="max", label="softmax: the row's maximum", op="max")
+        top.shift = True     # x − m: the softmax is the same for any m, ∂L/∂m = 0
         syms: dict = {}
         e = sp.exp(rows.element(syms, inputs[0]) - rows.row_element(syms, top.name))
         exp = rows.node(f"{name}_exp", index, inputs[0], e, syms, [], kind="exp",
