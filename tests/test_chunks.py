@@ -163,3 +163,69 @@ def test_an_epoch_in_one_call_gives_the_steps_bit_for_bit(monkeypatch, optimizer
                    else optimizer, **kw)
     for k in a.params:
         np.testing.assert_array_equal(a.params[k], b.params[k], err_msg=k)
+
+
+# ------------------------------------------------ the choice of threads for the passes
+_HARNESS = r"""
+#include <stdio.h>
+#include <stdlib.h>
+%s
+/* passes of `alone` and `with` seconds (with2 from pass `at` on; `wake` more for a pass
+   with threads after one without): the choices, '0' or '1' a pass */
+int main(int argc, char **argv)
+{
+    const double alone = atof(argv[1]), with = atof(argv[2]), with2 = atof(argv[4]);
+    const double wake = atof(argv[6]);
+    const long n = atol(argv[5]), at = atol(argv[3]);
+    int before = 1;
+    for (long i = 0; i < n; i++) {
+        const int t = sn_choose();
+        sn_took_now(t, t ? (i < at ? with : with2) + (before ? 0 : wake) : alone);
+        putchar('0' + t);
+        before = t;
+    }
+    return 0;
+}
+"""
+
+
+def _choices(tmp_path, alone, with_, at, with2, n, wake=0.0):
+    """The choices (threads or not) of the emitted chooser (sn_choose, sn_took_now) over
+    n passes whose times are given: a string of 0 and 1."""
+    import re
+    import subprocess
+    from symnet.backend.c import build
+    src = _net().compile(dtype="float64").c_source
+    m = re.search(r"#define SN_RETRY .*?\nstatic void sn_took_now\(.*?\n}\n", src, re.S)
+    assert m, "the chooser is not in the emitted C"
+    c, exe = tmp_path / "chooser.c", tmp_path / "chooser"
+    c.write_text(_HARNESS % m.group(0))
+    subprocess.run([*build.compiler(), "-O1", "-o", str(exe), str(c)], check=True)
+    out = subprocess.run([str(exe), *map(str, (alone, with_, at, with2, n, wake))],
+                         check=True, capture_output=True, text=True).stdout
+    assert len(out) == n
+    return out
+
+
+def test_the_passes_keep_the_faster_choice_and_try_the_other_rarely(tmp_path):
+    # threads faster (quiet machine: 1.15 against 1.7 µs per example): after the first
+    # trials nearly every pass takes threads; a trial alone costs 3 passes now and then,
+    # and the pass with threads after it, which wakes the pool's thread (3.9 µs per
+    # example more), does not make the threads look slower
+    for wake in (0.0, 3.9e-6):
+        quiet = _choices(tmp_path, 1.7e-6, 1.15e-6, 10**9, 0, 4000, wake)
+        assert quiet[:7] == "0000111"
+        assert quiet[7:].count("0") <= 0.05 * 4000
+    # threads five times slower (a busy machine whose other core another program holds:
+    # 280 µs a pass with threads against 55 alone): a trial with threads ends after its
+    # second pass, and the trials come at most every SN_RETRY_MAX passes, so threads cost
+    # few passes (three every 67 passes before, 180 of 4000)
+    busy = _choices(tmp_path, 1.7e-6, 8.8e-6, 10**9, 0, 4000)
+    assert busy[7:].count("1") <= 45
+    assert "111" not in busy[7:]
+    # the machine becomes quiet: threads are taken again within SN_RETRY_MAX passes, even
+    # though the first pass of each trial with threads wakes the pool's thread (3.9 µs
+    # per example more): that pass alone does not end a trial
+    for wake in (0.0, 3.9e-6):
+        later = _choices(tmp_path, 1.7e-6, 8.8e-6, 2000, 1.15e-6, 4000, wake)
+        assert later[2000 + 2 * 256:].count("0") <= 0.05 * len(later[2000 + 2 * 256:])
