@@ -111,3 +111,63 @@ def _reads(p, op) -> set:
     if isinstance(op, (Zero, Fill)):
         return set()
     return set(p.buffers)
+
+
+def fuse_loops(p, ops: list) -> list:
+    """Two loops in a row over the same indices, the first an element formula
+    (every statement writes the element at the loop's point: ``dL_dE[b,h,t,u] +=
+    δ_Z[b,h,t]``), the second reading what the first wrote only at that same point
+    (``dL_dS[b,h,t,u] = E[b,h,t,u]·dL_dE[b,h,t,u]``), run as one loop: at each point the
+    first's statements, then the second's, which read the element just stored (from the
+    cache, not a second pass over memory; the C keeps such reads out of the loop's common
+    subexpressions, symnet.backend.c.emit), so the results are the same numbers.  Not when
+    the first reads anything the second writes or any of its own targets, or the second
+    reads the first's targets at another point."""
+    out = []
+    for op in ops:
+        prev = out[-1] if out else None
+        joined = _joined(p, prev, op) if isinstance(prev, Loop) and isinstance(op, Loop) \
+            else None
+        if joined is not None:
+            out[-1] = joined
+        else:
+            out.append(op)
+    return out
+
+
+def _joined(p, a: Loop, b: Loop):
+    """The loop that runs ``a`` then ``b`` at each point (see fuse_loops), or None."""
+    from .overwrite import _root
+    if a.product or b.product or list(a.indices) != list(b.indices):
+        return None
+    point = tuple(n for n, _ in a.indices)
+    value = {}                           # the roots of a's targets
+    for target, index, kind, expr in a.stmts:
+        if target == LOSS or kind not in ("=", "+=") or tuple(index) != point \
+                or _root(p, target) in value:
+            return None
+        value[_root(p, target)] = kind
+    b_targets = {_root(p, t) for t, *_ in b.stmts if t != LOSS}
+    if b_targets & set(value):
+        return None
+    for _, _, _, expr in a.stmts:         # a reads neither b's targets nor its own elsewhere
+        for s in expr.free_symbols:
+            acc = p.symbols.get(s)
+            if acc is None:
+                continue
+            root = _root(p, acc.array)
+            if root in b_targets or root in value:
+                return None
+    used = False
+    for _, _, _, expr in b.stmts:
+        for s in expr.free_symbols:
+            acc = p.symbols.get(s)
+            if acc is None or _root(p, acc.array) not in value:
+                continue
+            if tuple(acc.index) != point:
+                return None
+            used = True
+    if not used:
+        return None
+    return Loop(list(a.indices), list(a.stmts) + list(b.stmts), f"{a.comment}; {b.comment}",
+                hoist=a.hoist or b.hoist, fresh=set(a.fresh) | set(b.fresh))
