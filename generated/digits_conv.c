@@ -13,7 +13,7 @@
  * X of width n holds X[b,j] at X[b * n + j]; W of shape (out, in) holds
  * W[i,j] at W[i * in + j].  Parameters live in one flat array `params`
  * (9930 numbers), their gradients in `grads` with the same
- * layout, and everything per example in `work` (15912 numbers
+ * layout, and everything per example in `work` (15902 numbers
  * per example of the batch).
  */
 #include <math.h>
@@ -32,8 +32,8 @@
  *   loss: softmax_cross_entropy, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_7A7E6BBD0F_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_7A7E6BBD0F_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_261BCE5B68_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_261BCE5B68_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (16, 1, 3, 3)
  *   b1           offset       144  shape (16,)
  *   W3           offset       160  shape (32, 16, 3, 3)
@@ -41,59 +41,59 @@
  *   W5           offset      4800  shape (10, 512)
  *   b5           offset      9920  shape (10,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_7A7E6BBD0F_WORK_SIZE(batch) numbers; SYMNET_7A7E6BBD0F_TRAIN_WORK_SIZE(batch_size) for
- * symnet_7a7e6bbd0f_train) and allocates nothing.  Memory for one call of a batch B:
- *   params 9930 + X B*64 + T or O B*10 + work (B*15912 + 9930)
- *   numbers of 4 bytes; e.g. B = 32: 2,125,648 bytes (training; forward only: 1,042,984).
+ * `work` (SYMNET_261BCE5B68_WORK_SIZE(batch) numbers; SYMNET_261BCE5B68_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_261bce5b68_train) and allocates nothing.  Memory for one call of a batch B:
+ *   params 9930 + X B*64 + T or O B*10 + work (B*15902 + 9930)
+ *   numbers of 4 bytes; e.g. B = 32: 2,124,368 bytes (training; forward only: 1,042,984).
  */
-#ifndef SYMNET_7A7E6BBD0F_H
-#define SYMNET_7A7E6BBD0F_H
+#ifndef SYMNET_261BCE5B68_H
+#define SYMNET_261BCE5B68_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_7A7E6BBD0F_REAL float  /* the number type of every array (float32) */
-#define SYMNET_7A7E6BBD0F_N_INPUTS 64  /* features per example */
-#define SYMNET_7A7E6BBD0F_N_OUTPUTS 10
-#define SYMNET_7A7E6BBD0F_N_PARAMS 9930  /* numbers in the flat parameter array */
-#define SYMNET_7A7E6BBD0F_WORK_PER_EXAMPLE 15912
-#define SYMNET_7A7E6BBD0F_WORK_SIZE(batch) ((batch) * 15912 + 9930)  /* numbers of scratch per call */
-#define SYMNET_7A7E6BBD0F_TRAIN_WORK_SIZE(batch_size) (SYMNET_7A7E6BBD0F_WORK_SIZE(batch_size) + (batch_size) * 74)
-#define SYMNET_7A7E6BBD0F_SGD 0       /* optimizer codes of symnet_7a7e6bbd0f_update and symnet_7a7e6bbd0f_train */
-#define SYMNET_7A7E6BBD0F_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_7A7E6BBD0F_N_PARAMS numbers */
-#define SYMNET_7A7E6BBD0F_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_7A7E6BBD0F_N_PARAMS numbers each */
+#define SYMNET_261BCE5B68_REAL float  /* the number type of every array (float32) */
+#define SYMNET_261BCE5B68_N_INPUTS 64  /* features per example */
+#define SYMNET_261BCE5B68_N_OUTPUTS 10
+#define SYMNET_261BCE5B68_N_PARAMS 9930  /* numbers in the flat parameter array */
+#define SYMNET_261BCE5B68_WORK_PER_EXAMPLE 15902
+#define SYMNET_261BCE5B68_WORK_SIZE(batch) ((batch) * 15902 + 9930)  /* numbers of scratch per call */
+#define SYMNET_261BCE5B68_TRAIN_WORK_SIZE(batch_size) (SYMNET_261BCE5B68_WORK_SIZE(batch_size) + (batch_size) * 74)
+#define SYMNET_261BCE5B68_SGD 0       /* optimizer codes of symnet_261bce5b68_update and symnet_261bce5b68_train */
+#define SYMNET_261BCE5B68_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_261BCE5B68_N_PARAMS numbers */
+#define SYMNET_261BCE5B68_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_261BCE5B68_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_7A7E6BBD0F_N_OUTPUTS) = the network's output for X (batch × SYMNET_7A7E6BBD0F_N_INPUTS). */
-void symnet_7a7e6bbd0f_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_261BCE5B68_N_OUTPUTS) = the network's output for X (batch × SYMNET_261BCE5B68_N_INPUTS). */
+void symnet_261bce5b68_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_7a7e6bbd0f_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_261bce5b68_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_7A7E6BBD0F_N_PARAMS numbers) by back propagation. */
-float symnet_7a7e6bbd0f_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_261BCE5B68_N_PARAMS numbers) by back propagation. */
+float symnet_261bce5b68_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_7a7e6bbd0f_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_261bce5b68_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss; T[b] is the class label of example b. */
-float symnet_7a7e6bbd0f_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_261bce5b68_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_7A7E6BBD0F_N_PARAMS numbers) by back propagation. */
-float symnet_7a7e6bbd0f_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_261BCE5B68_N_PARAMS numbers) by back propagation. */
+float symnet_261bce5b68_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_7a7e6bbd0f_step_labels(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_261bce5b68_step_labels(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_7A7E6BBD0F_SGD, SYMNET_7A7E6BBD0F_MOMENTUM or SYMNET_7A7E6BBD0F_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_261BCE5B68_SGD, SYMNET_261BCE5B68_MOMENTUM or SYMNET_261BCE5B68_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_7a7e6bbd0f_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_261bce5b68_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -101,10 +101,10 @@ void symnet_7a7e6bbd0f_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_7A7E6BBD0F_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_261BCE5B68_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_7A7E6BBD0F_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_7a7e6bbd0f_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_261BCE5B68_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_261bce5b68_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -114,10 +114,10 @@ long long symnet_7a7e6bbd0f_train(float *params, const float *X, const float *T,
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_7A7E6BBD0F_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_261BCE5B68_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_7A7E6BBD0F_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_7a7e6bbd0f_train_labels(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_261BCE5B68_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_261bce5b68_train_labels(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -126,7 +126,7 @@ long long symnet_7a7e6bbd0f_train_labels(float *params, const float *X, const fl
 }
 #endif
 
-#endif /* SYMNET_7A7E6BBD0F_H */
+#endif /* SYMNET_261BCE5B68_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -418,24 +418,25 @@ static inline int sn_share(int batch, int c, int n) { return (int)((long long)ba
  * takes a core another program then takes back from the pass (milliseconds, more than
  * the threads save).  After a pass that warms the caches, three passes without threads
  * and three with give each choice its median; then the pass keeps the faster (its figure
- * an average of its last two passes) and tries the other for three passes again after
+ * the median of its last three passes) and tries the other for three passes again after
  * SN_RETRY passes, twice as many after each such trial that lost (at most SN_RETRY_MAX).
- * A trial's second pass that takes more than SN_LOST times the kept choice's figure ends
- * the trial at once, lost (the first pass is not judged: with threads it wakes the pool's
- * sleeping thread, 3-4 µs per example more for the small network; for the same reason the
- * first pass after a trial does not count in the kept choice's figure: folded into its
- * average, one such wake-up made the kept threads look slower than one thread, and the
- * small step then ran alone, 57 µs against 39, until a trial with threads won): on a 2-core machine
- * whose other core another program holds, a pass with threads took 280 µs against 55
- * alone (the woken thread waits for the caller's core), and three such passes every 67
+ * Medians, so that one slow pass changes nothing: the first pass with threads after a
+ * pause, a trial or a stretch without them wakes the pool's sleeping thread (3-4 µs per
+ * example more for the small network, whose pass takes 1.1); in an average of the last
+ * two passes one such wake-up made the kept threads look slower than one thread, and the
+ * small step then ran alone (57 µs against 39) until a trial with threads won.  For the
+ * same reason a trial's first pass is not judged early, but its second pass, taking more
+ * than SN_LOST times the kept choice's figure, ends the trial at once, lost: on a 2-core
+ * machine whose other core another program holds, a pass with threads took 280 µs against
+ * 55 alone (the woken thread waits for the caller's core), and three such passes every 67
  * cost the small network's step 10 µs on average.
  * Which it takes never changes the result (the chunks' sums are added in their order). */
 #define SN_RETRY 16
 #define SN_RETRY_MAX 256
 #define SN_LOST 1.5
 static int sn_on = 1;
-static double sn_took[2], sn_trial[3];
-static unsigned long sn_passes, sn_retry, sn_gap, sn_resume;
+static double sn_took[2], sn_last[2][3];   /* each choice's figure; its last three passes */
+static unsigned long sn_passes, sn_retry, sn_gap, sn_count[2];
 
 static double sn_median3(const double *t)
 {
@@ -461,23 +462,21 @@ static void sn_took_now(int threads, double seconds)
     const unsigned long r = sn_passes - 1;
     if (r == 0)
         return;
+    sn_last[threads][sn_count[threads]++ % 3] = seconds;
     if (r >= 7 && r < sn_retry) {            /* the choice kept */
-        if (r != sn_resume)     /* (the first pass after a trial may wake the pool's thread) */
-            sn_took[threads] = 0.5 * sn_took[threads] + 0.5 * seconds;
+        sn_took[threads] = sn_median3(sn_last[threads]);
         return;
     }
     const unsigned long first = r < 7 ? (r < 4 ? 1 : 4) : sn_retry;
-    sn_trial[r - first] = seconds;
     if (r >= 7 && r - first == 1 && seconds > SN_LOST * sn_took[!threads]) {
         sn_took[threads] = seconds;            /* far behind the kept choice: lost now */
         sn_gap = sn_gap < SN_RETRY_MAX ? 2 * sn_gap : SN_RETRY_MAX;
         sn_retry = r + 1 + sn_gap;
-        sn_resume = r + 1;
         return;
     }
     if (r - first < 2)
         return;
-    sn_took[threads] = sn_median3(sn_trial);   /* the end of a trial */
+    sn_took[threads] = sn_median3(sn_last[threads]);   /* the end of a trial: its 3 passes */
     if (r < 7) {
         sn_gap = SN_RETRY;
     } else {
@@ -485,7 +484,6 @@ static void sn_took_now(int threads, double seconds)
         sn_gap = won ? SN_RETRY : sn_gap < SN_RETRY_MAX ? 2 * sn_gap : SN_RETRY_MAX;
     }
     sn_retry = r + 1 + sn_gap;
-    sn_resume = r + 1;
 }
 #endif
 
@@ -1042,7 +1040,7 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_7a7e6bbd0f_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_261bce5b68_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 7754, sizeof(real) * (size_t)batch * 10);
@@ -1064,18 +1062,17 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
     real *H3 = work + (size_t)batch * 7232;  /* layer H3: (batch, 32, 4, 4) */
     real *dL_dH3 = work + (size_t)batch * 10068;  /* ∂L/∂H3: (batch, 32, 4, 4) */
     real *dL_dO = work + (size_t)batch * 11092;  /* ∂L/∂O: (batch, 10) */
-    real *delta_O = work + (size_t)batch * 11102;  /* ∂L/∂z_O: (batch, 10) */
     real *H4 = H3;  /* layer H4: H3 flattened (the same memory): (batch, 512) */
     real *dL_dH4 = dL_dH3;  /* ∂L/∂H4: ∂L/∂H3 flattened: (batch, 512) */
+    real *delta_O = dL_dO;  /* ∂L/∂z_O: ∂L/∂O itself: (batch, 10) */
 
     memset(g_b5, 0, sizeof(real) * 10);
-    /* delta_O[b,i] = dL_dO[b,i]; g_b5[i] += dL_dO[b,i] */
+    /* g_b5[i] += dL_dO[b,i] */
     for (int b = 0; b < batch; b++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
         for (int i = 0; i < 10; i++) {
-            delta_O[b * 10 + i] = dL_dO[b * 10 + i];
             g_b5[i] += dL_dO[b * 10 + i];
         }
     /* g_W5[i,j] = Σ_b delta_O[b,i]·H4[b,j] */
@@ -1088,7 +1085,7 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
        two joins); the work, about 208128 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
-        real *sn_part = work + (size_t)batch * 11112;  /* 4800 partial sums per chunk */
+        real *sn_part = work + (size_t)batch * 11102;  /* 4800 partial sums per chunk */
 #ifdef _OPENMP
         const int sn_used = sn_on ? sn_threads(2.0 * 208128 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
@@ -1143,7 +1140,7 @@ static double sn_loss(const real *params, real *work, const real *I, const real 
     return loss / batch;
 }
 
-real symnet_7a7e6bbd0f_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_261bce5b68_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -1199,7 +1196,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_7a7e6bbd0f_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_261bce5b68_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -1236,7 +1233,7 @@ static double sn_loss_labels(const real *params, real *work, const real *I, cons
     return loss / batch;
 }
 
-real symnet_7a7e6bbd0f_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_261bce5b68_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss_labels(params, work, X, T, batch);
 }
@@ -1288,7 +1285,7 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
     return loss / batch;
 }
 
-real symnet_7a7e6bbd0f_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_261bce5b68_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad_labels(params, grads, work, X, T, batch);
 }
@@ -1315,9 +1312,9 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_7a7e6bbd0f_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_261bce5b68_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
-    real *grads = work + (size_t)batch * 15912;
+    real *grads = work + (size_t)batch * 15902;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
     if (!isfinite(loss) || !sn_all_finite(grads))
         return (real)NAN;
@@ -1329,9 +1326,9 @@ real symnet_7a7e6bbd0f_step(real *params, const real *X, const real *T, int batc
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_7a7e6bbd0f_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_261bce5b68_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
-    real *grads = work + (size_t)batch * 15912;
+    real *grads = work + (size_t)batch * 15902;
     const double loss = sn_loss_grad_labels(params, grads, work, X, T, batch);
     if (!isfinite(loss) || !sn_all_finite(grads))
         return (real)NAN;
@@ -1400,7 +1397,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_7a7e6bbd0f_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_261bce5b68_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -1420,17 +1417,17 @@ void symnet_7a7e6bbd0f_update(real *params, const real *grads, real lr, int opti
  * prev holds the parameters before the last update (after a restore: the same as
  * params).  prev may be NULL (no restoring).
  *
- * work: the batch's rows (15912 numbers per example), then the
+ * work: the batch's rows (15902 numbers per example), then the
  * gradients (9930), then Ib and Tb.
  *
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_7a7e6bbd0f_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_261bce5b68_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
-    real *grads = work + (size_t)batch_size * 15912;
+    real *grads = work + (size_t)batch_size * 15902;
     real *Ib = grads + 9930;
     real *Tb = Ib + (size_t)batch_size * 64;
     real *cur = params, *old = prev != NULL ? prev : params;  /* θ now; θ before the last update */
@@ -1500,18 +1497,18 @@ long long symnet_7a7e6bbd0f_train(real *params, const real *X, const real *T, co
  * prev holds the parameters before the last update (after a restore: the same as
  * params).  prev may be NULL (no restoring).
  *
- * work: the batch's rows (15912 numbers per example), then the
+ * work: the batch's rows (15902 numbers per example), then the
  * gradients (9930), then Ib and Tb.
  *
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step).
  * The same with integer class labels: T[n] is the class of example n. */
-long long symnet_7a7e6bbd0f_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_261bce5b68_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
-    real *grads = work + (size_t)batch_size * 15912;
+    real *grads = work + (size_t)batch_size * 15902;
     real *Ib = grads + 9930;
     real *Tb = Ib + (size_t)batch_size * 64;
     real *cur = params, *old = prev != NULL ? prev : params;  /* θ now; θ before the last update */

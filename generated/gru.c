@@ -49,7 +49,7 @@
  * X of width n holds X[b,j] at X[b * n + j]; W of shape (out, in) holds
  * W[i,j] at W[i * in + j].  Parameters live in one flat array `params`
  * (2260 numbers), their gradients in `grads` with the same
- * layout, and everything per example in `work` (10912 numbers
+ * layout, and everything per example in `work` (9540 numbers
  * per example of the batch).
  */
 #include <math.h>
@@ -104,8 +104,8 @@
  *   loss: softmax_cross_entropy, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_2C50A0B405_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_2C50A0B405_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_806751343B_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_806751343B_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (72, 4)
  *   b1           offset       288  shape (72,)
  *   c1           offset       360  shape (72,)
@@ -113,59 +113,59 @@
  *   W22          offset      2160  shape (4, 24)
  *   b22          offset      2256  shape (4,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_2C50A0B405_WORK_SIZE(batch) numbers; SYMNET_2C50A0B405_TRAIN_WORK_SIZE(batch_size) for
- * symnet_2c50a0b405_train) and allocates nothing.  Memory for one call of a batch B:
- *   params 2260 + X B*80 + T or O B*4 + work (B*10912 + 2260)
- *   numbers of 4 bytes; e.g. B = 32: 1,425,568 bytes (training; forward only: 801,104).
+ * `work` (SYMNET_806751343B_WORK_SIZE(batch) numbers; SYMNET_806751343B_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_806751343b_train) and allocates nothing.  Memory for one call of a batch B:
+ *   params 2260 + X B*80 + T or O B*4 + work (B*9540 + 2260)
+ *   numbers of 4 bytes; e.g. B = 32: 1,249,952 bytes (training; forward only: 801,104).
  */
-#ifndef SYMNET_2C50A0B405_H
-#define SYMNET_2C50A0B405_H
+#ifndef SYMNET_806751343B_H
+#define SYMNET_806751343B_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_2C50A0B405_REAL float  /* the number type of every array (float32) */
-#define SYMNET_2C50A0B405_N_INPUTS 80  /* features per example */
-#define SYMNET_2C50A0B405_N_OUTPUTS 4
-#define SYMNET_2C50A0B405_N_PARAMS 2260  /* numbers in the flat parameter array */
-#define SYMNET_2C50A0B405_WORK_PER_EXAMPLE 10912
-#define SYMNET_2C50A0B405_WORK_SIZE(batch) ((batch) * 10912 + 2260)  /* numbers of scratch per call */
-#define SYMNET_2C50A0B405_TRAIN_WORK_SIZE(batch_size) (SYMNET_2C50A0B405_WORK_SIZE(batch_size) + (batch_size) * 84)
-#define SYMNET_2C50A0B405_SGD 0       /* optimizer codes of symnet_2c50a0b405_update and symnet_2c50a0b405_train */
-#define SYMNET_2C50A0B405_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_2C50A0B405_N_PARAMS numbers */
-#define SYMNET_2C50A0B405_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_2C50A0B405_N_PARAMS numbers each */
+#define SYMNET_806751343B_REAL float  /* the number type of every array (float32) */
+#define SYMNET_806751343B_N_INPUTS 80  /* features per example */
+#define SYMNET_806751343B_N_OUTPUTS 4
+#define SYMNET_806751343B_N_PARAMS 2260  /* numbers in the flat parameter array */
+#define SYMNET_806751343B_WORK_PER_EXAMPLE 9540
+#define SYMNET_806751343B_WORK_SIZE(batch) ((batch) * 9540 + 2260)  /* numbers of scratch per call */
+#define SYMNET_806751343B_TRAIN_WORK_SIZE(batch_size) (SYMNET_806751343B_WORK_SIZE(batch_size) + (batch_size) * 84)
+#define SYMNET_806751343B_SGD 0       /* optimizer codes of symnet_806751343b_update and symnet_806751343b_train */
+#define SYMNET_806751343B_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_806751343B_N_PARAMS numbers */
+#define SYMNET_806751343B_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_806751343B_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_2C50A0B405_N_OUTPUTS) = the network's output for X (batch × SYMNET_2C50A0B405_N_INPUTS). */
-void symnet_2c50a0b405_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_806751343B_N_OUTPUTS) = the network's output for X (batch × SYMNET_806751343B_N_INPUTS). */
+void symnet_806751343b_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_2c50a0b405_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_806751343b_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_2C50A0B405_N_PARAMS numbers) by back propagation. */
-float symnet_2c50a0b405_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_806751343B_N_PARAMS numbers) by back propagation. */
+float symnet_806751343b_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_2c50a0b405_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_806751343b_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss; T[b] is the class label of example b. */
-float symnet_2c50a0b405_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_806751343b_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_2C50A0B405_N_PARAMS numbers) by back propagation. */
-float symnet_2c50a0b405_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_806751343B_N_PARAMS numbers) by back propagation. */
+float symnet_806751343b_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_2c50a0b405_step_labels(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_806751343b_step_labels(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_2C50A0B405_SGD, SYMNET_2C50A0B405_MOMENTUM or SYMNET_2C50A0B405_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_806751343B_SGD, SYMNET_806751343B_MOMENTUM or SYMNET_806751343B_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_2c50a0b405_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_806751343b_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -173,10 +173,10 @@ void symnet_2c50a0b405_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_2C50A0B405_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_806751343B_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_2C50A0B405_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_2c50a0b405_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_806751343B_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_806751343b_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -186,10 +186,10 @@ long long symnet_2c50a0b405_train(float *params, const float *X, const float *T,
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_2C50A0B405_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_806751343B_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_2C50A0B405_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_2c50a0b405_train_labels(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_806751343B_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_806751343b_train_labels(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -198,7 +198,7 @@ long long symnet_2c50a0b405_train_labels(float *params, const float *X, const fl
 }
 #endif
 
-#endif /* SYMNET_2C50A0B405_H */
+#endif /* SYMNET_806751343B_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -541,24 +541,25 @@ static inline int sn_share(int batch, int c, int n) { return (int)((long long)ba
  * takes a core another program then takes back from the pass (milliseconds, more than
  * the threads save).  After a pass that warms the caches, three passes without threads
  * and three with give each choice its median; then the pass keeps the faster (its figure
- * an average of its last two passes) and tries the other for three passes again after
+ * the median of its last three passes) and tries the other for three passes again after
  * SN_RETRY passes, twice as many after each such trial that lost (at most SN_RETRY_MAX).
- * A trial's second pass that takes more than SN_LOST times the kept choice's figure ends
- * the trial at once, lost (the first pass is not judged: with threads it wakes the pool's
- * sleeping thread, 3-4 µs per example more for the small network; for the same reason the
- * first pass after a trial does not count in the kept choice's figure: folded into its
- * average, one such wake-up made the kept threads look slower than one thread, and the
- * small step then ran alone, 57 µs against 39, until a trial with threads won): on a 2-core machine
- * whose other core another program holds, a pass with threads took 280 µs against 55
- * alone (the woken thread waits for the caller's core), and three such passes every 67
+ * Medians, so that one slow pass changes nothing: the first pass with threads after a
+ * pause, a trial or a stretch without them wakes the pool's sleeping thread (3-4 µs per
+ * example more for the small network, whose pass takes 1.1); in an average of the last
+ * two passes one such wake-up made the kept threads look slower than one thread, and the
+ * small step then ran alone (57 µs against 39) until a trial with threads won.  For the
+ * same reason a trial's first pass is not judged early, but its second pass, taking more
+ * than SN_LOST times the kept choice's figure, ends the trial at once, lost: on a 2-core
+ * machine whose other core another program holds, a pass with threads took 280 µs against
+ * 55 alone (the woken thread waits for the caller's core), and three such passes every 67
  * cost the small network's step 10 µs on average.
  * Which it takes never changes the result (the chunks' sums are added in their order). */
 #define SN_RETRY 16
 #define SN_RETRY_MAX 256
 #define SN_LOST 1.5
 static int sn_on = 1;
-static double sn_took[2], sn_trial[3];
-static unsigned long sn_passes, sn_retry, sn_gap, sn_resume;
+static double sn_took[2], sn_last[2][3];   /* each choice's figure; its last three passes */
+static unsigned long sn_passes, sn_retry, sn_gap, sn_count[2];
 
 static double sn_median3(const double *t)
 {
@@ -584,23 +585,21 @@ static void sn_took_now(int threads, double seconds)
     const unsigned long r = sn_passes - 1;
     if (r == 0)
         return;
+    sn_last[threads][sn_count[threads]++ % 3] = seconds;
     if (r >= 7 && r < sn_retry) {            /* the choice kept */
-        if (r != sn_resume)     /* (the first pass after a trial may wake the pool's thread) */
-            sn_took[threads] = 0.5 * sn_took[threads] + 0.5 * seconds;
+        sn_took[threads] = sn_median3(sn_last[threads]);
         return;
     }
     const unsigned long first = r < 7 ? (r < 4 ? 1 : 4) : sn_retry;
-    sn_trial[r - first] = seconds;
     if (r >= 7 && r - first == 1 && seconds > SN_LOST * sn_took[!threads]) {
         sn_took[threads] = seconds;            /* far behind the kept choice: lost now */
         sn_gap = sn_gap < SN_RETRY_MAX ? 2 * sn_gap : SN_RETRY_MAX;
         sn_retry = r + 1 + sn_gap;
-        sn_resume = r + 1;
         return;
     }
     if (r - first < 2)
         return;
-    sn_took[threads] = sn_median3(sn_trial);   /* the end of a trial */
+    sn_took[threads] = sn_median3(sn_last[threads]);   /* the end of a trial: its 3 passes */
     if (r < 7) {
         sn_gap = SN_RETRY;
     } else {
@@ -608,7 +607,6 @@ static void sn_took_now(int threads, double seconds)
         sn_gap = won ? SN_RETRY : sn_gap < SN_RETRY_MAX ? 2 * sn_gap : SN_RETRY_MAX;
     }
     sn_retry = r + 1 + sn_gap;
-    sn_resume = r + 1;
 }
 #endif
 
@@ -1157,7 +1155,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_2c50a0b405_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_806751343b_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 6100, sizeof(real) * (size_t)batch * 4);
@@ -1219,75 +1217,74 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
     real *h_20 = work + (size_t)batch * 6072;  /* layer h_20: (batch, 24) */
     real *dL_dh_gx = work + (size_t)batch * 6104;  /* ∂L/∂h_gx: (batch, 20, 72) */
     real *dL_dh_1 = work + (size_t)batch * 7544;  /* ∂L/∂h_1: (batch, 24) */
-    real *dL_dh_2_gh = work + (size_t)batch * 7568;  /* ∂L/∂h_2_gh: (batch, 72) */
-    real *delta_h_2_gh = work + (size_t)batch * 8936;  /* ∂L/∂z_h_2_gh: (batch, 72) */
-    real *dL_dh_2 = work + (size_t)batch * 9008;  /* ∂L/∂h_2: (batch, 24) */
-    real *dL_dh_3_gh = work + (size_t)batch * 9032;  /* ∂L/∂h_3_gh: (batch, 72) */
-    real *delta_h_3_gh = work + (size_t)batch * 8864;  /* ∂L/∂z_h_3_gh: (batch, 72) */
-    real *dL_dh_3 = work + (size_t)batch * 9104;  /* ∂L/∂h_3: (batch, 24) */
-    real *dL_dh_4_gh = work + (size_t)batch * 9128;  /* ∂L/∂h_4_gh: (batch, 72) */
-    real *delta_h_4_gh = work + (size_t)batch * 8792;  /* ∂L/∂z_h_4_gh: (batch, 72) */
-    real *dL_dh_4 = work + (size_t)batch * 9200;  /* ∂L/∂h_4: (batch, 24) */
-    real *dL_dh_5_gh = work + (size_t)batch * 9224;  /* ∂L/∂h_5_gh: (batch, 72) */
-    real *delta_h_5_gh = work + (size_t)batch * 8720;  /* ∂L/∂z_h_5_gh: (batch, 72) */
-    real *dL_dh_5 = work + (size_t)batch * 9296;  /* ∂L/∂h_5: (batch, 24) */
-    real *dL_dh_6_gh = work + (size_t)batch * 9320;  /* ∂L/∂h_6_gh: (batch, 72) */
-    real *delta_h_6_gh = work + (size_t)batch * 8648;  /* ∂L/∂z_h_6_gh: (batch, 72) */
-    real *dL_dh_6 = work + (size_t)batch * 9392;  /* ∂L/∂h_6: (batch, 24) */
-    real *dL_dh_7_gh = work + (size_t)batch * 9416;  /* ∂L/∂h_7_gh: (batch, 72) */
-    real *delta_h_7_gh = work + (size_t)batch * 8576;  /* ∂L/∂z_h_7_gh: (batch, 72) */
-    real *dL_dh_7 = work + (size_t)batch * 9488;  /* ∂L/∂h_7: (batch, 24) */
-    real *dL_dh_8_gh = work + (size_t)batch * 9512;  /* ∂L/∂h_8_gh: (batch, 72) */
-    real *delta_h_8_gh = work + (size_t)batch * 8504;  /* ∂L/∂z_h_8_gh: (batch, 72) */
-    real *dL_dh_8 = work + (size_t)batch * 9584;  /* ∂L/∂h_8: (batch, 24) */
-    real *dL_dh_9_gh = work + (size_t)batch * 9608;  /* ∂L/∂h_9_gh: (batch, 72) */
-    real *delta_h_9_gh = work + (size_t)batch * 8432;  /* ∂L/∂z_h_9_gh: (batch, 72) */
-    real *dL_dh_9 = work + (size_t)batch * 9680;  /* ∂L/∂h_9: (batch, 24) */
-    real *dL_dh_10_gh = work + (size_t)batch * 9704;  /* ∂L/∂h_10_gh: (batch, 72) */
-    real *delta_h_10_gh = work + (size_t)batch * 8360;  /* ∂L/∂z_h_10_gh: (batch, 72) */
-    real *dL_dh_10 = work + (size_t)batch * 9776;  /* ∂L/∂h_10: (batch, 24) */
-    real *dL_dh_11_gh = work + (size_t)batch * 9800;  /* ∂L/∂h_11_gh: (batch, 72) */
-    real *delta_h_11_gh = work + (size_t)batch * 8288;  /* ∂L/∂z_h_11_gh: (batch, 72) */
-    real *dL_dh_11 = work + (size_t)batch * 9872;  /* ∂L/∂h_11: (batch, 24) */
-    real *dL_dh_12_gh = work + (size_t)batch * 9896;  /* ∂L/∂h_12_gh: (batch, 72) */
-    real *delta_h_12_gh = work + (size_t)batch * 8216;  /* ∂L/∂z_h_12_gh: (batch, 72) */
-    real *dL_dh_12 = work + (size_t)batch * 9968;  /* ∂L/∂h_12: (batch, 24) */
-    real *dL_dh_13_gh = work + (size_t)batch * 9992;  /* ∂L/∂h_13_gh: (batch, 72) */
-    real *delta_h_13_gh = work + (size_t)batch * 8144;  /* ∂L/∂z_h_13_gh: (batch, 72) */
-    real *dL_dh_13 = work + (size_t)batch * 10064;  /* ∂L/∂h_13: (batch, 24) */
-    real *dL_dh_14_gh = work + (size_t)batch * 10088;  /* ∂L/∂h_14_gh: (batch, 72) */
-    real *delta_h_14_gh = work + (size_t)batch * 8072;  /* ∂L/∂z_h_14_gh: (batch, 72) */
-    real *dL_dh_14 = work + (size_t)batch * 10160;  /* ∂L/∂h_14: (batch, 24) */
-    real *dL_dh_15_gh = work + (size_t)batch * 10184;  /* ∂L/∂h_15_gh: (batch, 72) */
-    real *delta_h_15_gh = work + (size_t)batch * 8000;  /* ∂L/∂z_h_15_gh: (batch, 72) */
-    real *dL_dh_15 = work + (size_t)batch * 10256;  /* ∂L/∂h_15: (batch, 24) */
-    real *dL_dh_16_gh = work + (size_t)batch * 10280;  /* ∂L/∂h_16_gh: (batch, 72) */
-    real *delta_h_16_gh = work + (size_t)batch * 7928;  /* ∂L/∂z_h_16_gh: (batch, 72) */
-    real *dL_dh_16 = work + (size_t)batch * 10352;  /* ∂L/∂h_16: (batch, 24) */
-    real *dL_dh_17_gh = work + (size_t)batch * 10376;  /* ∂L/∂h_17_gh: (batch, 72) */
-    real *delta_h_17_gh = work + (size_t)batch * 7856;  /* ∂L/∂z_h_17_gh: (batch, 72) */
-    real *dL_dh_17 = work + (size_t)batch * 10448;  /* ∂L/∂h_17: (batch, 24) */
-    real *dL_dh_18_gh = work + (size_t)batch * 10472;  /* ∂L/∂h_18_gh: (batch, 72) */
-    real *delta_h_18_gh = work + (size_t)batch * 7784;  /* ∂L/∂z_h_18_gh: (batch, 72) */
-    real *dL_dh_18 = work + (size_t)batch * 10544;  /* ∂L/∂h_18: (batch, 24) */
-    real *dL_dh_19_gh = work + (size_t)batch * 10568;  /* ∂L/∂h_19_gh: (batch, 72) */
-    real *delta_h_19_gh = work + (size_t)batch * 7712;  /* ∂L/∂z_h_19_gh: (batch, 72) */
-    real *dL_dh_19 = work + (size_t)batch * 10640;  /* ∂L/∂h_19: (batch, 24) */
-    real *dL_dh_20_gh = work + (size_t)batch * 10664;  /* ∂L/∂h_20_gh: (batch, 72) */
-    real *delta_h_20_gh = work + (size_t)batch * 7640;  /* ∂L/∂z_h_20_gh: (batch, 72) */
-    real *dL_dh_20 = work + (size_t)batch * 10736;  /* ∂L/∂h_20: (batch, 24) */
-    real *dL_dO = work + (size_t)batch * 10760;  /* ∂L/∂O: (batch, 4) */
-    real *delta_O = work + (size_t)batch * 10764;  /* ∂L/∂z_O: (batch, 4) */
+    real *dL_dh_2_gh = work + (size_t)batch * 8864;  /* ∂L/∂h_2_gh: (batch, 72) */
+    real *dL_dh_2 = work + (size_t)batch * 8936;  /* ∂L/∂h_2: (batch, 24) */
+    real *dL_dh_3_gh = work + (size_t)batch * 8792;  /* ∂L/∂h_3_gh: (batch, 72) */
+    real *dL_dh_3 = work + (size_t)batch * 8960;  /* ∂L/∂h_3: (batch, 24) */
+    real *dL_dh_4_gh = work + (size_t)batch * 8720;  /* ∂L/∂h_4_gh: (batch, 72) */
+    real *dL_dh_4 = work + (size_t)batch * 8984;  /* ∂L/∂h_4: (batch, 24) */
+    real *dL_dh_5_gh = work + (size_t)batch * 8648;  /* ∂L/∂h_5_gh: (batch, 72) */
+    real *dL_dh_5 = work + (size_t)batch * 9008;  /* ∂L/∂h_5: (batch, 24) */
+    real *dL_dh_6_gh = work + (size_t)batch * 8576;  /* ∂L/∂h_6_gh: (batch, 72) */
+    real *dL_dh_6 = work + (size_t)batch * 9032;  /* ∂L/∂h_6: (batch, 24) */
+    real *dL_dh_7_gh = work + (size_t)batch * 8504;  /* ∂L/∂h_7_gh: (batch, 72) */
+    real *dL_dh_7 = work + (size_t)batch * 9056;  /* ∂L/∂h_7: (batch, 24) */
+    real *dL_dh_8_gh = work + (size_t)batch * 8432;  /* ∂L/∂h_8_gh: (batch, 72) */
+    real *dL_dh_8 = work + (size_t)batch * 9080;  /* ∂L/∂h_8: (batch, 24) */
+    real *dL_dh_9_gh = work + (size_t)batch * 8360;  /* ∂L/∂h_9_gh: (batch, 72) */
+    real *dL_dh_9 = work + (size_t)batch * 9104;  /* ∂L/∂h_9: (batch, 24) */
+    real *dL_dh_10_gh = work + (size_t)batch * 8288;  /* ∂L/∂h_10_gh: (batch, 72) */
+    real *dL_dh_10 = work + (size_t)batch * 9128;  /* ∂L/∂h_10: (batch, 24) */
+    real *dL_dh_11_gh = work + (size_t)batch * 8216;  /* ∂L/∂h_11_gh: (batch, 72) */
+    real *dL_dh_11 = work + (size_t)batch * 9152;  /* ∂L/∂h_11: (batch, 24) */
+    real *dL_dh_12_gh = work + (size_t)batch * 8144;  /* ∂L/∂h_12_gh: (batch, 72) */
+    real *dL_dh_12 = work + (size_t)batch * 9176;  /* ∂L/∂h_12: (batch, 24) */
+    real *dL_dh_13_gh = work + (size_t)batch * 8072;  /* ∂L/∂h_13_gh: (batch, 72) */
+    real *dL_dh_13 = work + (size_t)batch * 9200;  /* ∂L/∂h_13: (batch, 24) */
+    real *dL_dh_14_gh = work + (size_t)batch * 8000;  /* ∂L/∂h_14_gh: (batch, 72) */
+    real *dL_dh_14 = work + (size_t)batch * 9224;  /* ∂L/∂h_14: (batch, 24) */
+    real *dL_dh_15_gh = work + (size_t)batch * 7928;  /* ∂L/∂h_15_gh: (batch, 72) */
+    real *dL_dh_15 = work + (size_t)batch * 9248;  /* ∂L/∂h_15: (batch, 24) */
+    real *dL_dh_16_gh = work + (size_t)batch * 7856;  /* ∂L/∂h_16_gh: (batch, 72) */
+    real *dL_dh_16 = work + (size_t)batch * 9272;  /* ∂L/∂h_16: (batch, 24) */
+    real *dL_dh_17_gh = work + (size_t)batch * 7784;  /* ∂L/∂h_17_gh: (batch, 72) */
+    real *dL_dh_17 = work + (size_t)batch * 9296;  /* ∂L/∂h_17: (batch, 24) */
+    real *dL_dh_18_gh = work + (size_t)batch * 7712;  /* ∂L/∂h_18_gh: (batch, 72) */
+    real *dL_dh_18 = work + (size_t)batch * 9320;  /* ∂L/∂h_18: (batch, 24) */
+    real *dL_dh_19_gh = work + (size_t)batch * 7640;  /* ∂L/∂h_19_gh: (batch, 72) */
+    real *dL_dh_19 = work + (size_t)batch * 9344;  /* ∂L/∂h_19: (batch, 24) */
+    real *dL_dh_20_gh = work + (size_t)batch * 7568;  /* ∂L/∂h_20_gh: (batch, 72) */
+    real *dL_dh_20 = work + (size_t)batch * 9368;  /* ∂L/∂h_20: (batch, 24) */
+    real *dL_dO = work + (size_t)batch * 9392;  /* ∂L/∂O: (batch, 4) */
     real *delta_h_gx = dL_dh_gx;  /* ∂L/∂z_h_gx: ∂L/∂h_gx itself: (batch, 20, 72) */
+    real *delta_h_2_gh = dL_dh_2_gh;  /* ∂L/∂z_h_2_gh: ∂L/∂h_2_gh itself: (batch, 72) */
+    real *delta_h_3_gh = dL_dh_3_gh;  /* ∂L/∂z_h_3_gh: ∂L/∂h_3_gh itself: (batch, 72) */
+    real *delta_h_4_gh = dL_dh_4_gh;  /* ∂L/∂z_h_4_gh: ∂L/∂h_4_gh itself: (batch, 72) */
+    real *delta_h_5_gh = dL_dh_5_gh;  /* ∂L/∂z_h_5_gh: ∂L/∂h_5_gh itself: (batch, 72) */
+    real *delta_h_6_gh = dL_dh_6_gh;  /* ∂L/∂z_h_6_gh: ∂L/∂h_6_gh itself: (batch, 72) */
+    real *delta_h_7_gh = dL_dh_7_gh;  /* ∂L/∂z_h_7_gh: ∂L/∂h_7_gh itself: (batch, 72) */
+    real *delta_h_8_gh = dL_dh_8_gh;  /* ∂L/∂z_h_8_gh: ∂L/∂h_8_gh itself: (batch, 72) */
+    real *delta_h_9_gh = dL_dh_9_gh;  /* ∂L/∂z_h_9_gh: ∂L/∂h_9_gh itself: (batch, 72) */
+    real *delta_h_10_gh = dL_dh_10_gh;  /* ∂L/∂z_h_10_gh: ∂L/∂h_10_gh itself: (batch, 72) */
+    real *delta_h_11_gh = dL_dh_11_gh;  /* ∂L/∂z_h_11_gh: ∂L/∂h_11_gh itself: (batch, 72) */
+    real *delta_h_12_gh = dL_dh_12_gh;  /* ∂L/∂z_h_12_gh: ∂L/∂h_12_gh itself: (batch, 72) */
+    real *delta_h_13_gh = dL_dh_13_gh;  /* ∂L/∂z_h_13_gh: ∂L/∂h_13_gh itself: (batch, 72) */
+    real *delta_h_14_gh = dL_dh_14_gh;  /* ∂L/∂z_h_14_gh: ∂L/∂h_14_gh itself: (batch, 72) */
+    real *delta_h_15_gh = dL_dh_15_gh;  /* ∂L/∂z_h_15_gh: ∂L/∂h_15_gh itself: (batch, 72) */
+    real *delta_h_16_gh = dL_dh_16_gh;  /* ∂L/∂z_h_16_gh: ∂L/∂h_16_gh itself: (batch, 72) */
+    real *delta_h_17_gh = dL_dh_17_gh;  /* ∂L/∂z_h_17_gh: ∂L/∂h_17_gh itself: (batch, 72) */
+    real *delta_h_18_gh = dL_dh_18_gh;  /* ∂L/∂z_h_18_gh: ∂L/∂h_18_gh itself: (batch, 72) */
+    real *delta_h_19_gh = dL_dh_19_gh;  /* ∂L/∂z_h_19_gh: ∂L/∂h_19_gh itself: (batch, 72) */
+    real *delta_h_20_gh = dL_dh_20_gh;  /* ∂L/∂z_h_20_gh: ∂L/∂h_20_gh itself: (batch, 72) */
+    real *delta_O = dL_dO;  /* ∂L/∂z_O: ∂L/∂O itself: (batch, 4) */
 
     memset(g_b22, 0, sizeof(real) * 4);
-    /* delta_O[b,i] = dL_dO[b,i]; g_b22[i] += dL_dO[b,i] */
+    /* g_b22[i] += dL_dO[b,i] */
     for (int b = 0; b < batch; b++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
         for (int i = 0; i < 4; i++) {
-            delta_O[b * 4 + i] = dL_dO[b * 4 + i];
             g_b22[i] += dL_dO[b * 4 + i];
         }
     /* g_W22[i,j] = Σ_b delta_O[b,i]·h_20[b,j] */
@@ -1319,13 +1316,12 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             dL_dh_19[b * 24 + i] = dL_dh_20[b * 24 + i]*t2;
         }
     memset(g_c1, 0, sizeof(real) * 72);
-    /* delta_h_20_gh[b,i] = dL_dh_20_gh[b,i]; g_c1[i] += dL_dh_20_gh[b,i] */
+    /* g_c1[i] += dL_dh_20_gh[b,i] */
     for (int b = 0; b < batch; b++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
         for (int i = 0; i < 72; i++) {
-            delta_h_20_gh[b * 72 + i] = dL_dh_20_gh[b * 72 + i];
             g_c1[i] += dL_dh_20_gh[b * 72 + i];
         }
     /* dL_dh_19[b,j] += Σ_i delta_h_20_gh[b,i]·U1[i,j] (from h_20_gh) */
@@ -1353,13 +1349,12 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             dL_dh_19_gh[b * 72 + (i + 48)] = t0*t5;
             dL_dh_18[b * 24 + i] = dL_dh_19[b * 24 + i]*t2;
         }
-    /* delta_h_19_gh[b,i] = dL_dh_19_gh[b,i]; g_c1[i] += dL_dh_19_gh[b,i] */
+    /* g_c1[i] += dL_dh_19_gh[b,i] */
     for (int b = 0; b < batch; b++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
         for (int i = 0; i < 72; i++) {
-            delta_h_19_gh[b * 72 + i] = dL_dh_19_gh[b * 72 + i];
             g_c1[i] += dL_dh_19_gh[b * 72 + i];
         }
     /* dL_dh_18[b,j] += Σ_i delta_h_19_gh[b,i]·U1[i,j] (from h_19_gh) */
@@ -1387,13 +1382,12 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             dL_dh_18_gh[b * 72 + (i + 48)] = t0*t5;
             dL_dh_17[b * 24 + i] = dL_dh_18[b * 24 + i]*t2;
         }
-    /* delta_h_18_gh[b,i] = dL_dh_18_gh[b,i]; g_c1[i] += dL_dh_18_gh[b,i] */
+    /* g_c1[i] += dL_dh_18_gh[b,i] */
     for (int b = 0; b < batch; b++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
         for (int i = 0; i < 72; i++) {
-            delta_h_18_gh[b * 72 + i] = dL_dh_18_gh[b * 72 + i];
             g_c1[i] += dL_dh_18_gh[b * 72 + i];
         }
     /* dL_dh_17[b,j] += Σ_i delta_h_18_gh[b,i]·U1[i,j] (from h_18_gh) */
@@ -1421,13 +1415,12 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             dL_dh_17_gh[b * 72 + (i + 48)] = t0*t5;
             dL_dh_16[b * 24 + i] = dL_dh_17[b * 24 + i]*t2;
         }
-    /* delta_h_17_gh[b,i] = dL_dh_17_gh[b,i]; g_c1[i] += dL_dh_17_gh[b,i] */
+    /* g_c1[i] += dL_dh_17_gh[b,i] */
     for (int b = 0; b < batch; b++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
         for (int i = 0; i < 72; i++) {
-            delta_h_17_gh[b * 72 + i] = dL_dh_17_gh[b * 72 + i];
             g_c1[i] += dL_dh_17_gh[b * 72 + i];
         }
     /* dL_dh_16[b,j] += Σ_i delta_h_17_gh[b,i]·U1[i,j] (from h_17_gh) */
@@ -1455,13 +1448,12 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             dL_dh_16_gh[b * 72 + (i + 48)] = t0*t5;
             dL_dh_15[b * 24 + i] = dL_dh_16[b * 24 + i]*t2;
         }
-    /* delta_h_16_gh[b,i] = dL_dh_16_gh[b,i]; g_c1[i] += dL_dh_16_gh[b,i] */
+    /* g_c1[i] += dL_dh_16_gh[b,i] */
     for (int b = 0; b < batch; b++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
         for (int i = 0; i < 72; i++) {
-            delta_h_16_gh[b * 72 + i] = dL_dh_16_gh[b * 72 + i];
             g_c1[i] += dL_dh_16_gh[b * 72 + i];
         }
     /* dL_dh_15[b,j] += Σ_i delta_h_16_gh[b,i]·U1[i,j] (from h_16_gh) */
@@ -1489,13 +1481,12 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             dL_dh_15_gh[b * 72 + (i + 48)] = t0*t5;
             dL_dh_14[b * 24 + i] = dL_dh_15[b * 24 + i]*t2;
         }
-    /* delta_h_15_gh[b,i] = dL_dh_15_gh[b,i]; g_c1[i] += dL_dh_15_gh[b,i] */
+    /* g_c1[i] += dL_dh_15_gh[b,i] */
     for (int b = 0; b < batch; b++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
         for (int i = 0; i < 72; i++) {
-            delta_h_15_gh[b * 72 + i] = dL_dh_15_gh[b * 72 + i];
             g_c1[i] += dL_dh_15_gh[b * 72 + i];
         }
     /* dL_dh_14[b,j] += Σ_i delta_h_15_gh[b,i]·U1[i,j] (from h_15_gh) */
@@ -1523,13 +1514,12 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             dL_dh_14_gh[b * 72 + (i + 48)] = t0*t5;
             dL_dh_13[b * 24 + i] = dL_dh_14[b * 24 + i]*t2;
         }
-    /* delta_h_14_gh[b,i] = dL_dh_14_gh[b,i]; g_c1[i] += dL_dh_14_gh[b,i] */
+    /* g_c1[i] += dL_dh_14_gh[b,i] */
     for (int b = 0; b < batch; b++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
         for (int i = 0; i < 72; i++) {
-            delta_h_14_gh[b * 72 + i] = dL_dh_14_gh[b * 72 + i];
             g_c1[i] += dL_dh_14_gh[b * 72 + i];
         }
     /* dL_dh_13[b,j] += Σ_i delta_h_14_gh[b,i]·U1[i,j] (from h_14_gh) */
@@ -1557,13 +1547,12 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             dL_dh_13_gh[b * 72 + (i + 48)] = t0*t5;
             dL_dh_12[b * 24 + i] = dL_dh_13[b * 24 + i]*t2;
         }
-    /* delta_h_13_gh[b,i] = dL_dh_13_gh[b,i]; g_c1[i] += dL_dh_13_gh[b,i] */
+    /* g_c1[i] += dL_dh_13_gh[b,i] */
     for (int b = 0; b < batch; b++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
         for (int i = 0; i < 72; i++) {
-            delta_h_13_gh[b * 72 + i] = dL_dh_13_gh[b * 72 + i];
             g_c1[i] += dL_dh_13_gh[b * 72 + i];
         }
     /* dL_dh_12[b,j] += Σ_i delta_h_13_gh[b,i]·U1[i,j] (from h_13_gh) */
@@ -1591,13 +1580,12 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             dL_dh_12_gh[b * 72 + (i + 48)] = t0*t5;
             dL_dh_11[b * 24 + i] = dL_dh_12[b * 24 + i]*t2;
         }
-    /* delta_h_12_gh[b,i] = dL_dh_12_gh[b,i]; g_c1[i] += dL_dh_12_gh[b,i] */
+    /* g_c1[i] += dL_dh_12_gh[b,i] */
     for (int b = 0; b < batch; b++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
         for (int i = 0; i < 72; i++) {
-            delta_h_12_gh[b * 72 + i] = dL_dh_12_gh[b * 72 + i];
             g_c1[i] += dL_dh_12_gh[b * 72 + i];
         }
     /* dL_dh_11[b,j] += Σ_i delta_h_12_gh[b,i]·U1[i,j] (from h_12_gh) */
@@ -1625,13 +1613,12 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             dL_dh_11_gh[b * 72 + (i + 48)] = t0*t5;
             dL_dh_10[b * 24 + i] = dL_dh_11[b * 24 + i]*t2;
         }
-    /* delta_h_11_gh[b,i] = dL_dh_11_gh[b,i]; g_c1[i] += dL_dh_11_gh[b,i] */
+    /* g_c1[i] += dL_dh_11_gh[b,i] */
     for (int b = 0; b < batch; b++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
         for (int i = 0; i < 72; i++) {
-            delta_h_11_gh[b * 72 + i] = dL_dh_11_gh[b * 72 + i];
             g_c1[i] += dL_dh_11_gh[b * 72 + i];
         }
     /* dL_dh_10[b,j] += Σ_i delta_h_11_gh[b,i]·U1[i,j] (from h_11_gh) */
@@ -1659,13 +1646,12 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             dL_dh_10_gh[b * 72 + (i + 48)] = t0*t5;
             dL_dh_9[b * 24 + i] = dL_dh_10[b * 24 + i]*t2;
         }
-    /* delta_h_10_gh[b,i] = dL_dh_10_gh[b,i]; g_c1[i] += dL_dh_10_gh[b,i] */
+    /* g_c1[i] += dL_dh_10_gh[b,i] */
     for (int b = 0; b < batch; b++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
         for (int i = 0; i < 72; i++) {
-            delta_h_10_gh[b * 72 + i] = dL_dh_10_gh[b * 72 + i];
             g_c1[i] += dL_dh_10_gh[b * 72 + i];
         }
     /* dL_dh_9[b,j] += Σ_i delta_h_10_gh[b,i]·U1[i,j] (from h_10_gh) */
@@ -1693,13 +1679,12 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             dL_dh_9_gh[b * 72 + (i + 48)] = t0*t5;
             dL_dh_8[b * 24 + i] = dL_dh_9[b * 24 + i]*t2;
         }
-    /* delta_h_9_gh[b,i] = dL_dh_9_gh[b,i]; g_c1[i] += dL_dh_9_gh[b,i] */
+    /* g_c1[i] += dL_dh_9_gh[b,i] */
     for (int b = 0; b < batch; b++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
         for (int i = 0; i < 72; i++) {
-            delta_h_9_gh[b * 72 + i] = dL_dh_9_gh[b * 72 + i];
             g_c1[i] += dL_dh_9_gh[b * 72 + i];
         }
     /* dL_dh_8[b,j] += Σ_i delta_h_9_gh[b,i]·U1[i,j] (from h_9_gh) */
@@ -1727,13 +1712,12 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             dL_dh_8_gh[b * 72 + (i + 48)] = t0*t5;
             dL_dh_7[b * 24 + i] = dL_dh_8[b * 24 + i]*t2;
         }
-    /* delta_h_8_gh[b,i] = dL_dh_8_gh[b,i]; g_c1[i] += dL_dh_8_gh[b,i] */
+    /* g_c1[i] += dL_dh_8_gh[b,i] */
     for (int b = 0; b < batch; b++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
         for (int i = 0; i < 72; i++) {
-            delta_h_8_gh[b * 72 + i] = dL_dh_8_gh[b * 72 + i];
             g_c1[i] += dL_dh_8_gh[b * 72 + i];
         }
     /* dL_dh_7[b,j] += Σ_i delta_h_8_gh[b,i]·U1[i,j] (from h_8_gh) */
@@ -1761,13 +1745,12 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             dL_dh_7_gh[b * 72 + (i + 48)] = t0*t5;
             dL_dh_6[b * 24 + i] = dL_dh_7[b * 24 + i]*t2;
         }
-    /* delta_h_7_gh[b,i] = dL_dh_7_gh[b,i]; g_c1[i] += dL_dh_7_gh[b,i] */
+    /* g_c1[i] += dL_dh_7_gh[b,i] */
     for (int b = 0; b < batch; b++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
         for (int i = 0; i < 72; i++) {
-            delta_h_7_gh[b * 72 + i] = dL_dh_7_gh[b * 72 + i];
             g_c1[i] += dL_dh_7_gh[b * 72 + i];
         }
     /* dL_dh_6[b,j] += Σ_i delta_h_7_gh[b,i]·U1[i,j] (from h_7_gh) */
@@ -1795,13 +1778,12 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             dL_dh_6_gh[b * 72 + (i + 48)] = t0*t5;
             dL_dh_5[b * 24 + i] = dL_dh_6[b * 24 + i]*t2;
         }
-    /* delta_h_6_gh[b,i] = dL_dh_6_gh[b,i]; g_c1[i] += dL_dh_6_gh[b,i] */
+    /* g_c1[i] += dL_dh_6_gh[b,i] */
     for (int b = 0; b < batch; b++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
         for (int i = 0; i < 72; i++) {
-            delta_h_6_gh[b * 72 + i] = dL_dh_6_gh[b * 72 + i];
             g_c1[i] += dL_dh_6_gh[b * 72 + i];
         }
     /* dL_dh_5[b,j] += Σ_i delta_h_6_gh[b,i]·U1[i,j] (from h_6_gh) */
@@ -1829,13 +1811,12 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             dL_dh_5_gh[b * 72 + (i + 48)] = t0*t5;
             dL_dh_4[b * 24 + i] = dL_dh_5[b * 24 + i]*t2;
         }
-    /* delta_h_5_gh[b,i] = dL_dh_5_gh[b,i]; g_c1[i] += dL_dh_5_gh[b,i] */
+    /* g_c1[i] += dL_dh_5_gh[b,i] */
     for (int b = 0; b < batch; b++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
         for (int i = 0; i < 72; i++) {
-            delta_h_5_gh[b * 72 + i] = dL_dh_5_gh[b * 72 + i];
             g_c1[i] += dL_dh_5_gh[b * 72 + i];
         }
     /* dL_dh_4[b,j] += Σ_i delta_h_5_gh[b,i]·U1[i,j] (from h_5_gh) */
@@ -1863,13 +1844,12 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             dL_dh_4_gh[b * 72 + (i + 48)] = t0*t5;
             dL_dh_3[b * 24 + i] = dL_dh_4[b * 24 + i]*t2;
         }
-    /* delta_h_4_gh[b,i] = dL_dh_4_gh[b,i]; g_c1[i] += dL_dh_4_gh[b,i] */
+    /* g_c1[i] += dL_dh_4_gh[b,i] */
     for (int b = 0; b < batch; b++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
         for (int i = 0; i < 72; i++) {
-            delta_h_4_gh[b * 72 + i] = dL_dh_4_gh[b * 72 + i];
             g_c1[i] += dL_dh_4_gh[b * 72 + i];
         }
     /* dL_dh_3[b,j] += Σ_i delta_h_4_gh[b,i]·U1[i,j] (from h_4_gh) */
@@ -1897,13 +1877,12 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             dL_dh_3_gh[b * 72 + (i + 48)] = t0*t5;
             dL_dh_2[b * 24 + i] = dL_dh_3[b * 24 + i]*t2;
         }
-    /* delta_h_3_gh[b,i] = dL_dh_3_gh[b,i]; g_c1[i] += dL_dh_3_gh[b,i] */
+    /* g_c1[i] += dL_dh_3_gh[b,i] */
     for (int b = 0; b < batch; b++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
         for (int i = 0; i < 72; i++) {
-            delta_h_3_gh[b * 72 + i] = dL_dh_3_gh[b * 72 + i];
             g_c1[i] += dL_dh_3_gh[b * 72 + i];
         }
     /* dL_dh_2[b,j] += Σ_i delta_h_3_gh[b,i]·U1[i,j] (from h_3_gh) */
@@ -1931,13 +1910,12 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             dL_dh_2_gh[b * 72 + (i + 48)] = t0*t5;
             dL_dh_1[b * 24 + i] = dL_dh_2[b * 24 + i]*t2;
         }
-    /* delta_h_2_gh[b,i] = dL_dh_2_gh[b,i]; g_c1[i] += dL_dh_2_gh[b,i] */
+    /* g_c1[i] += dL_dh_2_gh[b,i] */
     for (int b = 0; b < batch; b++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
         for (int i = 0; i < 72; i++) {
-            delta_h_2_gh[b * 72 + i] = dL_dh_2_gh[b * 72 + i];
             g_c1[i] += dL_dh_2_gh[b * 72 + i];
         }
     /* g_U1[i,j] = Σ_t Σ_b A_t[b,i]·B_t[b,j] over the 19 pairs (A_t, B_t) = (delta_h_20_gh, h_19) .. (delta_h_2_gh, h_1), each laid out after the one before: one product of batch·19 rows */
@@ -1950,7 +1928,7 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
        two joins); the work, about 12672 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
-        real *sn_part = work + (size_t)batch * 10768;  /* 144 partial sums per chunk */
+        real *sn_part = work + (size_t)batch * 9396;  /* 144 partial sums per chunk */
 #ifdef _OPENMP
         const int sn_used = sn_on ? sn_threads(2.0 * 12672 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
@@ -2005,7 +1983,7 @@ static double sn_loss(const real *params, real *work, const real *S, const real 
     return loss / batch;
 }
 
-real symnet_2c50a0b405_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_806751343b_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -2016,7 +1994,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
 
 
     real *sn_u_O = work + (size_t)batch * 6100;  /* layer O: (batch, 4) */
-    real *dL_dO = work + (size_t)batch * 10760;  /* ∂L/∂O: (batch, 4) */
+    real *dL_dO = work + (size_t)batch * 9392;  /* ∂L/∂O: (batch, 4) */
 
     const real inv_batch = (real)1 / (real)batch;
     double loss = 0;
@@ -2061,7 +2039,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_2c50a0b405_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_806751343b_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -2098,7 +2076,7 @@ static double sn_loss_labels(const real *params, real *work, const real *S, cons
     return loss / batch;
 }
 
-real symnet_2c50a0b405_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_806751343b_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss_labels(params, work, X, T, batch);
 }
@@ -2109,7 +2087,7 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
 
 
     real *sn_u_O = work + (size_t)batch * 6100;  /* layer O: (batch, 4) */
-    real *dL_dO = work + (size_t)batch * 10760;  /* ∂L/∂O: (batch, 4) */
+    real *dL_dO = work + (size_t)batch * 9392;  /* ∂L/∂O: (batch, 4) */
 
     const real inv_batch = (real)1 / (real)batch;
     double loss = 0;
@@ -2150,7 +2128,7 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
     return loss / batch;
 }
 
-real symnet_2c50a0b405_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_806751343b_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad_labels(params, grads, work, X, T, batch);
 }
@@ -2177,9 +2155,9 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_2c50a0b405_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_806751343b_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
-    real *grads = work + (size_t)batch * 10912;
+    real *grads = work + (size_t)batch * 9540;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
     if (!isfinite(loss) || !sn_all_finite(grads))
         return (real)NAN;
@@ -2191,9 +2169,9 @@ real symnet_2c50a0b405_step(real *params, const real *X, const real *T, int batc
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_2c50a0b405_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_806751343b_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
-    real *grads = work + (size_t)batch * 10912;
+    real *grads = work + (size_t)batch * 9540;
     const double loss = sn_loss_grad_labels(params, grads, work, X, T, batch);
     if (!isfinite(loss) || !sn_all_finite(grads))
         return (real)NAN;
@@ -2262,7 +2240,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_2c50a0b405_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_806751343b_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -2282,17 +2260,17 @@ void symnet_2c50a0b405_update(real *params, const real *grads, real lr, int opti
  * prev holds the parameters before the last update (after a restore: the same as
  * params).  prev may be NULL (no restoring).
  *
- * work: the batch's rows (10912 numbers per example), then the
+ * work: the batch's rows (9540 numbers per example), then the
  * gradients (2260), then Ib and Tb.
  *
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_2c50a0b405_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_806751343b_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
-    real *grads = work + (size_t)batch_size * 10912;
+    real *grads = work + (size_t)batch_size * 9540;
     real *Ib = grads + 2260;
     real *Tb = Ib + (size_t)batch_size * 80;
     real *cur = params, *old = prev != NULL ? prev : params;  /* θ now; θ before the last update */
@@ -2362,18 +2340,18 @@ long long symnet_2c50a0b405_train(real *params, const real *X, const real *T, co
  * prev holds the parameters before the last update (after a restore: the same as
  * params).  prev may be NULL (no restoring).
  *
- * work: the batch's rows (10912 numbers per example), then the
+ * work: the batch's rows (9540 numbers per example), then the
  * gradients (2260), then Ib and Tb.
  *
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step).
  * The same with integer class labels: T[n] is the class of example n. */
-long long symnet_2c50a0b405_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_806751343b_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
-    real *grads = work + (size_t)batch_size * 10912;
+    real *grads = work + (size_t)batch_size * 9540;
     real *Ib = grads + 2260;
     real *Tb = Ib + (size_t)batch_size * 80;
     real *cur = params, *old = prev != NULL ? prev : params;  /* θ now; θ before the last update */

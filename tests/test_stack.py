@@ -143,3 +143,51 @@ def test_gradients_equal_unstacked_numpy_backend_and_a_numpy_loop(rng, monkeypat
     _, gp = plain.loss_and_grad(X, T)
     for k in g:
         np.testing.assert_allclose(g[k], gp[k], rtol=1e-12, atol=1e-14)
+
+
+def _tensor_only(graph, node, t, g):
+    """symnet.plan.lower's rule before vector nodes shared ∂L/∂node: tensors only."""
+    return len(node.space) > 1 and t.target.startswith("delta_") and t.expr == g.upstream
+
+
+def test_gru_gates_delta_is_their_gradient_itself_and_still_stacks(rng, monkeypatch):
+    """δ of U·h_{t−1} + c is ∂L/∂(U·h_{t−1} + c) element for element: the plan names
+    that buffer (no copy loop), the stacked ∂L/∂U reads it in place, and the gradients
+    equal a plan that copies (the rule for tensor nodes only), the NumPy backend and
+    central differences; a Dense without activation between two layers likewise."""
+    p = lower.plan(gru().graph())
+    deltas = [b for n, b in p.buffers.items() if n.startswith("delta_") and
+              n.endswith("_gh")]
+    assert len(deltas) == L - 1
+    assert all(b.kind == "alias" and b.alias == "dL_d" + b.name[len("delta_"):]
+               for b in deltas)
+    written = {t for op in p.backward if hasattr(op, "stmts") for t, *_ in op.stmts}
+    assert not {b.name for b in deltas} & written
+    assert len([op for op in stacked(p) if op.C.startswith("g_U")]) == 1
+
+    def nets(tag=""):     # another tag: another description, another compiled module
+        S = sn.Input((L, D), name="S" + tag)
+        x = sn.Input(D, name="x" + tag)
+        h = sn.Dense(5, activation="tanh", name="A")(x)
+        h = sn.Dense(4, name="B")(h)            # no activation: δ_B is ∂L/∂B
+        return (sn.Network(S, sn.GRU(H), sn.Dense(2, name="O"), loss="mse"),
+                sn.Network(x, sn.Dense(2, activation="tanh", name="O")(h), loss="mse"))
+
+    X, T = rng.normal(size=(6, L, D)), rng.normal(size=(6, 2))
+    x = rng.normal(size=(6, D))
+    shared = [m.compile(dtype="float64", seed=0) for m in nets()]
+    for m in shared:
+        for k, v in m.params.items():
+            m.params[k] = rng.normal(scale=0.5, size=v.shape)
+    assert "real *delta_B = dL_dB;" in shared[1].c_source
+    monkeypatch.setattr(lower, "_delta_is_upstream", _tensor_only)
+    copied = [m.compile(dtype="float64", seed=0) for m in nets("2")]
+    for a, b, (XX, TT) in zip(shared, copied, [(X, T), (x, T)]):
+        assert a.c_source.count(" itself: (batch") > b.c_source.count(" itself: (batch")
+        b.params.update({k: v.copy() for k, v in a.params.items()})
+        la, ga = a.loss_and_grad(XX, TT)
+        lb, gb = b.loss_and_grad(XX, TT)
+        assert la == pytest.approx(lb, rel=1e-14)
+        for k in ga:
+            np.testing.assert_allclose(ga[k], gb[k], rtol=1e-12, atol=1e-14)
+        check(a, XX, TT)

@@ -10,7 +10,8 @@ same sum is one product over the rows of every step at once,
     Σ_t δ_tᵀ·h_{t−1} = Δᵀ·H,   Δ = [δ_T; …; δ_2],  H = [h_{T−1}; …; h_1]
 
 (the δ_t, and the h_{t−1}, stacked along the rows), when the δ_t lie one after the
-other in the work array and the h_{t−1} too, in the same order.  ``stack`` finds the
+other in the work array and the h_{t−1} too, in the same order (a δ_t that is an
+alias, ∂L/∂(U·h_{t−1} + c) itself, moves the buffer it names).  ``stack`` finds the
 weight-gradient products ("tn", K the batch) that accumulate into one gradient, lays
 their operands out so (a buffer of the batch holds b·width + i at batch·offset, so
 buffers whose offsets follow each other by their widths are one array of
@@ -20,8 +21,8 @@ was: by then every δ_t is written, and the gradient is read by no op in between
 The layout keeps its order otherwise (the forward's buffers still come first: a
 forward call allocates only those), and the gradient is the same sum added in
 another order (the C's product sums over all rows at once).  Nothing moves when
-any operand is shared, an alias, of another width, or written again before the one
-product would read it.
+any operand is shared, an alias of another shape, of another width, or written again
+before the one product would read it.
 """
 
 from __future__ import annotations
@@ -60,11 +61,14 @@ def _groups(p, ops: list) -> list:
                 op.parts is None and p.buffers[op.C].kind == "grad":
             by_grad.setdefault(op.C, []).append(k)
     fwd = _forward_names(p)
-    used: dict = {}
+    root = _roots(p)
+    used: dict = {}     # operands of these products, by name
+    memory: dict = {}   # and by the memory they name
     for ks in by_grad.values():
         for k in ks:
             for x in (ops[k].A, ops[k].B):
                 used[x] = used.get(x, 0) + 1
+                memory[root[x]] = memory.get(root[x], 0) + 1
     out = []
     for C, ks in by_grad.items():
         if len(ks) < MIN_PARTS:
@@ -73,13 +77,19 @@ def _groups(p, ops: list) -> list:
         if any((ops[k].M, ops[k].N) != (first.M, first.N) for k in ks) or \
                 not isinstance(first.M, int) or not isinstance(first.N, int):
             continue
-        A = [ops[k].A for k in ks]
-        B = [ops[k].B for k in ks]
-        ok = len(set(A) | set(B)) == 2 * len(ks) and all(used[x] == 1 for x in A + B)
+        named = [x for k in ks for x in (ops[k].A, ops[k].B)]
+        A = [root[ops[k].A] for k in ks]
+        B = [root[ops[k].B] for k in ks]
+        # each operand read by this product alone; an alias only where nothing else
+        # reads the memory it names either (a twin δ shared by W and U stays put)
+        ok = len(set(A) | set(B)) == 2 * len(ks) and all(used[x] == 1 for x in named) \
+            and all(memory[root[x]] == 1 for x in named if root[x] != x)
         for names, width in ((A, first.M), (B, first.N)):
             ok = ok and all(p.buffers[x].kind == "work" and p.buffers[x].alias is None
                             and p.buffers[x].shape == ("batch", width) for x in names)
             ok = ok and len({x in fwd for x in names}) == 1
+        ok = ok and all(p.buffers[x].shape == p.buffers[root[x]].shape
+                        for k in ks for x in (ops[k].A, ops[k].B))
         if not ok:
             continue
         # between a product and the last: no op of unknown writes, none writing an
@@ -90,12 +100,24 @@ def _groups(p, ops: list) -> list:
             if j in members:
                 continue
             w = _writes(ops[j])
-            passed = {x for k in ks if k < j for x in (ops[k].A, ops[k].B)}
-            if w is None or w & (passed | {C}) or C in _reads(p, ops[j]):
+            passed = {root[x] for k in ks if k < j for x in (ops[k].A, ops[k].B)}
+            if w is None or {root.get(x, x) for x in w} & (passed | {C}) or \
+                    C in _reads(p, ops[j]):
                 ok = False
                 break
         if ok:
             out.append(ks)
+    return out
+
+
+def _roots(p) -> dict:
+    """Each buffer's name -> the buffer whose memory it is (itself, or the end of its
+    chain of aliases: a delta that is ∂L/∂node itself, symnet.plan.lower)."""
+    out = {}
+    for name, b in p.buffers.items():
+        while b.alias is not None:
+            b = p.buffers[b.alias]
+        out[name] = b.name
     return out
 
 
@@ -133,8 +155,9 @@ def stack(p) -> None:
     groups = _groups(p, ops)
     if not groups:
         return
-    _relayout(p, [[ops[k].A for k in ks] for ks in groups] +
-              [[ops[k].B for k in ks] for ks in groups])
+    root = _roots(p)
+    _relayout(p, [[root[ops[k].A] for k in ks] for ks in groups] +
+              [[root[ops[k].B] for k in ks] for ks in groups])
     merged, drop = {}, set()
     for ks in groups:
         first, n = ops[ks[0]], len(ks)
