@@ -34,6 +34,11 @@ def test_the_exponentials_and_their_sum_are_one_loop():
     p = lower.plan(_network().graph())
     assert {"B1_att_e", "z_B1_att_z"} in _targets(p.forward)
     assert any({"dL_dB2_att_e", "dL_dB2_att_s"} <= t for t in _targets(p.backward))
+    # under other index names: ∂L/∂(the residual) += δ of LayerNorm's mean (b, a, e),
+    # then its copies to the block's input and the attention (b, i, x) and the bias sum
+    # of the attention's output projection (b, tq, i)
+    assert any({"dL_dB2_res1", "dL_dB1", "dL_dB2_att", "g_co9"} <= t
+               for t in _targets(p.backward))
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
