@@ -32,8 +32,8 @@
  *   loss: softmax_cross_entropy, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_170DDE0D19_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_170DDE0D19_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_B291AD4B16_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_B291AD4B16_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (16, 1, 3, 3)
  *   b1           offset       144  shape (16,)
  *   W3           offset       160  shape (32, 16, 3, 3)
@@ -41,59 +41,59 @@
  *   W5           offset      4800  shape (10, 512)
  *   b5           offset      9920  shape (10,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_170DDE0D19_WORK_SIZE(batch) numbers; SYMNET_170DDE0D19_TRAIN_WORK_SIZE(batch_size) for
- * symnet_170dde0d19_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_B291AD4B16_WORK_SIZE(batch) numbers; SYMNET_B291AD4B16_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_b291ad4b16_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 9930 + X B*64 + T or O B*10 + work (B*15902 + 9930)
  *   numbers of 4 bytes; e.g. B = 32: 2,124,368 bytes (training; forward only: 1,042,984).
  */
-#ifndef SYMNET_170DDE0D19_H
-#define SYMNET_170DDE0D19_H
+#ifndef SYMNET_B291AD4B16_H
+#define SYMNET_B291AD4B16_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_170DDE0D19_REAL float  /* the number type of every array (float32) */
-#define SYMNET_170DDE0D19_N_INPUTS 64  /* features per example */
-#define SYMNET_170DDE0D19_N_OUTPUTS 10
-#define SYMNET_170DDE0D19_N_PARAMS 9930  /* numbers in the flat parameter array */
-#define SYMNET_170DDE0D19_WORK_PER_EXAMPLE 15902
-#define SYMNET_170DDE0D19_WORK_SIZE(batch) ((batch) * 15902 + 9930)  /* numbers of scratch per call */
-#define SYMNET_170DDE0D19_TRAIN_WORK_SIZE(batch_size) (SYMNET_170DDE0D19_WORK_SIZE(batch_size) + (batch_size) * 74)
-#define SYMNET_170DDE0D19_SGD 0       /* optimizer codes of symnet_170dde0d19_update and symnet_170dde0d19_train */
-#define SYMNET_170DDE0D19_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_170DDE0D19_N_PARAMS numbers */
-#define SYMNET_170DDE0D19_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_170DDE0D19_N_PARAMS numbers each */
+#define SYMNET_B291AD4B16_REAL float  /* the number type of every array (float32) */
+#define SYMNET_B291AD4B16_N_INPUTS 64  /* features per example */
+#define SYMNET_B291AD4B16_N_OUTPUTS 10
+#define SYMNET_B291AD4B16_N_PARAMS 9930  /* numbers in the flat parameter array */
+#define SYMNET_B291AD4B16_WORK_PER_EXAMPLE 15902
+#define SYMNET_B291AD4B16_WORK_SIZE(batch) ((batch) * 15902 + 9930)  /* numbers of scratch per call */
+#define SYMNET_B291AD4B16_TRAIN_WORK_SIZE(batch_size) (SYMNET_B291AD4B16_WORK_SIZE(batch_size) + (batch_size) * 74)
+#define SYMNET_B291AD4B16_SGD 0       /* optimizer codes of symnet_b291ad4b16_update and symnet_b291ad4b16_train */
+#define SYMNET_B291AD4B16_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_B291AD4B16_N_PARAMS numbers */
+#define SYMNET_B291AD4B16_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_B291AD4B16_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_170DDE0D19_N_OUTPUTS) = the network's output for X (batch × SYMNET_170DDE0D19_N_INPUTS). */
-void symnet_170dde0d19_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_B291AD4B16_N_OUTPUTS) = the network's output for X (batch × SYMNET_B291AD4B16_N_INPUTS). */
+void symnet_b291ad4b16_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_170dde0d19_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_b291ad4b16_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_170DDE0D19_N_PARAMS numbers) by back propagation. */
-float symnet_170dde0d19_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_B291AD4B16_N_PARAMS numbers) by back propagation. */
+float symnet_b291ad4b16_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_170dde0d19_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_b291ad4b16_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss; T[b] is the class label of example b. */
-float symnet_170dde0d19_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_b291ad4b16_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_170DDE0D19_N_PARAMS numbers) by back propagation. */
-float symnet_170dde0d19_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_B291AD4B16_N_PARAMS numbers) by back propagation. */
+float symnet_b291ad4b16_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_170dde0d19_step_labels(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_b291ad4b16_step_labels(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_170DDE0D19_SGD, SYMNET_170DDE0D19_MOMENTUM or SYMNET_170DDE0D19_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_B291AD4B16_SGD, SYMNET_B291AD4B16_MOMENTUM or SYMNET_B291AD4B16_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_170dde0d19_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_b291ad4b16_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -101,10 +101,10 @@ void symnet_170dde0d19_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_170DDE0D19_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_B291AD4B16_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_170DDE0D19_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_170dde0d19_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_B291AD4B16_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_b291ad4b16_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -114,10 +114,10 @@ long long symnet_170dde0d19_train(float *params, const float *X, const float *T,
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_170DDE0D19_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_B291AD4B16_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_170DDE0D19_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_170dde0d19_train_labels(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_B291AD4B16_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_b291ad4b16_train_labels(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -126,7 +126,7 @@ long long symnet_170dde0d19_train_labels(float *params, const float *X, const fl
 }
 #endif
 
-#endif /* SYMNET_170DDE0D19_H */
+#endif /* SYMNET_B291AD4B16_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -418,24 +418,25 @@ static inline int sn_share(int batch, int c, int n) { return (int)((long long)ba
  * takes a core another program then takes back from the pass (milliseconds, more than
  * the threads save).  After a pass that warms the caches, three passes without threads
  * and three with give each choice its median; then the pass keeps the faster (its figure
- * an average of its last two passes) and tries the other for three passes again after
+ * the median of its last three passes) and tries the other for three passes again after
  * SN_RETRY passes, twice as many after each such trial that lost (at most SN_RETRY_MAX).
- * A trial's second pass that takes more than SN_LOST times the kept choice's figure ends
- * the trial at once, lost (the first pass is not judged: with threads it wakes the pool's
- * sleeping thread, 3-4 µs per example more for the small network; for the same reason the
- * first pass after a trial does not count in the kept choice's figure: folded into its
- * average, one such wake-up made the kept threads look slower than one thread, and the
- * small step then ran alone, 57 µs against 39, until a trial with threads won): on a 2-core machine
- * whose other core another program holds, a pass with threads took 280 µs against 55
- * alone (the woken thread waits for the caller's core), and three such passes every 67
+ * Medians, so that one slow pass changes nothing: the first pass with threads after a
+ * pause, a trial or a stretch without them wakes the pool's sleeping thread (3-4 µs per
+ * example more for the small network, whose pass takes 1.1); in an average of the last
+ * two passes one such wake-up made the kept threads look slower than one thread, and the
+ * small step then ran alone (57 µs against 39) until a trial with threads won.  For the
+ * same reason a trial's first pass is not judged early, but its second pass, taking more
+ * than SN_LOST times the kept choice's figure, ends the trial at once, lost: on a 2-core
+ * machine whose other core another program holds, a pass with threads took 280 µs against
+ * 55 alone (the woken thread waits for the caller's core), and three such passes every 67
  * cost the small network's step 10 µs on average.
  * Which it takes never changes the result (the chunks' sums are added in their order). */
 #define SN_RETRY 16
 #define SN_RETRY_MAX 256
 #define SN_LOST 1.5
 static int sn_on = 1;
-static double sn_took[2], sn_trial[3];
-static unsigned long sn_passes, sn_retry, sn_gap, sn_resume;
+static double sn_took[2], sn_last[2][3];   /* each choice's figure; its last three passes */
+static unsigned long sn_passes, sn_retry, sn_gap, sn_timed[2];
 
 static double sn_median3(const double *t)
 {
@@ -461,23 +462,21 @@ static void sn_took_now(int threads, double seconds)
     const unsigned long r = sn_passes - 1;
     if (r == 0)
         return;
+    sn_last[threads][sn_timed[threads]++ % 3] = seconds;
     if (r >= 7 && r < sn_retry) {            /* the choice kept */
-        if (r != sn_resume)     /* (the first pass after a trial may wake the pool's thread) */
-            sn_took[threads] = 0.5 * sn_took[threads] + 0.5 * seconds;
+        sn_took[threads] = sn_median3(sn_last[threads]);
         return;
     }
     const unsigned long first = r < 7 ? (r < 4 ? 1 : 4) : sn_retry;
-    sn_trial[r - first] = seconds;
     if (r >= 7 && r - first == 1 && seconds > SN_LOST * sn_took[!threads]) {
         sn_took[threads] = seconds;            /* far behind the kept choice: lost now */
         sn_gap = sn_gap < SN_RETRY_MAX ? 2 * sn_gap : SN_RETRY_MAX;
         sn_retry = r + 1 + sn_gap;
-        sn_resume = r + 1;
         return;
     }
     if (r - first < 2)
         return;
-    sn_took[threads] = sn_median3(sn_trial);   /* the end of a trial */
+    sn_took[threads] = sn_median3(sn_last[threads]);   /* the end of a trial: its 3 passes */
     if (r < 7) {
         sn_gap = SN_RETRY;
     } else {
@@ -485,7 +484,6 @@ static void sn_took_now(int threads, double seconds)
         sn_gap = won ? SN_RETRY : sn_gap < SN_RETRY_MAX ? 2 * sn_gap : SN_RETRY_MAX;
     }
     sn_retry = r + 1 + sn_gap;
-    sn_resume = r + 1;
 }
 #endif
 
@@ -1042,7 +1040,7 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_170dde0d19_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_b291ad4b16_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 7754, sizeof(real) * (size_t)batch * 10);
@@ -1142,7 +1140,7 @@ static double sn_loss(const real *params, real *work, const real *I, const real 
     return loss / batch;
 }
 
-real symnet_170dde0d19_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_b291ad4b16_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -1198,7 +1196,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_170dde0d19_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_b291ad4b16_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -1235,7 +1233,7 @@ static double sn_loss_labels(const real *params, real *work, const real *I, cons
     return loss / batch;
 }
 
-real symnet_170dde0d19_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_b291ad4b16_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss_labels(params, work, X, T, batch);
 }
@@ -1287,7 +1285,7 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
     return loss / batch;
 }
 
-real symnet_170dde0d19_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_b291ad4b16_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad_labels(params, grads, work, X, T, batch);
 }
@@ -1314,7 +1312,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_170dde0d19_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_b291ad4b16_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 15902;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
@@ -1328,7 +1326,7 @@ real symnet_170dde0d19_step(real *params, const real *X, const real *T, int batc
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_170dde0d19_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_b291ad4b16_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 15902;
     const double loss = sn_loss_grad_labels(params, grads, work, X, T, batch);
@@ -1399,7 +1397,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_170dde0d19_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_b291ad4b16_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -1425,7 +1423,7 @@ void symnet_170dde0d19_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_170dde0d19_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_b291ad4b16_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
@@ -1506,7 +1504,7 @@ long long symnet_170dde0d19_train(real *params, const real *X, const real *T, co
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step).
  * The same with integer class labels: T[n] is the class of example n. */
-long long symnet_170dde0d19_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_b291ad4b16_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

@@ -30,8 +30,8 @@
  *   loss: mse, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_1850CA39EA_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_1850CA39EA_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_65063797DA_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_65063797DA_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (20, 2)
  *   b1           offset        40  shape (20,)
  *   W2           offset        60  shape (20, 20)
@@ -41,48 +41,48 @@
  *   W4           offset       900  shape (1, 20)
  *   b4           offset       920  shape (1,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_1850CA39EA_WORK_SIZE(batch) numbers; SYMNET_1850CA39EA_TRAIN_WORK_SIZE(batch_size) for
- * symnet_1850ca39ea_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_65063797DA_WORK_SIZE(batch) numbers; SYMNET_65063797DA_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_65063797da_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 921 + X B*2 + T or O B*1 + work (B*304 + 921)
  *   numbers of 4 bytes; e.g. B = 32: 46,664 bytes (training; forward only: 19,684).
  */
-#ifndef SYMNET_1850CA39EA_H
-#define SYMNET_1850CA39EA_H
+#ifndef SYMNET_65063797DA_H
+#define SYMNET_65063797DA_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_1850CA39EA_REAL float  /* the number type of every array (float32) */
-#define SYMNET_1850CA39EA_N_INPUTS 2  /* features per example */
-#define SYMNET_1850CA39EA_N_OUTPUTS 1
-#define SYMNET_1850CA39EA_N_PARAMS 921  /* numbers in the flat parameter array */
-#define SYMNET_1850CA39EA_WORK_PER_EXAMPLE 304
-#define SYMNET_1850CA39EA_WORK_SIZE(batch) ((batch) * 304 + 921)  /* numbers of scratch per call */
-#define SYMNET_1850CA39EA_TRAIN_WORK_SIZE(batch_size) (SYMNET_1850CA39EA_WORK_SIZE(batch_size) + (batch_size) * 3)
-#define SYMNET_1850CA39EA_SGD 0       /* optimizer codes of symnet_1850ca39ea_update and symnet_1850ca39ea_train */
-#define SYMNET_1850CA39EA_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_1850CA39EA_N_PARAMS numbers */
-#define SYMNET_1850CA39EA_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_1850CA39EA_N_PARAMS numbers each */
+#define SYMNET_65063797DA_REAL float  /* the number type of every array (float32) */
+#define SYMNET_65063797DA_N_INPUTS 2  /* features per example */
+#define SYMNET_65063797DA_N_OUTPUTS 1
+#define SYMNET_65063797DA_N_PARAMS 921  /* numbers in the flat parameter array */
+#define SYMNET_65063797DA_WORK_PER_EXAMPLE 304
+#define SYMNET_65063797DA_WORK_SIZE(batch) ((batch) * 304 + 921)  /* numbers of scratch per call */
+#define SYMNET_65063797DA_TRAIN_WORK_SIZE(batch_size) (SYMNET_65063797DA_WORK_SIZE(batch_size) + (batch_size) * 3)
+#define SYMNET_65063797DA_SGD 0       /* optimizer codes of symnet_65063797da_update and symnet_65063797da_train */
+#define SYMNET_65063797DA_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_65063797DA_N_PARAMS numbers */
+#define SYMNET_65063797DA_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_65063797DA_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_1850CA39EA_N_OUTPUTS) = the network's output for X (batch × SYMNET_1850CA39EA_N_INPUTS). */
-void symnet_1850ca39ea_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_65063797DA_N_OUTPUTS) = the network's output for X (batch × SYMNET_65063797DA_N_INPUTS). */
+void symnet_65063797da_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_1850ca39ea_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_65063797da_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_1850CA39EA_N_PARAMS numbers) by back propagation. */
-float symnet_1850ca39ea_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_65063797DA_N_PARAMS numbers) by back propagation. */
+float symnet_65063797da_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_1850ca39ea_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_65063797da_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_1850CA39EA_SGD, SYMNET_1850CA39EA_MOMENTUM or SYMNET_1850CA39EA_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_65063797DA_SGD, SYMNET_65063797DA_MOMENTUM or SYMNET_65063797DA_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_1850ca39ea_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_65063797da_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -90,10 +90,10 @@ void symnet_1850ca39ea_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_1850CA39EA_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_65063797DA_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_1850CA39EA_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_1850ca39ea_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_65063797DA_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_65063797da_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -102,7 +102,7 @@ long long symnet_1850ca39ea_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_1850CA39EA_H */
+#endif /* SYMNET_65063797DA_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -385,24 +385,25 @@ static inline int sn_share(int batch, int c, int n) { return (int)((long long)ba
  * takes a core another program then takes back from the pass (milliseconds, more than
  * the threads save).  After a pass that warms the caches, three passes without threads
  * and three with give each choice its median; then the pass keeps the faster (its figure
- * an average of its last two passes) and tries the other for three passes again after
+ * the median of its last three passes) and tries the other for three passes again after
  * SN_RETRY passes, twice as many after each such trial that lost (at most SN_RETRY_MAX).
- * A trial's second pass that takes more than SN_LOST times the kept choice's figure ends
- * the trial at once, lost (the first pass is not judged: with threads it wakes the pool's
- * sleeping thread, 3-4 µs per example more for the small network; for the same reason the
- * first pass after a trial does not count in the kept choice's figure: folded into its
- * average, one such wake-up made the kept threads look slower than one thread, and the
- * small step then ran alone, 57 µs against 39, until a trial with threads won): on a 2-core machine
- * whose other core another program holds, a pass with threads took 280 µs against 55
- * alone (the woken thread waits for the caller's core), and three such passes every 67
+ * Medians, so that one slow pass changes nothing: the first pass with threads after a
+ * pause, a trial or a stretch without them wakes the pool's sleeping thread (3-4 µs per
+ * example more for the small network, whose pass takes 1.1); in an average of the last
+ * two passes one such wake-up made the kept threads look slower than one thread, and the
+ * small step then ran alone (57 µs against 39) until a trial with threads won.  For the
+ * same reason a trial's first pass is not judged early, but its second pass, taking more
+ * than SN_LOST times the kept choice's figure, ends the trial at once, lost: on a 2-core
+ * machine whose other core another program holds, a pass with threads took 280 µs against
+ * 55 alone (the woken thread waits for the caller's core), and three such passes every 67
  * cost the small network's step 10 µs on average.
  * Which it takes never changes the result (the chunks' sums are added in their order). */
 #define SN_RETRY 16
 #define SN_RETRY_MAX 256
 #define SN_LOST 1.5
 static int sn_on = 1;
-static double sn_took[2], sn_trial[3];
-static unsigned long sn_passes, sn_retry, sn_gap, sn_resume;
+static double sn_took[2], sn_last[2][3];   /* each choice's figure; its last three passes */
+static unsigned long sn_passes, sn_retry, sn_gap, sn_timed[2];
 
 static double sn_median3(const double *t)
 {
@@ -428,23 +429,21 @@ static void sn_took_now(int threads, double seconds)
     const unsigned long r = sn_passes - 1;
     if (r == 0)
         return;
+    sn_last[threads][sn_timed[threads]++ % 3] = seconds;
     if (r >= 7 && r < sn_retry) {            /* the choice kept */
-        if (r != sn_resume)     /* (the first pass after a trial may wake the pool's thread) */
-            sn_took[threads] = 0.5 * sn_took[threads] + 0.5 * seconds;
+        sn_took[threads] = sn_median3(sn_last[threads]);
         return;
     }
     const unsigned long first = r < 7 ? (r < 4 ? 1 : 4) : sn_retry;
-    sn_trial[r - first] = seconds;
     if (r >= 7 && r - first == 1 && seconds > SN_LOST * sn_took[!threads]) {
         sn_took[threads] = seconds;            /* far behind the kept choice: lost now */
         sn_gap = sn_gap < SN_RETRY_MAX ? 2 * sn_gap : SN_RETRY_MAX;
         sn_retry = r + 1 + sn_gap;
-        sn_resume = r + 1;
         return;
     }
     if (r - first < 2)
         return;
-    sn_took[threads] = sn_median3(sn_trial);   /* the end of a trial */
+    sn_took[threads] = sn_median3(sn_last[threads]);   /* the end of a trial: its 3 passes */
     if (r < 7) {
         sn_gap = SN_RETRY;
     } else {
@@ -452,7 +451,6 @@ static void sn_took_now(int threads, double seconds)
         sn_gap = won ? SN_RETRY : sn_gap < SN_RETRY_MAX ? 2 * sn_gap : SN_RETRY_MAX;
     }
     sn_retry = r + 1 + sn_gap;
-    sn_resume = r + 1;
 }
 #endif
 
@@ -521,7 +519,7 @@ static void sn_forward(const real *params, real *work, const real *xy, int batch
 }
 
 /* O[b,k] = u[b,k]: the forward pass, its output copied out of work. */
-void symnet_1850ca39ea_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_65063797da_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 121, sizeof(real) * (size_t)batch * 1);
@@ -851,7 +849,7 @@ static double sn_loss(const real *params, real *work, const real *xy, const real
     return loss / batch;
 }
 
-real symnet_1850ca39ea_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_65063797da_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -865,7 +863,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return sn_chunk_pass(&a, sn_chunk, NULL);
 }
 
-real symnet_1850ca39ea_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_65063797da_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -883,7 +881,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_1850ca39ea_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_65063797da_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 304;
     /* the batch in chunks, then the weight gradients, each job updating the parameters
@@ -963,7 +961,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_1850ca39ea_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_65063797da_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -989,7 +987,7 @@ void symnet_1850ca39ea_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_1850ca39ea_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_65063797da_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

@@ -108,8 +108,8 @@
  *   loss: bce, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_E5C41DED04_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_E5C41DED04_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_3D4E0040C8_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_3D4E0040C8_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (32, 10)
  *   b1           offset       320  shape (32,)
  *   P2           offset       352  shape (8, 32)
@@ -140,48 +140,48 @@
  *   W17          offset     17696  shape (10, 32)
  *   b17          offset     18016  shape (10,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_E5C41DED04_WORK_SIZE(batch) numbers; SYMNET_E5C41DED04_TRAIN_WORK_SIZE(batch_size) for
- * symnet_e5c41ded04_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_3D4E0040C8_WORK_SIZE(batch) numbers; SYMNET_3D4E0040C8_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_3d4e0040c8_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 18026 + X B*80 + T or O B*80 + work (B*24400 + 18026)
  *   numbers of 4 bytes; e.g. B = 32: 3,287,888 bytes (training; forward only: 1,817,000).
  */
-#ifndef SYMNET_E5C41DED04_H
-#define SYMNET_E5C41DED04_H
+#ifndef SYMNET_3D4E0040C8_H
+#define SYMNET_3D4E0040C8_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_E5C41DED04_REAL float  /* the number type of every array (float32) */
-#define SYMNET_E5C41DED04_N_INPUTS 80  /* features per example */
-#define SYMNET_E5C41DED04_N_OUTPUTS 80
-#define SYMNET_E5C41DED04_N_PARAMS 18026  /* numbers in the flat parameter array */
-#define SYMNET_E5C41DED04_WORK_PER_EXAMPLE 24400
-#define SYMNET_E5C41DED04_WORK_SIZE(batch) ((batch) * 24400 + 18026)  /* numbers of scratch per call */
-#define SYMNET_E5C41DED04_TRAIN_WORK_SIZE(batch_size) (SYMNET_E5C41DED04_WORK_SIZE(batch_size) + (batch_size) * 160)
-#define SYMNET_E5C41DED04_SGD 0       /* optimizer codes of symnet_e5c41ded04_update and symnet_e5c41ded04_train */
-#define SYMNET_E5C41DED04_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_E5C41DED04_N_PARAMS numbers */
-#define SYMNET_E5C41DED04_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_E5C41DED04_N_PARAMS numbers each */
+#define SYMNET_3D4E0040C8_REAL float  /* the number type of every array (float32) */
+#define SYMNET_3D4E0040C8_N_INPUTS 80  /* features per example */
+#define SYMNET_3D4E0040C8_N_OUTPUTS 80
+#define SYMNET_3D4E0040C8_N_PARAMS 18026  /* numbers in the flat parameter array */
+#define SYMNET_3D4E0040C8_WORK_PER_EXAMPLE 24400
+#define SYMNET_3D4E0040C8_WORK_SIZE(batch) ((batch) * 24400 + 18026)  /* numbers of scratch per call */
+#define SYMNET_3D4E0040C8_TRAIN_WORK_SIZE(batch_size) (SYMNET_3D4E0040C8_WORK_SIZE(batch_size) + (batch_size) * 160)
+#define SYMNET_3D4E0040C8_SGD 0       /* optimizer codes of symnet_3d4e0040c8_update and symnet_3d4e0040c8_train */
+#define SYMNET_3D4E0040C8_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_3D4E0040C8_N_PARAMS numbers */
+#define SYMNET_3D4E0040C8_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_3D4E0040C8_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_E5C41DED04_N_OUTPUTS) = the network's output for X (batch × SYMNET_E5C41DED04_N_INPUTS). */
-void symnet_e5c41ded04_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_3D4E0040C8_N_OUTPUTS) = the network's output for X (batch × SYMNET_3D4E0040C8_N_INPUTS). */
+void symnet_3d4e0040c8_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_e5c41ded04_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_3d4e0040c8_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_E5C41DED04_N_PARAMS numbers) by back propagation. */
-float symnet_e5c41ded04_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_3D4E0040C8_N_PARAMS numbers) by back propagation. */
+float symnet_3d4e0040c8_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_e5c41ded04_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_3d4e0040c8_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_E5C41DED04_SGD, SYMNET_E5C41DED04_MOMENTUM or SYMNET_E5C41DED04_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_3D4E0040C8_SGD, SYMNET_3D4E0040C8_MOMENTUM or SYMNET_3D4E0040C8_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_e5c41ded04_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_3d4e0040c8_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -189,10 +189,10 @@ void symnet_e5c41ded04_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_E5C41DED04_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_3D4E0040C8_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_E5C41DED04_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_e5c41ded04_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_3D4E0040C8_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_3d4e0040c8_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -201,7 +201,7 @@ long long symnet_e5c41ded04_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_E5C41DED04_H */
+#endif /* SYMNET_3D4E0040C8_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -519,24 +519,25 @@ static inline int sn_share(int batch, int c, int n) { return (int)((long long)ba
  * takes a core another program then takes back from the pass (milliseconds, more than
  * the threads save).  After a pass that warms the caches, three passes without threads
  * and three with give each choice its median; then the pass keeps the faster (its figure
- * an average of its last two passes) and tries the other for three passes again after
+ * the median of its last three passes) and tries the other for three passes again after
  * SN_RETRY passes, twice as many after each such trial that lost (at most SN_RETRY_MAX).
- * A trial's second pass that takes more than SN_LOST times the kept choice's figure ends
- * the trial at once, lost (the first pass is not judged: with threads it wakes the pool's
- * sleeping thread, 3-4 µs per example more for the small network; for the same reason the
- * first pass after a trial does not count in the kept choice's figure: folded into its
- * average, one such wake-up made the kept threads look slower than one thread, and the
- * small step then ran alone, 57 µs against 39, until a trial with threads won): on a 2-core machine
- * whose other core another program holds, a pass with threads took 280 µs against 55
- * alone (the woken thread waits for the caller's core), and three such passes every 67
+ * Medians, so that one slow pass changes nothing: the first pass with threads after a
+ * pause, a trial or a stretch without them wakes the pool's sleeping thread (3-4 µs per
+ * example more for the small network, whose pass takes 1.1); in an average of the last
+ * two passes one such wake-up made the kept threads look slower than one thread, and the
+ * small step then ran alone (57 µs against 39) until a trial with threads won.  For the
+ * same reason a trial's first pass is not judged early, but its second pass, taking more
+ * than SN_LOST times the kept choice's figure, ends the trial at once, lost: on a 2-core
+ * machine whose other core another program holds, a pass with threads took 280 µs against
+ * 55 alone (the woken thread waits for the caller's core), and three such passes every 67
  * cost the small network's step 10 µs on average.
  * Which it takes never changes the result (the chunks' sums are added in their order). */
 #define SN_RETRY 16
 #define SN_RETRY_MAX 256
 #define SN_LOST 1.5
 static int sn_on = 1;
-static double sn_took[2], sn_trial[3];
-static unsigned long sn_passes, sn_retry, sn_gap, sn_resume;
+static double sn_took[2], sn_last[2][3];   /* each choice's figure; its last three passes */
+static unsigned long sn_passes, sn_retry, sn_gap, sn_timed[2];
 
 static double sn_median3(const double *t)
 {
@@ -562,23 +563,21 @@ static void sn_took_now(int threads, double seconds)
     const unsigned long r = sn_passes - 1;
     if (r == 0)
         return;
+    sn_last[threads][sn_timed[threads]++ % 3] = seconds;
     if (r >= 7 && r < sn_retry) {            /* the choice kept */
-        if (r != sn_resume)     /* (the first pass after a trial may wake the pool's thread) */
-            sn_took[threads] = 0.5 * sn_took[threads] + 0.5 * seconds;
+        sn_took[threads] = sn_median3(sn_last[threads]);
         return;
     }
     const unsigned long first = r < 7 ? (r < 4 ? 1 : 4) : sn_retry;
-    sn_trial[r - first] = seconds;
     if (r >= 7 && r - first == 1 && seconds > SN_LOST * sn_took[!threads]) {
         sn_took[threads] = seconds;            /* far behind the kept choice: lost now */
         sn_gap = sn_gap < SN_RETRY_MAX ? 2 * sn_gap : SN_RETRY_MAX;
         sn_retry = r + 1 + sn_gap;
-        sn_resume = r + 1;
         return;
     }
     if (r - first < 2)
         return;
-    sn_took[threads] = sn_median3(sn_trial);   /* the end of a trial */
+    sn_took[threads] = sn_median3(sn_last[threads]);   /* the end of a trial: its 3 passes */
     if (r < 7) {
         sn_gap = SN_RETRY;
     } else {
@@ -586,7 +585,6 @@ static void sn_took_now(int threads, double seconds)
         sn_gap = won ? SN_RETRY : sn_gap < SN_RETRY_MAX ? 2 * sn_gap : SN_RETRY_MAX;
     }
     sn_retry = r + 1 + sn_gap;
-    sn_resume = r + 1;
 }
 #endif
 
@@ -689,35 +687,19 @@ static void sn_rows_1(const real *params, real *work, const real *S, int batch, 
     real *B1_norm1 = work + (size_t)batch * 1056;  /* layer B1_norm1: (batch, 8, 32) */
 
     (void)S;
-    /* embed[b,tq,i] = b1[i] + z_embed[b,tq,i] */
+    /* embed[b,tq,i] = b1[i] + z_embed[b,tq,i]; pos[b,tq,i] = P2[tq,i] + embed[b,tq,i]; z_B1_norm1_mean[b,a] = Σ_e pos[b,a,e] */
     for (int b = sn_lo; b < sn_hi; b++)
-        for (int tq = 0; tq < 8; tq++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-            for (int i = 0; i < 32; i++) {
-                embed[b * 256 + tq * 32 + i] = b1[i] + z_embed[b * 256 + tq * 32 + i];
-            }
-    /* pos[b,tq,i] = P2[tq,i] + embed[b,tq,i] */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int tq = 0; tq < 8; tq++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-            for (int i = 0; i < 32; i++) {
-                pos[b * 256 + tq * 32 + i] = P2[tq * 32 + i] + embed[b * 256 + tq * 32 + i];
-            }
-    /* z_B1_norm1_mean[b,a] = Σ_e pos[b,a,e] */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int a = 0; a < 8; a++) {
+        for (int tq = 0; tq < 8; tq++) {
             real acc0 = 0;
 #ifdef SN_SIMD
 #pragma omp simd reduction(+:acc0)
 #endif
-            for (int e = 0; e < 32; e++) {
-                acc0 += pos[b * 256 + a * 32 + e];
+            for (int i = 0; i < 32; i++) {
+                embed[b * 256 + tq * 32 + i] = b1[i] + z_embed[b * 256 + tq * 32 + i];
+                pos[b * 256 + tq * 32 + i] = P2[tq * 32 + i] + embed[b * 256 + tq * 32 + i];
+                acc0 += pos[b * 256 + tq * 32 + i];
             }
-            z_B1_norm1_mean[b * 8 + a] = acc0;
+            z_B1_norm1_mean[b * 8 + tq] = acc0;
         }
     /* B1_norm1_mean[b,a] = z_B1_norm1_mean[b,a]/32 */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -727,24 +709,16 @@ static void sn_rows_1(const real *params, real *work, const real *S, int batch, 
         for (int a = 0; a < 8; a++) {
             B1_norm1_mean[b * 8 + a] = (1.0F/32.0F)*z_B1_norm1_mean[b * 8 + a];
         }
-    /* B1_norm1_c[b,a,d] = -B1_norm1_mean[b,a] + pos[b,a,d] */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int a = 0; a < 8; a++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-            for (int d = 0; d < 32; d++) {
-                B1_norm1_c[b * 256 + a * 32 + d] = -B1_norm1_mean[b * 8 + a] + pos[b * 256 + a * 32 + d];
-            }
-    /* z_B1_norm1_rstd[b,a] = Σ_e B1_norm1_c[b,a,e]² */
+    /* B1_norm1_c[b,a,d] = -B1_norm1_mean[b,a] + pos[b,a,d]; z_B1_norm1_rstd[b,a] = Σ_e B1_norm1_c[b,a,e]² */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++) {
             real acc0 = 0;
 #ifdef SN_SIMD
 #pragma omp simd reduction(+:acc0)
 #endif
-            for (int e = 0; e < 32; e++) {
-                acc0 += B1_norm1_c[b * 256 + a * 32 + e]*B1_norm1_c[b * 256 + a * 32 + e];
+            for (int d = 0; d < 32; d++) {
+                B1_norm1_c[b * 256 + a * 32 + d] = -B1_norm1_mean[b * 8 + a] + pos[b * 256 + a * 32 + d];
+                acc0 += B1_norm1_c[b * 256 + a * 32 + d]*B1_norm1_c[b * 256 + a * 32 + d];
             }
             z_B1_norm1_rstd[b * 8 + a] = acc0;
         }
@@ -815,17 +789,7 @@ static void sn_rows_2(const real *params, real *work, const real *S, int batch, 
                 }
                 z_B1_att_m[b * 32 + hd * 8 + tq] = acc0 > z_B1_att_m[b * 32 + hd * 8 + tq] ? acc0 : z_B1_att_m[b * 32 + hd * 8 + tq];
             }
-    /* B1_att_e[b,hd,tq,tk] = exp(-B1_att_m[b,hd,tq] + B1_att_s[b,hd,tq,tk]) */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int hd = 0; hd < 4; hd++)
-            for (int tq = 0; tq < 8; tq++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-                for (int tk = 0; tk < 8; tk++) {
-                    B1_att_e[b * 256 + hd * 64 + tq * 8 + tk] = sn_expf(-B1_att_m[b * 32 + hd * 8 + tq] + B1_att_s[b * 256 + hd * 64 + tq * 8 + tk]);
-                }
-    /* z_B1_att_z[b,hd,tq] = Σ_tk B1_att_e[b,hd,tq,tk] */
+    /* B1_att_e[b,hd,tq,tk] = exp(-B1_att_m[b,hd,tq] + B1_att_s[b,hd,tq,tk]); z_B1_att_z[b,hd,tq] = Σ_tk B1_att_e[b,hd,tq,tk] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++)
             for (int tq = 0; tq < 8; tq++) {
@@ -834,6 +798,7 @@ static void sn_rows_2(const real *params, real *work, const real *S, int batch, 
 #pragma omp simd reduction(+:acc0)
 #endif
                 for (int tk = 0; tk < 8; tk++) {
+                    B1_att_e[b * 256 + hd * 64 + tq * 8 + tk] = sn_expf(-B1_att_m[b * 32 + hd * 8 + tq] + B1_att_s[b * 256 + hd * 64 + tq * 8 + tk]);
                     acc0 += B1_att_e[b * 256 + hd * 64 + tq * 8 + tk];
                 }
                 z_B1_att_z[b * 32 + hd * 8 + tq] = acc0;
@@ -876,35 +841,19 @@ static void sn_rows_3(const real *params, real *work, const real *S, int batch, 
     real *B1_norm2 = work + (size_t)batch * 4992;  /* layer B1_norm2: (batch, 8, 32) */
 
     (void)S;
-    /* B1_att[b,tq,i] = co4[i] + z_B1_att[b,tq,i] */
+    /* B1_att[b,tq,i] = co4[i] + z_B1_att[b,tq,i]; B1_res1[b,i,x] = B1_att[b,i,x] + pos[b,i,x]; z_B1_norm2_mean[b,a] = Σ_e B1_res1[b,a,e] */
     for (int b = sn_lo; b < sn_hi; b++)
-        for (int tq = 0; tq < 8; tq++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-            for (int i = 0; i < 32; i++) {
-                B1_att[b * 256 + tq * 32 + i] = co4[i] + z_B1_att[b * 256 + tq * 32 + i];
-            }
-    /* B1_res1[b,i,x] = B1_att[b,i,x] + pos[b,i,x] */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int i = 0; i < 8; i++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-            for (int x = 0; x < 32; x++) {
-                B1_res1[b * 256 + i * 32 + x] = B1_att[b * 256 + i * 32 + x] + pos[b * 256 + i * 32 + x];
-            }
-    /* z_B1_norm2_mean[b,a] = Σ_e B1_res1[b,a,e] */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int a = 0; a < 8; a++) {
+        for (int tq = 0; tq < 8; tq++) {
             real acc0 = 0;
 #ifdef SN_SIMD
 #pragma omp simd reduction(+:acc0)
 #endif
-            for (int e = 0; e < 32; e++) {
-                acc0 += B1_res1[b * 256 + a * 32 + e];
+            for (int i = 0; i < 32; i++) {
+                B1_att[b * 256 + tq * 32 + i] = co4[i] + z_B1_att[b * 256 + tq * 32 + i];
+                B1_res1[b * 256 + tq * 32 + i] = B1_att[b * 256 + tq * 32 + i] + pos[b * 256 + tq * 32 + i];
+                acc0 += B1_res1[b * 256 + tq * 32 + i];
             }
-            z_B1_norm2_mean[b * 8 + a] = acc0;
+            z_B1_norm2_mean[b * 8 + tq] = acc0;
         }
     /* B1_norm2_mean[b,a] = z_B1_norm2_mean[b,a]/32 */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -914,24 +863,16 @@ static void sn_rows_3(const real *params, real *work, const real *S, int batch, 
         for (int a = 0; a < 8; a++) {
             B1_norm2_mean[b * 8 + a] = (1.0F/32.0F)*z_B1_norm2_mean[b * 8 + a];
         }
-    /* B1_norm2_c[b,a,d] = -B1_norm2_mean[b,a] + B1_res1[b,a,d] */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int a = 0; a < 8; a++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-            for (int d = 0; d < 32; d++) {
-                B1_norm2_c[b * 256 + a * 32 + d] = -B1_norm2_mean[b * 8 + a] + B1_res1[b * 256 + a * 32 + d];
-            }
-    /* z_B1_norm2_rstd[b,a] = Σ_e B1_norm2_c[b,a,e]² */
+    /* B1_norm2_c[b,a,d] = -B1_norm2_mean[b,a] + B1_res1[b,a,d]; z_B1_norm2_rstd[b,a] = Σ_e B1_norm2_c[b,a,e]² */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++) {
             real acc0 = 0;
 #ifdef SN_SIMD
 #pragma omp simd reduction(+:acc0)
 #endif
-            for (int e = 0; e < 32; e++) {
-                acc0 += B1_norm2_c[b * 256 + a * 32 + e]*B1_norm2_c[b * 256 + a * 32 + e];
+            for (int d = 0; d < 32; d++) {
+                B1_norm2_c[b * 256 + a * 32 + d] = -B1_norm2_mean[b * 8 + a] + B1_res1[b * 256 + a * 32 + d];
+                acc0 += B1_norm2_c[b * 256 + a * 32 + d]*B1_norm2_c[b * 256 + a * 32 + d];
             }
             z_B1_norm2_rstd[b * 8 + a] = acc0;
         }
@@ -998,35 +939,19 @@ static void sn_rows_5(const real *params, real *work, const real *S, int batch, 
     real *B2_norm1 = work + (size_t)batch * 7328;  /* layer B2_norm1: (batch, 8, 32) */
 
     (void)S;
-    /* B1_ff2[b,tq,i] = b8[i] + z_B1_ff2[b,tq,i] */
+    /* B1_ff2[b,tq,i] = b8[i] + z_B1_ff2[b,tq,i]; B1[b,i,x] = B1_ff2[b,i,x] + B1_res1[b,i,x]; z_B2_norm1_mean[b,a] = Σ_e B1[b,a,e] */
     for (int b = sn_lo; b < sn_hi; b++)
-        for (int tq = 0; tq < 8; tq++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-            for (int i = 0; i < 32; i++) {
-                B1_ff2[b * 256 + tq * 32 + i] = b8[i] + z_B1_ff2[b * 256 + tq * 32 + i];
-            }
-    /* B1[b,i,x] = B1_ff2[b,i,x] + B1_res1[b,i,x] */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int i = 0; i < 8; i++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-            for (int x = 0; x < 32; x++) {
-                B1[b * 256 + i * 32 + x] = B1_ff2[b * 256 + i * 32 + x] + B1_res1[b * 256 + i * 32 + x];
-            }
-    /* z_B2_norm1_mean[b,a] = Σ_e B1[b,a,e] */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int a = 0; a < 8; a++) {
+        for (int tq = 0; tq < 8; tq++) {
             real acc0 = 0;
 #ifdef SN_SIMD
 #pragma omp simd reduction(+:acc0)
 #endif
-            for (int e = 0; e < 32; e++) {
-                acc0 += B1[b * 256 + a * 32 + e];
+            for (int i = 0; i < 32; i++) {
+                B1_ff2[b * 256 + tq * 32 + i] = b8[i] + z_B1_ff2[b * 256 + tq * 32 + i];
+                B1[b * 256 + tq * 32 + i] = B1_ff2[b * 256 + tq * 32 + i] + B1_res1[b * 256 + tq * 32 + i];
+                acc0 += B1[b * 256 + tq * 32 + i];
             }
-            z_B2_norm1_mean[b * 8 + a] = acc0;
+            z_B2_norm1_mean[b * 8 + tq] = acc0;
         }
     /* B2_norm1_mean[b,a] = z_B2_norm1_mean[b,a]/32 */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -1036,24 +961,16 @@ static void sn_rows_5(const real *params, real *work, const real *S, int batch, 
         for (int a = 0; a < 8; a++) {
             B2_norm1_mean[b * 8 + a] = (1.0F/32.0F)*z_B2_norm1_mean[b * 8 + a];
         }
-    /* B2_norm1_c[b,a,d] = B1[b,a,d] - B2_norm1_mean[b,a] */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int a = 0; a < 8; a++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-            for (int d = 0; d < 32; d++) {
-                B2_norm1_c[b * 256 + a * 32 + d] = B1[b * 256 + a * 32 + d] - B2_norm1_mean[b * 8 + a];
-            }
-    /* z_B2_norm1_rstd[b,a] = Σ_e B2_norm1_c[b,a,e]² */
+    /* B2_norm1_c[b,a,d] = B1[b,a,d] - B2_norm1_mean[b,a]; z_B2_norm1_rstd[b,a] = Σ_e B2_norm1_c[b,a,e]² */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++) {
             real acc0 = 0;
 #ifdef SN_SIMD
 #pragma omp simd reduction(+:acc0)
 #endif
-            for (int e = 0; e < 32; e++) {
-                acc0 += B2_norm1_c[b * 256 + a * 32 + e]*B2_norm1_c[b * 256 + a * 32 + e];
+            for (int d = 0; d < 32; d++) {
+                B2_norm1_c[b * 256 + a * 32 + d] = B1[b * 256 + a * 32 + d] - B2_norm1_mean[b * 8 + a];
+                acc0 += B2_norm1_c[b * 256 + a * 32 + d]*B2_norm1_c[b * 256 + a * 32 + d];
             }
             z_B2_norm1_rstd[b * 8 + a] = acc0;
         }
@@ -1124,17 +1041,7 @@ static void sn_rows_6(const real *params, real *work, const real *S, int batch, 
                 }
                 z_B2_att_m[b * 32 + hd * 8 + tq] = acc0 > z_B2_att_m[b * 32 + hd * 8 + tq] ? acc0 : z_B2_att_m[b * 32 + hd * 8 + tq];
             }
-    /* B2_att_e[b,hd,tq,tk] = exp(-B2_att_m[b,hd,tq] + B2_att_s[b,hd,tq,tk]) */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int hd = 0; hd < 4; hd++)
-            for (int tq = 0; tq < 8; tq++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-                for (int tk = 0; tk < 8; tk++) {
-                    B2_att_e[b * 256 + hd * 64 + tq * 8 + tk] = sn_expf(-B2_att_m[b * 32 + hd * 8 + tq] + B2_att_s[b * 256 + hd * 64 + tq * 8 + tk]);
-                }
-    /* z_B2_att_z[b,hd,tq] = Σ_tk B2_att_e[b,hd,tq,tk] */
+    /* B2_att_e[b,hd,tq,tk] = exp(-B2_att_m[b,hd,tq] + B2_att_s[b,hd,tq,tk]); z_B2_att_z[b,hd,tq] = Σ_tk B2_att_e[b,hd,tq,tk] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++)
             for (int tq = 0; tq < 8; tq++) {
@@ -1143,6 +1050,7 @@ static void sn_rows_6(const real *params, real *work, const real *S, int batch, 
 #pragma omp simd reduction(+:acc0)
 #endif
                 for (int tk = 0; tk < 8; tk++) {
+                    B2_att_e[b * 256 + hd * 64 + tq * 8 + tk] = sn_expf(-B2_att_m[b * 32 + hd * 8 + tq] + B2_att_s[b * 256 + hd * 64 + tq * 8 + tk]);
                     acc0 += B2_att_e[b * 256 + hd * 64 + tq * 8 + tk];
                 }
                 z_B2_att_z[b * 32 + hd * 8 + tq] = acc0;
@@ -1185,35 +1093,19 @@ static void sn_rows_7(const real *params, real *work, const real *S, int batch, 
     real *B2_norm2 = work + (size_t)batch * 11264;  /* layer B2_norm2: (batch, 8, 32) */
 
     (void)S;
-    /* B2_att[b,tq,i] = co11[i] + z_B2_att[b,tq,i] */
+    /* B2_att[b,tq,i] = co11[i] + z_B2_att[b,tq,i]; B2_res1[b,i,x] = B1[b,i,x] + B2_att[b,i,x]; z_B2_norm2_mean[b,a] = Σ_e B2_res1[b,a,e] */
     for (int b = sn_lo; b < sn_hi; b++)
-        for (int tq = 0; tq < 8; tq++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-            for (int i = 0; i < 32; i++) {
-                B2_att[b * 256 + tq * 32 + i] = co11[i] + z_B2_att[b * 256 + tq * 32 + i];
-            }
-    /* B2_res1[b,i,x] = B1[b,i,x] + B2_att[b,i,x] */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int i = 0; i < 8; i++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-            for (int x = 0; x < 32; x++) {
-                B2_res1[b * 256 + i * 32 + x] = B1[b * 256 + i * 32 + x] + B2_att[b * 256 + i * 32 + x];
-            }
-    /* z_B2_norm2_mean[b,a] = Σ_e B2_res1[b,a,e] */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int a = 0; a < 8; a++) {
+        for (int tq = 0; tq < 8; tq++) {
             real acc0 = 0;
 #ifdef SN_SIMD
 #pragma omp simd reduction(+:acc0)
 #endif
-            for (int e = 0; e < 32; e++) {
-                acc0 += B2_res1[b * 256 + a * 32 + e];
+            for (int i = 0; i < 32; i++) {
+                B2_att[b * 256 + tq * 32 + i] = co11[i] + z_B2_att[b * 256 + tq * 32 + i];
+                B2_res1[b * 256 + tq * 32 + i] = B1[b * 256 + tq * 32 + i] + B2_att[b * 256 + tq * 32 + i];
+                acc0 += B2_res1[b * 256 + tq * 32 + i];
             }
-            z_B2_norm2_mean[b * 8 + a] = acc0;
+            z_B2_norm2_mean[b * 8 + tq] = acc0;
         }
     /* B2_norm2_mean[b,a] = z_B2_norm2_mean[b,a]/32 */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -1223,24 +1115,16 @@ static void sn_rows_7(const real *params, real *work, const real *S, int batch, 
         for (int a = 0; a < 8; a++) {
             B2_norm2_mean[b * 8 + a] = (1.0F/32.0F)*z_B2_norm2_mean[b * 8 + a];
         }
-    /* B2_norm2_c[b,a,d] = -B2_norm2_mean[b,a] + B2_res1[b,a,d] */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int a = 0; a < 8; a++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-            for (int d = 0; d < 32; d++) {
-                B2_norm2_c[b * 256 + a * 32 + d] = -B2_norm2_mean[b * 8 + a] + B2_res1[b * 256 + a * 32 + d];
-            }
-    /* z_B2_norm2_rstd[b,a] = Σ_e B2_norm2_c[b,a,e]² */
+    /* B2_norm2_c[b,a,d] = -B2_norm2_mean[b,a] + B2_res1[b,a,d]; z_B2_norm2_rstd[b,a] = Σ_e B2_norm2_c[b,a,e]² */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++) {
             real acc0 = 0;
 #ifdef SN_SIMD
 #pragma omp simd reduction(+:acc0)
 #endif
-            for (int e = 0; e < 32; e++) {
-                acc0 += B2_norm2_c[b * 256 + a * 32 + e]*B2_norm2_c[b * 256 + a * 32 + e];
+            for (int d = 0; d < 32; d++) {
+                B2_norm2_c[b * 256 + a * 32 + d] = -B2_norm2_mean[b * 8 + a] + B2_res1[b * 256 + a * 32 + d];
+                acc0 += B2_norm2_c[b * 256 + a * 32 + d]*B2_norm2_c[b * 256 + a * 32 + d];
             }
             z_B2_norm2_rstd[b * 8 + a] = acc0;
         }
@@ -1299,7 +1183,7 @@ static void sn_rows_9(const real *params, real *work, const real *S, int batch, 
     real *B2 = work + (size_t)batch * 13056;  /* layer B2: (batch, 8, 32) */
 
     (void)S;
-    /* B2_ff2[b,tq,i] = b15[i] + z_B2_ff2[b,tq,i] */
+    /* B2_ff2[b,tq,i] = b15[i] + z_B2_ff2[b,tq,i]; B2[b,i,x] = B2_ff2[b,i,x] + B2_res1[b,i,x] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int tq = 0; tq < 8; tq++)
 #ifdef SN_SIMD
@@ -1307,15 +1191,7 @@ static void sn_rows_9(const real *params, real *work, const real *S, int batch, 
 #endif
             for (int i = 0; i < 32; i++) {
                 B2_ff2[b * 256 + tq * 32 + i] = b15[i] + z_B2_ff2[b * 256 + tq * 32 + i];
-            }
-    /* B2[b,i,x] = B2_ff2[b,i,x] + B2_res1[b,i,x] */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int i = 0; i < 8; i++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-            for (int x = 0; x < 32; x++) {
-                B2[b * 256 + i * 32 + x] = B2_ff2[b * 256 + i * 32 + x] + B2_res1[b * 256 + i * 32 + x];
+                B2[b * 256 + tq * 32 + i] = B2_ff2[b * 256 + tq * 32 + i] + B2_res1[b * 256 + tq * 32 + i];
             }
 
 }
@@ -1356,7 +1232,7 @@ static void sn_rows_11(const real *params, real *work, const real *S, int batch,
     (void)params;
     (void)S;
     memset(sn_part, 0, sizeof(real) * 32);
-    /* dL_dB2_res1[b,i,x] = dL_dB2[b,i,x] (from B2); dL_dB2_ff2[b,i,x] = dL_dB2[b,i,x] */
+    /* dL_dB2_res1[b,i,x] = dL_dB2[b,i,x] (from B2); dL_dB2_ff2[b,i,x] = dL_dB2[b,i,x]; g_b15[i] += dL_dB2_ff2[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int i = 0; i < 8; i++)
 #ifdef SN_SIMD
@@ -1365,15 +1241,7 @@ static void sn_rows_11(const real *params, real *work, const real *S, int batch,
             for (int x = 0; x < 32; x++) {
                 dL_dB2_res1[b * 256 + i * 32 + x] = dL_dB2[b * 256 + i * 32 + x];
                 dL_dB2_ff2[b * 256 + i * 32 + x] = dL_dB2[b * 256 + i * 32 + x];
-            }
-    /* g_b15[i] += dL_dB2_ff2[b,tq,i] */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int tq = 0; tq < 8; tq++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-            for (int i = 0; i < 32; i++) {
-                g_b15[i] += dL_dB2_ff2[b * 256 + tq * 32 + i];
+                g_b15[x] += dL_dB2_ff2[b * 256 + i * 32 + x];
             }
 
 }
@@ -1455,25 +1323,17 @@ static void sn_rows_13(const real *params, real *work, const real *S, int batch,
         for (int a = 0; a < 8; a++) {
             delta_B2_norm2_rstd[b * 8 + a] = -1.0F/64.0F*dL_dB2_norm2_rstd[b * 8 + a]/powf((1.0F/32.0F)*z_B2_norm2_rstd[b * 8 + a] + 1.0e-5F, 3.0F/2.0F);
         }
-    /* dL_dB2_norm2_c[b,a,e] += 2·B2_norm2_c[b,a,e]·delta_B2_norm2_rstd[b,a] */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int a = 0; a < 8; a++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-            for (int e = 0; e < 32; e++) {
-                dL_dB2_norm2_c[b * 256 + a * 32 + e] += 2*B2_norm2_c[b * 256 + a * 32 + e]*delta_B2_norm2_rstd[b * 8 + a];
-            }
-    /* dL_dB2_res1[b,a,d] += dL_dB2_norm2_c[b,a,d] (from B2_norm2_c); dL_dB2_norm2_mean[b,a] = -dL_dB2_norm2_c[b,a,d] */
+    /* dL_dB2_norm2_c[b,a,e] += 2·B2_norm2_c[b,a,e]·delta_B2_norm2_rstd[b,a]; dL_dB2_res1[b,a,d] += dL_dB2_norm2_c[b,a,d] (from B2_norm2_c); dL_dB2_norm2_mean[b,a] = -dL_dB2_norm2_c[b,a,d] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++) {
             real acc0 = 0;
 #ifdef SN_SIMD
 #pragma omp simd reduction(+:acc0)
 #endif
-            for (int d = 0; d < 32; d++) {
-                dL_dB2_res1[b * 256 + a * 32 + d] += dL_dB2_norm2_c[b * 256 + a * 32 + d];
-                acc0 += -dL_dB2_norm2_c[b * 256 + a * 32 + d];
+            for (int e = 0; e < 32; e++) {
+                dL_dB2_norm2_c[b * 256 + a * 32 + e] += 2*B2_norm2_c[b * 256 + a * 32 + e]*delta_B2_norm2_rstd[b * 8 + a];
+                dL_dB2_res1[b * 256 + a * 32 + e] += dL_dB2_norm2_c[b * 256 + a * 32 + e];
+                acc0 += -dL_dB2_norm2_c[b * 256 + a * 32 + e];
             }
             dL_dB2_norm2_mean[b * 8 + a] = acc0;
         }
@@ -1485,7 +1345,7 @@ static void sn_rows_13(const real *params, real *work, const real *S, int batch,
         for (int a = 0; a < 8; a++) {
             delta_B2_norm2_mean[b * 8 + a] = (1.0F/32.0F)*dL_dB2_norm2_mean[b * 8 + a];
         }
-    /* dL_dB2_res1[b,a,e] += delta_B2_norm2_mean[b,a] */
+    /* dL_dB2_res1[b,a,e] += delta_B2_norm2_mean[b,a]; dL_dB1[b,i,x] = dL_dB2_res1[b,i,x] (from B2_res1); dL_dB2_att[b,i,x] = dL_dB2_res1[b,i,x]; g_co11[i] += dL_dB2_att[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++)
 #ifdef SN_SIMD
@@ -1493,25 +1353,9 @@ static void sn_rows_13(const real *params, real *work, const real *S, int batch,
 #endif
             for (int e = 0; e < 32; e++) {
                 dL_dB2_res1[b * 256 + a * 32 + e] += delta_B2_norm2_mean[b * 8 + a];
-            }
-    /* dL_dB1[b,i,x] = dL_dB2_res1[b,i,x] (from B2_res1); dL_dB2_att[b,i,x] = dL_dB2_res1[b,i,x] */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int i = 0; i < 8; i++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-            for (int x = 0; x < 32; x++) {
-                dL_dB1[b * 256 + i * 32 + x] = dL_dB2_res1[b * 256 + i * 32 + x];
-                dL_dB2_att[b * 256 + i * 32 + x] = dL_dB2_res1[b * 256 + i * 32 + x];
-            }
-    /* g_co11[i] += dL_dB2_att[b,tq,i] */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int tq = 0; tq < 8; tq++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-            for (int i = 0; i < 32; i++) {
-                g_co11[i] += dL_dB2_att[b * 256 + tq * 32 + i];
+                dL_dB1[b * 256 + a * 32 + e] = dL_dB2_res1[b * 256 + a * 32 + e];
+                dL_dB2_att[b * 256 + a * 32 + e] = dL_dB2_res1[b * 256 + a * 32 + e];
+                g_co11[e] += dL_dB2_att[b * 256 + a * 32 + e];
             }
 
 }
@@ -1562,7 +1406,7 @@ static void sn_rows_14(const real *params, real *work, const real *S, int batch,
                 }
                 dL_dB2_att_z[b * 32 + hd * 8 + tq] = acc0;
             }
-    /* dL_dB2_att_e[b,hd,tq,tk] += delta_B2_att_z[b,hd,tq] */
+    /* dL_dB2_att_e[b,hd,tq,tk] += delta_B2_att_z[b,hd,tq]; dL_dB2_att_s[b,hd,tq,tk] = B2_att_e[b,hd,tq,tk]·dL_dB2_att_e[b,hd,tq,tk] (from B2_att_e) */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++)
             for (int tq = 0; tq < 8; tq++)
@@ -1571,15 +1415,6 @@ static void sn_rows_14(const real *params, real *work, const real *S, int batch,
 #endif
                 for (int tk = 0; tk < 8; tk++) {
                     dL_dB2_att_e[b * 256 + hd * 64 + tq * 8 + tk] += delta_B2_att_z[b * 32 + hd * 8 + tq];
-                }
-    /* dL_dB2_att_s[b,hd,tq,tk] = B2_att_e[b,hd,tq,tk]·dL_dB2_att_e[b,hd,tq,tk] (from B2_att_e) */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int hd = 0; hd < 4; hd++)
-            for (int tq = 0; tq < 8; tq++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-                for (int tk = 0; tk < 8; tk++) {
                     dL_dB2_att_s[b * 256 + hd * 64 + tq * 8 + tk] = B2_att_e[b * 256 + hd * 64 + tq * 8 + tk]*dL_dB2_att_e[b * 256 + hd * 64 + tq * 8 + tk];
                 }
     /* dL_dB2_att_qkv[b,tk,hd*8 + e + 32] += Σ_tq 0.35355339059327373·B2_att_qkv[b,tq,hd·8 + e]·delta_B2_att_s[b,hd,tq,tk]; dL_dB2_att_qkv[b,tq,hd*8 + e] += Σ_tk 0.35355339059327373·B2_att_qkv[b,tk,hd·8 + e + 32]·delta_B2_att_s[b,hd,tq,tk]: a small product per (b, hd) */
@@ -1649,25 +1484,17 @@ static void sn_rows_15(const real *params, real *work, const real *S, int batch,
         for (int a = 0; a < 8; a++) {
             delta_B2_norm1_rstd[b * 8 + a] = -1.0F/64.0F*dL_dB2_norm1_rstd[b * 8 + a]/powf((1.0F/32.0F)*z_B2_norm1_rstd[b * 8 + a] + 1.0e-5F, 3.0F/2.0F);
         }
-    /* dL_dB2_norm1_c[b,a,e] += 2·B2_norm1_c[b,a,e]·delta_B2_norm1_rstd[b,a] */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int a = 0; a < 8; a++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-            for (int e = 0; e < 32; e++) {
-                dL_dB2_norm1_c[b * 256 + a * 32 + e] += 2*B2_norm1_c[b * 256 + a * 32 + e]*delta_B2_norm1_rstd[b * 8 + a];
-            }
-    /* dL_dB1[b,a,d] += dL_dB2_norm1_c[b,a,d] (from B2_norm1_c); dL_dB2_norm1_mean[b,a] = -dL_dB2_norm1_c[b,a,d] */
+    /* dL_dB2_norm1_c[b,a,e] += 2·B2_norm1_c[b,a,e]·delta_B2_norm1_rstd[b,a]; dL_dB1[b,a,d] += dL_dB2_norm1_c[b,a,d] (from B2_norm1_c); dL_dB2_norm1_mean[b,a] = -dL_dB2_norm1_c[b,a,d] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++) {
             real acc0 = 0;
 #ifdef SN_SIMD
 #pragma omp simd reduction(+:acc0)
 #endif
-            for (int d = 0; d < 32; d++) {
-                dL_dB1[b * 256 + a * 32 + d] += dL_dB2_norm1_c[b * 256 + a * 32 + d];
-                acc0 += -dL_dB2_norm1_c[b * 256 + a * 32 + d];
+            for (int e = 0; e < 32; e++) {
+                dL_dB2_norm1_c[b * 256 + a * 32 + e] += 2*B2_norm1_c[b * 256 + a * 32 + e]*delta_B2_norm1_rstd[b * 8 + a];
+                dL_dB1[b * 256 + a * 32 + e] += dL_dB2_norm1_c[b * 256 + a * 32 + e];
+                acc0 += -dL_dB2_norm1_c[b * 256 + a * 32 + e];
             }
             dL_dB2_norm1_mean[b * 8 + a] = acc0;
         }
@@ -1679,7 +1506,7 @@ static void sn_rows_15(const real *params, real *work, const real *S, int batch,
         for (int a = 0; a < 8; a++) {
             delta_B2_norm1_mean[b * 8 + a] = (1.0F/32.0F)*dL_dB2_norm1_mean[b * 8 + a];
         }
-    /* dL_dB1[b,a,e] += delta_B2_norm1_mean[b,a] */
+    /* dL_dB1[b,a,e] += delta_B2_norm1_mean[b,a]; dL_dB1_res1[b,i,x] = dL_dB1[b,i,x] (from B1); dL_dB1_ff2[b,i,x] = dL_dB1[b,i,x]; g_b8[i] += dL_dB1_ff2[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++)
 #ifdef SN_SIMD
@@ -1687,25 +1514,9 @@ static void sn_rows_15(const real *params, real *work, const real *S, int batch,
 #endif
             for (int e = 0; e < 32; e++) {
                 dL_dB1[b * 256 + a * 32 + e] += delta_B2_norm1_mean[b * 8 + a];
-            }
-    /* dL_dB1_res1[b,i,x] = dL_dB1[b,i,x] (from B1); dL_dB1_ff2[b,i,x] = dL_dB1[b,i,x] */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int i = 0; i < 8; i++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-            for (int x = 0; x < 32; x++) {
-                dL_dB1_res1[b * 256 + i * 32 + x] = dL_dB1[b * 256 + i * 32 + x];
-                dL_dB1_ff2[b * 256 + i * 32 + x] = dL_dB1[b * 256 + i * 32 + x];
-            }
-    /* g_b8[i] += dL_dB1_ff2[b,tq,i] */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int tq = 0; tq < 8; tq++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-            for (int i = 0; i < 32; i++) {
-                g_b8[i] += dL_dB1_ff2[b * 256 + tq * 32 + i];
+                dL_dB1_res1[b * 256 + a * 32 + e] = dL_dB1[b * 256 + a * 32 + e];
+                dL_dB1_ff2[b * 256 + a * 32 + e] = dL_dB1[b * 256 + a * 32 + e];
+                g_b8[e] += dL_dB1_ff2[b * 256 + a * 32 + e];
             }
 
 }
@@ -1787,25 +1598,17 @@ static void sn_rows_17(const real *params, real *work, const real *S, int batch,
         for (int a = 0; a < 8; a++) {
             delta_B1_norm2_rstd[b * 8 + a] = -1.0F/64.0F*dL_dB1_norm2_rstd[b * 8 + a]/powf((1.0F/32.0F)*z_B1_norm2_rstd[b * 8 + a] + 1.0e-5F, 3.0F/2.0F);
         }
-    /* dL_dB1_norm2_c[b,a,e] += 2·B1_norm2_c[b,a,e]·delta_B1_norm2_rstd[b,a] */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int a = 0; a < 8; a++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-            for (int e = 0; e < 32; e++) {
-                dL_dB1_norm2_c[b * 256 + a * 32 + e] += 2*B1_norm2_c[b * 256 + a * 32 + e]*delta_B1_norm2_rstd[b * 8 + a];
-            }
-    /* dL_dB1_res1[b,a,d] += dL_dB1_norm2_c[b,a,d] (from B1_norm2_c); dL_dB1_norm2_mean[b,a] = -dL_dB1_norm2_c[b,a,d] */
+    /* dL_dB1_norm2_c[b,a,e] += 2·B1_norm2_c[b,a,e]·delta_B1_norm2_rstd[b,a]; dL_dB1_res1[b,a,d] += dL_dB1_norm2_c[b,a,d] (from B1_norm2_c); dL_dB1_norm2_mean[b,a] = -dL_dB1_norm2_c[b,a,d] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++) {
             real acc0 = 0;
 #ifdef SN_SIMD
 #pragma omp simd reduction(+:acc0)
 #endif
-            for (int d = 0; d < 32; d++) {
-                dL_dB1_res1[b * 256 + a * 32 + d] += dL_dB1_norm2_c[b * 256 + a * 32 + d];
-                acc0 += -dL_dB1_norm2_c[b * 256 + a * 32 + d];
+            for (int e = 0; e < 32; e++) {
+                dL_dB1_norm2_c[b * 256 + a * 32 + e] += 2*B1_norm2_c[b * 256 + a * 32 + e]*delta_B1_norm2_rstd[b * 8 + a];
+                dL_dB1_res1[b * 256 + a * 32 + e] += dL_dB1_norm2_c[b * 256 + a * 32 + e];
+                acc0 += -dL_dB1_norm2_c[b * 256 + a * 32 + e];
             }
             dL_dB1_norm2_mean[b * 8 + a] = acc0;
         }
@@ -1817,7 +1620,7 @@ static void sn_rows_17(const real *params, real *work, const real *S, int batch,
         for (int a = 0; a < 8; a++) {
             delta_B1_norm2_mean[b * 8 + a] = (1.0F/32.0F)*dL_dB1_norm2_mean[b * 8 + a];
         }
-    /* dL_dB1_res1[b,a,e] += delta_B1_norm2_mean[b,a] */
+    /* dL_dB1_res1[b,a,e] += delta_B1_norm2_mean[b,a]; dL_dpos[b,i,x] = dL_dB1_res1[b,i,x] (from B1_res1); dL_dB1_att[b,i,x] = dL_dB1_res1[b,i,x]; g_co4[i] += dL_dB1_att[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++)
 #ifdef SN_SIMD
@@ -1825,25 +1628,9 @@ static void sn_rows_17(const real *params, real *work, const real *S, int batch,
 #endif
             for (int e = 0; e < 32; e++) {
                 dL_dB1_res1[b * 256 + a * 32 + e] += delta_B1_norm2_mean[b * 8 + a];
-            }
-    /* dL_dpos[b,i,x] = dL_dB1_res1[b,i,x] (from B1_res1); dL_dB1_att[b,i,x] = dL_dB1_res1[b,i,x] */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int i = 0; i < 8; i++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-            for (int x = 0; x < 32; x++) {
-                dL_dpos[b * 256 + i * 32 + x] = dL_dB1_res1[b * 256 + i * 32 + x];
-                dL_dB1_att[b * 256 + i * 32 + x] = dL_dB1_res1[b * 256 + i * 32 + x];
-            }
-    /* g_co4[i] += dL_dB1_att[b,tq,i] */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int tq = 0; tq < 8; tq++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-            for (int i = 0; i < 32; i++) {
-                g_co4[i] += dL_dB1_att[b * 256 + tq * 32 + i];
+                dL_dpos[b * 256 + a * 32 + e] = dL_dB1_res1[b * 256 + a * 32 + e];
+                dL_dB1_att[b * 256 + a * 32 + e] = dL_dB1_res1[b * 256 + a * 32 + e];
+                g_co4[e] += dL_dB1_att[b * 256 + a * 32 + e];
             }
 
 }
@@ -1894,7 +1681,7 @@ static void sn_rows_18(const real *params, real *work, const real *S, int batch,
                 }
                 dL_dB1_att_z[b * 32 + hd * 8 + tq] = acc0;
             }
-    /* dL_dB1_att_e[b,hd,tq,tk] += delta_B1_att_z[b,hd,tq] */
+    /* dL_dB1_att_e[b,hd,tq,tk] += delta_B1_att_z[b,hd,tq]; dL_dB1_att_s[b,hd,tq,tk] = B1_att_e[b,hd,tq,tk]·dL_dB1_att_e[b,hd,tq,tk] (from B1_att_e) */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++)
             for (int tq = 0; tq < 8; tq++)
@@ -1903,15 +1690,6 @@ static void sn_rows_18(const real *params, real *work, const real *S, int batch,
 #endif
                 for (int tk = 0; tk < 8; tk++) {
                     dL_dB1_att_e[b * 256 + hd * 64 + tq * 8 + tk] += delta_B1_att_z[b * 32 + hd * 8 + tq];
-                }
-    /* dL_dB1_att_s[b,hd,tq,tk] = B1_att_e[b,hd,tq,tk]·dL_dB1_att_e[b,hd,tq,tk] (from B1_att_e) */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int hd = 0; hd < 4; hd++)
-            for (int tq = 0; tq < 8; tq++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-                for (int tk = 0; tk < 8; tk++) {
                     dL_dB1_att_s[b * 256 + hd * 64 + tq * 8 + tk] = B1_att_e[b * 256 + hd * 64 + tq * 8 + tk]*dL_dB1_att_e[b * 256 + hd * 64 + tq * 8 + tk];
                 }
     /* dL_dB1_att_qkv[b,tk,hd*8 + e + 32] += Σ_tq 0.35355339059327373·B1_att_qkv[b,tq,hd·8 + e]·delta_B1_att_s[b,hd,tq,tk]; dL_dB1_att_qkv[b,tq,hd*8 + e] += Σ_tk 0.35355339059327373·B1_att_qkv[b,tk,hd·8 + e + 32]·delta_B1_att_s[b,hd,tq,tk]: a small product per (b, hd) */
@@ -1981,25 +1759,17 @@ static void sn_rows_19(const real *params, real *work, const real *S, int batch,
         for (int a = 0; a < 8; a++) {
             delta_B1_norm1_rstd[b * 8 + a] = -1.0F/64.0F*dL_dB1_norm1_rstd[b * 8 + a]/powf((1.0F/32.0F)*z_B1_norm1_rstd[b * 8 + a] + 1.0e-5F, 3.0F/2.0F);
         }
-    /* dL_dB1_norm1_c[b,a,e] += 2·B1_norm1_c[b,a,e]·delta_B1_norm1_rstd[b,a] */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int a = 0; a < 8; a++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-            for (int e = 0; e < 32; e++) {
-                dL_dB1_norm1_c[b * 256 + a * 32 + e] += 2*B1_norm1_c[b * 256 + a * 32 + e]*delta_B1_norm1_rstd[b * 8 + a];
-            }
-    /* dL_dpos[b,a,d] += dL_dB1_norm1_c[b,a,d] (from B1_norm1_c); dL_dB1_norm1_mean[b,a] = -dL_dB1_norm1_c[b,a,d] */
+    /* dL_dB1_norm1_c[b,a,e] += 2·B1_norm1_c[b,a,e]·delta_B1_norm1_rstd[b,a]; dL_dpos[b,a,d] += dL_dB1_norm1_c[b,a,d] (from B1_norm1_c); dL_dB1_norm1_mean[b,a] = -dL_dB1_norm1_c[b,a,d] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++) {
             real acc0 = 0;
 #ifdef SN_SIMD
 #pragma omp simd reduction(+:acc0)
 #endif
-            for (int d = 0; d < 32; d++) {
-                dL_dpos[b * 256 + a * 32 + d] += dL_dB1_norm1_c[b * 256 + a * 32 + d];
-                acc0 += -dL_dB1_norm1_c[b * 256 + a * 32 + d];
+            for (int e = 0; e < 32; e++) {
+                dL_dB1_norm1_c[b * 256 + a * 32 + e] += 2*B1_norm1_c[b * 256 + a * 32 + e]*delta_B1_norm1_rstd[b * 8 + a];
+                dL_dpos[b * 256 + a * 32 + e] += dL_dB1_norm1_c[b * 256 + a * 32 + e];
+                acc0 += -dL_dB1_norm1_c[b * 256 + a * 32 + e];
             }
             dL_dB1_norm1_mean[b * 8 + a] = acc0;
         }
@@ -2011,7 +1781,7 @@ static void sn_rows_19(const real *params, real *work, const real *S, int batch,
         for (int a = 0; a < 8; a++) {
             delta_B1_norm1_mean[b * 8 + a] = (1.0F/32.0F)*dL_dB1_norm1_mean[b * 8 + a];
         }
-    /* dL_dpos[b,a,e] += delta_B1_norm1_mean[b,a] */
+    /* dL_dpos[b,a,e] += delta_B1_norm1_mean[b,a]; dL_dembed[b,tq,i] = dL_dpos[b,tq,i]; g_P2[tq,i] += dL_dpos[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++)
 #ifdef SN_SIMD
@@ -2019,16 +1789,8 @@ static void sn_rows_19(const real *params, real *work, const real *S, int batch,
 #endif
             for (int e = 0; e < 32; e++) {
                 dL_dpos[b * 256 + a * 32 + e] += delta_B1_norm1_mean[b * 8 + a];
-            }
-    /* dL_dembed[b,tq,i] = dL_dpos[b,tq,i]; g_P2[tq,i] += dL_dpos[b,tq,i] */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int tq = 0; tq < 8; tq++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-            for (int i = 0; i < 32; i++) {
-                dL_dembed[b * 256 + tq * 32 + i] = dL_dpos[b * 256 + tq * 32 + i];
-                g_P2[tq * 32 + i] += dL_dpos[b * 256 + tq * 32 + i];
+                dL_dembed[b * 256 + a * 32 + e] = dL_dpos[b * 256 + a * 32 + e];
+                g_P2[a * 32 + e] += dL_dpos[b * 256 + a * 32 + e];
             }
     /* g_b1[i] += dL_dembed[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -2232,7 +1994,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_e5c41ded04_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_3d4e0040c8_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 13392, sizeof(real) * (size_t)batch * 80);
@@ -2258,7 +2020,7 @@ static double sn_loss(const real *params, real *work, const real *S, const real 
     return loss / batch;
 }
 
-real symnet_e5c41ded04_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_3d4e0040c8_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -2590,7 +2352,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_e5c41ded04_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_3d4e0040c8_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -2617,7 +2379,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_e5c41ded04_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_3d4e0040c8_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 24400;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
@@ -2688,7 +2450,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_e5c41ded04_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_3d4e0040c8_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -2714,7 +2476,7 @@ void symnet_e5c41ded04_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_e5c41ded04_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_3d4e0040c8_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

@@ -32,8 +32,8 @@
  *   loss: 1·bce(moon) + 0.5·mse(radius), each averaged over the batch; targets side by side in T
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_43BA505CC8_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_43BA505CC8_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_EB9548C975_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_EB9548C975_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (16, 2)
  *   b1           offset        32  shape (16,)
  *   W2           offset        48  shape (16, 16)
@@ -43,48 +43,48 @@
  *   W5           offset       337  shape (1, 16)
  *   b5           offset       353  shape (1,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_43BA505CC8_WORK_SIZE(batch) numbers; SYMNET_43BA505CC8_TRAIN_WORK_SIZE(batch_size) for
- * symnet_43ba505cc8_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_EB9548C975_WORK_SIZE(batch) numbers; SYMNET_EB9548C975_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_eb9548c975_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 354 + X B*2 + T or O B*2 + work (B*166 + 354)
  *   numbers of 4 bytes; e.g. B = 32: 24,592 bytes (training; forward only: 12,680).
  */
-#ifndef SYMNET_43BA505CC8_H
-#define SYMNET_43BA505CC8_H
+#ifndef SYMNET_EB9548C975_H
+#define SYMNET_EB9548C975_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_43BA505CC8_REAL float  /* the number type of every array (float32) */
-#define SYMNET_43BA505CC8_N_INPUTS 2  /* features per example */
-#define SYMNET_43BA505CC8_N_OUTPUTS 2
-#define SYMNET_43BA505CC8_N_PARAMS 354  /* numbers in the flat parameter array */
-#define SYMNET_43BA505CC8_WORK_PER_EXAMPLE 166
-#define SYMNET_43BA505CC8_WORK_SIZE(batch) ((batch) * 166 + 354)  /* numbers of scratch per call */
-#define SYMNET_43BA505CC8_TRAIN_WORK_SIZE(batch_size) (SYMNET_43BA505CC8_WORK_SIZE(batch_size) + (batch_size) * 4)
-#define SYMNET_43BA505CC8_SGD 0       /* optimizer codes of symnet_43ba505cc8_update and symnet_43ba505cc8_train */
-#define SYMNET_43BA505CC8_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_43BA505CC8_N_PARAMS numbers */
-#define SYMNET_43BA505CC8_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_43BA505CC8_N_PARAMS numbers each */
+#define SYMNET_EB9548C975_REAL float  /* the number type of every array (float32) */
+#define SYMNET_EB9548C975_N_INPUTS 2  /* features per example */
+#define SYMNET_EB9548C975_N_OUTPUTS 2
+#define SYMNET_EB9548C975_N_PARAMS 354  /* numbers in the flat parameter array */
+#define SYMNET_EB9548C975_WORK_PER_EXAMPLE 166
+#define SYMNET_EB9548C975_WORK_SIZE(batch) ((batch) * 166 + 354)  /* numbers of scratch per call */
+#define SYMNET_EB9548C975_TRAIN_WORK_SIZE(batch_size) (SYMNET_EB9548C975_WORK_SIZE(batch_size) + (batch_size) * 4)
+#define SYMNET_EB9548C975_SGD 0       /* optimizer codes of symnet_eb9548c975_update and symnet_eb9548c975_train */
+#define SYMNET_EB9548C975_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_EB9548C975_N_PARAMS numbers */
+#define SYMNET_EB9548C975_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_EB9548C975_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_43BA505CC8_N_OUTPUTS) = the network's output for X (batch × SYMNET_43BA505CC8_N_INPUTS). */
-void symnet_43ba505cc8_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_EB9548C975_N_OUTPUTS) = the network's output for X (batch × SYMNET_EB9548C975_N_INPUTS). */
+void symnet_eb9548c975_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_43ba505cc8_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_eb9548c975_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_43BA505CC8_N_PARAMS numbers) by back propagation. */
-float symnet_43ba505cc8_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_EB9548C975_N_PARAMS numbers) by back propagation. */
+float symnet_eb9548c975_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_43ba505cc8_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_eb9548c975_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_43BA505CC8_SGD, SYMNET_43BA505CC8_MOMENTUM or SYMNET_43BA505CC8_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_EB9548C975_SGD, SYMNET_EB9548C975_MOMENTUM or SYMNET_EB9548C975_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_43ba505cc8_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_eb9548c975_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -92,10 +92,10 @@ void symnet_43ba505cc8_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_43BA505CC8_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_EB9548C975_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_43BA505CC8_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_43ba505cc8_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_EB9548C975_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_eb9548c975_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -104,7 +104,7 @@ long long symnet_43ba505cc8_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_43BA505CC8_H */
+#endif /* SYMNET_EB9548C975_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -464,20 +464,13 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
         }
     /* z_H2[b,i] = Σ_j W2[i,j]·H1[b,j] */
     sn_mm_nt(batch, 16, 16, H1, W2, z_H2, 0);
-    /* H2[b,i] = tanh(b2[i] + z_H2[b,i]) */
+    /* H2[b,i] = tanh(b2[i] + z_H2[b,i]); R[b,i] = H1[b,i] + H2[b,i] */
     for (int b = 0; b < batch; b++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
         for (int i = 0; i < 16; i++) {
             H2[b * 16 + i] = sn_tanhf(b2[i] + z_H2[b * 16 + i]);
-        }
-    /* R[b,i] = H1[b,i] + H2[b,i] */
-    for (int b = 0; b < batch; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 16; i++) {
             R[b * 16 + i] = H1[b * 16 + i] + H2[b * 16 + i];
         }
     /* z_moon[b,i] = Σ_j W4[i,j]·R[b,j] */
@@ -505,7 +498,7 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 
 /* O[b,:] = [moon[b,:], radius[b,:]]: the forward pass, its outputs side by
  * side in each row (as the targets T are), copied out of work. */
-void symnet_43ba505cc8_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_eb9548c975_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     for (int b = 0; b < batch; b++) {
@@ -540,7 +533,7 @@ static double sn_loss(const real *params, real *work, const real *I, const real 
     return loss / batch;
 }
 
-real symnet_43ba505cc8_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_eb9548c975_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -608,25 +601,18 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     sn_mm_tn(1, 16, batch, delta_moon, R, g_W4, 0);
     /* dL_dR[b,j] += Σ_i delta_moon[b,i]·W4[i,j] (from moon) */
     sn_mm_nn(batch, 16, 1, delta_moon, W4, dL_dR, 1);
-    /* dL_dH1[b,i] = dL_dR[b,i] (from R); dL_dH2[b,i] = dL_dR[b,i] */
+    memset(g_b2, 0, sizeof(real) * 16);
+    /* dL_dH1[b,i] = dL_dR[b,i] (from R); dL_dH2[b,i] = dL_dR[b,i]; delta_H2[b,i] = dL_dH2[b,i]·(1 - H2[b,i]²); g_b2[i] += dL_dH2[b,i]·(1 - H2[b,i]²) */
     for (int b = 0; b < batch; b++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
         for (int i = 0; i < 16; i++) {
+            const real t0 = 1 - H2[b * 16 + i]*H2[b * 16 + i];
             dL_dH1[b * 16 + i] = dL_dR[b * 16 + i];
             dL_dH2[b * 16 + i] = dL_dR[b * 16 + i];
-        }
-    memset(g_b2, 0, sizeof(real) * 16);
-    /* delta_H2[b,i] = dL_dH2[b,i]·(1 - H2[b,i]²); g_b2[i] += dL_dH2[b,i]·(1 - H2[b,i]²) */
-    for (int b = 0; b < batch; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 16; i++) {
-            const real t0 = dL_dH2[b * 16 + i]*(1 - H2[b * 16 + i]*H2[b * 16 + i]);
-            delta_H2[b * 16 + i] = t0;
-            g_b2[i] += t0;
+            delta_H2[b * 16 + i] = dL_dH2[b * 16 + i]*t0;
+            g_b2[i] += dL_dH2[b * 16 + i]*t0;
         }
     /* g_W2[i,j] = Σ_b delta_H2[b,i]·H1[b,j] */
     sn_mm_tn(16, 16, batch, delta_H2, H1, g_W2, 0);
@@ -649,7 +635,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_43ba505cc8_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_eb9548c975_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -676,7 +662,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_43ba505cc8_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_eb9548c975_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 166;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
@@ -747,7 +733,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_43ba505cc8_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_eb9548c975_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -773,7 +759,7 @@ void symnet_43ba505cc8_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_43ba505cc8_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_eb9548c975_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

@@ -26,10 +26,17 @@ def _writes(op) -> set:
 
 
 def _read(p, op) -> set:
-    if isinstance(op, Loop):      # a "+=" into a fresh target stores (symnet.plan.overwrite)
-        return {p.symbols[s].array for _, _, _, e in op.stmts for s in e.free_symbols
-                if s in p.symbols} | {t for t, _, kind, _ in op.stmts
-                                      if kind != "=" and t != LOSS and t not in op.fresh}
+    if isinstance(op, Loop):
+        # a "+=" into a fresh target stores (symnet.plan.overwrite); a statement may read
+        # what an earlier statement of the loop wrote (symnet.plan.fuse.fuse_loops)
+        out, before = set(), set()
+        for t, _, kind, e in op.stmts:
+            out |= {p.symbols[s].array for s in e.free_symbols if s in p.symbols
+                    and _root(p, p.symbols[s].array) not in before}
+            if kind != "=" and t != LOSS and t not in op.fresh and _root(p, t) not in before:
+                out.add(t)
+            before.add(_root(p, t))
+        return out
     if isinstance(op, BatchSum):
         return {op.buffer}
     if isinstance(op, Conv):      # col: the forward's im2col (read), or scratch (written)

@@ -49,7 +49,8 @@ def test_softmax_output_keeps_its_upstream_gradient():
     s = summarize(net, batch_size=4, dtype="float32")
     (O,) = s.layers
     assert (O.params, O.activation_bytes) == (9, 2 * 4 * 3 * 4)
-    assert O.gradient_bytes == (9 + 2 * 4 * 3) * 4          # dL_dO and delta_O
+    # dL_dO, which delta_O shares (a linear output: δ = ∂L/∂O, no copy)
+    assert O.gradient_bytes == (9 + 4 * 3) * 4
     assert (O.flops_forward, O.flops_backward) == (48, 48)  # no dL_dI at the first layer
     assert s.flops_per_step == 48 + 48 + 18
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from ..ir import nodes as ir
 from .ops import LOSS, Conv, Fill, Loop, MatMul, Route, SoftmaxXent, Zero
 
 
@@ -111,3 +112,101 @@ def _reads(p, op) -> set:
     if isinstance(op, (Zero, Fill)):
         return set()
     return set(p.buffers)
+
+
+def fuse_loops(p, ops: list) -> list:
+    """Two loops in a row over the same indices, the first an element formula
+    (every statement writes the element at the loop's point: ``dL_dE[b,h,t,u] +=
+    δ_Z[b,h,t]``), the second reading what the first wrote only at that same point
+    (``dL_dS[b,h,t,u] = E[b,h,t,u]·dL_dE[b,h,t,u]``), run as one loop: at each point the
+    first's statements, then the second's, which read the element just stored (from the
+    cache, not a second pass over memory; the C keeps such reads out of the loop's common
+    subexpressions, symnet.backend.c.emit), so the results are the same numbers.  Not when
+    the first reads anything the second writes, or the second reads the first's targets
+    at another point.  Loops over the same extents under other index names join too
+    (the second's indices renamed; its comment keeps the names it was derived with), and
+    a zeroing between them that the first does not touch moves before it."""
+    out, k = [], 0
+    while k < len(ops):
+        prev, j = (out[-1] if out else None), k
+        if isinstance(prev, Loop):
+            # zeroings the loop does not touch: run before it, when the loop after joins it
+            touched = _reads(p, prev) | {t for t, *_ in prev.stmts}
+            while j < len(ops) and isinstance(ops[j], Zero) and ops[j].buffer not in touched:
+                j += 1
+        joined = _joined(p, prev, ops[j]) if isinstance(prev, Loop) and j < len(ops) \
+            and isinstance(ops[j], Loop) else None
+        if joined is not None:
+            out[-1:] = ops[k:j] + [joined]
+            k = j + 1
+        else:
+            out.append(ops[k])
+            k += 1
+    return out
+
+
+def _renamed(p, a: Loop, b: Loop):
+    """``b`` with its loop indices named as ``a``'s where the two run over the same
+    extents under other names (``dL_dC[b,a,e]`` then ``dL_dR[b,a,d]``), or None."""
+    if len(a.indices) != len(b.indices) \
+            or any(na != nb for (_, na), (_, nb) in zip(a.indices, b.indices)):
+        return None
+    names = {nb: na for (na, _), (nb, _) in zip(a.indices, b.indices)}
+    if all(k == v for k, v in names.items()):
+        return b
+
+    def ix(x):
+        if isinstance(x, str):
+            return names.get(x, x)
+        return ir.Affine(tuple((names.get(n, n), c) for n, c in x.terms), x.const)
+
+    stmts = []
+    for target, index, kind, expr in b.stmts:
+        subs = {}
+        for sym in expr.free_symbols:
+            acc = p.symbols.get(sym)
+            if acc is not None:
+                subs[sym] = ir.element(p.symbols, acc.array, *(ix(x) for x in acc.index))
+        stmts.append((target, tuple(ix(x) for x in index), kind, expr.xreplace(subs)))
+    return dataclasses.replace(b, indices=list(a.indices), stmts=stmts)
+
+
+def _joined(p, a: Loop, b: Loop):
+    """The loop that runs ``a`` then ``b`` at each point (see fuse_loops), or None."""
+    from .overwrite import _root
+    if a.product or b.product:
+        return None
+    b = _renamed(p, a, b)
+    if b is None:
+        return None
+    point = tuple(n for n, _ in a.indices)
+    value = {}                           # the roots of a's targets
+    for target, index, kind, expr in a.stmts:
+        if target == LOSS or kind not in ("=", "+=") or tuple(index) != point \
+                or _root(p, target) in value:
+            return None
+        value[_root(p, target)] = kind
+    b_targets = {_root(p, t) for t, *_ in b.stmts if t != LOSS}
+    if b_targets & set(value):
+        return None
+    for _, _, _, expr in a.stmts:         # a reads none of b's targets
+        for s in expr.free_symbols:
+            acc = p.symbols.get(s)
+            if acc is None:
+                continue
+            root = _root(p, acc.array)
+            if root in b_targets:
+                return None
+    used = False
+    for _, _, _, expr in b.stmts:
+        for s in expr.free_symbols:
+            acc = p.symbols.get(s)
+            if acc is None or _root(p, acc.array) not in value:
+                continue
+            if tuple(acc.index) != point:
+                return None
+            used = True
+    if not used:
+        return None
+    return Loop(list(a.indices), list(a.stmts) + list(b.stmts), f"{a.comment}; {b.comment}",
+                hoist=a.hoist or b.hoist, fresh=set(a.fresh) | set(b.fresh))

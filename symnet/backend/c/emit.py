@@ -225,7 +225,15 @@ class Emitter:
         """A loop's statements, temporaries and bounds; with ``rows`` its batch
         index runs over one thread's examples sn_lo ≤ b < sn_hi (see lower.Rows)."""
         exprs = [numeric(s[3]) for s in op.stmts]
-        temps, reduced = sp.cse(exprs, symbols=sp.numbered_symbols("t"), optimizations=None)
+        # the temporaries are computed before the statements: a read of an array that a
+        # statement of this loop writes stays in the statement that reads it (after the
+        # store, where a statement reads what an earlier one wrote: symnet.plan.fuse)
+        written = {self.root(t) for t, *_ in op.stmts if t != LOSS}
+        ignore = tuple(s for e in exprs for s in e.free_symbols
+                       if s in self.plan.symbols
+                       and self.root(self.plan.symbols[s].array) in written)
+        temps, reduced = sp.cse(exprs, symbols=sp.numbered_symbols("t"), optimizations=None,
+                                ignore=ignore)
         stmts, raw = [], []
         for (target, index, kind, _), rhs in zip(op.stmts, reduced):
             raw.append(self.printer.doprint(rhs))
@@ -307,7 +315,16 @@ class Emitter:
         for _, _, _, expr in op.stmts:
             for sym in expr.free_symbols:
                 acc = symbols.get(sym)
-                if acc is not None and self.root(acc.array) in written:
+                if acc is None or self.root(acc.array) not in written:
+                    continue
+                # the element the same iteration writes (a statement reading what an
+                # earlier one of the loop stored, symnet.plan.fuse): no dependence
+                # between iterations
+                index, last = tuple(acc.index), acc.index[-1] if acc.index else None
+                off = 0 if last == inner else (
+                    last.const if isinstance(last, ir.Affine) and last.terms == ((inner, 1),)
+                    else None)
+                if off is None or (index[:-1], off) not in written[self.root(acc.array)]:
                     return False
         return True
 
