@@ -6,7 +6,7 @@ gradients nor the address sanitizer show it, this does."""
 from symnet.plan.fuse import _reads
 from symnet.plan.ops import (LOSS, BatchSum, Conv, Fill, Loop, MatMul, Route, SoftmaxXent,
                              Zero)
-from symnet.plan.overwrite import _root
+from symnet.plan.fuse import _root
 
 
 def _writes(op) -> set:

@@ -81,3 +81,18 @@ def test_a_read_at_another_point_is_not_fused():
     a2 = Loop(loops, [("dL_dB1_att_e", point, "=", 2 * ir.element(syms, "dL_dB1_att_s",
                                                                     *point))], "a")
     assert _joined(p, a2, b) is None
+
+
+def test_a_loop_that_reads_its_indices_as_numbers_keeps_them():
+    """Dropout's counter is its element's index (8·a0 + a1), read as a number, not through
+    an array: after a LayerNorm over other index names the two loops stay apart (joined,
+    the C read a0 and a1 that the joined loop does not declare: gcc refused it)."""
+    net = sn.Network(sn.Input(6, dtype="int"), sn.Embedding(10, 8), sn.LayerNorm(),
+                     sn.Dropout(0.5), sn.Flatten(), sn.Dense(4), loss="softmax_cross_entropy")
+    model = net.compile(dtype="float64", seed=0)
+    X = np.random.default_rng(0).integers(0, 10, (16, 6))
+    T = np.eye(4)[X[:, 0] % 4]
+    loss, grads = model.loss_and_grad(X, T)
+    assert np.isfinite(loss) and all(np.isfinite(g).all() for g in grads.values())
+    # training drops about half of the LayerNorm's outputs: the loss differs from eval's
+    assert loss != pytest.approx(model.evaluate(X, T)["loss"], rel=1e-6)

@@ -368,7 +368,7 @@ def test_a_record_that_passed_its_check_is_not_checked_at_every_load(tmp_path, m
 
 def test_a_busy_thread_of_this_process_is_counted():
     """A thread of this process that keeps a core busy (as numpy's BLAS threads spin
-    after a product) shows in _own_threads_busy; none does when it is gone."""
+    after a product) shows in own_threads_busy; none does when it is gone."""
     import threading
     stop = threading.Event()
 
@@ -379,24 +379,24 @@ def test_a_busy_thread_of_this_process_is_counted():
     th.start()
     try:
         time.sleep(0.02)
-        busy = tuning._own_threads_busy(0.05)
+        busy = tuning.own_threads_busy(0.05)
     finally:
         stop.set()
         th.join()
     assert busy > 0.0, busy
-    assert tuning._own_threads_busy(0.05) < 0.1
+    assert tuning.own_threads_busy(0.05) < 0.1
 
 
 def test_measurement_waits_for_the_process_own_busy_threads(tmp_path, monkeypatch):
     """The machine is measured once the process's other threads are idle; where they
     stay busy, the record says it was disturbed (so it is measured again later)."""
     seen = iter([0.9, 0.8, 0.02])
-    monkeypatch.setattr(tuning, "_own_threads_busy", lambda window_s=0.01: next(seen))
-    assert tuning._own_threads_idle(limit_s=10.0) == 0.02   # waited for the third look
+    monkeypatch.setattr(tuning, "own_threads_busy", lambda window_s=0.01: next(seen))
+    assert tuning.own_threads_idle(limit_s=10.0) == 0.02   # waited for the third look
     monkeypatch.setenv("SYMNET_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(tuning, "ATTEMPTS", 1)
     monkeypatch.setattr(tuning, "blas_library", lambda: None)
-    monkeypatch.setattr(tuning, "_own_threads_idle", lambda limit_s=0.3: 0.9)
+    monkeypatch.setattr(tuning, "own_threads_idle", lambda limit_s=0.3: 0.9)
     rec = tuning.measure()
     assert rec["disturbed"] and rec["others"] >= 0.9, rec
 

@@ -507,15 +507,26 @@ def time_call(fn, min_time: float = 0.2, repeats: int = 7) -> tuple[float, list[
 #: seconds each contestant's timed run waits first, so that the threads the one before
 #: it left spinning (OpenMP's, OpenBLAS's, XLA's pools wait for work by spinning for
 #: milliseconds) have gone to sleep: no framework is timed beside another's idle threads,
-#: as no user runs it so
+#: as no user runs it so; then, up to SETTLE_MAX_S, until this process's other threads
+#: are idle (numpy's OpenBLAS spins about 0.1 s after a product: on two cores the next
+#: contestant's second thread then shared a core with it, and symnet's medium step
+#: measured 2.8 ms after numpy's turn against 1.4 ms after a pause of 0.3 s)
 SETTLE_S = 0.03
+SETTLE_MAX_S = 0.3
+
+
+def settle() -> None:
+    """Wait SETTLE_S, then until the process's other threads leave the cores alone."""
+    from ..backend.c.tuning import own_threads_idle
+    time.sleep(SETTLE_S)
+    own_threads_idle(SETTLE_MAX_S)
 
 
 def time_calls(fns: dict, min_time: float = 0.2, repeats: int = 7) -> dict:
     """Median microseconds per call of each ``fns[name]()``, timed in turns: each
     repeat runs every function once for about ``min_time/repeats`` seconds, so on a
     shared machine all of them meet the same moments of load and their ratios mean
-    something; each run starts ``SETTLE_S`` after the one before.  Warm-up and garbage collector as in ``time_call``.
+    something; each run starts after ``settle()``.  Warm-up and garbage collector as in ``time_call``.
 
     >>> sorted(time_calls({"a": lambda: None, "b": lambda: None}, 0.01, 3))
     ['a', 'b']
@@ -536,7 +547,7 @@ def time_calls(fns: dict, min_time: float = 0.2, repeats: int = 7) -> dict:
         for _ in range(repeats):
             for name, fn in fns.items():
                 n = inner[name]
-                time.sleep(SETTLE_S)
+                settle()
                 start = time.perf_counter()
                 for _ in range(n):
                     fn()

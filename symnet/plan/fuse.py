@@ -94,6 +94,13 @@ def _fusable(p, r: Route, loop: Loop, rest: list) -> bool:
     return all(not (_reads(p, op) & views) for op in rest)
 
 
+def _root(p, name: str) -> str:
+    """The buffer an alias (a view of another buffer) stands for."""
+    while name in p.buffers and p.buffers[name].alias:
+        name = p.buffers[name].alias
+    return name
+
+
 def _reads(p, op) -> set:
     """The buffers op reads (every buffer, for an op this does not know)."""
     if isinstance(op, Loop):
@@ -167,13 +174,14 @@ def _renamed(p, a: Loop, b: Loop):
             acc = p.symbols.get(sym)
             if acc is not None:
                 subs[sym] = ir.element(p.symbols, acc.array, *(ix(x) for x in acc.index))
+            elif str(sym) in names and names[str(sym)] != str(sym):
+                return None     # an index read as a number (Dropout's counter): not renamed
         stmts.append((target, tuple(ix(x) for x in index), kind, expr.xreplace(subs)))
     return dataclasses.replace(b, indices=list(a.indices), stmts=stmts)
 
 
 def _joined(p, a: Loop, b: Loop):
     """The loop that runs ``a`` then ``b`` at each point (see fuse_loops), or None."""
-    from .overwrite import _root
     if a.product or b.product:
         return None
     b = _renamed(p, a, b)

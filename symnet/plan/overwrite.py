@@ -24,19 +24,12 @@ from __future__ import annotations
 
 from ..ir import nodes as ir
 from . import products
+from .fuse import _reads, _root
 from .ops import LOSS, Fill, Loop, Zero
-
-
-def _root(p, name: str) -> str:
-    """The buffer an alias (a view of another buffer) stands for."""
-    while name in p.buffers and p.buffers[name].alias:
-        name = p.buffers[name].alias
-    return name
 
 
 def _touches(p, op) -> set | None:
     """The buffers op reads or writes (their roots), None for an op this does not know."""
-    from .fuse import _reads
     if isinstance(op, Loop):
         names = _reads(p, op) | {t for t, *_ in op.stmts if t != LOSS}
     elif isinstance(op, (Zero, Fill)):

@@ -302,7 +302,7 @@ class Watch:
             self.others > self.OTHERS_MAX + 2 * tick / max(self.wall, 1e-9)
 
 
-def _own_threads_busy(window_s: float = 0.01) -> float:
+def own_threads_busy(window_s: float = 0.01) -> float:
     """Cores the other threads of this process kept busy over ``window_s`` (this
     process's CPU time less the calling thread's): e.g. a BLAS's threads that spin for
     a while after a product (numpy's OpenBLAS does).  /proc/stat's watch cannot see them
@@ -316,12 +316,12 @@ def _own_threads_busy(window_s: float = 0.01) -> float:
     return max(0.0, (p1 - p0) - (t1 - t0)) / max(w1 - w0, 1e-9)
 
 
-def _own_threads_idle(limit_s: float = 0.3) -> float:
+def own_threads_idle(limit_s: float = 0.3) -> float:
     """Wait until the other threads of this process leave the cores alone (a tenth of a
     core at most), for ``limit_s`` at most; returns the cores they kept busy last."""
     end = time.perf_counter() + limit_s
     while True:
-        busy = _own_threads_busy()
+        busy = own_threads_busy()
         if busy < 0.1 or time.perf_counter() > end:
             return busy
 
@@ -423,7 +423,7 @@ def _measure(ffi, lib, budget_s: float) -> dict:
     for attempt in range(ATTEMPTS):
         if attempt:
             time.sleep(0.1 * attempt)
-        own = _own_threads_idle()       # e.g. numpy's BLAS threads, spinning after a product
+        own = own_threads_idle()       # e.g. numpy's BLAS threads, spinning after a product
         with Watch() as w:
             r, j = _rate_and_join(ffi, lib, arrays, nmax)
         rate, join = max(rate, r), min(join, j)
@@ -505,7 +505,7 @@ def quick_check(rec: dict, ffi, lib) -> dict:
     def gemm_s():
         return _seconds(lambda r: lib.sn_probe_gemm(kind, M, N, K, arrays.a, arrays.b,
                                                     arrays.c, r), 1, 3)
-    _own_threads_idle(0.1)
+    own_threads_idle(0.1)
     with Watch() as w:
         lib.sn_probe_tune(null, math.inf, 1e300, 1)
         one = gemm_s()
