@@ -76,12 +76,18 @@ def _row_op(p, op) -> bool:
         if target == LOSS or not (B[target].kind == "grad" or _per_row(p, target)
                                   and tuple(index[:1]) == (ir.BATCH,)):
             return False
-        for sym in expr.free_symbols:
-            acc = p.symbols.get(sym)
-            if acc is not None and _per_row(p, acc.array) and \
-                    tuple(acc.index[:1]) != (ir.BATCH,):
-                return False
+        if _reads_other_rows(p, expr):
+            return False
     return True
+
+
+def _reads_other_rows(p, expr) -> bool:
+    """Whether expr reads a per-example buffer at an example other than the loop's own."""
+    for sym in expr.free_symbols:
+        acc = p.symbols.get(sym)
+        if acc is not None and _per_row(p, acc.array) and tuple(acc.index[:1]) != (ir.BATCH,):
+            return True
+    return False
 
 
 def _heavy(op) -> bool:
@@ -206,11 +212,8 @@ def halves(p):
             if target != LOSS and not (B[target].kind == "grad" and kind == "+=" or
                                        _per_row(p, target) and tuple(index[:1]) == (ir.BATCH,)):
                 return False
-            for sym in expr.free_symbols:
-                acc = p.symbols.get(sym)
-                if acc is not None and _per_row(p, acc.array) and \
-                        tuple(acc.index[:1]) != (ir.BATCH,):
-                    return False
+            if _reads_other_rows(p, expr):
+                return False
         return True
 
     def summed(op) -> bool:     # a weight gradient: Σ_b A[b,m]·B[b,n], stored
