@@ -275,6 +275,8 @@ def halves(p, tensor: bool = False):
         return None
     if tensor and not any(isinstance(op, MatMul) and op.M != "batch" for op in out[0]):
         return None
+    if tensor:      # whole products to jobs, the largest first (sn_chunk_sums)
+        sums = sorted(sums, key=lambda op: -op.M * op.N * batch_rows(op.K))
     h = Halves(out[0], out[1] if len(out) > 1 else None, sums, [], 0, float(cost), tensor=tensor)
     if h.rows_labels:
         # the ops after the loss, the same for targets as rows and as class labels: emitted
