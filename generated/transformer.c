@@ -108,8 +108,8 @@
  *   loss: bce, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_8197296E1F_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_8197296E1F_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_347BD320C6_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_347BD320C6_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (32, 10)
  *   b1           offset       320  shape (32,)
  *   P2           offset       352  shape (8, 32)
@@ -140,48 +140,48 @@
  *   W17          offset     17696  shape (10, 32)
  *   b17          offset     18016  shape (10,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_8197296E1F_WORK_SIZE(batch) numbers; SYMNET_8197296E1F_TRAIN_WORK_SIZE(batch_size) for
- * symnet_8197296e1f_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_347BD320C6_WORK_SIZE(batch) numbers; SYMNET_347BD320C6_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_347bd320c6_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 18026 + X B*80 + T or O B*80 + work (B*25050 + 18026)
  *   numbers of 4 bytes; e.g. B = 32: 3,371,088 bytes (training; forward only: 1,817,000).
  */
-#ifndef SYMNET_8197296E1F_H
-#define SYMNET_8197296E1F_H
+#ifndef SYMNET_347BD320C6_H
+#define SYMNET_347BD320C6_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_8197296E1F_REAL float  /* the number type of every array (float32) */
-#define SYMNET_8197296E1F_N_INPUTS 80  /* features per example */
-#define SYMNET_8197296E1F_N_OUTPUTS 80
-#define SYMNET_8197296E1F_N_PARAMS 18026  /* numbers in the flat parameter array */
-#define SYMNET_8197296E1F_WORK_PER_EXAMPLE 25050
-#define SYMNET_8197296E1F_WORK_SIZE(batch) ((batch) * 25050 + 18026)  /* numbers of scratch per call */
-#define SYMNET_8197296E1F_TRAIN_WORK_SIZE(batch_size) (SYMNET_8197296E1F_WORK_SIZE(batch_size) + (batch_size) * 160)
-#define SYMNET_8197296E1F_SGD 0       /* optimizer codes of symnet_8197296e1f_update and symnet_8197296e1f_train */
-#define SYMNET_8197296E1F_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_8197296E1F_N_PARAMS numbers */
-#define SYMNET_8197296E1F_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_8197296E1F_N_PARAMS numbers each */
+#define SYMNET_347BD320C6_REAL float  /* the number type of every array (float32) */
+#define SYMNET_347BD320C6_N_INPUTS 80  /* features per example */
+#define SYMNET_347BD320C6_N_OUTPUTS 80
+#define SYMNET_347BD320C6_N_PARAMS 18026  /* numbers in the flat parameter array */
+#define SYMNET_347BD320C6_WORK_PER_EXAMPLE 25050
+#define SYMNET_347BD320C6_WORK_SIZE(batch) ((batch) * 25050 + 18026)  /* numbers of scratch per call */
+#define SYMNET_347BD320C6_TRAIN_WORK_SIZE(batch_size) (SYMNET_347BD320C6_WORK_SIZE(batch_size) + (batch_size) * 160)
+#define SYMNET_347BD320C6_SGD 0       /* optimizer codes of symnet_347bd320c6_update and symnet_347bd320c6_train */
+#define SYMNET_347BD320C6_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_347BD320C6_N_PARAMS numbers */
+#define SYMNET_347BD320C6_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_347BD320C6_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_8197296E1F_N_OUTPUTS) = the network's output for X (batch × SYMNET_8197296E1F_N_INPUTS). */
-void symnet_8197296e1f_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_347BD320C6_N_OUTPUTS) = the network's output for X (batch × SYMNET_347BD320C6_N_INPUTS). */
+void symnet_347bd320c6_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_8197296e1f_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_347bd320c6_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_8197296E1F_N_PARAMS numbers) by back propagation. */
-float symnet_8197296e1f_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_347BD320C6_N_PARAMS numbers) by back propagation. */
+float symnet_347bd320c6_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_8197296e1f_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_347bd320c6_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_8197296E1F_SGD, SYMNET_8197296E1F_MOMENTUM or SYMNET_8197296E1F_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_347BD320C6_SGD, SYMNET_347BD320C6_MOMENTUM or SYMNET_347BD320C6_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_8197296e1f_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_347bd320c6_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -189,10 +189,10 @@ void symnet_8197296e1f_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_8197296E1F_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_347BD320C6_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_8197296E1F_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_8197296e1f_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_347BD320C6_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_347bd320c6_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -201,7 +201,7 @@ long long symnet_8197296e1f_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_8197296E1F_H */
+#endif /* SYMNET_347BD320C6_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -1408,7 +1408,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_8197296e1f_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_347bd320c6_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 13392, sizeof(real) * (size_t)batch * 80);
@@ -2452,8 +2452,8 @@ static void sn_chunk_update(sn_chunk_args *a, int c, size_t lo, size_t hi)
     a->bad[c] |= bad;
 }
 
-/* Job c of n: rows sn_cut(M, c, n) ≤ m < sn_cut(M, c + 1, n) of every weight gradient,
- * Σ over the whole batch; job 0 also adds up the chunks' partial sums; in a step, the update of those parameters. */
+/* Job c of n: its share of the weight gradients, Σ over the whole batch, each product
+ * whole; job 0 also adds up the chunks' partial sums; in a step, the update of those parameters. */
 static void sn_chunk_sums(void *arg, int c)
 {
     sn_chunk_args *a = (sn_chunk_args *)arg;
@@ -2519,75 +2519,78 @@ static void sn_chunk_sums(void *arg, int c)
     real *delta_B2_att = dL_dB2_att;  /* ∂L/∂z_B2_att: ∂L/∂B2_att itself: (batch, 8, 32) */
     real *delta_B2_ff2 = dL_dB2_ff2;  /* ∂L/∂z_B2_ff2: ∂L/∂B2_ff2 itself: (batch, 8, 32) */
 
-    {
-        /* g_W17[i,j] = Σ_b delta_O[b,i]·B2[b,j]: its rows m0 ≤ m < m1 */
-        const int m0 = sn_cut(10, c, a->n), m1 = sn_cut(10, c + 1, a->n);
-        sn_gemm(m1 - m0, 32, batch * 8, delta_O + m0, 1, 10, B2, 32, 1, g_W17 + (size_t)m0 * 32, 0);
-        if (a->dst != NULL)
-            sn_chunk_update(a, c, 17696 + (size_t)m0 * 32, 17696 + (size_t)m1 * 32);
+    /* the products whole, each to the job with the least work so far, the largest first:
+       no operand packed twice, and the numbers the same on any number of threads */
+    static const double sn_cost[10] = {24576, 24576, 16384, 16384, 16384, 16384, 8192, 8192, 2560, 2560};
+    const int sn_jobs = a->n < 10 ? a->n : 10;
+    double sn_load[SN_CHUNKS_MAX] = {0};
+    int sn_mine[10];
+    for (int i = 0; i < 10; i++) {
+        int j = 0;
+        for (int k = 1; k < sn_jobs; k++)
+            if (sn_load[k] < sn_load[j]) j = k;
+        sn_load[j] += sn_cost[i];
+        sn_mine[i] = j == c;
     }
-    {
-        /* g_W15[i,j] = Σ_b delta_B2_ff2[b,i]·B2_ff1[b,j]: its rows m0 ≤ m < m1 */
-        const int m0 = sn_cut(32, c, a->n), m1 = sn_cut(32, c + 1, a->n);
-        sn_gemm(m1 - m0, 64, batch * 8, delta_B2_ff2 + m0, 1, 32, B2_ff1, 64, 1, g_W15 + (size_t)m0 * 64, 0);
+    if (sn_mine[0]) {
+        /* g_W11[i,j] = Σ_b delta_B2_att_qkv[b,i]·B2_norm1[b,j] */
+        sn_gemm(96, 32, batch * 8, delta_B2_att_qkv, 1, 96, B2_norm1, 32, 1, g_W11, 0);
         if (a->dst != NULL)
-            sn_chunk_update(a, c, 15616 + (size_t)m0 * 64, 15616 + (size_t)m1 * 64);
+            sn_chunk_update(a, c, 9216, 9216 + (size_t)3072);
     }
-    {
-        /* g_W14[i,j] = Σ_b delta_B2_ff1[b,i]·B2_norm2[b,j]: its rows m0 ≤ m < m1 */
-        const int m0 = sn_cut(64, c, a->n), m1 = sn_cut(64, c + 1, a->n);
-        sn_gemm(m1 - m0, 32, batch * 8, delta_B2_ff1 + m0, 1, 64, B2_norm2, 32, 1, g_W14 + (size_t)m0 * 32, 0);
+    if (sn_mine[1]) {
+        /* g_W4[i,j] = Σ_b delta_B1_att_qkv[b,i]·B1_norm1[b,j] */
+        sn_gemm(96, 32, batch * 8, delta_B1_att_qkv, 1, 96, B1_norm1, 32, 1, g_W4, 0);
         if (a->dst != NULL)
-            sn_chunk_update(a, c, 13504 + (size_t)m0 * 32, 13504 + (size_t)m1 * 32);
+            sn_chunk_update(a, c, 672, 672 + (size_t)3072);
     }
-    {
-        /* g_Wo11[i,j] = Σ_b delta_B2_att[b,i]·B2_att_a[b,j]: its rows m0 ≤ m < m1 */
-        const int m0 = sn_cut(32, c, a->n), m1 = sn_cut(32, c + 1, a->n);
-        sn_gemm(m1 - m0, 32, batch * 8, delta_B2_att + m0, 1, 32, B2_att_a, 32, 1, g_Wo11 + (size_t)m0 * 32, 0);
+    if (sn_mine[2]) {
+        /* g_W15[i,j] = Σ_b delta_B2_ff2[b,i]·B2_ff1[b,j] */
+        sn_gemm(32, 64, batch * 8, delta_B2_ff2, 1, 32, B2_ff1, 64, 1, g_W15, 0);
         if (a->dst != NULL)
-            sn_chunk_update(a, c, 12384 + (size_t)m0 * 32, 12384 + (size_t)m1 * 32);
+            sn_chunk_update(a, c, 15616, 15616 + (size_t)2048);
     }
-    {
-        /* g_W11[i,j] = Σ_b delta_B2_att_qkv[b,i]·B2_norm1[b,j]: its rows m0 ≤ m < m1 */
-        const int m0 = sn_cut(96, c, a->n), m1 = sn_cut(96, c + 1, a->n);
-        sn_gemm(m1 - m0, 32, batch * 8, delta_B2_att_qkv + m0, 1, 96, B2_norm1, 32, 1, g_W11 + (size_t)m0 * 32, 0);
+    if (sn_mine[3]) {
+        /* g_W14[i,j] = Σ_b delta_B2_ff1[b,i]·B2_norm2[b,j] */
+        sn_gemm(64, 32, batch * 8, delta_B2_ff1, 1, 64, B2_norm2, 32, 1, g_W14, 0);
         if (a->dst != NULL)
-            sn_chunk_update(a, c, 9216 + (size_t)m0 * 32, 9216 + (size_t)m1 * 32);
+            sn_chunk_update(a, c, 13504, 13504 + (size_t)2048);
     }
-    {
-        /* g_W8[i,j] = Σ_b delta_B1_ff2[b,i]·B1_ff1[b,j]: its rows m0 ≤ m < m1 */
-        const int m0 = sn_cut(32, c, a->n), m1 = sn_cut(32, c + 1, a->n);
-        sn_gemm(m1 - m0, 64, batch * 8, delta_B1_ff2 + m0, 1, 32, B1_ff1, 64, 1, g_W8 + (size_t)m0 * 64, 0);
+    if (sn_mine[4]) {
+        /* g_W8[i,j] = Σ_b delta_B1_ff2[b,i]·B1_ff1[b,j] */
+        sn_gemm(32, 64, batch * 8, delta_B1_ff2, 1, 32, B1_ff1, 64, 1, g_W8, 0);
         if (a->dst != NULL)
-            sn_chunk_update(a, c, 7072 + (size_t)m0 * 64, 7072 + (size_t)m1 * 64);
+            sn_chunk_update(a, c, 7072, 7072 + (size_t)2048);
     }
-    {
-        /* g_W7[i,j] = Σ_b delta_B1_ff1[b,i]·B1_norm2[b,j]: its rows m0 ≤ m < m1 */
-        const int m0 = sn_cut(64, c, a->n), m1 = sn_cut(64, c + 1, a->n);
-        sn_gemm(m1 - m0, 32, batch * 8, delta_B1_ff1 + m0, 1, 64, B1_norm2, 32, 1, g_W7 + (size_t)m0 * 32, 0);
+    if (sn_mine[5]) {
+        /* g_W7[i,j] = Σ_b delta_B1_ff1[b,i]·B1_norm2[b,j] */
+        sn_gemm(64, 32, batch * 8, delta_B1_ff1, 1, 64, B1_norm2, 32, 1, g_W7, 0);
         if (a->dst != NULL)
-            sn_chunk_update(a, c, 4960 + (size_t)m0 * 32, 4960 + (size_t)m1 * 32);
+            sn_chunk_update(a, c, 4960, 4960 + (size_t)2048);
     }
-    {
-        /* g_Wo4[i,j] = Σ_b delta_B1_att[b,i]·B1_att_a[b,j]: its rows m0 ≤ m < m1 */
-        const int m0 = sn_cut(32, c, a->n), m1 = sn_cut(32, c + 1, a->n);
-        sn_gemm(m1 - m0, 32, batch * 8, delta_B1_att + m0, 1, 32, B1_att_a, 32, 1, g_Wo4 + (size_t)m0 * 32, 0);
+    if (sn_mine[6]) {
+        /* g_Wo11[i,j] = Σ_b delta_B2_att[b,i]·B2_att_a[b,j] */
+        sn_gemm(32, 32, batch * 8, delta_B2_att, 1, 32, B2_att_a, 32, 1, g_Wo11, 0);
         if (a->dst != NULL)
-            sn_chunk_update(a, c, 3840 + (size_t)m0 * 32, 3840 + (size_t)m1 * 32);
+            sn_chunk_update(a, c, 12384, 12384 + (size_t)1024);
     }
-    {
-        /* g_W4[i,j] = Σ_b delta_B1_att_qkv[b,i]·B1_norm1[b,j]: its rows m0 ≤ m < m1 */
-        const int m0 = sn_cut(96, c, a->n), m1 = sn_cut(96, c + 1, a->n);
-        sn_gemm(m1 - m0, 32, batch * 8, delta_B1_att_qkv + m0, 1, 96, B1_norm1, 32, 1, g_W4 + (size_t)m0 * 32, 0);
+    if (sn_mine[7]) {
+        /* g_Wo4[i,j] = Σ_b delta_B1_att[b,i]·B1_att_a[b,j] */
+        sn_gemm(32, 32, batch * 8, delta_B1_att, 1, 32, B1_att_a, 32, 1, g_Wo4, 0);
         if (a->dst != NULL)
-            sn_chunk_update(a, c, 672 + (size_t)m0 * 32, 672 + (size_t)m1 * 32);
+            sn_chunk_update(a, c, 3840, 3840 + (size_t)1024);
     }
-    {
-        /* g_W1[i,j] = Σ_b delta_embed[b,i]·S[b,j]: its rows m0 ≤ m < m1 */
-        const int m0 = sn_cut(32, c, a->n), m1 = sn_cut(32, c + 1, a->n);
-        sn_gemm(m1 - m0, 10, batch * 8, delta_embed + m0, 1, 32, S, 10, 1, g_W1 + (size_t)m0 * 10, 0);
+    if (sn_mine[8]) {
+        /* g_W17[i,j] = Σ_b delta_O[b,i]·B2[b,j] */
+        sn_gemm(10, 32, batch * 8, delta_O, 1, 10, B2, 32, 1, g_W17, 0);
         if (a->dst != NULL)
-            sn_chunk_update(a, c, 0 + (size_t)m0 * 10, 0 + (size_t)m1 * 10);
+            sn_chunk_update(a, c, 17696, 17696 + (size_t)320);
+    }
+    if (sn_mine[9]) {
+        /* g_W1[i,j] = Σ_b delta_embed[b,i]·S[b,j] */
+        sn_gemm(32, 10, batch * 8, delta_embed, 1, 32, S, 10, 1, g_W1, 0);
+        if (a->dst != NULL)
+            sn_chunk_update(a, c, 0, 0 + (size_t)320);
     }
 
     if (c == 0) {
@@ -2773,7 +2776,7 @@ static double sn_loss(const real *params, real *work, const real *S, const real 
     return loss / batch;
 }
 
-real symnet_8197296e1f_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_347bd320c6_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -2787,7 +2790,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return sn_chunk_pass(&a, sn_chunk, NULL);
 }
 
-real symnet_8197296e1f_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_347bd320c6_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -2805,7 +2808,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_8197296e1f_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_347bd320c6_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 25050;
     /* the batch in chunks, then the weight gradients, each job updating the parameters
@@ -2885,7 +2888,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_8197296e1f_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_347bd320c6_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -2911,7 +2914,7 @@ void symnet_8197296e1f_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_8197296e1f_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_347bd320c6_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
