@@ -30,8 +30,8 @@
  *   loss: mse, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_65063797DA_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_65063797DA_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_9C0C63A8B2_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_9C0C63A8B2_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (20, 2)
  *   b1           offset        40  shape (20,)
  *   W2           offset        60  shape (20, 20)
@@ -41,48 +41,48 @@
  *   W4           offset       900  shape (1, 20)
  *   b4           offset       920  shape (1,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_65063797DA_WORK_SIZE(batch) numbers; SYMNET_65063797DA_TRAIN_WORK_SIZE(batch_size) for
- * symnet_65063797da_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_9C0C63A8B2_WORK_SIZE(batch) numbers; SYMNET_9C0C63A8B2_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_9c0c63a8b2_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 921 + X B*2 + T or O B*1 + work (B*304 + 921)
  *   numbers of 4 bytes; e.g. B = 32: 46,664 bytes (training; forward only: 19,684).
  */
-#ifndef SYMNET_65063797DA_H
-#define SYMNET_65063797DA_H
+#ifndef SYMNET_9C0C63A8B2_H
+#define SYMNET_9C0C63A8B2_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_65063797DA_REAL float  /* the number type of every array (float32) */
-#define SYMNET_65063797DA_N_INPUTS 2  /* features per example */
-#define SYMNET_65063797DA_N_OUTPUTS 1
-#define SYMNET_65063797DA_N_PARAMS 921  /* numbers in the flat parameter array */
-#define SYMNET_65063797DA_WORK_PER_EXAMPLE 304
-#define SYMNET_65063797DA_WORK_SIZE(batch) ((batch) * 304 + 921)  /* numbers of scratch per call */
-#define SYMNET_65063797DA_TRAIN_WORK_SIZE(batch_size) (SYMNET_65063797DA_WORK_SIZE(batch_size) + (batch_size) * 3)
-#define SYMNET_65063797DA_SGD 0       /* optimizer codes of symnet_65063797da_update and symnet_65063797da_train */
-#define SYMNET_65063797DA_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_65063797DA_N_PARAMS numbers */
-#define SYMNET_65063797DA_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_65063797DA_N_PARAMS numbers each */
+#define SYMNET_9C0C63A8B2_REAL float  /* the number type of every array (float32) */
+#define SYMNET_9C0C63A8B2_N_INPUTS 2  /* features per example */
+#define SYMNET_9C0C63A8B2_N_OUTPUTS 1
+#define SYMNET_9C0C63A8B2_N_PARAMS 921  /* numbers in the flat parameter array */
+#define SYMNET_9C0C63A8B2_WORK_PER_EXAMPLE 304
+#define SYMNET_9C0C63A8B2_WORK_SIZE(batch) ((batch) * 304 + 921)  /* numbers of scratch per call */
+#define SYMNET_9C0C63A8B2_TRAIN_WORK_SIZE(batch_size) (SYMNET_9C0C63A8B2_WORK_SIZE(batch_size) + (batch_size) * 3)
+#define SYMNET_9C0C63A8B2_SGD 0       /* optimizer codes of symnet_9c0c63a8b2_update and symnet_9c0c63a8b2_train */
+#define SYMNET_9C0C63A8B2_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_9C0C63A8B2_N_PARAMS numbers */
+#define SYMNET_9C0C63A8B2_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_9C0C63A8B2_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_65063797DA_N_OUTPUTS) = the network's output for X (batch × SYMNET_65063797DA_N_INPUTS). */
-void symnet_65063797da_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_9C0C63A8B2_N_OUTPUTS) = the network's output for X (batch × SYMNET_9C0C63A8B2_N_INPUTS). */
+void symnet_9c0c63a8b2_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_65063797da_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_9c0c63a8b2_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_65063797DA_N_PARAMS numbers) by back propagation. */
-float symnet_65063797da_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_9C0C63A8B2_N_PARAMS numbers) by back propagation. */
+float symnet_9c0c63a8b2_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_65063797da_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_9c0c63a8b2_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_65063797DA_SGD, SYMNET_65063797DA_MOMENTUM or SYMNET_65063797DA_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_9C0C63A8B2_SGD, SYMNET_9C0C63A8B2_MOMENTUM or SYMNET_9C0C63A8B2_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_65063797da_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_9c0c63a8b2_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -90,10 +90,10 @@ void symnet_65063797da_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_65063797DA_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_9C0C63A8B2_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_65063797DA_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_65063797da_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_9C0C63A8B2_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_9c0c63a8b2_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -102,7 +102,7 @@ long long symnet_65063797da_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_65063797DA_H */
+#endif /* SYMNET_9C0C63A8B2_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -519,7 +519,7 @@ static void sn_forward(const real *params, real *work, const real *xy, int batch
 }
 
 /* O[b,k] = u[b,k]: the forward pass, its output copied out of work. */
-void symnet_65063797da_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_9c0c63a8b2_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 121, sizeof(real) * (size_t)batch * 1);
@@ -553,7 +553,7 @@ typedef struct {
     double loss[2];        /* each chunk's sum of the per-example loss */
     const real *src;       /* an update: dst ← src − lr·∂L/∂θ in the jobs that finish ∂L/∂θ */
     real *dst, lr;         /* (dst NULL: none) */
-    int keep, bad[2];      /* keep: src (the θ before) kept in grads; bad: a gradient NaN or inf */
+    int keep, bad[2];      /* keep: src (the θ before) kept in grads; bad: a gradient NaN or inf, by job */
 } sn_chunk_args;
 
 /* fn(a, j) for j < a->n, on as many threads as the work of the whole pass pays for (none
@@ -849,7 +849,7 @@ static double sn_loss(const real *params, real *work, const real *xy, const real
     return loss / batch;
 }
 
-real symnet_65063797da_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_9c0c63a8b2_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -863,7 +863,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return sn_chunk_pass(&a, sn_chunk, NULL);
 }
 
-real symnet_65063797da_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_9c0c63a8b2_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -881,7 +881,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_65063797da_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_9c0c63a8b2_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 304;
     /* the batch in chunks, then the weight gradients, each job updating the parameters
@@ -961,7 +961,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_65063797da_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_9c0c63a8b2_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -987,7 +987,7 @@ void symnet_65063797da_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_65063797da_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_9c0c63a8b2_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

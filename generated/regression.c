@@ -28,8 +28,8 @@
  *   loss: mse, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_5698F7C956_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_5698F7C956_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_ADB1F65CC5_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_ADB1F65CC5_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (32, 1)
  *   b1           offset        32  shape (32,)
  *   W2           offset        64  shape (32, 32)
@@ -37,48 +37,48 @@
  *   W3           offset      1120  shape (1, 32)
  *   b3           offset      1152  shape (1,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_5698F7C956_WORK_SIZE(batch) numbers; SYMNET_5698F7C956_TRAIN_WORK_SIZE(batch_size) for
- * symnet_5698f7c956_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_ADB1F65CC5_WORK_SIZE(batch) numbers; SYMNET_ADB1F65CC5_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_adb1f65cc5_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 1153 + X B*1 + T or O B*1 + work (B*324 + 1153)
  *   numbers of 4 bytes; e.g. B = 32: 50,952 bytes (training; forward only: 21,508).
  */
-#ifndef SYMNET_5698F7C956_H
-#define SYMNET_5698F7C956_H
+#ifndef SYMNET_ADB1F65CC5_H
+#define SYMNET_ADB1F65CC5_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_5698F7C956_REAL float  /* the number type of every array (float32) */
-#define SYMNET_5698F7C956_N_INPUTS 1  /* features per example */
-#define SYMNET_5698F7C956_N_OUTPUTS 1
-#define SYMNET_5698F7C956_N_PARAMS 1153  /* numbers in the flat parameter array */
-#define SYMNET_5698F7C956_WORK_PER_EXAMPLE 324
-#define SYMNET_5698F7C956_WORK_SIZE(batch) ((batch) * 324 + 1153)  /* numbers of scratch per call */
-#define SYMNET_5698F7C956_TRAIN_WORK_SIZE(batch_size) (SYMNET_5698F7C956_WORK_SIZE(batch_size) + (batch_size) * 2)
-#define SYMNET_5698F7C956_SGD 0       /* optimizer codes of symnet_5698f7c956_update and symnet_5698f7c956_train */
-#define SYMNET_5698F7C956_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_5698F7C956_N_PARAMS numbers */
-#define SYMNET_5698F7C956_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_5698F7C956_N_PARAMS numbers each */
+#define SYMNET_ADB1F65CC5_REAL float  /* the number type of every array (float32) */
+#define SYMNET_ADB1F65CC5_N_INPUTS 1  /* features per example */
+#define SYMNET_ADB1F65CC5_N_OUTPUTS 1
+#define SYMNET_ADB1F65CC5_N_PARAMS 1153  /* numbers in the flat parameter array */
+#define SYMNET_ADB1F65CC5_WORK_PER_EXAMPLE 324
+#define SYMNET_ADB1F65CC5_WORK_SIZE(batch) ((batch) * 324 + 1153)  /* numbers of scratch per call */
+#define SYMNET_ADB1F65CC5_TRAIN_WORK_SIZE(batch_size) (SYMNET_ADB1F65CC5_WORK_SIZE(batch_size) + (batch_size) * 2)
+#define SYMNET_ADB1F65CC5_SGD 0       /* optimizer codes of symnet_adb1f65cc5_update and symnet_adb1f65cc5_train */
+#define SYMNET_ADB1F65CC5_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_ADB1F65CC5_N_PARAMS numbers */
+#define SYMNET_ADB1F65CC5_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_ADB1F65CC5_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_5698F7C956_N_OUTPUTS) = the network's output for X (batch × SYMNET_5698F7C956_N_INPUTS). */
-void symnet_5698f7c956_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_ADB1F65CC5_N_OUTPUTS) = the network's output for X (batch × SYMNET_ADB1F65CC5_N_INPUTS). */
+void symnet_adb1f65cc5_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_5698f7c956_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_adb1f65cc5_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_5698F7C956_N_PARAMS numbers) by back propagation. */
-float symnet_5698f7c956_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_ADB1F65CC5_N_PARAMS numbers) by back propagation. */
+float symnet_adb1f65cc5_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_5698f7c956_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_adb1f65cc5_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_5698F7C956_SGD, SYMNET_5698F7C956_MOMENTUM or SYMNET_5698F7C956_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_ADB1F65CC5_SGD, SYMNET_ADB1F65CC5_MOMENTUM or SYMNET_ADB1F65CC5_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_5698f7c956_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_adb1f65cc5_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -86,10 +86,10 @@ void symnet_5698f7c956_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_5698F7C956_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_ADB1F65CC5_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_5698F7C956_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_5698f7c956_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_ADB1F65CC5_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_adb1f65cc5_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -98,7 +98,7 @@ long long symnet_5698f7c956_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_5698F7C956_H */
+#endif /* SYMNET_ADB1F65CC5_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -501,7 +501,7 @@ static void sn_forward(const real *params, real *work, const real *sn_u_x, int b
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_5698f7c956_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_adb1f65cc5_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 129, sizeof(real) * (size_t)batch * 1);
@@ -535,7 +535,7 @@ typedef struct {
     double loss[2];        /* each chunk's sum of the per-example loss */
     const real *src;       /* an update: dst ← src − lr·∂L/∂θ in the jobs that finish ∂L/∂θ */
     real *dst, lr;         /* (dst NULL: none) */
-    int keep, bad[2];      /* keep: src (the θ before) kept in grads; bad: a gradient NaN or inf */
+    int keep, bad[2];      /* keep: src (the θ before) kept in grads; bad: a gradient NaN or inf, by job */
 } sn_chunk_args;
 
 /* fn(a, j) for j < a->n, on as many threads as the work of the whole pass pays for (none
@@ -784,7 +784,7 @@ static double sn_loss(const real *params, real *work, const real *sn_u_x, const 
     return loss / batch;
 }
 
-real symnet_5698f7c956_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_adb1f65cc5_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -798,7 +798,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return sn_chunk_pass(&a, sn_chunk, NULL);
 }
 
-real symnet_5698f7c956_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_adb1f65cc5_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -816,7 +816,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_5698f7c956_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_adb1f65cc5_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 324;
     /* the batch in chunks, then the weight gradients, each job updating the parameters
@@ -896,7 +896,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_5698f7c956_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_adb1f65cc5_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -922,7 +922,7 @@ void symnet_5698f7c956_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_5698f7c956_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_adb1f65cc5_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

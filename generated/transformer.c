@@ -51,7 +51,7 @@
  * X of width n holds X[b,j] at X[b * n + j]; W of shape (out, in) holds
  * W[i,j] at W[i * in + j].  Parameters live in one flat array `params`
  * (18026 numbers), their gradients in `grads` with the same
- * layout, and everything per example in `work` (25050 numbers
+ * layout, and everything per example in `work` (27178 numbers
  * per example of the batch).
  */
 #include <math.h>
@@ -108,8 +108,8 @@
  *   loss: bce, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_347BD320C6_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_347BD320C6_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_18243A3F1B_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_18243A3F1B_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (32, 10)
  *   b1           offset       320  shape (32,)
  *   P2           offset       352  shape (8, 32)
@@ -140,48 +140,48 @@
  *   W17          offset     17696  shape (10, 32)
  *   b17          offset     18016  shape (10,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_347BD320C6_WORK_SIZE(batch) numbers; SYMNET_347BD320C6_TRAIN_WORK_SIZE(batch_size) for
- * symnet_347bd320c6_train) and allocates nothing.  Memory for one call of a batch B:
- *   params 18026 + X B*80 + T or O B*80 + work (B*25050 + 18026)
- *   numbers of 4 bytes; e.g. B = 32: 3,371,088 bytes (training; forward only: 1,817,000).
+ * `work` (SYMNET_18243A3F1B_WORK_SIZE(batch) numbers; SYMNET_18243A3F1B_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_18243a3f1b_train) and allocates nothing.  Memory for one call of a batch B:
+ *   params 18026 + X B*80 + T or O B*80 + work (B*27178 + 18026)
+ *   numbers of 4 bytes; e.g. B = 32: 3,643,472 bytes (training; forward only: 1,817,000).
  */
-#ifndef SYMNET_347BD320C6_H
-#define SYMNET_347BD320C6_H
+#ifndef SYMNET_18243A3F1B_H
+#define SYMNET_18243A3F1B_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_347BD320C6_REAL float  /* the number type of every array (float32) */
-#define SYMNET_347BD320C6_N_INPUTS 80  /* features per example */
-#define SYMNET_347BD320C6_N_OUTPUTS 80
-#define SYMNET_347BD320C6_N_PARAMS 18026  /* numbers in the flat parameter array */
-#define SYMNET_347BD320C6_WORK_PER_EXAMPLE 25050
-#define SYMNET_347BD320C6_WORK_SIZE(batch) ((batch) * 25050 + 18026)  /* numbers of scratch per call */
-#define SYMNET_347BD320C6_TRAIN_WORK_SIZE(batch_size) (SYMNET_347BD320C6_WORK_SIZE(batch_size) + (batch_size) * 160)
-#define SYMNET_347BD320C6_SGD 0       /* optimizer codes of symnet_347bd320c6_update and symnet_347bd320c6_train */
-#define SYMNET_347BD320C6_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_347BD320C6_N_PARAMS numbers */
-#define SYMNET_347BD320C6_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_347BD320C6_N_PARAMS numbers each */
+#define SYMNET_18243A3F1B_REAL float  /* the number type of every array (float32) */
+#define SYMNET_18243A3F1B_N_INPUTS 80  /* features per example */
+#define SYMNET_18243A3F1B_N_OUTPUTS 80
+#define SYMNET_18243A3F1B_N_PARAMS 18026  /* numbers in the flat parameter array */
+#define SYMNET_18243A3F1B_WORK_PER_EXAMPLE 27178
+#define SYMNET_18243A3F1B_WORK_SIZE(batch) ((batch) * 27178 + 18026)  /* numbers of scratch per call */
+#define SYMNET_18243A3F1B_TRAIN_WORK_SIZE(batch_size) (SYMNET_18243A3F1B_WORK_SIZE(batch_size) + (batch_size) * 160)
+#define SYMNET_18243A3F1B_SGD 0       /* optimizer codes of symnet_18243a3f1b_update and symnet_18243a3f1b_train */
+#define SYMNET_18243A3F1B_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_18243A3F1B_N_PARAMS numbers */
+#define SYMNET_18243A3F1B_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_18243A3F1B_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_347BD320C6_N_OUTPUTS) = the network's output for X (batch × SYMNET_347BD320C6_N_INPUTS). */
-void symnet_347bd320c6_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_18243A3F1B_N_OUTPUTS) = the network's output for X (batch × SYMNET_18243A3F1B_N_INPUTS). */
+void symnet_18243a3f1b_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_347bd320c6_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_18243a3f1b_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_347BD320C6_N_PARAMS numbers) by back propagation. */
-float symnet_347bd320c6_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_18243A3F1B_N_PARAMS numbers) by back propagation. */
+float symnet_18243a3f1b_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_347bd320c6_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_18243a3f1b_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_347BD320C6_SGD, SYMNET_347BD320C6_MOMENTUM or SYMNET_347BD320C6_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_18243A3F1B_SGD, SYMNET_18243A3F1B_MOMENTUM or SYMNET_18243A3F1B_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_347bd320c6_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_18243a3f1b_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -189,10 +189,10 @@ void symnet_347bd320c6_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_347BD320C6_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_18243A3F1B_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_347BD320C6_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_347bd320c6_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_18243A3F1B_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_18243a3f1b_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -201,7 +201,7 @@ long long symnet_347bd320c6_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_347BD320C6_H */
+#endif /* SYMNET_18243A3F1B_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -1408,7 +1408,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_347bd320c6_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_18243a3f1b_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 13392, sizeof(real) * (size_t)batch * 80);
@@ -1427,8 +1427,13 @@ void symnet_347bd320c6_forward(const real *params, const real *X, int batch, rea
  * the batch alone (sn_chunks_of), never on the threads that take the chunks, so the
  * numbers are the same on one thread and on several.
  * ---------------------------------------------------------------------- */
-/* chunks of about SN_CHUNK examples, as the forward pass's regions */
-static inline int sn_chunks_of(int batch) { return sn_chunks(batch); }
+/* chunks of 8 examples (the last ones' weight gradients' partial sums fit in
+ * the rows of work that hold them), at most SN_CHUNKS_MAX */
+static inline int sn_chunks_of(int batch)
+{
+    const int n = (batch + 7) / 8;
+    return n < SN_CHUNKS_MAX ? n : SN_CHUNKS_MAX;
+}
 static inline int sn_cut(int n, int c, int parts) { return (int)((long long)n * c / parts); }
 
 typedef struct {
@@ -1439,7 +1444,7 @@ typedef struct {
     double loss[SN_CHUNKS_MAX];        /* each chunk's sum of the per-example loss */
     const real *src;       /* an update: dst ← src − lr·∂L/∂θ in the jobs that finish ∂L/∂θ */
     real *dst, lr;         /* (dst NULL: none) */
-    int keep, bad[2];      /* keep: src (the θ before) kept in grads; bad: a gradient NaN or inf */
+    int keep, bad[SN_CHUNKS_MAX];      /* keep: src (the θ before) kept in grads; bad: a gradient NaN or inf, by job */
 } sn_chunk_args;
 
 /* fn(a, j) for j < a->n, on as many threads as the work of the whole pass pays for (none
@@ -1512,6 +1517,17 @@ static void sn_chunk(void *arg, int c)
     real *g_beta3 = sn_part + 682;  /* this chunk's part of ∂L/∂beta3: (32,) */
     real *g_P2 = sn_part + 714;  /* this chunk's part of ∂L/∂P2: (8, 32) */
     real *g_b1 = sn_part + 970;  /* this chunk's part of ∂L/∂b1: (32,) */
+    real *g_W17 = a->grads + 17696;  /* ∂L/∂W17: (10, 32) */
+    real *g_W15 = a->grads + 15616;  /* ∂L/∂W15: (32, 64) */
+    real *g_W14 = a->grads + 13504;  /* ∂L/∂W14: (64, 32) */
+    real *g_Wo11 = a->grads + 12384;  /* ∂L/∂Wo11: (32, 32) */
+    real *g_W11 = a->grads + 9216;  /* ∂L/∂W11: (96, 32) */
+    real *g_W8 = a->grads + 7072;  /* ∂L/∂W8: (32, 64) */
+    real *g_W7 = a->grads + 4960;  /* ∂L/∂W7: (64, 32) */
+    real *g_Wo4 = a->grads + 3840;  /* ∂L/∂Wo4: (32, 32) */
+    real *g_W4 = a->grads + 672;  /* ∂L/∂W4: (96, 32) */
+    real *g_W1 = a->grads + 0;  /* ∂L/∂W1: (32, 10) */
+    real *sn_wpart = work + (size_t)batch * 25050;  /* chunks 1, 2, …'s parts of the weight gradients, 17024 numbers each */
     real *z_embed = work + (size_t)batch * 0;  /* Σ of embed: (batch, 8, 32) */
     real *embed = work + (size_t)batch * 256;  /* layer embed: (batch, 8, 32) */
     real *pos = work + (size_t)batch * 512;  /* layer pos: (batch, 8, 32) */
@@ -1632,6 +1648,7 @@ static void sn_chunk(void *arg, int c)
     real *B2_att_m = z_B2_att_m;  /* layer B2_att_m: z_B2_att_m itself: (batch, 4, 8) */
     real *B2_att_z = z_B2_att_z;  /* layer B2_att_z: z_B2_att_z itself: (batch, 4, 8) */
     real *B2_att_a = z_B2_att_a;  /* layer B2_att_a: z_B2_att_a itself: (batch, 8, 4, 8) */
+    real *delta_embed = dL_dembed;  /* ∂L/∂z_embed: ∂L/∂embed itself: (batch, 8, 32) */
     real *delta_B1_att_qkv = dL_dB1_att_qkv;  /* ∂L/∂z_B1_att_qkv: ∂L/∂B1_att_qkv itself: (batch, 8, 96) */
     real *delta_B1_att_s = dL_dB1_att_s;  /* ∂L/∂z_B1_att_s: ∂L/∂B1_att_s itself: (batch, 4, 8, 8) */
     real *delta_B1_att_z = dL_dB1_att_z;  /* ∂L/∂z_B1_att_z: ∂L/∂B1_att_z itself: (batch, 4, 8) */
@@ -2039,6 +2056,9 @@ static void sn_chunk(void *arg, int c)
                 delta_O[b * 80 + tq * 10 + i] = t1;
                 g_b17[i] += t1;
             }
+    /* g_W17[i,j] = Σ_b delta_O[b,i]·B2[b,j]: this chunk's part, Σ over its rows (chunk 0 into the
+       gradient, chunk c > 0 into its partial sums, added after the chunks in their order) */
+    sn_mm_tn(10, 32, (sn_hi - sn_lo) * 8, delta_O + (size_t)sn_lo * 80, B2 + (size_t)sn_lo * 256, c == 0 ? g_W17 : sn_wpart + (size_t)(c - 1) * 17024 + 0, 0);
     /* dL_dB2[b,j] = Σ_i delta_O[b,i]·W17[i,j] */
     sn_mm_nn((sn_hi - sn_lo) * 8, 32, 10, delta_O + (size_t)sn_lo * 80, W17, dL_dB2 + (size_t)sn_lo * 256, 0);
     /* dL_dB2_res1[b,i,x] = dL_dB2[b,i,x] (from B2); dL_dB2_ff2[b,i,x] = dL_dB2[b,i,x]; g_b15[i] += dL_dB2_ff2[b,tq,i] */
@@ -2052,6 +2072,9 @@ static void sn_chunk(void *arg, int c)
                 dL_dB2_ff2[b * 256 + i * 32 + x] = dL_dB2[b * 256 + i * 32 + x];
                 g_b15[x] += dL_dB2_ff2[b * 256 + i * 32 + x];
             }
+    /* g_W15[i,j] = Σ_b delta_B2_ff2[b,i]·B2_ff1[b,j]: this chunk's part, Σ over its rows (chunk 0 into the
+       gradient, chunk c > 0 into its partial sums, added after the chunks in their order) */
+    sn_mm_tn(32, 64, (sn_hi - sn_lo) * 8, delta_B2_ff2 + (size_t)sn_lo * 256, B2_ff1 + (size_t)sn_lo * 512, c == 0 ? g_W15 : sn_wpart + (size_t)(c - 1) * 17024 + 320, 0);
     /* dL_dB2_ff1[b,j] = Σ_i delta_B2_ff2[b,i]·W15[i,j] */
     sn_mm_nn((sn_hi - sn_lo) * 8, 64, 32, delta_B2_ff2 + (size_t)sn_lo * 256, W15, dL_dB2_ff1 + (size_t)sn_lo * 512, 0);
     /* delta_B2_ff1[b,tq,i] = dL_dB2_ff1[b,tq,i]·(1 if b14[i] + z_B2_ff1[b,tq,i] > 0 else 0); g_b14[i] += dL_dB2_ff1[b,tq,i]·(1 if b14[i] + z_B2_ff1[b,tq,i] > 0 else 0) */
@@ -2065,6 +2088,9 @@ static void sn_chunk(void *arg, int c)
                 delta_B2_ff1[b * 512 + tq * 64 + i] = t0;
                 g_b14[i] += t0;
             }
+    /* g_W14[i,j] = Σ_b delta_B2_ff1[b,i]·B2_norm2[b,j]: this chunk's part, Σ over its rows (chunk 0 into the
+       gradient, chunk c > 0 into its partial sums, added after the chunks in their order) */
+    sn_mm_tn(64, 32, (sn_hi - sn_lo) * 8, delta_B2_ff1 + (size_t)sn_lo * 512, B2_norm2 + (size_t)sn_lo * 256, c == 0 ? g_W14 : sn_wpart + (size_t)(c - 1) * 17024 + 2368, 0);
     /* dL_dB2_norm2[b,j] = Σ_i delta_B2_ff1[b,i]·W14[i,j] */
     sn_mm_nn((sn_hi - sn_lo) * 8, 32, 64, delta_B2_ff1 + (size_t)sn_lo * 512, W14, dL_dB2_norm2 + (size_t)sn_lo * 256, 0);
     /* g_gamma13[d] += B2_norm2_c[b,a,d]·B2_norm2_rstd[b,a]·dL_dB2_norm2[b,a,d]; dL_dB2_norm2_c[b,a,d] = B2_norm2_rstd[b,a]·dL_dB2_norm2[b,a,d]·gamma13[d] (from B2_norm2); dL_dB2_norm2_rstd[b,a] = B2_norm2_c[b,a,d]·dL_dB2_norm2[b,a,d]·gamma13[d]; g_beta13[d] += dL_dB2_norm2[b,a,d] */
@@ -2125,6 +2151,9 @@ static void sn_chunk(void *arg, int c)
                 dL_dB2_att[b * 256 + a * 32 + e] = dL_dB2_res1[b * 256 + a * 32 + e];
                 g_co11[e] += dL_dB2_att[b * 256 + a * 32 + e];
             }
+    /* g_Wo11[i,j] = Σ_b delta_B2_att[b,i]·B2_att_a[b,j]: this chunk's part, Σ over its rows (chunk 0 into the
+       gradient, chunk c > 0 into its partial sums, added after the chunks in their order) */
+    sn_mm_tn(32, 32, (sn_hi - sn_lo) * 8, delta_B2_att + (size_t)sn_lo * 256, B2_att_a + (size_t)sn_lo * 256, c == 0 ? g_Wo11 : sn_wpart + (size_t)(c - 1) * 17024 + 4416, 0);
     /* dL_dB2_att_a[b,j] = Σ_i delta_B2_att[b,i]·Wo11[i,j] */
     sn_mm_nn((sn_hi - sn_lo) * 8, 32, 32, delta_B2_att + (size_t)sn_lo * 256, Wo11, dL_dB2_att_a + (size_t)sn_lo * 256, 0);
     memset(dL_dB2_att_qkv + (size_t)sn_lo * 768, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 768);
@@ -2174,6 +2203,9 @@ static void sn_chunk(void *arg, int c)
             for (int i = 0; i < 96; i++) {
                 g_c11[i] += dL_dB2_att_qkv[b * 768 + tq * 96 + i];
             }
+    /* g_W11[i,j] = Σ_b delta_B2_att_qkv[b,i]·B2_norm1[b,j]: this chunk's part, Σ over its rows (chunk 0 into the
+       gradient, chunk c > 0 into its partial sums, added after the chunks in their order) */
+    sn_mm_tn(96, 32, (sn_hi - sn_lo) * 8, delta_B2_att_qkv + (size_t)sn_lo * 768, B2_norm1 + (size_t)sn_lo * 256, c == 0 ? g_W11 : sn_wpart + (size_t)(c - 1) * 17024 + 5440, 0);
     /* dL_dB2_norm1[b,j] = Σ_i delta_B2_att_qkv[b,i]·W11[i,j] */
     sn_mm_nn((sn_hi - sn_lo) * 8, 32, 96, delta_B2_att_qkv + (size_t)sn_lo * 768, W11, dL_dB2_norm1 + (size_t)sn_lo * 256, 0);
     /* g_gamma10[d] += B2_norm1_c[b,a,d]·B2_norm1_rstd[b,a]·dL_dB2_norm1[b,a,d]; dL_dB2_norm1_c[b,a,d] = B2_norm1_rstd[b,a]·dL_dB2_norm1[b,a,d]·gamma10[d] (from B2_norm1); dL_dB2_norm1_rstd[b,a] = B2_norm1_c[b,a,d]·dL_dB2_norm1[b,a,d]·gamma10[d]; g_beta10[d] += dL_dB2_norm1[b,a,d] */
@@ -2234,6 +2266,9 @@ static void sn_chunk(void *arg, int c)
                 dL_dB1_ff2[b * 256 + a * 32 + e] = dL_dB1[b * 256 + a * 32 + e];
                 g_b8[e] += dL_dB1_ff2[b * 256 + a * 32 + e];
             }
+    /* g_W8[i,j] = Σ_b delta_B1_ff2[b,i]·B1_ff1[b,j]: this chunk's part, Σ over its rows (chunk 0 into the
+       gradient, chunk c > 0 into its partial sums, added after the chunks in their order) */
+    sn_mm_tn(32, 64, (sn_hi - sn_lo) * 8, delta_B1_ff2 + (size_t)sn_lo * 256, B1_ff1 + (size_t)sn_lo * 512, c == 0 ? g_W8 : sn_wpart + (size_t)(c - 1) * 17024 + 8512, 0);
     /* dL_dB1_ff1[b,j] = Σ_i delta_B1_ff2[b,i]·W8[i,j] */
     sn_mm_nn((sn_hi - sn_lo) * 8, 64, 32, delta_B1_ff2 + (size_t)sn_lo * 256, W8, dL_dB1_ff1 + (size_t)sn_lo * 512, 0);
     /* delta_B1_ff1[b,tq,i] = dL_dB1_ff1[b,tq,i]·(1 if b7[i] + z_B1_ff1[b,tq,i] > 0 else 0); g_b7[i] += dL_dB1_ff1[b,tq,i]·(1 if b7[i] + z_B1_ff1[b,tq,i] > 0 else 0) */
@@ -2247,6 +2282,9 @@ static void sn_chunk(void *arg, int c)
                 delta_B1_ff1[b * 512 + tq * 64 + i] = t0;
                 g_b7[i] += t0;
             }
+    /* g_W7[i,j] = Σ_b delta_B1_ff1[b,i]·B1_norm2[b,j]: this chunk's part, Σ over its rows (chunk 0 into the
+       gradient, chunk c > 0 into its partial sums, added after the chunks in their order) */
+    sn_mm_tn(64, 32, (sn_hi - sn_lo) * 8, delta_B1_ff1 + (size_t)sn_lo * 512, B1_norm2 + (size_t)sn_lo * 256, c == 0 ? g_W7 : sn_wpart + (size_t)(c - 1) * 17024 + 10560, 0);
     /* dL_dB1_norm2[b,j] = Σ_i delta_B1_ff1[b,i]·W7[i,j] */
     sn_mm_nn((sn_hi - sn_lo) * 8, 32, 64, delta_B1_ff1 + (size_t)sn_lo * 512, W7, dL_dB1_norm2 + (size_t)sn_lo * 256, 0);
     /* g_gamma6[d] += B1_norm2_c[b,a,d]·B1_norm2_rstd[b,a]·dL_dB1_norm2[b,a,d]; dL_dB1_norm2_c[b,a,d] = B1_norm2_rstd[b,a]·dL_dB1_norm2[b,a,d]·gamma6[d] (from B1_norm2); dL_dB1_norm2_rstd[b,a] = B1_norm2_c[b,a,d]·dL_dB1_norm2[b,a,d]·gamma6[d]; g_beta6[d] += dL_dB1_norm2[b,a,d] */
@@ -2307,6 +2345,9 @@ static void sn_chunk(void *arg, int c)
                 dL_dB1_att[b * 256 + a * 32 + e] = dL_dB1_res1[b * 256 + a * 32 + e];
                 g_co4[e] += dL_dB1_att[b * 256 + a * 32 + e];
             }
+    /* g_Wo4[i,j] = Σ_b delta_B1_att[b,i]·B1_att_a[b,j]: this chunk's part, Σ over its rows (chunk 0 into the
+       gradient, chunk c > 0 into its partial sums, added after the chunks in their order) */
+    sn_mm_tn(32, 32, (sn_hi - sn_lo) * 8, delta_B1_att + (size_t)sn_lo * 256, B1_att_a + (size_t)sn_lo * 256, c == 0 ? g_Wo4 : sn_wpart + (size_t)(c - 1) * 17024 + 12608, 0);
     /* dL_dB1_att_a[b,j] = Σ_i delta_B1_att[b,i]·Wo4[i,j] */
     sn_mm_nn((sn_hi - sn_lo) * 8, 32, 32, delta_B1_att + (size_t)sn_lo * 256, Wo4, dL_dB1_att_a + (size_t)sn_lo * 256, 0);
     memset(dL_dB1_att_qkv + (size_t)sn_lo * 768, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 768);
@@ -2356,6 +2397,9 @@ static void sn_chunk(void *arg, int c)
             for (int i = 0; i < 96; i++) {
                 g_c4[i] += dL_dB1_att_qkv[b * 768 + tq * 96 + i];
             }
+    /* g_W4[i,j] = Σ_b delta_B1_att_qkv[b,i]·B1_norm1[b,j]: this chunk's part, Σ over its rows (chunk 0 into the
+       gradient, chunk c > 0 into its partial sums, added after the chunks in their order) */
+    sn_mm_tn(96, 32, (sn_hi - sn_lo) * 8, delta_B1_att_qkv + (size_t)sn_lo * 768, B1_norm1 + (size_t)sn_lo * 256, c == 0 ? g_W4 : sn_wpart + (size_t)(c - 1) * 17024 + 13632, 0);
     /* dL_dB1_norm1[b,j] = Σ_i delta_B1_att_qkv[b,i]·W4[i,j] */
     sn_mm_nn((sn_hi - sn_lo) * 8, 32, 96, delta_B1_att_qkv + (size_t)sn_lo * 768, W4, dL_dB1_norm1 + (size_t)sn_lo * 256, 0);
     /* g_gamma3[d] += B1_norm1_c[b,a,d]·B1_norm1_rstd[b,a]·dL_dB1_norm1[b,a,d]; dL_dB1_norm1_c[b,a,d] = B1_norm1_rstd[b,a]·dL_dB1_norm1[b,a,d]·gamma3[d] (from B1_norm1); dL_dB1_norm1_rstd[b,a] = B1_norm1_c[b,a,d]·dL_dB1_norm1[b,a,d]·gamma3[d]; g_beta3[d] += dL_dB1_norm1[b,a,d] */
@@ -2424,6 +2468,9 @@ static void sn_chunk(void *arg, int c)
             for (int i = 0; i < 32; i++) {
                 g_b1[i] += dL_dembed[b * 256 + tq * 32 + i];
             }
+    /* g_W1[i,j] = Σ_b delta_embed[b,i]·S[b,j]: this chunk's part, Σ over its rows (chunk 0 into the
+       gradient, chunk c > 0 into its partial sums, added after the chunks in their order) */
+    sn_mm_tn(32, 10, (sn_hi - sn_lo) * 8, delta_embed + (size_t)sn_lo * 256, S + (size_t)sn_lo * 80, c == 0 ? g_W1 : sn_wpart + (size_t)(c - 1) * 17024 + 16704, 0);
 
 
     a->loss[c] = loss;
@@ -2452,145 +2499,169 @@ static void sn_chunk_update(sn_chunk_args *a, int c, size_t lo, size_t hi)
     a->bad[c] |= bad;
 }
 
-/* Job c of n: its share of the weight gradients, Σ over the whole batch, each product
- * whole; job 0 also adds up the chunks' partial sums; in a step, the update of those parameters. */
+/* Job c of n: its share of the weight gradients, the chunks' parts added up; job 0 also
+ * adds up the chunks' partial sums of the rest; in a step, the update of those parameters. */
 static void sn_chunk_sums(void *arg, int c)
 {
     sn_chunk_args *a = (sn_chunk_args *)arg;
     real *grads = a->grads, *work = a->work;
     const real *S = a->X;
     const int batch = a->batch;
-    real *g_W1 = grads + 0;  /* ∂L/∂W1: (32, 10) */
     real *g_b1 = grads + 320;  /* ∂L/∂b1: (32,) */
     real *g_P2 = grads + 352;  /* ∂L/∂P2: (8, 32) */
     real *g_gamma3 = grads + 608;  /* ∂L/∂gamma3: (32,) */
     real *g_beta3 = grads + 640;  /* ∂L/∂beta3: (32,) */
-    real *g_W4 = grads + 672;  /* ∂L/∂W4: (96, 32) */
     real *g_c4 = grads + 3744;  /* ∂L/∂c4: (96,) */
-    real *g_Wo4 = grads + 3840;  /* ∂L/∂Wo4: (32, 32) */
     real *g_co4 = grads + 4864;  /* ∂L/∂co4: (32,) */
     real *g_gamma6 = grads + 4896;  /* ∂L/∂gamma6: (32,) */
     real *g_beta6 = grads + 4928;  /* ∂L/∂beta6: (32,) */
-    real *g_W7 = grads + 4960;  /* ∂L/∂W7: (64, 32) */
     real *g_b7 = grads + 7008;  /* ∂L/∂b7: (64,) */
-    real *g_W8 = grads + 7072;  /* ∂L/∂W8: (32, 64) */
     real *g_b8 = grads + 9120;  /* ∂L/∂b8: (32,) */
     real *g_gamma10 = grads + 9152;  /* ∂L/∂gamma10: (32,) */
     real *g_beta10 = grads + 9184;  /* ∂L/∂beta10: (32,) */
-    real *g_W11 = grads + 9216;  /* ∂L/∂W11: (96, 32) */
     real *g_c11 = grads + 12288;  /* ∂L/∂c11: (96,) */
-    real *g_Wo11 = grads + 12384;  /* ∂L/∂Wo11: (32, 32) */
     real *g_co11 = grads + 13408;  /* ∂L/∂co11: (32,) */
     real *g_gamma13 = grads + 13440;  /* ∂L/∂gamma13: (32,) */
     real *g_beta13 = grads + 13472;  /* ∂L/∂beta13: (32,) */
-    real *g_W14 = grads + 13504;  /* ∂L/∂W14: (64, 32) */
     real *g_b14 = grads + 15552;  /* ∂L/∂b14: (64,) */
-    real *g_W15 = grads + 15616;  /* ∂L/∂W15: (32, 64) */
     real *g_b15 = grads + 17664;  /* ∂L/∂b15: (32,) */
-    real *g_W17 = grads + 17696;  /* ∂L/∂W17: (10, 32) */
     real *g_b17 = grads + 18016;  /* ∂L/∂b17: (10,) */
 
-    real *B1_norm1 = work + (size_t)batch * 1056;  /* layer B1_norm1: (batch, 8, 32) */
-    real *z_B1_att_a = work + (size_t)batch * 3680;  /* Σ of B1_att_a: (batch, 8, 4, 8) */
-    real *B1_norm2 = work + (size_t)batch * 4992;  /* layer B1_norm2: (batch, 8, 32) */
-    real *B1_ff1 = work + (size_t)batch * 5760;  /* layer B1_ff1: (batch, 8, 64) */
-    real *B2_norm1 = work + (size_t)batch * 7328;  /* layer B2_norm1: (batch, 8, 32) */
-    real *z_B2_att_a = work + (size_t)batch * 9952;  /* Σ of B2_att_a: (batch, 8, 4, 8) */
-    real *B2_norm2 = work + (size_t)batch * 11264;  /* layer B2_norm2: (batch, 8, 32) */
-    real *B2_ff1 = work + (size_t)batch * 12032;  /* layer B2_ff1: (batch, 8, 64) */
-    real *B2 = work + (size_t)batch * 13056;  /* layer B2: (batch, 8, 32) */
-    real *dL_dembed = work + (size_t)batch * 13472;  /* ∂L/∂embed: (batch, 8, 32) */
-    real *dL_dB1_att_qkv = work + (size_t)batch * 14528;  /* ∂L/∂B1_att_qkv: (batch, 8, 96) */
-    real *dL_dB1_att = work + (size_t)batch * 16384;  /* ∂L/∂B1_att: (batch, 8, 32) */
-    real *delta_B1_ff1 = work + (size_t)batch * 17952;  /* ∂L/∂z_B1_ff1: (batch, 8, 64) */
-    real *dL_dB1_ff2 = work + (size_t)batch * 18464;  /* ∂L/∂B1_ff2: (batch, 8, 32) */
-    real *dL_dB2_att_qkv = work + (size_t)batch * 19520;  /* ∂L/∂B2_att_qkv: (batch, 8, 96) */
-    real *dL_dB2_att = work + (size_t)batch * 21376;  /* ∂L/∂B2_att: (batch, 8, 32) */
-    real *delta_B2_ff1 = work + (size_t)batch * 22944;  /* ∂L/∂z_B2_ff1: (batch, 8, 64) */
-    real *dL_dB2_ff2 = work + (size_t)batch * 23456;  /* ∂L/∂B2_ff2: (batch, 8, 32) */
-    real *delta_O = work + (size_t)batch * 23968;  /* ∂L/∂z_O: (batch, 8, 10) */
-    real *B1_att_a = z_B1_att_a;  /* layer B1_att_a: z_B1_att_a itself: (batch, 8, 4, 8) */
-    real *B2_att_a = z_B2_att_a;  /* layer B2_att_a: z_B2_att_a itself: (batch, 8, 4, 8) */
-    real *delta_embed = dL_dembed;  /* ∂L/∂z_embed: ∂L/∂embed itself: (batch, 8, 32) */
-    real *delta_B1_att_qkv = dL_dB1_att_qkv;  /* ∂L/∂z_B1_att_qkv: ∂L/∂B1_att_qkv itself: (batch, 8, 96) */
-    real *delta_B1_att = dL_dB1_att;  /* ∂L/∂z_B1_att: ∂L/∂B1_att itself: (batch, 8, 32) */
-    real *delta_B1_ff2 = dL_dB1_ff2;  /* ∂L/∂z_B1_ff2: ∂L/∂B1_ff2 itself: (batch, 8, 32) */
-    real *delta_B2_att_qkv = dL_dB2_att_qkv;  /* ∂L/∂z_B2_att_qkv: ∂L/∂B2_att_qkv itself: (batch, 8, 96) */
-    real *delta_B2_att = dL_dB2_att;  /* ∂L/∂z_B2_att: ∂L/∂B2_att itself: (batch, 8, 32) */
-    real *delta_B2_ff2 = dL_dB2_ff2;  /* ∂L/∂z_B2_ff2: ∂L/∂B2_ff2 itself: (batch, 8, 32) */
 
-    /* the products whole, each to the job with the least work so far, the largest first:
-       no operand packed twice, and the numbers the same on any number of threads */
-    static const double sn_cost[10] = {24576, 24576, 16384, 16384, 16384, 16384, 8192, 8192, 2560, 2560};
-    const int sn_jobs = a->n < 10 ? a->n : 10;
-    double sn_load[SN_CHUNKS_MAX] = {0};
-    int sn_mine[10];
-    for (int i = 0; i < 10; i++) {
-        int j = 0;
-        for (int k = 1; k < sn_jobs; k++)
-            if (sn_load[k] < sn_load[j]) j = k;
-        sn_load[j] += sn_cost[i];
-        sn_mine[i] = j == c;
+    (void)S;
+    /* the share q0 ≤ q < q1 of the weight gradients (one after the other, 17024
+       numbers) of job c: chunk 0's part plus the other chunks' partial sums, in their order */
+    const int q0 = sn_cut(17024, c, a->n), q1 = sn_cut(17024, c + 1, a->n);
+    const real *sn_wpart = work + (size_t)batch * 25050;
+    {
+        /* g_W17[q] += Σ_{k ≥ 1} (chunk k's part of it)[q] */
+        const int lo = q0 > 0 ? q0 - 0 : 0, hi = q1 < 320 ? q1 - 0 : 320;
+        real *g = grads + 17696;
+        const real *part = sn_wpart + 0;
+        for (int q = lo; q < hi; q++) {
+            real s = g[q];
+            for (int k = 1; k < a->n; k++) s += part[(size_t)(k - 1) * 17024 + q];
+            g[q] = s;
+        }
+        if (a->dst != NULL && lo < hi)
+            sn_chunk_update(a, c, 17696 + (size_t)lo, 17696 + (size_t)hi);
     }
-    if (sn_mine[0]) {
-        /* g_W11[i,j] = Σ_b delta_B2_att_qkv[b,i]·B2_norm1[b,j] */
-        sn_gemm(96, 32, batch * 8, delta_B2_att_qkv, 1, 96, B2_norm1, 32, 1, g_W11, 0);
-        if (a->dst != NULL)
-            sn_chunk_update(a, c, 9216, 9216 + (size_t)3072);
+    {
+        /* g_W15[q] += Σ_{k ≥ 1} (chunk k's part of it)[q] */
+        const int lo = q0 > 320 ? q0 - 320 : 0, hi = q1 < 2368 ? q1 - 320 : 2048;
+        real *g = grads + 15616;
+        const real *part = sn_wpart + 320;
+        for (int q = lo; q < hi; q++) {
+            real s = g[q];
+            for (int k = 1; k < a->n; k++) s += part[(size_t)(k - 1) * 17024 + q];
+            g[q] = s;
+        }
+        if (a->dst != NULL && lo < hi)
+            sn_chunk_update(a, c, 15616 + (size_t)lo, 15616 + (size_t)hi);
     }
-    if (sn_mine[1]) {
-        /* g_W4[i,j] = Σ_b delta_B1_att_qkv[b,i]·B1_norm1[b,j] */
-        sn_gemm(96, 32, batch * 8, delta_B1_att_qkv, 1, 96, B1_norm1, 32, 1, g_W4, 0);
-        if (a->dst != NULL)
-            sn_chunk_update(a, c, 672, 672 + (size_t)3072);
+    {
+        /* g_W14[q] += Σ_{k ≥ 1} (chunk k's part of it)[q] */
+        const int lo = q0 > 2368 ? q0 - 2368 : 0, hi = q1 < 4416 ? q1 - 2368 : 2048;
+        real *g = grads + 13504;
+        const real *part = sn_wpart + 2368;
+        for (int q = lo; q < hi; q++) {
+            real s = g[q];
+            for (int k = 1; k < a->n; k++) s += part[(size_t)(k - 1) * 17024 + q];
+            g[q] = s;
+        }
+        if (a->dst != NULL && lo < hi)
+            sn_chunk_update(a, c, 13504 + (size_t)lo, 13504 + (size_t)hi);
     }
-    if (sn_mine[2]) {
-        /* g_W15[i,j] = Σ_b delta_B2_ff2[b,i]·B2_ff1[b,j] */
-        sn_gemm(32, 64, batch * 8, delta_B2_ff2, 1, 32, B2_ff1, 64, 1, g_W15, 0);
-        if (a->dst != NULL)
-            sn_chunk_update(a, c, 15616, 15616 + (size_t)2048);
+    {
+        /* g_Wo11[q] += Σ_{k ≥ 1} (chunk k's part of it)[q] */
+        const int lo = q0 > 4416 ? q0 - 4416 : 0, hi = q1 < 5440 ? q1 - 4416 : 1024;
+        real *g = grads + 12384;
+        const real *part = sn_wpart + 4416;
+        for (int q = lo; q < hi; q++) {
+            real s = g[q];
+            for (int k = 1; k < a->n; k++) s += part[(size_t)(k - 1) * 17024 + q];
+            g[q] = s;
+        }
+        if (a->dst != NULL && lo < hi)
+            sn_chunk_update(a, c, 12384 + (size_t)lo, 12384 + (size_t)hi);
     }
-    if (sn_mine[3]) {
-        /* g_W14[i,j] = Σ_b delta_B2_ff1[b,i]·B2_norm2[b,j] */
-        sn_gemm(64, 32, batch * 8, delta_B2_ff1, 1, 64, B2_norm2, 32, 1, g_W14, 0);
-        if (a->dst != NULL)
-            sn_chunk_update(a, c, 13504, 13504 + (size_t)2048);
+    {
+        /* g_W11[q] += Σ_{k ≥ 1} (chunk k's part of it)[q] */
+        const int lo = q0 > 5440 ? q0 - 5440 : 0, hi = q1 < 8512 ? q1 - 5440 : 3072;
+        real *g = grads + 9216;
+        const real *part = sn_wpart + 5440;
+        for (int q = lo; q < hi; q++) {
+            real s = g[q];
+            for (int k = 1; k < a->n; k++) s += part[(size_t)(k - 1) * 17024 + q];
+            g[q] = s;
+        }
+        if (a->dst != NULL && lo < hi)
+            sn_chunk_update(a, c, 9216 + (size_t)lo, 9216 + (size_t)hi);
     }
-    if (sn_mine[4]) {
-        /* g_W8[i,j] = Σ_b delta_B1_ff2[b,i]·B1_ff1[b,j] */
-        sn_gemm(32, 64, batch * 8, delta_B1_ff2, 1, 32, B1_ff1, 64, 1, g_W8, 0);
-        if (a->dst != NULL)
-            sn_chunk_update(a, c, 7072, 7072 + (size_t)2048);
+    {
+        /* g_W8[q] += Σ_{k ≥ 1} (chunk k's part of it)[q] */
+        const int lo = q0 > 8512 ? q0 - 8512 : 0, hi = q1 < 10560 ? q1 - 8512 : 2048;
+        real *g = grads + 7072;
+        const real *part = sn_wpart + 8512;
+        for (int q = lo; q < hi; q++) {
+            real s = g[q];
+            for (int k = 1; k < a->n; k++) s += part[(size_t)(k - 1) * 17024 + q];
+            g[q] = s;
+        }
+        if (a->dst != NULL && lo < hi)
+            sn_chunk_update(a, c, 7072 + (size_t)lo, 7072 + (size_t)hi);
     }
-    if (sn_mine[5]) {
-        /* g_W7[i,j] = Σ_b delta_B1_ff1[b,i]·B1_norm2[b,j] */
-        sn_gemm(64, 32, batch * 8, delta_B1_ff1, 1, 64, B1_norm2, 32, 1, g_W7, 0);
-        if (a->dst != NULL)
-            sn_chunk_update(a, c, 4960, 4960 + (size_t)2048);
+    {
+        /* g_W7[q] += Σ_{k ≥ 1} (chunk k's part of it)[q] */
+        const int lo = q0 > 10560 ? q0 - 10560 : 0, hi = q1 < 12608 ? q1 - 10560 : 2048;
+        real *g = grads + 4960;
+        const real *part = sn_wpart + 10560;
+        for (int q = lo; q < hi; q++) {
+            real s = g[q];
+            for (int k = 1; k < a->n; k++) s += part[(size_t)(k - 1) * 17024 + q];
+            g[q] = s;
+        }
+        if (a->dst != NULL && lo < hi)
+            sn_chunk_update(a, c, 4960 + (size_t)lo, 4960 + (size_t)hi);
     }
-    if (sn_mine[6]) {
-        /* g_Wo11[i,j] = Σ_b delta_B2_att[b,i]·B2_att_a[b,j] */
-        sn_gemm(32, 32, batch * 8, delta_B2_att, 1, 32, B2_att_a, 32, 1, g_Wo11, 0);
-        if (a->dst != NULL)
-            sn_chunk_update(a, c, 12384, 12384 + (size_t)1024);
+    {
+        /* g_Wo4[q] += Σ_{k ≥ 1} (chunk k's part of it)[q] */
+        const int lo = q0 > 12608 ? q0 - 12608 : 0, hi = q1 < 13632 ? q1 - 12608 : 1024;
+        real *g = grads + 3840;
+        const real *part = sn_wpart + 12608;
+        for (int q = lo; q < hi; q++) {
+            real s = g[q];
+            for (int k = 1; k < a->n; k++) s += part[(size_t)(k - 1) * 17024 + q];
+            g[q] = s;
+        }
+        if (a->dst != NULL && lo < hi)
+            sn_chunk_update(a, c, 3840 + (size_t)lo, 3840 + (size_t)hi);
     }
-    if (sn_mine[7]) {
-        /* g_Wo4[i,j] = Σ_b delta_B1_att[b,i]·B1_att_a[b,j] */
-        sn_gemm(32, 32, batch * 8, delta_B1_att, 1, 32, B1_att_a, 32, 1, g_Wo4, 0);
-        if (a->dst != NULL)
-            sn_chunk_update(a, c, 3840, 3840 + (size_t)1024);
+    {
+        /* g_W4[q] += Σ_{k ≥ 1} (chunk k's part of it)[q] */
+        const int lo = q0 > 13632 ? q0 - 13632 : 0, hi = q1 < 16704 ? q1 - 13632 : 3072;
+        real *g = grads + 672;
+        const real *part = sn_wpart + 13632;
+        for (int q = lo; q < hi; q++) {
+            real s = g[q];
+            for (int k = 1; k < a->n; k++) s += part[(size_t)(k - 1) * 17024 + q];
+            g[q] = s;
+        }
+        if (a->dst != NULL && lo < hi)
+            sn_chunk_update(a, c, 672 + (size_t)lo, 672 + (size_t)hi);
     }
-    if (sn_mine[8]) {
-        /* g_W17[i,j] = Σ_b delta_O[b,i]·B2[b,j] */
-        sn_gemm(10, 32, batch * 8, delta_O, 1, 10, B2, 32, 1, g_W17, 0);
-        if (a->dst != NULL)
-            sn_chunk_update(a, c, 17696, 17696 + (size_t)320);
-    }
-    if (sn_mine[9]) {
-        /* g_W1[i,j] = Σ_b delta_embed[b,i]·S[b,j] */
-        sn_gemm(32, 10, batch * 8, delta_embed, 1, 32, S, 10, 1, g_W1, 0);
-        if (a->dst != NULL)
-            sn_chunk_update(a, c, 0, 0 + (size_t)320);
+    {
+        /* g_W1[q] += Σ_{k ≥ 1} (chunk k's part of it)[q] */
+        const int lo = q0 > 16704 ? q0 - 16704 : 0, hi = q1 < 17024 ? q1 - 16704 : 320;
+        real *g = grads + 0;
+        const real *part = sn_wpart + 16704;
+        for (int q = lo; q < hi; q++) {
+            real s = g[q];
+            for (int k = 1; k < a->n; k++) s += part[(size_t)(k - 1) * 17024 + q];
+            g[q] = s;
+        }
+        if (a->dst != NULL && lo < hi)
+            sn_chunk_update(a, c, 0 + (size_t)lo, 0 + (size_t)hi);
     }
 
     if (c == 0) {
@@ -2776,7 +2847,7 @@ static double sn_loss(const real *params, real *work, const real *S, const real 
     return loss / batch;
 }
 
-real symnet_347bd320c6_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_18243a3f1b_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -2790,7 +2861,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return sn_chunk_pass(&a, sn_chunk, NULL);
 }
 
-real symnet_347bd320c6_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_18243a3f1b_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -2808,18 +2879,21 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_347bd320c6_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_18243a3f1b_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
-    real *grads = work + (size_t)batch * 25050;
+    real *grads = work + (size_t)batch * 27178;
     /* the batch in chunks, then the weight gradients, each job updating the parameters
        whose gradients it finished (the loss first: a NaN or inf loss updates nothing) */
     sn_chunk_args a = {.params = params, .grads = grads, .work = work, .X = X, .T = T,
                        .batch = batch, .n = sn_chunks_of(batch), .loss = {0},
-                       .src = params, .dst = NULL, .lr = lr, .keep = 1, .bad = {0, 0}};
+                       .src = params, .dst = NULL, .lr = lr, .keep = 1, .bad = {0}};
     const double loss = sn_chunk_pass(&a, sn_chunk, params);
     if (!isfinite(loss))
         return (real)NAN;
-    if (a.bad[0] | a.bad[1]) {
+    int bad = 0;
+    for (int c = 0; c < a.n; c++)
+        bad |= a.bad[c];
+    if (bad) {
         /* a gradient NaN or inf: every parameter back as it was (kept in grads) */
         memcpy(params, grads, sizeof(real) * 18026);
         return (real)NAN;
@@ -2888,7 +2962,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_347bd320c6_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_18243a3f1b_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -2908,17 +2982,17 @@ void symnet_347bd320c6_update(real *params, const real *grads, real lr, int opti
  * prev holds the parameters before the last update (after a restore: the same as
  * params).  prev may be NULL (no restoring).
  *
- * work: the batch's rows (25050 numbers per example), then the
+ * work: the batch's rows (27178 numbers per example), then the
  * gradients (18026), then Ib and Tb.
  *
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_347bd320c6_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_18243a3f1b_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
-    real *grads = work + (size_t)batch_size * 25050;
+    real *grads = work + (size_t)batch_size * 27178;
     real *Ib = grads + 18026;
     real *Tb = Ib + (size_t)batch_size * 80;
     real *cur = params, *old = prev != NULL ? prev : params;  /* θ now; θ before the last update */
@@ -2936,7 +3010,7 @@ long long symnet_347bd320c6_train(real *params, const real *X, const real *T, co
         const int sn_fused = optimizer == 0 && hyper[4] == 0 && !(hyper[5] > 0);
         sn_chunk_args a = {.params = cur, .grads = grads, .work = work, .X = Ib, .T = Tb,
                            .batch = batch, .n = sn_chunks_of(batch), .loss = {0},
-                           .src = cur, .dst = NULL, .lr = (real)lr[s], .keep = 0, .bad = {0, 0}};
+                           .src = cur, .dst = NULL, .lr = (real)lr[s], .keep = 0, .bad = {0}};
         const double loss = sn_chunk_pass(&a, sn_chunk, sn_fused ? old : NULL);
         if (!isfinite(loss)) {
             /* both buffers ← θ before the last update (only cur needs it written) */

@@ -63,21 +63,26 @@ def test_a_transformer_is_planned_in_chunks():
     p = plan(_net().graph())
     h = p.halves
     assert h is not None and h.tensor
-    # the Linears at each position run on the chunk's rows inside the chunk's job
-    per_chunk = [op for op in h.rows if isinstance(op, MatMul)]
-    assert {op.M for op in per_chunk} == {"batch * 5", "batch"}
-    assert {op.kind for op in per_chunk} == {"nt", "nn"}
-    # every weight gradient after the chunks, largest first, as whole products
-    assert {op.C for op in h.sums} == {g for g in p.buffers if g.startswith("g_W")}
-    cost = [op.M * op.N * schedule.batch_rows(op.K) for op in h.sums]
-    assert cost == sorted(cost, reverse=True)
+    # the Linears at each position run on the chunk's rows inside the chunk's job, and so
+    # does each chunk's part of every weight gradient (Σ over its rows)
+    per_chunk = [op for op in h.rows + h.tail if isinstance(op, MatMul)]
+    assert {op.M for op in per_chunk if op.kind != "tn"} == {"batch * 5", "batch"}
+    assert {op.K for op in per_chunk if op.kind == "tn"} == {"batch * 5", "batch"}
+    assert {op.kind for op in per_chunk} == {"nt", "nn", "tn"}
+    weights = {g for g in p.buffers if g.startswith("g_W")}
+    assert {op.C for op in h.sums} == {op.C for op in per_chunk if op.kind == "tn"} == weights
+    # the partial sums of chunks 1, 2, … after the rest of a row: 1/8 of them per example
+    assert h.psize == sum(np.prod(p.buffers[g].shape) for g in weights)
+    assert sorted(h.parts.values()) == sorted({0} | {h.parts[op.C] + op.M * op.N
+                                                      for op in h.sums} - {h.psize})
+    assert p.work_per_row == h.parts_offset + -(-h.psize // h.chunk)
     # the LayerNorm scales and shifts and the biases summed per chunk
     assert {g for g, *_ in h.grads} >= {"g_gamma1", "g_beta1", "g_b5"}
     # the forward pass alone (forward, predict) keeps its regions
     assert p.regions and not any(r.backward for r in p.regions)
     plan_reads.check(p)
     src = _net().compile(dtype="float64").c_source
-    assert "(sn_hi - sn_lo) * 5" in src and "sn_mine[" in src
+    assert "(sn_hi - sn_lo) * 5" in src and "c == 0 ? g_W" in src
 
 
 def test_a_vector_network_with_a_large_product_is_not_taken_for_a_tensor_one():
@@ -166,3 +171,34 @@ def test_training_in_chunks_reduces_the_loss(monkeypatch):
     before = model.loss(X, T)
     model.fit(X, T, method="minibatch", batch_size=32, epochs=8, lr=0.05, progress=False)
     assert model.loss(X, T) < 0.7 * before
+
+
+def test_a_step_with_an_infinite_gradient_leaves_the_parameters(monkeypatch):
+    # every example zero, every bias and shift zero but the first LayerNorm's (one), the
+    # first attention's output weights zero: every layer's output from there on is zero and
+    # the loss finite whatever the output layer's weights.  W of 1e37 there sends ∂L/∂F of
+    # about 1e36 back, which LayerNorm's 1/σ = 1/√eps ≈ 316 overflows: ∂L/∂Wo2 = Σ δ·a is
+    # inf or NaN, and its numbers lie in the share of the last of the five jobs that add up
+    # the chunks' parts (each job checks its own share)
+    model = _model(monkeypatch, dtype="float32")
+    X, T = (a.astype(np.float32) for a in _data(40))
+    X[:] = 0
+    for k in model.params:
+        if k.startswith(("b", "c")):            # b…, beta…, c…, co…
+            model.params[k] = np.zeros_like(model.params[k])
+    model.params["beta1"] = np.ones_like(model.params["beta1"])
+    model.params["Wo2"] = np.zeros_like(model.params["Wo2"])
+    W = f"W{_net().names.index('O') + 1}"
+    model.params[W] = np.full_like(model.params[W], 1e37)
+    L, grads = model.loss_and_grad(X, T)
+    assert np.isfinite(L) and not np.isfinite(grads["Wo2"]).all()
+    assert np.isfinite(grads["W2"]).all() and np.isfinite(grads["W13"]).all()
+    before = {k: v.copy() for k, v in model.params.items()}
+    with pytest.warns(RuntimeWarning, match="the step was not taken"):
+        assert np.isnan(model.step(X, T, 0.1))
+    for k in before:
+        np.testing.assert_array_equal(model.params[k], before[k], err_msg=k)
+    # and a step that can be taken still is
+    model.params[W] = np.full_like(model.params[W], 0.1)
+    assert np.isfinite(model.step(X, T, 0.1))
+    assert not np.array_equal(model.params[W], before[W])

@@ -204,4 +204,13 @@ class Halves:
     cost: float
     update: bool = False
     tail: list = field(default_factory=list)   # the ops after the loss both passes share
-    tensor: bool = False    # a tensor network's: chunks of SN_CHUNK examples, products of their rows
+    # a tensor network's (symnet.plan.schedule.halves with tensor): chunks of ``chunk``
+    # examples, products of their rows; the weight gradients' products in the chunks too,
+    # chunk c > 0 summing into its partial sums, ``psize`` numbers at ``parts[C]`` of
+    # each gradient C, the chunks' sets one after the other from per-row offset
+    # ``parts_offset`` of work
+    tensor: bool = False
+    chunk: int = 8
+    parts: dict = field(default_factory=dict)
+    psize: int = 0
+    parts_offset: int = 0

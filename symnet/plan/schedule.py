@@ -196,6 +196,8 @@ def _cost(p, op) -> float:
 #: small to share among threads by itself (the small workload 64-128-64-10: 51 k; the
 #: medium one, 784-256-128-10: 0.5 M, whose products each run on the threads)
 HALVES_MAX = 1 << 17
+#: examples per chunk of a tensor network's pass in chunks (its C's sn_chunks_of)
+CHUNK = 8
 
 
 def batch_rows(extent) -> int | None:
@@ -267,17 +269,20 @@ def halves(p, tensor: bool = False):
                                                 if isinstance(op, Loop)) for g in by_loops):
             return None
         grads = list(dict.fromkeys(by_loops)) if grads is None else grads
-        out.append([op for op in ops if not summed(op) and not (
+        # a tensor network's weight gradients stay in the chunks, each chunk's part of
+        # them summed over its rows while they are in cache
+        out.append([op for op in ops if (tensor or not summed(op)) and not (
             isinstance(op, Zero) and B[op.buffer].kind == "grad")])
     cost = sum(batch_rows(op.M) * op.N * op.K for ops in out[:1] for op in ops
-               if isinstance(op, MatMul)) + sum(batch_rows(op.K) * op.M * op.N for op in sums)
+               if isinstance(op, MatMul) and not summed(op)) + \
+        sum(batch_rows(op.K) * op.M * op.N for op in sums)
     if not tensor and cost > HALVES_MAX:
         return None
-    if tensor and not any(isinstance(op, MatMul) and op.M != "batch" for op in out[0]):
+    if tensor and not any(isinstance(op, MatMul) and not summed(op) and op.M != "batch"
+                          for op in out[0]):
         return None
-    if tensor:      # whole products to jobs, the largest first (sn_chunk_sums)
-        sums = sorted(sums, key=lambda op: -op.M * op.N * batch_rows(op.K))
-    h = Halves(out[0], out[1] if len(out) > 1 else None, sums, [], 0, float(cost), tensor=tensor)
+    h = Halves(out[0], out[1] if len(out) > 1 else None, sums, [], 0, float(cost), tensor=tensor,
+               chunk=CHUNK)
     if h.rows_labels:
         # the ops after the loss, the same for targets as rows and as class labels: emitted
         # once (sn_chunk_tail), as sn_backprop is for the passes as they are
@@ -294,10 +299,20 @@ def halves(p, tensor: bool = False):
         size = math.prod(B[g].shape)
         h.grads.append((g, h.size, size))
         h.size += size
+    if tensor:
+        # chunk 0 writes its part of each weight gradient into the gradient itself, chunk
+        # c > 0 into its partial sums: (chunks − 1) sets of them, which fit in 1/CHUNK of
+        # a row per example as the chunks hold CHUNK examples each (sn_chunks_of)
+        for op in sums:
+            h.parts[op.C] = h.psize
+            h.psize += op.M * op.N
     # the step's update in the jobs that finish each gradient: where they are every one
     h.update = sorted(B[g].offset for g in written) == sorted(
         b.offset for b in B.values() if b.kind == "grad") and \
         sum(math.prod(B[g].shape) for g in written) == p.n_trainable
     p.part_offset = p.work_per_row
     p.work_per_row += max(h.size, 1)
+    if tensor:
+        h.parts_offset = p.work_per_row
+        p.work_per_row += -(-h.psize // CHUNK)
     return h
