@@ -22,7 +22,7 @@ from symnet.backend.c.emit import cdef
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ["xor", "moons", "regression", "digits", "rbf", "gated", "digits_conv",
-            "two_heads", "sequence"]
+            "two_heads", "sequence", "transformer"]
 # (every example that defines network())
 STRICT = ["-std=c99", "-pedantic", "-Wall", "-Wextra", "-Werror"]
 M4 = ["-mcpu=cortex-m4", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"]
@@ -168,7 +168,7 @@ def _data(model, rng):
         T = np.eye(model.n_out)[rng.integers(0, model.n_out, rows)]
     else:   # in [0, 1]: targets for bce and mse alike
         T = rng.random((rows, model.n_out))
-    return X, T.astype(model.dtype)
+    return X, T.reshape(rows, *model.out_shape).astype(model.dtype)
 
 
 def _targets(model, T):
@@ -273,9 +273,11 @@ def test_exported_c_computes_what_the_model_computes(models, tmp_path, name, dty
     assert not np.array_equal(ref["params"], ref["params0"])   # the steps did move θ
 
 
-def test_threads_export_computes_what_the_model_computes(models, tmp_path):
-    """threads=True renders the in-process matrix driver (tiles, OpenMP): the same bits."""
-    model = models["digits", "float32"]
+@pytest.mark.parametrize("name", ["digits", "transformer"])
+def test_threads_export_computes_what_the_model_computes(models, tmp_path, name):
+    """threads=True renders the in-process matrix driver (tiles, OpenMP): the same bits
+    (the transformer: its pass in chunks on OpenMP's threads)."""
+    model = models[name, "float32"]
     rng = np.random.default_rng(9)
     X, T = _data(model, rng)
     lr = np.array([0.05, 0.02, 0.01])
