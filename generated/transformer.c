@@ -108,8 +108,8 @@
  *   loss: bce, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_C0EA08183D_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_C0EA08183D_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_86A15AAD11_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_86A15AAD11_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (32, 10)
  *   b1           offset       320  shape (32,)
  *   P2           offset       352  shape (8, 32)
@@ -140,48 +140,48 @@
  *   W17          offset     17696  shape (10, 32)
  *   b17          offset     18016  shape (10,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_C0EA08183D_WORK_SIZE(batch) numbers; SYMNET_C0EA08183D_TRAIN_WORK_SIZE(batch_size) for
- * symnet_c0ea08183d_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_86A15AAD11_WORK_SIZE(batch) numbers; SYMNET_86A15AAD11_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_86a15aad11_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 18026 + X B*80 + T or O B*80 + work (B*24400 + 18026)
  *   numbers of 4 bytes; e.g. B = 32: 3,287,888 bytes (training; forward only: 1,817,000).
  */
-#ifndef SYMNET_C0EA08183D_H
-#define SYMNET_C0EA08183D_H
+#ifndef SYMNET_86A15AAD11_H
+#define SYMNET_86A15AAD11_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_C0EA08183D_REAL float  /* the number type of every array (float32) */
-#define SYMNET_C0EA08183D_N_INPUTS 80  /* features per example */
-#define SYMNET_C0EA08183D_N_OUTPUTS 80
-#define SYMNET_C0EA08183D_N_PARAMS 18026  /* numbers in the flat parameter array */
-#define SYMNET_C0EA08183D_WORK_PER_EXAMPLE 24400
-#define SYMNET_C0EA08183D_WORK_SIZE(batch) ((batch) * 24400 + 18026)  /* numbers of scratch per call */
-#define SYMNET_C0EA08183D_TRAIN_WORK_SIZE(batch_size) (SYMNET_C0EA08183D_WORK_SIZE(batch_size) + (batch_size) * 160)
-#define SYMNET_C0EA08183D_SGD 0       /* optimizer codes of symnet_c0ea08183d_update and symnet_c0ea08183d_train */
-#define SYMNET_C0EA08183D_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_C0EA08183D_N_PARAMS numbers */
-#define SYMNET_C0EA08183D_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_C0EA08183D_N_PARAMS numbers each */
+#define SYMNET_86A15AAD11_REAL float  /* the number type of every array (float32) */
+#define SYMNET_86A15AAD11_N_INPUTS 80  /* features per example */
+#define SYMNET_86A15AAD11_N_OUTPUTS 80
+#define SYMNET_86A15AAD11_N_PARAMS 18026  /* numbers in the flat parameter array */
+#define SYMNET_86A15AAD11_WORK_PER_EXAMPLE 24400
+#define SYMNET_86A15AAD11_WORK_SIZE(batch) ((batch) * 24400 + 18026)  /* numbers of scratch per call */
+#define SYMNET_86A15AAD11_TRAIN_WORK_SIZE(batch_size) (SYMNET_86A15AAD11_WORK_SIZE(batch_size) + (batch_size) * 160)
+#define SYMNET_86A15AAD11_SGD 0       /* optimizer codes of symnet_86a15aad11_update and symnet_86a15aad11_train */
+#define SYMNET_86A15AAD11_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_86A15AAD11_N_PARAMS numbers */
+#define SYMNET_86A15AAD11_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_86A15AAD11_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_C0EA08183D_N_OUTPUTS) = the network's output for X (batch × SYMNET_C0EA08183D_N_INPUTS). */
-void symnet_c0ea08183d_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_86A15AAD11_N_OUTPUTS) = the network's output for X (batch × SYMNET_86A15AAD11_N_INPUTS). */
+void symnet_86a15aad11_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_c0ea08183d_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_86a15aad11_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_C0EA08183D_N_PARAMS numbers) by back propagation. */
-float symnet_c0ea08183d_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_86A15AAD11_N_PARAMS numbers) by back propagation. */
+float symnet_86a15aad11_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_c0ea08183d_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_86a15aad11_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_C0EA08183D_SGD, SYMNET_C0EA08183D_MOMENTUM or SYMNET_C0EA08183D_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_86A15AAD11_SGD, SYMNET_86A15AAD11_MOMENTUM or SYMNET_86A15AAD11_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_c0ea08183d_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_86a15aad11_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -189,10 +189,10 @@ void symnet_c0ea08183d_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_C0EA08183D_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_86A15AAD11_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_C0EA08183D_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_c0ea08183d_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_86A15AAD11_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_86a15aad11_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -201,7 +201,7 @@ long long symnet_c0ea08183d_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_C0EA08183D_H */
+#endif /* SYMNET_86A15AAD11_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -819,13 +819,15 @@ static void sn_rows_2(const real *params, real *work, const real *S, int batch, 
     /* B1_att_p[b,hd,tq,tk] = B1_att_e[b,hd,tq,tk]/B1_att_z[b,hd,tq] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++)
-            for (int tq = 0; tq < 8; tq++)
+            for (int tq = 0; tq < 8; tq++) {
+                const real sn_inv0 = 1/B1_att_z[b * 32 + hd * 8 + tq];
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
                 for (int tk = 0; tk < 8; tk++) {
-                    B1_att_p[b * 256 + hd * 64 + tq * 8 + tk] = B1_att_e[b * 256 + hd * 64 + tq * 8 + tk]/B1_att_z[b * 32 + hd * 8 + tq];
+                    B1_att_p[b * 256 + hd * 64 + tq * 8 + tk] = B1_att_e[b * 256 + hd * 64 + tq * 8 + tk]*sn_inv0;
                 }
+            }
     /* z_B1_att_a[b,tq,hd,e] = Σ_tk B1_att_p[b,hd,tq,tk]·B1_att_qkv[b,tk,hd·8 + e + 64]: a small product per (b, hd) */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++) {
@@ -1071,13 +1073,15 @@ static void sn_rows_6(const real *params, real *work, const real *S, int batch, 
     /* B2_att_p[b,hd,tq,tk] = B2_att_e[b,hd,tq,tk]/B2_att_z[b,hd,tq] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++)
-            for (int tq = 0; tq < 8; tq++)
+            for (int tq = 0; tq < 8; tq++) {
+                const real sn_inv0 = 1/B2_att_z[b * 32 + hd * 8 + tq];
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
                 for (int tk = 0; tk < 8; tk++) {
-                    B2_att_p[b * 256 + hd * 64 + tq * 8 + tk] = B2_att_e[b * 256 + hd * 64 + tq * 8 + tk]/B2_att_z[b * 32 + hd * 8 + tq];
+                    B2_att_p[b * 256 + hd * 64 + tq * 8 + tk] = B2_att_e[b * 256 + hd * 64 + tq * 8 + tk]*sn_inv0;
                 }
+            }
     /* z_B2_att_a[b,tq,hd,e] = Σ_tk B2_att_p[b,hd,tq,tk]·B2_att_qkv[b,tk,hd·8 + e + 64]: a small product per (b, hd) */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++) {
@@ -1409,13 +1413,15 @@ static void sn_rows_14(const real *params, real *work, const real *S, int batch,
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++)
             for (int tq = 0; tq < 8; tq++) {
+                const real sn_inv0 = 1/B2_att_z[b * 32 + hd * 8 + tq];
+                const real sn_inv1 = 1/(B2_att_z[b * 32 + hd * 8 + tq]*B2_att_z[b * 32 + hd * 8 + tq]);
                 real acc0 = 0;
 #ifdef SN_SIMD
 #pragma omp simd reduction(+:acc0)
 #endif
                 for (int tk = 0; tk < 8; tk++) {
-                    dL_dB2_att_e[b * 256 + hd * 64 + tq * 8 + tk] = dL_dB2_att_p[b * 256 + hd * 64 + tq * 8 + tk]/B2_att_z[b * 32 + hd * 8 + tq];
-                    acc0 += (-B2_att_e[b * 256 + hd * 64 + tq * 8 + tk]*dL_dB2_att_p[b * 256 + hd * 64 + tq * 8 + tk])/(B2_att_z[b * 32 + hd * 8 + tq]*B2_att_z[b * 32 + hd * 8 + tq]);
+                    dL_dB2_att_e[b * 256 + hd * 64 + tq * 8 + tk] = dL_dB2_att_p[b * 256 + hd * 64 + tq * 8 + tk]*sn_inv0;
+                    acc0 += -B2_att_e[b * 256 + hd * 64 + tq * 8 + tk]*dL_dB2_att_p[b * 256 + hd * 64 + tq * 8 + tk]*sn_inv1;
                 }
                 dL_dB2_att_z[b * 32 + hd * 8 + tq] = acc0;
             }
@@ -1684,13 +1690,15 @@ static void sn_rows_18(const real *params, real *work, const real *S, int batch,
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++)
             for (int tq = 0; tq < 8; tq++) {
+                const real sn_inv0 = 1/B1_att_z[b * 32 + hd * 8 + tq];
+                const real sn_inv1 = 1/(B1_att_z[b * 32 + hd * 8 + tq]*B1_att_z[b * 32 + hd * 8 + tq]);
                 real acc0 = 0;
 #ifdef SN_SIMD
 #pragma omp simd reduction(+:acc0)
 #endif
                 for (int tk = 0; tk < 8; tk++) {
-                    dL_dB1_att_e[b * 256 + hd * 64 + tq * 8 + tk] = dL_dB1_att_p[b * 256 + hd * 64 + tq * 8 + tk]/B1_att_z[b * 32 + hd * 8 + tq];
-                    acc0 += (-B1_att_e[b * 256 + hd * 64 + tq * 8 + tk]*dL_dB1_att_p[b * 256 + hd * 64 + tq * 8 + tk])/(B1_att_z[b * 32 + hd * 8 + tq]*B1_att_z[b * 32 + hd * 8 + tq]);
+                    dL_dB1_att_e[b * 256 + hd * 64 + tq * 8 + tk] = dL_dB1_att_p[b * 256 + hd * 64 + tq * 8 + tk]*sn_inv0;
+                    acc0 += -B1_att_e[b * 256 + hd * 64 + tq * 8 + tk]*dL_dB1_att_p[b * 256 + hd * 64 + tq * 8 + tk]*sn_inv1;
                 }
                 dL_dB1_att_z[b * 32 + hd * 8 + tq] = acc0;
             }
@@ -2007,7 +2015,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_c0ea08183d_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_86a15aad11_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 13392, sizeof(real) * (size_t)batch * 80);
@@ -2033,7 +2041,7 @@ static double sn_loss(const real *params, real *work, const real *S, const real 
     return loss / batch;
 }
 
-real symnet_c0ea08183d_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_86a15aad11_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -2365,7 +2373,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_c0ea08183d_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_86a15aad11_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -2392,7 +2400,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_c0ea08183d_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_86a15aad11_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 24400;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
@@ -2463,7 +2471,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_c0ea08183d_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_86a15aad11_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -2489,7 +2497,7 @@ void symnet_c0ea08183d_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_c0ea08183d_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_86a15aad11_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
