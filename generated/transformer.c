@@ -108,8 +108,8 @@
  *   loss: bce, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_86A15AAD11_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_86A15AAD11_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_31CE35AA83_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_31CE35AA83_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (32, 10)
  *   b1           offset       320  shape (32,)
  *   P2           offset       352  shape (8, 32)
@@ -140,48 +140,48 @@
  *   W17          offset     17696  shape (10, 32)
  *   b17          offset     18016  shape (10,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_86A15AAD11_WORK_SIZE(batch) numbers; SYMNET_86A15AAD11_TRAIN_WORK_SIZE(batch_size) for
- * symnet_86a15aad11_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_31CE35AA83_WORK_SIZE(batch) numbers; SYMNET_31CE35AA83_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_31ce35aa83_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 18026 + X B*80 + T or O B*80 + work (B*24400 + 18026)
  *   numbers of 4 bytes; e.g. B = 32: 3,287,888 bytes (training; forward only: 1,817,000).
  */
-#ifndef SYMNET_86A15AAD11_H
-#define SYMNET_86A15AAD11_H
+#ifndef SYMNET_31CE35AA83_H
+#define SYMNET_31CE35AA83_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_86A15AAD11_REAL float  /* the number type of every array (float32) */
-#define SYMNET_86A15AAD11_N_INPUTS 80  /* features per example */
-#define SYMNET_86A15AAD11_N_OUTPUTS 80
-#define SYMNET_86A15AAD11_N_PARAMS 18026  /* numbers in the flat parameter array */
-#define SYMNET_86A15AAD11_WORK_PER_EXAMPLE 24400
-#define SYMNET_86A15AAD11_WORK_SIZE(batch) ((batch) * 24400 + 18026)  /* numbers of scratch per call */
-#define SYMNET_86A15AAD11_TRAIN_WORK_SIZE(batch_size) (SYMNET_86A15AAD11_WORK_SIZE(batch_size) + (batch_size) * 160)
-#define SYMNET_86A15AAD11_SGD 0       /* optimizer codes of symnet_86a15aad11_update and symnet_86a15aad11_train */
-#define SYMNET_86A15AAD11_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_86A15AAD11_N_PARAMS numbers */
-#define SYMNET_86A15AAD11_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_86A15AAD11_N_PARAMS numbers each */
+#define SYMNET_31CE35AA83_REAL float  /* the number type of every array (float32) */
+#define SYMNET_31CE35AA83_N_INPUTS 80  /* features per example */
+#define SYMNET_31CE35AA83_N_OUTPUTS 80
+#define SYMNET_31CE35AA83_N_PARAMS 18026  /* numbers in the flat parameter array */
+#define SYMNET_31CE35AA83_WORK_PER_EXAMPLE 24400
+#define SYMNET_31CE35AA83_WORK_SIZE(batch) ((batch) * 24400 + 18026)  /* numbers of scratch per call */
+#define SYMNET_31CE35AA83_TRAIN_WORK_SIZE(batch_size) (SYMNET_31CE35AA83_WORK_SIZE(batch_size) + (batch_size) * 160)
+#define SYMNET_31CE35AA83_SGD 0       /* optimizer codes of symnet_31ce35aa83_update and symnet_31ce35aa83_train */
+#define SYMNET_31CE35AA83_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_31CE35AA83_N_PARAMS numbers */
+#define SYMNET_31CE35AA83_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_31CE35AA83_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_86A15AAD11_N_OUTPUTS) = the network's output for X (batch × SYMNET_86A15AAD11_N_INPUTS). */
-void symnet_86a15aad11_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_31CE35AA83_N_OUTPUTS) = the network's output for X (batch × SYMNET_31CE35AA83_N_INPUTS). */
+void symnet_31ce35aa83_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_86a15aad11_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_31ce35aa83_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_86A15AAD11_N_PARAMS numbers) by back propagation. */
-float symnet_86a15aad11_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_31CE35AA83_N_PARAMS numbers) by back propagation. */
+float symnet_31ce35aa83_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_86a15aad11_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_31ce35aa83_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_86A15AAD11_SGD, SYMNET_86A15AAD11_MOMENTUM or SYMNET_86A15AAD11_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_31CE35AA83_SGD, SYMNET_31CE35AA83_MOMENTUM or SYMNET_31CE35AA83_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_86a15aad11_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_31ce35aa83_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -189,10 +189,10 @@ void symnet_86a15aad11_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_86A15AAD11_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_31CE35AA83_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_86A15AAD11_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_86a15aad11_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_31CE35AA83_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_31ce35aa83_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -201,7 +201,7 @@ long long symnet_86a15aad11_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_86A15AAD11_H */
+#endif /* SYMNET_31CE35AA83_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -1402,12 +1402,11 @@ static void sn_rows_14(const real *params, real *work, const real *S, int batch,
     (void)params;
     (void)S;
     memset(sn_part, 0, sizeof(real) * 96);
-    memset(dL_dB2_att_qkv + (size_t)sn_lo * 768, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 768);
-    /* dL_dB2_att_p[b,hd,tq,tk] = Σ_e B2_att_qkv[b,tk,hd·8 + e + 64]·delta_B2_att_a[b,tq,hd,e]; dL_dB2_att_qkv[b,tk,hd*8 + e + 64] += Σ_tq B2_att_p[b,hd,tq,tk]·delta_B2_att_a[b,tq,hd,e]: a small product per (b, hd) */
+    /* dL_dB2_att_p[b,hd,tq,tk] = Σ_e B2_att_qkv[b,tk,hd·8 + e + 64]·delta_B2_att_a[b,tq,hd,e]; dL_dB2_att_qkv[b,tk,hd*8 + e + 64] = Σ_tq B2_att_p[b,hd,tq,tk]·delta_B2_att_a[b,tq,hd,e]: a small product per (b, hd) */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++) {
             sn_small_mm(8, 8, 8, (real)1, delta_B2_att_a + (size_t)b * 256 + hd * 8, 32, 1, B2_att_qkv + (size_t)b * 768 + hd * 8 + 64, 1, 96, dL_dB2_att_p + (size_t)b * 256 + hd * 64, 8, 0);
-            sn_small_mm(8, 8, 8, (real)1, B2_att_p + (size_t)b * 256 + hd * 64, 1, 8, delta_B2_att_a + (size_t)b * 256 + hd * 8, 32, 1, dL_dB2_att_qkv + (size_t)b * 768 + hd * 8 + 64, 96, 1);
+            sn_small_mm(8, 8, 8, (real)1, B2_att_p + (size_t)b * 256 + hd * 64, 1, 8, delta_B2_att_a + (size_t)b * 256 + hd * 8, 32, 1, dL_dB2_att_qkv + (size_t)b * 768 + hd * 8 + 64, 96, 0);
         }
     /* dL_dB2_att_e[b,hd,tq,tk] = dL_dB2_att_p[b,hd,tq,tk]/B2_att_z[b,hd,tq] (from B2_att_p); dL_dB2_att_z[b,hd,tq] = -B2_att_e[b,hd,tq,tk]·dL_dB2_att_p[b,hd,tq,tk]/B2_att_z[b,hd,tq]² */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -1436,11 +1435,11 @@ static void sn_rows_14(const real *params, real *work, const real *S, int batch,
                     dL_dB2_att_e[b * 256 + hd * 64 + tq * 8 + tk] += delta_B2_att_z[b * 32 + hd * 8 + tq];
                     dL_dB2_att_s[b * 256 + hd * 64 + tq * 8 + tk] = B2_att_e[b * 256 + hd * 64 + tq * 8 + tk]*dL_dB2_att_e[b * 256 + hd * 64 + tq * 8 + tk];
                 }
-    /* dL_dB2_att_qkv[b,tk,hd*8 + e + 32] += Σ_tq 0.35355339059327373·B2_att_qkv[b,tq,hd·8 + e]·delta_B2_att_s[b,hd,tq,tk]; dL_dB2_att_qkv[b,tq,hd*8 + e] += Σ_tk 0.35355339059327373·B2_att_qkv[b,tk,hd·8 + e + 32]·delta_B2_att_s[b,hd,tq,tk]: a small product per (b, hd) */
+    /* dL_dB2_att_qkv[b,tk,hd*8 + e + 32] = Σ_tq 0.35355339059327373·B2_att_qkv[b,tq,hd·8 + e]·delta_B2_att_s[b,hd,tq,tk]; dL_dB2_att_qkv[b,tq,hd*8 + e] = Σ_tk 0.35355339059327373·B2_att_qkv[b,tk,hd·8 + e + 32]·delta_B2_att_s[b,hd,tq,tk]: a small product per (b, hd) */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++) {
-            sn_small_mm(8, 8, 8, (real)0.353553391F, delta_B2_att_s + (size_t)b * 256 + hd * 64, 1, 8, B2_att_qkv + (size_t)b * 768 + hd * 8, 96, 1, dL_dB2_att_qkv + (size_t)b * 768 + hd * 8 + 32, 96, 1);
-            sn_small_mm(8, 8, 8, (real)0.353553391F, delta_B2_att_s + (size_t)b * 256 + hd * 64, 8, 1, B2_att_qkv + (size_t)b * 768 + hd * 8 + 32, 96, 1, dL_dB2_att_qkv + (size_t)b * 768 + hd * 8, 96, 1);
+            sn_small_mm(8, 8, 8, (real)0.353553391F, delta_B2_att_s + (size_t)b * 256 + hd * 64, 1, 8, B2_att_qkv + (size_t)b * 768 + hd * 8, 96, 1, dL_dB2_att_qkv + (size_t)b * 768 + hd * 8 + 32, 96, 0);
+            sn_small_mm(8, 8, 8, (real)0.353553391F, delta_B2_att_s + (size_t)b * 256 + hd * 64, 8, 1, B2_att_qkv + (size_t)b * 768 + hd * 8 + 32, 96, 1, dL_dB2_att_qkv + (size_t)b * 768 + hd * 8, 96, 0);
         }
     /* g_c11[i] += dL_dB2_att_qkv[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -1679,12 +1678,11 @@ static void sn_rows_18(const real *params, real *work, const real *S, int batch,
     (void)params;
     (void)S;
     memset(sn_part, 0, sizeof(real) * 96);
-    memset(dL_dB1_att_qkv + (size_t)sn_lo * 768, 0, sizeof(real) * (size_t)(sn_hi - sn_lo) * 768);
-    /* dL_dB1_att_p[b,hd,tq,tk] = Σ_e B1_att_qkv[b,tk,hd·8 + e + 64]·delta_B1_att_a[b,tq,hd,e]; dL_dB1_att_qkv[b,tk,hd*8 + e + 64] += Σ_tq B1_att_p[b,hd,tq,tk]·delta_B1_att_a[b,tq,hd,e]: a small product per (b, hd) */
+    /* dL_dB1_att_p[b,hd,tq,tk] = Σ_e B1_att_qkv[b,tk,hd·8 + e + 64]·delta_B1_att_a[b,tq,hd,e]; dL_dB1_att_qkv[b,tk,hd*8 + e + 64] = Σ_tq B1_att_p[b,hd,tq,tk]·delta_B1_att_a[b,tq,hd,e]: a small product per (b, hd) */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++) {
             sn_small_mm(8, 8, 8, (real)1, delta_B1_att_a + (size_t)b * 256 + hd * 8, 32, 1, B1_att_qkv + (size_t)b * 768 + hd * 8 + 64, 1, 96, dL_dB1_att_p + (size_t)b * 256 + hd * 64, 8, 0);
-            sn_small_mm(8, 8, 8, (real)1, B1_att_p + (size_t)b * 256 + hd * 64, 1, 8, delta_B1_att_a + (size_t)b * 256 + hd * 8, 32, 1, dL_dB1_att_qkv + (size_t)b * 768 + hd * 8 + 64, 96, 1);
+            sn_small_mm(8, 8, 8, (real)1, B1_att_p + (size_t)b * 256 + hd * 64, 1, 8, delta_B1_att_a + (size_t)b * 256 + hd * 8, 32, 1, dL_dB1_att_qkv + (size_t)b * 768 + hd * 8 + 64, 96, 0);
         }
     /* dL_dB1_att_e[b,hd,tq,tk] = dL_dB1_att_p[b,hd,tq,tk]/B1_att_z[b,hd,tq] (from B1_att_p); dL_dB1_att_z[b,hd,tq] = -B1_att_e[b,hd,tq,tk]·dL_dB1_att_p[b,hd,tq,tk]/B1_att_z[b,hd,tq]² */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -1713,11 +1711,11 @@ static void sn_rows_18(const real *params, real *work, const real *S, int batch,
                     dL_dB1_att_e[b * 256 + hd * 64 + tq * 8 + tk] += delta_B1_att_z[b * 32 + hd * 8 + tq];
                     dL_dB1_att_s[b * 256 + hd * 64 + tq * 8 + tk] = B1_att_e[b * 256 + hd * 64 + tq * 8 + tk]*dL_dB1_att_e[b * 256 + hd * 64 + tq * 8 + tk];
                 }
-    /* dL_dB1_att_qkv[b,tk,hd*8 + e + 32] += Σ_tq 0.35355339059327373·B1_att_qkv[b,tq,hd·8 + e]·delta_B1_att_s[b,hd,tq,tk]; dL_dB1_att_qkv[b,tq,hd*8 + e] += Σ_tk 0.35355339059327373·B1_att_qkv[b,tk,hd·8 + e + 32]·delta_B1_att_s[b,hd,tq,tk]: a small product per (b, hd) */
+    /* dL_dB1_att_qkv[b,tk,hd*8 + e + 32] = Σ_tq 0.35355339059327373·B1_att_qkv[b,tq,hd·8 + e]·delta_B1_att_s[b,hd,tq,tk]; dL_dB1_att_qkv[b,tq,hd*8 + e] = Σ_tk 0.35355339059327373·B1_att_qkv[b,tk,hd·8 + e + 32]·delta_B1_att_s[b,hd,tq,tk]: a small product per (b, hd) */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++) {
-            sn_small_mm(8, 8, 8, (real)0.353553391F, delta_B1_att_s + (size_t)b * 256 + hd * 64, 1, 8, B1_att_qkv + (size_t)b * 768 + hd * 8, 96, 1, dL_dB1_att_qkv + (size_t)b * 768 + hd * 8 + 32, 96, 1);
-            sn_small_mm(8, 8, 8, (real)0.353553391F, delta_B1_att_s + (size_t)b * 256 + hd * 64, 8, 1, B1_att_qkv + (size_t)b * 768 + hd * 8 + 32, 96, 1, dL_dB1_att_qkv + (size_t)b * 768 + hd * 8, 96, 1);
+            sn_small_mm(8, 8, 8, (real)0.353553391F, delta_B1_att_s + (size_t)b * 256 + hd * 64, 1, 8, B1_att_qkv + (size_t)b * 768 + hd * 8, 96, 1, dL_dB1_att_qkv + (size_t)b * 768 + hd * 8 + 32, 96, 0);
+            sn_small_mm(8, 8, 8, (real)0.353553391F, delta_B1_att_s + (size_t)b * 256 + hd * 64, 8, 1, B1_att_qkv + (size_t)b * 768 + hd * 8 + 32, 96, 1, dL_dB1_att_qkv + (size_t)b * 768 + hd * 8, 96, 0);
         }
     /* g_c4[i] += dL_dB1_att_qkv[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -2015,7 +2013,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_86a15aad11_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_31ce35aa83_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 13392, sizeof(real) * (size_t)batch * 80);
@@ -2041,7 +2039,7 @@ static double sn_loss(const real *params, real *work, const real *S, const real 
     return loss / batch;
 }
 
-real symnet_86a15aad11_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_31ce35aa83_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -2226,12 +2224,12 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     /* dL_dB2_att_p, dL_dB2_att_qkv, dL_dB2_att_e, dL_dB2_att_z, dL_dB2_att_s, g_c11: the batch in chunks of examples through sn_rows_14, the chunks
        on as many threads as pay for their join: n threads cost work/n + one join, so each
        thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 80640 multiply-adds per example */
+       two joins); the work, about 79872 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
         real *sn_part = work + (size_t)batch * 24048;  /* 96 partial sums per chunk */
 #ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 80640 * batch, sn_n) : 1;
+        const int sn_used = sn_on ? sn_threads(2.0 * 79872 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
 #endif
         for (int sn_c = 0; sn_c < sn_n; sn_c++)
@@ -2322,12 +2320,12 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     /* dL_dB1_att_p, dL_dB1_att_qkv, dL_dB1_att_e, dL_dB1_att_z, dL_dB1_att_s, g_c4: the batch in chunks of examples through sn_rows_18, the chunks
        on as many threads as pay for their join: n threads cost work/n + one join, so each
        thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 80640 multiply-adds per example */
+       two joins); the work, about 79872 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
         real *sn_part = work + (size_t)batch * 24048;  /* 96 partial sums per chunk */
 #ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 80640 * batch, sn_n) : 1;
+        const int sn_used = sn_on ? sn_threads(2.0 * 79872 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
 #endif
         for (int sn_c = 0; sn_c < sn_n; sn_c++)
@@ -2373,7 +2371,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_86a15aad11_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_31ce35aa83_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -2400,7 +2398,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_86a15aad11_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_31ce35aa83_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 24400;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
@@ -2471,7 +2469,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_86a15aad11_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_31ce35aa83_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -2497,7 +2495,7 @@ void symnet_86a15aad11_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_86a15aad11_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_31ce35aa83_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
