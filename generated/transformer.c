@@ -51,7 +51,7 @@
  * X of width n holds X[b,j] at X[b * n + j]; W of shape (out, in) holds
  * W[i,j] at W[i * in + j].  Parameters live in one flat array `params`
  * (18026 numbers), their gradients in `grads` with the same
- * layout, and everything per example in `work` (24400 numbers
+ * layout, and everything per example in `work` (25050 numbers
  * per example of the batch).
  */
 #include <math.h>
@@ -108,8 +108,8 @@
  *   loss: bce, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_31CE35AA83_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_31CE35AA83_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_C52CF5A182_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_C52CF5A182_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (32, 10)
  *   b1           offset       320  shape (32,)
  *   P2           offset       352  shape (8, 32)
@@ -140,48 +140,48 @@
  *   W17          offset     17696  shape (10, 32)
  *   b17          offset     18016  shape (10,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_31CE35AA83_WORK_SIZE(batch) numbers; SYMNET_31CE35AA83_TRAIN_WORK_SIZE(batch_size) for
- * symnet_31ce35aa83_train) and allocates nothing.  Memory for one call of a batch B:
- *   params 18026 + X B*80 + T or O B*80 + work (B*24400 + 18026)
- *   numbers of 4 bytes; e.g. B = 32: 3,287,888 bytes (training; forward only: 1,817,000).
+ * `work` (SYMNET_C52CF5A182_WORK_SIZE(batch) numbers; SYMNET_C52CF5A182_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_c52cf5a182_train) and allocates nothing.  Memory for one call of a batch B:
+ *   params 18026 + X B*80 + T or O B*80 + work (B*25050 + 18026)
+ *   numbers of 4 bytes; e.g. B = 32: 3,371,088 bytes (training; forward only: 1,817,000).
  */
-#ifndef SYMNET_31CE35AA83_H
-#define SYMNET_31CE35AA83_H
+#ifndef SYMNET_C52CF5A182_H
+#define SYMNET_C52CF5A182_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_31CE35AA83_REAL float  /* the number type of every array (float32) */
-#define SYMNET_31CE35AA83_N_INPUTS 80  /* features per example */
-#define SYMNET_31CE35AA83_N_OUTPUTS 80
-#define SYMNET_31CE35AA83_N_PARAMS 18026  /* numbers in the flat parameter array */
-#define SYMNET_31CE35AA83_WORK_PER_EXAMPLE 24400
-#define SYMNET_31CE35AA83_WORK_SIZE(batch) ((batch) * 24400 + 18026)  /* numbers of scratch per call */
-#define SYMNET_31CE35AA83_TRAIN_WORK_SIZE(batch_size) (SYMNET_31CE35AA83_WORK_SIZE(batch_size) + (batch_size) * 160)
-#define SYMNET_31CE35AA83_SGD 0       /* optimizer codes of symnet_31ce35aa83_update and symnet_31ce35aa83_train */
-#define SYMNET_31CE35AA83_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_31CE35AA83_N_PARAMS numbers */
-#define SYMNET_31CE35AA83_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_31CE35AA83_N_PARAMS numbers each */
+#define SYMNET_C52CF5A182_REAL float  /* the number type of every array (float32) */
+#define SYMNET_C52CF5A182_N_INPUTS 80  /* features per example */
+#define SYMNET_C52CF5A182_N_OUTPUTS 80
+#define SYMNET_C52CF5A182_N_PARAMS 18026  /* numbers in the flat parameter array */
+#define SYMNET_C52CF5A182_WORK_PER_EXAMPLE 25050
+#define SYMNET_C52CF5A182_WORK_SIZE(batch) ((batch) * 25050 + 18026)  /* numbers of scratch per call */
+#define SYMNET_C52CF5A182_TRAIN_WORK_SIZE(batch_size) (SYMNET_C52CF5A182_WORK_SIZE(batch_size) + (batch_size) * 160)
+#define SYMNET_C52CF5A182_SGD 0       /* optimizer codes of symnet_c52cf5a182_update and symnet_c52cf5a182_train */
+#define SYMNET_C52CF5A182_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_C52CF5A182_N_PARAMS numbers */
+#define SYMNET_C52CF5A182_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_C52CF5A182_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_31CE35AA83_N_OUTPUTS) = the network's output for X (batch × SYMNET_31CE35AA83_N_INPUTS). */
-void symnet_31ce35aa83_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_C52CF5A182_N_OUTPUTS) = the network's output for X (batch × SYMNET_C52CF5A182_N_INPUTS). */
+void symnet_c52cf5a182_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_31ce35aa83_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_c52cf5a182_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_31CE35AA83_N_PARAMS numbers) by back propagation. */
-float symnet_31ce35aa83_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_C52CF5A182_N_PARAMS numbers) by back propagation. */
+float symnet_c52cf5a182_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_31ce35aa83_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_c52cf5a182_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_31CE35AA83_SGD, SYMNET_31CE35AA83_MOMENTUM or SYMNET_31CE35AA83_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_C52CF5A182_SGD, SYMNET_C52CF5A182_MOMENTUM or SYMNET_C52CF5A182_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_31ce35aa83_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_c52cf5a182_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -189,10 +189,10 @@ void symnet_31ce35aa83_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_31CE35AA83_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_C52CF5A182_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_31CE35AA83_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_31ce35aa83_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_C52CF5A182_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_c52cf5a182_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -201,7 +201,7 @@ long long symnet_31ce35aa83_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_31CE35AA83_H */
+#endif /* SYMNET_C52CF5A182_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -1235,594 +1235,6 @@ static void sn_rows_10(const real *params, real *work, const real *S, int batch,
 
 }
 
-/* The examples sn_lo ≤ b < sn_hi of the batch through the layers' ops that take each
- * example alone: dL_dB2_res1, dL_dB2_ff2, g_b15; the sums over these examples go to
- * sn_part (32 numbers). */
-static void sn_rows_11(const real *params, real *work, const real *S, int batch, int sn_lo, int sn_hi, real *sn_part)
-{
-
-    real *g_b15 = sn_part + 0;  /* this chunk's part of ∂L/∂b15: (32,) */
-    real *dL_dB2_res1 = work + (size_t)batch * 21632;  /* ∂L/∂B2_res1: (batch, 8, 32) */
-    real *dL_dB2_ff2 = work + (size_t)batch * 23456;  /* ∂L/∂B2_ff2: (batch, 8, 32) */
-    real *dL_dB2 = work + (size_t)batch * 23712;  /* ∂L/∂B2: (batch, 8, 32) */
-
-    (void)params;
-    (void)S;
-    memset(sn_part, 0, sizeof(real) * 32);
-    /* dL_dB2_res1[b,i,x] = dL_dB2[b,i,x] (from B2); dL_dB2_ff2[b,i,x] = dL_dB2[b,i,x]; g_b15[i] += dL_dB2_ff2[b,tq,i] */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int i = 0; i < 8; i++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-            for (int x = 0; x < 32; x++) {
-                dL_dB2_res1[b * 256 + i * 32 + x] = dL_dB2[b * 256 + i * 32 + x];
-                dL_dB2_ff2[b * 256 + i * 32 + x] = dL_dB2[b * 256 + i * 32 + x];
-                g_b15[x] += dL_dB2_ff2[b * 256 + i * 32 + x];
-            }
-
-}
-
-/* The examples sn_lo ≤ b < sn_hi of the batch through the layers' ops that take each
- * example alone: delta_B2_ff1, g_b14; the sums over these examples go to
- * sn_part (64 numbers). */
-static void sn_rows_12(const real *params, real *work, const real *S, int batch, int sn_lo, int sn_hi, real *sn_part)
-{
-    const real *b14 = params + 15552;  /* b14: (64,) */
-
-    real *g_b14 = sn_part + 0;  /* this chunk's part of ∂L/∂b14: (64,) */
-    real *z_B2_ff1 = work + (size_t)batch * 11520;  /* Σ of B2_ff1: (batch, 8, 64) */
-    real *dL_dB2_ff1 = work + (size_t)batch * 22432;  /* ∂L/∂B2_ff1: (batch, 8, 64) */
-    real *delta_B2_ff1 = work + (size_t)batch * 22944;  /* ∂L/∂z_B2_ff1: (batch, 8, 64) */
-
-    (void)S;
-    memset(sn_part, 0, sizeof(real) * 64);
-    /* delta_B2_ff1[b,tq,i] = dL_dB2_ff1[b,tq,i]·(1 if b14[i] + z_B2_ff1[b,tq,i] > 0 else 0); g_b14[i] += dL_dB2_ff1[b,tq,i]·(1 if b14[i] + z_B2_ff1[b,tq,i] > 0 else 0) */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int tq = 0; tq < 8; tq++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-            for (int i = 0; i < 64; i++) {
-                const real t0 = dL_dB2_ff1[b * 512 + tq * 64 + i]*((b14[i] + z_B2_ff1[b * 512 + tq * 64 + i] > 0) ? (1) : (0));
-                delta_B2_ff1[b * 512 + tq * 64 + i] = t0;
-                g_b14[i] += t0;
-            }
-
-}
-
-/* The examples sn_lo ≤ b < sn_hi of the batch through the layers' ops that take each
- * example alone: g_gamma13, dL_dB2_norm2_c, dL_dB2_norm2_rstd, g_beta13, delta_B2_norm2_rstd, dL_dB2_res1, dL_dB2_norm2_mean, delta_B2_norm2_mean, dL_dB1, dL_dB2_att, g_co11; the sums over these examples go to
- * sn_part (96 numbers). */
-static void sn_rows_13(const real *params, real *work, const real *S, int batch, int sn_lo, int sn_hi, real *sn_part)
-{
-    const real *gamma13 = params + 13440;  /* gamma13: (32,) */
-
-    real *g_gamma13 = sn_part + 0;  /* this chunk's part of ∂L/∂gamma13: (32,) */
-    real *g_beta13 = sn_part + 32;  /* this chunk's part of ∂L/∂beta13: (32,) */
-    real *g_co11 = sn_part + 64;  /* this chunk's part of ∂L/∂co11: (32,) */
-    real *B2_norm2_c = work + (size_t)batch * 10992;  /* layer B2_norm2_c: (batch, 8, 32) */
-    real *z_B2_norm2_rstd = work + (size_t)batch * 11248;  /* Σ of B2_norm2_rstd: (batch, 8) */
-    real *B2_norm2_rstd = work + (size_t)batch * 11256;  /* layer B2_norm2_rstd: (batch, 8) */
-    real *dL_dB1 = work + (size_t)batch * 18720;  /* ∂L/∂B1: (batch, 8, 32) */
-    real *dL_dB2_att = work + (size_t)batch * 21376;  /* ∂L/∂B2_att: (batch, 8, 32) */
-    real *dL_dB2_res1 = work + (size_t)batch * 21632;  /* ∂L/∂B2_res1: (batch, 8, 32) */
-    real *dL_dB2_norm2_mean = work + (size_t)batch * 21888;  /* ∂L/∂B2_norm2_mean: (batch, 8) */
-    real *delta_B2_norm2_mean = work + (size_t)batch * 21896;  /* ∂L/∂z_B2_norm2_mean: (batch, 8) */
-    real *dL_dB2_norm2_c = work + (size_t)batch * 21904;  /* ∂L/∂B2_norm2_c: (batch, 8, 32) */
-    real *dL_dB2_norm2_rstd = work + (size_t)batch * 22160;  /* ∂L/∂B2_norm2_rstd: (batch, 8) */
-    real *delta_B2_norm2_rstd = work + (size_t)batch * 22168;  /* ∂L/∂z_B2_norm2_rstd: (batch, 8) */
-    real *dL_dB2_norm2 = work + (size_t)batch * 22176;  /* ∂L/∂B2_norm2: (batch, 8, 32) */
-
-    (void)S;
-    memset(sn_part, 0, sizeof(real) * 96);
-    /* g_gamma13[d] += B2_norm2_c[b,a,d]·B2_norm2_rstd[b,a]·dL_dB2_norm2[b,a,d]; dL_dB2_norm2_c[b,a,d] = B2_norm2_rstd[b,a]·dL_dB2_norm2[b,a,d]·gamma13[d] (from B2_norm2); dL_dB2_norm2_rstd[b,a] = B2_norm2_c[b,a,d]·dL_dB2_norm2[b,a,d]·gamma13[d]; g_beta13[d] += dL_dB2_norm2[b,a,d] */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int a = 0; a < 8; a++) {
-            real acc0 = 0;
-#ifdef SN_SIMD
-#pragma omp simd reduction(+:acc0)
-#endif
-            for (int d = 0; d < 32; d++) {
-                const real t0 = B2_norm2_rstd[b * 8 + a]*dL_dB2_norm2[b * 256 + a * 32 + d];
-                g_gamma13[d] += B2_norm2_c[b * 256 + a * 32 + d]*t0;
-                dL_dB2_norm2_c[b * 256 + a * 32 + d] = gamma13[d]*t0;
-                g_beta13[d] += dL_dB2_norm2[b * 256 + a * 32 + d];
-                acc0 += B2_norm2_c[b * 256 + a * 32 + d]*dL_dB2_norm2[b * 256 + a * 32 + d]*gamma13[d];
-            }
-            dL_dB2_norm2_rstd[b * 8 + a] = acc0;
-        }
-    /* delta_B2_norm2_rstd[b,a] = -dL_dB2_norm2_rstd[b,a]/(64·(z_B2_norm2_rstd[b,a]/32 + 1.0e-5)^(3/2)) */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int a = 0; a < 8; a++) {
-            delta_B2_norm2_rstd[b * 8 + a] = -1.0F/64.0F*dL_dB2_norm2_rstd[b * 8 + a]/powf((1.0F/32.0F)*z_B2_norm2_rstd[b * 8 + a] + 1.0e-5F, 3.0F/2.0F);
-        }
-    /* dL_dB2_norm2_c[b,a,e] += 2·B2_norm2_c[b,a,e]·delta_B2_norm2_rstd[b,a]; dL_dB2_res1[b,a,d] += dL_dB2_norm2_c[b,a,d] (from B2_norm2_c); dL_dB2_norm2_mean[b,a] = -dL_dB2_norm2_c[b,a,d] */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int a = 0; a < 8; a++) {
-            real acc0 = 0;
-#ifdef SN_SIMD
-#pragma omp simd reduction(+:acc0)
-#endif
-            for (int e = 0; e < 32; e++) {
-                dL_dB2_norm2_c[b * 256 + a * 32 + e] += 2*B2_norm2_c[b * 256 + a * 32 + e]*delta_B2_norm2_rstd[b * 8 + a];
-                dL_dB2_res1[b * 256 + a * 32 + e] += dL_dB2_norm2_c[b * 256 + a * 32 + e];
-                acc0 += -dL_dB2_norm2_c[b * 256 + a * 32 + e];
-            }
-            dL_dB2_norm2_mean[b * 8 + a] = acc0;
-        }
-    /* delta_B2_norm2_mean[b,a] = dL_dB2_norm2_mean[b,a]/32 */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int a = 0; a < 8; a++) {
-            delta_B2_norm2_mean[b * 8 + a] = (1.0F/32.0F)*dL_dB2_norm2_mean[b * 8 + a];
-        }
-    /* dL_dB2_res1[b,a,e] += delta_B2_norm2_mean[b,a]; dL_dB1[b,i,x] = dL_dB2_res1[b,i,x] (from B2_res1); dL_dB2_att[b,i,x] = dL_dB2_res1[b,i,x]; g_co11[i] += dL_dB2_att[b,tq,i] */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int a = 0; a < 8; a++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-            for (int e = 0; e < 32; e++) {
-                dL_dB2_res1[b * 256 + a * 32 + e] += delta_B2_norm2_mean[b * 8 + a];
-                dL_dB1[b * 256 + a * 32 + e] = dL_dB2_res1[b * 256 + a * 32 + e];
-                dL_dB2_att[b * 256 + a * 32 + e] = dL_dB2_res1[b * 256 + a * 32 + e];
-                g_co11[e] += dL_dB2_att[b * 256 + a * 32 + e];
-            }
-
-}
-
-/* The examples sn_lo ≤ b < sn_hi of the batch through the layers' ops that take each
- * example alone: dL_dB2_att_p, dL_dB2_att_qkv, dL_dB2_att_e, dL_dB2_att_z, dL_dB2_att_s, g_c11; the sums over these examples go to
- * sn_part (96 numbers). */
-static void sn_rows_14(const real *params, real *work, const real *S, int batch, int sn_lo, int sn_hi, real *sn_part)
-{
-
-    real *g_c11 = sn_part + 0;  /* this chunk's part of ∂L/∂c11: (96,) */
-    real *B2_att_qkv = work + (size_t)batch * 8352;  /* layer B2_att_qkv: (batch, 8, 96) */
-    real *B2_att_e = work + (size_t)batch * 9408;  /* layer B2_att_e: (batch, 4, 8, 8) */
-    real *z_B2_att_z = work + (size_t)batch * 9664;  /* Σ of B2_att_z: (batch, 4, 8) */
-    real *B2_att_p = work + (size_t)batch * 9696;  /* layer B2_att_p: (batch, 4, 8, 8) */
-    real *dL_dB2_att_qkv = work + (size_t)batch * 19520;  /* ∂L/∂B2_att_qkv: (batch, 8, 96) */
-    real *dL_dB2_att_s = work + (size_t)batch * 20288;  /* ∂L/∂B2_att_s: (batch, 4, 8, 8) */
-    real *dL_dB2_att_e = work + (size_t)batch * 20576;  /* ∂L/∂B2_att_e: (batch, 4, 8, 8) */
-    real *dL_dB2_att_z = work + (size_t)batch * 20832;  /* ∂L/∂B2_att_z: (batch, 4, 8) */
-    real *dL_dB2_att_p = work + (size_t)batch * 20864;  /* ∂L/∂B2_att_p: (batch, 4, 8, 8) */
-    real *dL_dB2_att_a = work + (size_t)batch * 21120;  /* ∂L/∂B2_att_a: (batch, 8, 4, 8) */
-    real *B2_att_z = z_B2_att_z;  /* layer B2_att_z: z_B2_att_z itself: (batch, 4, 8) */
-    real *delta_B2_att_s = dL_dB2_att_s;  /* ∂L/∂z_B2_att_s: ∂L/∂B2_att_s itself: (batch, 4, 8, 8) */
-    real *delta_B2_att_z = dL_dB2_att_z;  /* ∂L/∂z_B2_att_z: ∂L/∂B2_att_z itself: (batch, 4, 8) */
-    real *delta_B2_att_a = dL_dB2_att_a;  /* ∂L/∂z_B2_att_a: ∂L/∂B2_att_a itself: (batch, 8, 4, 8) */
-
-    (void)params;
-    (void)S;
-    memset(sn_part, 0, sizeof(real) * 96);
-    /* dL_dB2_att_p[b,hd,tq,tk] = Σ_e B2_att_qkv[b,tk,hd·8 + e + 64]·delta_B2_att_a[b,tq,hd,e]; dL_dB2_att_qkv[b,tk,hd*8 + e + 64] = Σ_tq B2_att_p[b,hd,tq,tk]·delta_B2_att_a[b,tq,hd,e]: a small product per (b, hd) */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int hd = 0; hd < 4; hd++) {
-            sn_small_mm(8, 8, 8, (real)1, delta_B2_att_a + (size_t)b * 256 + hd * 8, 32, 1, B2_att_qkv + (size_t)b * 768 + hd * 8 + 64, 1, 96, dL_dB2_att_p + (size_t)b * 256 + hd * 64, 8, 0);
-            sn_small_mm(8, 8, 8, (real)1, B2_att_p + (size_t)b * 256 + hd * 64, 1, 8, delta_B2_att_a + (size_t)b * 256 + hd * 8, 32, 1, dL_dB2_att_qkv + (size_t)b * 768 + hd * 8 + 64, 96, 0);
-        }
-    /* dL_dB2_att_e[b,hd,tq,tk] = dL_dB2_att_p[b,hd,tq,tk]/B2_att_z[b,hd,tq] (from B2_att_p); dL_dB2_att_z[b,hd,tq] = -B2_att_e[b,hd,tq,tk]·dL_dB2_att_p[b,hd,tq,tk]/B2_att_z[b,hd,tq]² */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int hd = 0; hd < 4; hd++)
-            for (int tq = 0; tq < 8; tq++) {
-                const real sn_inv0 = 1/B2_att_z[b * 32 + hd * 8 + tq];
-                const real sn_inv1 = 1/(B2_att_z[b * 32 + hd * 8 + tq]*B2_att_z[b * 32 + hd * 8 + tq]);
-                real acc0 = 0;
-#ifdef SN_SIMD
-#pragma omp simd reduction(+:acc0)
-#endif
-                for (int tk = 0; tk < 8; tk++) {
-                    dL_dB2_att_e[b * 256 + hd * 64 + tq * 8 + tk] = dL_dB2_att_p[b * 256 + hd * 64 + tq * 8 + tk]*sn_inv0;
-                    acc0 += -B2_att_e[b * 256 + hd * 64 + tq * 8 + tk]*dL_dB2_att_p[b * 256 + hd * 64 + tq * 8 + tk]*sn_inv1;
-                }
-                dL_dB2_att_z[b * 32 + hd * 8 + tq] = acc0;
-            }
-    /* dL_dB2_att_e[b,hd,tq,tk] += delta_B2_att_z[b,hd,tq]; dL_dB2_att_s[b,hd,tq,tk] = B2_att_e[b,hd,tq,tk]·dL_dB2_att_e[b,hd,tq,tk] (from B2_att_e) */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int hd = 0; hd < 4; hd++)
-            for (int tq = 0; tq < 8; tq++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-                for (int tk = 0; tk < 8; tk++) {
-                    dL_dB2_att_e[b * 256 + hd * 64 + tq * 8 + tk] += delta_B2_att_z[b * 32 + hd * 8 + tq];
-                    dL_dB2_att_s[b * 256 + hd * 64 + tq * 8 + tk] = B2_att_e[b * 256 + hd * 64 + tq * 8 + tk]*dL_dB2_att_e[b * 256 + hd * 64 + tq * 8 + tk];
-                }
-    /* dL_dB2_att_qkv[b,tk,hd*8 + e + 32] = Σ_tq 0.35355339059327373·B2_att_qkv[b,tq,hd·8 + e]·delta_B2_att_s[b,hd,tq,tk]; dL_dB2_att_qkv[b,tq,hd*8 + e] = Σ_tk 0.35355339059327373·B2_att_qkv[b,tk,hd·8 + e + 32]·delta_B2_att_s[b,hd,tq,tk]: a small product per (b, hd) */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int hd = 0; hd < 4; hd++) {
-            sn_small_mm(8, 8, 8, (real)0.353553391F, delta_B2_att_s + (size_t)b * 256 + hd * 64, 1, 8, B2_att_qkv + (size_t)b * 768 + hd * 8, 96, 1, dL_dB2_att_qkv + (size_t)b * 768 + hd * 8 + 32, 96, 0);
-            sn_small_mm(8, 8, 8, (real)0.353553391F, delta_B2_att_s + (size_t)b * 256 + hd * 64, 8, 1, B2_att_qkv + (size_t)b * 768 + hd * 8 + 32, 96, 1, dL_dB2_att_qkv + (size_t)b * 768 + hd * 8, 96, 0);
-        }
-    /* g_c11[i] += dL_dB2_att_qkv[b,tq,i] */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int tq = 0; tq < 8; tq++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-            for (int i = 0; i < 96; i++) {
-                g_c11[i] += dL_dB2_att_qkv[b * 768 + tq * 96 + i];
-            }
-
-}
-
-/* The examples sn_lo ≤ b < sn_hi of the batch through the layers' ops that take each
- * example alone: g_gamma10, dL_dB2_norm1_c, dL_dB2_norm1_rstd, g_beta10, delta_B2_norm1_rstd, dL_dB1, dL_dB2_norm1_mean, delta_B2_norm1_mean, dL_dB1_res1, dL_dB1_ff2, g_b8; the sums over these examples go to
- * sn_part (96 numbers). */
-static void sn_rows_15(const real *params, real *work, const real *S, int batch, int sn_lo, int sn_hi, real *sn_part)
-{
-    const real *gamma10 = params + 9152;  /* gamma10: (32,) */
-
-    real *g_gamma10 = sn_part + 0;  /* this chunk's part of ∂L/∂gamma10: (32,) */
-    real *g_beta10 = sn_part + 32;  /* this chunk's part of ∂L/∂beta10: (32,) */
-    real *g_b8 = sn_part + 64;  /* this chunk's part of ∂L/∂b8: (32,) */
-    real *B2_norm1_c = work + (size_t)batch * 7056;  /* layer B2_norm1_c: (batch, 8, 32) */
-    real *z_B2_norm1_rstd = work + (size_t)batch * 7312;  /* Σ of B2_norm1_rstd: (batch, 8) */
-    real *B2_norm1_rstd = work + (size_t)batch * 7320;  /* layer B2_norm1_rstd: (batch, 8) */
-    real *dL_dB1_res1 = work + (size_t)batch * 16640;  /* ∂L/∂B1_res1: (batch, 8, 32) */
-    real *dL_dB1_ff2 = work + (size_t)batch * 18464;  /* ∂L/∂B1_ff2: (batch, 8, 32) */
-    real *dL_dB1 = work + (size_t)batch * 18720;  /* ∂L/∂B1: (batch, 8, 32) */
-    real *dL_dB2_norm1_mean = work + (size_t)batch * 18976;  /* ∂L/∂B2_norm1_mean: (batch, 8) */
-    real *delta_B2_norm1_mean = work + (size_t)batch * 18984;  /* ∂L/∂z_B2_norm1_mean: (batch, 8) */
-    real *dL_dB2_norm1_c = work + (size_t)batch * 18992;  /* ∂L/∂B2_norm1_c: (batch, 8, 32) */
-    real *dL_dB2_norm1_rstd = work + (size_t)batch * 19248;  /* ∂L/∂B2_norm1_rstd: (batch, 8) */
-    real *delta_B2_norm1_rstd = work + (size_t)batch * 19256;  /* ∂L/∂z_B2_norm1_rstd: (batch, 8) */
-    real *dL_dB2_norm1 = work + (size_t)batch * 19264;  /* ∂L/∂B2_norm1: (batch, 8, 32) */
-
-    (void)S;
-    memset(sn_part, 0, sizeof(real) * 96);
-    /* g_gamma10[d] += B2_norm1_c[b,a,d]·B2_norm1_rstd[b,a]·dL_dB2_norm1[b,a,d]; dL_dB2_norm1_c[b,a,d] = B2_norm1_rstd[b,a]·dL_dB2_norm1[b,a,d]·gamma10[d] (from B2_norm1); dL_dB2_norm1_rstd[b,a] = B2_norm1_c[b,a,d]·dL_dB2_norm1[b,a,d]·gamma10[d]; g_beta10[d] += dL_dB2_norm1[b,a,d] */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int a = 0; a < 8; a++) {
-            real acc0 = 0;
-#ifdef SN_SIMD
-#pragma omp simd reduction(+:acc0)
-#endif
-            for (int d = 0; d < 32; d++) {
-                const real t0 = B2_norm1_rstd[b * 8 + a]*dL_dB2_norm1[b * 256 + a * 32 + d];
-                g_gamma10[d] += B2_norm1_c[b * 256 + a * 32 + d]*t0;
-                dL_dB2_norm1_c[b * 256 + a * 32 + d] = gamma10[d]*t0;
-                g_beta10[d] += dL_dB2_norm1[b * 256 + a * 32 + d];
-                acc0 += B2_norm1_c[b * 256 + a * 32 + d]*dL_dB2_norm1[b * 256 + a * 32 + d]*gamma10[d];
-            }
-            dL_dB2_norm1_rstd[b * 8 + a] = acc0;
-        }
-    /* delta_B2_norm1_rstd[b,a] = -dL_dB2_norm1_rstd[b,a]/(64·(z_B2_norm1_rstd[b,a]/32 + 1.0e-5)^(3/2)) */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int a = 0; a < 8; a++) {
-            delta_B2_norm1_rstd[b * 8 + a] = -1.0F/64.0F*dL_dB2_norm1_rstd[b * 8 + a]/powf((1.0F/32.0F)*z_B2_norm1_rstd[b * 8 + a] + 1.0e-5F, 3.0F/2.0F);
-        }
-    /* dL_dB2_norm1_c[b,a,e] += 2·B2_norm1_c[b,a,e]·delta_B2_norm1_rstd[b,a]; dL_dB1[b,a,d] += dL_dB2_norm1_c[b,a,d] (from B2_norm1_c); dL_dB2_norm1_mean[b,a] = -dL_dB2_norm1_c[b,a,d] */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int a = 0; a < 8; a++) {
-            real acc0 = 0;
-#ifdef SN_SIMD
-#pragma omp simd reduction(+:acc0)
-#endif
-            for (int e = 0; e < 32; e++) {
-                dL_dB2_norm1_c[b * 256 + a * 32 + e] += 2*B2_norm1_c[b * 256 + a * 32 + e]*delta_B2_norm1_rstd[b * 8 + a];
-                dL_dB1[b * 256 + a * 32 + e] += dL_dB2_norm1_c[b * 256 + a * 32 + e];
-                acc0 += -dL_dB2_norm1_c[b * 256 + a * 32 + e];
-            }
-            dL_dB2_norm1_mean[b * 8 + a] = acc0;
-        }
-    /* delta_B2_norm1_mean[b,a] = dL_dB2_norm1_mean[b,a]/32 */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int a = 0; a < 8; a++) {
-            delta_B2_norm1_mean[b * 8 + a] = (1.0F/32.0F)*dL_dB2_norm1_mean[b * 8 + a];
-        }
-    /* dL_dB1[b,a,e] += delta_B2_norm1_mean[b,a]; dL_dB1_res1[b,i,x] = dL_dB1[b,i,x] (from B1); dL_dB1_ff2[b,i,x] = dL_dB1[b,i,x]; g_b8[i] += dL_dB1_ff2[b,tq,i] */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int a = 0; a < 8; a++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-            for (int e = 0; e < 32; e++) {
-                dL_dB1[b * 256 + a * 32 + e] += delta_B2_norm1_mean[b * 8 + a];
-                dL_dB1_res1[b * 256 + a * 32 + e] = dL_dB1[b * 256 + a * 32 + e];
-                dL_dB1_ff2[b * 256 + a * 32 + e] = dL_dB1[b * 256 + a * 32 + e];
-                g_b8[e] += dL_dB1_ff2[b * 256 + a * 32 + e];
-            }
-
-}
-
-/* The examples sn_lo ≤ b < sn_hi of the batch through the layers' ops that take each
- * example alone: delta_B1_ff1, g_b7; the sums over these examples go to
- * sn_part (64 numbers). */
-static void sn_rows_16(const real *params, real *work, const real *S, int batch, int sn_lo, int sn_hi, real *sn_part)
-{
-    const real *b7 = params + 7008;  /* b7: (64,) */
-
-    real *g_b7 = sn_part + 0;  /* this chunk's part of ∂L/∂b7: (64,) */
-    real *z_B1_ff1 = work + (size_t)batch * 5248;  /* Σ of B1_ff1: (batch, 8, 64) */
-    real *dL_dB1_ff1 = work + (size_t)batch * 17440;  /* ∂L/∂B1_ff1: (batch, 8, 64) */
-    real *delta_B1_ff1 = work + (size_t)batch * 17952;  /* ∂L/∂z_B1_ff1: (batch, 8, 64) */
-
-    (void)S;
-    memset(sn_part, 0, sizeof(real) * 64);
-    /* delta_B1_ff1[b,tq,i] = dL_dB1_ff1[b,tq,i]·(1 if b7[i] + z_B1_ff1[b,tq,i] > 0 else 0); g_b7[i] += dL_dB1_ff1[b,tq,i]·(1 if b7[i] + z_B1_ff1[b,tq,i] > 0 else 0) */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int tq = 0; tq < 8; tq++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-            for (int i = 0; i < 64; i++) {
-                const real t0 = dL_dB1_ff1[b * 512 + tq * 64 + i]*((b7[i] + z_B1_ff1[b * 512 + tq * 64 + i] > 0) ? (1) : (0));
-                delta_B1_ff1[b * 512 + tq * 64 + i] = t0;
-                g_b7[i] += t0;
-            }
-
-}
-
-/* The examples sn_lo ≤ b < sn_hi of the batch through the layers' ops that take each
- * example alone: g_gamma6, dL_dB1_norm2_c, dL_dB1_norm2_rstd, g_beta6, delta_B1_norm2_rstd, dL_dB1_res1, dL_dB1_norm2_mean, delta_B1_norm2_mean, dL_dpos, dL_dB1_att, g_co4; the sums over these examples go to
- * sn_part (96 numbers). */
-static void sn_rows_17(const real *params, real *work, const real *S, int batch, int sn_lo, int sn_hi, real *sn_part)
-{
-    const real *gamma6 = params + 4896;  /* gamma6: (32,) */
-
-    real *g_gamma6 = sn_part + 0;  /* this chunk's part of ∂L/∂gamma6: (32,) */
-    real *g_beta6 = sn_part + 32;  /* this chunk's part of ∂L/∂beta6: (32,) */
-    real *g_co4 = sn_part + 64;  /* this chunk's part of ∂L/∂co4: (32,) */
-    real *B1_norm2_c = work + (size_t)batch * 4720;  /* layer B1_norm2_c: (batch, 8, 32) */
-    real *z_B1_norm2_rstd = work + (size_t)batch * 4976;  /* Σ of B1_norm2_rstd: (batch, 8) */
-    real *B1_norm2_rstd = work + (size_t)batch * 4984;  /* layer B1_norm2_rstd: (batch, 8) */
-    real *dL_dpos = work + (size_t)batch * 13728;  /* ∂L/∂pos: (batch, 8, 32) */
-    real *dL_dB1_att = work + (size_t)batch * 16384;  /* ∂L/∂B1_att: (batch, 8, 32) */
-    real *dL_dB1_res1 = work + (size_t)batch * 16640;  /* ∂L/∂B1_res1: (batch, 8, 32) */
-    real *dL_dB1_norm2_mean = work + (size_t)batch * 16896;  /* ∂L/∂B1_norm2_mean: (batch, 8) */
-    real *delta_B1_norm2_mean = work + (size_t)batch * 16904;  /* ∂L/∂z_B1_norm2_mean: (batch, 8) */
-    real *dL_dB1_norm2_c = work + (size_t)batch * 16912;  /* ∂L/∂B1_norm2_c: (batch, 8, 32) */
-    real *dL_dB1_norm2_rstd = work + (size_t)batch * 17168;  /* ∂L/∂B1_norm2_rstd: (batch, 8) */
-    real *delta_B1_norm2_rstd = work + (size_t)batch * 17176;  /* ∂L/∂z_B1_norm2_rstd: (batch, 8) */
-    real *dL_dB1_norm2 = work + (size_t)batch * 17184;  /* ∂L/∂B1_norm2: (batch, 8, 32) */
-
-    (void)S;
-    memset(sn_part, 0, sizeof(real) * 96);
-    /* g_gamma6[d] += B1_norm2_c[b,a,d]·B1_norm2_rstd[b,a]·dL_dB1_norm2[b,a,d]; dL_dB1_norm2_c[b,a,d] = B1_norm2_rstd[b,a]·dL_dB1_norm2[b,a,d]·gamma6[d] (from B1_norm2); dL_dB1_norm2_rstd[b,a] = B1_norm2_c[b,a,d]·dL_dB1_norm2[b,a,d]·gamma6[d]; g_beta6[d] += dL_dB1_norm2[b,a,d] */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int a = 0; a < 8; a++) {
-            real acc0 = 0;
-#ifdef SN_SIMD
-#pragma omp simd reduction(+:acc0)
-#endif
-            for (int d = 0; d < 32; d++) {
-                const real t0 = B1_norm2_rstd[b * 8 + a]*dL_dB1_norm2[b * 256 + a * 32 + d];
-                g_gamma6[d] += B1_norm2_c[b * 256 + a * 32 + d]*t0;
-                dL_dB1_norm2_c[b * 256 + a * 32 + d] = gamma6[d]*t0;
-                g_beta6[d] += dL_dB1_norm2[b * 256 + a * 32 + d];
-                acc0 += B1_norm2_c[b * 256 + a * 32 + d]*dL_dB1_norm2[b * 256 + a * 32 + d]*gamma6[d];
-            }
-            dL_dB1_norm2_rstd[b * 8 + a] = acc0;
-        }
-    /* delta_B1_norm2_rstd[b,a] = -dL_dB1_norm2_rstd[b,a]/(64·(z_B1_norm2_rstd[b,a]/32 + 1.0e-5)^(3/2)) */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int a = 0; a < 8; a++) {
-            delta_B1_norm2_rstd[b * 8 + a] = -1.0F/64.0F*dL_dB1_norm2_rstd[b * 8 + a]/powf((1.0F/32.0F)*z_B1_norm2_rstd[b * 8 + a] + 1.0e-5F, 3.0F/2.0F);
-        }
-    /* dL_dB1_norm2_c[b,a,e] += 2·B1_norm2_c[b,a,e]·delta_B1_norm2_rstd[b,a]; dL_dB1_res1[b,a,d] += dL_dB1_norm2_c[b,a,d] (from B1_norm2_c); dL_dB1_norm2_mean[b,a] = -dL_dB1_norm2_c[b,a,d] */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int a = 0; a < 8; a++) {
-            real acc0 = 0;
-#ifdef SN_SIMD
-#pragma omp simd reduction(+:acc0)
-#endif
-            for (int e = 0; e < 32; e++) {
-                dL_dB1_norm2_c[b * 256 + a * 32 + e] += 2*B1_norm2_c[b * 256 + a * 32 + e]*delta_B1_norm2_rstd[b * 8 + a];
-                dL_dB1_res1[b * 256 + a * 32 + e] += dL_dB1_norm2_c[b * 256 + a * 32 + e];
-                acc0 += -dL_dB1_norm2_c[b * 256 + a * 32 + e];
-            }
-            dL_dB1_norm2_mean[b * 8 + a] = acc0;
-        }
-    /* delta_B1_norm2_mean[b,a] = dL_dB1_norm2_mean[b,a]/32 */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int a = 0; a < 8; a++) {
-            delta_B1_norm2_mean[b * 8 + a] = (1.0F/32.0F)*dL_dB1_norm2_mean[b * 8 + a];
-        }
-    /* dL_dB1_res1[b,a,e] += delta_B1_norm2_mean[b,a]; dL_dpos[b,i,x] = dL_dB1_res1[b,i,x] (from B1_res1); dL_dB1_att[b,i,x] = dL_dB1_res1[b,i,x]; g_co4[i] += dL_dB1_att[b,tq,i] */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int a = 0; a < 8; a++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-            for (int e = 0; e < 32; e++) {
-                dL_dB1_res1[b * 256 + a * 32 + e] += delta_B1_norm2_mean[b * 8 + a];
-                dL_dpos[b * 256 + a * 32 + e] = dL_dB1_res1[b * 256 + a * 32 + e];
-                dL_dB1_att[b * 256 + a * 32 + e] = dL_dB1_res1[b * 256 + a * 32 + e];
-                g_co4[e] += dL_dB1_att[b * 256 + a * 32 + e];
-            }
-
-}
-
-/* The examples sn_lo ≤ b < sn_hi of the batch through the layers' ops that take each
- * example alone: dL_dB1_att_p, dL_dB1_att_qkv, dL_dB1_att_e, dL_dB1_att_z, dL_dB1_att_s, g_c4; the sums over these examples go to
- * sn_part (96 numbers). */
-static void sn_rows_18(const real *params, real *work, const real *S, int batch, int sn_lo, int sn_hi, real *sn_part)
-{
-
-    real *g_c4 = sn_part + 0;  /* this chunk's part of ∂L/∂c4: (96,) */
-    real *B1_att_qkv = work + (size_t)batch * 2080;  /* layer B1_att_qkv: (batch, 8, 96) */
-    real *B1_att_e = work + (size_t)batch * 3136;  /* layer B1_att_e: (batch, 4, 8, 8) */
-    real *z_B1_att_z = work + (size_t)batch * 3392;  /* Σ of B1_att_z: (batch, 4, 8) */
-    real *B1_att_p = work + (size_t)batch * 3424;  /* layer B1_att_p: (batch, 4, 8, 8) */
-    real *dL_dB1_att_qkv = work + (size_t)batch * 14528;  /* ∂L/∂B1_att_qkv: (batch, 8, 96) */
-    real *dL_dB1_att_s = work + (size_t)batch * 15296;  /* ∂L/∂B1_att_s: (batch, 4, 8, 8) */
-    real *dL_dB1_att_e = work + (size_t)batch * 15584;  /* ∂L/∂B1_att_e: (batch, 4, 8, 8) */
-    real *dL_dB1_att_z = work + (size_t)batch * 15840;  /* ∂L/∂B1_att_z: (batch, 4, 8) */
-    real *dL_dB1_att_p = work + (size_t)batch * 15872;  /* ∂L/∂B1_att_p: (batch, 4, 8, 8) */
-    real *dL_dB1_att_a = work + (size_t)batch * 16128;  /* ∂L/∂B1_att_a: (batch, 8, 4, 8) */
-    real *B1_att_z = z_B1_att_z;  /* layer B1_att_z: z_B1_att_z itself: (batch, 4, 8) */
-    real *delta_B1_att_s = dL_dB1_att_s;  /* ∂L/∂z_B1_att_s: ∂L/∂B1_att_s itself: (batch, 4, 8, 8) */
-    real *delta_B1_att_z = dL_dB1_att_z;  /* ∂L/∂z_B1_att_z: ∂L/∂B1_att_z itself: (batch, 4, 8) */
-    real *delta_B1_att_a = dL_dB1_att_a;  /* ∂L/∂z_B1_att_a: ∂L/∂B1_att_a itself: (batch, 8, 4, 8) */
-
-    (void)params;
-    (void)S;
-    memset(sn_part, 0, sizeof(real) * 96);
-    /* dL_dB1_att_p[b,hd,tq,tk] = Σ_e B1_att_qkv[b,tk,hd·8 + e + 64]·delta_B1_att_a[b,tq,hd,e]; dL_dB1_att_qkv[b,tk,hd*8 + e + 64] = Σ_tq B1_att_p[b,hd,tq,tk]·delta_B1_att_a[b,tq,hd,e]: a small product per (b, hd) */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int hd = 0; hd < 4; hd++) {
-            sn_small_mm(8, 8, 8, (real)1, delta_B1_att_a + (size_t)b * 256 + hd * 8, 32, 1, B1_att_qkv + (size_t)b * 768 + hd * 8 + 64, 1, 96, dL_dB1_att_p + (size_t)b * 256 + hd * 64, 8, 0);
-            sn_small_mm(8, 8, 8, (real)1, B1_att_p + (size_t)b * 256 + hd * 64, 1, 8, delta_B1_att_a + (size_t)b * 256 + hd * 8, 32, 1, dL_dB1_att_qkv + (size_t)b * 768 + hd * 8 + 64, 96, 0);
-        }
-    /* dL_dB1_att_e[b,hd,tq,tk] = dL_dB1_att_p[b,hd,tq,tk]/B1_att_z[b,hd,tq] (from B1_att_p); dL_dB1_att_z[b,hd,tq] = -B1_att_e[b,hd,tq,tk]·dL_dB1_att_p[b,hd,tq,tk]/B1_att_z[b,hd,tq]² */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int hd = 0; hd < 4; hd++)
-            for (int tq = 0; tq < 8; tq++) {
-                const real sn_inv0 = 1/B1_att_z[b * 32 + hd * 8 + tq];
-                const real sn_inv1 = 1/(B1_att_z[b * 32 + hd * 8 + tq]*B1_att_z[b * 32 + hd * 8 + tq]);
-                real acc0 = 0;
-#ifdef SN_SIMD
-#pragma omp simd reduction(+:acc0)
-#endif
-                for (int tk = 0; tk < 8; tk++) {
-                    dL_dB1_att_e[b * 256 + hd * 64 + tq * 8 + tk] = dL_dB1_att_p[b * 256 + hd * 64 + tq * 8 + tk]*sn_inv0;
-                    acc0 += -B1_att_e[b * 256 + hd * 64 + tq * 8 + tk]*dL_dB1_att_p[b * 256 + hd * 64 + tq * 8 + tk]*sn_inv1;
-                }
-                dL_dB1_att_z[b * 32 + hd * 8 + tq] = acc0;
-            }
-    /* dL_dB1_att_e[b,hd,tq,tk] += delta_B1_att_z[b,hd,tq]; dL_dB1_att_s[b,hd,tq,tk] = B1_att_e[b,hd,tq,tk]·dL_dB1_att_e[b,hd,tq,tk] (from B1_att_e) */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int hd = 0; hd < 4; hd++)
-            for (int tq = 0; tq < 8; tq++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-                for (int tk = 0; tk < 8; tk++) {
-                    dL_dB1_att_e[b * 256 + hd * 64 + tq * 8 + tk] += delta_B1_att_z[b * 32 + hd * 8 + tq];
-                    dL_dB1_att_s[b * 256 + hd * 64 + tq * 8 + tk] = B1_att_e[b * 256 + hd * 64 + tq * 8 + tk]*dL_dB1_att_e[b * 256 + hd * 64 + tq * 8 + tk];
-                }
-    /* dL_dB1_att_qkv[b,tk,hd*8 + e + 32] = Σ_tq 0.35355339059327373·B1_att_qkv[b,tq,hd·8 + e]·delta_B1_att_s[b,hd,tq,tk]; dL_dB1_att_qkv[b,tq,hd*8 + e] = Σ_tk 0.35355339059327373·B1_att_qkv[b,tk,hd·8 + e + 32]·delta_B1_att_s[b,hd,tq,tk]: a small product per (b, hd) */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int hd = 0; hd < 4; hd++) {
-            sn_small_mm(8, 8, 8, (real)0.353553391F, delta_B1_att_s + (size_t)b * 256 + hd * 64, 1, 8, B1_att_qkv + (size_t)b * 768 + hd * 8, 96, 1, dL_dB1_att_qkv + (size_t)b * 768 + hd * 8 + 32, 96, 0);
-            sn_small_mm(8, 8, 8, (real)0.353553391F, delta_B1_att_s + (size_t)b * 256 + hd * 64, 8, 1, B1_att_qkv + (size_t)b * 768 + hd * 8 + 32, 96, 1, dL_dB1_att_qkv + (size_t)b * 768 + hd * 8, 96, 0);
-        }
-    /* g_c4[i] += dL_dB1_att_qkv[b,tq,i] */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int tq = 0; tq < 8; tq++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-            for (int i = 0; i < 96; i++) {
-                g_c4[i] += dL_dB1_att_qkv[b * 768 + tq * 96 + i];
-            }
-
-}
-
-/* The examples sn_lo ≤ b < sn_hi of the batch through the layers' ops that take each
- * example alone: g_gamma3, dL_dB1_norm1_c, dL_dB1_norm1_rstd, g_beta3, delta_B1_norm1_rstd, dL_dpos, dL_dB1_norm1_mean, delta_B1_norm1_mean, dL_dembed, g_P2, g_b1; the sums over these examples go to
- * sn_part (352 numbers). */
-static void sn_rows_19(const real *params, real *work, const real *S, int batch, int sn_lo, int sn_hi, real *sn_part)
-{
-    const real *gamma3 = params + 608;  /* gamma3: (32,) */
-
-    real *g_gamma3 = sn_part + 0;  /* this chunk's part of ∂L/∂gamma3: (32,) */
-    real *g_beta3 = sn_part + 32;  /* this chunk's part of ∂L/∂beta3: (32,) */
-    real *g_P2 = sn_part + 64;  /* this chunk's part of ∂L/∂P2: (8, 32) */
-    real *g_b1 = sn_part + 320;  /* this chunk's part of ∂L/∂b1: (32,) */
-    real *B1_norm1_c = work + (size_t)batch * 784;  /* layer B1_norm1_c: (batch, 8, 32) */
-    real *z_B1_norm1_rstd = work + (size_t)batch * 1040;  /* Σ of B1_norm1_rstd: (batch, 8) */
-    real *B1_norm1_rstd = work + (size_t)batch * 1048;  /* layer B1_norm1_rstd: (batch, 8) */
-    real *dL_dembed = work + (size_t)batch * 13472;  /* ∂L/∂embed: (batch, 8, 32) */
-    real *dL_dpos = work + (size_t)batch * 13728;  /* ∂L/∂pos: (batch, 8, 32) */
-    real *dL_dB1_norm1_mean = work + (size_t)batch * 13984;  /* ∂L/∂B1_norm1_mean: (batch, 8) */
-    real *delta_B1_norm1_mean = work + (size_t)batch * 13992;  /* ∂L/∂z_B1_norm1_mean: (batch, 8) */
-    real *dL_dB1_norm1_c = work + (size_t)batch * 14000;  /* ∂L/∂B1_norm1_c: (batch, 8, 32) */
-    real *dL_dB1_norm1_rstd = work + (size_t)batch * 14256;  /* ∂L/∂B1_norm1_rstd: (batch, 8) */
-    real *delta_B1_norm1_rstd = work + (size_t)batch * 14264;  /* ∂L/∂z_B1_norm1_rstd: (batch, 8) */
-    real *dL_dB1_norm1 = work + (size_t)batch * 14272;  /* ∂L/∂B1_norm1: (batch, 8, 32) */
-
-    (void)S;
-    memset(sn_part, 0, sizeof(real) * 352);
-    /* g_gamma3[d] += B1_norm1_c[b,a,d]·B1_norm1_rstd[b,a]·dL_dB1_norm1[b,a,d]; dL_dB1_norm1_c[b,a,d] = B1_norm1_rstd[b,a]·dL_dB1_norm1[b,a,d]·gamma3[d] (from B1_norm1); dL_dB1_norm1_rstd[b,a] = B1_norm1_c[b,a,d]·dL_dB1_norm1[b,a,d]·gamma3[d]; g_beta3[d] += dL_dB1_norm1[b,a,d] */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int a = 0; a < 8; a++) {
-            real acc0 = 0;
-#ifdef SN_SIMD
-#pragma omp simd reduction(+:acc0)
-#endif
-            for (int d = 0; d < 32; d++) {
-                const real t0 = B1_norm1_rstd[b * 8 + a]*dL_dB1_norm1[b * 256 + a * 32 + d];
-                g_gamma3[d] += B1_norm1_c[b * 256 + a * 32 + d]*t0;
-                dL_dB1_norm1_c[b * 256 + a * 32 + d] = gamma3[d]*t0;
-                g_beta3[d] += dL_dB1_norm1[b * 256 + a * 32 + d];
-                acc0 += B1_norm1_c[b * 256 + a * 32 + d]*dL_dB1_norm1[b * 256 + a * 32 + d]*gamma3[d];
-            }
-            dL_dB1_norm1_rstd[b * 8 + a] = acc0;
-        }
-    /* delta_B1_norm1_rstd[b,a] = -dL_dB1_norm1_rstd[b,a]/(64·(z_B1_norm1_rstd[b,a]/32 + 1.0e-5)^(3/2)) */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int a = 0; a < 8; a++) {
-            delta_B1_norm1_rstd[b * 8 + a] = -1.0F/64.0F*dL_dB1_norm1_rstd[b * 8 + a]/powf((1.0F/32.0F)*z_B1_norm1_rstd[b * 8 + a] + 1.0e-5F, 3.0F/2.0F);
-        }
-    /* dL_dB1_norm1_c[b,a,e] += 2·B1_norm1_c[b,a,e]·delta_B1_norm1_rstd[b,a]; dL_dpos[b,a,d] += dL_dB1_norm1_c[b,a,d] (from B1_norm1_c); dL_dB1_norm1_mean[b,a] = -dL_dB1_norm1_c[b,a,d] */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int a = 0; a < 8; a++) {
-            real acc0 = 0;
-#ifdef SN_SIMD
-#pragma omp simd reduction(+:acc0)
-#endif
-            for (int e = 0; e < 32; e++) {
-                dL_dB1_norm1_c[b * 256 + a * 32 + e] += 2*B1_norm1_c[b * 256 + a * 32 + e]*delta_B1_norm1_rstd[b * 8 + a];
-                dL_dpos[b * 256 + a * 32 + e] += dL_dB1_norm1_c[b * 256 + a * 32 + e];
-                acc0 += -dL_dB1_norm1_c[b * 256 + a * 32 + e];
-            }
-            dL_dB1_norm1_mean[b * 8 + a] = acc0;
-        }
-    /* delta_B1_norm1_mean[b,a] = dL_dB1_norm1_mean[b,a]/32 */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int a = 0; a < 8; a++) {
-            delta_B1_norm1_mean[b * 8 + a] = (1.0F/32.0F)*dL_dB1_norm1_mean[b * 8 + a];
-        }
-    /* dL_dpos[b,a,e] += delta_B1_norm1_mean[b,a]; dL_dembed[b,tq,i] = dL_dpos[b,tq,i]; g_P2[tq,i] += dL_dpos[b,tq,i] */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int a = 0; a < 8; a++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-            for (int e = 0; e < 32; e++) {
-                dL_dpos[b * 256 + a * 32 + e] += delta_B1_norm1_mean[b * 8 + a];
-                dL_dembed[b * 256 + a * 32 + e] = dL_dpos[b * 256 + a * 32 + e];
-                g_P2[a * 32 + e] += dL_dpos[b * 256 + a * 32 + e];
-            }
-    /* g_b1[i] += dL_dembed[b,tq,i] */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int tq = 0; tq < 8; tq++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-            for (int i = 0; i < 32; i++) {
-                g_b1[i] += dL_dembed[b * 256 + tq * 32 + i];
-            }
-
-}
-
 /* Forward pass: every layer from the input up. */
 static void sn_forward(const real *params, real *work, const real *S, int batch)
 {
@@ -2013,51 +1425,1064 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_31ce35aa83_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_c52cf5a182_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 13392, sizeof(real) * (size_t)batch * 80);
 }
 
-/* Loss L = (1/batch) Σ_b L_b, after a forward pass. */
-static double sn_loss(const real *params, real *work, const real *S, const real *T, int batch)
+/* ------------------------------------------------------------------------
+ * The loss-and-gradient pass in chunks of the batch.  Every product of this network is
+ * too small to share among threads by itself (406016 multiply-adds per example in all),
+ * so the pass shares out examples instead, with one hand-over for the whole pass: chunk
+ * c of n holds the examples sn_cut(batch, c, n) ≤ b < sn_cut(batch, c + 1, n) and runs
+ * them through the forward pass, the loss and the backward pass (sn_chunk), every op of
+ * which takes each example alone; the sums over the examples it makes (the loss, the bias
+ * gradients) are kept per chunk and added up in the order of the chunks.  Then the
+ * products that sum over the whole batch (the weight gradients, sn_chunk_sums) run with
+ * their rows of ∂L/∂W shared among n jobs, each element summed by one job.  n depends on
+ * the batch alone (sn_chunks_of), never on the threads that take the chunks, so the
+ * numbers are the same on one thread and on several.
+ * ---------------------------------------------------------------------- */
+/* chunks of about SN_CHUNK examples, as the forward pass's regions */
+static inline int sn_chunks_of(int batch) { return sn_chunks(batch); }
+static inline int sn_cut(int n, int c, int parts) { return (int)((long long)n * c / parts); }
+
+typedef struct {
+    const real *params;
+    real *grads, *work;
+    const real *X, *T;
+    int batch, n;          /* the batch; its chunks */
+    double loss[SN_CHUNKS_MAX];        /* each chunk's sum of the per-example loss */
+    const real *src;       /* an update: dst ← src − lr·∂L/∂θ in the jobs that finish ∂L/∂θ */
+    real *dst, lr;         /* (dst NULL: none) */
+    int keep, bad[2];      /* keep: src (the θ before) kept in grads; bad: a gradient NaN or inf */
+} sn_chunk_args;
+
+/* fn(a, j) for j < a->n, on as many threads as the work of the whole pass pays for (none
+ * while the pass goes without: sn_choose) */
+static void sn_chunks_run(sn_chunk_args *a, void (*fn)(void *, int))
 {
-    const real *b17 = params + 18016;  /* b17: (10,) */
-
-    real *z_O = work + (size_t)batch * 13312;  /* Σ of O: (batch, 8, 10) */
-
-    double loss = 0;
-    sn_forward(params, work, S, batch);
-    /* L += T[b,tq,i]·softplus(-b17[i] - z_O[b,tq,i])/80 + (1 - T[b,tq,i])·softplus(b17[i] + z_O[b,tq,i])/80 */
-    for (int b = 0; b < batch; b++)
-        for (int tq = 0; tq < 8; tq++)
-            for (int i = 0; i < 10; i++) {
-                const real t0 = b17[i] + z_O[b * 80 + tq * 10 + i];
-                loss += (double)((1.0F/80.0F)*T[b * 80 + tq * 10 + i]*sn_softplus(-t0) + (1.0F/80.0F)*(1 - T[b * 80 + tq * 10 + i])*sn_softplus(t0));
-            }
-
-    return loss / batch;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(a->n) if (sn_on && a->n > 1 && (double)a->batch * 406016 >= SN_PARALLEL)
+#endif
+    for (int j = 0; j < a->n; j++)
+        fn(a, j);
 }
 
-real symnet_31ce35aa83_loss(const real *params, const real *X, const real *T, int batch, real *work)
+/* Chunk c of the batch through every per-example op of the pass: its examples'
+ * loss into a->loss[c], the sums over its examples into sn_part. */
+static void sn_chunk(void *arg, int c)
 {
-    return (real)sn_loss(params, work, X, T, batch);
-}
-
-/* Loss and every gradient ∂L/∂θ (into grads), by back propagation. */
-static double sn_loss_grad(const real *params, real *grads, real *work, const real *S, const real *T, int batch)
-{
+    sn_chunk_args *a = (sn_chunk_args *)arg;
+    const real *params = a->params, *S = a->X, *T = a->T;
+    real *work = a->work;
+    const int batch = a->batch;
+    const int sn_lo = sn_cut(batch, c, a->n), sn_hi = sn_cut(batch, c + 1, a->n);
+    real *sn_part = work + (size_t)batch * 24048 + (size_t)c * 1002;  /* 1002 partial sums */
+    const real *W1 = params + 0;  /* W1: (32, 10) */
+    const real *b1 = params + 320;  /* b1: (32,) */
+    const real *P2 = params + 352;  /* P2: (8, 32) */
+    const real *gamma3 = params + 608;  /* gamma3: (32,) */
+    const real *beta3 = params + 640;  /* beta3: (32,) */
     const real *W4 = params + 672;  /* W4: (96, 32) */
+    const real *c4 = params + 3744;  /* c4: (96,) */
     const real *Wo4 = params + 3840;  /* Wo4: (32, 32) */
+    const real *co4 = params + 4864;  /* co4: (32,) */
+    const real *gamma6 = params + 4896;  /* gamma6: (32,) */
+    const real *beta6 = params + 4928;  /* beta6: (32,) */
     const real *W7 = params + 4960;  /* W7: (64, 32) */
+    const real *b7 = params + 7008;  /* b7: (64,) */
     const real *W8 = params + 7072;  /* W8: (32, 64) */
+    const real *b8 = params + 9120;  /* b8: (32,) */
+    const real *gamma10 = params + 9152;  /* gamma10: (32,) */
+    const real *beta10 = params + 9184;  /* beta10: (32,) */
     const real *W11 = params + 9216;  /* W11: (96, 32) */
+    const real *c11 = params + 12288;  /* c11: (96,) */
     const real *Wo11 = params + 12384;  /* Wo11: (32, 32) */
+    const real *co11 = params + 13408;  /* co11: (32,) */
+    const real *gamma13 = params + 13440;  /* gamma13: (32,) */
+    const real *beta13 = params + 13472;  /* beta13: (32,) */
     const real *W14 = params + 13504;  /* W14: (64, 32) */
+    const real *b14 = params + 15552;  /* b14: (64,) */
     const real *W15 = params + 15616;  /* W15: (32, 64) */
+    const real *b15 = params + 17664;  /* b15: (32,) */
     const real *W17 = params + 17696;  /* W17: (10, 32) */
     const real *b17 = params + 18016;  /* b17: (10,) */
 
+    real *g_b17 = sn_part + 0;  /* this chunk's part of ∂L/∂b17: (10,) */
+    real *g_b15 = sn_part + 10;  /* this chunk's part of ∂L/∂b15: (32,) */
+    real *g_b14 = sn_part + 42;  /* this chunk's part of ∂L/∂b14: (64,) */
+    real *g_gamma13 = sn_part + 106;  /* this chunk's part of ∂L/∂gamma13: (32,) */
+    real *g_beta13 = sn_part + 138;  /* this chunk's part of ∂L/∂beta13: (32,) */
+    real *g_co11 = sn_part + 170;  /* this chunk's part of ∂L/∂co11: (32,) */
+    real *g_c11 = sn_part + 202;  /* this chunk's part of ∂L/∂c11: (96,) */
+    real *g_gamma10 = sn_part + 298;  /* this chunk's part of ∂L/∂gamma10: (32,) */
+    real *g_beta10 = sn_part + 330;  /* this chunk's part of ∂L/∂beta10: (32,) */
+    real *g_b8 = sn_part + 362;  /* this chunk's part of ∂L/∂b8: (32,) */
+    real *g_b7 = sn_part + 394;  /* this chunk's part of ∂L/∂b7: (64,) */
+    real *g_gamma6 = sn_part + 458;  /* this chunk's part of ∂L/∂gamma6: (32,) */
+    real *g_beta6 = sn_part + 490;  /* this chunk's part of ∂L/∂beta6: (32,) */
+    real *g_co4 = sn_part + 522;  /* this chunk's part of ∂L/∂co4: (32,) */
+    real *g_c4 = sn_part + 554;  /* this chunk's part of ∂L/∂c4: (96,) */
+    real *g_gamma3 = sn_part + 650;  /* this chunk's part of ∂L/∂gamma3: (32,) */
+    real *g_beta3 = sn_part + 682;  /* this chunk's part of ∂L/∂beta3: (32,) */
+    real *g_P2 = sn_part + 714;  /* this chunk's part of ∂L/∂P2: (8, 32) */
+    real *g_b1 = sn_part + 970;  /* this chunk's part of ∂L/∂b1: (32,) */
+    real *z_embed = work + (size_t)batch * 0;  /* Σ of embed: (batch, 8, 32) */
+    real *embed = work + (size_t)batch * 256;  /* layer embed: (batch, 8, 32) */
+    real *pos = work + (size_t)batch * 512;  /* layer pos: (batch, 8, 32) */
+    real *z_B1_norm1_mean = work + (size_t)batch * 768;  /* Σ of B1_norm1_mean: (batch, 8) */
+    real *B1_norm1_mean = work + (size_t)batch * 776;  /* layer B1_norm1_mean: (batch, 8) */
+    real *B1_norm1_c = work + (size_t)batch * 784;  /* layer B1_norm1_c: (batch, 8, 32) */
+    real *z_B1_norm1_rstd = work + (size_t)batch * 1040;  /* Σ of B1_norm1_rstd: (batch, 8) */
+    real *B1_norm1_rstd = work + (size_t)batch * 1048;  /* layer B1_norm1_rstd: (batch, 8) */
+    real *B1_norm1 = work + (size_t)batch * 1056;  /* layer B1_norm1: (batch, 8, 32) */
+    real *z_B1_att_qkv = work + (size_t)batch * 1312;  /* Σ of B1_att_qkv: (batch, 8, 96) */
+    real *B1_att_qkv = work + (size_t)batch * 2080;  /* layer B1_att_qkv: (batch, 8, 96) */
+    real *z_B1_att_s = work + (size_t)batch * 2848;  /* Σ of B1_att_s: (batch, 4, 8, 8) */
+    real *z_B1_att_m = work + (size_t)batch * 3104;  /* Σ of B1_att_m: (batch, 4, 8) */
+    real *B1_att_e = work + (size_t)batch * 3136;  /* layer B1_att_e: (batch, 4, 8, 8) */
+    real *z_B1_att_z = work + (size_t)batch * 3392;  /* Σ of B1_att_z: (batch, 4, 8) */
+    real *B1_att_p = work + (size_t)batch * 3424;  /* layer B1_att_p: (batch, 4, 8, 8) */
+    real *z_B1_att_a = work + (size_t)batch * 3680;  /* Σ of B1_att_a: (batch, 8, 4, 8) */
+    real *z_B1_att = work + (size_t)batch * 3936;  /* Σ of B1_att: (batch, 8, 32) */
+    real *B1_att = work + (size_t)batch * 4192;  /* layer B1_att: (batch, 8, 32) */
+    real *B1_res1 = work + (size_t)batch * 4448;  /* layer B1_res1: (batch, 8, 32) */
+    real *z_B1_norm2_mean = work + (size_t)batch * 4704;  /* Σ of B1_norm2_mean: (batch, 8) */
+    real *B1_norm2_mean = work + (size_t)batch * 4712;  /* layer B1_norm2_mean: (batch, 8) */
+    real *B1_norm2_c = work + (size_t)batch * 4720;  /* layer B1_norm2_c: (batch, 8, 32) */
+    real *z_B1_norm2_rstd = work + (size_t)batch * 4976;  /* Σ of B1_norm2_rstd: (batch, 8) */
+    real *B1_norm2_rstd = work + (size_t)batch * 4984;  /* layer B1_norm2_rstd: (batch, 8) */
+    real *B1_norm2 = work + (size_t)batch * 4992;  /* layer B1_norm2: (batch, 8, 32) */
+    real *z_B1_ff1 = work + (size_t)batch * 5248;  /* Σ of B1_ff1: (batch, 8, 64) */
+    real *B1_ff1 = work + (size_t)batch * 5760;  /* layer B1_ff1: (batch, 8, 64) */
+    real *z_B1_ff2 = work + (size_t)batch * 6272;  /* Σ of B1_ff2: (batch, 8, 32) */
+    real *B1_ff2 = work + (size_t)batch * 6528;  /* layer B1_ff2: (batch, 8, 32) */
+    real *B1 = work + (size_t)batch * 6784;  /* layer B1: (batch, 8, 32) */
+    real *z_B2_norm1_mean = work + (size_t)batch * 7040;  /* Σ of B2_norm1_mean: (batch, 8) */
+    real *B2_norm1_mean = work + (size_t)batch * 7048;  /* layer B2_norm1_mean: (batch, 8) */
+    real *B2_norm1_c = work + (size_t)batch * 7056;  /* layer B2_norm1_c: (batch, 8, 32) */
+    real *z_B2_norm1_rstd = work + (size_t)batch * 7312;  /* Σ of B2_norm1_rstd: (batch, 8) */
+    real *B2_norm1_rstd = work + (size_t)batch * 7320;  /* layer B2_norm1_rstd: (batch, 8) */
+    real *B2_norm1 = work + (size_t)batch * 7328;  /* layer B2_norm1: (batch, 8, 32) */
+    real *z_B2_att_qkv = work + (size_t)batch * 7584;  /* Σ of B2_att_qkv: (batch, 8, 96) */
+    real *B2_att_qkv = work + (size_t)batch * 8352;  /* layer B2_att_qkv: (batch, 8, 96) */
+    real *z_B2_att_s = work + (size_t)batch * 9120;  /* Σ of B2_att_s: (batch, 4, 8, 8) */
+    real *z_B2_att_m = work + (size_t)batch * 9376;  /* Σ of B2_att_m: (batch, 4, 8) */
+    real *B2_att_e = work + (size_t)batch * 9408;  /* layer B2_att_e: (batch, 4, 8, 8) */
+    real *z_B2_att_z = work + (size_t)batch * 9664;  /* Σ of B2_att_z: (batch, 4, 8) */
+    real *B2_att_p = work + (size_t)batch * 9696;  /* layer B2_att_p: (batch, 4, 8, 8) */
+    real *z_B2_att_a = work + (size_t)batch * 9952;  /* Σ of B2_att_a: (batch, 8, 4, 8) */
+    real *z_B2_att = work + (size_t)batch * 10208;  /* Σ of B2_att: (batch, 8, 32) */
+    real *B2_att = work + (size_t)batch * 10464;  /* layer B2_att: (batch, 8, 32) */
+    real *B2_res1 = work + (size_t)batch * 10720;  /* layer B2_res1: (batch, 8, 32) */
+    real *z_B2_norm2_mean = work + (size_t)batch * 10976;  /* Σ of B2_norm2_mean: (batch, 8) */
+    real *B2_norm2_mean = work + (size_t)batch * 10984;  /* layer B2_norm2_mean: (batch, 8) */
+    real *B2_norm2_c = work + (size_t)batch * 10992;  /* layer B2_norm2_c: (batch, 8, 32) */
+    real *z_B2_norm2_rstd = work + (size_t)batch * 11248;  /* Σ of B2_norm2_rstd: (batch, 8) */
+    real *B2_norm2_rstd = work + (size_t)batch * 11256;  /* layer B2_norm2_rstd: (batch, 8) */
+    real *B2_norm2 = work + (size_t)batch * 11264;  /* layer B2_norm2: (batch, 8, 32) */
+    real *z_B2_ff1 = work + (size_t)batch * 11520;  /* Σ of B2_ff1: (batch, 8, 64) */
+    real *B2_ff1 = work + (size_t)batch * 12032;  /* layer B2_ff1: (batch, 8, 64) */
+    real *z_B2_ff2 = work + (size_t)batch * 12544;  /* Σ of B2_ff2: (batch, 8, 32) */
+    real *B2_ff2 = work + (size_t)batch * 12800;  /* layer B2_ff2: (batch, 8, 32) */
+    real *B2 = work + (size_t)batch * 13056;  /* layer B2: (batch, 8, 32) */
+    real *z_O = work + (size_t)batch * 13312;  /* Σ of O: (batch, 8, 10) */
+    real *sn_u_O = work + (size_t)batch * 13392;  /* layer O: (batch, 8, 10) */
+    real *dL_dembed = work + (size_t)batch * 13472;  /* ∂L/∂embed: (batch, 8, 32) */
+    real *dL_dpos = work + (size_t)batch * 13728;  /* ∂L/∂pos: (batch, 8, 32) */
+    real *dL_dB1_norm1_mean = work + (size_t)batch * 13984;  /* ∂L/∂B1_norm1_mean: (batch, 8) */
+    real *delta_B1_norm1_mean = work + (size_t)batch * 13992;  /* ∂L/∂z_B1_norm1_mean: (batch, 8) */
+    real *dL_dB1_norm1_c = work + (size_t)batch * 14000;  /* ∂L/∂B1_norm1_c: (batch, 8, 32) */
+    real *dL_dB1_norm1_rstd = work + (size_t)batch * 14256;  /* ∂L/∂B1_norm1_rstd: (batch, 8) */
+    real *delta_B1_norm1_rstd = work + (size_t)batch * 14264;  /* ∂L/∂z_B1_norm1_rstd: (batch, 8) */
+    real *dL_dB1_norm1 = work + (size_t)batch * 14272;  /* ∂L/∂B1_norm1: (batch, 8, 32) */
+    real *dL_dB1_att_qkv = work + (size_t)batch * 14528;  /* ∂L/∂B1_att_qkv: (batch, 8, 96) */
+    real *dL_dB1_att_s = work + (size_t)batch * 15296;  /* ∂L/∂B1_att_s: (batch, 4, 8, 8) */
+    real *dL_dB1_att_e = work + (size_t)batch * 15584;  /* ∂L/∂B1_att_e: (batch, 4, 8, 8) */
+    real *dL_dB1_att_z = work + (size_t)batch * 15840;  /* ∂L/∂B1_att_z: (batch, 4, 8) */
+    real *dL_dB1_att_p = work + (size_t)batch * 15872;  /* ∂L/∂B1_att_p: (batch, 4, 8, 8) */
+    real *dL_dB1_att_a = work + (size_t)batch * 16128;  /* ∂L/∂B1_att_a: (batch, 8, 4, 8) */
+    real *dL_dB1_att = work + (size_t)batch * 16384;  /* ∂L/∂B1_att: (batch, 8, 32) */
+    real *dL_dB1_res1 = work + (size_t)batch * 16640;  /* ∂L/∂B1_res1: (batch, 8, 32) */
+    real *dL_dB1_norm2_mean = work + (size_t)batch * 16896;  /* ∂L/∂B1_norm2_mean: (batch, 8) */
+    real *delta_B1_norm2_mean = work + (size_t)batch * 16904;  /* ∂L/∂z_B1_norm2_mean: (batch, 8) */
+    real *dL_dB1_norm2_c = work + (size_t)batch * 16912;  /* ∂L/∂B1_norm2_c: (batch, 8, 32) */
+    real *dL_dB1_norm2_rstd = work + (size_t)batch * 17168;  /* ∂L/∂B1_norm2_rstd: (batch, 8) */
+    real *delta_B1_norm2_rstd = work + (size_t)batch * 17176;  /* ∂L/∂z_B1_norm2_rstd: (batch, 8) */
+    real *dL_dB1_norm2 = work + (size_t)batch * 17184;  /* ∂L/∂B1_norm2: (batch, 8, 32) */
+    real *dL_dB1_ff1 = work + (size_t)batch * 17440;  /* ∂L/∂B1_ff1: (batch, 8, 64) */
+    real *delta_B1_ff1 = work + (size_t)batch * 17952;  /* ∂L/∂z_B1_ff1: (batch, 8, 64) */
+    real *dL_dB1_ff2 = work + (size_t)batch * 18464;  /* ∂L/∂B1_ff2: (batch, 8, 32) */
+    real *dL_dB1 = work + (size_t)batch * 18720;  /* ∂L/∂B1: (batch, 8, 32) */
+    real *dL_dB2_norm1_mean = work + (size_t)batch * 18976;  /* ∂L/∂B2_norm1_mean: (batch, 8) */
+    real *delta_B2_norm1_mean = work + (size_t)batch * 18984;  /* ∂L/∂z_B2_norm1_mean: (batch, 8) */
+    real *dL_dB2_norm1_c = work + (size_t)batch * 18992;  /* ∂L/∂B2_norm1_c: (batch, 8, 32) */
+    real *dL_dB2_norm1_rstd = work + (size_t)batch * 19248;  /* ∂L/∂B2_norm1_rstd: (batch, 8) */
+    real *delta_B2_norm1_rstd = work + (size_t)batch * 19256;  /* ∂L/∂z_B2_norm1_rstd: (batch, 8) */
+    real *dL_dB2_norm1 = work + (size_t)batch * 19264;  /* ∂L/∂B2_norm1: (batch, 8, 32) */
+    real *dL_dB2_att_qkv = work + (size_t)batch * 19520;  /* ∂L/∂B2_att_qkv: (batch, 8, 96) */
+    real *dL_dB2_att_s = work + (size_t)batch * 20288;  /* ∂L/∂B2_att_s: (batch, 4, 8, 8) */
+    real *dL_dB2_att_e = work + (size_t)batch * 20576;  /* ∂L/∂B2_att_e: (batch, 4, 8, 8) */
+    real *dL_dB2_att_z = work + (size_t)batch * 20832;  /* ∂L/∂B2_att_z: (batch, 4, 8) */
+    real *dL_dB2_att_p = work + (size_t)batch * 20864;  /* ∂L/∂B2_att_p: (batch, 4, 8, 8) */
+    real *dL_dB2_att_a = work + (size_t)batch * 21120;  /* ∂L/∂B2_att_a: (batch, 8, 4, 8) */
+    real *dL_dB2_att = work + (size_t)batch * 21376;  /* ∂L/∂B2_att: (batch, 8, 32) */
+    real *dL_dB2_res1 = work + (size_t)batch * 21632;  /* ∂L/∂B2_res1: (batch, 8, 32) */
+    real *dL_dB2_norm2_mean = work + (size_t)batch * 21888;  /* ∂L/∂B2_norm2_mean: (batch, 8) */
+    real *delta_B2_norm2_mean = work + (size_t)batch * 21896;  /* ∂L/∂z_B2_norm2_mean: (batch, 8) */
+    real *dL_dB2_norm2_c = work + (size_t)batch * 21904;  /* ∂L/∂B2_norm2_c: (batch, 8, 32) */
+    real *dL_dB2_norm2_rstd = work + (size_t)batch * 22160;  /* ∂L/∂B2_norm2_rstd: (batch, 8) */
+    real *delta_B2_norm2_rstd = work + (size_t)batch * 22168;  /* ∂L/∂z_B2_norm2_rstd: (batch, 8) */
+    real *dL_dB2_norm2 = work + (size_t)batch * 22176;  /* ∂L/∂B2_norm2: (batch, 8, 32) */
+    real *dL_dB2_ff1 = work + (size_t)batch * 22432;  /* ∂L/∂B2_ff1: (batch, 8, 64) */
+    real *delta_B2_ff1 = work + (size_t)batch * 22944;  /* ∂L/∂z_B2_ff1: (batch, 8, 64) */
+    real *dL_dB2_ff2 = work + (size_t)batch * 23456;  /* ∂L/∂B2_ff2: (batch, 8, 32) */
+    real *dL_dB2 = work + (size_t)batch * 23712;  /* ∂L/∂B2: (batch, 8, 32) */
+    real *delta_O = work + (size_t)batch * 23968;  /* ∂L/∂z_O: (batch, 8, 10) */
+    real *B1_att_s = z_B1_att_s;  /* layer B1_att_s: z_B1_att_s itself: (batch, 4, 8, 8) */
+    real *B1_att_m = z_B1_att_m;  /* layer B1_att_m: z_B1_att_m itself: (batch, 4, 8) */
+    real *B1_att_z = z_B1_att_z;  /* layer B1_att_z: z_B1_att_z itself: (batch, 4, 8) */
+    real *B1_att_a = z_B1_att_a;  /* layer B1_att_a: z_B1_att_a itself: (batch, 8, 4, 8) */
+    real *B2_att_s = z_B2_att_s;  /* layer B2_att_s: z_B2_att_s itself: (batch, 4, 8, 8) */
+    real *B2_att_m = z_B2_att_m;  /* layer B2_att_m: z_B2_att_m itself: (batch, 4, 8) */
+    real *B2_att_z = z_B2_att_z;  /* layer B2_att_z: z_B2_att_z itself: (batch, 4, 8) */
+    real *B2_att_a = z_B2_att_a;  /* layer B2_att_a: z_B2_att_a itself: (batch, 8, 4, 8) */
+    real *delta_B1_att_qkv = dL_dB1_att_qkv;  /* ∂L/∂z_B1_att_qkv: ∂L/∂B1_att_qkv itself: (batch, 8, 96) */
+    real *delta_B1_att_s = dL_dB1_att_s;  /* ∂L/∂z_B1_att_s: ∂L/∂B1_att_s itself: (batch, 4, 8, 8) */
+    real *delta_B1_att_z = dL_dB1_att_z;  /* ∂L/∂z_B1_att_z: ∂L/∂B1_att_z itself: (batch, 4, 8) */
+    real *delta_B1_att_a = dL_dB1_att_a;  /* ∂L/∂z_B1_att_a: ∂L/∂B1_att_a itself: (batch, 8, 4, 8) */
+    real *delta_B1_att = dL_dB1_att;  /* ∂L/∂z_B1_att: ∂L/∂B1_att itself: (batch, 8, 32) */
+    real *delta_B1_ff2 = dL_dB1_ff2;  /* ∂L/∂z_B1_ff2: ∂L/∂B1_ff2 itself: (batch, 8, 32) */
+    real *delta_B2_att_qkv = dL_dB2_att_qkv;  /* ∂L/∂z_B2_att_qkv: ∂L/∂B2_att_qkv itself: (batch, 8, 96) */
+    real *delta_B2_att_s = dL_dB2_att_s;  /* ∂L/∂z_B2_att_s: ∂L/∂B2_att_s itself: (batch, 4, 8, 8) */
+    real *delta_B2_att_z = dL_dB2_att_z;  /* ∂L/∂z_B2_att_z: ∂L/∂B2_att_z itself: (batch, 4, 8) */
+    real *delta_B2_att_a = dL_dB2_att_a;  /* ∂L/∂z_B2_att_a: ∂L/∂B2_att_a itself: (batch, 8, 4, 8) */
+    real *delta_B2_att = dL_dB2_att;  /* ∂L/∂z_B2_att: ∂L/∂B2_att itself: (batch, 8, 32) */
+    real *delta_B2_ff2 = dL_dB2_ff2;  /* ∂L/∂z_B2_ff2: ∂L/∂B2_ff2 itself: (batch, 8, 32) */
+
+    const real inv_batch = (real)1 / (real)batch;
+    double loss = 0;
+    memset(sn_part, 0, sizeof(real) * 1002);
+    /* z_embed[b,t,i] = Σ_j W1[i,j]·S[b,t,j] for each of the 8 positions t */
+    sn_mm_nt((sn_hi - sn_lo) * 8, 32, 10, S + (size_t)sn_lo * 80, W1, z_embed + (size_t)sn_lo * 256, 0);
+    /* embed[b,tq,i] = b1[i] + z_embed[b,tq,i]; pos[b,tq,i] = P2[tq,i] + embed[b,tq,i]; z_B1_norm1_mean[b,a] = Σ_e pos[b,a,e] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int tq = 0; tq < 8; tq++) {
+            real acc0 = 0;
+#ifdef SN_SIMD
+#pragma omp simd reduction(+:acc0)
+#endif
+            for (int i = 0; i < 32; i++) {
+                embed[b * 256 + tq * 32 + i] = b1[i] + z_embed[b * 256 + tq * 32 + i];
+                pos[b * 256 + tq * 32 + i] = P2[tq * 32 + i] + embed[b * 256 + tq * 32 + i];
+                acc0 += pos[b * 256 + tq * 32 + i];
+            }
+            z_B1_norm1_mean[b * 8 + tq] = acc0;
+        }
+    /* B1_norm1_mean[b,a] = z_B1_norm1_mean[b,a]/32 */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int a = 0; a < 8; a++) {
+            B1_norm1_mean[b * 8 + a] = (1.0F/32.0F)*z_B1_norm1_mean[b * 8 + a];
+        }
+    /* B1_norm1_c[b,a,d] = -B1_norm1_mean[b,a] + pos[b,a,d]; z_B1_norm1_rstd[b,a] = Σ_e B1_norm1_c[b,a,e]² */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int a = 0; a < 8; a++) {
+            real acc0 = 0;
+#ifdef SN_SIMD
+#pragma omp simd reduction(+:acc0)
+#endif
+            for (int d = 0; d < 32; d++) {
+                B1_norm1_c[b * 256 + a * 32 + d] = -B1_norm1_mean[b * 8 + a] + pos[b * 256 + a * 32 + d];
+                acc0 += B1_norm1_c[b * 256 + a * 32 + d]*B1_norm1_c[b * 256 + a * 32 + d];
+            }
+            z_B1_norm1_rstd[b * 8 + a] = acc0;
+        }
+    /* B1_norm1_rstd[b,a] = 1/sqrt(z_B1_norm1_rstd[b,a]/32 + 1.0e-5) */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int a = 0; a < 8; a++) {
+            B1_norm1_rstd[b * 8 + a] = powf((1.0F/32.0F)*z_B1_norm1_rstd[b * 8 + a] + 1.0e-5F, -1.0F/2.0F);
+        }
+    /* B1_norm1[b,a,d] = B1_norm1_c[b,a,d]·B1_norm1_rstd[b,a]·gamma3[d] + beta3[d] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int a = 0; a < 8; a++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+            for (int d = 0; d < 32; d++) {
+                B1_norm1[b * 256 + a * 32 + d] = B1_norm1_c[b * 256 + a * 32 + d]*B1_norm1_rstd[b * 8 + a]*gamma3[d] + beta3[d];
+            }
+    /* z_B1_att_qkv[b,t,i] = Σ_j W4[i,j]·B1_norm1[b,t,j] for each of the 8 positions t */
+    sn_mm_nt((sn_hi - sn_lo) * 8, 96, 32, B1_norm1 + (size_t)sn_lo * 256, W4, z_B1_att_qkv + (size_t)sn_lo * 768, 0);
+    /* B1_att_qkv[b,tq,i] = c4[i] + z_B1_att_qkv[b,tq,i] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int tq = 0; tq < 8; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+            for (int i = 0; i < 96; i++) {
+                B1_att_qkv[b * 768 + tq * 96 + i] = c4[i] + z_B1_att_qkv[b * 768 + tq * 96 + i];
+            }
+    /* z_B1_att_s[b,hd,tq,tk] = Σ_e 0.35355339059327373·B1_att_qkv[b,tk,hd·8 + e + 32]·B1_att_qkv[b,tq,hd·8 + e]: a small product per (b, hd) */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int hd = 0; hd < 4; hd++) {
+            sn_small_mm(8, 8, 8, (real)0.353553391F, B1_att_qkv + (size_t)b * 768 + hd * 8, 96, 1, B1_att_qkv + (size_t)b * 768 + hd * 8 + 32, 1, 96, z_B1_att_s + (size_t)b * 256 + hd * 64, 8, 0);
+        }
+    for (size_t q = (size_t)sn_lo * 32; q < (size_t)sn_hi * 32; q++) z_B1_att_m[q] = -INFINITY;
+    /* z_B1_att_m[b,hd,tq] = max_tk B1_att_s[b,hd,tq,tk] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int hd = 0; hd < 4; hd++)
+            for (int tq = 0; tq < 8; tq++) {
+                real acc0 = -INFINITY;
+#ifdef SN_SIMD
+#pragma omp simd reduction(max:acc0)
+#endif
+                for (int tk = 0; tk < 8; tk++) {
+                    acc0 = B1_att_s[b * 256 + hd * 64 + tq * 8 + tk] > acc0 ? B1_att_s[b * 256 + hd * 64 + tq * 8 + tk] : acc0;
+                }
+                z_B1_att_m[b * 32 + hd * 8 + tq] = acc0 > z_B1_att_m[b * 32 + hd * 8 + tq] ? acc0 : z_B1_att_m[b * 32 + hd * 8 + tq];
+            }
+    /* B1_att_e[b,hd,tq,tk] = exp(-B1_att_m[b,hd,tq] + B1_att_s[b,hd,tq,tk]); z_B1_att_z[b,hd,tq] = Σ_tk B1_att_e[b,hd,tq,tk] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int hd = 0; hd < 4; hd++)
+            for (int tq = 0; tq < 8; tq++) {
+                real acc0 = 0;
+#ifdef SN_SIMD
+#pragma omp simd reduction(+:acc0)
+#endif
+                for (int tk = 0; tk < 8; tk++) {
+                    B1_att_e[b * 256 + hd * 64 + tq * 8 + tk] = sn_expf(-B1_att_m[b * 32 + hd * 8 + tq] + B1_att_s[b * 256 + hd * 64 + tq * 8 + tk]);
+                    acc0 += B1_att_e[b * 256 + hd * 64 + tq * 8 + tk];
+                }
+                z_B1_att_z[b * 32 + hd * 8 + tq] = acc0;
+            }
+    /* B1_att_p[b,hd,tq,tk] = B1_att_e[b,hd,tq,tk]/B1_att_z[b,hd,tq] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int hd = 0; hd < 4; hd++)
+            for (int tq = 0; tq < 8; tq++) {
+                const real sn_inv0 = 1/B1_att_z[b * 32 + hd * 8 + tq];
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+                for (int tk = 0; tk < 8; tk++) {
+                    B1_att_p[b * 256 + hd * 64 + tq * 8 + tk] = B1_att_e[b * 256 + hd * 64 + tq * 8 + tk]*sn_inv0;
+                }
+            }
+    /* z_B1_att_a[b,tq,hd,e] = Σ_tk B1_att_p[b,hd,tq,tk]·B1_att_qkv[b,tk,hd·8 + e + 64]: a small product per (b, hd) */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int hd = 0; hd < 4; hd++) {
+            sn_small_mm(8, 8, 8, (real)1, B1_att_p + (size_t)b * 256 + hd * 64, 8, 1, B1_att_qkv + (size_t)b * 768 + hd * 8 + 64, 96, 1, z_B1_att_a + (size_t)b * 256 + hd * 8, 32, 0);
+        }
+    /* z_B1_att[b,t,i] = Σ_j Wo4[i,j]·B1_att_a[b,t,j] for each of the 8 positions t */
+    sn_mm_nt((sn_hi - sn_lo) * 8, 32, 32, B1_att_a + (size_t)sn_lo * 256, Wo4, z_B1_att + (size_t)sn_lo * 256, 0);
+    /* B1_att[b,tq,i] = co4[i] + z_B1_att[b,tq,i]; B1_res1[b,i,x] = B1_att[b,i,x] + pos[b,i,x]; z_B1_norm2_mean[b,a] = Σ_e B1_res1[b,a,e] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int tq = 0; tq < 8; tq++) {
+            real acc0 = 0;
+#ifdef SN_SIMD
+#pragma omp simd reduction(+:acc0)
+#endif
+            for (int i = 0; i < 32; i++) {
+                B1_att[b * 256 + tq * 32 + i] = co4[i] + z_B1_att[b * 256 + tq * 32 + i];
+                B1_res1[b * 256 + tq * 32 + i] = B1_att[b * 256 + tq * 32 + i] + pos[b * 256 + tq * 32 + i];
+                acc0 += B1_res1[b * 256 + tq * 32 + i];
+            }
+            z_B1_norm2_mean[b * 8 + tq] = acc0;
+        }
+    /* B1_norm2_mean[b,a] = z_B1_norm2_mean[b,a]/32 */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int a = 0; a < 8; a++) {
+            B1_norm2_mean[b * 8 + a] = (1.0F/32.0F)*z_B1_norm2_mean[b * 8 + a];
+        }
+    /* B1_norm2_c[b,a,d] = -B1_norm2_mean[b,a] + B1_res1[b,a,d]; z_B1_norm2_rstd[b,a] = Σ_e B1_norm2_c[b,a,e]² */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int a = 0; a < 8; a++) {
+            real acc0 = 0;
+#ifdef SN_SIMD
+#pragma omp simd reduction(+:acc0)
+#endif
+            for (int d = 0; d < 32; d++) {
+                B1_norm2_c[b * 256 + a * 32 + d] = -B1_norm2_mean[b * 8 + a] + B1_res1[b * 256 + a * 32 + d];
+                acc0 += B1_norm2_c[b * 256 + a * 32 + d]*B1_norm2_c[b * 256 + a * 32 + d];
+            }
+            z_B1_norm2_rstd[b * 8 + a] = acc0;
+        }
+    /* B1_norm2_rstd[b,a] = 1/sqrt(z_B1_norm2_rstd[b,a]/32 + 1.0e-5) */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int a = 0; a < 8; a++) {
+            B1_norm2_rstd[b * 8 + a] = powf((1.0F/32.0F)*z_B1_norm2_rstd[b * 8 + a] + 1.0e-5F, -1.0F/2.0F);
+        }
+    /* B1_norm2[b,a,d] = B1_norm2_c[b,a,d]·B1_norm2_rstd[b,a]·gamma6[d] + beta6[d] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int a = 0; a < 8; a++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+            for (int d = 0; d < 32; d++) {
+                B1_norm2[b * 256 + a * 32 + d] = B1_norm2_c[b * 256 + a * 32 + d]*B1_norm2_rstd[b * 8 + a]*gamma6[d] + beta6[d];
+            }
+    /* z_B1_ff1[b,t,i] = Σ_j W7[i,j]·B1_norm2[b,t,j] for each of the 8 positions t */
+    sn_mm_nt((sn_hi - sn_lo) * 8, 64, 32, B1_norm2 + (size_t)sn_lo * 256, W7, z_B1_ff1 + (size_t)sn_lo * 512, 0);
+    /* B1_ff1[b,tq,i] = (b7[i] + z_B1_ff1[b,tq,i] if b7[i] + z_B1_ff1[b,tq,i] > 0 else 0) */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int tq = 0; tq < 8; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+            for (int i = 0; i < 64; i++) {
+                const real t0 = b7[i] + z_B1_ff1[b * 512 + tq * 64 + i];
+                B1_ff1[b * 512 + tq * 64 + i] = ((t0 > 0) ? (t0) : (0));
+            }
+    /* z_B1_ff2[b,t,i] = Σ_j W8[i,j]·B1_ff1[b,t,j] for each of the 8 positions t */
+    sn_mm_nt((sn_hi - sn_lo) * 8, 32, 64, B1_ff1 + (size_t)sn_lo * 512, W8, z_B1_ff2 + (size_t)sn_lo * 256, 0);
+    /* B1_ff2[b,tq,i] = b8[i] + z_B1_ff2[b,tq,i]; B1[b,i,x] = B1_ff2[b,i,x] + B1_res1[b,i,x]; z_B2_norm1_mean[b,a] = Σ_e B1[b,a,e] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int tq = 0; tq < 8; tq++) {
+            real acc0 = 0;
+#ifdef SN_SIMD
+#pragma omp simd reduction(+:acc0)
+#endif
+            for (int i = 0; i < 32; i++) {
+                B1_ff2[b * 256 + tq * 32 + i] = b8[i] + z_B1_ff2[b * 256 + tq * 32 + i];
+                B1[b * 256 + tq * 32 + i] = B1_ff2[b * 256 + tq * 32 + i] + B1_res1[b * 256 + tq * 32 + i];
+                acc0 += B1[b * 256 + tq * 32 + i];
+            }
+            z_B2_norm1_mean[b * 8 + tq] = acc0;
+        }
+    /* B2_norm1_mean[b,a] = z_B2_norm1_mean[b,a]/32 */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int a = 0; a < 8; a++) {
+            B2_norm1_mean[b * 8 + a] = (1.0F/32.0F)*z_B2_norm1_mean[b * 8 + a];
+        }
+    /* B2_norm1_c[b,a,d] = B1[b,a,d] - B2_norm1_mean[b,a]; z_B2_norm1_rstd[b,a] = Σ_e B2_norm1_c[b,a,e]² */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int a = 0; a < 8; a++) {
+            real acc0 = 0;
+#ifdef SN_SIMD
+#pragma omp simd reduction(+:acc0)
+#endif
+            for (int d = 0; d < 32; d++) {
+                B2_norm1_c[b * 256 + a * 32 + d] = B1[b * 256 + a * 32 + d] - B2_norm1_mean[b * 8 + a];
+                acc0 += B2_norm1_c[b * 256 + a * 32 + d]*B2_norm1_c[b * 256 + a * 32 + d];
+            }
+            z_B2_norm1_rstd[b * 8 + a] = acc0;
+        }
+    /* B2_norm1_rstd[b,a] = 1/sqrt(z_B2_norm1_rstd[b,a]/32 + 1.0e-5) */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int a = 0; a < 8; a++) {
+            B2_norm1_rstd[b * 8 + a] = powf((1.0F/32.0F)*z_B2_norm1_rstd[b * 8 + a] + 1.0e-5F, -1.0F/2.0F);
+        }
+    /* B2_norm1[b,a,d] = B2_norm1_c[b,a,d]·B2_norm1_rstd[b,a]·gamma10[d] + beta10[d] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int a = 0; a < 8; a++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+            for (int d = 0; d < 32; d++) {
+                B2_norm1[b * 256 + a * 32 + d] = B2_norm1_c[b * 256 + a * 32 + d]*B2_norm1_rstd[b * 8 + a]*gamma10[d] + beta10[d];
+            }
+    /* z_B2_att_qkv[b,t,i] = Σ_j W11[i,j]·B2_norm1[b,t,j] for each of the 8 positions t */
+    sn_mm_nt((sn_hi - sn_lo) * 8, 96, 32, B2_norm1 + (size_t)sn_lo * 256, W11, z_B2_att_qkv + (size_t)sn_lo * 768, 0);
+    /* B2_att_qkv[b,tq,i] = c11[i] + z_B2_att_qkv[b,tq,i] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int tq = 0; tq < 8; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+            for (int i = 0; i < 96; i++) {
+                B2_att_qkv[b * 768 + tq * 96 + i] = c11[i] + z_B2_att_qkv[b * 768 + tq * 96 + i];
+            }
+    /* z_B2_att_s[b,hd,tq,tk] = Σ_e 0.35355339059327373·B2_att_qkv[b,tk,hd·8 + e + 32]·B2_att_qkv[b,tq,hd·8 + e]: a small product per (b, hd) */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int hd = 0; hd < 4; hd++) {
+            sn_small_mm(8, 8, 8, (real)0.353553391F, B2_att_qkv + (size_t)b * 768 + hd * 8, 96, 1, B2_att_qkv + (size_t)b * 768 + hd * 8 + 32, 1, 96, z_B2_att_s + (size_t)b * 256 + hd * 64, 8, 0);
+        }
+    for (size_t q = (size_t)sn_lo * 32; q < (size_t)sn_hi * 32; q++) z_B2_att_m[q] = -INFINITY;
+    /* z_B2_att_m[b,hd,tq] = max_tk B2_att_s[b,hd,tq,tk] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int hd = 0; hd < 4; hd++)
+            for (int tq = 0; tq < 8; tq++) {
+                real acc0 = -INFINITY;
+#ifdef SN_SIMD
+#pragma omp simd reduction(max:acc0)
+#endif
+                for (int tk = 0; tk < 8; tk++) {
+                    acc0 = B2_att_s[b * 256 + hd * 64 + tq * 8 + tk] > acc0 ? B2_att_s[b * 256 + hd * 64 + tq * 8 + tk] : acc0;
+                }
+                z_B2_att_m[b * 32 + hd * 8 + tq] = acc0 > z_B2_att_m[b * 32 + hd * 8 + tq] ? acc0 : z_B2_att_m[b * 32 + hd * 8 + tq];
+            }
+    /* B2_att_e[b,hd,tq,tk] = exp(-B2_att_m[b,hd,tq] + B2_att_s[b,hd,tq,tk]); z_B2_att_z[b,hd,tq] = Σ_tk B2_att_e[b,hd,tq,tk] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int hd = 0; hd < 4; hd++)
+            for (int tq = 0; tq < 8; tq++) {
+                real acc0 = 0;
+#ifdef SN_SIMD
+#pragma omp simd reduction(+:acc0)
+#endif
+                for (int tk = 0; tk < 8; tk++) {
+                    B2_att_e[b * 256 + hd * 64 + tq * 8 + tk] = sn_expf(-B2_att_m[b * 32 + hd * 8 + tq] + B2_att_s[b * 256 + hd * 64 + tq * 8 + tk]);
+                    acc0 += B2_att_e[b * 256 + hd * 64 + tq * 8 + tk];
+                }
+                z_B2_att_z[b * 32 + hd * 8 + tq] = acc0;
+            }
+    /* B2_att_p[b,hd,tq,tk] = B2_att_e[b,hd,tq,tk]/B2_att_z[b,hd,tq] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int hd = 0; hd < 4; hd++)
+            for (int tq = 0; tq < 8; tq++) {
+                const real sn_inv0 = 1/B2_att_z[b * 32 + hd * 8 + tq];
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+                for (int tk = 0; tk < 8; tk++) {
+                    B2_att_p[b * 256 + hd * 64 + tq * 8 + tk] = B2_att_e[b * 256 + hd * 64 + tq * 8 + tk]*sn_inv0;
+                }
+            }
+    /* z_B2_att_a[b,tq,hd,e] = Σ_tk B2_att_p[b,hd,tq,tk]·B2_att_qkv[b,tk,hd·8 + e + 64]: a small product per (b, hd) */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int hd = 0; hd < 4; hd++) {
+            sn_small_mm(8, 8, 8, (real)1, B2_att_p + (size_t)b * 256 + hd * 64, 8, 1, B2_att_qkv + (size_t)b * 768 + hd * 8 + 64, 96, 1, z_B2_att_a + (size_t)b * 256 + hd * 8, 32, 0);
+        }
+    /* z_B2_att[b,t,i] = Σ_j Wo11[i,j]·B2_att_a[b,t,j] for each of the 8 positions t */
+    sn_mm_nt((sn_hi - sn_lo) * 8, 32, 32, B2_att_a + (size_t)sn_lo * 256, Wo11, z_B2_att + (size_t)sn_lo * 256, 0);
+    /* B2_att[b,tq,i] = co11[i] + z_B2_att[b,tq,i]; B2_res1[b,i,x] = B1[b,i,x] + B2_att[b,i,x]; z_B2_norm2_mean[b,a] = Σ_e B2_res1[b,a,e] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int tq = 0; tq < 8; tq++) {
+            real acc0 = 0;
+#ifdef SN_SIMD
+#pragma omp simd reduction(+:acc0)
+#endif
+            for (int i = 0; i < 32; i++) {
+                B2_att[b * 256 + tq * 32 + i] = co11[i] + z_B2_att[b * 256 + tq * 32 + i];
+                B2_res1[b * 256 + tq * 32 + i] = B1[b * 256 + tq * 32 + i] + B2_att[b * 256 + tq * 32 + i];
+                acc0 += B2_res1[b * 256 + tq * 32 + i];
+            }
+            z_B2_norm2_mean[b * 8 + tq] = acc0;
+        }
+    /* B2_norm2_mean[b,a] = z_B2_norm2_mean[b,a]/32 */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int a = 0; a < 8; a++) {
+            B2_norm2_mean[b * 8 + a] = (1.0F/32.0F)*z_B2_norm2_mean[b * 8 + a];
+        }
+    /* B2_norm2_c[b,a,d] = -B2_norm2_mean[b,a] + B2_res1[b,a,d]; z_B2_norm2_rstd[b,a] = Σ_e B2_norm2_c[b,a,e]² */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int a = 0; a < 8; a++) {
+            real acc0 = 0;
+#ifdef SN_SIMD
+#pragma omp simd reduction(+:acc0)
+#endif
+            for (int d = 0; d < 32; d++) {
+                B2_norm2_c[b * 256 + a * 32 + d] = -B2_norm2_mean[b * 8 + a] + B2_res1[b * 256 + a * 32 + d];
+                acc0 += B2_norm2_c[b * 256 + a * 32 + d]*B2_norm2_c[b * 256 + a * 32 + d];
+            }
+            z_B2_norm2_rstd[b * 8 + a] = acc0;
+        }
+    /* B2_norm2_rstd[b,a] = 1/sqrt(z_B2_norm2_rstd[b,a]/32 + 1.0e-5) */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int a = 0; a < 8; a++) {
+            B2_norm2_rstd[b * 8 + a] = powf((1.0F/32.0F)*z_B2_norm2_rstd[b * 8 + a] + 1.0e-5F, -1.0F/2.0F);
+        }
+    /* B2_norm2[b,a,d] = B2_norm2_c[b,a,d]·B2_norm2_rstd[b,a]·gamma13[d] + beta13[d] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int a = 0; a < 8; a++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+            for (int d = 0; d < 32; d++) {
+                B2_norm2[b * 256 + a * 32 + d] = B2_norm2_c[b * 256 + a * 32 + d]*B2_norm2_rstd[b * 8 + a]*gamma13[d] + beta13[d];
+            }
+    /* z_B2_ff1[b,t,i] = Σ_j W14[i,j]·B2_norm2[b,t,j] for each of the 8 positions t */
+    sn_mm_nt((sn_hi - sn_lo) * 8, 64, 32, B2_norm2 + (size_t)sn_lo * 256, W14, z_B2_ff1 + (size_t)sn_lo * 512, 0);
+    /* B2_ff1[b,tq,i] = (b14[i] + z_B2_ff1[b,tq,i] if b14[i] + z_B2_ff1[b,tq,i] > 0 else 0) */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int tq = 0; tq < 8; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+            for (int i = 0; i < 64; i++) {
+                const real t0 = b14[i] + z_B2_ff1[b * 512 + tq * 64 + i];
+                B2_ff1[b * 512 + tq * 64 + i] = ((t0 > 0) ? (t0) : (0));
+            }
+    /* z_B2_ff2[b,t,i] = Σ_j W15[i,j]·B2_ff1[b,t,j] for each of the 8 positions t */
+    sn_mm_nt((sn_hi - sn_lo) * 8, 32, 64, B2_ff1 + (size_t)sn_lo * 512, W15, z_B2_ff2 + (size_t)sn_lo * 256, 0);
+    /* B2_ff2[b,tq,i] = b15[i] + z_B2_ff2[b,tq,i]; B2[b,i,x] = B2_ff2[b,i,x] + B2_res1[b,i,x] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int tq = 0; tq < 8; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+            for (int i = 0; i < 32; i++) {
+                B2_ff2[b * 256 + tq * 32 + i] = b15[i] + z_B2_ff2[b * 256 + tq * 32 + i];
+                B2[b * 256 + tq * 32 + i] = B2_ff2[b * 256 + tq * 32 + i] + B2_res1[b * 256 + tq * 32 + i];
+            }
+    /* z_O[b,t,i] = Σ_j W17[i,j]·B2[b,t,j] for each of the 8 positions t */
+    sn_mm_nt((sn_hi - sn_lo) * 8, 10, 32, B2 + (size_t)sn_lo * 256, W17, z_O + (size_t)sn_lo * 80, 0);
+    /* O[b,tq,i] = σ(b17[i] + z_O[b,tq,i]) */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int tq = 0; tq < 8; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+            for (int i = 0; i < 10; i++) {
+                sn_u_O[b * 80 + tq * 10 + i] = sn_sigmoid(b17[i] + z_O[b * 80 + tq * 10 + i]);
+            }
+    /* L += T[b,tq,i]·softplus(-b17[i] - z_O[b,tq,i])/80 + (1 - T[b,tq,i])·softplus(b17[i] + z_O[b,tq,i])/80; delta_O[b,tq,i] = inv_batch·(O[b,tq,i] - T[b,tq,i])/80; g_b17[i] += inv_batch·(O[b,tq,i] - T[b,tq,i])/80 */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int tq = 0; tq < 8; tq++)
+            for (int i = 0; i < 10; i++) {
+                const real t0 = b17[i] + z_O[b * 80 + tq * 10 + i];
+                const real t1 = (1.0F/80.0F)*inv_batch*(sn_u_O[b * 80 + tq * 10 + i] - T[b * 80 + tq * 10 + i]);
+                loss += (double)((1.0F/80.0F)*T[b * 80 + tq * 10 + i]*sn_softplus(-t0) + (1.0F/80.0F)*(1 - T[b * 80 + tq * 10 + i])*sn_softplus(t0));
+                delta_O[b * 80 + tq * 10 + i] = t1;
+                g_b17[i] += t1;
+            }
+    /* dL_dB2[b,j] = Σ_i delta_O[b,i]·W17[i,j] */
+    sn_mm_nn((sn_hi - sn_lo) * 8, 32, 10, delta_O + (size_t)sn_lo * 80, W17, dL_dB2 + (size_t)sn_lo * 256, 0);
+    /* dL_dB2_res1[b,i,x] = dL_dB2[b,i,x] (from B2); dL_dB2_ff2[b,i,x] = dL_dB2[b,i,x]; g_b15[i] += dL_dB2_ff2[b,tq,i] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int i = 0; i < 8; i++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+            for (int x = 0; x < 32; x++) {
+                dL_dB2_res1[b * 256 + i * 32 + x] = dL_dB2[b * 256 + i * 32 + x];
+                dL_dB2_ff2[b * 256 + i * 32 + x] = dL_dB2[b * 256 + i * 32 + x];
+                g_b15[x] += dL_dB2_ff2[b * 256 + i * 32 + x];
+            }
+    /* dL_dB2_ff1[b,j] = Σ_i delta_B2_ff2[b,i]·W15[i,j] */
+    sn_mm_nn((sn_hi - sn_lo) * 8, 64, 32, delta_B2_ff2 + (size_t)sn_lo * 256, W15, dL_dB2_ff1 + (size_t)sn_lo * 512, 0);
+    /* delta_B2_ff1[b,tq,i] = dL_dB2_ff1[b,tq,i]·(1 if b14[i] + z_B2_ff1[b,tq,i] > 0 else 0); g_b14[i] += dL_dB2_ff1[b,tq,i]·(1 if b14[i] + z_B2_ff1[b,tq,i] > 0 else 0) */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int tq = 0; tq < 8; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+            for (int i = 0; i < 64; i++) {
+                const real t0 = dL_dB2_ff1[b * 512 + tq * 64 + i]*((b14[i] + z_B2_ff1[b * 512 + tq * 64 + i] > 0) ? (1) : (0));
+                delta_B2_ff1[b * 512 + tq * 64 + i] = t0;
+                g_b14[i] += t0;
+            }
+    /* dL_dB2_norm2[b,j] = Σ_i delta_B2_ff1[b,i]·W14[i,j] */
+    sn_mm_nn((sn_hi - sn_lo) * 8, 32, 64, delta_B2_ff1 + (size_t)sn_lo * 512, W14, dL_dB2_norm2 + (size_t)sn_lo * 256, 0);
+    /* g_gamma13[d] += B2_norm2_c[b,a,d]·B2_norm2_rstd[b,a]·dL_dB2_norm2[b,a,d]; dL_dB2_norm2_c[b,a,d] = B2_norm2_rstd[b,a]·dL_dB2_norm2[b,a,d]·gamma13[d] (from B2_norm2); dL_dB2_norm2_rstd[b,a] = B2_norm2_c[b,a,d]·dL_dB2_norm2[b,a,d]·gamma13[d]; g_beta13[d] += dL_dB2_norm2[b,a,d] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int a = 0; a < 8; a++) {
+            real acc0 = 0;
+#ifdef SN_SIMD
+#pragma omp simd reduction(+:acc0)
+#endif
+            for (int d = 0; d < 32; d++) {
+                const real t0 = B2_norm2_rstd[b * 8 + a]*dL_dB2_norm2[b * 256 + a * 32 + d];
+                g_gamma13[d] += B2_norm2_c[b * 256 + a * 32 + d]*t0;
+                dL_dB2_norm2_c[b * 256 + a * 32 + d] = gamma13[d]*t0;
+                g_beta13[d] += dL_dB2_norm2[b * 256 + a * 32 + d];
+                acc0 += B2_norm2_c[b * 256 + a * 32 + d]*dL_dB2_norm2[b * 256 + a * 32 + d]*gamma13[d];
+            }
+            dL_dB2_norm2_rstd[b * 8 + a] = acc0;
+        }
+    /* delta_B2_norm2_rstd[b,a] = -dL_dB2_norm2_rstd[b,a]/(64·(z_B2_norm2_rstd[b,a]/32 + 1.0e-5)^(3/2)) */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int a = 0; a < 8; a++) {
+            delta_B2_norm2_rstd[b * 8 + a] = -1.0F/64.0F*dL_dB2_norm2_rstd[b * 8 + a]/powf((1.0F/32.0F)*z_B2_norm2_rstd[b * 8 + a] + 1.0e-5F, 3.0F/2.0F);
+        }
+    /* dL_dB2_norm2_c[b,a,e] += 2·B2_norm2_c[b,a,e]·delta_B2_norm2_rstd[b,a]; dL_dB2_res1[b,a,d] += dL_dB2_norm2_c[b,a,d] (from B2_norm2_c); dL_dB2_norm2_mean[b,a] = -dL_dB2_norm2_c[b,a,d] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int a = 0; a < 8; a++) {
+            real acc0 = 0;
+#ifdef SN_SIMD
+#pragma omp simd reduction(+:acc0)
+#endif
+            for (int e = 0; e < 32; e++) {
+                dL_dB2_norm2_c[b * 256 + a * 32 + e] += 2*B2_norm2_c[b * 256 + a * 32 + e]*delta_B2_norm2_rstd[b * 8 + a];
+                dL_dB2_res1[b * 256 + a * 32 + e] += dL_dB2_norm2_c[b * 256 + a * 32 + e];
+                acc0 += -dL_dB2_norm2_c[b * 256 + a * 32 + e];
+            }
+            dL_dB2_norm2_mean[b * 8 + a] = acc0;
+        }
+    /* delta_B2_norm2_mean[b,a] = dL_dB2_norm2_mean[b,a]/32 */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int a = 0; a < 8; a++) {
+            delta_B2_norm2_mean[b * 8 + a] = (1.0F/32.0F)*dL_dB2_norm2_mean[b * 8 + a];
+        }
+    /* dL_dB2_res1[b,a,e] += delta_B2_norm2_mean[b,a]; dL_dB1[b,i,x] = dL_dB2_res1[b,i,x] (from B2_res1); dL_dB2_att[b,i,x] = dL_dB2_res1[b,i,x]; g_co11[i] += dL_dB2_att[b,tq,i] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int a = 0; a < 8; a++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+            for (int e = 0; e < 32; e++) {
+                dL_dB2_res1[b * 256 + a * 32 + e] += delta_B2_norm2_mean[b * 8 + a];
+                dL_dB1[b * 256 + a * 32 + e] = dL_dB2_res1[b * 256 + a * 32 + e];
+                dL_dB2_att[b * 256 + a * 32 + e] = dL_dB2_res1[b * 256 + a * 32 + e];
+                g_co11[e] += dL_dB2_att[b * 256 + a * 32 + e];
+            }
+    /* dL_dB2_att_a[b,j] = Σ_i delta_B2_att[b,i]·Wo11[i,j] */
+    sn_mm_nn((sn_hi - sn_lo) * 8, 32, 32, delta_B2_att + (size_t)sn_lo * 256, Wo11, dL_dB2_att_a + (size_t)sn_lo * 256, 0);
+    /* dL_dB2_att_p[b,hd,tq,tk] = Σ_e B2_att_qkv[b,tk,hd·8 + e + 64]·delta_B2_att_a[b,tq,hd,e]; dL_dB2_att_qkv[b,tk,hd*8 + e + 64] = Σ_tq B2_att_p[b,hd,tq,tk]·delta_B2_att_a[b,tq,hd,e]: a small product per (b, hd) */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int hd = 0; hd < 4; hd++) {
+            sn_small_mm(8, 8, 8, (real)1, delta_B2_att_a + (size_t)b * 256 + hd * 8, 32, 1, B2_att_qkv + (size_t)b * 768 + hd * 8 + 64, 1, 96, dL_dB2_att_p + (size_t)b * 256 + hd * 64, 8, 0);
+            sn_small_mm(8, 8, 8, (real)1, B2_att_p + (size_t)b * 256 + hd * 64, 1, 8, delta_B2_att_a + (size_t)b * 256 + hd * 8, 32, 1, dL_dB2_att_qkv + (size_t)b * 768 + hd * 8 + 64, 96, 0);
+        }
+    /* dL_dB2_att_e[b,hd,tq,tk] = dL_dB2_att_p[b,hd,tq,tk]/B2_att_z[b,hd,tq] (from B2_att_p); dL_dB2_att_z[b,hd,tq] = -B2_att_e[b,hd,tq,tk]·dL_dB2_att_p[b,hd,tq,tk]/B2_att_z[b,hd,tq]² */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int hd = 0; hd < 4; hd++)
+            for (int tq = 0; tq < 8; tq++) {
+                const real sn_inv0 = 1/B2_att_z[b * 32 + hd * 8 + tq];
+                const real sn_inv1 = 1/(B2_att_z[b * 32 + hd * 8 + tq]*B2_att_z[b * 32 + hd * 8 + tq]);
+                real acc0 = 0;
+#ifdef SN_SIMD
+#pragma omp simd reduction(+:acc0)
+#endif
+                for (int tk = 0; tk < 8; tk++) {
+                    dL_dB2_att_e[b * 256 + hd * 64 + tq * 8 + tk] = dL_dB2_att_p[b * 256 + hd * 64 + tq * 8 + tk]*sn_inv0;
+                    acc0 += -B2_att_e[b * 256 + hd * 64 + tq * 8 + tk]*dL_dB2_att_p[b * 256 + hd * 64 + tq * 8 + tk]*sn_inv1;
+                }
+                dL_dB2_att_z[b * 32 + hd * 8 + tq] = acc0;
+            }
+    /* dL_dB2_att_e[b,hd,tq,tk] += delta_B2_att_z[b,hd,tq]; dL_dB2_att_s[b,hd,tq,tk] = B2_att_e[b,hd,tq,tk]·dL_dB2_att_e[b,hd,tq,tk] (from B2_att_e) */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int hd = 0; hd < 4; hd++)
+            for (int tq = 0; tq < 8; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+                for (int tk = 0; tk < 8; tk++) {
+                    dL_dB2_att_e[b * 256 + hd * 64 + tq * 8 + tk] += delta_B2_att_z[b * 32 + hd * 8 + tq];
+                    dL_dB2_att_s[b * 256 + hd * 64 + tq * 8 + tk] = B2_att_e[b * 256 + hd * 64 + tq * 8 + tk]*dL_dB2_att_e[b * 256 + hd * 64 + tq * 8 + tk];
+                }
+    /* dL_dB2_att_qkv[b,tk,hd*8 + e + 32] = Σ_tq 0.35355339059327373·B2_att_qkv[b,tq,hd·8 + e]·delta_B2_att_s[b,hd,tq,tk]; dL_dB2_att_qkv[b,tq,hd*8 + e] = Σ_tk 0.35355339059327373·B2_att_qkv[b,tk,hd·8 + e + 32]·delta_B2_att_s[b,hd,tq,tk]: a small product per (b, hd) */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int hd = 0; hd < 4; hd++) {
+            sn_small_mm(8, 8, 8, (real)0.353553391F, delta_B2_att_s + (size_t)b * 256 + hd * 64, 1, 8, B2_att_qkv + (size_t)b * 768 + hd * 8, 96, 1, dL_dB2_att_qkv + (size_t)b * 768 + hd * 8 + 32, 96, 0);
+            sn_small_mm(8, 8, 8, (real)0.353553391F, delta_B2_att_s + (size_t)b * 256 + hd * 64, 8, 1, B2_att_qkv + (size_t)b * 768 + hd * 8 + 32, 96, 1, dL_dB2_att_qkv + (size_t)b * 768 + hd * 8, 96, 0);
+        }
+    /* g_c11[i] += dL_dB2_att_qkv[b,tq,i] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int tq = 0; tq < 8; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+            for (int i = 0; i < 96; i++) {
+                g_c11[i] += dL_dB2_att_qkv[b * 768 + tq * 96 + i];
+            }
+    /* dL_dB2_norm1[b,j] = Σ_i delta_B2_att_qkv[b,i]·W11[i,j] */
+    sn_mm_nn((sn_hi - sn_lo) * 8, 32, 96, delta_B2_att_qkv + (size_t)sn_lo * 768, W11, dL_dB2_norm1 + (size_t)sn_lo * 256, 0);
+    /* g_gamma10[d] += B2_norm1_c[b,a,d]·B2_norm1_rstd[b,a]·dL_dB2_norm1[b,a,d]; dL_dB2_norm1_c[b,a,d] = B2_norm1_rstd[b,a]·dL_dB2_norm1[b,a,d]·gamma10[d] (from B2_norm1); dL_dB2_norm1_rstd[b,a] = B2_norm1_c[b,a,d]·dL_dB2_norm1[b,a,d]·gamma10[d]; g_beta10[d] += dL_dB2_norm1[b,a,d] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int a = 0; a < 8; a++) {
+            real acc0 = 0;
+#ifdef SN_SIMD
+#pragma omp simd reduction(+:acc0)
+#endif
+            for (int d = 0; d < 32; d++) {
+                const real t0 = B2_norm1_rstd[b * 8 + a]*dL_dB2_norm1[b * 256 + a * 32 + d];
+                g_gamma10[d] += B2_norm1_c[b * 256 + a * 32 + d]*t0;
+                dL_dB2_norm1_c[b * 256 + a * 32 + d] = gamma10[d]*t0;
+                g_beta10[d] += dL_dB2_norm1[b * 256 + a * 32 + d];
+                acc0 += B2_norm1_c[b * 256 + a * 32 + d]*dL_dB2_norm1[b * 256 + a * 32 + d]*gamma10[d];
+            }
+            dL_dB2_norm1_rstd[b * 8 + a] = acc0;
+        }
+    /* delta_B2_norm1_rstd[b,a] = -dL_dB2_norm1_rstd[b,a]/(64·(z_B2_norm1_rstd[b,a]/32 + 1.0e-5)^(3/2)) */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int a = 0; a < 8; a++) {
+            delta_B2_norm1_rstd[b * 8 + a] = -1.0F/64.0F*dL_dB2_norm1_rstd[b * 8 + a]/powf((1.0F/32.0F)*z_B2_norm1_rstd[b * 8 + a] + 1.0e-5F, 3.0F/2.0F);
+        }
+    /* dL_dB2_norm1_c[b,a,e] += 2·B2_norm1_c[b,a,e]·delta_B2_norm1_rstd[b,a]; dL_dB1[b,a,d] += dL_dB2_norm1_c[b,a,d] (from B2_norm1_c); dL_dB2_norm1_mean[b,a] = -dL_dB2_norm1_c[b,a,d] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int a = 0; a < 8; a++) {
+            real acc0 = 0;
+#ifdef SN_SIMD
+#pragma omp simd reduction(+:acc0)
+#endif
+            for (int e = 0; e < 32; e++) {
+                dL_dB2_norm1_c[b * 256 + a * 32 + e] += 2*B2_norm1_c[b * 256 + a * 32 + e]*delta_B2_norm1_rstd[b * 8 + a];
+                dL_dB1[b * 256 + a * 32 + e] += dL_dB2_norm1_c[b * 256 + a * 32 + e];
+                acc0 += -dL_dB2_norm1_c[b * 256 + a * 32 + e];
+            }
+            dL_dB2_norm1_mean[b * 8 + a] = acc0;
+        }
+    /* delta_B2_norm1_mean[b,a] = dL_dB2_norm1_mean[b,a]/32 */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int a = 0; a < 8; a++) {
+            delta_B2_norm1_mean[b * 8 + a] = (1.0F/32.0F)*dL_dB2_norm1_mean[b * 8 + a];
+        }
+    /* dL_dB1[b,a,e] += delta_B2_norm1_mean[b,a]; dL_dB1_res1[b,i,x] = dL_dB1[b,i,x] (from B1); dL_dB1_ff2[b,i,x] = dL_dB1[b,i,x]; g_b8[i] += dL_dB1_ff2[b,tq,i] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int a = 0; a < 8; a++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+            for (int e = 0; e < 32; e++) {
+                dL_dB1[b * 256 + a * 32 + e] += delta_B2_norm1_mean[b * 8 + a];
+                dL_dB1_res1[b * 256 + a * 32 + e] = dL_dB1[b * 256 + a * 32 + e];
+                dL_dB1_ff2[b * 256 + a * 32 + e] = dL_dB1[b * 256 + a * 32 + e];
+                g_b8[e] += dL_dB1_ff2[b * 256 + a * 32 + e];
+            }
+    /* dL_dB1_ff1[b,j] = Σ_i delta_B1_ff2[b,i]·W8[i,j] */
+    sn_mm_nn((sn_hi - sn_lo) * 8, 64, 32, delta_B1_ff2 + (size_t)sn_lo * 256, W8, dL_dB1_ff1 + (size_t)sn_lo * 512, 0);
+    /* delta_B1_ff1[b,tq,i] = dL_dB1_ff1[b,tq,i]·(1 if b7[i] + z_B1_ff1[b,tq,i] > 0 else 0); g_b7[i] += dL_dB1_ff1[b,tq,i]·(1 if b7[i] + z_B1_ff1[b,tq,i] > 0 else 0) */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int tq = 0; tq < 8; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+            for (int i = 0; i < 64; i++) {
+                const real t0 = dL_dB1_ff1[b * 512 + tq * 64 + i]*((b7[i] + z_B1_ff1[b * 512 + tq * 64 + i] > 0) ? (1) : (0));
+                delta_B1_ff1[b * 512 + tq * 64 + i] = t0;
+                g_b7[i] += t0;
+            }
+    /* dL_dB1_norm2[b,j] = Σ_i delta_B1_ff1[b,i]·W7[i,j] */
+    sn_mm_nn((sn_hi - sn_lo) * 8, 32, 64, delta_B1_ff1 + (size_t)sn_lo * 512, W7, dL_dB1_norm2 + (size_t)sn_lo * 256, 0);
+    /* g_gamma6[d] += B1_norm2_c[b,a,d]·B1_norm2_rstd[b,a]·dL_dB1_norm2[b,a,d]; dL_dB1_norm2_c[b,a,d] = B1_norm2_rstd[b,a]·dL_dB1_norm2[b,a,d]·gamma6[d] (from B1_norm2); dL_dB1_norm2_rstd[b,a] = B1_norm2_c[b,a,d]·dL_dB1_norm2[b,a,d]·gamma6[d]; g_beta6[d] += dL_dB1_norm2[b,a,d] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int a = 0; a < 8; a++) {
+            real acc0 = 0;
+#ifdef SN_SIMD
+#pragma omp simd reduction(+:acc0)
+#endif
+            for (int d = 0; d < 32; d++) {
+                const real t0 = B1_norm2_rstd[b * 8 + a]*dL_dB1_norm2[b * 256 + a * 32 + d];
+                g_gamma6[d] += B1_norm2_c[b * 256 + a * 32 + d]*t0;
+                dL_dB1_norm2_c[b * 256 + a * 32 + d] = gamma6[d]*t0;
+                g_beta6[d] += dL_dB1_norm2[b * 256 + a * 32 + d];
+                acc0 += B1_norm2_c[b * 256 + a * 32 + d]*dL_dB1_norm2[b * 256 + a * 32 + d]*gamma6[d];
+            }
+            dL_dB1_norm2_rstd[b * 8 + a] = acc0;
+        }
+    /* delta_B1_norm2_rstd[b,a] = -dL_dB1_norm2_rstd[b,a]/(64·(z_B1_norm2_rstd[b,a]/32 + 1.0e-5)^(3/2)) */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int a = 0; a < 8; a++) {
+            delta_B1_norm2_rstd[b * 8 + a] = -1.0F/64.0F*dL_dB1_norm2_rstd[b * 8 + a]/powf((1.0F/32.0F)*z_B1_norm2_rstd[b * 8 + a] + 1.0e-5F, 3.0F/2.0F);
+        }
+    /* dL_dB1_norm2_c[b,a,e] += 2·B1_norm2_c[b,a,e]·delta_B1_norm2_rstd[b,a]; dL_dB1_res1[b,a,d] += dL_dB1_norm2_c[b,a,d] (from B1_norm2_c); dL_dB1_norm2_mean[b,a] = -dL_dB1_norm2_c[b,a,d] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int a = 0; a < 8; a++) {
+            real acc0 = 0;
+#ifdef SN_SIMD
+#pragma omp simd reduction(+:acc0)
+#endif
+            for (int e = 0; e < 32; e++) {
+                dL_dB1_norm2_c[b * 256 + a * 32 + e] += 2*B1_norm2_c[b * 256 + a * 32 + e]*delta_B1_norm2_rstd[b * 8 + a];
+                dL_dB1_res1[b * 256 + a * 32 + e] += dL_dB1_norm2_c[b * 256 + a * 32 + e];
+                acc0 += -dL_dB1_norm2_c[b * 256 + a * 32 + e];
+            }
+            dL_dB1_norm2_mean[b * 8 + a] = acc0;
+        }
+    /* delta_B1_norm2_mean[b,a] = dL_dB1_norm2_mean[b,a]/32 */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int a = 0; a < 8; a++) {
+            delta_B1_norm2_mean[b * 8 + a] = (1.0F/32.0F)*dL_dB1_norm2_mean[b * 8 + a];
+        }
+    /* dL_dB1_res1[b,a,e] += delta_B1_norm2_mean[b,a]; dL_dpos[b,i,x] = dL_dB1_res1[b,i,x] (from B1_res1); dL_dB1_att[b,i,x] = dL_dB1_res1[b,i,x]; g_co4[i] += dL_dB1_att[b,tq,i] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int a = 0; a < 8; a++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+            for (int e = 0; e < 32; e++) {
+                dL_dB1_res1[b * 256 + a * 32 + e] += delta_B1_norm2_mean[b * 8 + a];
+                dL_dpos[b * 256 + a * 32 + e] = dL_dB1_res1[b * 256 + a * 32 + e];
+                dL_dB1_att[b * 256 + a * 32 + e] = dL_dB1_res1[b * 256 + a * 32 + e];
+                g_co4[e] += dL_dB1_att[b * 256 + a * 32 + e];
+            }
+    /* dL_dB1_att_a[b,j] = Σ_i delta_B1_att[b,i]·Wo4[i,j] */
+    sn_mm_nn((sn_hi - sn_lo) * 8, 32, 32, delta_B1_att + (size_t)sn_lo * 256, Wo4, dL_dB1_att_a + (size_t)sn_lo * 256, 0);
+    /* dL_dB1_att_p[b,hd,tq,tk] = Σ_e B1_att_qkv[b,tk,hd·8 + e + 64]·delta_B1_att_a[b,tq,hd,e]; dL_dB1_att_qkv[b,tk,hd*8 + e + 64] = Σ_tq B1_att_p[b,hd,tq,tk]·delta_B1_att_a[b,tq,hd,e]: a small product per (b, hd) */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int hd = 0; hd < 4; hd++) {
+            sn_small_mm(8, 8, 8, (real)1, delta_B1_att_a + (size_t)b * 256 + hd * 8, 32, 1, B1_att_qkv + (size_t)b * 768 + hd * 8 + 64, 1, 96, dL_dB1_att_p + (size_t)b * 256 + hd * 64, 8, 0);
+            sn_small_mm(8, 8, 8, (real)1, B1_att_p + (size_t)b * 256 + hd * 64, 1, 8, delta_B1_att_a + (size_t)b * 256 + hd * 8, 32, 1, dL_dB1_att_qkv + (size_t)b * 768 + hd * 8 + 64, 96, 0);
+        }
+    /* dL_dB1_att_e[b,hd,tq,tk] = dL_dB1_att_p[b,hd,tq,tk]/B1_att_z[b,hd,tq] (from B1_att_p); dL_dB1_att_z[b,hd,tq] = -B1_att_e[b,hd,tq,tk]·dL_dB1_att_p[b,hd,tq,tk]/B1_att_z[b,hd,tq]² */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int hd = 0; hd < 4; hd++)
+            for (int tq = 0; tq < 8; tq++) {
+                const real sn_inv0 = 1/B1_att_z[b * 32 + hd * 8 + tq];
+                const real sn_inv1 = 1/(B1_att_z[b * 32 + hd * 8 + tq]*B1_att_z[b * 32 + hd * 8 + tq]);
+                real acc0 = 0;
+#ifdef SN_SIMD
+#pragma omp simd reduction(+:acc0)
+#endif
+                for (int tk = 0; tk < 8; tk++) {
+                    dL_dB1_att_e[b * 256 + hd * 64 + tq * 8 + tk] = dL_dB1_att_p[b * 256 + hd * 64 + tq * 8 + tk]*sn_inv0;
+                    acc0 += -B1_att_e[b * 256 + hd * 64 + tq * 8 + tk]*dL_dB1_att_p[b * 256 + hd * 64 + tq * 8 + tk]*sn_inv1;
+                }
+                dL_dB1_att_z[b * 32 + hd * 8 + tq] = acc0;
+            }
+    /* dL_dB1_att_e[b,hd,tq,tk] += delta_B1_att_z[b,hd,tq]; dL_dB1_att_s[b,hd,tq,tk] = B1_att_e[b,hd,tq,tk]·dL_dB1_att_e[b,hd,tq,tk] (from B1_att_e) */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int hd = 0; hd < 4; hd++)
+            for (int tq = 0; tq < 8; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+                for (int tk = 0; tk < 8; tk++) {
+                    dL_dB1_att_e[b * 256 + hd * 64 + tq * 8 + tk] += delta_B1_att_z[b * 32 + hd * 8 + tq];
+                    dL_dB1_att_s[b * 256 + hd * 64 + tq * 8 + tk] = B1_att_e[b * 256 + hd * 64 + tq * 8 + tk]*dL_dB1_att_e[b * 256 + hd * 64 + tq * 8 + tk];
+                }
+    /* dL_dB1_att_qkv[b,tk,hd*8 + e + 32] = Σ_tq 0.35355339059327373·B1_att_qkv[b,tq,hd·8 + e]·delta_B1_att_s[b,hd,tq,tk]; dL_dB1_att_qkv[b,tq,hd*8 + e] = Σ_tk 0.35355339059327373·B1_att_qkv[b,tk,hd·8 + e + 32]·delta_B1_att_s[b,hd,tq,tk]: a small product per (b, hd) */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int hd = 0; hd < 4; hd++) {
+            sn_small_mm(8, 8, 8, (real)0.353553391F, delta_B1_att_s + (size_t)b * 256 + hd * 64, 1, 8, B1_att_qkv + (size_t)b * 768 + hd * 8, 96, 1, dL_dB1_att_qkv + (size_t)b * 768 + hd * 8 + 32, 96, 0);
+            sn_small_mm(8, 8, 8, (real)0.353553391F, delta_B1_att_s + (size_t)b * 256 + hd * 64, 8, 1, B1_att_qkv + (size_t)b * 768 + hd * 8 + 32, 96, 1, dL_dB1_att_qkv + (size_t)b * 768 + hd * 8, 96, 0);
+        }
+    /* g_c4[i] += dL_dB1_att_qkv[b,tq,i] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int tq = 0; tq < 8; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+            for (int i = 0; i < 96; i++) {
+                g_c4[i] += dL_dB1_att_qkv[b * 768 + tq * 96 + i];
+            }
+    /* dL_dB1_norm1[b,j] = Σ_i delta_B1_att_qkv[b,i]·W4[i,j] */
+    sn_mm_nn((sn_hi - sn_lo) * 8, 32, 96, delta_B1_att_qkv + (size_t)sn_lo * 768, W4, dL_dB1_norm1 + (size_t)sn_lo * 256, 0);
+    /* g_gamma3[d] += B1_norm1_c[b,a,d]·B1_norm1_rstd[b,a]·dL_dB1_norm1[b,a,d]; dL_dB1_norm1_c[b,a,d] = B1_norm1_rstd[b,a]·dL_dB1_norm1[b,a,d]·gamma3[d] (from B1_norm1); dL_dB1_norm1_rstd[b,a] = B1_norm1_c[b,a,d]·dL_dB1_norm1[b,a,d]·gamma3[d]; g_beta3[d] += dL_dB1_norm1[b,a,d] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int a = 0; a < 8; a++) {
+            real acc0 = 0;
+#ifdef SN_SIMD
+#pragma omp simd reduction(+:acc0)
+#endif
+            for (int d = 0; d < 32; d++) {
+                const real t0 = B1_norm1_rstd[b * 8 + a]*dL_dB1_norm1[b * 256 + a * 32 + d];
+                g_gamma3[d] += B1_norm1_c[b * 256 + a * 32 + d]*t0;
+                dL_dB1_norm1_c[b * 256 + a * 32 + d] = gamma3[d]*t0;
+                g_beta3[d] += dL_dB1_norm1[b * 256 + a * 32 + d];
+                acc0 += B1_norm1_c[b * 256 + a * 32 + d]*dL_dB1_norm1[b * 256 + a * 32 + d]*gamma3[d];
+            }
+            dL_dB1_norm1_rstd[b * 8 + a] = acc0;
+        }
+    /* delta_B1_norm1_rstd[b,a] = -dL_dB1_norm1_rstd[b,a]/(64·(z_B1_norm1_rstd[b,a]/32 + 1.0e-5)^(3/2)) */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int a = 0; a < 8; a++) {
+            delta_B1_norm1_rstd[b * 8 + a] = -1.0F/64.0F*dL_dB1_norm1_rstd[b * 8 + a]/powf((1.0F/32.0F)*z_B1_norm1_rstd[b * 8 + a] + 1.0e-5F, 3.0F/2.0F);
+        }
+    /* dL_dB1_norm1_c[b,a,e] += 2·B1_norm1_c[b,a,e]·delta_B1_norm1_rstd[b,a]; dL_dpos[b,a,d] += dL_dB1_norm1_c[b,a,d] (from B1_norm1_c); dL_dB1_norm1_mean[b,a] = -dL_dB1_norm1_c[b,a,d] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int a = 0; a < 8; a++) {
+            real acc0 = 0;
+#ifdef SN_SIMD
+#pragma omp simd reduction(+:acc0)
+#endif
+            for (int e = 0; e < 32; e++) {
+                dL_dB1_norm1_c[b * 256 + a * 32 + e] += 2*B1_norm1_c[b * 256 + a * 32 + e]*delta_B1_norm1_rstd[b * 8 + a];
+                dL_dpos[b * 256 + a * 32 + e] += dL_dB1_norm1_c[b * 256 + a * 32 + e];
+                acc0 += -dL_dB1_norm1_c[b * 256 + a * 32 + e];
+            }
+            dL_dB1_norm1_mean[b * 8 + a] = acc0;
+        }
+    /* delta_B1_norm1_mean[b,a] = dL_dB1_norm1_mean[b,a]/32 */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int a = 0; a < 8; a++) {
+            delta_B1_norm1_mean[b * 8 + a] = (1.0F/32.0F)*dL_dB1_norm1_mean[b * 8 + a];
+        }
+    /* dL_dpos[b,a,e] += delta_B1_norm1_mean[b,a]; dL_dembed[b,tq,i] = dL_dpos[b,tq,i]; g_P2[tq,i] += dL_dpos[b,tq,i] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int a = 0; a < 8; a++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+            for (int e = 0; e < 32; e++) {
+                dL_dpos[b * 256 + a * 32 + e] += delta_B1_norm1_mean[b * 8 + a];
+                dL_dembed[b * 256 + a * 32 + e] = dL_dpos[b * 256 + a * 32 + e];
+                g_P2[a * 32 + e] += dL_dpos[b * 256 + a * 32 + e];
+            }
+    /* g_b1[i] += dL_dembed[b,tq,i] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int tq = 0; tq < 8; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+            for (int i = 0; i < 32; i++) {
+                g_b1[i] += dL_dembed[b * 256 + tq * 32 + i];
+            }
+
+
+    a->loss[c] = loss;
+}
+
+/* The update of θ[q], lo ≤ q < hi, whose gradients job c has finished: dst ← src − lr·∂L/∂θ
+ * (dst may be src); with keep, src[q] (the θ before) kept in grads[q], put back should any
+ * gradient of the step be NaN or inf (g − g is 0 for a finite g and NaN otherwise) */
+static void sn_chunk_update(sn_chunk_args *a, int c, size_t lo, size_t hi)
+{
+    const real *src = a->src;
+    real *dst = a->dst, *g = a->grads;
+    const real lr = a->lr;
+    if (!a->keep) {
+        for (size_t q = lo; q < hi; q++)
+            dst[q] = src[q] - lr * g[q];
+        return;
+    }
+    int bad = 0;
+    for (size_t q = lo; q < hi; q++) {
+        const real gq = g[q], t = src[q];
+        bad |= !(gq - gq == 0);
+        dst[q] = t - lr * gq;
+        g[q] = t;
+    }
+    a->bad[c] |= bad;
+}
+
+/* Job c of n: its share of the weight gradients, Σ over the whole batch, each product
+ * whole; job 0 also adds up the chunks' partial sums; in a step, the update of those parameters. */
+static void sn_chunk_sums(void *arg, int c)
+{
+    sn_chunk_args *a = (sn_chunk_args *)arg;
+    real *grads = a->grads, *work = a->work;
+    const real *S = a->X;
+    const int batch = a->batch;
     real *g_W1 = grads + 0;  /* ∂L/∂W1: (32, 10) */
     real *g_b1 = grads + 320;  /* ∂L/∂b1: (32,) */
     real *g_P2 = grads + 352;  /* ∂L/∂P2: (8, 32) */
@@ -2097,26 +2522,15 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     real *B2_norm2 = work + (size_t)batch * 11264;  /* layer B2_norm2: (batch, 8, 32) */
     real *B2_ff1 = work + (size_t)batch * 12032;  /* layer B2_ff1: (batch, 8, 64) */
     real *B2 = work + (size_t)batch * 13056;  /* layer B2: (batch, 8, 32) */
-    real *z_O = work + (size_t)batch * 13312;  /* Σ of O: (batch, 8, 10) */
-    real *sn_u_O = work + (size_t)batch * 13392;  /* layer O: (batch, 8, 10) */
     real *dL_dembed = work + (size_t)batch * 13472;  /* ∂L/∂embed: (batch, 8, 32) */
-    real *dL_dB1_norm1 = work + (size_t)batch * 14272;  /* ∂L/∂B1_norm1: (batch, 8, 32) */
     real *dL_dB1_att_qkv = work + (size_t)batch * 14528;  /* ∂L/∂B1_att_qkv: (batch, 8, 96) */
-    real *dL_dB1_att_a = work + (size_t)batch * 16128;  /* ∂L/∂B1_att_a: (batch, 8, 4, 8) */
     real *dL_dB1_att = work + (size_t)batch * 16384;  /* ∂L/∂B1_att: (batch, 8, 32) */
-    real *dL_dB1_norm2 = work + (size_t)batch * 17184;  /* ∂L/∂B1_norm2: (batch, 8, 32) */
-    real *dL_dB1_ff1 = work + (size_t)batch * 17440;  /* ∂L/∂B1_ff1: (batch, 8, 64) */
     real *delta_B1_ff1 = work + (size_t)batch * 17952;  /* ∂L/∂z_B1_ff1: (batch, 8, 64) */
     real *dL_dB1_ff2 = work + (size_t)batch * 18464;  /* ∂L/∂B1_ff2: (batch, 8, 32) */
-    real *dL_dB2_norm1 = work + (size_t)batch * 19264;  /* ∂L/∂B2_norm1: (batch, 8, 32) */
     real *dL_dB2_att_qkv = work + (size_t)batch * 19520;  /* ∂L/∂B2_att_qkv: (batch, 8, 96) */
-    real *dL_dB2_att_a = work + (size_t)batch * 21120;  /* ∂L/∂B2_att_a: (batch, 8, 4, 8) */
     real *dL_dB2_att = work + (size_t)batch * 21376;  /* ∂L/∂B2_att: (batch, 8, 32) */
-    real *dL_dB2_norm2 = work + (size_t)batch * 22176;  /* ∂L/∂B2_norm2: (batch, 8, 32) */
-    real *dL_dB2_ff1 = work + (size_t)batch * 22432;  /* ∂L/∂B2_ff1: (batch, 8, 64) */
     real *delta_B2_ff1 = work + (size_t)batch * 22944;  /* ∂L/∂z_B2_ff1: (batch, 8, 64) */
     real *dL_dB2_ff2 = work + (size_t)batch * 23456;  /* ∂L/∂B2_ff2: (batch, 8, 32) */
-    real *dL_dB2 = work + (size_t)batch * 23712;  /* ∂L/∂B2: (batch, 8, 32) */
     real *delta_O = work + (size_t)batch * 23968;  /* ∂L/∂z_O: (batch, 8, 10) */
     real *B1_att_a = z_B1_att_a;  /* layer B1_att_a: z_B1_att_a itself: (batch, 8, 4, 8) */
     real *B2_att_a = z_B2_att_a;  /* layer B2_att_a: z_B2_att_a itself: (batch, 8, 4, 8) */
@@ -2128,265 +2542,284 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     real *delta_B2_att = dL_dB2_att;  /* ∂L/∂z_B2_att: ∂L/∂B2_att itself: (batch, 8, 32) */
     real *delta_B2_ff2 = dL_dB2_ff2;  /* ∂L/∂z_B2_ff2: ∂L/∂B2_ff2 itself: (batch, 8, 32) */
 
-    const real inv_batch = (real)1 / (real)batch;
-    double loss = 0;
+    /* the products whole, each to the job with the least work so far, the largest first:
+       no operand packed twice, and the numbers the same on any number of threads */
+    static const double sn_cost[10] = {24576, 24576, 16384, 16384, 16384, 16384, 8192, 8192, 2560, 2560};
+    const int sn_jobs = a->n < 10 ? a->n : 10;
+    double sn_load[SN_CHUNKS_MAX] = {0};
+    int sn_mine[10];
+    for (int i = 0; i < 10; i++) {
+        int j = 0;
+        for (int k = 1; k < sn_jobs; k++)
+            if (sn_load[k] < sn_load[j]) j = k;
+        sn_load[j] += sn_cost[i];
+        sn_mine[i] = j == c;
+    }
+    if (sn_mine[0]) {
+        /* g_W11[i,j] = Σ_b delta_B2_att_qkv[b,i]·B2_norm1[b,j] */
+        sn_gemm(96, 32, batch * 8, delta_B2_att_qkv, 1, 96, B2_norm1, 32, 1, g_W11, 0);
+        if (a->dst != NULL)
+            sn_chunk_update(a, c, 9216, 9216 + (size_t)3072);
+    }
+    if (sn_mine[1]) {
+        /* g_W4[i,j] = Σ_b delta_B1_att_qkv[b,i]·B1_norm1[b,j] */
+        sn_gemm(96, 32, batch * 8, delta_B1_att_qkv, 1, 96, B1_norm1, 32, 1, g_W4, 0);
+        if (a->dst != NULL)
+            sn_chunk_update(a, c, 672, 672 + (size_t)3072);
+    }
+    if (sn_mine[2]) {
+        /* g_W15[i,j] = Σ_b delta_B2_ff2[b,i]·B2_ff1[b,j] */
+        sn_gemm(32, 64, batch * 8, delta_B2_ff2, 1, 32, B2_ff1, 64, 1, g_W15, 0);
+        if (a->dst != NULL)
+            sn_chunk_update(a, c, 15616, 15616 + (size_t)2048);
+    }
+    if (sn_mine[3]) {
+        /* g_W14[i,j] = Σ_b delta_B2_ff1[b,i]·B2_norm2[b,j] */
+        sn_gemm(64, 32, batch * 8, delta_B2_ff1, 1, 64, B2_norm2, 32, 1, g_W14, 0);
+        if (a->dst != NULL)
+            sn_chunk_update(a, c, 13504, 13504 + (size_t)2048);
+    }
+    if (sn_mine[4]) {
+        /* g_W8[i,j] = Σ_b delta_B1_ff2[b,i]·B1_ff1[b,j] */
+        sn_gemm(32, 64, batch * 8, delta_B1_ff2, 1, 32, B1_ff1, 64, 1, g_W8, 0);
+        if (a->dst != NULL)
+            sn_chunk_update(a, c, 7072, 7072 + (size_t)2048);
+    }
+    if (sn_mine[5]) {
+        /* g_W7[i,j] = Σ_b delta_B1_ff1[b,i]·B1_norm2[b,j] */
+        sn_gemm(64, 32, batch * 8, delta_B1_ff1, 1, 64, B1_norm2, 32, 1, g_W7, 0);
+        if (a->dst != NULL)
+            sn_chunk_update(a, c, 4960, 4960 + (size_t)2048);
+    }
+    if (sn_mine[6]) {
+        /* g_Wo11[i,j] = Σ_b delta_B2_att[b,i]·B2_att_a[b,j] */
+        sn_gemm(32, 32, batch * 8, delta_B2_att, 1, 32, B2_att_a, 32, 1, g_Wo11, 0);
+        if (a->dst != NULL)
+            sn_chunk_update(a, c, 12384, 12384 + (size_t)1024);
+    }
+    if (sn_mine[7]) {
+        /* g_Wo4[i,j] = Σ_b delta_B1_att[b,i]·B1_att_a[b,j] */
+        sn_gemm(32, 32, batch * 8, delta_B1_att, 1, 32, B1_att_a, 32, 1, g_Wo4, 0);
+        if (a->dst != NULL)
+            sn_chunk_update(a, c, 3840, 3840 + (size_t)1024);
+    }
+    if (sn_mine[8]) {
+        /* g_W17[i,j] = Σ_b delta_O[b,i]·B2[b,j] */
+        sn_gemm(10, 32, batch * 8, delta_O, 1, 10, B2, 32, 1, g_W17, 0);
+        if (a->dst != NULL)
+            sn_chunk_update(a, c, 17696, 17696 + (size_t)320);
+    }
+    if (sn_mine[9]) {
+        /* g_W1[i,j] = Σ_b delta_embed[b,i]·S[b,j] */
+        sn_gemm(32, 10, batch * 8, delta_embed, 1, 32, S, 10, 1, g_W1, 0);
+        if (a->dst != NULL)
+            sn_chunk_update(a, c, 0, 0 + (size_t)320);
+    }
+
+    if (c == 0) {
+        /* the chunks' partial sums added up in their order */
+        const real *sn_part = work + (size_t)batch * 24048;
+        /* g_b17[q] = Σ_k (chunk k's part of it)[q] */
+        for (int q = 0; q < 10; q++) {
+            real s = sn_part[0 + q];
+            for (int k = 1; k < a->n; k++) s += sn_part[(size_t)k * 1002 + 0 + q];
+            g_b17[q] = s;
+        }
+        /* g_b15[q] = Σ_k (chunk k's part of it)[q] */
+        for (int q = 0; q < 32; q++) {
+            real s = sn_part[10 + q];
+            for (int k = 1; k < a->n; k++) s += sn_part[(size_t)k * 1002 + 10 + q];
+            g_b15[q] = s;
+        }
+        /* g_b14[q] = Σ_k (chunk k's part of it)[q] */
+        for (int q = 0; q < 64; q++) {
+            real s = sn_part[42 + q];
+            for (int k = 1; k < a->n; k++) s += sn_part[(size_t)k * 1002 + 42 + q];
+            g_b14[q] = s;
+        }
+        /* g_gamma13[q] = Σ_k (chunk k's part of it)[q] */
+        for (int q = 0; q < 32; q++) {
+            real s = sn_part[106 + q];
+            for (int k = 1; k < a->n; k++) s += sn_part[(size_t)k * 1002 + 106 + q];
+            g_gamma13[q] = s;
+        }
+        /* g_beta13[q] = Σ_k (chunk k's part of it)[q] */
+        for (int q = 0; q < 32; q++) {
+            real s = sn_part[138 + q];
+            for (int k = 1; k < a->n; k++) s += sn_part[(size_t)k * 1002 + 138 + q];
+            g_beta13[q] = s;
+        }
+        /* g_co11[q] = Σ_k (chunk k's part of it)[q] */
+        for (int q = 0; q < 32; q++) {
+            real s = sn_part[170 + q];
+            for (int k = 1; k < a->n; k++) s += sn_part[(size_t)k * 1002 + 170 + q];
+            g_co11[q] = s;
+        }
+        /* g_c11[q] = Σ_k (chunk k's part of it)[q] */
+        for (int q = 0; q < 96; q++) {
+            real s = sn_part[202 + q];
+            for (int k = 1; k < a->n; k++) s += sn_part[(size_t)k * 1002 + 202 + q];
+            g_c11[q] = s;
+        }
+        /* g_gamma10[q] = Σ_k (chunk k's part of it)[q] */
+        for (int q = 0; q < 32; q++) {
+            real s = sn_part[298 + q];
+            for (int k = 1; k < a->n; k++) s += sn_part[(size_t)k * 1002 + 298 + q];
+            g_gamma10[q] = s;
+        }
+        /* g_beta10[q] = Σ_k (chunk k's part of it)[q] */
+        for (int q = 0; q < 32; q++) {
+            real s = sn_part[330 + q];
+            for (int k = 1; k < a->n; k++) s += sn_part[(size_t)k * 1002 + 330 + q];
+            g_beta10[q] = s;
+        }
+        /* g_b8[q] = Σ_k (chunk k's part of it)[q] */
+        for (int q = 0; q < 32; q++) {
+            real s = sn_part[362 + q];
+            for (int k = 1; k < a->n; k++) s += sn_part[(size_t)k * 1002 + 362 + q];
+            g_b8[q] = s;
+        }
+        /* g_b7[q] = Σ_k (chunk k's part of it)[q] */
+        for (int q = 0; q < 64; q++) {
+            real s = sn_part[394 + q];
+            for (int k = 1; k < a->n; k++) s += sn_part[(size_t)k * 1002 + 394 + q];
+            g_b7[q] = s;
+        }
+        /* g_gamma6[q] = Σ_k (chunk k's part of it)[q] */
+        for (int q = 0; q < 32; q++) {
+            real s = sn_part[458 + q];
+            for (int k = 1; k < a->n; k++) s += sn_part[(size_t)k * 1002 + 458 + q];
+            g_gamma6[q] = s;
+        }
+        /* g_beta6[q] = Σ_k (chunk k's part of it)[q] */
+        for (int q = 0; q < 32; q++) {
+            real s = sn_part[490 + q];
+            for (int k = 1; k < a->n; k++) s += sn_part[(size_t)k * 1002 + 490 + q];
+            g_beta6[q] = s;
+        }
+        /* g_co4[q] = Σ_k (chunk k's part of it)[q] */
+        for (int q = 0; q < 32; q++) {
+            real s = sn_part[522 + q];
+            for (int k = 1; k < a->n; k++) s += sn_part[(size_t)k * 1002 + 522 + q];
+            g_co4[q] = s;
+        }
+        /* g_c4[q] = Σ_k (chunk k's part of it)[q] */
+        for (int q = 0; q < 96; q++) {
+            real s = sn_part[554 + q];
+            for (int k = 1; k < a->n; k++) s += sn_part[(size_t)k * 1002 + 554 + q];
+            g_c4[q] = s;
+        }
+        /* g_gamma3[q] = Σ_k (chunk k's part of it)[q] */
+        for (int q = 0; q < 32; q++) {
+            real s = sn_part[650 + q];
+            for (int k = 1; k < a->n; k++) s += sn_part[(size_t)k * 1002 + 650 + q];
+            g_gamma3[q] = s;
+        }
+        /* g_beta3[q] = Σ_k (chunk k's part of it)[q] */
+        for (int q = 0; q < 32; q++) {
+            real s = sn_part[682 + q];
+            for (int k = 1; k < a->n; k++) s += sn_part[(size_t)k * 1002 + 682 + q];
+            g_beta3[q] = s;
+        }
+        /* g_P2[q] = Σ_k (chunk k's part of it)[q] */
+        for (int q = 0; q < 256; q++) {
+            real s = sn_part[714 + q];
+            for (int k = 1; k < a->n; k++) s += sn_part[(size_t)k * 1002 + 714 + q];
+            g_P2[q] = s;
+        }
+        /* g_b1[q] = Σ_k (chunk k's part of it)[q] */
+        for (int q = 0; q < 32; q++) {
+            real s = sn_part[970 + q];
+            for (int k = 1; k < a->n; k++) s += sn_part[(size_t)k * 1002 + 970 + q];
+            g_b1[q] = s;
+        }
+
+        if (a->dst != NULL) {
+            sn_chunk_update(a, c, 18016, 18026);
+            sn_chunk_update(a, c, 17664, 17696);
+            sn_chunk_update(a, c, 15552, 15616);
+            sn_chunk_update(a, c, 13440, 13472);
+            sn_chunk_update(a, c, 13472, 13504);
+            sn_chunk_update(a, c, 13408, 13440);
+            sn_chunk_update(a, c, 12288, 12384);
+            sn_chunk_update(a, c, 9152, 9184);
+            sn_chunk_update(a, c, 9184, 9216);
+            sn_chunk_update(a, c, 9120, 9152);
+            sn_chunk_update(a, c, 7008, 7072);
+            sn_chunk_update(a, c, 4896, 4928);
+            sn_chunk_update(a, c, 4928, 4960);
+            sn_chunk_update(a, c, 4864, 4896);
+            sn_chunk_update(a, c, 3744, 3840);
+            sn_chunk_update(a, c, 608, 640);
+            sn_chunk_update(a, c, 640, 672);
+            sn_chunk_update(a, c, 352, 608);
+            sn_chunk_update(a, c, 320, 352);
+        }
+    }
+}
+
+/* The pass: the chunks (rows), then the weight gradients and, with a->then and a finite loss, the update into it;
+ * returns the loss.  Timed, for whether the next passes take threads (sn_choose). */
+static double sn_chunk_pass(sn_chunk_args *a, void (*rows)(void *, int), real *then)
+{
 #ifdef _OPENMP
     const int sn_on_now = sn_on = sn_choose();
     const double sn_start = omp_get_wtime();
 #endif
+    sn_chunks_run(a, rows);
+    double loss = 0;
+    for (int c = 0; c < a->n; c++)   /* the chunks' losses added up in their order */
+        loss += a->loss[c];
+    loss /= a->batch;
+    a->dst = isfinite(loss) ? then : NULL;
+    sn_chunks_run(a, sn_chunk_sums);
+#ifdef _OPENMP
+    sn_took_now(sn_on_now, (omp_get_wtime() - sn_start) / a->batch);
+#endif
+    return loss;
+}
+
+/* Loss L = (1/batch) Σ_b L_b, after a forward pass. */
+static double sn_loss(const real *params, real *work, const real *S, const real *T, int batch)
+{
+    const real *b17 = params + 18016;  /* b17: (10,) */
+
+    real *z_O = work + (size_t)batch * 13312;  /* Σ of O: (batch, 8, 10) */
+
+    double loss = 0;
     sn_forward(params, work, S, batch);
-    memset(g_b17, 0, sizeof(real) * 10);
-    /* L += T[b,tq,i]·softplus(-b17[i] - z_O[b,tq,i])/80 + (1 - T[b,tq,i])·softplus(b17[i] + z_O[b,tq,i])/80; delta_O[b,tq,i] = inv_batch·(O[b,tq,i] - T[b,tq,i])/80; g_b17[i] += inv_batch·(O[b,tq,i] - T[b,tq,i])/80 */
+    /* L += T[b,tq,i]·softplus(-b17[i] - z_O[b,tq,i])/80 + (1 - T[b,tq,i])·softplus(b17[i] + z_O[b,tq,i])/80 */
     for (int b = 0; b < batch; b++)
         for (int tq = 0; tq < 8; tq++)
             for (int i = 0; i < 10; i++) {
                 const real t0 = b17[i] + z_O[b * 80 + tq * 10 + i];
-                const real t1 = (1.0F/80.0F)*inv_batch*(sn_u_O[b * 80 + tq * 10 + i] - T[b * 80 + tq * 10 + i]);
                 loss += (double)((1.0F/80.0F)*T[b * 80 + tq * 10 + i]*sn_softplus(-t0) + (1.0F/80.0F)*(1 - T[b * 80 + tq * 10 + i])*sn_softplus(t0));
-                delta_O[b * 80 + tq * 10 + i] = t1;
-                g_b17[i] += t1;
             }
-    /* g_W17[i,j] = Σ_b delta_O[b,i]·B2[b,j] */
-    sn_mm_tn(10, 32, batch * 8, delta_O, B2, g_W17, 0);
-    /* dL_dB2[b,j] = Σ_i delta_O[b,i]·W17[i,j] */
-    sn_mm_nn(batch * 8, 32, 10, delta_O, W17, dL_dB2, 0);
-    /* dL_dB2_res1, dL_dB2_ff2, g_b15: the batch in chunks of examples through sn_rows_11, the chunks
-       on as many threads as pay for their join: n threads cost work/n + one join, so each
-       thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 6144 multiply-adds per example */
-    {
-        const int sn_n = sn_chunks(batch);
-        real *sn_part = work + (size_t)batch * 24048;  /* 32 partial sums per chunk */
-#ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 6144 * batch, sn_n) : 1;
-#pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
-#endif
-        for (int sn_c = 0; sn_c < sn_n; sn_c++)
-            sn_rows_11(params, work, S, batch, sn_share(batch, sn_c, sn_n), sn_share(batch, sn_c + 1, sn_n), sn_part + (size_t)sn_c * 32);
-        /* the chunks' partial sums added up in their order (the same for any number of threads) */
-        for (int sn_c = 1; sn_c < sn_n; sn_c++)
-            for (int q = 0; q < 32; q++)
-                sn_part[q] += sn_part[(size_t)sn_c * 32 + q];
-        memcpy(g_b15, sn_part + 0, sizeof(real) * 32);
-    }
-    /* g_W15[i,j] = Σ_b delta_B2_ff2[b,i]·B2_ff1[b,j] */
-    sn_mm_tn(32, 64, batch * 8, delta_B2_ff2, B2_ff1, g_W15, 0);
-    /* dL_dB2_ff1[b,j] = Σ_i delta_B2_ff2[b,i]·W15[i,j] */
-    sn_mm_nn(batch * 8, 64, 32, delta_B2_ff2, W15, dL_dB2_ff1, 0);
-    /* delta_B2_ff1, g_b14: the batch in chunks of examples through sn_rows_12, the chunks
-       on as many threads as pay for their join: n threads cost work/n + one join, so each
-       thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 8192 multiply-adds per example */
-    {
-        const int sn_n = sn_chunks(batch);
-        real *sn_part = work + (size_t)batch * 24048;  /* 64 partial sums per chunk */
-#ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 8192 * batch, sn_n) : 1;
-#pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
-#endif
-        for (int sn_c = 0; sn_c < sn_n; sn_c++)
-            sn_rows_12(params, work, S, batch, sn_share(batch, sn_c, sn_n), sn_share(batch, sn_c + 1, sn_n), sn_part + (size_t)sn_c * 64);
-        /* the chunks' partial sums added up in their order (the same for any number of threads) */
-        for (int sn_c = 1; sn_c < sn_n; sn_c++)
-            for (int q = 0; q < 64; q++)
-                sn_part[q] += sn_part[(size_t)sn_c * 64 + q];
-        memcpy(g_b14, sn_part + 0, sizeof(real) * 64);
-    }
-    /* g_W14[i,j] = Σ_b delta_B2_ff1[b,i]·B2_norm2[b,j] */
-    sn_mm_tn(64, 32, batch * 8, delta_B2_ff1, B2_norm2, g_W14, 0);
-    /* dL_dB2_norm2[b,j] = Σ_i delta_B2_ff1[b,i]·W14[i,j] */
-    sn_mm_nn(batch * 8, 32, 64, delta_B2_ff1, W14, dL_dB2_norm2, 0);
-    /* g_gamma13, dL_dB2_norm2_c, dL_dB2_norm2_rstd, g_beta13, delta_B2_norm2_rstd, dL_dB2_res1, dL_dB2_norm2_mean, delta_B2_norm2_mean, dL_dB1, dL_dB2_att, g_co11: the batch in chunks of examples through sn_rows_13, the chunks
-       on as many threads as pay for their join: n threads cost work/n + one join, so each
-       thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 22656 multiply-adds per example */
-    {
-        const int sn_n = sn_chunks(batch);
-        real *sn_part = work + (size_t)batch * 24048;  /* 96 partial sums per chunk */
-#ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 22656 * batch, sn_n) : 1;
-#pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
-#endif
-        for (int sn_c = 0; sn_c < sn_n; sn_c++)
-            sn_rows_13(params, work, S, batch, sn_share(batch, sn_c, sn_n), sn_share(batch, sn_c + 1, sn_n), sn_part + (size_t)sn_c * 96);
-        /* the chunks' partial sums added up in their order (the same for any number of threads) */
-        for (int sn_c = 1; sn_c < sn_n; sn_c++)
-            for (int q = 0; q < 96; q++)
-                sn_part[q] += sn_part[(size_t)sn_c * 96 + q];
-        memcpy(g_gamma13, sn_part + 0, sizeof(real) * 32);
-        memcpy(g_beta13, sn_part + 32, sizeof(real) * 32);
-        memcpy(g_co11, sn_part + 64, sizeof(real) * 32);
-    }
-    /* g_Wo11[i,j] = Σ_b delta_B2_att[b,i]·B2_att_a[b,j] */
-    sn_mm_tn(32, 32, batch * 8, delta_B2_att, B2_att_a, g_Wo11, 0);
-    /* dL_dB2_att_a[b,j] = Σ_i delta_B2_att[b,i]·Wo11[i,j] */
-    sn_mm_nn(batch * 8, 32, 32, delta_B2_att, Wo11, dL_dB2_att_a, 0);
-    /* dL_dB2_att_p, dL_dB2_att_qkv, dL_dB2_att_e, dL_dB2_att_z, dL_dB2_att_s, g_c11: the batch in chunks of examples through sn_rows_14, the chunks
-       on as many threads as pay for their join: n threads cost work/n + one join, so each
-       thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 79872 multiply-adds per example */
-    {
-        const int sn_n = sn_chunks(batch);
-        real *sn_part = work + (size_t)batch * 24048;  /* 96 partial sums per chunk */
-#ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 79872 * batch, sn_n) : 1;
-#pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
-#endif
-        for (int sn_c = 0; sn_c < sn_n; sn_c++)
-            sn_rows_14(params, work, S, batch, sn_share(batch, sn_c, sn_n), sn_share(batch, sn_c + 1, sn_n), sn_part + (size_t)sn_c * 96);
-        /* the chunks' partial sums added up in their order (the same for any number of threads) */
-        for (int sn_c = 1; sn_c < sn_n; sn_c++)
-            for (int q = 0; q < 96; q++)
-                sn_part[q] += sn_part[(size_t)sn_c * 96 + q];
-        memcpy(g_c11, sn_part + 0, sizeof(real) * 96);
-    }
-    /* g_W11[i,j] = Σ_b delta_B2_att_qkv[b,i]·B2_norm1[b,j] */
-    sn_mm_tn(96, 32, batch * 8, delta_B2_att_qkv, B2_norm1, g_W11, 0);
-    /* dL_dB2_norm1[b,j] = Σ_i delta_B2_att_qkv[b,i]·W11[i,j] */
-    sn_mm_nn(batch * 8, 32, 96, delta_B2_att_qkv, W11, dL_dB2_norm1, 0);
-    /* g_gamma10, dL_dB2_norm1_c, dL_dB2_norm1_rstd, g_beta10, delta_B2_norm1_rstd, dL_dB1, dL_dB2_norm1_mean, delta_B2_norm1_mean, dL_dB1_res1, dL_dB1_ff2, g_b8: the batch in chunks of examples through sn_rows_15, the chunks
-       on as many threads as pay for their join: n threads cost work/n + one join, so each
-       thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 22656 multiply-adds per example */
-    {
-        const int sn_n = sn_chunks(batch);
-        real *sn_part = work + (size_t)batch * 24048;  /* 96 partial sums per chunk */
-#ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 22656 * batch, sn_n) : 1;
-#pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
-#endif
-        for (int sn_c = 0; sn_c < sn_n; sn_c++)
-            sn_rows_15(params, work, S, batch, sn_share(batch, sn_c, sn_n), sn_share(batch, sn_c + 1, sn_n), sn_part + (size_t)sn_c * 96);
-        /* the chunks' partial sums added up in their order (the same for any number of threads) */
-        for (int sn_c = 1; sn_c < sn_n; sn_c++)
-            for (int q = 0; q < 96; q++)
-                sn_part[q] += sn_part[(size_t)sn_c * 96 + q];
-        memcpy(g_gamma10, sn_part + 0, sizeof(real) * 32);
-        memcpy(g_beta10, sn_part + 32, sizeof(real) * 32);
-        memcpy(g_b8, sn_part + 64, sizeof(real) * 32);
-    }
-    /* g_W8[i,j] = Σ_b delta_B1_ff2[b,i]·B1_ff1[b,j] */
-    sn_mm_tn(32, 64, batch * 8, delta_B1_ff2, B1_ff1, g_W8, 0);
-    /* dL_dB1_ff1[b,j] = Σ_i delta_B1_ff2[b,i]·W8[i,j] */
-    sn_mm_nn(batch * 8, 64, 32, delta_B1_ff2, W8, dL_dB1_ff1, 0);
-    /* delta_B1_ff1, g_b7: the batch in chunks of examples through sn_rows_16, the chunks
-       on as many threads as pay for their join: n threads cost work/n + one join, so each
-       thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 8192 multiply-adds per example */
-    {
-        const int sn_n = sn_chunks(batch);
-        real *sn_part = work + (size_t)batch * 24048;  /* 64 partial sums per chunk */
-#ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 8192 * batch, sn_n) : 1;
-#pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
-#endif
-        for (int sn_c = 0; sn_c < sn_n; sn_c++)
-            sn_rows_16(params, work, S, batch, sn_share(batch, sn_c, sn_n), sn_share(batch, sn_c + 1, sn_n), sn_part + (size_t)sn_c * 64);
-        /* the chunks' partial sums added up in their order (the same for any number of threads) */
-        for (int sn_c = 1; sn_c < sn_n; sn_c++)
-            for (int q = 0; q < 64; q++)
-                sn_part[q] += sn_part[(size_t)sn_c * 64 + q];
-        memcpy(g_b7, sn_part + 0, sizeof(real) * 64);
-    }
-    /* g_W7[i,j] = Σ_b delta_B1_ff1[b,i]·B1_norm2[b,j] */
-    sn_mm_tn(64, 32, batch * 8, delta_B1_ff1, B1_norm2, g_W7, 0);
-    /* dL_dB1_norm2[b,j] = Σ_i delta_B1_ff1[b,i]·W7[i,j] */
-    sn_mm_nn(batch * 8, 32, 64, delta_B1_ff1, W7, dL_dB1_norm2, 0);
-    /* g_gamma6, dL_dB1_norm2_c, dL_dB1_norm2_rstd, g_beta6, delta_B1_norm2_rstd, dL_dB1_res1, dL_dB1_norm2_mean, delta_B1_norm2_mean, dL_dpos, dL_dB1_att, g_co4: the batch in chunks of examples through sn_rows_17, the chunks
-       on as many threads as pay for their join: n threads cost work/n + one join, so each
-       thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 22656 multiply-adds per example */
-    {
-        const int sn_n = sn_chunks(batch);
-        real *sn_part = work + (size_t)batch * 24048;  /* 96 partial sums per chunk */
-#ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 22656 * batch, sn_n) : 1;
-#pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
-#endif
-        for (int sn_c = 0; sn_c < sn_n; sn_c++)
-            sn_rows_17(params, work, S, batch, sn_share(batch, sn_c, sn_n), sn_share(batch, sn_c + 1, sn_n), sn_part + (size_t)sn_c * 96);
-        /* the chunks' partial sums added up in their order (the same for any number of threads) */
-        for (int sn_c = 1; sn_c < sn_n; sn_c++)
-            for (int q = 0; q < 96; q++)
-                sn_part[q] += sn_part[(size_t)sn_c * 96 + q];
-        memcpy(g_gamma6, sn_part + 0, sizeof(real) * 32);
-        memcpy(g_beta6, sn_part + 32, sizeof(real) * 32);
-        memcpy(g_co4, sn_part + 64, sizeof(real) * 32);
-    }
-    /* g_Wo4[i,j] = Σ_b delta_B1_att[b,i]·B1_att_a[b,j] */
-    sn_mm_tn(32, 32, batch * 8, delta_B1_att, B1_att_a, g_Wo4, 0);
-    /* dL_dB1_att_a[b,j] = Σ_i delta_B1_att[b,i]·Wo4[i,j] */
-    sn_mm_nn(batch * 8, 32, 32, delta_B1_att, Wo4, dL_dB1_att_a, 0);
-    /* dL_dB1_att_p, dL_dB1_att_qkv, dL_dB1_att_e, dL_dB1_att_z, dL_dB1_att_s, g_c4: the batch in chunks of examples through sn_rows_18, the chunks
-       on as many threads as pay for their join: n threads cost work/n + one join, so each
-       thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 79872 multiply-adds per example */
-    {
-        const int sn_n = sn_chunks(batch);
-        real *sn_part = work + (size_t)batch * 24048;  /* 96 partial sums per chunk */
-#ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 79872 * batch, sn_n) : 1;
-#pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
-#endif
-        for (int sn_c = 0; sn_c < sn_n; sn_c++)
-            sn_rows_18(params, work, S, batch, sn_share(batch, sn_c, sn_n), sn_share(batch, sn_c + 1, sn_n), sn_part + (size_t)sn_c * 96);
-        /* the chunks' partial sums added up in their order (the same for any number of threads) */
-        for (int sn_c = 1; sn_c < sn_n; sn_c++)
-            for (int q = 0; q < 96; q++)
-                sn_part[q] += sn_part[(size_t)sn_c * 96 + q];
-        memcpy(g_c4, sn_part + 0, sizeof(real) * 96);
-    }
-    /* g_W4[i,j] = Σ_b delta_B1_att_qkv[b,i]·B1_norm1[b,j] */
-    sn_mm_tn(96, 32, batch * 8, delta_B1_att_qkv, B1_norm1, g_W4, 0);
-    /* dL_dB1_norm1[b,j] = Σ_i delta_B1_att_qkv[b,i]·W4[i,j] */
-    sn_mm_nn(batch * 8, 32, 96, delta_B1_att_qkv, W4, dL_dB1_norm1, 0);
-    /* g_gamma3, dL_dB1_norm1_c, dL_dB1_norm1_rstd, g_beta3, delta_B1_norm1_rstd, dL_dpos, dL_dB1_norm1_mean, delta_B1_norm1_mean, dL_dembed, g_P2, g_b1: the batch in chunks of examples through sn_rows_19, the chunks
-       on as many threads as pay for their join: n threads cost work/n + one join, so each
-       thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 22656 multiply-adds per example */
-    {
-        const int sn_n = sn_chunks(batch);
-        real *sn_part = work + (size_t)batch * 24048;  /* 352 partial sums per chunk */
-#ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 22656 * batch, sn_n) : 1;
-#pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
-#endif
-        for (int sn_c = 0; sn_c < sn_n; sn_c++)
-            sn_rows_19(params, work, S, batch, sn_share(batch, sn_c, sn_n), sn_share(batch, sn_c + 1, sn_n), sn_part + (size_t)sn_c * 352);
-        /* the chunks' partial sums added up in their order (the same for any number of threads) */
-        for (int sn_c = 1; sn_c < sn_n; sn_c++)
-            for (int q = 0; q < 352; q++)
-                sn_part[q] += sn_part[(size_t)sn_c * 352 + q];
-        memcpy(g_gamma3, sn_part + 0, sizeof(real) * 32);
-        memcpy(g_beta3, sn_part + 32, sizeof(real) * 32);
-        memcpy(g_P2, sn_part + 64, sizeof(real) * 256);
-        memcpy(g_b1, sn_part + 320, sizeof(real) * 32);
-    }
-    /* g_W1[i,j] = Σ_b delta_embed[b,i]·S[b,j] */
-    sn_mm_tn(32, 10, batch * 8, delta_embed, S, g_W1, 0);
 
-#ifdef _OPENMP
-    sn_took_now(sn_on_now, (omp_get_wtime() - sn_start) / batch);
-#endif
     return loss / batch;
 }
 
-real symnet_31ce35aa83_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_c52cf5a182_loss(const real *params, const real *X, const real *T, int batch, real *work)
+{
+    return (real)sn_loss(params, work, X, T, batch);
+}
+
+/* Loss and every gradient ∂L/∂θ (into grads), by back propagation. */
+static double sn_loss_grad(const real *params, real *grads, real *work, const real *S, const real *T, int batch)
+{
+    /* the batch in chunks (sn_chunk), then the weight gradients (sn_chunk_sums) */
+    sn_chunk_args a = {.params = params, .grads = grads, .work = work, .X = S, .T = T,
+                       .batch = batch, .n = sn_chunks_of(batch), .loss = {0}, .dst = NULL};
+    return sn_chunk_pass(&a, sn_chunk, NULL);
+}
+
+real symnet_c52cf5a182_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
 
 /* dst[p] = src[p] − lr·∂L/∂θ[p] for the 18026 trainable parameters (plain
  * gradient descent); dst may be src.  Not restrict: in place is the common case. */
-/* 1 when every gradient g[p] is finite: g − g is 0 for a finite number and NaN for
- * NaN or ±inf (an OR of comparisons, which the compiler vectorizes) */
-static int sn_all_finite(const real *grads)
-{
-    int bad = 0;
-    for (size_t p = 0; p < 18026; p++)
-        bad |= !(grads[p] - grads[p] == 0);
-    return !bad;
-}
 
 static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr)
 {
@@ -2398,13 +2831,22 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_31ce35aa83_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_c52cf5a182_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
-    real *grads = work + (size_t)batch * 24400;
-    const double loss = sn_loss_grad(params, grads, work, X, T, batch);
-    if (!isfinite(loss) || !sn_all_finite(grads))
+    real *grads = work + (size_t)batch * 25050;
+    /* the batch in chunks, then the weight gradients, each job updating the parameters
+       whose gradients it finished (the loss first: a NaN or inf loss updates nothing) */
+    sn_chunk_args a = {.params = params, .grads = grads, .work = work, .X = X, .T = T,
+                       .batch = batch, .n = sn_chunks_of(batch), .loss = {0},
+                       .src = params, .dst = NULL, .lr = lr, .keep = 1, .bad = {0, 0}};
+    const double loss = sn_chunk_pass(&a, sn_chunk, params);
+    if (!isfinite(loss))
         return (real)NAN;
-    sn_sgd_update(params, params, grads, lr);
+    if (a.bad[0] | a.bad[1]) {
+        /* a gradient NaN or inf: every parameter back as it was (kept in grads) */
+        memcpy(params, grads, sizeof(real) * 18026);
+        return (real)NAN;
+    }
     return (real)loss;
 }
 
@@ -2469,7 +2911,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_31ce35aa83_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_c52cf5a182_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -2489,17 +2931,17 @@ void symnet_31ce35aa83_update(real *params, const real *grads, real lr, int opti
  * prev holds the parameters before the last update (after a restore: the same as
  * params).  prev may be NULL (no restoring).
  *
- * work: the batch's rows (24400 numbers per example), then the
+ * work: the batch's rows (25050 numbers per example), then the
  * gradients (18026), then Ib and Tb.
  *
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_31ce35aa83_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_c52cf5a182_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
-    real *grads = work + (size_t)batch_size * 24400;
+    real *grads = work + (size_t)batch_size * 25050;
     real *Ib = grads + 18026;
     real *Tb = Ib + (size_t)batch_size * 80;
     real *cur = params, *old = prev != NULL ? prev : params;  /* θ now; θ before the last update */
@@ -2512,7 +2954,13 @@ long long symnet_31ce35aa83_train(real *params, const real *X, const real *T, co
             memcpy(Ib + (size_t)r * 80, X + n * 80, sizeof(real) * 80);
             memcpy(Tb + (size_t)r * 80, T + n * 80, sizeof(real) * 80);
         }
-        const double loss = sn_loss_grad(cur, grads, work, Ib, Tb, batch);
+        /* plain gradient descent: old ← θ − lr·∂L/∂θ in the jobs that finish the gradients
+           (sn_chunk_sums), once the loss is known finite; other updates after the pass */
+        const int sn_fused = optimizer == 0 && hyper[4] == 0 && !(hyper[5] > 0);
+        sn_chunk_args a = {.params = cur, .grads = grads, .work = work, .X = Ib, .T = Tb,
+                           .batch = batch, .n = sn_chunks_of(batch), .loss = {0},
+                           .src = cur, .dst = NULL, .lr = (real)lr[s], .keep = 0, .bad = {0, 0}};
+        const double loss = sn_chunk_pass(&a, sn_chunk, sn_fused ? old : NULL);
         if (!isfinite(loss)) {
             /* both buffers ← θ before the last update (only cur needs it written) */
             if (prev != NULL && *have_prev)
@@ -2522,7 +2970,8 @@ long long symnet_31ce35aa83_train(real *params, const real *X, const real *T, co
             return s;
         }
         /* old ← θ − update(θ) and swap the names: cur is the new θ, old the one before */
-        sn_update(cur, old, grads, (real)lr[s], optimizer, s1, s2, hyper, t0 + s + 1);
+        if (!sn_fused)
+            sn_update(cur, old, grads, (real)lr[s], optimizer, s1, s2, hyper, t0 + s + 1);
         real *const tmp = cur;
         cur = old;
         old = tmp;

@@ -204,3 +204,4 @@ class Halves:
     cost: float
     update: bool = False
     tail: list = field(default_factory=list)   # the ops after the loss both passes share
+    tensor: bool = False    # a tensor network's: chunks of SN_CHUNK examples, products of their rows

@@ -36,7 +36,17 @@ def split(p) -> None:
     if not any(len(b.shape) > 2 for b in p.buffers.values() if b.kind in ("work", "input")):
         p.halves = halves(p)
         return
+    # a tensor network whose loss-and-gradient pass takes each example alone up to the
+    # weight gradients (a transformer): that pass in chunks, the forward pass below
+    p.halves = halves(p, tensor=True)
     p.split_forward = _runs(p, p.forward)
+    if p.halves:
+        p.regions = [op for op in p.split_forward if isinstance(op, Rows)]
+        for k, r in enumerate(p.regions):
+            r.index, r.backward = k + 1, False
+        size = max((r.size for r in p.regions), default=0)
+        p.work_per_row += max(size - (p.work_per_row - p.part_offset), 0)
+        return
     p.split_backward = _runs(p, p.backward)
     if p.backward_labels:
         p.split_backward_labels = [op if isinstance(op, Rows) else with_labels(op)
@@ -188,24 +198,38 @@ def _cost(p, op) -> float:
 HALVES_MAX = 1 << 17
 
 
-def halves(p):
-    """A vector network's loss-and-gradient pass as a ``Halves`` (every op per example,
-    the weight gradients' products over the whole batch after them), or None where it
-    does not apply: a product too large (HALVES_MAX), or an op that is neither."""
+def batch_rows(extent) -> int | None:
+    """Rows per example of a product's extent: "batch" 1, "batch * 32" (a Linear at each
+    of 32 positions) 32; None for any other."""
+    if extent == "batch":
+        return 1
+    head, _, rows = extent.partition(" * ") if isinstance(extent, str) else ("", "", "")
+    return int(rows) if head == "batch" and rows.isdigit() else None
+
+
+def halves(p, tensor: bool = False):
+    """A network's loss-and-gradient pass as a ``Halves`` (every op per example, the
+    weight gradients' products over the whole batch after them), or None where it does
+    not apply: an op that is neither; for a vector network also a product too large
+    (HALVES_MAX: each of its products then shares out by itself); a ``tensor`` network
+    (per-example ops over positions, per-example products as small products, Linears at
+    each position as products of batch·positions rows) needs a product of the batch's
+    rows, each too short to share among threads with the element loops between them."""
     if not p.backward:
         return None
     B = p.buffers
 
     def rows(op) -> bool:
         if isinstance(op, MatMul):
-            return op.kind in ("nt", "nn") and op.M == "batch" and not op.accumulate \
+            return op.kind in ("nt", "nn") and batch_rows(op.M) is not None \
+                and (tensor or op.M == "batch") and not op.accumulate and op.parts is None \
                 and _per_row(p, op.A) and _per_row(p, op.C) and not _per_row(p, op.B) \
                 and isinstance(op.N, int) and isinstance(op.K, int)
         if isinstance(op, SoftmaxXent):
             return _per_row(p, op.O) and (op.grad is None or _per_row(p, op.grad))
         if isinstance(op, (Zero, Fill)):
             return _per_row(p, op.buffer) or isinstance(op, Zero) and B[op.buffer].kind == "grad"
-        if not isinstance(op, Loop) or op.product or not op.indices or \
+        if not isinstance(op, Loop) or op.product and not tensor or not op.indices or \
                 tuple(op.indices[0]) != (ir.BATCH, "batch"):
             return False
         for target, index, kind, expr in op.stmts:
@@ -217,7 +241,8 @@ def halves(p):
         return True
 
     def summed(op) -> bool:     # a weight gradient: Σ_b A[b,m]·B[b,n], stored
-        return isinstance(op, MatMul) and op.kind == "tn" and op.K == "batch" \
+        return isinstance(op, MatMul) and op.kind == "tn" and batch_rows(op.K) is not None \
+            and (tensor or op.K == "batch") and op.parts is None \
             and not op.accumulate and B[op.C].kind == "grad" and _per_row(p, op.A) \
             and _per_row(p, op.B) and isinstance(op.M, int) and isinstance(op.N, int)
 
@@ -244,11 +269,15 @@ def halves(p):
         grads = list(dict.fromkeys(by_loops)) if grads is None else grads
         out.append([op for op in ops if not summed(op) and not (
             isinstance(op, Zero) and B[op.buffer].kind == "grad")])
-    cost = sum(op.N * op.K for ops in out[:1] for op in ops if isinstance(op, MatMul)) \
-        + sum(op.M * op.N for op in sums)
-    if cost > HALVES_MAX:
+    cost = sum(batch_rows(op.M) * op.N * op.K for ops in out[:1] for op in ops
+               if isinstance(op, MatMul)) + sum(batch_rows(op.K) * op.M * op.N for op in sums)
+    if not tensor and cost > HALVES_MAX:
         return None
-    h = Halves(out[0], out[1] if len(out) > 1 else None, sums, [], 0, float(cost))
+    if tensor and not any(isinstance(op, MatMul) and op.M != "batch" for op in out[0]):
+        return None
+    if tensor:      # whole products to jobs, the largest first (sn_chunk_sums)
+        sums = sorted(sums, key=lambda op: -op.M * op.N * batch_rows(op.K))
+    h = Halves(out[0], out[1] if len(out) > 1 else None, sums, [], 0, float(cost), tensor=tensor)
     if h.rows_labels:
         # the ops after the loss, the same for targets as rows and as class labels: emitted
         # once (sn_chunk_tail), as sn_backprop is for the passes as they are

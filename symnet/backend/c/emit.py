@@ -30,6 +30,7 @@ from ...scalar.cprint import DTYPES, CPrinter, c_comment, numeric  # noqa: F401 
 from ...plan.lower import (DIRECT_WINDOW, LOSS, Buffer, Conv, Fill, Loop, MatMul, Plan, Route,
                            Rows, SoftmaxXent, Zero)
 from ...plan.ops import BatchSum
+from ...plan.schedule import batch_rows
 from ...derive.coupled import INV_BATCH
 
 
@@ -535,6 +536,7 @@ class Emitter:
         env.filters["c"] = self.cname
         env.filters["named_in"] = named_in
         env.filters["needed_in"] = self.needed_in
+        env.filters["batch_rows"] = batch_rows
         env.tests["matmul"] = lambda op: isinstance(op, MatMul)
         env.tests["zero"] = lambda op: isinstance(op, Zero)
         env.tests["softmax_xent"] = lambda op: isinstance(op, SoftmaxXent)

@@ -1,0 +1,168 @@
+"""A tensor network whose loss-and-gradient pass takes each example alone up to the
+weight gradients (a transformer: LayerNorm, attention per example, Linears at each
+position) runs that pass in chunks of examples (symnet.plan.schedule.halves with
+``tensor=True``): the products of a chunk's batch·positions rows, the per-example small
+products and element loops of each chunk in one job, the bias and LayerNorm gradients
+summed per chunk, then every weight gradient as one whole product over the batch.
+
+Checked against the same network's passes as they were before (regions of element loops
+between products shared among threads), float64 central differences with several chunks,
+a numpy forward pass, bit for bit on one thread and on two, and targets as rows against
+class labels."""
+
+import numpy as np
+import plan_reads
+import pytest
+from gradcheck import check
+from test_attention import HEADS, D, L, block_ref
+
+import symnet as sn
+from symnet.plan import schedule
+from symnet.plan.lower import plan
+from symnet.plan.ops import MatMul
+
+
+def _net(loss="mse", classes=3, dropout=None):
+    S = sn.Input((L, D), name="S")
+    x = sn.TransformerBlock(HEADS, 8, name="B1")(S)
+    x = sn.TransformerBlock(HEADS, 8, causal=True, name="B2")(x)
+    x = sn.Flatten(name="F")(x)
+    if dropout:
+        x = sn.Dropout(dropout, name="D")(x)
+    return sn.Network(S, sn.Dense(classes, name="O")(x), loss=loss)
+
+
+def _data(batch, classes=3, seed=0):
+    rng = np.random.default_rng(seed + batch)
+    X = rng.normal(size=(batch, L, D))
+    T = np.eye(classes)[rng.integers(0, classes, batch)]
+    return X, T
+
+
+def _model(monkeypatch, dtype="float64", threads=True, old=None, **net):
+    """The network compiled with threads for every run (or never), on two threads at
+    most; ``old`` (a folder for its own compile cache): the loss-and-gradient pass
+    planned as before."""
+    monkeypatch.setenv("SYMNET_PARALLEL_MIN", "1" if threads else "1e300")
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    with monkeypatch.context() as m:
+        if old is not None:
+            vector_only = schedule.halves
+            m.setattr(schedule, "halves",
+                      lambda p, tensor=False: None if tensor else vector_only(p))
+            m.setenv("SYMNET_CACHE_DIR", str(old))
+        model = _net(**net).compile(dtype=dtype, seed=1)
+    rng = np.random.default_rng(2)
+    for k in model.params:
+        if not k.startswith("rng"):        # Dropout's random state stays as seeded
+            model.params[k] = rng.normal(0, 0.4, model.params[k].shape).astype(dtype)
+    return model
+
+
+def test_a_transformer_is_planned_in_chunks():
+    p = plan(_net().graph())
+    h = p.halves
+    assert h is not None and h.tensor
+    # the Linears at each position run on the chunk's rows inside the chunk's job
+    per_chunk = [op for op in h.rows if isinstance(op, MatMul)]
+    assert {op.M for op in per_chunk} == {"batch * 5", "batch"}
+    assert {op.kind for op in per_chunk} == {"nt", "nn"}
+    # every weight gradient after the chunks, largest first, as whole products
+    assert {op.C for op in h.sums} == {g for g in p.buffers if g.startswith("g_W")}
+    cost = [op.M * op.N * schedule.batch_rows(op.K) for op in h.sums]
+    assert cost == sorted(cost, reverse=True)
+    # the LayerNorm scales and shifts and the biases summed per chunk
+    assert {g for g, *_ in h.grads} >= {"g_gamma1", "g_beta1", "g_b5"}
+    # the forward pass alone (forward, predict) keeps its regions
+    assert p.regions and not any(r.backward for r in p.regions)
+    plan_reads.check(p)
+    src = _net().compile(dtype="float64").c_source
+    assert "(sn_hi - sn_lo) * 5" in src and "sn_mine[" in src
+
+
+def test_a_vector_network_with_a_large_product_is_not_taken_for_a_tensor_one():
+    wide = sn.Network(sn.Input(784), sn.Dense(256, "relu"), sn.Dense(10), loss="mse")
+    assert plan(wide.graph()).halves is None
+
+
+@pytest.mark.parametrize("batch", [1, 11, 24])
+def test_chunks_agree_with_the_passes_as_they_were(monkeypatch, tmp_path, batch):
+    X, T = _data(batch)
+    new = _model(monkeypatch)
+    old = _model(monkeypatch, old=tmp_path)
+    assert "sn_chunk(" in new.c_source and "sn_chunk(" not in old.c_source
+    L_new, g_new = new.loss_and_grad(X, T)
+    L_old, g_old = old.loss_and_grad(X, T)
+    assert L_new == pytest.approx(L_old, rel=1e-13)
+    for k in g_old:
+        np.testing.assert_allclose(g_new[k], g_old[k], rtol=1e-11, atol=1e-14, err_msg=k)
+    new.step(X, T, 0.1)
+    old.step(X, T, 0.1)
+    for k in old.params:
+        np.testing.assert_allclose(new.params[k], old.params[k], rtol=1e-12, atol=1e-15,
+                                   err_msg=k)
+
+
+def test_several_chunks_equal_numpy_and_central_differences(monkeypatch):
+    model = _model(monkeypatch)
+    X, T = _data(19)          # three chunks of 6 or 7 examples
+    p, names = model.params, _net().names
+    h = block_ref(block_ref(X, p, names, "B1", False), p, names, "B2", True)
+    W = f"W{names.index('O') + 1}"
+    out = h.reshape(len(X), -1) @ p[W].T + p["b" + W[1:]]
+    assert model.loss(X, T) == pytest.approx(((out - T) ** 2).mean(), rel=1e-12)
+    check(model, X, T)
+
+
+@pytest.mark.parametrize("batch", [13, 40])
+def test_same_bits_on_one_thread_and_on_two(monkeypatch, batch):
+    X, T = (a.astype(np.float32) for a in _data(batch))
+    one = _model(monkeypatch, dtype="float32", threads=False)
+    want = one.loss_and_grad(X, T)
+    start = {k: v.copy() for k, v in one.params.items()}
+    one.step(X, T, 0.1)
+    stepped = {k: v.copy() for k, v in one.params.items()}
+    many = _model(monkeypatch, dtype="float32")
+    for k in start:
+        many.params[k] = start[k]
+    for _ in range(3):
+        got = many.loss_and_grad(X, T)
+        assert got[0] == want[0]
+        for k in want[1]:
+            np.testing.assert_array_equal(got[1][k], want[1][k], err_msg=k)
+    many.step(X, T, 0.1)
+    for k in stepped:
+        np.testing.assert_array_equal(many.params[k], stepped[k], err_msg=k)
+
+
+def test_class_labels_give_the_gradients_of_one_hot_rows(monkeypatch):
+    model = _model(monkeypatch, loss="softmax_cross_entropy")
+    X, T = _data(21)
+    L_rows, g_rows = model.loss_and_grad(X, T)
+    L_labels, g_labels = model.loss_and_grad(X, T.argmax(1))
+    assert L_labels == pytest.approx(L_rows, rel=1e-14)
+    for k in g_rows:
+        np.testing.assert_allclose(g_labels[k], g_rows[k], rtol=1e-13, atol=1e-15, err_msg=k)
+
+
+def test_dropout_masks_do_not_depend_on_the_chunks(monkeypatch, tmp_path):
+    # the masks come from each example's index in the batch, not from its chunk: the
+    # chunked pass drops what the passes as they were drop
+    X, T = _data(17)
+    new = _model(monkeypatch, dropout=0.3)
+    old = _model(monkeypatch, old=tmp_path, dropout=0.3)
+    assert "sn_chunk(" in new.c_source and "sn_chunk(" not in old.c_source
+    L_new, g_new = new.loss_and_grad(X, T)
+    L_old, g_old = old.loss_and_grad(X, T)
+    assert L_new == pytest.approx(L_old, rel=1e-13)
+    for k in g_old:
+        np.testing.assert_allclose(g_new[k], g_old[k], rtol=1e-11, atol=1e-14, err_msg=k)
+
+
+def test_training_in_chunks_reduces_the_loss(monkeypatch):
+    model = _model(monkeypatch, loss="softmax_cross_entropy")
+    X, _ = _data(96, seed=3)
+    T = np.eye(3)[X[:, 0, :3].argmax(1)]        # a class the first position tells
+    before = model.loss(X, T)
+    model.fit(X, T, method="minibatch", batch_size=32, epochs=8, lr=0.05, progress=False)
+    assert model.loss(X, T) < 0.7 * before
