@@ -32,8 +32,8 @@
  *   loss: 1·bce(moon) + 0.5·mse(radius), each averaged over the batch; targets side by side in T
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_EB9548C975_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_EB9548C975_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_EE309C96C9_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_EE309C96C9_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (16, 2)
  *   b1           offset        32  shape (16,)
  *   W2           offset        48  shape (16, 16)
@@ -43,48 +43,48 @@
  *   W5           offset       337  shape (1, 16)
  *   b5           offset       353  shape (1,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_EB9548C975_WORK_SIZE(batch) numbers; SYMNET_EB9548C975_TRAIN_WORK_SIZE(batch_size) for
- * symnet_eb9548c975_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_EE309C96C9_WORK_SIZE(batch) numbers; SYMNET_EE309C96C9_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_ee309c96c9_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 354 + X B*2 + T or O B*2 + work (B*166 + 354)
  *   numbers of 4 bytes; e.g. B = 32: 24,592 bytes (training; forward only: 12,680).
  */
-#ifndef SYMNET_EB9548C975_H
-#define SYMNET_EB9548C975_H
+#ifndef SYMNET_EE309C96C9_H
+#define SYMNET_EE309C96C9_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_EB9548C975_REAL float  /* the number type of every array (float32) */
-#define SYMNET_EB9548C975_N_INPUTS 2  /* features per example */
-#define SYMNET_EB9548C975_N_OUTPUTS 2
-#define SYMNET_EB9548C975_N_PARAMS 354  /* numbers in the flat parameter array */
-#define SYMNET_EB9548C975_WORK_PER_EXAMPLE 166
-#define SYMNET_EB9548C975_WORK_SIZE(batch) ((batch) * 166 + 354)  /* numbers of scratch per call */
-#define SYMNET_EB9548C975_TRAIN_WORK_SIZE(batch_size) (SYMNET_EB9548C975_WORK_SIZE(batch_size) + (batch_size) * 4)
-#define SYMNET_EB9548C975_SGD 0       /* optimizer codes of symnet_eb9548c975_update and symnet_eb9548c975_train */
-#define SYMNET_EB9548C975_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_EB9548C975_N_PARAMS numbers */
-#define SYMNET_EB9548C975_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_EB9548C975_N_PARAMS numbers each */
+#define SYMNET_EE309C96C9_REAL float  /* the number type of every array (float32) */
+#define SYMNET_EE309C96C9_N_INPUTS 2  /* features per example */
+#define SYMNET_EE309C96C9_N_OUTPUTS 2
+#define SYMNET_EE309C96C9_N_PARAMS 354  /* numbers in the flat parameter array */
+#define SYMNET_EE309C96C9_WORK_PER_EXAMPLE 166
+#define SYMNET_EE309C96C9_WORK_SIZE(batch) ((batch) * 166 + 354)  /* numbers of scratch per call */
+#define SYMNET_EE309C96C9_TRAIN_WORK_SIZE(batch_size) (SYMNET_EE309C96C9_WORK_SIZE(batch_size) + (batch_size) * 4)
+#define SYMNET_EE309C96C9_SGD 0       /* optimizer codes of symnet_ee309c96c9_update and symnet_ee309c96c9_train */
+#define SYMNET_EE309C96C9_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_EE309C96C9_N_PARAMS numbers */
+#define SYMNET_EE309C96C9_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_EE309C96C9_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_EB9548C975_N_OUTPUTS) = the network's output for X (batch × SYMNET_EB9548C975_N_INPUTS). */
-void symnet_eb9548c975_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_EE309C96C9_N_OUTPUTS) = the network's output for X (batch × SYMNET_EE309C96C9_N_INPUTS). */
+void symnet_ee309c96c9_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_eb9548c975_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_ee309c96c9_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_EB9548C975_N_PARAMS numbers) by back propagation. */
-float symnet_eb9548c975_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_EE309C96C9_N_PARAMS numbers) by back propagation. */
+float symnet_ee309c96c9_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_eb9548c975_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_ee309c96c9_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_EB9548C975_SGD, SYMNET_EB9548C975_MOMENTUM or SYMNET_EB9548C975_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_EE309C96C9_SGD, SYMNET_EE309C96C9_MOMENTUM or SYMNET_EE309C96C9_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_eb9548c975_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_ee309c96c9_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -92,10 +92,10 @@ void symnet_eb9548c975_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_EB9548C975_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_EE309C96C9_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_EB9548C975_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_eb9548c975_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_EE309C96C9_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_ee309c96c9_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -104,7 +104,7 @@ long long symnet_eb9548c975_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_EB9548C975_H */
+#endif /* SYMNET_EE309C96C9_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -132,9 +132,17 @@ typedef char sn_int_as_wide_as_float[sizeof(int) == sizeof(float) ? 1 : -1];  /*
 #define SN_ALWAYS_INLINE
 #endif
 #endif
+/* Outside (−104, 88.7228) the result is a constant (0 below, ∞ above, x for NaN) and is
+   chosen at the end; inside, c = x.  Each number is the same as from the former form that
+   clamped x to [−104, 88.7228] and computed on (compared bit for bit over all 2^32 floats,
+   vectorised and not): GCC turned that clamp into three computations blended at the end
+   (the clamped ends' constants), ~50 vector instructions per 8 numbers against ~45 now;
+   2^k1 with k1 = ⌊k/2⌋ by a shift (k + 256 > 0) rather than a division that rounds to 0.
+   Measured, 131072 exponentials, one thread of a 2-core Zen 3: 104 → 85 µs. */
 SN_ALWAYS_INLINE static inline float sn_expf(float x)
 {
-    const float c = x > -104.0f ? (x < 88.7228394f ? x : 88.7228394f) : -104.0f;
+    const int inside = x > -104.0f && x < 88.7228394f;   /* false for NaN */
+    const float c = inside ? x : 0.0f;
     const float n = floorf(c * 1.44269504088896341f + 0.5f);
     const float r = (c - n * 0.693359375f) - n * -2.12194440e-4f;
     float p = 1.9875691500e-4f;
@@ -144,12 +152,13 @@ SN_ALWAYS_INLINE static inline float sn_expf(float x)
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     p = p * (r * r) + r + 1.0f;
-    const int k = (int)n, k1 = k / 2;
+    const int k = (int)n, k1 = (int)((unsigned)(k + 256) >> 1) - 128;
     const int e1 = (k1 + 127) << 23, e2 = (k - k1 + 127) << 23;   /* 2^k1, 2^(k − k1) */
     float s1, s2;
     memcpy(&s1, &e1, sizeof s1);
     memcpy(&s2, &e2, sizeof s2);
-    return x != x ? x : x > 88.7228394f ? (float)INFINITY : p * s1 * s2;
+    const float y = p * s1 * s2;
+    return inside ? y : x != x ? x : x > 0.0f ? (float)INFINITY : 0.0f;
 }
 
 /* σ(x) for float with the template's e^x (templates/expf.c.j2): e = e^−|x| ≤ 1, then
@@ -498,7 +507,7 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 
 /* O[b,:] = [moon[b,:], radius[b,:]]: the forward pass, its outputs side by
  * side in each row (as the targets T are), copied out of work. */
-void symnet_eb9548c975_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_ee309c96c9_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     for (int b = 0; b < batch; b++) {
@@ -533,7 +542,7 @@ static double sn_loss(const real *params, real *work, const real *I, const real 
     return loss / batch;
 }
 
-real symnet_eb9548c975_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_ee309c96c9_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -635,7 +644,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_eb9548c975_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_ee309c96c9_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -662,7 +671,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_eb9548c975_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_ee309c96c9_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 166;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
@@ -733,7 +742,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_eb9548c975_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_ee309c96c9_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -759,7 +768,7 @@ void symnet_eb9548c975_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_eb9548c975_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_ee309c96c9_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

@@ -12,7 +12,11 @@ elements once, the zeroing goes and that statement stores instead of adding:
   the loop sums that index into a local (``Loop.hoist``, the index innermost) or is a
   batch of small products (symnet.plan.products) whose k it is: the target is recorded
   in ``Loop.fresh``, and the C stores the finished sum (``X = acc``, or the product
-  kernel's T = α·A·B) where it added it to the zeros.
+  kernel's T = α·A·B) where it added it to the zeros;
+- or the next ops that touch X are loops that write it in pieces, each element of an
+  example's row once, before anything reads it (``_spread``: attention's ∂L/∂qkv, whose
+  V part one loop of products writes and whose K and Q parts the next; a recurrent
+  layer's ∂L/∂ of its sequence's projection, a row per step): each piece stores.
 
 Each such zeroing was a pass over the buffer, and each "+=" a read of it: for attention
 (per example and head, arrays of positions × positions) about a tenth of the step's time
@@ -21,6 +25,9 @@ is x; the loops' comments say "=" where the C now stores.
 """
 
 from __future__ import annotations
+
+import itertools
+import math
 
 from ..ir import nodes as ir
 from . import products
@@ -132,21 +139,111 @@ def _stores(loop: Loop, target: str, index) -> Loop:
     return loop
 
 
+#: the most elements of one example's row of a buffer that ``_spread`` enumerates
+SPREAD_MAX = 1 << 16
+
+
+def _spread(p, ops: list, buffer: str) -> bool:
+    """Whether the loops of ``ops`` that touch ``buffer``, from the first on, write it in
+    pieces that together reach each element of an example's row exactly once before
+    anything reads it (attention's ∂L/∂qkv: ∂L/∂V from the loop of ∂L/∂P, then ∂L/∂K
+    and ∂L/∂Q from the next, each a small product per example and head into its own
+    columns): then each piece stores instead of adding (an element formula's "+="
+    becomes "=", a product or a hoisted sum is recorded in ``Loop.fresh``) and the
+    loops are changed in place.  Each piece is a statement "+=" into ``buffer`` itself
+    that moves with the batch index b, whose other indices are all in its element (an
+    element formula), or all but the one it sums (a product's k, or a hoisted sum's
+    innermost index); the elements are enumerated, at most ``SPREAD_MAX`` per example."""
+    root = _root(p, buffer)
+    shape = p.buffers[buffer].shape
+    if not all(isinstance(n, int) for n in shape[1:]):
+        return False
+    size = 1
+    for n in shape[1:]:
+        size *= n
+    if size > SPREAD_MAX:
+        return False
+    seen: set = set()
+    changes = []
+    for op in ops:
+        touched = _touches(p, op)
+        if touched is not None and root not in touched:
+            continue
+        if touched is None or not isinstance(op, Loop) or isinstance(op, Zero):
+            return False
+        reads = {_root(p, p.symbols[s].array) for _, _, _, e in op.stmts
+                 for s in e.free_symbols if s in p.symbols}
+        mine = [k for k, (t, *_) in enumerate(op.stmts) if t != LOSS and _root(p, t) == root]
+        if root in reads or not mine:
+            return False
+        extent = dict(op.indices)
+        prods = products.of(op, p.buffers, p.symbols)
+        hows = set()
+        for k in mine:
+            target, index, kind, _ = op.stmts[k]
+            if target != buffer or kind != "+=":
+                return False
+            T = products._operand(p.buffers, target, tuple(index), set(extent))
+            if T is None or T.strides.get(ir.BATCH) != size or extent.get(ir.BATCH) != "batch":
+                return False
+            names = [n for n in T.strides if n != ir.BATCH]
+            free = [n for n, _ in op.indices if n != ir.BATCH and n not in T.strides]
+            if prods is not None:
+                if free != [prods[k].k]:
+                    return False
+                how = "fresh"
+            elif not free:
+                how = "store"
+            elif op.hoist and free == [op.indices[-1][0]]:
+                how = "fresh"
+            else:
+                return False
+            hows.add(how)
+            if any(not isinstance(extent[n], int) for n in names) or \
+                    math.prod(extent[n] for n in names) > SPREAD_MAX:
+                return False
+            for point in itertools.product(*(range(extent[n]) for n in names)):
+                off = T.const + sum(T.strides[n] * i for n, i in zip(names, point))
+                if not 0 <= off < size or off in seen:
+                    return False
+                seen.add(off)
+            changes.append((op, k, how))
+        if len(hows) != 1:
+            return False
+        if len(seen) == size:
+            break
+    else:
+        return False
+    for op, k, how in changes:
+        target, index, kind, expr = op.stmts[k]
+        if how == "store":
+            stmts = list(op.stmts)
+            stmts[k] = (target, index, "=", expr)
+            op.stmts = stmts
+        else:
+            op.fresh = set(op.fresh) | {buffer}
+        _stores(op, target, index)
+    return True
+
+
 def overwrite(p, ops: list) -> list:
     """``ops`` without the zeroings that the next op touching their buffer makes
-    needless (see the module); the loops that then store are changed in place."""
+    needless, or the next ops that write it in pieces (``_spread``; see the module);
+    the loops that then store are changed in place."""
     dropped = set()
     for i, op in enumerate(ops):
         if not isinstance(op, Zero) or p.buffers[op.buffer].shape[:1] != ("batch",) \
                 or p.buffers[op.buffer].alias:
             continue
         root = _root(p, op.buffer)
-        for nxt in ops[i + 1:]:
+        for j, nxt in enumerate(ops[i + 1:], i + 1):
             touched = _touches(p, nxt)
             if touched is not None and root not in touched:
                 continue
             if isinstance(nxt, Loop) and not isinstance(nxt, Zero) and \
                     _fresh(p, nxt, op.buffer) is not None:
+                dropped.add(i)
+            elif _spread(p, ops[j:], op.buffer):
                 dropped.add(i)
             break
     return [op for i, op in enumerate(ops) if i not in dropped]

@@ -103,8 +103,6 @@ class Compiled:
         with np.errstate(all="ignore"):
             for op in ops:
                 if isinstance(op, Loop):
-                    for name in op.fresh:       # its sum stored, not added (plan.overwrite)
-                        env[name][...] = 0
                     loss += self._loop(op, env, batch)
                 elif isinstance(op, MatMul):
                     self._matmul(op, env, batch)
@@ -169,6 +167,11 @@ class Compiled:
                     valid &= (p >= 0) & (p < n)
         where = np.nonzero(valid)            # the loop's points in C order
         point = {name: where[k] for k, (name, _) in enumerate(op.indices)}
+        for target, index, _, _ in op.stmts:
+            # its sum stored, not added (plan.overwrite): the elements it writes start at
+            # 0 (only those: other loops may write the buffer's other pieces)
+            if target in op.fresh:
+                _view(env[target], len(index))[self._at(index, point)] = 0
         loss = 0.0
         for st in op.stmts:
             target, index, kind, _ = st
