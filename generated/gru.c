@@ -49,7 +49,7 @@
  * X of width n holds X[b,j] at X[b * n + j]; W of shape (out, in) holds
  * W[i,j] at W[i * in + j].  Parameters live in one flat array `params`
  * (2260 numbers), their gradients in `grads` with the same
- * layout, and everything per example in `work` (9540 numbers
+ * layout, and everything per example in `work` (9556 numbers
  * per example of the batch).
  */
 #include <math.h>
@@ -104,8 +104,8 @@
  *   loss: softmax_cross_entropy, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_EA165BBC0C_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_EA165BBC0C_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_7F5BC53541_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_7F5BC53541_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (72, 4)
  *   b1           offset       288  shape (72,)
  *   c1           offset       360  shape (72,)
@@ -113,59 +113,59 @@
  *   W22          offset      2160  shape (4, 24)
  *   b22          offset      2256  shape (4,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_EA165BBC0C_WORK_SIZE(batch) numbers; SYMNET_EA165BBC0C_TRAIN_WORK_SIZE(batch_size) for
- * symnet_ea165bbc0c_train) and allocates nothing.  Memory for one call of a batch B:
- *   params 2260 + X B*80 + T or O B*4 + work (B*9540 + 2260)
- *   numbers of 4 bytes; e.g. B = 32: 1,249,952 bytes (training; forward only: 801,104).
+ * `work` (SYMNET_7F5BC53541_WORK_SIZE(batch) numbers; SYMNET_7F5BC53541_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_7f5bc53541_train) and allocates nothing.  Memory for one call of a batch B:
+ *   params 2260 + X B*80 + T or O B*4 + work (B*9556 + 2260)
+ *   numbers of 4 bytes; e.g. B = 32: 1,252,000 bytes (training; forward only: 801,104).
  */
-#ifndef SYMNET_EA165BBC0C_H
-#define SYMNET_EA165BBC0C_H
+#ifndef SYMNET_7F5BC53541_H
+#define SYMNET_7F5BC53541_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_EA165BBC0C_REAL float  /* the number type of every array (float32) */
-#define SYMNET_EA165BBC0C_N_INPUTS 80  /* features per example */
-#define SYMNET_EA165BBC0C_N_OUTPUTS 4
-#define SYMNET_EA165BBC0C_N_PARAMS 2260  /* numbers in the flat parameter array */
-#define SYMNET_EA165BBC0C_WORK_PER_EXAMPLE 9540
-#define SYMNET_EA165BBC0C_WORK_SIZE(batch) ((batch) * 9540 + 2260)  /* numbers of scratch per call */
-#define SYMNET_EA165BBC0C_TRAIN_WORK_SIZE(batch_size) (SYMNET_EA165BBC0C_WORK_SIZE(batch_size) + (batch_size) * 84)
-#define SYMNET_EA165BBC0C_SGD 0       /* optimizer codes of symnet_ea165bbc0c_update and symnet_ea165bbc0c_train */
-#define SYMNET_EA165BBC0C_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_EA165BBC0C_N_PARAMS numbers */
-#define SYMNET_EA165BBC0C_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_EA165BBC0C_N_PARAMS numbers each */
+#define SYMNET_7F5BC53541_REAL float  /* the number type of every array (float32) */
+#define SYMNET_7F5BC53541_N_INPUTS 80  /* features per example */
+#define SYMNET_7F5BC53541_N_OUTPUTS 4
+#define SYMNET_7F5BC53541_N_PARAMS 2260  /* numbers in the flat parameter array */
+#define SYMNET_7F5BC53541_WORK_PER_EXAMPLE 9556
+#define SYMNET_7F5BC53541_WORK_SIZE(batch) ((batch) * 9556 + 2260)  /* numbers of scratch per call */
+#define SYMNET_7F5BC53541_TRAIN_WORK_SIZE(batch_size) (SYMNET_7F5BC53541_WORK_SIZE(batch_size) + (batch_size) * 84)
+#define SYMNET_7F5BC53541_SGD 0       /* optimizer codes of symnet_7f5bc53541_update and symnet_7f5bc53541_train */
+#define SYMNET_7F5BC53541_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_7F5BC53541_N_PARAMS numbers */
+#define SYMNET_7F5BC53541_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_7F5BC53541_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_EA165BBC0C_N_OUTPUTS) = the network's output for X (batch × SYMNET_EA165BBC0C_N_INPUTS). */
-void symnet_ea165bbc0c_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_7F5BC53541_N_OUTPUTS) = the network's output for X (batch × SYMNET_7F5BC53541_N_INPUTS). */
+void symnet_7f5bc53541_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_ea165bbc0c_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_7f5bc53541_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_EA165BBC0C_N_PARAMS numbers) by back propagation. */
-float symnet_ea165bbc0c_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_7F5BC53541_N_PARAMS numbers) by back propagation. */
+float symnet_7f5bc53541_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_ea165bbc0c_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_7f5bc53541_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss; T[b] is the class label of example b. */
-float symnet_ea165bbc0c_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_7f5bc53541_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_EA165BBC0C_N_PARAMS numbers) by back propagation. */
-float symnet_ea165bbc0c_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_7F5BC53541_N_PARAMS numbers) by back propagation. */
+float symnet_7f5bc53541_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_ea165bbc0c_step_labels(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_7f5bc53541_step_labels(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_EA165BBC0C_SGD, SYMNET_EA165BBC0C_MOMENTUM or SYMNET_EA165BBC0C_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_7F5BC53541_SGD, SYMNET_7F5BC53541_MOMENTUM or SYMNET_7F5BC53541_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_ea165bbc0c_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_7f5bc53541_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -173,10 +173,10 @@ void symnet_ea165bbc0c_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_EA165BBC0C_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_7F5BC53541_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_EA165BBC0C_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_ea165bbc0c_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_7F5BC53541_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_7f5bc53541_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -186,10 +186,10 @@ long long symnet_ea165bbc0c_train(float *params, const float *X, const float *T,
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_EA165BBC0C_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_7F5BC53541_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_EA165BBC0C_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_ea165bbc0c_train_labels(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_7F5BC53541_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_7f5bc53541_train_labels(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -198,7 +198,7 @@ long long symnet_ea165bbc0c_train_labels(float *params, const float *X, const fl
 }
 #endif
 
-#endif /* SYMNET_EA165BBC0C_H */
+#endif /* SYMNET_7F5BC53541_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -651,54 +651,6 @@ static void sn_rows_1(const real *params, real *work, const real *S, int batch, 
         for (int i = 0; i < 24; i++) {
             h_1[b * 24 + i] = (1 - sn_sigmoid(sn_u_c1[(i + 24)] + h_gx[b * 1440 + (0) * 72 + (i + 24)]))*sn_tanhf(sn_u_c1[(i + 48)]*sn_sigmoid(sn_u_c1[i] + h_gx[b * 1440 + (0) * 72 + i]) + h_gx[b * 1440 + (0) * 72 + (i + 48)]);
         }
-
-}
-
-/* The examples sn_lo ≤ b < sn_hi of the batch through the layers' ops that take each
- * example alone: dL_dh_gx, g_c1, g_b1; the sums over these examples go to
- * sn_part (144 numbers). */
-static void sn_rows_2(const real *params, real *work, const real *S, int batch, int sn_lo, int sn_hi, real *sn_part)
-{
-    const real *sn_u_c1 = params + 360;  /* c1: (72,) */
-
-    real *g_c1 = sn_part + 0;  /* this chunk's part of ∂L/∂c1: (72,) */
-    real *g_b1 = sn_part + 72;  /* this chunk's part of ∂L/∂b1: (72,) */
-    real *h_gx = work + (size_t)batch * 1440;  /* layer h_gx: (batch, 20, 72) */
-    real *dL_dh_gx = work + (size_t)batch * 6104;  /* ∂L/∂h_gx: (batch, 20, 72) */
-    real *dL_dh_1 = work + (size_t)batch * 7544;  /* ∂L/∂h_1: (batch, 24) */
-
-    (void)S;
-    memset(sn_part, 0, sizeof(real) * 144);
-    /* dL_dh_gx[b,0,i] = c1[i + 48]·dL_dh_1[b,i]·(1 - σ(c1[i + 24] + h_gx[b,0,i + 24]))·(1 - σ(c1[i] + h_gx[b,0,i]))·(1 - tanh(c1[i + 48]·σ(c1[i] + h_gx[b,0,i]) + h_gx[b,0,i + 48])²)·σ(c1[i] + h_gx[b,0,i]) (from h_1); g_c1[i] += c1[i + 48]·dL_dh_1[b,i]·(1 - σ(c1[i + 24] + h_gx[b,0,i + 24]))·(1 - σ(c1[i] + h_gx[b,0,i]))·(1 - tanh(c1[i + 48]·σ(c1[i] + h_gx[b,0,i]) + h_gx[b,0,i + 48])²)·σ(c1[i] + h_gx[b,0,i]); dL_dh_gx[b,0,i + 24] = dL_dh_1[b,i]·(σ(c1[i + 24] + h_gx[b,0,i + 24]) - 1)·σ(c1[i + 24] + h_gx[b,0,i + 24])·tanh(c1[i + 48]·σ(c1[i] + h_gx[b,0,i]) + h_gx[b,0,i + 48]) (from h_1); g_c1[i + 24] += dL_dh_1[b,i]·(σ(c1[i + 24] + h_gx[b,0,i + 24]) - 1)·σ(c1[i + 24] + h_gx[b,0,i + 24])·tanh(c1[i + 48]·σ(c1[i] + h_gx[b,0,i]) + h_gx[b,0,i + 48]); dL_dh_gx[b,0,i + 48] = dL_dh_1[b,i]·(1 - σ(c1[i + 24] + h_gx[b,0,i + 24]))·(1 - tanh(c1[i + 48]·σ(c1[i] + h_gx[b,0,i]) + h_gx[b,0,i + 48])²) (from h_1); g_c1[i + 48] += dL_dh_1[b,i]·(1 - σ(c1[i + 24] + h_gx[b,0,i + 24]))·(1 - tanh(c1[i + 48]·σ(c1[i] + h_gx[b,0,i]) + h_gx[b,0,i + 48])²)·σ(c1[i] + h_gx[b,0,i]) */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 24; i++) {
-            const real t0 = sn_sigmoid(sn_u_c1[i] + h_gx[b * 1440 + (0) * 72 + i]);
-            const real t1 = sn_u_c1[(i + 48)]*t0;
-            const real t2 = sn_sigmoid(sn_u_c1[(i + 24)] + h_gx[b * 1440 + (0) * 72 + (i + 24)]);
-            const real t3 = t2 - 1;
-            const real t4 = sn_tanhf(h_gx[b * 1440 + (0) * 72 + (i + 48)] + t1);
-            const real t5 = -dL_dh_1[b * 24 + i]*t3*(1 - t4*t4);
-            const real t6 = t1*t5*(1 - t0);
-            const real t7 = dL_dh_1[b * 24 + i]*t2*t3*t4;
-            dL_dh_gx[b * 1440 + (0) * 72 + i] = t6;
-            g_c1[i] += t6;
-            dL_dh_gx[b * 1440 + (0) * 72 + (i + 24)] = t7;
-            g_c1[(i + 24)] += t7;
-            dL_dh_gx[b * 1440 + (0) * 72 + (i + 48)] = t5;
-            g_c1[(i + 48)] += t0*t5;
-        }
-    /* g_b1[i] += dL_dh_gx[b,tq,i] */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int tq = 0; tq < 20; tq++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-            for (int i = 0; i < 72; i++) {
-                g_b1[i] += dL_dh_gx[b * 1440 + tq * 72 + i];
-            }
 
 }
 
@@ -1164,26 +1116,75 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_ea165bbc0c_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_7f5bc53541_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 6100, sizeof(real) * (size_t)batch * 4);
 }
 
-/* Back propagation from ∂L/∂O down to every gradient ∂L/∂θ (into grads): the
- * part of the pass after the loss, the same for targets given as rows and as class labels. */
-static void sn_backprop(const real *params, real *grads, real *work, const real *S, int batch)
+/* ------------------------------------------------------------------------
+ * The loss-and-gradient pass in chunks of the batch.  Every product of this network is
+ * too small to share among threads by itself (110304 multiply-adds per example in all),
+ * so the pass shares out examples instead, with one hand-over for the whole pass: chunk
+ * c of n holds the examples sn_cut(batch, c, n) ≤ b < sn_cut(batch, c + 1, n) and runs
+ * them through the forward pass, the loss and the backward pass (sn_chunk), every op of
+ * which takes each example alone; the sums over the examples it makes (the loss, the bias
+ * gradients) are kept per chunk and added up in the order of the chunks.  Then the
+ * products that sum over the whole batch (the weight gradients, sn_chunk_sums) run with
+ * their rows of ∂L/∂W shared among n jobs, each element summed by one job.  n depends on
+ * the batch alone (sn_chunks_of), never on the threads that take the chunks, so the
+ * numbers are the same on one thread and on several.
+ * ---------------------------------------------------------------------- */
+/* chunks of 32 examples (the last ones' weight gradients' partial sums fit in
+ * the rows of work that hold them), at most SN_CHUNKS_MAX */
+static inline int sn_chunks_of(int batch)
 {
+    const int n = (batch + 31) / 32;
+    return n < SN_CHUNKS_MAX ? n : SN_CHUNKS_MAX;
+}
+static inline int sn_cut(int n, int c, int parts) { return (int)((long long)n * c / parts); }
+
+typedef struct {
+    const real *params;
+    real *grads, *work;
+    const real *X, *T;
+    int batch, n;          /* the batch; its chunks */
+    double loss[SN_CHUNKS_MAX];        /* each chunk's sum of the per-example loss */
+    const real *src;       /* an update: dst ← src − lr·∂L/∂θ in the jobs that finish ∂L/∂θ */
+    real *dst, lr;         /* (dst NULL: none) */
+    int keep, bad[SN_CHUNKS_MAX];      /* keep: src (the θ before) kept in grads; bad: a gradient NaN or inf, by job */
+} sn_chunk_args;
+
+/* fn(a, j) for j < a->n, on as many threads as the work of the whole pass pays for (none
+ * while the pass goes without: sn_choose) */
+static void sn_chunks_run(sn_chunk_args *a, void (*fn)(void *, int))
+{
+#ifdef _OPENMP
+#pragma omp parallel for schedule(dynamic) if (sn_on && a->n > 1 && (double)a->batch * 110304 >= SN_PARALLEL)
+#endif
+    for (int j = 0; j < a->n; j++)
+        fn(a, j);
+}
+
+/* Chunk c of the batch through the ops after the loss, the same for targets as rows and
+ * as class labels (called by both passes): the sums over its examples into sn_part. */
+static void sn_chunk_tail(sn_chunk_args *a, int c)
+{
+    const real *params = a->params, *S = a->X, *T = a->T;
+    real *work = a->work;
+    const int batch = a->batch;
+    const int sn_lo = sn_cut(batch, c, a->n), sn_hi = sn_cut(batch, c + 1, a->n);
+    real *sn_part = work + (size_t)batch * 9396 + (size_t)c * 148;  /* 148 partial sums */
+    const real *sn_u_c1 = params + 360;  /* c1: (72,) */
     const real *U1 = params + 432;  /* U1: (72, 24) */
     const real *W22 = params + 2160;  /* W22: (4, 24) */
 
-    real *g_W1 = grads + 0;  /* ∂L/∂W1: (72, 4) */
-    real *g_b1 = grads + 288;  /* ∂L/∂b1: (72,) */
-    real *g_c1 = grads + 360;  /* ∂L/∂c1: (72,) */
-    real *g_U1 = grads + 432;  /* ∂L/∂U1: (72, 24) */
-    real *g_W22 = grads + 2160;  /* ∂L/∂W22: (4, 24) */
-    real *g_b22 = grads + 2256;  /* ∂L/∂b22: (4,) */
-
+    real *g_b22 = sn_part + 0;  /* this chunk's part of ∂L/∂b22: (4,) */
+    real *g_c1 = sn_part + 4;  /* this chunk's part of ∂L/∂c1: (72,) */
+    real *g_b1 = sn_part + 76;  /* this chunk's part of ∂L/∂b1: (72,) */
+    real *g_W22 = a->grads + 2160;  /* ∂L/∂W22: (4, 24) */
+    real *g_W1 = a->grads + 0;  /* ∂L/∂W1: (72, 4) */
+    real *sn_wpart = work + (size_t)batch * 9544;  /* chunks 1, 2, …'s parts of the weight gradients, 384 numbers each */
     real *h_gx = work + (size_t)batch * 1440;  /* layer h_gx: (batch, 20, 72) */
     real *h_1 = work + (size_t)batch * 3312;  /* layer h_1: (batch, 24) */
     real *h_2_gh = work + (size_t)batch * 3408;  /* layer h_2_gh: (batch, 72) */
@@ -1287,21 +1288,23 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
     real *delta_h_20_gh = dL_dh_20_gh;  /* ∂L/∂z_h_20_gh: ∂L/∂h_20_gh itself: (batch, 72) */
     real *delta_O = dL_dO;  /* ∂L/∂z_O: ∂L/∂O itself: (batch, 4) */
 
-    memset(g_b22, 0, sizeof(real) * 4);
+    (void)T;
+    (void)sn_part;
     /* g_b22[i] += dL_dO[b,i] */
-    for (int b = 0; b < batch; b++)
+    for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
         for (int i = 0; i < 4; i++) {
             g_b22[i] += dL_dO[b * 4 + i];
         }
-    /* g_W22[i,j] = Σ_b delta_O[b,i]·h_20[b,j] */
-    sn_mm_tn(4, 24, batch, delta_O, h_20, g_W22, 0);
+    /* g_W22[i,j] = Σ_b delta_O[b,i]·h_20[b,j]: this chunk's part, Σ over its rows (chunk 0 into the
+       gradient, chunk c > 0 into its partial sums, added after the chunks in their order) */
+    sn_mm_tn(4, 24, sn_hi - sn_lo, delta_O + (size_t)sn_lo * 4, h_20 + (size_t)sn_lo * 24, c == 0 ? g_W22 : sn_wpart + (size_t)(c - 1) * 384 + 0, 0);
     /* dL_dh_20[b,j] = Σ_i delta_O[b,i]·W22[i,j] */
-    sn_mm_nn(batch, 24, 4, delta_O, W22, dL_dh_20, 0);
+    sn_mm_nn(sn_hi - sn_lo, 24, 4, delta_O + (size_t)sn_lo * 4, W22, dL_dh_20 + (size_t)sn_lo * 24, 0);
     /* dL_dh_gx[b,19,i] = dL_dh_20[b,i]·h_20_gh[b,i + 48]·(1 - σ(h_20_gh[b,i + 24] + h_gx[b,19,i + 24]))·(1 - σ(h_20_gh[b,i] + h_gx[b,19,i]))·(1 - tanh(h_20_gh[b,i + 48]·σ(h_20_gh[b,i] + h_gx[b,19,i]) + h_gx[b,19,i + 48])²)·σ(h_20_gh[b,i] + h_gx[b,19,i]) (from h_20); dL_dh_20_gh[b,i] = dL_dh_20[b,i]·h_20_gh[b,i + 48]·(1 - σ(h_20_gh[b,i + 24] + h_gx[b,19,i + 24]))·(1 - σ(h_20_gh[b,i] + h_gx[b,19,i]))·(1 - tanh(h_20_gh[b,i + 48]·σ(h_20_gh[b,i] + h_gx[b,19,i]) + h_gx[b,19,i + 48])²)·σ(h_20_gh[b,i] + h_gx[b,19,i]); dL_dh_gx[b,19,i + 24] = dL_dh_20[b,i]·(h_19[b,i]·(1 - σ(h_20_gh[b,i + 24] + h_gx[b,19,i + 24]))·σ(h_20_gh[b,i + 24] + h_gx[b,19,i + 24]) - (1 - σ(h_20_gh[b,i + 24] + h_gx[b,19,i + 24]))·σ(h_20_gh[b,i + 24] + h_gx[b,19,i + 24])·tanh(h_20_gh[b,i + 48]·σ(h_20_gh[b,i] + h_gx[b,19,i]) + h_gx[b,19,i + 48])) (from h_20); dL_dh_20_gh[b,i + 24] = dL_dh_20[b,i]·(h_19[b,i]·(1 - σ(h_20_gh[b,i + 24] + h_gx[b,19,i + 24]))·σ(h_20_gh[b,i + 24] + h_gx[b,19,i + 24]) - (1 - σ(h_20_gh[b,i + 24] + h_gx[b,19,i + 24]))·σ(h_20_gh[b,i + 24] + h_gx[b,19,i + 24])·tanh(h_20_gh[b,i + 48]·σ(h_20_gh[b,i] + h_gx[b,19,i]) + h_gx[b,19,i + 48])); dL_dh_gx[b,19,i + 48] = dL_dh_20[b,i]·(1 - σ(h_20_gh[b,i + 24] + h_gx[b,19,i + 24]))·(1 - tanh(h_20_gh[b,i + 48]·σ(h_20_gh[b,i] + h_gx[b,19,i]) + h_gx[b,19,i + 48])²) (from h_20); dL_dh_20_gh[b,i + 48] = dL_dh_20[b,i]·(1 - σ(h_20_gh[b,i + 24] + h_gx[b,19,i + 24]))·(1 - tanh(h_20_gh[b,i + 48]·σ(h_20_gh[b,i] + h_gx[b,19,i]) + h_gx[b,19,i + 48])²)·σ(h_20_gh[b,i] + h_gx[b,19,i]); dL_dh_19[b,i] = dL_dh_20[b,i]·σ(h_20_gh[b,i + 24] + h_gx[b,19,i + 24]) (from h_20) */
-    for (int b = 0; b < batch; b++)
+    for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
@@ -1323,9 +1326,8 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             dL_dh_20_gh[b * 72 + (i + 48)] = t0*t5;
             dL_dh_19[b * 24 + i] = dL_dh_20[b * 24 + i]*t2;
         }
-    memset(g_c1, 0, sizeof(real) * 72);
     /* g_c1[i] += dL_dh_20_gh[b,i] */
-    for (int b = 0; b < batch; b++)
+    for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
@@ -1333,9 +1335,9 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             g_c1[i] += dL_dh_20_gh[b * 72 + i];
         }
     /* dL_dh_19[b,j] += Σ_i delta_h_20_gh[b,i]·U1[i,j] (from h_20_gh) */
-    sn_mm_nn(batch, 24, 72, delta_h_20_gh, U1, dL_dh_19, 1);
+    sn_mm_nn(sn_hi - sn_lo, 24, 72, delta_h_20_gh + (size_t)sn_lo * 72, U1, dL_dh_19 + (size_t)sn_lo * 24, 1);
     /* dL_dh_gx[b,18,i] = dL_dh_19[b,i]·h_19_gh[b,i + 48]·(1 - σ(h_19_gh[b,i + 24] + h_gx[b,18,i + 24]))·(1 - σ(h_19_gh[b,i] + h_gx[b,18,i]))·(1 - tanh(h_19_gh[b,i + 48]·σ(h_19_gh[b,i] + h_gx[b,18,i]) + h_gx[b,18,i + 48])²)·σ(h_19_gh[b,i] + h_gx[b,18,i]) (from h_19); dL_dh_19_gh[b,i] = dL_dh_19[b,i]·h_19_gh[b,i + 48]·(1 - σ(h_19_gh[b,i + 24] + h_gx[b,18,i + 24]))·(1 - σ(h_19_gh[b,i] + h_gx[b,18,i]))·(1 - tanh(h_19_gh[b,i + 48]·σ(h_19_gh[b,i] + h_gx[b,18,i]) + h_gx[b,18,i + 48])²)·σ(h_19_gh[b,i] + h_gx[b,18,i]); dL_dh_gx[b,18,i + 24] = dL_dh_19[b,i]·(h_18[b,i]·(1 - σ(h_19_gh[b,i + 24] + h_gx[b,18,i + 24]))·σ(h_19_gh[b,i + 24] + h_gx[b,18,i + 24]) - (1 - σ(h_19_gh[b,i + 24] + h_gx[b,18,i + 24]))·σ(h_19_gh[b,i + 24] + h_gx[b,18,i + 24])·tanh(h_19_gh[b,i + 48]·σ(h_19_gh[b,i] + h_gx[b,18,i]) + h_gx[b,18,i + 48])) (from h_19); dL_dh_19_gh[b,i + 24] = dL_dh_19[b,i]·(h_18[b,i]·(1 - σ(h_19_gh[b,i + 24] + h_gx[b,18,i + 24]))·σ(h_19_gh[b,i + 24] + h_gx[b,18,i + 24]) - (1 - σ(h_19_gh[b,i + 24] + h_gx[b,18,i + 24]))·σ(h_19_gh[b,i + 24] + h_gx[b,18,i + 24])·tanh(h_19_gh[b,i + 48]·σ(h_19_gh[b,i] + h_gx[b,18,i]) + h_gx[b,18,i + 48])); dL_dh_gx[b,18,i + 48] = dL_dh_19[b,i]·(1 - σ(h_19_gh[b,i + 24] + h_gx[b,18,i + 24]))·(1 - tanh(h_19_gh[b,i + 48]·σ(h_19_gh[b,i] + h_gx[b,18,i]) + h_gx[b,18,i + 48])²) (from h_19); dL_dh_19_gh[b,i + 48] = dL_dh_19[b,i]·(1 - σ(h_19_gh[b,i + 24] + h_gx[b,18,i + 24]))·(1 - tanh(h_19_gh[b,i + 48]·σ(h_19_gh[b,i] + h_gx[b,18,i]) + h_gx[b,18,i + 48])²)·σ(h_19_gh[b,i] + h_gx[b,18,i]); dL_dh_18[b,i] = dL_dh_19[b,i]·σ(h_19_gh[b,i + 24] + h_gx[b,18,i + 24]) (from h_19) */
-    for (int b = 0; b < batch; b++)
+    for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
@@ -1358,7 +1360,7 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             dL_dh_18[b * 24 + i] = dL_dh_19[b * 24 + i]*t2;
         }
     /* g_c1[i] += dL_dh_19_gh[b,i] */
-    for (int b = 0; b < batch; b++)
+    for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
@@ -1366,9 +1368,9 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             g_c1[i] += dL_dh_19_gh[b * 72 + i];
         }
     /* dL_dh_18[b,j] += Σ_i delta_h_19_gh[b,i]·U1[i,j] (from h_19_gh) */
-    sn_mm_nn(batch, 24, 72, delta_h_19_gh, U1, dL_dh_18, 1);
+    sn_mm_nn(sn_hi - sn_lo, 24, 72, delta_h_19_gh + (size_t)sn_lo * 72, U1, dL_dh_18 + (size_t)sn_lo * 24, 1);
     /* dL_dh_gx[b,17,i] = dL_dh_18[b,i]·h_18_gh[b,i + 48]·(1 - σ(h_18_gh[b,i + 24] + h_gx[b,17,i + 24]))·(1 - σ(h_18_gh[b,i] + h_gx[b,17,i]))·(1 - tanh(h_18_gh[b,i + 48]·σ(h_18_gh[b,i] + h_gx[b,17,i]) + h_gx[b,17,i + 48])²)·σ(h_18_gh[b,i] + h_gx[b,17,i]) (from h_18); dL_dh_18_gh[b,i] = dL_dh_18[b,i]·h_18_gh[b,i + 48]·(1 - σ(h_18_gh[b,i + 24] + h_gx[b,17,i + 24]))·(1 - σ(h_18_gh[b,i] + h_gx[b,17,i]))·(1 - tanh(h_18_gh[b,i + 48]·σ(h_18_gh[b,i] + h_gx[b,17,i]) + h_gx[b,17,i + 48])²)·σ(h_18_gh[b,i] + h_gx[b,17,i]); dL_dh_gx[b,17,i + 24] = dL_dh_18[b,i]·(h_17[b,i]·(1 - σ(h_18_gh[b,i + 24] + h_gx[b,17,i + 24]))·σ(h_18_gh[b,i + 24] + h_gx[b,17,i + 24]) - (1 - σ(h_18_gh[b,i + 24] + h_gx[b,17,i + 24]))·σ(h_18_gh[b,i + 24] + h_gx[b,17,i + 24])·tanh(h_18_gh[b,i + 48]·σ(h_18_gh[b,i] + h_gx[b,17,i]) + h_gx[b,17,i + 48])) (from h_18); dL_dh_18_gh[b,i + 24] = dL_dh_18[b,i]·(h_17[b,i]·(1 - σ(h_18_gh[b,i + 24] + h_gx[b,17,i + 24]))·σ(h_18_gh[b,i + 24] + h_gx[b,17,i + 24]) - (1 - σ(h_18_gh[b,i + 24] + h_gx[b,17,i + 24]))·σ(h_18_gh[b,i + 24] + h_gx[b,17,i + 24])·tanh(h_18_gh[b,i + 48]·σ(h_18_gh[b,i] + h_gx[b,17,i]) + h_gx[b,17,i + 48])); dL_dh_gx[b,17,i + 48] = dL_dh_18[b,i]·(1 - σ(h_18_gh[b,i + 24] + h_gx[b,17,i + 24]))·(1 - tanh(h_18_gh[b,i + 48]·σ(h_18_gh[b,i] + h_gx[b,17,i]) + h_gx[b,17,i + 48])²) (from h_18); dL_dh_18_gh[b,i + 48] = dL_dh_18[b,i]·(1 - σ(h_18_gh[b,i + 24] + h_gx[b,17,i + 24]))·(1 - tanh(h_18_gh[b,i + 48]·σ(h_18_gh[b,i] + h_gx[b,17,i]) + h_gx[b,17,i + 48])²)·σ(h_18_gh[b,i] + h_gx[b,17,i]); dL_dh_17[b,i] = dL_dh_18[b,i]·σ(h_18_gh[b,i + 24] + h_gx[b,17,i + 24]) (from h_18) */
-    for (int b = 0; b < batch; b++)
+    for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
@@ -1391,7 +1393,7 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             dL_dh_17[b * 24 + i] = dL_dh_18[b * 24 + i]*t2;
         }
     /* g_c1[i] += dL_dh_18_gh[b,i] */
-    for (int b = 0; b < batch; b++)
+    for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
@@ -1399,9 +1401,9 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             g_c1[i] += dL_dh_18_gh[b * 72 + i];
         }
     /* dL_dh_17[b,j] += Σ_i delta_h_18_gh[b,i]·U1[i,j] (from h_18_gh) */
-    sn_mm_nn(batch, 24, 72, delta_h_18_gh, U1, dL_dh_17, 1);
+    sn_mm_nn(sn_hi - sn_lo, 24, 72, delta_h_18_gh + (size_t)sn_lo * 72, U1, dL_dh_17 + (size_t)sn_lo * 24, 1);
     /* dL_dh_gx[b,16,i] = dL_dh_17[b,i]·h_17_gh[b,i + 48]·(1 - σ(h_17_gh[b,i + 24] + h_gx[b,16,i + 24]))·(1 - σ(h_17_gh[b,i] + h_gx[b,16,i]))·(1 - tanh(h_17_gh[b,i + 48]·σ(h_17_gh[b,i] + h_gx[b,16,i]) + h_gx[b,16,i + 48])²)·σ(h_17_gh[b,i] + h_gx[b,16,i]) (from h_17); dL_dh_17_gh[b,i] = dL_dh_17[b,i]·h_17_gh[b,i + 48]·(1 - σ(h_17_gh[b,i + 24] + h_gx[b,16,i + 24]))·(1 - σ(h_17_gh[b,i] + h_gx[b,16,i]))·(1 - tanh(h_17_gh[b,i + 48]·σ(h_17_gh[b,i] + h_gx[b,16,i]) + h_gx[b,16,i + 48])²)·σ(h_17_gh[b,i] + h_gx[b,16,i]); dL_dh_gx[b,16,i + 24] = dL_dh_17[b,i]·(h_16[b,i]·(1 - σ(h_17_gh[b,i + 24] + h_gx[b,16,i + 24]))·σ(h_17_gh[b,i + 24] + h_gx[b,16,i + 24]) - (1 - σ(h_17_gh[b,i + 24] + h_gx[b,16,i + 24]))·σ(h_17_gh[b,i + 24] + h_gx[b,16,i + 24])·tanh(h_17_gh[b,i + 48]·σ(h_17_gh[b,i] + h_gx[b,16,i]) + h_gx[b,16,i + 48])) (from h_17); dL_dh_17_gh[b,i + 24] = dL_dh_17[b,i]·(h_16[b,i]·(1 - σ(h_17_gh[b,i + 24] + h_gx[b,16,i + 24]))·σ(h_17_gh[b,i + 24] + h_gx[b,16,i + 24]) - (1 - σ(h_17_gh[b,i + 24] + h_gx[b,16,i + 24]))·σ(h_17_gh[b,i + 24] + h_gx[b,16,i + 24])·tanh(h_17_gh[b,i + 48]·σ(h_17_gh[b,i] + h_gx[b,16,i]) + h_gx[b,16,i + 48])); dL_dh_gx[b,16,i + 48] = dL_dh_17[b,i]·(1 - σ(h_17_gh[b,i + 24] + h_gx[b,16,i + 24]))·(1 - tanh(h_17_gh[b,i + 48]·σ(h_17_gh[b,i] + h_gx[b,16,i]) + h_gx[b,16,i + 48])²) (from h_17); dL_dh_17_gh[b,i + 48] = dL_dh_17[b,i]·(1 - σ(h_17_gh[b,i + 24] + h_gx[b,16,i + 24]))·(1 - tanh(h_17_gh[b,i + 48]·σ(h_17_gh[b,i] + h_gx[b,16,i]) + h_gx[b,16,i + 48])²)·σ(h_17_gh[b,i] + h_gx[b,16,i]); dL_dh_16[b,i] = dL_dh_17[b,i]·σ(h_17_gh[b,i + 24] + h_gx[b,16,i + 24]) (from h_17) */
-    for (int b = 0; b < batch; b++)
+    for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
@@ -1424,7 +1426,7 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             dL_dh_16[b * 24 + i] = dL_dh_17[b * 24 + i]*t2;
         }
     /* g_c1[i] += dL_dh_17_gh[b,i] */
-    for (int b = 0; b < batch; b++)
+    for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
@@ -1432,9 +1434,9 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             g_c1[i] += dL_dh_17_gh[b * 72 + i];
         }
     /* dL_dh_16[b,j] += Σ_i delta_h_17_gh[b,i]·U1[i,j] (from h_17_gh) */
-    sn_mm_nn(batch, 24, 72, delta_h_17_gh, U1, dL_dh_16, 1);
+    sn_mm_nn(sn_hi - sn_lo, 24, 72, delta_h_17_gh + (size_t)sn_lo * 72, U1, dL_dh_16 + (size_t)sn_lo * 24, 1);
     /* dL_dh_gx[b,15,i] = dL_dh_16[b,i]·h_16_gh[b,i + 48]·(1 - σ(h_16_gh[b,i + 24] + h_gx[b,15,i + 24]))·(1 - σ(h_16_gh[b,i] + h_gx[b,15,i]))·(1 - tanh(h_16_gh[b,i + 48]·σ(h_16_gh[b,i] + h_gx[b,15,i]) + h_gx[b,15,i + 48])²)·σ(h_16_gh[b,i] + h_gx[b,15,i]) (from h_16); dL_dh_16_gh[b,i] = dL_dh_16[b,i]·h_16_gh[b,i + 48]·(1 - σ(h_16_gh[b,i + 24] + h_gx[b,15,i + 24]))·(1 - σ(h_16_gh[b,i] + h_gx[b,15,i]))·(1 - tanh(h_16_gh[b,i + 48]·σ(h_16_gh[b,i] + h_gx[b,15,i]) + h_gx[b,15,i + 48])²)·σ(h_16_gh[b,i] + h_gx[b,15,i]); dL_dh_gx[b,15,i + 24] = dL_dh_16[b,i]·(h_15[b,i]·(1 - σ(h_16_gh[b,i + 24] + h_gx[b,15,i + 24]))·σ(h_16_gh[b,i + 24] + h_gx[b,15,i + 24]) - (1 - σ(h_16_gh[b,i + 24] + h_gx[b,15,i + 24]))·σ(h_16_gh[b,i + 24] + h_gx[b,15,i + 24])·tanh(h_16_gh[b,i + 48]·σ(h_16_gh[b,i] + h_gx[b,15,i]) + h_gx[b,15,i + 48])) (from h_16); dL_dh_16_gh[b,i + 24] = dL_dh_16[b,i]·(h_15[b,i]·(1 - σ(h_16_gh[b,i + 24] + h_gx[b,15,i + 24]))·σ(h_16_gh[b,i + 24] + h_gx[b,15,i + 24]) - (1 - σ(h_16_gh[b,i + 24] + h_gx[b,15,i + 24]))·σ(h_16_gh[b,i + 24] + h_gx[b,15,i + 24])·tanh(h_16_gh[b,i + 48]·σ(h_16_gh[b,i] + h_gx[b,15,i]) + h_gx[b,15,i + 48])); dL_dh_gx[b,15,i + 48] = dL_dh_16[b,i]·(1 - σ(h_16_gh[b,i + 24] + h_gx[b,15,i + 24]))·(1 - tanh(h_16_gh[b,i + 48]·σ(h_16_gh[b,i] + h_gx[b,15,i]) + h_gx[b,15,i + 48])²) (from h_16); dL_dh_16_gh[b,i + 48] = dL_dh_16[b,i]·(1 - σ(h_16_gh[b,i + 24] + h_gx[b,15,i + 24]))·(1 - tanh(h_16_gh[b,i + 48]·σ(h_16_gh[b,i] + h_gx[b,15,i]) + h_gx[b,15,i + 48])²)·σ(h_16_gh[b,i] + h_gx[b,15,i]); dL_dh_15[b,i] = dL_dh_16[b,i]·σ(h_16_gh[b,i + 24] + h_gx[b,15,i + 24]) (from h_16) */
-    for (int b = 0; b < batch; b++)
+    for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
@@ -1457,7 +1459,7 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             dL_dh_15[b * 24 + i] = dL_dh_16[b * 24 + i]*t2;
         }
     /* g_c1[i] += dL_dh_16_gh[b,i] */
-    for (int b = 0; b < batch; b++)
+    for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
@@ -1465,9 +1467,9 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             g_c1[i] += dL_dh_16_gh[b * 72 + i];
         }
     /* dL_dh_15[b,j] += Σ_i delta_h_16_gh[b,i]·U1[i,j] (from h_16_gh) */
-    sn_mm_nn(batch, 24, 72, delta_h_16_gh, U1, dL_dh_15, 1);
+    sn_mm_nn(sn_hi - sn_lo, 24, 72, delta_h_16_gh + (size_t)sn_lo * 72, U1, dL_dh_15 + (size_t)sn_lo * 24, 1);
     /* dL_dh_gx[b,14,i] = dL_dh_15[b,i]·h_15_gh[b,i + 48]·(1 - σ(h_15_gh[b,i + 24] + h_gx[b,14,i + 24]))·(1 - σ(h_15_gh[b,i] + h_gx[b,14,i]))·(1 - tanh(h_15_gh[b,i + 48]·σ(h_15_gh[b,i] + h_gx[b,14,i]) + h_gx[b,14,i + 48])²)·σ(h_15_gh[b,i] + h_gx[b,14,i]) (from h_15); dL_dh_15_gh[b,i] = dL_dh_15[b,i]·h_15_gh[b,i + 48]·(1 - σ(h_15_gh[b,i + 24] + h_gx[b,14,i + 24]))·(1 - σ(h_15_gh[b,i] + h_gx[b,14,i]))·(1 - tanh(h_15_gh[b,i + 48]·σ(h_15_gh[b,i] + h_gx[b,14,i]) + h_gx[b,14,i + 48])²)·σ(h_15_gh[b,i] + h_gx[b,14,i]); dL_dh_gx[b,14,i + 24] = dL_dh_15[b,i]·(h_14[b,i]·(1 - σ(h_15_gh[b,i + 24] + h_gx[b,14,i + 24]))·σ(h_15_gh[b,i + 24] + h_gx[b,14,i + 24]) - (1 - σ(h_15_gh[b,i + 24] + h_gx[b,14,i + 24]))·σ(h_15_gh[b,i + 24] + h_gx[b,14,i + 24])·tanh(h_15_gh[b,i + 48]·σ(h_15_gh[b,i] + h_gx[b,14,i]) + h_gx[b,14,i + 48])) (from h_15); dL_dh_15_gh[b,i + 24] = dL_dh_15[b,i]·(h_14[b,i]·(1 - σ(h_15_gh[b,i + 24] + h_gx[b,14,i + 24]))·σ(h_15_gh[b,i + 24] + h_gx[b,14,i + 24]) - (1 - σ(h_15_gh[b,i + 24] + h_gx[b,14,i + 24]))·σ(h_15_gh[b,i + 24] + h_gx[b,14,i + 24])·tanh(h_15_gh[b,i + 48]·σ(h_15_gh[b,i] + h_gx[b,14,i]) + h_gx[b,14,i + 48])); dL_dh_gx[b,14,i + 48] = dL_dh_15[b,i]·(1 - σ(h_15_gh[b,i + 24] + h_gx[b,14,i + 24]))·(1 - tanh(h_15_gh[b,i + 48]·σ(h_15_gh[b,i] + h_gx[b,14,i]) + h_gx[b,14,i + 48])²) (from h_15); dL_dh_15_gh[b,i + 48] = dL_dh_15[b,i]·(1 - σ(h_15_gh[b,i + 24] + h_gx[b,14,i + 24]))·(1 - tanh(h_15_gh[b,i + 48]·σ(h_15_gh[b,i] + h_gx[b,14,i]) + h_gx[b,14,i + 48])²)·σ(h_15_gh[b,i] + h_gx[b,14,i]); dL_dh_14[b,i] = dL_dh_15[b,i]·σ(h_15_gh[b,i + 24] + h_gx[b,14,i + 24]) (from h_15) */
-    for (int b = 0; b < batch; b++)
+    for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
@@ -1490,7 +1492,7 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             dL_dh_14[b * 24 + i] = dL_dh_15[b * 24 + i]*t2;
         }
     /* g_c1[i] += dL_dh_15_gh[b,i] */
-    for (int b = 0; b < batch; b++)
+    for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
@@ -1498,9 +1500,9 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             g_c1[i] += dL_dh_15_gh[b * 72 + i];
         }
     /* dL_dh_14[b,j] += Σ_i delta_h_15_gh[b,i]·U1[i,j] (from h_15_gh) */
-    sn_mm_nn(batch, 24, 72, delta_h_15_gh, U1, dL_dh_14, 1);
+    sn_mm_nn(sn_hi - sn_lo, 24, 72, delta_h_15_gh + (size_t)sn_lo * 72, U1, dL_dh_14 + (size_t)sn_lo * 24, 1);
     /* dL_dh_gx[b,13,i] = dL_dh_14[b,i]·h_14_gh[b,i + 48]·(1 - σ(h_14_gh[b,i + 24] + h_gx[b,13,i + 24]))·(1 - σ(h_14_gh[b,i] + h_gx[b,13,i]))·(1 - tanh(h_14_gh[b,i + 48]·σ(h_14_gh[b,i] + h_gx[b,13,i]) + h_gx[b,13,i + 48])²)·σ(h_14_gh[b,i] + h_gx[b,13,i]) (from h_14); dL_dh_14_gh[b,i] = dL_dh_14[b,i]·h_14_gh[b,i + 48]·(1 - σ(h_14_gh[b,i + 24] + h_gx[b,13,i + 24]))·(1 - σ(h_14_gh[b,i] + h_gx[b,13,i]))·(1 - tanh(h_14_gh[b,i + 48]·σ(h_14_gh[b,i] + h_gx[b,13,i]) + h_gx[b,13,i + 48])²)·σ(h_14_gh[b,i] + h_gx[b,13,i]); dL_dh_gx[b,13,i + 24] = dL_dh_14[b,i]·(h_13[b,i]·(1 - σ(h_14_gh[b,i + 24] + h_gx[b,13,i + 24]))·σ(h_14_gh[b,i + 24] + h_gx[b,13,i + 24]) - (1 - σ(h_14_gh[b,i + 24] + h_gx[b,13,i + 24]))·σ(h_14_gh[b,i + 24] + h_gx[b,13,i + 24])·tanh(h_14_gh[b,i + 48]·σ(h_14_gh[b,i] + h_gx[b,13,i]) + h_gx[b,13,i + 48])) (from h_14); dL_dh_14_gh[b,i + 24] = dL_dh_14[b,i]·(h_13[b,i]·(1 - σ(h_14_gh[b,i + 24] + h_gx[b,13,i + 24]))·σ(h_14_gh[b,i + 24] + h_gx[b,13,i + 24]) - (1 - σ(h_14_gh[b,i + 24] + h_gx[b,13,i + 24]))·σ(h_14_gh[b,i + 24] + h_gx[b,13,i + 24])·tanh(h_14_gh[b,i + 48]·σ(h_14_gh[b,i] + h_gx[b,13,i]) + h_gx[b,13,i + 48])); dL_dh_gx[b,13,i + 48] = dL_dh_14[b,i]·(1 - σ(h_14_gh[b,i + 24] + h_gx[b,13,i + 24]))·(1 - tanh(h_14_gh[b,i + 48]·σ(h_14_gh[b,i] + h_gx[b,13,i]) + h_gx[b,13,i + 48])²) (from h_14); dL_dh_14_gh[b,i + 48] = dL_dh_14[b,i]·(1 - σ(h_14_gh[b,i + 24] + h_gx[b,13,i + 24]))·(1 - tanh(h_14_gh[b,i + 48]·σ(h_14_gh[b,i] + h_gx[b,13,i]) + h_gx[b,13,i + 48])²)·σ(h_14_gh[b,i] + h_gx[b,13,i]); dL_dh_13[b,i] = dL_dh_14[b,i]·σ(h_14_gh[b,i + 24] + h_gx[b,13,i + 24]) (from h_14) */
-    for (int b = 0; b < batch; b++)
+    for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
@@ -1523,7 +1525,7 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             dL_dh_13[b * 24 + i] = dL_dh_14[b * 24 + i]*t2;
         }
     /* g_c1[i] += dL_dh_14_gh[b,i] */
-    for (int b = 0; b < batch; b++)
+    for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
@@ -1531,9 +1533,9 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             g_c1[i] += dL_dh_14_gh[b * 72 + i];
         }
     /* dL_dh_13[b,j] += Σ_i delta_h_14_gh[b,i]·U1[i,j] (from h_14_gh) */
-    sn_mm_nn(batch, 24, 72, delta_h_14_gh, U1, dL_dh_13, 1);
+    sn_mm_nn(sn_hi - sn_lo, 24, 72, delta_h_14_gh + (size_t)sn_lo * 72, U1, dL_dh_13 + (size_t)sn_lo * 24, 1);
     /* dL_dh_gx[b,12,i] = dL_dh_13[b,i]·h_13_gh[b,i + 48]·(1 - σ(h_13_gh[b,i + 24] + h_gx[b,12,i + 24]))·(1 - σ(h_13_gh[b,i] + h_gx[b,12,i]))·(1 - tanh(h_13_gh[b,i + 48]·σ(h_13_gh[b,i] + h_gx[b,12,i]) + h_gx[b,12,i + 48])²)·σ(h_13_gh[b,i] + h_gx[b,12,i]) (from h_13); dL_dh_13_gh[b,i] = dL_dh_13[b,i]·h_13_gh[b,i + 48]·(1 - σ(h_13_gh[b,i + 24] + h_gx[b,12,i + 24]))·(1 - σ(h_13_gh[b,i] + h_gx[b,12,i]))·(1 - tanh(h_13_gh[b,i + 48]·σ(h_13_gh[b,i] + h_gx[b,12,i]) + h_gx[b,12,i + 48])²)·σ(h_13_gh[b,i] + h_gx[b,12,i]); dL_dh_gx[b,12,i + 24] = dL_dh_13[b,i]·(h_12[b,i]·(1 - σ(h_13_gh[b,i + 24] + h_gx[b,12,i + 24]))·σ(h_13_gh[b,i + 24] + h_gx[b,12,i + 24]) - (1 - σ(h_13_gh[b,i + 24] + h_gx[b,12,i + 24]))·σ(h_13_gh[b,i + 24] + h_gx[b,12,i + 24])·tanh(h_13_gh[b,i + 48]·σ(h_13_gh[b,i] + h_gx[b,12,i]) + h_gx[b,12,i + 48])) (from h_13); dL_dh_13_gh[b,i + 24] = dL_dh_13[b,i]·(h_12[b,i]·(1 - σ(h_13_gh[b,i + 24] + h_gx[b,12,i + 24]))·σ(h_13_gh[b,i + 24] + h_gx[b,12,i + 24]) - (1 - σ(h_13_gh[b,i + 24] + h_gx[b,12,i + 24]))·σ(h_13_gh[b,i + 24] + h_gx[b,12,i + 24])·tanh(h_13_gh[b,i + 48]·σ(h_13_gh[b,i] + h_gx[b,12,i]) + h_gx[b,12,i + 48])); dL_dh_gx[b,12,i + 48] = dL_dh_13[b,i]·(1 - σ(h_13_gh[b,i + 24] + h_gx[b,12,i + 24]))·(1 - tanh(h_13_gh[b,i + 48]·σ(h_13_gh[b,i] + h_gx[b,12,i]) + h_gx[b,12,i + 48])²) (from h_13); dL_dh_13_gh[b,i + 48] = dL_dh_13[b,i]·(1 - σ(h_13_gh[b,i + 24] + h_gx[b,12,i + 24]))·(1 - tanh(h_13_gh[b,i + 48]·σ(h_13_gh[b,i] + h_gx[b,12,i]) + h_gx[b,12,i + 48])²)·σ(h_13_gh[b,i] + h_gx[b,12,i]); dL_dh_12[b,i] = dL_dh_13[b,i]·σ(h_13_gh[b,i + 24] + h_gx[b,12,i + 24]) (from h_13) */
-    for (int b = 0; b < batch; b++)
+    for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
@@ -1556,7 +1558,7 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             dL_dh_12[b * 24 + i] = dL_dh_13[b * 24 + i]*t2;
         }
     /* g_c1[i] += dL_dh_13_gh[b,i] */
-    for (int b = 0; b < batch; b++)
+    for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
@@ -1564,9 +1566,9 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             g_c1[i] += dL_dh_13_gh[b * 72 + i];
         }
     /* dL_dh_12[b,j] += Σ_i delta_h_13_gh[b,i]·U1[i,j] (from h_13_gh) */
-    sn_mm_nn(batch, 24, 72, delta_h_13_gh, U1, dL_dh_12, 1);
+    sn_mm_nn(sn_hi - sn_lo, 24, 72, delta_h_13_gh + (size_t)sn_lo * 72, U1, dL_dh_12 + (size_t)sn_lo * 24, 1);
     /* dL_dh_gx[b,11,i] = dL_dh_12[b,i]·h_12_gh[b,i + 48]·(1 - σ(h_12_gh[b,i + 24] + h_gx[b,11,i + 24]))·(1 - σ(h_12_gh[b,i] + h_gx[b,11,i]))·(1 - tanh(h_12_gh[b,i + 48]·σ(h_12_gh[b,i] + h_gx[b,11,i]) + h_gx[b,11,i + 48])²)·σ(h_12_gh[b,i] + h_gx[b,11,i]) (from h_12); dL_dh_12_gh[b,i] = dL_dh_12[b,i]·h_12_gh[b,i + 48]·(1 - σ(h_12_gh[b,i + 24] + h_gx[b,11,i + 24]))·(1 - σ(h_12_gh[b,i] + h_gx[b,11,i]))·(1 - tanh(h_12_gh[b,i + 48]·σ(h_12_gh[b,i] + h_gx[b,11,i]) + h_gx[b,11,i + 48])²)·σ(h_12_gh[b,i] + h_gx[b,11,i]); dL_dh_gx[b,11,i + 24] = dL_dh_12[b,i]·(h_11[b,i]·(1 - σ(h_12_gh[b,i + 24] + h_gx[b,11,i + 24]))·σ(h_12_gh[b,i + 24] + h_gx[b,11,i + 24]) - (1 - σ(h_12_gh[b,i + 24] + h_gx[b,11,i + 24]))·σ(h_12_gh[b,i + 24] + h_gx[b,11,i + 24])·tanh(h_12_gh[b,i + 48]·σ(h_12_gh[b,i] + h_gx[b,11,i]) + h_gx[b,11,i + 48])) (from h_12); dL_dh_12_gh[b,i + 24] = dL_dh_12[b,i]·(h_11[b,i]·(1 - σ(h_12_gh[b,i + 24] + h_gx[b,11,i + 24]))·σ(h_12_gh[b,i + 24] + h_gx[b,11,i + 24]) - (1 - σ(h_12_gh[b,i + 24] + h_gx[b,11,i + 24]))·σ(h_12_gh[b,i + 24] + h_gx[b,11,i + 24])·tanh(h_12_gh[b,i + 48]·σ(h_12_gh[b,i] + h_gx[b,11,i]) + h_gx[b,11,i + 48])); dL_dh_gx[b,11,i + 48] = dL_dh_12[b,i]·(1 - σ(h_12_gh[b,i + 24] + h_gx[b,11,i + 24]))·(1 - tanh(h_12_gh[b,i + 48]·σ(h_12_gh[b,i] + h_gx[b,11,i]) + h_gx[b,11,i + 48])²) (from h_12); dL_dh_12_gh[b,i + 48] = dL_dh_12[b,i]·(1 - σ(h_12_gh[b,i + 24] + h_gx[b,11,i + 24]))·(1 - tanh(h_12_gh[b,i + 48]·σ(h_12_gh[b,i] + h_gx[b,11,i]) + h_gx[b,11,i + 48])²)·σ(h_12_gh[b,i] + h_gx[b,11,i]); dL_dh_11[b,i] = dL_dh_12[b,i]·σ(h_12_gh[b,i + 24] + h_gx[b,11,i + 24]) (from h_12) */
-    for (int b = 0; b < batch; b++)
+    for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
@@ -1589,7 +1591,7 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             dL_dh_11[b * 24 + i] = dL_dh_12[b * 24 + i]*t2;
         }
     /* g_c1[i] += dL_dh_12_gh[b,i] */
-    for (int b = 0; b < batch; b++)
+    for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
@@ -1597,9 +1599,9 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             g_c1[i] += dL_dh_12_gh[b * 72 + i];
         }
     /* dL_dh_11[b,j] += Σ_i delta_h_12_gh[b,i]·U1[i,j] (from h_12_gh) */
-    sn_mm_nn(batch, 24, 72, delta_h_12_gh, U1, dL_dh_11, 1);
+    sn_mm_nn(sn_hi - sn_lo, 24, 72, delta_h_12_gh + (size_t)sn_lo * 72, U1, dL_dh_11 + (size_t)sn_lo * 24, 1);
     /* dL_dh_gx[b,10,i] = dL_dh_11[b,i]·h_11_gh[b,i + 48]·(1 - σ(h_11_gh[b,i + 24] + h_gx[b,10,i + 24]))·(1 - σ(h_11_gh[b,i] + h_gx[b,10,i]))·(1 - tanh(h_11_gh[b,i + 48]·σ(h_11_gh[b,i] + h_gx[b,10,i]) + h_gx[b,10,i + 48])²)·σ(h_11_gh[b,i] + h_gx[b,10,i]) (from h_11); dL_dh_11_gh[b,i] = dL_dh_11[b,i]·h_11_gh[b,i + 48]·(1 - σ(h_11_gh[b,i + 24] + h_gx[b,10,i + 24]))·(1 - σ(h_11_gh[b,i] + h_gx[b,10,i]))·(1 - tanh(h_11_gh[b,i + 48]·σ(h_11_gh[b,i] + h_gx[b,10,i]) + h_gx[b,10,i + 48])²)·σ(h_11_gh[b,i] + h_gx[b,10,i]); dL_dh_gx[b,10,i + 24] = dL_dh_11[b,i]·(h_10[b,i]·(1 - σ(h_11_gh[b,i + 24] + h_gx[b,10,i + 24]))·σ(h_11_gh[b,i + 24] + h_gx[b,10,i + 24]) - (1 - σ(h_11_gh[b,i + 24] + h_gx[b,10,i + 24]))·σ(h_11_gh[b,i + 24] + h_gx[b,10,i + 24])·tanh(h_11_gh[b,i + 48]·σ(h_11_gh[b,i] + h_gx[b,10,i]) + h_gx[b,10,i + 48])) (from h_11); dL_dh_11_gh[b,i + 24] = dL_dh_11[b,i]·(h_10[b,i]·(1 - σ(h_11_gh[b,i + 24] + h_gx[b,10,i + 24]))·σ(h_11_gh[b,i + 24] + h_gx[b,10,i + 24]) - (1 - σ(h_11_gh[b,i + 24] + h_gx[b,10,i + 24]))·σ(h_11_gh[b,i + 24] + h_gx[b,10,i + 24])·tanh(h_11_gh[b,i + 48]·σ(h_11_gh[b,i] + h_gx[b,10,i]) + h_gx[b,10,i + 48])); dL_dh_gx[b,10,i + 48] = dL_dh_11[b,i]·(1 - σ(h_11_gh[b,i + 24] + h_gx[b,10,i + 24]))·(1 - tanh(h_11_gh[b,i + 48]·σ(h_11_gh[b,i] + h_gx[b,10,i]) + h_gx[b,10,i + 48])²) (from h_11); dL_dh_11_gh[b,i + 48] = dL_dh_11[b,i]·(1 - σ(h_11_gh[b,i + 24] + h_gx[b,10,i + 24]))·(1 - tanh(h_11_gh[b,i + 48]·σ(h_11_gh[b,i] + h_gx[b,10,i]) + h_gx[b,10,i + 48])²)·σ(h_11_gh[b,i] + h_gx[b,10,i]); dL_dh_10[b,i] = dL_dh_11[b,i]·σ(h_11_gh[b,i + 24] + h_gx[b,10,i + 24]) (from h_11) */
-    for (int b = 0; b < batch; b++)
+    for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
@@ -1622,7 +1624,7 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             dL_dh_10[b * 24 + i] = dL_dh_11[b * 24 + i]*t2;
         }
     /* g_c1[i] += dL_dh_11_gh[b,i] */
-    for (int b = 0; b < batch; b++)
+    for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
@@ -1630,9 +1632,9 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             g_c1[i] += dL_dh_11_gh[b * 72 + i];
         }
     /* dL_dh_10[b,j] += Σ_i delta_h_11_gh[b,i]·U1[i,j] (from h_11_gh) */
-    sn_mm_nn(batch, 24, 72, delta_h_11_gh, U1, dL_dh_10, 1);
+    sn_mm_nn(sn_hi - sn_lo, 24, 72, delta_h_11_gh + (size_t)sn_lo * 72, U1, dL_dh_10 + (size_t)sn_lo * 24, 1);
     /* dL_dh_gx[b,9,i] = dL_dh_10[b,i]·h_10_gh[b,i + 48]·(1 - σ(h_10_gh[b,i + 24] + h_gx[b,9,i + 24]))·(1 - σ(h_10_gh[b,i] + h_gx[b,9,i]))·(1 - tanh(h_10_gh[b,i + 48]·σ(h_10_gh[b,i] + h_gx[b,9,i]) + h_gx[b,9,i + 48])²)·σ(h_10_gh[b,i] + h_gx[b,9,i]) (from h_10); dL_dh_10_gh[b,i] = dL_dh_10[b,i]·h_10_gh[b,i + 48]·(1 - σ(h_10_gh[b,i + 24] + h_gx[b,9,i + 24]))·(1 - σ(h_10_gh[b,i] + h_gx[b,9,i]))·(1 - tanh(h_10_gh[b,i + 48]·σ(h_10_gh[b,i] + h_gx[b,9,i]) + h_gx[b,9,i + 48])²)·σ(h_10_gh[b,i] + h_gx[b,9,i]); dL_dh_gx[b,9,i + 24] = dL_dh_10[b,i]·(h_9[b,i]·(1 - σ(h_10_gh[b,i + 24] + h_gx[b,9,i + 24]))·σ(h_10_gh[b,i + 24] + h_gx[b,9,i + 24]) - (1 - σ(h_10_gh[b,i + 24] + h_gx[b,9,i + 24]))·σ(h_10_gh[b,i + 24] + h_gx[b,9,i + 24])·tanh(h_10_gh[b,i + 48]·σ(h_10_gh[b,i] + h_gx[b,9,i]) + h_gx[b,9,i + 48])) (from h_10); dL_dh_10_gh[b,i + 24] = dL_dh_10[b,i]·(h_9[b,i]·(1 - σ(h_10_gh[b,i + 24] + h_gx[b,9,i + 24]))·σ(h_10_gh[b,i + 24] + h_gx[b,9,i + 24]) - (1 - σ(h_10_gh[b,i + 24] + h_gx[b,9,i + 24]))·σ(h_10_gh[b,i + 24] + h_gx[b,9,i + 24])·tanh(h_10_gh[b,i + 48]·σ(h_10_gh[b,i] + h_gx[b,9,i]) + h_gx[b,9,i + 48])); dL_dh_gx[b,9,i + 48] = dL_dh_10[b,i]·(1 - σ(h_10_gh[b,i + 24] + h_gx[b,9,i + 24]))·(1 - tanh(h_10_gh[b,i + 48]·σ(h_10_gh[b,i] + h_gx[b,9,i]) + h_gx[b,9,i + 48])²) (from h_10); dL_dh_10_gh[b,i + 48] = dL_dh_10[b,i]·(1 - σ(h_10_gh[b,i + 24] + h_gx[b,9,i + 24]))·(1 - tanh(h_10_gh[b,i + 48]·σ(h_10_gh[b,i] + h_gx[b,9,i]) + h_gx[b,9,i + 48])²)·σ(h_10_gh[b,i] + h_gx[b,9,i]); dL_dh_9[b,i] = dL_dh_10[b,i]·σ(h_10_gh[b,i + 24] + h_gx[b,9,i + 24]) (from h_10) */
-    for (int b = 0; b < batch; b++)
+    for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
@@ -1655,7 +1657,7 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             dL_dh_9[b * 24 + i] = dL_dh_10[b * 24 + i]*t2;
         }
     /* g_c1[i] += dL_dh_10_gh[b,i] */
-    for (int b = 0; b < batch; b++)
+    for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
@@ -1663,9 +1665,9 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             g_c1[i] += dL_dh_10_gh[b * 72 + i];
         }
     /* dL_dh_9[b,j] += Σ_i delta_h_10_gh[b,i]·U1[i,j] (from h_10_gh) */
-    sn_mm_nn(batch, 24, 72, delta_h_10_gh, U1, dL_dh_9, 1);
+    sn_mm_nn(sn_hi - sn_lo, 24, 72, delta_h_10_gh + (size_t)sn_lo * 72, U1, dL_dh_9 + (size_t)sn_lo * 24, 1);
     /* dL_dh_gx[b,8,i] = dL_dh_9[b,i]·h_9_gh[b,i + 48]·(1 - σ(h_9_gh[b,i + 24] + h_gx[b,8,i + 24]))·(1 - σ(h_9_gh[b,i] + h_gx[b,8,i]))·(1 - tanh(h_9_gh[b,i + 48]·σ(h_9_gh[b,i] + h_gx[b,8,i]) + h_gx[b,8,i + 48])²)·σ(h_9_gh[b,i] + h_gx[b,8,i]) (from h_9); dL_dh_9_gh[b,i] = dL_dh_9[b,i]·h_9_gh[b,i + 48]·(1 - σ(h_9_gh[b,i + 24] + h_gx[b,8,i + 24]))·(1 - σ(h_9_gh[b,i] + h_gx[b,8,i]))·(1 - tanh(h_9_gh[b,i + 48]·σ(h_9_gh[b,i] + h_gx[b,8,i]) + h_gx[b,8,i + 48])²)·σ(h_9_gh[b,i] + h_gx[b,8,i]); dL_dh_gx[b,8,i + 24] = dL_dh_9[b,i]·(h_8[b,i]·(1 - σ(h_9_gh[b,i + 24] + h_gx[b,8,i + 24]))·σ(h_9_gh[b,i + 24] + h_gx[b,8,i + 24]) - (1 - σ(h_9_gh[b,i + 24] + h_gx[b,8,i + 24]))·σ(h_9_gh[b,i + 24] + h_gx[b,8,i + 24])·tanh(h_9_gh[b,i + 48]·σ(h_9_gh[b,i] + h_gx[b,8,i]) + h_gx[b,8,i + 48])) (from h_9); dL_dh_9_gh[b,i + 24] = dL_dh_9[b,i]·(h_8[b,i]·(1 - σ(h_9_gh[b,i + 24] + h_gx[b,8,i + 24]))·σ(h_9_gh[b,i + 24] + h_gx[b,8,i + 24]) - (1 - σ(h_9_gh[b,i + 24] + h_gx[b,8,i + 24]))·σ(h_9_gh[b,i + 24] + h_gx[b,8,i + 24])·tanh(h_9_gh[b,i + 48]·σ(h_9_gh[b,i] + h_gx[b,8,i]) + h_gx[b,8,i + 48])); dL_dh_gx[b,8,i + 48] = dL_dh_9[b,i]·(1 - σ(h_9_gh[b,i + 24] + h_gx[b,8,i + 24]))·(1 - tanh(h_9_gh[b,i + 48]·σ(h_9_gh[b,i] + h_gx[b,8,i]) + h_gx[b,8,i + 48])²) (from h_9); dL_dh_9_gh[b,i + 48] = dL_dh_9[b,i]·(1 - σ(h_9_gh[b,i + 24] + h_gx[b,8,i + 24]))·(1 - tanh(h_9_gh[b,i + 48]·σ(h_9_gh[b,i] + h_gx[b,8,i]) + h_gx[b,8,i + 48])²)·σ(h_9_gh[b,i] + h_gx[b,8,i]); dL_dh_8[b,i] = dL_dh_9[b,i]·σ(h_9_gh[b,i + 24] + h_gx[b,8,i + 24]) (from h_9) */
-    for (int b = 0; b < batch; b++)
+    for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
@@ -1688,7 +1690,7 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             dL_dh_8[b * 24 + i] = dL_dh_9[b * 24 + i]*t2;
         }
     /* g_c1[i] += dL_dh_9_gh[b,i] */
-    for (int b = 0; b < batch; b++)
+    for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
@@ -1696,9 +1698,9 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             g_c1[i] += dL_dh_9_gh[b * 72 + i];
         }
     /* dL_dh_8[b,j] += Σ_i delta_h_9_gh[b,i]·U1[i,j] (from h_9_gh) */
-    sn_mm_nn(batch, 24, 72, delta_h_9_gh, U1, dL_dh_8, 1);
+    sn_mm_nn(sn_hi - sn_lo, 24, 72, delta_h_9_gh + (size_t)sn_lo * 72, U1, dL_dh_8 + (size_t)sn_lo * 24, 1);
     /* dL_dh_gx[b,7,i] = dL_dh_8[b,i]·h_8_gh[b,i + 48]·(1 - σ(h_8_gh[b,i + 24] + h_gx[b,7,i + 24]))·(1 - σ(h_8_gh[b,i] + h_gx[b,7,i]))·(1 - tanh(h_8_gh[b,i + 48]·σ(h_8_gh[b,i] + h_gx[b,7,i]) + h_gx[b,7,i + 48])²)·σ(h_8_gh[b,i] + h_gx[b,7,i]) (from h_8); dL_dh_8_gh[b,i] = dL_dh_8[b,i]·h_8_gh[b,i + 48]·(1 - σ(h_8_gh[b,i + 24] + h_gx[b,7,i + 24]))·(1 - σ(h_8_gh[b,i] + h_gx[b,7,i]))·(1 - tanh(h_8_gh[b,i + 48]·σ(h_8_gh[b,i] + h_gx[b,7,i]) + h_gx[b,7,i + 48])²)·σ(h_8_gh[b,i] + h_gx[b,7,i]); dL_dh_gx[b,7,i + 24] = dL_dh_8[b,i]·(h_7[b,i]·(1 - σ(h_8_gh[b,i + 24] + h_gx[b,7,i + 24]))·σ(h_8_gh[b,i + 24] + h_gx[b,7,i + 24]) - (1 - σ(h_8_gh[b,i + 24] + h_gx[b,7,i + 24]))·σ(h_8_gh[b,i + 24] + h_gx[b,7,i + 24])·tanh(h_8_gh[b,i + 48]·σ(h_8_gh[b,i] + h_gx[b,7,i]) + h_gx[b,7,i + 48])) (from h_8); dL_dh_8_gh[b,i + 24] = dL_dh_8[b,i]·(h_7[b,i]·(1 - σ(h_8_gh[b,i + 24] + h_gx[b,7,i + 24]))·σ(h_8_gh[b,i + 24] + h_gx[b,7,i + 24]) - (1 - σ(h_8_gh[b,i + 24] + h_gx[b,7,i + 24]))·σ(h_8_gh[b,i + 24] + h_gx[b,7,i + 24])·tanh(h_8_gh[b,i + 48]·σ(h_8_gh[b,i] + h_gx[b,7,i]) + h_gx[b,7,i + 48])); dL_dh_gx[b,7,i + 48] = dL_dh_8[b,i]·(1 - σ(h_8_gh[b,i + 24] + h_gx[b,7,i + 24]))·(1 - tanh(h_8_gh[b,i + 48]·σ(h_8_gh[b,i] + h_gx[b,7,i]) + h_gx[b,7,i + 48])²) (from h_8); dL_dh_8_gh[b,i + 48] = dL_dh_8[b,i]·(1 - σ(h_8_gh[b,i + 24] + h_gx[b,7,i + 24]))·(1 - tanh(h_8_gh[b,i + 48]·σ(h_8_gh[b,i] + h_gx[b,7,i]) + h_gx[b,7,i + 48])²)·σ(h_8_gh[b,i] + h_gx[b,7,i]); dL_dh_7[b,i] = dL_dh_8[b,i]·σ(h_8_gh[b,i + 24] + h_gx[b,7,i + 24]) (from h_8) */
-    for (int b = 0; b < batch; b++)
+    for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
@@ -1721,7 +1723,7 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             dL_dh_7[b * 24 + i] = dL_dh_8[b * 24 + i]*t2;
         }
     /* g_c1[i] += dL_dh_8_gh[b,i] */
-    for (int b = 0; b < batch; b++)
+    for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
@@ -1729,9 +1731,9 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             g_c1[i] += dL_dh_8_gh[b * 72 + i];
         }
     /* dL_dh_7[b,j] += Σ_i delta_h_8_gh[b,i]·U1[i,j] (from h_8_gh) */
-    sn_mm_nn(batch, 24, 72, delta_h_8_gh, U1, dL_dh_7, 1);
+    sn_mm_nn(sn_hi - sn_lo, 24, 72, delta_h_8_gh + (size_t)sn_lo * 72, U1, dL_dh_7 + (size_t)sn_lo * 24, 1);
     /* dL_dh_gx[b,6,i] = dL_dh_7[b,i]·h_7_gh[b,i + 48]·(1 - σ(h_7_gh[b,i + 24] + h_gx[b,6,i + 24]))·(1 - σ(h_7_gh[b,i] + h_gx[b,6,i]))·(1 - tanh(h_7_gh[b,i + 48]·σ(h_7_gh[b,i] + h_gx[b,6,i]) + h_gx[b,6,i + 48])²)·σ(h_7_gh[b,i] + h_gx[b,6,i]) (from h_7); dL_dh_7_gh[b,i] = dL_dh_7[b,i]·h_7_gh[b,i + 48]·(1 - σ(h_7_gh[b,i + 24] + h_gx[b,6,i + 24]))·(1 - σ(h_7_gh[b,i] + h_gx[b,6,i]))·(1 - tanh(h_7_gh[b,i + 48]·σ(h_7_gh[b,i] + h_gx[b,6,i]) + h_gx[b,6,i + 48])²)·σ(h_7_gh[b,i] + h_gx[b,6,i]); dL_dh_gx[b,6,i + 24] = dL_dh_7[b,i]·(h_6[b,i]·(1 - σ(h_7_gh[b,i + 24] + h_gx[b,6,i + 24]))·σ(h_7_gh[b,i + 24] + h_gx[b,6,i + 24]) - (1 - σ(h_7_gh[b,i + 24] + h_gx[b,6,i + 24]))·σ(h_7_gh[b,i + 24] + h_gx[b,6,i + 24])·tanh(h_7_gh[b,i + 48]·σ(h_7_gh[b,i] + h_gx[b,6,i]) + h_gx[b,6,i + 48])) (from h_7); dL_dh_7_gh[b,i + 24] = dL_dh_7[b,i]·(h_6[b,i]·(1 - σ(h_7_gh[b,i + 24] + h_gx[b,6,i + 24]))·σ(h_7_gh[b,i + 24] + h_gx[b,6,i + 24]) - (1 - σ(h_7_gh[b,i + 24] + h_gx[b,6,i + 24]))·σ(h_7_gh[b,i + 24] + h_gx[b,6,i + 24])·tanh(h_7_gh[b,i + 48]·σ(h_7_gh[b,i] + h_gx[b,6,i]) + h_gx[b,6,i + 48])); dL_dh_gx[b,6,i + 48] = dL_dh_7[b,i]·(1 - σ(h_7_gh[b,i + 24] + h_gx[b,6,i + 24]))·(1 - tanh(h_7_gh[b,i + 48]·σ(h_7_gh[b,i] + h_gx[b,6,i]) + h_gx[b,6,i + 48])²) (from h_7); dL_dh_7_gh[b,i + 48] = dL_dh_7[b,i]·(1 - σ(h_7_gh[b,i + 24] + h_gx[b,6,i + 24]))·(1 - tanh(h_7_gh[b,i + 48]·σ(h_7_gh[b,i] + h_gx[b,6,i]) + h_gx[b,6,i + 48])²)·σ(h_7_gh[b,i] + h_gx[b,6,i]); dL_dh_6[b,i] = dL_dh_7[b,i]·σ(h_7_gh[b,i + 24] + h_gx[b,6,i + 24]) (from h_7) */
-    for (int b = 0; b < batch; b++)
+    for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
@@ -1754,7 +1756,7 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             dL_dh_6[b * 24 + i] = dL_dh_7[b * 24 + i]*t2;
         }
     /* g_c1[i] += dL_dh_7_gh[b,i] */
-    for (int b = 0; b < batch; b++)
+    for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
@@ -1762,9 +1764,9 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             g_c1[i] += dL_dh_7_gh[b * 72 + i];
         }
     /* dL_dh_6[b,j] += Σ_i delta_h_7_gh[b,i]·U1[i,j] (from h_7_gh) */
-    sn_mm_nn(batch, 24, 72, delta_h_7_gh, U1, dL_dh_6, 1);
+    sn_mm_nn(sn_hi - sn_lo, 24, 72, delta_h_7_gh + (size_t)sn_lo * 72, U1, dL_dh_6 + (size_t)sn_lo * 24, 1);
     /* dL_dh_gx[b,5,i] = dL_dh_6[b,i]·h_6_gh[b,i + 48]·(1 - σ(h_6_gh[b,i + 24] + h_gx[b,5,i + 24]))·(1 - σ(h_6_gh[b,i] + h_gx[b,5,i]))·(1 - tanh(h_6_gh[b,i + 48]·σ(h_6_gh[b,i] + h_gx[b,5,i]) + h_gx[b,5,i + 48])²)·σ(h_6_gh[b,i] + h_gx[b,5,i]) (from h_6); dL_dh_6_gh[b,i] = dL_dh_6[b,i]·h_6_gh[b,i + 48]·(1 - σ(h_6_gh[b,i + 24] + h_gx[b,5,i + 24]))·(1 - σ(h_6_gh[b,i] + h_gx[b,5,i]))·(1 - tanh(h_6_gh[b,i + 48]·σ(h_6_gh[b,i] + h_gx[b,5,i]) + h_gx[b,5,i + 48])²)·σ(h_6_gh[b,i] + h_gx[b,5,i]); dL_dh_gx[b,5,i + 24] = dL_dh_6[b,i]·(h_5[b,i]·(1 - σ(h_6_gh[b,i + 24] + h_gx[b,5,i + 24]))·σ(h_6_gh[b,i + 24] + h_gx[b,5,i + 24]) - (1 - σ(h_6_gh[b,i + 24] + h_gx[b,5,i + 24]))·σ(h_6_gh[b,i + 24] + h_gx[b,5,i + 24])·tanh(h_6_gh[b,i + 48]·σ(h_6_gh[b,i] + h_gx[b,5,i]) + h_gx[b,5,i + 48])) (from h_6); dL_dh_6_gh[b,i + 24] = dL_dh_6[b,i]·(h_5[b,i]·(1 - σ(h_6_gh[b,i + 24] + h_gx[b,5,i + 24]))·σ(h_6_gh[b,i + 24] + h_gx[b,5,i + 24]) - (1 - σ(h_6_gh[b,i + 24] + h_gx[b,5,i + 24]))·σ(h_6_gh[b,i + 24] + h_gx[b,5,i + 24])·tanh(h_6_gh[b,i + 48]·σ(h_6_gh[b,i] + h_gx[b,5,i]) + h_gx[b,5,i + 48])); dL_dh_gx[b,5,i + 48] = dL_dh_6[b,i]·(1 - σ(h_6_gh[b,i + 24] + h_gx[b,5,i + 24]))·(1 - tanh(h_6_gh[b,i + 48]·σ(h_6_gh[b,i] + h_gx[b,5,i]) + h_gx[b,5,i + 48])²) (from h_6); dL_dh_6_gh[b,i + 48] = dL_dh_6[b,i]·(1 - σ(h_6_gh[b,i + 24] + h_gx[b,5,i + 24]))·(1 - tanh(h_6_gh[b,i + 48]·σ(h_6_gh[b,i] + h_gx[b,5,i]) + h_gx[b,5,i + 48])²)·σ(h_6_gh[b,i] + h_gx[b,5,i]); dL_dh_5[b,i] = dL_dh_6[b,i]·σ(h_6_gh[b,i + 24] + h_gx[b,5,i + 24]) (from h_6) */
-    for (int b = 0; b < batch; b++)
+    for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
@@ -1787,7 +1789,7 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             dL_dh_5[b * 24 + i] = dL_dh_6[b * 24 + i]*t2;
         }
     /* g_c1[i] += dL_dh_6_gh[b,i] */
-    for (int b = 0; b < batch; b++)
+    for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
@@ -1795,9 +1797,9 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             g_c1[i] += dL_dh_6_gh[b * 72 + i];
         }
     /* dL_dh_5[b,j] += Σ_i delta_h_6_gh[b,i]·U1[i,j] (from h_6_gh) */
-    sn_mm_nn(batch, 24, 72, delta_h_6_gh, U1, dL_dh_5, 1);
+    sn_mm_nn(sn_hi - sn_lo, 24, 72, delta_h_6_gh + (size_t)sn_lo * 72, U1, dL_dh_5 + (size_t)sn_lo * 24, 1);
     /* dL_dh_gx[b,4,i] = dL_dh_5[b,i]·h_5_gh[b,i + 48]·(1 - σ(h_5_gh[b,i + 24] + h_gx[b,4,i + 24]))·(1 - σ(h_5_gh[b,i] + h_gx[b,4,i]))·(1 - tanh(h_5_gh[b,i + 48]·σ(h_5_gh[b,i] + h_gx[b,4,i]) + h_gx[b,4,i + 48])²)·σ(h_5_gh[b,i] + h_gx[b,4,i]) (from h_5); dL_dh_5_gh[b,i] = dL_dh_5[b,i]·h_5_gh[b,i + 48]·(1 - σ(h_5_gh[b,i + 24] + h_gx[b,4,i + 24]))·(1 - σ(h_5_gh[b,i] + h_gx[b,4,i]))·(1 - tanh(h_5_gh[b,i + 48]·σ(h_5_gh[b,i] + h_gx[b,4,i]) + h_gx[b,4,i + 48])²)·σ(h_5_gh[b,i] + h_gx[b,4,i]); dL_dh_gx[b,4,i + 24] = dL_dh_5[b,i]·(h_4[b,i]·(1 - σ(h_5_gh[b,i + 24] + h_gx[b,4,i + 24]))·σ(h_5_gh[b,i + 24] + h_gx[b,4,i + 24]) - (1 - σ(h_5_gh[b,i + 24] + h_gx[b,4,i + 24]))·σ(h_5_gh[b,i + 24] + h_gx[b,4,i + 24])·tanh(h_5_gh[b,i + 48]·σ(h_5_gh[b,i] + h_gx[b,4,i]) + h_gx[b,4,i + 48])) (from h_5); dL_dh_5_gh[b,i + 24] = dL_dh_5[b,i]·(h_4[b,i]·(1 - σ(h_5_gh[b,i + 24] + h_gx[b,4,i + 24]))·σ(h_5_gh[b,i + 24] + h_gx[b,4,i + 24]) - (1 - σ(h_5_gh[b,i + 24] + h_gx[b,4,i + 24]))·σ(h_5_gh[b,i + 24] + h_gx[b,4,i + 24])·tanh(h_5_gh[b,i + 48]·σ(h_5_gh[b,i] + h_gx[b,4,i]) + h_gx[b,4,i + 48])); dL_dh_gx[b,4,i + 48] = dL_dh_5[b,i]·(1 - σ(h_5_gh[b,i + 24] + h_gx[b,4,i + 24]))·(1 - tanh(h_5_gh[b,i + 48]·σ(h_5_gh[b,i] + h_gx[b,4,i]) + h_gx[b,4,i + 48])²) (from h_5); dL_dh_5_gh[b,i + 48] = dL_dh_5[b,i]·(1 - σ(h_5_gh[b,i + 24] + h_gx[b,4,i + 24]))·(1 - tanh(h_5_gh[b,i + 48]·σ(h_5_gh[b,i] + h_gx[b,4,i]) + h_gx[b,4,i + 48])²)·σ(h_5_gh[b,i] + h_gx[b,4,i]); dL_dh_4[b,i] = dL_dh_5[b,i]·σ(h_5_gh[b,i + 24] + h_gx[b,4,i + 24]) (from h_5) */
-    for (int b = 0; b < batch; b++)
+    for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
@@ -1820,7 +1822,7 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             dL_dh_4[b * 24 + i] = dL_dh_5[b * 24 + i]*t2;
         }
     /* g_c1[i] += dL_dh_5_gh[b,i] */
-    for (int b = 0; b < batch; b++)
+    for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
@@ -1828,9 +1830,9 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             g_c1[i] += dL_dh_5_gh[b * 72 + i];
         }
     /* dL_dh_4[b,j] += Σ_i delta_h_5_gh[b,i]·U1[i,j] (from h_5_gh) */
-    sn_mm_nn(batch, 24, 72, delta_h_5_gh, U1, dL_dh_4, 1);
+    sn_mm_nn(sn_hi - sn_lo, 24, 72, delta_h_5_gh + (size_t)sn_lo * 72, U1, dL_dh_4 + (size_t)sn_lo * 24, 1);
     /* dL_dh_gx[b,3,i] = dL_dh_4[b,i]·h_4_gh[b,i + 48]·(1 - σ(h_4_gh[b,i + 24] + h_gx[b,3,i + 24]))·(1 - σ(h_4_gh[b,i] + h_gx[b,3,i]))·(1 - tanh(h_4_gh[b,i + 48]·σ(h_4_gh[b,i] + h_gx[b,3,i]) + h_gx[b,3,i + 48])²)·σ(h_4_gh[b,i] + h_gx[b,3,i]) (from h_4); dL_dh_4_gh[b,i] = dL_dh_4[b,i]·h_4_gh[b,i + 48]·(1 - σ(h_4_gh[b,i + 24] + h_gx[b,3,i + 24]))·(1 - σ(h_4_gh[b,i] + h_gx[b,3,i]))·(1 - tanh(h_4_gh[b,i + 48]·σ(h_4_gh[b,i] + h_gx[b,3,i]) + h_gx[b,3,i + 48])²)·σ(h_4_gh[b,i] + h_gx[b,3,i]); dL_dh_gx[b,3,i + 24] = dL_dh_4[b,i]·(h_3[b,i]·(1 - σ(h_4_gh[b,i + 24] + h_gx[b,3,i + 24]))·σ(h_4_gh[b,i + 24] + h_gx[b,3,i + 24]) - (1 - σ(h_4_gh[b,i + 24] + h_gx[b,3,i + 24]))·σ(h_4_gh[b,i + 24] + h_gx[b,3,i + 24])·tanh(h_4_gh[b,i + 48]·σ(h_4_gh[b,i] + h_gx[b,3,i]) + h_gx[b,3,i + 48])) (from h_4); dL_dh_4_gh[b,i + 24] = dL_dh_4[b,i]·(h_3[b,i]·(1 - σ(h_4_gh[b,i + 24] + h_gx[b,3,i + 24]))·σ(h_4_gh[b,i + 24] + h_gx[b,3,i + 24]) - (1 - σ(h_4_gh[b,i + 24] + h_gx[b,3,i + 24]))·σ(h_4_gh[b,i + 24] + h_gx[b,3,i + 24])·tanh(h_4_gh[b,i + 48]·σ(h_4_gh[b,i] + h_gx[b,3,i]) + h_gx[b,3,i + 48])); dL_dh_gx[b,3,i + 48] = dL_dh_4[b,i]·(1 - σ(h_4_gh[b,i + 24] + h_gx[b,3,i + 24]))·(1 - tanh(h_4_gh[b,i + 48]·σ(h_4_gh[b,i] + h_gx[b,3,i]) + h_gx[b,3,i + 48])²) (from h_4); dL_dh_4_gh[b,i + 48] = dL_dh_4[b,i]·(1 - σ(h_4_gh[b,i + 24] + h_gx[b,3,i + 24]))·(1 - tanh(h_4_gh[b,i + 48]·σ(h_4_gh[b,i] + h_gx[b,3,i]) + h_gx[b,3,i + 48])²)·σ(h_4_gh[b,i] + h_gx[b,3,i]); dL_dh_3[b,i] = dL_dh_4[b,i]·σ(h_4_gh[b,i + 24] + h_gx[b,3,i + 24]) (from h_4) */
-    for (int b = 0; b < batch; b++)
+    for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
@@ -1853,7 +1855,7 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             dL_dh_3[b * 24 + i] = dL_dh_4[b * 24 + i]*t2;
         }
     /* g_c1[i] += dL_dh_4_gh[b,i] */
-    for (int b = 0; b < batch; b++)
+    for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
@@ -1861,9 +1863,9 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             g_c1[i] += dL_dh_4_gh[b * 72 + i];
         }
     /* dL_dh_3[b,j] += Σ_i delta_h_4_gh[b,i]·U1[i,j] (from h_4_gh) */
-    sn_mm_nn(batch, 24, 72, delta_h_4_gh, U1, dL_dh_3, 1);
+    sn_mm_nn(sn_hi - sn_lo, 24, 72, delta_h_4_gh + (size_t)sn_lo * 72, U1, dL_dh_3 + (size_t)sn_lo * 24, 1);
     /* dL_dh_gx[b,2,i] = dL_dh_3[b,i]·h_3_gh[b,i + 48]·(1 - σ(h_3_gh[b,i + 24] + h_gx[b,2,i + 24]))·(1 - σ(h_3_gh[b,i] + h_gx[b,2,i]))·(1 - tanh(h_3_gh[b,i + 48]·σ(h_3_gh[b,i] + h_gx[b,2,i]) + h_gx[b,2,i + 48])²)·σ(h_3_gh[b,i] + h_gx[b,2,i]) (from h_3); dL_dh_3_gh[b,i] = dL_dh_3[b,i]·h_3_gh[b,i + 48]·(1 - σ(h_3_gh[b,i + 24] + h_gx[b,2,i + 24]))·(1 - σ(h_3_gh[b,i] + h_gx[b,2,i]))·(1 - tanh(h_3_gh[b,i + 48]·σ(h_3_gh[b,i] + h_gx[b,2,i]) + h_gx[b,2,i + 48])²)·σ(h_3_gh[b,i] + h_gx[b,2,i]); dL_dh_gx[b,2,i + 24] = dL_dh_3[b,i]·(h_2[b,i]·(1 - σ(h_3_gh[b,i + 24] + h_gx[b,2,i + 24]))·σ(h_3_gh[b,i + 24] + h_gx[b,2,i + 24]) - (1 - σ(h_3_gh[b,i + 24] + h_gx[b,2,i + 24]))·σ(h_3_gh[b,i + 24] + h_gx[b,2,i + 24])·tanh(h_3_gh[b,i + 48]·σ(h_3_gh[b,i] + h_gx[b,2,i]) + h_gx[b,2,i + 48])) (from h_3); dL_dh_3_gh[b,i + 24] = dL_dh_3[b,i]·(h_2[b,i]·(1 - σ(h_3_gh[b,i + 24] + h_gx[b,2,i + 24]))·σ(h_3_gh[b,i + 24] + h_gx[b,2,i + 24]) - (1 - σ(h_3_gh[b,i + 24] + h_gx[b,2,i + 24]))·σ(h_3_gh[b,i + 24] + h_gx[b,2,i + 24])·tanh(h_3_gh[b,i + 48]·σ(h_3_gh[b,i] + h_gx[b,2,i]) + h_gx[b,2,i + 48])); dL_dh_gx[b,2,i + 48] = dL_dh_3[b,i]·(1 - σ(h_3_gh[b,i + 24] + h_gx[b,2,i + 24]))·(1 - tanh(h_3_gh[b,i + 48]·σ(h_3_gh[b,i] + h_gx[b,2,i]) + h_gx[b,2,i + 48])²) (from h_3); dL_dh_3_gh[b,i + 48] = dL_dh_3[b,i]·(1 - σ(h_3_gh[b,i + 24] + h_gx[b,2,i + 24]))·(1 - tanh(h_3_gh[b,i + 48]·σ(h_3_gh[b,i] + h_gx[b,2,i]) + h_gx[b,2,i + 48])²)·σ(h_3_gh[b,i] + h_gx[b,2,i]); dL_dh_2[b,i] = dL_dh_3[b,i]·σ(h_3_gh[b,i + 24] + h_gx[b,2,i + 24]) (from h_3) */
-    for (int b = 0; b < batch; b++)
+    for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
@@ -1886,7 +1888,7 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             dL_dh_2[b * 24 + i] = dL_dh_3[b * 24 + i]*t2;
         }
     /* g_c1[i] += dL_dh_3_gh[b,i] */
-    for (int b = 0; b < batch; b++)
+    for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
@@ -1894,9 +1896,9 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             g_c1[i] += dL_dh_3_gh[b * 72 + i];
         }
     /* dL_dh_2[b,j] += Σ_i delta_h_3_gh[b,i]·U1[i,j] (from h_3_gh) */
-    sn_mm_nn(batch, 24, 72, delta_h_3_gh, U1, dL_dh_2, 1);
+    sn_mm_nn(sn_hi - sn_lo, 24, 72, delta_h_3_gh + (size_t)sn_lo * 72, U1, dL_dh_2 + (size_t)sn_lo * 24, 1);
     /* dL_dh_gx[b,1,i] = dL_dh_2[b,i]·h_2_gh[b,i + 48]·(1 - σ(h_2_gh[b,i + 24] + h_gx[b,1,i + 24]))·(1 - σ(h_2_gh[b,i] + h_gx[b,1,i]))·(1 - tanh(h_2_gh[b,i + 48]·σ(h_2_gh[b,i] + h_gx[b,1,i]) + h_gx[b,1,i + 48])²)·σ(h_2_gh[b,i] + h_gx[b,1,i]) (from h_2); dL_dh_2_gh[b,i] = dL_dh_2[b,i]·h_2_gh[b,i + 48]·(1 - σ(h_2_gh[b,i + 24] + h_gx[b,1,i + 24]))·(1 - σ(h_2_gh[b,i] + h_gx[b,1,i]))·(1 - tanh(h_2_gh[b,i + 48]·σ(h_2_gh[b,i] + h_gx[b,1,i]) + h_gx[b,1,i + 48])²)·σ(h_2_gh[b,i] + h_gx[b,1,i]); dL_dh_gx[b,1,i + 24] = dL_dh_2[b,i]·(h_1[b,i]·(1 - σ(h_2_gh[b,i + 24] + h_gx[b,1,i + 24]))·σ(h_2_gh[b,i + 24] + h_gx[b,1,i + 24]) - (1 - σ(h_2_gh[b,i + 24] + h_gx[b,1,i + 24]))·σ(h_2_gh[b,i + 24] + h_gx[b,1,i + 24])·tanh(h_2_gh[b,i + 48]·σ(h_2_gh[b,i] + h_gx[b,1,i]) + h_gx[b,1,i + 48])) (from h_2); dL_dh_2_gh[b,i + 24] = dL_dh_2[b,i]·(h_1[b,i]·(1 - σ(h_2_gh[b,i + 24] + h_gx[b,1,i + 24]))·σ(h_2_gh[b,i + 24] + h_gx[b,1,i + 24]) - (1 - σ(h_2_gh[b,i + 24] + h_gx[b,1,i + 24]))·σ(h_2_gh[b,i + 24] + h_gx[b,1,i + 24])·tanh(h_2_gh[b,i + 48]·σ(h_2_gh[b,i] + h_gx[b,1,i]) + h_gx[b,1,i + 48])); dL_dh_gx[b,1,i + 48] = dL_dh_2[b,i]·(1 - σ(h_2_gh[b,i + 24] + h_gx[b,1,i + 24]))·(1 - tanh(h_2_gh[b,i + 48]·σ(h_2_gh[b,i] + h_gx[b,1,i]) + h_gx[b,1,i + 48])²) (from h_2); dL_dh_2_gh[b,i + 48] = dL_dh_2[b,i]·(1 - σ(h_2_gh[b,i + 24] + h_gx[b,1,i + 24]))·(1 - tanh(h_2_gh[b,i + 48]·σ(h_2_gh[b,i] + h_gx[b,1,i]) + h_gx[b,1,i + 48])²)·σ(h_2_gh[b,i] + h_gx[b,1,i]); dL_dh_1[b,i] = dL_dh_2[b,i]·σ(h_2_gh[b,i + 24] + h_gx[b,1,i + 24]) (from h_2) */
-    for (int b = 0; b < batch; b++)
+    for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
@@ -1919,40 +1921,1204 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
             dL_dh_1[b * 24 + i] = dL_dh_2[b * 24 + i]*t2;
         }
     /* g_c1[i] += dL_dh_2_gh[b,i] */
-    for (int b = 0; b < batch; b++)
+    for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
         for (int i = 0; i < 72; i++) {
             g_c1[i] += dL_dh_2_gh[b * 72 + i];
         }
-    /* g_U1[i,j] = Σ_t Σ_b A_t[b,i]·B_t[b,j] over the 19 pairs (A_t, B_t) = (delta_h_20_gh, h_19) .. (delta_h_2_gh, h_1), each laid out after the one before: one product of batch·19 rows */
-    sn_mm_tn(72, 24, batch * 19, delta_h_20_gh, h_19, g_U1, 0);
     /* dL_dh_1[b,j] += Σ_i delta_h_2_gh[b,i]·U1[i,j] (from h_2_gh) */
-    sn_mm_nn(batch, 24, 72, delta_h_2_gh, U1, dL_dh_1, 1);
-    /* dL_dh_gx, g_c1, g_b1: the batch in chunks of examples through sn_rows_2, the chunks
-       on as many threads as pay for their join: n threads cost work/n + one join, so each
-       thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 12672 multiply-adds per example */
-    {
-        const int sn_n = sn_chunks(batch);
-        real *sn_part = work + (size_t)batch * 9396;  /* 144 partial sums per chunk */
-#ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 12672 * batch, sn_n) : 1;
-#pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
+    sn_mm_nn(sn_hi - sn_lo, 24, 72, delta_h_2_gh + (size_t)sn_lo * 72, U1, dL_dh_1 + (size_t)sn_lo * 24, 1);
+    /* dL_dh_gx[b,0,i] = c1[i + 48]·dL_dh_1[b,i]·(1 - σ(c1[i + 24] + h_gx[b,0,i + 24]))·(1 - σ(c1[i] + h_gx[b,0,i]))·(1 - tanh(c1[i + 48]·σ(c1[i] + h_gx[b,0,i]) + h_gx[b,0,i + 48])²)·σ(c1[i] + h_gx[b,0,i]) (from h_1); g_c1[i] += c1[i + 48]·dL_dh_1[b,i]·(1 - σ(c1[i + 24] + h_gx[b,0,i + 24]))·(1 - σ(c1[i] + h_gx[b,0,i]))·(1 - tanh(c1[i + 48]·σ(c1[i] + h_gx[b,0,i]) + h_gx[b,0,i + 48])²)·σ(c1[i] + h_gx[b,0,i]); dL_dh_gx[b,0,i + 24] = dL_dh_1[b,i]·(σ(c1[i + 24] + h_gx[b,0,i + 24]) - 1)·σ(c1[i + 24] + h_gx[b,0,i + 24])·tanh(c1[i + 48]·σ(c1[i] + h_gx[b,0,i]) + h_gx[b,0,i + 48]) (from h_1); g_c1[i + 24] += dL_dh_1[b,i]·(σ(c1[i + 24] + h_gx[b,0,i + 24]) - 1)·σ(c1[i + 24] + h_gx[b,0,i + 24])·tanh(c1[i + 48]·σ(c1[i] + h_gx[b,0,i]) + h_gx[b,0,i + 48]); dL_dh_gx[b,0,i + 48] = dL_dh_1[b,i]·(1 - σ(c1[i + 24] + h_gx[b,0,i + 24]))·(1 - tanh(c1[i + 48]·σ(c1[i] + h_gx[b,0,i]) + h_gx[b,0,i + 48])²) (from h_1); g_c1[i + 48] += dL_dh_1[b,i]·(1 - σ(c1[i + 24] + h_gx[b,0,i + 24]))·(1 - tanh(c1[i + 48]·σ(c1[i] + h_gx[b,0,i]) + h_gx[b,0,i + 48])²)·σ(c1[i] + h_gx[b,0,i]) */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
 #endif
-        for (int sn_c = 0; sn_c < sn_n; sn_c++)
-            sn_rows_2(params, work, S, batch, sn_share(batch, sn_c, sn_n), sn_share(batch, sn_c + 1, sn_n), sn_part + (size_t)sn_c * 144);
-        /* the chunks' partial sums added up in their order (the same for any number of threads) */
-        for (int sn_c = 1; sn_c < sn_n; sn_c++)
-            for (int q = 0; q < 144; q++)
-                sn_part[q] += sn_part[(size_t)sn_c * 144 + q];
-        for (int q = 0; q < 72; q++) g_c1[q] += sn_part[0 + q];
-        memcpy(g_b1, sn_part + 72, sizeof(real) * 72);
-    }
-    /* g_W1[i,j] = Σ_b delta_h_gx[b,i]·S[b,j] */
-    sn_mm_tn(72, 4, batch * 20, delta_h_gx, S, g_W1, 0);
+        for (int i = 0; i < 24; i++) {
+            const real t0 = sn_sigmoid(sn_u_c1[i] + h_gx[b * 1440 + (0) * 72 + i]);
+            const real t1 = sn_u_c1[(i + 48)]*t0;
+            const real t2 = sn_sigmoid(sn_u_c1[(i + 24)] + h_gx[b * 1440 + (0) * 72 + (i + 24)]);
+            const real t3 = t2 - 1;
+            const real t4 = sn_tanhf(h_gx[b * 1440 + (0) * 72 + (i + 48)] + t1);
+            const real t5 = -dL_dh_1[b * 24 + i]*t3*(1 - t4*t4);
+            const real t6 = t1*t5*(1 - t0);
+            const real t7 = dL_dh_1[b * 24 + i]*t2*t3*t4;
+            dL_dh_gx[b * 1440 + (0) * 72 + i] = t6;
+            g_c1[i] += t6;
+            dL_dh_gx[b * 1440 + (0) * 72 + (i + 24)] = t7;
+            g_c1[(i + 24)] += t7;
+            dL_dh_gx[b * 1440 + (0) * 72 + (i + 48)] = t5;
+            g_c1[(i + 48)] += t0*t5;
+        }
+    /* g_b1[i] += dL_dh_gx[b,tq,i] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int tq = 0; tq < 20; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+            for (int i = 0; i < 72; i++) {
+                g_b1[i] += dL_dh_gx[b * 1440 + tq * 72 + i];
+            }
+    /* g_W1[i,j] = Σ_b delta_h_gx[b,i]·S[b,j]: this chunk's part, Σ over its rows (chunk 0 into the
+       gradient, chunk c > 0 into its partial sums, added after the chunks in their order) */
+    sn_mm_tn(72, 4, (sn_hi - sn_lo) * 20, delta_h_gx + (size_t)sn_lo * 1440, S + (size_t)sn_lo * 80, c == 0 ? g_W1 : sn_wpart + (size_t)(c - 1) * 384 + 96, 0);
 
+
+}
+
+/* Chunk c of the batch through every per-example op of the pass, up to the loss (the ops after it: sn_chunk_tail): its examples'
+ * loss into a->loss[c], the sums over its examples into sn_part. */
+static void sn_chunk(void *arg, int c)
+{
+    sn_chunk_args *a = (sn_chunk_args *)arg;
+    const real *params = a->params, *S = a->X, *T = a->T;
+    real *work = a->work;
+    const int batch = a->batch;
+    const int sn_lo = sn_cut(batch, c, a->n), sn_hi = sn_cut(batch, c + 1, a->n);
+    real *sn_part = work + (size_t)batch * 9396 + (size_t)c * 148;  /* 148 partial sums */
+    const real *W1 = params + 0;  /* W1: (72, 4) */
+    const real *b1 = params + 288;  /* b1: (72,) */
+    const real *sn_u_c1 = params + 360;  /* c1: (72,) */
+    const real *U1 = params + 432;  /* U1: (72, 24) */
+    const real *W22 = params + 2160;  /* W22: (4, 24) */
+    const real *b22 = params + 2256;  /* b22: (4,) */
+
+    real *z_h_gx = work + (size_t)batch * 0;  /* Σ of h_gx: (batch, 20, 72) */
+    real *h_gx = work + (size_t)batch * 1440;  /* layer h_gx: (batch, 20, 72) */
+    real *h_1 = work + (size_t)batch * 3312;  /* layer h_1: (batch, 24) */
+    real *z_h_2_gh = work + (size_t)batch * 3336;  /* Σ of h_2_gh: (batch, 72) */
+    real *h_2_gh = work + (size_t)batch * 3408;  /* layer h_2_gh: (batch, 72) */
+    real *h_2 = work + (size_t)batch * 3288;  /* layer h_2: (batch, 24) */
+    real *z_h_3_gh = work + (size_t)batch * 3480;  /* Σ of h_3_gh: (batch, 72) */
+    real *h_3_gh = work + (size_t)batch * 3552;  /* layer h_3_gh: (batch, 72) */
+    real *h_3 = work + (size_t)batch * 3264;  /* layer h_3: (batch, 24) */
+    real *z_h_4_gh = work + (size_t)batch * 3624;  /* Σ of h_4_gh: (batch, 72) */
+    real *h_4_gh = work + (size_t)batch * 3696;  /* layer h_4_gh: (batch, 72) */
+    real *h_4 = work + (size_t)batch * 3240;  /* layer h_4: (batch, 24) */
+    real *z_h_5_gh = work + (size_t)batch * 3768;  /* Σ of h_5_gh: (batch, 72) */
+    real *h_5_gh = work + (size_t)batch * 3840;  /* layer h_5_gh: (batch, 72) */
+    real *h_5 = work + (size_t)batch * 3216;  /* layer h_5: (batch, 24) */
+    real *z_h_6_gh = work + (size_t)batch * 3912;  /* Σ of h_6_gh: (batch, 72) */
+    real *h_6_gh = work + (size_t)batch * 3984;  /* layer h_6_gh: (batch, 72) */
+    real *h_6 = work + (size_t)batch * 3192;  /* layer h_6: (batch, 24) */
+    real *z_h_7_gh = work + (size_t)batch * 4056;  /* Σ of h_7_gh: (batch, 72) */
+    real *h_7_gh = work + (size_t)batch * 4128;  /* layer h_7_gh: (batch, 72) */
+    real *h_7 = work + (size_t)batch * 3168;  /* layer h_7: (batch, 24) */
+    real *z_h_8_gh = work + (size_t)batch * 4200;  /* Σ of h_8_gh: (batch, 72) */
+    real *h_8_gh = work + (size_t)batch * 4272;  /* layer h_8_gh: (batch, 72) */
+    real *h_8 = work + (size_t)batch * 3144;  /* layer h_8: (batch, 24) */
+    real *z_h_9_gh = work + (size_t)batch * 4344;  /* Σ of h_9_gh: (batch, 72) */
+    real *h_9_gh = work + (size_t)batch * 4416;  /* layer h_9_gh: (batch, 72) */
+    real *h_9 = work + (size_t)batch * 3120;  /* layer h_9: (batch, 24) */
+    real *z_h_10_gh = work + (size_t)batch * 4488;  /* Σ of h_10_gh: (batch, 72) */
+    real *h_10_gh = work + (size_t)batch * 4560;  /* layer h_10_gh: (batch, 72) */
+    real *h_10 = work + (size_t)batch * 3096;  /* layer h_10: (batch, 24) */
+    real *z_h_11_gh = work + (size_t)batch * 4632;  /* Σ of h_11_gh: (batch, 72) */
+    real *h_11_gh = work + (size_t)batch * 4704;  /* layer h_11_gh: (batch, 72) */
+    real *h_11 = work + (size_t)batch * 3072;  /* layer h_11: (batch, 24) */
+    real *z_h_12_gh = work + (size_t)batch * 4776;  /* Σ of h_12_gh: (batch, 72) */
+    real *h_12_gh = work + (size_t)batch * 4848;  /* layer h_12_gh: (batch, 72) */
+    real *h_12 = work + (size_t)batch * 3048;  /* layer h_12: (batch, 24) */
+    real *z_h_13_gh = work + (size_t)batch * 4920;  /* Σ of h_13_gh: (batch, 72) */
+    real *h_13_gh = work + (size_t)batch * 4992;  /* layer h_13_gh: (batch, 72) */
+    real *h_13 = work + (size_t)batch * 3024;  /* layer h_13: (batch, 24) */
+    real *z_h_14_gh = work + (size_t)batch * 5064;  /* Σ of h_14_gh: (batch, 72) */
+    real *h_14_gh = work + (size_t)batch * 5136;  /* layer h_14_gh: (batch, 72) */
+    real *h_14 = work + (size_t)batch * 3000;  /* layer h_14: (batch, 24) */
+    real *z_h_15_gh = work + (size_t)batch * 5208;  /* Σ of h_15_gh: (batch, 72) */
+    real *h_15_gh = work + (size_t)batch * 5280;  /* layer h_15_gh: (batch, 72) */
+    real *h_15 = work + (size_t)batch * 2976;  /* layer h_15: (batch, 24) */
+    real *z_h_16_gh = work + (size_t)batch * 5352;  /* Σ of h_16_gh: (batch, 72) */
+    real *h_16_gh = work + (size_t)batch * 5424;  /* layer h_16_gh: (batch, 72) */
+    real *h_16 = work + (size_t)batch * 2952;  /* layer h_16: (batch, 24) */
+    real *z_h_17_gh = work + (size_t)batch * 5496;  /* Σ of h_17_gh: (batch, 72) */
+    real *h_17_gh = work + (size_t)batch * 5568;  /* layer h_17_gh: (batch, 72) */
+    real *h_17 = work + (size_t)batch * 2928;  /* layer h_17: (batch, 24) */
+    real *z_h_18_gh = work + (size_t)batch * 5640;  /* Σ of h_18_gh: (batch, 72) */
+    real *h_18_gh = work + (size_t)batch * 5712;  /* layer h_18_gh: (batch, 72) */
+    real *h_18 = work + (size_t)batch * 2904;  /* layer h_18: (batch, 24) */
+    real *z_h_19_gh = work + (size_t)batch * 5784;  /* Σ of h_19_gh: (batch, 72) */
+    real *h_19_gh = work + (size_t)batch * 5856;  /* layer h_19_gh: (batch, 72) */
+    real *h_19 = work + (size_t)batch * 2880;  /* layer h_19: (batch, 24) */
+    real *z_h_20_gh = work + (size_t)batch * 5928;  /* Σ of h_20_gh: (batch, 72) */
+    real *h_20_gh = work + (size_t)batch * 6000;  /* layer h_20_gh: (batch, 72) */
+    real *h_20 = work + (size_t)batch * 6072;  /* layer h_20: (batch, 24) */
+    real *z_O = work + (size_t)batch * 6096;  /* Σ of O: (batch, 4) */
+    real *sn_u_O = work + (size_t)batch * 6100;  /* layer O: (batch, 4) */
+    real *dL_dO = work + (size_t)batch * 9392;  /* ∂L/∂O: (batch, 4) */
+
+    const real inv_batch = (real)1 / (real)batch;
+    double loss = 0;
+    memset(sn_part, 0, sizeof(real) * 148);
+    /* z_h_gx[b,t,i] = Σ_j W1[i,j]·S[b,t,j] for each of the 20 positions t */
+    sn_mm_nt((sn_hi - sn_lo) * 20, 72, 4, S + (size_t)sn_lo * 80, W1, z_h_gx + (size_t)sn_lo * 1440, 0);
+    /* h_gx[b,tq,i] = b1[i] + z_h_gx[b,tq,i] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int tq = 0; tq < 20; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+            for (int i = 0; i < 72; i++) {
+                h_gx[b * 1440 + tq * 72 + i] = b1[i] + z_h_gx[b * 1440 + tq * 72 + i];
+            }
+    /* h_1[b,i] = (1 - σ(c1[i + 24] + h_gx[b,0,i + 24]))·tanh(c1[i + 48]·σ(c1[i] + h_gx[b,0,i]) + h_gx[b,0,i + 48]) */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 24; i++) {
+            h_1[b * 24 + i] = (1 - sn_sigmoid(sn_u_c1[(i + 24)] + h_gx[b * 1440 + (0) * 72 + (i + 24)]))*sn_tanhf(sn_u_c1[(i + 48)]*sn_sigmoid(sn_u_c1[i] + h_gx[b * 1440 + (0) * 72 + i]) + h_gx[b * 1440 + (0) * 72 + (i + 48)]);
+        }
+    /* z_h_2_gh[b,i] = Σ_j U1[i,j]·h_1[b,j] */
+    sn_mm_nt(sn_hi - sn_lo, 72, 24, h_1 + (size_t)sn_lo * 24, U1, z_h_2_gh + (size_t)sn_lo * 72, 0);
+    /* h_2_gh[b,i] = c1[i] + z_h_2_gh[b,i] */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 72; i++) {
+            h_2_gh[b * 72 + i] = sn_u_c1[i] + z_h_2_gh[b * 72 + i];
+        }
+    /* h_2[b,i] = h_1[b,i]·σ(h_2_gh[b,i + 24] + h_gx[b,1,i + 24]) + (1 - σ(h_2_gh[b,i + 24] + h_gx[b,1,i + 24]))·tanh(h_2_gh[b,i + 48]·σ(h_2_gh[b,i] + h_gx[b,1,i]) + h_gx[b,1,i + 48]) */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 24; i++) {
+            const real t0 = sn_sigmoid(h_2_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (1) * 72 + (i + 24)]);
+            h_2[b * 24 + i] = h_1[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_2_gh[b * 72 + (i + 48)]*sn_sigmoid(h_2_gh[b * 72 + i] + h_gx[b * 1440 + (1) * 72 + i]) + h_gx[b * 1440 + (1) * 72 + (i + 48)]);
+        }
+    /* z_h_3_gh[b,i] = Σ_j U1[i,j]·h_2[b,j] */
+    sn_mm_nt(sn_hi - sn_lo, 72, 24, h_2 + (size_t)sn_lo * 24, U1, z_h_3_gh + (size_t)sn_lo * 72, 0);
+    /* h_3_gh[b,i] = c1[i] + z_h_3_gh[b,i] */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 72; i++) {
+            h_3_gh[b * 72 + i] = sn_u_c1[i] + z_h_3_gh[b * 72 + i];
+        }
+    /* h_3[b,i] = h_2[b,i]·σ(h_3_gh[b,i + 24] + h_gx[b,2,i + 24]) + (1 - σ(h_3_gh[b,i + 24] + h_gx[b,2,i + 24]))·tanh(h_3_gh[b,i + 48]·σ(h_3_gh[b,i] + h_gx[b,2,i]) + h_gx[b,2,i + 48]) */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 24; i++) {
+            const real t0 = sn_sigmoid(h_3_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (2) * 72 + (i + 24)]);
+            h_3[b * 24 + i] = h_2[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_3_gh[b * 72 + (i + 48)]*sn_sigmoid(h_3_gh[b * 72 + i] + h_gx[b * 1440 + (2) * 72 + i]) + h_gx[b * 1440 + (2) * 72 + (i + 48)]);
+        }
+    /* z_h_4_gh[b,i] = Σ_j U1[i,j]·h_3[b,j] */
+    sn_mm_nt(sn_hi - sn_lo, 72, 24, h_3 + (size_t)sn_lo * 24, U1, z_h_4_gh + (size_t)sn_lo * 72, 0);
+    /* h_4_gh[b,i] = c1[i] + z_h_4_gh[b,i] */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 72; i++) {
+            h_4_gh[b * 72 + i] = sn_u_c1[i] + z_h_4_gh[b * 72 + i];
+        }
+    /* h_4[b,i] = h_3[b,i]·σ(h_4_gh[b,i + 24] + h_gx[b,3,i + 24]) + (1 - σ(h_4_gh[b,i + 24] + h_gx[b,3,i + 24]))·tanh(h_4_gh[b,i + 48]·σ(h_4_gh[b,i] + h_gx[b,3,i]) + h_gx[b,3,i + 48]) */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 24; i++) {
+            const real t0 = sn_sigmoid(h_4_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (3) * 72 + (i + 24)]);
+            h_4[b * 24 + i] = h_3[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_4_gh[b * 72 + (i + 48)]*sn_sigmoid(h_4_gh[b * 72 + i] + h_gx[b * 1440 + (3) * 72 + i]) + h_gx[b * 1440 + (3) * 72 + (i + 48)]);
+        }
+    /* z_h_5_gh[b,i] = Σ_j U1[i,j]·h_4[b,j] */
+    sn_mm_nt(sn_hi - sn_lo, 72, 24, h_4 + (size_t)sn_lo * 24, U1, z_h_5_gh + (size_t)sn_lo * 72, 0);
+    /* h_5_gh[b,i] = c1[i] + z_h_5_gh[b,i] */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 72; i++) {
+            h_5_gh[b * 72 + i] = sn_u_c1[i] + z_h_5_gh[b * 72 + i];
+        }
+    /* h_5[b,i] = h_4[b,i]·σ(h_5_gh[b,i + 24] + h_gx[b,4,i + 24]) + (1 - σ(h_5_gh[b,i + 24] + h_gx[b,4,i + 24]))·tanh(h_5_gh[b,i + 48]·σ(h_5_gh[b,i] + h_gx[b,4,i]) + h_gx[b,4,i + 48]) */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 24; i++) {
+            const real t0 = sn_sigmoid(h_5_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (4) * 72 + (i + 24)]);
+            h_5[b * 24 + i] = h_4[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_5_gh[b * 72 + (i + 48)]*sn_sigmoid(h_5_gh[b * 72 + i] + h_gx[b * 1440 + (4) * 72 + i]) + h_gx[b * 1440 + (4) * 72 + (i + 48)]);
+        }
+    /* z_h_6_gh[b,i] = Σ_j U1[i,j]·h_5[b,j] */
+    sn_mm_nt(sn_hi - sn_lo, 72, 24, h_5 + (size_t)sn_lo * 24, U1, z_h_6_gh + (size_t)sn_lo * 72, 0);
+    /* h_6_gh[b,i] = c1[i] + z_h_6_gh[b,i] */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 72; i++) {
+            h_6_gh[b * 72 + i] = sn_u_c1[i] + z_h_6_gh[b * 72 + i];
+        }
+    /* h_6[b,i] = h_5[b,i]·σ(h_6_gh[b,i + 24] + h_gx[b,5,i + 24]) + (1 - σ(h_6_gh[b,i + 24] + h_gx[b,5,i + 24]))·tanh(h_6_gh[b,i + 48]·σ(h_6_gh[b,i] + h_gx[b,5,i]) + h_gx[b,5,i + 48]) */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 24; i++) {
+            const real t0 = sn_sigmoid(h_6_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (5) * 72 + (i + 24)]);
+            h_6[b * 24 + i] = h_5[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_6_gh[b * 72 + (i + 48)]*sn_sigmoid(h_6_gh[b * 72 + i] + h_gx[b * 1440 + (5) * 72 + i]) + h_gx[b * 1440 + (5) * 72 + (i + 48)]);
+        }
+    /* z_h_7_gh[b,i] = Σ_j U1[i,j]·h_6[b,j] */
+    sn_mm_nt(sn_hi - sn_lo, 72, 24, h_6 + (size_t)sn_lo * 24, U1, z_h_7_gh + (size_t)sn_lo * 72, 0);
+    /* h_7_gh[b,i] = c1[i] + z_h_7_gh[b,i] */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 72; i++) {
+            h_7_gh[b * 72 + i] = sn_u_c1[i] + z_h_7_gh[b * 72 + i];
+        }
+    /* h_7[b,i] = h_6[b,i]·σ(h_7_gh[b,i + 24] + h_gx[b,6,i + 24]) + (1 - σ(h_7_gh[b,i + 24] + h_gx[b,6,i + 24]))·tanh(h_7_gh[b,i + 48]·σ(h_7_gh[b,i] + h_gx[b,6,i]) + h_gx[b,6,i + 48]) */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 24; i++) {
+            const real t0 = sn_sigmoid(h_7_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (6) * 72 + (i + 24)]);
+            h_7[b * 24 + i] = h_6[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_7_gh[b * 72 + (i + 48)]*sn_sigmoid(h_7_gh[b * 72 + i] + h_gx[b * 1440 + (6) * 72 + i]) + h_gx[b * 1440 + (6) * 72 + (i + 48)]);
+        }
+    /* z_h_8_gh[b,i] = Σ_j U1[i,j]·h_7[b,j] */
+    sn_mm_nt(sn_hi - sn_lo, 72, 24, h_7 + (size_t)sn_lo * 24, U1, z_h_8_gh + (size_t)sn_lo * 72, 0);
+    /* h_8_gh[b,i] = c1[i] + z_h_8_gh[b,i] */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 72; i++) {
+            h_8_gh[b * 72 + i] = sn_u_c1[i] + z_h_8_gh[b * 72 + i];
+        }
+    /* h_8[b,i] = h_7[b,i]·σ(h_8_gh[b,i + 24] + h_gx[b,7,i + 24]) + (1 - σ(h_8_gh[b,i + 24] + h_gx[b,7,i + 24]))·tanh(h_8_gh[b,i + 48]·σ(h_8_gh[b,i] + h_gx[b,7,i]) + h_gx[b,7,i + 48]) */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 24; i++) {
+            const real t0 = sn_sigmoid(h_8_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (7) * 72 + (i + 24)]);
+            h_8[b * 24 + i] = h_7[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_8_gh[b * 72 + (i + 48)]*sn_sigmoid(h_8_gh[b * 72 + i] + h_gx[b * 1440 + (7) * 72 + i]) + h_gx[b * 1440 + (7) * 72 + (i + 48)]);
+        }
+    /* z_h_9_gh[b,i] = Σ_j U1[i,j]·h_8[b,j] */
+    sn_mm_nt(sn_hi - sn_lo, 72, 24, h_8 + (size_t)sn_lo * 24, U1, z_h_9_gh + (size_t)sn_lo * 72, 0);
+    /* h_9_gh[b,i] = c1[i] + z_h_9_gh[b,i] */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 72; i++) {
+            h_9_gh[b * 72 + i] = sn_u_c1[i] + z_h_9_gh[b * 72 + i];
+        }
+    /* h_9[b,i] = h_8[b,i]·σ(h_9_gh[b,i + 24] + h_gx[b,8,i + 24]) + (1 - σ(h_9_gh[b,i + 24] + h_gx[b,8,i + 24]))·tanh(h_9_gh[b,i + 48]·σ(h_9_gh[b,i] + h_gx[b,8,i]) + h_gx[b,8,i + 48]) */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 24; i++) {
+            const real t0 = sn_sigmoid(h_9_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (8) * 72 + (i + 24)]);
+            h_9[b * 24 + i] = h_8[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_9_gh[b * 72 + (i + 48)]*sn_sigmoid(h_9_gh[b * 72 + i] + h_gx[b * 1440 + (8) * 72 + i]) + h_gx[b * 1440 + (8) * 72 + (i + 48)]);
+        }
+    /* z_h_10_gh[b,i] = Σ_j U1[i,j]·h_9[b,j] */
+    sn_mm_nt(sn_hi - sn_lo, 72, 24, h_9 + (size_t)sn_lo * 24, U1, z_h_10_gh + (size_t)sn_lo * 72, 0);
+    /* h_10_gh[b,i] = c1[i] + z_h_10_gh[b,i] */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 72; i++) {
+            h_10_gh[b * 72 + i] = sn_u_c1[i] + z_h_10_gh[b * 72 + i];
+        }
+    /* h_10[b,i] = h_9[b,i]·σ(h_10_gh[b,i + 24] + h_gx[b,9,i + 24]) + (1 - σ(h_10_gh[b,i + 24] + h_gx[b,9,i + 24]))·tanh(h_10_gh[b,i + 48]·σ(h_10_gh[b,i] + h_gx[b,9,i]) + h_gx[b,9,i + 48]) */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 24; i++) {
+            const real t0 = sn_sigmoid(h_10_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (9) * 72 + (i + 24)]);
+            h_10[b * 24 + i] = h_9[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_10_gh[b * 72 + (i + 48)]*sn_sigmoid(h_10_gh[b * 72 + i] + h_gx[b * 1440 + (9) * 72 + i]) + h_gx[b * 1440 + (9) * 72 + (i + 48)]);
+        }
+    /* z_h_11_gh[b,i] = Σ_j U1[i,j]·h_10[b,j] */
+    sn_mm_nt(sn_hi - sn_lo, 72, 24, h_10 + (size_t)sn_lo * 24, U1, z_h_11_gh + (size_t)sn_lo * 72, 0);
+    /* h_11_gh[b,i] = c1[i] + z_h_11_gh[b,i] */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 72; i++) {
+            h_11_gh[b * 72 + i] = sn_u_c1[i] + z_h_11_gh[b * 72 + i];
+        }
+    /* h_11[b,i] = h_10[b,i]·σ(h_11_gh[b,i + 24] + h_gx[b,10,i + 24]) + (1 - σ(h_11_gh[b,i + 24] + h_gx[b,10,i + 24]))·tanh(h_11_gh[b,i + 48]·σ(h_11_gh[b,i] + h_gx[b,10,i]) + h_gx[b,10,i + 48]) */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 24; i++) {
+            const real t0 = sn_sigmoid(h_11_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (10) * 72 + (i + 24)]);
+            h_11[b * 24 + i] = h_10[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_11_gh[b * 72 + (i + 48)]*sn_sigmoid(h_11_gh[b * 72 + i] + h_gx[b * 1440 + (10) * 72 + i]) + h_gx[b * 1440 + (10) * 72 + (i + 48)]);
+        }
+    /* z_h_12_gh[b,i] = Σ_j U1[i,j]·h_11[b,j] */
+    sn_mm_nt(sn_hi - sn_lo, 72, 24, h_11 + (size_t)sn_lo * 24, U1, z_h_12_gh + (size_t)sn_lo * 72, 0);
+    /* h_12_gh[b,i] = c1[i] + z_h_12_gh[b,i] */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 72; i++) {
+            h_12_gh[b * 72 + i] = sn_u_c1[i] + z_h_12_gh[b * 72 + i];
+        }
+    /* h_12[b,i] = h_11[b,i]·σ(h_12_gh[b,i + 24] + h_gx[b,11,i + 24]) + (1 - σ(h_12_gh[b,i + 24] + h_gx[b,11,i + 24]))·tanh(h_12_gh[b,i + 48]·σ(h_12_gh[b,i] + h_gx[b,11,i]) + h_gx[b,11,i + 48]) */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 24; i++) {
+            const real t0 = sn_sigmoid(h_12_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (11) * 72 + (i + 24)]);
+            h_12[b * 24 + i] = h_11[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_12_gh[b * 72 + (i + 48)]*sn_sigmoid(h_12_gh[b * 72 + i] + h_gx[b * 1440 + (11) * 72 + i]) + h_gx[b * 1440 + (11) * 72 + (i + 48)]);
+        }
+    /* z_h_13_gh[b,i] = Σ_j U1[i,j]·h_12[b,j] */
+    sn_mm_nt(sn_hi - sn_lo, 72, 24, h_12 + (size_t)sn_lo * 24, U1, z_h_13_gh + (size_t)sn_lo * 72, 0);
+    /* h_13_gh[b,i] = c1[i] + z_h_13_gh[b,i] */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 72; i++) {
+            h_13_gh[b * 72 + i] = sn_u_c1[i] + z_h_13_gh[b * 72 + i];
+        }
+    /* h_13[b,i] = h_12[b,i]·σ(h_13_gh[b,i + 24] + h_gx[b,12,i + 24]) + (1 - σ(h_13_gh[b,i + 24] + h_gx[b,12,i + 24]))·tanh(h_13_gh[b,i + 48]·σ(h_13_gh[b,i] + h_gx[b,12,i]) + h_gx[b,12,i + 48]) */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 24; i++) {
+            const real t0 = sn_sigmoid(h_13_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (12) * 72 + (i + 24)]);
+            h_13[b * 24 + i] = h_12[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_13_gh[b * 72 + (i + 48)]*sn_sigmoid(h_13_gh[b * 72 + i] + h_gx[b * 1440 + (12) * 72 + i]) + h_gx[b * 1440 + (12) * 72 + (i + 48)]);
+        }
+    /* z_h_14_gh[b,i] = Σ_j U1[i,j]·h_13[b,j] */
+    sn_mm_nt(sn_hi - sn_lo, 72, 24, h_13 + (size_t)sn_lo * 24, U1, z_h_14_gh + (size_t)sn_lo * 72, 0);
+    /* h_14_gh[b,i] = c1[i] + z_h_14_gh[b,i] */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 72; i++) {
+            h_14_gh[b * 72 + i] = sn_u_c1[i] + z_h_14_gh[b * 72 + i];
+        }
+    /* h_14[b,i] = h_13[b,i]·σ(h_14_gh[b,i + 24] + h_gx[b,13,i + 24]) + (1 - σ(h_14_gh[b,i + 24] + h_gx[b,13,i + 24]))·tanh(h_14_gh[b,i + 48]·σ(h_14_gh[b,i] + h_gx[b,13,i]) + h_gx[b,13,i + 48]) */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 24; i++) {
+            const real t0 = sn_sigmoid(h_14_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (13) * 72 + (i + 24)]);
+            h_14[b * 24 + i] = h_13[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_14_gh[b * 72 + (i + 48)]*sn_sigmoid(h_14_gh[b * 72 + i] + h_gx[b * 1440 + (13) * 72 + i]) + h_gx[b * 1440 + (13) * 72 + (i + 48)]);
+        }
+    /* z_h_15_gh[b,i] = Σ_j U1[i,j]·h_14[b,j] */
+    sn_mm_nt(sn_hi - sn_lo, 72, 24, h_14 + (size_t)sn_lo * 24, U1, z_h_15_gh + (size_t)sn_lo * 72, 0);
+    /* h_15_gh[b,i] = c1[i] + z_h_15_gh[b,i] */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 72; i++) {
+            h_15_gh[b * 72 + i] = sn_u_c1[i] + z_h_15_gh[b * 72 + i];
+        }
+    /* h_15[b,i] = h_14[b,i]·σ(h_15_gh[b,i + 24] + h_gx[b,14,i + 24]) + (1 - σ(h_15_gh[b,i + 24] + h_gx[b,14,i + 24]))·tanh(h_15_gh[b,i + 48]·σ(h_15_gh[b,i] + h_gx[b,14,i]) + h_gx[b,14,i + 48]) */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 24; i++) {
+            const real t0 = sn_sigmoid(h_15_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (14) * 72 + (i + 24)]);
+            h_15[b * 24 + i] = h_14[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_15_gh[b * 72 + (i + 48)]*sn_sigmoid(h_15_gh[b * 72 + i] + h_gx[b * 1440 + (14) * 72 + i]) + h_gx[b * 1440 + (14) * 72 + (i + 48)]);
+        }
+    /* z_h_16_gh[b,i] = Σ_j U1[i,j]·h_15[b,j] */
+    sn_mm_nt(sn_hi - sn_lo, 72, 24, h_15 + (size_t)sn_lo * 24, U1, z_h_16_gh + (size_t)sn_lo * 72, 0);
+    /* h_16_gh[b,i] = c1[i] + z_h_16_gh[b,i] */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 72; i++) {
+            h_16_gh[b * 72 + i] = sn_u_c1[i] + z_h_16_gh[b * 72 + i];
+        }
+    /* h_16[b,i] = h_15[b,i]·σ(h_16_gh[b,i + 24] + h_gx[b,15,i + 24]) + (1 - σ(h_16_gh[b,i + 24] + h_gx[b,15,i + 24]))·tanh(h_16_gh[b,i + 48]·σ(h_16_gh[b,i] + h_gx[b,15,i]) + h_gx[b,15,i + 48]) */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 24; i++) {
+            const real t0 = sn_sigmoid(h_16_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (15) * 72 + (i + 24)]);
+            h_16[b * 24 + i] = h_15[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_16_gh[b * 72 + (i + 48)]*sn_sigmoid(h_16_gh[b * 72 + i] + h_gx[b * 1440 + (15) * 72 + i]) + h_gx[b * 1440 + (15) * 72 + (i + 48)]);
+        }
+    /* z_h_17_gh[b,i] = Σ_j U1[i,j]·h_16[b,j] */
+    sn_mm_nt(sn_hi - sn_lo, 72, 24, h_16 + (size_t)sn_lo * 24, U1, z_h_17_gh + (size_t)sn_lo * 72, 0);
+    /* h_17_gh[b,i] = c1[i] + z_h_17_gh[b,i] */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 72; i++) {
+            h_17_gh[b * 72 + i] = sn_u_c1[i] + z_h_17_gh[b * 72 + i];
+        }
+    /* h_17[b,i] = h_16[b,i]·σ(h_17_gh[b,i + 24] + h_gx[b,16,i + 24]) + (1 - σ(h_17_gh[b,i + 24] + h_gx[b,16,i + 24]))·tanh(h_17_gh[b,i + 48]·σ(h_17_gh[b,i] + h_gx[b,16,i]) + h_gx[b,16,i + 48]) */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 24; i++) {
+            const real t0 = sn_sigmoid(h_17_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (16) * 72 + (i + 24)]);
+            h_17[b * 24 + i] = h_16[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_17_gh[b * 72 + (i + 48)]*sn_sigmoid(h_17_gh[b * 72 + i] + h_gx[b * 1440 + (16) * 72 + i]) + h_gx[b * 1440 + (16) * 72 + (i + 48)]);
+        }
+    /* z_h_18_gh[b,i] = Σ_j U1[i,j]·h_17[b,j] */
+    sn_mm_nt(sn_hi - sn_lo, 72, 24, h_17 + (size_t)sn_lo * 24, U1, z_h_18_gh + (size_t)sn_lo * 72, 0);
+    /* h_18_gh[b,i] = c1[i] + z_h_18_gh[b,i] */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 72; i++) {
+            h_18_gh[b * 72 + i] = sn_u_c1[i] + z_h_18_gh[b * 72 + i];
+        }
+    /* h_18[b,i] = h_17[b,i]·σ(h_18_gh[b,i + 24] + h_gx[b,17,i + 24]) + (1 - σ(h_18_gh[b,i + 24] + h_gx[b,17,i + 24]))·tanh(h_18_gh[b,i + 48]·σ(h_18_gh[b,i] + h_gx[b,17,i]) + h_gx[b,17,i + 48]) */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 24; i++) {
+            const real t0 = sn_sigmoid(h_18_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (17) * 72 + (i + 24)]);
+            h_18[b * 24 + i] = h_17[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_18_gh[b * 72 + (i + 48)]*sn_sigmoid(h_18_gh[b * 72 + i] + h_gx[b * 1440 + (17) * 72 + i]) + h_gx[b * 1440 + (17) * 72 + (i + 48)]);
+        }
+    /* z_h_19_gh[b,i] = Σ_j U1[i,j]·h_18[b,j] */
+    sn_mm_nt(sn_hi - sn_lo, 72, 24, h_18 + (size_t)sn_lo * 24, U1, z_h_19_gh + (size_t)sn_lo * 72, 0);
+    /* h_19_gh[b,i] = c1[i] + z_h_19_gh[b,i] */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 72; i++) {
+            h_19_gh[b * 72 + i] = sn_u_c1[i] + z_h_19_gh[b * 72 + i];
+        }
+    /* h_19[b,i] = h_18[b,i]·σ(h_19_gh[b,i + 24] + h_gx[b,18,i + 24]) + (1 - σ(h_19_gh[b,i + 24] + h_gx[b,18,i + 24]))·tanh(h_19_gh[b,i + 48]·σ(h_19_gh[b,i] + h_gx[b,18,i]) + h_gx[b,18,i + 48]) */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 24; i++) {
+            const real t0 = sn_sigmoid(h_19_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (18) * 72 + (i + 24)]);
+            h_19[b * 24 + i] = h_18[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_19_gh[b * 72 + (i + 48)]*sn_sigmoid(h_19_gh[b * 72 + i] + h_gx[b * 1440 + (18) * 72 + i]) + h_gx[b * 1440 + (18) * 72 + (i + 48)]);
+        }
+    /* z_h_20_gh[b,i] = Σ_j U1[i,j]·h_19[b,j] */
+    sn_mm_nt(sn_hi - sn_lo, 72, 24, h_19 + (size_t)sn_lo * 24, U1, z_h_20_gh + (size_t)sn_lo * 72, 0);
+    /* h_20_gh[b,i] = c1[i] + z_h_20_gh[b,i] */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 72; i++) {
+            h_20_gh[b * 72 + i] = sn_u_c1[i] + z_h_20_gh[b * 72 + i];
+        }
+    /* h_20[b,i] = h_19[b,i]·σ(h_20_gh[b,i + 24] + h_gx[b,19,i + 24]) + (1 - σ(h_20_gh[b,i + 24] + h_gx[b,19,i + 24]))·tanh(h_20_gh[b,i + 48]·σ(h_20_gh[b,i] + h_gx[b,19,i]) + h_gx[b,19,i + 48]) */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 24; i++) {
+            const real t0 = sn_sigmoid(h_20_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (19) * 72 + (i + 24)]);
+            h_20[b * 24 + i] = h_19[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_20_gh[b * 72 + (i + 48)]*sn_sigmoid(h_20_gh[b * 72 + i] + h_gx[b * 1440 + (19) * 72 + i]) + h_gx[b * 1440 + (19) * 72 + (i + 48)]);
+        }
+    /* z_O[b,i] = Σ_j W22[i,j]·h_20[b,j] */
+    sn_mm_nt(sn_hi - sn_lo, 4, 24, h_20 + (size_t)sn_lo * 24, W22, z_O + (size_t)sn_lo * 4, 0);
+    /* O[b,i] = b22[i] + z_O[b,i] */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 4; i++) {
+            sn_u_O[b * 4 + i] = b22[i] + z_O[b * 4 + i];
+        }
+    /* loss of O: softmax cross entropy;
+       per example b, as derived (symnet.derive.coupled):
+       m_O[b] = max_k O[b,k]
+       s_O[b] = Σ_k exp(O[b,k] - m_O[b])
+       st_O[b] = Σ_k T[b,k]
+       to_O[b] = Σ_k O[b,k]·T[b,k]
+       lse_O[b] = m_O[b] + log(s_O[b])
+       L += lse_O[b]·st_O[b] - to_O[b]
+       dL_dO[b,k] = inv_batch·(-T[b,k] + st_O[b]·exp(O[b,k] - lse_O[b])) */
+    for (int b = sn_lo; b < sn_hi; b++) {
+        const real *o = sn_u_O + (size_t)b * 4;
+        const real *t = T + (size_t)b * 4;
+        real m = -INFINITY;
+        for (int k = 0; k < 4; k++) {
+            m = o[k] > m ? o[k] : m;
+        }
+        real s = 0, st = 0, to = 0;
+        for (int k = 0; k < 4; k++) {
+            s += sn_expf(o[k] - m);
+            st += t[k];
+            to += o[k]*t[k];
+        }
+        const real lse = m + logf(s);
+        loss += (double)(lse*st - to);
+        real *g = dL_dO + (size_t)b * 4;
+        for (int k = 0; k < 4; k++)
+            g[k] = inv_batch*(-t[k] + st*sn_expf(o[k] - lse));
+    }
+
+
+    sn_chunk_tail(a, c);
+    a->loss[c] = loss;
+}
+
+/* Chunk c of the batch through every per-example op of the pass; T[b] is the class label of example b, up to the loss (the ops after it: sn_chunk_tail): its examples'
+ * loss into a->loss[c], the sums over its examples into sn_part. */
+static void sn_chunk_labels(void *arg, int c)
+{
+    sn_chunk_args *a = (sn_chunk_args *)arg;
+    const real *params = a->params, *S = a->X, *T = a->T;
+    real *work = a->work;
+    const int batch = a->batch;
+    const int sn_lo = sn_cut(batch, c, a->n), sn_hi = sn_cut(batch, c + 1, a->n);
+    real *sn_part = work + (size_t)batch * 9396 + (size_t)c * 148;  /* 148 partial sums */
+    const real *W1 = params + 0;  /* W1: (72, 4) */
+    const real *b1 = params + 288;  /* b1: (72,) */
+    const real *sn_u_c1 = params + 360;  /* c1: (72,) */
+    const real *U1 = params + 432;  /* U1: (72, 24) */
+    const real *W22 = params + 2160;  /* W22: (4, 24) */
+    const real *b22 = params + 2256;  /* b22: (4,) */
+
+    real *z_h_gx = work + (size_t)batch * 0;  /* Σ of h_gx: (batch, 20, 72) */
+    real *h_gx = work + (size_t)batch * 1440;  /* layer h_gx: (batch, 20, 72) */
+    real *h_1 = work + (size_t)batch * 3312;  /* layer h_1: (batch, 24) */
+    real *z_h_2_gh = work + (size_t)batch * 3336;  /* Σ of h_2_gh: (batch, 72) */
+    real *h_2_gh = work + (size_t)batch * 3408;  /* layer h_2_gh: (batch, 72) */
+    real *h_2 = work + (size_t)batch * 3288;  /* layer h_2: (batch, 24) */
+    real *z_h_3_gh = work + (size_t)batch * 3480;  /* Σ of h_3_gh: (batch, 72) */
+    real *h_3_gh = work + (size_t)batch * 3552;  /* layer h_3_gh: (batch, 72) */
+    real *h_3 = work + (size_t)batch * 3264;  /* layer h_3: (batch, 24) */
+    real *z_h_4_gh = work + (size_t)batch * 3624;  /* Σ of h_4_gh: (batch, 72) */
+    real *h_4_gh = work + (size_t)batch * 3696;  /* layer h_4_gh: (batch, 72) */
+    real *h_4 = work + (size_t)batch * 3240;  /* layer h_4: (batch, 24) */
+    real *z_h_5_gh = work + (size_t)batch * 3768;  /* Σ of h_5_gh: (batch, 72) */
+    real *h_5_gh = work + (size_t)batch * 3840;  /* layer h_5_gh: (batch, 72) */
+    real *h_5 = work + (size_t)batch * 3216;  /* layer h_5: (batch, 24) */
+    real *z_h_6_gh = work + (size_t)batch * 3912;  /* Σ of h_6_gh: (batch, 72) */
+    real *h_6_gh = work + (size_t)batch * 3984;  /* layer h_6_gh: (batch, 72) */
+    real *h_6 = work + (size_t)batch * 3192;  /* layer h_6: (batch, 24) */
+    real *z_h_7_gh = work + (size_t)batch * 4056;  /* Σ of h_7_gh: (batch, 72) */
+    real *h_7_gh = work + (size_t)batch * 4128;  /* layer h_7_gh: (batch, 72) */
+    real *h_7 = work + (size_t)batch * 3168;  /* layer h_7: (batch, 24) */
+    real *z_h_8_gh = work + (size_t)batch * 4200;  /* Σ of h_8_gh: (batch, 72) */
+    real *h_8_gh = work + (size_t)batch * 4272;  /* layer h_8_gh: (batch, 72) */
+    real *h_8 = work + (size_t)batch * 3144;  /* layer h_8: (batch, 24) */
+    real *z_h_9_gh = work + (size_t)batch * 4344;  /* Σ of h_9_gh: (batch, 72) */
+    real *h_9_gh = work + (size_t)batch * 4416;  /* layer h_9_gh: (batch, 72) */
+    real *h_9 = work + (size_t)batch * 3120;  /* layer h_9: (batch, 24) */
+    real *z_h_10_gh = work + (size_t)batch * 4488;  /* Σ of h_10_gh: (batch, 72) */
+    real *h_10_gh = work + (size_t)batch * 4560;  /* layer h_10_gh: (batch, 72) */
+    real *h_10 = work + (size_t)batch * 3096;  /* layer h_10: (batch, 24) */
+    real *z_h_11_gh = work + (size_t)batch * 4632;  /* Σ of h_11_gh: (batch, 72) */
+    real *h_11_gh = work + (size_t)batch * 4704;  /* layer h_11_gh: (batch, 72) */
+    real *h_11 = work + (size_t)batch * 3072;  /* layer h_11: (batch, 24) */
+    real *z_h_12_gh = work + (size_t)batch * 4776;  /* Σ of h_12_gh: (batch, 72) */
+    real *h_12_gh = work + (size_t)batch * 4848;  /* layer h_12_gh: (batch, 72) */
+    real *h_12 = work + (size_t)batch * 3048;  /* layer h_12: (batch, 24) */
+    real *z_h_13_gh = work + (size_t)batch * 4920;  /* Σ of h_13_gh: (batch, 72) */
+    real *h_13_gh = work + (size_t)batch * 4992;  /* layer h_13_gh: (batch, 72) */
+    real *h_13 = work + (size_t)batch * 3024;  /* layer h_13: (batch, 24) */
+    real *z_h_14_gh = work + (size_t)batch * 5064;  /* Σ of h_14_gh: (batch, 72) */
+    real *h_14_gh = work + (size_t)batch * 5136;  /* layer h_14_gh: (batch, 72) */
+    real *h_14 = work + (size_t)batch * 3000;  /* layer h_14: (batch, 24) */
+    real *z_h_15_gh = work + (size_t)batch * 5208;  /* Σ of h_15_gh: (batch, 72) */
+    real *h_15_gh = work + (size_t)batch * 5280;  /* layer h_15_gh: (batch, 72) */
+    real *h_15 = work + (size_t)batch * 2976;  /* layer h_15: (batch, 24) */
+    real *z_h_16_gh = work + (size_t)batch * 5352;  /* Σ of h_16_gh: (batch, 72) */
+    real *h_16_gh = work + (size_t)batch * 5424;  /* layer h_16_gh: (batch, 72) */
+    real *h_16 = work + (size_t)batch * 2952;  /* layer h_16: (batch, 24) */
+    real *z_h_17_gh = work + (size_t)batch * 5496;  /* Σ of h_17_gh: (batch, 72) */
+    real *h_17_gh = work + (size_t)batch * 5568;  /* layer h_17_gh: (batch, 72) */
+    real *h_17 = work + (size_t)batch * 2928;  /* layer h_17: (batch, 24) */
+    real *z_h_18_gh = work + (size_t)batch * 5640;  /* Σ of h_18_gh: (batch, 72) */
+    real *h_18_gh = work + (size_t)batch * 5712;  /* layer h_18_gh: (batch, 72) */
+    real *h_18 = work + (size_t)batch * 2904;  /* layer h_18: (batch, 24) */
+    real *z_h_19_gh = work + (size_t)batch * 5784;  /* Σ of h_19_gh: (batch, 72) */
+    real *h_19_gh = work + (size_t)batch * 5856;  /* layer h_19_gh: (batch, 72) */
+    real *h_19 = work + (size_t)batch * 2880;  /* layer h_19: (batch, 24) */
+    real *z_h_20_gh = work + (size_t)batch * 5928;  /* Σ of h_20_gh: (batch, 72) */
+    real *h_20_gh = work + (size_t)batch * 6000;  /* layer h_20_gh: (batch, 72) */
+    real *h_20 = work + (size_t)batch * 6072;  /* layer h_20: (batch, 24) */
+    real *z_O = work + (size_t)batch * 6096;  /* Σ of O: (batch, 4) */
+    real *sn_u_O = work + (size_t)batch * 6100;  /* layer O: (batch, 4) */
+    real *dL_dO = work + (size_t)batch * 9392;  /* ∂L/∂O: (batch, 4) */
+
+    const real inv_batch = (real)1 / (real)batch;
+    double loss = 0;
+    memset(sn_part, 0, sizeof(real) * 148);
+    /* z_h_gx[b,t,i] = Σ_j W1[i,j]·S[b,t,j] for each of the 20 positions t */
+    sn_mm_nt((sn_hi - sn_lo) * 20, 72, 4, S + (size_t)sn_lo * 80, W1, z_h_gx + (size_t)sn_lo * 1440, 0);
+    /* h_gx[b,tq,i] = b1[i] + z_h_gx[b,tq,i] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int tq = 0; tq < 20; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+            for (int i = 0; i < 72; i++) {
+                h_gx[b * 1440 + tq * 72 + i] = b1[i] + z_h_gx[b * 1440 + tq * 72 + i];
+            }
+    /* h_1[b,i] = (1 - σ(c1[i + 24] + h_gx[b,0,i + 24]))·tanh(c1[i + 48]·σ(c1[i] + h_gx[b,0,i]) + h_gx[b,0,i + 48]) */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 24; i++) {
+            h_1[b * 24 + i] = (1 - sn_sigmoid(sn_u_c1[(i + 24)] + h_gx[b * 1440 + (0) * 72 + (i + 24)]))*sn_tanhf(sn_u_c1[(i + 48)]*sn_sigmoid(sn_u_c1[i] + h_gx[b * 1440 + (0) * 72 + i]) + h_gx[b * 1440 + (0) * 72 + (i + 48)]);
+        }
+    /* z_h_2_gh[b,i] = Σ_j U1[i,j]·h_1[b,j] */
+    sn_mm_nt(sn_hi - sn_lo, 72, 24, h_1 + (size_t)sn_lo * 24, U1, z_h_2_gh + (size_t)sn_lo * 72, 0);
+    /* h_2_gh[b,i] = c1[i] + z_h_2_gh[b,i] */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 72; i++) {
+            h_2_gh[b * 72 + i] = sn_u_c1[i] + z_h_2_gh[b * 72 + i];
+        }
+    /* h_2[b,i] = h_1[b,i]·σ(h_2_gh[b,i + 24] + h_gx[b,1,i + 24]) + (1 - σ(h_2_gh[b,i + 24] + h_gx[b,1,i + 24]))·tanh(h_2_gh[b,i + 48]·σ(h_2_gh[b,i] + h_gx[b,1,i]) + h_gx[b,1,i + 48]) */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 24; i++) {
+            const real t0 = sn_sigmoid(h_2_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (1) * 72 + (i + 24)]);
+            h_2[b * 24 + i] = h_1[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_2_gh[b * 72 + (i + 48)]*sn_sigmoid(h_2_gh[b * 72 + i] + h_gx[b * 1440 + (1) * 72 + i]) + h_gx[b * 1440 + (1) * 72 + (i + 48)]);
+        }
+    /* z_h_3_gh[b,i] = Σ_j U1[i,j]·h_2[b,j] */
+    sn_mm_nt(sn_hi - sn_lo, 72, 24, h_2 + (size_t)sn_lo * 24, U1, z_h_3_gh + (size_t)sn_lo * 72, 0);
+    /* h_3_gh[b,i] = c1[i] + z_h_3_gh[b,i] */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 72; i++) {
+            h_3_gh[b * 72 + i] = sn_u_c1[i] + z_h_3_gh[b * 72 + i];
+        }
+    /* h_3[b,i] = h_2[b,i]·σ(h_3_gh[b,i + 24] + h_gx[b,2,i + 24]) + (1 - σ(h_3_gh[b,i + 24] + h_gx[b,2,i + 24]))·tanh(h_3_gh[b,i + 48]·σ(h_3_gh[b,i] + h_gx[b,2,i]) + h_gx[b,2,i + 48]) */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 24; i++) {
+            const real t0 = sn_sigmoid(h_3_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (2) * 72 + (i + 24)]);
+            h_3[b * 24 + i] = h_2[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_3_gh[b * 72 + (i + 48)]*sn_sigmoid(h_3_gh[b * 72 + i] + h_gx[b * 1440 + (2) * 72 + i]) + h_gx[b * 1440 + (2) * 72 + (i + 48)]);
+        }
+    /* z_h_4_gh[b,i] = Σ_j U1[i,j]·h_3[b,j] */
+    sn_mm_nt(sn_hi - sn_lo, 72, 24, h_3 + (size_t)sn_lo * 24, U1, z_h_4_gh + (size_t)sn_lo * 72, 0);
+    /* h_4_gh[b,i] = c1[i] + z_h_4_gh[b,i] */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 72; i++) {
+            h_4_gh[b * 72 + i] = sn_u_c1[i] + z_h_4_gh[b * 72 + i];
+        }
+    /* h_4[b,i] = h_3[b,i]·σ(h_4_gh[b,i + 24] + h_gx[b,3,i + 24]) + (1 - σ(h_4_gh[b,i + 24] + h_gx[b,3,i + 24]))·tanh(h_4_gh[b,i + 48]·σ(h_4_gh[b,i] + h_gx[b,3,i]) + h_gx[b,3,i + 48]) */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 24; i++) {
+            const real t0 = sn_sigmoid(h_4_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (3) * 72 + (i + 24)]);
+            h_4[b * 24 + i] = h_3[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_4_gh[b * 72 + (i + 48)]*sn_sigmoid(h_4_gh[b * 72 + i] + h_gx[b * 1440 + (3) * 72 + i]) + h_gx[b * 1440 + (3) * 72 + (i + 48)]);
+        }
+    /* z_h_5_gh[b,i] = Σ_j U1[i,j]·h_4[b,j] */
+    sn_mm_nt(sn_hi - sn_lo, 72, 24, h_4 + (size_t)sn_lo * 24, U1, z_h_5_gh + (size_t)sn_lo * 72, 0);
+    /* h_5_gh[b,i] = c1[i] + z_h_5_gh[b,i] */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 72; i++) {
+            h_5_gh[b * 72 + i] = sn_u_c1[i] + z_h_5_gh[b * 72 + i];
+        }
+    /* h_5[b,i] = h_4[b,i]·σ(h_5_gh[b,i + 24] + h_gx[b,4,i + 24]) + (1 - σ(h_5_gh[b,i + 24] + h_gx[b,4,i + 24]))·tanh(h_5_gh[b,i + 48]·σ(h_5_gh[b,i] + h_gx[b,4,i]) + h_gx[b,4,i + 48]) */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 24; i++) {
+            const real t0 = sn_sigmoid(h_5_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (4) * 72 + (i + 24)]);
+            h_5[b * 24 + i] = h_4[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_5_gh[b * 72 + (i + 48)]*sn_sigmoid(h_5_gh[b * 72 + i] + h_gx[b * 1440 + (4) * 72 + i]) + h_gx[b * 1440 + (4) * 72 + (i + 48)]);
+        }
+    /* z_h_6_gh[b,i] = Σ_j U1[i,j]·h_5[b,j] */
+    sn_mm_nt(sn_hi - sn_lo, 72, 24, h_5 + (size_t)sn_lo * 24, U1, z_h_6_gh + (size_t)sn_lo * 72, 0);
+    /* h_6_gh[b,i] = c1[i] + z_h_6_gh[b,i] */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 72; i++) {
+            h_6_gh[b * 72 + i] = sn_u_c1[i] + z_h_6_gh[b * 72 + i];
+        }
+    /* h_6[b,i] = h_5[b,i]·σ(h_6_gh[b,i + 24] + h_gx[b,5,i + 24]) + (1 - σ(h_6_gh[b,i + 24] + h_gx[b,5,i + 24]))·tanh(h_6_gh[b,i + 48]·σ(h_6_gh[b,i] + h_gx[b,5,i]) + h_gx[b,5,i + 48]) */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 24; i++) {
+            const real t0 = sn_sigmoid(h_6_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (5) * 72 + (i + 24)]);
+            h_6[b * 24 + i] = h_5[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_6_gh[b * 72 + (i + 48)]*sn_sigmoid(h_6_gh[b * 72 + i] + h_gx[b * 1440 + (5) * 72 + i]) + h_gx[b * 1440 + (5) * 72 + (i + 48)]);
+        }
+    /* z_h_7_gh[b,i] = Σ_j U1[i,j]·h_6[b,j] */
+    sn_mm_nt(sn_hi - sn_lo, 72, 24, h_6 + (size_t)sn_lo * 24, U1, z_h_7_gh + (size_t)sn_lo * 72, 0);
+    /* h_7_gh[b,i] = c1[i] + z_h_7_gh[b,i] */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 72; i++) {
+            h_7_gh[b * 72 + i] = sn_u_c1[i] + z_h_7_gh[b * 72 + i];
+        }
+    /* h_7[b,i] = h_6[b,i]·σ(h_7_gh[b,i + 24] + h_gx[b,6,i + 24]) + (1 - σ(h_7_gh[b,i + 24] + h_gx[b,6,i + 24]))·tanh(h_7_gh[b,i + 48]·σ(h_7_gh[b,i] + h_gx[b,6,i]) + h_gx[b,6,i + 48]) */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 24; i++) {
+            const real t0 = sn_sigmoid(h_7_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (6) * 72 + (i + 24)]);
+            h_7[b * 24 + i] = h_6[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_7_gh[b * 72 + (i + 48)]*sn_sigmoid(h_7_gh[b * 72 + i] + h_gx[b * 1440 + (6) * 72 + i]) + h_gx[b * 1440 + (6) * 72 + (i + 48)]);
+        }
+    /* z_h_8_gh[b,i] = Σ_j U1[i,j]·h_7[b,j] */
+    sn_mm_nt(sn_hi - sn_lo, 72, 24, h_7 + (size_t)sn_lo * 24, U1, z_h_8_gh + (size_t)sn_lo * 72, 0);
+    /* h_8_gh[b,i] = c1[i] + z_h_8_gh[b,i] */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 72; i++) {
+            h_8_gh[b * 72 + i] = sn_u_c1[i] + z_h_8_gh[b * 72 + i];
+        }
+    /* h_8[b,i] = h_7[b,i]·σ(h_8_gh[b,i + 24] + h_gx[b,7,i + 24]) + (1 - σ(h_8_gh[b,i + 24] + h_gx[b,7,i + 24]))·tanh(h_8_gh[b,i + 48]·σ(h_8_gh[b,i] + h_gx[b,7,i]) + h_gx[b,7,i + 48]) */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 24; i++) {
+            const real t0 = sn_sigmoid(h_8_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (7) * 72 + (i + 24)]);
+            h_8[b * 24 + i] = h_7[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_8_gh[b * 72 + (i + 48)]*sn_sigmoid(h_8_gh[b * 72 + i] + h_gx[b * 1440 + (7) * 72 + i]) + h_gx[b * 1440 + (7) * 72 + (i + 48)]);
+        }
+    /* z_h_9_gh[b,i] = Σ_j U1[i,j]·h_8[b,j] */
+    sn_mm_nt(sn_hi - sn_lo, 72, 24, h_8 + (size_t)sn_lo * 24, U1, z_h_9_gh + (size_t)sn_lo * 72, 0);
+    /* h_9_gh[b,i] = c1[i] + z_h_9_gh[b,i] */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 72; i++) {
+            h_9_gh[b * 72 + i] = sn_u_c1[i] + z_h_9_gh[b * 72 + i];
+        }
+    /* h_9[b,i] = h_8[b,i]·σ(h_9_gh[b,i + 24] + h_gx[b,8,i + 24]) + (1 - σ(h_9_gh[b,i + 24] + h_gx[b,8,i + 24]))·tanh(h_9_gh[b,i + 48]·σ(h_9_gh[b,i] + h_gx[b,8,i]) + h_gx[b,8,i + 48]) */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 24; i++) {
+            const real t0 = sn_sigmoid(h_9_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (8) * 72 + (i + 24)]);
+            h_9[b * 24 + i] = h_8[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_9_gh[b * 72 + (i + 48)]*sn_sigmoid(h_9_gh[b * 72 + i] + h_gx[b * 1440 + (8) * 72 + i]) + h_gx[b * 1440 + (8) * 72 + (i + 48)]);
+        }
+    /* z_h_10_gh[b,i] = Σ_j U1[i,j]·h_9[b,j] */
+    sn_mm_nt(sn_hi - sn_lo, 72, 24, h_9 + (size_t)sn_lo * 24, U1, z_h_10_gh + (size_t)sn_lo * 72, 0);
+    /* h_10_gh[b,i] = c1[i] + z_h_10_gh[b,i] */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 72; i++) {
+            h_10_gh[b * 72 + i] = sn_u_c1[i] + z_h_10_gh[b * 72 + i];
+        }
+    /* h_10[b,i] = h_9[b,i]·σ(h_10_gh[b,i + 24] + h_gx[b,9,i + 24]) + (1 - σ(h_10_gh[b,i + 24] + h_gx[b,9,i + 24]))·tanh(h_10_gh[b,i + 48]·σ(h_10_gh[b,i] + h_gx[b,9,i]) + h_gx[b,9,i + 48]) */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 24; i++) {
+            const real t0 = sn_sigmoid(h_10_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (9) * 72 + (i + 24)]);
+            h_10[b * 24 + i] = h_9[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_10_gh[b * 72 + (i + 48)]*sn_sigmoid(h_10_gh[b * 72 + i] + h_gx[b * 1440 + (9) * 72 + i]) + h_gx[b * 1440 + (9) * 72 + (i + 48)]);
+        }
+    /* z_h_11_gh[b,i] = Σ_j U1[i,j]·h_10[b,j] */
+    sn_mm_nt(sn_hi - sn_lo, 72, 24, h_10 + (size_t)sn_lo * 24, U1, z_h_11_gh + (size_t)sn_lo * 72, 0);
+    /* h_11_gh[b,i] = c1[i] + z_h_11_gh[b,i] */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 72; i++) {
+            h_11_gh[b * 72 + i] = sn_u_c1[i] + z_h_11_gh[b * 72 + i];
+        }
+    /* h_11[b,i] = h_10[b,i]·σ(h_11_gh[b,i + 24] + h_gx[b,10,i + 24]) + (1 - σ(h_11_gh[b,i + 24] + h_gx[b,10,i + 24]))·tanh(h_11_gh[b,i + 48]·σ(h_11_gh[b,i] + h_gx[b,10,i]) + h_gx[b,10,i + 48]) */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 24; i++) {
+            const real t0 = sn_sigmoid(h_11_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (10) * 72 + (i + 24)]);
+            h_11[b * 24 + i] = h_10[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_11_gh[b * 72 + (i + 48)]*sn_sigmoid(h_11_gh[b * 72 + i] + h_gx[b * 1440 + (10) * 72 + i]) + h_gx[b * 1440 + (10) * 72 + (i + 48)]);
+        }
+    /* z_h_12_gh[b,i] = Σ_j U1[i,j]·h_11[b,j] */
+    sn_mm_nt(sn_hi - sn_lo, 72, 24, h_11 + (size_t)sn_lo * 24, U1, z_h_12_gh + (size_t)sn_lo * 72, 0);
+    /* h_12_gh[b,i] = c1[i] + z_h_12_gh[b,i] */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 72; i++) {
+            h_12_gh[b * 72 + i] = sn_u_c1[i] + z_h_12_gh[b * 72 + i];
+        }
+    /* h_12[b,i] = h_11[b,i]·σ(h_12_gh[b,i + 24] + h_gx[b,11,i + 24]) + (1 - σ(h_12_gh[b,i + 24] + h_gx[b,11,i + 24]))·tanh(h_12_gh[b,i + 48]·σ(h_12_gh[b,i] + h_gx[b,11,i]) + h_gx[b,11,i + 48]) */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 24; i++) {
+            const real t0 = sn_sigmoid(h_12_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (11) * 72 + (i + 24)]);
+            h_12[b * 24 + i] = h_11[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_12_gh[b * 72 + (i + 48)]*sn_sigmoid(h_12_gh[b * 72 + i] + h_gx[b * 1440 + (11) * 72 + i]) + h_gx[b * 1440 + (11) * 72 + (i + 48)]);
+        }
+    /* z_h_13_gh[b,i] = Σ_j U1[i,j]·h_12[b,j] */
+    sn_mm_nt(sn_hi - sn_lo, 72, 24, h_12 + (size_t)sn_lo * 24, U1, z_h_13_gh + (size_t)sn_lo * 72, 0);
+    /* h_13_gh[b,i] = c1[i] + z_h_13_gh[b,i] */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 72; i++) {
+            h_13_gh[b * 72 + i] = sn_u_c1[i] + z_h_13_gh[b * 72 + i];
+        }
+    /* h_13[b,i] = h_12[b,i]·σ(h_13_gh[b,i + 24] + h_gx[b,12,i + 24]) + (1 - σ(h_13_gh[b,i + 24] + h_gx[b,12,i + 24]))·tanh(h_13_gh[b,i + 48]·σ(h_13_gh[b,i] + h_gx[b,12,i]) + h_gx[b,12,i + 48]) */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 24; i++) {
+            const real t0 = sn_sigmoid(h_13_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (12) * 72 + (i + 24)]);
+            h_13[b * 24 + i] = h_12[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_13_gh[b * 72 + (i + 48)]*sn_sigmoid(h_13_gh[b * 72 + i] + h_gx[b * 1440 + (12) * 72 + i]) + h_gx[b * 1440 + (12) * 72 + (i + 48)]);
+        }
+    /* z_h_14_gh[b,i] = Σ_j U1[i,j]·h_13[b,j] */
+    sn_mm_nt(sn_hi - sn_lo, 72, 24, h_13 + (size_t)sn_lo * 24, U1, z_h_14_gh + (size_t)sn_lo * 72, 0);
+    /* h_14_gh[b,i] = c1[i] + z_h_14_gh[b,i] */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 72; i++) {
+            h_14_gh[b * 72 + i] = sn_u_c1[i] + z_h_14_gh[b * 72 + i];
+        }
+    /* h_14[b,i] = h_13[b,i]·σ(h_14_gh[b,i + 24] + h_gx[b,13,i + 24]) + (1 - σ(h_14_gh[b,i + 24] + h_gx[b,13,i + 24]))·tanh(h_14_gh[b,i + 48]·σ(h_14_gh[b,i] + h_gx[b,13,i]) + h_gx[b,13,i + 48]) */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 24; i++) {
+            const real t0 = sn_sigmoid(h_14_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (13) * 72 + (i + 24)]);
+            h_14[b * 24 + i] = h_13[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_14_gh[b * 72 + (i + 48)]*sn_sigmoid(h_14_gh[b * 72 + i] + h_gx[b * 1440 + (13) * 72 + i]) + h_gx[b * 1440 + (13) * 72 + (i + 48)]);
+        }
+    /* z_h_15_gh[b,i] = Σ_j U1[i,j]·h_14[b,j] */
+    sn_mm_nt(sn_hi - sn_lo, 72, 24, h_14 + (size_t)sn_lo * 24, U1, z_h_15_gh + (size_t)sn_lo * 72, 0);
+    /* h_15_gh[b,i] = c1[i] + z_h_15_gh[b,i] */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 72; i++) {
+            h_15_gh[b * 72 + i] = sn_u_c1[i] + z_h_15_gh[b * 72 + i];
+        }
+    /* h_15[b,i] = h_14[b,i]·σ(h_15_gh[b,i + 24] + h_gx[b,14,i + 24]) + (1 - σ(h_15_gh[b,i + 24] + h_gx[b,14,i + 24]))·tanh(h_15_gh[b,i + 48]·σ(h_15_gh[b,i] + h_gx[b,14,i]) + h_gx[b,14,i + 48]) */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 24; i++) {
+            const real t0 = sn_sigmoid(h_15_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (14) * 72 + (i + 24)]);
+            h_15[b * 24 + i] = h_14[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_15_gh[b * 72 + (i + 48)]*sn_sigmoid(h_15_gh[b * 72 + i] + h_gx[b * 1440 + (14) * 72 + i]) + h_gx[b * 1440 + (14) * 72 + (i + 48)]);
+        }
+    /* z_h_16_gh[b,i] = Σ_j U1[i,j]·h_15[b,j] */
+    sn_mm_nt(sn_hi - sn_lo, 72, 24, h_15 + (size_t)sn_lo * 24, U1, z_h_16_gh + (size_t)sn_lo * 72, 0);
+    /* h_16_gh[b,i] = c1[i] + z_h_16_gh[b,i] */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 72; i++) {
+            h_16_gh[b * 72 + i] = sn_u_c1[i] + z_h_16_gh[b * 72 + i];
+        }
+    /* h_16[b,i] = h_15[b,i]·σ(h_16_gh[b,i + 24] + h_gx[b,15,i + 24]) + (1 - σ(h_16_gh[b,i + 24] + h_gx[b,15,i + 24]))·tanh(h_16_gh[b,i + 48]·σ(h_16_gh[b,i] + h_gx[b,15,i]) + h_gx[b,15,i + 48]) */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 24; i++) {
+            const real t0 = sn_sigmoid(h_16_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (15) * 72 + (i + 24)]);
+            h_16[b * 24 + i] = h_15[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_16_gh[b * 72 + (i + 48)]*sn_sigmoid(h_16_gh[b * 72 + i] + h_gx[b * 1440 + (15) * 72 + i]) + h_gx[b * 1440 + (15) * 72 + (i + 48)]);
+        }
+    /* z_h_17_gh[b,i] = Σ_j U1[i,j]·h_16[b,j] */
+    sn_mm_nt(sn_hi - sn_lo, 72, 24, h_16 + (size_t)sn_lo * 24, U1, z_h_17_gh + (size_t)sn_lo * 72, 0);
+    /* h_17_gh[b,i] = c1[i] + z_h_17_gh[b,i] */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 72; i++) {
+            h_17_gh[b * 72 + i] = sn_u_c1[i] + z_h_17_gh[b * 72 + i];
+        }
+    /* h_17[b,i] = h_16[b,i]·σ(h_17_gh[b,i + 24] + h_gx[b,16,i + 24]) + (1 - σ(h_17_gh[b,i + 24] + h_gx[b,16,i + 24]))·tanh(h_17_gh[b,i + 48]·σ(h_17_gh[b,i] + h_gx[b,16,i]) + h_gx[b,16,i + 48]) */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 24; i++) {
+            const real t0 = sn_sigmoid(h_17_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (16) * 72 + (i + 24)]);
+            h_17[b * 24 + i] = h_16[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_17_gh[b * 72 + (i + 48)]*sn_sigmoid(h_17_gh[b * 72 + i] + h_gx[b * 1440 + (16) * 72 + i]) + h_gx[b * 1440 + (16) * 72 + (i + 48)]);
+        }
+    /* z_h_18_gh[b,i] = Σ_j U1[i,j]·h_17[b,j] */
+    sn_mm_nt(sn_hi - sn_lo, 72, 24, h_17 + (size_t)sn_lo * 24, U1, z_h_18_gh + (size_t)sn_lo * 72, 0);
+    /* h_18_gh[b,i] = c1[i] + z_h_18_gh[b,i] */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 72; i++) {
+            h_18_gh[b * 72 + i] = sn_u_c1[i] + z_h_18_gh[b * 72 + i];
+        }
+    /* h_18[b,i] = h_17[b,i]·σ(h_18_gh[b,i + 24] + h_gx[b,17,i + 24]) + (1 - σ(h_18_gh[b,i + 24] + h_gx[b,17,i + 24]))·tanh(h_18_gh[b,i + 48]·σ(h_18_gh[b,i] + h_gx[b,17,i]) + h_gx[b,17,i + 48]) */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 24; i++) {
+            const real t0 = sn_sigmoid(h_18_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (17) * 72 + (i + 24)]);
+            h_18[b * 24 + i] = h_17[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_18_gh[b * 72 + (i + 48)]*sn_sigmoid(h_18_gh[b * 72 + i] + h_gx[b * 1440 + (17) * 72 + i]) + h_gx[b * 1440 + (17) * 72 + (i + 48)]);
+        }
+    /* z_h_19_gh[b,i] = Σ_j U1[i,j]·h_18[b,j] */
+    sn_mm_nt(sn_hi - sn_lo, 72, 24, h_18 + (size_t)sn_lo * 24, U1, z_h_19_gh + (size_t)sn_lo * 72, 0);
+    /* h_19_gh[b,i] = c1[i] + z_h_19_gh[b,i] */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 72; i++) {
+            h_19_gh[b * 72 + i] = sn_u_c1[i] + z_h_19_gh[b * 72 + i];
+        }
+    /* h_19[b,i] = h_18[b,i]·σ(h_19_gh[b,i + 24] + h_gx[b,18,i + 24]) + (1 - σ(h_19_gh[b,i + 24] + h_gx[b,18,i + 24]))·tanh(h_19_gh[b,i + 48]·σ(h_19_gh[b,i] + h_gx[b,18,i]) + h_gx[b,18,i + 48]) */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 24; i++) {
+            const real t0 = sn_sigmoid(h_19_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (18) * 72 + (i + 24)]);
+            h_19[b * 24 + i] = h_18[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_19_gh[b * 72 + (i + 48)]*sn_sigmoid(h_19_gh[b * 72 + i] + h_gx[b * 1440 + (18) * 72 + i]) + h_gx[b * 1440 + (18) * 72 + (i + 48)]);
+        }
+    /* z_h_20_gh[b,i] = Σ_j U1[i,j]·h_19[b,j] */
+    sn_mm_nt(sn_hi - sn_lo, 72, 24, h_19 + (size_t)sn_lo * 24, U1, z_h_20_gh + (size_t)sn_lo * 72, 0);
+    /* h_20_gh[b,i] = c1[i] + z_h_20_gh[b,i] */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 72; i++) {
+            h_20_gh[b * 72 + i] = sn_u_c1[i] + z_h_20_gh[b * 72 + i];
+        }
+    /* h_20[b,i] = h_19[b,i]·σ(h_20_gh[b,i + 24] + h_gx[b,19,i + 24]) + (1 - σ(h_20_gh[b,i + 24] + h_gx[b,19,i + 24]))·tanh(h_20_gh[b,i + 48]·σ(h_20_gh[b,i] + h_gx[b,19,i]) + h_gx[b,19,i + 48]) */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 24; i++) {
+            const real t0 = sn_sigmoid(h_20_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (19) * 72 + (i + 24)]);
+            h_20[b * 24 + i] = h_19[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_20_gh[b * 72 + (i + 48)]*sn_sigmoid(h_20_gh[b * 72 + i] + h_gx[b * 1440 + (19) * 72 + i]) + h_gx[b * 1440 + (19) * 72 + (i + 48)]);
+        }
+    /* z_O[b,i] = Σ_j W22[i,j]·h_20[b,j] */
+    sn_mm_nt(sn_hi - sn_lo, 4, 24, h_20 + (size_t)sn_lo * 24, W22, z_O + (size_t)sn_lo * 4, 0);
+    /* O[b,i] = b22[i] + z_O[b,i] */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 4; i++) {
+            sn_u_O[b * 4 + i] = b22[i] + z_O[b * 4 + i];
+        }
+    /* loss of O: softmax cross entropy, T[b] the class label y of example b;
+       per example b, as derived (symnet.derive.coupled):
+       m_O[b] = max_k O[b,k]
+       s_O[b] = Σ_k exp(O[b,k] - m_O[b])
+       lse_O[b] = m_O[b] + log(s_O[b])
+       L += -O[b,y] + lse_O[b]
+       dL_dO[b,k] = inv_batch·(-(1 if Eq(k, y[b]) else 0) + exp(O[b,k] - lse_O[b])) */
+    for (int b = sn_lo; b < sn_hi; b++) {
+        const real *o = sn_u_O + (size_t)b * 4;
+        const int y = (int)T[b];
+        real m = -INFINITY;
+        for (int k = 0; k < 4; k++) {
+            m = o[k] > m ? o[k] : m;
+        }
+        real s = 0;
+        for (int k = 0; k < 4; k++) {
+            s += sn_expf(o[k] - m);
+        }
+        const real lse = m + logf(s);
+        loss += (double)(-o[y] + lse);
+        real *g = dL_dO + (size_t)b * 4;
+        for (int k = 0; k < 4; k++)
+            g[k] = inv_batch*(-((k == y) ? (1) : (0)) + sn_expf(o[k] - lse));
+    }
+
+
+    sn_chunk_tail(a, c);
+    a->loss[c] = loss;
+}
+
+/* The update of θ[q], lo ≤ q < hi, whose gradients job c has finished: dst ← src − lr·∂L/∂θ
+ * (dst may be src); with keep, src[q] (the θ before) kept in grads[q], put back should any
+ * gradient of the step be NaN or inf (g − g is 0 for a finite g and NaN otherwise) */
+static void sn_chunk_update(sn_chunk_args *a, int c, size_t lo, size_t hi)
+{
+    const real *src = a->src;
+    real *dst = a->dst, *g = a->grads;
+    const real lr = a->lr;
+    if (!a->keep) {
+        for (size_t q = lo; q < hi; q++)
+            dst[q] = src[q] - lr * g[q];
+        return;
+    }
+    int bad = 0;
+    for (size_t q = lo; q < hi; q++) {
+        const real gq = g[q], t = src[q];
+        bad |= !(gq - gq == 0);
+        dst[q] = t - lr * gq;
+        g[q] = t;
+    }
+    a->bad[c] |= bad;
+}
+
+/* Job c of n: its share of the weight gradients, the chunks' parts added up; job 0 also
+ * adds up the chunks' partial sums of the rest; in a step, the update of those parameters. */
+static void sn_chunk_sums(void *arg, int c)
+{
+    sn_chunk_args *a = (sn_chunk_args *)arg;
+    real *grads = a->grads, *work = a->work;
+    const real *S = a->X;
+    const int batch = a->batch;
+    real *g_b1 = grads + 288;  /* ∂L/∂b1: (72,) */
+    real *g_c1 = grads + 360;  /* ∂L/∂c1: (72,) */
+    real *g_U1 = grads + 432;  /* ∂L/∂U1: (72, 24) */
+    real *g_b22 = grads + 2256;  /* ∂L/∂b22: (4,) */
+
+    real *h_19 = work + (size_t)batch * 2880;  /* layer h_19: (batch, 24) */
+    real *dL_dh_20_gh = work + (size_t)batch * 7568;  /* ∂L/∂h_20_gh: (batch, 72) */
+    real *delta_h_20_gh = dL_dh_20_gh;  /* ∂L/∂z_h_20_gh: ∂L/∂h_20_gh itself: (batch, 72) */
+
+    (void)S;
+    /* the share q0 ≤ q < q1 of the weight gradients (one after the other, 384
+       numbers) of job c: chunk 0's part plus the other chunks' partial sums, in their order */
+    const int q0 = sn_cut(384, c, a->n), q1 = sn_cut(384, c + 1, a->n);
+    const real *sn_wpart = work + (size_t)batch * 9544;
+    {
+        /* g_W22[q] += Σ_{k ≥ 1} (chunk k's part of it)[q] */
+        const int lo = q0 > 0 ? q0 - 0 : 0, hi = q1 < 96 ? q1 - 0 : 96;
+        real *g = grads + 2160;
+        const real *part = sn_wpart + 0;
+        for (int q = lo; q < hi; q++) {
+            real s = g[q];
+            for (int k = 1; k < a->n; k++) s += part[(size_t)(k - 1) * 384 + q];
+            g[q] = s;
+        }
+        if (a->dst != NULL && lo < hi)
+            sn_chunk_update(a, c, 2160 + (size_t)lo, 2160 + (size_t)hi);
+    }
+    {
+        /* g_W1[q] += Σ_{k ≥ 1} (chunk k's part of it)[q] */
+        const int lo = q0 > 96 ? q0 - 96 : 0, hi = q1 < 384 ? q1 - 96 : 288;
+        real *g = grads + 0;
+        const real *part = sn_wpart + 96;
+        for (int q = lo; q < hi; q++) {
+            real s = g[q];
+            for (int k = 1; k < a->n; k++) s += part[(size_t)(k - 1) * 384 + q];
+            g[q] = s;
+        }
+        if (a->dst != NULL && lo < hi)
+            sn_chunk_update(a, c, 0 + (size_t)lo, 0 + (size_t)hi);
+    }
+    /* the products over a recurrence's stacked steps, whole, each to the job with the least
+       work so far, the largest first: the numbers the same on any number of threads */
+    static const double sn_cost[1] = {32832};
+    const int sn_jobs = a->n < 1 ? a->n : 1;
+    double sn_load[SN_CHUNKS_MAX] = {0};
+    int sn_mine[1];
+    for (int i = 0; i < 1; i++) {
+        int j = 0;
+        for (int k = 1; k < sn_jobs; k++)
+            if (sn_load[k] < sn_load[j]) j = k;
+        sn_load[j] += sn_cost[i];
+        sn_mine[i] = j == c;
+    }
+    if (sn_mine[0]) {
+        /* g_U1[i,j] = Σ_t Σ_b A_t[b,i]·B_t[b,j] over the 19 pairs (A_t, B_t) = (delta_h_20_gh, h_19) .. (delta_h_2_gh, h_1), each laid out after the one before: one product of batch·19 rows */
+        sn_gemm(72, 24, batch * 19, delta_h_20_gh, 1, 72, h_19, 24, 1, g_U1, 0);
+        if (a->dst != NULL)
+            sn_chunk_update(a, c, 432, 432 + (size_t)1728);
+    }
+
+    if (c == 0) {
+        /* the chunks' partial sums added up in their order */
+        const real *sn_part = work + (size_t)batch * 9396;
+        /* g_b22[q] = Σ_k (chunk k's part of it)[q] */
+        for (int q = 0; q < 4; q++) {
+            real s = sn_part[0 + q];
+            for (int k = 1; k < a->n; k++) s += sn_part[(size_t)k * 148 + 0 + q];
+            g_b22[q] = s;
+        }
+        /* g_c1[q] = Σ_k (chunk k's part of it)[q] */
+        for (int q = 0; q < 72; q++) {
+            real s = sn_part[4 + q];
+            for (int k = 1; k < a->n; k++) s += sn_part[(size_t)k * 148 + 4 + q];
+            g_c1[q] = s;
+        }
+        /* g_b1[q] = Σ_k (chunk k's part of it)[q] */
+        for (int q = 0; q < 72; q++) {
+            real s = sn_part[76 + q];
+            for (int k = 1; k < a->n; k++) s += sn_part[(size_t)k * 148 + 76 + q];
+            g_b1[q] = s;
+        }
+
+        if (a->dst != NULL) {
+            sn_chunk_update(a, c, 2256, 2260);
+            sn_chunk_update(a, c, 360, 432);
+            sn_chunk_update(a, c, 288, 360);
+        }
+    }
+}
+
+/* The pass: the chunks (rows), then the weight gradients and, with a->then and a finite loss, the update into it;
+ * returns the loss.  Timed, for whether the next passes take threads (sn_choose). */
+static double sn_chunk_pass(sn_chunk_args *a, void (*rows)(void *, int), real *then)
+{
+#ifdef _OPENMP
+    const int sn_on_now = sn_on = sn_choose();
+    const double sn_start = omp_get_wtime();
+#endif
+    sn_chunks_run(a, rows);
+    double loss = 0;
+    for (int c = 0; c < a->n; c++)   /* the chunks' losses added up in their order */
+        loss += a->loss[c];
+    loss /= a->batch;
+    a->dst = isfinite(loss) ? then : NULL;
+    sn_chunks_run(a, sn_chunk_sums);
+#ifdef _OPENMP
+    sn_took_now(sn_on_now, (omp_get_wtime() - sn_start) / a->batch);
+#endif
+    return loss;
 }
 
 /* Loss L = (1/batch) Σ_b L_b, after a forward pass. */
@@ -1991,7 +3157,7 @@ static double sn_loss(const real *params, real *work, const real *S, const real 
     return loss / batch;
 }
 
-real symnet_ea165bbc0c_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_7f5bc53541_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -1999,55 +3165,13 @@ real symnet_ea165bbc0c_loss(const real *params, const real *X, const real *T, in
 /* Loss and every gradient ∂L/∂θ (into grads), by back propagation. */
 static double sn_loss_grad(const real *params, real *grads, real *work, const real *S, const real *T, int batch)
 {
-
-
-    real *sn_u_O = work + (size_t)batch * 6100;  /* layer O: (batch, 4) */
-    real *dL_dO = work + (size_t)batch * 9392;  /* ∂L/∂O: (batch, 4) */
-
-    const real inv_batch = (real)1 / (real)batch;
-    double loss = 0;
-#ifdef _OPENMP
-    const int sn_on_now = sn_on = sn_choose();
-    const double sn_start = omp_get_wtime();
-#endif
-    sn_forward(params, work, S, batch);
-    /* loss of O: softmax cross entropy;
-       per example b, as derived (symnet.derive.coupled):
-       m_O[b] = max_k O[b,k]
-       s_O[b] = Σ_k exp(O[b,k] - m_O[b])
-       st_O[b] = Σ_k T[b,k]
-       to_O[b] = Σ_k O[b,k]·T[b,k]
-       lse_O[b] = m_O[b] + log(s_O[b])
-       L += lse_O[b]·st_O[b] - to_O[b]
-       dL_dO[b,k] = inv_batch·(-T[b,k] + st_O[b]·exp(O[b,k] - lse_O[b])) */
-    for (int b = 0; b < batch; b++) {
-        const real *o = sn_u_O + (size_t)b * 4;
-        const real *t = T + (size_t)b * 4;
-        real m = -INFINITY;
-        for (int k = 0; k < 4; k++) {
-            m = o[k] > m ? o[k] : m;
-        }
-        real s = 0, st = 0, to = 0;
-        for (int k = 0; k < 4; k++) {
-            s += sn_expf(o[k] - m);
-            st += t[k];
-            to += o[k]*t[k];
-        }
-        const real lse = m + logf(s);
-        loss += (double)(lse*st - to);
-        real *g = dL_dO + (size_t)b * 4;
-        for (int k = 0; k < 4; k++)
-            g[k] = inv_batch*(-t[k] + st*sn_expf(o[k] - lse));
-    }
-
-    sn_backprop(params, grads, work, S, batch);
-#ifdef _OPENMP
-    sn_took_now(sn_on_now, (omp_get_wtime() - sn_start) / batch);
-#endif
-    return loss / batch;
+    /* the batch in chunks (sn_chunk), then the weight gradients (sn_chunk_sums) */
+    sn_chunk_args a = {.params = params, .grads = grads, .work = work, .X = S, .T = T,
+                       .batch = batch, .n = sn_chunks_of(batch), .loss = {0}, .dst = NULL};
+    return sn_chunk_pass(&a, sn_chunk, NULL);
 }
 
-real symnet_ea165bbc0c_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_7f5bc53541_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -2084,7 +3208,7 @@ static double sn_loss_labels(const real *params, real *work, const real *S, cons
     return loss / batch;
 }
 
-real symnet_ea165bbc0c_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_7f5bc53541_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss_labels(params, work, X, T, batch);
 }
@@ -2092,66 +3216,19 @@ real symnet_ea165bbc0c_loss_labels(const real *params, const real *X, const real
 /* Loss and every gradient ∂L/∂θ (into grads), by back propagation; T[b] is the class label of example b. */
 static double sn_loss_grad_labels(const real *params, real *grads, real *work, const real *S, const real *T, int batch)
 {
-
-
-    real *sn_u_O = work + (size_t)batch * 6100;  /* layer O: (batch, 4) */
-    real *dL_dO = work + (size_t)batch * 9392;  /* ∂L/∂O: (batch, 4) */
-
-    const real inv_batch = (real)1 / (real)batch;
-    double loss = 0;
-#ifdef _OPENMP
-    const int sn_on_now = sn_on = sn_choose();
-    const double sn_start = omp_get_wtime();
-#endif
-    sn_forward(params, work, S, batch);
-    /* loss of O: softmax cross entropy, T[b] the class label y of example b;
-       per example b, as derived (symnet.derive.coupled):
-       m_O[b] = max_k O[b,k]
-       s_O[b] = Σ_k exp(O[b,k] - m_O[b])
-       lse_O[b] = m_O[b] + log(s_O[b])
-       L += -O[b,y] + lse_O[b]
-       dL_dO[b,k] = inv_batch·(-(1 if Eq(k, y[b]) else 0) + exp(O[b,k] - lse_O[b])) */
-    for (int b = 0; b < batch; b++) {
-        const real *o = sn_u_O + (size_t)b * 4;
-        const int y = (int)T[b];
-        real m = -INFINITY;
-        for (int k = 0; k < 4; k++) {
-            m = o[k] > m ? o[k] : m;
-        }
-        real s = 0;
-        for (int k = 0; k < 4; k++) {
-            s += sn_expf(o[k] - m);
-        }
-        const real lse = m + logf(s);
-        loss += (double)(-o[y] + lse);
-        real *g = dL_dO + (size_t)b * 4;
-        for (int k = 0; k < 4; k++)
-            g[k] = inv_batch*(-((k == y) ? (1) : (0)) + sn_expf(o[k] - lse));
-    }
-
-    sn_backprop(params, grads, work, S, batch);
-#ifdef _OPENMP
-    sn_took_now(sn_on_now, (omp_get_wtime() - sn_start) / batch);
-#endif
-    return loss / batch;
+    /* the batch in chunks (sn_chunk_labels), then the weight gradients (sn_chunk_sums) */
+    sn_chunk_args a = {.params = params, .grads = grads, .work = work, .X = S, .T = T,
+                       .batch = batch, .n = sn_chunks_of(batch), .loss = {0}, .dst = NULL};
+    return sn_chunk_pass(&a, sn_chunk_labels, NULL);
 }
 
-real symnet_ea165bbc0c_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_7f5bc53541_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad_labels(params, grads, work, X, T, batch);
 }
 
 /* dst[p] = src[p] − lr·∂L/∂θ[p] for the 2260 trainable parameters (plain
  * gradient descent); dst may be src.  Not restrict: in place is the common case. */
-/* 1 when every gradient g[p] is finite: g − g is 0 for a finite number and NaN for
- * NaN or ±inf (an OR of comparisons, which the compiler vectorizes) */
-static int sn_all_finite(const real *grads)
-{
-    int bad = 0;
-    for (size_t p = 0; p < 2260; p++)
-        bad |= !(grads[p] - grads[p] == 0);
-    return !bad;
-}
 
 static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr)
 {
@@ -2163,13 +3240,25 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_ea165bbc0c_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_7f5bc53541_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
-    real *grads = work + (size_t)batch * 9540;
-    const double loss = sn_loss_grad(params, grads, work, X, T, batch);
-    if (!isfinite(loss) || !sn_all_finite(grads))
+    real *grads = work + (size_t)batch * 9556;
+    /* the batch in chunks, then the weight gradients, each job updating the parameters
+       whose gradients it finished (the loss first: a NaN or inf loss updates nothing) */
+    sn_chunk_args a = {.params = params, .grads = grads, .work = work, .X = X, .T = T,
+                       .batch = batch, .n = sn_chunks_of(batch), .loss = {0},
+                       .src = params, .dst = NULL, .lr = lr, .keep = 1, .bad = {0}};
+    const double loss = sn_chunk_pass(&a, sn_chunk, params);
+    if (!isfinite(loss))
         return (real)NAN;
-    sn_sgd_update(params, params, grads, lr);
+    int bad = 0;
+    for (int c = 0; c < a.n; c++)
+        bad |= a.bad[c];
+    if (bad) {
+        /* a gradient NaN or inf: every parameter back as it was (kept in grads) */
+        memcpy(params, grads, sizeof(real) * 2260);
+        return (real)NAN;
+    }
     return (real)loss;
 }
 
@@ -2177,13 +3266,25 @@ real symnet_ea165bbc0c_step(real *params, const real *X, const real *T, int batc
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_ea165bbc0c_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_7f5bc53541_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
-    real *grads = work + (size_t)batch * 9540;
-    const double loss = sn_loss_grad_labels(params, grads, work, X, T, batch);
-    if (!isfinite(loss) || !sn_all_finite(grads))
+    real *grads = work + (size_t)batch * 9556;
+    /* the batch in chunks, then the weight gradients, each job updating the parameters
+       whose gradients it finished (the loss first: a NaN or inf loss updates nothing) */
+    sn_chunk_args a = {.params = params, .grads = grads, .work = work, .X = X, .T = T,
+                       .batch = batch, .n = sn_chunks_of(batch), .loss = {0},
+                       .src = params, .dst = NULL, .lr = lr, .keep = 1, .bad = {0}};
+    const double loss = sn_chunk_pass(&a, sn_chunk_labels, params);
+    if (!isfinite(loss))
         return (real)NAN;
-    sn_sgd_update(params, params, grads, lr);
+    int bad = 0;
+    for (int c = 0; c < a.n; c++)
+        bad |= a.bad[c];
+    if (bad) {
+        /* a gradient NaN or inf: every parameter back as it was (kept in grads) */
+        memcpy(params, grads, sizeof(real) * 2260);
+        return (real)NAN;
+    }
     return (real)loss;
 }
 
@@ -2248,7 +3349,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_ea165bbc0c_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_7f5bc53541_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -2268,17 +3369,17 @@ void symnet_ea165bbc0c_update(real *params, const real *grads, real lr, int opti
  * prev holds the parameters before the last update (after a restore: the same as
  * params).  prev may be NULL (no restoring).
  *
- * work: the batch's rows (9540 numbers per example), then the
+ * work: the batch's rows (9556 numbers per example), then the
  * gradients (2260), then Ib and Tb.
  *
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_ea165bbc0c_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_7f5bc53541_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
-    real *grads = work + (size_t)batch_size * 9540;
+    real *grads = work + (size_t)batch_size * 9556;
     real *Ib = grads + 2260;
     real *Tb = Ib + (size_t)batch_size * 80;
     real *cur = params, *old = prev != NULL ? prev : params;  /* θ now; θ before the last update */
@@ -2291,7 +3392,13 @@ long long symnet_ea165bbc0c_train(real *params, const real *X, const real *T, co
             memcpy(Ib + (size_t)r * 80, X + n * 80, sizeof(real) * 80);
             memcpy(Tb + (size_t)r * 4, T + n * 4, sizeof(real) * 4);
         }
-        const double loss = sn_loss_grad(cur, grads, work, Ib, Tb, batch);
+        /* plain gradient descent: old ← θ − lr·∂L/∂θ in the jobs that finish the gradients
+           (sn_chunk_sums), once the loss is known finite; other updates after the pass */
+        const int sn_fused = optimizer == 0 && hyper[4] == 0 && !(hyper[5] > 0);
+        sn_chunk_args a = {.params = cur, .grads = grads, .work = work, .X = Ib, .T = Tb,
+                           .batch = batch, .n = sn_chunks_of(batch), .loss = {0},
+                           .src = cur, .dst = NULL, .lr = (real)lr[s], .keep = 0, .bad = {0}};
+        const double loss = sn_chunk_pass(&a, sn_chunk, sn_fused ? old : NULL);
         if (!isfinite(loss)) {
             /* both buffers ← θ before the last update (only cur needs it written) */
             if (prev != NULL && *have_prev)
@@ -2301,7 +3408,8 @@ long long symnet_ea165bbc0c_train(real *params, const real *X, const real *T, co
             return s;
         }
         /* old ← θ − update(θ) and swap the names: cur is the new θ, old the one before */
-        sn_update(cur, old, grads, (real)lr[s], optimizer, s1, s2, hyper, t0 + s + 1);
+        if (!sn_fused)
+            sn_update(cur, old, grads, (real)lr[s], optimizer, s1, s2, hyper, t0 + s + 1);
         real *const tmp = cur;
         cur = old;
         old = tmp;
@@ -2348,18 +3456,18 @@ long long symnet_ea165bbc0c_train(real *params, const real *X, const real *T, co
  * prev holds the parameters before the last update (after a restore: the same as
  * params).  prev may be NULL (no restoring).
  *
- * work: the batch's rows (9540 numbers per example), then the
+ * work: the batch's rows (9556 numbers per example), then the
  * gradients (2260), then Ib and Tb.
  *
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step).
  * The same with integer class labels: T[n] is the class of example n. */
-long long symnet_ea165bbc0c_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_7f5bc53541_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
-    real *grads = work + (size_t)batch_size * 9540;
+    real *grads = work + (size_t)batch_size * 9556;
     real *Ib = grads + 2260;
     real *Tb = Ib + (size_t)batch_size * 80;
     real *cur = params, *old = prev != NULL ? prev : params;  /* θ now; θ before the last update */
@@ -2372,7 +3480,13 @@ long long symnet_ea165bbc0c_train_labels(real *params, const real *X, const real
             memcpy(Ib + (size_t)r * 80, X + n * 80, sizeof(real) * 80);
             memcpy(Tb + (size_t)r * 1, T + n * 1, sizeof(real) * 1);
         }
-        const double loss = sn_loss_grad_labels(cur, grads, work, Ib, Tb, batch);
+        /* plain gradient descent: old ← θ − lr·∂L/∂θ in the jobs that finish the gradients
+           (sn_chunk_sums), once the loss is known finite; other updates after the pass */
+        const int sn_fused = optimizer == 0 && hyper[4] == 0 && !(hyper[5] > 0);
+        sn_chunk_args a = {.params = cur, .grads = grads, .work = work, .X = Ib, .T = Tb,
+                           .batch = batch, .n = sn_chunks_of(batch), .loss = {0},
+                           .src = cur, .dst = NULL, .lr = (real)lr[s], .keep = 0, .bad = {0}};
+        const double loss = sn_chunk_pass(&a, sn_chunk_labels, sn_fused ? old : NULL);
         if (!isfinite(loss)) {
             /* both buffers ← θ before the last update (only cur needs it written) */
             if (prev != NULL && *have_prev)
@@ -2382,7 +3496,8 @@ long long symnet_ea165bbc0c_train_labels(real *params, const real *X, const real
             return s;
         }
         /* old ← θ − update(θ) and swap the names: cur is the new θ, old the one before */
-        sn_update(cur, old, grads, (real)lr[s], optimizer, s1, s2, hyper, t0 + s + 1);
+        if (!sn_fused)
+            sn_update(cur, old, grads, (real)lr[s], optimizer, s1, s2, hyper, t0 + s + 1);
         real *const tmp = cur;
         cur = old;
         old = tmp;

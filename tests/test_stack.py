@@ -71,9 +71,14 @@ def test_one_product_over_the_steps_laid_out_in_a_row(make):
                                                for r in n.reductions}
     assert all((end <= fwd) == (name in names) for _, end, name in spans)
     assert "one product of batch" in p.backward[p.backward.index(op)].comment
-    # and the C runs it as one call
-    assert f"batch * {n}, {op.A}, {op.B}, g_{U}" in \
-        net.compile(dtype="float64").c_source
+    # and the C runs it as one call (in a pass in chunks: whole, after the chunks)
+    src = net.compile(dtype="float64").c_source
+    if p.halves is not None:
+        assert op in p.halves.late
+        assert f"sn_gemm({op.M}, {op.N}, batch * {n}, {op.A}, 1, {op.M}, {op.B}, {op.N}, 1, " \
+            f"g_{U}, 0)" in src
+    else:
+        assert f"batch * {n}, {op.A}, {op.B}, g_{U}" in src
 
 
 def test_not_stacked_when_an_operand_is_written_before_the_product(monkeypatch):

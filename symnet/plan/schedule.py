@@ -196,8 +196,9 @@ def _cost(p, op) -> float:
 #: small to share among threads by itself (the small workload 64-128-64-10: 51 k; the
 #: medium one, 784-256-128-10: 0.5 M, whose products each run on the threads)
 HALVES_MAX = 1 << 17
-#: examples per chunk of a tensor network's pass in chunks (its C's sn_chunks_of)
-CHUNK = 8
+#: examples per chunk of a tensor network's pass in chunks (its C's sn_chunks_of); of a
+#: recurrent one's (products of one row per example and step)
+CHUNK, CHUNK_STEPS = 8, 32
 
 
 def batch_rows(extent) -> int | None:
@@ -224,7 +225,7 @@ def halves(p, tensor: bool = False):
     def rows(op) -> bool:
         if isinstance(op, MatMul):
             return op.kind in ("nt", "nn") and batch_rows(op.M) is not None \
-                and (tensor or op.M == "batch") and not op.accumulate and op.parts is None \
+                and (tensor or op.M == "batch" and not op.accumulate) and op.parts is None \
                 and _per_row(p, op.A) and _per_row(p, op.C) and not _per_row(p, op.B) \
                 and isinstance(op.N, int) and isinstance(op.K, int)
         if isinstance(op, SoftmaxXent):
@@ -244,7 +245,7 @@ def halves(p, tensor: bool = False):
 
     def summed(op) -> bool:     # a weight gradient: Σ_b A[b,m]·B[b,n], stored
         return isinstance(op, MatMul) and op.kind == "tn" and batch_rows(op.K) is not None \
-            and (tensor or op.K == "batch") and op.parts is None \
+            and (tensor or op.K == "batch" and op.parts is None) \
             and not op.accumulate and B[op.C].kind == "grad" and _per_row(p, op.A) \
             and _per_row(p, op.B) and isinstance(op.M, int) and isinstance(op.N, int)
 
@@ -264,6 +265,12 @@ def halves(p, tensor: bool = False):
                     if t != LOSS and B[t].kind == "grad"]
         # each gradient written by one op; a sum over the examples starts from zero
         written = by_loops + [op.C for op in these]
+        if tensor:      # several loops may add into one (a recurrence's bias, each step)
+            many = {g for g in by_loops if by_loops.count(g) > 1}
+            if any(g not in zeroed or any(g in op.fresh for op in ops if isinstance(op, Loop))
+                   for g in many):
+                return None
+            written = list(dict.fromkeys(by_loops)) + [op.C for op in these]
         if len(set(written)) != len(written) or not zeroed <= set(written) or \
                 any(g not in zeroed and not any(g in op.fresh for op in ops
                                                 if isinstance(op, Loop)) for g in by_loops):
@@ -271,8 +278,9 @@ def halves(p, tensor: bool = False):
         grads = list(dict.fromkeys(by_loops)) if grads is None else grads
         # a tensor network's weight gradients stay in the chunks, each chunk's part of
         # them summed over its rows while they are in cache
-        out.append([op for op in ops if (tensor or not summed(op)) and not (
-            isinstance(op, Zero) and B[op.buffer].kind == "grad")])
+        # (but a product over a recurrence's stacked steps, whole after the chunks)
+        out.append([op for op in ops if (not summed(op) or tensor and op.parts is None)
+                    and not (isinstance(op, Zero) and B[op.buffer].kind == "grad")])
     cost = sum(batch_rows(op.M) * op.N * op.K for ops in out[:1] for op in ops
                if isinstance(op, MatMul) and not summed(op)) + \
         sum(batch_rows(op.K) * op.M * op.N for op in sums)
@@ -281,8 +289,15 @@ def halves(p, tensor: bool = False):
     if tensor and not any(isinstance(op, MatMul) and not summed(op) and op.M != "batch"
                           for op in out[0]):
         return None
+    # chunks of CHUNK examples where the products of several rows per example (positions)
+    # are most of the work; where products of one row per example are (a recurrence's
+    # steps), chunks of CHUNK_STEPS examples, so that each step's products keep rows
+    rows_cost = [(batch_rows(op.M), op.N * op.K) for op in out[0]
+                 if isinstance(op, MatMul) and not summed(op)]
+    single = sum(c for r, c in rows_cost if r == 1)
+    chunk = CHUNK_STEPS if single > sum(r * c for r, c in rows_cost if r > 1) else CHUNK
     h = Halves(out[0], out[1] if len(out) > 1 else None, sums, [], 0, float(cost), tensor=tensor,
-               chunk=CHUNK)
+               chunk=chunk)
     if h.rows_labels:
         # the ops after the loss, the same for targets as rows and as class labels: emitted
         # once (sn_chunk_tail), as sn_backprop is for the passes as they are
@@ -304,8 +319,12 @@ def halves(p, tensor: bool = False):
         # c > 0 into its partial sums: (chunks − 1) sets of them, which fit in 1/CHUNK of
         # a row per example as the chunks hold CHUNK examples each (sn_chunks_of)
         for op in sums:
-            h.parts[op.C] = h.psize
-            h.psize += op.M * op.N
+            if op.parts is None:
+                h.parts[op.C] = h.psize
+                h.psize += op.M * op.N
+        # the stacked products whole, largest first, each to the job with least work
+        h.late = sorted((op for op in sums if op.parts is not None),
+                        key=lambda op: -op.M * op.N * batch_rows(op.K))
     # the step's update in the jobs that finish each gradient: where they are every one
     h.update = sorted(B[g].offset for g in written) == sorted(
         b.offset for b in B.values() if b.kind == "grad") and \
@@ -314,5 +333,5 @@ def halves(p, tensor: bool = False):
     p.work_per_row += max(h.size, 1)
     if tensor:
         h.parts_offset = p.work_per_row
-        p.work_per_row += -(-h.psize // CHUNK)
+        p.work_per_row += -(-h.psize // h.chunk)
     return h
