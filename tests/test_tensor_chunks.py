@@ -202,3 +202,83 @@ def test_a_step_with_an_infinite_gradient_leaves_the_parameters(monkeypatch):
     model.params[W] = np.full_like(model.params[W], 0.1)
     assert np.isfinite(model.step(X, T, 0.1))
     assert not np.array_equal(model.params[W], before[W])
+
+
+# ------------------------------------------------------------ a recurrence in chunks
+
+def _recurrent(cell="GRU", loss="softmax_cross_entropy"):
+    S = sn.Input((6, 3), name="S")
+    h = getattr(sn, cell)(5, name="R")(S)
+    return sn.Network(S, sn.Dense(3, name="O")(h), loss=loss)
+
+
+def _recurrent_model(monkeypatch, cell, dtype="float64", threads=True, old=None):
+    monkeypatch.setenv("SYMNET_PARALLEL_MIN", "1" if threads else "1e300")
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    with monkeypatch.context() as m:
+        if old is not None:
+            vector_only = schedule.halves
+            m.setattr(schedule, "halves",
+                      lambda p, tensor=False: None if tensor else vector_only(p))
+            m.setenv("SYMNET_CACHE_DIR", str(old))
+        model = _recurrent(cell).compile(dtype=dtype, seed=1)
+    rng = np.random.default_rng(4)
+    for k in model.params:
+        model.params[k] = rng.normal(0, 0.5, model.params[k].shape).astype(dtype)
+    return model
+
+
+def test_a_recurrence_is_planned_in_chunks_of_32():
+    p = plan(_recurrent().graph())
+    h = p.halves
+    assert h is not None and h.tensor and h.chunk == schedule.CHUNK_STEPS
+    # each step's products of one row per example, in the chunks
+    assert any(isinstance(op, MatMul) and op.M == "batch" and op.accumulate
+               for op in h.rows + h.tail)
+    # the recurrent weight's gradient: one product over the stacked steps, after the chunks
+    assert [op.C for op in h.late] == [g for g in p.buffers if g.startswith("g_U")]
+    assert all(op.parts for op in h.late)
+    assert not any(op is late for op in h.rows + h.tail for late in h.late)
+    plan_reads.check(p)
+
+
+@pytest.mark.parametrize("cell", ["GRU", "LSTM"])
+@pytest.mark.parametrize("batch", [1, 45, 100])
+def test_recurrent_chunks_agree_with_the_passes_as_they_were(monkeypatch, tmp_path, cell, batch):
+    rng = np.random.default_rng(batch)
+    X, T = rng.normal(size=(batch, 6, 3)), np.eye(3)[rng.integers(0, 3, batch)]
+    new = _recurrent_model(monkeypatch, cell)
+    old = _recurrent_model(monkeypatch, cell, old=tmp_path)
+    assert "sn_chunk(" in new.c_source and "sn_chunk(" not in old.c_source
+    L_new, g_new = new.loss_and_grad(X, T)
+    L_old, g_old = old.loss_and_grad(X, T)
+    assert L_new == pytest.approx(L_old, rel=1e-13)
+    for k in g_old:
+        np.testing.assert_allclose(g_new[k], g_old[k], rtol=1e-11, atol=1e-14, err_msg=k)
+    new.step(X, T.argmax(1), 0.1)
+    old.step(X, T.argmax(1), 0.1)
+    for k in old.params:
+        np.testing.assert_allclose(new.params[k], old.params[k], rtol=1e-12, atol=1e-15,
+                                   err_msg=k)
+
+
+def test_a_recurrence_in_three_chunks_equals_central_differences(monkeypatch):
+    model = _recurrent_model(monkeypatch, "GRU")
+    rng = np.random.default_rng(7)
+    X, T = rng.normal(size=(70, 6, 3)), np.eye(3)[rng.integers(0, 3, 70)]
+    check(model, X, T)
+
+
+@pytest.mark.parametrize("cell", ["GRU", "LSTM"])
+def test_a_recurrence_gives_the_same_bits_on_one_thread_and_on_two(monkeypatch, cell):
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(100, 6, 3)).astype(np.float32)
+    T = np.eye(3, dtype=np.float32)[rng.integers(0, 3, 100)]
+    one = _recurrent_model(monkeypatch, cell, dtype="float32", threads=False)
+    want = one.loss_and_grad(X, T)
+    many = _recurrent_model(monkeypatch, cell, dtype="float32")
+    for _ in range(3):
+        got = many.loss_and_grad(X, T)
+        assert got[0] == want[0]
+        for k in want[1]:
+            np.testing.assert_array_equal(got[1][k], want[1][k], err_msg=k)
