@@ -168,7 +168,9 @@ def _data(model, rng):
         T = np.eye(model.n_out)[rng.integers(0, model.n_out, rows)]
     else:   # in [0, 1]: targets for bce and mse alike
         T = rng.random((rows, model.n_out))
-    return X, T.reshape(rows, *model.out_shape).astype(model.dtype)
+    if len(model.out_shape) > 1:     # a tensor output (the transformer's (8, 10))
+        T = T.reshape(rows, *model.out_shape)
+    return X, T.astype(model.dtype)
 
 
 def _targets(model, T):
