@@ -39,10 +39,10 @@ def _data(batch, classes=3, seed=0):
     return X, T
 
 
-def _model(monkeypatch, dtype="float64", threads=True, old=None, **net):
-    """The network compiled with threads for every run (or never), on two threads at
-    most; ``old`` (a folder for its own compile cache): the loss-and-gradient pass
-    planned as before."""
+def _compiled(monkeypatch, net, dtype="float64", threads=True, old=None, scale=0.4, seed=2):
+    """``net`` compiled with threads for every run (or never), on two threads at most, its
+    parameters drawn from N(0, scale²) (Dropout's random state stays as seeded); ``old``
+    (a folder for its own compile cache): the loss-and-gradient pass planned as before."""
     monkeypatch.setenv("SYMNET_PARALLEL_MIN", "1" if threads else "1e300")
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
     with monkeypatch.context() as m:
@@ -51,12 +51,26 @@ def _model(monkeypatch, dtype="float64", threads=True, old=None, **net):
             m.setattr(schedule, "halves",
                       lambda p, tensor=False: None if tensor else vector_only(p))
             m.setenv("SYMNET_CACHE_DIR", str(old))
-        model = _net(**net).compile(dtype=dtype, seed=1)
-    rng = np.random.default_rng(2)
+        model = net.compile(dtype=dtype, seed=1)
+    rng = np.random.default_rng(seed)
     for k in model.params:
-        if not k.startswith("rng"):        # Dropout's random state stays as seeded
-            model.params[k] = rng.normal(0, 0.4, model.params[k].shape).astype(dtype)
+        if not k.startswith("rng"):
+            model.params[k] = rng.normal(0, scale, model.params[k].shape).astype(dtype)
     return model
+
+
+def _model(monkeypatch, dtype="float64", threads=True, old=None, **net):
+    return _compiled(monkeypatch, _net(**net), dtype, threads, old)
+
+
+def _agree(new, old, X, T):
+    """The chunked pass (new) gives the loss and gradients of the passes as before (old)."""
+    assert "sn_chunk(" in new.c_source and "sn_chunk(" not in old.c_source
+    L_new, g_new = new.loss_and_grad(X, T)
+    L_old, g_old = old.loss_and_grad(X, T)
+    assert L_new == pytest.approx(L_old, rel=1e-13)
+    for k in g_old:
+        np.testing.assert_allclose(g_new[k], g_old[k], rtol=1e-11, atol=1e-14, err_msg=k)
 
 
 def test_a_transformer_is_planned_in_chunks():
@@ -95,12 +109,7 @@ def test_chunks_agree_with_the_passes_as_they_were(monkeypatch, tmp_path, batch)
     X, T = _data(batch)
     new = _model(monkeypatch)
     old = _model(monkeypatch, old=tmp_path)
-    assert "sn_chunk(" in new.c_source and "sn_chunk(" not in old.c_source
-    L_new, g_new = new.loss_and_grad(X, T)
-    L_old, g_old = old.loss_and_grad(X, T)
-    assert L_new == pytest.approx(L_old, rel=1e-13)
-    for k in g_old:
-        np.testing.assert_allclose(g_new[k], g_old[k], rtol=1e-11, atol=1e-14, err_msg=k)
+    _agree(new, old, X, T)
     new.step(X, T, 0.1)
     old.step(X, T, 0.1)
     for k in old.params:
@@ -156,12 +165,7 @@ def test_dropout_masks_do_not_depend_on_the_chunks(monkeypatch, tmp_path):
     X, T = _data(17)
     new = _model(monkeypatch, dropout=0.3)
     old = _model(monkeypatch, old=tmp_path, dropout=0.3)
-    assert "sn_chunk(" in new.c_source and "sn_chunk(" not in old.c_source
-    L_new, g_new = new.loss_and_grad(X, T)
-    L_old, g_old = old.loss_and_grad(X, T)
-    assert L_new == pytest.approx(L_old, rel=1e-13)
-    for k in g_old:
-        np.testing.assert_allclose(g_new[k], g_old[k], rtol=1e-11, atol=1e-14, err_msg=k)
+    _agree(new, old, X, T)
 
 
 def test_training_in_chunks_reduces_the_loss(monkeypatch):
@@ -213,19 +217,7 @@ def _recurrent(cell="GRU", loss="softmax_cross_entropy"):
 
 
 def _recurrent_model(monkeypatch, cell, dtype="float64", threads=True, old=None):
-    monkeypatch.setenv("SYMNET_PARALLEL_MIN", "1" if threads else "1e300")
-    monkeypatch.setenv("OMP_NUM_THREADS", "2")
-    with monkeypatch.context() as m:
-        if old is not None:
-            vector_only = schedule.halves
-            m.setattr(schedule, "halves",
-                      lambda p, tensor=False: None if tensor else vector_only(p))
-            m.setenv("SYMNET_CACHE_DIR", str(old))
-        model = _recurrent(cell).compile(dtype=dtype, seed=1)
-    rng = np.random.default_rng(4)
-    for k in model.params:
-        model.params[k] = rng.normal(0, 0.5, model.params[k].shape).astype(dtype)
-    return model
+    return _compiled(monkeypatch, _recurrent(cell), dtype, threads, old, scale=0.5, seed=4)
 
 
 def test_a_recurrence_is_planned_in_chunks_of_32():
@@ -249,12 +241,7 @@ def test_recurrent_chunks_agree_with_the_passes_as_they_were(monkeypatch, tmp_pa
     X, T = rng.normal(size=(batch, 6, 3)), np.eye(3)[rng.integers(0, 3, batch)]
     new = _recurrent_model(monkeypatch, cell)
     old = _recurrent_model(monkeypatch, cell, old=tmp_path)
-    assert "sn_chunk(" in new.c_source and "sn_chunk(" not in old.c_source
-    L_new, g_new = new.loss_and_grad(X, T)
-    L_old, g_old = old.loss_and_grad(X, T)
-    assert L_new == pytest.approx(L_old, rel=1e-13)
-    for k in g_old:
-        np.testing.assert_allclose(g_new[k], g_old[k], rtol=1e-11, atol=1e-14, err_msg=k)
+    _agree(new, old, X, T)
     new.step(X, T.argmax(1), 0.1)
     old.step(X, T.argmax(1), 0.1)
     for k in old.params:
