@@ -28,8 +28,8 @@
  *   loss: softmax_cross_entropy, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_C75B7023B9_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_C75B7023B9_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_DBB34EAFBA_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_DBB34EAFBA_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (128, 64)
  *   b1           offset      8192  shape (128,)
  *   W2           offset      8320  shape (64, 128)
@@ -37,59 +37,59 @@
  *   W3           offset     16576  shape (10, 64)
  *   b3           offset     17216  shape (10,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_C75B7023B9_WORK_SIZE(batch) numbers; SYMNET_C75B7023B9_TRAIN_WORK_SIZE(batch_size) for
- * symnet_c75b7023b9_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_DBB34EAFBA_WORK_SIZE(batch) numbers; SYMNET_DBB34EAFBA_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_dbb34eafba_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 17226 + X B*64 + T or O B*10 + work (B*1000 + 17226)
  *   numbers of 4 bytes; e.g. B = 32: 275,280 bytes (training; forward only: 130,088).
  */
-#ifndef SYMNET_C75B7023B9_H
-#define SYMNET_C75B7023B9_H
+#ifndef SYMNET_DBB34EAFBA_H
+#define SYMNET_DBB34EAFBA_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_C75B7023B9_REAL float  /* the number type of every array (float32) */
-#define SYMNET_C75B7023B9_N_INPUTS 64  /* features per example */
-#define SYMNET_C75B7023B9_N_OUTPUTS 10
-#define SYMNET_C75B7023B9_N_PARAMS 17226  /* numbers in the flat parameter array */
-#define SYMNET_C75B7023B9_WORK_PER_EXAMPLE 1000
-#define SYMNET_C75B7023B9_WORK_SIZE(batch) ((batch) * 1000 + 17226)  /* numbers of scratch per call */
-#define SYMNET_C75B7023B9_TRAIN_WORK_SIZE(batch_size) (SYMNET_C75B7023B9_WORK_SIZE(batch_size) + (batch_size) * 74)
-#define SYMNET_C75B7023B9_SGD 0       /* optimizer codes of symnet_c75b7023b9_update and symnet_c75b7023b9_train */
-#define SYMNET_C75B7023B9_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_C75B7023B9_N_PARAMS numbers */
-#define SYMNET_C75B7023B9_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_C75B7023B9_N_PARAMS numbers each */
+#define SYMNET_DBB34EAFBA_REAL float  /* the number type of every array (float32) */
+#define SYMNET_DBB34EAFBA_N_INPUTS 64  /* features per example */
+#define SYMNET_DBB34EAFBA_N_OUTPUTS 10
+#define SYMNET_DBB34EAFBA_N_PARAMS 17226  /* numbers in the flat parameter array */
+#define SYMNET_DBB34EAFBA_WORK_PER_EXAMPLE 1000
+#define SYMNET_DBB34EAFBA_WORK_SIZE(batch) ((batch) * 1000 + 17226)  /* numbers of scratch per call */
+#define SYMNET_DBB34EAFBA_TRAIN_WORK_SIZE(batch_size) (SYMNET_DBB34EAFBA_WORK_SIZE(batch_size) + (batch_size) * 74)
+#define SYMNET_DBB34EAFBA_SGD 0       /* optimizer codes of symnet_dbb34eafba_update and symnet_dbb34eafba_train */
+#define SYMNET_DBB34EAFBA_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_DBB34EAFBA_N_PARAMS numbers */
+#define SYMNET_DBB34EAFBA_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_DBB34EAFBA_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_C75B7023B9_N_OUTPUTS) = the network's output for X (batch × SYMNET_C75B7023B9_N_INPUTS). */
-void symnet_c75b7023b9_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_DBB34EAFBA_N_OUTPUTS) = the network's output for X (batch × SYMNET_DBB34EAFBA_N_INPUTS). */
+void symnet_dbb34eafba_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_c75b7023b9_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_dbb34eafba_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_C75B7023B9_N_PARAMS numbers) by back propagation. */
-float symnet_c75b7023b9_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_DBB34EAFBA_N_PARAMS numbers) by back propagation. */
+float symnet_dbb34eafba_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_c75b7023b9_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_dbb34eafba_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss; T[b] is the class label of example b. */
-float symnet_c75b7023b9_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_dbb34eafba_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_C75B7023B9_N_PARAMS numbers) by back propagation. */
-float symnet_c75b7023b9_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_DBB34EAFBA_N_PARAMS numbers) by back propagation. */
+float symnet_dbb34eafba_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_c75b7023b9_step_labels(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_dbb34eafba_step_labels(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_C75B7023B9_SGD, SYMNET_C75B7023B9_MOMENTUM or SYMNET_C75B7023B9_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_DBB34EAFBA_SGD, SYMNET_DBB34EAFBA_MOMENTUM or SYMNET_DBB34EAFBA_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_c75b7023b9_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_dbb34eafba_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -97,10 +97,10 @@ void symnet_c75b7023b9_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_C75B7023B9_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_DBB34EAFBA_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_C75B7023B9_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_c75b7023b9_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_DBB34EAFBA_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_dbb34eafba_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -110,10 +110,10 @@ long long symnet_c75b7023b9_train(float *params, const float *X, const float *T,
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_C75B7023B9_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_DBB34EAFBA_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_C75B7023B9_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_c75b7023b9_train_labels(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_DBB34EAFBA_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_dbb34eafba_train_labels(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -122,7 +122,7 @@ long long symnet_c75b7023b9_train_labels(float *params, const float *X, const fl
 }
 #endif
 
-#endif /* SYMNET_C75B7023B9_H */
+#endif /* SYMNET_DBB34EAFBA_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -545,7 +545,7 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_c75b7023b9_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_dbb34eafba_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 394, sizeof(real) * (size_t)batch * 10);
@@ -658,11 +658,10 @@ static void sn_chunk_tail(sn_chunk_args *a, int c)
 
 }
 
-/* Chunk c of the batch through every per-example op of the pass, up to the loss (the ops after it: sn_chunk_tail): its examples'
- * loss into a->loss[c], the sums over its examples into sn_part. */
-static void sn_chunk(void *arg, int c)
+/* Chunk c of the batch through the ops before the loss, the same for targets as rows and
+ * as class labels (called by both passes). */
+static void sn_chunk_head(sn_chunk_args *a, int c)
 {
-    sn_chunk_args *a = (sn_chunk_args *)arg;
     const real *params = a->params, *I = a->X, *T = a->T;
     real *work = a->work;
     const int batch = a->batch;
@@ -681,11 +680,9 @@ static void sn_chunk(void *arg, int c)
     real *H2 = work + (size_t)batch * 320;  /* layer H2: (batch, 64) */
     real *z_O = work + (size_t)batch * 384;  /* Σ of O: (batch, 10) */
     real *sn_u_O = work + (size_t)batch * 394;  /* layer O: (batch, 10) */
-    real *dL_dO = work + (size_t)batch * 788;  /* ∂L/∂O: (batch, 10) */
 
-    const real inv_batch = (real)1 / (real)batch;
-    double loss = 0;
-    memset(sn_part, 0, sizeof(real) * 202);
+    (void)T;
+    (void)sn_part;
     /* z_H1[b,i] = Σ_j W1[i,j]·I[b,j] */
     sn_mm_nt(sn_hi - sn_lo, 128, 64, I + (size_t)sn_lo * 64, W1, z_H1 + (size_t)sn_lo * 128, 0);
     /* H1[b,i] = (b1[i] + z_H1[b,i] if b1[i] + z_H1[b,i] > 0 else 0) */
@@ -718,6 +715,30 @@ static void sn_chunk(void *arg, int c)
         for (int i = 0; i < 10; i++) {
             sn_u_O[b * 10 + i] = b3[i] + z_O[b * 10 + i];
         }
+
+
+}
+
+/* Chunk c of the batch through every per-example op of the pass, up to the loss (the ops after it: sn_chunk_tail): its examples'
+ * loss into a->loss[c], the sums over its examples into sn_part. */
+static void sn_chunk(void *arg, int c)
+{
+    sn_chunk_args *a = (sn_chunk_args *)arg;
+    const real *params = a->params, *I = a->X, *T = a->T;
+    real *work = a->work;
+    const int batch = a->batch;
+    const int sn_lo = sn_cut(batch, c, a->n), sn_hi = sn_cut(batch, c + 1, a->n);
+    real *sn_part = work + (size_t)batch * 798 + (size_t)c * 202;  /* 202 partial sums */
+
+    real *sn_u_O = work + (size_t)batch * 394;  /* layer O: (batch, 10) */
+    real *dL_dO = work + (size_t)batch * 788;  /* ∂L/∂O: (batch, 10) */
+
+    (void)params;
+    (void)I;
+    const real inv_batch = (real)1 / (real)batch;
+    double loss = 0;
+    memset(sn_part, 0, sizeof(real) * 202);
+    sn_chunk_head(a, c);
     /* loss of O: softmax cross entropy;
        per example b, as derived (symnet.derive.coupled):
        m_O[b] = max_k O[b,k]
@@ -762,56 +783,16 @@ static void sn_chunk_labels(void *arg, int c)
     const int batch = a->batch;
     const int sn_lo = sn_cut(batch, c, a->n), sn_hi = sn_cut(batch, c + 1, a->n);
     real *sn_part = work + (size_t)batch * 798 + (size_t)c * 202;  /* 202 partial sums */
-    const real *W1 = params + 0;  /* W1: (128, 64) */
-    const real *b1 = params + 8192;  /* b1: (128,) */
-    const real *W2 = params + 8320;  /* W2: (64, 128) */
-    const real *b2 = params + 16512;  /* b2: (64,) */
-    const real *W3 = params + 16576;  /* W3: (10, 64) */
-    const real *b3 = params + 17216;  /* b3: (10,) */
 
-    real *z_H1 = work + (size_t)batch * 0;  /* Σ of H1: (batch, 128) */
-    real *H1 = work + (size_t)batch * 128;  /* layer H1: (batch, 128) */
-    real *z_H2 = work + (size_t)batch * 256;  /* Σ of H2: (batch, 64) */
-    real *H2 = work + (size_t)batch * 320;  /* layer H2: (batch, 64) */
-    real *z_O = work + (size_t)batch * 384;  /* Σ of O: (batch, 10) */
     real *sn_u_O = work + (size_t)batch * 394;  /* layer O: (batch, 10) */
     real *dL_dO = work + (size_t)batch * 788;  /* ∂L/∂O: (batch, 10) */
 
+    (void)params;
+    (void)I;
     const real inv_batch = (real)1 / (real)batch;
     double loss = 0;
     memset(sn_part, 0, sizeof(real) * 202);
-    /* z_H1[b,i] = Σ_j W1[i,j]·I[b,j] */
-    sn_mm_nt(sn_hi - sn_lo, 128, 64, I + (size_t)sn_lo * 64, W1, z_H1 + (size_t)sn_lo * 128, 0);
-    /* H1[b,i] = (b1[i] + z_H1[b,i] if b1[i] + z_H1[b,i] > 0 else 0) */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 128; i++) {
-            const real t0 = b1[i] + z_H1[b * 128 + i];
-            H1[b * 128 + i] = ((t0 > 0) ? (t0) : (0));
-        }
-    /* z_H2[b,i] = Σ_j W2[i,j]·H1[b,j] */
-    sn_mm_nt(sn_hi - sn_lo, 64, 128, H1 + (size_t)sn_lo * 128, W2, z_H2 + (size_t)sn_lo * 64, 0);
-    /* H2[b,i] = (b2[i] + z_H2[b,i] if b2[i] + z_H2[b,i] > 0 else 0) */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 64; i++) {
-            const real t0 = b2[i] + z_H2[b * 64 + i];
-            H2[b * 64 + i] = ((t0 > 0) ? (t0) : (0));
-        }
-    /* z_O[b,i] = Σ_j W3[i,j]·H2[b,j] */
-    sn_mm_nt(sn_hi - sn_lo, 10, 64, H2 + (size_t)sn_lo * 64, W3, z_O + (size_t)sn_lo * 10, 0);
-    /* O[b,i] = b3[i] + z_O[b,i] */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 10; i++) {
-            sn_u_O[b * 10 + i] = b3[i] + z_O[b * 10 + i];
-        }
+    sn_chunk_head(a, c);
     /* loss of O: softmax cross entropy, T[b] the class label y of example b;
        per example b, as derived (symnet.derive.coupled):
        m_O[b] = max_k O[b,k]
@@ -993,7 +974,7 @@ static double sn_loss(const real *params, real *work, const real *I, const real 
     return loss / batch;
 }
 
-real symnet_c75b7023b9_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_dbb34eafba_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -1007,7 +988,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return sn_chunk_pass(&a, sn_chunk, NULL);
 }
 
-real symnet_c75b7023b9_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_dbb34eafba_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -1044,7 +1025,7 @@ static double sn_loss_labels(const real *params, real *work, const real *I, cons
     return loss / batch;
 }
 
-real symnet_c75b7023b9_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_dbb34eafba_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss_labels(params, work, X, T, batch);
 }
@@ -1058,7 +1039,7 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
     return sn_chunk_pass(&a, sn_chunk_labels, NULL);
 }
 
-real symnet_c75b7023b9_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_dbb34eafba_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad_labels(params, grads, work, X, T, batch);
 }
@@ -1076,7 +1057,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_c75b7023b9_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_dbb34eafba_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 1000;
     /* the batch in chunks, then the weight gradients, each job updating the parameters
@@ -1099,7 +1080,7 @@ real symnet_c75b7023b9_step(real *params, const real *X, const real *T, int batc
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_c75b7023b9_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_dbb34eafba_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 1000;
     /* the batch in chunks, then the weight gradients, each job updating the parameters
@@ -1179,7 +1160,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_c75b7023b9_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_dbb34eafba_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -1205,7 +1186,7 @@ void symnet_c75b7023b9_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_c75b7023b9_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_dbb34eafba_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
@@ -1293,7 +1274,7 @@ long long symnet_c75b7023b9_train(real *params, const real *X, const real *T, co
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step).
  * The same with integer class labels: T[n] is the class of example n. */
-long long symnet_c75b7023b9_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_dbb34eafba_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

@@ -26,66 +26,66 @@
  *   loss: softmax_cross_entropy, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_3B5F5C2010_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_3B5F5C2010_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_D4C171908E_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_D4C171908E_N_PARAMS numbers, in the order of model.params, each row-major:
  *   A1           offset         0  shape (64, 64)
  *   B1           offset      4096  shape (64, 64)
  *   W2           offset      8192  shape (10, 64)
  *   b2           offset      8832  shape (10,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_3B5F5C2010_WORK_SIZE(batch) numbers; SYMNET_3B5F5C2010_TRAIN_WORK_SIZE(batch_size) for
- * symnet_3b5f5c2010_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_D4C171908E_WORK_SIZE(batch) numbers; SYMNET_D4C171908E_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_d4c171908e_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 8842 + X B*64 + T or O B*10 + work (B*424 + 8842)
  *   numbers of 4 bytes; e.g. B = 32: 134,480 bytes (training; forward only: 71,976).
  */
-#ifndef SYMNET_3B5F5C2010_H
-#define SYMNET_3B5F5C2010_H
+#ifndef SYMNET_D4C171908E_H
+#define SYMNET_D4C171908E_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_3B5F5C2010_REAL float  /* the number type of every array (float32) */
-#define SYMNET_3B5F5C2010_N_INPUTS 64  /* features per example */
-#define SYMNET_3B5F5C2010_N_OUTPUTS 10
-#define SYMNET_3B5F5C2010_N_PARAMS 8842  /* numbers in the flat parameter array */
-#define SYMNET_3B5F5C2010_WORK_PER_EXAMPLE 424
-#define SYMNET_3B5F5C2010_WORK_SIZE(batch) ((batch) * 424 + 8842)  /* numbers of scratch per call */
-#define SYMNET_3B5F5C2010_TRAIN_WORK_SIZE(batch_size) (SYMNET_3B5F5C2010_WORK_SIZE(batch_size) + (batch_size) * 74)
-#define SYMNET_3B5F5C2010_SGD 0       /* optimizer codes of symnet_3b5f5c2010_update and symnet_3b5f5c2010_train */
-#define SYMNET_3B5F5C2010_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_3B5F5C2010_N_PARAMS numbers */
-#define SYMNET_3B5F5C2010_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_3B5F5C2010_N_PARAMS numbers each */
+#define SYMNET_D4C171908E_REAL float  /* the number type of every array (float32) */
+#define SYMNET_D4C171908E_N_INPUTS 64  /* features per example */
+#define SYMNET_D4C171908E_N_OUTPUTS 10
+#define SYMNET_D4C171908E_N_PARAMS 8842  /* numbers in the flat parameter array */
+#define SYMNET_D4C171908E_WORK_PER_EXAMPLE 424
+#define SYMNET_D4C171908E_WORK_SIZE(batch) ((batch) * 424 + 8842)  /* numbers of scratch per call */
+#define SYMNET_D4C171908E_TRAIN_WORK_SIZE(batch_size) (SYMNET_D4C171908E_WORK_SIZE(batch_size) + (batch_size) * 74)
+#define SYMNET_D4C171908E_SGD 0       /* optimizer codes of symnet_d4c171908e_update and symnet_d4c171908e_train */
+#define SYMNET_D4C171908E_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_D4C171908E_N_PARAMS numbers */
+#define SYMNET_D4C171908E_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_D4C171908E_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_3B5F5C2010_N_OUTPUTS) = the network's output for X (batch × SYMNET_3B5F5C2010_N_INPUTS). */
-void symnet_3b5f5c2010_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_D4C171908E_N_OUTPUTS) = the network's output for X (batch × SYMNET_D4C171908E_N_INPUTS). */
+void symnet_d4c171908e_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_3b5f5c2010_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_d4c171908e_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_3B5F5C2010_N_PARAMS numbers) by back propagation. */
-float symnet_3b5f5c2010_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_D4C171908E_N_PARAMS numbers) by back propagation. */
+float symnet_d4c171908e_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_3b5f5c2010_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_d4c171908e_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss; T[b] is the class label of example b. */
-float symnet_3b5f5c2010_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_d4c171908e_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_3B5F5C2010_N_PARAMS numbers) by back propagation. */
-float symnet_3b5f5c2010_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_D4C171908E_N_PARAMS numbers) by back propagation. */
+float symnet_d4c171908e_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_3b5f5c2010_step_labels(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_d4c171908e_step_labels(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_3B5F5C2010_SGD, SYMNET_3B5F5C2010_MOMENTUM or SYMNET_3B5F5C2010_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_D4C171908E_SGD, SYMNET_D4C171908E_MOMENTUM or SYMNET_D4C171908E_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_3b5f5c2010_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_d4c171908e_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -93,10 +93,10 @@ void symnet_3b5f5c2010_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_3B5F5C2010_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_D4C171908E_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_3B5F5C2010_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_3b5f5c2010_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_D4C171908E_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_d4c171908e_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -106,10 +106,10 @@ long long symnet_3b5f5c2010_train(float *params, const float *X, const float *T,
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_3B5F5C2010_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_D4C171908E_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_3B5F5C2010_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_3b5f5c2010_train_labels(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_D4C171908E_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_d4c171908e_train_labels(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -118,7 +118,7 @@ long long symnet_3b5f5c2010_train_labels(float *params, const float *X, const fl
 }
 #endif
 
-#endif /* SYMNET_3B5F5C2010_H */
+#endif /* SYMNET_D4C171908E_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -579,7 +579,7 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_3b5f5c2010_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_d4c171908e_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 202, sizeof(real) * (size_t)batch * 10);
@@ -676,11 +676,10 @@ static void sn_chunk_tail(sn_chunk_args *a, int c)
 
 }
 
-/* Chunk c of the batch through every per-example op of the pass, up to the loss (the ops after it: sn_chunk_tail): its examples'
- * loss into a->loss[c], the sums over its examples into sn_part. */
-static void sn_chunk(void *arg, int c)
+/* Chunk c of the batch through the ops before the loss, the same for targets as rows and
+ * as class labels (called by both passes). */
+static void sn_chunk_head(sn_chunk_args *a, int c)
 {
-    sn_chunk_args *a = (sn_chunk_args *)arg;
     const real *params = a->params, *I = a->X, *T = a->T;
     real *work = a->work;
     const int batch = a->batch;
@@ -696,11 +695,9 @@ static void sn_chunk(void *arg, int c)
     real *sn_u_G = work + (size_t)batch * 128;  /* layer G: (batch, 64) */
     real *z_O = work + (size_t)batch * 192;  /* Σ of O: (batch, 10) */
     real *sn_u_O = work + (size_t)batch * 202;  /* layer O: (batch, 10) */
-    real *dL_dO = work + (size_t)batch * 404;  /* ∂L/∂O: (batch, 10) */
 
-    const real inv_batch = (real)1 / (real)batch;
-    double loss = 0;
-    memset(sn_part, 0, sizeof(real) * 10);
+    (void)T;
+    (void)sn_part;
     /* r1_G[b,i] = Σ_j A1[i,j]·I[b,j] */
     sn_mm_nt(sn_hi - sn_lo, 64, 64, I + (size_t)sn_lo * 64, A1, r1_G + (size_t)sn_lo * 64, 0);
     /* r2_G[b,i] = Σ_j B1[i,j]·I[b,j] */
@@ -723,6 +720,30 @@ static void sn_chunk(void *arg, int c)
         for (int i = 0; i < 10; i++) {
             sn_u_O[b * 10 + i] = b2[i] + z_O[b * 10 + i];
         }
+
+
+}
+
+/* Chunk c of the batch through every per-example op of the pass, up to the loss (the ops after it: sn_chunk_tail): its examples'
+ * loss into a->loss[c], the sums over its examples into sn_part. */
+static void sn_chunk(void *arg, int c)
+{
+    sn_chunk_args *a = (sn_chunk_args *)arg;
+    const real *params = a->params, *I = a->X, *T = a->T;
+    real *work = a->work;
+    const int batch = a->batch;
+    const int sn_lo = sn_cut(batch, c, a->n), sn_hi = sn_cut(batch, c + 1, a->n);
+    real *sn_part = work + (size_t)batch * 414 + (size_t)c * 10;  /* 10 partial sums */
+
+    real *sn_u_O = work + (size_t)batch * 202;  /* layer O: (batch, 10) */
+    real *dL_dO = work + (size_t)batch * 404;  /* ∂L/∂O: (batch, 10) */
+
+    (void)params;
+    (void)I;
+    const real inv_batch = (real)1 / (real)batch;
+    double loss = 0;
+    memset(sn_part, 0, sizeof(real) * 10);
+    sn_chunk_head(a, c);
     /* loss of O: softmax cross entropy;
        per example b, as derived (symnet.derive.coupled):
        m_O[b] = max_k O[b,k]
@@ -767,43 +788,16 @@ static void sn_chunk_labels(void *arg, int c)
     const int batch = a->batch;
     const int sn_lo = sn_cut(batch, c, a->n), sn_hi = sn_cut(batch, c + 1, a->n);
     real *sn_part = work + (size_t)batch * 414 + (size_t)c * 10;  /* 10 partial sums */
-    const real *A1 = params + 0;  /* A1: (64, 64) */
-    const real *B1 = params + 4096;  /* B1: (64, 64) */
-    const real *W2 = params + 8192;  /* W2: (10, 64) */
-    const real *b2 = params + 8832;  /* b2: (10,) */
 
-    real *r1_G = work + (size_t)batch * 0;  /* Σ of G: (batch, 64) */
-    real *r2_G = work + (size_t)batch * 64;  /* Σ of G: (batch, 64) */
-    real *sn_u_G = work + (size_t)batch * 128;  /* layer G: (batch, 64) */
-    real *z_O = work + (size_t)batch * 192;  /* Σ of O: (batch, 10) */
     real *sn_u_O = work + (size_t)batch * 202;  /* layer O: (batch, 10) */
     real *dL_dO = work + (size_t)batch * 404;  /* ∂L/∂O: (batch, 10) */
 
+    (void)params;
+    (void)I;
     const real inv_batch = (real)1 / (real)batch;
     double loss = 0;
     memset(sn_part, 0, sizeof(real) * 10);
-    /* r1_G[b,i] = Σ_j A1[i,j]·I[b,j] */
-    sn_mm_nt(sn_hi - sn_lo, 64, 64, I + (size_t)sn_lo * 64, A1, r1_G + (size_t)sn_lo * 64, 0);
-    /* r2_G[b,i] = Σ_j B1[i,j]·I[b,j] */
-    sn_mm_nt(sn_hi - sn_lo, 64, 64, I + (size_t)sn_lo * 64, B1, r2_G + (size_t)sn_lo * 64, 0);
-    /* G[b,i] = σ(r1_G[b,i])·tanh(r2_G[b,i]) */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 64; i++) {
-            sn_u_G[b * 64 + i] = sn_sigmoid(r1_G[b * 64 + i])*sn_tanhf(r2_G[b * 64 + i]);
-        }
-    /* z_O[b,i] = Σ_j W2[i,j]·G[b,j] */
-    sn_mm_nt(sn_hi - sn_lo, 10, 64, sn_u_G + (size_t)sn_lo * 64, W2, z_O + (size_t)sn_lo * 10, 0);
-    /* O[b,i] = b2[i] + z_O[b,i] */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 10; i++) {
-            sn_u_O[b * 10 + i] = b2[i] + z_O[b * 10 + i];
-        }
+    sn_chunk_head(a, c);
     /* loss of O: softmax cross entropy, T[b] the class label y of example b;
        per example b, as derived (symnet.derive.coupled):
        m_O[b] = max_k O[b,k]
@@ -968,7 +962,7 @@ static double sn_loss(const real *params, real *work, const real *I, const real 
     return loss / batch;
 }
 
-real symnet_3b5f5c2010_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_d4c171908e_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -982,7 +976,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return sn_chunk_pass(&a, sn_chunk, NULL);
 }
 
-real symnet_3b5f5c2010_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_d4c171908e_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -1019,7 +1013,7 @@ static double sn_loss_labels(const real *params, real *work, const real *I, cons
     return loss / batch;
 }
 
-real symnet_3b5f5c2010_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_d4c171908e_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss_labels(params, work, X, T, batch);
 }
@@ -1033,7 +1027,7 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
     return sn_chunk_pass(&a, sn_chunk_labels, NULL);
 }
 
-real symnet_3b5f5c2010_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_d4c171908e_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad_labels(params, grads, work, X, T, batch);
 }
@@ -1051,7 +1045,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_3b5f5c2010_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_d4c171908e_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 424;
     /* the batch in chunks, then the weight gradients, each job updating the parameters
@@ -1074,7 +1068,7 @@ real symnet_3b5f5c2010_step(real *params, const real *X, const real *T, int batc
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_3b5f5c2010_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_d4c171908e_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 424;
     /* the batch in chunks, then the weight gradients, each job updating the parameters
@@ -1154,7 +1148,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_3b5f5c2010_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_d4c171908e_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -1180,7 +1174,7 @@ void symnet_3b5f5c2010_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_3b5f5c2010_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_d4c171908e_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
@@ -1268,7 +1262,7 @@ long long symnet_3b5f5c2010_train(real *params, const real *X, const real *T, co
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step).
  * The same with integer class labels: T[n] is the class of example n. */
-long long symnet_3b5f5c2010_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_d4c171908e_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

@@ -104,8 +104,8 @@
  *   loss: softmax_cross_entropy, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_7F5BC53541_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_7F5BC53541_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_CC4217464F_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_CC4217464F_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (72, 4)
  *   b1           offset       288  shape (72,)
  *   c1           offset       360  shape (72,)
@@ -113,59 +113,59 @@
  *   W22          offset      2160  shape (4, 24)
  *   b22          offset      2256  shape (4,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_7F5BC53541_WORK_SIZE(batch) numbers; SYMNET_7F5BC53541_TRAIN_WORK_SIZE(batch_size) for
- * symnet_7f5bc53541_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_CC4217464F_WORK_SIZE(batch) numbers; SYMNET_CC4217464F_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_cc4217464f_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 2260 + X B*80 + T or O B*4 + work (B*9556 + 2260)
  *   numbers of 4 bytes; e.g. B = 32: 1,252,000 bytes (training; forward only: 801,104).
  */
-#ifndef SYMNET_7F5BC53541_H
-#define SYMNET_7F5BC53541_H
+#ifndef SYMNET_CC4217464F_H
+#define SYMNET_CC4217464F_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_7F5BC53541_REAL float  /* the number type of every array (float32) */
-#define SYMNET_7F5BC53541_N_INPUTS 80  /* features per example */
-#define SYMNET_7F5BC53541_N_OUTPUTS 4
-#define SYMNET_7F5BC53541_N_PARAMS 2260  /* numbers in the flat parameter array */
-#define SYMNET_7F5BC53541_WORK_PER_EXAMPLE 9556
-#define SYMNET_7F5BC53541_WORK_SIZE(batch) ((batch) * 9556 + 2260)  /* numbers of scratch per call */
-#define SYMNET_7F5BC53541_TRAIN_WORK_SIZE(batch_size) (SYMNET_7F5BC53541_WORK_SIZE(batch_size) + (batch_size) * 84)
-#define SYMNET_7F5BC53541_SGD 0       /* optimizer codes of symnet_7f5bc53541_update and symnet_7f5bc53541_train */
-#define SYMNET_7F5BC53541_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_7F5BC53541_N_PARAMS numbers */
-#define SYMNET_7F5BC53541_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_7F5BC53541_N_PARAMS numbers each */
+#define SYMNET_CC4217464F_REAL float  /* the number type of every array (float32) */
+#define SYMNET_CC4217464F_N_INPUTS 80  /* features per example */
+#define SYMNET_CC4217464F_N_OUTPUTS 4
+#define SYMNET_CC4217464F_N_PARAMS 2260  /* numbers in the flat parameter array */
+#define SYMNET_CC4217464F_WORK_PER_EXAMPLE 9556
+#define SYMNET_CC4217464F_WORK_SIZE(batch) ((batch) * 9556 + 2260)  /* numbers of scratch per call */
+#define SYMNET_CC4217464F_TRAIN_WORK_SIZE(batch_size) (SYMNET_CC4217464F_WORK_SIZE(batch_size) + (batch_size) * 84)
+#define SYMNET_CC4217464F_SGD 0       /* optimizer codes of symnet_cc4217464f_update and symnet_cc4217464f_train */
+#define SYMNET_CC4217464F_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_CC4217464F_N_PARAMS numbers */
+#define SYMNET_CC4217464F_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_CC4217464F_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_7F5BC53541_N_OUTPUTS) = the network's output for X (batch × SYMNET_7F5BC53541_N_INPUTS). */
-void symnet_7f5bc53541_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_CC4217464F_N_OUTPUTS) = the network's output for X (batch × SYMNET_CC4217464F_N_INPUTS). */
+void symnet_cc4217464f_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_7f5bc53541_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_cc4217464f_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_7F5BC53541_N_PARAMS numbers) by back propagation. */
-float symnet_7f5bc53541_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_CC4217464F_N_PARAMS numbers) by back propagation. */
+float symnet_cc4217464f_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_7f5bc53541_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_cc4217464f_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss; T[b] is the class label of example b. */
-float symnet_7f5bc53541_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_cc4217464f_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_7F5BC53541_N_PARAMS numbers) by back propagation. */
-float symnet_7f5bc53541_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_CC4217464F_N_PARAMS numbers) by back propagation. */
+float symnet_cc4217464f_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_7f5bc53541_step_labels(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_cc4217464f_step_labels(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_7F5BC53541_SGD, SYMNET_7F5BC53541_MOMENTUM or SYMNET_7F5BC53541_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_CC4217464F_SGD, SYMNET_CC4217464F_MOMENTUM or SYMNET_CC4217464F_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_7f5bc53541_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_cc4217464f_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -173,10 +173,10 @@ void symnet_7f5bc53541_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_7F5BC53541_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_CC4217464F_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_7F5BC53541_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_7f5bc53541_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_CC4217464F_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_cc4217464f_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -186,10 +186,10 @@ long long symnet_7f5bc53541_train(float *params, const float *X, const float *T,
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_7F5BC53541_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_CC4217464F_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_7F5BC53541_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_7f5bc53541_train_labels(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_CC4217464F_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_cc4217464f_train_labels(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -198,7 +198,7 @@ long long symnet_7f5bc53541_train_labels(float *params, const float *X, const fl
 }
 #endif
 
-#endif /* SYMNET_7F5BC53541_H */
+#endif /* SYMNET_CC4217464F_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -1116,7 +1116,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_7f5bc53541_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_cc4217464f_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 6100, sizeof(real) * (size_t)batch * 4);
@@ -1967,11 +1967,10 @@ static void sn_chunk_tail(sn_chunk_args *a, int c)
 
 }
 
-/* Chunk c of the batch through every per-example op of the pass, up to the loss (the ops after it: sn_chunk_tail): its examples'
- * loss into a->loss[c], the sums over its examples into sn_part. */
-static void sn_chunk(void *arg, int c)
+/* Chunk c of the batch through the ops before the loss, the same for targets as rows and
+ * as class labels (called by both passes). */
+static void sn_chunk_head(sn_chunk_args *a, int c)
 {
-    sn_chunk_args *a = (sn_chunk_args *)arg;
     const real *params = a->params, *S = a->X, *T = a->T;
     real *work = a->work;
     const int batch = a->batch;
@@ -2046,11 +2045,9 @@ static void sn_chunk(void *arg, int c)
     real *h_20 = work + (size_t)batch * 6072;  /* layer h_20: (batch, 24) */
     real *z_O = work + (size_t)batch * 6096;  /* Σ of O: (batch, 4) */
     real *sn_u_O = work + (size_t)batch * 6100;  /* layer O: (batch, 4) */
-    real *dL_dO = work + (size_t)batch * 9392;  /* ∂L/∂O: (batch, 4) */
 
-    const real inv_batch = (real)1 / (real)batch;
-    double loss = 0;
-    memset(sn_part, 0, sizeof(real) * 148);
+    (void)T;
+    (void)sn_part;
     /* z_h_gx[b,t,i] = Σ_j W1[i,j]·S[b,t,j] for each of the 20 positions t */
     sn_mm_nt((sn_hi - sn_lo) * 20, 72, 4, S + (size_t)sn_lo * 80, W1, z_h_gx + (size_t)sn_lo * 1440, 0);
     /* h_gx[b,tq,i] = b1[i] + z_h_gx[b,tq,i] */
@@ -2441,6 +2438,30 @@ static void sn_chunk(void *arg, int c)
         for (int i = 0; i < 4; i++) {
             sn_u_O[b * 4 + i] = b22[i] + z_O[b * 4 + i];
         }
+
+
+}
+
+/* Chunk c of the batch through every per-example op of the pass, up to the loss (the ops after it: sn_chunk_tail): its examples'
+ * loss into a->loss[c], the sums over its examples into sn_part. */
+static void sn_chunk(void *arg, int c)
+{
+    sn_chunk_args *a = (sn_chunk_args *)arg;
+    const real *params = a->params, *S = a->X, *T = a->T;
+    real *work = a->work;
+    const int batch = a->batch;
+    const int sn_lo = sn_cut(batch, c, a->n), sn_hi = sn_cut(batch, c + 1, a->n);
+    real *sn_part = work + (size_t)batch * 9396 + (size_t)c * 148;  /* 148 partial sums */
+
+    real *sn_u_O = work + (size_t)batch * 6100;  /* layer O: (batch, 4) */
+    real *dL_dO = work + (size_t)batch * 9392;  /* ∂L/∂O: (batch, 4) */
+
+    (void)params;
+    (void)S;
+    const real inv_batch = (real)1 / (real)batch;
+    double loss = 0;
+    memset(sn_part, 0, sizeof(real) * 148);
+    sn_chunk_head(a, c);
     /* loss of O: softmax cross entropy;
        per example b, as derived (symnet.derive.coupled):
        m_O[b] = max_k O[b,k]
@@ -2485,470 +2506,16 @@ static void sn_chunk_labels(void *arg, int c)
     const int batch = a->batch;
     const int sn_lo = sn_cut(batch, c, a->n), sn_hi = sn_cut(batch, c + 1, a->n);
     real *sn_part = work + (size_t)batch * 9396 + (size_t)c * 148;  /* 148 partial sums */
-    const real *W1 = params + 0;  /* W1: (72, 4) */
-    const real *b1 = params + 288;  /* b1: (72,) */
-    const real *sn_u_c1 = params + 360;  /* c1: (72,) */
-    const real *U1 = params + 432;  /* U1: (72, 24) */
-    const real *W22 = params + 2160;  /* W22: (4, 24) */
-    const real *b22 = params + 2256;  /* b22: (4,) */
 
-    real *z_h_gx = work + (size_t)batch * 0;  /* Σ of h_gx: (batch, 20, 72) */
-    real *h_gx = work + (size_t)batch * 1440;  /* layer h_gx: (batch, 20, 72) */
-    real *h_1 = work + (size_t)batch * 3312;  /* layer h_1: (batch, 24) */
-    real *z_h_2_gh = work + (size_t)batch * 3336;  /* Σ of h_2_gh: (batch, 72) */
-    real *h_2_gh = work + (size_t)batch * 3408;  /* layer h_2_gh: (batch, 72) */
-    real *h_2 = work + (size_t)batch * 3288;  /* layer h_2: (batch, 24) */
-    real *z_h_3_gh = work + (size_t)batch * 3480;  /* Σ of h_3_gh: (batch, 72) */
-    real *h_3_gh = work + (size_t)batch * 3552;  /* layer h_3_gh: (batch, 72) */
-    real *h_3 = work + (size_t)batch * 3264;  /* layer h_3: (batch, 24) */
-    real *z_h_4_gh = work + (size_t)batch * 3624;  /* Σ of h_4_gh: (batch, 72) */
-    real *h_4_gh = work + (size_t)batch * 3696;  /* layer h_4_gh: (batch, 72) */
-    real *h_4 = work + (size_t)batch * 3240;  /* layer h_4: (batch, 24) */
-    real *z_h_5_gh = work + (size_t)batch * 3768;  /* Σ of h_5_gh: (batch, 72) */
-    real *h_5_gh = work + (size_t)batch * 3840;  /* layer h_5_gh: (batch, 72) */
-    real *h_5 = work + (size_t)batch * 3216;  /* layer h_5: (batch, 24) */
-    real *z_h_6_gh = work + (size_t)batch * 3912;  /* Σ of h_6_gh: (batch, 72) */
-    real *h_6_gh = work + (size_t)batch * 3984;  /* layer h_6_gh: (batch, 72) */
-    real *h_6 = work + (size_t)batch * 3192;  /* layer h_6: (batch, 24) */
-    real *z_h_7_gh = work + (size_t)batch * 4056;  /* Σ of h_7_gh: (batch, 72) */
-    real *h_7_gh = work + (size_t)batch * 4128;  /* layer h_7_gh: (batch, 72) */
-    real *h_7 = work + (size_t)batch * 3168;  /* layer h_7: (batch, 24) */
-    real *z_h_8_gh = work + (size_t)batch * 4200;  /* Σ of h_8_gh: (batch, 72) */
-    real *h_8_gh = work + (size_t)batch * 4272;  /* layer h_8_gh: (batch, 72) */
-    real *h_8 = work + (size_t)batch * 3144;  /* layer h_8: (batch, 24) */
-    real *z_h_9_gh = work + (size_t)batch * 4344;  /* Σ of h_9_gh: (batch, 72) */
-    real *h_9_gh = work + (size_t)batch * 4416;  /* layer h_9_gh: (batch, 72) */
-    real *h_9 = work + (size_t)batch * 3120;  /* layer h_9: (batch, 24) */
-    real *z_h_10_gh = work + (size_t)batch * 4488;  /* Σ of h_10_gh: (batch, 72) */
-    real *h_10_gh = work + (size_t)batch * 4560;  /* layer h_10_gh: (batch, 72) */
-    real *h_10 = work + (size_t)batch * 3096;  /* layer h_10: (batch, 24) */
-    real *z_h_11_gh = work + (size_t)batch * 4632;  /* Σ of h_11_gh: (batch, 72) */
-    real *h_11_gh = work + (size_t)batch * 4704;  /* layer h_11_gh: (batch, 72) */
-    real *h_11 = work + (size_t)batch * 3072;  /* layer h_11: (batch, 24) */
-    real *z_h_12_gh = work + (size_t)batch * 4776;  /* Σ of h_12_gh: (batch, 72) */
-    real *h_12_gh = work + (size_t)batch * 4848;  /* layer h_12_gh: (batch, 72) */
-    real *h_12 = work + (size_t)batch * 3048;  /* layer h_12: (batch, 24) */
-    real *z_h_13_gh = work + (size_t)batch * 4920;  /* Σ of h_13_gh: (batch, 72) */
-    real *h_13_gh = work + (size_t)batch * 4992;  /* layer h_13_gh: (batch, 72) */
-    real *h_13 = work + (size_t)batch * 3024;  /* layer h_13: (batch, 24) */
-    real *z_h_14_gh = work + (size_t)batch * 5064;  /* Σ of h_14_gh: (batch, 72) */
-    real *h_14_gh = work + (size_t)batch * 5136;  /* layer h_14_gh: (batch, 72) */
-    real *h_14 = work + (size_t)batch * 3000;  /* layer h_14: (batch, 24) */
-    real *z_h_15_gh = work + (size_t)batch * 5208;  /* Σ of h_15_gh: (batch, 72) */
-    real *h_15_gh = work + (size_t)batch * 5280;  /* layer h_15_gh: (batch, 72) */
-    real *h_15 = work + (size_t)batch * 2976;  /* layer h_15: (batch, 24) */
-    real *z_h_16_gh = work + (size_t)batch * 5352;  /* Σ of h_16_gh: (batch, 72) */
-    real *h_16_gh = work + (size_t)batch * 5424;  /* layer h_16_gh: (batch, 72) */
-    real *h_16 = work + (size_t)batch * 2952;  /* layer h_16: (batch, 24) */
-    real *z_h_17_gh = work + (size_t)batch * 5496;  /* Σ of h_17_gh: (batch, 72) */
-    real *h_17_gh = work + (size_t)batch * 5568;  /* layer h_17_gh: (batch, 72) */
-    real *h_17 = work + (size_t)batch * 2928;  /* layer h_17: (batch, 24) */
-    real *z_h_18_gh = work + (size_t)batch * 5640;  /* Σ of h_18_gh: (batch, 72) */
-    real *h_18_gh = work + (size_t)batch * 5712;  /* layer h_18_gh: (batch, 72) */
-    real *h_18 = work + (size_t)batch * 2904;  /* layer h_18: (batch, 24) */
-    real *z_h_19_gh = work + (size_t)batch * 5784;  /* Σ of h_19_gh: (batch, 72) */
-    real *h_19_gh = work + (size_t)batch * 5856;  /* layer h_19_gh: (batch, 72) */
-    real *h_19 = work + (size_t)batch * 2880;  /* layer h_19: (batch, 24) */
-    real *z_h_20_gh = work + (size_t)batch * 5928;  /* Σ of h_20_gh: (batch, 72) */
-    real *h_20_gh = work + (size_t)batch * 6000;  /* layer h_20_gh: (batch, 72) */
-    real *h_20 = work + (size_t)batch * 6072;  /* layer h_20: (batch, 24) */
-    real *z_O = work + (size_t)batch * 6096;  /* Σ of O: (batch, 4) */
     real *sn_u_O = work + (size_t)batch * 6100;  /* layer O: (batch, 4) */
     real *dL_dO = work + (size_t)batch * 9392;  /* ∂L/∂O: (batch, 4) */
 
+    (void)params;
+    (void)S;
     const real inv_batch = (real)1 / (real)batch;
     double loss = 0;
     memset(sn_part, 0, sizeof(real) * 148);
-    /* z_h_gx[b,t,i] = Σ_j W1[i,j]·S[b,t,j] for each of the 20 positions t */
-    sn_mm_nt((sn_hi - sn_lo) * 20, 72, 4, S + (size_t)sn_lo * 80, W1, z_h_gx + (size_t)sn_lo * 1440, 0);
-    /* h_gx[b,tq,i] = b1[i] + z_h_gx[b,tq,i] */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int tq = 0; tq < 20; tq++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-            for (int i = 0; i < 72; i++) {
-                h_gx[b * 1440 + tq * 72 + i] = b1[i] + z_h_gx[b * 1440 + tq * 72 + i];
-            }
-    /* h_1[b,i] = (1 - σ(c1[i + 24] + h_gx[b,0,i + 24]))·tanh(c1[i + 48]·σ(c1[i] + h_gx[b,0,i]) + h_gx[b,0,i + 48]) */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 24; i++) {
-            h_1[b * 24 + i] = (1 - sn_sigmoid(sn_u_c1[(i + 24)] + h_gx[b * 1440 + (0) * 72 + (i + 24)]))*sn_tanhf(sn_u_c1[(i + 48)]*sn_sigmoid(sn_u_c1[i] + h_gx[b * 1440 + (0) * 72 + i]) + h_gx[b * 1440 + (0) * 72 + (i + 48)]);
-        }
-    /* z_h_2_gh[b,i] = Σ_j U1[i,j]·h_1[b,j] */
-    sn_mm_nt(sn_hi - sn_lo, 72, 24, h_1 + (size_t)sn_lo * 24, U1, z_h_2_gh + (size_t)sn_lo * 72, 0);
-    /* h_2_gh[b,i] = c1[i] + z_h_2_gh[b,i] */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 72; i++) {
-            h_2_gh[b * 72 + i] = sn_u_c1[i] + z_h_2_gh[b * 72 + i];
-        }
-    /* h_2[b,i] = h_1[b,i]·σ(h_2_gh[b,i + 24] + h_gx[b,1,i + 24]) + (1 - σ(h_2_gh[b,i + 24] + h_gx[b,1,i + 24]))·tanh(h_2_gh[b,i + 48]·σ(h_2_gh[b,i] + h_gx[b,1,i]) + h_gx[b,1,i + 48]) */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 24; i++) {
-            const real t0 = sn_sigmoid(h_2_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (1) * 72 + (i + 24)]);
-            h_2[b * 24 + i] = h_1[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_2_gh[b * 72 + (i + 48)]*sn_sigmoid(h_2_gh[b * 72 + i] + h_gx[b * 1440 + (1) * 72 + i]) + h_gx[b * 1440 + (1) * 72 + (i + 48)]);
-        }
-    /* z_h_3_gh[b,i] = Σ_j U1[i,j]·h_2[b,j] */
-    sn_mm_nt(sn_hi - sn_lo, 72, 24, h_2 + (size_t)sn_lo * 24, U1, z_h_3_gh + (size_t)sn_lo * 72, 0);
-    /* h_3_gh[b,i] = c1[i] + z_h_3_gh[b,i] */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 72; i++) {
-            h_3_gh[b * 72 + i] = sn_u_c1[i] + z_h_3_gh[b * 72 + i];
-        }
-    /* h_3[b,i] = h_2[b,i]·σ(h_3_gh[b,i + 24] + h_gx[b,2,i + 24]) + (1 - σ(h_3_gh[b,i + 24] + h_gx[b,2,i + 24]))·tanh(h_3_gh[b,i + 48]·σ(h_3_gh[b,i] + h_gx[b,2,i]) + h_gx[b,2,i + 48]) */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 24; i++) {
-            const real t0 = sn_sigmoid(h_3_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (2) * 72 + (i + 24)]);
-            h_3[b * 24 + i] = h_2[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_3_gh[b * 72 + (i + 48)]*sn_sigmoid(h_3_gh[b * 72 + i] + h_gx[b * 1440 + (2) * 72 + i]) + h_gx[b * 1440 + (2) * 72 + (i + 48)]);
-        }
-    /* z_h_4_gh[b,i] = Σ_j U1[i,j]·h_3[b,j] */
-    sn_mm_nt(sn_hi - sn_lo, 72, 24, h_3 + (size_t)sn_lo * 24, U1, z_h_4_gh + (size_t)sn_lo * 72, 0);
-    /* h_4_gh[b,i] = c1[i] + z_h_4_gh[b,i] */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 72; i++) {
-            h_4_gh[b * 72 + i] = sn_u_c1[i] + z_h_4_gh[b * 72 + i];
-        }
-    /* h_4[b,i] = h_3[b,i]·σ(h_4_gh[b,i + 24] + h_gx[b,3,i + 24]) + (1 - σ(h_4_gh[b,i + 24] + h_gx[b,3,i + 24]))·tanh(h_4_gh[b,i + 48]·σ(h_4_gh[b,i] + h_gx[b,3,i]) + h_gx[b,3,i + 48]) */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 24; i++) {
-            const real t0 = sn_sigmoid(h_4_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (3) * 72 + (i + 24)]);
-            h_4[b * 24 + i] = h_3[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_4_gh[b * 72 + (i + 48)]*sn_sigmoid(h_4_gh[b * 72 + i] + h_gx[b * 1440 + (3) * 72 + i]) + h_gx[b * 1440 + (3) * 72 + (i + 48)]);
-        }
-    /* z_h_5_gh[b,i] = Σ_j U1[i,j]·h_4[b,j] */
-    sn_mm_nt(sn_hi - sn_lo, 72, 24, h_4 + (size_t)sn_lo * 24, U1, z_h_5_gh + (size_t)sn_lo * 72, 0);
-    /* h_5_gh[b,i] = c1[i] + z_h_5_gh[b,i] */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 72; i++) {
-            h_5_gh[b * 72 + i] = sn_u_c1[i] + z_h_5_gh[b * 72 + i];
-        }
-    /* h_5[b,i] = h_4[b,i]·σ(h_5_gh[b,i + 24] + h_gx[b,4,i + 24]) + (1 - σ(h_5_gh[b,i + 24] + h_gx[b,4,i + 24]))·tanh(h_5_gh[b,i + 48]·σ(h_5_gh[b,i] + h_gx[b,4,i]) + h_gx[b,4,i + 48]) */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 24; i++) {
-            const real t0 = sn_sigmoid(h_5_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (4) * 72 + (i + 24)]);
-            h_5[b * 24 + i] = h_4[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_5_gh[b * 72 + (i + 48)]*sn_sigmoid(h_5_gh[b * 72 + i] + h_gx[b * 1440 + (4) * 72 + i]) + h_gx[b * 1440 + (4) * 72 + (i + 48)]);
-        }
-    /* z_h_6_gh[b,i] = Σ_j U1[i,j]·h_5[b,j] */
-    sn_mm_nt(sn_hi - sn_lo, 72, 24, h_5 + (size_t)sn_lo * 24, U1, z_h_6_gh + (size_t)sn_lo * 72, 0);
-    /* h_6_gh[b,i] = c1[i] + z_h_6_gh[b,i] */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 72; i++) {
-            h_6_gh[b * 72 + i] = sn_u_c1[i] + z_h_6_gh[b * 72 + i];
-        }
-    /* h_6[b,i] = h_5[b,i]·σ(h_6_gh[b,i + 24] + h_gx[b,5,i + 24]) + (1 - σ(h_6_gh[b,i + 24] + h_gx[b,5,i + 24]))·tanh(h_6_gh[b,i + 48]·σ(h_6_gh[b,i] + h_gx[b,5,i]) + h_gx[b,5,i + 48]) */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 24; i++) {
-            const real t0 = sn_sigmoid(h_6_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (5) * 72 + (i + 24)]);
-            h_6[b * 24 + i] = h_5[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_6_gh[b * 72 + (i + 48)]*sn_sigmoid(h_6_gh[b * 72 + i] + h_gx[b * 1440 + (5) * 72 + i]) + h_gx[b * 1440 + (5) * 72 + (i + 48)]);
-        }
-    /* z_h_7_gh[b,i] = Σ_j U1[i,j]·h_6[b,j] */
-    sn_mm_nt(sn_hi - sn_lo, 72, 24, h_6 + (size_t)sn_lo * 24, U1, z_h_7_gh + (size_t)sn_lo * 72, 0);
-    /* h_7_gh[b,i] = c1[i] + z_h_7_gh[b,i] */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 72; i++) {
-            h_7_gh[b * 72 + i] = sn_u_c1[i] + z_h_7_gh[b * 72 + i];
-        }
-    /* h_7[b,i] = h_6[b,i]·σ(h_7_gh[b,i + 24] + h_gx[b,6,i + 24]) + (1 - σ(h_7_gh[b,i + 24] + h_gx[b,6,i + 24]))·tanh(h_7_gh[b,i + 48]·σ(h_7_gh[b,i] + h_gx[b,6,i]) + h_gx[b,6,i + 48]) */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 24; i++) {
-            const real t0 = sn_sigmoid(h_7_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (6) * 72 + (i + 24)]);
-            h_7[b * 24 + i] = h_6[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_7_gh[b * 72 + (i + 48)]*sn_sigmoid(h_7_gh[b * 72 + i] + h_gx[b * 1440 + (6) * 72 + i]) + h_gx[b * 1440 + (6) * 72 + (i + 48)]);
-        }
-    /* z_h_8_gh[b,i] = Σ_j U1[i,j]·h_7[b,j] */
-    sn_mm_nt(sn_hi - sn_lo, 72, 24, h_7 + (size_t)sn_lo * 24, U1, z_h_8_gh + (size_t)sn_lo * 72, 0);
-    /* h_8_gh[b,i] = c1[i] + z_h_8_gh[b,i] */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 72; i++) {
-            h_8_gh[b * 72 + i] = sn_u_c1[i] + z_h_8_gh[b * 72 + i];
-        }
-    /* h_8[b,i] = h_7[b,i]·σ(h_8_gh[b,i + 24] + h_gx[b,7,i + 24]) + (1 - σ(h_8_gh[b,i + 24] + h_gx[b,7,i + 24]))·tanh(h_8_gh[b,i + 48]·σ(h_8_gh[b,i] + h_gx[b,7,i]) + h_gx[b,7,i + 48]) */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 24; i++) {
-            const real t0 = sn_sigmoid(h_8_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (7) * 72 + (i + 24)]);
-            h_8[b * 24 + i] = h_7[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_8_gh[b * 72 + (i + 48)]*sn_sigmoid(h_8_gh[b * 72 + i] + h_gx[b * 1440 + (7) * 72 + i]) + h_gx[b * 1440 + (7) * 72 + (i + 48)]);
-        }
-    /* z_h_9_gh[b,i] = Σ_j U1[i,j]·h_8[b,j] */
-    sn_mm_nt(sn_hi - sn_lo, 72, 24, h_8 + (size_t)sn_lo * 24, U1, z_h_9_gh + (size_t)sn_lo * 72, 0);
-    /* h_9_gh[b,i] = c1[i] + z_h_9_gh[b,i] */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 72; i++) {
-            h_9_gh[b * 72 + i] = sn_u_c1[i] + z_h_9_gh[b * 72 + i];
-        }
-    /* h_9[b,i] = h_8[b,i]·σ(h_9_gh[b,i + 24] + h_gx[b,8,i + 24]) + (1 - σ(h_9_gh[b,i + 24] + h_gx[b,8,i + 24]))·tanh(h_9_gh[b,i + 48]·σ(h_9_gh[b,i] + h_gx[b,8,i]) + h_gx[b,8,i + 48]) */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 24; i++) {
-            const real t0 = sn_sigmoid(h_9_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (8) * 72 + (i + 24)]);
-            h_9[b * 24 + i] = h_8[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_9_gh[b * 72 + (i + 48)]*sn_sigmoid(h_9_gh[b * 72 + i] + h_gx[b * 1440 + (8) * 72 + i]) + h_gx[b * 1440 + (8) * 72 + (i + 48)]);
-        }
-    /* z_h_10_gh[b,i] = Σ_j U1[i,j]·h_9[b,j] */
-    sn_mm_nt(sn_hi - sn_lo, 72, 24, h_9 + (size_t)sn_lo * 24, U1, z_h_10_gh + (size_t)sn_lo * 72, 0);
-    /* h_10_gh[b,i] = c1[i] + z_h_10_gh[b,i] */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 72; i++) {
-            h_10_gh[b * 72 + i] = sn_u_c1[i] + z_h_10_gh[b * 72 + i];
-        }
-    /* h_10[b,i] = h_9[b,i]·σ(h_10_gh[b,i + 24] + h_gx[b,9,i + 24]) + (1 - σ(h_10_gh[b,i + 24] + h_gx[b,9,i + 24]))·tanh(h_10_gh[b,i + 48]·σ(h_10_gh[b,i] + h_gx[b,9,i]) + h_gx[b,9,i + 48]) */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 24; i++) {
-            const real t0 = sn_sigmoid(h_10_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (9) * 72 + (i + 24)]);
-            h_10[b * 24 + i] = h_9[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_10_gh[b * 72 + (i + 48)]*sn_sigmoid(h_10_gh[b * 72 + i] + h_gx[b * 1440 + (9) * 72 + i]) + h_gx[b * 1440 + (9) * 72 + (i + 48)]);
-        }
-    /* z_h_11_gh[b,i] = Σ_j U1[i,j]·h_10[b,j] */
-    sn_mm_nt(sn_hi - sn_lo, 72, 24, h_10 + (size_t)sn_lo * 24, U1, z_h_11_gh + (size_t)sn_lo * 72, 0);
-    /* h_11_gh[b,i] = c1[i] + z_h_11_gh[b,i] */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 72; i++) {
-            h_11_gh[b * 72 + i] = sn_u_c1[i] + z_h_11_gh[b * 72 + i];
-        }
-    /* h_11[b,i] = h_10[b,i]·σ(h_11_gh[b,i + 24] + h_gx[b,10,i + 24]) + (1 - σ(h_11_gh[b,i + 24] + h_gx[b,10,i + 24]))·tanh(h_11_gh[b,i + 48]·σ(h_11_gh[b,i] + h_gx[b,10,i]) + h_gx[b,10,i + 48]) */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 24; i++) {
-            const real t0 = sn_sigmoid(h_11_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (10) * 72 + (i + 24)]);
-            h_11[b * 24 + i] = h_10[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_11_gh[b * 72 + (i + 48)]*sn_sigmoid(h_11_gh[b * 72 + i] + h_gx[b * 1440 + (10) * 72 + i]) + h_gx[b * 1440 + (10) * 72 + (i + 48)]);
-        }
-    /* z_h_12_gh[b,i] = Σ_j U1[i,j]·h_11[b,j] */
-    sn_mm_nt(sn_hi - sn_lo, 72, 24, h_11 + (size_t)sn_lo * 24, U1, z_h_12_gh + (size_t)sn_lo * 72, 0);
-    /* h_12_gh[b,i] = c1[i] + z_h_12_gh[b,i] */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 72; i++) {
-            h_12_gh[b * 72 + i] = sn_u_c1[i] + z_h_12_gh[b * 72 + i];
-        }
-    /* h_12[b,i] = h_11[b,i]·σ(h_12_gh[b,i + 24] + h_gx[b,11,i + 24]) + (1 - σ(h_12_gh[b,i + 24] + h_gx[b,11,i + 24]))·tanh(h_12_gh[b,i + 48]·σ(h_12_gh[b,i] + h_gx[b,11,i]) + h_gx[b,11,i + 48]) */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 24; i++) {
-            const real t0 = sn_sigmoid(h_12_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (11) * 72 + (i + 24)]);
-            h_12[b * 24 + i] = h_11[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_12_gh[b * 72 + (i + 48)]*sn_sigmoid(h_12_gh[b * 72 + i] + h_gx[b * 1440 + (11) * 72 + i]) + h_gx[b * 1440 + (11) * 72 + (i + 48)]);
-        }
-    /* z_h_13_gh[b,i] = Σ_j U1[i,j]·h_12[b,j] */
-    sn_mm_nt(sn_hi - sn_lo, 72, 24, h_12 + (size_t)sn_lo * 24, U1, z_h_13_gh + (size_t)sn_lo * 72, 0);
-    /* h_13_gh[b,i] = c1[i] + z_h_13_gh[b,i] */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 72; i++) {
-            h_13_gh[b * 72 + i] = sn_u_c1[i] + z_h_13_gh[b * 72 + i];
-        }
-    /* h_13[b,i] = h_12[b,i]·σ(h_13_gh[b,i + 24] + h_gx[b,12,i + 24]) + (1 - σ(h_13_gh[b,i + 24] + h_gx[b,12,i + 24]))·tanh(h_13_gh[b,i + 48]·σ(h_13_gh[b,i] + h_gx[b,12,i]) + h_gx[b,12,i + 48]) */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 24; i++) {
-            const real t0 = sn_sigmoid(h_13_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (12) * 72 + (i + 24)]);
-            h_13[b * 24 + i] = h_12[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_13_gh[b * 72 + (i + 48)]*sn_sigmoid(h_13_gh[b * 72 + i] + h_gx[b * 1440 + (12) * 72 + i]) + h_gx[b * 1440 + (12) * 72 + (i + 48)]);
-        }
-    /* z_h_14_gh[b,i] = Σ_j U1[i,j]·h_13[b,j] */
-    sn_mm_nt(sn_hi - sn_lo, 72, 24, h_13 + (size_t)sn_lo * 24, U1, z_h_14_gh + (size_t)sn_lo * 72, 0);
-    /* h_14_gh[b,i] = c1[i] + z_h_14_gh[b,i] */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 72; i++) {
-            h_14_gh[b * 72 + i] = sn_u_c1[i] + z_h_14_gh[b * 72 + i];
-        }
-    /* h_14[b,i] = h_13[b,i]·σ(h_14_gh[b,i + 24] + h_gx[b,13,i + 24]) + (1 - σ(h_14_gh[b,i + 24] + h_gx[b,13,i + 24]))·tanh(h_14_gh[b,i + 48]·σ(h_14_gh[b,i] + h_gx[b,13,i]) + h_gx[b,13,i + 48]) */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 24; i++) {
-            const real t0 = sn_sigmoid(h_14_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (13) * 72 + (i + 24)]);
-            h_14[b * 24 + i] = h_13[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_14_gh[b * 72 + (i + 48)]*sn_sigmoid(h_14_gh[b * 72 + i] + h_gx[b * 1440 + (13) * 72 + i]) + h_gx[b * 1440 + (13) * 72 + (i + 48)]);
-        }
-    /* z_h_15_gh[b,i] = Σ_j U1[i,j]·h_14[b,j] */
-    sn_mm_nt(sn_hi - sn_lo, 72, 24, h_14 + (size_t)sn_lo * 24, U1, z_h_15_gh + (size_t)sn_lo * 72, 0);
-    /* h_15_gh[b,i] = c1[i] + z_h_15_gh[b,i] */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 72; i++) {
-            h_15_gh[b * 72 + i] = sn_u_c1[i] + z_h_15_gh[b * 72 + i];
-        }
-    /* h_15[b,i] = h_14[b,i]·σ(h_15_gh[b,i + 24] + h_gx[b,14,i + 24]) + (1 - σ(h_15_gh[b,i + 24] + h_gx[b,14,i + 24]))·tanh(h_15_gh[b,i + 48]·σ(h_15_gh[b,i] + h_gx[b,14,i]) + h_gx[b,14,i + 48]) */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 24; i++) {
-            const real t0 = sn_sigmoid(h_15_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (14) * 72 + (i + 24)]);
-            h_15[b * 24 + i] = h_14[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_15_gh[b * 72 + (i + 48)]*sn_sigmoid(h_15_gh[b * 72 + i] + h_gx[b * 1440 + (14) * 72 + i]) + h_gx[b * 1440 + (14) * 72 + (i + 48)]);
-        }
-    /* z_h_16_gh[b,i] = Σ_j U1[i,j]·h_15[b,j] */
-    sn_mm_nt(sn_hi - sn_lo, 72, 24, h_15 + (size_t)sn_lo * 24, U1, z_h_16_gh + (size_t)sn_lo * 72, 0);
-    /* h_16_gh[b,i] = c1[i] + z_h_16_gh[b,i] */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 72; i++) {
-            h_16_gh[b * 72 + i] = sn_u_c1[i] + z_h_16_gh[b * 72 + i];
-        }
-    /* h_16[b,i] = h_15[b,i]·σ(h_16_gh[b,i + 24] + h_gx[b,15,i + 24]) + (1 - σ(h_16_gh[b,i + 24] + h_gx[b,15,i + 24]))·tanh(h_16_gh[b,i + 48]·σ(h_16_gh[b,i] + h_gx[b,15,i]) + h_gx[b,15,i + 48]) */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 24; i++) {
-            const real t0 = sn_sigmoid(h_16_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (15) * 72 + (i + 24)]);
-            h_16[b * 24 + i] = h_15[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_16_gh[b * 72 + (i + 48)]*sn_sigmoid(h_16_gh[b * 72 + i] + h_gx[b * 1440 + (15) * 72 + i]) + h_gx[b * 1440 + (15) * 72 + (i + 48)]);
-        }
-    /* z_h_17_gh[b,i] = Σ_j U1[i,j]·h_16[b,j] */
-    sn_mm_nt(sn_hi - sn_lo, 72, 24, h_16 + (size_t)sn_lo * 24, U1, z_h_17_gh + (size_t)sn_lo * 72, 0);
-    /* h_17_gh[b,i] = c1[i] + z_h_17_gh[b,i] */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 72; i++) {
-            h_17_gh[b * 72 + i] = sn_u_c1[i] + z_h_17_gh[b * 72 + i];
-        }
-    /* h_17[b,i] = h_16[b,i]·σ(h_17_gh[b,i + 24] + h_gx[b,16,i + 24]) + (1 - σ(h_17_gh[b,i + 24] + h_gx[b,16,i + 24]))·tanh(h_17_gh[b,i + 48]·σ(h_17_gh[b,i] + h_gx[b,16,i]) + h_gx[b,16,i + 48]) */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 24; i++) {
-            const real t0 = sn_sigmoid(h_17_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (16) * 72 + (i + 24)]);
-            h_17[b * 24 + i] = h_16[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_17_gh[b * 72 + (i + 48)]*sn_sigmoid(h_17_gh[b * 72 + i] + h_gx[b * 1440 + (16) * 72 + i]) + h_gx[b * 1440 + (16) * 72 + (i + 48)]);
-        }
-    /* z_h_18_gh[b,i] = Σ_j U1[i,j]·h_17[b,j] */
-    sn_mm_nt(sn_hi - sn_lo, 72, 24, h_17 + (size_t)sn_lo * 24, U1, z_h_18_gh + (size_t)sn_lo * 72, 0);
-    /* h_18_gh[b,i] = c1[i] + z_h_18_gh[b,i] */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 72; i++) {
-            h_18_gh[b * 72 + i] = sn_u_c1[i] + z_h_18_gh[b * 72 + i];
-        }
-    /* h_18[b,i] = h_17[b,i]·σ(h_18_gh[b,i + 24] + h_gx[b,17,i + 24]) + (1 - σ(h_18_gh[b,i + 24] + h_gx[b,17,i + 24]))·tanh(h_18_gh[b,i + 48]·σ(h_18_gh[b,i] + h_gx[b,17,i]) + h_gx[b,17,i + 48]) */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 24; i++) {
-            const real t0 = sn_sigmoid(h_18_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (17) * 72 + (i + 24)]);
-            h_18[b * 24 + i] = h_17[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_18_gh[b * 72 + (i + 48)]*sn_sigmoid(h_18_gh[b * 72 + i] + h_gx[b * 1440 + (17) * 72 + i]) + h_gx[b * 1440 + (17) * 72 + (i + 48)]);
-        }
-    /* z_h_19_gh[b,i] = Σ_j U1[i,j]·h_18[b,j] */
-    sn_mm_nt(sn_hi - sn_lo, 72, 24, h_18 + (size_t)sn_lo * 24, U1, z_h_19_gh + (size_t)sn_lo * 72, 0);
-    /* h_19_gh[b,i] = c1[i] + z_h_19_gh[b,i] */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 72; i++) {
-            h_19_gh[b * 72 + i] = sn_u_c1[i] + z_h_19_gh[b * 72 + i];
-        }
-    /* h_19[b,i] = h_18[b,i]·σ(h_19_gh[b,i + 24] + h_gx[b,18,i + 24]) + (1 - σ(h_19_gh[b,i + 24] + h_gx[b,18,i + 24]))·tanh(h_19_gh[b,i + 48]·σ(h_19_gh[b,i] + h_gx[b,18,i]) + h_gx[b,18,i + 48]) */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 24; i++) {
-            const real t0 = sn_sigmoid(h_19_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (18) * 72 + (i + 24)]);
-            h_19[b * 24 + i] = h_18[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_19_gh[b * 72 + (i + 48)]*sn_sigmoid(h_19_gh[b * 72 + i] + h_gx[b * 1440 + (18) * 72 + i]) + h_gx[b * 1440 + (18) * 72 + (i + 48)]);
-        }
-    /* z_h_20_gh[b,i] = Σ_j U1[i,j]·h_19[b,j] */
-    sn_mm_nt(sn_hi - sn_lo, 72, 24, h_19 + (size_t)sn_lo * 24, U1, z_h_20_gh + (size_t)sn_lo * 72, 0);
-    /* h_20_gh[b,i] = c1[i] + z_h_20_gh[b,i] */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 72; i++) {
-            h_20_gh[b * 72 + i] = sn_u_c1[i] + z_h_20_gh[b * 72 + i];
-        }
-    /* h_20[b,i] = h_19[b,i]·σ(h_20_gh[b,i + 24] + h_gx[b,19,i + 24]) + (1 - σ(h_20_gh[b,i + 24] + h_gx[b,19,i + 24]))·tanh(h_20_gh[b,i + 48]·σ(h_20_gh[b,i] + h_gx[b,19,i]) + h_gx[b,19,i + 48]) */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 24; i++) {
-            const real t0 = sn_sigmoid(h_20_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (19) * 72 + (i + 24)]);
-            h_20[b * 24 + i] = h_19[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_20_gh[b * 72 + (i + 48)]*sn_sigmoid(h_20_gh[b * 72 + i] + h_gx[b * 1440 + (19) * 72 + i]) + h_gx[b * 1440 + (19) * 72 + (i + 48)]);
-        }
-    /* z_O[b,i] = Σ_j W22[i,j]·h_20[b,j] */
-    sn_mm_nt(sn_hi - sn_lo, 4, 24, h_20 + (size_t)sn_lo * 24, W22, z_O + (size_t)sn_lo * 4, 0);
-    /* O[b,i] = b22[i] + z_O[b,i] */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 4; i++) {
-            sn_u_O[b * 4 + i] = b22[i] + z_O[b * 4 + i];
-        }
+    sn_chunk_head(a, c);
     /* loss of O: softmax cross entropy, T[b] the class label y of example b;
        per example b, as derived (symnet.derive.coupled):
        m_O[b] = max_k O[b,k]
@@ -3157,7 +2724,7 @@ static double sn_loss(const real *params, real *work, const real *S, const real 
     return loss / batch;
 }
 
-real symnet_7f5bc53541_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_cc4217464f_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -3171,7 +2738,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return sn_chunk_pass(&a, sn_chunk, NULL);
 }
 
-real symnet_7f5bc53541_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_cc4217464f_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -3208,7 +2775,7 @@ static double sn_loss_labels(const real *params, real *work, const real *S, cons
     return loss / batch;
 }
 
-real symnet_7f5bc53541_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_cc4217464f_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss_labels(params, work, X, T, batch);
 }
@@ -3222,7 +2789,7 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
     return sn_chunk_pass(&a, sn_chunk_labels, NULL);
 }
 
-real symnet_7f5bc53541_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_cc4217464f_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad_labels(params, grads, work, X, T, batch);
 }
@@ -3240,7 +2807,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_7f5bc53541_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_cc4217464f_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 9556;
     /* the batch in chunks, then the weight gradients, each job updating the parameters
@@ -3266,7 +2833,7 @@ real symnet_7f5bc53541_step(real *params, const real *X, const real *T, int batc
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_7f5bc53541_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_cc4217464f_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 9556;
     /* the batch in chunks, then the weight gradients, each job updating the parameters
@@ -3349,7 +2916,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_7f5bc53541_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_cc4217464f_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -3375,7 +2942,7 @@ void symnet_7f5bc53541_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_7f5bc53541_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_cc4217464f_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
@@ -3463,7 +3030,7 @@ long long symnet_7f5bc53541_train(real *params, const real *X, const real *T, co
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step).
  * The same with integer class labels: T[n] is the class of example n. */
-long long symnet_7f5bc53541_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_cc4217464f_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

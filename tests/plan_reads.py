@@ -72,9 +72,9 @@ def check(p) -> None:
     h = p.halves
     if h is not None:   # the pass in chunks: every per-example op, the weight gradients after
         zeroed = [Zero(g, size) for g, _, size in h.grads]      # each chunk's partial sums
-        passes["in chunks"] = zeroed + h.rows + h.tail + h.sums
+        passes["in chunks"] = zeroed + h.head + h.rows + h.tail + h.sums
         if h.rows_labels:
-            passes["in chunks (labels)"] = zeroed + h.rows_labels + h.tail + h.sums
+            passes["in chunks (labels)"] = zeroed + h.head + h.rows_labels + h.tail + h.sums
     for name, ops in passes.items():
         bad = unwritten_reads(p, ops)
         assert not bad, f"{name}: read before written: {bad}"

@@ -59,6 +59,9 @@ def test_small_vector_network_is_planned_in_chunks():
     src = _net().compile(dtype="float64").c_source
     assert "static void sn_chunk(void *arg, int c)" in src and "sn_chunk_sums" in src
     assert src.count("sn_chunk_tail(a, c);") == 2
+    # and the forward pass, the same in both, once too
+    assert h.head and not any(op in h.head for op in h.rows + h.rows_labels)
+    assert src.count("sn_chunk_head(a, c);") == 2
 
 
 def test_a_network_with_a_large_product_keeps_its_passes():

@@ -79,7 +79,7 @@ def test_a_transformer_is_planned_in_chunks():
     assert h is not None and h.tensor
     # the Linears at each position run on the chunk's rows inside the chunk's job, and so
     # does each chunk's part of every weight gradient (Σ over its rows)
-    per_chunk = [op for op in h.rows + h.tail if isinstance(op, MatMul)]
+    per_chunk = [op for op in h.head + h.rows + h.tail if isinstance(op, MatMul)]
     assert {op.M for op in per_chunk if op.kind != "tn"} == {"batch * 5", "batch"}
     assert {op.K for op in per_chunk if op.kind == "tn"} == {"batch * 5", "batch"}
     assert {op.kind for op in per_chunk} == {"nt", "nn", "tn"}
@@ -226,11 +226,11 @@ def test_a_recurrence_is_planned_in_chunks_of_32():
     assert h is not None and h.tensor and h.chunk == schedule.CHUNK_STEPS
     # each step's products of one row per example, in the chunks
     assert any(isinstance(op, MatMul) and op.M == "batch" and op.accumulate
-               for op in h.rows + h.tail)
+               for op in h.head + h.rows + h.tail)
     # the recurrent weight's gradient: one product over the stacked steps, after the chunks
     assert [op.C for op in h.late] == [g for g in p.buffers if g.startswith("g_U")]
     assert all(op.parts for op in h.late)
-    assert not any(op is late for op in h.rows + h.tail for late in h.late)
+    assert not any(op is late for op in h.head + h.rows + h.tail for late in h.late)
     plan_reads.check(p)
 
 

@@ -194,7 +194,8 @@ class Halves:
     example, for the number of chunks and threads; ``update``: those gradients are all the
     trainable parameters' (then a step's update runs in the jobs that finish them);
     ``tail``: the ops after the loss, the same in ``rows`` and ``rows_labels`` (then left
-    out of both, run after either)."""
+    out of both, run after either); ``head``: the ops before it (the forward pass), the
+    same way, run before either."""
 
     rows: list
     rows_labels: list | None
@@ -204,6 +205,7 @@ class Halves:
     cost: float
     update: bool = False
     tail: list = field(default_factory=list)   # the ops after the loss both passes share
+    head: list = field(default_factory=list)   # the ops before the loss both passes share
     # a tensor network's (symnet.plan.schedule.halves with tensor): chunks of ``chunk``
     # examples, products of their rows; the weight gradients' products in the chunks too,
     # chunk c > 0 summing into its partial sums, ``psize`` numbers at ``parts[C]`` of

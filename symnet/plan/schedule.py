@@ -310,6 +310,14 @@ def halves(p, tensor: bool = False):
                 t == LOSS for t, *_ in op.stmts) for op in tail):
             h.tail = tail
             h.rows, h.rows_labels = h.rows[:-k], h.rows_labels[:-k]
+        # and the ops before the loss (the forward pass): once too (sn_chunk_head)
+        k = 0
+        while k < min(len(h.rows), len(h.rows_labels)) - 1 and h.rows[k] is h.rows_labels[k]:
+            k += 1
+        if k and not any(isinstance(op, SoftmaxXent) or isinstance(op, Loop) and any(
+                t == LOSS for t, *_ in op.stmts) for op in h.rows[:k]):
+            h.head = h.rows[:k]
+            h.rows, h.rows_labels = h.rows[k:], h.rows_labels[k:]
     for g in grads:
         size = math.prod(B[g].shape)
         h.grads.append((g, h.size, size))
