@@ -214,10 +214,12 @@ def halves(p, tensor: bool = False):
     """A network's loss-and-gradient pass as a ``Halves`` (every op per example, the
     weight gradients' products over the whole batch after them), or None where it does
     not apply: an op that is neither; for a vector network also a product too large
-    (HALVES_MAX: each of its products then shares out by itself); a ``tensor`` network
+    (HALVES_MAX: each of its products then shares out by itself).  A ``tensor`` network
     (per-example ops over positions, per-example products as small products, Linears at
-    each position as products of batch·positions rows) needs a product of the batch's
-    rows, each too short to share among threads with the element loops between them."""
+    each position as products of batch·positions rows, a recurrence's steps) needs a
+    product of the batch's rows; its weight gradients are summed in the chunks too, each
+    chunk's part over its own rows (but a product over a recurrence's stacked steps, in
+    ``late``, whole after the chunks)."""
     if not p.backward:
         return None
     B = p.buffers
