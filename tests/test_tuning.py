@@ -122,6 +122,38 @@ def test_machine_is_measured_once_and_cached(tmp_path, monkeypatch):
     tuning._machine.cache_clear()
 
 
+def test_machine_record_of_fewer_threads_does_not_cap_a_later_process(tmp_path, monkeypatch):
+    """A record measured where the process could use one thread (OMP_NUM_THREADS=1, or
+    `taskset` to one core) is not the record of a process that may use two: its join
+    was timed on one thread and its threads_max capped every product."""
+    monkeypatch.setenv("SYMNET_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("SYMNET_OPENMP", raising=False)
+    monkeypatch.setattr(tuning, "quick_check", lambda *a: {"implausible": False})
+    monkeypatch.setattr(tuning, "RETRY_S", 3600.0)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    measured = []
+
+    def measure(**kw):
+        measured.append(tuning.threads_max())
+        rec = dict(tuning._defaults("test"), threads_max=tuning.threads_max(), rate=1e10,
+                   join_s=1e-5, disturbed=False, measured_at=time.time())
+        del rec["error"]
+        return rec
+    monkeypatch.setattr(tuning, "measure", measure)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    tuning._machine.cache_clear()
+    assert tuning.settings()["threads_max"] == 1
+    tuning._machine.cache_clear()          # a new process, allowed two threads
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert tuning.settings()["threads_max"] == 2
+    assert measured == [1, 2]
+    assert len(list(tmp_path.glob("machine-*.json"))) == 2
+    tuning._machine.cache_clear()
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")     # the first record is still there
+    assert tuning.settings()["threads_max"] == 1 and measured == [1, 2]
+    tuning._machine.cache_clear()
+
+
 def test_machine_that_cannot_be_measured_gets_fixed_defaults(tmp_path, monkeypatch):
     """A probe that does not compile leaves networks usable with the old constants,
     and nothing is recorded (the next process tries again)."""

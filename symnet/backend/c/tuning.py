@@ -532,8 +532,13 @@ def quick_check(rec: dict, ffi, lib) -> dict:
 def _path() -> Path:
     # keyed like a network's module but without running the compiler for its
     # version string (a cache hit must stay cheap: that subprocess costs ~5 ms)
+    # and by the threads this process may use (its cores, OMP_NUM_THREADS): the record's
+    # join is timed on them and caps the products' threads, so a record measured under
+    # `taskset -c 0,1` or OMP_NUM_THREADS=2 held a later process on 16 cores to two
+    # threads (16-core Xeon: the bench's transformer step 6.5 ms so, 4.6 ms on its own record)
     key = hashlib.sha256(json.dumps(["machine", __version__, build.compiler(), build.flags(),
-                                     build._cpu(), "pool", JOIN_SHAPE]).encode()).hexdigest()[:20]
+                                     build._cpu(), "pool", JOIN_SHAPE,
+                                     threads_max()]).encode()).hexdigest()[:20]
     return build.writable_cache_dir() / f"machine-{key}.json"
 
 
