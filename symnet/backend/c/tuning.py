@@ -535,7 +535,8 @@ def _path() -> Path:
     # and by the threads this process may use (its cores, OMP_NUM_THREADS): the record's
     # join is timed on them and caps the products' threads, so a record measured under
     # `taskset -c 0,1` or OMP_NUM_THREADS=2 held a later process on 16 cores to two
-    # threads (16-core Xeon: the bench's transformer step 6.5 ms so, 4.6 ms on its own record)
+    # threads (16-core Xeon, the bench's transformer step called in a row: 5.9–6.2 ms so
+    # at 4–8 threads, 3.4–4.8 ms on their own record)
     key = hashlib.sha256(json.dumps(["machine", __version__, build.compiler(), build.flags(),
                                      build._cpu(), "pool", JOIN_SHAPE,
                                      threads_max()]).encode()).hexdigest()[:20]
