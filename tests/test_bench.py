@@ -29,6 +29,22 @@ def test_quick_bench_prints_table():
     assert "tiny: whole" in out
 
 
+@pytest.mark.slow
+def test_time_option_sets_the_calls_of_each_turn():
+    proc = _bench("--quick", "--time", "0.7", "--workloads", "tiny", "--refs", "numpy",
+                  "--sections", "steps")
+    assert proc.returncode == 0, proc.stderr
+    assert "each ≥ 100 ms of calls" in proc.stdout      # 0.7 s over 7 turns
+    assert next(line for line in proc.stdout.splitlines() if line.startswith("tiny "))
+
+
+@pytest.mark.parametrize("bad", ["0", "-1", "nan", "601"])
+def test_bench_rejects_a_time_that_is_not_seconds(bad):
+    proc = _bench("--time", bad, "--workloads", "tiny")
+    assert proc.returncode == 2
+    assert "--time: expected seconds in (0, 600]" in proc.stderr
+
+
 def test_bench_rejects_unknown_workload():
     proc = _bench("--workloads", "huge")
     assert proc.returncode == 2

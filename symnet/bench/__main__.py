@@ -33,6 +33,7 @@ from . import refs
 DEFAULT_REFS = ("numpy", "torch", "jax", "pytensor")
 QUICK_REFS = ("numpy", "torch", "jax")
 SECTIONS = ("steps", "compile", "memory", "mpi")
+MIN_TIME, QUICK_MIN_TIME = 0.3, 0.05   # seconds of calls of each step timed (7 turns)
 
 
 def _us(v) -> str:
@@ -219,7 +220,13 @@ def main(argv=None):
                     + ",".join(DEFAULT_REFS) + "; --quick: " + ",".join(QUICK_REFS) + ")")
     ap.add_argument("--sections", default=",".join(SECTIONS),
                     help="comma-separated, from " + ", ".join(SECTIONS))
+    ap.add_argument("--time", type=float, default=None, metavar="SECONDS",
+                    help="seconds of calls of each step timed, over its 7 turns (default "
+                    f"{MIN_TIME}; --quick: {QUICK_MIN_TIME}): longer gives steadier "
+                    "ratios on a busy machine (the pinn workload keeps its own 7 repeats)")
     args = ap.parse_args(argv)
+    if args.time is not None and not (args.time > 0 and args.time <= 600):
+        ap.error(f"--time: expected seconds in (0, 600], got {args.time:g}")
     names = [w for w in args.workloads.split(",") if w]
     for w in names:
         if w not in refs.WORKLOADS and w not in ("conv", "pinn") and w not in seq.WORKLOADS:
@@ -247,7 +254,7 @@ def main(argv=None):
     for s in sections:
         if s not in SECTIONS:
             ap.error(f"unknown section {s!r}; choose from {', '.join(SECTIONS)}")
-    min_time = 0.05 if args.quick else 0.3
+    min_time = args.time if args.time is not None else QUICK_MIN_TIME if args.quick else MIN_TIME
 
     measure.TUNE = args.tune
     t0 = time.perf_counter()
