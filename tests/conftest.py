@@ -45,6 +45,14 @@ def pytest_configure(config):
 # parametrised tests was moved, one member mostly stays in the quick step (the transformer's
 # same-bits tests also run in .ci/sanitize).
 SLOW_BY_TIME = frozenset("""
+tests/test_overwrite.py::test_attention_c_numpy_and_central_differences_agree
+tests/test_tensor_chunks.py::test_a_transformer_is_planned_in_chunks
+tests/test_one_derivation.py::test_softmax_cross_entropy_rules_reach_the_c_the_formulas_and_the_explicit_form
+tests/test_build.py::test_generated_folder_is_up_to_date
+tests/test_distributed.py::test_early_stopping_weight_decay_and_clipping_as_in_one_process[2proc]
+tests/test_cache.py::test_every_kind_of_damage_is_a_cache_miss[so-empty]
+tests/test_distributed_sync.py::test_synced_batchnorm_equals_one_process_on_the_union_batch[2proc-bn]
+tests/test_distributed_layers.py::test_dropout_masks_differ_between_processes_and_repeat_with_the_seed
 tests/test_attention.py::test_transformer_block_equals_pytorch
 tests/test_optimizer_float32.py::test_lenet_adam_float32_drift_no_worse_than_pytorch
 tests/test_correlate.py::test_a_term_of_another_form_runs_as_its_loop
