@@ -35,7 +35,7 @@ def test_time_option_sets_the_calls_of_each_turn():
                   "--sections", "steps")
     assert proc.returncode == 0, proc.stderr
     assert "each ≥ 100 ms of calls" in proc.stdout      # 0.7 s over 7 turns
-    assert next(line for line in proc.stdout.splitlines() if line.startswith("tiny "))
+    assert any(line.startswith("tiny ") for line in proc.stdout.splitlines())
 
 
 @pytest.mark.parametrize("bad", ["0", "-1", "nan", "601"])
