@@ -569,8 +569,26 @@ class Emitter:
             convs=any(isinstance(op, Conv) for op in self.plan.forward),
             products=any(isinstance(op, Loop) and op.product
                          for op in self.plan.forward + self.plan.backward),
-            uses=self.uses(), variants=self.variants(), accuracy=self.accuracy())
+            uses=self.uses(), variants=self.variants(), accuracy=self.accuracy(),
+            **self.reuse())
         return source, header
+
+    def reuse(self) -> dict:
+        """Whether the threads of a chunked pass may keep their chunks in rows of their own
+        (``reuse_rows``; templates/network.c.j2, sn_chunks_run), and the buffers that keep
+        their place (``reuse_keep``): the output, which the training loop reads after the
+        pass for its accuracy.  Not where other rows are read after the pass: BatchNorm's
+        batch sums (its running statistics), the gradients with respect to the inputs
+        (``grad_inputs``), the products over a recurrence's stacked steps (``halves.late``,
+        which read the steps of the whole batch)."""
+        graph, keep, name = self.plan.graph, set(), self.plan.output
+        while name is not None and name not in keep:
+            keep.add(name)
+            b = self.buffers.get(name)
+            name = b.alias if b is not None and b.kind == "alias" else None
+        rows = not self.plan.batch_sums and not getattr(graph, "grad_inputs", False) \
+            and not getattr(self.plan.halves, "late", None)
+        return dict(reuse_rows=rows, reuse_keep=keep)
 
     def layout(self, training: bool) -> dict:
         """Sizes the header states: parameters, scratch per call, memory of a batch."""
