@@ -149,6 +149,75 @@ def test_same_bits_on_one_thread_and_on_two(monkeypatch, batch):
         np.testing.assert_array_equal(many.params[k], stepped[k], err_msg=k)
 
 
+def _rows_of_their_own(monkeypatch, tmp_path, net, own):
+    """``net`` compiled on two threads (float32), its chunks kept in rows of each thread's
+    own (``own``) or each in its own rows as before (a build of its own cache)."""
+    from symnet.backend.c import emit
+    if not own:
+        with monkeypatch.context() as m:
+            before = emit.Emitter.reuse
+            m.setattr(emit.Emitter, "reuse", lambda self: dict(before(self), reuse_rows=False))
+            m.setenv("SYMNET_CACHE_DIR", str(tmp_path))
+            return _compiled(monkeypatch, net, "float32")
+    return _compiled(monkeypatch, net, "float32")
+
+
+def _rows(model, name, batch):
+    """Buffer ``name``'s rows in the scratch of the model's last call: (batch, row)."""
+    buf = plan(model.network.graph()).buffers[name]
+    row = int(np.prod(buf.shape[1:]))
+    return model.runtime.work[batch * buf.offset:batch * (buf.offset + row)].reshape(batch, row)
+
+
+def test_threads_keep_their_chunks_in_rows_of_their_own(monkeypatch, tmp_path):
+    """Each thread of the chunked pass keeps the chunks it takes in rows of its own (batch
+    40: 5 chunks of 8, two threads: rows 0-15), so the rest of the batch's scratch is never
+    written; the output stays in every example's row (the training loop's accuracy reads
+    it); the numbers are those of chunks in their own rows, bit for bit."""
+    net = _net(loss="softmax_cross_entropy", dropout=0.25)
+    mine = _rows_of_their_own(monkeypatch, tmp_path, net, own=True)
+    theirs = _rows_of_their_own(monkeypatch, tmp_path, net, own=False)
+    assert "this thread's rows" in mine.c_source
+    assert "this thread's rows" not in theirs.c_source
+    for k in mine.params:
+        theirs.params[k] = mine.params[k]
+    X, T = (a.astype(np.float32) for a in _data(40))
+    got, want = mine.loss_and_grad(X, T), theirs.loss_and_grad(X, T)
+    assert got[0] == want[0]
+    for k in want[1]:
+        np.testing.assert_array_equal(got[1][k], want[1][k], err_msg=k)
+    qkv = _rows(mine, "B1_att_qkv", 40)
+    assert np.any(qkv[:8] != 0) and not np.any(qkv[16:])
+    assert np.all(np.any(_rows(theirs, "B1_att_qkv", 40) != 0, axis=1))
+    assert np.all(np.any(_rows(mine, plan(net.graph()).output, 40) != 0, axis=1))
+    h_mine = mine.fit(X, T, epochs=3, batch_size=40, lr=0.05, seed=0)
+    h_theirs = theirs.fit(X, T, epochs=3, batch_size=40, lr=0.05, seed=0)
+    assert h_mine.loss == h_theirs.loss and len(h_mine.loss) == 3
+    assert h_mine.accuracy == h_theirs.accuracy and len(h_mine.accuracy) == 3
+    for k in mine.params:
+        np.testing.assert_array_equal(mine.params[k], theirs.params[k], err_msg=k)
+
+
+def test_rows_read_after_the_pass_stay_in_their_place():
+    """A recurrence (its stacked steps' products run after the chunks), BatchNorm (its sums
+    are read for the running statistics) and the gradients with respect to the inputs keep
+    every example's rows; a transformer's output too."""
+    from symnet.backend.c.emit import Emitter
+    S = sn.Input((6, 3), name="S")
+    gru = sn.Network(S, sn.GRU(8), sn.Dense(2, name="O"), loss="mse")
+    x = sn.Input(4, name="x")
+    bn = sn.Network(x, sn.Dense(8), sn.BatchNorm1d(), sn.Dense(2, name="O"), loss="mse")
+    for net in (gru, bn):
+        assert Emitter(plan(net.graph()), "float32").reuse()["reuse_rows"] is False
+    import dataclasses
+    g = _net().graph()
+    assert Emitter(plan(g), "float32").reuse()["reuse_rows"] is True
+    assert Emitter(plan(dataclasses.replace(g, grad_inputs=True)), "float32") \
+        .reuse()["reuse_rows"] is False
+    p = plan(g)
+    assert p.output in Emitter(p, "float32").reuse()["reuse_keep"]
+
+
 def test_class_labels_give_the_gradients_of_one_hot_rows(monkeypatch):
     model = _model(monkeypatch, loss="softmax_cross_entropy")
     X, T = _data(21)
