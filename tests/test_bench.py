@@ -85,3 +85,14 @@ def test_pinn_workload_pieces():
     assert np.isfinite(h.loss).all() and h.loss[-1] < h.loss[0]
     wall, cpu = pinn.compile_time(3, 1)
     assert wall > 0 and cpu > 0
+
+
+@pytest.mark.parametrize("text, mode", [("always [madvise] never\n", "madvise"),
+                                        ("[always] madvise never\n", "always"),
+                                        ("always madvise [never]\n", "never")])
+def test_huge_pages_reads_the_kernels_mode(tmp_path, text, mode):
+    from symnet.bench.__main__ import huge_pages
+    f = tmp_path / "enabled"
+    f.write_text(text)
+    assert huge_pages(str(f)) == mode
+    assert huge_pages(str(tmp_path / "absent")) is None

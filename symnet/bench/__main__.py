@@ -142,6 +142,17 @@ def run_compile(quick: bool):
     return ct, sc
 
 
+def huge_pages(path="/sys/kernel/mm/transparent_hugepage/enabled"):
+    """The kernel's transparent huge pages mode ("always", "madvise", "never"), or None
+    where there is no such setting (not Linux)."""
+    try:
+        with open(path) as fh:
+            text = fh.read()
+    except OSError:
+        return None
+    return next((w[1:-1] for w in text.split() if w.startswith("[")), None)
+
+
 def print_machine():
     """Where the products run on this machine (symnet/backend/c/tuning.py), measured once."""
     from symnet.backend.c import tuning
@@ -159,6 +170,11 @@ def print_machine():
           f"BLAS: {blas} ({'cached' if took < 0.05 else f'measured now in {took:.2f} s'}"
           + (f"; measured under load: other programs kept {rec.get('others', 0):.2f} cores "
              "busy, measured again later" if rec.get("disturbed") else "") + ")")
+    thp = huge_pages()
+    if rec["blas"] and thp not in (None, "always"):
+        print(f"    transparent huge pages: {thp}: OpenBLAS's packing buffers are on 4 KiB "
+              "pages, on which some machines run its products at a third of their speed "
+              "in some processes (docs/performance.md, \"OpenBLAS at two speeds\")")
     for kind, M, N, K, ours, theirs in rec.get("shapes", []):
         if M * N * K >= 1e6:
             print(f"    {('nt', 'nn', 'tn')[kind]} {M}×{N}×{K}: symnet {ours * 1e6:8.1f} µs, "
