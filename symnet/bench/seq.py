@@ -293,4 +293,10 @@ def run(name: str, min_time: float, ref_names=("torch",)) -> dict:
               f"one step's parameters agree to {agree[ref]:.1e} (max relative)")
     for ref, why in skipped.items():
         print(f"  {ref}: skipped, {why}")
+    check = model.tuning.get("blas_check") or {}
+    if check.get("slow"):
+        grown = f" {check['grown']:.2f}× as long as on symnet's tiles" if "grown" in check else \
+            " slower than symnet's tiles"
+        print(f"  (in this process OpenBLAS ran the step's pass{grown}: every product on "
+              "the tiles, docs/performance.md)")
     return {"symnet_us": us, "refs_us": times, "agree": agree}

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import time
 from types import SimpleNamespace
 
 import numpy as np
@@ -95,6 +97,17 @@ class Runtime:
         if self.tuning:     # the register tile compiled in (tune="full" may choose one)
             self.tuning["tile"] = "x".join(map(str, meta["tile"])) if meta.get("tile") \
                 else "default"
+        self._tune = getattr(lib, p + "tune", None)
+        self._rechoose = getattr(lib, p + "rechoose", lambda: None)
+        # the BLAS checked on this module's own pass at its first training call in this
+        # process (check_blas), once for the models that share the module
+        self._key = meta["prefix"]        # the network's own (p: the shared wrapper's)
+        self._blas_pending = bool(self.tuning) and tuning.check_wanted(self.tuning) \
+            and not meta.get("batch_sums") and self._tune is not None
+        if self._blas_pending and self._key in tuning.VERDICTS:
+            self._blas_pending = False
+            if tuning.VERDICTS[self._key]:        # checked: symnet's tiles (apply gave the BLAS)
+                self._own_tiles()
         self._buf = ffi.from_buffer
         self._carray = "float[]" if self.dtype == np.float32 else "double[]"
         self._ctype = _POINTERS[self.dtype.name]
@@ -212,9 +225,82 @@ class Runtime:
         return self._fns(T)[0](self._p_params, self.buffer(X), self.buffer(T), n,
                                self._p_work)
 
+    def _own_tiles(self):
+        """Every product of this module on symnet's tiles (for the process's life)."""
+        from . import tuning
+        s = tuning.settings()
+        self._tune(self._ffi.NULL, math.inf, s["thread_min"], s["threads_max"])
+        self.tuning["plan"] = {k: "symnet" for k in self.tuning.get("plan", {})}
+        self.tuning["blas"] = None
+        self.tuning["blas_check"] = {"slow": True, "by": "another model of this network"}
+
+    def check_blas(self, X, T):
+        """Whether the products this module's plan runs on the BLAS run slower in this
+        process than on symnet's tiles (symnet.backend.c.tuning, "the BLAS checked in
+        each process"): the loss-and-gradient pass on the first rows of this batch, after
+        passes that settle its threads, timed in turns with the plan's BLAS and without
+        it.  When the plan's pass takes more than CHECK_SLOWER times as long, every
+        product of this module runs on symnet's tiles from now on in this process.  Run
+        once, at the module's first training call; ``grads`` is kept as it was.  The
+        verdict is in ``tuning["blas_check"]``."""
+        from . import tuning
+        self._blas_pending = False
+        if self._key in tuning.VERDICTS:    # another model of this network checks or did
+            return bool(tuning.VERDICTS[self._key])
+        tuning.VERDICTS[self._key] = None
+        m = min(X.shape[0], tuning.CHECK_ROWS)
+        Xc, Tc = np.ascontiguousarray(X[:m]), np.ascontiguousarray(T[:m])
+        self.reserve(m)
+        fn, s, ffi = self._fns(T)[1], tuning.settings(), self._ffi
+        ptr = tuning.blas_pointer(ffi, self.dtype.name)
+        args = (self._p_params, self.buffer(Xc), self.buffer(Tc), m, self._p_grads, self._p_work)
+        kept = self.grads.copy()
+
+        def use(blas: bool):
+            self._tune(ptr if blas else ffi.NULL, s["blas_min"] if blas else math.inf,
+                       s["thread_min"], s["threads_max"])
+
+        def timed(blas: bool) -> float:
+            use(blas)
+            t0 = time.perf_counter()
+            fn(*args)
+            return time.perf_counter() - t0
+
+        try:
+            for _ in range(tuning.CHECK_WARM):      # the module's choice of threads settles
+                fn(*args)
+            grown = []
+            with tuning.Watch() as w:
+                for r in range(tuning.CHECK_PAIRS):     # in turns: each first in half
+                    if r % 2 == 0:
+                        blas = timed(True)
+                        own = timed(False)
+                    else:
+                        own = timed(False)
+                        blas = timed(True)
+                    grown.append(blas / own)
+            grown.sort()
+        except BaseException:
+            tuning.VERDICTS[self._key] = False      # the plan stands
+            raise
+        finally:
+            self.grads[...] = kept
+            use(True)
+            self._rechoose()       # its passes told the choice of threads nothing true
+        median = grown[len(grown) // 2]
+        slow = not w.disturbed and tuning.check_verdict(median)
+        tuning.VERDICTS[self._key] = slow
+        if slow:
+            self._own_tiles()
+        self.tuning["blas_check"] = {"grown": round(median, 3), "slow": slow,
+                                     **({"skipped": "under load"} if w.disturbed else {})}
+        return slow
+
     def loss_grad(self, X, T) -> float:
         """The batch's mean loss; its gradients into ``grads``."""
         n = X.shape[0]
+        if self._blas_pending:
+            self.check_blas(X, T)
         self.reserve(n)
         return self._fns(T)[1](self._p_params, self.buffer(X), self.buffer(T), n,
                                self._p_grads, self._p_work)
@@ -223,6 +309,8 @@ class Runtime:
         """θ ← θ − lr·∂L/∂θ on this batch; the loss before.  Raises BufferError or
         ValueError, having done nothing, for an array that is not C-contiguous."""
         n = X.shape[0]
+        if self._blas_pending:
+            self.check_blas(X, T)
         if n > self.work_rows:
             self.reserve(n)
         buf, carray = self._buf, self._carray
@@ -242,6 +330,9 @@ class Runtime:
         (unless None); prev ← θ before the last update, have_prev[0] = 1 once there
         is one.  A non-finite loss stops before its update, θ restored from prev:
         returns the steps done."""
+        if self._blas_pending:
+            rows = idx[:batch_size]
+            self.check_blas(X[rows], T[rows])
         need = self.train_work_size(batch_size)
         if self._train_work.size < need:
             self._train_work = np.zeros(need, self.dtype)

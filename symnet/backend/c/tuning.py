@@ -1085,6 +1085,58 @@ def apply(module, prefix: str, dtype: str, products=None, tune: str = "fast") ->
     return dict(s, blas=s["blas"] if use_blas else None, tune=tune, plan=readable)
 
 
+# ------------------------------------------------ the BLAS checked in each process
+#: On some machines OpenBLAS runs the same product at one speed in one process and at a
+#: third of it in the next, for as long as that process lives: on a 2-core EPYC (Zen 1,
+#: 512 KiB L2; Linux's transparent huge pages on `madvise`) nn 256×64×256 ran at 8 GFLOP/s
+#: in most processes and at 34 in some, and the transformer's step at 24-25 ms against
+#: 14-15 (on symnet's tiles alone 15.2-16.4 ms in every process).  It is the 4 KiB pages
+#: behind the library's packing buffers (with huge pages for every mapping all processes
+#: ran fast), which a process cannot choose, and which the planner, timing each product
+#: once in one process, cannot see; nor did timing the products again in each process on
+#: one thread (the same ratio in fast and slow processes).  So a module whose plan runs
+#: products on the BLAS times its own loss-and-gradient pass, at its first training call
+#: in a process (Runtime.check_blas): CHECK_WARM passes on that call's batch (at most its first
+#: CHECK_ROWS rows; the module's choice of threads settles), then CHECK_PAIRS pairs in turns with the plan's
+#: BLAS and without it.  When the plan's pass takes more than CHECK_SLOWER times as long
+#: (the median pair), every product of the module runs on symnet's tiles in this process.
+#: On a machine without the two speeds the plan's pass is the faster, and nothing changes;
+#: where a process switches, its numbers differ from a process that did not by rounding.
+#: SYMNET_BLAS_CHECK=0 skips the check.
+CHECK_ROWS = 256
+CHECK_WARM = 7
+CHECK_PAIRS = 6
+CHECK_SLOWER = 1.3
+
+
+def check_verdict(grown: float) -> bool:
+    """Whether the BLAS runs slow in this process: the plan's pass took ``grown`` times
+    as long as the same pass on symnet's tiles.
+
+    >>> check_verdict(1.6), check_verdict(0.9), check_verdict(1.1)
+    (True, False, False)
+    """
+    return grown > CHECK_SLOWER
+
+
+def check_wanted(applied: dict) -> bool:
+    """Whether a module given ``applied`` (``apply``'s settings) checks its BLAS: it runs
+    products on the BLAS (planned, or from the machine's threshold), and neither
+    SYMNET_BLAS_CHECK=0, SYMNET_BLAS_MIN nor the sanitizers say otherwise."""
+    if os.environ.get("SYMNET_BLAS_CHECK", "1") in ("0", "false", "no") \
+            or os.environ.get("SYMNET_SANITIZE") or _env_float("SYMNET_BLAS_MIN") is not None:
+        return False       # (a threshold the user set is obeyed as set)
+    return applied.get("blas") is not None and (
+        applied.get("blas_min", math.inf) < math.inf
+        or any(v.startswith("blas") for v in applied.get("plan", {}).values()))
+
+
+#: each module's verdict in this process ({its prefix: True when its products run on
+#: symnet's tiles, False when as planned, None while being checked}): the models of one
+#: network share its module, which one check decides for all
+VERDICTS: dict = {}
+
+
 def products_of(plan_) -> list:
     """[kind, M, N, K] of a kernel plan's matrix products (0: the batch), each once;
     products with another symbolic size are left to the machine's thresholds."""
