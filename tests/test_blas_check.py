@@ -77,9 +77,15 @@ def test_a_slow_blas_puts_every_product_on_the_tiles(on_blas):
 def test_a_blas_as_fast_as_planned_keeps_the_plan(on_blas):
     on_blas.setattr(tuning, "CHECK_SLOWER", math.inf)
     model = _net(80).compile(dtype="float64", seed=1)
+    calls = []
+    rechoose = model.runtime._rechoose
+    model.runtime._rechoose = lambda: (calls.append(1), rechoose())
     X, T = _data()
     L, g = model.loss_and_grad(X, T)
     assert math.isfinite(L)
+    assert calls == [1]       # the choice of threads made anew after the check's passes
+    model.loss_and_grad(X, T)
+    assert calls == [1]       # once
     check = model.tuning["blas_check"]
     assert check["slow"] is False and check["grown"] > 0
     assert model.tuning["blas"] is not None

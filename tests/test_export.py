@@ -340,8 +340,12 @@ def test_header_is_the_cdef_symnet_uses(models, tmp_path):
     tune = inproc[start:inproc.index(");", start) + 2]
     start = inproc.index(f"void {prefix}plan(")
     planned = inproc[start:inproc.index(");", start) + 2]
-    assert "tune(" not in exported and "plan(" not in exported
-    inproc = " ".join(inproc.replace(tune, "").replace(planned, "").split())
+    rechoose = f"void {prefix}rechoose(void);"    # (runtime.check_blas)
+    assert rechoose in inproc
+    assert "tune(" not in exported and "plan(" not in exported \
+        and "rechoose(" not in exported
+    inproc = " ".join(inproc.replace(tune, "").replace(planned, "")
+                      .replace(rechoose, "").split())
     assert " ".join(exported.replace(trained, "").split()) == inproc
     for fn in ("forward", "loss", "loss_grad", "step", "update", "train"):
         assert f" {prefix}{fn}(" in " " + inproc
