@@ -108,6 +108,7 @@ class Runtime:
             self._blas_pending = False
             if tuning.VERDICTS[self._key]:        # checked: symnet's tiles (apply gave the BLAS)
                 self._own_tiles()
+                self.tuning["blas_check"] = {"slow": True, "by": "another model of this network"}
         self._buf = ffi.from_buffer
         self._carray = "float[]" if self.dtype == np.float32 else "double[]"
         self._ctype = _POINTERS[self.dtype.name]
@@ -232,7 +233,6 @@ class Runtime:
         self._tune(self._ffi.NULL, math.inf, s["thread_min"], s["threads_max"])
         self.tuning["plan"] = {k: "symnet" for k in self.tuning.get("plan", {})}
         self.tuning["blas"] = None
-        self.tuning["blas_check"] = {"slow": True, "by": "another model of this network"}
 
     def check_blas(self, X, T):
         """Whether the products this module's plan runs on the BLAS run slower in this

@@ -1094,12 +1094,13 @@ def apply(module, prefix: str, dtype: str, products=None, tune: str = "fast") ->
 #: behind the library's packing buffers (with huge pages for every mapping all processes
 #: ran fast), which a process cannot choose, and which the planner, timing each product
 #: once in one process, cannot see; nor did timing the products again in each process on
-#: one thread (the same ratio in fast and slow processes).  So a module whose plan runs
-#: products on the BLAS times its own loss-and-gradient pass, at its first training call
-#: in a process (Runtime.check_blas): CHECK_WARM passes on that call's batch (at most its first
-#: CHECK_ROWS rows; the module's choice of threads settles), then CHECK_PAIRS pairs in turns with the plan's
-#: BLAS and without it.  When the plan's pass takes more than CHECK_SLOWER times as long
-#: (the median pair), every product of the module runs on symnet's tiles in this process.
+#: one thread (the same ratio in fast and slow processes).  So a module whose products run
+#: on the BLAS times its own loss-and-gradient pass at its first training call in a
+#: process (Runtime.check_blas): CHECK_WARM passes on that call's batch (at most its first
+#: CHECK_ROWS rows) while the module's choice of threads settles, then CHECK_PAIRS pairs
+#: in turns with the BLAS and without it.  When the BLAS's pass takes more than
+#: CHECK_SLOWER times as long (the median pair), every product of the module runs on
+#: symnet's tiles in this process; a check that other programs disturbed keeps the plan.
 #: On a machine without the two speeds the plan's pass is the faster, and nothing changes;
 #: where a process switches, its numbers differ from a process that did not by rounding.
 #: SYMNET_BLAS_CHECK=0 skips the check.
