@@ -26,66 +26,66 @@
  *   loss: softmax_cross_entropy, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_D4C171908E_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_D4C171908E_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_19898421FD_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_19898421FD_N_PARAMS numbers, in the order of model.params, each row-major:
  *   A1           offset         0  shape (64, 64)
  *   B1           offset      4096  shape (64, 64)
  *   W2           offset      8192  shape (10, 64)
  *   b2           offset      8832  shape (10,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_D4C171908E_WORK_SIZE(batch) numbers; SYMNET_D4C171908E_TRAIN_WORK_SIZE(batch_size) for
- * symnet_d4c171908e_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_19898421FD_WORK_SIZE(batch) numbers; SYMNET_19898421FD_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_19898421fd_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 8842 + X B*64 + T or O B*10 + work (B*424 + 8842)
  *   numbers of 4 bytes; e.g. B = 32: 134,480 bytes (training; forward only: 71,976).
  */
-#ifndef SYMNET_D4C171908E_H
-#define SYMNET_D4C171908E_H
+#ifndef SYMNET_19898421FD_H
+#define SYMNET_19898421FD_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_D4C171908E_REAL float  /* the number type of every array (float32) */
-#define SYMNET_D4C171908E_N_INPUTS 64  /* features per example */
-#define SYMNET_D4C171908E_N_OUTPUTS 10
-#define SYMNET_D4C171908E_N_PARAMS 8842  /* numbers in the flat parameter array */
-#define SYMNET_D4C171908E_WORK_PER_EXAMPLE 424
-#define SYMNET_D4C171908E_WORK_SIZE(batch) ((batch) * 424 + 8842)  /* numbers of scratch per call */
-#define SYMNET_D4C171908E_TRAIN_WORK_SIZE(batch_size) (SYMNET_D4C171908E_WORK_SIZE(batch_size) + (batch_size) * 74)
-#define SYMNET_D4C171908E_SGD 0       /* optimizer codes of symnet_d4c171908e_update and symnet_d4c171908e_train */
-#define SYMNET_D4C171908E_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_D4C171908E_N_PARAMS numbers */
-#define SYMNET_D4C171908E_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_D4C171908E_N_PARAMS numbers each */
+#define SYMNET_19898421FD_REAL float  /* the number type of every array (float32) */
+#define SYMNET_19898421FD_N_INPUTS 64  /* features per example */
+#define SYMNET_19898421FD_N_OUTPUTS 10
+#define SYMNET_19898421FD_N_PARAMS 8842  /* numbers in the flat parameter array */
+#define SYMNET_19898421FD_WORK_PER_EXAMPLE 424
+#define SYMNET_19898421FD_WORK_SIZE(batch) ((batch) * 424 + 8842)  /* numbers of scratch per call */
+#define SYMNET_19898421FD_TRAIN_WORK_SIZE(batch_size) (SYMNET_19898421FD_WORK_SIZE(batch_size) + (batch_size) * 74)
+#define SYMNET_19898421FD_SGD 0       /* optimizer codes of symnet_19898421fd_update and symnet_19898421fd_train */
+#define SYMNET_19898421FD_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_19898421FD_N_PARAMS numbers */
+#define SYMNET_19898421FD_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_19898421FD_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_D4C171908E_N_OUTPUTS) = the network's output for X (batch × SYMNET_D4C171908E_N_INPUTS). */
-void symnet_d4c171908e_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_19898421FD_N_OUTPUTS) = the network's output for X (batch × SYMNET_19898421FD_N_INPUTS). */
+void symnet_19898421fd_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_d4c171908e_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_19898421fd_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_D4C171908E_N_PARAMS numbers) by back propagation. */
-float symnet_d4c171908e_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_19898421FD_N_PARAMS numbers) by back propagation. */
+float symnet_19898421fd_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_d4c171908e_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_19898421fd_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss; T[b] is the class label of example b. */
-float symnet_d4c171908e_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_19898421fd_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_D4C171908E_N_PARAMS numbers) by back propagation. */
-float symnet_d4c171908e_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_19898421FD_N_PARAMS numbers) by back propagation. */
+float symnet_19898421fd_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_d4c171908e_step_labels(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_19898421fd_step_labels(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_D4C171908E_SGD, SYMNET_D4C171908E_MOMENTUM or SYMNET_D4C171908E_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_19898421FD_SGD, SYMNET_19898421FD_MOMENTUM or SYMNET_19898421FD_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_d4c171908e_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_19898421fd_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -93,10 +93,10 @@ void symnet_d4c171908e_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_D4C171908E_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_19898421FD_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_D4C171908E_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_d4c171908e_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_19898421FD_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_19898421fd_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -106,10 +106,10 @@ long long symnet_d4c171908e_train(float *params, const float *X, const float *T,
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_D4C171908E_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_19898421FD_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_D4C171908E_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_d4c171908e_train_labels(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_19898421FD_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_19898421fd_train_labels(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -118,7 +118,7 @@ long long symnet_d4c171908e_train_labels(float *params, const float *X, const fl
 }
 #endif
 
-#endif /* SYMNET_D4C171908E_H */
+#endif /* SYMNET_19898421FD_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -271,7 +271,8 @@ static inline float sn_tanhf(float x)
 #define SN_MADD(a, b, c) ((c) + (a) * (b))
 #endif
 
-/* C[r,c] (+)= Σ_{k<kc} A(r,k)·P[k,c] for r < SN_MR, c < SN_NR: one register tile. */
+/* C[r,c] (+)= Σ_{k<kc} A(r,k)·P[k,c] for r < SN_MR, c < SN_NR: one register tile
+   (P's rows SN_NR apart). */
 static inline void sn_tile(int kc, const real *restrict A, ptrdiff_t sam, ptrdiff_t sak,
                            const real *restrict P, real *restrict C, ptrdiff_t ldc, int add)
 {
@@ -282,12 +283,61 @@ static inline void sn_tile(int kc, const real *restrict A, ptrdiff_t sam, ptrdif
         const real *p = P + (size_t)k * SN_NR;
         for (int r = 0; r < SN_MR; r++) {
             const real a = A[r * sam + k * sak];
+#ifdef SN_SIMD
+#pragma omp simd    /* vectorised along c: GCC unrolled a loop of 16 into scalars */
+#endif
             for (int c = 0; c < SN_NR; c++) acc[r][c] += a * p[c];
         }
     }
     for (int r = 0; r < SN_MR; r++)
         for (int c = 0; c < SN_NR; c++)
             C[r * ldc + c] = add ? C[r * ldc + c] + acc[r][c] : acc[r][c];
+}
+
+#if SN_NR > 16
+/* The last block of columns when N mod SN_NR is at most 16 (N = 64 or 256 on the
+ * 24 columns of AVX2): a tile 16 wide, SN_MRN rows deep, instead of the full tile
+ * on a copy of A whose columns past N were thrown away.  Measured on the transformer
+ * step (one thread of a 2-core Zen 1, float32), with the copy of B below made plain:
+ * 29.8 → 26.5 ms (a third of the columns of its N = 64 products took the copy). */
+#define SN_NRN 16
+#if SN_NR == 24
+#define SN_MRN (sizeof(real) == 4 ? 6 : SN_MR)  /* 6×2 AVX2 accumulators of floats */
+#else
+#define SN_MRN SN_MR
+#endif
+/* C[r,c] (+)= Σ_{k<kc} A(r,k)·P[k,c] for r < SN_MRN, c < SN_NRN: the narrow tile
+   (P's rows SN_NR apart). */
+static inline void sn_tile_narrow(int kc, const real *restrict A, ptrdiff_t sam, ptrdiff_t sak,
+                                  const real *restrict P, real *restrict C, ptrdiff_t ldc, int add)
+{
+    real acc[SN_MRN][SN_NRN];
+    for (int r = 0; r < SN_MRN; r++)
+        for (int c = 0; c < SN_NRN; c++) acc[r][c] = 0;
+    for (int k = 0; k < kc; k++) {
+        const real *p = P + (size_t)k * SN_NR;
+        for (int r = 0; r < SN_MRN; r++) {
+            const real a = A[r * sam + k * sak];
+#ifdef SN_SIMD
+#pragma omp simd    /* vectorised along c: GCC unrolled a loop of 16 into scalars */
+#endif
+            for (int c = 0; c < SN_NRN; c++) acc[r][c] += a * p[c];
+        }
+    }
+    for (int r = 0; r < SN_MRN; r++)
+        for (int c = 0; c < SN_NRN; c++)
+            C[r * ldc + c] = add ? C[r * ldc + c] + acc[r][c] : acc[r][c];
+}
+
+#endif
+
+/* C[m+r, n0+c] (+)= T[r,c] for r < mr, c < nc: the used part of a tile computed aside */
+static inline void sn_put(const real *restrict T, int ldt, int mr, int nc, real *restrict C,
+                          ptrdiff_t ldc, int add)
+{
+    for (int r = 0; r < mr; r++)
+        for (int c = 0; c < nc; c++)
+            C[r * ldc + c] = add ? C[r * ldc + c] + T[r * ldt + c] : T[r * ldt + c];
 }
 
 /* One product's operands and how its jobs cut it: job j computes the columns
@@ -306,39 +356,63 @@ static void sn_gemm_job(const sn_gemm_args *g, int job)
     const real *restrict A = g->A, *restrict B = g->B;
     const ptrdiff_t sam = g->sam, sak = g->sak, sbk = g->sbk, sbn = g->sbn;
     real *restrict C = g->C;
-    real P[SN_KC * SN_NR], Ap[SN_MR * SN_KC], Ct[SN_MR * SN_NR];
+#ifdef SN_NRN
+    real Ct[(SN_MR > SN_MRN ? SN_MR : SN_MRN) * SN_NR];
+#else
+    real Ct[SN_MR * SN_NR];
+#endif
+    real P[SN_KC * SN_NR], Ap[SN_MR * SN_KC];
     const int n0 = job / parts * SN_NR, nc = N - n0 < SN_NR ? N - n0 : SN_NR;
     const int m0 = job % parts * rows;
     const int m1 = job % parts == parts - 1 || m0 + rows > M ? M : m0 + rows;
     for (int k0 = 0; k0 < K; k0 += SN_KC) {
         const int kc = K - k0 < SN_KC ? K - k0 : SN_KC;
         const int add = g->accumulate || k0 > 0;
-        /* P[k,c] = B(k0+k, n0+c), zero past column N (read along B's rows) */
-        if (sbn == 1)
+        /* P[k,c] = B(k0+k, n0+c), zero past column N: B's rows copied whole where
+           the block is (a vector copy; the test c < nc in the loop made it masked
+           loads, 8% of the transformer's step), else its columns read along k */
+        if (sbn == 1 && nc == SN_NR)
             for (int k = 0; k < kc; k++)
-                for (int c = 0; c < SN_NR; c++)
-                    P[k * SN_NR + c] = c < nc ? B[(k0 + k) * sbk + n0 + c] : 0;
+                for (int c = 0; c < SN_NR; c++) P[k * SN_NR + c] = B[(k0 + k) * sbk + n0 + c];
+        else if (sbn == 1)
+            for (int k = 0; k < kc; k++) {
+                for (int c = 0; c < nc; c++) P[k * SN_NR + c] = B[(k0 + k) * sbk + n0 + c];
+                for (int c = nc; c < SN_NR; c++) P[k * SN_NR + c] = 0;
+            }
         else
             for (int c = 0; c < SN_NR; c++)
                 for (int k = 0; k < kc; k++)
                     P[k * SN_NR + c] = c < nc ? B[(k0 + k) * sbk + (n0 + c) * sbn] : 0;
-        for (int m = m0; m < m1; m += SN_MR) {
-            const real *a = A + m * sam + k0 * sak;
-            if (m + SN_MR <= m1 && nc == SN_NR) {
-                sn_tile(kc, a, sam, sak, P, C + (size_t)m * N + n0, N, add);
-                continue;
-            }
-            /* edge tile: Ap[r,k] = A(m+r, k0+k), zero past row M; C through Ct */
-            const int mr = m1 - m < SN_MR ? m1 - m : SN_MR;
-            for (int r = 0; r < SN_MR; r++)
-                for (int k = 0; k < kc; k++)
-                    Ap[r * kc + k] = r < mr ? a[r * sam + k * sak] : 0;
-            sn_tile(kc, Ap, kc, 1, P, Ct, SN_NR, 0);
-            for (int r = 0; r < mr; r++)
-                for (int c = 0; c < nc; c++) {
-                    real *cp = C + (size_t)(m + r) * N + n0 + c;
-                    *cp = add ? *cp + Ct[r * SN_NR + c] : Ct[r * SN_NR + c];
+        int m = m0;
+        if (nc == SN_NR)
+            for (; m + SN_MR <= m1; m += SN_MR)
+                sn_tile(kc, A + m * sam + k0 * sak, sam, sak, P, C + (size_t)m * N + n0, N, add);
+#ifdef SN_NRN
+        else if (nc <= SN_NRN)
+            for (; m + SN_MRN <= m1; m += SN_MRN) {
+                const real *a = A + m * sam + k0 * sak;
+                if (nc == SN_NRN) {
+                    sn_tile_narrow(kc, a, sam, sak, P, C + (size_t)m * N + n0, N, add);
+                } else {
+                    sn_tile_narrow(kc, a, sam, sak, P, Ct, SN_NRN, 0);
+                    sn_put(Ct, SN_NRN, SN_MRN, nc, C + (size_t)m * N + n0, N, add);
                 }
+            }
+#endif
+        /* the rest: the full tile into Ct, on A where SN_MR rows are left, else on
+           Ap[r,k] = A(m+r, k0+k), zero past row M */
+        for (; m < m1; m += SN_MR) {
+            const real *a = A + m * sam + k0 * sak;
+            const int mr = m1 - m < SN_MR ? m1 - m : SN_MR;
+            if (mr == SN_MR) {
+                sn_tile(kc, a, sam, sak, P, Ct, SN_NR, 0);
+            } else {
+                for (int r = 0; r < SN_MR; r++)
+                    for (int k = 0; k < kc; k++)
+                        Ap[r * kc + k] = r < mr ? a[r * sam + k * sak] : 0;
+                sn_tile(kc, Ap, kc, 1, P, Ct, SN_NR, 0);
+            }
+            sn_put(Ct, SN_NR, mr, nc, C + (size_t)m * N + n0, N, add);
         }
     }
 }
@@ -579,7 +653,7 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_d4c171908e_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_19898421fd_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 202, sizeof(real) * (size_t)batch * 10);
@@ -962,7 +1036,7 @@ static double sn_loss(const real *params, real *work, const real *I, const real 
     return loss / batch;
 }
 
-real symnet_d4c171908e_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_19898421fd_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -976,7 +1050,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return sn_chunk_pass(&a, sn_chunk, NULL);
 }
 
-real symnet_d4c171908e_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_19898421fd_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -1013,7 +1087,7 @@ static double sn_loss_labels(const real *params, real *work, const real *I, cons
     return loss / batch;
 }
 
-real symnet_d4c171908e_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_19898421fd_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss_labels(params, work, X, T, batch);
 }
@@ -1027,7 +1101,7 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
     return sn_chunk_pass(&a, sn_chunk_labels, NULL);
 }
 
-real symnet_d4c171908e_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_19898421fd_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad_labels(params, grads, work, X, T, batch);
 }
@@ -1045,7 +1119,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_d4c171908e_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_19898421fd_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 424;
     /* the batch in chunks, then the weight gradients, each job updating the parameters
@@ -1068,7 +1142,7 @@ real symnet_d4c171908e_step(real *params, const real *X, const real *T, int batc
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_d4c171908e_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_19898421fd_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 424;
     /* the batch in chunks, then the weight gradients, each job updating the parameters
@@ -1148,7 +1222,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_d4c171908e_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_19898421fd_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -1174,7 +1248,7 @@ void symnet_d4c171908e_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_d4c171908e_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_19898421fd_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
@@ -1262,7 +1336,7 @@ long long symnet_d4c171908e_train(real *params, const real *X, const real *T, co
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step).
  * The same with integer class labels: T[n] is the class of example n. */
-long long symnet_d4c171908e_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_19898421fd_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

@@ -71,12 +71,13 @@ def test_one_product_over_the_steps_laid_out_in_a_row(make):
                                                for r in n.reductions}
     assert all((end <= fwd) == (name in names) for _, end, name in spans)
     assert "one product of batch" in p.backward[p.backward.index(op)].comment
-    # and the C runs it as one call (in a pass in chunks: whole, after the chunks)
+    # and the C runs it as one call (in a pass in chunks: after the chunks, each job its
+    # rows m0 ≤ m < m1 of it)
     src = net.compile(dtype="float64").c_source
     if p.halves is not None:
         assert op in p.halves.late
-        assert f"sn_gemm({op.M}, {op.N}, batch * {n}, {op.A}, 1, {op.M}, {op.B}, {op.N}, 1, " \
-            f"g_{U}, 0)" in src
+        assert f"sn_gemm(m1 - m0, {op.N}, batch * {n}, {op.A} + m0, 1, {op.M}, {op.B}, " \
+            f"{op.N}, 1, g_{U} + (size_t)m0 * {op.N}, 0)" in src
     else:
         assert f"batch * {n}, {op.A}, {op.B}, g_{U}" in src
 
