@@ -511,6 +511,19 @@ def _shared_kernels(root: Path, source: str | None, tmp: Path):
 _REALS = {"float32": "float", "float64": "double"}
 
 
+@lru_cache(maxsize=1)
+def driver_digest() -> str:
+    """A digest of the matrix driver's templates: the machine's record and the planner's
+    timings are of that driver (symnet.backend.c.tuning), so a changed driver measures
+    anew instead of reading figures another one ran at.  The files' bytes, not the
+    rendered C: a cache hit renders no template."""
+    h = hashlib.sha256()
+    for name in ("kernels.c.j2", "gemm.c.j2", "gemm_portable.c.j2", "pool.c.j2", "probe.c.j2"):
+        path = template_dir() / name
+        h.update(path.read_bytes() if path.exists() else name.encode())
+    return h.hexdigest()[:16]
+
+
 @lru_cache(maxsize=4)
 def kernels_source(dtype: str) -> str:
     """The C of the matrix driver that every in-process module of this dtype links

@@ -538,8 +538,8 @@ def _path() -> Path:
     # threads (16-core Xeon, the bench's transformer step called in a row: 5.9–6.2 ms so
     # at 4–8 threads, 3.4–4.8 ms on their own record)
     key = hashlib.sha256(json.dumps(["machine", __version__, build.compiler(), build.flags(),
-                                     build._cpu(), "pool", JOIN_SHAPE,
-                                     threads_max()]).encode()).hexdigest()[:20]
+                                     build._cpu(), "pool", JOIN_SHAPE, threads_max(),
+                                     build.driver_digest()]).encode()).hexdigest()[:20]
     return build.writable_cache_dir() / f"machine-{key}.json"
 
 
@@ -783,7 +783,8 @@ def cpu_model() -> str:
 
 def _wisdom_path() -> Path:
     key = hashlib.sha256(json.dumps(["wisdom", __version__, build.compiler(), build.flags(),
-                                     build._cpu(), cpu_model(), threads_max()]).encode())
+                                     build._cpu(), cpu_model(), threads_max(),
+                                     build.driver_digest()]).encode())
     return build.writable_cache_dir() / f"wisdom-{key.hexdigest()[:20]}.json"
 
 
