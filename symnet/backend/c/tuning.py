@@ -62,8 +62,8 @@ Environment: ``SYMNET_BLAS=0`` keeps every product on symnet's kernels;
 ``OMP_NUM_THREADS`` (or ``SYMNET_OPENMP=0``: one) caps the threads.
 
 >>> t = machine()
->>> sorted(t)[:3]
-['blas', 'blas_min', 'join_s']
+>>> {'blas', 'blas_min', 'join_s'} <= set(t)
+True
 """
 
 from __future__ import annotations
@@ -1108,14 +1108,18 @@ def apply(module, prefix: str, dtype: str, products=None, tune: str = "fast") ->
 CHECK_ROWS = 256
 CHECK_WARM = 7
 CHECK_PAIRS = 6
-CHECK_SLOWER = 1.3
+#: 1.1: with the 16-wide tile the transformer's tiles caught up with the BLAS in fast
+#: processes too, and a check that read 1.06–1.32 (the BLAS's pass slower, not at a third
+#: of its speed) kept a plan slower than the tiles at 1.3 (Zen 1, two threads); the GRU,
+#: whose plan wins, read 0.91–1.06
+CHECK_SLOWER = 1.1
 
 
 def check_verdict(grown: float) -> bool:
     """Whether the BLAS runs slow in this process: the plan's pass took ``grown`` times
     as long as the same pass on symnet's tiles.
 
-    >>> check_verdict(1.6), check_verdict(0.9), check_verdict(1.1)
+    >>> check_verdict(1.6), check_verdict(0.9), check_verdict(1.05)
     (True, False, False)
     """
     return grown > CHECK_SLOWER
