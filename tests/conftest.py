@@ -47,6 +47,12 @@ def pytest_configure(config):
 SLOW_BY_TIME = frozenset("""
 tests/test_overwrite.py::test_attention_c_numpy_and_central_differences_agree
 tests/test_tensor_chunks.py::test_a_transformer_is_planned_in_chunks
+tests/test_tensor_chunks.py::test_threads_keep_their_chunks_in_rows_of_their_own
+tests/test_tensor_chunks.py::test_chunks_agree_with_the_passes_as_they_were[11]
+tests/test_tensor_chunks.py::test_recurrent_chunks_agree_with_the_passes_as_they_were[100-GRU]
+tests/test_tuning.py::test_products_on_blas_match_numpy_reference[float64-1e-09-None]
+tests/test_gated_initial.py::test_initial_state_equals_pytorch[2-gru]
+tests/test_attention.py::test_forward_equals_numpy[True]
 tests/test_one_derivation.py::test_softmax_cross_entropy_rules_reach_the_c_the_formulas_and_the_explicit_form
 tests/test_build.py::test_generated_folder_is_up_to_date
 tests/test_distributed.py::test_early_stopping_weight_decay_and_clipping_as_in_one_process[2proc]
