@@ -216,4 +216,4 @@ class Halves:
     parts: dict = field(default_factory=dict)
     psize: int = 0
     parts_offset: int = 0
-    late: list = field(default_factory=list)   # of sums: stacked products, whole after the chunks
+    late: list = field(default_factory=list)   # of sums: stacked products, after the chunks

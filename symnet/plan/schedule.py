@@ -219,7 +219,7 @@ def halves(p, tensor: bool = False):
     each position as products of batch·positions rows, a recurrence's steps) needs a
     product of the batch's rows; its weight gradients are summed in the chunks too, each
     chunk's part over its own rows (but a product over a recurrence's stacked steps, in
-    ``late``, whole after the chunks)."""
+    ``late``, after the chunks, cut in row parts among the jobs)."""
     if not p.backward:
         return None
     B = p.buffers
@@ -280,7 +280,7 @@ def halves(p, tensor: bool = False):
         grads = list(dict.fromkeys(by_loops)) if grads is None else grads
         # a tensor network's weight gradients stay in the chunks, each chunk's part of
         # them summed over its rows while they are in cache
-        # (but a product over a recurrence's stacked steps, whole after the chunks)
+        # (but a product over a recurrence's stacked steps, after the chunks)
         out.append([op for op in ops if (not summed(op) or tensor and op.parts is None)
                     and not (isinstance(op, Zero) and B[op.buffer].kind == "grad")])
     cost = sum(batch_rows(op.M) * op.N * op.K for ops in out[:1] for op in ops
@@ -332,7 +332,7 @@ def halves(p, tensor: bool = False):
             if op.parts is None:
                 h.parts[op.C] = h.psize
                 h.psize += op.M * op.N
-        # the stacked products whole, largest first, each to the job with least work
+        # the stacked products after the chunks, largest first, each cut in row parts among the jobs
         h.late = sorted((op for op in sums if op.parts is not None),
                         key=lambda op: -op.M * op.N * batch_rows(op.K))
     # the step's update in the jobs that finish each gradient: where they are every one
