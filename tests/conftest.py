@@ -53,6 +53,10 @@ tests/test_tensor_chunks.py::test_recurrent_chunks_agree_with_the_passes_as_they
 tests/test_tuning.py::test_products_on_blas_match_numpy_reference[float64-1e-09-None]
 tests/test_gated_initial.py::test_initial_state_equals_pytorch[2-gru]
 tests/test_attention.py::test_forward_equals_numpy[True]
+tests/test_cache.py::test_every_kind_of_damage_is_a_cache_miss[so-half]
+tests/test_attention.py::test_gradients_central_differences[True]
+tests/test_distributed_sync.py::test_synced_batchnorm_equals_one_process_on_the_union_batch[2proc-bn_sd]
+tests/test_conv.py::test_loss_and_gradients_match_the_loop_reference[wide_channels]
 tests/test_one_derivation.py::test_softmax_cross_entropy_rules_reach_the_c_the_formulas_and_the_explicit_form
 tests/test_build.py::test_generated_folder_is_up_to_date
 tests/test_distributed.py::test_early_stopping_weight_decay_and_clipping_as_in_one_process[2proc]
