@@ -252,6 +252,47 @@ def _tiny_sequences(monkeypatch):
     return seq
 
 
+@pytest.mark.parametrize("peak", [None, 1e-6, 1e6])
+def test_sequence_bench_shows_each_rate_and_what_a_goal_not_met_takes(peak, monkeypatch,
+                                                                      capsys):
+    """The figures printed are the step's FLOPs over the times measured: the bench's
+    timing and references replaced by fixed times (symnet 1000 µs, torch 1500, JAX
+    800), the lines must say 2.0 and 0.8 GFLOP/s a MFLOP, the steps the unmet goals
+    take (≤ 750 µs for 2x torch, ≤ 800 µs for 1x JAX) and, against a peak below that
+    rate, that it is beyond the peak."""
+    from symnet.bench import refs as bench_refs
+    seq = _tiny_sequences(monkeypatch)
+
+    class Step:
+        def __init__(self, params):
+            self.p = {k: np.array(v) for k, v in params.items()}
+
+        def __call__(self):
+            pass
+
+        def params(self):
+            return self.p
+    monkeypatch.setattr(seq, "reference_step", lambda name, ref, params, X, T: Step(params))
+    times = {"symnet": 1000.0, "torch": 1500.0, "jax": 800.0}
+    monkeypatch.setattr(bench_refs, "time_calls",
+                        lambda fns, min_time: {k: times[k] for k in fns})
+    out = seq.run("transformer", 0.01, ("torch", "jax"), peak)
+    text = capsys.readouterr().out
+    make_net, shape, batch, _, _ = seq.WORKLOADS["transformer"]
+    flops = make_net().compile(dtype="float32").summary(batch, print_fn=None).flops_per_step
+    assert out["flops"] == flops and out["symnet_us"] == 1000.0
+    assert f"{flops / 1e6:.1f} MFLOP per step" in text
+    g = flops / 1e3        # GFLOP/s of a step of 1 µs
+    assert f"symnet step     1000.0 µs  {g / 1000:6.1f} GFLOP/s" in text
+    assert f"torch  step     1500.0 µs  {g / 1500:6.1f} GFLOP/s" in text
+    assert "symnet is 1.50x faster (goal ≥ 2x)" in text
+    assert "symnet is 0.80x faster (goal ≥ 1x)" in text
+    assert f"≥ 2x torch takes a step of ≤ 750 µs: {g / 750:.1f} GFLOP/s" in text
+    assert f"≥ 1x jax takes a step of ≤ 800 µs: {g / 800:.1f} GFLOP/s" in text
+    assert ("% of the matmul peak" in text) == (peak is not None)
+    assert text.count("beyond what the matrix product reaches") == (2 if peak == 1e-6 else 0)
+
+
 @pytest.mark.parametrize("workload", ["gru", "transformer"])
 def test_jax_sequence_step_agrees_with_symnet(workload, monkeypatch):
     """One jitted JAX SGD step from the same parameters moves them as symnet's step does."""

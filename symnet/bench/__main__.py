@@ -298,7 +298,7 @@ def main(argv=None):
         conv.run(min_time, peak, [r for r in ("torch", "jax") if r in ref_names])
     if "steps" in sections:
         for w in sequences:
-            seq.run(w, min_time, [r for r in ref_names if r in ("torch", "jax")])
+            seq.run(w, min_time, [r for r in ref_names if r in ("torch", "jax")], peak)
     if "steps" in sections and with_pinn:
         pinn.run(args.quick, [r for r in ref_names if r in pinn.REFERENCES],
                  compile_times="compile" in sections)

@@ -257,12 +257,18 @@ WORKLOADS = {
 }
 
 
-def run(name: str, min_time: float, ref_names=("torch",)) -> dict:
+GOALS = {"transformer": {"torch": 2.0, "jax": 1.0}, "gru": {"torch": 2.0}}
+
+
+def run(name: str, min_time: float, ref_names=("torch",), peak: float | None = None) -> dict:
     """Time one float32 SGD step of workload ``name`` against the references (in turns),
-    after checking that one step of each from the same parameters agrees."""
+    after checking that one step of each from the same parameters agrees.  With
+    ``peak`` (GFLOP/s of the machine's matrix product, measured now), each step's rate
+    is shown against it, and so is the rate a goal not met would take."""
     make_net, shape, batch, _, what = WORKLOADS[name]
     X, T = _data(shape, batch)
     model = make_net().compile(dtype="float32")
+    flops = model.summary(batch, print_fn=None).flops_per_step
     params = _init(model)
     model.params.update(params)
     model.step(X, T, LR)
@@ -285,12 +291,28 @@ def run(name: str, min_time: float, ref_names=("torch",)) -> dict:
         fns[ref] = step
     times = refs.time_calls(fns, min_time=min_time)
     us = times.pop("symnet")
-    print(f"\n{name}: {what}, float32, softmax cross-entropy, SGD")
-    print(f"  symnet step {us:10.1f} µs")
+
+    def rate(t):      # GFLOP/s of a step of t µs, and its share of the peak
+        g = flops / t / 1e3
+        return f"{g:6.1f} GFLOP/s" + (f" ({100 * g / peak:.0f}% of the matmul peak)"
+                                     if peak else "")
+    print(f"\n{name}: {what}, float32, softmax cross-entropy, SGD; "
+          f"{flops / 1e6:.1f} MFLOP per step (net.summary(): matrix products and the "
+          "sums of norms and softmax)")
+    print(f"  symnet step {us:10.1f} µs  {rate(us)}")
     for ref, t in times.items():
-        goal = {"torch": " (goal ≥ 2x)", "jax": " (goal ≥ 1x)" if name == "transformer" else ""}
-        print(f"  {ref:<6} step {t:10.1f} µs   symnet is {t / us:.2f}x faster{goal[ref]}; "
-              f"one step's parameters agree to {agree[ref]:.1e} (max relative)")
+        goal = GOALS[name].get(ref)
+        print(f"  {ref:<6} step {t:10.1f} µs  {rate(t)}   symnet is {t / us:.2f}x faster"
+              + (f" (goal ≥ {goal:g}x)" if goal else "")
+              + f"; one step's parameters agree to {agree[ref]:.1e} (max relative)")
+    for ref, t in times.items():
+        goal = GOALS[name].get(ref)
+        if goal and t / us < goal:
+            need = t / goal
+            line = f"  ≥ {goal:g}x {ref} takes a step of ≤ {need:.0f} µs: {rate(need).strip()}"
+            if peak and flops / need / 1e3 > peak:
+                line += ", beyond what the matrix product reaches on this machine now"
+            print(line)
     for ref, why in skipped.items():
         print(f"  {ref}: skipped, {why}")
     check = model.tuning.get("blas_check") or {}
@@ -299,4 +321,4 @@ def run(name: str, min_time: float, ref_names=("torch",)) -> dict:
             " slower than symnet's tiles"
         print(f"  (in this process OpenBLAS ran the step's pass{grown}: every product on "
               "the tiles, docs/performance.md)")
-    return {"symnet_us": us, "refs_us": times, "agree": agree}
+    return {"symnet_us": us, "refs_us": times, "agree": agree, "flops": flops}
