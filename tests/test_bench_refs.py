@@ -255,12 +255,12 @@ def _tiny_sequences(monkeypatch):
 @pytest.mark.parametrize("peak", [None, 1e-6, 1e6])
 def test_sequence_bench_shows_each_rate_and_what_a_goal_not_met_takes(peak, monkeypatch,
                                                                       capsys):
-    """The figures printed are the step's FLOPs over the times measured: the bench's
+    """The rates printed are the step's FLOPs over the times measured: with the bench's
     timing and references replaced by fixed times (symnet 1000 µs, torch 1500, JAX
-    800), the lines must say 2.0 and 0.8 GFLOP/s a MFLOP, the steps the unmet goals
-    take (≤ 750 µs for 2x torch, ≤ 800 µs for 1x JAX) and, against a peak below that
-    rate, that it is beyond the peak.  The GRU, quicker to compile than the transformer,
-    given the transformer's goals."""
+    800), the lines must give each step's GFLOP/s, the steps the unmet goals take
+    (≤ 750 µs for 2x torch, ≤ 800 µs for 1x JAX) with their rates, and, against a peak
+    below those rates, that they are beyond it.  The GRU, quicker to compile than the
+    transformer, is given the transformer's goals."""
     from symnet.bench import refs as bench_refs
     seq = _tiny_sequences(monkeypatch)
     monkeypatch.setitem(seq.GOALS, "gru", {"torch": 2.0, "jax": 1.0})
