@@ -235,3 +235,20 @@ def test_the_passes_keep_the_faster_choice_and_try_the_other_rarely(tmp_path):
     for wake in (0.0, 3.9e-6):
         later = _choices(tmp_path, 1.7e-6, 8.8e-6, 2000, 1.15e-6, 4000, wake)
         assert later[2000 + 2 * 256:].count("0") <= 0.05 * len(later[2000 + 2 * 256:])
+
+
+def test_the_kept_threads_try_a_pass_alone_seldom_and_judge_it_at_once(tmp_path):
+    # the transformer's step on two cores: 25 ms a pass alone against 12.5 with threads
+    # (0.78 and 0.39 ms per example).  After the first seven passes the threads are kept
+    # for SN_RETRY_MAX passes before a pass alone is tried, and that trial ends at its
+    # first pass (nothing to wake when alone): once it tried three passes alone after 16,
+    # two after 32, and so on, 25 ms each, within a benchmark's first 60 steps
+    quiet = _choices(tmp_path, 7.8e-4, 3.9e-4, 10**9, 0, 1200)
+    assert quiet[:7] == "0000111"
+    assert quiet[7:7 + 256] == "1" * 256
+    assert "00" not in quiet[7:]
+    assert 1 <= quiet[7:].count("0") <= 5
+    # the other core taken from pass 600 (threads now twice as slow as alone): the
+    # threads' own figure shows it, and the passes go alone without waiting for a trial
+    busy = _choices(tmp_path, 7.8e-4, 3.9e-4, 600, 1.6e-3, 1200)
+    assert busy[600 + 3:600 + 20] == "0" * 17

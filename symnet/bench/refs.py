@@ -474,14 +474,32 @@ def make_reference_steps(workload: Workload, params, X, T, lr: float, names=None
 # --------------------------------------------------------------------------- timing
 
 
+#: calls each function makes before it is timed (at most WARM_MAX_S seconds of them): a
+#: framework's first calls are not its steady state.  symnet's first passes time its choice
+#: of threads (four alone, the first of them warming the caches, then three with: 25 and
+#: 12.5 ms for the transformer's step on two cores); after one untimed call, the estimate
+#: of a call's cost took three passes alone, so each repeat timed one step instead of
+#: three, and the first repeats the passes still on trial
+WARM_CALLS, WARM_MAX_S = 8, 0.5
+
+
+def warm(fn) -> None:
+    """``fn()`` WARM_CALLS times, or as many as WARM_MAX_S seconds hold (at least one)."""
+    start = time.perf_counter()
+    for _ in range(WARM_CALLS):
+        fn()
+        if time.perf_counter() - start > WARM_MAX_S:
+            return
+
+
 def time_call(fn, min_time: float = 0.2, repeats: int = 7) -> tuple[float, list[float]]:
     """Median microseconds per call of ``fn()``, and the per-repeat values.
 
-    One untimed call, then a warm-up that also estimates the cost; each of the
+    Untimed calls first (``warm``), then a warm-up that also estimates the cost; each of the
     ``repeats`` repeats runs ``fn`` enough times to last about ``min_time/repeats``
     seconds, and contributes its mean time per call. The garbage collector is off
     while timing, as in ``timeit``. Returns ``(median_us, per_repeat_us)``."""
-    fn()
+    warm(fn)
     per_repeat = min_time / repeats
     calls, start = 0, time.perf_counter()
     while calls < 3 or time.perf_counter() - start < per_repeat:
@@ -534,7 +552,7 @@ def time_calls(fns: dict, min_time: float = 0.2, repeats: int = 7) -> dict:
     per_repeat = min_time / repeats
     inner = {}
     for name, fn in fns.items():
-        fn()
+        warm(fn)
         calls, start = 0, time.perf_counter()
         while calls < 3 or time.perf_counter() - start < per_repeat:
             fn()
