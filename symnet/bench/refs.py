@@ -478,8 +478,8 @@ def make_reference_steps(workload: Workload, params, X, T, lr: float, names=None
 #: framework's first calls are not its steady state.  symnet's first passes time its choice
 #: of threads (four alone, the first of them warming the caches, then three with: 25 and
 #: 12.5 ms for the transformer's step on two cores); after one untimed call, the estimate
-#: of a call's cost took three passes alone, so each repeat timed one step instead of
-#: three, and the first repeats the passes still on trial
+#: of a call's cost took passes alone, so each repeat timed two steps instead of three,
+#: and the first repeats the passes still on trial
 WARM_CALLS, WARM_MAX_S = 8, 0.5
 
 
