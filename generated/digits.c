@@ -28,8 +28,8 @@
  *   loss: softmax_cross_entropy, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_2D01B0CA2D_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_2D01B0CA2D_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_0774C2FFB6_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_0774C2FFB6_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (128, 64)
  *   b1           offset      8192  shape (128,)
  *   W2           offset      8320  shape (64, 128)
@@ -37,59 +37,59 @@
  *   W3           offset     16576  shape (10, 64)
  *   b3           offset     17216  shape (10,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_2D01B0CA2D_WORK_SIZE(batch) numbers; SYMNET_2D01B0CA2D_TRAIN_WORK_SIZE(batch_size) for
- * symnet_2d01b0ca2d_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_0774C2FFB6_WORK_SIZE(batch) numbers; SYMNET_0774C2FFB6_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_0774c2ffb6_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 17226 + X B*64 + T or O B*10 + work (B*1000 + 17226)
  *   numbers of 4 bytes; e.g. B = 32: 275,280 bytes (training; forward only: 130,088).
  */
-#ifndef SYMNET_2D01B0CA2D_H
-#define SYMNET_2D01B0CA2D_H
+#ifndef SYMNET_0774C2FFB6_H
+#define SYMNET_0774C2FFB6_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_2D01B0CA2D_REAL float  /* the number type of every array (float32) */
-#define SYMNET_2D01B0CA2D_N_INPUTS 64  /* features per example */
-#define SYMNET_2D01B0CA2D_N_OUTPUTS 10
-#define SYMNET_2D01B0CA2D_N_PARAMS 17226  /* numbers in the flat parameter array */
-#define SYMNET_2D01B0CA2D_WORK_PER_EXAMPLE 1000
-#define SYMNET_2D01B0CA2D_WORK_SIZE(batch) ((batch) * 1000 + 17226)  /* numbers of scratch per call */
-#define SYMNET_2D01B0CA2D_TRAIN_WORK_SIZE(batch_size) (SYMNET_2D01B0CA2D_WORK_SIZE(batch_size) + (batch_size) * 74)
-#define SYMNET_2D01B0CA2D_SGD 0       /* optimizer codes of symnet_2d01b0ca2d_update and symnet_2d01b0ca2d_train */
-#define SYMNET_2D01B0CA2D_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_2D01B0CA2D_N_PARAMS numbers */
-#define SYMNET_2D01B0CA2D_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_2D01B0CA2D_N_PARAMS numbers each */
+#define SYMNET_0774C2FFB6_REAL float  /* the number type of every array (float32) */
+#define SYMNET_0774C2FFB6_N_INPUTS 64  /* features per example */
+#define SYMNET_0774C2FFB6_N_OUTPUTS 10
+#define SYMNET_0774C2FFB6_N_PARAMS 17226  /* numbers in the flat parameter array */
+#define SYMNET_0774C2FFB6_WORK_PER_EXAMPLE 1000
+#define SYMNET_0774C2FFB6_WORK_SIZE(batch) ((batch) * 1000 + 17226)  /* numbers of scratch per call */
+#define SYMNET_0774C2FFB6_TRAIN_WORK_SIZE(batch_size) (SYMNET_0774C2FFB6_WORK_SIZE(batch_size) + (batch_size) * 74)
+#define SYMNET_0774C2FFB6_SGD 0       /* optimizer codes of symnet_0774c2ffb6_update and symnet_0774c2ffb6_train */
+#define SYMNET_0774C2FFB6_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_0774C2FFB6_N_PARAMS numbers */
+#define SYMNET_0774C2FFB6_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_0774C2FFB6_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_2D01B0CA2D_N_OUTPUTS) = the network's output for X (batch × SYMNET_2D01B0CA2D_N_INPUTS). */
-void symnet_2d01b0ca2d_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_0774C2FFB6_N_OUTPUTS) = the network's output for X (batch × SYMNET_0774C2FFB6_N_INPUTS). */
+void symnet_0774c2ffb6_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_2d01b0ca2d_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_0774c2ffb6_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_2D01B0CA2D_N_PARAMS numbers) by back propagation. */
-float symnet_2d01b0ca2d_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_0774C2FFB6_N_PARAMS numbers) by back propagation. */
+float symnet_0774c2ffb6_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_2d01b0ca2d_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_0774c2ffb6_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss; T[b] is the class label of example b. */
-float symnet_2d01b0ca2d_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_0774c2ffb6_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_2D01B0CA2D_N_PARAMS numbers) by back propagation. */
-float symnet_2d01b0ca2d_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_0774C2FFB6_N_PARAMS numbers) by back propagation. */
+float symnet_0774c2ffb6_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_2d01b0ca2d_step_labels(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_0774c2ffb6_step_labels(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_2D01B0CA2D_SGD, SYMNET_2D01B0CA2D_MOMENTUM or SYMNET_2D01B0CA2D_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_0774C2FFB6_SGD, SYMNET_0774C2FFB6_MOMENTUM or SYMNET_0774C2FFB6_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_2d01b0ca2d_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_0774c2ffb6_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -97,10 +97,10 @@ void symnet_2d01b0ca2d_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_2D01B0CA2D_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_0774C2FFB6_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_2D01B0CA2D_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_2d01b0ca2d_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_0774C2FFB6_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_0774c2ffb6_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -110,10 +110,10 @@ long long symnet_2d01b0ca2d_train(float *params, const float *X, const float *T,
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_2D01B0CA2D_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_0774C2FFB6_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_2D01B0CA2D_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_2d01b0ca2d_train_labels(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_0774C2FFB6_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_0774c2ffb6_train_labels(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -122,7 +122,7 @@ long long symnet_2d01b0ca2d_train_labels(float *params, const float *X, const fl
 }
 #endif
 
-#endif /* SYMNET_2D01B0CA2D_H */
+#endif /* SYMNET_0774C2FFB6_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -499,15 +499,19 @@ static inline int sn_share(int batch, int c, int n) { return (int)((long long)ba
  * takes a core another program then takes back from the pass (milliseconds, more than
  * the threads save).  After a pass that warms the caches, three passes without threads
  * and three with give each choice its median; then the pass keeps the faster (its figure
- * the median of its last three passes) and tries the other for three passes again after
- * SN_RETRY passes, twice as many after each such trial that lost (at most SN_RETRY_MAX).
+ * the median of its last three passes) and tries the other for three passes again: kept
+ * alone, threads after SN_RETRY passes, twice as many after each such trial that lost (at
+ * most SN_RETRY_MAX); kept threads, a pass alone after SN_RETRY_MAX (sn_next_gap).
  * Medians, so that one slow pass changes nothing: the first pass with threads after a
  * pause, a trial or a stretch without them wakes the pool's sleeping thread (3-4 µs per
  * example more for the small network, whose pass takes 1.1); in an average of the last
  * two passes one such wake-up made the kept threads look slower than one thread, and the
  * small step then ran alone (57 µs against 39) until a trial with threads won.  For the
- * same reason a trial's first pass is not judged early, but its second pass, taking more
- * than SN_LOST times the kept choice's figure, ends the trial at once, lost: on a 2-core
+ * same reason the first pass of a trial with threads is not judged early, but its second
+ * pass (a trial alone: its first), taking more than SN_LOST times the kept choice's
+ * figure, ends the trial at once, lost.  The transformer's step on two cores (25 ms alone,
+ * 12.5 with threads) tried three, then two passes alone every 16 to 32 steps before,
+ * within a benchmark's first 60 steps.  On a 2-core
  * machine whose other core another program holds, a pass with threads took 280 µs against
  * 55 alone (the woken thread waits for the caller's core), and three such passes every 67
  * cost the small network's step 10 µs on average.
@@ -537,6 +541,15 @@ static int sn_choose(void)
     return (r >= sn_retry) != threads;   /* the other choice during a trial */
 }
 
+/* Passes before the next trial: sn_gap before one with threads; SN_RETRY_MAX before one
+ * alone, which the kept threads need seldom: their own figure, a median of their last
+ * three passes, shows it when threads slow down (another program on the other core), and
+ * then passes alone are taken without a trial. */
+static unsigned long sn_next_gap(void)
+{
+    return sn_took[1] <= sn_took[0] ? SN_RETRY_MAX : sn_gap;
+}
+
 /* Record the pass's time (seconds per example). */
 static void sn_took_now(int threads, double seconds)
 {
@@ -549,10 +562,12 @@ static void sn_took_now(int threads, double seconds)
         return;
     }
     const unsigned long first = r < 7 ? (r < 4 ? 1 : 4) : sn_retry;
-    if (r >= 7 && r - first == 1 && seconds > SN_LOST * sn_took[!threads]) {
+    /* judged early: a trial with threads at its second pass (its first may wake the
+       pool's thread), one alone at its first (nothing to wake) */
+    if (r >= 7 && r - first == (unsigned long)threads && seconds > SN_LOST * sn_took[!threads]) {
         sn_took[threads] = seconds;            /* far behind the kept choice: lost now */
         sn_gap = sn_gap < SN_RETRY_MAX ? 2 * sn_gap : SN_RETRY_MAX;
-        sn_retry = r + 1 + sn_gap;
+        sn_retry = r + 1 + sn_next_gap();
         return;
     }
     if (r - first < 2)
@@ -564,7 +579,7 @@ static void sn_took_now(int threads, double seconds)
         const int won = threads == (sn_took[1] <= sn_took[0]);
         sn_gap = won ? SN_RETRY : sn_gap < SN_RETRY_MAX ? 2 * sn_gap : SN_RETRY_MAX;
     }
-    sn_retry = r + 1 + sn_gap;
+    sn_retry = r + 1 + sn_next_gap();
 }
 #endif
 
@@ -621,7 +636,7 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_2d01b0ca2d_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_0774c2ffb6_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 394, sizeof(real) * (size_t)batch * 10);
@@ -1050,7 +1065,7 @@ static double sn_loss(const real *params, real *work, const real *I, const real 
     return loss / batch;
 }
 
-real symnet_2d01b0ca2d_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_0774c2ffb6_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -1064,7 +1079,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return sn_chunk_pass(&a, sn_chunk, NULL);
 }
 
-real symnet_2d01b0ca2d_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_0774c2ffb6_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -1101,7 +1116,7 @@ static double sn_loss_labels(const real *params, real *work, const real *I, cons
     return loss / batch;
 }
 
-real symnet_2d01b0ca2d_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_0774c2ffb6_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss_labels(params, work, X, T, batch);
 }
@@ -1115,7 +1130,7 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
     return sn_chunk_pass(&a, sn_chunk_labels, NULL);
 }
 
-real symnet_2d01b0ca2d_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_0774c2ffb6_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad_labels(params, grads, work, X, T, batch);
 }
@@ -1133,7 +1148,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_2d01b0ca2d_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_0774c2ffb6_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 1000;
     /* the batch in chunks, then the weight gradients, each job updating the parameters
@@ -1156,7 +1171,7 @@ real symnet_2d01b0ca2d_step(real *params, const real *X, const real *T, int batc
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_2d01b0ca2d_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_0774c2ffb6_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 1000;
     /* the batch in chunks, then the weight gradients, each job updating the parameters
@@ -1236,7 +1251,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_2d01b0ca2d_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_0774c2ffb6_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -1262,7 +1277,7 @@ void symnet_2d01b0ca2d_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_2d01b0ca2d_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_0774c2ffb6_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
@@ -1350,7 +1365,7 @@ long long symnet_2d01b0ca2d_train(real *params, const real *X, const real *T, co
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step).
  * The same with integer class labels: T[n] is the class of example n. */
-long long symnet_2d01b0ca2d_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_0774c2ffb6_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
