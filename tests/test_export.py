@@ -46,25 +46,31 @@ def run(cmd, **kw):
     return res
 
 
+class _Models(dict):
+    """One compiled model per example network and dtype, with trained-looking (random,
+    seeded) parameters, compiled when a test first asks for it: under pytest-xdist each
+    worker compiles only the models of the tests it runs (all twenty at once took 33 s
+    of a worker's time before its first test)."""
+
+    def __missing__(self, key):
+        name, dtype = key
+        # symnet's own kernels for every product (no BLAS above a measured size, which
+        # the export, free of any library but libm, does not have)
+        old = os.environ.get("SYMNET_BLAS")
+        os.environ["SYMNET_BLAS"] = "0"
+        try:
+            model = self[key] = example_network(name).compile(dtype=dtype, seed=3)
+        finally:
+            if old is None:
+                del os.environ["SYMNET_BLAS"]
+            else:
+                os.environ["SYMNET_BLAS"] = old
+        return model
+
+
 @pytest.fixture(scope="module")
 def models():
-    """One compiled model per example network and dtype, with trained-looking
-    (random, seeded) parameters."""
-    out = {}
-    # symnet's own kernels for every product (no BLAS above a measured size, which
-    # the export, free of any library but libm, does not have)
-    old = os.environ.get("SYMNET_BLAS")
-    os.environ["SYMNET_BLAS"] = "0"
-    try:
-        for name in EXAMPLES:
-            for dtype in ("float32", "float64"):
-                out[name, dtype] = example_network(name).compile(dtype=dtype, seed=3)
-    finally:
-        if old is None:
-            del os.environ["SYMNET_BLAS"]
-        else:
-            os.environ["SYMNET_BLAS"] = old
-    return out
+    return _Models()
 
 
 # ---------------------------------------------------------------- compiling
