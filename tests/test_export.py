@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -56,15 +57,8 @@ class _Models(dict):
         name, dtype = key
         # symnet's own kernels for every product (no BLAS above a measured size, which
         # the export, free of any library but libm, does not have)
-        old = os.environ.get("SYMNET_BLAS")
-        os.environ["SYMNET_BLAS"] = "0"
-        try:
+        with mock.patch.dict(os.environ, {"SYMNET_BLAS": "0"}):
             model = self[key] = example_network(name).compile(dtype=dtype, seed=3)
-        finally:
-            if old is None:
-                del os.environ["SYMNET_BLAS"]
-            else:
-                os.environ["SYMNET_BLAS"] = old
         return model
 
 
