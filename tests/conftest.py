@@ -43,7 +43,10 @@ def pytest_configure(config):
 # machine (each 3-25 s of a worker), run in the slow step instead, so that the README's
 # test command stays within its 8 minutes; CI runs both steps.  Where a family of
 # parametrised tests was moved, one member mostly stays in the quick step (the transformer's
-# same-bits tests also run in .ci/sanitize).
+# same-bits tests also run in .ci/sanitize).  The long parametrised sweeps (the NumPy
+# backend, gradients, export, names and warnings over every network) keep in the quick step
+# the members that cover each feature once (every activation, loss, layer kind and number
+# type) and run the others in the slow step.
 SLOW_BY_TIME = frozenset("""
 tests/test_overwrite.py::test_attention_c_numpy_and_central_differences_agree
 tests/test_tensor_chunks.py::test_a_transformer_is_planned_in_chunks
@@ -222,6 +225,48 @@ tests/test_gated_initial.py::test_initial_state_saves_and_loads[gru]
 tests/test_export.py::test_export_compiles_strict_c99[transformer-float32]
 tests/test_shared_kernels.py::test_networks_share_one_compiled_driver
 tests/test_row_reciprocals.py::test_softmax_rows_multiply_by_the_reciprocal_of_their_sum
+tests/test_backend_numpy.py::test_numpy_backend_equals_the_c_backend[wide_channels]
+tests/test_backend_numpy.py::test_numpy_backend_equals_the_c_backend[moons]
+tests/test_backend_numpy.py::test_numpy_backend_equals_the_c_backend[two_inputs_merges]
+tests/test_backend_numpy.py::test_numpy_backend_equals_the_c_backend[xor]
+tests/test_backend_numpy.py::test_numpy_backend_equals_the_c_backend[rbf]
+tests/test_backend_numpy.py::test_numpy_backend_equals_the_c_backend[conv1d_pools]
+tests/test_backend_numpy.py::test_numpy_backend_equals_the_c_backend[two_heads]
+tests/test_backend_numpy.py::test_numpy_backend_equals_the_c_backend[regression]
+tests/test_backend_numpy.py::test_numpy_backend_equals_the_c_backend[max2d_k3_s2_p1]
+tests/test_gradients.py::test_gradients_match_finite_differences_and_numpy[gelu-bce]
+tests/test_gradients.py::test_gradients_match_finite_differences_and_numpy[swish-mse]
+tests/test_gradients.py::test_gradients_match_finite_differences_and_numpy[relu-bce]
+tests/test_gradients.py::test_gradients_match_finite_differences_and_numpy[elu-mse]
+tests/test_gradients.py::test_gradients_match_finite_differences_and_numpy[softplus-bce]
+tests/test_gradients.py::test_gradients_match_finite_differences_and_numpy[leaky_relu-mse]
+tests/test_gradients.py::test_gradients_match_finite_differences_and_numpy[tanh-bce]
+tests/test_gradients.py::test_gradients_match_finite_differences_and_numpy[sigmoid-softmax_cross_entropy]
+tests/test_gradients.py::test_gradients_match_finite_differences_and_numpy[linear-bce]
+tests/test_gradients.py::test_float32_agrees_with_float64[sigmoid]
+tests/test_gradients.py::test_float32_agrees_with_float64[tanh]
+tests/test_gradients.py::test_float32_agrees_with_float64[swish]
+tests/test_export.py::test_export_compiles_strict_c99[moons-float64]
+tests/test_export.py::test_export_compiles_strict_c99[xor-float64]
+tests/test_export.py::test_export_compiles_strict_c99[two_heads-float64]
+tests/test_export.py::test_export_compiles_strict_c99[regression-float64]
+tests/test_export.py::test_export_compiles_strict_c99[rbf-float64]
+tests/test_export.py::test_export_compiles_strict_c99[digits-float64]
+tests/test_export.py::test_exported_c_computes_what_the_model_computes[moons-float64]
+tests/test_export.py::test_exported_c_computes_what_the_model_computes[xor-float64]
+tests/test_export.py::test_exported_c_computes_what_the_model_computes[two_heads-float64]
+tests/test_export.py::test_exported_c_computes_what_the_model_computes[regression-float64]
+tests/test_export.py::test_exported_c_computes_what_the_model_computes[rbf-float64]
+tests/test_names.py::test_names_the_c_uses_are_legal_and_compute_like_default_names[70]
+tests/test_names.py::test_names_the_c_uses_are_legal_and_compute_like_default_names[30]
+tests/test_names.py::test_names_the_c_uses_are_legal_and_compute_like_default_names[60]
+tests/test_names.py::test_names_the_c_uses_are_legal_and_compute_like_default_names[40]
+tests/test_names.py::test_names_the_c_uses_are_legal_and_compute_like_default_names[50]
+tests/test_names.py::test_names_the_c_uses_are_legal_and_compute_like_default_names[20]
+tests/test_warnings.py::test_generated_file_has_no_warnings[burgers.c]
+tests/test_warnings.py::test_generated_file_has_no_warnings[moons.c]
+tests/test_warnings.py::test_generated_file_has_no_warnings[regression.c]
+tests/test_warnings.py::test_generated_file_has_no_warnings[two_heads.c]
 """.split())
 
 
