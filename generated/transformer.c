@@ -108,8 +108,8 @@
  *   loss: bce, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_A0A7292186_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_A0A7292186_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_F84D558E94_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_F84D558E94_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (32, 10)
  *   b1           offset       320  shape (32,)
  *   P2           offset       352  shape (8, 32)
@@ -140,48 +140,48 @@
  *   W17          offset     17696  shape (10, 32)
  *   b17          offset     18016  shape (10,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_A0A7292186_WORK_SIZE(batch) numbers; SYMNET_A0A7292186_TRAIN_WORK_SIZE(batch_size) for
- * symnet_a0a7292186_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_F84D558E94_WORK_SIZE(batch) numbers; SYMNET_F84D558E94_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_f84d558e94_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 18026 + X B*80 + T or O B*80 + work (B*27178 + 18026)
  *   numbers of 4 bytes; e.g. B = 32: 3,643,472 bytes (training; forward only: 1,817,000).
  */
-#ifndef SYMNET_A0A7292186_H
-#define SYMNET_A0A7292186_H
+#ifndef SYMNET_F84D558E94_H
+#define SYMNET_F84D558E94_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_A0A7292186_REAL float  /* the number type of every array (float32) */
-#define SYMNET_A0A7292186_N_INPUTS 80  /* features per example */
-#define SYMNET_A0A7292186_N_OUTPUTS 80
-#define SYMNET_A0A7292186_N_PARAMS 18026  /* numbers in the flat parameter array */
-#define SYMNET_A0A7292186_WORK_PER_EXAMPLE 27178
-#define SYMNET_A0A7292186_WORK_SIZE(batch) ((batch) * 27178 + 18026)  /* numbers of scratch per call */
-#define SYMNET_A0A7292186_TRAIN_WORK_SIZE(batch_size) (SYMNET_A0A7292186_WORK_SIZE(batch_size) + (batch_size) * 160)
-#define SYMNET_A0A7292186_SGD 0       /* optimizer codes of symnet_a0a7292186_update and symnet_a0a7292186_train */
-#define SYMNET_A0A7292186_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_A0A7292186_N_PARAMS numbers */
-#define SYMNET_A0A7292186_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_A0A7292186_N_PARAMS numbers each */
+#define SYMNET_F84D558E94_REAL float  /* the number type of every array (float32) */
+#define SYMNET_F84D558E94_N_INPUTS 80  /* features per example */
+#define SYMNET_F84D558E94_N_OUTPUTS 80
+#define SYMNET_F84D558E94_N_PARAMS 18026  /* numbers in the flat parameter array */
+#define SYMNET_F84D558E94_WORK_PER_EXAMPLE 27178
+#define SYMNET_F84D558E94_WORK_SIZE(batch) ((batch) * 27178 + 18026)  /* numbers of scratch per call */
+#define SYMNET_F84D558E94_TRAIN_WORK_SIZE(batch_size) (SYMNET_F84D558E94_WORK_SIZE(batch_size) + (batch_size) * 160)
+#define SYMNET_F84D558E94_SGD 0       /* optimizer codes of symnet_f84d558e94_update and symnet_f84d558e94_train */
+#define SYMNET_F84D558E94_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_F84D558E94_N_PARAMS numbers */
+#define SYMNET_F84D558E94_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_F84D558E94_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_A0A7292186_N_OUTPUTS) = the network's output for X (batch × SYMNET_A0A7292186_N_INPUTS). */
-void symnet_a0a7292186_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_F84D558E94_N_OUTPUTS) = the network's output for X (batch × SYMNET_F84D558E94_N_INPUTS). */
+void symnet_f84d558e94_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_a0a7292186_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_f84d558e94_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_A0A7292186_N_PARAMS numbers) by back propagation. */
-float symnet_a0a7292186_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_F84D558E94_N_PARAMS numbers) by back propagation. */
+float symnet_f84d558e94_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_a0a7292186_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_f84d558e94_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_A0A7292186_SGD, SYMNET_A0A7292186_MOMENTUM or SYMNET_A0A7292186_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_F84D558E94_SGD, SYMNET_F84D558E94_MOMENTUM or SYMNET_F84D558E94_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_a0a7292186_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_f84d558e94_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -189,10 +189,10 @@ void symnet_a0a7292186_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_A0A7292186_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_F84D558E94_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_A0A7292186_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_a0a7292186_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_F84D558E94_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_f84d558e94_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -201,7 +201,7 @@ long long symnet_a0a7292186_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_A0A7292186_H */
+#endif /* SYMNET_F84D558E94_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -335,9 +335,14 @@ static inline void sn_tile(int kc, const real *restrict A, ptrdiff_t sam, ptrdif
                            const real *restrict P, real *restrict C, ptrdiff_t ldc, int add)
 {
     real acc[SN_MR][SN_NR];
-    for (int r = 0; r < SN_MR; r++)
-        for (int c = 0; c < SN_NR; c++) acc[r][c] = 0;
-    for (int k = 0; k < kc; k++) {
+    /* acc[r,c] = A(r,0)·P[0,c] (kc ≥ 1), the bits of 0 + A(r,0)·P[0,c]: zeroed first, the
+       array was a call of memset for each tile, then loaded (1.4% of the transformer's
+       step on one thread of a 2-core Zen 1) */
+    for (int r = 0; r < SN_MR; r++) {
+        const real a = A[r * sam];
+        for (int c = 0; c < SN_NR; c++) acc[r][c] = a * P[c];
+    }
+    for (int k = 1; k < kc; k++) {
         const real *p = P + (size_t)k * SN_NR;
         for (int r = 0; r < SN_MR; r++) {
             const real a = A[r * sam + k * sak];
@@ -370,9 +375,14 @@ static inline void sn_tile_narrow(int kc, const real *restrict A, ptrdiff_t sam,
                                   const real *restrict P, real *restrict C, ptrdiff_t ldc, int add)
 {
     real acc[SN_MRN][SN_NRN];
-    for (int r = 0; r < SN_MRN; r++)
-        for (int c = 0; c < SN_NRN; c++) acc[r][c] = 0;
-    for (int k = 0; k < kc; k++) {
+    /* acc[r,c] = A(r,0)·P[0,c] (kc ≥ 1), the bits of 0 + A(r,0)·P[0,c]: zeroed first, the
+       array was a call of memset for each tile, then loaded (1.4% of the transformer's
+       step on one thread of a 2-core Zen 1) */
+    for (int r = 0; r < SN_MRN; r++) {
+        const real a = A[r * sam];
+        for (int c = 0; c < SN_NRN; c++) acc[r][c] = a * P[c];
+    }
+    for (int k = 1; k < kc; k++) {
         const real *p = P + (size_t)k * SN_NR;
         for (int r = 0; r < SN_MRN; r++) {
             const real a = A[r * sam + k * sak];
@@ -434,6 +444,16 @@ static void sn_gemm_job(const sn_gemm_args *g, int job)
         if (sbn == 1 && nc == SN_NR)
             for (int k = 0; k < kc; k++)
                 for (int c = 0; c < SN_NR; c++) P[k * SN_NR + c] = B[(k0 + k) * sbk + n0 + c];
+#ifdef SN_NRN
+        else if (sbn == 1 && nc == SN_NRN)
+            /* the narrow block of N = 64 or 256: its widths constants, so that the
+               padding is a vector store (to nc, GCC called memset for each row's
+               eight numbers: 1.3% of the transformer's step) */
+            for (int k = 0; k < kc; k++) {
+                for (int c = 0; c < SN_NRN; c++) P[k * SN_NR + c] = B[(k0 + k) * sbk + n0 + c];
+                for (int c = SN_NRN; c < SN_NR; c++) P[k * SN_NR + c] = 0;
+            }
+#endif
         else if (sbn == 1)
             for (int k = 0; k < kc; k++) {
                 for (int c = 0; c < nc; c++) P[k * SN_NR + c] = B[(k0 + k) * sbk + n0 + c];
@@ -841,7 +861,7 @@ static void sn_rows_1(const real *params, real *work, const real *S, int batch, 
 #pragma omp simd
 #endif
         for (int a = 0; a < 8; a++) {
-            B1_norm1_rstd[b * 8 + a] = powf((1.0F/32.0F)*z_B1_norm1_rstd[b * 8 + a] + 1.0e-5F, -1.0F/2.0F);
+            B1_norm1_rstd[b * 8 + a] = (1/sqrtf((1.0F/32.0F)*z_B1_norm1_rstd[b * 8 + a] + 1.0e-5F));
         }
     /* B1_norm1[b,a,d] = B1_norm1_c[b,a,d]·B1_norm1_rstd[b,a]·gamma3[d] + beta3[d] */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -997,7 +1017,7 @@ static void sn_rows_3(const real *params, real *work, const real *S, int batch, 
 #pragma omp simd
 #endif
         for (int a = 0; a < 8; a++) {
-            B1_norm2_rstd[b * 8 + a] = powf((1.0F/32.0F)*z_B1_norm2_rstd[b * 8 + a] + 1.0e-5F, -1.0F/2.0F);
+            B1_norm2_rstd[b * 8 + a] = (1/sqrtf((1.0F/32.0F)*z_B1_norm2_rstd[b * 8 + a] + 1.0e-5F));
         }
     /* B1_norm2[b,a,d] = B1_norm2_c[b,a,d]·B1_norm2_rstd[b,a]·gamma6[d] + beta6[d] */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -1095,7 +1115,7 @@ static void sn_rows_5(const real *params, real *work, const real *S, int batch, 
 #pragma omp simd
 #endif
         for (int a = 0; a < 8; a++) {
-            B2_norm1_rstd[b * 8 + a] = powf((1.0F/32.0F)*z_B2_norm1_rstd[b * 8 + a] + 1.0e-5F, -1.0F/2.0F);
+            B2_norm1_rstd[b * 8 + a] = (1/sqrtf((1.0F/32.0F)*z_B2_norm1_rstd[b * 8 + a] + 1.0e-5F));
         }
     /* B2_norm1[b,a,d] = B2_norm1_c[b,a,d]·B2_norm1_rstd[b,a]·gamma10[d] + beta10[d] */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -1251,7 +1271,7 @@ static void sn_rows_7(const real *params, real *work, const real *S, int batch, 
 #pragma omp simd
 #endif
         for (int a = 0; a < 8; a++) {
-            B2_norm2_rstd[b * 8 + a] = powf((1.0F/32.0F)*z_B2_norm2_rstd[b * 8 + a] + 1.0e-5F, -1.0F/2.0F);
+            B2_norm2_rstd[b * 8 + a] = (1/sqrtf((1.0F/32.0F)*z_B2_norm2_rstd[b * 8 + a] + 1.0e-5F));
         }
     /* B2_norm2[b,a,d] = B2_norm2_c[b,a,d]·B2_norm2_rstd[b,a]·gamma13[d] + beta13[d] */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -1525,7 +1545,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_a0a7292186_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_f84d558e94_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 13392, sizeof(real) * (size_t)batch * 80);
@@ -1825,7 +1845,7 @@ static void sn_chunk(void *arg, int c)
 #pragma omp simd
 #endif
         for (int a = 0; a < 8; a++) {
-            B1_norm1_rstd[b * 8 + a] = powf((1.0F/32.0F)*z_B1_norm1_rstd[b * 8 + a] + 1.0e-5F, -1.0F/2.0F);
+            B1_norm1_rstd[b * 8 + a] = (1/sqrtf((1.0F/32.0F)*z_B1_norm1_rstd[b * 8 + a] + 1.0e-5F));
         }
     /* B1_norm1[b,a,d] = B1_norm1_c[b,a,d]·B1_norm1_rstd[b,a]·gamma3[d] + beta3[d] */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -1940,7 +1960,7 @@ static void sn_chunk(void *arg, int c)
 #pragma omp simd
 #endif
         for (int a = 0; a < 8; a++) {
-            B1_norm2_rstd[b * 8 + a] = powf((1.0F/32.0F)*z_B1_norm2_rstd[b * 8 + a] + 1.0e-5F, -1.0F/2.0F);
+            B1_norm2_rstd[b * 8 + a] = (1/sqrtf((1.0F/32.0F)*z_B1_norm2_rstd[b * 8 + a] + 1.0e-5F));
         }
     /* B1_norm2[b,a,d] = B1_norm2_c[b,a,d]·B1_norm2_rstd[b,a]·gamma6[d] + beta6[d] */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -2006,7 +2026,7 @@ static void sn_chunk(void *arg, int c)
 #pragma omp simd
 #endif
         for (int a = 0; a < 8; a++) {
-            B2_norm1_rstd[b * 8 + a] = powf((1.0F/32.0F)*z_B2_norm1_rstd[b * 8 + a] + 1.0e-5F, -1.0F/2.0F);
+            B2_norm1_rstd[b * 8 + a] = (1/sqrtf((1.0F/32.0F)*z_B2_norm1_rstd[b * 8 + a] + 1.0e-5F));
         }
     /* B2_norm1[b,a,d] = B2_norm1_c[b,a,d]·B2_norm1_rstd[b,a]·gamma10[d] + beta10[d] */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -2121,7 +2141,7 @@ static void sn_chunk(void *arg, int c)
 #pragma omp simd
 #endif
         for (int a = 0; a < 8; a++) {
-            B2_norm2_rstd[b * 8 + a] = powf((1.0F/32.0F)*z_B2_norm2_rstd[b * 8 + a] + 1.0e-5F, -1.0F/2.0F);
+            B2_norm2_rstd[b * 8 + a] = (1/sqrtf((1.0F/32.0F)*z_B2_norm2_rstd[b * 8 + a] + 1.0e-5F));
         }
     /* B2_norm2[b,a,d] = B2_norm2_c[b,a,d]·B2_norm2_rstd[b,a]·gamma13[d] + beta13[d] */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -2236,7 +2256,7 @@ static void sn_chunk(void *arg, int c)
 #pragma omp simd
 #endif
         for (int a = 0; a < 8; a++) {
-            delta_B2_norm2_rstd[b * 8 + a] = -1.0F/64.0F*dL_dB2_norm2_rstd[b * 8 + a]/powf((1.0F/32.0F)*z_B2_norm2_rstd[b * 8 + a] + 1.0e-5F, 3.0F/2.0F);
+            delta_B2_norm2_rstd[b * 8 + a] = -1.0F/64.0F*dL_dB2_norm2_rstd[b * 8 + a]/(((1.0F/32.0F)*z_B2_norm2_rstd[b * 8 + a] + 1.0e-5F)*sqrtf((1.0F/32.0F)*z_B2_norm2_rstd[b * 8 + a] + 1.0e-5F));
         }
     /* dL_dB2_norm2_c[b,a,e] += 2·B2_norm2_c[b,a,e]·delta_B2_norm2_rstd[b,a]; dL_dB2_res1[b,a,d] += dL_dB2_norm2_c[b,a,d] (from B2_norm2_c); dL_dB2_norm2_mean[b,a] = -dL_dB2_norm2_c[b,a,d] */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -2352,7 +2372,7 @@ static void sn_chunk(void *arg, int c)
 #pragma omp simd
 #endif
         for (int a = 0; a < 8; a++) {
-            delta_B2_norm1_rstd[b * 8 + a] = -1.0F/64.0F*dL_dB2_norm1_rstd[b * 8 + a]/powf((1.0F/32.0F)*z_B2_norm1_rstd[b * 8 + a] + 1.0e-5F, 3.0F/2.0F);
+            delta_B2_norm1_rstd[b * 8 + a] = -1.0F/64.0F*dL_dB2_norm1_rstd[b * 8 + a]/(((1.0F/32.0F)*z_B2_norm1_rstd[b * 8 + a] + 1.0e-5F)*sqrtf((1.0F/32.0F)*z_B2_norm1_rstd[b * 8 + a] + 1.0e-5F));
         }
     /* dL_dB2_norm1_c[b,a,e] += 2·B2_norm1_c[b,a,e]·delta_B2_norm1_rstd[b,a]; dL_dB1[b,a,d] += dL_dB2_norm1_c[b,a,d] (from B2_norm1_c); dL_dB2_norm1_mean[b,a] = -dL_dB2_norm1_c[b,a,d] */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -2431,7 +2451,7 @@ static void sn_chunk(void *arg, int c)
 #pragma omp simd
 #endif
         for (int a = 0; a < 8; a++) {
-            delta_B1_norm2_rstd[b * 8 + a] = -1.0F/64.0F*dL_dB1_norm2_rstd[b * 8 + a]/powf((1.0F/32.0F)*z_B1_norm2_rstd[b * 8 + a] + 1.0e-5F, 3.0F/2.0F);
+            delta_B1_norm2_rstd[b * 8 + a] = -1.0F/64.0F*dL_dB1_norm2_rstd[b * 8 + a]/(((1.0F/32.0F)*z_B1_norm2_rstd[b * 8 + a] + 1.0e-5F)*sqrtf((1.0F/32.0F)*z_B1_norm2_rstd[b * 8 + a] + 1.0e-5F));
         }
     /* dL_dB1_norm2_c[b,a,e] += 2·B1_norm2_c[b,a,e]·delta_B1_norm2_rstd[b,a]; dL_dB1_res1[b,a,d] += dL_dB1_norm2_c[b,a,d] (from B1_norm2_c); dL_dB1_norm2_mean[b,a] = -dL_dB1_norm2_c[b,a,d] */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -2547,7 +2567,7 @@ static void sn_chunk(void *arg, int c)
 #pragma omp simd
 #endif
         for (int a = 0; a < 8; a++) {
-            delta_B1_norm1_rstd[b * 8 + a] = -1.0F/64.0F*dL_dB1_norm1_rstd[b * 8 + a]/powf((1.0F/32.0F)*z_B1_norm1_rstd[b * 8 + a] + 1.0e-5F, 3.0F/2.0F);
+            delta_B1_norm1_rstd[b * 8 + a] = -1.0F/64.0F*dL_dB1_norm1_rstd[b * 8 + a]/(((1.0F/32.0F)*z_B1_norm1_rstd[b * 8 + a] + 1.0e-5F)*sqrtf((1.0F/32.0F)*z_B1_norm1_rstd[b * 8 + a] + 1.0e-5F));
         }
     /* dL_dB1_norm1_c[b,a,e] += 2·B1_norm1_c[b,a,e]·delta_B1_norm1_rstd[b,a]; dL_dpos[b,a,d] += dL_dB1_norm1_c[b,a,d] (from B1_norm1_c); dL_dB1_norm1_mean[b,a] = -dL_dB1_norm1_c[b,a,d] */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -2970,7 +2990,7 @@ static double sn_loss(const real *params, real *work, const real *S, const real 
     return loss / batch;
 }
 
-real symnet_a0a7292186_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_f84d558e94_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -2984,7 +3004,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return sn_chunk_pass(&a, sn_chunk, NULL);
 }
 
-real symnet_a0a7292186_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_f84d558e94_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -3002,7 +3022,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_a0a7292186_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_f84d558e94_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 27178;
     /* the batch in chunks, then the weight gradients, each job updating the parameters
@@ -3085,7 +3105,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_a0a7292186_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_f84d558e94_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -3111,7 +3131,7 @@ void symnet_a0a7292186_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_a0a7292186_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_f84d558e94_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

@@ -93,6 +93,15 @@ class CPrinter(C99CodePrinter):
         if exp.is_Integer and -4 <= int(exp) <= -1:
             return f"1/({self._print(base ** -exp)})" if exp != -1 else \
                 f"1/{self.parenthesize(base, sp.printing.precedence.PRECEDENCE['Pow'])}"
+        if exp in (sp.Rational(-1, 2), sp.Rational(3, 2), sp.Rational(-3, 2)):
+            # a norm's 1/√(v + ε) and its derivative's (v + ε)^(3/2): a square root, which
+            # vectorises, instead of a call of pow for each row; parenthesised whole, as
+            # the divisor that sympy's Mul prints it as
+            root = self._print(sp.sqrt(base, evaluate=False))
+            if exp == sp.Rational(-1, 2):
+                return f"(1/{root})"
+            b = self.parenthesize(base, sp.printing.precedence.PRECEDENCE["Mul"])
+            return f"({b}*{root})" if exp > 0 else f"(1/({b}*{root}))"
         return super()._print_Pow(expr)
 
 
