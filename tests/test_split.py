@@ -177,3 +177,22 @@ def test_parts_compile_without_warnings(name, tmp_path):
                               "-O2", "-fopenmp", "-DSN_USE_BLAS", "-c", str(src), "-o",
                               str(src.with_suffix(".o"))], capture_output=True, text=True)
         assert out.returncode == 0, out.stderr
+
+
+def test_a_large_forward_pass_goes_to_the_second_part():
+    """A recurrence's forward pass (functions of its own, a fifth of the text) is compiled
+    beside the step, not after it: the step's functions stay together in the first part,
+    the forward pass's in the second; a small one stays with the step."""
+    S = sn.Input((12, 3), name="S")
+    net = sn.Network(S, sn.GRU(6, name="G"), sn.Dense(2, name="O"), loss="mse")
+    text = render(plan(net.graph()), "float32", hooks=True)[0]
+    parts = split.split(text)
+    assert parts is not None
+    defined = [{it.name for it in split.items(p) if it.kind == "func"
+                and not ("inline" in it.head or "SN_INLINE" in it.head)} for p in parts]
+    assert "sn_chunk" in defined[0], defined
+    assert "sn_forward" in defined[1], defined
+    sizes = [len(p) for p in parts]
+    assert min(sizes) > 0.3 * max(sizes), sizes
+    mlp = split.split(render(plan(_networks()["mlp"][0].graph()), "float32", hooks=True)[0])
+    assert "sn_forward" in {it.name for it in split.items(mlp[0]) if it.kind == "func"}

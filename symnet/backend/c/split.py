@@ -47,6 +47,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+#: the share of the whole text's weight above which the forward pass's own functions
+#: go to the second part (see _split)
+BIG = 0.15
+
 #: the first line of each part
 PREAMBLE = '#define SN_HIDDEN __attribute__((visibility("hidden")))\n'
 
@@ -335,16 +339,28 @@ def _split(text: str, weights: dict | None):
     # out around them.
     calls = {name: {n for it in its for n in it.names if n in funcs and n != name}
              for name, its in funcs.items()}
-    hot, todo = set(), [name for name, its in funcs.items()
-                        if re.search(r"_(step|loss_grad|forward)$", name)
-                        and "static" not in _words(its[0].head)]
-    while todo:
-        name = todo.pop()
-        if name not in hot:
-            hot.add(name)
-            todo.extend(calls[name])
+
+    def closure(pattern: str) -> set:
+        found, todo = set(), [name for name, its in funcs.items()
+                              if re.search(pattern, name) and "static" not in _words(its[0].head)]
+        while todo:
+            name = todo.pop()
+            if name not in found:
+                found.add(name)
+                todo.extend(calls[name])
+        return found
+    hot = closure(r"_(step|loss_grad)$")
+    # The forward pass's own functions (those the step does not call) go together into
+    # the second part where they weigh more than BIG of the whole: an unrolled
+    # recurrence's forward pass, which the step runs through functions of its own (the
+    # benchmark's GRU: gcc 13.8 s on the first part and 0.55 s on the second before)
+    forward = closure(r"_forward$") - hot
     owner = {name: 0 for name in hot}
     load = [float(sum(weight[name] for name in hot)), 0.0]
+    k = 1 if sum(weight[n] for n in forward) > BIG * sum(weight.values()) else 0
+    owner.update({name: k for name in forward})
+    load[k] += sum(weight[name] for name in forward)
+    hot |= forward
     for name in sorted(set(funcs) - hot, key=lambda k: (-weight[k], k)):
         k = 0 if load[0] < load[1] else 1
         owner[name] = k
