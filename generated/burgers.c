@@ -42,8 +42,8 @@
  *   loss: mse, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_BBA5A92193_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_BBA5A92193_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_709F609B3D_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_709F609B3D_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset      3021  shape (2, 2)
  *   b1           offset      3025  shape (2,)
  *   W2           offset         0  shape (20, 2)
@@ -65,48 +65,48 @@
  *   W10          offset      3000  shape (1, 20)
  *   b10          offset      3020  shape (1,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_BBA5A92193_WORK_SIZE(batch) numbers; SYMNET_BBA5A92193_TRAIN_WORK_SIZE(batch_size) for
- * symnet_bba5a92193_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_709F609B3D_WORK_SIZE(batch) numbers; SYMNET_709F609B3D_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_709f609b3d_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 3027 + X B*2 + T or O B*1 + work (B*810 + 3027)
  *   numbers of 4 bytes; e.g. B = 32: 128,280 bytes (training; forward only: 54,220).
  */
-#ifndef SYMNET_BBA5A92193_H
-#define SYMNET_BBA5A92193_H
+#ifndef SYMNET_709F609B3D_H
+#define SYMNET_709F609B3D_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_BBA5A92193_REAL float  /* the number type of every array (float32) */
-#define SYMNET_BBA5A92193_N_INPUTS 2  /* features per example */
-#define SYMNET_BBA5A92193_N_OUTPUTS 1
-#define SYMNET_BBA5A92193_N_PARAMS 3027  /* numbers in the flat parameter array */
-#define SYMNET_BBA5A92193_WORK_PER_EXAMPLE 810
-#define SYMNET_BBA5A92193_WORK_SIZE(batch) ((batch) * 810 + 3027)  /* numbers of scratch per call */
-#define SYMNET_BBA5A92193_TRAIN_WORK_SIZE(batch_size) (SYMNET_BBA5A92193_WORK_SIZE(batch_size) + (batch_size) * 3)
-#define SYMNET_BBA5A92193_SGD 0       /* optimizer codes of symnet_bba5a92193_update and symnet_bba5a92193_train */
-#define SYMNET_BBA5A92193_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_BBA5A92193_N_PARAMS numbers */
-#define SYMNET_BBA5A92193_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_BBA5A92193_N_PARAMS numbers each */
+#define SYMNET_709F609B3D_REAL float  /* the number type of every array (float32) */
+#define SYMNET_709F609B3D_N_INPUTS 2  /* features per example */
+#define SYMNET_709F609B3D_N_OUTPUTS 1
+#define SYMNET_709F609B3D_N_PARAMS 3027  /* numbers in the flat parameter array */
+#define SYMNET_709F609B3D_WORK_PER_EXAMPLE 810
+#define SYMNET_709F609B3D_WORK_SIZE(batch) ((batch) * 810 + 3027)  /* numbers of scratch per call */
+#define SYMNET_709F609B3D_TRAIN_WORK_SIZE(batch_size) (SYMNET_709F609B3D_WORK_SIZE(batch_size) + (batch_size) * 3)
+#define SYMNET_709F609B3D_SGD 0       /* optimizer codes of symnet_709f609b3d_update and symnet_709f609b3d_train */
+#define SYMNET_709F609B3D_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_709F609B3D_N_PARAMS numbers */
+#define SYMNET_709F609B3D_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_709F609B3D_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_BBA5A92193_N_OUTPUTS) = the network's output for X (batch × SYMNET_BBA5A92193_N_INPUTS). */
-void symnet_bba5a92193_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_709F609B3D_N_OUTPUTS) = the network's output for X (batch × SYMNET_709F609B3D_N_INPUTS). */
+void symnet_709f609b3d_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_bba5a92193_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_709f609b3d_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_BBA5A92193_N_PARAMS numbers) by back propagation. */
-float symnet_bba5a92193_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_709F609B3D_N_PARAMS numbers) by back propagation. */
+float symnet_709f609b3d_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_bba5a92193_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_709f609b3d_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_BBA5A92193_SGD, SYMNET_BBA5A92193_MOMENTUM or SYMNET_BBA5A92193_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_709F609B3D_SGD, SYMNET_709F609B3D_MOMENTUM or SYMNET_709F609B3D_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_bba5a92193_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_709f609b3d_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -114,10 +114,10 @@ void symnet_bba5a92193_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_BBA5A92193_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_709F609B3D_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_BBA5A92193_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_bba5a92193_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_709F609B3D_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_709f609b3d_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -126,7 +126,7 @@ long long symnet_bba5a92193_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_BBA5A92193_H */
+#endif /* SYMNET_709F609B3D_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -728,7 +728,7 @@ static void sn_forward(const real *params, real *work, const real *tx, int batch
 }
 
 /* O[b,k] = u[b,k]: the forward pass, its output copied out of work. */
-void symnet_bba5a92193_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_709f609b3d_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 325, sizeof(real) * (size_t)batch * 1);
@@ -1253,7 +1253,7 @@ static double sn_loss(const real *params, real *work, const real *tx, const real
     return loss / batch;
 }
 
-real symnet_bba5a92193_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_709f609b3d_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -1267,7 +1267,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return sn_chunk_pass(&a, sn_chunk);
 }
 
-real symnet_bba5a92193_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_709f609b3d_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -1297,7 +1297,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_bba5a92193_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_709f609b3d_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 810;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
@@ -1370,7 +1370,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
         memcpy(dst + 3021, src + 3021, sizeof(real) * 6);
 }
 
-void symnet_bba5a92193_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_709f609b3d_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -1396,7 +1396,7 @@ void symnet_bba5a92193_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_bba5a92193_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_709f609b3d_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
@@ -1404,6 +1404,11 @@ long long symnet_bba5a92193_train(real *params, const real *X, const real *T, co
     real *Ib = grads + 3027;
     real *Tb = Ib + (size_t)batch_size * 2;
     real *cur = params, *old = prev != NULL ? prev : params;  /* θ now; θ before the last update */
+    /* An odd number of steps would leave the last θ in prev, to be exchanged with params
+       at the end (two reads and two writes of every parameter): then the first update is
+       made in params itself, after θ is copied into prev (one read and one write), and
+       the last one lands in params */
+    int first_in_place = prev != NULL && (n_idx + batch_size - 1) / batch_size % 2 == 1;
     long long s = 0;
     for (long long start = 0; start < n_idx; start += batch_size, s++) {
         const int batch = (int)(n_idx - start < batch_size ? n_idx - start : batch_size);
@@ -1422,18 +1427,25 @@ long long symnet_bba5a92193_train(real *params, const real *X, const real *T, co
                 memcpy(params, cur, sizeof(real) * 3027);
             return s;
         }
-        /* old ← θ − update(θ) and swap the names: cur is the new θ, old the one before */
-        sn_update(cur, old, grads, (real)lr[s], optimizer, s1, s2, hyper, t0 + s + 1);
-        real *const tmp = cur;
-        cur = old;
-        old = tmp;
+        if (first_in_place) {
+            /* prev ← θ, then θ ← θ − update(θ) in params (cur and old stay as they are) */
+            memcpy(prev, params, sizeof(real) * 3027);
+            sn_update(params, params, grads, (real)lr[s], optimizer, s1, s2, hyper, t0 + s + 1);
+            first_in_place = 0;
+        } else {
+            /* old ← θ − update(θ) and swap the names: cur is the new θ, old the one before */
+            sn_update(cur, old, grads, (real)lr[s], optimizer, s1, s2, hyper, t0 + s + 1);
+            real *const tmp = cur;
+            cur = old;
+            old = tmp;
+        }
         if (prev != NULL)
             *have_prev = 1;
         losses[s] = loss;
         (void)correct;  /* no accuracy for this loss */
     }
     if (cur != params) {
-        /* an odd number of steps left the new θ in prev: exchange the two */
+        /* the new θ in prev: exchange the two */
         for (size_t p = 0; p < 3027; p++) {
             const real v = params[p];
             params[p] = prev[p];

@@ -247,6 +247,57 @@ def test_divergence_restores_last_finite_parameters_and_warns(reg64, method):
     assert hist.steps == kept == len(hist.lr)
 
 
+@pytest.mark.parametrize("batch_size", [4, 6])
+def test_calls_of_odd_and_even_steps_of_a_network_past_the_chunked_pass(batch_size):
+    """A network whose update is a pass of its own (not made in the jobs of a chunked
+    pass): a call of an odd number of steps (12 rows in batches of 4: three) makes its
+    first update in params after keeping θ in prev, an even one (batches of 6) trades
+    the two buffers.  Either way θ is that of the same steps one by one, and a
+    divergence restores the θ before the last update, as the replay does."""
+    net = sn.Network(sn.Input(400), sn.Dense(400, "tanh"), sn.Dense(2), loss="mse")
+    model = net.compile(dtype="float64")
+    assert "first_in_place = prev != NULL" in model.c_source
+    rng = np.random.default_rng(3)
+    X, T = rng.normal(size=(12, 400)) / 20, rng.normal(size=(12, 2))
+    model.init_params(0)
+    start = model.theta.copy()
+    model.fit(X, T, method="minibatch", batch_size=batch_size, epochs=3, lr=0.05, seed=2,
+              progress=False)
+    fitted = model.theta.copy()
+    model.theta[...] = start
+    rng = np.random.default_rng(2)
+    for _ in range(3):
+        idx = sample_indices("minibatch", len(X), rng)
+        for s in range(0, len(idx), batch_size):
+            model.step(X[idx[s:s + batch_size]], T[idx[s:s + batch_size]], lr=0.05)
+    np.testing.assert_array_equal(fitted, model.theta)
+    assert not np.array_equal(fitted, start)
+    # diverging: every call ends with θ before the step whose loss was not finite
+    model.theta[...] = start
+    with pytest.warns(RuntimeWarning, match="diverged"):
+        hist = model.fit(X, T * 1e3, method="minibatch", batch_size=batch_size, epochs=50,
+                         lr=50.0, seed=1, progress=False)
+    assert hist.diverged and np.isfinite(model.theta).all()
+    fitted = model.theta.copy()
+    model.theta[...] = start
+    rng, prev, kept = np.random.default_rng(1), start.copy(), 0
+    for _ in range(50):
+        idx = sample_indices("minibatch", len(X), rng)
+        for s in range(0, len(idx), batch_size):
+            snapshot = model.theta.copy()
+            loss = model.step(X[idx[s:s + batch_size]], T[idx[s:s + batch_size]] * 1e3, lr=50.0)
+            if not np.isfinite(loss):
+                model.theta[...] = prev
+                kept -= 1
+                break
+            prev, kept = snapshot, kept + 1
+        else:
+            continue
+        break
+    np.testing.assert_array_equal(fitted, model.theta)
+    assert hist.steps == kept
+
+
 def test_keyboard_interrupt_drops_only_the_call_in_flight(reg32, data, monkeypatch):
     X, T = data
     reg32.init_params(0)
