@@ -674,12 +674,23 @@ def named_in(name: str, code: str) -> bool:
     >>> named_in("W1", "z[j] += W1[i * 2 + j];"), named_in("W1", "W10[0] = 1; /* W1 */")
     (True, False)
     """
-    code = _COMMENT.sub(" ", str(code))  # a name in a formula comment is no use
-    return re.search(r"(?<![A-Za-z0-9_])" + re.escape(name) + r"(?![A-Za-z0-9_])",
-                     code) is not None
+    if not _WORD.fullmatch(name):
+        code = _COMMENT.sub(" ", str(code))  # a name in a formula comment is no use
+        return re.search(r"(?<![A-Za-z0-9_])" + re.escape(name) + r"(?![A-Za-z0-9_])",
+                         code) is not None
+    return name in _words_in(str(code))
 
 
 _COMMENT = re.compile(r"/\*.*?\*/", re.S)
+_WORD = re.compile(r"[A-Za-z0-9_]+")
+
+
+@lru_cache(maxsize=64)
+def _words_in(code: str) -> frozenset:
+    """The words (runs of letters, digits and _) of C ``code`` outside its comments: one
+    reading of a function's body for all the buffers asked about (a GRU of 40 steps asked
+    2630 times, 1.2 s as a search each)."""
+    return frozenset(_WORD.findall(_COMMENT.sub(" ", code)))
 
 
 def describe_graph(graph: ir.Graph) -> list[str]:
