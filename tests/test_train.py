@@ -226,25 +226,27 @@ def test_divergence_restores_last_finite_parameters_and_warns(reg64, method):
     assert hist.stopped == "diverged" and hist.diverged
     fitted = reg64.theta.copy()
     assert np.isfinite(fitted).all()
-    # replay from Python: step until a loss is not finite, then undo the last update
-    reg64.theta[...] = start
-    rng, B = np.random.default_rng(1), {"sd": 12, "sgd": 1, "minibatch": 4}[method]
-    prev, kept = start.copy(), 0
-    for _ in range(100):
-        idx = sample_indices(method, len(X), rng)
-        for s in range(0, len(idx), B):
-            snapshot = reg64.theta.copy()
-            loss = reg64.step(X[idx[s:s + B]], T[idx[s:s + B]], lr=1e3)
-            if not np.isfinite(loss):
-                reg64.theta[...] = prev
-                kept -= 1
-                break
-            prev, kept = snapshot, kept + 1
-        else:
-            continue
-        break
+    batch = {"sd": 12, "sgd": 1, "minibatch": 4}[method]
+    kept = _replay_diverging(reg64, start, X, T, method, batch, lr=1e3, epochs=100, seed=1)
     np.testing.assert_array_equal(fitted, reg64.theta)
     assert hist.steps == kept == len(hist.lr)
+
+
+def _replay_diverging(model, start, X, T, method, batch, lr, epochs, seed) -> int:
+    """fit's steps replayed from Python from θ = start: step until a loss is not finite,
+    then undo the last update; the number of steps kept."""
+    model.theta[...] = start
+    rng, prev, kept = np.random.default_rng(seed), start.copy(), 0
+    for _ in range(epochs):
+        idx = sample_indices(method, len(X), rng)
+        for s in range(0, len(idx), batch):
+            snapshot = model.theta.copy()
+            loss = model.step(X[idx[s:s + batch]], T[idx[s:s + batch]], lr=lr)
+            if not np.isfinite(loss):
+                model.theta[...] = prev
+                return kept - 1
+            prev, kept = snapshot, kept + 1
+    return kept
 
 
 @pytest.mark.parametrize("batch_size", [4, 6])
@@ -279,21 +281,8 @@ def test_calls_of_odd_and_even_steps_of_a_network_past_the_chunked_pass(batch_si
                          lr=50.0, seed=1, progress=False)
     assert hist.diverged and np.isfinite(model.theta).all()
     fitted = model.theta.copy()
-    model.theta[...] = start
-    rng, prev, kept = np.random.default_rng(1), start.copy(), 0
-    for _ in range(50):
-        idx = sample_indices("minibatch", len(X), rng)
-        for s in range(0, len(idx), batch_size):
-            snapshot = model.theta.copy()
-            loss = model.step(X[idx[s:s + batch_size]], T[idx[s:s + batch_size]] * 1e3, lr=50.0)
-            if not np.isfinite(loss):
-                model.theta[...] = prev
-                kept -= 1
-                break
-            prev, kept = snapshot, kept + 1
-        else:
-            continue
-        break
+    kept = _replay_diverging(model, start, X, T * 1e3, "minibatch", batch_size, lr=50.0,
+                             epochs=50, seed=1)
     np.testing.assert_array_equal(fitted, model.theta)
     assert hist.steps == kept
 
