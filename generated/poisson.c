@@ -30,8 +30,8 @@
  *   loss: mse, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_80938BA91F_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_80938BA91F_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_8C9D6A598B_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_8C9D6A598B_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (20, 2)
  *   b1           offset        40  shape (20,)
  *   W2           offset        60  shape (20, 20)
@@ -41,48 +41,48 @@
  *   W4           offset       900  shape (1, 20)
  *   b4           offset       920  shape (1,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_80938BA91F_WORK_SIZE(batch) numbers; SYMNET_80938BA91F_TRAIN_WORK_SIZE(batch_size) for
- * symnet_80938ba91f_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_8C9D6A598B_WORK_SIZE(batch) numbers; SYMNET_8C9D6A598B_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_8c9d6a598b_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 921 + X B*2 + T or O B*1 + work (B*304 + 921)
  *   numbers of 4 bytes; e.g. B = 32: 46,664 bytes (training; forward only: 19,684).
  */
-#ifndef SYMNET_80938BA91F_H
-#define SYMNET_80938BA91F_H
+#ifndef SYMNET_8C9D6A598B_H
+#define SYMNET_8C9D6A598B_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_80938BA91F_REAL float  /* the number type of every array (float32) */
-#define SYMNET_80938BA91F_N_INPUTS 2  /* features per example */
-#define SYMNET_80938BA91F_N_OUTPUTS 1
-#define SYMNET_80938BA91F_N_PARAMS 921  /* numbers in the flat parameter array */
-#define SYMNET_80938BA91F_WORK_PER_EXAMPLE 304
-#define SYMNET_80938BA91F_WORK_SIZE(batch) ((batch) * 304 + 921)  /* numbers of scratch per call */
-#define SYMNET_80938BA91F_TRAIN_WORK_SIZE(batch_size) (SYMNET_80938BA91F_WORK_SIZE(batch_size) + (batch_size) * 3)
-#define SYMNET_80938BA91F_SGD 0       /* optimizer codes of symnet_80938ba91f_update and symnet_80938ba91f_train */
-#define SYMNET_80938BA91F_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_80938BA91F_N_PARAMS numbers */
-#define SYMNET_80938BA91F_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_80938BA91F_N_PARAMS numbers each */
+#define SYMNET_8C9D6A598B_REAL float  /* the number type of every array (float32) */
+#define SYMNET_8C9D6A598B_N_INPUTS 2  /* features per example */
+#define SYMNET_8C9D6A598B_N_OUTPUTS 1
+#define SYMNET_8C9D6A598B_N_PARAMS 921  /* numbers in the flat parameter array */
+#define SYMNET_8C9D6A598B_WORK_PER_EXAMPLE 304
+#define SYMNET_8C9D6A598B_WORK_SIZE(batch) ((batch) * 304 + 921)  /* numbers of scratch per call */
+#define SYMNET_8C9D6A598B_TRAIN_WORK_SIZE(batch_size) (SYMNET_8C9D6A598B_WORK_SIZE(batch_size) + (batch_size) * 3)
+#define SYMNET_8C9D6A598B_SGD 0       /* optimizer codes of symnet_8c9d6a598b_update and symnet_8c9d6a598b_train */
+#define SYMNET_8C9D6A598B_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_8C9D6A598B_N_PARAMS numbers */
+#define SYMNET_8C9D6A598B_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_8C9D6A598B_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_80938BA91F_N_OUTPUTS) = the network's output for X (batch × SYMNET_80938BA91F_N_INPUTS). */
-void symnet_80938ba91f_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_8C9D6A598B_N_OUTPUTS) = the network's output for X (batch × SYMNET_8C9D6A598B_N_INPUTS). */
+void symnet_8c9d6a598b_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_80938ba91f_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_8c9d6a598b_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_80938BA91F_N_PARAMS numbers) by back propagation. */
-float symnet_80938ba91f_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_8C9D6A598B_N_PARAMS numbers) by back propagation. */
+float symnet_8c9d6a598b_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_80938ba91f_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_8c9d6a598b_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_80938BA91F_SGD, SYMNET_80938BA91F_MOMENTUM or SYMNET_80938BA91F_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_8C9D6A598B_SGD, SYMNET_8C9D6A598B_MOMENTUM or SYMNET_8C9D6A598B_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_80938ba91f_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_8c9d6a598b_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -90,10 +90,10 @@ void symnet_80938ba91f_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_80938BA91F_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_8C9D6A598B_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_80938BA91F_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_80938ba91f_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_8C9D6A598B_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_8c9d6a598b_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -102,7 +102,7 @@ long long symnet_80938ba91f_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_80938BA91F_H */
+#endif /* SYMNET_8C9D6A598B_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -620,7 +620,7 @@ static void sn_forward(const real *params, real *work, const real *xy, int batch
 }
 
 /* O[b,k] = u[b,k]: the forward pass, its output copied out of work. */
-void symnet_80938ba91f_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_8c9d6a598b_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 121, sizeof(real) * (size_t)batch * 1);
@@ -950,7 +950,7 @@ static double sn_loss(const real *params, real *work, const real *xy, const real
     return loss / batch;
 }
 
-real symnet_80938ba91f_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_8c9d6a598b_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -964,7 +964,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return sn_chunk_pass(&a, sn_chunk, NULL);
 }
 
-real symnet_80938ba91f_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_8c9d6a598b_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -982,7 +982,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_80938ba91f_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_8c9d6a598b_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 304;
     /* the batch in chunks, then the weight gradients, each job updating the parameters
@@ -1062,7 +1062,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_80938ba91f_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_8c9d6a598b_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -1088,7 +1088,7 @@ void symnet_80938ba91f_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_80938ba91f_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_8c9d6a598b_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
@@ -1096,9 +1096,6 @@ long long symnet_80938ba91f_train(real *params, const real *X, const real *T, co
     real *Ib = grads + 921;
     real *Tb = Ib + (size_t)batch_size * 2;
     real *cur = params, *old = prev != NULL ? prev : params;  /* θ now; θ before the last update */
-    /* (the update is made in the jobs of the pass: an exchange at the end, below, where
-       the last θ lands in prev, costs less than an update of its own) */
-    int first_in_place = 0;
     long long s = 0;
     for (long long start = 0; start < n_idx; start += batch_size, s++) {
         const int batch = (int)(n_idx - start < batch_size ? n_idx - start : batch_size);
@@ -1123,19 +1120,12 @@ long long symnet_80938ba91f_train(real *params, const real *X, const real *T, co
                 memcpy(params, cur, sizeof(real) * 921);
             return s;
         }
-        if (first_in_place) {
-            /* prev ← θ, then θ ← θ − update(θ) in params (cur and old stay as they are) */
-            memcpy(prev, params, sizeof(real) * 921);
-            sn_update(params, params, grads, (real)lr[s], optimizer, s1, s2, hyper, t0 + s + 1);
-            first_in_place = 0;
-        } else {
-            /* old ← θ − update(θ) and swap the names: cur is the new θ, old the one before */
-            if (!sn_fused)
-                sn_update(cur, old, grads, (real)lr[s], optimizer, s1, s2, hyper, t0 + s + 1);
-            real *const tmp = cur;
-            cur = old;
-            old = tmp;
-        }
+        /* old ← θ − update(θ) and swap the names: cur is the new θ, old the one before */
+        if (!sn_fused)
+            sn_update(cur, old, grads, (real)lr[s], optimizer, s1, s2, hyper, t0 + s + 1);
+        real *const tmp = cur;
+        cur = old;
+        old = tmp;
         if (prev != NULL)
             *have_prev = 1;
         losses[s] = loss;

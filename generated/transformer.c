@@ -108,8 +108,8 @@
  *   loss: bce, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_AAF33A4C68_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_AAF33A4C68_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_89D6B0648D_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_89D6B0648D_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (32, 10)
  *   b1           offset       320  shape (32,)
  *   P2           offset       352  shape (8, 32)
@@ -140,48 +140,48 @@
  *   W17          offset     17696  shape (10, 32)
  *   b17          offset     18016  shape (10,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_AAF33A4C68_WORK_SIZE(batch) numbers; SYMNET_AAF33A4C68_TRAIN_WORK_SIZE(batch_size) for
- * symnet_aaf33a4c68_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_89D6B0648D_WORK_SIZE(batch) numbers; SYMNET_89D6B0648D_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_89d6b0648d_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 18026 + X B*80 + T or O B*80 + work (B*27178 + 18026)
  *   numbers of 4 bytes; e.g. B = 32: 3,643,472 bytes (training; forward only: 1,817,000).
  */
-#ifndef SYMNET_AAF33A4C68_H
-#define SYMNET_AAF33A4C68_H
+#ifndef SYMNET_89D6B0648D_H
+#define SYMNET_89D6B0648D_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_AAF33A4C68_REAL float  /* the number type of every array (float32) */
-#define SYMNET_AAF33A4C68_N_INPUTS 80  /* features per example */
-#define SYMNET_AAF33A4C68_N_OUTPUTS 80
-#define SYMNET_AAF33A4C68_N_PARAMS 18026  /* numbers in the flat parameter array */
-#define SYMNET_AAF33A4C68_WORK_PER_EXAMPLE 27178
-#define SYMNET_AAF33A4C68_WORK_SIZE(batch) ((batch) * 27178 + 18026)  /* numbers of scratch per call */
-#define SYMNET_AAF33A4C68_TRAIN_WORK_SIZE(batch_size) (SYMNET_AAF33A4C68_WORK_SIZE(batch_size) + (batch_size) * 160)
-#define SYMNET_AAF33A4C68_SGD 0       /* optimizer codes of symnet_aaf33a4c68_update and symnet_aaf33a4c68_train */
-#define SYMNET_AAF33A4C68_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_AAF33A4C68_N_PARAMS numbers */
-#define SYMNET_AAF33A4C68_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_AAF33A4C68_N_PARAMS numbers each */
+#define SYMNET_89D6B0648D_REAL float  /* the number type of every array (float32) */
+#define SYMNET_89D6B0648D_N_INPUTS 80  /* features per example */
+#define SYMNET_89D6B0648D_N_OUTPUTS 80
+#define SYMNET_89D6B0648D_N_PARAMS 18026  /* numbers in the flat parameter array */
+#define SYMNET_89D6B0648D_WORK_PER_EXAMPLE 27178
+#define SYMNET_89D6B0648D_WORK_SIZE(batch) ((batch) * 27178 + 18026)  /* numbers of scratch per call */
+#define SYMNET_89D6B0648D_TRAIN_WORK_SIZE(batch_size) (SYMNET_89D6B0648D_WORK_SIZE(batch_size) + (batch_size) * 160)
+#define SYMNET_89D6B0648D_SGD 0       /* optimizer codes of symnet_89d6b0648d_update and symnet_89d6b0648d_train */
+#define SYMNET_89D6B0648D_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_89D6B0648D_N_PARAMS numbers */
+#define SYMNET_89D6B0648D_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_89D6B0648D_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_AAF33A4C68_N_OUTPUTS) = the network's output for X (batch × SYMNET_AAF33A4C68_N_INPUTS). */
-void symnet_aaf33a4c68_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_89D6B0648D_N_OUTPUTS) = the network's output for X (batch × SYMNET_89D6B0648D_N_INPUTS). */
+void symnet_89d6b0648d_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_aaf33a4c68_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_89d6b0648d_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_AAF33A4C68_N_PARAMS numbers) by back propagation. */
-float symnet_aaf33a4c68_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_89D6B0648D_N_PARAMS numbers) by back propagation. */
+float symnet_89d6b0648d_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_aaf33a4c68_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_89d6b0648d_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_AAF33A4C68_SGD, SYMNET_AAF33A4C68_MOMENTUM or SYMNET_AAF33A4C68_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_89D6B0648D_SGD, SYMNET_89D6B0648D_MOMENTUM or SYMNET_89D6B0648D_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_aaf33a4c68_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_89d6b0648d_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -189,10 +189,10 @@ void symnet_aaf33a4c68_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_AAF33A4C68_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_89D6B0648D_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_AAF33A4C68_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_aaf33a4c68_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_89D6B0648D_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_89d6b0648d_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -201,7 +201,7 @@ long long symnet_aaf33a4c68_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_AAF33A4C68_H */
+#endif /* SYMNET_89D6B0648D_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -1535,7 +1535,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_aaf33a4c68_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_89d6b0648d_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 13392, sizeof(real) * (size_t)batch * 80);
@@ -2980,7 +2980,7 @@ static double sn_loss(const real *params, real *work, const real *S, const real 
     return loss / batch;
 }
 
-real symnet_aaf33a4c68_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_89d6b0648d_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -2994,7 +2994,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return sn_chunk_pass(&a, sn_chunk, NULL);
 }
 
-real symnet_aaf33a4c68_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_89d6b0648d_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -3012,7 +3012,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_aaf33a4c68_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_89d6b0648d_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 27178;
     /* the batch in chunks, then the weight gradients, each job updating the parameters
@@ -3095,7 +3095,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_aaf33a4c68_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_89d6b0648d_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -3121,7 +3121,7 @@ void symnet_aaf33a4c68_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_aaf33a4c68_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_89d6b0648d_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
@@ -3129,9 +3129,6 @@ long long symnet_aaf33a4c68_train(real *params, const real *X, const real *T, co
     real *Ib = grads + 18026;
     real *Tb = Ib + (size_t)batch_size * 80;
     real *cur = params, *old = prev != NULL ? prev : params;  /* θ now; θ before the last update */
-    /* (the update is made in the jobs of the pass: an exchange at the end, below, where
-       the last θ lands in prev, costs less than an update of its own) */
-    int first_in_place = 0;
     long long s = 0;
     for (long long start = 0; start < n_idx; start += batch_size, s++) {
         const int batch = (int)(n_idx - start < batch_size ? n_idx - start : batch_size);
@@ -3156,19 +3153,12 @@ long long symnet_aaf33a4c68_train(real *params, const real *X, const real *T, co
                 memcpy(params, cur, sizeof(real) * 18026);
             return s;
         }
-        if (first_in_place) {
-            /* prev ← θ, then θ ← θ − update(θ) in params (cur and old stay as they are) */
-            memcpy(prev, params, sizeof(real) * 18026);
-            sn_update(params, params, grads, (real)lr[s], optimizer, s1, s2, hyper, t0 + s + 1);
-            first_in_place = 0;
-        } else {
-            /* old ← θ − update(θ) and swap the names: cur is the new θ, old the one before */
-            if (!sn_fused)
-                sn_update(cur, old, grads, (real)lr[s], optimizer, s1, s2, hyper, t0 + s + 1);
-            real *const tmp = cur;
-            cur = old;
-            old = tmp;
-        }
+        /* old ← θ − update(θ) and swap the names: cur is the new θ, old the one before */
+        if (!sn_fused)
+            sn_update(cur, old, grads, (real)lr[s], optimizer, s1, s2, hyper, t0 + s + 1);
+        real *const tmp = cur;
+        cur = old;
+        old = tmp;
         if (prev != NULL)
             *have_prev = 1;
         losses[s] = loss;
