@@ -32,8 +32,8 @@
  *   loss: softmax_cross_entropy, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_C80F700659_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_C80F700659_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_FCD07A5BA9_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_FCD07A5BA9_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (16, 1, 3, 3)
  *   b1           offset       144  shape (16,)
  *   W3           offset       160  shape (32, 16, 3, 3)
@@ -41,59 +41,59 @@
  *   W5           offset      4800  shape (10, 512)
  *   b5           offset      9920  shape (10,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_C80F700659_WORK_SIZE(batch) numbers; SYMNET_C80F700659_TRAIN_WORK_SIZE(batch_size) for
- * symnet_c80f700659_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_FCD07A5BA9_WORK_SIZE(batch) numbers; SYMNET_FCD07A5BA9_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_fcd07a5ba9_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 9930 + X B*64 + T or O B*10 + work (B*15902 + 9930)
  *   numbers of 4 bytes; e.g. B = 32: 2,124,368 bytes (training; forward only: 1,042,984).
  */
-#ifndef SYMNET_C80F700659_H
-#define SYMNET_C80F700659_H
+#ifndef SYMNET_FCD07A5BA9_H
+#define SYMNET_FCD07A5BA9_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_C80F700659_REAL float  /* the number type of every array (float32) */
-#define SYMNET_C80F700659_N_INPUTS 64  /* features per example */
-#define SYMNET_C80F700659_N_OUTPUTS 10
-#define SYMNET_C80F700659_N_PARAMS 9930  /* numbers in the flat parameter array */
-#define SYMNET_C80F700659_WORK_PER_EXAMPLE 15902
-#define SYMNET_C80F700659_WORK_SIZE(batch) ((batch) * 15902 + 9930)  /* numbers of scratch per call */
-#define SYMNET_C80F700659_TRAIN_WORK_SIZE(batch_size) (SYMNET_C80F700659_WORK_SIZE(batch_size) + (batch_size) * 74)
-#define SYMNET_C80F700659_SGD 0       /* optimizer codes of symnet_c80f700659_update and symnet_c80f700659_train */
-#define SYMNET_C80F700659_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_C80F700659_N_PARAMS numbers */
-#define SYMNET_C80F700659_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_C80F700659_N_PARAMS numbers each */
+#define SYMNET_FCD07A5BA9_REAL float  /* the number type of every array (float32) */
+#define SYMNET_FCD07A5BA9_N_INPUTS 64  /* features per example */
+#define SYMNET_FCD07A5BA9_N_OUTPUTS 10
+#define SYMNET_FCD07A5BA9_N_PARAMS 9930  /* numbers in the flat parameter array */
+#define SYMNET_FCD07A5BA9_WORK_PER_EXAMPLE 15902
+#define SYMNET_FCD07A5BA9_WORK_SIZE(batch) ((batch) * 15902 + 9930)  /* numbers of scratch per call */
+#define SYMNET_FCD07A5BA9_TRAIN_WORK_SIZE(batch_size) (SYMNET_FCD07A5BA9_WORK_SIZE(batch_size) + (batch_size) * 74)
+#define SYMNET_FCD07A5BA9_SGD 0       /* optimizer codes of symnet_fcd07a5ba9_update and symnet_fcd07a5ba9_train */
+#define SYMNET_FCD07A5BA9_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_FCD07A5BA9_N_PARAMS numbers */
+#define SYMNET_FCD07A5BA9_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_FCD07A5BA9_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_C80F700659_N_OUTPUTS) = the network's output for X (batch × SYMNET_C80F700659_N_INPUTS). */
-void symnet_c80f700659_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_FCD07A5BA9_N_OUTPUTS) = the network's output for X (batch × SYMNET_FCD07A5BA9_N_INPUTS). */
+void symnet_fcd07a5ba9_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_c80f700659_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_fcd07a5ba9_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_C80F700659_N_PARAMS numbers) by back propagation. */
-float symnet_c80f700659_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_FCD07A5BA9_N_PARAMS numbers) by back propagation. */
+float symnet_fcd07a5ba9_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_c80f700659_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_fcd07a5ba9_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss; T[b] is the class label of example b. */
-float symnet_c80f700659_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_fcd07a5ba9_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_C80F700659_N_PARAMS numbers) by back propagation. */
-float symnet_c80f700659_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_FCD07A5BA9_N_PARAMS numbers) by back propagation. */
+float symnet_fcd07a5ba9_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_c80f700659_step_labels(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_fcd07a5ba9_step_labels(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_C80F700659_SGD, SYMNET_C80F700659_MOMENTUM or SYMNET_C80F700659_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_FCD07A5BA9_SGD, SYMNET_FCD07A5BA9_MOMENTUM or SYMNET_FCD07A5BA9_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_c80f700659_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_fcd07a5ba9_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -101,10 +101,10 @@ void symnet_c80f700659_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_C80F700659_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_FCD07A5BA9_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_C80F700659_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_c80f700659_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_FCD07A5BA9_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_fcd07a5ba9_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -114,10 +114,10 @@ long long symnet_c80f700659_train(float *params, const float *X, const float *T,
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_C80F700659_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_FCD07A5BA9_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_C80F700659_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_c80f700659_train_labels(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_FCD07A5BA9_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_fcd07a5ba9_train_labels(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -126,7 +126,7 @@ long long symnet_c80f700659_train_labels(float *params, const float *X, const fl
 }
 #endif
 
-#endif /* SYMNET_C80F700659_H */
+#endif /* SYMNET_FCD07A5BA9_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -469,6 +469,7 @@ SN_INLINE void sn_mm_nn(int M, int N, int K, const real *restrict A,
         }
     }
 }
+
 
 /* C[m,n] (+)= Σ_k A[k,m]·B[k,n]     (A: K×M, B: K×N) -- e.g. ∂L/∂W = δᵀ·X */
 SN_INLINE void sn_mm_tn(int M, int N, int K, const real *restrict A,
@@ -1150,7 +1151,7 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_c80f700659_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_fcd07a5ba9_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 7754, sizeof(real) * (size_t)batch * 10);
@@ -1250,7 +1251,7 @@ static double sn_loss(const real *params, real *work, const real *I, const real 
     return loss / batch;
 }
 
-real symnet_c80f700659_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_fcd07a5ba9_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -1306,7 +1307,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_c80f700659_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_fcd07a5ba9_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -1343,7 +1344,7 @@ static double sn_loss_labels(const real *params, real *work, const real *I, cons
     return loss / batch;
 }
 
-real symnet_c80f700659_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_fcd07a5ba9_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss_labels(params, work, X, T, batch);
 }
@@ -1395,7 +1396,7 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
     return loss / batch;
 }
 
-real symnet_c80f700659_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_fcd07a5ba9_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad_labels(params, grads, work, X, T, batch);
 }
@@ -1422,7 +1423,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_c80f700659_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_fcd07a5ba9_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 15902;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
@@ -1436,7 +1437,7 @@ real symnet_c80f700659_step(real *params, const real *X, const real *T, int batc
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_c80f700659_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_fcd07a5ba9_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 15902;
     const double loss = sn_loss_grad_labels(params, grads, work, X, T, batch);
@@ -1507,7 +1508,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_c80f700659_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_fcd07a5ba9_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -1533,7 +1534,7 @@ void symnet_c80f700659_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_c80f700659_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_fcd07a5ba9_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
@@ -1627,7 +1628,7 @@ long long symnet_c80f700659_train(real *params, const real *X, const real *T, co
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step).
  * The same with integer class labels: T[n] is the class of example n. */
-long long symnet_c80f700659_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_fcd07a5ba9_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

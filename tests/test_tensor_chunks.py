@@ -338,3 +338,65 @@ def test_a_recurrence_gives_the_same_bits_on_one_thread_and_on_two(monkeypatch, 
         assert got[0] == want[0]
         for k in want[1]:
             np.testing.assert_array_equal(got[1][k], want[1][k], err_msg=k)
+
+
+# ------------------------------------------------------------ weights packed once per pass
+
+def _packed_or_not(monkeypatch, tmp_path, net, packed):
+    """``net`` compiled (float32, two threads) with its chunks' weights packed once per pass
+    (``packed``) or copied by each product as before (a build of its own cache); every
+    product on symnet's tiles (the check of the BLAS picks by time which products it takes,
+    so two builds could round differently)."""
+    monkeypatch.setenv("SYMNET_BLAS", "0")
+    if not packed:
+        with monkeypatch.context() as m:
+            m.setattr(schedule, "packs", lambda h, B: None)
+            m.setenv("SYMNET_CACHE_DIR", str(tmp_path))
+            return _compiled(monkeypatch, net, "float32", scale=0.2)
+    return _compiled(monkeypatch, net, "float32", scale=0.2)
+
+
+def _wide_transformer():
+    S = sn.Input((10, 32), name="S")      # Flatten: 320 features, two panels deep
+    x = sn.TransformerBlock(2, 64, name="B1")(S)
+    return sn.Network(S, sn.Dense(3, name="O")(sn.Flatten(name="F")(x)),
+                      loss="softmax_cross_entropy")
+
+
+def _wide_gru():
+    S = sn.Input((6, 8), name="S")
+    return sn.Network(S, sn.Dense(3, name="O")(sn.GRU(32, name="R")(S)),
+                      loss="softmax_cross_entropy")
+
+
+@pytest.mark.parametrize("make, shape, batch", [(_wide_transformer, (10, 32), 24),
+                                               (_wide_gru, (6, 8), 70)])
+def test_weights_packed_once_per_pass_give_the_same_bits(monkeypatch, tmp_path, make, shape,
+                                                         batch):
+    """The weights the chunks' products read (a Linear's W as Wᵀ forward and as W backward,
+    a recurrence's U at every step) are packed once per pass into the panels the tiles
+    read; the loss, every gradient and two steps are those of products that copy their
+    panels themselves, bit for bit, with several chunks (the transformer's 3 of 8
+    examples, its output layer's K two panels deep; the GRU's 3 of about 23) on two
+    threads; the products are large enough to take the tiles."""
+    net = make()
+    packed = _packed_or_not(monkeypatch, tmp_path, net, True)
+    copied = _packed_or_not(monkeypatch, tmp_path, net, False)
+    h = plan(net.graph()).halves
+    assert h is not None and h.tensor and h.packs
+    assert "a->packed[" in packed.c_source and "symnet_pack_float(" in packed.c_source
+    assert "a->packed[" not in copied.c_source
+    for k in packed.params:
+        copied.params[k] = packed.params[k].copy()
+    rng = np.random.default_rng(batch)
+    X = rng.normal(size=(batch, *shape)).astype(np.float32)
+    T = np.eye(3, dtype=np.float32)[rng.integers(0, 3, batch)]
+    got, want = packed.loss_and_grad(X, T), copied.loss_and_grad(X, T)
+    assert got[0] == want[0]
+    for k in want[1]:
+        np.testing.assert_array_equal(got[1][k], want[1][k], err_msg=k)
+    for _ in range(2):
+        packed.step(X, T, 0.05)
+        copied.step(X, T, 0.05)
+    for k in copied.params:
+        np.testing.assert_array_equal(packed.params[k], copied.params[k], err_msg=k)

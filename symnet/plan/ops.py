@@ -217,3 +217,7 @@ class Halves:
     psize: int = 0
     parts_offset: int = 0
     late: list = field(default_factory=list)   # of sums: stacked products, after the chunks
+    # a tensor network's weights that its chunks' products read as B (B, kind, N, K), packed
+    # once per pass for all the chunks; pack_of[(B, kind)]: the index of B's in packs
+    packs: list = field(default_factory=list)
+    pack_of: dict = field(default_factory=dict)

@@ -210,6 +210,18 @@ def batch_rows(extent) -> int | None:
     return int(rows) if head == "batch" and rows.isdigit() else None
 
 
+def packs(h, B) -> None:
+    """The weights that the products of a tensor network's chunks read as B (``h.packs``:
+    name, kind, N, K; ``h.pack_of``: each one's index), which the pass packs once into the
+    panels the tiles read, for all its chunks (templates/network.c.j2, sn_chunk_pass):
+    each chunk's products copied each panel of them, a layer's Wᵀ read along its rows."""
+    for op in h.head + h.rows + (h.rows_labels or []) + h.tail:
+        if isinstance(op, MatMul) and op.kind in ("nt", "nn") and B[op.B].kind == "param" \
+                and (op.B, op.kind) not in h.pack_of:
+            h.pack_of[(op.B, op.kind)] = len(h.packs)
+            h.packs.append((op.B, op.kind, op.N, op.K))
+
+
 def halves(p, tensor: bool = False):
     """A network's loss-and-gradient pass as a ``Halves`` (every op per example, the
     weight gradients' products over the whole batch after them), or None where it does
@@ -335,6 +347,7 @@ def halves(p, tensor: bool = False):
         # the stacked products after the chunks, largest first, each cut in row parts among the jobs
         h.late = sorted((op for op in sums if op.parts is not None),
                         key=lambda op: -op.M * op.N * batch_rows(op.K))
+        packs(h, B)
     # the step's update in the jobs that finish each gradient: where they are every one
     h.update = sorted(B[g].offset for g in written) == sorted(
         b.offset for b in B.values() if b.kind == "grad") and \
