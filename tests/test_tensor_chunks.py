@@ -386,6 +386,7 @@ def test_weights_packed_once_per_pass_give_the_same_bits(monkeypatch, tmp_path, 
     assert h is not None and h.tensor and h.packs
     assert "a->packed[" in packed.c_source and "symnet_pack_float(" in packed.c_source
     assert "a->packed[" not in copied.c_source
+    assert f"#define SN_SMALL {schedule.SMALL} " in packed.c_source   # the plan's figure is the C's
     for k in packed.params:
         copied.params[k] = packed.params[k].copy()
     rng = np.random.default_rng(batch)

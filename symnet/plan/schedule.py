@@ -210,14 +210,21 @@ def batch_rows(extent) -> int | None:
     return int(rows) if head == "batch" and rows.isdigit() else None
 
 
+#: M·N·K from which a product takes the tiles (SN_SMALL of templates/gemm.c.j2)
+SMALL = 4096
+
+
 def packs(h, B) -> None:
     """The weights that the products of a tensor network's chunks read as B (``h.packs``:
     name, kind, N, K; ``h.pack_of``: each one's index), which the pass packs once into the
     panels the tiles read, for all its chunks (templates/network.c.j2, sn_chunk_pass):
-    each chunk's products copied each panel of them, a layer's Wᵀ read along its rows."""
+    each chunk's products copied each panel of them, a layer's Wᵀ read along its rows.
+    Only those whose product over a chunk's rows takes the tiles (M·N·K of at least
+    SMALL, SN_SMALL of templates/gemm.c.j2; smaller ones run as plain loops on B)."""
     for op in h.head + h.rows + (h.rows_labels or []) + h.tail:
         if isinstance(op, MatMul) and op.kind in ("nt", "nn") and B[op.B].kind == "param" \
-                and (op.B, op.kind) not in h.pack_of:
+                and (op.B, op.kind) not in h.pack_of \
+                and h.chunk * (batch_rows(op.M) or 1) * op.N * op.K >= SMALL:
             h.pack_of[(op.B, op.kind)] = len(h.packs)
             h.packs.append((op.B, op.kind, op.N, op.K))
 
