@@ -208,7 +208,7 @@ def test_the_public_names_are_the_user_facing_classes():
 
 
 @pytest.mark.parametrize("module", ["lang.base", "scalar.notation", "io.files", "api.network",
-                                    "api.model"])
+                                    "api.model", "scalar.primitives", "backend.c.emit"])
 def test_docstring_examples_of_the_moved_pieces(module):
     import doctest
     import importlib

@@ -730,7 +730,7 @@ def forward_per_row(plan: Plan) -> int:
 
 
 def cdef(header: str) -> str:
-    """The header as cffi's cdef: the same prototypes, without preprocessor
+    r"""The header as cffi's cdef: the same prototypes, without preprocessor
     lines and the C++ guard (cffi parses declarations, not directives).
 
     >>> cdef('#define N 2\n#ifdef __cplusplus\nextern "C" {\n#endif\nvoid f(int n);\n')
