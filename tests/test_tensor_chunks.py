@@ -369,6 +369,7 @@ def _wide_gru():
                       loss="softmax_cross_entropy")
 
 
+@pytest.mark.slow   # four builds; the quick tests above take the packed path too (batch 40)
 @pytest.mark.parametrize("make, shape, batch", [(_wide_transformer, (10, 32), 24),
                                                (_wide_gru, (6, 8), 70)])
 def test_weights_packed_once_per_pass_give_the_same_bits(monkeypatch, tmp_path, make, shape,
