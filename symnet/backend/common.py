@@ -17,6 +17,8 @@ def plan_meta(plan, description: dict, dtype: str) -> dict:
     return {
         "dtype": dtype, "n_params": plan.n_params,
         "work_per_row": plan.work_per_row, "n_in": graph.n_in,
+        # scratch after the gradients: the weights a chunked pass packs (in-process C)
+        "work_extra": plan.halves.pack_size if plan.halves else 0,
         "n_out": graph.n_out, "input": graph.input_name,
         "in_shape": list(graph.in_shape), "out_shape": list(graph.output.out_shape),
         "output_offset": out.offset, "labels": bool(plan.loss_labels),
@@ -43,7 +45,7 @@ def plan_meta(plan, description: dict, dtype: str) -> dict:
 
 def work_size(meta: dict, batch: int) -> int:
     """Numbers of scratch for a call on ``batch`` examples (WORK_SIZE in the header)."""
-    return batch * meta["work_per_row"] + meta["n_params"]
+    return batch * meta["work_per_row"] + meta["n_params"] + meta.get("work_extra", 0)
 
 
 def train_work_size(meta: dict, batch_size: int) -> int:

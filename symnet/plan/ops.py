@@ -221,3 +221,5 @@ class Halves:
     # once per pass for all the chunks; pack_of[(B, kind)]: the index of B's in packs
     packs: list = field(default_factory=list)
     pack_of: dict = field(default_factory=dict)
+    # reals of work after the gradients that hold them (in-process builds: PACKS_AT)
+    pack_size: int = 0

@@ -227,6 +227,9 @@ def packs(h, B) -> None:
                 and h.chunk * (batch_rows(op.M) or 1) * op.N * op.K >= SMALL:
             h.pack_of[(op.B, op.kind)] = len(h.packs)
             h.packs.append((op.B, op.kind, op.N, op.K))
+    # room for them in work, for a register tile of up to 32 columns (the C packs none
+    # where its own figures would not fit) and each at a cache line (16 reals ≥ 64 bytes)
+    h.pack_size = sum((N + 31) * K + 16 for _, _, N, K in h.packs)
 
 
 def halves(p, tensor: bool = False):

@@ -554,7 +554,7 @@ class Emitter:
         header = env.get_template("network.h.j2").render(
             **common, P=prefix, M=macro, title=title, trained=trained is not None,
             params_note=params_note, variants=self.variants(),
-            **self.layout(training))
+            **self.layout(training, hooks))
         source = env.get_template("network.c.j2").render(
             **common, f="f" if self.dtype == "float32" else "", prefix=prefix,
             plan=self.plan, graph=graph, em=self, header=header, header_file=header_file,
@@ -590,14 +590,17 @@ class Emitter:
             and not getattr(self.plan.halves, "late", None)
         return dict(reuse_rows=rows, reuse_keep=keep)
 
-    def layout(self, training: bool) -> dict:
-        """Sizes the header states: parameters, scratch per call, memory of a batch."""
+    def layout(self, training: bool, hooks: bool = False) -> dict:
+        """Sizes the header states: parameters, scratch per call, memory of a batch
+        (with ``hooks``, the in-process build's: the weights its chunked pass packs too)."""
         plan, graph = self.plan, self.plan.graph
         itemsize = 4 if self.dtype == "float32" else 8
         fwd = forward_per_row(plan)
+        extra = plan.halves.pack_size if hooks and plan.halves else 0
         if training:
-            work, formula = f"(batch) * {plan.work_per_row} + {plan.n_params}", \
-                f"(B*{plan.work_per_row} + {plan.n_params})"
+            fixed = plan.n_params + extra
+            work, formula = f"(batch) * {plan.work_per_row} + {fixed}", \
+                f"(B*{plan.work_per_row} + {fixed})"
         else:
             work, formula = f"(batch) * {fwd}", f"B*{fwd}"
 
@@ -606,7 +609,7 @@ class Emitter:
         return dict(n_in=graph.n_in, n_out=graph.n_out, n_params=plan.n_params,
                     per_row=plan.work_per_row if training else fwd, work_macro=work,
                     work_formula=formula, itemsize=itemsize,
-                    example_bytes=f"{nbytes(plan.work_per_row, plan.n_params) if training else nbytes(fwd, 0):,}",
+                    example_bytes=f"{nbytes(plan.work_per_row, plan.n_params + extra) if training else nbytes(fwd, 0):,}",
                     example_fwd_bytes=f"{nbytes(fwd, 0):,}",
                     params=[{"name": b.name, "offset": b.offset, "shape": list(b.shape)}
                             for b in self.buffers.values() if b.kind == "param"])
