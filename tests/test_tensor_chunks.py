@@ -402,3 +402,32 @@ def test_weights_packed_once_per_pass_give_the_same_bits(monkeypatch, tmp_path, 
         copied.step(X, T, 0.05)
     for k in copied.params:
         np.testing.assert_array_equal(packed.params[k], copied.params[k], err_msg=k)
+
+
+@pytest.mark.slow   # a build of the wide transformer
+def test_packed_weights_leave_the_gradients_of_a_shorter_last_batch(monkeypatch):
+    """The packed weights' room lies after the gradients' in `train`'s scratch, also where
+    the pass is not the fused update's (a frozen layer) and the last batch is shorter than
+    batch_size (its rows then end one example's rows before the gradients, less than the
+    room the gradients and the packs take): an epoch of ``fit`` (batches of 24 and 23 of 47
+    examples, in order) gives the parameters of the same two ``step``s."""
+    S = sn.Input((10, 32), name="S")
+    x = sn.TransformerBlock(2, 64, name="B1")(S)
+    net = sn.Network(S, sn.Dense(3, name="O", trainable=False)(sn.Flatten(name="F")(x)),
+                     loss="softmax_cross_entropy")
+    monkeypatch.setenv("SYMNET_BLAS", "0")
+    fitted = _compiled(monkeypatch, net, "float32", scale=0.2)
+    stepped = _compiled(monkeypatch, net, "float32", scale=0.2)
+    h = plan(net.graph()).halves
+    assert h.packs and not h.update and "a->packed[" in fitted.c_source
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(47, 10, 32)).astype(np.float32)
+    T = np.eye(3, dtype=np.float32)[rng.integers(0, 3, 47)]
+    fitted.fit(X, T, epochs=1, batch_size=24, lr=0.05, shuffle=False, progress=False)
+    stepped.step(X[:24], T[:24], 0.05)
+    stepped.step(X[24:], T[24:], 0.05)
+    for k in stepped.params:
+        np.testing.assert_allclose(fitted.params[k], stepped.params[k], rtol=1e-5, atol=1e-6,
+                                   err_msg=k)
+    assert not np.array_equal(fitted.params["W2"], _compiled(monkeypatch, net, "float32",
+                                                             scale=0.2).params["W2"])
