@@ -218,8 +218,17 @@ class Halves:
     parts_offset: int = 0
     late: list = field(default_factory=list)   # of sums: stacked products, after the chunks
     # a tensor network's weights that its chunks' products read as B (B, kind, N, K), packed
-    # once per pass for all the chunks; pack_of[(B, kind)]: the index of B's in packs
+    # once per pass for all the chunks (symnet.plan.schedule.packs)
     packs: list = field(default_factory=list)
-    pack_of: dict = field(default_factory=dict)
-    # reals of work after the gradients that hold them (in-process builds: PACKS_AT)
-    pack_size: int = 0
+
+    @property
+    def pack_of(self) -> dict:
+        """(B, kind) → its index in ``packs``."""
+        return {(b, kind): i for i, (b, kind, _, _) in enumerate(self.packs)}
+
+    @property
+    def pack_size(self) -> int:
+        """Reals of work after the gradients' place that hold the packed weights: room
+        for a register tile of up to 32 columns (the C packs none where its own figures
+        would not fit) and each at a cache line (16 reals ≥ 64 bytes)."""
+        return sum((N + 31) * K + 16 for _, _, N, K in self.packs)

@@ -223,13 +223,9 @@ def packs(h, B) -> None:
     SMALL, SN_SMALL of templates/gemm.c.j2; smaller ones run as plain loops on B)."""
     for op in h.head + h.rows + (h.rows_labels or []) + h.tail:
         if isinstance(op, MatMul) and op.kind in ("nt", "nn") and B[op.B].kind == "param" \
-                and (op.B, op.kind) not in h.pack_of \
+                and (op.B, op.kind, op.N, op.K) not in h.packs \
                 and h.chunk * (batch_rows(op.M) or 1) * op.N * op.K >= SMALL:
-            h.pack_of[(op.B, op.kind)] = len(h.packs)
             h.packs.append((op.B, op.kind, op.N, op.K))
-    # room for them in work, for a register tile of up to 32 columns (the C packs none
-    # where its own figures would not fit) and each at a cache line (16 reals ≥ 64 bytes)
-    h.pack_size = sum((N + 31) * K + 16 for _, _, N, K in h.packs)
 
 
 def halves(p, tensor: bool = False):
