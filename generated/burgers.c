@@ -18,7 +18,7 @@
  * X of width n holds X[b,j] at X[b * n + j]; W of shape (out, in) holds
  * W[i,j] at W[i * in + j].  Parameters live in one flat array `params`
  * (3027 numbers), their gradients in `grads` with the same
- * layout, and everything per example in `work` (810 numbers
+ * layout, and everything per example in `work` (508 numbers
  * per example of the batch).
  */
 #include <math.h>
@@ -42,8 +42,8 @@
  *   loss: mse, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_E85C94FE38_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_E85C94FE38_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_9A453DAC75_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_9A453DAC75_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset      3021  shape (2, 2)
  *   b1           offset      3025  shape (2,)
  *   W2           offset         0  shape (20, 2)
@@ -65,48 +65,48 @@
  *   W10          offset      3000  shape (1, 20)
  *   b10          offset      3020  shape (1,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_E85C94FE38_WORK_SIZE(batch) numbers; SYMNET_E85C94FE38_TRAIN_WORK_SIZE(batch_size) for
- * symnet_e85c94fe38_train) and allocates nothing.  Memory for one call of a batch B:
- *   params 3027 + X B*2 + T or O B*1 + work (B*810 + 3027)
- *   numbers of 4 bytes; e.g. B = 32: 128,280 bytes (training; forward only: 54,220).
+ * `work` (SYMNET_9A453DAC75_WORK_SIZE(batch) numbers; SYMNET_9A453DAC75_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_9a453dac75_train) and allocates nothing.  Memory for one call of a batch B:
+ *   params 3027 + X B*2 + T or O B*1 + work (B*508 + 3027)
+ *   numbers of 4 bytes; e.g. B = 32: 89,624 bytes (training; forward only: 36,300).
  */
-#ifndef SYMNET_E85C94FE38_H
-#define SYMNET_E85C94FE38_H
+#ifndef SYMNET_9A453DAC75_H
+#define SYMNET_9A453DAC75_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_E85C94FE38_REAL float  /* the number type of every array (float32) */
-#define SYMNET_E85C94FE38_N_INPUTS 2  /* features per example */
-#define SYMNET_E85C94FE38_N_OUTPUTS 1
-#define SYMNET_E85C94FE38_N_PARAMS 3027  /* numbers in the flat parameter array */
-#define SYMNET_E85C94FE38_WORK_PER_EXAMPLE 810
-#define SYMNET_E85C94FE38_WORK_SIZE(batch) ((batch) * 810 + 3027)  /* numbers of scratch per call */
-#define SYMNET_E85C94FE38_TRAIN_WORK_SIZE(batch_size) (SYMNET_E85C94FE38_WORK_SIZE(batch_size) + (batch_size) * 3)
-#define SYMNET_E85C94FE38_SGD 0       /* optimizer codes of symnet_e85c94fe38_update and symnet_e85c94fe38_train */
-#define SYMNET_E85C94FE38_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_E85C94FE38_N_PARAMS numbers */
-#define SYMNET_E85C94FE38_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_E85C94FE38_N_PARAMS numbers each */
+#define SYMNET_9A453DAC75_REAL float  /* the number type of every array (float32) */
+#define SYMNET_9A453DAC75_N_INPUTS 2  /* features per example */
+#define SYMNET_9A453DAC75_N_OUTPUTS 1
+#define SYMNET_9A453DAC75_N_PARAMS 3027  /* numbers in the flat parameter array */
+#define SYMNET_9A453DAC75_WORK_PER_EXAMPLE 508
+#define SYMNET_9A453DAC75_WORK_SIZE(batch) ((batch) * 508 + 3027)  /* numbers of scratch per call */
+#define SYMNET_9A453DAC75_TRAIN_WORK_SIZE(batch_size) (SYMNET_9A453DAC75_WORK_SIZE(batch_size) + (batch_size) * 3)
+#define SYMNET_9A453DAC75_SGD 0       /* optimizer codes of symnet_9a453dac75_update and symnet_9a453dac75_train */
+#define SYMNET_9A453DAC75_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_9A453DAC75_N_PARAMS numbers */
+#define SYMNET_9A453DAC75_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_9A453DAC75_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_E85C94FE38_N_OUTPUTS) = the network's output for X (batch × SYMNET_E85C94FE38_N_INPUTS). */
-void symnet_e85c94fe38_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_9A453DAC75_N_OUTPUTS) = the network's output for X (batch × SYMNET_9A453DAC75_N_INPUTS). */
+void symnet_9a453dac75_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_e85c94fe38_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_9a453dac75_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_E85C94FE38_N_PARAMS numbers) by back propagation. */
-float symnet_e85c94fe38_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_9A453DAC75_N_PARAMS numbers) by back propagation. */
+float symnet_9a453dac75_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_e85c94fe38_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_9a453dac75_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_E85C94FE38_SGD, SYMNET_E85C94FE38_MOMENTUM or SYMNET_E85C94FE38_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_9A453DAC75_SGD, SYMNET_9A453DAC75_MOMENTUM or SYMNET_9A453DAC75_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_e85c94fe38_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_9a453dac75_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -114,10 +114,10 @@ void symnet_e85c94fe38_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_E85C94FE38_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_9A453DAC75_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_E85C94FE38_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_e85c94fe38_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_9A453DAC75_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_9a453dac75_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -126,7 +126,7 @@ long long symnet_e85c94fe38_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_E85C94FE38_H */
+#endif /* SYMNET_9A453DAC75_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -608,22 +608,22 @@ static void sn_forward(const real *params, real *work, const real *tx, int batch
     real *scale = work + (size_t)batch * 2;  /* layer scale: (batch, 2) */
     real *z_H2 = work + (size_t)batch * 4;  /* Σ of H2: (batch, 20) */
     real *H2 = work + (size_t)batch * 24;  /* layer H2: (batch, 20) */
-    real *z_H3 = work + (size_t)batch * 44;  /* Σ of H3: (batch, 20) */
-    real *H3 = work + (size_t)batch * 64;  /* layer H3: (batch, 20) */
-    real *z_H4 = work + (size_t)batch * 84;  /* Σ of H4: (batch, 20) */
-    real *H4 = work + (size_t)batch * 104;  /* layer H4: (batch, 20) */
-    real *z_H5 = work + (size_t)batch * 124;  /* Σ of H5: (batch, 20) */
-    real *H5 = work + (size_t)batch * 144;  /* layer H5: (batch, 20) */
-    real *z_H6 = work + (size_t)batch * 164;  /* Σ of H6: (batch, 20) */
-    real *H6 = work + (size_t)batch * 184;  /* layer H6: (batch, 20) */
-    real *z_H7 = work + (size_t)batch * 204;  /* Σ of H7: (batch, 20) */
-    real *H7 = work + (size_t)batch * 224;  /* layer H7: (batch, 20) */
-    real *z_H8 = work + (size_t)batch * 244;  /* Σ of H8: (batch, 20) */
-    real *H8 = work + (size_t)batch * 264;  /* layer H8: (batch, 20) */
-    real *z_H9 = work + (size_t)batch * 284;  /* Σ of H9: (batch, 20) */
-    real *H9 = work + (size_t)batch * 304;  /* layer H9: (batch, 20) */
-    real *z_u = work + (size_t)batch * 324;  /* Σ of u: (batch, 1) */
-    real *sn_u_u = work + (size_t)batch * 325;  /* layer u: (batch, 1) */
+    real *z_H3 = work + (size_t)batch * 4;  /* Σ of H3: (batch, 20) */
+    real *H3 = work + (size_t)batch * 44;  /* layer H3: (batch, 20) */
+    real *z_H4 = work + (size_t)batch * 4;  /* Σ of H4: (batch, 20) */
+    real *H4 = work + (size_t)batch * 64;  /* layer H4: (batch, 20) */
+    real *z_H5 = work + (size_t)batch * 4;  /* Σ of H5: (batch, 20) */
+    real *H5 = work + (size_t)batch * 84;  /* layer H5: (batch, 20) */
+    real *z_H6 = work + (size_t)batch * 4;  /* Σ of H6: (batch, 20) */
+    real *H6 = work + (size_t)batch * 104;  /* layer H6: (batch, 20) */
+    real *z_H7 = work + (size_t)batch * 4;  /* Σ of H7: (batch, 20) */
+    real *H7 = work + (size_t)batch * 124;  /* layer H7: (batch, 20) */
+    real *z_H8 = work + (size_t)batch * 4;  /* Σ of H8: (batch, 20) */
+    real *H8 = work + (size_t)batch * 144;  /* layer H8: (batch, 20) */
+    real *z_H9 = work + (size_t)batch * 4;  /* Σ of H9: (batch, 20) */
+    real *H9 = work + (size_t)batch * 164;  /* layer H9: (batch, 20) */
+    real *z_u = work + (size_t)batch * 184;  /* Σ of u: (batch, 1) */
+    real *sn_u_u = work + (size_t)batch * 185;  /* layer u: (batch, 1) */
 
     /* z_scale[b,i] = Σ_j W1[i,j]·tx[b,j] */
     sn_mm_nt(batch, 2, 2, tx, W1, z_scale, 0);
@@ -729,10 +729,10 @@ static void sn_forward(const real *params, real *work, const real *tx, int batch
 }
 
 /* O[b,k] = u[b,k]: the forward pass, its output copied out of work. */
-void symnet_e85c94fe38_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_9a453dac75_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
-    memcpy(O, work + (size_t)batch * 325, sizeof(real) * (size_t)batch * 1);
+    memcpy(O, work + (size_t)batch * 185, sizeof(real) * (size_t)batch * 1);
 }
 
 /* ------------------------------------------------------------------------
@@ -783,7 +783,7 @@ static void sn_chunk(void *arg, int c)
     real *work = a->work;
     const int batch = a->batch;
     const int sn_lo = sn_cut(batch, c, a->n), sn_hi = sn_cut(batch, c + 1, a->n);
-    real *sn_part = work + (size_t)batch * 649 + (size_t)c * 161;  /* 161 partial sums */
+    real *sn_part = work + (size_t)batch * 347 + (size_t)c * 161;  /* 161 partial sums */
     const real *W1 = params + 3021;  /* W1: (2, 2) */
     const real *b1 = params + 3025;  /* b1: (2,) */
     const real *W2 = params + 0;  /* W2: (20, 2) */
@@ -818,39 +818,39 @@ static void sn_chunk(void *arg, int c)
     real *scale = work + (size_t)batch * 2;  /* layer scale: (batch, 2) */
     real *z_H2 = work + (size_t)batch * 4;  /* Σ of H2: (batch, 20) */
     real *H2 = work + (size_t)batch * 24;  /* layer H2: (batch, 20) */
-    real *z_H3 = work + (size_t)batch * 44;  /* Σ of H3: (batch, 20) */
-    real *H3 = work + (size_t)batch * 64;  /* layer H3: (batch, 20) */
-    real *z_H4 = work + (size_t)batch * 84;  /* Σ of H4: (batch, 20) */
-    real *H4 = work + (size_t)batch * 104;  /* layer H4: (batch, 20) */
-    real *z_H5 = work + (size_t)batch * 124;  /* Σ of H5: (batch, 20) */
-    real *H5 = work + (size_t)batch * 144;  /* layer H5: (batch, 20) */
-    real *z_H6 = work + (size_t)batch * 164;  /* Σ of H6: (batch, 20) */
-    real *H6 = work + (size_t)batch * 184;  /* layer H6: (batch, 20) */
-    real *z_H7 = work + (size_t)batch * 204;  /* Σ of H7: (batch, 20) */
-    real *H7 = work + (size_t)batch * 224;  /* layer H7: (batch, 20) */
-    real *z_H8 = work + (size_t)batch * 244;  /* Σ of H8: (batch, 20) */
-    real *H8 = work + (size_t)batch * 264;  /* layer H8: (batch, 20) */
-    real *z_H9 = work + (size_t)batch * 284;  /* Σ of H9: (batch, 20) */
-    real *H9 = work + (size_t)batch * 304;  /* layer H9: (batch, 20) */
-    real *z_u = work + (size_t)batch * 324;  /* Σ of u: (batch, 1) */
-    real *sn_u_u = work + (size_t)batch * 325;  /* layer u: (batch, 1) */
-    real *dL_dH2 = work + (size_t)batch * 328;  /* ∂L/∂H2: (batch, 20) */
-    real *delta_H2 = work + (size_t)batch * 348;  /* ∂L/∂z_H2: (batch, 20) */
-    real *dL_dH3 = work + (size_t)batch * 368;  /* ∂L/∂H3: (batch, 20) */
-    real *delta_H3 = work + (size_t)batch * 388;  /* ∂L/∂z_H3: (batch, 20) */
-    real *dL_dH4 = work + (size_t)batch * 408;  /* ∂L/∂H4: (batch, 20) */
-    real *delta_H4 = work + (size_t)batch * 428;  /* ∂L/∂z_H4: (batch, 20) */
-    real *dL_dH5 = work + (size_t)batch * 448;  /* ∂L/∂H5: (batch, 20) */
-    real *delta_H5 = work + (size_t)batch * 468;  /* ∂L/∂z_H5: (batch, 20) */
-    real *dL_dH6 = work + (size_t)batch * 488;  /* ∂L/∂H6: (batch, 20) */
-    real *delta_H6 = work + (size_t)batch * 508;  /* ∂L/∂z_H6: (batch, 20) */
-    real *dL_dH7 = work + (size_t)batch * 528;  /* ∂L/∂H7: (batch, 20) */
-    real *delta_H7 = work + (size_t)batch * 548;  /* ∂L/∂z_H7: (batch, 20) */
-    real *dL_dH8 = work + (size_t)batch * 568;  /* ∂L/∂H8: (batch, 20) */
-    real *delta_H8 = work + (size_t)batch * 588;  /* ∂L/∂z_H8: (batch, 20) */
-    real *dL_dH9 = work + (size_t)batch * 608;  /* ∂L/∂H9: (batch, 20) */
-    real *delta_H9 = work + (size_t)batch * 628;  /* ∂L/∂z_H9: (batch, 20) */
-    real *delta_u = work + (size_t)batch * 648;  /* ∂L/∂z_u: (batch, 1) */
+    real *z_H3 = work + (size_t)batch * 4;  /* Σ of H3: (batch, 20) */
+    real *H3 = work + (size_t)batch * 44;  /* layer H3: (batch, 20) */
+    real *z_H4 = work + (size_t)batch * 4;  /* Σ of H4: (batch, 20) */
+    real *H4 = work + (size_t)batch * 64;  /* layer H4: (batch, 20) */
+    real *z_H5 = work + (size_t)batch * 4;  /* Σ of H5: (batch, 20) */
+    real *H5 = work + (size_t)batch * 84;  /* layer H5: (batch, 20) */
+    real *z_H6 = work + (size_t)batch * 4;  /* Σ of H6: (batch, 20) */
+    real *H6 = work + (size_t)batch * 104;  /* layer H6: (batch, 20) */
+    real *z_H7 = work + (size_t)batch * 4;  /* Σ of H7: (batch, 20) */
+    real *H7 = work + (size_t)batch * 124;  /* layer H7: (batch, 20) */
+    real *z_H8 = work + (size_t)batch * 4;  /* Σ of H8: (batch, 20) */
+    real *H8 = work + (size_t)batch * 144;  /* layer H8: (batch, 20) */
+    real *z_H9 = work + (size_t)batch * 4;  /* Σ of H9: (batch, 20) */
+    real *H9 = work + (size_t)batch * 164;  /* layer H9: (batch, 20) */
+    real *z_u = work + (size_t)batch * 184;  /* Σ of u: (batch, 1) */
+    real *sn_u_u = work + (size_t)batch * 185;  /* layer u: (batch, 1) */
+    real *dL_dH2 = work + (size_t)batch * 4;  /* ∂L/∂H2: (batch, 20) */
+    real *delta_H2 = work + (size_t)batch * 186;  /* ∂L/∂z_H2: (batch, 20) */
+    real *dL_dH3 = work + (size_t)batch * 4;  /* ∂L/∂H3: (batch, 20) */
+    real *delta_H3 = work + (size_t)batch * 206;  /* ∂L/∂z_H3: (batch, 20) */
+    real *dL_dH4 = work + (size_t)batch * 4;  /* ∂L/∂H4: (batch, 20) */
+    real *delta_H4 = work + (size_t)batch * 226;  /* ∂L/∂z_H4: (batch, 20) */
+    real *dL_dH5 = work + (size_t)batch * 4;  /* ∂L/∂H5: (batch, 20) */
+    real *delta_H5 = work + (size_t)batch * 246;  /* ∂L/∂z_H5: (batch, 20) */
+    real *dL_dH6 = work + (size_t)batch * 4;  /* ∂L/∂H6: (batch, 20) */
+    real *delta_H6 = work + (size_t)batch * 266;  /* ∂L/∂z_H6: (batch, 20) */
+    real *dL_dH7 = work + (size_t)batch * 4;  /* ∂L/∂H7: (batch, 20) */
+    real *delta_H7 = work + (size_t)batch * 286;  /* ∂L/∂z_H7: (batch, 20) */
+    real *dL_dH8 = work + (size_t)batch * 4;  /* ∂L/∂H8: (batch, 20) */
+    real *delta_H8 = work + (size_t)batch * 306;  /* ∂L/∂z_H8: (batch, 20) */
+    real *dL_dH9 = work + (size_t)batch * 4;  /* ∂L/∂H9: (batch, 20) */
+    real *delta_H9 = work + (size_t)batch * 326;  /* ∂L/∂z_H9: (batch, 20) */
+    real *delta_u = work + (size_t)batch * 346;  /* ∂L/∂z_u: (batch, 1) */
 
     const real inv_batch = (real)1 / (real)batch;
     double loss = 0;
@@ -1094,22 +1094,22 @@ static void sn_chunk_sums(void *arg, int c)
 
     real *scale = work + (size_t)batch * 2;  /* layer scale: (batch, 2) */
     real *H2 = work + (size_t)batch * 24;  /* layer H2: (batch, 20) */
-    real *H3 = work + (size_t)batch * 64;  /* layer H3: (batch, 20) */
-    real *H4 = work + (size_t)batch * 104;  /* layer H4: (batch, 20) */
-    real *H5 = work + (size_t)batch * 144;  /* layer H5: (batch, 20) */
-    real *H6 = work + (size_t)batch * 184;  /* layer H6: (batch, 20) */
-    real *H7 = work + (size_t)batch * 224;  /* layer H7: (batch, 20) */
-    real *H8 = work + (size_t)batch * 264;  /* layer H8: (batch, 20) */
-    real *H9 = work + (size_t)batch * 304;  /* layer H9: (batch, 20) */
-    real *delta_H2 = work + (size_t)batch * 348;  /* ∂L/∂z_H2: (batch, 20) */
-    real *delta_H3 = work + (size_t)batch * 388;  /* ∂L/∂z_H3: (batch, 20) */
-    real *delta_H4 = work + (size_t)batch * 428;  /* ∂L/∂z_H4: (batch, 20) */
-    real *delta_H5 = work + (size_t)batch * 468;  /* ∂L/∂z_H5: (batch, 20) */
-    real *delta_H6 = work + (size_t)batch * 508;  /* ∂L/∂z_H6: (batch, 20) */
-    real *delta_H7 = work + (size_t)batch * 548;  /* ∂L/∂z_H7: (batch, 20) */
-    real *delta_H8 = work + (size_t)batch * 588;  /* ∂L/∂z_H8: (batch, 20) */
-    real *delta_H9 = work + (size_t)batch * 628;  /* ∂L/∂z_H9: (batch, 20) */
-    real *delta_u = work + (size_t)batch * 648;  /* ∂L/∂z_u: (batch, 1) */
+    real *H3 = work + (size_t)batch * 44;  /* layer H3: (batch, 20) */
+    real *H4 = work + (size_t)batch * 64;  /* layer H4: (batch, 20) */
+    real *H5 = work + (size_t)batch * 84;  /* layer H5: (batch, 20) */
+    real *H6 = work + (size_t)batch * 104;  /* layer H6: (batch, 20) */
+    real *H7 = work + (size_t)batch * 124;  /* layer H7: (batch, 20) */
+    real *H8 = work + (size_t)batch * 144;  /* layer H8: (batch, 20) */
+    real *H9 = work + (size_t)batch * 164;  /* layer H9: (batch, 20) */
+    real *delta_H2 = work + (size_t)batch * 186;  /* ∂L/∂z_H2: (batch, 20) */
+    real *delta_H3 = work + (size_t)batch * 206;  /* ∂L/∂z_H3: (batch, 20) */
+    real *delta_H4 = work + (size_t)batch * 226;  /* ∂L/∂z_H4: (batch, 20) */
+    real *delta_H5 = work + (size_t)batch * 246;  /* ∂L/∂z_H5: (batch, 20) */
+    real *delta_H6 = work + (size_t)batch * 266;  /* ∂L/∂z_H6: (batch, 20) */
+    real *delta_H7 = work + (size_t)batch * 286;  /* ∂L/∂z_H7: (batch, 20) */
+    real *delta_H8 = work + (size_t)batch * 306;  /* ∂L/∂z_H8: (batch, 20) */
+    real *delta_H9 = work + (size_t)batch * 326;  /* ∂L/∂z_H9: (batch, 20) */
+    real *delta_u = work + (size_t)batch * 346;  /* ∂L/∂z_u: (batch, 1) */
 
     (void)tx;
     {
@@ -1160,7 +1160,7 @@ static void sn_chunk_sums(void *arg, int c)
 
     if (c == 0) {
         /* the chunks' partial sums added up in their order */
-        const real *sn_part = work + (size_t)batch * 649;
+        const real *sn_part = work + (size_t)batch * 347;
         /* g_b10[q] = Σ_k (chunk k's part of it)[q] */
         for (int q = 0; q < 1; q++) {
             real s = sn_part[0 + q];
@@ -1241,7 +1241,7 @@ static double sn_loss(const real *params, real *work, const real *tx, const real
 {
     const real *b10 = params + 3020;  /* b10: (1,) */
 
-    real *z_u = work + (size_t)batch * 324;  /* Σ of u: (batch, 1) */
+    real *z_u = work + (size_t)batch * 184;  /* Σ of u: (batch, 1) */
 
     double loss = 0;
     sn_forward(params, work, tx, batch);
@@ -1254,7 +1254,7 @@ static double sn_loss(const real *params, real *work, const real *tx, const real
     return loss / batch;
 }
 
-real symnet_e85c94fe38_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_9a453dac75_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -1268,7 +1268,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return sn_chunk_pass(&a, sn_chunk);
 }
 
-real symnet_e85c94fe38_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_9a453dac75_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -1298,9 +1298,9 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_e85c94fe38_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_9a453dac75_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
-    real *grads = work + (size_t)batch * 810;
+    real *grads = work + (size_t)batch * 508;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
     if (!isfinite(loss) || !sn_all_finite(grads))
         return (real)NAN;
@@ -1371,7 +1371,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
         memcpy(dst + 3021, src + 3021, sizeof(real) * 6);
 }
 
-void symnet_e85c94fe38_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_9a453dac75_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -1391,17 +1391,17 @@ void symnet_e85c94fe38_update(real *params, const real *grads, real lr, int opti
  * prev holds the parameters before the last update (after a restore: the same as
  * params).  prev may be NULL (no restoring).
  *
- * work: the batch's rows (810 numbers per example), then the
+ * work: the batch's rows (508 numbers per example), then the
  * gradients (3027), then Ib and Tb.
  *
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_e85c94fe38_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_9a453dac75_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
-    real *grads = work + (size_t)batch_size * 810;
+    real *grads = work + (size_t)batch_size * 508;
     real *Ib = grads + 3027;
     real *Tb = Ib + (size_t)batch_size * 2;
     real *cur = params, *old = prev != NULL ? prev : params;  /* θ now; θ before the last update */

@@ -11,7 +11,7 @@
  * X of width n holds X[b,j] at X[b * n + j]; W of shape (out, in) holds
  * W[i,j] at W[i * in + j].  Parameters live in one flat array `params`
  * (17226 numbers), their gradients in `grads` with the same
- * layout, and everything per example in `work` (1000 numbers
+ * layout, and everything per example in `work` (990 numbers
  * per example of the batch).
  */
 #include <math.h>
@@ -28,8 +28,8 @@
  *   loss: softmax_cross_entropy, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_878D689265_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_878D689265_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_FE29E6934A_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_FE29E6934A_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (128, 64)
  *   b1           offset      8192  shape (128,)
  *   W2           offset      8320  shape (64, 128)
@@ -37,59 +37,59 @@
  *   W3           offset     16576  shape (10, 64)
  *   b3           offset     17216  shape (10,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_878D689265_WORK_SIZE(batch) numbers; SYMNET_878D689265_TRAIN_WORK_SIZE(batch_size) for
- * symnet_878d689265_train) and allocates nothing.  Memory for one call of a batch B:
- *   params 17226 + X B*64 + T or O B*10 + work (B*1000 + 17226)
- *   numbers of 4 bytes; e.g. B = 32: 275,280 bytes (training; forward only: 130,088).
+ * `work` (SYMNET_FE29E6934A_WORK_SIZE(batch) numbers; SYMNET_FE29E6934A_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_fe29e6934a_train) and allocates nothing.  Memory for one call of a batch B:
+ *   params 17226 + X B*64 + T or O B*10 + work (B*990 + 17226)
+ *   numbers of 4 bytes; e.g. B = 32: 274,000 bytes (training; forward only: 130,088).
  */
-#ifndef SYMNET_878D689265_H
-#define SYMNET_878D689265_H
+#ifndef SYMNET_FE29E6934A_H
+#define SYMNET_FE29E6934A_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_878D689265_REAL float  /* the number type of every array (float32) */
-#define SYMNET_878D689265_N_INPUTS 64  /* features per example */
-#define SYMNET_878D689265_N_OUTPUTS 10
-#define SYMNET_878D689265_N_PARAMS 17226  /* numbers in the flat parameter array */
-#define SYMNET_878D689265_WORK_PER_EXAMPLE 1000
-#define SYMNET_878D689265_WORK_SIZE(batch) ((batch) * 1000 + 17226)  /* numbers of scratch per call */
-#define SYMNET_878D689265_TRAIN_WORK_SIZE(batch_size) (SYMNET_878D689265_WORK_SIZE(batch_size) + (batch_size) * 74)
-#define SYMNET_878D689265_SGD 0       /* optimizer codes of symnet_878d689265_update and symnet_878d689265_train */
-#define SYMNET_878D689265_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_878D689265_N_PARAMS numbers */
-#define SYMNET_878D689265_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_878D689265_N_PARAMS numbers each */
+#define SYMNET_FE29E6934A_REAL float  /* the number type of every array (float32) */
+#define SYMNET_FE29E6934A_N_INPUTS 64  /* features per example */
+#define SYMNET_FE29E6934A_N_OUTPUTS 10
+#define SYMNET_FE29E6934A_N_PARAMS 17226  /* numbers in the flat parameter array */
+#define SYMNET_FE29E6934A_WORK_PER_EXAMPLE 990
+#define SYMNET_FE29E6934A_WORK_SIZE(batch) ((batch) * 990 + 17226)  /* numbers of scratch per call */
+#define SYMNET_FE29E6934A_TRAIN_WORK_SIZE(batch_size) (SYMNET_FE29E6934A_WORK_SIZE(batch_size) + (batch_size) * 74)
+#define SYMNET_FE29E6934A_SGD 0       /* optimizer codes of symnet_fe29e6934a_update and symnet_fe29e6934a_train */
+#define SYMNET_FE29E6934A_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_FE29E6934A_N_PARAMS numbers */
+#define SYMNET_FE29E6934A_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_FE29E6934A_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_878D689265_N_OUTPUTS) = the network's output for X (batch × SYMNET_878D689265_N_INPUTS). */
-void symnet_878d689265_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_FE29E6934A_N_OUTPUTS) = the network's output for X (batch × SYMNET_FE29E6934A_N_INPUTS). */
+void symnet_fe29e6934a_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_878d689265_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_fe29e6934a_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_878D689265_N_PARAMS numbers) by back propagation. */
-float symnet_878d689265_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_FE29E6934A_N_PARAMS numbers) by back propagation. */
+float symnet_fe29e6934a_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_878d689265_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_fe29e6934a_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss; T[b] is the class label of example b. */
-float symnet_878d689265_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_fe29e6934a_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_878D689265_N_PARAMS numbers) by back propagation. */
-float symnet_878d689265_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_FE29E6934A_N_PARAMS numbers) by back propagation. */
+float symnet_fe29e6934a_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_878d689265_step_labels(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_fe29e6934a_step_labels(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_878D689265_SGD, SYMNET_878D689265_MOMENTUM or SYMNET_878D689265_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_FE29E6934A_SGD, SYMNET_FE29E6934A_MOMENTUM or SYMNET_FE29E6934A_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_878d689265_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_fe29e6934a_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -97,10 +97,10 @@ void symnet_878d689265_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_878D689265_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_FE29E6934A_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_878D689265_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_878d689265_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_FE29E6934A_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_fe29e6934a_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -110,10 +110,10 @@ long long symnet_878d689265_train(float *params, const float *X, const float *T,
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_878D689265_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_FE29E6934A_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_878D689265_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_878d689265_train_labels(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_FE29E6934A_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_fe29e6934a_train_labels(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -122,7 +122,7 @@ long long symnet_878d689265_train_labels(float *params, const float *X, const fl
 }
 #endif
 
-#endif /* SYMNET_878D689265_H */
+#endif /* SYMNET_FE29E6934A_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -647,7 +647,7 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_878d689265_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_fe29e6934a_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 394, sizeof(real) * (size_t)batch * 10);
@@ -703,7 +703,7 @@ static void sn_chunk_tail(sn_chunk_args *a, int c)
     real *work = a->work;
     const int batch = a->batch;
     const int sn_lo = sn_cut(batch, c, a->n), sn_hi = sn_cut(batch, c + 1, a->n);
-    real *sn_part = work + (size_t)batch * 798 + (size_t)c * 202;  /* 202 partial sums */
+    real *sn_part = work + (size_t)batch * 788 + (size_t)c * 202;  /* 202 partial sums */
     const real *b1 = params + 8192;  /* b1: (128,) */
     const real *W2 = params + 8320;  /* W2: (64, 128) */
     const real *b2 = params + 16512;  /* b2: (64,) */
@@ -718,7 +718,7 @@ static void sn_chunk_tail(sn_chunk_args *a, int c)
     real *delta_H1 = work + (size_t)batch * 532;  /* ∂L/∂z_H1: (batch, 128) */
     real *dL_dH2 = work + (size_t)batch * 660;  /* ∂L/∂H2: (batch, 64) */
     real *delta_H2 = work + (size_t)batch * 724;  /* ∂L/∂z_H2: (batch, 64) */
-    real *dL_dO = work + (size_t)batch * 788;  /* ∂L/∂O: (batch, 10) */
+    real *dL_dO = work + (size_t)batch * 384;  /* ∂L/∂O: (batch, 10) */
     real *delta_O = dL_dO;  /* ∂L/∂z_O: ∂L/∂O itself: (batch, 10) */
 
     (void)I;
@@ -768,7 +768,7 @@ static void sn_chunk_head(sn_chunk_args *a, int c)
     real *work = a->work;
     const int batch = a->batch;
     const int sn_lo = sn_cut(batch, c, a->n), sn_hi = sn_cut(batch, c + 1, a->n);
-    real *sn_part = work + (size_t)batch * 798 + (size_t)c * 202;  /* 202 partial sums */
+    real *sn_part = work + (size_t)batch * 788 + (size_t)c * 202;  /* 202 partial sums */
     const real *W1 = params + 0;  /* W1: (128, 64) */
     const real *b1 = params + 8192;  /* b1: (128,) */
     const real *W2 = params + 8320;  /* W2: (64, 128) */
@@ -830,10 +830,10 @@ static void sn_chunk(void *arg, int c)
     real *work = a->work;
     const int batch = a->batch;
     const int sn_lo = sn_cut(batch, c, a->n), sn_hi = sn_cut(batch, c + 1, a->n);
-    real *sn_part = work + (size_t)batch * 798 + (size_t)c * 202;  /* 202 partial sums */
+    real *sn_part = work + (size_t)batch * 788 + (size_t)c * 202;  /* 202 partial sums */
 
     real *sn_u_O = work + (size_t)batch * 394;  /* layer O: (batch, 10) */
-    real *dL_dO = work + (size_t)batch * 788;  /* ∂L/∂O: (batch, 10) */
+    real *dL_dO = work + (size_t)batch * 384;  /* ∂L/∂O: (batch, 10) */
 
     (void)params;
     (void)I;
@@ -884,10 +884,10 @@ static void sn_chunk_labels(void *arg, int c)
     real *work = a->work;
     const int batch = a->batch;
     const int sn_lo = sn_cut(batch, c, a->n), sn_hi = sn_cut(batch, c + 1, a->n);
-    real *sn_part = work + (size_t)batch * 798 + (size_t)c * 202;  /* 202 partial sums */
+    real *sn_part = work + (size_t)batch * 788 + (size_t)c * 202;  /* 202 partial sums */
 
     real *sn_u_O = work + (size_t)batch * 394;  /* layer O: (batch, 10) */
-    real *dL_dO = work + (size_t)batch * 788;  /* ∂L/∂O: (batch, 10) */
+    real *dL_dO = work + (size_t)batch * 384;  /* ∂L/∂O: (batch, 10) */
 
     (void)params;
     (void)I;
@@ -967,7 +967,7 @@ static void sn_chunk_sums(void *arg, int c)
     real *H2 = work + (size_t)batch * 320;  /* layer H2: (batch, 64) */
     real *delta_H1 = work + (size_t)batch * 532;  /* ∂L/∂z_H1: (batch, 128) */
     real *delta_H2 = work + (size_t)batch * 724;  /* ∂L/∂z_H2: (batch, 64) */
-    real *dL_dO = work + (size_t)batch * 788;  /* ∂L/∂O: (batch, 10) */
+    real *dL_dO = work + (size_t)batch * 384;  /* ∂L/∂O: (batch, 10) */
     real *delta_O = dL_dO;  /* ∂L/∂z_O: ∂L/∂O itself: (batch, 10) */
 
     {
@@ -994,7 +994,7 @@ static void sn_chunk_sums(void *arg, int c)
 
     if (c == 0) {
         /* the chunks' partial sums added up in their order */
-        const real *sn_part = work + (size_t)batch * 798;
+        const real *sn_part = work + (size_t)batch * 788;
         /* g_b3[q] = Σ_k (chunk k's part of it)[q] */
         for (int q = 0; q < 10; q++) {
             real s = sn_part[0 + q];
@@ -1076,7 +1076,7 @@ static double sn_loss(const real *params, real *work, const real *I, const real 
     return loss / batch;
 }
 
-real symnet_878d689265_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_fe29e6934a_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -1090,7 +1090,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return sn_chunk_pass(&a, sn_chunk, NULL);
 }
 
-real symnet_878d689265_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_fe29e6934a_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -1127,7 +1127,7 @@ static double sn_loss_labels(const real *params, real *work, const real *I, cons
     return loss / batch;
 }
 
-real symnet_878d689265_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_fe29e6934a_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss_labels(params, work, X, T, batch);
 }
@@ -1141,7 +1141,7 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
     return sn_chunk_pass(&a, sn_chunk_labels, NULL);
 }
 
-real symnet_878d689265_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_fe29e6934a_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad_labels(params, grads, work, X, T, batch);
 }
@@ -1159,9 +1159,9 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_878d689265_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_fe29e6934a_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
-    real *grads = work + (size_t)batch * 1000;
+    real *grads = work + (size_t)batch * 990;
     /* the batch in chunks, then the weight gradients, each job updating the parameters
        whose gradients it finished (the loss first: a NaN or inf loss updates nothing) */
     sn_chunk_args a = {.params = params, .grads = grads, .work = work, .X = X, .T = T,
@@ -1182,9 +1182,9 @@ real symnet_878d689265_step(real *params, const real *X, const real *T, int batc
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_878d689265_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_fe29e6934a_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
-    real *grads = work + (size_t)batch * 1000;
+    real *grads = work + (size_t)batch * 990;
     /* the batch in chunks, then the weight gradients, each job updating the parameters
        whose gradients it finished (the loss first: a NaN or inf loss updates nothing) */
     sn_chunk_args a = {.params = params, .grads = grads, .work = work, .X = X, .T = T,
@@ -1262,7 +1262,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_878d689265_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_fe29e6934a_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -1282,17 +1282,17 @@ void symnet_878d689265_update(real *params, const real *grads, real lr, int opti
  * prev holds the parameters before the last update (after a restore: the same as
  * params).  prev may be NULL (no restoring).
  *
- * work: the batch's rows (1000 numbers per example), then the
+ * work: the batch's rows (990 numbers per example), then the
  * gradients (17226), then Ib and Tb.
  *
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_878d689265_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_fe29e6934a_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
-    real *grads = work + (size_t)batch_size * 1000;
+    real *grads = work + (size_t)batch_size * 990;
     real *Ib = grads + 17226;
     real *Tb = Ib + (size_t)batch_size * 64;
     real *cur = params, *old = prev != NULL ? prev : params;  /* θ now; θ before the last update */
@@ -1369,18 +1369,18 @@ long long symnet_878d689265_train(real *params, const real *X, const real *T, co
  * prev holds the parameters before the last update (after a restore: the same as
  * params).  prev may be NULL (no restoring).
  *
- * work: the batch's rows (1000 numbers per example), then the
+ * work: the batch's rows (990 numbers per example), then the
  * gradients (17226), then Ib and Tb.
  *
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step).
  * The same with integer class labels: T[n] is the class of example n. */
-long long symnet_878d689265_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_fe29e6934a_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
-    real *grads = work + (size_t)batch_size * 1000;
+    real *grads = work + (size_t)batch_size * 990;
     real *Ib = grads + 17226;
     real *Tb = Ib + (size_t)batch_size * 64;
     real *cur = params, *old = prev != NULL ? prev : params;  /* θ now; θ before the last update */

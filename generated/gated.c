@@ -10,7 +10,7 @@
  * X of width n holds X[b,j] at X[b * n + j]; W of shape (out, in) holds
  * W[i,j] at W[i * in + j].  Parameters live in one flat array `params`
  * (8842 numbers), their gradients in `grads` with the same
- * layout, and everything per example in `work` (424 numbers
+ * layout, and everything per example in `work` (414 numbers
  * per example of the batch).
  */
 #include <math.h>
@@ -26,66 +26,66 @@
  *   loss: softmax_cross_entropy, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_6E0A914991_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_6E0A914991_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_052E17F041_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_052E17F041_N_PARAMS numbers, in the order of model.params, each row-major:
  *   A1           offset         0  shape (64, 64)
  *   B1           offset      4096  shape (64, 64)
  *   W2           offset      8192  shape (10, 64)
  *   b2           offset      8832  shape (10,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_6E0A914991_WORK_SIZE(batch) numbers; SYMNET_6E0A914991_TRAIN_WORK_SIZE(batch_size) for
- * symnet_6e0a914991_train) and allocates nothing.  Memory for one call of a batch B:
- *   params 8842 + X B*64 + T or O B*10 + work (B*424 + 8842)
- *   numbers of 4 bytes; e.g. B = 32: 134,480 bytes (training; forward only: 71,976).
+ * `work` (SYMNET_052E17F041_WORK_SIZE(batch) numbers; SYMNET_052E17F041_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_052e17f041_train) and allocates nothing.  Memory for one call of a batch B:
+ *   params 8842 + X B*64 + T or O B*10 + work (B*414 + 8842)
+ *   numbers of 4 bytes; e.g. B = 32: 133,200 bytes (training; forward only: 71,976).
  */
-#ifndef SYMNET_6E0A914991_H
-#define SYMNET_6E0A914991_H
+#ifndef SYMNET_052E17F041_H
+#define SYMNET_052E17F041_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_6E0A914991_REAL float  /* the number type of every array (float32) */
-#define SYMNET_6E0A914991_N_INPUTS 64  /* features per example */
-#define SYMNET_6E0A914991_N_OUTPUTS 10
-#define SYMNET_6E0A914991_N_PARAMS 8842  /* numbers in the flat parameter array */
-#define SYMNET_6E0A914991_WORK_PER_EXAMPLE 424
-#define SYMNET_6E0A914991_WORK_SIZE(batch) ((batch) * 424 + 8842)  /* numbers of scratch per call */
-#define SYMNET_6E0A914991_TRAIN_WORK_SIZE(batch_size) (SYMNET_6E0A914991_WORK_SIZE(batch_size) + (batch_size) * 74)
-#define SYMNET_6E0A914991_SGD 0       /* optimizer codes of symnet_6e0a914991_update and symnet_6e0a914991_train */
-#define SYMNET_6E0A914991_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_6E0A914991_N_PARAMS numbers */
-#define SYMNET_6E0A914991_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_6E0A914991_N_PARAMS numbers each */
+#define SYMNET_052E17F041_REAL float  /* the number type of every array (float32) */
+#define SYMNET_052E17F041_N_INPUTS 64  /* features per example */
+#define SYMNET_052E17F041_N_OUTPUTS 10
+#define SYMNET_052E17F041_N_PARAMS 8842  /* numbers in the flat parameter array */
+#define SYMNET_052E17F041_WORK_PER_EXAMPLE 414
+#define SYMNET_052E17F041_WORK_SIZE(batch) ((batch) * 414 + 8842)  /* numbers of scratch per call */
+#define SYMNET_052E17F041_TRAIN_WORK_SIZE(batch_size) (SYMNET_052E17F041_WORK_SIZE(batch_size) + (batch_size) * 74)
+#define SYMNET_052E17F041_SGD 0       /* optimizer codes of symnet_052e17f041_update and symnet_052e17f041_train */
+#define SYMNET_052E17F041_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_052E17F041_N_PARAMS numbers */
+#define SYMNET_052E17F041_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_052E17F041_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_6E0A914991_N_OUTPUTS) = the network's output for X (batch × SYMNET_6E0A914991_N_INPUTS). */
-void symnet_6e0a914991_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_052E17F041_N_OUTPUTS) = the network's output for X (batch × SYMNET_052E17F041_N_INPUTS). */
+void symnet_052e17f041_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_6e0a914991_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_052e17f041_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_6E0A914991_N_PARAMS numbers) by back propagation. */
-float symnet_6e0a914991_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_052E17F041_N_PARAMS numbers) by back propagation. */
+float symnet_052e17f041_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_6e0a914991_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_052e17f041_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss; T[b] is the class label of example b. */
-float symnet_6e0a914991_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_052e17f041_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_6E0A914991_N_PARAMS numbers) by back propagation. */
-float symnet_6e0a914991_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_052E17F041_N_PARAMS numbers) by back propagation. */
+float symnet_052e17f041_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_6e0a914991_step_labels(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_052e17f041_step_labels(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_6E0A914991_SGD, SYMNET_6E0A914991_MOMENTUM or SYMNET_6E0A914991_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_052E17F041_SGD, SYMNET_052E17F041_MOMENTUM or SYMNET_052E17F041_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_6e0a914991_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_052e17f041_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -93,10 +93,10 @@ void symnet_6e0a914991_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_6E0A914991_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_052E17F041_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_6E0A914991_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_6e0a914991_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_052E17F041_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_052e17f041_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -106,10 +106,10 @@ long long symnet_6e0a914991_train(float *params, const float *X, const float *T,
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_6E0A914991_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_052E17F041_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_6E0A914991_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_6e0a914991_train_labels(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_052E17F041_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_052e17f041_train_labels(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -118,7 +118,7 @@ long long symnet_6e0a914991_train_labels(float *params, const float *X, const fl
 }
 #endif
 
-#endif /* SYMNET_6E0A914991_H */
+#endif /* SYMNET_052E17F041_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -681,7 +681,7 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_6e0a914991_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_052e17f041_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 202, sizeof(real) * (size_t)batch * 10);
@@ -737,7 +737,7 @@ static void sn_chunk_tail(sn_chunk_args *a, int c)
     real *work = a->work;
     const int batch = a->batch;
     const int sn_lo = sn_cut(batch, c, a->n), sn_hi = sn_cut(batch, c + 1, a->n);
-    real *sn_part = work + (size_t)batch * 414 + (size_t)c * 10;  /* 10 partial sums */
+    real *sn_part = work + (size_t)batch * 404 + (size_t)c * 10;  /* 10 partial sums */
     const real *W2 = params + 8192;  /* W2: (10, 64) */
 
     real *g_b2 = sn_part + 0;  /* this chunk's part of ∂L/∂b2: (10,) */
@@ -746,7 +746,7 @@ static void sn_chunk_tail(sn_chunk_args *a, int c)
     real *dL_dG = work + (size_t)batch * 212;  /* ∂L/∂G: (batch, 64) */
     real *delta_r1_G = work + (size_t)batch * 276;  /* ∂L/∂r1_G: (batch, 64) */
     real *delta_r2_G = work + (size_t)batch * 340;  /* ∂L/∂r2_G: (batch, 64) */
-    real *dL_dO = work + (size_t)batch * 404;  /* ∂L/∂O: (batch, 10) */
+    real *dL_dO = work + (size_t)batch * 192;  /* ∂L/∂O: (batch, 10) */
     real *delta_O = dL_dO;  /* ∂L/∂z_O: ∂L/∂O itself: (batch, 10) */
 
     (void)I;
@@ -786,7 +786,7 @@ static void sn_chunk_head(sn_chunk_args *a, int c)
     real *work = a->work;
     const int batch = a->batch;
     const int sn_lo = sn_cut(batch, c, a->n), sn_hi = sn_cut(batch, c + 1, a->n);
-    real *sn_part = work + (size_t)batch * 414 + (size_t)c * 10;  /* 10 partial sums */
+    real *sn_part = work + (size_t)batch * 404 + (size_t)c * 10;  /* 10 partial sums */
     const real *A1 = params + 0;  /* A1: (64, 64) */
     const real *B1 = params + 4096;  /* B1: (64, 64) */
     const real *W2 = params + 8192;  /* W2: (10, 64) */
@@ -835,10 +835,10 @@ static void sn_chunk(void *arg, int c)
     real *work = a->work;
     const int batch = a->batch;
     const int sn_lo = sn_cut(batch, c, a->n), sn_hi = sn_cut(batch, c + 1, a->n);
-    real *sn_part = work + (size_t)batch * 414 + (size_t)c * 10;  /* 10 partial sums */
+    real *sn_part = work + (size_t)batch * 404 + (size_t)c * 10;  /* 10 partial sums */
 
     real *sn_u_O = work + (size_t)batch * 202;  /* layer O: (batch, 10) */
-    real *dL_dO = work + (size_t)batch * 404;  /* ∂L/∂O: (batch, 10) */
+    real *dL_dO = work + (size_t)batch * 192;  /* ∂L/∂O: (batch, 10) */
 
     (void)params;
     (void)I;
@@ -889,10 +889,10 @@ static void sn_chunk_labels(void *arg, int c)
     real *work = a->work;
     const int batch = a->batch;
     const int sn_lo = sn_cut(batch, c, a->n), sn_hi = sn_cut(batch, c + 1, a->n);
-    real *sn_part = work + (size_t)batch * 414 + (size_t)c * 10;  /* 10 partial sums */
+    real *sn_part = work + (size_t)batch * 404 + (size_t)c * 10;  /* 10 partial sums */
 
     real *sn_u_O = work + (size_t)batch * 202;  /* layer O: (batch, 10) */
-    real *dL_dO = work + (size_t)batch * 404;  /* ∂L/∂O: (batch, 10) */
+    real *dL_dO = work + (size_t)batch * 192;  /* ∂L/∂O: (batch, 10) */
 
     (void)params;
     (void)I;
@@ -969,7 +969,7 @@ static void sn_chunk_sums(void *arg, int c)
     real *sn_u_G = work + (size_t)batch * 128;  /* layer G: (batch, 64) */
     real *delta_r1_G = work + (size_t)batch * 276;  /* ∂L/∂r1_G: (batch, 64) */
     real *delta_r2_G = work + (size_t)batch * 340;  /* ∂L/∂r2_G: (batch, 64) */
-    real *dL_dO = work + (size_t)batch * 404;  /* ∂L/∂O: (batch, 10) */
+    real *dL_dO = work + (size_t)batch * 192;  /* ∂L/∂O: (batch, 10) */
     real *delta_O = dL_dO;  /* ∂L/∂z_O: ∂L/∂O itself: (batch, 10) */
 
     {
@@ -996,7 +996,7 @@ static void sn_chunk_sums(void *arg, int c)
 
     if (c == 0) {
         /* the chunks' partial sums added up in their order */
-        const real *sn_part = work + (size_t)batch * 414;
+        const real *sn_part = work + (size_t)batch * 404;
         /* g_b2[q] = Σ_k (chunk k's part of it)[q] */
         for (int q = 0; q < 10; q++) {
             real s = sn_part[0 + q];
@@ -1064,7 +1064,7 @@ static double sn_loss(const real *params, real *work, const real *I, const real 
     return loss / batch;
 }
 
-real symnet_6e0a914991_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_052e17f041_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -1078,7 +1078,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return sn_chunk_pass(&a, sn_chunk, NULL);
 }
 
-real symnet_6e0a914991_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_052e17f041_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -1115,7 +1115,7 @@ static double sn_loss_labels(const real *params, real *work, const real *I, cons
     return loss / batch;
 }
 
-real symnet_6e0a914991_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_052e17f041_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss_labels(params, work, X, T, batch);
 }
@@ -1129,7 +1129,7 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
     return sn_chunk_pass(&a, sn_chunk_labels, NULL);
 }
 
-real symnet_6e0a914991_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_052e17f041_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad_labels(params, grads, work, X, T, batch);
 }
@@ -1147,9 +1147,9 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_6e0a914991_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_052e17f041_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
-    real *grads = work + (size_t)batch * 424;
+    real *grads = work + (size_t)batch * 414;
     /* the batch in chunks, then the weight gradients, each job updating the parameters
        whose gradients it finished (the loss first: a NaN or inf loss updates nothing) */
     sn_chunk_args a = {.params = params, .grads = grads, .work = work, .X = X, .T = T,
@@ -1170,9 +1170,9 @@ real symnet_6e0a914991_step(real *params, const real *X, const real *T, int batc
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_6e0a914991_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_052e17f041_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
-    real *grads = work + (size_t)batch * 424;
+    real *grads = work + (size_t)batch * 414;
     /* the batch in chunks, then the weight gradients, each job updating the parameters
        whose gradients it finished (the loss first: a NaN or inf loss updates nothing) */
     sn_chunk_args a = {.params = params, .grads = grads, .work = work, .X = X, .T = T,
@@ -1250,7 +1250,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_6e0a914991_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_052e17f041_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -1270,17 +1270,17 @@ void symnet_6e0a914991_update(real *params, const real *grads, real lr, int opti
  * prev holds the parameters before the last update (after a restore: the same as
  * params).  prev may be NULL (no restoring).
  *
- * work: the batch's rows (424 numbers per example), then the
+ * work: the batch's rows (414 numbers per example), then the
  * gradients (8842), then Ib and Tb.
  *
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_6e0a914991_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_052e17f041_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
-    real *grads = work + (size_t)batch_size * 424;
+    real *grads = work + (size_t)batch_size * 414;
     real *Ib = grads + 8842;
     real *Tb = Ib + (size_t)batch_size * 64;
     real *cur = params, *old = prev != NULL ? prev : params;  /* θ now; θ before the last update */
@@ -1357,18 +1357,18 @@ long long symnet_6e0a914991_train(real *params, const real *X, const real *T, co
  * prev holds the parameters before the last update (after a restore: the same as
  * params).  prev may be NULL (no restoring).
  *
- * work: the batch's rows (424 numbers per example), then the
+ * work: the batch's rows (414 numbers per example), then the
  * gradients (8842), then Ib and Tb.
  *
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step).
  * The same with integer class labels: T[n] is the class of example n. */
-long long symnet_6e0a914991_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_052e17f041_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
-    real *grads = work + (size_t)batch_size * 424;
+    real *grads = work + (size_t)batch_size * 414;
     real *Ib = grads + 8842;
     real *Tb = Ib + (size_t)batch_size * 64;
     real *cur = params, *old = prev != NULL ? prev : params;  /* θ now; θ before the last update */

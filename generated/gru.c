@@ -49,7 +49,7 @@
  * X of width n holds X[b,j] at X[b * n + j]; W of shape (out, in) holds
  * W[i,j] at W[i * in + j].  Parameters live in one flat array `params`
  * (2260 numbers), their gradients in `grads` with the same
- * layout, and everything per example in `work` (9556 numbers
+ * layout, and everything per example in `work` (6384 numbers
  * per example of the batch).
  */
 #include <math.h>
@@ -104,8 +104,8 @@
  *   loss: softmax_cross_entropy, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_F79E06D300_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_F79E06D300_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_ACEDC885CD_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_ACEDC885CD_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (72, 4)
  *   b1           offset       288  shape (72,)
  *   c1           offset       360  shape (72,)
@@ -113,59 +113,59 @@
  *   W22          offset      2160  shape (4, 24)
  *   b22          offset      2256  shape (4,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_F79E06D300_WORK_SIZE(batch) numbers; SYMNET_F79E06D300_TRAIN_WORK_SIZE(batch_size) for
- * symnet_f79e06d300_train) and allocates nothing.  Memory for one call of a batch B:
- *   params 2260 + X B*80 + T or O B*4 + work (B*9556 + 2260)
- *   numbers of 4 bytes; e.g. B = 32: 1,252,000 bytes (training; forward only: 801,104).
+ * `work` (SYMNET_ACEDC885CD_WORK_SIZE(batch) numbers; SYMNET_ACEDC885CD_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_acedc885cd_train) and allocates nothing.  Memory for one call of a batch B:
+ *   params 2260 + X B*80 + T or O B*4 + work (B*6384 + 2260)
+ *   numbers of 4 bytes; e.g. B = 32: 845,984 bytes (training; forward only: 635,216).
  */
-#ifndef SYMNET_F79E06D300_H
-#define SYMNET_F79E06D300_H
+#ifndef SYMNET_ACEDC885CD_H
+#define SYMNET_ACEDC885CD_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_F79E06D300_REAL float  /* the number type of every array (float32) */
-#define SYMNET_F79E06D300_N_INPUTS 80  /* features per example */
-#define SYMNET_F79E06D300_N_OUTPUTS 4
-#define SYMNET_F79E06D300_N_PARAMS 2260  /* numbers in the flat parameter array */
-#define SYMNET_F79E06D300_WORK_PER_EXAMPLE 9556
-#define SYMNET_F79E06D300_WORK_SIZE(batch) ((batch) * 9556 + 2260)  /* numbers of scratch per call */
-#define SYMNET_F79E06D300_TRAIN_WORK_SIZE(batch_size) (SYMNET_F79E06D300_WORK_SIZE(batch_size) + (batch_size) * 84)
-#define SYMNET_F79E06D300_SGD 0       /* optimizer codes of symnet_f79e06d300_update and symnet_f79e06d300_train */
-#define SYMNET_F79E06D300_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_F79E06D300_N_PARAMS numbers */
-#define SYMNET_F79E06D300_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_F79E06D300_N_PARAMS numbers each */
+#define SYMNET_ACEDC885CD_REAL float  /* the number type of every array (float32) */
+#define SYMNET_ACEDC885CD_N_INPUTS 80  /* features per example */
+#define SYMNET_ACEDC885CD_N_OUTPUTS 4
+#define SYMNET_ACEDC885CD_N_PARAMS 2260  /* numbers in the flat parameter array */
+#define SYMNET_ACEDC885CD_WORK_PER_EXAMPLE 6384
+#define SYMNET_ACEDC885CD_WORK_SIZE(batch) ((batch) * 6384 + 2260)  /* numbers of scratch per call */
+#define SYMNET_ACEDC885CD_TRAIN_WORK_SIZE(batch_size) (SYMNET_ACEDC885CD_WORK_SIZE(batch_size) + (batch_size) * 84)
+#define SYMNET_ACEDC885CD_SGD 0       /* optimizer codes of symnet_acedc885cd_update and symnet_acedc885cd_train */
+#define SYMNET_ACEDC885CD_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_ACEDC885CD_N_PARAMS numbers */
+#define SYMNET_ACEDC885CD_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_ACEDC885CD_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_F79E06D300_N_OUTPUTS) = the network's output for X (batch × SYMNET_F79E06D300_N_INPUTS). */
-void symnet_f79e06d300_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_ACEDC885CD_N_OUTPUTS) = the network's output for X (batch × SYMNET_ACEDC885CD_N_INPUTS). */
+void symnet_acedc885cd_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_f79e06d300_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_acedc885cd_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_F79E06D300_N_PARAMS numbers) by back propagation. */
-float symnet_f79e06d300_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_ACEDC885CD_N_PARAMS numbers) by back propagation. */
+float symnet_acedc885cd_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_f79e06d300_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_acedc885cd_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss; T[b] is the class label of example b. */
-float symnet_f79e06d300_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_acedc885cd_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_F79E06D300_N_PARAMS numbers) by back propagation. */
-float symnet_f79e06d300_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_ACEDC885CD_N_PARAMS numbers) by back propagation. */
+float symnet_acedc885cd_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_f79e06d300_step_labels(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_acedc885cd_step_labels(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_F79E06D300_SGD, SYMNET_F79E06D300_MOMENTUM or SYMNET_F79E06D300_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_ACEDC885CD_SGD, SYMNET_ACEDC885CD_MOMENTUM or SYMNET_ACEDC885CD_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_f79e06d300_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_acedc885cd_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -173,10 +173,10 @@ void symnet_f79e06d300_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_F79E06D300_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_ACEDC885CD_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_F79E06D300_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_f79e06d300_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_ACEDC885CD_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_acedc885cd_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -186,10 +186,10 @@ long long symnet_f79e06d300_train(float *params, const float *X, const float *T,
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_F79E06D300_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_ACEDC885CD_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_F79E06D300_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_f79e06d300_train_labels(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_ACEDC885CD_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_acedc885cd_train_labels(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -198,7 +198,7 @@ long long symnet_f79e06d300_train_labels(float *params, const float *X, const fl
 }
 #endif
 
-#endif /* SYMNET_F79E06D300_H */
+#endif /* SYMNET_ACEDC885CD_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -771,62 +771,62 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
     real *z_h_2_gh = work + (size_t)batch * 3336;  /* Σ of h_2_gh: (batch, 72) */
     real *h_2_gh = work + (size_t)batch * 3408;  /* layer h_2_gh: (batch, 72) */
     real *h_2 = work + (size_t)batch * 3288;  /* layer h_2: (batch, 24) */
-    real *z_h_3_gh = work + (size_t)batch * 3480;  /* Σ of h_3_gh: (batch, 72) */
-    real *h_3_gh = work + (size_t)batch * 3552;  /* layer h_3_gh: (batch, 72) */
+    real *z_h_3_gh = work + (size_t)batch * 3336;  /* Σ of h_3_gh: (batch, 72) */
+    real *h_3_gh = work + (size_t)batch * 3480;  /* layer h_3_gh: (batch, 72) */
     real *h_3 = work + (size_t)batch * 3264;  /* layer h_3: (batch, 24) */
-    real *z_h_4_gh = work + (size_t)batch * 3624;  /* Σ of h_4_gh: (batch, 72) */
-    real *h_4_gh = work + (size_t)batch * 3696;  /* layer h_4_gh: (batch, 72) */
+    real *z_h_4_gh = work + (size_t)batch * 3336;  /* Σ of h_4_gh: (batch, 72) */
+    real *h_4_gh = work + (size_t)batch * 3552;  /* layer h_4_gh: (batch, 72) */
     real *h_4 = work + (size_t)batch * 3240;  /* layer h_4: (batch, 24) */
-    real *z_h_5_gh = work + (size_t)batch * 3768;  /* Σ of h_5_gh: (batch, 72) */
-    real *h_5_gh = work + (size_t)batch * 3840;  /* layer h_5_gh: (batch, 72) */
+    real *z_h_5_gh = work + (size_t)batch * 3336;  /* Σ of h_5_gh: (batch, 72) */
+    real *h_5_gh = work + (size_t)batch * 3624;  /* layer h_5_gh: (batch, 72) */
     real *h_5 = work + (size_t)batch * 3216;  /* layer h_5: (batch, 24) */
-    real *z_h_6_gh = work + (size_t)batch * 3912;  /* Σ of h_6_gh: (batch, 72) */
-    real *h_6_gh = work + (size_t)batch * 3984;  /* layer h_6_gh: (batch, 72) */
+    real *z_h_6_gh = work + (size_t)batch * 3336;  /* Σ of h_6_gh: (batch, 72) */
+    real *h_6_gh = work + (size_t)batch * 3696;  /* layer h_6_gh: (batch, 72) */
     real *h_6 = work + (size_t)batch * 3192;  /* layer h_6: (batch, 24) */
-    real *z_h_7_gh = work + (size_t)batch * 4056;  /* Σ of h_7_gh: (batch, 72) */
-    real *h_7_gh = work + (size_t)batch * 4128;  /* layer h_7_gh: (batch, 72) */
+    real *z_h_7_gh = work + (size_t)batch * 3336;  /* Σ of h_7_gh: (batch, 72) */
+    real *h_7_gh = work + (size_t)batch * 3768;  /* layer h_7_gh: (batch, 72) */
     real *h_7 = work + (size_t)batch * 3168;  /* layer h_7: (batch, 24) */
-    real *z_h_8_gh = work + (size_t)batch * 4200;  /* Σ of h_8_gh: (batch, 72) */
-    real *h_8_gh = work + (size_t)batch * 4272;  /* layer h_8_gh: (batch, 72) */
+    real *z_h_8_gh = work + (size_t)batch * 3336;  /* Σ of h_8_gh: (batch, 72) */
+    real *h_8_gh = work + (size_t)batch * 3840;  /* layer h_8_gh: (batch, 72) */
     real *h_8 = work + (size_t)batch * 3144;  /* layer h_8: (batch, 24) */
-    real *z_h_9_gh = work + (size_t)batch * 4344;  /* Σ of h_9_gh: (batch, 72) */
-    real *h_9_gh = work + (size_t)batch * 4416;  /* layer h_9_gh: (batch, 72) */
+    real *z_h_9_gh = work + (size_t)batch * 3336;  /* Σ of h_9_gh: (batch, 72) */
+    real *h_9_gh = work + (size_t)batch * 3912;  /* layer h_9_gh: (batch, 72) */
     real *h_9 = work + (size_t)batch * 3120;  /* layer h_9: (batch, 24) */
-    real *z_h_10_gh = work + (size_t)batch * 4488;  /* Σ of h_10_gh: (batch, 72) */
-    real *h_10_gh = work + (size_t)batch * 4560;  /* layer h_10_gh: (batch, 72) */
+    real *z_h_10_gh = work + (size_t)batch * 3336;  /* Σ of h_10_gh: (batch, 72) */
+    real *h_10_gh = work + (size_t)batch * 3984;  /* layer h_10_gh: (batch, 72) */
     real *h_10 = work + (size_t)batch * 3096;  /* layer h_10: (batch, 24) */
-    real *z_h_11_gh = work + (size_t)batch * 4632;  /* Σ of h_11_gh: (batch, 72) */
-    real *h_11_gh = work + (size_t)batch * 4704;  /* layer h_11_gh: (batch, 72) */
+    real *z_h_11_gh = work + (size_t)batch * 3336;  /* Σ of h_11_gh: (batch, 72) */
+    real *h_11_gh = work + (size_t)batch * 4056;  /* layer h_11_gh: (batch, 72) */
     real *h_11 = work + (size_t)batch * 3072;  /* layer h_11: (batch, 24) */
-    real *z_h_12_gh = work + (size_t)batch * 4776;  /* Σ of h_12_gh: (batch, 72) */
-    real *h_12_gh = work + (size_t)batch * 4848;  /* layer h_12_gh: (batch, 72) */
+    real *z_h_12_gh = work + (size_t)batch * 3336;  /* Σ of h_12_gh: (batch, 72) */
+    real *h_12_gh = work + (size_t)batch * 4128;  /* layer h_12_gh: (batch, 72) */
     real *h_12 = work + (size_t)batch * 3048;  /* layer h_12: (batch, 24) */
-    real *z_h_13_gh = work + (size_t)batch * 4920;  /* Σ of h_13_gh: (batch, 72) */
-    real *h_13_gh = work + (size_t)batch * 4992;  /* layer h_13_gh: (batch, 72) */
+    real *z_h_13_gh = work + (size_t)batch * 3336;  /* Σ of h_13_gh: (batch, 72) */
+    real *h_13_gh = work + (size_t)batch * 4200;  /* layer h_13_gh: (batch, 72) */
     real *h_13 = work + (size_t)batch * 3024;  /* layer h_13: (batch, 24) */
-    real *z_h_14_gh = work + (size_t)batch * 5064;  /* Σ of h_14_gh: (batch, 72) */
-    real *h_14_gh = work + (size_t)batch * 5136;  /* layer h_14_gh: (batch, 72) */
+    real *z_h_14_gh = work + (size_t)batch * 3336;  /* Σ of h_14_gh: (batch, 72) */
+    real *h_14_gh = work + (size_t)batch * 4272;  /* layer h_14_gh: (batch, 72) */
     real *h_14 = work + (size_t)batch * 3000;  /* layer h_14: (batch, 24) */
-    real *z_h_15_gh = work + (size_t)batch * 5208;  /* Σ of h_15_gh: (batch, 72) */
-    real *h_15_gh = work + (size_t)batch * 5280;  /* layer h_15_gh: (batch, 72) */
+    real *z_h_15_gh = work + (size_t)batch * 3336;  /* Σ of h_15_gh: (batch, 72) */
+    real *h_15_gh = work + (size_t)batch * 4344;  /* layer h_15_gh: (batch, 72) */
     real *h_15 = work + (size_t)batch * 2976;  /* layer h_15: (batch, 24) */
-    real *z_h_16_gh = work + (size_t)batch * 5352;  /* Σ of h_16_gh: (batch, 72) */
-    real *h_16_gh = work + (size_t)batch * 5424;  /* layer h_16_gh: (batch, 72) */
+    real *z_h_16_gh = work + (size_t)batch * 3336;  /* Σ of h_16_gh: (batch, 72) */
+    real *h_16_gh = work + (size_t)batch * 4416;  /* layer h_16_gh: (batch, 72) */
     real *h_16 = work + (size_t)batch * 2952;  /* layer h_16: (batch, 24) */
-    real *z_h_17_gh = work + (size_t)batch * 5496;  /* Σ of h_17_gh: (batch, 72) */
-    real *h_17_gh = work + (size_t)batch * 5568;  /* layer h_17_gh: (batch, 72) */
+    real *z_h_17_gh = work + (size_t)batch * 3336;  /* Σ of h_17_gh: (batch, 72) */
+    real *h_17_gh = work + (size_t)batch * 4488;  /* layer h_17_gh: (batch, 72) */
     real *h_17 = work + (size_t)batch * 2928;  /* layer h_17: (batch, 24) */
-    real *z_h_18_gh = work + (size_t)batch * 5640;  /* Σ of h_18_gh: (batch, 72) */
-    real *h_18_gh = work + (size_t)batch * 5712;  /* layer h_18_gh: (batch, 72) */
+    real *z_h_18_gh = work + (size_t)batch * 3336;  /* Σ of h_18_gh: (batch, 72) */
+    real *h_18_gh = work + (size_t)batch * 4560;  /* layer h_18_gh: (batch, 72) */
     real *h_18 = work + (size_t)batch * 2904;  /* layer h_18: (batch, 24) */
-    real *z_h_19_gh = work + (size_t)batch * 5784;  /* Σ of h_19_gh: (batch, 72) */
-    real *h_19_gh = work + (size_t)batch * 5856;  /* layer h_19_gh: (batch, 72) */
+    real *z_h_19_gh = work + (size_t)batch * 3336;  /* Σ of h_19_gh: (batch, 72) */
+    real *h_19_gh = work + (size_t)batch * 4632;  /* layer h_19_gh: (batch, 72) */
     real *h_19 = work + (size_t)batch * 2880;  /* layer h_19: (batch, 24) */
-    real *z_h_20_gh = work + (size_t)batch * 5928;  /* Σ of h_20_gh: (batch, 72) */
-    real *h_20_gh = work + (size_t)batch * 6000;  /* layer h_20_gh: (batch, 72) */
-    real *h_20 = work + (size_t)batch * 6072;  /* layer h_20: (batch, 24) */
-    real *z_O = work + (size_t)batch * 6096;  /* Σ of O: (batch, 4) */
-    real *sn_u_O = work + (size_t)batch * 6100;  /* layer O: (batch, 4) */
+    real *z_h_20_gh = work + (size_t)batch * 3336;  /* Σ of h_20_gh: (batch, 72) */
+    real *h_20_gh = work + (size_t)batch * 4704;  /* layer h_20_gh: (batch, 72) */
+    real *h_20 = work + (size_t)batch * 4776;  /* layer h_20: (batch, 24) */
+    real *z_O = work + (size_t)batch * 4800;  /* Σ of O: (batch, 4) */
+    real *sn_u_O = work + (size_t)batch * 4804;  /* layer O: (batch, 4) */
 
     /* z_h_gx[b,t,i] = Σ_j W1[i,j]·S[b,t,j] for each of the 20 positions t */
     sn_mm_nt(batch * 20, 72, 4, S, W1, z_h_gx, 0);
@@ -1218,10 +1218,10 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_f79e06d300_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_acedc885cd_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
-    memcpy(O, work + (size_t)batch * 6100, sizeof(real) * (size_t)batch * 4);
+    memcpy(O, work + (size_t)batch * 4804, sizeof(real) * (size_t)batch * 4);
 }
 
 /* ------------------------------------------------------------------------
@@ -1276,7 +1276,7 @@ static void sn_chunk_tail(sn_chunk_args *a, int c)
     real *work = a->work;
     const int batch = a->batch;
     const int sn_lo = sn_cut(batch, c, a->n), sn_hi = sn_cut(batch, c + 1, a->n);
-    real *sn_part = work + (size_t)batch * 9396 + (size_t)c * 148;  /* 148 partial sums */
+    real *sn_part = work + (size_t)batch * 6224 + (size_t)c * 148;  /* 148 partial sums */
     const real *sn_u_c1 = params + 360;  /* c1: (72,) */
     const real *U1 = params + 432;  /* U1: (72, 24) */
     const real *W22 = params + 2160;  /* W22: (4, 24) */
@@ -1286,88 +1286,88 @@ static void sn_chunk_tail(sn_chunk_args *a, int c)
     real *g_b1 = sn_part + 76;  /* this chunk's part of ∂L/∂b1: (72,) */
     real *g_W22 = a->grads + 2160;  /* ∂L/∂W22: (4, 24) */
     real *g_W1 = a->grads + 0;  /* ∂L/∂W1: (72, 4) */
-    real *sn_wpart = work + (size_t)batch * 9544;  /* chunks 1, 2, …'s parts of the weight gradients, 384 numbers each */
+    real *sn_wpart = work + (size_t)batch * 6372;  /* chunks 1, 2, …'s parts of the weight gradients, 384 numbers each */
     real *h_gx = work + (size_t)batch * 1440;  /* layer h_gx: (batch, 20, 72) */
     real *h_1 = work + (size_t)batch * 3312;  /* layer h_1: (batch, 24) */
     real *h_2_gh = work + (size_t)batch * 3408;  /* layer h_2_gh: (batch, 72) */
     real *h_2 = work + (size_t)batch * 3288;  /* layer h_2: (batch, 24) */
-    real *h_3_gh = work + (size_t)batch * 3552;  /* layer h_3_gh: (batch, 72) */
+    real *h_3_gh = work + (size_t)batch * 3480;  /* layer h_3_gh: (batch, 72) */
     real *h_3 = work + (size_t)batch * 3264;  /* layer h_3: (batch, 24) */
-    real *h_4_gh = work + (size_t)batch * 3696;  /* layer h_4_gh: (batch, 72) */
+    real *h_4_gh = work + (size_t)batch * 3552;  /* layer h_4_gh: (batch, 72) */
     real *h_4 = work + (size_t)batch * 3240;  /* layer h_4: (batch, 24) */
-    real *h_5_gh = work + (size_t)batch * 3840;  /* layer h_5_gh: (batch, 72) */
+    real *h_5_gh = work + (size_t)batch * 3624;  /* layer h_5_gh: (batch, 72) */
     real *h_5 = work + (size_t)batch * 3216;  /* layer h_5: (batch, 24) */
-    real *h_6_gh = work + (size_t)batch * 3984;  /* layer h_6_gh: (batch, 72) */
+    real *h_6_gh = work + (size_t)batch * 3696;  /* layer h_6_gh: (batch, 72) */
     real *h_6 = work + (size_t)batch * 3192;  /* layer h_6: (batch, 24) */
-    real *h_7_gh = work + (size_t)batch * 4128;  /* layer h_7_gh: (batch, 72) */
+    real *h_7_gh = work + (size_t)batch * 3768;  /* layer h_7_gh: (batch, 72) */
     real *h_7 = work + (size_t)batch * 3168;  /* layer h_7: (batch, 24) */
-    real *h_8_gh = work + (size_t)batch * 4272;  /* layer h_8_gh: (batch, 72) */
+    real *h_8_gh = work + (size_t)batch * 3840;  /* layer h_8_gh: (batch, 72) */
     real *h_8 = work + (size_t)batch * 3144;  /* layer h_8: (batch, 24) */
-    real *h_9_gh = work + (size_t)batch * 4416;  /* layer h_9_gh: (batch, 72) */
+    real *h_9_gh = work + (size_t)batch * 3912;  /* layer h_9_gh: (batch, 72) */
     real *h_9 = work + (size_t)batch * 3120;  /* layer h_9: (batch, 24) */
-    real *h_10_gh = work + (size_t)batch * 4560;  /* layer h_10_gh: (batch, 72) */
+    real *h_10_gh = work + (size_t)batch * 3984;  /* layer h_10_gh: (batch, 72) */
     real *h_10 = work + (size_t)batch * 3096;  /* layer h_10: (batch, 24) */
-    real *h_11_gh = work + (size_t)batch * 4704;  /* layer h_11_gh: (batch, 72) */
+    real *h_11_gh = work + (size_t)batch * 4056;  /* layer h_11_gh: (batch, 72) */
     real *h_11 = work + (size_t)batch * 3072;  /* layer h_11: (batch, 24) */
-    real *h_12_gh = work + (size_t)batch * 4848;  /* layer h_12_gh: (batch, 72) */
+    real *h_12_gh = work + (size_t)batch * 4128;  /* layer h_12_gh: (batch, 72) */
     real *h_12 = work + (size_t)batch * 3048;  /* layer h_12: (batch, 24) */
-    real *h_13_gh = work + (size_t)batch * 4992;  /* layer h_13_gh: (batch, 72) */
+    real *h_13_gh = work + (size_t)batch * 4200;  /* layer h_13_gh: (batch, 72) */
     real *h_13 = work + (size_t)batch * 3024;  /* layer h_13: (batch, 24) */
-    real *h_14_gh = work + (size_t)batch * 5136;  /* layer h_14_gh: (batch, 72) */
+    real *h_14_gh = work + (size_t)batch * 4272;  /* layer h_14_gh: (batch, 72) */
     real *h_14 = work + (size_t)batch * 3000;  /* layer h_14: (batch, 24) */
-    real *h_15_gh = work + (size_t)batch * 5280;  /* layer h_15_gh: (batch, 72) */
+    real *h_15_gh = work + (size_t)batch * 4344;  /* layer h_15_gh: (batch, 72) */
     real *h_15 = work + (size_t)batch * 2976;  /* layer h_15: (batch, 24) */
-    real *h_16_gh = work + (size_t)batch * 5424;  /* layer h_16_gh: (batch, 72) */
+    real *h_16_gh = work + (size_t)batch * 4416;  /* layer h_16_gh: (batch, 72) */
     real *h_16 = work + (size_t)batch * 2952;  /* layer h_16: (batch, 24) */
-    real *h_17_gh = work + (size_t)batch * 5568;  /* layer h_17_gh: (batch, 72) */
+    real *h_17_gh = work + (size_t)batch * 4488;  /* layer h_17_gh: (batch, 72) */
     real *h_17 = work + (size_t)batch * 2928;  /* layer h_17: (batch, 24) */
-    real *h_18_gh = work + (size_t)batch * 5712;  /* layer h_18_gh: (batch, 72) */
+    real *h_18_gh = work + (size_t)batch * 4560;  /* layer h_18_gh: (batch, 72) */
     real *h_18 = work + (size_t)batch * 2904;  /* layer h_18: (batch, 24) */
-    real *h_19_gh = work + (size_t)batch * 5856;  /* layer h_19_gh: (batch, 72) */
+    real *h_19_gh = work + (size_t)batch * 4632;  /* layer h_19_gh: (batch, 72) */
     real *h_19 = work + (size_t)batch * 2880;  /* layer h_19: (batch, 24) */
-    real *h_20_gh = work + (size_t)batch * 6000;  /* layer h_20_gh: (batch, 72) */
-    real *h_20 = work + (size_t)batch * 6072;  /* layer h_20: (batch, 24) */
-    real *dL_dh_gx = work + (size_t)batch * 6104;  /* ∂L/∂h_gx: (batch, 20, 72) */
-    real *dL_dh_1 = work + (size_t)batch * 7544;  /* ∂L/∂h_1: (batch, 24) */
-    real *dL_dh_2_gh = work + (size_t)batch * 8864;  /* ∂L/∂h_2_gh: (batch, 72) */
-    real *dL_dh_2 = work + (size_t)batch * 8936;  /* ∂L/∂h_2: (batch, 24) */
-    real *dL_dh_3_gh = work + (size_t)batch * 8792;  /* ∂L/∂h_3_gh: (batch, 72) */
-    real *dL_dh_3 = work + (size_t)batch * 8960;  /* ∂L/∂h_3: (batch, 24) */
-    real *dL_dh_4_gh = work + (size_t)batch * 8720;  /* ∂L/∂h_4_gh: (batch, 72) */
-    real *dL_dh_4 = work + (size_t)batch * 8984;  /* ∂L/∂h_4: (batch, 24) */
-    real *dL_dh_5_gh = work + (size_t)batch * 8648;  /* ∂L/∂h_5_gh: (batch, 72) */
-    real *dL_dh_5 = work + (size_t)batch * 9008;  /* ∂L/∂h_5: (batch, 24) */
-    real *dL_dh_6_gh = work + (size_t)batch * 8576;  /* ∂L/∂h_6_gh: (batch, 72) */
-    real *dL_dh_6 = work + (size_t)batch * 9032;  /* ∂L/∂h_6: (batch, 24) */
-    real *dL_dh_7_gh = work + (size_t)batch * 8504;  /* ∂L/∂h_7_gh: (batch, 72) */
-    real *dL_dh_7 = work + (size_t)batch * 9056;  /* ∂L/∂h_7: (batch, 24) */
-    real *dL_dh_8_gh = work + (size_t)batch * 8432;  /* ∂L/∂h_8_gh: (batch, 72) */
-    real *dL_dh_8 = work + (size_t)batch * 9080;  /* ∂L/∂h_8: (batch, 24) */
-    real *dL_dh_9_gh = work + (size_t)batch * 8360;  /* ∂L/∂h_9_gh: (batch, 72) */
-    real *dL_dh_9 = work + (size_t)batch * 9104;  /* ∂L/∂h_9: (batch, 24) */
-    real *dL_dh_10_gh = work + (size_t)batch * 8288;  /* ∂L/∂h_10_gh: (batch, 72) */
-    real *dL_dh_10 = work + (size_t)batch * 9128;  /* ∂L/∂h_10: (batch, 24) */
-    real *dL_dh_11_gh = work + (size_t)batch * 8216;  /* ∂L/∂h_11_gh: (batch, 72) */
-    real *dL_dh_11 = work + (size_t)batch * 9152;  /* ∂L/∂h_11: (batch, 24) */
-    real *dL_dh_12_gh = work + (size_t)batch * 8144;  /* ∂L/∂h_12_gh: (batch, 72) */
-    real *dL_dh_12 = work + (size_t)batch * 9176;  /* ∂L/∂h_12: (batch, 24) */
-    real *dL_dh_13_gh = work + (size_t)batch * 8072;  /* ∂L/∂h_13_gh: (batch, 72) */
-    real *dL_dh_13 = work + (size_t)batch * 9200;  /* ∂L/∂h_13: (batch, 24) */
-    real *dL_dh_14_gh = work + (size_t)batch * 8000;  /* ∂L/∂h_14_gh: (batch, 72) */
-    real *dL_dh_14 = work + (size_t)batch * 9224;  /* ∂L/∂h_14: (batch, 24) */
-    real *dL_dh_15_gh = work + (size_t)batch * 7928;  /* ∂L/∂h_15_gh: (batch, 72) */
-    real *dL_dh_15 = work + (size_t)batch * 9248;  /* ∂L/∂h_15: (batch, 24) */
-    real *dL_dh_16_gh = work + (size_t)batch * 7856;  /* ∂L/∂h_16_gh: (batch, 72) */
-    real *dL_dh_16 = work + (size_t)batch * 9272;  /* ∂L/∂h_16: (batch, 24) */
-    real *dL_dh_17_gh = work + (size_t)batch * 7784;  /* ∂L/∂h_17_gh: (batch, 72) */
-    real *dL_dh_17 = work + (size_t)batch * 9296;  /* ∂L/∂h_17: (batch, 24) */
-    real *dL_dh_18_gh = work + (size_t)batch * 7712;  /* ∂L/∂h_18_gh: (batch, 72) */
-    real *dL_dh_18 = work + (size_t)batch * 9320;  /* ∂L/∂h_18: (batch, 24) */
-    real *dL_dh_19_gh = work + (size_t)batch * 7640;  /* ∂L/∂h_19_gh: (batch, 72) */
-    real *dL_dh_19 = work + (size_t)batch * 9344;  /* ∂L/∂h_19: (batch, 24) */
-    real *dL_dh_20_gh = work + (size_t)batch * 7568;  /* ∂L/∂h_20_gh: (batch, 72) */
-    real *dL_dh_20 = work + (size_t)batch * 9368;  /* ∂L/∂h_20: (batch, 24) */
-    real *dL_dO = work + (size_t)batch * 9392;  /* ∂L/∂O: (batch, 4) */
+    real *h_20_gh = work + (size_t)batch * 4704;  /* layer h_20_gh: (batch, 72) */
+    real *h_20 = work + (size_t)batch * 4776;  /* layer h_20: (batch, 24) */
+    real *dL_dh_gx = work + (size_t)batch * 0;  /* ∂L/∂h_gx: (batch, 20, 72) */
+    real *dL_dh_1 = work + (size_t)batch * 4808;  /* ∂L/∂h_1: (batch, 24) */
+    real *dL_dh_2_gh = work + (size_t)batch * 6128;  /* ∂L/∂h_2_gh: (batch, 72) */
+    real *dL_dh_2 = work + (size_t)batch * 6200;  /* ∂L/∂h_2: (batch, 24) */
+    real *dL_dh_3_gh = work + (size_t)batch * 6056;  /* ∂L/∂h_3_gh: (batch, 72) */
+    real *dL_dh_3 = work + (size_t)batch * 4808;  /* ∂L/∂h_3: (batch, 24) */
+    real *dL_dh_4_gh = work + (size_t)batch * 5984;  /* ∂L/∂h_4_gh: (batch, 72) */
+    real *dL_dh_4 = work + (size_t)batch * 6200;  /* ∂L/∂h_4: (batch, 24) */
+    real *dL_dh_5_gh = work + (size_t)batch * 5912;  /* ∂L/∂h_5_gh: (batch, 72) */
+    real *dL_dh_5 = work + (size_t)batch * 4808;  /* ∂L/∂h_5: (batch, 24) */
+    real *dL_dh_6_gh = work + (size_t)batch * 5840;  /* ∂L/∂h_6_gh: (batch, 72) */
+    real *dL_dh_6 = work + (size_t)batch * 6200;  /* ∂L/∂h_6: (batch, 24) */
+    real *dL_dh_7_gh = work + (size_t)batch * 5768;  /* ∂L/∂h_7_gh: (batch, 72) */
+    real *dL_dh_7 = work + (size_t)batch * 4808;  /* ∂L/∂h_7: (batch, 24) */
+    real *dL_dh_8_gh = work + (size_t)batch * 5696;  /* ∂L/∂h_8_gh: (batch, 72) */
+    real *dL_dh_8 = work + (size_t)batch * 6200;  /* ∂L/∂h_8: (batch, 24) */
+    real *dL_dh_9_gh = work + (size_t)batch * 5624;  /* ∂L/∂h_9_gh: (batch, 72) */
+    real *dL_dh_9 = work + (size_t)batch * 4808;  /* ∂L/∂h_9: (batch, 24) */
+    real *dL_dh_10_gh = work + (size_t)batch * 5552;  /* ∂L/∂h_10_gh: (batch, 72) */
+    real *dL_dh_10 = work + (size_t)batch * 6200;  /* ∂L/∂h_10: (batch, 24) */
+    real *dL_dh_11_gh = work + (size_t)batch * 5480;  /* ∂L/∂h_11_gh: (batch, 72) */
+    real *dL_dh_11 = work + (size_t)batch * 4808;  /* ∂L/∂h_11: (batch, 24) */
+    real *dL_dh_12_gh = work + (size_t)batch * 5408;  /* ∂L/∂h_12_gh: (batch, 72) */
+    real *dL_dh_12 = work + (size_t)batch * 6200;  /* ∂L/∂h_12: (batch, 24) */
+    real *dL_dh_13_gh = work + (size_t)batch * 5336;  /* ∂L/∂h_13_gh: (batch, 72) */
+    real *dL_dh_13 = work + (size_t)batch * 4808;  /* ∂L/∂h_13: (batch, 24) */
+    real *dL_dh_14_gh = work + (size_t)batch * 5264;  /* ∂L/∂h_14_gh: (batch, 72) */
+    real *dL_dh_14 = work + (size_t)batch * 6200;  /* ∂L/∂h_14: (batch, 24) */
+    real *dL_dh_15_gh = work + (size_t)batch * 5192;  /* ∂L/∂h_15_gh: (batch, 72) */
+    real *dL_dh_15 = work + (size_t)batch * 4808;  /* ∂L/∂h_15: (batch, 24) */
+    real *dL_dh_16_gh = work + (size_t)batch * 5120;  /* ∂L/∂h_16_gh: (batch, 72) */
+    real *dL_dh_16 = work + (size_t)batch * 6200;  /* ∂L/∂h_16: (batch, 24) */
+    real *dL_dh_17_gh = work + (size_t)batch * 5048;  /* ∂L/∂h_17_gh: (batch, 72) */
+    real *dL_dh_17 = work + (size_t)batch * 4808;  /* ∂L/∂h_17: (batch, 24) */
+    real *dL_dh_18_gh = work + (size_t)batch * 4976;  /* ∂L/∂h_18_gh: (batch, 72) */
+    real *dL_dh_18 = work + (size_t)batch * 6200;  /* ∂L/∂h_18: (batch, 24) */
+    real *dL_dh_19_gh = work + (size_t)batch * 4904;  /* ∂L/∂h_19_gh: (batch, 72) */
+    real *dL_dh_19 = work + (size_t)batch * 4808;  /* ∂L/∂h_19: (batch, 24) */
+    real *dL_dh_20_gh = work + (size_t)batch * 4832;  /* ∂L/∂h_20_gh: (batch, 72) */
+    real *dL_dh_20 = work + (size_t)batch * 6200;  /* ∂L/∂h_20: (batch, 24) */
+    real *dL_dO = work + (size_t)batch * 4800;  /* ∂L/∂O: (batch, 4) */
     real *delta_h_gx = dL_dh_gx;  /* ∂L/∂z_h_gx: ∂L/∂h_gx itself: (batch, 20, 72) */
     real *delta_h_2_gh = dL_dh_2_gh;  /* ∂L/∂z_h_2_gh: ∂L/∂h_2_gh itself: (batch, 72) */
     real *delta_h_3_gh = dL_dh_3_gh;  /* ∂L/∂z_h_3_gh: ∂L/∂h_3_gh itself: (batch, 72) */
@@ -2077,7 +2077,7 @@ static void sn_chunk_head(sn_chunk_args *a, int c)
     real *work = a->work;
     const int batch = a->batch;
     const int sn_lo = sn_cut(batch, c, a->n), sn_hi = sn_cut(batch, c + 1, a->n);
-    real *sn_part = work + (size_t)batch * 9396 + (size_t)c * 148;  /* 148 partial sums */
+    real *sn_part = work + (size_t)batch * 6224 + (size_t)c * 148;  /* 148 partial sums */
     const real *W1 = params + 0;  /* W1: (72, 4) */
     const real *b1 = params + 288;  /* b1: (72,) */
     const real *sn_u_c1 = params + 360;  /* c1: (72,) */
@@ -2091,62 +2091,62 @@ static void sn_chunk_head(sn_chunk_args *a, int c)
     real *z_h_2_gh = work + (size_t)batch * 3336;  /* Σ of h_2_gh: (batch, 72) */
     real *h_2_gh = work + (size_t)batch * 3408;  /* layer h_2_gh: (batch, 72) */
     real *h_2 = work + (size_t)batch * 3288;  /* layer h_2: (batch, 24) */
-    real *z_h_3_gh = work + (size_t)batch * 3480;  /* Σ of h_3_gh: (batch, 72) */
-    real *h_3_gh = work + (size_t)batch * 3552;  /* layer h_3_gh: (batch, 72) */
+    real *z_h_3_gh = work + (size_t)batch * 3336;  /* Σ of h_3_gh: (batch, 72) */
+    real *h_3_gh = work + (size_t)batch * 3480;  /* layer h_3_gh: (batch, 72) */
     real *h_3 = work + (size_t)batch * 3264;  /* layer h_3: (batch, 24) */
-    real *z_h_4_gh = work + (size_t)batch * 3624;  /* Σ of h_4_gh: (batch, 72) */
-    real *h_4_gh = work + (size_t)batch * 3696;  /* layer h_4_gh: (batch, 72) */
+    real *z_h_4_gh = work + (size_t)batch * 3336;  /* Σ of h_4_gh: (batch, 72) */
+    real *h_4_gh = work + (size_t)batch * 3552;  /* layer h_4_gh: (batch, 72) */
     real *h_4 = work + (size_t)batch * 3240;  /* layer h_4: (batch, 24) */
-    real *z_h_5_gh = work + (size_t)batch * 3768;  /* Σ of h_5_gh: (batch, 72) */
-    real *h_5_gh = work + (size_t)batch * 3840;  /* layer h_5_gh: (batch, 72) */
+    real *z_h_5_gh = work + (size_t)batch * 3336;  /* Σ of h_5_gh: (batch, 72) */
+    real *h_5_gh = work + (size_t)batch * 3624;  /* layer h_5_gh: (batch, 72) */
     real *h_5 = work + (size_t)batch * 3216;  /* layer h_5: (batch, 24) */
-    real *z_h_6_gh = work + (size_t)batch * 3912;  /* Σ of h_6_gh: (batch, 72) */
-    real *h_6_gh = work + (size_t)batch * 3984;  /* layer h_6_gh: (batch, 72) */
+    real *z_h_6_gh = work + (size_t)batch * 3336;  /* Σ of h_6_gh: (batch, 72) */
+    real *h_6_gh = work + (size_t)batch * 3696;  /* layer h_6_gh: (batch, 72) */
     real *h_6 = work + (size_t)batch * 3192;  /* layer h_6: (batch, 24) */
-    real *z_h_7_gh = work + (size_t)batch * 4056;  /* Σ of h_7_gh: (batch, 72) */
-    real *h_7_gh = work + (size_t)batch * 4128;  /* layer h_7_gh: (batch, 72) */
+    real *z_h_7_gh = work + (size_t)batch * 3336;  /* Σ of h_7_gh: (batch, 72) */
+    real *h_7_gh = work + (size_t)batch * 3768;  /* layer h_7_gh: (batch, 72) */
     real *h_7 = work + (size_t)batch * 3168;  /* layer h_7: (batch, 24) */
-    real *z_h_8_gh = work + (size_t)batch * 4200;  /* Σ of h_8_gh: (batch, 72) */
-    real *h_8_gh = work + (size_t)batch * 4272;  /* layer h_8_gh: (batch, 72) */
+    real *z_h_8_gh = work + (size_t)batch * 3336;  /* Σ of h_8_gh: (batch, 72) */
+    real *h_8_gh = work + (size_t)batch * 3840;  /* layer h_8_gh: (batch, 72) */
     real *h_8 = work + (size_t)batch * 3144;  /* layer h_8: (batch, 24) */
-    real *z_h_9_gh = work + (size_t)batch * 4344;  /* Σ of h_9_gh: (batch, 72) */
-    real *h_9_gh = work + (size_t)batch * 4416;  /* layer h_9_gh: (batch, 72) */
+    real *z_h_9_gh = work + (size_t)batch * 3336;  /* Σ of h_9_gh: (batch, 72) */
+    real *h_9_gh = work + (size_t)batch * 3912;  /* layer h_9_gh: (batch, 72) */
     real *h_9 = work + (size_t)batch * 3120;  /* layer h_9: (batch, 24) */
-    real *z_h_10_gh = work + (size_t)batch * 4488;  /* Σ of h_10_gh: (batch, 72) */
-    real *h_10_gh = work + (size_t)batch * 4560;  /* layer h_10_gh: (batch, 72) */
+    real *z_h_10_gh = work + (size_t)batch * 3336;  /* Σ of h_10_gh: (batch, 72) */
+    real *h_10_gh = work + (size_t)batch * 3984;  /* layer h_10_gh: (batch, 72) */
     real *h_10 = work + (size_t)batch * 3096;  /* layer h_10: (batch, 24) */
-    real *z_h_11_gh = work + (size_t)batch * 4632;  /* Σ of h_11_gh: (batch, 72) */
-    real *h_11_gh = work + (size_t)batch * 4704;  /* layer h_11_gh: (batch, 72) */
+    real *z_h_11_gh = work + (size_t)batch * 3336;  /* Σ of h_11_gh: (batch, 72) */
+    real *h_11_gh = work + (size_t)batch * 4056;  /* layer h_11_gh: (batch, 72) */
     real *h_11 = work + (size_t)batch * 3072;  /* layer h_11: (batch, 24) */
-    real *z_h_12_gh = work + (size_t)batch * 4776;  /* Σ of h_12_gh: (batch, 72) */
-    real *h_12_gh = work + (size_t)batch * 4848;  /* layer h_12_gh: (batch, 72) */
+    real *z_h_12_gh = work + (size_t)batch * 3336;  /* Σ of h_12_gh: (batch, 72) */
+    real *h_12_gh = work + (size_t)batch * 4128;  /* layer h_12_gh: (batch, 72) */
     real *h_12 = work + (size_t)batch * 3048;  /* layer h_12: (batch, 24) */
-    real *z_h_13_gh = work + (size_t)batch * 4920;  /* Σ of h_13_gh: (batch, 72) */
-    real *h_13_gh = work + (size_t)batch * 4992;  /* layer h_13_gh: (batch, 72) */
+    real *z_h_13_gh = work + (size_t)batch * 3336;  /* Σ of h_13_gh: (batch, 72) */
+    real *h_13_gh = work + (size_t)batch * 4200;  /* layer h_13_gh: (batch, 72) */
     real *h_13 = work + (size_t)batch * 3024;  /* layer h_13: (batch, 24) */
-    real *z_h_14_gh = work + (size_t)batch * 5064;  /* Σ of h_14_gh: (batch, 72) */
-    real *h_14_gh = work + (size_t)batch * 5136;  /* layer h_14_gh: (batch, 72) */
+    real *z_h_14_gh = work + (size_t)batch * 3336;  /* Σ of h_14_gh: (batch, 72) */
+    real *h_14_gh = work + (size_t)batch * 4272;  /* layer h_14_gh: (batch, 72) */
     real *h_14 = work + (size_t)batch * 3000;  /* layer h_14: (batch, 24) */
-    real *z_h_15_gh = work + (size_t)batch * 5208;  /* Σ of h_15_gh: (batch, 72) */
-    real *h_15_gh = work + (size_t)batch * 5280;  /* layer h_15_gh: (batch, 72) */
+    real *z_h_15_gh = work + (size_t)batch * 3336;  /* Σ of h_15_gh: (batch, 72) */
+    real *h_15_gh = work + (size_t)batch * 4344;  /* layer h_15_gh: (batch, 72) */
     real *h_15 = work + (size_t)batch * 2976;  /* layer h_15: (batch, 24) */
-    real *z_h_16_gh = work + (size_t)batch * 5352;  /* Σ of h_16_gh: (batch, 72) */
-    real *h_16_gh = work + (size_t)batch * 5424;  /* layer h_16_gh: (batch, 72) */
+    real *z_h_16_gh = work + (size_t)batch * 3336;  /* Σ of h_16_gh: (batch, 72) */
+    real *h_16_gh = work + (size_t)batch * 4416;  /* layer h_16_gh: (batch, 72) */
     real *h_16 = work + (size_t)batch * 2952;  /* layer h_16: (batch, 24) */
-    real *z_h_17_gh = work + (size_t)batch * 5496;  /* Σ of h_17_gh: (batch, 72) */
-    real *h_17_gh = work + (size_t)batch * 5568;  /* layer h_17_gh: (batch, 72) */
+    real *z_h_17_gh = work + (size_t)batch * 3336;  /* Σ of h_17_gh: (batch, 72) */
+    real *h_17_gh = work + (size_t)batch * 4488;  /* layer h_17_gh: (batch, 72) */
     real *h_17 = work + (size_t)batch * 2928;  /* layer h_17: (batch, 24) */
-    real *z_h_18_gh = work + (size_t)batch * 5640;  /* Σ of h_18_gh: (batch, 72) */
-    real *h_18_gh = work + (size_t)batch * 5712;  /* layer h_18_gh: (batch, 72) */
+    real *z_h_18_gh = work + (size_t)batch * 3336;  /* Σ of h_18_gh: (batch, 72) */
+    real *h_18_gh = work + (size_t)batch * 4560;  /* layer h_18_gh: (batch, 72) */
     real *h_18 = work + (size_t)batch * 2904;  /* layer h_18: (batch, 24) */
-    real *z_h_19_gh = work + (size_t)batch * 5784;  /* Σ of h_19_gh: (batch, 72) */
-    real *h_19_gh = work + (size_t)batch * 5856;  /* layer h_19_gh: (batch, 72) */
+    real *z_h_19_gh = work + (size_t)batch * 3336;  /* Σ of h_19_gh: (batch, 72) */
+    real *h_19_gh = work + (size_t)batch * 4632;  /* layer h_19_gh: (batch, 72) */
     real *h_19 = work + (size_t)batch * 2880;  /* layer h_19: (batch, 24) */
-    real *z_h_20_gh = work + (size_t)batch * 5928;  /* Σ of h_20_gh: (batch, 72) */
-    real *h_20_gh = work + (size_t)batch * 6000;  /* layer h_20_gh: (batch, 72) */
-    real *h_20 = work + (size_t)batch * 6072;  /* layer h_20: (batch, 24) */
-    real *z_O = work + (size_t)batch * 6096;  /* Σ of O: (batch, 4) */
-    real *sn_u_O = work + (size_t)batch * 6100;  /* layer O: (batch, 4) */
+    real *z_h_20_gh = work + (size_t)batch * 3336;  /* Σ of h_20_gh: (batch, 72) */
+    real *h_20_gh = work + (size_t)batch * 4704;  /* layer h_20_gh: (batch, 72) */
+    real *h_20 = work + (size_t)batch * 4776;  /* layer h_20: (batch, 24) */
+    real *z_O = work + (size_t)batch * 4800;  /* Σ of O: (batch, 4) */
+    real *sn_u_O = work + (size_t)batch * 4804;  /* layer O: (batch, 4) */
 
     (void)T;
     (void)sn_part;
@@ -2553,10 +2553,10 @@ static void sn_chunk(void *arg, int c)
     real *work = a->work;
     const int batch = a->batch;
     const int sn_lo = sn_cut(batch, c, a->n), sn_hi = sn_cut(batch, c + 1, a->n);
-    real *sn_part = work + (size_t)batch * 9396 + (size_t)c * 148;  /* 148 partial sums */
+    real *sn_part = work + (size_t)batch * 6224 + (size_t)c * 148;  /* 148 partial sums */
 
-    real *sn_u_O = work + (size_t)batch * 6100;  /* layer O: (batch, 4) */
-    real *dL_dO = work + (size_t)batch * 9392;  /* ∂L/∂O: (batch, 4) */
+    real *sn_u_O = work + (size_t)batch * 4804;  /* layer O: (batch, 4) */
+    real *dL_dO = work + (size_t)batch * 4800;  /* ∂L/∂O: (batch, 4) */
 
     (void)params;
     (void)S;
@@ -2607,10 +2607,10 @@ static void sn_chunk_labels(void *arg, int c)
     real *work = a->work;
     const int batch = a->batch;
     const int sn_lo = sn_cut(batch, c, a->n), sn_hi = sn_cut(batch, c + 1, a->n);
-    real *sn_part = work + (size_t)batch * 9396 + (size_t)c * 148;  /* 148 partial sums */
+    real *sn_part = work + (size_t)batch * 6224 + (size_t)c * 148;  /* 148 partial sums */
 
-    real *sn_u_O = work + (size_t)batch * 6100;  /* layer O: (batch, 4) */
-    real *dL_dO = work + (size_t)batch * 9392;  /* ∂L/∂O: (batch, 4) */
+    real *sn_u_O = work + (size_t)batch * 4804;  /* layer O: (batch, 4) */
+    real *dL_dO = work + (size_t)batch * 4800;  /* ∂L/∂O: (batch, 4) */
 
     (void)params;
     (void)S;
@@ -2685,14 +2685,14 @@ static void sn_chunk_sums(void *arg, int c)
     real *g_b22 = grads + 2256;  /* ∂L/∂b22: (4,) */
 
     real *h_19 = work + (size_t)batch * 2880;  /* layer h_19: (batch, 24) */
-    real *dL_dh_20_gh = work + (size_t)batch * 7568;  /* ∂L/∂h_20_gh: (batch, 72) */
+    real *dL_dh_20_gh = work + (size_t)batch * 4832;  /* ∂L/∂h_20_gh: (batch, 72) */
     real *delta_h_20_gh = dL_dh_20_gh;  /* ∂L/∂z_h_20_gh: ∂L/∂h_20_gh itself: (batch, 72) */
 
     (void)S;
     /* the share q0 ≤ q < q1 of the weight gradients (one after the other, 384
        numbers) of job c: chunk 0's part plus the other chunks' partial sums, in their order */
     const int q0 = sn_cut(384, c, a->n), q1 = sn_cut(384, c + 1, a->n);
-    const real *sn_wpart = work + (size_t)batch * 9544;
+    const real *sn_wpart = work + (size_t)batch * 6372;
     {
         /* g_W22[q] += Σ_{k ≥ 1} (chunk k's part of it)[q] */
         const int lo = q0 > 0 ? q0 - 0 : 0, hi = q1 < 96 ? q1 - 0 : 96;
@@ -2736,7 +2736,7 @@ static void sn_chunk_sums(void *arg, int c)
 
     if (c == 0) {
         /* the chunks' partial sums added up in their order */
-        const real *sn_part = work + (size_t)batch * 9396;
+        const real *sn_part = work + (size_t)batch * 6224;
         /* g_b22[q] = Σ_k (chunk k's part of it)[q] */
         for (int q = 0; q < 4; q++) {
             real s = sn_part[0 + q];
@@ -2789,7 +2789,7 @@ static double sn_chunk_pass(sn_chunk_args *a, void (*rows)(void *, int), real *t
 static double sn_loss(const real *params, real *work, const real *S, const real *T, int batch)
 {
 
-    real *sn_u_O = work + (size_t)batch * 6100;  /* layer O: (batch, 4) */
+    real *sn_u_O = work + (size_t)batch * 4804;  /* layer O: (batch, 4) */
 
     double loss = 0;
     sn_forward(params, work, S, batch);
@@ -2821,7 +2821,7 @@ static double sn_loss(const real *params, real *work, const real *S, const real 
     return loss / batch;
 }
 
-real symnet_f79e06d300_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_acedc885cd_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -2835,7 +2835,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return sn_chunk_pass(&a, sn_chunk, NULL);
 }
 
-real symnet_f79e06d300_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_acedc885cd_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -2844,7 +2844,7 @@ real symnet_f79e06d300_loss_grad(const real *params, const real *X, const real *
 static double sn_loss_labels(const real *params, real *work, const real *S, const real *T, int batch)
 {
 
-    real *sn_u_O = work + (size_t)batch * 6100;  /* layer O: (batch, 4) */
+    real *sn_u_O = work + (size_t)batch * 4804;  /* layer O: (batch, 4) */
 
     double loss = 0;
     sn_forward(params, work, S, batch);
@@ -2872,7 +2872,7 @@ static double sn_loss_labels(const real *params, real *work, const real *S, cons
     return loss / batch;
 }
 
-real symnet_f79e06d300_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_acedc885cd_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss_labels(params, work, X, T, batch);
 }
@@ -2886,7 +2886,7 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
     return sn_chunk_pass(&a, sn_chunk_labels, NULL);
 }
 
-real symnet_f79e06d300_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_acedc885cd_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad_labels(params, grads, work, X, T, batch);
 }
@@ -2904,9 +2904,9 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_f79e06d300_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_acedc885cd_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
-    real *grads = work + (size_t)batch * 9556;
+    real *grads = work + (size_t)batch * 6384;
     /* the batch in chunks, then the weight gradients, each job updating the parameters
        whose gradients it finished (the loss first: a NaN or inf loss updates nothing) */
     sn_chunk_args a = {.params = params, .grads = grads, .work = work, .X = X, .T = T,
@@ -2930,9 +2930,9 @@ real symnet_f79e06d300_step(real *params, const real *X, const real *T, int batc
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_f79e06d300_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_acedc885cd_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
-    real *grads = work + (size_t)batch * 9556;
+    real *grads = work + (size_t)batch * 6384;
     /* the batch in chunks, then the weight gradients, each job updating the parameters
        whose gradients it finished (the loss first: a NaN or inf loss updates nothing) */
     sn_chunk_args a = {.params = params, .grads = grads, .work = work, .X = X, .T = T,
@@ -3013,7 +3013,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_f79e06d300_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_acedc885cd_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -3033,17 +3033,17 @@ void symnet_f79e06d300_update(real *params, const real *grads, real lr, int opti
  * prev holds the parameters before the last update (after a restore: the same as
  * params).  prev may be NULL (no restoring).
  *
- * work: the batch's rows (9556 numbers per example), then the
+ * work: the batch's rows (6384 numbers per example), then the
  * gradients (2260), then Ib and Tb.
  *
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_f79e06d300_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_acedc885cd_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
-    real *grads = work + (size_t)batch_size * 9556;
+    real *grads = work + (size_t)batch_size * 6384;
     real *Ib = grads + 2260;
     real *Tb = Ib + (size_t)batch_size * 80;
     real *cur = params, *old = prev != NULL ? prev : params;  /* θ now; θ before the last update */
@@ -3082,7 +3082,7 @@ long long symnet_f79e06d300_train(real *params, const real *X, const real *T, co
         losses[s] = loss;
         if (correct != NULL) {
             /* argmax of the output row = the class of the target, from the outputs the step's forward pass left in work */
-            const real *o = work + (size_t)batch * 6100;
+            const real *o = work + (size_t)batch * 4804;
             double right = 0;
             for (int r = 0; r < batch; r++) {
                 const real *orow = o + (size_t)r * 4, *trow = Tb + (size_t)r * 4;
@@ -3120,18 +3120,18 @@ long long symnet_f79e06d300_train(real *params, const real *X, const real *T, co
  * prev holds the parameters before the last update (after a restore: the same as
  * params).  prev may be NULL (no restoring).
  *
- * work: the batch's rows (9556 numbers per example), then the
+ * work: the batch's rows (6384 numbers per example), then the
  * gradients (2260), then Ib and Tb.
  *
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step).
  * The same with integer class labels: T[n] is the class of example n. */
-long long symnet_f79e06d300_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_acedc885cd_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
-    real *grads = work + (size_t)batch_size * 9556;
+    real *grads = work + (size_t)batch_size * 6384;
     real *Ib = grads + 2260;
     real *Tb = Ib + (size_t)batch_size * 80;
     real *cur = params, *old = prev != NULL ? prev : params;  /* θ now; θ before the last update */
@@ -3170,7 +3170,7 @@ long long symnet_f79e06d300_train_labels(real *params, const real *X, const real
         losses[s] = loss;
         if (correct != NULL) {
             /* argmax of the output row = the class of the target, from the outputs the step's forward pass left in work */
-            const real *o = work + (size_t)batch * 6100;
+            const real *o = work + (size_t)batch * 4804;
             double right = 0;
             for (int r = 0; r < batch; r++) {
                 const real *orow = o + (size_t)r * 4, *trow = Tb + (size_t)r * 1;

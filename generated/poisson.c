@@ -12,7 +12,7 @@
  * X of width n holds X[b,j] at X[b * n + j]; W of shape (out, in) holds
  * W[i,j] at W[i * in + j].  Parameters live in one flat array `params`
  * (921 numbers), their gradients in `grads` with the same
- * layout, and everything per example in `work` (304 numbers
+ * layout, and everything per example in `work` (204 numbers
  * per example of the batch).
  */
 #include <math.h>
@@ -30,8 +30,8 @@
  *   loss: mse, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_B9EBE81062_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_B9EBE81062_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_D73A02CCAF_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_D73A02CCAF_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (20, 2)
  *   b1           offset        40  shape (20,)
  *   W2           offset        60  shape (20, 20)
@@ -41,48 +41,48 @@
  *   W4           offset       900  shape (1, 20)
  *   b4           offset       920  shape (1,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_B9EBE81062_WORK_SIZE(batch) numbers; SYMNET_B9EBE81062_TRAIN_WORK_SIZE(batch_size) for
- * symnet_b9ebe81062_train) and allocates nothing.  Memory for one call of a batch B:
- *   params 921 + X B*2 + T or O B*1 + work (B*304 + 921)
- *   numbers of 4 bytes; e.g. B = 32: 46,664 bytes (training; forward only: 19,684).
+ * `work` (SYMNET_D73A02CCAF_WORK_SIZE(batch) numbers; SYMNET_D73A02CCAF_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_d73a02ccaf_train) and allocates nothing.  Memory for one call of a batch B:
+ *   params 921 + X B*2 + T or O B*1 + work (B*204 + 921)
+ *   numbers of 4 bytes; e.g. B = 32: 33,864 bytes (training; forward only: 14,564).
  */
-#ifndef SYMNET_B9EBE81062_H
-#define SYMNET_B9EBE81062_H
+#ifndef SYMNET_D73A02CCAF_H
+#define SYMNET_D73A02CCAF_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_B9EBE81062_REAL float  /* the number type of every array (float32) */
-#define SYMNET_B9EBE81062_N_INPUTS 2  /* features per example */
-#define SYMNET_B9EBE81062_N_OUTPUTS 1
-#define SYMNET_B9EBE81062_N_PARAMS 921  /* numbers in the flat parameter array */
-#define SYMNET_B9EBE81062_WORK_PER_EXAMPLE 304
-#define SYMNET_B9EBE81062_WORK_SIZE(batch) ((batch) * 304 + 921)  /* numbers of scratch per call */
-#define SYMNET_B9EBE81062_TRAIN_WORK_SIZE(batch_size) (SYMNET_B9EBE81062_WORK_SIZE(batch_size) + (batch_size) * 3)
-#define SYMNET_B9EBE81062_SGD 0       /* optimizer codes of symnet_b9ebe81062_update and symnet_b9ebe81062_train */
-#define SYMNET_B9EBE81062_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_B9EBE81062_N_PARAMS numbers */
-#define SYMNET_B9EBE81062_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_B9EBE81062_N_PARAMS numbers each */
+#define SYMNET_D73A02CCAF_REAL float  /* the number type of every array (float32) */
+#define SYMNET_D73A02CCAF_N_INPUTS 2  /* features per example */
+#define SYMNET_D73A02CCAF_N_OUTPUTS 1
+#define SYMNET_D73A02CCAF_N_PARAMS 921  /* numbers in the flat parameter array */
+#define SYMNET_D73A02CCAF_WORK_PER_EXAMPLE 204
+#define SYMNET_D73A02CCAF_WORK_SIZE(batch) ((batch) * 204 + 921)  /* numbers of scratch per call */
+#define SYMNET_D73A02CCAF_TRAIN_WORK_SIZE(batch_size) (SYMNET_D73A02CCAF_WORK_SIZE(batch_size) + (batch_size) * 3)
+#define SYMNET_D73A02CCAF_SGD 0       /* optimizer codes of symnet_d73a02ccaf_update and symnet_d73a02ccaf_train */
+#define SYMNET_D73A02CCAF_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_D73A02CCAF_N_PARAMS numbers */
+#define SYMNET_D73A02CCAF_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_D73A02CCAF_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_B9EBE81062_N_OUTPUTS) = the network's output for X (batch × SYMNET_B9EBE81062_N_INPUTS). */
-void symnet_b9ebe81062_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_D73A02CCAF_N_OUTPUTS) = the network's output for X (batch × SYMNET_D73A02CCAF_N_INPUTS). */
+void symnet_d73a02ccaf_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_b9ebe81062_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_d73a02ccaf_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_B9EBE81062_N_PARAMS numbers) by back propagation. */
-float symnet_b9ebe81062_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_D73A02CCAF_N_PARAMS numbers) by back propagation. */
+float symnet_d73a02ccaf_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_b9ebe81062_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_d73a02ccaf_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_B9EBE81062_SGD, SYMNET_B9EBE81062_MOMENTUM or SYMNET_B9EBE81062_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_D73A02CCAF_SGD, SYMNET_D73A02CCAF_MOMENTUM or SYMNET_D73A02CCAF_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_b9ebe81062_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_d73a02ccaf_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -90,10 +90,10 @@ void symnet_b9ebe81062_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_B9EBE81062_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_D73A02CCAF_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_B9EBE81062_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_b9ebe81062_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_D73A02CCAF_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_d73a02ccaf_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -102,7 +102,7 @@ long long symnet_b9ebe81062_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_B9EBE81062_H */
+#endif /* SYMNET_D73A02CCAF_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -570,12 +570,12 @@ static void sn_forward(const real *params, real *work, const real *xy, int batch
 
     real *z_H1 = work + (size_t)batch * 0;  /* Σ of H1: (batch, 20) */
     real *H1 = work + (size_t)batch * 20;  /* layer H1: (batch, 20) */
-    real *z_H2 = work + (size_t)batch * 40;  /* Σ of H2: (batch, 20) */
-    real *H2 = work + (size_t)batch * 60;  /* layer H2: (batch, 20) */
-    real *z_H3 = work + (size_t)batch * 80;  /* Σ of H3: (batch, 20) */
-    real *H3 = work + (size_t)batch * 100;  /* layer H3: (batch, 20) */
-    real *z_u = work + (size_t)batch * 120;  /* Σ of u: (batch, 1) */
-    real *sn_u_u = work + (size_t)batch * 121;  /* layer u: (batch, 1) */
+    real *z_H2 = work + (size_t)batch * 0;  /* Σ of H2: (batch, 20) */
+    real *H2 = work + (size_t)batch * 40;  /* layer H2: (batch, 20) */
+    real *z_H3 = work + (size_t)batch * 0;  /* Σ of H3: (batch, 20) */
+    real *H3 = work + (size_t)batch * 60;  /* layer H3: (batch, 20) */
+    real *z_u = work + (size_t)batch * 80;  /* Σ of u: (batch, 1) */
+    real *sn_u_u = work + (size_t)batch * 81;  /* layer u: (batch, 1) */
 
     /* z_H1[b,i] = Σ_j W1[i,j]·xy[b,j] */
     sn_mm_nt(batch, 20, 2, xy, W1, z_H1, 0);
@@ -621,10 +621,10 @@ static void sn_forward(const real *params, real *work, const real *xy, int batch
 }
 
 /* O[b,k] = u[b,k]: the forward pass, its output copied out of work. */
-void symnet_b9ebe81062_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_d73a02ccaf_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
-    memcpy(O, work + (size_t)batch * 121, sizeof(real) * (size_t)batch * 1);
+    memcpy(O, work + (size_t)batch * 81, sizeof(real) * (size_t)batch * 1);
 }
 
 /* ------------------------------------------------------------------------
@@ -678,7 +678,7 @@ static void sn_chunk(void *arg, int c)
     real *work = a->work;
     const int batch = a->batch;
     const int sn_lo = sn_cut(batch, c, a->n), sn_hi = sn_cut(batch, c + 1, a->n);
-    real *sn_part = work + (size_t)batch * 243 + (size_t)c * 61;  /* 61 partial sums */
+    real *sn_part = work + (size_t)batch * 143 + (size_t)c * 61;  /* 61 partial sums */
     const real *W1 = params + 0;  /* W1: (20, 2) */
     const real *b1 = params + 40;  /* b1: (20,) */
     const real *W2 = params + 60;  /* W2: (20, 20) */
@@ -694,19 +694,19 @@ static void sn_chunk(void *arg, int c)
     real *g_b1 = sn_part + 41;  /* this chunk's part of ∂L/∂b1: (20,) */
     real *z_H1 = work + (size_t)batch * 0;  /* Σ of H1: (batch, 20) */
     real *H1 = work + (size_t)batch * 20;  /* layer H1: (batch, 20) */
-    real *z_H2 = work + (size_t)batch * 40;  /* Σ of H2: (batch, 20) */
-    real *H2 = work + (size_t)batch * 60;  /* layer H2: (batch, 20) */
-    real *z_H3 = work + (size_t)batch * 80;  /* Σ of H3: (batch, 20) */
-    real *H3 = work + (size_t)batch * 100;  /* layer H3: (batch, 20) */
-    real *z_u = work + (size_t)batch * 120;  /* Σ of u: (batch, 1) */
-    real *sn_u_u = work + (size_t)batch * 121;  /* layer u: (batch, 1) */
-    real *dL_dH1 = work + (size_t)batch * 122;  /* ∂L/∂H1: (batch, 20) */
-    real *delta_H1 = work + (size_t)batch * 142;  /* ∂L/∂z_H1: (batch, 20) */
-    real *dL_dH2 = work + (size_t)batch * 162;  /* ∂L/∂H2: (batch, 20) */
-    real *delta_H2 = work + (size_t)batch * 182;  /* ∂L/∂z_H2: (batch, 20) */
-    real *dL_dH3 = work + (size_t)batch * 202;  /* ∂L/∂H3: (batch, 20) */
-    real *delta_H3 = work + (size_t)batch * 222;  /* ∂L/∂z_H3: (batch, 20) */
-    real *delta_u = work + (size_t)batch * 242;  /* ∂L/∂z_u: (batch, 1) */
+    real *z_H2 = work + (size_t)batch * 0;  /* Σ of H2: (batch, 20) */
+    real *H2 = work + (size_t)batch * 40;  /* layer H2: (batch, 20) */
+    real *z_H3 = work + (size_t)batch * 0;  /* Σ of H3: (batch, 20) */
+    real *H3 = work + (size_t)batch * 60;  /* layer H3: (batch, 20) */
+    real *z_u = work + (size_t)batch * 80;  /* Σ of u: (batch, 1) */
+    real *sn_u_u = work + (size_t)batch * 81;  /* layer u: (batch, 1) */
+    real *dL_dH1 = work + (size_t)batch * 0;  /* ∂L/∂H1: (batch, 20) */
+    real *delta_H1 = work + (size_t)batch * 82;  /* ∂L/∂z_H1: (batch, 20) */
+    real *dL_dH2 = work + (size_t)batch * 0;  /* ∂L/∂H2: (batch, 20) */
+    real *delta_H2 = work + (size_t)batch * 102;  /* ∂L/∂z_H2: (batch, 20) */
+    real *dL_dH3 = work + (size_t)batch * 0;  /* ∂L/∂H3: (batch, 20) */
+    real *delta_H3 = work + (size_t)batch * 122;  /* ∂L/∂z_H3: (batch, 20) */
+    real *delta_u = work + (size_t)batch * 142;  /* ∂L/∂z_u: (batch, 1) */
 
     const real inv_batch = (real)1 / (real)batch;
     double loss = 0;
@@ -842,12 +842,12 @@ static void sn_chunk_sums(void *arg, int c)
     real *g_b4 = grads + 920;  /* ∂L/∂b4: (1,) */
 
     real *H1 = work + (size_t)batch * 20;  /* layer H1: (batch, 20) */
-    real *H2 = work + (size_t)batch * 60;  /* layer H2: (batch, 20) */
-    real *H3 = work + (size_t)batch * 100;  /* layer H3: (batch, 20) */
-    real *delta_H1 = work + (size_t)batch * 142;  /* ∂L/∂z_H1: (batch, 20) */
-    real *delta_H2 = work + (size_t)batch * 182;  /* ∂L/∂z_H2: (batch, 20) */
-    real *delta_H3 = work + (size_t)batch * 222;  /* ∂L/∂z_H3: (batch, 20) */
-    real *delta_u = work + (size_t)batch * 242;  /* ∂L/∂z_u: (batch, 1) */
+    real *H2 = work + (size_t)batch * 40;  /* layer H2: (batch, 20) */
+    real *H3 = work + (size_t)batch * 60;  /* layer H3: (batch, 20) */
+    real *delta_H1 = work + (size_t)batch * 82;  /* ∂L/∂z_H1: (batch, 20) */
+    real *delta_H2 = work + (size_t)batch * 102;  /* ∂L/∂z_H2: (batch, 20) */
+    real *delta_H3 = work + (size_t)batch * 122;  /* ∂L/∂z_H3: (batch, 20) */
+    real *delta_u = work + (size_t)batch * 142;  /* ∂L/∂z_u: (batch, 1) */
 
     {
         /* g_W4[i,j] = Σ_b delta_u[b,i]·H3[b,j]: its rows m0 ≤ m < m1 */
@@ -880,7 +880,7 @@ static void sn_chunk_sums(void *arg, int c)
 
     if (c == 0) {
         /* the chunks' partial sums added up in their order */
-        const real *sn_part = work + (size_t)batch * 243;
+        const real *sn_part = work + (size_t)batch * 143;
         /* g_b4[q] = Σ_k (chunk k's part of it)[q] */
         for (int q = 0; q < 1; q++) {
             real s = sn_part[0 + q];
@@ -938,7 +938,7 @@ static double sn_loss(const real *params, real *work, const real *xy, const real
 {
     const real *b4 = params + 920;  /* b4: (1,) */
 
-    real *z_u = work + (size_t)batch * 120;  /* Σ of u: (batch, 1) */
+    real *z_u = work + (size_t)batch * 80;  /* Σ of u: (batch, 1) */
 
     double loss = 0;
     sn_forward(params, work, xy, batch);
@@ -951,7 +951,7 @@ static double sn_loss(const real *params, real *work, const real *xy, const real
     return loss / batch;
 }
 
-real symnet_b9ebe81062_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_d73a02ccaf_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -965,7 +965,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return sn_chunk_pass(&a, sn_chunk, NULL);
 }
 
-real symnet_b9ebe81062_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_d73a02ccaf_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -983,9 +983,9 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_b9ebe81062_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_d73a02ccaf_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
-    real *grads = work + (size_t)batch * 304;
+    real *grads = work + (size_t)batch * 204;
     /* the batch in chunks, then the weight gradients, each job updating the parameters
        whose gradients it finished (the loss first: a NaN or inf loss updates nothing) */
     sn_chunk_args a = {.params = params, .grads = grads, .work = work, .X = X, .T = T,
@@ -1063,7 +1063,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_b9ebe81062_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_d73a02ccaf_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -1083,17 +1083,17 @@ void symnet_b9ebe81062_update(real *params, const real *grads, real lr, int opti
  * prev holds the parameters before the last update (after a restore: the same as
  * params).  prev may be NULL (no restoring).
  *
- * work: the batch's rows (304 numbers per example), then the
+ * work: the batch's rows (204 numbers per example), then the
  * gradients (921), then Ib and Tb.
  *
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_b9ebe81062_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_d73a02ccaf_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
-    real *grads = work + (size_t)batch_size * 304;
+    real *grads = work + (size_t)batch_size * 204;
     real *Ib = grads + 921;
     real *Tb = Ib + (size_t)batch_size * 2;
     real *cur = params, *old = prev != NULL ? prev : params;  /* θ now; θ before the last update */

@@ -11,7 +11,7 @@
  * X of width n holds X[b,j] at X[b * n + j]; W of shape (out, in) holds
  * W[i,j] at W[i * in + j].  Parameters live in one flat array `params`
  * (1153 numbers), their gradients in `grads` with the same
- * layout, and everything per example in `work` (324 numbers
+ * layout, and everything per example in `work` (228 numbers
  * per example of the batch).
  */
 #include <math.h>
@@ -28,8 +28,8 @@
  *   loss: mse, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_A7918EE651_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_A7918EE651_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_801D8816CE_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_801D8816CE_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (32, 1)
  *   b1           offset        32  shape (32,)
  *   W2           offset        64  shape (32, 32)
@@ -37,48 +37,48 @@
  *   W3           offset      1120  shape (1, 32)
  *   b3           offset      1152  shape (1,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_A7918EE651_WORK_SIZE(batch) numbers; SYMNET_A7918EE651_TRAIN_WORK_SIZE(batch_size) for
- * symnet_a7918ee651_train) and allocates nothing.  Memory for one call of a batch B:
- *   params 1153 + X B*1 + T or O B*1 + work (B*324 + 1153)
- *   numbers of 4 bytes; e.g. B = 32: 50,952 bytes (training; forward only: 21,508).
+ * `work` (SYMNET_801D8816CE_WORK_SIZE(batch) numbers; SYMNET_801D8816CE_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_801d8816ce_train) and allocates nothing.  Memory for one call of a batch B:
+ *   params 1153 + X B*1 + T or O B*1 + work (B*228 + 1153)
+ *   numbers of 4 bytes; e.g. B = 32: 38,664 bytes (training; forward only: 17,412).
  */
-#ifndef SYMNET_A7918EE651_H
-#define SYMNET_A7918EE651_H
+#ifndef SYMNET_801D8816CE_H
+#define SYMNET_801D8816CE_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_A7918EE651_REAL float  /* the number type of every array (float32) */
-#define SYMNET_A7918EE651_N_INPUTS 1  /* features per example */
-#define SYMNET_A7918EE651_N_OUTPUTS 1
-#define SYMNET_A7918EE651_N_PARAMS 1153  /* numbers in the flat parameter array */
-#define SYMNET_A7918EE651_WORK_PER_EXAMPLE 324
-#define SYMNET_A7918EE651_WORK_SIZE(batch) ((batch) * 324 + 1153)  /* numbers of scratch per call */
-#define SYMNET_A7918EE651_TRAIN_WORK_SIZE(batch_size) (SYMNET_A7918EE651_WORK_SIZE(batch_size) + (batch_size) * 2)
-#define SYMNET_A7918EE651_SGD 0       /* optimizer codes of symnet_a7918ee651_update and symnet_a7918ee651_train */
-#define SYMNET_A7918EE651_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_A7918EE651_N_PARAMS numbers */
-#define SYMNET_A7918EE651_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_A7918EE651_N_PARAMS numbers each */
+#define SYMNET_801D8816CE_REAL float  /* the number type of every array (float32) */
+#define SYMNET_801D8816CE_N_INPUTS 1  /* features per example */
+#define SYMNET_801D8816CE_N_OUTPUTS 1
+#define SYMNET_801D8816CE_N_PARAMS 1153  /* numbers in the flat parameter array */
+#define SYMNET_801D8816CE_WORK_PER_EXAMPLE 228
+#define SYMNET_801D8816CE_WORK_SIZE(batch) ((batch) * 228 + 1153)  /* numbers of scratch per call */
+#define SYMNET_801D8816CE_TRAIN_WORK_SIZE(batch_size) (SYMNET_801D8816CE_WORK_SIZE(batch_size) + (batch_size) * 2)
+#define SYMNET_801D8816CE_SGD 0       /* optimizer codes of symnet_801d8816ce_update and symnet_801d8816ce_train */
+#define SYMNET_801D8816CE_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_801D8816CE_N_PARAMS numbers */
+#define SYMNET_801D8816CE_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_801D8816CE_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_A7918EE651_N_OUTPUTS) = the network's output for X (batch × SYMNET_A7918EE651_N_INPUTS). */
-void symnet_a7918ee651_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_801D8816CE_N_OUTPUTS) = the network's output for X (batch × SYMNET_801D8816CE_N_INPUTS). */
+void symnet_801d8816ce_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_a7918ee651_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_801d8816ce_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_A7918EE651_N_PARAMS numbers) by back propagation. */
-float symnet_a7918ee651_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_801D8816CE_N_PARAMS numbers) by back propagation. */
+float symnet_801d8816ce_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_a7918ee651_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_801d8816ce_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_A7918EE651_SGD, SYMNET_A7918EE651_MOMENTUM or SYMNET_A7918EE651_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_801D8816CE_SGD, SYMNET_801D8816CE_MOMENTUM or SYMNET_801D8816CE_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_a7918ee651_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_801d8816ce_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -86,10 +86,10 @@ void symnet_a7918ee651_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_A7918EE651_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_801D8816CE_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_A7918EE651_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_a7918ee651_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_801D8816CE_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_801d8816ce_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -98,7 +98,7 @@ long long symnet_a7918ee651_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_A7918EE651_H */
+#endif /* SYMNET_801D8816CE_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -564,10 +564,10 @@ static void sn_forward(const real *params, real *work, const real *sn_u_x, int b
 
     real *z_H1 = work + (size_t)batch * 0;  /* Σ of H1: (batch, 32) */
     real *H1 = work + (size_t)batch * 32;  /* layer H1: (batch, 32) */
-    real *z_H2 = work + (size_t)batch * 64;  /* Σ of H2: (batch, 32) */
-    real *H2 = work + (size_t)batch * 96;  /* layer H2: (batch, 32) */
-    real *z_O = work + (size_t)batch * 128;  /* Σ of O: (batch, 1) */
-    real *sn_u_O = work + (size_t)batch * 129;  /* layer O: (batch, 1) */
+    real *z_H2 = work + (size_t)batch * 0;  /* Σ of H2: (batch, 32) */
+    real *H2 = work + (size_t)batch * 64;  /* layer H2: (batch, 32) */
+    real *z_O = work + (size_t)batch * 96;  /* Σ of O: (batch, 1) */
+    real *sn_u_O = work + (size_t)batch * 97;  /* layer O: (batch, 1) */
 
     /* z_H1[b,i] = Σ_j W1[i,j]·x[b,j] */
     sn_mm_nt(batch, 32, 1, sn_u_x, W1, z_H1, 0);
@@ -603,10 +603,10 @@ static void sn_forward(const real *params, real *work, const real *sn_u_x, int b
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_a7918ee651_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_801d8816ce_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
-    memcpy(O, work + (size_t)batch * 129, sizeof(real) * (size_t)batch * 1);
+    memcpy(O, work + (size_t)batch * 97, sizeof(real) * (size_t)batch * 1);
 }
 
 /* ------------------------------------------------------------------------
@@ -660,7 +660,7 @@ static void sn_chunk(void *arg, int c)
     real *work = a->work;
     const int batch = a->batch;
     const int sn_lo = sn_cut(batch, c, a->n), sn_hi = sn_cut(batch, c + 1, a->n);
-    real *sn_part = work + (size_t)batch * 259 + (size_t)c * 65;  /* 65 partial sums */
+    real *sn_part = work + (size_t)batch * 163 + (size_t)c * 65;  /* 65 partial sums */
     const real *W1 = params + 0;  /* W1: (32, 1) */
     const real *b1 = params + 32;  /* b1: (32,) */
     const real *W2 = params + 64;  /* W2: (32, 32) */
@@ -673,15 +673,15 @@ static void sn_chunk(void *arg, int c)
     real *g_b1 = sn_part + 33;  /* this chunk's part of ∂L/∂b1: (32,) */
     real *z_H1 = work + (size_t)batch * 0;  /* Σ of H1: (batch, 32) */
     real *H1 = work + (size_t)batch * 32;  /* layer H1: (batch, 32) */
-    real *z_H2 = work + (size_t)batch * 64;  /* Σ of H2: (batch, 32) */
-    real *H2 = work + (size_t)batch * 96;  /* layer H2: (batch, 32) */
-    real *z_O = work + (size_t)batch * 128;  /* Σ of O: (batch, 1) */
-    real *sn_u_O = work + (size_t)batch * 129;  /* layer O: (batch, 1) */
-    real *dL_dH1 = work + (size_t)batch * 130;  /* ∂L/∂H1: (batch, 32) */
-    real *delta_H1 = work + (size_t)batch * 162;  /* ∂L/∂z_H1: (batch, 32) */
-    real *dL_dH2 = work + (size_t)batch * 194;  /* ∂L/∂H2: (batch, 32) */
-    real *delta_H2 = work + (size_t)batch * 226;  /* ∂L/∂z_H2: (batch, 32) */
-    real *delta_O = work + (size_t)batch * 258;  /* ∂L/∂z_O: (batch, 1) */
+    real *z_H2 = work + (size_t)batch * 0;  /* Σ of H2: (batch, 32) */
+    real *H2 = work + (size_t)batch * 64;  /* layer H2: (batch, 32) */
+    real *z_O = work + (size_t)batch * 96;  /* Σ of O: (batch, 1) */
+    real *sn_u_O = work + (size_t)batch * 97;  /* layer O: (batch, 1) */
+    real *dL_dH1 = work + (size_t)batch * 0;  /* ∂L/∂H1: (batch, 32) */
+    real *delta_H1 = work + (size_t)batch * 98;  /* ∂L/∂z_H1: (batch, 32) */
+    real *dL_dH2 = work + (size_t)batch * 0;  /* ∂L/∂H2: (batch, 32) */
+    real *delta_H2 = work + (size_t)batch * 130;  /* ∂L/∂z_H2: (batch, 32) */
+    real *delta_O = work + (size_t)batch * 162;  /* ∂L/∂z_O: (batch, 1) */
 
     const real inv_batch = (real)1 / (real)batch;
     double loss = 0;
@@ -793,10 +793,10 @@ static void sn_chunk_sums(void *arg, int c)
     real *g_b3 = grads + 1152;  /* ∂L/∂b3: (1,) */
 
     real *H1 = work + (size_t)batch * 32;  /* layer H1: (batch, 32) */
-    real *H2 = work + (size_t)batch * 96;  /* layer H2: (batch, 32) */
-    real *delta_H1 = work + (size_t)batch * 162;  /* ∂L/∂z_H1: (batch, 32) */
-    real *delta_H2 = work + (size_t)batch * 226;  /* ∂L/∂z_H2: (batch, 32) */
-    real *delta_O = work + (size_t)batch * 258;  /* ∂L/∂z_O: (batch, 1) */
+    real *H2 = work + (size_t)batch * 64;  /* layer H2: (batch, 32) */
+    real *delta_H1 = work + (size_t)batch * 98;  /* ∂L/∂z_H1: (batch, 32) */
+    real *delta_H2 = work + (size_t)batch * 130;  /* ∂L/∂z_H2: (batch, 32) */
+    real *delta_O = work + (size_t)batch * 162;  /* ∂L/∂z_O: (batch, 1) */
 
     {
         /* g_W3[i,j] = Σ_b delta_O[b,i]·H2[b,j]: its rows m0 ≤ m < m1 */
@@ -822,7 +822,7 @@ static void sn_chunk_sums(void *arg, int c)
 
     if (c == 0) {
         /* the chunks' partial sums added up in their order */
-        const real *sn_part = work + (size_t)batch * 259;
+        const real *sn_part = work + (size_t)batch * 163;
         /* g_b3[q] = Σ_k (chunk k's part of it)[q] */
         for (int q = 0; q < 1; q++) {
             real s = sn_part[0 + q];
@@ -873,7 +873,7 @@ static double sn_loss(const real *params, real *work, const real *sn_u_x, const 
 {
     const real *b3 = params + 1152;  /* b3: (1,) */
 
-    real *z_O = work + (size_t)batch * 128;  /* Σ of O: (batch, 1) */
+    real *z_O = work + (size_t)batch * 96;  /* Σ of O: (batch, 1) */
 
     double loss = 0;
     sn_forward(params, work, sn_u_x, batch);
@@ -886,7 +886,7 @@ static double sn_loss(const real *params, real *work, const real *sn_u_x, const 
     return loss / batch;
 }
 
-real symnet_a7918ee651_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_801d8816ce_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -900,7 +900,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return sn_chunk_pass(&a, sn_chunk, NULL);
 }
 
-real symnet_a7918ee651_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_801d8816ce_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -918,9 +918,9 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_a7918ee651_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_801d8816ce_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
-    real *grads = work + (size_t)batch * 324;
+    real *grads = work + (size_t)batch * 228;
     /* the batch in chunks, then the weight gradients, each job updating the parameters
        whose gradients it finished (the loss first: a NaN or inf loss updates nothing) */
     sn_chunk_args a = {.params = params, .grads = grads, .work = work, .X = X, .T = T,
@@ -998,7 +998,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_a7918ee651_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_801d8816ce_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -1018,17 +1018,17 @@ void symnet_a7918ee651_update(real *params, const real *grads, real lr, int opti
  * prev holds the parameters before the last update (after a restore: the same as
  * params).  prev may be NULL (no restoring).
  *
- * work: the batch's rows (324 numbers per example), then the
+ * work: the batch's rows (228 numbers per example), then the
  * gradients (1153), then Ib and Tb.
  *
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_a7918ee651_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_801d8816ce_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
-    real *grads = work + (size_t)batch_size * 324;
+    real *grads = work + (size_t)batch_size * 228;
     real *Ib = grads + 1153;
     real *Tb = Ib + (size_t)batch_size * 1;
     real *cur = params, *old = prev != NULL ? prev : params;  /* θ now; θ before the last update */

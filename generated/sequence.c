@@ -25,7 +25,7 @@
  * X of width n holds X[b,j] at X[b * n + j]; W of shape (out, in) holds
  * W[i,j] at W[i * in + j].  Parameters live in one flat array `params`
  * (305 numbers), their gradients in `grads` with the same
- * layout, and everything per example in `work` (643 numbers
+ * layout, and everything per example in `work` (299 numbers
  * per example of the batch).
  */
 #include <math.h>
@@ -56,56 +56,56 @@
  *   loss: mse, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_A628BE1B81_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_A628BE1B81_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_BE5995E72C_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_BE5995E72C_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W2           offset         0  shape (16, 1)
  *   U2           offset        16  shape (16, 16)
  *   b2           offset       272  shape (16,)
  *   W17          offset       288  shape (1, 16)
  *   b17          offset       304  shape (1,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_A628BE1B81_WORK_SIZE(batch) numbers; SYMNET_A628BE1B81_TRAIN_WORK_SIZE(batch_size) for
- * symnet_a628be1b81_train) and allocates nothing.  Memory for one call of a batch B:
- *   params 305 + X B*8 + T or O B*1 + work (B*643 + 305)
- *   numbers of 4 bytes; e.g. B = 32: 85,896 bytes (training; forward only: 50,756).
+ * `work` (SYMNET_BE5995E72C_WORK_SIZE(batch) numbers; SYMNET_BE5995E72C_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_be5995e72c_train) and allocates nothing.  Memory for one call of a batch B:
+ *   params 305 + X B*8 + T or O B*1 + work (B*299 + 305)
+ *   numbers of 4 bytes; e.g. B = 32: 41,864 bytes (training; forward only: 24,132).
  */
-#ifndef SYMNET_A628BE1B81_H
-#define SYMNET_A628BE1B81_H
+#ifndef SYMNET_BE5995E72C_H
+#define SYMNET_BE5995E72C_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_A628BE1B81_REAL float  /* the number type of every array (float32) */
-#define SYMNET_A628BE1B81_N_INPUTS 8  /* features per example */
-#define SYMNET_A628BE1B81_N_OUTPUTS 1
-#define SYMNET_A628BE1B81_N_PARAMS 305  /* numbers in the flat parameter array */
-#define SYMNET_A628BE1B81_WORK_PER_EXAMPLE 643
-#define SYMNET_A628BE1B81_WORK_SIZE(batch) ((batch) * 643 + 305)  /* numbers of scratch per call */
-#define SYMNET_A628BE1B81_TRAIN_WORK_SIZE(batch_size) (SYMNET_A628BE1B81_WORK_SIZE(batch_size) + (batch_size) * 9)
-#define SYMNET_A628BE1B81_SGD 0       /* optimizer codes of symnet_a628be1b81_update and symnet_a628be1b81_train */
-#define SYMNET_A628BE1B81_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_A628BE1B81_N_PARAMS numbers */
-#define SYMNET_A628BE1B81_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_A628BE1B81_N_PARAMS numbers each */
+#define SYMNET_BE5995E72C_REAL float  /* the number type of every array (float32) */
+#define SYMNET_BE5995E72C_N_INPUTS 8  /* features per example */
+#define SYMNET_BE5995E72C_N_OUTPUTS 1
+#define SYMNET_BE5995E72C_N_PARAMS 305  /* numbers in the flat parameter array */
+#define SYMNET_BE5995E72C_WORK_PER_EXAMPLE 299
+#define SYMNET_BE5995E72C_WORK_SIZE(batch) ((batch) * 299 + 305)  /* numbers of scratch per call */
+#define SYMNET_BE5995E72C_TRAIN_WORK_SIZE(batch_size) (SYMNET_BE5995E72C_WORK_SIZE(batch_size) + (batch_size) * 9)
+#define SYMNET_BE5995E72C_SGD 0       /* optimizer codes of symnet_be5995e72c_update and symnet_be5995e72c_train */
+#define SYMNET_BE5995E72C_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_BE5995E72C_N_PARAMS numbers */
+#define SYMNET_BE5995E72C_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_BE5995E72C_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_A628BE1B81_N_OUTPUTS) = the network's output for X (batch × SYMNET_A628BE1B81_N_INPUTS). */
-void symnet_a628be1b81_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_BE5995E72C_N_OUTPUTS) = the network's output for X (batch × SYMNET_BE5995E72C_N_INPUTS). */
+void symnet_be5995e72c_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_a628be1b81_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_be5995e72c_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_A628BE1B81_N_PARAMS numbers) by back propagation. */
-float symnet_a628be1b81_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_BE5995E72C_N_PARAMS numbers) by back propagation. */
+float symnet_be5995e72c_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_a628be1b81_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_be5995e72c_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_A628BE1B81_SGD, SYMNET_A628BE1B81_MOMENTUM or SYMNET_A628BE1B81_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_BE5995E72C_SGD, SYMNET_BE5995E72C_MOMENTUM or SYMNET_BE5995E72C_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_a628be1b81_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_be5995e72c_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -113,10 +113,10 @@ void symnet_a628be1b81_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_A628BE1B81_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_BE5995E72C_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_A628BE1B81_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_a628be1b81_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_BE5995E72C_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_be5995e72c_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -125,7 +125,7 @@ long long symnet_a628be1b81_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_A628BE1B81_H */
+#endif /* SYMNET_BE5995E72C_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -488,35 +488,35 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
     real *zW_h_1 = work + (size_t)batch * 8;  /* Σ of h_1: (batch, 16) */
     real *h_1 = work + (size_t)batch * 24;  /* layer h_1: (batch, 16) */
     real *x_2 = work + (size_t)batch * 6;  /* layer x_2: (batch, 1) */
-    real *zW_h_2 = work + (size_t)batch * 40;  /* Σ of h_2: (batch, 16) */
-    real *zU_h_2 = work + (size_t)batch * 56;  /* Σ of h_2: (batch, 16) */
-    real *h_2 = work + (size_t)batch * 72;  /* layer h_2: (batch, 16) */
+    real *zW_h_2 = work + (size_t)batch * 8;  /* Σ of h_2: (batch, 16) */
+    real *zU_h_2 = work + (size_t)batch * 40;  /* Σ of h_2: (batch, 16) */
+    real *h_2 = work + (size_t)batch * 56;  /* layer h_2: (batch, 16) */
     real *x_3 = work + (size_t)batch * 5;  /* layer x_3: (batch, 1) */
-    real *zW_h_3 = work + (size_t)batch * 88;  /* Σ of h_3: (batch, 16) */
-    real *zU_h_3 = work + (size_t)batch * 104;  /* Σ of h_3: (batch, 16) */
-    real *h_3 = work + (size_t)batch * 120;  /* layer h_3: (batch, 16) */
+    real *zW_h_3 = work + (size_t)batch * 8;  /* Σ of h_3: (batch, 16) */
+    real *zU_h_3 = work + (size_t)batch * 40;  /* Σ of h_3: (batch, 16) */
+    real *h_3 = work + (size_t)batch * 72;  /* layer h_3: (batch, 16) */
     real *x_4 = work + (size_t)batch * 4;  /* layer x_4: (batch, 1) */
-    real *zW_h_4 = work + (size_t)batch * 136;  /* Σ of h_4: (batch, 16) */
-    real *zU_h_4 = work + (size_t)batch * 152;  /* Σ of h_4: (batch, 16) */
-    real *h_4 = work + (size_t)batch * 168;  /* layer h_4: (batch, 16) */
+    real *zW_h_4 = work + (size_t)batch * 8;  /* Σ of h_4: (batch, 16) */
+    real *zU_h_4 = work + (size_t)batch * 40;  /* Σ of h_4: (batch, 16) */
+    real *h_4 = work + (size_t)batch * 88;  /* layer h_4: (batch, 16) */
     real *x_5 = work + (size_t)batch * 3;  /* layer x_5: (batch, 1) */
-    real *zW_h_5 = work + (size_t)batch * 184;  /* Σ of h_5: (batch, 16) */
-    real *zU_h_5 = work + (size_t)batch * 200;  /* Σ of h_5: (batch, 16) */
-    real *h_5 = work + (size_t)batch * 216;  /* layer h_5: (batch, 16) */
+    real *zW_h_5 = work + (size_t)batch * 8;  /* Σ of h_5: (batch, 16) */
+    real *zU_h_5 = work + (size_t)batch * 40;  /* Σ of h_5: (batch, 16) */
+    real *h_5 = work + (size_t)batch * 104;  /* layer h_5: (batch, 16) */
     real *x_6 = work + (size_t)batch * 2;  /* layer x_6: (batch, 1) */
-    real *zW_h_6 = work + (size_t)batch * 232;  /* Σ of h_6: (batch, 16) */
-    real *zU_h_6 = work + (size_t)batch * 248;  /* Σ of h_6: (batch, 16) */
-    real *h_6 = work + (size_t)batch * 264;  /* layer h_6: (batch, 16) */
+    real *zW_h_6 = work + (size_t)batch * 8;  /* Σ of h_6: (batch, 16) */
+    real *zU_h_6 = work + (size_t)batch * 40;  /* Σ of h_6: (batch, 16) */
+    real *h_6 = work + (size_t)batch * 120;  /* layer h_6: (batch, 16) */
     real *x_7 = work + (size_t)batch * 1;  /* layer x_7: (batch, 1) */
-    real *zW_h_7 = work + (size_t)batch * 280;  /* Σ of h_7: (batch, 16) */
-    real *zU_h_7 = work + (size_t)batch * 296;  /* Σ of h_7: (batch, 16) */
-    real *h_7 = work + (size_t)batch * 312;  /* layer h_7: (batch, 16) */
+    real *zW_h_7 = work + (size_t)batch * 8;  /* Σ of h_7: (batch, 16) */
+    real *zU_h_7 = work + (size_t)batch * 40;  /* Σ of h_7: (batch, 16) */
+    real *h_7 = work + (size_t)batch * 136;  /* layer h_7: (batch, 16) */
     real *x_8 = work + (size_t)batch * 0;  /* layer x_8: (batch, 1) */
-    real *zW_h_8 = work + (size_t)batch * 328;  /* Σ of h_8: (batch, 16) */
-    real *zU_h_8 = work + (size_t)batch * 344;  /* Σ of h_8: (batch, 16) */
-    real *h_8 = work + (size_t)batch * 360;  /* layer h_8: (batch, 16) */
-    real *z_O = work + (size_t)batch * 376;  /* Σ of O: (batch, 1) */
-    real *sn_u_O = work + (size_t)batch * 377;  /* layer O: (batch, 1) */
+    real *zW_h_8 = work + (size_t)batch * 8;  /* Σ of h_8: (batch, 16) */
+    real *zU_h_8 = work + (size_t)batch * 40;  /* Σ of h_8: (batch, 16) */
+    real *h_8 = work + (size_t)batch * 152;  /* layer h_8: (batch, 16) */
+    real *z_O = work + (size_t)batch * 168;  /* Σ of O: (batch, 1) */
+    real *sn_u_O = work + (size_t)batch * 169;  /* layer O: (batch, 1) */
 
     /* x_1[b,i] = S[b,0,i] */
     for (int b = 0; b < batch; b++)
@@ -690,10 +690,10 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_a628be1b81_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_be5995e72c_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
-    memcpy(O, work + (size_t)batch * 377, sizeof(real) * (size_t)batch * 1);
+    memcpy(O, work + (size_t)batch * 169, sizeof(real) * (size_t)batch * 1);
 }
 
 /* Loss L = (1/batch) Σ_b L_b, after a forward pass. */
@@ -701,7 +701,7 @@ static double sn_loss(const real *params, real *work, const real *S, const real 
 {
     const real *b17 = params + 304;  /* b17: (1,) */
 
-    real *z_O = work + (size_t)batch * 376;  /* Σ of O: (batch, 1) */
+    real *z_O = work + (size_t)batch * 168;  /* Σ of O: (batch, 1) */
 
     double loss = 0;
     sn_forward(params, work, S, batch);
@@ -714,7 +714,7 @@ static double sn_loss(const real *params, real *work, const real *S, const real 
     return loss / batch;
 }
 
-real symnet_a628be1b81_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_be5995e72c_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -733,32 +733,32 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     real *g_b17 = grads + 304;  /* ∂L/∂b17: (1,) */
 
     real *h_1 = work + (size_t)batch * 24;  /* layer h_1: (batch, 16) */
-    real *h_2 = work + (size_t)batch * 72;  /* layer h_2: (batch, 16) */
-    real *h_3 = work + (size_t)batch * 120;  /* layer h_3: (batch, 16) */
-    real *h_4 = work + (size_t)batch * 168;  /* layer h_4: (batch, 16) */
-    real *h_5 = work + (size_t)batch * 216;  /* layer h_5: (batch, 16) */
-    real *h_6 = work + (size_t)batch * 264;  /* layer h_6: (batch, 16) */
-    real *h_7 = work + (size_t)batch * 312;  /* layer h_7: (batch, 16) */
+    real *h_2 = work + (size_t)batch * 56;  /* layer h_2: (batch, 16) */
+    real *h_3 = work + (size_t)batch * 72;  /* layer h_3: (batch, 16) */
+    real *h_4 = work + (size_t)batch * 88;  /* layer h_4: (batch, 16) */
+    real *h_5 = work + (size_t)batch * 104;  /* layer h_5: (batch, 16) */
+    real *h_6 = work + (size_t)batch * 120;  /* layer h_6: (batch, 16) */
+    real *h_7 = work + (size_t)batch * 136;  /* layer h_7: (batch, 16) */
     real *x_8 = work + (size_t)batch * 0;  /* layer x_8: (batch, 1) */
-    real *h_8 = work + (size_t)batch * 360;  /* layer h_8: (batch, 16) */
-    real *z_O = work + (size_t)batch * 376;  /* Σ of O: (batch, 1) */
-    real *dL_dh_1 = work + (size_t)batch * 379;  /* ∂L/∂h_1: (batch, 16) */
-    real *delta_h_1 = work + (size_t)batch * 507;  /* ∂L/∂zW_h_1: (batch, 16) */
-    real *dL_dh_2 = work + (size_t)batch * 524;  /* ∂L/∂h_2: (batch, 16) */
-    real *delta_zW_h_2 = work + (size_t)batch * 491;  /* ∂L/∂zW_h_2: (batch, 16) */
-    real *dL_dh_3 = work + (size_t)batch * 541;  /* ∂L/∂h_3: (batch, 16) */
-    real *delta_zW_h_3 = work + (size_t)batch * 475;  /* ∂L/∂zW_h_3: (batch, 16) */
-    real *dL_dh_4 = work + (size_t)batch * 558;  /* ∂L/∂h_4: (batch, 16) */
-    real *delta_zW_h_4 = work + (size_t)batch * 459;  /* ∂L/∂zW_h_4: (batch, 16) */
-    real *dL_dh_5 = work + (size_t)batch * 575;  /* ∂L/∂h_5: (batch, 16) */
-    real *delta_zW_h_5 = work + (size_t)batch * 443;  /* ∂L/∂zW_h_5: (batch, 16) */
-    real *dL_dh_6 = work + (size_t)batch * 592;  /* ∂L/∂h_6: (batch, 16) */
-    real *delta_zW_h_6 = work + (size_t)batch * 427;  /* ∂L/∂zW_h_6: (batch, 16) */
-    real *dL_dh_7 = work + (size_t)batch * 609;  /* ∂L/∂h_7: (batch, 16) */
-    real *delta_zW_h_7 = work + (size_t)batch * 411;  /* ∂L/∂zW_h_7: (batch, 16) */
-    real *dL_dh_8 = work + (size_t)batch * 626;  /* ∂L/∂h_8: (batch, 16) */
-    real *delta_zW_h_8 = work + (size_t)batch * 395;  /* ∂L/∂zW_h_8: (batch, 16) */
-    real *delta_O = work + (size_t)batch * 642;  /* ∂L/∂z_O: (batch, 1) */
+    real *h_8 = work + (size_t)batch * 152;  /* layer h_8: (batch, 16) */
+    real *z_O = work + (size_t)batch * 168;  /* Σ of O: (batch, 1) */
+    real *dL_dh_1 = work + (size_t)batch * 8;  /* ∂L/∂h_1: (batch, 16) */
+    real *delta_h_1 = work + (size_t)batch * 282;  /* ∂L/∂zW_h_1: (batch, 16) */
+    real *dL_dh_2 = work + (size_t)batch * 8;  /* ∂L/∂h_2: (batch, 16) */
+    real *delta_zW_h_2 = work + (size_t)batch * 266;  /* ∂L/∂zW_h_2: (batch, 16) */
+    real *dL_dh_3 = work + (size_t)batch * 8;  /* ∂L/∂h_3: (batch, 16) */
+    real *delta_zW_h_3 = work + (size_t)batch * 250;  /* ∂L/∂zW_h_3: (batch, 16) */
+    real *dL_dh_4 = work + (size_t)batch * 8;  /* ∂L/∂h_4: (batch, 16) */
+    real *delta_zW_h_4 = work + (size_t)batch * 234;  /* ∂L/∂zW_h_4: (batch, 16) */
+    real *dL_dh_5 = work + (size_t)batch * 8;  /* ∂L/∂h_5: (batch, 16) */
+    real *delta_zW_h_5 = work + (size_t)batch * 218;  /* ∂L/∂zW_h_5: (batch, 16) */
+    real *dL_dh_6 = work + (size_t)batch * 8;  /* ∂L/∂h_6: (batch, 16) */
+    real *delta_zW_h_6 = work + (size_t)batch * 202;  /* ∂L/∂zW_h_6: (batch, 16) */
+    real *dL_dh_7 = work + (size_t)batch * 8;  /* ∂L/∂h_7: (batch, 16) */
+    real *delta_zW_h_7 = work + (size_t)batch * 186;  /* ∂L/∂zW_h_7: (batch, 16) */
+    real *dL_dh_8 = work + (size_t)batch * 8;  /* ∂L/∂h_8: (batch, 16) */
+    real *delta_zW_h_8 = work + (size_t)batch * 170;  /* ∂L/∂zW_h_8: (batch, 16) */
+    real *delta_O = work + (size_t)batch * 298;  /* ∂L/∂z_O: (batch, 1) */
     real *delta_zU_h_2 = delta_zW_h_2;  /* ∂L/∂zU_h_2: the same as delta_zW_h_2: (batch, 16) */
     real *delta_zU_h_3 = delta_zW_h_3;  /* ∂L/∂zU_h_3: the same as delta_zW_h_3: (batch, 16) */
     real *delta_zU_h_4 = delta_zW_h_4;  /* ∂L/∂zU_h_4: the same as delta_zW_h_4: (batch, 16) */
@@ -899,7 +899,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_a628be1b81_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_be5995e72c_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -926,9 +926,9 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_a628be1b81_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_be5995e72c_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
-    real *grads = work + (size_t)batch * 643;
+    real *grads = work + (size_t)batch * 299;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
     if (!isfinite(loss) || !sn_all_finite(grads))
         return (real)NAN;
@@ -997,7 +997,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_a628be1b81_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_be5995e72c_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -1017,17 +1017,17 @@ void symnet_a628be1b81_update(real *params, const real *grads, real lr, int opti
  * prev holds the parameters before the last update (after a restore: the same as
  * params).  prev may be NULL (no restoring).
  *
- * work: the batch's rows (643 numbers per example), then the
+ * work: the batch's rows (299 numbers per example), then the
  * gradients (305), then Ib and Tb.
  *
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_a628be1b81_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_be5995e72c_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
-    real *grads = work + (size_t)batch_size * 643;
+    real *grads = work + (size_t)batch_size * 299;
     real *Ib = grads + 305;
     real *Tb = Ib + (size_t)batch_size * 8;
     real *cur = params, *old = prev != NULL ? prev : params;  /* θ now; θ before the last update */

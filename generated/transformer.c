@@ -51,7 +51,7 @@
  * X of width n holds X[b,j] at X[b * n + j]; W of shape (out, in) holds
  * W[i,j] at W[i * in + j].  Parameters live in one flat array `params`
  * (18026 numbers), their gradients in `grads` with the same
- * layout, and everything per example in `work` (27178 numbers
+ * layout, and everything per example in `work` (14546 numbers
  * per example of the batch).
  */
 #include <math.h>
@@ -108,8 +108,8 @@
  *   loss: bce, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_220F5477D2_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_220F5477D2_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_F5C05BBC6B_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_F5C05BBC6B_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (32, 10)
  *   b1           offset       320  shape (32,)
  *   P2           offset       352  shape (8, 32)
@@ -140,48 +140,48 @@
  *   W17          offset     17696  shape (10, 32)
  *   b17          offset     18016  shape (10,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_220F5477D2_WORK_SIZE(batch) numbers; SYMNET_220F5477D2_TRAIN_WORK_SIZE(batch_size) for
- * symnet_220f5477d2_train) and allocates nothing.  Memory for one call of a batch B:
- *   params 18026 + X B*80 + T or O B*80 + work (B*27178 + 18026)
- *   numbers of 4 bytes; e.g. B = 32: 3,643,472 bytes (training; forward only: 1,817,000).
+ * `work` (SYMNET_F5C05BBC6B_WORK_SIZE(batch) numbers; SYMNET_F5C05BBC6B_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_f5c05bbc6b_train) and allocates nothing.  Memory for one call of a batch B:
+ *   params 18026 + X B*80 + T or O B*80 + work (B*14546 + 18026)
+ *   numbers of 4 bytes; e.g. B = 32: 2,026,576 bytes (training; forward only: 1,280,424).
  */
-#ifndef SYMNET_220F5477D2_H
-#define SYMNET_220F5477D2_H
+#ifndef SYMNET_F5C05BBC6B_H
+#define SYMNET_F5C05BBC6B_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_220F5477D2_REAL float  /* the number type of every array (float32) */
-#define SYMNET_220F5477D2_N_INPUTS 80  /* features per example */
-#define SYMNET_220F5477D2_N_OUTPUTS 80
-#define SYMNET_220F5477D2_N_PARAMS 18026  /* numbers in the flat parameter array */
-#define SYMNET_220F5477D2_WORK_PER_EXAMPLE 27178
-#define SYMNET_220F5477D2_WORK_SIZE(batch) ((batch) * 27178 + 18026)  /* numbers of scratch per call */
-#define SYMNET_220F5477D2_TRAIN_WORK_SIZE(batch_size) (SYMNET_220F5477D2_WORK_SIZE(batch_size) + (batch_size) * 160)
-#define SYMNET_220F5477D2_SGD 0       /* optimizer codes of symnet_220f5477d2_update and symnet_220f5477d2_train */
-#define SYMNET_220F5477D2_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_220F5477D2_N_PARAMS numbers */
-#define SYMNET_220F5477D2_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_220F5477D2_N_PARAMS numbers each */
+#define SYMNET_F5C05BBC6B_REAL float  /* the number type of every array (float32) */
+#define SYMNET_F5C05BBC6B_N_INPUTS 80  /* features per example */
+#define SYMNET_F5C05BBC6B_N_OUTPUTS 80
+#define SYMNET_F5C05BBC6B_N_PARAMS 18026  /* numbers in the flat parameter array */
+#define SYMNET_F5C05BBC6B_WORK_PER_EXAMPLE 14546
+#define SYMNET_F5C05BBC6B_WORK_SIZE(batch) ((batch) * 14546 + 18026)  /* numbers of scratch per call */
+#define SYMNET_F5C05BBC6B_TRAIN_WORK_SIZE(batch_size) (SYMNET_F5C05BBC6B_WORK_SIZE(batch_size) + (batch_size) * 160)
+#define SYMNET_F5C05BBC6B_SGD 0       /* optimizer codes of symnet_f5c05bbc6b_update and symnet_f5c05bbc6b_train */
+#define SYMNET_F5C05BBC6B_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_F5C05BBC6B_N_PARAMS numbers */
+#define SYMNET_F5C05BBC6B_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_F5C05BBC6B_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_220F5477D2_N_OUTPUTS) = the network's output for X (batch × SYMNET_220F5477D2_N_INPUTS). */
-void symnet_220f5477d2_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_F5C05BBC6B_N_OUTPUTS) = the network's output for X (batch × SYMNET_F5C05BBC6B_N_INPUTS). */
+void symnet_f5c05bbc6b_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_220f5477d2_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_f5c05bbc6b_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_220F5477D2_N_PARAMS numbers) by back propagation. */
-float symnet_220f5477d2_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_F5C05BBC6B_N_PARAMS numbers) by back propagation. */
+float symnet_f5c05bbc6b_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_220f5477d2_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_f5c05bbc6b_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_220F5477D2_SGD, SYMNET_220F5477D2_MOMENTUM or SYMNET_220F5477D2_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_F5C05BBC6B_SGD, SYMNET_F5C05BBC6B_MOMENTUM or SYMNET_F5C05BBC6B_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_220f5477d2_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_f5c05bbc6b_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -189,10 +189,10 @@ void symnet_220f5477d2_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_220F5477D2_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_F5C05BBC6B_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_220F5477D2_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_220f5477d2_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_F5C05BBC6B_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_f5c05bbc6b_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -201,7 +201,7 @@ long long symnet_220f5477d2_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_220F5477D2_H */
+#endif /* SYMNET_F5C05BBC6B_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -805,10 +805,10 @@ static void sn_rows_1(const real *params, real *work, const real *S, int batch, 
     real *pos = work + (size_t)batch * 512;  /* layer pos: (batch, 8, 32) */
     real *z_B1_norm1_mean = work + (size_t)batch * 768;  /* Σ of B1_norm1_mean: (batch, 8) */
     real *B1_norm1_mean = work + (size_t)batch * 776;  /* layer B1_norm1_mean: (batch, 8) */
-    real *B1_norm1_c = work + (size_t)batch * 784;  /* layer B1_norm1_c: (batch, 8, 32) */
-    real *z_B1_norm1_rstd = work + (size_t)batch * 1040;  /* Σ of B1_norm1_rstd: (batch, 8) */
-    real *B1_norm1_rstd = work + (size_t)batch * 1048;  /* layer B1_norm1_rstd: (batch, 8) */
-    real *B1_norm1 = work + (size_t)batch * 1056;  /* layer B1_norm1: (batch, 8, 32) */
+    real *B1_norm1_c = work + (size_t)batch * 0;  /* layer B1_norm1_c: (batch, 8, 32) */
+    real *z_B1_norm1_rstd = work + (size_t)batch * 768;  /* Σ of B1_norm1_rstd: (batch, 8) */
+    real *B1_norm1_rstd = work + (size_t)batch * 776;  /* layer B1_norm1_rstd: (batch, 8) */
+    real *B1_norm1 = work + (size_t)batch * 256;  /* layer B1_norm1: (batch, 8, 32) */
 
     (void)S;
     /* embed[b,tq,i] = b1[i] + z_embed[b,tq,i]; pos[b,tq,i] = P2[tq,i] + embed[b,tq,i]; z_B1_norm1_mean[b,a] = Σ_e pos[b,a,e] */
@@ -872,14 +872,14 @@ static void sn_rows_2(const real *params, real *work, const real *S, int batch, 
 {
     const real *c4 = params + 3744;  /* c4: (96,) */
 
-    real *z_B1_att_qkv = work + (size_t)batch * 1312;  /* Σ of B1_att_qkv: (batch, 8, 96) */
-    real *B1_att_qkv = work + (size_t)batch * 2080;  /* layer B1_att_qkv: (batch, 8, 96) */
-    real *z_B1_att_s = work + (size_t)batch * 2848;  /* Σ of B1_att_s: (batch, 4, 8, 8) */
-    real *z_B1_att_m = work + (size_t)batch * 3104;  /* Σ of B1_att_m: (batch, 4, 8) */
-    real *B1_att_e = work + (size_t)batch * 3136;  /* layer B1_att_e: (batch, 4, 8, 8) */
-    real *z_B1_att_z = work + (size_t)batch * 3392;  /* Σ of B1_att_z: (batch, 4, 8) */
-    real *B1_att_p = work + (size_t)batch * 3424;  /* layer B1_att_p: (batch, 4, 8, 8) */
-    real *z_B1_att_a = work + (size_t)batch * 3680;  /* Σ of B1_att_a: (batch, 8, 4, 8) */
+    real *z_B1_att_qkv = work + (size_t)batch * 784;  /* Σ of B1_att_qkv: (batch, 8, 96) */
+    real *B1_att_qkv = work + (size_t)batch * 1552;  /* layer B1_att_qkv: (batch, 8, 96) */
+    real *z_B1_att_s = work + (size_t)batch * 2320;  /* Σ of B1_att_s: (batch, 4, 8, 8) */
+    real *z_B1_att_m = work + (size_t)batch * 2576;  /* Σ of B1_att_m: (batch, 4, 8) */
+    real *B1_att_e = work + (size_t)batch * 2608;  /* layer B1_att_e: (batch, 4, 8, 8) */
+    real *z_B1_att_z = work + (size_t)batch * 2864;  /* Σ of B1_att_z: (batch, 4, 8) */
+    real *B1_att_p = work + (size_t)batch * 2320;  /* layer B1_att_p: (batch, 4, 8, 8) */
+    real *z_B1_att_a = work + (size_t)batch * 2896;  /* Σ of B1_att_a: (batch, 8, 4, 8) */
     real *B1_att_s = z_B1_att_s;  /* layer B1_att_s: z_B1_att_s itself: (batch, 4, 8, 8) */
     real *B1_att_m = z_B1_att_m;  /* layer B1_att_m: z_B1_att_m itself: (batch, 4, 8) */
     real *B1_att_z = z_B1_att_z;  /* layer B1_att_z: z_B1_att_z itself: (batch, 4, 8) */
@@ -956,15 +956,15 @@ static void sn_rows_3(const real *params, real *work, const real *S, int batch, 
     const real *beta6 = params + 4928;  /* beta6: (32,) */
 
     real *pos = work + (size_t)batch * 512;  /* layer pos: (batch, 8, 32) */
-    real *z_B1_att = work + (size_t)batch * 3936;  /* Σ of B1_att: (batch, 8, 32) */
-    real *B1_att = work + (size_t)batch * 4192;  /* layer B1_att: (batch, 8, 32) */
-    real *B1_res1 = work + (size_t)batch * 4448;  /* layer B1_res1: (batch, 8, 32) */
-    real *z_B1_norm2_mean = work + (size_t)batch * 4704;  /* Σ of B1_norm2_mean: (batch, 8) */
-    real *B1_norm2_mean = work + (size_t)batch * 4712;  /* layer B1_norm2_mean: (batch, 8) */
-    real *B1_norm2_c = work + (size_t)batch * 4720;  /* layer B1_norm2_c: (batch, 8, 32) */
-    real *z_B1_norm2_rstd = work + (size_t)batch * 4976;  /* Σ of B1_norm2_rstd: (batch, 8) */
-    real *B1_norm2_rstd = work + (size_t)batch * 4984;  /* layer B1_norm2_rstd: (batch, 8) */
-    real *B1_norm2 = work + (size_t)batch * 4992;  /* layer B1_norm2: (batch, 8, 32) */
+    real *z_B1_att = work + (size_t)batch * 3152;  /* Σ of B1_att: (batch, 8, 32) */
+    real *B1_att = work + (size_t)batch * 3408;  /* layer B1_att: (batch, 8, 32) */
+    real *B1_res1 = work + (size_t)batch * 3664;  /* layer B1_res1: (batch, 8, 32) */
+    real *z_B1_norm2_mean = work + (size_t)batch * 3920;  /* Σ of B1_norm2_mean: (batch, 8) */
+    real *B1_norm2_mean = work + (size_t)batch * 3928;  /* layer B1_norm2_mean: (batch, 8) */
+    real *B1_norm2_c = work + (size_t)batch * 512;  /* layer B1_norm2_c: (batch, 8, 32) */
+    real *z_B1_norm2_rstd = work + (size_t)batch * 3920;  /* Σ of B1_norm2_rstd: (batch, 8) */
+    real *B1_norm2_rstd = work + (size_t)batch * 3928;  /* layer B1_norm2_rstd: (batch, 8) */
+    real *B1_norm2 = work + (size_t)batch * 3152;  /* layer B1_norm2: (batch, 8, 32) */
 
     (void)S;
     /* B1_att[b,tq,i] = co4[i] + z_B1_att[b,tq,i]; B1_res1[b,i,x] = B1_att[b,i,x] + pos[b,i,x]; z_B1_norm2_mean[b,a] = Σ_e B1_res1[b,a,e] */
@@ -1028,8 +1028,8 @@ static void sn_rows_4(const real *params, real *work, const real *S, int batch, 
 {
     const real *b7 = params + 7008;  /* b7: (64,) */
 
-    real *z_B1_ff1 = work + (size_t)batch * 5248;  /* Σ of B1_ff1: (batch, 8, 64) */
-    real *B1_ff1 = work + (size_t)batch * 5760;  /* layer B1_ff1: (batch, 8, 64) */
+    real *z_B1_ff1 = work + (size_t)batch * 3936;  /* Σ of B1_ff1: (batch, 8, 64) */
+    real *B1_ff1 = work + (size_t)batch * 4448;  /* layer B1_ff1: (batch, 8, 64) */
 
     (void)S;
     /* B1_ff1[b,tq,i] = (b7[i] + z_B1_ff1[b,tq,i] if b7[i] + z_B1_ff1[b,tq,i] > 0 else 0) */
@@ -1053,16 +1053,16 @@ static void sn_rows_5(const real *params, real *work, const real *S, int batch, 
     const real *gamma10 = params + 9152;  /* gamma10: (32,) */
     const real *beta10 = params + 9184;  /* beta10: (32,) */
 
-    real *B1_res1 = work + (size_t)batch * 4448;  /* layer B1_res1: (batch, 8, 32) */
-    real *z_B1_ff2 = work + (size_t)batch * 6272;  /* Σ of B1_ff2: (batch, 8, 32) */
-    real *B1_ff2 = work + (size_t)batch * 6528;  /* layer B1_ff2: (batch, 8, 32) */
-    real *B1 = work + (size_t)batch * 6784;  /* layer B1: (batch, 8, 32) */
-    real *z_B2_norm1_mean = work + (size_t)batch * 7040;  /* Σ of B2_norm1_mean: (batch, 8) */
-    real *B2_norm1_mean = work + (size_t)batch * 7048;  /* layer B2_norm1_mean: (batch, 8) */
-    real *B2_norm1_c = work + (size_t)batch * 7056;  /* layer B2_norm1_c: (batch, 8, 32) */
-    real *z_B2_norm1_rstd = work + (size_t)batch * 7312;  /* Σ of B2_norm1_rstd: (batch, 8) */
-    real *B2_norm1_rstd = work + (size_t)batch * 7320;  /* layer B2_norm1_rstd: (batch, 8) */
-    real *B2_norm1 = work + (size_t)batch * 7328;  /* layer B2_norm1: (batch, 8, 32) */
+    real *B1_res1 = work + (size_t)batch * 3664;  /* layer B1_res1: (batch, 8, 32) */
+    real *z_B1_ff2 = work + (size_t)batch * 3408;  /* Σ of B1_ff2: (batch, 8, 32) */
+    real *B1_ff2 = work + (size_t)batch * 4960;  /* layer B1_ff2: (batch, 8, 32) */
+    real *B1 = work + (size_t)batch * 5216;  /* layer B1: (batch, 8, 32) */
+    real *z_B2_norm1_mean = work + (size_t)batch * 5472;  /* Σ of B2_norm1_mean: (batch, 8) */
+    real *B2_norm1_mean = work + (size_t)batch * 5480;  /* layer B2_norm1_mean: (batch, 8) */
+    real *B2_norm1_c = work + (size_t)batch * 3408;  /* layer B2_norm1_c: (batch, 8, 32) */
+    real *z_B2_norm1_rstd = work + (size_t)batch * 5472;  /* Σ of B2_norm1_rstd: (batch, 8) */
+    real *B2_norm1_rstd = work + (size_t)batch * 5480;  /* layer B2_norm1_rstd: (batch, 8) */
+    real *B2_norm1 = work + (size_t)batch * 3664;  /* layer B2_norm1: (batch, 8, 32) */
 
     (void)S;
     /* B1_ff2[b,tq,i] = b8[i] + z_B1_ff2[b,tq,i]; B1[b,i,x] = B1_ff2[b,i,x] + B1_res1[b,i,x]; z_B2_norm1_mean[b,a] = Σ_e B1[b,a,e] */
@@ -1126,14 +1126,14 @@ static void sn_rows_6(const real *params, real *work, const real *S, int batch, 
 {
     const real *c11 = params + 12288;  /* c11: (96,) */
 
-    real *z_B2_att_qkv = work + (size_t)batch * 7584;  /* Σ of B2_att_qkv: (batch, 8, 96) */
-    real *B2_att_qkv = work + (size_t)batch * 8352;  /* layer B2_att_qkv: (batch, 8, 96) */
-    real *z_B2_att_s = work + (size_t)batch * 9120;  /* Σ of B2_att_s: (batch, 4, 8, 8) */
-    real *z_B2_att_m = work + (size_t)batch * 9376;  /* Σ of B2_att_m: (batch, 4, 8) */
-    real *B2_att_e = work + (size_t)batch * 9408;  /* layer B2_att_e: (batch, 4, 8, 8) */
-    real *z_B2_att_z = work + (size_t)batch * 9664;  /* Σ of B2_att_z: (batch, 4, 8) */
-    real *B2_att_p = work + (size_t)batch * 9696;  /* layer B2_att_p: (batch, 4, 8, 8) */
-    real *z_B2_att_a = work + (size_t)batch * 9952;  /* Σ of B2_att_a: (batch, 8, 4, 8) */
+    real *z_B2_att_qkv = work + (size_t)batch * 784;  /* Σ of B2_att_qkv: (batch, 8, 96) */
+    real *B2_att_qkv = work + (size_t)batch * 5488;  /* layer B2_att_qkv: (batch, 8, 96) */
+    real *z_B2_att_s = work + (size_t)batch * 4960;  /* Σ of B2_att_s: (batch, 4, 8, 8) */
+    real *z_B2_att_m = work + (size_t)batch * 2576;  /* Σ of B2_att_m: (batch, 4, 8) */
+    real *B2_att_e = work + (size_t)batch * 6256;  /* layer B2_att_e: (batch, 4, 8, 8) */
+    real *z_B2_att_z = work + (size_t)batch * 6512;  /* Σ of B2_att_z: (batch, 4, 8) */
+    real *B2_att_p = work + (size_t)batch * 4960;  /* layer B2_att_p: (batch, 4, 8, 8) */
+    real *z_B2_att_a = work + (size_t)batch * 6544;  /* Σ of B2_att_a: (batch, 8, 4, 8) */
     real *B2_att_s = z_B2_att_s;  /* layer B2_att_s: z_B2_att_s itself: (batch, 4, 8, 8) */
     real *B2_att_m = z_B2_att_m;  /* layer B2_att_m: z_B2_att_m itself: (batch, 4, 8) */
     real *B2_att_z = z_B2_att_z;  /* layer B2_att_z: z_B2_att_z itself: (batch, 4, 8) */
@@ -1209,16 +1209,16 @@ static void sn_rows_7(const real *params, real *work, const real *S, int batch, 
     const real *gamma13 = params + 13440;  /* gamma13: (32,) */
     const real *beta13 = params + 13472;  /* beta13: (32,) */
 
-    real *B1 = work + (size_t)batch * 6784;  /* layer B1: (batch, 8, 32) */
-    real *z_B2_att = work + (size_t)batch * 10208;  /* Σ of B2_att: (batch, 8, 32) */
-    real *B2_att = work + (size_t)batch * 10464;  /* layer B2_att: (batch, 8, 32) */
-    real *B2_res1 = work + (size_t)batch * 10720;  /* layer B2_res1: (batch, 8, 32) */
-    real *z_B2_norm2_mean = work + (size_t)batch * 10976;  /* Σ of B2_norm2_mean: (batch, 8) */
-    real *B2_norm2_mean = work + (size_t)batch * 10984;  /* layer B2_norm2_mean: (batch, 8) */
-    real *B2_norm2_c = work + (size_t)batch * 10992;  /* layer B2_norm2_c: (batch, 8, 32) */
-    real *z_B2_norm2_rstd = work + (size_t)batch * 11248;  /* Σ of B2_norm2_rstd: (batch, 8) */
-    real *B2_norm2_rstd = work + (size_t)batch * 11256;  /* layer B2_norm2_rstd: (batch, 8) */
-    real *B2_norm2 = work + (size_t)batch * 11264;  /* layer B2_norm2: (batch, 8, 32) */
+    real *B1 = work + (size_t)batch * 5216;  /* layer B1: (batch, 8, 32) */
+    real *z_B2_att = work + (size_t)batch * 6800;  /* Σ of B2_att: (batch, 8, 32) */
+    real *B2_att = work + (size_t)batch * 7056;  /* layer B2_att: (batch, 8, 32) */
+    real *B2_res1 = work + (size_t)batch * 7312;  /* layer B2_res1: (batch, 8, 32) */
+    real *z_B2_norm2_mean = work + (size_t)batch * 7568;  /* Σ of B2_norm2_mean: (batch, 8) */
+    real *B2_norm2_mean = work + (size_t)batch * 7576;  /* layer B2_norm2_mean: (batch, 8) */
+    real *B2_norm2_c = work + (size_t)batch * 5216;  /* layer B2_norm2_c: (batch, 8, 32) */
+    real *z_B2_norm2_rstd = work + (size_t)batch * 7568;  /* Σ of B2_norm2_rstd: (batch, 8) */
+    real *B2_norm2_rstd = work + (size_t)batch * 7576;  /* layer B2_norm2_rstd: (batch, 8) */
+    real *B2_norm2 = work + (size_t)batch * 6800;  /* layer B2_norm2: (batch, 8, 32) */
 
     (void)S;
     /* B2_att[b,tq,i] = co11[i] + z_B2_att[b,tq,i]; B2_res1[b,i,x] = B1[b,i,x] + B2_att[b,i,x]; z_B2_norm2_mean[b,a] = Σ_e B2_res1[b,a,e] */
@@ -1282,8 +1282,8 @@ static void sn_rows_8(const real *params, real *work, const real *S, int batch, 
 {
     const real *b14 = params + 15552;  /* b14: (64,) */
 
-    real *z_B2_ff1 = work + (size_t)batch * 11520;  /* Σ of B2_ff1: (batch, 8, 64) */
-    real *B2_ff1 = work + (size_t)batch * 12032;  /* layer B2_ff1: (batch, 8, 64) */
+    real *z_B2_ff1 = work + (size_t)batch * 7584;  /* Σ of B2_ff1: (batch, 8, 64) */
+    real *B2_ff1 = work + (size_t)batch * 8096;  /* layer B2_ff1: (batch, 8, 64) */
 
     (void)S;
     /* B2_ff1[b,tq,i] = (b14[i] + z_B2_ff1[b,tq,i] if b14[i] + z_B2_ff1[b,tq,i] > 0 else 0) */
@@ -1305,10 +1305,10 @@ static void sn_rows_9(const real *params, real *work, const real *S, int batch, 
 {
     const real *b15 = params + 17664;  /* b15: (32,) */
 
-    real *B2_res1 = work + (size_t)batch * 10720;  /* layer B2_res1: (batch, 8, 32) */
-    real *z_B2_ff2 = work + (size_t)batch * 12544;  /* Σ of B2_ff2: (batch, 8, 32) */
-    real *B2_ff2 = work + (size_t)batch * 12800;  /* layer B2_ff2: (batch, 8, 32) */
-    real *B2 = work + (size_t)batch * 13056;  /* layer B2: (batch, 8, 32) */
+    real *B2_res1 = work + (size_t)batch * 7312;  /* layer B2_res1: (batch, 8, 32) */
+    real *z_B2_ff2 = work + (size_t)batch * 7056;  /* Σ of B2_ff2: (batch, 8, 32) */
+    real *B2_ff2 = work + (size_t)batch * 8608;  /* layer B2_ff2: (batch, 8, 32) */
+    real *B2 = work + (size_t)batch * 8864;  /* layer B2: (batch, 8, 32) */
 
     (void)S;
     /* B2_ff2[b,tq,i] = b15[i] + z_B2_ff2[b,tq,i]; B2[b,i,x] = B2_ff2[b,i,x] + B2_res1[b,i,x] */
@@ -1330,8 +1330,8 @@ static void sn_rows_10(const real *params, real *work, const real *S, int batch,
 {
     const real *b17 = params + 18016;  /* b17: (10,) */
 
-    real *z_O = work + (size_t)batch * 13312;  /* Σ of O: (batch, 8, 10) */
-    real *sn_u_O = work + (size_t)batch * 13392;  /* layer O: (batch, 8, 10) */
+    real *z_O = work + (size_t)batch * 9120;  /* Σ of O: (batch, 8, 10) */
+    real *sn_u_O = work + (size_t)batch * 9200;  /* layer O: (batch, 8, 10) */
 
     (void)S;
     /* O[b,tq,i] = σ(b17[i] + z_O[b,tq,i]) */
@@ -1361,24 +1361,24 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
     const real *W17 = params + 17696;  /* W17: (10, 32) */
 
     real *z_embed = work + (size_t)batch * 0;  /* Σ of embed: (batch, 8, 32) */
-    real *B1_norm1 = work + (size_t)batch * 1056;  /* layer B1_norm1: (batch, 8, 32) */
-    real *z_B1_att_qkv = work + (size_t)batch * 1312;  /* Σ of B1_att_qkv: (batch, 8, 96) */
-    real *z_B1_att_a = work + (size_t)batch * 3680;  /* Σ of B1_att_a: (batch, 8, 4, 8) */
-    real *z_B1_att = work + (size_t)batch * 3936;  /* Σ of B1_att: (batch, 8, 32) */
-    real *B1_norm2 = work + (size_t)batch * 4992;  /* layer B1_norm2: (batch, 8, 32) */
-    real *z_B1_ff1 = work + (size_t)batch * 5248;  /* Σ of B1_ff1: (batch, 8, 64) */
-    real *B1_ff1 = work + (size_t)batch * 5760;  /* layer B1_ff1: (batch, 8, 64) */
-    real *z_B1_ff2 = work + (size_t)batch * 6272;  /* Σ of B1_ff2: (batch, 8, 32) */
-    real *B2_norm1 = work + (size_t)batch * 7328;  /* layer B2_norm1: (batch, 8, 32) */
-    real *z_B2_att_qkv = work + (size_t)batch * 7584;  /* Σ of B2_att_qkv: (batch, 8, 96) */
-    real *z_B2_att_a = work + (size_t)batch * 9952;  /* Σ of B2_att_a: (batch, 8, 4, 8) */
-    real *z_B2_att = work + (size_t)batch * 10208;  /* Σ of B2_att: (batch, 8, 32) */
-    real *B2_norm2 = work + (size_t)batch * 11264;  /* layer B2_norm2: (batch, 8, 32) */
-    real *z_B2_ff1 = work + (size_t)batch * 11520;  /* Σ of B2_ff1: (batch, 8, 64) */
-    real *B2_ff1 = work + (size_t)batch * 12032;  /* layer B2_ff1: (batch, 8, 64) */
-    real *z_B2_ff2 = work + (size_t)batch * 12544;  /* Σ of B2_ff2: (batch, 8, 32) */
-    real *B2 = work + (size_t)batch * 13056;  /* layer B2: (batch, 8, 32) */
-    real *z_O = work + (size_t)batch * 13312;  /* Σ of O: (batch, 8, 10) */
+    real *B1_norm1 = work + (size_t)batch * 256;  /* layer B1_norm1: (batch, 8, 32) */
+    real *z_B1_att_qkv = work + (size_t)batch * 784;  /* Σ of B1_att_qkv: (batch, 8, 96) */
+    real *z_B1_att_a = work + (size_t)batch * 2896;  /* Σ of B1_att_a: (batch, 8, 4, 8) */
+    real *z_B1_att = work + (size_t)batch * 3152;  /* Σ of B1_att: (batch, 8, 32) */
+    real *B1_norm2 = work + (size_t)batch * 3152;  /* layer B1_norm2: (batch, 8, 32) */
+    real *z_B1_ff1 = work + (size_t)batch * 3936;  /* Σ of B1_ff1: (batch, 8, 64) */
+    real *B1_ff1 = work + (size_t)batch * 4448;  /* layer B1_ff1: (batch, 8, 64) */
+    real *z_B1_ff2 = work + (size_t)batch * 3408;  /* Σ of B1_ff2: (batch, 8, 32) */
+    real *B2_norm1 = work + (size_t)batch * 3664;  /* layer B2_norm1: (batch, 8, 32) */
+    real *z_B2_att_qkv = work + (size_t)batch * 784;  /* Σ of B2_att_qkv: (batch, 8, 96) */
+    real *z_B2_att_a = work + (size_t)batch * 6544;  /* Σ of B2_att_a: (batch, 8, 4, 8) */
+    real *z_B2_att = work + (size_t)batch * 6800;  /* Σ of B2_att: (batch, 8, 32) */
+    real *B2_norm2 = work + (size_t)batch * 6800;  /* layer B2_norm2: (batch, 8, 32) */
+    real *z_B2_ff1 = work + (size_t)batch * 7584;  /* Σ of B2_ff1: (batch, 8, 64) */
+    real *B2_ff1 = work + (size_t)batch * 8096;  /* layer B2_ff1: (batch, 8, 64) */
+    real *z_B2_ff2 = work + (size_t)batch * 7056;  /* Σ of B2_ff2: (batch, 8, 32) */
+    real *B2 = work + (size_t)batch * 8864;  /* layer B2: (batch, 8, 32) */
+    real *z_O = work + (size_t)batch * 9120;  /* Σ of O: (batch, 8, 10) */
     real *B1_att_a = z_B1_att_a;  /* layer B1_att_a: z_B1_att_a itself: (batch, 8, 4, 8) */
     real *B2_att_a = z_B2_att_a;  /* layer B2_att_a: z_B2_att_a itself: (batch, 8, 4, 8) */
 
@@ -1536,10 +1536,10 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_220f5477d2_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_f5c05bbc6b_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
-    memcpy(O, work + (size_t)batch * 13392, sizeof(real) * (size_t)batch * 80);
+    memcpy(O, work + (size_t)batch * 9200, sizeof(real) * (size_t)batch * 80);
 }
 
 /* ------------------------------------------------------------------------
@@ -1595,7 +1595,7 @@ static void sn_chunk(void *arg, int c)
     real *work = a->work;
     const int batch = a->batch;
     const int sn_lo = sn_cut(batch, c, a->n), sn_hi = sn_cut(batch, c + 1, a->n);
-    real *sn_part = work + (size_t)batch * 24048 + (size_t)c * 1002;  /* 1002 partial sums */
+    real *sn_part = work + (size_t)batch * 11416 + (size_t)c * 1002;  /* 1002 partial sums */
     const real *W1 = params + 0;  /* W1: (32, 10) */
     const real *b1 = params + 320;  /* b1: (32,) */
     const real *P2 = params + 352;  /* P2: (8, 32) */
@@ -1655,119 +1655,119 @@ static void sn_chunk(void *arg, int c)
     real *g_Wo4 = a->grads + 3840;  /* ∂L/∂Wo4: (32, 32) */
     real *g_W4 = a->grads + 672;  /* ∂L/∂W4: (96, 32) */
     real *g_W1 = a->grads + 0;  /* ∂L/∂W1: (32, 10) */
-    real *sn_wpart = work + (size_t)batch * 25050;  /* chunks 1, 2, …'s parts of the weight gradients, 17024 numbers each */
+    real *sn_wpart = work + (size_t)batch * 12418;  /* chunks 1, 2, …'s parts of the weight gradients, 17024 numbers each */
     real *z_embed = work + (size_t)batch * 0;  /* Σ of embed: (batch, 8, 32) */
     real *embed = work + (size_t)batch * 256;  /* layer embed: (batch, 8, 32) */
     real *pos = work + (size_t)batch * 512;  /* layer pos: (batch, 8, 32) */
     real *z_B1_norm1_mean = work + (size_t)batch * 768;  /* Σ of B1_norm1_mean: (batch, 8) */
     real *B1_norm1_mean = work + (size_t)batch * 776;  /* layer B1_norm1_mean: (batch, 8) */
-    real *B1_norm1_c = work + (size_t)batch * 784;  /* layer B1_norm1_c: (batch, 8, 32) */
-    real *z_B1_norm1_rstd = work + (size_t)batch * 1040;  /* Σ of B1_norm1_rstd: (batch, 8) */
-    real *B1_norm1_rstd = work + (size_t)batch * 1048;  /* layer B1_norm1_rstd: (batch, 8) */
-    real *B1_norm1 = work + (size_t)batch * 1056;  /* layer B1_norm1: (batch, 8, 32) */
-    real *z_B1_att_qkv = work + (size_t)batch * 1312;  /* Σ of B1_att_qkv: (batch, 8, 96) */
-    real *B1_att_qkv = work + (size_t)batch * 2080;  /* layer B1_att_qkv: (batch, 8, 96) */
-    real *z_B1_att_s = work + (size_t)batch * 2848;  /* Σ of B1_att_s: (batch, 4, 8, 8) */
-    real *z_B1_att_m = work + (size_t)batch * 3104;  /* Σ of B1_att_m: (batch, 4, 8) */
-    real *B1_att_e = work + (size_t)batch * 3136;  /* layer B1_att_e: (batch, 4, 8, 8) */
-    real *z_B1_att_z = work + (size_t)batch * 3392;  /* Σ of B1_att_z: (batch, 4, 8) */
-    real *B1_att_p = work + (size_t)batch * 3424;  /* layer B1_att_p: (batch, 4, 8, 8) */
-    real *z_B1_att_a = work + (size_t)batch * 3680;  /* Σ of B1_att_a: (batch, 8, 4, 8) */
-    real *z_B1_att = work + (size_t)batch * 3936;  /* Σ of B1_att: (batch, 8, 32) */
-    real *B1_att = work + (size_t)batch * 4192;  /* layer B1_att: (batch, 8, 32) */
-    real *B1_res1 = work + (size_t)batch * 4448;  /* layer B1_res1: (batch, 8, 32) */
-    real *z_B1_norm2_mean = work + (size_t)batch * 4704;  /* Σ of B1_norm2_mean: (batch, 8) */
-    real *B1_norm2_mean = work + (size_t)batch * 4712;  /* layer B1_norm2_mean: (batch, 8) */
-    real *B1_norm2_c = work + (size_t)batch * 4720;  /* layer B1_norm2_c: (batch, 8, 32) */
-    real *z_B1_norm2_rstd = work + (size_t)batch * 4976;  /* Σ of B1_norm2_rstd: (batch, 8) */
-    real *B1_norm2_rstd = work + (size_t)batch * 4984;  /* layer B1_norm2_rstd: (batch, 8) */
-    real *B1_norm2 = work + (size_t)batch * 4992;  /* layer B1_norm2: (batch, 8, 32) */
-    real *z_B1_ff1 = work + (size_t)batch * 5248;  /* Σ of B1_ff1: (batch, 8, 64) */
-    real *B1_ff1 = work + (size_t)batch * 5760;  /* layer B1_ff1: (batch, 8, 64) */
-    real *z_B1_ff2 = work + (size_t)batch * 6272;  /* Σ of B1_ff2: (batch, 8, 32) */
-    real *B1_ff2 = work + (size_t)batch * 6528;  /* layer B1_ff2: (batch, 8, 32) */
-    real *B1 = work + (size_t)batch * 6784;  /* layer B1: (batch, 8, 32) */
-    real *z_B2_norm1_mean = work + (size_t)batch * 7040;  /* Σ of B2_norm1_mean: (batch, 8) */
-    real *B2_norm1_mean = work + (size_t)batch * 7048;  /* layer B2_norm1_mean: (batch, 8) */
-    real *B2_norm1_c = work + (size_t)batch * 7056;  /* layer B2_norm1_c: (batch, 8, 32) */
-    real *z_B2_norm1_rstd = work + (size_t)batch * 7312;  /* Σ of B2_norm1_rstd: (batch, 8) */
-    real *B2_norm1_rstd = work + (size_t)batch * 7320;  /* layer B2_norm1_rstd: (batch, 8) */
-    real *B2_norm1 = work + (size_t)batch * 7328;  /* layer B2_norm1: (batch, 8, 32) */
-    real *z_B2_att_qkv = work + (size_t)batch * 7584;  /* Σ of B2_att_qkv: (batch, 8, 96) */
-    real *B2_att_qkv = work + (size_t)batch * 8352;  /* layer B2_att_qkv: (batch, 8, 96) */
-    real *z_B2_att_s = work + (size_t)batch * 9120;  /* Σ of B2_att_s: (batch, 4, 8, 8) */
-    real *z_B2_att_m = work + (size_t)batch * 9376;  /* Σ of B2_att_m: (batch, 4, 8) */
-    real *B2_att_e = work + (size_t)batch * 9408;  /* layer B2_att_e: (batch, 4, 8, 8) */
-    real *z_B2_att_z = work + (size_t)batch * 9664;  /* Σ of B2_att_z: (batch, 4, 8) */
-    real *B2_att_p = work + (size_t)batch * 9696;  /* layer B2_att_p: (batch, 4, 8, 8) */
-    real *z_B2_att_a = work + (size_t)batch * 9952;  /* Σ of B2_att_a: (batch, 8, 4, 8) */
-    real *z_B2_att = work + (size_t)batch * 10208;  /* Σ of B2_att: (batch, 8, 32) */
-    real *B2_att = work + (size_t)batch * 10464;  /* layer B2_att: (batch, 8, 32) */
-    real *B2_res1 = work + (size_t)batch * 10720;  /* layer B2_res1: (batch, 8, 32) */
-    real *z_B2_norm2_mean = work + (size_t)batch * 10976;  /* Σ of B2_norm2_mean: (batch, 8) */
-    real *B2_norm2_mean = work + (size_t)batch * 10984;  /* layer B2_norm2_mean: (batch, 8) */
-    real *B2_norm2_c = work + (size_t)batch * 10992;  /* layer B2_norm2_c: (batch, 8, 32) */
-    real *z_B2_norm2_rstd = work + (size_t)batch * 11248;  /* Σ of B2_norm2_rstd: (batch, 8) */
-    real *B2_norm2_rstd = work + (size_t)batch * 11256;  /* layer B2_norm2_rstd: (batch, 8) */
-    real *B2_norm2 = work + (size_t)batch * 11264;  /* layer B2_norm2: (batch, 8, 32) */
-    real *z_B2_ff1 = work + (size_t)batch * 11520;  /* Σ of B2_ff1: (batch, 8, 64) */
-    real *B2_ff1 = work + (size_t)batch * 12032;  /* layer B2_ff1: (batch, 8, 64) */
-    real *z_B2_ff2 = work + (size_t)batch * 12544;  /* Σ of B2_ff2: (batch, 8, 32) */
-    real *B2_ff2 = work + (size_t)batch * 12800;  /* layer B2_ff2: (batch, 8, 32) */
-    real *B2 = work + (size_t)batch * 13056;  /* layer B2: (batch, 8, 32) */
-    real *z_O = work + (size_t)batch * 13312;  /* Σ of O: (batch, 8, 10) */
-    real *sn_u_O = work + (size_t)batch * 13392;  /* layer O: (batch, 8, 10) */
-    real *dL_dembed = work + (size_t)batch * 13472;  /* ∂L/∂embed: (batch, 8, 32) */
-    real *dL_dpos = work + (size_t)batch * 13728;  /* ∂L/∂pos: (batch, 8, 32) */
-    real *dL_dB1_norm1_mean = work + (size_t)batch * 13984;  /* ∂L/∂B1_norm1_mean: (batch, 8) */
-    real *delta_B1_norm1_mean = work + (size_t)batch * 13992;  /* ∂L/∂z_B1_norm1_mean: (batch, 8) */
-    real *dL_dB1_norm1_c = work + (size_t)batch * 14000;  /* ∂L/∂B1_norm1_c: (batch, 8, 32) */
-    real *dL_dB1_norm1_rstd = work + (size_t)batch * 14256;  /* ∂L/∂B1_norm1_rstd: (batch, 8) */
-    real *delta_B1_norm1_rstd = work + (size_t)batch * 14264;  /* ∂L/∂z_B1_norm1_rstd: (batch, 8) */
-    real *dL_dB1_norm1 = work + (size_t)batch * 14272;  /* ∂L/∂B1_norm1: (batch, 8, 32) */
-    real *dL_dB1_att_qkv = work + (size_t)batch * 14528;  /* ∂L/∂B1_att_qkv: (batch, 8, 96) */
-    real *dL_dB1_att_s = work + (size_t)batch * 15296;  /* ∂L/∂B1_att_s: (batch, 4, 8, 8) */
-    real *dL_dB1_att_e = work + (size_t)batch * 15584;  /* ∂L/∂B1_att_e: (batch, 4, 8, 8) */
-    real *dL_dB1_att_z = work + (size_t)batch * 15840;  /* ∂L/∂B1_att_z: (batch, 4, 8) */
-    real *dL_dB1_att_p = work + (size_t)batch * 15872;  /* ∂L/∂B1_att_p: (batch, 4, 8, 8) */
-    real *dL_dB1_att_a = work + (size_t)batch * 16128;  /* ∂L/∂B1_att_a: (batch, 8, 4, 8) */
-    real *dL_dB1_att = work + (size_t)batch * 16384;  /* ∂L/∂B1_att: (batch, 8, 32) */
-    real *dL_dB1_res1 = work + (size_t)batch * 16640;  /* ∂L/∂B1_res1: (batch, 8, 32) */
-    real *dL_dB1_norm2_mean = work + (size_t)batch * 16896;  /* ∂L/∂B1_norm2_mean: (batch, 8) */
-    real *delta_B1_norm2_mean = work + (size_t)batch * 16904;  /* ∂L/∂z_B1_norm2_mean: (batch, 8) */
-    real *dL_dB1_norm2_c = work + (size_t)batch * 16912;  /* ∂L/∂B1_norm2_c: (batch, 8, 32) */
-    real *dL_dB1_norm2_rstd = work + (size_t)batch * 17168;  /* ∂L/∂B1_norm2_rstd: (batch, 8) */
-    real *delta_B1_norm2_rstd = work + (size_t)batch * 17176;  /* ∂L/∂z_B1_norm2_rstd: (batch, 8) */
-    real *dL_dB1_norm2 = work + (size_t)batch * 17184;  /* ∂L/∂B1_norm2: (batch, 8, 32) */
-    real *dL_dB1_ff1 = work + (size_t)batch * 17440;  /* ∂L/∂B1_ff1: (batch, 8, 64) */
-    real *delta_B1_ff1 = work + (size_t)batch * 17952;  /* ∂L/∂z_B1_ff1: (batch, 8, 64) */
-    real *dL_dB1_ff2 = work + (size_t)batch * 18464;  /* ∂L/∂B1_ff2: (batch, 8, 32) */
-    real *dL_dB1 = work + (size_t)batch * 18720;  /* ∂L/∂B1: (batch, 8, 32) */
-    real *dL_dB2_norm1_mean = work + (size_t)batch * 18976;  /* ∂L/∂B2_norm1_mean: (batch, 8) */
-    real *delta_B2_norm1_mean = work + (size_t)batch * 18984;  /* ∂L/∂z_B2_norm1_mean: (batch, 8) */
-    real *dL_dB2_norm1_c = work + (size_t)batch * 18992;  /* ∂L/∂B2_norm1_c: (batch, 8, 32) */
-    real *dL_dB2_norm1_rstd = work + (size_t)batch * 19248;  /* ∂L/∂B2_norm1_rstd: (batch, 8) */
-    real *delta_B2_norm1_rstd = work + (size_t)batch * 19256;  /* ∂L/∂z_B2_norm1_rstd: (batch, 8) */
-    real *dL_dB2_norm1 = work + (size_t)batch * 19264;  /* ∂L/∂B2_norm1: (batch, 8, 32) */
-    real *dL_dB2_att_qkv = work + (size_t)batch * 19520;  /* ∂L/∂B2_att_qkv: (batch, 8, 96) */
-    real *dL_dB2_att_s = work + (size_t)batch * 20288;  /* ∂L/∂B2_att_s: (batch, 4, 8, 8) */
-    real *dL_dB2_att_e = work + (size_t)batch * 20576;  /* ∂L/∂B2_att_e: (batch, 4, 8, 8) */
-    real *dL_dB2_att_z = work + (size_t)batch * 20832;  /* ∂L/∂B2_att_z: (batch, 4, 8) */
-    real *dL_dB2_att_p = work + (size_t)batch * 20864;  /* ∂L/∂B2_att_p: (batch, 4, 8, 8) */
-    real *dL_dB2_att_a = work + (size_t)batch * 21120;  /* ∂L/∂B2_att_a: (batch, 8, 4, 8) */
-    real *dL_dB2_att = work + (size_t)batch * 21376;  /* ∂L/∂B2_att: (batch, 8, 32) */
-    real *dL_dB2_res1 = work + (size_t)batch * 21632;  /* ∂L/∂B2_res1: (batch, 8, 32) */
-    real *dL_dB2_norm2_mean = work + (size_t)batch * 21888;  /* ∂L/∂B2_norm2_mean: (batch, 8) */
-    real *delta_B2_norm2_mean = work + (size_t)batch * 21896;  /* ∂L/∂z_B2_norm2_mean: (batch, 8) */
-    real *dL_dB2_norm2_c = work + (size_t)batch * 21904;  /* ∂L/∂B2_norm2_c: (batch, 8, 32) */
-    real *dL_dB2_norm2_rstd = work + (size_t)batch * 22160;  /* ∂L/∂B2_norm2_rstd: (batch, 8) */
-    real *delta_B2_norm2_rstd = work + (size_t)batch * 22168;  /* ∂L/∂z_B2_norm2_rstd: (batch, 8) */
-    real *dL_dB2_norm2 = work + (size_t)batch * 22176;  /* ∂L/∂B2_norm2: (batch, 8, 32) */
-    real *dL_dB2_ff1 = work + (size_t)batch * 22432;  /* ∂L/∂B2_ff1: (batch, 8, 64) */
-    real *delta_B2_ff1 = work + (size_t)batch * 22944;  /* ∂L/∂z_B2_ff1: (batch, 8, 64) */
-    real *dL_dB2_ff2 = work + (size_t)batch * 23456;  /* ∂L/∂B2_ff2: (batch, 8, 32) */
-    real *dL_dB2 = work + (size_t)batch * 23712;  /* ∂L/∂B2: (batch, 8, 32) */
-    real *delta_O = work + (size_t)batch * 23968;  /* ∂L/∂z_O: (batch, 8, 10) */
+    real *B1_norm1_c = work + (size_t)batch * 0;  /* layer B1_norm1_c: (batch, 8, 32) */
+    real *z_B1_norm1_rstd = work + (size_t)batch * 768;  /* Σ of B1_norm1_rstd: (batch, 8) */
+    real *B1_norm1_rstd = work + (size_t)batch * 776;  /* layer B1_norm1_rstd: (batch, 8) */
+    real *B1_norm1 = work + (size_t)batch * 256;  /* layer B1_norm1: (batch, 8, 32) */
+    real *z_B1_att_qkv = work + (size_t)batch * 784;  /* Σ of B1_att_qkv: (batch, 8, 96) */
+    real *B1_att_qkv = work + (size_t)batch * 1552;  /* layer B1_att_qkv: (batch, 8, 96) */
+    real *z_B1_att_s = work + (size_t)batch * 2320;  /* Σ of B1_att_s: (batch, 4, 8, 8) */
+    real *z_B1_att_m = work + (size_t)batch * 2576;  /* Σ of B1_att_m: (batch, 4, 8) */
+    real *B1_att_e = work + (size_t)batch * 2608;  /* layer B1_att_e: (batch, 4, 8, 8) */
+    real *z_B1_att_z = work + (size_t)batch * 2864;  /* Σ of B1_att_z: (batch, 4, 8) */
+    real *B1_att_p = work + (size_t)batch * 2320;  /* layer B1_att_p: (batch, 4, 8, 8) */
+    real *z_B1_att_a = work + (size_t)batch * 2896;  /* Σ of B1_att_a: (batch, 8, 4, 8) */
+    real *z_B1_att = work + (size_t)batch * 3152;  /* Σ of B1_att: (batch, 8, 32) */
+    real *B1_att = work + (size_t)batch * 3408;  /* layer B1_att: (batch, 8, 32) */
+    real *B1_res1 = work + (size_t)batch * 3664;  /* layer B1_res1: (batch, 8, 32) */
+    real *z_B1_norm2_mean = work + (size_t)batch * 3920;  /* Σ of B1_norm2_mean: (batch, 8) */
+    real *B1_norm2_mean = work + (size_t)batch * 3928;  /* layer B1_norm2_mean: (batch, 8) */
+    real *B1_norm2_c = work + (size_t)batch * 512;  /* layer B1_norm2_c: (batch, 8, 32) */
+    real *z_B1_norm2_rstd = work + (size_t)batch * 3920;  /* Σ of B1_norm2_rstd: (batch, 8) */
+    real *B1_norm2_rstd = work + (size_t)batch * 3928;  /* layer B1_norm2_rstd: (batch, 8) */
+    real *B1_norm2 = work + (size_t)batch * 3152;  /* layer B1_norm2: (batch, 8, 32) */
+    real *z_B1_ff1 = work + (size_t)batch * 3936;  /* Σ of B1_ff1: (batch, 8, 64) */
+    real *B1_ff1 = work + (size_t)batch * 4448;  /* layer B1_ff1: (batch, 8, 64) */
+    real *z_B1_ff2 = work + (size_t)batch * 3408;  /* Σ of B1_ff2: (batch, 8, 32) */
+    real *B1_ff2 = work + (size_t)batch * 4960;  /* layer B1_ff2: (batch, 8, 32) */
+    real *B1 = work + (size_t)batch * 5216;  /* layer B1: (batch, 8, 32) */
+    real *z_B2_norm1_mean = work + (size_t)batch * 5472;  /* Σ of B2_norm1_mean: (batch, 8) */
+    real *B2_norm1_mean = work + (size_t)batch * 5480;  /* layer B2_norm1_mean: (batch, 8) */
+    real *B2_norm1_c = work + (size_t)batch * 3408;  /* layer B2_norm1_c: (batch, 8, 32) */
+    real *z_B2_norm1_rstd = work + (size_t)batch * 5472;  /* Σ of B2_norm1_rstd: (batch, 8) */
+    real *B2_norm1_rstd = work + (size_t)batch * 5480;  /* layer B2_norm1_rstd: (batch, 8) */
+    real *B2_norm1 = work + (size_t)batch * 3664;  /* layer B2_norm1: (batch, 8, 32) */
+    real *z_B2_att_qkv = work + (size_t)batch * 784;  /* Σ of B2_att_qkv: (batch, 8, 96) */
+    real *B2_att_qkv = work + (size_t)batch * 5488;  /* layer B2_att_qkv: (batch, 8, 96) */
+    real *z_B2_att_s = work + (size_t)batch * 4960;  /* Σ of B2_att_s: (batch, 4, 8, 8) */
+    real *z_B2_att_m = work + (size_t)batch * 2576;  /* Σ of B2_att_m: (batch, 4, 8) */
+    real *B2_att_e = work + (size_t)batch * 6256;  /* layer B2_att_e: (batch, 4, 8, 8) */
+    real *z_B2_att_z = work + (size_t)batch * 6512;  /* Σ of B2_att_z: (batch, 4, 8) */
+    real *B2_att_p = work + (size_t)batch * 4960;  /* layer B2_att_p: (batch, 4, 8, 8) */
+    real *z_B2_att_a = work + (size_t)batch * 6544;  /* Σ of B2_att_a: (batch, 8, 4, 8) */
+    real *z_B2_att = work + (size_t)batch * 6800;  /* Σ of B2_att: (batch, 8, 32) */
+    real *B2_att = work + (size_t)batch * 7056;  /* layer B2_att: (batch, 8, 32) */
+    real *B2_res1 = work + (size_t)batch * 7312;  /* layer B2_res1: (batch, 8, 32) */
+    real *z_B2_norm2_mean = work + (size_t)batch * 7568;  /* Σ of B2_norm2_mean: (batch, 8) */
+    real *B2_norm2_mean = work + (size_t)batch * 7576;  /* layer B2_norm2_mean: (batch, 8) */
+    real *B2_norm2_c = work + (size_t)batch * 5216;  /* layer B2_norm2_c: (batch, 8, 32) */
+    real *z_B2_norm2_rstd = work + (size_t)batch * 7568;  /* Σ of B2_norm2_rstd: (batch, 8) */
+    real *B2_norm2_rstd = work + (size_t)batch * 7576;  /* layer B2_norm2_rstd: (batch, 8) */
+    real *B2_norm2 = work + (size_t)batch * 6800;  /* layer B2_norm2: (batch, 8, 32) */
+    real *z_B2_ff1 = work + (size_t)batch * 7584;  /* Σ of B2_ff1: (batch, 8, 64) */
+    real *B2_ff1 = work + (size_t)batch * 8096;  /* layer B2_ff1: (batch, 8, 64) */
+    real *z_B2_ff2 = work + (size_t)batch * 7056;  /* Σ of B2_ff2: (batch, 8, 32) */
+    real *B2_ff2 = work + (size_t)batch * 8608;  /* layer B2_ff2: (batch, 8, 32) */
+    real *B2 = work + (size_t)batch * 8864;  /* layer B2: (batch, 8, 32) */
+    real *z_O = work + (size_t)batch * 9120;  /* Σ of O: (batch, 8, 10) */
+    real *sn_u_O = work + (size_t)batch * 9200;  /* layer O: (batch, 8, 10) */
+    real *dL_dembed = work + (size_t)batch * 0;  /* ∂L/∂embed: (batch, 8, 32) */
+    real *dL_dpos = work + (size_t)batch * 512;  /* ∂L/∂pos: (batch, 8, 32) */
+    real *dL_dB1_norm1_mean = work + (size_t)batch * 768;  /* ∂L/∂B1_norm1_mean: (batch, 8) */
+    real *delta_B1_norm1_mean = work + (size_t)batch * 776;  /* ∂L/∂z_B1_norm1_mean: (batch, 8) */
+    real *dL_dB1_norm1_c = work + (size_t)batch * 2320;  /* ∂L/∂B1_norm1_c: (batch, 8, 32) */
+    real *dL_dB1_norm1_rstd = work + (size_t)batch * 3920;  /* ∂L/∂B1_norm1_rstd: (batch, 8) */
+    real *delta_B1_norm1_rstd = work + (size_t)batch * 776;  /* ∂L/∂z_B1_norm1_rstd: (batch, 8) */
+    real *dL_dB1_norm1 = work + (size_t)batch * 2608;  /* ∂L/∂B1_norm1: (batch, 8, 32) */
+    real *dL_dB1_att_qkv = work + (size_t)batch * 784;  /* ∂L/∂B1_att_qkv: (batch, 8, 96) */
+    real *dL_dB1_att_s = work + (size_t)batch * 2320;  /* ∂L/∂B1_att_s: (batch, 4, 8, 8) */
+    real *dL_dB1_att_e = work + (size_t)batch * 3408;  /* ∂L/∂B1_att_e: (batch, 4, 8, 8) */
+    real *dL_dB1_att_z = work + (size_t)batch * 2576;  /* ∂L/∂B1_att_z: (batch, 4, 8) */
+    real *dL_dB1_att_p = work + (size_t)batch * 4960;  /* ∂L/∂B1_att_p: (batch, 4, 8, 8) */
+    real *dL_dB1_att_a = work + (size_t)batch * 3408;  /* ∂L/∂B1_att_a: (batch, 8, 4, 8) */
+    real *dL_dB1_att = work + (size_t)batch * 5216;  /* ∂L/∂B1_att: (batch, 8, 32) */
+    real *dL_dB1_res1 = work + (size_t)batch * 3408;  /* ∂L/∂B1_res1: (batch, 8, 32) */
+    real *dL_dB1_norm2_mean = work + (size_t)batch * 3920;  /* ∂L/∂B1_norm2_mean: (batch, 8) */
+    real *delta_B1_norm2_mean = work + (size_t)batch * 3928;  /* ∂L/∂z_B1_norm2_mean: (batch, 8) */
+    real *dL_dB1_norm2_c = work + (size_t)batch * 4960;  /* ∂L/∂B1_norm2_c: (batch, 8, 32) */
+    real *dL_dB1_norm2_rstd = work + (size_t)batch * 5472;  /* ∂L/∂B1_norm2_rstd: (batch, 8) */
+    real *delta_B1_norm2_rstd = work + (size_t)batch * 3928;  /* ∂L/∂z_B1_norm2_rstd: (batch, 8) */
+    real *dL_dB1_norm2 = work + (size_t)batch * 5216;  /* ∂L/∂B1_norm2: (batch, 8, 32) */
+    real *dL_dB1_ff1 = work + (size_t)batch * 7584;  /* ∂L/∂B1_ff1: (batch, 8, 64) */
+    real *delta_B1_ff1 = work + (size_t)batch * 9280;  /* ∂L/∂z_B1_ff1: (batch, 8, 64) */
+    real *dL_dB1_ff2 = work + (size_t)batch * 6256;  /* ∂L/∂B1_ff2: (batch, 8, 32) */
+    real *dL_dB1 = work + (size_t)batch * 5216;  /* ∂L/∂B1: (batch, 8, 32) */
+    real *dL_dB2_norm1_mean = work + (size_t)batch * 5472;  /* ∂L/∂B2_norm1_mean: (batch, 8) */
+    real *delta_B2_norm1_mean = work + (size_t)batch * 5480;  /* ∂L/∂z_B2_norm1_mean: (batch, 8) */
+    real *dL_dB2_norm1_c = work + (size_t)batch * 4960;  /* ∂L/∂B2_norm1_c: (batch, 8, 32) */
+    real *dL_dB2_norm1_rstd = work + (size_t)batch * 7568;  /* ∂L/∂B2_norm1_rstd: (batch, 8) */
+    real *delta_B2_norm1_rstd = work + (size_t)batch * 5480;  /* ∂L/∂z_B2_norm1_rstd: (batch, 8) */
+    real *dL_dB2_norm1 = work + (size_t)batch * 6256;  /* ∂L/∂B2_norm1: (batch, 8, 32) */
+    real *dL_dB2_att_qkv = work + (size_t)batch * 9792;  /* ∂L/∂B2_att_qkv: (batch, 8, 96) */
+    real *dL_dB2_att_s = work + (size_t)batch * 4960;  /* ∂L/∂B2_att_s: (batch, 4, 8, 8) */
+    real *dL_dB2_att_e = work + (size_t)batch * 7056;  /* ∂L/∂B2_att_e: (batch, 4, 8, 8) */
+    real *dL_dB2_att_z = work + (size_t)batch * 2576;  /* ∂L/∂B2_att_z: (batch, 4, 8) */
+    real *dL_dB2_att_p = work + (size_t)batch * 7312;  /* ∂L/∂B2_att_p: (batch, 4, 8, 8) */
+    real *dL_dB2_att_a = work + (size_t)batch * 7056;  /* ∂L/∂B2_att_a: (batch, 8, 4, 8) */
+    real *dL_dB2_att = work + (size_t)batch * 8608;  /* ∂L/∂B2_att: (batch, 8, 32) */
+    real *dL_dB2_res1 = work + (size_t)batch * 7056;  /* ∂L/∂B2_res1: (batch, 8, 32) */
+    real *dL_dB2_norm2_mean = work + (size_t)batch * 7568;  /* ∂L/∂B2_norm2_mean: (batch, 8) */
+    real *delta_B2_norm2_mean = work + (size_t)batch * 7576;  /* ∂L/∂z_B2_norm2_mean: (batch, 8) */
+    real *dL_dB2_norm2_c = work + (size_t)batch * 7312;  /* ∂L/∂B2_norm2_c: (batch, 8, 32) */
+    real *dL_dB2_norm2_rstd = work + (size_t)batch * 10560;  /* ∂L/∂B2_norm2_rstd: (batch, 8) */
+    real *delta_B2_norm2_rstd = work + (size_t)batch * 7576;  /* ∂L/∂z_B2_norm2_rstd: (batch, 8) */
+    real *dL_dB2_norm2 = work + (size_t)batch * 8608;  /* ∂L/∂B2_norm2: (batch, 8, 32) */
+    real *dL_dB2_ff1 = work + (size_t)batch * 9280;  /* ∂L/∂B2_ff1: (batch, 8, 64) */
+    real *delta_B2_ff1 = work + (size_t)batch * 10568;  /* ∂L/∂z_B2_ff1: (batch, 8, 64) */
+    real *dL_dB2_ff2 = work + (size_t)batch * 11080;  /* ∂L/∂B2_ff2: (batch, 8, 32) */
+    real *dL_dB2 = work + (size_t)batch * 7312;  /* ∂L/∂B2: (batch, 8, 32) */
+    real *delta_O = work + (size_t)batch * 11336;  /* ∂L/∂z_O: (batch, 8, 10) */
     real *B1_att_s = z_B1_att_s;  /* layer B1_att_s: z_B1_att_s itself: (batch, 4, 8, 8) */
     real *B1_att_m = z_B1_att_m;  /* layer B1_att_m: z_B1_att_m itself: (batch, 4, 8) */
     real *B1_att_z = z_B1_att_z;  /* layer B1_att_z: z_B1_att_z itself: (batch, 4, 8) */
@@ -2666,7 +2666,7 @@ static void sn_chunk_sums(void *arg, int c)
     /* the share q0 ≤ q < q1 of the weight gradients (one after the other, 17024
        numbers) of job c: chunk 0's part plus the other chunks' partial sums, in their order */
     const int q0 = sn_cut(17024, c, a->n), q1 = sn_cut(17024, c + 1, a->n);
-    const real *sn_wpart = work + (size_t)batch * 25050;
+    const real *sn_wpart = work + (size_t)batch * 12418;
     {
         /* g_W17[q] += Σ_{k ≥ 1} (chunk k's part of it)[q] */
         const int lo = q0 > 0 ? q0 - 0 : 0, hi = q1 < 320 ? q1 - 0 : 320;
@@ -2800,7 +2800,7 @@ static void sn_chunk_sums(void *arg, int c)
 
     if (c == 0) {
         /* the chunks' partial sums added up in their order */
-        const real *sn_part = work + (size_t)batch * 24048;
+        const real *sn_part = work + (size_t)batch * 11416;
         /* g_b17[q] = Σ_k (chunk k's part of it)[q] */
         for (int q = 0; q < 10; q++) {
             real s = sn_part[0 + q];
@@ -2966,7 +2966,7 @@ static double sn_loss(const real *params, real *work, const real *S, const real 
 {
     const real *b17 = params + 18016;  /* b17: (10,) */
 
-    real *z_O = work + (size_t)batch * 13312;  /* Σ of O: (batch, 8, 10) */
+    real *z_O = work + (size_t)batch * 9120;  /* Σ of O: (batch, 8, 10) */
 
     double loss = 0;
     sn_forward(params, work, S, batch);
@@ -2981,7 +2981,7 @@ static double sn_loss(const real *params, real *work, const real *S, const real 
     return loss / batch;
 }
 
-real symnet_220f5477d2_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_f5c05bbc6b_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -2995,7 +2995,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return sn_chunk_pass(&a, sn_chunk, NULL);
 }
 
-real symnet_220f5477d2_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_f5c05bbc6b_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -3013,9 +3013,9 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_220f5477d2_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_f5c05bbc6b_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
-    real *grads = work + (size_t)batch * 27178;
+    real *grads = work + (size_t)batch * 14546;
     /* the batch in chunks, then the weight gradients, each job updating the parameters
        whose gradients it finished (the loss first: a NaN or inf loss updates nothing) */
     sn_chunk_args a = {.params = params, .grads = grads, .work = work, .X = X, .T = T,
@@ -3096,7 +3096,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_220f5477d2_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_f5c05bbc6b_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -3116,17 +3116,17 @@ void symnet_220f5477d2_update(real *params, const real *grads, real lr, int opti
  * prev holds the parameters before the last update (after a restore: the same as
  * params).  prev may be NULL (no restoring).
  *
- * work: the batch's rows (27178 numbers per example), then the
+ * work: the batch's rows (14546 numbers per example), then the
  * gradients (18026), then Ib and Tb.
  *
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_220f5477d2_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_f5c05bbc6b_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
-    real *grads = work + (size_t)batch_size * 27178;
+    real *grads = work + (size_t)batch_size * 14546;
     real *Ib = grads + 18026;
     real *Tb = Ib + (size_t)batch_size * 80;
     real *cur = params, *old = prev != NULL ? prev : params;  /* θ now; θ before the last update */
@@ -3165,7 +3165,7 @@ long long symnet_220f5477d2_train(real *params, const real *X, const real *T, co
         losses[s] = loss;
         if (correct != NULL) {
             /* share of the outputs with O > 0.5 exactly where T > 0.5, from the outputs the step's forward pass left in work */
-            const real *o = work + (size_t)batch * 13392;
+            const real *o = work + (size_t)batch * 9200;
             double right = 0;
             for (int r = 0; r < batch; r++) {
                 for (int k = 0; k < 80; k++)

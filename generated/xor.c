@@ -11,7 +11,7 @@
  * X of width n holds X[b,j] at X[b * n + j]; W of shape (out, in) holds
  * W[i,j] at W[i * in + j].  Parameters live in one flat array `params`
  * (105 numbers), their gradients in `grads` with the same
- * layout, and everything per example in `work` (84 numbers
+ * layout, and everything per example in `work` (60 numbers
  * per example of the batch).
  */
 #include <math.h>
@@ -28,8 +28,8 @@
  *   loss: bce, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_8752BDF88B_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_8752BDF88B_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_0C3C0AFA60_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_0C3C0AFA60_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (8, 2)
  *   b1           offset        16  shape (8,)
  *   W2           offset        24  shape (8, 8)
@@ -37,48 +37,48 @@
  *   W3           offset        96  shape (1, 8)
  *   b3           offset       104  shape (1,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_8752BDF88B_WORK_SIZE(batch) numbers; SYMNET_8752BDF88B_TRAIN_WORK_SIZE(batch_size) for
- * symnet_8752bdf88b_train) and allocates nothing.  Memory for one call of a batch B:
- *   params 105 + X B*2 + T or O B*1 + work (B*84 + 105)
- *   numbers of 4 bytes; e.g. B = 32: 11,976 bytes (training; forward only: 5,156).
+ * `work` (SYMNET_0C3C0AFA60_WORK_SIZE(batch) numbers; SYMNET_0C3C0AFA60_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_0c3c0afa60_train) and allocates nothing.  Memory for one call of a batch B:
+ *   params 105 + X B*2 + T or O B*1 + work (B*60 + 105)
+ *   numbers of 4 bytes; e.g. B = 32: 8,904 bytes (training; forward only: 4,132).
  */
-#ifndef SYMNET_8752BDF88B_H
-#define SYMNET_8752BDF88B_H
+#ifndef SYMNET_0C3C0AFA60_H
+#define SYMNET_0C3C0AFA60_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_8752BDF88B_REAL float  /* the number type of every array (float32) */
-#define SYMNET_8752BDF88B_N_INPUTS 2  /* features per example */
-#define SYMNET_8752BDF88B_N_OUTPUTS 1
-#define SYMNET_8752BDF88B_N_PARAMS 105  /* numbers in the flat parameter array */
-#define SYMNET_8752BDF88B_WORK_PER_EXAMPLE 84
-#define SYMNET_8752BDF88B_WORK_SIZE(batch) ((batch) * 84 + 105)  /* numbers of scratch per call */
-#define SYMNET_8752BDF88B_TRAIN_WORK_SIZE(batch_size) (SYMNET_8752BDF88B_WORK_SIZE(batch_size) + (batch_size) * 3)
-#define SYMNET_8752BDF88B_SGD 0       /* optimizer codes of symnet_8752bdf88b_update and symnet_8752bdf88b_train */
-#define SYMNET_8752BDF88B_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_8752BDF88B_N_PARAMS numbers */
-#define SYMNET_8752BDF88B_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_8752BDF88B_N_PARAMS numbers each */
+#define SYMNET_0C3C0AFA60_REAL float  /* the number type of every array (float32) */
+#define SYMNET_0C3C0AFA60_N_INPUTS 2  /* features per example */
+#define SYMNET_0C3C0AFA60_N_OUTPUTS 1
+#define SYMNET_0C3C0AFA60_N_PARAMS 105  /* numbers in the flat parameter array */
+#define SYMNET_0C3C0AFA60_WORK_PER_EXAMPLE 60
+#define SYMNET_0C3C0AFA60_WORK_SIZE(batch) ((batch) * 60 + 105)  /* numbers of scratch per call */
+#define SYMNET_0C3C0AFA60_TRAIN_WORK_SIZE(batch_size) (SYMNET_0C3C0AFA60_WORK_SIZE(batch_size) + (batch_size) * 3)
+#define SYMNET_0C3C0AFA60_SGD 0       /* optimizer codes of symnet_0c3c0afa60_update and symnet_0c3c0afa60_train */
+#define SYMNET_0C3C0AFA60_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_0C3C0AFA60_N_PARAMS numbers */
+#define SYMNET_0C3C0AFA60_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_0C3C0AFA60_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_8752BDF88B_N_OUTPUTS) = the network's output for X (batch × SYMNET_8752BDF88B_N_INPUTS). */
-void symnet_8752bdf88b_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_0C3C0AFA60_N_OUTPUTS) = the network's output for X (batch × SYMNET_0C3C0AFA60_N_INPUTS). */
+void symnet_0c3c0afa60_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_8752bdf88b_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_0c3c0afa60_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_8752BDF88B_N_PARAMS numbers) by back propagation. */
-float symnet_8752bdf88b_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_0C3C0AFA60_N_PARAMS numbers) by back propagation. */
+float symnet_0c3c0afa60_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_8752bdf88b_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_0c3c0afa60_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_8752BDF88B_SGD, SYMNET_8752BDF88B_MOMENTUM or SYMNET_8752BDF88B_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_0C3C0AFA60_SGD, SYMNET_0C3C0AFA60_MOMENTUM or SYMNET_0C3C0AFA60_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_8752bdf88b_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_0c3c0afa60_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -86,10 +86,10 @@ void symnet_8752bdf88b_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_8752BDF88B_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_0C3C0AFA60_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_8752BDF88B_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_8752bdf88b_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_0C3C0AFA60_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_0c3c0afa60_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -98,7 +98,7 @@ long long symnet_8752bdf88b_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_8752BDF88B_H */
+#endif /* SYMNET_0C3C0AFA60_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -639,10 +639,10 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 
     real *z_H1 = work + (size_t)batch * 0;  /* Σ of H1: (batch, 8) */
     real *H1 = work + (size_t)batch * 8;  /* layer H1: (batch, 8) */
-    real *z_H2 = work + (size_t)batch * 16;  /* Σ of H2: (batch, 8) */
-    real *H2 = work + (size_t)batch * 24;  /* layer H2: (batch, 8) */
-    real *z_O = work + (size_t)batch * 32;  /* Σ of O: (batch, 1) */
-    real *sn_u_O = work + (size_t)batch * 33;  /* layer O: (batch, 1) */
+    real *z_H2 = work + (size_t)batch * 0;  /* Σ of H2: (batch, 8) */
+    real *H2 = work + (size_t)batch * 16;  /* layer H2: (batch, 8) */
+    real *z_O = work + (size_t)batch * 24;  /* Σ of O: (batch, 1) */
+    real *sn_u_O = work + (size_t)batch * 25;  /* layer O: (batch, 1) */
 
     /* z_H1[b,i] = Σ_j W1[i,j]·I[b,j] */
     sn_mm_nt(batch, 8, 2, I, W1, z_H1, 0);
@@ -678,10 +678,10 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_8752bdf88b_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_0c3c0afa60_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
-    memcpy(O, work + (size_t)batch * 33, sizeof(real) * (size_t)batch * 1);
+    memcpy(O, work + (size_t)batch * 25, sizeof(real) * (size_t)batch * 1);
 }
 
 /* ------------------------------------------------------------------------
@@ -735,7 +735,7 @@ static void sn_chunk(void *arg, int c)
     real *work = a->work;
     const int batch = a->batch;
     const int sn_lo = sn_cut(batch, c, a->n), sn_hi = sn_cut(batch, c + 1, a->n);
-    real *sn_part = work + (size_t)batch * 67 + (size_t)c * 17;  /* 17 partial sums */
+    real *sn_part = work + (size_t)batch * 43 + (size_t)c * 17;  /* 17 partial sums */
     const real *W1 = params + 0;  /* W1: (8, 2) */
     const real *b1 = params + 16;  /* b1: (8,) */
     const real *W2 = params + 24;  /* W2: (8, 8) */
@@ -748,15 +748,15 @@ static void sn_chunk(void *arg, int c)
     real *g_b1 = sn_part + 9;  /* this chunk's part of ∂L/∂b1: (8,) */
     real *z_H1 = work + (size_t)batch * 0;  /* Σ of H1: (batch, 8) */
     real *H1 = work + (size_t)batch * 8;  /* layer H1: (batch, 8) */
-    real *z_H2 = work + (size_t)batch * 16;  /* Σ of H2: (batch, 8) */
-    real *H2 = work + (size_t)batch * 24;  /* layer H2: (batch, 8) */
-    real *z_O = work + (size_t)batch * 32;  /* Σ of O: (batch, 1) */
-    real *sn_u_O = work + (size_t)batch * 33;  /* layer O: (batch, 1) */
-    real *dL_dH1 = work + (size_t)batch * 34;  /* ∂L/∂H1: (batch, 8) */
-    real *delta_H1 = work + (size_t)batch * 42;  /* ∂L/∂z_H1: (batch, 8) */
-    real *dL_dH2 = work + (size_t)batch * 50;  /* ∂L/∂H2: (batch, 8) */
-    real *delta_H2 = work + (size_t)batch * 58;  /* ∂L/∂z_H2: (batch, 8) */
-    real *delta_O = work + (size_t)batch * 66;  /* ∂L/∂z_O: (batch, 1) */
+    real *z_H2 = work + (size_t)batch * 0;  /* Σ of H2: (batch, 8) */
+    real *H2 = work + (size_t)batch * 16;  /* layer H2: (batch, 8) */
+    real *z_O = work + (size_t)batch * 24;  /* Σ of O: (batch, 1) */
+    real *sn_u_O = work + (size_t)batch * 25;  /* layer O: (batch, 1) */
+    real *dL_dH1 = work + (size_t)batch * 0;  /* ∂L/∂H1: (batch, 8) */
+    real *delta_H1 = work + (size_t)batch * 26;  /* ∂L/∂z_H1: (batch, 8) */
+    real *dL_dH2 = work + (size_t)batch * 0;  /* ∂L/∂H2: (batch, 8) */
+    real *delta_H2 = work + (size_t)batch * 34;  /* ∂L/∂z_H2: (batch, 8) */
+    real *delta_O = work + (size_t)batch * 42;  /* ∂L/∂z_O: (batch, 1) */
 
     const real inv_batch = (real)1 / (real)batch;
     double loss = 0;
@@ -868,10 +868,10 @@ static void sn_chunk_sums(void *arg, int c)
     real *g_b3 = grads + 104;  /* ∂L/∂b3: (1,) */
 
     real *H1 = work + (size_t)batch * 8;  /* layer H1: (batch, 8) */
-    real *H2 = work + (size_t)batch * 24;  /* layer H2: (batch, 8) */
-    real *delta_H1 = work + (size_t)batch * 42;  /* ∂L/∂z_H1: (batch, 8) */
-    real *delta_H2 = work + (size_t)batch * 58;  /* ∂L/∂z_H2: (batch, 8) */
-    real *delta_O = work + (size_t)batch * 66;  /* ∂L/∂z_O: (batch, 1) */
+    real *H2 = work + (size_t)batch * 16;  /* layer H2: (batch, 8) */
+    real *delta_H1 = work + (size_t)batch * 26;  /* ∂L/∂z_H1: (batch, 8) */
+    real *delta_H2 = work + (size_t)batch * 34;  /* ∂L/∂z_H2: (batch, 8) */
+    real *delta_O = work + (size_t)batch * 42;  /* ∂L/∂z_O: (batch, 1) */
 
     {
         /* g_W3[i,j] = Σ_b delta_O[b,i]·H2[b,j]: its rows m0 ≤ m < m1 */
@@ -897,7 +897,7 @@ static void sn_chunk_sums(void *arg, int c)
 
     if (c == 0) {
         /* the chunks' partial sums added up in their order */
-        const real *sn_part = work + (size_t)batch * 67;
+        const real *sn_part = work + (size_t)batch * 43;
         /* g_b3[q] = Σ_k (chunk k's part of it)[q] */
         for (int q = 0; q < 1; q++) {
             real s = sn_part[0 + q];
@@ -948,7 +948,7 @@ static double sn_loss(const real *params, real *work, const real *I, const real 
 {
     const real *b3 = params + 104;  /* b3: (1,) */
 
-    real *z_O = work + (size_t)batch * 32;  /* Σ of O: (batch, 1) */
+    real *z_O = work + (size_t)batch * 24;  /* Σ of O: (batch, 1) */
 
     double loss = 0;
     sn_forward(params, work, I, batch);
@@ -962,7 +962,7 @@ static double sn_loss(const real *params, real *work, const real *I, const real 
     return loss / batch;
 }
 
-real symnet_8752bdf88b_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_0c3c0afa60_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -976,7 +976,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return sn_chunk_pass(&a, sn_chunk, NULL);
 }
 
-real symnet_8752bdf88b_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_0c3c0afa60_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -994,9 +994,9 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_8752bdf88b_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_0c3c0afa60_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
-    real *grads = work + (size_t)batch * 84;
+    real *grads = work + (size_t)batch * 60;
     /* the batch in chunks, then the weight gradients, each job updating the parameters
        whose gradients it finished (the loss first: a NaN or inf loss updates nothing) */
     sn_chunk_args a = {.params = params, .grads = grads, .work = work, .X = X, .T = T,
@@ -1074,7 +1074,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_8752bdf88b_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_0c3c0afa60_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -1094,17 +1094,17 @@ void symnet_8752bdf88b_update(real *params, const real *grads, real lr, int opti
  * prev holds the parameters before the last update (after a restore: the same as
  * params).  prev may be NULL (no restoring).
  *
- * work: the batch's rows (84 numbers per example), then the
+ * work: the batch's rows (60 numbers per example), then the
  * gradients (105), then Ib and Tb.
  *
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_8752bdf88b_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_0c3c0afa60_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
-    real *grads = work + (size_t)batch_size * 84;
+    real *grads = work + (size_t)batch_size * 60;
     real *Ib = grads + 105;
     real *Tb = Ib + (size_t)batch_size * 2;
     real *cur = params, *old = prev != NULL ? prev : params;  /* θ now; θ before the last update */
@@ -1143,7 +1143,7 @@ long long symnet_8752bdf88b_train(real *params, const real *X, const real *T, co
         losses[s] = loss;
         if (correct != NULL) {
             /* share of the outputs with O > 0.5 exactly where T > 0.5, from the outputs the step's forward pass left in work */
-            const real *o = work + (size_t)batch * 33;
+            const real *o = work + (size_t)batch * 25;
             double right = 0;
             for (int r = 0; r < batch; r++) {
                 for (int k = 0; k < 1; k++)

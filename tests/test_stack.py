@@ -62,14 +62,16 @@ def test_one_product_over_the_steps_laid_out_in_a_row(make):
     steps = [(int(A.split("_")[-2]) if make is gru else int(A.split("_")[-1]),
               int(B.split("_")[-1])) for A, B in op.parts]
     assert all(t == s + (make is gru) for t, s in steps), steps
-    # the forward's buffers still come first, and no two buffers overlap
+    # the forward's buffers still come first, and two buffers overlap only where they
+    # share their place whole (symnet.plan.share: the same offset and size)
     fwd = forward_per_row(p)
-    spans = sorted((b.offset, b.offset + int(np.prod(b.shape[1:])), b.name)
-                   for b in p.buffers.values() if b.kind == "work")
+    spans = sorted({(b.offset, b.offset + int(np.prod(b.shape[1:])))
+                    for b in p.buffers.values() if b.kind == "work"})
     assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:])), spans
     names = {n.name for n in p.graph.nodes} | {r.name for n in p.graph.nodes
                                                for r in n.reductions}
-    assert all((end <= fwd) == (name in names) for _, end, name in spans)
+    assert all(b.offset + int(np.prod(b.shape[1:])) <= fwd for b in p.buffers.values()
+               if b.kind == "work" and b.name in names)
     assert "one product of batch" in p.backward[p.backward.index(op)].comment
     # and the C runs it as one call (in a pass in chunks: after the chunks, each job its
     # rows m0 ≤ m < m1 of it)

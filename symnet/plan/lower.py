@@ -22,6 +22,7 @@ from .products import mark as mark_products
 from ..scalar.notation import text  # loop comments read like the derivation (net.formulas())
 from .ops import LOSS, Conv, Fill, Loop, MatMul, Route, Rows, SoftmaxXent, Zero, with_labels
 from .schedule import split
+from .share import share
 from .stack import stack
 
 
@@ -74,6 +75,7 @@ class Plan:
     # a small vector network's loss-and-gradient pass in chunks of the batch (Halves), or
     # None (symnet.plan.schedule.halves)
     halves: object = None
+    shared: int = 0              # work numbers per row saved by buffers sharing their place
 
     @property
     def output(self) -> str:
@@ -218,6 +220,7 @@ def plan(graph: ir.Graph) -> Plan:
         p.backward_labels = [with_labels(op) for op in p.backward]
     mark_products(p.forward + p.backward, p.buffers, p.symbols)
     split(p)
+    share(p)
     return p
 
 

@@ -28,7 +28,10 @@ What is counted, per layer, for a batch of B examples and a dtype of s bytes:
 - the update θ ← θ − lr·g: 2 flops per parameter, in the total only.
 
 Where threads run the batch in chunks, each chunk's partial sums of the gradients take
-``scratch_bytes`` more (counted in ``bytes``).  The input X and the targets T are the
+``scratch_bytes`` more (counted in ``bytes``).  Buffers that are never alive at once share
+their place in the work array (symnet.plan.share): each layer's columns count its
+buffers all the same, and ``shared_bytes``, what they add up to beyond that place, is
+taken off ``bytes``, which is what the model allocates.  The input X and the targets T are the
 caller's arrays and are not counted.
 
 >>> import symnet as sn
@@ -79,6 +82,8 @@ class Summary:
     update_flops: int
     # per-chunk partial sums of the gradients (a batch run in chunks by threads), bytes
     scratch_bytes: int = 0
+    # bytes of the layers' buffers that share their place with others (symnet.plan.share)
+    shared_bytes: int = 0
 
     def total(self, column: str) -> int:
         if column not in COLUMNS:
@@ -93,9 +98,11 @@ class Summary:
 
     @property
     def bytes(self) -> int:
-        """Parameters, activations, gradients and the chunks' partial sums together."""
+        """Parameters, activations, gradients and the chunks' partial sums together, as
+        allocated: less the bytes of buffers that share their place with others."""
         return sum(self.total(c) for c in ("param_bytes", "activation_bytes",
-                                           "gradient_bytes")) + self.scratch_bytes
+                                           "gradient_bytes")) + self.scratch_bytes \
+            - self.shared_bytes
 
     def __str__(self):
         head = ["layer", "in → out", "activation", "params", "param B", "activ. B",
@@ -119,8 +126,10 @@ class Summary:
                      "other element-wise work not counted)")
         scratch = (f" and {self.scratch_bytes:,} of the chunks' partial sums"
                    if self.scratch_bytes else "")
+        shared = (f"; the columns add up to {self.shared_bytes:,} more: buffers that are "
+                  "never alive at once share their place" if self.shared_bytes else "")
         lines.append(f"memory: {self.bytes:,} bytes of parameters, activations and "
-                     f"gradients{scratch} (inputs and targets not counted)")
+                     f"gradients{scratch} (inputs and targets not counted{shared})")
         return "\n".join(lines)
 
     def show(self, print_fn=None) -> Summary:
@@ -133,7 +142,8 @@ class Summary:
 
     def as_dict(self) -> dict:
         return {"batch_size": self.batch_size, "dtype": self.dtype,
-                "update_flops": self.update_flops, "scratch_bytes": self.scratch_bytes, "flops_per_step": self.flops_per_step,
+                "update_flops": self.update_flops, "scratch_bytes": self.scratch_bytes,
+                "shared_bytes": self.shared_bytes, "flops_per_step": self.flops_per_step,
                 "layers": [{f.name: getattr(r, f.name) for f in fields(r)}
                            for r in self.layers]}
 
@@ -200,4 +210,4 @@ def summarize(network, batch_size: int = 32, dtype: str = "float32") -> Summary:
             fwd, bwd, _shapes(node)))
     # the threads' chunks keep partial gradient sums per example after every buffer
     scratch = (p.work_per_row - p.part_offset) * B * size if p.part_offset else 0
-    return Summary(rows, B, dtype, 2 * p.n_params, scratch)
+    return Summary(rows, B, dtype, 2 * p.n_params, scratch, p.shared * B * size)

@@ -722,11 +722,13 @@ def describe_graph(graph: ir.Graph) -> list[str]:
 
 
 def forward_per_row(plan: Plan) -> int:
-    """Work numbers per example the forward pass alone uses: its buffers (the
-    layers and their sums) come first in the work layout."""
-    names = {n.name for n in plan.graph.nodes}
-    names |= {r.name for n in plan.graph.nodes for r in n.reductions}
-    names |= {s["name"] for s in plan.batch_sums if s["kind"] == 0}   # symnet.plan.batchsum
+    """Work numbers per example the forward pass alone uses: every buffer its ops touch
+    (the layers and their sums, im2col's columns) lies in that many first numbers of a
+    row (symnet.plan.share keeps the forward's buffers first)."""
+    from ...plan.share import forward_buffers
+    names = forward_buffers(plan)
+    if names is None:
+        return plan.work_per_row
     ends = [b.offset + math.prod(b.shape[1:]) for b in plan.buffers.values()
             if b.kind == "work" and b.name in names]
     return max(ends, default=0)
