@@ -1,4 +1,4 @@
-"""Work buffers that are never live at once share their rows: a plan rewrite
+"""Work buffers that are never alive at once share their place: a plan rewrite
 (symnet.plan.lower calls it last, after the passes are split into chunks).
 
 Every array of the batch has had a place of its own in the work array: the layers
@@ -28,9 +28,9 @@ tail and the weight gradients' products after the chunks).  A buffer keeps a slo
 its own where something else reads it (the outputs; ∂L/∂ of the inputs; BatchNorm's
 batch sums, which the model reads after the pass; the operands of a product stacked
 over a recurrence's steps, which must follow each other), where the first op that
-touches it in some pass reads it (its contents come from before the pass), or where
-no pass touches it at all.  An op whose buffers are not known keeps every buffer
-alive across it.  Results are the same numbers: no op reads a buffer another wrote
+touches it in some pass reads it (its contents come from before the pass).  A buffer
+that no pass touches (a gradient nothing needs) is never alive and takes any place of
+its size.  An op whose buffers are not known keeps every buffer alive across it.  Results are the same numbers: no op reads a buffer another wrote
 while it was alive.
 """
 
@@ -195,6 +195,9 @@ def share(p) -> None:
         B[n].offset = slot[0]
     saved = end - at
     assert saved >= 0, (end, at)
+    for b in B.values():      # (none lies there now: the chunks' partial sums do)
+        if b.kind == "work" and not b.alias and b.offset >= end:
+            b.offset -= saved
     for b in B.values():
         if b.alias:
             b.offset = B[_root(p, b.name)].offset

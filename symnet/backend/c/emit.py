@@ -30,6 +30,7 @@ from ...scalar.cprint import DTYPES, CPrinter, c_comment, numeric  # noqa: F401 
 from ...plan.lower import (DIRECT_WINDOW, LOSS, Buffer, Conv, Fill, Loop, MatMul, Plan, Route,
                            Rows, SoftmaxXent, Zero)
 from ...plan.ops import BatchSum
+from ...plan.share import forward_buffers
 from ...plan.schedule import batch_rows
 from ...derive.coupled import INV_BATCH
 
@@ -725,7 +726,6 @@ def forward_per_row(plan: Plan) -> int:
     """Work numbers per example the forward pass alone uses: every buffer its ops touch
     (the layers and their sums, im2col's columns) lies in that many first numbers of a
     row (symnet.plan.share keeps the forward's buffers first)."""
-    from ...plan.share import forward_buffers
     names = forward_buffers(plan)
     if names is None:
         return plan.work_per_row
