@@ -39,7 +39,7 @@ def on_blas(monkeypatch):
     monkeypatch.delenv("SYMNET_BLAS_MIN", raising=False)
     monkeypatch.delenv("SYMNET_BLAS_CHECK", raising=False)
     monkeypatch.delenv("SYMNET_BLAS", raising=False)
-    monkeypatch.setattr(tuning, "plan", lambda products, tune="fast", s=None:
+    monkeypatch.setattr(tuning, "plan", lambda products, tune="fast", s=None, chunked=None:
                         {tuning._shape_key(p): 0.0 for p in products})
     monkeypatch.setattr(tuning, "VERDICTS", {})
     return monkeypatch

@@ -486,7 +486,7 @@ def test_planned_product_runs_on_the_blas_and_others_do_not(tmp_path, monkeypatc
         address = ctypes.cast(fake, ctypes.c_void_p).value
         return ffi.cast(tuning._BLAS_FN.format(real="float"), address)
     monkeypatch.setattr(tuning, "blas_pointer", pointer)
-    monkeypatch.setattr(tuning, "plan", lambda products, tune="fast", s=None: {} if tune == "off"
+    monkeypatch.setattr(tuning, "plan", lambda products, tune="fast", s=None, chunked=None: {} if tune == "off"
                         else {":".join(map(str, p)): (0.0 if p == [0, 0, 128, 64] else math.inf)
                               for p in products})
     net = sn.Network(sn.Input(64), sn.Dense(128, "relu"), sn.Dense(10), loss="mse")
@@ -524,7 +524,7 @@ def test_blas_runs_on_one_thread_and_the_pool_cuts_its_products(tmp_path, monkey
     monkeypatch.setattr(tuning, "settings", lambda: {
         **tuning._defaults("test"), "blas": "libfake", "blas_min": math.inf,
         "thread_min": 1e6, "threads_max": 4})
-    monkeypatch.setattr(tuning, "plan", lambda products, tune="fast", s=None:
+    monkeypatch.setattr(tuning, "plan", lambda products, tune="fast", s=None, chunked=None:
                         {":".join(map(str, p)): 1.0 for p in products})
     threads = []
     monkeypatch.setattr(tuning, "_set_blas_threads", threads.append)
@@ -540,7 +540,7 @@ def test_planner_keeps_its_wisdom_and_times_only_what_it_lacks(tmp_path, monkeyp
     s = {"blas": "lib", "blas_min": math.inf, "thread_min": 1e6, "threads_max": 2}
     timed = []
 
-    def fake_time(lib, ffi, shapes, batches, s, budget, rounds):
+    def fake_time(lib, ffi, shapes, batches, s, budget, rounds, chunked=None):
         timed.extend(shapes)
         # the BLAS wins the big product at both batches, loses the small one at 32
         return {":".join(map(str, sh)): {str(b): [1.0, 0.5 if sh[2] > 100 or b > 32 else 2.0,
@@ -570,6 +570,78 @@ def test_planner_keeps_its_wisdom_and_times_only_what_it_lacks(tmp_path, monkeyp
     with pytest.raises(ValueError,
                        match="tune must be one of 'off', 'fast', 'full', got 'fastest'"):
         tuning.plan([[0, 0, 1, 1]], "fastest", s)
+
+
+def test_products_inside_the_chunks_are_timed_as_they_run_there(tmp_path, monkeypatch):
+    """A product that the chunked pass runs inside its chunks is timed apart (its own
+    wisdom key), told to the timer with whether its B is packed, and planned under its
+    shape's key, which the module's table matches."""
+    monkeypatch.setenv("SYMNET_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("SYMNET_BLAS_MIN", raising=False)
+    s = {"blas": "lib", "blas_min": math.inf, "thread_min": 1e6, "threads_max": 2}
+    told = []
+
+    def fake_time(lib, ffi, shapes, batches, s, budget, rounds, chunked=None):
+        told.append((list(shapes), dict(chunked or {})))
+        # the BLAS wins as the product is timed alone, loses as the chunks run it
+        return {tuning._wisdom_key(sh, chunked): {
+            str(b): [1.0, 2.0 if (chunked or {}).get(sh) is not None else 0.5, b * 512 * 512]
+            for b in batches} for sh in shapes}
+    monkeypatch.setattr(tuning, "_time_products", fake_time)
+    monkeypatch.setattr(tuning.Watch, "disturbed", property(lambda self: False))
+    monkeypatch.setattr(tuning, "_PLAN_PAUSE", [0.0])
+    monkeypatch.setattr(tuning, "_open_probe", lambda so, sha: ("ffi", "lib"))
+    monkeypatch.setattr(tuning, "machine", lambda: {"probe_sha256": "x"})
+    chunked = tuning.plan([[0, 0, 512, 512], [2, 512, 512, 0]], "fast", s,
+                          chunked=[[0, 0, 512, 512, 1], [2, 512, 512, 0, 0]])
+    assert chunked == {"0:0:512:512": math.inf, "2:512:512:0": math.inf}
+    assert told == [([(0, 0, 512, 512), (2, 512, 512, 0)],
+                     {(0, 0, 512, 512): True, (2, 512, 512, 0): False})]
+    (wisdom,) = tmp_path.glob("wisdom-*.json")
+    assert set(build._unseal(wisdom)["products"]) == {"0:0:512:512:p", "2:512:512:0:c"}
+    # the same shape in a network that runs it alone: timed again, under its plain key
+    alone = tuning.plan([[0, 0, 512, 512]], "fast", s)
+    assert alone == {"0:0:512:512": min(tuning.BATCHES["fast"]) * 512 * 512}
+    assert told[-1] == ([(0, 0, 512, 512)], {})
+
+
+def test_chunk_products_of_a_transformer():
+    """The transformer's products all run inside its chunks; those on a layer's weights
+    (A·Wᵀ forward, δ·W backward) read B packed, the weight gradients (δᵀ·X) do not."""
+    from symnet.bench import seq
+    from symnet.plan.lower import plan as make_plan
+    p = make_plan(seq.transformer_network().graph())
+    got = tuning.chunk_products(p)
+    assert [e[:4] for e in got] == tuning.products_of(p)
+    packed = {tuple(e[:4]) for e in got if e[4]}
+    assert (0, 0, 192, 64) in packed and (1, 0, 64, 192) in packed       # Q, K, V
+    assert all(kind != 2 for kind, *_ in packed)
+    assert [2, 192, 64, 0, 0] in got
+
+
+def test_the_probe_computes_products_on_packed_panels(tmp_path, monkeypatch):
+    """The probe's packed products (what the planner times for a chunk's product on a
+    layer's weights) are the products: against numpy, kinds A·Bᵀ and A·B, sizes that
+    leave a partial panel."""
+    monkeypatch.setenv("SYMNET_CACHE_DIR", str(tmp_path))
+    tuning._machine.cache_clear()
+    rec = tuning.machine()
+    (path,) = tmp_path.glob("machine-*.json")
+    ffi, lib = tuning._open_probe(path.with_suffix(".so"), rec["probe_sha256"])
+    tuning._machine.cache_clear()
+    null = ffi.cast(tuning._BLAS_FN.format(real="float"), 0)
+    lib.sn_probe_tune(null, math.inf, 1e300, 1)
+    rng = np.random.default_rng(0)
+    for kind, (M, N, K) in [(0, (37, 45, 70)), (1, (64, 200, 33)), (0, (256, 192, 64))]:
+        A = rng.normal(size=(M, K)).astype(np.float32)
+        B = rng.normal(size=(N, K) if kind == 0 else (K, N)).astype(np.float32)
+        C = np.full((M, N), np.nan, np.float32)
+        bp = ffi.new("float[]", int(lib.sn_probe_packed_size(N, K)))
+        pa, pb, pc = (ffi.from_buffer("float[]", x) for x in (A, B, C))
+        lib.sn_probe_pack(kind, N, K, pb, bp)
+        lib.sn_probe_gemm_packed(kind, M, N, K, pa, pb, bp, pc, 2)
+        want = A.astype(np.float64) @ (B.T if kind == 0 else B).astype(np.float64)
+        np.testing.assert_allclose(C, want, rtol=1e-4, atol=1e-4 * np.sqrt(K))
 
 
 def test_timings_under_load_are_neither_used_nor_kept(tmp_path, monkeypatch):

@@ -93,7 +93,8 @@ class Runtime:
         # where the products run on this machine (BLAS above a measured size,
         # threads from a measured cost); once per module, before any call
         from . import tuning
-        self.tuning = tuning.apply(module, p, meta["dtype"], meta.get("products"), tune)
+        self.tuning = tuning.apply(module, p, meta["dtype"], meta.get("products"), tune,
+                                   meta.get("chunked"))
         if self.tuning:     # the register tile compiled in (tune="full" may choose one)
             self.tuning["tile"] = "x".join(map(str, meta["tile"])) if meta.get("tile") \
                 else "default"
@@ -369,6 +370,7 @@ def load(net, dtype: str, tune: str = "fast") -> Runtime:
         kernels = f"#define SN_MR {tile[0]}\n#define SN_NR {tile[1]}\n" + kernels
     meta = dict(plan_meta(plan, net.describe(), dtype), prefix=prefix,
                 products=products,           # what the planner times
+                chunked=tuning.chunk_products(plan),     # ... as they run
                 tile=list(tile) if tile else None)
     guards.check_sizes(meta)
     return Runtime(*build.build(key, source, cdef(header), meta, kernels=kernels,

@@ -180,6 +180,10 @@ def _set_blas_threads(n: int):
 _PROBE_CDEF = ("void sn_probe_tune(" + _BLAS_FN.format(real="float") + ", double, double, int);\n"
                "void sn_probe_gemm(int kind, int M, int N, int K, const float *A,"
                " const float *B, float *C, int reps);\n"
+               "void sn_probe_pack(int kind, int N, int K, const float *B, float *Bp);\n"
+               "void sn_probe_gemm_packed(int kind, int M, int N, int K, const float *A,"
+               " const float *B, const float *Bp, float *C, int reps);\n"
+               "size_t sn_probe_packed_size(int N, int K);\n"
                "void sn_probe_join(int threads, int reps);\n")
 
 
@@ -826,8 +830,23 @@ def decide(timings: dict) -> float:
     return out
 
 
-def _time_products(lib, ffi, shapes, batches, s, budget_s, rounds):
-    """{shape key: {batch: [ours_s, blas_s, mnk]}} of the shapes timed within the budget."""
+def _wisdom_key(shape, chunked=None) -> str:
+    """The wisdom's key of a product: its shape's, ``:c`` for one that the chunked pass
+    runs inside its chunks (timed on one thread), ``:p`` for one of those on B's panels
+    packed once for all the chunks (timed on them)."""
+    how = (chunked or {}).get(tuple(shape))
+    return _shape_key(shape) + ("" if how is None else ":p" if how else ":c")
+
+
+def _time_products(lib, ffi, shapes, batches, s, budget_s, rounds, chunked=None):
+    """{wisdom key: {batch: [ours_s, blas_s, mnk]}} of the shapes timed within the
+    budget.  A shape in ``chunked`` ({shape: packed}, ``chunk_products``) is timed as
+    the chunks run it: on one thread, and symnet's tiles on B's panels packed beforehand
+    where the pass packs them (a layer's weights, once for all the chunks:
+    symnet.plan.schedule.packs); timed on two threads, copying B's panels in each product instead, two products
+    of the bench's transformer went to the BLAS by 7 % each and its step ran 4 % slower
+    for it (AVX-512 Xeon, two threads: 5.79 against 5.55 ms with every product on the
+    tiles)."""
     import numpy as np
     null = ffi.cast(_BLAS_FN.format(real="float"), 0)
     blas = blas_pointer(ffi, "float32")
@@ -844,15 +863,25 @@ def _time_products(lib, ffi, shapes, batches, s, budget_s, rounds):
             pa, pb, pc = (ffi.from_buffer("float[]", x) for x in (a, bb, c))
             mnk = M * N * K
             reps = max(1, int(8e6 / mnk))
-            lib.sn_probe_tune(null, math.inf, s["thread_min"], s["threads_max"])
-            ours = _seconds(lambda r: lib.sn_probe_gemm(kind, M, N, K, pa, pb, pc, r), reps,
-                            rounds)
+            # a chunk's product runs on the thread that runs the chunk (the pool is busy
+            # with the chunks: templates/pool.c.j2), on the tiles or the BLAS alike
+            how = (chunked or {}).get(tuple(shape))
+            threads = s["threads_max"] if how is None else 1
+            lib.sn_probe_tune(null, math.inf, s["thread_min"], threads)
+            if how and kind in (0, 1):
+                bp = ffi.new("float[]", max(int(lib.sn_probe_packed_size(N, K)), 1))
+                lib.sn_probe_pack(kind, N, K, pb, bp)
+                ours = _seconds(lambda r: lib.sn_probe_gemm_packed(kind, M, N, K, pa, pb, bp,
+                                                                   pc, r), reps, rounds)
+            else:
+                ours = _seconds(lambda r: lib.sn_probe_gemm(kind, M, N, K, pa, pb, pc, r),
+                                reps, rounds)
             _set_blas_threads(1)       # the pool cuts the product (apply)
-            lib.sn_probe_tune(blas, 0.0, s["thread_min"], s["threads_max"])
+            lib.sn_probe_tune(blas, 0.0, s["thread_min"], threads)
             theirs = _seconds(lambda r: lib.sn_probe_gemm(kind, M, N, K, pa, pb, pc, r), reps,
                               rounds)
             rec[str(b)] = [ours, theirs, mnk]
-        out[_shape_key(shape)] = rec
+        out[_wisdom_key(shape, chunked)] = rec
     return out
 
 
@@ -880,14 +909,17 @@ def _pause(wisdom: Path, seconds: float):
         build._atomic_write(_pause_path(wisdom), repr(time.time() + seconds))
 
 
-def plan(products, tune: str = "fast", s: dict | None = None) -> dict:
+def plan(products, tune: str = "fast", s: dict | None = None, chunked=None) -> dict:
     """The planner: for each product of a network ([kind, M, N, K], 0 for the batch),
     the M·N·K from which it runs on the BLAS, from the wisdom of this CPU model,
     compiler and flags (``wisdom-<key>.json`` in the cache), timing what it lacks as
-    ``tune`` allows; ``{shape key: mnk_min}`` (inf: symnet's kernels at every size)."""
+    ``tune`` allows; ``{shape key: mnk_min}`` (inf: symnet's kernels at every size).
+    ``chunked``: ``chunk_products``, the products that run inside the chunks of the
+    pass, timed as they run there."""
     check_tune(tune)
     s = s or settings()
     shapes = [tuple(p) for p in products or []]
+    chunked = {tuple(p[:4]): bool(p[4]) for p in chunked or []}
     if tune == "off" or not shapes or s["blas"] is None or \
             _env_float("SYMNET_BLAS_MIN") is not None:
         return {}
@@ -902,7 +934,7 @@ def plan(products, tune: str = "fast", s: dict | None = None) -> dict:
     # keep the machine's threshold, untimed
     shapes = [sh for sh in shapes if math.prod(_sizes(sh, max(batches))[1:]) >= PLAN_MIN]
     todo = [sh for sh in dict.fromkeys(shapes)
-            if not all(str(b) in known.get(_shape_key(sh), {}) for b in batches)]
+            if not all(str(b) in known.get(_wisdom_key(sh, chunked), {}) for b in batches)]
     if todo and time.monotonic() >= _PLAN_PAUSE[0] and not _paused(path):
         rec = machine()
         so = _path().with_suffix(".so")
@@ -914,7 +946,7 @@ def plan(products, tune: str = "fast", s: dict | None = None) -> dict:
             with Watch() as w:
                 timed = _time_products(lib, ffi, todo, batches, s,
                                        math.inf if tune == "full" else FAST_BUDGET_S,
-                                       5 if tune == "full" else 3)
+                                       5 if tune == "full" else 3, chunked)
             if w.disturbed:       # timings under load are neither kept nor used,
                 timed = {}        # and this process (and the next ones) wait before
                 _PLAN_PAUSE[0] = time.monotonic() + RETRY_S     # timing again
@@ -929,8 +961,8 @@ def plan(products, tune: str = "fast", s: dict | None = None) -> dict:
                     build._atomic_write(path, build._seal(on_disk))
             build._debug(f"planned {len(timed)} products"
                          f"{' (under load: not used)' if w.disturbed else ''}: {json.dumps(timed)}")
-    return {_shape_key(sh): _below(decide(known[_shape_key(sh)]), known[_shape_key(sh)], s)
-            for sh in shapes if _shape_key(sh) in known}
+    return {_shape_key(sh): _below(decide(known[k]), known[k], s)
+            for sh in shapes if (k := _wisdom_key(sh, chunked)) in known}
 
 
 def _below(mnk_min: float, timings: dict, s: dict) -> float:
@@ -1050,15 +1082,16 @@ def preload():
     blas_library()
 
 
-def apply(module, prefix: str, dtype: str, products=None, tune: str = "fast") -> dict:
+def apply(module, prefix: str, dtype: str, products=None, tune: str = "fast",
+          chunked=None) -> dict:
     """Give a loaded network module its products' settings; returns them, with
     ``plan``: the planner's choice per product (``"kind M×N×K": "blas from <mnk>"``
-    or ``"symnet"``; M, N or K ``b``: the batch)."""
+    or ``"symnet"``; M, N or K ``b``: the batch).  ``chunked``: ``chunk_products``."""
     fn = getattr(module.lib, prefix + "tune", None)
     if fn is None:
         return {}
     s = settings()
-    chosen = plan(products, tune, s) if s["blas"] is not None else {}
+    chosen = plan(products, tune, s, chunked) if s["blas"] is not None else {}
     use_blas = s["blas"] is not None and (s["blas_min"] < math.inf or
                                            any(v < math.inf for v in chosen.values()))
     ptr = blas_pointer(module.ffi, dtype) if use_blas else module.ffi.NULL
@@ -1150,16 +1183,41 @@ def products_of(plan_) -> list:
     out = []
     ops = [*plan_.forward, *plan_.backward, *getattr(plan_, "loss", [])]
     for op in ops:
-        if not isinstance(op, MatMul):
-            continue
-        # M = "batch * R" (a Linear at each of R positions of a sequence): timed and
-        # matched as any M, its threshold an M·N·K like the rest
-        dims = [0 if d == "batch" or isinstance(d, str) and d.startswith("batch * ")
-                else d for d in (op.M, op.N, op.K)]
-        if all(isinstance(d, int) for d in dims) and dims.count(0) <= 1:
-            entry = [("nt", "nn", "tn").index(op.kind), *dims]
-            if entry not in out:
-                out.append(entry)
+        entry = _product(op) if isinstance(op, MatMul) else None
+        if entry is not None and entry not in out:
+            out.append(entry)
+    return out
+
+
+def _product(op):
+    """[kind, M, N, K] of a MatMul op (0: the batch), or None for another symbolic size."""
+    # M = "batch * R" (a Linear at each of R positions of a sequence): timed and
+    # matched as any M, its threshold an M·N·K like the rest
+    dims = [0 if d == "batch" or isinstance(d, str) and d.startswith("batch * ")
+            else d for d in (op.M, op.N, op.K)]
+    if all(isinstance(d, int) for d in dims) and dims.count(0) <= 1:
+        return [("nt", "nn", "tn").index(op.kind), *dims]
+    return None
+
+
+def chunk_products(plan_) -> list:
+    """[kind, M, N, K, packed] (``products_of``'s four and 1 or 0) of the products that
+    the chunked pass runs inside its chunks, each on the thread that runs the chunk
+    (symnet.plan.ops.Halves): ``packed`` 1 where B is a layer's weights that the pass
+    packs once for all its chunks (symnet.plan.schedule.packs)."""
+    from ...plan.ops import MatMul
+    h = getattr(plan_, "halves", None)
+    if h is None:
+        return []
+    packs = set(h.packs or [])
+    ours = [op for op in (*h.head, *h.rows, *(h.rows_labels or []), *h.tail)
+            if isinstance(op, MatMul)]
+    out = []
+    for entry in products_of(plan_):
+        same = [op for op in ours if _product(op) == entry]
+        if same:
+            packed = all((op.B, op.kind, op.N, op.K) in packs for op in same)
+            out.append([*entry, int(packed)])
     return out
 
 
