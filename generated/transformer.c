@@ -108,8 +108,8 @@
  *   loss: bce, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_F5C05BBC6B_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_F5C05BBC6B_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_DCC4E520F1_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_DCC4E520F1_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (32, 10)
  *   b1           offset       320  shape (32,)
  *   P2           offset       352  shape (8, 32)
@@ -140,48 +140,48 @@
  *   W17          offset     17696  shape (10, 32)
  *   b17          offset     18016  shape (10,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_F5C05BBC6B_WORK_SIZE(batch) numbers; SYMNET_F5C05BBC6B_TRAIN_WORK_SIZE(batch_size) for
- * symnet_f5c05bbc6b_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_DCC4E520F1_WORK_SIZE(batch) numbers; SYMNET_DCC4E520F1_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_dcc4e520f1_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 18026 + X B*80 + T or O B*80 + work (B*14546 + 18026)
  *   numbers of 4 bytes; e.g. B = 32: 2,026,576 bytes (training; forward only: 1,280,424).
  */
-#ifndef SYMNET_F5C05BBC6B_H
-#define SYMNET_F5C05BBC6B_H
+#ifndef SYMNET_DCC4E520F1_H
+#define SYMNET_DCC4E520F1_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_F5C05BBC6B_REAL float  /* the number type of every array (float32) */
-#define SYMNET_F5C05BBC6B_N_INPUTS 80  /* features per example */
-#define SYMNET_F5C05BBC6B_N_OUTPUTS 80
-#define SYMNET_F5C05BBC6B_N_PARAMS 18026  /* numbers in the flat parameter array */
-#define SYMNET_F5C05BBC6B_WORK_PER_EXAMPLE 14546
-#define SYMNET_F5C05BBC6B_WORK_SIZE(batch) ((batch) * 14546 + 18026)  /* numbers of scratch per call */
-#define SYMNET_F5C05BBC6B_TRAIN_WORK_SIZE(batch_size) (SYMNET_F5C05BBC6B_WORK_SIZE(batch_size) + (batch_size) * 160)
-#define SYMNET_F5C05BBC6B_SGD 0       /* optimizer codes of symnet_f5c05bbc6b_update and symnet_f5c05bbc6b_train */
-#define SYMNET_F5C05BBC6B_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_F5C05BBC6B_N_PARAMS numbers */
-#define SYMNET_F5C05BBC6B_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_F5C05BBC6B_N_PARAMS numbers each */
+#define SYMNET_DCC4E520F1_REAL float  /* the number type of every array (float32) */
+#define SYMNET_DCC4E520F1_N_INPUTS 80  /* features per example */
+#define SYMNET_DCC4E520F1_N_OUTPUTS 80
+#define SYMNET_DCC4E520F1_N_PARAMS 18026  /* numbers in the flat parameter array */
+#define SYMNET_DCC4E520F1_WORK_PER_EXAMPLE 14546
+#define SYMNET_DCC4E520F1_WORK_SIZE(batch) ((batch) * 14546 + 18026)  /* numbers of scratch per call */
+#define SYMNET_DCC4E520F1_TRAIN_WORK_SIZE(batch_size) (SYMNET_DCC4E520F1_WORK_SIZE(batch_size) + (batch_size) * 160)
+#define SYMNET_DCC4E520F1_SGD 0       /* optimizer codes of symnet_dcc4e520f1_update and symnet_dcc4e520f1_train */
+#define SYMNET_DCC4E520F1_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_DCC4E520F1_N_PARAMS numbers */
+#define SYMNET_DCC4E520F1_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_DCC4E520F1_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_F5C05BBC6B_N_OUTPUTS) = the network's output for X (batch × SYMNET_F5C05BBC6B_N_INPUTS). */
-void symnet_f5c05bbc6b_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_DCC4E520F1_N_OUTPUTS) = the network's output for X (batch × SYMNET_DCC4E520F1_N_INPUTS). */
+void symnet_dcc4e520f1_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_f5c05bbc6b_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_dcc4e520f1_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_F5C05BBC6B_N_PARAMS numbers) by back propagation. */
-float symnet_f5c05bbc6b_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_DCC4E520F1_N_PARAMS numbers) by back propagation. */
+float symnet_dcc4e520f1_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_f5c05bbc6b_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_dcc4e520f1_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_F5C05BBC6B_SGD, SYMNET_F5C05BBC6B_MOMENTUM or SYMNET_F5C05BBC6B_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_DCC4E520F1_SGD, SYMNET_DCC4E520F1_MOMENTUM or SYMNET_DCC4E520F1_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_f5c05bbc6b_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_dcc4e520f1_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -189,10 +189,10 @@ void symnet_f5c05bbc6b_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_F5C05BBC6B_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_DCC4E520F1_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_F5C05BBC6B_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_f5c05bbc6b_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_DCC4E520F1_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_dcc4e520f1_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -201,7 +201,7 @@ long long symnet_f5c05bbc6b_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_F5C05BBC6B_H */
+#endif /* SYMNET_DCC4E520F1_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -1536,7 +1536,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_f5c05bbc6b_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_dcc4e520f1_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 9200, sizeof(real) * (size_t)batch * 80);
@@ -2668,131 +2668,201 @@ static void sn_chunk_sums(void *arg, int c)
     const int q0 = sn_cut(17024, c, a->n), q1 = sn_cut(17024, c + 1, a->n);
     const real *sn_wpart = work + (size_t)batch * 12418;
     {
-        /* g_W17[q] += Σ_{k ≥ 1} (chunk k's part of it)[q] */
+        /* g_W17[q] += Σ_{k ≥ 1} (chunk k's part of it)[q]: a part at a time over a
+           block of q that stays in cache (vector adds; each number still summed in the
+           order of k) */
         const int lo = q0 > 0 ? q0 - 0 : 0, hi = q1 < 320 ? q1 - 0 : 320;
-        real *g = grads + 17696;
+        real *restrict g = grads + 17696;
         const real *part = sn_wpart + 0;
-        for (int q = lo; q < hi; q++) {
-            real s = g[q];
-            for (int k = 1; k < a->n; k++) s += part[(size_t)(k - 1) * 17024 + q];
-            g[q] = s;
+        for (int qb = lo; qb < hi; qb += 1024) {
+            const int qe = hi - qb < 1024 ? hi : qb + 1024;
+            for (int k = 1; k < a->n; k++) {
+                const real *restrict p = part + (size_t)(k - 1) * 17024;
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+                for (int q = qb; q < qe; q++) g[q] += p[q];
+            }
         }
         if (a->dst != NULL && lo < hi)
             sn_chunk_update(a, c, 17696 + (size_t)lo, 17696 + (size_t)hi);
     }
     {
-        /* g_W15[q] += Σ_{k ≥ 1} (chunk k's part of it)[q] */
+        /* g_W15[q] += Σ_{k ≥ 1} (chunk k's part of it)[q]: a part at a time over a
+           block of q that stays in cache (vector adds; each number still summed in the
+           order of k) */
         const int lo = q0 > 320 ? q0 - 320 : 0, hi = q1 < 2368 ? q1 - 320 : 2048;
-        real *g = grads + 15616;
+        real *restrict g = grads + 15616;
         const real *part = sn_wpart + 320;
-        for (int q = lo; q < hi; q++) {
-            real s = g[q];
-            for (int k = 1; k < a->n; k++) s += part[(size_t)(k - 1) * 17024 + q];
-            g[q] = s;
+        for (int qb = lo; qb < hi; qb += 1024) {
+            const int qe = hi - qb < 1024 ? hi : qb + 1024;
+            for (int k = 1; k < a->n; k++) {
+                const real *restrict p = part + (size_t)(k - 1) * 17024;
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+                for (int q = qb; q < qe; q++) g[q] += p[q];
+            }
         }
         if (a->dst != NULL && lo < hi)
             sn_chunk_update(a, c, 15616 + (size_t)lo, 15616 + (size_t)hi);
     }
     {
-        /* g_W14[q] += Σ_{k ≥ 1} (chunk k's part of it)[q] */
+        /* g_W14[q] += Σ_{k ≥ 1} (chunk k's part of it)[q]: a part at a time over a
+           block of q that stays in cache (vector adds; each number still summed in the
+           order of k) */
         const int lo = q0 > 2368 ? q0 - 2368 : 0, hi = q1 < 4416 ? q1 - 2368 : 2048;
-        real *g = grads + 13504;
+        real *restrict g = grads + 13504;
         const real *part = sn_wpart + 2368;
-        for (int q = lo; q < hi; q++) {
-            real s = g[q];
-            for (int k = 1; k < a->n; k++) s += part[(size_t)(k - 1) * 17024 + q];
-            g[q] = s;
+        for (int qb = lo; qb < hi; qb += 1024) {
+            const int qe = hi - qb < 1024 ? hi : qb + 1024;
+            for (int k = 1; k < a->n; k++) {
+                const real *restrict p = part + (size_t)(k - 1) * 17024;
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+                for (int q = qb; q < qe; q++) g[q] += p[q];
+            }
         }
         if (a->dst != NULL && lo < hi)
             sn_chunk_update(a, c, 13504 + (size_t)lo, 13504 + (size_t)hi);
     }
     {
-        /* g_Wo11[q] += Σ_{k ≥ 1} (chunk k's part of it)[q] */
+        /* g_Wo11[q] += Σ_{k ≥ 1} (chunk k's part of it)[q]: a part at a time over a
+           block of q that stays in cache (vector adds; each number still summed in the
+           order of k) */
         const int lo = q0 > 4416 ? q0 - 4416 : 0, hi = q1 < 5440 ? q1 - 4416 : 1024;
-        real *g = grads + 12384;
+        real *restrict g = grads + 12384;
         const real *part = sn_wpart + 4416;
-        for (int q = lo; q < hi; q++) {
-            real s = g[q];
-            for (int k = 1; k < a->n; k++) s += part[(size_t)(k - 1) * 17024 + q];
-            g[q] = s;
+        for (int qb = lo; qb < hi; qb += 1024) {
+            const int qe = hi - qb < 1024 ? hi : qb + 1024;
+            for (int k = 1; k < a->n; k++) {
+                const real *restrict p = part + (size_t)(k - 1) * 17024;
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+                for (int q = qb; q < qe; q++) g[q] += p[q];
+            }
         }
         if (a->dst != NULL && lo < hi)
             sn_chunk_update(a, c, 12384 + (size_t)lo, 12384 + (size_t)hi);
     }
     {
-        /* g_W11[q] += Σ_{k ≥ 1} (chunk k's part of it)[q] */
+        /* g_W11[q] += Σ_{k ≥ 1} (chunk k's part of it)[q]: a part at a time over a
+           block of q that stays in cache (vector adds; each number still summed in the
+           order of k) */
         const int lo = q0 > 5440 ? q0 - 5440 : 0, hi = q1 < 8512 ? q1 - 5440 : 3072;
-        real *g = grads + 9216;
+        real *restrict g = grads + 9216;
         const real *part = sn_wpart + 5440;
-        for (int q = lo; q < hi; q++) {
-            real s = g[q];
-            for (int k = 1; k < a->n; k++) s += part[(size_t)(k - 1) * 17024 + q];
-            g[q] = s;
+        for (int qb = lo; qb < hi; qb += 1024) {
+            const int qe = hi - qb < 1024 ? hi : qb + 1024;
+            for (int k = 1; k < a->n; k++) {
+                const real *restrict p = part + (size_t)(k - 1) * 17024;
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+                for (int q = qb; q < qe; q++) g[q] += p[q];
+            }
         }
         if (a->dst != NULL && lo < hi)
             sn_chunk_update(a, c, 9216 + (size_t)lo, 9216 + (size_t)hi);
     }
     {
-        /* g_W8[q] += Σ_{k ≥ 1} (chunk k's part of it)[q] */
+        /* g_W8[q] += Σ_{k ≥ 1} (chunk k's part of it)[q]: a part at a time over a
+           block of q that stays in cache (vector adds; each number still summed in the
+           order of k) */
         const int lo = q0 > 8512 ? q0 - 8512 : 0, hi = q1 < 10560 ? q1 - 8512 : 2048;
-        real *g = grads + 7072;
+        real *restrict g = grads + 7072;
         const real *part = sn_wpart + 8512;
-        for (int q = lo; q < hi; q++) {
-            real s = g[q];
-            for (int k = 1; k < a->n; k++) s += part[(size_t)(k - 1) * 17024 + q];
-            g[q] = s;
+        for (int qb = lo; qb < hi; qb += 1024) {
+            const int qe = hi - qb < 1024 ? hi : qb + 1024;
+            for (int k = 1; k < a->n; k++) {
+                const real *restrict p = part + (size_t)(k - 1) * 17024;
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+                for (int q = qb; q < qe; q++) g[q] += p[q];
+            }
         }
         if (a->dst != NULL && lo < hi)
             sn_chunk_update(a, c, 7072 + (size_t)lo, 7072 + (size_t)hi);
     }
     {
-        /* g_W7[q] += Σ_{k ≥ 1} (chunk k's part of it)[q] */
+        /* g_W7[q] += Σ_{k ≥ 1} (chunk k's part of it)[q]: a part at a time over a
+           block of q that stays in cache (vector adds; each number still summed in the
+           order of k) */
         const int lo = q0 > 10560 ? q0 - 10560 : 0, hi = q1 < 12608 ? q1 - 10560 : 2048;
-        real *g = grads + 4960;
+        real *restrict g = grads + 4960;
         const real *part = sn_wpart + 10560;
-        for (int q = lo; q < hi; q++) {
-            real s = g[q];
-            for (int k = 1; k < a->n; k++) s += part[(size_t)(k - 1) * 17024 + q];
-            g[q] = s;
+        for (int qb = lo; qb < hi; qb += 1024) {
+            const int qe = hi - qb < 1024 ? hi : qb + 1024;
+            for (int k = 1; k < a->n; k++) {
+                const real *restrict p = part + (size_t)(k - 1) * 17024;
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+                for (int q = qb; q < qe; q++) g[q] += p[q];
+            }
         }
         if (a->dst != NULL && lo < hi)
             sn_chunk_update(a, c, 4960 + (size_t)lo, 4960 + (size_t)hi);
     }
     {
-        /* g_Wo4[q] += Σ_{k ≥ 1} (chunk k's part of it)[q] */
+        /* g_Wo4[q] += Σ_{k ≥ 1} (chunk k's part of it)[q]: a part at a time over a
+           block of q that stays in cache (vector adds; each number still summed in the
+           order of k) */
         const int lo = q0 > 12608 ? q0 - 12608 : 0, hi = q1 < 13632 ? q1 - 12608 : 1024;
-        real *g = grads + 3840;
+        real *restrict g = grads + 3840;
         const real *part = sn_wpart + 12608;
-        for (int q = lo; q < hi; q++) {
-            real s = g[q];
-            for (int k = 1; k < a->n; k++) s += part[(size_t)(k - 1) * 17024 + q];
-            g[q] = s;
+        for (int qb = lo; qb < hi; qb += 1024) {
+            const int qe = hi - qb < 1024 ? hi : qb + 1024;
+            for (int k = 1; k < a->n; k++) {
+                const real *restrict p = part + (size_t)(k - 1) * 17024;
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+                for (int q = qb; q < qe; q++) g[q] += p[q];
+            }
         }
         if (a->dst != NULL && lo < hi)
             sn_chunk_update(a, c, 3840 + (size_t)lo, 3840 + (size_t)hi);
     }
     {
-        /* g_W4[q] += Σ_{k ≥ 1} (chunk k's part of it)[q] */
+        /* g_W4[q] += Σ_{k ≥ 1} (chunk k's part of it)[q]: a part at a time over a
+           block of q that stays in cache (vector adds; each number still summed in the
+           order of k) */
         const int lo = q0 > 13632 ? q0 - 13632 : 0, hi = q1 < 16704 ? q1 - 13632 : 3072;
-        real *g = grads + 672;
+        real *restrict g = grads + 672;
         const real *part = sn_wpart + 13632;
-        for (int q = lo; q < hi; q++) {
-            real s = g[q];
-            for (int k = 1; k < a->n; k++) s += part[(size_t)(k - 1) * 17024 + q];
-            g[q] = s;
+        for (int qb = lo; qb < hi; qb += 1024) {
+            const int qe = hi - qb < 1024 ? hi : qb + 1024;
+            for (int k = 1; k < a->n; k++) {
+                const real *restrict p = part + (size_t)(k - 1) * 17024;
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+                for (int q = qb; q < qe; q++) g[q] += p[q];
+            }
         }
         if (a->dst != NULL && lo < hi)
             sn_chunk_update(a, c, 672 + (size_t)lo, 672 + (size_t)hi);
     }
     {
-        /* g_W1[q] += Σ_{k ≥ 1} (chunk k's part of it)[q] */
+        /* g_W1[q] += Σ_{k ≥ 1} (chunk k's part of it)[q]: a part at a time over a
+           block of q that stays in cache (vector adds; each number still summed in the
+           order of k) */
         const int lo = q0 > 16704 ? q0 - 16704 : 0, hi = q1 < 17024 ? q1 - 16704 : 320;
-        real *g = grads + 0;
+        real *restrict g = grads + 0;
         const real *part = sn_wpart + 16704;
-        for (int q = lo; q < hi; q++) {
-            real s = g[q];
-            for (int k = 1; k < a->n; k++) s += part[(size_t)(k - 1) * 17024 + q];
-            g[q] = s;
+        for (int qb = lo; qb < hi; qb += 1024) {
+            const int qe = hi - qb < 1024 ? hi : qb + 1024;
+            for (int k = 1; k < a->n; k++) {
+                const real *restrict p = part + (size_t)(k - 1) * 17024;
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+                for (int q = qb; q < qe; q++) g[q] += p[q];
+            }
         }
         if (a->dst != NULL && lo < hi)
             sn_chunk_update(a, c, 0 + (size_t)lo, 0 + (size_t)hi);
@@ -2981,7 +3051,7 @@ static double sn_loss(const real *params, real *work, const real *S, const real 
     return loss / batch;
 }
 
-real symnet_f5c05bbc6b_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_dcc4e520f1_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -2995,7 +3065,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return sn_chunk_pass(&a, sn_chunk, NULL);
 }
 
-real symnet_f5c05bbc6b_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_dcc4e520f1_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -3013,7 +3083,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_f5c05bbc6b_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_dcc4e520f1_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 14546;
     /* the batch in chunks, then the weight gradients, each job updating the parameters
@@ -3096,7 +3166,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_f5c05bbc6b_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_dcc4e520f1_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -3122,7 +3192,7 @@ void symnet_f5c05bbc6b_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_f5c05bbc6b_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_dcc4e520f1_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
