@@ -28,8 +28,8 @@
  *   loss: softmax_cross_entropy, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_FE29E6934A_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_FE29E6934A_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_FFAF19E70A_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_FFAF19E70A_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (128, 64)
  *   b1           offset      8192  shape (128,)
  *   W2           offset      8320  shape (64, 128)
@@ -37,59 +37,59 @@
  *   W3           offset     16576  shape (10, 64)
  *   b3           offset     17216  shape (10,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_FE29E6934A_WORK_SIZE(batch) numbers; SYMNET_FE29E6934A_TRAIN_WORK_SIZE(batch_size) for
- * symnet_fe29e6934a_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_FFAF19E70A_WORK_SIZE(batch) numbers; SYMNET_FFAF19E70A_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_ffaf19e70a_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 17226 + X B*64 + T or O B*10 + work (B*990 + 17226)
  *   numbers of 4 bytes; e.g. B = 32: 274,000 bytes (training; forward only: 130,088).
  */
-#ifndef SYMNET_FE29E6934A_H
-#define SYMNET_FE29E6934A_H
+#ifndef SYMNET_FFAF19E70A_H
+#define SYMNET_FFAF19E70A_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_FE29E6934A_REAL float  /* the number type of every array (float32) */
-#define SYMNET_FE29E6934A_N_INPUTS 64  /* features per example */
-#define SYMNET_FE29E6934A_N_OUTPUTS 10
-#define SYMNET_FE29E6934A_N_PARAMS 17226  /* numbers in the flat parameter array */
-#define SYMNET_FE29E6934A_WORK_PER_EXAMPLE 990
-#define SYMNET_FE29E6934A_WORK_SIZE(batch) ((batch) * 990 + 17226)  /* numbers of scratch per call */
-#define SYMNET_FE29E6934A_TRAIN_WORK_SIZE(batch_size) (SYMNET_FE29E6934A_WORK_SIZE(batch_size) + (batch_size) * 74)
-#define SYMNET_FE29E6934A_SGD 0       /* optimizer codes of symnet_fe29e6934a_update and symnet_fe29e6934a_train */
-#define SYMNET_FE29E6934A_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_FE29E6934A_N_PARAMS numbers */
-#define SYMNET_FE29E6934A_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_FE29E6934A_N_PARAMS numbers each */
+#define SYMNET_FFAF19E70A_REAL float  /* the number type of every array (float32) */
+#define SYMNET_FFAF19E70A_N_INPUTS 64  /* features per example */
+#define SYMNET_FFAF19E70A_N_OUTPUTS 10
+#define SYMNET_FFAF19E70A_N_PARAMS 17226  /* numbers in the flat parameter array */
+#define SYMNET_FFAF19E70A_WORK_PER_EXAMPLE 990
+#define SYMNET_FFAF19E70A_WORK_SIZE(batch) ((batch) * 990 + 17226)  /* numbers of scratch per call */
+#define SYMNET_FFAF19E70A_TRAIN_WORK_SIZE(batch_size) (SYMNET_FFAF19E70A_WORK_SIZE(batch_size) + (batch_size) * 74)
+#define SYMNET_FFAF19E70A_SGD 0       /* optimizer codes of symnet_ffaf19e70a_update and symnet_ffaf19e70a_train */
+#define SYMNET_FFAF19E70A_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_FFAF19E70A_N_PARAMS numbers */
+#define SYMNET_FFAF19E70A_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_FFAF19E70A_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_FE29E6934A_N_OUTPUTS) = the network's output for X (batch × SYMNET_FE29E6934A_N_INPUTS). */
-void symnet_fe29e6934a_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_FFAF19E70A_N_OUTPUTS) = the network's output for X (batch × SYMNET_FFAF19E70A_N_INPUTS). */
+void symnet_ffaf19e70a_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_fe29e6934a_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_ffaf19e70a_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_FE29E6934A_N_PARAMS numbers) by back propagation. */
-float symnet_fe29e6934a_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_FFAF19E70A_N_PARAMS numbers) by back propagation. */
+float symnet_ffaf19e70a_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_fe29e6934a_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_ffaf19e70a_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss; T[b] is the class label of example b. */
-float symnet_fe29e6934a_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_ffaf19e70a_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_FE29E6934A_N_PARAMS numbers) by back propagation. */
-float symnet_fe29e6934a_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_FFAF19E70A_N_PARAMS numbers) by back propagation. */
+float symnet_ffaf19e70a_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_fe29e6934a_step_labels(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_ffaf19e70a_step_labels(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_FE29E6934A_SGD, SYMNET_FE29E6934A_MOMENTUM or SYMNET_FE29E6934A_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_FFAF19E70A_SGD, SYMNET_FFAF19E70A_MOMENTUM or SYMNET_FFAF19E70A_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_fe29e6934a_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_ffaf19e70a_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -97,10 +97,10 @@ void symnet_fe29e6934a_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_FE29E6934A_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_FFAF19E70A_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_FE29E6934A_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_fe29e6934a_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_FFAF19E70A_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_ffaf19e70a_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -110,10 +110,10 @@ long long symnet_fe29e6934a_train(float *params, const float *X, const float *T,
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_FE29E6934A_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_FFAF19E70A_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_FE29E6934A_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_fe29e6934a_train_labels(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_FFAF19E70A_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_ffaf19e70a_train_labels(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -122,7 +122,7 @@ long long symnet_fe29e6934a_train_labels(float *params, const float *X, const fl
 }
 #endif
 
-#endif /* SYMNET_FE29E6934A_H */
+#endif /* SYMNET_FFAF19E70A_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -647,7 +647,7 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_fe29e6934a_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_ffaf19e70a_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 394, sizeof(real) * (size_t)batch * 10);
@@ -933,12 +933,21 @@ static void sn_chunk_update(sn_chunk_args *a, int c, size_t lo, size_t hi)
     const real *src = a->src;
     real *dst = a->dst, *g = a->grads;
     const real lr = a->lr;
+    /* each q read before it is written, in a vector as alone (dst is src or apart from
+       it, grads apart from both): vector loops, which GCC did not make of them itself
+       (scalar, 1.2 % of the transformer's step) */
     if (!a->keep) {
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
         for (size_t q = lo; q < hi; q++)
             dst[q] = src[q] - lr * g[q];
         return;
     }
     int bad = 0;
+#ifdef SN_SIMD
+#pragma omp simd reduction(|:bad)
+#endif
     for (size_t q = lo; q < hi; q++) {
         const real gq = g[q], t = src[q];
         bad |= !(gq - gq == 0);
@@ -1076,7 +1085,7 @@ static double sn_loss(const real *params, real *work, const real *I, const real 
     return loss / batch;
 }
 
-real symnet_fe29e6934a_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_ffaf19e70a_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -1090,7 +1099,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return sn_chunk_pass(&a, sn_chunk, NULL);
 }
 
-real symnet_fe29e6934a_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_ffaf19e70a_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -1127,7 +1136,7 @@ static double sn_loss_labels(const real *params, real *work, const real *I, cons
     return loss / batch;
 }
 
-real symnet_fe29e6934a_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_ffaf19e70a_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss_labels(params, work, X, T, batch);
 }
@@ -1141,7 +1150,7 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
     return sn_chunk_pass(&a, sn_chunk_labels, NULL);
 }
 
-real symnet_fe29e6934a_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_ffaf19e70a_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad_labels(params, grads, work, X, T, batch);
 }
@@ -1159,7 +1168,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_fe29e6934a_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_ffaf19e70a_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 990;
     /* the batch in chunks, then the weight gradients, each job updating the parameters
@@ -1182,7 +1191,7 @@ real symnet_fe29e6934a_step(real *params, const real *X, const real *T, int batc
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_fe29e6934a_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_ffaf19e70a_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 990;
     /* the batch in chunks, then the weight gradients, each job updating the parameters
@@ -1262,7 +1271,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_fe29e6934a_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_ffaf19e70a_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -1288,7 +1297,7 @@ void symnet_fe29e6934a_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_fe29e6934a_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_ffaf19e70a_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
@@ -1376,7 +1385,7 @@ long long symnet_fe29e6934a_train(real *params, const real *X, const real *T, co
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step).
  * The same with integer class labels: T[n] is the class of example n. */
-long long symnet_fe29e6934a_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_ffaf19e70a_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
