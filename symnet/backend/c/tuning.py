@@ -842,11 +842,11 @@ def _time_products(lib, ffi, shapes, batches, s, budget_s, rounds, chunked=None)
     """{wisdom key: {batch: [ours_s, blas_s, mnk]}} of the shapes timed within the
     budget.  A shape in ``chunked`` ({shape: packed}, ``chunk_products``) is timed as
     the chunks run it: on one thread, and symnet's tiles on B's panels packed beforehand
-    where the pass packs them (a layer's weights, once for all the chunks:
-    symnet.plan.schedule.packs); timed on two threads, copying B's panels in each product instead, two products
-    of the bench's transformer went to the BLAS by 7 % each and its step ran 4 % slower
-    for it (AVX-512 Xeon, two threads: 5.79 against 5.55 ms with every product on the
-    tiles)."""
+    (64-byte aligned, as in ``work``) where the pass packs them (a layer's weights, once
+    for all the chunks: symnet.plan.schedule.packs).  Timed on two threads, copying B's
+    panels in each product instead, two products of the bench's transformer went to the
+    BLAS by 7 % each and its step ran 4 % slower for it (AVX-512 Xeon, two threads: 5.79
+    against 5.55 ms with every product on the tiles)."""
     import numpy as np
     null = ffi.cast(_BLAS_FN.format(real="float"), 0)
     blas = blas_pointer(ffi, "float32")
@@ -869,7 +869,10 @@ def _time_products(lib, ffi, shapes, batches, s, budget_s, rounds, chunked=None)
             threads = s["threads_max"] if how is None else 1
             lib.sn_probe_tune(null, math.inf, s["thread_min"], threads)
             if how and kind in (0, 1):
-                bp = ffi.new("float[]", max(int(lib.sn_probe_packed_size(N, K)), 1))
+                n = max(int(lib.sn_probe_packed_size(N, K)), 1)
+                room = np.empty(n + 16, np.float32)
+                at = (-room.ctypes.data % 64) // 4          # the first 64-byte boundary
+                bp = ffi.from_buffer("float[]", room[at:at + n])
                 lib.sn_probe_pack(kind, N, K, pb, bp)
                 ours = _seconds(lambda r: lib.sn_probe_gemm_packed(kind, M, N, K, pa, pb, bp,
                                                                    pc, r), reps, rounds)
