@@ -486,7 +486,8 @@ def test_planned_product_runs_on_the_blas_and_others_do_not(tmp_path, monkeypatc
         address = ctypes.cast(fake, ctypes.c_void_p).value
         return ffi.cast(tuning._BLAS_FN.format(real="float"), address)
     monkeypatch.setattr(tuning, "blas_pointer", pointer)
-    monkeypatch.setattr(tuning, "plan", lambda products, tune="fast", s=None, chunked=None: {} if tune == "off"
+    monkeypatch.setattr(tuning, "plan",
+                        lambda products, tune="fast", s=None, chunked=None: {} if tune == "off"
                         else {":".join(map(str, p)): (0.0 if p == [0, 0, 128, 64] else math.inf)
                               for p in products})
     net = sn.Network(sn.Input(64), sn.Dense(128, "relu"), sn.Dense(10), loss="mse")
