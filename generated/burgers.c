@@ -42,8 +42,8 @@
  *   loss: mse, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_9A453DAC75_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_9A453DAC75_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_5B96CBE846_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_5B96CBE846_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset      3021  shape (2, 2)
  *   b1           offset      3025  shape (2,)
  *   W2           offset         0  shape (20, 2)
@@ -65,48 +65,48 @@
  *   W10          offset      3000  shape (1, 20)
  *   b10          offset      3020  shape (1,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_9A453DAC75_WORK_SIZE(batch) numbers; SYMNET_9A453DAC75_TRAIN_WORK_SIZE(batch_size) for
- * symnet_9a453dac75_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_5B96CBE846_WORK_SIZE(batch) numbers; SYMNET_5B96CBE846_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_5b96cbe846_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 3027 + X B*2 + T or O B*1 + work (B*508 + 3027)
  *   numbers of 4 bytes; e.g. B = 32: 89,624 bytes (training; forward only: 36,300).
  */
-#ifndef SYMNET_9A453DAC75_H
-#define SYMNET_9A453DAC75_H
+#ifndef SYMNET_5B96CBE846_H
+#define SYMNET_5B96CBE846_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_9A453DAC75_REAL float  /* the number type of every array (float32) */
-#define SYMNET_9A453DAC75_N_INPUTS 2  /* features per example */
-#define SYMNET_9A453DAC75_N_OUTPUTS 1
-#define SYMNET_9A453DAC75_N_PARAMS 3027  /* numbers in the flat parameter array */
-#define SYMNET_9A453DAC75_WORK_PER_EXAMPLE 508
-#define SYMNET_9A453DAC75_WORK_SIZE(batch) ((batch) * 508 + 3027)  /* numbers of scratch per call */
-#define SYMNET_9A453DAC75_TRAIN_WORK_SIZE(batch_size) (SYMNET_9A453DAC75_WORK_SIZE(batch_size) + (batch_size) * 3)
-#define SYMNET_9A453DAC75_SGD 0       /* optimizer codes of symnet_9a453dac75_update and symnet_9a453dac75_train */
-#define SYMNET_9A453DAC75_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_9A453DAC75_N_PARAMS numbers */
-#define SYMNET_9A453DAC75_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_9A453DAC75_N_PARAMS numbers each */
+#define SYMNET_5B96CBE846_REAL float  /* the number type of every array (float32) */
+#define SYMNET_5B96CBE846_N_INPUTS 2  /* features per example */
+#define SYMNET_5B96CBE846_N_OUTPUTS 1
+#define SYMNET_5B96CBE846_N_PARAMS 3027  /* numbers in the flat parameter array */
+#define SYMNET_5B96CBE846_WORK_PER_EXAMPLE 508
+#define SYMNET_5B96CBE846_WORK_SIZE(batch) ((batch) * 508 + 3027)  /* numbers of scratch per call */
+#define SYMNET_5B96CBE846_TRAIN_WORK_SIZE(batch_size) (SYMNET_5B96CBE846_WORK_SIZE(batch_size) + (batch_size) * 3)
+#define SYMNET_5B96CBE846_SGD 0       /* optimizer codes of symnet_5b96cbe846_update and symnet_5b96cbe846_train */
+#define SYMNET_5B96CBE846_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_5B96CBE846_N_PARAMS numbers */
+#define SYMNET_5B96CBE846_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_5B96CBE846_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_9A453DAC75_N_OUTPUTS) = the network's output for X (batch × SYMNET_9A453DAC75_N_INPUTS). */
-void symnet_9a453dac75_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_5B96CBE846_N_OUTPUTS) = the network's output for X (batch × SYMNET_5B96CBE846_N_INPUTS). */
+void symnet_5b96cbe846_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_9a453dac75_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_5b96cbe846_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_9A453DAC75_N_PARAMS numbers) by back propagation. */
-float symnet_9a453dac75_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_5B96CBE846_N_PARAMS numbers) by back propagation. */
+float symnet_5b96cbe846_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_9a453dac75_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_5b96cbe846_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_9A453DAC75_SGD, SYMNET_9A453DAC75_MOMENTUM or SYMNET_9A453DAC75_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_5B96CBE846_SGD, SYMNET_5B96CBE846_MOMENTUM or SYMNET_5B96CBE846_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_9a453dac75_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_5b96cbe846_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -114,10 +114,10 @@ void symnet_9a453dac75_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_9A453DAC75_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_5B96CBE846_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_9A453DAC75_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_9a453dac75_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_5B96CBE846_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_5b96cbe846_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -126,7 +126,7 @@ long long symnet_9a453dac75_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_9A453DAC75_H */
+#endif /* SYMNET_5B96CBE846_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -191,6 +191,7 @@ static inline float sn_tanhf(float x)
 #define SN_NR 24       /* columns of a register tile: 3 AVX2 vectors */
 #endif
 #endif
+#define SN_PACK_KB 32  /* rows of a panel packed at a time (symnet_pack_*) */
 #define SN_KC 256      /* depth of a packed panel of B: SN_KC·SN_NR reals = 32 KiB */
 #define SN_SMALL 4096  /* M·N·K below which plain loops win */
 #ifndef SN_PARALLEL  /* set by SYMNET_PARALLEL_MIN */
@@ -729,7 +730,7 @@ static void sn_forward(const real *params, real *work, const real *tx, int batch
 }
 
 /* O[b,k] = u[b,k]: the forward pass, its output copied out of work. */
-void symnet_9a453dac75_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_5b96cbe846_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 185, sizeof(real) * (size_t)batch * 1);
@@ -1254,7 +1255,7 @@ static double sn_loss(const real *params, real *work, const real *tx, const real
     return loss / batch;
 }
 
-real symnet_9a453dac75_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_5b96cbe846_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -1268,7 +1269,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return sn_chunk_pass(&a, sn_chunk);
 }
 
-real symnet_9a453dac75_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_5b96cbe846_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -1298,7 +1299,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_9a453dac75_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_5b96cbe846_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 508;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
@@ -1371,7 +1372,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
         memcpy(dst + 3021, src + 3021, sizeof(real) * 6);
 }
 
-void symnet_9a453dac75_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_5b96cbe846_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -1397,7 +1398,7 @@ void symnet_9a453dac75_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_9a453dac75_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_5b96cbe846_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

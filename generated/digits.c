@@ -11,7 +11,7 @@
  * X of width n holds X[b,j] at X[b * n + j]; W of shape (out, in) holds
  * W[i,j] at W[i * in + j].  Parameters live in one flat array `params`
  * (17226 numbers), their gradients in `grads` with the same
- * layout, and everything per example in `work` (990 numbers
+ * layout, and everything per example in `work` (798 numbers
  * per example of the batch).
  */
 #include <math.h>
@@ -28,8 +28,8 @@
  *   loss: softmax_cross_entropy, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_FFAF19E70A_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_FFAF19E70A_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_F3824932BC_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_F3824932BC_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (128, 64)
  *   b1           offset      8192  shape (128,)
  *   W2           offset      8320  shape (64, 128)
@@ -37,59 +37,59 @@
  *   W3           offset     16576  shape (10, 64)
  *   b3           offset     17216  shape (10,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_FFAF19E70A_WORK_SIZE(batch) numbers; SYMNET_FFAF19E70A_TRAIN_WORK_SIZE(batch_size) for
- * symnet_ffaf19e70a_train) and allocates nothing.  Memory for one call of a batch B:
- *   params 17226 + X B*64 + T or O B*10 + work (B*990 + 17226)
- *   numbers of 4 bytes; e.g. B = 32: 274,000 bytes (training; forward only: 130,088).
+ * `work` (SYMNET_F3824932BC_WORK_SIZE(batch) numbers; SYMNET_F3824932BC_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_f3824932bc_train) and allocates nothing.  Memory for one call of a batch B:
+ *   params 17226 + X B*64 + T or O B*10 + work (B*798 + 17226)
+ *   numbers of 4 bytes; e.g. B = 32: 249,424 bytes (training; forward only: 130,088).
  */
-#ifndef SYMNET_FFAF19E70A_H
-#define SYMNET_FFAF19E70A_H
+#ifndef SYMNET_F3824932BC_H
+#define SYMNET_F3824932BC_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_FFAF19E70A_REAL float  /* the number type of every array (float32) */
-#define SYMNET_FFAF19E70A_N_INPUTS 64  /* features per example */
-#define SYMNET_FFAF19E70A_N_OUTPUTS 10
-#define SYMNET_FFAF19E70A_N_PARAMS 17226  /* numbers in the flat parameter array */
-#define SYMNET_FFAF19E70A_WORK_PER_EXAMPLE 990
-#define SYMNET_FFAF19E70A_WORK_SIZE(batch) ((batch) * 990 + 17226)  /* numbers of scratch per call */
-#define SYMNET_FFAF19E70A_TRAIN_WORK_SIZE(batch_size) (SYMNET_FFAF19E70A_WORK_SIZE(batch_size) + (batch_size) * 74)
-#define SYMNET_FFAF19E70A_SGD 0       /* optimizer codes of symnet_ffaf19e70a_update and symnet_ffaf19e70a_train */
-#define SYMNET_FFAF19E70A_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_FFAF19E70A_N_PARAMS numbers */
-#define SYMNET_FFAF19E70A_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_FFAF19E70A_N_PARAMS numbers each */
+#define SYMNET_F3824932BC_REAL float  /* the number type of every array (float32) */
+#define SYMNET_F3824932BC_N_INPUTS 64  /* features per example */
+#define SYMNET_F3824932BC_N_OUTPUTS 10
+#define SYMNET_F3824932BC_N_PARAMS 17226  /* numbers in the flat parameter array */
+#define SYMNET_F3824932BC_WORK_PER_EXAMPLE 798
+#define SYMNET_F3824932BC_WORK_SIZE(batch) ((batch) * 798 + 17226)  /* numbers of scratch per call */
+#define SYMNET_F3824932BC_TRAIN_WORK_SIZE(batch_size) (SYMNET_F3824932BC_WORK_SIZE(batch_size) + (batch_size) * 74)
+#define SYMNET_F3824932BC_SGD 0       /* optimizer codes of symnet_f3824932bc_update and symnet_f3824932bc_train */
+#define SYMNET_F3824932BC_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_F3824932BC_N_PARAMS numbers */
+#define SYMNET_F3824932BC_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_F3824932BC_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_FFAF19E70A_N_OUTPUTS) = the network's output for X (batch × SYMNET_FFAF19E70A_N_INPUTS). */
-void symnet_ffaf19e70a_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_F3824932BC_N_OUTPUTS) = the network's output for X (batch × SYMNET_F3824932BC_N_INPUTS). */
+void symnet_f3824932bc_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_ffaf19e70a_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_f3824932bc_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_FFAF19E70A_N_PARAMS numbers) by back propagation. */
-float symnet_ffaf19e70a_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_F3824932BC_N_PARAMS numbers) by back propagation. */
+float symnet_f3824932bc_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_ffaf19e70a_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_f3824932bc_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss; T[b] is the class label of example b. */
-float symnet_ffaf19e70a_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_f3824932bc_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_FFAF19E70A_N_PARAMS numbers) by back propagation. */
-float symnet_ffaf19e70a_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_F3824932BC_N_PARAMS numbers) by back propagation. */
+float symnet_f3824932bc_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_ffaf19e70a_step_labels(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_f3824932bc_step_labels(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_FFAF19E70A_SGD, SYMNET_FFAF19E70A_MOMENTUM or SYMNET_FFAF19E70A_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_F3824932BC_SGD, SYMNET_F3824932BC_MOMENTUM or SYMNET_F3824932BC_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_ffaf19e70a_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_f3824932bc_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -97,10 +97,10 @@ void symnet_ffaf19e70a_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_FFAF19E70A_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_F3824932BC_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_FFAF19E70A_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_ffaf19e70a_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_F3824932BC_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_f3824932bc_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -110,10 +110,10 @@ long long symnet_ffaf19e70a_train(float *params, const float *X, const float *T,
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_FFAF19E70A_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_F3824932BC_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_FFAF19E70A_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_ffaf19e70a_train_labels(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_F3824932BC_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_f3824932bc_train_labels(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -122,7 +122,7 @@ long long symnet_ffaf19e70a_train_labels(float *params, const float *X, const fl
 }
 #endif
 
-#endif /* SYMNET_FFAF19E70A_H */
+#endif /* SYMNET_F3824932BC_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -205,6 +205,7 @@ SN_ALWAYS_INLINE static inline float sn_expf(float x)
 #define SN_NR 24       /* columns of a register tile: 3 AVX2 vectors */
 #endif
 #endif
+#define SN_PACK_KB 32  /* rows of a panel packed at a time (symnet_pack_*) */
 #define SN_KC 256      /* depth of a packed panel of B: SN_KC·SN_NR reals = 32 KiB */
 #define SN_SMALL 4096  /* M·N·K below which plain loops win */
 #ifndef SN_PARALLEL  /* set by SYMNET_PARALLEL_MIN */
@@ -647,7 +648,7 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_ffaf19e70a_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_f3824932bc_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 394, sizeof(real) * (size_t)batch * 10);
@@ -703,21 +704,19 @@ static void sn_chunk_tail(sn_chunk_args *a, int c)
     real *work = a->work;
     const int batch = a->batch;
     const int sn_lo = sn_cut(batch, c, a->n), sn_hi = sn_cut(batch, c + 1, a->n);
-    real *sn_part = work + (size_t)batch * 788 + (size_t)c * 202;  /* 202 partial sums */
-    const real *b1 = params + 8192;  /* b1: (128,) */
+    real *sn_part = work + (size_t)batch * 596 + (size_t)c * 202;  /* 202 partial sums */
     const real *W2 = params + 8320;  /* W2: (64, 128) */
-    const real *b2 = params + 16512;  /* b2: (64,) */
     const real *W3 = params + 16576;  /* W3: (10, 64) */
 
     real *g_b3 = sn_part + 0;  /* this chunk's part of ∂L/∂b3: (10,) */
     real *g_b2 = sn_part + 10;  /* this chunk's part of ∂L/∂b2: (64,) */
     real *g_b1 = sn_part + 74;  /* this chunk's part of ∂L/∂b1: (128,) */
-    real *z_H1 = work + (size_t)batch * 0;  /* Σ of H1: (batch, 128) */
-    real *z_H2 = work + (size_t)batch * 256;  /* Σ of H2: (batch, 64) */
-    real *dL_dH1 = work + (size_t)batch * 404;  /* ∂L/∂H1: (batch, 128) */
-    real *delta_H1 = work + (size_t)batch * 532;  /* ∂L/∂z_H1: (batch, 128) */
-    real *dL_dH2 = work + (size_t)batch * 660;  /* ∂L/∂H2: (batch, 64) */
-    real *delta_H2 = work + (size_t)batch * 724;  /* ∂L/∂z_H2: (batch, 64) */
+    real *H1 = work + (size_t)batch * 128;  /* layer H1: (batch, 128) */
+    real *H2 = work + (size_t)batch * 320;  /* layer H2: (batch, 64) */
+    real *dL_dH1 = work + (size_t)batch * 0;  /* ∂L/∂H1: (batch, 128) */
+    real *delta_H1 = work + (size_t)batch * 404;  /* ∂L/∂z_H1: (batch, 128) */
+    real *dL_dH2 = work + (size_t)batch * 256;  /* ∂L/∂H2: (batch, 64) */
+    real *delta_H2 = work + (size_t)batch * 532;  /* ∂L/∂z_H2: (batch, 64) */
     real *dL_dO = work + (size_t)batch * 384;  /* ∂L/∂O: (batch, 10) */
     real *delta_O = dL_dO;  /* ∂L/∂z_O: ∂L/∂O itself: (batch, 10) */
 
@@ -734,25 +733,25 @@ static void sn_chunk_tail(sn_chunk_args *a, int c)
         }
     /* dL_dH2[b,j] = Σ_i delta_O[b,i]·W3[i,j] */
     sn_mm_nn(sn_hi - sn_lo, 64, 10, delta_O + (size_t)sn_lo * 10, W3, dL_dH2 + (size_t)sn_lo * 64, 0);
-    /* delta_H2[b,i] = dL_dH2[b,i]·(1 if b2[i] + z_H2[b,i] > 0 else 0); g_b2[i] += dL_dH2[b,i]·(1 if b2[i] + z_H2[b,i] > 0 else 0) */
+    /* delta_H2[b,i] = dL_dH2[b,i]·(1 if H2[b,i] > 0 else 0); g_b2[i] += dL_dH2[b,i]·(1 if H2[b,i] > 0 else 0) */
     for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
         for (int i = 0; i < 64; i++) {
-            const real t0 = dL_dH2[b * 64 + i]*((b2[i] + z_H2[b * 64 + i] > 0) ? (1) : (0));
+            const real t0 = dL_dH2[b * 64 + i]*((H2[b * 64 + i] > 0) ? (1) : (0));
             delta_H2[b * 64 + i] = t0;
             g_b2[i] += t0;
         }
     /* dL_dH1[b,j] = Σ_i delta_H2[b,i]·W2[i,j] */
     sn_mm_nn(sn_hi - sn_lo, 128, 64, delta_H2 + (size_t)sn_lo * 64, W2, dL_dH1 + (size_t)sn_lo * 128, 0);
-    /* delta_H1[b,i] = dL_dH1[b,i]·(1 if b1[i] + z_H1[b,i] > 0 else 0); g_b1[i] += dL_dH1[b,i]·(1 if b1[i] + z_H1[b,i] > 0 else 0) */
+    /* delta_H1[b,i] = dL_dH1[b,i]·(1 if H1[b,i] > 0 else 0); g_b1[i] += dL_dH1[b,i]·(1 if H1[b,i] > 0 else 0) */
     for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
         for (int i = 0; i < 128; i++) {
-            const real t0 = dL_dH1[b * 128 + i]*((b1[i] + z_H1[b * 128 + i] > 0) ? (1) : (0));
+            const real t0 = dL_dH1[b * 128 + i]*((H1[b * 128 + i] > 0) ? (1) : (0));
             delta_H1[b * 128 + i] = t0;
             g_b1[i] += t0;
         }
@@ -768,7 +767,7 @@ static void sn_chunk_head(sn_chunk_args *a, int c)
     real *work = a->work;
     const int batch = a->batch;
     const int sn_lo = sn_cut(batch, c, a->n), sn_hi = sn_cut(batch, c + 1, a->n);
-    real *sn_part = work + (size_t)batch * 788 + (size_t)c * 202;  /* 202 partial sums */
+    real *sn_part = work + (size_t)batch * 596 + (size_t)c * 202;  /* 202 partial sums */
     const real *W1 = params + 0;  /* W1: (128, 64) */
     const real *b1 = params + 8192;  /* b1: (128,) */
     const real *W2 = params + 8320;  /* W2: (64, 128) */
@@ -830,7 +829,7 @@ static void sn_chunk(void *arg, int c)
     real *work = a->work;
     const int batch = a->batch;
     const int sn_lo = sn_cut(batch, c, a->n), sn_hi = sn_cut(batch, c + 1, a->n);
-    real *sn_part = work + (size_t)batch * 788 + (size_t)c * 202;  /* 202 partial sums */
+    real *sn_part = work + (size_t)batch * 596 + (size_t)c * 202;  /* 202 partial sums */
 
     real *sn_u_O = work + (size_t)batch * 394;  /* layer O: (batch, 10) */
     real *dL_dO = work + (size_t)batch * 384;  /* ∂L/∂O: (batch, 10) */
@@ -884,7 +883,7 @@ static void sn_chunk_labels(void *arg, int c)
     real *work = a->work;
     const int batch = a->batch;
     const int sn_lo = sn_cut(batch, c, a->n), sn_hi = sn_cut(batch, c + 1, a->n);
-    real *sn_part = work + (size_t)batch * 788 + (size_t)c * 202;  /* 202 partial sums */
+    real *sn_part = work + (size_t)batch * 596 + (size_t)c * 202;  /* 202 partial sums */
 
     real *sn_u_O = work + (size_t)batch * 394;  /* layer O: (batch, 10) */
     real *dL_dO = work + (size_t)batch * 384;  /* ∂L/∂O: (batch, 10) */
@@ -974,8 +973,8 @@ static void sn_chunk_sums(void *arg, int c)
 
     real *H1 = work + (size_t)batch * 128;  /* layer H1: (batch, 128) */
     real *H2 = work + (size_t)batch * 320;  /* layer H2: (batch, 64) */
-    real *delta_H1 = work + (size_t)batch * 532;  /* ∂L/∂z_H1: (batch, 128) */
-    real *delta_H2 = work + (size_t)batch * 724;  /* ∂L/∂z_H2: (batch, 64) */
+    real *delta_H1 = work + (size_t)batch * 404;  /* ∂L/∂z_H1: (batch, 128) */
+    real *delta_H2 = work + (size_t)batch * 532;  /* ∂L/∂z_H2: (batch, 64) */
     real *dL_dO = work + (size_t)batch * 384;  /* ∂L/∂O: (batch, 10) */
     real *delta_O = dL_dO;  /* ∂L/∂z_O: ∂L/∂O itself: (batch, 10) */
 
@@ -1003,7 +1002,7 @@ static void sn_chunk_sums(void *arg, int c)
 
     if (c == 0) {
         /* the chunks' partial sums added up in their order */
-        const real *sn_part = work + (size_t)batch * 788;
+        const real *sn_part = work + (size_t)batch * 596;
         /* g_b3[q] = Σ_k (chunk k's part of it)[q] */
         for (int q = 0; q < 10; q++) {
             real s = sn_part[0 + q];
@@ -1085,7 +1084,7 @@ static double sn_loss(const real *params, real *work, const real *I, const real 
     return loss / batch;
 }
 
-real symnet_ffaf19e70a_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_f3824932bc_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -1099,7 +1098,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return sn_chunk_pass(&a, sn_chunk, NULL);
 }
 
-real symnet_ffaf19e70a_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_f3824932bc_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -1136,7 +1135,7 @@ static double sn_loss_labels(const real *params, real *work, const real *I, cons
     return loss / batch;
 }
 
-real symnet_ffaf19e70a_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_f3824932bc_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss_labels(params, work, X, T, batch);
 }
@@ -1150,7 +1149,7 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
     return sn_chunk_pass(&a, sn_chunk_labels, NULL);
 }
 
-real symnet_ffaf19e70a_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_f3824932bc_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad_labels(params, grads, work, X, T, batch);
 }
@@ -1168,9 +1167,9 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_ffaf19e70a_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_f3824932bc_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
-    real *grads = work + (size_t)batch * 990;
+    real *grads = work + (size_t)batch * 798;
     /* the batch in chunks, then the weight gradients, each job updating the parameters
        whose gradients it finished (the loss first: a NaN or inf loss updates nothing) */
     sn_chunk_args a = {.params = params, .grads = grads, .work = work, .X = X, .T = T,
@@ -1191,9 +1190,9 @@ real symnet_ffaf19e70a_step(real *params, const real *X, const real *T, int batc
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_ffaf19e70a_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_f3824932bc_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
-    real *grads = work + (size_t)batch * 990;
+    real *grads = work + (size_t)batch * 798;
     /* the batch in chunks, then the weight gradients, each job updating the parameters
        whose gradients it finished (the loss first: a NaN or inf loss updates nothing) */
     sn_chunk_args a = {.params = params, .grads = grads, .work = work, .X = X, .T = T,
@@ -1271,7 +1270,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_ffaf19e70a_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_f3824932bc_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -1291,17 +1290,17 @@ void symnet_ffaf19e70a_update(real *params, const real *grads, real lr, int opti
  * prev holds the parameters before the last update (after a restore: the same as
  * params).  prev may be NULL (no restoring).
  *
- * work: the batch's rows (990 numbers per example), then the
+ * work: the batch's rows (798 numbers per example), then the
  * gradients (17226), then Ib and Tb.
  *
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_ffaf19e70a_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_f3824932bc_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
-    real *grads = work + (size_t)batch_size * 990;
+    real *grads = work + (size_t)batch_size * 798;
     real *Ib = grads + 17226;
     real *Tb = Ib + (size_t)batch_size * 64;
     real *cur = params, *old = prev != NULL ? prev : params;  /* θ now; θ before the last update */
@@ -1378,18 +1377,18 @@ long long symnet_ffaf19e70a_train(real *params, const real *X, const real *T, co
  * prev holds the parameters before the last update (after a restore: the same as
  * params).  prev may be NULL (no restoring).
  *
- * work: the batch's rows (990 numbers per example), then the
+ * work: the batch's rows (798 numbers per example), then the
  * gradients (17226), then Ib and Tb.
  *
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step).
  * The same with integer class labels: T[n] is the class of example n. */
-long long symnet_ffaf19e70a_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_f3824932bc_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
-    real *grads = work + (size_t)batch_size * 990;
+    real *grads = work + (size_t)batch_size * 798;
     real *Ib = grads + 17226;
     real *Tb = Ib + (size_t)batch_size * 64;
     real *cur = params, *old = prev != NULL ? prev : params;  /* θ now; θ before the last update */

@@ -13,7 +13,7 @@
  * X of width n holds X[b,j] at X[b * n + j]; W of shape (out, in) holds
  * W[i,j] at W[i * in + j].  Parameters live in one flat array `params`
  * (9930 numbers), their gradients in `grads` with the same
- * layout, and everything per example in `work` (13844 numbers
+ * layout, and everything per example in `work` (12820 numbers
  * per example of the batch).
  */
 #include <math.h>
@@ -32,8 +32,8 @@
  *   loss: softmax_cross_entropy, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_07631325CA_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_07631325CA_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_8C2CB4B836_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_8C2CB4B836_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (16, 1, 3, 3)
  *   b1           offset       144  shape (16,)
  *   W3           offset       160  shape (32, 16, 3, 3)
@@ -41,59 +41,59 @@
  *   W5           offset      4800  shape (10, 512)
  *   b5           offset      9920  shape (10,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_07631325CA_WORK_SIZE(batch) numbers; SYMNET_07631325CA_TRAIN_WORK_SIZE(batch_size) for
- * symnet_07631325ca_train) and allocates nothing.  Memory for one call of a batch B:
- *   params 9930 + X B*64 + T or O B*10 + work (B*13844 + 9930)
- *   numbers of 4 bytes; e.g. B = 32: 1,860,944 bytes (training; forward only: 846,376).
+ * `work` (SYMNET_8C2CB4B836_WORK_SIZE(batch) numbers; SYMNET_8C2CB4B836_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_8c2cb4b836_train) and allocates nothing.  Memory for one call of a batch B:
+ *   params 9930 + X B*64 + T or O B*10 + work (B*12820 + 9930)
+ *   numbers of 4 bytes; e.g. B = 32: 1,729,872 bytes (training; forward only: 846,376).
  */
-#ifndef SYMNET_07631325CA_H
-#define SYMNET_07631325CA_H
+#ifndef SYMNET_8C2CB4B836_H
+#define SYMNET_8C2CB4B836_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_07631325CA_REAL float  /* the number type of every array (float32) */
-#define SYMNET_07631325CA_N_INPUTS 64  /* features per example */
-#define SYMNET_07631325CA_N_OUTPUTS 10
-#define SYMNET_07631325CA_N_PARAMS 9930  /* numbers in the flat parameter array */
-#define SYMNET_07631325CA_WORK_PER_EXAMPLE 13844
-#define SYMNET_07631325CA_WORK_SIZE(batch) ((batch) * 13844 + 9930)  /* numbers of scratch per call */
-#define SYMNET_07631325CA_TRAIN_WORK_SIZE(batch_size) (SYMNET_07631325CA_WORK_SIZE(batch_size) + (batch_size) * 74)
-#define SYMNET_07631325CA_SGD 0       /* optimizer codes of symnet_07631325ca_update and symnet_07631325ca_train */
-#define SYMNET_07631325CA_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_07631325CA_N_PARAMS numbers */
-#define SYMNET_07631325CA_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_07631325CA_N_PARAMS numbers each */
+#define SYMNET_8C2CB4B836_REAL float  /* the number type of every array (float32) */
+#define SYMNET_8C2CB4B836_N_INPUTS 64  /* features per example */
+#define SYMNET_8C2CB4B836_N_OUTPUTS 10
+#define SYMNET_8C2CB4B836_N_PARAMS 9930  /* numbers in the flat parameter array */
+#define SYMNET_8C2CB4B836_WORK_PER_EXAMPLE 12820
+#define SYMNET_8C2CB4B836_WORK_SIZE(batch) ((batch) * 12820 + 9930)  /* numbers of scratch per call */
+#define SYMNET_8C2CB4B836_TRAIN_WORK_SIZE(batch_size) (SYMNET_8C2CB4B836_WORK_SIZE(batch_size) + (batch_size) * 74)
+#define SYMNET_8C2CB4B836_SGD 0       /* optimizer codes of symnet_8c2cb4b836_update and symnet_8c2cb4b836_train */
+#define SYMNET_8C2CB4B836_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_8C2CB4B836_N_PARAMS numbers */
+#define SYMNET_8C2CB4B836_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_8C2CB4B836_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_07631325CA_N_OUTPUTS) = the network's output for X (batch × SYMNET_07631325CA_N_INPUTS). */
-void symnet_07631325ca_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_8C2CB4B836_N_OUTPUTS) = the network's output for X (batch × SYMNET_8C2CB4B836_N_INPUTS). */
+void symnet_8c2cb4b836_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_07631325ca_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_8c2cb4b836_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_07631325CA_N_PARAMS numbers) by back propagation. */
-float symnet_07631325ca_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_8C2CB4B836_N_PARAMS numbers) by back propagation. */
+float symnet_8c2cb4b836_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_07631325ca_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_8c2cb4b836_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss; T[b] is the class label of example b. */
-float symnet_07631325ca_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_8c2cb4b836_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_07631325CA_N_PARAMS numbers) by back propagation. */
-float symnet_07631325ca_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_8C2CB4B836_N_PARAMS numbers) by back propagation. */
+float symnet_8c2cb4b836_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_07631325ca_step_labels(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_8c2cb4b836_step_labels(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_07631325CA_SGD, SYMNET_07631325CA_MOMENTUM or SYMNET_07631325CA_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_8C2CB4B836_SGD, SYMNET_8C2CB4B836_MOMENTUM or SYMNET_8C2CB4B836_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_07631325ca_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_8c2cb4b836_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -101,10 +101,10 @@ void symnet_07631325ca_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_07631325CA_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_8C2CB4B836_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_07631325CA_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_07631325ca_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_8C2CB4B836_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_8c2cb4b836_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -114,10 +114,10 @@ long long symnet_07631325ca_train(float *params, const float *X, const float *T,
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_07631325CA_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_8C2CB4B836_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_07631325CA_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_07631325ca_train_labels(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_8C2CB4B836_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_8c2cb4b836_train_labels(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -126,7 +126,7 @@ long long symnet_07631325ca_train_labels(float *params, const float *X, const fl
 }
 #endif
 
-#endif /* SYMNET_07631325CA_H */
+#endif /* SYMNET_8C2CB4B836_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -209,6 +209,7 @@ SN_ALWAYS_INLINE static inline float sn_expf(float x)
 #define SN_NR 24       /* columns of a register tile: 3 AVX2 vectors */
 #endif
 #endif
+#define SN_PACK_KB 32  /* rows of a panel packed at a time (symnet_pack_*) */
 #define SN_KC 256      /* depth of a packed panel of B: SN_KC·SN_NR reals = 32 KiB */
 #define SN_SMALL 4096  /* M·N·K below which plain loops win */
 #ifndef SN_PARALLEL  /* set by SYMNET_PARALLEL_MIN */
@@ -996,31 +997,28 @@ static void sn_rows_1(const real *params, real *work, const real *I, int batch, 
  * sn_part (4800 numbers). */
 static void sn_rows_2(const real *params, real *work, const real *I, int batch, int sn_lo, int sn_hi, real *sn_part)
 {
-    const real *b1 = params + 144;  /* b1: (16,) */
     const real *W3 = params + 160;  /* W3: (32, 16, 3, 3) */
-    const real *b3 = params + 4768;  /* b3: (32,) */
 
     real *g_b3 = sn_part + 0;  /* this chunk's part of ∂L/∂b3: (32,) */
     real *g_W3 = sn_part + 32;  /* this chunk's part of ∂L/∂W3: (32, 16, 3, 3) */
     real *g_b1 = sn_part + 4640;  /* this chunk's part of ∂L/∂b1: (16,) */
     real *g_W1 = sn_part + 4656;  /* this chunk's part of ∂L/∂W1: (16, 1, 3, 3) */
-    real *z_H1 = work + (size_t)batch * 0;  /* Σ of H1: (batch, 16, 8, 8) */
     real *col_H1 = work + (size_t)batch * 1024;  /* im2col of I for H1: (batch, 9, 64) */
     real *dT_H1 = work + (size_t)batch * 0;  /* the delta of H1 transposed, for the weight gradient: (batch, 64, 16) */
     real *H1 = work + (size_t)batch * 1600;  /* layer H1: (batch, 16, 8, 8) */
     real *z_H2 = work + (size_t)batch * 2624;  /* Σ of H2: (batch, 16, 4, 4) */
-    real *z_H3 = work + (size_t)batch * 2880;  /* Σ of H3: (batch, 32, 4, 4) */
     real *col_H3 = work + (size_t)batch * 3392;  /* im2col of H2 for H3: (batch, 144, 16) */
     real *dT_H3 = work + (size_t)batch * 2880;  /* the delta of H3 transposed, for the weight gradient: (batch, 16, 32) */
-    real *delta_H1 = work + (size_t)batch * 7252;  /* ∂L/∂z_H1: (batch, 16, 8, 8) */
-    real *dL_dH2 = work + (size_t)batch * 8276;  /* ∂L/∂H2: (batch, 16, 4, 4) */
-    real *dL_dH3 = work + (size_t)batch * 5696;  /* ∂L/∂H3: (batch, 32, 4, 4) */
-    real *delta_H3 = work + (size_t)batch * 8532;  /* ∂L/∂z_H3: (batch, 32, 4, 4) */
+    real *H3 = work + (size_t)batch * 5696;  /* layer H3: (batch, 32, 4, 4) */
+    real *delta_H1 = work + (size_t)batch * 6228;  /* ∂L/∂z_H1: (batch, 16, 8, 8) */
+    real *dL_dH2 = work + (size_t)batch * 7252;  /* ∂L/∂H2: (batch, 16, 4, 4) */
+    real *dL_dH3 = work + (size_t)batch * 2880;  /* ∂L/∂H3: (batch, 32, 4, 4) */
+    real *delta_H3 = work + (size_t)batch * 7508;  /* ∂L/∂z_H3: (batch, 32, 4, 4) */
     real *delta_H2 = dL_dH2;  /* ∂L/∂z_H2: ∂L/∂H2 itself: (batch, 16, 4, 4) */
 
     (void)I;
     memset(sn_part, 0, sizeof(real) * 4800);
-    /* delta_H3[b,c,y,x] = dL_dH3[b,c,y,x]·(1 if b3[c] + z_H3[b,c,y,x] > 0 else 0); g_b3[c] += dL_dH3[b,c,y,x]·(1 if b3[c] + z_H3[b,c,y,x] > 0 else 0) */
+    /* delta_H3[b,c,y,x] = dL_dH3[b,c,y,x]·(1 if H3[b,c,y,x] > 0 else 0); g_b3[c] += dL_dH3[b,c,y,x]·(1 if H3[b,c,y,x] > 0 else 0) */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int c = 0; c < 32; c++)
             for (int y = 0; y < 4; y++) {
@@ -1029,7 +1027,7 @@ static void sn_rows_2(const real *params, real *work, const real *I, int batch, 
 #pragma omp simd reduction(+:acc0)
 #endif
                 for (int x = 0; x < 4; x++) {
-                    const real t0 = dL_dH3[b * 512 + c * 16 + y * 4 + x]*((b3[c] + z_H3[b * 512 + c * 16 + y * 4 + x] > 0) ? (1) : (0));
+                    const real t0 = dL_dH3[b * 512 + c * 16 + y * 4 + x]*((H3[b * 512 + c * 16 + y * 4 + x] > 0) ? (1) : (0));
                     delta_H3[b * 512 + c * 16 + y * 4 + x] = t0;
                     acc0 += t0;
                 }
@@ -1053,7 +1051,7 @@ static void sn_rows_2(const real *params, real *work, const real *I, int batch, 
         sn_col2im(col, dL_dH2 + (size_t)b * 256, 16, 4, 4, 3, 3, 1, 1, 1, 1, 1, 1, 4, 4);
     }
     /* dL_dH1[b,c,y*2 + u,x*2 + v] += delta_H2[b,c,y,x] at the first (u,v) where H1[b,c,y*2 + u,x*2 + v] = z_H2[b,c,y,x] (first on ties),
-       fused with: delta_H1[b,c,y,x] = dL_dH1[b,c,y,x]·(1 if b1[c] + z_H1[b,c,y,x] > 0 else 0); g_b1[c] += dL_dH1[b,c,y,x]·(1 if b1[c] + z_H1[b,c,y,x] > 0 else 0)
+       fused with: delta_H1[b,c,y,x] = dL_dH1[b,c,y,x]·(1 if H1[b,c,y,x] > 0 else 0); g_b1[c] += dL_dH1[b,c,y,x]·(1 if H1[b,c,y,x] > 0 else 0)
        as: per window, its elements in row-major order: the first equal to the maximum the
        forward pass kept takes the delta, every other one 0 (sn_routed), which goes straight
        into the formulas after it (the windows tile dL_dH1: it is never stored) */
@@ -1075,25 +1073,25 @@ static void sn_rows_2(const real *params, real *work, const real *I, int batch, 
                     const int sn_hit3 = !sn_seen & (H1[b * 1024 + c * 64 + (y*2 + 1) * 8 + (x*2 + 1)] == sn_max);
                     {
                         const real sn_routed = sn_hit0 ? sn_delta : 0;
-                        const real t0 = sn_routed*((b1[c] + z_H1[b * 1024 + c * 64 + (y*2) * 8 + (x*2)] > 0) ? (1) : (0));
+                        const real t0 = sn_routed*((H1[b * 1024 + c * 64 + (y*2) * 8 + (x*2)] > 0) ? (1) : (0));
                         delta_H1[b * 1024 + c * 64 + (y*2) * 8 + (x*2)] = t0;
                         acc0 += t0;
                     }
                     {
                         const real sn_routed = sn_hit1 ? sn_delta : 0;
-                        const real t0 = sn_routed*((b1[c] + z_H1[b * 1024 + c * 64 + (y*2) * 8 + (x*2 + 1)] > 0) ? (1) : (0));
+                        const real t0 = sn_routed*((H1[b * 1024 + c * 64 + (y*2) * 8 + (x*2 + 1)] > 0) ? (1) : (0));
                         delta_H1[b * 1024 + c * 64 + (y*2) * 8 + (x*2 + 1)] = t0;
                         acc0 += t0;
                     }
                     {
                         const real sn_routed = sn_hit2 ? sn_delta : 0;
-                        const real t0 = sn_routed*((b1[c] + z_H1[b * 1024 + c * 64 + (y*2 + 1) * 8 + (x*2)] > 0) ? (1) : (0));
+                        const real t0 = sn_routed*((H1[b * 1024 + c * 64 + (y*2 + 1) * 8 + (x*2)] > 0) ? (1) : (0));
                         delta_H1[b * 1024 + c * 64 + (y*2 + 1) * 8 + (x*2)] = t0;
                         acc0 += t0;
                     }
                     {
                         const real sn_routed = sn_hit3 ? sn_delta : 0;
-                        const real t0 = sn_routed*((b1[c] + z_H1[b * 1024 + c * 64 + (y*2 + 1) * 8 + (x*2 + 1)] > 0) ? (1) : (0));
+                        const real t0 = sn_routed*((H1[b * 1024 + c * 64 + (y*2 + 1) * 8 + (x*2 + 1)] > 0) ? (1) : (0));
                         delta_H1[b * 1024 + c * 64 + (y*2 + 1) * 8 + (x*2 + 1)] = t0;
                         acc0 += t0;
                     }
@@ -1151,7 +1149,7 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_07631325ca_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_8c2cb4b836_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 6218, sizeof(real) * (size_t)batch * 10);
@@ -1171,7 +1169,7 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
     real *g_b5 = grads + 9920;  /* ∂L/∂b5: (10,) */
 
     real *H3 = work + (size_t)batch * 5696;  /* layer H3: (batch, 32, 4, 4) */
-    real *dL_dH3 = work + (size_t)batch * 5696;  /* ∂L/∂H3: (batch, 32, 4, 4) */
+    real *dL_dH3 = work + (size_t)batch * 2880;  /* ∂L/∂H3: (batch, 32, 4, 4) */
     real *dL_dO = work + (size_t)batch * 6208;  /* ∂L/∂O: (batch, 10) */
     real *H4 = H3;  /* layer H4: H3 flattened (the same memory): (batch, 512) */
     real *dL_dH4 = dL_dH3;  /* ∂L/∂H4: ∂L/∂H3 flattened: (batch, 512) */
@@ -1196,7 +1194,7 @@ static void sn_backprop(const real *params, real *grads, real *work, const real 
        two joins); the work, about 208128 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
-        real *sn_part = work + (size_t)batch * 9044;  /* 4800 partial sums per chunk */
+        real *sn_part = work + (size_t)batch * 8020;  /* 4800 partial sums per chunk */
 #ifdef _OPENMP
         const int sn_used = sn_on ? sn_threads(2.0 * 208128 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
@@ -1251,7 +1249,7 @@ static double sn_loss(const real *params, real *work, const real *I, const real 
     return loss / batch;
 }
 
-real symnet_07631325ca_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_8c2cb4b836_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -1307,7 +1305,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_07631325ca_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_8c2cb4b836_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -1344,7 +1342,7 @@ static double sn_loss_labels(const real *params, real *work, const real *I, cons
     return loss / batch;
 }
 
-real symnet_07631325ca_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_8c2cb4b836_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss_labels(params, work, X, T, batch);
 }
@@ -1396,7 +1394,7 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
     return loss / batch;
 }
 
-real symnet_07631325ca_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_8c2cb4b836_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad_labels(params, grads, work, X, T, batch);
 }
@@ -1423,9 +1421,9 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_07631325ca_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_8c2cb4b836_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
-    real *grads = work + (size_t)batch * 13844;
+    real *grads = work + (size_t)batch * 12820;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
     if (!isfinite(loss) || !sn_all_finite(grads))
         return (real)NAN;
@@ -1437,9 +1435,9 @@ real symnet_07631325ca_step(real *params, const real *X, const real *T, int batc
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_07631325ca_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_8c2cb4b836_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
-    real *grads = work + (size_t)batch * 13844;
+    real *grads = work + (size_t)batch * 12820;
     const double loss = sn_loss_grad_labels(params, grads, work, X, T, batch);
     if (!isfinite(loss) || !sn_all_finite(grads))
         return (real)NAN;
@@ -1508,7 +1506,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_07631325ca_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_8c2cb4b836_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -1528,17 +1526,17 @@ void symnet_07631325ca_update(real *params, const real *grads, real lr, int opti
  * prev holds the parameters before the last update (after a restore: the same as
  * params).  prev may be NULL (no restoring).
  *
- * work: the batch's rows (13844 numbers per example), then the
+ * work: the batch's rows (12820 numbers per example), then the
  * gradients (9930), then Ib and Tb.
  *
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_07631325ca_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_8c2cb4b836_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
-    real *grads = work + (size_t)batch_size * 13844;
+    real *grads = work + (size_t)batch_size * 12820;
     real *Ib = grads + 9930;
     real *Tb = Ib + (size_t)batch_size * 64;
     real *cur = params, *old = prev != NULL ? prev : params;  /* θ now; θ before the last update */
@@ -1621,18 +1619,18 @@ long long symnet_07631325ca_train(real *params, const real *X, const real *T, co
  * prev holds the parameters before the last update (after a restore: the same as
  * params).  prev may be NULL (no restoring).
  *
- * work: the batch's rows (13844 numbers per example), then the
+ * work: the batch's rows (12820 numbers per example), then the
  * gradients (9930), then Ib and Tb.
  *
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step).
  * The same with integer class labels: T[n] is the class of example n. */
-long long symnet_07631325ca_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_8c2cb4b836_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
-    real *grads = work + (size_t)batch_size * 13844;
+    real *grads = work + (size_t)batch_size * 12820;
     real *Ib = grads + 9930;
     real *Tb = Ib + (size_t)batch_size * 64;
     real *cur = params, *old = prev != NULL ? prev : params;  /* θ now; θ before the last update */

@@ -104,8 +104,8 @@
  *   loss: softmax_cross_entropy, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_8AD1B8859C_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_8AD1B8859C_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_C60C0A763E_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_C60C0A763E_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (72, 4)
  *   b1           offset       288  shape (72,)
  *   c1           offset       360  shape (72,)
@@ -113,59 +113,59 @@
  *   W22          offset      2160  shape (4, 24)
  *   b22          offset      2256  shape (4,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_8AD1B8859C_WORK_SIZE(batch) numbers; SYMNET_8AD1B8859C_TRAIN_WORK_SIZE(batch_size) for
- * symnet_8ad1b8859c_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_C60C0A763E_WORK_SIZE(batch) numbers; SYMNET_C60C0A763E_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_c60c0a763e_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 2260 + X B*80 + T or O B*4 + work (B*6384 + 2260)
  *   numbers of 4 bytes; e.g. B = 32: 845,984 bytes (training; forward only: 635,216).
  */
-#ifndef SYMNET_8AD1B8859C_H
-#define SYMNET_8AD1B8859C_H
+#ifndef SYMNET_C60C0A763E_H
+#define SYMNET_C60C0A763E_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_8AD1B8859C_REAL float  /* the number type of every array (float32) */
-#define SYMNET_8AD1B8859C_N_INPUTS 80  /* features per example */
-#define SYMNET_8AD1B8859C_N_OUTPUTS 4
-#define SYMNET_8AD1B8859C_N_PARAMS 2260  /* numbers in the flat parameter array */
-#define SYMNET_8AD1B8859C_WORK_PER_EXAMPLE 6384
-#define SYMNET_8AD1B8859C_WORK_SIZE(batch) ((batch) * 6384 + 2260)  /* numbers of scratch per call */
-#define SYMNET_8AD1B8859C_TRAIN_WORK_SIZE(batch_size) (SYMNET_8AD1B8859C_WORK_SIZE(batch_size) + (batch_size) * 84)
-#define SYMNET_8AD1B8859C_SGD 0       /* optimizer codes of symnet_8ad1b8859c_update and symnet_8ad1b8859c_train */
-#define SYMNET_8AD1B8859C_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_8AD1B8859C_N_PARAMS numbers */
-#define SYMNET_8AD1B8859C_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_8AD1B8859C_N_PARAMS numbers each */
+#define SYMNET_C60C0A763E_REAL float  /* the number type of every array (float32) */
+#define SYMNET_C60C0A763E_N_INPUTS 80  /* features per example */
+#define SYMNET_C60C0A763E_N_OUTPUTS 4
+#define SYMNET_C60C0A763E_N_PARAMS 2260  /* numbers in the flat parameter array */
+#define SYMNET_C60C0A763E_WORK_PER_EXAMPLE 6384
+#define SYMNET_C60C0A763E_WORK_SIZE(batch) ((batch) * 6384 + 2260)  /* numbers of scratch per call */
+#define SYMNET_C60C0A763E_TRAIN_WORK_SIZE(batch_size) (SYMNET_C60C0A763E_WORK_SIZE(batch_size) + (batch_size) * 84)
+#define SYMNET_C60C0A763E_SGD 0       /* optimizer codes of symnet_c60c0a763e_update and symnet_c60c0a763e_train */
+#define SYMNET_C60C0A763E_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_C60C0A763E_N_PARAMS numbers */
+#define SYMNET_C60C0A763E_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_C60C0A763E_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_8AD1B8859C_N_OUTPUTS) = the network's output for X (batch × SYMNET_8AD1B8859C_N_INPUTS). */
-void symnet_8ad1b8859c_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_C60C0A763E_N_OUTPUTS) = the network's output for X (batch × SYMNET_C60C0A763E_N_INPUTS). */
+void symnet_c60c0a763e_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_8ad1b8859c_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_c60c0a763e_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_8AD1B8859C_N_PARAMS numbers) by back propagation. */
-float symnet_8ad1b8859c_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_C60C0A763E_N_PARAMS numbers) by back propagation. */
+float symnet_c60c0a763e_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_8ad1b8859c_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_c60c0a763e_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss; T[b] is the class label of example b. */
-float symnet_8ad1b8859c_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_c60c0a763e_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_8AD1B8859C_N_PARAMS numbers) by back propagation. */
-float symnet_8ad1b8859c_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_C60C0A763E_N_PARAMS numbers) by back propagation. */
+float symnet_c60c0a763e_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_8ad1b8859c_step_labels(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_c60c0a763e_step_labels(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_8AD1B8859C_SGD, SYMNET_8AD1B8859C_MOMENTUM or SYMNET_8AD1B8859C_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_C60C0A763E_SGD, SYMNET_C60C0A763E_MOMENTUM or SYMNET_C60C0A763E_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_8ad1b8859c_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_c60c0a763e_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -173,10 +173,10 @@ void symnet_8ad1b8859c_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_8AD1B8859C_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_C60C0A763E_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_8AD1B8859C_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_8ad1b8859c_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_C60C0A763E_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_c60c0a763e_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -186,10 +186,10 @@ long long symnet_8ad1b8859c_train(float *params, const float *X, const float *T,
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_8AD1B8859C_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_C60C0A763E_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_8AD1B8859C_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_8ad1b8859c_train_labels(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_C60C0A763E_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_c60c0a763e_train_labels(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -198,7 +198,7 @@ long long symnet_8ad1b8859c_train_labels(float *params, const float *X, const fl
 }
 #endif
 
-#endif /* SYMNET_8AD1B8859C_H */
+#endif /* SYMNET_C60C0A763E_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -332,6 +332,7 @@ static inline float sn_tanhf(float x)
 #define SN_NR 24       /* columns of a register tile: 3 AVX2 vectors */
 #endif
 #endif
+#define SN_PACK_KB 32  /* rows of a panel packed at a time (symnet_pack_*) */
 #define SN_KC 256      /* depth of a packed panel of B: SN_KC·SN_NR reals = 32 KiB */
 #define SN_SMALL 4096  /* M·N·K below which plain loops win */
 #ifndef SN_PARALLEL  /* set by SYMNET_PARALLEL_MIN */
@@ -1218,7 +1219,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_8ad1b8859c_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_c60c0a763e_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 4804, sizeof(real) * (size_t)batch * 4);
@@ -2844,7 +2845,7 @@ static double sn_loss(const real *params, real *work, const real *S, const real 
     return loss / batch;
 }
 
-real symnet_8ad1b8859c_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_c60c0a763e_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -2858,7 +2859,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return sn_chunk_pass(&a, sn_chunk, NULL);
 }
 
-real symnet_8ad1b8859c_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_c60c0a763e_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -2895,7 +2896,7 @@ static double sn_loss_labels(const real *params, real *work, const real *S, cons
     return loss / batch;
 }
 
-real symnet_8ad1b8859c_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_c60c0a763e_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss_labels(params, work, X, T, batch);
 }
@@ -2909,7 +2910,7 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
     return sn_chunk_pass(&a, sn_chunk_labels, NULL);
 }
 
-real symnet_8ad1b8859c_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_c60c0a763e_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad_labels(params, grads, work, X, T, batch);
 }
@@ -2927,7 +2928,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_8ad1b8859c_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_c60c0a763e_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 6384;
     /* the batch in chunks, then the weight gradients, each job updating the parameters
@@ -2953,7 +2954,7 @@ real symnet_8ad1b8859c_step(real *params, const real *X, const real *T, int batc
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_8ad1b8859c_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_c60c0a763e_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 6384;
     /* the batch in chunks, then the weight gradients, each job updating the parameters
@@ -3036,7 +3037,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_8ad1b8859c_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_c60c0a763e_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -3062,7 +3063,7 @@ void symnet_8ad1b8859c_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_8ad1b8859c_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_c60c0a763e_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
@@ -3150,7 +3151,7 @@ long long symnet_8ad1b8859c_train(real *params, const real *X, const real *T, co
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step).
  * The same with integer class labels: T[n] is the class of example n. */
-long long symnet_8ad1b8859c_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_c60c0a763e_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

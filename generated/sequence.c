@@ -56,56 +56,56 @@
  *   loss: mse, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_BE5995E72C_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_BE5995E72C_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_BD5F451B87_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_BD5F451B87_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W2           offset         0  shape (16, 1)
  *   U2           offset        16  shape (16, 16)
  *   b2           offset       272  shape (16,)
  *   W17          offset       288  shape (1, 16)
  *   b17          offset       304  shape (1,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_BE5995E72C_WORK_SIZE(batch) numbers; SYMNET_BE5995E72C_TRAIN_WORK_SIZE(batch_size) for
- * symnet_be5995e72c_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_BD5F451B87_WORK_SIZE(batch) numbers; SYMNET_BD5F451B87_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_bd5f451b87_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 305 + X B*8 + T or O B*1 + work (B*299 + 305)
  *   numbers of 4 bytes; e.g. B = 32: 41,864 bytes (training; forward only: 24,132).
  */
-#ifndef SYMNET_BE5995E72C_H
-#define SYMNET_BE5995E72C_H
+#ifndef SYMNET_BD5F451B87_H
+#define SYMNET_BD5F451B87_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_BE5995E72C_REAL float  /* the number type of every array (float32) */
-#define SYMNET_BE5995E72C_N_INPUTS 8  /* features per example */
-#define SYMNET_BE5995E72C_N_OUTPUTS 1
-#define SYMNET_BE5995E72C_N_PARAMS 305  /* numbers in the flat parameter array */
-#define SYMNET_BE5995E72C_WORK_PER_EXAMPLE 299
-#define SYMNET_BE5995E72C_WORK_SIZE(batch) ((batch) * 299 + 305)  /* numbers of scratch per call */
-#define SYMNET_BE5995E72C_TRAIN_WORK_SIZE(batch_size) (SYMNET_BE5995E72C_WORK_SIZE(batch_size) + (batch_size) * 9)
-#define SYMNET_BE5995E72C_SGD 0       /* optimizer codes of symnet_be5995e72c_update and symnet_be5995e72c_train */
-#define SYMNET_BE5995E72C_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_BE5995E72C_N_PARAMS numbers */
-#define SYMNET_BE5995E72C_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_BE5995E72C_N_PARAMS numbers each */
+#define SYMNET_BD5F451B87_REAL float  /* the number type of every array (float32) */
+#define SYMNET_BD5F451B87_N_INPUTS 8  /* features per example */
+#define SYMNET_BD5F451B87_N_OUTPUTS 1
+#define SYMNET_BD5F451B87_N_PARAMS 305  /* numbers in the flat parameter array */
+#define SYMNET_BD5F451B87_WORK_PER_EXAMPLE 299
+#define SYMNET_BD5F451B87_WORK_SIZE(batch) ((batch) * 299 + 305)  /* numbers of scratch per call */
+#define SYMNET_BD5F451B87_TRAIN_WORK_SIZE(batch_size) (SYMNET_BD5F451B87_WORK_SIZE(batch_size) + (batch_size) * 9)
+#define SYMNET_BD5F451B87_SGD 0       /* optimizer codes of symnet_bd5f451b87_update and symnet_bd5f451b87_train */
+#define SYMNET_BD5F451B87_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_BD5F451B87_N_PARAMS numbers */
+#define SYMNET_BD5F451B87_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_BD5F451B87_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_BE5995E72C_N_OUTPUTS) = the network's output for X (batch × SYMNET_BE5995E72C_N_INPUTS). */
-void symnet_be5995e72c_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_BD5F451B87_N_OUTPUTS) = the network's output for X (batch × SYMNET_BD5F451B87_N_INPUTS). */
+void symnet_bd5f451b87_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_be5995e72c_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_bd5f451b87_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_BE5995E72C_N_PARAMS numbers) by back propagation. */
-float symnet_be5995e72c_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_BD5F451B87_N_PARAMS numbers) by back propagation. */
+float symnet_bd5f451b87_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_be5995e72c_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_bd5f451b87_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_BE5995E72C_SGD, SYMNET_BE5995E72C_MOMENTUM or SYMNET_BE5995E72C_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_BD5F451B87_SGD, SYMNET_BD5F451B87_MOMENTUM or SYMNET_BD5F451B87_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_be5995e72c_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_bd5f451b87_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -113,10 +113,10 @@ void symnet_be5995e72c_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_BE5995E72C_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_BD5F451B87_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_BE5995E72C_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_be5995e72c_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_BD5F451B87_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_bd5f451b87_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -125,7 +125,7 @@ long long symnet_be5995e72c_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_BE5995E72C_H */
+#endif /* SYMNET_BD5F451B87_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -190,6 +190,7 @@ static inline float sn_tanhf(float x)
 #define SN_NR 24       /* columns of a register tile: 3 AVX2 vectors */
 #endif
 #endif
+#define SN_PACK_KB 32  /* rows of a panel packed at a time (symnet_pack_*) */
 #define SN_KC 256      /* depth of a packed panel of B: SN_KC·SN_NR reals = 32 KiB */
 #define SN_SMALL 4096  /* M·N·K below which plain loops win */
 #ifndef SN_PARALLEL  /* set by SYMNET_PARALLEL_MIN */
@@ -690,7 +691,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_be5995e72c_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_bd5f451b87_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 169, sizeof(real) * (size_t)batch * 1);
@@ -714,7 +715,7 @@ static double sn_loss(const real *params, real *work, const real *S, const real 
     return loss / batch;
 }
 
-real symnet_be5995e72c_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_bd5f451b87_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -899,7 +900,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_be5995e72c_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_bd5f451b87_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -926,7 +927,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_be5995e72c_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_bd5f451b87_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 299;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
@@ -997,7 +998,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_be5995e72c_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_bd5f451b87_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -1023,7 +1024,7 @@ void symnet_be5995e72c_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_be5995e72c_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_bd5f451b87_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

@@ -51,7 +51,7 @@
  * X of width n holds X[b,j] at X[b * n + j]; W of shape (out, in) holds
  * W[i,j] at W[i * in + j].  Parameters live in one flat array `params`
  * (18026 numbers), their gradients in `grads` with the same
- * layout, and everything per example in `work` (14546 numbers
+ * layout, and everything per example in `work` (14034 numbers
  * per example of the batch).
  */
 #include <math.h>
@@ -108,8 +108,8 @@
  *   loss: bce, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_CC56E98363_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_CC56E98363_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_E3C08043CF_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_E3C08043CF_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (32, 10)
  *   b1           offset       320  shape (32,)
  *   P2           offset       352  shape (8, 32)
@@ -140,48 +140,48 @@
  *   W17          offset     17696  shape (10, 32)
  *   b17          offset     18016  shape (10,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_CC56E98363_WORK_SIZE(batch) numbers; SYMNET_CC56E98363_TRAIN_WORK_SIZE(batch_size) for
- * symnet_cc56e98363_train) and allocates nothing.  Memory for one call of a batch B:
- *   params 18026 + X B*80 + T or O B*80 + work (B*14546 + 18026)
- *   numbers of 4 bytes; e.g. B = 32: 2,026,576 bytes (training; forward only: 1,280,424).
+ * `work` (SYMNET_E3C08043CF_WORK_SIZE(batch) numbers; SYMNET_E3C08043CF_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_e3c08043cf_train) and allocates nothing.  Memory for one call of a batch B:
+ *   params 18026 + X B*80 + T or O B*80 + work (B*14034 + 18026)
+ *   numbers of 4 bytes; e.g. B = 32: 1,961,040 bytes (training; forward only: 1,214,888).
  */
-#ifndef SYMNET_CC56E98363_H
-#define SYMNET_CC56E98363_H
+#ifndef SYMNET_E3C08043CF_H
+#define SYMNET_E3C08043CF_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_CC56E98363_REAL float  /* the number type of every array (float32) */
-#define SYMNET_CC56E98363_N_INPUTS 80  /* features per example */
-#define SYMNET_CC56E98363_N_OUTPUTS 80
-#define SYMNET_CC56E98363_N_PARAMS 18026  /* numbers in the flat parameter array */
-#define SYMNET_CC56E98363_WORK_PER_EXAMPLE 14546
-#define SYMNET_CC56E98363_WORK_SIZE(batch) ((batch) * 14546 + 18026)  /* numbers of scratch per call */
-#define SYMNET_CC56E98363_TRAIN_WORK_SIZE(batch_size) (SYMNET_CC56E98363_WORK_SIZE(batch_size) + (batch_size) * 160)
-#define SYMNET_CC56E98363_SGD 0       /* optimizer codes of symnet_cc56e98363_update and symnet_cc56e98363_train */
-#define SYMNET_CC56E98363_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_CC56E98363_N_PARAMS numbers */
-#define SYMNET_CC56E98363_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_CC56E98363_N_PARAMS numbers each */
+#define SYMNET_E3C08043CF_REAL float  /* the number type of every array (float32) */
+#define SYMNET_E3C08043CF_N_INPUTS 80  /* features per example */
+#define SYMNET_E3C08043CF_N_OUTPUTS 80
+#define SYMNET_E3C08043CF_N_PARAMS 18026  /* numbers in the flat parameter array */
+#define SYMNET_E3C08043CF_WORK_PER_EXAMPLE 14034
+#define SYMNET_E3C08043CF_WORK_SIZE(batch) ((batch) * 14034 + 18026)  /* numbers of scratch per call */
+#define SYMNET_E3C08043CF_TRAIN_WORK_SIZE(batch_size) (SYMNET_E3C08043CF_WORK_SIZE(batch_size) + (batch_size) * 160)
+#define SYMNET_E3C08043CF_SGD 0       /* optimizer codes of symnet_e3c08043cf_update and symnet_e3c08043cf_train */
+#define SYMNET_E3C08043CF_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_E3C08043CF_N_PARAMS numbers */
+#define SYMNET_E3C08043CF_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_E3C08043CF_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_CC56E98363_N_OUTPUTS) = the network's output for X (batch × SYMNET_CC56E98363_N_INPUTS). */
-void symnet_cc56e98363_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_E3C08043CF_N_OUTPUTS) = the network's output for X (batch × SYMNET_E3C08043CF_N_INPUTS). */
+void symnet_e3c08043cf_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_cc56e98363_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_e3c08043cf_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_CC56E98363_N_PARAMS numbers) by back propagation. */
-float symnet_cc56e98363_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_E3C08043CF_N_PARAMS numbers) by back propagation. */
+float symnet_e3c08043cf_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_cc56e98363_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_e3c08043cf_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_CC56E98363_SGD, SYMNET_CC56E98363_MOMENTUM or SYMNET_CC56E98363_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_E3C08043CF_SGD, SYMNET_E3C08043CF_MOMENTUM or SYMNET_E3C08043CF_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_cc56e98363_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_e3c08043cf_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -189,10 +189,10 @@ void symnet_cc56e98363_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_CC56E98363_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_E3C08043CF_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_CC56E98363_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_cc56e98363_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_E3C08043CF_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_e3c08043cf_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -201,7 +201,7 @@ long long symnet_cc56e98363_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_CC56E98363_H */
+#endif /* SYMNET_E3C08043CF_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -310,6 +310,7 @@ static inline real sn_softplus(real x)
 #define SN_NR 24       /* columns of a register tile: 3 AVX2 vectors */
 #endif
 #endif
+#define SN_PACK_KB 32  /* rows of a panel packed at a time (symnet_pack_*) */
 #define SN_KC 256      /* depth of a packed panel of B: SN_KC·SN_NR reals = 32 KiB */
 #define SN_SMALL 4096  /* M·N·K below which plain loops win */
 #ifndef SN_PARALLEL  /* set by SYMNET_PARALLEL_MIN */
@@ -1282,8 +1283,8 @@ static void sn_rows_8(const real *params, real *work, const real *S, int batch, 
 {
     const real *b14 = params + 15552;  /* b14: (64,) */
 
-    real *z_B2_ff1 = work + (size_t)batch * 7584;  /* Σ of B2_ff1: (batch, 8, 64) */
-    real *B2_ff1 = work + (size_t)batch * 8096;  /* layer B2_ff1: (batch, 8, 64) */
+    real *z_B2_ff1 = work + (size_t)batch * 3936;  /* Σ of B2_ff1: (batch, 8, 64) */
+    real *B2_ff1 = work + (size_t)batch * 7584;  /* layer B2_ff1: (batch, 8, 64) */
 
     (void)S;
     /* B2_ff1[b,tq,i] = (b14[i] + z_B2_ff1[b,tq,i] if b14[i] + z_B2_ff1[b,tq,i] > 0 else 0) */
@@ -1307,8 +1308,8 @@ static void sn_rows_9(const real *params, real *work, const real *S, int batch, 
 
     real *B2_res1 = work + (size_t)batch * 7312;  /* layer B2_res1: (batch, 8, 32) */
     real *z_B2_ff2 = work + (size_t)batch * 7056;  /* Σ of B2_ff2: (batch, 8, 32) */
-    real *B2_ff2 = work + (size_t)batch * 8608;  /* layer B2_ff2: (batch, 8, 32) */
-    real *B2 = work + (size_t)batch * 8864;  /* layer B2: (batch, 8, 32) */
+    real *B2_ff2 = work + (size_t)batch * 8096;  /* layer B2_ff2: (batch, 8, 32) */
+    real *B2 = work + (size_t)batch * 8352;  /* layer B2: (batch, 8, 32) */
 
     (void)S;
     /* B2_ff2[b,tq,i] = b15[i] + z_B2_ff2[b,tq,i]; B2[b,i,x] = B2_ff2[b,i,x] + B2_res1[b,i,x] */
@@ -1330,8 +1331,8 @@ static void sn_rows_10(const real *params, real *work, const real *S, int batch,
 {
     const real *b17 = params + 18016;  /* b17: (10,) */
 
-    real *z_O = work + (size_t)batch * 9120;  /* Σ of O: (batch, 8, 10) */
-    real *sn_u_O = work + (size_t)batch * 9200;  /* layer O: (batch, 8, 10) */
+    real *z_O = work + (size_t)batch * 8608;  /* Σ of O: (batch, 8, 10) */
+    real *sn_u_O = work + (size_t)batch * 8688;  /* layer O: (batch, 8, 10) */
 
     (void)S;
     /* O[b,tq,i] = σ(b17[i] + z_O[b,tq,i]) */
@@ -1374,11 +1375,11 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
     real *z_B2_att_a = work + (size_t)batch * 6544;  /* Σ of B2_att_a: (batch, 8, 4, 8) */
     real *z_B2_att = work + (size_t)batch * 6800;  /* Σ of B2_att: (batch, 8, 32) */
     real *B2_norm2 = work + (size_t)batch * 6800;  /* layer B2_norm2: (batch, 8, 32) */
-    real *z_B2_ff1 = work + (size_t)batch * 7584;  /* Σ of B2_ff1: (batch, 8, 64) */
-    real *B2_ff1 = work + (size_t)batch * 8096;  /* layer B2_ff1: (batch, 8, 64) */
+    real *z_B2_ff1 = work + (size_t)batch * 3936;  /* Σ of B2_ff1: (batch, 8, 64) */
+    real *B2_ff1 = work + (size_t)batch * 7584;  /* layer B2_ff1: (batch, 8, 64) */
     real *z_B2_ff2 = work + (size_t)batch * 7056;  /* Σ of B2_ff2: (batch, 8, 32) */
-    real *B2 = work + (size_t)batch * 8864;  /* layer B2: (batch, 8, 32) */
-    real *z_O = work + (size_t)batch * 9120;  /* Σ of O: (batch, 8, 10) */
+    real *B2 = work + (size_t)batch * 8352;  /* layer B2: (batch, 8, 32) */
+    real *z_O = work + (size_t)batch * 8608;  /* Σ of O: (batch, 8, 10) */
     real *B1_att_a = z_B1_att_a;  /* layer B1_att_a: z_B1_att_a itself: (batch, 8, 4, 8) */
     real *B2_att_a = z_B2_att_a;  /* layer B2_att_a: z_B2_att_a itself: (batch, 8, 4, 8) */
 
@@ -1536,10 +1537,10 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_cc56e98363_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_e3c08043cf_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
-    memcpy(O, work + (size_t)batch * 9200, sizeof(real) * (size_t)batch * 80);
+    memcpy(O, work + (size_t)batch * 8688, sizeof(real) * (size_t)batch * 80);
 }
 
 /* ------------------------------------------------------------------------
@@ -1595,7 +1596,7 @@ static void sn_chunk(void *arg, int c)
     real *work = a->work;
     const int batch = a->batch;
     const int sn_lo = sn_cut(batch, c, a->n), sn_hi = sn_cut(batch, c + 1, a->n);
-    real *sn_part = work + (size_t)batch * 11416 + (size_t)c * 1002;  /* 1002 partial sums */
+    real *sn_part = work + (size_t)batch * 10904 + (size_t)c * 1002;  /* 1002 partial sums */
     const real *W1 = params + 0;  /* W1: (32, 10) */
     const real *b1 = params + 320;  /* b1: (32,) */
     const real *P2 = params + 352;  /* P2: (8, 32) */
@@ -1655,7 +1656,7 @@ static void sn_chunk(void *arg, int c)
     real *g_Wo4 = a->grads + 3840;  /* ∂L/∂Wo4: (32, 32) */
     real *g_W4 = a->grads + 672;  /* ∂L/∂W4: (96, 32) */
     real *g_W1 = a->grads + 0;  /* ∂L/∂W1: (32, 10) */
-    real *sn_wpart = work + (size_t)batch * 12418;  /* chunks 1, 2, …'s parts of the weight gradients, 17024 numbers each */
+    real *sn_wpart = work + (size_t)batch * 11906;  /* chunks 1, 2, …'s parts of the weight gradients, 17024 numbers each */
     real *z_embed = work + (size_t)batch * 0;  /* Σ of embed: (batch, 8, 32) */
     real *embed = work + (size_t)batch * 256;  /* layer embed: (batch, 8, 32) */
     real *pos = work + (size_t)batch * 512;  /* layer pos: (batch, 8, 32) */
@@ -1710,13 +1711,13 @@ static void sn_chunk(void *arg, int c)
     real *z_B2_norm2_rstd = work + (size_t)batch * 7568;  /* Σ of B2_norm2_rstd: (batch, 8) */
     real *B2_norm2_rstd = work + (size_t)batch * 7576;  /* layer B2_norm2_rstd: (batch, 8) */
     real *B2_norm2 = work + (size_t)batch * 6800;  /* layer B2_norm2: (batch, 8, 32) */
-    real *z_B2_ff1 = work + (size_t)batch * 7584;  /* Σ of B2_ff1: (batch, 8, 64) */
-    real *B2_ff1 = work + (size_t)batch * 8096;  /* layer B2_ff1: (batch, 8, 64) */
+    real *z_B2_ff1 = work + (size_t)batch * 3936;  /* Σ of B2_ff1: (batch, 8, 64) */
+    real *B2_ff1 = work + (size_t)batch * 7584;  /* layer B2_ff1: (batch, 8, 64) */
     real *z_B2_ff2 = work + (size_t)batch * 7056;  /* Σ of B2_ff2: (batch, 8, 32) */
-    real *B2_ff2 = work + (size_t)batch * 8608;  /* layer B2_ff2: (batch, 8, 32) */
-    real *B2 = work + (size_t)batch * 8864;  /* layer B2: (batch, 8, 32) */
-    real *z_O = work + (size_t)batch * 9120;  /* Σ of O: (batch, 8, 10) */
-    real *sn_u_O = work + (size_t)batch * 9200;  /* layer O: (batch, 8, 10) */
+    real *B2_ff2 = work + (size_t)batch * 8096;  /* layer B2_ff2: (batch, 8, 32) */
+    real *B2 = work + (size_t)batch * 8352;  /* layer B2: (batch, 8, 32) */
+    real *z_O = work + (size_t)batch * 8608;  /* Σ of O: (batch, 8, 10) */
+    real *sn_u_O = work + (size_t)batch * 8688;  /* layer O: (batch, 8, 10) */
     real *dL_dembed = work + (size_t)batch * 0;  /* ∂L/∂embed: (batch, 8, 32) */
     real *dL_dpos = work + (size_t)batch * 512;  /* ∂L/∂pos: (batch, 8, 32) */
     real *dL_dB1_norm1_mean = work + (size_t)batch * 768;  /* ∂L/∂B1_norm1_mean: (batch, 8) */
@@ -1739,8 +1740,8 @@ static void sn_chunk(void *arg, int c)
     real *dL_dB1_norm2_rstd = work + (size_t)batch * 5472;  /* ∂L/∂B1_norm2_rstd: (batch, 8) */
     real *delta_B1_norm2_rstd = work + (size_t)batch * 3928;  /* ∂L/∂z_B1_norm2_rstd: (batch, 8) */
     real *dL_dB1_norm2 = work + (size_t)batch * 5216;  /* ∂L/∂B1_norm2: (batch, 8, 32) */
-    real *dL_dB1_ff1 = work + (size_t)batch * 7584;  /* ∂L/∂B1_ff1: (batch, 8, 64) */
-    real *delta_B1_ff1 = work + (size_t)batch * 9280;  /* ∂L/∂z_B1_ff1: (batch, 8, 64) */
+    real *dL_dB1_ff1 = work + (size_t)batch * 3936;  /* ∂L/∂B1_ff1: (batch, 8, 64) */
+    real *delta_B1_ff1 = work + (size_t)batch * 8768;  /* ∂L/∂z_B1_ff1: (batch, 8, 64) */
     real *dL_dB1_ff2 = work + (size_t)batch * 6256;  /* ∂L/∂B1_ff2: (batch, 8, 32) */
     real *dL_dB1 = work + (size_t)batch * 5216;  /* ∂L/∂B1: (batch, 8, 32) */
     real *dL_dB2_norm1_mean = work + (size_t)batch * 5472;  /* ∂L/∂B2_norm1_mean: (batch, 8) */
@@ -1749,25 +1750,25 @@ static void sn_chunk(void *arg, int c)
     real *dL_dB2_norm1_rstd = work + (size_t)batch * 7568;  /* ∂L/∂B2_norm1_rstd: (batch, 8) */
     real *delta_B2_norm1_rstd = work + (size_t)batch * 5480;  /* ∂L/∂z_B2_norm1_rstd: (batch, 8) */
     real *dL_dB2_norm1 = work + (size_t)batch * 6256;  /* ∂L/∂B2_norm1: (batch, 8, 32) */
-    real *dL_dB2_att_qkv = work + (size_t)batch * 9792;  /* ∂L/∂B2_att_qkv: (batch, 8, 96) */
+    real *dL_dB2_att_qkv = work + (size_t)batch * 9280;  /* ∂L/∂B2_att_qkv: (batch, 8, 96) */
     real *dL_dB2_att_s = work + (size_t)batch * 4960;  /* ∂L/∂B2_att_s: (batch, 4, 8, 8) */
     real *dL_dB2_att_e = work + (size_t)batch * 7056;  /* ∂L/∂B2_att_e: (batch, 4, 8, 8) */
     real *dL_dB2_att_z = work + (size_t)batch * 2576;  /* ∂L/∂B2_att_z: (batch, 4, 8) */
     real *dL_dB2_att_p = work + (size_t)batch * 7312;  /* ∂L/∂B2_att_p: (batch, 4, 8, 8) */
     real *dL_dB2_att_a = work + (size_t)batch * 7056;  /* ∂L/∂B2_att_a: (batch, 8, 4, 8) */
-    real *dL_dB2_att = work + (size_t)batch * 8608;  /* ∂L/∂B2_att: (batch, 8, 32) */
+    real *dL_dB2_att = work + (size_t)batch * 8096;  /* ∂L/∂B2_att: (batch, 8, 32) */
     real *dL_dB2_res1 = work + (size_t)batch * 7056;  /* ∂L/∂B2_res1: (batch, 8, 32) */
     real *dL_dB2_norm2_mean = work + (size_t)batch * 7568;  /* ∂L/∂B2_norm2_mean: (batch, 8) */
     real *delta_B2_norm2_mean = work + (size_t)batch * 7576;  /* ∂L/∂z_B2_norm2_mean: (batch, 8) */
     real *dL_dB2_norm2_c = work + (size_t)batch * 7312;  /* ∂L/∂B2_norm2_c: (batch, 8, 32) */
-    real *dL_dB2_norm2_rstd = work + (size_t)batch * 10560;  /* ∂L/∂B2_norm2_rstd: (batch, 8) */
+    real *dL_dB2_norm2_rstd = work + (size_t)batch * 10048;  /* ∂L/∂B2_norm2_rstd: (batch, 8) */
     real *delta_B2_norm2_rstd = work + (size_t)batch * 7576;  /* ∂L/∂z_B2_norm2_rstd: (batch, 8) */
-    real *dL_dB2_norm2 = work + (size_t)batch * 8608;  /* ∂L/∂B2_norm2: (batch, 8, 32) */
-    real *dL_dB2_ff1 = work + (size_t)batch * 9280;  /* ∂L/∂B2_ff1: (batch, 8, 64) */
-    real *delta_B2_ff1 = work + (size_t)batch * 10568;  /* ∂L/∂z_B2_ff1: (batch, 8, 64) */
-    real *dL_dB2_ff2 = work + (size_t)batch * 11080;  /* ∂L/∂B2_ff2: (batch, 8, 32) */
+    real *dL_dB2_norm2 = work + (size_t)batch * 8096;  /* ∂L/∂B2_norm2: (batch, 8, 32) */
+    real *dL_dB2_ff1 = work + (size_t)batch * 3936;  /* ∂L/∂B2_ff1: (batch, 8, 64) */
+    real *delta_B2_ff1 = work + (size_t)batch * 10056;  /* ∂L/∂z_B2_ff1: (batch, 8, 64) */
+    real *dL_dB2_ff2 = work + (size_t)batch * 10568;  /* ∂L/∂B2_ff2: (batch, 8, 32) */
     real *dL_dB2 = work + (size_t)batch * 7312;  /* ∂L/∂B2: (batch, 8, 32) */
-    real *delta_O = work + (size_t)batch * 11336;  /* ∂L/∂z_O: (batch, 8, 10) */
+    real *delta_O = work + (size_t)batch * 10824;  /* ∂L/∂z_O: (batch, 8, 10) */
     real *B1_att_s = z_B1_att_s;  /* layer B1_att_s: z_B1_att_s itself: (batch, 4, 8, 8) */
     real *B1_att_m = z_B1_att_m;  /* layer B1_att_m: z_B1_att_m itself: (batch, 4, 8) */
     real *B1_att_z = z_B1_att_z;  /* layer B1_att_z: z_B1_att_z itself: (batch, 4, 8) */
@@ -2209,14 +2210,14 @@ static void sn_chunk(void *arg, int c)
     sn_mm_tn(32, 64, (sn_hi - sn_lo) * 8, delta_B2_ff2 + (size_t)sn_lo * 256, B2_ff1 + (size_t)sn_lo * 512, c == 0 ? g_W15 : sn_wpart + (size_t)(c - 1) * 17024 + 320, 0);
     /* dL_dB2_ff1[b,j] = Σ_i delta_B2_ff2[b,i]·W15[i,j] */
     sn_mm_nn((sn_hi - sn_lo) * 8, 64, 32, delta_B2_ff2 + (size_t)sn_lo * 256, W15, dL_dB2_ff1 + (size_t)sn_lo * 512, 0);
-    /* delta_B2_ff1[b,tq,i] = dL_dB2_ff1[b,tq,i]·(1 if b14[i] + z_B2_ff1[b,tq,i] > 0 else 0); g_b14[i] += dL_dB2_ff1[b,tq,i]·(1 if b14[i] + z_B2_ff1[b,tq,i] > 0 else 0) */
+    /* delta_B2_ff1[b,tq,i] = dL_dB2_ff1[b,tq,i]·(1 if B2_ff1[b,tq,i] > 0 else 0); g_b14[i] += dL_dB2_ff1[b,tq,i]·(1 if B2_ff1[b,tq,i] > 0 else 0) */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int tq = 0; tq < 8; tq++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
             for (int i = 0; i < 64; i++) {
-                const real t0 = dL_dB2_ff1[b * 512 + tq * 64 + i]*((b14[i] + z_B2_ff1[b * 512 + tq * 64 + i] > 0) ? (1) : (0));
+                const real t0 = dL_dB2_ff1[b * 512 + tq * 64 + i]*((B2_ff1[b * 512 + tq * 64 + i] > 0) ? (1) : (0));
                 delta_B2_ff1[b * 512 + tq * 64 + i] = t0;
                 g_b14[i] += t0;
             }
@@ -2404,14 +2405,14 @@ static void sn_chunk(void *arg, int c)
     sn_mm_tn(32, 64, (sn_hi - sn_lo) * 8, delta_B1_ff2 + (size_t)sn_lo * 256, B1_ff1 + (size_t)sn_lo * 512, c == 0 ? g_W8 : sn_wpart + (size_t)(c - 1) * 17024 + 8512, 0);
     /* dL_dB1_ff1[b,j] = Σ_i delta_B1_ff2[b,i]·W8[i,j] */
     sn_mm_nn((sn_hi - sn_lo) * 8, 64, 32, delta_B1_ff2 + (size_t)sn_lo * 256, W8, dL_dB1_ff1 + (size_t)sn_lo * 512, 0);
-    /* delta_B1_ff1[b,tq,i] = dL_dB1_ff1[b,tq,i]·(1 if b7[i] + z_B1_ff1[b,tq,i] > 0 else 0); g_b7[i] += dL_dB1_ff1[b,tq,i]·(1 if b7[i] + z_B1_ff1[b,tq,i] > 0 else 0) */
+    /* delta_B1_ff1[b,tq,i] = dL_dB1_ff1[b,tq,i]·(1 if B1_ff1[b,tq,i] > 0 else 0); g_b7[i] += dL_dB1_ff1[b,tq,i]·(1 if B1_ff1[b,tq,i] > 0 else 0) */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int tq = 0; tq < 8; tq++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
             for (int i = 0; i < 64; i++) {
-                const real t0 = dL_dB1_ff1[b * 512 + tq * 64 + i]*((b7[i] + z_B1_ff1[b * 512 + tq * 64 + i] > 0) ? (1) : (0));
+                const real t0 = dL_dB1_ff1[b * 512 + tq * 64 + i]*((B1_ff1[b * 512 + tq * 64 + i] > 0) ? (1) : (0));
                 delta_B1_ff1[b * 512 + tq * 64 + i] = t0;
                 g_b7[i] += t0;
             }
@@ -2675,7 +2676,7 @@ static void sn_chunk_sums(void *arg, int c)
     /* the share q0 ≤ q < q1 of the weight gradients (one after the other, 17024
        numbers) of job c: chunk 0's part plus the other chunks' partial sums, in their order */
     const int q0 = sn_cut(17024, c, a->n), q1 = sn_cut(17024, c + 1, a->n);
-    const real *sn_wpart = work + (size_t)batch * 12418;
+    const real *sn_wpart = work + (size_t)batch * 11906;
     {
         /* g_W17[q] += Σ_{k ≥ 1} (chunk k's part of it)[q]: a part at a time over a
            block of q that stays in cache (vector adds; each number still summed in the
@@ -2879,7 +2880,7 @@ static void sn_chunk_sums(void *arg, int c)
 
     if (c == 0) {
         /* the chunks' partial sums added up in their order */
-        const real *sn_part = work + (size_t)batch * 11416;
+        const real *sn_part = work + (size_t)batch * 10904;
         /* g_b17[q] = Σ_k (chunk k's part of it)[q] */
         for (int q = 0; q < 10; q++) {
             real s = sn_part[0 + q];
@@ -3045,7 +3046,7 @@ static double sn_loss(const real *params, real *work, const real *S, const real 
 {
     const real *b17 = params + 18016;  /* b17: (10,) */
 
-    real *z_O = work + (size_t)batch * 9120;  /* Σ of O: (batch, 8, 10) */
+    real *z_O = work + (size_t)batch * 8608;  /* Σ of O: (batch, 8, 10) */
 
     double loss = 0;
     sn_forward(params, work, S, batch);
@@ -3060,7 +3061,7 @@ static double sn_loss(const real *params, real *work, const real *S, const real 
     return loss / batch;
 }
 
-real symnet_cc56e98363_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_e3c08043cf_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -3074,7 +3075,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return sn_chunk_pass(&a, sn_chunk, NULL);
 }
 
-real symnet_cc56e98363_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_e3c08043cf_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -3092,9 +3093,9 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_cc56e98363_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_e3c08043cf_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
-    real *grads = work + (size_t)batch * 14546;
+    real *grads = work + (size_t)batch * 14034;
     /* the batch in chunks, then the weight gradients, each job updating the parameters
        whose gradients it finished (the loss first: a NaN or inf loss updates nothing) */
     sn_chunk_args a = {.params = params, .grads = grads, .work = work, .X = X, .T = T,
@@ -3175,7 +3176,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_cc56e98363_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_e3c08043cf_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -3195,17 +3196,17 @@ void symnet_cc56e98363_update(real *params, const real *grads, real lr, int opti
  * prev holds the parameters before the last update (after a restore: the same as
  * params).  prev may be NULL (no restoring).
  *
- * work: the batch's rows (14546 numbers per example), then the
+ * work: the batch's rows (14034 numbers per example), then the
  * gradients (18026), then Ib and Tb.
  *
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_cc56e98363_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_e3c08043cf_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
-    real *grads = work + (size_t)batch_size * 14546;
+    real *grads = work + (size_t)batch_size * 14034;
     real *Ib = grads + 18026;
     real *Tb = Ib + (size_t)batch_size * 80;
     real *cur = params, *old = prev != NULL ? prev : params;  /* θ now; θ before the last update */
@@ -3244,7 +3245,7 @@ long long symnet_cc56e98363_train(real *params, const real *X, const real *T, co
         losses[s] = loss;
         if (correct != NULL) {
             /* share of the outputs with O > 0.5 exactly where T > 0.5, from the outputs the step's forward pass left in work */
-            const real *o = work + (size_t)batch * 9200;
+            const real *o = work + (size_t)batch * 8688;
             double right = 0;
             for (int r = 0; r < batch; r++) {
                 for (int k = 0; k < 80; k++)

@@ -36,9 +36,9 @@ GOLDEN_BACKWARD = """\
   ∂L/∂C1 = ∂L/∂P · ∂P/∂C1
     dL_dC1[b,c,y*2 + u,x*2 + v] += delta_P[b,c,y,x]   at the first (u,v) where C1[b,c,y*2 + u,x*2 + v] = z_P[b,c,y,x], for every z_P[b,c,y,x]
   δ_C1 = ∂L/∂z_C1 = ∂L/∂C1 ⊙ ∂C1/∂z_C1
-    delta_C1[b,c,y,x] = dL_dC1[b,c,y,x]·(1 if b1[c] + z_C1[b,c,y,x] > 0 else 0)
+    delta_C1[b,c,y,x] = dL_dC1[b,c,y,x]·(1 if C1[b,c,y,x] > 0 else 0)
   ∂L/∂b1 = ∂L/∂C1 · ∂C1/∂b1 = Σ_b Σ_y Σ_x δ_C1
-    g_b1[c] = Σ_b Σ_y Σ_x dL_dC1[b,c,y,x]·(1 if b1[c] + z_C1[b,c,y,x] > 0 else 0)
+    g_b1[c] = Σ_b Σ_y Σ_x dL_dC1[b,c,y,x]·(1 if C1[b,c,y,x] > 0 else 0)
   ∂L/∂W1 = ∂L/∂C1 · ∂C1/∂W1
     g_W1[c,k,u,v] = Σ_b Σ_y Σ_x I[b,k,y + u - 1,x + v - 1]·delta_C1[b,c,y,x]"""
 

@@ -52,19 +52,19 @@ Backward, from the output down
   ∂L/∂O = inv_batch·∂ℓ/∂o
     dL_dO[b,i] = inv_batch·(O[b,i] - T[b,i])   (not stored: fused into delta_O below)
   δ_O = ∂L/∂z_O = ∂L/∂O ⊙ relu′(z_O)   (loss fused with the output activation)
-    delta_O[b,i] = inv_batch·(O[b,i] - T[b,i])·(1 if z_O[b,i] > 0 else 0)
+    delta_O[b,i] = inv_batch·(O[b,i] - T[b,i])·(1 if O[b,i] > 0 else 0)
   ∂L/∂W3 = ∂L/∂O · ∂O/∂W3 = δ_Oᵀ·H2
     g_W3[i,j] = Σ_b delta_O[b,i]·H2[b,j]
   ∂L/∂H2 = ∂L/∂O · ∂O/∂H2 = δ_O·W3
     dL_dH2[b,j] = Σ_i delta_O[b,i]·W3[i,j]
   δ_H2 = ∂L/∂z_H2 = ∂L/∂H2 ⊙ relu′(z_H2) = (δ_O·W3) ⊙ relu′(z_H2)
-    delta_H2[b,i] = dL_dH2[b,i]·(1 if z_H2[b,i] > 0 else 0)
+    delta_H2[b,i] = dL_dH2[b,i]·(1 if H2[b,i] > 0 else 0)
   ∂L/∂W2 = ∂L/∂H2 · ∂H2/∂W2 = δ_H2ᵀ·H1
     g_W2[i,j] = Σ_b delta_H2[b,i]·H1[b,j]
   ∂L/∂H1 = ∂L/∂H2 · ∂H2/∂H1 = δ_H2·W2
     dL_dH1[b,j] = Σ_i delta_H2[b,i]·W2[i,j]
   δ_H1 = ∂L/∂z_H1 = ∂L/∂H1 ⊙ relu′(z_H1) = (δ_H2·W2) ⊙ relu′(z_H1)
-    delta_H1[b,i] = dL_dH1[b,i]·(1 if z_H1[b,i] > 0 else 0)
+    delta_H1[b,i] = dL_dH1[b,i]·(1 if H1[b,i] > 0 else 0)
   ∂L/∂W1 = ∂L/∂H1 · ∂H1/∂W1 = δ_H1ᵀ·I
     g_W1[i,j] = Σ_b delta_H1[b,i]·I[b,j]"""
 
@@ -244,7 +244,7 @@ def test_general_layer_shows_its_element_formulas():
 
 def test_rule_is_the_element_formula_the_compiler_uses(notes):
     f = notes[1]
-    assert text(f.rule("delta_H1")) == "dL_dH1[b,i]·(1 if z_H1[b,i] > 0 else 0)"
+    assert text(f.rule("delta_H1")) == "dL_dH1[b,i]·(1 if H1[b,i] > 0 else 0)"
     with pytest.raises(ValueError, match="no element rule for 'H7'"):
         f.rule("H7")
 

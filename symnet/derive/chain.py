@@ -149,7 +149,24 @@ def reuse_output(expr: sp.Expr, node: ir.Node) -> sp.Expr:
     if node.outer.is_Atom or isinstance(node.outer, sp.Add):
         return expr
     h = ir.element(node.symbols, node.name, *node.out_index)
-    return expr.xreplace({node.outer: h})
+    return expr.xreplace({node.outer: h, **sign_of_output(node.outer, h)})
+
+
+def sign_of_output(outer: sp.Expr, h: sp.Expr) -> dict:
+    """{u > 0: H > 0} where H = φ(u) is positive exactly where u is: ReLU, leaky ReLU
+    (Piecewise((u, u > 0), (c·u, True)) with c ≥ 0).  Their derivatives then read the
+    stored output, as the forward's last reader of u: relu′ = (1 if H > 0 else 0), the
+    same mask (NaN in u gives 0 in H and false in both), and u's buffer is free after
+    the forward (the transformer's ReLU: 8192 numbers per example and block)."""
+    if not isinstance(outer, sp.Piecewise) or len(outer.args) != 2:
+        return {}
+    (u, cond), (other, last) = outer.args
+    if last != sp.true or cond != sp.StrictGreaterThan(u, 0) or u.is_Atom and not u.free_symbols:
+        return {}
+    c = sp.simplify(other / u) if other != 0 else sp.S.Zero
+    if not (c.is_number and c.is_nonnegative):
+        return {}
+    return {cond: sp.StrictGreaterThan(h, 0)}
 
 
 def simplest(expr: sp.Expr) -> sp.Expr:
