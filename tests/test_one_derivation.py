@@ -186,3 +186,41 @@ def test_a_repeated_formula_is_derived_by_sympy_once(monkeypatch):
                 assert x.expr == y.expr or sp.simplify(x.expr - y.expr) == 0, (x, y)
             else:
                 assert x == y
+
+
+def test_relu_derivatives_test_the_stored_output_and_keep_their_gradients():
+    """ReLU and leaky ReLU: the backward formula reads H > 0, not the sum below it; a
+    formula that is not positive exactly where its argument is (|u|) keeps u > 0.  The
+    gradients still match central differences where no unit sits at its kink."""
+    u, h = sp.Symbol("u", real=True), sp.Symbol("H", real=True)
+    relu = sp.Piecewise((u, u > 0), (0, True))
+    leaky = sp.Piecewise((u, u > 0), (sp.Float(0.01) * u, True))
+    absu = sp.Piecewise((u, u > 0), (-u, True))
+    assert chain.sign_of_output(relu, h) == {u > 0: h > 0}
+    assert chain.sign_of_output(leaky, h) == {u > 0: h > 0}
+    assert chain.sign_of_output(absu, h) == {}
+    assert chain.sign_of_output(sp.tanh(u), h) == {}
+
+    net = sn.Network(sn.Input(3, name="I"), sn.Dense(5, "relu", name="H"),
+                     sn.Dense(4, "leaky_relu", name="G"), sn.Dense(2, name="O"), loss="mse")
+    text = str(net.formulas())
+    assert "(1 if H[b,i] > 0 else 0)" in text and "(1 if G[b,i] > 0 else 0.01)" in text
+    assert "z_H[b,i] > 0" not in text.split("Backward")[1]
+    model = net.compile(dtype="float64", seed=1)
+    rng = np.random.default_rng(2)
+    X, T = rng.normal(size=(6, 3)), rng.normal(size=(6, 2))
+    _, grads = model.loss_and_grad(X, T)
+    for name, value in model.params.items():
+        num = np.zeros_like(value)
+        for i in np.ndindex(value.shape):
+            orig = value[i]
+            value[i] = orig + 1e-6
+            model.params[name] = value
+            up = model.loss(X, T)
+            value[i] = orig - 1e-6
+            model.params[name] = value
+            down = model.loss(X, T)
+            value[i] = orig
+            model.params[name] = value
+            num[i] = (up - down) / 2e-6
+        np.testing.assert_allclose(grads[name], num, rtol=1e-6, atol=1e-8)
