@@ -96,3 +96,41 @@ def test_huge_pages_reads_the_kernels_mode(tmp_path, text, mode):
     f.write_text(text)
     assert huge_pages(str(f)) == mode
     assert huge_pages(str(tmp_path / "absent")) is None
+
+
+def test_isa_avx2_holds_every_library_and_keeps_other_xla_flags():
+    from symnet.bench import isa
+    env = isa.held_env("avx2", {"XLA_FLAGS": "--xla_cpu_max_isa=AVX512 --xla_dump_to=/tmp/x",
+                                "PATH": "/bin"})
+    assert env["SYMNET_MARCH"] == "x86-64-v3" and env["OPENBLAS_CORETYPE"] == "Haswell"
+    assert env["ATEN_CPU_CAPABILITY"] == "avx2" and env["MKL_ENABLE_INSTRUCTIONS"] == "AVX2"
+    assert env["ONEDNN_MAX_CPU_ISA"] == "AVX2" and env[isa.MARK] == "avx2"
+    assert env["XLA_FLAGS"] == "--xla_dump_to=/tmp/x --xla_cpu_max_isa=AVX2"
+    assert env["PATH"] == "/bin"
+    assert isa.check("avx2", {"avx2", "fma", "sse2"}) is None
+    assert isa.check("avx2", {"avx", "sse2"}) == "--isa avx2: this CPU lacks avx2, fma"
+    assert "does not list" in isa.check("avx2", None)
+
+
+def test_isa_avx2_is_refused_where_the_cpu_lacks_it(tmp_path):
+    from symnet.bench import isa
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx\n")
+    assert isa.cpu_flags(str(info)) == {"fpu", "sse2", "avx"}
+    assert isa.cpu_flags(str(tmp_path / "none")) is None
+
+
+@pytest.mark.slow
+def test_isa_avx2_runs_the_bench_again_held_to_avx2():
+    from symnet.bench import isa
+    proc = _bench("--isa", "avx2", "--quick", "--workloads", "tiny", "--refs", "numpy",
+                  "--sections", "steps")
+    why = isa.check("avx2", isa.cpu_flags())
+    if why:
+        assert proc.returncode == 2 and why in proc.stderr
+        return
+    assert proc.returncode == 0, proc.stderr
+    assert "held to AVX2 (--isa avx2: SYMNET_MARCH=x86-64-v3" in proc.stdout
+    assert any(line.startswith("tiny ") for line in proc.stdout.splitlines())
+    plain = _bench("--quick", "--workloads", "tiny", "--refs", "numpy", "--sections", "steps")
+    assert plain.returncode == 0 and "held to" not in plain.stdout

@@ -15,6 +15,8 @@ steps over MPI at 1 and 2 processes (symnet/bench/mpi.py).
     python -m symnet.bench --workloads transformer,gru --sections steps   # sequences
     python -m symnet.bench --sections mpi  # data-parallel steps at 1 and 2 processes
     python -m symnet.bench --workloads pinn   # a Burgers PINN's Adam step; compile vs order
+    python -m symnet.bench --isa avx2 --workloads transformer --sections steps
+                                           # every library held to AVX2 (symnet/bench/isa.py)
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import sys
 import time
 
-from . import conv, pinn, seq
+from . import conv, isa, pinn, seq
 
 from . import measure
 
@@ -240,7 +243,16 @@ def main(argv=None):
                     help="seconds of calls of each step timed, over its 7 turns (default "
                     f"{MIN_TIME}; --quick: {QUICK_MIN_TIME}): longer gives steadier "
                     "ratios on a busy machine (the pinn workload keeps its own 7 repeats)")
+    ap.add_argument("--isa", default="native", choices=("native", *isa.HELD),
+                    help="native (default), or avx2: run again with symnet's C, OpenBLAS, "
+                    "PyTorch, MKL, oneDNN and XLA all held to AVX2 (an estimate of an "
+                    "AVX2-only machine on this one)")
     args = ap.parse_args(argv)
+    if args.isa != "native" and os.environ.get(isa.MARK) != args.isa:
+        why = isa.check(args.isa, isa.cpu_flags())
+        if why:
+            ap.error(why)
+        isa.restart(args.isa, list(sys.argv[1:] if argv is None else argv))
     if args.time is not None and not (args.time > 0 and args.time <= 600):
         ap.error(f"--time: expected seconds in (0, 600], got {args.time:g}")
     names = [w for w in args.workloads.split(",") if w]
@@ -256,6 +268,8 @@ def main(argv=None):
         t0 = time.perf_counter()
         pinn_refs = [r for r in (args.refs or "torch,jax").split(",") if r in pinn.REFERENCES]
         sections = args.sections.split(",")
+        if isa.describe():
+            print(isa.describe())
         # the PINN workload alone: its steps and (section compile) its compile times
         pinn.run(args.quick, pinn_refs, steps="steps" in sections,
                  compile_times="compile" in sections)
@@ -281,6 +295,8 @@ def main(argv=None):
           "timed in turns so that they meet the same load; compile: of 3 new processes).")
     # the machine first: right after numpy's matmul its BLAS threads still spin, and a
     # measurement then would time our threads' join against them
+    if isa.describe():
+        print(isa.describe())
     print_machine()
     peak = measure.peak_gflops(min_time)
     print(f"float32 peak measured now (numpy 1024x1024 matmul): {peak:.1f} GFLOP/s")

@@ -1,0 +1,92 @@
+"""``python -m symnet.bench --isa avx2``: one run with every library held to AVX2.
+
+A benchmark on an AVX-512 machine says little about the AVX2-only machines many users
+have (symnet's tiles and PyTorch's eager overhead scale differently with the vector
+width), and holding symnet alone to AVX2 (``SYMNET_MARCH=x86-64-v3``) compares AVX2 C
+with references that still run AVX-512.  ``--isa avx2`` starts the benchmark again in a
+new process whose environment holds each library to AVX2 before any of them loads:
+
+    symnet's C        SYMNET_MARCH=x86-64-v3          (gcc -march=x86-64-v3)
+    OpenBLAS (numpy, symnet's BLAS)   OPENBLAS_CORETYPE=Haswell
+    PyTorch's kernels ATEN_CPU_CAPABILITY=avx2
+    MKL (PyTorch's BLAS)              MKL_ENABLE_INSTRUCTIONS=AVX2
+    oneDNN (PyTorch)  ONEDNN_MAX_CPU_ISA=AVX2
+    XLA (JAX)         XLA_FLAGS=--xla_cpu_max_isa=AVX2
+
+The result estimates an AVX2 machine of the same clock, caches and cores; it is not one
+(an AVX2 core's load ports, caches and frequency differ).  symnet's machine
+measurements and the planner's wisdom are kept per compiler flags, so the AVX2 build
+measures its own.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+#: the environment variable the new process carries, so that it does not start again
+MARK = "SYMNET_BENCH_ISA"
+
+HELD = {
+    "avx2": {
+        "SYMNET_MARCH": "x86-64-v3",
+        "OPENBLAS_CORETYPE": "Haswell",
+        "ATEN_CPU_CAPABILITY": "avx2",
+        "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+        "ONEDNN_MAX_CPU_ISA": "AVX2",
+    },
+}
+XLA_FLAG = {"avx2": "--xla_cpu_max_isa=AVX2"}
+#: what /proc/cpuinfo must list for the instruction set to run at all
+NEEDS = {"avx2": ("avx2", "fma")}
+
+
+def cpu_flags(path: str = "/proc/cpuinfo") -> set | None:
+    """The CPU's feature flags, or None where the system does not say (not Linux)."""
+    try:
+        with open(path) as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        return None
+    return set()
+
+
+def held_env(isa: str, environ: dict) -> dict:
+    """``environ`` with every library held to ``isa``, and the mark set."""
+    env = dict(environ)
+    env.update(HELD[isa])
+    flags = env.get("XLA_FLAGS", "").split()
+    flags = [f for f in flags if not f.startswith("--xla_cpu_max_isa=")] + [XLA_FLAG[isa]]
+    env["XLA_FLAGS"] = " ".join(flags)
+    env[MARK] = isa
+    return env
+
+
+def check(isa: str, flags: set | None) -> str | None:
+    """Why ``isa`` cannot run on a CPU with these flags, or None."""
+    if flags is None:
+        return f"--isa {isa}: this system does not list its CPU's features (/proc/cpuinfo)"
+    missing = [f for f in NEEDS[isa] if f not in flags]
+    if missing:
+        return f"--isa {isa}: this CPU lacks {', '.join(missing)}"
+    return None
+
+
+def restart(isa: str, argv: list) -> None:
+    """Run ``python -m symnet.bench argv`` again in this process's place, held to ``isa``."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, "-m", "symnet.bench", *argv],
+              held_env(isa, os.environ))
+
+
+def describe() -> str:
+    """A line for the benchmark's header when this run is held to an instruction set."""
+    isa = os.environ.get(MARK)
+    if isa not in HELD:
+        return ""
+    held = ", ".join(f"{k}={v}" for k, v in HELD[isa].items())
+    return (f"held to {isa.upper()} (--isa {isa}: {held}, XLA_FLAGS={XLA_FLAG[isa]}): an "
+            f"estimate of an {isa.upper()}-only machine of this clock and these caches")
