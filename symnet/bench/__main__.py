@@ -252,7 +252,7 @@ def main(argv=None):
         why = isa.check(args.isa, isa.cpu_flags())
         if why:
             ap.error(why)
-        isa.restart(args.isa, list(sys.argv[1:] if argv is None else argv))
+        raise SystemExit(isa.restart(args.isa, list(sys.argv[1:] if argv is None else argv)))
     if args.time is not None and not (args.time > 0 and args.time <= 600):
         ap.error(f"--time: expected seconds in (0, 600], got {args.time:g}")
     names = [w for w in args.workloads.split(",") if w]

@@ -3,15 +3,15 @@
 A benchmark on an AVX-512 machine says little about the AVX2-only machines many users
 have (symnet's tiles and PyTorch's eager overhead scale differently with the vector
 width), and holding symnet alone to AVX2 (``SYMNET_MARCH=x86-64-v3``) compares AVX2 C
-with references that still run AVX-512.  ``--isa avx2`` starts the benchmark again in a
-new process whose environment holds each library to AVX2 before any of them loads:
+with references that still run AVX-512.  ``--isa avx2`` runs the benchmark in a new
+process whose environment holds each library to AVX2 before any of them loads:
 
-    symnet's C        SYMNET_MARCH=x86-64-v3          (gcc -march=x86-64-v3)
-    OpenBLAS (numpy, symnet's BLAS)   OPENBLAS_CORETYPE=Haswell
-    PyTorch's kernels ATEN_CPU_CAPABILITY=avx2
+    symnet's C                        SYMNET_MARCH=x86-64-v3 (gcc -march=x86-64-v3)
+    OpenBLAS (numpy's, symnet's BLAS) OPENBLAS_CORETYPE=Haswell
+    PyTorch's kernels                 ATEN_CPU_CAPABILITY=avx2
     MKL (PyTorch's BLAS)              MKL_ENABLE_INSTRUCTIONS=AVX2
-    oneDNN (PyTorch)  ONEDNN_MAX_CPU_ISA=AVX2
-    XLA (JAX)         XLA_FLAGS=--xla_cpu_max_isa=AVX2
+    oneDNN (PyTorch)                  ONEDNN_MAX_CPU_ISA=AVX2
+    XLA (JAX)                         XLA_FLAGS=--xla_cpu_max_isa=AVX2
 
 The result estimates an AVX2 machine of the same clock, caches and cores; it is not one
 (an AVX2 core's load ports, caches and frequency differ).  symnet's machine
@@ -22,6 +22,7 @@ measures its own.
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 
 #: the environment variable the new process carries, so that it does not start again
@@ -74,12 +75,13 @@ def check(isa: str, flags: set | None) -> str | None:
     return None
 
 
-def restart(isa: str, argv: list) -> None:
-    """Run ``python -m symnet.bench argv`` again in this process's place, held to ``isa``."""
+def restart(isa: str, argv: list) -> int:
+    """Run ``python -m symnet.bench argv`` in a new process held to ``isa``; its exit status.
+    (A new process, not this one replaced: ``main([...])`` called from Python returns.)"""
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execve(sys.executable, [sys.executable, "-m", "symnet.bench", *argv],
-              held_env(isa, os.environ))
+    return subprocess.call([sys.executable, "-m", "symnet.bench", *argv],
+                           env=held_env(isa, os.environ))
 
 
 def describe() -> str:
