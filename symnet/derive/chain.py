@@ -163,7 +163,7 @@ def sign_of_output(outer: sp.Expr, h: sp.Expr) -> dict:
     (u, cond), (other, last) = outer.args
     if last != sp.true or cond != sp.StrictGreaterThan(u, 0) or u.is_Atom and not u.free_symbols:
         return {}
-    c = sp.simplify(other / u) if other != 0 else sp.S.Zero
+    c = other / u     # c·u / u is c as it is built; anything else is not a number
     if not (c.is_number and c.is_nonnegative):
         return {}
     return {cond: sp.StrictGreaterThan(h, 0)}
