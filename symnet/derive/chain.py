@@ -163,7 +163,7 @@ def sign_of_output(outer: sp.Expr, h: sp.Expr) -> dict:
     (u, cond), (other, last) = outer.args
     if last != sp.true or cond != sp.StrictGreaterThan(u, 0) or u.is_Atom and not u.free_symbols:
         return {}
-    c = other / u     # c·u / u is c as it is built; anything else is not a number
+    c = sp.cancel(other / u)     # c·u / u, sympy having spread c over u's terms
     if not (c.is_number and c.is_nonnegative):
         return {}
     return {cond: sp.StrictGreaterThan(h, 0)}
