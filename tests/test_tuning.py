@@ -154,6 +154,40 @@ def test_machine_record_of_fewer_threads_does_not_cap_a_later_process(tmp_path, 
     tuning._machine.cache_clear()
 
 
+def test_a_record_measured_without_blas_does_not_keep_a_later_process_from_it(
+        tmp_path, monkeypatch):
+    """SYMNET_BLAS=0 measures the machine without OpenBLAS (the record's blas is None);
+    a later process with the BLAS on must not read that record and run without it."""
+    monkeypatch.setenv("SYMNET_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(tuning, "quick_check", lambda *a: {"implausible": False})
+    monkeypatch.setattr(tuning, "RETRY_S", 3600.0)
+    measured = []
+
+    def measure(**kw):
+        found = tuning.blas_library()
+        measured.append(found is not None)
+        rec = dict(tuning._defaults("test"), threads_max=tuning.threads_max(), rate=1e10,
+                   join_s=1e-5, disturbed=False, measured_at=time.time(),
+                   blas=found[0] if found else None, blas_min=1e6 if found else math.inf)
+        del rec["error"]
+        return rec
+    monkeypatch.setattr(tuning, "measure", measure)
+    monkeypatch.setenv("SYMNET_BLAS", "0")
+    tuning._machine.cache_clear()
+    tuning.blas_library.cache_clear()
+    assert tuning.settings()["blas"] is None
+    tuning._machine.cache_clear()          # a new process, the BLAS on
+    tuning.blas_library.cache_clear()
+    monkeypatch.delenv("SYMNET_BLAS")
+    got = tuning.settings()
+    assert tuning.blas_library() is not None          # scipy-openblas32 is a dependency
+    assert got["blas"] is not None and got["blas_min"] == 1e6
+    assert measured == [False, True]
+    assert len(list(tmp_path.glob("machine-*.json"))) == 2
+    tuning._machine.cache_clear()
+    tuning.blas_library.cache_clear()
+
+
 def test_machine_that_cannot_be_measured_gets_fixed_defaults(tmp_path, monkeypatch):
     """A probe that does not compile leaves networks usable with the old constants,
     and nothing is recorded (the next process tries again)."""

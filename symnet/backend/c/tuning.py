@@ -117,12 +117,17 @@ def threads_max() -> int:
 
 
 # ------------------------------------------------------------------ the BLAS
+def blas_off() -> bool:
+    """SYMNET_BLAS=0 (or false, no): every product on symnet's kernels."""
+    return os.environ.get("SYMNET_BLAS", "1") in ("0", "false", "no")
+
+
 @lru_cache(maxsize=1)
 def blas_library():
     """(path, ctypes.CDLL) of scipy-openblas32, or None when it is not installed,
     cannot be loaded, or SYMNET_BLAS=0.  Found without importing the package
     (its import reads package metadata: ~20 ms)."""
-    if os.environ.get("SYMNET_BLAS", "1") in ("0", "false", "no"):
+    if blas_off():
         return None
     try:
         spec = importlib.util.find_spec("scipy_openblas32")
@@ -540,10 +545,14 @@ def _path() -> Path:
     # join is timed on them and caps the products' threads, so a record measured under
     # `taskset -c 0,1` or OMP_NUM_THREADS=2 held a later process on 16 cores to two
     # threads (16-core Xeon, the bench's transformer step called in a row: 5.9–6.2 ms so
-    # at 4–8 threads, 3.4–4.8 ms on their own record)
+    # at 4–8 threads, 3.4–4.8 ms on their own record); and by SYMNET_BLAS=0, under which
+    # the record has no BLAS: kept under the same key, it left every later process
+    # without OpenBLAS (the bench's large step 0.96 → 0.78× its fastest peer)
     key = hashlib.sha256(json.dumps(["machine", __version__, build.compiler(), build.flags(),
                                      build._cpu(), "pool", JOIN_SHAPE, threads_max(),
-                                     build.driver_digest()]).encode()).hexdigest()[:20]
+                                     build.driver_digest()]
+                                    + (["no blas"] if blas_off() else [])).encode())
+    key = key.hexdigest()[:20]
     return build.writable_cache_dir() / f"machine-{key}.json"
 
 
@@ -727,7 +736,7 @@ def settings() -> dict:
     blas_min = _env_float("SYMNET_BLAS_MIN")
     thread_min = _env_float("SYMNET_PARALLEL_MIN")
     blas = rec["blas"]
-    if os.environ.get("SYMNET_BLAS", "1") in ("0", "false", "no"):
+    if blas_off():
         blas = None
     elif blas_min is not None and blas is None and blas_library() is not None:
         blas = blas_library()[0]
