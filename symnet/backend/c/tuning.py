@@ -547,11 +547,11 @@ def _path() -> Path:
     # threads (16-core Xeon, the bench's transformer step called in a row: 5.9–6.2 ms so
     # at 4–8 threads, 3.4–4.8 ms on their own record); and by SYMNET_BLAS=0, under which
     # the record has no BLAS: kept under the same key, it left every later process
-    # without OpenBLAS (the bench's large step 0.96 → 0.78× its fastest peer)
+    # without OpenBLAS (both words in the key, so records from before are measured anew)
     key = hashlib.sha256(json.dumps(["machine", __version__, build.compiler(), build.flags(),
                                      build._cpu(), "pool", JOIN_SHAPE, threads_max(),
-                                     build.driver_digest()]
-                                    + (["no blas"] if blas_off() else [])).encode())
+                                     build.driver_digest(),
+                                     "no blas" if blas_off() else "blas"]).encode())
     key = key.hexdigest()[:20]
     return build.writable_cache_dir() / f"machine-{key}.json"
 
