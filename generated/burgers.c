@@ -18,7 +18,7 @@
  * X of width n holds X[b,j] at X[b * n + j]; W of shape (out, in) holds
  * W[i,j] at W[i * in + j].  Parameters live in one flat array `params`
  * (3027 numbers), their gradients in `grads` with the same
- * layout, and everything per example in `work` (508 numbers
+ * layout, and everything per example in `work` (506 numbers
  * per example of the batch).
  */
 #include <math.h>
@@ -42,8 +42,8 @@
  *   loss: mse, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_5B96CBE846_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_5B96CBE846_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_4F7029DFF6_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_4F7029DFF6_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset      3021  shape (2, 2)
  *   b1           offset      3025  shape (2,)
  *   W2           offset         0  shape (20, 2)
@@ -65,48 +65,48 @@
  *   W10          offset      3000  shape (1, 20)
  *   b10          offset      3020  shape (1,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_5B96CBE846_WORK_SIZE(batch) numbers; SYMNET_5B96CBE846_TRAIN_WORK_SIZE(batch_size) for
- * symnet_5b96cbe846_train) and allocates nothing.  Memory for one call of a batch B:
- *   params 3027 + X B*2 + T or O B*1 + work (B*508 + 3027)
- *   numbers of 4 bytes; e.g. B = 32: 89,624 bytes (training; forward only: 36,300).
+ * `work` (SYMNET_4F7029DFF6_WORK_SIZE(batch) numbers; SYMNET_4F7029DFF6_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_4f7029dff6_train) and allocates nothing.  Memory for one call of a batch B:
+ *   params 3027 + X B*2 + T or O B*1 + work (B*506 + 3027)
+ *   numbers of 4 bytes; e.g. B = 32: 89,368 bytes (training; forward only: 36,044).
  */
-#ifndef SYMNET_5B96CBE846_H
-#define SYMNET_5B96CBE846_H
+#ifndef SYMNET_4F7029DFF6_H
+#define SYMNET_4F7029DFF6_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_5B96CBE846_REAL float  /* the number type of every array (float32) */
-#define SYMNET_5B96CBE846_N_INPUTS 2  /* features per example */
-#define SYMNET_5B96CBE846_N_OUTPUTS 1
-#define SYMNET_5B96CBE846_N_PARAMS 3027  /* numbers in the flat parameter array */
-#define SYMNET_5B96CBE846_WORK_PER_EXAMPLE 508
-#define SYMNET_5B96CBE846_WORK_SIZE(batch) ((batch) * 508 + 3027)  /* numbers of scratch per call */
-#define SYMNET_5B96CBE846_TRAIN_WORK_SIZE(batch_size) (SYMNET_5B96CBE846_WORK_SIZE(batch_size) + (batch_size) * 3)
-#define SYMNET_5B96CBE846_SGD 0       /* optimizer codes of symnet_5b96cbe846_update and symnet_5b96cbe846_train */
-#define SYMNET_5B96CBE846_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_5B96CBE846_N_PARAMS numbers */
-#define SYMNET_5B96CBE846_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_5B96CBE846_N_PARAMS numbers each */
+#define SYMNET_4F7029DFF6_REAL float  /* the number type of every array (float32) */
+#define SYMNET_4F7029DFF6_N_INPUTS 2  /* features per example */
+#define SYMNET_4F7029DFF6_N_OUTPUTS 1
+#define SYMNET_4F7029DFF6_N_PARAMS 3027  /* numbers in the flat parameter array */
+#define SYMNET_4F7029DFF6_WORK_PER_EXAMPLE 506
+#define SYMNET_4F7029DFF6_WORK_SIZE(batch) ((batch) * 506 + 3027)  /* numbers of scratch per call */
+#define SYMNET_4F7029DFF6_TRAIN_WORK_SIZE(batch_size) (SYMNET_4F7029DFF6_WORK_SIZE(batch_size) + (batch_size) * 3)
+#define SYMNET_4F7029DFF6_SGD 0       /* optimizer codes of symnet_4f7029dff6_update and symnet_4f7029dff6_train */
+#define SYMNET_4F7029DFF6_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_4F7029DFF6_N_PARAMS numbers */
+#define SYMNET_4F7029DFF6_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_4F7029DFF6_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_5B96CBE846_N_OUTPUTS) = the network's output for X (batch × SYMNET_5B96CBE846_N_INPUTS). */
-void symnet_5b96cbe846_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_4F7029DFF6_N_OUTPUTS) = the network's output for X (batch × SYMNET_4F7029DFF6_N_INPUTS). */
+void symnet_4f7029dff6_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_5b96cbe846_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_4f7029dff6_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_5B96CBE846_N_PARAMS numbers) by back propagation. */
-float symnet_5b96cbe846_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_4F7029DFF6_N_PARAMS numbers) by back propagation. */
+float symnet_4f7029dff6_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_5b96cbe846_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_4f7029dff6_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_5B96CBE846_SGD, SYMNET_5B96CBE846_MOMENTUM or SYMNET_5B96CBE846_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_4F7029DFF6_SGD, SYMNET_4F7029DFF6_MOMENTUM or SYMNET_4F7029DFF6_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_5b96cbe846_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_4f7029dff6_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -114,10 +114,10 @@ void symnet_5b96cbe846_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_5B96CBE846_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_4F7029DFF6_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_5B96CBE846_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_5b96cbe846_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_4F7029DFF6_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_4f7029dff6_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -126,7 +126,7 @@ long long symnet_5b96cbe846_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_5B96CBE846_H */
+#endif /* SYMNET_4F7029DFF6_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -210,6 +210,27 @@ static inline float sn_tanhf(float x)
 #else
 #define SN_MADD(a, b, c) ((c) + (a) * (b))
 #endif
+
+/* The epilogue of a product (symnet.plan.ops.Epilogue), on the rows m0 ≤ m < m1 and the
+ * columns n0 ≤ n < n0 + nc of C once their sums are done:
+ *     C[m,n] = act(bias[n] + C[m,n]),  act 0: x, 1: relu (x if x > 0 else 0)
+ * the layer's loop H = act(b + z) run on the block the product has just written (in the
+ * cache) instead of in a pass of its own over z; the same operations, the same bits. */
+static inline void sn_epi(real *restrict C, ptrdiff_t ldc, int m0, int m1, int n0, int nc,
+                          const real *restrict bias, int act)
+{
+    for (int m = m0; m < m1; m++) {
+        real *restrict c = C + (size_t)m * ldc + n0;
+        const real *restrict b = bias + n0;
+        if (act == 1)
+            for (int j = 0; j < nc; j++) {
+                const real t = b[j] + c[j];
+                c[j] = t > 0 ? t : 0;
+            }
+        else
+            for (int j = 0; j < nc; j++) c[j] = b[j] + c[j];
+    }
+}
 
 /* C[r,c] (+)= Σ_{k<kc} A(r,k)·P[k,c] for r < SN_MR, c < SN_NR: one register tile
    (P's rows SN_NR apart). */
@@ -300,6 +321,8 @@ typedef struct {
     const real *A, *B;
     ptrdiff_t sam, sak, sbk, sbn;
     real *C;
+    const real *bias;    /* the epilogue's (sn_epi), or NULL: none */
+    int act;
 } sn_gemm_args;
 
 static void sn_gemm_job(const sn_gemm_args *g, int job)
@@ -367,6 +390,8 @@ static void sn_gemm_job(const sn_gemm_args *g, int job)
             sn_put(Ct, SN_NR, mr, nc, C + (size_t)m * N + n0, N, add);
         }
     }
+    if (g->bias != NULL)   /* this job's block of C, still in L1 or L2 */
+        sn_epi(C, N, m0, m1, n0, nc, g->bias, g->act);
 }
 /* C[m,n] (+)= Σ_k A(m,k)·B(k,n) for 0 ≤ m < M, 0 ≤ n < N, 0 ≤ k < K. */
 static void sn_gemm(int M, int N, int K, const real *restrict A, ptrdiff_t sam, ptrdiff_t sak,
@@ -451,6 +476,17 @@ SN_INLINE void sn_mm_nn(int M, int N, int K, const real *restrict A,
             for (int n = 0; n < N; n++) c[n] = SN_MADD(a, B[(size_t)k * N + n], c[n]);
         }
     }
+}
+
+/* C[m,n] = act(bias[n] + Σ_k A[m,k]·B[n,k]): sn_mm_nt (on B's panels packed in Bp where
+ * it is not NULL) with its epilogue (sn_epi: 0 linear, 1 relu), the loop
+ * H = act(b + z) of a layer run on each block of the product as it is stored, here after the product. */
+SN_INLINE void sn_mm_nt_e(int M, int N, int K, const real *restrict A, const real *restrict B,
+                          const real *Bp, real *restrict C, const real *restrict bias, int act)
+{
+    (void)Bp;
+    sn_mm_nt(M, N, K, A, B, C, 0);
+    sn_epi(C, N, 0, M, 0, N, bias, act);
 }
 
 
@@ -605,37 +641,29 @@ static void sn_forward(const real *params, real *work, const real *tx, int batch
     const real *W10 = params + 3000;  /* W10: (1, 20) */
     const real *b10 = params + 3020;  /* b10: (1,) */
 
-    real *z_scale = work + (size_t)batch * 0;  /* Σ of scale: (batch, 2) */
-    real *scale = work + (size_t)batch * 2;  /* layer scale: (batch, 2) */
-    real *z_H2 = work + (size_t)batch * 4;  /* Σ of H2: (batch, 20) */
-    real *H2 = work + (size_t)batch * 24;  /* layer H2: (batch, 20) */
-    real *z_H3 = work + (size_t)batch * 4;  /* Σ of H3: (batch, 20) */
-    real *H3 = work + (size_t)batch * 44;  /* layer H3: (batch, 20) */
-    real *z_H4 = work + (size_t)batch * 4;  /* Σ of H4: (batch, 20) */
-    real *H4 = work + (size_t)batch * 64;  /* layer H4: (batch, 20) */
-    real *z_H5 = work + (size_t)batch * 4;  /* Σ of H5: (batch, 20) */
-    real *H5 = work + (size_t)batch * 84;  /* layer H5: (batch, 20) */
-    real *z_H6 = work + (size_t)batch * 4;  /* Σ of H6: (batch, 20) */
-    real *H6 = work + (size_t)batch * 104;  /* layer H6: (batch, 20) */
-    real *z_H7 = work + (size_t)batch * 4;  /* Σ of H7: (batch, 20) */
-    real *H7 = work + (size_t)batch * 124;  /* layer H7: (batch, 20) */
-    real *z_H8 = work + (size_t)batch * 4;  /* Σ of H8: (batch, 20) */
-    real *H8 = work + (size_t)batch * 144;  /* layer H8: (batch, 20) */
-    real *z_H9 = work + (size_t)batch * 4;  /* Σ of H9: (batch, 20) */
-    real *H9 = work + (size_t)batch * 164;  /* layer H9: (batch, 20) */
-    real *z_u = work + (size_t)batch * 184;  /* Σ of u: (batch, 1) */
-    real *sn_u_u = work + (size_t)batch * 185;  /* layer u: (batch, 1) */
+    real *scale = work + (size_t)batch * 0;  /* layer scale: (batch, 2) */
+    real *z_H2 = work + (size_t)batch * 2;  /* Σ of H2: (batch, 20) */
+    real *H2 = work + (size_t)batch * 22;  /* layer H2: (batch, 20) */
+    real *z_H3 = work + (size_t)batch * 2;  /* Σ of H3: (batch, 20) */
+    real *H3 = work + (size_t)batch * 42;  /* layer H3: (batch, 20) */
+    real *z_H4 = work + (size_t)batch * 2;  /* Σ of H4: (batch, 20) */
+    real *H4 = work + (size_t)batch * 62;  /* layer H4: (batch, 20) */
+    real *z_H5 = work + (size_t)batch * 2;  /* Σ of H5: (batch, 20) */
+    real *H5 = work + (size_t)batch * 82;  /* layer H5: (batch, 20) */
+    real *z_H6 = work + (size_t)batch * 2;  /* Σ of H6: (batch, 20) */
+    real *H6 = work + (size_t)batch * 102;  /* layer H6: (batch, 20) */
+    real *z_H7 = work + (size_t)batch * 2;  /* Σ of H7: (batch, 20) */
+    real *H7 = work + (size_t)batch * 122;  /* layer H7: (batch, 20) */
+    real *z_H8 = work + (size_t)batch * 2;  /* Σ of H8: (batch, 20) */
+    real *H8 = work + (size_t)batch * 142;  /* layer H8: (batch, 20) */
+    real *z_H9 = work + (size_t)batch * 2;  /* Σ of H9: (batch, 20) */
+    real *H9 = work + (size_t)batch * 162;  /* layer H9: (batch, 20) */
+    real *z_u = work + (size_t)batch * 182;  /* Σ of u: (batch, 1) */
+    real *sn_u_u = work + (size_t)batch * 183;  /* layer u: (batch, 1) */
 
-    /* z_scale[b,i] = Σ_j W1[i,j]·tx[b,j] */
-    sn_mm_nt(batch, 2, 2, tx, W1, z_scale, 0);
-    /* scale[b,i] = b1[i] + z_scale[b,i] */
-    for (int b = 0; b < batch; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 2; i++) {
-            scale[b * 2 + i] = b1[i] + z_scale[b * 2 + i];
-        }
+    /* scale[b,i] = b1[i] + z_scale[b,i], where z_scale[b,i] = Σ_j W1[i,j]·tx[b,j]:
+       the sums are not stored; the product writes scale, the formula applied to each block of it as the block's sums finish */
+    sn_mm_nt_e(batch, 2, 2, tx, W1, NULL, scale, b1, 0);
     /* z_H2[b,i] = Σ_j W2[i,j]·scale[b,j] */
     sn_mm_nt(batch, 20, 2, scale, W2, z_H2, 0);
     /* H2[b,i] = tanh(b2[i] + z_H2[b,i]) */
@@ -730,10 +758,10 @@ static void sn_forward(const real *params, real *work, const real *tx, int batch
 }
 
 /* O[b,k] = u[b,k]: the forward pass, its output copied out of work. */
-void symnet_5b96cbe846_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_4f7029dff6_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
-    memcpy(O, work + (size_t)batch * 185, sizeof(real) * (size_t)batch * 1);
+    memcpy(O, work + (size_t)batch * 183, sizeof(real) * (size_t)batch * 1);
 }
 
 /* ------------------------------------------------------------------------
@@ -784,7 +812,7 @@ static void sn_chunk(void *arg, int c)
     real *work = a->work;
     const int batch = a->batch;
     const int sn_lo = sn_cut(batch, c, a->n), sn_hi = sn_cut(batch, c + 1, a->n);
-    real *sn_part = work + (size_t)batch * 347 + (size_t)c * 161;  /* 161 partial sums */
+    real *sn_part = work + (size_t)batch * 345 + (size_t)c * 161;  /* 161 partial sums */
     const real *W1 = params + 3021;  /* W1: (2, 2) */
     const real *b1 = params + 3025;  /* b1: (2,) */
     const real *W2 = params + 0;  /* W2: (20, 2) */
@@ -815,57 +843,49 @@ static void sn_chunk(void *arg, int c)
     real *g_b4 = sn_part + 101;  /* this chunk's part of ∂L/∂b4: (20,) */
     real *g_b3 = sn_part + 121;  /* this chunk's part of ∂L/∂b3: (20,) */
     real *g_b2 = sn_part + 141;  /* this chunk's part of ∂L/∂b2: (20,) */
-    real *z_scale = work + (size_t)batch * 0;  /* Σ of scale: (batch, 2) */
-    real *scale = work + (size_t)batch * 2;  /* layer scale: (batch, 2) */
-    real *z_H2 = work + (size_t)batch * 4;  /* Σ of H2: (batch, 20) */
-    real *H2 = work + (size_t)batch * 24;  /* layer H2: (batch, 20) */
-    real *z_H3 = work + (size_t)batch * 4;  /* Σ of H3: (batch, 20) */
-    real *H3 = work + (size_t)batch * 44;  /* layer H3: (batch, 20) */
-    real *z_H4 = work + (size_t)batch * 4;  /* Σ of H4: (batch, 20) */
-    real *H4 = work + (size_t)batch * 64;  /* layer H4: (batch, 20) */
-    real *z_H5 = work + (size_t)batch * 4;  /* Σ of H5: (batch, 20) */
-    real *H5 = work + (size_t)batch * 84;  /* layer H5: (batch, 20) */
-    real *z_H6 = work + (size_t)batch * 4;  /* Σ of H6: (batch, 20) */
-    real *H6 = work + (size_t)batch * 104;  /* layer H6: (batch, 20) */
-    real *z_H7 = work + (size_t)batch * 4;  /* Σ of H7: (batch, 20) */
-    real *H7 = work + (size_t)batch * 124;  /* layer H7: (batch, 20) */
-    real *z_H8 = work + (size_t)batch * 4;  /* Σ of H8: (batch, 20) */
-    real *H8 = work + (size_t)batch * 144;  /* layer H8: (batch, 20) */
-    real *z_H9 = work + (size_t)batch * 4;  /* Σ of H9: (batch, 20) */
-    real *H9 = work + (size_t)batch * 164;  /* layer H9: (batch, 20) */
-    real *z_u = work + (size_t)batch * 184;  /* Σ of u: (batch, 1) */
-    real *sn_u_u = work + (size_t)batch * 185;  /* layer u: (batch, 1) */
-    real *dL_dH2 = work + (size_t)batch * 4;  /* ∂L/∂H2: (batch, 20) */
-    real *delta_H2 = work + (size_t)batch * 186;  /* ∂L/∂z_H2: (batch, 20) */
-    real *dL_dH3 = work + (size_t)batch * 4;  /* ∂L/∂H3: (batch, 20) */
-    real *delta_H3 = work + (size_t)batch * 206;  /* ∂L/∂z_H3: (batch, 20) */
-    real *dL_dH4 = work + (size_t)batch * 4;  /* ∂L/∂H4: (batch, 20) */
-    real *delta_H4 = work + (size_t)batch * 226;  /* ∂L/∂z_H4: (batch, 20) */
-    real *dL_dH5 = work + (size_t)batch * 4;  /* ∂L/∂H5: (batch, 20) */
-    real *delta_H5 = work + (size_t)batch * 246;  /* ∂L/∂z_H5: (batch, 20) */
-    real *dL_dH6 = work + (size_t)batch * 4;  /* ∂L/∂H6: (batch, 20) */
-    real *delta_H6 = work + (size_t)batch * 266;  /* ∂L/∂z_H6: (batch, 20) */
-    real *dL_dH7 = work + (size_t)batch * 4;  /* ∂L/∂H7: (batch, 20) */
-    real *delta_H7 = work + (size_t)batch * 286;  /* ∂L/∂z_H7: (batch, 20) */
-    real *dL_dH8 = work + (size_t)batch * 4;  /* ∂L/∂H8: (batch, 20) */
-    real *delta_H8 = work + (size_t)batch * 306;  /* ∂L/∂z_H8: (batch, 20) */
-    real *dL_dH9 = work + (size_t)batch * 4;  /* ∂L/∂H9: (batch, 20) */
-    real *delta_H9 = work + (size_t)batch * 326;  /* ∂L/∂z_H9: (batch, 20) */
-    real *delta_u = work + (size_t)batch * 346;  /* ∂L/∂z_u: (batch, 1) */
+    real *scale = work + (size_t)batch * 0;  /* layer scale: (batch, 2) */
+    real *z_H2 = work + (size_t)batch * 2;  /* Σ of H2: (batch, 20) */
+    real *H2 = work + (size_t)batch * 22;  /* layer H2: (batch, 20) */
+    real *z_H3 = work + (size_t)batch * 2;  /* Σ of H3: (batch, 20) */
+    real *H3 = work + (size_t)batch * 42;  /* layer H3: (batch, 20) */
+    real *z_H4 = work + (size_t)batch * 2;  /* Σ of H4: (batch, 20) */
+    real *H4 = work + (size_t)batch * 62;  /* layer H4: (batch, 20) */
+    real *z_H5 = work + (size_t)batch * 2;  /* Σ of H5: (batch, 20) */
+    real *H5 = work + (size_t)batch * 82;  /* layer H5: (batch, 20) */
+    real *z_H6 = work + (size_t)batch * 2;  /* Σ of H6: (batch, 20) */
+    real *H6 = work + (size_t)batch * 102;  /* layer H6: (batch, 20) */
+    real *z_H7 = work + (size_t)batch * 2;  /* Σ of H7: (batch, 20) */
+    real *H7 = work + (size_t)batch * 122;  /* layer H7: (batch, 20) */
+    real *z_H8 = work + (size_t)batch * 2;  /* Σ of H8: (batch, 20) */
+    real *H8 = work + (size_t)batch * 142;  /* layer H8: (batch, 20) */
+    real *z_H9 = work + (size_t)batch * 2;  /* Σ of H9: (batch, 20) */
+    real *H9 = work + (size_t)batch * 162;  /* layer H9: (batch, 20) */
+    real *z_u = work + (size_t)batch * 182;  /* Σ of u: (batch, 1) */
+    real *sn_u_u = work + (size_t)batch * 183;  /* layer u: (batch, 1) */
+    real *dL_dH2 = work + (size_t)batch * 2;  /* ∂L/∂H2: (batch, 20) */
+    real *delta_H2 = work + (size_t)batch * 184;  /* ∂L/∂z_H2: (batch, 20) */
+    real *dL_dH3 = work + (size_t)batch * 2;  /* ∂L/∂H3: (batch, 20) */
+    real *delta_H3 = work + (size_t)batch * 204;  /* ∂L/∂z_H3: (batch, 20) */
+    real *dL_dH4 = work + (size_t)batch * 2;  /* ∂L/∂H4: (batch, 20) */
+    real *delta_H4 = work + (size_t)batch * 224;  /* ∂L/∂z_H4: (batch, 20) */
+    real *dL_dH5 = work + (size_t)batch * 2;  /* ∂L/∂H5: (batch, 20) */
+    real *delta_H5 = work + (size_t)batch * 244;  /* ∂L/∂z_H5: (batch, 20) */
+    real *dL_dH6 = work + (size_t)batch * 2;  /* ∂L/∂H6: (batch, 20) */
+    real *delta_H6 = work + (size_t)batch * 264;  /* ∂L/∂z_H6: (batch, 20) */
+    real *dL_dH7 = work + (size_t)batch * 2;  /* ∂L/∂H7: (batch, 20) */
+    real *delta_H7 = work + (size_t)batch * 284;  /* ∂L/∂z_H7: (batch, 20) */
+    real *dL_dH8 = work + (size_t)batch * 2;  /* ∂L/∂H8: (batch, 20) */
+    real *delta_H8 = work + (size_t)batch * 304;  /* ∂L/∂z_H8: (batch, 20) */
+    real *dL_dH9 = work + (size_t)batch * 2;  /* ∂L/∂H9: (batch, 20) */
+    real *delta_H9 = work + (size_t)batch * 324;  /* ∂L/∂z_H9: (batch, 20) */
+    real *delta_u = work + (size_t)batch * 344;  /* ∂L/∂z_u: (batch, 1) */
 
     const real inv_batch = (real)1 / (real)batch;
     double loss = 0;
     memset(sn_part, 0, sizeof(real) * 161);
-    /* z_scale[b,i] = Σ_j W1[i,j]·tx[b,j] */
-    sn_mm_nt(sn_hi - sn_lo, 2, 2, tx + (size_t)sn_lo * 2, W1, z_scale + (size_t)sn_lo * 2, 0);
-    /* scale[b,i] = b1[i] + z_scale[b,i] */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 2; i++) {
-            scale[b * 2 + i] = b1[i] + z_scale[b * 2 + i];
-        }
+    /* scale[b,i] = b1[i] + z_scale[b,i], where z_scale[b,i] = Σ_j W1[i,j]·tx[b,j]:
+       the sums are not stored; the product writes scale, the formula applied to each block of it as the block's sums finish */
+    sn_mm_nt_e((sn_hi - sn_lo), 2, 2, tx + (size_t)sn_lo * 2, W1, NULL, scale + (size_t)sn_lo * 2, b1, 0);
     /* z_H2[b,i] = Σ_j W2[i,j]·scale[b,j] */
     sn_mm_nt(sn_hi - sn_lo, 20, 2, scale + (size_t)sn_lo * 2, W2, z_H2 + (size_t)sn_lo * 20, 0);
     /* H2[b,i] = tanh(b2[i] + z_H2[b,i]) */
@@ -1093,24 +1113,24 @@ static void sn_chunk_sums(void *arg, int c)
     real *g_W10 = grads + 3000;  /* ∂L/∂W10: (1, 20) */
     real *g_b10 = grads + 3020;  /* ∂L/∂b10: (1,) */
 
-    real *scale = work + (size_t)batch * 2;  /* layer scale: (batch, 2) */
-    real *H2 = work + (size_t)batch * 24;  /* layer H2: (batch, 20) */
-    real *H3 = work + (size_t)batch * 44;  /* layer H3: (batch, 20) */
-    real *H4 = work + (size_t)batch * 64;  /* layer H4: (batch, 20) */
-    real *H5 = work + (size_t)batch * 84;  /* layer H5: (batch, 20) */
-    real *H6 = work + (size_t)batch * 104;  /* layer H6: (batch, 20) */
-    real *H7 = work + (size_t)batch * 124;  /* layer H7: (batch, 20) */
-    real *H8 = work + (size_t)batch * 144;  /* layer H8: (batch, 20) */
-    real *H9 = work + (size_t)batch * 164;  /* layer H9: (batch, 20) */
-    real *delta_H2 = work + (size_t)batch * 186;  /* ∂L/∂z_H2: (batch, 20) */
-    real *delta_H3 = work + (size_t)batch * 206;  /* ∂L/∂z_H3: (batch, 20) */
-    real *delta_H4 = work + (size_t)batch * 226;  /* ∂L/∂z_H4: (batch, 20) */
-    real *delta_H5 = work + (size_t)batch * 246;  /* ∂L/∂z_H5: (batch, 20) */
-    real *delta_H6 = work + (size_t)batch * 266;  /* ∂L/∂z_H6: (batch, 20) */
-    real *delta_H7 = work + (size_t)batch * 286;  /* ∂L/∂z_H7: (batch, 20) */
-    real *delta_H8 = work + (size_t)batch * 306;  /* ∂L/∂z_H8: (batch, 20) */
-    real *delta_H9 = work + (size_t)batch * 326;  /* ∂L/∂z_H9: (batch, 20) */
-    real *delta_u = work + (size_t)batch * 346;  /* ∂L/∂z_u: (batch, 1) */
+    real *scale = work + (size_t)batch * 0;  /* layer scale: (batch, 2) */
+    real *H2 = work + (size_t)batch * 22;  /* layer H2: (batch, 20) */
+    real *H3 = work + (size_t)batch * 42;  /* layer H3: (batch, 20) */
+    real *H4 = work + (size_t)batch * 62;  /* layer H4: (batch, 20) */
+    real *H5 = work + (size_t)batch * 82;  /* layer H5: (batch, 20) */
+    real *H6 = work + (size_t)batch * 102;  /* layer H6: (batch, 20) */
+    real *H7 = work + (size_t)batch * 122;  /* layer H7: (batch, 20) */
+    real *H8 = work + (size_t)batch * 142;  /* layer H8: (batch, 20) */
+    real *H9 = work + (size_t)batch * 162;  /* layer H9: (batch, 20) */
+    real *delta_H2 = work + (size_t)batch * 184;  /* ∂L/∂z_H2: (batch, 20) */
+    real *delta_H3 = work + (size_t)batch * 204;  /* ∂L/∂z_H3: (batch, 20) */
+    real *delta_H4 = work + (size_t)batch * 224;  /* ∂L/∂z_H4: (batch, 20) */
+    real *delta_H5 = work + (size_t)batch * 244;  /* ∂L/∂z_H5: (batch, 20) */
+    real *delta_H6 = work + (size_t)batch * 264;  /* ∂L/∂z_H6: (batch, 20) */
+    real *delta_H7 = work + (size_t)batch * 284;  /* ∂L/∂z_H7: (batch, 20) */
+    real *delta_H8 = work + (size_t)batch * 304;  /* ∂L/∂z_H8: (batch, 20) */
+    real *delta_H9 = work + (size_t)batch * 324;  /* ∂L/∂z_H9: (batch, 20) */
+    real *delta_u = work + (size_t)batch * 344;  /* ∂L/∂z_u: (batch, 1) */
 
     (void)tx;
     {
@@ -1161,7 +1181,7 @@ static void sn_chunk_sums(void *arg, int c)
 
     if (c == 0) {
         /* the chunks' partial sums added up in their order */
-        const real *sn_part = work + (size_t)batch * 347;
+        const real *sn_part = work + (size_t)batch * 345;
         /* g_b10[q] = Σ_k (chunk k's part of it)[q] */
         for (int q = 0; q < 1; q++) {
             real s = sn_part[0 + q];
@@ -1242,7 +1262,7 @@ static double sn_loss(const real *params, real *work, const real *tx, const real
 {
     const real *b10 = params + 3020;  /* b10: (1,) */
 
-    real *z_u = work + (size_t)batch * 184;  /* Σ of u: (batch, 1) */
+    real *z_u = work + (size_t)batch * 182;  /* Σ of u: (batch, 1) */
 
     double loss = 0;
     sn_forward(params, work, tx, batch);
@@ -1255,7 +1275,7 @@ static double sn_loss(const real *params, real *work, const real *tx, const real
     return loss / batch;
 }
 
-real symnet_5b96cbe846_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_4f7029dff6_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -1269,7 +1289,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return sn_chunk_pass(&a, sn_chunk);
 }
 
-real symnet_5b96cbe846_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_4f7029dff6_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -1299,9 +1319,9 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_5b96cbe846_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_4f7029dff6_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
-    real *grads = work + (size_t)batch * 508;
+    real *grads = work + (size_t)batch * 506;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
     if (!isfinite(loss) || !sn_all_finite(grads))
         return (real)NAN;
@@ -1372,7 +1392,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
         memcpy(dst + 3021, src + 3021, sizeof(real) * 6);
 }
 
-void symnet_5b96cbe846_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_4f7029dff6_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -1392,17 +1412,17 @@ void symnet_5b96cbe846_update(real *params, const real *grads, real lr, int opti
  * prev holds the parameters before the last update (after a restore: the same as
  * params).  prev may be NULL (no restoring).
  *
- * work: the batch's rows (508 numbers per example), then the
+ * work: the batch's rows (506 numbers per example), then the
  * gradients (3027), then Ib and Tb.
  *
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_5b96cbe846_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_4f7029dff6_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
-    real *grads = work + (size_t)batch_size * 508;
+    real *grads = work + (size_t)batch_size * 506;
     real *Ib = grads + 3027;
     real *Tb = Ib + (size_t)batch_size * 2;
     real *cur = params, *old = prev != NULL ? prev : params;  /* θ now; θ before the last update */

@@ -28,8 +28,8 @@
  *   loss: softmax_cross_entropy, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_F3824932BC_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_F3824932BC_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_EFCC98FE98_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_EFCC98FE98_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (128, 64)
  *   b1           offset      8192  shape (128,)
  *   W2           offset      8320  shape (64, 128)
@@ -37,59 +37,59 @@
  *   W3           offset     16576  shape (10, 64)
  *   b3           offset     17216  shape (10,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_F3824932BC_WORK_SIZE(batch) numbers; SYMNET_F3824932BC_TRAIN_WORK_SIZE(batch_size) for
- * symnet_f3824932bc_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_EFCC98FE98_WORK_SIZE(batch) numbers; SYMNET_EFCC98FE98_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_efcc98fe98_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 17226 + X B*64 + T or O B*10 + work (B*798 + 17226)
- *   numbers of 4 bytes; e.g. B = 32: 249,424 bytes (training; forward only: 130,088).
+ *   numbers of 4 bytes; e.g. B = 32: 249,424 bytes (training; forward only: 105,512).
  */
-#ifndef SYMNET_F3824932BC_H
-#define SYMNET_F3824932BC_H
+#ifndef SYMNET_EFCC98FE98_H
+#define SYMNET_EFCC98FE98_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_F3824932BC_REAL float  /* the number type of every array (float32) */
-#define SYMNET_F3824932BC_N_INPUTS 64  /* features per example */
-#define SYMNET_F3824932BC_N_OUTPUTS 10
-#define SYMNET_F3824932BC_N_PARAMS 17226  /* numbers in the flat parameter array */
-#define SYMNET_F3824932BC_WORK_PER_EXAMPLE 798
-#define SYMNET_F3824932BC_WORK_SIZE(batch) ((batch) * 798 + 17226)  /* numbers of scratch per call */
-#define SYMNET_F3824932BC_TRAIN_WORK_SIZE(batch_size) (SYMNET_F3824932BC_WORK_SIZE(batch_size) + (batch_size) * 74)
-#define SYMNET_F3824932BC_SGD 0       /* optimizer codes of symnet_f3824932bc_update and symnet_f3824932bc_train */
-#define SYMNET_F3824932BC_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_F3824932BC_N_PARAMS numbers */
-#define SYMNET_F3824932BC_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_F3824932BC_N_PARAMS numbers each */
+#define SYMNET_EFCC98FE98_REAL float  /* the number type of every array (float32) */
+#define SYMNET_EFCC98FE98_N_INPUTS 64  /* features per example */
+#define SYMNET_EFCC98FE98_N_OUTPUTS 10
+#define SYMNET_EFCC98FE98_N_PARAMS 17226  /* numbers in the flat parameter array */
+#define SYMNET_EFCC98FE98_WORK_PER_EXAMPLE 798
+#define SYMNET_EFCC98FE98_WORK_SIZE(batch) ((batch) * 798 + 17226)  /* numbers of scratch per call */
+#define SYMNET_EFCC98FE98_TRAIN_WORK_SIZE(batch_size) (SYMNET_EFCC98FE98_WORK_SIZE(batch_size) + (batch_size) * 74)
+#define SYMNET_EFCC98FE98_SGD 0       /* optimizer codes of symnet_efcc98fe98_update and symnet_efcc98fe98_train */
+#define SYMNET_EFCC98FE98_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_EFCC98FE98_N_PARAMS numbers */
+#define SYMNET_EFCC98FE98_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_EFCC98FE98_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_F3824932BC_N_OUTPUTS) = the network's output for X (batch × SYMNET_F3824932BC_N_INPUTS). */
-void symnet_f3824932bc_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_EFCC98FE98_N_OUTPUTS) = the network's output for X (batch × SYMNET_EFCC98FE98_N_INPUTS). */
+void symnet_efcc98fe98_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_f3824932bc_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_efcc98fe98_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_F3824932BC_N_PARAMS numbers) by back propagation. */
-float symnet_f3824932bc_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_EFCC98FE98_N_PARAMS numbers) by back propagation. */
+float symnet_efcc98fe98_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_f3824932bc_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_efcc98fe98_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss; T[b] is the class label of example b. */
-float symnet_f3824932bc_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_efcc98fe98_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_F3824932BC_N_PARAMS numbers) by back propagation. */
-float symnet_f3824932bc_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_EFCC98FE98_N_PARAMS numbers) by back propagation. */
+float symnet_efcc98fe98_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_f3824932bc_step_labels(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_efcc98fe98_step_labels(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_F3824932BC_SGD, SYMNET_F3824932BC_MOMENTUM or SYMNET_F3824932BC_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_EFCC98FE98_SGD, SYMNET_EFCC98FE98_MOMENTUM or SYMNET_EFCC98FE98_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_f3824932bc_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_efcc98fe98_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -97,10 +97,10 @@ void symnet_f3824932bc_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_F3824932BC_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_EFCC98FE98_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_F3824932BC_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_f3824932bc_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_EFCC98FE98_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_efcc98fe98_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -110,10 +110,10 @@ long long symnet_f3824932bc_train(float *params, const float *X, const float *T,
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_F3824932BC_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_EFCC98FE98_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_F3824932BC_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_f3824932bc_train_labels(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_EFCC98FE98_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_efcc98fe98_train_labels(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -122,7 +122,7 @@ long long symnet_f3824932bc_train_labels(float *params, const float *X, const fl
 }
 #endif
 
-#endif /* SYMNET_F3824932BC_H */
+#endif /* SYMNET_EFCC98FE98_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -225,6 +225,27 @@ SN_ALWAYS_INLINE static inline float sn_expf(float x)
 #define SN_MADD(a, b, c) ((c) + (a) * (b))
 #endif
 
+/* The epilogue of a product (symnet.plan.ops.Epilogue), on the rows m0 ≤ m < m1 and the
+ * columns n0 ≤ n < n0 + nc of C once their sums are done:
+ *     C[m,n] = act(bias[n] + C[m,n]),  act 0: x, 1: relu (x if x > 0 else 0)
+ * the layer's loop H = act(b + z) run on the block the product has just written (in the
+ * cache) instead of in a pass of its own over z; the same operations, the same bits. */
+static inline void sn_epi(real *restrict C, ptrdiff_t ldc, int m0, int m1, int n0, int nc,
+                          const real *restrict bias, int act)
+{
+    for (int m = m0; m < m1; m++) {
+        real *restrict c = C + (size_t)m * ldc + n0;
+        const real *restrict b = bias + n0;
+        if (act == 1)
+            for (int j = 0; j < nc; j++) {
+                const real t = b[j] + c[j];
+                c[j] = t > 0 ? t : 0;
+            }
+        else
+            for (int j = 0; j < nc; j++) c[j] = b[j] + c[j];
+    }
+}
+
 /* C[r,c] (+)= Σ_{k<kc} A(r,k)·P[k,c] for r < SN_MR, c < SN_NR: one register tile
    (P's rows SN_NR apart). */
 static inline void sn_tile(int kc, const real *restrict A, ptrdiff_t sam, ptrdiff_t sak,
@@ -314,6 +335,8 @@ typedef struct {
     const real *A, *B;
     ptrdiff_t sam, sak, sbk, sbn;
     real *C;
+    const real *bias;    /* the epilogue's (sn_epi), or NULL: none */
+    int act;
 } sn_gemm_args;
 
 static void sn_gemm_job(const sn_gemm_args *g, int job)
@@ -381,6 +404,8 @@ static void sn_gemm_job(const sn_gemm_args *g, int job)
             sn_put(Ct, SN_NR, mr, nc, C + (size_t)m * N + n0, N, add);
         }
     }
+    if (g->bias != NULL)   /* this job's block of C, still in L1 or L2 */
+        sn_epi(C, N, m0, m1, n0, nc, g->bias, g->act);
 }
 /* C[m,n] (+)= Σ_k A(m,k)·B(k,n) for 0 ≤ m < M, 0 ≤ n < N, 0 ≤ k < K. */
 static void sn_gemm(int M, int N, int K, const real *restrict A, ptrdiff_t sam, ptrdiff_t sak,
@@ -465,6 +490,17 @@ SN_INLINE void sn_mm_nn(int M, int N, int K, const real *restrict A,
             for (int n = 0; n < N; n++) c[n] = SN_MADD(a, B[(size_t)k * N + n], c[n]);
         }
     }
+}
+
+/* C[m,n] = act(bias[n] + Σ_k A[m,k]·B[n,k]): sn_mm_nt (on B's panels packed in Bp where
+ * it is not NULL) with its epilogue (sn_epi: 0 linear, 1 relu), the loop
+ * H = act(b + z) of a layer run on each block of the product as it is stored, here after the product. */
+SN_INLINE void sn_mm_nt_e(int M, int N, int K, const real *restrict A, const real *restrict B,
+                          const real *Bp, real *restrict C, const real *restrict bias, int act)
+{
+    (void)Bp;
+    sn_mm_nt(M, N, K, A, B, C, 0);
+    sn_epi(C, N, 0, M, 0, N, bias, act);
 }
 
 
@@ -605,53 +641,27 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
     const real *W3 = params + 16576;  /* W3: (10, 64) */
     const real *b3 = params + 17216;  /* b3: (10,) */
 
-    real *z_H1 = work + (size_t)batch * 0;  /* Σ of H1: (batch, 128) */
-    real *H1 = work + (size_t)batch * 128;  /* layer H1: (batch, 128) */
-    real *z_H2 = work + (size_t)batch * 256;  /* Σ of H2: (batch, 64) */
-    real *H2 = work + (size_t)batch * 320;  /* layer H2: (batch, 64) */
-    real *z_O = work + (size_t)batch * 384;  /* Σ of O: (batch, 10) */
-    real *sn_u_O = work + (size_t)batch * 394;  /* layer O: (batch, 10) */
+    real *H1 = work + (size_t)batch * 0;  /* layer H1: (batch, 128) */
+    real *H2 = work + (size_t)batch * 128;  /* layer H2: (batch, 64) */
+    real *sn_u_O = work + (size_t)batch * 202;  /* layer O: (batch, 10) */
 
-    /* z_H1[b,i] = Σ_j W1[i,j]·I[b,j] */
-    sn_mm_nt(batch, 128, 64, I, W1, z_H1, 0);
-    /* H1[b,i] = (b1[i] + z_H1[b,i] if b1[i] + z_H1[b,i] > 0 else 0) */
-    for (int b = 0; b < batch; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 128; i++) {
-            const real t0 = b1[i] + z_H1[b * 128 + i];
-            H1[b * 128 + i] = ((t0 > 0) ? (t0) : (0));
-        }
-    /* z_H2[b,i] = Σ_j W2[i,j]·H1[b,j] */
-    sn_mm_nt(batch, 64, 128, H1, W2, z_H2, 0);
-    /* H2[b,i] = (b2[i] + z_H2[b,i] if b2[i] + z_H2[b,i] > 0 else 0) */
-    for (int b = 0; b < batch; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 64; i++) {
-            const real t0 = b2[i] + z_H2[b * 64 + i];
-            H2[b * 64 + i] = ((t0 > 0) ? (t0) : (0));
-        }
-    /* z_O[b,i] = Σ_j W3[i,j]·H2[b,j] */
-    sn_mm_nt(batch, 10, 64, H2, W3, z_O, 0);
-    /* O[b,i] = b3[i] + z_O[b,i] */
-    for (int b = 0; b < batch; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 10; i++) {
-            sn_u_O[b * 10 + i] = b3[i] + z_O[b * 10 + i];
-        }
+    /* H1[b,i] = (b1[i] + z_H1[b,i] if b1[i] + z_H1[b,i] > 0 else 0), where z_H1[b,i] = Σ_j W1[i,j]·I[b,j]:
+       the sums are not stored; the product writes H1, the formula applied to each block of it as the block's sums finish */
+    sn_mm_nt_e(batch, 128, 64, I, W1, NULL, H1, b1, 1);
+    /* H2[b,i] = (b2[i] + z_H2[b,i] if b2[i] + z_H2[b,i] > 0 else 0), where z_H2[b,i] = Σ_j W2[i,j]·H1[b,j]:
+       the sums are not stored; the product writes H2, the formula applied to each block of it as the block's sums finish */
+    sn_mm_nt_e(batch, 64, 128, H1, W2, NULL, H2, b2, 1);
+    /* O[b,i] = b3[i] + z_O[b,i], where z_O[b,i] = Σ_j W3[i,j]·H2[b,j]:
+       the sums are not stored; the product writes O, the formula applied to each block of it as the block's sums finish */
+    sn_mm_nt_e(batch, 10, 64, H2, W3, NULL, sn_u_O, b3, 0);
 
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_f3824932bc_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_efcc98fe98_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
-    memcpy(O, work + (size_t)batch * 394, sizeof(real) * (size_t)batch * 10);
+    memcpy(O, work + (size_t)batch * 202, sizeof(real) * (size_t)batch * 10);
 }
 
 /* ------------------------------------------------------------------------
@@ -711,13 +721,13 @@ static void sn_chunk_tail(sn_chunk_args *a, int c)
     real *g_b3 = sn_part + 0;  /* this chunk's part of ∂L/∂b3: (10,) */
     real *g_b2 = sn_part + 10;  /* this chunk's part of ∂L/∂b2: (64,) */
     real *g_b1 = sn_part + 74;  /* this chunk's part of ∂L/∂b1: (128,) */
-    real *H1 = work + (size_t)batch * 128;  /* layer H1: (batch, 128) */
-    real *H2 = work + (size_t)batch * 320;  /* layer H2: (batch, 64) */
-    real *dL_dH1 = work + (size_t)batch * 0;  /* ∂L/∂H1: (batch, 128) */
-    real *delta_H1 = work + (size_t)batch * 404;  /* ∂L/∂z_H1: (batch, 128) */
-    real *dL_dH2 = work + (size_t)batch * 256;  /* ∂L/∂H2: (batch, 64) */
+    real *H1 = work + (size_t)batch * 0;  /* layer H1: (batch, 128) */
+    real *H2 = work + (size_t)batch * 128;  /* layer H2: (batch, 64) */
+    real *dL_dH1 = work + (size_t)batch * 212;  /* ∂L/∂H1: (batch, 128) */
+    real *delta_H1 = work + (size_t)batch * 340;  /* ∂L/∂z_H1: (batch, 128) */
+    real *dL_dH2 = work + (size_t)batch * 468;  /* ∂L/∂H2: (batch, 64) */
     real *delta_H2 = work + (size_t)batch * 532;  /* ∂L/∂z_H2: (batch, 64) */
-    real *dL_dO = work + (size_t)batch * 384;  /* ∂L/∂O: (batch, 10) */
+    real *dL_dO = work + (size_t)batch * 192;  /* ∂L/∂O: (batch, 10) */
     real *delta_O = dL_dO;  /* ∂L/∂z_O: ∂L/∂O itself: (batch, 10) */
 
     (void)I;
@@ -775,47 +785,21 @@ static void sn_chunk_head(sn_chunk_args *a, int c)
     const real *W3 = params + 16576;  /* W3: (10, 64) */
     const real *b3 = params + 17216;  /* b3: (10,) */
 
-    real *z_H1 = work + (size_t)batch * 0;  /* Σ of H1: (batch, 128) */
-    real *H1 = work + (size_t)batch * 128;  /* layer H1: (batch, 128) */
-    real *z_H2 = work + (size_t)batch * 256;  /* Σ of H2: (batch, 64) */
-    real *H2 = work + (size_t)batch * 320;  /* layer H2: (batch, 64) */
-    real *z_O = work + (size_t)batch * 384;  /* Σ of O: (batch, 10) */
-    real *sn_u_O = work + (size_t)batch * 394;  /* layer O: (batch, 10) */
+    real *H1 = work + (size_t)batch * 0;  /* layer H1: (batch, 128) */
+    real *H2 = work + (size_t)batch * 128;  /* layer H2: (batch, 64) */
+    real *sn_u_O = work + (size_t)batch * 202;  /* layer O: (batch, 10) */
 
     (void)T;
     (void)sn_part;
-    /* z_H1[b,i] = Σ_j W1[i,j]·I[b,j] */
-    sn_mm_nt(sn_hi - sn_lo, 128, 64, I + (size_t)sn_lo * 64, W1, z_H1 + (size_t)sn_lo * 128, 0);
-    /* H1[b,i] = (b1[i] + z_H1[b,i] if b1[i] + z_H1[b,i] > 0 else 0) */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 128; i++) {
-            const real t0 = b1[i] + z_H1[b * 128 + i];
-            H1[b * 128 + i] = ((t0 > 0) ? (t0) : (0));
-        }
-    /* z_H2[b,i] = Σ_j W2[i,j]·H1[b,j] */
-    sn_mm_nt(sn_hi - sn_lo, 64, 128, H1 + (size_t)sn_lo * 128, W2, z_H2 + (size_t)sn_lo * 64, 0);
-    /* H2[b,i] = (b2[i] + z_H2[b,i] if b2[i] + z_H2[b,i] > 0 else 0) */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 64; i++) {
-            const real t0 = b2[i] + z_H2[b * 64 + i];
-            H2[b * 64 + i] = ((t0 > 0) ? (t0) : (0));
-        }
-    /* z_O[b,i] = Σ_j W3[i,j]·H2[b,j] */
-    sn_mm_nt(sn_hi - sn_lo, 10, 64, H2 + (size_t)sn_lo * 64, W3, z_O + (size_t)sn_lo * 10, 0);
-    /* O[b,i] = b3[i] + z_O[b,i] */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 10; i++) {
-            sn_u_O[b * 10 + i] = b3[i] + z_O[b * 10 + i];
-        }
+    /* H1[b,i] = (b1[i] + z_H1[b,i] if b1[i] + z_H1[b,i] > 0 else 0), where z_H1[b,i] = Σ_j W1[i,j]·I[b,j]:
+       the sums are not stored; the product writes H1, the formula applied to each block of it as the block's sums finish */
+    sn_mm_nt_e((sn_hi - sn_lo), 128, 64, I + (size_t)sn_lo * 64, W1, NULL, H1 + (size_t)sn_lo * 128, b1, 1);
+    /* H2[b,i] = (b2[i] + z_H2[b,i] if b2[i] + z_H2[b,i] > 0 else 0), where z_H2[b,i] = Σ_j W2[i,j]·H1[b,j]:
+       the sums are not stored; the product writes H2, the formula applied to each block of it as the block's sums finish */
+    sn_mm_nt_e((sn_hi - sn_lo), 64, 128, H1 + (size_t)sn_lo * 128, W2, NULL, H2 + (size_t)sn_lo * 64, b2, 1);
+    /* O[b,i] = b3[i] + z_O[b,i], where z_O[b,i] = Σ_j W3[i,j]·H2[b,j]:
+       the sums are not stored; the product writes O, the formula applied to each block of it as the block's sums finish */
+    sn_mm_nt_e((sn_hi - sn_lo), 10, 64, H2 + (size_t)sn_lo * 64, W3, NULL, sn_u_O + (size_t)sn_lo * 10, b3, 0);
 
 
 }
@@ -831,8 +815,8 @@ static void sn_chunk(void *arg, int c)
     const int sn_lo = sn_cut(batch, c, a->n), sn_hi = sn_cut(batch, c + 1, a->n);
     real *sn_part = work + (size_t)batch * 596 + (size_t)c * 202;  /* 202 partial sums */
 
-    real *sn_u_O = work + (size_t)batch * 394;  /* layer O: (batch, 10) */
-    real *dL_dO = work + (size_t)batch * 384;  /* ∂L/∂O: (batch, 10) */
+    real *sn_u_O = work + (size_t)batch * 202;  /* layer O: (batch, 10) */
+    real *dL_dO = work + (size_t)batch * 192;  /* ∂L/∂O: (batch, 10) */
 
     (void)params;
     (void)I;
@@ -885,8 +869,8 @@ static void sn_chunk_labels(void *arg, int c)
     const int sn_lo = sn_cut(batch, c, a->n), sn_hi = sn_cut(batch, c + 1, a->n);
     real *sn_part = work + (size_t)batch * 596 + (size_t)c * 202;  /* 202 partial sums */
 
-    real *sn_u_O = work + (size_t)batch * 394;  /* layer O: (batch, 10) */
-    real *dL_dO = work + (size_t)batch * 384;  /* ∂L/∂O: (batch, 10) */
+    real *sn_u_O = work + (size_t)batch * 202;  /* layer O: (batch, 10) */
+    real *dL_dO = work + (size_t)batch * 192;  /* ∂L/∂O: (batch, 10) */
 
     (void)params;
     (void)I;
@@ -971,11 +955,11 @@ static void sn_chunk_sums(void *arg, int c)
     real *g_W3 = grads + 16576;  /* ∂L/∂W3: (10, 64) */
     real *g_b3 = grads + 17216;  /* ∂L/∂b3: (10,) */
 
-    real *H1 = work + (size_t)batch * 128;  /* layer H1: (batch, 128) */
-    real *H2 = work + (size_t)batch * 320;  /* layer H2: (batch, 64) */
-    real *delta_H1 = work + (size_t)batch * 404;  /* ∂L/∂z_H1: (batch, 128) */
+    real *H1 = work + (size_t)batch * 0;  /* layer H1: (batch, 128) */
+    real *H2 = work + (size_t)batch * 128;  /* layer H2: (batch, 64) */
+    real *delta_H1 = work + (size_t)batch * 340;  /* ∂L/∂z_H1: (batch, 128) */
     real *delta_H2 = work + (size_t)batch * 532;  /* ∂L/∂z_H2: (batch, 64) */
-    real *dL_dO = work + (size_t)batch * 384;  /* ∂L/∂O: (batch, 10) */
+    real *dL_dO = work + (size_t)batch * 192;  /* ∂L/∂O: (batch, 10) */
     real *delta_O = dL_dO;  /* ∂L/∂z_O: ∂L/∂O itself: (batch, 10) */
 
     {
@@ -1052,7 +1036,7 @@ static double sn_chunk_pass(sn_chunk_args *a, void (*rows)(void *, int), real *t
 static double sn_loss(const real *params, real *work, const real *I, const real *T, int batch)
 {
 
-    real *sn_u_O = work + (size_t)batch * 394;  /* layer O: (batch, 10) */
+    real *sn_u_O = work + (size_t)batch * 202;  /* layer O: (batch, 10) */
 
     double loss = 0;
     sn_forward(params, work, I, batch);
@@ -1084,7 +1068,7 @@ static double sn_loss(const real *params, real *work, const real *I, const real 
     return loss / batch;
 }
 
-real symnet_f3824932bc_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_efcc98fe98_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -1098,7 +1082,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return sn_chunk_pass(&a, sn_chunk, NULL);
 }
 
-real symnet_f3824932bc_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_efcc98fe98_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -1107,7 +1091,7 @@ real symnet_f3824932bc_loss_grad(const real *params, const real *X, const real *
 static double sn_loss_labels(const real *params, real *work, const real *I, const real *T, int batch)
 {
 
-    real *sn_u_O = work + (size_t)batch * 394;  /* layer O: (batch, 10) */
+    real *sn_u_O = work + (size_t)batch * 202;  /* layer O: (batch, 10) */
 
     double loss = 0;
     sn_forward(params, work, I, batch);
@@ -1135,7 +1119,7 @@ static double sn_loss_labels(const real *params, real *work, const real *I, cons
     return loss / batch;
 }
 
-real symnet_f3824932bc_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_efcc98fe98_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss_labels(params, work, X, T, batch);
 }
@@ -1149,7 +1133,7 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
     return sn_chunk_pass(&a, sn_chunk_labels, NULL);
 }
 
-real symnet_f3824932bc_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_efcc98fe98_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad_labels(params, grads, work, X, T, batch);
 }
@@ -1167,7 +1151,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_f3824932bc_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_efcc98fe98_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 798;
     /* the batch in chunks, then the weight gradients, each job updating the parameters
@@ -1190,7 +1174,7 @@ real symnet_f3824932bc_step(real *params, const real *X, const real *T, int batc
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_f3824932bc_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_efcc98fe98_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 798;
     /* the batch in chunks, then the weight gradients, each job updating the parameters
@@ -1270,7 +1254,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_f3824932bc_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_efcc98fe98_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -1296,7 +1280,7 @@ void symnet_f3824932bc_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_f3824932bc_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_efcc98fe98_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
@@ -1339,7 +1323,7 @@ long long symnet_f3824932bc_train(real *params, const real *X, const real *T, co
         losses[s] = loss;
         if (correct != NULL) {
             /* argmax of the output row = the class of the target, from the outputs the step's forward pass left in work */
-            const real *o = work + (size_t)batch * 394;
+            const real *o = work + (size_t)batch * 202;
             double right = 0;
             for (int r = 0; r < batch; r++) {
                 const real *orow = o + (size_t)r * 10, *trow = Tb + (size_t)r * 10;
@@ -1384,7 +1368,7 @@ long long symnet_f3824932bc_train(real *params, const real *X, const real *T, co
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step).
  * The same with integer class labels: T[n] is the class of example n. */
-long long symnet_f3824932bc_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_efcc98fe98_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
@@ -1427,7 +1411,7 @@ long long symnet_f3824932bc_train_labels(real *params, const real *X, const real
         losses[s] = loss;
         if (correct != NULL) {
             /* argmax of the output row = the class of the target, from the outputs the step's forward pass left in work */
-            const real *o = work + (size_t)batch * 394;
+            const real *o = work + (size_t)batch * 202;
             double right = 0;
             for (int r = 0; r < batch; r++) {
                 const real *orow = o + (size_t)r * 10, *trow = Tb + (size_t)r * 1;

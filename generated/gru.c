@@ -49,7 +49,7 @@
  * X of width n holds X[b,j] at X[b * n + j]; W of shape (out, in) holds
  * W[i,j] at W[i * in + j].  Parameters live in one flat array `params`
  * (2260 numbers), their gradients in `grads` with the same
- * layout, and everything per example in `work` (6384 numbers
+ * layout, and everything per example in `work` (6312 numbers
  * per example of the batch).
  */
 #include <math.h>
@@ -104,8 +104,8 @@
  *   loss: softmax_cross_entropy, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_AE1F8C981F_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_AE1F8C981F_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_AF257C24D6_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_AF257C24D6_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (72, 4)
  *   b1           offset       288  shape (72,)
  *   c1           offset       360  shape (72,)
@@ -113,59 +113,59 @@
  *   W22          offset      2160  shape (4, 24)
  *   b22          offset      2256  shape (4,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_AE1F8C981F_WORK_SIZE(batch) numbers; SYMNET_AE1F8C981F_TRAIN_WORK_SIZE(batch_size) for
- * symnet_ae1f8c981f_train) and allocates nothing.  Memory for one call of a batch B:
- *   params 2260 + X B*80 + T or O B*4 + work (B*6384 + 2260)
- *   numbers of 4 bytes; e.g. B = 32: 845,984 bytes (training; forward only: 635,216).
+ * `work` (SYMNET_AF257C24D6_WORK_SIZE(batch) numbers; SYMNET_AF257C24D6_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_af257c24d6_train) and allocates nothing.  Memory for one call of a batch B:
+ *   params 2260 + X B*80 + T or O B*4 + work (B*6312 + 2260)
+ *   numbers of 4 bytes; e.g. B = 32: 836,768 bytes (training; forward only: 441,680).
  */
-#ifndef SYMNET_AE1F8C981F_H
-#define SYMNET_AE1F8C981F_H
+#ifndef SYMNET_AF257C24D6_H
+#define SYMNET_AF257C24D6_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_AE1F8C981F_REAL float  /* the number type of every array (float32) */
-#define SYMNET_AE1F8C981F_N_INPUTS 80  /* features per example */
-#define SYMNET_AE1F8C981F_N_OUTPUTS 4
-#define SYMNET_AE1F8C981F_N_PARAMS 2260  /* numbers in the flat parameter array */
-#define SYMNET_AE1F8C981F_WORK_PER_EXAMPLE 6384
-#define SYMNET_AE1F8C981F_WORK_SIZE(batch) ((batch) * 6384 + 2260)  /* numbers of scratch per call */
-#define SYMNET_AE1F8C981F_TRAIN_WORK_SIZE(batch_size) (SYMNET_AE1F8C981F_WORK_SIZE(batch_size) + (batch_size) * 84)
-#define SYMNET_AE1F8C981F_SGD 0       /* optimizer codes of symnet_ae1f8c981f_update and symnet_ae1f8c981f_train */
-#define SYMNET_AE1F8C981F_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_AE1F8C981F_N_PARAMS numbers */
-#define SYMNET_AE1F8C981F_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_AE1F8C981F_N_PARAMS numbers each */
+#define SYMNET_AF257C24D6_REAL float  /* the number type of every array (float32) */
+#define SYMNET_AF257C24D6_N_INPUTS 80  /* features per example */
+#define SYMNET_AF257C24D6_N_OUTPUTS 4
+#define SYMNET_AF257C24D6_N_PARAMS 2260  /* numbers in the flat parameter array */
+#define SYMNET_AF257C24D6_WORK_PER_EXAMPLE 6312
+#define SYMNET_AF257C24D6_WORK_SIZE(batch) ((batch) * 6312 + 2260)  /* numbers of scratch per call */
+#define SYMNET_AF257C24D6_TRAIN_WORK_SIZE(batch_size) (SYMNET_AF257C24D6_WORK_SIZE(batch_size) + (batch_size) * 84)
+#define SYMNET_AF257C24D6_SGD 0       /* optimizer codes of symnet_af257c24d6_update and symnet_af257c24d6_train */
+#define SYMNET_AF257C24D6_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_AF257C24D6_N_PARAMS numbers */
+#define SYMNET_AF257C24D6_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_AF257C24D6_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_AE1F8C981F_N_OUTPUTS) = the network's output for X (batch × SYMNET_AE1F8C981F_N_INPUTS). */
-void symnet_ae1f8c981f_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_AF257C24D6_N_OUTPUTS) = the network's output for X (batch × SYMNET_AF257C24D6_N_INPUTS). */
+void symnet_af257c24d6_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_ae1f8c981f_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_af257c24d6_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_AE1F8C981F_N_PARAMS numbers) by back propagation. */
-float symnet_ae1f8c981f_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_AF257C24D6_N_PARAMS numbers) by back propagation. */
+float symnet_af257c24d6_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_ae1f8c981f_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_af257c24d6_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss; T[b] is the class label of example b. */
-float symnet_ae1f8c981f_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_af257c24d6_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_AE1F8C981F_N_PARAMS numbers) by back propagation. */
-float symnet_ae1f8c981f_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_AF257C24D6_N_PARAMS numbers) by back propagation. */
+float symnet_af257c24d6_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_ae1f8c981f_step_labels(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_af257c24d6_step_labels(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_AE1F8C981F_SGD, SYMNET_AE1F8C981F_MOMENTUM or SYMNET_AE1F8C981F_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_AF257C24D6_SGD, SYMNET_AF257C24D6_MOMENTUM or SYMNET_AF257C24D6_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_ae1f8c981f_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_af257c24d6_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -173,10 +173,10 @@ void symnet_ae1f8c981f_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_AE1F8C981F_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_AF257C24D6_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_AE1F8C981F_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_ae1f8c981f_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_AF257C24D6_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_af257c24d6_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -186,10 +186,10 @@ long long symnet_ae1f8c981f_train(float *params, const float *X, const float *T,
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_AE1F8C981F_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_AF257C24D6_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_AE1F8C981F_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_ae1f8c981f_train_labels(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_AF257C24D6_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_af257c24d6_train_labels(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -198,7 +198,7 @@ long long symnet_ae1f8c981f_train_labels(float *params, const float *X, const fl
 }
 #endif
 
-#endif /* SYMNET_AE1F8C981F_H */
+#endif /* SYMNET_AF257C24D6_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -352,6 +352,27 @@ static inline float sn_tanhf(float x)
 #define SN_MADD(a, b, c) ((c) + (a) * (b))
 #endif
 
+/* The epilogue of a product (symnet.plan.ops.Epilogue), on the rows m0 ≤ m < m1 and the
+ * columns n0 ≤ n < n0 + nc of C once their sums are done:
+ *     C[m,n] = act(bias[n] + C[m,n]),  act 0: x, 1: relu (x if x > 0 else 0)
+ * the layer's loop H = act(b + z) run on the block the product has just written (in the
+ * cache) instead of in a pass of its own over z; the same operations, the same bits. */
+static inline void sn_epi(real *restrict C, ptrdiff_t ldc, int m0, int m1, int n0, int nc,
+                          const real *restrict bias, int act)
+{
+    for (int m = m0; m < m1; m++) {
+        real *restrict c = C + (size_t)m * ldc + n0;
+        const real *restrict b = bias + n0;
+        if (act == 1)
+            for (int j = 0; j < nc; j++) {
+                const real t = b[j] + c[j];
+                c[j] = t > 0 ? t : 0;
+            }
+        else
+            for (int j = 0; j < nc; j++) c[j] = b[j] + c[j];
+    }
+}
+
 /* C[r,c] (+)= Σ_{k<kc} A(r,k)·P[k,c] for r < SN_MR, c < SN_NR: one register tile
    (P's rows SN_NR apart). */
 static inline void sn_tile(int kc, const real *restrict A, ptrdiff_t sam, ptrdiff_t sak,
@@ -441,6 +462,8 @@ typedef struct {
     const real *A, *B;
     ptrdiff_t sam, sak, sbk, sbn;
     real *C;
+    const real *bias;    /* the epilogue's (sn_epi), or NULL: none */
+    int act;
 } sn_gemm_args;
 
 static void sn_gemm_job(const sn_gemm_args *g, int job)
@@ -508,6 +531,8 @@ static void sn_gemm_job(const sn_gemm_args *g, int job)
             sn_put(Ct, SN_NR, mr, nc, C + (size_t)m * N + n0, N, add);
         }
     }
+    if (g->bias != NULL)   /* this job's block of C, still in L1 or L2 */
+        sn_epi(C, N, m0, m1, n0, nc, g->bias, g->act);
 }
 /* C[m,n] (+)= Σ_k A(m,k)·B(k,n) for 0 ≤ m < M, 0 ≤ n < N, 0 ≤ k < K. */
 static void sn_gemm(int M, int N, int K, const real *restrict A, ptrdiff_t sam, ptrdiff_t sak,
@@ -592,6 +617,17 @@ SN_INLINE void sn_mm_nn(int M, int N, int K, const real *restrict A,
             for (int n = 0; n < N; n++) c[n] = SN_MADD(a, B[(size_t)k * N + n], c[n]);
         }
     }
+}
+
+/* C[m,n] = act(bias[n] + Σ_k A[m,k]·B[n,k]): sn_mm_nt (on B's panels packed in Bp where
+ * it is not NULL) with its epilogue (sn_epi: 0 linear, 1 relu), the loop
+ * H = act(b + z) of a layer run on each block of the product as it is stored, here after the product. */
+SN_INLINE void sn_mm_nt_e(int M, int N, int K, const real *restrict A, const real *restrict B,
+                          const real *Bp, real *restrict C, const real *restrict bias, int act)
+{
+    (void)Bp;
+    sn_mm_nt(M, N, K, A, B, C, 0);
+    sn_epi(C, N, 0, M, 0, N, bias, act);
 }
 
 
@@ -725,135 +761,72 @@ static void sn_took_now(int threads, double seconds)
 static inline int sn_imax(int a, int b) { return a > b ? a : b; }
 static inline int sn_imin(int a, int b) { return a < b ? a : b; }
 
-/* The examples sn_lo ≤ b < sn_hi of the batch through the layers' ops that take each
- * example alone: h_gx, h_1. */
-static void sn_rows_1(const real *params, real *work, const real *S, int batch, int sn_lo, int sn_hi)
+/* Forward pass: every layer from the input up. */
+static void sn_forward(const real *params, real *work, const real *S, int batch)
 {
+    const real *W1 = params + 0;  /* W1: (72, 4) */
     const real *b1 = params + 288;  /* b1: (72,) */
     const real *sn_u_c1 = params + 360;  /* c1: (72,) */
+    const real *U1 = params + 432;  /* U1: (72, 24) */
+    const real *W22 = params + 2160;  /* W22: (4, 24) */
+    const real *b22 = params + 2256;  /* b22: (4,) */
 
-    real *z_h_gx = work + (size_t)batch * 0;  /* Σ of h_gx: (batch, 20, 72) */
-    real *h_gx = work + (size_t)batch * 1440;  /* layer h_gx: (batch, 20, 72) */
-    real *h_1 = work + (size_t)batch * 3312;  /* layer h_1: (batch, 24) */
+    real *h_gx = work + (size_t)batch * 0;  /* layer h_gx: (batch, 20, 72) */
+    real *h_1 = work + (size_t)batch * 1872;  /* layer h_1: (batch, 24) */
+    real *h_2_gh = work + (size_t)batch * 1896;  /* layer h_2_gh: (batch, 72) */
+    real *h_2 = work + (size_t)batch * 1848;  /* layer h_2: (batch, 24) */
+    real *h_3_gh = work + (size_t)batch * 1968;  /* layer h_3_gh: (batch, 72) */
+    real *h_3 = work + (size_t)batch * 1824;  /* layer h_3: (batch, 24) */
+    real *h_4_gh = work + (size_t)batch * 2040;  /* layer h_4_gh: (batch, 72) */
+    real *h_4 = work + (size_t)batch * 1800;  /* layer h_4: (batch, 24) */
+    real *h_5_gh = work + (size_t)batch * 2112;  /* layer h_5_gh: (batch, 72) */
+    real *h_5 = work + (size_t)batch * 1776;  /* layer h_5: (batch, 24) */
+    real *h_6_gh = work + (size_t)batch * 2184;  /* layer h_6_gh: (batch, 72) */
+    real *h_6 = work + (size_t)batch * 1752;  /* layer h_6: (batch, 24) */
+    real *h_7_gh = work + (size_t)batch * 2256;  /* layer h_7_gh: (batch, 72) */
+    real *h_7 = work + (size_t)batch * 1728;  /* layer h_7: (batch, 24) */
+    real *h_8_gh = work + (size_t)batch * 2328;  /* layer h_8_gh: (batch, 72) */
+    real *h_8 = work + (size_t)batch * 1704;  /* layer h_8: (batch, 24) */
+    real *h_9_gh = work + (size_t)batch * 2400;  /* layer h_9_gh: (batch, 72) */
+    real *h_9 = work + (size_t)batch * 1680;  /* layer h_9: (batch, 24) */
+    real *h_10_gh = work + (size_t)batch * 2472;  /* layer h_10_gh: (batch, 72) */
+    real *h_10 = work + (size_t)batch * 1656;  /* layer h_10: (batch, 24) */
+    real *h_11_gh = work + (size_t)batch * 2544;  /* layer h_11_gh: (batch, 72) */
+    real *h_11 = work + (size_t)batch * 1632;  /* layer h_11: (batch, 24) */
+    real *h_12_gh = work + (size_t)batch * 2616;  /* layer h_12_gh: (batch, 72) */
+    real *h_12 = work + (size_t)batch * 1608;  /* layer h_12: (batch, 24) */
+    real *h_13_gh = work + (size_t)batch * 2688;  /* layer h_13_gh: (batch, 72) */
+    real *h_13 = work + (size_t)batch * 1584;  /* layer h_13: (batch, 24) */
+    real *h_14_gh = work + (size_t)batch * 2760;  /* layer h_14_gh: (batch, 72) */
+    real *h_14 = work + (size_t)batch * 1560;  /* layer h_14: (batch, 24) */
+    real *h_15_gh = work + (size_t)batch * 2832;  /* layer h_15_gh: (batch, 72) */
+    real *h_15 = work + (size_t)batch * 1536;  /* layer h_15: (batch, 24) */
+    real *h_16_gh = work + (size_t)batch * 2904;  /* layer h_16_gh: (batch, 72) */
+    real *h_16 = work + (size_t)batch * 1512;  /* layer h_16: (batch, 24) */
+    real *h_17_gh = work + (size_t)batch * 2976;  /* layer h_17_gh: (batch, 72) */
+    real *h_17 = work + (size_t)batch * 1488;  /* layer h_17: (batch, 24) */
+    real *h_18_gh = work + (size_t)batch * 3048;  /* layer h_18_gh: (batch, 72) */
+    real *h_18 = work + (size_t)batch * 1464;  /* layer h_18: (batch, 24) */
+    real *h_19_gh = work + (size_t)batch * 3120;  /* layer h_19_gh: (batch, 72) */
+    real *h_19 = work + (size_t)batch * 1440;  /* layer h_19: (batch, 24) */
+    real *h_20_gh = work + (size_t)batch * 3192;  /* layer h_20_gh: (batch, 72) */
+    real *h_20 = work + (size_t)batch * 3264;  /* layer h_20: (batch, 24) */
+    real *sn_u_O = work + (size_t)batch * 3292;  /* layer O: (batch, 4) */
 
-    (void)S;
-    /* h_gx[b,tq,i] = b1[i] + z_h_gx[b,tq,i] */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int tq = 0; tq < 20; tq++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-            for (int i = 0; i < 72; i++) {
-                h_gx[b * 1440 + tq * 72 + i] = b1[i] + z_h_gx[b * 1440 + tq * 72 + i];
-            }
+    /* h_gx[b,tq,i] = b1[i] + z_h_gx[b,tq,i], where z_h_gx[b,t,i] = Σ_j W1[i,j]·S[b,t,j] for each of the 20 positions t:
+       the sums are not stored; the product writes h_gx, the formula applied to each block of it as the block's sums finish */
+    sn_mm_nt_e(batch * 20, 72, 4, S, W1, NULL, h_gx, b1, 0);
     /* h_1[b,i] = (1 - σ(c1[i + 24] + h_gx[b,0,i + 24]))·tanh(c1[i + 48]·σ(c1[i] + h_gx[b,0,i]) + h_gx[b,0,i + 48]) */
-    for (int b = sn_lo; b < sn_hi; b++)
+    for (int b = 0; b < batch; b++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
         for (int i = 0; i < 24; i++) {
             h_1[b * 24 + i] = (1 - sn_sigmoid(sn_u_c1[(i + 24)] + h_gx[b * 1440 + (0) * 72 + (i + 24)]))*sn_tanhf(sn_u_c1[(i + 48)]*sn_sigmoid(sn_u_c1[i] + h_gx[b * 1440 + (0) * 72 + i]) + h_gx[b * 1440 + (0) * 72 + (i + 48)]);
         }
-
-}
-
-/* Forward pass: every layer from the input up. */
-static void sn_forward(const real *params, real *work, const real *S, int batch)
-{
-    const real *W1 = params + 0;  /* W1: (72, 4) */
-    const real *sn_u_c1 = params + 360;  /* c1: (72,) */
-    const real *U1 = params + 432;  /* U1: (72, 24) */
-    const real *W22 = params + 2160;  /* W22: (4, 24) */
-    const real *b22 = params + 2256;  /* b22: (4,) */
-
-    real *z_h_gx = work + (size_t)batch * 0;  /* Σ of h_gx: (batch, 20, 72) */
-    real *h_gx = work + (size_t)batch * 1440;  /* layer h_gx: (batch, 20, 72) */
-    real *h_1 = work + (size_t)batch * 3312;  /* layer h_1: (batch, 24) */
-    real *z_h_2_gh = work + (size_t)batch * 3336;  /* Σ of h_2_gh: (batch, 72) */
-    real *h_2_gh = work + (size_t)batch * 3408;  /* layer h_2_gh: (batch, 72) */
-    real *h_2 = work + (size_t)batch * 3288;  /* layer h_2: (batch, 24) */
-    real *z_h_3_gh = work + (size_t)batch * 3336;  /* Σ of h_3_gh: (batch, 72) */
-    real *h_3_gh = work + (size_t)batch * 3480;  /* layer h_3_gh: (batch, 72) */
-    real *h_3 = work + (size_t)batch * 3264;  /* layer h_3: (batch, 24) */
-    real *z_h_4_gh = work + (size_t)batch * 3336;  /* Σ of h_4_gh: (batch, 72) */
-    real *h_4_gh = work + (size_t)batch * 3552;  /* layer h_4_gh: (batch, 72) */
-    real *h_4 = work + (size_t)batch * 3240;  /* layer h_4: (batch, 24) */
-    real *z_h_5_gh = work + (size_t)batch * 3336;  /* Σ of h_5_gh: (batch, 72) */
-    real *h_5_gh = work + (size_t)batch * 3624;  /* layer h_5_gh: (batch, 72) */
-    real *h_5 = work + (size_t)batch * 3216;  /* layer h_5: (batch, 24) */
-    real *z_h_6_gh = work + (size_t)batch * 3336;  /* Σ of h_6_gh: (batch, 72) */
-    real *h_6_gh = work + (size_t)batch * 3696;  /* layer h_6_gh: (batch, 72) */
-    real *h_6 = work + (size_t)batch * 3192;  /* layer h_6: (batch, 24) */
-    real *z_h_7_gh = work + (size_t)batch * 3336;  /* Σ of h_7_gh: (batch, 72) */
-    real *h_7_gh = work + (size_t)batch * 3768;  /* layer h_7_gh: (batch, 72) */
-    real *h_7 = work + (size_t)batch * 3168;  /* layer h_7: (batch, 24) */
-    real *z_h_8_gh = work + (size_t)batch * 3336;  /* Σ of h_8_gh: (batch, 72) */
-    real *h_8_gh = work + (size_t)batch * 3840;  /* layer h_8_gh: (batch, 72) */
-    real *h_8 = work + (size_t)batch * 3144;  /* layer h_8: (batch, 24) */
-    real *z_h_9_gh = work + (size_t)batch * 3336;  /* Σ of h_9_gh: (batch, 72) */
-    real *h_9_gh = work + (size_t)batch * 3912;  /* layer h_9_gh: (batch, 72) */
-    real *h_9 = work + (size_t)batch * 3120;  /* layer h_9: (batch, 24) */
-    real *z_h_10_gh = work + (size_t)batch * 3336;  /* Σ of h_10_gh: (batch, 72) */
-    real *h_10_gh = work + (size_t)batch * 3984;  /* layer h_10_gh: (batch, 72) */
-    real *h_10 = work + (size_t)batch * 3096;  /* layer h_10: (batch, 24) */
-    real *z_h_11_gh = work + (size_t)batch * 3336;  /* Σ of h_11_gh: (batch, 72) */
-    real *h_11_gh = work + (size_t)batch * 4056;  /* layer h_11_gh: (batch, 72) */
-    real *h_11 = work + (size_t)batch * 3072;  /* layer h_11: (batch, 24) */
-    real *z_h_12_gh = work + (size_t)batch * 3336;  /* Σ of h_12_gh: (batch, 72) */
-    real *h_12_gh = work + (size_t)batch * 4128;  /* layer h_12_gh: (batch, 72) */
-    real *h_12 = work + (size_t)batch * 3048;  /* layer h_12: (batch, 24) */
-    real *z_h_13_gh = work + (size_t)batch * 3336;  /* Σ of h_13_gh: (batch, 72) */
-    real *h_13_gh = work + (size_t)batch * 4200;  /* layer h_13_gh: (batch, 72) */
-    real *h_13 = work + (size_t)batch * 3024;  /* layer h_13: (batch, 24) */
-    real *z_h_14_gh = work + (size_t)batch * 3336;  /* Σ of h_14_gh: (batch, 72) */
-    real *h_14_gh = work + (size_t)batch * 4272;  /* layer h_14_gh: (batch, 72) */
-    real *h_14 = work + (size_t)batch * 3000;  /* layer h_14: (batch, 24) */
-    real *z_h_15_gh = work + (size_t)batch * 3336;  /* Σ of h_15_gh: (batch, 72) */
-    real *h_15_gh = work + (size_t)batch * 4344;  /* layer h_15_gh: (batch, 72) */
-    real *h_15 = work + (size_t)batch * 2976;  /* layer h_15: (batch, 24) */
-    real *z_h_16_gh = work + (size_t)batch * 3336;  /* Σ of h_16_gh: (batch, 72) */
-    real *h_16_gh = work + (size_t)batch * 4416;  /* layer h_16_gh: (batch, 72) */
-    real *h_16 = work + (size_t)batch * 2952;  /* layer h_16: (batch, 24) */
-    real *z_h_17_gh = work + (size_t)batch * 3336;  /* Σ of h_17_gh: (batch, 72) */
-    real *h_17_gh = work + (size_t)batch * 4488;  /* layer h_17_gh: (batch, 72) */
-    real *h_17 = work + (size_t)batch * 2928;  /* layer h_17: (batch, 24) */
-    real *z_h_18_gh = work + (size_t)batch * 3336;  /* Σ of h_18_gh: (batch, 72) */
-    real *h_18_gh = work + (size_t)batch * 4560;  /* layer h_18_gh: (batch, 72) */
-    real *h_18 = work + (size_t)batch * 2904;  /* layer h_18: (batch, 24) */
-    real *z_h_19_gh = work + (size_t)batch * 3336;  /* Σ of h_19_gh: (batch, 72) */
-    real *h_19_gh = work + (size_t)batch * 4632;  /* layer h_19_gh: (batch, 72) */
-    real *h_19 = work + (size_t)batch * 2880;  /* layer h_19: (batch, 24) */
-    real *z_h_20_gh = work + (size_t)batch * 3336;  /* Σ of h_20_gh: (batch, 72) */
-    real *h_20_gh = work + (size_t)batch * 4704;  /* layer h_20_gh: (batch, 72) */
-    real *h_20 = work + (size_t)batch * 4776;  /* layer h_20: (batch, 24) */
-    real *z_O = work + (size_t)batch * 4800;  /* Σ of O: (batch, 4) */
-    real *sn_u_O = work + (size_t)batch * 4804;  /* layer O: (batch, 4) */
-
-    /* z_h_gx[b,t,i] = Σ_j W1[i,j]·S[b,t,j] for each of the 20 positions t */
-    sn_mm_nt(batch * 20, 72, 4, S, W1, z_h_gx, 0);
-    /* h_gx, h_1: the batch in chunks of examples through sn_rows_1, the chunks
-       on as many threads as pay for their join: n threads cost work/n + one join, so each
-       thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 11712 multiply-adds per example */
-    {
-        const int sn_n = sn_chunks(batch);
-#ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 11712 * batch, sn_n) : 1;
-#pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
-#endif
-        for (int sn_c = 0; sn_c < sn_n; sn_c++)
-            sn_rows_1(params, work, S, batch, sn_share(batch, sn_c, sn_n), sn_share(batch, sn_c + 1, sn_n));
-    }
-    /* z_h_2_gh[b,i] = Σ_j U1[i,j]·h_1[b,j] */
-    sn_mm_nt(batch, 72, 24, h_1, U1, z_h_2_gh, 0);
-    /* h_2_gh[b,i] = c1[i] + z_h_2_gh[b,i] */
-    for (int b = 0; b < batch; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 72; i++) {
-            h_2_gh[b * 72 + i] = sn_u_c1[i] + z_h_2_gh[b * 72 + i];
-        }
+    /* h_2_gh[b,i] = c1[i] + z_h_2_gh[b,i], where z_h_2_gh[b,i] = Σ_j U1[i,j]·h_1[b,j]:
+       the sums are not stored; the product writes h_2_gh, the formula applied to each block of it as the block's sums finish */
+    sn_mm_nt_e(batch, 72, 24, h_1, U1, NULL, h_2_gh, sn_u_c1, 0);
     /* h_2[b,i] = h_1[b,i]·σ(h_2_gh[b,i + 24] + h_gx[b,1,i + 24]) + (1 - σ(h_2_gh[b,i + 24] + h_gx[b,1,i + 24]))·tanh(h_2_gh[b,i + 48]·σ(h_2_gh[b,i] + h_gx[b,1,i]) + h_gx[b,1,i + 48]) */
     for (int b = 0; b < batch; b++)
 #ifdef SN_SIMD
@@ -863,16 +836,9 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
             const real t0 = sn_sigmoid(h_2_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (1) * 72 + (i + 24)]);
             h_2[b * 24 + i] = h_1[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_2_gh[b * 72 + (i + 48)]*sn_sigmoid(h_2_gh[b * 72 + i] + h_gx[b * 1440 + (1) * 72 + i]) + h_gx[b * 1440 + (1) * 72 + (i + 48)]);
         }
-    /* z_h_3_gh[b,i] = Σ_j U1[i,j]·h_2[b,j] */
-    sn_mm_nt(batch, 72, 24, h_2, U1, z_h_3_gh, 0);
-    /* h_3_gh[b,i] = c1[i] + z_h_3_gh[b,i] */
-    for (int b = 0; b < batch; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 72; i++) {
-            h_3_gh[b * 72 + i] = sn_u_c1[i] + z_h_3_gh[b * 72 + i];
-        }
+    /* h_3_gh[b,i] = c1[i] + z_h_3_gh[b,i], where z_h_3_gh[b,i] = Σ_j U1[i,j]·h_2[b,j]:
+       the sums are not stored; the product writes h_3_gh, the formula applied to each block of it as the block's sums finish */
+    sn_mm_nt_e(batch, 72, 24, h_2, U1, NULL, h_3_gh, sn_u_c1, 0);
     /* h_3[b,i] = h_2[b,i]·σ(h_3_gh[b,i + 24] + h_gx[b,2,i + 24]) + (1 - σ(h_3_gh[b,i + 24] + h_gx[b,2,i + 24]))·tanh(h_3_gh[b,i + 48]·σ(h_3_gh[b,i] + h_gx[b,2,i]) + h_gx[b,2,i + 48]) */
     for (int b = 0; b < batch; b++)
 #ifdef SN_SIMD
@@ -882,16 +848,9 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
             const real t0 = sn_sigmoid(h_3_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (2) * 72 + (i + 24)]);
             h_3[b * 24 + i] = h_2[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_3_gh[b * 72 + (i + 48)]*sn_sigmoid(h_3_gh[b * 72 + i] + h_gx[b * 1440 + (2) * 72 + i]) + h_gx[b * 1440 + (2) * 72 + (i + 48)]);
         }
-    /* z_h_4_gh[b,i] = Σ_j U1[i,j]·h_3[b,j] */
-    sn_mm_nt(batch, 72, 24, h_3, U1, z_h_4_gh, 0);
-    /* h_4_gh[b,i] = c1[i] + z_h_4_gh[b,i] */
-    for (int b = 0; b < batch; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 72; i++) {
-            h_4_gh[b * 72 + i] = sn_u_c1[i] + z_h_4_gh[b * 72 + i];
-        }
+    /* h_4_gh[b,i] = c1[i] + z_h_4_gh[b,i], where z_h_4_gh[b,i] = Σ_j U1[i,j]·h_3[b,j]:
+       the sums are not stored; the product writes h_4_gh, the formula applied to each block of it as the block's sums finish */
+    sn_mm_nt_e(batch, 72, 24, h_3, U1, NULL, h_4_gh, sn_u_c1, 0);
     /* h_4[b,i] = h_3[b,i]·σ(h_4_gh[b,i + 24] + h_gx[b,3,i + 24]) + (1 - σ(h_4_gh[b,i + 24] + h_gx[b,3,i + 24]))·tanh(h_4_gh[b,i + 48]·σ(h_4_gh[b,i] + h_gx[b,3,i]) + h_gx[b,3,i + 48]) */
     for (int b = 0; b < batch; b++)
 #ifdef SN_SIMD
@@ -901,16 +860,9 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
             const real t0 = sn_sigmoid(h_4_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (3) * 72 + (i + 24)]);
             h_4[b * 24 + i] = h_3[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_4_gh[b * 72 + (i + 48)]*sn_sigmoid(h_4_gh[b * 72 + i] + h_gx[b * 1440 + (3) * 72 + i]) + h_gx[b * 1440 + (3) * 72 + (i + 48)]);
         }
-    /* z_h_5_gh[b,i] = Σ_j U1[i,j]·h_4[b,j] */
-    sn_mm_nt(batch, 72, 24, h_4, U1, z_h_5_gh, 0);
-    /* h_5_gh[b,i] = c1[i] + z_h_5_gh[b,i] */
-    for (int b = 0; b < batch; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 72; i++) {
-            h_5_gh[b * 72 + i] = sn_u_c1[i] + z_h_5_gh[b * 72 + i];
-        }
+    /* h_5_gh[b,i] = c1[i] + z_h_5_gh[b,i], where z_h_5_gh[b,i] = Σ_j U1[i,j]·h_4[b,j]:
+       the sums are not stored; the product writes h_5_gh, the formula applied to each block of it as the block's sums finish */
+    sn_mm_nt_e(batch, 72, 24, h_4, U1, NULL, h_5_gh, sn_u_c1, 0);
     /* h_5[b,i] = h_4[b,i]·σ(h_5_gh[b,i + 24] + h_gx[b,4,i + 24]) + (1 - σ(h_5_gh[b,i + 24] + h_gx[b,4,i + 24]))·tanh(h_5_gh[b,i + 48]·σ(h_5_gh[b,i] + h_gx[b,4,i]) + h_gx[b,4,i + 48]) */
     for (int b = 0; b < batch; b++)
 #ifdef SN_SIMD
@@ -920,16 +872,9 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
             const real t0 = sn_sigmoid(h_5_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (4) * 72 + (i + 24)]);
             h_5[b * 24 + i] = h_4[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_5_gh[b * 72 + (i + 48)]*sn_sigmoid(h_5_gh[b * 72 + i] + h_gx[b * 1440 + (4) * 72 + i]) + h_gx[b * 1440 + (4) * 72 + (i + 48)]);
         }
-    /* z_h_6_gh[b,i] = Σ_j U1[i,j]·h_5[b,j] */
-    sn_mm_nt(batch, 72, 24, h_5, U1, z_h_6_gh, 0);
-    /* h_6_gh[b,i] = c1[i] + z_h_6_gh[b,i] */
-    for (int b = 0; b < batch; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 72; i++) {
-            h_6_gh[b * 72 + i] = sn_u_c1[i] + z_h_6_gh[b * 72 + i];
-        }
+    /* h_6_gh[b,i] = c1[i] + z_h_6_gh[b,i], where z_h_6_gh[b,i] = Σ_j U1[i,j]·h_5[b,j]:
+       the sums are not stored; the product writes h_6_gh, the formula applied to each block of it as the block's sums finish */
+    sn_mm_nt_e(batch, 72, 24, h_5, U1, NULL, h_6_gh, sn_u_c1, 0);
     /* h_6[b,i] = h_5[b,i]·σ(h_6_gh[b,i + 24] + h_gx[b,5,i + 24]) + (1 - σ(h_6_gh[b,i + 24] + h_gx[b,5,i + 24]))·tanh(h_6_gh[b,i + 48]·σ(h_6_gh[b,i] + h_gx[b,5,i]) + h_gx[b,5,i + 48]) */
     for (int b = 0; b < batch; b++)
 #ifdef SN_SIMD
@@ -939,16 +884,9 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
             const real t0 = sn_sigmoid(h_6_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (5) * 72 + (i + 24)]);
             h_6[b * 24 + i] = h_5[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_6_gh[b * 72 + (i + 48)]*sn_sigmoid(h_6_gh[b * 72 + i] + h_gx[b * 1440 + (5) * 72 + i]) + h_gx[b * 1440 + (5) * 72 + (i + 48)]);
         }
-    /* z_h_7_gh[b,i] = Σ_j U1[i,j]·h_6[b,j] */
-    sn_mm_nt(batch, 72, 24, h_6, U1, z_h_7_gh, 0);
-    /* h_7_gh[b,i] = c1[i] + z_h_7_gh[b,i] */
-    for (int b = 0; b < batch; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 72; i++) {
-            h_7_gh[b * 72 + i] = sn_u_c1[i] + z_h_7_gh[b * 72 + i];
-        }
+    /* h_7_gh[b,i] = c1[i] + z_h_7_gh[b,i], where z_h_7_gh[b,i] = Σ_j U1[i,j]·h_6[b,j]:
+       the sums are not stored; the product writes h_7_gh, the formula applied to each block of it as the block's sums finish */
+    sn_mm_nt_e(batch, 72, 24, h_6, U1, NULL, h_7_gh, sn_u_c1, 0);
     /* h_7[b,i] = h_6[b,i]·σ(h_7_gh[b,i + 24] + h_gx[b,6,i + 24]) + (1 - σ(h_7_gh[b,i + 24] + h_gx[b,6,i + 24]))·tanh(h_7_gh[b,i + 48]·σ(h_7_gh[b,i] + h_gx[b,6,i]) + h_gx[b,6,i + 48]) */
     for (int b = 0; b < batch; b++)
 #ifdef SN_SIMD
@@ -958,16 +896,9 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
             const real t0 = sn_sigmoid(h_7_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (6) * 72 + (i + 24)]);
             h_7[b * 24 + i] = h_6[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_7_gh[b * 72 + (i + 48)]*sn_sigmoid(h_7_gh[b * 72 + i] + h_gx[b * 1440 + (6) * 72 + i]) + h_gx[b * 1440 + (6) * 72 + (i + 48)]);
         }
-    /* z_h_8_gh[b,i] = Σ_j U1[i,j]·h_7[b,j] */
-    sn_mm_nt(batch, 72, 24, h_7, U1, z_h_8_gh, 0);
-    /* h_8_gh[b,i] = c1[i] + z_h_8_gh[b,i] */
-    for (int b = 0; b < batch; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 72; i++) {
-            h_8_gh[b * 72 + i] = sn_u_c1[i] + z_h_8_gh[b * 72 + i];
-        }
+    /* h_8_gh[b,i] = c1[i] + z_h_8_gh[b,i], where z_h_8_gh[b,i] = Σ_j U1[i,j]·h_7[b,j]:
+       the sums are not stored; the product writes h_8_gh, the formula applied to each block of it as the block's sums finish */
+    sn_mm_nt_e(batch, 72, 24, h_7, U1, NULL, h_8_gh, sn_u_c1, 0);
     /* h_8[b,i] = h_7[b,i]·σ(h_8_gh[b,i + 24] + h_gx[b,7,i + 24]) + (1 - σ(h_8_gh[b,i + 24] + h_gx[b,7,i + 24]))·tanh(h_8_gh[b,i + 48]·σ(h_8_gh[b,i] + h_gx[b,7,i]) + h_gx[b,7,i + 48]) */
     for (int b = 0; b < batch; b++)
 #ifdef SN_SIMD
@@ -977,16 +908,9 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
             const real t0 = sn_sigmoid(h_8_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (7) * 72 + (i + 24)]);
             h_8[b * 24 + i] = h_7[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_8_gh[b * 72 + (i + 48)]*sn_sigmoid(h_8_gh[b * 72 + i] + h_gx[b * 1440 + (7) * 72 + i]) + h_gx[b * 1440 + (7) * 72 + (i + 48)]);
         }
-    /* z_h_9_gh[b,i] = Σ_j U1[i,j]·h_8[b,j] */
-    sn_mm_nt(batch, 72, 24, h_8, U1, z_h_9_gh, 0);
-    /* h_9_gh[b,i] = c1[i] + z_h_9_gh[b,i] */
-    for (int b = 0; b < batch; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 72; i++) {
-            h_9_gh[b * 72 + i] = sn_u_c1[i] + z_h_9_gh[b * 72 + i];
-        }
+    /* h_9_gh[b,i] = c1[i] + z_h_9_gh[b,i], where z_h_9_gh[b,i] = Σ_j U1[i,j]·h_8[b,j]:
+       the sums are not stored; the product writes h_9_gh, the formula applied to each block of it as the block's sums finish */
+    sn_mm_nt_e(batch, 72, 24, h_8, U1, NULL, h_9_gh, sn_u_c1, 0);
     /* h_9[b,i] = h_8[b,i]·σ(h_9_gh[b,i + 24] + h_gx[b,8,i + 24]) + (1 - σ(h_9_gh[b,i + 24] + h_gx[b,8,i + 24]))·tanh(h_9_gh[b,i + 48]·σ(h_9_gh[b,i] + h_gx[b,8,i]) + h_gx[b,8,i + 48]) */
     for (int b = 0; b < batch; b++)
 #ifdef SN_SIMD
@@ -996,16 +920,9 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
             const real t0 = sn_sigmoid(h_9_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (8) * 72 + (i + 24)]);
             h_9[b * 24 + i] = h_8[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_9_gh[b * 72 + (i + 48)]*sn_sigmoid(h_9_gh[b * 72 + i] + h_gx[b * 1440 + (8) * 72 + i]) + h_gx[b * 1440 + (8) * 72 + (i + 48)]);
         }
-    /* z_h_10_gh[b,i] = Σ_j U1[i,j]·h_9[b,j] */
-    sn_mm_nt(batch, 72, 24, h_9, U1, z_h_10_gh, 0);
-    /* h_10_gh[b,i] = c1[i] + z_h_10_gh[b,i] */
-    for (int b = 0; b < batch; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 72; i++) {
-            h_10_gh[b * 72 + i] = sn_u_c1[i] + z_h_10_gh[b * 72 + i];
-        }
+    /* h_10_gh[b,i] = c1[i] + z_h_10_gh[b,i], where z_h_10_gh[b,i] = Σ_j U1[i,j]·h_9[b,j]:
+       the sums are not stored; the product writes h_10_gh, the formula applied to each block of it as the block's sums finish */
+    sn_mm_nt_e(batch, 72, 24, h_9, U1, NULL, h_10_gh, sn_u_c1, 0);
     /* h_10[b,i] = h_9[b,i]·σ(h_10_gh[b,i + 24] + h_gx[b,9,i + 24]) + (1 - σ(h_10_gh[b,i + 24] + h_gx[b,9,i + 24]))·tanh(h_10_gh[b,i + 48]·σ(h_10_gh[b,i] + h_gx[b,9,i]) + h_gx[b,9,i + 48]) */
     for (int b = 0; b < batch; b++)
 #ifdef SN_SIMD
@@ -1015,16 +932,9 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
             const real t0 = sn_sigmoid(h_10_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (9) * 72 + (i + 24)]);
             h_10[b * 24 + i] = h_9[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_10_gh[b * 72 + (i + 48)]*sn_sigmoid(h_10_gh[b * 72 + i] + h_gx[b * 1440 + (9) * 72 + i]) + h_gx[b * 1440 + (9) * 72 + (i + 48)]);
         }
-    /* z_h_11_gh[b,i] = Σ_j U1[i,j]·h_10[b,j] */
-    sn_mm_nt(batch, 72, 24, h_10, U1, z_h_11_gh, 0);
-    /* h_11_gh[b,i] = c1[i] + z_h_11_gh[b,i] */
-    for (int b = 0; b < batch; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 72; i++) {
-            h_11_gh[b * 72 + i] = sn_u_c1[i] + z_h_11_gh[b * 72 + i];
-        }
+    /* h_11_gh[b,i] = c1[i] + z_h_11_gh[b,i], where z_h_11_gh[b,i] = Σ_j U1[i,j]·h_10[b,j]:
+       the sums are not stored; the product writes h_11_gh, the formula applied to each block of it as the block's sums finish */
+    sn_mm_nt_e(batch, 72, 24, h_10, U1, NULL, h_11_gh, sn_u_c1, 0);
     /* h_11[b,i] = h_10[b,i]·σ(h_11_gh[b,i + 24] + h_gx[b,10,i + 24]) + (1 - σ(h_11_gh[b,i + 24] + h_gx[b,10,i + 24]))·tanh(h_11_gh[b,i + 48]·σ(h_11_gh[b,i] + h_gx[b,10,i]) + h_gx[b,10,i + 48]) */
     for (int b = 0; b < batch; b++)
 #ifdef SN_SIMD
@@ -1034,16 +944,9 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
             const real t0 = sn_sigmoid(h_11_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (10) * 72 + (i + 24)]);
             h_11[b * 24 + i] = h_10[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_11_gh[b * 72 + (i + 48)]*sn_sigmoid(h_11_gh[b * 72 + i] + h_gx[b * 1440 + (10) * 72 + i]) + h_gx[b * 1440 + (10) * 72 + (i + 48)]);
         }
-    /* z_h_12_gh[b,i] = Σ_j U1[i,j]·h_11[b,j] */
-    sn_mm_nt(batch, 72, 24, h_11, U1, z_h_12_gh, 0);
-    /* h_12_gh[b,i] = c1[i] + z_h_12_gh[b,i] */
-    for (int b = 0; b < batch; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 72; i++) {
-            h_12_gh[b * 72 + i] = sn_u_c1[i] + z_h_12_gh[b * 72 + i];
-        }
+    /* h_12_gh[b,i] = c1[i] + z_h_12_gh[b,i], where z_h_12_gh[b,i] = Σ_j U1[i,j]·h_11[b,j]:
+       the sums are not stored; the product writes h_12_gh, the formula applied to each block of it as the block's sums finish */
+    sn_mm_nt_e(batch, 72, 24, h_11, U1, NULL, h_12_gh, sn_u_c1, 0);
     /* h_12[b,i] = h_11[b,i]·σ(h_12_gh[b,i + 24] + h_gx[b,11,i + 24]) + (1 - σ(h_12_gh[b,i + 24] + h_gx[b,11,i + 24]))·tanh(h_12_gh[b,i + 48]·σ(h_12_gh[b,i] + h_gx[b,11,i]) + h_gx[b,11,i + 48]) */
     for (int b = 0; b < batch; b++)
 #ifdef SN_SIMD
@@ -1053,16 +956,9 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
             const real t0 = sn_sigmoid(h_12_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (11) * 72 + (i + 24)]);
             h_12[b * 24 + i] = h_11[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_12_gh[b * 72 + (i + 48)]*sn_sigmoid(h_12_gh[b * 72 + i] + h_gx[b * 1440 + (11) * 72 + i]) + h_gx[b * 1440 + (11) * 72 + (i + 48)]);
         }
-    /* z_h_13_gh[b,i] = Σ_j U1[i,j]·h_12[b,j] */
-    sn_mm_nt(batch, 72, 24, h_12, U1, z_h_13_gh, 0);
-    /* h_13_gh[b,i] = c1[i] + z_h_13_gh[b,i] */
-    for (int b = 0; b < batch; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 72; i++) {
-            h_13_gh[b * 72 + i] = sn_u_c1[i] + z_h_13_gh[b * 72 + i];
-        }
+    /* h_13_gh[b,i] = c1[i] + z_h_13_gh[b,i], where z_h_13_gh[b,i] = Σ_j U1[i,j]·h_12[b,j]:
+       the sums are not stored; the product writes h_13_gh, the formula applied to each block of it as the block's sums finish */
+    sn_mm_nt_e(batch, 72, 24, h_12, U1, NULL, h_13_gh, sn_u_c1, 0);
     /* h_13[b,i] = h_12[b,i]·σ(h_13_gh[b,i + 24] + h_gx[b,12,i + 24]) + (1 - σ(h_13_gh[b,i + 24] + h_gx[b,12,i + 24]))·tanh(h_13_gh[b,i + 48]·σ(h_13_gh[b,i] + h_gx[b,12,i]) + h_gx[b,12,i + 48]) */
     for (int b = 0; b < batch; b++)
 #ifdef SN_SIMD
@@ -1072,16 +968,9 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
             const real t0 = sn_sigmoid(h_13_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (12) * 72 + (i + 24)]);
             h_13[b * 24 + i] = h_12[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_13_gh[b * 72 + (i + 48)]*sn_sigmoid(h_13_gh[b * 72 + i] + h_gx[b * 1440 + (12) * 72 + i]) + h_gx[b * 1440 + (12) * 72 + (i + 48)]);
         }
-    /* z_h_14_gh[b,i] = Σ_j U1[i,j]·h_13[b,j] */
-    sn_mm_nt(batch, 72, 24, h_13, U1, z_h_14_gh, 0);
-    /* h_14_gh[b,i] = c1[i] + z_h_14_gh[b,i] */
-    for (int b = 0; b < batch; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 72; i++) {
-            h_14_gh[b * 72 + i] = sn_u_c1[i] + z_h_14_gh[b * 72 + i];
-        }
+    /* h_14_gh[b,i] = c1[i] + z_h_14_gh[b,i], where z_h_14_gh[b,i] = Σ_j U1[i,j]·h_13[b,j]:
+       the sums are not stored; the product writes h_14_gh, the formula applied to each block of it as the block's sums finish */
+    sn_mm_nt_e(batch, 72, 24, h_13, U1, NULL, h_14_gh, sn_u_c1, 0);
     /* h_14[b,i] = h_13[b,i]·σ(h_14_gh[b,i + 24] + h_gx[b,13,i + 24]) + (1 - σ(h_14_gh[b,i + 24] + h_gx[b,13,i + 24]))·tanh(h_14_gh[b,i + 48]·σ(h_14_gh[b,i] + h_gx[b,13,i]) + h_gx[b,13,i + 48]) */
     for (int b = 0; b < batch; b++)
 #ifdef SN_SIMD
@@ -1091,16 +980,9 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
             const real t0 = sn_sigmoid(h_14_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (13) * 72 + (i + 24)]);
             h_14[b * 24 + i] = h_13[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_14_gh[b * 72 + (i + 48)]*sn_sigmoid(h_14_gh[b * 72 + i] + h_gx[b * 1440 + (13) * 72 + i]) + h_gx[b * 1440 + (13) * 72 + (i + 48)]);
         }
-    /* z_h_15_gh[b,i] = Σ_j U1[i,j]·h_14[b,j] */
-    sn_mm_nt(batch, 72, 24, h_14, U1, z_h_15_gh, 0);
-    /* h_15_gh[b,i] = c1[i] + z_h_15_gh[b,i] */
-    for (int b = 0; b < batch; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 72; i++) {
-            h_15_gh[b * 72 + i] = sn_u_c1[i] + z_h_15_gh[b * 72 + i];
-        }
+    /* h_15_gh[b,i] = c1[i] + z_h_15_gh[b,i], where z_h_15_gh[b,i] = Σ_j U1[i,j]·h_14[b,j]:
+       the sums are not stored; the product writes h_15_gh, the formula applied to each block of it as the block's sums finish */
+    sn_mm_nt_e(batch, 72, 24, h_14, U1, NULL, h_15_gh, sn_u_c1, 0);
     /* h_15[b,i] = h_14[b,i]·σ(h_15_gh[b,i + 24] + h_gx[b,14,i + 24]) + (1 - σ(h_15_gh[b,i + 24] + h_gx[b,14,i + 24]))·tanh(h_15_gh[b,i + 48]·σ(h_15_gh[b,i] + h_gx[b,14,i]) + h_gx[b,14,i + 48]) */
     for (int b = 0; b < batch; b++)
 #ifdef SN_SIMD
@@ -1110,16 +992,9 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
             const real t0 = sn_sigmoid(h_15_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (14) * 72 + (i + 24)]);
             h_15[b * 24 + i] = h_14[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_15_gh[b * 72 + (i + 48)]*sn_sigmoid(h_15_gh[b * 72 + i] + h_gx[b * 1440 + (14) * 72 + i]) + h_gx[b * 1440 + (14) * 72 + (i + 48)]);
         }
-    /* z_h_16_gh[b,i] = Σ_j U1[i,j]·h_15[b,j] */
-    sn_mm_nt(batch, 72, 24, h_15, U1, z_h_16_gh, 0);
-    /* h_16_gh[b,i] = c1[i] + z_h_16_gh[b,i] */
-    for (int b = 0; b < batch; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 72; i++) {
-            h_16_gh[b * 72 + i] = sn_u_c1[i] + z_h_16_gh[b * 72 + i];
-        }
+    /* h_16_gh[b,i] = c1[i] + z_h_16_gh[b,i], where z_h_16_gh[b,i] = Σ_j U1[i,j]·h_15[b,j]:
+       the sums are not stored; the product writes h_16_gh, the formula applied to each block of it as the block's sums finish */
+    sn_mm_nt_e(batch, 72, 24, h_15, U1, NULL, h_16_gh, sn_u_c1, 0);
     /* h_16[b,i] = h_15[b,i]·σ(h_16_gh[b,i + 24] + h_gx[b,15,i + 24]) + (1 - σ(h_16_gh[b,i + 24] + h_gx[b,15,i + 24]))·tanh(h_16_gh[b,i + 48]·σ(h_16_gh[b,i] + h_gx[b,15,i]) + h_gx[b,15,i + 48]) */
     for (int b = 0; b < batch; b++)
 #ifdef SN_SIMD
@@ -1129,16 +1004,9 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
             const real t0 = sn_sigmoid(h_16_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (15) * 72 + (i + 24)]);
             h_16[b * 24 + i] = h_15[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_16_gh[b * 72 + (i + 48)]*sn_sigmoid(h_16_gh[b * 72 + i] + h_gx[b * 1440 + (15) * 72 + i]) + h_gx[b * 1440 + (15) * 72 + (i + 48)]);
         }
-    /* z_h_17_gh[b,i] = Σ_j U1[i,j]·h_16[b,j] */
-    sn_mm_nt(batch, 72, 24, h_16, U1, z_h_17_gh, 0);
-    /* h_17_gh[b,i] = c1[i] + z_h_17_gh[b,i] */
-    for (int b = 0; b < batch; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 72; i++) {
-            h_17_gh[b * 72 + i] = sn_u_c1[i] + z_h_17_gh[b * 72 + i];
-        }
+    /* h_17_gh[b,i] = c1[i] + z_h_17_gh[b,i], where z_h_17_gh[b,i] = Σ_j U1[i,j]·h_16[b,j]:
+       the sums are not stored; the product writes h_17_gh, the formula applied to each block of it as the block's sums finish */
+    sn_mm_nt_e(batch, 72, 24, h_16, U1, NULL, h_17_gh, sn_u_c1, 0);
     /* h_17[b,i] = h_16[b,i]·σ(h_17_gh[b,i + 24] + h_gx[b,16,i + 24]) + (1 - σ(h_17_gh[b,i + 24] + h_gx[b,16,i + 24]))·tanh(h_17_gh[b,i + 48]·σ(h_17_gh[b,i] + h_gx[b,16,i]) + h_gx[b,16,i + 48]) */
     for (int b = 0; b < batch; b++)
 #ifdef SN_SIMD
@@ -1148,16 +1016,9 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
             const real t0 = sn_sigmoid(h_17_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (16) * 72 + (i + 24)]);
             h_17[b * 24 + i] = h_16[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_17_gh[b * 72 + (i + 48)]*sn_sigmoid(h_17_gh[b * 72 + i] + h_gx[b * 1440 + (16) * 72 + i]) + h_gx[b * 1440 + (16) * 72 + (i + 48)]);
         }
-    /* z_h_18_gh[b,i] = Σ_j U1[i,j]·h_17[b,j] */
-    sn_mm_nt(batch, 72, 24, h_17, U1, z_h_18_gh, 0);
-    /* h_18_gh[b,i] = c1[i] + z_h_18_gh[b,i] */
-    for (int b = 0; b < batch; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 72; i++) {
-            h_18_gh[b * 72 + i] = sn_u_c1[i] + z_h_18_gh[b * 72 + i];
-        }
+    /* h_18_gh[b,i] = c1[i] + z_h_18_gh[b,i], where z_h_18_gh[b,i] = Σ_j U1[i,j]·h_17[b,j]:
+       the sums are not stored; the product writes h_18_gh, the formula applied to each block of it as the block's sums finish */
+    sn_mm_nt_e(batch, 72, 24, h_17, U1, NULL, h_18_gh, sn_u_c1, 0);
     /* h_18[b,i] = h_17[b,i]·σ(h_18_gh[b,i + 24] + h_gx[b,17,i + 24]) + (1 - σ(h_18_gh[b,i + 24] + h_gx[b,17,i + 24]))·tanh(h_18_gh[b,i + 48]·σ(h_18_gh[b,i] + h_gx[b,17,i]) + h_gx[b,17,i + 48]) */
     for (int b = 0; b < batch; b++)
 #ifdef SN_SIMD
@@ -1167,16 +1028,9 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
             const real t0 = sn_sigmoid(h_18_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (17) * 72 + (i + 24)]);
             h_18[b * 24 + i] = h_17[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_18_gh[b * 72 + (i + 48)]*sn_sigmoid(h_18_gh[b * 72 + i] + h_gx[b * 1440 + (17) * 72 + i]) + h_gx[b * 1440 + (17) * 72 + (i + 48)]);
         }
-    /* z_h_19_gh[b,i] = Σ_j U1[i,j]·h_18[b,j] */
-    sn_mm_nt(batch, 72, 24, h_18, U1, z_h_19_gh, 0);
-    /* h_19_gh[b,i] = c1[i] + z_h_19_gh[b,i] */
-    for (int b = 0; b < batch; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 72; i++) {
-            h_19_gh[b * 72 + i] = sn_u_c1[i] + z_h_19_gh[b * 72 + i];
-        }
+    /* h_19_gh[b,i] = c1[i] + z_h_19_gh[b,i], where z_h_19_gh[b,i] = Σ_j U1[i,j]·h_18[b,j]:
+       the sums are not stored; the product writes h_19_gh, the formula applied to each block of it as the block's sums finish */
+    sn_mm_nt_e(batch, 72, 24, h_18, U1, NULL, h_19_gh, sn_u_c1, 0);
     /* h_19[b,i] = h_18[b,i]·σ(h_19_gh[b,i + 24] + h_gx[b,18,i + 24]) + (1 - σ(h_19_gh[b,i + 24] + h_gx[b,18,i + 24]))·tanh(h_19_gh[b,i + 48]·σ(h_19_gh[b,i] + h_gx[b,18,i]) + h_gx[b,18,i + 48]) */
     for (int b = 0; b < batch; b++)
 #ifdef SN_SIMD
@@ -1186,16 +1040,9 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
             const real t0 = sn_sigmoid(h_19_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (18) * 72 + (i + 24)]);
             h_19[b * 24 + i] = h_18[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_19_gh[b * 72 + (i + 48)]*sn_sigmoid(h_19_gh[b * 72 + i] + h_gx[b * 1440 + (18) * 72 + i]) + h_gx[b * 1440 + (18) * 72 + (i + 48)]);
         }
-    /* z_h_20_gh[b,i] = Σ_j U1[i,j]·h_19[b,j] */
-    sn_mm_nt(batch, 72, 24, h_19, U1, z_h_20_gh, 0);
-    /* h_20_gh[b,i] = c1[i] + z_h_20_gh[b,i] */
-    for (int b = 0; b < batch; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 72; i++) {
-            h_20_gh[b * 72 + i] = sn_u_c1[i] + z_h_20_gh[b * 72 + i];
-        }
+    /* h_20_gh[b,i] = c1[i] + z_h_20_gh[b,i], where z_h_20_gh[b,i] = Σ_j U1[i,j]·h_19[b,j]:
+       the sums are not stored; the product writes h_20_gh, the formula applied to each block of it as the block's sums finish */
+    sn_mm_nt_e(batch, 72, 24, h_19, U1, NULL, h_20_gh, sn_u_c1, 0);
     /* h_20[b,i] = h_19[b,i]·σ(h_20_gh[b,i + 24] + h_gx[b,19,i + 24]) + (1 - σ(h_20_gh[b,i + 24] + h_gx[b,19,i + 24]))·tanh(h_20_gh[b,i + 48]·σ(h_20_gh[b,i] + h_gx[b,19,i]) + h_gx[b,19,i + 48]) */
     for (int b = 0; b < batch; b++)
 #ifdef SN_SIMD
@@ -1205,24 +1052,17 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
             const real t0 = sn_sigmoid(h_20_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (19) * 72 + (i + 24)]);
             h_20[b * 24 + i] = h_19[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_20_gh[b * 72 + (i + 48)]*sn_sigmoid(h_20_gh[b * 72 + i] + h_gx[b * 1440 + (19) * 72 + i]) + h_gx[b * 1440 + (19) * 72 + (i + 48)]);
         }
-    /* z_O[b,i] = Σ_j W22[i,j]·h_20[b,j] */
-    sn_mm_nt(batch, 4, 24, h_20, W22, z_O, 0);
-    /* O[b,i] = b22[i] + z_O[b,i] */
-    for (int b = 0; b < batch; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 4; i++) {
-            sn_u_O[b * 4 + i] = b22[i] + z_O[b * 4 + i];
-        }
+    /* O[b,i] = b22[i] + z_O[b,i], where z_O[b,i] = Σ_j W22[i,j]·h_20[b,j]:
+       the sums are not stored; the product writes O, the formula applied to each block of it as the block's sums finish */
+    sn_mm_nt_e(batch, 4, 24, h_20, W22, NULL, sn_u_O, b22, 0);
 
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_ae1f8c981f_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_af257c24d6_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
-    memcpy(O, work + (size_t)batch * 4804, sizeof(real) * (size_t)batch * 4);
+    memcpy(O, work + (size_t)batch * 3292, sizeof(real) * (size_t)batch * 4);
 }
 
 /* ------------------------------------------------------------------------
@@ -1277,7 +1117,7 @@ static void sn_chunk_tail(sn_chunk_args *a, int c)
     real *work = a->work;
     const int batch = a->batch;
     const int sn_lo = sn_cut(batch, c, a->n), sn_hi = sn_cut(batch, c + 1, a->n);
-    real *sn_part = work + (size_t)batch * 6224 + (size_t)c * 148;  /* 148 partial sums */
+    real *sn_part = work + (size_t)batch * 6152 + (size_t)c * 148;  /* 148 partial sums */
     const real *sn_u_c1 = params + 360;  /* c1: (72,) */
     const real *U1 = params + 432;  /* U1: (72, 24) */
     const real *W22 = params + 2160;  /* W22: (4, 24) */
@@ -1287,88 +1127,88 @@ static void sn_chunk_tail(sn_chunk_args *a, int c)
     real *g_b1 = sn_part + 76;  /* this chunk's part of ∂L/∂b1: (72,) */
     real *g_W22 = a->grads + 2160;  /* ∂L/∂W22: (4, 24) */
     real *g_W1 = a->grads + 0;  /* ∂L/∂W1: (72, 4) */
-    real *sn_wpart = work + (size_t)batch * 6372;  /* chunks 1, 2, …'s parts of the weight gradients, 384 numbers each */
-    real *h_gx = work + (size_t)batch * 1440;  /* layer h_gx: (batch, 20, 72) */
-    real *h_1 = work + (size_t)batch * 3312;  /* layer h_1: (batch, 24) */
-    real *h_2_gh = work + (size_t)batch * 3408;  /* layer h_2_gh: (batch, 72) */
-    real *h_2 = work + (size_t)batch * 3288;  /* layer h_2: (batch, 24) */
-    real *h_3_gh = work + (size_t)batch * 3480;  /* layer h_3_gh: (batch, 72) */
-    real *h_3 = work + (size_t)batch * 3264;  /* layer h_3: (batch, 24) */
-    real *h_4_gh = work + (size_t)batch * 3552;  /* layer h_4_gh: (batch, 72) */
-    real *h_4 = work + (size_t)batch * 3240;  /* layer h_4: (batch, 24) */
-    real *h_5_gh = work + (size_t)batch * 3624;  /* layer h_5_gh: (batch, 72) */
-    real *h_5 = work + (size_t)batch * 3216;  /* layer h_5: (batch, 24) */
-    real *h_6_gh = work + (size_t)batch * 3696;  /* layer h_6_gh: (batch, 72) */
-    real *h_6 = work + (size_t)batch * 3192;  /* layer h_6: (batch, 24) */
-    real *h_7_gh = work + (size_t)batch * 3768;  /* layer h_7_gh: (batch, 72) */
-    real *h_7 = work + (size_t)batch * 3168;  /* layer h_7: (batch, 24) */
-    real *h_8_gh = work + (size_t)batch * 3840;  /* layer h_8_gh: (batch, 72) */
-    real *h_8 = work + (size_t)batch * 3144;  /* layer h_8: (batch, 24) */
-    real *h_9_gh = work + (size_t)batch * 3912;  /* layer h_9_gh: (batch, 72) */
-    real *h_9 = work + (size_t)batch * 3120;  /* layer h_9: (batch, 24) */
-    real *h_10_gh = work + (size_t)batch * 3984;  /* layer h_10_gh: (batch, 72) */
-    real *h_10 = work + (size_t)batch * 3096;  /* layer h_10: (batch, 24) */
-    real *h_11_gh = work + (size_t)batch * 4056;  /* layer h_11_gh: (batch, 72) */
-    real *h_11 = work + (size_t)batch * 3072;  /* layer h_11: (batch, 24) */
-    real *h_12_gh = work + (size_t)batch * 4128;  /* layer h_12_gh: (batch, 72) */
-    real *h_12 = work + (size_t)batch * 3048;  /* layer h_12: (batch, 24) */
-    real *h_13_gh = work + (size_t)batch * 4200;  /* layer h_13_gh: (batch, 72) */
-    real *h_13 = work + (size_t)batch * 3024;  /* layer h_13: (batch, 24) */
-    real *h_14_gh = work + (size_t)batch * 4272;  /* layer h_14_gh: (batch, 72) */
-    real *h_14 = work + (size_t)batch * 3000;  /* layer h_14: (batch, 24) */
-    real *h_15_gh = work + (size_t)batch * 4344;  /* layer h_15_gh: (batch, 72) */
-    real *h_15 = work + (size_t)batch * 2976;  /* layer h_15: (batch, 24) */
-    real *h_16_gh = work + (size_t)batch * 4416;  /* layer h_16_gh: (batch, 72) */
-    real *h_16 = work + (size_t)batch * 2952;  /* layer h_16: (batch, 24) */
-    real *h_17_gh = work + (size_t)batch * 4488;  /* layer h_17_gh: (batch, 72) */
-    real *h_17 = work + (size_t)batch * 2928;  /* layer h_17: (batch, 24) */
-    real *h_18_gh = work + (size_t)batch * 4560;  /* layer h_18_gh: (batch, 72) */
-    real *h_18 = work + (size_t)batch * 2904;  /* layer h_18: (batch, 24) */
-    real *h_19_gh = work + (size_t)batch * 4632;  /* layer h_19_gh: (batch, 72) */
-    real *h_19 = work + (size_t)batch * 2880;  /* layer h_19: (batch, 24) */
-    real *h_20_gh = work + (size_t)batch * 4704;  /* layer h_20_gh: (batch, 72) */
-    real *h_20 = work + (size_t)batch * 4776;  /* layer h_20: (batch, 24) */
-    real *dL_dh_gx = work + (size_t)batch * 0;  /* ∂L/∂h_gx: (batch, 20, 72) */
-    real *dL_dh_1 = work + (size_t)batch * 4808;  /* ∂L/∂h_1: (batch, 24) */
-    real *dL_dh_2_gh = work + (size_t)batch * 6128;  /* ∂L/∂h_2_gh: (batch, 72) */
-    real *dL_dh_2 = work + (size_t)batch * 6200;  /* ∂L/∂h_2: (batch, 24) */
-    real *dL_dh_3_gh = work + (size_t)batch * 6056;  /* ∂L/∂h_3_gh: (batch, 72) */
-    real *dL_dh_3 = work + (size_t)batch * 4808;  /* ∂L/∂h_3: (batch, 24) */
-    real *dL_dh_4_gh = work + (size_t)batch * 5984;  /* ∂L/∂h_4_gh: (batch, 72) */
-    real *dL_dh_4 = work + (size_t)batch * 6200;  /* ∂L/∂h_4: (batch, 24) */
-    real *dL_dh_5_gh = work + (size_t)batch * 5912;  /* ∂L/∂h_5_gh: (batch, 72) */
-    real *dL_dh_5 = work + (size_t)batch * 4808;  /* ∂L/∂h_5: (batch, 24) */
-    real *dL_dh_6_gh = work + (size_t)batch * 5840;  /* ∂L/∂h_6_gh: (batch, 72) */
-    real *dL_dh_6 = work + (size_t)batch * 6200;  /* ∂L/∂h_6: (batch, 24) */
-    real *dL_dh_7_gh = work + (size_t)batch * 5768;  /* ∂L/∂h_7_gh: (batch, 72) */
-    real *dL_dh_7 = work + (size_t)batch * 4808;  /* ∂L/∂h_7: (batch, 24) */
-    real *dL_dh_8_gh = work + (size_t)batch * 5696;  /* ∂L/∂h_8_gh: (batch, 72) */
-    real *dL_dh_8 = work + (size_t)batch * 6200;  /* ∂L/∂h_8: (batch, 24) */
-    real *dL_dh_9_gh = work + (size_t)batch * 5624;  /* ∂L/∂h_9_gh: (batch, 72) */
-    real *dL_dh_9 = work + (size_t)batch * 4808;  /* ∂L/∂h_9: (batch, 24) */
-    real *dL_dh_10_gh = work + (size_t)batch * 5552;  /* ∂L/∂h_10_gh: (batch, 72) */
-    real *dL_dh_10 = work + (size_t)batch * 6200;  /* ∂L/∂h_10: (batch, 24) */
-    real *dL_dh_11_gh = work + (size_t)batch * 5480;  /* ∂L/∂h_11_gh: (batch, 72) */
-    real *dL_dh_11 = work + (size_t)batch * 4808;  /* ∂L/∂h_11: (batch, 24) */
-    real *dL_dh_12_gh = work + (size_t)batch * 5408;  /* ∂L/∂h_12_gh: (batch, 72) */
-    real *dL_dh_12 = work + (size_t)batch * 6200;  /* ∂L/∂h_12: (batch, 24) */
-    real *dL_dh_13_gh = work + (size_t)batch * 5336;  /* ∂L/∂h_13_gh: (batch, 72) */
-    real *dL_dh_13 = work + (size_t)batch * 4808;  /* ∂L/∂h_13: (batch, 24) */
-    real *dL_dh_14_gh = work + (size_t)batch * 5264;  /* ∂L/∂h_14_gh: (batch, 72) */
-    real *dL_dh_14 = work + (size_t)batch * 6200;  /* ∂L/∂h_14: (batch, 24) */
-    real *dL_dh_15_gh = work + (size_t)batch * 5192;  /* ∂L/∂h_15_gh: (batch, 72) */
-    real *dL_dh_15 = work + (size_t)batch * 4808;  /* ∂L/∂h_15: (batch, 24) */
-    real *dL_dh_16_gh = work + (size_t)batch * 5120;  /* ∂L/∂h_16_gh: (batch, 72) */
-    real *dL_dh_16 = work + (size_t)batch * 6200;  /* ∂L/∂h_16: (batch, 24) */
-    real *dL_dh_17_gh = work + (size_t)batch * 5048;  /* ∂L/∂h_17_gh: (batch, 72) */
-    real *dL_dh_17 = work + (size_t)batch * 4808;  /* ∂L/∂h_17: (batch, 24) */
-    real *dL_dh_18_gh = work + (size_t)batch * 4976;  /* ∂L/∂h_18_gh: (batch, 72) */
-    real *dL_dh_18 = work + (size_t)batch * 6200;  /* ∂L/∂h_18: (batch, 24) */
-    real *dL_dh_19_gh = work + (size_t)batch * 4904;  /* ∂L/∂h_19_gh: (batch, 72) */
-    real *dL_dh_19 = work + (size_t)batch * 4808;  /* ∂L/∂h_19: (batch, 24) */
-    real *dL_dh_20_gh = work + (size_t)batch * 4832;  /* ∂L/∂h_20_gh: (batch, 72) */
-    real *dL_dh_20 = work + (size_t)batch * 6200;  /* ∂L/∂h_20: (batch, 24) */
-    real *dL_dO = work + (size_t)batch * 4800;  /* ∂L/∂O: (batch, 4) */
+    real *sn_wpart = work + (size_t)batch * 6300;  /* chunks 1, 2, …'s parts of the weight gradients, 384 numbers each */
+    real *h_gx = work + (size_t)batch * 0;  /* layer h_gx: (batch, 20, 72) */
+    real *h_1 = work + (size_t)batch * 1872;  /* layer h_1: (batch, 24) */
+    real *h_2_gh = work + (size_t)batch * 1896;  /* layer h_2_gh: (batch, 72) */
+    real *h_2 = work + (size_t)batch * 1848;  /* layer h_2: (batch, 24) */
+    real *h_3_gh = work + (size_t)batch * 1968;  /* layer h_3_gh: (batch, 72) */
+    real *h_3 = work + (size_t)batch * 1824;  /* layer h_3: (batch, 24) */
+    real *h_4_gh = work + (size_t)batch * 2040;  /* layer h_4_gh: (batch, 72) */
+    real *h_4 = work + (size_t)batch * 1800;  /* layer h_4: (batch, 24) */
+    real *h_5_gh = work + (size_t)batch * 2112;  /* layer h_5_gh: (batch, 72) */
+    real *h_5 = work + (size_t)batch * 1776;  /* layer h_5: (batch, 24) */
+    real *h_6_gh = work + (size_t)batch * 2184;  /* layer h_6_gh: (batch, 72) */
+    real *h_6 = work + (size_t)batch * 1752;  /* layer h_6: (batch, 24) */
+    real *h_7_gh = work + (size_t)batch * 2256;  /* layer h_7_gh: (batch, 72) */
+    real *h_7 = work + (size_t)batch * 1728;  /* layer h_7: (batch, 24) */
+    real *h_8_gh = work + (size_t)batch * 2328;  /* layer h_8_gh: (batch, 72) */
+    real *h_8 = work + (size_t)batch * 1704;  /* layer h_8: (batch, 24) */
+    real *h_9_gh = work + (size_t)batch * 2400;  /* layer h_9_gh: (batch, 72) */
+    real *h_9 = work + (size_t)batch * 1680;  /* layer h_9: (batch, 24) */
+    real *h_10_gh = work + (size_t)batch * 2472;  /* layer h_10_gh: (batch, 72) */
+    real *h_10 = work + (size_t)batch * 1656;  /* layer h_10: (batch, 24) */
+    real *h_11_gh = work + (size_t)batch * 2544;  /* layer h_11_gh: (batch, 72) */
+    real *h_11 = work + (size_t)batch * 1632;  /* layer h_11: (batch, 24) */
+    real *h_12_gh = work + (size_t)batch * 2616;  /* layer h_12_gh: (batch, 72) */
+    real *h_12 = work + (size_t)batch * 1608;  /* layer h_12: (batch, 24) */
+    real *h_13_gh = work + (size_t)batch * 2688;  /* layer h_13_gh: (batch, 72) */
+    real *h_13 = work + (size_t)batch * 1584;  /* layer h_13: (batch, 24) */
+    real *h_14_gh = work + (size_t)batch * 2760;  /* layer h_14_gh: (batch, 72) */
+    real *h_14 = work + (size_t)batch * 1560;  /* layer h_14: (batch, 24) */
+    real *h_15_gh = work + (size_t)batch * 2832;  /* layer h_15_gh: (batch, 72) */
+    real *h_15 = work + (size_t)batch * 1536;  /* layer h_15: (batch, 24) */
+    real *h_16_gh = work + (size_t)batch * 2904;  /* layer h_16_gh: (batch, 72) */
+    real *h_16 = work + (size_t)batch * 1512;  /* layer h_16: (batch, 24) */
+    real *h_17_gh = work + (size_t)batch * 2976;  /* layer h_17_gh: (batch, 72) */
+    real *h_17 = work + (size_t)batch * 1488;  /* layer h_17: (batch, 24) */
+    real *h_18_gh = work + (size_t)batch * 3048;  /* layer h_18_gh: (batch, 72) */
+    real *h_18 = work + (size_t)batch * 1464;  /* layer h_18: (batch, 24) */
+    real *h_19_gh = work + (size_t)batch * 3120;  /* layer h_19_gh: (batch, 72) */
+    real *h_19 = work + (size_t)batch * 1440;  /* layer h_19: (batch, 24) */
+    real *h_20_gh = work + (size_t)batch * 3192;  /* layer h_20_gh: (batch, 72) */
+    real *h_20 = work + (size_t)batch * 3264;  /* layer h_20: (batch, 24) */
+    real *dL_dh_gx = work + (size_t)batch * 3296;  /* ∂L/∂h_gx: (batch, 20, 72) */
+    real *dL_dh_1 = work + (size_t)batch * 4736;  /* ∂L/∂h_1: (batch, 24) */
+    real *dL_dh_2_gh = work + (size_t)batch * 6056;  /* ∂L/∂h_2_gh: (batch, 72) */
+    real *dL_dh_2 = work + (size_t)batch * 6128;  /* ∂L/∂h_2: (batch, 24) */
+    real *dL_dh_3_gh = work + (size_t)batch * 5984;  /* ∂L/∂h_3_gh: (batch, 72) */
+    real *dL_dh_3 = work + (size_t)batch * 4736;  /* ∂L/∂h_3: (batch, 24) */
+    real *dL_dh_4_gh = work + (size_t)batch * 5912;  /* ∂L/∂h_4_gh: (batch, 72) */
+    real *dL_dh_4 = work + (size_t)batch * 6128;  /* ∂L/∂h_4: (batch, 24) */
+    real *dL_dh_5_gh = work + (size_t)batch * 5840;  /* ∂L/∂h_5_gh: (batch, 72) */
+    real *dL_dh_5 = work + (size_t)batch * 4736;  /* ∂L/∂h_5: (batch, 24) */
+    real *dL_dh_6_gh = work + (size_t)batch * 5768;  /* ∂L/∂h_6_gh: (batch, 72) */
+    real *dL_dh_6 = work + (size_t)batch * 6128;  /* ∂L/∂h_6: (batch, 24) */
+    real *dL_dh_7_gh = work + (size_t)batch * 5696;  /* ∂L/∂h_7_gh: (batch, 72) */
+    real *dL_dh_7 = work + (size_t)batch * 4736;  /* ∂L/∂h_7: (batch, 24) */
+    real *dL_dh_8_gh = work + (size_t)batch * 5624;  /* ∂L/∂h_8_gh: (batch, 72) */
+    real *dL_dh_8 = work + (size_t)batch * 6128;  /* ∂L/∂h_8: (batch, 24) */
+    real *dL_dh_9_gh = work + (size_t)batch * 5552;  /* ∂L/∂h_9_gh: (batch, 72) */
+    real *dL_dh_9 = work + (size_t)batch * 4736;  /* ∂L/∂h_9: (batch, 24) */
+    real *dL_dh_10_gh = work + (size_t)batch * 5480;  /* ∂L/∂h_10_gh: (batch, 72) */
+    real *dL_dh_10 = work + (size_t)batch * 6128;  /* ∂L/∂h_10: (batch, 24) */
+    real *dL_dh_11_gh = work + (size_t)batch * 5408;  /* ∂L/∂h_11_gh: (batch, 72) */
+    real *dL_dh_11 = work + (size_t)batch * 4736;  /* ∂L/∂h_11: (batch, 24) */
+    real *dL_dh_12_gh = work + (size_t)batch * 5336;  /* ∂L/∂h_12_gh: (batch, 72) */
+    real *dL_dh_12 = work + (size_t)batch * 6128;  /* ∂L/∂h_12: (batch, 24) */
+    real *dL_dh_13_gh = work + (size_t)batch * 5264;  /* ∂L/∂h_13_gh: (batch, 72) */
+    real *dL_dh_13 = work + (size_t)batch * 4736;  /* ∂L/∂h_13: (batch, 24) */
+    real *dL_dh_14_gh = work + (size_t)batch * 5192;  /* ∂L/∂h_14_gh: (batch, 72) */
+    real *dL_dh_14 = work + (size_t)batch * 6128;  /* ∂L/∂h_14: (batch, 24) */
+    real *dL_dh_15_gh = work + (size_t)batch * 5120;  /* ∂L/∂h_15_gh: (batch, 72) */
+    real *dL_dh_15 = work + (size_t)batch * 4736;  /* ∂L/∂h_15: (batch, 24) */
+    real *dL_dh_16_gh = work + (size_t)batch * 5048;  /* ∂L/∂h_16_gh: (batch, 72) */
+    real *dL_dh_16 = work + (size_t)batch * 6128;  /* ∂L/∂h_16: (batch, 24) */
+    real *dL_dh_17_gh = work + (size_t)batch * 4976;  /* ∂L/∂h_17_gh: (batch, 72) */
+    real *dL_dh_17 = work + (size_t)batch * 4736;  /* ∂L/∂h_17: (batch, 24) */
+    real *dL_dh_18_gh = work + (size_t)batch * 4904;  /* ∂L/∂h_18_gh: (batch, 72) */
+    real *dL_dh_18 = work + (size_t)batch * 6128;  /* ∂L/∂h_18: (batch, 24) */
+    real *dL_dh_19_gh = work + (size_t)batch * 4832;  /* ∂L/∂h_19_gh: (batch, 72) */
+    real *dL_dh_19 = work + (size_t)batch * 4736;  /* ∂L/∂h_19: (batch, 24) */
+    real *dL_dh_20_gh = work + (size_t)batch * 4760;  /* ∂L/∂h_20_gh: (batch, 72) */
+    real *dL_dh_20 = work + (size_t)batch * 6128;  /* ∂L/∂h_20: (batch, 24) */
+    real *dL_dO = work + (size_t)batch * 3288;  /* ∂L/∂O: (batch, 4) */
     real *delta_h_gx = dL_dh_gx;  /* ∂L/∂z_h_gx: ∂L/∂h_gx itself: (batch, 20, 72) */
     real *delta_h_2_gh = dL_dh_2_gh;  /* ∂L/∂z_h_2_gh: ∂L/∂h_2_gh itself: (batch, 72) */
     real *delta_h_3_gh = dL_dh_3_gh;  /* ∂L/∂z_h_3_gh: ∂L/∂h_3_gh itself: (batch, 72) */
@@ -2078,7 +1918,7 @@ static void sn_chunk_head(sn_chunk_args *a, int c)
     real *work = a->work;
     const int batch = a->batch;
     const int sn_lo = sn_cut(batch, c, a->n), sn_hi = sn_cut(batch, c + 1, a->n);
-    real *sn_part = work + (size_t)batch * 6224 + (size_t)c * 148;  /* 148 partial sums */
+    real *sn_part = work + (size_t)batch * 6152 + (size_t)c * 148;  /* 148 partial sums */
     const real *W1 = params + 0;  /* W1: (72, 4) */
     const real *b1 = params + 288;  /* b1: (72,) */
     const real *sn_u_c1 = params + 360;  /* c1: (72,) */
@@ -2086,82 +1926,53 @@ static void sn_chunk_head(sn_chunk_args *a, int c)
     const real *W22 = params + 2160;  /* W22: (4, 24) */
     const real *b22 = params + 2256;  /* b22: (4,) */
 
-    real *z_h_gx = work + (size_t)batch * 0;  /* Σ of h_gx: (batch, 20, 72) */
-    real *h_gx = work + (size_t)batch * 1440;  /* layer h_gx: (batch, 20, 72) */
-    real *h_1 = work + (size_t)batch * 3312;  /* layer h_1: (batch, 24) */
-    real *z_h_2_gh = work + (size_t)batch * 3336;  /* Σ of h_2_gh: (batch, 72) */
-    real *h_2_gh = work + (size_t)batch * 3408;  /* layer h_2_gh: (batch, 72) */
-    real *h_2 = work + (size_t)batch * 3288;  /* layer h_2: (batch, 24) */
-    real *z_h_3_gh = work + (size_t)batch * 3336;  /* Σ of h_3_gh: (batch, 72) */
-    real *h_3_gh = work + (size_t)batch * 3480;  /* layer h_3_gh: (batch, 72) */
-    real *h_3 = work + (size_t)batch * 3264;  /* layer h_3: (batch, 24) */
-    real *z_h_4_gh = work + (size_t)batch * 3336;  /* Σ of h_4_gh: (batch, 72) */
-    real *h_4_gh = work + (size_t)batch * 3552;  /* layer h_4_gh: (batch, 72) */
-    real *h_4 = work + (size_t)batch * 3240;  /* layer h_4: (batch, 24) */
-    real *z_h_5_gh = work + (size_t)batch * 3336;  /* Σ of h_5_gh: (batch, 72) */
-    real *h_5_gh = work + (size_t)batch * 3624;  /* layer h_5_gh: (batch, 72) */
-    real *h_5 = work + (size_t)batch * 3216;  /* layer h_5: (batch, 24) */
-    real *z_h_6_gh = work + (size_t)batch * 3336;  /* Σ of h_6_gh: (batch, 72) */
-    real *h_6_gh = work + (size_t)batch * 3696;  /* layer h_6_gh: (batch, 72) */
-    real *h_6 = work + (size_t)batch * 3192;  /* layer h_6: (batch, 24) */
-    real *z_h_7_gh = work + (size_t)batch * 3336;  /* Σ of h_7_gh: (batch, 72) */
-    real *h_7_gh = work + (size_t)batch * 3768;  /* layer h_7_gh: (batch, 72) */
-    real *h_7 = work + (size_t)batch * 3168;  /* layer h_7: (batch, 24) */
-    real *z_h_8_gh = work + (size_t)batch * 3336;  /* Σ of h_8_gh: (batch, 72) */
-    real *h_8_gh = work + (size_t)batch * 3840;  /* layer h_8_gh: (batch, 72) */
-    real *h_8 = work + (size_t)batch * 3144;  /* layer h_8: (batch, 24) */
-    real *z_h_9_gh = work + (size_t)batch * 3336;  /* Σ of h_9_gh: (batch, 72) */
-    real *h_9_gh = work + (size_t)batch * 3912;  /* layer h_9_gh: (batch, 72) */
-    real *h_9 = work + (size_t)batch * 3120;  /* layer h_9: (batch, 24) */
-    real *z_h_10_gh = work + (size_t)batch * 3336;  /* Σ of h_10_gh: (batch, 72) */
-    real *h_10_gh = work + (size_t)batch * 3984;  /* layer h_10_gh: (batch, 72) */
-    real *h_10 = work + (size_t)batch * 3096;  /* layer h_10: (batch, 24) */
-    real *z_h_11_gh = work + (size_t)batch * 3336;  /* Σ of h_11_gh: (batch, 72) */
-    real *h_11_gh = work + (size_t)batch * 4056;  /* layer h_11_gh: (batch, 72) */
-    real *h_11 = work + (size_t)batch * 3072;  /* layer h_11: (batch, 24) */
-    real *z_h_12_gh = work + (size_t)batch * 3336;  /* Σ of h_12_gh: (batch, 72) */
-    real *h_12_gh = work + (size_t)batch * 4128;  /* layer h_12_gh: (batch, 72) */
-    real *h_12 = work + (size_t)batch * 3048;  /* layer h_12: (batch, 24) */
-    real *z_h_13_gh = work + (size_t)batch * 3336;  /* Σ of h_13_gh: (batch, 72) */
-    real *h_13_gh = work + (size_t)batch * 4200;  /* layer h_13_gh: (batch, 72) */
-    real *h_13 = work + (size_t)batch * 3024;  /* layer h_13: (batch, 24) */
-    real *z_h_14_gh = work + (size_t)batch * 3336;  /* Σ of h_14_gh: (batch, 72) */
-    real *h_14_gh = work + (size_t)batch * 4272;  /* layer h_14_gh: (batch, 72) */
-    real *h_14 = work + (size_t)batch * 3000;  /* layer h_14: (batch, 24) */
-    real *z_h_15_gh = work + (size_t)batch * 3336;  /* Σ of h_15_gh: (batch, 72) */
-    real *h_15_gh = work + (size_t)batch * 4344;  /* layer h_15_gh: (batch, 72) */
-    real *h_15 = work + (size_t)batch * 2976;  /* layer h_15: (batch, 24) */
-    real *z_h_16_gh = work + (size_t)batch * 3336;  /* Σ of h_16_gh: (batch, 72) */
-    real *h_16_gh = work + (size_t)batch * 4416;  /* layer h_16_gh: (batch, 72) */
-    real *h_16 = work + (size_t)batch * 2952;  /* layer h_16: (batch, 24) */
-    real *z_h_17_gh = work + (size_t)batch * 3336;  /* Σ of h_17_gh: (batch, 72) */
-    real *h_17_gh = work + (size_t)batch * 4488;  /* layer h_17_gh: (batch, 72) */
-    real *h_17 = work + (size_t)batch * 2928;  /* layer h_17: (batch, 24) */
-    real *z_h_18_gh = work + (size_t)batch * 3336;  /* Σ of h_18_gh: (batch, 72) */
-    real *h_18_gh = work + (size_t)batch * 4560;  /* layer h_18_gh: (batch, 72) */
-    real *h_18 = work + (size_t)batch * 2904;  /* layer h_18: (batch, 24) */
-    real *z_h_19_gh = work + (size_t)batch * 3336;  /* Σ of h_19_gh: (batch, 72) */
-    real *h_19_gh = work + (size_t)batch * 4632;  /* layer h_19_gh: (batch, 72) */
-    real *h_19 = work + (size_t)batch * 2880;  /* layer h_19: (batch, 24) */
-    real *z_h_20_gh = work + (size_t)batch * 3336;  /* Σ of h_20_gh: (batch, 72) */
-    real *h_20_gh = work + (size_t)batch * 4704;  /* layer h_20_gh: (batch, 72) */
-    real *h_20 = work + (size_t)batch * 4776;  /* layer h_20: (batch, 24) */
-    real *z_O = work + (size_t)batch * 4800;  /* Σ of O: (batch, 4) */
-    real *sn_u_O = work + (size_t)batch * 4804;  /* layer O: (batch, 4) */
+    real *h_gx = work + (size_t)batch * 0;  /* layer h_gx: (batch, 20, 72) */
+    real *h_1 = work + (size_t)batch * 1872;  /* layer h_1: (batch, 24) */
+    real *h_2_gh = work + (size_t)batch * 1896;  /* layer h_2_gh: (batch, 72) */
+    real *h_2 = work + (size_t)batch * 1848;  /* layer h_2: (batch, 24) */
+    real *h_3_gh = work + (size_t)batch * 1968;  /* layer h_3_gh: (batch, 72) */
+    real *h_3 = work + (size_t)batch * 1824;  /* layer h_3: (batch, 24) */
+    real *h_4_gh = work + (size_t)batch * 2040;  /* layer h_4_gh: (batch, 72) */
+    real *h_4 = work + (size_t)batch * 1800;  /* layer h_4: (batch, 24) */
+    real *h_5_gh = work + (size_t)batch * 2112;  /* layer h_5_gh: (batch, 72) */
+    real *h_5 = work + (size_t)batch * 1776;  /* layer h_5: (batch, 24) */
+    real *h_6_gh = work + (size_t)batch * 2184;  /* layer h_6_gh: (batch, 72) */
+    real *h_6 = work + (size_t)batch * 1752;  /* layer h_6: (batch, 24) */
+    real *h_7_gh = work + (size_t)batch * 2256;  /* layer h_7_gh: (batch, 72) */
+    real *h_7 = work + (size_t)batch * 1728;  /* layer h_7: (batch, 24) */
+    real *h_8_gh = work + (size_t)batch * 2328;  /* layer h_8_gh: (batch, 72) */
+    real *h_8 = work + (size_t)batch * 1704;  /* layer h_8: (batch, 24) */
+    real *h_9_gh = work + (size_t)batch * 2400;  /* layer h_9_gh: (batch, 72) */
+    real *h_9 = work + (size_t)batch * 1680;  /* layer h_9: (batch, 24) */
+    real *h_10_gh = work + (size_t)batch * 2472;  /* layer h_10_gh: (batch, 72) */
+    real *h_10 = work + (size_t)batch * 1656;  /* layer h_10: (batch, 24) */
+    real *h_11_gh = work + (size_t)batch * 2544;  /* layer h_11_gh: (batch, 72) */
+    real *h_11 = work + (size_t)batch * 1632;  /* layer h_11: (batch, 24) */
+    real *h_12_gh = work + (size_t)batch * 2616;  /* layer h_12_gh: (batch, 72) */
+    real *h_12 = work + (size_t)batch * 1608;  /* layer h_12: (batch, 24) */
+    real *h_13_gh = work + (size_t)batch * 2688;  /* layer h_13_gh: (batch, 72) */
+    real *h_13 = work + (size_t)batch * 1584;  /* layer h_13: (batch, 24) */
+    real *h_14_gh = work + (size_t)batch * 2760;  /* layer h_14_gh: (batch, 72) */
+    real *h_14 = work + (size_t)batch * 1560;  /* layer h_14: (batch, 24) */
+    real *h_15_gh = work + (size_t)batch * 2832;  /* layer h_15_gh: (batch, 72) */
+    real *h_15 = work + (size_t)batch * 1536;  /* layer h_15: (batch, 24) */
+    real *h_16_gh = work + (size_t)batch * 2904;  /* layer h_16_gh: (batch, 72) */
+    real *h_16 = work + (size_t)batch * 1512;  /* layer h_16: (batch, 24) */
+    real *h_17_gh = work + (size_t)batch * 2976;  /* layer h_17_gh: (batch, 72) */
+    real *h_17 = work + (size_t)batch * 1488;  /* layer h_17: (batch, 24) */
+    real *h_18_gh = work + (size_t)batch * 3048;  /* layer h_18_gh: (batch, 72) */
+    real *h_18 = work + (size_t)batch * 1464;  /* layer h_18: (batch, 24) */
+    real *h_19_gh = work + (size_t)batch * 3120;  /* layer h_19_gh: (batch, 72) */
+    real *h_19 = work + (size_t)batch * 1440;  /* layer h_19: (batch, 24) */
+    real *h_20_gh = work + (size_t)batch * 3192;  /* layer h_20_gh: (batch, 72) */
+    real *h_20 = work + (size_t)batch * 3264;  /* layer h_20: (batch, 24) */
+    real *sn_u_O = work + (size_t)batch * 3292;  /* layer O: (batch, 4) */
 
     (void)T;
     (void)sn_part;
-    /* z_h_gx[b,t,i] = Σ_j W1[i,j]·S[b,t,j] for each of the 20 positions t */
-    sn_mm_nt((sn_hi - sn_lo) * 20, 72, 4, S + (size_t)sn_lo * 80, W1, z_h_gx + (size_t)sn_lo * 1440, 0);
-    /* h_gx[b,tq,i] = b1[i] + z_h_gx[b,tq,i] */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int tq = 0; tq < 20; tq++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-            for (int i = 0; i < 72; i++) {
-                h_gx[b * 1440 + tq * 72 + i] = b1[i] + z_h_gx[b * 1440 + tq * 72 + i];
-            }
+    /* h_gx[b,tq,i] = b1[i] + z_h_gx[b,tq,i], where z_h_gx[b,t,i] = Σ_j W1[i,j]·S[b,t,j] for each of the 20 positions t:
+       the sums are not stored; the product writes h_gx, the formula applied to each block of it as the block's sums finish */
+    sn_mm_nt_e((sn_hi - sn_lo) * 20, 72, 4, S + (size_t)sn_lo * 80, W1, NULL, h_gx + (size_t)sn_lo * 1440, b1, 0);
     /* h_1[b,i] = (1 - σ(c1[i + 24] + h_gx[b,0,i + 24]))·tanh(c1[i + 48]·σ(c1[i] + h_gx[b,0,i]) + h_gx[b,0,i + 48]) */
     for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
@@ -2170,16 +1981,9 @@ static void sn_chunk_head(sn_chunk_args *a, int c)
         for (int i = 0; i < 24; i++) {
             h_1[b * 24 + i] = (1 - sn_sigmoid(sn_u_c1[(i + 24)] + h_gx[b * 1440 + (0) * 72 + (i + 24)]))*sn_tanhf(sn_u_c1[(i + 48)]*sn_sigmoid(sn_u_c1[i] + h_gx[b * 1440 + (0) * 72 + i]) + h_gx[b * 1440 + (0) * 72 + (i + 48)]);
         }
-    /* z_h_2_gh[b,i] = Σ_j U1[i,j]·h_1[b,j] */
-    sn_mm_nt(sn_hi - sn_lo, 72, 24, h_1 + (size_t)sn_lo * 24, U1, z_h_2_gh + (size_t)sn_lo * 72, 0);
-    /* h_2_gh[b,i] = c1[i] + z_h_2_gh[b,i] */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 72; i++) {
-            h_2_gh[b * 72 + i] = sn_u_c1[i] + z_h_2_gh[b * 72 + i];
-        }
+    /* h_2_gh[b,i] = c1[i] + z_h_2_gh[b,i], where z_h_2_gh[b,i] = Σ_j U1[i,j]·h_1[b,j]:
+       the sums are not stored; the product writes h_2_gh, the formula applied to each block of it as the block's sums finish */
+    sn_mm_nt_e((sn_hi - sn_lo), 72, 24, h_1 + (size_t)sn_lo * 24, U1, NULL, h_2_gh + (size_t)sn_lo * 72, sn_u_c1, 0);
     /* h_2[b,i] = h_1[b,i]·σ(h_2_gh[b,i + 24] + h_gx[b,1,i + 24]) + (1 - σ(h_2_gh[b,i + 24] + h_gx[b,1,i + 24]))·tanh(h_2_gh[b,i + 48]·σ(h_2_gh[b,i] + h_gx[b,1,i]) + h_gx[b,1,i + 48]) */
     for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
@@ -2189,16 +1993,9 @@ static void sn_chunk_head(sn_chunk_args *a, int c)
             const real t0 = sn_sigmoid(h_2_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (1) * 72 + (i + 24)]);
             h_2[b * 24 + i] = h_1[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_2_gh[b * 72 + (i + 48)]*sn_sigmoid(h_2_gh[b * 72 + i] + h_gx[b * 1440 + (1) * 72 + i]) + h_gx[b * 1440 + (1) * 72 + (i + 48)]);
         }
-    /* z_h_3_gh[b,i] = Σ_j U1[i,j]·h_2[b,j] */
-    sn_mm_nt(sn_hi - sn_lo, 72, 24, h_2 + (size_t)sn_lo * 24, U1, z_h_3_gh + (size_t)sn_lo * 72, 0);
-    /* h_3_gh[b,i] = c1[i] + z_h_3_gh[b,i] */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 72; i++) {
-            h_3_gh[b * 72 + i] = sn_u_c1[i] + z_h_3_gh[b * 72 + i];
-        }
+    /* h_3_gh[b,i] = c1[i] + z_h_3_gh[b,i], where z_h_3_gh[b,i] = Σ_j U1[i,j]·h_2[b,j]:
+       the sums are not stored; the product writes h_3_gh, the formula applied to each block of it as the block's sums finish */
+    sn_mm_nt_e((sn_hi - sn_lo), 72, 24, h_2 + (size_t)sn_lo * 24, U1, NULL, h_3_gh + (size_t)sn_lo * 72, sn_u_c1, 0);
     /* h_3[b,i] = h_2[b,i]·σ(h_3_gh[b,i + 24] + h_gx[b,2,i + 24]) + (1 - σ(h_3_gh[b,i + 24] + h_gx[b,2,i + 24]))·tanh(h_3_gh[b,i + 48]·σ(h_3_gh[b,i] + h_gx[b,2,i]) + h_gx[b,2,i + 48]) */
     for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
@@ -2208,16 +2005,9 @@ static void sn_chunk_head(sn_chunk_args *a, int c)
             const real t0 = sn_sigmoid(h_3_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (2) * 72 + (i + 24)]);
             h_3[b * 24 + i] = h_2[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_3_gh[b * 72 + (i + 48)]*sn_sigmoid(h_3_gh[b * 72 + i] + h_gx[b * 1440 + (2) * 72 + i]) + h_gx[b * 1440 + (2) * 72 + (i + 48)]);
         }
-    /* z_h_4_gh[b,i] = Σ_j U1[i,j]·h_3[b,j] */
-    sn_mm_nt(sn_hi - sn_lo, 72, 24, h_3 + (size_t)sn_lo * 24, U1, z_h_4_gh + (size_t)sn_lo * 72, 0);
-    /* h_4_gh[b,i] = c1[i] + z_h_4_gh[b,i] */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 72; i++) {
-            h_4_gh[b * 72 + i] = sn_u_c1[i] + z_h_4_gh[b * 72 + i];
-        }
+    /* h_4_gh[b,i] = c1[i] + z_h_4_gh[b,i], where z_h_4_gh[b,i] = Σ_j U1[i,j]·h_3[b,j]:
+       the sums are not stored; the product writes h_4_gh, the formula applied to each block of it as the block's sums finish */
+    sn_mm_nt_e((sn_hi - sn_lo), 72, 24, h_3 + (size_t)sn_lo * 24, U1, NULL, h_4_gh + (size_t)sn_lo * 72, sn_u_c1, 0);
     /* h_4[b,i] = h_3[b,i]·σ(h_4_gh[b,i + 24] + h_gx[b,3,i + 24]) + (1 - σ(h_4_gh[b,i + 24] + h_gx[b,3,i + 24]))·tanh(h_4_gh[b,i + 48]·σ(h_4_gh[b,i] + h_gx[b,3,i]) + h_gx[b,3,i + 48]) */
     for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
@@ -2227,16 +2017,9 @@ static void sn_chunk_head(sn_chunk_args *a, int c)
             const real t0 = sn_sigmoid(h_4_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (3) * 72 + (i + 24)]);
             h_4[b * 24 + i] = h_3[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_4_gh[b * 72 + (i + 48)]*sn_sigmoid(h_4_gh[b * 72 + i] + h_gx[b * 1440 + (3) * 72 + i]) + h_gx[b * 1440 + (3) * 72 + (i + 48)]);
         }
-    /* z_h_5_gh[b,i] = Σ_j U1[i,j]·h_4[b,j] */
-    sn_mm_nt(sn_hi - sn_lo, 72, 24, h_4 + (size_t)sn_lo * 24, U1, z_h_5_gh + (size_t)sn_lo * 72, 0);
-    /* h_5_gh[b,i] = c1[i] + z_h_5_gh[b,i] */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 72; i++) {
-            h_5_gh[b * 72 + i] = sn_u_c1[i] + z_h_5_gh[b * 72 + i];
-        }
+    /* h_5_gh[b,i] = c1[i] + z_h_5_gh[b,i], where z_h_5_gh[b,i] = Σ_j U1[i,j]·h_4[b,j]:
+       the sums are not stored; the product writes h_5_gh, the formula applied to each block of it as the block's sums finish */
+    sn_mm_nt_e((sn_hi - sn_lo), 72, 24, h_4 + (size_t)sn_lo * 24, U1, NULL, h_5_gh + (size_t)sn_lo * 72, sn_u_c1, 0);
     /* h_5[b,i] = h_4[b,i]·σ(h_5_gh[b,i + 24] + h_gx[b,4,i + 24]) + (1 - σ(h_5_gh[b,i + 24] + h_gx[b,4,i + 24]))·tanh(h_5_gh[b,i + 48]·σ(h_5_gh[b,i] + h_gx[b,4,i]) + h_gx[b,4,i + 48]) */
     for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
@@ -2246,16 +2029,9 @@ static void sn_chunk_head(sn_chunk_args *a, int c)
             const real t0 = sn_sigmoid(h_5_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (4) * 72 + (i + 24)]);
             h_5[b * 24 + i] = h_4[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_5_gh[b * 72 + (i + 48)]*sn_sigmoid(h_5_gh[b * 72 + i] + h_gx[b * 1440 + (4) * 72 + i]) + h_gx[b * 1440 + (4) * 72 + (i + 48)]);
         }
-    /* z_h_6_gh[b,i] = Σ_j U1[i,j]·h_5[b,j] */
-    sn_mm_nt(sn_hi - sn_lo, 72, 24, h_5 + (size_t)sn_lo * 24, U1, z_h_6_gh + (size_t)sn_lo * 72, 0);
-    /* h_6_gh[b,i] = c1[i] + z_h_6_gh[b,i] */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 72; i++) {
-            h_6_gh[b * 72 + i] = sn_u_c1[i] + z_h_6_gh[b * 72 + i];
-        }
+    /* h_6_gh[b,i] = c1[i] + z_h_6_gh[b,i], where z_h_6_gh[b,i] = Σ_j U1[i,j]·h_5[b,j]:
+       the sums are not stored; the product writes h_6_gh, the formula applied to each block of it as the block's sums finish */
+    sn_mm_nt_e((sn_hi - sn_lo), 72, 24, h_5 + (size_t)sn_lo * 24, U1, NULL, h_6_gh + (size_t)sn_lo * 72, sn_u_c1, 0);
     /* h_6[b,i] = h_5[b,i]·σ(h_6_gh[b,i + 24] + h_gx[b,5,i + 24]) + (1 - σ(h_6_gh[b,i + 24] + h_gx[b,5,i + 24]))·tanh(h_6_gh[b,i + 48]·σ(h_6_gh[b,i] + h_gx[b,5,i]) + h_gx[b,5,i + 48]) */
     for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
@@ -2265,16 +2041,9 @@ static void sn_chunk_head(sn_chunk_args *a, int c)
             const real t0 = sn_sigmoid(h_6_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (5) * 72 + (i + 24)]);
             h_6[b * 24 + i] = h_5[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_6_gh[b * 72 + (i + 48)]*sn_sigmoid(h_6_gh[b * 72 + i] + h_gx[b * 1440 + (5) * 72 + i]) + h_gx[b * 1440 + (5) * 72 + (i + 48)]);
         }
-    /* z_h_7_gh[b,i] = Σ_j U1[i,j]·h_6[b,j] */
-    sn_mm_nt(sn_hi - sn_lo, 72, 24, h_6 + (size_t)sn_lo * 24, U1, z_h_7_gh + (size_t)sn_lo * 72, 0);
-    /* h_7_gh[b,i] = c1[i] + z_h_7_gh[b,i] */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 72; i++) {
-            h_7_gh[b * 72 + i] = sn_u_c1[i] + z_h_7_gh[b * 72 + i];
-        }
+    /* h_7_gh[b,i] = c1[i] + z_h_7_gh[b,i], where z_h_7_gh[b,i] = Σ_j U1[i,j]·h_6[b,j]:
+       the sums are not stored; the product writes h_7_gh, the formula applied to each block of it as the block's sums finish */
+    sn_mm_nt_e((sn_hi - sn_lo), 72, 24, h_6 + (size_t)sn_lo * 24, U1, NULL, h_7_gh + (size_t)sn_lo * 72, sn_u_c1, 0);
     /* h_7[b,i] = h_6[b,i]·σ(h_7_gh[b,i + 24] + h_gx[b,6,i + 24]) + (1 - σ(h_7_gh[b,i + 24] + h_gx[b,6,i + 24]))·tanh(h_7_gh[b,i + 48]·σ(h_7_gh[b,i] + h_gx[b,6,i]) + h_gx[b,6,i + 48]) */
     for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
@@ -2284,16 +2053,9 @@ static void sn_chunk_head(sn_chunk_args *a, int c)
             const real t0 = sn_sigmoid(h_7_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (6) * 72 + (i + 24)]);
             h_7[b * 24 + i] = h_6[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_7_gh[b * 72 + (i + 48)]*sn_sigmoid(h_7_gh[b * 72 + i] + h_gx[b * 1440 + (6) * 72 + i]) + h_gx[b * 1440 + (6) * 72 + (i + 48)]);
         }
-    /* z_h_8_gh[b,i] = Σ_j U1[i,j]·h_7[b,j] */
-    sn_mm_nt(sn_hi - sn_lo, 72, 24, h_7 + (size_t)sn_lo * 24, U1, z_h_8_gh + (size_t)sn_lo * 72, 0);
-    /* h_8_gh[b,i] = c1[i] + z_h_8_gh[b,i] */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 72; i++) {
-            h_8_gh[b * 72 + i] = sn_u_c1[i] + z_h_8_gh[b * 72 + i];
-        }
+    /* h_8_gh[b,i] = c1[i] + z_h_8_gh[b,i], where z_h_8_gh[b,i] = Σ_j U1[i,j]·h_7[b,j]:
+       the sums are not stored; the product writes h_8_gh, the formula applied to each block of it as the block's sums finish */
+    sn_mm_nt_e((sn_hi - sn_lo), 72, 24, h_7 + (size_t)sn_lo * 24, U1, NULL, h_8_gh + (size_t)sn_lo * 72, sn_u_c1, 0);
     /* h_8[b,i] = h_7[b,i]·σ(h_8_gh[b,i + 24] + h_gx[b,7,i + 24]) + (1 - σ(h_8_gh[b,i + 24] + h_gx[b,7,i + 24]))·tanh(h_8_gh[b,i + 48]·σ(h_8_gh[b,i] + h_gx[b,7,i]) + h_gx[b,7,i + 48]) */
     for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
@@ -2303,16 +2065,9 @@ static void sn_chunk_head(sn_chunk_args *a, int c)
             const real t0 = sn_sigmoid(h_8_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (7) * 72 + (i + 24)]);
             h_8[b * 24 + i] = h_7[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_8_gh[b * 72 + (i + 48)]*sn_sigmoid(h_8_gh[b * 72 + i] + h_gx[b * 1440 + (7) * 72 + i]) + h_gx[b * 1440 + (7) * 72 + (i + 48)]);
         }
-    /* z_h_9_gh[b,i] = Σ_j U1[i,j]·h_8[b,j] */
-    sn_mm_nt(sn_hi - sn_lo, 72, 24, h_8 + (size_t)sn_lo * 24, U1, z_h_9_gh + (size_t)sn_lo * 72, 0);
-    /* h_9_gh[b,i] = c1[i] + z_h_9_gh[b,i] */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 72; i++) {
-            h_9_gh[b * 72 + i] = sn_u_c1[i] + z_h_9_gh[b * 72 + i];
-        }
+    /* h_9_gh[b,i] = c1[i] + z_h_9_gh[b,i], where z_h_9_gh[b,i] = Σ_j U1[i,j]·h_8[b,j]:
+       the sums are not stored; the product writes h_9_gh, the formula applied to each block of it as the block's sums finish */
+    sn_mm_nt_e((sn_hi - sn_lo), 72, 24, h_8 + (size_t)sn_lo * 24, U1, NULL, h_9_gh + (size_t)sn_lo * 72, sn_u_c1, 0);
     /* h_9[b,i] = h_8[b,i]·σ(h_9_gh[b,i + 24] + h_gx[b,8,i + 24]) + (1 - σ(h_9_gh[b,i + 24] + h_gx[b,8,i + 24]))·tanh(h_9_gh[b,i + 48]·σ(h_9_gh[b,i] + h_gx[b,8,i]) + h_gx[b,8,i + 48]) */
     for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
@@ -2322,16 +2077,9 @@ static void sn_chunk_head(sn_chunk_args *a, int c)
             const real t0 = sn_sigmoid(h_9_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (8) * 72 + (i + 24)]);
             h_9[b * 24 + i] = h_8[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_9_gh[b * 72 + (i + 48)]*sn_sigmoid(h_9_gh[b * 72 + i] + h_gx[b * 1440 + (8) * 72 + i]) + h_gx[b * 1440 + (8) * 72 + (i + 48)]);
         }
-    /* z_h_10_gh[b,i] = Σ_j U1[i,j]·h_9[b,j] */
-    sn_mm_nt(sn_hi - sn_lo, 72, 24, h_9 + (size_t)sn_lo * 24, U1, z_h_10_gh + (size_t)sn_lo * 72, 0);
-    /* h_10_gh[b,i] = c1[i] + z_h_10_gh[b,i] */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 72; i++) {
-            h_10_gh[b * 72 + i] = sn_u_c1[i] + z_h_10_gh[b * 72 + i];
-        }
+    /* h_10_gh[b,i] = c1[i] + z_h_10_gh[b,i], where z_h_10_gh[b,i] = Σ_j U1[i,j]·h_9[b,j]:
+       the sums are not stored; the product writes h_10_gh, the formula applied to each block of it as the block's sums finish */
+    sn_mm_nt_e((sn_hi - sn_lo), 72, 24, h_9 + (size_t)sn_lo * 24, U1, NULL, h_10_gh + (size_t)sn_lo * 72, sn_u_c1, 0);
     /* h_10[b,i] = h_9[b,i]·σ(h_10_gh[b,i + 24] + h_gx[b,9,i + 24]) + (1 - σ(h_10_gh[b,i + 24] + h_gx[b,9,i + 24]))·tanh(h_10_gh[b,i + 48]·σ(h_10_gh[b,i] + h_gx[b,9,i]) + h_gx[b,9,i + 48]) */
     for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
@@ -2341,16 +2089,9 @@ static void sn_chunk_head(sn_chunk_args *a, int c)
             const real t0 = sn_sigmoid(h_10_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (9) * 72 + (i + 24)]);
             h_10[b * 24 + i] = h_9[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_10_gh[b * 72 + (i + 48)]*sn_sigmoid(h_10_gh[b * 72 + i] + h_gx[b * 1440 + (9) * 72 + i]) + h_gx[b * 1440 + (9) * 72 + (i + 48)]);
         }
-    /* z_h_11_gh[b,i] = Σ_j U1[i,j]·h_10[b,j] */
-    sn_mm_nt(sn_hi - sn_lo, 72, 24, h_10 + (size_t)sn_lo * 24, U1, z_h_11_gh + (size_t)sn_lo * 72, 0);
-    /* h_11_gh[b,i] = c1[i] + z_h_11_gh[b,i] */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 72; i++) {
-            h_11_gh[b * 72 + i] = sn_u_c1[i] + z_h_11_gh[b * 72 + i];
-        }
+    /* h_11_gh[b,i] = c1[i] + z_h_11_gh[b,i], where z_h_11_gh[b,i] = Σ_j U1[i,j]·h_10[b,j]:
+       the sums are not stored; the product writes h_11_gh, the formula applied to each block of it as the block's sums finish */
+    sn_mm_nt_e((sn_hi - sn_lo), 72, 24, h_10 + (size_t)sn_lo * 24, U1, NULL, h_11_gh + (size_t)sn_lo * 72, sn_u_c1, 0);
     /* h_11[b,i] = h_10[b,i]·σ(h_11_gh[b,i + 24] + h_gx[b,10,i + 24]) + (1 - σ(h_11_gh[b,i + 24] + h_gx[b,10,i + 24]))·tanh(h_11_gh[b,i + 48]·σ(h_11_gh[b,i] + h_gx[b,10,i]) + h_gx[b,10,i + 48]) */
     for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
@@ -2360,16 +2101,9 @@ static void sn_chunk_head(sn_chunk_args *a, int c)
             const real t0 = sn_sigmoid(h_11_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (10) * 72 + (i + 24)]);
             h_11[b * 24 + i] = h_10[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_11_gh[b * 72 + (i + 48)]*sn_sigmoid(h_11_gh[b * 72 + i] + h_gx[b * 1440 + (10) * 72 + i]) + h_gx[b * 1440 + (10) * 72 + (i + 48)]);
         }
-    /* z_h_12_gh[b,i] = Σ_j U1[i,j]·h_11[b,j] */
-    sn_mm_nt(sn_hi - sn_lo, 72, 24, h_11 + (size_t)sn_lo * 24, U1, z_h_12_gh + (size_t)sn_lo * 72, 0);
-    /* h_12_gh[b,i] = c1[i] + z_h_12_gh[b,i] */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 72; i++) {
-            h_12_gh[b * 72 + i] = sn_u_c1[i] + z_h_12_gh[b * 72 + i];
-        }
+    /* h_12_gh[b,i] = c1[i] + z_h_12_gh[b,i], where z_h_12_gh[b,i] = Σ_j U1[i,j]·h_11[b,j]:
+       the sums are not stored; the product writes h_12_gh, the formula applied to each block of it as the block's sums finish */
+    sn_mm_nt_e((sn_hi - sn_lo), 72, 24, h_11 + (size_t)sn_lo * 24, U1, NULL, h_12_gh + (size_t)sn_lo * 72, sn_u_c1, 0);
     /* h_12[b,i] = h_11[b,i]·σ(h_12_gh[b,i + 24] + h_gx[b,11,i + 24]) + (1 - σ(h_12_gh[b,i + 24] + h_gx[b,11,i + 24]))·tanh(h_12_gh[b,i + 48]·σ(h_12_gh[b,i] + h_gx[b,11,i]) + h_gx[b,11,i + 48]) */
     for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
@@ -2379,16 +2113,9 @@ static void sn_chunk_head(sn_chunk_args *a, int c)
             const real t0 = sn_sigmoid(h_12_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (11) * 72 + (i + 24)]);
             h_12[b * 24 + i] = h_11[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_12_gh[b * 72 + (i + 48)]*sn_sigmoid(h_12_gh[b * 72 + i] + h_gx[b * 1440 + (11) * 72 + i]) + h_gx[b * 1440 + (11) * 72 + (i + 48)]);
         }
-    /* z_h_13_gh[b,i] = Σ_j U1[i,j]·h_12[b,j] */
-    sn_mm_nt(sn_hi - sn_lo, 72, 24, h_12 + (size_t)sn_lo * 24, U1, z_h_13_gh + (size_t)sn_lo * 72, 0);
-    /* h_13_gh[b,i] = c1[i] + z_h_13_gh[b,i] */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 72; i++) {
-            h_13_gh[b * 72 + i] = sn_u_c1[i] + z_h_13_gh[b * 72 + i];
-        }
+    /* h_13_gh[b,i] = c1[i] + z_h_13_gh[b,i], where z_h_13_gh[b,i] = Σ_j U1[i,j]·h_12[b,j]:
+       the sums are not stored; the product writes h_13_gh, the formula applied to each block of it as the block's sums finish */
+    sn_mm_nt_e((sn_hi - sn_lo), 72, 24, h_12 + (size_t)sn_lo * 24, U1, NULL, h_13_gh + (size_t)sn_lo * 72, sn_u_c1, 0);
     /* h_13[b,i] = h_12[b,i]·σ(h_13_gh[b,i + 24] + h_gx[b,12,i + 24]) + (1 - σ(h_13_gh[b,i + 24] + h_gx[b,12,i + 24]))·tanh(h_13_gh[b,i + 48]·σ(h_13_gh[b,i] + h_gx[b,12,i]) + h_gx[b,12,i + 48]) */
     for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
@@ -2398,16 +2125,9 @@ static void sn_chunk_head(sn_chunk_args *a, int c)
             const real t0 = sn_sigmoid(h_13_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (12) * 72 + (i + 24)]);
             h_13[b * 24 + i] = h_12[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_13_gh[b * 72 + (i + 48)]*sn_sigmoid(h_13_gh[b * 72 + i] + h_gx[b * 1440 + (12) * 72 + i]) + h_gx[b * 1440 + (12) * 72 + (i + 48)]);
         }
-    /* z_h_14_gh[b,i] = Σ_j U1[i,j]·h_13[b,j] */
-    sn_mm_nt(sn_hi - sn_lo, 72, 24, h_13 + (size_t)sn_lo * 24, U1, z_h_14_gh + (size_t)sn_lo * 72, 0);
-    /* h_14_gh[b,i] = c1[i] + z_h_14_gh[b,i] */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 72; i++) {
-            h_14_gh[b * 72 + i] = sn_u_c1[i] + z_h_14_gh[b * 72 + i];
-        }
+    /* h_14_gh[b,i] = c1[i] + z_h_14_gh[b,i], where z_h_14_gh[b,i] = Σ_j U1[i,j]·h_13[b,j]:
+       the sums are not stored; the product writes h_14_gh, the formula applied to each block of it as the block's sums finish */
+    sn_mm_nt_e((sn_hi - sn_lo), 72, 24, h_13 + (size_t)sn_lo * 24, U1, NULL, h_14_gh + (size_t)sn_lo * 72, sn_u_c1, 0);
     /* h_14[b,i] = h_13[b,i]·σ(h_14_gh[b,i + 24] + h_gx[b,13,i + 24]) + (1 - σ(h_14_gh[b,i + 24] + h_gx[b,13,i + 24]))·tanh(h_14_gh[b,i + 48]·σ(h_14_gh[b,i] + h_gx[b,13,i]) + h_gx[b,13,i + 48]) */
     for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
@@ -2417,16 +2137,9 @@ static void sn_chunk_head(sn_chunk_args *a, int c)
             const real t0 = sn_sigmoid(h_14_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (13) * 72 + (i + 24)]);
             h_14[b * 24 + i] = h_13[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_14_gh[b * 72 + (i + 48)]*sn_sigmoid(h_14_gh[b * 72 + i] + h_gx[b * 1440 + (13) * 72 + i]) + h_gx[b * 1440 + (13) * 72 + (i + 48)]);
         }
-    /* z_h_15_gh[b,i] = Σ_j U1[i,j]·h_14[b,j] */
-    sn_mm_nt(sn_hi - sn_lo, 72, 24, h_14 + (size_t)sn_lo * 24, U1, z_h_15_gh + (size_t)sn_lo * 72, 0);
-    /* h_15_gh[b,i] = c1[i] + z_h_15_gh[b,i] */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 72; i++) {
-            h_15_gh[b * 72 + i] = sn_u_c1[i] + z_h_15_gh[b * 72 + i];
-        }
+    /* h_15_gh[b,i] = c1[i] + z_h_15_gh[b,i], where z_h_15_gh[b,i] = Σ_j U1[i,j]·h_14[b,j]:
+       the sums are not stored; the product writes h_15_gh, the formula applied to each block of it as the block's sums finish */
+    sn_mm_nt_e((sn_hi - sn_lo), 72, 24, h_14 + (size_t)sn_lo * 24, U1, NULL, h_15_gh + (size_t)sn_lo * 72, sn_u_c1, 0);
     /* h_15[b,i] = h_14[b,i]·σ(h_15_gh[b,i + 24] + h_gx[b,14,i + 24]) + (1 - σ(h_15_gh[b,i + 24] + h_gx[b,14,i + 24]))·tanh(h_15_gh[b,i + 48]·σ(h_15_gh[b,i] + h_gx[b,14,i]) + h_gx[b,14,i + 48]) */
     for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
@@ -2436,16 +2149,9 @@ static void sn_chunk_head(sn_chunk_args *a, int c)
             const real t0 = sn_sigmoid(h_15_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (14) * 72 + (i + 24)]);
             h_15[b * 24 + i] = h_14[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_15_gh[b * 72 + (i + 48)]*sn_sigmoid(h_15_gh[b * 72 + i] + h_gx[b * 1440 + (14) * 72 + i]) + h_gx[b * 1440 + (14) * 72 + (i + 48)]);
         }
-    /* z_h_16_gh[b,i] = Σ_j U1[i,j]·h_15[b,j] */
-    sn_mm_nt(sn_hi - sn_lo, 72, 24, h_15 + (size_t)sn_lo * 24, U1, z_h_16_gh + (size_t)sn_lo * 72, 0);
-    /* h_16_gh[b,i] = c1[i] + z_h_16_gh[b,i] */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 72; i++) {
-            h_16_gh[b * 72 + i] = sn_u_c1[i] + z_h_16_gh[b * 72 + i];
-        }
+    /* h_16_gh[b,i] = c1[i] + z_h_16_gh[b,i], where z_h_16_gh[b,i] = Σ_j U1[i,j]·h_15[b,j]:
+       the sums are not stored; the product writes h_16_gh, the formula applied to each block of it as the block's sums finish */
+    sn_mm_nt_e((sn_hi - sn_lo), 72, 24, h_15 + (size_t)sn_lo * 24, U1, NULL, h_16_gh + (size_t)sn_lo * 72, sn_u_c1, 0);
     /* h_16[b,i] = h_15[b,i]·σ(h_16_gh[b,i + 24] + h_gx[b,15,i + 24]) + (1 - σ(h_16_gh[b,i + 24] + h_gx[b,15,i + 24]))·tanh(h_16_gh[b,i + 48]·σ(h_16_gh[b,i] + h_gx[b,15,i]) + h_gx[b,15,i + 48]) */
     for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
@@ -2455,16 +2161,9 @@ static void sn_chunk_head(sn_chunk_args *a, int c)
             const real t0 = sn_sigmoid(h_16_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (15) * 72 + (i + 24)]);
             h_16[b * 24 + i] = h_15[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_16_gh[b * 72 + (i + 48)]*sn_sigmoid(h_16_gh[b * 72 + i] + h_gx[b * 1440 + (15) * 72 + i]) + h_gx[b * 1440 + (15) * 72 + (i + 48)]);
         }
-    /* z_h_17_gh[b,i] = Σ_j U1[i,j]·h_16[b,j] */
-    sn_mm_nt(sn_hi - sn_lo, 72, 24, h_16 + (size_t)sn_lo * 24, U1, z_h_17_gh + (size_t)sn_lo * 72, 0);
-    /* h_17_gh[b,i] = c1[i] + z_h_17_gh[b,i] */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 72; i++) {
-            h_17_gh[b * 72 + i] = sn_u_c1[i] + z_h_17_gh[b * 72 + i];
-        }
+    /* h_17_gh[b,i] = c1[i] + z_h_17_gh[b,i], where z_h_17_gh[b,i] = Σ_j U1[i,j]·h_16[b,j]:
+       the sums are not stored; the product writes h_17_gh, the formula applied to each block of it as the block's sums finish */
+    sn_mm_nt_e((sn_hi - sn_lo), 72, 24, h_16 + (size_t)sn_lo * 24, U1, NULL, h_17_gh + (size_t)sn_lo * 72, sn_u_c1, 0);
     /* h_17[b,i] = h_16[b,i]·σ(h_17_gh[b,i + 24] + h_gx[b,16,i + 24]) + (1 - σ(h_17_gh[b,i + 24] + h_gx[b,16,i + 24]))·tanh(h_17_gh[b,i + 48]·σ(h_17_gh[b,i] + h_gx[b,16,i]) + h_gx[b,16,i + 48]) */
     for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
@@ -2474,16 +2173,9 @@ static void sn_chunk_head(sn_chunk_args *a, int c)
             const real t0 = sn_sigmoid(h_17_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (16) * 72 + (i + 24)]);
             h_17[b * 24 + i] = h_16[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_17_gh[b * 72 + (i + 48)]*sn_sigmoid(h_17_gh[b * 72 + i] + h_gx[b * 1440 + (16) * 72 + i]) + h_gx[b * 1440 + (16) * 72 + (i + 48)]);
         }
-    /* z_h_18_gh[b,i] = Σ_j U1[i,j]·h_17[b,j] */
-    sn_mm_nt(sn_hi - sn_lo, 72, 24, h_17 + (size_t)sn_lo * 24, U1, z_h_18_gh + (size_t)sn_lo * 72, 0);
-    /* h_18_gh[b,i] = c1[i] + z_h_18_gh[b,i] */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 72; i++) {
-            h_18_gh[b * 72 + i] = sn_u_c1[i] + z_h_18_gh[b * 72 + i];
-        }
+    /* h_18_gh[b,i] = c1[i] + z_h_18_gh[b,i], where z_h_18_gh[b,i] = Σ_j U1[i,j]·h_17[b,j]:
+       the sums are not stored; the product writes h_18_gh, the formula applied to each block of it as the block's sums finish */
+    sn_mm_nt_e((sn_hi - sn_lo), 72, 24, h_17 + (size_t)sn_lo * 24, U1, NULL, h_18_gh + (size_t)sn_lo * 72, sn_u_c1, 0);
     /* h_18[b,i] = h_17[b,i]·σ(h_18_gh[b,i + 24] + h_gx[b,17,i + 24]) + (1 - σ(h_18_gh[b,i + 24] + h_gx[b,17,i + 24]))·tanh(h_18_gh[b,i + 48]·σ(h_18_gh[b,i] + h_gx[b,17,i]) + h_gx[b,17,i + 48]) */
     for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
@@ -2493,16 +2185,9 @@ static void sn_chunk_head(sn_chunk_args *a, int c)
             const real t0 = sn_sigmoid(h_18_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (17) * 72 + (i + 24)]);
             h_18[b * 24 + i] = h_17[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_18_gh[b * 72 + (i + 48)]*sn_sigmoid(h_18_gh[b * 72 + i] + h_gx[b * 1440 + (17) * 72 + i]) + h_gx[b * 1440 + (17) * 72 + (i + 48)]);
         }
-    /* z_h_19_gh[b,i] = Σ_j U1[i,j]·h_18[b,j] */
-    sn_mm_nt(sn_hi - sn_lo, 72, 24, h_18 + (size_t)sn_lo * 24, U1, z_h_19_gh + (size_t)sn_lo * 72, 0);
-    /* h_19_gh[b,i] = c1[i] + z_h_19_gh[b,i] */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 72; i++) {
-            h_19_gh[b * 72 + i] = sn_u_c1[i] + z_h_19_gh[b * 72 + i];
-        }
+    /* h_19_gh[b,i] = c1[i] + z_h_19_gh[b,i], where z_h_19_gh[b,i] = Σ_j U1[i,j]·h_18[b,j]:
+       the sums are not stored; the product writes h_19_gh, the formula applied to each block of it as the block's sums finish */
+    sn_mm_nt_e((sn_hi - sn_lo), 72, 24, h_18 + (size_t)sn_lo * 24, U1, NULL, h_19_gh + (size_t)sn_lo * 72, sn_u_c1, 0);
     /* h_19[b,i] = h_18[b,i]·σ(h_19_gh[b,i + 24] + h_gx[b,18,i + 24]) + (1 - σ(h_19_gh[b,i + 24] + h_gx[b,18,i + 24]))·tanh(h_19_gh[b,i + 48]·σ(h_19_gh[b,i] + h_gx[b,18,i]) + h_gx[b,18,i + 48]) */
     for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
@@ -2512,16 +2197,9 @@ static void sn_chunk_head(sn_chunk_args *a, int c)
             const real t0 = sn_sigmoid(h_19_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (18) * 72 + (i + 24)]);
             h_19[b * 24 + i] = h_18[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_19_gh[b * 72 + (i + 48)]*sn_sigmoid(h_19_gh[b * 72 + i] + h_gx[b * 1440 + (18) * 72 + i]) + h_gx[b * 1440 + (18) * 72 + (i + 48)]);
         }
-    /* z_h_20_gh[b,i] = Σ_j U1[i,j]·h_19[b,j] */
-    sn_mm_nt(sn_hi - sn_lo, 72, 24, h_19 + (size_t)sn_lo * 24, U1, z_h_20_gh + (size_t)sn_lo * 72, 0);
-    /* h_20_gh[b,i] = c1[i] + z_h_20_gh[b,i] */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 72; i++) {
-            h_20_gh[b * 72 + i] = sn_u_c1[i] + z_h_20_gh[b * 72 + i];
-        }
+    /* h_20_gh[b,i] = c1[i] + z_h_20_gh[b,i], where z_h_20_gh[b,i] = Σ_j U1[i,j]·h_19[b,j]:
+       the sums are not stored; the product writes h_20_gh, the formula applied to each block of it as the block's sums finish */
+    sn_mm_nt_e((sn_hi - sn_lo), 72, 24, h_19 + (size_t)sn_lo * 24, U1, NULL, h_20_gh + (size_t)sn_lo * 72, sn_u_c1, 0);
     /* h_20[b,i] = h_19[b,i]·σ(h_20_gh[b,i + 24] + h_gx[b,19,i + 24]) + (1 - σ(h_20_gh[b,i + 24] + h_gx[b,19,i + 24]))·tanh(h_20_gh[b,i + 48]·σ(h_20_gh[b,i] + h_gx[b,19,i]) + h_gx[b,19,i + 48]) */
     for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
@@ -2531,16 +2209,9 @@ static void sn_chunk_head(sn_chunk_args *a, int c)
             const real t0 = sn_sigmoid(h_20_gh[b * 72 + (i + 24)] + h_gx[b * 1440 + (19) * 72 + (i + 24)]);
             h_20[b * 24 + i] = h_19[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_20_gh[b * 72 + (i + 48)]*sn_sigmoid(h_20_gh[b * 72 + i] + h_gx[b * 1440 + (19) * 72 + i]) + h_gx[b * 1440 + (19) * 72 + (i + 48)]);
         }
-    /* z_O[b,i] = Σ_j W22[i,j]·h_20[b,j] */
-    sn_mm_nt(sn_hi - sn_lo, 4, 24, h_20 + (size_t)sn_lo * 24, W22, z_O + (size_t)sn_lo * 4, 0);
-    /* O[b,i] = b22[i] + z_O[b,i] */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 4; i++) {
-            sn_u_O[b * 4 + i] = b22[i] + z_O[b * 4 + i];
-        }
+    /* O[b,i] = b22[i] + z_O[b,i], where z_O[b,i] = Σ_j W22[i,j]·h_20[b,j]:
+       the sums are not stored; the product writes O, the formula applied to each block of it as the block's sums finish */
+    sn_mm_nt_e((sn_hi - sn_lo), 4, 24, h_20 + (size_t)sn_lo * 24, W22, NULL, sn_u_O + (size_t)sn_lo * 4, b22, 0);
 
 
 }
@@ -2554,10 +2225,10 @@ static void sn_chunk(void *arg, int c)
     real *work = a->work;
     const int batch = a->batch;
     const int sn_lo = sn_cut(batch, c, a->n), sn_hi = sn_cut(batch, c + 1, a->n);
-    real *sn_part = work + (size_t)batch * 6224 + (size_t)c * 148;  /* 148 partial sums */
+    real *sn_part = work + (size_t)batch * 6152 + (size_t)c * 148;  /* 148 partial sums */
 
-    real *sn_u_O = work + (size_t)batch * 4804;  /* layer O: (batch, 4) */
-    real *dL_dO = work + (size_t)batch * 4800;  /* ∂L/∂O: (batch, 4) */
+    real *sn_u_O = work + (size_t)batch * 3292;  /* layer O: (batch, 4) */
+    real *dL_dO = work + (size_t)batch * 3288;  /* ∂L/∂O: (batch, 4) */
 
     (void)params;
     (void)S;
@@ -2608,10 +2279,10 @@ static void sn_chunk_labels(void *arg, int c)
     real *work = a->work;
     const int batch = a->batch;
     const int sn_lo = sn_cut(batch, c, a->n), sn_hi = sn_cut(batch, c + 1, a->n);
-    real *sn_part = work + (size_t)batch * 6224 + (size_t)c * 148;  /* 148 partial sums */
+    real *sn_part = work + (size_t)batch * 6152 + (size_t)c * 148;  /* 148 partial sums */
 
-    real *sn_u_O = work + (size_t)batch * 4804;  /* layer O: (batch, 4) */
-    real *dL_dO = work + (size_t)batch * 4800;  /* ∂L/∂O: (batch, 4) */
+    real *sn_u_O = work + (size_t)batch * 3292;  /* layer O: (batch, 4) */
+    real *dL_dO = work + (size_t)batch * 3288;  /* ∂L/∂O: (batch, 4) */
 
     (void)params;
     (void)S;
@@ -2712,15 +2383,15 @@ static void sn_chunk_sums(void *arg, int c)
     real *g_U1 = grads + 432;  /* ∂L/∂U1: (72, 24) */
     real *g_b22 = grads + 2256;  /* ∂L/∂b22: (4,) */
 
-    real *h_19 = work + (size_t)batch * 2880;  /* layer h_19: (batch, 24) */
-    real *dL_dh_20_gh = work + (size_t)batch * 4832;  /* ∂L/∂h_20_gh: (batch, 72) */
+    real *h_19 = work + (size_t)batch * 1440;  /* layer h_19: (batch, 24) */
+    real *dL_dh_20_gh = work + (size_t)batch * 4760;  /* ∂L/∂h_20_gh: (batch, 72) */
     real *delta_h_20_gh = dL_dh_20_gh;  /* ∂L/∂z_h_20_gh: ∂L/∂h_20_gh itself: (batch, 72) */
 
     (void)S;
     /* the share q0 ≤ q < q1 of the weight gradients (one after the other, 384
        numbers) of job c: chunk 0's part plus the other chunks' partial sums, in their order */
     const int q0 = sn_cut(384, c, a->n), q1 = sn_cut(384, c + 1, a->n);
-    const real *sn_wpart = work + (size_t)batch * 6372;
+    const real *sn_wpart = work + (size_t)batch * 6300;
     {
         /* g_W22[q] += Σ_{k ≥ 1} (chunk k's part of it)[q] */
         const int lo = q0 > 0 ? q0 - 0 : 0, hi = q1 < 96 ? q1 - 0 : 96;
@@ -2752,7 +2423,7 @@ static void sn_chunk_sums(void *arg, int c)
 
     if (c == 0) {
         /* the chunks' partial sums added up in their order */
-        const real *sn_part = work + (size_t)batch * 6224;
+        const real *sn_part = work + (size_t)batch * 6152;
         /* g_b22[q] = Σ_k (chunk k's part of it)[q] */
         for (int q = 0; q < 4; q++) {
             real s = sn_part[0 + q];
@@ -2805,7 +2476,7 @@ static double sn_chunk_pass(sn_chunk_args *a, void (*rows)(void *, int), real *t
 static double sn_loss(const real *params, real *work, const real *S, const real *T, int batch)
 {
 
-    real *sn_u_O = work + (size_t)batch * 4804;  /* layer O: (batch, 4) */
+    real *sn_u_O = work + (size_t)batch * 3292;  /* layer O: (batch, 4) */
 
     double loss = 0;
     sn_forward(params, work, S, batch);
@@ -2837,7 +2508,7 @@ static double sn_loss(const real *params, real *work, const real *S, const real 
     return loss / batch;
 }
 
-real symnet_ae1f8c981f_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_af257c24d6_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -2851,7 +2522,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return sn_chunk_pass(&a, sn_chunk, NULL);
 }
 
-real symnet_ae1f8c981f_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_af257c24d6_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -2860,7 +2531,7 @@ real symnet_ae1f8c981f_loss_grad(const real *params, const real *X, const real *
 static double sn_loss_labels(const real *params, real *work, const real *S, const real *T, int batch)
 {
 
-    real *sn_u_O = work + (size_t)batch * 4804;  /* layer O: (batch, 4) */
+    real *sn_u_O = work + (size_t)batch * 3292;  /* layer O: (batch, 4) */
 
     double loss = 0;
     sn_forward(params, work, S, batch);
@@ -2888,7 +2559,7 @@ static double sn_loss_labels(const real *params, real *work, const real *S, cons
     return loss / batch;
 }
 
-real symnet_ae1f8c981f_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_af257c24d6_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss_labels(params, work, X, T, batch);
 }
@@ -2902,7 +2573,7 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
     return sn_chunk_pass(&a, sn_chunk_labels, NULL);
 }
 
-real symnet_ae1f8c981f_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_af257c24d6_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad_labels(params, grads, work, X, T, batch);
 }
@@ -2920,9 +2591,9 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_ae1f8c981f_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_af257c24d6_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
-    real *grads = work + (size_t)batch * 6384;
+    real *grads = work + (size_t)batch * 6312;
     /* the batch in chunks, then the weight gradients, each job updating the parameters
        whose gradients it finished (the loss first: a NaN or inf loss updates nothing) */
     sn_chunk_args a = {.params = params, .grads = grads, .work = work, .X = X, .T = T,
@@ -2946,9 +2617,9 @@ real symnet_ae1f8c981f_step(real *params, const real *X, const real *T, int batc
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_ae1f8c981f_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_af257c24d6_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
-    real *grads = work + (size_t)batch * 6384;
+    real *grads = work + (size_t)batch * 6312;
     /* the batch in chunks, then the weight gradients, each job updating the parameters
        whose gradients it finished (the loss first: a NaN or inf loss updates nothing) */
     sn_chunk_args a = {.params = params, .grads = grads, .work = work, .X = X, .T = T,
@@ -3029,7 +2700,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_ae1f8c981f_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_af257c24d6_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -3049,17 +2720,17 @@ void symnet_ae1f8c981f_update(real *params, const real *grads, real lr, int opti
  * prev holds the parameters before the last update (after a restore: the same as
  * params).  prev may be NULL (no restoring).
  *
- * work: the batch's rows (6384 numbers per example), then the
+ * work: the batch's rows (6312 numbers per example), then the
  * gradients (2260), then Ib and Tb.
  *
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_ae1f8c981f_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_af257c24d6_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
-    real *grads = work + (size_t)batch_size * 6384;
+    real *grads = work + (size_t)batch_size * 6312;
     real *Ib = grads + 2260;
     real *Tb = Ib + (size_t)batch_size * 80;
     real *cur = params, *old = prev != NULL ? prev : params;  /* θ now; θ before the last update */
@@ -3098,7 +2769,7 @@ long long symnet_ae1f8c981f_train(real *params, const real *X, const real *T, co
         losses[s] = loss;
         if (correct != NULL) {
             /* argmax of the output row = the class of the target, from the outputs the step's forward pass left in work */
-            const real *o = work + (size_t)batch * 4804;
+            const real *o = work + (size_t)batch * 3292;
             double right = 0;
             for (int r = 0; r < batch; r++) {
                 const real *orow = o + (size_t)r * 4, *trow = Tb + (size_t)r * 4;
@@ -3136,18 +2807,18 @@ long long symnet_ae1f8c981f_train(real *params, const real *X, const real *T, co
  * prev holds the parameters before the last update (after a restore: the same as
  * params).  prev may be NULL (no restoring).
  *
- * work: the batch's rows (6384 numbers per example), then the
+ * work: the batch's rows (6312 numbers per example), then the
  * gradients (2260), then Ib and Tb.
  *
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step).
  * The same with integer class labels: T[n] is the class of example n. */
-long long symnet_ae1f8c981f_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_af257c24d6_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
-    real *grads = work + (size_t)batch_size * 6384;
+    real *grads = work + (size_t)batch_size * 6312;
     real *Ib = grads + 2260;
     real *Tb = Ib + (size_t)batch_size * 80;
     real *cur = params, *old = prev != NULL ? prev : params;  /* θ now; θ before the last update */
@@ -3186,7 +2857,7 @@ long long symnet_ae1f8c981f_train_labels(real *params, const real *X, const real
         losses[s] = loss;
         if (correct != NULL) {
             /* argmax of the output row = the class of the target, from the outputs the step's forward pass left in work */
-            const real *o = work + (size_t)batch * 4804;
+            const real *o = work + (size_t)batch * 3292;
             double right = 0;
             for (int r = 0; r < batch; r++) {
                 const real *orow = o + (size_t)r * 4, *trow = Tb + (size_t)r * 1;

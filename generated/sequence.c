@@ -56,56 +56,56 @@
  *   loss: mse, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_BD5F451B87_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_BD5F451B87_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_90B81B2976_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_90B81B2976_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W2           offset         0  shape (16, 1)
  *   U2           offset        16  shape (16, 16)
  *   b2           offset       272  shape (16,)
  *   W17          offset       288  shape (1, 16)
  *   b17          offset       304  shape (1,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_BD5F451B87_WORK_SIZE(batch) numbers; SYMNET_BD5F451B87_TRAIN_WORK_SIZE(batch_size) for
- * symnet_bd5f451b87_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_90B81B2976_WORK_SIZE(batch) numbers; SYMNET_90B81B2976_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_90b81b2976_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 305 + X B*8 + T or O B*1 + work (B*299 + 305)
  *   numbers of 4 bytes; e.g. B = 32: 41,864 bytes (training; forward only: 24,132).
  */
-#ifndef SYMNET_BD5F451B87_H
-#define SYMNET_BD5F451B87_H
+#ifndef SYMNET_90B81B2976_H
+#define SYMNET_90B81B2976_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_BD5F451B87_REAL float  /* the number type of every array (float32) */
-#define SYMNET_BD5F451B87_N_INPUTS 8  /* features per example */
-#define SYMNET_BD5F451B87_N_OUTPUTS 1
-#define SYMNET_BD5F451B87_N_PARAMS 305  /* numbers in the flat parameter array */
-#define SYMNET_BD5F451B87_WORK_PER_EXAMPLE 299
-#define SYMNET_BD5F451B87_WORK_SIZE(batch) ((batch) * 299 + 305)  /* numbers of scratch per call */
-#define SYMNET_BD5F451B87_TRAIN_WORK_SIZE(batch_size) (SYMNET_BD5F451B87_WORK_SIZE(batch_size) + (batch_size) * 9)
-#define SYMNET_BD5F451B87_SGD 0       /* optimizer codes of symnet_bd5f451b87_update and symnet_bd5f451b87_train */
-#define SYMNET_BD5F451B87_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_BD5F451B87_N_PARAMS numbers */
-#define SYMNET_BD5F451B87_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_BD5F451B87_N_PARAMS numbers each */
+#define SYMNET_90B81B2976_REAL float  /* the number type of every array (float32) */
+#define SYMNET_90B81B2976_N_INPUTS 8  /* features per example */
+#define SYMNET_90B81B2976_N_OUTPUTS 1
+#define SYMNET_90B81B2976_N_PARAMS 305  /* numbers in the flat parameter array */
+#define SYMNET_90B81B2976_WORK_PER_EXAMPLE 299
+#define SYMNET_90B81B2976_WORK_SIZE(batch) ((batch) * 299 + 305)  /* numbers of scratch per call */
+#define SYMNET_90B81B2976_TRAIN_WORK_SIZE(batch_size) (SYMNET_90B81B2976_WORK_SIZE(batch_size) + (batch_size) * 9)
+#define SYMNET_90B81B2976_SGD 0       /* optimizer codes of symnet_90b81b2976_update and symnet_90b81b2976_train */
+#define SYMNET_90B81B2976_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_90B81B2976_N_PARAMS numbers */
+#define SYMNET_90B81B2976_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_90B81B2976_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_BD5F451B87_N_OUTPUTS) = the network's output for X (batch × SYMNET_BD5F451B87_N_INPUTS). */
-void symnet_bd5f451b87_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_90B81B2976_N_OUTPUTS) = the network's output for X (batch × SYMNET_90B81B2976_N_INPUTS). */
+void symnet_90b81b2976_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_bd5f451b87_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_90b81b2976_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_BD5F451B87_N_PARAMS numbers) by back propagation. */
-float symnet_bd5f451b87_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_90B81B2976_N_PARAMS numbers) by back propagation. */
+float symnet_90b81b2976_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_bd5f451b87_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_90b81b2976_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_BD5F451B87_SGD, SYMNET_BD5F451B87_MOMENTUM or SYMNET_BD5F451B87_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_90B81B2976_SGD, SYMNET_90B81B2976_MOMENTUM or SYMNET_90B81B2976_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_bd5f451b87_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_90b81b2976_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -113,10 +113,10 @@ void symnet_bd5f451b87_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_BD5F451B87_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_90B81B2976_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_BD5F451B87_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_bd5f451b87_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_90B81B2976_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_90b81b2976_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -125,7 +125,7 @@ long long symnet_bd5f451b87_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_BD5F451B87_H */
+#endif /* SYMNET_90B81B2976_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -209,6 +209,27 @@ static inline float sn_tanhf(float x)
 #else
 #define SN_MADD(a, b, c) ((c) + (a) * (b))
 #endif
+
+/* The epilogue of a product (symnet.plan.ops.Epilogue), on the rows m0 ≤ m < m1 and the
+ * columns n0 ≤ n < n0 + nc of C once their sums are done:
+ *     C[m,n] = act(bias[n] + C[m,n]),  act 0: x, 1: relu (x if x > 0 else 0)
+ * the layer's loop H = act(b + z) run on the block the product has just written (in the
+ * cache) instead of in a pass of its own over z; the same operations, the same bits. */
+static inline void sn_epi(real *restrict C, ptrdiff_t ldc, int m0, int m1, int n0, int nc,
+                          const real *restrict bias, int act)
+{
+    for (int m = m0; m < m1; m++) {
+        real *restrict c = C + (size_t)m * ldc + n0;
+        const real *restrict b = bias + n0;
+        if (act == 1)
+            for (int j = 0; j < nc; j++) {
+                const real t = b[j] + c[j];
+                c[j] = t > 0 ? t : 0;
+            }
+        else
+            for (int j = 0; j < nc; j++) c[j] = b[j] + c[j];
+    }
+}
 
 /* C[r,c] (+)= Σ_{k<kc} A(r,k)·P[k,c] for r < SN_MR, c < SN_NR: one register tile
    (P's rows SN_NR apart). */
@@ -299,6 +320,8 @@ typedef struct {
     const real *A, *B;
     ptrdiff_t sam, sak, sbk, sbn;
     real *C;
+    const real *bias;    /* the epilogue's (sn_epi), or NULL: none */
+    int act;
 } sn_gemm_args;
 
 static void sn_gemm_job(const sn_gemm_args *g, int job)
@@ -366,6 +389,8 @@ static void sn_gemm_job(const sn_gemm_args *g, int job)
             sn_put(Ct, SN_NR, mr, nc, C + (size_t)m * N + n0, N, add);
         }
     }
+    if (g->bias != NULL)   /* this job's block of C, still in L1 or L2 */
+        sn_epi(C, N, m0, m1, n0, nc, g->bias, g->act);
 }
 /* C[m,n] (+)= Σ_k A(m,k)·B(k,n) for 0 ≤ m < M, 0 ≤ n < N, 0 ≤ k < K. */
 static void sn_gemm(int M, int N, int K, const real *restrict A, ptrdiff_t sam, ptrdiff_t sak,
@@ -450,6 +475,17 @@ SN_INLINE void sn_mm_nn(int M, int N, int K, const real *restrict A,
             for (int n = 0; n < N; n++) c[n] = SN_MADD(a, B[(size_t)k * N + n], c[n]);
         }
     }
+}
+
+/* C[m,n] = act(bias[n] + Σ_k A[m,k]·B[n,k]): sn_mm_nt (on B's panels packed in Bp where
+ * it is not NULL) with its epilogue (sn_epi: 0 linear, 1 relu), the loop
+ * H = act(b + z) of a layer run on each block of the product as it is stored, here after the product. */
+SN_INLINE void sn_mm_nt_e(int M, int N, int K, const real *restrict A, const real *restrict B,
+                          const real *Bp, real *restrict C, const real *restrict bias, int act)
+{
+    (void)Bp;
+    sn_mm_nt(M, N, K, A, B, C, 0);
+    sn_epi(C, N, 0, M, 0, N, bias, act);
 }
 
 
@@ -691,7 +727,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_bd5f451b87_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_90b81b2976_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 169, sizeof(real) * (size_t)batch * 1);
@@ -715,7 +751,7 @@ static double sn_loss(const real *params, real *work, const real *S, const real 
     return loss / batch;
 }
 
-real symnet_bd5f451b87_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_90b81b2976_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -900,7 +936,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_bd5f451b87_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_90b81b2976_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -927,7 +963,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_bd5f451b87_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_90b81b2976_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 299;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
@@ -998,7 +1034,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_bd5f451b87_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_90b81b2976_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -1024,7 +1060,7 @@ void symnet_bd5f451b87_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_bd5f451b87_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_90b81b2976_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

@@ -51,7 +51,7 @@
  * X of width n holds X[b,j] at X[b * n + j]; W of shape (out, in) holds
  * W[i,j] at W[i * in + j].  Parameters live in one flat array `params`
  * (18026 numbers), their gradients in `grads` with the same
- * layout, and everything per example in `work` (14034 numbers
+ * layout, and everything per example in `work` (13266 numbers
  * per example of the batch).
  */
 #include <math.h>
@@ -108,8 +108,8 @@
  *   loss: bce, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_C3A4E1AD8C_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_C3A4E1AD8C_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_8E5DC68092_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_8E5DC68092_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (32, 10)
  *   b1           offset       320  shape (32,)
  *   P2           offset       352  shape (8, 32)
@@ -140,48 +140,48 @@
  *   W17          offset     17696  shape (10, 32)
  *   b17          offset     18016  shape (10,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_C3A4E1AD8C_WORK_SIZE(batch) numbers; SYMNET_C3A4E1AD8C_TRAIN_WORK_SIZE(batch_size) for
- * symnet_c3a4e1ad8c_train) and allocates nothing.  Memory for one call of a batch B:
- *   params 18026 + X B*80 + T or O B*80 + work (B*14034 + 18026)
- *   numbers of 4 bytes; e.g. B = 32: 1,961,040 bytes (training; forward only: 1,214,888).
+ * `work` (SYMNET_8E5DC68092_WORK_SIZE(batch) numbers; SYMNET_8E5DC68092_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_8e5dc68092_train) and allocates nothing.  Memory for one call of a batch B:
+ *   params 18026 + X B*80 + T or O B*80 + work (B*13266 + 18026)
+ *   numbers of 4 bytes; e.g. B = 32: 1,862,736 bytes (training; forward only: 1,051,048).
  */
-#ifndef SYMNET_C3A4E1AD8C_H
-#define SYMNET_C3A4E1AD8C_H
+#ifndef SYMNET_8E5DC68092_H
+#define SYMNET_8E5DC68092_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_C3A4E1AD8C_REAL float  /* the number type of every array (float32) */
-#define SYMNET_C3A4E1AD8C_N_INPUTS 80  /* features per example */
-#define SYMNET_C3A4E1AD8C_N_OUTPUTS 80
-#define SYMNET_C3A4E1AD8C_N_PARAMS 18026  /* numbers in the flat parameter array */
-#define SYMNET_C3A4E1AD8C_WORK_PER_EXAMPLE 14034
-#define SYMNET_C3A4E1AD8C_WORK_SIZE(batch) ((batch) * 14034 + 18026)  /* numbers of scratch per call */
-#define SYMNET_C3A4E1AD8C_TRAIN_WORK_SIZE(batch_size) (SYMNET_C3A4E1AD8C_WORK_SIZE(batch_size) + (batch_size) * 160)
-#define SYMNET_C3A4E1AD8C_SGD 0       /* optimizer codes of symnet_c3a4e1ad8c_update and symnet_c3a4e1ad8c_train */
-#define SYMNET_C3A4E1AD8C_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_C3A4E1AD8C_N_PARAMS numbers */
-#define SYMNET_C3A4E1AD8C_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_C3A4E1AD8C_N_PARAMS numbers each */
+#define SYMNET_8E5DC68092_REAL float  /* the number type of every array (float32) */
+#define SYMNET_8E5DC68092_N_INPUTS 80  /* features per example */
+#define SYMNET_8E5DC68092_N_OUTPUTS 80
+#define SYMNET_8E5DC68092_N_PARAMS 18026  /* numbers in the flat parameter array */
+#define SYMNET_8E5DC68092_WORK_PER_EXAMPLE 13266
+#define SYMNET_8E5DC68092_WORK_SIZE(batch) ((batch) * 13266 + 18026)  /* numbers of scratch per call */
+#define SYMNET_8E5DC68092_TRAIN_WORK_SIZE(batch_size) (SYMNET_8E5DC68092_WORK_SIZE(batch_size) + (batch_size) * 160)
+#define SYMNET_8E5DC68092_SGD 0       /* optimizer codes of symnet_8e5dc68092_update and symnet_8e5dc68092_train */
+#define SYMNET_8E5DC68092_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_8E5DC68092_N_PARAMS numbers */
+#define SYMNET_8E5DC68092_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_8E5DC68092_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_C3A4E1AD8C_N_OUTPUTS) = the network's output for X (batch × SYMNET_C3A4E1AD8C_N_INPUTS). */
-void symnet_c3a4e1ad8c_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_8E5DC68092_N_OUTPUTS) = the network's output for X (batch × SYMNET_8E5DC68092_N_INPUTS). */
+void symnet_8e5dc68092_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_c3a4e1ad8c_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_8e5dc68092_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_C3A4E1AD8C_N_PARAMS numbers) by back propagation. */
-float symnet_c3a4e1ad8c_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_8E5DC68092_N_PARAMS numbers) by back propagation. */
+float symnet_8e5dc68092_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_c3a4e1ad8c_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_8e5dc68092_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_C3A4E1AD8C_SGD, SYMNET_C3A4E1AD8C_MOMENTUM or SYMNET_C3A4E1AD8C_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_8E5DC68092_SGD, SYMNET_8E5DC68092_MOMENTUM or SYMNET_8E5DC68092_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_c3a4e1ad8c_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_8e5dc68092_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -189,10 +189,10 @@ void symnet_c3a4e1ad8c_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_C3A4E1AD8C_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_8E5DC68092_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_C3A4E1AD8C_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_c3a4e1ad8c_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_8E5DC68092_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_8e5dc68092_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -201,7 +201,7 @@ long long symnet_c3a4e1ad8c_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_C3A4E1AD8C_H */
+#endif /* SYMNET_8E5DC68092_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -330,6 +330,27 @@ static inline real sn_softplus(real x)
 #define SN_MADD(a, b, c) ((c) + (a) * (b))
 #endif
 
+/* The epilogue of a product (symnet.plan.ops.Epilogue), on the rows m0 ≤ m < m1 and the
+ * columns n0 ≤ n < n0 + nc of C once their sums are done:
+ *     C[m,n] = act(bias[n] + C[m,n]),  act 0: x, 1: relu (x if x > 0 else 0)
+ * the layer's loop H = act(b + z) run on the block the product has just written (in the
+ * cache) instead of in a pass of its own over z; the same operations, the same bits. */
+static inline void sn_epi(real *restrict C, ptrdiff_t ldc, int m0, int m1, int n0, int nc,
+                          const real *restrict bias, int act)
+{
+    for (int m = m0; m < m1; m++) {
+        real *restrict c = C + (size_t)m * ldc + n0;
+        const real *restrict b = bias + n0;
+        if (act == 1)
+            for (int j = 0; j < nc; j++) {
+                const real t = b[j] + c[j];
+                c[j] = t > 0 ? t : 0;
+            }
+        else
+            for (int j = 0; j < nc; j++) c[j] = b[j] + c[j];
+    }
+}
+
 /* C[r,c] (+)= Σ_{k<kc} A(r,k)·P[k,c] for r < SN_MR, c < SN_NR: one register tile
    (P's rows SN_NR apart). */
 static inline void sn_tile(int kc, const real *restrict A, ptrdiff_t sam, ptrdiff_t sak,
@@ -419,6 +440,8 @@ typedef struct {
     const real *A, *B;
     ptrdiff_t sam, sak, sbk, sbn;
     real *C;
+    const real *bias;    /* the epilogue's (sn_epi), or NULL: none */
+    int act;
 } sn_gemm_args;
 
 static void sn_gemm_job(const sn_gemm_args *g, int job)
@@ -486,6 +509,8 @@ static void sn_gemm_job(const sn_gemm_args *g, int job)
             sn_put(Ct, SN_NR, mr, nc, C + (size_t)m * N + n0, N, add);
         }
     }
+    if (g->bias != NULL)   /* this job's block of C, still in L1 or L2 */
+        sn_epi(C, N, m0, m1, n0, nc, g->bias, g->act);
 }
 /* C[m,n] (+)= Σ_k A(m,k)·B(k,n) for 0 ≤ m < M, 0 ≤ n < N, 0 ≤ k < K. */
 static void sn_gemm(int M, int N, int K, const real *restrict A, ptrdiff_t sam, ptrdiff_t sak,
@@ -570,6 +595,17 @@ SN_INLINE void sn_mm_nn(int M, int N, int K, const real *restrict A,
             for (int n = 0; n < N; n++) c[n] = SN_MADD(a, B[(size_t)k * N + n], c[n]);
         }
     }
+}
+
+/* C[m,n] = act(bias[n] + Σ_k A[m,k]·B[n,k]): sn_mm_nt (on B's panels packed in Bp where
+ * it is not NULL) with its epilogue (sn_epi: 0 linear, 1 relu), the loop
+ * H = act(b + z) of a layer run on each block of the product as it is stored, here after the product. */
+SN_INLINE void sn_mm_nt_e(int M, int N, int K, const real *restrict A, const real *restrict B,
+                          const real *Bp, real *restrict C, const real *restrict bias, int act)
+{
+    (void)Bp;
+    sn_mm_nt(M, N, K, A, B, C, 0);
+    sn_epi(C, N, 0, M, 0, N, bias, act);
 }
 
 
@@ -868,33 +904,23 @@ static void sn_rows_1(const real *params, real *work, const real *S, int batch, 
 }
 
 /* The examples sn_lo ≤ b < sn_hi of the batch through the layers' ops that take each
- * example alone: B1_att_qkv, z_B1_att_s, z_B1_att_m, B1_att_e, z_B1_att_z, B1_att_p, z_B1_att_a. */
+ * example alone: z_B1_att_s, z_B1_att_m, B1_att_e, z_B1_att_z, B1_att_p, z_B1_att_a. */
 static void sn_rows_2(const real *params, real *work, const real *S, int batch, int sn_lo, int sn_hi)
 {
-    const real *c4 = params + 3744;  /* c4: (96,) */
 
-    real *z_B1_att_qkv = work + (size_t)batch * 784;  /* Σ of B1_att_qkv: (batch, 8, 96) */
-    real *B1_att_qkv = work + (size_t)batch * 1552;  /* layer B1_att_qkv: (batch, 8, 96) */
-    real *z_B1_att_s = work + (size_t)batch * 2320;  /* Σ of B1_att_s: (batch, 4, 8, 8) */
-    real *z_B1_att_m = work + (size_t)batch * 2576;  /* Σ of B1_att_m: (batch, 4, 8) */
-    real *B1_att_e = work + (size_t)batch * 2608;  /* layer B1_att_e: (batch, 4, 8, 8) */
-    real *z_B1_att_z = work + (size_t)batch * 2864;  /* Σ of B1_att_z: (batch, 4, 8) */
-    real *B1_att_p = work + (size_t)batch * 2320;  /* layer B1_att_p: (batch, 4, 8, 8) */
-    real *z_B1_att_a = work + (size_t)batch * 2896;  /* Σ of B1_att_a: (batch, 8, 4, 8) */
+    real *B1_att_qkv = work + (size_t)batch * 784;  /* layer B1_att_qkv: (batch, 8, 96) */
+    real *z_B1_att_s = work + (size_t)batch * 1552;  /* Σ of B1_att_s: (batch, 4, 8, 8) */
+    real *z_B1_att_m = work + (size_t)batch * 1808;  /* Σ of B1_att_m: (batch, 4, 8) */
+    real *B1_att_e = work + (size_t)batch * 1840;  /* layer B1_att_e: (batch, 4, 8, 8) */
+    real *z_B1_att_z = work + (size_t)batch * 2096;  /* Σ of B1_att_z: (batch, 4, 8) */
+    real *B1_att_p = work + (size_t)batch * 1552;  /* layer B1_att_p: (batch, 4, 8, 8) */
+    real *z_B1_att_a = work + (size_t)batch * 2128;  /* Σ of B1_att_a: (batch, 8, 4, 8) */
     real *B1_att_s = z_B1_att_s;  /* layer B1_att_s: z_B1_att_s itself: (batch, 4, 8, 8) */
     real *B1_att_m = z_B1_att_m;  /* layer B1_att_m: z_B1_att_m itself: (batch, 4, 8) */
     real *B1_att_z = z_B1_att_z;  /* layer B1_att_z: z_B1_att_z itself: (batch, 4, 8) */
 
+    (void)params;
     (void)S;
-    /* B1_att_qkv[b,tq,i] = c4[i] + z_B1_att_qkv[b,tq,i] */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int tq = 0; tq < 8; tq++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-            for (int i = 0; i < 96; i++) {
-                B1_att_qkv[b * 768 + tq * 96 + i] = c4[i] + z_B1_att_qkv[b * 768 + tq * 96 + i];
-            }
     /* z_B1_att_s[b,hd,tq,tk] = Σ_e 0.35355339059327373·B1_att_qkv[b,tk,hd·8 + e + 32]·B1_att_qkv[b,tq,hd·8 + e]: a small product per (b, hd) */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++) {
@@ -957,15 +983,15 @@ static void sn_rows_3(const real *params, real *work, const real *S, int batch, 
     const real *beta6 = params + 4928;  /* beta6: (32,) */
 
     real *pos = work + (size_t)batch * 512;  /* layer pos: (batch, 8, 32) */
-    real *z_B1_att = work + (size_t)batch * 3152;  /* Σ of B1_att: (batch, 8, 32) */
-    real *B1_att = work + (size_t)batch * 3408;  /* layer B1_att: (batch, 8, 32) */
-    real *B1_res1 = work + (size_t)batch * 3664;  /* layer B1_res1: (batch, 8, 32) */
-    real *z_B1_norm2_mean = work + (size_t)batch * 3920;  /* Σ of B1_norm2_mean: (batch, 8) */
-    real *B1_norm2_mean = work + (size_t)batch * 3928;  /* layer B1_norm2_mean: (batch, 8) */
+    real *z_B1_att = work + (size_t)batch * 2384;  /* Σ of B1_att: (batch, 8, 32) */
+    real *B1_att = work + (size_t)batch * 2640;  /* layer B1_att: (batch, 8, 32) */
+    real *B1_res1 = work + (size_t)batch * 2896;  /* layer B1_res1: (batch, 8, 32) */
+    real *z_B1_norm2_mean = work + (size_t)batch * 3152;  /* Σ of B1_norm2_mean: (batch, 8) */
+    real *B1_norm2_mean = work + (size_t)batch * 3160;  /* layer B1_norm2_mean: (batch, 8) */
     real *B1_norm2_c = work + (size_t)batch * 512;  /* layer B1_norm2_c: (batch, 8, 32) */
-    real *z_B1_norm2_rstd = work + (size_t)batch * 3920;  /* Σ of B1_norm2_rstd: (batch, 8) */
-    real *B1_norm2_rstd = work + (size_t)batch * 3928;  /* layer B1_norm2_rstd: (batch, 8) */
-    real *B1_norm2 = work + (size_t)batch * 3152;  /* layer B1_norm2: (batch, 8, 32) */
+    real *z_B1_norm2_rstd = work + (size_t)batch * 3152;  /* Σ of B1_norm2_rstd: (batch, 8) */
+    real *B1_norm2_rstd = work + (size_t)batch * 3160;  /* layer B1_norm2_rstd: (batch, 8) */
+    real *B1_norm2 = work + (size_t)batch * 2384;  /* layer B1_norm2: (batch, 8, 32) */
 
     (void)S;
     /* B1_att[b,tq,i] = co4[i] + z_B1_att[b,tq,i]; B1_res1[b,i,x] = B1_att[b,i,x] + pos[b,i,x]; z_B1_norm2_mean[b,a] = Σ_e B1_res1[b,a,e] */
@@ -1024,46 +1050,23 @@ static void sn_rows_3(const real *params, real *work, const real *S, int batch, 
 }
 
 /* The examples sn_lo ≤ b < sn_hi of the batch through the layers' ops that take each
- * example alone: B1_ff1. */
-static void sn_rows_4(const real *params, real *work, const real *S, int batch, int sn_lo, int sn_hi)
-{
-    const real *b7 = params + 7008;  /* b7: (64,) */
-
-    real *z_B1_ff1 = work + (size_t)batch * 3936;  /* Σ of B1_ff1: (batch, 8, 64) */
-    real *B1_ff1 = work + (size_t)batch * 4448;  /* layer B1_ff1: (batch, 8, 64) */
-
-    (void)S;
-    /* B1_ff1[b,tq,i] = (b7[i] + z_B1_ff1[b,tq,i] if b7[i] + z_B1_ff1[b,tq,i] > 0 else 0) */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int tq = 0; tq < 8; tq++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-            for (int i = 0; i < 64; i++) {
-                const real t0 = b7[i] + z_B1_ff1[b * 512 + tq * 64 + i];
-                B1_ff1[b * 512 + tq * 64 + i] = ((t0 > 0) ? (t0) : (0));
-            }
-
-}
-
-/* The examples sn_lo ≤ b < sn_hi of the batch through the layers' ops that take each
  * example alone: B1_ff2, B1, z_B2_norm1_mean, B2_norm1_mean, B2_norm1_c, z_B2_norm1_rstd, B2_norm1_rstd, B2_norm1. */
-static void sn_rows_5(const real *params, real *work, const real *S, int batch, int sn_lo, int sn_hi)
+static void sn_rows_4(const real *params, real *work, const real *S, int batch, int sn_lo, int sn_hi)
 {
     const real *b8 = params + 9120;  /* b8: (32,) */
     const real *gamma10 = params + 9152;  /* gamma10: (32,) */
     const real *beta10 = params + 9184;  /* beta10: (32,) */
 
-    real *B1_res1 = work + (size_t)batch * 3664;  /* layer B1_res1: (batch, 8, 32) */
-    real *z_B1_ff2 = work + (size_t)batch * 3408;  /* Σ of B1_ff2: (batch, 8, 32) */
-    real *B1_ff2 = work + (size_t)batch * 4960;  /* layer B1_ff2: (batch, 8, 32) */
-    real *B1 = work + (size_t)batch * 5216;  /* layer B1: (batch, 8, 32) */
-    real *z_B2_norm1_mean = work + (size_t)batch * 5472;  /* Σ of B2_norm1_mean: (batch, 8) */
-    real *B2_norm1_mean = work + (size_t)batch * 5480;  /* layer B2_norm1_mean: (batch, 8) */
-    real *B2_norm1_c = work + (size_t)batch * 3408;  /* layer B2_norm1_c: (batch, 8, 32) */
-    real *z_B2_norm1_rstd = work + (size_t)batch * 5472;  /* Σ of B2_norm1_rstd: (batch, 8) */
-    real *B2_norm1_rstd = work + (size_t)batch * 5480;  /* layer B2_norm1_rstd: (batch, 8) */
-    real *B2_norm1 = work + (size_t)batch * 3664;  /* layer B2_norm1: (batch, 8, 32) */
+    real *B1_res1 = work + (size_t)batch * 2896;  /* layer B1_res1: (batch, 8, 32) */
+    real *z_B1_ff2 = work + (size_t)batch * 2640;  /* Σ of B1_ff2: (batch, 8, 32) */
+    real *B1_ff2 = work + (size_t)batch * 3680;  /* layer B1_ff2: (batch, 8, 32) */
+    real *B1 = work + (size_t)batch * 3936;  /* layer B1: (batch, 8, 32) */
+    real *z_B2_norm1_mean = work + (size_t)batch * 4192;  /* Σ of B2_norm1_mean: (batch, 8) */
+    real *B2_norm1_mean = work + (size_t)batch * 4200;  /* layer B2_norm1_mean: (batch, 8) */
+    real *B2_norm1_c = work + (size_t)batch * 2640;  /* layer B2_norm1_c: (batch, 8, 32) */
+    real *z_B2_norm1_rstd = work + (size_t)batch * 4192;  /* Σ of B2_norm1_rstd: (batch, 8) */
+    real *B2_norm1_rstd = work + (size_t)batch * 4200;  /* layer B2_norm1_rstd: (batch, 8) */
+    real *B2_norm1 = work + (size_t)batch * 2896;  /* layer B2_norm1: (batch, 8, 32) */
 
     (void)S;
     /* B1_ff2[b,tq,i] = b8[i] + z_B1_ff2[b,tq,i]; B1[b,i,x] = B1_ff2[b,i,x] + B1_res1[b,i,x]; z_B2_norm1_mean[b,a] = Σ_e B1[b,a,e] */
@@ -1122,33 +1125,23 @@ static void sn_rows_5(const real *params, real *work, const real *S, int batch, 
 }
 
 /* The examples sn_lo ≤ b < sn_hi of the batch through the layers' ops that take each
- * example alone: B2_att_qkv, z_B2_att_s, z_B2_att_m, B2_att_e, z_B2_att_z, B2_att_p, z_B2_att_a. */
-static void sn_rows_6(const real *params, real *work, const real *S, int batch, int sn_lo, int sn_hi)
+ * example alone: z_B2_att_s, z_B2_att_m, B2_att_e, z_B2_att_z, B2_att_p, z_B2_att_a. */
+static void sn_rows_5(const real *params, real *work, const real *S, int batch, int sn_lo, int sn_hi)
 {
-    const real *c11 = params + 12288;  /* c11: (96,) */
 
-    real *z_B2_att_qkv = work + (size_t)batch * 784;  /* Σ of B2_att_qkv: (batch, 8, 96) */
-    real *B2_att_qkv = work + (size_t)batch * 5488;  /* layer B2_att_qkv: (batch, 8, 96) */
-    real *z_B2_att_s = work + (size_t)batch * 4960;  /* Σ of B2_att_s: (batch, 4, 8, 8) */
-    real *z_B2_att_m = work + (size_t)batch * 2576;  /* Σ of B2_att_m: (batch, 4, 8) */
-    real *B2_att_e = work + (size_t)batch * 6256;  /* layer B2_att_e: (batch, 4, 8, 8) */
-    real *z_B2_att_z = work + (size_t)batch * 6512;  /* Σ of B2_att_z: (batch, 4, 8) */
-    real *B2_att_p = work + (size_t)batch * 4960;  /* layer B2_att_p: (batch, 4, 8, 8) */
-    real *z_B2_att_a = work + (size_t)batch * 6544;  /* Σ of B2_att_a: (batch, 8, 4, 8) */
+    real *B2_att_qkv = work + (size_t)batch * 4208;  /* layer B2_att_qkv: (batch, 8, 96) */
+    real *z_B2_att_s = work + (size_t)batch * 3680;  /* Σ of B2_att_s: (batch, 4, 8, 8) */
+    real *z_B2_att_m = work + (size_t)batch * 1808;  /* Σ of B2_att_m: (batch, 4, 8) */
+    real *B2_att_e = work + (size_t)batch * 4976;  /* layer B2_att_e: (batch, 4, 8, 8) */
+    real *z_B2_att_z = work + (size_t)batch * 5232;  /* Σ of B2_att_z: (batch, 4, 8) */
+    real *B2_att_p = work + (size_t)batch * 3680;  /* layer B2_att_p: (batch, 4, 8, 8) */
+    real *z_B2_att_a = work + (size_t)batch * 5264;  /* Σ of B2_att_a: (batch, 8, 4, 8) */
     real *B2_att_s = z_B2_att_s;  /* layer B2_att_s: z_B2_att_s itself: (batch, 4, 8, 8) */
     real *B2_att_m = z_B2_att_m;  /* layer B2_att_m: z_B2_att_m itself: (batch, 4, 8) */
     real *B2_att_z = z_B2_att_z;  /* layer B2_att_z: z_B2_att_z itself: (batch, 4, 8) */
 
+    (void)params;
     (void)S;
-    /* B2_att_qkv[b,tq,i] = c11[i] + z_B2_att_qkv[b,tq,i] */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int tq = 0; tq < 8; tq++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-            for (int i = 0; i < 96; i++) {
-                B2_att_qkv[b * 768 + tq * 96 + i] = c11[i] + z_B2_att_qkv[b * 768 + tq * 96 + i];
-            }
     /* z_B2_att_s[b,hd,tq,tk] = Σ_e 0.35355339059327373·B2_att_qkv[b,tk,hd·8 + e + 32]·B2_att_qkv[b,tq,hd·8 + e]: a small product per (b, hd) */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++) {
@@ -1204,22 +1197,22 @@ static void sn_rows_6(const real *params, real *work, const real *S, int batch, 
 
 /* The examples sn_lo ≤ b < sn_hi of the batch through the layers' ops that take each
  * example alone: B2_att, B2_res1, z_B2_norm2_mean, B2_norm2_mean, B2_norm2_c, z_B2_norm2_rstd, B2_norm2_rstd, B2_norm2. */
-static void sn_rows_7(const real *params, real *work, const real *S, int batch, int sn_lo, int sn_hi)
+static void sn_rows_6(const real *params, real *work, const real *S, int batch, int sn_lo, int sn_hi)
 {
     const real *co11 = params + 13408;  /* co11: (32,) */
     const real *gamma13 = params + 13440;  /* gamma13: (32,) */
     const real *beta13 = params + 13472;  /* beta13: (32,) */
 
-    real *B1 = work + (size_t)batch * 5216;  /* layer B1: (batch, 8, 32) */
-    real *z_B2_att = work + (size_t)batch * 6800;  /* Σ of B2_att: (batch, 8, 32) */
-    real *B2_att = work + (size_t)batch * 7056;  /* layer B2_att: (batch, 8, 32) */
-    real *B2_res1 = work + (size_t)batch * 7312;  /* layer B2_res1: (batch, 8, 32) */
-    real *z_B2_norm2_mean = work + (size_t)batch * 7568;  /* Σ of B2_norm2_mean: (batch, 8) */
-    real *B2_norm2_mean = work + (size_t)batch * 7576;  /* layer B2_norm2_mean: (batch, 8) */
-    real *B2_norm2_c = work + (size_t)batch * 5216;  /* layer B2_norm2_c: (batch, 8, 32) */
-    real *z_B2_norm2_rstd = work + (size_t)batch * 7568;  /* Σ of B2_norm2_rstd: (batch, 8) */
-    real *B2_norm2_rstd = work + (size_t)batch * 7576;  /* layer B2_norm2_rstd: (batch, 8) */
-    real *B2_norm2 = work + (size_t)batch * 6800;  /* layer B2_norm2: (batch, 8, 32) */
+    real *B1 = work + (size_t)batch * 3936;  /* layer B1: (batch, 8, 32) */
+    real *z_B2_att = work + (size_t)batch * 5520;  /* Σ of B2_att: (batch, 8, 32) */
+    real *B2_att = work + (size_t)batch * 5776;  /* layer B2_att: (batch, 8, 32) */
+    real *B2_res1 = work + (size_t)batch * 6032;  /* layer B2_res1: (batch, 8, 32) */
+    real *z_B2_norm2_mean = work + (size_t)batch * 6288;  /* Σ of B2_norm2_mean: (batch, 8) */
+    real *B2_norm2_mean = work + (size_t)batch * 6296;  /* layer B2_norm2_mean: (batch, 8) */
+    real *B2_norm2_c = work + (size_t)batch * 3936;  /* layer B2_norm2_c: (batch, 8, 32) */
+    real *z_B2_norm2_rstd = work + (size_t)batch * 6288;  /* Σ of B2_norm2_rstd: (batch, 8) */
+    real *B2_norm2_rstd = work + (size_t)batch * 6296;  /* layer B2_norm2_rstd: (batch, 8) */
+    real *B2_norm2 = work + (size_t)batch * 5520;  /* layer B2_norm2: (batch, 8, 32) */
 
     (void)S;
     /* B2_att[b,tq,i] = co11[i] + z_B2_att[b,tq,i]; B2_res1[b,i,x] = B1[b,i,x] + B2_att[b,i,x]; z_B2_norm2_mean[b,a] = Σ_e B2_res1[b,a,e] */
@@ -1278,38 +1271,15 @@ static void sn_rows_7(const real *params, real *work, const real *S, int batch, 
 }
 
 /* The examples sn_lo ≤ b < sn_hi of the batch through the layers' ops that take each
- * example alone: B2_ff1. */
-static void sn_rows_8(const real *params, real *work, const real *S, int batch, int sn_lo, int sn_hi)
-{
-    const real *b14 = params + 15552;  /* b14: (64,) */
-
-    real *z_B2_ff1 = work + (size_t)batch * 3936;  /* Σ of B2_ff1: (batch, 8, 64) */
-    real *B2_ff1 = work + (size_t)batch * 7584;  /* layer B2_ff1: (batch, 8, 64) */
-
-    (void)S;
-    /* B2_ff1[b,tq,i] = (b14[i] + z_B2_ff1[b,tq,i] if b14[i] + z_B2_ff1[b,tq,i] > 0 else 0) */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int tq = 0; tq < 8; tq++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-            for (int i = 0; i < 64; i++) {
-                const real t0 = b14[i] + z_B2_ff1[b * 512 + tq * 64 + i];
-                B2_ff1[b * 512 + tq * 64 + i] = ((t0 > 0) ? (t0) : (0));
-            }
-
-}
-
-/* The examples sn_lo ≤ b < sn_hi of the batch through the layers' ops that take each
  * example alone: B2_ff2, B2. */
-static void sn_rows_9(const real *params, real *work, const real *S, int batch, int sn_lo, int sn_hi)
+static void sn_rows_7(const real *params, real *work, const real *S, int batch, int sn_lo, int sn_hi)
 {
     const real *b15 = params + 17664;  /* b15: (32,) */
 
-    real *B2_res1 = work + (size_t)batch * 7312;  /* layer B2_res1: (batch, 8, 32) */
-    real *z_B2_ff2 = work + (size_t)batch * 7056;  /* Σ of B2_ff2: (batch, 8, 32) */
-    real *B2_ff2 = work + (size_t)batch * 8096;  /* layer B2_ff2: (batch, 8, 32) */
-    real *B2 = work + (size_t)batch * 8352;  /* layer B2: (batch, 8, 32) */
+    real *B2_res1 = work + (size_t)batch * 6032;  /* layer B2_res1: (batch, 8, 32) */
+    real *z_B2_ff2 = work + (size_t)batch * 5776;  /* Σ of B2_ff2: (batch, 8, 32) */
+    real *B2_ff2 = work + (size_t)batch * 6816;  /* layer B2_ff2: (batch, 8, 32) */
+    real *B2 = work + (size_t)batch * 7072;  /* layer B2: (batch, 8, 32) */
 
     (void)S;
     /* B2_ff2[b,tq,i] = b15[i] + z_B2_ff2[b,tq,i]; B2[b,i,x] = B2_ff2[b,i,x] + B2_res1[b,i,x] */
@@ -1327,12 +1297,12 @@ static void sn_rows_9(const real *params, real *work, const real *S, int batch, 
 
 /* The examples sn_lo ≤ b < sn_hi of the batch through the layers' ops that take each
  * example alone: O. */
-static void sn_rows_10(const real *params, real *work, const real *S, int batch, int sn_lo, int sn_hi)
+static void sn_rows_8(const real *params, real *work, const real *S, int batch, int sn_lo, int sn_hi)
 {
     const real *b17 = params + 18016;  /* b17: (10,) */
 
-    real *z_O = work + (size_t)batch * 8608;  /* Σ of O: (batch, 8, 10) */
-    real *sn_u_O = work + (size_t)batch * 8688;  /* layer O: (batch, 8, 10) */
+    real *z_O = work + (size_t)batch * 7328;  /* Σ of O: (batch, 8, 10) */
+    real *sn_u_O = work + (size_t)batch * 7408;  /* layer O: (batch, 8, 10) */
 
     (void)S;
     /* O[b,tq,i] = σ(b17[i] + z_O[b,tq,i]) */
@@ -1352,34 +1322,36 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
 {
     const real *W1 = params + 0;  /* W1: (32, 10) */
     const real *W4 = params + 672;  /* W4: (96, 32) */
+    const real *c4 = params + 3744;  /* c4: (96,) */
     const real *Wo4 = params + 3840;  /* Wo4: (32, 32) */
     const real *W7 = params + 4960;  /* W7: (64, 32) */
+    const real *b7 = params + 7008;  /* b7: (64,) */
     const real *W8 = params + 7072;  /* W8: (32, 64) */
     const real *W11 = params + 9216;  /* W11: (96, 32) */
+    const real *c11 = params + 12288;  /* c11: (96,) */
     const real *Wo11 = params + 12384;  /* Wo11: (32, 32) */
     const real *W14 = params + 13504;  /* W14: (64, 32) */
+    const real *b14 = params + 15552;  /* b14: (64,) */
     const real *W15 = params + 15616;  /* W15: (32, 64) */
     const real *W17 = params + 17696;  /* W17: (10, 32) */
 
     real *z_embed = work + (size_t)batch * 0;  /* Σ of embed: (batch, 8, 32) */
     real *B1_norm1 = work + (size_t)batch * 256;  /* layer B1_norm1: (batch, 8, 32) */
-    real *z_B1_att_qkv = work + (size_t)batch * 784;  /* Σ of B1_att_qkv: (batch, 8, 96) */
-    real *z_B1_att_a = work + (size_t)batch * 2896;  /* Σ of B1_att_a: (batch, 8, 4, 8) */
-    real *z_B1_att = work + (size_t)batch * 3152;  /* Σ of B1_att: (batch, 8, 32) */
-    real *B1_norm2 = work + (size_t)batch * 3152;  /* layer B1_norm2: (batch, 8, 32) */
-    real *z_B1_ff1 = work + (size_t)batch * 3936;  /* Σ of B1_ff1: (batch, 8, 64) */
-    real *B1_ff1 = work + (size_t)batch * 4448;  /* layer B1_ff1: (batch, 8, 64) */
-    real *z_B1_ff2 = work + (size_t)batch * 3408;  /* Σ of B1_ff2: (batch, 8, 32) */
-    real *B2_norm1 = work + (size_t)batch * 3664;  /* layer B2_norm1: (batch, 8, 32) */
-    real *z_B2_att_qkv = work + (size_t)batch * 784;  /* Σ of B2_att_qkv: (batch, 8, 96) */
-    real *z_B2_att_a = work + (size_t)batch * 6544;  /* Σ of B2_att_a: (batch, 8, 4, 8) */
-    real *z_B2_att = work + (size_t)batch * 6800;  /* Σ of B2_att: (batch, 8, 32) */
-    real *B2_norm2 = work + (size_t)batch * 6800;  /* layer B2_norm2: (batch, 8, 32) */
-    real *z_B2_ff1 = work + (size_t)batch * 3936;  /* Σ of B2_ff1: (batch, 8, 64) */
-    real *B2_ff1 = work + (size_t)batch * 7584;  /* layer B2_ff1: (batch, 8, 64) */
-    real *z_B2_ff2 = work + (size_t)batch * 7056;  /* Σ of B2_ff2: (batch, 8, 32) */
-    real *B2 = work + (size_t)batch * 8352;  /* layer B2: (batch, 8, 32) */
-    real *z_O = work + (size_t)batch * 8608;  /* Σ of O: (batch, 8, 10) */
+    real *B1_att_qkv = work + (size_t)batch * 784;  /* layer B1_att_qkv: (batch, 8, 96) */
+    real *z_B1_att_a = work + (size_t)batch * 2128;  /* Σ of B1_att_a: (batch, 8, 4, 8) */
+    real *z_B1_att = work + (size_t)batch * 2384;  /* Σ of B1_att: (batch, 8, 32) */
+    real *B1_norm2 = work + (size_t)batch * 2384;  /* layer B1_norm2: (batch, 8, 32) */
+    real *B1_ff1 = work + (size_t)batch * 3168;  /* layer B1_ff1: (batch, 8, 64) */
+    real *z_B1_ff2 = work + (size_t)batch * 2640;  /* Σ of B1_ff2: (batch, 8, 32) */
+    real *B2_norm1 = work + (size_t)batch * 2896;  /* layer B2_norm1: (batch, 8, 32) */
+    real *B2_att_qkv = work + (size_t)batch * 4208;  /* layer B2_att_qkv: (batch, 8, 96) */
+    real *z_B2_att_a = work + (size_t)batch * 5264;  /* Σ of B2_att_a: (batch, 8, 4, 8) */
+    real *z_B2_att = work + (size_t)batch * 5520;  /* Σ of B2_att: (batch, 8, 32) */
+    real *B2_norm2 = work + (size_t)batch * 5520;  /* layer B2_norm2: (batch, 8, 32) */
+    real *B2_ff1 = work + (size_t)batch * 6304;  /* layer B2_ff1: (batch, 8, 64) */
+    real *z_B2_ff2 = work + (size_t)batch * 5776;  /* Σ of B2_ff2: (batch, 8, 32) */
+    real *B2 = work + (size_t)batch * 7072;  /* layer B2: (batch, 8, 32) */
+    real *z_O = work + (size_t)batch * 7328;  /* Σ of O: (batch, 8, 10) */
     real *B1_att_a = z_B1_att_a;  /* layer B1_att_a: z_B1_att_a itself: (batch, 8, 4, 8) */
     real *B2_att_a = z_B2_att_a;  /* layer B2_att_a: z_B2_att_a itself: (batch, 8, 4, 8) */
 
@@ -1398,16 +1370,17 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
         for (int sn_c = 0; sn_c < sn_n; sn_c++)
             sn_rows_1(params, work, S, batch, sn_share(batch, sn_c, sn_n), sn_share(batch, sn_c + 1, sn_n));
     }
-    /* z_B1_att_qkv[b,t,i] = Σ_j W4[i,j]·B1_norm1[b,t,j] for each of the 8 positions t */
-    sn_mm_nt(batch * 8, 96, 32, B1_norm1, W4, z_B1_att_qkv, 0);
-    /* B1_att_qkv, z_B1_att_s, z_B1_att_m, B1_att_e, z_B1_att_z, B1_att_p, z_B1_att_a: the batch in chunks of examples through sn_rows_2, the chunks
+    /* B1_att_qkv[b,tq,i] = c4[i] + z_B1_att_qkv[b,tq,i], where z_B1_att_qkv[b,t,i] = Σ_j W4[i,j]·B1_norm1[b,t,j] for each of the 8 positions t:
+       the sums are not stored; the product writes B1_att_qkv, the formula applied to each block of it as the block's sums finish */
+    sn_mm_nt_e(batch * 8, 96, 32, B1_norm1, W4, NULL, B1_att_qkv, c4, 0);
+    /* z_B1_att_s, z_B1_att_m, B1_att_e, z_B1_att_z, B1_att_p, z_B1_att_a: the batch in chunks of examples through sn_rows_2, the chunks
        on as many threads as pay for their join: n threads cost work/n + one join, so each
        thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 47136 multiply-adds per example */
+       two joins); the work, about 40992 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
 #ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 47136 * batch, sn_n) : 1;
+        const int sn_used = sn_on ? sn_threads(2.0 * 40992 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
 #endif
         for (int sn_c = 0; sn_c < sn_n; sn_c++)
@@ -1428,54 +1401,43 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
         for (int sn_c = 0; sn_c < sn_n; sn_c++)
             sn_rows_3(params, work, S, batch, sn_share(batch, sn_c, sn_n), sn_share(batch, sn_c + 1, sn_n));
     }
-    /* z_B1_ff1[b,t,i] = Σ_j W7[i,j]·B1_norm2[b,t,j] for each of the 8 positions t */
-    sn_mm_nt(batch * 8, 64, 32, B1_norm2, W7, z_B1_ff1, 0);
-    /* B1_ff1: the batch in chunks of examples through sn_rows_4, the chunks
+    /* B1_ff1[b,tq,i] = (b7[i] + z_B1_ff1[b,tq,i] if b7[i] + z_B1_ff1[b,tq,i] > 0 else 0), where z_B1_ff1[b,t,i] = Σ_j W7[i,j]·B1_norm2[b,t,j] for each of the 8 positions t:
+       the sums are not stored; the product writes B1_ff1, the formula applied to each block of it as the block's sums finish */
+    sn_mm_nt_e(batch * 8, 64, 32, B1_norm2, W7, NULL, B1_ff1, b7, 1);
+    /* z_B1_ff2[b,t,i] = Σ_j W8[i,j]·B1_ff1[b,t,j] for each of the 8 positions t */
+    sn_mm_nt(batch * 8, 32, 64, B1_ff1, W8, z_B1_ff2, 0);
+    /* B1_ff2, B1, z_B2_norm1_mean, B2_norm1_mean, B2_norm1_c, z_B2_norm1_rstd, B2_norm1_rstd, B2_norm1: the batch in chunks of examples through sn_rows_4, the chunks
        on as many threads as pay for their join: n threads cost work/n + one join, so each
        thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 4096 multiply-adds per example */
+       two joins); the work, about 12416 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
 #ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 4096 * batch, sn_n) : 1;
+        const int sn_used = sn_on ? sn_threads(2.0 * 12416 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
 #endif
         for (int sn_c = 0; sn_c < sn_n; sn_c++)
             sn_rows_4(params, work, S, batch, sn_share(batch, sn_c, sn_n), sn_share(batch, sn_c + 1, sn_n));
     }
-    /* z_B1_ff2[b,t,i] = Σ_j W8[i,j]·B1_ff1[b,t,j] for each of the 8 positions t */
-    sn_mm_nt(batch * 8, 32, 64, B1_ff1, W8, z_B1_ff2, 0);
-    /* B1_ff2, B1, z_B2_norm1_mean, B2_norm1_mean, B2_norm1_c, z_B2_norm1_rstd, B2_norm1_rstd, B2_norm1: the batch in chunks of examples through sn_rows_5, the chunks
+    /* B2_att_qkv[b,tq,i] = c11[i] + z_B2_att_qkv[b,tq,i], where z_B2_att_qkv[b,t,i] = Σ_j W11[i,j]·B2_norm1[b,t,j] for each of the 8 positions t:
+       the sums are not stored; the product writes B2_att_qkv, the formula applied to each block of it as the block's sums finish */
+    sn_mm_nt_e(batch * 8, 96, 32, B2_norm1, W11, NULL, B2_att_qkv, c11, 0);
+    /* z_B2_att_s, z_B2_att_m, B2_att_e, z_B2_att_z, B2_att_p, z_B2_att_a: the batch in chunks of examples through sn_rows_5, the chunks
        on as many threads as pay for their join: n threads cost work/n + one join, so each
        thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 12416 multiply-adds per example */
+       two joins); the work, about 40992 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
 #ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 12416 * batch, sn_n) : 1;
+        const int sn_used = sn_on ? sn_threads(2.0 * 40992 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
 #endif
         for (int sn_c = 0; sn_c < sn_n; sn_c++)
             sn_rows_5(params, work, S, batch, sn_share(batch, sn_c, sn_n), sn_share(batch, sn_c + 1, sn_n));
     }
-    /* z_B2_att_qkv[b,t,i] = Σ_j W11[i,j]·B2_norm1[b,t,j] for each of the 8 positions t */
-    sn_mm_nt(batch * 8, 96, 32, B2_norm1, W11, z_B2_att_qkv, 0);
-    /* B2_att_qkv, z_B2_att_s, z_B2_att_m, B2_att_e, z_B2_att_z, B2_att_p, z_B2_att_a: the batch in chunks of examples through sn_rows_6, the chunks
-       on as many threads as pay for their join: n threads cost work/n + one join, so each
-       thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 47136 multiply-adds per example */
-    {
-        const int sn_n = sn_chunks(batch);
-#ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 47136 * batch, sn_n) : 1;
-#pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
-#endif
-        for (int sn_c = 0; sn_c < sn_n; sn_c++)
-            sn_rows_6(params, work, S, batch, sn_share(batch, sn_c, sn_n), sn_share(batch, sn_c + 1, sn_n));
-    }
     /* z_B2_att[b,t,i] = Σ_j Wo11[i,j]·B2_att_a[b,t,j] for each of the 8 positions t */
     sn_mm_nt(batch * 8, 32, 32, B2_att_a, Wo11, z_B2_att, 0);
-    /* B2_att, B2_res1, z_B2_norm2_mean, B2_norm2_mean, B2_norm2_c, z_B2_norm2_rstd, B2_norm2_rstd, B2_norm2: the batch in chunks of examples through sn_rows_7, the chunks
+    /* B2_att, B2_res1, z_B2_norm2_mean, B2_norm2_mean, B2_norm2_c, z_B2_norm2_rstd, B2_norm2_rstd, B2_norm2: the batch in chunks of examples through sn_rows_6, the chunks
        on as many threads as pay for their join: n threads cost work/n + one join, so each
        thread gets at least a join's work, half of what one product asks (sn_threads counts
        two joins); the work, about 12416 multiply-adds per example */
@@ -1486,26 +1448,14 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
 #endif
         for (int sn_c = 0; sn_c < sn_n; sn_c++)
-            sn_rows_7(params, work, S, batch, sn_share(batch, sn_c, sn_n), sn_share(batch, sn_c + 1, sn_n));
+            sn_rows_6(params, work, S, batch, sn_share(batch, sn_c, sn_n), sn_share(batch, sn_c + 1, sn_n));
     }
-    /* z_B2_ff1[b,t,i] = Σ_j W14[i,j]·B2_norm2[b,t,j] for each of the 8 positions t */
-    sn_mm_nt(batch * 8, 64, 32, B2_norm2, W14, z_B2_ff1, 0);
-    /* B2_ff1: the batch in chunks of examples through sn_rows_8, the chunks
-       on as many threads as pay for their join: n threads cost work/n + one join, so each
-       thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 4096 multiply-adds per example */
-    {
-        const int sn_n = sn_chunks(batch);
-#ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 4096 * batch, sn_n) : 1;
-#pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
-#endif
-        for (int sn_c = 0; sn_c < sn_n; sn_c++)
-            sn_rows_8(params, work, S, batch, sn_share(batch, sn_c, sn_n), sn_share(batch, sn_c + 1, sn_n));
-    }
+    /* B2_ff1[b,tq,i] = (b14[i] + z_B2_ff1[b,tq,i] if b14[i] + z_B2_ff1[b,tq,i] > 0 else 0), where z_B2_ff1[b,t,i] = Σ_j W14[i,j]·B2_norm2[b,t,j] for each of the 8 positions t:
+       the sums are not stored; the product writes B2_ff1, the formula applied to each block of it as the block's sums finish */
+    sn_mm_nt_e(batch * 8, 64, 32, B2_norm2, W14, NULL, B2_ff1, b14, 1);
     /* z_B2_ff2[b,t,i] = Σ_j W15[i,j]·B2_ff1[b,t,j] for each of the 8 positions t */
     sn_mm_nt(batch * 8, 32, 64, B2_ff1, W15, z_B2_ff2, 0);
-    /* B2_ff2, B2: the batch in chunks of examples through sn_rows_9, the chunks
+    /* B2_ff2, B2: the batch in chunks of examples through sn_rows_7, the chunks
        on as many threads as pay for their join: n threads cost work/n + one join, so each
        thread gets at least a join's work, half of what one product asks (sn_threads counts
        two joins); the work, about 4096 multiply-adds per example */
@@ -1516,11 +1466,11 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
 #endif
         for (int sn_c = 0; sn_c < sn_n; sn_c++)
-            sn_rows_9(params, work, S, batch, sn_share(batch, sn_c, sn_n), sn_share(batch, sn_c + 1, sn_n));
+            sn_rows_7(params, work, S, batch, sn_share(batch, sn_c, sn_n), sn_share(batch, sn_c + 1, sn_n));
     }
     /* z_O[b,t,i] = Σ_j W17[i,j]·B2[b,t,j] for each of the 8 positions t */
     sn_mm_nt(batch * 8, 10, 32, B2, W17, z_O, 0);
-    /* O: the batch in chunks of examples through sn_rows_10, the chunks
+    /* O: the batch in chunks of examples through sn_rows_8, the chunks
        on as many threads as pay for their join: n threads cost work/n + one join, so each
        thread gets at least a join's work, half of what one product asks (sn_threads counts
        two joins); the work, about 640 multiply-adds per example */
@@ -1531,16 +1481,16 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
 #endif
         for (int sn_c = 0; sn_c < sn_n; sn_c++)
-            sn_rows_10(params, work, S, batch, sn_share(batch, sn_c, sn_n), sn_share(batch, sn_c + 1, sn_n));
+            sn_rows_8(params, work, S, batch, sn_share(batch, sn_c, sn_n), sn_share(batch, sn_c + 1, sn_n));
     }
 
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_c3a4e1ad8c_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_8e5dc68092_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
-    memcpy(O, work + (size_t)batch * 8688, sizeof(real) * (size_t)batch * 80);
+    memcpy(O, work + (size_t)batch * 7408, sizeof(real) * (size_t)batch * 80);
 }
 
 /* ------------------------------------------------------------------------
@@ -1596,7 +1546,7 @@ static void sn_chunk(void *arg, int c)
     real *work = a->work;
     const int batch = a->batch;
     const int sn_lo = sn_cut(batch, c, a->n), sn_hi = sn_cut(batch, c + 1, a->n);
-    real *sn_part = work + (size_t)batch * 10904 + (size_t)c * 1002;  /* 1002 partial sums */
+    real *sn_part = work + (size_t)batch * 10136 + (size_t)c * 1002;  /* 1002 partial sums */
     const real *W1 = params + 0;  /* W1: (32, 10) */
     const real *b1 = params + 320;  /* b1: (32,) */
     const real *P2 = params + 352;  /* P2: (8, 32) */
@@ -1656,7 +1606,7 @@ static void sn_chunk(void *arg, int c)
     real *g_Wo4 = a->grads + 3840;  /* ∂L/∂Wo4: (32, 32) */
     real *g_W4 = a->grads + 672;  /* ∂L/∂W4: (96, 32) */
     real *g_W1 = a->grads + 0;  /* ∂L/∂W1: (32, 10) */
-    real *sn_wpart = work + (size_t)batch * 11906;  /* chunks 1, 2, …'s parts of the weight gradients, 17024 numbers each */
+    real *sn_wpart = work + (size_t)batch * 11138;  /* chunks 1, 2, …'s parts of the weight gradients, 17024 numbers each */
     real *z_embed = work + (size_t)batch * 0;  /* Σ of embed: (batch, 8, 32) */
     real *embed = work + (size_t)batch * 256;  /* layer embed: (batch, 8, 32) */
     real *pos = work + (size_t)batch * 512;  /* layer pos: (batch, 8, 32) */
@@ -1666,109 +1616,105 @@ static void sn_chunk(void *arg, int c)
     real *z_B1_norm1_rstd = work + (size_t)batch * 768;  /* Σ of B1_norm1_rstd: (batch, 8) */
     real *B1_norm1_rstd = work + (size_t)batch * 776;  /* layer B1_norm1_rstd: (batch, 8) */
     real *B1_norm1 = work + (size_t)batch * 256;  /* layer B1_norm1: (batch, 8, 32) */
-    real *z_B1_att_qkv = work + (size_t)batch * 784;  /* Σ of B1_att_qkv: (batch, 8, 96) */
-    real *B1_att_qkv = work + (size_t)batch * 1552;  /* layer B1_att_qkv: (batch, 8, 96) */
-    real *z_B1_att_s = work + (size_t)batch * 2320;  /* Σ of B1_att_s: (batch, 4, 8, 8) */
-    real *z_B1_att_m = work + (size_t)batch * 2576;  /* Σ of B1_att_m: (batch, 4, 8) */
-    real *B1_att_e = work + (size_t)batch * 2608;  /* layer B1_att_e: (batch, 4, 8, 8) */
-    real *z_B1_att_z = work + (size_t)batch * 2864;  /* Σ of B1_att_z: (batch, 4, 8) */
-    real *B1_att_p = work + (size_t)batch * 2320;  /* layer B1_att_p: (batch, 4, 8, 8) */
-    real *z_B1_att_a = work + (size_t)batch * 2896;  /* Σ of B1_att_a: (batch, 8, 4, 8) */
-    real *z_B1_att = work + (size_t)batch * 3152;  /* Σ of B1_att: (batch, 8, 32) */
-    real *B1_att = work + (size_t)batch * 3408;  /* layer B1_att: (batch, 8, 32) */
-    real *B1_res1 = work + (size_t)batch * 3664;  /* layer B1_res1: (batch, 8, 32) */
-    real *z_B1_norm2_mean = work + (size_t)batch * 3920;  /* Σ of B1_norm2_mean: (batch, 8) */
-    real *B1_norm2_mean = work + (size_t)batch * 3928;  /* layer B1_norm2_mean: (batch, 8) */
+    real *B1_att_qkv = work + (size_t)batch * 784;  /* layer B1_att_qkv: (batch, 8, 96) */
+    real *z_B1_att_s = work + (size_t)batch * 1552;  /* Σ of B1_att_s: (batch, 4, 8, 8) */
+    real *z_B1_att_m = work + (size_t)batch * 1808;  /* Σ of B1_att_m: (batch, 4, 8) */
+    real *B1_att_e = work + (size_t)batch * 1840;  /* layer B1_att_e: (batch, 4, 8, 8) */
+    real *z_B1_att_z = work + (size_t)batch * 2096;  /* Σ of B1_att_z: (batch, 4, 8) */
+    real *B1_att_p = work + (size_t)batch * 1552;  /* layer B1_att_p: (batch, 4, 8, 8) */
+    real *z_B1_att_a = work + (size_t)batch * 2128;  /* Σ of B1_att_a: (batch, 8, 4, 8) */
+    real *z_B1_att = work + (size_t)batch * 2384;  /* Σ of B1_att: (batch, 8, 32) */
+    real *B1_att = work + (size_t)batch * 2640;  /* layer B1_att: (batch, 8, 32) */
+    real *B1_res1 = work + (size_t)batch * 2896;  /* layer B1_res1: (batch, 8, 32) */
+    real *z_B1_norm2_mean = work + (size_t)batch * 3152;  /* Σ of B1_norm2_mean: (batch, 8) */
+    real *B1_norm2_mean = work + (size_t)batch * 3160;  /* layer B1_norm2_mean: (batch, 8) */
     real *B1_norm2_c = work + (size_t)batch * 512;  /* layer B1_norm2_c: (batch, 8, 32) */
-    real *z_B1_norm2_rstd = work + (size_t)batch * 3920;  /* Σ of B1_norm2_rstd: (batch, 8) */
-    real *B1_norm2_rstd = work + (size_t)batch * 3928;  /* layer B1_norm2_rstd: (batch, 8) */
-    real *B1_norm2 = work + (size_t)batch * 3152;  /* layer B1_norm2: (batch, 8, 32) */
-    real *z_B1_ff1 = work + (size_t)batch * 3936;  /* Σ of B1_ff1: (batch, 8, 64) */
-    real *B1_ff1 = work + (size_t)batch * 4448;  /* layer B1_ff1: (batch, 8, 64) */
-    real *z_B1_ff2 = work + (size_t)batch * 3408;  /* Σ of B1_ff2: (batch, 8, 32) */
-    real *B1_ff2 = work + (size_t)batch * 4960;  /* layer B1_ff2: (batch, 8, 32) */
-    real *B1 = work + (size_t)batch * 5216;  /* layer B1: (batch, 8, 32) */
-    real *z_B2_norm1_mean = work + (size_t)batch * 5472;  /* Σ of B2_norm1_mean: (batch, 8) */
-    real *B2_norm1_mean = work + (size_t)batch * 5480;  /* layer B2_norm1_mean: (batch, 8) */
-    real *B2_norm1_c = work + (size_t)batch * 3408;  /* layer B2_norm1_c: (batch, 8, 32) */
-    real *z_B2_norm1_rstd = work + (size_t)batch * 5472;  /* Σ of B2_norm1_rstd: (batch, 8) */
-    real *B2_norm1_rstd = work + (size_t)batch * 5480;  /* layer B2_norm1_rstd: (batch, 8) */
-    real *B2_norm1 = work + (size_t)batch * 3664;  /* layer B2_norm1: (batch, 8, 32) */
-    real *z_B2_att_qkv = work + (size_t)batch * 784;  /* Σ of B2_att_qkv: (batch, 8, 96) */
-    real *B2_att_qkv = work + (size_t)batch * 5488;  /* layer B2_att_qkv: (batch, 8, 96) */
-    real *z_B2_att_s = work + (size_t)batch * 4960;  /* Σ of B2_att_s: (batch, 4, 8, 8) */
-    real *z_B2_att_m = work + (size_t)batch * 2576;  /* Σ of B2_att_m: (batch, 4, 8) */
-    real *B2_att_e = work + (size_t)batch * 6256;  /* layer B2_att_e: (batch, 4, 8, 8) */
-    real *z_B2_att_z = work + (size_t)batch * 6512;  /* Σ of B2_att_z: (batch, 4, 8) */
-    real *B2_att_p = work + (size_t)batch * 4960;  /* layer B2_att_p: (batch, 4, 8, 8) */
-    real *z_B2_att_a = work + (size_t)batch * 6544;  /* Σ of B2_att_a: (batch, 8, 4, 8) */
-    real *z_B2_att = work + (size_t)batch * 6800;  /* Σ of B2_att: (batch, 8, 32) */
-    real *B2_att = work + (size_t)batch * 7056;  /* layer B2_att: (batch, 8, 32) */
-    real *B2_res1 = work + (size_t)batch * 7312;  /* layer B2_res1: (batch, 8, 32) */
-    real *z_B2_norm2_mean = work + (size_t)batch * 7568;  /* Σ of B2_norm2_mean: (batch, 8) */
-    real *B2_norm2_mean = work + (size_t)batch * 7576;  /* layer B2_norm2_mean: (batch, 8) */
-    real *B2_norm2_c = work + (size_t)batch * 5216;  /* layer B2_norm2_c: (batch, 8, 32) */
-    real *z_B2_norm2_rstd = work + (size_t)batch * 7568;  /* Σ of B2_norm2_rstd: (batch, 8) */
-    real *B2_norm2_rstd = work + (size_t)batch * 7576;  /* layer B2_norm2_rstd: (batch, 8) */
-    real *B2_norm2 = work + (size_t)batch * 6800;  /* layer B2_norm2: (batch, 8, 32) */
-    real *z_B2_ff1 = work + (size_t)batch * 3936;  /* Σ of B2_ff1: (batch, 8, 64) */
-    real *B2_ff1 = work + (size_t)batch * 7584;  /* layer B2_ff1: (batch, 8, 64) */
-    real *z_B2_ff2 = work + (size_t)batch * 7056;  /* Σ of B2_ff2: (batch, 8, 32) */
-    real *B2_ff2 = work + (size_t)batch * 8096;  /* layer B2_ff2: (batch, 8, 32) */
-    real *B2 = work + (size_t)batch * 8352;  /* layer B2: (batch, 8, 32) */
-    real *z_O = work + (size_t)batch * 8608;  /* Σ of O: (batch, 8, 10) */
-    real *sn_u_O = work + (size_t)batch * 8688;  /* layer O: (batch, 8, 10) */
+    real *z_B1_norm2_rstd = work + (size_t)batch * 3152;  /* Σ of B1_norm2_rstd: (batch, 8) */
+    real *B1_norm2_rstd = work + (size_t)batch * 3160;  /* layer B1_norm2_rstd: (batch, 8) */
+    real *B1_norm2 = work + (size_t)batch * 2384;  /* layer B1_norm2: (batch, 8, 32) */
+    real *B1_ff1 = work + (size_t)batch * 3168;  /* layer B1_ff1: (batch, 8, 64) */
+    real *z_B1_ff2 = work + (size_t)batch * 2640;  /* Σ of B1_ff2: (batch, 8, 32) */
+    real *B1_ff2 = work + (size_t)batch * 3680;  /* layer B1_ff2: (batch, 8, 32) */
+    real *B1 = work + (size_t)batch * 3936;  /* layer B1: (batch, 8, 32) */
+    real *z_B2_norm1_mean = work + (size_t)batch * 4192;  /* Σ of B2_norm1_mean: (batch, 8) */
+    real *B2_norm1_mean = work + (size_t)batch * 4200;  /* layer B2_norm1_mean: (batch, 8) */
+    real *B2_norm1_c = work + (size_t)batch * 2640;  /* layer B2_norm1_c: (batch, 8, 32) */
+    real *z_B2_norm1_rstd = work + (size_t)batch * 4192;  /* Σ of B2_norm1_rstd: (batch, 8) */
+    real *B2_norm1_rstd = work + (size_t)batch * 4200;  /* layer B2_norm1_rstd: (batch, 8) */
+    real *B2_norm1 = work + (size_t)batch * 2896;  /* layer B2_norm1: (batch, 8, 32) */
+    real *B2_att_qkv = work + (size_t)batch * 4208;  /* layer B2_att_qkv: (batch, 8, 96) */
+    real *z_B2_att_s = work + (size_t)batch * 3680;  /* Σ of B2_att_s: (batch, 4, 8, 8) */
+    real *z_B2_att_m = work + (size_t)batch * 1808;  /* Σ of B2_att_m: (batch, 4, 8) */
+    real *B2_att_e = work + (size_t)batch * 4976;  /* layer B2_att_e: (batch, 4, 8, 8) */
+    real *z_B2_att_z = work + (size_t)batch * 5232;  /* Σ of B2_att_z: (batch, 4, 8) */
+    real *B2_att_p = work + (size_t)batch * 3680;  /* layer B2_att_p: (batch, 4, 8, 8) */
+    real *z_B2_att_a = work + (size_t)batch * 5264;  /* Σ of B2_att_a: (batch, 8, 4, 8) */
+    real *z_B2_att = work + (size_t)batch * 5520;  /* Σ of B2_att: (batch, 8, 32) */
+    real *B2_att = work + (size_t)batch * 5776;  /* layer B2_att: (batch, 8, 32) */
+    real *B2_res1 = work + (size_t)batch * 6032;  /* layer B2_res1: (batch, 8, 32) */
+    real *z_B2_norm2_mean = work + (size_t)batch * 6288;  /* Σ of B2_norm2_mean: (batch, 8) */
+    real *B2_norm2_mean = work + (size_t)batch * 6296;  /* layer B2_norm2_mean: (batch, 8) */
+    real *B2_norm2_c = work + (size_t)batch * 3936;  /* layer B2_norm2_c: (batch, 8, 32) */
+    real *z_B2_norm2_rstd = work + (size_t)batch * 6288;  /* Σ of B2_norm2_rstd: (batch, 8) */
+    real *B2_norm2_rstd = work + (size_t)batch * 6296;  /* layer B2_norm2_rstd: (batch, 8) */
+    real *B2_norm2 = work + (size_t)batch * 5520;  /* layer B2_norm2: (batch, 8, 32) */
+    real *B2_ff1 = work + (size_t)batch * 6304;  /* layer B2_ff1: (batch, 8, 64) */
+    real *z_B2_ff2 = work + (size_t)batch * 5776;  /* Σ of B2_ff2: (batch, 8, 32) */
+    real *B2_ff2 = work + (size_t)batch * 6816;  /* layer B2_ff2: (batch, 8, 32) */
+    real *B2 = work + (size_t)batch * 7072;  /* layer B2: (batch, 8, 32) */
+    real *z_O = work + (size_t)batch * 7328;  /* Σ of O: (batch, 8, 10) */
+    real *sn_u_O = work + (size_t)batch * 7408;  /* layer O: (batch, 8, 10) */
     real *dL_dembed = work + (size_t)batch * 0;  /* ∂L/∂embed: (batch, 8, 32) */
     real *dL_dpos = work + (size_t)batch * 512;  /* ∂L/∂pos: (batch, 8, 32) */
     real *dL_dB1_norm1_mean = work + (size_t)batch * 768;  /* ∂L/∂B1_norm1_mean: (batch, 8) */
     real *delta_B1_norm1_mean = work + (size_t)batch * 776;  /* ∂L/∂z_B1_norm1_mean: (batch, 8) */
-    real *dL_dB1_norm1_c = work + (size_t)batch * 2320;  /* ∂L/∂B1_norm1_c: (batch, 8, 32) */
-    real *dL_dB1_norm1_rstd = work + (size_t)batch * 3920;  /* ∂L/∂B1_norm1_rstd: (batch, 8) */
+    real *dL_dB1_norm1_c = work + (size_t)batch * 1552;  /* ∂L/∂B1_norm1_c: (batch, 8, 32) */
+    real *dL_dB1_norm1_rstd = work + (size_t)batch * 3152;  /* ∂L/∂B1_norm1_rstd: (batch, 8) */
     real *delta_B1_norm1_rstd = work + (size_t)batch * 776;  /* ∂L/∂z_B1_norm1_rstd: (batch, 8) */
-    real *dL_dB1_norm1 = work + (size_t)batch * 2608;  /* ∂L/∂B1_norm1: (batch, 8, 32) */
-    real *dL_dB1_att_qkv = work + (size_t)batch * 784;  /* ∂L/∂B1_att_qkv: (batch, 8, 96) */
-    real *dL_dB1_att_s = work + (size_t)batch * 2320;  /* ∂L/∂B1_att_s: (batch, 4, 8, 8) */
-    real *dL_dB1_att_e = work + (size_t)batch * 3408;  /* ∂L/∂B1_att_e: (batch, 4, 8, 8) */
-    real *dL_dB1_att_z = work + (size_t)batch * 2576;  /* ∂L/∂B1_att_z: (batch, 4, 8) */
-    real *dL_dB1_att_p = work + (size_t)batch * 4960;  /* ∂L/∂B1_att_p: (batch, 4, 8, 8) */
-    real *dL_dB1_att_a = work + (size_t)batch * 3408;  /* ∂L/∂B1_att_a: (batch, 8, 4, 8) */
-    real *dL_dB1_att = work + (size_t)batch * 5216;  /* ∂L/∂B1_att: (batch, 8, 32) */
-    real *dL_dB1_res1 = work + (size_t)batch * 3408;  /* ∂L/∂B1_res1: (batch, 8, 32) */
-    real *dL_dB1_norm2_mean = work + (size_t)batch * 3920;  /* ∂L/∂B1_norm2_mean: (batch, 8) */
-    real *delta_B1_norm2_mean = work + (size_t)batch * 3928;  /* ∂L/∂z_B1_norm2_mean: (batch, 8) */
-    real *dL_dB1_norm2_c = work + (size_t)batch * 4960;  /* ∂L/∂B1_norm2_c: (batch, 8, 32) */
-    real *dL_dB1_norm2_rstd = work + (size_t)batch * 5472;  /* ∂L/∂B1_norm2_rstd: (batch, 8) */
-    real *delta_B1_norm2_rstd = work + (size_t)batch * 3928;  /* ∂L/∂z_B1_norm2_rstd: (batch, 8) */
-    real *dL_dB1_norm2 = work + (size_t)batch * 5216;  /* ∂L/∂B1_norm2: (batch, 8, 32) */
-    real *dL_dB1_ff1 = work + (size_t)batch * 3936;  /* ∂L/∂B1_ff1: (batch, 8, 64) */
-    real *delta_B1_ff1 = work + (size_t)batch * 8768;  /* ∂L/∂z_B1_ff1: (batch, 8, 64) */
-    real *dL_dB1_ff2 = work + (size_t)batch * 6256;  /* ∂L/∂B1_ff2: (batch, 8, 32) */
-    real *dL_dB1 = work + (size_t)batch * 5216;  /* ∂L/∂B1: (batch, 8, 32) */
-    real *dL_dB2_norm1_mean = work + (size_t)batch * 5472;  /* ∂L/∂B2_norm1_mean: (batch, 8) */
-    real *delta_B2_norm1_mean = work + (size_t)batch * 5480;  /* ∂L/∂z_B2_norm1_mean: (batch, 8) */
-    real *dL_dB2_norm1_c = work + (size_t)batch * 4960;  /* ∂L/∂B2_norm1_c: (batch, 8, 32) */
-    real *dL_dB2_norm1_rstd = work + (size_t)batch * 7568;  /* ∂L/∂B2_norm1_rstd: (batch, 8) */
-    real *delta_B2_norm1_rstd = work + (size_t)batch * 5480;  /* ∂L/∂z_B2_norm1_rstd: (batch, 8) */
-    real *dL_dB2_norm1 = work + (size_t)batch * 6256;  /* ∂L/∂B2_norm1: (batch, 8, 32) */
-    real *dL_dB2_att_qkv = work + (size_t)batch * 9280;  /* ∂L/∂B2_att_qkv: (batch, 8, 96) */
-    real *dL_dB2_att_s = work + (size_t)batch * 4960;  /* ∂L/∂B2_att_s: (batch, 4, 8, 8) */
-    real *dL_dB2_att_e = work + (size_t)batch * 7056;  /* ∂L/∂B2_att_e: (batch, 4, 8, 8) */
-    real *dL_dB2_att_z = work + (size_t)batch * 2576;  /* ∂L/∂B2_att_z: (batch, 4, 8) */
-    real *dL_dB2_att_p = work + (size_t)batch * 7312;  /* ∂L/∂B2_att_p: (batch, 4, 8, 8) */
-    real *dL_dB2_att_a = work + (size_t)batch * 7056;  /* ∂L/∂B2_att_a: (batch, 8, 4, 8) */
-    real *dL_dB2_att = work + (size_t)batch * 8096;  /* ∂L/∂B2_att: (batch, 8, 32) */
-    real *dL_dB2_res1 = work + (size_t)batch * 7056;  /* ∂L/∂B2_res1: (batch, 8, 32) */
-    real *dL_dB2_norm2_mean = work + (size_t)batch * 7568;  /* ∂L/∂B2_norm2_mean: (batch, 8) */
-    real *delta_B2_norm2_mean = work + (size_t)batch * 7576;  /* ∂L/∂z_B2_norm2_mean: (batch, 8) */
-    real *dL_dB2_norm2_c = work + (size_t)batch * 7312;  /* ∂L/∂B2_norm2_c: (batch, 8, 32) */
-    real *dL_dB2_norm2_rstd = work + (size_t)batch * 10048;  /* ∂L/∂B2_norm2_rstd: (batch, 8) */
-    real *delta_B2_norm2_rstd = work + (size_t)batch * 7576;  /* ∂L/∂z_B2_norm2_rstd: (batch, 8) */
-    real *dL_dB2_norm2 = work + (size_t)batch * 8096;  /* ∂L/∂B2_norm2: (batch, 8, 32) */
-    real *dL_dB2_ff1 = work + (size_t)batch * 3936;  /* ∂L/∂B2_ff1: (batch, 8, 64) */
-    real *delta_B2_ff1 = work + (size_t)batch * 10056;  /* ∂L/∂z_B2_ff1: (batch, 8, 64) */
-    real *dL_dB2_ff2 = work + (size_t)batch * 10568;  /* ∂L/∂B2_ff2: (batch, 8, 32) */
-    real *dL_dB2 = work + (size_t)batch * 7312;  /* ∂L/∂B2: (batch, 8, 32) */
-    real *delta_O = work + (size_t)batch * 10824;  /* ∂L/∂z_O: (batch, 8, 10) */
+    real *dL_dB1_norm1 = work + (size_t)batch * 1840;  /* ∂L/∂B1_norm1: (batch, 8, 32) */
+    real *dL_dB1_att_qkv = work + (size_t)batch * 4208;  /* ∂L/∂B1_att_qkv: (batch, 8, 96) */
+    real *dL_dB1_att_s = work + (size_t)batch * 1552;  /* ∂L/∂B1_att_s: (batch, 4, 8, 8) */
+    real *dL_dB1_att_e = work + (size_t)batch * 2640;  /* ∂L/∂B1_att_e: (batch, 4, 8, 8) */
+    real *dL_dB1_att_z = work + (size_t)batch * 1808;  /* ∂L/∂B1_att_z: (batch, 4, 8) */
+    real *dL_dB1_att_p = work + (size_t)batch * 3680;  /* ∂L/∂B1_att_p: (batch, 4, 8, 8) */
+    real *dL_dB1_att_a = work + (size_t)batch * 2640;  /* ∂L/∂B1_att_a: (batch, 8, 4, 8) */
+    real *dL_dB1_att = work + (size_t)batch * 3936;  /* ∂L/∂B1_att: (batch, 8, 32) */
+    real *dL_dB1_res1 = work + (size_t)batch * 2640;  /* ∂L/∂B1_res1: (batch, 8, 32) */
+    real *dL_dB1_norm2_mean = work + (size_t)batch * 3152;  /* ∂L/∂B1_norm2_mean: (batch, 8) */
+    real *delta_B1_norm2_mean = work + (size_t)batch * 3160;  /* ∂L/∂z_B1_norm2_mean: (batch, 8) */
+    real *dL_dB1_norm2_c = work + (size_t)batch * 3680;  /* ∂L/∂B1_norm2_c: (batch, 8, 32) */
+    real *dL_dB1_norm2_rstd = work + (size_t)batch * 4192;  /* ∂L/∂B1_norm2_rstd: (batch, 8) */
+    real *delta_B1_norm2_rstd = work + (size_t)batch * 3160;  /* ∂L/∂z_B1_norm2_rstd: (batch, 8) */
+    real *dL_dB1_norm2 = work + (size_t)batch * 3936;  /* ∂L/∂B1_norm2: (batch, 8, 32) */
+    real *dL_dB1_ff1 = work + (size_t)batch * 7488;  /* ∂L/∂B1_ff1: (batch, 8, 64) */
+    real *delta_B1_ff1 = work + (size_t)batch * 8000;  /* ∂L/∂z_B1_ff1: (batch, 8, 64) */
+    real *dL_dB1_ff2 = work + (size_t)batch * 4976;  /* ∂L/∂B1_ff2: (batch, 8, 32) */
+    real *dL_dB1 = work + (size_t)batch * 3936;  /* ∂L/∂B1: (batch, 8, 32) */
+    real *dL_dB2_norm1_mean = work + (size_t)batch * 4192;  /* ∂L/∂B2_norm1_mean: (batch, 8) */
+    real *delta_B2_norm1_mean = work + (size_t)batch * 4200;  /* ∂L/∂z_B2_norm1_mean: (batch, 8) */
+    real *dL_dB2_norm1_c = work + (size_t)batch * 3680;  /* ∂L/∂B2_norm1_c: (batch, 8, 32) */
+    real *dL_dB2_norm1_rstd = work + (size_t)batch * 6288;  /* ∂L/∂B2_norm1_rstd: (batch, 8) */
+    real *delta_B2_norm1_rstd = work + (size_t)batch * 4200;  /* ∂L/∂z_B2_norm1_rstd: (batch, 8) */
+    real *dL_dB2_norm1 = work + (size_t)batch * 4976;  /* ∂L/∂B2_norm1: (batch, 8, 32) */
+    real *dL_dB2_att_qkv = work + (size_t)batch * 8512;  /* ∂L/∂B2_att_qkv: (batch, 8, 96) */
+    real *dL_dB2_att_s = work + (size_t)batch * 3680;  /* ∂L/∂B2_att_s: (batch, 4, 8, 8) */
+    real *dL_dB2_att_e = work + (size_t)batch * 5776;  /* ∂L/∂B2_att_e: (batch, 4, 8, 8) */
+    real *dL_dB2_att_z = work + (size_t)batch * 1808;  /* ∂L/∂B2_att_z: (batch, 4, 8) */
+    real *dL_dB2_att_p = work + (size_t)batch * 6032;  /* ∂L/∂B2_att_p: (batch, 4, 8, 8) */
+    real *dL_dB2_att_a = work + (size_t)batch * 5776;  /* ∂L/∂B2_att_a: (batch, 8, 4, 8) */
+    real *dL_dB2_att = work + (size_t)batch * 6816;  /* ∂L/∂B2_att: (batch, 8, 32) */
+    real *dL_dB2_res1 = work + (size_t)batch * 5776;  /* ∂L/∂B2_res1: (batch, 8, 32) */
+    real *dL_dB2_norm2_mean = work + (size_t)batch * 6288;  /* ∂L/∂B2_norm2_mean: (batch, 8) */
+    real *delta_B2_norm2_mean = work + (size_t)batch * 6296;  /* ∂L/∂z_B2_norm2_mean: (batch, 8) */
+    real *dL_dB2_norm2_c = work + (size_t)batch * 6032;  /* ∂L/∂B2_norm2_c: (batch, 8, 32) */
+    real *dL_dB2_norm2_rstd = work + (size_t)batch * 9280;  /* ∂L/∂B2_norm2_rstd: (batch, 8) */
+    real *delta_B2_norm2_rstd = work + (size_t)batch * 6296;  /* ∂L/∂z_B2_norm2_rstd: (batch, 8) */
+    real *dL_dB2_norm2 = work + (size_t)batch * 6816;  /* ∂L/∂B2_norm2: (batch, 8, 32) */
+    real *dL_dB2_ff1 = work + (size_t)batch * 7488;  /* ∂L/∂B2_ff1: (batch, 8, 64) */
+    real *delta_B2_ff1 = work + (size_t)batch * 9288;  /* ∂L/∂z_B2_ff1: (batch, 8, 64) */
+    real *dL_dB2_ff2 = work + (size_t)batch * 9800;  /* ∂L/∂B2_ff2: (batch, 8, 32) */
+    real *dL_dB2 = work + (size_t)batch * 6032;  /* ∂L/∂B2: (batch, 8, 32) */
+    real *delta_O = work + (size_t)batch * 10056;  /* ∂L/∂z_O: (batch, 8, 10) */
     real *B1_att_s = z_B1_att_s;  /* layer B1_att_s: z_B1_att_s itself: (batch, 4, 8, 8) */
     real *B1_att_m = z_B1_att_m;  /* layer B1_att_m: z_B1_att_m itself: (batch, 4, 8) */
     real *B1_att_z = z_B1_att_z;  /* layer B1_att_z: z_B1_att_z itself: (batch, 4, 8) */
@@ -1848,17 +1794,9 @@ static void sn_chunk(void *arg, int c)
             for (int d = 0; d < 32; d++) {
                 B1_norm1[b * 256 + a * 32 + d] = B1_norm1_c[b * 256 + a * 32 + d]*B1_norm1_rstd[b * 8 + a]*gamma3[d] + beta3[d];
             }
-    /* z_B1_att_qkv[b,t,i] = Σ_j W4[i,j]·B1_norm1[b,t,j] for each of the 8 positions t */
-    sn_mm_nt((sn_hi - sn_lo) * 8, 96, 32, B1_norm1 + (size_t)sn_lo * 256, W4, z_B1_att_qkv + (size_t)sn_lo * 768, 0);
-    /* B1_att_qkv[b,tq,i] = c4[i] + z_B1_att_qkv[b,tq,i] */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int tq = 0; tq < 8; tq++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-            for (int i = 0; i < 96; i++) {
-                B1_att_qkv[b * 768 + tq * 96 + i] = c4[i] + z_B1_att_qkv[b * 768 + tq * 96 + i];
-            }
+    /* B1_att_qkv[b,tq,i] = c4[i] + z_B1_att_qkv[b,tq,i], where z_B1_att_qkv[b,t,i] = Σ_j W4[i,j]·B1_norm1[b,t,j] for each of the 8 positions t:
+       the sums are not stored; the product writes B1_att_qkv, the formula applied to each block of it as the block's sums finish */
+    sn_mm_nt_e((sn_hi - sn_lo) * 8, 96, 32, B1_norm1 + (size_t)sn_lo * 256, W4, NULL, B1_att_qkv + (size_t)sn_lo * 768, c4, 0);
     /* z_B1_att_s[b,hd,tq,tk] = Σ_e 0.35355339059327373·B1_att_qkv[b,tk,hd·8 + e + 32]·B1_att_qkv[b,tq,hd·8 + e]: a small product per (b, hd) */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++) {
@@ -1963,18 +1901,9 @@ static void sn_chunk(void *arg, int c)
             for (int d = 0; d < 32; d++) {
                 B1_norm2[b * 256 + a * 32 + d] = B1_norm2_c[b * 256 + a * 32 + d]*B1_norm2_rstd[b * 8 + a]*gamma6[d] + beta6[d];
             }
-    /* z_B1_ff1[b,t,i] = Σ_j W7[i,j]·B1_norm2[b,t,j] for each of the 8 positions t */
-    sn_mm_nt((sn_hi - sn_lo) * 8, 64, 32, B1_norm2 + (size_t)sn_lo * 256, W7, z_B1_ff1 + (size_t)sn_lo * 512, 0);
-    /* B1_ff1[b,tq,i] = (b7[i] + z_B1_ff1[b,tq,i] if b7[i] + z_B1_ff1[b,tq,i] > 0 else 0) */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int tq = 0; tq < 8; tq++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-            for (int i = 0; i < 64; i++) {
-                const real t0 = b7[i] + z_B1_ff1[b * 512 + tq * 64 + i];
-                B1_ff1[b * 512 + tq * 64 + i] = ((t0 > 0) ? (t0) : (0));
-            }
+    /* B1_ff1[b,tq,i] = (b7[i] + z_B1_ff1[b,tq,i] if b7[i] + z_B1_ff1[b,tq,i] > 0 else 0), where z_B1_ff1[b,t,i] = Σ_j W7[i,j]·B1_norm2[b,t,j] for each of the 8 positions t:
+       the sums are not stored; the product writes B1_ff1, the formula applied to each block of it as the block's sums finish */
+    sn_mm_nt_e((sn_hi - sn_lo) * 8, 64, 32, B1_norm2 + (size_t)sn_lo * 256, W7, NULL, B1_ff1 + (size_t)sn_lo * 512, b7, 1);
     /* z_B1_ff2[b,t,i] = Σ_j W8[i,j]·B1_ff1[b,t,j] for each of the 8 positions t */
     sn_mm_nt((sn_hi - sn_lo) * 8, 32, 64, B1_ff1 + (size_t)sn_lo * 512, W8, z_B1_ff2 + (size_t)sn_lo * 256, 0);
     /* B1_ff2[b,tq,i] = b8[i] + z_B1_ff2[b,tq,i]; B1[b,i,x] = B1_ff2[b,i,x] + B1_res1[b,i,x]; z_B2_norm1_mean[b,a] = Σ_e B1[b,a,e] */
@@ -2029,17 +1958,9 @@ static void sn_chunk(void *arg, int c)
             for (int d = 0; d < 32; d++) {
                 B2_norm1[b * 256 + a * 32 + d] = B2_norm1_c[b * 256 + a * 32 + d]*B2_norm1_rstd[b * 8 + a]*gamma10[d] + beta10[d];
             }
-    /* z_B2_att_qkv[b,t,i] = Σ_j W11[i,j]·B2_norm1[b,t,j] for each of the 8 positions t */
-    sn_mm_nt((sn_hi - sn_lo) * 8, 96, 32, B2_norm1 + (size_t)sn_lo * 256, W11, z_B2_att_qkv + (size_t)sn_lo * 768, 0);
-    /* B2_att_qkv[b,tq,i] = c11[i] + z_B2_att_qkv[b,tq,i] */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int tq = 0; tq < 8; tq++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-            for (int i = 0; i < 96; i++) {
-                B2_att_qkv[b * 768 + tq * 96 + i] = c11[i] + z_B2_att_qkv[b * 768 + tq * 96 + i];
-            }
+    /* B2_att_qkv[b,tq,i] = c11[i] + z_B2_att_qkv[b,tq,i], where z_B2_att_qkv[b,t,i] = Σ_j W11[i,j]·B2_norm1[b,t,j] for each of the 8 positions t:
+       the sums are not stored; the product writes B2_att_qkv, the formula applied to each block of it as the block's sums finish */
+    sn_mm_nt_e((sn_hi - sn_lo) * 8, 96, 32, B2_norm1 + (size_t)sn_lo * 256, W11, NULL, B2_att_qkv + (size_t)sn_lo * 768, c11, 0);
     /* z_B2_att_s[b,hd,tq,tk] = Σ_e 0.35355339059327373·B2_att_qkv[b,tk,hd·8 + e + 32]·B2_att_qkv[b,tq,hd·8 + e]: a small product per (b, hd) */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++) {
@@ -2144,18 +2065,9 @@ static void sn_chunk(void *arg, int c)
             for (int d = 0; d < 32; d++) {
                 B2_norm2[b * 256 + a * 32 + d] = B2_norm2_c[b * 256 + a * 32 + d]*B2_norm2_rstd[b * 8 + a]*gamma13[d] + beta13[d];
             }
-    /* z_B2_ff1[b,t,i] = Σ_j W14[i,j]·B2_norm2[b,t,j] for each of the 8 positions t */
-    sn_mm_nt((sn_hi - sn_lo) * 8, 64, 32, B2_norm2 + (size_t)sn_lo * 256, W14, z_B2_ff1 + (size_t)sn_lo * 512, 0);
-    /* B2_ff1[b,tq,i] = (b14[i] + z_B2_ff1[b,tq,i] if b14[i] + z_B2_ff1[b,tq,i] > 0 else 0) */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int tq = 0; tq < 8; tq++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-            for (int i = 0; i < 64; i++) {
-                const real t0 = b14[i] + z_B2_ff1[b * 512 + tq * 64 + i];
-                B2_ff1[b * 512 + tq * 64 + i] = ((t0 > 0) ? (t0) : (0));
-            }
+    /* B2_ff1[b,tq,i] = (b14[i] + z_B2_ff1[b,tq,i] if b14[i] + z_B2_ff1[b,tq,i] > 0 else 0), where z_B2_ff1[b,t,i] = Σ_j W14[i,j]·B2_norm2[b,t,j] for each of the 8 positions t:
+       the sums are not stored; the product writes B2_ff1, the formula applied to each block of it as the block's sums finish */
+    sn_mm_nt_e((sn_hi - sn_lo) * 8, 64, 32, B2_norm2 + (size_t)sn_lo * 256, W14, NULL, B2_ff1 + (size_t)sn_lo * 512, b14, 1);
     /* z_B2_ff2[b,t,i] = Σ_j W15[i,j]·B2_ff1[b,t,j] for each of the 8 positions t */
     sn_mm_nt((sn_hi - sn_lo) * 8, 32, 64, B2_ff1 + (size_t)sn_lo * 512, W15, z_B2_ff2 + (size_t)sn_lo * 256, 0);
     /* B2_ff2[b,tq,i] = b15[i] + z_B2_ff2[b,tq,i]; B2[b,i,x] = B2_ff2[b,i,x] + B2_res1[b,i,x] */
@@ -2694,7 +2606,7 @@ static void sn_chunk_sums(void *arg, int c)
     /* the share q0 ≤ q < q1 of the weight gradients (one after the other, 17024
        numbers) of job c: chunk 0's part plus the other chunks' partial sums, in their order */
     const int q0 = sn_cut(17024, c, a->n), q1 = sn_cut(17024, c + 1, a->n);
-    const real *sn_wpart = work + (size_t)batch * 11906;
+    const real *sn_wpart = work + (size_t)batch * 11138;
     {
         /* g_W17[q] += Σ_{k ≥ 1} (chunk k's part of it)[q] */
         const int lo = q0 > 0 ? q0 - 0 : 0, hi = q1 < 320 ? q1 - 0 : 320;
@@ -2768,7 +2680,7 @@ static void sn_chunk_sums(void *arg, int c)
 
     if (c == 0) {
         /* the chunks' partial sums added up in their order */
-        const real *sn_part = work + (size_t)batch * 10904;
+        const real *sn_part = work + (size_t)batch * 10136;
         /* g_b17[q] = Σ_k (chunk k's part of it)[q] */
         for (int q = 0; q < 10; q++) {
             real s = sn_part[0 + q];
@@ -2934,7 +2846,7 @@ static double sn_loss(const real *params, real *work, const real *S, const real 
 {
     const real *b17 = params + 18016;  /* b17: (10,) */
 
-    real *z_O = work + (size_t)batch * 8608;  /* Σ of O: (batch, 8, 10) */
+    real *z_O = work + (size_t)batch * 7328;  /* Σ of O: (batch, 8, 10) */
 
     double loss = 0;
     sn_forward(params, work, S, batch);
@@ -2949,7 +2861,7 @@ static double sn_loss(const real *params, real *work, const real *S, const real 
     return loss / batch;
 }
 
-real symnet_c3a4e1ad8c_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_8e5dc68092_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -2963,7 +2875,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return sn_chunk_pass(&a, sn_chunk, NULL);
 }
 
-real symnet_c3a4e1ad8c_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_8e5dc68092_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -2981,9 +2893,9 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_c3a4e1ad8c_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_8e5dc68092_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
-    real *grads = work + (size_t)batch * 14034;
+    real *grads = work + (size_t)batch * 13266;
     /* the batch in chunks, then the weight gradients, each job updating the parameters
        whose gradients it finished (the loss first: a NaN or inf loss updates nothing) */
     sn_chunk_args a = {.params = params, .grads = grads, .work = work, .X = X, .T = T,
@@ -3064,7 +2976,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_c3a4e1ad8c_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_8e5dc68092_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -3084,17 +2996,17 @@ void symnet_c3a4e1ad8c_update(real *params, const real *grads, real lr, int opti
  * prev holds the parameters before the last update (after a restore: the same as
  * params).  prev may be NULL (no restoring).
  *
- * work: the batch's rows (14034 numbers per example), then the
+ * work: the batch's rows (13266 numbers per example), then the
  * gradients (18026), then Ib and Tb.
  *
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_c3a4e1ad8c_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_8e5dc68092_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
-    real *grads = work + (size_t)batch_size * 14034;
+    real *grads = work + (size_t)batch_size * 13266;
     real *Ib = grads + 18026;
     real *Tb = Ib + (size_t)batch_size * 80;
     real *cur = params, *old = prev != NULL ? prev : params;  /* θ now; θ before the last update */
@@ -3133,7 +3045,7 @@ long long symnet_c3a4e1ad8c_train(real *params, const real *X, const real *T, co
         losses[s] = loss;
         if (correct != NULL) {
             /* share of the outputs with O > 0.5 exactly where T > 0.5, from the outputs the step's forward pass left in work */
-            const real *o = work + (size_t)batch * 8688;
+            const real *o = work + (size_t)batch * 7408;
             double right = 0;
             for (int r = 0; r < batch; r++) {
                 for (int k = 0; k < 80; k++)

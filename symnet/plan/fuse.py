@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import dataclasses
 
+import sympy as sp
+
 from ..ir import nodes as ir
-from .ops import LOSS, Conv, Fill, Loop, MatMul, Route, SoftmaxXent, Zero
+from .ops import LOSS, Conv, Epilogue, Fill, Loop, MatMul, Route, SoftmaxXent, Zero
 
 
 def fuse_routes(p, ops: list) -> list:
@@ -108,7 +110,8 @@ def _reads(p, op) -> set:
                 if s in p.symbols} | {t for t, _, kind, _ in op.stmts if kind != "="}
     if isinstance(op, MatMul):
         pairs = op.parts or [(op.A, op.B)]
-        return {x for pair in pairs for x in pair} | ({op.C} if op.accumulate else set())
+        return {x for pair in pairs for x in pair} | ({op.C} if op.accumulate else set()) \
+            | ({op.epilogue.bias} if op.epilogue is not None else set())
     if isinstance(op, Conv):
         return {x for x in (op.X, op.W, op.col, op.delta, op.Z, op.dX, op.gW) if x}
     if isinstance(op, Route):
@@ -218,3 +221,67 @@ def _joined(p, a: Loop, b: Loop):
         return None
     return Loop(list(a.indices), list(a.stmts) + list(b.stmts), f"{a.comment}; {b.comment}",
                 hoist=a.hoist or b.hoist, fresh=set(a.fresh) | set(b.fresh))
+
+
+def fuse_epilogues(p, ops: list, later: list) -> list:
+    """A product ``z_H1 = X·W1ᵀ`` followed by the loop that adds a bias and applies an
+    activation to it, element by element, ``H1[b,i] = relu(b1[i] + z_H1[b,i])``, with
+    nothing else reading z_H1 (in the rest of ``ops``, nor in ``later``, the passes that
+    follow): the product writes H1 itself and applies the loop's formula to each block
+    of H1 as its sums finish, while the block is still in the cache (``MatMul.epilogue``,
+    templates/gemm.c.j2), instead of storing z_H1 and reading it back in a pass of its
+    own.  The activations taken: linear and relu, whose loops compute b + z and compare
+    it with 0, as the epilogue does: the same numbers.  Not leaky relu: its derivation
+    writes the negative side expanded, 0.01·b1 + 0.01·z_H1, which the C may contract
+    into a multiply-add of its own choosing; any other loop stays a loop."""
+    out, k = [], 0
+    while k < len(ops):
+        op = ops[k]
+        nxt = ops[k + 1] if k + 1 < len(ops) else None
+        epi = _epilogue(p, op, nxt) if isinstance(op, MatMul) and isinstance(nxt, Loop) \
+            else None
+        if epi is not None and not any(
+                _root(p, op.C) in {_root(p, r) for r in _reads(p, o)}
+                for o in ops[k + 2:] + later):
+            target = nxt.stmts[0][0]
+            out.append(dataclasses.replace(op, C=target, epilogue=epi))
+            k += 2
+            continue
+        out.append(op)
+        k += 1
+    return out
+
+
+def _epilogue(p, op: MatMul, loop: Loop):
+    """The ops.Epilogue that ``loop`` is after ``op`` (see fuse_epilogues), or None."""
+    B = p.buffers
+    if op.kind != "nt" or op.accumulate or op.parts or op.epilogue is not None \
+            or not isinstance(op.N, int) or loop.product or loop.hoist or len(loop.stmts) != 1:
+        return None
+    target, index, kind, expr = loop.stmts[0]
+    names = tuple(n for n, _ in loop.indices)
+    z = op.C
+    if kind != "=" or target == LOSS or index != names or loop.indices[-1][1] != op.N \
+            or target == z or target not in B or z not in B:
+        return None
+    if B[target].kind != "work" or B[z].kind != "work" or B[target].alias or B[z].alias \
+            or B[target].shape != B[z].shape or z in (p.output, *p.graph.outputs):
+        return None
+    reads = {s: p.symbols[s] for s in expr.free_symbols if s in p.symbols}
+    zs = [s for s, a in reads.items() if a.array == z and tuple(a.index) == names]
+    bs = [s for s, a in reads.items() if a.array != z and B.get(a.array) is not None
+          and B[a.array].kind == "param" and tuple(a.index) == (names[-1],)
+          and tuple(B[a.array].shape) == (op.N,)]
+    if len(reads) != 2 or len(zs) != 1 or len(bs) != 1 \
+            or set(expr.free_symbols) != {zs[0], bs[0]}:
+        return None
+    u = bs[0] + zs[0]
+    comment = loop.comment
+    bias = reads[bs[0]].array
+    if expr == u:
+        return Epilogue(bias, "linear", comment)
+    if isinstance(expr, sp.Piecewise) and len(expr.args) == 2 \
+            and expr.args[0].expr == u and expr.args[0].cond == sp.StrictGreaterThan(u, 0) \
+            and expr.args[1].cond == sp.true and expr.args[1].expr == 0:
+        return Epilogue(bias, "relu", comment)
+    return None

@@ -253,6 +253,17 @@ class Compiled:
             C += r
         else:
             C[...] = r
+        if op.epilogue is not None:            # the loop after it (symnet.plan.fuse)
+            self._epilogue(op.epilogue, C, env)
+
+    @staticmethod
+    def _epilogue(e, C, env):
+        """C = act(bias + C) over its columns (ops.Epilogue)."""
+        bias = env[e.bias].reshape(-1)
+        C = C.reshape(-1, bias.size)        # a view: the rows of every position
+        C += bias
+        if e.act == "relu":
+            C[...] = np.where(C > 0, C, 0)
 
     def _softmax_xent(self, op: SoftmaxXent, env: dict, batch: int) -> float:
         """The derived rule of a coupled loss (``symnet.derive.coupled``) on every
