@@ -108,6 +108,16 @@ def test_the_same_bits_as_the_loop(dtype, width, batch, monkeypatch, tmp_path, r
     _compare(lambda: _mlp(width), dtype, monkeypatch, tmp_path, rng, batch, (40,))
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_the_same_bits_over_several_blocks_of_k(dtype, monkeypatch, tmp_path, rng):
+    """K = 600 inputs: each column panel summed in three blocks of k (SN_KC = 256); the
+    epilogue only after the last, on the finished sums."""
+    def net():
+        return sn.Network(sn.Input(600), sn.Dense(70, "relu", name="H1"),
+                          sn.Dense(10, name="O"), loss="softmax_cross_entropy")
+    _compare(net, dtype, monkeypatch, tmp_path, rng, 50, (600,))
+
+
 def test_the_same_bits_in_a_transformer(monkeypatch, tmp_path, rng):
     """Dense layers at each of a sequence's positions (M = batch·positions): the
     attention's in-projection (linear) and the feed-forward's relu."""
