@@ -42,8 +42,8 @@
  *   loss: mse, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_4F7029DFF6_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_4F7029DFF6_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_E7F1A2ACC3_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_E7F1A2ACC3_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset      3021  shape (2, 2)
  *   b1           offset      3025  shape (2,)
  *   W2           offset         0  shape (20, 2)
@@ -65,48 +65,48 @@
  *   W10          offset      3000  shape (1, 20)
  *   b10          offset      3020  shape (1,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_4F7029DFF6_WORK_SIZE(batch) numbers; SYMNET_4F7029DFF6_TRAIN_WORK_SIZE(batch_size) for
- * symnet_4f7029dff6_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_E7F1A2ACC3_WORK_SIZE(batch) numbers; SYMNET_E7F1A2ACC3_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_e7f1a2acc3_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 3027 + X B*2 + T or O B*1 + work (B*506 + 3027)
  *   numbers of 4 bytes; e.g. B = 32: 89,368 bytes (training; forward only: 36,044).
  */
-#ifndef SYMNET_4F7029DFF6_H
-#define SYMNET_4F7029DFF6_H
+#ifndef SYMNET_E7F1A2ACC3_H
+#define SYMNET_E7F1A2ACC3_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_4F7029DFF6_REAL float  /* the number type of every array (float32) */
-#define SYMNET_4F7029DFF6_N_INPUTS 2  /* features per example */
-#define SYMNET_4F7029DFF6_N_OUTPUTS 1
-#define SYMNET_4F7029DFF6_N_PARAMS 3027  /* numbers in the flat parameter array */
-#define SYMNET_4F7029DFF6_WORK_PER_EXAMPLE 506
-#define SYMNET_4F7029DFF6_WORK_SIZE(batch) ((batch) * 506 + 3027)  /* numbers of scratch per call */
-#define SYMNET_4F7029DFF6_TRAIN_WORK_SIZE(batch_size) (SYMNET_4F7029DFF6_WORK_SIZE(batch_size) + (batch_size) * 3)
-#define SYMNET_4F7029DFF6_SGD 0       /* optimizer codes of symnet_4f7029dff6_update and symnet_4f7029dff6_train */
-#define SYMNET_4F7029DFF6_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_4F7029DFF6_N_PARAMS numbers */
-#define SYMNET_4F7029DFF6_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_4F7029DFF6_N_PARAMS numbers each */
+#define SYMNET_E7F1A2ACC3_REAL float  /* the number type of every array (float32) */
+#define SYMNET_E7F1A2ACC3_N_INPUTS 2  /* features per example */
+#define SYMNET_E7F1A2ACC3_N_OUTPUTS 1
+#define SYMNET_E7F1A2ACC3_N_PARAMS 3027  /* numbers in the flat parameter array */
+#define SYMNET_E7F1A2ACC3_WORK_PER_EXAMPLE 506
+#define SYMNET_E7F1A2ACC3_WORK_SIZE(batch) ((batch) * 506 + 3027)  /* numbers of scratch per call */
+#define SYMNET_E7F1A2ACC3_TRAIN_WORK_SIZE(batch_size) (SYMNET_E7F1A2ACC3_WORK_SIZE(batch_size) + (batch_size) * 3)
+#define SYMNET_E7F1A2ACC3_SGD 0       /* optimizer codes of symnet_e7f1a2acc3_update and symnet_e7f1a2acc3_train */
+#define SYMNET_E7F1A2ACC3_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_E7F1A2ACC3_N_PARAMS numbers */
+#define SYMNET_E7F1A2ACC3_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_E7F1A2ACC3_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_4F7029DFF6_N_OUTPUTS) = the network's output for X (batch × SYMNET_4F7029DFF6_N_INPUTS). */
-void symnet_4f7029dff6_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_E7F1A2ACC3_N_OUTPUTS) = the network's output for X (batch × SYMNET_E7F1A2ACC3_N_INPUTS). */
+void symnet_e7f1a2acc3_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_4f7029dff6_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_e7f1a2acc3_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_4F7029DFF6_N_PARAMS numbers) by back propagation. */
-float symnet_4f7029dff6_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_E7F1A2ACC3_N_PARAMS numbers) by back propagation. */
+float symnet_e7f1a2acc3_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_4f7029dff6_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_e7f1a2acc3_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_4F7029DFF6_SGD, SYMNET_4F7029DFF6_MOMENTUM or SYMNET_4F7029DFF6_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_E7F1A2ACC3_SGD, SYMNET_E7F1A2ACC3_MOMENTUM or SYMNET_E7F1A2ACC3_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_4f7029dff6_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_e7f1a2acc3_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -114,10 +114,10 @@ void symnet_4f7029dff6_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_4F7029DFF6_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_E7F1A2ACC3_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_4F7029DFF6_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_4f7029dff6_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_E7F1A2ACC3_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_e7f1a2acc3_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -126,7 +126,7 @@ long long symnet_4f7029dff6_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_4F7029DFF6_H */
+#endif /* SYMNET_E7F1A2ACC3_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -662,7 +662,7 @@ static void sn_forward(const real *params, real *work, const real *tx, int batch
     real *sn_u_u = work + (size_t)batch * 183;  /* layer u: (batch, 1) */
 
     /* scale[b,i] = b1[i] + z_scale[b,i], where z_scale[b,i] = Σ_j W1[i,j]·tx[b,j]:
-       the sums are not stored; the product writes scale, the formula applied to each block of it as the block's sums finish */
+       the sums are not stored: the product writes scale, each block as its sums finish */
     sn_mm_nt_e(batch, 2, 2, tx, W1, NULL, scale, b1, 0);
     /* z_H2[b,i] = Σ_j W2[i,j]·scale[b,j] */
     sn_mm_nt(batch, 20, 2, scale, W2, z_H2, 0);
@@ -758,7 +758,7 @@ static void sn_forward(const real *params, real *work, const real *tx, int batch
 }
 
 /* O[b,k] = u[b,k]: the forward pass, its output copied out of work. */
-void symnet_4f7029dff6_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_e7f1a2acc3_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 183, sizeof(real) * (size_t)batch * 1);
@@ -884,7 +884,7 @@ static void sn_chunk(void *arg, int c)
     double loss = 0;
     memset(sn_part, 0, sizeof(real) * 161);
     /* scale[b,i] = b1[i] + z_scale[b,i], where z_scale[b,i] = Σ_j W1[i,j]·tx[b,j]:
-       the sums are not stored; the product writes scale, the formula applied to each block of it as the block's sums finish */
+       the sums are not stored: the product writes scale, each block as its sums finish */
     sn_mm_nt_e((sn_hi - sn_lo), 2, 2, tx + (size_t)sn_lo * 2, W1, NULL, scale + (size_t)sn_lo * 2, b1, 0);
     /* z_H2[b,i] = Σ_j W2[i,j]·scale[b,j] */
     sn_mm_nt(sn_hi - sn_lo, 20, 2, scale + (size_t)sn_lo * 2, W2, z_H2 + (size_t)sn_lo * 20, 0);
@@ -1275,7 +1275,7 @@ static double sn_loss(const real *params, real *work, const real *tx, const real
     return loss / batch;
 }
 
-real symnet_4f7029dff6_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_e7f1a2acc3_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -1289,7 +1289,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return sn_chunk_pass(&a, sn_chunk);
 }
 
-real symnet_4f7029dff6_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_e7f1a2acc3_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -1319,7 +1319,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_4f7029dff6_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_e7f1a2acc3_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 506;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
@@ -1392,7 +1392,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
         memcpy(dst + 3021, src + 3021, sizeof(real) * 6);
 }
 
-void symnet_4f7029dff6_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_e7f1a2acc3_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -1418,7 +1418,7 @@ void symnet_4f7029dff6_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_4f7029dff6_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_e7f1a2acc3_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

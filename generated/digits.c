@@ -28,8 +28,8 @@
  *   loss: softmax_cross_entropy, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_EFCC98FE98_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_EFCC98FE98_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_063D179AAE_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_063D179AAE_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (128, 64)
  *   b1           offset      8192  shape (128,)
  *   W2           offset      8320  shape (64, 128)
@@ -37,59 +37,59 @@
  *   W3           offset     16576  shape (10, 64)
  *   b3           offset     17216  shape (10,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_EFCC98FE98_WORK_SIZE(batch) numbers; SYMNET_EFCC98FE98_TRAIN_WORK_SIZE(batch_size) for
- * symnet_efcc98fe98_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_063D179AAE_WORK_SIZE(batch) numbers; SYMNET_063D179AAE_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_063d179aae_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 17226 + X B*64 + T or O B*10 + work (B*798 + 17226)
  *   numbers of 4 bytes; e.g. B = 32: 249,424 bytes (training; forward only: 105,512).
  */
-#ifndef SYMNET_EFCC98FE98_H
-#define SYMNET_EFCC98FE98_H
+#ifndef SYMNET_063D179AAE_H
+#define SYMNET_063D179AAE_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_EFCC98FE98_REAL float  /* the number type of every array (float32) */
-#define SYMNET_EFCC98FE98_N_INPUTS 64  /* features per example */
-#define SYMNET_EFCC98FE98_N_OUTPUTS 10
-#define SYMNET_EFCC98FE98_N_PARAMS 17226  /* numbers in the flat parameter array */
-#define SYMNET_EFCC98FE98_WORK_PER_EXAMPLE 798
-#define SYMNET_EFCC98FE98_WORK_SIZE(batch) ((batch) * 798 + 17226)  /* numbers of scratch per call */
-#define SYMNET_EFCC98FE98_TRAIN_WORK_SIZE(batch_size) (SYMNET_EFCC98FE98_WORK_SIZE(batch_size) + (batch_size) * 74)
-#define SYMNET_EFCC98FE98_SGD 0       /* optimizer codes of symnet_efcc98fe98_update and symnet_efcc98fe98_train */
-#define SYMNET_EFCC98FE98_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_EFCC98FE98_N_PARAMS numbers */
-#define SYMNET_EFCC98FE98_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_EFCC98FE98_N_PARAMS numbers each */
+#define SYMNET_063D179AAE_REAL float  /* the number type of every array (float32) */
+#define SYMNET_063D179AAE_N_INPUTS 64  /* features per example */
+#define SYMNET_063D179AAE_N_OUTPUTS 10
+#define SYMNET_063D179AAE_N_PARAMS 17226  /* numbers in the flat parameter array */
+#define SYMNET_063D179AAE_WORK_PER_EXAMPLE 798
+#define SYMNET_063D179AAE_WORK_SIZE(batch) ((batch) * 798 + 17226)  /* numbers of scratch per call */
+#define SYMNET_063D179AAE_TRAIN_WORK_SIZE(batch_size) (SYMNET_063D179AAE_WORK_SIZE(batch_size) + (batch_size) * 74)
+#define SYMNET_063D179AAE_SGD 0       /* optimizer codes of symnet_063d179aae_update and symnet_063d179aae_train */
+#define SYMNET_063D179AAE_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_063D179AAE_N_PARAMS numbers */
+#define SYMNET_063D179AAE_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_063D179AAE_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_EFCC98FE98_N_OUTPUTS) = the network's output for X (batch × SYMNET_EFCC98FE98_N_INPUTS). */
-void symnet_efcc98fe98_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_063D179AAE_N_OUTPUTS) = the network's output for X (batch × SYMNET_063D179AAE_N_INPUTS). */
+void symnet_063d179aae_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_efcc98fe98_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_063d179aae_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_EFCC98FE98_N_PARAMS numbers) by back propagation. */
-float symnet_efcc98fe98_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_063D179AAE_N_PARAMS numbers) by back propagation. */
+float symnet_063d179aae_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_efcc98fe98_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_063d179aae_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss; T[b] is the class label of example b. */
-float symnet_efcc98fe98_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_063d179aae_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_EFCC98FE98_N_PARAMS numbers) by back propagation. */
-float symnet_efcc98fe98_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_063D179AAE_N_PARAMS numbers) by back propagation. */
+float symnet_063d179aae_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_efcc98fe98_step_labels(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_063d179aae_step_labels(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_EFCC98FE98_SGD, SYMNET_EFCC98FE98_MOMENTUM or SYMNET_EFCC98FE98_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_063D179AAE_SGD, SYMNET_063D179AAE_MOMENTUM or SYMNET_063D179AAE_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_efcc98fe98_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_063d179aae_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -97,10 +97,10 @@ void symnet_efcc98fe98_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_EFCC98FE98_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_063D179AAE_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_EFCC98FE98_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_efcc98fe98_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_063D179AAE_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_063d179aae_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -110,10 +110,10 @@ long long symnet_efcc98fe98_train(float *params, const float *X, const float *T,
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_EFCC98FE98_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_063D179AAE_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_EFCC98FE98_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_efcc98fe98_train_labels(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_063D179AAE_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_063d179aae_train_labels(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -122,7 +122,7 @@ long long symnet_efcc98fe98_train_labels(float *params, const float *X, const fl
 }
 #endif
 
-#endif /* SYMNET_EFCC98FE98_H */
+#endif /* SYMNET_063D179AAE_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -646,19 +646,19 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
     real *sn_u_O = work + (size_t)batch * 202;  /* layer O: (batch, 10) */
 
     /* H1[b,i] = (b1[i] + z_H1[b,i] if b1[i] + z_H1[b,i] > 0 else 0), where z_H1[b,i] = Σ_j W1[i,j]·I[b,j]:
-       the sums are not stored; the product writes H1, the formula applied to each block of it as the block's sums finish */
+       the sums are not stored: the product writes H1, each block as its sums finish */
     sn_mm_nt_e(batch, 128, 64, I, W1, NULL, H1, b1, 1);
     /* H2[b,i] = (b2[i] + z_H2[b,i] if b2[i] + z_H2[b,i] > 0 else 0), where z_H2[b,i] = Σ_j W2[i,j]·H1[b,j]:
-       the sums are not stored; the product writes H2, the formula applied to each block of it as the block's sums finish */
+       the sums are not stored: the product writes H2, each block as its sums finish */
     sn_mm_nt_e(batch, 64, 128, H1, W2, NULL, H2, b2, 1);
     /* O[b,i] = b3[i] + z_O[b,i], where z_O[b,i] = Σ_j W3[i,j]·H2[b,j]:
-       the sums are not stored; the product writes O, the formula applied to each block of it as the block's sums finish */
+       the sums are not stored: the product writes O, each block as its sums finish */
     sn_mm_nt_e(batch, 10, 64, H2, W3, NULL, sn_u_O, b3, 0);
 
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_efcc98fe98_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_063d179aae_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 202, sizeof(real) * (size_t)batch * 10);
@@ -792,13 +792,13 @@ static void sn_chunk_head(sn_chunk_args *a, int c)
     (void)T;
     (void)sn_part;
     /* H1[b,i] = (b1[i] + z_H1[b,i] if b1[i] + z_H1[b,i] > 0 else 0), where z_H1[b,i] = Σ_j W1[i,j]·I[b,j]:
-       the sums are not stored; the product writes H1, the formula applied to each block of it as the block's sums finish */
+       the sums are not stored: the product writes H1, each block as its sums finish */
     sn_mm_nt_e((sn_hi - sn_lo), 128, 64, I + (size_t)sn_lo * 64, W1, NULL, H1 + (size_t)sn_lo * 128, b1, 1);
     /* H2[b,i] = (b2[i] + z_H2[b,i] if b2[i] + z_H2[b,i] > 0 else 0), where z_H2[b,i] = Σ_j W2[i,j]·H1[b,j]:
-       the sums are not stored; the product writes H2, the formula applied to each block of it as the block's sums finish */
+       the sums are not stored: the product writes H2, each block as its sums finish */
     sn_mm_nt_e((sn_hi - sn_lo), 64, 128, H1 + (size_t)sn_lo * 128, W2, NULL, H2 + (size_t)sn_lo * 64, b2, 1);
     /* O[b,i] = b3[i] + z_O[b,i], where z_O[b,i] = Σ_j W3[i,j]·H2[b,j]:
-       the sums are not stored; the product writes O, the formula applied to each block of it as the block's sums finish */
+       the sums are not stored: the product writes O, each block as its sums finish */
     sn_mm_nt_e((sn_hi - sn_lo), 10, 64, H2 + (size_t)sn_lo * 64, W3, NULL, sn_u_O + (size_t)sn_lo * 10, b3, 0);
 
 
@@ -1068,7 +1068,7 @@ static double sn_loss(const real *params, real *work, const real *I, const real 
     return loss / batch;
 }
 
-real symnet_efcc98fe98_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_063d179aae_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -1082,7 +1082,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return sn_chunk_pass(&a, sn_chunk, NULL);
 }
 
-real symnet_efcc98fe98_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_063d179aae_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -1119,7 +1119,7 @@ static double sn_loss_labels(const real *params, real *work, const real *I, cons
     return loss / batch;
 }
 
-real symnet_efcc98fe98_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_063d179aae_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss_labels(params, work, X, T, batch);
 }
@@ -1133,7 +1133,7 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
     return sn_chunk_pass(&a, sn_chunk_labels, NULL);
 }
 
-real symnet_efcc98fe98_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_063d179aae_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad_labels(params, grads, work, X, T, batch);
 }
@@ -1151,7 +1151,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_efcc98fe98_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_063d179aae_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 798;
     /* the batch in chunks, then the weight gradients, each job updating the parameters
@@ -1174,7 +1174,7 @@ real symnet_efcc98fe98_step(real *params, const real *X, const real *T, int batc
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_efcc98fe98_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_063d179aae_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 798;
     /* the batch in chunks, then the weight gradients, each job updating the parameters
@@ -1254,7 +1254,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_efcc98fe98_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_063d179aae_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -1280,7 +1280,7 @@ void symnet_efcc98fe98_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_efcc98fe98_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_063d179aae_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
@@ -1368,7 +1368,7 @@ long long symnet_efcc98fe98_train(real *params, const real *X, const real *T, co
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step).
  * The same with integer class labels: T[n] is the class of example n. */
-long long symnet_efcc98fe98_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_063d179aae_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

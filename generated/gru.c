@@ -104,8 +104,8 @@
  *   loss: softmax_cross_entropy, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_AF257C24D6_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_AF257C24D6_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_BBFFDB4038_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_BBFFDB4038_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (72, 4)
  *   b1           offset       288  shape (72,)
  *   c1           offset       360  shape (72,)
@@ -113,59 +113,59 @@
  *   W22          offset      2160  shape (4, 24)
  *   b22          offset      2256  shape (4,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_AF257C24D6_WORK_SIZE(batch) numbers; SYMNET_AF257C24D6_TRAIN_WORK_SIZE(batch_size) for
- * symnet_af257c24d6_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_BBFFDB4038_WORK_SIZE(batch) numbers; SYMNET_BBFFDB4038_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_bbffdb4038_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 2260 + X B*80 + T or O B*4 + work (B*6312 + 2260)
  *   numbers of 4 bytes; e.g. B = 32: 836,768 bytes (training; forward only: 441,680).
  */
-#ifndef SYMNET_AF257C24D6_H
-#define SYMNET_AF257C24D6_H
+#ifndef SYMNET_BBFFDB4038_H
+#define SYMNET_BBFFDB4038_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_AF257C24D6_REAL float  /* the number type of every array (float32) */
-#define SYMNET_AF257C24D6_N_INPUTS 80  /* features per example */
-#define SYMNET_AF257C24D6_N_OUTPUTS 4
-#define SYMNET_AF257C24D6_N_PARAMS 2260  /* numbers in the flat parameter array */
-#define SYMNET_AF257C24D6_WORK_PER_EXAMPLE 6312
-#define SYMNET_AF257C24D6_WORK_SIZE(batch) ((batch) * 6312 + 2260)  /* numbers of scratch per call */
-#define SYMNET_AF257C24D6_TRAIN_WORK_SIZE(batch_size) (SYMNET_AF257C24D6_WORK_SIZE(batch_size) + (batch_size) * 84)
-#define SYMNET_AF257C24D6_SGD 0       /* optimizer codes of symnet_af257c24d6_update and symnet_af257c24d6_train */
-#define SYMNET_AF257C24D6_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_AF257C24D6_N_PARAMS numbers */
-#define SYMNET_AF257C24D6_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_AF257C24D6_N_PARAMS numbers each */
+#define SYMNET_BBFFDB4038_REAL float  /* the number type of every array (float32) */
+#define SYMNET_BBFFDB4038_N_INPUTS 80  /* features per example */
+#define SYMNET_BBFFDB4038_N_OUTPUTS 4
+#define SYMNET_BBFFDB4038_N_PARAMS 2260  /* numbers in the flat parameter array */
+#define SYMNET_BBFFDB4038_WORK_PER_EXAMPLE 6312
+#define SYMNET_BBFFDB4038_WORK_SIZE(batch) ((batch) * 6312 + 2260)  /* numbers of scratch per call */
+#define SYMNET_BBFFDB4038_TRAIN_WORK_SIZE(batch_size) (SYMNET_BBFFDB4038_WORK_SIZE(batch_size) + (batch_size) * 84)
+#define SYMNET_BBFFDB4038_SGD 0       /* optimizer codes of symnet_bbffdb4038_update and symnet_bbffdb4038_train */
+#define SYMNET_BBFFDB4038_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_BBFFDB4038_N_PARAMS numbers */
+#define SYMNET_BBFFDB4038_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_BBFFDB4038_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_AF257C24D6_N_OUTPUTS) = the network's output for X (batch × SYMNET_AF257C24D6_N_INPUTS). */
-void symnet_af257c24d6_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_BBFFDB4038_N_OUTPUTS) = the network's output for X (batch × SYMNET_BBFFDB4038_N_INPUTS). */
+void symnet_bbffdb4038_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_af257c24d6_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_bbffdb4038_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_AF257C24D6_N_PARAMS numbers) by back propagation. */
-float symnet_af257c24d6_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_BBFFDB4038_N_PARAMS numbers) by back propagation. */
+float symnet_bbffdb4038_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_af257c24d6_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_bbffdb4038_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss; T[b] is the class label of example b. */
-float symnet_af257c24d6_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_bbffdb4038_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_AF257C24D6_N_PARAMS numbers) by back propagation. */
-float symnet_af257c24d6_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_BBFFDB4038_N_PARAMS numbers) by back propagation. */
+float symnet_bbffdb4038_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_af257c24d6_step_labels(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_bbffdb4038_step_labels(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_AF257C24D6_SGD, SYMNET_AF257C24D6_MOMENTUM or SYMNET_AF257C24D6_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_BBFFDB4038_SGD, SYMNET_BBFFDB4038_MOMENTUM or SYMNET_BBFFDB4038_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_af257c24d6_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_bbffdb4038_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -173,10 +173,10 @@ void symnet_af257c24d6_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_AF257C24D6_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_BBFFDB4038_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_AF257C24D6_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_af257c24d6_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_BBFFDB4038_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_bbffdb4038_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -186,10 +186,10 @@ long long symnet_af257c24d6_train(float *params, const float *X, const float *T,
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_AF257C24D6_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_BBFFDB4038_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_AF257C24D6_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_af257c24d6_train_labels(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_BBFFDB4038_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_bbffdb4038_train_labels(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -198,7 +198,7 @@ long long symnet_af257c24d6_train_labels(float *params, const float *X, const fl
 }
 #endif
 
-#endif /* SYMNET_AF257C24D6_H */
+#endif /* SYMNET_BBFFDB4038_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -814,7 +814,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
     real *sn_u_O = work + (size_t)batch * 3292;  /* layer O: (batch, 4) */
 
     /* h_gx[b,tq,i] = b1[i] + z_h_gx[b,tq,i], where z_h_gx[b,t,i] = Σ_j W1[i,j]·S[b,t,j] for each of the 20 positions t:
-       the sums are not stored; the product writes h_gx, the formula applied to each block of it as the block's sums finish */
+       the sums are not stored: the product writes h_gx, each block as its sums finish */
     sn_mm_nt_e(batch * 20, 72, 4, S, W1, NULL, h_gx, b1, 0);
     /* h_1[b,i] = (1 - σ(c1[i + 24] + h_gx[b,0,i + 24]))·tanh(c1[i + 48]·σ(c1[i] + h_gx[b,0,i]) + h_gx[b,0,i + 48]) */
     for (int b = 0; b < batch; b++)
@@ -825,7 +825,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
             h_1[b * 24 + i] = (1 - sn_sigmoid(sn_u_c1[(i + 24)] + h_gx[b * 1440 + (0) * 72 + (i + 24)]))*sn_tanhf(sn_u_c1[(i + 48)]*sn_sigmoid(sn_u_c1[i] + h_gx[b * 1440 + (0) * 72 + i]) + h_gx[b * 1440 + (0) * 72 + (i + 48)]);
         }
     /* h_2_gh[b,i] = c1[i] + z_h_2_gh[b,i], where z_h_2_gh[b,i] = Σ_j U1[i,j]·h_1[b,j]:
-       the sums are not stored; the product writes h_2_gh, the formula applied to each block of it as the block's sums finish */
+       the sums are not stored: the product writes h_2_gh, each block as its sums finish */
     sn_mm_nt_e(batch, 72, 24, h_1, U1, NULL, h_2_gh, sn_u_c1, 0);
     /* h_2[b,i] = h_1[b,i]·σ(h_2_gh[b,i + 24] + h_gx[b,1,i + 24]) + (1 - σ(h_2_gh[b,i + 24] + h_gx[b,1,i + 24]))·tanh(h_2_gh[b,i + 48]·σ(h_2_gh[b,i] + h_gx[b,1,i]) + h_gx[b,1,i + 48]) */
     for (int b = 0; b < batch; b++)
@@ -837,7 +837,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
             h_2[b * 24 + i] = h_1[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_2_gh[b * 72 + (i + 48)]*sn_sigmoid(h_2_gh[b * 72 + i] + h_gx[b * 1440 + (1) * 72 + i]) + h_gx[b * 1440 + (1) * 72 + (i + 48)]);
         }
     /* h_3_gh[b,i] = c1[i] + z_h_3_gh[b,i], where z_h_3_gh[b,i] = Σ_j U1[i,j]·h_2[b,j]:
-       the sums are not stored; the product writes h_3_gh, the formula applied to each block of it as the block's sums finish */
+       the sums are not stored: the product writes h_3_gh, each block as its sums finish */
     sn_mm_nt_e(batch, 72, 24, h_2, U1, NULL, h_3_gh, sn_u_c1, 0);
     /* h_3[b,i] = h_2[b,i]·σ(h_3_gh[b,i + 24] + h_gx[b,2,i + 24]) + (1 - σ(h_3_gh[b,i + 24] + h_gx[b,2,i + 24]))·tanh(h_3_gh[b,i + 48]·σ(h_3_gh[b,i] + h_gx[b,2,i]) + h_gx[b,2,i + 48]) */
     for (int b = 0; b < batch; b++)
@@ -849,7 +849,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
             h_3[b * 24 + i] = h_2[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_3_gh[b * 72 + (i + 48)]*sn_sigmoid(h_3_gh[b * 72 + i] + h_gx[b * 1440 + (2) * 72 + i]) + h_gx[b * 1440 + (2) * 72 + (i + 48)]);
         }
     /* h_4_gh[b,i] = c1[i] + z_h_4_gh[b,i], where z_h_4_gh[b,i] = Σ_j U1[i,j]·h_3[b,j]:
-       the sums are not stored; the product writes h_4_gh, the formula applied to each block of it as the block's sums finish */
+       the sums are not stored: the product writes h_4_gh, each block as its sums finish */
     sn_mm_nt_e(batch, 72, 24, h_3, U1, NULL, h_4_gh, sn_u_c1, 0);
     /* h_4[b,i] = h_3[b,i]·σ(h_4_gh[b,i + 24] + h_gx[b,3,i + 24]) + (1 - σ(h_4_gh[b,i + 24] + h_gx[b,3,i + 24]))·tanh(h_4_gh[b,i + 48]·σ(h_4_gh[b,i] + h_gx[b,3,i]) + h_gx[b,3,i + 48]) */
     for (int b = 0; b < batch; b++)
@@ -861,7 +861,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
             h_4[b * 24 + i] = h_3[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_4_gh[b * 72 + (i + 48)]*sn_sigmoid(h_4_gh[b * 72 + i] + h_gx[b * 1440 + (3) * 72 + i]) + h_gx[b * 1440 + (3) * 72 + (i + 48)]);
         }
     /* h_5_gh[b,i] = c1[i] + z_h_5_gh[b,i], where z_h_5_gh[b,i] = Σ_j U1[i,j]·h_4[b,j]:
-       the sums are not stored; the product writes h_5_gh, the formula applied to each block of it as the block's sums finish */
+       the sums are not stored: the product writes h_5_gh, each block as its sums finish */
     sn_mm_nt_e(batch, 72, 24, h_4, U1, NULL, h_5_gh, sn_u_c1, 0);
     /* h_5[b,i] = h_4[b,i]·σ(h_5_gh[b,i + 24] + h_gx[b,4,i + 24]) + (1 - σ(h_5_gh[b,i + 24] + h_gx[b,4,i + 24]))·tanh(h_5_gh[b,i + 48]·σ(h_5_gh[b,i] + h_gx[b,4,i]) + h_gx[b,4,i + 48]) */
     for (int b = 0; b < batch; b++)
@@ -873,7 +873,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
             h_5[b * 24 + i] = h_4[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_5_gh[b * 72 + (i + 48)]*sn_sigmoid(h_5_gh[b * 72 + i] + h_gx[b * 1440 + (4) * 72 + i]) + h_gx[b * 1440 + (4) * 72 + (i + 48)]);
         }
     /* h_6_gh[b,i] = c1[i] + z_h_6_gh[b,i], where z_h_6_gh[b,i] = Σ_j U1[i,j]·h_5[b,j]:
-       the sums are not stored; the product writes h_6_gh, the formula applied to each block of it as the block's sums finish */
+       the sums are not stored: the product writes h_6_gh, each block as its sums finish */
     sn_mm_nt_e(batch, 72, 24, h_5, U1, NULL, h_6_gh, sn_u_c1, 0);
     /* h_6[b,i] = h_5[b,i]·σ(h_6_gh[b,i + 24] + h_gx[b,5,i + 24]) + (1 - σ(h_6_gh[b,i + 24] + h_gx[b,5,i + 24]))·tanh(h_6_gh[b,i + 48]·σ(h_6_gh[b,i] + h_gx[b,5,i]) + h_gx[b,5,i + 48]) */
     for (int b = 0; b < batch; b++)
@@ -885,7 +885,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
             h_6[b * 24 + i] = h_5[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_6_gh[b * 72 + (i + 48)]*sn_sigmoid(h_6_gh[b * 72 + i] + h_gx[b * 1440 + (5) * 72 + i]) + h_gx[b * 1440 + (5) * 72 + (i + 48)]);
         }
     /* h_7_gh[b,i] = c1[i] + z_h_7_gh[b,i], where z_h_7_gh[b,i] = Σ_j U1[i,j]·h_6[b,j]:
-       the sums are not stored; the product writes h_7_gh, the formula applied to each block of it as the block's sums finish */
+       the sums are not stored: the product writes h_7_gh, each block as its sums finish */
     sn_mm_nt_e(batch, 72, 24, h_6, U1, NULL, h_7_gh, sn_u_c1, 0);
     /* h_7[b,i] = h_6[b,i]·σ(h_7_gh[b,i + 24] + h_gx[b,6,i + 24]) + (1 - σ(h_7_gh[b,i + 24] + h_gx[b,6,i + 24]))·tanh(h_7_gh[b,i + 48]·σ(h_7_gh[b,i] + h_gx[b,6,i]) + h_gx[b,6,i + 48]) */
     for (int b = 0; b < batch; b++)
@@ -897,7 +897,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
             h_7[b * 24 + i] = h_6[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_7_gh[b * 72 + (i + 48)]*sn_sigmoid(h_7_gh[b * 72 + i] + h_gx[b * 1440 + (6) * 72 + i]) + h_gx[b * 1440 + (6) * 72 + (i + 48)]);
         }
     /* h_8_gh[b,i] = c1[i] + z_h_8_gh[b,i], where z_h_8_gh[b,i] = Σ_j U1[i,j]·h_7[b,j]:
-       the sums are not stored; the product writes h_8_gh, the formula applied to each block of it as the block's sums finish */
+       the sums are not stored: the product writes h_8_gh, each block as its sums finish */
     sn_mm_nt_e(batch, 72, 24, h_7, U1, NULL, h_8_gh, sn_u_c1, 0);
     /* h_8[b,i] = h_7[b,i]·σ(h_8_gh[b,i + 24] + h_gx[b,7,i + 24]) + (1 - σ(h_8_gh[b,i + 24] + h_gx[b,7,i + 24]))·tanh(h_8_gh[b,i + 48]·σ(h_8_gh[b,i] + h_gx[b,7,i]) + h_gx[b,7,i + 48]) */
     for (int b = 0; b < batch; b++)
@@ -909,7 +909,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
             h_8[b * 24 + i] = h_7[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_8_gh[b * 72 + (i + 48)]*sn_sigmoid(h_8_gh[b * 72 + i] + h_gx[b * 1440 + (7) * 72 + i]) + h_gx[b * 1440 + (7) * 72 + (i + 48)]);
         }
     /* h_9_gh[b,i] = c1[i] + z_h_9_gh[b,i], where z_h_9_gh[b,i] = Σ_j U1[i,j]·h_8[b,j]:
-       the sums are not stored; the product writes h_9_gh, the formula applied to each block of it as the block's sums finish */
+       the sums are not stored: the product writes h_9_gh, each block as its sums finish */
     sn_mm_nt_e(batch, 72, 24, h_8, U1, NULL, h_9_gh, sn_u_c1, 0);
     /* h_9[b,i] = h_8[b,i]·σ(h_9_gh[b,i + 24] + h_gx[b,8,i + 24]) + (1 - σ(h_9_gh[b,i + 24] + h_gx[b,8,i + 24]))·tanh(h_9_gh[b,i + 48]·σ(h_9_gh[b,i] + h_gx[b,8,i]) + h_gx[b,8,i + 48]) */
     for (int b = 0; b < batch; b++)
@@ -921,7 +921,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
             h_9[b * 24 + i] = h_8[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_9_gh[b * 72 + (i + 48)]*sn_sigmoid(h_9_gh[b * 72 + i] + h_gx[b * 1440 + (8) * 72 + i]) + h_gx[b * 1440 + (8) * 72 + (i + 48)]);
         }
     /* h_10_gh[b,i] = c1[i] + z_h_10_gh[b,i], where z_h_10_gh[b,i] = Σ_j U1[i,j]·h_9[b,j]:
-       the sums are not stored; the product writes h_10_gh, the formula applied to each block of it as the block's sums finish */
+       the sums are not stored: the product writes h_10_gh, each block as its sums finish */
     sn_mm_nt_e(batch, 72, 24, h_9, U1, NULL, h_10_gh, sn_u_c1, 0);
     /* h_10[b,i] = h_9[b,i]·σ(h_10_gh[b,i + 24] + h_gx[b,9,i + 24]) + (1 - σ(h_10_gh[b,i + 24] + h_gx[b,9,i + 24]))·tanh(h_10_gh[b,i + 48]·σ(h_10_gh[b,i] + h_gx[b,9,i]) + h_gx[b,9,i + 48]) */
     for (int b = 0; b < batch; b++)
@@ -933,7 +933,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
             h_10[b * 24 + i] = h_9[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_10_gh[b * 72 + (i + 48)]*sn_sigmoid(h_10_gh[b * 72 + i] + h_gx[b * 1440 + (9) * 72 + i]) + h_gx[b * 1440 + (9) * 72 + (i + 48)]);
         }
     /* h_11_gh[b,i] = c1[i] + z_h_11_gh[b,i], where z_h_11_gh[b,i] = Σ_j U1[i,j]·h_10[b,j]:
-       the sums are not stored; the product writes h_11_gh, the formula applied to each block of it as the block's sums finish */
+       the sums are not stored: the product writes h_11_gh, each block as its sums finish */
     sn_mm_nt_e(batch, 72, 24, h_10, U1, NULL, h_11_gh, sn_u_c1, 0);
     /* h_11[b,i] = h_10[b,i]·σ(h_11_gh[b,i + 24] + h_gx[b,10,i + 24]) + (1 - σ(h_11_gh[b,i + 24] + h_gx[b,10,i + 24]))·tanh(h_11_gh[b,i + 48]·σ(h_11_gh[b,i] + h_gx[b,10,i]) + h_gx[b,10,i + 48]) */
     for (int b = 0; b < batch; b++)
@@ -945,7 +945,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
             h_11[b * 24 + i] = h_10[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_11_gh[b * 72 + (i + 48)]*sn_sigmoid(h_11_gh[b * 72 + i] + h_gx[b * 1440 + (10) * 72 + i]) + h_gx[b * 1440 + (10) * 72 + (i + 48)]);
         }
     /* h_12_gh[b,i] = c1[i] + z_h_12_gh[b,i], where z_h_12_gh[b,i] = Σ_j U1[i,j]·h_11[b,j]:
-       the sums are not stored; the product writes h_12_gh, the formula applied to each block of it as the block's sums finish */
+       the sums are not stored: the product writes h_12_gh, each block as its sums finish */
     sn_mm_nt_e(batch, 72, 24, h_11, U1, NULL, h_12_gh, sn_u_c1, 0);
     /* h_12[b,i] = h_11[b,i]·σ(h_12_gh[b,i + 24] + h_gx[b,11,i + 24]) + (1 - σ(h_12_gh[b,i + 24] + h_gx[b,11,i + 24]))·tanh(h_12_gh[b,i + 48]·σ(h_12_gh[b,i] + h_gx[b,11,i]) + h_gx[b,11,i + 48]) */
     for (int b = 0; b < batch; b++)
@@ -957,7 +957,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
             h_12[b * 24 + i] = h_11[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_12_gh[b * 72 + (i + 48)]*sn_sigmoid(h_12_gh[b * 72 + i] + h_gx[b * 1440 + (11) * 72 + i]) + h_gx[b * 1440 + (11) * 72 + (i + 48)]);
         }
     /* h_13_gh[b,i] = c1[i] + z_h_13_gh[b,i], where z_h_13_gh[b,i] = Σ_j U1[i,j]·h_12[b,j]:
-       the sums are not stored; the product writes h_13_gh, the formula applied to each block of it as the block's sums finish */
+       the sums are not stored: the product writes h_13_gh, each block as its sums finish */
     sn_mm_nt_e(batch, 72, 24, h_12, U1, NULL, h_13_gh, sn_u_c1, 0);
     /* h_13[b,i] = h_12[b,i]·σ(h_13_gh[b,i + 24] + h_gx[b,12,i + 24]) + (1 - σ(h_13_gh[b,i + 24] + h_gx[b,12,i + 24]))·tanh(h_13_gh[b,i + 48]·σ(h_13_gh[b,i] + h_gx[b,12,i]) + h_gx[b,12,i + 48]) */
     for (int b = 0; b < batch; b++)
@@ -969,7 +969,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
             h_13[b * 24 + i] = h_12[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_13_gh[b * 72 + (i + 48)]*sn_sigmoid(h_13_gh[b * 72 + i] + h_gx[b * 1440 + (12) * 72 + i]) + h_gx[b * 1440 + (12) * 72 + (i + 48)]);
         }
     /* h_14_gh[b,i] = c1[i] + z_h_14_gh[b,i], where z_h_14_gh[b,i] = Σ_j U1[i,j]·h_13[b,j]:
-       the sums are not stored; the product writes h_14_gh, the formula applied to each block of it as the block's sums finish */
+       the sums are not stored: the product writes h_14_gh, each block as its sums finish */
     sn_mm_nt_e(batch, 72, 24, h_13, U1, NULL, h_14_gh, sn_u_c1, 0);
     /* h_14[b,i] = h_13[b,i]·σ(h_14_gh[b,i + 24] + h_gx[b,13,i + 24]) + (1 - σ(h_14_gh[b,i + 24] + h_gx[b,13,i + 24]))·tanh(h_14_gh[b,i + 48]·σ(h_14_gh[b,i] + h_gx[b,13,i]) + h_gx[b,13,i + 48]) */
     for (int b = 0; b < batch; b++)
@@ -981,7 +981,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
             h_14[b * 24 + i] = h_13[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_14_gh[b * 72 + (i + 48)]*sn_sigmoid(h_14_gh[b * 72 + i] + h_gx[b * 1440 + (13) * 72 + i]) + h_gx[b * 1440 + (13) * 72 + (i + 48)]);
         }
     /* h_15_gh[b,i] = c1[i] + z_h_15_gh[b,i], where z_h_15_gh[b,i] = Σ_j U1[i,j]·h_14[b,j]:
-       the sums are not stored; the product writes h_15_gh, the formula applied to each block of it as the block's sums finish */
+       the sums are not stored: the product writes h_15_gh, each block as its sums finish */
     sn_mm_nt_e(batch, 72, 24, h_14, U1, NULL, h_15_gh, sn_u_c1, 0);
     /* h_15[b,i] = h_14[b,i]·σ(h_15_gh[b,i + 24] + h_gx[b,14,i + 24]) + (1 - σ(h_15_gh[b,i + 24] + h_gx[b,14,i + 24]))·tanh(h_15_gh[b,i + 48]·σ(h_15_gh[b,i] + h_gx[b,14,i]) + h_gx[b,14,i + 48]) */
     for (int b = 0; b < batch; b++)
@@ -993,7 +993,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
             h_15[b * 24 + i] = h_14[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_15_gh[b * 72 + (i + 48)]*sn_sigmoid(h_15_gh[b * 72 + i] + h_gx[b * 1440 + (14) * 72 + i]) + h_gx[b * 1440 + (14) * 72 + (i + 48)]);
         }
     /* h_16_gh[b,i] = c1[i] + z_h_16_gh[b,i], where z_h_16_gh[b,i] = Σ_j U1[i,j]·h_15[b,j]:
-       the sums are not stored; the product writes h_16_gh, the formula applied to each block of it as the block's sums finish */
+       the sums are not stored: the product writes h_16_gh, each block as its sums finish */
     sn_mm_nt_e(batch, 72, 24, h_15, U1, NULL, h_16_gh, sn_u_c1, 0);
     /* h_16[b,i] = h_15[b,i]·σ(h_16_gh[b,i + 24] + h_gx[b,15,i + 24]) + (1 - σ(h_16_gh[b,i + 24] + h_gx[b,15,i + 24]))·tanh(h_16_gh[b,i + 48]·σ(h_16_gh[b,i] + h_gx[b,15,i]) + h_gx[b,15,i + 48]) */
     for (int b = 0; b < batch; b++)
@@ -1005,7 +1005,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
             h_16[b * 24 + i] = h_15[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_16_gh[b * 72 + (i + 48)]*sn_sigmoid(h_16_gh[b * 72 + i] + h_gx[b * 1440 + (15) * 72 + i]) + h_gx[b * 1440 + (15) * 72 + (i + 48)]);
         }
     /* h_17_gh[b,i] = c1[i] + z_h_17_gh[b,i], where z_h_17_gh[b,i] = Σ_j U1[i,j]·h_16[b,j]:
-       the sums are not stored; the product writes h_17_gh, the formula applied to each block of it as the block's sums finish */
+       the sums are not stored: the product writes h_17_gh, each block as its sums finish */
     sn_mm_nt_e(batch, 72, 24, h_16, U1, NULL, h_17_gh, sn_u_c1, 0);
     /* h_17[b,i] = h_16[b,i]·σ(h_17_gh[b,i + 24] + h_gx[b,16,i + 24]) + (1 - σ(h_17_gh[b,i + 24] + h_gx[b,16,i + 24]))·tanh(h_17_gh[b,i + 48]·σ(h_17_gh[b,i] + h_gx[b,16,i]) + h_gx[b,16,i + 48]) */
     for (int b = 0; b < batch; b++)
@@ -1017,7 +1017,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
             h_17[b * 24 + i] = h_16[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_17_gh[b * 72 + (i + 48)]*sn_sigmoid(h_17_gh[b * 72 + i] + h_gx[b * 1440 + (16) * 72 + i]) + h_gx[b * 1440 + (16) * 72 + (i + 48)]);
         }
     /* h_18_gh[b,i] = c1[i] + z_h_18_gh[b,i], where z_h_18_gh[b,i] = Σ_j U1[i,j]·h_17[b,j]:
-       the sums are not stored; the product writes h_18_gh, the formula applied to each block of it as the block's sums finish */
+       the sums are not stored: the product writes h_18_gh, each block as its sums finish */
     sn_mm_nt_e(batch, 72, 24, h_17, U1, NULL, h_18_gh, sn_u_c1, 0);
     /* h_18[b,i] = h_17[b,i]·σ(h_18_gh[b,i + 24] + h_gx[b,17,i + 24]) + (1 - σ(h_18_gh[b,i + 24] + h_gx[b,17,i + 24]))·tanh(h_18_gh[b,i + 48]·σ(h_18_gh[b,i] + h_gx[b,17,i]) + h_gx[b,17,i + 48]) */
     for (int b = 0; b < batch; b++)
@@ -1029,7 +1029,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
             h_18[b * 24 + i] = h_17[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_18_gh[b * 72 + (i + 48)]*sn_sigmoid(h_18_gh[b * 72 + i] + h_gx[b * 1440 + (17) * 72 + i]) + h_gx[b * 1440 + (17) * 72 + (i + 48)]);
         }
     /* h_19_gh[b,i] = c1[i] + z_h_19_gh[b,i], where z_h_19_gh[b,i] = Σ_j U1[i,j]·h_18[b,j]:
-       the sums are not stored; the product writes h_19_gh, the formula applied to each block of it as the block's sums finish */
+       the sums are not stored: the product writes h_19_gh, each block as its sums finish */
     sn_mm_nt_e(batch, 72, 24, h_18, U1, NULL, h_19_gh, sn_u_c1, 0);
     /* h_19[b,i] = h_18[b,i]·σ(h_19_gh[b,i + 24] + h_gx[b,18,i + 24]) + (1 - σ(h_19_gh[b,i + 24] + h_gx[b,18,i + 24]))·tanh(h_19_gh[b,i + 48]·σ(h_19_gh[b,i] + h_gx[b,18,i]) + h_gx[b,18,i + 48]) */
     for (int b = 0; b < batch; b++)
@@ -1041,7 +1041,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
             h_19[b * 24 + i] = h_18[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_19_gh[b * 72 + (i + 48)]*sn_sigmoid(h_19_gh[b * 72 + i] + h_gx[b * 1440 + (18) * 72 + i]) + h_gx[b * 1440 + (18) * 72 + (i + 48)]);
         }
     /* h_20_gh[b,i] = c1[i] + z_h_20_gh[b,i], where z_h_20_gh[b,i] = Σ_j U1[i,j]·h_19[b,j]:
-       the sums are not stored; the product writes h_20_gh, the formula applied to each block of it as the block's sums finish */
+       the sums are not stored: the product writes h_20_gh, each block as its sums finish */
     sn_mm_nt_e(batch, 72, 24, h_19, U1, NULL, h_20_gh, sn_u_c1, 0);
     /* h_20[b,i] = h_19[b,i]·σ(h_20_gh[b,i + 24] + h_gx[b,19,i + 24]) + (1 - σ(h_20_gh[b,i + 24] + h_gx[b,19,i + 24]))·tanh(h_20_gh[b,i + 48]·σ(h_20_gh[b,i] + h_gx[b,19,i]) + h_gx[b,19,i + 48]) */
     for (int b = 0; b < batch; b++)
@@ -1053,13 +1053,13 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
             h_20[b * 24 + i] = h_19[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_20_gh[b * 72 + (i + 48)]*sn_sigmoid(h_20_gh[b * 72 + i] + h_gx[b * 1440 + (19) * 72 + i]) + h_gx[b * 1440 + (19) * 72 + (i + 48)]);
         }
     /* O[b,i] = b22[i] + z_O[b,i], where z_O[b,i] = Σ_j W22[i,j]·h_20[b,j]:
-       the sums are not stored; the product writes O, the formula applied to each block of it as the block's sums finish */
+       the sums are not stored: the product writes O, each block as its sums finish */
     sn_mm_nt_e(batch, 4, 24, h_20, W22, NULL, sn_u_O, b22, 0);
 
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_af257c24d6_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_bbffdb4038_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 3292, sizeof(real) * (size_t)batch * 4);
@@ -1971,7 +1971,7 @@ static void sn_chunk_head(sn_chunk_args *a, int c)
     (void)T;
     (void)sn_part;
     /* h_gx[b,tq,i] = b1[i] + z_h_gx[b,tq,i], where z_h_gx[b,t,i] = Σ_j W1[i,j]·S[b,t,j] for each of the 20 positions t:
-       the sums are not stored; the product writes h_gx, the formula applied to each block of it as the block's sums finish */
+       the sums are not stored: the product writes h_gx, each block as its sums finish */
     sn_mm_nt_e((sn_hi - sn_lo) * 20, 72, 4, S + (size_t)sn_lo * 80, W1, NULL, h_gx + (size_t)sn_lo * 1440, b1, 0);
     /* h_1[b,i] = (1 - σ(c1[i + 24] + h_gx[b,0,i + 24]))·tanh(c1[i + 48]·σ(c1[i] + h_gx[b,0,i]) + h_gx[b,0,i + 48]) */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -1982,7 +1982,7 @@ static void sn_chunk_head(sn_chunk_args *a, int c)
             h_1[b * 24 + i] = (1 - sn_sigmoid(sn_u_c1[(i + 24)] + h_gx[b * 1440 + (0) * 72 + (i + 24)]))*sn_tanhf(sn_u_c1[(i + 48)]*sn_sigmoid(sn_u_c1[i] + h_gx[b * 1440 + (0) * 72 + i]) + h_gx[b * 1440 + (0) * 72 + (i + 48)]);
         }
     /* h_2_gh[b,i] = c1[i] + z_h_2_gh[b,i], where z_h_2_gh[b,i] = Σ_j U1[i,j]·h_1[b,j]:
-       the sums are not stored; the product writes h_2_gh, the formula applied to each block of it as the block's sums finish */
+       the sums are not stored: the product writes h_2_gh, each block as its sums finish */
     sn_mm_nt_e((sn_hi - sn_lo), 72, 24, h_1 + (size_t)sn_lo * 24, U1, NULL, h_2_gh + (size_t)sn_lo * 72, sn_u_c1, 0);
     /* h_2[b,i] = h_1[b,i]·σ(h_2_gh[b,i + 24] + h_gx[b,1,i + 24]) + (1 - σ(h_2_gh[b,i + 24] + h_gx[b,1,i + 24]))·tanh(h_2_gh[b,i + 48]·σ(h_2_gh[b,i] + h_gx[b,1,i]) + h_gx[b,1,i + 48]) */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -1994,7 +1994,7 @@ static void sn_chunk_head(sn_chunk_args *a, int c)
             h_2[b * 24 + i] = h_1[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_2_gh[b * 72 + (i + 48)]*sn_sigmoid(h_2_gh[b * 72 + i] + h_gx[b * 1440 + (1) * 72 + i]) + h_gx[b * 1440 + (1) * 72 + (i + 48)]);
         }
     /* h_3_gh[b,i] = c1[i] + z_h_3_gh[b,i], where z_h_3_gh[b,i] = Σ_j U1[i,j]·h_2[b,j]:
-       the sums are not stored; the product writes h_3_gh, the formula applied to each block of it as the block's sums finish */
+       the sums are not stored: the product writes h_3_gh, each block as its sums finish */
     sn_mm_nt_e((sn_hi - sn_lo), 72, 24, h_2 + (size_t)sn_lo * 24, U1, NULL, h_3_gh + (size_t)sn_lo * 72, sn_u_c1, 0);
     /* h_3[b,i] = h_2[b,i]·σ(h_3_gh[b,i + 24] + h_gx[b,2,i + 24]) + (1 - σ(h_3_gh[b,i + 24] + h_gx[b,2,i + 24]))·tanh(h_3_gh[b,i + 48]·σ(h_3_gh[b,i] + h_gx[b,2,i]) + h_gx[b,2,i + 48]) */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -2006,7 +2006,7 @@ static void sn_chunk_head(sn_chunk_args *a, int c)
             h_3[b * 24 + i] = h_2[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_3_gh[b * 72 + (i + 48)]*sn_sigmoid(h_3_gh[b * 72 + i] + h_gx[b * 1440 + (2) * 72 + i]) + h_gx[b * 1440 + (2) * 72 + (i + 48)]);
         }
     /* h_4_gh[b,i] = c1[i] + z_h_4_gh[b,i], where z_h_4_gh[b,i] = Σ_j U1[i,j]·h_3[b,j]:
-       the sums are not stored; the product writes h_4_gh, the formula applied to each block of it as the block's sums finish */
+       the sums are not stored: the product writes h_4_gh, each block as its sums finish */
     sn_mm_nt_e((sn_hi - sn_lo), 72, 24, h_3 + (size_t)sn_lo * 24, U1, NULL, h_4_gh + (size_t)sn_lo * 72, sn_u_c1, 0);
     /* h_4[b,i] = h_3[b,i]·σ(h_4_gh[b,i + 24] + h_gx[b,3,i + 24]) + (1 - σ(h_4_gh[b,i + 24] + h_gx[b,3,i + 24]))·tanh(h_4_gh[b,i + 48]·σ(h_4_gh[b,i] + h_gx[b,3,i]) + h_gx[b,3,i + 48]) */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -2018,7 +2018,7 @@ static void sn_chunk_head(sn_chunk_args *a, int c)
             h_4[b * 24 + i] = h_3[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_4_gh[b * 72 + (i + 48)]*sn_sigmoid(h_4_gh[b * 72 + i] + h_gx[b * 1440 + (3) * 72 + i]) + h_gx[b * 1440 + (3) * 72 + (i + 48)]);
         }
     /* h_5_gh[b,i] = c1[i] + z_h_5_gh[b,i], where z_h_5_gh[b,i] = Σ_j U1[i,j]·h_4[b,j]:
-       the sums are not stored; the product writes h_5_gh, the formula applied to each block of it as the block's sums finish */
+       the sums are not stored: the product writes h_5_gh, each block as its sums finish */
     sn_mm_nt_e((sn_hi - sn_lo), 72, 24, h_4 + (size_t)sn_lo * 24, U1, NULL, h_5_gh + (size_t)sn_lo * 72, sn_u_c1, 0);
     /* h_5[b,i] = h_4[b,i]·σ(h_5_gh[b,i + 24] + h_gx[b,4,i + 24]) + (1 - σ(h_5_gh[b,i + 24] + h_gx[b,4,i + 24]))·tanh(h_5_gh[b,i + 48]·σ(h_5_gh[b,i] + h_gx[b,4,i]) + h_gx[b,4,i + 48]) */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -2030,7 +2030,7 @@ static void sn_chunk_head(sn_chunk_args *a, int c)
             h_5[b * 24 + i] = h_4[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_5_gh[b * 72 + (i + 48)]*sn_sigmoid(h_5_gh[b * 72 + i] + h_gx[b * 1440 + (4) * 72 + i]) + h_gx[b * 1440 + (4) * 72 + (i + 48)]);
         }
     /* h_6_gh[b,i] = c1[i] + z_h_6_gh[b,i], where z_h_6_gh[b,i] = Σ_j U1[i,j]·h_5[b,j]:
-       the sums are not stored; the product writes h_6_gh, the formula applied to each block of it as the block's sums finish */
+       the sums are not stored: the product writes h_6_gh, each block as its sums finish */
     sn_mm_nt_e((sn_hi - sn_lo), 72, 24, h_5 + (size_t)sn_lo * 24, U1, NULL, h_6_gh + (size_t)sn_lo * 72, sn_u_c1, 0);
     /* h_6[b,i] = h_5[b,i]·σ(h_6_gh[b,i + 24] + h_gx[b,5,i + 24]) + (1 - σ(h_6_gh[b,i + 24] + h_gx[b,5,i + 24]))·tanh(h_6_gh[b,i + 48]·σ(h_6_gh[b,i] + h_gx[b,5,i]) + h_gx[b,5,i + 48]) */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -2042,7 +2042,7 @@ static void sn_chunk_head(sn_chunk_args *a, int c)
             h_6[b * 24 + i] = h_5[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_6_gh[b * 72 + (i + 48)]*sn_sigmoid(h_6_gh[b * 72 + i] + h_gx[b * 1440 + (5) * 72 + i]) + h_gx[b * 1440 + (5) * 72 + (i + 48)]);
         }
     /* h_7_gh[b,i] = c1[i] + z_h_7_gh[b,i], where z_h_7_gh[b,i] = Σ_j U1[i,j]·h_6[b,j]:
-       the sums are not stored; the product writes h_7_gh, the formula applied to each block of it as the block's sums finish */
+       the sums are not stored: the product writes h_7_gh, each block as its sums finish */
     sn_mm_nt_e((sn_hi - sn_lo), 72, 24, h_6 + (size_t)sn_lo * 24, U1, NULL, h_7_gh + (size_t)sn_lo * 72, sn_u_c1, 0);
     /* h_7[b,i] = h_6[b,i]·σ(h_7_gh[b,i + 24] + h_gx[b,6,i + 24]) + (1 - σ(h_7_gh[b,i + 24] + h_gx[b,6,i + 24]))·tanh(h_7_gh[b,i + 48]·σ(h_7_gh[b,i] + h_gx[b,6,i]) + h_gx[b,6,i + 48]) */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -2054,7 +2054,7 @@ static void sn_chunk_head(sn_chunk_args *a, int c)
             h_7[b * 24 + i] = h_6[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_7_gh[b * 72 + (i + 48)]*sn_sigmoid(h_7_gh[b * 72 + i] + h_gx[b * 1440 + (6) * 72 + i]) + h_gx[b * 1440 + (6) * 72 + (i + 48)]);
         }
     /* h_8_gh[b,i] = c1[i] + z_h_8_gh[b,i], where z_h_8_gh[b,i] = Σ_j U1[i,j]·h_7[b,j]:
-       the sums are not stored; the product writes h_8_gh, the formula applied to each block of it as the block's sums finish */
+       the sums are not stored: the product writes h_8_gh, each block as its sums finish */
     sn_mm_nt_e((sn_hi - sn_lo), 72, 24, h_7 + (size_t)sn_lo * 24, U1, NULL, h_8_gh + (size_t)sn_lo * 72, sn_u_c1, 0);
     /* h_8[b,i] = h_7[b,i]·σ(h_8_gh[b,i + 24] + h_gx[b,7,i + 24]) + (1 - σ(h_8_gh[b,i + 24] + h_gx[b,7,i + 24]))·tanh(h_8_gh[b,i + 48]·σ(h_8_gh[b,i] + h_gx[b,7,i]) + h_gx[b,7,i + 48]) */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -2066,7 +2066,7 @@ static void sn_chunk_head(sn_chunk_args *a, int c)
             h_8[b * 24 + i] = h_7[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_8_gh[b * 72 + (i + 48)]*sn_sigmoid(h_8_gh[b * 72 + i] + h_gx[b * 1440 + (7) * 72 + i]) + h_gx[b * 1440 + (7) * 72 + (i + 48)]);
         }
     /* h_9_gh[b,i] = c1[i] + z_h_9_gh[b,i], where z_h_9_gh[b,i] = Σ_j U1[i,j]·h_8[b,j]:
-       the sums are not stored; the product writes h_9_gh, the formula applied to each block of it as the block's sums finish */
+       the sums are not stored: the product writes h_9_gh, each block as its sums finish */
     sn_mm_nt_e((sn_hi - sn_lo), 72, 24, h_8 + (size_t)sn_lo * 24, U1, NULL, h_9_gh + (size_t)sn_lo * 72, sn_u_c1, 0);
     /* h_9[b,i] = h_8[b,i]·σ(h_9_gh[b,i + 24] + h_gx[b,8,i + 24]) + (1 - σ(h_9_gh[b,i + 24] + h_gx[b,8,i + 24]))·tanh(h_9_gh[b,i + 48]·σ(h_9_gh[b,i] + h_gx[b,8,i]) + h_gx[b,8,i + 48]) */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -2078,7 +2078,7 @@ static void sn_chunk_head(sn_chunk_args *a, int c)
             h_9[b * 24 + i] = h_8[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_9_gh[b * 72 + (i + 48)]*sn_sigmoid(h_9_gh[b * 72 + i] + h_gx[b * 1440 + (8) * 72 + i]) + h_gx[b * 1440 + (8) * 72 + (i + 48)]);
         }
     /* h_10_gh[b,i] = c1[i] + z_h_10_gh[b,i], where z_h_10_gh[b,i] = Σ_j U1[i,j]·h_9[b,j]:
-       the sums are not stored; the product writes h_10_gh, the formula applied to each block of it as the block's sums finish */
+       the sums are not stored: the product writes h_10_gh, each block as its sums finish */
     sn_mm_nt_e((sn_hi - sn_lo), 72, 24, h_9 + (size_t)sn_lo * 24, U1, NULL, h_10_gh + (size_t)sn_lo * 72, sn_u_c1, 0);
     /* h_10[b,i] = h_9[b,i]·σ(h_10_gh[b,i + 24] + h_gx[b,9,i + 24]) + (1 - σ(h_10_gh[b,i + 24] + h_gx[b,9,i + 24]))·tanh(h_10_gh[b,i + 48]·σ(h_10_gh[b,i] + h_gx[b,9,i]) + h_gx[b,9,i + 48]) */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -2090,7 +2090,7 @@ static void sn_chunk_head(sn_chunk_args *a, int c)
             h_10[b * 24 + i] = h_9[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_10_gh[b * 72 + (i + 48)]*sn_sigmoid(h_10_gh[b * 72 + i] + h_gx[b * 1440 + (9) * 72 + i]) + h_gx[b * 1440 + (9) * 72 + (i + 48)]);
         }
     /* h_11_gh[b,i] = c1[i] + z_h_11_gh[b,i], where z_h_11_gh[b,i] = Σ_j U1[i,j]·h_10[b,j]:
-       the sums are not stored; the product writes h_11_gh, the formula applied to each block of it as the block's sums finish */
+       the sums are not stored: the product writes h_11_gh, each block as its sums finish */
     sn_mm_nt_e((sn_hi - sn_lo), 72, 24, h_10 + (size_t)sn_lo * 24, U1, NULL, h_11_gh + (size_t)sn_lo * 72, sn_u_c1, 0);
     /* h_11[b,i] = h_10[b,i]·σ(h_11_gh[b,i + 24] + h_gx[b,10,i + 24]) + (1 - σ(h_11_gh[b,i + 24] + h_gx[b,10,i + 24]))·tanh(h_11_gh[b,i + 48]·σ(h_11_gh[b,i] + h_gx[b,10,i]) + h_gx[b,10,i + 48]) */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -2102,7 +2102,7 @@ static void sn_chunk_head(sn_chunk_args *a, int c)
             h_11[b * 24 + i] = h_10[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_11_gh[b * 72 + (i + 48)]*sn_sigmoid(h_11_gh[b * 72 + i] + h_gx[b * 1440 + (10) * 72 + i]) + h_gx[b * 1440 + (10) * 72 + (i + 48)]);
         }
     /* h_12_gh[b,i] = c1[i] + z_h_12_gh[b,i], where z_h_12_gh[b,i] = Σ_j U1[i,j]·h_11[b,j]:
-       the sums are not stored; the product writes h_12_gh, the formula applied to each block of it as the block's sums finish */
+       the sums are not stored: the product writes h_12_gh, each block as its sums finish */
     sn_mm_nt_e((sn_hi - sn_lo), 72, 24, h_11 + (size_t)sn_lo * 24, U1, NULL, h_12_gh + (size_t)sn_lo * 72, sn_u_c1, 0);
     /* h_12[b,i] = h_11[b,i]·σ(h_12_gh[b,i + 24] + h_gx[b,11,i + 24]) + (1 - σ(h_12_gh[b,i + 24] + h_gx[b,11,i + 24]))·tanh(h_12_gh[b,i + 48]·σ(h_12_gh[b,i] + h_gx[b,11,i]) + h_gx[b,11,i + 48]) */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -2114,7 +2114,7 @@ static void sn_chunk_head(sn_chunk_args *a, int c)
             h_12[b * 24 + i] = h_11[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_12_gh[b * 72 + (i + 48)]*sn_sigmoid(h_12_gh[b * 72 + i] + h_gx[b * 1440 + (11) * 72 + i]) + h_gx[b * 1440 + (11) * 72 + (i + 48)]);
         }
     /* h_13_gh[b,i] = c1[i] + z_h_13_gh[b,i], where z_h_13_gh[b,i] = Σ_j U1[i,j]·h_12[b,j]:
-       the sums are not stored; the product writes h_13_gh, the formula applied to each block of it as the block's sums finish */
+       the sums are not stored: the product writes h_13_gh, each block as its sums finish */
     sn_mm_nt_e((sn_hi - sn_lo), 72, 24, h_12 + (size_t)sn_lo * 24, U1, NULL, h_13_gh + (size_t)sn_lo * 72, sn_u_c1, 0);
     /* h_13[b,i] = h_12[b,i]·σ(h_13_gh[b,i + 24] + h_gx[b,12,i + 24]) + (1 - σ(h_13_gh[b,i + 24] + h_gx[b,12,i + 24]))·tanh(h_13_gh[b,i + 48]·σ(h_13_gh[b,i] + h_gx[b,12,i]) + h_gx[b,12,i + 48]) */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -2126,7 +2126,7 @@ static void sn_chunk_head(sn_chunk_args *a, int c)
             h_13[b * 24 + i] = h_12[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_13_gh[b * 72 + (i + 48)]*sn_sigmoid(h_13_gh[b * 72 + i] + h_gx[b * 1440 + (12) * 72 + i]) + h_gx[b * 1440 + (12) * 72 + (i + 48)]);
         }
     /* h_14_gh[b,i] = c1[i] + z_h_14_gh[b,i], where z_h_14_gh[b,i] = Σ_j U1[i,j]·h_13[b,j]:
-       the sums are not stored; the product writes h_14_gh, the formula applied to each block of it as the block's sums finish */
+       the sums are not stored: the product writes h_14_gh, each block as its sums finish */
     sn_mm_nt_e((sn_hi - sn_lo), 72, 24, h_13 + (size_t)sn_lo * 24, U1, NULL, h_14_gh + (size_t)sn_lo * 72, sn_u_c1, 0);
     /* h_14[b,i] = h_13[b,i]·σ(h_14_gh[b,i + 24] + h_gx[b,13,i + 24]) + (1 - σ(h_14_gh[b,i + 24] + h_gx[b,13,i + 24]))·tanh(h_14_gh[b,i + 48]·σ(h_14_gh[b,i] + h_gx[b,13,i]) + h_gx[b,13,i + 48]) */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -2138,7 +2138,7 @@ static void sn_chunk_head(sn_chunk_args *a, int c)
             h_14[b * 24 + i] = h_13[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_14_gh[b * 72 + (i + 48)]*sn_sigmoid(h_14_gh[b * 72 + i] + h_gx[b * 1440 + (13) * 72 + i]) + h_gx[b * 1440 + (13) * 72 + (i + 48)]);
         }
     /* h_15_gh[b,i] = c1[i] + z_h_15_gh[b,i], where z_h_15_gh[b,i] = Σ_j U1[i,j]·h_14[b,j]:
-       the sums are not stored; the product writes h_15_gh, the formula applied to each block of it as the block's sums finish */
+       the sums are not stored: the product writes h_15_gh, each block as its sums finish */
     sn_mm_nt_e((sn_hi - sn_lo), 72, 24, h_14 + (size_t)sn_lo * 24, U1, NULL, h_15_gh + (size_t)sn_lo * 72, sn_u_c1, 0);
     /* h_15[b,i] = h_14[b,i]·σ(h_15_gh[b,i + 24] + h_gx[b,14,i + 24]) + (1 - σ(h_15_gh[b,i + 24] + h_gx[b,14,i + 24]))·tanh(h_15_gh[b,i + 48]·σ(h_15_gh[b,i] + h_gx[b,14,i]) + h_gx[b,14,i + 48]) */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -2150,7 +2150,7 @@ static void sn_chunk_head(sn_chunk_args *a, int c)
             h_15[b * 24 + i] = h_14[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_15_gh[b * 72 + (i + 48)]*sn_sigmoid(h_15_gh[b * 72 + i] + h_gx[b * 1440 + (14) * 72 + i]) + h_gx[b * 1440 + (14) * 72 + (i + 48)]);
         }
     /* h_16_gh[b,i] = c1[i] + z_h_16_gh[b,i], where z_h_16_gh[b,i] = Σ_j U1[i,j]·h_15[b,j]:
-       the sums are not stored; the product writes h_16_gh, the formula applied to each block of it as the block's sums finish */
+       the sums are not stored: the product writes h_16_gh, each block as its sums finish */
     sn_mm_nt_e((sn_hi - sn_lo), 72, 24, h_15 + (size_t)sn_lo * 24, U1, NULL, h_16_gh + (size_t)sn_lo * 72, sn_u_c1, 0);
     /* h_16[b,i] = h_15[b,i]·σ(h_16_gh[b,i + 24] + h_gx[b,15,i + 24]) + (1 - σ(h_16_gh[b,i + 24] + h_gx[b,15,i + 24]))·tanh(h_16_gh[b,i + 48]·σ(h_16_gh[b,i] + h_gx[b,15,i]) + h_gx[b,15,i + 48]) */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -2162,7 +2162,7 @@ static void sn_chunk_head(sn_chunk_args *a, int c)
             h_16[b * 24 + i] = h_15[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_16_gh[b * 72 + (i + 48)]*sn_sigmoid(h_16_gh[b * 72 + i] + h_gx[b * 1440 + (15) * 72 + i]) + h_gx[b * 1440 + (15) * 72 + (i + 48)]);
         }
     /* h_17_gh[b,i] = c1[i] + z_h_17_gh[b,i], where z_h_17_gh[b,i] = Σ_j U1[i,j]·h_16[b,j]:
-       the sums are not stored; the product writes h_17_gh, the formula applied to each block of it as the block's sums finish */
+       the sums are not stored: the product writes h_17_gh, each block as its sums finish */
     sn_mm_nt_e((sn_hi - sn_lo), 72, 24, h_16 + (size_t)sn_lo * 24, U1, NULL, h_17_gh + (size_t)sn_lo * 72, sn_u_c1, 0);
     /* h_17[b,i] = h_16[b,i]·σ(h_17_gh[b,i + 24] + h_gx[b,16,i + 24]) + (1 - σ(h_17_gh[b,i + 24] + h_gx[b,16,i + 24]))·tanh(h_17_gh[b,i + 48]·σ(h_17_gh[b,i] + h_gx[b,16,i]) + h_gx[b,16,i + 48]) */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -2174,7 +2174,7 @@ static void sn_chunk_head(sn_chunk_args *a, int c)
             h_17[b * 24 + i] = h_16[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_17_gh[b * 72 + (i + 48)]*sn_sigmoid(h_17_gh[b * 72 + i] + h_gx[b * 1440 + (16) * 72 + i]) + h_gx[b * 1440 + (16) * 72 + (i + 48)]);
         }
     /* h_18_gh[b,i] = c1[i] + z_h_18_gh[b,i], where z_h_18_gh[b,i] = Σ_j U1[i,j]·h_17[b,j]:
-       the sums are not stored; the product writes h_18_gh, the formula applied to each block of it as the block's sums finish */
+       the sums are not stored: the product writes h_18_gh, each block as its sums finish */
     sn_mm_nt_e((sn_hi - sn_lo), 72, 24, h_17 + (size_t)sn_lo * 24, U1, NULL, h_18_gh + (size_t)sn_lo * 72, sn_u_c1, 0);
     /* h_18[b,i] = h_17[b,i]·σ(h_18_gh[b,i + 24] + h_gx[b,17,i + 24]) + (1 - σ(h_18_gh[b,i + 24] + h_gx[b,17,i + 24]))·tanh(h_18_gh[b,i + 48]·σ(h_18_gh[b,i] + h_gx[b,17,i]) + h_gx[b,17,i + 48]) */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -2186,7 +2186,7 @@ static void sn_chunk_head(sn_chunk_args *a, int c)
             h_18[b * 24 + i] = h_17[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_18_gh[b * 72 + (i + 48)]*sn_sigmoid(h_18_gh[b * 72 + i] + h_gx[b * 1440 + (17) * 72 + i]) + h_gx[b * 1440 + (17) * 72 + (i + 48)]);
         }
     /* h_19_gh[b,i] = c1[i] + z_h_19_gh[b,i], where z_h_19_gh[b,i] = Σ_j U1[i,j]·h_18[b,j]:
-       the sums are not stored; the product writes h_19_gh, the formula applied to each block of it as the block's sums finish */
+       the sums are not stored: the product writes h_19_gh, each block as its sums finish */
     sn_mm_nt_e((sn_hi - sn_lo), 72, 24, h_18 + (size_t)sn_lo * 24, U1, NULL, h_19_gh + (size_t)sn_lo * 72, sn_u_c1, 0);
     /* h_19[b,i] = h_18[b,i]·σ(h_19_gh[b,i + 24] + h_gx[b,18,i + 24]) + (1 - σ(h_19_gh[b,i + 24] + h_gx[b,18,i + 24]))·tanh(h_19_gh[b,i + 48]·σ(h_19_gh[b,i] + h_gx[b,18,i]) + h_gx[b,18,i + 48]) */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -2198,7 +2198,7 @@ static void sn_chunk_head(sn_chunk_args *a, int c)
             h_19[b * 24 + i] = h_18[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_19_gh[b * 72 + (i + 48)]*sn_sigmoid(h_19_gh[b * 72 + i] + h_gx[b * 1440 + (18) * 72 + i]) + h_gx[b * 1440 + (18) * 72 + (i + 48)]);
         }
     /* h_20_gh[b,i] = c1[i] + z_h_20_gh[b,i], where z_h_20_gh[b,i] = Σ_j U1[i,j]·h_19[b,j]:
-       the sums are not stored; the product writes h_20_gh, the formula applied to each block of it as the block's sums finish */
+       the sums are not stored: the product writes h_20_gh, each block as its sums finish */
     sn_mm_nt_e((sn_hi - sn_lo), 72, 24, h_19 + (size_t)sn_lo * 24, U1, NULL, h_20_gh + (size_t)sn_lo * 72, sn_u_c1, 0);
     /* h_20[b,i] = h_19[b,i]·σ(h_20_gh[b,i + 24] + h_gx[b,19,i + 24]) + (1 - σ(h_20_gh[b,i + 24] + h_gx[b,19,i + 24]))·tanh(h_20_gh[b,i + 48]·σ(h_20_gh[b,i] + h_gx[b,19,i]) + h_gx[b,19,i + 48]) */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -2210,7 +2210,7 @@ static void sn_chunk_head(sn_chunk_args *a, int c)
             h_20[b * 24 + i] = h_19[b * 24 + i]*t0 + (1 - t0)*sn_tanhf(h_20_gh[b * 72 + (i + 48)]*sn_sigmoid(h_20_gh[b * 72 + i] + h_gx[b * 1440 + (19) * 72 + i]) + h_gx[b * 1440 + (19) * 72 + (i + 48)]);
         }
     /* O[b,i] = b22[i] + z_O[b,i], where z_O[b,i] = Σ_j W22[i,j]·h_20[b,j]:
-       the sums are not stored; the product writes O, the formula applied to each block of it as the block's sums finish */
+       the sums are not stored: the product writes O, each block as its sums finish */
     sn_mm_nt_e((sn_hi - sn_lo), 4, 24, h_20 + (size_t)sn_lo * 24, W22, NULL, sn_u_O + (size_t)sn_lo * 4, b22, 0);
 
 
@@ -2508,7 +2508,7 @@ static double sn_loss(const real *params, real *work, const real *S, const real 
     return loss / batch;
 }
 
-real symnet_af257c24d6_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_bbffdb4038_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -2522,7 +2522,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return sn_chunk_pass(&a, sn_chunk, NULL);
 }
 
-real symnet_af257c24d6_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_bbffdb4038_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -2559,7 +2559,7 @@ static double sn_loss_labels(const real *params, real *work, const real *S, cons
     return loss / batch;
 }
 
-real symnet_af257c24d6_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_bbffdb4038_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss_labels(params, work, X, T, batch);
 }
@@ -2573,7 +2573,7 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
     return sn_chunk_pass(&a, sn_chunk_labels, NULL);
 }
 
-real symnet_af257c24d6_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_bbffdb4038_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad_labels(params, grads, work, X, T, batch);
 }
@@ -2591,7 +2591,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_af257c24d6_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_bbffdb4038_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 6312;
     /* the batch in chunks, then the weight gradients, each job updating the parameters
@@ -2617,7 +2617,7 @@ real symnet_af257c24d6_step(real *params, const real *X, const real *T, int batc
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_af257c24d6_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_bbffdb4038_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 6312;
     /* the batch in chunks, then the weight gradients, each job updating the parameters
@@ -2700,7 +2700,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_af257c24d6_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_bbffdb4038_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -2726,7 +2726,7 @@ void symnet_af257c24d6_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_af257c24d6_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_bbffdb4038_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
@@ -2814,7 +2814,7 @@ long long symnet_af257c24d6_train(real *params, const real *X, const real *T, co
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step).
  * The same with integer class labels: T[n] is the class of example n. */
-long long symnet_af257c24d6_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_bbffdb4038_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

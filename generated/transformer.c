@@ -108,8 +108,8 @@
  *   loss: bce, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_8E5DC68092_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_8E5DC68092_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_89232CACE1_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_89232CACE1_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (32, 10)
  *   b1           offset       320  shape (32,)
  *   P2           offset       352  shape (8, 32)
@@ -140,48 +140,48 @@
  *   W17          offset     17696  shape (10, 32)
  *   b17          offset     18016  shape (10,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_8E5DC68092_WORK_SIZE(batch) numbers; SYMNET_8E5DC68092_TRAIN_WORK_SIZE(batch_size) for
- * symnet_8e5dc68092_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_89232CACE1_WORK_SIZE(batch) numbers; SYMNET_89232CACE1_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_89232cace1_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 18026 + X B*80 + T or O B*80 + work (B*13266 + 18026)
  *   numbers of 4 bytes; e.g. B = 32: 1,862,736 bytes (training; forward only: 1,051,048).
  */
-#ifndef SYMNET_8E5DC68092_H
-#define SYMNET_8E5DC68092_H
+#ifndef SYMNET_89232CACE1_H
+#define SYMNET_89232CACE1_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_8E5DC68092_REAL float  /* the number type of every array (float32) */
-#define SYMNET_8E5DC68092_N_INPUTS 80  /* features per example */
-#define SYMNET_8E5DC68092_N_OUTPUTS 80
-#define SYMNET_8E5DC68092_N_PARAMS 18026  /* numbers in the flat parameter array */
-#define SYMNET_8E5DC68092_WORK_PER_EXAMPLE 13266
-#define SYMNET_8E5DC68092_WORK_SIZE(batch) ((batch) * 13266 + 18026)  /* numbers of scratch per call */
-#define SYMNET_8E5DC68092_TRAIN_WORK_SIZE(batch_size) (SYMNET_8E5DC68092_WORK_SIZE(batch_size) + (batch_size) * 160)
-#define SYMNET_8E5DC68092_SGD 0       /* optimizer codes of symnet_8e5dc68092_update and symnet_8e5dc68092_train */
-#define SYMNET_8E5DC68092_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_8E5DC68092_N_PARAMS numbers */
-#define SYMNET_8E5DC68092_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_8E5DC68092_N_PARAMS numbers each */
+#define SYMNET_89232CACE1_REAL float  /* the number type of every array (float32) */
+#define SYMNET_89232CACE1_N_INPUTS 80  /* features per example */
+#define SYMNET_89232CACE1_N_OUTPUTS 80
+#define SYMNET_89232CACE1_N_PARAMS 18026  /* numbers in the flat parameter array */
+#define SYMNET_89232CACE1_WORK_PER_EXAMPLE 13266
+#define SYMNET_89232CACE1_WORK_SIZE(batch) ((batch) * 13266 + 18026)  /* numbers of scratch per call */
+#define SYMNET_89232CACE1_TRAIN_WORK_SIZE(batch_size) (SYMNET_89232CACE1_WORK_SIZE(batch_size) + (batch_size) * 160)
+#define SYMNET_89232CACE1_SGD 0       /* optimizer codes of symnet_89232cace1_update and symnet_89232cace1_train */
+#define SYMNET_89232CACE1_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_89232CACE1_N_PARAMS numbers */
+#define SYMNET_89232CACE1_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_89232CACE1_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_8E5DC68092_N_OUTPUTS) = the network's output for X (batch × SYMNET_8E5DC68092_N_INPUTS). */
-void symnet_8e5dc68092_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_89232CACE1_N_OUTPUTS) = the network's output for X (batch × SYMNET_89232CACE1_N_INPUTS). */
+void symnet_89232cace1_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_8e5dc68092_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_89232cace1_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_8E5DC68092_N_PARAMS numbers) by back propagation. */
-float symnet_8e5dc68092_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_89232CACE1_N_PARAMS numbers) by back propagation. */
+float symnet_89232cace1_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_8e5dc68092_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_89232cace1_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_8E5DC68092_SGD, SYMNET_8E5DC68092_MOMENTUM or SYMNET_8E5DC68092_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_89232CACE1_SGD, SYMNET_89232CACE1_MOMENTUM or SYMNET_89232CACE1_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_8e5dc68092_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_89232cace1_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -189,10 +189,10 @@ void symnet_8e5dc68092_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_8E5DC68092_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_89232CACE1_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_8E5DC68092_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_8e5dc68092_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_89232CACE1_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_89232cace1_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -201,7 +201,7 @@ long long symnet_8e5dc68092_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_8E5DC68092_H */
+#endif /* SYMNET_89232CACE1_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -1371,7 +1371,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
             sn_rows_1(params, work, S, batch, sn_share(batch, sn_c, sn_n), sn_share(batch, sn_c + 1, sn_n));
     }
     /* B1_att_qkv[b,tq,i] = c4[i] + z_B1_att_qkv[b,tq,i], where z_B1_att_qkv[b,t,i] = Σ_j W4[i,j]·B1_norm1[b,t,j] for each of the 8 positions t:
-       the sums are not stored; the product writes B1_att_qkv, the formula applied to each block of it as the block's sums finish */
+       the sums are not stored: the product writes B1_att_qkv, each block as its sums finish */
     sn_mm_nt_e(batch * 8, 96, 32, B1_norm1, W4, NULL, B1_att_qkv, c4, 0);
     /* z_B1_att_s, z_B1_att_m, B1_att_e, z_B1_att_z, B1_att_p, z_B1_att_a: the batch in chunks of examples through sn_rows_2, the chunks
        on as many threads as pay for their join: n threads cost work/n + one join, so each
@@ -1402,7 +1402,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
             sn_rows_3(params, work, S, batch, sn_share(batch, sn_c, sn_n), sn_share(batch, sn_c + 1, sn_n));
     }
     /* B1_ff1[b,tq,i] = (b7[i] + z_B1_ff1[b,tq,i] if b7[i] + z_B1_ff1[b,tq,i] > 0 else 0), where z_B1_ff1[b,t,i] = Σ_j W7[i,j]·B1_norm2[b,t,j] for each of the 8 positions t:
-       the sums are not stored; the product writes B1_ff1, the formula applied to each block of it as the block's sums finish */
+       the sums are not stored: the product writes B1_ff1, each block as its sums finish */
     sn_mm_nt_e(batch * 8, 64, 32, B1_norm2, W7, NULL, B1_ff1, b7, 1);
     /* z_B1_ff2[b,t,i] = Σ_j W8[i,j]·B1_ff1[b,t,j] for each of the 8 positions t */
     sn_mm_nt(batch * 8, 32, 64, B1_ff1, W8, z_B1_ff2, 0);
@@ -1420,7 +1420,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
             sn_rows_4(params, work, S, batch, sn_share(batch, sn_c, sn_n), sn_share(batch, sn_c + 1, sn_n));
     }
     /* B2_att_qkv[b,tq,i] = c11[i] + z_B2_att_qkv[b,tq,i], where z_B2_att_qkv[b,t,i] = Σ_j W11[i,j]·B2_norm1[b,t,j] for each of the 8 positions t:
-       the sums are not stored; the product writes B2_att_qkv, the formula applied to each block of it as the block's sums finish */
+       the sums are not stored: the product writes B2_att_qkv, each block as its sums finish */
     sn_mm_nt_e(batch * 8, 96, 32, B2_norm1, W11, NULL, B2_att_qkv, c11, 0);
     /* z_B2_att_s, z_B2_att_m, B2_att_e, z_B2_att_z, B2_att_p, z_B2_att_a: the batch in chunks of examples through sn_rows_5, the chunks
        on as many threads as pay for their join: n threads cost work/n + one join, so each
@@ -1451,7 +1451,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
             sn_rows_6(params, work, S, batch, sn_share(batch, sn_c, sn_n), sn_share(batch, sn_c + 1, sn_n));
     }
     /* B2_ff1[b,tq,i] = (b14[i] + z_B2_ff1[b,tq,i] if b14[i] + z_B2_ff1[b,tq,i] > 0 else 0), where z_B2_ff1[b,t,i] = Σ_j W14[i,j]·B2_norm2[b,t,j] for each of the 8 positions t:
-       the sums are not stored; the product writes B2_ff1, the formula applied to each block of it as the block's sums finish */
+       the sums are not stored: the product writes B2_ff1, each block as its sums finish */
     sn_mm_nt_e(batch * 8, 64, 32, B2_norm2, W14, NULL, B2_ff1, b14, 1);
     /* z_B2_ff2[b,t,i] = Σ_j W15[i,j]·B2_ff1[b,t,j] for each of the 8 positions t */
     sn_mm_nt(batch * 8, 32, 64, B2_ff1, W15, z_B2_ff2, 0);
@@ -1487,7 +1487,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_8e5dc68092_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_89232cace1_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 7408, sizeof(real) * (size_t)batch * 80);
@@ -1795,7 +1795,7 @@ static void sn_chunk(void *arg, int c)
                 B1_norm1[b * 256 + a * 32 + d] = B1_norm1_c[b * 256 + a * 32 + d]*B1_norm1_rstd[b * 8 + a]*gamma3[d] + beta3[d];
             }
     /* B1_att_qkv[b,tq,i] = c4[i] + z_B1_att_qkv[b,tq,i], where z_B1_att_qkv[b,t,i] = Σ_j W4[i,j]·B1_norm1[b,t,j] for each of the 8 positions t:
-       the sums are not stored; the product writes B1_att_qkv, the formula applied to each block of it as the block's sums finish */
+       the sums are not stored: the product writes B1_att_qkv, each block as its sums finish */
     sn_mm_nt_e((sn_hi - sn_lo) * 8, 96, 32, B1_norm1 + (size_t)sn_lo * 256, W4, NULL, B1_att_qkv + (size_t)sn_lo * 768, c4, 0);
     /* z_B1_att_s[b,hd,tq,tk] = Σ_e 0.35355339059327373·B1_att_qkv[b,tk,hd·8 + e + 32]·B1_att_qkv[b,tq,hd·8 + e]: a small product per (b, hd) */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -1902,7 +1902,7 @@ static void sn_chunk(void *arg, int c)
                 B1_norm2[b * 256 + a * 32 + d] = B1_norm2_c[b * 256 + a * 32 + d]*B1_norm2_rstd[b * 8 + a]*gamma6[d] + beta6[d];
             }
     /* B1_ff1[b,tq,i] = (b7[i] + z_B1_ff1[b,tq,i] if b7[i] + z_B1_ff1[b,tq,i] > 0 else 0), where z_B1_ff1[b,t,i] = Σ_j W7[i,j]·B1_norm2[b,t,j] for each of the 8 positions t:
-       the sums are not stored; the product writes B1_ff1, the formula applied to each block of it as the block's sums finish */
+       the sums are not stored: the product writes B1_ff1, each block as its sums finish */
     sn_mm_nt_e((sn_hi - sn_lo) * 8, 64, 32, B1_norm2 + (size_t)sn_lo * 256, W7, NULL, B1_ff1 + (size_t)sn_lo * 512, b7, 1);
     /* z_B1_ff2[b,t,i] = Σ_j W8[i,j]·B1_ff1[b,t,j] for each of the 8 positions t */
     sn_mm_nt((sn_hi - sn_lo) * 8, 32, 64, B1_ff1 + (size_t)sn_lo * 512, W8, z_B1_ff2 + (size_t)sn_lo * 256, 0);
@@ -1959,7 +1959,7 @@ static void sn_chunk(void *arg, int c)
                 B2_norm1[b * 256 + a * 32 + d] = B2_norm1_c[b * 256 + a * 32 + d]*B2_norm1_rstd[b * 8 + a]*gamma10[d] + beta10[d];
             }
     /* B2_att_qkv[b,tq,i] = c11[i] + z_B2_att_qkv[b,tq,i], where z_B2_att_qkv[b,t,i] = Σ_j W11[i,j]·B2_norm1[b,t,j] for each of the 8 positions t:
-       the sums are not stored; the product writes B2_att_qkv, the formula applied to each block of it as the block's sums finish */
+       the sums are not stored: the product writes B2_att_qkv, each block as its sums finish */
     sn_mm_nt_e((sn_hi - sn_lo) * 8, 96, 32, B2_norm1 + (size_t)sn_lo * 256, W11, NULL, B2_att_qkv + (size_t)sn_lo * 768, c11, 0);
     /* z_B2_att_s[b,hd,tq,tk] = Σ_e 0.35355339059327373·B2_att_qkv[b,tk,hd·8 + e + 32]·B2_att_qkv[b,tq,hd·8 + e]: a small product per (b, hd) */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -2066,7 +2066,7 @@ static void sn_chunk(void *arg, int c)
                 B2_norm2[b * 256 + a * 32 + d] = B2_norm2_c[b * 256 + a * 32 + d]*B2_norm2_rstd[b * 8 + a]*gamma13[d] + beta13[d];
             }
     /* B2_ff1[b,tq,i] = (b14[i] + z_B2_ff1[b,tq,i] if b14[i] + z_B2_ff1[b,tq,i] > 0 else 0), where z_B2_ff1[b,t,i] = Σ_j W14[i,j]·B2_norm2[b,t,j] for each of the 8 positions t:
-       the sums are not stored; the product writes B2_ff1, the formula applied to each block of it as the block's sums finish */
+       the sums are not stored: the product writes B2_ff1, each block as its sums finish */
     sn_mm_nt_e((sn_hi - sn_lo) * 8, 64, 32, B2_norm2 + (size_t)sn_lo * 256, W14, NULL, B2_ff1 + (size_t)sn_lo * 512, b14, 1);
     /* z_B2_ff2[b,t,i] = Σ_j W15[i,j]·B2_ff1[b,t,j] for each of the 8 positions t */
     sn_mm_nt((sn_hi - sn_lo) * 8, 32, 64, B2_ff1 + (size_t)sn_lo * 512, W15, z_B2_ff2 + (size_t)sn_lo * 256, 0);
@@ -2861,7 +2861,7 @@ static double sn_loss(const real *params, real *work, const real *S, const real 
     return loss / batch;
 }
 
-real symnet_8e5dc68092_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_89232cace1_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -2875,7 +2875,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return sn_chunk_pass(&a, sn_chunk, NULL);
 }
 
-real symnet_8e5dc68092_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_89232cace1_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -2893,7 +2893,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_8e5dc68092_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_89232cace1_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 13266;
     /* the batch in chunks, then the weight gradients, each job updating the parameters
@@ -2976,7 +2976,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_8e5dc68092_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_89232cace1_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -3002,7 +3002,7 @@ void symnet_8e5dc68092_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_8e5dc68092_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_89232cace1_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

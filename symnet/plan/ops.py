@@ -37,10 +37,10 @@ class MatMul:
 @dataclass
 class Epilogue:
     """What a product does to each element of its C once the sum over k is done,
-    before anything else reads it: ``C[m,n] = act(bias[n] + C[m,n])`` with act
-    "linear" (x) or "relu" (x if x > 0 else 0): the loop ``H[b,i] = relu(b1[i] + z_H1[b,i])`` that followed the product, applied to
-    each block of C while the product still holds it (symnet.plan.fuse.fuse_epilogues).
-    ``loop``: that loop's comment, for the C."""
+    before anything else reads it: ``C[m,n] = act(bias[n] + C[m,n])`` with act "linear"
+    (x) or "relu" (x if x > 0 else 0): the loop ``H[b,i] = relu(b1[i] + z_H1[b,i])`` that
+    followed the product, applied to each block of C while the product still holds it
+    (symnet.plan.fuse.fuse_epilogues).  ``loop``: that loop's comment, for the C."""
 
     bias: str
     act: str
