@@ -134,3 +134,39 @@ def test_isa_avx2_runs_the_bench_again_held_to_avx2():
     assert any(line.startswith("tiny ") for line in proc.stdout.splitlines())
     plain = _bench("--quick", "--workloads", "tiny", "--refs", "numpy", "--sections", "steps")
     assert plain.returncode == 0 and "held to" not in plain.stdout
+
+
+def test_paired_builds_differ_by_the_rewrite_alone(capsys):
+    """symnet.bench.paired: the second build is the network without the rewrite (its own
+    cache folder: the index would give it the first's module), timed in turns with the
+    first; a rewrite that changes nothing in a network is refused, not timed."""
+    from symnet.bench import paired
+    make, init, data, lr = paired._workload("small", "float32")
+    a, b = paired.compile_pair(make, "float32", without="fuse_epilogues")
+    calls = "    sn_mm_nt_e("
+    assert calls in a.c_source and calls not in b.c_source
+    for m in (a, b):
+        m.params.update(init(m))
+    r = paired.paired(a, b, data, lr, rounds=3, steps=1)
+    assert r["a_ms"] > 0 and r["b_ms"] > 0 and r["q25"] <= r["ratio"] <= r["q75"]
+    assert paired.main(["--without", "fuse_epilogues", "--workloads", "small",
+                        "--rounds", "2", "--steps", "1", "--processes", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "without fuse_epilogues (B)" in out and "small" in out and "B/A: median" in out
+    with pytest.raises(SystemExit, match="the same C"):   # tiny: tanh and sigmoid layers
+        paired.main(["--without", "fuse_epilogues", "--workloads", "tiny", "--rounds", "1",
+                     "--processes", "1"])
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--chunk", "0"], "--chunk: expected a number of examples ≥ 1, got 0"),
+    (["--without", "fuse_epilogues", "--processes", "0"], "--processes: expected ≥ 1, got 0"),
+    (["--without", "fuse_epilogues", "--workloads", "nope", "--processes", "1"],
+     "unknown workload 'nope'"),
+    (["--without", "nothing"], "invalid choice: 'nothing'"),
+])
+def test_paired_refuses_bad_arguments(args, message, capsys):
+    from symnet.bench import paired
+    with pytest.raises(SystemExit) as exc:
+        paired.main(args)
+    assert message in str(exc.value) + capsys.readouterr().err

@@ -17,6 +17,9 @@ steps over MPI at 1 and 2 processes (symnet/bench/mpi.py).
     python -m symnet.bench --workloads pinn   # a Burgers PINN's Adam step; compile vs order
     python -m symnet.bench --isa avx2 --workloads transformer --sections steps
                                            # every library held to AVX2 (symnet/bench/isa.py)
+
+What one of the plan's rewrites is worth, the two builds timed in turns in one process:
+``python -m symnet.bench.paired --without fuse_epilogues`` (symnet/bench/paired.py).
 """
 
 from __future__ import annotations
