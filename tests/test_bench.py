@@ -149,10 +149,14 @@ def test_paired_builds_differ_by_the_rewrite_alone(capsys):
         m.params.update(init(m))
     r = paired.paired(a, b, data, lr, rounds=3, steps=1)
     assert r["a_ms"] > 0 and r["b_ms"] > 0 and r["q25"] <= r["ratio"] <= r["q75"]
+    before = os.environ.get("SYMNET_BLAS_CHECK")
     assert paired.main(["--without", "fuse_epilogues", "--workloads", "small",
                         "--rounds", "2", "--steps", "1", "--processes", "1"]) == 0
     out = capsys.readouterr().out
     assert "without fuse_epilogues (B)" in out and "small" in out and "B/A: median" in out
+    # the BLAS check off for the pair (unless asked for), the environment as it was after
+    assert ("BLAS check off" in out) == (before in (None, "0"))
+    assert os.environ.get("SYMNET_BLAS_CHECK") == before
     with pytest.raises(SystemExit, match="the same C"):   # tiny: tanh and sigmoid layers
         paired.main(["--without", "fuse_epilogues", "--workloads", "tiny", "--rounds", "1",
                      "--processes", "1"])

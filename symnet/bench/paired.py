@@ -10,7 +10,9 @@ machine's load, so a change of a few per cent shows where two runs of ``python -
 symnet.bench`` minutes apart can differ by 30 %.  A process's own memory placement moves
 its ratio by a few per cent for all its rounds alike, so the pair is compiled and timed
 in several new processes (``--processes``, default 5) and the figure is the median of
-theirs, each shown.  The rewrites
+theirs, each shown.  The BLAS check of a module's first training call (which may move one
+build's products off OpenBLAS and not the other's) is off unless ``SYMNET_BLAS_CHECK`` is
+set: both builds run their products where the plan puts them.  The rewrites
 (symnet.plan): ``fuse_epilogues``, ``fuse_loops``, ``fuse_routes``, ``overwrite``,
 ``share``.
 
@@ -163,6 +165,19 @@ def main(argv=None) -> int:
         ap.error("--rounds and --steps: expected ≥ 1")
     if args.processes < 1:
         ap.error(f"--processes: expected ≥ 1, got {args.processes}")
+    # the BLAS check of a module's first training call may put one build's products on the
+    # tiles and leave the other's on the BLAS (symnet.backend.c.tuning): off, unless asked
+    # (and as it was after this call: main may be called from a program)
+    asked = os.environ.get("SYMNET_BLAS_CHECK")
+    os.environ.setdefault("SYMNET_BLAS_CHECK", "0")
+    try:
+        return _run(args)
+    finally:
+        if asked is None:
+            os.environ.pop("SYMNET_BLAS_CHECK", None)
+
+
+def _run(args) -> int:
     names = [w.strip() for w in args.workloads.split(",") if w.strip()]
     if args.processes == 1:
         results = {}
@@ -183,7 +198,8 @@ def main(argv=None) -> int:
     other = f"without {args.without}" if args.without else f"chunks of {args.chunk}"
     print(f"symnet.bench.paired: each workload as it is (A) and {other} (B), "
           f"{args.rounds} rounds of {args.steps} steps of each in turn, {args.dtype}, "
-          f"in {args.processes} process{'es' if args.processes > 1 else ''}")
+          f"in {args.processes} process{'es' if args.processes > 1 else ''}"
+          + ("; BLAS check off" if os.environ.get("SYMNET_BLAS_CHECK") == "0" else ""))
     for name, rs in results.items():
         ratios = [r["ratio"] for r in rs]
         print(f"  {name:<12} A {statistics.median(r['a_ms'] for r in rs):8.3f} ms  "
