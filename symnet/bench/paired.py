@@ -101,9 +101,13 @@ def compile_pair(make, dtype: str, without: str | None = None, chunk: int | None
             else:
                 os.environ["SYMNET_CACHE_DIR"] = env
     if a.c_source == b.c_source:
-        raise SystemExit("symnet.bench.paired: the two builds have the same C; "
-                         "the rewrite changes nothing in this network")
+        raise SameC("symnet.bench.paired: the two builds have the same C; "
+                    "the rewrite changes nothing in this network")
     return a, b
+
+
+class SameC(SystemExit):
+    """The pair's two builds are the same C: nothing to time."""
 
 
 def paired(a, b, data, lr: float, rounds: int, steps: int) -> dict:
@@ -183,7 +187,13 @@ def _run(args) -> int:
         results = {}
         for name in names:
             make, init, data, lr = _workload(name, args.dtype)
-            a, b = compile_pair(make, args.dtype, args.without, args.chunk)
+            try:
+                a, b = compile_pair(make, args.dtype, args.without, args.chunk)
+            except SameC:
+                if len(names) == 1:
+                    raise
+                results[name] = [None]      # the others are still timed
+                continue
             for m in (a, b):
                 m.params.update(init(m))
             results[name] = [paired(a, b, data, lr, args.rounds, args.steps)]
@@ -201,6 +211,9 @@ def _run(args) -> int:
           f"in {args.processes} process{'es' if args.processes > 1 else ''}"
           + ("; BLAS check off" if os.environ.get("SYMNET_BLAS_CHECK") == "0" else ""))
     for name, rs in results.items():
+        if any(r is None for r in rs):
+            print(f"  {name:<12} the same C: the rewrite changes nothing in this network")
+            continue
         ratios = [r["ratio"] for r in rs]
         print(f"  {name:<12} A {statistics.median(r['a_ms'] for r in rs):8.3f} ms  "
               f"B {statistics.median(r['b_ms'] for r in rs):8.3f} ms  "
