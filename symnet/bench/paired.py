@@ -58,11 +58,9 @@ def _workload(name: str, dtype: str):
     if name in refs.WORKLOADS:
         from . import measure
         wl = refs.WORKLOADS[name]
-        rng = np.random.default_rng(0)
-        X = rng.standard_normal((wl.batch, wl.sizes[0])).astype(dtype)
-        T = np.eye(wl.sizes[-1], dtype=dtype)[rng.integers(0, wl.sizes[-1], wl.batch)]
+        X, T = refs.make_data(wl)      # the bench's batch (T as its loss takes it)
         return (lambda: measure.network(wl.sizes, wl.activations, wl.loss),
-                lambda model: refs.init_params(wl), (X, T), 0.01)
+                lambda model: refs.init_params(wl), (X.astype(dtype), T.astype(dtype)), measure.LR)
     known = sorted(set(seq.WORKLOADS) | set(refs.WORKLOADS))
     raise SystemExit(f"symnet.bench.paired: unknown workload {name!r}; "
                      f"one of {', '.join(known)}")
