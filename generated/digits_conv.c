@@ -32,8 +32,8 @@
  *   loss: softmax_cross_entropy, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_431E830E23_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_431E830E23_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_7C6E66D587_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_7C6E66D587_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (16, 1, 3, 3)
  *   b1           offset       144  shape (16,)
  *   W3           offset       160  shape (32, 16, 3, 3)
@@ -41,59 +41,59 @@
  *   W5           offset      4800  shape (10, 512)
  *   b5           offset      9920  shape (10,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_431E830E23_WORK_SIZE(batch) numbers; SYMNET_431E830E23_TRAIN_WORK_SIZE(batch_size) for
- * symnet_431e830e23_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_7C6E66D587_WORK_SIZE(batch) numbers; SYMNET_7C6E66D587_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_7c6e66d587_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 9930 + X B*64 + T or O B*10 + work (B*12820 + 9930)
  *   numbers of 4 bytes; e.g. B = 32: 1,729,872 bytes (training; forward only: 846,376).
  */
-#ifndef SYMNET_431E830E23_H
-#define SYMNET_431E830E23_H
+#ifndef SYMNET_7C6E66D587_H
+#define SYMNET_7C6E66D587_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_431E830E23_REAL float  /* the number type of every array (float32) */
-#define SYMNET_431E830E23_N_INPUTS 64  /* features per example */
-#define SYMNET_431E830E23_N_OUTPUTS 10
-#define SYMNET_431E830E23_N_PARAMS 9930  /* numbers in the flat parameter array */
-#define SYMNET_431E830E23_WORK_PER_EXAMPLE 12820
-#define SYMNET_431E830E23_WORK_SIZE(batch) ((batch) * 12820 + 9930)  /* numbers of scratch per call */
-#define SYMNET_431E830E23_TRAIN_WORK_SIZE(batch_size) (SYMNET_431E830E23_WORK_SIZE(batch_size) + (batch_size) * 74)
-#define SYMNET_431E830E23_SGD 0       /* optimizer codes of symnet_431e830e23_update and symnet_431e830e23_train */
-#define SYMNET_431E830E23_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_431E830E23_N_PARAMS numbers */
-#define SYMNET_431E830E23_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_431E830E23_N_PARAMS numbers each */
+#define SYMNET_7C6E66D587_REAL float  /* the number type of every array (float32) */
+#define SYMNET_7C6E66D587_N_INPUTS 64  /* features per example */
+#define SYMNET_7C6E66D587_N_OUTPUTS 10
+#define SYMNET_7C6E66D587_N_PARAMS 9930  /* numbers in the flat parameter array */
+#define SYMNET_7C6E66D587_WORK_PER_EXAMPLE 12820
+#define SYMNET_7C6E66D587_WORK_SIZE(batch) ((batch) * 12820 + 9930)  /* numbers of scratch per call */
+#define SYMNET_7C6E66D587_TRAIN_WORK_SIZE(batch_size) (SYMNET_7C6E66D587_WORK_SIZE(batch_size) + (batch_size) * 74)
+#define SYMNET_7C6E66D587_SGD 0       /* optimizer codes of symnet_7c6e66d587_update and symnet_7c6e66d587_train */
+#define SYMNET_7C6E66D587_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_7C6E66D587_N_PARAMS numbers */
+#define SYMNET_7C6E66D587_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_7C6E66D587_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_431E830E23_N_OUTPUTS) = the network's output for X (batch × SYMNET_431E830E23_N_INPUTS). */
-void symnet_431e830e23_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_7C6E66D587_N_OUTPUTS) = the network's output for X (batch × SYMNET_7C6E66D587_N_INPUTS). */
+void symnet_7c6e66d587_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_431e830e23_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_7c6e66d587_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_431E830E23_N_PARAMS numbers) by back propagation. */
-float symnet_431e830e23_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_7C6E66D587_N_PARAMS numbers) by back propagation. */
+float symnet_7c6e66d587_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_431e830e23_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_7c6e66d587_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss; T[b] is the class label of example b. */
-float symnet_431e830e23_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_7c6e66d587_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_431E830E23_N_PARAMS numbers) by back propagation. */
-float symnet_431e830e23_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_7C6E66D587_N_PARAMS numbers) by back propagation. */
+float symnet_7c6e66d587_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_431e830e23_step_labels(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_7c6e66d587_step_labels(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_431E830E23_SGD, SYMNET_431E830E23_MOMENTUM or SYMNET_431E830E23_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_7C6E66D587_SGD, SYMNET_7C6E66D587_MOMENTUM or SYMNET_7C6E66D587_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_431e830e23_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_7c6e66d587_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -101,10 +101,10 @@ void symnet_431e830e23_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_431E830E23_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_7C6E66D587_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_431E830E23_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_431e830e23_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_7C6E66D587_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_7c6e66d587_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -114,10 +114,10 @@ long long symnet_431e830e23_train(float *params, const float *X, const float *T,
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_431E830E23_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_7C6E66D587_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_431E830E23_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_431e830e23_train_labels(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_7C6E66D587_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_7c6e66d587_train_labels(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -126,7 +126,7 @@ long long symnet_431e830e23_train_labels(float *params, const float *X, const fl
 }
 #endif
 
-#endif /* SYMNET_431E830E23_H */
+#endif /* SYMNET_7C6E66D587_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -232,8 +232,9 @@ SN_ALWAYS_INLINE static inline float sn_expf(float x)
 /* The epilogue of a product (symnet.plan.ops.Epilogue), on the rows m0 ≤ m < m1 and the
  * columns n0 ≤ n < n0 + nc of C once their sums are done:
  *     C[m,n] = act(bias[n] + C[m,n]),  act 0: x, 1: relu (x if x > 0 else 0)
- * the layer's loop H = act(b + z) run on the block the product has just written (in the
- * cache) instead of in a pass of its own over z; the same operations, the same bits. */
+ * the layer's loop H = act(b + z) run on what the product has just written (in the
+ * cache) instead of in a pass of its own over z; the same operations, the same bits.  The
+ * tiles below apply the same formula to their sums in registers as they store them. */
 static inline void sn_epi(real *restrict C, ptrdiff_t ldc, int m0, int m1, int n0, int nc,
                           const real *restrict bias, int act)
 {
@@ -253,7 +254,8 @@ static inline void sn_epi(real *restrict C, ptrdiff_t ldc, int m0, int m1, int n
 /* C[r,c] (+)= Σ_{k<kc} A(r,k)·P[k,c] for r < SN_MR, c < SN_NR: one register tile
    (P's rows SN_NR apart). */
 static inline void sn_tile(int kc, const real *restrict A, ptrdiff_t sam, ptrdiff_t sak,
-                           const real *restrict P, real *restrict C, ptrdiff_t ldc, int add)
+                           const real *restrict P, real *restrict C, ptrdiff_t ldc, int add,
+                           const real *restrict bias, int act)
 {
     real acc[SN_MR][SN_NR];
     /* acc[r,c] = A(r,0)·P[0,c] (kc ≥ 1), the bits of 0 + A(r,0)·P[0,c]: zeroed first, the
@@ -273,9 +275,16 @@ static inline void sn_tile(int kc, const real *restrict A, ptrdiff_t sam, ptrdif
             for (int c = 0; c < SN_NR; c++) acc[r][c] += a * p[c];
         }
     }
-    for (int r = 0; r < SN_MR; r++)
-        for (int c = 0; c < SN_NR; c++)
-            C[r * ldc + c] = add ? C[r * ldc + c] + acc[r][c] : acc[r][c];
+    if (bias != NULL)   /* the last block of k: the epilogue (sn_epi) on the sums in registers */
+        for (int r = 0; r < SN_MR; r++)
+            for (int c = 0; c < SN_NR; c++) {
+                const real t = bias[c] + (add ? C[r * ldc + c] + acc[r][c] : acc[r][c]);
+                C[r * ldc + c] = act == 1 ? (t > 0 ? t : 0) : t;
+            }
+    else
+        for (int r = 0; r < SN_MR; r++)
+            for (int c = 0; c < SN_NR; c++)
+                C[r * ldc + c] = add ? C[r * ldc + c] + acc[r][c] : acc[r][c];
 }
 
 #if SN_NR > 16
@@ -293,7 +302,8 @@ static inline void sn_tile(int kc, const real *restrict A, ptrdiff_t sam, ptrdif
 /* C[r,c] (+)= Σ_{k<kc} A(r,k)·P[k,c] for r < SN_MRN, c < SN_NRN: the narrow tile
    (P's rows SN_NR apart). */
 static inline void sn_tile_narrow(int kc, const real *restrict A, ptrdiff_t sam, ptrdiff_t sak,
-                                  const real *restrict P, real *restrict C, ptrdiff_t ldc, int add)
+                                  const real *restrict P, real *restrict C, ptrdiff_t ldc, int add,
+                                  const real *restrict bias, int act)
 {
     real acc[SN_MRN][SN_NRN];
     /* acc[r,c] = A(r,0)·P[0,c] (kc ≥ 1), the bits of 0 + A(r,0)·P[0,c]: zeroed first, the
@@ -315,20 +325,30 @@ static inline void sn_tile_narrow(int kc, const real *restrict A, ptrdiff_t sam,
             for (int c = 0; c < SN_NRN; c++) acc[r][c] += a * p[c];
         }
     }
-    for (int r = 0; r < SN_MRN; r++)
-        for (int c = 0; c < SN_NRN; c++)
-            C[r * ldc + c] = add ? C[r * ldc + c] + acc[r][c] : acc[r][c];
+    if (bias != NULL)   /* the last block of k: the epilogue (sn_epi) on the sums in registers */
+        for (int r = 0; r < SN_MRN; r++)
+            for (int c = 0; c < SN_NRN; c++) {
+                const real t = bias[c] + (add ? C[r * ldc + c] + acc[r][c] : acc[r][c]);
+                C[r * ldc + c] = act == 1 ? (t > 0 ? t : 0) : t;
+            }
+    else
+        for (int r = 0; r < SN_MRN; r++)
+            for (int c = 0; c < SN_NRN; c++)
+                C[r * ldc + c] = add ? C[r * ldc + c] + acc[r][c] : acc[r][c];
 }
 
 #endif
 
-/* C[m+r, n0+c] (+)= T[r,c] for r < mr, c < nc: the used part of a tile computed aside */
+/* C[m+r, n0+c] (+)= T[r,c] for r < mr, c < nc: the used part of a tile computed aside;
+   bias not NULL: then the epilogue, act(bias[c] + C[m+r, n0+c]) */
 static inline void sn_put(const real *restrict T, int ldt, int mr, int nc, real *restrict C,
-                          ptrdiff_t ldc, int add)
+                          ptrdiff_t ldc, int add, const real *restrict bias, int act)
 {
     for (int r = 0; r < mr; r++)
         for (int c = 0; c < nc; c++)
             C[r * ldc + c] = add ? C[r * ldc + c] + T[r * ldt + c] : T[r * ldt + c];
+    if (bias != NULL)
+        sn_epi(C, ldc, 0, mr, 0, nc, bias, act);
 }
 
 /* One product's operands and how its jobs cut it: job j computes the columns
@@ -361,6 +381,9 @@ static void sn_gemm_job(const sn_gemm_args *g, int job)
     for (int k0 = 0; k0 < K; k0 += SN_KC) {
         const int kc = K - k0 < SN_KC ? K - k0 : SN_KC;
         const int add = g->accumulate || k0 > 0;
+        /* the epilogue's bias at this block's columns, on the last block of k: each tile
+           applies it to its sums as it stores them (in registers, not a pass over C) */
+        const real *epi = g->bias != NULL && k0 + kc == K ? g->bias + n0 : NULL;
         /* P[k,c] = B(k0+k, n0+c), zero past column N: B's rows copied whole where
            the block is (a vector copy; the test c < nc in the loop made it masked
            loads, 8% of the transformer's step), else its columns read along k */
@@ -379,16 +402,18 @@ static void sn_gemm_job(const sn_gemm_args *g, int job)
         int m = m0;
         if (nc == SN_NR)
             for (; m + SN_MR <= m1; m += SN_MR)
-                sn_tile(kc, A + m * sam + k0 * sak, sam, sak, P, C + (size_t)m * N + n0, N, add);
+                sn_tile(kc, A + m * sam + k0 * sak, sam, sak, P, C + (size_t)m * N + n0, N, add,
+                        epi, g->act);
 #ifdef SN_NRN
         else if (nc <= SN_NRN)
             for (; m + SN_MRN <= m1; m += SN_MRN) {
                 const real *a = A + m * sam + k0 * sak;
                 if (nc == SN_NRN) {
-                    sn_tile_narrow(kc, a, sam, sak, P, C + (size_t)m * N + n0, N, add);
+                    sn_tile_narrow(kc, a, sam, sak, P, C + (size_t)m * N + n0, N, add,
+                                   epi, g->act);
                 } else {
-                    sn_tile_narrow(kc, a, sam, sak, P, Ct, SN_NRN, 0);
-                    sn_put(Ct, SN_NRN, SN_MRN, nc, C + (size_t)m * N + n0, N, add);
+                    sn_tile_narrow(kc, a, sam, sak, P, Ct, SN_NRN, 0, NULL, 0);
+                    sn_put(Ct, SN_NRN, SN_MRN, nc, C + (size_t)m * N + n0, N, add, epi, g->act);
                 }
             }
 #endif
@@ -398,18 +423,16 @@ static void sn_gemm_job(const sn_gemm_args *g, int job)
             const real *a = A + m * sam + k0 * sak;
             const int mr = m1 - m < SN_MR ? m1 - m : SN_MR;
             if (mr == SN_MR) {
-                sn_tile(kc, a, sam, sak, P, Ct, SN_NR, 0);
+                sn_tile(kc, a, sam, sak, P, Ct, SN_NR, 0, NULL, 0);
             } else {
                 for (int r = 0; r < SN_MR; r++)
                     for (int k = 0; k < kc; k++)
                         Ap[r * kc + k] = r < mr ? a[r * sam + k * sak] : 0;
-                sn_tile(kc, Ap, kc, 1, P, Ct, SN_NR, 0);
+                sn_tile(kc, Ap, kc, 1, P, Ct, SN_NR, 0, NULL, 0);
             }
-            sn_put(Ct, SN_NR, mr, nc, C + (size_t)m * N + n0, N, add);
+            sn_put(Ct, SN_NR, mr, nc, C + (size_t)m * N + n0, N, add, epi, g->act);
         }
     }
-    if (g->bias != NULL)   /* this job's block of C, still in L1 or L2 */
-        sn_epi(C, N, m0, m1, n0, nc, g->bias, g->act);
 }
 /* C[m,n] (+)= Σ_k A(m,k)·B(k,n) for 0 ≤ m < M, 0 ≤ n < N, 0 ≤ k < K. */
 static void sn_gemm(int M, int N, int K, const real *restrict A, ptrdiff_t sam, ptrdiff_t sak,
@@ -1177,7 +1200,7 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_431e830e23_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_7c6e66d587_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 6218, sizeof(real) * (size_t)batch * 10);
@@ -1277,7 +1300,7 @@ static double sn_loss(const real *params, real *work, const real *I, const real 
     return loss / batch;
 }
 
-real symnet_431e830e23_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_7c6e66d587_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -1333,7 +1356,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_431e830e23_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_7c6e66d587_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -1370,7 +1393,7 @@ static double sn_loss_labels(const real *params, real *work, const real *I, cons
     return loss / batch;
 }
 
-real symnet_431e830e23_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_7c6e66d587_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss_labels(params, work, X, T, batch);
 }
@@ -1422,7 +1445,7 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
     return loss / batch;
 }
 
-real symnet_431e830e23_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_7c6e66d587_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad_labels(params, grads, work, X, T, batch);
 }
@@ -1449,7 +1472,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_431e830e23_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_7c6e66d587_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 12820;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
@@ -1463,7 +1486,7 @@ real symnet_431e830e23_step(real *params, const real *X, const real *T, int batc
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_431e830e23_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_7c6e66d587_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 12820;
     const double loss = sn_loss_grad_labels(params, grads, work, X, T, batch);
@@ -1534,7 +1557,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_431e830e23_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_7c6e66d587_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -1560,7 +1583,7 @@ void symnet_431e830e23_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_431e830e23_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_7c6e66d587_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
@@ -1654,7 +1677,7 @@ long long symnet_431e830e23_train(real *params, const real *X, const real *T, co
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step).
  * The same with integer class labels: T[n] is the class of example n. */
-long long symnet_431e830e23_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_7c6e66d587_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
