@@ -11,7 +11,7 @@
  * X of width n holds X[b,j] at X[b * n + j]; W of shape (out, in) holds
  * W[i,j] at W[i * in + j].  Parameters live in one flat array `params`
  * (17226 numbers), their gradients in `grads` with the same
- * layout, and everything per example in `work` (798 numbers
+ * layout, and everything per example in `work` (606 numbers
  * per example of the batch).
  */
 #include <math.h>
@@ -28,8 +28,8 @@
  *   loss: softmax_cross_entropy, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_BFC3448903_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_BFC3448903_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_0401C50DD5_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_0401C50DD5_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (128, 64)
  *   b1           offset      8192  shape (128,)
  *   W2           offset      8320  shape (64, 128)
@@ -37,59 +37,59 @@
  *   W3           offset     16576  shape (10, 64)
  *   b3           offset     17216  shape (10,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_BFC3448903_WORK_SIZE(batch) numbers; SYMNET_BFC3448903_TRAIN_WORK_SIZE(batch_size) for
- * symnet_bfc3448903_train) and allocates nothing.  Memory for one call of a batch B:
- *   params 17226 + X B*64 + T or O B*10 + work (B*798 + 17226)
- *   numbers of 4 bytes; e.g. B = 32: 249,424 bytes (training; forward only: 105,512).
+ * `work` (SYMNET_0401C50DD5_WORK_SIZE(batch) numbers; SYMNET_0401C50DD5_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_0401c50dd5_train) and allocates nothing.  Memory for one call of a batch B:
+ *   params 17226 + X B*64 + T or O B*10 + work (B*606 + 17226)
+ *   numbers of 4 bytes; e.g. B = 32: 224,848 bytes (training; forward only: 105,512).
  */
-#ifndef SYMNET_BFC3448903_H
-#define SYMNET_BFC3448903_H
+#ifndef SYMNET_0401C50DD5_H
+#define SYMNET_0401C50DD5_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_BFC3448903_REAL float  /* the number type of every array (float32) */
-#define SYMNET_BFC3448903_N_INPUTS 64  /* features per example */
-#define SYMNET_BFC3448903_N_OUTPUTS 10
-#define SYMNET_BFC3448903_N_PARAMS 17226  /* numbers in the flat parameter array */
-#define SYMNET_BFC3448903_WORK_PER_EXAMPLE 798
-#define SYMNET_BFC3448903_WORK_SIZE(batch) ((batch) * 798 + 17226)  /* numbers of scratch per call */
-#define SYMNET_BFC3448903_TRAIN_WORK_SIZE(batch_size) (SYMNET_BFC3448903_WORK_SIZE(batch_size) + (batch_size) * 74)
-#define SYMNET_BFC3448903_SGD 0       /* optimizer codes of symnet_bfc3448903_update and symnet_bfc3448903_train */
-#define SYMNET_BFC3448903_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_BFC3448903_N_PARAMS numbers */
-#define SYMNET_BFC3448903_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_BFC3448903_N_PARAMS numbers each */
+#define SYMNET_0401C50DD5_REAL float  /* the number type of every array (float32) */
+#define SYMNET_0401C50DD5_N_INPUTS 64  /* features per example */
+#define SYMNET_0401C50DD5_N_OUTPUTS 10
+#define SYMNET_0401C50DD5_N_PARAMS 17226  /* numbers in the flat parameter array */
+#define SYMNET_0401C50DD5_WORK_PER_EXAMPLE 606
+#define SYMNET_0401C50DD5_WORK_SIZE(batch) ((batch) * 606 + 17226)  /* numbers of scratch per call */
+#define SYMNET_0401C50DD5_TRAIN_WORK_SIZE(batch_size) (SYMNET_0401C50DD5_WORK_SIZE(batch_size) + (batch_size) * 74)
+#define SYMNET_0401C50DD5_SGD 0       /* optimizer codes of symnet_0401c50dd5_update and symnet_0401c50dd5_train */
+#define SYMNET_0401C50DD5_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_0401C50DD5_N_PARAMS numbers */
+#define SYMNET_0401C50DD5_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_0401C50DD5_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_BFC3448903_N_OUTPUTS) = the network's output for X (batch × SYMNET_BFC3448903_N_INPUTS). */
-void symnet_bfc3448903_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_0401C50DD5_N_OUTPUTS) = the network's output for X (batch × SYMNET_0401C50DD5_N_INPUTS). */
+void symnet_0401c50dd5_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_bfc3448903_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_0401c50dd5_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_BFC3448903_N_PARAMS numbers) by back propagation. */
-float symnet_bfc3448903_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_0401C50DD5_N_PARAMS numbers) by back propagation. */
+float symnet_0401c50dd5_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_bfc3448903_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_0401c50dd5_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss; T[b] is the class label of example b. */
-float symnet_bfc3448903_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_0401c50dd5_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_BFC3448903_N_PARAMS numbers) by back propagation. */
-float symnet_bfc3448903_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_0401C50DD5_N_PARAMS numbers) by back propagation. */
+float symnet_0401c50dd5_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_bfc3448903_step_labels(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_0401c50dd5_step_labels(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_BFC3448903_SGD, SYMNET_BFC3448903_MOMENTUM or SYMNET_BFC3448903_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_0401C50DD5_SGD, SYMNET_0401C50DD5_MOMENTUM or SYMNET_0401C50DD5_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_bfc3448903_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_0401c50dd5_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -97,10 +97,10 @@ void symnet_bfc3448903_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_BFC3448903_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_0401C50DD5_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_BFC3448903_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_bfc3448903_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_0401C50DD5_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_0401c50dd5_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -110,10 +110,10 @@ long long symnet_bfc3448903_train(float *params, const float *X, const float *T,
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_BFC3448903_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_0401C50DD5_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_BFC3448903_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_bfc3448903_train_labels(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_0401C50DD5_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_0401c50dd5_train_labels(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -122,7 +122,7 @@ long long symnet_bfc3448903_train_labels(float *params, const float *X, const fl
 }
 #endif
 
-#endif /* SYMNET_BFC3448903_H */
+#endif /* SYMNET_0401C50DD5_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -228,14 +228,21 @@ SN_ALWAYS_INLINE static inline float sn_expf(float x)
 /* The epilogue of a product (symnet.plan.ops.Epilogue), on the rows m0 ≤ m < m1 and the
  * columns n0 ≤ n < n0 + nc of C once their sums are done:
  *     C[m,n] = act(bias[n] + C[m,n]),  act 0: x, 1: relu (x if x > 0 else 0)
- * the layer's loop H = act(b + z) run on what the product has just written (in the
- * cache) instead of in a pass of its own over z; the same operations, the same bits.  The
- * tiles below apply the same formula to their sums in registers as they store them. */
+ *     C[m,n] = C[m,n]·(1 if mask[m,n] > 0 else 0),  act 2 (mask laid out as C)
+ * the layer's loop H = act(b + z), or relu's derivative δ = ∂L/∂H·(1 if H > 0 else 0),
+ * run on what the product has just written (in the cache) instead of in a pass of its
+ * own; the same operations, the same bits.  The tiles below apply the same formula to
+ * their sums in registers as they store them. */
 static inline void sn_epi(real *restrict C, ptrdiff_t ldc, int m0, int m1, int n0, int nc,
-                          const real *restrict bias, int act)
+                          const real *restrict bias, const real *restrict mask, int act)
 {
     for (int m = m0; m < m1; m++) {
         real *restrict c = C + (size_t)m * ldc + n0;
+        if (act == 2) {
+            const real *restrict h = mask + (size_t)m * ldc + n0;
+            for (int j = 0; j < nc; j++) c[j] = c[j] * (h[j] > 0 ? (real)1 : (real)0);
+            continue;
+        }
         const real *restrict b = bias + n0;
         if (act == 1)
             for (int j = 0; j < nc; j++) {
@@ -251,7 +258,7 @@ static inline void sn_epi(real *restrict C, ptrdiff_t ldc, int m0, int m1, int n
    (P's rows SN_NR apart). */
 static inline void sn_tile(int kc, const real *restrict A, ptrdiff_t sam, ptrdiff_t sak,
                            const real *restrict P, real *restrict C, ptrdiff_t ldc, int add,
-                           const real *restrict bias, int act)
+                           const real *restrict bias, const real *restrict mask, int act)
 {
     real acc[SN_MR][SN_NR];
     /* acc[r,c] = A(r,0)·P[0,c] (kc ≥ 1), the bits of 0 + A(r,0)·P[0,c]: zeroed first, the
@@ -277,6 +284,12 @@ static inline void sn_tile(int kc, const real *restrict A, ptrdiff_t sam, ptrdif
                 const real t = bias[c] + (add ? C[r * ldc + c] + acc[r][c] : acc[r][c]);
                 C[r * ldc + c] = act == 1 ? (t > 0 ? t : 0) : t;
             }
+    else if (mask != NULL)   /* the last block of k: relu's derivative, mask laid out as C */
+        for (int r = 0; r < SN_MR; r++)
+            for (int c = 0; c < SN_NR; c++) {
+                const real t = add ? C[r * ldc + c] + acc[r][c] : acc[r][c];
+                C[r * ldc + c] = t * (mask[r * ldc + c] > 0 ? (real)1 : (real)0);
+            }
     else
         for (int r = 0; r < SN_MR; r++)
             for (int c = 0; c < SN_NR; c++)
@@ -299,7 +312,7 @@ static inline void sn_tile(int kc, const real *restrict A, ptrdiff_t sam, ptrdif
    (P's rows SN_NR apart). */
 static inline void sn_tile_narrow(int kc, const real *restrict A, ptrdiff_t sam, ptrdiff_t sak,
                                   const real *restrict P, real *restrict C, ptrdiff_t ldc, int add,
-                                  const real *restrict bias, int act)
+                                  const real *restrict bias, const real *restrict mask, int act)
 {
     real acc[SN_MRN][SN_NRN];
     /* acc[r,c] = A(r,0)·P[0,c] (kc ≥ 1), the bits of 0 + A(r,0)·P[0,c]: zeroed first, the
@@ -327,6 +340,12 @@ static inline void sn_tile_narrow(int kc, const real *restrict A, ptrdiff_t sam,
                 const real t = bias[c] + (add ? C[r * ldc + c] + acc[r][c] : acc[r][c]);
                 C[r * ldc + c] = act == 1 ? (t > 0 ? t : 0) : t;
             }
+    else if (mask != NULL)   /* the last block of k: relu's derivative, mask laid out as C */
+        for (int r = 0; r < SN_MRN; r++)
+            for (int c = 0; c < SN_NRN; c++) {
+                const real t = add ? C[r * ldc + c] + acc[r][c] : acc[r][c];
+                C[r * ldc + c] = t * (mask[r * ldc + c] > 0 ? (real)1 : (real)0);
+            }
     else
         for (int r = 0; r < SN_MRN; r++)
             for (int c = 0; c < SN_NRN; c++)
@@ -336,15 +355,16 @@ static inline void sn_tile_narrow(int kc, const real *restrict A, ptrdiff_t sam,
 #endif
 
 /* C[m+r, n0+c] (+)= T[r,c] for r < mr, c < nc: the used part of a tile computed aside;
-   bias not NULL: then the epilogue, act(bias[c] + C[m+r, n0+c]) */
+   bias or mask not NULL: then the epilogue (sn_epi) on it */
 static inline void sn_put(const real *restrict T, int ldt, int mr, int nc, real *restrict C,
-                          ptrdiff_t ldc, int add, const real *restrict bias, int act)
+                          ptrdiff_t ldc, int add, const real *restrict bias,
+                          const real *restrict mask, int act)
 {
     for (int r = 0; r < mr; r++)
         for (int c = 0; c < nc; c++)
             C[r * ldc + c] = add ? C[r * ldc + c] + T[r * ldt + c] : T[r * ldt + c];
-    if (bias != NULL)
-        sn_epi(C, ldc, 0, mr, 0, nc, bias, act);
+    if (bias != NULL || mask != NULL)
+        sn_epi(C, ldc, 0, mr, 0, nc, bias, mask, act);
 }
 
 /* One product's operands and how its jobs cut it: job j computes the columns
@@ -356,8 +376,15 @@ typedef struct {
     ptrdiff_t sam, sak, sbk, sbn;
     real *C;
     const real *bias;    /* the epilogue's (sn_epi), or NULL: none */
+    const real *mask;    /* the mask epilogue's array (act 2), laid out as C, or NULL */
     int act;
 } sn_gemm_args;
+
+/* the element (m, n0) of an M×N array laid out as C, or NULL */
+static inline const real *sn_at(const real *a, int m, int N, int n0)
+{
+    return a != NULL ? a + (size_t)m * N + n0 : NULL;
+}
 
 static void sn_gemm_job(const sn_gemm_args *g, int job)
 {
@@ -380,6 +407,7 @@ static void sn_gemm_job(const sn_gemm_args *g, int job)
         /* the epilogue's bias at this block's columns, on the last block of k: each tile
            applies it to its sums as it stores them (in registers, not a pass over C) */
         const real *epi = g->bias != NULL && k0 + kc == K ? g->bias + n0 : NULL;
+        const real *msk = g->mask != NULL && k0 + kc == K ? g->mask : NULL;
         /* P[k,c] = B(k0+k, n0+c), zero past column N: B's rows copied whole where
            the block is (a vector copy; the test c < nc in the loop made it masked
            loads, 8% of the transformer's step), else its columns read along k */
@@ -399,17 +427,17 @@ static void sn_gemm_job(const sn_gemm_args *g, int job)
         if (nc == SN_NR)
             for (; m + SN_MR <= m1; m += SN_MR)
                 sn_tile(kc, A + m * sam + k0 * sak, sam, sak, P, C + (size_t)m * N + n0, N, add,
-                        epi, g->act);
+                        epi, sn_at(msk, m, N, n0), g->act);
 #ifdef SN_NRN
         else if (nc <= SN_NRN)
             for (; m + SN_MRN <= m1; m += SN_MRN) {
                 const real *a = A + m * sam + k0 * sak;
                 if (nc == SN_NRN) {
                     sn_tile_narrow(kc, a, sam, sak, P, C + (size_t)m * N + n0, N, add,
-                                   epi, g->act);
+                                   epi, sn_at(msk, m, N, n0), g->act);
                 } else {
-                    sn_tile_narrow(kc, a, sam, sak, P, Ct, SN_NRN, 0, NULL, 0);
-                    sn_put(Ct, SN_NRN, SN_MRN, nc, C + (size_t)m * N + n0, N, add, epi, g->act);
+                    sn_tile_narrow(kc, a, sam, sak, P, Ct, SN_NRN, 0, NULL, NULL, 0);
+                    sn_put(Ct, SN_NRN, SN_MRN, nc, C + (size_t)m * N + n0, N, add, epi, sn_at(msk, m, N, n0), g->act);
                 }
             }
 #endif
@@ -419,14 +447,14 @@ static void sn_gemm_job(const sn_gemm_args *g, int job)
             const real *a = A + m * sam + k0 * sak;
             const int mr = m1 - m < SN_MR ? m1 - m : SN_MR;
             if (mr == SN_MR) {
-                sn_tile(kc, a, sam, sak, P, Ct, SN_NR, 0, NULL, 0);
+                sn_tile(kc, a, sam, sak, P, Ct, SN_NR, 0, NULL, NULL, 0);
             } else {
                 for (int r = 0; r < SN_MR; r++)
                     for (int k = 0; k < kc; k++)
                         Ap[r * kc + k] = r < mr ? a[r * sam + k * sak] : 0;
-                sn_tile(kc, Ap, kc, 1, P, Ct, SN_NR, 0, NULL, 0);
+                sn_tile(kc, Ap, kc, 1, P, Ct, SN_NR, 0, NULL, NULL, 0);
             }
-            sn_put(Ct, SN_NR, mr, nc, C + (size_t)m * N + n0, N, add, epi, g->act);
+            sn_put(Ct, SN_NR, mr, nc, C + (size_t)m * N + n0, N, add, epi, sn_at(msk, m, N, n0), g->act);
         }
     }
 }
@@ -516,14 +544,25 @@ SN_INLINE void sn_mm_nn(int M, int N, int K, const real *restrict A,
 }
 
 /* C[m,n] = act(bias[n] + Σ_k A[m,k]·B[n,k]): sn_mm_nt (on B's panels packed in Bp where
- * it is not NULL) with its epilogue (sn_epi: 0 linear, 1 relu), the loop
- * H = act(b + z) of a layer run on each block of the product as it is stored, here after the product. */
+ * it is not NULL) with its epilogue (sn_epi: 0 linear, 1 relu; 2: C·(1 if mask > 0 else
+ * 0), no bias), the loop H = act(b + z) of a layer, or relu's derivative, run on the
+ * product as it is stored, here after the product; sn_mm_nn_e the same after sn_mm_nn. */
 SN_INLINE void sn_mm_nt_e(int M, int N, int K, const real *restrict A, const real *restrict B,
-                          const real *Bp, real *restrict C, const real *restrict bias, int act)
+                          const real *Bp, real *restrict C, const real *restrict bias,
+                          const real *restrict mask, int act)
 {
     (void)Bp;
     sn_mm_nt(M, N, K, A, B, C, 0);
-    sn_epi(C, N, 0, M, 0, N, bias, act);
+    sn_epi(C, N, 0, M, 0, N, bias, mask, act);
+}
+
+SN_INLINE void sn_mm_nn_e(int M, int N, int K, const real *restrict A, const real *restrict B,
+                          const real *Bp, real *restrict C, const real *restrict bias,
+                          const real *restrict mask, int act)
+{
+    (void)Bp;
+    sn_mm_nn(M, N, K, A, B, C, 0);
+    sn_epi(C, N, 0, M, 0, N, bias, mask, act);
 }
 
 
@@ -670,18 +709,18 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 
     /* H1[b,i] = (b1[i] + z_H1[b,i] if b1[i] + z_H1[b,i] > 0 else 0), where z_H1[b,i] = Σ_j W1[i,j]·I[b,j]:
        the sums are not stored: the product writes H1, each block as its sums finish */
-    sn_mm_nt_e(batch, 128, 64, I, W1, NULL, H1, b1, 1);
+    sn_mm_nt_e(batch, 128, 64, I, W1, NULL, H1, b1, NULL, 1);
     /* H2[b,i] = (b2[i] + z_H2[b,i] if b2[i] + z_H2[b,i] > 0 else 0), where z_H2[b,i] = Σ_j W2[i,j]·H1[b,j]:
        the sums are not stored: the product writes H2, each block as its sums finish */
-    sn_mm_nt_e(batch, 64, 128, H1, W2, NULL, H2, b2, 1);
+    sn_mm_nt_e(batch, 64, 128, H1, W2, NULL, H2, b2, NULL, 1);
     /* O[b,i] = b3[i] + z_O[b,i], where z_O[b,i] = Σ_j W3[i,j]·H2[b,j]:
        the sums are not stored: the product writes O, each block as its sums finish */
-    sn_mm_nt_e(batch, 10, 64, H2, W3, NULL, sn_u_O, b3, 0);
+    sn_mm_nt_e(batch, 10, 64, H2, W3, NULL, sn_u_O, b3, NULL, 0);
 
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_bfc3448903_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_0401c50dd5_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 202, sizeof(real) * (size_t)batch * 10);
@@ -737,7 +776,7 @@ static void sn_chunk_tail(sn_chunk_args *a, int c)
     real *work = a->work;
     const int batch = a->batch;
     const int sn_lo = sn_cut(batch, c, a->n), sn_hi = sn_cut(batch, c + 1, a->n);
-    real *sn_part = work + (size_t)batch * 596 + (size_t)c * 202;  /* 202 partial sums */
+    real *sn_part = work + (size_t)batch * 404 + (size_t)c * 202;  /* 202 partial sums */
     const real *W2 = params + 8320;  /* W2: (64, 128) */
     const real *W3 = params + 16576;  /* W3: (10, 64) */
 
@@ -746,10 +785,8 @@ static void sn_chunk_tail(sn_chunk_args *a, int c)
     real *g_b1 = sn_part + 74;  /* this chunk's part of ∂L/∂b1: (128,) */
     real *H1 = work + (size_t)batch * 0;  /* layer H1: (batch, 128) */
     real *H2 = work + (size_t)batch * 128;  /* layer H2: (batch, 64) */
-    real *dL_dH1 = work + (size_t)batch * 212;  /* ∂L/∂H1: (batch, 128) */
-    real *delta_H1 = work + (size_t)batch * 340;  /* ∂L/∂z_H1: (batch, 128) */
-    real *dL_dH2 = work + (size_t)batch * 468;  /* ∂L/∂H2: (batch, 64) */
-    real *delta_H2 = work + (size_t)batch * 532;  /* ∂L/∂z_H2: (batch, 64) */
+    real *delta_H1 = work + (size_t)batch * 212;  /* ∂L/∂z_H1: (batch, 128) */
+    real *delta_H2 = work + (size_t)batch * 340;  /* ∂L/∂z_H2: (batch, 64) */
     real *dL_dO = work + (size_t)batch * 192;  /* ∂L/∂O: (batch, 10) */
     real *delta_O = dL_dO;  /* ∂L/∂z_O: ∂L/∂O itself: (batch, 10) */
 
@@ -764,29 +801,27 @@ static void sn_chunk_tail(sn_chunk_args *a, int c)
         for (int i = 0; i < 10; i++) {
             g_b3[i] += dL_dO[b * 10 + i];
         }
-    /* dL_dH2[b,j] = Σ_i delta_O[b,i]·W3[i,j] */
-    sn_mm_nn(sn_hi - sn_lo, 64, 10, delta_O + (size_t)sn_lo * 10, W3, dL_dH2 + (size_t)sn_lo * 64, 0);
-    /* delta_H2[b,i] = dL_dH2[b,i]·(1 if H2[b,i] > 0 else 0); g_b2[i] += dL_dH2[b,i]·(1 if H2[b,i] > 0 else 0) */
+    /* delta_H2[b,i] = dL_dH2[b,i]·(1 if H2[b,i] > 0 else 0); g_b2[i] += dL_dH2[b,i]·(1 if H2[b,i] > 0 else 0), where dL_dH2[b,j] = Σ_i delta_O[b,i]·W3[i,j]:
+       the sums are not stored: the product writes delta_H2, each block as its sums finish */
+    sn_mm_nn_e((sn_hi - sn_lo), 64, 10, delta_O + (size_t)sn_lo * 10, W3, NULL, delta_H2 + (size_t)sn_lo * 64, NULL, H2 + (size_t)sn_lo * 64, 2);
+    /* g_b2[i] += delta_H2[b,i] */
     for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
         for (int i = 0; i < 64; i++) {
-            const real t0 = dL_dH2[b * 64 + i]*((H2[b * 64 + i] > 0) ? (1) : (0));
-            delta_H2[b * 64 + i] = t0;
-            g_b2[i] += t0;
+            g_b2[i] += delta_H2[b * 64 + i];
         }
-    /* dL_dH1[b,j] = Σ_i delta_H2[b,i]·W2[i,j] */
-    sn_mm_nn(sn_hi - sn_lo, 128, 64, delta_H2 + (size_t)sn_lo * 64, W2, dL_dH1 + (size_t)sn_lo * 128, 0);
-    /* delta_H1[b,i] = dL_dH1[b,i]·(1 if H1[b,i] > 0 else 0); g_b1[i] += dL_dH1[b,i]·(1 if H1[b,i] > 0 else 0) */
+    /* delta_H1[b,i] = dL_dH1[b,i]·(1 if H1[b,i] > 0 else 0); g_b1[i] += dL_dH1[b,i]·(1 if H1[b,i] > 0 else 0), where dL_dH1[b,j] = Σ_i delta_H2[b,i]·W2[i,j]:
+       the sums are not stored: the product writes delta_H1, each block as its sums finish */
+    sn_mm_nn_e((sn_hi - sn_lo), 128, 64, delta_H2 + (size_t)sn_lo * 64, W2, NULL, delta_H1 + (size_t)sn_lo * 128, NULL, H1 + (size_t)sn_lo * 128, 2);
+    /* g_b1[i] += delta_H1[b,i] */
     for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
         for (int i = 0; i < 128; i++) {
-            const real t0 = dL_dH1[b * 128 + i]*((H1[b * 128 + i] > 0) ? (1) : (0));
-            delta_H1[b * 128 + i] = t0;
-            g_b1[i] += t0;
+            g_b1[i] += delta_H1[b * 128 + i];
         }
 
 
@@ -800,7 +835,7 @@ static void sn_chunk_head(sn_chunk_args *a, int c)
     real *work = a->work;
     const int batch = a->batch;
     const int sn_lo = sn_cut(batch, c, a->n), sn_hi = sn_cut(batch, c + 1, a->n);
-    real *sn_part = work + (size_t)batch * 596 + (size_t)c * 202;  /* 202 partial sums */
+    real *sn_part = work + (size_t)batch * 404 + (size_t)c * 202;  /* 202 partial sums */
     const real *W1 = params + 0;  /* W1: (128, 64) */
     const real *b1 = params + 8192;  /* b1: (128,) */
     const real *W2 = params + 8320;  /* W2: (64, 128) */
@@ -816,13 +851,13 @@ static void sn_chunk_head(sn_chunk_args *a, int c)
     (void)sn_part;
     /* H1[b,i] = (b1[i] + z_H1[b,i] if b1[i] + z_H1[b,i] > 0 else 0), where z_H1[b,i] = Σ_j W1[i,j]·I[b,j]:
        the sums are not stored: the product writes H1, each block as its sums finish */
-    sn_mm_nt_e((sn_hi - sn_lo), 128, 64, I + (size_t)sn_lo * 64, W1, NULL, H1 + (size_t)sn_lo * 128, b1, 1);
+    sn_mm_nt_e((sn_hi - sn_lo), 128, 64, I + (size_t)sn_lo * 64, W1, NULL, H1 + (size_t)sn_lo * 128, b1, NULL, 1);
     /* H2[b,i] = (b2[i] + z_H2[b,i] if b2[i] + z_H2[b,i] > 0 else 0), where z_H2[b,i] = Σ_j W2[i,j]·H1[b,j]:
        the sums are not stored: the product writes H2, each block as its sums finish */
-    sn_mm_nt_e((sn_hi - sn_lo), 64, 128, H1 + (size_t)sn_lo * 128, W2, NULL, H2 + (size_t)sn_lo * 64, b2, 1);
+    sn_mm_nt_e((sn_hi - sn_lo), 64, 128, H1 + (size_t)sn_lo * 128, W2, NULL, H2 + (size_t)sn_lo * 64, b2, NULL, 1);
     /* O[b,i] = b3[i] + z_O[b,i], where z_O[b,i] = Σ_j W3[i,j]·H2[b,j]:
        the sums are not stored: the product writes O, each block as its sums finish */
-    sn_mm_nt_e((sn_hi - sn_lo), 10, 64, H2 + (size_t)sn_lo * 64, W3, NULL, sn_u_O + (size_t)sn_lo * 10, b3, 0);
+    sn_mm_nt_e((sn_hi - sn_lo), 10, 64, H2 + (size_t)sn_lo * 64, W3, NULL, sn_u_O + (size_t)sn_lo * 10, b3, NULL, 0);
 
 
 }
@@ -836,7 +871,7 @@ static void sn_chunk(void *arg, int c)
     real *work = a->work;
     const int batch = a->batch;
     const int sn_lo = sn_cut(batch, c, a->n), sn_hi = sn_cut(batch, c + 1, a->n);
-    real *sn_part = work + (size_t)batch * 596 + (size_t)c * 202;  /* 202 partial sums */
+    real *sn_part = work + (size_t)batch * 404 + (size_t)c * 202;  /* 202 partial sums */
 
     real *sn_u_O = work + (size_t)batch * 202;  /* layer O: (batch, 10) */
     real *dL_dO = work + (size_t)batch * 192;  /* ∂L/∂O: (batch, 10) */
@@ -890,7 +925,7 @@ static void sn_chunk_labels(void *arg, int c)
     real *work = a->work;
     const int batch = a->batch;
     const int sn_lo = sn_cut(batch, c, a->n), sn_hi = sn_cut(batch, c + 1, a->n);
-    real *sn_part = work + (size_t)batch * 596 + (size_t)c * 202;  /* 202 partial sums */
+    real *sn_part = work + (size_t)batch * 404 + (size_t)c * 202;  /* 202 partial sums */
 
     real *sn_u_O = work + (size_t)batch * 202;  /* layer O: (batch, 10) */
     real *dL_dO = work + (size_t)batch * 192;  /* ∂L/∂O: (batch, 10) */
@@ -980,8 +1015,8 @@ static void sn_chunk_sums(void *arg, int c)
 
     real *H1 = work + (size_t)batch * 0;  /* layer H1: (batch, 128) */
     real *H2 = work + (size_t)batch * 128;  /* layer H2: (batch, 64) */
-    real *delta_H1 = work + (size_t)batch * 340;  /* ∂L/∂z_H1: (batch, 128) */
-    real *delta_H2 = work + (size_t)batch * 532;  /* ∂L/∂z_H2: (batch, 64) */
+    real *delta_H1 = work + (size_t)batch * 212;  /* ∂L/∂z_H1: (batch, 128) */
+    real *delta_H2 = work + (size_t)batch * 340;  /* ∂L/∂z_H2: (batch, 64) */
     real *dL_dO = work + (size_t)batch * 192;  /* ∂L/∂O: (batch, 10) */
     real *delta_O = dL_dO;  /* ∂L/∂z_O: ∂L/∂O itself: (batch, 10) */
 
@@ -1009,7 +1044,7 @@ static void sn_chunk_sums(void *arg, int c)
 
     if (c == 0) {
         /* the chunks' partial sums added up in their order */
-        const real *sn_part = work + (size_t)batch * 596;
+        const real *sn_part = work + (size_t)batch * 404;
         /* g_b3[q] = Σ_k (chunk k's part of it)[q] */
         for (int q = 0; q < 10; q++) {
             real s = sn_part[0 + q];
@@ -1091,7 +1126,7 @@ static double sn_loss(const real *params, real *work, const real *I, const real 
     return loss / batch;
 }
 
-real symnet_bfc3448903_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_0401c50dd5_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -1105,7 +1140,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return sn_chunk_pass(&a, sn_chunk, NULL);
 }
 
-real symnet_bfc3448903_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_0401c50dd5_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -1142,7 +1177,7 @@ static double sn_loss_labels(const real *params, real *work, const real *I, cons
     return loss / batch;
 }
 
-real symnet_bfc3448903_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_0401c50dd5_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss_labels(params, work, X, T, batch);
 }
@@ -1156,7 +1191,7 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
     return sn_chunk_pass(&a, sn_chunk_labels, NULL);
 }
 
-real symnet_bfc3448903_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_0401c50dd5_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad_labels(params, grads, work, X, T, batch);
 }
@@ -1174,9 +1209,9 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_bfc3448903_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_0401c50dd5_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
-    real *grads = work + (size_t)batch * 798;
+    real *grads = work + (size_t)batch * 606;
     /* the batch in chunks, then the weight gradients, each job updating the parameters
        whose gradients it finished (the loss first: a NaN or inf loss updates nothing) */
     sn_chunk_args a = {.params = params, .grads = grads, .work = work, .X = X, .T = T,
@@ -1197,9 +1232,9 @@ real symnet_bfc3448903_step(real *params, const real *X, const real *T, int batc
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_bfc3448903_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_0401c50dd5_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
-    real *grads = work + (size_t)batch * 798;
+    real *grads = work + (size_t)batch * 606;
     /* the batch in chunks, then the weight gradients, each job updating the parameters
        whose gradients it finished (the loss first: a NaN or inf loss updates nothing) */
     sn_chunk_args a = {.params = params, .grads = grads, .work = work, .X = X, .T = T,
@@ -1277,7 +1312,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_bfc3448903_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_0401c50dd5_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -1297,17 +1332,17 @@ void symnet_bfc3448903_update(real *params, const real *grads, real lr, int opti
  * prev holds the parameters before the last update (after a restore: the same as
  * params).  prev may be NULL (no restoring).
  *
- * work: the batch's rows (798 numbers per example), then the
+ * work: the batch's rows (606 numbers per example), then the
  * gradients (17226), then Ib and Tb.
  *
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_bfc3448903_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_0401c50dd5_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
-    real *grads = work + (size_t)batch_size * 798;
+    real *grads = work + (size_t)batch_size * 606;
     real *Ib = grads + 17226;
     real *Tb = Ib + (size_t)batch_size * 64;
     real *cur = params, *old = prev != NULL ? prev : params;  /* θ now; θ before the last update */
@@ -1384,18 +1419,18 @@ long long symnet_bfc3448903_train(real *params, const real *X, const real *T, co
  * prev holds the parameters before the last update (after a restore: the same as
  * params).  prev may be NULL (no restoring).
  *
- * work: the batch's rows (798 numbers per example), then the
+ * work: the batch's rows (606 numbers per example), then the
  * gradients (17226), then Ib and Tb.
  *
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step).
  * The same with integer class labels: T[n] is the class of example n. */
-long long symnet_bfc3448903_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_0401c50dd5_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
-    real *grads = work + (size_t)batch_size * 798;
+    real *grads = work + (size_t)batch_size * 606;
     real *Ib = grads + 17226;
     real *Tb = Ib + (size_t)batch_size * 64;
     real *cur = params, *old = prev != NULL ? prev : params;  /* θ now; θ before the last update */

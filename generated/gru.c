@@ -104,8 +104,8 @@
  *   loss: softmax_cross_entropy, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_6D60AF25AE_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_6D60AF25AE_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_C6983E974E_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_C6983E974E_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (72, 4)
  *   b1           offset       288  shape (72,)
  *   c1           offset       360  shape (72,)
@@ -113,59 +113,59 @@
  *   W22          offset      2160  shape (4, 24)
  *   b22          offset      2256  shape (4,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_6D60AF25AE_WORK_SIZE(batch) numbers; SYMNET_6D60AF25AE_TRAIN_WORK_SIZE(batch_size) for
- * symnet_6d60af25ae_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_C6983E974E_WORK_SIZE(batch) numbers; SYMNET_C6983E974E_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_c6983e974e_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 2260 + X B*80 + T or O B*4 + work (B*6312 + 2260)
  *   numbers of 4 bytes; e.g. B = 32: 836,768 bytes (training; forward only: 441,680).
  */
-#ifndef SYMNET_6D60AF25AE_H
-#define SYMNET_6D60AF25AE_H
+#ifndef SYMNET_C6983E974E_H
+#define SYMNET_C6983E974E_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_6D60AF25AE_REAL float  /* the number type of every array (float32) */
-#define SYMNET_6D60AF25AE_N_INPUTS 80  /* features per example */
-#define SYMNET_6D60AF25AE_N_OUTPUTS 4
-#define SYMNET_6D60AF25AE_N_PARAMS 2260  /* numbers in the flat parameter array */
-#define SYMNET_6D60AF25AE_WORK_PER_EXAMPLE 6312
-#define SYMNET_6D60AF25AE_WORK_SIZE(batch) ((batch) * 6312 + 2260)  /* numbers of scratch per call */
-#define SYMNET_6D60AF25AE_TRAIN_WORK_SIZE(batch_size) (SYMNET_6D60AF25AE_WORK_SIZE(batch_size) + (batch_size) * 84)
-#define SYMNET_6D60AF25AE_SGD 0       /* optimizer codes of symnet_6d60af25ae_update and symnet_6d60af25ae_train */
-#define SYMNET_6D60AF25AE_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_6D60AF25AE_N_PARAMS numbers */
-#define SYMNET_6D60AF25AE_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_6D60AF25AE_N_PARAMS numbers each */
+#define SYMNET_C6983E974E_REAL float  /* the number type of every array (float32) */
+#define SYMNET_C6983E974E_N_INPUTS 80  /* features per example */
+#define SYMNET_C6983E974E_N_OUTPUTS 4
+#define SYMNET_C6983E974E_N_PARAMS 2260  /* numbers in the flat parameter array */
+#define SYMNET_C6983E974E_WORK_PER_EXAMPLE 6312
+#define SYMNET_C6983E974E_WORK_SIZE(batch) ((batch) * 6312 + 2260)  /* numbers of scratch per call */
+#define SYMNET_C6983E974E_TRAIN_WORK_SIZE(batch_size) (SYMNET_C6983E974E_WORK_SIZE(batch_size) + (batch_size) * 84)
+#define SYMNET_C6983E974E_SGD 0       /* optimizer codes of symnet_c6983e974e_update and symnet_c6983e974e_train */
+#define SYMNET_C6983E974E_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_C6983E974E_N_PARAMS numbers */
+#define SYMNET_C6983E974E_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_C6983E974E_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_6D60AF25AE_N_OUTPUTS) = the network's output for X (batch × SYMNET_6D60AF25AE_N_INPUTS). */
-void symnet_6d60af25ae_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_C6983E974E_N_OUTPUTS) = the network's output for X (batch × SYMNET_C6983E974E_N_INPUTS). */
+void symnet_c6983e974e_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_6d60af25ae_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_c6983e974e_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_6D60AF25AE_N_PARAMS numbers) by back propagation. */
-float symnet_6d60af25ae_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_C6983E974E_N_PARAMS numbers) by back propagation. */
+float symnet_c6983e974e_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_6d60af25ae_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_c6983e974e_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss; T[b] is the class label of example b. */
-float symnet_6d60af25ae_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_c6983e974e_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_6D60AF25AE_N_PARAMS numbers) by back propagation. */
-float symnet_6d60af25ae_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_C6983E974E_N_PARAMS numbers) by back propagation. */
+float symnet_c6983e974e_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_6d60af25ae_step_labels(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_c6983e974e_step_labels(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_6D60AF25AE_SGD, SYMNET_6D60AF25AE_MOMENTUM or SYMNET_6D60AF25AE_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_C6983E974E_SGD, SYMNET_C6983E974E_MOMENTUM or SYMNET_C6983E974E_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_6d60af25ae_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_c6983e974e_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -173,10 +173,10 @@ void symnet_6d60af25ae_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_6D60AF25AE_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_C6983E974E_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_6D60AF25AE_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_6d60af25ae_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_C6983E974E_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_c6983e974e_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -186,10 +186,10 @@ long long symnet_6d60af25ae_train(float *params, const float *X, const float *T,
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_6D60AF25AE_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_C6983E974E_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_6D60AF25AE_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_6d60af25ae_train_labels(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_C6983E974E_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_c6983e974e_train_labels(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -198,7 +198,7 @@ long long symnet_6d60af25ae_train_labels(float *params, const float *X, const fl
 }
 #endif
 
-#endif /* SYMNET_6D60AF25AE_H */
+#endif /* SYMNET_C6983E974E_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -355,14 +355,21 @@ static inline float sn_tanhf(float x)
 /* The epilogue of a product (symnet.plan.ops.Epilogue), on the rows m0 ≤ m < m1 and the
  * columns n0 ≤ n < n0 + nc of C once their sums are done:
  *     C[m,n] = act(bias[n] + C[m,n]),  act 0: x, 1: relu (x if x > 0 else 0)
- * the layer's loop H = act(b + z) run on what the product has just written (in the
- * cache) instead of in a pass of its own over z; the same operations, the same bits.  The
- * tiles below apply the same formula to their sums in registers as they store them. */
+ *     C[m,n] = C[m,n]·(1 if mask[m,n] > 0 else 0),  act 2 (mask laid out as C)
+ * the layer's loop H = act(b + z), or relu's derivative δ = ∂L/∂H·(1 if H > 0 else 0),
+ * run on what the product has just written (in the cache) instead of in a pass of its
+ * own; the same operations, the same bits.  The tiles below apply the same formula to
+ * their sums in registers as they store them. */
 static inline void sn_epi(real *restrict C, ptrdiff_t ldc, int m0, int m1, int n0, int nc,
-                          const real *restrict bias, int act)
+                          const real *restrict bias, const real *restrict mask, int act)
 {
     for (int m = m0; m < m1; m++) {
         real *restrict c = C + (size_t)m * ldc + n0;
+        if (act == 2) {
+            const real *restrict h = mask + (size_t)m * ldc + n0;
+            for (int j = 0; j < nc; j++) c[j] = c[j] * (h[j] > 0 ? (real)1 : (real)0);
+            continue;
+        }
         const real *restrict b = bias + n0;
         if (act == 1)
             for (int j = 0; j < nc; j++) {
@@ -378,7 +385,7 @@ static inline void sn_epi(real *restrict C, ptrdiff_t ldc, int m0, int m1, int n
    (P's rows SN_NR apart). */
 static inline void sn_tile(int kc, const real *restrict A, ptrdiff_t sam, ptrdiff_t sak,
                            const real *restrict P, real *restrict C, ptrdiff_t ldc, int add,
-                           const real *restrict bias, int act)
+                           const real *restrict bias, const real *restrict mask, int act)
 {
     real acc[SN_MR][SN_NR];
     /* acc[r,c] = A(r,0)·P[0,c] (kc ≥ 1), the bits of 0 + A(r,0)·P[0,c]: zeroed first, the
@@ -404,6 +411,12 @@ static inline void sn_tile(int kc, const real *restrict A, ptrdiff_t sam, ptrdif
                 const real t = bias[c] + (add ? C[r * ldc + c] + acc[r][c] : acc[r][c]);
                 C[r * ldc + c] = act == 1 ? (t > 0 ? t : 0) : t;
             }
+    else if (mask != NULL)   /* the last block of k: relu's derivative, mask laid out as C */
+        for (int r = 0; r < SN_MR; r++)
+            for (int c = 0; c < SN_NR; c++) {
+                const real t = add ? C[r * ldc + c] + acc[r][c] : acc[r][c];
+                C[r * ldc + c] = t * (mask[r * ldc + c] > 0 ? (real)1 : (real)0);
+            }
     else
         for (int r = 0; r < SN_MR; r++)
             for (int c = 0; c < SN_NR; c++)
@@ -426,7 +439,7 @@ static inline void sn_tile(int kc, const real *restrict A, ptrdiff_t sam, ptrdif
    (P's rows SN_NR apart). */
 static inline void sn_tile_narrow(int kc, const real *restrict A, ptrdiff_t sam, ptrdiff_t sak,
                                   const real *restrict P, real *restrict C, ptrdiff_t ldc, int add,
-                                  const real *restrict bias, int act)
+                                  const real *restrict bias, const real *restrict mask, int act)
 {
     real acc[SN_MRN][SN_NRN];
     /* acc[r,c] = A(r,0)·P[0,c] (kc ≥ 1), the bits of 0 + A(r,0)·P[0,c]: zeroed first, the
@@ -454,6 +467,12 @@ static inline void sn_tile_narrow(int kc, const real *restrict A, ptrdiff_t sam,
                 const real t = bias[c] + (add ? C[r * ldc + c] + acc[r][c] : acc[r][c]);
                 C[r * ldc + c] = act == 1 ? (t > 0 ? t : 0) : t;
             }
+    else if (mask != NULL)   /* the last block of k: relu's derivative, mask laid out as C */
+        for (int r = 0; r < SN_MRN; r++)
+            for (int c = 0; c < SN_NRN; c++) {
+                const real t = add ? C[r * ldc + c] + acc[r][c] : acc[r][c];
+                C[r * ldc + c] = t * (mask[r * ldc + c] > 0 ? (real)1 : (real)0);
+            }
     else
         for (int r = 0; r < SN_MRN; r++)
             for (int c = 0; c < SN_NRN; c++)
@@ -463,15 +482,16 @@ static inline void sn_tile_narrow(int kc, const real *restrict A, ptrdiff_t sam,
 #endif
 
 /* C[m+r, n0+c] (+)= T[r,c] for r < mr, c < nc: the used part of a tile computed aside;
-   bias not NULL: then the epilogue, act(bias[c] + C[m+r, n0+c]) */
+   bias or mask not NULL: then the epilogue (sn_epi) on it */
 static inline void sn_put(const real *restrict T, int ldt, int mr, int nc, real *restrict C,
-                          ptrdiff_t ldc, int add, const real *restrict bias, int act)
+                          ptrdiff_t ldc, int add, const real *restrict bias,
+                          const real *restrict mask, int act)
 {
     for (int r = 0; r < mr; r++)
         for (int c = 0; c < nc; c++)
             C[r * ldc + c] = add ? C[r * ldc + c] + T[r * ldt + c] : T[r * ldt + c];
-    if (bias != NULL)
-        sn_epi(C, ldc, 0, mr, 0, nc, bias, act);
+    if (bias != NULL || mask != NULL)
+        sn_epi(C, ldc, 0, mr, 0, nc, bias, mask, act);
 }
 
 /* One product's operands and how its jobs cut it: job j computes the columns
@@ -483,8 +503,15 @@ typedef struct {
     ptrdiff_t sam, sak, sbk, sbn;
     real *C;
     const real *bias;    /* the epilogue's (sn_epi), or NULL: none */
+    const real *mask;    /* the mask epilogue's array (act 2), laid out as C, or NULL */
     int act;
 } sn_gemm_args;
+
+/* the element (m, n0) of an M×N array laid out as C, or NULL */
+static inline const real *sn_at(const real *a, int m, int N, int n0)
+{
+    return a != NULL ? a + (size_t)m * N + n0 : NULL;
+}
 
 static void sn_gemm_job(const sn_gemm_args *g, int job)
 {
@@ -507,6 +534,7 @@ static void sn_gemm_job(const sn_gemm_args *g, int job)
         /* the epilogue's bias at this block's columns, on the last block of k: each tile
            applies it to its sums as it stores them (in registers, not a pass over C) */
         const real *epi = g->bias != NULL && k0 + kc == K ? g->bias + n0 : NULL;
+        const real *msk = g->mask != NULL && k0 + kc == K ? g->mask : NULL;
         /* P[k,c] = B(k0+k, n0+c), zero past column N: B's rows copied whole where
            the block is (a vector copy; the test c < nc in the loop made it masked
            loads, 8% of the transformer's step), else its columns read along k */
@@ -526,17 +554,17 @@ static void sn_gemm_job(const sn_gemm_args *g, int job)
         if (nc == SN_NR)
             for (; m + SN_MR <= m1; m += SN_MR)
                 sn_tile(kc, A + m * sam + k0 * sak, sam, sak, P, C + (size_t)m * N + n0, N, add,
-                        epi, g->act);
+                        epi, sn_at(msk, m, N, n0), g->act);
 #ifdef SN_NRN
         else if (nc <= SN_NRN)
             for (; m + SN_MRN <= m1; m += SN_MRN) {
                 const real *a = A + m * sam + k0 * sak;
                 if (nc == SN_NRN) {
                     sn_tile_narrow(kc, a, sam, sak, P, C + (size_t)m * N + n0, N, add,
-                                   epi, g->act);
+                                   epi, sn_at(msk, m, N, n0), g->act);
                 } else {
-                    sn_tile_narrow(kc, a, sam, sak, P, Ct, SN_NRN, 0, NULL, 0);
-                    sn_put(Ct, SN_NRN, SN_MRN, nc, C + (size_t)m * N + n0, N, add, epi, g->act);
+                    sn_tile_narrow(kc, a, sam, sak, P, Ct, SN_NRN, 0, NULL, NULL, 0);
+                    sn_put(Ct, SN_NRN, SN_MRN, nc, C + (size_t)m * N + n0, N, add, epi, sn_at(msk, m, N, n0), g->act);
                 }
             }
 #endif
@@ -546,14 +574,14 @@ static void sn_gemm_job(const sn_gemm_args *g, int job)
             const real *a = A + m * sam + k0 * sak;
             const int mr = m1 - m < SN_MR ? m1 - m : SN_MR;
             if (mr == SN_MR) {
-                sn_tile(kc, a, sam, sak, P, Ct, SN_NR, 0, NULL, 0);
+                sn_tile(kc, a, sam, sak, P, Ct, SN_NR, 0, NULL, NULL, 0);
             } else {
                 for (int r = 0; r < SN_MR; r++)
                     for (int k = 0; k < kc; k++)
                         Ap[r * kc + k] = r < mr ? a[r * sam + k * sak] : 0;
-                sn_tile(kc, Ap, kc, 1, P, Ct, SN_NR, 0, NULL, 0);
+                sn_tile(kc, Ap, kc, 1, P, Ct, SN_NR, 0, NULL, NULL, 0);
             }
-            sn_put(Ct, SN_NR, mr, nc, C + (size_t)m * N + n0, N, add, epi, g->act);
+            sn_put(Ct, SN_NR, mr, nc, C + (size_t)m * N + n0, N, add, epi, sn_at(msk, m, N, n0), g->act);
         }
     }
 }
@@ -643,14 +671,25 @@ SN_INLINE void sn_mm_nn(int M, int N, int K, const real *restrict A,
 }
 
 /* C[m,n] = act(bias[n] + Σ_k A[m,k]·B[n,k]): sn_mm_nt (on B's panels packed in Bp where
- * it is not NULL) with its epilogue (sn_epi: 0 linear, 1 relu), the loop
- * H = act(b + z) of a layer run on each block of the product as it is stored, here after the product. */
+ * it is not NULL) with its epilogue (sn_epi: 0 linear, 1 relu; 2: C·(1 if mask > 0 else
+ * 0), no bias), the loop H = act(b + z) of a layer, or relu's derivative, run on the
+ * product as it is stored, here after the product; sn_mm_nn_e the same after sn_mm_nn. */
 SN_INLINE void sn_mm_nt_e(int M, int N, int K, const real *restrict A, const real *restrict B,
-                          const real *Bp, real *restrict C, const real *restrict bias, int act)
+                          const real *Bp, real *restrict C, const real *restrict bias,
+                          const real *restrict mask, int act)
 {
     (void)Bp;
     sn_mm_nt(M, N, K, A, B, C, 0);
-    sn_epi(C, N, 0, M, 0, N, bias, act);
+    sn_epi(C, N, 0, M, 0, N, bias, mask, act);
+}
+
+SN_INLINE void sn_mm_nn_e(int M, int N, int K, const real *restrict A, const real *restrict B,
+                          const real *Bp, real *restrict C, const real *restrict bias,
+                          const real *restrict mask, int act)
+{
+    (void)Bp;
+    sn_mm_nn(M, N, K, A, B, C, 0);
+    sn_epi(C, N, 0, M, 0, N, bias, mask, act);
 }
 
 
@@ -838,7 +877,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
 
     /* h_gx[b,tq,i] = b1[i] + z_h_gx[b,tq,i], where z_h_gx[b,t,i] = Σ_j W1[i,j]·S[b,t,j] for each of the 20 positions t:
        the sums are not stored: the product writes h_gx, each block as its sums finish */
-    sn_mm_nt_e(batch * 20, 72, 4, S, W1, NULL, h_gx, b1, 0);
+    sn_mm_nt_e(batch * 20, 72, 4, S, W1, NULL, h_gx, b1, NULL, 0);
     /* h_1[b,i] = (1 - σ(c1[i + 24] + h_gx[b,0,i + 24]))·tanh(c1[i + 48]·σ(c1[i] + h_gx[b,0,i]) + h_gx[b,0,i + 48]) */
     for (int b = 0; b < batch; b++)
 #ifdef SN_SIMD
@@ -849,7 +888,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
         }
     /* h_2_gh[b,i] = c1[i] + z_h_2_gh[b,i], where z_h_2_gh[b,i] = Σ_j U1[i,j]·h_1[b,j]:
        the sums are not stored: the product writes h_2_gh, each block as its sums finish */
-    sn_mm_nt_e(batch, 72, 24, h_1, U1, NULL, h_2_gh, sn_u_c1, 0);
+    sn_mm_nt_e(batch, 72, 24, h_1, U1, NULL, h_2_gh, sn_u_c1, NULL, 0);
     /* h_2[b,i] = h_1[b,i]·σ(h_2_gh[b,i + 24] + h_gx[b,1,i + 24]) + (1 - σ(h_2_gh[b,i + 24] + h_gx[b,1,i + 24]))·tanh(h_2_gh[b,i + 48]·σ(h_2_gh[b,i] + h_gx[b,1,i]) + h_gx[b,1,i + 48]) */
     for (int b = 0; b < batch; b++)
 #ifdef SN_SIMD
@@ -861,7 +900,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
         }
     /* h_3_gh[b,i] = c1[i] + z_h_3_gh[b,i], where z_h_3_gh[b,i] = Σ_j U1[i,j]·h_2[b,j]:
        the sums are not stored: the product writes h_3_gh, each block as its sums finish */
-    sn_mm_nt_e(batch, 72, 24, h_2, U1, NULL, h_3_gh, sn_u_c1, 0);
+    sn_mm_nt_e(batch, 72, 24, h_2, U1, NULL, h_3_gh, sn_u_c1, NULL, 0);
     /* h_3[b,i] = h_2[b,i]·σ(h_3_gh[b,i + 24] + h_gx[b,2,i + 24]) + (1 - σ(h_3_gh[b,i + 24] + h_gx[b,2,i + 24]))·tanh(h_3_gh[b,i + 48]·σ(h_3_gh[b,i] + h_gx[b,2,i]) + h_gx[b,2,i + 48]) */
     for (int b = 0; b < batch; b++)
 #ifdef SN_SIMD
@@ -873,7 +912,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
         }
     /* h_4_gh[b,i] = c1[i] + z_h_4_gh[b,i], where z_h_4_gh[b,i] = Σ_j U1[i,j]·h_3[b,j]:
        the sums are not stored: the product writes h_4_gh, each block as its sums finish */
-    sn_mm_nt_e(batch, 72, 24, h_3, U1, NULL, h_4_gh, sn_u_c1, 0);
+    sn_mm_nt_e(batch, 72, 24, h_3, U1, NULL, h_4_gh, sn_u_c1, NULL, 0);
     /* h_4[b,i] = h_3[b,i]·σ(h_4_gh[b,i + 24] + h_gx[b,3,i + 24]) + (1 - σ(h_4_gh[b,i + 24] + h_gx[b,3,i + 24]))·tanh(h_4_gh[b,i + 48]·σ(h_4_gh[b,i] + h_gx[b,3,i]) + h_gx[b,3,i + 48]) */
     for (int b = 0; b < batch; b++)
 #ifdef SN_SIMD
@@ -885,7 +924,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
         }
     /* h_5_gh[b,i] = c1[i] + z_h_5_gh[b,i], where z_h_5_gh[b,i] = Σ_j U1[i,j]·h_4[b,j]:
        the sums are not stored: the product writes h_5_gh, each block as its sums finish */
-    sn_mm_nt_e(batch, 72, 24, h_4, U1, NULL, h_5_gh, sn_u_c1, 0);
+    sn_mm_nt_e(batch, 72, 24, h_4, U1, NULL, h_5_gh, sn_u_c1, NULL, 0);
     /* h_5[b,i] = h_4[b,i]·σ(h_5_gh[b,i + 24] + h_gx[b,4,i + 24]) + (1 - σ(h_5_gh[b,i + 24] + h_gx[b,4,i + 24]))·tanh(h_5_gh[b,i + 48]·σ(h_5_gh[b,i] + h_gx[b,4,i]) + h_gx[b,4,i + 48]) */
     for (int b = 0; b < batch; b++)
 #ifdef SN_SIMD
@@ -897,7 +936,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
         }
     /* h_6_gh[b,i] = c1[i] + z_h_6_gh[b,i], where z_h_6_gh[b,i] = Σ_j U1[i,j]·h_5[b,j]:
        the sums are not stored: the product writes h_6_gh, each block as its sums finish */
-    sn_mm_nt_e(batch, 72, 24, h_5, U1, NULL, h_6_gh, sn_u_c1, 0);
+    sn_mm_nt_e(batch, 72, 24, h_5, U1, NULL, h_6_gh, sn_u_c1, NULL, 0);
     /* h_6[b,i] = h_5[b,i]·σ(h_6_gh[b,i + 24] + h_gx[b,5,i + 24]) + (1 - σ(h_6_gh[b,i + 24] + h_gx[b,5,i + 24]))·tanh(h_6_gh[b,i + 48]·σ(h_6_gh[b,i] + h_gx[b,5,i]) + h_gx[b,5,i + 48]) */
     for (int b = 0; b < batch; b++)
 #ifdef SN_SIMD
@@ -909,7 +948,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
         }
     /* h_7_gh[b,i] = c1[i] + z_h_7_gh[b,i], where z_h_7_gh[b,i] = Σ_j U1[i,j]·h_6[b,j]:
        the sums are not stored: the product writes h_7_gh, each block as its sums finish */
-    sn_mm_nt_e(batch, 72, 24, h_6, U1, NULL, h_7_gh, sn_u_c1, 0);
+    sn_mm_nt_e(batch, 72, 24, h_6, U1, NULL, h_7_gh, sn_u_c1, NULL, 0);
     /* h_7[b,i] = h_6[b,i]·σ(h_7_gh[b,i + 24] + h_gx[b,6,i + 24]) + (1 - σ(h_7_gh[b,i + 24] + h_gx[b,6,i + 24]))·tanh(h_7_gh[b,i + 48]·σ(h_7_gh[b,i] + h_gx[b,6,i]) + h_gx[b,6,i + 48]) */
     for (int b = 0; b < batch; b++)
 #ifdef SN_SIMD
@@ -921,7 +960,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
         }
     /* h_8_gh[b,i] = c1[i] + z_h_8_gh[b,i], where z_h_8_gh[b,i] = Σ_j U1[i,j]·h_7[b,j]:
        the sums are not stored: the product writes h_8_gh, each block as its sums finish */
-    sn_mm_nt_e(batch, 72, 24, h_7, U1, NULL, h_8_gh, sn_u_c1, 0);
+    sn_mm_nt_e(batch, 72, 24, h_7, U1, NULL, h_8_gh, sn_u_c1, NULL, 0);
     /* h_8[b,i] = h_7[b,i]·σ(h_8_gh[b,i + 24] + h_gx[b,7,i + 24]) + (1 - σ(h_8_gh[b,i + 24] + h_gx[b,7,i + 24]))·tanh(h_8_gh[b,i + 48]·σ(h_8_gh[b,i] + h_gx[b,7,i]) + h_gx[b,7,i + 48]) */
     for (int b = 0; b < batch; b++)
 #ifdef SN_SIMD
@@ -933,7 +972,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
         }
     /* h_9_gh[b,i] = c1[i] + z_h_9_gh[b,i], where z_h_9_gh[b,i] = Σ_j U1[i,j]·h_8[b,j]:
        the sums are not stored: the product writes h_9_gh, each block as its sums finish */
-    sn_mm_nt_e(batch, 72, 24, h_8, U1, NULL, h_9_gh, sn_u_c1, 0);
+    sn_mm_nt_e(batch, 72, 24, h_8, U1, NULL, h_9_gh, sn_u_c1, NULL, 0);
     /* h_9[b,i] = h_8[b,i]·σ(h_9_gh[b,i + 24] + h_gx[b,8,i + 24]) + (1 - σ(h_9_gh[b,i + 24] + h_gx[b,8,i + 24]))·tanh(h_9_gh[b,i + 48]·σ(h_9_gh[b,i] + h_gx[b,8,i]) + h_gx[b,8,i + 48]) */
     for (int b = 0; b < batch; b++)
 #ifdef SN_SIMD
@@ -945,7 +984,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
         }
     /* h_10_gh[b,i] = c1[i] + z_h_10_gh[b,i], where z_h_10_gh[b,i] = Σ_j U1[i,j]·h_9[b,j]:
        the sums are not stored: the product writes h_10_gh, each block as its sums finish */
-    sn_mm_nt_e(batch, 72, 24, h_9, U1, NULL, h_10_gh, sn_u_c1, 0);
+    sn_mm_nt_e(batch, 72, 24, h_9, U1, NULL, h_10_gh, sn_u_c1, NULL, 0);
     /* h_10[b,i] = h_9[b,i]·σ(h_10_gh[b,i + 24] + h_gx[b,9,i + 24]) + (1 - σ(h_10_gh[b,i + 24] + h_gx[b,9,i + 24]))·tanh(h_10_gh[b,i + 48]·σ(h_10_gh[b,i] + h_gx[b,9,i]) + h_gx[b,9,i + 48]) */
     for (int b = 0; b < batch; b++)
 #ifdef SN_SIMD
@@ -957,7 +996,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
         }
     /* h_11_gh[b,i] = c1[i] + z_h_11_gh[b,i], where z_h_11_gh[b,i] = Σ_j U1[i,j]·h_10[b,j]:
        the sums are not stored: the product writes h_11_gh, each block as its sums finish */
-    sn_mm_nt_e(batch, 72, 24, h_10, U1, NULL, h_11_gh, sn_u_c1, 0);
+    sn_mm_nt_e(batch, 72, 24, h_10, U1, NULL, h_11_gh, sn_u_c1, NULL, 0);
     /* h_11[b,i] = h_10[b,i]·σ(h_11_gh[b,i + 24] + h_gx[b,10,i + 24]) + (1 - σ(h_11_gh[b,i + 24] + h_gx[b,10,i + 24]))·tanh(h_11_gh[b,i + 48]·σ(h_11_gh[b,i] + h_gx[b,10,i]) + h_gx[b,10,i + 48]) */
     for (int b = 0; b < batch; b++)
 #ifdef SN_SIMD
@@ -969,7 +1008,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
         }
     /* h_12_gh[b,i] = c1[i] + z_h_12_gh[b,i], where z_h_12_gh[b,i] = Σ_j U1[i,j]·h_11[b,j]:
        the sums are not stored: the product writes h_12_gh, each block as its sums finish */
-    sn_mm_nt_e(batch, 72, 24, h_11, U1, NULL, h_12_gh, sn_u_c1, 0);
+    sn_mm_nt_e(batch, 72, 24, h_11, U1, NULL, h_12_gh, sn_u_c1, NULL, 0);
     /* h_12[b,i] = h_11[b,i]·σ(h_12_gh[b,i + 24] + h_gx[b,11,i + 24]) + (1 - σ(h_12_gh[b,i + 24] + h_gx[b,11,i + 24]))·tanh(h_12_gh[b,i + 48]·σ(h_12_gh[b,i] + h_gx[b,11,i]) + h_gx[b,11,i + 48]) */
     for (int b = 0; b < batch; b++)
 #ifdef SN_SIMD
@@ -981,7 +1020,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
         }
     /* h_13_gh[b,i] = c1[i] + z_h_13_gh[b,i], where z_h_13_gh[b,i] = Σ_j U1[i,j]·h_12[b,j]:
        the sums are not stored: the product writes h_13_gh, each block as its sums finish */
-    sn_mm_nt_e(batch, 72, 24, h_12, U1, NULL, h_13_gh, sn_u_c1, 0);
+    sn_mm_nt_e(batch, 72, 24, h_12, U1, NULL, h_13_gh, sn_u_c1, NULL, 0);
     /* h_13[b,i] = h_12[b,i]·σ(h_13_gh[b,i + 24] + h_gx[b,12,i + 24]) + (1 - σ(h_13_gh[b,i + 24] + h_gx[b,12,i + 24]))·tanh(h_13_gh[b,i + 48]·σ(h_13_gh[b,i] + h_gx[b,12,i]) + h_gx[b,12,i + 48]) */
     for (int b = 0; b < batch; b++)
 #ifdef SN_SIMD
@@ -993,7 +1032,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
         }
     /* h_14_gh[b,i] = c1[i] + z_h_14_gh[b,i], where z_h_14_gh[b,i] = Σ_j U1[i,j]·h_13[b,j]:
        the sums are not stored: the product writes h_14_gh, each block as its sums finish */
-    sn_mm_nt_e(batch, 72, 24, h_13, U1, NULL, h_14_gh, sn_u_c1, 0);
+    sn_mm_nt_e(batch, 72, 24, h_13, U1, NULL, h_14_gh, sn_u_c1, NULL, 0);
     /* h_14[b,i] = h_13[b,i]·σ(h_14_gh[b,i + 24] + h_gx[b,13,i + 24]) + (1 - σ(h_14_gh[b,i + 24] + h_gx[b,13,i + 24]))·tanh(h_14_gh[b,i + 48]·σ(h_14_gh[b,i] + h_gx[b,13,i]) + h_gx[b,13,i + 48]) */
     for (int b = 0; b < batch; b++)
 #ifdef SN_SIMD
@@ -1005,7 +1044,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
         }
     /* h_15_gh[b,i] = c1[i] + z_h_15_gh[b,i], where z_h_15_gh[b,i] = Σ_j U1[i,j]·h_14[b,j]:
        the sums are not stored: the product writes h_15_gh, each block as its sums finish */
-    sn_mm_nt_e(batch, 72, 24, h_14, U1, NULL, h_15_gh, sn_u_c1, 0);
+    sn_mm_nt_e(batch, 72, 24, h_14, U1, NULL, h_15_gh, sn_u_c1, NULL, 0);
     /* h_15[b,i] = h_14[b,i]·σ(h_15_gh[b,i + 24] + h_gx[b,14,i + 24]) + (1 - σ(h_15_gh[b,i + 24] + h_gx[b,14,i + 24]))·tanh(h_15_gh[b,i + 48]·σ(h_15_gh[b,i] + h_gx[b,14,i]) + h_gx[b,14,i + 48]) */
     for (int b = 0; b < batch; b++)
 #ifdef SN_SIMD
@@ -1017,7 +1056,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
         }
     /* h_16_gh[b,i] = c1[i] + z_h_16_gh[b,i], where z_h_16_gh[b,i] = Σ_j U1[i,j]·h_15[b,j]:
        the sums are not stored: the product writes h_16_gh, each block as its sums finish */
-    sn_mm_nt_e(batch, 72, 24, h_15, U1, NULL, h_16_gh, sn_u_c1, 0);
+    sn_mm_nt_e(batch, 72, 24, h_15, U1, NULL, h_16_gh, sn_u_c1, NULL, 0);
     /* h_16[b,i] = h_15[b,i]·σ(h_16_gh[b,i + 24] + h_gx[b,15,i + 24]) + (1 - σ(h_16_gh[b,i + 24] + h_gx[b,15,i + 24]))·tanh(h_16_gh[b,i + 48]·σ(h_16_gh[b,i] + h_gx[b,15,i]) + h_gx[b,15,i + 48]) */
     for (int b = 0; b < batch; b++)
 #ifdef SN_SIMD
@@ -1029,7 +1068,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
         }
     /* h_17_gh[b,i] = c1[i] + z_h_17_gh[b,i], where z_h_17_gh[b,i] = Σ_j U1[i,j]·h_16[b,j]:
        the sums are not stored: the product writes h_17_gh, each block as its sums finish */
-    sn_mm_nt_e(batch, 72, 24, h_16, U1, NULL, h_17_gh, sn_u_c1, 0);
+    sn_mm_nt_e(batch, 72, 24, h_16, U1, NULL, h_17_gh, sn_u_c1, NULL, 0);
     /* h_17[b,i] = h_16[b,i]·σ(h_17_gh[b,i + 24] + h_gx[b,16,i + 24]) + (1 - σ(h_17_gh[b,i + 24] + h_gx[b,16,i + 24]))·tanh(h_17_gh[b,i + 48]·σ(h_17_gh[b,i] + h_gx[b,16,i]) + h_gx[b,16,i + 48]) */
     for (int b = 0; b < batch; b++)
 #ifdef SN_SIMD
@@ -1041,7 +1080,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
         }
     /* h_18_gh[b,i] = c1[i] + z_h_18_gh[b,i], where z_h_18_gh[b,i] = Σ_j U1[i,j]·h_17[b,j]:
        the sums are not stored: the product writes h_18_gh, each block as its sums finish */
-    sn_mm_nt_e(batch, 72, 24, h_17, U1, NULL, h_18_gh, sn_u_c1, 0);
+    sn_mm_nt_e(batch, 72, 24, h_17, U1, NULL, h_18_gh, sn_u_c1, NULL, 0);
     /* h_18[b,i] = h_17[b,i]·σ(h_18_gh[b,i + 24] + h_gx[b,17,i + 24]) + (1 - σ(h_18_gh[b,i + 24] + h_gx[b,17,i + 24]))·tanh(h_18_gh[b,i + 48]·σ(h_18_gh[b,i] + h_gx[b,17,i]) + h_gx[b,17,i + 48]) */
     for (int b = 0; b < batch; b++)
 #ifdef SN_SIMD
@@ -1053,7 +1092,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
         }
     /* h_19_gh[b,i] = c1[i] + z_h_19_gh[b,i], where z_h_19_gh[b,i] = Σ_j U1[i,j]·h_18[b,j]:
        the sums are not stored: the product writes h_19_gh, each block as its sums finish */
-    sn_mm_nt_e(batch, 72, 24, h_18, U1, NULL, h_19_gh, sn_u_c1, 0);
+    sn_mm_nt_e(batch, 72, 24, h_18, U1, NULL, h_19_gh, sn_u_c1, NULL, 0);
     /* h_19[b,i] = h_18[b,i]·σ(h_19_gh[b,i + 24] + h_gx[b,18,i + 24]) + (1 - σ(h_19_gh[b,i + 24] + h_gx[b,18,i + 24]))·tanh(h_19_gh[b,i + 48]·σ(h_19_gh[b,i] + h_gx[b,18,i]) + h_gx[b,18,i + 48]) */
     for (int b = 0; b < batch; b++)
 #ifdef SN_SIMD
@@ -1065,7 +1104,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
         }
     /* h_20_gh[b,i] = c1[i] + z_h_20_gh[b,i], where z_h_20_gh[b,i] = Σ_j U1[i,j]·h_19[b,j]:
        the sums are not stored: the product writes h_20_gh, each block as its sums finish */
-    sn_mm_nt_e(batch, 72, 24, h_19, U1, NULL, h_20_gh, sn_u_c1, 0);
+    sn_mm_nt_e(batch, 72, 24, h_19, U1, NULL, h_20_gh, sn_u_c1, NULL, 0);
     /* h_20[b,i] = h_19[b,i]·σ(h_20_gh[b,i + 24] + h_gx[b,19,i + 24]) + (1 - σ(h_20_gh[b,i + 24] + h_gx[b,19,i + 24]))·tanh(h_20_gh[b,i + 48]·σ(h_20_gh[b,i] + h_gx[b,19,i]) + h_gx[b,19,i + 48]) */
     for (int b = 0; b < batch; b++)
 #ifdef SN_SIMD
@@ -1077,12 +1116,12 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
         }
     /* O[b,i] = b22[i] + z_O[b,i], where z_O[b,i] = Σ_j W22[i,j]·h_20[b,j]:
        the sums are not stored: the product writes O, each block as its sums finish */
-    sn_mm_nt_e(batch, 4, 24, h_20, W22, NULL, sn_u_O, b22, 0);
+    sn_mm_nt_e(batch, 4, 24, h_20, W22, NULL, sn_u_O, b22, NULL, 0);
 
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_6d60af25ae_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_c6983e974e_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 3292, sizeof(real) * (size_t)batch * 4);
@@ -1995,7 +2034,7 @@ static void sn_chunk_head(sn_chunk_args *a, int c)
     (void)sn_part;
     /* h_gx[b,tq,i] = b1[i] + z_h_gx[b,tq,i], where z_h_gx[b,t,i] = Σ_j W1[i,j]·S[b,t,j] for each of the 20 positions t:
        the sums are not stored: the product writes h_gx, each block as its sums finish */
-    sn_mm_nt_e((sn_hi - sn_lo) * 20, 72, 4, S + (size_t)sn_lo * 80, W1, NULL, h_gx + (size_t)sn_lo * 1440, b1, 0);
+    sn_mm_nt_e((sn_hi - sn_lo) * 20, 72, 4, S + (size_t)sn_lo * 80, W1, NULL, h_gx + (size_t)sn_lo * 1440, b1, NULL, 0);
     /* h_1[b,i] = (1 - σ(c1[i + 24] + h_gx[b,0,i + 24]))·tanh(c1[i + 48]·σ(c1[i] + h_gx[b,0,i]) + h_gx[b,0,i + 48]) */
     for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
@@ -2006,7 +2045,7 @@ static void sn_chunk_head(sn_chunk_args *a, int c)
         }
     /* h_2_gh[b,i] = c1[i] + z_h_2_gh[b,i], where z_h_2_gh[b,i] = Σ_j U1[i,j]·h_1[b,j]:
        the sums are not stored: the product writes h_2_gh, each block as its sums finish */
-    sn_mm_nt_e((sn_hi - sn_lo), 72, 24, h_1 + (size_t)sn_lo * 24, U1, NULL, h_2_gh + (size_t)sn_lo * 72, sn_u_c1, 0);
+    sn_mm_nt_e((sn_hi - sn_lo), 72, 24, h_1 + (size_t)sn_lo * 24, U1, NULL, h_2_gh + (size_t)sn_lo * 72, sn_u_c1, NULL, 0);
     /* h_2[b,i] = h_1[b,i]·σ(h_2_gh[b,i + 24] + h_gx[b,1,i + 24]) + (1 - σ(h_2_gh[b,i + 24] + h_gx[b,1,i + 24]))·tanh(h_2_gh[b,i + 48]·σ(h_2_gh[b,i] + h_gx[b,1,i]) + h_gx[b,1,i + 48]) */
     for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
@@ -2018,7 +2057,7 @@ static void sn_chunk_head(sn_chunk_args *a, int c)
         }
     /* h_3_gh[b,i] = c1[i] + z_h_3_gh[b,i], where z_h_3_gh[b,i] = Σ_j U1[i,j]·h_2[b,j]:
        the sums are not stored: the product writes h_3_gh, each block as its sums finish */
-    sn_mm_nt_e((sn_hi - sn_lo), 72, 24, h_2 + (size_t)sn_lo * 24, U1, NULL, h_3_gh + (size_t)sn_lo * 72, sn_u_c1, 0);
+    sn_mm_nt_e((sn_hi - sn_lo), 72, 24, h_2 + (size_t)sn_lo * 24, U1, NULL, h_3_gh + (size_t)sn_lo * 72, sn_u_c1, NULL, 0);
     /* h_3[b,i] = h_2[b,i]·σ(h_3_gh[b,i + 24] + h_gx[b,2,i + 24]) + (1 - σ(h_3_gh[b,i + 24] + h_gx[b,2,i + 24]))·tanh(h_3_gh[b,i + 48]·σ(h_3_gh[b,i] + h_gx[b,2,i]) + h_gx[b,2,i + 48]) */
     for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
@@ -2030,7 +2069,7 @@ static void sn_chunk_head(sn_chunk_args *a, int c)
         }
     /* h_4_gh[b,i] = c1[i] + z_h_4_gh[b,i], where z_h_4_gh[b,i] = Σ_j U1[i,j]·h_3[b,j]:
        the sums are not stored: the product writes h_4_gh, each block as its sums finish */
-    sn_mm_nt_e((sn_hi - sn_lo), 72, 24, h_3 + (size_t)sn_lo * 24, U1, NULL, h_4_gh + (size_t)sn_lo * 72, sn_u_c1, 0);
+    sn_mm_nt_e((sn_hi - sn_lo), 72, 24, h_3 + (size_t)sn_lo * 24, U1, NULL, h_4_gh + (size_t)sn_lo * 72, sn_u_c1, NULL, 0);
     /* h_4[b,i] = h_3[b,i]·σ(h_4_gh[b,i + 24] + h_gx[b,3,i + 24]) + (1 - σ(h_4_gh[b,i + 24] + h_gx[b,3,i + 24]))·tanh(h_4_gh[b,i + 48]·σ(h_4_gh[b,i] + h_gx[b,3,i]) + h_gx[b,3,i + 48]) */
     for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
@@ -2042,7 +2081,7 @@ static void sn_chunk_head(sn_chunk_args *a, int c)
         }
     /* h_5_gh[b,i] = c1[i] + z_h_5_gh[b,i], where z_h_5_gh[b,i] = Σ_j U1[i,j]·h_4[b,j]:
        the sums are not stored: the product writes h_5_gh, each block as its sums finish */
-    sn_mm_nt_e((sn_hi - sn_lo), 72, 24, h_4 + (size_t)sn_lo * 24, U1, NULL, h_5_gh + (size_t)sn_lo * 72, sn_u_c1, 0);
+    sn_mm_nt_e((sn_hi - sn_lo), 72, 24, h_4 + (size_t)sn_lo * 24, U1, NULL, h_5_gh + (size_t)sn_lo * 72, sn_u_c1, NULL, 0);
     /* h_5[b,i] = h_4[b,i]·σ(h_5_gh[b,i + 24] + h_gx[b,4,i + 24]) + (1 - σ(h_5_gh[b,i + 24] + h_gx[b,4,i + 24]))·tanh(h_5_gh[b,i + 48]·σ(h_5_gh[b,i] + h_gx[b,4,i]) + h_gx[b,4,i + 48]) */
     for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
@@ -2054,7 +2093,7 @@ static void sn_chunk_head(sn_chunk_args *a, int c)
         }
     /* h_6_gh[b,i] = c1[i] + z_h_6_gh[b,i], where z_h_6_gh[b,i] = Σ_j U1[i,j]·h_5[b,j]:
        the sums are not stored: the product writes h_6_gh, each block as its sums finish */
-    sn_mm_nt_e((sn_hi - sn_lo), 72, 24, h_5 + (size_t)sn_lo * 24, U1, NULL, h_6_gh + (size_t)sn_lo * 72, sn_u_c1, 0);
+    sn_mm_nt_e((sn_hi - sn_lo), 72, 24, h_5 + (size_t)sn_lo * 24, U1, NULL, h_6_gh + (size_t)sn_lo * 72, sn_u_c1, NULL, 0);
     /* h_6[b,i] = h_5[b,i]·σ(h_6_gh[b,i + 24] + h_gx[b,5,i + 24]) + (1 - σ(h_6_gh[b,i + 24] + h_gx[b,5,i + 24]))·tanh(h_6_gh[b,i + 48]·σ(h_6_gh[b,i] + h_gx[b,5,i]) + h_gx[b,5,i + 48]) */
     for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
@@ -2066,7 +2105,7 @@ static void sn_chunk_head(sn_chunk_args *a, int c)
         }
     /* h_7_gh[b,i] = c1[i] + z_h_7_gh[b,i], where z_h_7_gh[b,i] = Σ_j U1[i,j]·h_6[b,j]:
        the sums are not stored: the product writes h_7_gh, each block as its sums finish */
-    sn_mm_nt_e((sn_hi - sn_lo), 72, 24, h_6 + (size_t)sn_lo * 24, U1, NULL, h_7_gh + (size_t)sn_lo * 72, sn_u_c1, 0);
+    sn_mm_nt_e((sn_hi - sn_lo), 72, 24, h_6 + (size_t)sn_lo * 24, U1, NULL, h_7_gh + (size_t)sn_lo * 72, sn_u_c1, NULL, 0);
     /* h_7[b,i] = h_6[b,i]·σ(h_7_gh[b,i + 24] + h_gx[b,6,i + 24]) + (1 - σ(h_7_gh[b,i + 24] + h_gx[b,6,i + 24]))·tanh(h_7_gh[b,i + 48]·σ(h_7_gh[b,i] + h_gx[b,6,i]) + h_gx[b,6,i + 48]) */
     for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
@@ -2078,7 +2117,7 @@ static void sn_chunk_head(sn_chunk_args *a, int c)
         }
     /* h_8_gh[b,i] = c1[i] + z_h_8_gh[b,i], where z_h_8_gh[b,i] = Σ_j U1[i,j]·h_7[b,j]:
        the sums are not stored: the product writes h_8_gh, each block as its sums finish */
-    sn_mm_nt_e((sn_hi - sn_lo), 72, 24, h_7 + (size_t)sn_lo * 24, U1, NULL, h_8_gh + (size_t)sn_lo * 72, sn_u_c1, 0);
+    sn_mm_nt_e((sn_hi - sn_lo), 72, 24, h_7 + (size_t)sn_lo * 24, U1, NULL, h_8_gh + (size_t)sn_lo * 72, sn_u_c1, NULL, 0);
     /* h_8[b,i] = h_7[b,i]·σ(h_8_gh[b,i + 24] + h_gx[b,7,i + 24]) + (1 - σ(h_8_gh[b,i + 24] + h_gx[b,7,i + 24]))·tanh(h_8_gh[b,i + 48]·σ(h_8_gh[b,i] + h_gx[b,7,i]) + h_gx[b,7,i + 48]) */
     for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
@@ -2090,7 +2129,7 @@ static void sn_chunk_head(sn_chunk_args *a, int c)
         }
     /* h_9_gh[b,i] = c1[i] + z_h_9_gh[b,i], where z_h_9_gh[b,i] = Σ_j U1[i,j]·h_8[b,j]:
        the sums are not stored: the product writes h_9_gh, each block as its sums finish */
-    sn_mm_nt_e((sn_hi - sn_lo), 72, 24, h_8 + (size_t)sn_lo * 24, U1, NULL, h_9_gh + (size_t)sn_lo * 72, sn_u_c1, 0);
+    sn_mm_nt_e((sn_hi - sn_lo), 72, 24, h_8 + (size_t)sn_lo * 24, U1, NULL, h_9_gh + (size_t)sn_lo * 72, sn_u_c1, NULL, 0);
     /* h_9[b,i] = h_8[b,i]·σ(h_9_gh[b,i + 24] + h_gx[b,8,i + 24]) + (1 - σ(h_9_gh[b,i + 24] + h_gx[b,8,i + 24]))·tanh(h_9_gh[b,i + 48]·σ(h_9_gh[b,i] + h_gx[b,8,i]) + h_gx[b,8,i + 48]) */
     for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
@@ -2102,7 +2141,7 @@ static void sn_chunk_head(sn_chunk_args *a, int c)
         }
     /* h_10_gh[b,i] = c1[i] + z_h_10_gh[b,i], where z_h_10_gh[b,i] = Σ_j U1[i,j]·h_9[b,j]:
        the sums are not stored: the product writes h_10_gh, each block as its sums finish */
-    sn_mm_nt_e((sn_hi - sn_lo), 72, 24, h_9 + (size_t)sn_lo * 24, U1, NULL, h_10_gh + (size_t)sn_lo * 72, sn_u_c1, 0);
+    sn_mm_nt_e((sn_hi - sn_lo), 72, 24, h_9 + (size_t)sn_lo * 24, U1, NULL, h_10_gh + (size_t)sn_lo * 72, sn_u_c1, NULL, 0);
     /* h_10[b,i] = h_9[b,i]·σ(h_10_gh[b,i + 24] + h_gx[b,9,i + 24]) + (1 - σ(h_10_gh[b,i + 24] + h_gx[b,9,i + 24]))·tanh(h_10_gh[b,i + 48]·σ(h_10_gh[b,i] + h_gx[b,9,i]) + h_gx[b,9,i + 48]) */
     for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
@@ -2114,7 +2153,7 @@ static void sn_chunk_head(sn_chunk_args *a, int c)
         }
     /* h_11_gh[b,i] = c1[i] + z_h_11_gh[b,i], where z_h_11_gh[b,i] = Σ_j U1[i,j]·h_10[b,j]:
        the sums are not stored: the product writes h_11_gh, each block as its sums finish */
-    sn_mm_nt_e((sn_hi - sn_lo), 72, 24, h_10 + (size_t)sn_lo * 24, U1, NULL, h_11_gh + (size_t)sn_lo * 72, sn_u_c1, 0);
+    sn_mm_nt_e((sn_hi - sn_lo), 72, 24, h_10 + (size_t)sn_lo * 24, U1, NULL, h_11_gh + (size_t)sn_lo * 72, sn_u_c1, NULL, 0);
     /* h_11[b,i] = h_10[b,i]·σ(h_11_gh[b,i + 24] + h_gx[b,10,i + 24]) + (1 - σ(h_11_gh[b,i + 24] + h_gx[b,10,i + 24]))·tanh(h_11_gh[b,i + 48]·σ(h_11_gh[b,i] + h_gx[b,10,i]) + h_gx[b,10,i + 48]) */
     for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
@@ -2126,7 +2165,7 @@ static void sn_chunk_head(sn_chunk_args *a, int c)
         }
     /* h_12_gh[b,i] = c1[i] + z_h_12_gh[b,i], where z_h_12_gh[b,i] = Σ_j U1[i,j]·h_11[b,j]:
        the sums are not stored: the product writes h_12_gh, each block as its sums finish */
-    sn_mm_nt_e((sn_hi - sn_lo), 72, 24, h_11 + (size_t)sn_lo * 24, U1, NULL, h_12_gh + (size_t)sn_lo * 72, sn_u_c1, 0);
+    sn_mm_nt_e((sn_hi - sn_lo), 72, 24, h_11 + (size_t)sn_lo * 24, U1, NULL, h_12_gh + (size_t)sn_lo * 72, sn_u_c1, NULL, 0);
     /* h_12[b,i] = h_11[b,i]·σ(h_12_gh[b,i + 24] + h_gx[b,11,i + 24]) + (1 - σ(h_12_gh[b,i + 24] + h_gx[b,11,i + 24]))·tanh(h_12_gh[b,i + 48]·σ(h_12_gh[b,i] + h_gx[b,11,i]) + h_gx[b,11,i + 48]) */
     for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
@@ -2138,7 +2177,7 @@ static void sn_chunk_head(sn_chunk_args *a, int c)
         }
     /* h_13_gh[b,i] = c1[i] + z_h_13_gh[b,i], where z_h_13_gh[b,i] = Σ_j U1[i,j]·h_12[b,j]:
        the sums are not stored: the product writes h_13_gh, each block as its sums finish */
-    sn_mm_nt_e((sn_hi - sn_lo), 72, 24, h_12 + (size_t)sn_lo * 24, U1, NULL, h_13_gh + (size_t)sn_lo * 72, sn_u_c1, 0);
+    sn_mm_nt_e((sn_hi - sn_lo), 72, 24, h_12 + (size_t)sn_lo * 24, U1, NULL, h_13_gh + (size_t)sn_lo * 72, sn_u_c1, NULL, 0);
     /* h_13[b,i] = h_12[b,i]·σ(h_13_gh[b,i + 24] + h_gx[b,12,i + 24]) + (1 - σ(h_13_gh[b,i + 24] + h_gx[b,12,i + 24]))·tanh(h_13_gh[b,i + 48]·σ(h_13_gh[b,i] + h_gx[b,12,i]) + h_gx[b,12,i + 48]) */
     for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
@@ -2150,7 +2189,7 @@ static void sn_chunk_head(sn_chunk_args *a, int c)
         }
     /* h_14_gh[b,i] = c1[i] + z_h_14_gh[b,i], where z_h_14_gh[b,i] = Σ_j U1[i,j]·h_13[b,j]:
        the sums are not stored: the product writes h_14_gh, each block as its sums finish */
-    sn_mm_nt_e((sn_hi - sn_lo), 72, 24, h_13 + (size_t)sn_lo * 24, U1, NULL, h_14_gh + (size_t)sn_lo * 72, sn_u_c1, 0);
+    sn_mm_nt_e((sn_hi - sn_lo), 72, 24, h_13 + (size_t)sn_lo * 24, U1, NULL, h_14_gh + (size_t)sn_lo * 72, sn_u_c1, NULL, 0);
     /* h_14[b,i] = h_13[b,i]·σ(h_14_gh[b,i + 24] + h_gx[b,13,i + 24]) + (1 - σ(h_14_gh[b,i + 24] + h_gx[b,13,i + 24]))·tanh(h_14_gh[b,i + 48]·σ(h_14_gh[b,i] + h_gx[b,13,i]) + h_gx[b,13,i + 48]) */
     for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
@@ -2162,7 +2201,7 @@ static void sn_chunk_head(sn_chunk_args *a, int c)
         }
     /* h_15_gh[b,i] = c1[i] + z_h_15_gh[b,i], where z_h_15_gh[b,i] = Σ_j U1[i,j]·h_14[b,j]:
        the sums are not stored: the product writes h_15_gh, each block as its sums finish */
-    sn_mm_nt_e((sn_hi - sn_lo), 72, 24, h_14 + (size_t)sn_lo * 24, U1, NULL, h_15_gh + (size_t)sn_lo * 72, sn_u_c1, 0);
+    sn_mm_nt_e((sn_hi - sn_lo), 72, 24, h_14 + (size_t)sn_lo * 24, U1, NULL, h_15_gh + (size_t)sn_lo * 72, sn_u_c1, NULL, 0);
     /* h_15[b,i] = h_14[b,i]·σ(h_15_gh[b,i + 24] + h_gx[b,14,i + 24]) + (1 - σ(h_15_gh[b,i + 24] + h_gx[b,14,i + 24]))·tanh(h_15_gh[b,i + 48]·σ(h_15_gh[b,i] + h_gx[b,14,i]) + h_gx[b,14,i + 48]) */
     for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
@@ -2174,7 +2213,7 @@ static void sn_chunk_head(sn_chunk_args *a, int c)
         }
     /* h_16_gh[b,i] = c1[i] + z_h_16_gh[b,i], where z_h_16_gh[b,i] = Σ_j U1[i,j]·h_15[b,j]:
        the sums are not stored: the product writes h_16_gh, each block as its sums finish */
-    sn_mm_nt_e((sn_hi - sn_lo), 72, 24, h_15 + (size_t)sn_lo * 24, U1, NULL, h_16_gh + (size_t)sn_lo * 72, sn_u_c1, 0);
+    sn_mm_nt_e((sn_hi - sn_lo), 72, 24, h_15 + (size_t)sn_lo * 24, U1, NULL, h_16_gh + (size_t)sn_lo * 72, sn_u_c1, NULL, 0);
     /* h_16[b,i] = h_15[b,i]·σ(h_16_gh[b,i + 24] + h_gx[b,15,i + 24]) + (1 - σ(h_16_gh[b,i + 24] + h_gx[b,15,i + 24]))·tanh(h_16_gh[b,i + 48]·σ(h_16_gh[b,i] + h_gx[b,15,i]) + h_gx[b,15,i + 48]) */
     for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
@@ -2186,7 +2225,7 @@ static void sn_chunk_head(sn_chunk_args *a, int c)
         }
     /* h_17_gh[b,i] = c1[i] + z_h_17_gh[b,i], where z_h_17_gh[b,i] = Σ_j U1[i,j]·h_16[b,j]:
        the sums are not stored: the product writes h_17_gh, each block as its sums finish */
-    sn_mm_nt_e((sn_hi - sn_lo), 72, 24, h_16 + (size_t)sn_lo * 24, U1, NULL, h_17_gh + (size_t)sn_lo * 72, sn_u_c1, 0);
+    sn_mm_nt_e((sn_hi - sn_lo), 72, 24, h_16 + (size_t)sn_lo * 24, U1, NULL, h_17_gh + (size_t)sn_lo * 72, sn_u_c1, NULL, 0);
     /* h_17[b,i] = h_16[b,i]·σ(h_17_gh[b,i + 24] + h_gx[b,16,i + 24]) + (1 - σ(h_17_gh[b,i + 24] + h_gx[b,16,i + 24]))·tanh(h_17_gh[b,i + 48]·σ(h_17_gh[b,i] + h_gx[b,16,i]) + h_gx[b,16,i + 48]) */
     for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
@@ -2198,7 +2237,7 @@ static void sn_chunk_head(sn_chunk_args *a, int c)
         }
     /* h_18_gh[b,i] = c1[i] + z_h_18_gh[b,i], where z_h_18_gh[b,i] = Σ_j U1[i,j]·h_17[b,j]:
        the sums are not stored: the product writes h_18_gh, each block as its sums finish */
-    sn_mm_nt_e((sn_hi - sn_lo), 72, 24, h_17 + (size_t)sn_lo * 24, U1, NULL, h_18_gh + (size_t)sn_lo * 72, sn_u_c1, 0);
+    sn_mm_nt_e((sn_hi - sn_lo), 72, 24, h_17 + (size_t)sn_lo * 24, U1, NULL, h_18_gh + (size_t)sn_lo * 72, sn_u_c1, NULL, 0);
     /* h_18[b,i] = h_17[b,i]·σ(h_18_gh[b,i + 24] + h_gx[b,17,i + 24]) + (1 - σ(h_18_gh[b,i + 24] + h_gx[b,17,i + 24]))·tanh(h_18_gh[b,i + 48]·σ(h_18_gh[b,i] + h_gx[b,17,i]) + h_gx[b,17,i + 48]) */
     for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
@@ -2210,7 +2249,7 @@ static void sn_chunk_head(sn_chunk_args *a, int c)
         }
     /* h_19_gh[b,i] = c1[i] + z_h_19_gh[b,i], where z_h_19_gh[b,i] = Σ_j U1[i,j]·h_18[b,j]:
        the sums are not stored: the product writes h_19_gh, each block as its sums finish */
-    sn_mm_nt_e((sn_hi - sn_lo), 72, 24, h_18 + (size_t)sn_lo * 24, U1, NULL, h_19_gh + (size_t)sn_lo * 72, sn_u_c1, 0);
+    sn_mm_nt_e((sn_hi - sn_lo), 72, 24, h_18 + (size_t)sn_lo * 24, U1, NULL, h_19_gh + (size_t)sn_lo * 72, sn_u_c1, NULL, 0);
     /* h_19[b,i] = h_18[b,i]·σ(h_19_gh[b,i + 24] + h_gx[b,18,i + 24]) + (1 - σ(h_19_gh[b,i + 24] + h_gx[b,18,i + 24]))·tanh(h_19_gh[b,i + 48]·σ(h_19_gh[b,i] + h_gx[b,18,i]) + h_gx[b,18,i + 48]) */
     for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
@@ -2222,7 +2261,7 @@ static void sn_chunk_head(sn_chunk_args *a, int c)
         }
     /* h_20_gh[b,i] = c1[i] + z_h_20_gh[b,i], where z_h_20_gh[b,i] = Σ_j U1[i,j]·h_19[b,j]:
        the sums are not stored: the product writes h_20_gh, each block as its sums finish */
-    sn_mm_nt_e((sn_hi - sn_lo), 72, 24, h_19 + (size_t)sn_lo * 24, U1, NULL, h_20_gh + (size_t)sn_lo * 72, sn_u_c1, 0);
+    sn_mm_nt_e((sn_hi - sn_lo), 72, 24, h_19 + (size_t)sn_lo * 24, U1, NULL, h_20_gh + (size_t)sn_lo * 72, sn_u_c1, NULL, 0);
     /* h_20[b,i] = h_19[b,i]·σ(h_20_gh[b,i + 24] + h_gx[b,19,i + 24]) + (1 - σ(h_20_gh[b,i + 24] + h_gx[b,19,i + 24]))·tanh(h_20_gh[b,i + 48]·σ(h_20_gh[b,i] + h_gx[b,19,i]) + h_gx[b,19,i + 48]) */
     for (int b = sn_lo; b < sn_hi; b++)
 #ifdef SN_SIMD
@@ -2234,7 +2273,7 @@ static void sn_chunk_head(sn_chunk_args *a, int c)
         }
     /* O[b,i] = b22[i] + z_O[b,i], where z_O[b,i] = Σ_j W22[i,j]·h_20[b,j]:
        the sums are not stored: the product writes O, each block as its sums finish */
-    sn_mm_nt_e((sn_hi - sn_lo), 4, 24, h_20 + (size_t)sn_lo * 24, W22, NULL, sn_u_O + (size_t)sn_lo * 4, b22, 0);
+    sn_mm_nt_e((sn_hi - sn_lo), 4, 24, h_20 + (size_t)sn_lo * 24, W22, NULL, sn_u_O + (size_t)sn_lo * 4, b22, NULL, 0);
 
 
 }
@@ -2531,7 +2570,7 @@ static double sn_loss(const real *params, real *work, const real *S, const real 
     return loss / batch;
 }
 
-real symnet_6d60af25ae_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_c6983e974e_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -2545,7 +2584,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return sn_chunk_pass(&a, sn_chunk, NULL);
 }
 
-real symnet_6d60af25ae_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_c6983e974e_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -2582,7 +2621,7 @@ static double sn_loss_labels(const real *params, real *work, const real *S, cons
     return loss / batch;
 }
 
-real symnet_6d60af25ae_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_c6983e974e_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss_labels(params, work, X, T, batch);
 }
@@ -2596,7 +2635,7 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
     return sn_chunk_pass(&a, sn_chunk_labels, NULL);
 }
 
-real symnet_6d60af25ae_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_c6983e974e_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad_labels(params, grads, work, X, T, batch);
 }
@@ -2614,7 +2653,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_6d60af25ae_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_c6983e974e_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 6312;
     /* the batch in chunks, then the weight gradients, each job updating the parameters
@@ -2640,7 +2679,7 @@ real symnet_6d60af25ae_step(real *params, const real *X, const real *T, int batc
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_6d60af25ae_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_c6983e974e_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 6312;
     /* the batch in chunks, then the weight gradients, each job updating the parameters
@@ -2723,7 +2762,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_6d60af25ae_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_c6983e974e_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -2749,7 +2788,7 @@ void symnet_6d60af25ae_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_6d60af25ae_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_c6983e974e_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
@@ -2837,7 +2876,7 @@ long long symnet_6d60af25ae_train(real *params, const real *X, const real *T, co
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step).
  * The same with integer class labels: T[n] is the class of example n. */
-long long symnet_6d60af25ae_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_c6983e974e_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

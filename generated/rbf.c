@@ -26,55 +26,55 @@
  *   loss: bce, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_2B68FE0734_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_2B68FE0734_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_7796814CAC_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_7796814CAC_N_PARAMS numbers, in the order of model.params, each row-major:
  *   C1           offset         0  shape (16, 2)
  *   beta1        offset        32  shape (16,)
  *   W2           offset        48  shape (1, 16)
  *   b2           offset        64  shape (1,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_2B68FE0734_WORK_SIZE(batch) numbers; SYMNET_2B68FE0734_TRAIN_WORK_SIZE(batch_size) for
- * symnet_2b68fe0734_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_7796814CAC_WORK_SIZE(batch) numbers; SYMNET_7796814CAC_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_7796814cac_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 65 + X B*2 + T or O B*1 + work (B*116 + 65)
  *   numbers of 4 bytes; e.g. B = 32: 15,752 bytes (training; forward only: 4,996).
  */
-#ifndef SYMNET_2B68FE0734_H
-#define SYMNET_2B68FE0734_H
+#ifndef SYMNET_7796814CAC_H
+#define SYMNET_7796814CAC_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_2B68FE0734_REAL float  /* the number type of every array (float32) */
-#define SYMNET_2B68FE0734_N_INPUTS 2  /* features per example */
-#define SYMNET_2B68FE0734_N_OUTPUTS 1
-#define SYMNET_2B68FE0734_N_PARAMS 65  /* numbers in the flat parameter array */
-#define SYMNET_2B68FE0734_WORK_PER_EXAMPLE 116
-#define SYMNET_2B68FE0734_WORK_SIZE(batch) ((batch) * 116 + 65)  /* numbers of scratch per call */
-#define SYMNET_2B68FE0734_TRAIN_WORK_SIZE(batch_size) (SYMNET_2B68FE0734_WORK_SIZE(batch_size) + (batch_size) * 3)
-#define SYMNET_2B68FE0734_SGD 0       /* optimizer codes of symnet_2b68fe0734_update and symnet_2b68fe0734_train */
-#define SYMNET_2B68FE0734_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_2B68FE0734_N_PARAMS numbers */
-#define SYMNET_2B68FE0734_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_2B68FE0734_N_PARAMS numbers each */
+#define SYMNET_7796814CAC_REAL float  /* the number type of every array (float32) */
+#define SYMNET_7796814CAC_N_INPUTS 2  /* features per example */
+#define SYMNET_7796814CAC_N_OUTPUTS 1
+#define SYMNET_7796814CAC_N_PARAMS 65  /* numbers in the flat parameter array */
+#define SYMNET_7796814CAC_WORK_PER_EXAMPLE 116
+#define SYMNET_7796814CAC_WORK_SIZE(batch) ((batch) * 116 + 65)  /* numbers of scratch per call */
+#define SYMNET_7796814CAC_TRAIN_WORK_SIZE(batch_size) (SYMNET_7796814CAC_WORK_SIZE(batch_size) + (batch_size) * 3)
+#define SYMNET_7796814CAC_SGD 0       /* optimizer codes of symnet_7796814cac_update and symnet_7796814cac_train */
+#define SYMNET_7796814CAC_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_7796814CAC_N_PARAMS numbers */
+#define SYMNET_7796814CAC_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_7796814CAC_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_2B68FE0734_N_OUTPUTS) = the network's output for X (batch × SYMNET_2B68FE0734_N_INPUTS). */
-void symnet_2b68fe0734_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_7796814CAC_N_OUTPUTS) = the network's output for X (batch × SYMNET_7796814CAC_N_INPUTS). */
+void symnet_7796814cac_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_2b68fe0734_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_7796814cac_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_2B68FE0734_N_PARAMS numbers) by back propagation. */
-float symnet_2b68fe0734_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_7796814CAC_N_PARAMS numbers) by back propagation. */
+float symnet_7796814cac_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_2b68fe0734_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_7796814cac_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_2B68FE0734_SGD, SYMNET_2B68FE0734_MOMENTUM or SYMNET_2B68FE0734_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_7796814CAC_SGD, SYMNET_7796814CAC_MOMENTUM or SYMNET_7796814CAC_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_2b68fe0734_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_7796814cac_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -82,10 +82,10 @@ void symnet_2b68fe0734_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_2B68FE0734_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_7796814CAC_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_2B68FE0734_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_2b68fe0734_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_7796814CAC_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_7796814cac_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -94,7 +94,7 @@ long long symnet_2b68fe0734_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_2B68FE0734_H */
+#endif /* SYMNET_7796814CAC_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -226,14 +226,21 @@ static inline real sn_softplus(real x)
 /* The epilogue of a product (symnet.plan.ops.Epilogue), on the rows m0 ≤ m < m1 and the
  * columns n0 ≤ n < n0 + nc of C once their sums are done:
  *     C[m,n] = act(bias[n] + C[m,n]),  act 0: x, 1: relu (x if x > 0 else 0)
- * the layer's loop H = act(b + z) run on what the product has just written (in the
- * cache) instead of in a pass of its own over z; the same operations, the same bits.  The
- * tiles below apply the same formula to their sums in registers as they store them. */
+ *     C[m,n] = C[m,n]·(1 if mask[m,n] > 0 else 0),  act 2 (mask laid out as C)
+ * the layer's loop H = act(b + z), or relu's derivative δ = ∂L/∂H·(1 if H > 0 else 0),
+ * run on what the product has just written (in the cache) instead of in a pass of its
+ * own; the same operations, the same bits.  The tiles below apply the same formula to
+ * their sums in registers as they store them. */
 static inline void sn_epi(real *restrict C, ptrdiff_t ldc, int m0, int m1, int n0, int nc,
-                          const real *restrict bias, int act)
+                          const real *restrict bias, const real *restrict mask, int act)
 {
     for (int m = m0; m < m1; m++) {
         real *restrict c = C + (size_t)m * ldc + n0;
+        if (act == 2) {
+            const real *restrict h = mask + (size_t)m * ldc + n0;
+            for (int j = 0; j < nc; j++) c[j] = c[j] * (h[j] > 0 ? (real)1 : (real)0);
+            continue;
+        }
         const real *restrict b = bias + n0;
         if (act == 1)
             for (int j = 0; j < nc; j++) {
@@ -249,7 +256,7 @@ static inline void sn_epi(real *restrict C, ptrdiff_t ldc, int m0, int m1, int n
    (P's rows SN_NR apart). */
 static inline void sn_tile(int kc, const real *restrict A, ptrdiff_t sam, ptrdiff_t sak,
                            const real *restrict P, real *restrict C, ptrdiff_t ldc, int add,
-                           const real *restrict bias, int act)
+                           const real *restrict bias, const real *restrict mask, int act)
 {
     real acc[SN_MR][SN_NR];
     /* acc[r,c] = A(r,0)·P[0,c] (kc ≥ 1), the bits of 0 + A(r,0)·P[0,c]: zeroed first, the
@@ -275,6 +282,12 @@ static inline void sn_tile(int kc, const real *restrict A, ptrdiff_t sam, ptrdif
                 const real t = bias[c] + (add ? C[r * ldc + c] + acc[r][c] : acc[r][c]);
                 C[r * ldc + c] = act == 1 ? (t > 0 ? t : 0) : t;
             }
+    else if (mask != NULL)   /* the last block of k: relu's derivative, mask laid out as C */
+        for (int r = 0; r < SN_MR; r++)
+            for (int c = 0; c < SN_NR; c++) {
+                const real t = add ? C[r * ldc + c] + acc[r][c] : acc[r][c];
+                C[r * ldc + c] = t * (mask[r * ldc + c] > 0 ? (real)1 : (real)0);
+            }
     else
         for (int r = 0; r < SN_MR; r++)
             for (int c = 0; c < SN_NR; c++)
@@ -297,7 +310,7 @@ static inline void sn_tile(int kc, const real *restrict A, ptrdiff_t sam, ptrdif
    (P's rows SN_NR apart). */
 static inline void sn_tile_narrow(int kc, const real *restrict A, ptrdiff_t sam, ptrdiff_t sak,
                                   const real *restrict P, real *restrict C, ptrdiff_t ldc, int add,
-                                  const real *restrict bias, int act)
+                                  const real *restrict bias, const real *restrict mask, int act)
 {
     real acc[SN_MRN][SN_NRN];
     /* acc[r,c] = A(r,0)·P[0,c] (kc ≥ 1), the bits of 0 + A(r,0)·P[0,c]: zeroed first, the
@@ -325,6 +338,12 @@ static inline void sn_tile_narrow(int kc, const real *restrict A, ptrdiff_t sam,
                 const real t = bias[c] + (add ? C[r * ldc + c] + acc[r][c] : acc[r][c]);
                 C[r * ldc + c] = act == 1 ? (t > 0 ? t : 0) : t;
             }
+    else if (mask != NULL)   /* the last block of k: relu's derivative, mask laid out as C */
+        for (int r = 0; r < SN_MRN; r++)
+            for (int c = 0; c < SN_NRN; c++) {
+                const real t = add ? C[r * ldc + c] + acc[r][c] : acc[r][c];
+                C[r * ldc + c] = t * (mask[r * ldc + c] > 0 ? (real)1 : (real)0);
+            }
     else
         for (int r = 0; r < SN_MRN; r++)
             for (int c = 0; c < SN_NRN; c++)
@@ -334,15 +353,16 @@ static inline void sn_tile_narrow(int kc, const real *restrict A, ptrdiff_t sam,
 #endif
 
 /* C[m+r, n0+c] (+)= T[r,c] for r < mr, c < nc: the used part of a tile computed aside;
-   bias not NULL: then the epilogue, act(bias[c] + C[m+r, n0+c]) */
+   bias or mask not NULL: then the epilogue (sn_epi) on it */
 static inline void sn_put(const real *restrict T, int ldt, int mr, int nc, real *restrict C,
-                          ptrdiff_t ldc, int add, const real *restrict bias, int act)
+                          ptrdiff_t ldc, int add, const real *restrict bias,
+                          const real *restrict mask, int act)
 {
     for (int r = 0; r < mr; r++)
         for (int c = 0; c < nc; c++)
             C[r * ldc + c] = add ? C[r * ldc + c] + T[r * ldt + c] : T[r * ldt + c];
-    if (bias != NULL)
-        sn_epi(C, ldc, 0, mr, 0, nc, bias, act);
+    if (bias != NULL || mask != NULL)
+        sn_epi(C, ldc, 0, mr, 0, nc, bias, mask, act);
 }
 
 /* One product's operands and how its jobs cut it: job j computes the columns
@@ -354,8 +374,15 @@ typedef struct {
     ptrdiff_t sam, sak, sbk, sbn;
     real *C;
     const real *bias;    /* the epilogue's (sn_epi), or NULL: none */
+    const real *mask;    /* the mask epilogue's array (act 2), laid out as C, or NULL */
     int act;
 } sn_gemm_args;
+
+/* the element (m, n0) of an M×N array laid out as C, or NULL */
+static inline const real *sn_at(const real *a, int m, int N, int n0)
+{
+    return a != NULL ? a + (size_t)m * N + n0 : NULL;
+}
 
 static void sn_gemm_job(const sn_gemm_args *g, int job)
 {
@@ -378,6 +405,7 @@ static void sn_gemm_job(const sn_gemm_args *g, int job)
         /* the epilogue's bias at this block's columns, on the last block of k: each tile
            applies it to its sums as it stores them (in registers, not a pass over C) */
         const real *epi = g->bias != NULL && k0 + kc == K ? g->bias + n0 : NULL;
+        const real *msk = g->mask != NULL && k0 + kc == K ? g->mask : NULL;
         /* P[k,c] = B(k0+k, n0+c), zero past column N: B's rows copied whole where
            the block is (a vector copy; the test c < nc in the loop made it masked
            loads, 8% of the transformer's step), else its columns read along k */
@@ -397,17 +425,17 @@ static void sn_gemm_job(const sn_gemm_args *g, int job)
         if (nc == SN_NR)
             for (; m + SN_MR <= m1; m += SN_MR)
                 sn_tile(kc, A + m * sam + k0 * sak, sam, sak, P, C + (size_t)m * N + n0, N, add,
-                        epi, g->act);
+                        epi, sn_at(msk, m, N, n0), g->act);
 #ifdef SN_NRN
         else if (nc <= SN_NRN)
             for (; m + SN_MRN <= m1; m += SN_MRN) {
                 const real *a = A + m * sam + k0 * sak;
                 if (nc == SN_NRN) {
                     sn_tile_narrow(kc, a, sam, sak, P, C + (size_t)m * N + n0, N, add,
-                                   epi, g->act);
+                                   epi, sn_at(msk, m, N, n0), g->act);
                 } else {
-                    sn_tile_narrow(kc, a, sam, sak, P, Ct, SN_NRN, 0, NULL, 0);
-                    sn_put(Ct, SN_NRN, SN_MRN, nc, C + (size_t)m * N + n0, N, add, epi, g->act);
+                    sn_tile_narrow(kc, a, sam, sak, P, Ct, SN_NRN, 0, NULL, NULL, 0);
+                    sn_put(Ct, SN_NRN, SN_MRN, nc, C + (size_t)m * N + n0, N, add, epi, sn_at(msk, m, N, n0), g->act);
                 }
             }
 #endif
@@ -417,14 +445,14 @@ static void sn_gemm_job(const sn_gemm_args *g, int job)
             const real *a = A + m * sam + k0 * sak;
             const int mr = m1 - m < SN_MR ? m1 - m : SN_MR;
             if (mr == SN_MR) {
-                sn_tile(kc, a, sam, sak, P, Ct, SN_NR, 0, NULL, 0);
+                sn_tile(kc, a, sam, sak, P, Ct, SN_NR, 0, NULL, NULL, 0);
             } else {
                 for (int r = 0; r < SN_MR; r++)
                     for (int k = 0; k < kc; k++)
                         Ap[r * kc + k] = r < mr ? a[r * sam + k * sak] : 0;
-                sn_tile(kc, Ap, kc, 1, P, Ct, SN_NR, 0, NULL, 0);
+                sn_tile(kc, Ap, kc, 1, P, Ct, SN_NR, 0, NULL, NULL, 0);
             }
-            sn_put(Ct, SN_NR, mr, nc, C + (size_t)m * N + n0, N, add, epi, g->act);
+            sn_put(Ct, SN_NR, mr, nc, C + (size_t)m * N + n0, N, add, epi, sn_at(msk, m, N, n0), g->act);
         }
     }
 }
@@ -514,14 +542,25 @@ SN_INLINE void sn_mm_nn(int M, int N, int K, const real *restrict A,
 }
 
 /* C[m,n] = act(bias[n] + Σ_k A[m,k]·B[n,k]): sn_mm_nt (on B's panels packed in Bp where
- * it is not NULL) with its epilogue (sn_epi: 0 linear, 1 relu), the loop
- * H = act(b + z) of a layer run on each block of the product as it is stored, here after the product. */
+ * it is not NULL) with its epilogue (sn_epi: 0 linear, 1 relu; 2: C·(1 if mask > 0 else
+ * 0), no bias), the loop H = act(b + z) of a layer, or relu's derivative, run on the
+ * product as it is stored, here after the product; sn_mm_nn_e the same after sn_mm_nn. */
 SN_INLINE void sn_mm_nt_e(int M, int N, int K, const real *restrict A, const real *restrict B,
-                          const real *Bp, real *restrict C, const real *restrict bias, int act)
+                          const real *Bp, real *restrict C, const real *restrict bias,
+                          const real *restrict mask, int act)
 {
     (void)Bp;
     sn_mm_nt(M, N, K, A, B, C, 0);
-    sn_epi(C, N, 0, M, 0, N, bias, act);
+    sn_epi(C, N, 0, M, 0, N, bias, mask, act);
+}
+
+SN_INLINE void sn_mm_nn_e(int M, int N, int K, const real *restrict A, const real *restrict B,
+                          const real *Bp, real *restrict C, const real *restrict bias,
+                          const real *restrict mask, int act)
+{
+    (void)Bp;
+    sn_mm_nn(M, N, K, A, B, C, 0);
+    sn_epi(C, N, 0, M, 0, N, bias, mask, act);
 }
 
 
@@ -694,7 +733,7 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_2b68fe0734_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_7796814cac_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 33, sizeof(real) * (size_t)batch * 1);
@@ -955,7 +994,7 @@ static double sn_loss(const real *params, real *work, const real *I, const real 
     return loss / batch;
 }
 
-real symnet_2b68fe0734_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_7796814cac_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -969,7 +1008,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return sn_chunk_pass(&a, sn_chunk, NULL);
 }
 
-real symnet_2b68fe0734_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_7796814cac_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -987,7 +1026,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_2b68fe0734_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_7796814cac_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 116;
     /* the batch in chunks, then the weight gradients, each job updating the parameters
@@ -1067,7 +1106,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_2b68fe0734_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_7796814cac_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -1093,7 +1132,7 @@ void symnet_2b68fe0734_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_2b68fe0734_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_7796814cac_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

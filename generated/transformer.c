@@ -51,7 +51,7 @@
  * X of width n holds X[b,j] at X[b * n + j]; W of shape (out, in) holds
  * W[i,j] at W[i * in + j].  Parameters live in one flat array `params`
  * (18026 numbers), their gradients in `grads` with the same
- * layout, and everything per example in `work` (13266 numbers
+ * layout, and everything per example in `work` (12754 numbers
  * per example of the batch).
  */
 #include <math.h>
@@ -108,8 +108,8 @@
  *   loss: bce, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_CAB26C0EB1_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_CAB26C0EB1_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_8D68F7FE8C_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_8D68F7FE8C_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (32, 10)
  *   b1           offset       320  shape (32,)
  *   P2           offset       352  shape (8, 32)
@@ -140,48 +140,48 @@
  *   W17          offset     17696  shape (10, 32)
  *   b17          offset     18016  shape (10,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_CAB26C0EB1_WORK_SIZE(batch) numbers; SYMNET_CAB26C0EB1_TRAIN_WORK_SIZE(batch_size) for
- * symnet_cab26c0eb1_train) and allocates nothing.  Memory for one call of a batch B:
- *   params 18026 + X B*80 + T or O B*80 + work (B*13266 + 18026)
- *   numbers of 4 bytes; e.g. B = 32: 1,862,736 bytes (training; forward only: 1,051,048).
+ * `work` (SYMNET_8D68F7FE8C_WORK_SIZE(batch) numbers; SYMNET_8D68F7FE8C_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_8d68f7fe8c_train) and allocates nothing.  Memory for one call of a batch B:
+ *   params 18026 + X B*80 + T or O B*80 + work (B*12754 + 18026)
+ *   numbers of 4 bytes; e.g. B = 32: 1,797,200 bytes (training; forward only: 1,051,048).
  */
-#ifndef SYMNET_CAB26C0EB1_H
-#define SYMNET_CAB26C0EB1_H
+#ifndef SYMNET_8D68F7FE8C_H
+#define SYMNET_8D68F7FE8C_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_CAB26C0EB1_REAL float  /* the number type of every array (float32) */
-#define SYMNET_CAB26C0EB1_N_INPUTS 80  /* features per example */
-#define SYMNET_CAB26C0EB1_N_OUTPUTS 80
-#define SYMNET_CAB26C0EB1_N_PARAMS 18026  /* numbers in the flat parameter array */
-#define SYMNET_CAB26C0EB1_WORK_PER_EXAMPLE 13266
-#define SYMNET_CAB26C0EB1_WORK_SIZE(batch) ((batch) * 13266 + 18026)  /* numbers of scratch per call */
-#define SYMNET_CAB26C0EB1_TRAIN_WORK_SIZE(batch_size) (SYMNET_CAB26C0EB1_WORK_SIZE(batch_size) + (batch_size) * 160)
-#define SYMNET_CAB26C0EB1_SGD 0       /* optimizer codes of symnet_cab26c0eb1_update and symnet_cab26c0eb1_train */
-#define SYMNET_CAB26C0EB1_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_CAB26C0EB1_N_PARAMS numbers */
-#define SYMNET_CAB26C0EB1_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_CAB26C0EB1_N_PARAMS numbers each */
+#define SYMNET_8D68F7FE8C_REAL float  /* the number type of every array (float32) */
+#define SYMNET_8D68F7FE8C_N_INPUTS 80  /* features per example */
+#define SYMNET_8D68F7FE8C_N_OUTPUTS 80
+#define SYMNET_8D68F7FE8C_N_PARAMS 18026  /* numbers in the flat parameter array */
+#define SYMNET_8D68F7FE8C_WORK_PER_EXAMPLE 12754
+#define SYMNET_8D68F7FE8C_WORK_SIZE(batch) ((batch) * 12754 + 18026)  /* numbers of scratch per call */
+#define SYMNET_8D68F7FE8C_TRAIN_WORK_SIZE(batch_size) (SYMNET_8D68F7FE8C_WORK_SIZE(batch_size) + (batch_size) * 160)
+#define SYMNET_8D68F7FE8C_SGD 0       /* optimizer codes of symnet_8d68f7fe8c_update and symnet_8d68f7fe8c_train */
+#define SYMNET_8D68F7FE8C_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_8D68F7FE8C_N_PARAMS numbers */
+#define SYMNET_8D68F7FE8C_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_8D68F7FE8C_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_CAB26C0EB1_N_OUTPUTS) = the network's output for X (batch × SYMNET_CAB26C0EB1_N_INPUTS). */
-void symnet_cab26c0eb1_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_8D68F7FE8C_N_OUTPUTS) = the network's output for X (batch × SYMNET_8D68F7FE8C_N_INPUTS). */
+void symnet_8d68f7fe8c_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_cab26c0eb1_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_8d68f7fe8c_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_CAB26C0EB1_N_PARAMS numbers) by back propagation. */
-float symnet_cab26c0eb1_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_8D68F7FE8C_N_PARAMS numbers) by back propagation. */
+float symnet_8d68f7fe8c_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_cab26c0eb1_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_8d68f7fe8c_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_CAB26C0EB1_SGD, SYMNET_CAB26C0EB1_MOMENTUM or SYMNET_CAB26C0EB1_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_8D68F7FE8C_SGD, SYMNET_8D68F7FE8C_MOMENTUM or SYMNET_8D68F7FE8C_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_cab26c0eb1_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_8d68f7fe8c_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -189,10 +189,10 @@ void symnet_cab26c0eb1_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_CAB26C0EB1_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_8D68F7FE8C_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_CAB26C0EB1_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_cab26c0eb1_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_8D68F7FE8C_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_8d68f7fe8c_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -201,7 +201,7 @@ long long symnet_cab26c0eb1_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_CAB26C0EB1_H */
+#endif /* SYMNET_8D68F7FE8C_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -333,14 +333,21 @@ static inline real sn_softplus(real x)
 /* The epilogue of a product (symnet.plan.ops.Epilogue), on the rows m0 ≤ m < m1 and the
  * columns n0 ≤ n < n0 + nc of C once their sums are done:
  *     C[m,n] = act(bias[n] + C[m,n]),  act 0: x, 1: relu (x if x > 0 else 0)
- * the layer's loop H = act(b + z) run on what the product has just written (in the
- * cache) instead of in a pass of its own over z; the same operations, the same bits.  The
- * tiles below apply the same formula to their sums in registers as they store them. */
+ *     C[m,n] = C[m,n]·(1 if mask[m,n] > 0 else 0),  act 2 (mask laid out as C)
+ * the layer's loop H = act(b + z), or relu's derivative δ = ∂L/∂H·(1 if H > 0 else 0),
+ * run on what the product has just written (in the cache) instead of in a pass of its
+ * own; the same operations, the same bits.  The tiles below apply the same formula to
+ * their sums in registers as they store them. */
 static inline void sn_epi(real *restrict C, ptrdiff_t ldc, int m0, int m1, int n0, int nc,
-                          const real *restrict bias, int act)
+                          const real *restrict bias, const real *restrict mask, int act)
 {
     for (int m = m0; m < m1; m++) {
         real *restrict c = C + (size_t)m * ldc + n0;
+        if (act == 2) {
+            const real *restrict h = mask + (size_t)m * ldc + n0;
+            for (int j = 0; j < nc; j++) c[j] = c[j] * (h[j] > 0 ? (real)1 : (real)0);
+            continue;
+        }
         const real *restrict b = bias + n0;
         if (act == 1)
             for (int j = 0; j < nc; j++) {
@@ -356,7 +363,7 @@ static inline void sn_epi(real *restrict C, ptrdiff_t ldc, int m0, int m1, int n
    (P's rows SN_NR apart). */
 static inline void sn_tile(int kc, const real *restrict A, ptrdiff_t sam, ptrdiff_t sak,
                            const real *restrict P, real *restrict C, ptrdiff_t ldc, int add,
-                           const real *restrict bias, int act)
+                           const real *restrict bias, const real *restrict mask, int act)
 {
     real acc[SN_MR][SN_NR];
     /* acc[r,c] = A(r,0)·P[0,c] (kc ≥ 1), the bits of 0 + A(r,0)·P[0,c]: zeroed first, the
@@ -382,6 +389,12 @@ static inline void sn_tile(int kc, const real *restrict A, ptrdiff_t sam, ptrdif
                 const real t = bias[c] + (add ? C[r * ldc + c] + acc[r][c] : acc[r][c]);
                 C[r * ldc + c] = act == 1 ? (t > 0 ? t : 0) : t;
             }
+    else if (mask != NULL)   /* the last block of k: relu's derivative, mask laid out as C */
+        for (int r = 0; r < SN_MR; r++)
+            for (int c = 0; c < SN_NR; c++) {
+                const real t = add ? C[r * ldc + c] + acc[r][c] : acc[r][c];
+                C[r * ldc + c] = t * (mask[r * ldc + c] > 0 ? (real)1 : (real)0);
+            }
     else
         for (int r = 0; r < SN_MR; r++)
             for (int c = 0; c < SN_NR; c++)
@@ -404,7 +417,7 @@ static inline void sn_tile(int kc, const real *restrict A, ptrdiff_t sam, ptrdif
    (P's rows SN_NR apart). */
 static inline void sn_tile_narrow(int kc, const real *restrict A, ptrdiff_t sam, ptrdiff_t sak,
                                   const real *restrict P, real *restrict C, ptrdiff_t ldc, int add,
-                                  const real *restrict bias, int act)
+                                  const real *restrict bias, const real *restrict mask, int act)
 {
     real acc[SN_MRN][SN_NRN];
     /* acc[r,c] = A(r,0)·P[0,c] (kc ≥ 1), the bits of 0 + A(r,0)·P[0,c]: zeroed first, the
@@ -432,6 +445,12 @@ static inline void sn_tile_narrow(int kc, const real *restrict A, ptrdiff_t sam,
                 const real t = bias[c] + (add ? C[r * ldc + c] + acc[r][c] : acc[r][c]);
                 C[r * ldc + c] = act == 1 ? (t > 0 ? t : 0) : t;
             }
+    else if (mask != NULL)   /* the last block of k: relu's derivative, mask laid out as C */
+        for (int r = 0; r < SN_MRN; r++)
+            for (int c = 0; c < SN_NRN; c++) {
+                const real t = add ? C[r * ldc + c] + acc[r][c] : acc[r][c];
+                C[r * ldc + c] = t * (mask[r * ldc + c] > 0 ? (real)1 : (real)0);
+            }
     else
         for (int r = 0; r < SN_MRN; r++)
             for (int c = 0; c < SN_NRN; c++)
@@ -441,15 +460,16 @@ static inline void sn_tile_narrow(int kc, const real *restrict A, ptrdiff_t sam,
 #endif
 
 /* C[m+r, n0+c] (+)= T[r,c] for r < mr, c < nc: the used part of a tile computed aside;
-   bias not NULL: then the epilogue, act(bias[c] + C[m+r, n0+c]) */
+   bias or mask not NULL: then the epilogue (sn_epi) on it */
 static inline void sn_put(const real *restrict T, int ldt, int mr, int nc, real *restrict C,
-                          ptrdiff_t ldc, int add, const real *restrict bias, int act)
+                          ptrdiff_t ldc, int add, const real *restrict bias,
+                          const real *restrict mask, int act)
 {
     for (int r = 0; r < mr; r++)
         for (int c = 0; c < nc; c++)
             C[r * ldc + c] = add ? C[r * ldc + c] + T[r * ldt + c] : T[r * ldt + c];
-    if (bias != NULL)
-        sn_epi(C, ldc, 0, mr, 0, nc, bias, act);
+    if (bias != NULL || mask != NULL)
+        sn_epi(C, ldc, 0, mr, 0, nc, bias, mask, act);
 }
 
 /* One product's operands and how its jobs cut it: job j computes the columns
@@ -461,8 +481,15 @@ typedef struct {
     ptrdiff_t sam, sak, sbk, sbn;
     real *C;
     const real *bias;    /* the epilogue's (sn_epi), or NULL: none */
+    const real *mask;    /* the mask epilogue's array (act 2), laid out as C, or NULL */
     int act;
 } sn_gemm_args;
+
+/* the element (m, n0) of an M×N array laid out as C, or NULL */
+static inline const real *sn_at(const real *a, int m, int N, int n0)
+{
+    return a != NULL ? a + (size_t)m * N + n0 : NULL;
+}
 
 static void sn_gemm_job(const sn_gemm_args *g, int job)
 {
@@ -485,6 +512,7 @@ static void sn_gemm_job(const sn_gemm_args *g, int job)
         /* the epilogue's bias at this block's columns, on the last block of k: each tile
            applies it to its sums as it stores them (in registers, not a pass over C) */
         const real *epi = g->bias != NULL && k0 + kc == K ? g->bias + n0 : NULL;
+        const real *msk = g->mask != NULL && k0 + kc == K ? g->mask : NULL;
         /* P[k,c] = B(k0+k, n0+c), zero past column N: B's rows copied whole where
            the block is (a vector copy; the test c < nc in the loop made it masked
            loads, 8% of the transformer's step), else its columns read along k */
@@ -504,17 +532,17 @@ static void sn_gemm_job(const sn_gemm_args *g, int job)
         if (nc == SN_NR)
             for (; m + SN_MR <= m1; m += SN_MR)
                 sn_tile(kc, A + m * sam + k0 * sak, sam, sak, P, C + (size_t)m * N + n0, N, add,
-                        epi, g->act);
+                        epi, sn_at(msk, m, N, n0), g->act);
 #ifdef SN_NRN
         else if (nc <= SN_NRN)
             for (; m + SN_MRN <= m1; m += SN_MRN) {
                 const real *a = A + m * sam + k0 * sak;
                 if (nc == SN_NRN) {
                     sn_tile_narrow(kc, a, sam, sak, P, C + (size_t)m * N + n0, N, add,
-                                   epi, g->act);
+                                   epi, sn_at(msk, m, N, n0), g->act);
                 } else {
-                    sn_tile_narrow(kc, a, sam, sak, P, Ct, SN_NRN, 0, NULL, 0);
-                    sn_put(Ct, SN_NRN, SN_MRN, nc, C + (size_t)m * N + n0, N, add, epi, g->act);
+                    sn_tile_narrow(kc, a, sam, sak, P, Ct, SN_NRN, 0, NULL, NULL, 0);
+                    sn_put(Ct, SN_NRN, SN_MRN, nc, C + (size_t)m * N + n0, N, add, epi, sn_at(msk, m, N, n0), g->act);
                 }
             }
 #endif
@@ -524,14 +552,14 @@ static void sn_gemm_job(const sn_gemm_args *g, int job)
             const real *a = A + m * sam + k0 * sak;
             const int mr = m1 - m < SN_MR ? m1 - m : SN_MR;
             if (mr == SN_MR) {
-                sn_tile(kc, a, sam, sak, P, Ct, SN_NR, 0, NULL, 0);
+                sn_tile(kc, a, sam, sak, P, Ct, SN_NR, 0, NULL, NULL, 0);
             } else {
                 for (int r = 0; r < SN_MR; r++)
                     for (int k = 0; k < kc; k++)
                         Ap[r * kc + k] = r < mr ? a[r * sam + k * sak] : 0;
-                sn_tile(kc, Ap, kc, 1, P, Ct, SN_NR, 0, NULL, 0);
+                sn_tile(kc, Ap, kc, 1, P, Ct, SN_NR, 0, NULL, NULL, 0);
             }
-            sn_put(Ct, SN_NR, mr, nc, C + (size_t)m * N + n0, N, add, epi, g->act);
+            sn_put(Ct, SN_NR, mr, nc, C + (size_t)m * N + n0, N, add, epi, sn_at(msk, m, N, n0), g->act);
         }
     }
 }
@@ -621,14 +649,25 @@ SN_INLINE void sn_mm_nn(int M, int N, int K, const real *restrict A,
 }
 
 /* C[m,n] = act(bias[n] + Σ_k A[m,k]·B[n,k]): sn_mm_nt (on B's panels packed in Bp where
- * it is not NULL) with its epilogue (sn_epi: 0 linear, 1 relu), the loop
- * H = act(b + z) of a layer run on each block of the product as it is stored, here after the product. */
+ * it is not NULL) with its epilogue (sn_epi: 0 linear, 1 relu; 2: C·(1 if mask > 0 else
+ * 0), no bias), the loop H = act(b + z) of a layer, or relu's derivative, run on the
+ * product as it is stored, here after the product; sn_mm_nn_e the same after sn_mm_nn. */
 SN_INLINE void sn_mm_nt_e(int M, int N, int K, const real *restrict A, const real *restrict B,
-                          const real *Bp, real *restrict C, const real *restrict bias, int act)
+                          const real *Bp, real *restrict C, const real *restrict bias,
+                          const real *restrict mask, int act)
 {
     (void)Bp;
     sn_mm_nt(M, N, K, A, B, C, 0);
-    sn_epi(C, N, 0, M, 0, N, bias, act);
+    sn_epi(C, N, 0, M, 0, N, bias, mask, act);
+}
+
+SN_INLINE void sn_mm_nn_e(int M, int N, int K, const real *restrict A, const real *restrict B,
+                          const real *Bp, real *restrict C, const real *restrict bias,
+                          const real *restrict mask, int act)
+{
+    (void)Bp;
+    sn_mm_nn(M, N, K, A, B, C, 0);
+    sn_epi(C, N, 0, M, 0, N, bias, mask, act);
 }
 
 
@@ -1395,7 +1434,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
     }
     /* B1_att_qkv[b,tq,i] = c4[i] + z_B1_att_qkv[b,tq,i], where z_B1_att_qkv[b,t,i] = Σ_j W4[i,j]·B1_norm1[b,t,j] for each of the 8 positions t:
        the sums are not stored: the product writes B1_att_qkv, each block as its sums finish */
-    sn_mm_nt_e(batch * 8, 96, 32, B1_norm1, W4, NULL, B1_att_qkv, c4, 0);
+    sn_mm_nt_e(batch * 8, 96, 32, B1_norm1, W4, NULL, B1_att_qkv, c4, NULL, 0);
     /* z_B1_att_s, z_B1_att_m, B1_att_e, z_B1_att_z, B1_att_p, z_B1_att_a: the batch in chunks of examples through sn_rows_2, the chunks
        on as many threads as pay for their join: n threads cost work/n + one join, so each
        thread gets at least a join's work, half of what one product asks (sn_threads counts
@@ -1426,7 +1465,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
     }
     /* B1_ff1[b,tq,i] = (b7[i] + z_B1_ff1[b,tq,i] if b7[i] + z_B1_ff1[b,tq,i] > 0 else 0), where z_B1_ff1[b,t,i] = Σ_j W7[i,j]·B1_norm2[b,t,j] for each of the 8 positions t:
        the sums are not stored: the product writes B1_ff1, each block as its sums finish */
-    sn_mm_nt_e(batch * 8, 64, 32, B1_norm2, W7, NULL, B1_ff1, b7, 1);
+    sn_mm_nt_e(batch * 8, 64, 32, B1_norm2, W7, NULL, B1_ff1, b7, NULL, 1);
     /* z_B1_ff2[b,t,i] = Σ_j W8[i,j]·B1_ff1[b,t,j] for each of the 8 positions t */
     sn_mm_nt(batch * 8, 32, 64, B1_ff1, W8, z_B1_ff2, 0);
     /* B1_ff2, B1, z_B2_norm1_mean, B2_norm1_mean, B2_norm1_c, z_B2_norm1_rstd, B2_norm1_rstd, B2_norm1: the batch in chunks of examples through sn_rows_4, the chunks
@@ -1444,7 +1483,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
     }
     /* B2_att_qkv[b,tq,i] = c11[i] + z_B2_att_qkv[b,tq,i], where z_B2_att_qkv[b,t,i] = Σ_j W11[i,j]·B2_norm1[b,t,j] for each of the 8 positions t:
        the sums are not stored: the product writes B2_att_qkv, each block as its sums finish */
-    sn_mm_nt_e(batch * 8, 96, 32, B2_norm1, W11, NULL, B2_att_qkv, c11, 0);
+    sn_mm_nt_e(batch * 8, 96, 32, B2_norm1, W11, NULL, B2_att_qkv, c11, NULL, 0);
     /* z_B2_att_s, z_B2_att_m, B2_att_e, z_B2_att_z, B2_att_p, z_B2_att_a: the batch in chunks of examples through sn_rows_5, the chunks
        on as many threads as pay for their join: n threads cost work/n + one join, so each
        thread gets at least a join's work, half of what one product asks (sn_threads counts
@@ -1475,7 +1514,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
     }
     /* B2_ff1[b,tq,i] = (b14[i] + z_B2_ff1[b,tq,i] if b14[i] + z_B2_ff1[b,tq,i] > 0 else 0), where z_B2_ff1[b,t,i] = Σ_j W14[i,j]·B2_norm2[b,t,j] for each of the 8 positions t:
        the sums are not stored: the product writes B2_ff1, each block as its sums finish */
-    sn_mm_nt_e(batch * 8, 64, 32, B2_norm2, W14, NULL, B2_ff1, b14, 1);
+    sn_mm_nt_e(batch * 8, 64, 32, B2_norm2, W14, NULL, B2_ff1, b14, NULL, 1);
     /* z_B2_ff2[b,t,i] = Σ_j W15[i,j]·B2_ff1[b,t,j] for each of the 8 positions t */
     sn_mm_nt(batch * 8, 32, 64, B2_ff1, W15, z_B2_ff2, 0);
     /* B2_ff2, B2: the batch in chunks of examples through sn_rows_7, the chunks
@@ -1510,7 +1549,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_cab26c0eb1_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_8d68f7fe8c_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 7408, sizeof(real) * (size_t)batch * 80);
@@ -1569,7 +1608,7 @@ static void sn_chunk(void *arg, int c)
     real *work = a->work;
     const int batch = a->batch;
     const int sn_lo = sn_cut(batch, c, a->n), sn_hi = sn_cut(batch, c + 1, a->n);
-    real *sn_part = work + (size_t)batch * 10136 + (size_t)c * 1002;  /* 1002 partial sums */
+    real *sn_part = work + (size_t)batch * 9624 + (size_t)c * 1002;  /* 1002 partial sums */
     const real *W1 = params + 0;  /* W1: (32, 10) */
     const real *b1 = params + 320;  /* b1: (32,) */
     const real *P2 = params + 352;  /* P2: (8, 32) */
@@ -1629,7 +1668,7 @@ static void sn_chunk(void *arg, int c)
     real *g_Wo4 = a->grads + 3840;  /* ∂L/∂Wo4: (32, 32) */
     real *g_W4 = a->grads + 672;  /* ∂L/∂W4: (96, 32) */
     real *g_W1 = a->grads + 0;  /* ∂L/∂W1: (32, 10) */
-    real *sn_wpart = work + (size_t)batch * 11138;  /* chunks 1, 2, …'s parts of the weight gradients, 17024 numbers each */
+    real *sn_wpart = work + (size_t)batch * 10626;  /* chunks 1, 2, …'s parts of the weight gradients, 17024 numbers each */
     real *z_embed = work + (size_t)batch * 0;  /* Σ of embed: (batch, 8, 32) */
     real *embed = work + (size_t)batch * 256;  /* layer embed: (batch, 8, 32) */
     real *pos = work + (size_t)batch * 512;  /* layer pos: (batch, 8, 32) */
@@ -1709,8 +1748,7 @@ static void sn_chunk(void *arg, int c)
     real *dL_dB1_norm2_rstd = work + (size_t)batch * 4192;  /* ∂L/∂B1_norm2_rstd: (batch, 8) */
     real *delta_B1_norm2_rstd = work + (size_t)batch * 3160;  /* ∂L/∂z_B1_norm2_rstd: (batch, 8) */
     real *dL_dB1_norm2 = work + (size_t)batch * 3936;  /* ∂L/∂B1_norm2: (batch, 8, 32) */
-    real *dL_dB1_ff1 = work + (size_t)batch * 7488;  /* ∂L/∂B1_ff1: (batch, 8, 64) */
-    real *delta_B1_ff1 = work + (size_t)batch * 8000;  /* ∂L/∂z_B1_ff1: (batch, 8, 64) */
+    real *delta_B1_ff1 = work + (size_t)batch * 7488;  /* ∂L/∂z_B1_ff1: (batch, 8, 64) */
     real *dL_dB1_ff2 = work + (size_t)batch * 4976;  /* ∂L/∂B1_ff2: (batch, 8, 32) */
     real *dL_dB1 = work + (size_t)batch * 3936;  /* ∂L/∂B1: (batch, 8, 32) */
     real *dL_dB2_norm1_mean = work + (size_t)batch * 4192;  /* ∂L/∂B2_norm1_mean: (batch, 8) */
@@ -1719,7 +1757,7 @@ static void sn_chunk(void *arg, int c)
     real *dL_dB2_norm1_rstd = work + (size_t)batch * 6288;  /* ∂L/∂B2_norm1_rstd: (batch, 8) */
     real *delta_B2_norm1_rstd = work + (size_t)batch * 4200;  /* ∂L/∂z_B2_norm1_rstd: (batch, 8) */
     real *dL_dB2_norm1 = work + (size_t)batch * 4976;  /* ∂L/∂B2_norm1: (batch, 8, 32) */
-    real *dL_dB2_att_qkv = work + (size_t)batch * 8512;  /* ∂L/∂B2_att_qkv: (batch, 8, 96) */
+    real *dL_dB2_att_qkv = work + (size_t)batch * 8000;  /* ∂L/∂B2_att_qkv: (batch, 8, 96) */
     real *dL_dB2_att_s = work + (size_t)batch * 3680;  /* ∂L/∂B2_att_s: (batch, 4, 8, 8) */
     real *dL_dB2_att_e = work + (size_t)batch * 5776;  /* ∂L/∂B2_att_e: (batch, 4, 8, 8) */
     real *dL_dB2_att_z = work + (size_t)batch * 1808;  /* ∂L/∂B2_att_z: (batch, 4, 8) */
@@ -1730,14 +1768,13 @@ static void sn_chunk(void *arg, int c)
     real *dL_dB2_norm2_mean = work + (size_t)batch * 6288;  /* ∂L/∂B2_norm2_mean: (batch, 8) */
     real *delta_B2_norm2_mean = work + (size_t)batch * 6296;  /* ∂L/∂z_B2_norm2_mean: (batch, 8) */
     real *dL_dB2_norm2_c = work + (size_t)batch * 6032;  /* ∂L/∂B2_norm2_c: (batch, 8, 32) */
-    real *dL_dB2_norm2_rstd = work + (size_t)batch * 9280;  /* ∂L/∂B2_norm2_rstd: (batch, 8) */
+    real *dL_dB2_norm2_rstd = work + (size_t)batch * 8768;  /* ∂L/∂B2_norm2_rstd: (batch, 8) */
     real *delta_B2_norm2_rstd = work + (size_t)batch * 6296;  /* ∂L/∂z_B2_norm2_rstd: (batch, 8) */
     real *dL_dB2_norm2 = work + (size_t)batch * 6816;  /* ∂L/∂B2_norm2: (batch, 8, 32) */
-    real *dL_dB2_ff1 = work + (size_t)batch * 7488;  /* ∂L/∂B2_ff1: (batch, 8, 64) */
-    real *delta_B2_ff1 = work + (size_t)batch * 9288;  /* ∂L/∂z_B2_ff1: (batch, 8, 64) */
-    real *dL_dB2_ff2 = work + (size_t)batch * 9800;  /* ∂L/∂B2_ff2: (batch, 8, 32) */
+    real *delta_B2_ff1 = work + (size_t)batch * 8776;  /* ∂L/∂z_B2_ff1: (batch, 8, 64) */
+    real *dL_dB2_ff2 = work + (size_t)batch * 9288;  /* ∂L/∂B2_ff2: (batch, 8, 32) */
     real *dL_dB2 = work + (size_t)batch * 6032;  /* ∂L/∂B2: (batch, 8, 32) */
-    real *delta_O = work + (size_t)batch * 10056;  /* ∂L/∂z_O: (batch, 8, 10) */
+    real *delta_O = work + (size_t)batch * 9544;  /* ∂L/∂z_O: (batch, 8, 10) */
     real *B1_att_s = z_B1_att_s;  /* layer B1_att_s: z_B1_att_s itself: (batch, 4, 8, 8) */
     real *B1_att_m = z_B1_att_m;  /* layer B1_att_m: z_B1_att_m itself: (batch, 4, 8) */
     real *B1_att_z = z_B1_att_z;  /* layer B1_att_z: z_B1_att_z itself: (batch, 4, 8) */
@@ -1819,7 +1856,7 @@ static void sn_chunk(void *arg, int c)
             }
     /* B1_att_qkv[b,tq,i] = c4[i] + z_B1_att_qkv[b,tq,i], where z_B1_att_qkv[b,t,i] = Σ_j W4[i,j]·B1_norm1[b,t,j] for each of the 8 positions t:
        the sums are not stored: the product writes B1_att_qkv, each block as its sums finish */
-    sn_mm_nt_e((sn_hi - sn_lo) * 8, 96, 32, B1_norm1 + (size_t)sn_lo * 256, W4, NULL, B1_att_qkv + (size_t)sn_lo * 768, c4, 0);
+    sn_mm_nt_e((sn_hi - sn_lo) * 8, 96, 32, B1_norm1 + (size_t)sn_lo * 256, W4, NULL, B1_att_qkv + (size_t)sn_lo * 768, c4, NULL, 0);
     /* z_B1_att_s[b,hd,tq,tk] = Σ_e 0.35355339059327373·B1_att_qkv[b,tk,hd·8 + e + 32]·B1_att_qkv[b,tq,hd·8 + e]: a small product per (b, hd) */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++) {
@@ -1926,7 +1963,7 @@ static void sn_chunk(void *arg, int c)
             }
     /* B1_ff1[b,tq,i] = (b7[i] + z_B1_ff1[b,tq,i] if b7[i] + z_B1_ff1[b,tq,i] > 0 else 0), where z_B1_ff1[b,t,i] = Σ_j W7[i,j]·B1_norm2[b,t,j] for each of the 8 positions t:
        the sums are not stored: the product writes B1_ff1, each block as its sums finish */
-    sn_mm_nt_e((sn_hi - sn_lo) * 8, 64, 32, B1_norm2 + (size_t)sn_lo * 256, W7, NULL, B1_ff1 + (size_t)sn_lo * 512, b7, 1);
+    sn_mm_nt_e((sn_hi - sn_lo) * 8, 64, 32, B1_norm2 + (size_t)sn_lo * 256, W7, NULL, B1_ff1 + (size_t)sn_lo * 512, b7, NULL, 1);
     /* z_B1_ff2[b,t,i] = Σ_j W8[i,j]·B1_ff1[b,t,j] for each of the 8 positions t */
     sn_mm_nt((sn_hi - sn_lo) * 8, 32, 64, B1_ff1 + (size_t)sn_lo * 512, W8, z_B1_ff2 + (size_t)sn_lo * 256, 0);
     /* B1_ff2[b,tq,i] = b8[i] + z_B1_ff2[b,tq,i]; B1[b,i,x] = B1_ff2[b,i,x] + B1_res1[b,i,x]; z_B2_norm1_mean[b,a] = Σ_e B1[b,a,e] */
@@ -1983,7 +2020,7 @@ static void sn_chunk(void *arg, int c)
             }
     /* B2_att_qkv[b,tq,i] = c11[i] + z_B2_att_qkv[b,tq,i], where z_B2_att_qkv[b,t,i] = Σ_j W11[i,j]·B2_norm1[b,t,j] for each of the 8 positions t:
        the sums are not stored: the product writes B2_att_qkv, each block as its sums finish */
-    sn_mm_nt_e((sn_hi - sn_lo) * 8, 96, 32, B2_norm1 + (size_t)sn_lo * 256, W11, NULL, B2_att_qkv + (size_t)sn_lo * 768, c11, 0);
+    sn_mm_nt_e((sn_hi - sn_lo) * 8, 96, 32, B2_norm1 + (size_t)sn_lo * 256, W11, NULL, B2_att_qkv + (size_t)sn_lo * 768, c11, NULL, 0);
     /* z_B2_att_s[b,hd,tq,tk] = Σ_e 0.35355339059327373·B2_att_qkv[b,tk,hd·8 + e + 32]·B2_att_qkv[b,tq,hd·8 + e]: a small product per (b, hd) */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++) {
@@ -2090,7 +2127,7 @@ static void sn_chunk(void *arg, int c)
             }
     /* B2_ff1[b,tq,i] = (b14[i] + z_B2_ff1[b,tq,i] if b14[i] + z_B2_ff1[b,tq,i] > 0 else 0), where z_B2_ff1[b,t,i] = Σ_j W14[i,j]·B2_norm2[b,t,j] for each of the 8 positions t:
        the sums are not stored: the product writes B2_ff1, each block as its sums finish */
-    sn_mm_nt_e((sn_hi - sn_lo) * 8, 64, 32, B2_norm2 + (size_t)sn_lo * 256, W14, NULL, B2_ff1 + (size_t)sn_lo * 512, b14, 1);
+    sn_mm_nt_e((sn_hi - sn_lo) * 8, 64, 32, B2_norm2 + (size_t)sn_lo * 256, W14, NULL, B2_ff1 + (size_t)sn_lo * 512, b14, NULL, 1);
     /* z_B2_ff2[b,t,i] = Σ_j W15[i,j]·B2_ff1[b,t,j] for each of the 8 positions t */
     sn_mm_nt((sn_hi - sn_lo) * 8, 32, 64, B2_ff1 + (size_t)sn_lo * 512, W15, z_B2_ff2 + (size_t)sn_lo * 256, 0);
     /* B2_ff2[b,tq,i] = b15[i] + z_B2_ff2[b,tq,i]; B2[b,i,x] = B2_ff2[b,i,x] + B2_res1[b,i,x] */
@@ -2143,18 +2180,17 @@ static void sn_chunk(void *arg, int c)
     /* g_W15[i,j] = Σ_b delta_B2_ff2[b,i]·B2_ff1[b,j]: this chunk's part, Σ over its rows (chunk 0 into the
        gradient, chunk c > 0 into its partial sums, added after the chunks in their order) */
     sn_mm_tn(32, 64, (sn_hi - sn_lo) * 8, delta_B2_ff2 + (size_t)sn_lo * 256, B2_ff1 + (size_t)sn_lo * 512, c == 0 ? g_W15 : sn_wpart + (size_t)(c - 1) * 17024 + 320, 0);
-    /* dL_dB2_ff1[b,j] = Σ_i delta_B2_ff2[b,i]·W15[i,j] */
-    sn_mm_nn((sn_hi - sn_lo) * 8, 64, 32, delta_B2_ff2 + (size_t)sn_lo * 256, W15, dL_dB2_ff1 + (size_t)sn_lo * 512, 0);
-    /* delta_B2_ff1[b,tq,i] = dL_dB2_ff1[b,tq,i]·(1 if B2_ff1[b,tq,i] > 0 else 0); g_b14[i] += dL_dB2_ff1[b,tq,i]·(1 if B2_ff1[b,tq,i] > 0 else 0) */
+    /* delta_B2_ff1[b,tq,i] = dL_dB2_ff1[b,tq,i]·(1 if B2_ff1[b,tq,i] > 0 else 0); g_b14[i] += dL_dB2_ff1[b,tq,i]·(1 if B2_ff1[b,tq,i] > 0 else 0), where dL_dB2_ff1[b,j] = Σ_i delta_B2_ff2[b,i]·W15[i,j]:
+       the sums are not stored: the product writes delta_B2_ff1, each block as its sums finish */
+    sn_mm_nn_e((sn_hi - sn_lo) * 8, 64, 32, delta_B2_ff2 + (size_t)sn_lo * 256, W15, NULL, delta_B2_ff1 + (size_t)sn_lo * 512, NULL, B2_ff1 + (size_t)sn_lo * 512, 2);
+    /* g_b14[i] += delta_B2_ff1[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int tq = 0; tq < 8; tq++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
             for (int i = 0; i < 64; i++) {
-                const real t0 = dL_dB2_ff1[b * 512 + tq * 64 + i]*((B2_ff1[b * 512 + tq * 64 + i] > 0) ? (1) : (0));
-                delta_B2_ff1[b * 512 + tq * 64 + i] = t0;
-                g_b14[i] += t0;
+                g_b14[i] += delta_B2_ff1[b * 512 + tq * 64 + i];
             }
     /* g_W14[i,j] = Σ_b delta_B2_ff1[b,i]·B2_norm2[b,j]: this chunk's part, Σ over its rows (chunk 0 into the
        gradient, chunk c > 0 into its partial sums, added after the chunks in their order) */
@@ -2338,18 +2374,17 @@ static void sn_chunk(void *arg, int c)
     /* g_W8[i,j] = Σ_b delta_B1_ff2[b,i]·B1_ff1[b,j]: this chunk's part, Σ over its rows (chunk 0 into the
        gradient, chunk c > 0 into its partial sums, added after the chunks in their order) */
     sn_mm_tn(32, 64, (sn_hi - sn_lo) * 8, delta_B1_ff2 + (size_t)sn_lo * 256, B1_ff1 + (size_t)sn_lo * 512, c == 0 ? g_W8 : sn_wpart + (size_t)(c - 1) * 17024 + 8512, 0);
-    /* dL_dB1_ff1[b,j] = Σ_i delta_B1_ff2[b,i]·W8[i,j] */
-    sn_mm_nn((sn_hi - sn_lo) * 8, 64, 32, delta_B1_ff2 + (size_t)sn_lo * 256, W8, dL_dB1_ff1 + (size_t)sn_lo * 512, 0);
-    /* delta_B1_ff1[b,tq,i] = dL_dB1_ff1[b,tq,i]·(1 if B1_ff1[b,tq,i] > 0 else 0); g_b7[i] += dL_dB1_ff1[b,tq,i]·(1 if B1_ff1[b,tq,i] > 0 else 0) */
+    /* delta_B1_ff1[b,tq,i] = dL_dB1_ff1[b,tq,i]·(1 if B1_ff1[b,tq,i] > 0 else 0); g_b7[i] += dL_dB1_ff1[b,tq,i]·(1 if B1_ff1[b,tq,i] > 0 else 0), where dL_dB1_ff1[b,j] = Σ_i delta_B1_ff2[b,i]·W8[i,j]:
+       the sums are not stored: the product writes delta_B1_ff1, each block as its sums finish */
+    sn_mm_nn_e((sn_hi - sn_lo) * 8, 64, 32, delta_B1_ff2 + (size_t)sn_lo * 256, W8, NULL, delta_B1_ff1 + (size_t)sn_lo * 512, NULL, B1_ff1 + (size_t)sn_lo * 512, 2);
+    /* g_b7[i] += delta_B1_ff1[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int tq = 0; tq < 8; tq++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
             for (int i = 0; i < 64; i++) {
-                const real t0 = dL_dB1_ff1[b * 512 + tq * 64 + i]*((B1_ff1[b * 512 + tq * 64 + i] > 0) ? (1) : (0));
-                delta_B1_ff1[b * 512 + tq * 64 + i] = t0;
-                g_b7[i] += t0;
+                g_b7[i] += delta_B1_ff1[b * 512 + tq * 64 + i];
             }
     /* g_W7[i,j] = Σ_b delta_B1_ff1[b,i]·B1_norm2[b,j]: this chunk's part, Σ over its rows (chunk 0 into the
        gradient, chunk c > 0 into its partial sums, added after the chunks in their order) */
@@ -2629,7 +2664,7 @@ static void sn_chunk_sums(void *arg, int c)
     /* the share q0 ≤ q < q1 of the weight gradients (one after the other, 17024
        numbers) of job c: chunk 0's part plus the other chunks' partial sums, in their order */
     const int q0 = sn_cut(17024, c, a->n), q1 = sn_cut(17024, c + 1, a->n);
-    const real *sn_wpart = work + (size_t)batch * 11138;
+    const real *sn_wpart = work + (size_t)batch * 10626;
     {
         /* g_W17[q] += Σ_{k ≥ 1} (chunk k's part of it)[q] */
         const int lo = q0 > 0 ? q0 - 0 : 0, hi = q1 < 320 ? q1 - 0 : 320;
@@ -2703,7 +2738,7 @@ static void sn_chunk_sums(void *arg, int c)
 
     if (c == 0) {
         /* the chunks' partial sums added up in their order */
-        const real *sn_part = work + (size_t)batch * 10136;
+        const real *sn_part = work + (size_t)batch * 9624;
         /* g_b17[q] = Σ_k (chunk k's part of it)[q] */
         for (int q = 0; q < 10; q++) {
             real s = sn_part[0 + q];
@@ -2884,7 +2919,7 @@ static double sn_loss(const real *params, real *work, const real *S, const real 
     return loss / batch;
 }
 
-real symnet_cab26c0eb1_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_8d68f7fe8c_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -2898,7 +2933,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return sn_chunk_pass(&a, sn_chunk, NULL);
 }
 
-real symnet_cab26c0eb1_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_8d68f7fe8c_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -2916,9 +2951,9 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_cab26c0eb1_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_8d68f7fe8c_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
-    real *grads = work + (size_t)batch * 13266;
+    real *grads = work + (size_t)batch * 12754;
     /* the batch in chunks, then the weight gradients, each job updating the parameters
        whose gradients it finished (the loss first: a NaN or inf loss updates nothing) */
     sn_chunk_args a = {.params = params, .grads = grads, .work = work, .X = X, .T = T,
@@ -2999,7 +3034,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_cab26c0eb1_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_8d68f7fe8c_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -3019,17 +3054,17 @@ void symnet_cab26c0eb1_update(real *params, const real *grads, real lr, int opti
  * prev holds the parameters before the last update (after a restore: the same as
  * params).  prev may be NULL (no restoring).
  *
- * work: the batch's rows (13266 numbers per example), then the
+ * work: the batch's rows (12754 numbers per example), then the
  * gradients (18026), then Ib and Tb.
  *
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_cab26c0eb1_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_8d68f7fe8c_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
-    real *grads = work + (size_t)batch_size * 13266;
+    real *grads = work + (size_t)batch_size * 12754;
     real *Ib = grads + 18026;
     real *Tb = Ib + (size_t)batch_size * 80;
     real *cur = params, *old = prev != NULL ? prev : params;  /* θ now; θ before the last update */

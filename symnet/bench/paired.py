@@ -13,7 +13,7 @@ in several new processes (``--processes``, default 5) and the figure is the medi
 theirs, each shown.  The BLAS check of a module's first training call (which may move one
 build's products off OpenBLAS and not the other's) is off unless ``SYMNET_BLAS_CHECK`` is
 set: both builds run their products where the plan puts them.  The rewrites
-(symnet.plan): ``fuse_epilogues``, ``fuse_loops``, ``fuse_routes``, ``overwrite``,
+(symnet.plan): ``fuse_epilogues``, ``fuse_masks``, ``fuse_loops``, ``fuse_routes``, ``overwrite``,
 ``share``.
 
     python -m symnet.bench.paired --without fuse_epilogues --workloads transformer,large
@@ -41,6 +41,7 @@ import numpy as np
 #: what turning each rewrite off replaces it with (symnet.plan.lower calls them by name)
 OFF = {
     "fuse_epilogues": lambda p, ops, later: ops,
+    "fuse_masks": lambda p, ops, later: ops,
     "fuse_loops": lambda p, ops: ops,
     "fuse_routes": lambda p, ops: ops,
     "overwrite": lambda p, ops: ops,

@@ -9,6 +9,7 @@ import dataclasses
 import sympy as sp
 
 from ..ir import nodes as ir
+from ..scalar.notation import text
 from .ops import LOSS, Conv, Epilogue, Fill, Loop, MatMul, Route, SoftmaxXent, Zero
 
 
@@ -110,8 +111,9 @@ def _reads(p, op) -> set:
                 if s in p.symbols} | {t for t, _, kind, _ in op.stmts if kind != "="}
     if isinstance(op, MatMul):
         pairs = op.parts or [(op.A, op.B)]
+        e = op.epilogue
         return {x for pair in pairs for x in pair} | ({op.C} if op.accumulate else set()) \
-            | ({op.epilogue.bias} if op.epilogue is not None else set())
+            | ({x for x in (e.bias, e.mask) if x} if e is not None else set())
     if isinstance(op, Conv):
         return {x for x in (op.X, op.W, op.col, op.delta, op.Z, op.dX, op.gW) if x}
     if isinstance(op, Route):
@@ -285,3 +287,89 @@ def _epilogue(p, op: MatMul, loop: Loop):
             and expr.args[1].cond == sp.true and expr.args[1].expr == 0:
         return Epilogue(bias, "relu", comment)
     return None
+
+
+def fuse_masks(p, ops: list, later: list) -> list:
+    """A product ``dL_dH1 = δ2·W2`` followed by the loop that applies relu's derivative
+    to it, element by element, ``δ_H1[b,i] = dL_dH1[b,i]·(1 if H1[b,i] > 0 else 0)``
+    (with, in the same loop, the bias gradient's ``g_b1[i] += `` of that same formula),
+    with nothing else reading dL_dH1 (in the rest of ``ops``, nor in ``later``): the
+    product writes δ_H1 itself and multiplies each of its sums by the mask as it stores
+    it (``Epilogue(act="mask")``, templates/gemm.c.j2), and the loop keeps only the other
+    statements, now reading δ_H1 (``g_b1[i] += δ_H1[b,i]``), or goes.  The product is
+    the only pass that writes the derivative: the loop no longer reads dL_dH1 and H1 and
+    writes δ_H1; the same multiplication, so the same numbers."""
+    out, k = [], 0
+    while k < len(ops):
+        op, j = ops[k], k + 1
+        if isinstance(op, MatMul):
+            # zeroings between them that the product does not touch (the bias
+            # gradient's, for the loop's "+="): run before it
+            touched = {_root(p, x) for x in _reads(p, op) | {op.C}}
+            while j < len(ops) and isinstance(ops[j], Zero) \
+                    and _root(p, ops[j].buffer) not in touched:
+                j += 1
+        nxt = ops[j] if j < len(ops) else None
+        fused = _mask(p, op, nxt) if isinstance(op, MatMul) and isinstance(nxt, Loop) \
+            else None
+        if fused is not None and not any(
+                _root(p, op.C) in {_root(p, r) for r in _reads(p, o)}
+                for o in ops[j + 1:] + later):
+            product, rest = fused
+            out += ops[k + 1:j] + [product] + ([rest] if rest is not None else [])
+            k = j + 1
+            continue
+        out.append(op)
+        k += 1
+    return out
+
+
+def _mask(p, op: MatMul, loop: Loop):
+    """(the product writing the loop's first target with the mask as its epilogue, the
+    loop's other statements or None) when ``loop`` is relu's derivative of what ``op``
+    computes (see fuse_masks); else None."""
+    B = p.buffers
+    if op.kind not in ("nt", "nn") or op.accumulate or op.parts or op.epilogue is not None \
+            or not isinstance(op.N, int) or loop.product or not loop.stmts:
+        return None
+    target, index, kind, expr = loop.stmts[0]
+    names = tuple(n for n, _ in loop.indices)
+    z = op.C
+    if kind != "=" or target == LOSS or index != names or loop.indices[-1][1] != op.N \
+            or target == z or target not in B or z not in B:
+        return None
+    if B[target].kind != "work" or B[z].kind != "work" or B[target].alias or B[z].alias \
+            or B[target].shape != B[z].shape or z in (p.output, *p.graph.outputs):
+        return None
+    reads = {s: p.symbols[s] for s in expr.free_symbols if s in p.symbols}
+    zs = [s for s, a in reads.items() if a.array == z and tuple(a.index) == names]
+    hs = [s for s, a in reads.items() if a.array != z and a.array in B
+          and B[a.array].kind == "work" and not B[a.array].alias
+          and tuple(a.index) == names and B[a.array].shape == B[z].shape]
+    if len(reads) != 2 or len(zs) != 1 or len(hs) != 1 \
+            or set(expr.free_symbols) != {zs[0], hs[0]}:
+        return None
+    gate = sp.Piecewise((1, sp.StrictGreaterThan(hs[0], 0)), (0, True))
+    if expr != zs[0] * gate:
+        return None
+    mask = reads[hs[0]].array
+    if mask == target:
+        return None
+    # the other statements: the same formula (at the same point) read from the target
+    new = ir.element(p.symbols, target, *loop.stmts[0][1])
+    stmts, texts = [], []
+    for t, ix, kd, e in loop.stmts[1:]:
+        if t in (z, target, mask):
+            return None
+        e = new if e == expr else e.xreplace({expr: new})
+        for s in e.free_symbols:     # z nowhere else, the target only at the point
+            a = p.symbols.get(s)
+            if a is not None and _root(p, a.array) in (_root(p, z), _root(p, target)) \
+                    and not (a.array == target and tuple(a.index) == names):
+                return None
+        stmts.append((t, ix, kd, e))
+        texts.append(f"{t}[{','.join(ir.index_text(x) for x in ix)}] {kd} {text(e)}")
+    product = dataclasses.replace(op, C=target,
+                                  epilogue=Epilogue(None, "mask", loop.comment, mask=mask))
+    rest = dataclasses.replace(loop, stmts=stmts, comment="; ".join(texts)) if stmts else None
+    return product, rest

@@ -16,7 +16,7 @@ from ..ir import nodes as ir
 from ..derive.chain import NodeGrad, Term, delta_name, derive, grad_name, shifted, upstream_name
 from ..derive.chain import fused as is_fused
 from . import batchsum, correlate
-from .fuse import fuse_epilogues, fuse_loops, fuse_routes
+from .fuse import fuse_epilogues, fuse_loops, fuse_masks, fuse_routes
 from .overwrite import overwrite
 from .products import mark as mark_products
 from ..scalar.notation import text  # loop comments read like the derivation (net.formulas())
@@ -215,6 +215,7 @@ def plan(graph: ir.Graph) -> Plan:
     p.forward, p.backward = fuse_loops(p, p.forward), fuse_loops(p, p.backward)
     stack(p)
     p.forward = fuse_epilogues(p, p.forward, p.loss + p.backward)
+    p.backward = fuse_masks(p, p.backward, [])
     p.n_trainable = n_trainable
     if len(graph.outputs) == 1 and by_node[graph.outputs[0]].coupled is not None:
         p.loss_labels = [with_labels(op) for op in p.loss]

@@ -40,11 +40,15 @@ class Epilogue:
     before anything else reads it: ``C[m,n] = act(bias[n] + C[m,n])`` with act "linear"
     (x) or "relu" (x if x > 0 else 0): the loop ``H[b,i] = relu(b1[i] + z_H1[b,i])`` that
     followed the product, applied to each block of C while the product still holds it
-    (symnet.plan.fuse.fuse_epilogues).  ``loop``: that loop's comment, for the C."""
+    (symnet.plan.fuse.fuse_epilogues); or act "mask", ``C[m,n] = C[m,n]·(1 if
+    mask[m,n] > 0 else 0)`` (no bias): relu's derivative, ``δ_H1 = ∂L/∂H1·(1 if H1 > 0
+    else 0)``, applied by the product that computes ∂L/∂H1 (symnet.plan.fuse.fuse_masks),
+    ``mask`` an array of C's shape.  ``loop``: that loop's comment, for the C."""
 
-    bias: str
+    bias: str | None
     act: str
     loop: str
+    mask: str | None = None
 
 
 @dataclass

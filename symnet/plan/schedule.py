@@ -247,7 +247,8 @@ def halves(p, tensor: bool = False):
             return op.kind in ("nt", "nn") and batch_rows(op.M) is not None \
                 and (tensor or op.M == "batch" and not op.accumulate) and op.parts is None \
                 and _per_row(p, op.A) and _per_row(p, op.C) and not _per_row(p, op.B) \
-                and isinstance(op.N, int) and isinstance(op.K, int)
+                and isinstance(op.N, int) and isinstance(op.K, int) \
+                and (op.epilogue is None or not op.epilogue.mask or _per_row(p, op.epilogue.mask))
         if isinstance(op, SoftmaxXent):
             return _per_row(p, op.O) and (op.grad is None or _per_row(p, op.grad))
         if isinstance(op, (Zero, Fill)):

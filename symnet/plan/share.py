@@ -93,7 +93,9 @@ def _access(p, op) -> tuple | None:
         return read, read | stored
     if isinstance(op, MatMul):
         pairs = op.parts or [(op.A, op.B)]
-        read = _names(p, [x for pair in pairs for x in pair] + ([op.C] if op.accumulate else []))
+        read = _names(p, [x for pair in pairs for x in pair] + ([op.C] if op.accumulate else [])
+                      + ([op.epilogue.mask] if op.epilogue is not None and op.epilogue.mask
+                         else []))
         return read, read | _names(p, [op.C])
     if isinstance(op, Conv):
         read = _names(p, [op.X, op.W, op.delta] + ([op.gW] if op.accumulate else [])

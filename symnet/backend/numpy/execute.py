@@ -258,7 +258,10 @@ class Compiled:
 
     @staticmethod
     def _epilogue(e, C, env):
-        """C = act(bias + C) over its columns (ops.Epilogue)."""
+        """C = act(bias + C) over its columns, or C·(1 if mask > 0 else 0) (ops.Epilogue)."""
+        if e.act == "mask":
+            C *= np.where(env[e.mask].reshape(C.shape) > 0, 1, 0).astype(C.dtype)
+            return
         bias = env[e.bias].reshape(-1)
         C = C.reshape(-1, bias.size)        # a view: the rows of every position
         C += bias
