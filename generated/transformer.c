@@ -108,8 +108,8 @@
  *   loss: bce, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_8D68F7FE8C_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_8D68F7FE8C_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_5ABC46C011_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_5ABC46C011_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (32, 10)
  *   b1           offset       320  shape (32,)
  *   P2           offset       352  shape (8, 32)
@@ -140,48 +140,48 @@
  *   W17          offset     17696  shape (10, 32)
  *   b17          offset     18016  shape (10,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_8D68F7FE8C_WORK_SIZE(batch) numbers; SYMNET_8D68F7FE8C_TRAIN_WORK_SIZE(batch_size) for
- * symnet_8d68f7fe8c_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_5ABC46C011_WORK_SIZE(batch) numbers; SYMNET_5ABC46C011_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_5abc46c011_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 18026 + X B*80 + T or O B*80 + work (B*12754 + 18026)
- *   numbers of 4 bytes; e.g. B = 32: 1,797,200 bytes (training; forward only: 1,051,048).
+ *   numbers of 4 bytes; e.g. B = 32: 1,797,200 bytes (training; forward only: 1,014,184).
  */
-#ifndef SYMNET_8D68F7FE8C_H
-#define SYMNET_8D68F7FE8C_H
+#ifndef SYMNET_5ABC46C011_H
+#define SYMNET_5ABC46C011_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_8D68F7FE8C_REAL float  /* the number type of every array (float32) */
-#define SYMNET_8D68F7FE8C_N_INPUTS 80  /* features per example */
-#define SYMNET_8D68F7FE8C_N_OUTPUTS 80
-#define SYMNET_8D68F7FE8C_N_PARAMS 18026  /* numbers in the flat parameter array */
-#define SYMNET_8D68F7FE8C_WORK_PER_EXAMPLE 12754
-#define SYMNET_8D68F7FE8C_WORK_SIZE(batch) ((batch) * 12754 + 18026)  /* numbers of scratch per call */
-#define SYMNET_8D68F7FE8C_TRAIN_WORK_SIZE(batch_size) (SYMNET_8D68F7FE8C_WORK_SIZE(batch_size) + (batch_size) * 160)
-#define SYMNET_8D68F7FE8C_SGD 0       /* optimizer codes of symnet_8d68f7fe8c_update and symnet_8d68f7fe8c_train */
-#define SYMNET_8D68F7FE8C_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_8D68F7FE8C_N_PARAMS numbers */
-#define SYMNET_8D68F7FE8C_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_8D68F7FE8C_N_PARAMS numbers each */
+#define SYMNET_5ABC46C011_REAL float  /* the number type of every array (float32) */
+#define SYMNET_5ABC46C011_N_INPUTS 80  /* features per example */
+#define SYMNET_5ABC46C011_N_OUTPUTS 80
+#define SYMNET_5ABC46C011_N_PARAMS 18026  /* numbers in the flat parameter array */
+#define SYMNET_5ABC46C011_WORK_PER_EXAMPLE 12754
+#define SYMNET_5ABC46C011_WORK_SIZE(batch) ((batch) * 12754 + 18026)  /* numbers of scratch per call */
+#define SYMNET_5ABC46C011_TRAIN_WORK_SIZE(batch_size) (SYMNET_5ABC46C011_WORK_SIZE(batch_size) + (batch_size) * 160)
+#define SYMNET_5ABC46C011_SGD 0       /* optimizer codes of symnet_5abc46c011_update and symnet_5abc46c011_train */
+#define SYMNET_5ABC46C011_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_5ABC46C011_N_PARAMS numbers */
+#define SYMNET_5ABC46C011_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_5ABC46C011_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_8D68F7FE8C_N_OUTPUTS) = the network's output for X (batch × SYMNET_8D68F7FE8C_N_INPUTS). */
-void symnet_8d68f7fe8c_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_5ABC46C011_N_OUTPUTS) = the network's output for X (batch × SYMNET_5ABC46C011_N_INPUTS). */
+void symnet_5abc46c011_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_8d68f7fe8c_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_5abc46c011_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_8D68F7FE8C_N_PARAMS numbers) by back propagation. */
-float symnet_8d68f7fe8c_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_5ABC46C011_N_PARAMS numbers) by back propagation. */
+float symnet_5abc46c011_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_8d68f7fe8c_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_5abc46c011_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_8D68F7FE8C_SGD, SYMNET_8D68F7FE8C_MOMENTUM or SYMNET_8D68F7FE8C_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_5ABC46C011_SGD, SYMNET_5ABC46C011_MOMENTUM or SYMNET_5ABC46C011_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_8d68f7fe8c_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_5abc46c011_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -189,10 +189,10 @@ void symnet_8d68f7fe8c_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_8D68F7FE8C_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_5ABC46C011_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_8D68F7FE8C_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_8d68f7fe8c_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_5ABC46C011_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_5abc46c011_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -201,7 +201,7 @@ long long symnet_8d68f7fe8c_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_8D68F7FE8C_H */
+#endif /* SYMNET_5ABC46C011_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -891,38 +891,43 @@ static inline int sn_imax(int a, int b) { return a > b ? a : b; }
 static inline int sn_imin(int a, int b) { return a < b ? a : b; }
 
 /* The examples sn_lo ≤ b < sn_hi of the batch through the layers' ops that take each
- * example alone: embed, pos, z_B1_norm1_mean, B1_norm1_mean, B1_norm1_c, z_B1_norm1_rstd, B1_norm1_rstd, B1_norm1. */
+ * example alone: pos, z_B1_norm1_mean, B1_norm1_mean, B1_norm1_c, z_B1_norm1_rstd, B1_norm1_rstd, B1_norm1. */
 static void sn_rows_1(const real *params, real *work, const real *S, int batch, int sn_lo, int sn_hi)
 {
-    const real *b1 = params + 320;  /* b1: (32,) */
     const real *P2 = params + 352;  /* P2: (8, 32) */
     const real *gamma3 = params + 608;  /* gamma3: (32,) */
     const real *beta3 = params + 640;  /* beta3: (32,) */
 
-    real *z_embed = work + (size_t)batch * 0;  /* Σ of embed: (batch, 8, 32) */
-    real *embed = work + (size_t)batch * 256;  /* layer embed: (batch, 8, 32) */
-    real *pos = work + (size_t)batch * 512;  /* layer pos: (batch, 8, 32) */
-    real *z_B1_norm1_mean = work + (size_t)batch * 768;  /* Σ of B1_norm1_mean: (batch, 8) */
-    real *B1_norm1_mean = work + (size_t)batch * 776;  /* layer B1_norm1_mean: (batch, 8) */
+    real *embed = work + (size_t)batch * 0;  /* layer embed: (batch, 8, 32) */
+    real *pos = work + (size_t)batch * 256;  /* layer pos: (batch, 8, 32) */
+    real *z_B1_norm1_mean = work + (size_t)batch * 512;  /* Σ of B1_norm1_mean: (batch, 8) */
+    real *B1_norm1_mean = work + (size_t)batch * 520;  /* layer B1_norm1_mean: (batch, 8) */
     real *B1_norm1_c = work + (size_t)batch * 0;  /* layer B1_norm1_c: (batch, 8, 32) */
-    real *z_B1_norm1_rstd = work + (size_t)batch * 768;  /* Σ of B1_norm1_rstd: (batch, 8) */
-    real *B1_norm1_rstd = work + (size_t)batch * 776;  /* layer B1_norm1_rstd: (batch, 8) */
-    real *B1_norm1 = work + (size_t)batch * 256;  /* layer B1_norm1: (batch, 8, 32) */
+    real *z_B1_norm1_rstd = work + (size_t)batch * 512;  /* Σ of B1_norm1_rstd: (batch, 8) */
+    real *B1_norm1_rstd = work + (size_t)batch * 520;  /* layer B1_norm1_rstd: (batch, 8) */
+    real *B1_norm1 = work + (size_t)batch * 528;  /* layer B1_norm1: (batch, 8, 32) */
 
     (void)S;
-    /* embed[b,tq,i] = b1[i] + z_embed[b,tq,i]; pos[b,tq,i] = P2[tq,i] + embed[b,tq,i]; z_B1_norm1_mean[b,a] = Σ_e pos[b,a,e] */
+    /* pos[b,tq,i] = P2[tq,i] + embed[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
-        for (int tq = 0; tq < 8; tq++) {
+        for (int tq = 0; tq < 8; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+            for (int i = 0; i < 32; i++) {
+                pos[b * 256 + tq * 32 + i] = P2[tq * 32 + i] + embed[b * 256 + tq * 32 + i];
+            }
+    /* z_B1_norm1_mean[b,a] = Σ_e pos[b,a,e] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int a = 0; a < 8; a++) {
             real acc0 = 0;
 #ifdef SN_SIMD
 #pragma omp simd reduction(+:acc0)
 #endif
-            for (int i = 0; i < 32; i++) {
-                embed[b * 256 + tq * 32 + i] = b1[i] + z_embed[b * 256 + tq * 32 + i];
-                pos[b * 256 + tq * 32 + i] = P2[tq * 32 + i] + embed[b * 256 + tq * 32 + i];
-                acc0 += pos[b * 256 + tq * 32 + i];
+            for (int e = 0; e < 32; e++) {
+                acc0 += pos[b * 256 + a * 32 + e];
             }
-            z_B1_norm1_mean[b * 8 + tq] = acc0;
+            z_B1_norm1_mean[b * 8 + a] = acc0;
         }
     /* B1_norm1_mean[b,a] = z_B1_norm1_mean[b,a]/32 */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -932,16 +937,24 @@ static void sn_rows_1(const real *params, real *work, const real *S, int batch, 
         for (int a = 0; a < 8; a++) {
             B1_norm1_mean[b * 8 + a] = (1.0F/32.0F)*z_B1_norm1_mean[b * 8 + a];
         }
-    /* B1_norm1_c[b,a,d] = -B1_norm1_mean[b,a] + pos[b,a,d]; z_B1_norm1_rstd[b,a] = Σ_e B1_norm1_c[b,a,e]² */
+    /* B1_norm1_c[b,a,d] = -B1_norm1_mean[b,a] + pos[b,a,d] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int a = 0; a < 8; a++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+            for (int d = 0; d < 32; d++) {
+                B1_norm1_c[b * 256 + a * 32 + d] = -B1_norm1_mean[b * 8 + a] + pos[b * 256 + a * 32 + d];
+            }
+    /* z_B1_norm1_rstd[b,a] = Σ_e B1_norm1_c[b,a,e]² */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++) {
             real acc0 = 0;
 #ifdef SN_SIMD
 #pragma omp simd reduction(+:acc0)
 #endif
-            for (int d = 0; d < 32; d++) {
-                B1_norm1_c[b * 256 + a * 32 + d] = -B1_norm1_mean[b * 8 + a] + pos[b * 256 + a * 32 + d];
-                acc0 += B1_norm1_c[b * 256 + a * 32 + d]*B1_norm1_c[b * 256 + a * 32 + d];
+            for (int e = 0; e < 32; e++) {
+                acc0 += B1_norm1_c[b * 256 + a * 32 + e]*B1_norm1_c[b * 256 + a * 32 + e];
             }
             z_B1_norm1_rstd[b * 8 + a] = acc0;
         }
@@ -974,9 +987,9 @@ static void sn_rows_2(const real *params, real *work, const real *S, int batch, 
     real *z_B1_att_s = work + (size_t)batch * 1552;  /* Σ of B1_att_s: (batch, 4, 8, 8) */
     real *z_B1_att_m = work + (size_t)batch * 1808;  /* Σ of B1_att_m: (batch, 4, 8) */
     real *B1_att_e = work + (size_t)batch * 1840;  /* layer B1_att_e: (batch, 4, 8, 8) */
-    real *z_B1_att_z = work + (size_t)batch * 2096;  /* Σ of B1_att_z: (batch, 4, 8) */
+    real *z_B1_att_z = work + (size_t)batch * 1808;  /* Σ of B1_att_z: (batch, 4, 8) */
     real *B1_att_p = work + (size_t)batch * 1552;  /* layer B1_att_p: (batch, 4, 8, 8) */
-    real *z_B1_att_a = work + (size_t)batch * 2128;  /* Σ of B1_att_a: (batch, 8, 4, 8) */
+    real *z_B1_att_a = work + (size_t)batch * 2096;  /* Σ of B1_att_a: (batch, 8, 4, 8) */
     real *B1_att_s = z_B1_att_s;  /* layer B1_att_s: z_B1_att_s itself: (batch, 4, 8, 8) */
     real *B1_att_m = z_B1_att_m;  /* layer B1_att_m: z_B1_att_m itself: (batch, 4, 8) */
     real *B1_att_z = z_B1_att_z;  /* layer B1_att_z: z_B1_att_z itself: (batch, 4, 8) */
@@ -1002,7 +1015,17 @@ static void sn_rows_2(const real *params, real *work, const real *S, int batch, 
                 }
                 z_B1_att_m[b * 32 + hd * 8 + tq] = acc0 > z_B1_att_m[b * 32 + hd * 8 + tq] ? acc0 : z_B1_att_m[b * 32 + hd * 8 + tq];
             }
-    /* B1_att_e[b,hd,tq,tk] = exp(-B1_att_m[b,hd,tq] + B1_att_s[b,hd,tq,tk]); z_B1_att_z[b,hd,tq] = Σ_tk B1_att_e[b,hd,tq,tk] */
+    /* B1_att_e[b,hd,tq,tk] = exp(-B1_att_m[b,hd,tq] + B1_att_s[b,hd,tq,tk]) */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int hd = 0; hd < 4; hd++)
+            for (int tq = 0; tq < 8; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+                for (int tk = 0; tk < 8; tk++) {
+                    B1_att_e[b * 256 + hd * 64 + tq * 8 + tk] = sn_expf(-B1_att_m[b * 32 + hd * 8 + tq] + B1_att_s[b * 256 + hd * 64 + tq * 8 + tk]);
+                }
+    /* z_B1_att_z[b,hd,tq] = Σ_tk B1_att_e[b,hd,tq,tk] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++)
             for (int tq = 0; tq < 8; tq++) {
@@ -1011,7 +1034,6 @@ static void sn_rows_2(const real *params, real *work, const real *S, int batch, 
 #pragma omp simd reduction(+:acc0)
 #endif
                 for (int tk = 0; tk < 8; tk++) {
-                    B1_att_e[b * 256 + hd * 64 + tq * 8 + tk] = sn_expf(-B1_att_m[b * 32 + hd * 8 + tq] + B1_att_s[b * 256 + hd * 64 + tq * 8 + tk]);
                     acc0 += B1_att_e[b * 256 + hd * 64 + tq * 8 + tk];
                 }
                 z_B1_att_z[b * 32 + hd * 8 + tq] = acc0;
@@ -1037,38 +1059,43 @@ static void sn_rows_2(const real *params, real *work, const real *S, int batch, 
 }
 
 /* The examples sn_lo ≤ b < sn_hi of the batch through the layers' ops that take each
- * example alone: B1_att, B1_res1, z_B1_norm2_mean, B1_norm2_mean, B1_norm2_c, z_B1_norm2_rstd, B1_norm2_rstd, B1_norm2. */
+ * example alone: B1_res1, z_B1_norm2_mean, B1_norm2_mean, B1_norm2_c, z_B1_norm2_rstd, B1_norm2_rstd, B1_norm2. */
 static void sn_rows_3(const real *params, real *work, const real *S, int batch, int sn_lo, int sn_hi)
 {
-    const real *co4 = params + 4864;  /* co4: (32,) */
     const real *gamma6 = params + 4896;  /* gamma6: (32,) */
     const real *beta6 = params + 4928;  /* beta6: (32,) */
 
-    real *pos = work + (size_t)batch * 512;  /* layer pos: (batch, 8, 32) */
-    real *z_B1_att = work + (size_t)batch * 2384;  /* Σ of B1_att: (batch, 8, 32) */
-    real *B1_att = work + (size_t)batch * 2640;  /* layer B1_att: (batch, 8, 32) */
-    real *B1_res1 = work + (size_t)batch * 2896;  /* layer B1_res1: (batch, 8, 32) */
-    real *z_B1_norm2_mean = work + (size_t)batch * 3152;  /* Σ of B1_norm2_mean: (batch, 8) */
-    real *B1_norm2_mean = work + (size_t)batch * 3160;  /* layer B1_norm2_mean: (batch, 8) */
-    real *B1_norm2_c = work + (size_t)batch * 512;  /* layer B1_norm2_c: (batch, 8, 32) */
-    real *z_B1_norm2_rstd = work + (size_t)batch * 3152;  /* Σ of B1_norm2_rstd: (batch, 8) */
-    real *B1_norm2_rstd = work + (size_t)batch * 3160;  /* layer B1_norm2_rstd: (batch, 8) */
-    real *B1_norm2 = work + (size_t)batch * 2384;  /* layer B1_norm2: (batch, 8, 32) */
+    real *pos = work + (size_t)batch * 256;  /* layer pos: (batch, 8, 32) */
+    real *B1_att = work + (size_t)batch * 2352;  /* layer B1_att: (batch, 8, 32) */
+    real *B1_res1 = work + (size_t)batch * 2608;  /* layer B1_res1: (batch, 8, 32) */
+    real *z_B1_norm2_mean = work + (size_t)batch * 2864;  /* Σ of B1_norm2_mean: (batch, 8) */
+    real *B1_norm2_mean = work + (size_t)batch * 2872;  /* layer B1_norm2_mean: (batch, 8) */
+    real *B1_norm2_c = work + (size_t)batch * 256;  /* layer B1_norm2_c: (batch, 8, 32) */
+    real *z_B1_norm2_rstd = work + (size_t)batch * 2864;  /* Σ of B1_norm2_rstd: (batch, 8) */
+    real *B1_norm2_rstd = work + (size_t)batch * 2872;  /* layer B1_norm2_rstd: (batch, 8) */
+    real *B1_norm2 = work + (size_t)batch * 2352;  /* layer B1_norm2: (batch, 8, 32) */
 
     (void)S;
-    /* B1_att[b,tq,i] = co4[i] + z_B1_att[b,tq,i]; B1_res1[b,i,x] = B1_att[b,i,x] + pos[b,i,x]; z_B1_norm2_mean[b,a] = Σ_e B1_res1[b,a,e] */
+    /* B1_res1[b,i,x] = B1_att[b,i,x] + pos[b,i,x] */
     for (int b = sn_lo; b < sn_hi; b++)
-        for (int tq = 0; tq < 8; tq++) {
+        for (int i = 0; i < 8; i++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+            for (int x = 0; x < 32; x++) {
+                B1_res1[b * 256 + i * 32 + x] = B1_att[b * 256 + i * 32 + x] + pos[b * 256 + i * 32 + x];
+            }
+    /* z_B1_norm2_mean[b,a] = Σ_e B1_res1[b,a,e] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int a = 0; a < 8; a++) {
             real acc0 = 0;
 #ifdef SN_SIMD
 #pragma omp simd reduction(+:acc0)
 #endif
-            for (int i = 0; i < 32; i++) {
-                B1_att[b * 256 + tq * 32 + i] = co4[i] + z_B1_att[b * 256 + tq * 32 + i];
-                B1_res1[b * 256 + tq * 32 + i] = B1_att[b * 256 + tq * 32 + i] + pos[b * 256 + tq * 32 + i];
-                acc0 += B1_res1[b * 256 + tq * 32 + i];
+            for (int e = 0; e < 32; e++) {
+                acc0 += B1_res1[b * 256 + a * 32 + e];
             }
-            z_B1_norm2_mean[b * 8 + tq] = acc0;
+            z_B1_norm2_mean[b * 8 + a] = acc0;
         }
     /* B1_norm2_mean[b,a] = z_B1_norm2_mean[b,a]/32 */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -1078,16 +1105,24 @@ static void sn_rows_3(const real *params, real *work, const real *S, int batch, 
         for (int a = 0; a < 8; a++) {
             B1_norm2_mean[b * 8 + a] = (1.0F/32.0F)*z_B1_norm2_mean[b * 8 + a];
         }
-    /* B1_norm2_c[b,a,d] = -B1_norm2_mean[b,a] + B1_res1[b,a,d]; z_B1_norm2_rstd[b,a] = Σ_e B1_norm2_c[b,a,e]² */
+    /* B1_norm2_c[b,a,d] = -B1_norm2_mean[b,a] + B1_res1[b,a,d] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int a = 0; a < 8; a++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+            for (int d = 0; d < 32; d++) {
+                B1_norm2_c[b * 256 + a * 32 + d] = -B1_norm2_mean[b * 8 + a] + B1_res1[b * 256 + a * 32 + d];
+            }
+    /* z_B1_norm2_rstd[b,a] = Σ_e B1_norm2_c[b,a,e]² */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++) {
             real acc0 = 0;
 #ifdef SN_SIMD
 #pragma omp simd reduction(+:acc0)
 #endif
-            for (int d = 0; d < 32; d++) {
-                B1_norm2_c[b * 256 + a * 32 + d] = -B1_norm2_mean[b * 8 + a] + B1_res1[b * 256 + a * 32 + d];
-                acc0 += B1_norm2_c[b * 256 + a * 32 + d]*B1_norm2_c[b * 256 + a * 32 + d];
+            for (int e = 0; e < 32; e++) {
+                acc0 += B1_norm2_c[b * 256 + a * 32 + e]*B1_norm2_c[b * 256 + a * 32 + e];
             }
             z_B1_norm2_rstd[b * 8 + a] = acc0;
         }
@@ -1112,38 +1147,43 @@ static void sn_rows_3(const real *params, real *work, const real *S, int batch, 
 }
 
 /* The examples sn_lo ≤ b < sn_hi of the batch through the layers' ops that take each
- * example alone: B1_ff2, B1, z_B2_norm1_mean, B2_norm1_mean, B2_norm1_c, z_B2_norm1_rstd, B2_norm1_rstd, B2_norm1. */
+ * example alone: B1, z_B2_norm1_mean, B2_norm1_mean, B2_norm1_c, z_B2_norm1_rstd, B2_norm1_rstd, B2_norm1. */
 static void sn_rows_4(const real *params, real *work, const real *S, int batch, int sn_lo, int sn_hi)
 {
-    const real *b8 = params + 9120;  /* b8: (32,) */
     const real *gamma10 = params + 9152;  /* gamma10: (32,) */
     const real *beta10 = params + 9184;  /* beta10: (32,) */
 
-    real *B1_res1 = work + (size_t)batch * 2896;  /* layer B1_res1: (batch, 8, 32) */
-    real *z_B1_ff2 = work + (size_t)batch * 2640;  /* Σ of B1_ff2: (batch, 8, 32) */
-    real *B1_ff2 = work + (size_t)batch * 3680;  /* layer B1_ff2: (batch, 8, 32) */
-    real *B1 = work + (size_t)batch * 3936;  /* layer B1: (batch, 8, 32) */
-    real *z_B2_norm1_mean = work + (size_t)batch * 4192;  /* Σ of B2_norm1_mean: (batch, 8) */
-    real *B2_norm1_mean = work + (size_t)batch * 4200;  /* layer B2_norm1_mean: (batch, 8) */
-    real *B2_norm1_c = work + (size_t)batch * 2640;  /* layer B2_norm1_c: (batch, 8, 32) */
-    real *z_B2_norm1_rstd = work + (size_t)batch * 4192;  /* Σ of B2_norm1_rstd: (batch, 8) */
-    real *B2_norm1_rstd = work + (size_t)batch * 4200;  /* layer B2_norm1_rstd: (batch, 8) */
-    real *B2_norm1 = work + (size_t)batch * 2896;  /* layer B2_norm1: (batch, 8, 32) */
+    real *B1_res1 = work + (size_t)batch * 2608;  /* layer B1_res1: (batch, 8, 32) */
+    real *B1_ff2 = work + (size_t)batch * 3392;  /* layer B1_ff2: (batch, 8, 32) */
+    real *B1 = work + (size_t)batch * 3648;  /* layer B1: (batch, 8, 32) */
+    real *z_B2_norm1_mean = work + (size_t)batch * 3904;  /* Σ of B2_norm1_mean: (batch, 8) */
+    real *B2_norm1_mean = work + (size_t)batch * 3912;  /* layer B2_norm1_mean: (batch, 8) */
+    real *B2_norm1_c = work + (size_t)batch * 2608;  /* layer B2_norm1_c: (batch, 8, 32) */
+    real *z_B2_norm1_rstd = work + (size_t)batch * 3904;  /* Σ of B2_norm1_rstd: (batch, 8) */
+    real *B2_norm1_rstd = work + (size_t)batch * 3912;  /* layer B2_norm1_rstd: (batch, 8) */
+    real *B2_norm1 = work + (size_t)batch * 3392;  /* layer B2_norm1: (batch, 8, 32) */
 
     (void)S;
-    /* B1_ff2[b,tq,i] = b8[i] + z_B1_ff2[b,tq,i]; B1[b,i,x] = B1_ff2[b,i,x] + B1_res1[b,i,x]; z_B2_norm1_mean[b,a] = Σ_e B1[b,a,e] */
+    /* B1[b,i,x] = B1_ff2[b,i,x] + B1_res1[b,i,x] */
     for (int b = sn_lo; b < sn_hi; b++)
-        for (int tq = 0; tq < 8; tq++) {
+        for (int i = 0; i < 8; i++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+            for (int x = 0; x < 32; x++) {
+                B1[b * 256 + i * 32 + x] = B1_ff2[b * 256 + i * 32 + x] + B1_res1[b * 256 + i * 32 + x];
+            }
+    /* z_B2_norm1_mean[b,a] = Σ_e B1[b,a,e] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int a = 0; a < 8; a++) {
             real acc0 = 0;
 #ifdef SN_SIMD
 #pragma omp simd reduction(+:acc0)
 #endif
-            for (int i = 0; i < 32; i++) {
-                B1_ff2[b * 256 + tq * 32 + i] = b8[i] + z_B1_ff2[b * 256 + tq * 32 + i];
-                B1[b * 256 + tq * 32 + i] = B1_ff2[b * 256 + tq * 32 + i] + B1_res1[b * 256 + tq * 32 + i];
-                acc0 += B1[b * 256 + tq * 32 + i];
+            for (int e = 0; e < 32; e++) {
+                acc0 += B1[b * 256 + a * 32 + e];
             }
-            z_B2_norm1_mean[b * 8 + tq] = acc0;
+            z_B2_norm1_mean[b * 8 + a] = acc0;
         }
     /* B2_norm1_mean[b,a] = z_B2_norm1_mean[b,a]/32 */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -1153,16 +1193,24 @@ static void sn_rows_4(const real *params, real *work, const real *S, int batch, 
         for (int a = 0; a < 8; a++) {
             B2_norm1_mean[b * 8 + a] = (1.0F/32.0F)*z_B2_norm1_mean[b * 8 + a];
         }
-    /* B2_norm1_c[b,a,d] = B1[b,a,d] - B2_norm1_mean[b,a]; z_B2_norm1_rstd[b,a] = Σ_e B2_norm1_c[b,a,e]² */
+    /* B2_norm1_c[b,a,d] = B1[b,a,d] - B2_norm1_mean[b,a] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int a = 0; a < 8; a++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+            for (int d = 0; d < 32; d++) {
+                B2_norm1_c[b * 256 + a * 32 + d] = B1[b * 256 + a * 32 + d] - B2_norm1_mean[b * 8 + a];
+            }
+    /* z_B2_norm1_rstd[b,a] = Σ_e B2_norm1_c[b,a,e]² */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++) {
             real acc0 = 0;
 #ifdef SN_SIMD
 #pragma omp simd reduction(+:acc0)
 #endif
-            for (int d = 0; d < 32; d++) {
-                B2_norm1_c[b * 256 + a * 32 + d] = B1[b * 256 + a * 32 + d] - B2_norm1_mean[b * 8 + a];
-                acc0 += B2_norm1_c[b * 256 + a * 32 + d]*B2_norm1_c[b * 256 + a * 32 + d];
+            for (int e = 0; e < 32; e++) {
+                acc0 += B2_norm1_c[b * 256 + a * 32 + e]*B2_norm1_c[b * 256 + a * 32 + e];
             }
             z_B2_norm1_rstd[b * 8 + a] = acc0;
         }
@@ -1191,13 +1239,13 @@ static void sn_rows_4(const real *params, real *work, const real *S, int batch, 
 static void sn_rows_5(const real *params, real *work, const real *S, int batch, int sn_lo, int sn_hi)
 {
 
-    real *B2_att_qkv = work + (size_t)batch * 4208;  /* layer B2_att_qkv: (batch, 8, 96) */
-    real *z_B2_att_s = work + (size_t)batch * 3680;  /* Σ of B2_att_s: (batch, 4, 8, 8) */
-    real *z_B2_att_m = work + (size_t)batch * 1808;  /* Σ of B2_att_m: (batch, 4, 8) */
+    real *B2_att_qkv = work + (size_t)batch * 3920;  /* layer B2_att_qkv: (batch, 8, 96) */
+    real *z_B2_att_s = work + (size_t)batch * 4688;  /* Σ of B2_att_s: (batch, 4, 8, 8) */
+    real *z_B2_att_m = work + (size_t)batch * 4944;  /* Σ of B2_att_m: (batch, 4, 8) */
     real *B2_att_e = work + (size_t)batch * 4976;  /* layer B2_att_e: (batch, 4, 8, 8) */
-    real *z_B2_att_z = work + (size_t)batch * 5232;  /* Σ of B2_att_z: (batch, 4, 8) */
-    real *B2_att_p = work + (size_t)batch * 3680;  /* layer B2_att_p: (batch, 4, 8, 8) */
-    real *z_B2_att_a = work + (size_t)batch * 5264;  /* Σ of B2_att_a: (batch, 8, 4, 8) */
+    real *z_B2_att_z = work + (size_t)batch * 4944;  /* Σ of B2_att_z: (batch, 4, 8) */
+    real *B2_att_p = work + (size_t)batch * 4688;  /* layer B2_att_p: (batch, 4, 8, 8) */
+    real *z_B2_att_a = work + (size_t)batch * 5232;  /* Σ of B2_att_a: (batch, 8, 4, 8) */
     real *B2_att_s = z_B2_att_s;  /* layer B2_att_s: z_B2_att_s itself: (batch, 4, 8, 8) */
     real *B2_att_m = z_B2_att_m;  /* layer B2_att_m: z_B2_att_m itself: (batch, 4, 8) */
     real *B2_att_z = z_B2_att_z;  /* layer B2_att_z: z_B2_att_z itself: (batch, 4, 8) */
@@ -1223,7 +1271,17 @@ static void sn_rows_5(const real *params, real *work, const real *S, int batch, 
                 }
                 z_B2_att_m[b * 32 + hd * 8 + tq] = acc0 > z_B2_att_m[b * 32 + hd * 8 + tq] ? acc0 : z_B2_att_m[b * 32 + hd * 8 + tq];
             }
-    /* B2_att_e[b,hd,tq,tk] = exp(-B2_att_m[b,hd,tq] + B2_att_s[b,hd,tq,tk]); z_B2_att_z[b,hd,tq] = Σ_tk B2_att_e[b,hd,tq,tk] */
+    /* B2_att_e[b,hd,tq,tk] = exp(-B2_att_m[b,hd,tq] + B2_att_s[b,hd,tq,tk]) */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int hd = 0; hd < 4; hd++)
+            for (int tq = 0; tq < 8; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+                for (int tk = 0; tk < 8; tk++) {
+                    B2_att_e[b * 256 + hd * 64 + tq * 8 + tk] = sn_expf(-B2_att_m[b * 32 + hd * 8 + tq] + B2_att_s[b * 256 + hd * 64 + tq * 8 + tk]);
+                }
+    /* z_B2_att_z[b,hd,tq] = Σ_tk B2_att_e[b,hd,tq,tk] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++)
             for (int tq = 0; tq < 8; tq++) {
@@ -1232,7 +1290,6 @@ static void sn_rows_5(const real *params, real *work, const real *S, int batch, 
 #pragma omp simd reduction(+:acc0)
 #endif
                 for (int tk = 0; tk < 8; tk++) {
-                    B2_att_e[b * 256 + hd * 64 + tq * 8 + tk] = sn_expf(-B2_att_m[b * 32 + hd * 8 + tq] + B2_att_s[b * 256 + hd * 64 + tq * 8 + tk]);
                     acc0 += B2_att_e[b * 256 + hd * 64 + tq * 8 + tk];
                 }
                 z_B2_att_z[b * 32 + hd * 8 + tq] = acc0;
@@ -1258,38 +1315,43 @@ static void sn_rows_5(const real *params, real *work, const real *S, int batch, 
 }
 
 /* The examples sn_lo ≤ b < sn_hi of the batch through the layers' ops that take each
- * example alone: B2_att, B2_res1, z_B2_norm2_mean, B2_norm2_mean, B2_norm2_c, z_B2_norm2_rstd, B2_norm2_rstd, B2_norm2. */
+ * example alone: B2_res1, z_B2_norm2_mean, B2_norm2_mean, B2_norm2_c, z_B2_norm2_rstd, B2_norm2_rstd, B2_norm2. */
 static void sn_rows_6(const real *params, real *work, const real *S, int batch, int sn_lo, int sn_hi)
 {
-    const real *co11 = params + 13408;  /* co11: (32,) */
     const real *gamma13 = params + 13440;  /* gamma13: (32,) */
     const real *beta13 = params + 13472;  /* beta13: (32,) */
 
-    real *B1 = work + (size_t)batch * 3936;  /* layer B1: (batch, 8, 32) */
-    real *z_B2_att = work + (size_t)batch * 5520;  /* Σ of B2_att: (batch, 8, 32) */
-    real *B2_att = work + (size_t)batch * 5776;  /* layer B2_att: (batch, 8, 32) */
-    real *B2_res1 = work + (size_t)batch * 6032;  /* layer B2_res1: (batch, 8, 32) */
-    real *z_B2_norm2_mean = work + (size_t)batch * 6288;  /* Σ of B2_norm2_mean: (batch, 8) */
-    real *B2_norm2_mean = work + (size_t)batch * 6296;  /* layer B2_norm2_mean: (batch, 8) */
-    real *B2_norm2_c = work + (size_t)batch * 3936;  /* layer B2_norm2_c: (batch, 8, 32) */
-    real *z_B2_norm2_rstd = work + (size_t)batch * 6288;  /* Σ of B2_norm2_rstd: (batch, 8) */
-    real *B2_norm2_rstd = work + (size_t)batch * 6296;  /* layer B2_norm2_rstd: (batch, 8) */
-    real *B2_norm2 = work + (size_t)batch * 5520;  /* layer B2_norm2: (batch, 8, 32) */
+    real *B1 = work + (size_t)batch * 3648;  /* layer B1: (batch, 8, 32) */
+    real *B2_att = work + (size_t)batch * 5488;  /* layer B2_att: (batch, 8, 32) */
+    real *B2_res1 = work + (size_t)batch * 5744;  /* layer B2_res1: (batch, 8, 32) */
+    real *z_B2_norm2_mean = work + (size_t)batch * 6000;  /* Σ of B2_norm2_mean: (batch, 8) */
+    real *B2_norm2_mean = work + (size_t)batch * 6008;  /* layer B2_norm2_mean: (batch, 8) */
+    real *B2_norm2_c = work + (size_t)batch * 3648;  /* layer B2_norm2_c: (batch, 8, 32) */
+    real *z_B2_norm2_rstd = work + (size_t)batch * 6000;  /* Σ of B2_norm2_rstd: (batch, 8) */
+    real *B2_norm2_rstd = work + (size_t)batch * 6008;  /* layer B2_norm2_rstd: (batch, 8) */
+    real *B2_norm2 = work + (size_t)batch * 5488;  /* layer B2_norm2: (batch, 8, 32) */
 
     (void)S;
-    /* B2_att[b,tq,i] = co11[i] + z_B2_att[b,tq,i]; B2_res1[b,i,x] = B1[b,i,x] + B2_att[b,i,x]; z_B2_norm2_mean[b,a] = Σ_e B2_res1[b,a,e] */
+    /* B2_res1[b,i,x] = B1[b,i,x] + B2_att[b,i,x] */
     for (int b = sn_lo; b < sn_hi; b++)
-        for (int tq = 0; tq < 8; tq++) {
+        for (int i = 0; i < 8; i++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+            for (int x = 0; x < 32; x++) {
+                B2_res1[b * 256 + i * 32 + x] = B1[b * 256 + i * 32 + x] + B2_att[b * 256 + i * 32 + x];
+            }
+    /* z_B2_norm2_mean[b,a] = Σ_e B2_res1[b,a,e] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int a = 0; a < 8; a++) {
             real acc0 = 0;
 #ifdef SN_SIMD
 #pragma omp simd reduction(+:acc0)
 #endif
-            for (int i = 0; i < 32; i++) {
-                B2_att[b * 256 + tq * 32 + i] = co11[i] + z_B2_att[b * 256 + tq * 32 + i];
-                B2_res1[b * 256 + tq * 32 + i] = B1[b * 256 + tq * 32 + i] + B2_att[b * 256 + tq * 32 + i];
-                acc0 += B2_res1[b * 256 + tq * 32 + i];
+            for (int e = 0; e < 32; e++) {
+                acc0 += B2_res1[b * 256 + a * 32 + e];
             }
-            z_B2_norm2_mean[b * 8 + tq] = acc0;
+            z_B2_norm2_mean[b * 8 + a] = acc0;
         }
     /* B2_norm2_mean[b,a] = z_B2_norm2_mean[b,a]/32 */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -1299,16 +1361,24 @@ static void sn_rows_6(const real *params, real *work, const real *S, int batch, 
         for (int a = 0; a < 8; a++) {
             B2_norm2_mean[b * 8 + a] = (1.0F/32.0F)*z_B2_norm2_mean[b * 8 + a];
         }
-    /* B2_norm2_c[b,a,d] = -B2_norm2_mean[b,a] + B2_res1[b,a,d]; z_B2_norm2_rstd[b,a] = Σ_e B2_norm2_c[b,a,e]² */
+    /* B2_norm2_c[b,a,d] = -B2_norm2_mean[b,a] + B2_res1[b,a,d] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int a = 0; a < 8; a++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+            for (int d = 0; d < 32; d++) {
+                B2_norm2_c[b * 256 + a * 32 + d] = -B2_norm2_mean[b * 8 + a] + B2_res1[b * 256 + a * 32 + d];
+            }
+    /* z_B2_norm2_rstd[b,a] = Σ_e B2_norm2_c[b,a,e]² */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++) {
             real acc0 = 0;
 #ifdef SN_SIMD
 #pragma omp simd reduction(+:acc0)
 #endif
-            for (int d = 0; d < 32; d++) {
-                B2_norm2_c[b * 256 + a * 32 + d] = -B2_norm2_mean[b * 8 + a] + B2_res1[b * 256 + a * 32 + d];
-                acc0 += B2_norm2_c[b * 256 + a * 32 + d]*B2_norm2_c[b * 256 + a * 32 + d];
+            for (int e = 0; e < 32; e++) {
+                acc0 += B2_norm2_c[b * 256 + a * 32 + e]*B2_norm2_c[b * 256 + a * 32 + e];
             }
             z_B2_norm2_rstd[b * 8 + a] = acc0;
         }
@@ -1333,26 +1403,24 @@ static void sn_rows_6(const real *params, real *work, const real *S, int batch, 
 }
 
 /* The examples sn_lo ≤ b < sn_hi of the batch through the layers' ops that take each
- * example alone: B2_ff2, B2. */
+ * example alone: B2. */
 static void sn_rows_7(const real *params, real *work, const real *S, int batch, int sn_lo, int sn_hi)
 {
-    const real *b15 = params + 17664;  /* b15: (32,) */
 
-    real *B2_res1 = work + (size_t)batch * 6032;  /* layer B2_res1: (batch, 8, 32) */
-    real *z_B2_ff2 = work + (size_t)batch * 5776;  /* Σ of B2_ff2: (batch, 8, 32) */
-    real *B2_ff2 = work + (size_t)batch * 6816;  /* layer B2_ff2: (batch, 8, 32) */
-    real *B2 = work + (size_t)batch * 7072;  /* layer B2: (batch, 8, 32) */
+    real *B2_res1 = work + (size_t)batch * 5744;  /* layer B2_res1: (batch, 8, 32) */
+    real *B2_ff2 = work + (size_t)batch * 6528;  /* layer B2_ff2: (batch, 8, 32) */
+    real *B2 = work + (size_t)batch * 6784;  /* layer B2: (batch, 8, 32) */
 
+    (void)params;
     (void)S;
-    /* B2_ff2[b,tq,i] = b15[i] + z_B2_ff2[b,tq,i]; B2[b,i,x] = B2_ff2[b,i,x] + B2_res1[b,i,x] */
+    /* B2[b,i,x] = B2_ff2[b,i,x] + B2_res1[b,i,x] */
     for (int b = sn_lo; b < sn_hi; b++)
-        for (int tq = 0; tq < 8; tq++)
+        for (int i = 0; i < 8; i++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
-            for (int i = 0; i < 32; i++) {
-                B2_ff2[b * 256 + tq * 32 + i] = b15[i] + z_B2_ff2[b * 256 + tq * 32 + i];
-                B2[b * 256 + tq * 32 + i] = B2_ff2[b * 256 + tq * 32 + i] + B2_res1[b * 256 + tq * 32 + i];
+            for (int x = 0; x < 32; x++) {
+                B2[b * 256 + i * 32 + x] = B2_ff2[b * 256 + i * 32 + x] + B2_res1[b * 256 + i * 32 + x];
             }
 
 }
@@ -1363,8 +1431,8 @@ static void sn_rows_8(const real *params, real *work, const real *S, int batch, 
 {
     const real *b17 = params + 18016;  /* b17: (10,) */
 
-    real *z_O = work + (size_t)batch * 7328;  /* Σ of O: (batch, 8, 10) */
-    real *sn_u_O = work + (size_t)batch * 7408;  /* layer O: (batch, 8, 10) */
+    real *z_O = work + (size_t)batch * 7040;  /* Σ of O: (batch, 8, 10) */
+    real *sn_u_O = work + (size_t)batch * 7120;  /* layer O: (batch, 8, 10) */
 
     (void)S;
     /* O[b,tq,i] = σ(b17[i] + z_O[b,tq,i]) */
@@ -1383,50 +1451,56 @@ static void sn_rows_8(const real *params, real *work, const real *S, int batch, 
 static void sn_forward(const real *params, real *work, const real *S, int batch)
 {
     const real *W1 = params + 0;  /* W1: (32, 10) */
+    const real *b1 = params + 320;  /* b1: (32,) */
     const real *W4 = params + 672;  /* W4: (96, 32) */
     const real *c4 = params + 3744;  /* c4: (96,) */
     const real *Wo4 = params + 3840;  /* Wo4: (32, 32) */
+    const real *co4 = params + 4864;  /* co4: (32,) */
     const real *W7 = params + 4960;  /* W7: (64, 32) */
     const real *b7 = params + 7008;  /* b7: (64,) */
     const real *W8 = params + 7072;  /* W8: (32, 64) */
+    const real *b8 = params + 9120;  /* b8: (32,) */
     const real *W11 = params + 9216;  /* W11: (96, 32) */
     const real *c11 = params + 12288;  /* c11: (96,) */
     const real *Wo11 = params + 12384;  /* Wo11: (32, 32) */
+    const real *co11 = params + 13408;  /* co11: (32,) */
     const real *W14 = params + 13504;  /* W14: (64, 32) */
     const real *b14 = params + 15552;  /* b14: (64,) */
     const real *W15 = params + 15616;  /* W15: (32, 64) */
+    const real *b15 = params + 17664;  /* b15: (32,) */
     const real *W17 = params + 17696;  /* W17: (10, 32) */
 
-    real *z_embed = work + (size_t)batch * 0;  /* Σ of embed: (batch, 8, 32) */
-    real *B1_norm1 = work + (size_t)batch * 256;  /* layer B1_norm1: (batch, 8, 32) */
+    real *embed = work + (size_t)batch * 0;  /* layer embed: (batch, 8, 32) */
+    real *B1_norm1 = work + (size_t)batch * 528;  /* layer B1_norm1: (batch, 8, 32) */
     real *B1_att_qkv = work + (size_t)batch * 784;  /* layer B1_att_qkv: (batch, 8, 96) */
-    real *z_B1_att_a = work + (size_t)batch * 2128;  /* Σ of B1_att_a: (batch, 8, 4, 8) */
-    real *z_B1_att = work + (size_t)batch * 2384;  /* Σ of B1_att: (batch, 8, 32) */
-    real *B1_norm2 = work + (size_t)batch * 2384;  /* layer B1_norm2: (batch, 8, 32) */
-    real *B1_ff1 = work + (size_t)batch * 3168;  /* layer B1_ff1: (batch, 8, 64) */
-    real *z_B1_ff2 = work + (size_t)batch * 2640;  /* Σ of B1_ff2: (batch, 8, 32) */
-    real *B2_norm1 = work + (size_t)batch * 2896;  /* layer B2_norm1: (batch, 8, 32) */
-    real *B2_att_qkv = work + (size_t)batch * 4208;  /* layer B2_att_qkv: (batch, 8, 96) */
-    real *z_B2_att_a = work + (size_t)batch * 5264;  /* Σ of B2_att_a: (batch, 8, 4, 8) */
-    real *z_B2_att = work + (size_t)batch * 5520;  /* Σ of B2_att: (batch, 8, 32) */
-    real *B2_norm2 = work + (size_t)batch * 5520;  /* layer B2_norm2: (batch, 8, 32) */
-    real *B2_ff1 = work + (size_t)batch * 6304;  /* layer B2_ff1: (batch, 8, 64) */
-    real *z_B2_ff2 = work + (size_t)batch * 5776;  /* Σ of B2_ff2: (batch, 8, 32) */
-    real *B2 = work + (size_t)batch * 7072;  /* layer B2: (batch, 8, 32) */
-    real *z_O = work + (size_t)batch * 7328;  /* Σ of O: (batch, 8, 10) */
+    real *z_B1_att_a = work + (size_t)batch * 2096;  /* Σ of B1_att_a: (batch, 8, 4, 8) */
+    real *B1_att = work + (size_t)batch * 2352;  /* layer B1_att: (batch, 8, 32) */
+    real *B1_norm2 = work + (size_t)batch * 2352;  /* layer B1_norm2: (batch, 8, 32) */
+    real *B1_ff1 = work + (size_t)batch * 2880;  /* layer B1_ff1: (batch, 8, 64) */
+    real *B1_ff2 = work + (size_t)batch * 3392;  /* layer B1_ff2: (batch, 8, 32) */
+    real *B2_norm1 = work + (size_t)batch * 3392;  /* layer B2_norm1: (batch, 8, 32) */
+    real *B2_att_qkv = work + (size_t)batch * 3920;  /* layer B2_att_qkv: (batch, 8, 96) */
+    real *z_B2_att_a = work + (size_t)batch * 5232;  /* Σ of B2_att_a: (batch, 8, 4, 8) */
+    real *B2_att = work + (size_t)batch * 5488;  /* layer B2_att: (batch, 8, 32) */
+    real *B2_norm2 = work + (size_t)batch * 5488;  /* layer B2_norm2: (batch, 8, 32) */
+    real *B2_ff1 = work + (size_t)batch * 6016;  /* layer B2_ff1: (batch, 8, 64) */
+    real *B2_ff2 = work + (size_t)batch * 6528;  /* layer B2_ff2: (batch, 8, 32) */
+    real *B2 = work + (size_t)batch * 6784;  /* layer B2: (batch, 8, 32) */
+    real *z_O = work + (size_t)batch * 7040;  /* Σ of O: (batch, 8, 10) */
     real *B1_att_a = z_B1_att_a;  /* layer B1_att_a: z_B1_att_a itself: (batch, 8, 4, 8) */
     real *B2_att_a = z_B2_att_a;  /* layer B2_att_a: z_B2_att_a itself: (batch, 8, 4, 8) */
 
-    /* z_embed[b,t,i] = Σ_j W1[i,j]·S[b,t,j] for each of the 8 positions t */
-    sn_mm_nt(batch * 8, 32, 10, S, W1, z_embed, 0);
-    /* embed, pos, z_B1_norm1_mean, B1_norm1_mean, B1_norm1_c, z_B1_norm1_rstd, B1_norm1_rstd, B1_norm1: the batch in chunks of examples through sn_rows_1, the chunks
+    /* embed[b,tq,i] = b1[i] + z_embed[b,tq,i], where z_embed[b,t,i] = Σ_j W1[i,j]·S[b,t,j] for each of the 8 positions t:
+       the sums are not stored: the product writes embed, each block as its sums finish */
+    sn_mm_nt_e(batch * 8, 32, 10, S, W1, NULL, embed, b1, NULL, 0);
+    /* pos, z_B1_norm1_mean, B1_norm1_mean, B1_norm1_c, z_B1_norm1_rstd, B1_norm1_rstd, B1_norm1: the batch in chunks of examples through sn_rows_1, the chunks
        on as many threads as pay for their join: n threads cost work/n + one join, so each
        thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 12416 multiply-adds per example */
+       two joins); the work, about 10368 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
 #ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 12416 * batch, sn_n) : 1;
+        const int sn_used = sn_on ? sn_threads(2.0 * 10368 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
 #endif
         for (int sn_c = 0; sn_c < sn_n; sn_c++)
@@ -1448,16 +1522,17 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
         for (int sn_c = 0; sn_c < sn_n; sn_c++)
             sn_rows_2(params, work, S, batch, sn_share(batch, sn_c, sn_n), sn_share(batch, sn_c + 1, sn_n));
     }
-    /* z_B1_att[b,t,i] = Σ_j Wo4[i,j]·B1_att_a[b,t,j] for each of the 8 positions t */
-    sn_mm_nt(batch * 8, 32, 32, B1_att_a, Wo4, z_B1_att, 0);
-    /* B1_att, B1_res1, z_B1_norm2_mean, B1_norm2_mean, B1_norm2_c, z_B1_norm2_rstd, B1_norm2_rstd, B1_norm2: the batch in chunks of examples through sn_rows_3, the chunks
+    /* B1_att[b,tq,i] = co4[i] + z_B1_att[b,tq,i], where z_B1_att[b,t,i] = Σ_j Wo4[i,j]·B1_att_a[b,t,j] for each of the 8 positions t:
+       the sums are not stored: the product writes B1_att, each block as its sums finish */
+    sn_mm_nt_e(batch * 8, 32, 32, B1_att_a, Wo4, NULL, B1_att, co4, NULL, 0);
+    /* B1_res1, z_B1_norm2_mean, B1_norm2_mean, B1_norm2_c, z_B1_norm2_rstd, B1_norm2_rstd, B1_norm2: the batch in chunks of examples through sn_rows_3, the chunks
        on as many threads as pay for their join: n threads cost work/n + one join, so each
        thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 12416 multiply-adds per example */
+       two joins); the work, about 10368 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
 #ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 12416 * batch, sn_n) : 1;
+        const int sn_used = sn_on ? sn_threads(2.0 * 10368 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
 #endif
         for (int sn_c = 0; sn_c < sn_n; sn_c++)
@@ -1466,16 +1541,17 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
     /* B1_ff1[b,tq,i] = (b7[i] + z_B1_ff1[b,tq,i] if b7[i] + z_B1_ff1[b,tq,i] > 0 else 0), where z_B1_ff1[b,t,i] = Σ_j W7[i,j]·B1_norm2[b,t,j] for each of the 8 positions t:
        the sums are not stored: the product writes B1_ff1, each block as its sums finish */
     sn_mm_nt_e(batch * 8, 64, 32, B1_norm2, W7, NULL, B1_ff1, b7, NULL, 1);
-    /* z_B1_ff2[b,t,i] = Σ_j W8[i,j]·B1_ff1[b,t,j] for each of the 8 positions t */
-    sn_mm_nt(batch * 8, 32, 64, B1_ff1, W8, z_B1_ff2, 0);
-    /* B1_ff2, B1, z_B2_norm1_mean, B2_norm1_mean, B2_norm1_c, z_B2_norm1_rstd, B2_norm1_rstd, B2_norm1: the batch in chunks of examples through sn_rows_4, the chunks
+    /* B1_ff2[b,tq,i] = b8[i] + z_B1_ff2[b,tq,i], where z_B1_ff2[b,t,i] = Σ_j W8[i,j]·B1_ff1[b,t,j] for each of the 8 positions t:
+       the sums are not stored: the product writes B1_ff2, each block as its sums finish */
+    sn_mm_nt_e(batch * 8, 32, 64, B1_ff1, W8, NULL, B1_ff2, b8, NULL, 0);
+    /* B1, z_B2_norm1_mean, B2_norm1_mean, B2_norm1_c, z_B2_norm1_rstd, B2_norm1_rstd, B2_norm1: the batch in chunks of examples through sn_rows_4, the chunks
        on as many threads as pay for their join: n threads cost work/n + one join, so each
        thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 12416 multiply-adds per example */
+       two joins); the work, about 10368 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
 #ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 12416 * batch, sn_n) : 1;
+        const int sn_used = sn_on ? sn_threads(2.0 * 10368 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
 #endif
         for (int sn_c = 0; sn_c < sn_n; sn_c++)
@@ -1497,16 +1573,17 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
         for (int sn_c = 0; sn_c < sn_n; sn_c++)
             sn_rows_5(params, work, S, batch, sn_share(batch, sn_c, sn_n), sn_share(batch, sn_c + 1, sn_n));
     }
-    /* z_B2_att[b,t,i] = Σ_j Wo11[i,j]·B2_att_a[b,t,j] for each of the 8 positions t */
-    sn_mm_nt(batch * 8, 32, 32, B2_att_a, Wo11, z_B2_att, 0);
-    /* B2_att, B2_res1, z_B2_norm2_mean, B2_norm2_mean, B2_norm2_c, z_B2_norm2_rstd, B2_norm2_rstd, B2_norm2: the batch in chunks of examples through sn_rows_6, the chunks
+    /* B2_att[b,tq,i] = co11[i] + z_B2_att[b,tq,i], where z_B2_att[b,t,i] = Σ_j Wo11[i,j]·B2_att_a[b,t,j] for each of the 8 positions t:
+       the sums are not stored: the product writes B2_att, each block as its sums finish */
+    sn_mm_nt_e(batch * 8, 32, 32, B2_att_a, Wo11, NULL, B2_att, co11, NULL, 0);
+    /* B2_res1, z_B2_norm2_mean, B2_norm2_mean, B2_norm2_c, z_B2_norm2_rstd, B2_norm2_rstd, B2_norm2: the batch in chunks of examples through sn_rows_6, the chunks
        on as many threads as pay for their join: n threads cost work/n + one join, so each
        thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 12416 multiply-adds per example */
+       two joins); the work, about 10368 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
 #ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 12416 * batch, sn_n) : 1;
+        const int sn_used = sn_on ? sn_threads(2.0 * 10368 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
 #endif
         for (int sn_c = 0; sn_c < sn_n; sn_c++)
@@ -1515,16 +1592,17 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
     /* B2_ff1[b,tq,i] = (b14[i] + z_B2_ff1[b,tq,i] if b14[i] + z_B2_ff1[b,tq,i] > 0 else 0), where z_B2_ff1[b,t,i] = Σ_j W14[i,j]·B2_norm2[b,t,j] for each of the 8 positions t:
        the sums are not stored: the product writes B2_ff1, each block as its sums finish */
     sn_mm_nt_e(batch * 8, 64, 32, B2_norm2, W14, NULL, B2_ff1, b14, NULL, 1);
-    /* z_B2_ff2[b,t,i] = Σ_j W15[i,j]·B2_ff1[b,t,j] for each of the 8 positions t */
-    sn_mm_nt(batch * 8, 32, 64, B2_ff1, W15, z_B2_ff2, 0);
-    /* B2_ff2, B2: the batch in chunks of examples through sn_rows_7, the chunks
+    /* B2_ff2[b,tq,i] = b15[i] + z_B2_ff2[b,tq,i], where z_B2_ff2[b,t,i] = Σ_j W15[i,j]·B2_ff1[b,t,j] for each of the 8 positions t:
+       the sums are not stored: the product writes B2_ff2, each block as its sums finish */
+    sn_mm_nt_e(batch * 8, 32, 64, B2_ff1, W15, NULL, B2_ff2, b15, NULL, 0);
+    /* B2: the batch in chunks of examples through sn_rows_7, the chunks
        on as many threads as pay for their join: n threads cost work/n + one join, so each
        thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 4096 multiply-adds per example */
+       two joins); the work, about 2048 multiply-adds per example */
     {
         const int sn_n = sn_chunks(batch);
 #ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 4096 * batch, sn_n) : 1;
+        const int sn_used = sn_on ? sn_threads(2.0 * 2048 * batch, sn_n) : 1;
 #pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
 #endif
         for (int sn_c = 0; sn_c < sn_n; sn_c++)
@@ -1549,10 +1627,10 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_8d68f7fe8c_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_5abc46c011_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
-    memcpy(O, work + (size_t)batch * 7408, sizeof(real) * (size_t)batch * 80);
+    memcpy(O, work + (size_t)batch * 7120, sizeof(real) * (size_t)batch * 80);
 }
 
 /* ------------------------------------------------------------------------
@@ -1669,111 +1747,106 @@ static void sn_chunk(void *arg, int c)
     real *g_W4 = a->grads + 672;  /* ∂L/∂W4: (96, 32) */
     real *g_W1 = a->grads + 0;  /* ∂L/∂W1: (32, 10) */
     real *sn_wpart = work + (size_t)batch * 10626;  /* chunks 1, 2, …'s parts of the weight gradients, 17024 numbers each */
-    real *z_embed = work + (size_t)batch * 0;  /* Σ of embed: (batch, 8, 32) */
-    real *embed = work + (size_t)batch * 256;  /* layer embed: (batch, 8, 32) */
-    real *pos = work + (size_t)batch * 512;  /* layer pos: (batch, 8, 32) */
-    real *z_B1_norm1_mean = work + (size_t)batch * 768;  /* Σ of B1_norm1_mean: (batch, 8) */
-    real *B1_norm1_mean = work + (size_t)batch * 776;  /* layer B1_norm1_mean: (batch, 8) */
+    real *embed = work + (size_t)batch * 0;  /* layer embed: (batch, 8, 32) */
+    real *pos = work + (size_t)batch * 256;  /* layer pos: (batch, 8, 32) */
+    real *z_B1_norm1_mean = work + (size_t)batch * 512;  /* Σ of B1_norm1_mean: (batch, 8) */
+    real *B1_norm1_mean = work + (size_t)batch * 520;  /* layer B1_norm1_mean: (batch, 8) */
     real *B1_norm1_c = work + (size_t)batch * 0;  /* layer B1_norm1_c: (batch, 8, 32) */
-    real *z_B1_norm1_rstd = work + (size_t)batch * 768;  /* Σ of B1_norm1_rstd: (batch, 8) */
-    real *B1_norm1_rstd = work + (size_t)batch * 776;  /* layer B1_norm1_rstd: (batch, 8) */
-    real *B1_norm1 = work + (size_t)batch * 256;  /* layer B1_norm1: (batch, 8, 32) */
+    real *z_B1_norm1_rstd = work + (size_t)batch * 512;  /* Σ of B1_norm1_rstd: (batch, 8) */
+    real *B1_norm1_rstd = work + (size_t)batch * 520;  /* layer B1_norm1_rstd: (batch, 8) */
+    real *B1_norm1 = work + (size_t)batch * 528;  /* layer B1_norm1: (batch, 8, 32) */
     real *B1_att_qkv = work + (size_t)batch * 784;  /* layer B1_att_qkv: (batch, 8, 96) */
     real *z_B1_att_s = work + (size_t)batch * 1552;  /* Σ of B1_att_s: (batch, 4, 8, 8) */
     real *z_B1_att_m = work + (size_t)batch * 1808;  /* Σ of B1_att_m: (batch, 4, 8) */
     real *B1_att_e = work + (size_t)batch * 1840;  /* layer B1_att_e: (batch, 4, 8, 8) */
-    real *z_B1_att_z = work + (size_t)batch * 2096;  /* Σ of B1_att_z: (batch, 4, 8) */
+    real *z_B1_att_z = work + (size_t)batch * 1808;  /* Σ of B1_att_z: (batch, 4, 8) */
     real *B1_att_p = work + (size_t)batch * 1552;  /* layer B1_att_p: (batch, 4, 8, 8) */
-    real *z_B1_att_a = work + (size_t)batch * 2128;  /* Σ of B1_att_a: (batch, 8, 4, 8) */
-    real *z_B1_att = work + (size_t)batch * 2384;  /* Σ of B1_att: (batch, 8, 32) */
-    real *B1_att = work + (size_t)batch * 2640;  /* layer B1_att: (batch, 8, 32) */
-    real *B1_res1 = work + (size_t)batch * 2896;  /* layer B1_res1: (batch, 8, 32) */
-    real *z_B1_norm2_mean = work + (size_t)batch * 3152;  /* Σ of B1_norm2_mean: (batch, 8) */
-    real *B1_norm2_mean = work + (size_t)batch * 3160;  /* layer B1_norm2_mean: (batch, 8) */
-    real *B1_norm2_c = work + (size_t)batch * 512;  /* layer B1_norm2_c: (batch, 8, 32) */
-    real *z_B1_norm2_rstd = work + (size_t)batch * 3152;  /* Σ of B1_norm2_rstd: (batch, 8) */
-    real *B1_norm2_rstd = work + (size_t)batch * 3160;  /* layer B1_norm2_rstd: (batch, 8) */
-    real *B1_norm2 = work + (size_t)batch * 2384;  /* layer B1_norm2: (batch, 8, 32) */
-    real *B1_ff1 = work + (size_t)batch * 3168;  /* layer B1_ff1: (batch, 8, 64) */
-    real *z_B1_ff2 = work + (size_t)batch * 2640;  /* Σ of B1_ff2: (batch, 8, 32) */
-    real *B1_ff2 = work + (size_t)batch * 3680;  /* layer B1_ff2: (batch, 8, 32) */
-    real *B1 = work + (size_t)batch * 3936;  /* layer B1: (batch, 8, 32) */
-    real *z_B2_norm1_mean = work + (size_t)batch * 4192;  /* Σ of B2_norm1_mean: (batch, 8) */
-    real *B2_norm1_mean = work + (size_t)batch * 4200;  /* layer B2_norm1_mean: (batch, 8) */
-    real *B2_norm1_c = work + (size_t)batch * 2640;  /* layer B2_norm1_c: (batch, 8, 32) */
-    real *z_B2_norm1_rstd = work + (size_t)batch * 4192;  /* Σ of B2_norm1_rstd: (batch, 8) */
-    real *B2_norm1_rstd = work + (size_t)batch * 4200;  /* layer B2_norm1_rstd: (batch, 8) */
-    real *B2_norm1 = work + (size_t)batch * 2896;  /* layer B2_norm1: (batch, 8, 32) */
-    real *B2_att_qkv = work + (size_t)batch * 4208;  /* layer B2_att_qkv: (batch, 8, 96) */
-    real *z_B2_att_s = work + (size_t)batch * 3680;  /* Σ of B2_att_s: (batch, 4, 8, 8) */
-    real *z_B2_att_m = work + (size_t)batch * 1808;  /* Σ of B2_att_m: (batch, 4, 8) */
+    real *z_B1_att_a = work + (size_t)batch * 2096;  /* Σ of B1_att_a: (batch, 8, 4, 8) */
+    real *B1_att = work + (size_t)batch * 2352;  /* layer B1_att: (batch, 8, 32) */
+    real *B1_res1 = work + (size_t)batch * 2608;  /* layer B1_res1: (batch, 8, 32) */
+    real *z_B1_norm2_mean = work + (size_t)batch * 2864;  /* Σ of B1_norm2_mean: (batch, 8) */
+    real *B1_norm2_mean = work + (size_t)batch * 2872;  /* layer B1_norm2_mean: (batch, 8) */
+    real *B1_norm2_c = work + (size_t)batch * 256;  /* layer B1_norm2_c: (batch, 8, 32) */
+    real *z_B1_norm2_rstd = work + (size_t)batch * 2864;  /* Σ of B1_norm2_rstd: (batch, 8) */
+    real *B1_norm2_rstd = work + (size_t)batch * 2872;  /* layer B1_norm2_rstd: (batch, 8) */
+    real *B1_norm2 = work + (size_t)batch * 2352;  /* layer B1_norm2: (batch, 8, 32) */
+    real *B1_ff1 = work + (size_t)batch * 2880;  /* layer B1_ff1: (batch, 8, 64) */
+    real *B1_ff2 = work + (size_t)batch * 3392;  /* layer B1_ff2: (batch, 8, 32) */
+    real *B1 = work + (size_t)batch * 3648;  /* layer B1: (batch, 8, 32) */
+    real *z_B2_norm1_mean = work + (size_t)batch * 3904;  /* Σ of B2_norm1_mean: (batch, 8) */
+    real *B2_norm1_mean = work + (size_t)batch * 3912;  /* layer B2_norm1_mean: (batch, 8) */
+    real *B2_norm1_c = work + (size_t)batch * 2608;  /* layer B2_norm1_c: (batch, 8, 32) */
+    real *z_B2_norm1_rstd = work + (size_t)batch * 3904;  /* Σ of B2_norm1_rstd: (batch, 8) */
+    real *B2_norm1_rstd = work + (size_t)batch * 3912;  /* layer B2_norm1_rstd: (batch, 8) */
+    real *B2_norm1 = work + (size_t)batch * 3392;  /* layer B2_norm1: (batch, 8, 32) */
+    real *B2_att_qkv = work + (size_t)batch * 3920;  /* layer B2_att_qkv: (batch, 8, 96) */
+    real *z_B2_att_s = work + (size_t)batch * 4688;  /* Σ of B2_att_s: (batch, 4, 8, 8) */
+    real *z_B2_att_m = work + (size_t)batch * 4944;  /* Σ of B2_att_m: (batch, 4, 8) */
     real *B2_att_e = work + (size_t)batch * 4976;  /* layer B2_att_e: (batch, 4, 8, 8) */
-    real *z_B2_att_z = work + (size_t)batch * 5232;  /* Σ of B2_att_z: (batch, 4, 8) */
-    real *B2_att_p = work + (size_t)batch * 3680;  /* layer B2_att_p: (batch, 4, 8, 8) */
-    real *z_B2_att_a = work + (size_t)batch * 5264;  /* Σ of B2_att_a: (batch, 8, 4, 8) */
-    real *z_B2_att = work + (size_t)batch * 5520;  /* Σ of B2_att: (batch, 8, 32) */
-    real *B2_att = work + (size_t)batch * 5776;  /* layer B2_att: (batch, 8, 32) */
-    real *B2_res1 = work + (size_t)batch * 6032;  /* layer B2_res1: (batch, 8, 32) */
-    real *z_B2_norm2_mean = work + (size_t)batch * 6288;  /* Σ of B2_norm2_mean: (batch, 8) */
-    real *B2_norm2_mean = work + (size_t)batch * 6296;  /* layer B2_norm2_mean: (batch, 8) */
-    real *B2_norm2_c = work + (size_t)batch * 3936;  /* layer B2_norm2_c: (batch, 8, 32) */
-    real *z_B2_norm2_rstd = work + (size_t)batch * 6288;  /* Σ of B2_norm2_rstd: (batch, 8) */
-    real *B2_norm2_rstd = work + (size_t)batch * 6296;  /* layer B2_norm2_rstd: (batch, 8) */
-    real *B2_norm2 = work + (size_t)batch * 5520;  /* layer B2_norm2: (batch, 8, 32) */
-    real *B2_ff1 = work + (size_t)batch * 6304;  /* layer B2_ff1: (batch, 8, 64) */
-    real *z_B2_ff2 = work + (size_t)batch * 5776;  /* Σ of B2_ff2: (batch, 8, 32) */
-    real *B2_ff2 = work + (size_t)batch * 6816;  /* layer B2_ff2: (batch, 8, 32) */
-    real *B2 = work + (size_t)batch * 7072;  /* layer B2: (batch, 8, 32) */
-    real *z_O = work + (size_t)batch * 7328;  /* Σ of O: (batch, 8, 10) */
-    real *sn_u_O = work + (size_t)batch * 7408;  /* layer O: (batch, 8, 10) */
+    real *z_B2_att_z = work + (size_t)batch * 4944;  /* Σ of B2_att_z: (batch, 4, 8) */
+    real *B2_att_p = work + (size_t)batch * 4688;  /* layer B2_att_p: (batch, 4, 8, 8) */
+    real *z_B2_att_a = work + (size_t)batch * 5232;  /* Σ of B2_att_a: (batch, 8, 4, 8) */
+    real *B2_att = work + (size_t)batch * 5488;  /* layer B2_att: (batch, 8, 32) */
+    real *B2_res1 = work + (size_t)batch * 5744;  /* layer B2_res1: (batch, 8, 32) */
+    real *z_B2_norm2_mean = work + (size_t)batch * 6000;  /* Σ of B2_norm2_mean: (batch, 8) */
+    real *B2_norm2_mean = work + (size_t)batch * 6008;  /* layer B2_norm2_mean: (batch, 8) */
+    real *B2_norm2_c = work + (size_t)batch * 3648;  /* layer B2_norm2_c: (batch, 8, 32) */
+    real *z_B2_norm2_rstd = work + (size_t)batch * 6000;  /* Σ of B2_norm2_rstd: (batch, 8) */
+    real *B2_norm2_rstd = work + (size_t)batch * 6008;  /* layer B2_norm2_rstd: (batch, 8) */
+    real *B2_norm2 = work + (size_t)batch * 5488;  /* layer B2_norm2: (batch, 8, 32) */
+    real *B2_ff1 = work + (size_t)batch * 6016;  /* layer B2_ff1: (batch, 8, 64) */
+    real *B2_ff2 = work + (size_t)batch * 6528;  /* layer B2_ff2: (batch, 8, 32) */
+    real *B2 = work + (size_t)batch * 6784;  /* layer B2: (batch, 8, 32) */
+    real *z_O = work + (size_t)batch * 7040;  /* Σ of O: (batch, 8, 10) */
+    real *sn_u_O = work + (size_t)batch * 7120;  /* layer O: (batch, 8, 10) */
     real *dL_dembed = work + (size_t)batch * 0;  /* ∂L/∂embed: (batch, 8, 32) */
-    real *dL_dpos = work + (size_t)batch * 512;  /* ∂L/∂pos: (batch, 8, 32) */
-    real *dL_dB1_norm1_mean = work + (size_t)batch * 768;  /* ∂L/∂B1_norm1_mean: (batch, 8) */
-    real *delta_B1_norm1_mean = work + (size_t)batch * 776;  /* ∂L/∂z_B1_norm1_mean: (batch, 8) */
+    real *dL_dpos = work + (size_t)batch * 256;  /* ∂L/∂pos: (batch, 8, 32) */
+    real *dL_dB1_norm1_mean = work + (size_t)batch * 512;  /* ∂L/∂B1_norm1_mean: (batch, 8) */
+    real *delta_B1_norm1_mean = work + (size_t)batch * 520;  /* ∂L/∂z_B1_norm1_mean: (batch, 8) */
     real *dL_dB1_norm1_c = work + (size_t)batch * 1552;  /* ∂L/∂B1_norm1_c: (batch, 8, 32) */
-    real *dL_dB1_norm1_rstd = work + (size_t)batch * 3152;  /* ∂L/∂B1_norm1_rstd: (batch, 8) */
-    real *delta_B1_norm1_rstd = work + (size_t)batch * 776;  /* ∂L/∂z_B1_norm1_rstd: (batch, 8) */
+    real *dL_dB1_norm1_rstd = work + (size_t)batch * 2864;  /* ∂L/∂B1_norm1_rstd: (batch, 8) */
+    real *delta_B1_norm1_rstd = work + (size_t)batch * 520;  /* ∂L/∂z_B1_norm1_rstd: (batch, 8) */
     real *dL_dB1_norm1 = work + (size_t)batch * 1840;  /* ∂L/∂B1_norm1: (batch, 8, 32) */
-    real *dL_dB1_att_qkv = work + (size_t)batch * 4208;  /* ∂L/∂B1_att_qkv: (batch, 8, 96) */
+    real *dL_dB1_att_qkv = work + (size_t)batch * 3920;  /* ∂L/∂B1_att_qkv: (batch, 8, 96) */
     real *dL_dB1_att_s = work + (size_t)batch * 1552;  /* ∂L/∂B1_att_s: (batch, 4, 8, 8) */
-    real *dL_dB1_att_e = work + (size_t)batch * 2640;  /* ∂L/∂B1_att_e: (batch, 4, 8, 8) */
-    real *dL_dB1_att_z = work + (size_t)batch * 1808;  /* ∂L/∂B1_att_z: (batch, 4, 8) */
-    real *dL_dB1_att_p = work + (size_t)batch * 3680;  /* ∂L/∂B1_att_p: (batch, 4, 8, 8) */
-    real *dL_dB1_att_a = work + (size_t)batch * 2640;  /* ∂L/∂B1_att_a: (batch, 8, 4, 8) */
-    real *dL_dB1_att = work + (size_t)batch * 3936;  /* ∂L/∂B1_att: (batch, 8, 32) */
-    real *dL_dB1_res1 = work + (size_t)batch * 2640;  /* ∂L/∂B1_res1: (batch, 8, 32) */
-    real *dL_dB1_norm2_mean = work + (size_t)batch * 3152;  /* ∂L/∂B1_norm2_mean: (batch, 8) */
-    real *delta_B1_norm2_mean = work + (size_t)batch * 3160;  /* ∂L/∂z_B1_norm2_mean: (batch, 8) */
-    real *dL_dB1_norm2_c = work + (size_t)batch * 3680;  /* ∂L/∂B1_norm2_c: (batch, 8, 32) */
-    real *dL_dB1_norm2_rstd = work + (size_t)batch * 4192;  /* ∂L/∂B1_norm2_rstd: (batch, 8) */
-    real *delta_B1_norm2_rstd = work + (size_t)batch * 3160;  /* ∂L/∂z_B1_norm2_rstd: (batch, 8) */
-    real *dL_dB1_norm2 = work + (size_t)batch * 3936;  /* ∂L/∂B1_norm2: (batch, 8, 32) */
-    real *delta_B1_ff1 = work + (size_t)batch * 7488;  /* ∂L/∂z_B1_ff1: (batch, 8, 64) */
+    real *dL_dB1_att_e = work + (size_t)batch * 2608;  /* ∂L/∂B1_att_e: (batch, 4, 8, 8) */
+    real *dL_dB1_att_z = work + (size_t)batch * 4944;  /* ∂L/∂B1_att_z: (batch, 4, 8) */
+    real *dL_dB1_att_p = work + (size_t)batch * 3648;  /* ∂L/∂B1_att_p: (batch, 4, 8, 8) */
+    real *dL_dB1_att_a = work + (size_t)batch * 2608;  /* ∂L/∂B1_att_a: (batch, 8, 4, 8) */
+    real *dL_dB1_att = work + (size_t)batch * 4688;  /* ∂L/∂B1_att: (batch, 8, 32) */
+    real *dL_dB1_res1 = work + (size_t)batch * 2608;  /* ∂L/∂B1_res1: (batch, 8, 32) */
+    real *dL_dB1_norm2_mean = work + (size_t)batch * 2864;  /* ∂L/∂B1_norm2_mean: (batch, 8) */
+    real *delta_B1_norm2_mean = work + (size_t)batch * 2872;  /* ∂L/∂z_B1_norm2_mean: (batch, 8) */
+    real *dL_dB1_norm2_c = work + (size_t)batch * 3648;  /* ∂L/∂B1_norm2_c: (batch, 8, 32) */
+    real *dL_dB1_norm2_rstd = work + (size_t)batch * 3904;  /* ∂L/∂B1_norm2_rstd: (batch, 8) */
+    real *delta_B1_norm2_rstd = work + (size_t)batch * 2872;  /* ∂L/∂z_B1_norm2_rstd: (batch, 8) */
+    real *dL_dB1_norm2 = work + (size_t)batch * 4688;  /* ∂L/∂B1_norm2: (batch, 8, 32) */
+    real *delta_B1_ff1 = work + (size_t)batch * 7200;  /* ∂L/∂z_B1_ff1: (batch, 8, 64) */
     real *dL_dB1_ff2 = work + (size_t)batch * 4976;  /* ∂L/∂B1_ff2: (batch, 8, 32) */
-    real *dL_dB1 = work + (size_t)batch * 3936;  /* ∂L/∂B1: (batch, 8, 32) */
-    real *dL_dB2_norm1_mean = work + (size_t)batch * 4192;  /* ∂L/∂B2_norm1_mean: (batch, 8) */
-    real *delta_B2_norm1_mean = work + (size_t)batch * 4200;  /* ∂L/∂z_B2_norm1_mean: (batch, 8) */
-    real *dL_dB2_norm1_c = work + (size_t)batch * 3680;  /* ∂L/∂B2_norm1_c: (batch, 8, 32) */
-    real *dL_dB2_norm1_rstd = work + (size_t)batch * 6288;  /* ∂L/∂B2_norm1_rstd: (batch, 8) */
-    real *delta_B2_norm1_rstd = work + (size_t)batch * 4200;  /* ∂L/∂z_B2_norm1_rstd: (batch, 8) */
+    real *dL_dB1 = work + (size_t)batch * 3648;  /* ∂L/∂B1: (batch, 8, 32) */
+    real *dL_dB2_norm1_mean = work + (size_t)batch * 3904;  /* ∂L/∂B2_norm1_mean: (batch, 8) */
+    real *delta_B2_norm1_mean = work + (size_t)batch * 3912;  /* ∂L/∂z_B2_norm1_mean: (batch, 8) */
+    real *dL_dB2_norm1_c = work + (size_t)batch * 4688;  /* ∂L/∂B2_norm1_c: (batch, 8, 32) */
+    real *dL_dB2_norm1_rstd = work + (size_t)batch * 6000;  /* ∂L/∂B2_norm1_rstd: (batch, 8) */
+    real *delta_B2_norm1_rstd = work + (size_t)batch * 3912;  /* ∂L/∂z_B2_norm1_rstd: (batch, 8) */
     real *dL_dB2_norm1 = work + (size_t)batch * 4976;  /* ∂L/∂B2_norm1: (batch, 8, 32) */
-    real *dL_dB2_att_qkv = work + (size_t)batch * 8000;  /* ∂L/∂B2_att_qkv: (batch, 8, 96) */
-    real *dL_dB2_att_s = work + (size_t)batch * 3680;  /* ∂L/∂B2_att_s: (batch, 4, 8, 8) */
-    real *dL_dB2_att_e = work + (size_t)batch * 5776;  /* ∂L/∂B2_att_e: (batch, 4, 8, 8) */
-    real *dL_dB2_att_z = work + (size_t)batch * 1808;  /* ∂L/∂B2_att_z: (batch, 4, 8) */
-    real *dL_dB2_att_p = work + (size_t)batch * 6032;  /* ∂L/∂B2_att_p: (batch, 4, 8, 8) */
-    real *dL_dB2_att_a = work + (size_t)batch * 5776;  /* ∂L/∂B2_att_a: (batch, 8, 4, 8) */
-    real *dL_dB2_att = work + (size_t)batch * 6816;  /* ∂L/∂B2_att: (batch, 8, 32) */
-    real *dL_dB2_res1 = work + (size_t)batch * 5776;  /* ∂L/∂B2_res1: (batch, 8, 32) */
-    real *dL_dB2_norm2_mean = work + (size_t)batch * 6288;  /* ∂L/∂B2_norm2_mean: (batch, 8) */
-    real *delta_B2_norm2_mean = work + (size_t)batch * 6296;  /* ∂L/∂z_B2_norm2_mean: (batch, 8) */
-    real *dL_dB2_norm2_c = work + (size_t)batch * 6032;  /* ∂L/∂B2_norm2_c: (batch, 8, 32) */
+    real *dL_dB2_att_qkv = work + (size_t)batch * 7712;  /* ∂L/∂B2_att_qkv: (batch, 8, 96) */
+    real *dL_dB2_att_s = work + (size_t)batch * 4688;  /* ∂L/∂B2_att_s: (batch, 4, 8, 8) */
+    real *dL_dB2_att_e = work + (size_t)batch * 5744;  /* ∂L/∂B2_att_e: (batch, 4, 8, 8) */
+    real *dL_dB2_att_z = work + (size_t)batch * 8480;  /* ∂L/∂B2_att_z: (batch, 4, 8) */
+    real *dL_dB2_att_p = work + (size_t)batch * 6528;  /* ∂L/∂B2_att_p: (batch, 4, 8, 8) */
+    real *dL_dB2_att_a = work + (size_t)batch * 5744;  /* ∂L/∂B2_att_a: (batch, 8, 4, 8) */
+    real *dL_dB2_att = work + (size_t)batch * 8512;  /* ∂L/∂B2_att: (batch, 8, 32) */
+    real *dL_dB2_res1 = work + (size_t)batch * 5744;  /* ∂L/∂B2_res1: (batch, 8, 32) */
+    real *dL_dB2_norm2_mean = work + (size_t)batch * 6000;  /* ∂L/∂B2_norm2_mean: (batch, 8) */
+    real *delta_B2_norm2_mean = work + (size_t)batch * 6008;  /* ∂L/∂z_B2_norm2_mean: (batch, 8) */
+    real *dL_dB2_norm2_c = work + (size_t)batch * 6528;  /* ∂L/∂B2_norm2_c: (batch, 8, 32) */
     real *dL_dB2_norm2_rstd = work + (size_t)batch * 8768;  /* ∂L/∂B2_norm2_rstd: (batch, 8) */
-    real *delta_B2_norm2_rstd = work + (size_t)batch * 6296;  /* ∂L/∂z_B2_norm2_rstd: (batch, 8) */
-    real *dL_dB2_norm2 = work + (size_t)batch * 6816;  /* ∂L/∂B2_norm2: (batch, 8, 32) */
+    real *delta_B2_norm2_rstd = work + (size_t)batch * 6008;  /* ∂L/∂z_B2_norm2_rstd: (batch, 8) */
+    real *dL_dB2_norm2 = work + (size_t)batch * 8512;  /* ∂L/∂B2_norm2: (batch, 8, 32) */
     real *delta_B2_ff1 = work + (size_t)batch * 8776;  /* ∂L/∂z_B2_ff1: (batch, 8, 64) */
     real *dL_dB2_ff2 = work + (size_t)batch * 9288;  /* ∂L/∂B2_ff2: (batch, 8, 32) */
-    real *dL_dB2 = work + (size_t)batch * 6032;  /* ∂L/∂B2: (batch, 8, 32) */
+    real *dL_dB2 = work + (size_t)batch * 6528;  /* ∂L/∂B2: (batch, 8, 32) */
     real *delta_O = work + (size_t)batch * 9544;  /* ∂L/∂z_O: (batch, 8, 10) */
     real *B1_att_s = z_B1_att_s;  /* layer B1_att_s: z_B1_att_s itself: (batch, 4, 8, 8) */
     real *B1_att_m = z_B1_att_m;  /* layer B1_att_m: z_B1_att_m itself: (batch, 4, 8) */
@@ -1800,21 +1873,29 @@ static void sn_chunk(void *arg, int c)
     const real inv_batch = (real)1 / (real)batch;
     double loss = 0;
     memset(sn_part, 0, sizeof(real) * 1002);
-    /* z_embed[b,t,i] = Σ_j W1[i,j]·S[b,t,j] for each of the 8 positions t */
-    sn_mm_nt((sn_hi - sn_lo) * 8, 32, 10, S + (size_t)sn_lo * 80, W1, z_embed + (size_t)sn_lo * 256, 0);
-    /* embed[b,tq,i] = b1[i] + z_embed[b,tq,i]; pos[b,tq,i] = P2[tq,i] + embed[b,tq,i]; z_B1_norm1_mean[b,a] = Σ_e pos[b,a,e] */
+    /* embed[b,tq,i] = b1[i] + z_embed[b,tq,i], where z_embed[b,t,i] = Σ_j W1[i,j]·S[b,t,j] for each of the 8 positions t:
+       the sums are not stored: the product writes embed, each block as its sums finish */
+    sn_mm_nt_e((sn_hi - sn_lo) * 8, 32, 10, S + (size_t)sn_lo * 80, W1, NULL, embed + (size_t)sn_lo * 256, b1, NULL, 0);
+    /* pos[b,tq,i] = P2[tq,i] + embed[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
-        for (int tq = 0; tq < 8; tq++) {
+        for (int tq = 0; tq < 8; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+            for (int i = 0; i < 32; i++) {
+                pos[b * 256 + tq * 32 + i] = P2[tq * 32 + i] + embed[b * 256 + tq * 32 + i];
+            }
+    /* z_B1_norm1_mean[b,a] = Σ_e pos[b,a,e] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int a = 0; a < 8; a++) {
             real acc0 = 0;
 #ifdef SN_SIMD
 #pragma omp simd reduction(+:acc0)
 #endif
-            for (int i = 0; i < 32; i++) {
-                embed[b * 256 + tq * 32 + i] = b1[i] + z_embed[b * 256 + tq * 32 + i];
-                pos[b * 256 + tq * 32 + i] = P2[tq * 32 + i] + embed[b * 256 + tq * 32 + i];
-                acc0 += pos[b * 256 + tq * 32 + i];
+            for (int e = 0; e < 32; e++) {
+                acc0 += pos[b * 256 + a * 32 + e];
             }
-            z_B1_norm1_mean[b * 8 + tq] = acc0;
+            z_B1_norm1_mean[b * 8 + a] = acc0;
         }
     /* B1_norm1_mean[b,a] = z_B1_norm1_mean[b,a]/32 */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -1824,16 +1905,24 @@ static void sn_chunk(void *arg, int c)
         for (int a = 0; a < 8; a++) {
             B1_norm1_mean[b * 8 + a] = (1.0F/32.0F)*z_B1_norm1_mean[b * 8 + a];
         }
-    /* B1_norm1_c[b,a,d] = -B1_norm1_mean[b,a] + pos[b,a,d]; z_B1_norm1_rstd[b,a] = Σ_e B1_norm1_c[b,a,e]² */
+    /* B1_norm1_c[b,a,d] = -B1_norm1_mean[b,a] + pos[b,a,d] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int a = 0; a < 8; a++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+            for (int d = 0; d < 32; d++) {
+                B1_norm1_c[b * 256 + a * 32 + d] = -B1_norm1_mean[b * 8 + a] + pos[b * 256 + a * 32 + d];
+            }
+    /* z_B1_norm1_rstd[b,a] = Σ_e B1_norm1_c[b,a,e]² */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++) {
             real acc0 = 0;
 #ifdef SN_SIMD
 #pragma omp simd reduction(+:acc0)
 #endif
-            for (int d = 0; d < 32; d++) {
-                B1_norm1_c[b * 256 + a * 32 + d] = -B1_norm1_mean[b * 8 + a] + pos[b * 256 + a * 32 + d];
-                acc0 += B1_norm1_c[b * 256 + a * 32 + d]*B1_norm1_c[b * 256 + a * 32 + d];
+            for (int e = 0; e < 32; e++) {
+                acc0 += B1_norm1_c[b * 256 + a * 32 + e]*B1_norm1_c[b * 256 + a * 32 + e];
             }
             z_B1_norm1_rstd[b * 8 + a] = acc0;
         }
@@ -1876,7 +1965,17 @@ static void sn_chunk(void *arg, int c)
                 }
                 z_B1_att_m[b * 32 + hd * 8 + tq] = acc0 > z_B1_att_m[b * 32 + hd * 8 + tq] ? acc0 : z_B1_att_m[b * 32 + hd * 8 + tq];
             }
-    /* B1_att_e[b,hd,tq,tk] = exp(-B1_att_m[b,hd,tq] + B1_att_s[b,hd,tq,tk]); z_B1_att_z[b,hd,tq] = Σ_tk B1_att_e[b,hd,tq,tk] */
+    /* B1_att_e[b,hd,tq,tk] = exp(-B1_att_m[b,hd,tq] + B1_att_s[b,hd,tq,tk]) */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int hd = 0; hd < 4; hd++)
+            for (int tq = 0; tq < 8; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+                for (int tk = 0; tk < 8; tk++) {
+                    B1_att_e[b * 256 + hd * 64 + tq * 8 + tk] = sn_expf(-B1_att_m[b * 32 + hd * 8 + tq] + B1_att_s[b * 256 + hd * 64 + tq * 8 + tk]);
+                }
+    /* z_B1_att_z[b,hd,tq] = Σ_tk B1_att_e[b,hd,tq,tk] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++)
             for (int tq = 0; tq < 8; tq++) {
@@ -1885,7 +1984,6 @@ static void sn_chunk(void *arg, int c)
 #pragma omp simd reduction(+:acc0)
 #endif
                 for (int tk = 0; tk < 8; tk++) {
-                    B1_att_e[b * 256 + hd * 64 + tq * 8 + tk] = sn_expf(-B1_att_m[b * 32 + hd * 8 + tq] + B1_att_s[b * 256 + hd * 64 + tq * 8 + tk]);
                     acc0 += B1_att_e[b * 256 + hd * 64 + tq * 8 + tk];
                 }
                 z_B1_att_z[b * 32 + hd * 8 + tq] = acc0;
@@ -1907,21 +2005,29 @@ static void sn_chunk(void *arg, int c)
         for (int hd = 0; hd < 4; hd++) {
             sn_small_mm(8, 8, 8, (real)1, B1_att_p + (size_t)b * 256 + hd * 64, 8, 1, B1_att_qkv + (size_t)b * 768 + hd * 8 + 64, 96, 1, z_B1_att_a + (size_t)b * 256 + hd * 8, 32, 0);
         }
-    /* z_B1_att[b,t,i] = Σ_j Wo4[i,j]·B1_att_a[b,t,j] for each of the 8 positions t */
-    sn_mm_nt((sn_hi - sn_lo) * 8, 32, 32, B1_att_a + (size_t)sn_lo * 256, Wo4, z_B1_att + (size_t)sn_lo * 256, 0);
-    /* B1_att[b,tq,i] = co4[i] + z_B1_att[b,tq,i]; B1_res1[b,i,x] = B1_att[b,i,x] + pos[b,i,x]; z_B1_norm2_mean[b,a] = Σ_e B1_res1[b,a,e] */
+    /* B1_att[b,tq,i] = co4[i] + z_B1_att[b,tq,i], where z_B1_att[b,t,i] = Σ_j Wo4[i,j]·B1_att_a[b,t,j] for each of the 8 positions t:
+       the sums are not stored: the product writes B1_att, each block as its sums finish */
+    sn_mm_nt_e((sn_hi - sn_lo) * 8, 32, 32, B1_att_a + (size_t)sn_lo * 256, Wo4, NULL, B1_att + (size_t)sn_lo * 256, co4, NULL, 0);
+    /* B1_res1[b,i,x] = B1_att[b,i,x] + pos[b,i,x] */
     for (int b = sn_lo; b < sn_hi; b++)
-        for (int tq = 0; tq < 8; tq++) {
+        for (int i = 0; i < 8; i++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+            for (int x = 0; x < 32; x++) {
+                B1_res1[b * 256 + i * 32 + x] = B1_att[b * 256 + i * 32 + x] + pos[b * 256 + i * 32 + x];
+            }
+    /* z_B1_norm2_mean[b,a] = Σ_e B1_res1[b,a,e] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int a = 0; a < 8; a++) {
             real acc0 = 0;
 #ifdef SN_SIMD
 #pragma omp simd reduction(+:acc0)
 #endif
-            for (int i = 0; i < 32; i++) {
-                B1_att[b * 256 + tq * 32 + i] = co4[i] + z_B1_att[b * 256 + tq * 32 + i];
-                B1_res1[b * 256 + tq * 32 + i] = B1_att[b * 256 + tq * 32 + i] + pos[b * 256 + tq * 32 + i];
-                acc0 += B1_res1[b * 256 + tq * 32 + i];
+            for (int e = 0; e < 32; e++) {
+                acc0 += B1_res1[b * 256 + a * 32 + e];
             }
-            z_B1_norm2_mean[b * 8 + tq] = acc0;
+            z_B1_norm2_mean[b * 8 + a] = acc0;
         }
     /* B1_norm2_mean[b,a] = z_B1_norm2_mean[b,a]/32 */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -1931,16 +2037,24 @@ static void sn_chunk(void *arg, int c)
         for (int a = 0; a < 8; a++) {
             B1_norm2_mean[b * 8 + a] = (1.0F/32.0F)*z_B1_norm2_mean[b * 8 + a];
         }
-    /* B1_norm2_c[b,a,d] = -B1_norm2_mean[b,a] + B1_res1[b,a,d]; z_B1_norm2_rstd[b,a] = Σ_e B1_norm2_c[b,a,e]² */
+    /* B1_norm2_c[b,a,d] = -B1_norm2_mean[b,a] + B1_res1[b,a,d] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int a = 0; a < 8; a++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+            for (int d = 0; d < 32; d++) {
+                B1_norm2_c[b * 256 + a * 32 + d] = -B1_norm2_mean[b * 8 + a] + B1_res1[b * 256 + a * 32 + d];
+            }
+    /* z_B1_norm2_rstd[b,a] = Σ_e B1_norm2_c[b,a,e]² */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++) {
             real acc0 = 0;
 #ifdef SN_SIMD
 #pragma omp simd reduction(+:acc0)
 #endif
-            for (int d = 0; d < 32; d++) {
-                B1_norm2_c[b * 256 + a * 32 + d] = -B1_norm2_mean[b * 8 + a] + B1_res1[b * 256 + a * 32 + d];
-                acc0 += B1_norm2_c[b * 256 + a * 32 + d]*B1_norm2_c[b * 256 + a * 32 + d];
+            for (int e = 0; e < 32; e++) {
+                acc0 += B1_norm2_c[b * 256 + a * 32 + e]*B1_norm2_c[b * 256 + a * 32 + e];
             }
             z_B1_norm2_rstd[b * 8 + a] = acc0;
         }
@@ -1964,21 +2078,29 @@ static void sn_chunk(void *arg, int c)
     /* B1_ff1[b,tq,i] = (b7[i] + z_B1_ff1[b,tq,i] if b7[i] + z_B1_ff1[b,tq,i] > 0 else 0), where z_B1_ff1[b,t,i] = Σ_j W7[i,j]·B1_norm2[b,t,j] for each of the 8 positions t:
        the sums are not stored: the product writes B1_ff1, each block as its sums finish */
     sn_mm_nt_e((sn_hi - sn_lo) * 8, 64, 32, B1_norm2 + (size_t)sn_lo * 256, W7, NULL, B1_ff1 + (size_t)sn_lo * 512, b7, NULL, 1);
-    /* z_B1_ff2[b,t,i] = Σ_j W8[i,j]·B1_ff1[b,t,j] for each of the 8 positions t */
-    sn_mm_nt((sn_hi - sn_lo) * 8, 32, 64, B1_ff1 + (size_t)sn_lo * 512, W8, z_B1_ff2 + (size_t)sn_lo * 256, 0);
-    /* B1_ff2[b,tq,i] = b8[i] + z_B1_ff2[b,tq,i]; B1[b,i,x] = B1_ff2[b,i,x] + B1_res1[b,i,x]; z_B2_norm1_mean[b,a] = Σ_e B1[b,a,e] */
+    /* B1_ff2[b,tq,i] = b8[i] + z_B1_ff2[b,tq,i], where z_B1_ff2[b,t,i] = Σ_j W8[i,j]·B1_ff1[b,t,j] for each of the 8 positions t:
+       the sums are not stored: the product writes B1_ff2, each block as its sums finish */
+    sn_mm_nt_e((sn_hi - sn_lo) * 8, 32, 64, B1_ff1 + (size_t)sn_lo * 512, W8, NULL, B1_ff2 + (size_t)sn_lo * 256, b8, NULL, 0);
+    /* B1[b,i,x] = B1_ff2[b,i,x] + B1_res1[b,i,x] */
     for (int b = sn_lo; b < sn_hi; b++)
-        for (int tq = 0; tq < 8; tq++) {
+        for (int i = 0; i < 8; i++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+            for (int x = 0; x < 32; x++) {
+                B1[b * 256 + i * 32 + x] = B1_ff2[b * 256 + i * 32 + x] + B1_res1[b * 256 + i * 32 + x];
+            }
+    /* z_B2_norm1_mean[b,a] = Σ_e B1[b,a,e] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int a = 0; a < 8; a++) {
             real acc0 = 0;
 #ifdef SN_SIMD
 #pragma omp simd reduction(+:acc0)
 #endif
-            for (int i = 0; i < 32; i++) {
-                B1_ff2[b * 256 + tq * 32 + i] = b8[i] + z_B1_ff2[b * 256 + tq * 32 + i];
-                B1[b * 256 + tq * 32 + i] = B1_ff2[b * 256 + tq * 32 + i] + B1_res1[b * 256 + tq * 32 + i];
-                acc0 += B1[b * 256 + tq * 32 + i];
+            for (int e = 0; e < 32; e++) {
+                acc0 += B1[b * 256 + a * 32 + e];
             }
-            z_B2_norm1_mean[b * 8 + tq] = acc0;
+            z_B2_norm1_mean[b * 8 + a] = acc0;
         }
     /* B2_norm1_mean[b,a] = z_B2_norm1_mean[b,a]/32 */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -1988,16 +2110,24 @@ static void sn_chunk(void *arg, int c)
         for (int a = 0; a < 8; a++) {
             B2_norm1_mean[b * 8 + a] = (1.0F/32.0F)*z_B2_norm1_mean[b * 8 + a];
         }
-    /* B2_norm1_c[b,a,d] = B1[b,a,d] - B2_norm1_mean[b,a]; z_B2_norm1_rstd[b,a] = Σ_e B2_norm1_c[b,a,e]² */
+    /* B2_norm1_c[b,a,d] = B1[b,a,d] - B2_norm1_mean[b,a] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int a = 0; a < 8; a++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+            for (int d = 0; d < 32; d++) {
+                B2_norm1_c[b * 256 + a * 32 + d] = B1[b * 256 + a * 32 + d] - B2_norm1_mean[b * 8 + a];
+            }
+    /* z_B2_norm1_rstd[b,a] = Σ_e B2_norm1_c[b,a,e]² */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++) {
             real acc0 = 0;
 #ifdef SN_SIMD
 #pragma omp simd reduction(+:acc0)
 #endif
-            for (int d = 0; d < 32; d++) {
-                B2_norm1_c[b * 256 + a * 32 + d] = B1[b * 256 + a * 32 + d] - B2_norm1_mean[b * 8 + a];
-                acc0 += B2_norm1_c[b * 256 + a * 32 + d]*B2_norm1_c[b * 256 + a * 32 + d];
+            for (int e = 0; e < 32; e++) {
+                acc0 += B2_norm1_c[b * 256 + a * 32 + e]*B2_norm1_c[b * 256 + a * 32 + e];
             }
             z_B2_norm1_rstd[b * 8 + a] = acc0;
         }
@@ -2040,7 +2170,17 @@ static void sn_chunk(void *arg, int c)
                 }
                 z_B2_att_m[b * 32 + hd * 8 + tq] = acc0 > z_B2_att_m[b * 32 + hd * 8 + tq] ? acc0 : z_B2_att_m[b * 32 + hd * 8 + tq];
             }
-    /* B2_att_e[b,hd,tq,tk] = exp(-B2_att_m[b,hd,tq] + B2_att_s[b,hd,tq,tk]); z_B2_att_z[b,hd,tq] = Σ_tk B2_att_e[b,hd,tq,tk] */
+    /* B2_att_e[b,hd,tq,tk] = exp(-B2_att_m[b,hd,tq] + B2_att_s[b,hd,tq,tk]) */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int hd = 0; hd < 4; hd++)
+            for (int tq = 0; tq < 8; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+                for (int tk = 0; tk < 8; tk++) {
+                    B2_att_e[b * 256 + hd * 64 + tq * 8 + tk] = sn_expf(-B2_att_m[b * 32 + hd * 8 + tq] + B2_att_s[b * 256 + hd * 64 + tq * 8 + tk]);
+                }
+    /* z_B2_att_z[b,hd,tq] = Σ_tk B2_att_e[b,hd,tq,tk] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++)
             for (int tq = 0; tq < 8; tq++) {
@@ -2049,7 +2189,6 @@ static void sn_chunk(void *arg, int c)
 #pragma omp simd reduction(+:acc0)
 #endif
                 for (int tk = 0; tk < 8; tk++) {
-                    B2_att_e[b * 256 + hd * 64 + tq * 8 + tk] = sn_expf(-B2_att_m[b * 32 + hd * 8 + tq] + B2_att_s[b * 256 + hd * 64 + tq * 8 + tk]);
                     acc0 += B2_att_e[b * 256 + hd * 64 + tq * 8 + tk];
                 }
                 z_B2_att_z[b * 32 + hd * 8 + tq] = acc0;
@@ -2071,21 +2210,29 @@ static void sn_chunk(void *arg, int c)
         for (int hd = 0; hd < 4; hd++) {
             sn_small_mm(8, 8, 8, (real)1, B2_att_p + (size_t)b * 256 + hd * 64, 8, 1, B2_att_qkv + (size_t)b * 768 + hd * 8 + 64, 96, 1, z_B2_att_a + (size_t)b * 256 + hd * 8, 32, 0);
         }
-    /* z_B2_att[b,t,i] = Σ_j Wo11[i,j]·B2_att_a[b,t,j] for each of the 8 positions t */
-    sn_mm_nt((sn_hi - sn_lo) * 8, 32, 32, B2_att_a + (size_t)sn_lo * 256, Wo11, z_B2_att + (size_t)sn_lo * 256, 0);
-    /* B2_att[b,tq,i] = co11[i] + z_B2_att[b,tq,i]; B2_res1[b,i,x] = B1[b,i,x] + B2_att[b,i,x]; z_B2_norm2_mean[b,a] = Σ_e B2_res1[b,a,e] */
+    /* B2_att[b,tq,i] = co11[i] + z_B2_att[b,tq,i], where z_B2_att[b,t,i] = Σ_j Wo11[i,j]·B2_att_a[b,t,j] for each of the 8 positions t:
+       the sums are not stored: the product writes B2_att, each block as its sums finish */
+    sn_mm_nt_e((sn_hi - sn_lo) * 8, 32, 32, B2_att_a + (size_t)sn_lo * 256, Wo11, NULL, B2_att + (size_t)sn_lo * 256, co11, NULL, 0);
+    /* B2_res1[b,i,x] = B1[b,i,x] + B2_att[b,i,x] */
     for (int b = sn_lo; b < sn_hi; b++)
-        for (int tq = 0; tq < 8; tq++) {
+        for (int i = 0; i < 8; i++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+            for (int x = 0; x < 32; x++) {
+                B2_res1[b * 256 + i * 32 + x] = B1[b * 256 + i * 32 + x] + B2_att[b * 256 + i * 32 + x];
+            }
+    /* z_B2_norm2_mean[b,a] = Σ_e B2_res1[b,a,e] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int a = 0; a < 8; a++) {
             real acc0 = 0;
 #ifdef SN_SIMD
 #pragma omp simd reduction(+:acc0)
 #endif
-            for (int i = 0; i < 32; i++) {
-                B2_att[b * 256 + tq * 32 + i] = co11[i] + z_B2_att[b * 256 + tq * 32 + i];
-                B2_res1[b * 256 + tq * 32 + i] = B1[b * 256 + tq * 32 + i] + B2_att[b * 256 + tq * 32 + i];
-                acc0 += B2_res1[b * 256 + tq * 32 + i];
+            for (int e = 0; e < 32; e++) {
+                acc0 += B2_res1[b * 256 + a * 32 + e];
             }
-            z_B2_norm2_mean[b * 8 + tq] = acc0;
+            z_B2_norm2_mean[b * 8 + a] = acc0;
         }
     /* B2_norm2_mean[b,a] = z_B2_norm2_mean[b,a]/32 */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -2095,16 +2242,24 @@ static void sn_chunk(void *arg, int c)
         for (int a = 0; a < 8; a++) {
             B2_norm2_mean[b * 8 + a] = (1.0F/32.0F)*z_B2_norm2_mean[b * 8 + a];
         }
-    /* B2_norm2_c[b,a,d] = -B2_norm2_mean[b,a] + B2_res1[b,a,d]; z_B2_norm2_rstd[b,a] = Σ_e B2_norm2_c[b,a,e]² */
+    /* B2_norm2_c[b,a,d] = -B2_norm2_mean[b,a] + B2_res1[b,a,d] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int a = 0; a < 8; a++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+            for (int d = 0; d < 32; d++) {
+                B2_norm2_c[b * 256 + a * 32 + d] = -B2_norm2_mean[b * 8 + a] + B2_res1[b * 256 + a * 32 + d];
+            }
+    /* z_B2_norm2_rstd[b,a] = Σ_e B2_norm2_c[b,a,e]² */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++) {
             real acc0 = 0;
 #ifdef SN_SIMD
 #pragma omp simd reduction(+:acc0)
 #endif
-            for (int d = 0; d < 32; d++) {
-                B2_norm2_c[b * 256 + a * 32 + d] = -B2_norm2_mean[b * 8 + a] + B2_res1[b * 256 + a * 32 + d];
-                acc0 += B2_norm2_c[b * 256 + a * 32 + d]*B2_norm2_c[b * 256 + a * 32 + d];
+            for (int e = 0; e < 32; e++) {
+                acc0 += B2_norm2_c[b * 256 + a * 32 + e]*B2_norm2_c[b * 256 + a * 32 + e];
             }
             z_B2_norm2_rstd[b * 8 + a] = acc0;
         }
@@ -2128,17 +2283,17 @@ static void sn_chunk(void *arg, int c)
     /* B2_ff1[b,tq,i] = (b14[i] + z_B2_ff1[b,tq,i] if b14[i] + z_B2_ff1[b,tq,i] > 0 else 0), where z_B2_ff1[b,t,i] = Σ_j W14[i,j]·B2_norm2[b,t,j] for each of the 8 positions t:
        the sums are not stored: the product writes B2_ff1, each block as its sums finish */
     sn_mm_nt_e((sn_hi - sn_lo) * 8, 64, 32, B2_norm2 + (size_t)sn_lo * 256, W14, NULL, B2_ff1 + (size_t)sn_lo * 512, b14, NULL, 1);
-    /* z_B2_ff2[b,t,i] = Σ_j W15[i,j]·B2_ff1[b,t,j] for each of the 8 positions t */
-    sn_mm_nt((sn_hi - sn_lo) * 8, 32, 64, B2_ff1 + (size_t)sn_lo * 512, W15, z_B2_ff2 + (size_t)sn_lo * 256, 0);
-    /* B2_ff2[b,tq,i] = b15[i] + z_B2_ff2[b,tq,i]; B2[b,i,x] = B2_ff2[b,i,x] + B2_res1[b,i,x] */
+    /* B2_ff2[b,tq,i] = b15[i] + z_B2_ff2[b,tq,i], where z_B2_ff2[b,t,i] = Σ_j W15[i,j]·B2_ff1[b,t,j] for each of the 8 positions t:
+       the sums are not stored: the product writes B2_ff2, each block as its sums finish */
+    sn_mm_nt_e((sn_hi - sn_lo) * 8, 32, 64, B2_ff1 + (size_t)sn_lo * 512, W15, NULL, B2_ff2 + (size_t)sn_lo * 256, b15, NULL, 0);
+    /* B2[b,i,x] = B2_ff2[b,i,x] + B2_res1[b,i,x] */
     for (int b = sn_lo; b < sn_hi; b++)
-        for (int tq = 0; tq < 8; tq++)
+        for (int i = 0; i < 8; i++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
-            for (int i = 0; i < 32; i++) {
-                B2_ff2[b * 256 + tq * 32 + i] = b15[i] + z_B2_ff2[b * 256 + tq * 32 + i];
-                B2[b * 256 + tq * 32 + i] = B2_ff2[b * 256 + tq * 32 + i] + B2_res1[b * 256 + tq * 32 + i];
+            for (int x = 0; x < 32; x++) {
+                B2[b * 256 + i * 32 + x] = B2_ff2[b * 256 + i * 32 + x] + B2_res1[b * 256 + i * 32 + x];
             }
     /* z_O[b,t,i] = Σ_j W17[i,j]·B2[b,t,j] for each of the 8 positions t */
     sn_mm_nt((sn_hi - sn_lo) * 8, 10, 32, B2 + (size_t)sn_lo * 256, W17, z_O + (size_t)sn_lo * 80, 0);
@@ -2166,7 +2321,7 @@ static void sn_chunk(void *arg, int c)
     sn_mm_tn(10, 32, (sn_hi - sn_lo) * 8, delta_O + (size_t)sn_lo * 80, B2 + (size_t)sn_lo * 256, c == 0 ? g_W17 : sn_wpart + (size_t)(c - 1) * 17024 + 0, 0);
     /* dL_dB2[b,j] = Σ_i delta_O[b,i]·W17[i,j] */
     sn_mm_nn((sn_hi - sn_lo) * 8, 32, 10, delta_O + (size_t)sn_lo * 80, W17, dL_dB2 + (size_t)sn_lo * 256, 0);
-    /* dL_dB2_res1[b,i,x] = dL_dB2[b,i,x] (from B2); dL_dB2_ff2[b,i,x] = dL_dB2[b,i,x]; g_b15[i] += dL_dB2_ff2[b,tq,i] */
+    /* dL_dB2_res1[b,i,x] = dL_dB2[b,i,x] (from B2); dL_dB2_ff2[b,i,x] = dL_dB2[b,i,x] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int i = 0; i < 8; i++)
 #ifdef SN_SIMD
@@ -2175,7 +2330,15 @@ static void sn_chunk(void *arg, int c)
             for (int x = 0; x < 32; x++) {
                 dL_dB2_res1[b * 256 + i * 32 + x] = dL_dB2[b * 256 + i * 32 + x];
                 dL_dB2_ff2[b * 256 + i * 32 + x] = dL_dB2[b * 256 + i * 32 + x];
-                g_b15[x] += dL_dB2_ff2[b * 256 + i * 32 + x];
+            }
+    /* g_b15[i] += dL_dB2_ff2[b,tq,i] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int tq = 0; tq < 8; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+            for (int i = 0; i < 32; i++) {
+                g_b15[i] += dL_dB2_ff2[b * 256 + tq * 32 + i];
             }
     /* g_W15[i,j] = Σ_b delta_B2_ff2[b,i]·B2_ff1[b,j]: this chunk's part, Σ over its rows (chunk 0 into the
        gradient, chunk c > 0 into its partial sums, added after the chunks in their order) */
@@ -2221,17 +2384,25 @@ static void sn_chunk(void *arg, int c)
         for (int a = 0; a < 8; a++) {
             delta_B2_norm2_rstd[b * 8 + a] = -1.0F/64.0F*dL_dB2_norm2_rstd[b * 8 + a]/(((1.0F/32.0F)*z_B2_norm2_rstd[b * 8 + a] + 1.0e-5F)*sqrtf((1.0F/32.0F)*z_B2_norm2_rstd[b * 8 + a] + 1.0e-5F));
         }
-    /* dL_dB2_norm2_c[b,a,e] += 2·B2_norm2_c[b,a,e]·delta_B2_norm2_rstd[b,a]; dL_dB2_res1[b,a,d] += dL_dB2_norm2_c[b,a,d] (from B2_norm2_c); dL_dB2_norm2_mean[b,a] = -dL_dB2_norm2_c[b,a,d] */
+    /* dL_dB2_norm2_c[b,a,e] += 2·B2_norm2_c[b,a,e]·delta_B2_norm2_rstd[b,a] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int a = 0; a < 8; a++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+            for (int e = 0; e < 32; e++) {
+                dL_dB2_norm2_c[b * 256 + a * 32 + e] += 2*B2_norm2_c[b * 256 + a * 32 + e]*delta_B2_norm2_rstd[b * 8 + a];
+            }
+    /* dL_dB2_res1[b,a,d] += dL_dB2_norm2_c[b,a,d] (from B2_norm2_c); dL_dB2_norm2_mean[b,a] = -dL_dB2_norm2_c[b,a,d] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++) {
             real acc0 = 0;
 #ifdef SN_SIMD
 #pragma omp simd reduction(+:acc0)
 #endif
-            for (int e = 0; e < 32; e++) {
-                dL_dB2_norm2_c[b * 256 + a * 32 + e] += 2*B2_norm2_c[b * 256 + a * 32 + e]*delta_B2_norm2_rstd[b * 8 + a];
-                dL_dB2_res1[b * 256 + a * 32 + e] += dL_dB2_norm2_c[b * 256 + a * 32 + e];
-                acc0 += -dL_dB2_norm2_c[b * 256 + a * 32 + e];
+            for (int d = 0; d < 32; d++) {
+                dL_dB2_res1[b * 256 + a * 32 + d] += dL_dB2_norm2_c[b * 256 + a * 32 + d];
+                acc0 += -dL_dB2_norm2_c[b * 256 + a * 32 + d];
             }
             dL_dB2_norm2_mean[b * 8 + a] = acc0;
         }
@@ -2243,7 +2414,7 @@ static void sn_chunk(void *arg, int c)
         for (int a = 0; a < 8; a++) {
             delta_B2_norm2_mean[b * 8 + a] = (1.0F/32.0F)*dL_dB2_norm2_mean[b * 8 + a];
         }
-    /* dL_dB2_res1[b,a,e] += delta_B2_norm2_mean[b,a]; dL_dB1[b,i,x] = dL_dB2_res1[b,i,x] (from B2_res1); dL_dB2_att[b,i,x] = dL_dB2_res1[b,i,x]; g_co11[i] += dL_dB2_att[b,tq,i] */
+    /* dL_dB2_res1[b,a,e] += delta_B2_norm2_mean[b,a] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++)
 #ifdef SN_SIMD
@@ -2251,9 +2422,25 @@ static void sn_chunk(void *arg, int c)
 #endif
             for (int e = 0; e < 32; e++) {
                 dL_dB2_res1[b * 256 + a * 32 + e] += delta_B2_norm2_mean[b * 8 + a];
-                dL_dB1[b * 256 + a * 32 + e] = dL_dB2_res1[b * 256 + a * 32 + e];
-                dL_dB2_att[b * 256 + a * 32 + e] = dL_dB2_res1[b * 256 + a * 32 + e];
-                g_co11[e] += dL_dB2_att[b * 256 + a * 32 + e];
+            }
+    /* dL_dB1[b,i,x] = dL_dB2_res1[b,i,x] (from B2_res1); dL_dB2_att[b,i,x] = dL_dB2_res1[b,i,x] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int i = 0; i < 8; i++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+            for (int x = 0; x < 32; x++) {
+                dL_dB1[b * 256 + i * 32 + x] = dL_dB2_res1[b * 256 + i * 32 + x];
+                dL_dB2_att[b * 256 + i * 32 + x] = dL_dB2_res1[b * 256 + i * 32 + x];
+            }
+    /* g_co11[i] += dL_dB2_att[b,tq,i] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int tq = 0; tq < 8; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+            for (int i = 0; i < 32; i++) {
+                g_co11[i] += dL_dB2_att[b * 256 + tq * 32 + i];
             }
     /* g_Wo11[i,j] = Σ_b delta_B2_att[b,i]·B2_att_a[b,j]: this chunk's part, Σ over its rows (chunk 0 into the
        gradient, chunk c > 0 into its partial sums, added after the chunks in their order) */
@@ -2282,7 +2469,7 @@ static void sn_chunk(void *arg, int c)
                 }
                 dL_dB2_att_z[b * 32 + hd * 8 + tq] = acc0;
             }
-    /* dL_dB2_att_e[b,hd,tq,tk] += delta_B2_att_z[b,hd,tq]; dL_dB2_att_s[b,hd,tq,tk] = B2_att_e[b,hd,tq,tk]·dL_dB2_att_e[b,hd,tq,tk] (from B2_att_e) */
+    /* dL_dB2_att_e[b,hd,tq,tk] += delta_B2_att_z[b,hd,tq] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++)
             for (int tq = 0; tq < 8; tq++)
@@ -2291,6 +2478,15 @@ static void sn_chunk(void *arg, int c)
 #endif
                 for (int tk = 0; tk < 8; tk++) {
                     dL_dB2_att_e[b * 256 + hd * 64 + tq * 8 + tk] += delta_B2_att_z[b * 32 + hd * 8 + tq];
+                }
+    /* dL_dB2_att_s[b,hd,tq,tk] = B2_att_e[b,hd,tq,tk]·dL_dB2_att_e[b,hd,tq,tk] (from B2_att_e) */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int hd = 0; hd < 4; hd++)
+            for (int tq = 0; tq < 8; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+                for (int tk = 0; tk < 8; tk++) {
                     dL_dB2_att_s[b * 256 + hd * 64 + tq * 8 + tk] = B2_att_e[b * 256 + hd * 64 + tq * 8 + tk]*dL_dB2_att_e[b * 256 + hd * 64 + tq * 8 + tk];
                 }
     /* dL_dB2_att_qkv[b,tk,hd*8 + e + 32] = Σ_tq 0.35355339059327373·B2_att_qkv[b,tq,hd·8 + e]·delta_B2_att_s[b,hd,tq,tk]; dL_dB2_att_qkv[b,tq,hd*8 + e] = Σ_tk 0.35355339059327373·B2_att_qkv[b,tk,hd·8 + e + 32]·delta_B2_att_s[b,hd,tq,tk]: a small product per (b, hd) */
@@ -2337,17 +2533,25 @@ static void sn_chunk(void *arg, int c)
         for (int a = 0; a < 8; a++) {
             delta_B2_norm1_rstd[b * 8 + a] = -1.0F/64.0F*dL_dB2_norm1_rstd[b * 8 + a]/(((1.0F/32.0F)*z_B2_norm1_rstd[b * 8 + a] + 1.0e-5F)*sqrtf((1.0F/32.0F)*z_B2_norm1_rstd[b * 8 + a] + 1.0e-5F));
         }
-    /* dL_dB2_norm1_c[b,a,e] += 2·B2_norm1_c[b,a,e]·delta_B2_norm1_rstd[b,a]; dL_dB1[b,a,d] += dL_dB2_norm1_c[b,a,d] (from B2_norm1_c); dL_dB2_norm1_mean[b,a] = -dL_dB2_norm1_c[b,a,d] */
+    /* dL_dB2_norm1_c[b,a,e] += 2·B2_norm1_c[b,a,e]·delta_B2_norm1_rstd[b,a] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int a = 0; a < 8; a++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+            for (int e = 0; e < 32; e++) {
+                dL_dB2_norm1_c[b * 256 + a * 32 + e] += 2*B2_norm1_c[b * 256 + a * 32 + e]*delta_B2_norm1_rstd[b * 8 + a];
+            }
+    /* dL_dB1[b,a,d] += dL_dB2_norm1_c[b,a,d] (from B2_norm1_c); dL_dB2_norm1_mean[b,a] = -dL_dB2_norm1_c[b,a,d] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++) {
             real acc0 = 0;
 #ifdef SN_SIMD
 #pragma omp simd reduction(+:acc0)
 #endif
-            for (int e = 0; e < 32; e++) {
-                dL_dB2_norm1_c[b * 256 + a * 32 + e] += 2*B2_norm1_c[b * 256 + a * 32 + e]*delta_B2_norm1_rstd[b * 8 + a];
-                dL_dB1[b * 256 + a * 32 + e] += dL_dB2_norm1_c[b * 256 + a * 32 + e];
-                acc0 += -dL_dB2_norm1_c[b * 256 + a * 32 + e];
+            for (int d = 0; d < 32; d++) {
+                dL_dB1[b * 256 + a * 32 + d] += dL_dB2_norm1_c[b * 256 + a * 32 + d];
+                acc0 += -dL_dB2_norm1_c[b * 256 + a * 32 + d];
             }
             dL_dB2_norm1_mean[b * 8 + a] = acc0;
         }
@@ -2359,7 +2563,7 @@ static void sn_chunk(void *arg, int c)
         for (int a = 0; a < 8; a++) {
             delta_B2_norm1_mean[b * 8 + a] = (1.0F/32.0F)*dL_dB2_norm1_mean[b * 8 + a];
         }
-    /* dL_dB1[b,a,e] += delta_B2_norm1_mean[b,a]; dL_dB1_res1[b,i,x] = dL_dB1[b,i,x] (from B1); dL_dB1_ff2[b,i,x] = dL_dB1[b,i,x]; g_b8[i] += dL_dB1_ff2[b,tq,i] */
+    /* dL_dB1[b,a,e] += delta_B2_norm1_mean[b,a] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++)
 #ifdef SN_SIMD
@@ -2367,9 +2571,25 @@ static void sn_chunk(void *arg, int c)
 #endif
             for (int e = 0; e < 32; e++) {
                 dL_dB1[b * 256 + a * 32 + e] += delta_B2_norm1_mean[b * 8 + a];
-                dL_dB1_res1[b * 256 + a * 32 + e] = dL_dB1[b * 256 + a * 32 + e];
-                dL_dB1_ff2[b * 256 + a * 32 + e] = dL_dB1[b * 256 + a * 32 + e];
-                g_b8[e] += dL_dB1_ff2[b * 256 + a * 32 + e];
+            }
+    /* dL_dB1_res1[b,i,x] = dL_dB1[b,i,x] (from B1); dL_dB1_ff2[b,i,x] = dL_dB1[b,i,x] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int i = 0; i < 8; i++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+            for (int x = 0; x < 32; x++) {
+                dL_dB1_res1[b * 256 + i * 32 + x] = dL_dB1[b * 256 + i * 32 + x];
+                dL_dB1_ff2[b * 256 + i * 32 + x] = dL_dB1[b * 256 + i * 32 + x];
+            }
+    /* g_b8[i] += dL_dB1_ff2[b,tq,i] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int tq = 0; tq < 8; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+            for (int i = 0; i < 32; i++) {
+                g_b8[i] += dL_dB1_ff2[b * 256 + tq * 32 + i];
             }
     /* g_W8[i,j] = Σ_b delta_B1_ff2[b,i]·B1_ff1[b,j]: this chunk's part, Σ over its rows (chunk 0 into the
        gradient, chunk c > 0 into its partial sums, added after the chunks in their order) */
@@ -2415,17 +2635,25 @@ static void sn_chunk(void *arg, int c)
         for (int a = 0; a < 8; a++) {
             delta_B1_norm2_rstd[b * 8 + a] = -1.0F/64.0F*dL_dB1_norm2_rstd[b * 8 + a]/(((1.0F/32.0F)*z_B1_norm2_rstd[b * 8 + a] + 1.0e-5F)*sqrtf((1.0F/32.0F)*z_B1_norm2_rstd[b * 8 + a] + 1.0e-5F));
         }
-    /* dL_dB1_norm2_c[b,a,e] += 2·B1_norm2_c[b,a,e]·delta_B1_norm2_rstd[b,a]; dL_dB1_res1[b,a,d] += dL_dB1_norm2_c[b,a,d] (from B1_norm2_c); dL_dB1_norm2_mean[b,a] = -dL_dB1_norm2_c[b,a,d] */
+    /* dL_dB1_norm2_c[b,a,e] += 2·B1_norm2_c[b,a,e]·delta_B1_norm2_rstd[b,a] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int a = 0; a < 8; a++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+            for (int e = 0; e < 32; e++) {
+                dL_dB1_norm2_c[b * 256 + a * 32 + e] += 2*B1_norm2_c[b * 256 + a * 32 + e]*delta_B1_norm2_rstd[b * 8 + a];
+            }
+    /* dL_dB1_res1[b,a,d] += dL_dB1_norm2_c[b,a,d] (from B1_norm2_c); dL_dB1_norm2_mean[b,a] = -dL_dB1_norm2_c[b,a,d] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++) {
             real acc0 = 0;
 #ifdef SN_SIMD
 #pragma omp simd reduction(+:acc0)
 #endif
-            for (int e = 0; e < 32; e++) {
-                dL_dB1_norm2_c[b * 256 + a * 32 + e] += 2*B1_norm2_c[b * 256 + a * 32 + e]*delta_B1_norm2_rstd[b * 8 + a];
-                dL_dB1_res1[b * 256 + a * 32 + e] += dL_dB1_norm2_c[b * 256 + a * 32 + e];
-                acc0 += -dL_dB1_norm2_c[b * 256 + a * 32 + e];
+            for (int d = 0; d < 32; d++) {
+                dL_dB1_res1[b * 256 + a * 32 + d] += dL_dB1_norm2_c[b * 256 + a * 32 + d];
+                acc0 += -dL_dB1_norm2_c[b * 256 + a * 32 + d];
             }
             dL_dB1_norm2_mean[b * 8 + a] = acc0;
         }
@@ -2437,7 +2665,7 @@ static void sn_chunk(void *arg, int c)
         for (int a = 0; a < 8; a++) {
             delta_B1_norm2_mean[b * 8 + a] = (1.0F/32.0F)*dL_dB1_norm2_mean[b * 8 + a];
         }
-    /* dL_dB1_res1[b,a,e] += delta_B1_norm2_mean[b,a]; dL_dpos[b,i,x] = dL_dB1_res1[b,i,x] (from B1_res1); dL_dB1_att[b,i,x] = dL_dB1_res1[b,i,x]; g_co4[i] += dL_dB1_att[b,tq,i] */
+    /* dL_dB1_res1[b,a,e] += delta_B1_norm2_mean[b,a] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++)
 #ifdef SN_SIMD
@@ -2445,9 +2673,25 @@ static void sn_chunk(void *arg, int c)
 #endif
             for (int e = 0; e < 32; e++) {
                 dL_dB1_res1[b * 256 + a * 32 + e] += delta_B1_norm2_mean[b * 8 + a];
-                dL_dpos[b * 256 + a * 32 + e] = dL_dB1_res1[b * 256 + a * 32 + e];
-                dL_dB1_att[b * 256 + a * 32 + e] = dL_dB1_res1[b * 256 + a * 32 + e];
-                g_co4[e] += dL_dB1_att[b * 256 + a * 32 + e];
+            }
+    /* dL_dpos[b,i,x] = dL_dB1_res1[b,i,x] (from B1_res1); dL_dB1_att[b,i,x] = dL_dB1_res1[b,i,x] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int i = 0; i < 8; i++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+            for (int x = 0; x < 32; x++) {
+                dL_dpos[b * 256 + i * 32 + x] = dL_dB1_res1[b * 256 + i * 32 + x];
+                dL_dB1_att[b * 256 + i * 32 + x] = dL_dB1_res1[b * 256 + i * 32 + x];
+            }
+    /* g_co4[i] += dL_dB1_att[b,tq,i] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int tq = 0; tq < 8; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+            for (int i = 0; i < 32; i++) {
+                g_co4[i] += dL_dB1_att[b * 256 + tq * 32 + i];
             }
     /* g_Wo4[i,j] = Σ_b delta_B1_att[b,i]·B1_att_a[b,j]: this chunk's part, Σ over its rows (chunk 0 into the
        gradient, chunk c > 0 into its partial sums, added after the chunks in their order) */
@@ -2476,7 +2720,7 @@ static void sn_chunk(void *arg, int c)
                 }
                 dL_dB1_att_z[b * 32 + hd * 8 + tq] = acc0;
             }
-    /* dL_dB1_att_e[b,hd,tq,tk] += delta_B1_att_z[b,hd,tq]; dL_dB1_att_s[b,hd,tq,tk] = B1_att_e[b,hd,tq,tk]·dL_dB1_att_e[b,hd,tq,tk] (from B1_att_e) */
+    /* dL_dB1_att_e[b,hd,tq,tk] += delta_B1_att_z[b,hd,tq] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int hd = 0; hd < 4; hd++)
             for (int tq = 0; tq < 8; tq++)
@@ -2485,6 +2729,15 @@ static void sn_chunk(void *arg, int c)
 #endif
                 for (int tk = 0; tk < 8; tk++) {
                     dL_dB1_att_e[b * 256 + hd * 64 + tq * 8 + tk] += delta_B1_att_z[b * 32 + hd * 8 + tq];
+                }
+    /* dL_dB1_att_s[b,hd,tq,tk] = B1_att_e[b,hd,tq,tk]·dL_dB1_att_e[b,hd,tq,tk] (from B1_att_e) */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int hd = 0; hd < 4; hd++)
+            for (int tq = 0; tq < 8; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+                for (int tk = 0; tk < 8; tk++) {
                     dL_dB1_att_s[b * 256 + hd * 64 + tq * 8 + tk] = B1_att_e[b * 256 + hd * 64 + tq * 8 + tk]*dL_dB1_att_e[b * 256 + hd * 64 + tq * 8 + tk];
                 }
     /* dL_dB1_att_qkv[b,tk,hd*8 + e + 32] = Σ_tq 0.35355339059327373·B1_att_qkv[b,tq,hd·8 + e]·delta_B1_att_s[b,hd,tq,tk]; dL_dB1_att_qkv[b,tq,hd*8 + e] = Σ_tk 0.35355339059327373·B1_att_qkv[b,tk,hd·8 + e + 32]·delta_B1_att_s[b,hd,tq,tk]: a small product per (b, hd) */
@@ -2531,17 +2784,25 @@ static void sn_chunk(void *arg, int c)
         for (int a = 0; a < 8; a++) {
             delta_B1_norm1_rstd[b * 8 + a] = -1.0F/64.0F*dL_dB1_norm1_rstd[b * 8 + a]/(((1.0F/32.0F)*z_B1_norm1_rstd[b * 8 + a] + 1.0e-5F)*sqrtf((1.0F/32.0F)*z_B1_norm1_rstd[b * 8 + a] + 1.0e-5F));
         }
-    /* dL_dB1_norm1_c[b,a,e] += 2·B1_norm1_c[b,a,e]·delta_B1_norm1_rstd[b,a]; dL_dpos[b,a,d] += dL_dB1_norm1_c[b,a,d] (from B1_norm1_c); dL_dB1_norm1_mean[b,a] = -dL_dB1_norm1_c[b,a,d] */
+    /* dL_dB1_norm1_c[b,a,e] += 2·B1_norm1_c[b,a,e]·delta_B1_norm1_rstd[b,a] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int a = 0; a < 8; a++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+            for (int e = 0; e < 32; e++) {
+                dL_dB1_norm1_c[b * 256 + a * 32 + e] += 2*B1_norm1_c[b * 256 + a * 32 + e]*delta_B1_norm1_rstd[b * 8 + a];
+            }
+    /* dL_dpos[b,a,d] += dL_dB1_norm1_c[b,a,d] (from B1_norm1_c); dL_dB1_norm1_mean[b,a] = -dL_dB1_norm1_c[b,a,d] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++) {
             real acc0 = 0;
 #ifdef SN_SIMD
 #pragma omp simd reduction(+:acc0)
 #endif
-            for (int e = 0; e < 32; e++) {
-                dL_dB1_norm1_c[b * 256 + a * 32 + e] += 2*B1_norm1_c[b * 256 + a * 32 + e]*delta_B1_norm1_rstd[b * 8 + a];
-                dL_dpos[b * 256 + a * 32 + e] += dL_dB1_norm1_c[b * 256 + a * 32 + e];
-                acc0 += -dL_dB1_norm1_c[b * 256 + a * 32 + e];
+            for (int d = 0; d < 32; d++) {
+                dL_dpos[b * 256 + a * 32 + d] += dL_dB1_norm1_c[b * 256 + a * 32 + d];
+                acc0 += -dL_dB1_norm1_c[b * 256 + a * 32 + d];
             }
             dL_dB1_norm1_mean[b * 8 + a] = acc0;
         }
@@ -2553,7 +2814,7 @@ static void sn_chunk(void *arg, int c)
         for (int a = 0; a < 8; a++) {
             delta_B1_norm1_mean[b * 8 + a] = (1.0F/32.0F)*dL_dB1_norm1_mean[b * 8 + a];
         }
-    /* dL_dpos[b,a,e] += delta_B1_norm1_mean[b,a]; dL_dembed[b,tq,i] = dL_dpos[b,tq,i]; g_P2[tq,i] += dL_dpos[b,tq,i] */
+    /* dL_dpos[b,a,e] += delta_B1_norm1_mean[b,a] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int a = 0; a < 8; a++)
 #ifdef SN_SIMD
@@ -2561,8 +2822,16 @@ static void sn_chunk(void *arg, int c)
 #endif
             for (int e = 0; e < 32; e++) {
                 dL_dpos[b * 256 + a * 32 + e] += delta_B1_norm1_mean[b * 8 + a];
-                dL_dembed[b * 256 + a * 32 + e] = dL_dpos[b * 256 + a * 32 + e];
-                g_P2[a * 32 + e] += dL_dpos[b * 256 + a * 32 + e];
+            }
+    /* dL_dembed[b,tq,i] = dL_dpos[b,tq,i]; g_P2[tq,i] += dL_dpos[b,tq,i] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int tq = 0; tq < 8; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+            for (int i = 0; i < 32; i++) {
+                dL_dembed[b * 256 + tq * 32 + i] = dL_dpos[b * 256 + tq * 32 + i];
+                g_P2[tq * 32 + i] += dL_dpos[b * 256 + tq * 32 + i];
             }
     /* g_b1[i] += dL_dembed[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -2904,7 +3173,7 @@ static double sn_loss(const real *params, real *work, const real *S, const real 
 {
     const real *b17 = params + 18016;  /* b17: (10,) */
 
-    real *z_O = work + (size_t)batch * 7328;  /* Σ of O: (batch, 8, 10) */
+    real *z_O = work + (size_t)batch * 7040;  /* Σ of O: (batch, 8, 10) */
 
     double loss = 0;
     sn_forward(params, work, S, batch);
@@ -2919,7 +3188,7 @@ static double sn_loss(const real *params, real *work, const real *S, const real 
     return loss / batch;
 }
 
-real symnet_8d68f7fe8c_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_5abc46c011_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -2933,7 +3202,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return sn_chunk_pass(&a, sn_chunk, NULL);
 }
 
-real symnet_8d68f7fe8c_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_5abc46c011_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -2951,7 +3220,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_8d68f7fe8c_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_5abc46c011_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 12754;
     /* the batch in chunks, then the weight gradients, each job updating the parameters
@@ -3034,7 +3303,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_8d68f7fe8c_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_5abc46c011_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -3060,7 +3329,7 @@ void symnet_8d68f7fe8c_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_8d68f7fe8c_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_5abc46c011_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
@@ -3103,7 +3372,7 @@ long long symnet_8d68f7fe8c_train(real *params, const real *X, const real *T, co
         losses[s] = loss;
         if (correct != NULL) {
             /* share of the outputs with O > 0.5 exactly where T > 0.5, from the outputs the step's forward pass left in work */
-            const real *o = work + (size_t)batch * 7408;
+            const real *o = work + (size_t)batch * 7120;
             double right = 0;
             for (int r = 0; r < batch; r++) {
                 for (int k = 0; k < 80; k++)

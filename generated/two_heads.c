@@ -13,7 +13,7 @@
  * X of width n holds X[b,j] at X[b * n + j]; W of shape (out, in) holds
  * W[i,j] at W[i * in + j].  Parameters live in one flat array `params`
  * (354 numbers), their gradients in `grads` with the same
- * layout, and everything per example in `work` (101 numbers
+ * layout, and everything per example in `work` (85 numbers
  * per example of the batch).
  */
 #include <math.h>
@@ -32,8 +32,8 @@
  *   loss: 1·bce(moon) + 0.5·mse(radius), each averaged over the batch; targets side by side in T
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_6870AAEA33_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_6870AAEA33_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_D245E6BABF_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_D245E6BABF_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (16, 2)
  *   b1           offset        32  shape (16,)
  *   W2           offset        48  shape (16, 16)
@@ -43,48 +43,48 @@
  *   W5           offset       337  shape (1, 16)
  *   b5           offset       353  shape (1,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_6870AAEA33_WORK_SIZE(batch) numbers; SYMNET_6870AAEA33_TRAIN_WORK_SIZE(batch_size) for
- * symnet_6870aaea33_train) and allocates nothing.  Memory for one call of a batch B:
- *   params 354 + X B*2 + T or O B*2 + work (B*101 + 354)
- *   numbers of 4 bytes; e.g. B = 32: 16,272 bytes (training; forward only: 10,632).
+ * `work` (SYMNET_D245E6BABF_WORK_SIZE(batch) numbers; SYMNET_D245E6BABF_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_d245e6babf_train) and allocates nothing.  Memory for one call of a batch B:
+ *   params 354 + X B*2 + T or O B*2 + work (B*85 + 354)
+ *   numbers of 4 bytes; e.g. B = 32: 14,224 bytes (training; forward only: 8,584).
  */
-#ifndef SYMNET_6870AAEA33_H
-#define SYMNET_6870AAEA33_H
+#ifndef SYMNET_D245E6BABF_H
+#define SYMNET_D245E6BABF_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_6870AAEA33_REAL float  /* the number type of every array (float32) */
-#define SYMNET_6870AAEA33_N_INPUTS 2  /* features per example */
-#define SYMNET_6870AAEA33_N_OUTPUTS 2
-#define SYMNET_6870AAEA33_N_PARAMS 354  /* numbers in the flat parameter array */
-#define SYMNET_6870AAEA33_WORK_PER_EXAMPLE 101
-#define SYMNET_6870AAEA33_WORK_SIZE(batch) ((batch) * 101 + 354)  /* numbers of scratch per call */
-#define SYMNET_6870AAEA33_TRAIN_WORK_SIZE(batch_size) (SYMNET_6870AAEA33_WORK_SIZE(batch_size) + (batch_size) * 4)
-#define SYMNET_6870AAEA33_SGD 0       /* optimizer codes of symnet_6870aaea33_update and symnet_6870aaea33_train */
-#define SYMNET_6870AAEA33_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_6870AAEA33_N_PARAMS numbers */
-#define SYMNET_6870AAEA33_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_6870AAEA33_N_PARAMS numbers each */
+#define SYMNET_D245E6BABF_REAL float  /* the number type of every array (float32) */
+#define SYMNET_D245E6BABF_N_INPUTS 2  /* features per example */
+#define SYMNET_D245E6BABF_N_OUTPUTS 2
+#define SYMNET_D245E6BABF_N_PARAMS 354  /* numbers in the flat parameter array */
+#define SYMNET_D245E6BABF_WORK_PER_EXAMPLE 85
+#define SYMNET_D245E6BABF_WORK_SIZE(batch) ((batch) * 85 + 354)  /* numbers of scratch per call */
+#define SYMNET_D245E6BABF_TRAIN_WORK_SIZE(batch_size) (SYMNET_D245E6BABF_WORK_SIZE(batch_size) + (batch_size) * 4)
+#define SYMNET_D245E6BABF_SGD 0       /* optimizer codes of symnet_d245e6babf_update and symnet_d245e6babf_train */
+#define SYMNET_D245E6BABF_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_D245E6BABF_N_PARAMS numbers */
+#define SYMNET_D245E6BABF_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_D245E6BABF_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_6870AAEA33_N_OUTPUTS) = the network's output for X (batch × SYMNET_6870AAEA33_N_INPUTS). */
-void symnet_6870aaea33_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_D245E6BABF_N_OUTPUTS) = the network's output for X (batch × SYMNET_D245E6BABF_N_INPUTS). */
+void symnet_d245e6babf_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_6870aaea33_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_d245e6babf_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_6870AAEA33_N_PARAMS numbers) by back propagation. */
-float symnet_6870aaea33_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_D245E6BABF_N_PARAMS numbers) by back propagation. */
+float symnet_d245e6babf_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_6870aaea33_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_d245e6babf_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_6870AAEA33_SGD, SYMNET_6870AAEA33_MOMENTUM or SYMNET_6870AAEA33_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_D245E6BABF_SGD, SYMNET_D245E6BABF_MOMENTUM or SYMNET_D245E6BABF_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_6870aaea33_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_d245e6babf_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -92,10 +92,10 @@ void symnet_6870aaea33_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_6870AAEA33_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_D245E6BABF_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_6870AAEA33_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_6870aaea33_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_D245E6BABF_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_d245e6babf_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -104,7 +104,7 @@ long long symnet_6870aaea33_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_6870AAEA33_H */
+#endif /* SYMNET_D245E6BABF_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -641,11 +641,11 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
     real *H1 = work + (size_t)batch * 16;  /* layer H1: (batch, 16) */
     real *z_H2 = work + (size_t)batch * 0;  /* Σ of H2: (batch, 16) */
     real *H2 = work + (size_t)batch * 32;  /* layer H2: (batch, 16) */
-    real *R = work + (size_t)batch * 48;  /* layer R: (batch, 16) */
-    real *z_moon = work + (size_t)batch * 64;  /* Σ of moon: (batch, 1) */
-    real *moon = work + (size_t)batch * 65;  /* layer moon: (batch, 1) */
-    real *z_radius = work + (size_t)batch * 66;  /* Σ of radius: (batch, 1) */
-    real *radius = work + (size_t)batch * 67;  /* layer radius: (batch, 1) */
+    real *R = work + (size_t)batch * 0;  /* layer R: (batch, 16) */
+    real *z_moon = work + (size_t)batch * 48;  /* Σ of moon: (batch, 1) */
+    real *moon = work + (size_t)batch * 49;  /* layer moon: (batch, 1) */
+    real *z_radius = work + (size_t)batch * 50;  /* Σ of radius: (batch, 1) */
+    real *radius = work + (size_t)batch * 51;  /* layer radius: (batch, 1) */
 
     /* z_H1[b,i] = Σ_j W1[i,j]·I[b,j] */
     sn_mm_nt(batch, 16, 2, I, W1, z_H1, 0);
@@ -659,13 +659,20 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
         }
     /* z_H2[b,i] = Σ_j W2[i,j]·H1[b,j] */
     sn_mm_nt(batch, 16, 16, H1, W2, z_H2, 0);
-    /* H2[b,i] = tanh(b2[i] + z_H2[b,i]); R[b,i] = H1[b,i] + H2[b,i] */
+    /* H2[b,i] = tanh(b2[i] + z_H2[b,i]) */
     for (int b = 0; b < batch; b++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
         for (int i = 0; i < 16; i++) {
             H2[b * 16 + i] = sn_tanhf(b2[i] + z_H2[b * 16 + i]);
+        }
+    /* R[b,i] = H1[b,i] + H2[b,i] */
+    for (int b = 0; b < batch; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 16; i++) {
             R[b * 16 + i] = H1[b * 16 + i] + H2[b * 16 + i];
         }
     /* z_moon[b,i] = Σ_j W4[i,j]·R[b,j] */
@@ -693,12 +700,12 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 
 /* O[b,:] = [moon[b,:], radius[b,:]]: the forward pass, its outputs side by
  * side in each row (as the targets T are), copied out of work. */
-void symnet_6870aaea33_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_d245e6babf_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     for (int b = 0; b < batch; b++) {
-        memcpy(O + (size_t)b * 2 + 0, work + (size_t)batch * 65 + (size_t)b * 1, sizeof(real) * 1);
-        memcpy(O + (size_t)b * 2 + 1, work + (size_t)batch * 67 + (size_t)b * 1, sizeof(real) * 1);
+        memcpy(O + (size_t)b * 2 + 0, work + (size_t)batch * 49 + (size_t)b * 1, sizeof(real) * 1);
+        memcpy(O + (size_t)b * 2 + 1, work + (size_t)batch * 51 + (size_t)b * 1, sizeof(real) * 1);
     }
 }
 
@@ -708,8 +715,8 @@ static double sn_loss(const real *params, real *work, const real *I, const real 
     const real *b4 = params + 336;  /* b4: (1,) */
     const real *b5 = params + 353;  /* b5: (1,) */
 
-    real *z_moon = work + (size_t)batch * 64;  /* Σ of moon: (batch, 1) */
-    real *z_radius = work + (size_t)batch * 66;  /* Σ of radius: (batch, 1) */
+    real *z_moon = work + (size_t)batch * 48;  /* Σ of moon: (batch, 1) */
+    real *z_radius = work + (size_t)batch * 50;  /* Σ of radius: (batch, 1) */
 
     double loss = 0;
     sn_forward(params, work, I, batch);
@@ -728,7 +735,7 @@ static double sn_loss(const real *params, real *work, const real *I, const real 
     return loss / batch;
 }
 
-real symnet_6870aaea33_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_d245e6babf_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -753,17 +760,17 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
 
     real *H1 = work + (size_t)batch * 16;  /* layer H1: (batch, 16) */
     real *H2 = work + (size_t)batch * 32;  /* layer H2: (batch, 16) */
-    real *R = work + (size_t)batch * 48;  /* layer R: (batch, 16) */
-    real *z_moon = work + (size_t)batch * 64;  /* Σ of moon: (batch, 1) */
-    real *moon = work + (size_t)batch * 65;  /* layer moon: (batch, 1) */
-    real *z_radius = work + (size_t)batch * 66;  /* Σ of radius: (batch, 1) */
+    real *R = work + (size_t)batch * 0;  /* layer R: (batch, 16) */
+    real *z_moon = work + (size_t)batch * 48;  /* Σ of moon: (batch, 1) */
+    real *moon = work + (size_t)batch * 49;  /* layer moon: (batch, 1) */
+    real *z_radius = work + (size_t)batch * 50;  /* Σ of radius: (batch, 1) */
     real *dL_dH1 = work + (size_t)batch * 0;  /* ∂L/∂H1: (batch, 16) */
     real *delta_H1 = work + (size_t)batch * 32;  /* ∂L/∂z_H1: (batch, 16) */
-    real *dL_dH2 = work + (size_t)batch * 48;  /* ∂L/∂H2: (batch, 16) */
+    real *dL_dH2 = work + (size_t)batch * 52;  /* ∂L/∂H2: (batch, 16) */
     real *delta_H2 = work + (size_t)batch * 68;  /* ∂L/∂z_H2: (batch, 16) */
-    real *dL_dR = work + (size_t)batch * 84;  /* ∂L/∂R: (batch, 16) */
-    real *delta_moon = work + (size_t)batch * 100;  /* ∂L/∂z_moon: (batch, 1) */
-    real *delta_radius = work + (size_t)batch * 64;  /* ∂L/∂z_radius: (batch, 1) */
+    real *dL_dR = work + (size_t)batch * 68;  /* ∂L/∂R: (batch, 16) */
+    real *delta_moon = work + (size_t)batch * 84;  /* ∂L/∂z_moon: (batch, 1) */
+    real *delta_radius = work + (size_t)batch * 48;  /* ∂L/∂z_radius: (batch, 1) */
 
     const real inv_batch = (real)1 / (real)batch;
     double loss = 0;
@@ -796,18 +803,25 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     sn_mm_tn(1, 16, batch, delta_moon, R, g_W4, 0);
     /* dL_dR[b,j] += Σ_i delta_moon[b,i]·W4[i,j] (from moon) */
     sn_mm_nn(batch, 16, 1, delta_moon, W4, dL_dR, 1);
-    memset(g_b2, 0, sizeof(real) * 16);
-    /* dL_dH1[b,i] = dL_dR[b,i] (from R); dL_dH2[b,i] = dL_dR[b,i]; delta_H2[b,i] = dL_dH2[b,i]·(1 - H2[b,i]²); g_b2[i] += dL_dH2[b,i]·(1 - H2[b,i]²) */
+    /* dL_dH1[b,i] = dL_dR[b,i] (from R); dL_dH2[b,i] = dL_dR[b,i] */
     for (int b = 0; b < batch; b++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
         for (int i = 0; i < 16; i++) {
-            const real t0 = 1 - H2[b * 16 + i]*H2[b * 16 + i];
             dL_dH1[b * 16 + i] = dL_dR[b * 16 + i];
             dL_dH2[b * 16 + i] = dL_dR[b * 16 + i];
-            delta_H2[b * 16 + i] = dL_dH2[b * 16 + i]*t0;
-            g_b2[i] += dL_dH2[b * 16 + i]*t0;
+        }
+    memset(g_b2, 0, sizeof(real) * 16);
+    /* delta_H2[b,i] = dL_dH2[b,i]·(1 - H2[b,i]²); g_b2[i] += dL_dH2[b,i]·(1 - H2[b,i]²) */
+    for (int b = 0; b < batch; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int i = 0; i < 16; i++) {
+            const real t0 = dL_dH2[b * 16 + i]*(1 - H2[b * 16 + i]*H2[b * 16 + i]);
+            delta_H2[b * 16 + i] = t0;
+            g_b2[i] += t0;
         }
     /* g_W2[i,j] = Σ_b delta_H2[b,i]·H1[b,j] */
     sn_mm_tn(16, 16, batch, delta_H2, H1, g_W2, 0);
@@ -830,7 +844,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_6870aaea33_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_d245e6babf_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -857,9 +871,9 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_6870aaea33_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_d245e6babf_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
-    real *grads = work + (size_t)batch * 101;
+    real *grads = work + (size_t)batch * 85;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
     if (!isfinite(loss) || !sn_all_finite(grads))
         return (real)NAN;
@@ -928,7 +942,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_6870aaea33_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_d245e6babf_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -948,17 +962,17 @@ void symnet_6870aaea33_update(real *params, const real *grads, real lr, int opti
  * prev holds the parameters before the last update (after a restore: the same as
  * params).  prev may be NULL (no restoring).
  *
- * work: the batch's rows (101 numbers per example), then the
+ * work: the batch's rows (85 numbers per example), then the
  * gradients (354), then Ib and Tb.
  *
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_6870aaea33_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_d245e6babf_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
-    real *grads = work + (size_t)batch_size * 101;
+    real *grads = work + (size_t)batch_size * 85;
     real *Ib = grads + 354;
     real *Tb = Ib + (size_t)batch_size * 2;
     real *cur = params, *old = prev != NULL ? prev : params;  /* θ now; θ before the last update */

@@ -1,6 +1,7 @@
 """symnet.plan.fuse.fuse_loops: two element loops in a row over the same indices run as
 one (the softmax's exponentials and their Σ; its gradient's two element passes; a
-residual after an activation).  The fused C gives the same numbers as the C without the
+residual after an activation).  Off by default (symnet.plan.lower.FUSE_LOOPS: measured,
+the joined loops cost the transformer's step); these tests turn it on.  The fused C gives the same numbers as the C without the
 rewrite, to the rounding of the vectorised exponential (a loop that GCC vectorised
 differently calls the vector e^x of libmvec or the scalar one), in float64 and float32,
 every gradient; and the rewrite refuses
@@ -30,6 +31,18 @@ def _targets(ops):
     return [{t for t, *_ in op.stmts} for op in ops if isinstance(op, Loop)]
 
 
+@pytest.fixture(autouse=True)
+def _joined_loops(monkeypatch):
+    monkeypatch.setattr(lower, "FUSE_LOOPS", True)
+
+
+def test_off_by_default(monkeypatch):
+    monkeypatch.setattr(lower, "FUSE_LOOPS", False)
+    p = lower.plan(_network().graph())
+    assert {"B1_att_e", "z_B1_att_z"} not in _targets(p.forward)
+    assert not any({"B1_att_e", "z_B1_att_z"} <= t for t in _targets(p.forward))
+
+
 def test_the_exponentials_and_their_sum_are_one_loop():
     p = lower.plan(_network().graph())
     assert {"B1_att_e", "z_B1_att_z"} in _targets(p.forward)
@@ -44,7 +57,7 @@ def test_the_exponentials_and_their_sum_are_one_loop():
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_fused_c_gives_the_same_numbers(dtype, monkeypatch, rng, tmp_path):
     fused = _network().compile(dtype=dtype, seed=0)
-    monkeypatch.setattr(lower, "fuse_loops", lambda p, ops: ops)
+    monkeypatch.setattr(lower, "FUSE_LOOPS", False)
     monkeypatch.setenv("SYMNET_CACHE_DIR", str(tmp_path))   # not the fused module again
     plain = _network().compile(dtype=dtype, seed=0)
     assert len(plain.c_source) > len(fused.c_source)      # the rewrite did something

@@ -2,8 +2,9 @@
     [--rounds 150] [--steps 3] [--processes 5] [--dtype float32]
 
 What one of the plan's rewrites is worth, measured in one process: each workload is
-compiled twice, as it is and with the rewrite turned off (or with another chunk size of
-a chunked pass, ``--chunk N``), and the two models' ``step`` calls alternate, a few
+compiled twice, as it is and with the rewrite turned off (``--with fuse_loops``: with
+the rewrite that is off by default turned on; or with another chunk size of a chunked
+pass, ``--chunk N``), and the two models' ``step`` calls alternate, a few
 steps of one then of the other, for many rounds; the figure is the median over the
 rounds of (time without) / (time with).  Both models meet the same moments of a shared
 machine's load, so a change of a few per cent shows where two runs of ``python -m
@@ -13,12 +14,12 @@ in several new processes (``--processes``, default 5) and the figure is the medi
 theirs, each shown.  The BLAS check of a module's first training call (which may move one
 build's products off OpenBLAS and not the other's) is off unless ``SYMNET_BLAS_CHECK`` is
 set: both builds run their products where the plan puts them.  The rewrites
-(symnet.plan): ``fuse_epilogues``, ``fuse_masks``, ``fuse_loops``, ``fuse_routes``, ``overwrite``,
-``share``.
+(symnet.plan): ``fuse_epilogues``, ``fuse_masks``, ``fuse_routes``, ``overwrite``,
+``share``; off by default, ``fuse_loops``.
 
     python -m symnet.bench.paired --without fuse_epilogues --workloads transformer,large
     python -m symnet.bench.paired --chunk 4 --workloads transformer
-    SYMNET_MARCH=x86-64-v3 python -m symnet.bench.paired --without fuse_loops
+    SYMNET_MARCH=x86-64-v3 python -m symnet.bench.paired --with fuse_loops
 
 A ratio above 1 means the step is faster with the rewrite (or with the chunk size the
 plan chooses).  The workloads are the bench's (symnet/bench/refs.py, seq.py).
@@ -42,11 +43,13 @@ import numpy as np
 OFF = {
     "fuse_epilogues": lambda p, ops, later: ops,
     "fuse_masks": lambda p, ops, later: ops,
-    "fuse_loops": lambda p, ops: ops,
     "fuse_routes": lambda p, ops: ops,
     "overwrite": lambda p, ops: ops,
     "share": lambda p: None,
 }
+
+#: the rewrites that are off by default, and the switch that turns each on
+ON = {"fuse_loops": "FUSE_LOOPS"}
 
 
 def _workload(name: str, dtype: str):
@@ -67,9 +70,10 @@ def _workload(name: str, dtype: str):
                      f"one of {', '.join(known)}")
 
 
-def compile_pair(make, dtype: str, without: str | None = None, chunk: int | None = None):
-    """The network compiled as it is and with ``without`` turned off (or chunks of
-    ``chunk`` examples): (model, model).  The second is built in a cache folder of its
+def compile_pair(make, dtype: str, without: str | None = None, chunk: int | None = None,
+                 with_: str | None = None):
+    """The network compiled as it is and with ``without`` turned off (``with_`` turned
+    on; or chunks of ``chunk`` examples): (model, model).  The second is built in a cache folder of its
     own, a copy of this one without its networks: the cache's index, keyed by the
     network, would otherwise give it the first's module (the same C); the copy keeps the
     machine's record, the planner's timings and the shared driver, so both models run
@@ -77,7 +81,8 @@ def compile_pair(make, dtype: str, without: str | None = None, chunk: int | None
     from ..backend.c import build
     from ..plan import lower, schedule
     a = make().compile(dtype=dtype)
-    saved = getattr(lower, without) if without else schedule.CHUNK
+    saved = getattr(lower, without) if without else \
+        getattr(lower, ON[with_]) if with_ else schedule.CHUNK
     env = os.environ.get("SYMNET_CACHE_DIR")
     with tempfile.TemporaryDirectory(prefix="symnet-paired-") as own:
         for f in build.cache_dir().iterdir():
@@ -87,12 +92,16 @@ def compile_pair(make, dtype: str, without: str | None = None, chunk: int | None
             os.environ["SYMNET_CACHE_DIR"] = own
             if without:
                 setattr(lower, without, OFF[without])
+            elif with_:
+                setattr(lower, ON[with_], True)
             else:
                 schedule.CHUNK = chunk
             b = make().compile(dtype=dtype)
         finally:
             if without:
                 setattr(lower, without, saved)
+            elif with_:
+                setattr(lower, ON[with_], saved)
             else:
                 schedule.CHUNK = saved
             if env is None:
@@ -152,6 +161,8 @@ def main(argv=None) -> int:
                                  description=__doc__.split("\n\n")[1])
     which = ap.add_mutually_exclusive_group(required=True)
     which.add_argument("--without", choices=sorted(OFF), help="the rewrite to turn off")
+    which.add_argument("--with", dest="with_", choices=sorted(ON),
+                       help="the rewrite, off by default, to turn on")
     which.add_argument("--chunk", type=int, help="examples per chunk of a chunked pass, "
                        "against the plan's own (symnet.plan.schedule.CHUNK)")
     ap.add_argument("--workloads", default="transformer")
@@ -187,7 +198,7 @@ def _run(args) -> int:
         for name in names:
             make, init, data, lr = _workload(name, args.dtype)
             try:
-                a, b = compile_pair(make, args.dtype, args.without, args.chunk)
+                a, b = compile_pair(make, args.dtype, args.without, args.chunk, args.with_)
             except SameC:
                 if len(names) == 1:
                     raise
@@ -200,11 +211,13 @@ def _run(args) -> int:
             print(json.dumps({k: v[0] for k, v in results.items()}))
             return 0
     else:
-        own = ["--without", args.without] if args.without else ["--chunk", str(args.chunk)]
+        own = ["--without", args.without] if args.without else \
+            ["--with", args.with_] if args.with_ else ["--chunk", str(args.chunk)]
         results = _in_processes(own + ["--workloads", ",".join(names), "--rounds",
                                        str(args.rounds), "--steps", str(args.steps),
                                        "--dtype", args.dtype], args.processes, names)
-    other = f"without {args.without}" if args.without else f"chunks of {args.chunk}"
+    other = f"without {args.without}" if args.without else \
+        f"with {args.with_}" if args.with_ else f"chunks of {args.chunk}"
     print(f"symnet.bench.paired: each workload as it is (A) and {other} (B), "
           f"{args.rounds} rounds of {args.steps} steps of each in turn, {args.dtype}, "
           f"in {args.processes} process{'es' if args.processes > 1 else ''}"

@@ -25,6 +25,15 @@ from .schedule import split
 from .share import share
 from .stack import stack
 
+#: Whether two element loops in a row over the same indices run as one
+#: (symnet.plan.fuse.fuse_loops).  Off: measured paired on the transformer, its only
+#: network of the bench that it changes (2-core AVX-512 Xeon; ``python -m
+#: symnet.bench.paired --with fuse_loops``), the joined loops made the step 1.6 % longer
+#: natively and 1.6 % in the x86-64-v3 build (each kind alone too: the joins of element
+#: loops 1.4 %, those with a row sum 2.4 %); apart, a loop ``H = b + z`` after a product
+#: becomes the product's epilogue (fuse_epilogues) instead of joining the next loop.
+FUSE_LOOPS = False
+
 
 @dataclass
 class Buffer:
@@ -212,7 +221,8 @@ def plan(graph: ir.Graph) -> Plan:
     p.forward = batchsum.rewrite(p, p.forward, batchsum.FORWARD, new_buffer)
     p.backward = batchsum.rewrite(p, p.backward, batchsum.BACKWARD, new_buffer)
     p.forward, p.backward = overwrite(p, p.forward), overwrite(p, p.backward)
-    p.forward, p.backward = fuse_loops(p, p.forward), fuse_loops(p, p.backward)
+    if FUSE_LOOPS:
+        p.forward, p.backward = fuse_loops(p, p.forward), fuse_loops(p, p.backward)
     stack(p)
     p.forward = fuse_epilogues(p, p.forward, p.loss + p.backward)
     p.backward = fuse_masks(p, p.backward, [])
