@@ -254,11 +254,13 @@ def fuse_epilogues(p, ops: list, later: list) -> list:
     return out
 
 
-def _epilogue(p, op: MatMul, loop: Loop):
-    """The ops.Epilogue that ``loop`` is after ``op`` (see fuse_epilogues), or None."""
+def _first_stmt(p, op: MatMul, loop: Loop):
+    """(target, the loop's index names, formula) of the loop's first statement when it
+    stores an element formula at the loop's point into a buffer that ``op``, a plain
+    product whose C is another buffer of the same shape, could write instead; else None."""
     B = p.buffers
-    if op.kind != "nt" or op.accumulate or op.parts or op.epilogue is not None \
-            or not isinstance(op.N, int) or loop.product or loop.hoist or len(loop.stmts) != 1:
+    if op.accumulate or op.parts or op.epilogue is not None or not isinstance(op.N, int) \
+            or loop.product or not loop.stmts:
         return None
     target, index, kind, expr = loop.stmts[0]
     names = tuple(n for n, _ in loop.indices)
@@ -269,6 +271,18 @@ def _epilogue(p, op: MatMul, loop: Loop):
     if B[target].kind != "work" or B[z].kind != "work" or B[target].alias or B[z].alias \
             or B[target].shape != B[z].shape or z in (p.output, *p.graph.outputs):
         return None
+    return target, names, expr
+
+
+def _epilogue(p, op: MatMul, loop: Loop):
+    """The ops.Epilogue that ``loop`` is after ``op`` (see fuse_epilogues), or None."""
+    B = p.buffers
+    first = _first_stmt(p, op, loop) if op.kind == "nt" and not loop.hoist \
+        and len(loop.stmts) == 1 else None
+    if first is None:
+        return None
+    target, names, expr = first
+    z = op.C
     reads = {s: p.symbols[s] for s in expr.free_symbols if s in p.symbols}
     zs = [s for s, a in reads.items() if a.array == z and tuple(a.index) == names]
     bs = [s for s, a in reads.items() if a.array != z and B.get(a.array) is not None
@@ -329,18 +343,11 @@ def _mask(p, op: MatMul, loop: Loop):
     loop's other statements or None) when ``loop`` is relu's derivative of what ``op``
     computes (see fuse_masks); else None."""
     B = p.buffers
-    if op.kind not in ("nt", "nn") or op.accumulate or op.parts or op.epilogue is not None \
-            or not isinstance(op.N, int) or loop.product or not loop.stmts:
+    first = _first_stmt(p, op, loop) if op.kind in ("nt", "nn") else None
+    if first is None:
         return None
-    target, index, kind, expr = loop.stmts[0]
-    names = tuple(n for n, _ in loop.indices)
+    target, names, expr = first
     z = op.C
-    if kind != "=" or target == LOSS or index != names or loop.indices[-1][1] != op.N \
-            or target == z or target not in B or z not in B:
-        return None
-    if B[target].kind != "work" or B[z].kind != "work" or B[target].alias or B[z].alias \
-            or B[target].shape != B[z].shape or z in (p.output, *p.graph.outputs):
-        return None
     reads = {s: p.symbols[s] for s in expr.free_symbols if s in p.symbols}
     zs = [s for s, a in reads.items() if a.array == z and tuple(a.index) == names]
     hs = [s for s, a in reads.items() if a.array != z and a.array in B
