@@ -242,9 +242,7 @@ def fuse_epilogues(p, ops: list, later: list) -> list:
         nxt = ops[k + 1] if k + 1 < len(ops) else None
         epi = _epilogue(p, op, nxt) if isinstance(op, MatMul) and isinstance(nxt, Loop) \
             else None
-        if epi is not None and not any(
-                _root(p, op.C) in {_root(p, r) for r in _reads(p, o)}
-                for o in ops[k + 2:] + later):
+        if epi is not None and _unread(p, op.C, ops[k + 2:] + later):
             target = nxt.stmts[0][0]
             out.append(dataclasses.replace(op, C=target, epilogue=epi))
             k += 2
@@ -255,9 +253,11 @@ def fuse_epilogues(p, ops: list, later: list) -> list:
 
 
 def _first_stmt(p, op: MatMul, loop: Loop):
-    """(target, the loop's index names, formula) of the loop's first statement when it
-    stores an element formula at the loop's point into a buffer that ``op``, a plain
-    product whose C is another buffer of the same shape, could write instead; else None."""
+    """(target, the loop's index names, formula, {symbol: access} of what the formula
+    reads, the symbols of op's C at the loop's point among them) of the loop's first
+    statement when it stores an element formula at the loop's point into a buffer that
+    ``op``, a plain product whose C is another buffer of the same shape, could write
+    instead; else None."""
     B = p.buffers
     if op.accumulate or op.parts or op.epilogue is not None or not isinstance(op.N, int) \
             or loop.product or not loop.stmts:
@@ -271,7 +271,14 @@ def _first_stmt(p, op: MatMul, loop: Loop):
     if B[target].kind != "work" or B[z].kind != "work" or B[target].alias or B[z].alias \
             or B[target].shape != B[z].shape or z in (p.output, *p.graph.outputs):
         return None
-    return target, names, expr
+    reads = {s: p.symbols[s] for s in expr.free_symbols if s in p.symbols}
+    zs = [s for s, a in reads.items() if a.array == z and tuple(a.index) == names]
+    return target, names, expr, reads, zs
+
+
+def _unread(p, name: str, ops: list) -> bool:
+    """No op of ``ops`` reads the buffer ``name`` (or what it is a view of)."""
+    return not any(_root(p, name) in {_root(p, r) for r in _reads(p, o)} for o in ops)
 
 
 def _epilogue(p, op: MatMul, loop: Loop):
@@ -281,10 +288,8 @@ def _epilogue(p, op: MatMul, loop: Loop):
         and len(loop.stmts) == 1 else None
     if first is None:
         return None
-    target, names, expr = first
+    target, names, expr, reads, zs = first
     z = op.C
-    reads = {s: p.symbols[s] for s in expr.free_symbols if s in p.symbols}
-    zs = [s for s, a in reads.items() if a.array == z and tuple(a.index) == names]
     bs = [s for s, a in reads.items() if a.array != z and B.get(a.array) is not None
           and B[a.array].kind == "param" and tuple(a.index) == (names[-1],)
           and tuple(B[a.array].shape) == (op.N,)]
@@ -326,9 +331,7 @@ def fuse_masks(p, ops: list, later: list) -> list:
         nxt = ops[j] if j < len(ops) else None
         fused = _mask(p, op, nxt) if isinstance(op, MatMul) and isinstance(nxt, Loop) \
             else None
-        if fused is not None and not any(
-                _root(p, op.C) in {_root(p, r) for r in _reads(p, o)}
-                for o in ops[j + 1:] + later):
+        if fused is not None and _unread(p, op.C, ops[j + 1:] + later):
             product, rest = fused
             out += ops[k + 1:j] + [product] + ([rest] if rest is not None else [])
             k = j + 1
@@ -346,10 +349,8 @@ def _mask(p, op: MatMul, loop: Loop):
     first = _first_stmt(p, op, loop) if op.kind in ("nt", "nn") else None
     if first is None:
         return None
-    target, names, expr = first
+    target, names, expr, reads, zs = first
     z = op.C
-    reads = {s: p.symbols[s] for s in expr.free_symbols if s in p.symbols}
-    zs = [s for s, a in reads.items() if a.array == z and tuple(a.index) == names]
     hs = [s for s, a in reads.items() if a.array != z and a.array in B
           and B[a.array].kind == "work" and not B[a.array].alias
           and tuple(a.index) == names and B[a.array].shape == B[z].shape]
