@@ -51,7 +51,7 @@
  * X of width n holds X[b,j] at X[b * n + j]; W of shape (out, in) holds
  * W[i,j] at W[i * in + j].  Parameters live in one flat array `params`
  * (18026 numbers), their gradients in `grads` with the same
- * layout, and everything per example in `work` (12754 numbers
+ * layout, and everything per example in `work` (12498 numbers
  * per example of the batch).
  */
 #include <math.h>
@@ -108,8 +108,8 @@
  *   loss: bce, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_5ABC46C011_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_5ABC46C011_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_4ED35B85BB_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_4ED35B85BB_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (32, 10)
  *   b1           offset       320  shape (32,)
  *   P2           offset       352  shape (8, 32)
@@ -140,48 +140,48 @@
  *   W17          offset     17696  shape (10, 32)
  *   b17          offset     18016  shape (10,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_5ABC46C011_WORK_SIZE(batch) numbers; SYMNET_5ABC46C011_TRAIN_WORK_SIZE(batch_size) for
- * symnet_5abc46c011_train) and allocates nothing.  Memory for one call of a batch B:
- *   params 18026 + X B*80 + T or O B*80 + work (B*12754 + 18026)
- *   numbers of 4 bytes; e.g. B = 32: 1,797,200 bytes (training; forward only: 1,014,184).
+ * `work` (SYMNET_4ED35B85BB_WORK_SIZE(batch) numbers; SYMNET_4ED35B85BB_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_4ed35b85bb_train) and allocates nothing.  Memory for one call of a batch B:
+ *   params 18026 + X B*80 + T or O B*80 + work (B*12498 + 18026)
+ *   numbers of 4 bytes; e.g. B = 32: 1,764,432 bytes (training; forward only: 1,014,184).
  */
-#ifndef SYMNET_5ABC46C011_H
-#define SYMNET_5ABC46C011_H
+#ifndef SYMNET_4ED35B85BB_H
+#define SYMNET_4ED35B85BB_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_5ABC46C011_REAL float  /* the number type of every array (float32) */
-#define SYMNET_5ABC46C011_N_INPUTS 80  /* features per example */
-#define SYMNET_5ABC46C011_N_OUTPUTS 80
-#define SYMNET_5ABC46C011_N_PARAMS 18026  /* numbers in the flat parameter array */
-#define SYMNET_5ABC46C011_WORK_PER_EXAMPLE 12754
-#define SYMNET_5ABC46C011_WORK_SIZE(batch) ((batch) * 12754 + 18026)  /* numbers of scratch per call */
-#define SYMNET_5ABC46C011_TRAIN_WORK_SIZE(batch_size) (SYMNET_5ABC46C011_WORK_SIZE(batch_size) + (batch_size) * 160)
-#define SYMNET_5ABC46C011_SGD 0       /* optimizer codes of symnet_5abc46c011_update and symnet_5abc46c011_train */
-#define SYMNET_5ABC46C011_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_5ABC46C011_N_PARAMS numbers */
-#define SYMNET_5ABC46C011_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_5ABC46C011_N_PARAMS numbers each */
+#define SYMNET_4ED35B85BB_REAL float  /* the number type of every array (float32) */
+#define SYMNET_4ED35B85BB_N_INPUTS 80  /* features per example */
+#define SYMNET_4ED35B85BB_N_OUTPUTS 80
+#define SYMNET_4ED35B85BB_N_PARAMS 18026  /* numbers in the flat parameter array */
+#define SYMNET_4ED35B85BB_WORK_PER_EXAMPLE 12498
+#define SYMNET_4ED35B85BB_WORK_SIZE(batch) ((batch) * 12498 + 18026)  /* numbers of scratch per call */
+#define SYMNET_4ED35B85BB_TRAIN_WORK_SIZE(batch_size) (SYMNET_4ED35B85BB_WORK_SIZE(batch_size) + (batch_size) * 160)
+#define SYMNET_4ED35B85BB_SGD 0       /* optimizer codes of symnet_4ed35b85bb_update and symnet_4ed35b85bb_train */
+#define SYMNET_4ED35B85BB_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_4ED35B85BB_N_PARAMS numbers */
+#define SYMNET_4ED35B85BB_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_4ED35B85BB_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_5ABC46C011_N_OUTPUTS) = the network's output for X (batch × SYMNET_5ABC46C011_N_INPUTS). */
-void symnet_5abc46c011_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_4ED35B85BB_N_OUTPUTS) = the network's output for X (batch × SYMNET_4ED35B85BB_N_INPUTS). */
+void symnet_4ed35b85bb_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_5abc46c011_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_4ed35b85bb_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_5ABC46C011_N_PARAMS numbers) by back propagation. */
-float symnet_5abc46c011_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_4ED35B85BB_N_PARAMS numbers) by back propagation. */
+float symnet_4ed35b85bb_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_5abc46c011_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_4ed35b85bb_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_5ABC46C011_SGD, SYMNET_5ABC46C011_MOMENTUM or SYMNET_5ABC46C011_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_4ED35B85BB_SGD, SYMNET_4ED35B85BB_MOMENTUM or SYMNET_4ED35B85BB_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_5abc46c011_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_4ed35b85bb_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -189,10 +189,10 @@ void symnet_5abc46c011_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_5ABC46C011_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_4ED35B85BB_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_5ABC46C011_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_5abc46c011_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_4ED35B85BB_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_4ed35b85bb_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -201,7 +201,7 @@ long long symnet_5abc46c011_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_5ABC46C011_H */
+#endif /* SYMNET_4ED35B85BB_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -1627,7 +1627,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_5abc46c011_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_4ed35b85bb_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 7120, sizeof(real) * (size_t)batch * 80);
@@ -1686,7 +1686,7 @@ static void sn_chunk(void *arg, int c)
     real *work = a->work;
     const int batch = a->batch;
     const int sn_lo = sn_cut(batch, c, a->n), sn_hi = sn_cut(batch, c + 1, a->n);
-    real *sn_part = work + (size_t)batch * 9624 + (size_t)c * 1002;  /* 1002 partial sums */
+    real *sn_part = work + (size_t)batch * 9368 + (size_t)c * 1002;  /* 1002 partial sums */
     const real *W1 = params + 0;  /* W1: (32, 10) */
     const real *b1 = params + 320;  /* b1: (32,) */
     const real *P2 = params + 352;  /* P2: (8, 32) */
@@ -1746,7 +1746,7 @@ static void sn_chunk(void *arg, int c)
     real *g_Wo4 = a->grads + 3840;  /* ∂L/∂Wo4: (32, 32) */
     real *g_W4 = a->grads + 672;  /* ∂L/∂W4: (96, 32) */
     real *g_W1 = a->grads + 0;  /* ∂L/∂W1: (32, 10) */
-    real *sn_wpart = work + (size_t)batch * 10626;  /* chunks 1, 2, …'s parts of the weight gradients, 17024 numbers each */
+    real *sn_wpart = work + (size_t)batch * 10370;  /* chunks 1, 2, …'s parts of the weight gradients, 17024 numbers each */
     real *embed = work + (size_t)batch * 0;  /* layer embed: (batch, 8, 32) */
     real *pos = work + (size_t)batch * 256;  /* layer pos: (batch, 8, 32) */
     real *z_B1_norm1_mean = work + (size_t)batch * 512;  /* Σ of B1_norm1_mean: (batch, 8) */
@@ -1800,54 +1800,46 @@ static void sn_chunk(void *arg, int c)
     real *z_O = work + (size_t)batch * 7040;  /* Σ of O: (batch, 8, 10) */
     real *sn_u_O = work + (size_t)batch * 7120;  /* layer O: (batch, 8, 10) */
     real *dL_dembed = work + (size_t)batch * 0;  /* ∂L/∂embed: (batch, 8, 32) */
-    real *dL_dpos = work + (size_t)batch * 256;  /* ∂L/∂pos: (batch, 8, 32) */
     real *dL_dB1_norm1_mean = work + (size_t)batch * 512;  /* ∂L/∂B1_norm1_mean: (batch, 8) */
     real *delta_B1_norm1_mean = work + (size_t)batch * 520;  /* ∂L/∂z_B1_norm1_mean: (batch, 8) */
-    real *dL_dB1_norm1_c = work + (size_t)batch * 1552;  /* ∂L/∂B1_norm1_c: (batch, 8, 32) */
+    real *dL_dB1_norm1_c = work + (size_t)batch * 256;  /* ∂L/∂B1_norm1_c: (batch, 8, 32) */
     real *dL_dB1_norm1_rstd = work + (size_t)batch * 2864;  /* ∂L/∂B1_norm1_rstd: (batch, 8) */
     real *delta_B1_norm1_rstd = work + (size_t)batch * 520;  /* ∂L/∂z_B1_norm1_rstd: (batch, 8) */
-    real *dL_dB1_norm1 = work + (size_t)batch * 1840;  /* ∂L/∂B1_norm1: (batch, 8, 32) */
+    real *dL_dB1_norm1 = work + (size_t)batch * 1552;  /* ∂L/∂B1_norm1: (batch, 8, 32) */
     real *dL_dB1_att_qkv = work + (size_t)batch * 3920;  /* ∂L/∂B1_att_qkv: (batch, 8, 96) */
-    real *dL_dB1_att_s = work + (size_t)batch * 1552;  /* ∂L/∂B1_att_s: (batch, 4, 8, 8) */
-    real *dL_dB1_att_e = work + (size_t)batch * 2608;  /* ∂L/∂B1_att_e: (batch, 4, 8, 8) */
+    real *dL_dB1_att_s = work + (size_t)batch * 256;  /* ∂L/∂B1_att_s: (batch, 4, 8, 8) */
+    real *dL_dB1_att_e = work + (size_t)batch * 1552;  /* ∂L/∂B1_att_e: (batch, 4, 8, 8) */
     real *dL_dB1_att_z = work + (size_t)batch * 4944;  /* ∂L/∂B1_att_z: (batch, 4, 8) */
-    real *dL_dB1_att_p = work + (size_t)batch * 3648;  /* ∂L/∂B1_att_p: (batch, 4, 8, 8) */
+    real *dL_dB1_att_p = work + (size_t)batch * 256;  /* ∂L/∂B1_att_p: (batch, 4, 8, 8) */
     real *dL_dB1_att_a = work + (size_t)batch * 2608;  /* ∂L/∂B1_att_a: (batch, 8, 4, 8) */
-    real *dL_dB1_att = work + (size_t)batch * 4688;  /* ∂L/∂B1_att: (batch, 8, 32) */
-    real *dL_dB1_res1 = work + (size_t)batch * 2608;  /* ∂L/∂B1_res1: (batch, 8, 32) */
     real *dL_dB1_norm2_mean = work + (size_t)batch * 2864;  /* ∂L/∂B1_norm2_mean: (batch, 8) */
     real *delta_B1_norm2_mean = work + (size_t)batch * 2872;  /* ∂L/∂z_B1_norm2_mean: (batch, 8) */
-    real *dL_dB1_norm2_c = work + (size_t)batch * 3648;  /* ∂L/∂B1_norm2_c: (batch, 8, 32) */
+    real *dL_dB1_norm2_c = work + (size_t)batch * 2608;  /* ∂L/∂B1_norm2_c: (batch, 8, 32) */
     real *dL_dB1_norm2_rstd = work + (size_t)batch * 3904;  /* ∂L/∂B1_norm2_rstd: (batch, 8) */
     real *delta_B1_norm2_rstd = work + (size_t)batch * 2872;  /* ∂L/∂z_B1_norm2_rstd: (batch, 8) */
-    real *dL_dB1_norm2 = work + (size_t)batch * 4688;  /* ∂L/∂B1_norm2: (batch, 8, 32) */
+    real *dL_dB1_norm2 = work + (size_t)batch * 3648;  /* ∂L/∂B1_norm2: (batch, 8, 32) */
     real *delta_B1_ff1 = work + (size_t)batch * 7200;  /* ∂L/∂z_B1_ff1: (batch, 8, 64) */
-    real *dL_dB1_ff2 = work + (size_t)batch * 4976;  /* ∂L/∂B1_ff2: (batch, 8, 32) */
-    real *dL_dB1 = work + (size_t)batch * 3648;  /* ∂L/∂B1: (batch, 8, 32) */
     real *dL_dB2_norm1_mean = work + (size_t)batch * 3904;  /* ∂L/∂B2_norm1_mean: (batch, 8) */
     real *delta_B2_norm1_mean = work + (size_t)batch * 3912;  /* ∂L/∂z_B2_norm1_mean: (batch, 8) */
-    real *dL_dB2_norm1_c = work + (size_t)batch * 4688;  /* ∂L/∂B2_norm1_c: (batch, 8, 32) */
+    real *dL_dB2_norm1_c = work + (size_t)batch * 3648;  /* ∂L/∂B2_norm1_c: (batch, 8, 32) */
     real *dL_dB2_norm1_rstd = work + (size_t)batch * 6000;  /* ∂L/∂B2_norm1_rstd: (batch, 8) */
     real *delta_B2_norm1_rstd = work + (size_t)batch * 3912;  /* ∂L/∂z_B2_norm1_rstd: (batch, 8) */
-    real *dL_dB2_norm1 = work + (size_t)batch * 4976;  /* ∂L/∂B2_norm1: (batch, 8, 32) */
+    real *dL_dB2_norm1 = work + (size_t)batch * 4688;  /* ∂L/∂B2_norm1: (batch, 8, 32) */
     real *dL_dB2_att_qkv = work + (size_t)batch * 7712;  /* ∂L/∂B2_att_qkv: (batch, 8, 96) */
-    real *dL_dB2_att_s = work + (size_t)batch * 4688;  /* ∂L/∂B2_att_s: (batch, 4, 8, 8) */
-    real *dL_dB2_att_e = work + (size_t)batch * 5744;  /* ∂L/∂B2_att_e: (batch, 4, 8, 8) */
+    real *dL_dB2_att_s = work + (size_t)batch * 3648;  /* ∂L/∂B2_att_s: (batch, 4, 8, 8) */
+    real *dL_dB2_att_e = work + (size_t)batch * 4688;  /* ∂L/∂B2_att_e: (batch, 4, 8, 8) */
     real *dL_dB2_att_z = work + (size_t)batch * 8480;  /* ∂L/∂B2_att_z: (batch, 4, 8) */
-    real *dL_dB2_att_p = work + (size_t)batch * 6528;  /* ∂L/∂B2_att_p: (batch, 4, 8, 8) */
+    real *dL_dB2_att_p = work + (size_t)batch * 3648;  /* ∂L/∂B2_att_p: (batch, 4, 8, 8) */
     real *dL_dB2_att_a = work + (size_t)batch * 5744;  /* ∂L/∂B2_att_a: (batch, 8, 4, 8) */
-    real *dL_dB2_att = work + (size_t)batch * 8512;  /* ∂L/∂B2_att: (batch, 8, 32) */
-    real *dL_dB2_res1 = work + (size_t)batch * 5744;  /* ∂L/∂B2_res1: (batch, 8, 32) */
     real *dL_dB2_norm2_mean = work + (size_t)batch * 6000;  /* ∂L/∂B2_norm2_mean: (batch, 8) */
     real *delta_B2_norm2_mean = work + (size_t)batch * 6008;  /* ∂L/∂z_B2_norm2_mean: (batch, 8) */
-    real *dL_dB2_norm2_c = work + (size_t)batch * 6528;  /* ∂L/∂B2_norm2_c: (batch, 8, 32) */
-    real *dL_dB2_norm2_rstd = work + (size_t)batch * 8768;  /* ∂L/∂B2_norm2_rstd: (batch, 8) */
+    real *dL_dB2_norm2_c = work + (size_t)batch * 5744;  /* ∂L/∂B2_norm2_c: (batch, 8, 32) */
+    real *dL_dB2_norm2_rstd = work + (size_t)batch * 8512;  /* ∂L/∂B2_norm2_rstd: (batch, 8) */
     real *delta_B2_norm2_rstd = work + (size_t)batch * 6008;  /* ∂L/∂z_B2_norm2_rstd: (batch, 8) */
-    real *dL_dB2_norm2 = work + (size_t)batch * 8512;  /* ∂L/∂B2_norm2: (batch, 8, 32) */
-    real *delta_B2_ff1 = work + (size_t)batch * 8776;  /* ∂L/∂z_B2_ff1: (batch, 8, 64) */
-    real *dL_dB2_ff2 = work + (size_t)batch * 9288;  /* ∂L/∂B2_ff2: (batch, 8, 32) */
-    real *dL_dB2 = work + (size_t)batch * 6528;  /* ∂L/∂B2: (batch, 8, 32) */
-    real *delta_O = work + (size_t)batch * 9544;  /* ∂L/∂z_O: (batch, 8, 10) */
+    real *dL_dB2_norm2 = work + (size_t)batch * 6528;  /* ∂L/∂B2_norm2: (batch, 8, 32) */
+    real *delta_B2_ff1 = work + (size_t)batch * 8520;  /* ∂L/∂z_B2_ff1: (batch, 8, 64) */
+    real *dL_dB2 = work + (size_t)batch * 9032;  /* ∂L/∂B2: (batch, 8, 32) */
+    real *delta_O = work + (size_t)batch * 9288;  /* ∂L/∂z_O: (batch, 8, 10) */
     real *B1_att_s = z_B1_att_s;  /* layer B1_att_s: z_B1_att_s itself: (batch, 4, 8, 8) */
     real *B1_att_m = z_B1_att_m;  /* layer B1_att_m: z_B1_att_m itself: (batch, 4, 8) */
     real *B1_att_z = z_B1_att_z;  /* layer B1_att_z: z_B1_att_z itself: (batch, 4, 8) */
@@ -1857,18 +1849,26 @@ static void sn_chunk(void *arg, int c)
     real *B2_att_z = z_B2_att_z;  /* layer B2_att_z: z_B2_att_z itself: (batch, 4, 8) */
     real *B2_att_a = z_B2_att_a;  /* layer B2_att_a: z_B2_att_a itself: (batch, 8, 4, 8) */
     real *delta_embed = dL_dembed;  /* ∂L/∂z_embed: ∂L/∂embed itself: (batch, 8, 32) */
+    real *dL_dpos = dL_dB2;  /* ∂L/∂pos: the memory of dL_dB1_res1, its copy (the same numbers) not made: (batch, 8, 32) */
     real *delta_B1_att_qkv = dL_dB1_att_qkv;  /* ∂L/∂z_B1_att_qkv: ∂L/∂B1_att_qkv itself: (batch, 8, 96) */
     real *delta_B1_att_s = dL_dB1_att_s;  /* ∂L/∂z_B1_att_s: ∂L/∂B1_att_s itself: (batch, 4, 8, 8) */
     real *delta_B1_att_z = dL_dB1_att_z;  /* ∂L/∂z_B1_att_z: ∂L/∂B1_att_z itself: (batch, 4, 8) */
     real *delta_B1_att_a = dL_dB1_att_a;  /* ∂L/∂z_B1_att_a: ∂L/∂B1_att_a itself: (batch, 8, 4, 8) */
-    real *delta_B1_att = dL_dB1_att;  /* ∂L/∂z_B1_att: ∂L/∂B1_att itself: (batch, 8, 32) */
-    real *delta_B1_ff2 = dL_dB1_ff2;  /* ∂L/∂z_B1_ff2: ∂L/∂B1_ff2 itself: (batch, 8, 32) */
+    real *dL_dB1_att = dL_dB2;  /* ∂L/∂B1_att: the memory of dL_dB1_res1, its copy (the same numbers) not made: (batch, 8, 32) */
+    real *delta_B1_att = dL_dB2;  /* ∂L/∂z_B1_att: ∂L/∂B1_att itself: (batch, 8, 32) */
+    real *dL_dB1_res1 = dL_dB2;  /* ∂L/∂B1_res1: the memory of dL_dB1, its copy (the same numbers) not made: (batch, 8, 32) */
+    real *dL_dB1_ff2 = dL_dB2;  /* ∂L/∂B1_ff2: the memory of dL_dB1, its copy (the same numbers) not made: (batch, 8, 32) */
+    real *delta_B1_ff2 = dL_dB2;  /* ∂L/∂z_B1_ff2: ∂L/∂B1_ff2 itself: (batch, 8, 32) */
+    real *dL_dB1 = dL_dB2;  /* ∂L/∂B1: the memory of dL_dB2_res1, its copy (the same numbers) not made: (batch, 8, 32) */
     real *delta_B2_att_qkv = dL_dB2_att_qkv;  /* ∂L/∂z_B2_att_qkv: ∂L/∂B2_att_qkv itself: (batch, 8, 96) */
     real *delta_B2_att_s = dL_dB2_att_s;  /* ∂L/∂z_B2_att_s: ∂L/∂B2_att_s itself: (batch, 4, 8, 8) */
     real *delta_B2_att_z = dL_dB2_att_z;  /* ∂L/∂z_B2_att_z: ∂L/∂B2_att_z itself: (batch, 4, 8) */
     real *delta_B2_att_a = dL_dB2_att_a;  /* ∂L/∂z_B2_att_a: ∂L/∂B2_att_a itself: (batch, 8, 4, 8) */
-    real *delta_B2_att = dL_dB2_att;  /* ∂L/∂z_B2_att: ∂L/∂B2_att itself: (batch, 8, 32) */
-    real *delta_B2_ff2 = dL_dB2_ff2;  /* ∂L/∂z_B2_ff2: ∂L/∂B2_ff2 itself: (batch, 8, 32) */
+    real *dL_dB2_att = dL_dB2;  /* ∂L/∂B2_att: the memory of dL_dB2_res1, its copy (the same numbers) not made: (batch, 8, 32) */
+    real *delta_B2_att = dL_dB2;  /* ∂L/∂z_B2_att: ∂L/∂B2_att itself: (batch, 8, 32) */
+    real *dL_dB2_res1 = dL_dB2;  /* ∂L/∂B2_res1: the memory of dL_dB2, its copy (the same numbers) not made: (batch, 8, 32) */
+    real *dL_dB2_ff2 = dL_dB2;  /* ∂L/∂B2_ff2: the memory of dL_dB2, its copy (the same numbers) not made: (batch, 8, 32) */
+    real *delta_B2_ff2 = dL_dB2;  /* ∂L/∂z_B2_ff2: ∂L/∂B2_ff2 itself: (batch, 8, 32) */
 
     const real inv_batch = (real)1 / (real)batch;
     double loss = 0;
@@ -2321,16 +2321,6 @@ static void sn_chunk(void *arg, int c)
     sn_mm_tn(10, 32, (sn_hi - sn_lo) * 8, delta_O + (size_t)sn_lo * 80, B2 + (size_t)sn_lo * 256, c == 0 ? g_W17 : sn_wpart + (size_t)(c - 1) * 17024 + 0, 0);
     /* dL_dB2[b,j] = Σ_i delta_O[b,i]·W17[i,j] */
     sn_mm_nn((sn_hi - sn_lo) * 8, 32, 10, delta_O + (size_t)sn_lo * 80, W17, dL_dB2 + (size_t)sn_lo * 256, 0);
-    /* dL_dB2_res1[b,i,x] = dL_dB2[b,i,x] (from B2); dL_dB2_ff2[b,i,x] = dL_dB2[b,i,x] */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int i = 0; i < 8; i++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-            for (int x = 0; x < 32; x++) {
-                dL_dB2_res1[b * 256 + i * 32 + x] = dL_dB2[b * 256 + i * 32 + x];
-                dL_dB2_ff2[b * 256 + i * 32 + x] = dL_dB2[b * 256 + i * 32 + x];
-            }
     /* g_b15[i] += dL_dB2_ff2[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int tq = 0; tq < 8; tq++)
@@ -2422,16 +2412,6 @@ static void sn_chunk(void *arg, int c)
 #endif
             for (int e = 0; e < 32; e++) {
                 dL_dB2_res1[b * 256 + a * 32 + e] += delta_B2_norm2_mean[b * 8 + a];
-            }
-    /* dL_dB1[b,i,x] = dL_dB2_res1[b,i,x] (from B2_res1); dL_dB2_att[b,i,x] = dL_dB2_res1[b,i,x] */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int i = 0; i < 8; i++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-            for (int x = 0; x < 32; x++) {
-                dL_dB1[b * 256 + i * 32 + x] = dL_dB2_res1[b * 256 + i * 32 + x];
-                dL_dB2_att[b * 256 + i * 32 + x] = dL_dB2_res1[b * 256 + i * 32 + x];
             }
     /* g_co11[i] += dL_dB2_att[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -2572,16 +2552,6 @@ static void sn_chunk(void *arg, int c)
             for (int e = 0; e < 32; e++) {
                 dL_dB1[b * 256 + a * 32 + e] += delta_B2_norm1_mean[b * 8 + a];
             }
-    /* dL_dB1_res1[b,i,x] = dL_dB1[b,i,x] (from B1); dL_dB1_ff2[b,i,x] = dL_dB1[b,i,x] */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int i = 0; i < 8; i++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-            for (int x = 0; x < 32; x++) {
-                dL_dB1_res1[b * 256 + i * 32 + x] = dL_dB1[b * 256 + i * 32 + x];
-                dL_dB1_ff2[b * 256 + i * 32 + x] = dL_dB1[b * 256 + i * 32 + x];
-            }
     /* g_b8[i] += dL_dB1_ff2[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int tq = 0; tq < 8; tq++)
@@ -2673,16 +2643,6 @@ static void sn_chunk(void *arg, int c)
 #endif
             for (int e = 0; e < 32; e++) {
                 dL_dB1_res1[b * 256 + a * 32 + e] += delta_B1_norm2_mean[b * 8 + a];
-            }
-    /* dL_dpos[b,i,x] = dL_dB1_res1[b,i,x] (from B1_res1); dL_dB1_att[b,i,x] = dL_dB1_res1[b,i,x] */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int i = 0; i < 8; i++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-            for (int x = 0; x < 32; x++) {
-                dL_dpos[b * 256 + i * 32 + x] = dL_dB1_res1[b * 256 + i * 32 + x];
-                dL_dB1_att[b * 256 + i * 32 + x] = dL_dB1_res1[b * 256 + i * 32 + x];
             }
     /* g_co4[i] += dL_dB1_att[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
@@ -2933,7 +2893,7 @@ static void sn_chunk_sums(void *arg, int c)
     /* the share q0 ≤ q < q1 of the weight gradients (one after the other, 17024
        numbers) of job c: chunk 0's part plus the other chunks' partial sums, in their order */
     const int q0 = sn_cut(17024, c, a->n), q1 = sn_cut(17024, c + 1, a->n);
-    const real *sn_wpart = work + (size_t)batch * 10626;
+    const real *sn_wpart = work + (size_t)batch * 10370;
     {
         /* g_W17[q] += Σ_{k ≥ 1} (chunk k's part of it)[q] */
         const int lo = q0 > 0 ? q0 - 0 : 0, hi = q1 < 320 ? q1 - 0 : 320;
@@ -3007,7 +2967,7 @@ static void sn_chunk_sums(void *arg, int c)
 
     if (c == 0) {
         /* the chunks' partial sums added up in their order */
-        const real *sn_part = work + (size_t)batch * 9624;
+        const real *sn_part = work + (size_t)batch * 9368;
         /* g_b17[q] = Σ_k (chunk k's part of it)[q] */
         for (int q = 0; q < 10; q++) {
             real s = sn_part[0 + q];
@@ -3188,7 +3148,7 @@ static double sn_loss(const real *params, real *work, const real *S, const real 
     return loss / batch;
 }
 
-real symnet_5abc46c011_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_4ed35b85bb_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -3202,7 +3162,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return sn_chunk_pass(&a, sn_chunk, NULL);
 }
 
-real symnet_5abc46c011_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_4ed35b85bb_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -3220,9 +3180,9 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_5abc46c011_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_4ed35b85bb_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
-    real *grads = work + (size_t)batch * 12754;
+    real *grads = work + (size_t)batch * 12498;
     /* the batch in chunks, then the weight gradients, each job updating the parameters
        whose gradients it finished (the loss first: a NaN or inf loss updates nothing) */
     sn_chunk_args a = {.params = params, .grads = grads, .work = work, .X = X, .T = T,
@@ -3303,7 +3263,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_5abc46c011_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_4ed35b85bb_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -3323,17 +3283,17 @@ void symnet_5abc46c011_update(real *params, const real *grads, real lr, int opti
  * prev holds the parameters before the last update (after a restore: the same as
  * params).  prev may be NULL (no restoring).
  *
- * work: the batch's rows (12754 numbers per example), then the
+ * work: the batch's rows (12498 numbers per example), then the
  * gradients (18026), then Ib and Tb.
  *
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_5abc46c011_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_4ed35b85bb_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
-    real *grads = work + (size_t)batch_size * 12754;
+    real *grads = work + (size_t)batch_size * 12498;
     real *Ib = grads + 18026;
     real *Tb = Ib + (size_t)batch_size * 80;
     real *cur = params, *old = prev != NULL ? prev : params;  /* θ now; θ before the last update */

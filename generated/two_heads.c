@@ -13,7 +13,7 @@
  * X of width n holds X[b,j] at X[b * n + j]; W of shape (out, in) holds
  * W[i,j] at W[i * in + j].  Parameters live in one flat array `params`
  * (354 numbers), their gradients in `grads` with the same
- * layout, and everything per example in `work` (85 numbers
+ * layout, and everything per example in `work` (69 numbers
  * per example of the batch).
  */
 #include <math.h>
@@ -32,8 +32,8 @@
  *   loss: 1·bce(moon) + 0.5·mse(radius), each averaged over the batch; targets side by side in T
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_D245E6BABF_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_D245E6BABF_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_3F116D7EA5_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_3F116D7EA5_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (16, 2)
  *   b1           offset        32  shape (16,)
  *   W2           offset        48  shape (16, 16)
@@ -43,48 +43,48 @@
  *   W5           offset       337  shape (1, 16)
  *   b5           offset       353  shape (1,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_D245E6BABF_WORK_SIZE(batch) numbers; SYMNET_D245E6BABF_TRAIN_WORK_SIZE(batch_size) for
- * symnet_d245e6babf_train) and allocates nothing.  Memory for one call of a batch B:
- *   params 354 + X B*2 + T or O B*2 + work (B*85 + 354)
- *   numbers of 4 bytes; e.g. B = 32: 14,224 bytes (training; forward only: 8,584).
+ * `work` (SYMNET_3F116D7EA5_WORK_SIZE(batch) numbers; SYMNET_3F116D7EA5_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_3f116d7ea5_train) and allocates nothing.  Memory for one call of a batch B:
+ *   params 354 + X B*2 + T or O B*2 + work (B*69 + 354)
+ *   numbers of 4 bytes; e.g. B = 32: 12,176 bytes (training; forward only: 8,584).
  */
-#ifndef SYMNET_D245E6BABF_H
-#define SYMNET_D245E6BABF_H
+#ifndef SYMNET_3F116D7EA5_H
+#define SYMNET_3F116D7EA5_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_D245E6BABF_REAL float  /* the number type of every array (float32) */
-#define SYMNET_D245E6BABF_N_INPUTS 2  /* features per example */
-#define SYMNET_D245E6BABF_N_OUTPUTS 2
-#define SYMNET_D245E6BABF_N_PARAMS 354  /* numbers in the flat parameter array */
-#define SYMNET_D245E6BABF_WORK_PER_EXAMPLE 85
-#define SYMNET_D245E6BABF_WORK_SIZE(batch) ((batch) * 85 + 354)  /* numbers of scratch per call */
-#define SYMNET_D245E6BABF_TRAIN_WORK_SIZE(batch_size) (SYMNET_D245E6BABF_WORK_SIZE(batch_size) + (batch_size) * 4)
-#define SYMNET_D245E6BABF_SGD 0       /* optimizer codes of symnet_d245e6babf_update and symnet_d245e6babf_train */
-#define SYMNET_D245E6BABF_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_D245E6BABF_N_PARAMS numbers */
-#define SYMNET_D245E6BABF_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_D245E6BABF_N_PARAMS numbers each */
+#define SYMNET_3F116D7EA5_REAL float  /* the number type of every array (float32) */
+#define SYMNET_3F116D7EA5_N_INPUTS 2  /* features per example */
+#define SYMNET_3F116D7EA5_N_OUTPUTS 2
+#define SYMNET_3F116D7EA5_N_PARAMS 354  /* numbers in the flat parameter array */
+#define SYMNET_3F116D7EA5_WORK_PER_EXAMPLE 69
+#define SYMNET_3F116D7EA5_WORK_SIZE(batch) ((batch) * 69 + 354)  /* numbers of scratch per call */
+#define SYMNET_3F116D7EA5_TRAIN_WORK_SIZE(batch_size) (SYMNET_3F116D7EA5_WORK_SIZE(batch_size) + (batch_size) * 4)
+#define SYMNET_3F116D7EA5_SGD 0       /* optimizer codes of symnet_3f116d7ea5_update and symnet_3f116d7ea5_train */
+#define SYMNET_3F116D7EA5_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_3F116D7EA5_N_PARAMS numbers */
+#define SYMNET_3F116D7EA5_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_3F116D7EA5_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_D245E6BABF_N_OUTPUTS) = the network's output for X (batch × SYMNET_D245E6BABF_N_INPUTS). */
-void symnet_d245e6babf_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_3F116D7EA5_N_OUTPUTS) = the network's output for X (batch × SYMNET_3F116D7EA5_N_INPUTS). */
+void symnet_3f116d7ea5_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_d245e6babf_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_3f116d7ea5_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_D245E6BABF_N_PARAMS numbers) by back propagation. */
-float symnet_d245e6babf_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_3F116D7EA5_N_PARAMS numbers) by back propagation. */
+float symnet_3f116d7ea5_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_d245e6babf_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_3f116d7ea5_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_D245E6BABF_SGD, SYMNET_D245E6BABF_MOMENTUM or SYMNET_D245E6BABF_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_3F116D7EA5_SGD, SYMNET_3F116D7EA5_MOMENTUM or SYMNET_3F116D7EA5_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_d245e6babf_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_3f116d7ea5_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -92,10 +92,10 @@ void symnet_d245e6babf_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_D245E6BABF_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_3F116D7EA5_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_D245E6BABF_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_d245e6babf_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_3F116D7EA5_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_3f116d7ea5_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -104,7 +104,7 @@ long long symnet_d245e6babf_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_D245E6BABF_H */
+#endif /* SYMNET_3F116D7EA5_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -700,7 +700,7 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 
 /* O[b,:] = [moon[b,:], radius[b,:]]: the forward pass, its outputs side by
  * side in each row (as the targets T are), copied out of work. */
-void symnet_d245e6babf_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_3f116d7ea5_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     for (int b = 0; b < batch; b++) {
@@ -735,7 +735,7 @@ static double sn_loss(const real *params, real *work, const real *I, const real 
     return loss / batch;
 }
 
-real symnet_d245e6babf_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_3f116d7ea5_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -764,13 +764,13 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     real *z_moon = work + (size_t)batch * 48;  /* Σ of moon: (batch, 1) */
     real *moon = work + (size_t)batch * 49;  /* layer moon: (batch, 1) */
     real *z_radius = work + (size_t)batch * 50;  /* Σ of radius: (batch, 1) */
-    real *dL_dH1 = work + (size_t)batch * 0;  /* ∂L/∂H1: (batch, 16) */
-    real *delta_H1 = work + (size_t)batch * 32;  /* ∂L/∂z_H1: (batch, 16) */
-    real *dL_dH2 = work + (size_t)batch * 52;  /* ∂L/∂H2: (batch, 16) */
-    real *delta_H2 = work + (size_t)batch * 68;  /* ∂L/∂z_H2: (batch, 16) */
-    real *dL_dR = work + (size_t)batch * 68;  /* ∂L/∂R: (batch, 16) */
-    real *delta_moon = work + (size_t)batch * 84;  /* ∂L/∂z_moon: (batch, 1) */
+    real *delta_H1 = work + (size_t)batch * 0;  /* ∂L/∂z_H1: (batch, 16) */
+    real *delta_H2 = work + (size_t)batch * 0;  /* ∂L/∂z_H2: (batch, 16) */
+    real *dL_dR = work + (size_t)batch * 52;  /* ∂L/∂R: (batch, 16) */
+    real *delta_moon = work + (size_t)batch * 68;  /* ∂L/∂z_moon: (batch, 1) */
     real *delta_radius = work + (size_t)batch * 48;  /* ∂L/∂z_radius: (batch, 1) */
+    real *dL_dH1 = dL_dR;  /* ∂L/∂H1: the memory of dL_dR, its copy (the same numbers) not made: (batch, 16) */
+    real *dL_dH2 = dL_dR;  /* ∂L/∂H2: the memory of dL_dR, its copy (the same numbers) not made: (batch, 16) */
 
     const real inv_batch = (real)1 / (real)batch;
     double loss = 0;
@@ -803,15 +803,6 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     sn_mm_tn(1, 16, batch, delta_moon, R, g_W4, 0);
     /* dL_dR[b,j] += Σ_i delta_moon[b,i]·W4[i,j] (from moon) */
     sn_mm_nn(batch, 16, 1, delta_moon, W4, dL_dR, 1);
-    /* dL_dH1[b,i] = dL_dR[b,i] (from R); dL_dH2[b,i] = dL_dR[b,i] */
-    for (int b = 0; b < batch; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int i = 0; i < 16; i++) {
-            dL_dH1[b * 16 + i] = dL_dR[b * 16 + i];
-            dL_dH2[b * 16 + i] = dL_dR[b * 16 + i];
-        }
     memset(g_b2, 0, sizeof(real) * 16);
     /* delta_H2[b,i] = dL_dH2[b,i]·(1 - H2[b,i]²); g_b2[i] += dL_dH2[b,i]·(1 - H2[b,i]²) */
     for (int b = 0; b < batch; b++)
@@ -844,7 +835,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_d245e6babf_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_3f116d7ea5_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -871,9 +862,9 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_d245e6babf_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_3f116d7ea5_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
-    real *grads = work + (size_t)batch * 85;
+    real *grads = work + (size_t)batch * 69;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
     if (!isfinite(loss) || !sn_all_finite(grads))
         return (real)NAN;
@@ -942,7 +933,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     }
 }
 
-void symnet_d245e6babf_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_3f116d7ea5_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -962,17 +953,17 @@ void symnet_d245e6babf_update(real *params, const real *grads, real lr, int opti
  * prev holds the parameters before the last update (after a restore: the same as
  * params).  prev may be NULL (no restoring).
  *
- * work: the batch's rows (85 numbers per example), then the
+ * work: the batch's rows (69 numbers per example), then the
  * gradients (354), then Ib and Tb.
  *
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_d245e6babf_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_3f116d7ea5_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
-    real *grads = work + (size_t)batch_size * 85;
+    real *grads = work + (size_t)batch_size * 69;
     real *Ib = grads + 354;
     real *Tb = Ib + (size_t)batch_size * 2;
     real *cur = params, *old = prev != NULL ? prev : params;  /* θ now; θ before the last update */

@@ -14,8 +14,8 @@ in several new processes (``--processes``, default 5) and the figure is the medi
 theirs, each shown.  The BLAS check of a module's first training call (which may move one
 build's products off OpenBLAS and not the other's) is off unless ``SYMNET_BLAS_CHECK`` is
 set: both builds run their products where the plan puts them.  The rewrites
-(symnet.plan): ``fuse_epilogues``, ``fuse_masks``, ``fuse_routes``, ``overwrite``,
-``share``; off by default, ``fuse_loops``.
+(symnet.plan): ``fuse_epilogues``, ``fuse_masks``, ``elide_copies``, ``fuse_routes``,
+``overwrite``, ``share``; off by default, ``fuse_loops``.
 
     python -m symnet.bench.paired --without fuse_epilogues --workloads transformer,large
     python -m symnet.bench.paired --chunk 4 --workloads transformer
@@ -43,6 +43,7 @@ import numpy as np
 OFF = {
     "fuse_epilogues": lambda p, ops, later: ops,
     "fuse_masks": lambda p, ops, later: ops,
+    "elide_copies": lambda p, ops, before: ops,
     "fuse_routes": lambda p, ops: ops,
     "overwrite": lambda p, ops: ops,
     "share": lambda p: None,

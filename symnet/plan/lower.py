@@ -16,6 +16,7 @@ from ..ir import nodes as ir
 from ..derive.chain import NodeGrad, Term, delta_name, derive, grad_name, shifted, upstream_name
 from ..derive.chain import fused as is_fused
 from . import batchsum, correlate
+from .copies import elide_copies
 from .fuse import fuse_epilogues, fuse_loops, fuse_masks, fuse_routes
 from .overwrite import overwrite
 from .products import mark as mark_products
@@ -226,6 +227,7 @@ def plan(graph: ir.Graph) -> Plan:
     stack(p)
     p.forward = fuse_epilogues(p, p.forward, p.loss + p.backward)
     p.backward = fuse_masks(p, p.backward, [])
+    p.backward = elide_copies(p, p.backward, p.forward + p.loss)
     p.n_trainable = n_trainable
     if len(graph.outputs) == 1 and by_node[graph.outputs[0]].coupled is not None:
         p.loss_labels = [with_labels(op) for op in p.loss]

@@ -26,6 +26,13 @@ from .ops import LOSS, Conv, Fill, Halves, Loop, MatMul, Route, Rows, SoftmaxXen
 ELEMENT_COST, CONV_COST = 8.0, 1.0
 
 
+def is_tensor(p) -> bool:
+    """Whether a network's buffers hold tensors (a sequence, an image) rather than vectors:
+    its pass in chunks keeps each chunk's weight gradients in the chunk, in the pass's
+    order (a vector network's run after the chunks: halves)."""
+    return any(len(b.shape) > 2 for b in p.buffers.values() if b.kind in ("work", "input"))
+
+
 def split(p) -> None:
     """Gather the runs of per-example ops of a tensor network's passes into Rows: a
     convolution's products, its activation and pooling then run one chunk of
@@ -33,7 +40,7 @@ def split(p) -> None:
     run, where each of the small products would be too short to share.  Matrix
     products stay outside (sn_gemm shares them out itself; in chunks of a few rows
     each would pack its weights again).  Vector networks keep their passes as they are."""
-    if not any(len(b.shape) > 2 for b in p.buffers.values() if b.kind in ("work", "input")):
+    if not is_tensor(p):
         p.halves = halves(p)
         return
     # a tensor network whose loss-and-gradient pass takes each example alone up to the
