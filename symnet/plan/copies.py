@@ -98,7 +98,7 @@ def _all_elidable(p, pairs, ops, k, before, kept) -> bool:
     for target, source in pairs:
         B = p.buffers
         mem = root(source)
-        if target in targets and source in targets or mem in targets:
+        if source in targets or mem in targets:
             return False                   # a copy of a copy in the same loop
         if B[target].kind != "work" or B[target].alias or B[mem].kind != "work" \
                 or B[target].shape != B[source].shape or target in kept or mem in kept:
