@@ -18,6 +18,8 @@ from symnet.plan.copies import elide_copies
 from symnet.plan.fuse import _root
 from symnet.plan.ops import Loop, MatMul
 
+from same_bits import assert_same_training
+
 
 def _transformer(blocks=2):
     S = sn.Input((6, 16), name="S")
@@ -98,17 +100,7 @@ def _compare(make, dtype, shape, batch, monkeypatch, tmp_path, rng, elided=True)
     plain.params.update(new)
     X = rng.normal(size=(batch, *shape)).astype(dtype)
     T = np.eye(10, dtype=dtype)[rng.integers(0, 10, batch)][:, :plain.n_out]
-    assert np.array_equal(fast.forward(X), plain.forward(X))
-    lf, gf = fast.loss_and_grad(X, T)
-    lp, gp = plain.loss_and_grad(X, T)
-    assert lf == lp
-    for name in gp:
-        assert np.array_equal(gf[name], gp[name]), name
-    for _ in range(3):
-        fast.step(X, T, 0.05)
-        plain.step(X, T, 0.05)
-    for name in plain.params:
-        assert np.array_equal(fast.params[name], plain.params[name]), name
+    assert_same_training(fast, plain, X, T)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])

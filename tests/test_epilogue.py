@@ -24,6 +24,8 @@ from symnet.ir import nodes as ir
 from symnet.plan.fuse import fuse_epilogues, fuse_masks
 from symnet.plan.ops import Loop, MatMul
 
+from same_bits import assert_same_training
+
 
 CALL = re.compile(r"^ +sn_mm_nt_e\(", re.M)     # a call (not the wrapper's definition)
 MASK = re.compile(r"^ +sn_mm_n[nt]_e\(.*, 2\);$", re.M)     # a call with the mask
@@ -91,17 +93,7 @@ def _compare(make, dtype, monkeypatch, tmp_path, rng, batch, shape, rewrite="fus
     plain.params.update(new)
     X = rng.normal(size=(batch, *shape)).astype(dtype)
     T = np.eye(10, dtype=dtype)[rng.integers(0, 10, batch)]
-    assert np.array_equal(fused.forward(X), plain.forward(X))
-    lf, gf = fused.loss_and_grad(X, T)
-    lp, gp = plain.loss_and_grad(X, T)
-    assert lf == lp
-    for name in gp:
-        assert np.array_equal(gf[name], gp[name]), name
-    for _ in range(3):
-        fused.step(X, T, 0.05)
-        plain.step(X, T, 0.05)
-    for name in plain.params:
-        assert np.array_equal(fused.params[name], plain.params[name]), name
+    assert_same_training(fused, plain, X, T)
 
 
 REWRITES = [("fuse_epilogues", CALL), ("fuse_masks", MASK)]
