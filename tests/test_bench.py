@@ -112,6 +112,37 @@ def test_isa_avx2_holds_every_library_and_keeps_other_xla_flags():
     assert "does not list" in isa.check("avx2", None)
 
 
+def test_isa_held_run_marks_a_reference_whose_product_outruns_the_cap(monkeypatch):
+    """A held run times each reference's own product: one well above numpy's OpenBLAS
+    held to the same instruction set (XLA's YNNPACK ignores --xla_cpu_max_isa) is
+    marked as not held wherever its figures are printed; outside a held run nothing
+    is timed."""
+    from symnet.bench import isa
+    assert isa.unheld({"torch": 219.0, "jax": 401.0, "pytensor": None}, 218.0) == \
+        {"jax": 401.0 / 218.0}
+    assert isa.unheld({"jax": 1.25 * 200.0}, 200.0) == {}      # at the bound: held
+    assert isa.unheld({"jax": 1.26 * 200.0}, 200.0) == {"jax": 1.26}
+    asked = []
+
+    def fake(name, seconds):
+        asked.append(name)
+        return {"torch": 219.0, "jax": 401.0}[name]
+
+    monkeypatch.delenv(isa.MARK, raising=False)
+    assert isa.check_held(["numpy", "torch", "jax"], 218.0, 0.1, measure=fake) == []
+    assert asked == [] and isa.held_note("jax") == ""
+    monkeypatch.setenv(isa.MARK, "avx2")
+    lines = isa.check_held(["numpy", "torch", "jax"], 218.0, 0.1, measure=fake)
+    assert asked == ["torch", "jax"]
+    assert lines[0].endswith("numpy 218, torch 219, jax 401 GFLOP/s")
+    assert len(lines) == 2 and "jax: 1.84x" in lines[1] and "NOT held" in lines[1]
+    assert "YNNPACK" in lines[1]
+    assert isa.held_note("jax") == " (jax not held to AVX2: see the header)"
+    assert isa.held_note("torch") == ""
+    assert isa.check_held(["numpy"], 218.0, 0.1, measure=fake) == []   # nothing to check
+    assert isa.not_held == {}
+
+
 def test_isa_avx2_is_refused_where_the_cpu_lacks_it(tmp_path):
     from symnet.bench import isa
     info = tmp_path / "cpuinfo"

@@ -96,8 +96,8 @@ def print_row(wl, step_us, epoch_us, ref_us, peak):
     speed = f"{ref_us[fastest] / step_us:8.2f}x" if fastest else f"{'n/a':>9}"
     print(f"{wl.name:<8} {step_us:12.1f} {_us(epoch_us)[-10:]:>11} "
           + " ".join(_us(ref_us.get(n)) for n in names)
-          + f" {fastest or 'none':>14} {speed} {gflops:8.1f} {100 * gflops / peak:6.1f}%",
-          flush=True)
+          + f" {fastest or 'none':>14} {speed} {gflops:8.1f} {100 * gflops / peak:6.1f}%"
+          + ("  *" if fastest in isa.not_held else ""), flush=True)
 
 
 def print_notes(rows):
@@ -200,7 +200,8 @@ def print_targets(rows, ct):
             fastest = min(ref_us, key=ref_us.get)
             r = ref_us[fastest] / step_us
             print(f"  {wl.name:<7} speed-up ≥ {TARGETS[wl.name]}×: {r:5.2f}× vs {fastest:<9}"
-                  f" {'reached' if r >= TARGETS[wl.name] else 'NOT reached'}")
+                  f" {'reached' if r >= TARGETS[wl.name] else 'NOT reached'}"
+                  + isa.held_note(fastest))
         if not isinstance(epoch_us, str):
             print(f"  {wl.name:<7} epoch per step ≤ step: {epoch_us:.1f} vs {step_us:.1f} µs "
                   f"{'reached' if epoch_us <= step_us else 'NOT reached'}")
@@ -303,12 +304,16 @@ def main(argv=None):
     print_machine()
     peak = measure.peak_gflops(min_time)
     print(f"float32 peak measured now (numpy 1024x1024 matmul): {peak:.1f} GFLOP/s")
+    for line in isa.check_held(ref_names, peak, min_time):
+        print(line)
     rows = ct = None
     if "steps" in sections and names:
         print_header(ref_names)
         rows = run_steps(names, ref_names, min_time, peak)
         print("\nspeed-up = fastest reference / symnet step; GFLOP/s and % peak are "
-              "symnet's step (matrix products only).")
+              "symnet's step (matrix products only)."
+              + (" *: the fastest reference was not held to the instruction set (the header)."
+                 if isa.not_held else ""))
         print_notes(rows)
         print("\nwhere the products run (the planner's choices, compile(tune=...)):")
         for name, model in run_steps.plans:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import refs
+from . import isa, refs
 
 BATCH, LR = 64, 0.01
 SHAPE = (1, 28, 28)
@@ -164,7 +164,7 @@ def run(min_time: float, peak: float, ref_names=("torch", "jax")) -> dict:
     for name, t in times.items():
         print(f"  {name:<6} step {t:10.1f} µs  {flops / t / 1e3:6.1f} GFLOP/s   symnet is "
               f"{t / us:.2f}x faster; one step's parameters agree to {agree[name]:.1e} "
-              "(max relative)")
+              "(max relative)" + isa.held_note(name))
     for name, why in skipped.items():
         print(f"  {name}: skipped, {why}")
     print_plan("conv", model)

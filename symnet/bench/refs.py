@@ -576,6 +576,32 @@ def time_calls(fns: dict, min_time: float = 0.2, repeats: int = 7) -> dict:
     return {name: statistics.median(v) for name, v in out.items()}
 
 
+def product_gflops(name: str, seconds: float = 0.2, n: int = 1024) -> float | None:
+    """float32 GFLOP/s of reference ``name``'s own n x n @ n x n product (PyTorch's
+    ``torch.mm``, a ``jax.jit`` of ``a @ b``), median of 5 repeats; None where the
+    library is not installed or has no such product here."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n)).astype(F32)
+    b = rng.standard_normal((n, n)).astype(F32)
+    try:
+        if name == "torch":
+            import torch
+            at, bt, ct = torch.from_numpy(a), torch.from_numpy(b), torch.empty(n, n)
+            fn = lambda: torch.mm(at, bt, out=ct)
+        elif name == "jax":
+            import jax
+            mm = jax.jit(lambda x, y: x @ y)
+            aj, bj = jax.device_put(a), jax.device_put(b)
+            fn = lambda: mm(aj, bj).block_until_ready()
+        else:
+            return None
+    except ImportError:
+        return None
+    settle()
+    median_us, _ = time_call(fn, min_time=seconds, repeats=5)
+    return 2.0 * n**3 / (median_us * 1e-6) / 1e9
+
+
 def measure_peak_gflops(seconds: float = 0.5, n: int = 1024) -> float:
     """float32 GFLOP/s of numpy's matrix product, n x n @ n x n, median of 5 repeats."""
     rng = np.random.default_rng(0)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import refs
+from . import isa, refs
 
 LR = 0.01
 T_STEPS, T_WIDTH, T_HEADS, T_FF, T_BATCH = 32, 64, 4, 256, 32
@@ -304,7 +304,8 @@ def run(name: str, min_time: float, ref_names=("torch",), peak: float | None = N
         goal = GOALS[name].get(ref)
         print(f"  {ref:<6} step {t:10.1f} µs  {rate(t)}   symnet is {t / us:.2f}x faster"
               + (f" (goal ≥ {goal:g}x)" if goal else "")
-              + f"; one step's parameters agree to {agree[ref]:.1e} (max relative)")
+              + f"; one step's parameters agree to {agree[ref]:.1e} (max relative)"
+              + isa.held_note(ref))
     for ref, t in times.items():
         goal = GOALS[name].get(ref)
         if goal and t / us < goal:
