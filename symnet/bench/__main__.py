@@ -274,6 +274,10 @@ def main(argv=None):
         sections = args.sections.split(",")
         if isa.describe():
             print(isa.describe())
+            held_time = (args.time if args.time is not None
+                         else QUICK_MIN_TIME if args.quick else MIN_TIME)
+            for line in isa.check_held(pinn_refs, measure.peak_gflops(held_time), held_time):
+                print(line)
         # the PINN workload alone: its steps and (section compile) its compile times
         pinn.run(args.quick, pinn_refs, steps="steps" in sections,
                  compile_times="compile" in sections)
