@@ -17,6 +17,7 @@ XLA's flag holds the code XLA generates, not JAX's products: XLA hands those to 
 which picks its kernels from the CPU's own features (AVX-512 kernels on an AVX-512 machine
 whatever the flag).  So a held run also times each reference's own product
 (``check_held``) and names the ones that run faster than the instruction set allows.
+
 The result estimates an AVX2 machine of the same clock, caches and cores; it is not one
 (an AVX2 core's load ports, caches and frequency differ).  symnet's machine
 measurements and the planner's wisdom are kept per compiler flags, so the AVX2 build
