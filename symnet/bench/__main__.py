@@ -16,7 +16,7 @@ steps over MPI at 1 and 2 processes (symnet/bench/mpi.py).
     python -m symnet.bench --sections mpi  # data-parallel steps at 1 and 2 processes
     python -m symnet.bench --workloads pinn   # a Burgers PINN's Adam step; compile vs order
     python -m symnet.bench --isa avx2 --workloads transformer --sections steps
-                                           # every library held to AVX2 (symnet/bench/isa.py)
+                                           # every library held to AVX2 that can be, checked (symnet/bench/isa.py)
 
 What one of the plan's rewrites is worth, the two builds timed in turns in one process:
 ``python -m symnet.bench.paired --without fuse_epilogues`` (symnet/bench/paired.py).
@@ -249,8 +249,9 @@ def main(argv=None):
                     "ratios on a busy machine (the pinn workload keeps its own 7 repeats)")
     ap.add_argument("--isa", default="native", choices=("native", *isa.HELD),
                     help="native (default), or avx2: run again with symnet's C, OpenBLAS, "
-                    "PyTorch, MKL, oneDNN and XLA all held to AVX2 (an estimate of an "
-                    "AVX2-only machine on this one)")
+                    "PyTorch, MKL, oneDNN and XLA held to AVX2 (an estimate of an "
+                    "AVX2-only machine on this one; each reference's own product is "
+                    "timed, and one the cap does not hold, as JAX's, is named)")
     args = ap.parse_args(argv)
     if args.isa != "native" and os.environ.get(isa.MARK) != args.isa:
         why = isa.check(args.isa, isa.cpu_flags())

@@ -1,4 +1,4 @@
-"""``python -m symnet.bench --isa avx2``: one run with every library held to AVX2.
+"""``python -m symnet.bench --isa avx2``: one run with every library held to AVX2 that can be.
 
 A benchmark on an AVX-512 machine says little about the AVX2-only machines many users
 have (symnet's tiles and PyTorch's eager overhead scale differently with the vector
