@@ -353,11 +353,14 @@ def test_an_implausible_record_is_measured_again(tmp_path, monkeypatch):
     tuning._machine.cache_clear()
     assert again["measured_at"] > slow["measured_at"]
     assert build._unseal(path)["measured_at"] == again["measured_at"]
-    # a plausible record is kept: its own figures pass the check
+    # a plausible record is kept: figures that no machine beats (10^18 multiply-adds a
+    # second, no join) pass the check.  (Ten times the figures just measured failed once
+    # in a run of the slow tests, two workers on two cores: figures measured under load
+    # can be that far below what the check finds a moment later.)
     ffi, lib = tuning._open_probe(path.with_suffix(".so"), again["probe_sha256"])
-    fast = dict(again, rate=again["rate"] * 10, join_s=0.0)
+    fast = dict(again, rate=1e18, join_s=0.0)
     if again.get("blas_rate"):
-        fast["blas_rate"] = again["blas_rate"] * 10
+        fast["blas_rate"] = 1e18
     assert not tuning.quick_check(fast, ffi, lib)["implausible"]
     if HAVE_BLAS:
         # the BLAS now clearly faster than recorded (what decided blas_min, measured
