@@ -28,8 +28,8 @@
  *   loss: softmax_cross_entropy, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_2EED71E4FB_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_2EED71E4FB_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_00890D03DF_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_00890D03DF_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (128, 64)
  *   b1           offset      8192  shape (128,)
  *   W2           offset      8320  shape (64, 128)
@@ -37,59 +37,59 @@
  *   W3           offset     16576  shape (10, 64)
  *   b3           offset     17216  shape (10,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_2EED71E4FB_WORK_SIZE(batch) numbers; SYMNET_2EED71E4FB_TRAIN_WORK_SIZE(batch_size) for
- * symnet_2eed71e4fb_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_00890D03DF_WORK_SIZE(batch) numbers; SYMNET_00890D03DF_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_00890d03df_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 17226 + X B*64 + T or O B*10 + work (B*606 + 17226)
  *   numbers of 4 bytes; e.g. B = 32: 224,848 bytes (training; forward only: 105,512).
  */
-#ifndef SYMNET_2EED71E4FB_H
-#define SYMNET_2EED71E4FB_H
+#ifndef SYMNET_00890D03DF_H
+#define SYMNET_00890D03DF_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_2EED71E4FB_REAL float  /* the number type of every array (float32) */
-#define SYMNET_2EED71E4FB_N_INPUTS 64  /* features per example */
-#define SYMNET_2EED71E4FB_N_OUTPUTS 10
-#define SYMNET_2EED71E4FB_N_PARAMS 17226  /* numbers in the flat parameter array */
-#define SYMNET_2EED71E4FB_WORK_PER_EXAMPLE 606
-#define SYMNET_2EED71E4FB_WORK_SIZE(batch) ((batch) * 606 + 17226)  /* numbers of scratch per call */
-#define SYMNET_2EED71E4FB_TRAIN_WORK_SIZE(batch_size) (SYMNET_2EED71E4FB_WORK_SIZE(batch_size) + (batch_size) * 74)
-#define SYMNET_2EED71E4FB_SGD 0       /* optimizer codes of symnet_2eed71e4fb_update and symnet_2eed71e4fb_train */
-#define SYMNET_2EED71E4FB_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_2EED71E4FB_N_PARAMS numbers */
-#define SYMNET_2EED71E4FB_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_2EED71E4FB_N_PARAMS numbers each */
+#define SYMNET_00890D03DF_REAL float  /* the number type of every array (float32) */
+#define SYMNET_00890D03DF_N_INPUTS 64  /* features per example */
+#define SYMNET_00890D03DF_N_OUTPUTS 10
+#define SYMNET_00890D03DF_N_PARAMS 17226  /* numbers in the flat parameter array */
+#define SYMNET_00890D03DF_WORK_PER_EXAMPLE 606
+#define SYMNET_00890D03DF_WORK_SIZE(batch) ((batch) * 606 + 17226)  /* numbers of scratch per call */
+#define SYMNET_00890D03DF_TRAIN_WORK_SIZE(batch_size) (SYMNET_00890D03DF_WORK_SIZE(batch_size) + (batch_size) * 74)
+#define SYMNET_00890D03DF_SGD 0       /* optimizer codes of symnet_00890d03df_update and symnet_00890d03df_train */
+#define SYMNET_00890D03DF_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_00890D03DF_N_PARAMS numbers */
+#define SYMNET_00890D03DF_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_00890D03DF_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_2EED71E4FB_N_OUTPUTS) = the network's output for X (batch × SYMNET_2EED71E4FB_N_INPUTS). */
-void symnet_2eed71e4fb_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_00890D03DF_N_OUTPUTS) = the network's output for X (batch × SYMNET_00890D03DF_N_INPUTS). */
+void symnet_00890d03df_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_2eed71e4fb_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_00890d03df_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_2EED71E4FB_N_PARAMS numbers) by back propagation. */
-float symnet_2eed71e4fb_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_00890D03DF_N_PARAMS numbers) by back propagation. */
+float symnet_00890d03df_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_2eed71e4fb_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_00890d03df_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss; T[b] is the class label of example b. */
-float symnet_2eed71e4fb_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_00890d03df_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_2EED71E4FB_N_PARAMS numbers) by back propagation. */
-float symnet_2eed71e4fb_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_00890D03DF_N_PARAMS numbers) by back propagation. */
+float symnet_00890d03df_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_2eed71e4fb_step_labels(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_00890d03df_step_labels(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_2EED71E4FB_SGD, SYMNET_2EED71E4FB_MOMENTUM or SYMNET_2EED71E4FB_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_00890D03DF_SGD, SYMNET_00890D03DF_MOMENTUM or SYMNET_00890D03DF_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_2eed71e4fb_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_00890d03df_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -97,10 +97,10 @@ void symnet_2eed71e4fb_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_2EED71E4FB_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_00890D03DF_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_2EED71E4FB_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_2eed71e4fb_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_00890D03DF_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_00890d03df_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -110,10 +110,10 @@ long long symnet_2eed71e4fb_train(float *params, const float *X, const float *T,
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_2EED71E4FB_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_00890D03DF_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_2EED71E4FB_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_2eed71e4fb_train_labels(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_00890D03DF_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_00890d03df_train_labels(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -122,7 +122,7 @@ long long symnet_2eed71e4fb_train_labels(float *params, const float *X, const fl
 }
 #endif
 
-#endif /* SYMNET_2EED71E4FB_H */
+#endif /* SYMNET_00890D03DF_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -724,9 +724,9 @@ static void sn_took_now(int threads, double seconds)
 static void sn_forward(const real *params, real *work, const real *I, int batch)
 {
     const real *W1 = params + 0;  /* W1: (128, 64) */
-    const real *b1 = params + 8192;  /* b1: (128,) */
+    const real *sn_u_b1 = params + 8192;  /* b1: (128,) */
     const real *W2 = params + 8320;  /* W2: (64, 128) */
-    const real *b2 = params + 16512;  /* b2: (64,) */
+    const real *sn_u_b2 = params + 16512;  /* b2: (64,) */
     const real *W3 = params + 16576;  /* W3: (10, 64) */
     const real *b3 = params + 17216;  /* b3: (10,) */
 
@@ -736,10 +736,10 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 
     /* H1[b,i] = (b1[i] + z_H1[b,i] if b1[i] + z_H1[b,i] > 0 else 0), where z_H1[b,i] = Σ_j W1[i,j]·I[b,j]:
        the sums are not stored: the product writes H1, each block as its sums finish */
-    sn_mm_nt_e(batch, 128, 64, I, W1, NULL, H1, b1, NULL, 1);
+    sn_mm_nt_e(batch, 128, 64, I, W1, NULL, H1, sn_u_b1, NULL, 1);
     /* H2[b,i] = (b2[i] + z_H2[b,i] if b2[i] + z_H2[b,i] > 0 else 0), where z_H2[b,i] = Σ_j W2[i,j]·H1[b,j]:
        the sums are not stored: the product writes H2, each block as its sums finish */
-    sn_mm_nt_e(batch, 64, 128, H1, W2, NULL, H2, b2, NULL, 1);
+    sn_mm_nt_e(batch, 64, 128, H1, W2, NULL, H2, sn_u_b2, NULL, 1);
     /* O[b,i] = b3[i] + z_O[b,i], where z_O[b,i] = Σ_j W3[i,j]·H2[b,j]:
        the sums are not stored: the product writes O, each block as its sums finish */
     sn_mm_nt_e(batch, 10, 64, H2, W3, NULL, sn_u_O, b3, NULL, 0);
@@ -747,7 +747,7 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_2eed71e4fb_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_00890d03df_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 202, sizeof(real) * (size_t)batch * 10);
@@ -864,9 +864,9 @@ static void sn_chunk_head(sn_chunk_args *a, int c)
     const int sn_lo = sn_cut(batch, c, a->n), sn_hi = sn_cut(batch, c + 1, a->n);
     real *sn_part = work + (size_t)batch * 404 + (size_t)c * 202;  /* 202 partial sums */
     const real *W1 = params + 0;  /* W1: (128, 64) */
-    const real *b1 = params + 8192;  /* b1: (128,) */
+    const real *sn_u_b1 = params + 8192;  /* b1: (128,) */
     const real *W2 = params + 8320;  /* W2: (64, 128) */
-    const real *b2 = params + 16512;  /* b2: (64,) */
+    const real *sn_u_b2 = params + 16512;  /* b2: (64,) */
     const real *W3 = params + 16576;  /* W3: (10, 64) */
     const real *b3 = params + 17216;  /* b3: (10,) */
 
@@ -878,10 +878,10 @@ static void sn_chunk_head(sn_chunk_args *a, int c)
     (void)sn_part;
     /* H1[b,i] = (b1[i] + z_H1[b,i] if b1[i] + z_H1[b,i] > 0 else 0), where z_H1[b,i] = Σ_j W1[i,j]·I[b,j]:
        the sums are not stored: the product writes H1, each block as its sums finish */
-    sn_mm_nt_e((sn_hi - sn_lo), 128, 64, I + (size_t)sn_lo * 64, W1, NULL, H1 + (size_t)sn_lo * 128, b1, NULL, 1);
+    sn_mm_nt_e((sn_hi - sn_lo), 128, 64, I + (size_t)sn_lo * 64, W1, NULL, H1 + (size_t)sn_lo * 128, sn_u_b1, NULL, 1);
     /* H2[b,i] = (b2[i] + z_H2[b,i] if b2[i] + z_H2[b,i] > 0 else 0), where z_H2[b,i] = Σ_j W2[i,j]·H1[b,j]:
        the sums are not stored: the product writes H2, each block as its sums finish */
-    sn_mm_nt_e((sn_hi - sn_lo), 64, 128, H1 + (size_t)sn_lo * 128, W2, NULL, H2 + (size_t)sn_lo * 64, b2, NULL, 1);
+    sn_mm_nt_e((sn_hi - sn_lo), 64, 128, H1 + (size_t)sn_lo * 128, W2, NULL, H2 + (size_t)sn_lo * 64, sn_u_b2, NULL, 1);
     /* O[b,i] = b3[i] + z_O[b,i], where z_O[b,i] = Σ_j W3[i,j]·H2[b,j]:
        the sums are not stored: the product writes O, each block as its sums finish */
     sn_mm_nt_e((sn_hi - sn_lo), 10, 64, H2 + (size_t)sn_lo * 64, W3, NULL, sn_u_O + (size_t)sn_lo * 10, b3, NULL, 0);
@@ -1153,7 +1153,7 @@ static double sn_loss(const real *params, real *work, const real *I, const real 
     return loss / batch;
 }
 
-real symnet_2eed71e4fb_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_00890d03df_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -1167,7 +1167,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return sn_chunk_pass(&a, sn_chunk, NULL);
 }
 
-real symnet_2eed71e4fb_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_00890d03df_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -1204,7 +1204,7 @@ static double sn_loss_labels(const real *params, real *work, const real *I, cons
     return loss / batch;
 }
 
-real symnet_2eed71e4fb_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_00890d03df_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss_labels(params, work, X, T, batch);
 }
@@ -1218,7 +1218,7 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
     return sn_chunk_pass(&a, sn_chunk_labels, NULL);
 }
 
-real symnet_2eed71e4fb_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_00890d03df_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad_labels(params, grads, work, X, T, batch);
 }
@@ -1236,7 +1236,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_2eed71e4fb_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_00890d03df_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 606;
     /* the batch in chunks, then the weight gradients, each job updating the parameters
@@ -1259,7 +1259,7 @@ real symnet_2eed71e4fb_step(real *params, const real *X, const real *T, int batc
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_2eed71e4fb_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_00890d03df_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 606;
     /* the batch in chunks, then the weight gradients, each job updating the parameters
@@ -1289,6 +1289,45 @@ real symnet_2eed71e4fb_step_labels(real *params, const real *X, const real *T, i
  *       θ ← θ − η·(m / (1 − β1^t)) / (√(v / (1 − β2^t)) + ε)
  * Only the 17226 trainable parameters change.
  * The optimizer state s1, s2 (17226 numbers each) is owned by the caller. */
+/* The update's figures for parameters lo ≤ p < hi (sn_update_part), formed once */
+typedef struct {
+    const real *src, *grads;
+    real *dst, *s1, *s2;
+    real lr, c, wd, mu, b1, b2, one_b1, one_b2, eps, step, root_c2, keep;
+    int optimizer, n;
+} sn_update_args;
+
+static void sn_update_part(const sn_update_args *u, size_t lo, size_t hi)
+{
+    const real *src = u->src, *grads = u->grads;
+    real *dst = u->dst, *s1 = u->s1, *s2 = u->s2;
+    const real lr = u->lr, c = u->c, wd = u->wd;
+    if (u->optimizer == 0) {
+        /* θ ← θ − η·(c·g + λ·θ) */
+        for (size_t p = lo; p < hi; p++)
+            dst[p] = src[p] - lr * (c * grads[p] + wd * src[p]);
+    } else if (u->optimizer == 1) {
+        const real mu = u->mu;
+        /* v ← μ·v + (c·g + λ·θ);  θ ← θ − η·v */
+        for (size_t p = lo; p < hi; p++) {
+            s1[p] = mu * s1[p] + (c * grads[p] + wd * src[p]);
+            dst[p] = src[p] - lr * s1[p];
+        }
+    } else {
+        const real adam_b1 = u->b1, adam_b2 = u->b2, one_b1 = u->one_b1, one_b2 = u->one_b2;
+        const real eps = u->eps, step = u->step, root_c2 = u->root_c2, keep = u->keep;
+        /* m ← β1·m + (1 − β1)·c·g;  v ← β2·v + (1 − β2)·(c·g)²;
+           θ ← θ·(1 − η·λ) − (η/(1 − β1^t))·m / (√v/√(1 − β2^t) + ε)
+             = θ − η·((m/(1 − β1^t)) / (√(v/(1 − β2^t)) + ε) + λ·θ) */
+        for (size_t p = lo; p < hi; p++) {
+            const real g = c * grads[p];
+            s1[p] = adam_b1 * s1[p] + one_b1 * g;
+            s2[p] = adam_b2 * s2[p] + one_b2 * (g * g);
+            dst[p] = src[p] * keep - step * s1[p] / (sqrtf(s2[p]) / root_c2 + eps);
+        }
+    }
+}
+
 static void sn_update(const real *src, real *dst, const real *grads, real lr, int optimizer,
                       real *s1, real *s2, const double *hyper, long long t)
 {
@@ -1305,41 +1344,26 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
         sn_sgd_update(src, dst, grads, lr);
         return;
     }
-    if (optimizer == 0) {
-        /* θ ← θ − η·(c·g + λ·θ) */
-        for (size_t p = 0; p < 17226; p++)
-            dst[p] = src[p] - lr * (c * grads[p] + wd * src[p]);
-    } else if (optimizer == 1) {
-        const real mu = (real)hyper[0];
-        /* v ← μ·v + (c·g + λ·θ);  θ ← θ − η·v */
-        for (size_t p = 0; p < 17226; p++) {
-            s1[p] = mu * s1[p] + (c * grads[p] + wd * src[p]);
-            dst[p] = src[p] - lr * s1[p];
-        }
-    } else {
+    sn_update_args u = {.src = src, .grads = grads, .dst = dst, .s1 = s1, .s2 = s2, .lr = lr,
+                        .c = c, .wd = wd, .optimizer = optimizer};
+    if (optimizer == 1) {
+        u.mu = (real)hyper[0];
+    } else if (optimizer == 2) {
         /* Every constant formed in double from the hyper-parameters, then rounded once
            to real: 1 − β formed in float32 would be off by up to 1.3e-5 (relative) for
            β2 = 0.999, an error in every second moment. */
-        const real adam_b1 = (real)hyper[1], adam_b2 = (real)hyper[2], eps = (real)hyper[3];
-        const real one_b1 = (real)(1.0 - hyper[1]), one_b2 = (real)(1.0 - hyper[2]);
+        u.b1 = (real)hyper[1], u.b2 = (real)hyper[2], u.eps = (real)hyper[3];
+        u.one_b1 = (real)(1.0 - hyper[1]), u.one_b2 = (real)(1.0 - hyper[2]);
         /* bias corrections 1 − β^t (β^t underflows gracefully to 0), the step
            η/(1 − β1^t), √(1 − β2^t), and 1 − η·λ, the decoupled weight decay */
         const double c1 = 1.0 - pow(hyper[1], (double)t), c2 = 1.0 - pow(hyper[2], (double)t);
-        const real step = (real)((double)lr / c1), root_c2 = (real)sqrt(c2);
-        const real keep = (real)(1.0 - (double)lr * hyper[4]);
-        /* m ← β1·m + (1 − β1)·c·g;  v ← β2·v + (1 − β2)·(c·g)²;
-           θ ← θ·(1 − η·λ) − (η/(1 − β1^t))·m / (√v/√(1 − β2^t) + ε)
-             = θ − η·((m/(1 − β1^t)) / (√(v/(1 − β2^t)) + ε) + λ·θ) */
-        for (size_t p = 0; p < 17226; p++) {
-            const real g = c * grads[p];
-            s1[p] = adam_b1 * s1[p] + one_b1 * g;
-            s2[p] = adam_b2 * s2[p] + one_b2 * (g * g);
-            dst[p] = src[p] * keep - step * s1[p] / (sqrtf(s2[p]) / root_c2 + eps);
-        }
+        u.step = (real)((double)lr / c1), u.root_c2 = (real)sqrt(c2);
+        u.keep = (real)(1.0 - (double)lr * hyper[4]);
     }
+    sn_update_part(&u, 0, 17226);
 }
 
-void symnet_2eed71e4fb_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_00890d03df_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -1365,7 +1389,7 @@ void symnet_2eed71e4fb_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_2eed71e4fb_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_00890d03df_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
@@ -1453,7 +1477,7 @@ long long symnet_2eed71e4fb_train(real *params, const real *X, const real *T, co
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step).
  * The same with integer class labels: T[n] is the class of example n. */
-long long symnet_2eed71e4fb_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_00890d03df_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

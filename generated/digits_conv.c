@@ -32,8 +32,8 @@
  *   loss: softmax_cross_entropy, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_FF0583EFB5_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_FF0583EFB5_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_C4DE9D39FB_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_C4DE9D39FB_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (16, 1, 3, 3)
  *   b1           offset       144  shape (16,)
  *   W3           offset       160  shape (32, 16, 3, 3)
@@ -41,59 +41,59 @@
  *   W5           offset      4800  shape (10, 512)
  *   b5           offset      9920  shape (10,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_FF0583EFB5_WORK_SIZE(batch) numbers; SYMNET_FF0583EFB5_TRAIN_WORK_SIZE(batch_size) for
- * symnet_ff0583efb5_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_C4DE9D39FB_WORK_SIZE(batch) numbers; SYMNET_C4DE9D39FB_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_c4de9d39fb_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 9930 + X B*64 + T or O B*10 + work (B*12820 + 9930)
  *   numbers of 4 bytes; e.g. B = 32: 1,729,872 bytes (training; forward only: 846,376).
  */
-#ifndef SYMNET_FF0583EFB5_H
-#define SYMNET_FF0583EFB5_H
+#ifndef SYMNET_C4DE9D39FB_H
+#define SYMNET_C4DE9D39FB_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_FF0583EFB5_REAL float  /* the number type of every array (float32) */
-#define SYMNET_FF0583EFB5_N_INPUTS 64  /* features per example */
-#define SYMNET_FF0583EFB5_N_OUTPUTS 10
-#define SYMNET_FF0583EFB5_N_PARAMS 9930  /* numbers in the flat parameter array */
-#define SYMNET_FF0583EFB5_WORK_PER_EXAMPLE 12820
-#define SYMNET_FF0583EFB5_WORK_SIZE(batch) ((batch) * 12820 + 9930)  /* numbers of scratch per call */
-#define SYMNET_FF0583EFB5_TRAIN_WORK_SIZE(batch_size) (SYMNET_FF0583EFB5_WORK_SIZE(batch_size) + (batch_size) * 74)
-#define SYMNET_FF0583EFB5_SGD 0       /* optimizer codes of symnet_ff0583efb5_update and symnet_ff0583efb5_train */
-#define SYMNET_FF0583EFB5_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_FF0583EFB5_N_PARAMS numbers */
-#define SYMNET_FF0583EFB5_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_FF0583EFB5_N_PARAMS numbers each */
+#define SYMNET_C4DE9D39FB_REAL float  /* the number type of every array (float32) */
+#define SYMNET_C4DE9D39FB_N_INPUTS 64  /* features per example */
+#define SYMNET_C4DE9D39FB_N_OUTPUTS 10
+#define SYMNET_C4DE9D39FB_N_PARAMS 9930  /* numbers in the flat parameter array */
+#define SYMNET_C4DE9D39FB_WORK_PER_EXAMPLE 12820
+#define SYMNET_C4DE9D39FB_WORK_SIZE(batch) ((batch) * 12820 + 9930)  /* numbers of scratch per call */
+#define SYMNET_C4DE9D39FB_TRAIN_WORK_SIZE(batch_size) (SYMNET_C4DE9D39FB_WORK_SIZE(batch_size) + (batch_size) * 74)
+#define SYMNET_C4DE9D39FB_SGD 0       /* optimizer codes of symnet_c4de9d39fb_update and symnet_c4de9d39fb_train */
+#define SYMNET_C4DE9D39FB_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_C4DE9D39FB_N_PARAMS numbers */
+#define SYMNET_C4DE9D39FB_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_C4DE9D39FB_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_FF0583EFB5_N_OUTPUTS) = the network's output for X (batch × SYMNET_FF0583EFB5_N_INPUTS). */
-void symnet_ff0583efb5_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_C4DE9D39FB_N_OUTPUTS) = the network's output for X (batch × SYMNET_C4DE9D39FB_N_INPUTS). */
+void symnet_c4de9d39fb_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_ff0583efb5_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_c4de9d39fb_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_FF0583EFB5_N_PARAMS numbers) by back propagation. */
-float symnet_ff0583efb5_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_C4DE9D39FB_N_PARAMS numbers) by back propagation. */
+float symnet_c4de9d39fb_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_ff0583efb5_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_c4de9d39fb_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss; T[b] is the class label of example b. */
-float symnet_ff0583efb5_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_c4de9d39fb_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_FF0583EFB5_N_PARAMS numbers) by back propagation. */
-float symnet_ff0583efb5_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_C4DE9D39FB_N_PARAMS numbers) by back propagation. */
+float symnet_c4de9d39fb_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_ff0583efb5_step_labels(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_c4de9d39fb_step_labels(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_FF0583EFB5_SGD, SYMNET_FF0583EFB5_MOMENTUM or SYMNET_FF0583EFB5_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_C4DE9D39FB_SGD, SYMNET_C4DE9D39FB_MOMENTUM or SYMNET_C4DE9D39FB_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_ff0583efb5_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_c4de9d39fb_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -101,10 +101,10 @@ void symnet_ff0583efb5_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_FF0583EFB5_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_C4DE9D39FB_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_FF0583EFB5_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_ff0583efb5_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_C4DE9D39FB_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_c4de9d39fb_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -114,10 +114,10 @@ long long symnet_ff0583efb5_train(float *params, const float *X, const float *T,
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_FF0583EFB5_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_C4DE9D39FB_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_FF0583EFB5_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_ff0583efb5_train_labels(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_C4DE9D39FB_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_c4de9d39fb_train_labels(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -126,7 +126,7 @@ long long symnet_ff0583efb5_train_labels(float *params, const float *X, const fl
 }
 #endif
 
-#endif /* SYMNET_FF0583EFB5_H */
+#endif /* SYMNET_C4DE9D39FB_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -1057,7 +1057,7 @@ SN_INLINE void sn_col2im(const real *restrict dcol, real *restrict dX, int C, in
 static void sn_rows_1(const real *params, real *work, const real *I, int batch, int sn_lo, int sn_hi)
 {
     const real *W1 = params + 0;  /* W1: (16, 1, 3, 3) */
-    const real *b1 = params + 144;  /* b1: (16,) */
+    const real *sn_u_b1 = params + 144;  /* b1: (16,) */
     const real *W3 = params + 160;  /* W3: (32, 16, 3, 3) */
     const real *b3 = params + 4768;  /* b3: (32,) */
 
@@ -1084,7 +1084,7 @@ static void sn_rows_1(const real *params, real *work, const real *I, int batch, 
 #pragma omp simd
 #endif
                 for (int x = 0; x < 8; x++) {
-                    const real t0 = b1[c] + z_H1[b * 1024 + c * 64 + y * 8 + x];
+                    const real t0 = sn_u_b1[c] + z_H1[b * 1024 + c * 64 + y * 8 + x];
                     H1[b * 1024 + c * 64 + y * 8 + x] = ((t0 > 0) ? (t0) : (0));
                 }
     for (size_t q = (size_t)sn_lo * 256; q < (size_t)sn_hi * 256; q++) z_H2[q] = -INFINITY;
@@ -1266,7 +1266,7 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_ff0583efb5_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_c4de9d39fb_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 6218, sizeof(real) * (size_t)batch * 10);
@@ -1366,7 +1366,7 @@ static double sn_loss(const real *params, real *work, const real *I, const real 
     return loss / batch;
 }
 
-real symnet_ff0583efb5_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_c4de9d39fb_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -1422,7 +1422,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_ff0583efb5_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_c4de9d39fb_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -1459,7 +1459,7 @@ static double sn_loss_labels(const real *params, real *work, const real *I, cons
     return loss / batch;
 }
 
-real symnet_ff0583efb5_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_c4de9d39fb_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss_labels(params, work, X, T, batch);
 }
@@ -1511,7 +1511,7 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
     return loss / batch;
 }
 
-real symnet_ff0583efb5_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_c4de9d39fb_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad_labels(params, grads, work, X, T, batch);
 }
@@ -1538,7 +1538,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_ff0583efb5_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_c4de9d39fb_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 12820;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
@@ -1552,7 +1552,7 @@ real symnet_ff0583efb5_step(real *params, const real *X, const real *T, int batc
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_ff0583efb5_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_c4de9d39fb_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 12820;
     const double loss = sn_loss_grad_labels(params, grads, work, X, T, batch);
@@ -1573,6 +1573,45 @@ real symnet_ff0583efb5_step_labels(real *params, const real *X, const real *T, i
  *       θ ← θ − η·(m / (1 − β1^t)) / (√(v / (1 − β2^t)) + ε)
  * Only the 9930 trainable parameters change.
  * The optimizer state s1, s2 (9930 numbers each) is owned by the caller. */
+/* The update's figures for parameters lo ≤ p < hi (sn_update_part), formed once */
+typedef struct {
+    const real *src, *grads;
+    real *dst, *s1, *s2;
+    real lr, c, wd, mu, b1, b2, one_b1, one_b2, eps, step, root_c2, keep;
+    int optimizer, n;
+} sn_update_args;
+
+static void sn_update_part(const sn_update_args *u, size_t lo, size_t hi)
+{
+    const real *src = u->src, *grads = u->grads;
+    real *dst = u->dst, *s1 = u->s1, *s2 = u->s2;
+    const real lr = u->lr, c = u->c, wd = u->wd;
+    if (u->optimizer == 0) {
+        /* θ ← θ − η·(c·g + λ·θ) */
+        for (size_t p = lo; p < hi; p++)
+            dst[p] = src[p] - lr * (c * grads[p] + wd * src[p]);
+    } else if (u->optimizer == 1) {
+        const real mu = u->mu;
+        /* v ← μ·v + (c·g + λ·θ);  θ ← θ − η·v */
+        for (size_t p = lo; p < hi; p++) {
+            s1[p] = mu * s1[p] + (c * grads[p] + wd * src[p]);
+            dst[p] = src[p] - lr * s1[p];
+        }
+    } else {
+        const real adam_b1 = u->b1, adam_b2 = u->b2, one_b1 = u->one_b1, one_b2 = u->one_b2;
+        const real eps = u->eps, step = u->step, root_c2 = u->root_c2, keep = u->keep;
+        /* m ← β1·m + (1 − β1)·c·g;  v ← β2·v + (1 − β2)·(c·g)²;
+           θ ← θ·(1 − η·λ) − (η/(1 − β1^t))·m / (√v/√(1 − β2^t) + ε)
+             = θ − η·((m/(1 − β1^t)) / (√(v/(1 − β2^t)) + ε) + λ·θ) */
+        for (size_t p = lo; p < hi; p++) {
+            const real g = c * grads[p];
+            s1[p] = adam_b1 * s1[p] + one_b1 * g;
+            s2[p] = adam_b2 * s2[p] + one_b2 * (g * g);
+            dst[p] = src[p] * keep - step * s1[p] / (sqrtf(s2[p]) / root_c2 + eps);
+        }
+    }
+}
+
 static void sn_update(const real *src, real *dst, const real *grads, real lr, int optimizer,
                       real *s1, real *s2, const double *hyper, long long t)
 {
@@ -1589,41 +1628,26 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
         sn_sgd_update(src, dst, grads, lr);
         return;
     }
-    if (optimizer == 0) {
-        /* θ ← θ − η·(c·g + λ·θ) */
-        for (size_t p = 0; p < 9930; p++)
-            dst[p] = src[p] - lr * (c * grads[p] + wd * src[p]);
-    } else if (optimizer == 1) {
-        const real mu = (real)hyper[0];
-        /* v ← μ·v + (c·g + λ·θ);  θ ← θ − η·v */
-        for (size_t p = 0; p < 9930; p++) {
-            s1[p] = mu * s1[p] + (c * grads[p] + wd * src[p]);
-            dst[p] = src[p] - lr * s1[p];
-        }
-    } else {
+    sn_update_args u = {.src = src, .grads = grads, .dst = dst, .s1 = s1, .s2 = s2, .lr = lr,
+                        .c = c, .wd = wd, .optimizer = optimizer};
+    if (optimizer == 1) {
+        u.mu = (real)hyper[0];
+    } else if (optimizer == 2) {
         /* Every constant formed in double from the hyper-parameters, then rounded once
            to real: 1 − β formed in float32 would be off by up to 1.3e-5 (relative) for
            β2 = 0.999, an error in every second moment. */
-        const real adam_b1 = (real)hyper[1], adam_b2 = (real)hyper[2], eps = (real)hyper[3];
-        const real one_b1 = (real)(1.0 - hyper[1]), one_b2 = (real)(1.0 - hyper[2]);
+        u.b1 = (real)hyper[1], u.b2 = (real)hyper[2], u.eps = (real)hyper[3];
+        u.one_b1 = (real)(1.0 - hyper[1]), u.one_b2 = (real)(1.0 - hyper[2]);
         /* bias corrections 1 − β^t (β^t underflows gracefully to 0), the step
            η/(1 − β1^t), √(1 − β2^t), and 1 − η·λ, the decoupled weight decay */
         const double c1 = 1.0 - pow(hyper[1], (double)t), c2 = 1.0 - pow(hyper[2], (double)t);
-        const real step = (real)((double)lr / c1), root_c2 = (real)sqrt(c2);
-        const real keep = (real)(1.0 - (double)lr * hyper[4]);
-        /* m ← β1·m + (1 − β1)·c·g;  v ← β2·v + (1 − β2)·(c·g)²;
-           θ ← θ·(1 − η·λ) − (η/(1 − β1^t))·m / (√v/√(1 − β2^t) + ε)
-             = θ − η·((m/(1 − β1^t)) / (√(v/(1 − β2^t)) + ε) + λ·θ) */
-        for (size_t p = 0; p < 9930; p++) {
-            const real g = c * grads[p];
-            s1[p] = adam_b1 * s1[p] + one_b1 * g;
-            s2[p] = adam_b2 * s2[p] + one_b2 * (g * g);
-            dst[p] = src[p] * keep - step * s1[p] / (sqrtf(s2[p]) / root_c2 + eps);
-        }
+        u.step = (real)((double)lr / c1), u.root_c2 = (real)sqrt(c2);
+        u.keep = (real)(1.0 - (double)lr * hyper[4]);
     }
+    sn_update_part(&u, 0, 9930);
 }
 
-void symnet_ff0583efb5_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_c4de9d39fb_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -1649,7 +1673,7 @@ void symnet_ff0583efb5_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_ff0583efb5_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_c4de9d39fb_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
@@ -1743,7 +1767,7 @@ long long symnet_ff0583efb5_train(real *params, const real *X, const real *T, co
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step).
  * The same with integer class labels: T[n] is the class of example n. */
-long long symnet_ff0583efb5_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_c4de9d39fb_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

@@ -26,55 +26,55 @@
  *   loss: bce, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_D71C7FAFC5_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_D71C7FAFC5_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_6075CB5EA2_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_6075CB5EA2_N_PARAMS numbers, in the order of model.params, each row-major:
  *   C1           offset         0  shape (16, 2)
  *   beta1        offset        32  shape (16,)
  *   W2           offset        48  shape (1, 16)
  *   b2           offset        64  shape (1,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_D71C7FAFC5_WORK_SIZE(batch) numbers; SYMNET_D71C7FAFC5_TRAIN_WORK_SIZE(batch_size) for
- * symnet_d71c7fafc5_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_6075CB5EA2_WORK_SIZE(batch) numbers; SYMNET_6075CB5EA2_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_6075cb5ea2_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 65 + X B*2 + T or O B*1 + work (B*116 + 65)
  *   numbers of 4 bytes; e.g. B = 32: 15,752 bytes (training; forward only: 4,996).
  */
-#ifndef SYMNET_D71C7FAFC5_H
-#define SYMNET_D71C7FAFC5_H
+#ifndef SYMNET_6075CB5EA2_H
+#define SYMNET_6075CB5EA2_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_D71C7FAFC5_REAL float  /* the number type of every array (float32) */
-#define SYMNET_D71C7FAFC5_N_INPUTS 2  /* features per example */
-#define SYMNET_D71C7FAFC5_N_OUTPUTS 1
-#define SYMNET_D71C7FAFC5_N_PARAMS 65  /* numbers in the flat parameter array */
-#define SYMNET_D71C7FAFC5_WORK_PER_EXAMPLE 116
-#define SYMNET_D71C7FAFC5_WORK_SIZE(batch) ((batch) * 116 + 65)  /* numbers of scratch per call */
-#define SYMNET_D71C7FAFC5_TRAIN_WORK_SIZE(batch_size) (SYMNET_D71C7FAFC5_WORK_SIZE(batch_size) + (batch_size) * 3)
-#define SYMNET_D71C7FAFC5_SGD 0       /* optimizer codes of symnet_d71c7fafc5_update and symnet_d71c7fafc5_train */
-#define SYMNET_D71C7FAFC5_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_D71C7FAFC5_N_PARAMS numbers */
-#define SYMNET_D71C7FAFC5_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_D71C7FAFC5_N_PARAMS numbers each */
+#define SYMNET_6075CB5EA2_REAL float  /* the number type of every array (float32) */
+#define SYMNET_6075CB5EA2_N_INPUTS 2  /* features per example */
+#define SYMNET_6075CB5EA2_N_OUTPUTS 1
+#define SYMNET_6075CB5EA2_N_PARAMS 65  /* numbers in the flat parameter array */
+#define SYMNET_6075CB5EA2_WORK_PER_EXAMPLE 116
+#define SYMNET_6075CB5EA2_WORK_SIZE(batch) ((batch) * 116 + 65)  /* numbers of scratch per call */
+#define SYMNET_6075CB5EA2_TRAIN_WORK_SIZE(batch_size) (SYMNET_6075CB5EA2_WORK_SIZE(batch_size) + (batch_size) * 3)
+#define SYMNET_6075CB5EA2_SGD 0       /* optimizer codes of symnet_6075cb5ea2_update and symnet_6075cb5ea2_train */
+#define SYMNET_6075CB5EA2_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_6075CB5EA2_N_PARAMS numbers */
+#define SYMNET_6075CB5EA2_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_6075CB5EA2_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_D71C7FAFC5_N_OUTPUTS) = the network's output for X (batch × SYMNET_D71C7FAFC5_N_INPUTS). */
-void symnet_d71c7fafc5_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_6075CB5EA2_N_OUTPUTS) = the network's output for X (batch × SYMNET_6075CB5EA2_N_INPUTS). */
+void symnet_6075cb5ea2_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_d71c7fafc5_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_6075cb5ea2_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_D71C7FAFC5_N_PARAMS numbers) by back propagation. */
-float symnet_d71c7fafc5_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_6075CB5EA2_N_PARAMS numbers) by back propagation. */
+float symnet_6075cb5ea2_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_d71c7fafc5_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_6075cb5ea2_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_D71C7FAFC5_SGD, SYMNET_D71C7FAFC5_MOMENTUM or SYMNET_D71C7FAFC5_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_6075CB5EA2_SGD, SYMNET_6075CB5EA2_MOMENTUM or SYMNET_6075CB5EA2_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_d71c7fafc5_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_6075cb5ea2_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -82,10 +82,10 @@ void symnet_d71c7fafc5_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_D71C7FAFC5_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_6075CB5EA2_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_D71C7FAFC5_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_d71c7fafc5_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_6075CB5EA2_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_6075cb5ea2_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -94,7 +94,7 @@ long long symnet_d71c7fafc5_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_D71C7FAFC5_H */
+#endif /* SYMNET_6075CB5EA2_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -724,7 +724,7 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
     const real *C1 = params + 0;  /* C1: (16, 2) */
     const real *beta1 = params + 32;  /* beta1: (16,) */
     const real *W2 = params + 48;  /* W2: (1, 16) */
-    const real *b2 = params + 64;  /* b2: (1,) */
+    const real *sn_u_b2 = params + 64;  /* b2: (1,) */
 
     real *z_R = work + (size_t)batch * 0;  /* Σ of R: (batch, 16) */
     real *R = work + (size_t)batch * 16;  /* layer R: (batch, 16) */
@@ -754,13 +754,13 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 #pragma omp simd
 #endif
         for (int i = 0; i < 1; i++) {
-            sn_u_O[b * 1 + i] = sn_sigmoid(b2[i] + z_O[b * 1 + i]);
+            sn_u_O[b * 1 + i] = sn_sigmoid(sn_u_b2[i] + z_O[b * 1 + i]);
         }
 
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_d71c7fafc5_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_6075cb5ea2_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 33, sizeof(real) * (size_t)batch * 1);
@@ -821,7 +821,7 @@ static void sn_chunk(void *arg, int c)
     const real *C1 = params + 0;  /* C1: (16, 2) */
     const real *beta1 = params + 32;  /* beta1: (16,) */
     const real *W2 = params + 48;  /* W2: (1, 16) */
-    const real *b2 = params + 64;  /* b2: (1,) */
+    const real *sn_u_b2 = params + 64;  /* b2: (1,) */
 
     real *g_b2 = sn_part + 0;  /* this chunk's part of ∂L/∂b2: (1,) */
     real *g_beta1 = sn_part + 1;  /* this chunk's part of ∂L/∂beta1: (16,) */
@@ -860,12 +860,12 @@ static void sn_chunk(void *arg, int c)
 #pragma omp simd
 #endif
         for (int i = 0; i < 1; i++) {
-            sn_u_O[b * 1 + i] = sn_sigmoid(b2[i] + z_O[b * 1 + i]);
+            sn_u_O[b * 1 + i] = sn_sigmoid(sn_u_b2[i] + z_O[b * 1 + i]);
         }
     /* L += T[b,i]·softplus(-b2[i] - z_O[b,i]) + (1 - T[b,i])·softplus(b2[i] + z_O[b,i]); delta_O[b,i] = inv_batch·(O[b,i] - T[b,i]); g_b2[i] += inv_batch·(O[b,i] - T[b,i]) */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int i = 0; i < 1; i++) {
-            const real t0 = b2[i] + z_O[b * 1 + i];
+            const real t0 = sn_u_b2[i] + z_O[b * 1 + i];
             const real t1 = inv_batch*(sn_u_O[b * 1 + i] - T[b * 1 + i]);
             loss += (double)(T[b * 1 + i]*sn_softplus(-t0) + (1 - T[b * 1 + i])*sn_softplus(t0));
             delta_O[b * 1 + i] = t1;
@@ -1005,7 +1005,7 @@ static double sn_chunk_pass(sn_chunk_args *a, void (*rows)(void *, int), real *t
 /* Loss L = (1/batch) Σ_b L_b, after a forward pass. */
 static double sn_loss(const real *params, real *work, const real *I, const real *T, int batch)
 {
-    const real *b2 = params + 64;  /* b2: (1,) */
+    const real *sn_u_b2 = params + 64;  /* b2: (1,) */
 
     real *z_O = work + (size_t)batch * 32;  /* Σ of O: (batch, 1) */
 
@@ -1014,14 +1014,14 @@ static double sn_loss(const real *params, real *work, const real *I, const real 
     /* L += T[b,i]·softplus(-b2[i] - z_O[b,i]) + (1 - T[b,i])·softplus(b2[i] + z_O[b,i]) */
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < 1; i++) {
-            const real t0 = b2[i] + z_O[b * 1 + i];
+            const real t0 = sn_u_b2[i] + z_O[b * 1 + i];
             loss += (double)(T[b * 1 + i]*sn_softplus(-t0) + (1 - T[b * 1 + i])*sn_softplus(t0));
         }
 
     return loss / batch;
 }
 
-real symnet_d71c7fafc5_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_6075cb5ea2_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -1035,7 +1035,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return sn_chunk_pass(&a, sn_chunk, NULL);
 }
 
-real symnet_d71c7fafc5_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_6075cb5ea2_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -1053,7 +1053,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_d71c7fafc5_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_6075cb5ea2_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 116;
     /* the batch in chunks, then the weight gradients, each job updating the parameters
@@ -1083,6 +1083,45 @@ real symnet_d71c7fafc5_step(real *params, const real *X, const real *T, int batc
  *       θ ← θ − η·(m / (1 − β1^t)) / (√(v / (1 − β2^t)) + ε)
  * Only the 65 trainable parameters change.
  * The optimizer state s1, s2 (65 numbers each) is owned by the caller. */
+/* The update's figures for parameters lo ≤ p < hi (sn_update_part), formed once */
+typedef struct {
+    const real *src, *grads;
+    real *dst, *s1, *s2;
+    real lr, c, wd, mu, b1, b2, one_b1, one_b2, eps, step, root_c2, keep;
+    int optimizer, n;
+} sn_update_args;
+
+static void sn_update_part(const sn_update_args *u, size_t lo, size_t hi)
+{
+    const real *src = u->src, *grads = u->grads;
+    real *dst = u->dst, *s1 = u->s1, *s2 = u->s2;
+    const real lr = u->lr, c = u->c, wd = u->wd;
+    if (u->optimizer == 0) {
+        /* θ ← θ − η·(c·g + λ·θ) */
+        for (size_t p = lo; p < hi; p++)
+            dst[p] = src[p] - lr * (c * grads[p] + wd * src[p]);
+    } else if (u->optimizer == 1) {
+        const real mu = u->mu;
+        /* v ← μ·v + (c·g + λ·θ);  θ ← θ − η·v */
+        for (size_t p = lo; p < hi; p++) {
+            s1[p] = mu * s1[p] + (c * grads[p] + wd * src[p]);
+            dst[p] = src[p] - lr * s1[p];
+        }
+    } else {
+        const real adam_b1 = u->b1, adam_b2 = u->b2, one_b1 = u->one_b1, one_b2 = u->one_b2;
+        const real eps = u->eps, step = u->step, root_c2 = u->root_c2, keep = u->keep;
+        /* m ← β1·m + (1 − β1)·c·g;  v ← β2·v + (1 − β2)·(c·g)²;
+           θ ← θ·(1 − η·λ) − (η/(1 − β1^t))·m / (√v/√(1 − β2^t) + ε)
+             = θ − η·((m/(1 − β1^t)) / (√(v/(1 − β2^t)) + ε) + λ·θ) */
+        for (size_t p = lo; p < hi; p++) {
+            const real g = c * grads[p];
+            s1[p] = adam_b1 * s1[p] + one_b1 * g;
+            s2[p] = adam_b2 * s2[p] + one_b2 * (g * g);
+            dst[p] = src[p] * keep - step * s1[p] / (sqrtf(s2[p]) / root_c2 + eps);
+        }
+    }
+}
+
 static void sn_update(const real *src, real *dst, const real *grads, real lr, int optimizer,
                       real *s1, real *s2, const double *hyper, long long t)
 {
@@ -1099,41 +1138,26 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
         sn_sgd_update(src, dst, grads, lr);
         return;
     }
-    if (optimizer == 0) {
-        /* θ ← θ − η·(c·g + λ·θ) */
-        for (size_t p = 0; p < 65; p++)
-            dst[p] = src[p] - lr * (c * grads[p] + wd * src[p]);
-    } else if (optimizer == 1) {
-        const real mu = (real)hyper[0];
-        /* v ← μ·v + (c·g + λ·θ);  θ ← θ − η·v */
-        for (size_t p = 0; p < 65; p++) {
-            s1[p] = mu * s1[p] + (c * grads[p] + wd * src[p]);
-            dst[p] = src[p] - lr * s1[p];
-        }
-    } else {
+    sn_update_args u = {.src = src, .grads = grads, .dst = dst, .s1 = s1, .s2 = s2, .lr = lr,
+                        .c = c, .wd = wd, .optimizer = optimizer};
+    if (optimizer == 1) {
+        u.mu = (real)hyper[0];
+    } else if (optimizer == 2) {
         /* Every constant formed in double from the hyper-parameters, then rounded once
            to real: 1 − β formed in float32 would be off by up to 1.3e-5 (relative) for
            β2 = 0.999, an error in every second moment. */
-        const real adam_b1 = (real)hyper[1], adam_b2 = (real)hyper[2], eps = (real)hyper[3];
-        const real one_b1 = (real)(1.0 - hyper[1]), one_b2 = (real)(1.0 - hyper[2]);
+        u.b1 = (real)hyper[1], u.b2 = (real)hyper[2], u.eps = (real)hyper[3];
+        u.one_b1 = (real)(1.0 - hyper[1]), u.one_b2 = (real)(1.0 - hyper[2]);
         /* bias corrections 1 − β^t (β^t underflows gracefully to 0), the step
            η/(1 − β1^t), √(1 − β2^t), and 1 − η·λ, the decoupled weight decay */
         const double c1 = 1.0 - pow(hyper[1], (double)t), c2 = 1.0 - pow(hyper[2], (double)t);
-        const real step = (real)((double)lr / c1), root_c2 = (real)sqrt(c2);
-        const real keep = (real)(1.0 - (double)lr * hyper[4]);
-        /* m ← β1·m + (1 − β1)·c·g;  v ← β2·v + (1 − β2)·(c·g)²;
-           θ ← θ·(1 − η·λ) − (η/(1 − β1^t))·m / (√v/√(1 − β2^t) + ε)
-             = θ − η·((m/(1 − β1^t)) / (√(v/(1 − β2^t)) + ε) + λ·θ) */
-        for (size_t p = 0; p < 65; p++) {
-            const real g = c * grads[p];
-            s1[p] = adam_b1 * s1[p] + one_b1 * g;
-            s2[p] = adam_b2 * s2[p] + one_b2 * (g * g);
-            dst[p] = src[p] * keep - step * s1[p] / (sqrtf(s2[p]) / root_c2 + eps);
-        }
+        u.step = (real)((double)lr / c1), u.root_c2 = (real)sqrt(c2);
+        u.keep = (real)(1.0 - (double)lr * hyper[4]);
     }
+    sn_update_part(&u, 0, 65);
 }
 
-void symnet_d71c7fafc5_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_6075cb5ea2_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -1159,7 +1183,7 @@ void symnet_d71c7fafc5_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_d71c7fafc5_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_6075cb5ea2_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

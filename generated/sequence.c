@@ -56,56 +56,56 @@
  *   loss: mse, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_DFAA01777A_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_DFAA01777A_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_0617D6E480_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_0617D6E480_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W2           offset         0  shape (16, 1)
  *   U2           offset        16  shape (16, 16)
  *   b2           offset       272  shape (16,)
  *   W17          offset       288  shape (1, 16)
  *   b17          offset       304  shape (1,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_DFAA01777A_WORK_SIZE(batch) numbers; SYMNET_DFAA01777A_TRAIN_WORK_SIZE(batch_size) for
- * symnet_dfaa01777a_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_0617D6E480_WORK_SIZE(batch) numbers; SYMNET_0617D6E480_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_0617d6e480_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 305 + X B*8 + T or O B*1 + work (B*299 + 305)
  *   numbers of 4 bytes; e.g. B = 32: 41,864 bytes (training; forward only: 24,132).
  */
-#ifndef SYMNET_DFAA01777A_H
-#define SYMNET_DFAA01777A_H
+#ifndef SYMNET_0617D6E480_H
+#define SYMNET_0617D6E480_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_DFAA01777A_REAL float  /* the number type of every array (float32) */
-#define SYMNET_DFAA01777A_N_INPUTS 8  /* features per example */
-#define SYMNET_DFAA01777A_N_OUTPUTS 1
-#define SYMNET_DFAA01777A_N_PARAMS 305  /* numbers in the flat parameter array */
-#define SYMNET_DFAA01777A_WORK_PER_EXAMPLE 299
-#define SYMNET_DFAA01777A_WORK_SIZE(batch) ((batch) * 299 + 305)  /* numbers of scratch per call */
-#define SYMNET_DFAA01777A_TRAIN_WORK_SIZE(batch_size) (SYMNET_DFAA01777A_WORK_SIZE(batch_size) + (batch_size) * 9)
-#define SYMNET_DFAA01777A_SGD 0       /* optimizer codes of symnet_dfaa01777a_update and symnet_dfaa01777a_train */
-#define SYMNET_DFAA01777A_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_DFAA01777A_N_PARAMS numbers */
-#define SYMNET_DFAA01777A_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_DFAA01777A_N_PARAMS numbers each */
+#define SYMNET_0617D6E480_REAL float  /* the number type of every array (float32) */
+#define SYMNET_0617D6E480_N_INPUTS 8  /* features per example */
+#define SYMNET_0617D6E480_N_OUTPUTS 1
+#define SYMNET_0617D6E480_N_PARAMS 305  /* numbers in the flat parameter array */
+#define SYMNET_0617D6E480_WORK_PER_EXAMPLE 299
+#define SYMNET_0617D6E480_WORK_SIZE(batch) ((batch) * 299 + 305)  /* numbers of scratch per call */
+#define SYMNET_0617D6E480_TRAIN_WORK_SIZE(batch_size) (SYMNET_0617D6E480_WORK_SIZE(batch_size) + (batch_size) * 9)
+#define SYMNET_0617D6E480_SGD 0       /* optimizer codes of symnet_0617d6e480_update and symnet_0617d6e480_train */
+#define SYMNET_0617D6E480_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_0617D6E480_N_PARAMS numbers */
+#define SYMNET_0617D6E480_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_0617D6E480_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_DFAA01777A_N_OUTPUTS) = the network's output for X (batch × SYMNET_DFAA01777A_N_INPUTS). */
-void symnet_dfaa01777a_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_0617D6E480_N_OUTPUTS) = the network's output for X (batch × SYMNET_0617D6E480_N_INPUTS). */
+void symnet_0617d6e480_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_dfaa01777a_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_0617d6e480_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_DFAA01777A_N_PARAMS numbers) by back propagation. */
-float symnet_dfaa01777a_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_0617D6E480_N_PARAMS numbers) by back propagation. */
+float symnet_0617d6e480_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_dfaa01777a_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_0617d6e480_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_DFAA01777A_SGD, SYMNET_DFAA01777A_MOMENTUM or SYMNET_DFAA01777A_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_0617D6E480_SGD, SYMNET_0617D6E480_MOMENTUM or SYMNET_0617D6E480_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_dfaa01777a_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_0617d6e480_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -113,10 +113,10 @@ void symnet_dfaa01777a_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_DFAA01777A_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_0617D6E480_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_DFAA01777A_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_dfaa01777a_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_0617D6E480_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_0617d6e480_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -125,7 +125,7 @@ long long symnet_dfaa01777a_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_DFAA01777A_H */
+#endif /* SYMNET_0617D6E480_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -591,7 +591,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
 {
     const real *W2 = params + 0;  /* W2: (16, 1) */
     const real *U2 = params + 16;  /* U2: (16, 16) */
-    const real *b2 = params + 272;  /* b2: (16,) */
+    const real *sn_u_b2 = params + 272;  /* b2: (16,) */
     const real *W17 = params + 288;  /* W17: (1, 16) */
     const real *b17 = params + 304;  /* b17: (1,) */
 
@@ -645,7 +645,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
 #pragma omp simd
 #endif
         for (int i = 0; i < 16; i++) {
-            h_1[b * 16 + i] = sn_tanhf(b2[i] + zW_h_1[b * 16 + i]);
+            h_1[b * 16 + i] = sn_tanhf(sn_u_b2[i] + zW_h_1[b * 16 + i]);
         }
     /* x_2[b,i] = S[b,1,i] */
     for (int b = 0; b < batch; b++)
@@ -665,7 +665,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
 #pragma omp simd
 #endif
         for (int i = 0; i < 16; i++) {
-            h_2[b * 16 + i] = sn_tanhf(b2[i] + zU_h_2[b * 16 + i] + zW_h_2[b * 16 + i]);
+            h_2[b * 16 + i] = sn_tanhf(sn_u_b2[i] + zU_h_2[b * 16 + i] + zW_h_2[b * 16 + i]);
         }
     /* x_3[b,i] = S[b,2,i] */
     for (int b = 0; b < batch; b++)
@@ -685,7 +685,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
 #pragma omp simd
 #endif
         for (int i = 0; i < 16; i++) {
-            h_3[b * 16 + i] = sn_tanhf(b2[i] + zU_h_3[b * 16 + i] + zW_h_3[b * 16 + i]);
+            h_3[b * 16 + i] = sn_tanhf(sn_u_b2[i] + zU_h_3[b * 16 + i] + zW_h_3[b * 16 + i]);
         }
     /* x_4[b,i] = S[b,3,i] */
     for (int b = 0; b < batch; b++)
@@ -705,7 +705,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
 #pragma omp simd
 #endif
         for (int i = 0; i < 16; i++) {
-            h_4[b * 16 + i] = sn_tanhf(b2[i] + zU_h_4[b * 16 + i] + zW_h_4[b * 16 + i]);
+            h_4[b * 16 + i] = sn_tanhf(sn_u_b2[i] + zU_h_4[b * 16 + i] + zW_h_4[b * 16 + i]);
         }
     /* x_5[b,i] = S[b,4,i] */
     for (int b = 0; b < batch; b++)
@@ -725,7 +725,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
 #pragma omp simd
 #endif
         for (int i = 0; i < 16; i++) {
-            h_5[b * 16 + i] = sn_tanhf(b2[i] + zU_h_5[b * 16 + i] + zW_h_5[b * 16 + i]);
+            h_5[b * 16 + i] = sn_tanhf(sn_u_b2[i] + zU_h_5[b * 16 + i] + zW_h_5[b * 16 + i]);
         }
     /* x_6[b,i] = S[b,5,i] */
     for (int b = 0; b < batch; b++)
@@ -745,7 +745,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
 #pragma omp simd
 #endif
         for (int i = 0; i < 16; i++) {
-            h_6[b * 16 + i] = sn_tanhf(b2[i] + zU_h_6[b * 16 + i] + zW_h_6[b * 16 + i]);
+            h_6[b * 16 + i] = sn_tanhf(sn_u_b2[i] + zU_h_6[b * 16 + i] + zW_h_6[b * 16 + i]);
         }
     /* x_7[b,i] = S[b,6,i] */
     for (int b = 0; b < batch; b++)
@@ -765,7 +765,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
 #pragma omp simd
 #endif
         for (int i = 0; i < 16; i++) {
-            h_7[b * 16 + i] = sn_tanhf(b2[i] + zU_h_7[b * 16 + i] + zW_h_7[b * 16 + i]);
+            h_7[b * 16 + i] = sn_tanhf(sn_u_b2[i] + zU_h_7[b * 16 + i] + zW_h_7[b * 16 + i]);
         }
     /* x_8[b,i] = S[b,7,i] */
     for (int b = 0; b < batch; b++)
@@ -785,7 +785,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
 #pragma omp simd
 #endif
         for (int i = 0; i < 16; i++) {
-            h_8[b * 16 + i] = sn_tanhf(b2[i] + zU_h_8[b * 16 + i] + zW_h_8[b * 16 + i]);
+            h_8[b * 16 + i] = sn_tanhf(sn_u_b2[i] + zU_h_8[b * 16 + i] + zW_h_8[b * 16 + i]);
         }
     /* z_O[b,i] = Σ_j W17[i,j]·h_8[b,j] */
     sn_mm_nt(batch, 1, 16, h_8, W17, z_O, 0);
@@ -801,7 +801,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_dfaa01777a_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_0617d6e480_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 169, sizeof(real) * (size_t)batch * 1);
@@ -825,7 +825,7 @@ static double sn_loss(const real *params, real *work, const real *S, const real 
     return loss / batch;
 }
 
-real symnet_dfaa01777a_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_0617d6e480_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -1010,7 +1010,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_dfaa01777a_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_0617d6e480_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -1037,7 +1037,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_dfaa01777a_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_0617d6e480_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 299;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
@@ -1058,6 +1058,45 @@ real symnet_dfaa01777a_step(real *params, const real *X, const real *T, int batc
  *       θ ← θ − η·(m / (1 − β1^t)) / (√(v / (1 − β2^t)) + ε)
  * Only the 305 trainable parameters change.
  * The optimizer state s1, s2 (305 numbers each) is owned by the caller. */
+/* The update's figures for parameters lo ≤ p < hi (sn_update_part), formed once */
+typedef struct {
+    const real *src, *grads;
+    real *dst, *s1, *s2;
+    real lr, c, wd, mu, b1, b2, one_b1, one_b2, eps, step, root_c2, keep;
+    int optimizer, n;
+} sn_update_args;
+
+static void sn_update_part(const sn_update_args *u, size_t lo, size_t hi)
+{
+    const real *src = u->src, *grads = u->grads;
+    real *dst = u->dst, *s1 = u->s1, *s2 = u->s2;
+    const real lr = u->lr, c = u->c, wd = u->wd;
+    if (u->optimizer == 0) {
+        /* θ ← θ − η·(c·g + λ·θ) */
+        for (size_t p = lo; p < hi; p++)
+            dst[p] = src[p] - lr * (c * grads[p] + wd * src[p]);
+    } else if (u->optimizer == 1) {
+        const real mu = u->mu;
+        /* v ← μ·v + (c·g + λ·θ);  θ ← θ − η·v */
+        for (size_t p = lo; p < hi; p++) {
+            s1[p] = mu * s1[p] + (c * grads[p] + wd * src[p]);
+            dst[p] = src[p] - lr * s1[p];
+        }
+    } else {
+        const real adam_b1 = u->b1, adam_b2 = u->b2, one_b1 = u->one_b1, one_b2 = u->one_b2;
+        const real eps = u->eps, step = u->step, root_c2 = u->root_c2, keep = u->keep;
+        /* m ← β1·m + (1 − β1)·c·g;  v ← β2·v + (1 − β2)·(c·g)²;
+           θ ← θ·(1 − η·λ) − (η/(1 − β1^t))·m / (√v/√(1 − β2^t) + ε)
+             = θ − η·((m/(1 − β1^t)) / (√(v/(1 − β2^t)) + ε) + λ·θ) */
+        for (size_t p = lo; p < hi; p++) {
+            const real g = c * grads[p];
+            s1[p] = adam_b1 * s1[p] + one_b1 * g;
+            s2[p] = adam_b2 * s2[p] + one_b2 * (g * g);
+            dst[p] = src[p] * keep - step * s1[p] / (sqrtf(s2[p]) / root_c2 + eps);
+        }
+    }
+}
+
 static void sn_update(const real *src, real *dst, const real *grads, real lr, int optimizer,
                       real *s1, real *s2, const double *hyper, long long t)
 {
@@ -1074,41 +1113,26 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
         sn_sgd_update(src, dst, grads, lr);
         return;
     }
-    if (optimizer == 0) {
-        /* θ ← θ − η·(c·g + λ·θ) */
-        for (size_t p = 0; p < 305; p++)
-            dst[p] = src[p] - lr * (c * grads[p] + wd * src[p]);
-    } else if (optimizer == 1) {
-        const real mu = (real)hyper[0];
-        /* v ← μ·v + (c·g + λ·θ);  θ ← θ − η·v */
-        for (size_t p = 0; p < 305; p++) {
-            s1[p] = mu * s1[p] + (c * grads[p] + wd * src[p]);
-            dst[p] = src[p] - lr * s1[p];
-        }
-    } else {
+    sn_update_args u = {.src = src, .grads = grads, .dst = dst, .s1 = s1, .s2 = s2, .lr = lr,
+                        .c = c, .wd = wd, .optimizer = optimizer};
+    if (optimizer == 1) {
+        u.mu = (real)hyper[0];
+    } else if (optimizer == 2) {
         /* Every constant formed in double from the hyper-parameters, then rounded once
            to real: 1 − β formed in float32 would be off by up to 1.3e-5 (relative) for
            β2 = 0.999, an error in every second moment. */
-        const real adam_b1 = (real)hyper[1], adam_b2 = (real)hyper[2], eps = (real)hyper[3];
-        const real one_b1 = (real)(1.0 - hyper[1]), one_b2 = (real)(1.0 - hyper[2]);
+        u.b1 = (real)hyper[1], u.b2 = (real)hyper[2], u.eps = (real)hyper[3];
+        u.one_b1 = (real)(1.0 - hyper[1]), u.one_b2 = (real)(1.0 - hyper[2]);
         /* bias corrections 1 − β^t (β^t underflows gracefully to 0), the step
            η/(1 − β1^t), √(1 − β2^t), and 1 − η·λ, the decoupled weight decay */
         const double c1 = 1.0 - pow(hyper[1], (double)t), c2 = 1.0 - pow(hyper[2], (double)t);
-        const real step = (real)((double)lr / c1), root_c2 = (real)sqrt(c2);
-        const real keep = (real)(1.0 - (double)lr * hyper[4]);
-        /* m ← β1·m + (1 − β1)·c·g;  v ← β2·v + (1 − β2)·(c·g)²;
-           θ ← θ·(1 − η·λ) − (η/(1 − β1^t))·m / (√v/√(1 − β2^t) + ε)
-             = θ − η·((m/(1 − β1^t)) / (√(v/(1 − β2^t)) + ε) + λ·θ) */
-        for (size_t p = 0; p < 305; p++) {
-            const real g = c * grads[p];
-            s1[p] = adam_b1 * s1[p] + one_b1 * g;
-            s2[p] = adam_b2 * s2[p] + one_b2 * (g * g);
-            dst[p] = src[p] * keep - step * s1[p] / (sqrtf(s2[p]) / root_c2 + eps);
-        }
+        u.step = (real)((double)lr / c1), u.root_c2 = (real)sqrt(c2);
+        u.keep = (real)(1.0 - (double)lr * hyper[4]);
     }
+    sn_update_part(&u, 0, 305);
 }
 
-void symnet_dfaa01777a_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_0617d6e480_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -1134,7 +1158,7 @@ void symnet_dfaa01777a_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_dfaa01777a_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_0617d6e480_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

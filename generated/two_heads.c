@@ -32,8 +32,8 @@
  *   loss: 1·bce(moon) + 0.5·mse(radius), each averaged over the batch; targets side by side in T
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_9F5403CAE9_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_9F5403CAE9_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_CD9707605F_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_CD9707605F_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (16, 2)
  *   b1           offset        32  shape (16,)
  *   W2           offset        48  shape (16, 16)
@@ -43,48 +43,48 @@
  *   W5           offset       337  shape (1, 16)
  *   b5           offset       353  shape (1,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_9F5403CAE9_WORK_SIZE(batch) numbers; SYMNET_9F5403CAE9_TRAIN_WORK_SIZE(batch_size) for
- * symnet_9f5403cae9_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_CD9707605F_WORK_SIZE(batch) numbers; SYMNET_CD9707605F_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_cd9707605f_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 354 + X B*2 + T or O B*2 + work (B*69 + 354)
  *   numbers of 4 bytes; e.g. B = 32: 12,176 bytes (training; forward only: 8,584).
  */
-#ifndef SYMNET_9F5403CAE9_H
-#define SYMNET_9F5403CAE9_H
+#ifndef SYMNET_CD9707605F_H
+#define SYMNET_CD9707605F_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_9F5403CAE9_REAL float  /* the number type of every array (float32) */
-#define SYMNET_9F5403CAE9_N_INPUTS 2  /* features per example */
-#define SYMNET_9F5403CAE9_N_OUTPUTS 2
-#define SYMNET_9F5403CAE9_N_PARAMS 354  /* numbers in the flat parameter array */
-#define SYMNET_9F5403CAE9_WORK_PER_EXAMPLE 69
-#define SYMNET_9F5403CAE9_WORK_SIZE(batch) ((batch) * 69 + 354)  /* numbers of scratch per call */
-#define SYMNET_9F5403CAE9_TRAIN_WORK_SIZE(batch_size) (SYMNET_9F5403CAE9_WORK_SIZE(batch_size) + (batch_size) * 4)
-#define SYMNET_9F5403CAE9_SGD 0       /* optimizer codes of symnet_9f5403cae9_update and symnet_9f5403cae9_train */
-#define SYMNET_9F5403CAE9_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_9F5403CAE9_N_PARAMS numbers */
-#define SYMNET_9F5403CAE9_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_9F5403CAE9_N_PARAMS numbers each */
+#define SYMNET_CD9707605F_REAL float  /* the number type of every array (float32) */
+#define SYMNET_CD9707605F_N_INPUTS 2  /* features per example */
+#define SYMNET_CD9707605F_N_OUTPUTS 2
+#define SYMNET_CD9707605F_N_PARAMS 354  /* numbers in the flat parameter array */
+#define SYMNET_CD9707605F_WORK_PER_EXAMPLE 69
+#define SYMNET_CD9707605F_WORK_SIZE(batch) ((batch) * 69 + 354)  /* numbers of scratch per call */
+#define SYMNET_CD9707605F_TRAIN_WORK_SIZE(batch_size) (SYMNET_CD9707605F_WORK_SIZE(batch_size) + (batch_size) * 4)
+#define SYMNET_CD9707605F_SGD 0       /* optimizer codes of symnet_cd9707605f_update and symnet_cd9707605f_train */
+#define SYMNET_CD9707605F_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_CD9707605F_N_PARAMS numbers */
+#define SYMNET_CD9707605F_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_CD9707605F_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_9F5403CAE9_N_OUTPUTS) = the network's output for X (batch × SYMNET_9F5403CAE9_N_INPUTS). */
-void symnet_9f5403cae9_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_CD9707605F_N_OUTPUTS) = the network's output for X (batch × SYMNET_CD9707605F_N_INPUTS). */
+void symnet_cd9707605f_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_9f5403cae9_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_cd9707605f_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_9F5403CAE9_N_PARAMS numbers) by back propagation. */
-float symnet_9f5403cae9_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_CD9707605F_N_PARAMS numbers) by back propagation. */
+float symnet_cd9707605f_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_9f5403cae9_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_cd9707605f_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_9F5403CAE9_SGD, SYMNET_9F5403CAE9_MOMENTUM or SYMNET_9F5403CAE9_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_CD9707605F_SGD, SYMNET_CD9707605F_MOMENTUM or SYMNET_CD9707605F_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_9f5403cae9_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_cd9707605f_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -92,10 +92,10 @@ void symnet_9f5403cae9_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_9F5403CAE9_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_CD9707605F_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_9F5403CAE9_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_9f5403cae9_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_CD9707605F_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_cd9707605f_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -104,7 +104,7 @@ long long symnet_9f5403cae9_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_9F5403CAE9_H */
+#endif /* SYMNET_CD9707605F_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -656,9 +656,9 @@ SN_INLINE void sn_mm_tn(int M, int N, int K, const real *restrict A,
 static void sn_forward(const real *params, real *work, const real *I, int batch)
 {
     const real *W1 = params + 0;  /* W1: (16, 2) */
-    const real *b1 = params + 32;  /* b1: (16,) */
+    const real *sn_u_b1 = params + 32;  /* b1: (16,) */
     const real *W2 = params + 48;  /* W2: (16, 16) */
-    const real *b2 = params + 304;  /* b2: (16,) */
+    const real *sn_u_b2 = params + 304;  /* b2: (16,) */
     const real *W4 = params + 320;  /* W4: (1, 16) */
     const real *b4 = params + 336;  /* b4: (1,) */
     const real *W5 = params + 337;  /* W5: (1, 16) */
@@ -682,7 +682,7 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 #pragma omp simd
 #endif
         for (int i = 0; i < 16; i++) {
-            H1[b * 16 + i] = sn_tanhf(b1[i] + z_H1[b * 16 + i]);
+            H1[b * 16 + i] = sn_tanhf(sn_u_b1[i] + z_H1[b * 16 + i]);
         }
     /* z_H2[b,i] = Σ_j W2[i,j]·H1[b,j] */
     sn_mm_nt(batch, 16, 16, H1, W2, z_H2, 0);
@@ -692,7 +692,7 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 #pragma omp simd
 #endif
         for (int i = 0; i < 16; i++) {
-            H2[b * 16 + i] = sn_tanhf(b2[i] + z_H2[b * 16 + i]);
+            H2[b * 16 + i] = sn_tanhf(sn_u_b2[i] + z_H2[b * 16 + i]);
         }
     /* R[b,i] = H1[b,i] + H2[b,i] */
     for (int b = 0; b < batch; b++)
@@ -727,7 +727,7 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 
 /* O[b,:] = [moon[b,:], radius[b,:]]: the forward pass, its outputs side by
  * side in each row (as the targets T are), copied out of work. */
-void symnet_9f5403cae9_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_cd9707605f_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     for (int b = 0; b < batch; b++) {
@@ -762,7 +762,7 @@ static double sn_loss(const real *params, real *work, const real *I, const real 
     return loss / batch;
 }
 
-real symnet_9f5403cae9_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_cd9707605f_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -862,7 +862,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_9f5403cae9_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_cd9707605f_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -889,7 +889,7 @@ static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_9f5403cae9_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_cd9707605f_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 69;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
@@ -910,6 +910,45 @@ real symnet_9f5403cae9_step(real *params, const real *X, const real *T, int batc
  *       θ ← θ − η·(m / (1 − β1^t)) / (√(v / (1 − β2^t)) + ε)
  * Only the 354 trainable parameters change.
  * The optimizer state s1, s2 (354 numbers each) is owned by the caller. */
+/* The update's figures for parameters lo ≤ p < hi (sn_update_part), formed once */
+typedef struct {
+    const real *src, *grads;
+    real *dst, *s1, *s2;
+    real lr, c, wd, mu, b1, b2, one_b1, one_b2, eps, step, root_c2, keep;
+    int optimizer, n;
+} sn_update_args;
+
+static void sn_update_part(const sn_update_args *u, size_t lo, size_t hi)
+{
+    const real *src = u->src, *grads = u->grads;
+    real *dst = u->dst, *s1 = u->s1, *s2 = u->s2;
+    const real lr = u->lr, c = u->c, wd = u->wd;
+    if (u->optimizer == 0) {
+        /* θ ← θ − η·(c·g + λ·θ) */
+        for (size_t p = lo; p < hi; p++)
+            dst[p] = src[p] - lr * (c * grads[p] + wd * src[p]);
+    } else if (u->optimizer == 1) {
+        const real mu = u->mu;
+        /* v ← μ·v + (c·g + λ·θ);  θ ← θ − η·v */
+        for (size_t p = lo; p < hi; p++) {
+            s1[p] = mu * s1[p] + (c * grads[p] + wd * src[p]);
+            dst[p] = src[p] - lr * s1[p];
+        }
+    } else {
+        const real adam_b1 = u->b1, adam_b2 = u->b2, one_b1 = u->one_b1, one_b2 = u->one_b2;
+        const real eps = u->eps, step = u->step, root_c2 = u->root_c2, keep = u->keep;
+        /* m ← β1·m + (1 − β1)·c·g;  v ← β2·v + (1 − β2)·(c·g)²;
+           θ ← θ·(1 − η·λ) − (η/(1 − β1^t))·m / (√v/√(1 − β2^t) + ε)
+             = θ − η·((m/(1 − β1^t)) / (√(v/(1 − β2^t)) + ε) + λ·θ) */
+        for (size_t p = lo; p < hi; p++) {
+            const real g = c * grads[p];
+            s1[p] = adam_b1 * s1[p] + one_b1 * g;
+            s2[p] = adam_b2 * s2[p] + one_b2 * (g * g);
+            dst[p] = src[p] * keep - step * s1[p] / (sqrtf(s2[p]) / root_c2 + eps);
+        }
+    }
+}
+
 static void sn_update(const real *src, real *dst, const real *grads, real lr, int optimizer,
                       real *s1, real *s2, const double *hyper, long long t)
 {
@@ -926,41 +965,26 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
         sn_sgd_update(src, dst, grads, lr);
         return;
     }
-    if (optimizer == 0) {
-        /* θ ← θ − η·(c·g + λ·θ) */
-        for (size_t p = 0; p < 354; p++)
-            dst[p] = src[p] - lr * (c * grads[p] + wd * src[p]);
-    } else if (optimizer == 1) {
-        const real mu = (real)hyper[0];
-        /* v ← μ·v + (c·g + λ·θ);  θ ← θ − η·v */
-        for (size_t p = 0; p < 354; p++) {
-            s1[p] = mu * s1[p] + (c * grads[p] + wd * src[p]);
-            dst[p] = src[p] - lr * s1[p];
-        }
-    } else {
+    sn_update_args u = {.src = src, .grads = grads, .dst = dst, .s1 = s1, .s2 = s2, .lr = lr,
+                        .c = c, .wd = wd, .optimizer = optimizer};
+    if (optimizer == 1) {
+        u.mu = (real)hyper[0];
+    } else if (optimizer == 2) {
         /* Every constant formed in double from the hyper-parameters, then rounded once
            to real: 1 − β formed in float32 would be off by up to 1.3e-5 (relative) for
            β2 = 0.999, an error in every second moment. */
-        const real adam_b1 = (real)hyper[1], adam_b2 = (real)hyper[2], eps = (real)hyper[3];
-        const real one_b1 = (real)(1.0 - hyper[1]), one_b2 = (real)(1.0 - hyper[2]);
+        u.b1 = (real)hyper[1], u.b2 = (real)hyper[2], u.eps = (real)hyper[3];
+        u.one_b1 = (real)(1.0 - hyper[1]), u.one_b2 = (real)(1.0 - hyper[2]);
         /* bias corrections 1 − β^t (β^t underflows gracefully to 0), the step
            η/(1 − β1^t), √(1 − β2^t), and 1 − η·λ, the decoupled weight decay */
         const double c1 = 1.0 - pow(hyper[1], (double)t), c2 = 1.0 - pow(hyper[2], (double)t);
-        const real step = (real)((double)lr / c1), root_c2 = (real)sqrt(c2);
-        const real keep = (real)(1.0 - (double)lr * hyper[4]);
-        /* m ← β1·m + (1 − β1)·c·g;  v ← β2·v + (1 − β2)·(c·g)²;
-           θ ← θ·(1 − η·λ) − (η/(1 − β1^t))·m / (√v/√(1 − β2^t) + ε)
-             = θ − η·((m/(1 − β1^t)) / (√(v/(1 − β2^t)) + ε) + λ·θ) */
-        for (size_t p = 0; p < 354; p++) {
-            const real g = c * grads[p];
-            s1[p] = adam_b1 * s1[p] + one_b1 * g;
-            s2[p] = adam_b2 * s2[p] + one_b2 * (g * g);
-            dst[p] = src[p] * keep - step * s1[p] / (sqrtf(s2[p]) / root_c2 + eps);
-        }
+        u.step = (real)((double)lr / c1), u.root_c2 = (real)sqrt(c2);
+        u.keep = (real)(1.0 - (double)lr * hyper[4]);
     }
+    sn_update_part(&u, 0, 354);
 }
 
-void symnet_9f5403cae9_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_cd9707605f_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -986,7 +1010,7 @@ void symnet_9f5403cae9_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_9f5403cae9_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_cd9707605f_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

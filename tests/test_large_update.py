@@ -3,8 +3,9 @@
 Its SGD update once ran on OpenMP's threads, a second set of threads beside the pool's that
 waited for work by spinning: on two cores they took the cores from each other (the large
 MLP's step 8.5 ms, 11 ms once PyTorch, whose OpenMP spins longer, was imported).  Now the
-update runs as jobs of the pool, each on its share of the parameters; these tests check
-that every parameter gets exactly its own update, once.
+update runs as jobs of the pool, each on its share of the parameters, and so do the
+momentum and Adam updates (which ran on one thread); these tests check that every
+parameter gets exactly its own update, once.
 """
 
 import numpy as np
@@ -29,7 +30,7 @@ def _data(seed=0):
 def test_the_network_is_over_the_size_whose_update_is_shared(model):
     assert sum(v.size for v in model.params.values()) >= 1_000_000
     # the in-process C hands the update to the pool, not to an OpenMP parallel loop
-    assert "sn_sgd_job" in model.c_source
+    assert "sn_sgd_job" in model.c_source and "sn_update_job" in model.c_source
     assert "omp parallel" not in model.c_source
 
 
@@ -59,3 +60,33 @@ def test_steps_on_the_pool_give_the_numbers_of_the_loop_in_numpy(model):
         model.step(X, T, lr=0.02)
         for k in params:
             np.testing.assert_allclose(model.params[k], params[k], rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("optimizer", ["momentum", "adam"])
+def test_momentum_and_adam_on_the_pool_follow_their_formulas(optimizer):
+    """The same for momentum and Adam (their state too), three steps from zero state."""
+    net = sn.Network(sn.Input(WIDTH), sn.Dense(WIDTH, "tanh"), sn.Dense(10), loss="mse")
+    model = net.compile(dtype="float64", seed=4)
+    X, T = _data(2)
+    lr, mu, b1, b2, eps = 0.01, 0.9, 0.9, 0.999, 1e-8
+    params = {k: np.array(v) for k, v in model.params.items()}
+    m = {k: np.zeros_like(v) for k, v in params.items()}
+    v2 = {k: np.zeros_like(v) for k, v in params.items()}
+    for t in range(1, 4):
+        _, grads = model.loss_and_grad(X, T)
+        for k, g in grads.items():
+            if optimizer == "momentum":
+                m[k] = mu * m[k] + g
+                params[k] = params[k] - lr * m[k]
+            else:
+                m[k] = b1 * m[k] + (1 - b1) * g
+                v2[k] = b2 * v2[k] + (1 - b2) * g * g
+                params[k] = params[k] - lr * (m[k] / (1 - b1 ** t)) / (
+                    np.sqrt(v2[k] / (1 - b2 ** t)) + eps)
+        if optimizer == "momentum":
+            model.step(X, T, lr=lr, optimizer="momentum", momentum=mu)
+        else:
+            model.step(X, T, lr=lr, optimizer="adam", betas=(b1, b2), eps=eps)
+        for k in params:
+            np.testing.assert_allclose(model.params[k], params[k], rtol=1e-9, atol=1e-12,
+                                       err_msg=f"{optimizer} step {t}, parameter {k}")
