@@ -32,8 +32,8 @@
  *   loss: softmax_cross_entropy, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_C4DE9D39FB_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_C4DE9D39FB_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_6915B5D113_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_6915B5D113_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (16, 1, 3, 3)
  *   b1           offset       144  shape (16,)
  *   W3           offset       160  shape (32, 16, 3, 3)
@@ -41,59 +41,59 @@
  *   W5           offset      4800  shape (10, 512)
  *   b5           offset      9920  shape (10,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_C4DE9D39FB_WORK_SIZE(batch) numbers; SYMNET_C4DE9D39FB_TRAIN_WORK_SIZE(batch_size) for
- * symnet_c4de9d39fb_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_6915B5D113_WORK_SIZE(batch) numbers; SYMNET_6915B5D113_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_6915b5d113_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 9930 + X B*64 + T or O B*10 + work (B*12820 + 9930)
  *   numbers of 4 bytes; e.g. B = 32: 1,729,872 bytes (training; forward only: 846,376).
  */
-#ifndef SYMNET_C4DE9D39FB_H
-#define SYMNET_C4DE9D39FB_H
+#ifndef SYMNET_6915B5D113_H
+#define SYMNET_6915B5D113_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_C4DE9D39FB_REAL float  /* the number type of every array (float32) */
-#define SYMNET_C4DE9D39FB_N_INPUTS 64  /* features per example */
-#define SYMNET_C4DE9D39FB_N_OUTPUTS 10
-#define SYMNET_C4DE9D39FB_N_PARAMS 9930  /* numbers in the flat parameter array */
-#define SYMNET_C4DE9D39FB_WORK_PER_EXAMPLE 12820
-#define SYMNET_C4DE9D39FB_WORK_SIZE(batch) ((batch) * 12820 + 9930)  /* numbers of scratch per call */
-#define SYMNET_C4DE9D39FB_TRAIN_WORK_SIZE(batch_size) (SYMNET_C4DE9D39FB_WORK_SIZE(batch_size) + (batch_size) * 74)
-#define SYMNET_C4DE9D39FB_SGD 0       /* optimizer codes of symnet_c4de9d39fb_update and symnet_c4de9d39fb_train */
-#define SYMNET_C4DE9D39FB_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_C4DE9D39FB_N_PARAMS numbers */
-#define SYMNET_C4DE9D39FB_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_C4DE9D39FB_N_PARAMS numbers each */
+#define SYMNET_6915B5D113_REAL float  /* the number type of every array (float32) */
+#define SYMNET_6915B5D113_N_INPUTS 64  /* features per example */
+#define SYMNET_6915B5D113_N_OUTPUTS 10
+#define SYMNET_6915B5D113_N_PARAMS 9930  /* numbers in the flat parameter array */
+#define SYMNET_6915B5D113_WORK_PER_EXAMPLE 12820
+#define SYMNET_6915B5D113_WORK_SIZE(batch) ((batch) * 12820 + 9930)  /* numbers of scratch per call */
+#define SYMNET_6915B5D113_TRAIN_WORK_SIZE(batch_size) (SYMNET_6915B5D113_WORK_SIZE(batch_size) + (batch_size) * 74)
+#define SYMNET_6915B5D113_SGD 0       /* optimizer codes of symnet_6915b5d113_update and symnet_6915b5d113_train */
+#define SYMNET_6915B5D113_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_6915B5D113_N_PARAMS numbers */
+#define SYMNET_6915B5D113_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_6915B5D113_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_C4DE9D39FB_N_OUTPUTS) = the network's output for X (batch × SYMNET_C4DE9D39FB_N_INPUTS). */
-void symnet_c4de9d39fb_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_6915B5D113_N_OUTPUTS) = the network's output for X (batch × SYMNET_6915B5D113_N_INPUTS). */
+void symnet_6915b5d113_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_c4de9d39fb_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_6915b5d113_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_C4DE9D39FB_N_PARAMS numbers) by back propagation. */
-float symnet_c4de9d39fb_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_6915B5D113_N_PARAMS numbers) by back propagation. */
+float symnet_6915b5d113_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_c4de9d39fb_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_6915b5d113_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss; T[b] is the class label of example b. */
-float symnet_c4de9d39fb_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_6915b5d113_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_C4DE9D39FB_N_PARAMS numbers) by back propagation. */
-float symnet_c4de9d39fb_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_6915B5D113_N_PARAMS numbers) by back propagation. */
+float symnet_6915b5d113_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_c4de9d39fb_step_labels(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_6915b5d113_step_labels(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_C4DE9D39FB_SGD, SYMNET_C4DE9D39FB_MOMENTUM or SYMNET_C4DE9D39FB_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_6915B5D113_SGD, SYMNET_6915B5D113_MOMENTUM or SYMNET_6915B5D113_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_c4de9d39fb_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_6915b5d113_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -101,10 +101,10 @@ void symnet_c4de9d39fb_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_C4DE9D39FB_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_6915B5D113_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_C4DE9D39FB_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_c4de9d39fb_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_6915B5D113_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_6915b5d113_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -114,10 +114,10 @@ long long symnet_c4de9d39fb_train(float *params, const float *X, const float *T,
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_C4DE9D39FB_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_6915B5D113_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_C4DE9D39FB_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_c4de9d39fb_train_labels(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_6915B5D113_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_6915b5d113_train_labels(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -126,7 +126,7 @@ long long symnet_c4de9d39fb_train_labels(float *params, const float *X, const fl
 }
 #endif
 
-#endif /* SYMNET_C4DE9D39FB_H */
+#endif /* SYMNET_6915B5D113_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -1266,7 +1266,7 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_c4de9d39fb_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_6915b5d113_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 6218, sizeof(real) * (size_t)batch * 10);
@@ -1366,7 +1366,7 @@ static double sn_loss(const real *params, real *work, const real *I, const real 
     return loss / batch;
 }
 
-real symnet_c4de9d39fb_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_6915b5d113_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -1422,7 +1422,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_c4de9d39fb_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_6915b5d113_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -1459,7 +1459,7 @@ static double sn_loss_labels(const real *params, real *work, const real *I, cons
     return loss / batch;
 }
 
-real symnet_c4de9d39fb_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_6915b5d113_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss_labels(params, work, X, T, batch);
 }
@@ -1511,13 +1511,11 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
     return loss / batch;
 }
 
-real symnet_c4de9d39fb_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_6915b5d113_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad_labels(params, grads, work, X, T, batch);
 }
 
-/* dst[p] = src[p] − lr·∂L/∂θ[p] for the 9930 trainable parameters (plain
- * gradient descent); dst may be src.  Not restrict: in place is the common case. */
 /* 1 when every gradient g[p] is finite: g − g is 0 for a finite number and NaN for
  * NaN or ±inf (an OR of comparisons, which the compiler vectorizes) */
 static int sn_all_finite(const real *grads)
@@ -1528,52 +1526,7 @@ static int sn_all_finite(const real *grads)
     return !bad;
 }
 
-static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr)
-{
-    for (size_t p = 0; p < 9930; p++)
-        dst[p] = src[p] - lr * grads[p];
-}
-
-/* One steepest-descent step on this batch: θ ← θ − lr·∂L/∂θ, the gradients
- * in work after the batch's rows.  Returns the loss before it; when the loss or a
- * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
- * params are unchanged and NaN is returned. */
-real symnet_c4de9d39fb_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
-{
-    real *grads = work + (size_t)batch * 12820;
-    const double loss = sn_loss_grad(params, grads, work, X, T, batch);
-    if (!isfinite(loss) || !sn_all_finite(grads))
-        return (real)NAN;
-    sn_sgd_update(params, params, grads, lr);
-    return (real)loss;
-}
-
-/* One steepest-descent step on this batch; T[b] is the class label of example b: θ ← θ − lr·∂L/∂θ, the gradients
- * in work after the batch's rows.  Returns the loss before it; when the loss or a
- * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
- * params are unchanged and NaN is returned. */
-real symnet_c4de9d39fb_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
-{
-    real *grads = work + (size_t)batch * 12820;
-    const double loss = sn_loss_grad_labels(params, grads, work, X, T, batch);
-    if (!isfinite(loss) || !sn_all_finite(grads))
-        return (real)NAN;
-    sn_sgd_update(params, params, grads, lr);
-    return (real)loss;
-}
-
-/* The parameter update of one step, given the gradients g = ∂L/∂θ.
- *   clipping, c = hyper[5] > 0:  g ← g·min(1, c/‖g‖₂), ‖g‖₂ over all parameters
- *   weight decay λ = hyper[4] (L2):  g ← g + λ·θ for gradient descent and momentum;
- *       for Adam it is decoupled (AdamW): θ ← θ − η·(Adam's step + λ·θ)
- *   optimizer 0, gradient descent:  θ ← θ − η·g
- *   optimizer 1, momentum μ = hyper[0]:  v ← μ·v + g;  θ ← θ − η·v          (v in s1)
- *   optimizer 2, Adam (β1, β2, ε) = hyper[1..3], step number t ≥ 1:
- *       m ← β1·m + (1 − β1)·g;  v ← β2·v + (1 − β2)·g²                      (m in s1, v in s2)
- *       θ ← θ − η·(m / (1 − β1^t)) / (√(v / (1 − β2^t)) + ε)
- * Only the 9930 trainable parameters change.
- * The optimizer state s1, s2 (9930 numbers each) is owned by the caller. */
-/* The update's figures for parameters lo ≤ p < hi (sn_update_part), formed once */
+/* An update's figures (sn_update below), formed once for all its parameters */
 typedef struct {
     const real *src, *grads;
     real *dst, *s1, *s2;
@@ -1581,12 +1534,21 @@ typedef struct {
     int optimizer, n;
 } sn_update_args;
 
+/* The update of the parameters lo ≤ p < hi; dst may be src (not restrict: in place is
+ * the common case) */
 static void sn_update_part(const sn_update_args *u, size_t lo, size_t hi)
 {
     const real *src = u->src, *grads = u->grads;
     real *dst = u->dst, *s1 = u->s1, *s2 = u->s2;
     const real lr = u->lr, c = u->c, wd = u->wd;
-    if (u->optimizer == 0) {
+    if (u->optimizer == 0 && c == 1 && wd == 0) {
+        /* θ ← θ − η·g */
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (size_t p = lo; p < hi; p++)
+            dst[p] = src[p] - lr * grads[p];
+    } else if (u->optimizer == 0) {
         /* θ ← θ − η·(c·g + λ·θ) */
         for (size_t p = lo; p < hi; p++)
             dst[p] = src[p] - lr * (c * grads[p] + wd * src[p]);
@@ -1612,6 +1574,57 @@ static void sn_update_part(const sn_update_args *u, size_t lo, size_t hi)
     }
 }
 
+/* The update *u of the 9930 trainable parameters; the frozen ones copied */
+static void sn_update_all(sn_update_args *u)
+{
+    sn_update_part(u, 0, 9930);
+}
+
+/* One steepest-descent step on this batch: θ ← θ − lr·∂L/∂θ, the gradients
+ * in work after the batch's rows.  Returns the loss before it; when the loss or a
+ * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
+ * params are unchanged and NaN is returned. */
+real symnet_6915b5d113_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+{
+    real *grads = work + (size_t)batch * 12820;
+    const double loss = sn_loss_grad(params, grads, work, X, T, batch);
+    if (!isfinite(loss) || !sn_all_finite(grads))
+        return (real)NAN;
+    /* θ ← θ − lr·∂L/∂θ, in place */
+    sn_update_args u = {.src = params, .grads = grads, .dst = params, .lr = lr, .c = 1,
+                        .wd = 0, .optimizer = 0};
+    sn_update_all(&u);
+    return (real)loss;
+}
+
+/* One steepest-descent step on this batch; T[b] is the class label of example b: θ ← θ − lr·∂L/∂θ, the gradients
+ * in work after the batch's rows.  Returns the loss before it; when the loss or a
+ * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
+ * params are unchanged and NaN is returned. */
+real symnet_6915b5d113_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
+{
+    real *grads = work + (size_t)batch * 12820;
+    const double loss = sn_loss_grad_labels(params, grads, work, X, T, batch);
+    if (!isfinite(loss) || !sn_all_finite(grads))
+        return (real)NAN;
+    /* θ ← θ − lr·∂L/∂θ, in place */
+    sn_update_args u = {.src = params, .grads = grads, .dst = params, .lr = lr, .c = 1,
+                        .wd = 0, .optimizer = 0};
+    sn_update_all(&u);
+    return (real)loss;
+}
+
+/* The parameter update of one step, given the gradients g = ∂L/∂θ.
+ *   clipping, c = hyper[5] > 0:  g ← g·min(1, c/‖g‖₂), ‖g‖₂ over all parameters
+ *   weight decay λ = hyper[4] (L2):  g ← g + λ·θ for gradient descent and momentum;
+ *       for Adam it is decoupled (AdamW): θ ← θ − η·(Adam's step + λ·θ)
+ *   optimizer 0, gradient descent:  θ ← θ − η·g
+ *   optimizer 1, momentum μ = hyper[0]:  v ← μ·v + g;  θ ← θ − η·v          (v in s1)
+ *   optimizer 2, Adam (β1, β2, ε) = hyper[1..3], step number t ≥ 1:
+ *       m ← β1·m + (1 − β1)·g;  v ← β2·v + (1 − β2)·g²                      (m in s1, v in s2)
+ *       θ ← θ − η·(m / (1 − β1^t)) / (√(v / (1 − β2^t)) + ε)
+ * Only the 9930 trainable parameters change.
+ * The optimizer state s1, s2 (9930 numbers each) is owned by the caller. */
 static void sn_update(const real *src, real *dst, const real *grads, real lr, int optimizer,
                       real *s1, real *s2, const double *hyper, long long t)
 {
@@ -1623,10 +1636,6 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
         for (size_t p = 0; p < 9930; p++) ss += (double)grads[p] * grads[p];
         const double norm = sqrt(ss);
         if (norm > hyper[5]) c = (real)(hyper[5] / norm);
-    }
-    if (optimizer == 0 && wd == 0 && c == 1) {
-        sn_sgd_update(src, dst, grads, lr);
-        return;
     }
     sn_update_args u = {.src = src, .grads = grads, .dst = dst, .s1 = s1, .s2 = s2, .lr = lr,
                         .c = c, .wd = wd, .optimizer = optimizer};
@@ -1644,10 +1653,10 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
         u.step = (real)((double)lr / c1), u.root_c2 = (real)sqrt(c2);
         u.keep = (real)(1.0 - (double)lr * hyper[4]);
     }
-    sn_update_part(&u, 0, 9930);
+    sn_update_all(&u);
 }
 
-void symnet_c4de9d39fb_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_6915b5d113_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -1673,7 +1682,7 @@ void symnet_c4de9d39fb_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_c4de9d39fb_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_6915b5d113_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
@@ -1767,7 +1776,7 @@ long long symnet_c4de9d39fb_train(real *params, const real *X, const real *T, co
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step).
  * The same with integer class labels: T[n] is the class of example n. */
-long long symnet_c4de9d39fb_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_6915b5d113_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

@@ -104,8 +104,8 @@
  *   loss: softmax_cross_entropy, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_CD2000B228_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_CD2000B228_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_2D56D9221A_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_2D56D9221A_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (72, 4)
  *   b1           offset       288  shape (72,)
  *   c1           offset       360  shape (72,)
@@ -113,59 +113,59 @@
  *   W22          offset      2160  shape (4, 24)
  *   b22          offset      2256  shape (4,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_CD2000B228_WORK_SIZE(batch) numbers; SYMNET_CD2000B228_TRAIN_WORK_SIZE(batch_size) for
- * symnet_cd2000b228_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_2D56D9221A_WORK_SIZE(batch) numbers; SYMNET_2D56D9221A_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_2d56d9221a_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 2260 + X B*80 + T or O B*4 + work (B*6312 + 2260)
  *   numbers of 4 bytes; e.g. B = 32: 836,768 bytes (training; forward only: 441,680).
  */
-#ifndef SYMNET_CD2000B228_H
-#define SYMNET_CD2000B228_H
+#ifndef SYMNET_2D56D9221A_H
+#define SYMNET_2D56D9221A_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_CD2000B228_REAL float  /* the number type of every array (float32) */
-#define SYMNET_CD2000B228_N_INPUTS 80  /* features per example */
-#define SYMNET_CD2000B228_N_OUTPUTS 4
-#define SYMNET_CD2000B228_N_PARAMS 2260  /* numbers in the flat parameter array */
-#define SYMNET_CD2000B228_WORK_PER_EXAMPLE 6312
-#define SYMNET_CD2000B228_WORK_SIZE(batch) ((batch) * 6312 + 2260)  /* numbers of scratch per call */
-#define SYMNET_CD2000B228_TRAIN_WORK_SIZE(batch_size) (SYMNET_CD2000B228_WORK_SIZE(batch_size) + (batch_size) * 84)
-#define SYMNET_CD2000B228_SGD 0       /* optimizer codes of symnet_cd2000b228_update and symnet_cd2000b228_train */
-#define SYMNET_CD2000B228_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_CD2000B228_N_PARAMS numbers */
-#define SYMNET_CD2000B228_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_CD2000B228_N_PARAMS numbers each */
+#define SYMNET_2D56D9221A_REAL float  /* the number type of every array (float32) */
+#define SYMNET_2D56D9221A_N_INPUTS 80  /* features per example */
+#define SYMNET_2D56D9221A_N_OUTPUTS 4
+#define SYMNET_2D56D9221A_N_PARAMS 2260  /* numbers in the flat parameter array */
+#define SYMNET_2D56D9221A_WORK_PER_EXAMPLE 6312
+#define SYMNET_2D56D9221A_WORK_SIZE(batch) ((batch) * 6312 + 2260)  /* numbers of scratch per call */
+#define SYMNET_2D56D9221A_TRAIN_WORK_SIZE(batch_size) (SYMNET_2D56D9221A_WORK_SIZE(batch_size) + (batch_size) * 84)
+#define SYMNET_2D56D9221A_SGD 0       /* optimizer codes of symnet_2d56d9221a_update and symnet_2d56d9221a_train */
+#define SYMNET_2D56D9221A_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_2D56D9221A_N_PARAMS numbers */
+#define SYMNET_2D56D9221A_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_2D56D9221A_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_CD2000B228_N_OUTPUTS) = the network's output for X (batch × SYMNET_CD2000B228_N_INPUTS). */
-void symnet_cd2000b228_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_2D56D9221A_N_OUTPUTS) = the network's output for X (batch × SYMNET_2D56D9221A_N_INPUTS). */
+void symnet_2d56d9221a_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_cd2000b228_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_2d56d9221a_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_CD2000B228_N_PARAMS numbers) by back propagation. */
-float symnet_cd2000b228_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_2D56D9221A_N_PARAMS numbers) by back propagation. */
+float symnet_2d56d9221a_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_cd2000b228_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_2d56d9221a_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss; T[b] is the class label of example b. */
-float symnet_cd2000b228_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_2d56d9221a_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_CD2000B228_N_PARAMS numbers) by back propagation. */
-float symnet_cd2000b228_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_2D56D9221A_N_PARAMS numbers) by back propagation. */
+float symnet_2d56d9221a_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_cd2000b228_step_labels(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_2d56d9221a_step_labels(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_CD2000B228_SGD, SYMNET_CD2000B228_MOMENTUM or SYMNET_CD2000B228_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_2D56D9221A_SGD, SYMNET_2D56D9221A_MOMENTUM or SYMNET_2D56D9221A_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_cd2000b228_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_2d56d9221a_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -173,10 +173,10 @@ void symnet_cd2000b228_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_CD2000B228_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_2D56D9221A_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_CD2000B228_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_cd2000b228_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_2D56D9221A_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_2d56d9221a_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -186,10 +186,10 @@ long long symnet_cd2000b228_train(float *params, const float *X, const float *T,
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_CD2000B228_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_2D56D9221A_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_CD2000B228_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_cd2000b228_train_labels(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_2D56D9221A_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_2d56d9221a_train_labels(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -198,7 +198,7 @@ long long symnet_cd2000b228_train_labels(float *params, const float *X, const fl
 }
 #endif
 
-#endif /* SYMNET_CD2000B228_H */
+#endif /* SYMNET_2D56D9221A_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -1148,7 +1148,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_cd2000b228_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_2d56d9221a_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 3292, sizeof(real) * (size_t)batch * 4);
@@ -2597,7 +2597,7 @@ static double sn_loss(const real *params, real *work, const real *S, const real 
     return loss / batch;
 }
 
-real symnet_cd2000b228_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_2d56d9221a_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -2611,7 +2611,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return sn_chunk_pass(&a, sn_chunk, NULL);
 }
 
-real symnet_cd2000b228_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_2d56d9221a_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -2648,7 +2648,7 @@ static double sn_loss_labels(const real *params, real *work, const real *S, cons
     return loss / batch;
 }
 
-real symnet_cd2000b228_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_2d56d9221a_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss_labels(params, work, X, T, batch);
 }
@@ -2662,25 +2662,71 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
     return sn_chunk_pass(&a, sn_chunk_labels, NULL);
 }
 
-real symnet_cd2000b228_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_2d56d9221a_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad_labels(params, grads, work, X, T, batch);
 }
 
-/* dst[p] = src[p] − lr·∂L/∂θ[p] for the 2260 trainable parameters (plain
- * gradient descent); dst may be src.  Not restrict: in place is the common case. */
 
-static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr)
+/* An update's figures (sn_update below), formed once for all its parameters */
+typedef struct {
+    const real *src, *grads;
+    real *dst, *s1, *s2;
+    real lr, c, wd, mu, b1, b2, one_b1, one_b2, eps, step, root_c2, keep;
+    int optimizer, n;
+} sn_update_args;
+
+/* The update of the parameters lo ≤ p < hi; dst may be src (not restrict: in place is
+ * the common case) */
+static void sn_update_part(const sn_update_args *u, size_t lo, size_t hi)
 {
-    for (size_t p = 0; p < 2260; p++)
-        dst[p] = src[p] - lr * grads[p];
+    const real *src = u->src, *grads = u->grads;
+    real *dst = u->dst, *s1 = u->s1, *s2 = u->s2;
+    const real lr = u->lr, c = u->c, wd = u->wd;
+    if (u->optimizer == 0 && c == 1 && wd == 0) {
+        /* θ ← θ − η·g */
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (size_t p = lo; p < hi; p++)
+            dst[p] = src[p] - lr * grads[p];
+    } else if (u->optimizer == 0) {
+        /* θ ← θ − η·(c·g + λ·θ) */
+        for (size_t p = lo; p < hi; p++)
+            dst[p] = src[p] - lr * (c * grads[p] + wd * src[p]);
+    } else if (u->optimizer == 1) {
+        const real mu = u->mu;
+        /* v ← μ·v + (c·g + λ·θ);  θ ← θ − η·v */
+        for (size_t p = lo; p < hi; p++) {
+            s1[p] = mu * s1[p] + (c * grads[p] + wd * src[p]);
+            dst[p] = src[p] - lr * s1[p];
+        }
+    } else {
+        const real adam_b1 = u->b1, adam_b2 = u->b2, one_b1 = u->one_b1, one_b2 = u->one_b2;
+        const real eps = u->eps, step = u->step, root_c2 = u->root_c2, keep = u->keep;
+        /* m ← β1·m + (1 − β1)·c·g;  v ← β2·v + (1 − β2)·(c·g)²;
+           θ ← θ·(1 − η·λ) − (η/(1 − β1^t))·m / (√v/√(1 − β2^t) + ε)
+             = θ − η·((m/(1 − β1^t)) / (√(v/(1 − β2^t)) + ε) + λ·θ) */
+        for (size_t p = lo; p < hi; p++) {
+            const real g = c * grads[p];
+            s1[p] = adam_b1 * s1[p] + one_b1 * g;
+            s2[p] = adam_b2 * s2[p] + one_b2 * (g * g);
+            dst[p] = src[p] * keep - step * s1[p] / (sqrtf(s2[p]) / root_c2 + eps);
+        }
+    }
+}
+
+/* The update *u of the 2260 trainable parameters; the frozen ones copied */
+static void sn_update_all(sn_update_args *u)
+{
+    sn_update_part(u, 0, 2260);
 }
 
 /* One steepest-descent step on this batch: θ ← θ − lr·∂L/∂θ, the gradients
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_cd2000b228_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_2d56d9221a_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 6312;
     /* the batch in chunks, then the weight gradients, each job updating the parameters
@@ -2706,7 +2752,7 @@ real symnet_cd2000b228_step(real *params, const real *X, const real *T, int batc
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_cd2000b228_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_2d56d9221a_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 6312;
     /* the batch in chunks, then the weight gradients, each job updating the parameters
@@ -2739,45 +2785,6 @@ real symnet_cd2000b228_step_labels(real *params, const real *X, const real *T, i
  *       θ ← θ − η·(m / (1 − β1^t)) / (√(v / (1 − β2^t)) + ε)
  * Only the 2260 trainable parameters change.
  * The optimizer state s1, s2 (2260 numbers each) is owned by the caller. */
-/* The update's figures for parameters lo ≤ p < hi (sn_update_part), formed once */
-typedef struct {
-    const real *src, *grads;
-    real *dst, *s1, *s2;
-    real lr, c, wd, mu, b1, b2, one_b1, one_b2, eps, step, root_c2, keep;
-    int optimizer, n;
-} sn_update_args;
-
-static void sn_update_part(const sn_update_args *u, size_t lo, size_t hi)
-{
-    const real *src = u->src, *grads = u->grads;
-    real *dst = u->dst, *s1 = u->s1, *s2 = u->s2;
-    const real lr = u->lr, c = u->c, wd = u->wd;
-    if (u->optimizer == 0) {
-        /* θ ← θ − η·(c·g + λ·θ) */
-        for (size_t p = lo; p < hi; p++)
-            dst[p] = src[p] - lr * (c * grads[p] + wd * src[p]);
-    } else if (u->optimizer == 1) {
-        const real mu = u->mu;
-        /* v ← μ·v + (c·g + λ·θ);  θ ← θ − η·v */
-        for (size_t p = lo; p < hi; p++) {
-            s1[p] = mu * s1[p] + (c * grads[p] + wd * src[p]);
-            dst[p] = src[p] - lr * s1[p];
-        }
-    } else {
-        const real adam_b1 = u->b1, adam_b2 = u->b2, one_b1 = u->one_b1, one_b2 = u->one_b2;
-        const real eps = u->eps, step = u->step, root_c2 = u->root_c2, keep = u->keep;
-        /* m ← β1·m + (1 − β1)·c·g;  v ← β2·v + (1 − β2)·(c·g)²;
-           θ ← θ·(1 − η·λ) − (η/(1 − β1^t))·m / (√v/√(1 − β2^t) + ε)
-             = θ − η·((m/(1 − β1^t)) / (√(v/(1 − β2^t)) + ε) + λ·θ) */
-        for (size_t p = lo; p < hi; p++) {
-            const real g = c * grads[p];
-            s1[p] = adam_b1 * s1[p] + one_b1 * g;
-            s2[p] = adam_b2 * s2[p] + one_b2 * (g * g);
-            dst[p] = src[p] * keep - step * s1[p] / (sqrtf(s2[p]) / root_c2 + eps);
-        }
-    }
-}
-
 static void sn_update(const real *src, real *dst, const real *grads, real lr, int optimizer,
                       real *s1, real *s2, const double *hyper, long long t)
 {
@@ -2789,10 +2796,6 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
         for (size_t p = 0; p < 2260; p++) ss += (double)grads[p] * grads[p];
         const double norm = sqrt(ss);
         if (norm > hyper[5]) c = (real)(hyper[5] / norm);
-    }
-    if (optimizer == 0 && wd == 0 && c == 1) {
-        sn_sgd_update(src, dst, grads, lr);
-        return;
     }
     sn_update_args u = {.src = src, .grads = grads, .dst = dst, .s1 = s1, .s2 = s2, .lr = lr,
                         .c = c, .wd = wd, .optimizer = optimizer};
@@ -2810,10 +2813,10 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
         u.step = (real)((double)lr / c1), u.root_c2 = (real)sqrt(c2);
         u.keep = (real)(1.0 - (double)lr * hyper[4]);
     }
-    sn_update_part(&u, 0, 2260);
+    sn_update_all(&u);
 }
 
-void symnet_cd2000b228_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_2d56d9221a_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -2839,7 +2842,7 @@ void symnet_cd2000b228_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_cd2000b228_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_2d56d9221a_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
@@ -2927,7 +2930,7 @@ long long symnet_cd2000b228_train(real *params, const real *X, const real *T, co
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step).
  * The same with integer class labels: T[n] is the class of example n. */
-long long symnet_cd2000b228_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_2d56d9221a_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

@@ -28,8 +28,8 @@
  *   loss: bce, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_05FAA14088_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_05FAA14088_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_036D1B0968_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_036D1B0968_N_PARAMS numbers, in the order of model.params, each row-major:
  *   W1           offset         0  shape (16, 2)
  *   b1           offset        32  shape (16,)
  *   W2           offset        48  shape (16, 16)
@@ -37,48 +37,48 @@
  *   W3           offset       320  shape (1, 16)
  *   b3           offset       336  shape (1,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_05FAA14088_WORK_SIZE(batch) numbers; SYMNET_05FAA14088_TRAIN_WORK_SIZE(batch_size) for
- * symnet_05faa14088_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_036D1B0968_WORK_SIZE(batch) numbers; SYMNET_036D1B0968_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_036d1b0968_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 337 + X B*2 + T or O B*1 + work (B*116 + 337)
  *   numbers of 4 bytes; e.g. B = 32: 17,928 bytes (training; forward only: 8,132).
  */
-#ifndef SYMNET_05FAA14088_H
-#define SYMNET_05FAA14088_H
+#ifndef SYMNET_036D1B0968_H
+#define SYMNET_036D1B0968_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_05FAA14088_REAL float  /* the number type of every array (float32) */
-#define SYMNET_05FAA14088_N_INPUTS 2  /* features per example */
-#define SYMNET_05FAA14088_N_OUTPUTS 1
-#define SYMNET_05FAA14088_N_PARAMS 337  /* numbers in the flat parameter array */
-#define SYMNET_05FAA14088_WORK_PER_EXAMPLE 116
-#define SYMNET_05FAA14088_WORK_SIZE(batch) ((batch) * 116 + 337)  /* numbers of scratch per call */
-#define SYMNET_05FAA14088_TRAIN_WORK_SIZE(batch_size) (SYMNET_05FAA14088_WORK_SIZE(batch_size) + (batch_size) * 3)
-#define SYMNET_05FAA14088_SGD 0       /* optimizer codes of symnet_05faa14088_update and symnet_05faa14088_train */
-#define SYMNET_05FAA14088_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_05FAA14088_N_PARAMS numbers */
-#define SYMNET_05FAA14088_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_05FAA14088_N_PARAMS numbers each */
+#define SYMNET_036D1B0968_REAL float  /* the number type of every array (float32) */
+#define SYMNET_036D1B0968_N_INPUTS 2  /* features per example */
+#define SYMNET_036D1B0968_N_OUTPUTS 1
+#define SYMNET_036D1B0968_N_PARAMS 337  /* numbers in the flat parameter array */
+#define SYMNET_036D1B0968_WORK_PER_EXAMPLE 116
+#define SYMNET_036D1B0968_WORK_SIZE(batch) ((batch) * 116 + 337)  /* numbers of scratch per call */
+#define SYMNET_036D1B0968_TRAIN_WORK_SIZE(batch_size) (SYMNET_036D1B0968_WORK_SIZE(batch_size) + (batch_size) * 3)
+#define SYMNET_036D1B0968_SGD 0       /* optimizer codes of symnet_036d1b0968_update and symnet_036d1b0968_train */
+#define SYMNET_036D1B0968_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_036D1B0968_N_PARAMS numbers */
+#define SYMNET_036D1B0968_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_036D1B0968_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_05FAA14088_N_OUTPUTS) = the network's output for X (batch × SYMNET_05FAA14088_N_INPUTS). */
-void symnet_05faa14088_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_036D1B0968_N_OUTPUTS) = the network's output for X (batch × SYMNET_036D1B0968_N_INPUTS). */
+void symnet_036d1b0968_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_05faa14088_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_036d1b0968_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_05FAA14088_N_PARAMS numbers) by back propagation. */
-float symnet_05faa14088_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_036D1B0968_N_PARAMS numbers) by back propagation. */
+float symnet_036d1b0968_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_05faa14088_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_036d1b0968_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_05FAA14088_SGD, SYMNET_05FAA14088_MOMENTUM or SYMNET_05FAA14088_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_036D1B0968_SGD, SYMNET_036D1B0968_MOMENTUM or SYMNET_036D1B0968_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_05faa14088_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_036d1b0968_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -86,10 +86,10 @@ void symnet_05faa14088_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_05FAA14088_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_036D1B0968_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_05FAA14088_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_05faa14088_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_036D1B0968_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_036d1b0968_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -98,7 +98,7 @@ long long symnet_05faa14088_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_05FAA14088_H */
+#endif /* SYMNET_036D1B0968_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -804,7 +804,7 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_05faa14088_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_036d1b0968_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 49, sizeof(real) * (size_t)batch * 1);
@@ -1097,7 +1097,7 @@ static double sn_loss(const real *params, real *work, const real *I, const real 
     return loss / batch;
 }
 
-real symnet_05faa14088_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_036d1b0968_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -1111,25 +1111,71 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return sn_chunk_pass(&a, sn_chunk, NULL);
 }
 
-real symnet_05faa14088_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_036d1b0968_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
 
-/* dst[p] = src[p] − lr·∂L/∂θ[p] for the 337 trainable parameters (plain
- * gradient descent); dst may be src.  Not restrict: in place is the common case. */
 
-static void sn_sgd_update(const real *src, real *dst, const real *grads, real lr)
+/* An update's figures (sn_update below), formed once for all its parameters */
+typedef struct {
+    const real *src, *grads;
+    real *dst, *s1, *s2;
+    real lr, c, wd, mu, b1, b2, one_b1, one_b2, eps, step, root_c2, keep;
+    int optimizer, n;
+} sn_update_args;
+
+/* The update of the parameters lo ≤ p < hi; dst may be src (not restrict: in place is
+ * the common case) */
+static void sn_update_part(const sn_update_args *u, size_t lo, size_t hi)
 {
-    for (size_t p = 0; p < 337; p++)
-        dst[p] = src[p] - lr * grads[p];
+    const real *src = u->src, *grads = u->grads;
+    real *dst = u->dst, *s1 = u->s1, *s2 = u->s2;
+    const real lr = u->lr, c = u->c, wd = u->wd;
+    if (u->optimizer == 0 && c == 1 && wd == 0) {
+        /* θ ← θ − η·g */
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (size_t p = lo; p < hi; p++)
+            dst[p] = src[p] - lr * grads[p];
+    } else if (u->optimizer == 0) {
+        /* θ ← θ − η·(c·g + λ·θ) */
+        for (size_t p = lo; p < hi; p++)
+            dst[p] = src[p] - lr * (c * grads[p] + wd * src[p]);
+    } else if (u->optimizer == 1) {
+        const real mu = u->mu;
+        /* v ← μ·v + (c·g + λ·θ);  θ ← θ − η·v */
+        for (size_t p = lo; p < hi; p++) {
+            s1[p] = mu * s1[p] + (c * grads[p] + wd * src[p]);
+            dst[p] = src[p] - lr * s1[p];
+        }
+    } else {
+        const real adam_b1 = u->b1, adam_b2 = u->b2, one_b1 = u->one_b1, one_b2 = u->one_b2;
+        const real eps = u->eps, step = u->step, root_c2 = u->root_c2, keep = u->keep;
+        /* m ← β1·m + (1 − β1)·c·g;  v ← β2·v + (1 − β2)·(c·g)²;
+           θ ← θ·(1 − η·λ) − (η/(1 − β1^t))·m / (√v/√(1 − β2^t) + ε)
+             = θ − η·((m/(1 − β1^t)) / (√(v/(1 − β2^t)) + ε) + λ·θ) */
+        for (size_t p = lo; p < hi; p++) {
+            const real g = c * grads[p];
+            s1[p] = adam_b1 * s1[p] + one_b1 * g;
+            s2[p] = adam_b2 * s2[p] + one_b2 * (g * g);
+            dst[p] = src[p] * keep - step * s1[p] / (sqrtf(s2[p]) / root_c2 + eps);
+        }
+    }
+}
+
+/* The update *u of the 337 trainable parameters; the frozen ones copied */
+static void sn_update_all(sn_update_args *u)
+{
+    sn_update_part(u, 0, 337);
 }
 
 /* One steepest-descent step on this batch: θ ← θ − lr·∂L/∂θ, the gradients
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_05faa14088_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_036d1b0968_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 116;
     /* the batch in chunks, then the weight gradients, each job updating the parameters
@@ -1159,45 +1205,6 @@ real symnet_05faa14088_step(real *params, const real *X, const real *T, int batc
  *       θ ← θ − η·(m / (1 − β1^t)) / (√(v / (1 − β2^t)) + ε)
  * Only the 337 trainable parameters change.
  * The optimizer state s1, s2 (337 numbers each) is owned by the caller. */
-/* The update's figures for parameters lo ≤ p < hi (sn_update_part), formed once */
-typedef struct {
-    const real *src, *grads;
-    real *dst, *s1, *s2;
-    real lr, c, wd, mu, b1, b2, one_b1, one_b2, eps, step, root_c2, keep;
-    int optimizer, n;
-} sn_update_args;
-
-static void sn_update_part(const sn_update_args *u, size_t lo, size_t hi)
-{
-    const real *src = u->src, *grads = u->grads;
-    real *dst = u->dst, *s1 = u->s1, *s2 = u->s2;
-    const real lr = u->lr, c = u->c, wd = u->wd;
-    if (u->optimizer == 0) {
-        /* θ ← θ − η·(c·g + λ·θ) */
-        for (size_t p = lo; p < hi; p++)
-            dst[p] = src[p] - lr * (c * grads[p] + wd * src[p]);
-    } else if (u->optimizer == 1) {
-        const real mu = u->mu;
-        /* v ← μ·v + (c·g + λ·θ);  θ ← θ − η·v */
-        for (size_t p = lo; p < hi; p++) {
-            s1[p] = mu * s1[p] + (c * grads[p] + wd * src[p]);
-            dst[p] = src[p] - lr * s1[p];
-        }
-    } else {
-        const real adam_b1 = u->b1, adam_b2 = u->b2, one_b1 = u->one_b1, one_b2 = u->one_b2;
-        const real eps = u->eps, step = u->step, root_c2 = u->root_c2, keep = u->keep;
-        /* m ← β1·m + (1 − β1)·c·g;  v ← β2·v + (1 − β2)·(c·g)²;
-           θ ← θ·(1 − η·λ) − (η/(1 − β1^t))·m / (√v/√(1 − β2^t) + ε)
-             = θ − η·((m/(1 − β1^t)) / (√(v/(1 − β2^t)) + ε) + λ·θ) */
-        for (size_t p = lo; p < hi; p++) {
-            const real g = c * grads[p];
-            s1[p] = adam_b1 * s1[p] + one_b1 * g;
-            s2[p] = adam_b2 * s2[p] + one_b2 * (g * g);
-            dst[p] = src[p] * keep - step * s1[p] / (sqrtf(s2[p]) / root_c2 + eps);
-        }
-    }
-}
-
 static void sn_update(const real *src, real *dst, const real *grads, real lr, int optimizer,
                       real *s1, real *s2, const double *hyper, long long t)
 {
@@ -1209,10 +1216,6 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
         for (size_t p = 0; p < 337; p++) ss += (double)grads[p] * grads[p];
         const double norm = sqrt(ss);
         if (norm > hyper[5]) c = (real)(hyper[5] / norm);
-    }
-    if (optimizer == 0 && wd == 0 && c == 1) {
-        sn_sgd_update(src, dst, grads, lr);
-        return;
     }
     sn_update_args u = {.src = src, .grads = grads, .dst = dst, .s1 = s1, .s2 = s2, .lr = lr,
                         .c = c, .wd = wd, .optimizer = optimizer};
@@ -1230,10 +1233,10 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
         u.step = (real)((double)lr / c1), u.root_c2 = (real)sqrt(c2);
         u.keep = (real)(1.0 - (double)lr * hyper[4]);
     }
-    sn_update_part(&u, 0, 337);
+    sn_update_all(&u);
 }
 
-void symnet_05faa14088_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_036d1b0968_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -1259,7 +1262,7 @@ void symnet_05faa14088_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_05faa14088_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_036d1b0968_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
