@@ -81,6 +81,11 @@ def test_a_sum_read_again_is_not_fused():
 
 def _compare(make, dtype, monkeypatch, tmp_path, rng, batch, shape, rewrite="fuse_epilogues",
              call=CALL):
+    # every product on symnet's tiles (OpenBLAS: test_the_same_bits_on_openblas_and_two_threads),
+    # not where each cache's timings send it: the plain build below compiles into a cache
+    # of its own, whose timings (of a busy machine) could send a product to OpenBLAS that
+    # the fused build runs on the tiles, and so give other bits
+    monkeypatch.setenv("SYMNET_BLAS_MIN", "1e12")
     fused = make().compile(dtype=dtype, seed=0)
     assert call.search(fused.c_source)
     monkeypatch.setattr(lower, rewrite, lambda p, ops, later: ops)
