@@ -8,6 +8,7 @@ compute must not depend on where their work lies.
 """
 
 import mmap
+import os
 import sys
 
 import numpy as np
@@ -17,8 +18,9 @@ import symnet as sn
 from symnet.backend.c.runtime import HUGE_PAGE, scratch
 
 huge_pages = pytest.mark.skipif(
-    not sys.platform.startswith("linux") or not hasattr(mmap, "MADV_HUGEPAGE"),
-    reason="MADV_HUGEPAGE is Linux's")
+    not sys.platform.startswith("linux") or not hasattr(mmap, "MADV_HUGEPAGE")
+    or not os.path.isdir("/sys/kernel/mm/transparent_hugepage"),
+    reason="MADV_HUGEPAGE is Linux's, with transparent huge pages in its kernel")
 
 
 def _vm_flags(address: int) -> list[str]:
