@@ -49,9 +49,10 @@ def scratch(n: int, dtype) -> np.ndarray:
     ordinary pages).  The products read the activations and the packed weights there
     along rows a kilobyte or more apart: on 4 KiB pages each tile's pass over its rows
     misses the TLB.  numpy asks for huge pages too (from 4 MiB) but from wherever malloc
-    put the array, so the pages at its ends stay small: measured on the bench's
-    transformer step (held to AVX2, 2-core Xeon, eight alternating pairs of processes)
-    3.66 against 3.73 ms; with the array aligned, all but its last page is huge."""
+    put the array, so the pages at its ends stay small.  The bench's transformer step on
+    a 2-core Xeon: held to AVX2, 3.64–3.68 against 3.71–3.74 ms (six alternating triples
+    of processes); natively 2.20–2.29 against 2.39–2.45 ms, the GRU's 1.89–1.95 against
+    2.12–2.28 (docs/performance.md)."""
     dtype = np.dtype(dtype)
     nbytes = int(n) * dtype.itemsize
     advise = getattr(mmap, "MADV_HUGEPAGE", None)
