@@ -88,7 +88,10 @@ def test_the_c_declares_the_aliases_and_copies_nothing():
 
 def _compare(make, dtype, shape, batch, monkeypatch, tmp_path, rng, elided=True):
     """The network compiled with and without the rewrite: the same forward, loss,
-    gradients and parameters after three steps (``elided``: whether any copy went)."""
+    gradients and parameters after three steps (``elided``: whether any copy went).  Every
+    product on symnet's tiles: the plain build's cache of its own times its products
+    afresh, and could send one to OpenBLAS that the other build runs on the tiles."""
+    monkeypatch.setenv("SYMNET_BLAS", "0")
     fast = make().compile(dtype=dtype, seed=0)
     _plain(monkeypatch)
     monkeypatch.setenv("SYMNET_CACHE_DIR", str(tmp_path))   # not the same module again
