@@ -282,3 +282,20 @@ def test_summary_counts_the_sums_of_the_norm_layers():
 def test_bad_arguments_are_refused_naming_the_layer(make, match):
     with pytest.raises(ValueError, match=match):
         make()
+
+
+@pytest.mark.parametrize("make,shown", [
+    (lambda: sn.LayerNorm(eps=-1), "layer 'LayerNorm': eps"),
+    (lambda: sn.Dropout(1.0), "layer 'Dropout': p"),
+    (lambda: sn.Embedding(0, 3), "layer 'Embedding': num"),
+    (lambda: sn.Network(sn.Input(5), sn.GRU(4), loss="mse"), "GRU reads a (steps, features)"),
+    (lambda: sn.Network(sn.Input(5), sn.LSTM(4, name="R"), loss="mse"),
+     "LSTM 'R' reads a (steps, features)"),
+])
+def test_an_argument_refused_in_the_constructor_is_not_shown_as_another_value(make, shown):
+    """The message names the layer by what was given: not the default eps in place of the
+    eps refused, not a '?' for the p refused, not 'None' for a layer given no name."""
+    with pytest.raises(ValueError) as err:
+        make()
+    text = str(err.value)
+    assert shown in text and "?" not in text and "None" not in text and "1e-05" not in text

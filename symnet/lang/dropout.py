@@ -45,7 +45,7 @@ class Dropout(LayerBase):
 
     def _where(self):
         name = self.name or getattr(self, "_net_name", None)
-        title = f"Dropout({getattr(self, 'p', '?')})"
+        title = f"Dropout({self.p})" if hasattr(self, "p") else "Dropout"
         return f"layer {name!r} ({title})" if name else f"layer {title!r}"
 
     def __repr__(self):

@@ -38,7 +38,7 @@ class Embedding(LayerBase):
 
     def _where(self):
         name = self.name or getattr(self, "_net_name", None)
-        title = f"Embedding({getattr(self, 'num', '?')}, {getattr(self, 'dim', '?')})"
+        title = (f"Embedding({self.num}, {self.dim})" if hasattr(self, "dim") else "Embedding")
         return f"layer {name!r} ({title})" if name else f"layer {title!r}"
 
     def __repr__(self):

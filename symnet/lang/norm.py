@@ -108,7 +108,9 @@ class _Norm(_LastAxis):
         self.bias = bool(bias)
 
     def _title(self):
-        return f"{type(self).__name__}(eps={getattr(self, 'eps', self.eps_default):g})"
+        if not hasattr(self, "eps"):            # eps itself refused: no eps to show
+            return type(self).__name__
+        return f"{type(self).__name__}(eps={self.eps:g})"
 
     def __repr__(self):
         extra = "" if self.bias else ", bias=False"

@@ -495,7 +495,7 @@ class _Sequence(LayerBase):
         if state is None:
             return None
         lstm = isinstance(self.cell, LSTMCell)
-        what = f"{type(self).__name__} {self.name!r}"
+        what = self._who()
         given = list(state) if isinstance(state, (list, tuple)) else [state]
         if len(given) != (2 if lstm else 1):
             raise ValueError(f"{what}: initial_state is " + (
@@ -522,6 +522,10 @@ class _Sequence(LayerBase):
             per_layer.append(part if lstm else part[0])
         return per_layer
 
+    def _who(self):
+        """'GRU 'R'' for a named layer, plain 'GRU' for an unnamed one (errors)"""
+        return type(self).__name__ + ("" if self.name is None else f" {self.name!r}")
+
     def _one(self, previous, initial_state=None):
         if isinstance(previous, (list, tuple)):
             raise ValueError(f"{self!r} reads one sequence, got a list of {len(previous)}")
@@ -530,14 +534,14 @@ class _Sequence(LayerBase):
         elif isinstance(previous, LayerBase) and previous.inputs is not None:
             shape = getattr(previous, "seq_shape", None)
             if shape is None:
-                raise ValueError(f"{type(self).__name__} {self.name!r} reads a (steps, "
+                raise ValueError(f"{self._who()} reads a (steps, "
                                  f"features) sequence: an Input((steps, features)) or a "
                                  f"sequence layer's output, got {previous!r}")
         else:
-            raise ValueError(f"{type(self).__name__} {self.name!r} is called on an Input or "
+            raise ValueError(f"{self._who()} is called on an Input or "
                              f"a layer, got {previous!r}")
         if len(shape) != 2:
-            raise ValueError(f"{type(self).__name__} {self.name!r} reads a (steps, features) "
+            raise ValueError(f"{self._who()} reads a (steps, features) "
                              f"sequence, got shape {shape}")
         cell, depth = self.cell, getattr(previous, "seq_depth", 0) + 1
         if self.name is None and depth > 1:      # a stack: h, h2, h3, ... unless named
