@@ -356,3 +356,26 @@ def test_summary_counts_the_products():
     assert rows["A_s"].flops_forward == rows["A_a"].flops_forward == 2 * B * HEADS * L * L * d
     assert rows["A_s"].flops_backward == 2 * rows["A_s"].flops_forward
     assert rows["A_qkv"].params == 3 * D * D + 3 * D
+
+
+def test_a_block_after_an_embedding_or_dropout_knows_its_width():
+    """Embedding(num, dim) gives dim features, Dropout passes them on: a TransformerBlock
+    after them needs no width=D (it did: 'the width of its input ... is not known')."""
+    tok = sn.Input(6, dtype="int", name="tok")
+    x = sn.PositionalEmbedding(name="P")(sn.Embedding(11, 8, name="E")(tok))
+    x = sn.TransformerBlock(2, 16, causal=True, name="B")(sn.Dropout(0.1)(x))
+    net = sn.Network(tok, sn.Dense(3, name="O")(sn.Flatten()(x)), loss="softmax_cross_entropy")
+    shapes = net.param_shapes()
+    # the block's feed-forward goes back to the embedding's 8 features: ff2 is 8×16
+    assert (8, 16) in shapes.values() and (16, 8) in shapes.values()
+    model = net.compile(dtype="float64", seed=0)
+    X = np.random.default_rng(0).integers(0, 11, size=(4, 6))
+    assert model.forward(X).shape == (4, 3)
+
+
+@pytest.mark.parametrize("given,hint", [("cross_entropy", "'softmax_cross_entropy' on a linear"),
+                                        ("categorical_crossentropy", "the loss applies the softmax"),
+                                        ("binary_crossentropy", "is 'bce'")])
+def test_a_loss_named_as_pytorch_or_keras_names_it_is_pointed_to_ours(given, hint):
+    with pytest.raises(ValueError, match=f"unknown loss '{given}'.*{hint}"):
+        sn.Network(sn.Input(3), sn.Dense(2), loss=given)

@@ -81,3 +81,24 @@ def test_bad_arguments():
         summarize(net, dtype="int8")
     with pytest.raises(ValueError, match="no column 'flops'"):
         summarize(net).total("flops")
+
+
+def test_parameters_that_no_step_trains_are_counted_apart():
+    """BatchNorm's running statistics and its mode flag, Dropout's random stream and a
+    frozen layer's weights are numbers the layer keeps (the column, as Keras's summary)
+    but not ones the update trains (the line under the table, the update's flops)."""
+    net = sn.Network(sn.Input(4), sn.Dense(3), sn.BatchNorm1d(), sn.Dropout(0.2),
+                     sn.Dense(1, trainable=False), loss="mse")
+    s = summarize(net, batch_size=8, dtype="float32")
+    # W 3×4 + b 3 = 15; γ, β 3 each (train) + mean, var 3 each and t 1 (state) = 13;
+    # the stream 3; the frozen W 1×3 + b 1 = 4
+    assert s.total("params") == 15 + 13 + 3 + 4
+    assert s.trainable == 15 + 6
+    assert s.update_flops == 2 * (15 + 6)
+    assert s.as_dict()["trainable"] == 21
+    assert "parameters: 35, of which 21 train and 14 do not" in str(s)
+
+
+def test_a_network_that_trains_every_parameter_says_nothing_more(model):
+    s = model.summary(batch_size=5)
+    assert s.trainable == s.total("params") == 26 and "do not" not in str(s)

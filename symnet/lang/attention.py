@@ -261,6 +261,8 @@ class MultiHeadAttention(LayerBase):
 def _width(x) -> int | None:
     """The features of a sequence from the layers that made it (None: not known)."""
     from .base import Input
+    from .dropout import Dropout
+    from .embedding import Embedding
     from .merge import Add
     from .norm import _LastAxis
     while True:
@@ -268,8 +270,10 @@ def _width(x) -> int | None:
             return x.shape[-1]
         if isinstance(x, Pointwise) and x.units is not None:
             return x.units
+        if isinstance(x, Embedding):
+            return x.dim
         if isinstance(x, (MultiHeadAttention, PositionalEmbedding, _LastAxis, Add,
-                          Pointwise)) and x.inputs:
+                          Pointwise, Dropout)) and x.inputs:
             x = x.inputs[0]
             continue
         seq = getattr(x, "seq_shape", None)

@@ -261,9 +261,17 @@ class Network:
             specs = [loss] * len(outs)
         for o, spec in zip(outs, specs):
             if isinstance(spec, str) and spec not in LOSS_NAMES:
+                hint = {"cross_entropy": "PyTorch's cross_entropy (on logits) is "
+                        "'softmax_cross_entropy' on a linear output layer",
+                        "categorical_crossentropy": "Keras's categorical_crossentropy is "
+                        "'softmax_cross_entropy' on a linear output layer (the loss "
+                        "applies the softmax)",
+                        "binary_crossentropy": "Keras's binary_crossentropy is 'bce'",
+                        "binary_cross_entropy": "PyTorch's binary_cross_entropy is 'bce'",
+                        "mean_squared_error": "that is 'mse'"}.get(spec.lower())
                 raise ValueError(f"unknown loss {spec!r} for output {o!r}; known: "
                                  f"{', '.join(LOSS_NAMES)}, or a sympy expression of "
-                                 "symbols o and t")
+                                 "symbols o and t" + (f" ({hint})" if hint else ""))
         if loss_weights is None:
             weights = [1.0] * len(outs)
         elif isinstance(loss_weights, dict):

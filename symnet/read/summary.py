@@ -25,7 +25,13 @@ What is counted, per layer, for a batch of B examples and a dtype of s bytes:
   2·B·steps·out·in; attention's scores and weighted sum count 2·B per term of
   their sums, once forward and once per gradient term.  Other reductions
   (general layers, pooling) are not counted.
-- the update θ ← θ − lr·g: 2 flops per parameter, in the total only.
+- the update θ ← θ − lr·g: 2 flops per trained parameter, in the total only.
+
+``params`` counts every number a layer keeps, as Keras's summary does: also those that no
+gradient step changes (``trainable=False`` layers, BatchNorm's running statistics and
+Dropout's random stream); the line under the table says how many of them train
+(``Summary.trainable``), as PyTorch's ``sum(p.numel() for p in m.parameters()
+if p.requires_grad)`` counts.
 
 Where threads run the batch in chunks, each chunk's partial sums of the gradients take
 ``scratch_bytes`` more (counted in ``bytes``).  Buffers that are never alive at once share
@@ -84,6 +90,8 @@ class Summary:
     scratch_bytes: int = 0
     # bytes of the layers' buffers that share their place with others (symnet.plan.share)
     shared_bytes: int = 0
+    # the parameters the update trains (None: all of them)
+    trainable: int | None = None
 
     def total(self, column: str) -> int:
         if column not in COLUMNS:
@@ -119,6 +127,11 @@ class Summary:
                   f"({np.dtype(self.dtype).itemsize} bytes per number)"), fmt(head)]
         lines += [fmt(r) for r in rows[:-1]]
         lines += ["-" * len(fmt(head)), fmt(rows[-1])]
+        total = self.total("params")
+        if self.trainable is not None and self.trainable != total:
+            lines.append(f"parameters: {total:,}, of which {self.trainable:,} train and "
+                         f"{total - self.trainable:,} do not (trainable=False layers, "
+                         "BatchNorm's running statistics, Dropout's random stream)")
         lines.append(f"update θ ← θ − lr·g: {self.update_flops:,} flops; "
                      f"flops per training step: {self.flops_per_step:,} "
                      "(matrix products and the sums of norm, softmax, batchnorm and "
@@ -144,6 +157,8 @@ class Summary:
         return {"batch_size": self.batch_size, "dtype": self.dtype,
                 "update_flops": self.update_flops, "scratch_bytes": self.scratch_bytes,
                 "shared_bytes": self.shared_bytes, "flops_per_step": self.flops_per_step,
+                "trainable": self.total("params") if self.trainable is None
+                else self.trainable,
                 "layers": [{f.name: getattr(r, f.name) for f in fields(r)}
                            for r in self.layers]}
 
@@ -210,4 +225,5 @@ def summarize(network, batch_size: int = 32, dtype: str = "float32") -> Summary:
             fwd, bwd, _shapes(node)))
     # the threads' chunks keep partial gradient sums per example after every buffer
     scratch = (p.work_per_row - p.part_offset) * B * size if p.part_offset else 0
-    return Summary(rows, B, dtype, 2 * p.n_params, scratch, p.shared * B * size)
+    return Summary(rows, B, dtype, 2 * p.n_trainable, scratch, p.shared * B * size,
+                   p.n_trainable)
