@@ -449,7 +449,8 @@ def test_progress_bar_with_tqdm(xor64, capsys):
 # ------------------------------------------------------------ bad arguments
 
 @pytest.mark.parametrize("kw,match", [
-    ({"method": "adagrad"}, "method must be one of"),
+    ({"method": "adagrad"}, "method must be one of .*got 'adagrad'$"),
+    ({"method": "adam"}, "got 'adam'; the method says .* optimizer='adam'"),
     ({"epochs": 0}, "epochs must be a positive integer"),
     ({"batch_size": 2.5}, "batch_size must be a positive integer"),
     ({"optimizer": "rmsprop"}, "optimizer must be one of"),

@@ -173,8 +173,13 @@ def checked_arguments(model, X, T, method, epochs, batch_size, lr):
     """fit's arguments checked (ValueError saying which and why): X and T as the
     model's rows, epochs and batch_size as ints, lr as a schedule."""
     if method not in METHODS:
+        optimizer = isinstance(method, str) and method.lower() in ("adam", "momentum",
+                                                                   "adamw", "rmsprop")
         raise ValueError(f"method must be one of {', '.join(map(repr, METHODS))}, "
-                         f"got {method!r}")
+                         f"got {method!r}" + (
+                             "; the method says which examples make each step, the "
+                             "optimizer how a step moves: fit(method='minibatch', "
+                             "optimizer='adam' or 'momentum')" if optimizer else ""))
     epochs = _positive_int("epochs", epochs)
     batch_size = _positive_int("batch_size", batch_size)
     X = model.as_inputs(X)
