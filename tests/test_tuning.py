@@ -286,6 +286,29 @@ def test_a_measurement_under_load_is_not_the_one_kept(tmp_path, monkeypatch):
         assert not kept["sweep_disturbed"] or kept["disturbed"], kept
 
 
+@pytest.mark.slow
+def test_a_measurement_under_load_says_so_without_a_blas_too(tmp_path, monkeypatch):
+    """The rate and join take 6-10 ms to time: a watch of that length cannot tell load
+    from /proc/stat's 10 ms ticks, and where no BLAS sweep followed (no OpenBLAS
+    installed), a measurement beside a spinning program on every core was stored as
+    quiet, for good.  The watch now spans QUIET_S."""
+    monkeypatch.setenv("SYMNET_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(tuning, "blas_library", lambda: None)
+    monkeypatch.setattr(tuning, "ATTEMPTS", 1)
+    tuning._machine.cache_clear()
+    spinners = _spin(len(os.sched_getaffinity(0)))
+    try:
+        time.sleep(0.2)
+        rec = tuning.machine()
+    finally:
+        for p in spinners:
+            p.kill()
+            p.wait()
+        tuning._machine.cache_clear()
+    assert rec["blas"] is None and "sweep_disturbed" not in rec, rec
+    assert rec["disturbed"] and rec["others"] > 0.5, rec
+
+
 def test_a_long_load_does_not_delay_the_measurement_after_it(tmp_path, monkeypatch):
     """A disturbed record is measured again by the first process that finds the machine
     quiet, RETRY_S after the last try, doubling per try but never more than
