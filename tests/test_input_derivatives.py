@@ -308,3 +308,18 @@ def test_against_torch_func(name):
     got = model.gauss_newton_vector(X, T, v)
     for k in v:
         close(got[k], gv[k])
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_a_nan_input_gives_nan_derivatives_in_its_row_only(dtype):
+    """The jets' tanh in double read NaN as 1 (its select was |x| < 22): the Jacobian at
+    a NaN input came out 0 and the Hessian finite, where libm's tanh, and the float one,
+    give NaN."""
+    m = sn.Network(sn.Input(3), sn.Dense(8, "tanh"), sn.Dense(1), loss="mse").compile(
+        dtype=dtype, seed=0)
+    X = np.random.default_rng(0).normal(size=(4, 3))
+    X[1, 2] = np.nan
+    J, H = m.jacobian(X), m.hessian(X)
+    assert np.isnan(J[1]).all() and np.isnan(H[1]).all()
+    assert np.isfinite(np.delete(J, 1, axis=0)).all()
+    assert np.isfinite(np.delete(H, 1, axis=0)).all()
