@@ -388,3 +388,50 @@ def test_fit_continues_the_optimizer_state(data, tmp_path):
     assert two.optimizer.t == 3
     np.testing.assert_allclose(two.theta, _adam_numpy(ref, data, mid, 3, 1e-2),
                                rtol=1e-12, atol=1e-14)
+
+
+def test_data_with_nan_or_inf_is_refused_and_nothing_changes(data):
+    """As plain fit and loss refuse them: one NaN collocation point made every parameter
+    NaN after one step of fit (and 'stopped: completed'), and the loss of data holding
+    NaN came out finite (the jets' tanh read NaN as 1)."""
+    m = burgers(3).compile(dtype="float64", seed=0)
+    before = {k: v.copy() for k, v in m.params.items()}
+    bad_x = data["pde"].copy()
+    bad_x[2, 1] = np.nan
+    X_b, T_b = data["data"]
+    for method in ("sd", "lbfgs"):
+        with pytest.raises(ValueError, match=r"X of term 'pde' holds NaN or inf in 1 row\(s\), "
+                                             r"first at row 2: clean the data .*nothing was"):
+            m.fit({"pde": bad_x, "data": (X_b, T_b)}, method=method, epochs=1)
+    with pytest.raises(ValueError, match="T of term 'data' holds NaN or inf"):
+        m.fit({"pde": data["pde"], "data": (X_b, T_b * np.inf)}, epochs=1)
+    for k, v in before.items():
+        np.testing.assert_array_equal(m.params[k], v)
+    bad = {"pde": bad_x, "data": (X_b, T_b)}
+    for call in (lambda: m.loss(bad), lambda: m.evaluate(bad), lambda: m.loss_terms(bad),
+                 lambda: m.hessian_vector(bad, {k: np.ones_like(v) for k, v in before.items()})):
+        with pytest.raises(ValueError, match="holds NaN or inf .*no loss is computed"):
+            call()
+    plain = sn.Network(sn.Input(2), sn.Dense(1), loss="mse").compile(dtype="float64")
+    with pytest.raises(ValueError, match=r"^X holds NaN or inf in 1 row"):
+        plain.fit(bad_x, np.zeros((7, 1)), method="lbfgs", epochs=1)
+
+
+def test_fit_of_a_term_network_needs_no_method(data):
+    """fit's default method is minibatch, which a network of loss terms does not have:
+    `fit(data)` said "method 'minibatch' is not available here" to a user who gave none.
+    Its default is now sd."""
+    m = burgers(3).compile(dtype="float64", seed=0)
+    hist = m.fit(data, epochs=3, lr=1e-3, optimizer="adam")
+    assert hist.method == "sd" and len(hist.terms["pde"]) == 3
+    with pytest.raises(ValueError, match="not available"):
+        m.fit(data, method="minibatch", epochs=1)      # asked for: still refused
+
+
+def test_d_of_an_unnamed_layer_of_several_units_names_it_as_written():
+    I = sn.Input(2)
+    h = sn.Dense(8, "tanh")(I)
+    t, _ = sn.coords(I)
+    with pytest.raises(ValueError, match=r"^layer Dense\(8, 'tanh'.*\) has 8 units: pick one "
+                                         r"with the layer\[k\]"):
+        sn.d(h, t)

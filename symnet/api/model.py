@@ -24,7 +24,7 @@ class Model(core.Model):
     ``loss_and_grad``, ``step``) and their thread safety."""
 
     # ---------------------------------------------------------------- training
-    def fit(self, X, T=None, method="minibatch", epochs=10, batch_size=32, lr=0.1, shuffle=True,
+    def fit(self, X, T=None, method=None, epochs=10, batch_size=32, lr=0.1, shuffle=True,
             seed=None, validation_data=None, progress=None, optimizer="sgd", momentum=None,
             betas=None, eps=None, weight_decay=0.0, clip_norm=None, early_stopping=None,
             restore_best=True, validation_split=None, callbacks=None, comm=None,
@@ -33,12 +33,12 @@ class Model(core.Model):
 
         ``method``: ``"sd"`` (one full-batch step per epoch), ``"sgd"`` (N steps per
         epoch, each on one example drawn at random) or ``"minibatch"`` (each epoch a
-        shuffle cut into batches of ``batch_size``); ``"lbfgs"`` (SciPy's L-BFGS-B on
-        the compiled loss and gradient) or ``"newton_cg"`` (SciPy's Newton-CG with the
-        exact compiled H·v), ``epochs`` their iterations.  A network with loss terms
-        (``sn.d``) takes one dict of each term's data, ``fit({"pde": X, "data": (X_b,
-        T_b)}, method="sd", optimizer="adam", ...)``, and methods sd, lbfgs and
-        newton_cg; its History has ``terms`` (see ``symnet.runtime.pinn``).  ``lr``: a float or a
+        shuffle cut into batches of ``batch_size``; the default); ``"lbfgs"`` (SciPy's
+        L-BFGS-B on the compiled loss and gradient) or ``"newton_cg"`` (SciPy's
+        Newton-CG with the exact compiled H·v), ``epochs`` their iterations.  A network
+        with loss terms (``sn.d``) takes one dict of each term's data, ``fit({"pde": X,
+        "data": (X_b, T_b)}, method="sd", optimizer="adam", ...)``, and methods sd (its
+        default), lbfgs and newton_cg; its History has ``terms`` (see ``symnet.runtime.pinn``).  ``lr``: a float or a
         ``symnet.runtime.schedules`` schedule of the step number.  ``optimizer``: ``"sgd"``,
         ``"momentum"`` (``momentum=0.9``) or ``"adam"`` (``betas=(0.9, 0.999)``,
         ``eps=1e-8``); its state (momentum, Adam's moments and step count) is kept by
@@ -69,6 +69,8 @@ class Model(core.Model):
         """
         if reset_optimizer:
             self.reset_optimizer()
+        if method is None:      # a network of loss terms has no minibatches to cut
+            method = "sd" if getattr(self.network, "terms", None) else "minibatch"
         if getattr(self.network, "terms", None) or method in ("lbfgs", "newton_cg"):
             # loss terms (sn.d, PDE residuals), L-BFGS and Newton-CG: symnet.runtime.pinn
             from ..runtime.pinn import fit as fit_terms

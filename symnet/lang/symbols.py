@@ -50,8 +50,10 @@ def value(layer, unit=None) -> Value:
     units = getattr(layer, "units", None)
     if unit is None:
         if units != 1:
-            raise ValueError(f"layer {_label(layer)!r} has {units} units: pick one with "
-                             f"{_label(layer)}[k] (k < {units}) before using it in a loss")
+            name = getattr(layer, "name", None)       # unnamed: the layer as written
+            who, pick = (repr(name), name) if name else (repr(layer), "the layer")
+            raise ValueError(f"layer {who} has {units} units: pick one with "
+                             f"{pick}[k] (k < {units}) before using it in a loss")
         return Value(_label(layer), layer, 0)
     if isinstance(unit, bool) or not isinstance(unit, int) or not 0 <= unit < (units or 0):
         raise ValueError(f"layer {_label(layer)!r}: unit {unit!r} out of range "

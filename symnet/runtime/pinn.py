@@ -23,6 +23,7 @@ import time
 
 import numpy as np
 
+from .. import guards
 from ..derive import jets
 from .history import History
 from .progress import Progress
@@ -123,8 +124,19 @@ def term_data(model, data, what: str = "fit") -> dict:
                 raise ValueError(f"loss term {t.name!r} has no targets: give its inputs X "
                                  "only")
             X, T = model.as_matrix(d, f"X of term {t.name!r}", model.n_in, "the input"), None
+        # refused as plain fit and loss refuse them: one NaN point made every parameter
+        # NaN, and a loss of data with NaN in it means nothing
+        guards.finite(X, f"X of term {t.name!r}", _after(what))
+        if T is not None:
+            guards.finite(T, f"T of term {t.name!r}", _after(what))
         out[t.name] = (X, T)
     return out
+
+
+def _after(what: str) -> str:
+    """The end of the message for data holding NaN or inf, as plain fit's and loss's."""
+    return ("clean the data before training (nothing was changed)" if what == "fit"
+            else "no loss is computed from it")
 
 
 class Objective:
@@ -140,9 +152,8 @@ class Objective:
                 self.terms[t] = (X, T, w)
         else:
             self.kernels = None
-            X, T = data
-            X = model.as_inputs(X)
-            self.terms["loss"] = (X, model.as_targets(T, X.shape[0]), 1.0)
+            X, T = model._finite_data(*data, _after(what))
+            self.terms["loss"] = (X, T, 1.0)
         self.last_terms = {}
         self.bar = None          # fit's Progress
 
@@ -189,7 +200,7 @@ def loss_terms(model, data, what: str = "model.loss_terms") -> dict:
 def terms_hessian_vector(model, data, v) -> dict:
     """H·v of the weighted loss terms (exact: the R-operator of the compiled pass)."""
     from .second_order import as_dict
-    obj = Objective(model, data)
+    obj = Objective(model, data, "model.hessian_vector")
     return as_dict(model, obj.hessp(flat_vector(model, v)))
 
 
