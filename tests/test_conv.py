@@ -348,3 +348,29 @@ def test_max_pool_backward_writes_once_only_where_windows_do_not_overlap(pool, r
     src = net.compile(dtype="float64").c_source
     assert ("the windows do not overlap" in src) == rows
     assert ("const int better = e > best" in src) == (not rows)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: sn.Conv2d(8, 3, "relu"),
+     r"^layer 'Conv2d\(8\)': stride must be an integer ≥ 1, got 'relu'; an activation goes "
+     r"by name: activation='relu'$"),
+    (lambda: sn.Conv2d(8, 3, 1, "full"), r"padding must be an integer ≥ 0, got 'full'$"),
+    (lambda: sn.Conv2d(0, 3), r"^layer 'Conv2d': out_channels must be"),
+    (lambda: sn.MaxPool2d(0), r"^layer 'MaxPool2d': kernel_size must be"),
+])
+def test_a_misplaced_or_refused_argument_is_said_plainly(make, message):
+    """Conv2d(8, 3, "relu") put the activation where the stride goes; a refused first
+    argument was shown as 'Conv2d(?)'."""
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+def test_padding_valid_is_no_padding_as_in_pytorch():
+    a = sn.Network(sn.Input((1, 6, 6)), sn.Conv2d(2, 3, padding="valid", name="C"),
+                   loss="mse").compile(dtype="float64", seed=0)
+    b = sn.Network(sn.Input((1, 6, 6)), sn.Conv2d(2, 3, padding=0, name="C"),
+                   loss="mse").compile(dtype="float64", seed=0)
+    X = np.random.default_rng(0).normal(size=(2, 1, 6, 6))
+    assert a.network.describe() == b.network.describe()
+    np.testing.assert_array_equal(a.forward(X), b.forward(X))
+    assert a.forward(X).shape == (2, 2, 4, 4)

@@ -30,6 +30,11 @@ def _int(v, what, where, low=1):
 
 
 def _pair(v, what, where, dims, low=1):
+    if isinstance(v, str) and what in ("stride", "padding", "dilation"):
+        # Conv2d(8, 3, "relu"): the activation given where the stride goes
+        hint = (f"; an activation goes by name: activation={v!r}" if v in _ACT
+                else f"; padding={v!r} goes by name" if v in ("same", "valid") else "")
+        raise ValueError(f"{where}: {what} must be an integer ≥ {low}, got {v!r}{hint}")
     if isinstance(v, (tuple, list)):
         if len(v) != dims:
             raise ValueError(f"{where}: {what} needs {dims} number{'s' if dims > 1 else ''}"
@@ -73,7 +78,7 @@ class Conv2d(_Spatial):
     """A 2-D convolution (cross-correlation, as in PyTorch):
     H[b,c,y,x] = f(Σ_k Σ_u Σ_v W[c,k,u,v]·X[b,k,y·s+u·d−p,x·s+v·d−p] + b[c]).
 
-    ``padding`` an int or ``"same"`` (stride 1, odd kernel); ``dilation`` d spaces the
+    ``padding`` an int, ``"valid"`` (0) or ``"same"`` (stride 1, odd kernel); ``dilation`` d spaces the
     kernel's taps d apart (PyTorch's dilation); weights W{k} of shape
     (out_channels, in_channels, kh, kw), bias b{k} of shape (out_channels,).
     """
@@ -88,6 +93,8 @@ class Conv2d(_Spatial):
         self.kernel = _pair(kernel_size, "kernel_size", where, self.dims)
         self.stride = _pair(stride, "stride", where, self.dims)
         self.dilation = _pair(dilation, "dilation", where, self.dims)
+        if padding == "valid":        # PyTorch's and Keras's name for no padding
+            padding = 0
         if padding == "same":
             if any(s != 1 for s in self.stride) or any(k % 2 == 0 for k in self.kernel):
                 raise ValueError(f"{where}: padding='same' needs stride 1 and an odd kernel, "
@@ -103,7 +110,9 @@ class Conv2d(_Spatial):
         self.bias = bool(bias)
 
     def _title(self):
-        return f"{type(self).__name__}({getattr(self, 'out_channels', '?')})"
+        if not hasattr(self, "out_channels"):      # out_channels itself refused
+            return type(self).__name__
+        return f"{type(self).__name__}({self.out_channels})"
 
     def __repr__(self):
         dil = f", dilation={self.dilation}" if any(d != 1 for d in self.dilation) else ""
@@ -183,7 +192,9 @@ class _Pool(_Spatial):
                                  f"size ({k} // 2 = {k // 2}), got padding={padding!r}")
 
     def _title(self):
-        return f"{type(self).__name__}({getattr(self, 'kernel', '?')})"
+        if not hasattr(self, "kernel"):            # the kernel size itself refused
+            return type(self).__name__
+        return f"{type(self).__name__}({self.kernel})"
 
     def _label(self):
         pad = f", padding {self.pad}" if any(self.pad) else ""
