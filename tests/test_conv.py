@@ -374,3 +374,17 @@ def test_padding_valid_is_no_padding_as_in_pytorch():
     assert a.network.describe() == b.network.describe()
     np.testing.assert_array_equal(a.forward(X), b.forward(X))
     assert a.forward(X).shape == (2, 2, 4, 4)
+
+
+def test_an_image_batch_with_channels_last_is_pointed_to_channels_first():
+    m = sn.Network(sn.Input((1, 6, 6), name="img"), sn.Conv2d(2, 3), sn.Flatten(),
+                   sn.Dense(2), loss="mse").compile(dtype="float64", seed=0)
+    X = np.random.default_rng(0).normal(size=(3, 6, 6, 1))
+    with pytest.raises(ValueError, match=r"got shape \(3, 6, 6, 1\); channels come first, as "
+                                         r"PyTorch's: np.transpose\(X, \(0, 3, 1, 2\)\)$"):
+        m.forward(X)
+    assert m.forward(np.transpose(X, (0, 3, 1, 2))).shape == (3, 2)   # the hint works
+    seq = sn.Network(sn.Input((5, 3), name="s"), sn.GRU(2), loss="mse").compile(seed=0)
+    with pytest.raises(ValueError, match=r"\(4, 3, 5\); its two axes swapped\? "
+                                         r"np.swapaxes\(X, 1, 2\)$"):
+        seq.forward(np.zeros((4, 3, 5)))

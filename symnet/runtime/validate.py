@@ -100,6 +100,13 @@ class ArrayChecks:
         want = "(batch, " + ", ".join(str(s) for s in shape) + ")"
         if arr.ndim != len(shape) + 1 or tuple(arr.shape[1:]) != tuple(shape):
             hint = f"; for one example use {what}[None]" if arr.shape == tuple(shape) else ""
+            if len(shape) > 1 and arr.ndim == len(shape) + 1 \
+                    and tuple(arr.shape[1:]) == tuple(shape[1:]) + tuple(shape[:1]):
+                if len(shape) == 3:   # (batch, H, W, C) for (batch, C, H, W): Keras's layout
+                    hint = (f"; channels come first, as PyTorch's: "
+                            f"np.transpose({what}, (0, 3, 1, 2))")
+                else:                 # (C, L) or (steps, features): the two axes swapped
+                    hint = f"; its two axes swapped? np.swapaxes({what}, 1, 2)"
             raise ValueError(f"{what} must have shape {want} for {owner}, got shape "
                              f"{arr.shape}{hint}")
         return arr.reshape(arr.shape[0], -1)
