@@ -90,6 +90,19 @@ def rows_per_call(meta: dict, itemsize: int) -> int:
     return max(1, min(CHUNK, INT_MAX // widest, by_memory))
 
 
+def seed(value, where: str) -> int:
+    """A seed as an int ≥ 0 (numpy's ints too), or ValueError naming the call.
+
+    >>> seed(-1, "compile")
+    Traceback (most recent call last):
+    ...
+    ValueError: compile: seed must be an integer ≥ 0, got -1
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ValueError(f"{where}: seed must be an integer ≥ 0, got {value!r}")
+    return int(value)
+
+
 def finite(A, what: str, after: str = "clean the data before training (nothing was changed)"):
     """ValueError unless every number of the 2-D array A is finite: which rows are not.
 

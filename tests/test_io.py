@@ -217,3 +217,11 @@ def test_linear_layer_frozen_and_init_round_trip(tmp_path):
     assert not loaded.network.layers[2].trainable and not loaded.network.layers[0].trainable
     X = np.random.default_rng(0).normal(size=(4, 2))
     np.testing.assert_array_equal(loaded.forward(X), model.forward(X))
+
+
+def test_saving_to_a_folder_names_the_folder_and_leaves_nothing_behind(saved, tmp_path):
+    model, _ = saved
+    with pytest.raises(IsADirectoryError, match=rf"^model.save: {tmp_path} is a folder; give "
+                                                r"the file's path, e.g. .*model.npz$"):
+        model.save(tmp_path)
+    assert list(tmp_path.iterdir()) == []          # no temporary file left in it

@@ -461,6 +461,8 @@ def test_progress_bar_with_tqdm(xor64, capsys):
     ({"optimizer": "adam", "eps": 0}, "eps must be a positive number"),
     ({"lr": -1.0}, "lr must be"),
     ({"validation_data": np.zeros((2, 2))}, "validation_data must be a pair"),
+    ({"seed": "a"}, "^fit: seed must be an integer ≥ 0, got 'a'$"),
+    ({"seed": -3}, "^fit: seed must be an integer ≥ 0, got -3$"),
 ])
 def test_bad_arguments_are_refused(xor64, kw, match):
     X, T = datasets.xor()
@@ -483,3 +485,10 @@ def test_no_warning_when_training_is_fine(xor64):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         xor64.fit(X, T, epochs=5, progress=False)
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, "0"])
+def test_a_bad_seed_of_the_initialisation_is_refused_by_name(seed):
+    net = sn.Network(sn.Input(2), sn.Dense(1), loss="mse")
+    with pytest.raises(ValueError, match=r"seed must be an integer ≥ 0, got"):
+        net.compile(dtype="float64", seed=seed)

@@ -66,6 +66,9 @@ def save(model, path):
     crash never leaves a half-written file; the file gets the mode the umask gives
     new files (0644 with umask 022)."""
     path = os.fspath(path)
+    if os.path.isdir(path):     # else os.replace's message names the temporary file
+        raise IsADirectoryError(f"model.save: {path} is a folder; give the file's path, "
+                                f"e.g. {os.path.join(path, 'model.npz')}")
     header = np.array([FORMAT, str(VERSION), model.dtype.name])
     description = json.dumps(model.network.describe(), sort_keys=True)
     params = {name: np.array(v) for name, v in model.params.items()}

@@ -115,7 +115,7 @@ class Model(ArrayChecks, TrainingModes):
         """Seeded initialisation suited to each activation: Glorot-uniform for
         tanh/sigmoid/linear-like layers, He-normal for ReLU-like, zero biases.
         The optimizer's state starts afresh too (``reset_optimizer``)."""
-        rng = np.random.default_rng(seed)
+        rng = np.random.default_rng(guards.seed(seed, "the initialisation"))
         with self.lock:
             initialise(self._views, self.meta["params"], self._init, rng)
             self._optimizer = None
