@@ -722,3 +722,40 @@ def test_save_and_load_a_tensor_graph(tmp_path, rng):
     back = sn.load(tmp_path / "t.npz")
     X = rng.normal(size=(2, 2, 5, 5))
     np.testing.assert_array_equal(back.forward(X), model.forward(X))
+
+
+def _two_heads():
+    A = sn.Input(3, name="A")
+    h = sn.Dense(4, "tanh")(A)
+    net = sn.Network(A, [sn.Dense(1, name="y")(h), sn.Dense(3, name="c")(h)],
+                     loss={"y": "mse", "c": "softmax_cross_entropy"})
+    rng = np.random.default_rng(0)
+    X, y, c = rng.normal(size=(12, 3)), rng.normal(size=(12, 1)), rng.integers(0, 3, 12)
+    return net.compile(dtype="float64", seed=0), X, y, c
+
+
+def test_class_labels_for_one_of_several_outputs_are_its_one_hot_rows():
+    """T['c'] = labels (N,) was refused where the output is one of several ("must be 2-D
+    (batch, 3) ... for one example use T['c'][None, :]"); one output alone took them."""
+    m, X, y, c = _two_heads()
+    rows = np.eye(3)[c]
+    L1, g1 = m.loss_and_grad(X, {"y": y, "c": c})
+    L2, g2 = m.loss_and_grad(X, {"y": y, "c": rows})
+    assert L1 == L2 and all(np.array_equal(g1[k], g2[k]) for k in g2)
+    assert m.loss(X, [y, c.reshape(-1, 1)]) == L2                  # (N, 1) labels too
+    with pytest.raises(ValueError, match=r"T\['c'\] holds class labels for output layer 'c', "
+                                         r"which has 3 classes: label 3 at row 1"):
+        m.loss(X, {"y": y, "c": np.where(np.arange(12) == 1, 3, c)})
+
+
+def test_evaluate_of_several_outputs_gives_each_ones_metrics():
+    """model.evaluate failed on a network of several outputs (numpy: "inhomogeneous
+    shape"): forward gives a list there."""
+    m, X, y, c = _two_heads()
+    got = m.evaluate(X, {"y": y, "c": c})
+    O_y, O_c = m.predict(X)
+    assert got["loss"] == pytest.approx(m.loss(X, {"y": y, "c": c}), rel=1e-12)
+    assert got["y_mse"] == pytest.approx(np.mean((O_y - y) ** 2), rel=1e-12)
+    assert got["y_mae"] == pytest.approx(np.mean(np.abs(O_y - y)), rel=1e-12)
+    assert got["c_accuracy"] == np.mean(O_c.argmax(axis=1) == c)
+    assert sorted(got) == ["c_accuracy", "loss", "y_mae", "y_mse"]

@@ -80,8 +80,20 @@ def _rows(T, batch, what):
                          "example is needed")
 
 
-def _labels(model, y: np.ndarray, batch: int, what: str, owner: str) -> np.ndarray:
-    n = model.n_out
+def one_hot(T, n: int, what: str, owner: str):
+    """Class labels (N,) or (N, 1) in 0..n − 1 as one-hot rows (N, n): the targets of one
+    softmax cross-entropy output among several; anything else is returned as given."""
+    arr = np.asarray(T) if not isinstance(T, np.ndarray) else T
+    if not (arr.ndim == 1 or (arr.ndim == 2 and arr.shape[1] == 1 and n > 1)):
+        return T
+    y = arr.reshape(-1)
+    _check_labels(y, n, what, owner)
+    rows = np.zeros((y.size, n))
+    rows[np.arange(y.size), y.astype(np.int64)] = 1.0
+    return rows
+
+
+def _check_labels(y: np.ndarray, n: int, what: str, owner: str):
     if y.dtype.kind not in "iuf" or y.size == 0:
         raise ValueError(f"{what} of shape {y.shape} must be integer class labels in "
                          f"0..{n - 1} for {owner} (softmax cross-entropy), or (N, {n}) rows; "
@@ -92,5 +104,9 @@ def _labels(model, y: np.ndarray, batch: int, what: str, owner: str) -> np.ndarr
         row = int(np.nonzero(bad)[0][0])
         raise ValueError(f"{what} holds class labels for {owner}, which has {n} classes: "
                          f"label {y[row].item():g} at row {row} is not an integer in 0..{n - 1}")
+
+
+def _labels(model, y: np.ndarray, batch: int, what: str, owner: str) -> np.ndarray:
+    _check_labels(y, model.n_out, what, owner)
     _rows(y.reshape(-1, 1), batch, what)
     return np.ascontiguousarray(y.reshape(-1, 1), dtype=model.dtype)

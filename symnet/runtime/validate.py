@@ -126,10 +126,15 @@ class ArrayChecks:
         else:
             parts = self._parts(T, "T", net.output_names, "outputs")
             mats = []
-            for name, o, A in zip(net.output_names, net.outputs, parts):
+            for name, o, A, loss in zip(net.output_names, net.outputs, parts, net.loss_names):
                 shape, owner = net._shapes[id(o)], f"output layer {name!r}"
                 if len(shape) > 1:
                     A = self._tensor(A, f"T[{name!r}]", shape, owner)
+                elif loss == "softmax_cross_entropy" and shape[0] > 1:
+                    # class labels (N,) as for one output; here made one-hot rows, which
+                    # the loss reads as the same −log softmax(o)[y]
+                    from .targets import one_hot
+                    A = one_hot(A, shape[0], f"T[{name!r}]", owner)
                 mats.append(self.as_matrix(A, f"T[{name!r}]", int(np.prod(shape)), owner))
             self._same_rows(mats, "T", net.output_names)
             T = np.require(np.concatenate(mats, axis=1), self.dtype, ["C", "A"])
