@@ -388,3 +388,12 @@ def test_an_image_batch_with_channels_last_is_pointed_to_channels_first():
     with pytest.raises(ValueError, match=r"\(4, 3, 5\); its two axes swapped\? "
                                          r"np.swapaxes\(X, 1, 2\)$"):
         seq.forward(np.zeros((4, 3, 5)))
+
+
+def test_a_batch_of_four_axes_rotated_gets_no_hint_meant_for_images():
+    """The hints are for (C, H, W) and two-axis inputs; (A, B, C, D) rotated is neither, and
+    np.swapaxes would not mend it."""
+    m = sn.Network(sn.Input((2, 3, 4, 5), name="V"), sn.Flatten(), sn.Dense(1),
+                   loss="mse").compile(dtype="float64", seed=0)
+    with pytest.raises(ValueError, match=r"got shape \(1, 3, 4, 5, 2\)$"):
+        m.forward(np.zeros((1, 3, 4, 5, 2)))

@@ -100,7 +100,7 @@ class ArrayChecks:
         want = "(batch, " + ", ".join(str(s) for s in shape) + ")"
         if arr.ndim != len(shape) + 1 or tuple(arr.shape[1:]) != tuple(shape):
             hint = f"; for one example use {what}[None]" if arr.shape == tuple(shape) else ""
-            if len(shape) > 1 and arr.ndim == len(shape) + 1 \
+            if len(shape) in (2, 3) and arr.ndim == len(shape) + 1 \
                     and tuple(arr.shape[1:]) == tuple(shape[1:]) + tuple(shape[:1]):
                 if len(shape) == 3:   # (batch, H, W, C) for (batch, C, H, W): Keras's layout
                     hint = (f"; channels come first, as PyTorch's: "
