@@ -759,3 +759,49 @@ def test_evaluate_of_several_outputs_gives_each_ones_metrics():
     assert got["y_mae"] == pytest.approx(np.mean(np.abs(O_y - y)), rel=1e-12)
     assert got["c_accuracy"] == np.mean(O_c.argmax(axis=1) == c)
     assert sorted(got) == ["c_accuracy", "loss", "y_mae", "y_mse"]
+
+
+def test_predict_of_several_outputs_gives_each_its_own_loss_s_values():
+    """predict on several outputs gave the raw list (the first output's loss decided:
+    logits for a softmax head after an mse one), or failed ('list' object has no
+    attribute 'max') with the softmax head first; in chunks, numpy's "inhomogeneous
+    shape".  Now a list, each output by its own loss, chunked or not."""
+    m, X, y, c = _two_heads()
+    O_y, O_c = m.forward(X)
+    E = np.exp(O_c - O_c.max(axis=1, keepdims=True))
+    for P_y, P_c in (m.predict(X), m.predict(X, batch_size=5)):
+        np.testing.assert_array_equal(P_y, O_y)
+        np.testing.assert_allclose(P_c, E / E.sum(axis=1, keepdims=True), rtol=1e-14)
+    for call in (m.predict_classes, m.predict_proba):
+        with pytest.raises(ValueError, match=r"needs a classification loss .*; output 'y' "
+                                             r"has loss mse: use predict, which gives each "
+                                             r"output's values in a list"):
+            call(X)
+    A = sn.Input(3, name="A")
+    h = sn.Dense(4, "tanh", name="h")(A)
+    net = sn.Network(A, [sn.Dense(3, name="c")(h), sn.Dense(2, "sigmoid", name="d")(h)],
+                     loss={"c": "softmax_cross_entropy", "d": "bce"})
+    m2 = net.compile(dtype="float64", seed=0)
+    O_c, O_d = m2.forward(X)
+    for C_c, C_d in (m2.predict_classes(X), m2.predict_classes(X, batch_size=5)):
+        np.testing.assert_array_equal(C_c, O_c.argmax(axis=1))
+        np.testing.assert_array_equal(C_d, (O_d > 0.5).astype(int))
+    P_c, P_d = m2.predict_proba(X)
+    np.testing.assert_allclose(P_c.sum(axis=1), 1, rtol=1e-14)
+    np.testing.assert_array_equal(P_d, O_d)
+
+
+@pytest.mark.parametrize("shape, layer", [((5, 4), lambda: sn.Pointwise(3, name="P")),
+                                          ((1, 4, 4), lambda: sn.Conv2d(3, 3, padding=1,
+                                                                        name="P"))])
+def test_softmax_cross_entropy_on_an_output_of_several_axes_is_refused(shape, layer):
+    """Its softmax ran over all L·C numbers of an example (one class among them) while
+    predict took it over axis 1: a per-position classifier trained on one rule and
+    predicted with another.  Refused when the network is made, naming the layer."""
+    with pytest.raises(ValueError, match=r"output layer 'P' has shape \((5, 3|3, 4, 4)\): "
+                                         r"a class per position .* is not derived.*"
+                                         r"sn\.Flatten\(\)"):
+        sn.Network(sn.Input(shape), layer(), loss="softmax_cross_entropy")
+    net = sn.Network(sn.Input(shape), layer(), sn.Flatten(), sn.Dense(3),
+                     loss="softmax_cross_entropy")          # one class per example
+    assert net.compile(dtype="float64", seed=0).predict(np.zeros((2, *shape))).shape == (2, 3)

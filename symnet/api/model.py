@@ -108,7 +108,8 @@ class Model(core.Model):
     def predict(self, X, batch_size=None) -> np.ndarray:
         """Probabilities for a classification head (softmax of the output for
         ``softmax_cross_entropy``, the sigmoid output for ``bce``), the output
-        otherwise; any number of rows, ``batch_size`` per kernel call.  See
+        otherwise; any number of rows, ``batch_size`` per kernel call.  Several
+        outputs: a list, one array per output, each by its own loss.  See
         ``symnet.runtime.predict``."""
         from ..runtime.predict import predict
         return predict(self, X, batch_size)
@@ -120,7 +121,8 @@ class Model(core.Model):
 
     def predict_classes(self, X, batch_size=None) -> np.ndarray:
         """Class per example: argmax for ``softmax_cross_entropy`` ((N,) ints),
-        output > 0.5 for ``bce``."""
+        output > 0.5 for ``bce``; several outputs (each with one of these losses):
+        a list, one array per output."""
         from ..runtime.predict import predict_classes
         return predict_classes(self, X, batch_size)
 

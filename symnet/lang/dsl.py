@@ -331,6 +331,18 @@ class Network:
                     f"loss 'softmax_cross_entropy' needs at least 2 outputs (one per class), "
                     f"but output layer {name!r} has {units}; for two classes use "
                     f"Dense(1, 'sigmoid') with loss='bce', or Dense(2) with this loss")
+            shape = self._shapes[id(out)]
+            if loss == "softmax_cross_entropy" and len(shape) > 1:
+                # its softmax runs over a whole output row: on (L, C) it would pick one
+                # class among L·C, not one per position, whatever the user meant
+                raise ValueError(
+                    f"loss 'softmax_cross_entropy' takes one class per example, over a "
+                    f"vector output, but output layer {name!r} has shape {shape}: a class "
+                    f"per position (per time step or pixel) is not derived. For one class "
+                    f"per example end the network with sn.Flatten() and a Dense of the "
+                    f"classes (or with Flatten alone: one class among the "
+                    f"{compose.size(shape)} numbers); for a label per position use "
+                    f"sigmoid outputs with loss='bce' (one-vs-rest)")
 
     @property
     def loss(self):

@@ -13,6 +13,11 @@ the parameters do not change.
 - ``evaluate(X, T)``: ``{"loss": ..., "accuracy": ...}`` for classification,
   ``{"loss", "mse", "mae"}`` otherwise; T in any form ``fit`` takes.
 
+A network of several outputs gets a list from each, one entry per output in the
+network's order, each by its own loss (``predict_proba`` and ``predict_classes``
+where every output has a classification loss); ``evaluate`` gives each output's
+metrics under its name.
+
 >>> import numpy as np, symnet as sn
 >>> net = sn.Network(sn.Input(2), sn.Dense(3), loss="softmax_cross_entropy")
 >>> model = net.compile(dtype="float64")
@@ -46,27 +51,47 @@ def _chunk(model, batch_size):
     return int(batch_size)
 
 
-def outputs(model, X, batch_size=None) -> np.ndarray:
-    """The output layer's values for X, ``batch_size`` examples per kernel call."""
+def outputs(model, X, batch_size=None):
+    """The output layer's values for X, ``batch_size`` examples per kernel call (several
+    outputs: a list of them, as ``forward`` gives)."""
     X = model.as_inputs(X)
     if len(model.in_shape) > 1:            # the layout forward takes
         X = X.reshape((-1, *model.in_shape))
     rows = _chunk(model, batch_size)
     if X.shape[0] <= rows:
         return model.forward(X)
-    return np.concatenate([model.forward(X[s:s + rows]) for s in range(0, X.shape[0], rows)])
+    parts = [model.forward(X[s:s + rows]) for s in range(0, X.shape[0], rows)]
+    if isinstance(parts[0], list):         # several outputs: each one's chunks joined
+        return [np.concatenate(p) for p in zip(*parts)]
+    return np.concatenate(parts)
 
 
-def predict(model, X, batch_size=None) -> np.ndarray:
-    O = outputs(model, X, batch_size)
-    return softmax(O) if model.network.loss_name == "softmax_cross_entropy" else O
+def _probabilities(loss, O):
+    return softmax(O) if loss == "softmax_cross_entropy" else O
 
 
-def predict_proba(model, X, batch_size=None) -> np.ndarray:
-    loss = model.network.loss_name
-    if loss not in CLASSIFICATION:
-        raise ValueError(f"predict_proba needs a classification loss (softmax_cross_entropy "
-                         f"or bce); this network's loss is {loss}: use predict")
+def predict(model, X, batch_size=None):
+    O, losses = outputs(model, X, batch_size), model.network.loss_names
+    if isinstance(O, list):
+        return [_probabilities(loss, o) for loss, o in zip(losses, O)]
+    return _probabilities(losses[0], O)
+
+
+def _classification(model, call: str):
+    """Refuse ``call`` unless every output has a classification loss."""
+    net = model.network
+    for name, loss in zip(net.output_names, net.loss_names):
+        if loss not in CLASSIFICATION:
+            whose = f"output {name!r} has loss {loss}" if len(net.outputs) > 1 else \
+                f"this network's loss is {loss}"
+            raise ValueError(f"{call} needs a classification loss (softmax_cross_entropy or "
+                             f"bce); {whose}: use predict"
+                             + (", which gives each output's values in a list"
+                                if len(net.outputs) > 1 else ""))
+
+
+def predict_proba(model, X, batch_size=None):
+    _classification(model, "predict_proba")
     return predict(model, X, batch_size)
 
 
@@ -80,9 +105,12 @@ def classes_of(loss: str, O: np.ndarray) -> np.ndarray:
                      f"or bce); this network's loss is {loss}: use predict")
 
 
-def predict_classes(model, X, batch_size=None) -> np.ndarray:
-    classes_of(model.network.loss_name, np.zeros((1, model.n_out)))   # the loss check first
-    return classes_of(model.network.loss_name, outputs(model, X, batch_size))
+def predict_classes(model, X, batch_size=None):
+    _classification(model, "predict_classes")        # the loss check first
+    O, losses = outputs(model, X, batch_size), model.network.loss_names
+    if isinstance(O, list):
+        return [classes_of(loss, o.reshape(o.shape[0], -1)) for loss, o in zip(losses, O)]
+    return classes_of(losses[0], O)
 
 
 def evaluate(model, X, T, batch_size=None) -> dict:
