@@ -251,6 +251,39 @@ def _native_flags():
     return flags + ["-DSN_SIMD"] * ("-fopenmp-simd" in flags)   # as the in-process file
 
 
+def _run_forward(model, tmp_path, X):
+    """The forward pass of ``model.export_c(training=False)`` compiled and run on X (the
+    numbers written with 17 digits), and the C text."""
+    model.export_c(tmp_path, name="net", training=False)
+    real = "double" if model.dtype == np.float64 else "float"
+    (tmp_path / "x.txt").write_text(" ".join(repr(float(v)) for v in X.ravel()))
+    (tmp_path / "main.c").write_text(textwrap.dedent(f"""
+        #include <stdio.h>
+        #include <stdlib.h>
+        #include "net.h"
+        int main(void) {{
+            const int B = {len(X)};
+            {real} *X = malloc(sizeof({real}) * B * NET_N_INPUTS);
+            {real} *O = malloc(sizeof({real}) * B * NET_N_OUTPUTS);
+            {real} *work = malloc(sizeof({real}) * NET_WORK_SIZE(B));
+            FILE *f = fopen("{tmp_path / 'x.txt'}", "r");
+            for (int i = 0; i < B * NET_N_INPUTS; i++) {{
+                double v;
+                if (fscanf(f, "%lf", &v) != 1) return 1;
+                X[i] = ({real})v;
+            }}
+            fclose(f);
+            net_forward(net_trained_params, X, B, O, work);
+            for (int i = 0; i < B * NET_N_OUTPUTS; i++) printf("%.17g\\n", (double)O[i]);
+            return 0;
+        }}"""))
+    run([*cc(), *_native_flags(), "-I", str(tmp_path), str(tmp_path / "main.c"),
+         str(tmp_path / "net.c"), "-o", str(tmp_path / "fwd"), "-lm"])
+    out = run([str(tmp_path / "fwd")])
+    got = np.array(out.stdout.split(), dtype=np.float64).reshape(len(X), -1)
+    return got, (tmp_path / "net.c").read_text(), (tmp_path / "net.h").read_text()
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("name", EXAMPLES)
 def test_exported_c_computes_what_the_model_computes(models, tmp_path, name, dtype):
@@ -431,6 +464,35 @@ def test_non_finite_parameters_are_refused(tmp_path):
     with pytest.raises(ValueError, match="parameter b2 holds NaN or inf"):
         model.export_c(tmp_path)
     assert not (tmp_path / "net.c").exists()
+
+
+def test_training_export_of_batchnorm_or_dropout_is_refused(tmp_path):
+    """model.step moves BatchNorm's running statistics and Dropout's masks on in Python
+    after each step, which the C does not: a training export of such a network is
+    refused naming the layers (before, its net_step trained on the running statistics
+    without dropout); the forward-only export says in its header that it is in
+    evaluation mode, and the command line points to --inference-only."""
+    import symnet as sn
+    net = sn.Network(sn.Input(5), sn.Dense(8, "tanh"), sn.BatchNorm1d(name="N"),
+                     sn.Dropout(0.3, name="D"), sn.Dense(2), loss="mse")
+    model = net.compile(dtype="float64", seed=0)
+    with pytest.raises(ValueError, match=r"layers 'N' \(BatchNorm1d\), 'D' \(Dropout\) "
+                                         r"have a training mode .* training=False"):
+        model.export_c(tmp_path / "t", name="net")
+    assert not (tmp_path / "t").exists()
+    model.export_c(tmp_path / "f", name="net", training=False)
+    h = (tmp_path / "f" / "net.h").read_text()
+    assert "Forward only, in evaluation mode as model.forward computes it, for\n" \
+           " *   'N' (BatchNorm1d), 'D' (Dropout):" in h and "net_step" not in h
+    model.save(tmp_path / "m.npz")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    res = subprocess.run([sys.executable, "-m", "symnet", "export", str(tmp_path / "m.npz"),
+                          "--out", str(tmp_path / "cli")], capture_output=True, text=True,
+                         env=env, timeout=300)
+    assert res.returncode != 0 and "--inference-only" in res.stderr
+    run([sys.executable, "-m", "symnet", "export", str(tmp_path / "m.npz"), "--out",
+         str(tmp_path / "cli"), "--inference-only"], env=env)
+    assert "net_forward(" in (tmp_path / "cli" / "net.h").read_text()
 
 
 def test_flags_must_be_booleans(models, tmp_path):

@@ -85,6 +85,9 @@ def export_c(model, directory, name: str = "net", training: bool = True,
 
     ``training``: also the loss, gradient, step, update and whole-epoch
     functions (else forward only, with the smaller forward-only work size);
+    refused for a network with BatchNorm or Dropout, whose training state moves
+    in Python between steps (``symnet.runtime.modes``): export its forward pass
+    (evaluation mode) with ``training=False``;
     ``threads``: OpenMP for large products (compile with -fopenmp);
     ``params_file``: a path (relative to ``directory``) where the trained
     values go as raw little-endian numbers instead of the C initializer.
@@ -95,6 +98,20 @@ def export_c(model, directory, name: str = "net", training: bool = True,
     for flag, value in (("training", training), ("threads", threads)):
         if not isinstance(value, bool):
             raise ValueError(f"{flag} must be True or False, got {value!r}")
+    if training and model.stateful:
+        # model.step moves these layers' state on in Python after each step (BatchNorm's
+        # running statistics, Dropout's step counter; symnet.runtime.modes), which the C
+        # does not: its step, loss and train would not give model.step's numbers
+        layers = model.mode_layers()
+        many = len(layers) > 1
+        raise ValueError(
+            f"export_c(training=True): {'layers' if many else 'layer'} {', '.join(layers)} "
+            f"{'have' if many else 'has'} a training mode that the exported C does not "
+            "carry out (model.step moves BatchNorm's running statistics and Dropout's "
+            "masks on in Python after each step; the C would train on the running "
+            "statistics without dropout and never update them), so its training functions "
+            "would not compute what model.step does; export the forward pass only: "
+            "export_c(..., training=False) (python -m symnet export --inference-only)")
     with model.lock:
         if model.stateful:      # evaluation mode: Dropout is the identity, BatchNorm uses
             model.set_training(False)          # its running statistics
@@ -131,7 +148,8 @@ def export_c(model, directory, name: str = "net", training: bool = True,
     source, header, _ = render(
         plan, model.dtype.name, prefix=f"{name}_", macro=f"{name.upper()}_", header_file=f"{name}.h",
         title=f"{name}.h", training=training, threads=threads, portable=not threads,
-        trained=None if params_file is not None else literals(theta), params_note=note)
+        trained=None if params_file is not None else literals(theta), params_note=note,
+        modes=", ".join(model.mode_layers()) or None)
     written = []
     if params_file is not None:
         _write(bin_path, theta.astype(theta.dtype.newbyteorder("<")).tobytes())
