@@ -451,6 +451,34 @@ def test_cli_export_and_params_file(models, tmp_path):
     assert "net_trained_params" in (tmp_path / "o2" / "net.c").read_text()
 
 
+@pytest.mark.parametrize("bad, why", [
+    ("xor.c", r"params_file 'xor.c' is the export's own xor.c \(name='xor' writes"),
+    ("./xor.h", r"params_file './xor.h' is the export's own xor.h"),
+    ("ABS", r"is an absolute path; it is relative to the export folder"),
+    ("../xor.params", r"params_file '../xor.params' does not name a file inside the export "
+                      r"folder"),
+    (".", r"params_file '.' does not name a file inside"),
+    (3, r"params_file must be a file name or path relative to the export folder, e.g. "
+        r"'xor.params', got 3")])
+def test_params_file_that_clashes_or_leaves_the_folder_is_refused(models, tmp_path, bad, why):
+    """Before, params_file="xor.c" was overwritten by the C source, and an absolute path
+    was written outside the folder although params_file is relative to it."""
+    if bad == "ABS":
+        bad = str(tmp_path / "abs.params")
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match=why):
+        models["xor", "float32"].export_c(out, name="xor", params_file=bad)
+    assert not out.exists() and not (tmp_path / "abs.params").exists() \
+        and not (tmp_path / "xor.params").exists()
+
+
+def test_params_file_may_lie_in_a_subfolder(models, tmp_path):
+    model = models["xor", "float32"]
+    paths = model.export_c(tmp_path, name="xor", params_file="data/xor.params")
+    assert paths[-1] == str(tmp_path / "data" / "xor.params")
+    np.testing.assert_array_equal(np.fromfile(paths[-1], dtype="<f4"), model.theta)
+
+
 @pytest.mark.parametrize("bad", ["", "9net", "net-1", "int", "sn", "sn_x", "nét", None])
 def test_bad_export_name_is_refused(models, tmp_path, bad):
     with pytest.raises(ValueError, match="export name"):
