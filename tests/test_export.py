@@ -403,6 +403,34 @@ def test_header_states_sizes_layout_and_memory(models, tmp_path):
     assert "e.g. B = 32:" in h and "bytes" in h
 
 
+def test_header_states_where_frozen_parameters_lie(tmp_path):
+    """The header said the flat array was in the order of model.params; the frozen
+    parameters (trainable=False, BatchNorm's statistics and mode, Dropout's state) lie
+    after the trainable ones, so their offsets do not follow that order."""
+    import re
+
+    import symnet as sn
+    net = sn.Network(sn.Input(3), sn.Dense(4, "tanh", trainable=False),
+                     sn.BatchNorm1d(name="N"), sn.Dropout(0.2, name="D"), sn.Dense(2),
+                     loss="mse")
+    model = net.compile(dtype="float64", seed=0)
+    model.export_c(tmp_path, name="net", training=False, params_file="net.params")
+    h = (tmp_path / "net.h").read_text()
+    assert "in the order of model.params, each row-major" not in h
+    assert "(model.theta), each row-major at its offset: the trainable\n * ones first, " \
+           "then any frozen ones (trainable=False, BatchNorm's running statistics\n * and " \
+           "mode, Dropout's state).  By name, in the order of model.params:" in h
+    listed = [(n, int(o)) for n, o in re.findall(r"\*   (\w+)\s+offset\s+(\d+)", h)]
+    assert [n for n, _ in listed] == list(model.params)
+    raw = np.fromfile(tmp_path / "net.params", dtype="<f8")
+    for name, offset in listed:       # each value where the header says it is
+        value = model.params[name]
+        np.testing.assert_array_equal(raw[offset:offset + value.size], value.ravel(), name)
+    frozen = {"W1", "b1", "mean2", "var2", "mode2", "rng3"}
+    assert max(o for n, o in listed if n not in frozen) < min(o for n, o in listed
+                                                              if n in frozen)
+
+
 def test_inference_only_export_needs_forward_work_only(models, tmp_path):
     model = models["moons", "float32"]
     model.export_c(tmp_path, name="net", training=False)
