@@ -236,6 +236,9 @@ def test_export_folds_batchnorm_into_the_layer_before(case, dtype, tmp_path):
     want = model.predict(X[:7])
     tol = dict(rtol=1e-12, atol=1e-13) if dtype == "float64" else dict(rtol=2e-5, atol=2e-6)
     np.testing.assert_allclose(got, want, **tol)
+    # the folded weights round differently: a few ulp of the largest output (measured at
+    # most 11.25), the exception docs/export.md's "Same numbers" states
+    assert np.abs(got - want).max() <= 16 * np.spacing(np.abs(want).max())
     # the BatchNorm is gone from the C: its parameters, its two nodes and its sums
     n = model.params["W1"].size + model.params["b1"].size + model.params["W4"].size + 3
     assert f"#define NET_N_PARAMS {n}" in h

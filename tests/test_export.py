@@ -347,6 +347,15 @@ def test_exported_c_under_other_flags_stays_close(models, tmp_path, name, dtype)
     assert abs(got["loss_g"][0] - ref["loss_g"]) <= 64 * eps * abs(ref["loss_g"])
 
 
+def test_same_numbers_states_the_folded_batchnorm_exception():
+    """docs/export.md promised the bits of model.forward; a folded BatchNorm
+    (training=False) rounds differently (tests/test_batchnorm.py bounds it)."""
+    page = (ROOT / "docs" / "export.md").read_text()
+    para = " ".join(page.split("**Same numbers.**")[1].split("\n\n")[0].split())
+    assert "`training=False` folds a BatchNorm" in para
+    assert "at most 11.25 ulp of the largest output" in para and "the test allows 16" in para
+
+
 # ------------------------------------------------------------ the contract
 
 def _prototypes(text):
