@@ -257,3 +257,26 @@ def test_saving_into_a_missing_folder_names_the_folder(saved, tmp_path):
         model.save(missing / "m.npz")
     assert info.value.filename == str(missing) and ".symnet-save" not in str(info.value)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_every_layer_rebuilds_from_its_description_as_the_docs_say():
+    """docs/training.md said only Dense, sn.Layer, convolution, pooling and Flatten load."""
+    nets = {
+        ("LayerNorm", "RMSNorm", "BatchNorm", "Dropout", "Softmax"): sn.Network(
+            sn.Input(6), sn.Dense(8), sn.LayerNorm(), sn.RMSNorm(), sn.BatchNorm1d(),
+            sn.Dropout(0.2), sn.Dense(3), sn.Softmax(), loss="mse"),
+        ("Embedding", "MultiHeadAttention", "Pointwise", "PositionalEmbedding",
+         "TransformerBlock"): sn.Network(
+            sn.Input(5, dtype="int"), sn.Embedding(10, 8), sn.PositionalEmbedding(),
+            sn.MultiHeadAttention(2), sn.TransformerBlock(2, 16), sn.Pointwise(4, "relu"),
+            sn.Flatten(), sn.Dense(2), loss="mse"),
+        ("GRU", "LSTM"): sn.Network(sn.Input((5, 3)), sn.LSTM(8, return_sequences=True),
+                                    sn.GRU(4), sn.Dense(2), loss="mse"),
+    }
+    page = (Path(__file__).resolve().parent.parent / "docs" / "training.md").read_text()
+    saving = " ".join(page.split("## Saving")[1].split("##")[0].split())
+    for names, net in nets.items():
+        d = net.describe()
+        assert io.network_from_description(d).describe() == d, names
+        for name in names:
+            assert name in saving, name

@@ -193,8 +193,8 @@ def _chain_from_description(desc: dict, cls):
     for d in desc["layers"]:
         layer = _layer(d)
         if layer is None:
-            raise ValueError(f"layer kind {d.get('kind')!r} cannot be loaded (only dense, "
-                             "symnet.Layer, convolution, pooling and flatten layers)")
+            raise ValueError(f"layer kind {d.get('kind')!r} cannot be loaded: this symnet "
+                             "has no layer of that kind (a file of another version?)")
         layers.append(layer)
     return cls(inp, *layers, loss=_spec(desc["loss"]))
 
@@ -284,8 +284,8 @@ def _graph_from_description(desc: dict, cls):
                 layer = Slice(d["start"], d["units"], name=d["name"])
             else:
                 raise ValueError(f"layer kind {kind!r} cannot be loaded from a graph "
-                                 "description (dense, convolution, pooling, flatten, rnn, gru, lstm, steps, "
-                                 "add, multiply, concat, slice); pass the network: "
+                                 "description: this symnet has no layer of that kind (a file "
+                                 "of another version?); pass the network: "
                                  "symnet.load(path, network=net)")
             origins[key] = layer
         made[d["name"]] = _apply(origins[key], [made[n] for n in d["inputs"]], d["name"])
