@@ -28,8 +28,10 @@
  *   loss: softmax_cross_entropy, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_4B51DAA7D6_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_4B51DAA7D6_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_246E2BF561_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_246E2BF561_N_PARAMS numbers (model.theta), each row-major at its offset: the trainable
+ * ones first, then any frozen ones (trainable=False, BatchNorm's running statistics
+ * and mode, Dropout's state).  By name, in the order of model.params:
  *   W1           offset         0  shape (128, 64)
  *   b1           offset      8192  shape (128,)
  *   W2           offset      8320  shape (64, 128)
@@ -37,59 +39,59 @@
  *   W3           offset     16576  shape (10, 64)
  *   b3           offset     17216  shape (10,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_4B51DAA7D6_WORK_SIZE(batch) numbers; SYMNET_4B51DAA7D6_TRAIN_WORK_SIZE(batch_size) for
- * symnet_4b51daa7d6_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_246E2BF561_WORK_SIZE(batch) numbers; SYMNET_246E2BF561_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_246e2bf561_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 17226 + X B*64 + T or O B*10 + work (B*606 + 17226)
  *   numbers of 4 bytes; e.g. B = 32: 224,848 bytes (training; forward only: 105,512).
  */
-#ifndef SYMNET_4B51DAA7D6_H
-#define SYMNET_4B51DAA7D6_H
+#ifndef SYMNET_246E2BF561_H
+#define SYMNET_246E2BF561_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_4B51DAA7D6_REAL float  /* the number type of every array (float32) */
-#define SYMNET_4B51DAA7D6_N_INPUTS 64  /* features per example */
-#define SYMNET_4B51DAA7D6_N_OUTPUTS 10
-#define SYMNET_4B51DAA7D6_N_PARAMS 17226  /* numbers in the flat parameter array */
-#define SYMNET_4B51DAA7D6_WORK_PER_EXAMPLE 606
-#define SYMNET_4B51DAA7D6_WORK_SIZE(batch) ((batch) * 606 + 17226)  /* numbers of scratch per call */
-#define SYMNET_4B51DAA7D6_TRAIN_WORK_SIZE(batch_size) (SYMNET_4B51DAA7D6_WORK_SIZE(batch_size) + (batch_size) * 74)
-#define SYMNET_4B51DAA7D6_SGD 0       /* optimizer codes of symnet_4b51daa7d6_update and symnet_4b51daa7d6_train */
-#define SYMNET_4B51DAA7D6_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_4B51DAA7D6_N_PARAMS numbers */
-#define SYMNET_4B51DAA7D6_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_4B51DAA7D6_N_PARAMS numbers each */
+#define SYMNET_246E2BF561_REAL float  /* the number type of every array (float32) */
+#define SYMNET_246E2BF561_N_INPUTS 64  /* features per example */
+#define SYMNET_246E2BF561_N_OUTPUTS 10
+#define SYMNET_246E2BF561_N_PARAMS 17226  /* numbers in the flat parameter array */
+#define SYMNET_246E2BF561_WORK_PER_EXAMPLE 606
+#define SYMNET_246E2BF561_WORK_SIZE(batch) ((batch) * 606 + 17226)  /* numbers of scratch per call */
+#define SYMNET_246E2BF561_TRAIN_WORK_SIZE(batch_size) (SYMNET_246E2BF561_WORK_SIZE(batch_size) + (batch_size) * 74)
+#define SYMNET_246E2BF561_SGD 0       /* optimizer codes of symnet_246e2bf561_update and symnet_246e2bf561_train */
+#define SYMNET_246E2BF561_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_246E2BF561_N_PARAMS numbers */
+#define SYMNET_246E2BF561_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_246E2BF561_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_4B51DAA7D6_N_OUTPUTS) = the network's output for X (batch × SYMNET_4B51DAA7D6_N_INPUTS). */
-void symnet_4b51daa7d6_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_246E2BF561_N_OUTPUTS) = the network's output for X (batch × SYMNET_246E2BF561_N_INPUTS). */
+void symnet_246e2bf561_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_4b51daa7d6_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_246e2bf561_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_4B51DAA7D6_N_PARAMS numbers) by back propagation. */
-float symnet_4b51daa7d6_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_246E2BF561_N_PARAMS numbers) by back propagation. */
+float symnet_246e2bf561_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_4b51daa7d6_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_246e2bf561_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss; T[b] is the class label of example b. */
-float symnet_4b51daa7d6_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_246e2bf561_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_4B51DAA7D6_N_PARAMS numbers) by back propagation. */
-float symnet_4b51daa7d6_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_246E2BF561_N_PARAMS numbers) by back propagation. */
+float symnet_246e2bf561_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_4b51daa7d6_step_labels(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_246e2bf561_step_labels(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_4B51DAA7D6_SGD, SYMNET_4B51DAA7D6_MOMENTUM or SYMNET_4B51DAA7D6_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_246E2BF561_SGD, SYMNET_246E2BF561_MOMENTUM or SYMNET_246E2BF561_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_4b51daa7d6_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_246e2bf561_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -97,10 +99,10 @@ void symnet_4b51daa7d6_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_4B51DAA7D6_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_246E2BF561_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_4B51DAA7D6_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_4b51daa7d6_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_246E2BF561_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_246e2bf561_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -110,10 +112,10 @@ long long symnet_4b51daa7d6_train(float *params, const float *X, const float *T,
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_4B51DAA7D6_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_246E2BF561_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_4B51DAA7D6_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_4b51daa7d6_train_labels(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_246E2BF561_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_246e2bf561_train_labels(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -122,7 +124,7 @@ long long symnet_4b51daa7d6_train_labels(float *params, const float *X, const fl
 }
 #endif
 
-#endif /* SYMNET_4B51DAA7D6_H */
+#endif /* SYMNET_246E2BF561_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -747,7 +749,7 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_4b51daa7d6_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_246e2bf561_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 202, sizeof(real) * (size_t)batch * 10);
@@ -1153,7 +1155,7 @@ static double sn_loss(const real *params, real *work, const real *I, const real 
     return loss / batch;
 }
 
-real symnet_4b51daa7d6_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_246e2bf561_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -1167,7 +1169,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return sn_chunk_pass(&a, sn_chunk, NULL);
 }
 
-real symnet_4b51daa7d6_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_246e2bf561_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -1204,7 +1206,7 @@ static double sn_loss_labels(const real *params, real *work, const real *I, cons
     return loss / batch;
 }
 
-real symnet_4b51daa7d6_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_246e2bf561_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss_labels(params, work, X, T, batch);
 }
@@ -1218,7 +1220,7 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
     return sn_chunk_pass(&a, sn_chunk_labels, NULL);
 }
 
-real symnet_4b51daa7d6_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_246e2bf561_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad_labels(params, grads, work, X, T, batch);
 }
@@ -1282,7 +1284,7 @@ static void sn_update_all(sn_update_args *u)
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_4b51daa7d6_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_246e2bf561_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 606;
     /* the batch in chunks, then the weight gradients, each job updating the parameters
@@ -1305,7 +1307,7 @@ real symnet_4b51daa7d6_step(real *params, const real *X, const real *T, int batc
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_4b51daa7d6_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_246e2bf561_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 606;
     /* the batch in chunks, then the weight gradients, each job updating the parameters
@@ -1366,7 +1368,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     sn_update_all(&u);
 }
 
-void symnet_4b51daa7d6_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_246e2bf561_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -1392,7 +1394,7 @@ void symnet_4b51daa7d6_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_4b51daa7d6_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_246e2bf561_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
@@ -1480,7 +1482,7 @@ long long symnet_4b51daa7d6_train(real *params, const real *X, const real *T, co
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step).
  * The same with integer class labels: T[n] is the class of example n. */
-long long symnet_4b51daa7d6_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_246e2bf561_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

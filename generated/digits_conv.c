@@ -32,8 +32,10 @@
  *   loss: softmax_cross_entropy, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_6915B5D113_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_6915B5D113_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_EA999AB45D_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_EA999AB45D_N_PARAMS numbers (model.theta), each row-major at its offset: the trainable
+ * ones first, then any frozen ones (trainable=False, BatchNorm's running statistics
+ * and mode, Dropout's state).  By name, in the order of model.params:
  *   W1           offset         0  shape (16, 1, 3, 3)
  *   b1           offset       144  shape (16,)
  *   W3           offset       160  shape (32, 16, 3, 3)
@@ -41,59 +43,59 @@
  *   W5           offset      4800  shape (10, 512)
  *   b5           offset      9920  shape (10,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_6915B5D113_WORK_SIZE(batch) numbers; SYMNET_6915B5D113_TRAIN_WORK_SIZE(batch_size) for
- * symnet_6915b5d113_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_EA999AB45D_WORK_SIZE(batch) numbers; SYMNET_EA999AB45D_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_ea999ab45d_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 9930 + X B*64 + T or O B*10 + work (B*12820 + 9930)
  *   numbers of 4 bytes; e.g. B = 32: 1,729,872 bytes (training; forward only: 846,376).
  */
-#ifndef SYMNET_6915B5D113_H
-#define SYMNET_6915B5D113_H
+#ifndef SYMNET_EA999AB45D_H
+#define SYMNET_EA999AB45D_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_6915B5D113_REAL float  /* the number type of every array (float32) */
-#define SYMNET_6915B5D113_N_INPUTS 64  /* features per example */
-#define SYMNET_6915B5D113_N_OUTPUTS 10
-#define SYMNET_6915B5D113_N_PARAMS 9930  /* numbers in the flat parameter array */
-#define SYMNET_6915B5D113_WORK_PER_EXAMPLE 12820
-#define SYMNET_6915B5D113_WORK_SIZE(batch) ((batch) * 12820 + 9930)  /* numbers of scratch per call */
-#define SYMNET_6915B5D113_TRAIN_WORK_SIZE(batch_size) (SYMNET_6915B5D113_WORK_SIZE(batch_size) + (batch_size) * 74)
-#define SYMNET_6915B5D113_SGD 0       /* optimizer codes of symnet_6915b5d113_update and symnet_6915b5d113_train */
-#define SYMNET_6915B5D113_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_6915B5D113_N_PARAMS numbers */
-#define SYMNET_6915B5D113_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_6915B5D113_N_PARAMS numbers each */
+#define SYMNET_EA999AB45D_REAL float  /* the number type of every array (float32) */
+#define SYMNET_EA999AB45D_N_INPUTS 64  /* features per example */
+#define SYMNET_EA999AB45D_N_OUTPUTS 10
+#define SYMNET_EA999AB45D_N_PARAMS 9930  /* numbers in the flat parameter array */
+#define SYMNET_EA999AB45D_WORK_PER_EXAMPLE 12820
+#define SYMNET_EA999AB45D_WORK_SIZE(batch) ((batch) * 12820 + 9930)  /* numbers of scratch per call */
+#define SYMNET_EA999AB45D_TRAIN_WORK_SIZE(batch_size) (SYMNET_EA999AB45D_WORK_SIZE(batch_size) + (batch_size) * 74)
+#define SYMNET_EA999AB45D_SGD 0       /* optimizer codes of symnet_ea999ab45d_update and symnet_ea999ab45d_train */
+#define SYMNET_EA999AB45D_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_EA999AB45D_N_PARAMS numbers */
+#define SYMNET_EA999AB45D_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_EA999AB45D_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_6915B5D113_N_OUTPUTS) = the network's output for X (batch × SYMNET_6915B5D113_N_INPUTS). */
-void symnet_6915b5d113_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_EA999AB45D_N_OUTPUTS) = the network's output for X (batch × SYMNET_EA999AB45D_N_INPUTS). */
+void symnet_ea999ab45d_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_6915b5d113_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_ea999ab45d_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_6915B5D113_N_PARAMS numbers) by back propagation. */
-float symnet_6915b5d113_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_EA999AB45D_N_PARAMS numbers) by back propagation. */
+float symnet_ea999ab45d_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_6915b5d113_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_ea999ab45d_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss; T[b] is the class label of example b. */
-float symnet_6915b5d113_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_ea999ab45d_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_6915B5D113_N_PARAMS numbers) by back propagation. */
-float symnet_6915b5d113_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_EA999AB45D_N_PARAMS numbers) by back propagation. */
+float symnet_ea999ab45d_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_6915b5d113_step_labels(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_ea999ab45d_step_labels(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_6915B5D113_SGD, SYMNET_6915B5D113_MOMENTUM or SYMNET_6915B5D113_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_EA999AB45D_SGD, SYMNET_EA999AB45D_MOMENTUM or SYMNET_EA999AB45D_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_6915b5d113_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_ea999ab45d_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -101,10 +103,10 @@ void symnet_6915b5d113_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_6915B5D113_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_EA999AB45D_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_6915B5D113_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_6915b5d113_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_EA999AB45D_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_ea999ab45d_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -114,10 +116,10 @@ long long symnet_6915b5d113_train(float *params, const float *X, const float *T,
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_6915B5D113_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_EA999AB45D_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_6915B5D113_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_6915b5d113_train_labels(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_EA999AB45D_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_ea999ab45d_train_labels(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -126,7 +128,7 @@ long long symnet_6915b5d113_train_labels(float *params, const float *X, const fl
 }
 #endif
 
-#endif /* SYMNET_6915B5D113_H */
+#endif /* SYMNET_EA999AB45D_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -1266,7 +1268,7 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_6915b5d113_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_ea999ab45d_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 6218, sizeof(real) * (size_t)batch * 10);
@@ -1366,7 +1368,7 @@ static double sn_loss(const real *params, real *work, const real *I, const real 
     return loss / batch;
 }
 
-real symnet_6915b5d113_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_ea999ab45d_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -1422,7 +1424,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_6915b5d113_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_ea999ab45d_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -1459,7 +1461,7 @@ static double sn_loss_labels(const real *params, real *work, const real *I, cons
     return loss / batch;
 }
 
-real symnet_6915b5d113_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_ea999ab45d_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss_labels(params, work, X, T, batch);
 }
@@ -1511,7 +1513,7 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
     return loss / batch;
 }
 
-real symnet_6915b5d113_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_ea999ab45d_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad_labels(params, grads, work, X, T, batch);
 }
@@ -1584,7 +1586,7 @@ static void sn_update_all(sn_update_args *u)
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_6915b5d113_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_ea999ab45d_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 12820;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
@@ -1601,7 +1603,7 @@ real symnet_6915b5d113_step(real *params, const real *X, const real *T, int batc
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_6915b5d113_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_ea999ab45d_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 12820;
     const double loss = sn_loss_grad_labels(params, grads, work, X, T, batch);
@@ -1656,7 +1658,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     sn_update_all(&u);
 }
 
-void symnet_6915b5d113_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_ea999ab45d_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -1682,7 +1684,7 @@ void symnet_6915b5d113_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_6915b5d113_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_ea999ab45d_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
@@ -1776,7 +1778,7 @@ long long symnet_6915b5d113_train(real *params, const real *X, const real *T, co
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step).
  * The same with integer class labels: T[n] is the class of example n. */
-long long symnet_6915b5d113_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_ea999ab45d_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

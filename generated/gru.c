@@ -104,8 +104,10 @@
  *   loss: softmax_cross_entropy, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_2D56D9221A_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_2D56D9221A_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_D83FC88697_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_D83FC88697_N_PARAMS numbers (model.theta), each row-major at its offset: the trainable
+ * ones first, then any frozen ones (trainable=False, BatchNorm's running statistics
+ * and mode, Dropout's state).  By name, in the order of model.params:
  *   W1           offset         0  shape (72, 4)
  *   b1           offset       288  shape (72,)
  *   c1           offset       360  shape (72,)
@@ -113,59 +115,59 @@
  *   W22          offset      2160  shape (4, 24)
  *   b22          offset      2256  shape (4,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_2D56D9221A_WORK_SIZE(batch) numbers; SYMNET_2D56D9221A_TRAIN_WORK_SIZE(batch_size) for
- * symnet_2d56d9221a_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_D83FC88697_WORK_SIZE(batch) numbers; SYMNET_D83FC88697_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_d83fc88697_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 2260 + X B*80 + T or O B*4 + work (B*6312 + 2260)
  *   numbers of 4 bytes; e.g. B = 32: 836,768 bytes (training; forward only: 441,680).
  */
-#ifndef SYMNET_2D56D9221A_H
-#define SYMNET_2D56D9221A_H
+#ifndef SYMNET_D83FC88697_H
+#define SYMNET_D83FC88697_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_2D56D9221A_REAL float  /* the number type of every array (float32) */
-#define SYMNET_2D56D9221A_N_INPUTS 80  /* features per example */
-#define SYMNET_2D56D9221A_N_OUTPUTS 4
-#define SYMNET_2D56D9221A_N_PARAMS 2260  /* numbers in the flat parameter array */
-#define SYMNET_2D56D9221A_WORK_PER_EXAMPLE 6312
-#define SYMNET_2D56D9221A_WORK_SIZE(batch) ((batch) * 6312 + 2260)  /* numbers of scratch per call */
-#define SYMNET_2D56D9221A_TRAIN_WORK_SIZE(batch_size) (SYMNET_2D56D9221A_WORK_SIZE(batch_size) + (batch_size) * 84)
-#define SYMNET_2D56D9221A_SGD 0       /* optimizer codes of symnet_2d56d9221a_update and symnet_2d56d9221a_train */
-#define SYMNET_2D56D9221A_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_2D56D9221A_N_PARAMS numbers */
-#define SYMNET_2D56D9221A_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_2D56D9221A_N_PARAMS numbers each */
+#define SYMNET_D83FC88697_REAL float  /* the number type of every array (float32) */
+#define SYMNET_D83FC88697_N_INPUTS 80  /* features per example */
+#define SYMNET_D83FC88697_N_OUTPUTS 4
+#define SYMNET_D83FC88697_N_PARAMS 2260  /* numbers in the flat parameter array */
+#define SYMNET_D83FC88697_WORK_PER_EXAMPLE 6312
+#define SYMNET_D83FC88697_WORK_SIZE(batch) ((batch) * 6312 + 2260)  /* numbers of scratch per call */
+#define SYMNET_D83FC88697_TRAIN_WORK_SIZE(batch_size) (SYMNET_D83FC88697_WORK_SIZE(batch_size) + (batch_size) * 84)
+#define SYMNET_D83FC88697_SGD 0       /* optimizer codes of symnet_d83fc88697_update and symnet_d83fc88697_train */
+#define SYMNET_D83FC88697_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_D83FC88697_N_PARAMS numbers */
+#define SYMNET_D83FC88697_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_D83FC88697_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_2D56D9221A_N_OUTPUTS) = the network's output for X (batch × SYMNET_2D56D9221A_N_INPUTS). */
-void symnet_2d56d9221a_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_D83FC88697_N_OUTPUTS) = the network's output for X (batch × SYMNET_D83FC88697_N_INPUTS). */
+void symnet_d83fc88697_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_2d56d9221a_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_d83fc88697_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_2D56D9221A_N_PARAMS numbers) by back propagation. */
-float symnet_2d56d9221a_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_D83FC88697_N_PARAMS numbers) by back propagation. */
+float symnet_d83fc88697_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_2d56d9221a_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_d83fc88697_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss; T[b] is the class label of example b. */
-float symnet_2d56d9221a_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_d83fc88697_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_2D56D9221A_N_PARAMS numbers) by back propagation. */
-float symnet_2d56d9221a_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_D83FC88697_N_PARAMS numbers) by back propagation. */
+float symnet_d83fc88697_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_2d56d9221a_step_labels(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_d83fc88697_step_labels(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_2D56D9221A_SGD, SYMNET_2D56D9221A_MOMENTUM or SYMNET_2D56D9221A_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_D83FC88697_SGD, SYMNET_D83FC88697_MOMENTUM or SYMNET_D83FC88697_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_2d56d9221a_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_d83fc88697_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -173,10 +175,10 @@ void symnet_2d56d9221a_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_2D56D9221A_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_D83FC88697_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_2D56D9221A_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_2d56d9221a_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_D83FC88697_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_d83fc88697_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -186,10 +188,10 @@ long long symnet_2d56d9221a_train(float *params, const float *X, const float *T,
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_2D56D9221A_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_D83FC88697_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_2D56D9221A_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_2d56d9221a_train_labels(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_D83FC88697_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_d83fc88697_train_labels(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -198,7 +200,7 @@ long long symnet_2d56d9221a_train_labels(float *params, const float *X, const fl
 }
 #endif
 
-#endif /* SYMNET_2D56D9221A_H */
+#endif /* SYMNET_D83FC88697_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -1148,7 +1150,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_2d56d9221a_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_d83fc88697_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 3292, sizeof(real) * (size_t)batch * 4);
@@ -2597,7 +2599,7 @@ static double sn_loss(const real *params, real *work, const real *S, const real 
     return loss / batch;
 }
 
-real symnet_2d56d9221a_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_d83fc88697_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -2611,7 +2613,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return sn_chunk_pass(&a, sn_chunk, NULL);
 }
 
-real symnet_2d56d9221a_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_d83fc88697_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -2648,7 +2650,7 @@ static double sn_loss_labels(const real *params, real *work, const real *S, cons
     return loss / batch;
 }
 
-real symnet_2d56d9221a_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_d83fc88697_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss_labels(params, work, X, T, batch);
 }
@@ -2662,7 +2664,7 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
     return sn_chunk_pass(&a, sn_chunk_labels, NULL);
 }
 
-real symnet_2d56d9221a_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_d83fc88697_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad_labels(params, grads, work, X, T, batch);
 }
@@ -2726,7 +2728,7 @@ static void sn_update_all(sn_update_args *u)
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_2d56d9221a_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_d83fc88697_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 6312;
     /* the batch in chunks, then the weight gradients, each job updating the parameters
@@ -2752,7 +2754,7 @@ real symnet_2d56d9221a_step(real *params, const real *X, const real *T, int batc
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_2d56d9221a_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_d83fc88697_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 6312;
     /* the batch in chunks, then the weight gradients, each job updating the parameters
@@ -2816,7 +2818,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     sn_update_all(&u);
 }
 
-void symnet_2d56d9221a_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_d83fc88697_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -2842,7 +2844,7 @@ void symnet_2d56d9221a_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_2d56d9221a_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_d83fc88697_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
@@ -2930,7 +2932,7 @@ long long symnet_2d56d9221a_train(real *params, const real *X, const real *T, co
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step).
  * The same with integer class labels: T[n] is the class of example n. */
-long long symnet_2d56d9221a_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_d83fc88697_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

@@ -28,8 +28,10 @@
  *   loss: bce, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_036D1B0968_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_036D1B0968_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_5621C7774B_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_5621C7774B_N_PARAMS numbers (model.theta), each row-major at its offset: the trainable
+ * ones first, then any frozen ones (trainable=False, BatchNorm's running statistics
+ * and mode, Dropout's state).  By name, in the order of model.params:
  *   W1           offset         0  shape (16, 2)
  *   b1           offset        32  shape (16,)
  *   W2           offset        48  shape (16, 16)
@@ -37,48 +39,48 @@
  *   W3           offset       320  shape (1, 16)
  *   b3           offset       336  shape (1,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_036D1B0968_WORK_SIZE(batch) numbers; SYMNET_036D1B0968_TRAIN_WORK_SIZE(batch_size) for
- * symnet_036d1b0968_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_5621C7774B_WORK_SIZE(batch) numbers; SYMNET_5621C7774B_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_5621c7774b_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 337 + X B*2 + T or O B*1 + work (B*116 + 337)
  *   numbers of 4 bytes; e.g. B = 32: 17,928 bytes (training; forward only: 8,132).
  */
-#ifndef SYMNET_036D1B0968_H
-#define SYMNET_036D1B0968_H
+#ifndef SYMNET_5621C7774B_H
+#define SYMNET_5621C7774B_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_036D1B0968_REAL float  /* the number type of every array (float32) */
-#define SYMNET_036D1B0968_N_INPUTS 2  /* features per example */
-#define SYMNET_036D1B0968_N_OUTPUTS 1
-#define SYMNET_036D1B0968_N_PARAMS 337  /* numbers in the flat parameter array */
-#define SYMNET_036D1B0968_WORK_PER_EXAMPLE 116
-#define SYMNET_036D1B0968_WORK_SIZE(batch) ((batch) * 116 + 337)  /* numbers of scratch per call */
-#define SYMNET_036D1B0968_TRAIN_WORK_SIZE(batch_size) (SYMNET_036D1B0968_WORK_SIZE(batch_size) + (batch_size) * 3)
-#define SYMNET_036D1B0968_SGD 0       /* optimizer codes of symnet_036d1b0968_update and symnet_036d1b0968_train */
-#define SYMNET_036D1B0968_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_036D1B0968_N_PARAMS numbers */
-#define SYMNET_036D1B0968_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_036D1B0968_N_PARAMS numbers each */
+#define SYMNET_5621C7774B_REAL float  /* the number type of every array (float32) */
+#define SYMNET_5621C7774B_N_INPUTS 2  /* features per example */
+#define SYMNET_5621C7774B_N_OUTPUTS 1
+#define SYMNET_5621C7774B_N_PARAMS 337  /* numbers in the flat parameter array */
+#define SYMNET_5621C7774B_WORK_PER_EXAMPLE 116
+#define SYMNET_5621C7774B_WORK_SIZE(batch) ((batch) * 116 + 337)  /* numbers of scratch per call */
+#define SYMNET_5621C7774B_TRAIN_WORK_SIZE(batch_size) (SYMNET_5621C7774B_WORK_SIZE(batch_size) + (batch_size) * 3)
+#define SYMNET_5621C7774B_SGD 0       /* optimizer codes of symnet_5621c7774b_update and symnet_5621c7774b_train */
+#define SYMNET_5621C7774B_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_5621C7774B_N_PARAMS numbers */
+#define SYMNET_5621C7774B_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_5621C7774B_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_036D1B0968_N_OUTPUTS) = the network's output for X (batch × SYMNET_036D1B0968_N_INPUTS). */
-void symnet_036d1b0968_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_5621C7774B_N_OUTPUTS) = the network's output for X (batch × SYMNET_5621C7774B_N_INPUTS). */
+void symnet_5621c7774b_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_036d1b0968_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_5621c7774b_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_036D1B0968_N_PARAMS numbers) by back propagation. */
-float symnet_036d1b0968_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_5621C7774B_N_PARAMS numbers) by back propagation. */
+float symnet_5621c7774b_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_036d1b0968_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_5621c7774b_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_036D1B0968_SGD, SYMNET_036D1B0968_MOMENTUM or SYMNET_036D1B0968_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_5621C7774B_SGD, SYMNET_5621C7774B_MOMENTUM or SYMNET_5621C7774B_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_036d1b0968_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_5621c7774b_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -86,10 +88,10 @@ void symnet_036d1b0968_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_036D1B0968_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_5621C7774B_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_036D1B0968_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_036d1b0968_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_5621C7774B_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_5621c7774b_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -98,7 +100,7 @@ long long symnet_036d1b0968_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_036D1B0968_H */
+#endif /* SYMNET_5621C7774B_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -804,7 +806,7 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_036d1b0968_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_5621c7774b_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 49, sizeof(real) * (size_t)batch * 1);
@@ -1097,7 +1099,7 @@ static double sn_loss(const real *params, real *work, const real *I, const real 
     return loss / batch;
 }
 
-real symnet_036d1b0968_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_5621c7774b_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -1111,7 +1113,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return sn_chunk_pass(&a, sn_chunk, NULL);
 }
 
-real symnet_036d1b0968_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_5621c7774b_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -1175,7 +1177,7 @@ static void sn_update_all(sn_update_args *u)
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_036d1b0968_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_5621c7774b_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 116;
     /* the batch in chunks, then the weight gradients, each job updating the parameters
@@ -1236,7 +1238,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     sn_update_all(&u);
 }
 
-void symnet_036d1b0968_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_5621c7774b_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -1262,7 +1264,7 @@ void symnet_036d1b0968_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_036d1b0968_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_5621c7774b_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

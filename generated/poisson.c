@@ -30,8 +30,10 @@
  *   loss: mse, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_4089938A1D_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_4089938A1D_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_F4E1D97605_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_F4E1D97605_N_PARAMS numbers (model.theta), each row-major at its offset: the trainable
+ * ones first, then any frozen ones (trainable=False, BatchNorm's running statistics
+ * and mode, Dropout's state).  By name, in the order of model.params:
  *   W1           offset         0  shape (20, 2)
  *   b1           offset        40  shape (20,)
  *   W2           offset        60  shape (20, 20)
@@ -41,48 +43,48 @@
  *   W4           offset       900  shape (1, 20)
  *   b4           offset       920  shape (1,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_4089938A1D_WORK_SIZE(batch) numbers; SYMNET_4089938A1D_TRAIN_WORK_SIZE(batch_size) for
- * symnet_4089938a1d_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_F4E1D97605_WORK_SIZE(batch) numbers; SYMNET_F4E1D97605_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_f4e1d97605_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 921 + X B*2 + T or O B*1 + work (B*204 + 921)
  *   numbers of 4 bytes; e.g. B = 32: 33,864 bytes (training; forward only: 14,564).
  */
-#ifndef SYMNET_4089938A1D_H
-#define SYMNET_4089938A1D_H
+#ifndef SYMNET_F4E1D97605_H
+#define SYMNET_F4E1D97605_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_4089938A1D_REAL float  /* the number type of every array (float32) */
-#define SYMNET_4089938A1D_N_INPUTS 2  /* features per example */
-#define SYMNET_4089938A1D_N_OUTPUTS 1
-#define SYMNET_4089938A1D_N_PARAMS 921  /* numbers in the flat parameter array */
-#define SYMNET_4089938A1D_WORK_PER_EXAMPLE 204
-#define SYMNET_4089938A1D_WORK_SIZE(batch) ((batch) * 204 + 921)  /* numbers of scratch per call */
-#define SYMNET_4089938A1D_TRAIN_WORK_SIZE(batch_size) (SYMNET_4089938A1D_WORK_SIZE(batch_size) + (batch_size) * 3)
-#define SYMNET_4089938A1D_SGD 0       /* optimizer codes of symnet_4089938a1d_update and symnet_4089938a1d_train */
-#define SYMNET_4089938A1D_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_4089938A1D_N_PARAMS numbers */
-#define SYMNET_4089938A1D_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_4089938A1D_N_PARAMS numbers each */
+#define SYMNET_F4E1D97605_REAL float  /* the number type of every array (float32) */
+#define SYMNET_F4E1D97605_N_INPUTS 2  /* features per example */
+#define SYMNET_F4E1D97605_N_OUTPUTS 1
+#define SYMNET_F4E1D97605_N_PARAMS 921  /* numbers in the flat parameter array */
+#define SYMNET_F4E1D97605_WORK_PER_EXAMPLE 204
+#define SYMNET_F4E1D97605_WORK_SIZE(batch) ((batch) * 204 + 921)  /* numbers of scratch per call */
+#define SYMNET_F4E1D97605_TRAIN_WORK_SIZE(batch_size) (SYMNET_F4E1D97605_WORK_SIZE(batch_size) + (batch_size) * 3)
+#define SYMNET_F4E1D97605_SGD 0       /* optimizer codes of symnet_f4e1d97605_update and symnet_f4e1d97605_train */
+#define SYMNET_F4E1D97605_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_F4E1D97605_N_PARAMS numbers */
+#define SYMNET_F4E1D97605_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_F4E1D97605_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_4089938A1D_N_OUTPUTS) = the network's output for X (batch × SYMNET_4089938A1D_N_INPUTS). */
-void symnet_4089938a1d_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_F4E1D97605_N_OUTPUTS) = the network's output for X (batch × SYMNET_F4E1D97605_N_INPUTS). */
+void symnet_f4e1d97605_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_4089938a1d_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_f4e1d97605_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_4089938A1D_N_PARAMS numbers) by back propagation. */
-float symnet_4089938a1d_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_F4E1D97605_N_PARAMS numbers) by back propagation. */
+float symnet_f4e1d97605_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_4089938a1d_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_f4e1d97605_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_4089938A1D_SGD, SYMNET_4089938A1D_MOMENTUM or SYMNET_4089938A1D_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_F4E1D97605_SGD, SYMNET_F4E1D97605_MOMENTUM or SYMNET_F4E1D97605_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_4089938a1d_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_f4e1d97605_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -90,10 +92,10 @@ void symnet_4089938a1d_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_4089938A1D_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_F4E1D97605_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_4089938A1D_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_4089938a1d_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_F4E1D97605_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_f4e1d97605_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -102,7 +104,7 @@ long long symnet_4089938a1d_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_4089938A1D_H */
+#endif /* SYMNET_F4E1D97605_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -732,7 +734,7 @@ static void sn_forward(const real *params, real *work, const real *xy, int batch
 }
 
 /* O[b,k] = u[b,k]: the forward pass, its output copied out of work. */
-void symnet_4089938a1d_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_f4e1d97605_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 81, sizeof(real) * (size_t)batch * 1);
@@ -1071,7 +1073,7 @@ static double sn_loss(const real *params, real *work, const real *xy, const real
     return loss / batch;
 }
 
-real symnet_4089938a1d_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_f4e1d97605_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -1085,7 +1087,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return sn_chunk_pass(&a, sn_chunk, NULL);
 }
 
-real symnet_4089938a1d_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_f4e1d97605_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -1149,7 +1151,7 @@ static void sn_update_all(sn_update_args *u)
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_4089938a1d_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_f4e1d97605_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 204;
     /* the batch in chunks, then the weight gradients, each job updating the parameters
@@ -1210,7 +1212,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     sn_update_all(&u);
 }
 
-void symnet_4089938a1d_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_f4e1d97605_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -1236,7 +1238,7 @@ void symnet_4089938a1d_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_4089938a1d_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_f4e1d97605_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

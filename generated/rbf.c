@@ -26,55 +26,57 @@
  *   loss: bce, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_CA2960422C_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_CA2960422C_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_5A6D074D1F_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_5A6D074D1F_N_PARAMS numbers (model.theta), each row-major at its offset: the trainable
+ * ones first, then any frozen ones (trainable=False, BatchNorm's running statistics
+ * and mode, Dropout's state).  By name, in the order of model.params:
  *   C1           offset         0  shape (16, 2)
  *   beta1        offset        32  shape (16,)
  *   W2           offset        48  shape (1, 16)
  *   b2           offset        64  shape (1,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_CA2960422C_WORK_SIZE(batch) numbers; SYMNET_CA2960422C_TRAIN_WORK_SIZE(batch_size) for
- * symnet_ca2960422c_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_5A6D074D1F_WORK_SIZE(batch) numbers; SYMNET_5A6D074D1F_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_5a6d074d1f_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 65 + X B*2 + T or O B*1 + work (B*116 + 65)
  *   numbers of 4 bytes; e.g. B = 32: 15,752 bytes (training; forward only: 4,996).
  */
-#ifndef SYMNET_CA2960422C_H
-#define SYMNET_CA2960422C_H
+#ifndef SYMNET_5A6D074D1F_H
+#define SYMNET_5A6D074D1F_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_CA2960422C_REAL float  /* the number type of every array (float32) */
-#define SYMNET_CA2960422C_N_INPUTS 2  /* features per example */
-#define SYMNET_CA2960422C_N_OUTPUTS 1
-#define SYMNET_CA2960422C_N_PARAMS 65  /* numbers in the flat parameter array */
-#define SYMNET_CA2960422C_WORK_PER_EXAMPLE 116
-#define SYMNET_CA2960422C_WORK_SIZE(batch) ((batch) * 116 + 65)  /* numbers of scratch per call */
-#define SYMNET_CA2960422C_TRAIN_WORK_SIZE(batch_size) (SYMNET_CA2960422C_WORK_SIZE(batch_size) + (batch_size) * 3)
-#define SYMNET_CA2960422C_SGD 0       /* optimizer codes of symnet_ca2960422c_update and symnet_ca2960422c_train */
-#define SYMNET_CA2960422C_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_CA2960422C_N_PARAMS numbers */
-#define SYMNET_CA2960422C_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_CA2960422C_N_PARAMS numbers each */
+#define SYMNET_5A6D074D1F_REAL float  /* the number type of every array (float32) */
+#define SYMNET_5A6D074D1F_N_INPUTS 2  /* features per example */
+#define SYMNET_5A6D074D1F_N_OUTPUTS 1
+#define SYMNET_5A6D074D1F_N_PARAMS 65  /* numbers in the flat parameter array */
+#define SYMNET_5A6D074D1F_WORK_PER_EXAMPLE 116
+#define SYMNET_5A6D074D1F_WORK_SIZE(batch) ((batch) * 116 + 65)  /* numbers of scratch per call */
+#define SYMNET_5A6D074D1F_TRAIN_WORK_SIZE(batch_size) (SYMNET_5A6D074D1F_WORK_SIZE(batch_size) + (batch_size) * 3)
+#define SYMNET_5A6D074D1F_SGD 0       /* optimizer codes of symnet_5a6d074d1f_update and symnet_5a6d074d1f_train */
+#define SYMNET_5A6D074D1F_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_5A6D074D1F_N_PARAMS numbers */
+#define SYMNET_5A6D074D1F_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_5A6D074D1F_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_CA2960422C_N_OUTPUTS) = the network's output for X (batch × SYMNET_CA2960422C_N_INPUTS). */
-void symnet_ca2960422c_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_5A6D074D1F_N_OUTPUTS) = the network's output for X (batch × SYMNET_5A6D074D1F_N_INPUTS). */
+void symnet_5a6d074d1f_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_ca2960422c_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_5a6d074d1f_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_CA2960422C_N_PARAMS numbers) by back propagation. */
-float symnet_ca2960422c_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_5A6D074D1F_N_PARAMS numbers) by back propagation. */
+float symnet_5a6d074d1f_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_ca2960422c_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_5a6d074d1f_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_CA2960422C_SGD, SYMNET_CA2960422C_MOMENTUM or SYMNET_CA2960422C_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_5A6D074D1F_SGD, SYMNET_5A6D074D1F_MOMENTUM or SYMNET_5A6D074D1F_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_ca2960422c_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_5a6d074d1f_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -82,10 +84,10 @@ void symnet_ca2960422c_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_CA2960422C_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_5A6D074D1F_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_CA2960422C_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_ca2960422c_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_5A6D074D1F_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_5a6d074d1f_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -94,7 +96,7 @@ long long symnet_ca2960422c_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_CA2960422C_H */
+#endif /* SYMNET_5A6D074D1F_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -760,7 +762,7 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_ca2960422c_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_5a6d074d1f_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 33, sizeof(real) * (size_t)batch * 1);
@@ -1021,7 +1023,7 @@ static double sn_loss(const real *params, real *work, const real *I, const real 
     return loss / batch;
 }
 
-real symnet_ca2960422c_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_5a6d074d1f_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -1035,7 +1037,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return sn_chunk_pass(&a, sn_chunk, NULL);
 }
 
-real symnet_ca2960422c_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_5a6d074d1f_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -1099,7 +1101,7 @@ static void sn_update_all(sn_update_args *u)
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_ca2960422c_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_5a6d074d1f_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 116;
     /* the batch in chunks, then the weight gradients, each job updating the parameters
@@ -1160,7 +1162,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     sn_update_all(&u);
 }
 
-void symnet_ca2960422c_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_5a6d074d1f_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -1186,7 +1188,7 @@ void symnet_ca2960422c_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_ca2960422c_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_5a6d074d1f_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

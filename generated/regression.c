@@ -28,8 +28,10 @@
  *   loss: mse, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_7C9FDEF3A9_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_7C9FDEF3A9_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_EAA29514E3_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_EAA29514E3_N_PARAMS numbers (model.theta), each row-major at its offset: the trainable
+ * ones first, then any frozen ones (trainable=False, BatchNorm's running statistics
+ * and mode, Dropout's state).  By name, in the order of model.params:
  *   W1           offset         0  shape (32, 1)
  *   b1           offset        32  shape (32,)
  *   W2           offset        64  shape (32, 32)
@@ -37,48 +39,48 @@
  *   W3           offset      1120  shape (1, 32)
  *   b3           offset      1152  shape (1,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_7C9FDEF3A9_WORK_SIZE(batch) numbers; SYMNET_7C9FDEF3A9_TRAIN_WORK_SIZE(batch_size) for
- * symnet_7c9fdef3a9_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_EAA29514E3_WORK_SIZE(batch) numbers; SYMNET_EAA29514E3_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_eaa29514e3_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 1153 + X B*1 + T or O B*1 + work (B*228 + 1153)
  *   numbers of 4 bytes; e.g. B = 32: 38,664 bytes (training; forward only: 17,412).
  */
-#ifndef SYMNET_7C9FDEF3A9_H
-#define SYMNET_7C9FDEF3A9_H
+#ifndef SYMNET_EAA29514E3_H
+#define SYMNET_EAA29514E3_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_7C9FDEF3A9_REAL float  /* the number type of every array (float32) */
-#define SYMNET_7C9FDEF3A9_N_INPUTS 1  /* features per example */
-#define SYMNET_7C9FDEF3A9_N_OUTPUTS 1
-#define SYMNET_7C9FDEF3A9_N_PARAMS 1153  /* numbers in the flat parameter array */
-#define SYMNET_7C9FDEF3A9_WORK_PER_EXAMPLE 228
-#define SYMNET_7C9FDEF3A9_WORK_SIZE(batch) ((batch) * 228 + 1153)  /* numbers of scratch per call */
-#define SYMNET_7C9FDEF3A9_TRAIN_WORK_SIZE(batch_size) (SYMNET_7C9FDEF3A9_WORK_SIZE(batch_size) + (batch_size) * 2)
-#define SYMNET_7C9FDEF3A9_SGD 0       /* optimizer codes of symnet_7c9fdef3a9_update and symnet_7c9fdef3a9_train */
-#define SYMNET_7C9FDEF3A9_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_7C9FDEF3A9_N_PARAMS numbers */
-#define SYMNET_7C9FDEF3A9_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_7C9FDEF3A9_N_PARAMS numbers each */
+#define SYMNET_EAA29514E3_REAL float  /* the number type of every array (float32) */
+#define SYMNET_EAA29514E3_N_INPUTS 1  /* features per example */
+#define SYMNET_EAA29514E3_N_OUTPUTS 1
+#define SYMNET_EAA29514E3_N_PARAMS 1153  /* numbers in the flat parameter array */
+#define SYMNET_EAA29514E3_WORK_PER_EXAMPLE 228
+#define SYMNET_EAA29514E3_WORK_SIZE(batch) ((batch) * 228 + 1153)  /* numbers of scratch per call */
+#define SYMNET_EAA29514E3_TRAIN_WORK_SIZE(batch_size) (SYMNET_EAA29514E3_WORK_SIZE(batch_size) + (batch_size) * 2)
+#define SYMNET_EAA29514E3_SGD 0       /* optimizer codes of symnet_eaa29514e3_update and symnet_eaa29514e3_train */
+#define SYMNET_EAA29514E3_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_EAA29514E3_N_PARAMS numbers */
+#define SYMNET_EAA29514E3_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_EAA29514E3_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_7C9FDEF3A9_N_OUTPUTS) = the network's output for X (batch × SYMNET_7C9FDEF3A9_N_INPUTS). */
-void symnet_7c9fdef3a9_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_EAA29514E3_N_OUTPUTS) = the network's output for X (batch × SYMNET_EAA29514E3_N_INPUTS). */
+void symnet_eaa29514e3_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_7c9fdef3a9_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_eaa29514e3_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_7C9FDEF3A9_N_PARAMS numbers) by back propagation. */
-float symnet_7c9fdef3a9_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_EAA29514E3_N_PARAMS numbers) by back propagation. */
+float symnet_eaa29514e3_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_7c9fdef3a9_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_eaa29514e3_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_7C9FDEF3A9_SGD, SYMNET_7C9FDEF3A9_MOMENTUM or SYMNET_7C9FDEF3A9_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_EAA29514E3_SGD, SYMNET_EAA29514E3_MOMENTUM or SYMNET_EAA29514E3_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_7c9fdef3a9_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_eaa29514e3_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -86,10 +88,10 @@ void symnet_7c9fdef3a9_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_7C9FDEF3A9_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_EAA29514E3_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_7C9FDEF3A9_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_7c9fdef3a9_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_EAA29514E3_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_eaa29514e3_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -98,7 +100,7 @@ long long symnet_7c9fdef3a9_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_7C9FDEF3A9_H */
+#endif /* SYMNET_EAA29514E3_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -714,7 +716,7 @@ static void sn_forward(const real *params, real *work, const real *sn_u_x, int b
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_7c9fdef3a9_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_eaa29514e3_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 97, sizeof(real) * (size_t)batch * 1);
@@ -1006,7 +1008,7 @@ static double sn_loss(const real *params, real *work, const real *sn_u_x, const 
     return loss / batch;
 }
 
-real symnet_7c9fdef3a9_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_eaa29514e3_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -1020,7 +1022,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return sn_chunk_pass(&a, sn_chunk, NULL);
 }
 
-real symnet_7c9fdef3a9_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_eaa29514e3_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -1084,7 +1086,7 @@ static void sn_update_all(sn_update_args *u)
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_7c9fdef3a9_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_eaa29514e3_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 228;
     /* the batch in chunks, then the weight gradients, each job updating the parameters
@@ -1145,7 +1147,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     sn_update_all(&u);
 }
 
-void symnet_7c9fdef3a9_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_eaa29514e3_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -1171,7 +1173,7 @@ void symnet_7c9fdef3a9_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_7c9fdef3a9_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_eaa29514e3_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

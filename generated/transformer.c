@@ -108,8 +108,10 @@
  *   loss: bce, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_563ED57DA0_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_563ED57DA0_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_BCAB7D2C9D_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_BCAB7D2C9D_N_PARAMS numbers (model.theta), each row-major at its offset: the trainable
+ * ones first, then any frozen ones (trainable=False, BatchNorm's running statistics
+ * and mode, Dropout's state).  By name, in the order of model.params:
  *   W1           offset         0  shape (32, 10)
  *   b1           offset       320  shape (32,)
  *   P2           offset       352  shape (8, 32)
@@ -140,48 +142,48 @@
  *   W17          offset     17696  shape (10, 32)
  *   b17          offset     18016  shape (10,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_563ED57DA0_WORK_SIZE(batch) numbers; SYMNET_563ED57DA0_TRAIN_WORK_SIZE(batch_size) for
- * symnet_563ed57da0_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_BCAB7D2C9D_WORK_SIZE(batch) numbers; SYMNET_BCAB7D2C9D_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_bcab7d2c9d_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 18026 + X B*80 + T or O B*80 + work (B*12498 + 18026)
  *   numbers of 4 bytes; e.g. B = 32: 1,764,432 bytes (training; forward only: 1,014,184).
  */
-#ifndef SYMNET_563ED57DA0_H
-#define SYMNET_563ED57DA0_H
+#ifndef SYMNET_BCAB7D2C9D_H
+#define SYMNET_BCAB7D2C9D_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_563ED57DA0_REAL float  /* the number type of every array (float32) */
-#define SYMNET_563ED57DA0_N_INPUTS 80  /* features per example */
-#define SYMNET_563ED57DA0_N_OUTPUTS 80
-#define SYMNET_563ED57DA0_N_PARAMS 18026  /* numbers in the flat parameter array */
-#define SYMNET_563ED57DA0_WORK_PER_EXAMPLE 12498
-#define SYMNET_563ED57DA0_WORK_SIZE(batch) ((batch) * 12498 + 18026)  /* numbers of scratch per call */
-#define SYMNET_563ED57DA0_TRAIN_WORK_SIZE(batch_size) (SYMNET_563ED57DA0_WORK_SIZE(batch_size) + (batch_size) * 160)
-#define SYMNET_563ED57DA0_SGD 0       /* optimizer codes of symnet_563ed57da0_update and symnet_563ed57da0_train */
-#define SYMNET_563ED57DA0_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_563ED57DA0_N_PARAMS numbers */
-#define SYMNET_563ED57DA0_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_563ED57DA0_N_PARAMS numbers each */
+#define SYMNET_BCAB7D2C9D_REAL float  /* the number type of every array (float32) */
+#define SYMNET_BCAB7D2C9D_N_INPUTS 80  /* features per example */
+#define SYMNET_BCAB7D2C9D_N_OUTPUTS 80
+#define SYMNET_BCAB7D2C9D_N_PARAMS 18026  /* numbers in the flat parameter array */
+#define SYMNET_BCAB7D2C9D_WORK_PER_EXAMPLE 12498
+#define SYMNET_BCAB7D2C9D_WORK_SIZE(batch) ((batch) * 12498 + 18026)  /* numbers of scratch per call */
+#define SYMNET_BCAB7D2C9D_TRAIN_WORK_SIZE(batch_size) (SYMNET_BCAB7D2C9D_WORK_SIZE(batch_size) + (batch_size) * 160)
+#define SYMNET_BCAB7D2C9D_SGD 0       /* optimizer codes of symnet_bcab7d2c9d_update and symnet_bcab7d2c9d_train */
+#define SYMNET_BCAB7D2C9D_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_BCAB7D2C9D_N_PARAMS numbers */
+#define SYMNET_BCAB7D2C9D_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_BCAB7D2C9D_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_563ED57DA0_N_OUTPUTS) = the network's output for X (batch × SYMNET_563ED57DA0_N_INPUTS). */
-void symnet_563ed57da0_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_BCAB7D2C9D_N_OUTPUTS) = the network's output for X (batch × SYMNET_BCAB7D2C9D_N_INPUTS). */
+void symnet_bcab7d2c9d_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_563ed57da0_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_bcab7d2c9d_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_563ED57DA0_N_PARAMS numbers) by back propagation. */
-float symnet_563ed57da0_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_BCAB7D2C9D_N_PARAMS numbers) by back propagation. */
+float symnet_bcab7d2c9d_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_563ed57da0_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_bcab7d2c9d_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_563ED57DA0_SGD, SYMNET_563ED57DA0_MOMENTUM or SYMNET_563ED57DA0_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_BCAB7D2C9D_SGD, SYMNET_BCAB7D2C9D_MOMENTUM or SYMNET_BCAB7D2C9D_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_563ed57da0_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_bcab7d2c9d_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -189,10 +191,10 @@ void symnet_563ed57da0_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_563ED57DA0_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_BCAB7D2C9D_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_563ED57DA0_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_563ed57da0_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_BCAB7D2C9D_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_bcab7d2c9d_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -201,7 +203,7 @@ long long symnet_563ed57da0_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_563ED57DA0_H */
+#endif /* SYMNET_BCAB7D2C9D_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -1654,7 +1656,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_563ed57da0_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_bcab7d2c9d_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 7120, sizeof(real) * (size_t)batch * 80);
@@ -3175,7 +3177,7 @@ static double sn_loss(const real *params, real *work, const real *S, const real 
     return loss / batch;
 }
 
-real symnet_563ed57da0_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_bcab7d2c9d_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -3189,7 +3191,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return sn_chunk_pass(&a, sn_chunk, NULL);
 }
 
-real symnet_563ed57da0_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_bcab7d2c9d_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -3253,7 +3255,7 @@ static void sn_update_all(sn_update_args *u)
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_563ed57da0_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_bcab7d2c9d_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 12498;
     /* the batch in chunks, then the weight gradients, each job updating the parameters
@@ -3317,7 +3319,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     sn_update_all(&u);
 }
 
-void symnet_563ed57da0_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_bcab7d2c9d_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -3343,7 +3345,7 @@ void symnet_563ed57da0_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_563ed57da0_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_bcab7d2c9d_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

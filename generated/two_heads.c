@@ -32,8 +32,10 @@
  *   loss: 1·bce(moon) + 0.5·mse(radius), each averaged over the batch; targets side by side in T
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_092E6CECC3_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_092E6CECC3_N_PARAMS numbers, in the order of model.params, each row-major:
+ * X[b,j] at X[b * SYMNET_AB33ABD35F_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_AB33ABD35F_N_PARAMS numbers (model.theta), each row-major at its offset: the trainable
+ * ones first, then any frozen ones (trainable=False, BatchNorm's running statistics
+ * and mode, Dropout's state).  By name, in the order of model.params:
  *   W1           offset         0  shape (16, 2)
  *   b1           offset        32  shape (16,)
  *   W2           offset        48  shape (16, 16)
@@ -43,48 +45,48 @@
  *   W5           offset       337  shape (1, 16)
  *   b5           offset       353  shape (1,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_092E6CECC3_WORK_SIZE(batch) numbers; SYMNET_092E6CECC3_TRAIN_WORK_SIZE(batch_size) for
- * symnet_092e6cecc3_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_AB33ABD35F_WORK_SIZE(batch) numbers; SYMNET_AB33ABD35F_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_ab33abd35f_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 354 + X B*2 + T or O B*2 + work (B*69 + 354)
  *   numbers of 4 bytes; e.g. B = 32: 12,176 bytes (training; forward only: 8,584).
  */
-#ifndef SYMNET_092E6CECC3_H
-#define SYMNET_092E6CECC3_H
+#ifndef SYMNET_AB33ABD35F_H
+#define SYMNET_AB33ABD35F_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_092E6CECC3_REAL float  /* the number type of every array (float32) */
-#define SYMNET_092E6CECC3_N_INPUTS 2  /* features per example */
-#define SYMNET_092E6CECC3_N_OUTPUTS 2
-#define SYMNET_092E6CECC3_N_PARAMS 354  /* numbers in the flat parameter array */
-#define SYMNET_092E6CECC3_WORK_PER_EXAMPLE 69
-#define SYMNET_092E6CECC3_WORK_SIZE(batch) ((batch) * 69 + 354)  /* numbers of scratch per call */
-#define SYMNET_092E6CECC3_TRAIN_WORK_SIZE(batch_size) (SYMNET_092E6CECC3_WORK_SIZE(batch_size) + (batch_size) * 4)
-#define SYMNET_092E6CECC3_SGD 0       /* optimizer codes of symnet_092e6cecc3_update and symnet_092e6cecc3_train */
-#define SYMNET_092E6CECC3_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_092E6CECC3_N_PARAMS numbers */
-#define SYMNET_092E6CECC3_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_092E6CECC3_N_PARAMS numbers each */
+#define SYMNET_AB33ABD35F_REAL float  /* the number type of every array (float32) */
+#define SYMNET_AB33ABD35F_N_INPUTS 2  /* features per example */
+#define SYMNET_AB33ABD35F_N_OUTPUTS 2
+#define SYMNET_AB33ABD35F_N_PARAMS 354  /* numbers in the flat parameter array */
+#define SYMNET_AB33ABD35F_WORK_PER_EXAMPLE 69
+#define SYMNET_AB33ABD35F_WORK_SIZE(batch) ((batch) * 69 + 354)  /* numbers of scratch per call */
+#define SYMNET_AB33ABD35F_TRAIN_WORK_SIZE(batch_size) (SYMNET_AB33ABD35F_WORK_SIZE(batch_size) + (batch_size) * 4)
+#define SYMNET_AB33ABD35F_SGD 0       /* optimizer codes of symnet_ab33abd35f_update and symnet_ab33abd35f_train */
+#define SYMNET_AB33ABD35F_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_AB33ABD35F_N_PARAMS numbers */
+#define SYMNET_AB33ABD35F_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_AB33ABD35F_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_092E6CECC3_N_OUTPUTS) = the network's output for X (batch × SYMNET_092E6CECC3_N_INPUTS). */
-void symnet_092e6cecc3_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_AB33ABD35F_N_OUTPUTS) = the network's output for X (batch × SYMNET_AB33ABD35F_N_INPUTS). */
+void symnet_ab33abd35f_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_092e6cecc3_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_ab33abd35f_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_092E6CECC3_N_PARAMS numbers) by back propagation. */
-float symnet_092e6cecc3_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_AB33ABD35F_N_PARAMS numbers) by back propagation. */
+float symnet_ab33abd35f_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_092e6cecc3_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_ab33abd35f_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_092E6CECC3_SGD, SYMNET_092E6CECC3_MOMENTUM or SYMNET_092E6CECC3_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_AB33ABD35F_SGD, SYMNET_AB33ABD35F_MOMENTUM or SYMNET_AB33ABD35F_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_092e6cecc3_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_ab33abd35f_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -92,10 +94,10 @@ void symnet_092e6cecc3_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_092E6CECC3_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_AB33ABD35F_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_092E6CECC3_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_092e6cecc3_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_AB33ABD35F_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_ab33abd35f_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -104,7 +106,7 @@ long long symnet_092e6cecc3_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_092E6CECC3_H */
+#endif /* SYMNET_AB33ABD35F_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -727,7 +729,7 @@ static void sn_forward(const real *params, real *work, const real *I, int batch)
 
 /* O[b,:] = [moon[b,:], radius[b,:]]: the forward pass, its outputs side by
  * side in each row (as the targets T are), copied out of work. */
-void symnet_092e6cecc3_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_ab33abd35f_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     for (int b = 0; b < batch; b++) {
@@ -762,7 +764,7 @@ static double sn_loss(const real *params, real *work, const real *I, const real 
     return loss / batch;
 }
 
-real symnet_092e6cecc3_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_ab33abd35f_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -862,7 +864,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return loss / batch;
 }
 
-real symnet_092e6cecc3_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_ab33abd35f_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -935,7 +937,7 @@ static void sn_update_all(sn_update_args *u)
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_092e6cecc3_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_ab33abd35f_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 69;
     const double loss = sn_loss_grad(params, grads, work, X, T, batch);
@@ -990,7 +992,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     sn_update_all(&u);
 }
 
-void symnet_092e6cecc3_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_ab33abd35f_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -1016,7 +1018,7 @@ void symnet_092e6cecc3_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_092e6cecc3_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_ab33abd35f_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {

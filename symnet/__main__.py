@@ -161,8 +161,8 @@ def _main(argv=None) -> int:
     e.add_argument("--name", default="net", help="prefix of every C name (default: net)")
     e.add_argument("--out", default=".", help="directory to write into (default: .)")
     e.add_argument("--params-file", nargs="?", const=True, default=None, metavar="PATH",
-                   help="trained values as raw little-endian binary (default NAME.params "
-                        "in --out) instead of an initializer in NAME.c")
+                   help="trained values as raw little-endian binary (a path relative to "
+                        "--out; default NAME.params) instead of an initializer in NAME.c")
     e.add_argument("--inference-only", action="store_true",
                    help="only NAME_forward (no loss, gradients or training)")
     e.add_argument("--threads", action="store_true",

@@ -130,6 +130,26 @@ def test_save_load_and_export(tmp_path):
         np.testing.assert_array_equal(got[k], want[k], err_msg=k)
 
 
+def test_exported_c_gives_a_zero_embedding_for_an_index_out_of_range(tmp_path):
+    """Python refuses 10, -1 and 2.5 for Embedding(7, ...); the C (a sum over the table's
+    rows of [index == v]) gives those positions a zero embedding, reading nothing outside
+    the table, as docs/export.md says."""
+    from pathlib import Path
+    import test_export as te
+    model, _, _ = _setup(norm=False, seed=4)
+    X = np.array([[10, -1, 2.5, 6, 0], [3, 7, -0.5, 1, 1]])
+    with pytest.raises(ValueError, match=r"layer 'E' \(Embedding\(7, 4\)\): index 10"):
+        model.forward(X)
+    got, _, _ = te._run_forward(model, tmp_path, X)
+    W, V, b = (np.array(model.params[k]) for k in ("W1", "W3", "b3"))
+    valid = (X == np.round(X)) & (X >= 0) & (X < NUM)
+    E = np.where(valid[..., None], W[np.where(valid, X, 0).astype(int)], 0.0)
+    np.testing.assert_allclose(got, E.reshape(len(X), -1) @ V.T + b, rtol=1e-12, atol=1e-13)
+    page = (Path(__file__).resolve().parent.parent / "docs" / "export.md").read_text()
+    para = " ".join(page.split("**Indices out of range.**")[1].split("\n\n")[0].split())
+    assert "gives a zero embedding, without reading outside the table" in para
+
+
 def test_summary_and_formulas():
     net = _net(norm=False)
     rows = {r.name: r for r in net.compile().summary(batch_size=2).layers}

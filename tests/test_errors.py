@@ -123,3 +123,11 @@ def test_params_assignment_checks_shape(model):
         model.params["W1"] = np.zeros((3, 4))
     with pytest.raises(KeyError, match="no parameter 'W9'"):
         model.params["W9"] = 1
+
+
+def test_reading_a_missing_parameter_lists_the_parameters(model):
+    """A bare KeyError: 'W9' before; a Mapping as before otherwise."""
+    with pytest.raises(KeyError, match="no parameter 'W9'; parameters: W1, b1, W2, b2"):
+        model.params["W9"]
+    assert "W9" not in model.params and model.params.get("W9") is None
+    assert "W1" in model.params and model.params.get("W1") is model.params["W1"]

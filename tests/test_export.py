@@ -251,6 +251,39 @@ def _native_flags():
     return flags + ["-DSN_SIMD"] * ("-fopenmp-simd" in flags)   # as the in-process file
 
 
+def _run_forward(model, tmp_path, X):
+    """The forward pass of ``model.export_c(training=False)`` compiled and run on X (the
+    numbers written with 17 digits), and the C text."""
+    model.export_c(tmp_path, name="net", training=False)
+    real = "double" if model.dtype == np.float64 else "float"
+    (tmp_path / "x.txt").write_text(" ".join(repr(float(v)) for v in X.ravel()))
+    (tmp_path / "main.c").write_text(textwrap.dedent(f"""
+        #include <stdio.h>
+        #include <stdlib.h>
+        #include "net.h"
+        int main(void) {{
+            const int B = {len(X)};
+            {real} *X = malloc(sizeof({real}) * B * NET_N_INPUTS);
+            {real} *O = malloc(sizeof({real}) * B * NET_N_OUTPUTS);
+            {real} *work = malloc(sizeof({real}) * NET_WORK_SIZE(B));
+            FILE *f = fopen("{tmp_path / 'x.txt'}", "r");
+            for (int i = 0; i < B * NET_N_INPUTS; i++) {{
+                double v;
+                if (fscanf(f, "%lf", &v) != 1) return 1;
+                X[i] = ({real})v;
+            }}
+            fclose(f);
+            net_forward(net_trained_params, X, B, O, work);
+            for (int i = 0; i < B * NET_N_OUTPUTS; i++) printf("%.17g\\n", (double)O[i]);
+            return 0;
+        }}"""))
+    run([*cc(), *_native_flags(), "-I", str(tmp_path), str(tmp_path / "main.c"),
+         str(tmp_path / "net.c"), "-o", str(tmp_path / "fwd"), "-lm"])
+    out = run([str(tmp_path / "fwd")])
+    got = np.array(out.stdout.split(), dtype=np.float64).reshape(len(X), -1)
+    return got, (tmp_path / "net.c").read_text(), (tmp_path / "net.h").read_text()
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("name", EXAMPLES)
 def test_exported_c_computes_what_the_model_computes(models, tmp_path, name, dtype):
@@ -314,6 +347,15 @@ def test_exported_c_under_other_flags_stays_close(models, tmp_path, name, dtype)
     assert abs(got["loss_g"][0] - ref["loss_g"]) <= 64 * eps * abs(ref["loss_g"])
 
 
+def test_same_numbers_states_the_folded_batchnorm_exception():
+    """docs/export.md promised the bits of model.forward; a folded BatchNorm
+    (training=False) rounds differently (tests/test_batchnorm.py bounds it)."""
+    page = (ROOT / "docs" / "export.md").read_text()
+    para = " ".join(page.split("**Same numbers.**")[1].split("\n\n")[0].split())
+    assert "`training=False` folds a BatchNorm" in para
+    assert "at most 11.25 ulp of the largest output" in para and "the test allows 16" in para
+
+
 # ------------------------------------------------------------ the contract
 
 def _prototypes(text):
@@ -370,6 +412,34 @@ def test_header_states_sizes_layout_and_memory(models, tmp_path):
     assert "e.g. B = 32:" in h and "bytes" in h
 
 
+def test_header_states_where_frozen_parameters_lie(tmp_path):
+    """The header said the flat array was in the order of model.params; the frozen
+    parameters (trainable=False, BatchNorm's statistics and mode, Dropout's state) lie
+    after the trainable ones, so their offsets do not follow that order."""
+    import re
+
+    import symnet as sn
+    net = sn.Network(sn.Input(3), sn.Dense(4, "tanh", trainable=False),
+                     sn.BatchNorm1d(name="N"), sn.Dropout(0.2, name="D"), sn.Dense(2),
+                     loss="mse")
+    model = net.compile(dtype="float64", seed=0)
+    model.export_c(tmp_path, name="net", training=False, params_file="net.params")
+    h = (tmp_path / "net.h").read_text()
+    assert "in the order of model.params, each row-major" not in h
+    assert "(model.theta), each row-major at its offset: the trainable\n * ones first, " \
+           "then any frozen ones (trainable=False, BatchNorm's running statistics\n * and " \
+           "mode, Dropout's state).  By name, in the order of model.params:" in h
+    listed = [(n, int(o)) for n, o in re.findall(r"\*   (\w+)\s+offset\s+(\d+)", h)]
+    assert [n for n, _ in listed] == list(model.params)
+    raw = np.fromfile(tmp_path / "net.params", dtype="<f8")
+    for name, offset in listed:       # each value where the header says it is
+        value = model.params[name]
+        np.testing.assert_array_equal(raw[offset:offset + value.size], value.ravel(), name)
+    frozen = {"W1", "b1", "mean2", "var2", "mode2", "rng3"}
+    assert max(o for n, o in listed if n not in frozen) < min(o for n, o in listed
+                                                              if n in frozen)
+
+
 def test_inference_only_export_needs_forward_work_only(models, tmp_path):
     model = models["moons", "float32"]
     model.export_c(tmp_path, name="net", training=False)
@@ -418,6 +488,34 @@ def test_cli_export_and_params_file(models, tmp_path):
     assert "net_trained_params" in (tmp_path / "o2" / "net.c").read_text()
 
 
+@pytest.mark.parametrize("bad, why", [
+    ("xor.c", r"params_file 'xor.c' is the export's own xor.c \(name='xor' writes"),
+    ("./xor.h", r"params_file './xor.h' is the export's own xor.h"),
+    ("ABS", r"is an absolute path; it is relative to the export folder"),
+    ("../xor.params", r"params_file '../xor.params' does not name a file inside the export "
+                      r"folder"),
+    (".", r"params_file '.' does not name a file inside"),
+    (3, r"params_file must be a file name or path relative to the export folder, e.g. "
+        r"'xor.params', got 3")])
+def test_params_file_that_clashes_or_leaves_the_folder_is_refused(models, tmp_path, bad, why):
+    """Before, params_file="xor.c" was overwritten by the C source, and an absolute path
+    was written outside the folder although params_file is relative to it."""
+    if bad == "ABS":
+        bad = str(tmp_path / "abs.params")
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match=why):
+        models["xor", "float32"].export_c(out, name="xor", params_file=bad)
+    assert not out.exists() and not (tmp_path / "abs.params").exists() \
+        and not (tmp_path / "xor.params").exists()
+
+
+def test_params_file_may_lie_in_a_subfolder(models, tmp_path):
+    model = models["xor", "float32"]
+    paths = model.export_c(tmp_path, name="xor", params_file="data/xor.params")
+    assert paths[-1] == str(tmp_path / "data" / "xor.params")
+    np.testing.assert_array_equal(np.fromfile(paths[-1], dtype="<f4"), model.theta)
+
+
 @pytest.mark.parametrize("bad", ["", "9net", "net-1", "int", "sn", "sn_x", "nét", None])
 def test_bad_export_name_is_refused(models, tmp_path, bad):
     with pytest.raises(ValueError, match="export name"):
@@ -431,6 +529,35 @@ def test_non_finite_parameters_are_refused(tmp_path):
     with pytest.raises(ValueError, match="parameter b2 holds NaN or inf"):
         model.export_c(tmp_path)
     assert not (tmp_path / "net.c").exists()
+
+
+def test_training_export_of_batchnorm_or_dropout_is_refused(tmp_path):
+    """model.step moves BatchNorm's running statistics and Dropout's masks on in Python
+    after each step, which the C does not: a training export of such a network is
+    refused naming the layers (before, its net_step trained on the running statistics
+    without dropout); the forward-only export says in its header that it is in
+    evaluation mode, and the command line points to --inference-only."""
+    import symnet as sn
+    net = sn.Network(sn.Input(5), sn.Dense(8, "tanh"), sn.BatchNorm1d(name="N"),
+                     sn.Dropout(0.3, name="D"), sn.Dense(2), loss="mse")
+    model = net.compile(dtype="float64", seed=0)
+    with pytest.raises(ValueError, match=r"layers 'N' \(BatchNorm1d\), 'D' \(Dropout\) "
+                                         r"have a training mode .* training=False"):
+        model.export_c(tmp_path / "t", name="net")
+    assert not (tmp_path / "t").exists()
+    model.export_c(tmp_path / "f", name="net", training=False)
+    h = (tmp_path / "f" / "net.h").read_text()
+    assert "Forward only, in evaluation mode as model.forward computes it, for\n" \
+           " *   'N' (BatchNorm1d), 'D' (Dropout):" in h and "net_step" not in h
+    model.save(tmp_path / "m.npz")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    res = subprocess.run([sys.executable, "-m", "symnet", "export", str(tmp_path / "m.npz"),
+                          "--out", str(tmp_path / "cli")], capture_output=True, text=True,
+                         env=env, timeout=300)
+    assert res.returncode != 0 and "--inference-only" in res.stderr
+    run([sys.executable, "-m", "symnet", "export", str(tmp_path / "m.npz"), "--out",
+         str(tmp_path / "cli"), "--inference-only"], env=env)
+    assert "net_forward(" in (tmp_path / "cli" / "net.h").read_text()
 
 
 def test_flags_must_be_booleans(models, tmp_path):

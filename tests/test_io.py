@@ -89,6 +89,27 @@ def test_garbage_file(tmp_path):
         sn.load(tmp_path / "junk.npz")
 
 
+def test_a_text_file_is_not_a_model_and_unsafe_loading_is_not_offered(tmp_path):
+    """numpy took a text file for pickled data and pointed to allow_pickle=True."""
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(ValueError, match=r"notes.txt is not a readable symnet model file "
+                                         r"\(an .npz that model.save writes\): it is not an "
+                                         r"\.npz \(zip\) archive") as info:
+        sn.load(tmp_path / "notes.txt")
+    assert "pickle" not in str(info.value)
+    np.savez(tmp_path / "objects.npz", a=np.array([{"a": 1}], dtype=object))
+    with pytest.raises(ValueError, match=r"objects.npz is not a readable symnet model file "
+                                         r".*: it holds Python objects") as info:
+        sn.load(tmp_path / "objects.npz")
+    assert "allow_pickle" not in str(info.value)
+
+
+def test_network_that_is_not_a_network_is_refused_by_name(saved):
+    with pytest.raises(TypeError, match=r"symnet.load: network must be an sn.Network \(the "
+                                        r"network the file was saved from\), got str 'abc'"):
+        sn.load(saved[1], network="abc")
+
+
 def test_plain_npz_is_not_a_model(tmp_path):
     np.savez(tmp_path / "other.npz", a=np.zeros(3))
     with pytest.raises(ValueError, match="missing format"):
@@ -225,3 +246,37 @@ def test_saving_to_a_folder_names_the_folder_and_leaves_nothing_behind(saved, tm
                                                 r"the file's path, e.g. .*model.npz$"):
         model.save(tmp_path)
     assert list(tmp_path.iterdir()) == []          # no temporary file left in it
+
+
+def test_saving_into_a_missing_folder_names_the_folder(saved, tmp_path):
+    """It named the temporary file (.symnet-save-....npz) that could not be made."""
+    model, _ = saved
+    missing = tmp_path / "missing"
+    with pytest.raises(FileNotFoundError, match=r"model.save: no such folder to write m.npz "
+                                                r"into \(create it first") as info:
+        model.save(missing / "m.npz")
+    assert info.value.filename == str(missing) and ".symnet-save" not in str(info.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_every_layer_rebuilds_from_its_description_as_the_docs_say():
+    """docs/training.md said only Dense, sn.Layer, convolution, pooling and Flatten load."""
+    nets = {
+        ("LayerNorm", "RMSNorm", "BatchNorm", "Dropout", "Softmax"): sn.Network(
+            sn.Input(6), sn.Dense(8), sn.LayerNorm(), sn.RMSNorm(), sn.BatchNorm1d(),
+            sn.Dropout(0.2), sn.Dense(3), sn.Softmax(), loss="mse"),
+        ("Embedding", "MultiHeadAttention", "Pointwise", "PositionalEmbedding",
+         "TransformerBlock"): sn.Network(
+            sn.Input(5, dtype="int"), sn.Embedding(10, 8), sn.PositionalEmbedding(),
+            sn.MultiHeadAttention(2), sn.TransformerBlock(2, 16), sn.Pointwise(4, "relu"),
+            sn.Flatten(), sn.Dense(2), loss="mse"),
+        ("GRU", "LSTM"): sn.Network(sn.Input((5, 3)), sn.LSTM(8, return_sequences=True),
+                                    sn.GRU(4), sn.Dense(2), loss="mse"),
+    }
+    page = (Path(__file__).resolve().parent.parent / "docs" / "training.md").read_text()
+    saving = " ".join(page.split("## Saving")[1].split("##")[0].split())
+    for names, net in nets.items():
+        d = net.describe()
+        assert io.network_from_description(d).describe() == d, names
+        for name in names:
+            assert name in saving, name

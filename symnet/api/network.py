@@ -89,6 +89,9 @@ def load(path, network=None, dtype=None, backend="c"):
     ``Network.compile``.  The optimizer's state, when the file has one, is restored
     too (``model.optimizer``).
     """
+    if network is not None and not isinstance(network, dsl.Network):
+        raise TypeError(f"symnet.load: network must be an sn.Network (the network the "
+                        f"file was saved from), got {type(network).__name__} {network!r}")
     network, saved, params, state = io.read(path, network, cls=Network, optimizer=True)
     model = network.compile(dtype=dtype or saved, backend=backend)
     for name, value in params.items():

@@ -32,6 +32,7 @@ True
 from __future__ import annotations
 
 import ast
+import errno
 import hashlib
 import json
 import os
@@ -78,6 +79,10 @@ def save(model, path):
     arrays.update({f"param/{k}": v for k, v in params.items()})
     arrays.update(state)
     folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):   # else mkstemp's message names the temporary file
+        raise FileNotFoundError(errno.ENOENT, f"model.save: no such folder to write "
+                                f"{os.path.basename(path)} into (create it first: "
+                                "os.makedirs)", folder)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".symnet-save-", suffix=".npz")
     try:
         os.fchmod(fd, file_mode())            # as open() would make it, not 0600
@@ -93,13 +98,21 @@ def save(model, path):
 
 
 def _read(path) -> dict:
+    what = "symnet model file (an .npz that model.save writes)"
+    if isinstance(path, (str, os.PathLike)) and os.path.isfile(path) \
+            and not zipfile.is_zipfile(path):     # else numpy's guess: pickled data
+        raise ValueError(f"{path} is not a readable {what}: it is not an .npz (zip) "
+                         "archive, or is cut short")
     try:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
     except FileNotFoundError:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
-        raise ValueError(f"{path} is not a readable symnet model file "
+        if "pickle" in str(exc):        # numpy's message offers allow_pickle: never here
+            raise ValueError(f"{path} is not a readable {what}: it holds Python objects "
+                             "(pickled data), which a model file never does") from None
+        raise ValueError(f"{path} is not a readable {what} "
                          f"({type(exc).__name__}: {exc})") from None
 
 
@@ -180,8 +193,8 @@ def _chain_from_description(desc: dict, cls):
     for d in desc["layers"]:
         layer = _layer(d)
         if layer is None:
-            raise ValueError(f"layer kind {d.get('kind')!r} cannot be loaded (only dense, "
-                             "symnet.Layer, convolution, pooling and flatten layers)")
+            raise ValueError(f"layer kind {d.get('kind')!r} cannot be loaded: this symnet "
+                             "has no layer of that kind (a file of another version?)")
         layers.append(layer)
     return cls(inp, *layers, loss=_spec(desc["loss"]))
 
@@ -271,8 +284,8 @@ def _graph_from_description(desc: dict, cls):
                 layer = Slice(d["start"], d["units"], name=d["name"])
             else:
                 raise ValueError(f"layer kind {kind!r} cannot be loaded from a graph "
-                                 "description (dense, convolution, pooling, flatten, rnn, gru, lstm, steps, "
-                                 "add, multiply, concat, slice); pass the network: "
+                                 "description: this symnet has no layer of that kind (a file "
+                                 "of another version?); pass the network: "
                                  "symnet.load(path, network=net)")
             origins[key] = layer
         made[d["name"]] = _apply(origins[key], [made[n] for n in d["inputs"]], d["name"])

@@ -137,6 +137,17 @@ class TrainingModes:
         """Per BatchNorm layer: name, layer, momentum, C, S and views mean, var, mode."""
         return self._bns
 
+    def mode_layers(self) -> list[str]:
+        """The layers with a training mode, as ``'N' (BatchNorm1d)``, in network order."""
+        from ..lang.batchnorm import _BatchNorm
+        from ..lang.dropout import Dropout
+        net, out = self.network, []
+        for app, name in zip(net.layers, getattr(net, "names", ())):
+            layer = app.origin if app.origin is not None else app
+            if isinstance(layer, (_BatchNorm, Dropout)):
+                out.append(f"{name!r} ({type(layer).__name__})")
+        return out
+
     @property
     def has_dropout(self) -> bool:
         return bool(self._rngs)

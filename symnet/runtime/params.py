@@ -83,7 +83,11 @@ class Params(MutableMapping):
         self._lock = lock or threading.Lock()
 
     def __getitem__(self, name):
-        return self._views[name]
+        try:
+            return self._views[name]
+        except KeyError:
+            raise KeyError(f"no parameter {name!r}; parameters: "
+                           f"{', '.join(self._views)}") from None
 
     def __setitem__(self, name, value):
         if name not in self._views:

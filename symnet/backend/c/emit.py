@@ -521,7 +521,7 @@ class Emitter:
                header_file: str | None = None, title: str = "symnet kernels",
                training: bool = True, threads: bool = True, portable: bool = False,
                trained=None, params_note: str | None = None,
-               hooks: bool = False) -> tuple[str, str]:
+               hooks: bool = False, modes: str | None = None) -> tuple[str, str]:
         """(C source, header): the header is the contract (sizes, parameter
         layout, prototypes); the source includes it as ``header_file``, or
         holds its text when that is None.
@@ -532,7 +532,8 @@ class Emitter:
         as C literals, written as ``<prefix>trained_params``; ``hooks``: the
         in-process build's tuning entry points ``<prefix>tune`` and ``<prefix>plan``
         (BLAS, threads), with the matrix driver left to the object every in-process
-        module links (``kernels_source``)."""
+        module links (``kernels_source``); ``modes``: the layers with a training mode
+        of a forward-only export, which the header says run in evaluation mode."""
         env = _environment()
         env.filters["c"] = self.cname
         env.filters["named_in"] = named_in
@@ -554,7 +555,7 @@ class Emitter:
                       batch_sums=bool(self.plan.batch_sums))
         header = env.get_template("network.h.j2").render(
             **common, P=prefix, M=macro, title=title, trained=trained is not None,
-            params_note=params_note, variants=self.variants(),
+            params_note=params_note, modes=modes, variants=self.variants(),
             **self.layout(training, hooks))
         source = env.get_template("network.c.j2").render(
             **common, f="f" if self.dtype == "float32" else "", prefix=prefix,
@@ -775,7 +776,7 @@ def _render_universal(dtype: str, one: dict) -> str:
     return _environment().get_template("network.h.j2").render(
         version=__version__, dtype=dtype, real=DTYPES[dtype], describe=[], training=True,
         hooks=True, batch_sums=True, part="network", P="symnet_net_", M="SYMNET_NET_", title="",
-        trained=False, params_note=None,
+        trained=False, params_note=None, modes=None,
         variants=[one, dict(one, suffix="_labels")], n_in=1, n_out=1, n_params=1,
         per_row=1, work_macro="1", work_formula="1", itemsize=4, example_bytes="0",
         example_fwd_bytes="0", params=[])

@@ -78,6 +78,28 @@ def _write(path: Path, data: bytes):
         raise
 
 
+def _check_params_file(params_file, directory, name: str) -> str:
+    """``params_file`` as a normalised path inside the export folder: an absolute path,
+    one leading out of the folder, and the export's own ``<name>.c``/``<name>.h`` are
+    refused (the C would overwrite the values, or the values the C)."""
+    if not isinstance(params_file, (str, os.PathLike)):
+        raise ValueError(f"params_file must be a file name or path relative to the export "
+                         f"folder, e.g. '{name}.params', got {params_file!r}")
+    given = os.fspath(params_file)
+    rel = os.path.normpath(given)
+    if os.path.isabs(given):
+        raise ValueError(f"params_file {given!r} is an absolute path; it is relative to the "
+                         f"export folder {os.fspath(directory)!r}, where the file is "
+                         f"written: give e.g. '{name}.params'")
+    if rel == os.curdir or rel == os.pardir or rel.startswith(os.pardir + os.sep):
+        raise ValueError(f"params_file {given!r} does not name a file inside the export "
+                         f"folder {os.fspath(directory)!r}; give e.g. '{name}.params'")
+    if rel in (f"{name}.c", f"{name}.h"):
+        raise ValueError(f"params_file {given!r} is the export's own {rel} (name={name!r} "
+                         f"writes {name}.h and {name}.c); give another, e.g. '{name}.params'")
+    return rel
+
+
 def export_c(model, directory, name: str = "net", training: bool = True,
              threads: bool = False, params_file=None) -> list[str]:
     """Write ``<name>.h`` and ``<name>.c`` for ``model`` into ``directory``
@@ -85,9 +107,13 @@ def export_c(model, directory, name: str = "net", training: bool = True,
 
     ``training``: also the loss, gradient, step, update and whole-epoch
     functions (else forward only, with the smaller forward-only work size);
+    refused for a network with BatchNorm or Dropout, whose training state moves
+    in Python between steps (``symnet.runtime.modes``): export its forward pass
+    (evaluation mode) with ``training=False``;
     ``threads``: OpenMP for large products (compile with -fopenmp);
-    ``params_file``: a path (relative to ``directory``) where the trained
-    values go as raw little-endian numbers instead of the C initializer.
+    ``params_file``: a path relative to ``directory`` (inside it, and not
+    ``<name>.c`` or ``<name>.h``) where the trained values go as raw
+    little-endian numbers instead of the C initializer.
     """
     from ...plan.lower import plan as make_plan
     from .runtime import render
@@ -95,6 +121,22 @@ def export_c(model, directory, name: str = "net", training: bool = True,
     for flag, value in (("training", training), ("threads", threads)):
         if not isinstance(value, bool):
             raise ValueError(f"{flag} must be True or False, got {value!r}")
+    if params_file is not None:
+        params_file = _check_params_file(params_file, directory, name)
+    if training and model.stateful:
+        # model.step moves these layers' state on in Python after each step (BatchNorm's
+        # running statistics, Dropout's step counter; symnet.runtime.modes), which the C
+        # does not: its step, loss and train would not give model.step's numbers
+        layers = model.mode_layers()
+        many = len(layers) > 1
+        raise ValueError(
+            f"export_c(training=True): {'layers' if many else 'layer'} {', '.join(layers)} "
+            f"{'have' if many else 'has'} a training mode that the exported C does not "
+            "carry out (model.step moves BatchNorm's running statistics and Dropout's "
+            "masks on in Python after each step; the C would train on the running "
+            "statistics without dropout and never update them), so its training functions "
+            "would not compute what model.step does; export the forward pass only: "
+            "export_c(..., training=False) (python -m symnet export --inference-only)")
     with model.lock:
         if model.stateful:      # evaluation mode: Dropout is the identity, BatchNorm uses
             model.set_training(False)          # its running statistics
@@ -131,9 +173,11 @@ def export_c(model, directory, name: str = "net", training: bool = True,
     source, header, _ = render(
         plan, model.dtype.name, prefix=f"{name}_", macro=f"{name.upper()}_", header_file=f"{name}.h",
         title=f"{name}.h", training=training, threads=threads, portable=not threads,
-        trained=None if params_file is not None else literals(theta), params_note=note)
+        trained=None if params_file is not None else literals(theta), params_note=note,
+        modes=", ".join(model.mode_layers()) or None)
     written = []
     if params_file is not None:
+        bin_path.parent.mkdir(parents=True, exist_ok=True)
         _write(bin_path, theta.astype(theta.dtype.newbyteorder("<")).tobytes())
     for fname, text in ((f"{name}.h", header), (f"{name}.c", source)):
         _write(directory / fname, text.encode())
