@@ -221,6 +221,44 @@ def test_float32_close_to_float64():
                                atol=1e-5)
 
 
+@pytest.mark.parametrize("act", ["elu", "gauss"])
+def test_float32_with_exp_in_the_activation(act):
+    """The float printer writes exp as sn_expf (templates/expf.c.j2): the jets' module
+    once lacked it ("undefined symbol: sn_expf").  Checked against central differences
+    of the float64 network's forward pass, loss and gradient."""
+    import sympy
+    a = "elu" if act == "elu" else (lambda z: sympy.exp(-z ** 2))
+    make = lambda dtype: sn.Network(sn.Input(3), sn.Dense(5, a), sn.Dense(1),   # noqa: E731
+                                    loss="mse").compile(dtype=dtype, seed=1)
+    m32, m64 = make("float32"), make("float64")
+    randomize(m64)
+    for k in m64.params:
+        m32.params[k] = m64.params[k]
+    X, T = data(n_out=1)
+    X[X == 0] = 0.1                                   # elu's kink at 0 stays away
+
+    def u(x):                                         # the output at one point
+        return m64.forward(x[None])[0, 0]
+
+    J = np.stack([_central(u, x) for x in X])
+    np.testing.assert_allclose(m32.jacobian(X)[:, 0], J, rtol=1e-4, atol=1e-5)
+    H = np.stack([_central(lambda y: _central(u, y, 1e-4), x, 1e-4) for x in X])
+    np.testing.assert_allclose(m32.hessian(X), H, rtol=1e-3, atol=1e-4)
+    gx = _central(lambda x: m64.loss(x, T), X)
+    np.testing.assert_allclose(m32.input_grad(X, T), gx, rtol=1e-4, atol=1e-5)
+    v = {k: np.ones(p.shape) for k, p in m64.params.items()}
+    theta = {k: np.array(p) for k, p in m64.params.items()}
+    grads = []
+    for s in (+1, -1):
+        for k in theta:
+            m64.params[k] = theta[k] + s * 1e-5 * v[k]
+        grads.append(m64.loss_and_grad(X, T)[1])
+    got = m32.hessian_vector(X, T, v)
+    for k in theta:
+        np.testing.assert_allclose(got[k], (grads[0][k] - grads[1][k]) / 2e-5,
+                                   rtol=1e-3, atol=1e-4)
+
+
 def test_errors():
     model = chain("tanh")
     X, T = data()
