@@ -18,6 +18,9 @@ op by op (``reverse``): Lin → Wᵀ·z̄ (``LinT``) and z̄ ⊗ a (``Outer``), 
 ā += (∂e/∂a)·ē with the partial derivatives from sympy.  The tangent of the
 whole program (forward and reverse) along a parameter direction v is derived
 the same way (``tangent``): that is the R-operator, R{∇L} = H·v exactly.
+Every derivative taken here goes through ``symnet.scalar.smooth.clean``: at a kink
+(|a|, Max, Min, Piecewise) the derivative of the step is 0, so the DiracDelta of
+a second derivative is 0 and H·v is the Hessian almost everywhere, as ReLU′(0) = 0.
 Dropping the tangents of the primal values inside the reverse part (keeping
 the loss's own second derivative) gives the Gauss–Newton product Jᵀ H_L J v.
 
@@ -34,6 +37,7 @@ import numpy as np
 import sympy as sp
 
 from ..ir import nodes as ir
+from ..scalar.smooth import clean
 
 # --------------------------------------------------------------- multi-indices
 
@@ -103,11 +107,13 @@ def jet_formula(phi: sp.Expr, functions: dict, alphas, n_coords: int):
 
 def _jet_formula(phi: sp.Expr, functions: dict, alphas, n_coords: int):
     s = sp.symbols(f"s0:{max(n_coords, 1)}", real=True)
-    funcs = {sym: sp.Function(f"F{k}")(*s) for k, sym in enumerate(functions)}
+    # real functions, as the symbols they stand for: |F|' is then sign(F)·F' (for a
+    # complex F sympy writes it with re(F) and im(F), which are not F's jets)
+    funcs = {sym: sp.Function(f"F{k}", real=True)(*s) for k, sym in enumerate(functions)}
     body = phi.xreplace(funcs)
     out = {}
     for alpha in alphas:
-        e = sp.diff(body, *[s[c] for c in alpha]) if alpha else body
+        e = clean(sp.diff(body, *[s[c] for c in alpha])) if alpha else body
         repl = {}
         for d in e.atoms(sp.Derivative):
             sym = next(k for k, f in funcs.items() if f == d.expr)
@@ -362,7 +368,7 @@ def _partials(exprs: list, syms: list, weights: list) -> list:
            tuple(sp.srepr(canon[x]) for x in list(syms) + list(weights)))
     if key not in _PARTIALS:
         cw = [canon[w] for w in weights]
-        _PARTIALS[key] = [sum((sp.diff(ex, canon[x]) * w for ex, w in zip(cex, cw)),
+        _PARTIALS[key] = [sum((clean(sp.diff(ex, canon[x])) * w for ex, w in zip(cex, cw)),
                               sp.S.Zero) for x in syms]
     undo = {v: k for k, v in canon.items()}
     return [e.xreplace(undo) for e in _PARTIALS[key]]
@@ -464,7 +470,7 @@ def tangent(prog: Program, ops: list, active: set, gauss_newton_from: int | None
             tsyms = {a[0]: _sym(f"t_{a[0].name}") for a in use}
             extra = []
             for ex in op.exprs:
-                e = sum((sp.diff(ex, a[0]) * tsyms[a[0]] for a in use), sp.S.Zero)
+                e = sum((clean(sp.diff(ex, a[0])) * tsyms[a[0]] for a in use), sp.S.Zero)
                 if not op.reduce and op.n > 1:
                     e = prog.reuse(e, extra)
                 exprs.append(e)
