@@ -316,6 +316,56 @@ def test_errors():
         model.jacobian(np.zeros((2, 4)))
 
 
+def test_refusals_name_the_call_and_the_product():
+    """hessian_vector, gauss_newton_vector and fit(method='newton_cg') on networks the
+    jets do not cover said "model.input_grad: input derivatives need ..." (input_grad
+    works there), "symbol b of its formula is not known" for Dropout, or rejected the
+    class labels of a softmax cross-entropy as targets of the wrong shape."""
+    rng = np.random.default_rng(0)
+    X, T = rng.normal(size=(6, 4)), rng.normal(size=(6, 1))
+    ln = sn.Network(sn.Input(4), sn.Dense(4, "tanh"), sn.LayerNorm(), sn.Dense(1),
+                    loss="mse").compile(dtype="float64", seed=0)
+    v = {"W1": np.ones((4, 4))}
+    layer = r"not derived for layer 'H2_mean' .*: its sums are not all contractions"
+    with pytest.raises(NotImplementedError, match=r"^model.hessian_vector: the parameter "
+                       r"Hessian-vector product is " + layer):
+        ln.hessian_vector(X, T, v)
+    with pytest.raises(NotImplementedError, match=r"^model.gauss_newton_vector: the "
+                       r"Gauss–Newton product is " + layer):
+        ln.gauss_newton_vector(X, T, v)
+    before = ln.theta.copy()
+    with pytest.raises(NotImplementedError, match=r"^fit\(method='newton_cg'\): the "
+                       r"parameter Hessian-vector product .*" + layer + r".*'lbfgs'"):
+        ln.fit(X, T, method="newton_cg", epochs=2)
+    assert np.array_equal(ln.theta, before)
+    conv = sn.Network(sn.Input((1, 4, 4)), sn.Conv2d(2, 3, activation="tanh"), sn.Flatten(),
+                      sn.Dense(1), loss="mse").compile(dtype="float64", seed=0)
+    with pytest.raises(NotImplementedError, match=r"^fit\(method='newton_cg'\): .* not "
+                       r"derived for this network: .* one vector input .*, and it has input "
+                       r"'I' of shape \(1, 4, 4\)"):
+        conv.fit(rng.normal(size=(6, 1, 4, 4)), T, method="newton_cg", epochs=2)
+    soft = sn.Network(sn.Input(4), sn.Dense(4, "tanh"), sn.Dense(3),
+                      loss="softmax_cross_entropy").compile(dtype="float64", seed=0)
+    labels = np.array([0, 1, 2, 1, 0, 2])
+    with pytest.raises(NotImplementedError, match=r"^model.hessian_vector: .* not derived "
+                       r"for loss 'softmax_cross_entropy' of output 'O': it couples"):
+        soft.hessian_vector(X, labels, {"W1": np.ones((4, 4))})
+    drop = sn.Network(sn.Input(4), sn.Dense(4, "tanh"), sn.Dropout(0.5), sn.Dense(1),
+                      loss="mse").compile(dtype="float64", seed=0)
+    with pytest.raises(NotImplementedError, match=r"^model.hessian: the input Hessian is not "
+                       r"derived for networks with Dropout or BatchNorm"):
+        drop.hessian(X)
+    with pytest.raises(NotImplementedError, match=r"^model.hessian_vector: .* Dropout or "
+                       r"BatchNorm"):
+        drop.hessian_vector(X, T, v)
+    A, B = sn.Input(2, name="A"), sn.Input(3, name="B")
+    two = sn.Network([A, B], sn.Dense(1)(sn.Concatenate()([A, B])), loss="mse").compile(
+        dtype="float64", seed=0)
+    with pytest.raises(NotImplementedError, match=r"^model.hessian_vector: .* it has inputs "
+                       r"'A' of shape \(2,\), 'B' of shape \(3,\)$"):
+        two.hessian_vector([X[:, :2], X[:, 1:]], T, {})
+
+
 # ------------------------------------------------------------------ PyTorch
 
 def _torch_forward(model, torch):

@@ -206,6 +206,13 @@ def test_errors(data):
         m.fit(data, method="minibatch", epochs=1)
     with pytest.raises(ValueError, match="does not take batch_size"):
         m.fit(data, method="sd", batch_size=8, epochs=1)
+    xy = sn.Input(2, name="xy")
+    u = sn.Dense(1, name="u")(sn.Dropout(0.5)(sn.Dense(4, "tanh")(xy)))
+    x, _ = sn.coords(xy, "x y")
+    drop = sn.Network(xy, u, loss={"pde": (sn.d(u, x, x) - u) ** 2}).compile(dtype="float64")
+    with pytest.raises(NotImplementedError, match="^loss term 'pde': its input derivatives "
+                       "are not derived for networks with Dropout or BatchNorm"):
+        drop.loss_terms({"pde": data["pde"]})
 
 
 def test_formulas_show_the_jets_and_the_chain_rule():
