@@ -366,6 +366,40 @@ def test_refusals_name_the_call_and_the_product():
         two.hessian_vector([X[:, :2], X[:, 1:]], T, {})
 
 
+def test_missing_targets_or_vector_are_named():
+    """input_grad(X, None) said "T must hold real numbers, got dtype object", and
+    hessian_vector(X, v) read the dict v as T with the same message."""
+    model = chain("tanh")
+    X, T = data()
+    v = {k: np.ones(p.shape) for k, p in model.params.items()}
+    with pytest.raises(ValueError, match=r"^model.input_grad\(X, T\): the targets T are "
+                       "missing"):
+        model.input_grad(X, None)
+    for what in ("hessian_vector", "gauss_newton_vector"):
+        call = getattr(model, what)
+        with pytest.raises(ValueError, match=rf"^model.{what}\(X, T, v\): the targets T are "
+                           r"missing \(the dict of parameters .* is read as T\)"):
+            call(X, v)
+        with pytest.raises(ValueError, match=rf"^model.{what}\(X, T, v\): the vector v .* "
+                           "is missing"):
+            call(X, T)
+
+
+@pytest.mark.parametrize("bad", ["X", "T"])
+def test_hessian_vector_refuses_nan_or_inf_data(bad):
+    """H·v sums over every row: one NaN in X made all of it NaN, silently; refused as
+    model.loss refuses it, naming the row (input_grad and jacobian keep NaN in that
+    row, test_a_nan_input_gives_nan_derivatives_in_its_row_only)."""
+    model = chain("tanh")
+    X, T = data()
+    (X if bad == "X" else T)[2, 1] = np.nan if bad == "X" else np.inf
+    v = {k: np.ones(p.shape) for k, p in model.params.items()}
+    for what in ("hessian_vector", "gauss_newton_vector"):
+        with pytest.raises(ValueError, match=rf"^{bad} holds NaN or inf in 1 row\(s\), first "
+                           rf"at row 2: model.{what} sums over every row"):
+            getattr(model, what)(X, T, v)
+
+
 # ------------------------------------------------------------------ PyTorch
 
 def _torch_forward(model, torch):

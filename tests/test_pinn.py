@@ -210,6 +210,13 @@ def test_errors(data):
     u = sn.Dense(1, name="u")(sn.Dropout(0.5)(sn.Dense(4, "tanh")(xy)))
     x, _ = sn.coords(xy, "x y")
     drop = sn.Network(xy, u, loss={"pde": (sn.d(u, x, x) - u) ** 2}).compile(dtype="float64")
+    v = {"W1": np.ones(m.params["W1"].shape)}
+    with pytest.raises(ValueError, match=r"^model.hessian_vector\(data, v\): the vector v is "
+                       "missing"):
+        m.hessian_vector(data)
+    with pytest.raises(ValueError, match=r"^model.hessian_vector\(data, v\): .* targets are "
+                       r"in data .* got three arguments"):
+        m.hessian_vector(data, data["data"][1], v)
     with pytest.raises(NotImplementedError, match="^loss term 'pde': its input derivatives "
                        "are not derived for networks with Dropout or BatchNorm"):
         drop.loss_terms({"pde": data["pde"]})

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import guards
 from ..backend.c import jets as jets_c
 from ..backend.c.jets import build_program_module, call_kernel
 from ..derive import jets
@@ -369,6 +370,11 @@ def hessian_vector(model, X, T, v, gauss_newton: bool = False) -> dict:
     X = _vector_input(model, X, what)
     k = _kernels(model, "grad", what)    # a network it is not derived for: said first
     T = _targets(model, T, X.shape[0])
+    # refused as loss refuses them: the product sums over every row, so one NaN made
+    # all of it NaN (input_grad and jacobian give NaN in that row only)
+    after = f"{what} sums over every row, so nothing is computed from it"
+    guards.finite(X, "X", after)
+    guards.finite(T, "T", after)
     vec = flat_vector(model, v)
     _, _, _, hv = k.call("sn_gnvp" if gauss_newton else "sn_hvp", X, T,
                          scale=1.0 / X.shape[0], vec=vec)
