@@ -476,6 +476,38 @@ def test_against_torch_func(name):
         close(got[k], gv[k])
 
 
+def test_gauss_newton_of_bce_on_a_sigmoid_is_in_output_space():
+    """docs/derivatives.md: J includes the output activation, H_L = ∂²bce/∂o²; the
+    logit-space form J_zᵀ·σ(1 − σ)·J_z is another matrix.  Against torch.autograd."""
+    torch = pytest.importorskip("torch")
+    from torch.autograd.functional import hvp, jvp, vjp
+    rng = np.random.default_rng(0)
+    X, T = rng.normal(size=(5, 3)), rng.integers(0, 2, size=(5, 1)).astype(float)
+    m = sn.Network(sn.Input(3), sn.Dense(4, "tanh"), sn.Dense(1, "sigmoid"),
+                   loss="bce").compile(dtype="float64", seed=2)
+    names = list(m.params)
+    P = tuple(torch.tensor(m.params[k], dtype=torch.float64) for k in names)
+    v = {k: rng.normal(size=p.shape) for k, p in m.params.items()}
+    vt = tuple(torch.tensor(v[k]) for k in names)
+    Xt, Tt = torch.tensor(X), torch.tensor(T)
+
+    def logits(*ps):
+        d = dict(zip(names, ps))
+        return torch.tanh(Xt @ d["W1"].T + d["b1"]) @ d["W2"].T + d["b2"]
+
+    def gn(f, loss):
+        out, Jv = jvp(f, P, vt)
+        return vjp(f, P, hvp(loss, out, Jv)[1])[1]
+
+    want = gn(lambda *ps: torch.sigmoid(logits(*ps)),
+              lambda o: (-(Tt * torch.log(o) + (1 - Tt) * torch.log(1 - o))).mean())
+    other = gn(logits, lambda z: torch.nn.functional.binary_cross_entropy_with_logits(z, Tt))
+    got = m.gauss_newton_vector(X, T, v)
+    for k, w, o in zip(names, want, other):
+        np.testing.assert_allclose(got[k], w.numpy(), rtol=1e-10, atol=1e-13)
+    assert max(np.abs(w.numpy() - o.numpy()).max() for w, o in zip(want, other)) > 1e-3
+
+
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_a_nan_input_gives_nan_derivatives_in_its_row_only(dtype):
     """The jets' tanh in double read NaN as 1 (its select was |x| < 22): the Jacobian at
