@@ -221,6 +221,88 @@ def test_float32_close_to_float64():
                                atol=1e-5)
 
 
+@pytest.mark.parametrize("act", ["elu", "gauss"])
+def test_float32_with_exp_in_the_activation(act):
+    """The float printer writes exp as sn_expf (templates/expf.c.j2): the jets' module
+    once lacked it ("undefined symbol: sn_expf").  Checked against central differences
+    of the float64 network's forward pass, loss and gradient."""
+    import sympy
+    a = "elu" if act == "elu" else (lambda z: sympy.exp(-z ** 2))
+    make = lambda dtype: sn.Network(sn.Input(3), sn.Dense(5, a), sn.Dense(1),   # noqa: E731
+                                    loss="mse").compile(dtype=dtype, seed=1)
+    m32, m64 = make("float32"), make("float64")
+    randomize(m64)
+    for k in m64.params:
+        m32.params[k] = m64.params[k]
+    X, T = data(n_out=1)
+    X[X == 0] = 0.1                                   # elu's kink at 0 stays away
+
+    def u(x):                                         # the output at one point
+        return m64.forward(x[None])[0, 0]
+
+    J = np.stack([_central(u, x) for x in X])
+    np.testing.assert_allclose(m32.jacobian(X)[:, 0], J, rtol=1e-4, atol=1e-5)
+    H = np.stack([_central(lambda y: _central(u, y, 1e-4), x, 1e-4) for x in X])
+    np.testing.assert_allclose(m32.hessian(X), H, rtol=1e-3, atol=1e-4)
+    gx = _central(lambda x: m64.loss(x, T), X)
+    np.testing.assert_allclose(m32.input_grad(X, T), gx, rtol=1e-4, atol=1e-5)
+    v = {k: np.ones(p.shape) for k, p in m64.params.items()}
+    theta = {k: np.array(p) for k, p in m64.params.items()}
+    grads = []
+    for s in (+1, -1):
+        for k in theta:
+            m64.params[k] = theta[k] + s * 1e-5 * v[k]
+        grads.append(m64.loss_and_grad(X, T)[1])
+    got = m32.hessian_vector(X, T, v)
+    for k in theta:
+        np.testing.assert_allclose(got[k], (grads[0][k] - grads[1][k]) / 2e-5,
+                                   rtol=1e-3, atol=1e-4)
+
+
+def _kinks():
+    import sympy
+    o, t = sympy.symbols("o t")
+    huber = sympy.Piecewise(((o - t) ** 2 / 2, sympy.Abs(o - t) < 1),
+                            (sympy.Abs(o - t) - sympy.Rational(1, 2), True))
+    return {"abs_loss": ("tanh", sympy.Abs(o - t)), "huber_loss": ("tanh", huber),
+            "logcosh_loss": ("tanh", sympy.log(sympy.cosh(o - t))),
+            "softsign": (lambda z: z / (1 + sympy.Abs(z)), "mse"),
+            "max_squared": (lambda z: sympy.Max(z, 0) ** 2, "mse")}
+
+
+@pytest.mark.parametrize("name", sorted(_kinks()))
+def test_kinks_second_derivatives_away_from_the_kink(name):
+    """|a|, Max and Piecewise have a DiracDelta in their second derivative (sympy's
+    form, which no C spells: H·v and the Hessian failed to print) and the jet of
+    |F(s)| was written with re(F) (model.hessian raised StopIteration).  The delta is
+    0 away from the kink: H·v against central differences of the network's own
+    gradient, the input Hessian against central differences of forward."""
+    act, loss = _kinks()[name]
+    m = sn.Network(sn.Input(3), sn.Dense(4, act), sn.Dense(1), loss=loss).compile(
+        dtype="float64", seed=0)
+    randomize(m)
+    X, T = data(n=5, n_out=1)
+    rng = np.random.default_rng(3)
+    v = {k: rng.normal(size=p.shape) for k, p in m.params.items()}
+    theta = {k: np.array(p) for k, p in m.params.items()}
+    grads = []
+    for s in (+1, -1):
+        for k in theta:
+            m.params[k] = theta[k] + s * 1e-6 * v[k]
+        grads.append(m.loss_and_grad(X, T)[1])
+    for k in theta:
+        m.params[k] = theta[k]
+    got = m.hessian_vector(X, T, v)
+    for k in theta:
+        np.testing.assert_allclose(got[k], (grads[0][k] - grads[1][k]) / 2e-6,
+                                   rtol=1e-6, atol=1e-8)
+    if "loss" not in name:
+        def u(x):
+            return m.forward(x[None])[0, 0]
+        H = np.stack([_central(lambda y: _central(u, y, 1e-4), x, 1e-4) for x in X])
+        np.testing.assert_allclose(m.hessian(X), H, rtol=1e-6, atol=1e-7)
+
+
 def test_errors():
     model = chain("tanh")
     X, T = data()
@@ -232,6 +314,90 @@ def test_errors():
         model.hessian_vector(X, T, {"W1": np.zeros(3)})
     with pytest.raises(ValueError, match="columns"):
         model.jacobian(np.zeros((2, 4)))
+
+
+def test_refusals_name_the_call_and_the_product():
+    """hessian_vector, gauss_newton_vector and fit(method='newton_cg') on networks the
+    jets do not cover said "model.input_grad: input derivatives need ..." (input_grad
+    works there), "symbol b of its formula is not known" for Dropout, or rejected the
+    class labels of a softmax cross-entropy as targets of the wrong shape."""
+    rng = np.random.default_rng(0)
+    X, T = rng.normal(size=(6, 4)), rng.normal(size=(6, 1))
+    ln = sn.Network(sn.Input(4), sn.Dense(4, "tanh"), sn.LayerNorm(), sn.Dense(1),
+                    loss="mse").compile(dtype="float64", seed=0)
+    v = {"W1": np.ones((4, 4))}
+    layer = r"not derived for layer 'H2_mean' .*: its sums are not all contractions"
+    with pytest.raises(NotImplementedError, match=r"^model.hessian_vector: the parameter "
+                       r"Hessian-vector product is " + layer):
+        ln.hessian_vector(X, T, v)
+    with pytest.raises(NotImplementedError, match=r"^model.gauss_newton_vector: the "
+                       r"Gauss–Newton product is " + layer):
+        ln.gauss_newton_vector(X, T, v)
+    before = ln.theta.copy()
+    with pytest.raises(NotImplementedError, match=r"^fit\(method='newton_cg'\): the "
+                       r"parameter Hessian-vector product .*" + layer + r".*'lbfgs'"):
+        ln.fit(X, T, method="newton_cg", epochs=2)
+    assert np.array_equal(ln.theta, before)
+    conv = sn.Network(sn.Input((1, 4, 4)), sn.Conv2d(2, 3, activation="tanh"), sn.Flatten(),
+                      sn.Dense(1), loss="mse").compile(dtype="float64", seed=0)
+    with pytest.raises(NotImplementedError, match=r"^fit\(method='newton_cg'\): .* not "
+                       r"derived for this network: .* one vector input .*, and it has input "
+                       r"'I' of shape \(1, 4, 4\)"):
+        conv.fit(rng.normal(size=(6, 1, 4, 4)), T, method="newton_cg", epochs=2)
+    soft = sn.Network(sn.Input(4), sn.Dense(4, "tanh"), sn.Dense(3),
+                      loss="softmax_cross_entropy").compile(dtype="float64", seed=0)
+    labels = np.array([0, 1, 2, 1, 0, 2])
+    with pytest.raises(NotImplementedError, match=r"^model.hessian_vector: .* not derived "
+                       r"for loss 'softmax_cross_entropy' of output 'O': it couples"):
+        soft.hessian_vector(X, labels, {"W1": np.ones((4, 4))})
+    drop = sn.Network(sn.Input(4), sn.Dense(4, "tanh"), sn.Dropout(0.5), sn.Dense(1),
+                      loss="mse").compile(dtype="float64", seed=0)
+    with pytest.raises(NotImplementedError, match=r"^model.hessian: the input Hessian is not "
+                       r"derived for networks with Dropout or BatchNorm"):
+        drop.hessian(X)
+    with pytest.raises(NotImplementedError, match=r"^model.hessian_vector: .* Dropout or "
+                       r"BatchNorm"):
+        drop.hessian_vector(X, T, v)
+    A, B = sn.Input(2, name="A"), sn.Input(3, name="B")
+    two = sn.Network([A, B], sn.Dense(1)(sn.Concatenate()([A, B])), loss="mse").compile(
+        dtype="float64", seed=0)
+    with pytest.raises(NotImplementedError, match=r"^model.hessian_vector: .* it has inputs "
+                       r"'A' of shape \(2,\), 'B' of shape \(3,\)$"):
+        two.hessian_vector([X[:, :2], X[:, 1:]], T, {})
+
+
+def test_missing_targets_or_vector_are_named():
+    """input_grad(X, None) said "T must hold real numbers, got dtype object", and
+    hessian_vector(X, v) read the dict v as T with the same message."""
+    model = chain("tanh")
+    X, T = data()
+    v = {k: np.ones(p.shape) for k, p in model.params.items()}
+    with pytest.raises(ValueError, match=r"^model.input_grad\(X, T\): the targets T are "
+                       "missing"):
+        model.input_grad(X, None)
+    for what in ("hessian_vector", "gauss_newton_vector"):
+        call = getattr(model, what)
+        with pytest.raises(ValueError, match=rf"^model.{what}\(X, T, v\): the targets T are "
+                           r"missing \(the dict of parameters .* is read as T\)"):
+            call(X, v)
+        with pytest.raises(ValueError, match=rf"^model.{what}\(X, T, v\): the vector v .* "
+                           "is missing"):
+            call(X, T)
+
+
+@pytest.mark.parametrize("bad", ["X", "T"])
+def test_hessian_vector_refuses_nan_or_inf_data(bad):
+    """H·v sums over every row: one NaN in X made all of it NaN, silently; refused as
+    model.loss refuses it, naming the row (input_grad and jacobian keep NaN in that
+    row, test_a_nan_input_gives_nan_derivatives_in_its_row_only)."""
+    model = chain("tanh")
+    X, T = data()
+    (X if bad == "X" else T)[2, 1] = np.nan if bad == "X" else np.inf
+    v = {k: np.ones(p.shape) for k, p in model.params.items()}
+    for what in ("hessian_vector", "gauss_newton_vector"):
+        with pytest.raises(ValueError, match=rf"^{bad} holds NaN or inf in 1 row\(s\), first "
+                           rf"at row 2: model.{what} sums over every row"):
+            getattr(model, what)(X, T, v)
 
 
 # ------------------------------------------------------------------ PyTorch
@@ -308,6 +474,38 @@ def test_against_torch_func(name):
     got = model.gauss_newton_vector(X, T, v)
     for k in v:
         close(got[k], gv[k])
+
+
+def test_gauss_newton_of_bce_on_a_sigmoid_is_in_output_space():
+    """docs/derivatives.md: J includes the output activation, H_L = ∂²bce/∂o²; the
+    logit-space form J_zᵀ·σ(1 − σ)·J_z is another matrix.  Against torch.autograd."""
+    torch = pytest.importorskip("torch")
+    from torch.autograd.functional import hvp, jvp, vjp
+    rng = np.random.default_rng(0)
+    X, T = rng.normal(size=(5, 3)), rng.integers(0, 2, size=(5, 1)).astype(float)
+    m = sn.Network(sn.Input(3), sn.Dense(4, "tanh"), sn.Dense(1, "sigmoid"),
+                   loss="bce").compile(dtype="float64", seed=2)
+    names = list(m.params)
+    P = tuple(torch.tensor(m.params[k], dtype=torch.float64) for k in names)
+    v = {k: rng.normal(size=p.shape) for k, p in m.params.items()}
+    vt = tuple(torch.tensor(v[k]) for k in names)
+    Xt, Tt = torch.tensor(X), torch.tensor(T)
+
+    def logits(*ps):
+        d = dict(zip(names, ps))
+        return torch.tanh(Xt @ d["W1"].T + d["b1"]) @ d["W2"].T + d["b2"]
+
+    def gn(f, loss):
+        out, Jv = jvp(f, P, vt)
+        return vjp(f, P, hvp(loss, out, Jv)[1])[1]
+
+    want = gn(lambda *ps: torch.sigmoid(logits(*ps)),
+              lambda o: (-(Tt * torch.log(o) + (1 - Tt) * torch.log(1 - o))).mean())
+    other = gn(logits, lambda z: torch.nn.functional.binary_cross_entropy_with_logits(z, Tt))
+    got = m.gauss_newton_vector(X, T, v)
+    for k, w, o in zip(names, want, other):
+        np.testing.assert_allclose(got[k], w.numpy(), rtol=1e-10, atol=1e-13)
+    assert max(np.abs(w.numpy() - o.numpy()).max() for w, o in zip(want, other)) > 1e-3
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])

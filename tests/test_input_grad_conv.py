@@ -167,10 +167,11 @@ def test_errors(conv, conv_data):
     with pytest.raises(ValueError, match="one output"):
         conv.hessian(X)
     one = conv_net(n_out=1)
-    with pytest.raises(NotImplementedError, match=r"model.hessian is derived for networks "
-                       r"with one vector input .* shape \(2, 6, 6\)"):
+    with pytest.raises(NotImplementedError, match=r"model.hessian: the input Hessian is not "
+                       r"derived .* one vector input .* shape \(2, 6, 6\)"):
         one.hessian(X)
-    with pytest.raises(NotImplementedError, match="model.hessian_vector is derived"):
+    with pytest.raises(NotImplementedError, match="model.hessian_vector: the parameter "
+                       "Hessian-vector product is not derived"):
         conv.hessian_vector(X, T, {})
     drop = sn.Network(sn.Input((1, 4, 4)), sn.Conv2d(2, 3), sn.Flatten(), sn.Dropout(0.5),
                       sn.Dense(1), loss="mse").compile(dtype="float64")

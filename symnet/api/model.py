@@ -13,6 +13,8 @@ model imports none of them (nor sympy).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
 from ..runtime import model as core
@@ -167,6 +169,9 @@ class Model(core.Model):
         network's own reverse pass for convolutions, tensor or several inputs, softmax
         cross-entropy; ``symnet.runtime.second_order``)."""
         self._no_terms("input_grad")
+        if T is None:
+            raise ValueError("model.input_grad(X, T): the targets T are missing (∂L/∂X is "
+                             "the gradient of the loss, which needs them)")
         from ..runtime.second_order import input_grad
         return input_grad(self, X, T)
 
@@ -181,21 +186,42 @@ class Model(core.Model):
         from ..runtime.second_order import hessian
         return hessian(self, X)
 
-    def hessian_vector(self, X, T, v=None) -> dict:
+    def hessian_vector(self, X, T=None, v=None) -> dict:
         """H·v, H the exact Hessian of the mean loss in the parameters, v a dict like
         ``params`` (R-operator of the compiled gradient, never finite differences).
         For a network with loss terms: ``hessian_vector(data, v)``, data as in ``fit``."""
         if getattr(self.network, "terms", None):
+            if v is not None:
+                raise ValueError("model.hessian_vector(data, v): this network's loss is its "
+                                 "terms, whose targets are in data ({'term': (X, T)}); got "
+                                 "three arguments (X, T, v)")
+            if T is None:
+                raise ValueError("model.hessian_vector(data, v): the vector v is missing")
             from ..runtime.pinn import terms_hessian_vector
-            return terms_hessian_vector(self, X, T if v is None else v)
+            return terms_hessian_vector(self, X, T)
+        T, v = self._targets_and_vector("hessian_vector", T, v)
         from ..runtime.second_order import hessian_vector
         return hessian_vector(self, X, T, v)
 
-    def gauss_newton_vector(self, X, T, v) -> dict:
+    def gauss_newton_vector(self, X, T=None, v=None) -> dict:
         """G·v with G = Jᵀ H_L J the Gauss–Newton matrix of the mean loss."""
         self._no_terms("gauss_newton_vector")
+        T, v = self._targets_and_vector("gauss_newton_vector", T, v)
         from ..runtime.second_order import hessian_vector
         return hessian_vector(self, X, T, v, gauss_newton=True)
+
+    def _targets_and_vector(self, what, T, v):
+        """(T, v) of ``model.<what>(X, T, v)``, or ValueError saying which is missing
+        (a dict of parameter names given as T is v with T forgotten)."""
+        call = f"model.{what}(X, T, v)"
+        if T is None:
+            raise ValueError(f"{call}: the targets T are missing")
+        if v is None:
+            if isinstance(T, Mapping) and T and set(T) <= set(self.params):
+                raise ValueError(f"{call}: the targets T are missing (the dict of "
+                                 f"parameters {sorted(T)} given second is read as T)")
+            raise ValueError(f"{call}: the vector v (a dict like model.params) is missing")
+        return T, v
 
     def loss_terms(self, data) -> dict:
         """For a network with loss terms: each term (mean over its points) and the

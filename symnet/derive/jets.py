@@ -18,6 +18,9 @@ op by op (``reverse``): Lin → Wᵀ·z̄ (``LinT``) and z̄ ⊗ a (``Outer``), 
 ā += (∂e/∂a)·ē with the partial derivatives from sympy.  The tangent of the
 whole program (forward and reverse) along a parameter direction v is derived
 the same way (``tangent``): that is the R-operator, R{∇L} = H·v exactly.
+Every derivative taken here goes through ``symnet.scalar.smooth.clean``: at a kink
+(|a|, Max, Min, Piecewise) the derivative of the step is 0, so the DiracDelta of
+a second derivative is 0 and H·v is the Hessian almost everywhere, as ReLU′(0) = 0.
 Dropping the tangents of the primal values inside the reverse part (keeping
 the loss's own second derivative) gives the Gauss–Newton product Jᵀ H_L J v.
 
@@ -34,6 +37,7 @@ import numpy as np
 import sympy as sp
 
 from ..ir import nodes as ir
+from ..scalar.smooth import clean
 
 # --------------------------------------------------------------- multi-indices
 
@@ -103,11 +107,13 @@ def jet_formula(phi: sp.Expr, functions: dict, alphas, n_coords: int):
 
 def _jet_formula(phi: sp.Expr, functions: dict, alphas, n_coords: int):
     s = sp.symbols(f"s0:{max(n_coords, 1)}", real=True)
-    funcs = {sym: sp.Function(f"F{k}")(*s) for k, sym in enumerate(functions)}
+    # real functions, as the symbols they stand for: |F|' is then sign(F)·F' (for a
+    # complex F sympy writes it with re(F) and im(F), which are not F's jets)
+    funcs = {sym: sp.Function(f"F{k}", real=True)(*s) for k, sym in enumerate(functions)}
     body = phi.xreplace(funcs)
     out = {}
     for alpha in alphas:
-        e = sp.diff(body, *[s[c] for c in alpha]) if alpha else body
+        e = clean(sp.diff(body, *[s[c] for c in alpha])) if alpha else body
         repl = {}
         for d in e.atoms(sp.Derivative):
             sym = next(k for k, f in funcs.items() if f == d.expr)
@@ -211,10 +217,27 @@ def _sym(name: str) -> sp.Symbol:
 
 
 class Unsupported(NotImplementedError):
-    """A layer or loss whose input derivatives are not derived (the message names it)."""
+    """A network, layer or loss the jets do not derive: ``subject`` names it,
+    ``reason`` says why; the caller says which call and which derivative
+    (``message``), e.g. "model.hessian_vector: the parameter Hessian-vector product
+    is not derived for layer 'H2_mean' (...): its sums are not contractions ..."."""
+
+    def __init__(self, subject: str, reason: str):
+        super().__init__(f"{subject}: {reason}")
+        self.subject, self.reason = subject, reason
+
+    def message(self, what: str, purpose: str) -> str:
+        """``purpose`` with its verb: "the input Hessian is", "its input derivatives are"."""
+        return f"{what}: {purpose} not derived for {self.subject}: {self.reason}"
 
 
-def forward_program(graph: ir.Graph, params: list, alphas, what: str = "this") -> tuple:
+def _inputs_text(graph: ir.Graph) -> str:
+    if len(graph.inputs) == 1:
+        return f"input {graph.inputs[0][0]!r} of shape {graph.in_shape}"
+    return "inputs " + ", ".join(f"{n!r} of width {w}" for n, w in graph.inputs)
+
+
+def forward_program(graph: ir.Graph, params: list, alphas) -> tuple:
     """The forward jets of every node for the multi-indices ``alphas`` (closed
     downwards).  Returns (program, jets) with jets[buffer][α] the name of the
     var holding ∂^α buffer (missing: identically zero)."""
@@ -225,9 +248,8 @@ def forward_program(graph: ir.Graph, params: list, alphas, what: str = "this") -
         prog.var(p["name"], int(np.prod(p["shape"])), kind="param", offset=p["offset"],
                  trainable=p.get("trainable", True))
     if len(graph.inputs) != 1 or len(graph.in_shape) != 1:
-        raise Unsupported(f"{what}: input derivatives need one vector input "
-                          f"(this network has inputs {[n for n, _ in graph.inputs]} of "
-                          f"shape {graph.in_shape})")
+        raise Unsupported("this network", "the jets are derived for networks of one "
+                          f"vector input, and it has {_inputs_text(graph)}")
     xname = graph.input_name
     jets = {xname: {(): prog.var(xname, graph.n_in, kind="X")}}
     for c in range(graph.n_in):
@@ -242,10 +264,9 @@ def _node_jets(prog: Program, node: ir.Node, jets: dict, alphas, offsets) -> dic
     name, n = node.name, node.n_out
     where = f"layer {name!r} ({node.label or node.kind})"
     if len(node.space) != 1:
-        raise Unsupported(f"{where}: input derivatives are derived for vector layers "
-                          "(Dense, sn.Layer with one contraction, Add, Multiply, "
-                          "Concatenate); this layer has tensor shape "
-                          f"{node.out_shape}")
+        raise Unsupported(where, f"it has tensor shape {node.out_shape}; the jets are "
+                          "derived for vector layers (Dense, sn.Layer with one "
+                          "contraction, Add, Multiply, Concatenate)")
     out = {}
     if node.kind == "concat":
         for a in alphas:
@@ -270,8 +291,9 @@ def _node_jets(prog: Program, node: ir.Node, jets: dict, alphas, offsets) -> dic
     functions, args_of = {}, {}
     for red in node.reductions:
         if red.contraction is None or red.op != "sum" or red.space:
-            raise Unsupported(f"{where}: input derivatives are derived for layers whose "
-                              "sums are contractions Σ_j W[i,j]·x[j]")
+            raise Unsupported(where, "its sums are not all contractions Σ_j W[i,j]·x[j]; "
+                              "the jets are derived for layers whose sums are (Dense, "
+                              "sn.Layer with one contraction, Add, Multiply, Concatenate)")
         src = node.red_input(red)
         W = red.contraction
         rj = {}
@@ -283,20 +305,20 @@ def _node_jets(prog: Program, node: ir.Node, jets: dict, alphas, offsets) -> dic
                 rj[a] = v
         functions[red.symbol] = rj
     if node.outer is None:
-        raise Unsupported(f"{where}: no element formula")
+        raise Unsupported(where, "it has no element formula")
     for sym in sorted(node.outer.free_symbols, key=str):
         if sym in functions:
             continue
         acc = node.symbols.get(sym)
         if acc is None:
-            raise Unsupported(f"{where}: symbol {sym} of its formula is not known")
+            raise Unsupported(where, f"symbol {sym} of its formula is not known")
         if acc.array in offsets and acc.index == (ir.OUT,):
             args_of[sym] = (acc.array, 0)
         elif acc.array in jets and acc.index == (ir.BATCH, ir.OUT):
             functions[sym] = dict(jets[acc.array])
         else:
-            raise Unsupported(f"{where}: element {sym} is neither per output nor read "
-                              "position-wise; its input derivatives are not derived")
+            raise Unsupported(where, f"element {sym} of its formula is neither per "
+                              "output nor read position-wise")
     syms = {}
     for k, (fsym, rj) in enumerate(functions.items()):
         for a, v in rj.items():
@@ -362,7 +384,7 @@ def _partials(exprs: list, syms: list, weights: list) -> list:
            tuple(sp.srepr(canon[x]) for x in list(syms) + list(weights)))
     if key not in _PARTIALS:
         cw = [canon[w] for w in weights]
-        _PARTIALS[key] = [sum((sp.diff(ex, canon[x]) * w for ex, w in zip(cex, cw)),
+        _PARTIALS[key] = [sum((clean(sp.diff(ex, canon[x])) * w for ex, w in zip(cex, cw)),
                               sp.S.Zero) for x in syms]
     undo = {v: k for k, v in canon.items()}
     return [e.xreplace(undo) for e in _PARTIALS[key]]
@@ -464,7 +486,7 @@ def tangent(prog: Program, ops: list, active: set, gauss_newton_from: int | None
             tsyms = {a[0]: _sym(f"t_{a[0].name}") for a in use}
             extra = []
             for ex in op.exprs:
-                e = sum((sp.diff(ex, a[0]) * tsyms[a[0]] for a in use), sp.S.Zero)
+                e = sum((clean(sp.diff(ex, a[0])) * tsyms[a[0]] for a in use), sp.S.Zero)
                 if not op.reduce and op.n > 1:
                     e = prog.reuse(e, extra)
                 exprs.append(e)
@@ -481,8 +503,7 @@ def tangent(prog: Program, ops: list, active: set, gauss_newton_from: int | None
 
 # ------------------------------------------------------------------ the loss
 
-def data_loss_ops(prog: Program, graph: ir.Graph, jets: dict, where: str = "loss",
-                  record=None) -> list:
+def data_loss_ops(prog: Program, graph: ir.Graph, jets: dict, record=None) -> list:
     """Σ over outputs of w_o · Σ_k ℓ_o(O[k], T[k]) for one example, as one summing op
     per output (``record``: one loss for every output, weight 1)."""
     tname = prog.var("T", graph.n_out, kind="T")
@@ -493,9 +514,9 @@ def data_loss_ops(prog: Program, graph: ir.Graph, jets: dict, where: str = "loss
         rec, w = (graph.losses[out], graph.weights[out]) if record is None else (record, 1)
         node = graph.node(out)
         if rec.element is None:
-            raise Unsupported(f"{where}: loss {rec.name!r} of output {out!r} couples the "
-                              "outputs; input derivatives are derived for element-wise "
-                              "losses (mse, bce, custom)")
+            raise Unsupported(f"loss {rec.name!r} of output {out!r}", "it couples the "
+                              "outputs; the jets are derived for element-wise losses "
+                              "(mse, bce, custom)")
         e = sp.Float(w) * rec.element(o_sym, t_sym, node.n_out) if w != 1 else \
             rec.element(o_sym, t_sym, node.n_out)
         ops.append(Elem([("L", 0)], [e],
@@ -556,13 +577,12 @@ def term_program(net, term, params) -> Program:
     forward jets it needs, then the term summed into L."""
     from ..scalar.primitives import loss as loss_record
     graph = net.graph()
-    where = f"loss term {term.name!r}"
     if term.expr is None:
-        prog, jet = forward_program(graph, params, [()], where)
-        ops = data_loss_ops(prog, graph, jet, where, loss_record(term.loss))
+        prog, jet = forward_program(graph, params, [()])
+        ops = data_loss_ops(prog, graph, jet, loss_record(term.loss))
     else:
         alphas, table = _symbols(net, term)
-        prog, jet = forward_program(graph, params, alphas, where)
+        prog, jet = forward_program(graph, params, alphas)
         ops = term_ops(prog, graph, jet, term.expr, table)
     prog.ops = prog.ops + ops
     prog.jets = jet

@@ -44,10 +44,15 @@ class TermKernels:
         functions, self.terms = [], net.terms
         self.programs = {}
         for term in net.terms:
+            if model.stateful:
+                raise NotImplementedError(f"loss term {term.name!r}: its input derivatives "
+                                          "are not derived for networks with Dropout or "
+                                          "BatchNorm (a training mode)")
             try:
                 prog = jets.term_program(net, term, params)
             except jets.Unsupported as exc:
-                raise NotImplementedError(str(exc)) from None
+                raise NotImplementedError(exc.message(f"loss term {term.name!r}",
+                                                      "its input derivatives are")) from None
             fwd = prog.ops
             rev = jets.reverse(prog, active)
             self.programs[term.name] = (prog, fwd, rev)
@@ -142,7 +147,7 @@ def _after(what: str) -> str:
 class Objective:
     """The weighted loss, its gradient and H·v on flat parameter vectors."""
 
-    def __init__(self, model, data, what: str = "fit"):
+    def __init__(self, model, data, what: str = "fit", method: str | None = None):
         self.model = model
         self.terms = {}
         if getattr(model.network, "terms", None):
@@ -154,6 +159,15 @@ class Objective:
             self.kernels = None
             X, T = model._finite_data(*data, _after(what))
             self.terms["loss"] = (X, T, 1.0)
+            if method == "newton_cg":       # its H·v: refused before any step if not derived
+                from .second_order import _kernels, _vector_input
+                what = "fit(method='newton_cg')"
+                try:
+                    _vector_input(model, X, what)
+                    _kernels(model, "grad", what)
+                except NotImplementedError as exc:
+                    raise NotImplementedError(f"{exc}; fit(method='lbfgs') needs only the "
+                                              "gradient") from None
         self.last_terms = {}
         self.bar = None          # fit's Progress
 
@@ -233,7 +247,7 @@ def fit(model, data, method="sd", epochs=10, lr=0.1, optimizer="sgd", betas=None
                              f"search): the options {', '.join(bad)} do not apply")
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
-    obj = Objective(model, data)
+    obj = Objective(model, data, method=method)
     hist = History(method=method)
     hist.terms = {t: [] for t in obj.terms}
     t0 = time.perf_counter()

@@ -21,21 +21,37 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import guards
 from ..backend.c import jets as jets_c
 from ..backend.c.jets import build_program_module, call_kernel
 from ..derive import jets
 
 
-class Kernels:
-    """The compiled jets of one model for one purpose (see the module text)."""
+#: what each call derives, for the messages of the networks the jets do not cover
+PURPOSE = {"model.jacobian": "the Jacobian by the jets is",
+           "model.hessian": "the input Hessian is",
+           "model.input_grad": "∂L/∂X by the jets is",
+           "model.hessian_vector": "the parameter Hessian-vector product is",
+           "model.gauss_newton_vector": "the Gauss–Newton product is",
+           "fit(method='newton_cg')": "the parameter Hessian-vector product (Newton-CG's "
+                                      "H·v) is"}
 
-    def __init__(self, model, kind: str, alphas=None):
+
+class Kernels:
+    """The compiled jets of one model for one purpose (see the module text).
+    ``what``: the call they are built for, named in a refusal."""
+
+    def __init__(self, model, kind: str, what: str | None = None):
         self.model, self.kind = model, kind
         graph = model.network.graph()
         params = model.meta["params"]
         dtype = model.dtype.name
-        what = {"jacobian": "model.jacobian", "hessian": "model.hessian",
-                "grad": "model.input_grad"}.get(kind, kind)
+        what = what or {"jacobian": "model.jacobian", "hessian": "model.hessian",
+                        "grad": "model.input_grad"}[kind]
+        purpose = PURPOSE.get(what, "the jets are")
+        if model.stateful:
+            raise NotImplementedError(f"{what}: {purpose} not derived for networks with "
+                                      "Dropout or BatchNorm (a training mode)")
         n_in = graph.n_in
         if kind == "jacobian":
             alphas = [(c,) for c in range(n_in)]
@@ -44,9 +60,9 @@ class Kernels:
         else:
             alphas = [()]
         try:
-            prog, jet = jets.forward_program(graph, params, alphas, what)
+            prog, jet = jets.forward_program(graph, params, alphas)
         except jets.Unsupported as exc:
-            raise NotImplementedError(str(exc)) from None
+            raise NotImplementedError(exc.message(what, purpose)) from None
         self.program, self.jets = prog, jet
         functions = []
         if kind in ("jacobian", "hessian"):
@@ -65,9 +81,9 @@ class Kernels:
                                                              outputs)))
         else:
             try:
-                loss_ops = jets.data_loss_ops(prog, graph, jet, what)
+                loss_ops = jets.data_loss_ops(prog, graph, jet)
             except jets.Unsupported as exc:
-                raise NotImplementedError(str(exc)) from None
+                raise NotImplementedError(exc.message(what, purpose)) from None
             fwd = prog.ops + loss_ops
             prog.ops = fwd
             active = {p["name"] for p in params if p.get("trainable", True)}
@@ -202,19 +218,25 @@ def _jets_apply(model) -> bool:
 
 # ------------------------------------------------------------------ the calls
 
-def _kernels(model, kind: str) -> Kernels:
+def _kernels(model, kind: str, what: str | None = None) -> Kernels:
+    """The model's compiled jets of ``kind``, built once (``what``: the call, for a
+    refusal's message)."""
     cache = model.__dict__.setdefault("_jet_kernels", {})
     if kind not in cache:
-        cache[kind] = Kernels(model, kind)
+        cache[kind] = Kernels(model, kind, what)
     return cache[kind]
 
 
 def _vector_input(model, X, what: str):
     if len(model.network.inputs) != 1 or len(model.in_shape) != 1:
+        net = model.network
+        have = ", ".join(f"{n!r} of shape {tuple(x.shape)}"
+                         for n, x in zip(net.input_names, net.inputs))
         raise NotImplementedError(
-            f"{what} is derived for networks with one vector input (the jets; "
-            f"input_grad and jacobian also for others); this one has inputs "
-            f"{model.network.input_names} of shape {model.in_shape}")
+            f"{what}: {PURPOSE.get(what, 'this is')} not derived for this network: the "
+            f"jets are derived for networks of one vector input (input_grad and jacobian "
+            f"also for others), and it has input{'s' if len(net.inputs) > 1 else ''} "
+            f"{have}")
     return model.as_inputs(X)
 
 
@@ -346,9 +368,14 @@ def hessian_vector(model, X, T, v, gauss_newton: bool = False) -> dict:
     R-operator of the compiled gradient), or the Gauss–Newton Jᵀ·H_L·J·v."""
     what = "model.gauss_newton_vector" if gauss_newton else "model.hessian_vector"
     X = _vector_input(model, X, what)
+    k = _kernels(model, "grad", what)    # a network it is not derived for: said first
     T = _targets(model, T, X.shape[0])
+    # refused as loss refuses them: the product sums over every row, so one NaN made
+    # all of it NaN (input_grad and jacobian give NaN in that row only)
+    after = f"{what} sums over every row, so nothing is computed from it"
+    guards.finite(X, "X", after)
+    guards.finite(T, "T", after)
     vec = flat_vector(model, v)
-    k = _kernels(model, "grad")
     _, _, _, hv = k.call("sn_gnvp" if gauss_newton else "sn_hvp", X, T,
                          scale=1.0 / X.shape[0], vec=vec)
     return as_dict(model, hv)

@@ -130,10 +130,13 @@ static inline double sn_tanh(double x)
 }
 """
 
-def tanh32() -> str:
-    """The network's own float tanh (templates/tanhf.c.j2): the jets use the same one."""
+def float32_functions() -> str:
+    """The network's own float exp and tanh (templates/expf.c.j2, tanhf.c.j2): the
+    float printer (``symnet.scalar.cprint``) writes exp as sn_expf and tanh as sn_tanhf,
+    and the jets use the same ones."""
     from .build import template_dir
-    return (template_dir() / "tanhf.c.j2").read_text() + "\n"
+    return "".join((template_dir() / f).read_text() + "\n"
+                   for f in ("expf.c.j2", "tanhf.c.j2"))
 
 #: examples per block at most, and the bytes of per-example storage one thread's
 #: block may take (B: the largest multiple of the lanes within both, at least the
@@ -1071,7 +1074,7 @@ def build_program_module(functions: list, dtype: str, tag: str):
     real = _ffi_dtype(dtype)
     src = PRELUDE.format(real=real, f="f" if real == "float" else "",
                          vl=8 if real == "float" else 4)
-    src += tanh32() if real == "float" else TANH64
+    src += float32_functions() if real == "float" else TANH64
     src += "\n".join(text for _, text in functions)
     cdef = "\n".join(SIGNATURE.format(name=name).replace("real", real) for name, _ in functions)
     key = build.build_key("jets", tag, src, cdef)
