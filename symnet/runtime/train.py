@@ -217,6 +217,8 @@ def _prepare(model, X, T, method, epochs, batch_size, lr, seed, validation_data,
         val = user_layout(model, Xv, Tv)
     if validation_data is not None:
         val = user_layout(model, *checked_validation(model, validation_data))
+    if model.stateful:       # BatchNorm's batches, before anything changes
+        model.check_fit_batches(method, X.shape[0], batch_size)
     if seed is not None:
         seed = guards.seed(seed, "fit")
     opt = optimizer_for(model, *optimizer, fresh=reset_optimizer)
