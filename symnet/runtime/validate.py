@@ -73,6 +73,17 @@ class ArrayChecks:
                 out.append((app, *starts[id(app.input)]))
         return out
 
+    def _bounded_targets(self) -> list:
+        """(first column in T, width, output name) for each output whose loss takes
+        targets in [0, 1] (bce)."""
+        net, out, col = self.network, [], 0
+        for name, o, loss in zip(net.output_names, net.outputs, net.loss_names):
+            width = int(np.prod(net._shapes[id(o)]))
+            if loss == "bce":
+                out.append((col, width, name))
+            col += width
+        return out
+
     def _inputs_as_rows(self, X):
         net = self.network
         if len(net.inputs) == 1:
@@ -119,8 +130,8 @@ class ArrayChecks:
             if len(self.out_shape) > 1:
                 out = net.output_names[0]
                 T = self._tensor(T, what, self.out_shape, f"output layer {out!r}")
-            from .targets import labels_or_rows
-            return labels_or_rows(self, T, batch, what)
+            from .targets import in_range, labels_or_rows
+            return in_range(self, labels_or_rows(self, T, batch, what), what)
         elif isinstance(T, np.ndarray) and T.ndim == 2 and T.shape[1] == self.n_out:
             T = self.as_matrix(T, "T", self.n_out, "the outputs side by side")
         else:
@@ -141,7 +152,8 @@ class ArrayChecks:
         if T.shape[0] != batch:
             raise ValueError(f"T has {T.shape[0]} rows but X has {batch}: one target row "
                              "per example is needed")
-        return T
+        from .targets import in_range
+        return in_range(self, T, what)
 
     def _finite_data(self, X, T, after: str):
         """(X, T) as checked rows, with ValueError for NaN or inf in either."""
