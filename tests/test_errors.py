@@ -33,6 +33,27 @@ def test_wrong_rank(model):
         model.loss_and_grad(np.zeros((2, 3)), np.zeros((2, 2, 1)))
 
 
+def test_a_one_axis_array_is_pointed_to_the_layout_its_length_fits(model):
+    """X[None, :] only where the length is the input's width; a column of N examples
+    for an input of width 1; (N,) targets are for one output or class labels."""
+    column = sn.Network(sn.Input(1, name="I"), sn.Dense(1), loss="mse").compile(
+        dtype="float64", seed=0)
+    with pytest.raises(ValueError, match=r"^X must be 2-D \(batch, 1\) for input layer 'I', "
+                                         r"got shape \(50,\); for a column of N examples "
+                                         r"use X\[:, None\] \(or X\.reshape\(-1, 1\)\)$"):
+        column.fit(np.zeros(50), np.zeros(50), epochs=1, progress=False)
+    with pytest.raises(ValueError, match=r"got shape \(5,\)$"):     # neither: no advice
+        model.forward(np.zeros(5))
+    with pytest.raises(ValueError, match=r"^T must be 2-D \(batch, 2\) for output layer 'O' "
+                                         r"\(loss mse\), got shape \(30,\): targets of shape "
+                                         r"\(N,\) are taken for a network with one output and "
+                                         r"as class labels for a softmax cross-entropy$"):
+        model.fit(np.zeros((30, 3)), np.zeros(30), epochs=1, progress=False)
+    with pytest.raises(ValueError, match=r"got shape \(2,\): .*; for one example use "
+                                         r"T\[None, :\]$"):
+        model.loss(np.zeros((1, 3)), np.zeros(2))
+
+
 def test_empty_batch(model):
     with pytest.raises(ValueError, match="empty batch"):
         model.forward(np.zeros((0, 3)))

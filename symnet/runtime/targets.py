@@ -60,6 +60,13 @@ def labels_or_rows(model, T, batch: int, what: str = "T"):
             return _labels(model, arr.reshape(-1), batch, what, owner)
         if model.n_out == 1 and arr.dtype.kind in "biuf":
             arr = arr.reshape(-1, 1)
+        elif arr.ndim == 1 and arr.dtype.kind in "biuf":
+            one = f"; for one example use {what}[None, :]" if arr.shape[0] == model.n_out \
+                else ""
+            raise ValueError(f"{what} must be 2-D (batch, {model.n_out}) for {owner} "
+                             f"(loss {model.network.loss_name}), got shape {arr.shape}: "
+                             "targets of shape (N,) are taken for a network with one output "
+                             f"and as class labels for a softmax cross-entropy{one}")
     elif arr.ndim == 2 and arr.shape[1] != model.n_out and arr.dtype.kind in "biuf":
         raise ValueError(f"{what} has {arr.shape[1]} columns but {owner} has {model.n_out}: "
                          f"expected shape (batch, {model.n_out}), got {arr.shape}; for this "

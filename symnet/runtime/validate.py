@@ -41,7 +41,12 @@ class ArrayChecks:
         if arr.dtype.kind not in "biuf":
             raise ValueError(f"{what} must hold real numbers, got dtype {arr.dtype}")
         if arr.ndim != 2:
-            hint = f"; for one example use {what}[None, :]" if arr.ndim == 1 else ""
+            hint = ""
+            if arr.ndim == 1 and width == 1:      # a column of N examples
+                hint = f"; for a column of N examples use {what}[:, None] (or " \
+                       f"{what}.reshape(-1, 1))"
+            elif arr.ndim == 1 and arr.shape[0] == width:
+                hint = f"; for one example use {what}[None, :]"
             raise ValueError(f"{what} must be 2-D (batch, {width}) for {owner}, "
                              f"got shape {arr.shape}{hint}")
         if arr.shape[1] != width:
