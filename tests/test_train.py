@@ -480,6 +480,18 @@ def test_bad_shapes_are_refused(xor64):
         xor64.fit(X, T, lr="fast", progress=False)
 
 
+@pytest.mark.parametrize("Xv, Tv, match", [
+    (np.zeros((3, 3)), np.zeros(3), r"^validation X has 3 columns but input layer 'I' has 2"),
+    (np.zeros(3), np.zeros(3), r"^validation X must be 2-D \(batch, 2\)"),
+    (np.zeros((3, 2)), np.zeros(2), r"^validation T has 2 rows but validation X has 3"),
+    (np.zeros((3, 2)), np.zeros((3, 4)), r"^validation T has 4 columns but output layer 'O'"),
+], ids=["X-width", "X-rank", "T-rows", "T-width"])
+def test_bad_shapes_of_the_validation_data_are_named_so(xor64, Xv, Tv, match):
+    X, T = datasets.xor()
+    with pytest.raises(ValueError, match=match):
+        xor64.fit(X, T, validation_data=(Xv, Tv), progress=False)
+
+
 def test_no_warning_when_training_is_fine(xor64):
     X, T = datasets.xor()
     with warnings.catch_warnings():

@@ -107,10 +107,16 @@ def in_range(model, T: np.ndarray, what: str = "T") -> np.ndarray:
     return T
 
 
+def inputs_name(what: str) -> str:
+    """The X that the targets ``what`` go with, for messages: "validation X" for
+    "validation T"."""
+    return what[:-1] + "X" if what.endswith("T") else "X"
+
+
 def _rows(T, batch, what):
     if T.shape[0] != batch:
-        raise ValueError(f"{what} has {T.shape[0]} rows but X has {batch}: one target per "
-                         "example is needed")
+        raise ValueError(f"{what} has {T.shape[0]} rows but {inputs_name(what)} has {batch}: "
+                         "one target per example is needed")
 
 
 def one_hot(T, n: int, what: str, owner: str):

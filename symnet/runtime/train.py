@@ -193,7 +193,7 @@ def checked_validation(model, validation_data):
     """(X_val as the model's rows, T_val as rows) from fit's ``validation_data``."""
     if not (isinstance(validation_data, (tuple, list)) and len(validation_data) == 2):
         raise ValueError("validation_data must be a pair (X_val, T_val)")
-    Xv = model.as_inputs(validation_data[0])
+    Xv = model.as_inputs(validation_data[0], "validation X")
     Tv = model.as_targets(validation_data[1], Xv.shape[0], "validation T")
     _finite(Xv, "validation X")
     _finite(Tv, "validation T")
