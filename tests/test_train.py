@@ -463,6 +463,10 @@ def test_progress_bar_with_tqdm(xor64, capsys):
     ({"validation_data": np.zeros((2, 2))}, "validation_data must be a pair"),
     ({"seed": "a"}, "^fit: seed must be an integer ≥ 0, got 'a'$"),
     ({"seed": -3}, "^fit: seed must be an integer ≥ 0, got -3$"),
+    ({"shuffle": "no"}, "^shuffle must be True or False, got 'no'$"),
+    ({"shuffle": None}, "^shuffle must be True or False, got None$"),
+    ({"validation_split": np.True_}, r"^validation_split must be a fraction in \(0, 1\)"),
+    ({"validation_split": np.float32(1.5)}, r"^validation_split must be a fraction in"),
 ])
 def test_bad_arguments_are_refused(xor64, kw, match):
     X, T = datasets.xor()
@@ -470,6 +474,19 @@ def test_bad_arguments_are_refused(xor64, kw, match):
     with pytest.raises(ValueError, match=match):
         xor64.fit(X, T, **kw, progress=False)
     np.testing.assert_array_equal(before, xor64.theta)
+
+
+def test_numpy_scalars_are_taken_for_validation_split_and_shuffle(reg64, data):
+    """np.float32(0.25) is the fraction 0.25 (the last 0.25 of the rows held out),
+    np.False_ is False: the same History as Python's float and bool."""
+    X, T = data
+    runs = []
+    for split, shuffle in ((0.2, False), (np.float32(0.2), np.False_)):
+        reg64.init_params(0)
+        hist = reg64.fit(X, T, epochs=2, batch_size=3, lr=0.05, validation_split=split,
+                         shuffle=shuffle, progress=False)
+        runs.append((hist.loss, hist.val_loss, hist.steps_per_epoch))
+    assert runs[0] == runs[1] and runs[0][2] == [3, 3]     # 8 training rows, batches of 3
 
 
 def test_bad_shapes_are_refused(xor64):

@@ -21,6 +21,7 @@ True
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy as np
 
@@ -74,9 +75,10 @@ def check_callbacks(callbacks) -> list:
 def split(X: np.ndarray, T: np.ndarray, fraction):
     """(X, T, X_val, T_val): the last ``fraction`` of the rows held out, as Keras does
     (before any shuffling; shuffle the data first if its order means something)."""
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) \
-            or not 0 < fraction < 1:
+    if isinstance(fraction, bool) or not isinstance(fraction, numbers.Real) \
+            or not 0 < fraction < 1:     # numbers.Real: numpy's floats and ints too
         raise ValueError(f"validation_split must be a fraction in (0, 1), got {fraction!r}")
+    fraction = float(fraction)
     n = X.shape[0]
     n_val = int(round(n * fraction))
     if n_val < 1 or n_val >= n:

@@ -65,6 +65,14 @@ def _positive_int(name: str, value) -> int:
     return int(value)
 
 
+def _boolean(name: str, value) -> bool:
+    """True or False (numpy's bool too); anything else refused, not read as its truth
+    value (shuffle="no" is truthy)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
 def _finite(A: np.ndarray, what: str):
     guards.finite(A, what)
 
@@ -253,6 +261,7 @@ def fit(model, X, T, method="minibatch", epochs=10, batch_size=32, lr=0.1, shuff
     flags, are combined: ``Local()`` (the default, one process) or
     ``symnet.runtime.distributed.MPI(comm)``."""
     exchange = Local() if exchange is None else exchange
+    shuffle = _boolean("shuffle", shuffle)
     X, T, epochs, batch_size, schedule, val, opt, stopper, callbacks, rng = exchange.prepare(
         model, X, T, method, epochs, batch_size, lr, seed, shuffle, validation_data,
         validation_split, (optimizer, momentum, betas, eps, weight_decay, clip_norm),
