@@ -284,7 +284,7 @@ def fit(model, X, T, method="minibatch", epochs=10, batch_size=32, lr=0.1, shuff
                     hist.stopped = "interrupted"
                     break
                 asked = [bool(cb(hist)) for cb in callbacks]     # every callback, every epoch
-                if stopper is not None and stopper.after_epoch(model, hist):
+                if stopper is not None and stopper.after_epoch(model, hist, run.measured()):
                     hist.stopped = "early_stopping"           # the same History everywhere
                     break
                 if exchange.any(any(asked)):                  # any process's callback
