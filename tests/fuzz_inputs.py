@@ -5,7 +5,8 @@ crash of the process shows up as a failed test (tests/test_properties.py).
 
 Oracle: each call either returns what the same numbers give as a plain
 C-contiguous array of the model's dtype, or raises ValueError; a well-formed
-input (real numbers, 2-D, right width, at least one row) never raises.
+input (real numbers, 2-D, right width, at least one row; targets in bce's [0, 1])
+never raises.
 """
 
 import sys
@@ -100,9 +101,11 @@ def fuzz(X, T, lr, which):
     assert (y is not None) == ok_x, (X, y)
     if ok_x:
         np.testing.assert_array_equal(y, m.forward(canonical(X, m.dtype)))
-    # loss, loss_and_grad and step refuse NaN or inf (in the model's dtype) with ValueError
+    # loss, loss_and_grad and step refuse NaN or inf (in the model's dtype) with ValueError,
+    # and targets outside bce's [0, 1]
     ok_t = ok_t and bool(np.isfinite(canonical(X, m.dtype)).all()
-                         and np.isfinite(canonical(T, m.dtype)).all())
+                         and np.isfinite(canonical(T, m.dtype)).all()
+                         and ((canonical(T, m.dtype) >= 0) & (canonical(T, m.dtype) <= 1)).all())
     loss = _call(m.loss, X, T)
     assert (loss is not None) == ok_t
     if ok_t:

@@ -157,9 +157,7 @@ def test_a_batch_of_one_in_training_is_refused_naming_the_layer():
     model, X, T = _setup("1d", seed=7)
     match = r"layer 'N' \(BatchNorm1d\): a batch of 1 example\(s\) has one value per channel"
     for call in (lambda: model.loss_and_grad(X[:1], T[:1]), lambda: model.loss(X[:1], T[:1]),
-                 lambda: model.step(X[:1], T[:1], lr=0.1),
-                 lambda: model.fit(X, T, method="sgd", epochs=1, progress=False),
-                 lambda: model.fit(X[:5], T[:5], batch_size=4, epochs=1, progress=False)):
+                 lambda: model.step(X[:1], T[:1], lr=0.1)):
         with pytest.raises(ValueError, match=match):
             call()
     assert model.forward(X[:1]).shape == (1, 3)        # evaluation takes one example
@@ -167,6 +165,32 @@ def test_a_batch_of_one_in_training_is_refused_naming_the_layer():
         sn.BatchNorm2d(momentum=0)
     with pytest.raises(ValueError, match=r"takes inputs of 3 axes"):
         sn.Network(sn.Input(4), sn.BatchNorm2d(), loss="mse")
+
+
+@pytest.mark.parametrize("kw, says", [
+    (dict(batch_size=6), r"with 7 examples and batch_size=6 the last minibatch of each "
+                         r"epoch would hold 1 example: use a batch_size for which "
+                         r"7 % batch_size != 1, e.g. 5, or drop one example"),
+    (dict(batch_size=1), r"batch_size=1 makes every batch one example"),
+    (dict(method="sgd"), r"method='sgd' takes one example per step: use "
+                         r"method='minibatch' with batch_size of 2 or more"),
+], ids=["short-last-minibatch", "batch_size-1", "sgd"])
+def test_fit_refuses_a_batch_of_one_before_its_first_step(kw, says):
+    """A batch of one in any step of the epoch (a short last minibatch, sgd) is refused
+    before the first step: the parameters, running statistics and optimizer unchanged."""
+    model, X, T = _setup("1d", seed=7, batch=7)
+    model.step(X, T, lr=0.1, optimizer="adam")                    # an optimizer state
+    before = {k: np.array(v) for k, v in model.params.items()}
+    moments = model.optimizer.s1.copy(), model.optimizer.t
+    with pytest.raises(ValueError, match=r"layer 'N' \(BatchNorm1d\): a batch of 1 example "
+                                         r"has one value per channel in training.*" + says):
+        model.fit(X, T, epochs=2, optimizer="adam", seed=0, progress=False, **kw)
+    for k, v in before.items():
+        np.testing.assert_array_equal(model.params[k], v, err_msg=k)
+    np.testing.assert_array_equal(model.optimizer.s1, moments[0])
+    assert model.optimizer.t == moments[1]
+    hist = model.fit(X, T, batch_size=5, epochs=2, progress=False)    # the suggested size
+    assert hist.steps_per_epoch == [2, 2]
 
 
 def test_summary_counts_the_sums_over_the_batch():

@@ -33,6 +33,27 @@ def test_wrong_rank(model):
         model.loss_and_grad(np.zeros((2, 3)), np.zeros((2, 2, 1)))
 
 
+def test_a_one_axis_array_is_pointed_to_the_layout_its_length_fits(model):
+    """X[None, :] only where the length is the input's width; a column of N examples
+    for an input of width 1; (N,) targets are for one output or class labels."""
+    column = sn.Network(sn.Input(1, name="I"), sn.Dense(1), loss="mse").compile(
+        dtype="float64", seed=0)
+    with pytest.raises(ValueError, match=r"^X must be 2-D \(batch, 1\) for input layer 'I', "
+                                         r"got shape \(50,\); for a column of N examples "
+                                         r"use X\[:, None\] \(or X\.reshape\(-1, 1\)\)$"):
+        column.fit(np.zeros(50), np.zeros(50), epochs=1, progress=False)
+    with pytest.raises(ValueError, match=r"got shape \(5,\)$"):     # neither: no advice
+        model.forward(np.zeros(5))
+    with pytest.raises(ValueError, match=r"^T must be 2-D \(batch, 2\) for output layer 'O' "
+                                         r"\(loss mse\), got shape \(30,\): targets of shape "
+                                         r"\(N,\) are taken for a network with one output and "
+                                         r"as class labels for a softmax cross-entropy$"):
+        model.fit(np.zeros((30, 3)), np.zeros(30), epochs=1, progress=False)
+    with pytest.raises(ValueError, match=r"got shape \(2,\): .*; for one example use "
+                                         r"T\[None, :\]$"):
+        model.loss(np.zeros((1, 3)), np.zeros(2))
+
+
 def test_empty_batch(model):
     with pytest.raises(ValueError, match="empty batch"):
         model.forward(np.zeros((0, 3)))
@@ -131,3 +152,47 @@ def test_reading_a_missing_parameter_lists_the_parameters(model):
         model.params["W9"]
     assert "W9" not in model.params and model.params.get("W9") is None
     assert "W1" in model.params and model.params.get("W1") is model.params["W1"]
+
+
+def test_bce_targets_outside_zero_one_are_refused_naming_the_output_and_row():
+    """bce's −t·log o − (1 − t)·log(1 − o) has no minimum for t outside [0, 1] (class
+    labels 0..2 trained to a negative loss): refused by every call that takes T, before
+    anything changes; 0/1 labels and probabilities are taken."""
+    model = sn.Network(sn.Input(3), sn.Dense(1, "sigmoid", name="P"),
+                       loss="bce").compile(dtype="float64", seed=0)
+    X, y = np.zeros((4, 3)), np.array([0, 1, 2, 1])
+    Ty = y[:, None].astype(np.float64)     # the layout of step's fast path
+    before = model.theta.copy()
+    match = (r"^T holds the targets of output layer 'P' \(loss bce\), which must be in "
+             r"\[0, 1\]: got 2 at row 2; class labels 0\.\.2 are the targets of a softmax "
+             r"cross-entropy: Dense\(3\) with loss='softmax_cross_entropy'")
+    for call in (lambda: model.fit(X, y, epochs=1, progress=False),
+                 lambda: model.fit(X, y, method="sd", epochs=1, progress=False),
+                 lambda: model.step(X, Ty, lr=0.1),
+                 lambda: model.step(X, y, lr=0.1, optimizer="adam"),
+                 lambda: model.loss(X, y), lambda: model.loss_and_grad(X, Ty),
+                 lambda: model.evaluate(X, y)):
+        with pytest.raises(ValueError, match=match):
+            call()
+    with pytest.raises(ValueError, match=r"^validation T holds the targets of output layer "
+                                         r"'P' \(loss bce\), which must be in \[0, 1\]: got "
+                                         r"-0\.5 at row 1$"):
+        model.fit(X, y.clip(0, 1), epochs=1, validation_data=(X[:2], [1, -0.5]),
+                  progress=False)
+    np.testing.assert_array_equal(model.theta, before)
+    model.loss(X, [0, 1, 0.25, 1.0])                     # probabilities are targets
+
+
+def test_bce_targets_of_one_output_among_several_are_checked_by_name():
+    I = sn.Input(3)
+    H = sn.Dense(4, "tanh")(I)
+    net = sn.Network(I, [sn.Dense(2, name="R")(H), sn.Dense(2, "sigmoid", name="B")(H)],
+                     loss={"R": "mse", "B": "bce"})
+    model = net.compile(dtype="float64", seed=0)
+    X, R = np.zeros((3, 3)), np.full((3, 2), 5.0)      # mse: any value
+    B = np.array([[0.0, 1.0], [1.0, 1.0], [1.0, 3.0]])
+    with pytest.raises(ValueError, match=r"^T holds the targets of output layer 'B' \(loss "
+                                         r"bce\), which must be in \[0, 1\]: got 3 at row 2, "
+                                         r"column 1$"):
+        model.loss(X, {"R": R, "B": B})
+    model.loss(X, {"R": R, "B": B.clip(0, 1)})

@@ -173,6 +173,42 @@ def test_early_stopping_restores_best_parameters():
         np.testing.assert_array_equal(m2.params[k], seen[-1][k])
 
 
+def test_restore_best_without_validation_data_gives_the_parameters_of_the_best_loss():
+    """sd's training loss of an epoch is measured before its one update: the parameters
+    put back are those before the best epoch's update, whose loss is min(hist.loss).  A
+    minibatch epoch's loss is a mean over its steps: the end of the best epoch is put back."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 3))
+    T = (X @ [1.0, -2.0, 0.5])[:, None]
+    m = sn.Network(sn.Input(3), sn.Dense(1), loss="mse").compile(dtype="float64", seed=0)
+    # a step size near sd's stability limit: the loss goes down once, then up
+    hist = m.fit(X, T, method="sd", epochs=60, lr=0.95, early_stopping=3, progress=False)
+    assert hist.stopped == "early_stopping" and 1 < hist.best_epoch < hist.epochs
+    assert m.loss(X, T) == pytest.approx(min(hist.loss), rel=1e-12)
+
+    seen = []
+    m.init_params(0)
+    hist = m.fit(X, T, epochs=60, batch_size=8, lr=0.4, seed=0, early_stopping=3,
+                 progress=False, callbacks=lambda h: seen.append(m.theta.copy()))
+    assert hist.stopped == "early_stopping"
+    np.testing.assert_array_equal(m.theta, seen[hist.best_epoch - 1])
+
+
+def test_restore_best_also_when_all_epochs_are_done():
+    """Early stopping that never stops training still puts the best epoch back."""
+    net = sn.Network(sn.Input(3), sn.Dense(16, "tanh"), sn.Dense(4),
+                     loss="softmax_cross_entropy")
+    m = net.compile(dtype="float64", seed=0)
+    X, y, _ = _data(n=40)
+    Xv, yv, _ = _data(n=40, seed=9)        # unrelated labels: validation loss rises
+    seen = []
+    hist = m.fit(X, y, epochs=5, lr=0.5, batch_size=8, seed=0, progress=False,
+                 validation_data=(Xv, yv), early_stopping=50,
+                 callbacks=lambda h: seen.append(m.theta.copy()))
+    assert hist.stopped == "completed" and hist.best_epoch < hist.epochs == 5
+    np.testing.assert_array_equal(m.theta, seen[hist.best_epoch - 1])
+
+
 def test_validation_split_holds_out_the_last_rows(clf):
     X, y, _ = _data(n=40)
     m = copy.deepcopy(clf)

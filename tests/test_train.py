@@ -463,6 +463,10 @@ def test_progress_bar_with_tqdm(xor64, capsys):
     ({"validation_data": np.zeros((2, 2))}, "validation_data must be a pair"),
     ({"seed": "a"}, "^fit: seed must be an integer ≥ 0, got 'a'$"),
     ({"seed": -3}, "^fit: seed must be an integer ≥ 0, got -3$"),
+    ({"shuffle": "no"}, "^shuffle must be True or False, got 'no'$"),
+    ({"shuffle": None}, "^shuffle must be True or False, got None$"),
+    ({"validation_split": np.True_}, r"^validation_split must be a fraction in \(0, 1\)"),
+    ({"validation_split": np.float32(1.5)}, r"^validation_split must be a fraction in"),
 ])
 def test_bad_arguments_are_refused(xor64, kw, match):
     X, T = datasets.xor()
@@ -472,12 +476,37 @@ def test_bad_arguments_are_refused(xor64, kw, match):
     np.testing.assert_array_equal(before, xor64.theta)
 
 
+def test_numpy_scalars_are_taken_for_validation_split_and_shuffle(reg64, data):
+    """np.float32(0.25) is the fraction 0.25 (the last 0.25 of the rows held out),
+    np.False_ is False: the same History as Python's float and bool."""
+    X, T = data
+    runs = []
+    for split, shuffle in ((0.2, False), (np.float32(0.2), np.False_)):
+        reg64.init_params(0)
+        hist = reg64.fit(X, T, epochs=2, batch_size=3, lr=0.05, validation_split=split,
+                         shuffle=shuffle, progress=False)
+        runs.append((hist.loss, hist.val_loss, hist.steps_per_epoch))
+    assert runs[0] == runs[1] and runs[0][2] == [3, 3]     # 8 training rows, batches of 3
+
+
 def test_bad_shapes_are_refused(xor64):
     X, T = datasets.xor()
     with pytest.raises(ValueError, match="T has 3 rows but X has 4"):
         xor64.fit(X, T[:3], progress=False)
     with pytest.raises(TypeError, match="step size"):
         xor64.fit(X, T, lr="fast", progress=False)
+
+
+@pytest.mark.parametrize("Xv, Tv, match", [
+    (np.zeros((3, 3)), np.zeros(3), r"^validation X has 3 columns but input layer 'I' has 2"),
+    (np.zeros(3), np.zeros(3), r"^validation X must be 2-D \(batch, 2\)"),
+    (np.zeros((3, 2)), np.zeros(2), r"^validation T has 2 rows but validation X has 3"),
+    (np.zeros((3, 2)), np.zeros((3, 4)), r"^validation T has 4 columns but output layer 'O'"),
+], ids=["X-width", "X-rank", "T-rows", "T-width"])
+def test_bad_shapes_of_the_validation_data_are_named_so(xor64, Xv, Tv, match):
+    X, T = datasets.xor()
+    with pytest.raises(ValueError, match=match):
+        xor64.fit(X, T, validation_data=(Xv, Tv), progress=False)
 
 
 def test_no_warning_when_training_is_fine(xor64):

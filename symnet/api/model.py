@@ -56,7 +56,8 @@ class Model(core.Model):
         as AdamW) and ``clip_norm`` c (g·min(1, c/‖g‖₂) before anything else).
         ``early_stopping=p`` stops after p epochs without a new lowest validation loss
         (training loss without validation data) and, with ``restore_best``, puts the
-        best epoch's parameters back; ``validation_split=f`` holds out the last
+        best epoch's parameters back when fit ends (also after all epochs; not after
+        Ctrl-C); ``validation_split=f`` holds out the last
         fraction f of the rows; ``callbacks``: functions of the History called after
         each epoch, True stops.  See ``symnet.runtime.stopping``.
 

@@ -168,6 +168,15 @@ class Run:
                 return False
         return True
 
+    def measured(self) -> np.ndarray:
+        """The parameters the epoch's monitored loss (``symnet.runtime.stopping``) was
+        measured at: the validation loss after the epoch, θ now; sd's training loss
+        before the epoch's one update, θ before it (prev); a minibatch or sgd epoch's
+        training loss is a mean over its steps, of no one θ: θ now."""
+        if self.method == "sd" and not self.hist.val_loss and self.have_prev[0]:
+            return self.prev
+        return self.model.theta
+
     # -- bookkeeping -------------------------------------------------------
     def _begin(self):
         """Before a call that changes θ: remember θ and how much was kept so far."""

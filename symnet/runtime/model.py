@@ -94,6 +94,9 @@ class Model(ArrayChecks, TrainingModes):
         self._optimizer = None     # the optimizer's state (symnet.runtime.optimizer), once used
         self._find_modes()         # Dropout, BatchNorm: a training mode (symnet.runtime.modes)
         self._embeddings = self._embedding_inputs()
+        self._bounded = self._bounded_targets()   # bce outputs: targets in [0, 1]
+        # step's fast path takes X and T as given: not where they need their values checked
+        self._plain_step = not (self._embeddings or self._bounded)
         self._init = check_init(init)
         self.init_params(seed)
 
@@ -259,7 +262,7 @@ class Model(ArrayChecks, TrainingModes):
             return self._stateful_step(X, T, lr)
         if type(X) is np.ndarray and type(T) is np.ndarray and X.dtype is self.dtype \
                 and T.dtype is self.dtype and type(lr) is float and 0 < lr < _INF \
-                and not self._embeddings:
+                and self._plain_step:
             xs, ts = X.shape, T.shape
             if len(xs) == 2 and len(ts) == 2 and xs[1] == self.n_in and ts[1] == self.n_out \
                     and xs[0] == ts[0] and 0 < xs[0] <= self.rows_per_call \

@@ -90,6 +90,32 @@ class TrainingModes:
                                  "training, and no variance; use batches of 2 or more "
                                  "(evaluation, forward and predict take any batch)")
 
+    def check_fit_batches(self, method: str, n: int, batch_size: int):
+        """Before fit's first step (nothing changed yet): every training batch of an epoch
+        of ``n`` examples must hold 2 values or more per channel of each BatchNorm —
+        sgd's one example, a batch_size of 1 or a short last minibatch of one example
+        do not — and sd's one batch must fit one compiled call."""
+        for bn in self._bns:
+            if method == "sd":
+                self._check_whole(n)
+            if bn["S"] >= 2:         # one example has a value per position of a channel
+                continue
+            where = (f"layer {bn['name']!r} ({type(bn['layer']).__name__}): a batch of 1 "
+                     "example has one value per channel in training, and no variance")
+            if method == "sgd":
+                raise ValueError(f"{where}; method='sgd' takes one example per step: use "
+                                 "method='minibatch' with batch_size of 2 or more")
+            if n == 1:
+                raise ValueError(f"{where}; fit was given 1 example: give 2 or more")
+            if method == "minibatch" and batch_size == 1:
+                raise ValueError(f"{where}; batch_size=1 makes every batch one example: "
+                                 "use batch_size of 2 or more")
+            if method == "minibatch" and n % batch_size == 1:
+                raise ValueError(f"{where}; with {n} examples and batch_size={batch_size} "
+                                 f"the last minibatch of each epoch would hold 1 example: "
+                                 f"use a batch_size for which {n} % batch_size != 1, e.g. "
+                                 f"{_batch_size_near(n, batch_size)}, or drop one example")
+
     def _check_whole(self, n: int):
         """A training batch of BatchNorm must be one compiled call: the statistics of
         its parts would not be the batch's."""
@@ -156,3 +182,17 @@ class TrainingModes:
     def stateful(self) -> bool:
         """A layer with a training mode (Dropout, BatchNorm)."""
         return self._stateful
+
+
+def _batch_size_near(n: int, batch_size: int) -> int:
+    """The batch size nearest ``batch_size`` (the smaller first) whose last minibatch of
+    ``n`` examples is not one example: n itself (one batch) at the farthest.
+
+    >>> _batch_size_near(33, 32), _batch_size_near(65, 32)
+    (31, 31)
+    """
+    for d in range(1, n):
+        for b in (batch_size - d, batch_size + d):
+            if 2 <= b <= n and n % b != 1:
+                return b
+    return n

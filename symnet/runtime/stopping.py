@@ -4,7 +4,12 @@
 lowest monitored loss — the validation loss when there is validation data
 (``validation_data`` or ``validation_split``), else the training loss of the
 epoch — and with ``restore_best=True`` (the default) puts back the parameters
-of the best epoch (``History.best_epoch``, counted from 1).  A callback is any
+of the best epoch (``History.best_epoch``, counted from 1) when fit ends, however
+it ends but by Ctrl-C (all epochs done, too).  Those are the parameters its loss
+was measured at: at the end of the epoch for a validation loss; for sd's training
+loss, measured before the epoch's one update, those before it; a minibatch or sgd
+epoch's training loss is a mean over its steps, each before its update, and the
+parameters at the end of the epoch are put back.  A callback is any
 callable given the History after each epoch; returning True stops training
 (``History.stopped == "callback"``).
 
@@ -21,6 +26,7 @@ True
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy as np
 
@@ -40,13 +46,14 @@ class EarlyStopping:
     def monitored(hist) -> float:
         return hist.val_loss[-1] if hist.val_loss else hist.loss[-1]
 
-    def after_epoch(self, model, hist) -> bool:
-        """Record the epoch just ended; True when training should stop."""
+    def after_epoch(self, model, hist, theta=None) -> bool:
+        """Record the epoch just ended; True when training should stop.  ``theta``: the
+        parameters its monitored loss was measured at (None: the model's now)."""
         value = self.monitored(hist)
         if math.isfinite(value) and value < self.best:
             self.best, self.best_epoch, self.wait = value, hist.epochs, 0
             if self.restore_best and model is not None:
-                self.theta = model.theta.copy()
+                self.theta = (model.theta if theta is None else theta).copy()
             return False
         self.wait += 1
         return self.wait >= self.patience
@@ -74,9 +81,10 @@ def check_callbacks(callbacks) -> list:
 def split(X: np.ndarray, T: np.ndarray, fraction):
     """(X, T, X_val, T_val): the last ``fraction`` of the rows held out, as Keras does
     (before any shuffling; shuffle the data first if its order means something)."""
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) \
-            or not 0 < fraction < 1:
+    if isinstance(fraction, bool) or not isinstance(fraction, numbers.Real) \
+            or not 0 < fraction < 1:     # numbers.Real: numpy's floats and ints too
         raise ValueError(f"validation_split must be a fraction in (0, 1), got {fraction!r}")
+    fraction = float(fraction)
     n = X.shape[0]
     n_val = int(round(n * fraction))
     if n_val < 1 or n_val >= n:

@@ -60,6 +60,13 @@ def labels_or_rows(model, T, batch: int, what: str = "T"):
             return _labels(model, arr.reshape(-1), batch, what, owner)
         if model.n_out == 1 and arr.dtype.kind in "biuf":
             arr = arr.reshape(-1, 1)
+        elif arr.ndim == 1 and arr.dtype.kind in "biuf":
+            one = f"; for one example use {what}[None, :]" if arr.shape[0] == model.n_out \
+                else ""
+            raise ValueError(f"{what} must be 2-D (batch, {model.n_out}) for {owner} "
+                             f"(loss {model.network.loss_name}), got shape {arr.shape}: "
+                             "targets of shape (N,) are taken for a network with one output "
+                             f"and as class labels for a softmax cross-entropy{one}")
     elif arr.ndim == 2 and arr.shape[1] != model.n_out and arr.dtype.kind in "biuf":
         raise ValueError(f"{what} has {arr.shape[1]} columns but {owner} has {model.n_out}: "
                          f"expected shape (batch, {model.n_out}), got {arr.shape}; for this "
@@ -74,10 +81,42 @@ def labels_or_rows(model, T, batch: int, what: str = "T"):
     return T
 
 
+def in_range(model, T: np.ndarray, what: str = "T") -> np.ndarray:
+    """The checked rows T, or ValueError where an output of loss bce has a target
+    outside [0, 1] (its −t·log o − (1 − t)·log(1 − o) has no minimum there): naming
+    the output layer, the value and its row (NaN and inf are the finiteness check's)."""
+    for start, width, name in model._bounded:
+        part = T[:, start:start + width]
+        if part.min() >= 0 and part.max() <= 1:
+            continue
+        bad = np.isfinite(part) & ((part < 0) | (part > 1))
+        if not bad.any():
+            continue
+        row, col = (int(i) for i in np.argwhere(bad)[0])
+        at = f"row {row}" + (f", column {col}" if width > 1 else "")
+        hint = ""
+        y = part[np.isfinite(part)]
+        if width == 1 and (y >= 0).all() and (y == np.round(y)).all():
+            k = int(y.max()) + 1
+            hint = (f"; class labels 0..{k - 1} are the targets of a softmax cross-entropy: "
+                    f"Dense({k}) with loss='softmax_cross_entropy' (bce takes 0/1 labels or "
+                    "probabilities)")
+        raise ValueError(f"{what} holds the targets of output layer {name!r} (loss bce), "
+                         f"which must be in [0, 1]: got {part[row, col].item():g} at "
+                         f"{at}{hint}")
+    return T
+
+
+def inputs_name(what: str) -> str:
+    """The X that the targets ``what`` go with, for messages: "validation X" for
+    "validation T"."""
+    return what[:-1] + "X" if what.endswith("T") else "X"
+
+
 def _rows(T, batch, what):
     if T.shape[0] != batch:
-        raise ValueError(f"{what} has {T.shape[0]} rows but X has {batch}: one target per "
-                         "example is needed")
+        raise ValueError(f"{what} has {T.shape[0]} rows but {inputs_name(what)} has {batch}: "
+                         "one target per example is needed")
 
 
 def one_hot(T, n: int, what: str, owner: str):

@@ -65,6 +65,14 @@ def _positive_int(name: str, value) -> int:
     return int(value)
 
 
+def _boolean(name: str, value) -> bool:
+    """True or False (numpy's bool too); anything else refused, not read as its truth
+    value (shuffle="no" is truthy)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
 def _finite(A: np.ndarray, what: str):
     guards.finite(A, what)
 
@@ -193,7 +201,7 @@ def checked_validation(model, validation_data):
     """(X_val as the model's rows, T_val as rows) from fit's ``validation_data``."""
     if not (isinstance(validation_data, (tuple, list)) and len(validation_data) == 2):
         raise ValueError("validation_data must be a pair (X_val, T_val)")
-    Xv = model.as_inputs(validation_data[0])
+    Xv = model.as_inputs(validation_data[0], "validation X")
     Tv = model.as_targets(validation_data[1], Xv.shape[0], "validation T")
     _finite(Xv, "validation X")
     _finite(Tv, "validation T")
@@ -217,6 +225,8 @@ def _prepare(model, X, T, method, epochs, batch_size, lr, seed, validation_data,
         val = user_layout(model, Xv, Tv)
     if validation_data is not None:
         val = user_layout(model, *checked_validation(model, validation_data))
+    if model.stateful:       # BatchNorm's batches, before anything changes
+        model.check_fit_batches(method, X.shape[0], batch_size)
     if seed is not None:
         seed = guards.seed(seed, "fit")
     opt = optimizer_for(model, *optimizer, fresh=reset_optimizer)
@@ -251,6 +261,7 @@ def fit(model, X, T, method="minibatch", epochs=10, batch_size=32, lr=0.1, shuff
     flags, are combined: ``Local()`` (the default, one process) or
     ``symnet.runtime.distributed.MPI(comm)``."""
     exchange = Local() if exchange is None else exchange
+    shuffle = _boolean("shuffle", shuffle)
     X, T, epochs, batch_size, schedule, val, opt, stopper, callbacks, rng = exchange.prepare(
         model, X, T, method, epochs, batch_size, lr, seed, shuffle, validation_data,
         validation_split, (optimizer, momentum, betas, eps, weight_decay, clip_norm),
@@ -273,7 +284,7 @@ def fit(model, X, T, method="minibatch", epochs=10, batch_size=32, lr=0.1, shuff
                     hist.stopped = "interrupted"
                     break
                 asked = [bool(cb(hist)) for cb in callbacks]     # every callback, every epoch
-                if stopper is not None and stopper.after_epoch(model, hist):
+                if stopper is not None and stopper.after_epoch(model, hist, run.measured()):
                     hist.stopped = "early_stopping"           # the same History everywhere
                     break
                 if exchange.any(any(asked)):                  # any process's callback

@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import guards
+from .targets import in_range, inputs_name, labels_or_rows, one_hot
 
 
 class ArrayChecks:
@@ -41,7 +42,12 @@ class ArrayChecks:
         if arr.dtype.kind not in "biuf":
             raise ValueError(f"{what} must hold real numbers, got dtype {arr.dtype}")
         if arr.ndim != 2:
-            hint = f"; for one example use {what}[None, :]" if arr.ndim == 1 else ""
+            hint = ""
+            if arr.ndim == 1 and width == 1:      # a column of N examples
+                hint = f"; for a column of N examples use {what}[:, None] (or " \
+                       f"{what}.reshape(-1, 1))"
+            elif arr.ndim == 1 and arr.shape[0] == width:
+                hint = f"; for one example use {what}[None, :]"
             raise ValueError(f"{what} must be 2-D (batch, {width}) for {owner}, "
                              f"got shape {arr.shape}{hint}")
         if arr.shape[1] != width:
@@ -53,10 +59,11 @@ class ArrayChecks:
         # An unaligned pointer is undefined behaviour in the C (vector loads).
         return np.require(arr, self.dtype, ["C", "A"])
 
-    def as_inputs(self, X):
-        X = self._inputs_as_rows(X)
+    def as_inputs(self, X, what: str = "X"):
+        """X as (batch, inputs) rows; ``what`` names it in errors ("validation X")."""
+        X = self._inputs_as_rows(X, what)
         for layer, offset, width, name in self._embeddings:
-            layer.check_indices(X[:, offset:offset + width], f"X[{name!r}]")
+            layer.check_indices(X[:, offset:offset + width], f"{what}[{name!r}]")
         return X
 
     def _embedding_inputs(self) -> list:
@@ -73,22 +80,33 @@ class ArrayChecks:
                 out.append((app, *starts[id(app.input)]))
         return out
 
-    def _inputs_as_rows(self, X):
+    def _bounded_targets(self) -> list:
+        """(first column in T, width, output name) for each output whose loss takes
+        targets in [0, 1] (bce)."""
+        net, out, col = self.network, [], 0
+        for name, o, loss in zip(net.output_names, net.outputs, net.loss_names):
+            width = int(np.prod(net._shapes[id(o)]))
+            if loss == "bce":
+                out.append((col, width, name))
+            col += width
+        return out
+
+    def _inputs_as_rows(self, X, what: str):
         net = self.network
         if len(net.inputs) == 1:
             if len(self.in_shape) > 1:
-                X = self._tensor(X, "X", self.in_shape, f"input layer {self.input_name!r}")
-            return self.as_matrix(X, "X", self.n_in, f"input layer {self.input_name!r}")
+                X = self._tensor(X, what, self.in_shape, f"input layer {self.input_name!r}")
+            return self.as_matrix(X, what, self.n_in, f"input layer {self.input_name!r}")
         if isinstance(X, np.ndarray) and X.ndim == 2 and X.shape[1] == self.n_in:
-            return self.as_matrix(X, "X", self.n_in, "the inputs side by side")
-        parts = self._parts(X, "X", net.input_names, "inputs")
+            return self.as_matrix(X, what, self.n_in, "the inputs side by side")
+        parts = self._parts(X, what, net.input_names, "inputs")
         mats = []
         for name, x, A in zip(net.input_names, net.inputs, parts):
             owner = f"input layer {name!r}"
             if len(x.shape) > 1:
-                A = self._tensor(A, f"X[{name!r}]", x.shape, owner)
-            mats.append(self.as_matrix(A, f"X[{name!r}]", x.n, owner))
-        self._same_rows(mats, "X", net.input_names)
+                A = self._tensor(A, f"{what}[{name!r}]", x.shape, owner)
+            mats.append(self.as_matrix(A, f"{what}[{name!r}]", x.n, owner))
+        self._same_rows(mats, what, net.input_names)
         return np.require(np.concatenate(mats, axis=1), self.dtype, ["C", "A"])
 
     def _tensor(self, A, what: str, shape: tuple, owner: str):
@@ -119,29 +137,27 @@ class ArrayChecks:
             if len(self.out_shape) > 1:
                 out = net.output_names[0]
                 T = self._tensor(T, what, self.out_shape, f"output layer {out!r}")
-            from .targets import labels_or_rows
-            return labels_or_rows(self, T, batch, what)
+            return in_range(self, labels_or_rows(self, T, batch, what), what)
         elif isinstance(T, np.ndarray) and T.ndim == 2 and T.shape[1] == self.n_out:
-            T = self.as_matrix(T, "T", self.n_out, "the outputs side by side")
+            T = self.as_matrix(T, what, self.n_out, "the outputs side by side")
         else:
-            parts = self._parts(T, "T", net.output_names, "outputs")
+            parts = self._parts(T, what, net.output_names, "outputs")
             mats = []
             for name, o, A, loss in zip(net.output_names, net.outputs, parts, net.loss_names):
                 shape, owner = net._shapes[id(o)], f"output layer {name!r}"
                 if len(shape) > 1:
-                    A = self._tensor(A, f"T[{name!r}]", shape, owner)
+                    A = self._tensor(A, f"{what}[{name!r}]", shape, owner)
                 elif loss == "softmax_cross_entropy" and shape[0] > 1:
                     # class labels (N,) as for one output; here made one-hot rows, which
                     # the loss reads as the same −log softmax(o)[y]
-                    from .targets import one_hot
-                    A = one_hot(A, shape[0], f"T[{name!r}]", owner)
-                mats.append(self.as_matrix(A, f"T[{name!r}]", int(np.prod(shape)), owner))
-            self._same_rows(mats, "T", net.output_names)
+                    A = one_hot(A, shape[0], f"{what}[{name!r}]", owner)
+                mats.append(self.as_matrix(A, f"{what}[{name!r}]", int(np.prod(shape)), owner))
+            self._same_rows(mats, what, net.output_names)
             T = np.require(np.concatenate(mats, axis=1), self.dtype, ["C", "A"])
         if T.shape[0] != batch:
-            raise ValueError(f"T has {T.shape[0]} rows but X has {batch}: one target row "
-                             "per example is needed")
-        return T
+            raise ValueError(f"{what} has {T.shape[0]} rows but {inputs_name(what)} has "
+                             f"{batch}: one target row per example is needed")
+        return in_range(self, T, what)
 
     def _finite_data(self, X, T, after: str):
         """(X, T) as checked rows, with ValueError for NaN or inf in either."""
