@@ -95,8 +95,12 @@ class Model(ArrayChecks, TrainingModes):
         self._find_modes()         # Dropout, BatchNorm: a training mode (symnet.runtime.modes)
         self._embeddings = self._embedding_inputs()
         self._bounded = self._bounded_targets()   # bce outputs: targets in [0, 1]
-        # step's fast path takes X and T as given: not where they need their values checked
+        # step's fast path takes X and T as given: not where they need their values checked,
+        # but for every column of T in [0, 1] (one min and one max: ~1 µs of the checks'
+        # ~4 µs more on a 2-8-8-1 network's 2 µs step)
         self._plain_step = not (self._embeddings or self._bounded)
+        self._unit_step = not self._embeddings and bool(self._bounded) and \
+            sum(width for _, width, _ in self._bounded) == self.n_out
         self._init = check_init(init)
         self.init_params(seed)
 
@@ -262,7 +266,8 @@ class Model(ArrayChecks, TrainingModes):
             return self._stateful_step(X, T, lr)
         if type(X) is np.ndarray and type(T) is np.ndarray and X.dtype is self.dtype \
                 and T.dtype is self.dtype and type(lr) is float and 0 < lr < _INF \
-                and self._plain_step:
+                and (self._plain_step or self._unit_step and T.size
+                     and 0 <= T.min() and T.max() <= 1):
             xs, ts = X.shape, T.shape
             if len(xs) == 2 and len(ts) == 2 and xs[1] == self.n_in and ts[1] == self.n_out \
                     and xs[0] == ts[0] and 0 < xs[0] <= self.rows_per_call \
