@@ -186,3 +186,23 @@ def test_bad_optimizer_arguments_are_refused_before_anything_changes(kw, match):
         m.step(X, T, 0.05, **kw)
     _assert_params(m, before, rtol=0)
     assert m.optimizer is None
+
+
+@pytest.mark.parametrize("bad", [dict(epochs=0), dict(batch_size=0), dict(lr=-1.0),
+                                 dict(validation_split=2.0), dict(method="lbfgs", lr=0.5)])
+def test_a_refused_fit_keeps_the_optimizer_state_it_was_asked_to_reset(bad):
+    """reset_optimizer=True dropped Adam's moments and step count before fit checked its
+    arguments, so a refused call lost them; now the state goes only once fit runs."""
+    m = _model()
+    start = _params(m)
+    m.fit(X, T, method="sd", epochs=2, lr=0.05, optimizer="adam", progress=False)
+    kw = dict(method="sd", epochs=1, lr=0.05, optimizer="adam", progress=False,
+              reset_optimizer=True)
+    kw.update(bad)
+    if kw["method"] == "lbfgs":
+        del kw["optimizer"]
+    with pytest.raises(ValueError):
+        m.fit(X, T, **kw)
+    assert m.optimizer.t == 2
+    m.fit(X, T, method="sd", epochs=1, lr=0.05, optimizer="adam", progress=False)
+    _assert_params(m, _numpy_run(start, 3, "adam", 0.05)[0])

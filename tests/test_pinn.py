@@ -428,6 +428,11 @@ def test_fit_continues_the_optimizer_state(data, tmp_path):
     mid = two.theta.copy()
     two.fit(data, epochs=3, reset_optimizer=True, **kw)
     assert two.optimizer.t == 3
+    # a refused call keeps it (the reset came before the checks)
+    for bad in (dict(epochs=0), dict(optimizer="rmsprop"), dict(batch_size=8)):
+        with pytest.raises(ValueError):
+            two.fit(data, **{**kw, "epochs": 3, "reset_optimizer": True, **bad})
+        assert two.optimizer.name == "adam" and two.optimizer.t == 3
     np.testing.assert_allclose(two.theta, _adam_numpy(ref, data, mid, 3, 1e-2),
                                rtol=1e-12, atol=1e-14)
 

@@ -70,8 +70,6 @@ class Model(core.Model):
         >>> hist.epochs, hist.steps
         (5, 10)
         """
-        if reset_optimizer:
-            self.reset_optimizer()
         if method is None:      # a network of loss terms has no minibatches to cut
             method = "sd" if getattr(self.network, "terms", None) else "minibatch"
         if getattr(self.network, "terms", None) or method in ("lbfgs", "newton_cg"):
@@ -87,7 +85,8 @@ class Model(core.Model):
                              shuffle=shuffle, seed=seed, validation_data=validation_data,
                              weight_decay=weight_decay, clip_norm=clip_norm,
                              early_stopping=early_stopping, restore_best=restore_best,
-                             validation_split=validation_split, comm=comm)
+                             validation_split=validation_split, comm=comm,
+                             reset_optimizer=reset_optimizer)
         if T is None:
             raise ValueError("fit(X, T): the targets T are missing")
         if comm is not None:
@@ -98,14 +97,17 @@ class Model(core.Model):
                                    optimizer=optimizer, momentum=momentum, betas=betas,
                                    eps=eps, weight_decay=weight_decay, clip_norm=clip_norm,
                                    early_stopping=early_stopping, restore_best=restore_best,
-                                   validation_split=validation_split, callbacks=callbacks)
+                                   validation_split=validation_split, callbacks=callbacks,
+                                   reset_optimizer=reset_optimizer)
         from ..runtime.train import fit
         return fit(self, X, T, method=method, epochs=epochs, batch_size=batch_size, lr=lr,
                    shuffle=shuffle, seed=seed, validation_data=validation_data,
                    progress=progress, optimizer=optimizer, momentum=momentum, betas=betas,
                    eps=eps, weight_decay=weight_decay, clip_norm=clip_norm,
                    early_stopping=early_stopping, restore_best=restore_best,
-                   validation_split=validation_split, callbacks=callbacks)
+                   validation_split=validation_split, callbacks=callbacks,
+                   reset_optimizer=reset_optimizer)    # after its checks: a refused call
+                                                       # keeps the optimizer's state
 
     # ------------------------------------------------------------- using it
     def predict(self, X, batch_size=None) -> np.ndarray:

@@ -419,7 +419,7 @@ def fit(model, X, T, comm, method="minibatch", epochs=10, batch_size=32, lr=0.1,
         shuffle=True, seed=None, validation_data=None, progress=None, optimizer="sgd",
         momentum=None, betas=None, eps=None, weight_decay=0.0, clip_norm=None,
         early_stopping=None, restore_best=True, validation_split=None,
-        callbacks=None) -> History:
+        callbacks=None, reset_optimizer=False) -> History:
     """Train ``model`` in place on this process's part (X, T) of the data set,
     together with the other processes of ``comm``; returns the History (the same
     on every process).  See the module docstring and ``Model.fit``."""
@@ -437,7 +437,8 @@ def fit(model, X, T, comm, method="minibatch", epochs=10, batch_size=32, lr=0.1,
                          betas=betas, eps=eps, weight_decay=weight_decay,
                          clip_norm=clip_norm, early_stopping=early_stopping,
                          restore_best=restore_best, validation_split=validation_split,
-                         callbacks=callbacks, exchange=exchange)
+                         callbacks=callbacks, exchange=exchange,
+                         reset_optimizer=reset_optimizer)
     finally:
         exchange.unmix(model)     # the shared Dropout seed again, also after an error
 

@@ -227,9 +227,11 @@ def _lr_at(lr, step):
 
 
 def fit(model, data, method="sd", epochs=10, lr=0.1, optimizer="sgd", betas=None,
-        eps=None, momentum=None, progress=None, callbacks=None, tol=None, **unused):
+        eps=None, momentum=None, progress=None, callbacks=None, tol=None,
+        reset_optimizer=False, **unused):
     """Train on loss terms, or by L-BFGS / Newton-CG; returns a History whose
-    ``terms`` holds each term's loss per epoch."""
+    ``terms`` holds each term's loss per epoch.  ``reset_optimizer``: the model's
+    optimizer state is dropped once the arguments and data are taken."""
     if method not in METHODS:
         raise ValueError(f"method {method!r} is not available here: with loss terms or for "
                          f"second-order training, method is one of {', '.join(METHODS)}")
@@ -247,7 +249,11 @@ def fit(model, data, method="sd", epochs=10, lr=0.1, optimizer="sgd", betas=None
                              f"search): the options {', '.join(bad)} do not apply")
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
+    if method == "sd" and optimizer not in ("sgd", "momentum", "adam"):
+        raise ValueError(f"optimizer must be 'sgd', 'momentum' or 'adam', got {optimizer!r}")
     obj = Objective(model, data, method=method)
+    if reset_optimizer:
+        model.reset_optimizer()
     hist = History(method=method)
     hist.terms = {t: [] for t in obj.terms}
     t0 = time.perf_counter()
@@ -272,8 +278,6 @@ def _record(hist, obj, loss, lr=None, steps=1):
 
 
 def _fit_sd(model, obj, hist, epochs, lr, optimizer, betas, eps, momentum, callbacks):
-    if optimizer not in ("sgd", "momentum", "adam"):
-        raise ValueError(f"optimizer must be 'sgd', 'momentum' or 'adam', got {optimizer!r}")
     # the model's optimizer (symnet.runtime.optimizer), as for an ordinary network: its
     # state (momentum, Adam's moments and step count) continues from fit to fit and
     # from step to step, is saved with the model, and starts afresh with
