@@ -465,6 +465,9 @@ def test_progress_bar_with_tqdm(xor64, capsys):
     ({"seed": -3}, "^fit: seed must be an integer ≥ 0, got -3$"),
     ({"shuffle": "no"}, "^shuffle must be True or False, got 'no'$"),
     ({"shuffle": None}, "^shuffle must be True or False, got None$"),
+    ({"early_stopping": 2, "restore_best": "no"},
+     "^restore_best must be True or False, got 'no'$"),
+    ({"reset_optimizer": "yes"}, "^reset_optimizer must be True or False, got 'yes'$"),
     ({"validation_split": np.True_}, r"^validation_split must be a fraction in \(0, 1\)"),
     ({"validation_split": np.float32(1.5)}, r"^validation_split must be a fraction in"),
 ])

@@ -215,6 +215,8 @@ def _prepare(model, X, T, method, epochs, batch_size, lr, seed, validation_data,
     from .stopping import EarlyStopping, check_callbacks, split
     X, T, epochs, batch_size, schedule = checked_arguments(model, X, T, method, epochs,
                                                            batch_size, lr)
+    restore_best = _boolean("restore_best", restore_best)
+    reset_optimizer = _boolean("reset_optimizer", reset_optimizer)
     stopper = None if early_stopping is None else EarlyStopping(early_stopping, restore_best)
     callbacks = check_callbacks(callbacks)
     val = None
