@@ -70,7 +70,13 @@ def c_source(net, dtype: str = "float32") -> str:
 def export(args) -> int:
     """Write the standalone C of a saved model (see ``symnet.backend.c.export``)."""
     from .api.network import load
-    model = load(args.model)
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise UsageError(f"--out {args.out} is a file; give the directory to write "
+                         f"{args.name}.h and {args.name}.c into")
+    try:
+        model = load(args.model)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     params_file = args.params_file
     if params_file is True:
         params_file = f"{args.name}.params"
@@ -78,7 +84,7 @@ def export(args) -> int:
         paths = model.export_c(args.out, name=args.name, training=not args.inference_only,
                                threads=args.threads, params_file=params_file)
     except ValueError as exc:
-        raise SystemExit(f"symnet export: {exc}") from None
+        raise UsageError(str(exc)) from None
     for p in paths:
         print(f"wrote {p}")
     return 0

@@ -90,3 +90,25 @@ def test_summary_shows_itself_once(capsys):
     print(m.summary(batch_size=10))
     printed = capsys.readouterr().out
     assert printed.count("float64") == 1 and printed.startswith("batch size 10, float64")
+
+
+def test_export_refuses_what_is_no_model_in_one_line(capsys, saved, tmp_path):
+    """A file that is no saved model, a folder, or --out naming a file: one line on
+    stderr naming it, exit status 2, nothing written."""
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a zip")
+    np.savez(tmp_path / "other.npz", a=np.zeros(2))
+    taken = tmp_path / "taken"
+    taken.write_text("")
+    cases = [(["export", str(bad)], "bad.npz is not a readable symnet model"),
+             (["export", str(tmp_path / "other.npz")], "other.npz is not a symnet model file"),
+             (["export", str(tmp_path)], "is not a readable symnet model"),
+             (["export", saved, "--out", str(taken)], f"--out {taken} is a file"),
+             (["export", saved, "--name", "1net", "--out", str(tmp_path / "o")],
+              "export name must be a C identifier")]
+    for argv, message in cases:
+        rc, out, err = _run(capsys, *argv)
+        assert rc == 2 and out == "", argv
+        assert err.startswith("python -m symnet: error: ") and message in err, argv
+        assert len(err.strip().splitlines()) == 1, argv
+    assert taken.read_text() == "" and not (tmp_path / "o").exists()
