@@ -31,6 +31,9 @@ def load_network(path: str):
     from .api.network import Network
     if not Path(path).exists():
         raise FileNotFoundError(2, "No such file or directory", path)
+    if Path(path).is_dir():
+        # runpy would look for a __main__.py in it and raise ImportError
+        raise UsageError(f"{path} is a directory, not a saved model (.npz) or a Python file")
     if Path(path).is_file() and (Path(path).suffix == ".npz" or _is_zip(path)):
         from .io import files as io
         try:
@@ -136,10 +139,6 @@ def main(argv=None) -> int:
         return 2
     except UsageError as exc:
         print(f"python -m symnet: error: {exc}", file=sys.stderr)
-        return 2
-    except IsADirectoryError as exc:
-        print(f"python -m symnet: error: {exc.filename} is a directory, not a Python file",
-              file=sys.stderr)
         return 2
 
 

@@ -112,3 +112,11 @@ def test_export_refuses_what_is_no_model_in_one_line(capsys, saved, tmp_path):
         assert err.startswith("python -m symnet: error: ") and message in err, argv
         assert len(err.strip().splitlines()) == 1, argv
     assert taken.read_text() == "" and not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("command", ["formulas", "c", "summary"])
+def test_a_folder_given_as_the_file_is_one_line(capsys, tmp_path, command):
+    rc, out, err = _run(capsys, command, str(tmp_path))
+    assert rc == 2 and out == ""
+    assert err == f"python -m symnet: error: {tmp_path} is a directory, not a saved model " \
+                  "(.npz) or a Python file\n"
