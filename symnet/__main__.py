@@ -47,11 +47,13 @@ def load_network(path: str):
         net = ns["network"]()
         if isinstance(net, Network):
             return net
+        raise UsageError(f"{path}: network() returned {type(net).__name__} {net!r:.60}, "
+                         "expected a symnet.Network")
     found = [v for v in ns.values() if isinstance(v, Network)]
     if len(found) == 1:
         return found[0]
-    raise SystemExit(f"{path}: define `net = symnet.Network(...)` or `def network(): ...` "
-                     f"(found {len(found)} Network objects)")
+    raise UsageError(f"{path}: define `net = symnet.Network(...)` or `def network(): ...` "
+                     f"(found {len(found)} Network objects at module level)")
 
 
 class UsageError(Exception):

@@ -120,3 +120,21 @@ def test_a_folder_given_as_the_file_is_one_line(capsys, tmp_path, command):
     assert rc == 2 and out == ""
     assert err == f"python -m symnet: error: {tmp_path} is a directory, not a saved model " \
                   "(.npz) or a Python file\n"
+
+
+def test_a_python_file_without_one_network_is_one_line(capsys, tmp_path):
+    """No network, two, or a network() that returns something else: the usual one-line
+    error and exit status 2, naming the file and what it holds."""
+    layers = "sn.Input(2), sn.Dense(1), loss='mse'"
+    cases = {"none.py": ("x = 1\n", "(found 0 Network objects at module level)"),
+             "two.py": (f"import symnet as sn\na = sn.Network({layers})\n"
+                        f"b = sn.Network({layers})\n",
+                        "(found 2 Network objects at module level)"),
+             "int.py": ("def network():\n    return 3\n",
+                        "network() returned int 3, expected a symnet.Network")}
+    for name, (text, message) in cases.items():
+        (tmp_path / name).write_text(text)
+        rc, out, err = _run(capsys, "summary", str(tmp_path / name))
+        assert rc == 2 and out == "", name
+        assert err.startswith(f"python -m symnet: error: {tmp_path / name}: "), name
+        assert message in err and len(err.strip().splitlines()) == 1, name
