@@ -144,6 +144,17 @@ def main(argv=None) -> int:
         return 2
 
 
+def _positive_int(text: str) -> int:
+    """An argparse type: checked while parsing, so before FILE is run or read."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def _main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m symnet", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -159,7 +170,8 @@ def _main(argv=None) -> int:
     c.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     s = sub.add_parser("summary", help="print parameters, memory and flops per step")
     s.add_argument("file", help=what)
-    s.add_argument("--batch-size", type=int, default=32, help="examples per step (default 32)")
+    s.add_argument("--batch-size", type=_positive_int, default=32,
+                   help="examples per step (default 32)")
     s.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     g = sub.add_parser("generate", help="regenerate generated/ from examples/")
     g.add_argument("--check", action="store_true", help="only report stale files")
@@ -184,8 +196,6 @@ def _main(argv=None) -> int:
         sys.stdout.write(c_source(net, args.dtype))
     elif args.cmd == "summary":
         from .read.summary import summarize
-        if args.batch_size < 1:
-            ap.error(f"--batch-size must be a positive integer, got {args.batch_size}")
         print(summarize(net, args.batch_size, args.dtype))
     else:
         formulas = net.formulas()

@@ -138,3 +138,19 @@ def test_a_python_file_without_one_network_is_one_line(capsys, tmp_path):
         assert rc == 2 and out == "", name
         assert err.startswith(f"python -m symnet: error: {tmp_path / name}: "), name
         assert message in err and len(err.strip().splitlines()) == 1, name
+
+
+@pytest.mark.parametrize("bad", ["0", "-3", "abc"])
+def test_summary_refuses_a_batch_size_before_running_the_file(capsys, tmp_path, bad):
+    marker = tmp_path / "ran"
+    script = tmp_path / "net.py"
+    script.write_text(f"open({str(marker)!r}, 'w').close()\n"
+                      "import symnet as sn\n"
+                      "net = sn.Network(sn.Input(3), sn.Dense(2), loss='mse')\n")
+    with pytest.raises(SystemExit) as exc:
+        main(["summary", str(script), "--batch-size", bad])
+    out, err = capsys.readouterr()
+    assert exc.value.code == 2 and out == "" and not marker.exists()
+    assert err.splitlines()[0].startswith("usage: python -m symnet summary ")
+    assert err.splitlines()[-1] == ("python -m symnet summary: error: argument --batch-size: "
+                                    f"expected a positive integer, got '{bad}'")
