@@ -155,7 +155,7 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _main(argv=None) -> int:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m symnet", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -164,15 +164,18 @@ def _main(argv=None) -> int:
             "rest is, training at module level included)")
     f = sub.add_parser("formulas", help="print the chain-rule derivation of a network")
     f.add_argument("file", help=what)
-    f.add_argument("--latex", action="store_true")
+    f.add_argument("--latex", action="store_true",
+                   help="print it as one LaTeX aligned block instead of plain text")
     c = sub.add_parser("c", help="print the generated C of a network")
     c.add_argument("file", help=what)
-    c.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    c.add_argument("--dtype", default="float32", choices=["float32", "float64"],
+                   help="number type of the C (default float32)")
     s = sub.add_parser("summary", help="print parameters, memory and flops per step")
     s.add_argument("file", help=what)
     s.add_argument("--batch-size", type=_positive_int, default=32,
                    help="examples per step (default 32)")
-    s.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    s.add_argument("--dtype", default="float32", choices=["float32", "float64"],
+                   help="number type the bytes are counted in (default float32)")
     g = sub.add_parser("generate", help="regenerate generated/ from examples/")
     g.add_argument("--check", action="store_true", help="only report stale files")
     e = sub.add_parser("export", help="write a saved model as standalone C (net.h, net.c)")
@@ -186,6 +189,11 @@ def _main(argv=None) -> int:
                    help="only NAME_forward (no loss, gradients or training)")
     e.add_argument("--threads", action="store_true",
                    help="OpenMP threads for large products (compile with -fopenmp)")
+    return ap
+
+
+def _main(argv=None) -> int:
+    ap = parser()
     args = ap.parse_args(argv)
     if args.cmd == "generate":
         return generate(args.check)

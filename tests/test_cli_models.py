@@ -1,11 +1,13 @@
 """The command line on saved models (formulas, c, summary of a .npz), its help, and
 ``summary()`` returning the table, shown once by a prompt or by print."""
 
+import argparse
+
 import numpy as np
 import pytest
 
 import symnet as sn
-from symnet.__main__ import c_source, main
+from symnet.__main__ import c_source, main, parser
 from symnet.read.summary import Summary, summarize
 
 
@@ -154,3 +156,12 @@ def test_summary_refuses_a_batch_size_before_running_the_file(capsys, tmp_path, 
     assert err.splitlines()[0].startswith("usage: python -m symnet summary ")
     assert err.splitlines()[-1] == ("python -m symnet summary: error: argument --batch-size: "
                                     f"expected a positive integer, got '{bad}'")
+
+
+def test_every_option_of_every_command_has_help():
+    commands = next(a for a in parser()._actions
+                    if isinstance(a, argparse._SubParsersAction)).choices
+    assert set(commands) == {"formulas", "c", "summary", "generate", "export"}
+    for name, sub in commands.items():
+        for action in sub._actions:
+            assert action.help, f"{name} {'/'.join(action.option_strings) or action.dest}"
