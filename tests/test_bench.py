@@ -51,6 +51,16 @@ def test_bench_rejects_unknown_workload():
     assert "unknown workload 'huge'" in proc.stderr
 
 
+@pytest.mark.parametrize("option, value, message", [
+    ("--sections", "stesp", "unknown section 'stesp'"),
+    ("--refs", "toch", "unknown reference 'toch'")])
+def test_bench_of_the_pinn_alone_rejects_unknown_sections_and_references(option, value,
+                                                                         message):
+    proc = _bench("--workloads", "pinn", option, value)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert message in proc.stderr
+
+
 @pytest.mark.slow
 def test_mpi_section_prints_one_and_two_processes():
     """The data-parallel section (tests/test_distributed.py says when MPI must be there)."""

@@ -265,6 +265,17 @@ def main(argv=None):
         if w not in refs.WORKLOADS and w not in ("conv", "pinn") and w not in seq.WORKLOADS:
             ap.error(f"unknown workload {w!r}; choose from {', '.join(refs.WORKLOADS)}, conv, "
                      + ", ".join(seq.WORKLOADS) + ", pinn")
+    # checked before the PINN-only run below too, which would otherwise skip an unknown
+    # section or reference and time nothing
+    ref_names = args.refs.split(",") if args.refs else list(
+        QUICK_REFS if args.quick else DEFAULT_REFS)
+    for r in ref_names:
+        if r not in refs.REFERENCES:
+            ap.error(f"unknown reference {r!r}; choose from {', '.join(refs.REFERENCES)}")
+    sections = args.sections.split(",")
+    for s in sections:
+        if s not in SECTIONS:
+            ap.error(f"unknown section {s!r}; choose from {', '.join(SECTIONS)}")
     with_conv = "conv" in names
     with_pinn = "pinn" in names
     sequences = [w for w in names if w in seq.WORKLOADS]
@@ -272,7 +283,6 @@ def main(argv=None):
     if with_pinn and not names and not with_conv and not sequences:
         t0 = time.perf_counter()
         pinn_refs = [r for r in (args.refs or "torch,jax").split(",") if r in pinn.REFERENCES]
-        sections = args.sections.split(",")
         if isa.describe():
             print(isa.describe())
             held_time = (args.time if args.time is not None
@@ -284,15 +294,6 @@ def main(argv=None):
                  compile_times="compile" in sections)
         print(f"\nbenchmark took {time.perf_counter() - t0:.1f} s")
         return
-    ref_names = args.refs.split(",") if args.refs else list(
-        QUICK_REFS if args.quick else DEFAULT_REFS)
-    for r in ref_names:
-        if r not in refs.REFERENCES:
-            ap.error(f"unknown reference {r!r}; choose from {', '.join(refs.REFERENCES)}")
-    sections = args.sections.split(",")
-    for s in sections:
-        if s not in SECTIONS:
-            ap.error(f"unknown section {s!r}; choose from {', '.join(SECTIONS)}")
     min_time = args.time if args.time is not None else QUICK_MIN_TIME if args.quick else MIN_TIME
 
     measure.TUNE = args.tune
