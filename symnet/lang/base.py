@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import numbers
 
 # Built-in names, known without importing sympy (a cache hit never needs it).
 ACTIVATION_NAMES = ("linear", "relu", "tanh", "sigmoid", "softplus", "leaky_relu", "elu",
@@ -42,10 +43,27 @@ def check_name(name, what: str) -> str:
     return name
 
 
+def _is_integer(n) -> bool:
+    """A Python or numpy integer (sizes computed with numpy, ``np.int64(3)``), not a
+    bool; numpy is not imported for it: numpy's integers are ``numbers.Integral``."""
+    return not isinstance(n, bool) and isinstance(n, numbers.Integral) \
+        and type(n).__name__ not in ("bool_", "bool")
+
+
 def _check_size(n, what: str) -> int:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+    if not _is_integer(n) or n < 1:
         raise ValueError(f"{what} must be a positive integer, got {n!r}")
-    return n
+    return int(n)
+
+
+def check_flag(value, what: str, hint: str = "") -> bool:
+    """True or False (numpy's bool too); anything else is refused rather than read
+    by its truth value (``bias="no"`` is truthy, and ``GRU(8, 4)`` would put 4 in
+    ``return_sequences``).  ``what`` names the layer and the argument."""
+    if not (isinstance(value, bool) or (type(value).__module__ == "numpy"
+                                        and type(value).__name__ in ("bool_", "bool"))):
+        raise ValueError(f"{what} must be True or False, got {value!r}{hint}")
+    return bool(value)
 
 
 class Input:

@@ -17,7 +17,7 @@ from . import compose
 
 from ..ir import nodes as ir
 from .base import (ACTIVATION_NAMES, LOSS_NAMES, VECTOR_ACTIVATIONS, Input, LayerBase,
-                   _check_size, check_name)
+                   _check_size, check_flag, check_name)
 
 
 class Dense(LayerBase):
@@ -54,13 +54,14 @@ class Dense(LayerBase):
             self.activation_name = activation
         else:
             self.activation_name = self.activation.name
-        self.bias = bool(bias)
+        where = f"layer {self.name or f'Dense({units})'!r}"
+        self.bias = check_flag(bias, f"{where}: bias")
         number = isinstance(init, (int, float)) and not isinstance(init, bool)
         if not (init is None or number or init in self.INITS):
             raise ValueError(f"layer {self.name or f'Dense({units})'!r}: init must be one of "
                              f"{', '.join(self.INITS)} or a number, got {init!r}")
         self.init = float(init) if number else init
-        self.trainable = bool(trainable)
+        self.trainable = check_flag(trainable, f"{where}: trainable")
 
     @property
     def activation(self):
