@@ -110,7 +110,8 @@ class LayerBase:
     inputs = None        # every input of an application (merges have several)
     origin = None        # the layer object an application was made from
     seq = 0              # creation number of an application
-    n_inputs = 1         # how many inputs the layer takes (None: two or more)
+    n_inputs = 1         # how many inputs the layer takes (None: min_inputs or more)
+    min_inputs = 2       # the fewest a layer of n_inputs None takes, in a list
     tensor = False      # True: to_node takes the input's shape (a tuple), not its width
 
     def output_shape(self, in_shape: tuple) -> tuple:
@@ -130,7 +131,7 @@ class LayerBase:
             if not isinstance(p, (Input, LayerBase)):
                 raise ValueError(f"{self!r} can only be called on an Input or a layer "
                                  f"(or a list of them), got {p!r}")
-        if self.n_inputs is None and (not many or len(given) < 2):
+        if self.n_inputs is None and (not many or len(given) < self.min_inputs):
             raise ValueError(f"{self!r} merges two or more inputs: call it on a list, "
                              "e.g. Add()([a, b])")
         if self.n_inputs is not None and len(given) != self.n_inputs:

@@ -425,6 +425,7 @@ class Steps(Concatenate):
     (what ``return_sequences`` gives), laid out as PyTorch's batch_first output."""
 
     kind = "steps"
+    min_inputs = 1       # a sequence of one step is one state
 
     def out_shape_of(self, shapes):
         widths = sizes(shapes)
