@@ -365,7 +365,7 @@ class Network:
             return self._graph
         packed = not self.is_chain and (len(self.inputs) > 1)
         buffers = {id(x): n for x, n in zip(self.inputs, self.input_names)}
-        nodes, owner = [], {}
+        nodes, owner, first_shape = [], {}, {}
         self._layer_params = {}      # layer name -> {name without its number: parameter}
         for k, (app, name) in enumerate(zip(self.layers, self.names), 1):
             srcs = compose.sources(app)
@@ -379,6 +379,16 @@ class Network:
                     if first != id(app.origin or app):
                         raise ValueError(f"parameter name(s) {[p.name]} are used by two "
                                          "layers; rename a parameter")
+                    # a layer used again shares its parameters: they must fit this use too
+                    was, shape = first_shape.setdefault(p.name, (name, tuple(p.shape)))
+                    if tuple(p.shape) != shape:
+                        given = shapes[0] if len(shapes) == 1 else shapes
+                        raise ValueError(
+                            f"layer {name!r} is a second use of layer {was!r}, whose "
+                            f"parameters it shares, but its input {given} needs "
+                            f"{p.name} of shape {tuple(p.shape)}, where {was!r} "
+                            f"has {shape}; one layer object is one set of parameters: "
+                            "apply it to inputs of one shape, or make a new layer")
             nodes.extend(made)
             buffers[id(app)] = name
             number = str(self._param_index[k - 1])
