@@ -296,3 +296,26 @@ def test_num_layers_equals_pytorch(kind, rng):
         ref = t.grad.numpy()
         np.testing.assert_allclose(g[name], ref, rtol=1e-10,
                                    atol=1e-10 * np.abs(ref).max(), err_msg=name)
+
+
+@pytest.mark.parametrize("kind", ["gru", "lstm"])
+def test_a_sequence_of_one_step(kind, rng):
+    """return_sequences and the stacks' inner layers on a sequence of one step: its
+    states are one state (the merge of the steps was refused for fewer than two)."""
+    S = sn.Input((1, D), name="S")
+    h = LAYER[kind](H, return_sequences=True, num_layers=2, name="R")(S)
+    model = sn.Network(S, sn.Dense(2, name="O")(sn.Flatten(name="F")(h)),
+                       loss="mse").compile(dtype="float64")
+    randomise(model, rng)
+    # from h_0 = 0 the one step never reads U: the cells have W, b, c alone
+    cs = sorted((n for n in model.params if n.startswith("c")), key=lambda n: int(n[1:]))
+    assert not any(n.startswith("U") for n in model.params)
+    X, T = rng.normal(size=(3, 1, D)), rng.normal(size=(3, 2))
+    hs = X
+    for c in cs:
+        W, b = model.params["W" + c[1:]], model.params["b" + c[1:]]
+        hs = REF[kind](hs, W, np.zeros((len(W), H)), b, model.params[c])
+    Wo, bo = head(model)
+    np.testing.assert_allclose(model.forward(X), hs[:, 0] @ model.params[Wo].T
+                               + model.params[bo], rtol=1e-12, atol=1e-13)
+    check(model, X, T)

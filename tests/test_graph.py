@@ -321,6 +321,25 @@ def test_shared_layer_has_one_parameter_set_and_the_sum_of_untied_gradients(rng)
     np.testing.assert_allclose(gs["W3"], gu["W3"], rtol=1e-14, atol=1e-16)
 
 
+def test_shared_layer_on_inputs_of_another_shape_is_refused():
+    """A layer used again must fit its one set of parameters: Dense(3) on 4 features,
+    then on its own 3, compiled and ran with the 3x4 weights read as 3x3 before."""
+    d = sn.Dense(3, name="d")
+    with pytest.raises(ValueError, match=r"^layer 'd_2' is a second use of layer 'd', "
+                                         r"whose parameters it shares, but its input \(3,\) "
+                                         r"needs W1 of shape \(3, 3\), where 'd' has \(3, 4\)"):
+        sn.Network(sn.Input(4), d, d, sn.Dense(1), loss="mse").compile(seed=0)
+    a, b, e = sn.Input(4, name="a"), sn.Input(6, name="b"), sn.Dense(3, name="e")
+    with pytest.raises(ValueError, match=r"'e_2' .* input \(6,\) needs W1 of shape "
+                                         r"\(3, 6\), where 'e' has \(3, 4\)"):
+        sn.Network([a, b], sn.Add()([e(a), e(b)]), loss="mse").param_shapes()
+    # parameters that do not depend on the shape: Pointwise over two lengths, pooling
+    p, s1, s2 = sn.Pointwise(3, name="p"), sn.Input((4, 2), name="s1"), sn.Input((5, 2),
+                                                                              name="s2")
+    assert sn.Network([s1, s2], [p(s1), p(s2)], loss="mse").param_shapes() == \
+        {"W1": (3, 2), "b1": (3,)}
+
+
 def test_functional_single_path_equals_sequential_bit_for_bit(rng):
     seq = sn.Network(sn.Input(4), sn.Dense(8, "tanh"), sn.Dense(3, "sigmoid"), loss="bce")
     I = sn.Input(4)

@@ -145,3 +145,56 @@ def test_kink_derivative_is_zero_at_the_kink(act, slope):
     # no Heaviside(0) = 1/2 in the derived C (the threads' running average is not one)
     derived = "\n".join(line for line in model.c_source.splitlines() if "sn_took" not in line)
     assert "0.5" not in derived and "1.0/2.0" not in derived
+
+
+# --------------------------------------------------------------- flags and sizes
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: sn.Dense(3, "relu", bias="no", name="fc"),
+     r"^layer 'fc': bias must be True or False, got 'no'$"),
+    (lambda: sn.Dense(3, trainable="False", name="fc"),
+     r"^layer 'fc': trainable must be True or False, got 'False'$"),
+    (lambda: sn.Conv2d(4, 3, bias=0.0, name="c"),
+     r"^layer 'c' \(Conv2d\(4\)\): bias must be True or False, got 0\.0$"),
+    (lambda: sn.LayerNorm(bias="none", name="n"),
+     r"^layer 'n' \(LayerNorm\(eps=1e-05\)\): bias must be True or False, got 'none'$"),
+    (lambda: sn.RMSNorm(bias=None, name="n"),
+     r"^layer 'n' \(RMSNorm\(eps=1e-06\)\): bias must be True or False, got None$"),
+    (lambda: sn.Layer(2, lambda x, W, i, j: dot(W, x, i, j), params=PARAMS, name="L",
+                      trainable="no"),
+     r"^layer 'L': trainable must be True or False, got 'no'$"),
+    (lambda: sn.TransformerBlock(2, 16, causal="no", name="B"),
+     r"^TransformerBlock 'B': causal must be True or False, got 'no'$"),
+    # PyTorch's argument orders: the second number lands in a flag
+    (lambda: sn.MultiHeadAttention(8, 2, name="att"),
+     r"^MultiHeadAttention 'att': causal must be True or False, got 2; PyTorch's "
+     r"MultiheadAttention\(embed_dim, num_heads\) is sn\.MultiHeadAttention\(num_heads\)"),
+    (lambda: sn.GRU(8, 4, name="g"),
+     r"^layer 'g' \(GRU\): return_sequences must be True or False, got 4; PyTorch's "
+     r"GRU\(input_size, hidden_size\) is sn\.GRU\(hidden_size\)"),
+    (lambda: sn.LSTM(8, "yes"),
+     r"^layer 'LSTM': return_sequences must be True or False, got 'yes'"),
+])
+def test_flags_must_be_true_or_false(make, message):
+    """A flag's truth value is not read: bias="no" and GRU(8, 4) were taken as True."""
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+def test_numpy_integers_are_sizes():
+    """Sizes computed with numpy (np.int64) are integers like Python's."""
+    k = np.arange(5)
+    net = sn.Network(sn.Input((k[1], k[4], k[4])),
+                     sn.Conv2d(k[2], k[3], stride=k[1], padding=k[1], name="c"),
+                     sn.MaxPool2d(k[2]), sn.Flatten(), sn.Dense(k[3], name="O"), loss="mse")
+    assert net.param_shapes() == {"W1": (2, 1, 3, 3), "b1": (2,), "W4": (3, 8), "b4": (3,)}
+    S = sn.Input((np.int32(4), np.int64(6)))
+    att = sn.Network(S, sn.MultiHeadAttention(np.int64(2)), loss="mse")
+    assert att.param_shapes()["W1"] == (18, 6)
+    gru = sn.Network(S, sn.GRU(np.uint8(3), num_layers=np.int64(2)), loss="mse")
+    assert gru.shapes[-1] == (3,) and gru.param_shapes()["W7"] == (9, 3)
+    with pytest.raises(ValueError, match=r"Dense units must be a positive integer, got "
+                                         r"np\.int64\(0\)"):
+        sn.Dense(np.int64(0))
+    with pytest.raises(ValueError, match="must be a positive integer, got np.True_"):
+        sn.Dense(np.True_)

@@ -41,9 +41,14 @@ from __future__ import annotations
 import math
 
 from ..ir import nodes as ir
-from .base import ACTIVATION_NAMES, LayerBase, _check_size, check_name
+from .base import ACTIVATION_NAMES, LayerBase, _check_size, check_flag, check_name
 
 POS, HEAD, KEY, FEAT = "tq", "hd", "tk", "e"      # loop names: position, head, key, head feature
+
+
+# MultiHeadAttention(8, 2) as PyTorch's (embed_dim, num_heads) puts 2 in causal
+_TORCH_HEADS = ("; PyTorch's MultiheadAttention(embed_dim, num_heads) is "
+                "sn.MultiHeadAttention(num_heads): the width is the input's")
 
 
 def _where(layer) -> str:
@@ -157,7 +162,7 @@ class MultiHeadAttention(LayerBase):
     def __init__(self, heads: int, causal: bool = False, name: str | None = None):
         self.name = None if name is None else check_name(name, "layer")
         self.heads = _check_size(heads, f"{_where(self)} heads")
-        self.causal = bool(causal)
+        self.causal = check_flag(causal, f"{_where(self)}: causal", _TORCH_HEADS)
 
     def __repr__(self):
         return f"MultiHeadAttention({self.heads}, causal={self.causal}, name={self.name!r})"
@@ -301,7 +306,8 @@ class TransformerBlock(LayerBase):
         self.width = None if width is None else _check_size(width, "TransformerBlock width")
         self.heads = _check_size(heads, f"{_where(self)} heads")
         self.ff = _check_size(ff, f"{_where(self)} ff")
-        self.activation, self.causal, self.eps = activation, bool(causal), eps
+        self.causal = check_flag(causal, f"{_where(self)}: causal")
+        self.activation, self.eps = activation, eps
         Pointwise(ff, activation)             # refuses an unknown activation here
 
     def __repr__(self):

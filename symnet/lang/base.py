@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import numbers
 
 # Built-in names, known without importing sympy (a cache hit never needs it).
 ACTIVATION_NAMES = ("linear", "relu", "tanh", "sigmoid", "softplus", "leaky_relu", "elu",
@@ -42,10 +43,27 @@ def check_name(name, what: str) -> str:
     return name
 
 
+def _is_integer(n) -> bool:
+    """A Python or numpy integer (sizes computed with numpy, ``np.int64(3)``), not a
+    bool; numpy is not imported for it: numpy's integers are ``numbers.Integral``."""
+    return not isinstance(n, bool) and isinstance(n, numbers.Integral) \
+        and type(n).__name__ not in ("bool_", "bool")
+
+
 def _check_size(n, what: str) -> int:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+    if not _is_integer(n) or n < 1:
         raise ValueError(f"{what} must be a positive integer, got {n!r}")
-    return n
+    return int(n)
+
+
+def check_flag(value, what: str, hint: str = "") -> bool:
+    """True or False (numpy's bool too); anything else is refused rather than read
+    by its truth value (``bias="no"`` is truthy, and ``GRU(8, 4)`` would put 4 in
+    ``return_sequences``).  ``what`` names the layer and the argument."""
+    if not (isinstance(value, bool) or (type(value).__module__ == "numpy"
+                                        and type(value).__name__ in ("bool_", "bool"))):
+        raise ValueError(f"{what} must be True or False, got {value!r}{hint}")
+    return bool(value)
 
 
 class Input:
@@ -92,7 +110,8 @@ class LayerBase:
     inputs = None        # every input of an application (merges have several)
     origin = None        # the layer object an application was made from
     seq = 0              # creation number of an application
-    n_inputs = 1         # how many inputs the layer takes (None: two or more)
+    n_inputs = 1         # how many inputs the layer takes (None: min_inputs or more)
+    min_inputs = 2       # the fewest a layer of n_inputs None takes, in a list
     tensor = False      # True: to_node takes the input's shape (a tuple), not its width
 
     def output_shape(self, in_shape: tuple) -> tuple:
@@ -112,7 +131,7 @@ class LayerBase:
             if not isinstance(p, (Input, LayerBase)):
                 raise ValueError(f"{self!r} can only be called on an Input or a layer "
                                  f"(or a list of them), got {p!r}")
-        if self.n_inputs is None and (not many or len(given) < 2):
+        if self.n_inputs is None and (not many or len(given) < self.min_inputs):
             raise ValueError(f"{self!r} merges two or more inputs: call it on a list, "
                              "e.g. Add()([a, b])")
         if self.n_inputs is not None and len(given) != self.n_inputs:

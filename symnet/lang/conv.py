@@ -18,15 +18,15 @@ of each window (the first in row-major order when several are equal).
 
 from __future__ import annotations
 
-from .base import ACTIVATION_NAMES, LayerBase, check_name
+from .base import ACTIVATION_NAMES, LayerBase, _is_integer, check_flag, check_name
 
 _ACT = ACTIVATION_NAMES
 
 
 def _int(v, what, where, low=1):
-    if isinstance(v, bool) or not isinstance(v, int) or v < low:
+    if not _is_integer(v) or v < low:
         raise ValueError(f"{where}: {what} must be an integer ≥ {low}, got {v!r}")
-    return v
+    return int(v)
 
 
 def _pair(v, what, where, dims, low=1):
@@ -107,7 +107,7 @@ class Conv2d(_Spatial):
             raise ValueError(f"{where}: unknown activation {activation!r}; known: "
                              f"{', '.join(_ACT)}, or a sympy expression / Python function")
         self.activation_spec = activation
-        self.bias = bool(bias)
+        self.bias = check_flag(bias, f"{where}: bias")
 
     def _title(self):
         if not hasattr(self, "out_channels"):      # out_channels itself refused

@@ -17,7 +17,7 @@ from . import compose
 
 from ..ir import nodes as ir
 from .base import (ACTIVATION_NAMES, LOSS_NAMES, VECTOR_ACTIVATIONS, Input, LayerBase,
-                   _check_size, check_name)
+                   _check_size, check_flag, check_name)
 
 
 class Dense(LayerBase):
@@ -54,13 +54,14 @@ class Dense(LayerBase):
             self.activation_name = activation
         else:
             self.activation_name = self.activation.name
-        self.bias = bool(bias)
+        where = f"layer {self.name or f'Dense({units})'!r}"
+        self.bias = check_flag(bias, f"{where}: bias")
         number = isinstance(init, (int, float)) and not isinstance(init, bool)
         if not (init is None or number or init in self.INITS):
             raise ValueError(f"layer {self.name or f'Dense({units})'!r}: init must be one of "
                              f"{', '.join(self.INITS)} or a number, got {init!r}")
         self.init = float(init) if number else init
-        self.trainable = bool(trainable)
+        self.trainable = check_flag(trainable, f"{where}: trainable")
 
     @property
     def activation(self):
@@ -364,7 +365,7 @@ class Network:
             return self._graph
         packed = not self.is_chain and (len(self.inputs) > 1)
         buffers = {id(x): n for x, n in zip(self.inputs, self.input_names)}
-        nodes, owner = [], {}
+        nodes, owner, first_shape = [], {}, {}
         self._layer_params = {}      # layer name -> {name without its number: parameter}
         for k, (app, name) in enumerate(zip(self.layers, self.names), 1):
             srcs = compose.sources(app)
@@ -378,6 +379,16 @@ class Network:
                     if first != id(app.origin or app):
                         raise ValueError(f"parameter name(s) {[p.name]} are used by two "
                                          "layers; rename a parameter")
+                    # a layer used again shares its parameters: they must fit this use too
+                    was, shape = first_shape.setdefault(p.name, (name, tuple(p.shape)))
+                    if tuple(p.shape) != shape:
+                        given = shapes[0] if len(shapes) == 1 else shapes
+                        raise ValueError(
+                            f"layer {name!r} is a second use of layer {was!r}, whose "
+                            f"parameters it shares, but its input {given} needs "
+                            f"{p.name} of shape {tuple(p.shape)}, where {was!r} "
+                            f"has {shape}; one layer object is one set of parameters: "
+                            "apply it to inputs of one shape, or make a new layer")
             nodes.extend(made)
             buffers[id(app)] = name
             number = str(self._param_index[k - 1])

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import sympy as sp
 
 from ..ir import nodes as ir
-from .base import LayerBase, _check_size, check_name
+from .base import LayerBase, _check_size, check_flag, check_name
 from ..scalar.primitives import stabilise
 from ..scalar.smooth import check_smooth
 
@@ -99,7 +99,7 @@ class Layer(LayerBase):
         self.params = self._check_params(params or {}, linear)
         self.init = self._check_init(init or {})
         self.linear = linear
-        self.trainable = bool(trainable)
+        self.trainable = check_flag(trainable, f"{self.where}: trainable")
         self.input_arg = "z" if linear else self.input_args[0]
         expr = self._call(formula)
         self._analyse(expr)

@@ -27,7 +27,7 @@ gives its exact form).
 
 from __future__ import annotations
 
-from .base import LayerBase, check_name
+from .base import LayerBase, check_flag, check_name
 
 _LEAD = ("a", "a1", "a2")      # index names of the leading axes (never b, n, t0, ...)
 
@@ -105,7 +105,7 @@ class _Norm(_LastAxis):
     def __init__(self, eps: float | None = None, bias: bool = True, name: str | None = None):
         self.name = None if name is None else check_name(name, "layer")
         self.eps = _number(self.eps_default if eps is None else eps, "eps", self._where())
-        self.bias = bool(bias)
+        self.bias = check_flag(bias, f"{self._where()}: bias")
 
     def _title(self):
         if not hasattr(self, "eps"):            # eps itself refused: no eps to show

@@ -23,7 +23,8 @@ from __future__ import annotations
 import copy
 
 from ..ir import nodes as ir
-from .base import _CREATED, ACTIVATION_NAMES, Input, LayerBase, _check_size, check_name
+from .base import (_CREATED, ACTIVATION_NAMES, Input, LayerBase, _check_size, check_flag,
+                   check_name)
 from .merge import Concatenate, Slice, sizes
 
 
@@ -424,6 +425,7 @@ class Steps(Concatenate):
     (what ``return_sequences`` gives), laid out as PyTorch's batch_first output."""
 
     kind = "steps"
+    min_inputs = 1       # a sequence of one step is one state
 
     def out_shape_of(self, shapes):
         widths = sizes(shapes)
@@ -458,7 +460,13 @@ class _Sequence(LayerBase):
                  num_layers: int = 1):
         self.cell = self.cell_class(units, name=name or "h")
         self.units, self.name = self.cell.units, name
-        self.return_sequences = bool(return_sequences)
+        kind = type(self).__name__
+        where = f"layer {name!r} ({kind})" if name else f"layer {kind!r}"
+        # GRU(8, 4) as PyTorch's (input_size, hidden_size) puts 4 in return_sequences
+        self.return_sequences = check_flag(
+            return_sequences, f"{where}: return_sequences",
+            f"; PyTorch's {kind}(input_size, hidden_size) is sn.{kind}(hidden_size): "
+            "the input size is the input's")
         self.num_layers = _check_size(num_layers, f"{type(self).__name__} num_layers")
 
     def __repr__(self):
