@@ -824,3 +824,17 @@ def test_softmax_cross_entropy_on_an_output_of_several_axes_is_refused(shape, la
     net = sn.Network(sn.Input(shape), layer(), sn.Flatten(), sn.Dense(3),
                      loss="softmax_cross_entropy")          # one class per example
     assert net.compile(dtype="float64", seed=0).predict(np.zeros((2, *shape))).shape == (2, 3)
+
+
+def test_a_mistyped_output_name_in_a_dict_of_losses_is_refused():
+    """{'out': 'bce'} for an output named 'O' made a network of one data term named
+    'out' (any key that is not an output meant terms), which skipped the check of bce
+    on a linear output and trained on none of the outputs' targets as written."""
+    with pytest.raises(ValueError, match=r"loss names outputs \['out'\]; the outputs are "
+                                         r"\['O'\] \(unknown: \['out'\]\) \(missing: \['O'\]\); "
+                                         r"loss terms under names of their own need a sympy "
+                                         r"formula"):
+        sn.Network(sn.Input(2), sn.Dense(1), loss={"out": "bce"})
+    with pytest.raises(ValueError, match=r"unknown: \['Q'\]"):
+        sn.Network(sn.Input(2), sn.Dense(1), loss={"O": "mse", "Q": "mse"})
+    assert sn.Network(sn.Input(2), sn.Dense(1), loss={"O": "mse"}).loss_names == ["mse"]

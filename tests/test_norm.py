@@ -3,6 +3,8 @@ against PyTorch (float64, 1e-10), 50 SGD steps from copied weights, central diff
 an independent numpy back-propagation (tests/norm_reference.py), float32, save/load,
 export_c, formulas, summary and bad input."""
 
+import re
+
 import numpy as np
 import pytest
 import sympy as sp
@@ -299,3 +301,18 @@ def test_an_argument_refused_in_the_constructor_is_not_shown_as_another_value(ma
         make()
     text = str(err.value)
     assert shown in text and "?" not in text and "None" not in text and "1e-05" not in text
+
+
+@pytest.mark.parametrize("make, torch", [(lambda: sn.LayerNorm(64), "nn.LayerNorm(64)"),
+                                         (lambda: sn.RMSNorm(8), "nn.RMSNorm(8)"),
+                                         (lambda: sn.BatchNorm1d(8), "nn.BatchNorm1d(8)"),
+                                         (lambda: sn.BatchNorm2d(np.int64(16)),
+                                          "nn.BatchNorm2d(16)")])
+def test_an_integer_eps_is_taken_for_pytorch_s_width_and_refused(make, torch):
+    """PyTorch's norms take the width first; here the first argument is eps, and
+    LayerNorm(64) normalised with eps = 64 without a word."""
+    with pytest.raises(ValueError, match=r"eps is the small number added under the square "
+                                         r"root, got the integer \d+; .*PyTorch's "
+                                         + re.escape(torch)):
+        make()
+    assert sn.LayerNorm(1e-3).eps == 1e-3 and sn.BatchNorm1d(eps=2.0).eps == 2.0

@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 
 from .base import LayerBase, check_name
+from .norm import not_a_width
 
 
 class _BatchNorm(LayerBase):
@@ -39,6 +40,7 @@ class _BatchNorm(LayerBase):
         if not isinstance(sync, bool):
             raise ValueError(f"{self._where()}: sync must be True or False, got {sync!r}")
         self.sync = bool(sync)
+        not_a_width(eps, self._where(), f"nn.{type(self).__name__}")
         for what, v, hi in (("eps", eps, math.inf), ("momentum", momentum, 1.0)):
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= hi \
                     or v == math.inf:

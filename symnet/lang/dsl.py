@@ -122,9 +122,11 @@ class Dense(LayerBase):
 
 
 def _may_name_terms(loss, outputs) -> bool:
-    """Cheap test (no sympy import) for a loss that may be a dict of terms."""
+    """Cheap test (no sympy import) for a loss that may be a dict of terms: one that
+    holds a formula (a dict of loss names alone is a loss per output, whose keys must
+    be outputs: a mistyped output name made it a term network that never named it)."""
     if isinstance(loss, dict):
-        return any(k not in outputs or not isinstance(v, str) for k, v in loss.items())
+        return any(not isinstance(v, str) for v in loss.values())
     return type(loss).__module__.startswith("sympy")
 
 
@@ -252,7 +254,10 @@ class Network:
             if unknown or missing:
                 raise ValueError(f"loss names outputs {sorted(loss)}; the outputs are {outs}"
                                  + (f" (unknown: {unknown})" if unknown else "")
-                                 + (f" (missing: {missing})" if missing else ""))
+                                 + (f" (missing: {missing})" if missing else "")
+                                 + ("; loss terms under names of their own need a sympy "
+                                    "formula among them (sn.d, the outputs, sn.target)"
+                                    if unknown else ""))
             specs = [loss[o] for o in outs]
         elif isinstance(loss, (list, tuple)):
             if len(loss) != len(outs):

@@ -27,6 +27,8 @@ gives its exact form).
 
 from __future__ import annotations
 
+import numpy as np
+
 from .base import LayerBase, check_flag, check_name
 
 _LEAD = ("a", "a1", "a2")      # index names of the leading axes (never b, n, t0, ...)
@@ -37,6 +39,17 @@ def _number(v, what: str, where: str, low: float = 0.0) -> float:
             or v == float("inf"):
         raise ValueError(f"{where}: {what} must be a finite number > {low:g}, got {v!r}")
     return float(v)
+
+
+def not_a_width(eps, where: str, torch: str):
+    """Refuse an integer eps ≥ 1: PyTorch's norms take the width first (nn.LayerNorm(64)),
+    which here would be read as eps = 64 (an eps ≤ 0 is refused as such)."""
+    if isinstance(eps, (int, np.integer)) and not isinstance(eps, bool) and eps >= 1:
+        n = int(eps)
+        raise ValueError(f"{where}: eps is the small number added under the square root, "
+                         f"got the integer {n}; the width comes from the layer's input "
+                         f"(PyTorch's {torch}({n}) is {torch.split('.')[-1]}() here); for an "
+                         f"eps of {n} write {float(n)}")
 
 
 class _LastAxis(LayerBase):
@@ -104,6 +117,7 @@ class _Norm(_LastAxis):
 
     def __init__(self, eps: float | None = None, bias: bool = True, name: str | None = None):
         self.name = None if name is None else check_name(name, "layer")
+        not_a_width(eps, self._where(), f"nn.{type(self).__name__}")
         self.eps = _number(self.eps_default if eps is None else eps, "eps", self._where())
         self.bias = check_flag(bias, f"{self._where()}: bias")
 
