@@ -319,3 +319,28 @@ def test_a_sequence_of_one_step(kind, rng):
     np.testing.assert_allclose(model.forward(X), hs[:, 0] @ model.params[Wo].T
                                + model.params[bo], rtol=1e-12, atol=1e-13)
     check(model, X, T)
+
+
+def test_after_an_embedding_or_any_sequence_layer(rng):
+    """GRU/LSTM read an Input or another GRU/LSTM's sequence only ("reads a (steps,
+    features) sequence: an Input((steps, features)) or a sequence layer's output, got
+    Embedding(...)"): Embedding → GRU, the text classifier, could not be written.  The
+    sequence's shape now comes from the layers before, whatever they are."""
+    tokens = sn.Input(L, dtype="int", name="tok")
+    e = sn.Embedding(7, D, name="E")(tokens)
+    net = sn.Network(tokens, sn.Dense(2, name="O")(sn.GRU(H, name="g")(e)), loss="mse")
+    model = net.compile(dtype="float64", seed=0)
+    randomise(model, rng)
+    ids = rng.integers(0, 7, size=(6, L))
+    T = rng.normal(size=(6, 2))
+    hs = gru_ref(model.params_of("E")["W"][ids], *cell_params(model, "gru"))
+    Wo, bo = head(model)
+    expect = hs[:, -1] @ model.params[Wo].T + model.params[bo]
+    np.testing.assert_allclose(model.forward(ids), expect, rtol=1e-12, atol=1e-13)
+    check(model, ids, T)
+    S = sn.Input((L, 4), name="S")
+    a = sn.MultiHeadAttention(2, name="A")(sn.LayerNorm(name="N")(S))
+    net = sn.Network(S, sn.Dense(2, name="O")(sn.LSTM(H, name="m")(a)), loss="mse")
+    model = net.compile(dtype="float64", seed=0)
+    randomise(model, rng)
+    check(model, rng.normal(size=(5, L, 4)), rng.normal(size=(5, 2)))

@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 
 from ..ir import nodes as ir
+from . import compose
 from .base import (_CREATED, ACTIVATION_NAMES, Input, LayerBase, _check_size, check_flag,
                    check_name)
 from .merge import Concatenate, Slice, sizes
@@ -118,7 +119,7 @@ def unroll(cell: RNNCell, steps: int, return_sequences: bool = False):
             if len(seq.shape) == 2 and seq.shape[0] != steps:
                 raise ValueError(f"input {seq.name!r} has {seq.shape[0]} steps, unroll {steps}")
         else:
-            total = seq.units
+            total = compose.size(shape_of(seq))
         if total % steps:
             raise ValueError(f"a sequence of {total} features does not split into {steps} "
                              "steps of equal width")
@@ -139,6 +140,15 @@ def unroll(cell: RNNCell, steps: int, return_sequences: bool = False):
             hs.append(h)
         return hs if return_sequences else h
     return run
+
+
+def shape_of(app) -> tuple:
+    """One example's output shape of an applied layer: a sequence layer's own, any
+    other's from the layers before it (an Embedding's, attention's, a norm's ...)."""
+    shape = getattr(app, "seq_shape", None)
+    if shape is None:
+        shape = compose.shapes_of(compose.topological([app]), {})[id(app)]
+    return tuple(shape)
 
 
 def _initial(cell, state) -> list:
@@ -540,11 +550,7 @@ class _Sequence(LayerBase):
         if isinstance(previous, Input):
             shape = previous.shape
         elif isinstance(previous, LayerBase) and previous.inputs is not None:
-            shape = getattr(previous, "seq_shape", None)
-            if shape is None:
-                raise ValueError(f"{self._who()} reads a (steps, "
-                                 f"features) sequence: an Input((steps, features)) or a "
-                                 f"sequence layer's output, got {previous!r}")
+            shape = shape_of(previous)
         else:
             raise ValueError(f"{self._who()} is called on an Input or "
                              f"a layer, got {previous!r}")
