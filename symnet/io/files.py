@@ -347,7 +347,13 @@ _ALLOWED = (
     "Max", "Min", "Piecewise", "StrictGreaterThan", "StrictLessThan", "GreaterThan",
     "LessThan", "Equality", "Unequality", "And", "Or", "Not", "Heaviside",
     "Indexed", "IndexedBase", "Sum", "Tuple",     # the index notation of symnet.Layer
+    # every other function a declared formula may use (check_smooth: differentiable,
+    # and the C printer spells it and its derivative): a model saved with one must load
+    "asin", "acos", "acosh", "atanh", "cot", "sec", "csc", "acot", "asec", "acsc",
+    "coth", "sech", "csch", "acoth", "asech", "acsch", "erfc", "atan2", "sinc", "Mod",
 )
+# C99's stable spellings, written by users from sympy.codegen.cfunctions
+_CFUNCTIONS = ("log1p", "expm1", "log2", "exp2", "log10", "hypot", "Cbrt", "Sqrt")
 _NAMES = {"true", "false", "pi", "E", "oo", "zoo", "nan", "I"}
 
 
@@ -365,7 +371,9 @@ def parse_srepr(text: str, evaluate: bool = False):
     from ..scalar import primitives
     if len(text) > MAX_EXPR_CHARS:
         raise ValueError(f"custom expression is longer than {MAX_EXPR_CHARS} characters")
+    from sympy.codegen import cfunctions
     funcs = {n: getattr(sp, n) for n in _ALLOWED if hasattr(sp, n)}
+    funcs.update({n: getattr(cfunctions, n) for n in _CFUNCTIONS})
     funcs.update(sigmoid=primitives.sigmoid, softplus=primitives.softplus,
                  ExprCondPair=sp.functions.elementary.piecewise.ExprCondPair)
     consts = {"true": sp.true, "false": sp.false, "pi": sp.pi, "E": sp.E, "oo": sp.oo,
