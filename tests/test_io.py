@@ -297,3 +297,21 @@ def test_every_layer_rebuilds_from_its_description_as_the_docs_say():
         assert io.network_from_description(d).describe() == d, names
         for name in names:
             assert name in saving, name
+
+
+def test_a_layer_of_several_named_inputs_round_trips(tmp_path):
+    # the graph's description keeps each node's sources under "inputs"; the layer's own
+    # argument names (x, y) must survive beside them (they were overwritten by X, Y)
+    Xi, Yi = sn.Input(2, name="X"), sn.Input(3, name="Y")
+    bilinear = sn.Layer(3, lambda x, y, W, i, j, k: sn.sum_j(sn.sum_k(x[j] * W[i, j, k] * y[k])),
+                        params={"W": ("out", "x", "y")}, inputs=("x", "y"))
+    net = sn.Network([Xi, Yi], sn.Dense(1, name="O")(bilinear([Xi, Yi])), loss="mse")
+    model = net.compile(dtype="float64", seed=1)
+    model.save(tmp_path / "bilinear.npz")
+    loaded = sn.load(tmp_path / "bilinear.npz")
+    rng = np.random.default_rng(4)
+    x, y = rng.normal(size=(5, 2)), rng.normal(size=(5, 3))
+    p = loaded.params
+    h = np.einsum("bj,ijk,bk->bi", x, p["W1"], y)          # x^T W_i y, by numpy
+    np.testing.assert_allclose(loaded.forward([x, y]), h @ p["W2"].T + p["b2"], rtol=1e-12)
+    np.testing.assert_array_equal(loaded.params["W1"], model.params["W1"])

@@ -305,7 +305,7 @@ def _formula_layer(d: dict):
         raise ValueError(f"layer {d.get('name')!r}: the formula must be srepr text")
     formula = parse_srepr(d["formula"], evaluate=True)
     params = {k: tuple(v) for k, v in d["params"].items() if k != d["linear"]}
-    extra = {"inputs": tuple(d["inputs"])} if d.get("inputs") else {}
+    extra = {"inputs": tuple(d["input_args"])} if d.get("input_args") else {}
     return Layer(d["units"], formula, params=params,
                  init=d["init"], linear=d["linear"], name=d["name"],
                  trainable=d.get("trainable", True), **extra)

@@ -331,7 +331,8 @@ class Layer(LayerBase):
         d = {"kind": "layer", "units": self.units, "formula": self._key,
              "params": {p: list(d) for p, d in self.params.items()},
              "init": self.init, "linear": self.linear, "name": self.name,
-             **({"inputs": list(self.input_args)} if len(self.input_args) > 1 else {})}
+             # not "inputs": a graph's description keeps a node's sources under that key
+             **({"input_args": list(self.input_args)} if len(self.input_args) > 1 else {})}
         if not self.trainable:
             d["trainable"] = False
         return d
