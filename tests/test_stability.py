@@ -22,6 +22,8 @@ NAIVE = {
     "log_sigmoid": lambda z: sp.log(1 / (1 + E(-z))),
     "swish": lambda z: z / (1 + E(-z)),
     "tanh_ratio": lambda z: sp.sinh(z) / sp.cosh(z),
+    "two_exp_ratio": lambda z: E(z) / (E(z) + E(-z)),
+    "two_exp_ratio_squared": lambda z: E(-2 * z) / (E(z) + E(-z)) ** 2,
 }
 
 

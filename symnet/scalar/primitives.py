@@ -316,6 +316,25 @@ def _sinh_over_cosh(mul: sp.Mul) -> sp.Expr:
     return mul
 
 
+def _exp_over_exps(mul: sp.Mul) -> sp.Expr:
+    """e^{n·a}·(e^a + e^b)^(−n) = σ(a − b)^n (e^x/(e^x + e^−x) = σ(2x)): the left side
+    is inf/inf in floating point once a or b is large, the right side is finite."""
+    factors = list(mul.args)
+    for k, f in enumerate(factors):
+        if not (isinstance(f, sp.Pow) and f.exp.is_number and f.exp.is_negative
+                and isinstance(f.base, sp.Add) and len(f.base.args) == 2
+                and all(isinstance(t, sp.exp) for t in f.base.args)):
+            continue
+        n = -f.exp
+        for a, b in ((f.base.args[0].args[0], f.base.args[1].args[0]),
+                     (f.base.args[1].args[0], f.base.args[0].args[0])):
+            for m, g in enumerate(factors):
+                if m != k and isinstance(g, sp.exp) and sp.expand(g.args[0] - n * a) == 0:
+                    rest = [h for q, h in enumerate(factors) if q not in (k, m)]
+                    return sp.Mul(*rest, sigmoid(a - b) ** n)
+    return mul
+
+
 def stabilise(expr: sp.Expr) -> sp.Expr:
     """Rewrite sub-expressions that overflow in floating point to stable forms.
 
@@ -329,6 +348,7 @@ def stabilise(expr: sp.Expr) -> sp.Expr:
     - log(cosh(a)) → |a| + softplus(−2|a|) − log 2   (log-cosh loss: cosh overflows
       at |a| ≈ 89 in float32, the right side never does)
     - sinh(a)/cosh(a) → tanh(a)
+    - e^{n·a}·(e^a + e^b)^(−n) → σ(a − b)^n          (e^x/(e^x + e^−x) → σ(2x))
 
     >>> x = sp.Symbol("x", real=True)
     >>> stabilise(sp.diff(sp.log(1 + sp.exp(x)), x))
@@ -344,6 +364,7 @@ def stabilise(expr: sp.Expr) -> sp.Expr:
         lambda e: (isinstance(e, sp.Pow) and e.exp.is_number and e.exp.is_negative
                    and _one_plus_exp(e.base) is not None),
         lambda e: sigmoid(-_one_plus_exp(e.base)) ** -e.exp)
+    expr = expr.replace(lambda e: isinstance(e, sp.Mul), _exp_over_exps)
     expr = expr.replace(lambda e: isinstance(e, sp.Mul), _merge_exp_sigmoid)
     a = sp.Wild("a")
     expr = expr.replace(sp.log(sigmoid(a)), -softplus(-a))
