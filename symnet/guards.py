@@ -11,6 +11,7 @@ Names: what the kernel's C already uses (``C_NAMES``; see ``symnet.backend.c.cna
 
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
@@ -26,13 +27,22 @@ def _gb(n: float) -> str:
 
 def memory_bytes() -> int | None:
     """This process's memory: physical memory, or less where a cgroup or
-    ``ulimit -v`` says so (``SYMNET_MAX_MEMORY`` in bytes overrides)."""
+    ``ulimit -v`` says so (``SYMNET_MAX_MEMORY`` in bytes overrides; ``inf``: no
+    limit)."""
     if os.environ.get("SYMNET_MAX_MEMORY"):
+        text = os.environ["SYMNET_MAX_MEMORY"]
         try:
-            return int(float(os.environ["SYMNET_MAX_MEMORY"]))
+            limit = float(text)
         except ValueError:
-            raise ValueError("SYMNET_MAX_MEMORY must be a number of bytes, got "
-                             f"{os.environ['SYMNET_MAX_MEMORY']!r}") from None
+            limit = math.nan
+        if limit == math.inf:
+            return None
+        # int(inf) raised OverflowError, and 0, -1 or nan read as a machine of
+        # "0.0 GB" or "-0.0 GB" that refused every network
+        if not limit > 0:
+            raise ValueError(f"SYMNET_MAX_MEMORY must be a number of bytes above 0 (or inf: "
+                             f"no limit), got {text!r}")
+        return int(limit)
     limits = []
     try:
         limits.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))

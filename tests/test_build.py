@@ -153,3 +153,15 @@ def test_bad_compile_timeout_setting(tmp_path, monkeypatch):
     net = sn.Network(sn.Input(2), sn.Dense(3, name="Soon"), sn.Dense(1), loss="mse")
     with pytest.raises(build.BuildError, match="SYMNET_CC_TIMEOUT must be a number"):
         net.compile(dtype="float64")
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan"])
+def test_compile_timeout_out_of_range_is_refused(value, tmp_path, monkeypatch):
+    """0, a negative or nan killed every compile at once ("did not finish within nan s")."""
+    monkeypatch.setenv("SYMNET_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("SYMNET_CC_TIMEOUT", value)
+    net = sn.Network(sn.Input(2), sn.Dense(3, name="Never"), sn.Dense(1), loss="mse")
+    with pytest.raises(build.BuildError,
+                       match=f"SYMNET_CC_TIMEOUT must be a number of seconds above 0, "
+                             f"got '{value}'"):
+        net.compile(dtype="float64")

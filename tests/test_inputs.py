@@ -172,6 +172,20 @@ def test_memory_limit_setting(monkeypatch):
         net.compile(dtype="float64")
 
 
+
+@pytest.mark.parametrize("value", ["inf", "-1", "0", "nan"])
+def test_memory_limit_setting_out_of_range(value, monkeypatch):
+    """inf is no limit (it raised OverflowError); 0, a negative or nan is refused
+    naming the variable (they read as a machine of 0.0 GB that refused every network)."""
+    monkeypatch.setenv("SYMNET_MAX_MEMORY", value)
+    net = sn.Network(sn.Input(3), sn.Dense(2), loss="mse")
+    if value == "inf":
+        net.compile(dtype="float64")
+        return
+    with pytest.raises(ValueError, match=f"SYMNET_MAX_MEMORY must be a number of bytes above 0 "
+                                         f".*got '{value}'"):
+        net.compile(dtype="float64")
+
 def test_parameter_too_large_for_int_indexing(monkeypatch):
     monkeypatch.setenv("SYMNET_MAX_MEMORY", "1e15")   # not the limit here
     net = sn.Network(sn.Input(50_000), sn.Dense(50_000), loss="mse")

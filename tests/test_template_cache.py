@@ -27,3 +27,35 @@ def test_cached_template_code_renders_the_same_c(tmp_path, monkeypatch):
         f.write_bytes(b"not marshalled code")
     assert _render() == fresh
     assert all(f.read_bytes() != b"not marshalled code" for f in files)
+
+
+def test_entry_garbled_in_its_code_is_compiled_anew(tmp_path):
+    """Bytes flipped inside the marshalled code (the header and the template's checksum
+    intact, as a bad disk sector leaves them) are not run: Jinja would execute them
+    ("SystemError: unknown opcode", or a crash).  In a child process, so that a crash
+    shows as its exit status."""
+    import os
+    import subprocess
+    import sys
+    here = os.path.dirname(os.path.abspath(__file__))
+    render = (f"import sys; sys.path.insert(0, {here!r}); "
+              "from test_template_cache import _render; "
+              "sys.stdout.write(chr(10).join(_render()))")
+    env = dict(os.environ, SYMNET_CACHE_DIR=str(tmp_path))
+
+    def run():
+        return subprocess.run([sys.executable, "-c", render], env=env, capture_output=True,
+                              text=True, timeout=300)
+    fresh = run()
+    assert fresh.returncode == 0, fresh.stderr
+    files = sorted((tmp_path / "jinja").glob("*.cache"))
+    assert len(files) >= 2
+    for f in files:
+        data = bytearray(f.read_bytes())
+        for i in range(len(data) // 3, len(data) // 3 + 64):
+            data[i] ^= 0x5A
+        f.write_bytes(bytes(data))
+    again = run()
+    assert again.returncode == 0, f"rendering from garbled {files[0].parent} failed:\n" \
+        f"{again.stderr[-2000:]}"
+    assert again.stdout == fresh.stdout

@@ -96,6 +96,25 @@ def test_overrides_and_bad_values(monkeypatch):
         tuning.settings()
 
 
+
+@pytest.mark.parametrize("name", ["SYMNET_PARALLEL_MIN", "SYMNET_BLAS_MIN"])
+@pytest.mark.parametrize("value", ["nan", "-1"])
+def test_threshold_out_of_range_is_refused(name, value, monkeypatch):
+    """nan compares false with every size and a negative is below all: both were taken
+    without a word (every product on all threads, or on the BLAS)."""
+    monkeypatch.setenv("SYMNET_BLAS", "0")
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match=f"{name} must be a number of multiply-adds, 0 or "
+                                         f"more .*got '{value}'"):
+        tuning.settings()
+
+
+@pytest.mark.parametrize("value", ["0", "inf"])
+def test_threshold_zero_and_inf_are_taken(value, monkeypatch):
+    monkeypatch.setenv("SYMNET_BLAS", "0")
+    monkeypatch.setenv("SYMNET_PARALLEL_MIN", value)
+    assert tuning.settings()["thread_min"] == float(value)
+
 def test_machine_is_measured_once_and_cached(tmp_path, monkeypatch):
     monkeypatch.setenv("SYMNET_CACHE_DIR", str(tmp_path))
     first = tuning.machine()

@@ -434,11 +434,15 @@ def _lock(path: Path):
 
 def compile_timeout() -> float:
     """Seconds a compile may take (``SYMNET_CC_TIMEOUT``, default 600)."""
+    text = os.environ.get("SYMNET_CC_TIMEOUT", "600")
     try:
-        return float(os.environ.get("SYMNET_CC_TIMEOUT", "600"))
+        seconds = float(text)
     except ValueError:
-        raise BuildError("SYMNET_CC_TIMEOUT must be a number of seconds, got "
-                         f"{os.environ['SYMNET_CC_TIMEOUT']!r}") from None
+        seconds = float("nan")
+    # 0, a negative or nan killed every compile at once ("did not finish within nan s")
+    if not seconds > 0:
+        raise BuildError(f"SYMNET_CC_TIMEOUT must be a number of seconds above 0, got {text!r}")
+    return seconds
 
 
 def _run_compiler(cmds: list, c_path: Path, c_source: str, meanwhile=None):

@@ -41,7 +41,20 @@ class _TemplateCode(jinja2.BytecodeCache):
     again for every network, which cost more process time than deriving a small
     network (measured: ~0.3 s per render, medium network, 2-core Zen 3).  Jinja checks
     each entry against the template's source and the Python version, so a changed
-    template or interpreter compiles anew."""
+    template or interpreter compiles anew; a file's bytes are checked against the
+    sha256 written before them (``_seal``), since Jinja runs whatever code it
+    unmarshals: a garbled entry raised "SystemError: unknown opcode" at a later
+    compile, where it could as well have crashed the interpreter."""
+
+    @staticmethod
+    def _seal(data: bytes) -> bytes:
+        return hashlib.sha256(data).digest() + data
+
+    @staticmethod
+    def _unseal(sealed: bytes) -> bytes | None:
+        """The code in a file's bytes, or None where they fail their checksum."""
+        digest, data = sealed[:32], sealed[32:]
+        return data if len(digest) == 32 and hashlib.sha256(data).digest() == digest else None
 
     def __init__(self):
         self.code: dict[str, bytes] = {}
@@ -61,7 +74,7 @@ class _TemplateCode(jinja2.BytecodeCache):
         if data is None:
             path = self._file(bucket.key)
             try:
-                data = path.read_bytes() if path is not None else None
+                data = self._unseal(path.read_bytes()) if path is not None else None
             except OSError:
                 data = None
         if data:
@@ -79,7 +92,7 @@ class _TemplateCode(jinja2.BytecodeCache):
             return
         try:
             with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
+                fh.write(self._seal(data))
             os.replace(tmp, path)
         except OSError:
             with contextlib.suppress(OSError):

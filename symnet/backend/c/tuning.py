@@ -96,9 +96,15 @@ def _env_float(name: str):
     if not v:
         return None
     try:
-        return float(v)
+        x = float(v)
     except ValueError:
-        raise ValueError(f"{name} must be a number (multiply-adds), got {v!r}") from None
+        x = math.nan
+    # nan compared false with every size: SYMNET_PARALLEL_MIN=nan put every product on
+    # all threads, as did a negative one, with no word
+    if not x >= 0:
+        raise ValueError(f"{name} must be a number of multiply-adds, 0 or more (inf: never), "
+                         f"got {v!r}")
+    return x
 
 
 def threads_max() -> int:
