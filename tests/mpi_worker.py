@@ -4,6 +4,7 @@
     mpiexec -n P python -m mpi4py tests/mpi_worker.py --fail raise|exit
     mpiexec -n P python -m mpi4py tests/mpi_worker.py --sigint
     mpiexec -n P python -m mpi4py tests/mpi_worker.py --stateful OUT_DIR
+    mpiexec -n P python tests/mpi_worker.py --one-sided shuffle
 
 Each process trains on its own part of one small data set (part sizes SIZES[P],
 uneven) and writes, per scenario, its final parameters, its History and any
@@ -164,6 +165,9 @@ def main(argv):
     if argv[0] == "--sigint":
         _until_sigint(comm)
         return
+    if argv[0] == "--one-sided":
+        _one_sided(comm, argv[1])
+        return
     if argv[0] == "--stateful":
         _stateful(comm, argv[1])
         return
@@ -200,6 +204,30 @@ def _hook_fail(comm, how):
         model.runtime.loss_grad = failing
     model.fit(X, T, method="sgd", epochs=1000, lr=0.01, progress=False, comm=comm)
     print("finished, which a failing process should have prevented", flush=True)
+
+
+def _one_sided(comm, what):
+    """Process 1 alone passes shuffle="yes" (``shuffle``) or a callback that raises
+    after epoch 2 (``callback``); every process catches its error, and process 0
+    prints them all as a JSON list: a process left waiting shows as a hung job."""
+    r = comm.Get_rank()
+    model = network().compile(dtype="float64", seed=0)
+    X, T = data()
+    kw = dict(method="minibatch", batch_size=4, epochs=5, lr=0.1, progress=False)
+
+    def callback(hist):
+        if len(hist.loss) == 2:
+            raise RuntimeError("callback fails on purpose")
+    if r == 1:
+        kw.update(shuffle="yes") if what == "shuffle" else kw.update(callbacks=[callback])
+    try:
+        model.fit(X, T, comm=comm, **kw)
+        error = None
+    except Exception as exc:  # noqa: BLE001  (printed for the test to check)
+        error = f"{type(exc).__name__}: {exc}"
+    errors = comm.gather(error, root=0)
+    if r == 0:
+        print(json.dumps(errors), flush=True)
 
 
 def _until_sigint(comm):

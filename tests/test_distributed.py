@@ -331,6 +331,22 @@ def test_failing_process_ends_the_run_within_seconds(how, module):
     assert not math.isnan(seconds)
 
 
+@pytest.mark.parametrize("what,errors", [
+    ("shuffle", ["DistributedError: fit stopped before training: process 1 of 2 failed: "
+                 "ValueError: shuffle must be True or False, got 'yes'",
+                 "ValueError: shuffle must be True or False, got 'yes'"])])
+def test_an_error_on_one_process_reaches_every_process(what, errors):
+    """Process 1 alone gives a bad argument; each process
+    catches its error (no ``-m mpi4py`` abort to rescue a process left waiting)."""
+    W.network().compile(dtype="float64")
+    try:
+        proc, _ = _launch(2, ["--one-sided", what], timeout=60, module=False)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the job hung after process 1's {what} error")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == errors
+
+
 def test_comm_must_be_a_communicator():
     model = _model()
     X, T = _data()

@@ -124,7 +124,8 @@ class Local:
                 callbacks, reset_optimizer=False):
         """fit's arguments checked: (X, T, epochs, batch_size, schedule, val, opt,
         stopper, callbacks, rng); ``optimizer`` the Optimizer's arguments (``shuffle``
-        is checked by the exchanges that compare settings)."""
+        is checked here, before anything changes)."""
+        _boolean("shuffle", shuffle)
         return _prepare(model, X, T, method, epochs, batch_size, lr, seed, validation_data,
                         validation_split, optimizer, early_stopping, restore_best, callbacks,
                         reset_optimizer)
@@ -263,7 +264,6 @@ def fit(model, X, T, method="minibatch", epochs=10, batch_size=32, lr=0.1, shuff
     flags, are combined: ``Local()`` (the default, one process) or
     ``symnet.runtime.distributed.MPI(comm)``."""
     exchange = Local() if exchange is None else exchange
-    shuffle = _boolean("shuffle", shuffle)
     X, T, epochs, batch_size, schedule, val, opt, stopper, callbacks, rng = exchange.prepare(
         model, X, T, method, epochs, batch_size, lr, seed, shuffle, validation_data,
         validation_split, (optimizer, momentum, betas, eps, weight_decay, clip_norm),
