@@ -4,7 +4,7 @@
     mpiexec -n P python -m mpi4py tests/mpi_worker.py --fail raise|exit
     mpiexec -n P python -m mpi4py tests/mpi_worker.py --sigint
     mpiexec -n P python -m mpi4py tests/mpi_worker.py --stateful OUT_DIR
-    mpiexec -n P python tests/mpi_worker.py --one-sided shuffle
+    mpiexec -n P python tests/mpi_worker.py --one-sided shuffle|callback
 
 Each process trains on its own part of one small data set (part sizes SIZES[P],
 uneven) and writes, per scenario, its final parameters, its History and any

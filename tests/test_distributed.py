@@ -334,9 +334,13 @@ def test_failing_process_ends_the_run_within_seconds(how, module):
 @pytest.mark.parametrize("what,errors", [
     ("shuffle", ["DistributedError: fit stopped before training: process 1 of 2 failed: "
                  "ValueError: shuffle must be True or False, got 'yes'",
-                 "ValueError: shuffle must be True or False, got 'yes'"])])
+                 "ValueError: shuffle must be True or False, got 'yes'"]),
+    ("callback", ["DistributedError: training stopped because process 1 of 2 failed in a "
+                  "callback after epoch 2 of this fit: RuntimeError: callback fails on "
+                  "purpose",
+                  "RuntimeError: callback fails on purpose"])])
 def test_an_error_on_one_process_reaches_every_process(what, errors):
-    """Process 1 alone gives a bad argument; each process
+    """Process 1 alone gives a bad argument, or its callback raises; each process
     catches its error (no ``-m mpi4py`` abort to rescue a process left waiting)."""
     W.network().compile(dtype="float64")
     try:

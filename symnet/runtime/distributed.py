@@ -409,9 +409,23 @@ class MPI:
             raise DistributedError(f"validation on process 0 failed: {result}")
         return result
 
-    def any(self, asked: bool) -> bool:
-        """Whether any process asked (callbacks): every process gets the same answer."""
-        return bool(self.comm.allreduce(int(asked), op=self._mpi.MAX))
+    def callbacks(self, callbacks, hist) -> bool:
+        """Whether any process's callback asked to stop: every process gets the same
+        answer.  A callback that raises on one process raises there, and the others
+        raise DistributedError (they would otherwise wait in the next step for ever)."""
+        asked, err = False, None
+        try:
+            asked = any([bool(cb(hist)) for cb in callbacks])
+        except Exception as exc:  # noqa: BLE001  (reported to every process, then raised)
+            err = exc
+        got = self.comm.allgather((asked, None if err is None else _text(err)))
+        if err is not None:
+            raise err
+        bad = [f"process {r} of {len(got)} failed in a callback after epoch "
+               f"{len(hist.loss)} of this fit: {e}" for r, (_, e) in enumerate(got) if e]
+        if bad:
+            raise DistributedError("training stopped because " + "; ".join(bad))
+        return any(a for a, _ in got)
 
     def finish(self, model, hist):
         self.unmix(model)

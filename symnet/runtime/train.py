@@ -165,8 +165,9 @@ class Local:
         return evaluation_loss(m, Xv, Tv), val_acc
 
     @staticmethod
-    def any(asked: bool) -> bool:
-        return asked
+    def callbacks(callbacks, hist) -> bool:
+        """Whether a callback asked to stop (every callback runs, every epoch)."""
+        return any([bool(cb(hist)) for cb in callbacks])
 
     @staticmethod
     def after_step(model, count):
@@ -285,11 +286,11 @@ def fit(model, X, T, method="minibatch", epochs=10, batch_size=32, lr=0.1, shuff
                 if flag.raised and exchange.local_stop:
                     hist.stopped = "interrupted"
                     break
-                asked = [bool(cb(hist)) for cb in callbacks]     # every callback, every epoch
+                asked = exchange.callbacks(callbacks, hist)   # any process's callback
                 if stopper is not None and stopper.after_epoch(model, hist, run.measured()):
                     hist.stopped = "early_stopping"           # the same History everywhere
                     break
-                if exchange.any(any(asked)):                  # any process's callback
+                if asked:
                     hist.stopped = "callback"
                     break
     except KeyboardInterrupt:
