@@ -24,6 +24,8 @@ NAIVE = {
     "tanh_ratio": lambda z: sp.sinh(z) / sp.cosh(z),
     "two_exp_ratio": lambda z: E(z) / (E(z) + E(-z)),
     "two_exp_ratio_squared": lambda z: E(-2 * z) / (E(z) + E(-z)) ** 2,
+    "log_two_exps": lambda z: sp.log(E(z) + E(-z)),        # log 2cosh z, never a cosh
+    "log_two_exps_skew": lambda z: sp.log(E(z) + E(2 * z)),
 }
 
 
@@ -98,6 +100,7 @@ def test_rewrites():
     assert stabilise(sp.log(1 - sigmoid(x))) == -softplus(x)
     assert stabilise(sp.diff(sp.log(1 + sp.exp(x)), x)) == sigmoid(x)
     assert not stabilise(sp.exp(2 * x) / (1 + sp.exp(x)) ** 3).has(sp.exp)
+    assert stabilise(sp.log(sp.exp(x) + sp.exp(-x))) == sp.Abs(x) + softplus(-2 * sp.Abs(x))
 
 
 R = np.array([-1e4, -1e3, -100.0, -89.0, -30.0, -2.0, -0.5, 0.0, 1e-3, 0.5, 2.0, 30.0, 89.0,
