@@ -33,6 +33,14 @@ class sigmoid(sp.Function):
     def _eval_rewrite_as_exp(self, x, **kwargs):
         return 1 / (1 + sp.exp(-x))
 
+    def _eval_is_real(self):
+        # real (and positive) on a real argument: sympy then differentiates |σ(a) − t|
+        # as sign(·)·σ′, not through re/im, which have no C spelling
+        return self.args[0].is_real
+
+    def _eval_is_positive(self):
+        return self.args[0].is_real
+
     def _latex(self, printer):
         return r"\sigma\left(%s\right)" % printer._print(self.args[0])
 
@@ -45,6 +53,12 @@ class softplus(sp.Function):
 
     def _eval_rewrite_as_log(self, x, **kwargs):
         return sp.log(1 + sp.exp(x))
+
+    def _eval_is_real(self):
+        return self.args[0].is_real   # as σ: |softplus(a) + ...| differentiates to sign
+
+    def _eval_is_positive(self):
+        return self.args[0].is_real
 
     def _latex(self, printer):
         return r"\operatorname{softplus}\left(%s\right)" % printer._print(self.args[0])
