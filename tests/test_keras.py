@@ -498,3 +498,33 @@ def test_convolution_network_with_labels_split_early_stopping_and_evaluate():
     l1, g1 = m.loss_and_grad(X, y)
     l2, g2 = m.loss_and_grad(X, np.eye(3)[y])
     assert l1 == l2 and all(np.array_equal(g1[k], g2[k]) for k in g1)
+
+
+@pytest.mark.parametrize("backend", ["c", "numpy"])
+def test_history_plot_of_a_short_fit_has_whole_epoch_ticks(backend, tmp_path):
+    """Two outputs, validation data, early stopping: the loss panel has both curves (one
+    point per epoch run) and the best epoch; epochs and steps are ticked at whole
+    numbers (a 5-epoch run had ticks at 1.5, 2.5, ...)."""
+    pytest.importorskip("matplotlib")
+    a = sn.Input(3, name="A")
+    h = sn.Dense(4, "tanh", name="H")(a)
+    net = sn.Network(a, [sn.Dense(2, name="O1")(h), sn.Dense(1, "sigmoid", name="O2")(h)],
+                     loss=["softmax_cross_entropy", "bce"])
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 3))
+    T = [np.eye(2)[rng.integers(0, 2, 40)], (rng.random((40, 1)) > 0.5).astype(float)]
+    model = net.compile(seed=0, backend=backend)
+    hist = model.fit(X, T, epochs=30, lr=0.5, validation_split=0.25, early_stopping=2,
+                     progress=False, seed=0)
+    assert hist.stopped == "early_stopping" and hist.epochs < 30
+    fig = hist.plot(path=str(tmp_path / "fit.png"))
+    loss_ax, lr_ax = fig.axes
+    curves = {line.get_label(): line.get_xdata() for line in loss_ax.get_lines()}
+    n = hist.epochs
+    assert list(curves["training loss"]) == list(range(1, n + 1))
+    assert list(curves["validation loss"]) == list(range(1, n + 1))
+    assert list(curves["best epoch"]) == [hist.best_epoch] * 2
+    for ax in (loss_ax, lr_ax):
+        lo, hi = ax.get_xlim()
+        ticks = [t for t in ax.get_xticks() if lo <= t <= hi]
+        assert ticks and all(float(t).is_integer() for t in ticks), ticks

@@ -524,3 +524,27 @@ def test_a_bad_seed_of_the_initialisation_is_refused_by_name(seed):
     net = sn.Network(sn.Input(2), sn.Dense(1), loss="mse")
     with pytest.raises(ValueError, match=r"seed must be an integer ≥ 0, got"):
         net.compile(dtype="float64", seed=seed)
+
+
+@pytest.mark.parametrize("backend", ["c", "numpy"])
+@pytest.mark.parametrize("method", ["minibatch", "lbfgs"])
+def test_fit_warns_once_when_nothing_is_trainable(backend, method):
+    """A fixed formula layer and a frozen Dense: fit has nothing to change, and says so
+    once per call (not per epoch); the parameters are untouched."""
+    import sympy as sp
+    X, T = np.random.default_rng(0).random((8, 3)), np.zeros((8, 3))
+    for layer in (sn.Layer(3, lambda x, i: sp.tanh(x[i])), sn.Dense(3, trainable=False)):
+        model = sn.Network(sn.Input(3), layer, loss="mse").compile(seed=0, backend=backend)
+        before = {k: np.array(v) for k, v in model.params.items()}
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model.fit(X, T, method=method, epochs=3, progress=False)
+        mine = [w for w in caught if issubclass(w.category, RuntimeWarning)]
+        assert len(mine) == 1 and "no trainable parameters" in str(mine[0].message)
+        assert mine[0].filename == __file__
+        for k, v in before.items():
+            assert np.array_equal(model.params[k], v)
+    model = sn.Network(sn.Input(3), sn.Dense(3), loss="mse").compile(seed=0, backend=backend)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.fit(X, T, method=method, epochs=1, progress=False)

@@ -13,6 +13,7 @@ model imports none of them (nor sympy).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 
 import numpy as np
@@ -60,6 +61,8 @@ class Model(core.Model):
         Ctrl-C); ``validation_split=f`` holds out the last
         fraction f of the rows; ``callbacks``: functions of the History called after
         each epoch, True stops.  See ``symnet.runtime.stopping``.
+        A network with no trainable parameters (fixed formula layers, or every layer
+        ``trainable=False``) still runs its epochs, after one RuntimeWarning.
 
         >>> import symnet as sn
         >>> X, T = sn.datasets.xor()
@@ -70,6 +73,12 @@ class Model(core.Model):
         >>> hist.epochs, hist.steps
         (5, 10)
         """
+        if not self.meta["n_trainable"]:
+            # every layer fixed (a formula without parameters) or trainable=False: the
+            # epochs would run, losses and all, and change nothing
+            warnings.warn("fit: the network has no trainable parameters (every layer has "
+                          "none or is trainable=False); training changes nothing",
+                          RuntimeWarning, stacklevel=2)
         if method is None:      # a network of loss terms has no minibatches to cut
             method = "sd" if getattr(self.network, "terms", None) else "minibatch"
         if getattr(self.network, "terms", None) or method in ("lbfgs", "newton_cg"):

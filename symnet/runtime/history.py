@@ -181,6 +181,7 @@ class History:
         if self.best_epoch:
             ax.axvline(self.best_epoch, color="gray", linestyle=":", label="best epoch")
         ax.set_xlabel("epoch")
+        _whole_ticks(ax)
         ax.set_ylabel("loss")
         title = f"{self.method} " if self.method else ""
         ax.set_title(f"{title}training ({self.stopped})")
@@ -196,6 +197,7 @@ class History:
                 ax.plot(np.arange(1, y.size + 1), y, marker="." if y.size < 50 else None,
                         label=name)
         ax.set_xlabel("epoch")
+        _whole_ticks(ax)
         ax.set_ylabel("accuracy")
         ax.legend()
         ax.grid(True, alpha=0.3)
@@ -207,5 +209,13 @@ class History:
             if (lr > 0).all() and lr.max() / lr.min() > 100.0:
                 ax.set_yscale("log")
         ax.set_xlabel("step t")
+        _whole_ticks(ax)
         ax.set_ylabel("step size η_t")
         ax.grid(True, alpha=0.3)
+
+
+def _whole_ticks(ax):
+    """Epochs and steps are counted: ticks at whole numbers only (matplotlib's default
+    puts them at 1.5, 2.5, ... on a short run)."""
+    from matplotlib.ticker import MaxNLocator
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -33,6 +33,14 @@ class sigmoid(sp.Function):
     def _eval_rewrite_as_exp(self, x, **kwargs):
         return 1 / (1 + sp.exp(-x))
 
+    def _eval_is_real(self):
+        # real (and positive) on a real argument: sympy then differentiates |σ(a) − t|
+        # as sign(·)·σ′, not through re/im, which have no C spelling
+        return self.args[0].is_real
+
+    def _eval_is_positive(self):
+        return self.args[0].is_real
+
     def _latex(self, printer):
         return r"\sigma\left(%s\right)" % printer._print(self.args[0])
 
@@ -45,6 +53,12 @@ class softplus(sp.Function):
 
     def _eval_rewrite_as_log(self, x, **kwargs):
         return sp.log(1 + sp.exp(x))
+
+    def _eval_is_real(self):
+        return self.args[0].is_real   # as σ: |softplus(a) + ...| differentiates to sign
+
+    def _eval_is_positive(self):
+        return self.args[0].is_real
 
     def _latex(self, printer):
         return r"\operatorname{softplus}\left(%s\right)" % printer._print(self.args[0])
@@ -305,6 +319,21 @@ def _stable_log_cosh(expr: sp.Expr) -> sp.Expr:
         _sinh_over_cosh)
 
 
+def _stable_log_sum_exp(expr: sp.Expr) -> sp.Expr:
+    """log(e^a + e^b) = max(a, b) + log(1 + e^{−|a − b|}), max(a, b) written
+    (a + b + |a − b|)/2: sympy never writes log(2·cosh z) as a cosh, so the log-cosh
+    rewrite misses it, and e^a overflows at a ≈ 89 in float32."""
+    def two_exps(e):
+        return (isinstance(e, sp.log) and isinstance(e.args[0], sp.Add)
+                and len(e.args[0].args) == 2
+                and all(isinstance(t, sp.exp) for t in e.args[0].args))
+
+    def rewrite(e):
+        a, b = (t.args[0] for t in e.args[0].args)
+        return (a + b + sp.Abs(a - b)) / 2 + softplus(-sp.Abs(a - b))
+    return expr.replace(two_exps, rewrite)
+
+
 def _sinh_over_cosh(mul: sp.Mul) -> sp.Expr:
     factors = list(mul.args)
     for f in factors:
@@ -347,6 +376,8 @@ def stabilise(expr: sp.Expr) -> sp.Expr:
     - log(σ(a)) → −softplus(−a), log(1 − σ(a)) → −softplus(a)
     - log(cosh(a)) → |a| + softplus(−2|a|) − log 2   (log-cosh loss: cosh overflows
       at |a| ≈ 89 in float32, the right side never does)
+    - log(e^a + e^b) → max(a, b) + softplus(−|a − b|)   (log(e^z + e^−z) = log 2cosh z,
+      which sympy never writes as cosh; max(a, b) as (a + b + |a − b|)/2)
     - sinh(a)/cosh(a) → tanh(a)
     - e^{n·a}·(e^a + e^b)^(−n) → σ(a − b)^n          (e^x/(e^x + e^−x) → σ(2x))
 
@@ -358,6 +389,7 @@ def stabilise(expr: sp.Expr) -> sp.Expr:
     """
     expr = sp.sympify(expr)
     expr = _stable_log_cosh(expr)
+    expr = _stable_log_sum_exp(expr)
     expr = expr.replace(lambda e: isinstance(e, sp.log) and _one_plus_exp(e.args[0]) is not None,
                         lambda e: softplus(_one_plus_exp(e.args[0])))
     expr = expr.replace(
