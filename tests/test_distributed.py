@@ -420,3 +420,29 @@ def test_ctrl_c_to_mpiexec_stops_every_process_at_the_same_step():
     assert all(r["stopped"] == "interrupted" for r in results)
     assert results[0]["steps"] == results[1]["steps"] > 0
     assert results[0]["theta"] == results[1]["theta"]
+
+
+def test_reset_optimizer_with_comm_drops_the_one_process_state():
+    """fit(comm=..., reset_optimizer=True) dropped the model's own optimizer state (which a
+    later fit without comm continues) before fit checked its arguments; once the reset moved
+    after the checks, the comm path did not make it at all.  One process, COMM_SELF."""
+    pytest.importorskip("mpi4py")
+    script = """
+import json, numpy as np, symnet as sn
+from mpi4py import MPI
+net = sn.Network(sn.Input(3), sn.Dense(4, "tanh"), sn.Dense(1), loss="mse")
+rng = np.random.default_rng(0)
+X, T = rng.normal(size=(8, 3)), rng.normal(size=(8, 1))
+out = {}
+for reset in (False, True):
+    m = net.compile(dtype="float64", seed=0)
+    m.fit(X, T, method="sd", epochs=2, optimizer="adam", lr=0.01, progress=False)
+    m.fit(X, T, method="sd", epochs=1, optimizer="adam", lr=0.01, progress=False,
+          comm=MPI.COMM_SELF, reset_optimizer=reset)
+    out[str(reset)] = None if m.optimizer is None else m.optimizer.t
+print(json.dumps(out))
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"False": 2, "True": None}

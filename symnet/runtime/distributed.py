@@ -281,6 +281,8 @@ class MPI:
             _check_global_batches(model, method, mine[3], self.sizes)
             self.sync = _SyncSums(model, comm, self._mpi)
             model.batch_global = True       # a process's batch of one is fine: see above
+        if reset_optimizer:              # the state a later fit without comm would continue
+            model.reset_optimizer()
         with model.lock:
             comm.Bcast(model.theta, root=0)
             if seed is not None:
