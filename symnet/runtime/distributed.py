@@ -79,11 +79,12 @@ import warnings
 
 import numpy as np
 
+from ..lang.base import check_flag
 from .history import History
 from .stopping import EarlyStopping, check_callbacks
 from .progress import SigintFlag
-from .train import Optimizer, _boolean, accuracy, checked_arguments, \
-    checked_validation, evaluation_loss
+from .train import Optimizer, accuracy, checked_arguments, checked_validation, \
+    evaluation_loss
 from .train import fit as train_fit
 
 __all__ = ["MPI", "DistributedError", "fit", "mpiexec", "steps_per_epoch"]
@@ -245,7 +246,7 @@ class MPI:
         def check():
             for key, value in (("shuffle", shuffle), ("restore_best", restore_best),
                                ("reset_optimizer", reset_optimizer)):
-                _boolean(key, value)    # here, so that every process is told
+                check_flag(value, key)    # here, so that every process is told
             if validation_split is not None:
                 raise ValueError("validation_split is not available with comm: give "
                                  "validation_data on process 0")

@@ -39,6 +39,7 @@ import time
 import numpy as np
 
 from .. import guards
+from ..lang.base import check_flag
 from .epoch import Run, accuracy, user_layout
 from .history import History
 from .optimizer import Optimizer  # noqa: F401  (its earlier place; distributed imports it)
@@ -63,14 +64,6 @@ def _positive_int(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
-
-
-def _boolean(name: str, value) -> bool:
-    """True or False (numpy's bool too); anything else refused, not read as its truth
-    value (shuffle="no" is truthy)."""
-    if not isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"{name} must be True or False, got {value!r}")
-    return bool(value)
 
 
 def _finite(A: np.ndarray, what: str):
@@ -125,7 +118,7 @@ class Local:
         """fit's arguments checked: (X, T, epochs, batch_size, schedule, val, opt,
         stopper, callbacks, rng); ``optimizer`` the Optimizer's arguments (``shuffle``
         is checked here, before anything changes)."""
-        _boolean("shuffle", shuffle)
+        check_flag(shuffle, "shuffle")
         return _prepare(model, X, T, method, epochs, batch_size, lr, seed, validation_data,
                         validation_split, optimizer, early_stopping, restore_best, callbacks,
                         reset_optimizer)
@@ -217,8 +210,8 @@ def _prepare(model, X, T, method, epochs, batch_size, lr, seed, validation_data,
     from .stopping import EarlyStopping, check_callbacks, split
     X, T, epochs, batch_size, schedule = checked_arguments(model, X, T, method, epochs,
                                                            batch_size, lr)
-    restore_best = _boolean("restore_best", restore_best)
-    reset_optimizer = _boolean("reset_optimizer", reset_optimizer)
+    restore_best = check_flag(restore_best, "restore_best")
+    reset_optimizer = check_flag(reset_optimizer, "reset_optimizer")
     stopper = None if early_stopping is None else EarlyStopping(early_stopping, restore_best)
     callbacks = check_callbacks(callbacks)
     val = None
