@@ -6,11 +6,12 @@ position 7 − t of the input, which only attention with positional embeddings
 can do; a majority baseline names one digit everywhere (≈ 10 % per digit).
 
     one-hot digits → Pointwise(32) → PositionalEmbedding → TransformerBlock(4 heads, ff 64)
-                   → TransformerBlock(4 heads, ff 64) → Pointwise(10, sigmoid)
+                   → TransformerBlock(4 heads, ff 64) → Pointwise(10)
 
-Each position's 10 outputs are trained with binary cross-entropy against the
-one-hot digit (the answer is the largest).  Every formula (the attention's
-softmax over keys included) and its derivative is printed by
+The loss is softmax cross-entropy with a class per position: the output (8, 10) is
+8 rows of 10 classes, the targets the reversed digits as labels (batch, 8), the loss
+the mean over positions.  Every formula (the attention's softmax over keys, and the
+loss's per position, included) and its derivative is printed by
 ``network().formulas()``.
 
     python examples/transformer.py
@@ -31,24 +32,24 @@ def network():
     x = sn.PositionalEmbedding(name="pos")(x)
     x = sn.TransformerBlock(4, 64, name="B1")(x)
     x = sn.TransformerBlock(4, 64, name="B2")(x)
-    return sn.Network(S, sn.Pointwise(DIGITS, "sigmoid", name="O")(x), loss="bce")
+    return sn.Network(S, sn.Pointwise(DIGITS, name="O")(x), loss="softmax_cross_entropy")
 
 
 def strings(n, seed):
+    """(one-hot digits (n, 8, 10), the reversed digits as labels (n, 8))."""
     rng = np.random.default_rng(seed)
     d = rng.integers(0, DIGITS, (n, LENGTH))
-    eye = np.eye(DIGITS, dtype=np.float32)
-    return eye[d], eye[d[:, ::-1]], d[:, ::-1]
+    return np.eye(DIGITS, dtype=np.float32)[d], d[:, ::-1]
 
 
 def main(epochs=12, verbose=True):
-    X, T, _ = strings(4000, seed=0)
-    Xt, _, yt = strings(1000, seed=1)                         # held out
+    X, y = strings(4000, seed=0)                              # y: (4000, 8) labels
+    Xt, yt = strings(1000, seed=1)                            # held out
     model = network().compile(dtype="float32", seed=0)
     t0 = time.perf_counter()
-    hist = model.fit(X, T, method="minibatch", batch_size=50, epochs=epochs, lr=0.003,
+    hist = model.fit(X, y, method="minibatch", batch_size=50, epochs=epochs, lr=0.003,
                      optimizer="adam", seed=0, progress=False)
-    guess = model.forward(Xt).reshape(-1, LENGTH, DIGITS).argmax(-1)
+    guess = model.predict_classes(Xt)                         # (1000, 8): a digit per position
     digit = float((guess == yt).mean())
     whole = float((guess == yt).all(1).mean())
     if verbose:

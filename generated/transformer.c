@@ -44,14 +44,14 @@
  *   B2_ff1 (8, 64) = Piecewise((b14[i] + z_B2_ff1[b,tq,i], b14[i] + z_B2_ff1[b,tq,i] > 0), (0, True))
  *   B2_ff2 (8, 32) = b15[i] + z_B2_ff2[b,tq,i]
  *   B2 (8, 32) = B2_ff2[b,i,x] + B2_res1[b,i,x]
- *   O (8, 10) = sigmoid(b17[i] + z_O[b,tq,i])
- *   loss: bce, averaged over the batch
+ *   O (8, 10) = b17[i] + z_O[b,tq,i]
+ *   loss: softmax_cross_entropy, averaged over the batch
  *
  * dtype: float32 (float).  All arrays are row-major: a batch array
  * X of width n holds X[b,j] at X[b * n + j]; W of shape (out, in) holds
  * W[i,j] at W[i * in + j].  Parameters live in one flat array `params`
  * (18026 numbers), their gradients in `grads` with the same
- * layout, and everything per example in `work` (12498 numbers
+ * layout, and everything per example in `work` (12418 numbers
  * per example of the batch).
  */
 #include <math.h>
@@ -104,12 +104,12 @@
  *   B2_ff1 (8, 64) = Piecewise((b14[i] + z_B2_ff1[b,tq,i], b14[i] + z_B2_ff1[b,tq,i] > 0), (0, True))
  *   B2_ff2 (8, 32) = b15[i] + z_B2_ff2[b,tq,i]
  *   B2 (8, 32) = B2_ff2[b,i,x] + B2_res1[b,i,x]
- *   O (8, 10) = sigmoid(b17[i] + z_O[b,tq,i])
- *   loss: bce, averaged over the batch
+ *   O (8, 10) = b17[i] + z_O[b,tq,i]
+ *   loss: softmax_cross_entropy, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_BCAB7D2C9D_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_BCAB7D2C9D_N_PARAMS numbers (model.theta), each row-major at its offset: the trainable
+ * X[b,j] at X[b * SYMNET_2063CBE472_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_2063CBE472_N_PARAMS numbers (model.theta), each row-major at its offset: the trainable
  * ones first, then any frozen ones (trainable=False, BatchNorm's running statistics
  * and mode, Dropout's state).  By name, in the order of model.params:
  *   W1           offset         0  shape (32, 10)
@@ -142,48 +142,59 @@
  *   W17          offset     17696  shape (10, 32)
  *   b17          offset     18016  shape (10,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_BCAB7D2C9D_WORK_SIZE(batch) numbers; SYMNET_BCAB7D2C9D_TRAIN_WORK_SIZE(batch_size) for
- * symnet_bcab7d2c9d_train) and allocates nothing.  Memory for one call of a batch B:
- *   params 18026 + X B*80 + T or O B*80 + work (B*12498 + 18026)
- *   numbers of 4 bytes; e.g. B = 32: 1,764,432 bytes (training; forward only: 1,014,184).
+ * `work` (SYMNET_2063CBE472_WORK_SIZE(batch) numbers; SYMNET_2063CBE472_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_2063cbe472_train) and allocates nothing.  Memory for one call of a batch B:
+ *   params 18026 + X B*80 + T or O B*80 + work (B*12418 + 18026)
+ *   numbers of 4 bytes; e.g. B = 32: 1,754,192 bytes (training; forward only: 1,014,184).
  */
-#ifndef SYMNET_BCAB7D2C9D_H
-#define SYMNET_BCAB7D2C9D_H
+#ifndef SYMNET_2063CBE472_H
+#define SYMNET_2063CBE472_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_BCAB7D2C9D_REAL float  /* the number type of every array (float32) */
-#define SYMNET_BCAB7D2C9D_N_INPUTS 80  /* features per example */
-#define SYMNET_BCAB7D2C9D_N_OUTPUTS 80
-#define SYMNET_BCAB7D2C9D_N_PARAMS 18026  /* numbers in the flat parameter array */
-#define SYMNET_BCAB7D2C9D_WORK_PER_EXAMPLE 12498
-#define SYMNET_BCAB7D2C9D_WORK_SIZE(batch) ((batch) * 12498 + 18026)  /* numbers of scratch per call */
-#define SYMNET_BCAB7D2C9D_TRAIN_WORK_SIZE(batch_size) (SYMNET_BCAB7D2C9D_WORK_SIZE(batch_size) + (batch_size) * 160)
-#define SYMNET_BCAB7D2C9D_SGD 0       /* optimizer codes of symnet_bcab7d2c9d_update and symnet_bcab7d2c9d_train */
-#define SYMNET_BCAB7D2C9D_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_BCAB7D2C9D_N_PARAMS numbers */
-#define SYMNET_BCAB7D2C9D_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_BCAB7D2C9D_N_PARAMS numbers each */
+#define SYMNET_2063CBE472_REAL float  /* the number type of every array (float32) */
+#define SYMNET_2063CBE472_N_INPUTS 80  /* features per example */
+#define SYMNET_2063CBE472_N_OUTPUTS 80
+#define SYMNET_2063CBE472_N_PARAMS 18026  /* numbers in the flat parameter array */
+#define SYMNET_2063CBE472_WORK_PER_EXAMPLE 12418
+#define SYMNET_2063CBE472_WORK_SIZE(batch) ((batch) * 12418 + 18026)  /* numbers of scratch per call */
+#define SYMNET_2063CBE472_TRAIN_WORK_SIZE(batch_size) (SYMNET_2063CBE472_WORK_SIZE(batch_size) + (batch_size) * 160)
+#define SYMNET_2063CBE472_SGD 0       /* optimizer codes of symnet_2063cbe472_update and symnet_2063cbe472_train */
+#define SYMNET_2063CBE472_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_2063CBE472_N_PARAMS numbers */
+#define SYMNET_2063CBE472_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_2063CBE472_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_BCAB7D2C9D_N_OUTPUTS) = the network's output for X (batch × SYMNET_BCAB7D2C9D_N_INPUTS). */
-void symnet_bcab7d2c9d_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_2063CBE472_N_OUTPUTS) = the network's output for X (batch × SYMNET_2063CBE472_N_INPUTS). */
+void symnet_2063cbe472_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_bcab7d2c9d_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_2063cbe472_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_BCAB7D2C9D_N_PARAMS numbers) by back propagation. */
-float symnet_bcab7d2c9d_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_2063CBE472_N_PARAMS numbers) by back propagation. */
+float symnet_2063cbe472_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_bcab7d2c9d_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_2063cbe472_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_BCAB7D2C9D_SGD, SYMNET_BCAB7D2C9D_MOMENTUM or SYMNET_BCAB7D2C9D_ADAM
+/* The loss of the batch: the mean over its examples of the per-example loss; T[b·8 + q] is the class label of position q of example b. */
+float symnet_2063cbe472_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
+
+/* The loss, and ∂L/∂θ into grads (SYMNET_2063CBE472_N_PARAMS numbers) by back propagation. */
+float symnet_2063cbe472_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
+    float *grads, float *work);
+
+/* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
+float symnet_2063cbe472_step_labels(float *params, const float *X, const float *T, int batch, float lr,
+    float *work);
+
+/* The update of one step from the gradients: optimizer SYMNET_2063CBE472_SGD, SYMNET_2063CBE472_MOMENTUM or SYMNET_2063CBE472_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_bcab7d2c9d_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_2063cbe472_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -191,10 +202,23 @@ void symnet_bcab7d2c9d_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_BCAB7D2C9D_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_2063CBE472_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_BCAB7D2C9D_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_bcab7d2c9d_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_2063CBE472_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_2063cbe472_train(float *params, const float *X, const float *T, const long long *idx,
+    long long n_idx, int batch_size, const double *lr, double *losses,
+    int optimizer, float *s1, float *s2, const double *hyper, long long t0,
+    float *prev, int *have_prev, double *correct, float *work);
+
+/* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
+ * batch may be short) of (X, T); T[b·8 + q] is the class label of position q of example b, step size lr[s] and step number
+ * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
+ * of examples classified correctly before the step to correct[s].  Stops before the
+ * update of a step whose loss is not finite and returns the number of steps completed.
+ * prev (SYMNET_2063CBE472_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * *have_prev says it holds them; a non-finite loss restores them.
+ * work: SYMNET_2063CBE472_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_2063cbe472_train_labels(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -203,7 +227,7 @@ long long symnet_bcab7d2c9d_train(float *params, const float *X, const float *T,
 }
 #endif
 
-#endif /* SYMNET_BCAB7D2C9D_H */
+#endif /* SYMNET_2063CBE472_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -273,32 +297,6 @@ SN_ALWAYS_INLINE static inline float sn_expf(float x)
     memcpy(&s2, &e2, sizeof s2);
     const float y = p * s1 * s2;
     return x != x ? x : y;
-}
-
-/* σ(x) for float with the template's e^x (templates/expf.c.j2): e = e^−|x| ≤ 1, then
- * 1/(1 + e) for x ≥ 0 and e/(1 + e) below (so that σ of a large negative x keeps its
- * tiny value, subnormals included); no call and no branch (the choice is a select), so
- * loops over it vectorise (libm's expf, called per element, was ~20% of a GRU's
- * training step); ≤ 2.6 ulp against σ in double on [−110, 95]. */
-#ifndef SN_ALWAYS_INLINE
-#if defined(__GNUC__)
-#define SN_ALWAYS_INLINE __attribute__((always_inline))
-#else
-#define SN_ALWAYS_INLINE
-#endif
-#endif
-SN_ALWAYS_INLINE  /* as sn_expf */
-static inline float sn_sigmoid(float x)
-{
-    const float e = sn_expf(-fabsf(x));
-    const float r = 1.0f / (1.0f + e);
-    return x >= 0 ? r : e * r;
-}
-
-/* softplus(x) = log(1 + e^x) = max(x, 0) + log1p(e^−|x|), finite for all finite x. */
-static inline real sn_softplus(real x)
-{
-    return (x > 0 ? x : 0) + log1pf(expf(-fabsf(x)));
 }
 
 /* ------------------------------------------------------------------------
@@ -1454,28 +1452,6 @@ static void sn_rows_7(const real *params, real *work, const real *S, int batch, 
 
 }
 
-/* The examples sn_lo ≤ b < sn_hi of the batch through the layers' ops that take each
- * example alone: O. */
-static void sn_rows_8(const real *params, real *work, const real *S, int batch, int sn_lo, int sn_hi)
-{
-    const real *b17 = params + 18016;  /* b17: (10,) */
-
-    real *z_O = work + (size_t)batch * 7040;  /* Σ of O: (batch, 8, 10) */
-    real *sn_u_O = work + (size_t)batch * 7120;  /* layer O: (batch, 8, 10) */
-
-    (void)S;
-    /* O[b,tq,i] = σ(b17[i] + z_O[b,tq,i]) */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int tq = 0; tq < 8; tq++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-            for (int i = 0; i < 10; i++) {
-                sn_u_O[b * 80 + tq * 10 + i] = sn_sigmoid(b17[i] + z_O[b * 80 + tq * 10 + i]);
-            }
-
-}
-
 /* Forward pass: every layer from the input up. */
 static void sn_forward(const real *params, real *work, const real *S, int batch)
 {
@@ -1498,6 +1474,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
     const real *W15 = params + 15616;  /* W15: (32, 64) */
     const real *b15 = params + 17664;  /* b15: (32,) */
     const real *W17 = params + 17696;  /* W17: (10, 32) */
+    const real *b17 = params + 18016;  /* b17: (10,) */
 
     real *embed = work + (size_t)batch * 0;  /* layer embed: (batch, 8, 32) */
     real *B1_norm1 = work + (size_t)batch * 528;  /* layer B1_norm1: (batch, 8, 32) */
@@ -1515,7 +1492,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
     real *B2_ff1 = work + (size_t)batch * 6016;  /* layer B2_ff1: (batch, 8, 64) */
     real *B2_ff2 = work + (size_t)batch * 6528;  /* layer B2_ff2: (batch, 8, 32) */
     real *B2 = work + (size_t)batch * 6784;  /* layer B2: (batch, 8, 32) */
-    real *z_O = work + (size_t)batch * 7040;  /* Σ of O: (batch, 8, 10) */
+    real *sn_u_O = work + (size_t)batch * 7120;  /* layer O: (batch, 8, 10) */
     real *B1_att_a = z_B1_att_a;  /* layer B1_att_a: z_B1_att_a itself: (batch, 8, 4, 8) */
     real *B2_att_a = z_B2_att_a;  /* layer B2_att_a: z_B2_att_a itself: (batch, 8, 4, 8) */
 
@@ -1637,26 +1614,14 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
         for (int sn_c = 0; sn_c < sn_n; sn_c++)
             sn_rows_7(params, work, S, batch, sn_share(batch, sn_c, sn_n), sn_share(batch, sn_c + 1, sn_n));
     }
-    /* z_O[b,t,i] = Σ_j W17[i,j]·B2[b,t,j] for each of the 8 positions t */
-    sn_mm_nt(batch * 8, 10, 32, B2, W17, z_O, 0);
-    /* O: the batch in chunks of examples through sn_rows_8, the chunks
-       on as many threads as pay for their join: n threads cost work/n + one join, so each
-       thread gets at least a join's work, half of what one product asks (sn_threads counts
-       two joins); the work, about 640 multiply-adds per example */
-    {
-        const int sn_n = sn_chunks(batch);
-#ifdef _OPENMP
-        const int sn_used = sn_on ? sn_threads(2.0 * 640 * batch, sn_n) : 1;
-#pragma omp parallel for schedule(dynamic) num_threads(sn_used) if (sn_used > 1)
-#endif
-        for (int sn_c = 0; sn_c < sn_n; sn_c++)
-            sn_rows_8(params, work, S, batch, sn_share(batch, sn_c, sn_n), sn_share(batch, sn_c + 1, sn_n));
-    }
+    /* O[b,tq,i] = b17[i] + z_O[b,tq,i], where z_O[b,t,i] = Σ_j W17[i,j]·B2[b,t,j] for each of the 8 positions t:
+       the sums are not stored: the product writes O, each block as its sums finish */
+    sn_mm_nt_e(batch * 8, 10, 32, B2, W17, NULL, sn_u_O, b17, NULL, 0);
 
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_bcab7d2c9d_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_2063cbe472_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 7120, sizeof(real) * (size_t)batch * 80);
@@ -1706,45 +1671,28 @@ static void sn_chunks_run(sn_chunk_args *a, void (*fn)(void *, int))
         fn(a, j);
 }
 
-/* Chunk c of the batch through every per-example op of the pass: its examples'
- * loss into a->loss[c], the sums over its examples into sn_part. */
-static void sn_chunk(void *arg, int c)
+/* Chunk c of the batch through the ops after the loss, the same for targets as rows and
+ * as class labels (called by both passes): the sums over its examples into sn_part. */
+static void sn_chunk_tail(sn_chunk_args *a, int c)
 {
-    sn_chunk_args *a = (sn_chunk_args *)arg;
     const real *params = a->params, *S = a->X, *T = a->T;
     real *work = a->work;
     const int batch = a->batch;
     const int sn_lo = sn_cut(batch, c, a->n), sn_hi = sn_cut(batch, c + 1, a->n);
-    real *sn_part = work + (size_t)batch * 9368 + (size_t)c * 1002;  /* 1002 partial sums */
-    const real *W1 = params + 0;  /* W1: (32, 10) */
-    const real *sn_u_b1 = params + 320;  /* b1: (32,) */
-    const real *P2 = params + 352;  /* P2: (8, 32) */
+    real *sn_part = work + (size_t)batch * 9288 + (size_t)c * 1002;  /* 1002 partial sums */
     const real *gamma3 = params + 608;  /* gamma3: (32,) */
-    const real *beta3 = params + 640;  /* beta3: (32,) */
     const real *W4 = params + 672;  /* W4: (96, 32) */
-    const real *c4 = params + 3744;  /* c4: (96,) */
     const real *Wo4 = params + 3840;  /* Wo4: (32, 32) */
-    const real *co4 = params + 4864;  /* co4: (32,) */
     const real *gamma6 = params + 4896;  /* gamma6: (32,) */
-    const real *beta6 = params + 4928;  /* beta6: (32,) */
     const real *W7 = params + 4960;  /* W7: (64, 32) */
-    const real *b7 = params + 7008;  /* b7: (64,) */
     const real *W8 = params + 7072;  /* W8: (32, 64) */
-    const real *b8 = params + 9120;  /* b8: (32,) */
     const real *gamma10 = params + 9152;  /* gamma10: (32,) */
-    const real *beta10 = params + 9184;  /* beta10: (32,) */
     const real *W11 = params + 9216;  /* W11: (96, 32) */
-    const real *c11 = params + 12288;  /* c11: (96,) */
     const real *Wo11 = params + 12384;  /* Wo11: (32, 32) */
-    const real *co11 = params + 13408;  /* co11: (32,) */
     const real *gamma13 = params + 13440;  /* gamma13: (32,) */
-    const real *beta13 = params + 13472;  /* beta13: (32,) */
     const real *W14 = params + 13504;  /* W14: (64, 32) */
-    const real *b14 = params + 15552;  /* b14: (64,) */
     const real *W15 = params + 15616;  /* W15: (32, 64) */
-    const real *b15 = params + 17664;  /* b15: (32,) */
     const real *W17 = params + 17696;  /* W17: (10, 32) */
-    const real *b17 = params + 18016;  /* b17: (10,) */
 
     real *g_b17 = sn_part + 0;  /* this chunk's part of ∂L/∂b17: (10,) */
     real *g_b15 = sn_part + 10;  /* this chunk's part of ∂L/∂b15: (32,) */
@@ -1775,59 +1723,36 @@ static void sn_chunk(void *arg, int c)
     real *g_Wo4 = a->grads + 3840;  /* ∂L/∂Wo4: (32, 32) */
     real *g_W4 = a->grads + 672;  /* ∂L/∂W4: (96, 32) */
     real *g_W1 = a->grads + 0;  /* ∂L/∂W1: (32, 10) */
-    real *sn_wpart = work + (size_t)batch * 10370;  /* chunks 1, 2, …'s parts of the weight gradients, 17024 numbers each */
-    real *embed = work + (size_t)batch * 0;  /* layer embed: (batch, 8, 32) */
-    real *pos = work + (size_t)batch * 256;  /* layer pos: (batch, 8, 32) */
-    real *z_B1_norm1_mean = work + (size_t)batch * 512;  /* Σ of B1_norm1_mean: (batch, 8) */
-    real *B1_norm1_mean = work + (size_t)batch * 520;  /* layer B1_norm1_mean: (batch, 8) */
+    real *sn_wpart = work + (size_t)batch * 10290;  /* chunks 1, 2, …'s parts of the weight gradients, 17024 numbers each */
     real *B1_norm1_c = work + (size_t)batch * 0;  /* layer B1_norm1_c: (batch, 8, 32) */
     real *z_B1_norm1_rstd = work + (size_t)batch * 512;  /* Σ of B1_norm1_rstd: (batch, 8) */
     real *B1_norm1_rstd = work + (size_t)batch * 520;  /* layer B1_norm1_rstd: (batch, 8) */
     real *B1_norm1 = work + (size_t)batch * 528;  /* layer B1_norm1: (batch, 8, 32) */
     real *B1_att_qkv = work + (size_t)batch * 784;  /* layer B1_att_qkv: (batch, 8, 96) */
-    real *z_B1_att_s = work + (size_t)batch * 1552;  /* Σ of B1_att_s: (batch, 4, 8, 8) */
-    real *z_B1_att_m = work + (size_t)batch * 1808;  /* Σ of B1_att_m: (batch, 4, 8) */
     real *B1_att_e = work + (size_t)batch * 1840;  /* layer B1_att_e: (batch, 4, 8, 8) */
     real *z_B1_att_z = work + (size_t)batch * 1808;  /* Σ of B1_att_z: (batch, 4, 8) */
     real *B1_att_p = work + (size_t)batch * 1552;  /* layer B1_att_p: (batch, 4, 8, 8) */
     real *z_B1_att_a = work + (size_t)batch * 2096;  /* Σ of B1_att_a: (batch, 8, 4, 8) */
-    real *B1_att = work + (size_t)batch * 2352;  /* layer B1_att: (batch, 8, 32) */
-    real *B1_res1 = work + (size_t)batch * 2608;  /* layer B1_res1: (batch, 8, 32) */
-    real *z_B1_norm2_mean = work + (size_t)batch * 2864;  /* Σ of B1_norm2_mean: (batch, 8) */
-    real *B1_norm2_mean = work + (size_t)batch * 2872;  /* layer B1_norm2_mean: (batch, 8) */
     real *B1_norm2_c = work + (size_t)batch * 256;  /* layer B1_norm2_c: (batch, 8, 32) */
     real *z_B1_norm2_rstd = work + (size_t)batch * 2864;  /* Σ of B1_norm2_rstd: (batch, 8) */
     real *B1_norm2_rstd = work + (size_t)batch * 2872;  /* layer B1_norm2_rstd: (batch, 8) */
     real *B1_norm2 = work + (size_t)batch * 2352;  /* layer B1_norm2: (batch, 8, 32) */
     real *B1_ff1 = work + (size_t)batch * 2880;  /* layer B1_ff1: (batch, 8, 64) */
-    real *B1_ff2 = work + (size_t)batch * 3392;  /* layer B1_ff2: (batch, 8, 32) */
-    real *B1 = work + (size_t)batch * 3648;  /* layer B1: (batch, 8, 32) */
-    real *z_B2_norm1_mean = work + (size_t)batch * 3904;  /* Σ of B2_norm1_mean: (batch, 8) */
-    real *B2_norm1_mean = work + (size_t)batch * 3912;  /* layer B2_norm1_mean: (batch, 8) */
     real *B2_norm1_c = work + (size_t)batch * 2608;  /* layer B2_norm1_c: (batch, 8, 32) */
     real *z_B2_norm1_rstd = work + (size_t)batch * 3904;  /* Σ of B2_norm1_rstd: (batch, 8) */
     real *B2_norm1_rstd = work + (size_t)batch * 3912;  /* layer B2_norm1_rstd: (batch, 8) */
     real *B2_norm1 = work + (size_t)batch * 3392;  /* layer B2_norm1: (batch, 8, 32) */
     real *B2_att_qkv = work + (size_t)batch * 3920;  /* layer B2_att_qkv: (batch, 8, 96) */
-    real *z_B2_att_s = work + (size_t)batch * 4688;  /* Σ of B2_att_s: (batch, 4, 8, 8) */
-    real *z_B2_att_m = work + (size_t)batch * 4944;  /* Σ of B2_att_m: (batch, 4, 8) */
     real *B2_att_e = work + (size_t)batch * 4976;  /* layer B2_att_e: (batch, 4, 8, 8) */
     real *z_B2_att_z = work + (size_t)batch * 4944;  /* Σ of B2_att_z: (batch, 4, 8) */
     real *B2_att_p = work + (size_t)batch * 4688;  /* layer B2_att_p: (batch, 4, 8, 8) */
     real *z_B2_att_a = work + (size_t)batch * 5232;  /* Σ of B2_att_a: (batch, 8, 4, 8) */
-    real *B2_att = work + (size_t)batch * 5488;  /* layer B2_att: (batch, 8, 32) */
-    real *B2_res1 = work + (size_t)batch * 5744;  /* layer B2_res1: (batch, 8, 32) */
-    real *z_B2_norm2_mean = work + (size_t)batch * 6000;  /* Σ of B2_norm2_mean: (batch, 8) */
-    real *B2_norm2_mean = work + (size_t)batch * 6008;  /* layer B2_norm2_mean: (batch, 8) */
     real *B2_norm2_c = work + (size_t)batch * 3648;  /* layer B2_norm2_c: (batch, 8, 32) */
     real *z_B2_norm2_rstd = work + (size_t)batch * 6000;  /* Σ of B2_norm2_rstd: (batch, 8) */
     real *B2_norm2_rstd = work + (size_t)batch * 6008;  /* layer B2_norm2_rstd: (batch, 8) */
     real *B2_norm2 = work + (size_t)batch * 5488;  /* layer B2_norm2: (batch, 8, 32) */
     real *B2_ff1 = work + (size_t)batch * 6016;  /* layer B2_ff1: (batch, 8, 64) */
-    real *B2_ff2 = work + (size_t)batch * 6528;  /* layer B2_ff2: (batch, 8, 32) */
     real *B2 = work + (size_t)batch * 6784;  /* layer B2: (batch, 8, 32) */
-    real *z_O = work + (size_t)batch * 7040;  /* Σ of O: (batch, 8, 10) */
-    real *sn_u_O = work + (size_t)batch * 7120;  /* layer O: (batch, 8, 10) */
     real *dL_dembed = work + (size_t)batch * 0;  /* ∂L/∂embed: (batch, 8, 32) */
     real *dL_dB1_norm1_mean = work + (size_t)batch * 512;  /* ∂L/∂B1_norm1_mean: (batch, 8) */
     real *delta_B1_norm1_mean = work + (size_t)batch * 520;  /* ∂L/∂z_B1_norm1_mean: (batch, 8) */
@@ -1868,13 +1793,9 @@ static void sn_chunk(void *arg, int c)
     real *dL_dB2_norm2 = work + (size_t)batch * 6528;  /* ∂L/∂B2_norm2: (batch, 8, 32) */
     real *delta_B2_ff1 = work + (size_t)batch * 8520;  /* ∂L/∂z_B2_ff1: (batch, 8, 64) */
     real *dL_dB2 = work + (size_t)batch * 9032;  /* ∂L/∂B2: (batch, 8, 32) */
-    real *delta_O = work + (size_t)batch * 9288;  /* ∂L/∂z_O: (batch, 8, 10) */
-    real *B1_att_s = z_B1_att_s;  /* layer B1_att_s: z_B1_att_s itself: (batch, 4, 8, 8) */
-    real *B1_att_m = z_B1_att_m;  /* layer B1_att_m: z_B1_att_m itself: (batch, 4, 8) */
+    real *dL_dO = work + (size_t)batch * 7040;  /* ∂L/∂O: (batch, 8, 10) */
     real *B1_att_z = z_B1_att_z;  /* layer B1_att_z: z_B1_att_z itself: (batch, 4, 8) */
     real *B1_att_a = z_B1_att_a;  /* layer B1_att_a: z_B1_att_a itself: (batch, 8, 4, 8) */
-    real *B2_att_s = z_B2_att_s;  /* layer B2_att_s: z_B2_att_s itself: (batch, 4, 8, 8) */
-    real *B2_att_m = z_B2_att_m;  /* layer B2_att_m: z_B2_att_m itself: (batch, 4, 8) */
     real *B2_att_z = z_B2_att_z;  /* layer B2_att_z: z_B2_att_z itself: (batch, 4, 8) */
     real *B2_att_a = z_B2_att_a;  /* layer B2_att_a: z_B2_att_a itself: (batch, 8, 4, 8) */
     real *delta_embed = dL_dembed;  /* ∂L/∂z_embed: ∂L/∂embed itself: (batch, 8, 32) */
@@ -1898,452 +1819,18 @@ static void sn_chunk(void *arg, int c)
     real *dL_dB2_res1 = dL_dB2;  /* ∂L/∂B2_res1: the memory of dL_dB2, its copy (the same numbers) not made: (batch, 8, 32) */
     real *dL_dB2_ff2 = dL_dB2;  /* ∂L/∂B2_ff2: the memory of dL_dB2, its copy (the same numbers) not made: (batch, 8, 32) */
     real *delta_B2_ff2 = dL_dB2;  /* ∂L/∂z_B2_ff2: ∂L/∂B2_ff2 itself: (batch, 8, 32) */
+    real *delta_O = dL_dO;  /* ∂L/∂z_O: ∂L/∂O itself: (batch, 8, 10) */
 
-    const real inv_batch = (real)1 / (real)batch;
-    double loss = 0;
-    memset(sn_part, 0, sizeof(real) * 1002);
-    /* embed[b,tq,i] = b1[i] + z_embed[b,tq,i], where z_embed[b,t,i] = Σ_j W1[i,j]·S[b,t,j] for each of the 8 positions t:
-       the sums are not stored: the product writes embed, each block as its sums finish */
-    sn_mm_nt_e((sn_hi - sn_lo) * 8, 32, 10, S + (size_t)sn_lo * 80, W1, NULL, embed + (size_t)sn_lo * 256, sn_u_b1, NULL, 0);
-    /* pos[b,tq,i] = P2[tq,i] + embed[b,tq,i] */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int tq = 0; tq < 8; tq++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-            for (int i = 0; i < 32; i++) {
-                pos[b * 256 + tq * 32 + i] = P2[tq * 32 + i] + embed[b * 256 + tq * 32 + i];
-            }
-    /* z_B1_norm1_mean[b,a] = Σ_e pos[b,a,e] */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int a = 0; a < 8; a++) {
-            real acc0 = 0;
-#ifdef SN_SIMD
-#pragma omp simd reduction(+:acc0)
-#endif
-            for (int e = 0; e < 32; e++) {
-                acc0 += pos[b * 256 + a * 32 + e];
-            }
-            z_B1_norm1_mean[b * 8 + a] = acc0;
-        }
-    /* B1_norm1_mean[b,a] = z_B1_norm1_mean[b,a]/32 */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int a = 0; a < 8; a++) {
-            B1_norm1_mean[b * 8 + a] = (1.0F/32.0F)*z_B1_norm1_mean[b * 8 + a];
-        }
-    /* B1_norm1_c[b,a,d] = -B1_norm1_mean[b,a] + pos[b,a,d] */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int a = 0; a < 8; a++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-            for (int d = 0; d < 32; d++) {
-                B1_norm1_c[b * 256 + a * 32 + d] = -B1_norm1_mean[b * 8 + a] + pos[b * 256 + a * 32 + d];
-            }
-    /* z_B1_norm1_rstd[b,a] = Σ_e B1_norm1_c[b,a,e]² */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int a = 0; a < 8; a++) {
-            real acc0 = 0;
-#ifdef SN_SIMD
-#pragma omp simd reduction(+:acc0)
-#endif
-            for (int e = 0; e < 32; e++) {
-                acc0 += B1_norm1_c[b * 256 + a * 32 + e]*B1_norm1_c[b * 256 + a * 32 + e];
-            }
-            z_B1_norm1_rstd[b * 8 + a] = acc0;
-        }
-    /* B1_norm1_rstd[b,a] = 1/sqrt(z_B1_norm1_rstd[b,a]/32 + 1.0e-5) */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int a = 0; a < 8; a++) {
-            B1_norm1_rstd[b * 8 + a] = (1/sqrtf((1.0F/32.0F)*z_B1_norm1_rstd[b * 8 + a] + 1.0e-5F));
-        }
-    /* B1_norm1[b,a,d] = B1_norm1_c[b,a,d]·B1_norm1_rstd[b,a]·gamma3[d] + beta3[d] */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int a = 0; a < 8; a++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-            for (int d = 0; d < 32; d++) {
-                B1_norm1[b * 256 + a * 32 + d] = B1_norm1_c[b * 256 + a * 32 + d]*B1_norm1_rstd[b * 8 + a]*gamma3[d] + beta3[d];
-            }
-    /* B1_att_qkv[b,tq,i] = c4[i] + z_B1_att_qkv[b,tq,i], where z_B1_att_qkv[b,t,i] = Σ_j W4[i,j]·B1_norm1[b,t,j] for each of the 8 positions t:
-       the sums are not stored: the product writes B1_att_qkv, each block as its sums finish */
-    sn_mm_nt_e((sn_hi - sn_lo) * 8, 96, 32, B1_norm1 + (size_t)sn_lo * 256, W4, NULL, B1_att_qkv + (size_t)sn_lo * 768, c4, NULL, 0);
-    /* z_B1_att_s[b,hd,tq,tk] = Σ_e 0.35355339059327373·B1_att_qkv[b,tk,hd·8 + e + 32]·B1_att_qkv[b,tq,hd·8 + e]: a small product per (b, hd) */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int hd = 0; hd < 4; hd++) {
-            sn_small_mm(8, 8, 8, (real)0.353553391F, B1_att_qkv + (size_t)b * 768 + hd * 8, 96, 1, B1_att_qkv + (size_t)b * 768 + hd * 8 + 32, 1, 96, z_B1_att_s + (size_t)b * 256 + hd * 64, 8, 0);
-        }
-    for (size_t q = (size_t)sn_lo * 32; q < (size_t)sn_hi * 32; q++) z_B1_att_m[q] = -INFINITY;
-    /* z_B1_att_m[b,hd,tq] = max_tk B1_att_s[b,hd,tq,tk] */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int hd = 0; hd < 4; hd++)
-            for (int tq = 0; tq < 8; tq++) {
-                real acc0 = -INFINITY;
-#ifdef SN_SIMD
-#pragma omp simd reduction(max:acc0)
-#endif
-                for (int tk = 0; tk < 8; tk++) {
-                    acc0 = B1_att_s[b * 256 + hd * 64 + tq * 8 + tk] > acc0 ? B1_att_s[b * 256 + hd * 64 + tq * 8 + tk] : acc0;
-                }
-                z_B1_att_m[b * 32 + hd * 8 + tq] = acc0 > z_B1_att_m[b * 32 + hd * 8 + tq] ? acc0 : z_B1_att_m[b * 32 + hd * 8 + tq];
-            }
-    /* B1_att_e[b,hd,tq,tk] = exp(-B1_att_m[b,hd,tq] + B1_att_s[b,hd,tq,tk]) */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int hd = 0; hd < 4; hd++)
-            for (int tq = 0; tq < 8; tq++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-                for (int tk = 0; tk < 8; tk++) {
-                    B1_att_e[b * 256 + hd * 64 + tq * 8 + tk] = sn_expf(-B1_att_m[b * 32 + hd * 8 + tq] + B1_att_s[b * 256 + hd * 64 + tq * 8 + tk]);
-                }
-    /* z_B1_att_z[b,hd,tq] = Σ_tk B1_att_e[b,hd,tq,tk] */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int hd = 0; hd < 4; hd++)
-            for (int tq = 0; tq < 8; tq++) {
-                real acc0 = 0;
-#ifdef SN_SIMD
-#pragma omp simd reduction(+:acc0)
-#endif
-                for (int tk = 0; tk < 8; tk++) {
-                    acc0 += B1_att_e[b * 256 + hd * 64 + tq * 8 + tk];
-                }
-                z_B1_att_z[b * 32 + hd * 8 + tq] = acc0;
-            }
-    /* B1_att_p[b,hd,tq,tk] = B1_att_e[b,hd,tq,tk]/B1_att_z[b,hd,tq] */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int hd = 0; hd < 4; hd++)
-            for (int tq = 0; tq < 8; tq++) {
-                const real sn_inv0 = 1/B1_att_z[b * 32 + hd * 8 + tq];
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-                for (int tk = 0; tk < 8; tk++) {
-                    B1_att_p[b * 256 + hd * 64 + tq * 8 + tk] = B1_att_e[b * 256 + hd * 64 + tq * 8 + tk]*sn_inv0;
-                }
-            }
-    /* z_B1_att_a[b,tq,hd,e] = Σ_tk B1_att_p[b,hd,tq,tk]·B1_att_qkv[b,tk,hd·8 + e + 64]: a small product per (b, hd) */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int hd = 0; hd < 4; hd++) {
-            sn_small_mm(8, 8, 8, (real)1, B1_att_p + (size_t)b * 256 + hd * 64, 8, 1, B1_att_qkv + (size_t)b * 768 + hd * 8 + 64, 96, 1, z_B1_att_a + (size_t)b * 256 + hd * 8, 32, 0);
-        }
-    /* B1_att[b,tq,i] = co4[i] + z_B1_att[b,tq,i], where z_B1_att[b,t,i] = Σ_j Wo4[i,j]·B1_att_a[b,t,j] for each of the 8 positions t:
-       the sums are not stored: the product writes B1_att, each block as its sums finish */
-    sn_mm_nt_e((sn_hi - sn_lo) * 8, 32, 32, B1_att_a + (size_t)sn_lo * 256, Wo4, NULL, B1_att + (size_t)sn_lo * 256, co4, NULL, 0);
-    /* B1_res1[b,i,x] = B1_att[b,i,x] + pos[b,i,x] */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int i = 0; i < 8; i++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-            for (int x = 0; x < 32; x++) {
-                B1_res1[b * 256 + i * 32 + x] = B1_att[b * 256 + i * 32 + x] + pos[b * 256 + i * 32 + x];
-            }
-    /* z_B1_norm2_mean[b,a] = Σ_e B1_res1[b,a,e] */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int a = 0; a < 8; a++) {
-            real acc0 = 0;
-#ifdef SN_SIMD
-#pragma omp simd reduction(+:acc0)
-#endif
-            for (int e = 0; e < 32; e++) {
-                acc0 += B1_res1[b * 256 + a * 32 + e];
-            }
-            z_B1_norm2_mean[b * 8 + a] = acc0;
-        }
-    /* B1_norm2_mean[b,a] = z_B1_norm2_mean[b,a]/32 */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int a = 0; a < 8; a++) {
-            B1_norm2_mean[b * 8 + a] = (1.0F/32.0F)*z_B1_norm2_mean[b * 8 + a];
-        }
-    /* B1_norm2_c[b,a,d] = -B1_norm2_mean[b,a] + B1_res1[b,a,d] */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int a = 0; a < 8; a++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-            for (int d = 0; d < 32; d++) {
-                B1_norm2_c[b * 256 + a * 32 + d] = -B1_norm2_mean[b * 8 + a] + B1_res1[b * 256 + a * 32 + d];
-            }
-    /* z_B1_norm2_rstd[b,a] = Σ_e B1_norm2_c[b,a,e]² */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int a = 0; a < 8; a++) {
-            real acc0 = 0;
-#ifdef SN_SIMD
-#pragma omp simd reduction(+:acc0)
-#endif
-            for (int e = 0; e < 32; e++) {
-                acc0 += B1_norm2_c[b * 256 + a * 32 + e]*B1_norm2_c[b * 256 + a * 32 + e];
-            }
-            z_B1_norm2_rstd[b * 8 + a] = acc0;
-        }
-    /* B1_norm2_rstd[b,a] = 1/sqrt(z_B1_norm2_rstd[b,a]/32 + 1.0e-5) */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int a = 0; a < 8; a++) {
-            B1_norm2_rstd[b * 8 + a] = (1/sqrtf((1.0F/32.0F)*z_B1_norm2_rstd[b * 8 + a] + 1.0e-5F));
-        }
-    /* B1_norm2[b,a,d] = B1_norm2_c[b,a,d]·B1_norm2_rstd[b,a]·gamma6[d] + beta6[d] */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int a = 0; a < 8; a++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-            for (int d = 0; d < 32; d++) {
-                B1_norm2[b * 256 + a * 32 + d] = B1_norm2_c[b * 256 + a * 32 + d]*B1_norm2_rstd[b * 8 + a]*gamma6[d] + beta6[d];
-            }
-    /* B1_ff1[b,tq,i] = (b7[i] + z_B1_ff1[b,tq,i] if b7[i] + z_B1_ff1[b,tq,i] > 0 else 0), where z_B1_ff1[b,t,i] = Σ_j W7[i,j]·B1_norm2[b,t,j] for each of the 8 positions t:
-       the sums are not stored: the product writes B1_ff1, each block as its sums finish */
-    sn_mm_nt_e((sn_hi - sn_lo) * 8, 64, 32, B1_norm2 + (size_t)sn_lo * 256, W7, NULL, B1_ff1 + (size_t)sn_lo * 512, b7, NULL, 1);
-    /* B1_ff2[b,tq,i] = b8[i] + z_B1_ff2[b,tq,i], where z_B1_ff2[b,t,i] = Σ_j W8[i,j]·B1_ff1[b,t,j] for each of the 8 positions t:
-       the sums are not stored: the product writes B1_ff2, each block as its sums finish */
-    sn_mm_nt_e((sn_hi - sn_lo) * 8, 32, 64, B1_ff1 + (size_t)sn_lo * 512, W8, NULL, B1_ff2 + (size_t)sn_lo * 256, b8, NULL, 0);
-    /* B1[b,i,x] = B1_ff2[b,i,x] + B1_res1[b,i,x] */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int i = 0; i < 8; i++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-            for (int x = 0; x < 32; x++) {
-                B1[b * 256 + i * 32 + x] = B1_ff2[b * 256 + i * 32 + x] + B1_res1[b * 256 + i * 32 + x];
-            }
-    /* z_B2_norm1_mean[b,a] = Σ_e B1[b,a,e] */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int a = 0; a < 8; a++) {
-            real acc0 = 0;
-#ifdef SN_SIMD
-#pragma omp simd reduction(+:acc0)
-#endif
-            for (int e = 0; e < 32; e++) {
-                acc0 += B1[b * 256 + a * 32 + e];
-            }
-            z_B2_norm1_mean[b * 8 + a] = acc0;
-        }
-    /* B2_norm1_mean[b,a] = z_B2_norm1_mean[b,a]/32 */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int a = 0; a < 8; a++) {
-            B2_norm1_mean[b * 8 + a] = (1.0F/32.0F)*z_B2_norm1_mean[b * 8 + a];
-        }
-    /* B2_norm1_c[b,a,d] = B1[b,a,d] - B2_norm1_mean[b,a] */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int a = 0; a < 8; a++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-            for (int d = 0; d < 32; d++) {
-                B2_norm1_c[b * 256 + a * 32 + d] = B1[b * 256 + a * 32 + d] - B2_norm1_mean[b * 8 + a];
-            }
-    /* z_B2_norm1_rstd[b,a] = Σ_e B2_norm1_c[b,a,e]² */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int a = 0; a < 8; a++) {
-            real acc0 = 0;
-#ifdef SN_SIMD
-#pragma omp simd reduction(+:acc0)
-#endif
-            for (int e = 0; e < 32; e++) {
-                acc0 += B2_norm1_c[b * 256 + a * 32 + e]*B2_norm1_c[b * 256 + a * 32 + e];
-            }
-            z_B2_norm1_rstd[b * 8 + a] = acc0;
-        }
-    /* B2_norm1_rstd[b,a] = 1/sqrt(z_B2_norm1_rstd[b,a]/32 + 1.0e-5) */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int a = 0; a < 8; a++) {
-            B2_norm1_rstd[b * 8 + a] = (1/sqrtf((1.0F/32.0F)*z_B2_norm1_rstd[b * 8 + a] + 1.0e-5F));
-        }
-    /* B2_norm1[b,a,d] = B2_norm1_c[b,a,d]·B2_norm1_rstd[b,a]·gamma10[d] + beta10[d] */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int a = 0; a < 8; a++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-            for (int d = 0; d < 32; d++) {
-                B2_norm1[b * 256 + a * 32 + d] = B2_norm1_c[b * 256 + a * 32 + d]*B2_norm1_rstd[b * 8 + a]*gamma10[d] + beta10[d];
-            }
-    /* B2_att_qkv[b,tq,i] = c11[i] + z_B2_att_qkv[b,tq,i], where z_B2_att_qkv[b,t,i] = Σ_j W11[i,j]·B2_norm1[b,t,j] for each of the 8 positions t:
-       the sums are not stored: the product writes B2_att_qkv, each block as its sums finish */
-    sn_mm_nt_e((sn_hi - sn_lo) * 8, 96, 32, B2_norm1 + (size_t)sn_lo * 256, W11, NULL, B2_att_qkv + (size_t)sn_lo * 768, c11, NULL, 0);
-    /* z_B2_att_s[b,hd,tq,tk] = Σ_e 0.35355339059327373·B2_att_qkv[b,tk,hd·8 + e + 32]·B2_att_qkv[b,tq,hd·8 + e]: a small product per (b, hd) */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int hd = 0; hd < 4; hd++) {
-            sn_small_mm(8, 8, 8, (real)0.353553391F, B2_att_qkv + (size_t)b * 768 + hd * 8, 96, 1, B2_att_qkv + (size_t)b * 768 + hd * 8 + 32, 1, 96, z_B2_att_s + (size_t)b * 256 + hd * 64, 8, 0);
-        }
-    for (size_t q = (size_t)sn_lo * 32; q < (size_t)sn_hi * 32; q++) z_B2_att_m[q] = -INFINITY;
-    /* z_B2_att_m[b,hd,tq] = max_tk B2_att_s[b,hd,tq,tk] */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int hd = 0; hd < 4; hd++)
-            for (int tq = 0; tq < 8; tq++) {
-                real acc0 = -INFINITY;
-#ifdef SN_SIMD
-#pragma omp simd reduction(max:acc0)
-#endif
-                for (int tk = 0; tk < 8; tk++) {
-                    acc0 = B2_att_s[b * 256 + hd * 64 + tq * 8 + tk] > acc0 ? B2_att_s[b * 256 + hd * 64 + tq * 8 + tk] : acc0;
-                }
-                z_B2_att_m[b * 32 + hd * 8 + tq] = acc0 > z_B2_att_m[b * 32 + hd * 8 + tq] ? acc0 : z_B2_att_m[b * 32 + hd * 8 + tq];
-            }
-    /* B2_att_e[b,hd,tq,tk] = exp(-B2_att_m[b,hd,tq] + B2_att_s[b,hd,tq,tk]) */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int hd = 0; hd < 4; hd++)
-            for (int tq = 0; tq < 8; tq++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-                for (int tk = 0; tk < 8; tk++) {
-                    B2_att_e[b * 256 + hd * 64 + tq * 8 + tk] = sn_expf(-B2_att_m[b * 32 + hd * 8 + tq] + B2_att_s[b * 256 + hd * 64 + tq * 8 + tk]);
-                }
-    /* z_B2_att_z[b,hd,tq] = Σ_tk B2_att_e[b,hd,tq,tk] */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int hd = 0; hd < 4; hd++)
-            for (int tq = 0; tq < 8; tq++) {
-                real acc0 = 0;
-#ifdef SN_SIMD
-#pragma omp simd reduction(+:acc0)
-#endif
-                for (int tk = 0; tk < 8; tk++) {
-                    acc0 += B2_att_e[b * 256 + hd * 64 + tq * 8 + tk];
-                }
-                z_B2_att_z[b * 32 + hd * 8 + tq] = acc0;
-            }
-    /* B2_att_p[b,hd,tq,tk] = B2_att_e[b,hd,tq,tk]/B2_att_z[b,hd,tq] */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int hd = 0; hd < 4; hd++)
-            for (int tq = 0; tq < 8; tq++) {
-                const real sn_inv0 = 1/B2_att_z[b * 32 + hd * 8 + tq];
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-                for (int tk = 0; tk < 8; tk++) {
-                    B2_att_p[b * 256 + hd * 64 + tq * 8 + tk] = B2_att_e[b * 256 + hd * 64 + tq * 8 + tk]*sn_inv0;
-                }
-            }
-    /* z_B2_att_a[b,tq,hd,e] = Σ_tk B2_att_p[b,hd,tq,tk]·B2_att_qkv[b,tk,hd·8 + e + 64]: a small product per (b, hd) */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int hd = 0; hd < 4; hd++) {
-            sn_small_mm(8, 8, 8, (real)1, B2_att_p + (size_t)b * 256 + hd * 64, 8, 1, B2_att_qkv + (size_t)b * 768 + hd * 8 + 64, 96, 1, z_B2_att_a + (size_t)b * 256 + hd * 8, 32, 0);
-        }
-    /* B2_att[b,tq,i] = co11[i] + z_B2_att[b,tq,i], where z_B2_att[b,t,i] = Σ_j Wo11[i,j]·B2_att_a[b,t,j] for each of the 8 positions t:
-       the sums are not stored: the product writes B2_att, each block as its sums finish */
-    sn_mm_nt_e((sn_hi - sn_lo) * 8, 32, 32, B2_att_a + (size_t)sn_lo * 256, Wo11, NULL, B2_att + (size_t)sn_lo * 256, co11, NULL, 0);
-    /* B2_res1[b,i,x] = B1[b,i,x] + B2_att[b,i,x] */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int i = 0; i < 8; i++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-            for (int x = 0; x < 32; x++) {
-                B2_res1[b * 256 + i * 32 + x] = B1[b * 256 + i * 32 + x] + B2_att[b * 256 + i * 32 + x];
-            }
-    /* z_B2_norm2_mean[b,a] = Σ_e B2_res1[b,a,e] */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int a = 0; a < 8; a++) {
-            real acc0 = 0;
-#ifdef SN_SIMD
-#pragma omp simd reduction(+:acc0)
-#endif
-            for (int e = 0; e < 32; e++) {
-                acc0 += B2_res1[b * 256 + a * 32 + e];
-            }
-            z_B2_norm2_mean[b * 8 + a] = acc0;
-        }
-    /* B2_norm2_mean[b,a] = z_B2_norm2_mean[b,a]/32 */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int a = 0; a < 8; a++) {
-            B2_norm2_mean[b * 8 + a] = (1.0F/32.0F)*z_B2_norm2_mean[b * 8 + a];
-        }
-    /* B2_norm2_c[b,a,d] = -B2_norm2_mean[b,a] + B2_res1[b,a,d] */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int a = 0; a < 8; a++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-            for (int d = 0; d < 32; d++) {
-                B2_norm2_c[b * 256 + a * 32 + d] = -B2_norm2_mean[b * 8 + a] + B2_res1[b * 256 + a * 32 + d];
-            }
-    /* z_B2_norm2_rstd[b,a] = Σ_e B2_norm2_c[b,a,e]² */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int a = 0; a < 8; a++) {
-            real acc0 = 0;
-#ifdef SN_SIMD
-#pragma omp simd reduction(+:acc0)
-#endif
-            for (int e = 0; e < 32; e++) {
-                acc0 += B2_norm2_c[b * 256 + a * 32 + e]*B2_norm2_c[b * 256 + a * 32 + e];
-            }
-            z_B2_norm2_rstd[b * 8 + a] = acc0;
-        }
-    /* B2_norm2_rstd[b,a] = 1/sqrt(z_B2_norm2_rstd[b,a]/32 + 1.0e-5) */
-    for (int b = sn_lo; b < sn_hi; b++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-        for (int a = 0; a < 8; a++) {
-            B2_norm2_rstd[b * 8 + a] = (1/sqrtf((1.0F/32.0F)*z_B2_norm2_rstd[b * 8 + a] + 1.0e-5F));
-        }
-    /* B2_norm2[b,a,d] = B2_norm2_c[b,a,d]·B2_norm2_rstd[b,a]·gamma13[d] + beta13[d] */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int a = 0; a < 8; a++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-            for (int d = 0; d < 32; d++) {
-                B2_norm2[b * 256 + a * 32 + d] = B2_norm2_c[b * 256 + a * 32 + d]*B2_norm2_rstd[b * 8 + a]*gamma13[d] + beta13[d];
-            }
-    /* B2_ff1[b,tq,i] = (b14[i] + z_B2_ff1[b,tq,i] if b14[i] + z_B2_ff1[b,tq,i] > 0 else 0), where z_B2_ff1[b,t,i] = Σ_j W14[i,j]·B2_norm2[b,t,j] for each of the 8 positions t:
-       the sums are not stored: the product writes B2_ff1, each block as its sums finish */
-    sn_mm_nt_e((sn_hi - sn_lo) * 8, 64, 32, B2_norm2 + (size_t)sn_lo * 256, W14, NULL, B2_ff1 + (size_t)sn_lo * 512, b14, NULL, 1);
-    /* B2_ff2[b,tq,i] = b15[i] + z_B2_ff2[b,tq,i], where z_B2_ff2[b,t,i] = Σ_j W15[i,j]·B2_ff1[b,t,j] for each of the 8 positions t:
-       the sums are not stored: the product writes B2_ff2, each block as its sums finish */
-    sn_mm_nt_e((sn_hi - sn_lo) * 8, 32, 64, B2_ff1 + (size_t)sn_lo * 512, W15, NULL, B2_ff2 + (size_t)sn_lo * 256, b15, NULL, 0);
-    /* B2[b,i,x] = B2_ff2[b,i,x] + B2_res1[b,i,x] */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int i = 0; i < 8; i++)
-#ifdef SN_SIMD
-#pragma omp simd
-#endif
-            for (int x = 0; x < 32; x++) {
-                B2[b * 256 + i * 32 + x] = B2_ff2[b * 256 + i * 32 + x] + B2_res1[b * 256 + i * 32 + x];
-            }
-    /* z_O[b,t,i] = Σ_j W17[i,j]·B2[b,t,j] for each of the 8 positions t */
-    sn_mm_nt((sn_hi - sn_lo) * 8, 10, 32, B2 + (size_t)sn_lo * 256, W17, z_O + (size_t)sn_lo * 80, 0);
-    /* O[b,tq,i] = σ(b17[i] + z_O[b,tq,i]) */
+    (void)T;
+    (void)sn_part;
+    /* g_b17[i] += dL_dO[b,tq,i] */
     for (int b = sn_lo; b < sn_hi; b++)
         for (int tq = 0; tq < 8; tq++)
 #ifdef SN_SIMD
 #pragma omp simd
 #endif
             for (int i = 0; i < 10; i++) {
-                sn_u_O[b * 80 + tq * 10 + i] = sn_sigmoid(b17[i] + z_O[b * 80 + tq * 10 + i]);
-            }
-    /* L += T[b,tq,i]·softplus(-b17[i] - z_O[b,tq,i])/80 + (1 - T[b,tq,i])·softplus(b17[i] + z_O[b,tq,i])/80; delta_O[b,tq,i] = inv_batch·(O[b,tq,i] - T[b,tq,i])/80; g_b17[i] += inv_batch·(O[b,tq,i] - T[b,tq,i])/80 */
-    for (int b = sn_lo; b < sn_hi; b++)
-        for (int tq = 0; tq < 8; tq++)
-            for (int i = 0; i < 10; i++) {
-                const real t0 = b17[i] + z_O[b * 80 + tq * 10 + i];
-                const real t1 = (1.0F/80.0F)*inv_batch*(sn_u_O[b * 80 + tq * 10 + i] - T[b * 80 + tq * 10 + i]);
-                loss += (double)((1.0F/80.0F)*T[b * 80 + tq * 10 + i]*sn_softplus(-t0) + (1.0F/80.0F)*(1 - T[b * 80 + tq * 10 + i])*sn_softplus(t0));
-                delta_O[b * 80 + tq * 10 + i] = t1;
-                g_b17[i] += t1;
+                g_b17[i] += dL_dO[b * 80 + tq * 10 + i];
             }
     /* g_W17[i,j] = Σ_b delta_O[b,i]·B2[b,j]: this chunk's part, Σ over its rows (chunk 0 into the
        gradient, chunk c > 0 into its partial sums, added after the chunks in their order) */
@@ -2836,6 +2323,643 @@ static void sn_chunk(void *arg, int c)
     sn_mm_tn(32, 10, (sn_hi - sn_lo) * 8, delta_embed + (size_t)sn_lo * 256, S + (size_t)sn_lo * 80, c == 0 ? g_W1 : sn_wpart + (size_t)(c - 1) * 17024 + 16704, 0);
 
 
+}
+
+/* Chunk c of the batch through the ops before the loss, the same for targets as rows and
+ * as class labels (called by both passes). */
+static void sn_chunk_head(sn_chunk_args *a, int c)
+{
+    const real *params = a->params, *S = a->X, *T = a->T;
+    real *work = a->work;
+    const int batch = a->batch;
+    const int sn_lo = sn_cut(batch, c, a->n), sn_hi = sn_cut(batch, c + 1, a->n);
+    real *sn_part = work + (size_t)batch * 9288 + (size_t)c * 1002;  /* 1002 partial sums */
+    const real *W1 = params + 0;  /* W1: (32, 10) */
+    const real *sn_u_b1 = params + 320;  /* b1: (32,) */
+    const real *P2 = params + 352;  /* P2: (8, 32) */
+    const real *gamma3 = params + 608;  /* gamma3: (32,) */
+    const real *beta3 = params + 640;  /* beta3: (32,) */
+    const real *W4 = params + 672;  /* W4: (96, 32) */
+    const real *c4 = params + 3744;  /* c4: (96,) */
+    const real *Wo4 = params + 3840;  /* Wo4: (32, 32) */
+    const real *co4 = params + 4864;  /* co4: (32,) */
+    const real *gamma6 = params + 4896;  /* gamma6: (32,) */
+    const real *beta6 = params + 4928;  /* beta6: (32,) */
+    const real *W7 = params + 4960;  /* W7: (64, 32) */
+    const real *b7 = params + 7008;  /* b7: (64,) */
+    const real *W8 = params + 7072;  /* W8: (32, 64) */
+    const real *b8 = params + 9120;  /* b8: (32,) */
+    const real *gamma10 = params + 9152;  /* gamma10: (32,) */
+    const real *beta10 = params + 9184;  /* beta10: (32,) */
+    const real *W11 = params + 9216;  /* W11: (96, 32) */
+    const real *c11 = params + 12288;  /* c11: (96,) */
+    const real *Wo11 = params + 12384;  /* Wo11: (32, 32) */
+    const real *co11 = params + 13408;  /* co11: (32,) */
+    const real *gamma13 = params + 13440;  /* gamma13: (32,) */
+    const real *beta13 = params + 13472;  /* beta13: (32,) */
+    const real *W14 = params + 13504;  /* W14: (64, 32) */
+    const real *b14 = params + 15552;  /* b14: (64,) */
+    const real *W15 = params + 15616;  /* W15: (32, 64) */
+    const real *b15 = params + 17664;  /* b15: (32,) */
+    const real *W17 = params + 17696;  /* W17: (10, 32) */
+    const real *b17 = params + 18016;  /* b17: (10,) */
+
+    real *embed = work + (size_t)batch * 0;  /* layer embed: (batch, 8, 32) */
+    real *pos = work + (size_t)batch * 256;  /* layer pos: (batch, 8, 32) */
+    real *z_B1_norm1_mean = work + (size_t)batch * 512;  /* Σ of B1_norm1_mean: (batch, 8) */
+    real *B1_norm1_mean = work + (size_t)batch * 520;  /* layer B1_norm1_mean: (batch, 8) */
+    real *B1_norm1_c = work + (size_t)batch * 0;  /* layer B1_norm1_c: (batch, 8, 32) */
+    real *z_B1_norm1_rstd = work + (size_t)batch * 512;  /* Σ of B1_norm1_rstd: (batch, 8) */
+    real *B1_norm1_rstd = work + (size_t)batch * 520;  /* layer B1_norm1_rstd: (batch, 8) */
+    real *B1_norm1 = work + (size_t)batch * 528;  /* layer B1_norm1: (batch, 8, 32) */
+    real *B1_att_qkv = work + (size_t)batch * 784;  /* layer B1_att_qkv: (batch, 8, 96) */
+    real *z_B1_att_s = work + (size_t)batch * 1552;  /* Σ of B1_att_s: (batch, 4, 8, 8) */
+    real *z_B1_att_m = work + (size_t)batch * 1808;  /* Σ of B1_att_m: (batch, 4, 8) */
+    real *B1_att_e = work + (size_t)batch * 1840;  /* layer B1_att_e: (batch, 4, 8, 8) */
+    real *z_B1_att_z = work + (size_t)batch * 1808;  /* Σ of B1_att_z: (batch, 4, 8) */
+    real *B1_att_p = work + (size_t)batch * 1552;  /* layer B1_att_p: (batch, 4, 8, 8) */
+    real *z_B1_att_a = work + (size_t)batch * 2096;  /* Σ of B1_att_a: (batch, 8, 4, 8) */
+    real *B1_att = work + (size_t)batch * 2352;  /* layer B1_att: (batch, 8, 32) */
+    real *B1_res1 = work + (size_t)batch * 2608;  /* layer B1_res1: (batch, 8, 32) */
+    real *z_B1_norm2_mean = work + (size_t)batch * 2864;  /* Σ of B1_norm2_mean: (batch, 8) */
+    real *B1_norm2_mean = work + (size_t)batch * 2872;  /* layer B1_norm2_mean: (batch, 8) */
+    real *B1_norm2_c = work + (size_t)batch * 256;  /* layer B1_norm2_c: (batch, 8, 32) */
+    real *z_B1_norm2_rstd = work + (size_t)batch * 2864;  /* Σ of B1_norm2_rstd: (batch, 8) */
+    real *B1_norm2_rstd = work + (size_t)batch * 2872;  /* layer B1_norm2_rstd: (batch, 8) */
+    real *B1_norm2 = work + (size_t)batch * 2352;  /* layer B1_norm2: (batch, 8, 32) */
+    real *B1_ff1 = work + (size_t)batch * 2880;  /* layer B1_ff1: (batch, 8, 64) */
+    real *B1_ff2 = work + (size_t)batch * 3392;  /* layer B1_ff2: (batch, 8, 32) */
+    real *B1 = work + (size_t)batch * 3648;  /* layer B1: (batch, 8, 32) */
+    real *z_B2_norm1_mean = work + (size_t)batch * 3904;  /* Σ of B2_norm1_mean: (batch, 8) */
+    real *B2_norm1_mean = work + (size_t)batch * 3912;  /* layer B2_norm1_mean: (batch, 8) */
+    real *B2_norm1_c = work + (size_t)batch * 2608;  /* layer B2_norm1_c: (batch, 8, 32) */
+    real *z_B2_norm1_rstd = work + (size_t)batch * 3904;  /* Σ of B2_norm1_rstd: (batch, 8) */
+    real *B2_norm1_rstd = work + (size_t)batch * 3912;  /* layer B2_norm1_rstd: (batch, 8) */
+    real *B2_norm1 = work + (size_t)batch * 3392;  /* layer B2_norm1: (batch, 8, 32) */
+    real *B2_att_qkv = work + (size_t)batch * 3920;  /* layer B2_att_qkv: (batch, 8, 96) */
+    real *z_B2_att_s = work + (size_t)batch * 4688;  /* Σ of B2_att_s: (batch, 4, 8, 8) */
+    real *z_B2_att_m = work + (size_t)batch * 4944;  /* Σ of B2_att_m: (batch, 4, 8) */
+    real *B2_att_e = work + (size_t)batch * 4976;  /* layer B2_att_e: (batch, 4, 8, 8) */
+    real *z_B2_att_z = work + (size_t)batch * 4944;  /* Σ of B2_att_z: (batch, 4, 8) */
+    real *B2_att_p = work + (size_t)batch * 4688;  /* layer B2_att_p: (batch, 4, 8, 8) */
+    real *z_B2_att_a = work + (size_t)batch * 5232;  /* Σ of B2_att_a: (batch, 8, 4, 8) */
+    real *B2_att = work + (size_t)batch * 5488;  /* layer B2_att: (batch, 8, 32) */
+    real *B2_res1 = work + (size_t)batch * 5744;  /* layer B2_res1: (batch, 8, 32) */
+    real *z_B2_norm2_mean = work + (size_t)batch * 6000;  /* Σ of B2_norm2_mean: (batch, 8) */
+    real *B2_norm2_mean = work + (size_t)batch * 6008;  /* layer B2_norm2_mean: (batch, 8) */
+    real *B2_norm2_c = work + (size_t)batch * 3648;  /* layer B2_norm2_c: (batch, 8, 32) */
+    real *z_B2_norm2_rstd = work + (size_t)batch * 6000;  /* Σ of B2_norm2_rstd: (batch, 8) */
+    real *B2_norm2_rstd = work + (size_t)batch * 6008;  /* layer B2_norm2_rstd: (batch, 8) */
+    real *B2_norm2 = work + (size_t)batch * 5488;  /* layer B2_norm2: (batch, 8, 32) */
+    real *B2_ff1 = work + (size_t)batch * 6016;  /* layer B2_ff1: (batch, 8, 64) */
+    real *B2_ff2 = work + (size_t)batch * 6528;  /* layer B2_ff2: (batch, 8, 32) */
+    real *B2 = work + (size_t)batch * 6784;  /* layer B2: (batch, 8, 32) */
+    real *sn_u_O = work + (size_t)batch * 7120;  /* layer O: (batch, 8, 10) */
+    real *B1_att_s = z_B1_att_s;  /* layer B1_att_s: z_B1_att_s itself: (batch, 4, 8, 8) */
+    real *B1_att_m = z_B1_att_m;  /* layer B1_att_m: z_B1_att_m itself: (batch, 4, 8) */
+    real *B1_att_z = z_B1_att_z;  /* layer B1_att_z: z_B1_att_z itself: (batch, 4, 8) */
+    real *B1_att_a = z_B1_att_a;  /* layer B1_att_a: z_B1_att_a itself: (batch, 8, 4, 8) */
+    real *B2_att_s = z_B2_att_s;  /* layer B2_att_s: z_B2_att_s itself: (batch, 4, 8, 8) */
+    real *B2_att_m = z_B2_att_m;  /* layer B2_att_m: z_B2_att_m itself: (batch, 4, 8) */
+    real *B2_att_z = z_B2_att_z;  /* layer B2_att_z: z_B2_att_z itself: (batch, 4, 8) */
+    real *B2_att_a = z_B2_att_a;  /* layer B2_att_a: z_B2_att_a itself: (batch, 8, 4, 8) */
+
+    (void)T;
+    (void)sn_part;
+    /* embed[b,tq,i] = b1[i] + z_embed[b,tq,i], where z_embed[b,t,i] = Σ_j W1[i,j]·S[b,t,j] for each of the 8 positions t:
+       the sums are not stored: the product writes embed, each block as its sums finish */
+    sn_mm_nt_e((sn_hi - sn_lo) * 8, 32, 10, S + (size_t)sn_lo * 80, W1, NULL, embed + (size_t)sn_lo * 256, sn_u_b1, NULL, 0);
+    /* pos[b,tq,i] = P2[tq,i] + embed[b,tq,i] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int tq = 0; tq < 8; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+            for (int i = 0; i < 32; i++) {
+                pos[b * 256 + tq * 32 + i] = P2[tq * 32 + i] + embed[b * 256 + tq * 32 + i];
+            }
+    /* z_B1_norm1_mean[b,a] = Σ_e pos[b,a,e] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int a = 0; a < 8; a++) {
+            real acc0 = 0;
+#ifdef SN_SIMD
+#pragma omp simd reduction(+:acc0)
+#endif
+            for (int e = 0; e < 32; e++) {
+                acc0 += pos[b * 256 + a * 32 + e];
+            }
+            z_B1_norm1_mean[b * 8 + a] = acc0;
+        }
+    /* B1_norm1_mean[b,a] = z_B1_norm1_mean[b,a]/32 */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int a = 0; a < 8; a++) {
+            B1_norm1_mean[b * 8 + a] = (1.0F/32.0F)*z_B1_norm1_mean[b * 8 + a];
+        }
+    /* B1_norm1_c[b,a,d] = -B1_norm1_mean[b,a] + pos[b,a,d] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int a = 0; a < 8; a++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+            for (int d = 0; d < 32; d++) {
+                B1_norm1_c[b * 256 + a * 32 + d] = -B1_norm1_mean[b * 8 + a] + pos[b * 256 + a * 32 + d];
+            }
+    /* z_B1_norm1_rstd[b,a] = Σ_e B1_norm1_c[b,a,e]² */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int a = 0; a < 8; a++) {
+            real acc0 = 0;
+#ifdef SN_SIMD
+#pragma omp simd reduction(+:acc0)
+#endif
+            for (int e = 0; e < 32; e++) {
+                acc0 += B1_norm1_c[b * 256 + a * 32 + e]*B1_norm1_c[b * 256 + a * 32 + e];
+            }
+            z_B1_norm1_rstd[b * 8 + a] = acc0;
+        }
+    /* B1_norm1_rstd[b,a] = 1/sqrt(z_B1_norm1_rstd[b,a]/32 + 1.0e-5) */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int a = 0; a < 8; a++) {
+            B1_norm1_rstd[b * 8 + a] = (1/sqrtf((1.0F/32.0F)*z_B1_norm1_rstd[b * 8 + a] + 1.0e-5F));
+        }
+    /* B1_norm1[b,a,d] = B1_norm1_c[b,a,d]·B1_norm1_rstd[b,a]·gamma3[d] + beta3[d] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int a = 0; a < 8; a++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+            for (int d = 0; d < 32; d++) {
+                B1_norm1[b * 256 + a * 32 + d] = B1_norm1_c[b * 256 + a * 32 + d]*B1_norm1_rstd[b * 8 + a]*gamma3[d] + beta3[d];
+            }
+    /* B1_att_qkv[b,tq,i] = c4[i] + z_B1_att_qkv[b,tq,i], where z_B1_att_qkv[b,t,i] = Σ_j W4[i,j]·B1_norm1[b,t,j] for each of the 8 positions t:
+       the sums are not stored: the product writes B1_att_qkv, each block as its sums finish */
+    sn_mm_nt_e((sn_hi - sn_lo) * 8, 96, 32, B1_norm1 + (size_t)sn_lo * 256, W4, NULL, B1_att_qkv + (size_t)sn_lo * 768, c4, NULL, 0);
+    /* z_B1_att_s[b,hd,tq,tk] = Σ_e 0.35355339059327373·B1_att_qkv[b,tk,hd·8 + e + 32]·B1_att_qkv[b,tq,hd·8 + e]: a small product per (b, hd) */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int hd = 0; hd < 4; hd++) {
+            sn_small_mm(8, 8, 8, (real)0.353553391F, B1_att_qkv + (size_t)b * 768 + hd * 8, 96, 1, B1_att_qkv + (size_t)b * 768 + hd * 8 + 32, 1, 96, z_B1_att_s + (size_t)b * 256 + hd * 64, 8, 0);
+        }
+    for (size_t q = (size_t)sn_lo * 32; q < (size_t)sn_hi * 32; q++) z_B1_att_m[q] = -INFINITY;
+    /* z_B1_att_m[b,hd,tq] = max_tk B1_att_s[b,hd,tq,tk] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int hd = 0; hd < 4; hd++)
+            for (int tq = 0; tq < 8; tq++) {
+                real acc0 = -INFINITY;
+#ifdef SN_SIMD
+#pragma omp simd reduction(max:acc0)
+#endif
+                for (int tk = 0; tk < 8; tk++) {
+                    acc0 = B1_att_s[b * 256 + hd * 64 + tq * 8 + tk] > acc0 ? B1_att_s[b * 256 + hd * 64 + tq * 8 + tk] : acc0;
+                }
+                z_B1_att_m[b * 32 + hd * 8 + tq] = acc0 > z_B1_att_m[b * 32 + hd * 8 + tq] ? acc0 : z_B1_att_m[b * 32 + hd * 8 + tq];
+            }
+    /* B1_att_e[b,hd,tq,tk] = exp(-B1_att_m[b,hd,tq] + B1_att_s[b,hd,tq,tk]) */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int hd = 0; hd < 4; hd++)
+            for (int tq = 0; tq < 8; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+                for (int tk = 0; tk < 8; tk++) {
+                    B1_att_e[b * 256 + hd * 64 + tq * 8 + tk] = sn_expf(-B1_att_m[b * 32 + hd * 8 + tq] + B1_att_s[b * 256 + hd * 64 + tq * 8 + tk]);
+                }
+    /* z_B1_att_z[b,hd,tq] = Σ_tk B1_att_e[b,hd,tq,tk] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int hd = 0; hd < 4; hd++)
+            for (int tq = 0; tq < 8; tq++) {
+                real acc0 = 0;
+#ifdef SN_SIMD
+#pragma omp simd reduction(+:acc0)
+#endif
+                for (int tk = 0; tk < 8; tk++) {
+                    acc0 += B1_att_e[b * 256 + hd * 64 + tq * 8 + tk];
+                }
+                z_B1_att_z[b * 32 + hd * 8 + tq] = acc0;
+            }
+    /* B1_att_p[b,hd,tq,tk] = B1_att_e[b,hd,tq,tk]/B1_att_z[b,hd,tq] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int hd = 0; hd < 4; hd++)
+            for (int tq = 0; tq < 8; tq++) {
+                const real sn_inv0 = 1/B1_att_z[b * 32 + hd * 8 + tq];
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+                for (int tk = 0; tk < 8; tk++) {
+                    B1_att_p[b * 256 + hd * 64 + tq * 8 + tk] = B1_att_e[b * 256 + hd * 64 + tq * 8 + tk]*sn_inv0;
+                }
+            }
+    /* z_B1_att_a[b,tq,hd,e] = Σ_tk B1_att_p[b,hd,tq,tk]·B1_att_qkv[b,tk,hd·8 + e + 64]: a small product per (b, hd) */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int hd = 0; hd < 4; hd++) {
+            sn_small_mm(8, 8, 8, (real)1, B1_att_p + (size_t)b * 256 + hd * 64, 8, 1, B1_att_qkv + (size_t)b * 768 + hd * 8 + 64, 96, 1, z_B1_att_a + (size_t)b * 256 + hd * 8, 32, 0);
+        }
+    /* B1_att[b,tq,i] = co4[i] + z_B1_att[b,tq,i], where z_B1_att[b,t,i] = Σ_j Wo4[i,j]·B1_att_a[b,t,j] for each of the 8 positions t:
+       the sums are not stored: the product writes B1_att, each block as its sums finish */
+    sn_mm_nt_e((sn_hi - sn_lo) * 8, 32, 32, B1_att_a + (size_t)sn_lo * 256, Wo4, NULL, B1_att + (size_t)sn_lo * 256, co4, NULL, 0);
+    /* B1_res1[b,i,x] = B1_att[b,i,x] + pos[b,i,x] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int i = 0; i < 8; i++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+            for (int x = 0; x < 32; x++) {
+                B1_res1[b * 256 + i * 32 + x] = B1_att[b * 256 + i * 32 + x] + pos[b * 256 + i * 32 + x];
+            }
+    /* z_B1_norm2_mean[b,a] = Σ_e B1_res1[b,a,e] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int a = 0; a < 8; a++) {
+            real acc0 = 0;
+#ifdef SN_SIMD
+#pragma omp simd reduction(+:acc0)
+#endif
+            for (int e = 0; e < 32; e++) {
+                acc0 += B1_res1[b * 256 + a * 32 + e];
+            }
+            z_B1_norm2_mean[b * 8 + a] = acc0;
+        }
+    /* B1_norm2_mean[b,a] = z_B1_norm2_mean[b,a]/32 */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int a = 0; a < 8; a++) {
+            B1_norm2_mean[b * 8 + a] = (1.0F/32.0F)*z_B1_norm2_mean[b * 8 + a];
+        }
+    /* B1_norm2_c[b,a,d] = -B1_norm2_mean[b,a] + B1_res1[b,a,d] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int a = 0; a < 8; a++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+            for (int d = 0; d < 32; d++) {
+                B1_norm2_c[b * 256 + a * 32 + d] = -B1_norm2_mean[b * 8 + a] + B1_res1[b * 256 + a * 32 + d];
+            }
+    /* z_B1_norm2_rstd[b,a] = Σ_e B1_norm2_c[b,a,e]² */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int a = 0; a < 8; a++) {
+            real acc0 = 0;
+#ifdef SN_SIMD
+#pragma omp simd reduction(+:acc0)
+#endif
+            for (int e = 0; e < 32; e++) {
+                acc0 += B1_norm2_c[b * 256 + a * 32 + e]*B1_norm2_c[b * 256 + a * 32 + e];
+            }
+            z_B1_norm2_rstd[b * 8 + a] = acc0;
+        }
+    /* B1_norm2_rstd[b,a] = 1/sqrt(z_B1_norm2_rstd[b,a]/32 + 1.0e-5) */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int a = 0; a < 8; a++) {
+            B1_norm2_rstd[b * 8 + a] = (1/sqrtf((1.0F/32.0F)*z_B1_norm2_rstd[b * 8 + a] + 1.0e-5F));
+        }
+    /* B1_norm2[b,a,d] = B1_norm2_c[b,a,d]·B1_norm2_rstd[b,a]·gamma6[d] + beta6[d] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int a = 0; a < 8; a++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+            for (int d = 0; d < 32; d++) {
+                B1_norm2[b * 256 + a * 32 + d] = B1_norm2_c[b * 256 + a * 32 + d]*B1_norm2_rstd[b * 8 + a]*gamma6[d] + beta6[d];
+            }
+    /* B1_ff1[b,tq,i] = (b7[i] + z_B1_ff1[b,tq,i] if b7[i] + z_B1_ff1[b,tq,i] > 0 else 0), where z_B1_ff1[b,t,i] = Σ_j W7[i,j]·B1_norm2[b,t,j] for each of the 8 positions t:
+       the sums are not stored: the product writes B1_ff1, each block as its sums finish */
+    sn_mm_nt_e((sn_hi - sn_lo) * 8, 64, 32, B1_norm2 + (size_t)sn_lo * 256, W7, NULL, B1_ff1 + (size_t)sn_lo * 512, b7, NULL, 1);
+    /* B1_ff2[b,tq,i] = b8[i] + z_B1_ff2[b,tq,i], where z_B1_ff2[b,t,i] = Σ_j W8[i,j]·B1_ff1[b,t,j] for each of the 8 positions t:
+       the sums are not stored: the product writes B1_ff2, each block as its sums finish */
+    sn_mm_nt_e((sn_hi - sn_lo) * 8, 32, 64, B1_ff1 + (size_t)sn_lo * 512, W8, NULL, B1_ff2 + (size_t)sn_lo * 256, b8, NULL, 0);
+    /* B1[b,i,x] = B1_ff2[b,i,x] + B1_res1[b,i,x] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int i = 0; i < 8; i++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+            for (int x = 0; x < 32; x++) {
+                B1[b * 256 + i * 32 + x] = B1_ff2[b * 256 + i * 32 + x] + B1_res1[b * 256 + i * 32 + x];
+            }
+    /* z_B2_norm1_mean[b,a] = Σ_e B1[b,a,e] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int a = 0; a < 8; a++) {
+            real acc0 = 0;
+#ifdef SN_SIMD
+#pragma omp simd reduction(+:acc0)
+#endif
+            for (int e = 0; e < 32; e++) {
+                acc0 += B1[b * 256 + a * 32 + e];
+            }
+            z_B2_norm1_mean[b * 8 + a] = acc0;
+        }
+    /* B2_norm1_mean[b,a] = z_B2_norm1_mean[b,a]/32 */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int a = 0; a < 8; a++) {
+            B2_norm1_mean[b * 8 + a] = (1.0F/32.0F)*z_B2_norm1_mean[b * 8 + a];
+        }
+    /* B2_norm1_c[b,a,d] = B1[b,a,d] - B2_norm1_mean[b,a] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int a = 0; a < 8; a++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+            for (int d = 0; d < 32; d++) {
+                B2_norm1_c[b * 256 + a * 32 + d] = B1[b * 256 + a * 32 + d] - B2_norm1_mean[b * 8 + a];
+            }
+    /* z_B2_norm1_rstd[b,a] = Σ_e B2_norm1_c[b,a,e]² */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int a = 0; a < 8; a++) {
+            real acc0 = 0;
+#ifdef SN_SIMD
+#pragma omp simd reduction(+:acc0)
+#endif
+            for (int e = 0; e < 32; e++) {
+                acc0 += B2_norm1_c[b * 256 + a * 32 + e]*B2_norm1_c[b * 256 + a * 32 + e];
+            }
+            z_B2_norm1_rstd[b * 8 + a] = acc0;
+        }
+    /* B2_norm1_rstd[b,a] = 1/sqrt(z_B2_norm1_rstd[b,a]/32 + 1.0e-5) */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int a = 0; a < 8; a++) {
+            B2_norm1_rstd[b * 8 + a] = (1/sqrtf((1.0F/32.0F)*z_B2_norm1_rstd[b * 8 + a] + 1.0e-5F));
+        }
+    /* B2_norm1[b,a,d] = B2_norm1_c[b,a,d]·B2_norm1_rstd[b,a]·gamma10[d] + beta10[d] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int a = 0; a < 8; a++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+            for (int d = 0; d < 32; d++) {
+                B2_norm1[b * 256 + a * 32 + d] = B2_norm1_c[b * 256 + a * 32 + d]*B2_norm1_rstd[b * 8 + a]*gamma10[d] + beta10[d];
+            }
+    /* B2_att_qkv[b,tq,i] = c11[i] + z_B2_att_qkv[b,tq,i], where z_B2_att_qkv[b,t,i] = Σ_j W11[i,j]·B2_norm1[b,t,j] for each of the 8 positions t:
+       the sums are not stored: the product writes B2_att_qkv, each block as its sums finish */
+    sn_mm_nt_e((sn_hi - sn_lo) * 8, 96, 32, B2_norm1 + (size_t)sn_lo * 256, W11, NULL, B2_att_qkv + (size_t)sn_lo * 768, c11, NULL, 0);
+    /* z_B2_att_s[b,hd,tq,tk] = Σ_e 0.35355339059327373·B2_att_qkv[b,tk,hd·8 + e + 32]·B2_att_qkv[b,tq,hd·8 + e]: a small product per (b, hd) */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int hd = 0; hd < 4; hd++) {
+            sn_small_mm(8, 8, 8, (real)0.353553391F, B2_att_qkv + (size_t)b * 768 + hd * 8, 96, 1, B2_att_qkv + (size_t)b * 768 + hd * 8 + 32, 1, 96, z_B2_att_s + (size_t)b * 256 + hd * 64, 8, 0);
+        }
+    for (size_t q = (size_t)sn_lo * 32; q < (size_t)sn_hi * 32; q++) z_B2_att_m[q] = -INFINITY;
+    /* z_B2_att_m[b,hd,tq] = max_tk B2_att_s[b,hd,tq,tk] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int hd = 0; hd < 4; hd++)
+            for (int tq = 0; tq < 8; tq++) {
+                real acc0 = -INFINITY;
+#ifdef SN_SIMD
+#pragma omp simd reduction(max:acc0)
+#endif
+                for (int tk = 0; tk < 8; tk++) {
+                    acc0 = B2_att_s[b * 256 + hd * 64 + tq * 8 + tk] > acc0 ? B2_att_s[b * 256 + hd * 64 + tq * 8 + tk] : acc0;
+                }
+                z_B2_att_m[b * 32 + hd * 8 + tq] = acc0 > z_B2_att_m[b * 32 + hd * 8 + tq] ? acc0 : z_B2_att_m[b * 32 + hd * 8 + tq];
+            }
+    /* B2_att_e[b,hd,tq,tk] = exp(-B2_att_m[b,hd,tq] + B2_att_s[b,hd,tq,tk]) */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int hd = 0; hd < 4; hd++)
+            for (int tq = 0; tq < 8; tq++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+                for (int tk = 0; tk < 8; tk++) {
+                    B2_att_e[b * 256 + hd * 64 + tq * 8 + tk] = sn_expf(-B2_att_m[b * 32 + hd * 8 + tq] + B2_att_s[b * 256 + hd * 64 + tq * 8 + tk]);
+                }
+    /* z_B2_att_z[b,hd,tq] = Σ_tk B2_att_e[b,hd,tq,tk] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int hd = 0; hd < 4; hd++)
+            for (int tq = 0; tq < 8; tq++) {
+                real acc0 = 0;
+#ifdef SN_SIMD
+#pragma omp simd reduction(+:acc0)
+#endif
+                for (int tk = 0; tk < 8; tk++) {
+                    acc0 += B2_att_e[b * 256 + hd * 64 + tq * 8 + tk];
+                }
+                z_B2_att_z[b * 32 + hd * 8 + tq] = acc0;
+            }
+    /* B2_att_p[b,hd,tq,tk] = B2_att_e[b,hd,tq,tk]/B2_att_z[b,hd,tq] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int hd = 0; hd < 4; hd++)
+            for (int tq = 0; tq < 8; tq++) {
+                const real sn_inv0 = 1/B2_att_z[b * 32 + hd * 8 + tq];
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+                for (int tk = 0; tk < 8; tk++) {
+                    B2_att_p[b * 256 + hd * 64 + tq * 8 + tk] = B2_att_e[b * 256 + hd * 64 + tq * 8 + tk]*sn_inv0;
+                }
+            }
+    /* z_B2_att_a[b,tq,hd,e] = Σ_tk B2_att_p[b,hd,tq,tk]·B2_att_qkv[b,tk,hd·8 + e + 64]: a small product per (b, hd) */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int hd = 0; hd < 4; hd++) {
+            sn_small_mm(8, 8, 8, (real)1, B2_att_p + (size_t)b * 256 + hd * 64, 8, 1, B2_att_qkv + (size_t)b * 768 + hd * 8 + 64, 96, 1, z_B2_att_a + (size_t)b * 256 + hd * 8, 32, 0);
+        }
+    /* B2_att[b,tq,i] = co11[i] + z_B2_att[b,tq,i], where z_B2_att[b,t,i] = Σ_j Wo11[i,j]·B2_att_a[b,t,j] for each of the 8 positions t:
+       the sums are not stored: the product writes B2_att, each block as its sums finish */
+    sn_mm_nt_e((sn_hi - sn_lo) * 8, 32, 32, B2_att_a + (size_t)sn_lo * 256, Wo11, NULL, B2_att + (size_t)sn_lo * 256, co11, NULL, 0);
+    /* B2_res1[b,i,x] = B1[b,i,x] + B2_att[b,i,x] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int i = 0; i < 8; i++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+            for (int x = 0; x < 32; x++) {
+                B2_res1[b * 256 + i * 32 + x] = B1[b * 256 + i * 32 + x] + B2_att[b * 256 + i * 32 + x];
+            }
+    /* z_B2_norm2_mean[b,a] = Σ_e B2_res1[b,a,e] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int a = 0; a < 8; a++) {
+            real acc0 = 0;
+#ifdef SN_SIMD
+#pragma omp simd reduction(+:acc0)
+#endif
+            for (int e = 0; e < 32; e++) {
+                acc0 += B2_res1[b * 256 + a * 32 + e];
+            }
+            z_B2_norm2_mean[b * 8 + a] = acc0;
+        }
+    /* B2_norm2_mean[b,a] = z_B2_norm2_mean[b,a]/32 */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int a = 0; a < 8; a++) {
+            B2_norm2_mean[b * 8 + a] = (1.0F/32.0F)*z_B2_norm2_mean[b * 8 + a];
+        }
+    /* B2_norm2_c[b,a,d] = -B2_norm2_mean[b,a] + B2_res1[b,a,d] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int a = 0; a < 8; a++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+            for (int d = 0; d < 32; d++) {
+                B2_norm2_c[b * 256 + a * 32 + d] = -B2_norm2_mean[b * 8 + a] + B2_res1[b * 256 + a * 32 + d];
+            }
+    /* z_B2_norm2_rstd[b,a] = Σ_e B2_norm2_c[b,a,e]² */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int a = 0; a < 8; a++) {
+            real acc0 = 0;
+#ifdef SN_SIMD
+#pragma omp simd reduction(+:acc0)
+#endif
+            for (int e = 0; e < 32; e++) {
+                acc0 += B2_norm2_c[b * 256 + a * 32 + e]*B2_norm2_c[b * 256 + a * 32 + e];
+            }
+            z_B2_norm2_rstd[b * 8 + a] = acc0;
+        }
+    /* B2_norm2_rstd[b,a] = 1/sqrt(z_B2_norm2_rstd[b,a]/32 + 1.0e-5) */
+    for (int b = sn_lo; b < sn_hi; b++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+        for (int a = 0; a < 8; a++) {
+            B2_norm2_rstd[b * 8 + a] = (1/sqrtf((1.0F/32.0F)*z_B2_norm2_rstd[b * 8 + a] + 1.0e-5F));
+        }
+    /* B2_norm2[b,a,d] = B2_norm2_c[b,a,d]·B2_norm2_rstd[b,a]·gamma13[d] + beta13[d] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int a = 0; a < 8; a++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+            for (int d = 0; d < 32; d++) {
+                B2_norm2[b * 256 + a * 32 + d] = B2_norm2_c[b * 256 + a * 32 + d]*B2_norm2_rstd[b * 8 + a]*gamma13[d] + beta13[d];
+            }
+    /* B2_ff1[b,tq,i] = (b14[i] + z_B2_ff1[b,tq,i] if b14[i] + z_B2_ff1[b,tq,i] > 0 else 0), where z_B2_ff1[b,t,i] = Σ_j W14[i,j]·B2_norm2[b,t,j] for each of the 8 positions t:
+       the sums are not stored: the product writes B2_ff1, each block as its sums finish */
+    sn_mm_nt_e((sn_hi - sn_lo) * 8, 64, 32, B2_norm2 + (size_t)sn_lo * 256, W14, NULL, B2_ff1 + (size_t)sn_lo * 512, b14, NULL, 1);
+    /* B2_ff2[b,tq,i] = b15[i] + z_B2_ff2[b,tq,i], where z_B2_ff2[b,t,i] = Σ_j W15[i,j]·B2_ff1[b,t,j] for each of the 8 positions t:
+       the sums are not stored: the product writes B2_ff2, each block as its sums finish */
+    sn_mm_nt_e((sn_hi - sn_lo) * 8, 32, 64, B2_ff1 + (size_t)sn_lo * 512, W15, NULL, B2_ff2 + (size_t)sn_lo * 256, b15, NULL, 0);
+    /* B2[b,i,x] = B2_ff2[b,i,x] + B2_res1[b,i,x] */
+    for (int b = sn_lo; b < sn_hi; b++)
+        for (int i = 0; i < 8; i++)
+#ifdef SN_SIMD
+#pragma omp simd
+#endif
+            for (int x = 0; x < 32; x++) {
+                B2[b * 256 + i * 32 + x] = B2_ff2[b * 256 + i * 32 + x] + B2_res1[b * 256 + i * 32 + x];
+            }
+    /* O[b,tq,i] = b17[i] + z_O[b,tq,i], where z_O[b,t,i] = Σ_j W17[i,j]·B2[b,t,j] for each of the 8 positions t:
+       the sums are not stored: the product writes O, each block as its sums finish */
+    sn_mm_nt_e((sn_hi - sn_lo) * 8, 10, 32, B2 + (size_t)sn_lo * 256, W17, NULL, sn_u_O + (size_t)sn_lo * 80, b17, NULL, 0);
+
+
+}
+
+/* Chunk c of the batch through every per-example op of the pass, up to the loss (the ops after it: sn_chunk_tail): its examples'
+ * loss into a->loss[c], the sums over its examples into sn_part. */
+static void sn_chunk(void *arg, int c)
+{
+    sn_chunk_args *a = (sn_chunk_args *)arg;
+    const real *params = a->params, *S = a->X, *T = a->T;
+    real *work = a->work;
+    const int batch = a->batch;
+    const int sn_lo = sn_cut(batch, c, a->n), sn_hi = sn_cut(batch, c + 1, a->n);
+    real *sn_part = work + (size_t)batch * 9288 + (size_t)c * 1002;  /* 1002 partial sums */
+
+    real *sn_u_O = work + (size_t)batch * 7120;  /* layer O: (batch, 8, 10) */
+    real *dL_dO = work + (size_t)batch * 7040;  /* ∂L/∂O: (batch, 8, 10) */
+
+    (void)params;
+    (void)S;
+    const real inv_batch = (real)1 / (real)batch;
+    double loss = 0;
+    memset(sn_part, 0, sizeof(real) * 1002);
+    sn_chunk_head(a, c);
+    /* loss of O: softmax cross entropy at each of the 8 positions of an example (each a row of 10 classes k), their mean;
+       per position q of example b ([b] below is that position's row), as derived (symnet.derive.coupled):
+       m_O[b] = max_k O[b,k]
+       s_O[b] = Σ_k exp(O[b,k] - m_O[b])
+       st_O[b] = Σ_k T[b,k]
+       to_O[b] = Σ_k O[b,k]·T[b,k]
+       lse_O[b] = m_O[b] + log(s_O[b])
+       L += lse_O[b]·st_O[b]/8 - to_O[b]/8
+       dL_dO[b,k] = inv_batch·(-T[b,k] + st_O[b]·exp(O[b,k] - lse_O[b]))/8 */
+    for (int b = sn_lo; b < sn_hi; b++) {
+        for (int q = 0; q < 8; q++) {   /* position q of example b: a row of 10 classes */
+            const real *o = sn_u_O + ((size_t)b * 8 + q) * 10;
+            const real *t = T + ((size_t)b * 8 + q) * 10;
+            real m = -INFINITY;
+            for (int k = 0; k < 10; k++) {
+                m = o[k] > m ? o[k] : m;
+            }
+            real s = 0, st = 0, to = 0;
+            for (int k = 0; k < 10; k++) {
+                s += sn_expf(o[k] - m);
+                st += t[k];
+                to += o[k]*t[k];
+            }
+            const real lse = m + logf(s);
+            loss += (double)((1.0F/8.0F)*lse*st - 1.0F/8.0F*to);
+            real *g = dL_dO + ((size_t)b * 8 + q) * 10;
+            for (int k = 0; k < 10; k++)
+                g[k] = (1.0F/8.0F)*inv_batch*(-t[k] + st*sn_expf(o[k] - lse));
+        }
+    }
+
+
+    sn_chunk_tail(a, c);
+    a->loss[c] = loss;
+}
+
+/* Chunk c of the batch through every per-example op of the pass; T[b·8 + q] is the class label of position q of example b, up to the loss (the ops after it: sn_chunk_tail): its examples'
+ * loss into a->loss[c], the sums over its examples into sn_part. */
+static void sn_chunk_labels(void *arg, int c)
+{
+    sn_chunk_args *a = (sn_chunk_args *)arg;
+    const real *params = a->params, *S = a->X, *T = a->T;
+    real *work = a->work;
+    const int batch = a->batch;
+    const int sn_lo = sn_cut(batch, c, a->n), sn_hi = sn_cut(batch, c + 1, a->n);
+    real *sn_part = work + (size_t)batch * 9288 + (size_t)c * 1002;  /* 1002 partial sums */
+
+    real *sn_u_O = work + (size_t)batch * 7120;  /* layer O: (batch, 8, 10) */
+    real *dL_dO = work + (size_t)batch * 7040;  /* ∂L/∂O: (batch, 8, 10) */
+
+    (void)params;
+    (void)S;
+    const real inv_batch = (real)1 / (real)batch;
+    double loss = 0;
+    memset(sn_part, 0, sizeof(real) * 1002);
+    sn_chunk_head(a, c);
+    /* loss of O: softmax cross entropy at each of the 8 positions of an example (each a row of 10 classes k), their mean, T[b] the class label y of example b;
+       per position q of example b ([b] below is that position's row), as derived (symnet.derive.coupled):
+       m_O[b] = max_k O[b,k]
+       s_O[b] = Σ_k exp(O[b,k] - m_O[b])
+       lse_O[b] = m_O[b] + log(s_O[b])
+       L += -O[b,y]/8 + lse_O[b]/8
+       dL_dO[b,k] = inv_batch·(-(1 if Eq(k, y[b]) else 0) + exp(O[b,k] - lse_O[b]))/8 */
+    for (int b = sn_lo; b < sn_hi; b++) {
+        for (int q = 0; q < 8; q++) {   /* position q of example b: a row of 10 classes */
+            const real *o = sn_u_O + ((size_t)b * 8 + q) * 10;
+            const int y = (int)T[(size_t)b * 8 + q];
+            real m = -INFINITY;
+            for (int k = 0; k < 10; k++) {
+                m = o[k] > m ? o[k] : m;
+            }
+            real s = 0;
+            for (int k = 0; k < 10; k++) {
+                s += sn_expf(o[k] - m);
+            }
+            const real lse = m + logf(s);
+            loss += (double)(-1.0F/8.0F*o[y] + (1.0F/8.0F)*lse);
+            real *g = dL_dO + ((size_t)b * 8 + q) * 10;
+            for (int k = 0; k < 10; k++)
+                g[k] = (1.0F/8.0F)*inv_batch*(-((k == y) ? (1) : (0)) + sn_expf(o[k] - lse));
+        }
+    }
+
+
+    sn_chunk_tail(a, c);
     a->loss[c] = loss;
 }
 
@@ -2922,7 +3046,7 @@ static void sn_chunk_sums(void *arg, int c)
     /* the share q0 ≤ q < q1 of the weight gradients (one after the other, 17024
        numbers) of job c: chunk 0's part plus the other chunks' partial sums, in their order */
     const int q0 = sn_cut(17024, c, a->n), q1 = sn_cut(17024, c + 1, a->n);
-    const real *sn_wpart = work + (size_t)batch * 10370;
+    const real *sn_wpart = work + (size_t)batch * 10290;
     {
         /* g_W17[q] += Σ_{k ≥ 1} (chunk k's part of it)[q] */
         const int lo = q0 > 0 ? q0 - 0 : 0, hi = q1 < 320 ? q1 - 0 : 320;
@@ -2996,7 +3120,7 @@ static void sn_chunk_sums(void *arg, int c)
 
     if (c == 0) {
         /* the chunks' partial sums added up in their order */
-        const real *sn_part = work + (size_t)batch * 9368;
+        const real *sn_part = work + (size_t)batch * 9288;
         /* g_b17[q] = Σ_k (chunk k's part of it)[q] */
         for (int q = 0; q < 10; q++) {
             real s = sn_part[0 + q];
@@ -3160,24 +3284,42 @@ static double sn_chunk_pass(sn_chunk_args *a, void (*rows)(void *, int), real *t
 /* Loss L = (1/batch) Σ_b L_b, after a forward pass. */
 static double sn_loss(const real *params, real *work, const real *S, const real *T, int batch)
 {
-    const real *b17 = params + 18016;  /* b17: (10,) */
 
-    real *z_O = work + (size_t)batch * 7040;  /* Σ of O: (batch, 8, 10) */
+    real *sn_u_O = work + (size_t)batch * 7120;  /* layer O: (batch, 8, 10) */
 
     double loss = 0;
     sn_forward(params, work, S, batch);
-    /* L += T[b,tq,i]·softplus(-b17[i] - z_O[b,tq,i])/80 + (1 - T[b,tq,i])·softplus(b17[i] + z_O[b,tq,i])/80 */
-    for (int b = 0; b < batch; b++)
-        for (int tq = 0; tq < 8; tq++)
-            for (int i = 0; i < 10; i++) {
-                const real t0 = b17[i] + z_O[b * 80 + tq * 10 + i];
-                loss += (double)((1.0F/80.0F)*T[b * 80 + tq * 10 + i]*sn_softplus(-t0) + (1.0F/80.0F)*(1 - T[b * 80 + tq * 10 + i])*sn_softplus(t0));
+    /* loss of O: softmax cross entropy at each of the 8 positions of an example (each a row of 10 classes k), their mean;
+       per position q of example b ([b] below is that position's row), as derived (symnet.derive.coupled):
+       m_O[b] = max_k O[b,k]
+       s_O[b] = Σ_k exp(O[b,k] - m_O[b])
+       st_O[b] = Σ_k T[b,k]
+       to_O[b] = Σ_k O[b,k]·T[b,k]
+       lse_O[b] = m_O[b] + log(s_O[b])
+       L += lse_O[b]·st_O[b]/8 - to_O[b]/8 */
+    for (int b = 0; b < batch; b++) {
+        for (int q = 0; q < 8; q++) {   /* position q of example b: a row of 10 classes */
+            const real *o = sn_u_O + ((size_t)b * 8 + q) * 10;
+            const real *t = T + ((size_t)b * 8 + q) * 10;
+            real m = -INFINITY;
+            for (int k = 0; k < 10; k++) {
+                m = o[k] > m ? o[k] : m;
             }
+            real s = 0, st = 0, to = 0;
+            for (int k = 0; k < 10; k++) {
+                s += sn_expf(o[k] - m);
+                st += t[k];
+                to += o[k]*t[k];
+            }
+            const real lse = m + logf(s);
+            loss += (double)((1.0F/8.0F)*lse*st - 1.0F/8.0F*to);
+        }
+    }
 
     return loss / batch;
 }
 
-real symnet_bcab7d2c9d_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_2063cbe472_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -3191,9 +3333,62 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return sn_chunk_pass(&a, sn_chunk, NULL);
 }
 
-real symnet_bcab7d2c9d_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_2063cbe472_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
+}
+
+/* Loss L = (1/batch) Σ_b L_b, after a forward pass; T[b·8 + q] is the class label of position q of example b. */
+static double sn_loss_labels(const real *params, real *work, const real *S, const real *T, int batch)
+{
+
+    real *sn_u_O = work + (size_t)batch * 7120;  /* layer O: (batch, 8, 10) */
+
+    double loss = 0;
+    sn_forward(params, work, S, batch);
+    /* loss of O: softmax cross entropy at each of the 8 positions of an example (each a row of 10 classes k), their mean, T[b] the class label y of example b;
+       per position q of example b ([b] below is that position's row), as derived (symnet.derive.coupled):
+       m_O[b] = max_k O[b,k]
+       s_O[b] = Σ_k exp(O[b,k] - m_O[b])
+       lse_O[b] = m_O[b] + log(s_O[b])
+       L += -O[b,y]/8 + lse_O[b]/8 */
+    for (int b = 0; b < batch; b++) {
+        for (int q = 0; q < 8; q++) {   /* position q of example b: a row of 10 classes */
+            const real *o = sn_u_O + ((size_t)b * 8 + q) * 10;
+            const int y = (int)T[(size_t)b * 8 + q];
+            real m = -INFINITY;
+            for (int k = 0; k < 10; k++) {
+                m = o[k] > m ? o[k] : m;
+            }
+            real s = 0;
+            for (int k = 0; k < 10; k++) {
+                s += sn_expf(o[k] - m);
+            }
+            const real lse = m + logf(s);
+            loss += (double)(-1.0F/8.0F*o[y] + (1.0F/8.0F)*lse);
+        }
+    }
+
+    return loss / batch;
+}
+
+real symnet_2063cbe472_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
+{
+    return (real)sn_loss_labels(params, work, X, T, batch);
+}
+
+/* Loss and every gradient ∂L/∂θ (into grads), by back propagation; T[b·8 + q] is the class label of position q of example b. */
+static double sn_loss_grad_labels(const real *params, real *grads, real *work, const real *S, const real *T, int batch)
+{
+    /* the batch in chunks (sn_chunk_labels), then the weight gradients (sn_chunk_sums) */
+    sn_chunk_args a = {.params = params, .grads = grads, .work = work, .X = S, .T = T,
+                       .batch = batch, .n = sn_chunks_of(batch), .loss = {0}, .dst = NULL};
+    return sn_chunk_pass(&a, sn_chunk_labels, NULL);
+}
+
+real symnet_2063cbe472_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+{
+    return (real)sn_loss_grad_labels(params, grads, work, X, T, batch);
 }
 
 
@@ -3255,15 +3450,41 @@ static void sn_update_all(sn_update_args *u)
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_bcab7d2c9d_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_2063cbe472_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
-    real *grads = work + (size_t)batch * 12498;
+    real *grads = work + (size_t)batch * 12418;
     /* the batch in chunks, then the weight gradients, each job updating the parameters
        whose gradients it finished (the loss first: a NaN or inf loss updates nothing) */
     sn_chunk_args a = {.params = params, .grads = grads, .work = work, .X = X, .T = T,
                        .batch = batch, .n = sn_chunks_of(batch), .loss = {0},
                        .src = params, .dst = NULL, .lr = lr, .keep = 1, .bad = {0}};
     const double loss = sn_chunk_pass(&a, sn_chunk, params);
+    if (!isfinite(loss))
+        return (real)NAN;
+    int bad = 0;
+    for (int c = 0; c < a.n; c++)
+        bad |= a.bad[c];
+    if (bad) {
+        /* a gradient NaN or inf: every parameter back as it was (kept in grads) */
+        memcpy(params, grads, sizeof(real) * 18026);
+        return (real)NAN;
+    }
+    return (real)loss;
+}
+
+/* One steepest-descent step on this batch; T[b·8 + q] is the class label of position q of example b: θ ← θ − lr·∂L/∂θ, the gradients
+ * in work after the batch's rows.  Returns the loss before it; when the loss or a
+ * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
+ * params are unchanged and NaN is returned. */
+real symnet_2063cbe472_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
+{
+    real *grads = work + (size_t)batch * 12418;
+    /* the batch in chunks, then the weight gradients, each job updating the parameters
+       whose gradients it finished (the loss first: a NaN or inf loss updates nothing) */
+    sn_chunk_args a = {.params = params, .grads = grads, .work = work, .X = X, .T = T,
+                       .batch = batch, .n = sn_chunks_of(batch), .loss = {0},
+                       .src = params, .dst = NULL, .lr = lr, .keep = 1, .bad = {0}};
+    const double loss = sn_chunk_pass(&a, sn_chunk_labels, params);
     if (!isfinite(loss))
         return (real)NAN;
     int bad = 0;
@@ -3319,7 +3540,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     sn_update_all(&u);
 }
 
-void symnet_bcab7d2c9d_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_2063cbe472_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -3331,7 +3552,7 @@ void symnet_bcab7d2c9d_update(real *params, const real *grads, real lr, int opti
  * step size lr[s] and step number t0 + s + 1, exactly as one call of loss_grad and one
  * of update from the caller would.  losses[s] receives the batch loss before step s,
  * and correct[s] (unless correct is NULL) the number of examples of the batch the
- * network classified correctly before step s (share of the outputs with O > 0.5 exactly where T > 0.5).
+ * network classified correctly before step s (the share of an example's positions where the argmax of the position's classes = the class of the target).
  *
  * A non-finite loss stops the run before its update: params are restored from prev
  * (the parameters before the last update, when *have_prev) and the number of
@@ -3339,17 +3560,17 @@ void symnet_bcab7d2c9d_update(real *params, const real *grads, real lr, int opti
  * prev holds the parameters before the last update (after a restore: the same as
  * params).  prev may be NULL (no restoring).
  *
- * work: the batch's rows (12498 numbers per example), then the
+ * work: the batch's rows (12418 numbers per example), then the
  * gradients (18026), then Ib and Tb.
  *
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_bcab7d2c9d_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_2063cbe472_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
-    real *grads = work + (size_t)batch_size * 12498;
+    real *grads = work + (size_t)batch_size * 12418;
     real *Ib = grads + 18026;
     real *Tb = Ib + (size_t)batch_size * 80;
     real *cur = params, *old = prev != NULL ? prev : params;  /* θ now; θ before the last update */
@@ -3387,14 +3608,110 @@ long long symnet_bcab7d2c9d_train(real *params, const real *X, const real *T, co
             *have_prev = 1;
         losses[s] = loss;
         if (correct != NULL) {
-            /* share of the outputs with O > 0.5 exactly where T > 0.5, from the outputs the step's forward pass left in work */
+            /* the share of an example's positions where the argmax of the position's classes = the class of the target, from the outputs the step's forward pass left in work */
             const real *o = work + (size_t)batch * 7120;
             double right = 0;
             for (int r = 0; r < batch; r++) {
-                for (int k = 0; k < 80; k++)
-                    right += (double)((o[(size_t)r * 80 + k] > (real)0.5) == (Tb[(size_t)r * 80 + k] > (real)0.5)) / 80;
+                for (int q = 0; q < 8; q++) {   /* each position q: a row of 10 classes */
+                    const real *orow = o + ((size_t)r * 8 + q) * 10;
+                    const real *trow = Tb + (size_t)r * 80 + q * 10;
+                    int best = 0;
+                    for (int k = 1; k < 10; k++) best = orow[k] > orow[best] ? k : best;
+                    int want = 0;
+                    for (int k = 1; k < 10; k++) want = trow[k] > trow[want] ? k : want;
+                    right += best == want;
+                }
             }
-            correct[s] = right;
+            correct[s] = right / 8;   /* in examples: the positions right over 8 */
+        }
+    }
+    if (cur != params) {
+        /* the new θ in prev: exchange the two */
+        for (size_t p = 0; p < 18026; p++) {
+            const real v = params[p];
+            params[p] = prev[p];
+            prev[p] = v;
+        }
+    }
+    return s;
+}
+
+/* A run of training steps in one call: step s takes the examples
+ * idx[s·batch_size .. min((s+1)·batch_size, n_idx)) of the data set (X, T), gathers
+ * them into Ib, Tb (batch_size rows each, in work), and does loss_grad then update with
+ * step size lr[s] and step number t0 + s + 1, exactly as one call of loss_grad and one
+ * of update from the caller would.  losses[s] receives the batch loss before step s,
+ * and correct[s] (unless correct is NULL) the number of examples of the batch the
+ * network classified correctly before step s (the share of an example's positions where the argmax of the position's classes = the class of the target).
+ *
+ * A non-finite loss stops the run before its update: params are restored from prev
+ * (the parameters before the last update, when *have_prev) and the number of
+ * completed steps is returned; otherwise it returns the number of steps.  On return
+ * prev holds the parameters before the last update (after a restore: the same as
+ * params).  prev may be NULL (no restoring).
+ *
+ * work: the batch's rows (12418 numbers per example), then the
+ * gradients (18026), then Ib and Tb.
+ *
+ * params and prev take turns: each update reads θ from one and writes the new θ
+ * into the other, so the θ before the update is kept without a copy per step
+ * (a copy of all parameters per step cost ~5% of a medium network's step).
+ * The same with integer class labels: T[n·8 + q] is the class of position q of example n. */
+long long symnet_2063cbe472_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+                           int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
+                           const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
+{
+    real *grads = work + (size_t)batch_size * 12418;
+    real *Ib = grads + 18026;
+    real *Tb = Ib + (size_t)batch_size * 80;
+    real *cur = params, *old = prev != NULL ? prev : params;  /* θ now; θ before the last update */
+    long long s = 0;
+    for (long long start = 0; start < n_idx; start += batch_size, s++) {
+        const int batch = (int)(n_idx - start < batch_size ? n_idx - start : batch_size);
+        /* Ib[r,:] = X[idx[start + r],:];  Tb[r,:] = T[idx[start + r],:] */
+        for (int r = 0; r < batch; r++) {
+            const size_t n = (size_t)idx[start + r];
+            memcpy(Ib + (size_t)r * 80, X + n * 80, sizeof(real) * 80);
+            memcpy(Tb + (size_t)r * 8, T + n * 8, sizeof(real) * 8);
+        }
+        /* plain gradient descent: old ← θ − lr·∂L/∂θ in the jobs that finish the gradients
+           (sn_chunk_sums), once the loss is known finite; other updates after the pass */
+        const int sn_fused = optimizer == 0 && hyper[4] == 0 && !(hyper[5] > 0);
+        sn_chunk_args a = {.params = cur, .grads = grads, .work = work, .X = Ib, .T = Tb,
+                           .batch = batch, .n = sn_chunks_of(batch), .loss = {0},
+                           .src = cur, .dst = NULL, .lr = (real)lr[s], .keep = 0, .bad = {0}};
+        const double loss = sn_chunk_pass(&a, sn_chunk_labels, sn_fused ? old : NULL);
+        if (!isfinite(loss)) {
+            /* both buffers ← θ before the last update (only cur needs it written) */
+            if (prev != NULL && *have_prev)
+                memcpy(cur, old, sizeof(real) * 18026);
+            else if (cur != params)
+                memcpy(params, cur, sizeof(real) * 18026);
+            return s;
+        }
+        /* old ← θ − update(θ) and swap the names: cur is the new θ, old the one before */
+        if (!sn_fused)
+            sn_update(cur, old, grads, (real)lr[s], optimizer, s1, s2, hyper, t0 + s + 1);
+        real *const tmp = cur;
+        cur = old;
+        old = tmp;
+        if (prev != NULL)
+            *have_prev = 1;
+        losses[s] = loss;
+        if (correct != NULL) {
+            /* the share of an example's positions where the argmax of the position's classes = the class of the target, from the outputs the step's forward pass left in work */
+            const real *o = work + (size_t)batch * 7120;
+            double right = 0;
+            for (int r = 0; r < batch; r++) {
+                for (int q = 0; q < 8; q++) {   /* each position q: a row of 10 classes */
+                    const real *orow = o + ((size_t)r * 8 + q) * 10;
+                    const real *trow = Tb + (size_t)r * 8 + q;
+                    int best = 0;
+                    for (int k = 1; k < 10; k++) best = orow[k] > orow[best] ? k : best;
+                    right += best == (int)trow[0];
+                }
+            }
+            correct[s] = right / 8;   /* in examples: the positions right over 8 */
         }
     }
     if (cur != params) {

@@ -40,6 +40,8 @@ SCENARIOS = {
     "early": dict(method="sd", epochs=300, lr=2.0, weight_decay=1e-3, clip_norm=1.0,
                   early_stopping=3, validation=True),
     "conv_sd": dict(method="sd", epochs=10, lr=0.3, net="conv", validation=True),
+    "tags_mb": dict(method="minibatch", batch_size=3, epochs=2, lr=0.3, shuffle=False,
+                    net="tags", validation=True),
     "graph_mb": dict(method="minibatch", batch_size=3, epochs=2, lr=0.2, shuffle=False,
                      net="graph"),
     "diverge_mb": dict(method="minibatch", batch_size=2, epochs=400, lr=9.0, shuffle=False,
@@ -61,6 +63,9 @@ def data(n=23, seed=0, kind="tanh"):
     if kind == "conv":
         X = rng.normal(size=(n, 1, 6, 6))
         return X, np.eye(2)[(X[:, 0, 1:4, 2].sum(axis=1) > 0).astype(int)]
+    if kind == "tags":         # sequences (n, 4, 3), a class label per position (n, 4)
+        X = rng.normal(size=(n, 4, 3))
+        return X, (X[..., 0] > 0).astype(int) + (X[..., 1] > 0).astype(int)
     X = rng.normal(size=(n, 3))
     T = np.eye(2)[(X[:, 0] * X[:, 1] + 0.3 * X[:, 2] > 0).astype(int)]
     return X, T
@@ -82,6 +87,9 @@ def network(kind="tanh", hidden=5):
     if kind == "conv":
         return sn.Network(sn.Input((1, 6, 6)), sn.Conv2d(2, 3, activation="tanh"),
                           sn.Flatten(), sn.Dense(2), loss="softmax_cross_entropy")
+    if kind == "tags":         # softmax cross-entropy with a class per position
+        return sn.Network(sn.Input((4, 3)), sn.Pointwise(hidden, "tanh"), sn.Pointwise(3),
+                          loss="softmax_cross_entropy")
     return sn.Network(sn.Input(3), sn.Dense(hidden, "tanh"), sn.Dense(2),
                       loss="softmax_cross_entropy")
 

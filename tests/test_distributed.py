@@ -185,6 +185,23 @@ def test_sd_convolution_network(runs):
     assert ref_hist.loss[-1] < ref_hist.loss[0]
 
 
+def test_a_class_per_position_with_labels(runs):
+    """Sequences with a class label per position (softmax cross-entropy over the last
+    axis): the processes' batches together equal one process's loop, and the
+    validation accuracy is the share of positions right, as in one process."""
+    res, P = runs
+    _same_on_all(res["tags_mb"])
+    theta, hist, _ = res["tags_mb"][0]
+    spec = W.SCENARIOS["tags_mb"]
+    ref, ref_losses = _reference_loop(P, spec)
+    np.testing.assert_allclose(theta, ref, rtol=0, atol=TOL)
+    np.testing.assert_allclose(hist["loss"], ref_losses, rtol=TOL)
+    model = _model("tags")
+    model.theta[...] = theta
+    Xv, yv = W.validation("tags")
+    assert hist["val_accuracy"][-1] == float((model.predict_classes(Xv) == yv).mean())
+
+
 def test_sd_adam_schedule_and_validation_of_process_0(runs):
     res, P = runs
     _same_on_all(res["sd_adam"])

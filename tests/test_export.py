@@ -164,7 +164,11 @@ STEPS, BATCH = 3, 37   # 37 rows: the matrix driver's edge tiles, and its tiled 
 def _data(model, rng):
     rows = STEPS * BATCH
     X = rng.normal(size=(rows, *model.in_shape)).astype(model.dtype)
-    if model.network.loss_name == "softmax_cross_entropy":
+    classes = model.meta.get("classes")
+    if model.network.loss_name == "softmax_cross_entropy" and classes:   # one per position
+        T = np.eye(classes)[rng.integers(0, classes, (rows, model.n_out // classes))]
+        T = T.reshape(rows, -1)
+    elif model.network.loss_name == "softmax_cross_entropy":
         T = np.eye(model.n_out)[rng.integers(0, model.n_out, rows)]
     else:   # in [0, 1]: targets for bce and mse alike
         T = rng.random((rows, model.n_out))

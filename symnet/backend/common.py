@@ -22,6 +22,12 @@ def plan_meta(plan, description: dict, dtype: str) -> dict:
         "n_out": graph.n_out, "input": graph.input_name,
         "in_shape": list(graph.in_shape), "out_shape": list(graph.output.out_shape),
         "output_offset": out.offset, "labels": bool(plan.loss_labels),
+        # a class per position: the classes of each (softmax cross-entropy, one output)
+        "classes": graph.classes.get(graph.outputs[0]) if len(graph.outputs) == 1 else None,
+        # integer labels per example: one, or one per position (a class per position)
+        "label_width": graph.output.n_out // graph.classes.get(graph.outputs[0],
+                                                               graph.output.n_out)
+        if plan.loss_labels else 0,
         "n_trainable": plan.n_trainable,
         # how the epoch driver counts correct examples (one output only)
         "accuracy": {"softmax_cross_entropy": "argmax", "bce": "threshold"}.get(loss),

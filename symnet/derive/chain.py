@@ -198,11 +198,20 @@ def shifted(index: str, offset: int):
     return index if offset == 0 else ir.Affine(((index, 1),), offset)
 
 
-def target_element(syms: dict, t_offset: int, node: ir.Node) -> sp.Symbol:
-    """T[b,i] of an output whose targets start at column t_offset of T."""
-    if t_offset == 0:
+def target_element(syms: dict, t_offset: int, node: ir.Node, packed: bool = False) -> sp.Symbol:
+    """T[b,i] of an output whose targets start at column t_offset of T.  ``packed``: T
+    holds several outputs' targets side by side, a (batch, n_out) matrix, so an output
+    of several axes reads its element's flat column: T[b, 3·tq + i + 15] for (tq, i)
+    of an (L, 3) output whose targets start at column 15."""
+    if t_offset == 0 and not packed:
         return ir.element(syms, "T", *node.out_index)
-    return ir.element(syms, "T", ir.BATCH, shifted(ir.OUT, t_offset))
+    terms, stride = [], 1
+    for name, extent in reversed(node.space):
+        terms.insert(0, (name, stride))
+        stride *= extent
+    if len(terms) == 1 and t_offset == 0:
+        return ir.element(syms, "T", ir.BATCH, terms[0][0])
+    return ir.element(syms, "T", ir.BATCH, ir.Affine(tuple(terms), t_offset))
 
 
 #: Local derivatives by the shape of the formula, its arrays renamed in the order the node
@@ -233,14 +242,15 @@ def local_derivative(head: sp.Expr, scale: sp.Expr, sym: sp.Symbol, syms: dict) 
 
 
 def derive_node(node: ir.Node, loss=None, n_out: int = 0, weight: float = 1.0,
-                t_offset: int = 0) -> NodeGrad:
+                t_offset: int = 0, packed: bool = False) -> NodeGrad:
     """Local derivatives of one node; ``loss`` given when it is fused here
-    (with the output's loss ``weight`` and its targets' first column)."""
+    (with the output's loss ``weight``, its targets' first column, and whether T
+    holds several outputs' targets: ``target_element``)."""
     if node.pieces is not None:
         return concat_grad(node)
     syms = node.symbols
     if loss is not None:
-        t_i = target_element(syms, t_offset, node)
+        t_i = target_element(syms, t_offset, node, packed)
         value = stabilise(loss.element(node.outer, t_i, n_out))
         scale = INV_BATCH if weight == 1.0 else sp.Float(weight) * INV_BATCH
         head, upstream = value, None
@@ -341,7 +351,8 @@ def _derive(graph: ir.Graph) -> list[NodeGrad]:
     for node in reversed(graph.nodes):
         if fused(graph, node):
             g = derive_node(node, graph.losses[node.name], node.n_out,
-                            graph.weights[node.name], graph.target_offset(node.name))
+                            graph.weights[node.name], graph.target_offset(node.name),
+                            packed=len(graph.outputs) > 1)
             if graph.consumers(node.name):
                 g.through = derive_node(node).outer
         else:
@@ -349,7 +360,8 @@ def _derive(graph: ir.Graph) -> list[NodeGrad]:
         if node.name in graph.outputs and getattr(graph.losses[node.name], "coupled", None):
             g.coupled = derive_coupled(node, graph.losses[node.name],
                                        graph.weights[node.name],
-                                       graph.target_offset(node.name))
+                                       graph.target_offset(node.name),
+                                       graph.classes.get(node.name))
         if getattr(node, "shift", False):     # ∂L/∂(a softmax's maximum) is zero: nothing to send back
             g.outer, g.through, g.pieces = [], [], []
             g.summands = {r: [] for r in g.summands}

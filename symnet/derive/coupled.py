@@ -92,6 +92,10 @@ class RowLoss:
     y: sp.Symbol | None = None   # with labels: y_b, the class of example b
     o_y: sp.Symbol | None = None  # with labels: O[b,y]
     labels: RowLoss | None = field(default=None, repr=False)   # the form for labels
+    # a class per position: the output's rows of n classes (its last axis), ``groups``
+    # of them per example; L_b is their mean (the 1/groups is inside value and grad),
+    # k runs over one row, and a label y is one per row
+    groups: int = 1
 
     # ----------------------------------------------------------- for people
     def grad_name(self) -> str:
@@ -175,9 +179,12 @@ def with_labels(rule: RowLoss) -> RowLoss:
                    grad=rule.grad.xreplace(to_y), y=y, o_y=o_y, labels=None)
 
 
-def derive_coupled(node: ir.Node, loss, weight: float = 1.0, t_offset: int = 0) -> RowLoss:
+def derive_coupled(node: ir.Node, loss, weight: float = 1.0, t_offset: int = 0,
+                   classes: int | None = None) -> RowLoss:
     """The coupled loss of output ``node``: declared, chained, rewritten; the form
-    for integer labels in ``.labels``."""
+    for integer labels in ``.labels``.  ``classes``: a class per position, the
+    output's last axis of that many classes; the loss of an example is the mean over
+    its positions (as PyTorch's and Keras's cross-entropy on a sequence)."""
     syms: dict = {}
     o = ir.element(syms, node.name, ir.BATCH, K)
     t = ir.element(syms, "T", ir.BATCH, K if t_offset == 0 else
@@ -186,11 +193,20 @@ def derive_coupled(node: ir.Node, loss, weight: float = 1.0, t_offset: int = 0) 
                           sp.sympify(g(o, t))) for name, g in loss.coupled.sums.items()}
     declared = list(named.values())
     F = sp.sympify(loss.coupled.value({name: r.symbol for name, r in named.items()}))
+    n, groups = node.n_out, 1
+    if classes is not None and classes != node.n_out:
+        n, groups = classes, node.n_out // classes
     w = sp.S.One if weight == 1.0 else sp.Float(weight)
+    if groups > 1:
+        w = w * sp.Rational(1, groups)
     chain = INV_BATCH * w * chain_through_sums(F, declared, o)
-    rule = RowLoss(node.name, node.n_out, o, t, sp.Symbol(K, integer=True), syms, F,
-                   declared, chain, declared, [], w * F, chain, weight,
-                   loss.name.replace("_", " "))
+    title = loss.name.replace("_", " ")
+    if groups > 1:
+        title += (f" at each of the {groups} positions of an example (each a row of "
+                  f"{n} classes k), their mean")
+    rule = RowLoss(node.name, n, o, t, sp.Symbol(K, integer=True), syms, F,
+                   declared, chain, declared, [], w * F, chain, weight, title,
+                   groups=groups)
     rule = logsumexp(rule)
     rule.labels = with_labels(rule)
     return rule

@@ -223,6 +223,9 @@ class Graph:
     weights: dict | None = None
     input_shapes: dict | None = None     # one example of each input, e.g. (1, 8, 8)
     grad_inputs: bool = False            # ∂L/∂(each input) derived too (model.input_grad)
+    # outputs whose softmax cross-entropy takes a class per position: name -> the
+    # classes, the output's last axis (the loss runs on each of its n_out / classes rows)
+    classes: dict | None = None
 
     def __post_init__(self):
         if not self.in_shape:
@@ -235,6 +238,8 @@ class Graph:
             self.losses = {self.outputs[0]: self.loss}
         if self.weights is None:
             self.weights = {o: 1.0 for o in self.outputs}
+        if self.classes is None:
+            self.classes = {}
 
     @property
     def output(self) -> Node:

@@ -319,7 +319,10 @@ class Network:
         return self.loss_weights == [1.0]
 
     def _check_domain(self):
-        """Refuse a loss whose domain an output layer cannot meet, naming the layer."""
+        """Refuse a loss whose domain an output layer cannot meet, naming the layer;
+        ``classes``: the outputs whose softmax cross-entropy takes a class per position
+        (an output of several axes: its last axis is the classes), with their count."""
+        self.classes = {}
         for out, name, loss in zip(self.outputs, self.output_names, self.loss_names):
             layer = getattr(out, "layer", out)
             # built-in activations only: a custom one may well map into (0, 1)
@@ -339,16 +342,26 @@ class Network:
                     f"Dense(1, 'sigmoid') with loss='bce', or Dense(2) with this loss")
             shape = self._shapes[id(out)]
             if loss == "softmax_cross_entropy" and len(shape) > 1:
-                # its softmax runs over a whole output row: on (L, C) it would pick one
-                # class among L·C, not one per position, whatever the user meant
-                raise ValueError(
-                    f"loss 'softmax_cross_entropy' takes one class per example, over a "
-                    f"vector output, but output layer {name!r} has shape {shape}: a class "
-                    f"per position (per time step or pixel) is not derived. For one class "
-                    f"per example end the network with sn.Flatten() and a Dense of the "
-                    f"classes (or with Flatten alone: one class among the "
-                    f"{compose.size(shape)} numbers); for a label per position use "
-                    f"sigmoid outputs with loss='bce' (one-vs-rest)")
+                # a class per position: the softmax runs over the last axis, at every
+                # position of the axes before it (Keras's convention for (L, C))
+                from .batchnorm import BatchNorm2d
+                from .conv import _Spatial
+                if isinstance(layer, (_Spatial, BatchNorm2d)):
+                    raise ValueError(
+                        f"loss 'softmax_cross_entropy' on output layer {name!r} of shape "
+                        f"{shape}: on an output of several axes the classes are its last "
+                        f"axis (a class per position, as for a sequence's (L, C)), but "
+                        f"{type(layer).__name__} puts its channels first; a class per "
+                        f"pixel of a channels-first output is not derived. For one class "
+                        f"per example end the network with sn.Flatten() and a Dense of "
+                        f"the classes")
+                if shape[-1] < 2:
+                    raise ValueError(
+                        f"loss 'softmax_cross_entropy' on output layer {name!r} of shape "
+                        f"{shape}: the classes are the last axis (a class per position), "
+                        f"which needs at least 2; for two classes per position use one "
+                        f"sigmoid output with loss='bce', or 2 outputs with this loss")
+                self.classes[name] = int(shape[-1])
 
     @property
     def loss(self):
@@ -407,6 +420,7 @@ class Network:
                                self.losses[0], inputs=ins, outputs=list(self.output_names),
                                losses=dict(zip(self.output_names, self.losses)),
                                weights=dict(zip(self.output_names, self.loss_weights)),
+                               classes=dict(self.classes),
                                in_shape=self.input.shape if len(ins) == 1 else (n_in,),
                                input_shapes={n: x.shape for n, x in
                                              zip(self.input_names, self.inputs)})

@@ -207,7 +207,10 @@ def plan(graph: ir.Graph) -> Plan:
     for node in graph.nodes:
         p.symbols.update(node.symbols)
     p.forward = _forward(graph, p.symbols, convs)
-    written: set[str] = set()
+    # ∂L/∂(a Flatten) is its input's ∂L/∂ in the same memory: a write to either is a
+    # write to both (the first contribution sets, the others add)
+    written = _Written({upstream_name(n.name): upstream_name(n.input) for n in graph.nodes
+                        if n.kind == "flatten"})
     p.loss = _loss(graph, by_node, grad=False, written=set())
     p.backward = _loss(graph, by_node, grad=True, written=written) \
         + _backward(graph, by_node, written, convs)
@@ -386,11 +389,12 @@ def _loss(graph: ir.Graph, by_node: dict, grad: bool, written: set) -> list:
         loop = tuple(out.out_index)
         weight = graph.weights[name]
         if by_node[out.name].coupled is not None:    # derived by symnet.derive.coupled
-            ops.append(SoftmaxXent(out.name, "T", out.n_out,
+            rule = by_node[out.name].coupled
+            ops.append(SoftmaxXent(out.name, "T", rule.n,
                                    upstream_name(out.name) if grad else None, weight,
                                    graph.target_offset(name),
                                    None if graph.n_out == out.n_out else graph.n_out,
-                                   rule=by_node[out.name].coupled))
+                                   rule=rule, groups=rule.groups))
             if grad:      # layers reading this output add their part to dL_dO
                 written.add(upstream_name(out.name))
             continue
@@ -428,11 +432,38 @@ def _assign(term: Term, loop: tuple) -> str:
         else "+="
 
 
+class _Written(set):
+    """The buffers the backward pass has written so far, each under the name of the
+    memory it is: ``same`` maps a name to the buffer it aliases (∂L/∂ of a Flatten to
+    ∂L/∂ of its input).  Without it, a layer read both by a Flatten and by another
+    layer had its ∂L/∂ set by each reader in turn, the second overwriting the first."""
+
+    def __init__(self, same: dict):
+        super().__init__()
+        self.same = same
+
+    def root(self, name: str) -> str:
+        while name in self.same:
+            name = self.same[name]
+        return name
+
+    def __contains__(self, name) -> bool:
+        return set.__contains__(self, self.root(name))
+
+    def add(self, name):
+        set.add(self, self.root(name))
+
+    def update(self, *names):
+        for each in names:
+            for name in each:
+                self.add(name)
+
+
 def _zeros(terms: list[Term], node: ir.Node, written: set) -> list:
     """Zero the buffers the output loop accumulates into (bias gradients)
     unless an earlier loop wrote them already."""
     seen = {t.target for t in terms if _assign(t, tuple(node.out_index)) == "+="}
-    return [Zero(name, None) for name in sorted(seen - written)]
+    return [Zero(name, None) for name in sorted(seen) if name not in written]
 
 
 def _backward(graph: ir.Graph, by_node: dict, written: set, convs: dict) -> list:

@@ -148,6 +148,15 @@ class SoftmaxXent:
     t_stride: int | None = None  # width of T's rows (None: n)
     labels: bool = False         # T[b] is the class index of example b (not a row)
     rule: object = None          # the derived RowLoss (targets as rows)
+    # a class per position: each example's outputs are ``groups`` rows of n classes
+    # side by side (the output's last axis is the classes); with labels T[b] is a row
+    # of ``groups`` class indices
+    groups: int = 1
+
+    @property
+    def width(self) -> int:
+        """Numbers of the output per example."""
+        return self.n * self.groups
 
     @property
     def derived(self):

@@ -179,10 +179,12 @@ def _coupled(run: _Run, rule, O: np.ndarray, T: np.ndarray) -> sp.Expr:
     """A coupled loss's derived rule (``symnet.derive.coupled``, the one the C runs)
     on explicit elements: per example its sums (Σ or Max over k), scalars, value,
     and dL_dO[b,k] into the output's gradient; returns the loss (the mean)."""
-    batch, n = O.shape
-    dO = run.target(upstream_name(rule.output)).reshape(batch, n)
+    batch, n = O.shape[0], rule.n
+    rows = batch * rule.groups         # a class per position: a row for each position
+    O, T = O.reshape(rows, n), T.reshape(rows, n)
+    dO = run.target(upstream_name(rule.output)).reshape(rows, n)
     total = sp.S.Zero
-    for b in range(batch):
+    for b in range(rows):
         at = {INV_BATCH: sp.Rational(1, batch)}
 
         def el(expr, k=None):

@@ -83,7 +83,7 @@ from ..lang.base import check_flag
 from .history import History
 from .stopping import EarlyStopping, check_callbacks
 from .progress import SigintFlag
-from .train import Optimizer, accuracy, checked_arguments, checked_validation, \
+from .train import Optimizer, accuracy, checked_arguments, checked_validation, classes, \
     evaluation_loss
 from .train import fit as train_fit
 
@@ -403,7 +403,7 @@ class MPI:
                 acc = None
                 if len(m.network.outputs) == 1:      # as one process's fit
                     O = m.forward(Xv).reshape(rows.shape[0], -1)
-                    acc = accuracy(m.network.loss_name, O, rows)
+                    acc = accuracy(m.network.loss_name, O, rows, classes(m))
                 result = (evaluation_loss(m, Xv, Tv), acc)
             except Exception as exc:  # noqa: BLE001  (sent to the others, then raised)
                 result = _text(exc)

@@ -17,17 +17,31 @@ import warnings
 import numpy as np
 
 from .progress import SigintFlag
+from .targets import label_width
 
 
 def has_accuracy(loss_name: str) -> bool:
     return loss_name in ("softmax_cross_entropy", "bce")
 
 
-def accuracy(loss_name: str, O: np.ndarray, T: np.ndarray):
+def classes(model) -> int | None:
+    """The classes of each position where the (one) output's softmax cross-entropy
+    takes a class per position, else None."""
+    net = model.network
+    return net.classes.get(net.output_names[0]) if len(net.outputs) == 1 else None
+
+
+def accuracy(loss_name: str, O: np.ndarray, T: np.ndarray, classes: int | None = None):
     """Share of correct predictions where it applies: argmax for softmax cross-entropy
     (against the argmax of T's rows, or against class labels), O > 0.5 against T > 0.5
-    per output for bce; None for other losses."""
+    per output for bce; None for other losses.  ``classes``: a class per position, each
+    a row of that many classes (the share is over every position of every example)."""
     if loss_name == "softmax_cross_entropy":
+        O = O.reshape(O.shape[0], -1)
+        if classes is not None and O.shape[1] != classes:
+            positions = O.shape[1] // classes
+            O = O.reshape(-1, classes)
+            T = T.reshape(-1, 1) if T.shape[1] == positions else T.reshape(-1, classes)
         y = T[:, 0] if T.shape[1] == 1 and O.shape[1] > 1 else T.argmax(axis=1)
         return float((O.argmax(axis=1) == y).mean())
     if loss_name == "bce":
@@ -249,7 +263,7 @@ class Run:
                 len(self.model.network.outputs) == 1:
             acc = float(correct.sum() / sizes.sum()) if not np.isnan(correct).any() else \
                 accuracy(name, self.model.forward(user_layout(self.model, self.X, self.T)[0])
-                         .reshape(self.X.shape[0], -1), self.T)
+                         .reshape(self.X.shape[0], -1), self.T, classes(self.model))
         val_loss, val_acc = self.exchange.validate(self)
         self.hist.record_epoch(loss, lr=lrs, steps=lrs.size, accuracy=acc, val_loss=val_loss,
                                val_accuracy=val_acc)
@@ -259,8 +273,12 @@ def user_layout(model, X, T):
     """Checked (rows) X and T back in the layout the public calls take (tensors)."""
     if len(model.in_shape) > 1:
         X = X.reshape((-1, *model.in_shape))
+    if len(model.network.outputs) > 1:       # rows side by side: taken as they are
+        return X, T
     if len(model.out_shape) > 1 and T.shape[1] == model.n_out:
         T = T.reshape((-1, *model.out_shape))
+    elif len(model.out_shape) > 1 and T.shape[1] == label_width(model) > 1:
+        T = T.reshape((-1, *model.out_shape[:-1]))       # class labels per position
     return X, T
 
 

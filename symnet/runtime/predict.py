@@ -36,10 +36,11 @@ CLASSIFICATION = ("softmax_cross_entropy", "bce")
 
 
 def softmax(Z: np.ndarray) -> np.ndarray:
-    """Row-wise softmax, stable for large logits."""
-    Z = Z - Z.max(axis=1, keepdims=True)
+    """Softmax over the last axis (the classes: of each row, or of each position of an
+    output (N, L, C)), stable for large logits."""
+    Z = Z - Z.max(axis=-1, keepdims=True)
     E = np.exp(Z)
-    return E / E.sum(axis=1, keepdims=True)
+    return E / E.sum(axis=-1, keepdims=True)
 
 
 def _chunk(model, batch_size):
@@ -96,8 +97,8 @@ def predict_proba(model, X, batch_size=None):
 
 
 def classes_of(loss: str, O: np.ndarray) -> np.ndarray:
-    if loss == "softmax_cross_entropy":
-        return O.argmax(axis=1)
+    if loss == "softmax_cross_entropy":     # (N, C) → (N,); (N, L, C) → (N, L)
+        return O.argmax(axis=-1)
     if loss == "bce":
         C = (O > 0.5).astype(np.int64)
         return C[:, 0] if C.shape[1] == 1 else C
@@ -109,7 +110,8 @@ def predict_classes(model, X, batch_size=None):
     _classification(model, "predict_classes")        # the loss check first
     O, losses = outputs(model, X, batch_size), model.network.loss_names
     if isinstance(O, list):
-        return [classes_of(loss, o.reshape(o.shape[0], -1)) for loss, o in zip(losses, O)]
+        return [classes_of(loss, o if loss == "softmax_cross_entropy"
+                           else o.reshape(o.shape[0], -1)) for loss, o in zip(losses, O)]
     return classes_of(losses[0], O)
 
 
@@ -136,22 +138,24 @@ def evaluate(model, X, T, batch_size=None) -> dict:
     out = {"loss": total / n}
     net = model.network
     if len(net.outputs) == 1:
-        out.update(_metrics(net.loss_name, O, rows_T))
+        out.update(_metrics(net.loss_name, O, rows_T, net.classes.get(net.output_names[0])))
         return out
     # several outputs: each one's metrics under its name (Keras's "<output>_accuracy")
     c = 0
     for name, o, loss in zip(net.output_names, net.outputs, net.loss_names):
         w = int(np.prod(net._shapes[id(o)]))
-        for k, v in _metrics(loss, O[:, c:c + w], rows_T[:, c:c + w]).items():
+        for k, v in _metrics(loss, O[:, c:c + w], rows_T[:, c:c + w],
+                             net.classes.get(name)).items():
             out[f"{name}_{k}"] = v
         c += w
     return out
 
 
-def _metrics(loss, O, T) -> dict:
-    """Accuracy for a classification loss, else MSE and MAE, of outputs O against T."""
+def _metrics(loss, O, T, classes=None) -> dict:
+    """Accuracy for a classification loss, else MSE and MAE, of outputs O against T
+    (``classes``: a class per position, of that many classes)."""
     from .epoch import accuracy
     if loss in CLASSIFICATION:
-        return {"accuracy": accuracy(loss, O, T)}
+        return {"accuracy": accuracy(loss, O, T, classes)}
     err = O.astype(np.float64) - T
     return {"mse": float(np.mean(err ** 2)), "mae": float(np.mean(np.abs(err)))}

@@ -12,6 +12,10 @@ Labels reach the kernels as an ``(N, 1)`` array of the model's dtype (class
 indices are exact in float32 up to 2²⁴); a softmax cross-entropy needs at
 least two outputs, so width 1 always means labels there.
 
+A softmax cross-entropy on an output of several axes, ``(L, C)``, takes a class per
+position (its last axis is the classes): rows ``(N, L, C)``, or labels ``(N, L)``
+in ``0 .. C − 1``, which reach the kernels as ``(N, L)``.
+
 >>> import numpy as np, symnet as sn
 >>> net = sn.Network(sn.Input(2), sn.Dense(3), loss="softmax_cross_entropy")
 >>> model = net.compile(dtype="float64")
@@ -26,14 +30,49 @@ import numpy as np
 MAX_LABEL = 2**24  # class indices exact in float32
 
 
+def label_width(model) -> int:
+    """Class labels per example: 1, or one per position where a softmax cross-entropy
+    takes a class per position (0 where the loss takes no labels)."""
+    if not model.meta.get("labels", False):
+        return 0
+    return model.meta.get("label_width", 1) or 1
+
+
 def is_labels(model, T: np.ndarray) -> bool:
-    """True when the checked targets T are class labels (width 1, softmax)."""
-    return T.shape[1] == 1 and model.n_out != 1 and model.meta.get("labels", False)
+    """True when the checked targets T are class labels (softmax; a column, or one
+    per position)."""
+    width = label_width(model)
+    return width > 0 and T.shape[1] == width and model.n_out != width
+
+
+def position_labels(model, T, batch: int, what: str = "T"):
+    """Class labels per position ``(batch, *positions)`` (``positions``: the output's
+    shape without its last axis, the classes) as the ``(batch, positions)`` array the
+    kernels read, checked; None when T does not have that shape."""
+    width, shape = label_width(model), tuple(model.out_shape)
+    if width <= 1 or len(shape) < 2:
+        return None
+    try:
+        arr = np.asarray(T)
+    except (ValueError, TypeError):
+        return None
+    if arr.ndim != len(shape) or tuple(arr.shape[1:]) != shape[:-1]:
+        return None
+    owner = f"output layer {model.network.output_names[0]!r}"
+    _check_labels(arr.reshape(arr.shape[0], -1), shape[-1], what, owner)
+    y = arr.reshape(arr.shape[0], -1)
+    _rows(y, batch, what)
+    return np.ascontiguousarray(y, dtype=model.dtype)
 
 
 def accepted(model) -> str:
     """The target shapes this model takes, for error messages."""
     n = model.n_out
+    if label_width(model) > 1:
+        shape = tuple(model.out_shape)
+        return (f"(N, {', '.join(map(str, shape))}) rows (one-hot or probabilities along "
+                f"the last axis) or integer class labels (N, "
+                f"{', '.join(map(str, shape[:-1]))}) in 0..{shape[-1] - 1}")
     if model.meta.get("labels", False):
         return (f"(N, {n}) rows (one-hot or probabilities) or integer class labels (N,) "
                 f"in 0..{n - 1}")
@@ -119,10 +158,20 @@ def _rows(T, batch, what):
                          "one target per example is needed")
 
 
-def one_hot(T, n: int, what: str, owner: str):
+def one_hot(T, n: int, what: str, owner: str, positions: tuple = ()):
     """Class labels (N,) or (N, 1) in 0..n − 1 as one-hot rows (N, n): the targets of one
-    softmax cross-entropy output among several; anything else is returned as given."""
+    softmax cross-entropy output among several; with ``positions`` (a class per
+    position: the output's shape without its last axis), labels (N, *positions) as
+    one-hot (N, *positions, n).  Anything else is returned as given."""
     arr = np.asarray(T) if not isinstance(T, np.ndarray) else T
+    if positions:
+        if arr.ndim != len(positions) + 1 or tuple(arr.shape[1:]) != tuple(positions):
+            return T
+        y = arr.reshape(arr.shape[0], -1)
+        _check_labels(y, n, what, owner)
+        rows = np.zeros((*arr.shape, n))
+        np.put_along_axis(rows, arr.astype(np.int64)[..., None], 1.0, axis=-1)
+        return rows
     if not (arr.ndim == 1 or (arr.ndim == 2 and arr.shape[1] == 1 and n > 1)):
         return T
     y = arr.reshape(-1)
@@ -133,6 +182,7 @@ def one_hot(T, n: int, what: str, owner: str):
 
 
 def _check_labels(y: np.ndarray, n: int, what: str, owner: str):
+    """y: labels (N,), or (N, positions) one per position of each example."""
     if y.dtype.kind not in "iuf" or y.size == 0:
         raise ValueError(f"{what} of shape {y.shape} must be integer class labels in "
                          f"0..{n - 1} for {owner} (softmax cross-entropy), or (N, {n}) rows; "
@@ -140,9 +190,11 @@ def _check_labels(y: np.ndarray, n: int, what: str, owner: str):
     bad = ~np.isfinite(y) | (y != np.round(y)) | (y < 0) | (y >= n) if y.dtype.kind == "f" \
         else (y < 0) | (y >= n)
     if bad.any():
-        row = int(np.nonzero(bad)[0][0])
+        at = np.argwhere(bad)[0]
+        where = f"row {at[0]}" + (f", position {at[1]}" if y.ndim > 1 else "")
         raise ValueError(f"{what} holds class labels for {owner}, which has {n} classes: "
-                         f"label {y[row].item():g} at row {row} is not an integer in 0..{n - 1}")
+                         f"label {y[tuple(at)].item():g} at {where} is not an integer in "
+                         f"0..{n - 1}")
 
 
 def _labels(model, y: np.ndarray, batch: int, what: str, owner: str) -> np.ndarray:

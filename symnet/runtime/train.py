@@ -40,7 +40,7 @@ import numpy as np
 
 from .. import guards
 from ..lang.base import check_flag
-from .epoch import Run, accuracy, user_layout
+from .epoch import Run, accuracy, classes, user_layout
 from .history import History
 from .optimizer import Optimizer  # noqa: F401  (its earlier place; distributed imports it)
 from .optimizer import for_model as optimizer_for
@@ -153,7 +153,8 @@ class Local:
             return None, None
         m, (Xv, Tv) = run.model, run.val
         O = m.forward(Xv)
-        val_acc = accuracy(m.network.loss_name, O, Tv) if len(m.network.outputs) == 1 \
+        val_acc = accuracy(m.network.loss_name, O, Tv, classes(m)) \
+            if len(m.network.outputs) == 1 \
             else None
         return evaluation_loss(m, Xv, Tv), val_acc
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import guards
-from .targets import in_range, inputs_name, labels_or_rows, one_hot
+from .targets import in_range, inputs_name, labels_or_rows, one_hot, position_labels
 
 
 class ArrayChecks:
@@ -109,8 +109,17 @@ class ArrayChecks:
         self._same_rows(mats, what, net.input_names)
         return np.require(np.concatenate(mats, axis=1), self.dtype, ["C", "A"])
 
-    def _tensor(self, A, what: str, shape: tuple, owner: str):
-        """A batch of tensors (batch, *shape) as a (batch, prod(shape)) view."""
+    def _label_hint(self, what: str) -> str:
+        """For messages on a softmax cross-entropy's targets with a class per position."""
+        shape = tuple(self.out_shape)
+        if self.network.classes and len(shape) > 1:
+            return (f", or integer class labels of shape (batch, "
+                    f"{', '.join(map(str, shape[:-1]))}), one per position")
+        return ""
+
+    def _tensor(self, A, what: str, shape: tuple, owner: str, also: str = ""):
+        """A batch of tensors (batch, *shape) as a (batch, prod(shape)) view; ``also``:
+        the other shapes that fit, for the message."""
         try:
             arr = A if isinstance(A, np.ndarray) else np.asarray(A)
         except (ValueError, TypeError) as exc:
@@ -125,7 +134,7 @@ class ArrayChecks:
                             f"np.transpose({what}, (0, 3, 1, 2))")
                 else:                 # (C, L) or (steps, features): the two axes swapped
                     hint = f"; its two axes swapped? np.swapaxes({what}, 1, 2)"
-            raise ValueError(f"{what} must have shape {want} for {owner}, got shape "
+            raise ValueError(f"{what} must have shape {want}{also} for {owner}, got shape "
                              f"{arr.shape}{hint}")
         return arr.reshape(arr.shape[0], -1)
 
@@ -135,8 +144,12 @@ class ArrayChecks:
         net = self.network
         if len(net.outputs) == 1:
             if len(self.out_shape) > 1:
+                y = position_labels(self, T, batch, what)     # a class per position
+                if y is not None:
+                    return y
                 out = net.output_names[0]
-                T = self._tensor(T, what, self.out_shape, f"output layer {out!r}")
+                T = self._tensor(T, what, self.out_shape, f"output layer {out!r}",
+                                 self._label_hint(what))
             return in_range(self, labels_or_rows(self, T, batch, what), what)
         elif isinstance(T, np.ndarray) and T.ndim == 2 and T.shape[1] == self.n_out:
             T = self.as_matrix(T, what, self.n_out, "the outputs side by side")
@@ -146,6 +159,8 @@ class ArrayChecks:
             for name, o, A, loss in zip(net.output_names, net.outputs, parts, net.loss_names):
                 shape, owner = net._shapes[id(o)], f"output layer {name!r}"
                 if len(shape) > 1:
+                    if name in net.classes:    # labels per position: one-hot rows here
+                        A = one_hot(A, shape[-1], f"{what}[{name!r}]", owner, shape[:-1])
                     A = self._tensor(A, f"{what}[{name!r}]", shape, owner)
                 elif loss == "softmax_cross_entropy" and shape[0] > 1:
                     # class labels (N,) as for one output; here made one-hot rows, which

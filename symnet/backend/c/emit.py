@@ -635,8 +635,15 @@ class Emitter:
         if len(getattr(self.plan.graph, "outputs", [None])) > 1:
             loss = None             # several outputs: fit measures no training accuracy
         if loss == "softmax_cross_entropy":
-            return {"kind": "argmax", "offset": out.offset,
-                    "text": "argmax of the output row = the class of the target"}
+            graph = self.plan.graph
+            n = graph.classes.get(graph.outputs[0], graph.n_out)
+            if n == graph.n_out:
+                return {"kind": "argmax", "offset": out.offset, "classes": n, "groups": 1,
+                        "text": "argmax of the output row = the class of the target"}
+            return {"kind": "argmax", "offset": out.offset, "classes": n,
+                    "groups": graph.n_out // n,
+                    "text": "the share of an example's positions where the argmax of the "
+                            "position's classes = the class of the target"}
         if loss == "bce":
             return {"kind": "threshold", "offset": out.offset,
                     "text": "share of the outputs with O > 0.5 exactly where T > 0.5"}
@@ -650,11 +657,18 @@ class Emitter:
                 "split": p.split_backward, "what": "", "train_what": "", "head": None,
                 "tail": None}]
         if p.loss_labels:
-            out.append({"suffix": "_labels", "width": 1, "loss": p.loss_labels,
+            groups = n_out // p.graph.classes.get(p.graph.outputs[0], n_out)
+            if groups == 1:
+                what = "; T[b] is the class label of example b"
+                train_what = "\n * The same with integer class labels: T[n] is the class " \
+                             "of example n."
+            else:
+                what = f"; T[b·{groups} + q] is the class label of position q of example b"
+                train_what = (f"\n * The same with integer class labels: T[n·{groups} + q] "
+                              "is the class of position q of example n.")
+            out.append({"suffix": "_labels", "width": groups, "loss": p.loss_labels,
                         "backward": p.backward_labels, "split": p.split_backward_labels,
-                        "what": "; T[b] is the class label of example b",
-                        "train_what": "\n * The same with integer class labels: T[n] is "
-                                      "the class of example n.", "head": None, "tail": None})
+                        "what": what, "train_what": train_what, "head": None, "tail": None})
             # The two passes differ only in the loss: the ops after it (the whole back
             # propagation below the output) are emitted once, as sn_backprop, which
             # both call (the C compiler then optimises them once: a fifth less of its

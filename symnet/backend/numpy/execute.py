@@ -276,16 +276,18 @@ class Compiled:
 
         from ...derive.coupled import INV_BATCH
         rule = op.derived
-        O = self._matrix(op.O, env)
+        rows = batch * op.groups          # a class per position: a row for each position
+        O = self._matrix(op.O, env).reshape(rows, op.n)
         T = env[op.T].reshape(batch, -1)
         values = {rule.k: np.arange(op.n).reshape(1, -1),
                   INV_BATCH: O.dtype.type(1) / batch}
         if op.labels:
-            y = T[:, :1].astype(np.int64)
+            y = T[:, :op.groups].reshape(rows, 1).astype(np.int64)
             values.update({rule.y: y, rule.o_y: np.take_along_axis(O, y, axis=1)})
         else:
-            stride = op.t_stride or op.n
-            values[rule.t] = T.reshape(batch, stride)[:, op.t_offset:op.t_offset + op.n]
+            stride = op.t_stride or op.width
+            values[rule.t] = T.reshape(batch, stride)[
+                :, op.t_offset:op.t_offset + op.width].reshape(rows, op.n)
         values[rule.o] = O
 
         def run(expr):
@@ -301,9 +303,10 @@ class Compiled:
             values[r.symbol] = (each.max if r.op == "max" else each.sum)(axis=1, keepdims=True)
         for sym, e in rule.scalars:
             values[sym] = run(e)
-        loss = float(np.sum(np.broadcast_to(run(rule.value), (batch, 1)).astype(np.float64)))
+        loss = float(np.sum(np.broadcast_to(run(rule.value), (rows, 1)).astype(np.float64)))
         if op.grad:
-            self._matrix(op.grad, env)[...] = np.broadcast_to(run(rule.grad), O.shape)
+            self._matrix(op.grad, env).reshape(rows, op.n)[...] = \
+                np.broadcast_to(run(rule.grad), O.shape)
         return loss
 
     # ------------------------------------------------------------ convolution

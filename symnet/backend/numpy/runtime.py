@@ -152,14 +152,21 @@ class Runtime:
             if correct is not None and kind is not None:
                 O = self._outputs(env, rows.size, np.empty((rows.size, self.n_out),
                                                            self.dtype))
-                correct[s] = _correct(kind, O, Tb, self.n_out)
+                correct[s] = _correct(kind, O, Tb, self.n_out, self.meta.get("classes"))
             s += 1
         return s
 
 
-def _correct(kind: str, O, T, n_out: int) -> float:
-    """Examples classified right, as the C counts them."""
+def _correct(kind: str, O, T, n_out: int, classes=None) -> float:
+    """Examples classified right, as the C counts them (``classes``: a class per
+    position, each example counting the share of its positions right)."""
     if kind == "argmax":
+        if classes is not None and classes != n_out:       # positions of `classes`
+            positions = n_out // classes
+            want = T.reshape(-1).astype(np.int64) if T.shape[1] == positions else \
+                T.reshape(-1, classes).argmax(axis=1)
+            right = O.reshape(-1, classes).argmax(axis=1) == want
+            return float(np.sum(right)) / positions
         want = T[:, 0].astype(np.int64) if T.shape[1] != n_out else T.argmax(axis=1)
         return float(np.sum(O.argmax(axis=1) == want))
     return float(np.sum(((O > 0.5) == (T > 0.5)).astype(np.float64) / n_out))

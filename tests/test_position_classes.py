@@ -1,0 +1,224 @@
+"""Softmax cross-entropy with a class per position: an output (L, C) is L rows of C
+classes (its last axis), the loss of an example the mean over its positions, as
+PyTorch's ``cross_entropy`` on (N·L, C) rows and Keras's on (N, L, C).
+
+Checked against a numpy forward and back-propagation written here, central
+differences, PyTorch where installed, and training: labels (N, L) and one-hot rows
+(N, L, C), C and NumPy backends, predict/accuracy per position, and the refusals."""
+
+import numpy as np
+import pytest
+
+import symnet as sn
+from gradcheck import check
+
+L, D, H, C = 5, 4, 8, 3
+
+
+def network(loss="softmax_cross_entropy"):
+    S = sn.Input((L, D), name="S")
+    x = sn.Pointwise(H, "tanh", name="P")(S)
+    return sn.Network(S, sn.Pointwise(C, name="O")(x), loss=loss)
+
+
+def data(n=6, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((n, L, D)), rng.integers(0, C, (n, L))
+
+
+def numpy_loss_and_grads(p, X, y):
+    """Forward and back-propagation by hand: z = tanh(X·W1ᵀ + b1), O = z·W2ᵀ + b2,
+    L = mean over examples and positions of logsumexp(O) − O[y]."""
+    N = X.shape[0]
+    A = np.tanh(X @ p["W1"].T + p["b1"])                         # (N, L, H)
+    O = A @ p["W2"].T + p["b2"]                                  # (N, L, C)
+    m = O.max(-1, keepdims=True)
+    lse = m[..., 0] + np.log(np.exp(O - m).sum(-1))
+    loss = np.mean(lse - np.take_along_axis(O, y[..., None], -1)[..., 0])
+    dO = np.exp(O - lse[..., None])
+    np.put_along_axis(dO, y[..., None], np.take_along_axis(dO, y[..., None], -1) - 1, -1)
+    dO /= N * L
+    g = {"W2": np.einsum("nlc,nlh->ch", dO, A), "b2": dO.sum((0, 1))}
+    dZ = (dO @ p["W2"]) * (1 - A ** 2)
+    g.update(W1=np.einsum("nlh,nld->hd", dZ, X), b1=dZ.sum((0, 1)))
+    return loss, g, O
+
+
+@pytest.mark.parametrize("backend", ["c", "numpy"])
+@pytest.mark.parametrize("as_rows", [False, True])
+def test_loss_and_gradients_equal_a_numpy_back_propagation(backend, as_rows):
+    X, y = data()
+    model = network().compile(dtype="float64", seed=3, backend=backend)
+    want_loss, want, O = numpy_loss_and_grads(model.params, X, y)
+    np.testing.assert_allclose(model.forward(X), O, rtol=1e-12, atol=1e-14)
+    T = np.eye(C)[y] if as_rows else y
+    loss, grads = model.loss_and_grad(X, T)
+    assert loss == pytest.approx(want_loss, rel=1e-12)
+    for name in want:
+        np.testing.assert_allclose(grads[name], want[name], rtol=1e-10, atol=1e-14,
+                                   err_msg=name)
+
+
+@pytest.mark.parametrize("as_rows", [False, True])
+def test_gradients_agree_with_central_differences(as_rows):
+    X, y = data(seed=1)
+    model = network().compile(dtype="float64", seed=4)
+    check(model, X, np.eye(C)[y] if as_rows else y)
+
+
+def test_the_loss_is_the_mean_over_positions_not_one_class_among_all():
+    """One position right with certainty and one wrong: the mean of the two rows'
+    cross-entropies (not a softmax over all L·C numbers)."""
+    net = sn.Network(sn.Input((2, 2)), sn.Pointwise(2, name="O"),
+                     loss="softmax_cross_entropy")
+    model = net.compile(dtype="float64")
+    model.params["W1"][...] = np.eye(2)
+    model.params["b1"][...] = 0
+    X = np.array([[[5.0, 0.0], [0.0, 0.0]]])
+    y = np.array([[0, 1]])
+    want = (np.log(1 + np.exp(-5.0)) + np.log(2.0)) / 2
+    assert model.loss(X, y) == pytest.approx(want, rel=1e-13)
+
+
+def test_equals_pytorch_cross_entropy_and_its_50_sgd_steps():
+    torch = pytest.importorskip("torch")
+    X, y = data(n=8, seed=2)
+    model = network().compile(dtype="float64", seed=5)
+    p1 = torch.nn.Linear(D, H).double()
+    p2 = torch.nn.Linear(H, C).double()
+    with torch.no_grad():
+        for lin, w, b in ((p1, "W1", "b1"), (p2, "W2", "b2")):
+            lin.weight.copy_(torch.from_numpy(model.params[w]))
+            lin.bias.copy_(torch.from_numpy(model.params[b]))
+    opt = torch.optim.SGD([*p1.parameters(), *p2.parameters()], lr=0.5)
+    Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
+    for _ in range(50):
+        opt.zero_grad()
+        out = p2(torch.tanh(p1(Xt)))
+        loss = torch.nn.functional.cross_entropy(out.reshape(-1, C), yt.reshape(-1))
+        loss.backward()
+        ours = model.loss(X, y)
+        assert ours == pytest.approx(loss.item(), rel=1e-10)
+        opt.step()
+        model.step(X, y, lr=0.5)
+    np.testing.assert_allclose(model.params["W1"], p1.weight.detach().numpy(), rtol=1e-9,
+                               atol=1e-12)
+    np.testing.assert_allclose(model.params["W2"], p2.weight.detach().numpy(), rtol=1e-9,
+                               atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", ["c", "numpy"])
+def test_training_learns_a_class_per_position_and_predicts_it(backend):
+    """Each position's class is the sign pattern of two of its features: a per-position
+    classifier must learn it; accuracy, predict and predict_classes are per position."""
+    rng = np.random.default_rng(7)
+    X = rng.standard_normal((400, L, D))
+    y = (X[..., 0] > 0).astype(int) + (X[..., 1] > 0).astype(int)        # 0, 1 or 2
+    model = network().compile(dtype="float64", seed=0, backend=backend)
+    hist = model.fit(X, y, method="minibatch", batch_size=20, epochs=30, lr=0.05,
+                     optimizer="adam", seed=0, progress=False)
+    assert hist.loss[-1] < 0.5 * hist.loss[0]
+    P = model.predict(X)
+    assert P.shape == (400, L, C)
+    np.testing.assert_allclose(P.sum(-1), 1.0, rtol=1e-12)
+    classes = model.predict_classes(X)
+    assert classes.shape == (400, L)
+    right = float((classes == y).mean())
+    assert right > 0.9
+    assert model.evaluate(X, y)["accuracy"] == pytest.approx(right)
+    assert model.evaluate(X, np.eye(C)[y])["accuracy"] == pytest.approx(right)
+    # the training accuracy the C counts per step (its last epoch, before each update)
+    assert 0.8 < hist.accuracy[-1] <= 1.0
+
+
+def test_fit_with_validation_data_reports_the_accuracy_per_position():
+    X, y = data(n=40, seed=3)
+    model = network().compile(dtype="float64", seed=0)
+    hist = model.fit(X, y, method="sd", epochs=2, lr=0.1, validation_data=(X, y),
+                     progress=False)
+    want = float((model.predict_classes(X) == y).mean())
+    assert hist.val_accuracy[-1] == pytest.approx(want)
+
+
+def test_float32_loss_is_stable_for_large_logits():
+    net = sn.Network(sn.Input((2, 2)), sn.Pointwise(2, name="O"),
+                     loss="softmax_cross_entropy")
+    model = net.compile(dtype="float32")
+    model.params["W1"][...] = np.eye(2, dtype=np.float32) * 200
+    model.params["b1"][...] = 0
+    X = np.array([[[1, 0], [0, 1]]], np.float32)       # logits (200, 0) and (0, 200)
+    loss = model.loss(X, np.array([[1, 1]]))
+    assert np.isfinite(loss) and loss == pytest.approx(100.0, rel=1e-6)   # (200 + 0) / 2
+
+
+def test_labels_out_of_range_name_the_row_and_the_position():
+    model = network().compile(dtype="float64")
+    X, y = data(n=3)
+    y[2, 4] = C
+    with pytest.raises(ValueError, match=rf"label {C} at row 2, position 4 is not an integer "
+                                         rf"in 0..{C - 1}"):
+        model.loss(X, y)
+    with pytest.raises(ValueError, match=rf"must have shape \(batch, {L}, {C}\), or integer "
+                                         rf"class labels of shape \(batch, {L}\)"):
+        model.loss(X, y[:, :2])
+
+
+def test_a_channels_first_output_and_a_last_axis_of_one_are_refused():
+    with pytest.raises(ValueError, match=r"output layer 'P' of shape \(3, 4, 4\).*Conv2d puts "
+                                         r"its channels first.*not derived"):
+        sn.Network(sn.Input((1, 4, 4)), sn.Conv2d(3, 3, padding=1, name="P"),
+                   loss="softmax_cross_entropy")
+    with pytest.raises(ValueError, match=r"needs at least 2 outputs \(one per class\), but "
+                                         r"output layer 'P' has 1"):
+        sn.Network(sn.Input((5, 4)), sn.Pointwise(1, name="P"), loss="softmax_cross_entropy")
+
+
+def test_several_outputs_take_labels_per_position_as_one_hot_rows():
+    S = sn.Input((L, D), name="S")
+    x = sn.Pointwise(H, "tanh", name="P")(S)
+    tags = sn.Pointwise(C, name="tags")(x)
+    total = sn.Dense(1, name="total")(sn.Flatten()(x))
+    net = sn.Network(S, [tags, total], loss={"tags": "softmax_cross_entropy", "total": "mse"})
+    model = net.compile(dtype="float64", seed=0)
+    X, y = data(n=5)
+    r = np.arange(5.0)[:, None]
+    one = model.loss(X, {"tags": y, "total": r})
+    assert one == pytest.approx(model.loss(X, {"tags": np.eye(C)[y], "total": r}), rel=1e-14)
+    O, R = model.forward(X)
+    Z = O.reshape(5, L, C)
+    lse = np.log(np.exp(Z).sum(-1))
+    want = np.mean(lse - np.take_along_axis(Z, y[..., None], -1)[..., 0]) \
+        + np.mean((R.reshape(-1) - r[:, 0]) ** 2)
+    assert one == pytest.approx(want, rel=1e-12)
+    check(model, X, {"tags": y, "total": r})
+    tags_pred = model.predict(X)[0]
+    assert tags_pred.shape == (5, L, C)
+    ev = model.evaluate(X, {"tags": y, "total": r})
+    assert ev["tags_accuracy"] == pytest.approx(float((Z.argmax(-1) == y).mean()))
+
+
+def test_formulas_show_the_mean_over_positions():
+    text = str(network().formulas())
+    assert "inv_batch·Σ_b (1/5)·Σ_q L_b,q" in text
+    assert "dL_dO[b,k] = inv_batch·(-T[b,k] + st_O[b]·exp(O[b,k] - lse_O[b]))/5" in text
+
+
+def test_a_gru_tags_each_token_with_the_parity_so_far():
+    """Embedding → GRU(return_sequences) → Pointwise: a tag per token that needs the
+    recurrence (the parity of the odd tokens up to it).  Gradients against central
+    differences; trained, every tag right, and the share counted by the C never
+    passes 1 (it summed a tenth per position: 1.0000000000000007)."""
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 4, (600, 10))
+    y = np.cumsum(X % 2, axis=1) % 2
+    S = sn.Input(10, dtype="int", name="S")
+    x = sn.Embedding(4, 8, name="emb")(S)
+    x = sn.GRU(16, return_sequences=True, name="gru")(x)
+    net = sn.Network(S, sn.Pointwise(2, name="O")(x), loss="softmax_cross_entropy")
+    check(net.compile(dtype="float64", seed=0), X[:4], y[:4])
+    model = net.compile(dtype="float32", seed=0)
+    hist = model.fit(X, y, method="minibatch", batch_size=20, epochs=30, lr=0.01,
+                     optimizer="adam", seed=0, progress=False)
+    assert max(hist.accuracy) <= 1.0
+    assert hist.accuracy[-1] == 1.0
+    assert (model.predict_classes(X) == y).all()
