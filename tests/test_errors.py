@@ -191,8 +191,24 @@ def test_bce_targets_of_one_output_among_several_are_checked_by_name():
     model = net.compile(dtype="float64", seed=0)
     X, R = np.zeros((3, 3)), np.full((3, 2), 5.0)      # mse: any value
     B = np.array([[0.0, 1.0], [1.0, 1.0], [1.0, 3.0]])
-    with pytest.raises(ValueError, match=r"^T holds the targets of output layer 'B' \(loss "
-                                         r"bce\), which must be in \[0, 1\]: got 3 at row 2, "
-                                         r"column 1$"):
+    with pytest.raises(ValueError, match=r"^T\['B'\] holds the targets of output layer 'B' "
+                                         r"\(loss bce\), which must be in \[0, 1\]: got 3 at "
+                                         r"row 2, column 1$"):
         model.loss(X, {"R": R, "B": B})
     model.loss(X, {"R": R, "B": B.clip(0, 1)})
+
+
+def test_bce_targets_of_an_output_of_several_axes_name_the_index_in_it():
+    """The column of the targets side by side (5: the sixth number of T's row) meant
+    nothing to a user who gave T['A'] of shape (N, 3, 2): the index in it is named."""
+    S = sn.Input((3, 2))
+    x = sn.Pointwise(4, "tanh")(S)
+    net = sn.Network(S, [sn.Dense(1, name="B")(sn.Flatten()(x)),
+                         sn.Pointwise(2, "sigmoid", name="A")(x)], loss={"A": "bce", "B": "mse"})
+    model = net.compile(dtype="float64", seed=0)
+    A = np.full((4, 3, 2), 0.5)
+    A[3, 2, 1] = 2.0
+    with pytest.raises(ValueError, match=r"^T\['A'\] holds the targets of output layer 'A' "
+                                         r"\(loss bce\), which must be in \[0, 1\]: got 2 at "
+                                         r"row 3, index \(2, 1\)$"):
+        model.loss(np.zeros((4, 3, 2)), {"A": A, "B": np.zeros((4, 1))})

@@ -132,7 +132,12 @@ def in_range(model, T: np.ndarray, what: str = "T") -> np.ndarray:
         if not bad.any():
             continue
         row, col = (int(i) for i in np.argwhere(bad)[0])
-        at = f"row {row}" + (f", column {col}" if width > 1 else "")
+        shape = model.network._shapes[id(model.network.outputs[
+            model.network.output_names.index(name)])]
+        at = f"row {row}" + (f", index {tuple(int(i) for i in np.unravel_index(col, shape))}"
+                             if len(shape) > 1 else f", column {col}" if width > 1 else "")
+        if len(model.network.outputs) > 1:
+            what = f"{what}[{name!r}]"
         hint = ""
         y = part[np.isfinite(part)]
         if width == 1 and (y >= 0).all() and (y == np.round(y)).all():
