@@ -191,6 +191,11 @@ def test_several_outputs_take_labels_per_position_as_one_hot_rows():
         + np.mean((R.reshape(-1) - r[:, 0]) ** 2)
     assert one == pytest.approx(want, rel=1e-12)
     check(model, X, {"tags": y, "total": r})
+    y[0, 3:] = -1                # no target there: a row of zeros
+    rows = np.eye(C)[np.maximum(y, 0)] * (y >= 0)[..., None]
+    assert model.loss(X, {"tags": y, "total": r}) == \
+        pytest.approx(model.loss(X, {"tags": rows, "total": r}), rel=1e-14)
+    y[0, 3:] = 0
     tags_pred = model.predict(X)[0]
     assert tags_pred.shape == (5, L, C)
     ev = model.evaluate(X, {"tags": y, "total": r})
@@ -222,3 +227,89 @@ def test_a_gru_tags_each_token_with_the_parity_so_far():
     assert max(hist.accuracy) <= 1.0
     assert hist.accuracy[-1] == 1.0
     assert (model.predict_classes(X) == y).all()
+
+
+def _padded(seed=4):
+    """Labels with −1 at the padding of sequences of lengths 5, 3, 1, 4, 5, 2."""
+    X, y = data(seed=seed)
+    for b, n in enumerate([5, 3, 1, 4, 5, 2]):
+        y[b, n:] = -1
+    return X, y
+
+
+@pytest.mark.parametrize("backend", ["c", "numpy"])
+def test_label_minus_one_marks_a_position_without_a_target(backend):
+    """Padding: a position labelled −1 adds nothing to the loss or the gradients; the
+    mean still divides by every position (Keras's masked mean over the batch's
+    positions; PyTorch's cross_entropy(ignore_index=−1, reduction='sum') / (N·L)).
+    The same as rows (N, L, C) with a row of zeros there."""
+    X, y = _padded()
+    model = network().compile(dtype="float64", seed=3, backend=backend)
+    p = model.params
+    A = np.tanh(X @ p["W1"].T + p["b1"])
+    O = A @ p["W2"].T + p["b2"]
+    lse = np.log(np.exp(O).sum(-1))
+    keep = y >= 0
+    each = lse - np.take_along_axis(O, np.maximum(y, 0)[..., None], -1)[..., 0]
+    want = np.sum(np.where(keep, each, 0)) / y.size
+    loss, grads = model.loss_and_grad(X, y)
+    assert loss == pytest.approx(want, rel=1e-12)
+    rows = np.eye(C)[np.maximum(y, 0)] * keep[..., None]
+    loss_r, grads_r = model.loss_and_grad(X, rows)
+    assert loss_r == pytest.approx(want, rel=1e-12)
+    for name in grads:
+        np.testing.assert_allclose(grads[name], grads_r[name], rtol=1e-12, atol=1e-15)
+    if backend == "c":
+        check(model, X, y)
+    # an example with no target at all changes nothing
+    X2 = np.concatenate([X, X[:1]])
+    y2 = np.concatenate([y, np.full((1, L), -1)])
+    _, grads2 = model.loss_and_grad(X2, y2)
+    for name in grads:
+        np.testing.assert_allclose(grads2[name] * 7, grads[name] * 6, rtol=1e-12, atol=1e-15)
+
+
+def test_label_minus_one_equals_pytorch_ignore_index():
+    torch = pytest.importorskip("torch")
+    X, y = _padded(seed=5)
+    model = network().compile(dtype="float64", seed=1)
+    p = {k: torch.from_numpy(v.copy()).requires_grad_() for k, v in model.params.items()}
+    out = torch.tanh(torch.from_numpy(X) @ p["W1"].T + p["b1"]) @ p["W2"].T + p["b2"]
+    loss = torch.nn.functional.cross_entropy(out.reshape(-1, C), torch.from_numpy(y).reshape(-1),
+                                             ignore_index=-1, reduction="sum") / y.size
+    loss.backward()
+    ours, grads = model.loss_and_grad(X, y)
+    assert ours == pytest.approx(loss.item(), rel=1e-12)
+    for name in grads:
+        np.testing.assert_allclose(grads[name], p[name].grad.numpy(), rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.parametrize("backend", ["c", "numpy"])
+def test_accuracy_counts_only_the_positions_with_a_target(backend):
+    X, y = _padded(seed=6)
+    model = network().compile(dtype="float64", seed=2, backend=backend)
+    guess = model.predict_classes(X)
+    keep = y >= 0
+    want = float((guess == y)[keep].mean())
+    assert model.evaluate(X, y)["accuracy"] == pytest.approx(want)
+    # the training accuracy, counted by the kernels before each step's update: one step
+    # (sd over the whole batch, minibatch of the whole batch)
+    hist = model.fit(X, y, method="minibatch", batch_size=len(X), epochs=1, lr=1e-3,
+                     shuffle=False, progress=False)
+    assert hist.accuracy[0] == pytest.approx(want)
+    # a batch without any target: no step of the parameters, the accuracy measured after
+    before = model.theta.copy()
+    model.step(X[:2], np.full((2, L), -1), lr=1.0)
+    np.testing.assert_array_equal(model.theta, before)
+    hist = model.fit(X[:2], np.full((2, L), -1), method="minibatch", batch_size=2, epochs=1,
+                     lr=0.1, progress=False)
+    assert hist.accuracy == [] and hist.loss == [0.0]      # no accuracy without targets
+
+
+def test_labels_below_minus_one_are_refused():
+    model = network().compile(dtype="float64")
+    X, y = data(n=2)
+    y[1, 0] = -2
+    with pytest.raises(ValueError, match=r"label -2 at row 1, position 0 is not an integer in "
+                                         r"0\.\.2 \(or −1: no target there\)"):
+        model.loss(X, y)

@@ -39,9 +39,16 @@ def accuracy(loss_name: str, O: np.ndarray, T: np.ndarray, classes: int | None =
     if loss_name == "softmax_cross_entropy":
         O = O.reshape(O.shape[0], -1)
         if classes is not None and O.shape[1] != classes:
+            # a class per position: the share of the positions with a target (label −1
+            # or a row of zeros: none) that are right
             positions = O.shape[1] // classes
             O = O.reshape(-1, classes)
             T = T.reshape(-1, 1) if T.shape[1] == positions else T.reshape(-1, classes)
+            labeled = T[:, 0] >= 0 if T.shape[1] == 1 else T.sum(axis=1) != 0
+            if not labeled.all():
+                O, T = O[labeled], T[labeled]
+            if not O.shape[0]:
+                return None
         y = T[:, 0] if T.shape[1] == 1 and O.shape[1] > 1 else T.argmax(axis=1)
         return float((O.argmax(axis=1) == y).mean())
     if loss_name == "bce":

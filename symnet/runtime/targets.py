@@ -59,7 +59,7 @@ def position_labels(model, T, batch: int, what: str = "T"):
     if arr.ndim != len(shape) or tuple(arr.shape[1:]) != shape[:-1]:
         return None
     owner = f"output layer {model.network.output_names[0]!r}"
-    _check_labels(arr.reshape(arr.shape[0], -1), shape[-1], what, owner)
+    _check_labels(arr.reshape(arr.shape[0], -1), shape[-1], what, owner, unlabeled=True)
     y = arr.reshape(arr.shape[0], -1)
     _rows(y, batch, what)
     return np.ascontiguousarray(y, dtype=model.dtype)
@@ -173,9 +173,11 @@ def one_hot(T, n: int, what: str, owner: str, positions: tuple = ()):
         if arr.ndim != len(positions) + 1 or tuple(arr.shape[1:]) != tuple(positions):
             return T
         y = arr.reshape(arr.shape[0], -1)
-        _check_labels(y, n, what, owner)
+        _check_labels(y, n, what, owner, unlabeled=True)
         rows = np.zeros((*arr.shape, n))
-        np.put_along_axis(rows, arr.astype(np.int64)[..., None], 1.0, axis=-1)
+        at = arr.astype(np.int64)[..., None]
+        np.put_along_axis(rows, np.maximum(at, 0), 1.0, axis=-1)
+        rows[arr < 0] = 0          # label −1: a position without a target, a row of zeros
         return rows
     if not (arr.ndim == 1 or (arr.ndim == 2 and arr.shape[1] == 1 and n > 1)):
         return T
@@ -186,20 +188,22 @@ def one_hot(T, n: int, what: str, owner: str, positions: tuple = ()):
     return rows
 
 
-def _check_labels(y: np.ndarray, n: int, what: str, owner: str):
-    """y: labels (N,), or (N, positions) one per position of each example."""
+def _check_labels(y: np.ndarray, n: int, what: str, owner: str, unlabeled: bool = False):
+    """y: labels (N,), or (N, positions) one per position of each example, where
+    ``unlabeled`` −1 marks a position without a target."""
     if y.dtype.kind not in "iuf" or y.size == 0:
         raise ValueError(f"{what} of shape {y.shape} must be integer class labels in "
                          f"0..{n - 1} for {owner} (softmax cross-entropy), or (N, {n}) rows; "
                          f"got dtype {y.dtype}" + (", empty" if y.size == 0 else ""))
-    bad = ~np.isfinite(y) | (y != np.round(y)) | (y < 0) | (y >= n) if y.dtype.kind == "f" \
-        else (y < 0) | (y >= n)
+    low = -1 if unlabeled else 0
+    bad = ~np.isfinite(y) | (y != np.round(y)) | (y < low) | (y >= n) \
+        if y.dtype.kind == "f" else (y < low) | (y >= n)
     if bad.any():
         at = np.argwhere(bad)[0]
         where = f"row {at[0]}" + (f", position {at[1]}" if y.ndim > 1 else "")
         raise ValueError(f"{what} holds class labels for {owner}, which has {n} classes: "
                          f"label {y[tuple(at)].item():g} at {where} is not an integer in "
-                         f"0..{n - 1}")
+                         f"0..{n - 1}" + (" (or −1: no target there)" if unlabeled else ""))
 
 
 def _labels(model, y: np.ndarray, batch: int, what: str, owner: str) -> np.ndarray:

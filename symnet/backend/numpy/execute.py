@@ -281,8 +281,12 @@ class Compiled:
         T = env[op.T].reshape(batch, -1)
         values = {rule.k: np.arange(op.n).reshape(1, -1),
                   INV_BATCH: O.dtype.type(1) / batch}
+        unlabeled = None
         if op.labels:
             y = T[:, :op.groups].reshape(rows, 1).astype(np.int64)
+            if op.groups > 1:         # label −1: a position without a target
+                unlabeled = y[:, 0] < 0
+                y = np.where(y < 0, 0, y)
             values.update({rule.y: y, rule.o_y: np.take_along_axis(O, y, axis=1)})
         else:
             stride = op.t_stride or op.width
@@ -303,10 +307,15 @@ class Compiled:
             values[r.symbol] = (each.max if r.op == "max" else each.sum)(axis=1, keepdims=True)
         for sym, e in rule.scalars:
             values[sym] = run(e)
-        loss = float(np.sum(np.broadcast_to(run(rule.value), (rows, 1)).astype(np.float64)))
+        each = np.broadcast_to(run(rule.value), (rows, 1)).astype(np.float64)
+        if unlabeled is not None:
+            each = np.where(unlabeled[:, None], 0.0, each)
+        loss = float(np.sum(each))
         if op.grad:
-            self._matrix(op.grad, env).reshape(rows, op.n)[...] = \
-                np.broadcast_to(run(rule.grad), O.shape)
+            grad = self._matrix(op.grad, env).reshape(rows, op.n)
+            grad[...] = np.broadcast_to(run(rule.grad), O.shape)
+            if unlabeled is not None:
+                grad[unlabeled] = 0
         return loss
 
     # ------------------------------------------------------------ convolution

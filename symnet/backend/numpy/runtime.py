@@ -163,10 +163,15 @@ def _correct(kind: str, O, T, n_out: int, classes=None) -> float:
     if kind == "argmax":
         if classes is not None and classes != n_out:       # positions of `classes`
             positions = n_out // classes
-            want = T.reshape(-1).astype(np.int64) if T.shape[1] == positions else \
-                T.reshape(-1, classes).argmax(axis=1)
-            right = O.reshape(-1, classes).argmax(axis=1) == want
-            return float(np.sum(right)) / positions
+            if T.shape[1] == positions:                    # labels; −1: no target
+                want = T.reshape(-1).astype(np.int64)
+                labeled = want >= 0
+            else:                                          # rows; zeros: no target
+                want = T.reshape(-1, classes).argmax(axis=1)
+                labeled = T.reshape(-1, classes).sum(axis=1) != 0
+            right = (O.reshape(-1, classes).argmax(axis=1) == want) & labeled
+            count = int(labeled.sum())
+            return float(np.sum(right)) * O.shape[0] / count if count else math.nan
         want = T[:, 0].astype(np.int64) if T.shape[1] != n_out else T.argmax(axis=1)
         return float(np.sum(O.argmax(axis=1) == want))
     return float(np.sum(((O > 0.5) == (T > 0.5)).astype(np.float64) / n_out))
