@@ -51,6 +51,9 @@ SCENARIOS = {
     "drift": dict(method="sd", epochs=3, lr=0.5, hook=("drift", 1, 2)),
     "mismatch": dict(method="sd", epochs=2, lr=0.1, hidden={1: 6}),
     "bad_data": dict(method="sd", epochs=2, lr=0.1, nan_on=1),
+    # ``on``: process r's own changes to the scenario
+    "seed_differs": dict(method="minibatch", batch_size=3, epochs=1, lr=0.1, seed=7,
+                         on={1: dict(seed=8)}),
 }
 
 
@@ -139,6 +142,7 @@ def _hook(model, what, at):
 
 def run(comm, name, spec):
     r, P = comm.Get_rank(), comm.Get_size()
+    spec = {**spec, **spec.get("on", {}).get(r, {})}
     sizes = [spec["even"]] * P if "even" in spec else SIZES[P]
     kind = spec.get("net", "tanh")
     model = network(kind, spec.get("hidden", {}).get(r, 5)).compile(dtype="float64", seed=r)

@@ -329,6 +329,15 @@ def test_setup_errors_are_agreed(runs):
     assert not np.array_equal(thetas[0], thetas[1])
 
 
+def test_processes_given_different_seeds_refuse_to_train(runs):
+    """fit's seed is one for all processes (process r shuffles with [seed, r]): process 1
+    with seed 8 where process 0 has 7 is refused on every process, before any step."""
+    res, _ = runs
+    for _, _, e in res["seed_differs"]:
+        assert e == ("ValueError: fit argument seed is 8 on process 1 but 7 on process 0: "
+                     "pass the same on every process")
+
+
 @pytest.mark.parametrize("how,module", [("raise", True), ("exit", True), ("raise", False)],
                          ids=["raise", "exit", "raise-without-m-mpi4py"])
 def test_failing_process_ends_the_run_within_seconds(how, module):

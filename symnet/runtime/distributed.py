@@ -22,10 +22,11 @@ rounding), not a mean of means.
   process's part (in order 0, 1, ... wrapping round when not ``shuffle``);
   ⌈N / P⌉ steps per epoch for N examples on P processes.
 
-Process r shuffles with ``numpy.random.default_rng([seed, r])``.  At the start
-every process checks its arguments and data, and they compare what they found
-(one ``allgather``): a network, dtype or setting that differs from process 0's,
-or bad data on any process, raises the error on every process.  Then process 0's
+Process r shuffles with ``numpy.random.default_rng([seed, r])`` (one ``seed`` for
+all).  At the start every process checks its arguments and data, and they compare
+what they found (one ``allgather``): a network, dtype or setting (``seed`` included)
+that differs from process 0's, or bad data on any process, raises the error on
+every process.  Then process 0's
 parameters are broadcast.  The number of steps in an epoch follows from the
 part sizes gathered then, so every process makes the same collective calls.
 
@@ -79,6 +80,7 @@ import warnings
 
 import numpy as np
 
+from .. import guards
 from ..lang.base import check_flag
 from .history import History
 from .stopping import EarlyStopping, check_callbacks
@@ -244,6 +246,7 @@ class MPI:
         name, momentum, betas, eps, weight_decay, clip_norm = optimizer
 
         def check():
+            nonlocal seed
             for key, value in (("shuffle", shuffle), ("restore_best", restore_best),
                                ("reset_optimizer", reset_optimizer)):
                 check_flag(value, key)    # here, so that every process is told
@@ -258,6 +261,8 @@ class MPI:
             if validation_data is not None and rank == 0:
                 Tv = checked_validation(model, validation_data)[1]
                 val = (validation_data[0], validation_data[1], Tv)   # as given; T as rows
+            if seed is not None:
+                seed = guards.seed(seed, "fit")
             opt = Optimizer(model, *optimizer)
             stopper = None if early_stopping is None else EarlyStopping(early_stopping,
                                                                         restore_best)
@@ -267,7 +272,8 @@ class MPI:
                         "optimizer": name, "momentum": momentum,
                         "betas": None if betas is None else list(betas), "eps": eps,
                         "weight_decay": weight_decay, "clip_norm": clip_norm,
-                        "early_stopping": early_stopping, "restore_best": bool(restore_best)}
+                        "early_stopping": early_stopping, "restore_best": bool(restore_best),
+                        "seed": seed}
             shown = {"sig": _signature(model), "settings": settings, "n": Xc.shape[0],
                      "val": val is not None}
             return (Xc, Tc, epochs_, batch_size_, schedule, val, opt, stopper,
