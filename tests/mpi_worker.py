@@ -54,6 +54,9 @@ SCENARIOS = {
     # ``on``: process r's own changes to the scenario
     "seed_differs": dict(method="minibatch", batch_size=3, epochs=1, lr=0.1, seed=7,
                          on={1: dict(seed=8)}),
+    "val_elsewhere": dict(method="sd", epochs=2, lr=0.1, on={1: dict(validation=True)}),
+    "val_differs": dict(method="sd", epochs=2, lr=0.1, validation=True,
+                        on={1: dict(val_seed=2)}),
 }
 
 
@@ -74,8 +77,8 @@ def data(n=23, seed=0, kind="tanh"):
     return X, T
 
 
-def validation(kind="tanh"):
-    return data(n=11, seed=1, kind=kind)
+def validation(kind="tanh", seed=1):
+    return data(n=11, seed=seed, kind=kind)
 
 
 def network(kind="tanh", hidden=5):
@@ -155,7 +158,7 @@ def run(comm, name, spec):
     hook = spec.get("hook")
     if hook and hook[1] == r:
         _hook(model, hook[0], hook[2])
-    val = validation(kind) if spec.get("validation") else None
+    val = validation(kind, spec.get("val_seed", 1)) if spec.get("validation") else None
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
