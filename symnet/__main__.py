@@ -10,7 +10,7 @@
                                                   standalone C: DIR/net.h + DIR/net.c
 
 FILE is a model saved by ``model.save`` (``.npz``: its network is read, nothing is
-run or compiled), or a Python file that defines a network: a module-level ``net``,
+run or compiled), or a Python file (``.py``) that defines a network: a module-level ``net``,
 or a function ``network()`` returning one, or any module-level ``symnet.Network``.
 A Python file is run as a module to find it: its ``if __name__ == "__main__":``
 block is not run, but everything at module level is (training included), so keep
@@ -40,6 +40,9 @@ def load_network(path: str):
             return io.read(path, cls=Network)[0]
         except ValueError as exc:
             raise UsageError(str(exc)) from None
+    if Path(path).suffix != ".py":
+        # run as Python, a text file failed with a NameError or SyntaxError of its own
+        raise UsageError(f"{path} is not a saved model (.npz) or a Python file (.py)")
     ns = runpy.run_path(path, run_name="symnet_network_file")
     if isinstance(ns.get("net"), Network):
         return ns["net"]
@@ -159,7 +162,7 @@ def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m symnet", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
-    what = ("a model saved by model.save (.npz), or a Python file defining a network "
+    what = ("a model saved by model.save (.npz), or a Python file (.py) defining a network "
             "(run as a module: its `if __name__ == '__main__':` block is not run, the "
             "rest is, training at module level included)")
     f = sub.add_parser("formulas", help="print the chain-rule derivation of a network")

@@ -51,6 +51,12 @@ SCENARIOS = {
     "drift": dict(method="sd", epochs=3, lr=0.5, hook=("drift", 1, 2)),
     "mismatch": dict(method="sd", epochs=2, lr=0.1, hidden={1: 6}),
     "bad_data": dict(method="sd", epochs=2, lr=0.1, nan_on=1),
+    # ``on``: process r's own changes to the scenario
+    "seed_differs": dict(method="minibatch", batch_size=3, epochs=1, lr=0.1, seed=7,
+                         on={1: dict(seed=8)}),
+    "val_elsewhere": dict(method="sd", epochs=2, lr=0.1, on={1: dict(validation=True)}),
+    "val_differs": dict(method="sd", epochs=2, lr=0.1, validation=True,
+                        on={1: dict(val_seed=2)}),
 }
 
 
@@ -71,8 +77,8 @@ def data(n=23, seed=0, kind="tanh"):
     return X, T
 
 
-def validation(kind="tanh"):
-    return data(n=11, seed=1, kind=kind)
+def validation(kind="tanh", seed=1):
+    return data(n=11, seed=seed, kind=kind)
 
 
 def network(kind="tanh", hidden=5):
@@ -139,6 +145,7 @@ def _hook(model, what, at):
 
 def run(comm, name, spec):
     r, P = comm.Get_rank(), comm.Get_size()
+    spec = {**spec, **spec.get("on", {}).get(r, {})}
     sizes = [spec["even"]] * P if "even" in spec else SIZES[P]
     kind = spec.get("net", "tanh")
     model = network(kind, spec.get("hidden", {}).get(r, 5)).compile(dtype="float64", seed=r)
@@ -151,7 +158,7 @@ def run(comm, name, spec):
     hook = spec.get("hook")
     if hook and hook[1] == r:
         _hook(model, hook[0], hook[2])
-    val = validation(kind) if spec.get("validation") else None
+    val = validation(kind, spec.get("val_seed", 1)) if spec.get("validation") else None
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")

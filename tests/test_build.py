@@ -165,3 +165,58 @@ def test_compile_timeout_out_of_range_is_refused(value, tmp_path, monkeypatch):
                        match=f"SYMNET_CC_TIMEOUT must be a number of seconds above 0, "
                              f"got '{value}'"):
         net.compile(dtype="float64")
+
+
+def _switch_readers():
+    """{setting: a function of whether its reader takes it as on}."""
+    from symnet.backend.c import tuning
+
+    def openmp():
+        on = "-fopenmp" in build.flags()
+        assert tuning.threads_max() == (len(os.sched_getaffinity(0)) if on else 1)
+        return on
+
+    return {"SYMNET_OPENMP": openmp,
+            "SYMNET_PORTABLE": lambda: not any(f.startswith("-march=") for f in build.flags()),
+            "SYMNET_SPLIT": build._splits,
+            "SYMNET_BLAS": lambda: not tuning.blas_off(),
+            "SYMNET_BLAS_CHECK": lambda: tuning.check_wanted({"blas": "on", "blas_min": 0})}
+
+
+@pytest.mark.parametrize("name", ["SYMNET_OPENMP", "SYMNET_PORTABLE", "SYMNET_SPLIT",
+                                  "SYMNET_BLAS", "SYMNET_BLAS_CHECK"])
+def test_on_off_settings_take_their_words_and_refuse_others(name, monkeypatch):
+    """1/0, true/false, yes/no, on/off in any case; empty is the default.  Anything else
+    was taken as the default (SYMNET_OPENMP=off or SYMNET_BLAS=flase: on)."""
+    for other in ("SYMNET_OPENMP", "SYMNET_PORTABLE", "SYMNET_SPLIT", "SYMNET_BLAS",
+                  "SYMNET_BLAS_CHECK", "SYMNET_BLAS_MIN", "SYMNET_SANITIZE", "CC",
+                  "OMP_NUM_THREADS"):
+        monkeypatch.delenv(other, raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)      # SYMNET_SPLIT: on one core, off
+    on = _switch_readers()[name]
+    for word, expected in [("1", True), ("TRUE", True), ("Yes", True), (" on ", True),
+                           ("0", False), ("false", False), ("NO", False), ("Off", False)]:
+        monkeypatch.setenv(name, word)
+        assert on() is expected, word
+    monkeypatch.setenv(name, "")
+    assert on() is (name != "SYMNET_PORTABLE")
+    for bad in ("flase", "2", "enabled"):
+        monkeypatch.setenv(name, bad)
+        with pytest.raises(ValueError, match=f"{name} must be 1/0, true/false, yes/no or "
+                                             f"on/off .*got '{bad}'"):
+            on()
+
+def test_a_bad_march_setting_is_named_beside_the_compilers_message(tmp_path, monkeypatch):
+    """gcc's "bad value 'nonsense' for '-march=' switch" does not say where the value
+    came from."""
+    monkeypatch.setenv("SYMNET_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("SYMNET_PORTABLE", raising=False)
+    monkeypatch.setenv("SYMNET_MARCH", "nonsense")
+    net = sn.Network(sn.Input(2), sn.Dense(3, name="Nonsense"), sn.Dense(1), loss="mse")
+    with pytest.raises(build.BuildError) as err:
+        net.compile(dtype="float64")
+    msg = str(err.value)
+    assert "SYMNET_MARCH='nonsense' set -march=nonsense" in msg
+    assert "compiler output:" in msg and "nonsense" in msg.split("compiler output:")[1]
+    # a command without it (SYMNET_PORTABLE=1 drops -march) gets no such line
+    assert build._march_note(["cc", "-O3", "-c", "x.c"]) == ""

@@ -124,6 +124,18 @@ def test_a_folder_given_as_the_file_is_one_line(capsys, tmp_path, command):
                   "(.npz) or a Python file\n"
 
 
+@pytest.mark.parametrize("command", ["formulas", "c", "summary"])
+def test_a_file_that_is_no_model_nor_python_is_one_line(capsys, tmp_path, command):
+    """A text file was run as Python: the traceback of its NameError or SyntaxError,
+    exit status 1."""
+    notes = tmp_path / "notes.txt"
+    notes.write_text("a network of two layers\n")
+    rc, out, err = _run(capsys, command, str(notes))
+    assert rc == 2 and out == ""
+    assert err == f"python -m symnet: error: {notes} is not a saved model (.npz) or a " \
+                  "Python file (.py)\n"
+
+
 def test_a_python_file_without_one_network_is_one_line(capsys, tmp_path):
     """No network, two, or a network() that returns something else: the usual one-line
     error and exit status 2, naming the file and what it holds."""

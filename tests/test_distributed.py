@@ -329,6 +329,47 @@ def test_setup_errors_are_agreed(runs):
     assert not np.array_equal(thetas[0], thetas[1])
 
 
+def test_processes_given_different_seeds_refuse_to_train(runs):
+    """fit's seed is one for all processes (process r shuffles with [seed, r]): process 1
+    with seed 8 where process 0 has 7 is refused on every process, before any step."""
+    res, _ = runs
+    for _, _, e in res["seed_differs"]:
+        assert e == ("ValueError: fit argument seed is 8 on process 1 but 7 on process 0: "
+                     "pass the same on every process")
+
+
+def test_validation_data_only_on_another_process_is_refused_everywhere(runs):
+    """Process 0 computes the validation: validation_data given on process 1 alone
+    would be ignored without a word; every process raises the same ValueError."""
+    res, _ = runs
+    for _, _, e in res["val_elsewhere"]:
+        assert e == ("ValueError: validation_data is given on process 1 but not on "
+                     "process 0, which computes the validation for all: give it on "
+                     "process 0 (or the same on every process)")
+
+
+def test_other_validation_data_than_process_0s_is_named_in_a_warning(runs):
+    """Process 1 gives other validation_data than process 0: it trains, with process 0's
+    validation on every process, and process 1 alone is warned that its own is unused.
+    The same validation_data on every process (sd_adam, early, ...) warns nowhere."""
+    res, P = runs
+    thetas = [t for t, _, _ in res["val_differs"]]
+    hists = [h for _, h, _ in res["val_differs"]]
+    assert all(e is None for _, _, e in res["val_differs"])
+    for r in range(1, P):
+        assert thetas[r].tobytes() == thetas[0].tobytes()
+        assert hists[r]["val_loss"] == hists[0]["val_loss"]
+    _, ref_hist = _one_process_fit(W.SCENARIOS["val_differs"],
+                                   validation_data=W.validation())
+    np.testing.assert_allclose(hists[0]["val_loss"], ref_hist.val_loss, rtol=TOL)
+    warning = ("fit: process 1's validation_data differs from process 0's and is not "
+               "used: process 0 computes the validation for all on its validation_data; "
+               "give the whole validation set there")
+    assert [h["warnings"] for h in hists] == [[], [warning]] + [[]] * (P - 2)
+    for name in ("sd_adam", "early", "conv_sd", "tags_mb"):
+        assert all(h["warnings"] == [] for _, h, _ in res[name])
+
+
 @pytest.mark.parametrize("how,module", [("raise", True), ("exit", True), ("raise", False)],
                          ids=["raise", "exit", "raise-without-m-mpi4py"])
 def test_failing_process_ends_the_run_within_seconds(how, module):

@@ -113,6 +113,19 @@ def test_vector_tiles_build_without_avx(model, X, monkeypatch):
     np.testing.assert_allclose(g1, g, rtol=1e-11, atol=1e-12 * np.abs(g).max())
 
 
+@pytest.mark.parametrize("bad", ["lots", "0", "-8", "1.5"])
+def test_a_bad_block_setting_is_refused(bad, model, monkeypatch):
+    """SYMNET_JET_BLOCK: a word was taken as unset and 0 as one tile of lanes, without a
+    message."""
+    from symnet.backend.c import jets
+    monkeypatch.setenv("SYMNET_JET_BLOCK", bad)
+    with pytest.raises(ValueError, match=f"SYMNET_JET_BLOCK must be a whole number of "
+                                         f"examples above 0 .*got '{bad}'"):
+        pinn.TermKernels(model)
+    monkeypatch.setenv("SYMNET_JET_BLOCK", " 16 ")
+    assert jets._env_block() == 16
+
+
 _THREADS_SCRIPT = """
 import numpy as np, sympy, symnet as sn
 from symnet.runtime import pinn

@@ -193,6 +193,7 @@ def main(argv=None) -> int:
 
 
 def _run(args) -> int:
+    from ..backend.c import build
     names = [w.strip() for w in args.workloads.split(",") if w.strip()]
     if args.processes == 1:
         results = {}
@@ -222,7 +223,7 @@ def _run(args) -> int:
     print(f"symnet.bench.paired: each workload as it is (A) and {other} (B), "
           f"{args.rounds} rounds of {args.steps} steps of each in turn, {args.dtype}, "
           f"in {args.processes} process{'es' if args.processes > 1 else ''}"
-          + ("; BLAS check off" if os.environ.get("SYMNET_BLAS_CHECK") == "0" else ""))
+          + ("" if build.env_switch("SYMNET_BLAS_CHECK", True) else "; BLAS check off"))
     for name, rs in results.items():
         if any(r is None for r in rs):
             print(f"  {name:<12} the same C: the rewrite changes nothing in this network")

@@ -22,10 +22,11 @@ rounding), not a mean of means.
   process's part (in order 0, 1, ... wrapping round when not ``shuffle``);
   ⌈N / P⌉ steps per epoch for N examples on P processes.
 
-Process r shuffles with ``numpy.random.default_rng([seed, r])``.  At the start
-every process checks its arguments and data, and they compare what they found
-(one ``allgather``): a network, dtype or setting that differs from process 0's,
-or bad data on any process, raises the error on every process.  Then process 0's
+Process r shuffles with ``numpy.random.default_rng([seed, r])`` (one ``seed`` for
+all).  At the start every process checks its arguments and data, and they compare
+what they found (one ``allgather``): a network, dtype or setting (``seed`` included)
+that differs from process 0's, or bad data on any process, raises the error on
+every process.  Then process 0's
 parameters are broadcast.  The number of steps in an epoch follows from the
 part sizes gathered then, so every process makes the same collective calls.
 
@@ -40,10 +41,13 @@ process and its error, instead of waiting forever.  Launch with
 (outside ``fit``) aborts the whole job too.
 
 The History is the same on every process: the loss over all data, validation
-(``validation_data`` of process 0; the others' is ignored) computed by process 0
-and broadcast, and process 0's wall time (no training accuracy).  Weight decay,
-clipping and early stopping act as in one process; callbacks run on every
-process, and any one returning True stops all; ``validation_split`` is refused.
+(``validation_data`` of process 0) computed by process 0 and broadcast, and
+process 0's wall time (no training accuracy).  Another process's
+``validation_data`` is compared by a digest: the same is fine, another warns
+there that it is unused, one where process 0 has none raises ValueError on every
+process.  Weight decay, clipping and early stopping act as in one process;
+callbacks run on every process, and any one returning True stops all;
+``validation_split`` is refused.
 mpi4py is imported only when a communicator is given.
 
 Dropout: process r draws its masks with the key seed + r·_MIX (mod 2²⁴) while fit
@@ -79,6 +83,7 @@ import warnings
 
 import numpy as np
 
+from .. import guards
 from ..lang.base import check_flag
 from .history import History
 from .stopping import EarlyStopping, check_callbacks
@@ -186,6 +191,16 @@ def _agree(comm, compute):
     return value, [v for _, v in got]
 
 
+def _digest(*arrays) -> str:
+    """A digest of arrays' dtypes, shapes and values (validation_data compared)."""
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
 def _signature(model) -> dict:
     """What must match across processes: dtype, network and parameter shapes."""
     return {"dtype": model.dtype.name,
@@ -244,6 +259,7 @@ class MPI:
         name, momentum, betas, eps, weight_decay, clip_norm = optimizer
 
         def check():
+            nonlocal seed
             for key, value in (("shuffle", shuffle), ("restore_best", restore_best),
                                ("reset_optimizer", reset_optimizer)):
                 check_flag(value, key)    # here, so that every process is told
@@ -254,10 +270,14 @@ class MPI:
                 model, X, T, method, epochs, batch_size, lr)
             if model.stateful:
                 _check_stateful(model, method, batch_size_, Xc.shape[0], _synced(model))
-            val = None
-            if validation_data is not None and rank == 0:
-                Tv = checked_validation(model, validation_data)[1]
-                val = (validation_data[0], validation_data[1], Tv)   # as given; T as rows
+            val = val_digest = None
+            if validation_data is not None:     # checked everywhere, compared below
+                Xv, Tv = checked_validation(model, validation_data)
+                val_digest = _digest(Xv, Tv)
+                if rank == 0:
+                    val = (validation_data[0], validation_data[1], Tv)  # as given; T as rows
+            if seed is not None:
+                seed = guards.seed(seed, "fit")
             opt = Optimizer(model, *optimizer)
             stopper = None if early_stopping is None else EarlyStopping(early_stopping,
                                                                         restore_best)
@@ -267,16 +287,29 @@ class MPI:
                         "optimizer": name, "momentum": momentum,
                         "betas": None if betas is None else list(betas), "eps": eps,
                         "weight_decay": weight_decay, "clip_norm": clip_norm,
-                        "early_stopping": early_stopping, "restore_best": bool(restore_best)}
+                        "early_stopping": early_stopping, "restore_best": bool(restore_best),
+                        "seed": seed}
             shown = {"sig": _signature(model), "settings": settings, "n": Xc.shape[0],
-                     "val": val is not None}
+                     "val": val_digest}
             return (Xc, Tc, epochs_, batch_size_, schedule, val, opt, stopper,
                     check_callbacks(callbacks), rng), shown
 
         mine, infos = _agree(comm, check)
         _compare([i["sig"] for i in infos], [i["settings"] for i in infos])
+        vals = [i["val"] for i in infos]
+        given = [r for r, v in enumerate(vals) if v is not None]
+        if given and vals[0] is None:
+            raise ValueError(
+                f"validation_data is given on process{'es' if len(given) > 1 else ''} "
+                f"{', '.join(map(str, given))} but not on process 0, which computes the "
+                "validation for all: give it on process 0 (or the same on every process)")
+        if vals[rank] not in (None, vals[0]):
+            warnings.warn(f"fit: process {rank}'s validation_data differs from process "
+                          "0's and is not used: process 0 computes the validation for all "
+                          "on its validation_data; give the whole validation set there",
+                          RuntimeWarning, stacklevel=5)
         self.sizes = [i["n"] for i in infos]
-        self.val_on_root = infos[0]["val"]
+        self.val_on_root = vals[0] is not None
         self.sync = None
         if _synced(model):
             _check_global_batches(model, method, mine[3], self.sizes)

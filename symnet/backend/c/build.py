@@ -92,17 +92,34 @@ def compiler() -> list[str]:
                          "compiler, e.g. CC=gcc") from None
 
 
+_ON, _OFF = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def env_switch(name: str, default: bool) -> bool:
+    """An on/off setting of the environment: 1/0, true/false, yes/no or on/off, in
+    any case; unset or empty: ``default``.  Anything else is refused (a ValueError
+    naming it): SYMNET_OPENMP=off or SYMNET_BLAS=flase was taken as on."""
+    text = os.environ.get(name, "")
+    word = text.strip().lower()
+    if not word:
+        return default
+    if word in _ON or word in _OFF:
+        return word in _ON
+    raise ValueError(f"{name} must be 1/0, true/false, yes/no or on/off (any case; empty: "
+                     f"the default), got {text!r}")
+
+
 def flags() -> list[str]:
     """Optimisation flags; ``SYMNET_PORTABLE=1`` drops -march=native."""
     # SN_USE_BLAS: the in-process build's tuning hooks (symnet/tuning.py); the
     # emitted C without it is the standalone, libm-only form
     f = ["-O3", "-fPIC", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd",
          "-DSN_SIMD", "-DSN_USE_BLAS"]
-    if os.environ.get("SYMNET_OPENMP", "1") not in ("0", "false", "no"):
+    if env_switch("SYMNET_OPENMP", True):
         # threads for large products; SYMNET_OPENMP=0 turns them off.  How many: set
         # when a module loads (symnet/tuning.py; SYMNET_PARALLEL_MIN overrides)
         f.append("-fopenmp")
-    if os.environ.get("SYMNET_PORTABLE", "") not in ("1", "true", "yes"):
+    if not env_switch("SYMNET_PORTABLE", False):
         # SYMNET_MARCH=x86-64-v3 checks AVX2 code on an AVX-512 machine
         f.append("-march=" + (os.environ.get("SYMNET_MARCH", "").strip() or "native"))
         if platform.machine() in ("x86_64", "AMD64"):
@@ -445,6 +462,17 @@ def compile_timeout() -> float:
     return seconds
 
 
+def _march_note(cmd: list) -> str:
+    """A line naming SYMNET_MARCH where it set the failed command's -march: the
+    compiler's own message (gcc: "bad value 'x' for '-march=' switch") does not."""
+    march = os.environ.get("SYMNET_MARCH", "").strip()
+    if not march or f"-march={march}" not in cmd:
+        return ""
+    return (f"\n  SYMNET_MARCH={march!r} set -march={march}: if the compiler's message is "
+            "about it, name an instruction set this compiler knows (e.g. x86-64-v3) or "
+            "unset SYMNET_MARCH")
+
+
 def _run_compiler(cmds: list, c_path: Path, c_source: str, meanwhile=None):
     """Run compiler commands side by side (and those ``meanwhile`` returns, see
     ``_run_all``); BuildError with the command, its output and the path of the
@@ -465,7 +493,7 @@ def _run_compiler(cmds: list, c_path: Path, c_source: str, meanwhile=None):
                    "SYMNET_CC_TIMEOUT sets the limit)", cmds[0]) from None
     for cmd, (rc, output) in zip(cmds, results):
         if rc != 0:
-            raise fail(f"the C compiler failed (exit {rc})", cmd, output)
+            raise fail(f"the C compiler failed (exit {rc}){_march_note(cmd)}", cmd, output)
     return lambda what: fail(what, cmds[-1], results[-1][1])
 
 
@@ -656,7 +684,7 @@ def _splits() -> bool:
     """Whether a network's C may be compiled in two parts (split.py): with a compiler
     that knows hidden visibility (GCC, Clang), on more than one core, unless
     ``SYMNET_SPLIT=0``."""
-    if os.environ.get("SYMNET_SPLIT", "1") in ("0", "false", "no"):
+    if not env_switch("SYMNET_SPLIT", True):
         return False
     if (os.cpu_count() or 1) < 2:
         return False

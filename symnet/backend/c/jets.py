@@ -155,6 +155,21 @@ def _lanes(dtype) -> int:
     return LIN_NV * (4 if np.dtype(dtype) == np.float64 else 8)
 
 
+def _env_block() -> int | None:
+    """``SYMNET_JET_BLOCK``: examples per block (None: unset); anything but a whole
+    number above 0 is refused (a word was taken as unset and 0 as one tile of lanes,
+    both without a message)."""
+    text = os.environ.get("SYMNET_JET_BLOCK", "")
+    word = text.strip()
+    if not word:
+        return None
+    if not (word.isascii() and word.isdigit()) or int(word) < 1:
+        raise ValueError(f"SYMNET_JET_BLOCK must be a whole number of examples above 0 "
+                         f"(rounded down to a multiple of the vector lanes, at most "
+                         f"{BLOCK_MAX}), got {text!r}")
+    return int(word)
+
+
 class _Printer:
     def __init__(self, dtype):
         from ...scalar.cprint import CPrinter
@@ -262,8 +277,7 @@ class _Layout:
         lanes = _lanes(dtype)
         itemsize = np.dtype(dtype).itemsize
         if block is None:
-            env = os.environ.get("SYMNET_JET_BLOCK", "").strip()
-            block = int(env) if env.isdigit() else None
+            block = _env_block()
         if block is None:
             block = BLOCK_BYTES // max(1, per_example * itemsize)
         self.B = max(lanes, min(BLOCK_MAX, block) // lanes * lanes)

@@ -110,7 +110,7 @@ def _env_float(name: str):
 def threads_max() -> int:
     """Threads a product may use: the cores this process may run on, capped by
     OMP_NUM_THREADS; 1 with SYMNET_OPENMP=0."""
-    if os.environ.get("SYMNET_OPENMP", "1") in ("0", "false", "no"):
+    if not build.env_switch("SYMNET_OPENMP", True):
         return 1
     try:
         n = len(os.sched_getaffinity(0))
@@ -124,8 +124,8 @@ def threads_max() -> int:
 
 # ------------------------------------------------------------------ the BLAS
 def blas_off() -> bool:
-    """SYMNET_BLAS=0 (or false, no): every product on symnet's kernels."""
-    return os.environ.get("SYMNET_BLAS", "1") in ("0", "false", "no")
+    """SYMNET_BLAS=0 (or false, no, off): every product on symnet's kernels."""
+    return not build.env_switch("SYMNET_BLAS", True)
 
 
 @lru_cache(maxsize=1)
@@ -1191,7 +1191,7 @@ def check_wanted(applied: dict) -> bool:
     """Whether a module given ``applied`` (``apply``'s settings) checks its BLAS: it runs
     products on the BLAS (planned, or from the machine's threshold), and neither
     SYMNET_BLAS_CHECK=0, SYMNET_BLAS_MIN nor the sanitizers say otherwise."""
-    if os.environ.get("SYMNET_BLAS_CHECK", "1") in ("0", "false", "no") \
+    if not build.env_switch("SYMNET_BLAS_CHECK", True) \
             or os.environ.get("SYMNET_SANITIZE") or _env_float("SYMNET_BLAS_MIN") is not None:
         return False       # (a threshold the user set is obeyed as set)
     return applied.get("blas") is not None and (
