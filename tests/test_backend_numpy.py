@@ -36,10 +36,24 @@ def _seq(shape, layers, loss="mse"):
     return lambda: sn.Network(sn.Input(shape), *layers(), loss=loss)
 
 
+def _tags_and_total():
+    """A GRU's sequence read by a class per position and, through Flatten, by a sum: the
+    NumPy backend failed on the GRU's steps (G_1[b,i,x] of a (batch, 4) buffer)."""
+    S = sn.Input((5, 2), name="S")
+    x = sn.GRU(4, return_sequences=True, name="G")(S)
+    tags = sn.Pointwise(3, name="tags")(x)
+    total = sn.Dense(1, name="total")(sn.Flatten()(x))
+    return sn.Network(S, [tags, total], loss={"tags": "softmax_cross_entropy",
+                                              "total": "mse"})
+
+
 NETWORKS = {
     **{name: _example(name) for name in ("xor", "moons", "regression", "digits", "rbf",
                                           "gated", "sequence", "two_heads", "digits_conv")},
     "two_inputs_merges": _two_inputs,
+    "gru_tags_and_total": _tags_and_total,
+    "gru_tags": _seq((5, 2), lambda: [sn.GRU(4, return_sequences=True), sn.Pointwise(3)],
+                     loss="softmax_cross_entropy"),
     "frozen_first_layer": _seq(4, lambda: [sn.Dense(5, "softplus", trainable=False),
                                            sn.Dense(3, "elu"), sn.Dense(2, "sigmoid")],
                                loss="bce"),
@@ -77,7 +91,9 @@ def _data(net, model, rng, n=6):
     T = []
     for loss, shape in zip(net.loss_names, shapes):
         width = int(np.prod(shape))
-        if loss == "softmax_cross_entropy":
+        if loss == "softmax_cross_entropy" and len(shape) > 1:      # a class per position
+            T.append(np.eye(shape[-1])[rng.integers(0, shape[-1], (n, *shape[:-1]))])
+        elif loss == "softmax_cross_entropy":
             T.append(np.eye(width)[rng.integers(0, width, n)].reshape(n, *shape))
         elif loss == "bce":
             T.append((rng.random((n, *shape)) > 0.5).astype(float))

@@ -61,7 +61,11 @@ def _functions() -> dict:
 def _view(arr, rank: int):
     """A batch array as an access of ``rank`` indices reads it: a Flatten's
     element O[b,i] of a (batch, c, y, x) buffer is its row-major flat element, as
-    in the C (a view, never a copy)."""
+    in the C (a view, never a copy).  More indices than axes: those past the last
+    but one have stride 1 in the C (a step of a GRU's sequence, G_1[b,i,x] of a
+    (batch, 4) buffer with i < 1), here axes of one before the last."""
+    if arr.ndim < rank and arr.ndim >= 2:
+        return arr.reshape(*arr.shape[:-1], *([1] * (rank - arr.ndim)), arr.shape[-1])
     if arr.ndim == rank or rank != 2 or arr.ndim < 2:
         return arr
     return arr.reshape(arr.shape[0], -1)
