@@ -108,8 +108,8 @@
  *   loss: softmax_cross_entropy, averaged over the batch
  *
  * Numbers are float (float32); arrays are row-major: a batch X holds
- * X[b,j] at X[b * SYMNET_631D997EFE_N_INPUTS + j].  The parameters live in one flat array of
- * SYMNET_631D997EFE_N_PARAMS numbers (model.theta), each row-major at its offset: the trainable
+ * X[b,j] at X[b * SYMNET_EB89374914_N_INPUTS + j].  The parameters live in one flat array of
+ * SYMNET_EB89374914_N_PARAMS numbers (model.theta), each row-major at its offset: the trainable
  * ones first, then any frozen ones (trainable=False, BatchNorm's running statistics
  * and mode, Dropout's state).  By name, in the order of model.params:
  *   W1           offset         0  shape (32, 10)
@@ -142,59 +142,59 @@
  *   W17          offset     17696  shape (10, 32)
  *   b17          offset     18016  shape (10,)
  * Gradients have the same layout.  Every function takes its scratch memory as
- * `work` (SYMNET_631D997EFE_WORK_SIZE(batch) numbers; SYMNET_631D997EFE_TRAIN_WORK_SIZE(batch_size) for
- * symnet_631d997efe_train) and allocates nothing.  Memory for one call of a batch B:
+ * `work` (SYMNET_EB89374914_WORK_SIZE(batch) numbers; SYMNET_EB89374914_TRAIN_WORK_SIZE(batch_size) for
+ * symnet_eb89374914_train) and allocates nothing.  Memory for one call of a batch B:
  *   params 18026 + X B*80 + T or O B*80 + work (B*12418 + 18026)
  *   numbers of 4 bytes; e.g. B = 32: 1,754,192 bytes (training; forward only: 1,014,184).
  */
-#ifndef SYMNET_631D997EFE_H
-#define SYMNET_631D997EFE_H
+#ifndef SYMNET_EB89374914_H
+#define SYMNET_EB89374914_H
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SYMNET_631D997EFE_REAL float  /* the number type of every array (float32) */
-#define SYMNET_631D997EFE_N_INPUTS 80  /* features per example */
-#define SYMNET_631D997EFE_N_OUTPUTS 80
-#define SYMNET_631D997EFE_N_PARAMS 18026  /* numbers in the flat parameter array */
-#define SYMNET_631D997EFE_WORK_PER_EXAMPLE 12418
-#define SYMNET_631D997EFE_WORK_SIZE(batch) ((batch) * 12418 + 18026)  /* numbers of scratch per call */
-#define SYMNET_631D997EFE_TRAIN_WORK_SIZE(batch_size) (SYMNET_631D997EFE_WORK_SIZE(batch_size) + (batch_size) * 160)
-#define SYMNET_631D997EFE_SGD 0       /* optimizer codes of symnet_631d997efe_update and symnet_631d997efe_train */
-#define SYMNET_631D997EFE_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_631D997EFE_N_PARAMS numbers */
-#define SYMNET_631D997EFE_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_631D997EFE_N_PARAMS numbers each */
+#define SYMNET_EB89374914_REAL float  /* the number type of every array (float32) */
+#define SYMNET_EB89374914_N_INPUTS 80  /* features per example */
+#define SYMNET_EB89374914_N_OUTPUTS 80
+#define SYMNET_EB89374914_N_PARAMS 18026  /* numbers in the flat parameter array */
+#define SYMNET_EB89374914_WORK_PER_EXAMPLE 12418
+#define SYMNET_EB89374914_WORK_SIZE(batch) ((batch) * 12418 + 18026)  /* numbers of scratch per call */
+#define SYMNET_EB89374914_TRAIN_WORK_SIZE(batch_size) (SYMNET_EB89374914_WORK_SIZE(batch_size) + (batch_size) * 160)
+#define SYMNET_EB89374914_SGD 0       /* optimizer codes of symnet_eb89374914_update and symnet_eb89374914_train */
+#define SYMNET_EB89374914_MOMENTUM 1  /* hyper[0] = μ; state s1: SYMNET_EB89374914_N_PARAMS numbers */
+#define SYMNET_EB89374914_ADAM 2      /* hyper[1..3] = β1, β2, ε; state s1, s2: SYMNET_EB89374914_N_PARAMS numbers each */
 
-/* O[b,k] (batch × SYMNET_631D997EFE_N_OUTPUTS) = the network's output for X (batch × SYMNET_631D997EFE_N_INPUTS). */
-void symnet_631d997efe_forward(const float *params, const float *X, int batch, float *O, float *work);
+/* O[b,k] (batch × SYMNET_EB89374914_N_OUTPUTS) = the network's output for X (batch × SYMNET_EB89374914_N_INPUTS). */
+void symnet_eb89374914_forward(const float *params, const float *X, int batch, float *O, float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss. */
-float symnet_631d997efe_loss(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_eb89374914_loss(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_631D997EFE_N_PARAMS numbers) by back propagation. */
-float symnet_631d997efe_loss_grad(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_EB89374914_N_PARAMS numbers) by back propagation. */
+float symnet_eb89374914_loss_grad(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_631d997efe_step(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_eb89374914_step(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
 /* The loss of the batch: the mean over its examples of the per-example loss; T[b·8 + q] is the class label of position q of example b. */
-float symnet_631d997efe_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
+float symnet_eb89374914_loss_labels(const float *params, const float *X, const float *T, int batch, float *work);
 
-/* The loss, and ∂L/∂θ into grads (SYMNET_631D997EFE_N_PARAMS numbers) by back propagation. */
-float symnet_631d997efe_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
+/* The loss, and ∂L/∂θ into grads (SYMNET_EB89374914_N_PARAMS numbers) by back propagation. */
+float symnet_eb89374914_loss_grad_labels(const float *params, const float *X, const float *T, int batch,
     float *grads, float *work);
 
 /* One gradient-descent step on the batch, θ ← θ − lr·∂L/∂θ; returns the loss before it. */
-float symnet_631d997efe_step_labels(float *params, const float *X, const float *T, int batch, float lr,
+float symnet_eb89374914_step_labels(float *params, const float *X, const float *T, int batch, float lr,
     float *work);
 
-/* The update of one step from the gradients: optimizer SYMNET_631D997EFE_SGD, SYMNET_631D997EFE_MOMENTUM or SYMNET_631D997EFE_ADAM
+/* The update of one step from the gradients: optimizer SYMNET_EB89374914_SGD, SYMNET_EB89374914_MOMENTUM or SYMNET_EB89374914_ADAM
  * with its state s1, s2 (zeros before the first step; unused ones may be NULL),
  * hyper[6] = {μ, β1, β2, ε, weight decay λ, clipping norm c (0: none)} and the step
  * number t = 1, 2, ... (Adam's corrections). */
-void symnet_631d997efe_update(float *params, const float *grads, float lr, int optimizer, float *s1,
+void symnet_eb89374914_update(float *params, const float *grads, float lr, int optimizer, float *s1,
     float *s2, const double *hyper, long long t);
 
 /* Training steps in one call: step s uses the examples idx[s*batch_size ...] (the last
@@ -202,10 +202,10 @@ void symnet_631d997efe_update(float *params, const float *grads, float lr, int o
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_631D997EFE_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_EB89374914_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_631D997EFE_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_631d997efe_train(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_EB89374914_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_eb89374914_train(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -215,10 +215,10 @@ long long symnet_631d997efe_train(float *params, const float *X, const float *T,
  * t0 + s + 1, and writes its loss to losses[s] and, unless correct is NULL, the number
  * of examples classified correctly before the step to correct[s].  Stops before the
  * update of a step whose loss is not finite and returns the number of steps completed.
- * prev (SYMNET_631D997EFE_N_PARAMS numbers, or NULL) receives the parameters before the last update,
+ * prev (SYMNET_EB89374914_N_PARAMS numbers, or NULL) receives the parameters before the last update,
  * *have_prev says it holds them; a non-finite loss restores them.
- * work: SYMNET_631D997EFE_TRAIN_WORK_SIZE(batch_size) numbers. */
-long long symnet_631d997efe_train_labels(float *params, const float *X, const float *T, const long long *idx,
+ * work: SYMNET_EB89374914_TRAIN_WORK_SIZE(batch_size) numbers. */
+long long symnet_eb89374914_train_labels(float *params, const float *X, const float *T, const long long *idx,
     long long n_idx, int batch_size, const double *lr, double *losses,
     int optimizer, float *s1, float *s2, const double *hyper, long long t0,
     float *prev, int *have_prev, double *correct, float *work);
@@ -227,7 +227,7 @@ long long symnet_631d997efe_train_labels(float *params, const float *X, const fl
 }
 #endif
 
-#endif /* SYMNET_631D997EFE_H */
+#endif /* SYMNET_EB89374914_H */
 
 typedef float real;
 #if defined(_OPENMP) && !defined(SN_SIMD)
@@ -1621,7 +1621,7 @@ static void sn_forward(const real *params, real *work, const real *S, int batch)
 }
 
 /* O[b,k] = O[b,k]: the forward pass, its output copied out of work. */
-void symnet_631d997efe_forward(const real *params, const real *X, int batch, real *O, real *work)
+void symnet_eb89374914_forward(const real *params, const real *X, int batch, real *O, real *work)
 {
     sn_forward(params, work, X, batch);
     memcpy(O, work + (size_t)batch * 7120, sizeof(real) * (size_t)batch * 80);
@@ -3325,7 +3325,7 @@ static double sn_loss(const real *params, real *work, const real *S, const real 
     return loss / batch;
 }
 
-real symnet_631d997efe_loss(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_eb89374914_loss(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss(params, work, X, T, batch);
 }
@@ -3339,7 +3339,7 @@ static double sn_loss_grad(const real *params, real *grads, real *work, const re
     return sn_chunk_pass(&a, sn_chunk, NULL);
 }
 
-real symnet_631d997efe_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_eb89374914_loss_grad(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad(params, grads, work, X, T, batch);
 }
@@ -3381,7 +3381,7 @@ static double sn_loss_labels(const real *params, real *work, const real *S, cons
     return loss / batch;
 }
 
-real symnet_631d997efe_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
+real symnet_eb89374914_loss_labels(const real *params, const real *X, const real *T, int batch, real *work)
 {
     return (real)sn_loss_labels(params, work, X, T, batch);
 }
@@ -3395,7 +3395,7 @@ static double sn_loss_grad_labels(const real *params, real *grads, real *work, c
     return sn_chunk_pass(&a, sn_chunk_labels, NULL);
 }
 
-real symnet_631d997efe_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
+real symnet_eb89374914_loss_grad_labels(const real *params, const real *X, const real *T, int batch, real *grads, real *work)
 {
     return (real)sn_loss_grad_labels(params, grads, work, X, T, batch);
 }
@@ -3459,7 +3459,7 @@ static void sn_update_all(sn_update_args *u)
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_631d997efe_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_eb89374914_step(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 12418;
     /* the batch in chunks, then the weight gradients, each job updating the parameters
@@ -3485,7 +3485,7 @@ real symnet_631d997efe_step(real *params, const real *X, const real *T, int batc
  * in work after the batch's rows.  Returns the loss before it; when the loss or a
  * gradient is NaN or inf (NaN or inf in X or T, or an overflow) the step is not taken,
  * params are unchanged and NaN is returned. */
-real symnet_631d997efe_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
+real symnet_eb89374914_step_labels(real *params, const real *X, const real *T, int batch, real lr, real *work)
 {
     real *grads = work + (size_t)batch * 12418;
     /* the batch in chunks, then the weight gradients, each job updating the parameters
@@ -3549,7 +3549,7 @@ static void sn_update(const real *src, real *dst, const real *grads, real lr, in
     sn_update_all(&u);
 }
 
-void symnet_631d997efe_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
+void symnet_eb89374914_update(real *params, const real *grads, real lr, int optimizer, real *s1, real *s2, const double *hyper, long long t)
 {
     sn_update(params, params, grads, lr, optimizer, s1, s2, hyper, t);
 }
@@ -3561,7 +3561,7 @@ void symnet_631d997efe_update(real *params, const real *grads, real lr, int opti
  * step size lr[s] and step number t0 + s + 1, exactly as one call of loss_grad and one
  * of update from the caller would.  losses[s] receives the batch loss before step s,
  * and correct[s] (unless correct is NULL) the number of examples of the batch the
- * network classified correctly before step s (the share of an example's positions where the argmax of the position's classes = the class of the target).
+ * network classified correctly before step s (the share of the batch's positions with a target where the argmax of the position's classes = the class of its target).
  *
  * A non-finite loss stops the run before its update: params are restored from prev
  * (the parameters before the last update, when *have_prev) and the number of
@@ -3575,7 +3575,7 @@ void symnet_631d997efe_update(real *params, const real *grads, real lr, int opti
  * params and prev take turns: each update reads θ from one and writes the new θ
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step). */
-long long symnet_631d997efe_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_eb89374914_train(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
@@ -3617,7 +3617,7 @@ long long symnet_631d997efe_train(real *params, const real *X, const real *T, co
             *have_prev = 1;
         losses[s] = loss;
         if (correct != NULL) {
-            /* the share of an example's positions where the argmax of the position's classes = the class of the target, from the outputs the step's forward pass left in work */
+            /* the share of the batch's positions with a target where the argmax of the position's classes = the class of its target, from the outputs the step's forward pass left in work */
             const real *o = work + (size_t)batch * 7120;
             double right = 0, labeled = 0;
             for (int r = 0; r < batch; r++) {
@@ -3657,7 +3657,7 @@ long long symnet_631d997efe_train(real *params, const real *X, const real *T, co
  * step size lr[s] and step number t0 + s + 1, exactly as one call of loss_grad and one
  * of update from the caller would.  losses[s] receives the batch loss before step s,
  * and correct[s] (unless correct is NULL) the number of examples of the batch the
- * network classified correctly before step s (the share of an example's positions where the argmax of the position's classes = the class of the target).
+ * network classified correctly before step s (the share of the batch's positions with a target where the argmax of the position's classes = the class of its target).
  *
  * A non-finite loss stops the run before its update: params are restored from prev
  * (the parameters before the last update, when *have_prev) and the number of
@@ -3672,7 +3672,7 @@ long long symnet_631d997efe_train(real *params, const real *X, const real *T, co
  * into the other, so the θ before the update is kept without a copy per step
  * (a copy of all parameters per step cost ~5% of a medium network's step).
  * The same with integer class labels: T[n·8 + q] is the class of position q of example n. */
-long long symnet_631d997efe_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
+long long symnet_eb89374914_train_labels(real *params, const real *X, const real *T, const long long *idx, long long n_idx,
                            int batch_size, const double *lr, double *losses, int optimizer, real *s1, real *s2,
                            const double *hyper, long long t0, real *prev, int *have_prev, double *correct, real *work)
 {
@@ -3714,7 +3714,7 @@ long long symnet_631d997efe_train_labels(real *params, const real *X, const real
             *have_prev = 1;
         losses[s] = loss;
         if (correct != NULL) {
-            /* the share of an example's positions where the argmax of the position's classes = the class of the target, from the outputs the step's forward pass left in work */
+            /* the share of the batch's positions with a target where the argmax of the position's classes = the class of its target, from the outputs the step's forward pass left in work */
             const real *o = work + (size_t)batch * 7120;
             double right = 0, labeled = 0;
             for (int r = 0; r < batch; r++) {

@@ -109,7 +109,7 @@ class ArrayChecks:
         self._same_rows(mats, what, net.input_names)
         return np.require(np.concatenate(mats, axis=1), self.dtype, ["C", "A"])
 
-    def _label_hint(self, what: str) -> str:
+    def _label_hint(self) -> str:
         """For messages on a softmax cross-entropy's targets with a class per position."""
         shape = tuple(self.out_shape)
         if self.network.classes and len(shape) > 1:
@@ -149,7 +149,7 @@ class ArrayChecks:
                     return y
                 out = net.output_names[0]
                 T = self._tensor(T, what, self.out_shape, f"output layer {out!r}",
-                                 self._label_hint(what))
+                                 self._label_hint())
             return in_range(self, labels_or_rows(self, T, batch, what), what)
         elif isinstance(T, np.ndarray) and T.ndim == 2 and T.shape[1] == self.n_out:
             T = self.as_matrix(T, what, self.n_out, "the outputs side by side")

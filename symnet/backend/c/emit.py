@@ -642,8 +642,8 @@ class Emitter:
                         "text": "argmax of the output row = the class of the target"}
             return {"kind": "argmax", "offset": out.offset, "classes": n,
                     "groups": graph.n_out // n,
-                    "text": "the share of an example's positions where the argmax of the "
-                            "position's classes = the class of the target"}
+                    "text": "the share of the batch's positions with a target where the "
+                            "argmax of the position's classes = the class of its target"}
         if loss == "bce":
             return {"kind": "threshold", "offset": out.offset,
                     "text": "share of the outputs with O > 0.5 exactly where T > 0.5"}
