@@ -173,6 +173,24 @@ def test_a_channels_first_output_and_a_last_axis_of_one_are_refused():
         sn.Network(sn.Input((5, 4)), sn.Pointwise(1, name="P"), loss="softmax_cross_entropy")
 
 
+@pytest.mark.parametrize("tail", ["dropout", "add"])
+def test_a_channels_first_output_behind_a_dropout_or_a_merge_is_refused(tail):
+    """Conv2d → Dropout, or the Add of a residual block: the output layer is no
+    convolution, but its layout is still channels first; its last axis (W) taken as the
+    classes would have trained something else than a class per pixel, silently."""
+    I = sn.Input((1, 4, 4))
+    c = sn.Conv2d(3, 3, padding=1, name="C")(I)
+    out = sn.Dropout(0.1, name="P")(c) if tail == "dropout" else \
+        sn.Add(name="P")([c, sn.Conv2d(3, 3, padding=1)(c)])
+    with pytest.raises(ValueError, match=r"output layer 'P' of shape \(3, 4, 4\).*Conv2d puts "
+                                         r"its channels first"):
+        sn.Network(I, out, loss="softmax_cross_entropy")
+    S = sn.Input((4, 3))                  # a sequence's Add and Dropout keep the last axis
+    x = sn.Add()([sn.Pointwise(3)(S), sn.Pointwise(3)(S)])
+    assert sn.Network(S, sn.Dropout(0.1, name="O")(x), loss="softmax_cross_entropy"
+                      ).classes == {"O": 3}
+
+
 def test_several_outputs_take_labels_per_position_as_one_hot_rows():
     S = sn.Input((L, D), name="S")
     x = sn.Pointwise(H, "tanh", name="P")(S)

@@ -133,6 +133,25 @@ def _may_name_terms(loss, outputs) -> bool:
 Layer = LayerBase  # the former name of the base class; symnet.Layer is layers.Layer
 
 
+def _channels_first(app) -> str | None:
+    """The kind of layer that lays ``app``'s output out channels first (a convolution,
+    pooling, BatchNorm2d), found through the layers that keep a layout (Dropout, the
+    merges); None where none does."""
+    from .batchnorm import BatchNorm2d
+    from .conv import _Spatial
+    from .dropout import Dropout
+    from .merge import _Merge
+    layer = getattr(app, "layer", app)
+    if isinstance(layer, (_Spatial, BatchNorm2d)):
+        return type(layer).__name__
+    if isinstance(layer, (Dropout, _Merge)):
+        for src in compose.sources(app):
+            found = None if isinstance(src, Input) else _channels_first(src)
+            if found:
+                return found
+    return None
+
+
 class Network:
     """A network: layers composed in order, and a loss.
 
@@ -344,14 +363,13 @@ class Network:
             if loss == "softmax_cross_entropy" and len(shape) > 1:
                 # a class per position: the softmax runs over the last axis, at every
                 # position of the axes before it (Keras's convention for (L, C))
-                from .batchnorm import BatchNorm2d
-                from .conv import _Spatial
-                if isinstance(layer, (_Spatial, BatchNorm2d)):
+                first = _channels_first(out)
+                if first:
                     raise ValueError(
                         f"loss 'softmax_cross_entropy' on output layer {name!r} of shape "
                         f"{shape}: on an output of several axes the classes are its last "
                         f"axis (a class per position, as for a sequence's (L, C)), but "
-                        f"{type(layer).__name__} puts its channels first; a class per "
+                        f"{first} puts its channels first; a class per "
                         f"pixel of a channels-first output is not derived. For one class "
                         f"per example end the network with sn.Flatten() and a Dense of "
                         f"the classes")
