@@ -43,7 +43,7 @@ SCENARIOS = {
     "tags_mb": dict(method="minibatch", batch_size=3, epochs=2, lr=0.3, shuffle=False,
                     net="tags", validation=True),
     "graph_mb": dict(method="minibatch", batch_size=3, epochs=2, lr=0.2, shuffle=False,
-                     net="graph"),
+                     net="graph", validation=True),
     "diverge_mb": dict(method="minibatch", batch_size=2, epochs=400, lr=9.0, shuffle=False,
                        net="linear", even=8),
     "interrupt": dict(method="sgd", epochs=3, lr=0.1, shuffle=False, hook=("sigint", 1, 5)),

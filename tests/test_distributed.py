@@ -228,6 +228,23 @@ def test_global_batches_equal_one_process_loop(runs, name):
     assert not np.allclose(theta, _model(spec.get("net", "tanh")).theta)   # it moved
 
 
+def test_several_outputs_validation_metrics_of_process_0(runs):
+    """Two outputs with validation data: each output's validation metrics per epoch
+    (val_O1_mse, val_O2_accuracy, ...), computed by process 0 as model.evaluate gives
+    them; no training ones (as no training accuracy with comm)."""
+    res, _ = runs
+    _same_on_all(res["graph_mb"])
+    theta, hist, _ = res["graph_mb"][0]
+    model = _model("graph")
+    model.theta[...] = theta
+    ev = model.evaluate(*W.validation("graph"))
+    keys = ["val_O1_mse", "val_O1_mae", "val_O2_accuracy"]
+    assert sorted(hist["per_output"]) == sorted(keys) and len(hist["val_O1_mse"]) == 2
+    for k in keys:
+        assert hist[k][-1] == pytest.approx(ev[k[4:]], rel=1e-12)
+    assert hist["val_loss"][-1] == pytest.approx(ev["loss"], rel=1e-12)
+
+
 def test_uneven_parts_are_not_a_mean_of_means(runs):
     """The loop reference would differ if each step averaged the processes' means."""
     res, P = runs

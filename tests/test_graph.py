@@ -8,6 +8,8 @@ installed.  The forward passes below are written once for numpy and torch
 (``xp``); the numpy gradients are not taken from them but derived by hand.
 """
 
+import json
+
 import numpy as np
 import pytest
 from gradcheck import check
@@ -778,6 +780,90 @@ def test_evaluate_of_several_outputs_gives_each_ones_metrics():
     assert got["y_mae"] == pytest.approx(np.mean(np.abs(O_y - y)), rel=1e-12)
     assert got["c_accuracy"] == np.mean(O_c.argmax(axis=1) == c)
     assert sorted(got) == ["c_accuracy", "loss", "y_mae", "y_mse"]
+
+
+def _evaluated_after_each_epoch(model, *data):
+    """A callback, and the list it fills: model.evaluate on each (X, T) of ``data`` after
+    every epoch (the parameters fit ends the epoch with)."""
+    seen = []
+    return (lambda h: seen.append([model.evaluate(X, T) for X, T in data])), seen
+
+
+@pytest.mark.parametrize("method", ["minibatch", "sgd", "sd"])
+def test_history_of_several_outputs_has_each_ones_metrics_of_every_epoch(method):
+    """The History of several outputs held only the total loss (Keras's has
+    "<output>_accuracy", "val_<output>_accuracy", ...): now each output's metrics per
+    epoch, those model.evaluate gives on the training and the validation data with the
+    parameters at the end of the epoch; attributes and to_dict() keys, as the fields."""
+    m, X, y, c = _two_heads()
+    rng = np.random.default_rng(1)
+    Xv, yv, cv = rng.normal(size=(7, 3)), rng.normal(size=(7, 1)), rng.integers(0, 3, 7)
+    train, val = (X, {"y": y, "c": c}), (Xv, {"y": yv, "c": cv})
+    after, seen = _evaluated_after_each_epoch(m, train, val)
+    hist = m.fit(*train, method=method, epochs=4, batch_size=5, lr=0.3, seed=0,
+                 validation_data=val, callbacks=[after], progress=False)
+    keys = ["y_mse", "y_mae", "c_accuracy"]
+    assert list(hist.per_output) == keys + ["val_" + k for k in keys]
+    d = hist.to_dict()
+    for k in keys:
+        for prefix, part in (("", 0), ("val_", 1)):
+            want = [s[part][k] for s in seen]
+            got = getattr(hist, prefix + k)
+            assert got is hist.per_output[prefix + k] and d[prefix + k] == got
+            if k == "c_accuracy":
+                assert got == want
+            else:
+                np.testing.assert_allclose(got, want, rtol=1e-12, atol=0)
+    np.testing.assert_allclose(hist.val_loss, [s[1]["loss"] for s in seen], rtol=1e-12)
+    assert len(set(hist.y_mse)) == 4 and len(hist.loss) == 4
+    assert hist.accuracy == hist.val_accuracy == []     # one output's fields
+    assert "val_c_accuracy" in str(hist) and "c_accuracy" in dir(hist)
+    json.dumps(d)
+    with pytest.raises(AttributeError, match=r"no attribute 'c_acc'; its per-output metrics: "
+                                             r"y_mse, y_mae, c_accuracy, val_y_mse"):
+        _ = hist.c_acc
+
+
+def test_history_of_several_outputs_without_validation_and_with_a_class_per_position():
+    """A softmax cross-entropy output (5, 3) with labels (N, 5) beside a bce head and
+    Dropout in the trunk: each output's training metrics per epoch equal evaluate's (in
+    evaluation mode, the accuracy over every position); no val_ entries without
+    validation data; validation_split measures the held-out rows."""
+    S = sn.Input((5, 4), name="S")
+    x = sn.Dropout(0.3, name="D")(sn.Pointwise(8, "tanh", name="P")(S))
+    tags = sn.Pointwise(3, name="tags")(x)
+    flag = sn.Dense(1, "sigmoid", name="flag")(sn.Flatten(name="F")(x))
+    net = sn.Network(S, [tags, flag], loss={"tags": "softmax_cross_entropy", "flag": "bce"})
+    model = net.compile(dtype="float64", seed=0)
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((30, 5, 4))
+    T = {"tags": (X[..., 0] > 0).astype(int) + (X[..., 1] > 0), "flag": X[:, :1, 2] > 0}
+    after, seen = _evaluated_after_each_epoch(model, (X, T))
+    hist = model.fit(X, T, epochs=3, batch_size=8, lr=0.5, seed=0, callbacks=[after],
+                     progress=False)
+    assert sorted(hist.per_output) == ["flag_accuracy", "tags_accuracy"]
+    assert hist.tags_accuracy == [s[0]["tags_accuracy"] for s in seen]
+    assert hist.flag_accuracy == [s[0]["flag_accuracy"] for s in seen]
+    tags_now = model.predict_classes(X)[0]
+    assert hist.tags_accuracy[-1] == float((tags_now == T["tags"]).mean())
+    held = {k: v[24:] for k, v in T.items()}
+    after, seen = _evaluated_after_each_epoch(model, (X[:24], {k: v[:24] for k, v in
+                                                               T.items()}), (X[24:], held))
+    hist = model.fit(X, T, epochs=2, batch_size=8, lr=0.5, seed=0, callbacks=[after],
+                     validation_split=0.2, progress=False)
+    for k in ("tags_accuracy", "flag_accuracy"):
+        assert hist.per_output[k] == [s[0][k] for s in seen]
+        assert hist.per_output["val_" + k] == [s[1][k] for s in seen]
+
+
+def test_history_of_one_output_is_as_before():
+    """One output: no per-output entries (its accuracy is the History's own field)."""
+    m = sn.Network(sn.Input(3), sn.Dense(3), loss="softmax_cross_entropy").compile(
+        dtype="float64", seed=0)
+    X, c = np.random.default_rng(0).normal(size=(12, 3)), np.arange(12) % 3
+    hist = m.fit(X, c, epochs=2, lr=0.1, validation_data=(X, c), progress=False)
+    assert hist.per_output == {} and len(hist.accuracy) == len(hist.val_accuracy) == 2
+    assert set(hist.to_dict()) == set(hist.__dataclass_fields__)
 
 
 def test_predict_of_several_outputs_gives_each_its_own_loss_s_values():

@@ -503,8 +503,8 @@ def test_convolution_network_with_labels_split_early_stopping_and_evaluate():
 @pytest.mark.parametrize("backend", ["c", "numpy"])
 def test_history_plot_of_a_short_fit_has_whole_epoch_ticks(backend, tmp_path):
     """Two outputs, validation data, early stopping: the loss panel has both curves (one
-    point per epoch run) and the best epoch; epochs and steps are ticked at whole
-    numbers (a 5-epoch run had ticks at 1.5, 2.5, ...)."""
+    point per epoch run) and the best epoch, the accuracy panel each output's; epochs and
+    steps are ticked at whole numbers (a 5-epoch run had ticks at 1.5, 2.5, ...)."""
     pytest.importorskip("matplotlib")
     a = sn.Input(3, name="A")
     h = sn.Dense(4, "tanh", name="H")(a)
@@ -518,13 +518,18 @@ def test_history_plot_of_a_short_fit_has_whole_epoch_ticks(backend, tmp_path):
                      progress=False, seed=0)
     assert hist.stopped == "early_stopping" and hist.epochs < 30
     fig = hist.plot(path=str(tmp_path / "fit.png"))
-    loss_ax, lr_ax = fig.axes
+    loss_ax, acc_ax, lr_ax = fig.axes
     curves = {line.get_label(): line.get_xdata() for line in loss_ax.get_lines()}
     n = hist.epochs
     assert list(curves["training loss"]) == list(range(1, n + 1))
     assert list(curves["validation loss"]) == list(range(1, n + 1))
     assert list(curves["best epoch"]) == [hist.best_epoch] * 2
-    for ax in (loss_ax, lr_ax):
+    accs = {line.get_label(): list(line.get_ydata()) for line in acc_ax.get_lines()}
+    assert accs == {"O1 training accuracy": hist.O1_accuracy,
+                    "O1 validation accuracy": hist.val_O1_accuracy,
+                    "O2 training accuracy": hist.O2_accuracy,
+                    "O2 validation accuracy": hist.val_O2_accuracy}
+    for ax in (loss_ax, acc_ax, lr_ax):
         lo, hi = ax.get_xlim()
         ticks = [t for t in ax.get_xticks() if lo <= t <= hi]
         assert ticks and all(float(t).is_integer() for t in ticks), ticks

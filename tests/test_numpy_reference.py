@@ -305,6 +305,35 @@ def test_history_plot_to_file(tmp_path):
     assert fig2.axes[0].get_yscale() == "linear"
 
 
+def test_history_per_output_metrics(tmp_path):
+    """Several outputs' metrics (per_output): attributes, to_dict keys beside the fields
+    (a field keeps its name), columns of the table, curves of the accuracy panel."""
+    h = history.History(method="sd")
+    for e in range(3):
+        h.record_epoch(1.0 / (e + 1), lr=0.1, steps=1,
+                       outputs={"moon_accuracy": 0.5 + 0.1 * e, "radius_mse": 2.0 - e,
+                                "val_moon_accuracy": 0.4 + 0.1 * e})
+    assert h.moon_accuracy == [0.5, 0.6, 0.7] and h.radius_mse == [2.0, 1.0, 0.0]
+    assert h.accuracy == [] and h.per_output["val_moon_accuracy"] == h.val_moon_accuracy
+    d = h.to_dict()
+    assert d["radius_mse"] == [2.0, 1.0, 0.0] and d["per_output"] == h.per_output
+    assert set(d) == set(h.__dataclass_fields__) | set(h.per_output)
+    text = str(h)
+    assert text.splitlines()[2].split() == ["epoch", "loss", "moon_accuracy", "radius_mse",
+                                            "val_moon_accuracy"]
+    with pytest.raises(AttributeError, match="no attribute 'moon_loss'"):
+        _ = h.moon_loss
+    h2 = history.History()
+    h2.record_epoch(1.0, lr=0.1, steps=1, outputs={"val_accuracy": 0.5})  # output "val"
+    assert h2.val_accuracy == [] and h2.to_dict()["val_accuracy"] == []
+    assert h2.per_output == {"val_accuracy": [0.5]}
+    pytest.importorskip("matplotlib")
+    fig = h.plot(path=str(tmp_path / "h.png"))
+    acc_ax = fig.axes[1]
+    assert [line.get_label() for line in acc_ax.get_lines()] == [
+        "moon training accuracy", "moon validation accuracy"]
+
+
 def test_history_plot_into_axes():
     pytest.importorskip("matplotlib")
     from matplotlib.figure import Figure

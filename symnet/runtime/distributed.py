@@ -89,7 +89,7 @@ from .history import History
 from .stopping import EarlyStopping, check_callbacks
 from .progress import SigintFlag
 from .train import Optimizer, accuracy, checked_arguments, checked_validation, classes, \
-    evaluation_loss
+    evaluation_loss, outputs_metrics
 from .train import fit as train_fit
 
 __all__ = ["MPI", "DistributedError", "fit", "mpiexec", "steps_per_epoch"]
@@ -425,19 +425,22 @@ class MPI:
         raise DistributedError("training stopped because " + "; ".join(bad))
 
     def validate(self, run):
-        """Validation computed by process 0 and broadcast: (loss, accuracy)."""
+        """Validation computed by process 0 and broadcast: (loss, accuracy, each
+        output's metrics), as one process's ``Local.validate``."""
         if not self.val_on_root:
-            return None, None
+            return None, None, None
         result = None
         if self.rank == 0:
             try:
                 Xv, Tv, rows = run.val               # the public calls take X as given
                 m = run.model
-                acc = None
+                acc = outputs = None
                 if len(m.network.outputs) == 1:      # as one process's fit
                     O = m.forward(Xv).reshape(rows.shape[0], -1)
                     acc = accuracy(m.network.loss_name, O, rows, classes(m))
-                result = (evaluation_loss(m, Xv, Tv), acc)
+                else:
+                    outputs = outputs_metrics(m, Xv, rows)
+                result = (evaluation_loss(m, Xv, Tv), acc, outputs)
             except Exception as exc:  # noqa: BLE001  (sent to the others, then raised)
                 result = _text(exc)
         result = self.comm.bcast(result, root=0)

@@ -56,6 +56,44 @@ def accuracy(loss_name: str, O: np.ndarray, T: np.ndarray, classes: int | None =
     return None
 
 
+def metrics(loss, O, T, classes=None) -> dict:
+    """What ``evaluate`` gives of outputs O against targets T: the accuracy for a
+    classification loss, else MSE and MAE (``classes``: a class per position, of that
+    many classes)."""
+    if has_accuracy(loss):
+        return {"accuracy": accuracy(loss, O, T, classes)}
+    err = O.astype(np.float64) - T
+    return {"mse": float(np.mean(err ** 2)), "mae": float(np.mean(np.abs(err)))}
+
+
+def side_by_side(o) -> np.ndarray:
+    """What ``forward`` gives as rows (N, outputs): several outputs (a list) side by
+    side, as the targets' rows hold them."""
+    if isinstance(o, list):
+        return np.concatenate([a.reshape(a.shape[0], -1) for a in o], axis=1)
+    return o.reshape(o.shape[0], -1)
+
+
+def output_metrics(net, O, T) -> dict:
+    """Each output's ``metrics`` under its name (Keras's ``"<output>_accuracy"``,
+    ``"<output>_mse"``, ``"<output>_mae"``) for a network ``net`` of several outputs:
+    O their values side by side (``side_by_side``), T the checked target rows.  What
+    ``evaluate`` gives for each output, and fit's History per epoch."""
+    out, c = {}, 0
+    for name, o, loss in zip(net.output_names, net.outputs, net.loss_names):
+        w = int(np.prod(net._shapes[id(o)]))
+        for k, v in metrics(loss, O[:, c:c + w], T[:, c:c + w],
+                            net.classes.get(name)).items():
+            out[f"{name}_{k}"] = v
+        c += w
+    return out
+
+
+def outputs_metrics(model, X, T) -> dict:
+    """``output_metrics`` of the model on X (as ``forward`` takes it) and T (the checked
+    target rows): one forward pass, in evaluation mode, as ``evaluate``'s."""
+    return output_metrics(model.network, side_by_side(model.forward(X)), T)
+
 
 class Run:
     """The state of one fit call and its one epoch runner: data, buffers, optimizer,
@@ -271,9 +309,16 @@ class Run:
             acc = float(correct.sum() / sizes.sum()) if not np.isnan(correct).any() else \
                 accuracy(name, self.model.forward(user_layout(self.model, self.X, self.T)[0])
                          .reshape(self.X.shape[0], -1), self.T, classes(self.model))
-        val_loss, val_acc = self.exchange.validate(self)
+        # several outputs: each one's metrics (as evaluate's) of the parameters at the end
+        # of the epoch, one forward pass over the training data
+        outputs = outputs_metrics(self.model, user_layout(self.model, self.X, self.T)[0],
+                                  self.T) \
+            if self.exchange.accuracy and len(self.model.network.outputs) > 1 else None
+        val_loss, val_acc, val_outputs = self.exchange.validate(self)
+        if val_outputs:
+            outputs = {**(outputs or {}), **{"val_" + k: v for k, v in val_outputs.items()}}
         self.hist.record_epoch(loss, lr=lrs, steps=lrs.size, accuracy=acc, val_loss=val_loss,
-                               val_accuracy=val_acc)
+                               val_accuracy=val_acc, outputs=outputs)
 
 
 def user_layout(model, X, T):

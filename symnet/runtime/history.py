@@ -22,12 +22,22 @@ Conventions:
 - ``accuracy`` is the training accuracy for losses that have one (softmax
   cross-entropy, bce): like ``loss``, the mean over the epoch's batches, each
   measured before its update (``sd``: of the parameters at the end of the epoch).
+- ``per_output``: for a network of several outputs, each output's metrics per epoch
+  under Keras's names, those of ``model.evaluate``: ``"<output>_accuracy"`` for a
+  classification loss, ``"<output>_mse"`` and ``"<output>_mae"`` otherwise, and
+  ``"val_<output>_..."`` on the validation data; each is also an attribute
+  (``h.moon_accuracy``) and a key of ``to_dict()``.  Empty for one output.
 
 >>> h = History(method="sd")
 >>> h.record_epoch(1.0, lr=[0.1, 0.1])
 >>> h.record_epoch(0.5, lr=[0.1, 0.05])
 >>> h.epochs, h.steps, h.lr.tolist(), h.final_loss
 (2, 4, [0.1, 0.1, 0.1, 0.05], 0.5)
+>>> h = History(method="minibatch")
+>>> h.record_epoch(0.7, lr=0.1, steps=2,
+...                outputs={"moon_accuracy": 0.75, "val_moon_accuracy": 0.5})
+>>> h.moon_accuracy, h.to_dict()["val_moon_accuracy"]
+([0.75], [0.5])
 """
 
 from __future__ import annotations
@@ -61,15 +71,19 @@ class History:
     method: str = ""
     epochs: int = 0                      # epochs completed
     best_epoch: Optional[int] = None     # with early stopping: the best epoch, from 1
+    # several outputs: {"<output>_<metric>" or "val_<output>_<metric>": one per epoch}
+    per_output: dict[str, list[float]] = field(default_factory=dict)
 
     # ---- recording -----------------------------------------------------
     def record_epoch(self, loss: float, *, lr=None, steps: Optional[int] = None,
                      accuracy: Optional[float] = None,
                      val_loss: Optional[float] = None,
-                     val_accuracy: Optional[float] = None) -> None:
+                     val_accuracy: Optional[float] = None,
+                     outputs: dict | None = None) -> None:
         """Append one epoch. ``lr`` is the array of step sizes used by this
         epoch's steps (or a single float with ``steps`` given); ``steps``
-        defaults to ``len(lr)``."""
+        defaults to ``len(lr)``; ``outputs``: the epoch's per-output metrics
+        (``{"moon_accuracy": 0.9, ...}``, see ``per_output``)."""
         lr_arr = None if lr is None else np.atleast_1d(np.asarray(lr, dtype=np.float64))
         if steps is None:
             steps = 0 if lr_arr is None else lr_arr.size
@@ -84,7 +98,22 @@ class History:
                         ("val_accuracy", val_accuracy)):
             if v is not None:
                 getattr(self, name).append(float(v))
+        if outputs:
+            for name, v in outputs.items():
+                self.per_output.setdefault(name, []).append(float(v))
         self.epochs += 1
+
+    def __getattr__(self, name):
+        # only for names that are not attributes: a per-output metric (h.moon_accuracy)
+        per = self.__dict__.get("per_output")
+        if per is not None and name in per:
+            return per[name]
+        known = f"; its per-output metrics: {', '.join(per)}" if per else ""
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute "
+                             f"{name!r}{known}")
+
+    def __dir__(self):
+        return [*super().__dir__(), *self.__dict__.get("per_output", {})]
 
     # ---- summaries -----------------------------------------------------
     @property
@@ -97,9 +126,14 @@ class History:
         return self.stopped == "diverged" or any(not math.isfinite(v) for v in self.loss)
 
     def to_dict(self) -> dict:
-        """Plain, JSON-friendly dict of all fields (``lr`` as a list)."""
+        """Plain, JSON-friendly dict of all fields (``lr`` as a list), and each
+        per-output metric also under its own key (``"moon_accuracy"``, as Keras's
+        ``history.history``) unless a field has that name."""
         d = {k: getattr(self, k) for k in self.__dataclass_fields__}
         d["lr"] = np.asarray(self.lr, dtype=np.float64).tolist()
+        d["per_output"] = {k: list(v) for k, v in self.per_output.items()}
+        for k, v in self.per_output.items():
+            d.setdefault(k, list(v))
         return d
 
     def __str__(self) -> str:
@@ -111,25 +145,29 @@ class History:
             lines.append(f"step size: first {lr[0]:.4g}, last {lr[-1]:.4g}, "
                          f"min {lr.min():.4g}, max {lr.max():.4g} ({lr.size} steps)")
         cols = [("loss", self.loss), ("accuracy", self.accuracy),
-                ("val_loss", self.val_loss), ("val_accuracy", self.val_accuracy)]
+                ("val_loss", self.val_loss), ("val_accuracy", self.val_accuracy),
+                *self.per_output.items()]
         cols = [(n, v) for n, v in cols if len(v)]
         n = max((len(v) for _, v in cols), default=0)
+        widths = [max(14, len(name) + 2) for name, _ in cols]
         if n:
-            lines.append("  epoch" + "".join(f"{name:>14}" for name, _ in cols))
+            lines.append("  epoch" + "".join(f"{name:>{w}}" for (name, _), w
+                                             in zip(cols, widths)))
             rows = list(range(n)) if n <= 12 else [*range(5), None, *range(n - 5, n)]
             for i in rows:
                 if i is None:
                     lines.append("    ...")
                     continue
-                cells = "".join(f"{v[i]:>14.6g}" if i < len(v) else f"{'':>14}"
-                                for _, v in cols)
+                cells = "".join(f"{v[i]:>{w}.6g}" if i < len(v) else f"{'':>{w}}"
+                                for (_, v), w in zip(cols, widths))
                 lines.append(f"  {i + 1:>5}{cells}")
         return "\n".join(lines)
 
     # ---- plotting ------------------------------------------------------
     def plot(self, path=None, ax=None):
         """Draw the loss per epoch (training and validation), the accuracy when
-        measured, and the step size per step; return the figure.
+        measured (with several outputs: each one's, ``per_output``), and the step
+        size per step; return the figure.
 
         With ``path`` the figure is saved there through the Agg backend (no
         display needed).  With ``ax`` only the loss is drawn, into that
@@ -145,7 +183,7 @@ class History:
         if ax is not None:
             self._plot_loss(ax)
             return ax.figure
-        panels = 2 + bool(self.accuracy or self.val_accuracy)
+        panels = 2 + bool(self.accuracy or self.val_accuracy or self._output_accuracies())
         size = (6, 2.6 * panels)
         if path is not None:
             from matplotlib.figure import Figure
@@ -189,9 +227,16 @@ class History:
             ax.legend()
         ax.grid(True, alpha=0.3)
 
+    def _output_accuracies(self) -> list:
+        """(label, values) of each output's accuracy, training then validation."""
+        return [(k[4:-9] + " validation accuracy" if k.startswith("val_") else
+                 k[:-9] + " training accuracy", v)
+                for k, v in self.per_output.items() if k.endswith("_accuracy") and v]
+
     def _plot_accuracy(self, ax):
         for name, vals in (("training accuracy", self.accuracy),
-                           ("validation accuracy", self.val_accuracy)):
+                           ("validation accuracy", self.val_accuracy),
+                           *self._output_accuracies()):
             y = np.asarray(vals, dtype=np.float64)
             if y.size:
                 ax.plot(np.arange(1, y.size + 1), y, marker="." if y.size < 50 else None,

@@ -117,7 +117,7 @@ def predict_classes(model, X, batch_size=None):
 
 def evaluate(model, X, T, batch_size=None) -> dict:
     """Loss and accuracy (classification) or loss, MSE and MAE (otherwise)."""
-    from .epoch import user_layout
+    from .epoch import metrics, output_metrics, side_by_side, user_layout
     X = model.as_inputs(X)
     T = model.as_targets(T, X.shape[0])
     rows_T = T
@@ -129,33 +129,14 @@ def evaluate(model, X, T, batch_size=None) -> dict:
         for s in range(0, n, rows):
             Xc, Tc = X[s:s + rows], T[s:s + rows]
             total += Xc.shape[0] * model.loss(Xc, Tc)
-            o = model.forward(Xc)     # several outputs: a list, side by side as T's rows
-            parts.append(np.concatenate([a.reshape(a.shape[0], -1) for a in o], axis=1)
-                         if isinstance(o, list) else o.reshape(o.shape[0], -1))
+            parts.append(side_by_side(model.forward(Xc)))
     finally:
         model.evaluating = False
     O = np.concatenate(parts)
     out = {"loss": total / n}
     net = model.network
     if len(net.outputs) == 1:
-        out.update(_metrics(net.loss_name, O, rows_T, net.classes.get(net.output_names[0])))
+        out.update(metrics(net.loss_name, O, rows_T, net.classes.get(net.output_names[0])))
         return out
-    # several outputs: each one's metrics under its name (Keras's "<output>_accuracy")
-    c = 0
-    for name, o, loss in zip(net.output_names, net.outputs, net.loss_names):
-        w = int(np.prod(net._shapes[id(o)]))
-        for k, v in _metrics(loss, O[:, c:c + w], rows_T[:, c:c + w],
-                             net.classes.get(name)).items():
-            out[f"{name}_{k}"] = v
-        c += w
+    out.update(output_metrics(net, O, rows_T))
     return out
-
-
-def _metrics(loss, O, T, classes=None) -> dict:
-    """Accuracy for a classification loss, else MSE and MAE, of outputs O against T
-    (``classes``: a class per position, of that many classes)."""
-    from .epoch import accuracy
-    if loss in CLASSIFICATION:
-        return {"accuracy": accuracy(loss, O, T, classes)}
-    err = O.astype(np.float64) - T
-    return {"mse": float(np.mean(err ** 2)), "mae": float(np.mean(np.abs(err)))}

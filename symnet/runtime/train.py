@@ -40,7 +40,7 @@ import numpy as np
 
 from .. import guards
 from ..lang.base import check_flag
-from .epoch import Run, accuracy, classes, user_layout
+from .epoch import Run, accuracy, classes, outputs_metrics, user_layout
 from .history import History
 from .optimizer import Optimizer  # noqa: F401  (its earlier place; distributed imports it)
 from .optimizer import for_model as optimizer_for
@@ -147,16 +147,17 @@ class Local:
 
     @staticmethod
     def validate(run):
-        """(validation loss, accuracy) of the parameters now; (None, None) without
-        validation data."""
+        """(validation loss, accuracy, each output's metrics) of the parameters now: the
+        accuracy for one output, the metrics (``outputs_metrics``) for several, else
+        None; (None, None, None) without validation data."""
         if run.val is None:
-            return None, None
+            return None, None, None
         m, (Xv, Tv) = run.model, run.val
+        if len(m.network.outputs) > 1:
+            return evaluation_loss(m, Xv, Tv), None, outputs_metrics(m, Xv, Tv)
         O = m.forward(Xv)
-        val_acc = accuracy(m.network.loss_name, O, Tv, classes(m)) \
-            if len(m.network.outputs) == 1 \
-            else None
-        return evaluation_loss(m, Xv, Tv), val_acc
+        return evaluation_loss(m, Xv, Tv), accuracy(m.network.loss_name, O, Tv, classes(m)), \
+            None
 
     @staticmethod
     def callbacks(callbacks, hist) -> bool:
