@@ -35,7 +35,7 @@ def accuracy(loss_name: str, O: np.ndarray, T: np.ndarray, classes: int | None =
     """Share of correct predictions where it applies: argmax for softmax cross-entropy
     (against the argmax of T's rows, or against class labels), O > 0.5 against T > 0.5
     per output for bce; None for other losses.  ``classes``: a class per position, each
-    a row of that many classes (the share is over every position of every example)."""
+    a row of that many classes (the share is over the positions with a target)."""
     if loss_name == "softmax_cross_entropy":
         O = O.reshape(O.shape[0], -1)
         if classes is not None and O.shape[1] != classes:
