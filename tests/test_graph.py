@@ -896,17 +896,16 @@ def test_predict_of_several_outputs_gives_each_its_own_loss_s_values():
     np.testing.assert_array_equal(P_d, O_d)
 
 
-def test_softmax_cross_entropy_on_a_channels_first_output_is_refused():
+def test_softmax_cross_entropy_on_a_channels_first_output_is_a_class_per_pixel():
     """Its softmax ran over all C·H·W numbers of an example (one class among them) while
-    predict took it over axis 1.  An output of several axes takes a class per position
-    over its last axis (tests/test_position_classes.py); a convolution's channels come
-    first, so there it is refused when the network is made, naming the layer."""
+    predict took it over axis 1.  A convolution's output (C, H, W) takes a class per
+    pixel over its channels (tests/test_position_classes.py); Flatten and a Dense still
+    give one class per example."""
     shape = (1, 4, 4)
-    with pytest.raises(ValueError, match=r"output layer 'P' of shape \(3, 4, 4\): .*Conv2d "
-                                         r"puts its channels first; a class per pixel .* is "
-                                         r"not derived.*sn\.Flatten\(\)"):
-        sn.Network(sn.Input(shape), sn.Conv2d(3, 3, padding=1, name="P"),
-                   loss="softmax_cross_entropy")
+    net = sn.Network(sn.Input(shape), sn.Conv2d(3, 3, padding=1, name="P"),
+                     loss="softmax_cross_entropy")
+    model = net.compile(dtype="float64", seed=0)
+    assert model.predict_classes(np.zeros((2, *shape))).shape == (2, 4, 4)
     net = sn.Network(sn.Input(shape), sn.Conv2d(3, 3, padding=1, name="P"), sn.Flatten(),
                      sn.Dense(3), loss="softmax_cross_entropy")          # one class per example
     assert net.compile(dtype="float64", seed=0).predict(np.zeros((2, *shape))).shape == (2, 3)

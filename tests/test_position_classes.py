@@ -163,32 +163,116 @@ def test_labels_out_of_range_name_the_row_and_the_position():
         model.loss(X, y[:, :2])
 
 
-def test_a_channels_first_output_and_a_last_axis_of_one_are_refused():
-    with pytest.raises(ValueError, match=r"output layer 'P' of shape \(3, 4, 4\).*Conv2d puts "
-                                         r"its channels first.*not derived"):
-        sn.Network(sn.Input((1, 4, 4)), sn.Conv2d(3, 3, padding=1, name="P"),
-                   loss="softmax_cross_entropy")
+def test_a_last_axis_of_one_class_is_refused():
     with pytest.raises(ValueError, match=r"needs at least 2 outputs \(one per class\), but "
                                          r"output layer 'P' has 1"):
         sn.Network(sn.Input((5, 4)), sn.Pointwise(1, name="P"), loss="softmax_cross_entropy")
+    with pytest.raises(ValueError, match=r"output layer 'P' of shape \(1, 4, 4\): the classes "
+                                         r"are its first axis \(the channels\).*at least 2"):
+        sn.Network(sn.Input((1, 4, 4)), sn.Conv2d(1, 3, padding=1, name="P"),
+                   loss="softmax_cross_entropy")
 
 
-@pytest.mark.parametrize("tail", ["dropout", "add"])
-def test_a_channels_first_output_behind_a_dropout_or_a_merge_is_refused(tail):
-    """Conv2d → Dropout, or the Add of a residual block: the output layer is no
-    convolution, but its layout is still channels first; its last axis (W) taken as the
-    classes would have trained something else than a class per pixel, silently."""
+@pytest.mark.parametrize("tail", ["conv", "dropout", "add"])
+def test_a_channels_first_output_takes_its_channels_as_the_classes(tail):
+    """Conv2d, Conv2d → Dropout, or the Add of a residual block: the output is channels
+    first, (C, H, W), so the classes are its channels at each pixel, as PyTorch's
+    cross_entropy on (N, C, H, W); its last axis (W) taken as the classes would have
+    trained something else, silently.  A sequence's Add and Dropout keep the last axis."""
     I = sn.Input((1, 4, 4))
     c = sn.Conv2d(3, 3, padding=1, name="C")(I)
-    out = sn.Dropout(0.1, name="P")(c) if tail == "dropout" else \
+    out = c if tail == "conv" else sn.Dropout(0.1, name="P")(c) if tail == "dropout" else \
         sn.Add(name="P")([c, sn.Conv2d(3, 3, padding=1)(c)])
-    with pytest.raises(ValueError, match=r"output layer 'P' of shape \(3, 4, 4\).*Conv2d puts "
-                                         r"its channels first"):
-        sn.Network(I, out, loss="softmax_cross_entropy")
-    S = sn.Input((4, 3))                  # a sequence's Add and Dropout keep the last axis
+    net = sn.Network(I, out, loss="softmax_cross_entropy")
+    name = net.output_names[0]
+    assert net.classes == {name: 3} and net.classes_first == {name}
+    S = sn.Input((4, 3))
     x = sn.Add()([sn.Pointwise(3)(S), sn.Pointwise(3)(S)])
-    assert sn.Network(S, sn.Dropout(0.1, name="O")(x), loss="softmax_cross_entropy"
-                      ).classes == {"O": 3}
+    net = sn.Network(S, sn.Dropout(0.1, name="O")(x), loss="softmax_cross_entropy")
+    assert net.classes == {"O": 3} and not net.classes_first
+
+
+def pixel_network():
+    """A 1×1 convolution: O[b,c,y,x] = Σ_k W[c,k]·X[b,k,y,x] + b[c], 3 classes a pixel."""
+    return sn.Network(sn.Input((2, 3, 4)), sn.Conv2d(3, 1, name="O"),
+                      loss="softmax_cross_entropy")
+
+
+def numpy_pixels(p, X, y):
+    """Loss and gradients of ``pixel_network`` by hand, labels y (N, 3, 4), −1: none."""
+    W, b = p["W1"].reshape(3, 2), p["b1"]
+    O = np.einsum("ck,nkyx->ncyx", W, X) + b[None, :, None, None]
+    Z = O - O.max(1, keepdims=True)
+    P = np.exp(Z) / np.exp(Z).sum(1, keepdims=True)
+    keep = y >= 0
+    one = np.moveaxis(np.eye(3)[np.maximum(y, 0)], -1, 1) * keep[:, None]
+    loss = -np.sum(one * np.log(P)) / y.size
+    dO = (P * keep[:, None] - one) / y.size
+    return loss, {"W1": np.einsum("ncyx,nkyx->ck", dO, X).reshape(p["W1"].shape),
+                  "b1": dO.sum((0, 2, 3))}, O
+
+
+@pytest.mark.parametrize("backend", ["c", "numpy"])
+@pytest.mark.parametrize("as_rows", [False, True])
+def test_a_class_per_pixel_equals_a_numpy_back_propagation(backend, as_rows):
+    rng = np.random.default_rng(8)
+    X, y = rng.standard_normal((5, 2, 3, 4)), rng.integers(0, 3, (5, 3, 4))
+    y[1, 2, 3] = y[4, 0, 0] = -1
+    model = pixel_network().compile(dtype="float64", seed=1, backend=backend)
+    want_loss, want, O = numpy_pixels(model.params, X, y)
+    np.testing.assert_allclose(model.forward(X), O, rtol=1e-12, atol=1e-14)
+    T = np.moveaxis(np.eye(3)[np.maximum(y, 0)] * (y >= 0)[..., None], -1, 1) if as_rows else y
+    loss, grads = model.loss_and_grad(X, T)
+    assert loss == pytest.approx(want_loss, rel=1e-12)
+    for name in want:
+        np.testing.assert_allclose(grads[name], want[name], rtol=1e-10, atol=1e-14)
+    if backend == "c":
+        check(model, X, T)
+    P = model.predict(X)
+    assert P.shape == (5, 3, 3, 4)
+    np.testing.assert_allclose(P.sum(1), 1.0, rtol=1e-12)
+    guess = model.predict_classes(X)
+    assert guess.shape == (5, 3, 4)
+    np.testing.assert_array_equal(guess, O.argmax(1))
+    right = float((guess == y)[y >= 0].mean())
+    assert model.evaluate(X, T)["accuracy"] == pytest.approx(right)
+    hist = model.fit(X, T, method="minibatch", batch_size=5, epochs=1, lr=1e-3, shuffle=False,
+                     progress=False)
+    assert hist.accuracy[0] == pytest.approx(right)
+
+
+def test_a_class_per_pixel_equals_pytorch_cross_entropy():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(9)
+    X, y = rng.standard_normal((3, 2, 5, 4)), rng.integers(0, 3, (3, 5, 4))
+    y[0, 1, 2] = -1
+    net = sn.Network(sn.Input((2, 5, 4)), sn.Conv2d(4, 3, padding=1, activation="tanh"),
+                     sn.Conv2d(3, 3, padding=1), loss="softmax_cross_entropy")
+    model = net.compile(dtype="float64", seed=1)
+    p = {k: torch.from_numpy(v.copy()).requires_grad_() for k, v in model.params.items()}
+    h = torch.tanh(torch.nn.functional.conv2d(torch.from_numpy(X), p["W1"], p["b1"], padding=1))
+    out = torch.nn.functional.conv2d(h, p["W2"], p["b2"], padding=1)
+    loss = torch.nn.functional.cross_entropy(out, torch.from_numpy(y), ignore_index=-1,
+                                             reduction="sum") / y.size
+    loss.backward()
+    ours, grads = model.loss_and_grad(X, y)
+    assert ours == pytest.approx(loss.item(), rel=1e-12)
+    for name in grads:
+        np.testing.assert_allclose(grads[name], p[name].grad.numpy(), rtol=1e-10, atol=1e-14)
+
+
+def test_training_learns_a_class_per_pixel():
+    """Each pixel's class is the sign pattern of its two channels (0, 1 or 2)."""
+    rng = np.random.default_rng(10)
+    X = rng.standard_normal((200, 2, 4, 4))
+    y = (X[:, 0] > 0).astype(int) + (X[:, 1] > 0).astype(int)
+    net = sn.Network(sn.Input((2, 4, 4)), sn.Conv2d(8, 1, activation="tanh"),
+                     sn.Conv2d(3, 1), loss="softmax_cross_entropy")
+    model = net.compile(dtype="float32", seed=0)
+    hist = model.fit(X, y, method="minibatch", batch_size=20, epochs=30, lr=0.02,
+                     optimizer="adam", seed=0, progress=False)
+    assert hist.loss[-1] < 0.5 * hist.loss[0]
+    assert float((model.predict_classes(X) == y).mean()) > 0.9
 
 
 def test_several_outputs_take_labels_per_position_as_one_hot_rows():
@@ -331,3 +415,23 @@ def test_labels_below_minus_one_are_refused():
     with pytest.raises(ValueError, match=r"label -2 at row 1, position 0 is not an integer in "
                                          r"0\.\.2 \(or −1: no target there\)"):
         model.loss(X, y)
+
+
+@pytest.mark.parametrize("which", ["positions", "pixels"])
+def test_the_explicit_sympy_form_equals_the_compiled_gradients(which):
+    """net.formulas().lambdify evaluates the derived rule on explicit elements (a row
+    per position; channels first: class k of pixel q at k·12 + q)."""
+    rng = np.random.default_rng(11)
+    net = network() if which == "positions" else pixel_network()
+    shape = tuple(net.shapes[-1])
+    classes, first = 3, which == "pixels"
+    X = rng.standard_normal((2, *net.input.shape))
+    y = rng.integers(0, classes, (2, *(shape[1:] if first else shape[:-1])))
+    T = np.moveaxis(np.eye(classes)[y], -1, 1) if first else np.eye(classes)[y]
+    model = net.compile(dtype="float64", seed=1)
+    grads = model.loss_and_grad(X, T)[1]
+    f = net.formulas()
+    for name in ("g_b1", "g_W1"):
+        got = f.lambdify(name, batch=2)(X, T, *model.params.values())
+        np.testing.assert_allclose(got, grads[name.removeprefix("g_")], rtol=1e-12,
+                                   atol=1e-15)

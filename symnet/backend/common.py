@@ -24,6 +24,8 @@ def plan_meta(plan, description: dict, dtype: str) -> dict:
         "output_offset": out.offset, "labels": bool(plan.loss_labels),
         # a class per position: the classes of each (softmax cross-entropy, one output)
         "classes": graph.classes.get(graph.outputs[0]) if len(graph.outputs) == 1 else None,
+        # ... its first axis (channels first: class k of position q at k·positions + q)
+        "classes_first": len(graph.outputs) == 1 and graph.outputs[0] in graph.classes_first,
         # integer labels per example: one, or one per position (a class per position)
         "label_width": graph.output.n_out // graph.classes.get(graph.outputs[0],
                                                                graph.output.n_out)

@@ -361,7 +361,8 @@ def _derive(graph: ir.Graph) -> list[NodeGrad]:
             g.coupled = derive_coupled(node, graph.losses[node.name],
                                        graph.weights[node.name],
                                        graph.target_offset(node.name),
-                                       graph.classes.get(node.name))
+                                       graph.classes.get(node.name),
+                                       node.name in graph.classes_first)
         if getattr(node, "shift", False):     # ∂L/∂(a softmax's maximum) is zero: nothing to send back
             g.outer, g.through, g.pieces = [], [], []
             g.summands = {r: [] for r in g.summands}

@@ -94,8 +94,11 @@ class RowLoss:
     labels: RowLoss | None = field(default=None, repr=False)   # the form for labels
     # a class per position: the output's rows of n classes (its last axis), ``groups``
     # of them per example; L_b is their mean (the 1/groups is inside value and grad),
-    # k runs over one row, and a label y is one per row
+    # k runs over one row, and a label y is one per row.  ``first``: the classes are
+    # the output's first axis (channels first, (C, H, W)): class k of position q at
+    # k·groups + q, not q·n + k
     groups: int = 1
+    first: bool = False
 
     # ----------------------------------------------------------- for people
     def grad_name(self) -> str:
@@ -180,10 +183,11 @@ def with_labels(rule: RowLoss) -> RowLoss:
 
 
 def derive_coupled(node: ir.Node, loss, weight: float = 1.0, t_offset: int = 0,
-                   classes: int | None = None) -> RowLoss:
+                   classes: int | None = None, first: bool = False) -> RowLoss:
     """The coupled loss of output ``node``: declared, chained, rewritten; the form
     for integer labels in ``.labels``.  ``classes``: a class per position, the
-    output's last axis of that many classes; the loss of an example is the mean over
+    output's last axis of that many classes (``first``: its first axis, channels
+    first); the loss of an example is the mean over
     its positions (as PyTorch's and Keras's cross-entropy on a sequence)."""
     syms: dict = {}
     o = ir.element(syms, node.name, ir.BATCH, K)
@@ -201,12 +205,15 @@ def derive_coupled(node: ir.Node, loss, weight: float = 1.0, t_offset: int = 0,
         w = w * sp.Rational(1, groups)
     chain = INV_BATCH * w * chain_through_sums(F, declared, o)
     title = loss.name.replace("_", " ")
-    if groups > 1:
+    if groups > 1 and first:
+        title += (f" at each of the {groups} pixels of an example (its {n} channels the "
+                  f"classes k), their mean")
+    elif groups > 1:
         title += (f" at each of the {groups} positions of an example (each a row of "
                   f"{n} classes k), their mean")
     rule = RowLoss(node.name, n, o, t, sp.Symbol(K, integer=True), syms, F,
                    declared, chain, declared, [], w * F, chain, weight, title,
-                   groups=groups)
+                   groups=groups, first=first and groups > 1)
     rule = logsumexp(rule)
     rule.labels = with_labels(rule)
     return rule

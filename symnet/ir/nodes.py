@@ -226,6 +226,9 @@ class Graph:
     # outputs whose softmax cross-entropy takes a class per position: name -> the
     # classes, the output's last axis (the loss runs on each of its n_out / classes rows)
     classes: dict | None = None
+    # those of them whose classes are the first axis (channels first: (C, H, W)); the
+    # rows are then the pixels, class k of pixel q at k·(n_out / classes) + q
+    classes_first: list | None = None
 
     def __post_init__(self):
         if not self.in_shape:
@@ -240,6 +243,8 @@ class Graph:
             self.weights = {o: 1.0 for o in self.outputs}
         if self.classes is None:
             self.classes = {}
+        if self.classes_first is None:
+            self.classes_first = []
 
     @property
     def output(self) -> Node:

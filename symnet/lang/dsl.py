@@ -340,8 +340,9 @@ class Network:
     def _check_domain(self):
         """Refuse a loss whose domain an output layer cannot meet, naming the layer;
         ``classes``: the outputs whose softmax cross-entropy takes a class per position
-        (an output of several axes: its last axis is the classes), with their count."""
-        self.classes = {}
+        (an output of several axes: its last axis is the classes, or its first where
+        the output is channels first, ``classes_first``), with their count."""
+        self.classes, self.classes_first = {}, set()
         for out, name, loss in zip(self.outputs, self.output_names, self.loss_names):
             layer = getattr(out, "layer", out)
             # built-in activations only: a custom one may well map into (0, 1)
@@ -362,24 +363,22 @@ class Network:
             shape = self._shapes[id(out)]
             if loss == "softmax_cross_entropy" and len(shape) > 1:
                 # a class per position: the softmax runs over the last axis, at every
-                # position of the axes before it (Keras's convention for (L, C))
-                first = _channels_first(out)
+                # position of the axes before it (Keras's convention for (L, C)); over
+                # the channels of a channels-first output (C, H, W), at every pixel
+                # (PyTorch's cross_entropy on (N, C, H, W))
+                first = _channels_first(out) is not None
+                axis = 0 if first else -1
+                if shape[axis] < 2:
+                    where = "first axis (the channels)" if first else "last axis"
+                    raise ValueError(
+                        f"loss 'softmax_cross_entropy' on output layer {name!r} of shape "
+                        f"{shape}: the classes are its {where} "
+                        f"(a class per position), which needs at least 2; for two classes "
+                        f"per position use one sigmoid output with loss='bce', or 2 "
+                        f"outputs with this loss")
+                self.classes[name] = int(shape[axis])
                 if first:
-                    raise ValueError(
-                        f"loss 'softmax_cross_entropy' on output layer {name!r} of shape "
-                        f"{shape}: on an output of several axes the classes are its last "
-                        f"axis (a class per position, as for a sequence's (L, C)), but "
-                        f"{first} puts its channels first; a class per "
-                        f"pixel of a channels-first output is not derived. For one class "
-                        f"per example end the network with sn.Flatten() and a Dense of "
-                        f"the classes")
-                if shape[-1] < 2:
-                    raise ValueError(
-                        f"loss 'softmax_cross_entropy' on output layer {name!r} of shape "
-                        f"{shape}: the classes are the last axis (a class per position), "
-                        f"which needs at least 2; for two classes per position use one "
-                        f"sigmoid output with loss='bce', or 2 outputs with this loss")
-                self.classes[name] = int(shape[-1])
+                    self.classes_first.add(name)
 
     @property
     def loss(self):
@@ -439,6 +438,7 @@ class Network:
                                losses=dict(zip(self.output_names, self.losses)),
                                weights=dict(zip(self.output_names, self.loss_weights)),
                                classes=dict(self.classes),
+                               classes_first=sorted(self.classes_first),
                                in_shape=self.input.shape if len(ins) == 1 else (n_in,),
                                input_shapes={n: x.shape for n, x in
                                              zip(self.input_names, self.inputs)})

@@ -394,7 +394,7 @@ def _loss(graph: ir.Graph, by_node: dict, grad: bool, written: set) -> list:
                                    upstream_name(out.name) if grad else None, weight,
                                    graph.target_offset(name),
                                    None if graph.n_out == out.n_out else graph.n_out,
-                                   rule=rule, groups=rule.groups))
+                                   rule=rule, groups=rule.groups, first=rule.first))
             if grad:      # layers reading this output add their part to dL_dO
                 written.add(upstream_name(out.name))
             continue

@@ -152,6 +152,7 @@ class SoftmaxXent:
     # side by side (the output's last axis is the classes); with labels T[b] is a row
     # of ``groups`` class indices
     groups: int = 1
+    first: bool = False          # the classes are the first axis: class k of q at k·groups + q
 
     @property
     def width(self) -> int:

@@ -179,10 +179,19 @@ def _coupled(run: _Run, rule, O: np.ndarray, T: np.ndarray) -> sp.Expr:
     """A coupled loss's derived rule (``symnet.derive.coupled``, the one the C runs)
     on explicit elements: per example its sums (Σ or Max over k), scalars, value,
     and dL_dO[b,k] into the output's gradient; returns the loss (the mean)."""
-    batch, n = O.shape[0], rule.n
-    rows = batch * rule.groups         # a class per position: a row for each position
-    O, T = O.reshape(rows, n), T.reshape(rows, n)
-    dO = run.target(upstream_name(rule.output)).reshape(rows, n)
+    batch, n, G = O.shape[0], rule.n, rule.groups
+    rows = batch * G                   # a class per position: a row for each position
+    dO = run.target(upstream_name(rule.output))
+    if rule.first:                     # channels first: class k of position q at k·G + q
+        O, T, dO = (A.reshape(batch, n, G) for A in (O, T, dO))
+
+        def at_k(A, b, k):
+            return A[b // G, k, b % G]
+    else:
+        O, T, dO = (A.reshape(rows, n) for A in (O, T, dO))
+
+        def at_k(A, b, k):
+            return A[b, k]
     total = sp.S.Zero
     for b in range(rows):
         at = {INV_BATCH: sp.Rational(1, batch)}
@@ -190,7 +199,7 @@ def _coupled(run: _Run, rule, O: np.ndarray, T: np.ndarray) -> sp.Expr:
         def el(expr, k=None):
             sub = dict(at)
             if k is not None:
-                sub.update({rule.o: O[b, k], rule.t: T[b, k]})
+                sub.update({rule.o: at_k(O, b, k), rule.t: at_k(T, b, k)})
             return expr.xreplace(sub)
         for r in rule.sums:
             terms = [el(r.summand, k) for k in range(n)]
@@ -199,7 +208,8 @@ def _coupled(run: _Run, rule, O: np.ndarray, T: np.ndarray) -> sp.Expr:
             at[sym] = el(e)
         total += el(rule.value)
         for k in range(n):
-            dO[b, k] = _plus(dO[b, k], el(rule.grad, k))
+            i = (b // G, k, b % G) if rule.first else (b, k)
+            dO[i] = _plus(dO[i], el(rule.grad, k))
     return total / batch
 
 

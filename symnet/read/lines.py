@@ -315,12 +315,12 @@ def _losses(w: Walk):
                     wt, latex_name(o)))
         note = "" if w.single else _note(f"T: the columns of {o}")
         if rule is not None and rule.groups > 1:     # a class per position
-            G = rule.groups
+            G, axis = rule.groups, "first axis, channels first," if rule.first else "last axis"
             f._add("step", head + EQ + _Tex(f"inv_batch·Σ_b (1/{G})·Σ_q L_b,q",
                                             r"\frac{1}{B} \sum_{b} \frac{1}{%d} \sum_{q} "
                                             r"L_{b,q}" % G) + note
                    + _note(f"q: the {G} positions of an example, each a row of {rule.n} "
-                           f"classes (the last axis of {o}); below, [b] is one such row"))
+                           f"classes (the {axis} of {o}); below, [b] is one such row"))
             coupled_loss(f, rule)
         elif rule is not None:
             f._add("step", head + EQ + _Tex("inv_batch·Σ_b L_b", r"\frac{1}{B} \sum_{b} L_b")

@@ -13,37 +13,59 @@ from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 
 from .progress import SigintFlag
-from .targets import label_width
+from .targets import label_width, positions
 
 
 def has_accuracy(loss_name: str) -> bool:
     return loss_name in ("softmax_cross_entropy", "bce")
 
 
-def classes(model) -> int | None:
-    """The classes of each position where the (one) output's softmax cross-entropy
-    takes a class per position, else None."""
+@dataclass(frozen=True)
+class Classes:
+    """A class per position: ``n`` classes, the output's last axis, or its first where
+    ``first`` (channels first, (C, H, W): class k of position q at k·positions + q)."""
+
+    n: int
+    first: bool = False
+
+    def rows(self, A: np.ndarray) -> np.ndarray:
+        """A (batch, n·positions) array as (batch·positions, n): a row per position."""
+        if self.first:
+            A = A.reshape(A.shape[0], self.n, -1).transpose(0, 2, 1)
+        return A.reshape(-1, self.n)
+
+
+def class_layout(net, name: str) -> Classes | None:
+    """How output ``name`` of ``net`` takes a class per position; None where it does
+    not (one class per example, or no softmax cross-entropy)."""
+    n = net.classes.get(name)
+    return None if n is None else Classes(n, name in net.classes_first)
+
+
+def classes(model) -> Classes | None:
+    """``class_layout`` of the (one) output of the model; None with several."""
     net = model.network
-    return net.classes.get(net.output_names[0]) if len(net.outputs) == 1 else None
+    return class_layout(net, net.output_names[0]) if len(net.outputs) == 1 else None
 
 
-def accuracy(loss_name: str, O: np.ndarray, T: np.ndarray, classes: int | None = None):
+def accuracy(loss_name: str, O: np.ndarray, T: np.ndarray, classes: Classes | None = None):
     """Share of correct predictions where it applies: argmax for softmax cross-entropy
     (against the argmax of T's rows, or against class labels), O > 0.5 against T > 0.5
-    per output for bce; None for other losses.  ``classes``: a class per position, each
-    a row of that many classes (the share is over the positions with a target)."""
+    per output for bce; None for other losses.  ``classes``: a class per position
+    (``Classes``; the share is over the positions with a target)."""
     if loss_name == "softmax_cross_entropy":
         O = O.reshape(O.shape[0], -1)
-        if classes is not None and O.shape[1] != classes:
+        if classes is not None and O.shape[1] != classes.n:
             # a class per position: the share of the positions with a target (label −1
             # or a row of zeros: none) that are right
-            positions = O.shape[1] // classes
-            O = O.reshape(-1, classes)
-            T = T.reshape(-1, 1) if T.shape[1] == positions else T.reshape(-1, classes)
+            positions = O.shape[1] // classes.n
+            O = classes.rows(O)
+            T = T.reshape(-1, 1) if T.shape[1] == positions else classes.rows(T)
             labeled = T[:, 0] >= 0 if T.shape[1] == 1 else T.sum(axis=1) != 0
             if not labeled.all():
                 O, T = O[labeled], T[labeled]
@@ -83,7 +105,7 @@ def output_metrics(net, O, T) -> dict:
     for name, o, loss in zip(net.output_names, net.outputs, net.loss_names):
         w = int(np.prod(net._shapes[id(o)]))
         for k, v in metrics(loss, O[:, c:c + w], T[:, c:c + w],
-                            net.classes.get(name)).items():
+                            class_layout(net, name)).items():
             out[f"{name}_{k}"] = v
         c += w
     return out
@@ -330,7 +352,7 @@ def user_layout(model, X, T):
     if len(model.out_shape) > 1 and T.shape[1] == model.n_out:
         T = T.reshape((-1, *model.out_shape))
     elif len(model.out_shape) > 1 and T.shape[1] == label_width(model) > 1:
-        T = T.reshape((-1, *model.out_shape[:-1]))       # class labels per position
+        T = T.reshape((-1, *positions(model)))           # class labels per position
     return X, T
 
 

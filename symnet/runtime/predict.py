@@ -35,12 +35,20 @@ import numpy as np
 CLASSIFICATION = ("softmax_cross_entropy", "bce")
 
 
-def softmax(Z: np.ndarray) -> np.ndarray:
-    """Softmax over the last axis (the classes: of each row, or of each position of an
-    output (N, L, C)), stable for large logits."""
-    Z = Z - Z.max(axis=-1, keepdims=True)
+def softmax(Z: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Softmax over the classes, the last axis (of each row, or of each position of an
+    output (N, L, C)) or ``axis`` (1: the channels of (N, C, H, W)), stable for large
+    logits."""
+    Z = Z - Z.max(axis=axis, keepdims=True)
     E = np.exp(Z)
-    return E / E.sum(axis=-1, keepdims=True)
+    return E / E.sum(axis=axis, keepdims=True)
+
+
+def _class_axes(model) -> list:
+    """The axis of each output's classes in forward's layout: 1 where they come first
+    (channels first), else the last."""
+    net = model.network
+    return [1 if name in net.classes_first else -1 for name in net.output_names]
 
 
 def _chunk(model, batch_size):
@@ -67,15 +75,16 @@ def outputs(model, X, batch_size=None):
     return np.concatenate(parts)
 
 
-def _probabilities(loss, O):
-    return softmax(O) if loss == "softmax_cross_entropy" else O
+def _probabilities(loss, O, axis=-1):
+    return softmax(O, axis) if loss == "softmax_cross_entropy" else O
 
 
 def predict(model, X, batch_size=None):
     O, losses = outputs(model, X, batch_size), model.network.loss_names
+    axes = _class_axes(model)
     if isinstance(O, list):
-        return [_probabilities(loss, o) for loss, o in zip(losses, O)]
-    return _probabilities(losses[0], O)
+        return [_probabilities(loss, o, a) for loss, o, a in zip(losses, O, axes)]
+    return _probabilities(losses[0], O, axes[0])
 
 
 def _classification(model, call: str):
@@ -96,9 +105,9 @@ def predict_proba(model, X, batch_size=None):
     return predict(model, X, batch_size)
 
 
-def classes_of(loss: str, O: np.ndarray) -> np.ndarray:
+def classes_of(loss: str, O: np.ndarray, axis: int = -1) -> np.ndarray:
     if loss == "softmax_cross_entropy":     # (N, C) → (N,); (N, L, C) → (N, L)
-        return O.argmax(axis=-1)
+        return O.argmax(axis=axis)          # (N, C, H, W) with axis 1 → (N, H, W)
     if loss == "bce":
         C = (O > 0.5).astype(np.int64)
         return C[:, 0] if C.shape[1] == 1 else C
@@ -109,15 +118,17 @@ def classes_of(loss: str, O: np.ndarray) -> np.ndarray:
 def predict_classes(model, X, batch_size=None):
     _classification(model, "predict_classes")        # the loss check first
     O, losses = outputs(model, X, batch_size), model.network.loss_names
+    axes = _class_axes(model)
     if isinstance(O, list):
-        return [classes_of(loss, o if loss == "softmax_cross_entropy"
-                           else o.reshape(o.shape[0], -1)) for loss, o in zip(losses, O)]
-    return classes_of(losses[0], O)
+        return [classes_of(loss, o, a) if loss == "softmax_cross_entropy"
+                else classes_of(loss, o.reshape(o.shape[0], -1))
+                for loss, o, a in zip(losses, O, axes)]
+    return classes_of(losses[0], O, axes[0])
 
 
 def evaluate(model, X, T, batch_size=None) -> dict:
     """Loss and accuracy (classification) or loss, MSE and MAE (otherwise)."""
-    from .epoch import metrics, output_metrics, side_by_side, user_layout
+    from .epoch import class_layout, metrics, output_metrics, side_by_side, user_layout
     X = model.as_inputs(X)
     T = model.as_targets(T, X.shape[0])
     rows_T = T
@@ -136,7 +147,7 @@ def evaluate(model, X, T, batch_size=None) -> dict:
     out = {"loss": total / n}
     net = model.network
     if len(net.outputs) == 1:
-        out.update(metrics(net.loss_name, O, rows_T, net.classes.get(net.output_names[0])))
+        out.update(metrics(net.loss_name, O, rows_T, class_layout(net, net.output_names[0])))
         return out
     out.update(output_metrics(net, O, rows_T))
     return out

@@ -30,6 +30,11 @@ import numpy as np
 MAX_LABEL = 2**24  # class indices exact in float32
 
 
+def width_classes(model) -> int:
+    """The classes of each position of the (one) output that takes a class per position."""
+    return model.n_out // label_width(model)
+
+
 def label_width(model) -> int:
     """Class labels per example: 1, or one per position where a softmax cross-entropy
     takes a class per position (0 where the loss takes no labels)."""
@@ -45,10 +50,17 @@ def is_labels(model, T: np.ndarray) -> bool:
     return width > 0 and T.shape[1] == width and model.n_out != width
 
 
+def positions(model) -> tuple:
+    """The positions of the (one) output that takes a class per position: its shape
+    without the classes (the last axis, or the first where they come first)."""
+    shape = tuple(model.out_shape)
+    return shape[1:] if model.meta.get("classes_first") else shape[:-1]
+
+
 def position_labels(model, T, batch: int, what: str = "T"):
     """Class labels per position ``(batch, *positions)`` (``positions``: the output's
-    shape without its last axis, the classes) as the ``(batch, positions)`` array the
-    kernels read, checked; None when T does not have that shape."""
+    shape without the classes) as the ``(batch, positions)`` array the kernels read,
+    checked; None when T does not have that shape."""
     width, shape = label_width(model), tuple(model.out_shape)
     if width <= 1 or len(shape) < 2:
         return None
@@ -56,10 +68,11 @@ def position_labels(model, T, batch: int, what: str = "T"):
         arr = np.asarray(T)
     except (ValueError, TypeError):
         return None
-    if arr.ndim != len(shape) or tuple(arr.shape[1:]) != shape[:-1]:
+    if arr.ndim != len(shape) or tuple(arr.shape[1:]) != positions(model):
         return None
     owner = f"output layer {model.network.output_names[0]!r}"
-    _check_labels(arr.reshape(arr.shape[0], -1), shape[-1], what, owner, unlabeled=True)
+    _check_labels(arr.reshape(arr.shape[0], -1), width_classes(model), what, owner,
+                  unlabeled=True)
     y = arr.reshape(arr.shape[0], -1)
     _rows(y, batch, what)
     return np.ascontiguousarray(y, dtype=model.dtype)
@@ -69,10 +82,10 @@ def accepted(model) -> str:
     """The target shapes this model takes, for error messages."""
     n = model.n_out
     if label_width(model) > 1:
-        shape = tuple(model.out_shape)
+        shape, first = tuple(model.out_shape), model.meta.get("classes_first")
         return (f"(N, {', '.join(map(str, shape))}) rows (one-hot or probabilities along "
-                f"the last axis) or integer class labels (N, "
-                f"{', '.join(map(str, shape[:-1]))}) in 0..{shape[-1] - 1}")
+                f"the {'first' if first else 'last'} axis) or integer class labels (N, "
+                f"{', '.join(map(str, positions(model)))}) in 0..{width_classes(model) - 1}")
     if model.meta.get("labels", False):
         return (f"(N, {n}) rows (one-hot or probabilities) or integer class labels (N,) "
                 f"in 0..{n - 1}")
@@ -163,11 +176,12 @@ def _rows(T, batch, what):
                          "one target per example is needed")
 
 
-def one_hot(T, n: int, what: str, owner: str, positions: tuple = ()):
+def one_hot(T, n: int, what: str, owner: str, positions: tuple = (), first=False):
     """Class labels (N,) or (N, 1) in 0..n − 1 as one-hot rows (N, n): the targets of one
     softmax cross-entropy output among several; with ``positions`` (a class per
-    position: the output's shape without its last axis), labels (N, *positions) as
-    one-hot (N, *positions, n).  Anything else is returned as given."""
+    position: the output's shape without the classes), labels (N, *positions) as
+    one-hot (N, *positions, n), or (N, n, *positions) where the classes come ``first``.
+    Anything else is returned as given."""
     arr = np.asarray(T) if not isinstance(T, np.ndarray) else T
     if positions:
         if arr.ndim != len(positions) + 1 or tuple(arr.shape[1:]) != tuple(positions):
@@ -178,7 +192,7 @@ def one_hot(T, n: int, what: str, owner: str, positions: tuple = ()):
         at = arr.astype(np.int64)[..., None]
         np.put_along_axis(rows, np.maximum(at, 0), 1.0, axis=-1)
         rows[arr < 0] = 0          # label −1: a position without a target, a row of zeros
-        return rows
+        return np.moveaxis(rows, -1, 1) if first else rows
     if not (arr.ndim == 1 or (arr.ndim == 2 and arr.shape[1] == 1 and n > 1)):
         return T
     y = arr.reshape(-1)

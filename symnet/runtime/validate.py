@@ -17,7 +17,8 @@ from __future__ import annotations
 import numpy as np
 
 from .. import guards
-from .targets import in_range, inputs_name, labels_or_rows, one_hot, position_labels
+from .targets import (in_range, inputs_name, labels_or_rows, one_hot, position_labels,
+                      positions)
 
 
 class ArrayChecks:
@@ -111,10 +112,9 @@ class ArrayChecks:
 
     def _label_hint(self) -> str:
         """For messages on a softmax cross-entropy's targets with a class per position."""
-        shape = tuple(self.out_shape)
-        if self.network.classes and len(shape) > 1:
+        if self.network.classes and len(self.out_shape) > 1:
             return (f", or integer class labels of shape (batch, "
-                    f"{', '.join(map(str, shape[:-1]))}), one per position")
+                    f"{', '.join(map(str, positions(self)))}), one per position")
         return ""
 
     def _tensor(self, A, what: str, shape: tuple, owner: str, also: str = ""):
@@ -160,7 +160,9 @@ class ArrayChecks:
                 shape, owner = net._shapes[id(o)], f"output layer {name!r}"
                 if len(shape) > 1:
                     if name in net.classes:    # labels per position: one-hot rows here
-                        A = one_hot(A, shape[-1], f"{what}[{name!r}]", owner, shape[:-1])
+                        first = name in net.classes_first
+                        A = one_hot(A, net.classes[name], f"{what}[{name!r}]", owner,
+                                    shape[1:] if first else shape[:-1], first)
                     A = self._tensor(A, f"{what}[{name!r}]", shape, owner)
                 elif loss == "softmax_cross_entropy" and shape[0] > 1:
                     # class labels (N,) as for one output; here made one-hot rows, which

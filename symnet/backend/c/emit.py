@@ -205,11 +205,12 @@ class Emitter:
         a sum in the first pass after every sum it reads; one that nothing reads
         in the last pass (one loop over k for as many sums as possible)."""
         rule = op.derived
-        smap = {rule.o: "o[k]", rule.k: "k", INV_BATCH: "inv_batch"}
+        at = f" * {op.groups}" if op.first else ""     # channels first: classes G apart
+        smap = {rule.o: f"o[k{at}]", rule.k: "k", INV_BATCH: "inv_batch"}
         if rule.t is not None:
-            smap[rule.t] = "t[k]"
+            smap[rule.t] = f"t[k{at}]"
         if rule.y is not None:
-            smap.update({rule.y: "y", rule.o_y: "o[y]"})
+            smap.update({rule.y: "y", rule.o_y: f"o[y{at}]"})
         suffix = f"_{rule.output}"
         for sym in [r.symbol for r in rule.sums] + [s for s, _ in rule.scalars]:
             smap[sym] = sym.name.split("[")[0].removesuffix(suffix)
@@ -639,9 +640,11 @@ class Emitter:
             n = graph.classes.get(graph.outputs[0], graph.n_out)
             if n == graph.n_out:
                 return {"kind": "argmax", "offset": out.offset, "classes": n, "groups": 1,
+                        "first": False,
                         "text": "argmax of the output row = the class of the target"}
             return {"kind": "argmax", "offset": out.offset, "classes": n,
                     "groups": graph.n_out // n,
+                    "first": graph.outputs[0] in graph.classes_first,
                     "text": "the share of the batch's positions with a target where the "
                             "argmax of the position's classes = the class of its target"}
         if loss == "bce":

@@ -281,7 +281,13 @@ class Compiled:
         from ...derive.coupled import INV_BATCH
         rule = op.derived
         rows = batch * op.groups          # a class per position: a row for each position
-        O = self._matrix(op.O, env).reshape(rows, op.n)
+
+        def as_rows(A):
+            """(rows, n): each position's classes in a row (channels first: a copy)."""
+            if op.first:
+                return A.reshape(batch, op.n, op.groups).transpose(0, 2, 1).reshape(rows, op.n)
+            return A.reshape(rows, op.n)
+        O = as_rows(self._matrix(op.O, env))
         T = env[op.T].reshape(batch, -1)
         values = {rule.k: np.arange(op.n).reshape(1, -1),
                   INV_BATCH: O.dtype.type(1) / batch}
@@ -294,8 +300,8 @@ class Compiled:
             values.update({rule.y: y, rule.o_y: np.take_along_axis(O, y, axis=1)})
         else:
             stride = op.t_stride or op.width
-            values[rule.t] = T.reshape(batch, stride)[
-                :, op.t_offset:op.t_offset + op.width].reshape(rows, op.n)
+            values[rule.t] = as_rows(T.reshape(batch, stride)[
+                :, op.t_offset:op.t_offset + op.width])
         values[rule.o] = O
 
         def run(expr):
@@ -316,10 +322,15 @@ class Compiled:
             each = np.where(unlabeled[:, None], 0.0, each)
         loss = float(np.sum(each))
         if op.grad:
-            grad = self._matrix(op.grad, env).reshape(rows, op.n)
-            grad[...] = np.broadcast_to(run(rule.grad), O.shape)
+            grad = np.array(np.broadcast_to(run(rule.grad), O.shape))
             if unlabeled is not None:
                 grad[unlabeled] = 0
+            out = self._matrix(op.grad, env)
+            if op.first:
+                out.reshape(batch, op.n, op.groups)[...] = \
+                    grad.reshape(batch, op.groups, op.n).transpose(0, 2, 1)
+            else:
+                out.reshape(rows, op.n)[...] = grad
         return loss
 
     # ------------------------------------------------------------ convolution

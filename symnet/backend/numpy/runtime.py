@@ -152,24 +152,30 @@ class Runtime:
             if correct is not None and kind is not None:
                 O = self._outputs(env, rows.size, np.empty((rows.size, self.n_out),
                                                            self.dtype))
-                correct[s] = _correct(kind, O, Tb, self.n_out, self.meta.get("classes"))
+                correct[s] = _correct(kind, O, Tb, self.n_out, self.meta.get("classes"),
+                                      self.meta.get("classes_first", False))
             s += 1
         return s
 
 
-def _correct(kind: str, O, T, n_out: int, classes=None) -> float:
+def _correct(kind: str, O, T, n_out: int, classes=None, first=False) -> float:
     """Examples classified right, as the C counts them (``classes``: a class per
-    position, each example counting the share of its positions right)."""
+    position, each example counting the share of its positions right; ``first``: the
+    classes are the first axis)."""
     if kind == "argmax":
         if classes is not None and classes != n_out:       # positions of `classes`
             positions = n_out // classes
+
+            def rows(A):
+                return (A.reshape(A.shape[0], classes, positions).transpose(0, 2, 1)
+                        if first else A).reshape(-1, classes)
             if T.shape[1] == positions:                    # labels; −1: no target
                 want = T.reshape(-1).astype(np.int64)
                 labeled = want >= 0
             else:                                          # rows; zeros: no target
-                want = T.reshape(-1, classes).argmax(axis=1)
-                labeled = T.reshape(-1, classes).sum(axis=1) != 0
-            right = (O.reshape(-1, classes).argmax(axis=1) == want) & labeled
+                want = rows(T).argmax(axis=1)
+                labeled = rows(T).sum(axis=1) != 0
+            right = (rows(O).argmax(axis=1) == want) & labeled
             count = int(labeled.sum())
             return float(np.sum(right)) * O.shape[0] / count if count else math.nan
         want = T[:, 0].astype(np.int64) if T.shape[1] != n_out else T.argmax(axis=1)
