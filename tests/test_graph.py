@@ -957,3 +957,57 @@ def test_several_outputs_of_several_axes_read_their_own_targets(backend, first_f
     check(model, X, T)
     ev = model.evaluate(X, T)        # failed: 'cannot reshape array of size 96 into (5, 3)'
     assert ev["A_mse"] == pytest.approx(np.mean((outs["A"] - T["A"]) ** 2), rel=1e-12)
+
+
+def _two_sequence_heads(**kw):
+    S = sn.Input((4, 3), name="S")
+    a = sn.Pointwise(2, "tanh", name="A")(S)
+    b = sn.Pointwise(5, "relu", name="B")(S)
+    c = sn.Concatenate(name="C", **kw)([a, b])
+    return sn.Network(S, sn.Pointwise(3, name="O")(c), loss="softmax_cross_entropy")
+
+
+@pytest.mark.parametrize("backend", ["c", "numpy"])
+def test_concatenate_joins_two_sequences_along_their_features(backend, tmp_path):
+    """Two sequences (4, 2) and (4, 5) are one of (4, 7), as Keras's Concatenate(axis=-1)
+    (a bidirectional recurrence's two states, an embedding beside its features).  It
+    used to join them along the first axis: refused for these widths, and for equal
+    widths a sequence twice as long, silently."""
+    net = _two_sequence_heads()
+    assert net.shapes == [(4, 2), (4, 5), (4, 7), (4, 3)]
+    model = net.compile(dtype="float64", seed=0, backend=backend)
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((3, 4, 3)), rng.integers(0, 3, (3, 4))
+    p = model.params
+    A = np.tanh(X @ p["W1"].T + p["b1"])
+    B = np.maximum(X @ p["W2"].T + p["b2"], 0)
+    want = np.concatenate([A, B], -1) @ p["W4"].T + p["b4"]
+    np.testing.assert_allclose(model.forward(X), want, rtol=1e-12, atol=1e-14)
+    check(model, X, y)
+    model.save(tmp_path / "m.npz")
+    np.testing.assert_allclose(sn.load(tmp_path / "m.npz").forward(X), want, rtol=1e-12,
+                               atol=1e-14)
+    text = str(net.formulas())
+    assert "C[b,i,x + 2] = B[b,i,x]   (x < 5)" in text
+    assert "dL_dB[b,i,x] += dL_dC[b,i,x + 2]   (from C, x < 5)" in text
+
+
+def test_concatenate_axis_zero_and_the_channels_of_images():
+    S = sn.Input((4, 3))
+    net = sn.Network(S, sn.Concatenate(axis=0)([sn.Pointwise(3)(S), S]), loss="mse")
+    assert net.shapes[-1] == (8, 3)                       # one sequence after the other
+    I = sn.Input((1, 4, 4))
+    both = sn.Concatenate()([sn.Conv2d(2, 3, padding=1)(I), sn.Conv2d(3, 3, padding=1)(I)])
+    assert sn.Network(I, both, loss="mse").shapes[-1] == (5, 4, 4)   # channels
+    P, Q = sn.Input((1, 4, 4), name="P"), sn.Input((2, 4, 4), name="Q")
+    assert sn.Network([P, Q], sn.Concatenate()([P, Q]), loss="mse").shapes[-1] == (3, 4, 4)
+    x = sn.Conv1d(2, 3, padding=1)(sn.Input((1, 6)))      # (C, L) of a Conv1d: channels
+    assert sn.Network(x.inputs[0], sn.Concatenate()([x, x]), loss="mse").shapes[-1] == (4, 6)
+    with pytest.raises(ValueError, match=r"Concatenate: axis must be None \(the features\), 0 "
+                                         r".* or -1 .*, got 1"):
+        sn.Concatenate(axis=1)
+    S5 = sn.Input((5, 3))
+    with pytest.raises(ValueError, match=r"Concatenate joins these tensors along their last "
+                                         r"axis and needs them equal in the others, got "
+                                         r"\(4, 3\), \(5, 3\); Concatenate\(axis=0\)"):
+        sn.Network([S, S5], sn.Concatenate()([S, S5]), loss="mse")

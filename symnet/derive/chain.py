@@ -178,16 +178,22 @@ def simplest(expr: sp.Expr) -> sp.Expr:
     return alt if sp.count_ops(alt) < sp.count_ops(expr) else expr
 
 
+def concat_index(node: ir.Node, off: int) -> tuple:
+    """Where element (b, i, ...) of a Concatenate's input at ``off`` lies in its output:
+    the joined axis (``node.concat_axis``) shifted by ``off``, the others the same."""
+    return (ir.BATCH, *(shifted(name, off) if k == node.concat_axis else name
+                        for k, name in enumerate(node.out_index[1:])))
+
+
 def concat_grad(node: ir.Node) -> NodeGrad:
     """Concatenate copies its inputs side by side; its gradient is the same copy
-    backwards: dL_dX_m[b,i] += dL_dH[b, offset_m + i]."""
+    backwards: dL_dX_m[b,i] += dL_dH[b, offset_m + i] (along the joined axis)."""
     syms = node.symbols
     upstream = ir.element(syms, upstream_name(node.name), *node.out_index)
     grad = NodeGrad(node, upstream)
-    rest = node.out_index[2:]            # (y, x) of a tensor: the same in every piece
     off = 0
     for src, width in node.pieces:
-        up = ir.element(syms, upstream_name(node.name), ir.BATCH, shifted(ir.OUT, off), *rest)
+        up = ir.element(syms, upstream_name(node.name), *concat_index(node, off))
         grad.pieces.append((src, off, width, Term(upstream_name(src), node.out_index, up)))
         off += width
     return grad

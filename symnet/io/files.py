@@ -277,9 +277,10 @@ def _graph_from_description(desc: dict, cls):
                 layer = (GRUCell if kind == "gru" else LSTMCell)(d["units"], name=d["name"])
             elif kind == "steps":
                 layer = Steps(name=d["name"])
-            elif kind in ("add", "multiply", "concat"):
-                layer = {"add": Add, "multiply": Multiply, "concat": Concatenate}[kind](
-                    name=d["name"])
+            elif kind in ("add", "multiply"):
+                layer = {"add": Add, "multiply": Multiply}[kind](name=d["name"])
+            elif kind == "concat":
+                layer = Concatenate(d.get("axis"), name=d["name"])
             elif kind == "slice":
                 layer = Slice(d["start"], d["units"], name=d["name"])
             else:

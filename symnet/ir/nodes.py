@@ -160,6 +160,7 @@ class Node:
     widths: dict[str, int] | None = None
     # Concatenate: (source buffer, width) pieces laid side by side along i.
     pieces: list[tuple[str, int]] | None = None
+    concat_axis: int = 0         # ... along this axis of the output space (0: i)
     # a shift that changes nothing downstream (a softmax's row maximum, subtracted from
     # every score of the row): its derivative is zero in exact arithmetic, so no gradient
     # flows through it (symnet.derive.chain leaves its terms out)

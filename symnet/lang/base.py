@@ -109,6 +109,10 @@ class LayerBase:
     input = None
     inputs = None        # every input of an application (merges have several)
     origin = None        # the layer object an application was made from
+    # the layout of the output: "channels_first" (convolutions, pooling, BatchNorm: a
+    # (C, H, W) or (C, L) tensor), "kept" (that of the inputs: Dropout, the merges), or
+    # None (not known: a sequence's (L, D) is the default reading)
+    layout = None
     seq = 0              # creation number of an application
     n_inputs = 1         # how many inputs the layer takes (None: min_inputs or more)
     min_inputs = 2       # the fewest a layer of n_inputs None takes, in a list

@@ -32,6 +32,7 @@ from .norm import not_a_width
 
 class _BatchNorm(LayerBase):
     tensor = True
+    layout = "channels_first"     # (C,), (C, L), (C, H, W): per channel
     ranks: tuple = ()
 
     def __init__(self, eps: float = 1e-5, momentum: float = 0.1, name: str | None = None,

@@ -30,6 +30,24 @@ def sources(app) -> list:
     return list(getattr(app, "inputs", None) or [])
 
 
+def channels_first(app) -> str | None:
+    """The kind of layer that lays ``app``'s output out channels first (a convolution,
+    pooling, BatchNorm: ``layout``), found through the layers that keep a layout
+    (Dropout, the merges); None where none does (an Input, a sequence layer)."""
+    if isinstance(app, Input):
+        return None
+    layer = getattr(app, "layer", app)
+    layout = getattr(layer, "layout", None)
+    if layout == "channels_first":
+        return type(layer).__name__
+    if layout == "kept":
+        for src in sources(app):
+            found = channels_first(src)
+            if found:
+                return found
+    return None
+
+
 def topological(outputs: list) -> list:
     """Applications reachable from ``outputs``, each after everything it reads,
     in the order they were made (a chain comes out in its own order).

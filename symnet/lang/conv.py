@@ -46,6 +46,7 @@ def _pair(v, what, where, dims, low=1):
 class _Spatial(LayerBase):
     """Shared shape logic of convolutions and pools over ``dims`` spatial axes."""
 
+    layout = "channels_first"
     tensor = True
     dims = 2
 

@@ -34,6 +34,7 @@ class Dropout(LayerBase):
     """Inverted dropout with probability ``p`` (0 ≤ p < 1) of zeroing each element
     (PyTorch's ``nn.Dropout(p)``); any input shape.  See the module docstring."""
 
+    layout = "kept"
     tensor = True
 
     def __init__(self, p: float = 0.5, name: str | None = None):

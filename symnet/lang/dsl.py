@@ -133,25 +133,6 @@ def _may_name_terms(loss, outputs) -> bool:
 Layer = LayerBase  # the former name of the base class; symnet.Layer is layers.Layer
 
 
-def _channels_first(app) -> str | None:
-    """The kind of layer that lays ``app``'s output out channels first (a convolution,
-    pooling, BatchNorm2d), found through the layers that keep a layout (Dropout, the
-    merges); None where none does."""
-    from .batchnorm import BatchNorm2d
-    from .conv import _Spatial
-    from .dropout import Dropout
-    from .merge import _Merge
-    layer = getattr(app, "layer", app)
-    if isinstance(layer, (_Spatial, BatchNorm2d)):
-        return type(layer).__name__
-    if isinstance(layer, (Dropout, _Merge)):
-        for src in compose.sources(app):
-            found = None if isinstance(src, Input) else _channels_first(src)
-            if found:
-                return found
-    return None
-
-
 class Network:
     """A network: layers composed in order, and a loss.
 
@@ -366,7 +347,7 @@ class Network:
                 # position of the axes before it (Keras's convention for (L, C)); over
                 # the channels of a channels-first output (C, H, W), at every pixel
                 # (PyTorch's cross_entropy on (N, C, H, W))
-                first = _channels_first(out) is not None
+                first = compose.channels_first(out) is not None
                 axis = 0 if first else -1
                 if shape[axis] < 2:
                     where = "first axis (the channels)" if first else "last axis"

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from ..ir import nodes as ir
 from .base import LayerBase, check_name
+from .compose import channels_first, sources
 
 
 def sizes(shapes) -> list[int]:
@@ -34,6 +35,7 @@ def sizes(shapes) -> list[int]:
 class _Merge(LayerBase):
     n_inputs = None
     kind = "merge"
+    layout = "kept"
 
     def __init__(self, name: str | None = None):
         self.name = None if name is None else check_name(name, "layer")
@@ -102,26 +104,72 @@ class Multiply(_Merge):
 
 
 class Concatenate(_Merge):
-    """H[b,:] = [X_1[b,:], X_2[b,:], ...]: the inputs' features side by side, or
-    for tensors (C, H, W) their channels one after the other."""
+    """H[b,:] = [X_1[b,:], X_2[b,:], ...]: the inputs' features side by side.  For
+    tensors, ``axis`` (of one example, the batch not counted) is the one they are
+    joined along: None, the features: the channels (first axis) of an image
+    (C, H, W) or of a convolution's output, the last axis of a sequence (L, D);
+    0 or -1 to say which."""
 
     kind = "concat"
 
+    def __init__(self, axis: int | None = None, name: str | None = None):
+        super().__init__(name)
+        if axis is not None and (isinstance(axis, bool) or axis not in (0, -1)):
+            raise ValueError(f"Concatenate: axis must be None (the features), 0 (the first "
+                             f"axis of an example: a convolution's channels) or -1 (the "
+                             f"last: a sequence's features), got {axis!r}")
+        self.axis = axis
+
+    def __repr__(self):
+        axis = "" if self.axis is None else f"axis={self.axis}, "
+        return f"{type(self).__name__}({axis}name={self.name!r})"
+
+    def describe(self) -> dict:
+        out = super().describe()
+        if self.axis is not None:
+            out["axis"] = self.axis
+        return out
+
+    def joined_axis(self, shapes) -> int:
+        """The axis of one example the inputs are joined along (0 for vectors)."""
+        rank = len(shapes[0])
+        if rank == 1 or self.axis == 0:
+            return 0
+        if self.axis == -1:
+            return rank - 1
+        if rank == 3 or self._channels_first():
+            return 0           # an image, or a convolution's output: its channels
+        return rank - 1        # a sequence (L, D): its features
+
+    def _channels_first(self) -> bool:
+        return any(channels_first(s) is not None for s in sources(self))
+
     def out_shape_of(self, shapes):
-        """Features side by side; tensors (C, ...) along their channels."""
-        if len({len(s) for s in shapes}) != 1 or len({s[1:] for s in shapes}) != 1:
-            raise ValueError("Concatenate needs vectors, or tensors equal but for their "
-                             f"channels, got {', '.join(map(str, shapes))}")
-        return (sum(s[0] for s in shapes),) + shapes[0][1:]
+        """The inputs joined along ``joined_axis``, equal in their other axes."""
+        if len({len(s) for s in shapes}) != 1:
+            raise ValueError("Concatenate needs vectors, or tensors of one rank, got "
+                             f"{', '.join(map(str, shapes))}")
+        ax = self.joined_axis(shapes)
+        rest = {s[:ax] + s[ax + 1:] for s in shapes}
+        if len(rest) != 1:
+            which = "channels (the first axis)" if ax == 0 else "last axis"
+            raise ValueError(f"Concatenate joins these tensors along their {which} and "
+                             f"needs them equal in the others, got "
+                             f"{', '.join(map(str, shapes))}"
+                             + ("" if self.axis is not None else
+                                "; Concatenate(axis=0) or axis=-1 says which axis"))
+        return shapes[0][:ax] + (sum(s[ax] for s in shapes),) + shapes[0][ax + 1:]
 
     def to_nodes(self, index, name, inputs, shapes):
         shape = self.out_shape_of(shapes)
+        ax = self.joined_axis(shapes)
         space = space_of(shape)
         n = sizes([shape])[0]
         return ir.Node(name, index, inputs[0], sizes(shapes)[0], n, [], [], None, {},
                        kind="concat", space=space if len(space) > 1 else (),
                        inputs=list(inputs), widths=dict(zip(inputs, sizes(shapes))),
-                       pieces=[(src, sh[0]) for src, sh in zip(inputs, shapes)])
+                       pieces=[(src, sh[ax]) for src, sh in zip(inputs, shapes)],
+                       concat_axis=ax)
 
 
 class Slice(LayerBase):

@@ -443,6 +443,9 @@ class Steps(Concatenate):
             raise ValueError(f"Steps needs states of one width, got {widths}")
         return (len(shapes), widths[0])
 
+    def joined_axis(self, shapes) -> int:
+        return 0               # the steps, one after the other
+
     @property
     def seq_shape(self):
         """(steps, units) of an application."""

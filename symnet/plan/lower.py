@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 import sympy as sp
 
 from ..ir import nodes as ir
-from ..derive.chain import NodeGrad, Term, delta_name, derive, grad_name, shifted, upstream_name
+from ..derive.chain import (NodeGrad, Term, concat_index, delta_name, derive, grad_name,
+                            shifted, upstream_name)
 from ..derive.chain import fused as is_fused
 from . import batchsum, correlate
 from .copies import elide_copies
@@ -257,10 +258,9 @@ def _concat(node: ir.Node, symbols: dict) -> list:
     """H[b, offset + i] = X_m[b,i] for each input X_m in turn (for tensors: along
     the channels, which are contiguous in each example)."""
     ops, off = [], 0
-    rest = node.out_index[2:]
     for src, width in node.pieces:
         el = ir.element(symbols, src, *node.out_index)
-        at = (ir.BATCH, shifted(ir.OUT, off), *rest)
+        at = concat_index(node, off)
         ops.append(Loop(_piece_loop(node, width), [(node.name, at, "=", el)],
                         f"{node.name}[{_index(at)}] = {src}[{_index(node.out_index)}]"))
         off += width
@@ -268,9 +268,10 @@ def _concat(node: ir.Node, symbols: dict) -> list:
 
 
 def _piece_loop(node: ir.Node, width: int) -> list:
-    """The loop over one input of a Concatenate: its channels (or features), then
-    the rest of the node's space."""
-    return [(ir.BATCH, "batch"), (ir.OUT, width)] + list(node.space[1:])
+    """The loop over one input of a Concatenate: the node's space with the joined
+    axis (its channels, or a sequence's features) of that input's width."""
+    return [(ir.BATCH, "batch")] + [(name, width if k == node.concat_axis else extent)
+                                     for k, (name, extent) in enumerate(node.space)]
 
 
 def _twin_deltas(g: NodeGrad) -> dict:

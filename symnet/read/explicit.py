@@ -234,7 +234,8 @@ def _evaluate(graph: ir.Graph, grads: list[NodeGrad], batch: int) -> dict:
     for node in graph.nodes:
         X = env[node.input]
         if node.pieces is not None:
-            env[node.name] = np.concatenate([env[src] for src, _ in node.pieces], axis=1)
+            env[node.name] = np.concatenate([env[src] for src, _ in node.pieces],
+                                            axis=1 + node.concat_axis)
             continue
         if node.kind == "flatten":
             env[node.name] = X.reshape(batch, -1)
@@ -273,7 +274,9 @@ def _evaluate(graph: ir.Graph, grads: list[NodeGrad], batch: int) -> dict:
             continue
         if node.pieces is not None:        # Concatenate: the same copy backwards
             for src, off, width, t in g.pieces:
-                part = run.target(upstream_name(node.name))[:, off:off + width]
+                part = np.moveaxis(np.moveaxis(run.target(upstream_name(node.name)),
+                                               1 + node.concat_axis, 1)[:, off:off + width],
+                                   1, 1 + node.concat_axis)
                 acc = run.target(t.target)
                 acc[...] = np.vectorize(_plus, otypes=[object])(acc, part)
             continue

@@ -21,7 +21,7 @@ from __future__ import annotations
 import sympy as sp
 
 from ..ir import nodes as ir
-from ..derive.chain import clean
+from ..derive.chain import clean, concat_index
 from ..scalar.notation import Phrase as _Tex
 from ..scalar.notation import latex_name, text
 from ..scalar.notation import phrase_element as _el
@@ -207,8 +207,15 @@ def forward(w: Walk):
                                     latex_name(x) for x in node.inputs))))
             off = 0
             for src, width in node.pieces:
-                f._add("index", _Tex(f"{node.name}[b,{off}+i] = {src}[b,i]   (i < {width})",
-                                     None))
+                if len(node.space) > 1:     # a tensor: along its joined axis
+                    at = ",".join(ir.index_text(x) for x in concat_index(node, off))
+                    idx = ",".join(node.out_index)
+                    axis = node.space[node.concat_axis][0]
+                    f._add("index", _Tex(f"{node.name}[{at}] = {src}[{idx}]   "
+                                         f"({axis} < {width})", None))
+                else:
+                    f._add("index", _Tex(f"{node.name}[b,{off}+i] = {src}[b,i]   "
+                                         f"(i < {width})", None))
                 off += width
             continue
         if len(node.space) > 1 or node.kind == "flatten":

@@ -7,7 +7,7 @@ from __future__ import annotations
 import sympy as sp
 
 from ..ir import nodes as ir
-from ..derive.chain import INV_BATCH, NodeGrad, clean, delta_name, upstream_name
+from ..derive.chain import INV_BATCH, NodeGrad, clean, concat_index, delta_name, upstream_name
 from ..scalar.notation import Phrase as _Tex
 from ..scalar.notation import latex_name, text
 from ..scalar.notation import phrase_element as _el
@@ -48,7 +48,16 @@ def backward(w: Walk):
                    + _note(f"from the readers of {node.name}"))
         if node.pieces is not None:
             for src, off, width, t in grad.pieces:
-                if not g.is_input(src):
+                if g.is_input(src):
+                    continue
+                if len(node.space) > 1:     # a tensor: along its joined axis
+                    at = ",".join(ir.index_text(x) for x in concat_index(node, off))
+                    idx = ",".join(node.out_index)
+                    axis = node.space[node.concat_axis][0]
+                    f._add("index", _Tex(f"{t.target}[{idx}] += {upstream_name(node.name)}"
+                                         f"[{at}]   (from {node.name}, {axis} < {width})",
+                                         None))
+                else:
                     f._add("index", _Tex(f"{t.target}[b,i] += {upstream_name(node.name)}"
                                          f"[b,{off}+i]   (from {node.name}, i < {width})",
                                          None))
