@@ -269,10 +269,12 @@ def test_training_learns_a_class_per_pixel():
     net = sn.Network(sn.Input((2, 4, 4)), sn.Conv2d(8, 1, activation="tanh"),
                      sn.Conv2d(3, 1), loss="softmax_cross_entropy")
     model = net.compile(dtype="float32", seed=0)
-    hist = model.fit(X, y, method="minibatch", batch_size=20, epochs=30, lr=0.02,
-                     optimizer="adam", seed=0, progress=False)
+    hist = model.fit(X[:150], y[:150], method="minibatch", batch_size=20, epochs=30,
+                     lr=0.02, optimizer="adam", seed=0, progress=False,
+                     validation_data=(X[150:], y[150:]))   # labels (N, H, W) as given
     assert hist.loss[-1] < 0.5 * hist.loss[0]
-    assert float((model.predict_classes(X) == y).mean()) > 0.9
+    right = float((model.predict_classes(X[150:]) == y[150:]).mean())
+    assert right > 0.9 and hist.val_accuracy[-1] == pytest.approx(right)
 
 
 def test_several_outputs_take_labels_per_position_as_one_hot_rows():

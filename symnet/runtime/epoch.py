@@ -65,6 +65,7 @@ def accuracy(loss_name: str, O: np.ndarray, T: np.ndarray, classes: Classes | No
             # or a row of zeros: none) that are right
             positions = O.shape[1] // classes.n
             O = classes.rows(O)
+            T = T.reshape(T.shape[0], -1)          # labels (N, H, W) or rows, as given
             T = T.reshape(-1, 1) if T.shape[1] == positions else classes.rows(T)
             labeled = T[:, 0] >= 0 if T.shape[1] == 1 else T.sum(axis=1) != 0
             if not labeled.all():
