@@ -26,10 +26,6 @@ def plan_meta(plan, description: dict, dtype: str) -> dict:
         "classes": graph.classes.get(graph.outputs[0]) if len(graph.outputs) == 1 else None,
         # ... its first axis (channels first: class k of position q at k·positions + q)
         "classes_first": len(graph.outputs) == 1 and graph.outputs[0] in graph.classes_first,
-        # integer labels per example: one, or one per position (a class per position)
-        "label_width": graph.output.n_out // graph.classes.get(graph.outputs[0],
-                                                               graph.output.n_out)
-        if plan.loss_labels else 0,
         "n_trainable": plan.n_trainable,
         # how the epoch driver counts correct examples (one output only)
         "accuracy": {"softmax_cross_entropy": "argmax", "bce": "threshold"}.get(loss),

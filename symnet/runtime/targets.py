@@ -32,7 +32,7 @@ MAX_LABEL = 2**24  # class indices exact in float32
 
 def width_classes(model) -> int:
     """The classes of each position of the (one) output that takes a class per position."""
-    return model.n_out // label_width(model)
+    return model.meta["classes"]
 
 
 def label_width(model) -> int:
@@ -40,7 +40,8 @@ def label_width(model) -> int:
     takes a class per position (0 where the loss takes no labels)."""
     if not model.meta.get("labels", False):
         return 0
-    return model.meta.get("label_width", 1) or 1
+    classes = model.meta.get("classes")
+    return model.n_out // classes if classes else 1
 
 
 def is_labels(model, T: np.ndarray) -> bool:
