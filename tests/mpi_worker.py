@@ -168,6 +168,7 @@ def run(comm, name, spec):
         return model.theta.copy(), None, f"{type(exc).__name__}: {exc}"
     out = hist.to_dict()
     out["warnings"] = [str(w.message) for w in caught]
+    out["warned_at"] = [os.path.basename(w.filename) for w in caught]   # the line pointed at
     return model.theta.copy(), out, None
 
 

@@ -176,7 +176,16 @@ def _switch_readers():
         assert tuning.threads_max() == (len(os.sched_getaffinity(0)) if on else 1)
         return on
 
+    def debug():
+        import contextlib
+        import io
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            build._debug("a message")
+        return "[symnet] a message" in err.getvalue()
+
     return {"SYMNET_OPENMP": openmp,
+            "SYMNET_DEBUG": debug,
             "SYMNET_PORTABLE": lambda: not any(f.startswith("-march=") for f in build.flags()),
             "SYMNET_SPLIT": build._splits,
             "SYMNET_BLAS": lambda: not tuning.blas_off(),
@@ -184,11 +193,12 @@ def _switch_readers():
 
 
 @pytest.mark.parametrize("name", ["SYMNET_OPENMP", "SYMNET_PORTABLE", "SYMNET_SPLIT",
-                                  "SYMNET_BLAS", "SYMNET_BLAS_CHECK"])
+                                  "SYMNET_BLAS", "SYMNET_BLAS_CHECK", "SYMNET_DEBUG"])
 def test_on_off_settings_take_their_words_and_refuse_others(name, monkeypatch):
     """1/0, true/false, yes/no, on/off in any case; empty is the default.  Anything else
-    was taken as the default (SYMNET_OPENMP=off or SYMNET_BLAS=flase: on)."""
-    for other in ("SYMNET_OPENMP", "SYMNET_PORTABLE", "SYMNET_SPLIT", "SYMNET_BLAS",
+    was taken as the default (SYMNET_OPENMP=off or SYMNET_BLAS=flase: on; SYMNET_DEBUG=0
+    printed)."""
+    for other in ("SYMNET_OPENMP", "SYMNET_PORTABLE", "SYMNET_SPLIT", "SYMNET_BLAS", "SYMNET_DEBUG",
                   "SYMNET_BLAS_CHECK", "SYMNET_BLAS_MIN", "SYMNET_SANITIZE", "CC",
                   "OMP_NUM_THREADS"):
         monkeypatch.delenv(other, raising=False)
@@ -199,7 +209,7 @@ def test_on_off_settings_take_their_words_and_refuse_others(name, monkeypatch):
         monkeypatch.setenv(name, word)
         assert on() is expected, word
     monkeypatch.setenv(name, "")
-    assert on() is (name != "SYMNET_PORTABLE")
+    assert on() is (name not in ("SYMNET_PORTABLE", "SYMNET_DEBUG"))
     for bad in ("flase", "2", "enabled"):
         monkeypatch.setenv(name, bad)
         with pytest.raises(ValueError, match=f"{name} must be 1/0, true/false, yes/no or "

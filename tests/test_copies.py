@@ -106,7 +106,7 @@ def _compare(make, dtype, shape, batch, monkeypatch, tmp_path, rng, elided=True)
     assert_same_training(fast, plain, X, T)
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("dtype", ["float32", pytest.param("float64", marks=pytest.mark.slow)])
 def test_the_same_bits_in_a_transformer(dtype, monkeypatch, tmp_path, rng):
     """Batch 20: the pass in chunks of 8 examples, on two threads."""
     _compare(_transformer, dtype, (6, 16), 20, monkeypatch, tmp_path, rng)

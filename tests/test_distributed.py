@@ -316,6 +316,8 @@ def test_parameters_that_drift_apart_are_made_equal_with_a_warning(runs):
         assert t.tobytes() == thetas[0].tobytes()
     for _, hist, _ in res["drift"]:
         assert any("parameters differed after fit" in w for w in hist["warnings"])
+        # at the user's call of fit, not inside symnet (it pointed at train.py)
+        assert hist["warned_at"] == ["mpi_worker.py"] * len(hist["warnings"])
     for _, hist, _ in res["sd"]:
         assert hist["warnings"] == []
 
@@ -383,6 +385,7 @@ def test_other_validation_data_than_process_0s_is_named_in_a_warning(runs):
                "used: process 0 computes the validation for all on its validation_data; "
                "give the whole validation set there")
     assert [h["warnings"] for h in hists] == [[], [warning]] + [[]] * (P - 2)
+    assert hists[1]["warned_at"] == ["mpi_worker.py"]        # the user's call of fit
     for name in ("sd_adam", "early", "conv_sd", "tags_mb"):
         assert all(h["warnings"] == [] for _, h, _ in res[name])
 

@@ -104,9 +104,14 @@ def _compare(make, dtype, monkeypatch, tmp_path, rng, batch, shape, rewrite="fus
 REWRITES = [("fuse_epilogues", CALL), ("fuse_masks", MASK)]
 
 
+# two builds each: the tiles (48 × 7) in the quick run, the rest in the slow one
+SLOW = pytest.mark.slow
+
+
 @pytest.mark.parametrize("rewrite,call", REWRITES, ids=[r for r, _ in REWRITES])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("width,batch", [(8, 3), (48, 7), (200, 96)])
+@pytest.mark.parametrize("width,batch", [pytest.param(8, 3, marks=SLOW), (48, 7),
+                                         pytest.param(200, 96, marks=SLOW)])
 def test_the_same_bits_as_the_loop(dtype, width, batch, rewrite, call, monkeypatch, tmp_path,
                                    rng):
     """width 8, batch 3: the plain loops of small products; 48 × 7: the tiles; 200 × 96:
@@ -116,7 +121,7 @@ def test_the_same_bits_as_the_loop(dtype, width, batch, rewrite, call, monkeypat
 
 
 @pytest.mark.parametrize("rewrite,call", REWRITES, ids=[r for r, _ in REWRITES])
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("dtype", ["float32", pytest.param("float64", marks=SLOW)])
 def test_the_same_bits_over_several_blocks_of_k(dtype, rewrite, call, monkeypatch, tmp_path,
                                                 rng):
     """K = 600 inputs (and ∂L/∂H1 over K = 300 of H2's): each column panel summed in
@@ -128,7 +133,8 @@ def test_the_same_bits_over_several_blocks_of_k(dtype, rewrite, call, monkeypatc
     _compare(net, dtype, monkeypatch, tmp_path, rng, 50, (600,), rewrite, call)
 
 
-@pytest.mark.parametrize("rewrite,call", REWRITES, ids=[r for r, _ in REWRITES])
+@pytest.mark.parametrize("rewrite,call", [REWRITES[0], pytest.param(*REWRITES[1], marks=SLOW)],
+                         ids=[r for r, _ in REWRITES])
 def test_the_same_bits_in_a_transformer(rewrite, call, monkeypatch, tmp_path, rng):
     """Dense layers at each of a sequence's positions (M = batch·positions): the
     attention's in-projection (linear) and the feed-forward's relu, and its derivative."""
@@ -210,6 +216,7 @@ _BLAS = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow       # two new processes, each measuring the machine and compiling afresh
 def test_the_same_bits_on_openblas_and_two_threads(tmp_path):
     """Every product on OpenBLAS (SYMNET_BLAS_MIN=0) in two parts on the pool's threads:
     each part's epilogue after its call of the library."""

@@ -173,7 +173,7 @@ def _compiled(monkeypatch, tmp_path, name, shared):
         return NETS[name]().compile(dtype="float32", seed=3)
 
 
-@pytest.mark.parametrize("name", [n if n in ("transformer", "conv") else
+@pytest.mark.parametrize("name", [n if n == "conv" else
                                   pytest.param(n, marks=pytest.mark.slow)   # two builds each
                                   for n in sorted(NETS)])
 def test_shared_places_give_the_same_bits(monkeypatch, tmp_path, name):

@@ -121,6 +121,24 @@ def test_sd_epoch_is_one_full_batch_step(reg64, data):
     assert hist.loss[0] == pytest.approx(ref.loss(start, X, T, ACTS, "mse"), rel=1e-12)
 
 
+@pytest.mark.parametrize("method,each", [("sd", "the whole training set"),
+                                         ("sgd", "one example")])
+def test_a_batch_size_given_to_sd_or_sgd_is_said_to_be_unused(reg64, data, method, each):
+    """It was dropped without a word: fit(method="sgd", batch_size=16) trains on one
+    example per step."""
+    X, T = data
+    reg64.init_params(6)
+    with pytest.warns(UserWarning, match=rf"fit\(method='{method}'\): batch_size=16 is not "
+                                         rf"used; each step takes {each}"):
+        hist = reg64.fit(X, T, method=method, epochs=1, batch_size=16, seed=1,
+                         progress=False)
+    assert hist.steps == (1 if method == "sd" else len(X))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")           # without batch_size, and for minibatch
+        reg64.fit(X, T, method=method, epochs=1, seed=1, progress=False)
+        reg64.fit(X, T, method="minibatch", epochs=1, batch_size=16, seed=1, progress=False)
+
+
 def test_minibatch_with_batch_n_equals_sd(reg32, data):
     X, T = data
     results = []

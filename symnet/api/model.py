@@ -27,7 +27,7 @@ class Model(core.Model):
     ``loss_and_grad``, ``step``) and their thread safety."""
 
     # ---------------------------------------------------------------- training
-    def fit(self, X, T=None, method=None, epochs=10, batch_size=32, lr=0.1, shuffle=True,
+    def fit(self, X, T=None, method=None, epochs=10, batch_size=None, lr=0.1, shuffle=True,
             seed=None, validation_data=None, progress=None, optimizer="sgd", momentum=None,
             betas=None, eps=None, weight_decay=0.0, clip_norm=None, early_stopping=None,
             restore_best=True, validation_split=None, callbacks=None, comm=None,
@@ -36,7 +36,8 @@ class Model(core.Model):
 
         ``method``: ``"sd"`` (one full-batch step per epoch), ``"sgd"`` (N steps per
         epoch, each on one example drawn at random) or ``"minibatch"`` (each epoch a
-        shuffle cut into batches of ``batch_size``; the default); ``"lbfgs"`` (SciPy's
+        shuffle cut into batches of ``batch_size``, 32 unless given; the default; sd
+        and sgd warn that a ``batch_size`` given is not used); ``"lbfgs"`` (SciPy's
         L-BFGS-B on the compiled loss and gradient) or ``"newton_cg"`` (SciPy's
         Newton-CG with the exact compiled H·v), ``epochs`` their iterations.  A network
         with loss terms (``sn.d``) takes one dict of each term's data, ``fit({"pde": X,
@@ -98,6 +99,14 @@ class Model(core.Model):
                              reset_optimizer=reset_optimizer)
         if T is None:
             raise ValueError("fit(X, T): the targets T are missing")
+        if batch_size is None:
+            batch_size = 32
+        elif method in ("sd", "sgd"):
+            # a batch_size given to sd or sgd was dropped without a word
+            each = "the whole training set" if method == "sd" else "one example"
+            warnings.warn(f"fit(method={method!r}): batch_size={batch_size!r} is not used; "
+                          f"each step takes {each} (method='minibatch' cuts batches of "
+                          f"batch_size)", UserWarning, stacklevel=2)
         if comm is not None:
             from ..runtime.distributed import fit as fit_distributed
             return fit_distributed(self, X, T, comm, method=method, epochs=epochs,

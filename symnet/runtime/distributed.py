@@ -695,4 +695,5 @@ def _same_end(model, hist, comm):
             comm.Bcast(model.theta, root=0)
         warnings.warn("the processes' parameters differed after fit (compiled kernels "
                       "that round differently?); all now hold process 0's",
-                      RuntimeWarning, stacklevel=3)
+                      RuntimeWarning, stacklevel=6)   # _same_end, finish, train.fit,
+                                                      # this fit, Model.fit: the user's line

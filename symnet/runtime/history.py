@@ -90,7 +90,7 @@ class History:
         if lr_arr is not None and lr_arr.size == 1 and steps != 1:
             lr_arr = np.full(steps, lr_arr[0])
         if lr_arr is not None:
-            self.lr = np.concatenate([np.asarray(self.lr, dtype=np.float64), lr_arr])
+            self._append_lr(lr_arr)
         self.steps += int(steps)
         self.steps_per_epoch.append(int(steps))
         self.loss.append(float(loss))
@@ -102,6 +102,24 @@ class History:
             for name, v in outputs.items():
                 self.per_output.setdefault(name, []).append(float(v))
         self.epochs += 1
+
+    def _append_lr(self, values: np.ndarray) -> None:
+        """``lr`` grows by ``values``: a view of a buffer that doubles when full, so an
+        epoch's record costs its own steps, not every step so far (a copy of the whole
+        array per epoch made long runs of online SGD quadratic)."""
+        lr = np.asarray(self.lr, dtype=np.float64)
+        n, need = lr.size, lr.size + values.size
+        buf = self.__dict__.get("_lr_buf")
+        # still the view handed out (or one cut from its front, as a dropped step does)?
+        ours = (buf is not None and lr.base is buf and lr.ndim == 1
+                and lr.__array_interface__["data"][0] == buf.__array_interface__["data"][0])
+        if not ours or buf.size < need:
+            grown = np.empty(max(need, 2 * n, 64), dtype=np.float64)
+            grown[:n] = lr
+            buf = grown
+            self.__dict__["_lr_buf"] = buf
+        buf[n:need] = values
+        self.lr = buf[:need]
 
     def __getattr__(self, name):
         # only for names that are not attributes: a per-output metric (h.moon_accuracy)

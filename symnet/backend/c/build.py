@@ -222,7 +222,7 @@ def build_key(*parts: str) -> str:
 
 
 def _debug(msg: str):
-    if os.environ.get("SYMNET_DEBUG"):
+    if env_switch("SYMNET_DEBUG", False):     # SYMNET_DEBUG=0 is off, as the other switches
         print(f"[symnet] {msg}", file=sys.stderr)
 
 
