@@ -1011,3 +1011,74 @@ def test_concatenate_axis_zero_and_the_channels_of_images():
                                          r"axis and needs them equal in the others, got "
                                          r"\(4, 3\), \(5, 3\); Concatenate\(axis=0\)"):
         sn.Network([S, S5], sn.Concatenate()([S, S5]), loss="mse")
+
+
+def _sigmoid(z):
+    return 1 / (1 + np.exp(-z))
+
+
+def _numpy_heads(p, X, loss="mse"):
+    """The two heads of ``_joined_output``: tanh (sigmoid for bce, whose outputs are
+    probabilities) and sigmoid of their affine maps."""
+    first = np.tanh if loss == "mse" else _sigmoid
+    return first(X @ p["W1"].T + p["b1"]), _sigmoid(X @ p["W2"].T + p["b2"])
+
+
+def _joined_output(loss="mse", also_read=False):
+    I = sn.Input(3, name="I")
+    first = "tanh" if loss == "mse" else "sigmoid"
+    J = sn.Concatenate(name="J")([sn.Dense(2, first, name="A")(I),
+                                  sn.Dense(3, "sigmoid", name="B")(I)])
+    if not also_read:
+        return sn.Network(I, J, loss=loss)
+    return sn.Network(I, [J, sn.Dense(1, name="O")(J)], loss={"J": loss, "O": "mse"},
+                      loss_weights={"J": 0.5, "O": 1.0})
+
+
+@pytest.mark.parametrize("backend", ["c", "numpy"])
+@pytest.mark.parametrize("loss", ["mse", "bce"])
+def test_a_concatenate_as_the_output_with_an_element_loss(backend, loss):
+    """Compiling failed with KeyError: 'dL_dJ' (and then a loss of None): the loss was
+    composed into the output's formula, which a Concatenate does not have.  Its ∂ℓ/∂J
+    is now written by the loss's loop and copied back to the pieces."""
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((6, 3))
+    T = rng.uniform(0.1, 0.9, (6, 5))
+    model = _joined_output(loss).compile(dtype="float64", seed=2, backend=backend)
+    p = model.params
+    A, B = _numpy_heads(p, X, loss)
+    O = np.hstack([A, B])
+    np.testing.assert_allclose(model.forward(X), O, rtol=1e-12, atol=1e-14)
+    per = (O - T) ** 2 if loss == "mse" else -(T * np.log(O) + (1 - T) * np.log(1 - O))
+    loss_value, grads = model.loss_and_grad(X, T)
+    assert loss_value == pytest.approx(np.mean(per.sum(1) / 5), rel=1e-12)
+    # back-propagation by hand: ∂ℓ/∂O, split at the join, through tanh and sigmoid
+    dO = (2 * (O - T) if loss == "mse" else (O - T) / (O * (1 - O))) / (5 * len(X))
+    dA = dO[:, :2] * ((1 - A ** 2) if loss == "mse" else A * (1 - A))
+    dB = dO[:, 2:] * B * (1 - B)
+    want = {"W1": dA.T @ X, "b1": dA.sum(0), "W2": dB.T @ X, "b2": dB.sum(0)}
+    for name, g in want.items():
+        np.testing.assert_allclose(grads[name], g, rtol=1e-10, atol=1e-14, err_msg=name)
+    if backend == "c":
+        check(model, X, T)
+        before = model.loss(X, T)
+        model.fit(X, T, method="sd", epochs=50, lr=0.5, progress=False)
+        assert model.loss(X, T) < 0.8 * before
+
+
+def test_a_concatenate_output_that_another_layer_also_reads():
+    """∂L/∂J sums the loss's part and the reader's, each output with its loss weight."""
+    rng = np.random.default_rng(5)
+    X, T = rng.standard_normal((4, 3)), rng.standard_normal((4, 6))
+    model = _joined_output(also_read=True).compile(dtype="float64", seed=3)
+    p = model.params
+    J = np.hstack(_numpy_heads(p, X))
+    O = J @ p["W4"].T + p["b4"]
+    want = 0.5 * np.mean(((J - T[:, :5]) ** 2).sum(1) / 5) + np.mean((O - T[:, 5:]) ** 2)
+    assert model.loss(X, T) == pytest.approx(want, rel=1e-12)
+    check(model, X, T)
+    numpy_model = _joined_output(also_read=True).compile(dtype="float64", seed=3,
+                                                         backend="numpy")
+    for name, g in numpy_model.loss_and_grad(X, T)[1].items():
+        np.testing.assert_allclose(g, model.loss_and_grad(X, T)[1][name], rtol=1e-12,
+                                   atol=1e-15, err_msg=name)

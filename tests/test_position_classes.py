@@ -437,3 +437,84 @@ def test_the_explicit_sympy_form_equals_the_compiled_gradients(which):
         got = f.lambdify(name, batch=2)(X, T, *model.params.values())
         np.testing.assert_allclose(got, grads[name.removeprefix("g_")], rtol=1e-12,
                                    atol=1e-15)
+
+
+def custom_pixels(layout="channels_first"):
+    """pixel_network's 1×1 convolution written as an sn.Layer tensor formula, which
+    says its layout itself: O[c,y,x] = Σ_k W[c,k]·X[k,y,x] + b[c]."""
+    import sympy as sp
+    c, y, x, k = sn.indices("c y x k")
+    layer = sn.Layer((3, 3, 4), lambda X, W, b: sp.Sum(W[c, k] * X[k, y, x], (k, 0, 1)) + b[c],
+                     index=(c, y, x), params={"W": (3, 2), "b": (3,)}, name="O",
+                     layout=layout)
+    return sn.Network(sn.Input((2, 3, 4)), layer, loss="softmax_cross_entropy")
+
+
+def test_a_custom_tensor_layer_says_its_output_is_channels_first():
+    """A custom layer's layout was not known: its (C, H, W) output was read as classes on
+    the last axis (W), silently.  layout="channels_first" gives a class per pixel over
+    the channels, equal to the Conv2d's and to the numpy back-propagation."""
+    rng = np.random.default_rng(8)
+    X, y = rng.standard_normal((5, 2, 3, 4)), rng.integers(0, 3, (5, 3, 4))
+    y[2, 1, 1] = -1
+    net = custom_pixels()
+    assert net.classes == {"O": 3} and net.classes_first == {"O"}
+    for backend in ("c", "numpy"):
+        model = net.compile(dtype="float64", seed=1, backend=backend)
+        want_loss, want, O = numpy_pixels(model.params, X, y)
+        np.testing.assert_allclose(model.forward(X), O, rtol=1e-12, atol=1e-14)
+        loss, grads = model.loss_and_grad(X, y)
+        assert loss == pytest.approx(want_loss, rel=1e-12)
+        for name in want:
+            np.testing.assert_allclose(grads[name], want[name], rtol=1e-10, atol=1e-14)
+        np.testing.assert_array_equal(model.predict_classes(X), O.argmax(1))
+    check(net.compile(dtype="float64", seed=2), X, y)
+    # without the layout the last axis is the classes, as for any tensor: 4 of them
+    plain = custom_pixels(layout=None)
+    assert plain.classes == {"O": 4} and not plain.classes_first
+
+
+def test_a_custom_layer_that_keeps_its_inputs_layout():
+    """An element-wise formula on a Conv1d's output (C, L) with layout="kept" stays
+    channels first: a class per position over the channels, and Concatenate joins the
+    channels (3 + 3, 6).  Without a layout a (C, L) tensor reads as a sequence: classes
+    on its last axis, joined along it (3, 6 + 6)."""
+    import sympy as sp
+    c, y = sn.indices("c y")
+    I = sn.Input((1, 6))
+    conv = sn.Conv1d(3, 3, padding=1, name="C")(I)
+
+    def squash(name, layout):
+        return sn.Layer((3, 6), lambda X: sp.tanh(X[c, y]), index=(c, y), name=name,
+                        layout=layout)(conv)
+    net = sn.Network(I, squash("O", "kept"), loss="softmax_cross_entropy")
+    assert net.classes == {"O": 3} and net.classes_first == {"O"}
+    net = sn.Network(I, squash("O2", None), loss="softmax_cross_entropy")
+    assert net.classes == {"O2": 6} and not net.classes_first
+    X = np.random.default_rng(0).standard_normal((2, 1, 6))
+    for layout, shape in (("kept", (2, 6, 6)), (None, (2, 3, 12))):
+        both = sn.Concatenate()([squash(f"A{layout}", layout), squash(f"B{layout}", layout)])
+        out = sn.Network(I, both, loss="mse").compile(dtype="float64", seed=0).forward(X)
+        assert out.shape == shape
+        half = shape[1] // 2 if layout else shape[2] // 2   # the same map twice
+        first, second = (out[:, :half], out[:, half:]) if layout else \
+            (out[..., :half], out[..., half:])
+        np.testing.assert_array_equal(first, second)
+
+
+def test_a_layout_is_saved_and_a_bad_one_is_refused(tmp_path):
+    model = custom_pixels().compile(dtype="float64", seed=1)
+    model.save(tmp_path / "m.npz")
+    back = sn.load(tmp_path / "m.npz")
+    assert back.network.classes_first == {"O"}
+    X = np.random.default_rng(1).standard_normal((3, 2, 3, 4))
+    y = np.random.default_rng(2).integers(0, 3, (3, 3, 4))
+    assert back.loss(X, y) == model.loss(X, y)
+    import sympy as sp
+    c, y_, x = sn.indices("c y x")
+    with pytest.raises(ValueError, match=r"layer 'Q': layout must be one of None, "
+                                         r"'channels_first', 'kept', got 'channels_last'"):
+        sn.Layer((3, 4), lambda X: X[c, y_], index=(c, y_), name="Q", layout="channels_last")
+    with pytest.raises(ValueError, match=r"layer 'Q': layout 'channels_first' needs an output "
+                                         r"of channels and positions.*\(3,\)"):
+        sn.Layer((3,), lambda X: X[c], index=(c,), name="Q", layout="channels_first")

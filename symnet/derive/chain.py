@@ -252,9 +252,18 @@ def derive_node(node: ir.Node, loss=None, n_out: int = 0, weight: float = 1.0,
     """Local derivatives of one node; ``loss`` given when it is fused here
     (with the output's loss ``weight``, its targets' first column, and whether T
     holds several outputs' targets: ``target_element``)."""
-    if node.pieces is not None:
-        return concat_grad(node)
     syms = node.symbols
+    if node.pieces is not None:
+        grad = concat_grad(node)
+        if loss is not None:      # an output: the loss's ∂ℓ/∂J[b,i] into dL_dJ, which the
+            J = ir.element(syms, node.name, *node.out_index)    # pieces then copy back
+            value = stabilise(loss.element(J, target_element(syms, t_offset, node, packed),
+                                           n_out))
+            scale = INV_BATCH if weight == 1.0 else sp.Float(weight) * INV_BATCH
+            grad.loss, grad.weight = value, weight
+            grad.outer.append(Term(upstream_name(node.name), node.out_index,
+                                   local_derivative(value, scale, J, syms)))
+        return grad
     if loss is not None:
         t_i = target_element(syms, t_offset, node, packed)
         value = stabilise(loss.element(node.outer, t_i, n_out))

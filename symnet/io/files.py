@@ -329,7 +329,7 @@ def _tensor_layer(d: dict):
     index = tuple(sp.Symbol(n, integer=True) for n in d["index"])
     return TensorLayer(tuple(d["shape"]), lambda: expr, index,
                        params={k: tuple(v) for k, v in d["params"].items()},
-                       init=d["init"], name=d["name"])
+                       init=d["init"], name=d["name"], layout=d.get("layout"))
 
 
 def _spec(name):

@@ -74,6 +74,9 @@ def _names_of(ix) -> tuple:
     return (ix,) if isinstance(ix, str) else ix.names()
 
 
+LAYOUTS = (None, "channels_first", "kept")     # a tensor layer's output (LayerBase.layout)
+
+
 class TensorLayer(LayerBase):
     """A layer given by its element formula over tensors (see the module docstring).
 
@@ -84,14 +87,19 @@ class TensorLayer(LayerBase):
     sympy expression of one output element; sums are
     ``sympy.Sum(e, (u, 0, n - 1), ...)`` with integer ranges.
     ``params`` maps each parameter name to its shape (ints); ``init`` as for
-    ``sn.Layer``.  Bad formulas raise ValueError naming the layer.
+    ``sn.Layer``.  ``layout``: ``"channels_first"`` where the first axis of ``shape``
+    is channels (a convolution's kind of output: a softmax cross-entropy on it has a
+    class per pixel over the channels, ``Concatenate`` joins along the channels),
+    ``"kept"`` where the output is laid out as the input (an element-wise map of a
+    convolution's output), None (the default) where the last axis is the features.
+    Bad formulas raise ValueError naming the layer.
     """
 
     tensor = True
 
     def __init__(self, shape, formula, index, params: dict | None = None,
                  init: dict | None = None, name: str | None = None, kind: str = "tensor",
-                 label: str = "", activation=None):
+                 label: str = "", activation=None, layout: str | None = None):
         self.name = None if name is None else check_name(name, "layer")
         self.where = f"layer {self.name or f'Layer({shape})'!r}"
         if isinstance(shape, int):
@@ -101,6 +109,13 @@ class TensorLayer(LayerBase):
             _fail(self.where, f"shape must be a tuple of positive integers, got {shape!r}")
         self.shape = shape
         self.units = math.prod(shape)
+        if layout not in LAYOUTS:
+            _fail(self.where, f"layout must be one of {', '.join(map(repr, LAYOUTS))}, "
+                  f"got {layout!r}")
+        if layout == "channels_first" and len(shape) < 2:
+            _fail(self.where, f"layout 'channels_first' needs an output of channels and "
+                  f"positions, (C, L) or (C, H, W); the shape is {shape!r}")
+        self.layout = layout
         if isinstance(index, str):
             index = indices(index)
         index = tuple(index) if isinstance(index, (tuple, list)) else (index,)
@@ -164,10 +179,13 @@ class TensorLayer(LayerBase):
         return self.shape
 
     def describe(self) -> dict:
-        return {"kind": "tensor", "shape": list(self.shape), "formula": sp.srepr(self.expr),
-                "index": [s.name for s in self.index],
-                "params": {p: list(s) for p, s in self.params.items()},
-                "init": self.init, "name": self.name}
+        d = {"kind": "tensor", "shape": list(self.shape), "formula": sp.srepr(self.expr),
+             "index": [s.name for s in self.index],
+             "params": {p: list(s) for p, s in self.params.items()},
+             "init": self.init, "name": self.name}
+        if self.layout is not None:
+            d["layout"] = self.layout
+        return d
 
     def __repr__(self):
         return f"Layer({self.shape}, {self.formula_text!r}, name={self.name!r})"

@@ -187,7 +187,8 @@ def plan(graph: ir.Graph) -> Plan:
                 alias(upstream_name(node.name), upstream_name(node.input), node.n_out,
                       f"∂L/∂{node.name}: ∂L/∂{node.input} flattened")
             continue
-        if not is_fused(graph, node) or graph.consumers(node.name):
+        if not is_fused(graph, node) or graph.consumers(node.name) \
+                or node.pieces is not None:    # a Concatenate's pieces copy from it
             work(upstream_name(node.name), _shape(node), f"∂L/∂{node.name}")
         twins = _twin_deltas(by_node[node.name])
         for t in by_node[node.name].outer:
