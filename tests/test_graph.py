@@ -1061,6 +1061,12 @@ def test_a_concatenate_as_the_output_with_an_element_loss(backend, loss):
         np.testing.assert_allclose(grads[name], g, rtol=1e-10, atol=1e-14, err_msg=name)
     if backend == "c":
         check(model, X, T)
+        net = _joined_output(loss)            # the derived rule on explicit elements
+        f = net.formulas()
+        assert "(stored: its pieces below copy it back)" in str(f)
+        for name in ("g_W1", "g_b2"):
+            got = f.lambdify(name, batch=len(X))(X, T, *model.params.values())
+            np.testing.assert_allclose(got, want[name[2:]], rtol=1e-10, atol=1e-14)
         before = model.loss(X, T)
         model.fit(X, T, method="sd", epochs=50, lr=0.5, progress=False)
         assert model.loss(X, T) < 0.8 * before

@@ -273,6 +273,8 @@ def _evaluate(graph: ir.Graph, grads: list[NodeGrad], batch: int) -> dict:
                     run.shapes[upstream_name(node.input)])
             continue
         if node.pieces is not None:        # Concatenate: the same copy backwards
+            for t in g.outer:              # an output's ∂ℓ/∂J first (the loss's part)
+                run.accumulate(node, t.target, t.index, t.expr)
             for src, off, width, t in g.pieces:
                 part = np.moveaxis(np.moveaxis(run.target(upstream_name(node.name)),
                                                1 + node.concat_axis, 1)[:, off:off + width],

@@ -95,8 +95,10 @@ def _output_gradient(w: Walk, grad: NodeGrad):
     f._add("step", _d("L", out) + EQ + _Tex(f"{pre[0]}inv_batch·∂ℓ/∂o",
                                             pre[1] + r"\frac{1}{B} \frac{\partial \ell}"
                                             r"{\partial o}"))
-    f._add("index", _el(up, "b,i") + EQ + _expr(dl)
-           + _Tex(f"   (not stored: fused into delta_{out} below)", r" \quad \text{(fused)}"))
+    where = (_Tex("   (stored: its pieces below copy it back)", r" \quad \text{(stored)}")
+             if grad.node.pieces is not None else    # a Concatenate has no delta
+             _Tex(f"   (not stored: fused into delta_{out} below)", r" \quad \text{(fused)}"))
+    f._add("index", _el(up, "b,i") + EQ + _expr(dl) + where)
 
 
 def coupled_gradient(f, rule):
