@@ -19,6 +19,7 @@ from symnet.plan.fuse import _root
 from symnet.plan.ops import Loop, MatMul
 
 from same_bits import assert_same_training
+from own_cache import own_cache
 
 
 def _transformer(blocks=2):
@@ -94,7 +95,7 @@ def _compare(make, dtype, shape, batch, monkeypatch, tmp_path, rng, elided=True)
     monkeypatch.setenv("SYMNET_BLAS", "0")
     fast = make().compile(dtype=dtype, seed=0)
     _plain(monkeypatch)
-    monkeypatch.setenv("SYMNET_CACHE_DIR", str(tmp_path))   # not the same module again
+    monkeypatch.setenv("SYMNET_CACHE_DIR", own_cache(tmp_path))   # not the same module
     plain = make().compile(dtype=dtype, seed=0)
     assert (fast.c_source != plain.c_source) == elided
     new = {k: rng.normal(scale=0.3, size=v.shape).astype(dtype)

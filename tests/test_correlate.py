@@ -14,6 +14,7 @@ from symnet.derive.chain import upstream_name
 from symnet.ir.nodes import Access
 from symnet.plan import correlate, lower
 from symnet.plan.ops import Conv, Loop
+from own_cache import own_cache
 
 
 def _net():
@@ -109,7 +110,7 @@ def _changed(monkeypatch, tmp_path, change):
         return grads
 
     monkeypatch.setattr(lower, "derive", derive)
-    monkeypatch.setenv("SYMNET_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("SYMNET_CACHE_DIR", own_cache(tmp_path))
 
 
 def test_a_term_of_another_form_runs_as_its_loop(monkeypatch, tmp_path):

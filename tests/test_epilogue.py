@@ -25,6 +25,7 @@ from symnet.plan.fuse import fuse_epilogues, fuse_masks
 from symnet.plan.ops import Loop, MatMul
 
 from same_bits import assert_same_training
+from own_cache import own_cache
 
 
 CALL = re.compile(r"^ +sn_mm_nt_e\(", re.M)     # a call (not the wrapper's definition)
@@ -89,7 +90,7 @@ def _compare(make, dtype, monkeypatch, tmp_path, rng, batch, shape, rewrite="fus
     fused = make().compile(dtype=dtype, seed=0)
     assert call.search(fused.c_source)
     monkeypatch.setattr(lower, rewrite, lambda p, ops, later: ops)
-    monkeypatch.setenv("SYMNET_CACHE_DIR", str(tmp_path))   # not the fused module again
+    monkeypatch.setenv("SYMNET_CACHE_DIR", own_cache(tmp_path))   # not the fused module
     plain = make().compile(dtype=dtype, seed=0)
     assert not call.search(plain.c_source)
     new = {k: rng.normal(scale=0.3, size=v.shape).astype(dtype)

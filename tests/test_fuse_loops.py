@@ -15,6 +15,7 @@ import symnet.plan.lower as lower
 from symnet.ir import nodes as ir
 from symnet.plan.fuse import _joined
 from symnet.plan.ops import Loop
+from own_cache import own_cache
 
 L, D = 5, 8
 
@@ -58,7 +59,7 @@ def test_the_exponentials_and_their_sum_are_one_loop():
 def test_fused_c_gives_the_same_numbers(dtype, monkeypatch, rng, tmp_path):
     fused = _network().compile(dtype=dtype, seed=0)
     monkeypatch.setattr(lower, "FUSE_LOOPS", False)
-    monkeypatch.setenv("SYMNET_CACHE_DIR", str(tmp_path))   # not the fused module again
+    monkeypatch.setenv("SYMNET_CACHE_DIR", own_cache(tmp_path))   # not the fused module
     plain = _network().compile(dtype=dtype, seed=0)
     assert len(plain.c_source) > len(fused.c_source)      # the rewrite did something
     new = {k: rng.normal(scale=0.5, size=v.shape).astype(dtype)

@@ -9,6 +9,7 @@ import pytest
 
 import symnet as sn
 from symnet.derive import chain
+from own_cache import own_cache
 
 
 def _net():
@@ -101,7 +102,7 @@ def derive_afresh(monkeypatch, tmp_path):
     description, would hand back the module of the unchanged rule), into a cache
     folder of its own."""
     from symnet.backend.c import build
-    monkeypatch.setenv("SYMNET_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("SYMNET_CACHE_DIR", own_cache(tmp_path))
     monkeypatch.setattr(build, "lookup", lambda key: None)
 
 

@@ -23,6 +23,7 @@ import pytest
 import symnet as sn
 from symnet.plan import lower
 from symnet.plan.ops import Rows
+from own_cache import own_cache
 
 
 def _transformer():
@@ -169,7 +170,7 @@ def _compiled(monkeypatch, tmp_path, name, shared):
     with monkeypatch.context() as m:
         if not shared:
             m.setattr(lower, "share", lambda p: None)
-            m.setenv("SYMNET_CACHE_DIR", str(tmp_path))
+            m.setenv("SYMNET_CACHE_DIR", own_cache(tmp_path))
         return NETS[name]().compile(dtype="float32", seed=3)
 
 

@@ -8,6 +8,7 @@ import pytest
 
 import symnet as sn
 from symnet.derive import coupled
+from own_cache import own_cache
 
 
 def _net():
@@ -62,7 +63,7 @@ def test_without_the_rewrite_float32_overflows(monkeypatch, tmp_path, backend):
     """The derived rule itself, exp(O)/Σ exp(O), is inf/inf at logits of 1e3: the
     stability rewrite of derive is what the backends owe their finite numbers to."""
     from symnet.backend.c import build
-    monkeypatch.setenv("SYMNET_CACHE_DIR", str(tmp_path))   # derived again, kept apart
+    monkeypatch.setenv("SYMNET_CACHE_DIR", own_cache(tmp_path))   # derived again, apart
     monkeypatch.setattr(build, "lookup", lambda key: None)
     monkeypatch.setattr(coupled, "logsumexp", lambda rule: rule)
     model, X, y = _large("float32", backend)

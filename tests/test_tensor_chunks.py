@@ -14,6 +14,7 @@ import numpy as np
 import plan_reads
 import pytest
 from gradcheck import check
+from own_cache import own_cache
 from test_attention import HEADS, D, L, block_ref
 
 import symnet as sn
@@ -50,7 +51,7 @@ def _compiled(monkeypatch, net, dtype="float64", threads=True, old=None, scale=0
             vector_only = schedule.halves
             m.setattr(schedule, "halves",
                       lambda p, tensor=False: None if tensor else vector_only(p))
-            m.setenv("SYMNET_CACHE_DIR", str(old))
+            m.setenv("SYMNET_CACHE_DIR", own_cache(old))
         model = net.compile(dtype=dtype, seed=1)
     rng = np.random.default_rng(seed)
     for k in model.params:
@@ -157,7 +158,7 @@ def _rows_of_their_own(monkeypatch, tmp_path, net, own):
         with monkeypatch.context() as m:
             before = emit.Emitter.reuse
             m.setattr(emit.Emitter, "reuse", lambda self: dict(before(self), reuse_rows=False))
-            m.setenv("SYMNET_CACHE_DIR", str(tmp_path))
+            m.setenv("SYMNET_CACHE_DIR", own_cache(tmp_path))
             return _compiled(monkeypatch, net, "float32")
     return _compiled(monkeypatch, net, "float32")
 
@@ -351,7 +352,7 @@ def _packed_or_not(monkeypatch, tmp_path, net, packed):
     if not packed:
         with monkeypatch.context() as m:
             m.setattr(schedule, "packs", lambda h, B: None)
-            m.setenv("SYMNET_CACHE_DIR", str(tmp_path))
+            m.setenv("SYMNET_CACHE_DIR", own_cache(tmp_path))
             return _compiled(monkeypatch, net, "float32", scale=0.2)
     return _compiled(monkeypatch, net, "float32", scale=0.2)
 
