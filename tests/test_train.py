@@ -238,9 +238,11 @@ def test_divergence_restores_last_finite_parameters_and_warns(reg64, method):
     T = np.hstack([T, T])
     reg64.init_params(0)
     start = reg64.theta.copy()
-    with pytest.warns(RuntimeWarning, match="diverged"):
+    with pytest.warns(RuntimeWarning, match="diverged at step .*smaller learning rate") \
+            as caught:
         hist = reg64.fit(X, T, method=method, batch_size=4, epochs=100, lr=1e3, seed=1,
                          progress=False)
+    assert any(w.filename == __file__ for w in caught if "diverged" in str(w.message))
     assert hist.stopped == "diverged" and hist.diverged
     fitted = reg64.theta.copy()
     assert np.isfinite(fitted).all()
@@ -248,6 +250,35 @@ def test_divergence_restores_last_finite_parameters_and_warns(reg64, method):
     kept = _replay_diverging(reg64, start, X, T, method, batch, lr=1e3, epochs=100, seed=1)
     np.testing.assert_array_equal(fitted, reg64.theta)
     assert hist.steps == kept == len(hist.lr)
+
+
+@pytest.mark.parametrize("method", ["sd", "minibatch"])
+def test_a_loss_not_finite_before_any_step_names_the_output_not_the_step_size(method):
+    """bce on a sum of two sigmoids (values up to 2): the loss is NaN at the starting
+    parameters.  The warning said "Try a smaller learning rate", which cannot help, and
+    pointed inside symnet; it now names the output and its range, at the user's line."""
+    I = sn.Input(4)
+    a, b = sn.Dense(3, "sigmoid")(I), sn.Dense(3, "sigmoid")(I)
+    model = sn.Network(I, sn.Add(name="S")([a, b]), loss="bce").compile(dtype="float64",
+                                                                          seed=0)
+    rng = np.random.default_rng(0)
+    X, T = rng.normal(size=(16, 4)), (rng.uniform(size=(16, 3)) > 0.5).astype(float)
+    start = model.theta.copy()
+    O = model.forward(X)
+    assert O.max() > 1                                       # what the message must name
+    with pytest.warns(RuntimeWarning) as caught:
+        hist = model.fit(X, T, method=method, epochs=2, progress=False)
+    [w] = [w for w in caught if "step 0" in str(w.message)]
+    text = str(w.message)
+    assert "a smaller learning rate will not help" in text
+    assert f"Output 'S' gives values in [{O.min():.3g}, {O.max():.3g}]" in text
+    assert "needs an output in (0, 1)" in text and "Try a smaller" not in text
+    assert w.filename == __file__                            # the user's line
+    assert hist.stopped == "diverged" and hist.steps == 0
+    np.testing.assert_array_equal(model.theta, start)
+    model.theta[0] = np.nan                                   # parameters themselves
+    with pytest.warns(RuntimeWarning, match=r"step 0.*The parameters hold NaN or inf"):
+        model.fit(X, T, method=method, epochs=1, progress=False)
 
 
 def _replay_diverging(model, start, X, T, method, batch, lr, epochs, seed) -> int:

@@ -12,6 +12,7 @@ process) or steps each of which the exchange completes (sd, and every step over 
 from __future__ import annotations
 
 import math
+import sys
 import warnings
 from dataclasses import dataclass
 
@@ -298,9 +299,15 @@ class Run:
             m.theta[...] = self.prev
             self._drop_last_step()
         self.hist.stopped = "diverged"
-        warnings.warn(f"training diverged at step {self.t} (the loss became NaN or inf); "
-                      "the parameters are those of the last step with a finite loss. "
-                      "Try a smaller learning rate.", RuntimeWarning, stacklevel=4)
+        if self.t == 0:         # before any update: no step size is to blame
+            message = ("training stopped at step 0: the loss is NaN or inf at the parameters "
+                       "fit started from, before any update, so a smaller learning rate "
+                       "will not help." + _why_not_finite(m, self.X, self.T))
+        else:
+            message = (f"training diverged at step {self.t} (the loss became NaN or inf); "
+                       "the parameters are those of the last step with a finite loss. "
+                       "Try a smaller learning rate.")
+        warnings.warn(message, RuntimeWarning, stacklevel=_users_level())
 
     def _drop_last_step(self):
         self.t -= 1
@@ -342,6 +349,42 @@ class Run:
             outputs = {**(outputs or {}), **{"val_" + k: v for k, v in val_outputs.items()}}
         self.hist.record_epoch(loss, lr=lrs, steps=lrs.size, accuracy=acc, val_loss=val_loss,
                                val_accuracy=val_acc, outputs=outputs)
+
+
+def _users_level() -> int:
+    """The ``stacklevel`` of the first caller outside symnet, counted from the function
+    that calls this one and then ``warnings.warn``: the user's line of ``fit``, however
+    many of symnet's calls lie between (one process or MPI)."""
+    package = __file__.rsplit("/runtime/", 1)[0] + "/"
+    frame, level = sys._getframe(2), 2
+    while frame is not None and frame.f_code.co_filename.startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def _why_not_finite(model, X, T) -> str:
+    """What a loss that is not finite before any update points to, read from the model's
+    outputs on the first rows of the training data (the data were checked finite)."""
+    if not np.isfinite(model.theta).all():
+        return " The parameters hold NaN or inf (model.init_params() draws new ones)."
+    net = model.network
+    try:
+        O = side_by_side(model.forward(user_layout(model, X[:256], T[:256])[0]))
+    except Exception:  # noqa: BLE001 -- only a hint: the warning goes out without it
+        return ""
+    c = 0
+    for name, o, loss in zip(net.output_names, net.outputs, net.loss_names):
+        part = O[:, c:c + int(np.prod(net._shapes[id(o)]))].astype(np.float64)
+        c += part.shape[1]
+        if not np.isfinite(part).all():
+            return (f" Output {name!r} is itself NaN or inf on the first rows of the data "
+                    "(an activation overflowed?).")
+        if loss == "bce" and (part.min() < 0 or part.max() > 1):
+            return (f" Output {name!r} gives values in [{part.min():.3g}, {part.max():.3g}] "
+                    "on the first rows of the data, and bce takes the logarithms of o and "
+                    "1 − o: it needs an output in (0, 1), a sigmoid last (or another loss).")
+    return (" An output may lie outside its loss's domain (the logarithm or square root of "
+            "a custom loss).")
 
 
 def user_layout(model, X, T):
