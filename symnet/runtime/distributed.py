@@ -85,6 +85,7 @@ import numpy as np
 
 from .. import guards
 from ..lang.base import check_flag
+from .epoch import users_stacklevel
 from .history import History
 from .stopping import EarlyStopping, check_callbacks
 from .progress import SigintFlag
@@ -307,7 +308,7 @@ class MPI:
             warnings.warn(f"fit: process {rank}'s validation_data differs from process "
                           "0's and is not used: process 0 computes the validation for all "
                           "on its validation_data; give the whole validation set there",
-                          RuntimeWarning, stacklevel=5)
+                          RuntimeWarning, stacklevel=users_stacklevel())
         self.sizes = [i["n"] for i in infos]
         self.val_on_root = vals[0] is not None
         self.sync = None
@@ -695,5 +696,4 @@ def _same_end(model, hist, comm):
             comm.Bcast(model.theta, root=0)
         warnings.warn("the processes' parameters differed after fit (compiled kernels "
                       "that round differently?); all now hold process 0's",
-                      RuntimeWarning, stacklevel=6)   # _same_end, finish, train.fit,
-                                                      # this fit, Model.fit: the user's line
+                      RuntimeWarning, stacklevel=users_stacklevel())

@@ -12,6 +12,7 @@ process) or steps each of which the exchange completes (sd, and every step over 
 from __future__ import annotations
 
 import math
+import os
 import sys
 import warnings
 from dataclasses import dataclass
@@ -307,7 +308,7 @@ class Run:
             message = (f"training diverged at step {self.t} (the loss became NaN or inf); "
                        "the parameters are those of the last step with a finite loss. "
                        "Try a smaller learning rate.")
-        warnings.warn(message, RuntimeWarning, stacklevel=_users_level())
+        warnings.warn(message, RuntimeWarning, stacklevel=users_stacklevel())
 
     def _drop_last_step(self):
         self.t -= 1
@@ -351,11 +352,11 @@ class Run:
                                val_accuracy=val_acc, outputs=outputs)
 
 
-def _users_level() -> int:
+def users_stacklevel() -> int:
     """The ``stacklevel`` of the first caller outside symnet, counted from the function
     that calls this one and then ``warnings.warn``: the user's line of ``fit``, however
     many of symnet's calls lie between (one process or MPI)."""
-    package = __file__.rsplit("/runtime/", 1)[0] + "/"
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
     frame, level = sys._getframe(2), 2
     while frame is not None and frame.f_code.co_filename.startswith(package):
         frame, level = frame.f_back, level + 1
