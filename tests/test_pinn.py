@@ -204,8 +204,9 @@ def test_errors(data):
         m.fit(data, method="lbfgs", lr=0.01, epochs=1)
     with pytest.raises(ValueError, match="not available"):
         m.fit(data, method="minibatch", epochs=1)
-    with pytest.raises(ValueError, match="does not take batch_size"):
-        m.fit(data, method="sd", batch_size=8, epochs=1)
+    for size in (8, 32):            # 32, Model.fit's minibatch size, was taken as not given
+        with pytest.raises(ValueError, match="does not take batch_size"):
+            m.fit(data, method="sd", batch_size=size, epochs=1)
     xy = sn.Input(2, name="xy")
     u = sn.Dense(1, name="u")(sn.Dropout(0.5)(sn.Dense(4, "tanh")(xy)))
     x, _ = sn.coords(xy, "x y")

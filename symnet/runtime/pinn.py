@@ -235,7 +235,9 @@ def fit(model, data, method="sd", epochs=10, lr=0.1, optimizer="sgd", betas=None
     if method not in METHODS:
         raise ValueError(f"method {method!r} is not available here: with loss terms or for "
                          f"second-order training, method is one of {', '.join(METHODS)}")
-    defaults = {"batch_size": 32, "shuffle": True, "restore_best": True, "weight_decay": 0.0}
+    # Model.fit's defaults of the options this fit has no use for (its batch_size is None
+    # unless given: an explicit batch_size=32 is refused like any other)
+    defaults = {"shuffle": True, "restore_best": True, "weight_decay": 0.0}
     given = sorted(k for k, v in unused.items()
                    if v is not None and not (k in defaults and v == defaults[k]))
     if given:
