@@ -98,8 +98,6 @@ def _all_elidable(p, pairs, ops, k, before, kept) -> bool:
     for target, source in pairs:
         B = p.buffers
         mem = root(source)
-        if target not in B or source not in B or mem not in B:
-            return False                   # an array the plan does not hold as a buffer
         if source in targets or mem in targets:
             return False                   # a copy of a copy in the same loop
         if B[target].kind != "work" or B[target].alias or B[mem].kind != "work" \

@@ -99,18 +99,25 @@ def side_by_side(o) -> np.ndarray:
     return o.reshape(o.shape[0], -1)
 
 
+def output_columns(net):
+    """(name, loss name, columns) of each output of ``net`` in the rows that hold its
+    outputs (or targets) side by side (``side_by_side``)."""
+    c = 0
+    for name, o, loss in zip(net.output_names, net.outputs, net.loss_names):
+        w = int(np.prod(net._shapes[id(o)]))
+        yield name, loss, slice(c, c + w)
+        c += w
+
+
 def output_metrics(net, O, T) -> dict:
     """Each output's ``metrics`` under its name (Keras's ``"<output>_accuracy"``,
     ``"<output>_mse"``, ``"<output>_mae"``) for a network ``net`` of several outputs:
     O their values side by side (``side_by_side``), T the checked target rows.  What
     ``evaluate`` gives for each output, and fit's History per epoch."""
-    out, c = {}, 0
-    for name, o, loss in zip(net.output_names, net.outputs, net.loss_names):
-        w = int(np.prod(net._shapes[id(o)]))
-        for k, v in metrics(loss, O[:, c:c + w], T[:, c:c + w],
-                            class_layout(net, name)).items():
+    out = {}
+    for name, loss, cols in output_columns(net):
+        for k, v in metrics(loss, O[:, cols], T[:, cols], class_layout(net, name)).items():
             out[f"{name}_{k}"] = v
-        c += w
     return out
 
 
@@ -373,10 +380,8 @@ def _why_not_finite(model, X, T) -> str:
         O = side_by_side(model.forward(user_layout(model, X[:256], T[:256])[0]))
     except Exception:  # noqa: BLE001 -- only a hint: the warning goes out without it
         return ""
-    c = 0
-    for name, o, loss in zip(net.output_names, net.outputs, net.loss_names):
-        part = O[:, c:c + int(np.prod(net._shapes[id(o)]))].astype(np.float64)
-        c += part.shape[1]
+    for name, loss, cols in output_columns(net):
+        part = O[:, cols].astype(np.float64)
         if not np.isfinite(part).all():
             return (f" Output {name!r} is itself NaN or inf on the first rows of the data "
                     "(an activation overflowed?).")
